@@ -1,0 +1,44 @@
+"""lit_robust: make any LightningModule robust to corrupted training data.
+
+Public API::
+
+    from lit_robust import ITLM, RobustMixin, IndexedDataset
+"""
+
+from lit_robust.callbacks import ITLM, RoundRecord
+from lit_robust.data import (
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    IndexedBatch,
+    IndexedDataset,
+    MNISTDataModule,
+    SyntheticRegressionDataModule,
+    corrupt_labels,
+    unpack_batch,
+)
+from lit_robust.mixin import BatchSelector, RobustMixin
+from lit_robust.models import ImageClassifier, LinearRegressor
+from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ITLM",
+    "RoundRecord",
+    "RobustMixin",
+    "BatchSelector",
+    "IndexedDataset",
+    "IndexedBatch",
+    "unpack_batch",
+    "corrupt_labels",
+    "MNISTDataModule",
+    "FashionMNISTDataModule",
+    "DigitsDataModule",
+    "SyntheticRegressionDataModule",
+    "ImageClassifier",
+    "LinearRegressor",
+    "keep_count",
+    "rank_order",
+    "smallest_k_mask",
+    "trim_mask",
+]

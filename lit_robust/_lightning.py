@@ -1,0 +1,80 @@
+"""The few places where lit_robust relies on Lightning internals, kept together.
+
+Lightning has no public hook to swap the training dataloader's sampler between epochs or to force a
+reload at an arbitrary epoch; round-based selection needs both. Everything version-sensitive is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+_MISSING = object()
+
+
+def train_dataloader_source(trainer: pl.Trainer) -> Any:
+    return trainer.fit_loop._data_source
+
+
+def resolve_loader(original: Any) -> DataLoader:
+    """Call the user's train dataloader source (a datamodule/module method) or take the loader as is."""
+    loader = original if isinstance(original, DataLoader) else original()
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"lit_robust needs the training dataloader to be a torch DataLoader, got {type(loader).__name__}.")
+    return loader
+
+
+class TrainLoaderPatch:
+    """Routes the Trainer's train dataloader requests through ``make_loader(original)``."""
+
+    def __init__(self, trainer: pl.Trainer, make_loader: Callable[[Any], DataLoader]) -> None:
+        self.trainer = trainer
+        self.make_loader = make_loader
+        self.source = train_dataloader_source(trainer)
+        self.is_method = bool(self.source.is_module())
+        if self.is_method:
+            instance, name = self.source.instance, self.source.name
+            self.original = getattr(instance, name)
+            self.previous = instance.__dict__.get(name, _MISSING)
+            # an instance attribute shadows the class method that Lightning looks up by name
+            setattr(instance, name, lambda: make_loader(self.original))
+        else:
+            # a DataLoader passed to `fit(train_dataloaders=...)` is returned as is: swap the object
+            self.original = self.source.instance
+            self.source.instance = make_loader(self.original)
+
+    def request_reload(self) -> None:
+        """Make the fit loop rebuild the train dataloader (and its length) before the next epoch."""
+        if not self.is_method:
+            self.source.instance = self.make_loader(self.original)
+        self.trainer.fit_loop._combined_loader = None
+
+    def undo(self) -> None:
+        if self.is_method:
+            d = self.source.instance.__dict__
+            if self.previous is _MISSING:
+                d.pop(self.source.name, None)
+            else:
+                d[self.source.name] = self.previous
+        else:
+            self.source.instance = self.original
+
+
+def with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
+    """A copy of ``loader`` (same dataset, batch size, workers, collate) iterating ``sampler``."""
+    if loader.batch_size is None:
+        raise ValueError("lit_robust cannot restrict a DataLoader built with a custom `batch_sampler`; "
+                         "use `batch_size=` instead.")
+    kwargs: dict[str, Any] = dict(
+        batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+        timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+        persistent_workers=loader.persistent_workers,
+    )
+    if loader.num_workers > 0:
+        kwargs["prefetch_factor"] = loader.prefetch_factor
+        kwargs["multiprocessing_context"] = loader.multiprocessing_context
+    return DataLoader(loader.dataset, **kwargs)

@@ -1,0 +1,381 @@
+"""ITLM: Iterative Trimmed Loss Minimization as a Lightning callback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
+from lit_robust.data.indexed import IndexedDataset, unpack_batch
+from lit_robust.mixin import RobustMixin, require_mixin
+from lit_robust.samplers import SelectionSampler
+from lit_robust.selection import keep_count, nonfinite_count, scatter_scores, trim_mask
+
+__all__ = ["ITLM", "RoundRecord"]
+
+
+@dataclass
+class RoundRecord:
+    """What one ITLM round trained on and how it ended."""
+
+    round: int
+    epochs: int
+    kept: int
+    n: int
+    clean_precision: float | None = None  # fraction of the kept samples that are clean
+    corrupted_recall: float | None = None  # fraction of the corrupted samples that were dropped
+    mean_kept_score: float | None = None
+    mean_dropped_score: float | None = None
+    nonfinite_scores: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. the monitored validation metric at round end
+
+
+class ITLM(Callback):
+    r"""Iterative Trimmed Loss Minimization (Shen & Sanghavi, ICML 2019, Algorithms 1–2).
+
+    Training runs in rounds. Before round :math:`t \ge 1` every training sample is scored by the
+    model of round :math:`t-1` (eval mode, no grad), and round :math:`t` trains only on
+
+    .. math:: S_t = \arg\min_{|S| = \lfloor \alpha n \rfloor} \sum_{i \in S} f_{\theta_{t-1}}(s_i),
+
+    ranked by ``(score, index)``; NaN/inf scores rank last (dropped first) and are warned about.
+    Rounds can be short (early-stopped) and then long, e.g. ``round_epochs=[10, 10, 10, 10, 80]``;
+    their sum must equal the Trainer's ``max_epochs``. With ``reinit=True`` the model, optimizers and
+    LR schedulers are re-created at every round start (the paper's choice for DNNs, App. B(c)).
+
+    The module must adopt :class:`~lit_robust.RobustMixin` (its ``sample_scores`` is the score) and
+    the training set must yield ``(index, input, target[, is_corrupted])``, e.g. through
+    :class:`~lit_robust.IndexedDataset`. The scoring pass uses the datamodule's (or module's)
+    ``scoring_dataloader()`` when defined — the training set in a fixed order with the evaluation
+    transform — and otherwise the training loader's dataset without shuffling.
+
+    Args:
+        keep_ratio: :math:`\alpha \in (0, 1]`, the fraction of samples kept each round.
+        round_epochs: epochs of each round; ``sum(round_epochs) == Trainer(max_epochs=...)``.
+        initial_round_on_all: round 0 trains on every sample (Algorithm 1's optional initialisation);
+            if ``False`` round 0 already trains on the selection scored by the untrained model.
+        reinit: re-initialise model, optimizers and LR schedulers at the start of rounds ``t >= 1``
+            (model re-drawn by :meth:`RobustMixin.reinitialize` with seed ``seed + t``).
+        seed: seeds the per-epoch shuffling of the selection and the re-initialisations.
+        shuffle: shuffle the selection each epoch.
+        monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
+        verbose: print a rich table after each round.
+        plot: write ``itlm_scores.png`` (score histograms of clean vs corrupted samples per round) to the
+            logger's directory at fit end, when ground truth is known.
+
+    Example:
+        >>> itlm = ITLM(keep_ratio=0.65, round_epochs=[5, 5, 5, 5, 20])
+        >>> itlm.num_rounds
+        5
+    """
+
+    def __init__(
+        self,
+        keep_ratio: float,
+        round_epochs: Sequence[int],
+        initial_round_on_all: bool = True,
+        reinit: bool = True,
+        seed: int = 0,
+        shuffle: bool = True,
+        monitor: str | None = None,
+        verbose: bool = True,
+        plot: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
+        round_epochs = list(round_epochs) if not isinstance(round_epochs, (str, bytes)) else []
+        if not round_epochs or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in round_epochs):
+            raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {round_epochs!r}.")
+        self.keep_ratio = float(keep_ratio)
+        self.round_epochs = round_epochs
+        self.initial_round_on_all = initial_round_on_all
+        self.reinit = reinit
+        self.seed = seed
+        self.shuffle = shuffle
+        self.monitor = monitor
+        self.verbose = verbose
+        self.plot = plot
+        starts = [0]
+        for e in round_epochs:
+            starts.append(starts[-1] + e)
+        self._round_starts = starts
+        # running state (all of it is checkpointed)
+        self._round = 0
+        self._selection: Tensor | None = None  # kept indices of the current round; None = all
+        self._selection_made = False  # a selection exists for `_round`
+        self._reinit_pending = False
+        self._n: int | None = None
+        self._current: RoundRecord | None = None
+        self.history: list[RoundRecord] = []
+        self.score_history: list[dict[str, Any]] = []  # per scoring pass: round, scores, corrupted (CPU)
+        # fit-time helpers (not state)
+        self._patch: TrainLoaderPatch | None = None
+        self._sampler: SelectionSampler | None = None
+
+    # -- public helpers ------------------------------------------------------------------------
+    @property
+    def num_rounds(self) -> int:
+        return len(self.round_epochs)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(keep_ratio=self.keep_ratio, round_epochs=self.round_epochs)
+
+    @property
+    def current_round(self) -> int:
+        return self._round
+
+    @property
+    def selection(self) -> Tensor | None:
+        """Sorted dataset indices the current round trains on (``None`` = all samples)."""
+        return self._selection
+
+    def round_of_epoch(self, epoch: int) -> int:
+        for r in range(self.num_rounds):
+            if epoch < self._round_starts[r + 1]:
+                return r
+        return self.num_rounds - 1
+
+    # -- setup -----------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        require_mixin("ITLM", pl_module)
+        total = sum(self.round_epochs)
+        if trainer.max_epochs != total:
+            raise ValueError(
+                f"`round_epochs` must add up to the Trainer's `max_epochs`: sum({self.round_epochs}) = {total}, "
+                f"but max_epochs = {trainer.max_epochs}. Set `Trainer(max_epochs={total})` or change `round_epochs`."
+            )
+        if trainer.world_size > 1:
+            raise NotImplementedError(
+                f"ITLM supports a single process for now (got world_size={trainer.world_size}); "
+                "exact distributed selection is tracked in the distributed issue."
+            )
+        self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed)
+        self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._patch is not None:
+            self._patch.undo()
+            self._patch = None
+
+    def _make_train_loader(self, original: Any) -> DataLoader:
+        loader = resolve_loader(original)
+        _check_indexed(loader.dataset)
+        n = len(loader.dataset)
+        if self._n is not None and n != self._n:
+            raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
+        self._n = n
+        assert self._sampler is not None
+        self._sampler.n = n
+        self._sampler.set_selection(self._selection)
+        self._train_loader = loader
+        return with_sampler(loader, self._sampler)
+
+    # -- round logic -----------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch_round = self.round_of_epoch(trainer.current_epoch)
+        if self._current is None:
+            n = self._n or 0
+            self._current = RoundRecord(round=self._round, epochs=self.round_epochs[self._round], kept=n, n=n)
+            corrupted = getattr(getattr(self, "_train_loader", None), "dataset", None)
+            corrupted = getattr(corrupted, "corrupted", None)
+            if corrupted is not None and n:
+                self._current.clean_precision = 1.0 - float(corrupted.float().mean())
+                self._current.corrupted_recall = 0.0
+        if epoch_round == 0 and not self.initial_round_on_all and not self._selection_made:
+            # Algorithm 1 without the optional initialisation: select with the untrained model
+            self._select(trainer, pl_module, round_=0)
+            self._patch.request_reload()
+        elif epoch_round != self._round:
+            # resumed from a checkpoint written after round `self._round` ended but before its scoring pass
+            self._select(trainer, pl_module, round_=epoch_round)
+            self._reinit_pending = self.reinit
+            self._patch.request_reload()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._reinit_pending:
+            self._reinitialize(trainer, pl_module)
+            self._reinit_pending = False
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if epoch + 1 != self._round_starts[self._round + 1]:
+            return
+        self._finish_round(trainer)
+        if self._round + 1 < self.num_rounds:
+            self._select(trainer, pl_module, round_=self._round + 1)
+            self._reinit_pending = self.reinit
+            self._patch.request_reload()
+            rec = self._current
+            for key, value in (("itlm/round", rec.round), ("itlm/kept", rec.kept),
+                               ("itlm/clean_precision", rec.clean_precision),
+                               ("itlm/corrupted_recall", rec.corrupted_recall)):
+                if value is not None:
+                    pl_module.log(key, float(value), on_epoch=True, on_step=False)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
+            self._save_plot(trainer)
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def _finish_round(self, trainer: pl.Trainer) -> None:
+        rec = self._current
+        assert rec is not None
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if (self.monitor is None and k.startswith("val")) or k == self.monitor}
+        rec.metrics = metrics
+        self.history.append(rec)
+        if self.verbose:
+            _print_round_table(self.history, self.monitor)
+
+    def _select(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_: int) -> None:
+        index, scores, corrupted = self.score_training_set(trainer, pl_module)
+        n = self._n
+        assert n is not None
+        dense = scatter_scores(n, index, scores)
+        bad = nonfinite_count(dense)
+        if bad:
+            rank_zero_warn(f"ITLM round {round_}: {bad} of {n} scores are NaN or infinite; they rank as worst "
+                           "and are dropped first.")
+        mask = trim_mask(dense, self.keep_ratio)
+        selection = torch.nonzero(mask).flatten().cpu()
+        rec = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=int(selection.numel()), n=n,
+                          nonfinite_scores=bad)
+        kept_scores, dropped_scores = dense[mask], dense[~mask]
+        fin_k, fin_d = kept_scores[torch.isfinite(kept_scores)], dropped_scores[torch.isfinite(dropped_scores)]
+        rec.mean_kept_score = float(fin_k.mean()) if fin_k.numel() else None
+        rec.mean_dropped_score = float(fin_d.mean()) if fin_d.numel() else None
+        dense_corrupted = None
+        if corrupted is not None:
+            dense_corrupted = torch.zeros(n, dtype=torch.bool, device=corrupted.device)
+            dense_corrupted[index] = corrupted
+            kept_bad = int((mask & dense_corrupted).sum())
+            rec.clean_precision = (rec.kept - kept_bad) / rec.kept if rec.kept else None
+            total_bad = int(dense_corrupted.sum())
+            rec.corrupted_recall = (total_bad - kept_bad) / total_bad if total_bad else None
+        self.score_history.append({"round": round_, "scores": dense.float().cpu(),
+                                   "corrupted": None if dense_corrupted is None else dense_corrupted.cpu()})
+        self._selection = selection
+        self._selection_made = True
+        self._round = round_
+        self._current = rec
+        if self._sampler is not None:
+            self._sampler.set_selection(selection)
+
+    def score_training_set(self, trainer: pl.Trainer, pl_module: pl.LightningModule
+                           ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Score every training sample once: returns ``(index, score, is_corrupted or None)``."""
+        module = require_mixin("ITLM", pl_module)
+        loader = self._scoring_loader(trainer, pl_module)
+        was_training = pl_module.training
+        pl_module.eval()
+        idx, scores, flags = [], [], []
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    batch = trainer.strategy.batch_to_device(batch)
+                    ib = unpack_batch(batch)
+                    s = module.sample_scores(batch)
+                    if not isinstance(s, Tensor) or s.shape != ib.index.shape:
+                        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+                        raise ValueError(f"`sample_scores` must return one score per sample (shape "
+                                         f"{tuple(ib.index.shape)}), got {got}.")
+                    idx.append(ib.index)
+                    scores.append(s.detach().float())
+                    if ib.corrupted is not None:
+                        flags.append(ib.corrupted.bool())
+        finally:
+            pl_module.train(was_training)
+        if not idx:
+            raise ValueError("the scoring loader yielded no batches.")
+        corrupted = torch.cat(flags) if len(flags) == len(idx) else None
+        return torch.cat(idx), torch.cat(scores), corrupted
+
+    def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
+        for owner in (trainer.datamodule, pl_module):
+            fn = getattr(owner, "scoring_dataloader", None) if owner is not None else None
+            if callable(fn):
+                return fn()
+        loader = getattr(self, "_train_loader", None)
+        if loader is None:
+            raise RuntimeError("ITLM has not seen the training dataloader yet.")
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False,
+                          num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+
+    def _reinitialize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        module: RobustMixin = pl_module  # type: ignore[assignment]
+        module.reinitialize(self.seed + self._round)
+        trainer.strategy.setup_optimizers(trainer)
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round": self._round,
+            "selection": self._selection,
+            "selection_made": self._selection_made,
+            "reinit_pending": self._reinit_pending,
+            "n": self._n,
+            "current": None if self._current is None else asdict(self._current),
+            "history": [asdict(r) for r in self.history],
+            "score_history": self.score_history,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._round = state_dict["round"]
+        self._selection = state_dict["selection"]
+        self._selection_made = state_dict["selection_made"]
+        self._reinit_pending = state_dict["reinit_pending"]
+        self._n = state_dict["n"]
+        self._current = None if state_dict["current"] is None else RoundRecord(**state_dict["current"])
+        self.history = [RoundRecord(**r) for r in state_dict["history"]]
+        self.score_history = state_dict["score_history"]
+
+    @rank_zero_only
+    def _save_plot(self, trainer: pl.Trainer) -> None:
+        from lit_robust.reporting import plot_score_histograms
+
+        folder = trainer.log_dir or trainer.default_root_dir
+        self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
+
+
+def _check_indexed(dataset: Any) -> None:
+    if isinstance(dataset, IndexedDataset):
+        return
+    try:
+        sample = dataset[0]
+    except Exception:  # iterable or exotic datasets: checked on the first batch instead
+        return
+    ok = isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[0]) and int(sample[0]) == 0
+    if not ok:
+        raise ValueError(
+            f"ITLM needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
+            f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`."
+        )
+
+
+def _is_int_like(x: Any) -> bool:
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, int):
+        return True
+    return isinstance(x, Tensor) and x.ndim == 0 and not x.is_floating_point() and x.dtype != torch.bool
+
+
+@rank_zero_only
+def _print_round_table(history: list[RoundRecord], monitor: str | None) -> None:
+    from lit_robust.reporting import round_table
+
+    from rich.console import Console
+
+    Console().print(round_table(history, monitor))

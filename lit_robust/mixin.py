@@ -1,0 +1,133 @@
+"""The per-sample loss protocol a LightningModule adopts to work with lit_robust."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters"]
+
+
+@runtime_checkable
+class BatchSelector(Protocol):
+    """Anything that decides, inside one training batch, which samples the loss keeps.
+
+    Per-batch filters (PRL, SPL, co-teaching, ...) implement this and register themselves with
+    :meth:`RobustMixin.add_batch_selector`; :meth:`RobustMixin.reduce_loss` combines their masks.
+    """
+
+    def keep_mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
+        """Boolean mask of shape ``losses.shape`` (``True`` = keep)."""
+
+
+class RobustMixin:
+    """Cooperative mixin: ``class MyModel(RobustMixin, pl.LightningModule)``.
+
+    A module implements :meth:`per_sample_loss` (one loss per sample, ``reduction="none"``) and gets:
+
+    * :meth:`reduce_loss` — the mean over the samples that every active batch selector keeps
+      (all samples when none is active), the single place where per-batch filters plug in;
+    * :meth:`sample_scores` — the per-sample score of a round's scoring pass (default: the loss;
+      override it, e.g. a GAN's discriminator loss on real images or a flow's ``-log p``);
+    * a default :meth:`training_step` that chains the two and logs ``train_loss``.
+
+    Batches are ``(index, input, target[, is_corrupted])`` (see :class:`lit_robust.IndexedDataset`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._robust_selectors: list[BatchSelector] = []
+
+    # -- protocol -----------------------------------------------------------------------------
+    def per_sample_loss(self, batch: Any) -> Tensor | tuple[Tensor, Any]:
+        """Return the per-sample losses of ``batch`` (shape ``[B]``), or ``(losses, outputs)``.
+
+        ``outputs`` (e.g. the logits) is handed to batch selectors that need the loss layer's input.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `per_sample_loss(batch)`.")
+
+    def sample_scores(self, batch: Any) -> Tensor:
+        """Per-sample score for a round's scoring pass (lower = more trusted). Default: the loss."""
+        out = self.per_sample_loss(batch)
+        return out[0] if isinstance(out, tuple) else out
+
+    # -- selectors ----------------------------------------------------------------------------
+    @property
+    def batch_selectors(self) -> list[BatchSelector]:
+        if not hasattr(self, "_robust_selectors"):
+            # a subclass that did not call RobustMixin.__init__ (e.g. skipped super().__init__)
+            self._robust_selectors = []
+        return self._robust_selectors
+
+    def add_batch_selector(self, selector: BatchSelector) -> None:
+        if not isinstance(selector, BatchSelector):
+            raise TypeError(f"`selector` must implement `keep_mask(losses, batch, outputs, module)`, got {selector!r}.")
+        if selector not in self.batch_selectors:
+            self.batch_selectors.append(selector)
+
+    def remove_batch_selector(self, selector: BatchSelector) -> None:
+        if selector in self.batch_selectors:
+            self.batch_selectors.remove(selector)
+
+    def reduce_loss(self, losses: Tensor, batch: Any = None, outputs: Any = None) -> Tensor:
+        """Mean of ``losses`` over the samples kept by every active batch selector."""
+        if losses.ndim != 1:
+            raise ValueError(
+                f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
+                f"{tuple(losses.shape)}; use `reduction='none'` and average any extra dimensions."
+            )
+        selectors = self.batch_selectors
+        if not selectors:
+            return losses.mean()
+        keep = torch.ones_like(losses, dtype=torch.bool)
+        for selector in selectors:
+            keep &= selector.keep_mask(losses, batch, outputs, self)
+        # mean over kept samples (torch.where, so a dropped NaN loss cannot leak into the sum);
+        # an all-dropped batch yields a zero loss that still has a graph
+        return torch.where(keep, losses, torch.zeros_like(losses)).sum() / keep.sum().clamp(min=1)
+
+    def reinitialize(self, seed: int) -> None:
+        """Re-draw every parameter (used by round-based callbacks such as ITLM at each round start).
+
+        The default calls ``reset_parameters()`` on every submodule that owns parameters, under a forked
+        RNG seeded with ``seed`` (the global RNG is untouched). Override it for custom layers.
+        """
+        reset_parameters(self, seed)  # type: ignore[arg-type]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        out = self.per_sample_loss(batch)
+        losses, outputs = out if isinstance(out, tuple) else (out, None)
+        loss = self.reduce_loss(losses, batch, outputs)
+        self.log("train_loss", loss, prog_bar=True)  # type: ignore[attr-defined]
+        return loss
+
+
+def reset_parameters(module: torch.nn.Module, seed: int) -> None:
+    """Call ``reset_parameters()`` on every submodule owning parameters, with a private seeded RNG."""
+    owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    missing = sorted({type(m).__name__ for m in owners if not callable(getattr(m, "reset_parameters", None))})
+    if missing:
+        raise TypeError(
+            f"cannot re-initialise {missing}: these modules own parameters but have no `reset_parameters()`. "
+            "Add one, override `reinitialize(seed)` on your LightningModule, or pass `reinit=False`."
+        )
+    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for m in owners:
+            m.reset_parameters()
+
+
+def require_mixin(owner: str, module: Any) -> RobustMixin:
+    """Raise a clear error unless ``module`` adopts :class:`RobustMixin` and implements the protocol."""
+    if not isinstance(module, RobustMixin):
+        raise TypeError(
+            f"`{owner}` needs the LightningModule to adopt `lit_robust.RobustMixin` "
+            f"(`class {type(module).__name__}(RobustMixin, LightningModule)`), got `{type(module).__name__}` without it."
+        )
+    if type(module).per_sample_loss is RobustMixin.per_sample_loss:
+        raise TypeError(f"`{owner}`: `{type(module).__name__}` adopts RobustMixin but does not implement "
+                        "`per_sample_loss(batch)`.")
+    return module

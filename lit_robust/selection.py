@@ -1,0 +1,153 @@
+"""Pure tensor functions that turn per-sample scores into keep-masks.
+
+Every selection rule in lit_robust (ITLM round trimming, per-batch filters, ...) ends in one of
+these functions, so all of them share one ordering rule:
+
+    samples are ranked by ``(score, index)`` ascending, and non-finite scores
+    (NaN, +inf, -inf) rank after every finite score, i.e. they are dropped first.
+
+Ranking ties by the sample's dataset index (not by its position in a batch or a shard) makes a
+selection deterministic and independent of how the data were split across processes.
+
+Nothing here imports Lightning or ``torch.distributed``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "keep_count",
+    "nonfinite_count",
+    "ranking_scores",
+    "rank_order",
+    "smallest_k_mask",
+    "trim_mask",
+    "scatter_scores",
+]
+
+
+def keep_count(n: int, keep_ratio: float) -> int:
+    """Number of samples kept out of ``n``: ``floor(keep_ratio * n)``.
+
+    The product is rounded to 9 decimals before the floor, so that ``0.29 * 100`` keeps 29 and not
+    28 because of binary floating point.
+
+    >>> keep_count(10, 0.55), keep_count(100, 0.29), keep_count(3, 1.0)
+    (5, 29, 3)
+    """
+    if n < 0:
+        raise ValueError(f"`n` must be >= 0, got {n}.")
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
+    return min(n, int(math.floor(round(keep_ratio * n, 9))))
+
+
+def nonfinite_count(scores: Tensor) -> int:
+    """Number of NaN or infinite entries in ``scores``."""
+    return int((~torch.isfinite(scores)).sum().item())
+
+
+def ranking_scores(scores: Tensor) -> Tensor:
+    """Scores as ranked: float, with every non-finite value replaced by ``+inf`` (worst)."""
+    s = scores.detach()
+    if not s.is_floating_point():
+        s = s.to(torch.float32)
+    return torch.where(torch.isfinite(s), s, torch.full_like(s, math.inf))
+
+
+def _check_1d(name: str, t: Tensor) -> None:
+    if t.ndim != 1:
+        raise ValueError(f"`{name}` must be a 1-D tensor with one entry per sample, got shape {tuple(t.shape)}.")
+
+
+def rank_order(scores: Tensor, index: Tensor | None = None) -> Tensor:
+    """Positions of ``scores`` sorted by ``(score, index)`` ascending; non-finite scores last.
+
+    Args:
+        scores: 1-D tensor of per-sample scores (lower is better).
+        index: 1-D integer tensor of unique sample ids, same length; defaults to ``arange(n)``.
+
+    Returns:
+        A permutation ``order`` such that ``scores[order]`` is the ranking.
+
+    >>> rank_order(torch.tensor([0.5, float("nan"), 0.1, 0.5]), torch.tensor([7, 0, 3, 2])).tolist()
+    [2, 3, 0, 1]
+    """
+    _check_1d("scores", scores)
+    key = ranking_scores(scores)
+    if index is None:
+        return torch.argsort(key, stable=True)
+    _check_1d("index", index)
+    if index.numel() != scores.numel():
+        raise ValueError(
+            f"`index` must have one entry per score: got {index.numel()} indices for {scores.numel()} scores."
+        )
+    if index.device != scores.device:
+        raise ValueError(f"`index` is on {index.device} but `scores` is on {scores.device}; put both on one device.")
+    by_index = torch.argsort(index, stable=True)
+    by_score = torch.argsort(key[by_index], stable=True)
+    return by_index[by_score]
+
+
+def smallest_k_mask(scores: Tensor, k: int, index: Tensor | None = None) -> Tensor:
+    """Boolean mask keeping the ``k`` samples ranked first by ``(score, index)``.
+
+    >>> smallest_k_mask(torch.tensor([3.0, 1.0, 2.0, 1.0]), 2).tolist()
+    [False, True, False, True]
+    """
+    n = scores.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"`k` must be in [0, {n}] (the number of scores), got {k}.")
+    order = rank_order(scores, index)
+    mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    mask[order[:k]] = True
+    return mask
+
+
+def trim_mask(scores: Tensor, keep_ratio: float, index: Tensor | None = None) -> Tensor:
+    """Keep the ``floor(keep_ratio * n)`` smallest scores (ITLM's trimmed set, Shen & Sanghavi 2019, Alg. 1).
+
+    .. math:: S = \\arg\\min_{|S| = \\lfloor \\alpha n \\rfloor} \\sum_{i \\in S} f_\\theta(s_i)
+
+    >>> trim_mask(torch.tensor([0.9, 0.1, float("inf"), 0.3]), 0.5).tolist()
+    [False, True, False, True]
+    """
+    return smallest_k_mask(scores, keep_count(scores.numel(), keep_ratio), index)
+
+
+def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
+    """Place gathered ``(index, score)`` pairs into a dense vector of length ``n``.
+
+    Duplicated indices (e.g. from a sampler that pads shards) are allowed only if they carry the same
+    score; every index in ``[0, n)`` must be present exactly once after de-duplication.
+    """
+    _check_1d("index", index)
+    _check_1d("scores", scores)
+    if index.numel() != scores.numel():
+        raise ValueError(f"got {index.numel()} indices for {scores.numel()} scores; they must match.")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ValueError(
+            f"sample indices must be in [0, {n}), got values in [{int(index.min())}, {int(index.max())}]."
+        )
+    dense = torch.full((n,), math.nan, dtype=scores.dtype if scores.is_floating_point() else torch.float32,
+                       device=scores.device)
+    seen = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    dense[index] = scores.to(dense.dtype)
+    seen[index] = True
+    # duplicates must agree (NaN == NaN counts as agreement)
+    back = dense[index]
+    same = (back == scores.to(dense.dtype)) | (torch.isnan(back) & torch.isnan(scores.to(dense.dtype)))
+    if not bool(same.all()):
+        bad = index[~same][:5].tolist()
+        raise ValueError(f"sample indices {bad} were scored twice with different scores.")
+    if not bool(seen.all()):
+        missing = torch.nonzero(~seen).flatten()
+        raise ValueError(
+            f"{missing.numel()} of {n} samples were never scored (first missing indices: {missing[:5].tolist()}); "
+            "the scoring loader must visit every training sample."
+        )
+    return dense
