@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust import IndexedDataset, RobustMixin, corrupt_labels, unpack_batch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LIT_ROBUST_DATA", REPO.parent / "shared" / "data"))
+
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*number of training batches.*")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.fail(f"offline MNIST expected under {SHARED_DATA} (set LIT_ROBUST_DATA)")
+    return SHARED_DATA
+
+
+def blobs(n: int = 240, seed: int = 0, clean_ratio: float = 0.7):
+    """Three Gaussian blobs in 2-D with random label noise (ground truth kept)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
+    x = centers[y] + 0.7 * torch.randn(n, 2, generator=g)
+    noisy, mask = corrupt_labels(y, clean_ratio, "random", 3, seed=seed)
+    return IndexedDataset(TensorDataset(x, y), targets=noisy, corrupted=mask)
+
+
+class TinyModel(RobustMixin, pl.LightningModule):
+    def __init__(self, lr: float = 0.1, hidden: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+        self.lr = lr
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        return self.net(x)
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        logits = self(b.input)
+        return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch[0].detach().cpu())
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        b = unpack_batch(batch)
+        self.log("val_loss", F.cross_entropy(self(b.input), b.target))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+
+
+class BlobsData(pl.LightningDataModule):
+    def __init__(self, n: int = 240, batch_size: int = 32, with_val: bool = False) -> None:
+        super().__init__()
+        self.ds = blobs(n)
+        self.batch_size = batch_size
+        self.with_val = with_val
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.ds, batch_size=64) if self.with_val else []
+
+
+def tiny_trainer(tmp_path, max_epochs: int, callbacks=(), **kw) -> pl.Trainer:
+    kw.setdefault("logger", False)
+    kw.setdefault("enable_checkpointing", False)
+    return pl.Trainer(max_epochs=max_epochs, callbacks=list(callbacks), default_root_dir=tmp_path,
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+                      deterministic=True, **kw)

@@ -1,0 +1,125 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust import (
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    IndexedDataset,
+    MNISTDataModule,
+    SyntheticRegressionDataModule,
+    corrupt_labels,
+    unpack_batch,
+)
+
+
+@pytest.mark.parametrize("kind", ["random", "systematic"])
+@pytest.mark.parametrize("clean_ratio", [0.0, 0.3, 0.6, 0.9, 1.0])
+def test_corrupt_labels_exact_count_and_wrong_labels(kind, clean_ratio):
+    y = torch.arange(1000) % 10
+    noisy, mask = corrupt_labels(y, clean_ratio, kind, 10, seed=3)
+    assert int(mask.sum()) == round((1 - clean_ratio) * 1000)
+    assert bool((noisy[mask] != y[mask]).all())
+    assert torch.equal(noisy[~mask], y[~mask])
+    if kind == "systematic":
+        assert torch.equal(noisy[mask], (y[mask] + 1) % 10)
+
+
+def test_corrupt_labels_random_uses_every_wrong_class_and_is_seeded():
+    y = torch.zeros(5000, dtype=torch.long)
+    noisy, mask = corrupt_labels(y, 0.5, "random", 4, seed=0)
+    assert set(noisy[mask].tolist()) == {1, 2, 3}
+    again, mask2 = corrupt_labels(y, 0.5, "random", 4, seed=0)
+    assert torch.equal(noisy, again) and torch.equal(mask, mask2)
+    other, _ = corrupt_labels(y, 0.5, "random", 4, seed=1)
+    assert not torch.equal(noisy, other)
+
+
+def test_corrupt_labels_custom_mapping_and_errors():
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    noisy, mask = corrupt_labels(y, 0.0, "systematic", 3, mapping=torch.tensor([2, 0, 1]))
+    assert noisy.tolist() == [2, 0, 1, 2, 0, 1]
+    with pytest.raises(ValueError, match=r"`clean_ratio` must be in \[0, 1\], got 1.5"):
+        corrupt_labels(y, 1.5)
+    with pytest.raises(ValueError, match=r"`kind` must be 'random' or 'systematic', got 'pairs'"):
+        corrupt_labels(y, 0.5, "pairs")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"mapping\[a\] != a"):
+        corrupt_labels(y, 0.5, "systematic", 3, mapping=torch.tensor([0, 2, 1]))
+
+
+def test_indexed_dataset_and_unpack_batch():
+    base = TensorDataset(torch.randn(10, 3), torch.arange(10))
+    ds = IndexedDataset(base, targets=torch.arange(10) + 100, corrupted=torch.arange(10) % 2 == 0)
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    b = unpack_batch(batch)
+    assert b.index.tolist() == [0, 1, 2, 3]
+    assert b.target.tolist() == [100, 101, 102, 103]
+    assert b.corrupted.tolist() == [True, False, True, False]
+    b3 = unpack_batch(next(iter(DataLoader(IndexedDataset(base), batch_size=4))))
+    assert b3.corrupted is None
+
+
+def test_unpack_batch_without_index_says_wrap_it():
+    plain = next(iter(DataLoader(TensorDataset(torch.randn(4, 3), torch.arange(4)), batch_size=4)))
+    with pytest.raises(ValueError, match="Wrap the training dataset in `lit_robust.IndexedDataset`"):
+        unpack_batch(plain)
+    fake = [torch.randn(4), torch.randn(4, 3), torch.arange(4)]
+    with pytest.raises(ValueError, match="1-D integer sample index, got tensor of dtype torch.float32"):
+        unpack_batch(fake)
+
+
+def test_indexed_dataset_length_checks():
+    base = TensorDataset(torch.randn(3, 1), torch.arange(3))
+    with pytest.raises(ValueError, match=r"`targets` must have one entry per sample \(3\), got 2"):
+        IndexedDataset(base, targets=[0, 1])
+    with pytest.raises(ValueError, match=r"`corrupted` must be a 1-D mask with one entry per sample \(3\)"):
+        IndexedDataset(base, corrupted=torch.zeros(4, dtype=torch.bool))
+
+
+def test_digits_datamodule_noise_and_splits():
+    dm = DigitsDataModule(clean_ratio=0.6, noise="systematic", val_size=100, seed=1)
+    dm.setup("fit")
+    n = len(dm.train_set) + len(dm.val_set)
+    assert n == 1797 - 497 and len(dm.test_set) == 497
+    c = torch.cat([dm.train_set.corrupted, dm.val_set.corrupted])
+    assert int(c.sum()) == round(0.4 * n)
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch) == 4 and batch[1].shape[1:] == (1, 8, 8)
+    assert len(next(iter(dm.test_dataloader()))) == 3  # clean test set: no flag
+
+
+def test_mnist_offline(shared_data):
+    dm = MNISTDataModule(root=str(shared_data), clean_ratio=0.7, noise="random", train_size=3000, val_size=1000)
+    dm.setup("fit")
+    assert len(dm.train_set) == 3000 and len(dm.val_set) == 1000 and len(dm.test_set) == 4000
+    x = dm.train_set[0][1]
+    assert x.shape == (1, 28, 28) and abs(float(dm.train_set.dataset.tensors[0].mean())) < 0.1
+    fm = FashionMNISTDataModule(root=str(shared_data), train_size=100, val_size=0)
+    fm.setup("fit")
+    assert len(fm.test_set) == 10000
+
+
+def test_mnist_missing_root_is_clear(tmp_path):
+    dm = MNISTDataModule(root=str(tmp_path))
+    with pytest.raises(RuntimeError, match="MNIST not found under `root`"):
+        dm.setup("fit")
+
+
+def test_datamodule_argument_errors():
+    with pytest.raises(ValueError, match=r"`clean_ratio` must be in \[0.0, 1.0\], got 2"):
+        DigitsDataModule(clean_ratio=2)
+    with pytest.raises(ValueError, match=r"`noise` must be 'random' or 'systematic', got 'x'"):
+        DigitsDataModule(noise="x")  # type: ignore[arg-type]
+    dm = DigitsDataModule(train_size=1300, val_size=100)
+    with pytest.raises(ValueError, match=r"`train_size` \+ `val_size` must be <= 1300"):
+        dm.setup("fit")
+
+
+def test_synthetic_regression_matches_its_model():
+    dm = SyntheticRegressionDataModule(n=500, dim=5, clean_ratio=0.8, noise_std=0.0, seed=2)
+    dm.setup("fit")
+    x, y = dm.train_set.dataset.tensors
+    clean = ~dm.train_set.corrupted
+    assert int(dm.train_set.corrupted.sum()) == 100
+    assert torch.allclose(x[clean] @ dm.theta, y[clean].squeeze(1), atol=1e-5)
+    assert not torch.allclose(x[~clean] @ dm.theta, y[~clean].squeeze(1), atol=1e-1)

@@ -1,0 +1,203 @@
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust import ITLM
+from lit_robust.selection import trim_mask
+from tests.conftest import BlobsData, TinyModel, tiny_trainer
+
+
+def fit(tmp_path, itlm, max_epochs, seed=0, **kw):
+    pl.seed_everything(seed, verbose=False)
+    model, data = TinyModel(), BlobsData(with_val=kw.pop("with_val", False))
+    ckpt_path = kw.pop("ckpt_path", None)
+    trainer = tiny_trainer(tmp_path, max_epochs, [itlm, *kw.pop("callbacks", [])], **kw)
+    trainer.fit(model, data, ckpt_path=ckpt_path)
+    return model, data, trainer
+
+
+def test_rounds_train_on_the_trimmed_selection(tmp_path):
+    seen_at_round_end = {}
+
+    class Spy(pl.Callback):
+        # runs after ITLM (callbacks run in list order): checks the selection ITLM just made
+        def on_train_epoch_end(self, trainer, pl_module):
+            if itlm.selection is not None and itlm.current_round not in seen_at_round_end:
+                index, scores, _ = itlm.score_training_set(trainer, pl_module)
+                full = torch.empty(len(scores))
+                full[index] = scores
+                expected = torch.nonzero(trim_mask(full, 0.6)).flatten()
+                seen_at_round_end[itlm.current_round] = torch.equal(expected, itlm.selection)
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1, 1], verbose=False, plot=False)
+    model, data, trainer = fit(tmp_path, itlm, 4, callbacks=[Spy()])
+    assert seen_at_round_end == {1: True, 2: True}
+    n, k = 240, 144
+    # batches seen per epoch: all samples in round 0 (2 epochs), then exactly the selection
+    per_epoch = [torch.cat(model.seen[i:i + s]) for i, s in ((0, 8), (8, 8), (16, 5), (21, 5))]
+    assert [len(p) for p in per_epoch] == [n, n, k, k]
+    assert len(model.seen) == 26  # the train loader's length was rebuilt at each round
+    assert sorted(per_epoch[3].tolist()) == itlm.selection.tolist()
+    assert [r.kept for r in itlm.history] == [n, k, k]
+    assert trainer.current_epoch == 4
+
+
+def test_selection_removes_mostly_corrupted_samples(tmp_path):
+    itlm = ITLM(keep_ratio=0.65, round_epochs=[3, 3, 3], verbose=False, plot=False)
+    _, data, _ = fit(tmp_path, itlm, 9)
+    corrupted = data.ds.corrupted
+    assert 1 - float(corrupted.float().mean()) == pytest.approx(0.7)
+    last = itlm.history[-1]
+    assert last.clean_precision > 0.95  # blobs are easy: the trimmed set is almost clean
+    assert last.clean_precision == pytest.approx(1 - float(corrupted[itlm.selection].float().mean()))
+    assert last.corrupted_recall == pytest.approx(
+        1 - float(corrupted[itlm.selection].sum()) / float(corrupted.sum()))
+
+
+def test_reinit_redraws_parameters_and_optimizer(tmp_path):
+    starts = []
+
+    class Spy(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            starts.append((trainer.current_epoch, pl_module.net[0].weight.detach().clone(),
+                           id(trainer.optimizers[0]), len(trainer.optimizers[0].state)))
+
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], seed=7, verbose=False, plot=False)
+    model, _, _ = fit(tmp_path, itlm, 2, callbacks=[Spy()])
+    (e0, w0, o0, _), (e1, w1, o1, st1) = starts
+    ref = TinyModel()
+    ref.reinitialize(7 + 1)
+    assert torch.equal(w1, ref.net[0].weight)  # round 1 starts from the seeded re-draw
+    assert o0 != o1 and st1 == 0  # a fresh optimizer without momentum buffers
+
+
+def test_no_reinit_keeps_training_the_same_model(tmp_path):
+    weights = []
+
+    class Spy(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            weights.append(pl_module.net[0].weight.detach().clone())
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            weights.append(pl_module.net[0].weight.detach().clone())
+
+    fit(tmp_path, ITLM(keep_ratio=0.8, round_epochs=[1, 1], reinit=False, verbose=False, plot=False), 2,
+        callbacks=[Spy()])
+    assert torch.equal(weights[1], weights[2])
+
+
+def test_initial_round_can_use_the_untrained_models_selection(tmp_path):
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], initial_round_on_all=False, verbose=False, plot=False)
+    model, _, _ = fit(tmp_path, itlm, 2)
+    assert [r.kept for r in itlm.history] == [120, 120]
+    assert len(torch.cat(model.seen)) == 240
+
+
+@pytest.mark.parametrize("with_val", [False, True], ids=["ckpt-after-scoring", "ckpt-before-scoring"])
+@pytest.mark.parametrize("resume_epoch", [1, 2, 3])
+def test_resume_reproduces_uninterrupted_run(tmp_path, with_val, resume_epoch):
+    def run(root, ckpt_path=None):
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2, 2], verbose=False, plot=False)
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        model, _, trainer = fit(root, itlm, 6, callbacks=[ckpt], enable_checkpointing=True, with_val=with_val,
+                                ckpt_path=ckpt_path, seed=1 if ckpt_path is None else 99)
+        return model, itlm
+
+    full_model, full = run(tmp_path / "a")
+    # epochs 1 and 3 end a round; with validation the checkpoint is written before ITLM's scoring pass
+    resumed_model, resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / f"epoch={resume_epoch}.ckpt")
+    assert [r.kept for r in resumed.history] == [r.kept for r in full.history]
+    assert torch.equal(resumed.selection, full.selection)
+    assert [h["scores"].tolist() for h in resumed.score_history] == [h["scores"].tolist() for h in full.score_history]
+    for p, q in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_nan_scores_rank_worst_and_are_warned(tmp_path):
+    class NaNScores(TinyModel):
+        def sample_scores(self, batch):
+            s = super().sample_scores(batch)
+            return torch.where(batch[0] % 10 == 0, torch.full_like(s, math.nan), s)
+
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False)
+    trainer = tiny_trainer(tmp_path, 2, [itlm])
+    with pytest.warns(UserWarning, match="24 of 240 scores are NaN or infinite; they rank as worst"):
+        trainer.fit(NaNScores(), BlobsData())
+    assert not bool((itlm.selection % 10 == 0).any())
+    assert itlm.history[-1].nonfinite_scores == 24
+
+
+def test_round_table_and_plot(tmp_path, capsys):
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=True, plot=True)
+    fit(tmp_path, itlm, 2)
+    out = capsys.readouterr().out
+    assert "ITLM rounds" in out and "144/240" in out and "clean" in out
+    assert Path(itlm.plot_path).is_file() and Path(itlm.plot_path).stat().st_size > 1000
+
+
+def test_state_key_lets_two_instances_coexist():
+    a, b = ITLM(0.5, [1, 1]), ITLM(0.7, [1, 1])
+    assert a.state_key != b.state_key
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("ratio", [0, -0.2, 1.5, math.nan, True])
+def test_keep_ratio_validated(ratio):
+    with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\], got"):
+        ITLM(keep_ratio=ratio, round_epochs=[1])
+
+
+@pytest.mark.parametrize("epochs", [[], [0, 2], [1.5], "12"])
+def test_round_epochs_validated(epochs):
+    with pytest.raises(ValueError, match="`round_epochs` must be a non-empty list of integers >= 1"):
+        ITLM(keep_ratio=0.5, round_epochs=epochs)
+
+
+def test_round_epochs_must_add_up_to_max_epochs(tmp_path):
+    trainer = tiny_trainer(tmp_path, 5, [ITLM(keep_ratio=0.5, round_epochs=[2, 2])])
+    with pytest.raises(ValueError, match=r"sum\(\[2, 2\]\) = 4, but max_epochs = 5. Set `Trainer\(max_epochs=4\)`"):
+        trainer.fit(TinyModel(), BlobsData())
+
+
+def test_dataset_without_index_is_rejected(tmp_path):
+    loader = DataLoader(TensorDataset(torch.randn(20, 2), torch.zeros(20, dtype=torch.long)), batch_size=5)
+    trainer = tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.5, round_epochs=[1, 1])])
+    with pytest.raises(ValueError, match="Wrap it in `lit_robust.IndexedDataset`"):
+        trainer.fit(TinyModel(), train_dataloaders=loader)
+
+
+def test_module_without_mixin_is_rejected(tmp_path):
+    class Plain(pl.LightningModule):
+        def training_step(self, batch, batch_idx):
+            return None
+
+        def configure_optimizers(self):
+            return None
+
+    trainer = tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.5, round_epochs=[1, 1])])
+    with pytest.raises(TypeError, match="`ITLM` needs the LightningModule to adopt `lit_robust.RobustMixin`"):
+        trainer.fit(Plain(), BlobsData())
+
+
+def test_scores_of_wrong_shape_are_rejected(tmp_path):
+    class BadScores(TinyModel):
+        def sample_scores(self, batch):
+            return super().sample_scores(batch).mean()
+
+    trainer = tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False)])
+    with pytest.raises(ValueError, match=r"`sample_scores` must return one score per sample \(shape \(32,\)\), got \(\)"):
+        trainer.fit(BadScores(), BlobsData())
+
+
+def test_plain_dataloader_passed_to_fit_works(tmp_path):
+    data = BlobsData()
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+    model = TinyModel()
+    tiny_trainer(tmp_path, 2, [itlm]).fit(model, train_dataloaders=data.train_dataloader())
+    assert len(torch.cat(model.seen)) == 240 + 120

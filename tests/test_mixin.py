@@ -1,0 +1,88 @@
+import pytest
+import torch
+from torch import nn
+
+from lit_robust.mixin import RobustMixin, require_mixin, reset_parameters
+from tests.conftest import TinyModel
+
+
+class DropLargest:
+    """A toy batch selector: drops the single largest loss."""
+
+    def keep_mask(self, losses, batch, outputs, module):
+        keep = torch.ones_like(losses, dtype=torch.bool)
+        keep[losses.argmax()] = False
+        return keep
+
+
+def test_reduce_loss_without_selectors_is_the_mean():
+    m = TinyModel()
+    losses = torch.tensor([1.0, 2.0, 6.0])
+    assert m.reduce_loss(losses) == pytest.approx(3.0)
+
+
+def test_reduce_loss_with_selector_averages_kept_only_and_ignores_dropped_nan():
+    m = TinyModel()
+    m.add_batch_selector(DropLargest())
+    assert m.reduce_loss(torch.tensor([1.0, 2.0, 6.0])) == pytest.approx(1.5)
+    losses = torch.tensor([1.0, float("nan"), 3.0], requires_grad=True)
+
+    class DropNaN:
+        def keep_mask(self, losses, batch, outputs, module):
+            return ~torch.isnan(losses)
+
+    m2 = TinyModel()
+    m2.add_batch_selector(DropNaN())
+    out = m2.reduce_loss(losses)
+    out.backward()
+    assert out.item() == pytest.approx(2.0)
+    assert torch.isfinite(losses.grad).all()
+
+
+def test_reduce_loss_rejects_non_per_sample_losses():
+    with pytest.raises(ValueError, match=r"one loss per sample \(shape \[batch_size\]\), got shape \(\)"):
+        TinyModel().reduce_loss(torch.tensor(1.0))
+
+
+def test_add_batch_selector_type_check():
+    with pytest.raises(TypeError, match="must implement `keep_mask"):
+        TinyModel().add_batch_selector(object())
+
+
+def test_require_mixin_messages():
+    import pytorch_lightning as pl
+
+    class Plain(pl.LightningModule):
+        pass
+
+    with pytest.raises(TypeError, match="needs the LightningModule to adopt `lit_robust.RobustMixin`.*`Plain`"):
+        require_mixin("ITLM", Plain())
+
+    class NoLoss(RobustMixin, pl.LightningModule):
+        pass
+
+    with pytest.raises(TypeError, match="does not implement `per_sample_loss"):
+        require_mixin("ITLM", NoLoss())
+
+
+def test_reset_parameters_is_seeded_and_leaves_global_rng_alone():
+    m = TinyModel()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    reset_parameters(m, 5)
+    a = [p.clone() for p in m.parameters()]
+    reset_parameters(m, 5)
+    assert all(torch.equal(x, y) for x, y in zip(a, m.parameters()))
+    assert torch.equal(torch.get_rng_state(), state)
+    reset_parameters(m, 6)
+    assert not torch.equal(a[0], next(m.parameters()))
+
+
+def test_reset_parameters_names_modules_it_cannot_reset():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(2))
+
+    with pytest.raises(TypeError, match=r"cannot re-initialise \['Custom'\].*override `reinitialize"):
+        reset_parameters(nn.Sequential(nn.Linear(2, 2), Custom()), 0)

@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+
+from lit_robust.selection import keep_count, nonfinite_count, rank_order, scatter_scores, smallest_k_mask, trim_mask
+
+
+def reference_order(scores, index):
+    """Slow, obvious reference: sort (finite?, score, index) tuples in Python."""
+    keyed = []
+    for pos, (s, i) in enumerate(zip(scores.tolist(), index.tolist())):
+        finite = math.isfinite(s)
+        keyed.append(((0, s, i) if finite else (1, 0.0, i), pos))
+    return [pos for _, pos in sorted(keyed)]
+
+
+def random_scores(n, seed, ties=True, nonfinite=True):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, generator=g)
+    if ties:
+        s = (s * 3).round() / 3  # many exact ties
+    if nonfinite and n >= 4:
+        s[torch.randperm(n, generator=g)[: n // 4]] = torch.tensor([math.nan, math.inf, -math.inf])[
+            torch.randint(0, 3, (n // 4,), generator=g)]
+    return s
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1001])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("shuffled_index", [False, True])
+def test_rank_order_matches_reference(n, seed, shuffled_index):
+    s = random_scores(n, seed)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 9)) * 3 + 5 if shuffled_index \
+        else torch.arange(n)
+    assert rank_order(s, idx).tolist() == reference_order(s, idx)
+
+
+@pytest.mark.parametrize("n", [1, 10, 333])
+@pytest.mark.parametrize("ratio", [0.05, 0.3, 0.55, 0.95, 1.0])
+def test_trim_mask_matches_reference(n, ratio):
+    s = random_scores(n, n)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    k = keep_count(n, ratio)
+    expected = torch.zeros(n, dtype=torch.bool)
+    expected[reference_order(s, idx)[:k]] = True
+    got = trim_mask(s, ratio, idx)
+    assert torch.equal(got, expected)
+    assert int(got.sum()) == k
+
+
+def test_nonfinite_scores_are_dropped_first():
+    s = torch.tensor([math.nan, 0.3, math.inf, -math.inf, 0.1, 5.0])
+    assert smallest_k_mask(s, 3).tolist() == [False, True, False, False, True, True]
+    assert nonfinite_count(s) == 3
+
+
+def test_ties_broken_by_index_not_position():
+    s = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    idx = torch.tensor([9, 4, 7, 100])
+    assert smallest_k_mask(s, 2, idx).tolist() == [False, True, False, True]
+
+
+def test_selection_is_invariant_to_permutation():
+    s = random_scores(500, 4)
+    idx = torch.arange(500)
+    perm = torch.randperm(500, generator=torch.Generator().manual_seed(1))
+    a = torch.nonzero(trim_mask(s, 0.6, idx)).flatten()
+    b = idx[perm][trim_mask(s[perm], 0.6, idx[perm])]
+    assert sorted(a.tolist()) == sorted(b.tolist())
+
+
+def test_keep_count_is_floor_without_float_error():
+    assert keep_count(100, 0.29) == 29
+    assert keep_count(1000, 0.55) == 550
+    assert keep_count(7, 0.5) == 3
+    assert keep_count(0, 0.5) == 0
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, 1.01, math.nan])
+def test_keep_ratio_out_of_range(ratio):
+    with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\], got"):
+        keep_count(10, ratio)
+
+
+def test_k_out_of_range():
+    with pytest.raises(ValueError, match=r"`k` must be in \[0, 3\].*got 4"):
+        smallest_k_mask(torch.zeros(3), 4)
+
+
+def test_index_length_mismatch():
+    with pytest.raises(ValueError, match="one entry per score: got 2 indices for 3 scores"):
+        rank_order(torch.zeros(3), torch.arange(2))
+
+
+def test_scores_must_be_1d():
+    with pytest.raises(ValueError, match=r"`scores` must be a 1-D tensor.*shape \(2, 2\)"):
+        rank_order(torch.zeros(2, 2))
+
+
+def test_scatter_scores_dedupes_and_checks():
+    dense = scatter_scores(4, torch.tensor([2, 0, 1, 3, 2]), torch.tensor([0.2, 0.0, 0.1, 0.3, 0.2]))
+    assert dense.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="never scored"):
+        scatter_scores(4, torch.tensor([0, 1]), torch.tensor([0.0, 0.1]))
+    with pytest.raises(ValueError, match="scored twice with different scores"):
+        scatter_scores(2, torch.tensor([0, 1, 1]), torch.tensor([0.0, 0.1, 0.5]))
+    with pytest.raises(ValueError, match=r"must be in \[0, 2\)"):
+        scatter_scores(2, torch.tensor([0, 2]), torch.tensor([0.0, 0.1]))
