@@ -1,0 +1,3 @@
+from lit_robust.cli import main
+
+main()

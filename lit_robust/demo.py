@@ -1,0 +1,82 @@
+"""`lit-robust demo`: baseline vs ITLM on scikit-learn's digits with systematic label noise (no download)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from rich.console import Console
+from rich.table import Table
+
+from lit_robust.callbacks import ITLM
+from lit_robust.data import DigitsDataModule
+from lit_robust.models import ImageClassifier
+
+__all__ = ["run_demo"]
+
+
+def _quiet() -> None:
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+
+
+def _train(seed: int, clean_ratio: float, noise: str, itlm: ITLM | None, epochs: int, lr: float) -> float:
+    pl.seed_everything(seed, verbose=False)
+    data = DigitsDataModule(clean_ratio=clean_ratio, noise=noise, val_size=0, batch_size=64, seed=seed)
+    model = ImageClassifier(backbone="mlp", image_size=8, lr=lr)
+    trainer = pl.Trainer(max_epochs=epochs, callbacks=[itlm] if itlm else [], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", devices=1)
+    trainer.fit(model, data)
+    return float(trainer.test(model, data, verbose=False)[0]["test_acc"])
+
+
+def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train a plain baseline and ITLM on the same noisy digits; print a table; return the figures."""
+    p = argparse.ArgumentParser(prog="lit-robust demo", description=__doc__)
+    p.add_argument("--clean-ratio", type=float, default=0.6, help="fraction of correct labels (default 0.6)")
+    p.add_argument("--noise", choices=["systematic", "random"], default="systematic")
+    p.add_argument("--keep-ratio", type=float, default=None, help="ITLM alpha (default: clean ratio - 0.05)")
+    p.add_argument("--early-rounds", type=int, default=5, help="number of early-stopped rounds (default 5)")
+    p.add_argument("--early-epochs", type=int, default=2, help="epochs per early-stopped round (default 2)")
+    p.add_argument("--final-epochs", type=int, default=20, help="epochs of the last, full round (default 20)")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = p.parse_args(list(argv) if argv is not None else None)
+    keep = args.keep_ratio if args.keep_ratio is not None else round(args.clean_ratio - 0.05, 6)
+    rounds = [args.early_epochs] * args.early_rounds + [args.final_epochs]
+    _quiet()
+    console = Console()
+    console.print(f"[bold]lit-robust demo[/bold]: scikit-learn digits, {100 * (1 - args.clean_ratio):.0f}% "
+                  f"{args.noise} label noise, MLP; ITLM keep_ratio={keep}, round_epochs={rounds}")
+    t0 = time.perf_counter()
+    rows = []
+    for seed in args.seeds:
+        base = _train(seed, args.clean_ratio, args.noise, None, sum(rounds), args.lr)
+        itlm = ITLM(keep_ratio=keep, round_epochs=rounds, seed=seed, verbose=False, plot=False)
+        acc = _train(seed, args.clean_ratio, args.noise, itlm, sum(rounds), args.lr)
+        rows.append({"seed": seed, "baseline_acc": base, "itlm_acc": acc,
+                     "clean_precision": itlm.history[-1].clean_precision})
+    table = Table(title="Clean test accuracy (digits, 497 held-out images)")
+    for col in ("seed", "baseline", "ITLM", "ITLM selection clean precision"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["seed"]), f"{100 * r['baseline_acc']:.1f}%", f"{100 * r['itlm_acc']:.1f}%",
+                      f"{100 * r['clean_precision']:.1f}%")
+    console.print(table)
+    summary = {"baseline_acc": sum(r["baseline_acc"] for r in rows) / len(rows),
+               "itlm_acc": sum(r["itlm_acc"] for r in rows) / len(rows),
+               "clean_precision": sum(r["clean_precision"] for r in rows) / len(rows),
+               "seeds": args.seeds, "wall_s": round(time.perf_counter() - t0, 1)}
+    console.print(f"The training labels are {100 * args.clean_ratio:.0f}% correct; ITLM's last round trained on a "
+                  f"selection that is {100 * summary['clean_precision']:.1f}% correct on average. "
+                  f"Mean accuracy: baseline {100 * summary['baseline_acc']:.1f}%, ITLM {100 * summary['itlm_acc']:.1f}%.")
+    print(json.dumps(summary))
+    return summary

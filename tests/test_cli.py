@@ -1,0 +1,77 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_robust.cli import main
+from tests.conftest import REPO, SHARED_DATA
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def shrink(cfg: dict, tmp_path: Path) -> dict:
+    """Keep a config's structure but make it run in seconds: 1 epoch per round, small data."""
+    trainer = cfg.setdefault("trainer", {})
+    rounds = None
+    for cb in trainer.get("callbacks") or []:
+        args = cb.get("init_args", {})
+        if "round_epochs" in args:
+            args["round_epochs"] = [1] * min(3, len(args["round_epochs"]))
+            args["verbose"] = False
+            rounds = args["round_epochs"]
+    trainer["max_epochs"] = sum(rounds) if rounds else 1
+    trainer.update(default_root_dir=str(tmp_path), accelerator="cpu", limit_val_batches=2,
+                   enable_progress_bar=False, logger=False)
+    trainer["callbacks"] = [cb for cb in trainer.get("callbacks") or [] if "ModelCheckpoint" not in cb["class_path"]]
+    trainer["enable_checkpointing"] = False
+    data = cfg.get("data", {}).get("init_args", {})
+    if "root" in data:
+        data["root"] = str(SHARED_DATA)
+    if "train_size" in data:
+        data["train_size"], data["val_size"] = 300, 100
+    return cfg
+
+
+def test_every_config_is_tested():
+    assert {p.name for p in CONFIGS} >= {"itlm_mnist.yaml", "itlm_digits.yaml"}
+
+
+@pytest.fixture(autouse=True)
+def _no_pytest_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_fits(config, tmp_path):
+    cfg = shrink(yaml.safe_load(config.read_text()), tmp_path)
+    small = tmp_path / config.name
+    small.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(small)])
+
+
+def test_demo_prints_table_and_json(capsys):
+    main(["demo", "--seeds", "0", "--early-rounds", "1", "--early-epochs", "1", "--final-epochs", "1"])
+    out = capsys.readouterr().out
+    assert "baseline" in out and "ITLM" in out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert set(summary) >= {"baseline_acc", "itlm_acc", "clean_precision", "wall_s"}
+    assert 0.0 <= summary["itlm_acc"] <= 1.0 and 0.5 <= summary["clean_precision"] <= 1.0
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "lit_robust", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fit" in out.stdout and "test" in out.stdout
+
+
+def test_cli_rejects_bad_keep_ratio(tmp_path, capsys):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"]["keep_ratio"] = 1.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):  # jsonargparse reports the constructor's error and exits
+        main(["fit", "--config", str(bad)])
+    assert "`keep_ratio` must be in (0, 1], got 1.5" in capsys.readouterr().err
