@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-__all__ = ["SelectionSampler"]
+__all__ = ["SelectionSampler", "ShardedSampler"]
 
 
 class SelectionSampler(Sampler[int]):
@@ -52,3 +52,54 @@ class SelectionSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n if self.selection is None else int(self.selection.numel())
+
+
+class ShardedSampler(Sampler[int]):
+    """Rank ``r`` of ``W`` visits one contiguous block of ``range(n)`` in order: no padding, no shuffling.
+
+    .. math:: \\text{rank } r \\text{ visits } [\\lfloor r n / W \\rfloor, \\lfloor (r + 1) n / W \\rfloor)
+
+    Every index is visited by exactly one rank (block sizes differ by at most one; a rank gets an
+    empty block when ``W > n``), which is what a scoring pass needs: ``DistributedSampler`` pads
+    shards with repeated samples, which would be scored twice. The blocks are disjoint *intervals*,
+    so :func:`lit_robust.distributed.global_smallest_k_mask` can prove from each rank's first and
+    last index alone that no index repeats across ranks, keeping its histogram select's traffic
+    independent of ``n``; the indices also come out increasing, so no sort is needed locally.
+
+    Args:
+        n: dataset length.
+        num_replicas: world size ``W`` (default: :func:`lit_robust.distributed.world_size`).
+        rank: this rank ``r`` (default: :func:`lit_robust.distributed.rank`).
+
+    >>> [list(ShardedSampler(10, num_replicas=3, rank=r)) for r in range(3)]
+    [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    """
+
+    def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None) -> None:
+        from lit_robust import distributed
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"`n` must be an int in [0, inf), got {n!r}.")
+        num_replicas = distributed.world_size() if num_replicas is None else num_replicas
+        rank = distributed.rank() if rank is None else rank
+        if num_replicas < 1:
+            raise ValueError(f"`num_replicas` must be in [1, inf), got {num_replicas}.")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"`rank` must be in [0, {num_replicas - 1}], got {rank}.")
+        self.n = n
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.start = rank * n // num_replicas
+        self.stop = (rank + 1) * n // num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """No-op (the order never changes); present for Lightning's sampler protocol."""
+
+    def indices(self) -> Tensor:
+        return torch.arange(self.start, self.stop)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
