@@ -134,11 +134,26 @@ def test_nan_scores_rank_worst_and_are_warned(tmp_path):
 
 
 def test_round_table_and_plot(tmp_path, capsys):
-    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=True, plot=True)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=True, plot=True, plot_dir=str(tmp_path / "plots"))
     fit(tmp_path, itlm, 2)
     out = capsys.readouterr().out
     assert "ITLM rounds" in out and "144/240" in out and "clean" in out
     assert Path(itlm.plot_path).is_file() and Path(itlm.plot_path).stat().st_size > 1000
+
+
+def test_no_plot_file_without_logger_or_plot_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False)
+    fit(tmp_path, itlm, 2)
+    assert itlm.plot_path is None and not list(tmp_path.rglob("*.png"))
+
+
+def test_plot_goes_to_the_loggers_folder(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False)
+    fit(tmp_path, itlm, 2, logger=CSVLogger(tmp_path))
+    assert Path(itlm.plot_path).parent == Path(tmp_path) / "lightning_logs" / "version_0"
 
 
 def test_state_key_lets_two_instances_coexist():

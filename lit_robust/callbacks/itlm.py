@@ -68,8 +68,10 @@ class ITLM(Callback):
         shuffle: shuffle the selection each epoch.
         monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
         verbose: print a rich table after each round.
-        plot: write ``itlm_scores.png`` (score histograms of clean vs corrupted samples per round) to the
-            logger's directory at fit end, when ground truth is known.
+        plot: write ``itlm_scores.png`` (score histograms of clean vs corrupted samples per round) at fit
+            end, when ground truth is known, into ``plot_dir`` or else the logger's directory (no logger and
+            no ``plot_dir``: no file).
+        plot_dir: folder for the plot.
 
     Example:
         >>> itlm = ITLM(keep_ratio=0.65, round_epochs=[5, 5, 5, 5, 20])
@@ -88,6 +90,7 @@ class ITLM(Callback):
         monitor: str | None = None,
         verbose: bool = True,
         plot: bool = True,
+        plot_dir: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
@@ -104,6 +107,8 @@ class ITLM(Callback):
         self.monitor = monitor
         self.verbose = verbose
         self.plot = plot
+        self.plot_dir = plot_dir
+        self.plot_path: str | None = None
         starts = [0]
         for e in round_epochs:
             starts.append(starts[-1] + e)
@@ -345,7 +350,9 @@ class ITLM(Callback):
     def _save_plot(self, trainer: pl.Trainer) -> None:
         from lit_robust.reporting import plot_score_histograms
 
-        folder = trainer.log_dir or trainer.default_root_dir
+        folder = self.plot_dir or (trainer.log_dir if trainer.logger is not None else None)
+        if folder is None:
+            return
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
 
 
