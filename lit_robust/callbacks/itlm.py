@@ -225,7 +225,9 @@ class ITLM(Callback):
             rec = self._current
             for key, value in (("itlm/round", rec.round), ("itlm/kept", rec.kept),
                                ("itlm/clean_precision", rec.clean_precision),
-                               ("itlm/corrupted_recall", rec.corrupted_recall)):
+                               ("itlm/corrupted_recall", rec.corrupted_recall),
+                               ("itlm/mean_kept_score", rec.mean_kept_score),
+                               ("itlm/mean_dropped_score", rec.mean_dropped_score)):
                 if value is not None:
                     pl_module.log(key, float(value), on_epoch=True, on_step=False)
 
