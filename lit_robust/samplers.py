@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from lit_robust import distributed
+
 __all__ = ["SelectionSampler", "ShardedSampler"]
 
 
@@ -76,8 +78,6 @@ class ShardedSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None) -> None:
-        from lit_robust import distributed
-
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"`n` must be an int in [0, inf), got {n!r}.")
         num_replicas = distributed.world_size() if num_replicas is None else num_replicas
