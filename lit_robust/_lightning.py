@@ -63,14 +63,15 @@ class TrainLoaderPatch:
             self.source.instance = self.original
 
 
-def with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
+def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None) -> DataLoader:
     """A copy of ``loader`` (same dataset, batch size, workers, collate) iterating ``sampler``."""
     if loader.batch_size is None:
         raise ValueError("lit_robust cannot restrict a DataLoader built with a custom `batch_sampler`; "
                          "use `batch_size=` instead.")
     kwargs: dict[str, Any] = dict(
         batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last if drop_last is None else drop_last,
         timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
         persistent_workers=loader.persistent_workers,
     )

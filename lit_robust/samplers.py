@@ -6,28 +6,40 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from lit_robust import distributed
 
 __all__ = ["SelectionSampler", "ShardedSampler"]
 
 
-class SelectionSampler(Sampler[int]):
-    """Iterate over a mutable selection of dataset indices.
+class SelectionSampler(DistributedSampler):
+    """Iterate over a mutable selection of dataset indices, optionally this rank's share of it.
 
     The order of epoch ``e`` is a permutation drawn from a generator seeded with ``seed + e`` (or the
     selection's sorted order when ``shuffle=False``); Lightning calls :meth:`set_epoch` before every
-    epoch. ``selection=None`` means every index in ``range(n)``.
+    epoch, so a resumed run sees the same batches. ``selection=None`` means every index in ``range(n)``.
+
+    With ``num_replicas = W > 1`` the epoch's order is padded by wrapping around to a multiple of ``W``
+    (as ``DistributedSampler`` does, so every rank runs the same number of steps) and rank ``r`` takes
+    positions ``r, r + W, ...``. It subclasses ``DistributedSampler`` only so that Lightning neither
+    re-wraps it nor skips ``set_epoch``; it does not call that class's constructor.
     """
 
-    def __init__(self, n: int, selection: Tensor | None = None, shuffle: bool = True, seed: int = 0) -> None:
+    def __init__(self, n: int, selection: Tensor | None = None, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0) -> None:
         if n < 0:
             raise ValueError(f"`n` must be >= 0, got {n}.")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"`rank` must be in [0, {num_replicas - 1}] and `num_replicas` >= 1, got "
+                             f"rank={rank}, num_replicas={num_replicas}.")
         self.n = n
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = False
         self.selection: Tensor | None = None
         self.set_selection(selection)
 
@@ -42,18 +54,26 @@ class SelectionSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _size(self) -> int:
+        return self.n if self.selection is None else int(self.selection.numel())
+
     def indices(self) -> Tensor:
         base = torch.arange(self.n) if self.selection is None else self.selection
-        if not self.shuffle:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            base = base[torch.randperm(base.numel(), generator=g)]
+        if self.num_replicas == 1 or base.numel() == 0:
             return base
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return base[torch.randperm(base.numel(), generator=g)]
+        total = len(self) * self.num_replicas
+        padded = base.repeat((total + base.numel() - 1) // base.numel())[:total]
+        return padded[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
 
     def __len__(self) -> int:
-        return self.n if self.selection is None else int(self.selection.numel())
+        size = self._size()
+        return size if self.num_replicas == 1 else -(-size // self.num_replicas)
 
 
 class ShardedSampler(Sampler[int]):

@@ -13,11 +13,12 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lit_robust import distributed
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
-from lit_robust.samplers import SelectionSampler
-from lit_robust.selection import keep_count, nonfinite_count, scatter_scores, trim_mask
+from lit_robust.samplers import SelectionSampler, ShardedSampler
+from lit_robust.selection import scatter_scores
 
 __all__ = ["ITLM", "RoundRecord"]
 
@@ -161,12 +162,8 @@ class ITLM(Callback):
                 f"`round_epochs` must add up to the Trainer's `max_epochs`: sum({self.round_epochs}) = {total}, "
                 f"but max_epochs = {trainer.max_epochs}. Set `Trainer(max_epochs={total})` or change `round_epochs`."
             )
-        if trainer.world_size > 1:
-            raise NotImplementedError(
-                f"ITLM supports a single process for now (got world_size={trainer.world_size}); "
-                "exact distributed selection is tracked in the distributed issue."
-            )
-        self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed)
+        self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed,
+                                         num_replicas=trainer.world_size, rank=trainer.global_rank)
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -229,7 +226,8 @@ class ITLM(Callback):
                                ("itlm/mean_kept_score", rec.mean_kept_score),
                                ("itlm/mean_dropped_score", rec.mean_dropped_score)):
                 if value is not None:
-                    pl_module.log(key, float(value), on_epoch=True, on_step=False)
+                    # identical on every rank, so averaging over ranks is exact
+                    pl_module.log(key, float(value), on_epoch=True, on_step=False, sync_dist=True)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
@@ -247,32 +245,59 @@ class ITLM(Callback):
             _print_round_table(self.history, self.monitor)
 
     def _select(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_: int) -> None:
+        """Score, select and summarise. Under DDP every rank calls this; each scores its own shard."""
         index, scores, corrupted = self.score_training_set(trainer, pl_module)
         n = self._n
         assert n is not None
-        dense = scatter_scores(n, index, scores)
-        bad = nonfinite_count(dense)
-        if bad:
-            rank_zero_warn(f"ITLM round {round_}: {bad} of {n} scores are NaN or infinite; they rank as worst "
-                           "and are dropped first.")
-        mask = trim_mask(dense, self.keep_ratio)
-        selection = torch.nonzero(mask).flatten().cpu()
-        rec = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=int(selection.numel()), n=n,
-                          nonfinite_scores=bad)
-        kept_scores, dropped_scores = dense[mask], dense[~mask]
-        fin_k, fin_d = kept_scores[torch.isfinite(kept_scores)], dropped_scores[torch.isfinite(dropped_scores)]
-        rec.mean_kept_score = float(fin_k.mean()) if fin_k.numel() else None
-        rec.mean_dropped_score = float(fin_d.mean()) if fin_d.numel() else None
-        dense_corrupted = None
-        if corrupted is not None:
-            dense_corrupted = torch.zeros(n, dtype=torch.bool, device=corrupted.device)
-            dense_corrupted[index] = corrupted
-            kept_bad = int((mask & dense_corrupted).sum())
-            rec.clean_precision = (rec.kept - kept_bad) / rec.kept if rec.kept else None
-            total_bad = int(dense_corrupted.sum())
+        dev = scores.device
+        if distributed.world_size() == 1:
+            # one process: check that every sample was scored exactly once (any scoring loader)
+            scores = scatter_scores(n, index, scores)
+            if corrupted is not None:
+                dense = torch.zeros(n, dtype=torch.bool, device=dev)
+                dense[index] = corrupted.to(dev)
+                corrupted = dense
+            index = torch.arange(n, device=dev)
+        else:
+            scored = int(distributed.all_reduce_sum(torch.tensor([index.numel()], device=dev)).item())
+            if scored != n:
+                raise ValueError(f"the scoring pass visited {scored} samples over all ranks, expected {n}.")
+        # exact global trimmed set: (score, index) order, non-finite last — identical for any world size
+        mask = distributed.global_trim_mask(scores, index, self.keep_ratio)
+        selection = torch.sort(distributed.all_gather_cat(index[mask]).cpu()).values
+        finite = torch.isfinite(scores)
+        bad = corrupted.to(dev) if corrupted is not None else torch.zeros_like(mask)
+        stats = torch.stack([
+            (~finite).sum(), (mask & bad).sum(), bad.sum(),
+            torch.where(mask & finite, scores, 0).sum(), (mask & finite).sum(),
+            torch.where(~mask & finite, scores, 0).sum(), (~mask & finite).sum(),
+        ]).double()
+        nonfinite, kept_bad, total_bad, s_kept, c_kept, s_drop, c_drop = distributed.all_reduce_sum(stats).tolist()
+        if nonfinite:
+            rank_zero_warn(f"ITLM round {round_}: {int(nonfinite)} of {n} scores are NaN or infinite; they rank as "
+                           "worst and are dropped first.")
+        kept = int(selection.numel())
+        rec = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=kept, n=n,
+                          nonfinite_scores=int(nonfinite),
+                          mean_kept_score=s_kept / c_kept if c_kept else None,
+                          mean_dropped_score=s_drop / c_drop if c_drop else None)
+        has_truth = corrupted is not None
+        if distributed.world_size() > 1:
+            has_truth = bool(distributed.all_reduce_sum(torch.tensor([int(has_truth)], device=dev)).item()
+                             == distributed.world_size())
+        if has_truth:
+            rec.clean_precision = (kept - kept_bad) / kept if kept else None
             rec.corrupted_recall = (total_bad - kept_bad) / total_bad if total_bad else None
-        self.score_history.append({"round": round_, "scores": dense.float().cpu(),
-                                   "corrupted": None if dense_corrupted is None else dense_corrupted.cpu()})
+        if self.plot:
+            # the histograms need every score: gathered only when a plot is wanted
+            all_index = distributed.all_gather_cat(index)
+            dense = torch.full((n,), float("nan"))
+            dense[all_index.cpu()] = distributed.all_gather_cat(scores.float()).cpu()
+            truth = None
+            if has_truth:
+                truth = torch.zeros(n, dtype=torch.bool)
+                truth[all_index.cpu()] = distributed.all_gather_cat(bad.to(torch.uint8)).cpu().bool()
+            self.score_history.append({"round": round_, "scores": dense, "corrupted": truth})
         self._selection = selection
         self._selection_made = True
         self._round = round_
@@ -282,7 +307,11 @@ class ITLM(Callback):
 
     def score_training_set(self, trainer: pl.Trainer, pl_module: pl.LightningModule
                            ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Score every training sample once: returns ``(index, score, is_corrupted or None)``."""
+        """Score every training sample once: returns ``(index, score, is_corrupted or None)``.
+
+        Under DDP each rank scores its own contiguous block of the training set (no padding, so no
+        sample is scored twice) and returns only that block.
+        """
         module = require_mixin("ITLM", pl_module)
         loader = self._scoring_loader(trainer, pl_module)
         was_training = pl_module.training
@@ -310,15 +339,21 @@ class ITLM(Callback):
         return torch.cat(idx), torch.cat(scores), corrupted
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
+        loader = None
         for owner in (trainer.datamodule, pl_module):
             fn = getattr(owner, "scoring_dataloader", None) if owner is not None else None
             if callable(fn):
-                return fn()
-        loader = getattr(self, "_train_loader", None)
+                loader = fn()
+                break
         if loader is None:
-            raise RuntimeError("ITLM has not seen the training dataloader yet.")
-        return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False,
-                          num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+            loader = getattr(self, "_train_loader", None)
+            if loader is None:
+                raise RuntimeError("ITLM has not seen the training dataloader yet.")
+        if loader.batch_size is None:
+            raise ValueError("the scoring dataloader must use `batch_size=` (not a custom `batch_sampler`).")
+        # fixed order; under DDP each rank takes one contiguous, unpadded block
+        sampler = ShardedSampler(len(loader.dataset), num_replicas=trainer.world_size, rank=trainer.global_rank)
+        return with_sampler(loader, sampler, drop_last=False)
 
     def _reinitialize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         module: RobustMixin = pl_module  # type: ignore[assignment]

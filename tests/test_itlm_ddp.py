@@ -1,0 +1,87 @@
+"""ITLM under DDP on CPU (gloo, 2 processes, ``ddp_spawn``): exact selection and resume."""
+
+import json
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from lit_robust import ITLM
+from lit_robust.selection import trim_mask
+from tests.conftest import TinyModel, blobs
+
+
+class TiedNaNModel(TinyModel):
+    """Scores rounded to 1 decimal (many exact ties) and NaN for every 7th sample."""
+
+    def sample_scores(self, batch):
+        s = (super().sample_scores(batch) * 10).round() / 10
+        return torch.where(batch[0] % 7 == 0, torch.full_like(s, math.nan), s)
+
+
+class OddBlobs(pl.LightningDataModule):
+    def __init__(self, n: int = 241) -> None:
+        super().__init__()
+        self.ds = blobs(n)
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=16, shuffle=True)
+
+
+class CheckAgainstOneProcess(pl.Callback):
+    """After ITLM selects (it runs earlier in the callback list), recompute on rank 0 without any dist call."""
+
+    def __init__(self, itlm: ITLM, out: str) -> None:
+        self.itlm, self.out, self.records = itlm, out, []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        last = trainer.current_epoch + 1 == trainer.max_epochs  # no new selection after the last round
+        if trainer.global_rank != 0 or self.itlm.selection is None or last:
+            return
+        ds = trainer.datamodule.ds
+        was = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            batch = next(iter(DataLoader(ds, batch_size=len(ds))))
+            scores = pl_module.sample_scores(batch)
+        pl_module.train(was)
+        expected = torch.nonzero(trim_mask(scores, self.itlm.keep_ratio, batch[0])).flatten()
+        self.records.append({"epoch": trainer.current_epoch, "round": self.itlm.current_round,
+                             "equal": torch.equal(expected, self.itlm.selection),
+                             "kept": int(self.itlm.selection.numel())})
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            with open(self.out, "w") as f:
+                json.dump({"records": self.records, "selection": self.itlm.selection.tolist(),
+                           "history": [r.kept for r in self.itlm.history],
+                           "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()]}, f)
+
+
+def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1, 1)):
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=list(epochs), verbose=False, plot=False)
+    out = str(tmp_path / f"{name}.json")
+    cbs = [itlm, CheckAgainstOneProcess(itlm, out),
+           ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
+    trainer = pl.Trainer(max_epochs=sum(epochs), accelerator="cpu", devices=2, strategy="ddp_spawn",
+                         callbacks=cbs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         deterministic=True)
+    trainer.fit(model_cls(), OddBlobs(), ckpt_path=ckpt_path)
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_selection_equals_one_process_and_resume_reproduces(tmp_path):
+    full = ddp_fit(tmp_path, "full")
+    assert [r["round"] for r in full["records"]] == [1, 2]
+    assert all(r["equal"] for r in full["records"]), full["records"]
+    assert full["history"] == [241, 144, 144]
+    assert not any(i % 7 == 0 for i in full["selection"])  # NaN scores dropped first
+    resumed = ddp_fit(tmp_path, "resumed", ckpt_path=tmp_path / "full" / "epoch=0.ckpt")
+    assert resumed["selection"] == full["selection"]
+    assert resumed["weights"] == full["weights"]
