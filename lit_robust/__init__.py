@@ -16,7 +16,9 @@ from lit_robust.data import (
     corrupt_labels,
     unpack_batch,
 )
+from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
 from lit_robust.mixin import BatchSelector, RobustMixin
+from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.models import ImageClassifier, LinearRegressor
 from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
 
@@ -41,4 +43,9 @@ __all__ = [
     "rank_order",
     "smallest_k_mask",
     "trim_mask",
+    "global_smallest_k_mask",
+    "global_trim_mask",
+    "global_batch_keep_mask",
+    "SelectionSampler",
+    "ShardedSampler",
 ]

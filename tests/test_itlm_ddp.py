@@ -85,3 +85,38 @@ def test_ddp_selection_equals_one_process_and_resume_reproduces(tmp_path):
     resumed = ddp_fit(tmp_path, "resumed", ckpt_path=tmp_path / "full" / "epoch=0.ckpt")
     assert resumed["selection"] == full["selection"]
     assert resumed["weights"] == full["weights"]
+
+
+DDP_SCRIPT = '''
+import json, sys
+import pytorch_lightning as pl
+sys.path.insert(0, {repo!r})
+from lit_robust import ITLM
+from tests.test_itlm_ddp import CheckAgainstOneProcess, OddBlobs, TiedNaNModel
+
+pl.seed_everything(0, verbose=False)
+itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=False, plot=False)
+trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                     callbacks=[itlm, CheckAgainstOneProcess(itlm, {out!r})], enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False)
+trainer.fit(TiedNaNModel(), OddBlobs())
+'''
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_script_launcher_strategy(tmp_path):
+    """strategy="ddp" re-launches the script once per rank (Lightning's subprocess launcher)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "ddp.json"
+    script = tmp_path / "run_ddp.py"
+    script.write_text(DDP_SCRIPT.format(repo=str(REPO), out=str(out)))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["round"] for r in result["records"]] == [1, 2]
+    assert all(r["equal"] for r in result["records"])
+    assert result["history"] == [241, 144, 144]
