@@ -1,0 +1,517 @@
+r"""Per-sample scores of the per-batch filters (PRL(L), SPL, PRL(G)) as pure tensor functions.
+
+A per-batch filter ranks the samples of a minibatch by a score and averages the loss over the ones
+ranked first (see :mod:`lit_robust.selection`); the rules differ only in the score:
+
+* **PRL(L)** (Liu et al., *Provable robust learning for corrupted supervision*, Alg. 3; thesis Alg. 4):
+  the norm of the loss-layer gradient :math:`\|\partial \ell_i / \partial f_i\|_2` with respect to the
+  model's output :math:`f_i` (:func:`prl_l_scores`). It needs the outputs only — no backward through
+  the network.
+* **SPL** (self-paced learning, Kumar et al. 2010): the loss :math:`\ell_i` itself (:func:`spl_scores`).
+* **PRL(G)** (Alg. 2; thesis Alg. 3): the norm of the full per-sample gradient
+  :math:`\|\nabla_\theta \ell_i\|_2` (:func:`prl_g_scores`, :class:`GradNormRecorder`), computed exactly
+  from each layer's input activations and output gradients without forming per-sample gradients of
+  the whole network ("ghost norms").
+
+Nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = [
+    "LossLayer",
+    "NormMode",
+    "prl_l_scores",
+    "spl_scores",
+    "prl_g_scores",
+    "GradNormRecorder",
+    "check_per_sample_gradients",
+]
+
+LossLayer = Literal["ce", "mse"]
+NormMode = Literal["auto", "ghost", "per_layer"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PRL(L) and SPL
+# ---------------------------------------------------------------------------------------------------------
+def prl_l_scores(outputs: Tensor, targets: Tensor,
+                 loss: LossLayer | Callable[[Tensor, Tensor], Tensor] = "ce") -> Tensor:
+    r"""PRL(L) score: the loss-layer gradient norm :math:`\|\partial \ell_i / \partial f_i\|_2` per sample.
+
+    The conventions (each the exact gradient of the per-sample loss named):
+
+    * ``"ce"`` — :math:`\ell_i = -\sum_c y_{ic} \log \operatorname{softmax}(f_i)_c`
+      (``F.cross_entropy(f, y, reduction="none")``) with ``outputs`` the logits ``[B, C]`` and ``targets``
+      class indices ``[B]`` or class probabilities ``[B, C]``:
+
+      .. math:: \frac{\partial \ell_i}{\partial f_i} = \operatorname{softmax}(f_i) \textstyle\sum_c y_{ic} - y_i,
+                \qquad \text{i.e. } \|\operatorname{softmax}(f_i) - \operatorname{onehot}(y_i)\|_2
+                \text{ for class indices.}
+
+    * ``"mse"`` — :math:`\ell_i = \frac1q \sum_{j=1}^{q} (\hat y_{ij} - y_{ij})^2`, the mean over the
+      :math:`q` output elements of one sample (``F.mse_loss(f, y, reduction="none").flatten(1).mean(1)``,
+      as :class:`~lit_robust.LinearRegressor` does); ``outputs`` and ``targets`` hold ``q`` elements per
+      sample in any shape ``[B, ...]``:
+
+      .. math:: \frac{\partial \ell_i}{\partial \hat y_i} = \frac{2}{q} (\hat y_i - y_i),
+                \qquad \text{score} = \frac{2}{q} \|\hat y_i - y_i\|_2 .
+
+      The constant does not change the ranking; with one output it is :math:`2 |\hat y_i - y_i|`, a
+      monotone function of the loss, so PRL(L) and SPL select alike (prl_paper §4).
+
+    * a callable ``loss(outputs, targets) -> losses [B]`` — any other per-sample loss: the gradient is
+      taken by :func:`torch.autograd.grad` with respect to a detached copy of ``outputs`` only (never
+      through the network). The loss must not mix samples.
+
+    Args:
+        outputs: the loss layer's input (logits or predictions), batch first; not modified.
+        targets: the (possibly corrupted) supervision.
+        loss: ``"ce"``, ``"mse"`` or a callable as above.
+
+    Returns:
+        A detached float tensor ``[B]`` of non-negative scores (lower = more trusted).
+
+    >>> prl_l_scores(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))   # ||(0.5, -0.5)||
+    tensor([0.7071])
+    >>> prl_l_scores(torch.tensor([[1.0], [4.0]]), torch.tensor([[1.0], [2.0]]), "mse")
+    tensor([0., 4.])
+    """
+    if not isinstance(outputs, Tensor) or outputs.ndim == 0:
+        got = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+        raise ValueError(f"`outputs` must be a tensor with the batch in dimension 0, got {got}.")
+    if not isinstance(targets, Tensor):
+        raise ValueError(f"`targets` must be a tensor, got {type(targets).__name__}.")
+    out = outputs.detach()
+    if callable(loss):
+        return _autograd_loss_layer_norm(out, targets, loss)
+    if loss == "ce":
+        return _ce_grad_norm(out, targets)
+    if loss == "mse":
+        return _mse_grad_norm(out, targets)
+    raise ValueError(f"`loss` must be 'ce', 'mse' or a callable `loss(outputs, targets) -> [B]`, got {loss!r}.")
+
+
+def _float(t: Tensor) -> Tensor:
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
+    if logits.ndim != 2:
+        raise ValueError(f"`loss='ce'` expects logits of shape [batch, classes], got {tuple(logits.shape)}; for other "
+                         "layouts pass a callable loss.")
+    b, c = logits.shape
+    p = torch.softmax(_float(logits), dim=1)
+    if targets.is_floating_point() and targets.shape == logits.shape:  # class probabilities (soft labels)
+        y = targets.to(p.dtype)
+        return (p * y.sum(1, keepdim=True) - y).norm(dim=1)
+    if targets.is_floating_point() or targets.dtype == torch.bool or targets.shape != (b,):
+        raise ValueError(f"`loss='ce'` expects `targets` as class indices of shape [{b}] or probabilities of shape "
+                         f"[{b}, {c}], got dtype {targets.dtype} and shape {tuple(targets.shape)}.")
+    t = targets.to(device=p.device, dtype=torch.long)
+    if b and (int(t.min()) < 0 or int(t.max()) >= c):
+        raise ValueError(f"`targets` must be class indices in [0, {c - 1}], got values in "
+                         f"[{int(t.min())}, {int(t.max())}].")
+    # ||p - e_y||^2 = ||p||^2 - 2 p_y + 1, without forming the one-hot matrix
+    p_y = p.gather(1, t[:, None]).squeeze(1)
+    return ((p * p).sum(1) - 2.0 * p_y + 1.0).clamp_min(0.0).sqrt()
+
+
+def _mse_grad_norm(pred: Tensor, targets: Tensor) -> Tensor:
+    b = pred.shape[0]
+    y = targets.detach()
+    if y.ndim == 0 or y.shape[0] != b or y.numel() != pred.numel():
+        raise ValueError(f"`loss='mse'` needs `targets` with the same number of elements per sample as `outputs`: "
+                         f"outputs {tuple(pred.shape)}, targets {tuple(y.shape)}.")
+    diff = _float(pred).reshape(b, -1) - y.to(device=pred.device, dtype=_float(pred).dtype).reshape(b, -1)
+    q = diff.shape[1]
+    return (2.0 / q) * diff.norm(dim=1) if q else diff.new_zeros(b)
+
+
+def _autograd_loss_layer_norm(outputs: Tensor, targets: Tensor, loss: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    o = outputs.clone().requires_grad_(True)
+    with torch.enable_grad():
+        losses = loss(o, targets)
+        if not isinstance(losses, Tensor) or losses.shape != (o.shape[0],):
+            got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+            raise ValueError(f"the callable `loss` must return one loss per sample (shape [{o.shape[0]}]), got {got}.")
+        (g,) = torch.autograd.grad(losses.sum(), o, allow_unused=True)
+    if g is None:
+        return o.new_zeros(o.shape[0]).detach()
+    return _float(g).reshape(o.shape[0], -1).norm(dim=1)
+
+
+def spl_scores(losses: Tensor) -> Tensor:
+    """SPL score: the per-sample loss itself, detached (Kumar et al. 2010; prl_paper §4).
+
+    >>> spl_scores(torch.tensor([0.3, 2.0], requires_grad=True))
+    tensor([0.3000, 2.0000])
+    """
+    if not isinstance(losses, Tensor) or losses.ndim != 1:
+        got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        raise ValueError(f"`losses` must be a 1-D tensor with one loss per sample, got {got}.")
+    return losses.detach()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PRL(G): exact per-sample gradient norms
+# ---------------------------------------------------------------------------------------------------------
+_BN_FIX = ("Per-sample gradients are undefined for BatchNorm in training mode (its batch statistics mix the "
+           "samples). Replace it by GroupNorm (e.g. `nn.GroupNorm(8, channels)`) or freeze it: call `.eval()` on "
+           "the BatchNorm layers (and `requires_grad_(False)` if their affine parameters should not train) "
+           "before fitting.")
+
+
+def check_per_sample_gradients(module: nn.Module) -> None:
+    """Raise ``ValueError`` if a BatchNorm layer of ``module`` is in training mode (per-sample gradients undefined)."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            raise ValueError(f"`rule='prl_g'` cannot use layer `{name or type(m).__name__}` "
+                             f"({type(m).__name__} in training mode). {_BN_FIX}")
+
+
+@dataclass
+class _Call:
+    """One forward call of a hooked layer: its inputs and the outputs the loss may depend on."""
+
+    args: tuple
+    kwargs: dict
+    outs: list[tuple[Tensor, int, Any, int]]  # (output, its version at forward time, grad_fn, output_nr)
+    positions: list[int]  # where the recorded outputs sit among the layer's flattened outputs
+    grads: list[Tensor | None] = field(default_factory=list)
+
+
+def _is_plain(module: nn.Module, cls: type) -> bool:
+    return isinstance(module, cls) and type(module).forward is cls.forward and (
+        cls is not nn.Conv2d or type(module)._conv_forward is nn.Conv2d._conv_forward)
+
+
+class GradNormRecorder:
+    r"""Exact per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|_2` from one extra backward.
+
+    While attached, forward hooks on every submodule that owns trainable parameters record each call's
+    input activations and outputs. :meth:`compute` then takes **one** ``torch.autograd.grad`` of
+    :math:`\sum_i \ell_i` with respect to those outputs (``retain_graph=True``, so the training step's own
+    backward still works; parameter ``.grad`` is untouched). Because no layer mixes samples,
+    :math:`\delta_i = \partial \sum_j \ell_j / \partial z_i = \partial \ell_i / \partial z_i`, and the
+    per-sample gradient of a layer follows from its input :math:`a_i` and :math:`\delta_i`:
+
+    * ``nn.Linear`` with inputs ``[B, p]``: :math:`\|g_i\|^2 = \|a_i\|^2 \|\delta_i\|^2` (+ :math:`\|\delta_i\|^2`
+      for the bias); with inputs ``[B, T, p]`` (sequences; every extra dimension, and repeated calls of
+      the layer, count as positions :math:`t`) the Gram ("ghost") form
+      :math:`\|g_i\|^2 = \langle A_i A_i^\top, \Delta_i \Delta_i^\top \rangle_F` with :math:`A_i \in
+      \mathbb{R}^{T\times p}, \Delta_i \in \mathbb{R}^{T\times q}` (bias: :math:`\|\sum_t \delta_{it}\|^2`);
+    * ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups, bias): the same with :math:`A_i`
+      the unfolded input patches, per group;
+    * any other layer with its own parameters (LayerNorm, GroupNorm, eval-mode BatchNorm, Embedding,
+      custom modules, ...): ``torch.func.vmap`` of ``torch.func.grad`` of
+      :math:`\langle \text{layer}(a_i), \delta_i\rangle` over the layer's own parameters.
+
+    The total is :math:`\sqrt{\sum_\text{layers} \|g_i\|^2}`. For Linear/Conv2d with :math:`T > 1`
+    positions, ``mode="auto"`` uses the Gram form when :math:`T^2 \le pq` (per group) and otherwise the
+    layer's per-sample gradient :math:`\Delta_i^\top A_i` (memory :math:`B\,p\,q` instead of
+    :math:`B\,T^2`); ``"ghost"`` / ``"per_layer"`` force one form. The full per-sample gradient of the
+    network is never formed.
+
+    Requirements (checked where possible): the batch is dimension 0 of every hooked layer's input; no
+    BatchNorm in training mode (:func:`check_per_sample_gradients`); every trainable parameter is used
+    through its own module's forward (not, e.g., ``F.linear(x, other.weight)``) and is not shared
+    between modules; layers handled by ``torch.func`` are deterministic (no dropout inside them).
+
+    Usage::
+
+        with GradNormRecorder(model) as rec:
+            losses = F.cross_entropy(model(x), y, reduction="none")
+        scores = rec.compute(losses)          # [B]; then losses[keep].mean().backward() as usual
+    """
+
+    def __init__(self, module: nn.Module, mode: NormMode = "auto") -> None:
+        if mode not in ("auto", "ghost", "per_layer"):
+            raise ValueError(f"`mode` must be 'auto', 'ghost' or 'per_layer', got {mode!r}.")
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"`module` must be a torch.nn.Module, got {type(module).__name__}.")
+        self.module = module
+        self.mode = mode
+        self._handles: list[RemovableHandle] = []
+        self._calls: dict[str, list[_Call]] = {}
+        self._recording = False
+        self._layers: dict[str, nn.Module] = {}
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+    def attach(self) -> GradNormRecorder:
+        """Register the forward hooks (idempotent) and start recording."""
+        if self._handles:
+            self._recording = True
+            return self
+        owners: dict[int, str] = {}
+        for name, m in self.module.named_modules():
+            for pname, p in m.named_parameters(recurse=False):
+                if id(p) in owners and owners[id(p)] != name:
+                    raise ValueError(f"`rule='prl_g'` does not support parameters shared between modules: "
+                                     f"`{owners[id(p)]}` and `{name}` hold the same tensor (`{pname}`).")
+                owners[id(p)] = name
+        self._layers = {name: m for name, m in self.module.named_modules()
+                        if any(p.requires_grad for p in m.parameters(recurse=False))}
+        for name, m in self._layers.items():
+            self._handles.append(m.register_forward_hook(self._hook(name), with_kwargs=True))
+        self._recording = True
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks and drop every recorded activation."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._recording = False
+        self.clear()
+
+    def pause(self) -> None:
+        """Stop recording (hooks stay registered) and drop what was recorded."""
+        self._recording = False
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the recorded calls (the activations they hold) without removing the hooks."""
+        self._calls = {}
+
+    def __enter__(self) -> GradNormRecorder:
+        return self.attach()
+
+    def __exit__(self, *exc: Any) -> None:
+        # keep what was recorded inside the block, stop recording further forwards
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._recording = False
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if not self._recording or not torch.is_grad_enabled():
+                return
+            flat, _ = torch.utils._pytree.tree_flatten(output)
+            positions = [i for i, o in enumerate(flat)
+                         if isinstance(o, Tensor) and o.requires_grad and o.grad_fn is not None]
+            if not positions:
+                return
+            outs = [(flat[i], flat[i]._version, flat[i].grad_fn, flat[i].output_nr) for i in positions]
+            detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+            self._calls.setdefault(name, []).append(_Call(detached, dict(kwargs), outs, positions))
+
+        return hook
+
+    # -- norms ---------------------------------------------------------------------------------------------
+    def compute(self, losses: Tensor) -> Tensor:
+        """Per-sample gradient norms ``[B]`` of ``losses`` (shape ``[B]``) over every trainable parameter.
+
+        Uses the calls recorded since the last :meth:`clear` and clears them afterwards.
+        """
+        try:
+            return self._compute(losses)
+        finally:
+            self.clear()
+
+    def _compute(self, losses: Tensor) -> Tensor:
+        if not isinstance(losses, Tensor) or losses.ndim != 1:
+            got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+            raise ValueError(f"`losses` must be a 1-D tensor with one loss per sample, got {got}.")
+        check_per_sample_gradients(self.module)
+        b = losses.shape[0]
+        if not losses.requires_grad:
+            raise ValueError("`losses` must require grad (computed with autograd enabled) to take per-sample "
+                             "gradient norms.")
+        for name, calls in self._calls.items():
+            for call in calls:
+                lead = next((a for a in call.args if isinstance(a, Tensor)), None)
+                if lead is not None and (lead.ndim == 0 or lead.shape[0] != b):
+                    raise ValueError(f"layer `{name}` saw an input of shape {tuple(lead.shape)} but the batch has {b} "
+                                     "losses; `rule='prl_g'` needs the batch in dimension 0 of every layer's input.")
+        # one backward: gradients w.r.t. every recorded output (pre-in-place values via node pre-hooks when an
+        # in-place op such as ReLU(inplace=True) overwrote an output), plus unrecorded trainable parameters to
+        # detect parameters used outside their module's forward
+        inputs: list[Tensor] = []
+        slots: list[tuple[_Call, int, str]] = []  # where each returned gradient goes
+        handles: list[RemovableHandle] = []
+        captured: dict[tuple[int, int], Tensor] = {}
+        for name, calls in self._calls.items():
+            for call in calls:
+                call.grads = [None] * len(call.outs)
+                for j, (z, version, node, nr) in enumerate(call.outs):
+                    if z._version == version and z.grad_fn is node:
+                        inputs.append(z)
+                        slots.append((call, j, "direct"))
+                    else:
+                        key = (id(call), j)
+                        handles.append(node.register_prehook(_capture(captured, key, nr)))
+                        p = next(q for q in self._layers[name].parameters(recurse=False) if q.requires_grad)
+                        inputs.append(p)
+                        slots.append((call, j, "prehook"))
+        recorded = set(self._calls)
+        loose = [(n, p) for n, p in self.module.named_parameters()
+                 if p.requires_grad and n.rpartition(".")[0] not in recorded]
+        inputs.extend(p for _, p in loose)
+        total = losses.new_zeros(b, dtype=torch.float64 if losses.dtype == torch.float64 else torch.float32)
+        if not inputs:
+            return total
+        try:
+            grads = torch.autograd.grad(losses.sum(), inputs, retain_graph=True, allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        for (call, j, how), g in zip(slots, grads):
+            call.grads[j] = g if how == "direct" else captured.get((id(call), j))
+        used = [n for (n, _), g in zip(loose, grads[len(slots):]) if g is not None]
+        if used:
+            raise ValueError(f"`rule='prl_g'`: parameters {used[:5]} get gradients but their module's forward was not "
+                             "called (e.g. a raw nn.Parameter used in `per_sample_loss`, or `F.linear(x, layer.weight)`); "
+                             "their per-sample gradients cannot be recorded. Use them through a module's forward.")
+        for name, calls in self._calls.items():
+            layer = self._layers[name]
+            if _is_plain(layer, nn.Linear):
+                sq = _linear_sq_norms(layer, calls, b, self.mode)
+            elif _is_plain(layer, nn.Conv2d):
+                sq = _conv2d_sq_norms(layer, calls, b, self.mode)
+            else:
+                sq = self._func_sq_norms(name, layer, calls, b)
+            if sq is not None:
+                total = total + sq.to(total.dtype)
+        return total.clamp_min(0.0).sqrt()
+
+    def _func_sq_norms(self, name: str, layer: nn.Module, calls: list[_Call], b: int) -> Tensor | None:
+        from torch.func import functional_call, grad, vmap
+
+        params = {n: p.detach() for n, p in layer.named_parameters(recurse=False) if p.requires_grad}
+        acc: dict[str, Tensor] = {}
+        was_recording = self._recording
+        self._recording = False  # the functional calls below run the layer's forward (and its hooks) again
+        try:
+            for call in calls:
+                if all(g is None for g in call.grads):
+                    continue
+                deltas = [torch.zeros_like(z) if g is None else g for (z, *_), g in zip(call.outs, call.grads)]
+                batched = [isinstance(a, Tensor) and a.ndim > 0 and a.shape[0] == b for a in call.args]
+                kwargs, positions = call.kwargs, call.positions
+
+                def inner(p: dict[str, Tensor], args: tuple, ds: list[Tensor]) -> Tensor:
+                    full = tuple(a.unsqueeze(0) if bt else a for a, bt in zip(args, batched))
+                    flat, _ = torch.utils._pytree.tree_flatten(functional_call(layer, p, full, kwargs))
+                    return sum((flat[i].squeeze(0) * d).sum() for i, d in zip(positions, ds))
+
+                in_dims = (None, tuple(0 if bt else None for bt in batched), [0] * len(deltas))
+                try:
+                    per_sample = vmap(grad(inner), in_dims=in_dims, randomness="error")(params, call.args, deltas)
+                except RuntimeError as err:
+                    if "random" in str(err).lower():
+                        raise ValueError(f"`rule='prl_g'`: layer `{name}` ({type(layer).__name__}) draws random numbers "
+                                         "in its forward (e.g. dropout inside it); its per-sample gradients cannot be "
+                                         "recomputed exactly. Move the randomness into a separate module.") from err
+                    raise
+                for n, g in per_sample.items():
+                    acc[n] = acc[n] + g if n in acc else g
+        finally:
+            self._recording = was_recording
+        if not acc:
+            return None
+        return sum(_float(g).reshape(b, -1).pow(2).sum(1) for g in acc.values())
+
+
+def _capture(store: dict, key: tuple[int, int], output_nr: int) -> Callable:
+    def prehook(grad_outputs: tuple) -> None:
+        store[key] = grad_outputs[output_nr]
+
+    return prehook
+
+
+def _use_ghost(mode: NormMode, positions: int, p: int, q: int) -> bool:
+    if mode == "ghost":
+        return True
+    if mode == "per_layer":
+        return False
+    return positions * positions <= p * q
+
+
+def _linear_sq_norms(layer: nn.Linear, calls: list[_Call], b: int, mode: NormMode) -> Tensor | None:
+    acts, deltas = [], []
+    for call in calls:
+        g = call.grads[0]
+        if g is None:
+            continue
+        a = call.args[0] if call.args else call.kwargs["input"]
+        acts.append(_float(a).reshape(b, -1, layer.in_features))
+        deltas.append(_float(g).reshape(b, -1, layer.out_features).to(acts[-1].dtype))
+    if not acts:
+        return None
+    A, D = torch.cat(acts, 1), torch.cat(deltas, 1)  # [B, T, p], [B, T, q]
+    sq = D.new_zeros(b)
+    if layer.weight.requires_grad:
+        t, p, q = A.shape[1], A.shape[2], D.shape[2]
+        if t == 1:
+            sq = sq + A.pow(2).sum((1, 2)) * D.pow(2).sum((1, 2))
+        elif _use_ghost(mode, t, p, q):
+            sq = sq + (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(D, D.transpose(1, 2))).sum((1, 2))
+        else:
+            sq = sq + torch.bmm(D.transpose(1, 2), A).pow(2).sum((1, 2))
+    if layer.bias is not None and layer.bias.requires_grad:
+        sq = sq + D.sum(1).pow(2).sum(1)
+    return sq
+
+
+def _conv2d_sq_norms(layer: nn.Conv2d, calls: list[_Call], b: int, mode: NormMode) -> Tensor | None:
+    g_, cout = layer.groups, layer.out_channels
+    cols, deltas = [], []
+    for call in calls:
+        d = call.grads[0]
+        if d is None:
+            continue
+        a = _float(call.args[0] if call.args else call.kwargs["input"])
+        if a.ndim != 4:
+            raise ValueError(f"`rule='prl_g'` supports Conv2d on batched [B, C, H, W] inputs, got {tuple(a.shape)}.")
+        pad_mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        a = F.pad(a, layer._reversed_padding_repeated_twice, mode=pad_mode)
+        u = F.unfold(a, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)  # [B, Cin*kh*kw, L]
+        cols.append(u.reshape(b, g_, -1, u.shape[-1]))
+        deltas.append(_float(d).reshape(b, g_, cout // g_, -1).to(u.dtype))
+    if not cols:
+        return None
+    A, D = torch.cat(cols, -1), torch.cat(deltas, -1)  # [B, g, p, L], [B, g, q, L]
+    sq = D.new_zeros(b)
+    if layer.weight.requires_grad:
+        positions, p, q = A.shape[-1], A.shape[2], D.shape[2]
+        if _use_ghost(mode, positions, p, q):
+            ga = torch.einsum("bgpl,bgpm->bglm", A, A)
+            gd = torch.einsum("bgql,bgqm->bglm", D, D)
+            sq = sq + (ga * gd).sum((1, 2, 3))
+        else:
+            sq = sq + torch.einsum("bgql,bgpl->bgqp", D, A).pow(2).sum((1, 2, 3))
+    if layer.bias is not None and layer.bias.requires_grad:
+        sq = sq + D.sum(-1).pow(2).sum((1, 2))
+    return sq
+
+
+def prl_g_scores(module: nn.Module, compute_losses: Callable[[], Tensor], mode: NormMode = "auto"
+                 ) -> tuple[Tensor, Tensor]:
+    r"""PRL(G) score: exact per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|_2`, and the losses.
+
+    Runs ``compute_losses()`` (a forward through ``module`` returning per-sample losses ``[B]``) while
+    a :class:`GradNormRecorder` records it, then takes one extra backward. The losses keep their graph,
+    so the caller can still back-propagate a reduction of them.
+
+    >>> net = nn.Linear(3, 1, bias=False)
+    >>> x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    >>> with torch.no_grad(): _ = net.weight.fill_(1.0)
+    >>> scores, losses = prl_g_scores(net, lambda: net(x).squeeze(1))   # d(w.x)/dw = x
+    >>> scores
+    tensor([1., 2.])
+    """
+    rec = GradNormRecorder(module, mode)
+    with rec:
+        losses = compute_losses()
+    return rec.compute(losses), losses

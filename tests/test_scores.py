@@ -1,0 +1,293 @@
+"""Every score against a slow per-sample autograd reference (a loop over samples, torch.autograd.grad, norm)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lit_robust.scores import GradNormRecorder, check_per_sample_gradients, prl_g_scores, prl_l_scores, spl_scores
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+# -- slow references --------------------------------------------------------------------------------------
+def ref_loss_layer_norms(outputs, targets, per_sample_loss):
+    """||d loss_i / d outputs_i|| one sample at a time."""
+    norms = []
+    for i in range(outputs.shape[0]):
+        o = outputs[i:i + 1].detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(per_sample_loss(o, targets[i:i + 1])[0], o)
+        norms.append(g.norm())
+    return torch.stack(norms)
+
+
+def ref_grad_norms(model, x, y, per_sample_loss):
+    """||grad_theta loss_i|| one sample at a time, over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms = []
+    for i in range(x.shape[0]):
+        loss = per_sample_loss(model(x[i:i + 1]), y[i:i + 1])[0]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        norms.append(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)))
+    return torch.stack(norms)
+
+
+def ce(out, y):
+    return F.cross_entropy(out, y, reduction="none")
+
+
+def mse(out, y):
+    return F.mse_loss(out, y, reduction="none").flatten(1).mean(1)
+
+
+def scores_of(model, x, y, per_sample_loss, mode="auto"):
+    scores, losses = prl_g_scores(model, lambda: per_sample_loss(model(x), y), mode=mode)
+    return scores, losses
+
+
+# -- PRL(L) -----------------------------------------------------------------------------------------------
+def test_prl_l_cross_entropy_matches_reference_and_formula():
+    g = torch.Generator().manual_seed(0)
+    logits, y = 3 * torch.randn(7, 5, generator=g), torch.randint(0, 5, (7,), generator=g)
+    got = prl_l_scores(logits, y, "ce")
+    torch.testing.assert_close(got, ref_loss_layer_norms(logits, y, ce), **TOL)
+    torch.testing.assert_close(got, (logits.softmax(1) - F.one_hot(y, 5)).norm(dim=1), **TOL)
+
+
+def test_prl_l_cross_entropy_with_class_probabilities():
+    g = torch.Generator().manual_seed(1)
+    logits, soft = torch.randn(6, 4, generator=g), torch.rand(6, 4, generator=g)
+    soft[:3] /= soft[:3].sum(1, keepdim=True)  # half of them sum to one, half do not: the formula is exact anyway
+    torch.testing.assert_close(prl_l_scores(logits, soft, "ce"), ref_loss_layer_norms(logits, soft, ce), **TOL)
+
+
+@pytest.mark.parametrize("shape", [(6,), (6, 1), (6, 3), (6, 2, 3)])
+def test_prl_l_mse_matches_reference(shape):
+    g = torch.Generator().manual_seed(2)
+    pred, y = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+    ref = ref_loss_layer_norms(pred, y, lambda o, t: F.mse_loss(o, t, reduction="none").reshape(o.shape[0], -1).mean(1))
+    torch.testing.assert_close(prl_l_scores(pred, y, "mse"), ref, **TOL)
+    q = pred[0].numel()
+    torch.testing.assert_close(prl_l_scores(pred, y, "mse"), (2 / q) * (pred - y).reshape(6, -1).norm(dim=1), **TOL)
+
+
+def test_prl_l_callable_loss_takes_gradient_wrt_outputs_only():
+    g = torch.Generator().manual_seed(3)
+    net = nn.Linear(4, 3)
+    x, y = torch.randn(8, 4, generator=g), torch.randn(8, 3, generator=g)
+    out = net(x)
+
+    def huber(o, t):
+        return F.smooth_l1_loss(o, t, reduction="none", beta=0.5).sum(1)
+
+    got = prl_l_scores(out, y, huber)
+    torch.testing.assert_close(got, ref_loss_layer_norms(out, y, huber), **TOL)
+    assert net.weight.grad is None and not got.requires_grad  # no backward through the network
+
+
+def test_prl_l_bad_input_messages():
+    with pytest.raises(ValueError, match=r"`loss` must be 'ce', 'mse' or a callable"):
+        prl_l_scores(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), "l1")
+    with pytest.raises(ValueError, match=r"class indices of shape \[2\] or probabilities of shape \[2, 3\]"):
+        prl_l_scores(torch.zeros(2, 3), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got values in \[0, 3\]"):
+        prl_l_scores(torch.zeros(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"same number of elements per sample.*outputs \(2, 3\), targets \(2, 2\)"):
+        prl_l_scores(torch.zeros(2, 3), torch.zeros(2, 2), "mse")
+    with pytest.raises(ValueError, match=r"one loss per sample \(shape \[2\]\), got \(\)"):
+        prl_l_scores(torch.zeros(2, 3), torch.zeros(2, 3), lambda o, t: (o - t).sum())
+
+
+def test_spl_scores_are_the_detached_losses():
+    losses = torch.tensor([0.5, 3.0, 1.0], requires_grad=True)
+    s = spl_scores(losses)
+    assert torch.equal(s, losses.detach()) and not s.requires_grad
+    with pytest.raises(ValueError, match="one loss per sample"):
+        spl_scores(torch.zeros(2, 2))
+
+
+# -- PRL(G) -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mode", ["auto", "ghost", "per_layer"])
+def test_prl_g_linear_2d_and_sequence_inputs(bias, mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6, bias=bias), nn.Tanh(), nn.Linear(6, 3, bias=bias)).double()
+    x, y = torch.randn(7, 5, dtype=torch.float64), torch.randint(0, 3, (7,))
+    torch.testing.assert_close(scores_of(model, x, y, ce, mode)[0], ref_grad_norms(model, x, y, ce), **TOL)
+
+    # 3-D inputs [B, T, p]: every position contributes a_t delta_t^T to the sample's gradient
+    seq = nn.Sequential(nn.Linear(5, 4, bias=bias), nn.GELU(), nn.Linear(4, 2, bias=bias), nn.Flatten()).double()
+    xs, ys = torch.randn(6, 3, 5, dtype=torch.float64), torch.randn(6, 6, dtype=torch.float64)
+    torch.testing.assert_close(scores_of(seq, xs, ys, mse, mode)[0], ref_grad_norms(seq, xs, ys, mse), **TOL)
+
+
+CONV_CASES = [
+    dict(),
+    dict(stride=2),
+    dict(padding=1),
+    dict(stride=2, padding=2, dilation=2),
+    dict(padding="same"),
+    dict(kernel_size=(2, 4), padding="same"),
+    dict(padding=(1, 2), padding_mode="reflect"),
+    dict(padding=1, padding_mode="circular", stride=(1, 2)),
+    dict(groups=2, padding=1),
+    dict(groups=4, bias=False, stride=2),
+    dict(bias=False),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("kw", CONV_CASES, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "plain" for c in CONV_CASES])
+def test_prl_g_conv2d_variants(kw):
+    torch.manual_seed(1)
+    kw = {"kernel_size": 3, **kw}
+    model = nn.Sequential(nn.Conv2d(4, 8, **kw), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).double()
+    x, y = torch.randn(4, 4, 7, 9, dtype=torch.float64), torch.randint(0, 3, (4,))
+    model(x)  # materialise the lazy layer
+    ref = ref_grad_norms(model, x, y, ce)
+    for mode in ("ghost", "per_layer"):  # Gram form and per-layer per-sample gradient
+        torch.testing.assert_close(scores_of(model, x, y, ce, mode)[0], ref, **TOL)
+
+
+class Mixed(nn.Module):
+    """Conv, GroupNorm, in-place ReLU, grouped conv, frozen BatchNorm, pooling, a Linear used twice,
+    LayerNorm, an embedding and a custom layer with its own parameter: Linear/Conv2d by ghost norms,
+    the rest through the torch.func fallback."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.gn = nn.GroupNorm(2, 8)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, groups=4)
+        self.bn = nn.BatchNorm2d(8)
+        self.emb = nn.Embedding(10, 4)
+        self.shared = nn.Linear(4, 4)
+        self.ln = nn.LayerNorm(4)
+        self.scale = Scale(4)
+        self.head = nn.Linear(8 * 3 * 3 + 4, 5)
+
+    def forward(self, x):
+        img, tok = x[:, :-2].reshape(-1, 3, 8, 8), x[:, -2:].long()
+        h = F.relu(self.gn(self.conv1(img)), inplace=True)
+        h = self.bn(torch.relu_(self.conv2(h))).flatten(1)
+        e = self.emb(tok).mean(1)
+        e = self.shared(torch.tanh(self.shared(e)))  # the same layer twice
+        e = self.scale(self.ln(e))
+        return self.head(torch.cat([h, e], 1))
+
+
+class Scale(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.5, 1.5, n))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def mixed_batch(b=4, dtype=torch.float64):
+    g = torch.Generator().manual_seed(5)
+    img = torch.randn(b, 3 * 8 * 8, generator=g, dtype=dtype)
+    tok = torch.randint(0, 10, (b, 2), generator=g).to(dtype)
+    return torch.cat([img, tok], 1), torch.randint(0, 5, (b,), generator=g)
+
+
+def test_prl_g_mixed_model():
+    torch.manual_seed(2)
+    model = Mixed().double()
+    model.bn.eval()  # frozen BatchNorm: per-sample gradients are defined
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x, y = mixed_batch()
+    ref = ref_grad_norms(model, x, y, ce)
+    for mode in ("auto", "ghost", "per_layer"):
+        scores, losses = scores_of(model, x, y, ce, mode)
+        torch.testing.assert_close(scores, ref, **TOL)
+    # the losses keep their graph and no parameter .grad was written by the extra backward
+    assert losses.requires_grad and all(p.grad is None for p in model.parameters())
+
+
+def test_prl_g_float32_and_frozen_layers():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.ReLU(),
+                          nn.Linear(8, 3))
+    model[0].requires_grad_(False)       # a frozen layer is not part of theta
+    model[3].bias.requires_grad_(False)  # nor is a frozen bias
+    x, y = torch.randn(9, 2, 6, 6), torch.randint(0, 3, (9,))
+    torch.testing.assert_close(scores_of(model, x, y, ce)[0], ref_grad_norms(model, x, y, ce), **TOL)
+
+
+def test_prl_g_recorder_leaves_training_backward_intact():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 2))
+    x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+    expected = torch.autograd.grad(ce(model(x), y)[:3].mean(), list(model.parameters()))
+    rec = GradNormRecorder(model).attach()
+    losses = ce(model(x), y)
+    rec.compute(losses)
+    losses[:3].mean().backward()
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, e)
+    rec.detach()
+    assert not rec._calls and not any(m._forward_hooks for m in model.modules())
+
+
+def test_prl_g_rejects_batchnorm_in_training_mode():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2))
+    x, y = torch.randn(4, 1, 4, 4), torch.randint(0, 2, (4,))
+    with pytest.raises(ValueError, match=r"layer `1` \(BatchNorm2d in training mode\).*GroupNorm.*`\.eval\(\)`"):
+        scores_of(model, x, y, ce)
+    model[1].eval()
+    check_per_sample_gradients(model)  # frozen: fine
+    torch.testing.assert_close(scores_of(model, x, y, ce)[0], ref_grad_norms(model, x, y, ce), **TOL)
+
+
+class WithTemperature(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.temperature = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x):
+        return self.lin(x) / self.temperature
+
+
+def test_prl_g_module_with_own_parameter_and_children_is_exact():
+    torch.manual_seed(6)
+    model = WithTemperature().double()  # the root's own parameter goes through the torch.func fallback
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,))
+    torch.testing.assert_close(scores_of(model, x, y, ce)[0], ref_grad_norms(model, x, y, ce), **TOL)
+
+
+def test_prl_g_rejects_parameters_used_outside_their_forward():
+    model = WithTemperature()
+    x, y = torch.randn(4, 3), torch.randint(0, 2, (4,))
+    with pytest.raises(ValueError, match=r"parameters \['temperature'\] get gradients but their module's forward"):
+        prl_g_scores(model, lambda: ce(model.lin(x) / model.temperature, y))
+
+
+def test_prl_g_rejects_wrong_batch_dimension_and_shared_parameters():
+    lin = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"layer `` saw an input of shape \(5, 3\) but the batch has 1 losses"):
+        prl_g_scores(lin, lambda: lin(torch.randn(5, 3)).sum().reshape(1))
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    b.weight = a.weight
+    with pytest.raises(ValueError, match="parameters shared between modules: `0` and `1`"):
+        GradNormRecorder(nn.Sequential(a, b)).attach()
+    with pytest.raises(ValueError, match=r"`mode` must be 'auto', 'ghost' or 'per_layer', got 'fast'"):
+        GradNormRecorder(lin, mode="fast")
+
+
+def test_prl_g_rejects_randomness_inside_a_fallback_layer():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return F.dropout(x * self.w, 0.5, training=True)
+
+    model = nn.Sequential(Noisy(), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"layer `0` \(Noisy\) draws random numbers"):
+        scores_of(model, torch.randn(4, 3), torch.randint(0, 2, (4,)), ce)
