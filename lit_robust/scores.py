@@ -211,7 +211,8 @@ class GradNormRecorder:
       :math:`\|g_i\|^2 = \langle A_i A_i^\top, \Delta_i \Delta_i^\top \rangle_F` with :math:`A_i \in
       \mathbb{R}^{T\times p}, \Delta_i \in \mathbb{R}^{T\times q}` (bias: :math:`\|\sum_t \delta_{it}\|^2`);
     * ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups, bias): the same with :math:`A_i`
-      the unfolded input patches, per group;
+      the unfolded input patches, per group (the per-layer form comes from one grouped convolution
+      backward with the batch folded into the groups, without unfolding);
     * any other layer with its own parameters (LayerNorm, GroupNorm, eval-mode BatchNorm, Embedding,
       custom modules, ...): ``torch.func.vmap`` of ``torch.func.grad`` of
       :math:`\langle \text{layer}(a_i), \delta_i\rangle` over the layer's own parameters.
@@ -449,7 +450,7 @@ def _linear_sq_norms(layer: nn.Linear, calls: list[_Call], b: int, mode: NormMod
         deltas.append(_float(g).reshape(b, -1, layer.out_features).to(acts[-1].dtype))
     if not acts:
         return None
-    A, D = torch.cat(acts, 1), torch.cat(deltas, 1)  # [B, T, p], [B, T, q]
+    A, D = _cat(acts, 1), _cat(deltas, 1)  # [B, T, p], [B, T, q]
     sq = D.new_zeros(b)
     if layer.weight.requires_grad:
         t, p, q = A.shape[1], A.shape[2], D.shape[2]
@@ -464,9 +465,13 @@ def _linear_sq_norms(layer: nn.Linear, calls: list[_Call], b: int, mode: NormMod
     return sq
 
 
+def _cat(parts: list[Tensor], dim: int) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
+
 def _conv2d_sq_norms(layer: nn.Conv2d, calls: list[_Call], b: int, mode: NormMode) -> Tensor | None:
-    g_, cout = layer.groups, layer.out_channels
-    cols, deltas = [], []
+    g_, cin, cout = layer.groups, layer.in_channels, layer.out_channels
+    padded, deltas = [], []
     for call in calls:
         d = call.grads[0]
         if d is None:
@@ -475,24 +480,32 @@ def _conv2d_sq_norms(layer: nn.Conv2d, calls: list[_Call], b: int, mode: NormMod
         if a.ndim != 4:
             raise ValueError(f"`rule='prl_g'` supports Conv2d on batched [B, C, H, W] inputs, got {tuple(a.shape)}.")
         pad_mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-        a = F.pad(a, layer._reversed_padding_repeated_twice, mode=pad_mode)
-        u = F.unfold(a, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)  # [B, Cin*kh*kw, L]
-        cols.append(u.reshape(b, g_, -1, u.shape[-1]))
-        deltas.append(_float(d).reshape(b, g_, cout // g_, -1).to(u.dtype))
-    if not cols:
+        padded.append(F.pad(a, layer._reversed_padding_repeated_twice, mode=pad_mode))
+        deltas.append(_float(d).to(a.dtype))
+    if not padded:
         return None
-    A, D = torch.cat(cols, -1), torch.cat(deltas, -1)  # [B, g, p, L], [B, g, q, L]
-    sq = D.new_zeros(b)
+    sq = deltas[0].new_zeros(b)
     if layer.weight.requires_grad:
-        positions, p, q = A.shape[-1], A.shape[2], D.shape[2]
+        kh, kw = layer.kernel_size
+        positions = sum(d.shape[-2] * d.shape[-1] for d in deltas)
+        p, q = cin // g_ * kh * kw, cout // g_
         if _use_ghost(mode, positions, p, q):
-            ga = torch.einsum("bgpl,bgpm->bglm", A, A)
-            gd = torch.einsum("bgql,bgqm->bglm", D, D)
-            sq = sq + (ga * gd).sum((1, 2, 3))
+            # Gram form over the unfolded patches: <A_i^T A_i, D_i^T D_i>_F per group, summed over groups
+            A = _cat([F.unfold(a, layer.kernel_size, dilation=layer.dilation, stride=layer.stride).reshape(b, g_, p, -1)
+                      for a in padded], -1)
+            D = _cat([d.reshape(b, g_, q, -1) for d in deltas], -1)
+            sq = sq + (torch.einsum("bgpl,bgpm->bglm", A, A) * torch.einsum("bgql,bgqm->bglm", D, D)).sum((1, 2, 3))
         else:
-            sq = sq + torch.einsum("bgql,bgpl->bgqp", D, A).pow(2).sum((1, 2, 3))
+            # the layer's per-sample weight gradients in one grouped convolution backward (batch folded into groups)
+            per_sample = None
+            for a, d in zip(padded, deltas):
+                gw = torch.nn.grad.conv2d_weight(a.reshape(1, b * cin, *a.shape[2:]), (b * cout, cin // g_, kh, kw),
+                                                 d.reshape(1, b * cout, *d.shape[2:]), stride=layer.stride,
+                                                 padding=0, dilation=layer.dilation, groups=b * g_)
+                per_sample = gw if per_sample is None else per_sample + gw
+            sq = sq + per_sample.reshape(b, -1).pow(2).sum(1)
     if layer.bias is not None and layer.bias.requires_grad:
-        sq = sq + D.sum(-1).pow(2).sum((1, 2))
+        sq = sq + sum(d.sum((2, 3)) for d in deltas).pow(2).sum(1)
     return sq
 
 
