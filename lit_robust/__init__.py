@@ -2,10 +2,10 @@
 
 Public API::
 
-    from lit_robust import ITLM, RobustMixin, IndexedDataset
+    from lit_robust import ITLM, BatchFilter, RobustMixin, IndexedDataset
 """
 
-from lit_robust.callbacks import ITLM, RoundRecord
+from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord
 from lit_robust.data import (
     DigitsDataModule,
     FashionMNISTDataModule,
@@ -27,6 +27,8 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ITLM",
     "RoundRecord",
+    "BatchFilter",
+    "FilterEpochRecord",
     "RobustMixin",
     "BatchSelector",
     "IndexedDataset",

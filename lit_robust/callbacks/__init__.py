@@ -1,5 +1,6 @@
 """Lightning callbacks."""
 
+from lit_robust.callbacks.batch_filter import BatchFilter, FilterEpochRecord
 from lit_robust.callbacks.itlm import ITLM, RoundRecord
 
-__all__ = ["ITLM", "RoundRecord"]
+__all__ = ["ITLM", "RoundRecord", "BatchFilter", "FilterEpochRecord"]

@@ -1,0 +1,302 @@
+"""Per-batch robust filters (PRL(L), SPL, PRL(G)) as one Lightning callback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
+
+from lit_robust import distributed
+from lit_robust.data.indexed import unpack_batch
+from lit_robust.mixin import RobustMixin, require_mixin
+from lit_robust.scores import GradNormRecorder, prl_l_scores, spl_scores
+from lit_robust.selection import keep_count, smallest_k_mask
+
+__all__ = ["BatchFilter", "FilterEpochRecord"]
+
+Rule = Literal["prl", "spl", "prl_g"]
+
+# running counters of one epoch, in this order (kept as one device tensor: no host sync per step)
+_COUNTERS = ("seen", "dropped", "corrupted_seen", "corrupted_dropped", "batches", "batches_with_truth")
+
+
+@dataclass
+class FilterEpochRecord:
+    """What a :class:`BatchFilter` dropped during one training epoch (summed over every rank)."""
+
+    epoch: int
+    drop_ratio: float  # the scheduled drop ratio of the epoch
+    seen: int  # samples that went through the filter
+    dropped: int
+    corrupted_seen: int | None = None  # with ground truth (the batch's 4th element) only
+    corrupted_dropped: int | None = None
+    dropped_corrupted_frac: float | None = None  # corrupted_dropped / dropped: how clean the filter's rejects are
+    corrupted_frac: float | None = None  # corrupted_seen / seen: what dropping at random would reach
+
+
+class BatchFilter(Callback):
+    r"""Drop the least trustworthy samples of every training batch before averaging the loss.
+
+    Inside each training batch of size :math:`B` the samples are ranked by a per-sample score and the
+    :math:`\lfloor (1-\varepsilon_t) B \rfloor` ranked first (``(score, dataset index)`` ascending, NaN/inf
+    last; :func:`lit_robust.selection.smallest_k_mask`) are kept; the module's
+    :meth:`~lit_robust.RobustMixin.reduce_loss` averages over them. The rules
+    (:mod:`lit_robust.scores`):
+
+    * ``"prl"`` — PRL(L), Liu et al. (prl_paper Alg. 3; thesis Alg. 4): the loss-layer gradient norm
+      :math:`\|\partial \ell_i / \partial f_i\|_2`, e.g. :math:`\|\operatorname{softmax}(f_i) -
+      \operatorname{onehot}(y_i)\|_2` for cross-entropy. Needs ``per_sample_loss`` to return
+      ``(losses, outputs)``; costs no extra backward.
+    * ``"spl"`` — self-paced learning: the loss :math:`\ell_i`.
+    * ``"prl_g"`` — PRL(G) (prl_paper Alg. 2; thesis Alg. 3): the exact per-sample gradient norm
+      :math:`\|\nabla_\theta \ell_i\|_2`, from one extra backward (:class:`~lit_robust.scores.GradNormRecorder`).
+      No BatchNorm in training mode (use GroupNorm or freeze it with ``.eval()``).
+
+    Warm-up (the :math:`R(T)` of thesis Alg. 5): in epoch :math:`t` (0-based) the drop ratio is
+
+    .. math:: \varepsilon_t = \varepsilon \cdot \min(t / T_k, 1), \qquad \text{kept fraction } R(t) = 1 - \varepsilon_t,
+
+    so the kept fraction goes linearly from 1 (epoch 0) to :math:`1-\varepsilon` (epoch :math:`T_k` on);
+    ``warmup_epochs=0`` drops :math:`\varepsilon` from the start. A batch so small that
+    :math:`\lfloor (1-\varepsilon_t) B \rfloor = 0` (e.g. a last batch of one sample) would lose every
+    sample; it is kept whole, with one warning.
+
+    ``scope="global"`` ranks the concatenated batches of all DDP ranks (each rank keeps its part of the
+    global selection, :func:`lit_robust.distributed.global_selection`); ``"local"`` trims each rank's own
+    batch, as the papers did per GPU. In one process both are the same. Outside training (validation,
+    test) the filter keeps everything.
+
+    When the batches carry ground truth (``(index, input, target, is_corrupted)``) each epoch records
+    the fraction of corrupted samples among the dropped ones, logged as ``filter/dropped_corrupted_frac``
+    and kept in :attr:`history` (with ``filter/drop_ratio`` and the corrupted fraction of all samples
+    seen, which is what dropping at random would reach).
+
+    Args:
+        rule: ``"prl"``, ``"spl"`` or ``"prl_g"``.
+        drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped after warm-up
+            (the guarantee needs :math:`\varepsilon < 0.5`).
+        warmup_epochs: :math:`T_k \ge 0`, epochs over which the drop ratio ramps up from 0.
+        scope: ``"local"`` or ``"global"``.
+        loss: the loss layer for ``rule="prl"``: ``"ce"`` (logits, class-index or probability targets),
+            ``"mse"`` (:math:`\frac1q\sum_j(\hat y_{ij}-y_{ij})^2`), a callable ``loss(outputs, targets) -> [B]``,
+            or ``None`` to infer it from the targets (integer → ``"ce"``, floating point → ``"mse"``).
+            Ignored by the other rules.
+        allow_large_drop: allow :math:`\varepsilon \in [0.5, 1)` (no guarantee).
+
+    Example:
+        >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
+        >>> [round(f.keep_ratio_at(t), 2) for t in (0, 5, 10, 20)]
+        [1.0, 0.85, 0.7, 0.7]
+    """
+
+    def __init__(
+        self,
+        rule: Rule,
+        drop_ratio: float,
+        warmup_epochs: int = 0,
+        scope: Literal["local", "global"] = "local",
+        loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
+        allow_large_drop: bool = False,
+    ) -> None:
+        super().__init__()
+        if rule not in ("prl", "spl", "prl_g"):
+            raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
+        if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)):
+            raise ValueError(f"`drop_ratio` must be a number in [0, 0.5), got {drop_ratio!r}.")
+        if allow_large_drop:
+            if not 0.0 <= drop_ratio < 1.0:
+                raise ValueError(f"`drop_ratio` must be in [0, 1) with `allow_large_drop=True`, got {drop_ratio!r}.")
+        elif not 0.0 <= drop_ratio < 0.5:
+            hint = " Pass `allow_large_drop=True` to drop more (the guarantee needs ε < 0.5)." \
+                if 0.5 <= drop_ratio < 1.0 else ""
+            raise ValueError(f"`drop_ratio` must be in [0, 0.5), got {drop_ratio!r}.{hint}")
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+        if scope not in ("local", "global"):
+            raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
+        if loss is not None and not callable(loss) and loss not in ("ce", "mse"):
+            raise ValueError(f"`loss` must be 'ce', 'mse', a callable `loss(outputs, targets) -> [B]` or None, "
+                             f"got {loss!r}.")
+        self.rule = rule
+        self.drop_ratio = float(drop_ratio)
+        self.warmup_epochs = warmup_epochs
+        self.scope = scope
+        self.loss = loss
+        self.allow_large_drop = allow_large_drop
+        # running state (checkpointed)
+        self.history: list[FilterEpochRecord] = []
+        self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
+        self._counters_epoch: int | None = None
+        self._warned_small = False
+        # fit-time helpers (not state)
+        self._trainer: pl.Trainer | None = None
+        self._module: RobustMixin | None = None
+        self._recorder: GradNormRecorder | None = None
+
+    # -- schedule -------------------------------------------------------------------------------------------
+    def drop_ratio_at(self, epoch: int) -> float:
+        r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t``."""
+        if self.warmup_epochs == 0:
+            return self.drop_ratio
+        return self.drop_ratio * min(epoch / self.warmup_epochs, 1.0)
+
+    def keep_ratio_at(self, epoch: int) -> float:
+        """The kept fraction :math:`R(t) = 1 - \\varepsilon_t` (thesis Alg. 5)."""
+        return 1.0 - self.drop_ratio_at(epoch)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(rule=self.rule, drop_ratio=self.drop_ratio, scope=self.scope)
+
+    # -- setup ----------------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        module = require_mixin("BatchFilter", pl_module)
+        self._trainer, self._module = trainer, module
+        if self.rule == "prl_g":
+            self._recorder = GradNormRecorder(pl_module)
+        module.add_batch_selector(self)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if isinstance(pl_module, RobustMixin):
+            pl_module.remove_batch_selector(self)
+        if self._recorder is not None:
+            self._recorder.detach()
+            self._recorder = None
+        self._trainer = self._module = None
+
+    # -- training hooks -------------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._counters is None or self._counters_epoch != trainer.current_epoch:
+            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=pl_module.device)
+            self._counters_epoch = trainer.current_epoch
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._recorder is not None and self.drop_ratio_at(trainer.current_epoch) > 0:
+            self._recorder.attach()  # record this step's forward (hooks registered once)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._recorder is not None:
+            self._recorder.pause()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
+        # a collective: every rank reaches this hook once per epoch
+        seen, dropped, c_seen, c_dropped, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
+        rec = FilterEpochRecord(epoch=trainer.current_epoch, drop_ratio=self.drop_ratio_at(trainer.current_epoch),
+                                seen=seen, dropped=dropped)
+        if batches and truth == batches:
+            rec.corrupted_seen, rec.corrupted_dropped = c_seen, c_dropped
+            rec.dropped_corrupted_frac = c_dropped / dropped if dropped else None
+            rec.corrupted_frac = c_seen / seen if seen else None
+        self.history.append(rec)
+        self._counters = None
+        for key, value in (("filter/drop_ratio", rec.drop_ratio),
+                           ("filter/dropped_corrupted_frac", rec.dropped_corrupted_frac)):
+            if value is not None:
+                # identical on every rank, so averaging over ranks is exact
+                pl_module.log(key, float(value), on_step=False, on_epoch=True, sync_dist=True)
+
+    # -- BatchSelector ----------------------------------------------------------------------------------------
+    def keep_mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
+        """Keep-mask of one training batch (called by :meth:`RobustMixin.reduce_loss`)."""
+        trainer = self._trainer
+        keep_all = torch.ones_like(losses, dtype=torch.bool)
+        if trainer is None or not trainer.training:
+            return keep_all
+        eps = self.drop_ratio_at(trainer.current_epoch)
+        ib = unpack_batch(batch)
+        index = ib.index.to(losses.device)
+        if eps == 0.0:
+            mask = keep_all
+        else:
+            scores = self.scores(losses, batch, outputs, module)
+            mask = self._select(scores, index, eps)
+        self._count(mask, ib.corrupted)
+        return mask
+
+    def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
+        """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""
+        if self.rule == "spl":
+            return spl_scores(losses)
+        if self.rule == "prl":
+            if not isinstance(outputs, Tensor):
+                raise ValueError("`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "
+                                 f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.")
+            targets = unpack_batch(batch).target
+            loss = self.loss
+            if loss is None:
+                loss = "mse" if isinstance(targets, Tensor) and targets.is_floating_point() else "ce"
+            return prl_l_scores(outputs, targets, loss)
+        if self._recorder is None:  # called outside a fit: record nothing, so compute the norms directly
+            raise RuntimeError("`rule='prl_g'` computes its scores during `trainer.fit` only (the forward of the "
+                               "training step is recorded); outside a fit use `lit_robust.scores.prl_g_scores`.")
+        return self._recorder.compute(losses)
+
+    def _select(self, scores: Tensor, index: Tensor, eps: float) -> Tensor:
+        keep_ratio = 1.0 - eps
+
+        def k_of(n: int) -> int:
+            k = keep_count(n, keep_ratio)
+            if k == 0 and n > 0:
+                self._warn_small(n, eps)
+                return n
+            return k
+
+        if self.scope == "global":
+            mask, _ = distributed.global_selection(scores, index, k_of, algorithm="gather")
+            return mask
+        return smallest_k_mask(scores, k_of(scores.numel()), index)
+
+    def _warn_small(self, n: int, eps: float) -> None:
+        if not self._warned_small:
+            self._warned_small = True
+            rank_zero_warn(f"BatchFilter: a batch of {n} sample(s) is too small to drop a fraction {eps:.3g} of it "
+                           f"(floor((1 - {eps:.3g}) * {n}) = 0 would drop all); such batches are kept whole. "
+                           "Use `drop_last=True` or a larger batch size. (Warned once.)")
+
+    def _count(self, mask: Tensor, corrupted: Tensor | None) -> None:
+        dev = mask.device
+        if self._counters is None:
+            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
+            self._counters_epoch = self._trainer.current_epoch if self._trainer is not None else 0
+        if self._counters.device != dev:
+            self._counters = self._counters.to(dev)
+        dropped = ~mask
+        one = torch.ones((), dtype=torch.int64, device=dev)
+        zero = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = torch.full((), mask.numel(), dtype=torch.int64, device=dev)
+        if corrupted is not None:
+            bad = corrupted.to(device=dev, dtype=torch.bool).reshape(-1)
+            step = torch.stack([seen, dropped.sum(), bad.sum(), (bad & dropped).sum(), one, one])
+        else:
+            step = torch.stack([seen, dropped.sum(), zero, zero, one, zero])
+        self._counters += step  # on the device: no host sync per step
+
+    # -- state -------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [asdict(r) for r in self.history],
+            "counters": None if self._counters is None else self._counters.cpu().tolist(),
+            "counters_epoch": self._counters_epoch,
+            "warned_small": self._warned_small,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [FilterEpochRecord(**r) for r in state_dict["history"]]
+        counters = state_dict["counters"]
+        self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
+        self._counters_epoch = state_dict["counters_epoch"]
+        self._warned_small = state_dict["warned_small"]
+

@@ -1,0 +1,224 @@
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lit_robust import BatchFilter, FilterEpochRecord
+from lit_robust.selection import keep_count, smallest_k_mask
+from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
+from tests.test_scores import ce, ref_grad_norms, ref_loss_layer_norms
+
+
+class SpyFilter(BatchFilter):
+    """Records, per training step, the parameters the step's forward used, the batch and the filter's mask."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = []
+
+    def keep_mask(self, losses, batch, outputs, module):
+        mask = super().keep_mask(losses, batch, outputs, module)
+        if self._trainer is not None and self._trainer.training:
+            params = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
+            self.steps.append(dict(params=params, batch=[t.clone() for t in batch], mask=mask.clone(),
+                                   epoch=self._trainer.current_epoch))
+        return mask
+
+
+def reference_scores(rule, net, batch):
+    """Scores computed independently of lit_robust.scores, one sample at a time."""
+    index, x, y = batch[:3]
+    if rule == "spl":
+        return F.cross_entropy(net(x), y, reduction="none")
+    if rule == "prl":
+        return ref_loss_layer_norms(net(x), y, ce)
+    return ref_grad_norms(net, x, y, ce)
+
+
+def fit(tmp_path, callbacks, max_epochs=2, data=None, seed=0, model=None, ckpt_path=None):
+    pl.seed_everything(seed, verbose=False)
+    model = model or TinyModel()
+    trainer = tiny_trainer(tmp_path, max_epochs, callbacks)
+    trainer.fit(model, data or BlobsData(n=96, batch_size=16), ckpt_path=ckpt_path)
+    return model, trainer
+
+
+@pytest.mark.parametrize("rule", ["prl", "spl", "prl_g"])
+def test_filter_drops_exactly_the_trim_of_independent_scores(rule, tmp_path):
+    spy = SpyFilter(rule, drop_ratio=0.3, warmup_epochs=1)
+    model, _ = fit(tmp_path, [spy], max_epochs=2)
+    assert len(spy.steps) == 12 and model.batch_selectors == []  # removed at teardown
+    net = TinyModel().net
+    for step in spy.steps:
+        net.load_state_dict(step["params"])
+        index = step["batch"][0]
+        eps = 0.3 * min(step["epoch"] / 1, 1.0)
+        if eps == 0:
+            assert step["mask"].all()  # warm-up epoch 0 keeps everything
+            continue
+        expected = smallest_k_mask(reference_scores(rule, net, step["batch"]).detach(), keep_count(16, 1 - eps), index)
+        assert torch.equal(step["mask"], expected)
+        assert int(step["mask"].sum()) == 11  # floor(0.7 * 16)
+
+
+def test_keep_mask_ranks_by_score_then_dataset_index(tmp_path):
+    f = BatchFilter("spl", drop_ratio=0.25)
+    f._trainer = fake_trainer()
+    losses = torch.tensor([1.0, 5.0, 1.0, float("nan"), 2.0, 5.0, 0.5, 1.0])
+    index = torch.tensor([7, 3, 2, 0, 9, 1, 4, 5])
+    mask = f.keep_mask(losses, (index, torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), None, None)
+    # keep 6: NaN dropped first, then the largest of the tie 5.0/5.0 by index (3 beats 1 for dropping)
+    assert mask.tolist() == [True, False, True, False, True, True, True, True]
+
+
+def fake_trainer(epoch=0):
+    return type("Trainer", (), {"training": True, "current_epoch": epoch})()
+
+
+def test_prl_infers_mse_from_floating_targets_and_ce_from_class_indices():
+    g = torch.Generator().manual_seed(0)
+    index = torch.arange(10)
+    pred, y = torch.randn(10, 2, generator=g), torch.randn(10, 2, generator=g)
+    f = BatchFilter("prl", drop_ratio=0.3)
+    f._trainer = fake_trainer()
+    mask = f.keep_mask(torch.zeros(10), (index, None, y), pred, None)
+    assert torch.equal(mask, smallest_k_mask((pred - y).norm(dim=1), 7, index))
+    logits, labels = torch.randn(10, 4, generator=g), torch.randint(0, 4, (10,), generator=g)
+    mask = f.keep_mask(torch.zeros(10), (index, None, labels), logits, None)
+    assert torch.equal(mask, smallest_k_mask((logits.softmax(1) - F.one_hot(labels, 4)).norm(dim=1), 7, index))
+    # outside training (validation, test) nothing is dropped
+    f._trainer = type("Trainer", (), {"training": False, "current_epoch": 0})()
+    assert f.keep_mask(torch.zeros(10), (index, None, labels), logits, None).all()
+
+
+def test_warmup_schedule_and_per_epoch_drop_counts(tmp_path):
+    f = BatchFilter("spl", drop_ratio=0.25, warmup_epochs=2)
+    assert [f.drop_ratio_at(t) for t in range(4)] == [0.0, 0.125, 0.25, 0.25]
+    assert [f.keep_ratio_at(t) for t in (0, 1, 2)] == [1.0, 0.875, 0.75]
+    assert BatchFilter("spl", drop_ratio=0.25).drop_ratio_at(0) == 0.25
+    fit(tmp_path, [f], max_epochs=3)
+    # 6 batches of 16 per epoch: keep 16, floor(0.875 * 16) = 14, floor(0.75 * 16) = 12
+    assert [r.dropped for r in f.history] == [0, 12, 24]
+    assert [r.seen for r in f.history] == [96, 96, 96]
+    assert [r.drop_ratio for r in f.history] == [0.0, 0.125, 0.25]
+
+
+def test_dropped_corrupted_fraction_is_logged_and_kept(tmp_path):
+    spy = SpyFilter("prl", drop_ratio=0.3)
+    _, trainer = fit(tmp_path, [spy], max_epochs=2)
+    for rec in spy.history:
+        steps = [s for s in spy.steps if s["epoch"] == rec.epoch]
+        dropped_bad = sum(int((~s["mask"] & s["batch"][3]).sum()) for s in steps)
+        dropped = sum(int((~s["mask"]).sum()) for s in steps)
+        assert (rec.dropped, rec.corrupted_dropped) == (dropped, dropped_bad)
+        assert rec.dropped_corrupted_frac == pytest.approx(dropped_bad / dropped)
+        assert rec.corrupted_frac == pytest.approx(sum(int(s["batch"][3].sum()) for s in steps) / 96)
+    assert float(trainer.callback_metrics["filter/dropped_corrupted_frac"]) == pytest.approx(
+        spy.history[-1].dropped_corrupted_frac)
+    # the filter finds label noise: its rejects are far noisier than the data (30% corrupted) after one epoch
+    assert spy.history[-1].dropped_corrupted_frac > 0.6
+
+
+def test_no_ground_truth_means_no_metric(tmp_path):
+    ds = blobs(96)
+    ds.corrupted = None
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(ds, batch_size=16, shuffle=True)
+
+    f = BatchFilter("spl", drop_ratio=0.2)
+    _, trainer = fit(tmp_path, [f], max_epochs=1, data=Data())
+    assert f.history == [FilterEpochRecord(epoch=0, drop_ratio=0.2, seen=96, dropped=24)]  # 6 x (16 - floor(0.8 * 16))
+    assert "filter/dropped_corrupted_frac" not in trainer.callback_metrics
+
+
+def test_global_scope_equals_local_scope_in_one_process(tmp_path):
+    weights = {}
+    for scope in ("local", "global"):
+        spy = SpyFilter("prl", drop_ratio=0.25, scope=scope)
+        model, _ = fit(tmp_path / scope, [spy], max_epochs=1)
+        weights[scope] = (model.net.state_dict(), [s["mask"] for s in spy.steps])
+    (w_local, m_local), (w_global, m_global) = weights["local"], weights["global"]
+    assert all(torch.equal(a, b) for a, b in zip(m_local, m_global))
+    assert all(torch.equal(w_local[k], w_global[k]) for k in w_local)
+
+
+def test_too_small_batch_keeps_all_and_warns_once(tmp_path):
+    f = BatchFilter("spl", drop_ratio=0.3)
+    with pytest.warns(UserWarning, match=r"a batch of 1 sample\(s\) is too small.*kept whole") as rec:
+        fit(tmp_path, [f], max_epochs=2, data=BlobsData(n=97, batch_size=16))  # the last batch holds 1 sample
+    assert sum("too small" in str(w.message) for w in rec) == 1
+    # per epoch: 6 batches of 16 drop 16 - floor(0.7 * 16) = 5 each; the batch of one keeps its sample
+    assert [r.dropped for r in f.history] == [30, 30] and [r.seen for r in f.history] == [97, 97]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rule="prl", drop_ratio=0.5), r"`drop_ratio` must be in \[0, 0.5\), got 0.5. Pass `allow_large_drop=True`"),
+    (dict(rule="prl", drop_ratio=-0.1), r"`drop_ratio` must be in \[0, 0.5\), got -0.1.$"),
+    (dict(rule="prl", drop_ratio=1.0, allow_large_drop=True),
+     r"`drop_ratio` must be in \[0, 1\) with `allow_large_drop=True`, got 1.0"),
+    (dict(rule="prl", drop_ratio="0.2"), r"`drop_ratio` must be a number in \[0, 0.5\), got '0.2'"),
+    (dict(rule="loss", drop_ratio=0.2), r"`rule` must be one of 'prl', 'spl', 'prl_g', got 'loss'"),
+    (dict(rule="spl", drop_ratio=0.2, warmup_epochs=-1), r"`warmup_epochs` must be an integer >= 0, got -1"),
+    (dict(rule="spl", drop_ratio=0.2, scope="world"), r"`scope` must be 'local' or 'global', got 'world'"),
+    (dict(rule="prl", drop_ratio=0.2, loss="l1"), r"`loss` must be 'ce', 'mse', a callable .* or None, got 'l1'"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BatchFilter(**kwargs)
+
+
+def test_large_drop_needs_opt_in():
+    assert BatchFilter("spl", drop_ratio=0.7, allow_large_drop=True).drop_ratio == 0.7
+
+
+def test_prl_without_outputs_is_explained(tmp_path):
+    class LossOnly(TinyModel):
+        def per_sample_loss(self, batch):
+            return super().per_sample_loss(batch)[0]
+
+    with pytest.raises(ValueError, match=r"`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "
+                                         r"`\(losses, outputs\)`"):
+        fit(tmp_path, [BatchFilter("prl", drop_ratio=0.2)], max_epochs=1, model=LossOnly())
+
+
+def test_prl_g_with_batchnorm_in_training_mode_is_explained(tmp_path):
+    model = TinyModel()
+    model.net = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(ValueError, match=r"BatchNorm1d in training mode.*GroupNorm.*freeze it"):
+        fit(tmp_path, [BatchFilter("prl_g", drop_ratio=0.2)], max_epochs=1, model=model)
+
+
+def test_module_without_mixin_is_rejected(tmp_path):
+    class Plain(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+
+        def training_step(self, batch, batch_idx):
+            return self.lin(batch[1]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.raises(TypeError, match=r"`BatchFilter` needs the LightningModule to adopt `lit_robust.RobustMixin`"):
+        fit(tmp_path, [BatchFilter("spl", drop_ratio=0.2)], max_epochs=1, model=Plain())
+
+
+def test_state_survives_a_checkpoint(tmp_path):
+    f = BatchFilter("spl", drop_ratio=0.25, warmup_epochs=2)
+    model, trainer = fit(tmp_path, [f], max_epochs=2)
+    ckpt = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(ckpt)
+    resumed = BatchFilter("spl", drop_ratio=0.25, warmup_epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(tmp_path, [resumed], max_epochs=3, ckpt_path=str(ckpt))
+    assert resumed.history[:2] == f.history
+    assert [r.drop_ratio for r in resumed.history] == [0.0, 0.125, 0.25]
+    assert f.state_key != BatchFilter("prl", drop_ratio=0.25).state_key  # two filters can coexist
