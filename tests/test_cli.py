@@ -22,6 +22,8 @@ def shrink(cfg: dict, tmp_path: Path) -> dict:
             args["round_epochs"] = [1] * min(3, len(args["round_epochs"]))
             args["verbose"] = False
             rounds = args["round_epochs"]
+        if "warmup_epochs" in args:
+            args["warmup_epochs"] = 0  # one epoch: filter from the first step
     trainer["max_epochs"] = sum(rounds) if rounds else 1
     trainer.update(default_root_dir=str(tmp_path), accelerator="cpu", limit_val_batches=2,
                    enable_progress_bar=False, logger=False)
@@ -36,7 +38,7 @@ def shrink(cfg: dict, tmp_path: Path) -> dict:
 
 
 def test_every_config_is_tested():
-    assert {p.name for p in CONFIGS} >= {"itlm_mnist.yaml", "itlm_digits.yaml"}
+    assert {p.name for p in CONFIGS} >= {"itlm_mnist.yaml", "itlm_digits.yaml", "prl_mnist.yaml"}
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +78,13 @@ def test_cli_rejects_bad_keep_ratio(tmp_path, capsys):
     with pytest.raises((ValueError, SystemExit)) as err:
         main(["fit", "--config", str(bad)])
     assert "`keep_ratio` must be in (0, 1], got 1.5" in str(err.value) + capsys.readouterr().err
+
+
+def test_cli_rejects_bad_drop_ratio(tmp_path, capsys):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "prl_mnist.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"]["drop_ratio"] = 0.6
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises((ValueError, SystemExit)) as err:
+        main(["fit", "--config", str(bad)])
+    assert "`drop_ratio` must be in [0, 0.5), got 0.6" in str(err.value) + capsys.readouterr().err
