@@ -17,6 +17,7 @@ from lit_robust.data import (
     unpack_batch,
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
+from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import BatchSelector, RobustMixin
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.models import ImageClassifier, LinearRegressor
@@ -41,6 +42,7 @@ __all__ = [
     "SyntheticRegressionDataModule",
     "ImageClassifier",
     "LinearRegressor",
+    "bootstrap_loss",
     "keep_count",
     "rank_order",
     "smallest_k_mask",

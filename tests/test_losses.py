@@ -1,0 +1,75 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_robust.losses import bootstrap_loss
+
+
+def slow_bootstrap(logits, targets, beta, kind):
+    """The formula one sample and one class at a time."""
+    out = []
+    for i in range(logits.shape[0]):
+        z = logits[i]
+        denom = sum(torch.exp(z[c]) for c in range(len(z)))
+        p = [torch.exp(z[c]) / denom for c in range(len(z))]
+        if targets.ndim == 1:
+            y = [1.0 if c == int(targets[i]) else 0.0 for c in range(len(z))]
+        else:
+            y = [targets[i, c] for c in range(len(z))]
+        if kind == "soft":
+            pred = p
+        else:
+            top = max(range(len(z)), key=lambda c: float(z[c].detach()))
+            pred = [1.0 if c == top else 0.0 for c in range(len(z))]
+        out.append(-sum((beta * y[c] + (1 - beta) * pred[c]) * torch.log(p[c]) for c in range(len(z))))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+@pytest.mark.parametrize("beta", [0.0, 0.8, 0.95, 1.0])
+def test_bootstrap_matches_slow_reference_values_and_gradients(kind, beta):
+    g = torch.Generator().manual_seed(0)
+    logits = (2 * torch.randn(6, 4, generator=g, dtype=torch.float64)).requires_grad_(True)
+    y = torch.randint(0, 4, (6,), generator=g)
+    got = bootstrap_loss(logits, y, beta=beta, kind=kind)
+    ref = slow_bootstrap(logits, y, beta, kind)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    (g_got,) = torch.autograd.grad(got.sum(), logits)
+    (g_ref,) = torch.autograd.grad(ref.sum(), logits)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_bootstrap_with_probability_targets_and_beta_one_is_cross_entropy():
+    g = torch.Generator().manual_seed(1)
+    logits, soft = torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g).softmax(1)
+    torch.testing.assert_close(bootstrap_loss(logits, soft, beta=0.7), slow_bootstrap(logits, soft, 0.7, "soft"))
+    y = soft.argmax(1)
+    torch.testing.assert_close(bootstrap_loss(logits, y, beta=1.0), F.cross_entropy(logits, y, reduction="none"))
+
+
+def test_bootstrap_detached_prediction_is_cross_entropy_with_a_fixed_mixed_target():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 5, generator=g, requires_grad=True)
+    y = torch.randint(0, 5, (4,), generator=g)
+    loss = bootstrap_loss(logits, y, beta=0.6, detach_prediction=True)
+    target = (0.6 * F.one_hot(y, 5) + 0.4 * logits.softmax(1)).detach()
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    # d/dz of -sum_c t_c log softmax(z)_c = softmax(z) - t   (t sums to one)
+    torch.testing.assert_close(grad, logits.softmax(1).detach() - target)
+
+
+def test_bootstrap_bad_input_messages():
+    logits, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"`beta` must be in \[0, 1\], got 1.5"):
+        bootstrap_loss(logits, y, beta=1.5)
+    with pytest.raises(ValueError, match=r"`kind` must be 'soft' or 'hard', got 'medium'"):
+        bootstrap_loss(logits, y, kind="medium")
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got values in \[0, 3\]"):
+        bootstrap_loss(logits, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"class indices of shape \[2\] or probabilities of shape \[2, 3\]"):
+        bootstrap_loss(logits, torch.zeros(2))
+    with pytest.raises(ValueError, match=r"`logits` must have shape \[batch, classes\], got \(3,\)"):
+        bootstrap_loss(torch.zeros(3), y)
+    assert math.isfinite(float(bootstrap_loss(logits, y).sum()))
