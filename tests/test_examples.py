@@ -14,3 +14,11 @@ def test_itlm_example_runs_and_selects():
     out = load("itlm_noisy_labels").main(fast=True)
     assert 0.0 <= out["test_acc"] <= 1.0
     assert [r.kept for r in out["history"]][1:] == [715, 715]  # floor(0.55 * 1300)
+
+
+def test_prl_example_runs_and_filters():
+    out = load("prl_noisy_labels").main(fast=True)
+    assert 0.0 <= out["test_acc"] <= 1.0
+    first, *rest = out["history"]
+    assert first.dropped == 0 and all(r.dropped > 0 for r in rest)  # one warm-up epoch, then filtering
+    assert rest[-1].dropped_corrupted_frac > rest[-1].corrupted_frac  # the rejects are noisier than the data

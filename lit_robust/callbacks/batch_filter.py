@@ -68,9 +68,10 @@ class BatchFilter(Callback):
     sample; it is kept whole, with one warning.
 
     ``scope="global"`` ranks the concatenated batches of all DDP ranks (each rank keeps its part of the
-    global selection, :func:`lit_robust.distributed.global_selection`); ``"local"`` trims each rank's own
-    batch, as the papers did per GPU. In one process both are the same. Outside training (validation,
-    test) the filter keeps everything.
+    global selection, :func:`lit_robust.distributed.global_selection`, with :math:`B` the number of distinct
+    dataset indices over the ranks: a repeated index, e.g. from a padding sampler, is kept at most once);
+    ``"local"`` trims each rank's own batch, as the papers did per GPU. In one process, with distinct
+    indices, both are the same. Outside training (validation, test) the filter keeps everything.
 
     When the batches carry ground truth (``(index, input, target, is_corrupted)``) each epoch records
     the fraction of corrupted samples among the dropped ones, logged as ``filter/dropped_corrupted_frac``
