@@ -3,7 +3,7 @@
 Inside every batch the 30% of samples with the largest loss-layer gradient norm
 ||softmax(logits) - onehot(label)|| are left out of the loss (prl_paper.txt Alg. 3).
 
-    python examples/prl_noisy_labels.py                 # ~1 minute on 2 CPU cores: baseline vs PRL(L)
+    python examples/prl_noisy_labels.py                 # ~1.5 minutes on 2 CPU cores: PRL(L), then the baseline
     python examples/prl_noisy_labels.py --rule spl      # or prl_g
     python examples/prl_noisy_labels.py --fast          # a few seconds (used by the tests)
 """
