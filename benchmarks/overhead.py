@@ -1,0 +1,382 @@
+"""Benchmark: the run-time overhead of lit_robust's machinery, as ratios against plain Lightning/PyTorch.
+
+Every measurement times a *candidate* (lit_robust's way) against a *reference* (the plain way) on the
+same model (``ImageClassifier(backbone="cnn2")``) and data (3,000 offline MNIST training digits), in
+interleaved pairs (candidate/reference, then reference/candidate, ...), so that the load of a shared
+machine hits both alike. The reported ratio is the median of the per-pair ratios; the spread is their
+inter-quartile range and min-max.
+
+Measurements (issue 2, item 9):
+
+* ``itlm/scoring_pass_throughput``: ``ITLM.score_training_set`` throughput ÷ a plain ``Trainer.predict``
+  over the same loader (target >= 0.9);
+* ``mixin/training_step``: a training step through the mixin with no selector active
+  (``per_sample_loss`` + ``reduce_loss``) ÷ the same module's plain step with ``F.cross_entropy`` mean
+  (forward, loss, backward, SGD step; target <= 1.02);
+* ``itlm/fit``: a whole ITLM fit (``initial_round_on_all=False``, so every round trains on
+  ``floor(alpha * n)`` samples after exactly one scoring pass) ÷ (the same number of epochs of plain
+  training on a fixed subset of that size + one scoring pass per round) (target <= 1.10).
+
+Later rules add their own rows: write a function ``fn(ctx, reps) -> list[(candidate_s, reference_s)]``
+and append a :class:`Measurement` to ``MEASUREMENTS`` (or decorate it with :func:`measurement`).
+
+Usage::
+
+    python benchmarks/overhead.py            # -> benchmarks/results/overhead.md
+    python benchmarks/overhead.py --quick    # < 60 s
+    python benchmarks/overhead.py --smoke    # a few seconds, for the test suite
+
+The last line printed is one JSON object with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_OUT = HERE / "results" / "overhead.md"
+
+
+# -- the framework -------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """Shared setup handed to every measurement."""
+
+    data_root: str
+    train_size: int
+    batch_size: int
+    eval_batch_size: int
+    fit_epochs_per_round: int
+    fit_rounds: int
+    keep_ratio: float = 0.65
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Measurement:
+    """One named ratio: ``fn(ctx, reps)`` returns ``reps`` pairs of (candidate seconds, reference seconds)."""
+
+    name: str
+    description: str
+    fn: Callable[[Context, int], list[tuple[float, float]]]
+    kind: Literal["time", "throughput"] = "time"  # "time": candidate/reference; "throughput": reference/candidate
+    target: float | None = None  # upper bound for "time" ratios, lower bound for "throughput" ratios
+    reps: dict[str, int] = field(default_factory=lambda: {"full": 15, "quick": 3, "smoke": 1})
+
+    def ratios(self, pairs: list[tuple[float, float]]) -> list[float]:
+        if self.kind == "time":
+            return [c / r for c, r in pairs]
+        return [r / c for c, r in pairs]
+
+    def meets(self, ratio: float) -> bool | None:
+        if self.target is None:
+            return None
+        return ratio <= self.target if self.kind == "time" else ratio >= self.target
+
+
+MEASUREMENTS: list[Measurement] = []
+
+
+def measurement(name: str, description: str, kind: Literal["time", "throughput"] = "time",
+                target: float | None = None, reps: dict[str, int] | None = None):
+    """Register ``fn(ctx, reps) -> [(candidate_s, reference_s), ...]`` as a named measurement."""
+
+    def wrap(fn: Callable[[Context, int], list[tuple[float, float]]]):
+        m = Measurement(name, description, fn, kind, target)
+        if reps:
+            m.reps.update(reps)
+        MEASUREMENTS.append(m)
+        return fn
+
+    return wrap
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def interleave(candidate: Callable[[], Any], reference: Callable[[], Any], reps: int) -> list[tuple[float, float]]:
+    """Time ``reps`` pairs, alternating which of the two runs first."""
+    pairs = []
+    for i in range(reps):
+        if i % 2 == 0:
+            c = _timed(candidate)
+            r = _timed(reference)
+        else:
+            r = _timed(reference)
+            c = _timed(candidate)
+        pairs.append((c, r))
+    return pairs
+
+
+# -- shared setup ----------------------------------------------------------------------------------------
+def _quiet() -> None:
+    import pytorch_lightning  # noqa: F401  (it sets its logger to INFO on import)
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for msg in (".*does not have many workers.*", ".*The number of training batches.*", ".*GPU available but not used.*"):
+        warnings.filterwarnings("ignore", message=msg)
+
+
+def _trainer(**kwargs: Any):
+    import pytorch_lightning as pl
+
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+
+
+def _datamodule(ctx: Context):
+    """The MNIST training split (no validation), with `predict_dataloader` = the scoring loader."""
+    if "dm" not in ctx.cache:
+        from lit_robust import MNISTDataModule
+
+        class DM(MNISTDataModule):
+            def predict_dataloader(self):
+                return self.scoring_dataloader()
+
+        dm = DM(root=ctx.data_root, clean_ratio=0.7, noise="random", train_size=ctx.train_size, val_size=0,
+                batch_size=ctx.batch_size, eval_batch_size=ctx.eval_batch_size, seed=0)
+        dm.setup("fit")
+        ctx.cache["dm"] = dm
+    return ctx.cache["dm"]
+
+
+def _model(seed: int = 0):
+    import pytorch_lightning as pl
+
+    from lit_robust import ImageClassifier
+
+    pl.seed_everything(seed, verbose=False)
+    return ImageClassifier(backbone="cnn2", lr=0.05, momentum=0.0)
+
+
+# -- issue 2 measurements -----------------------------------------------------------------------------------
+@measurement("itlm/scoring_pass_throughput",
+             "ITLM.score_training_set over the training set ÷ Trainer.predict over the same loader (throughput)",
+             kind="throughput", target=0.9, reps={"full": 21, "quick": 4, "smoke": 1})
+def scoring_vs_predict(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    from lit_robust import ITLM
+
+    dm = _datamodule(ctx)
+    module = _model()
+    trainer = _trainer()
+    trainer.predict(module, datamodule=dm)  # attaches the datamodule (and warms up)
+    itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1], verbose=False, plot=False)
+    itlm.score_training_set(trainer, module)
+    return interleave(lambda: itlm.score_training_set(trainer, module),
+                      lambda: trainer.predict(module, datamodule=dm), reps)
+
+
+@measurement("mixin/training_step",
+             "training step through the mixin, no selector (per_sample_loss + reduce_loss) ÷ plain step "
+             "(F.cross_entropy mean); forward, loss, backward, SGD step",
+             kind="time", target=1.02, reps={"full": 401, "quick": 41, "smoke": 2})
+def mixin_step_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    from lit_robust import unpack_batch
+
+    dm = _datamodule(ctx)
+    module = _model()
+    module.train()
+    assert not module.batch_selectors
+    opt = torch.optim.SGD(module.parameters(), lr=0.01)
+    batch = next(iter(dm.train_dataloader()))
+    steps = 1  # per timed pair member: short, tightly interleaved blocks are the least exposed to preemption
+
+    def mixin_steps() -> None:
+        for _ in range(steps):
+            out = module.per_sample_loss(batch)
+            losses, outputs = out if isinstance(out, tuple) else (out, None)
+            loss = module.reduce_loss(losses, batch, outputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def plain_steps() -> None:
+        for _ in range(steps):
+            b = unpack_batch(batch)
+            loss = F.cross_entropy(module(b.input), b.target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    for _ in range(5):  # warm-up
+        mixin_steps(), plain_steps()
+    return interleave(mixin_steps, plain_steps, reps)
+
+
+@measurement("itlm/fit",
+             "whole ITLM fit (initial_round_on_all=False, reinit=True) ÷ (plain fit of the same epochs on a "
+             "fixed subset of floor(alpha*n) samples + one scoring pass per round)",
+             kind="time", target=1.10, reps={"full": 5, "quick": 1, "smoke": 1})
+def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    from torch.utils.data import DataLoader, Subset
+
+    from lit_robust import ITLM
+    from lit_robust.selection import keep_count
+
+    dm = _datamodule(ctx)
+    E, R = ctx.fit_epochs_per_round, ctx.fit_rounds
+    n = len(dm.train_set)
+    subset = Subset(dm.train_set, list(range(keep_count(n, ctx.keep_ratio))))
+
+    def itlm_fit() -> None:
+        module = _model()
+        itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[E] * R, initial_round_on_all=False, verbose=False,
+                    plot=False)
+        passes = []
+        score = itlm.score_training_set
+        itlm.score_training_set = lambda trainer, pl_module: (passes.append(1), score(trainer, pl_module))[1]
+        _trainer(max_epochs=E * R, callbacks=[itlm]).fit(module, datamodule=dm)
+        # the workload the reference reproduces: R rounds on floor(alpha * n) samples, one scoring pass each
+        assert len(passes) == R and [h.kept for h in itlm.history] == [len(subset)] * R
+
+    def plain_fit_and_scoring() -> None:
+        module = _model()
+        trainer = _trainer(max_epochs=E * R)
+        trainer.fit(module, train_dataloaders=DataLoader(subset, batch_size=ctx.batch_size, shuffle=True))
+        loader = dm.scoring_dataloader()
+        with torch.no_grad():  # the plain way to score: eval mode, no grad, one pass per round
+            module.eval()
+            for _ in range(R):
+                for batch in loader:
+                    module.sample_scores(batch)
+
+    return interleave(itlm_fit, plain_fit_and_scoring, reps)
+
+
+# -- running and reporting ------------------------------------------------------------------------------------
+def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for m in MEASUREMENTS:
+        if names and m.name not in names:
+            continue
+        reps = m.reps[level]
+        t0 = time.perf_counter()
+        pairs = m.fn(ctx, reps)
+        ratios = m.ratios(pairs)
+        med = statistics.median(ratios)
+        row = {
+            "name": m.name, "description": m.description, "kind": m.kind, "target": m.target, "reps": len(pairs),
+            "ratio": med, "q25": _quantile(ratios, 0.25), "q75": _quantile(ratios, 0.75),
+            "min": min(ratios), "max": max(ratios),
+            "ratio_of_medians": (statistics.median(c for c, _ in pairs) / statistics.median(r for _, r in pairs))
+            ** (1 if m.kind == "time" else -1),
+            "candidate_ms": 1e3 * statistics.median(c for c, _ in pairs),
+            "reference_ms": 1e3 * statistics.median(r for _, r in pairs),
+            "met": m.meets(med), "seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        print(f"# {m.name}: ratio {med:.4f} (IQR {row['q25']:.4f}-{row['q75']:.4f}, n={len(pairs)}) "
+              f"in {row['seconds']:.1f}s", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, threads: int) -> str:
+    def target(r: dict[str, Any]) -> str:
+        if r["target"] is None:
+            return "—"
+        return f"{'≤' if r['kind'] == 'time' else '≥'} {r['target']:g}"
+
+    lines = [
+        "# lit_robust overhead (ratios, not absolute times)",
+        "",
+        f"Model `ImageClassifier(backbone=\"cnn2\")`; {ctx.train_size} offline MNIST training digits; training "
+        f"batch {ctx.batch_size}, scoring/predict batch {ctx.eval_batch_size}; ITLM fit: {ctx.fit_rounds} rounds × "
+        f"{ctx.fit_epochs_per_round} epoch(s), α = {ctx.keep_ratio}. Candidate and reference are timed in "
+        "interleaved pairs; ratio = median of the per-pair ratios (time ratios: candidate ÷ reference, lower is "
+        "better; throughput ratios: higher is better).",
+        "",
+        "| measurement | ratio (median) | IQR | min – max | ratio of medians | pairs | candidate / reference "
+        "(median ms) | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(
+            f"| `{r['name']}` | {r['ratio']:.3f} | {r['q25']:.3f} – {r['q75']:.3f} | {r['min']:.3f} – {r['max']:.3f} "
+            f"| {r['ratio_of_medians']:.3f} | {r['reps']} | {r['candidate_ms']:.1f} / {r['reference_ms']:.1f} "
+            f"| {target(r)} | {met} |")
+    lines += ["", "What each row times:", ""]
+    lines += [f"* `{r['name']}`: {r['description']}." for r in rows]
+    lines += [
+        "",
+        f"Mode {level}; wall time {wall:.0f} s; torch threads {threads}; date {_dt.date.today().isoformat()}; "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.system()} "
+        f"{platform.release()}; torch {torch.__version__}.",
+        "",
+        "Reproduce: `python benchmarks/overhead.py`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s)")
+    level.add_argument("--smoke", action="store_true", help="one repetition each, tiny data (a few seconds)")
+    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw")
+    p.add_argument("--only", nargs="+", default=None, help="measurement names to run")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is the most stable on a shared machine)")
+    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT})")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    level = "quick" if args.quick else "smoke" if args.smoke else "full"
+    if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
+        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}.")
+    known = {m.name for m in MEASUREMENTS}
+    if args.only and not set(args.only) <= known:
+        raise SystemExit(f"`--only` must name measurements among {sorted(known)}, got {args.only}.")
+    _quiet()
+    torch.set_num_threads(args.threads)
+    ctx = Context(data_root=args.data_root, train_size=600 if level == "smoke" else 3000, batch_size=100,
+                  eval_batch_size=250, fit_epochs_per_round={"full": 2, "quick": 1, "smoke": 1}[level],
+                  fit_rounds={"full": 5, "quick": 2, "smoke": 2}[level])
+    t0 = time.perf_counter()
+    rows = run_measurements(ctx, level, args.only)
+    wall = time.perf_counter() - t0
+    md = markdown(rows, ctx, level, wall, args.threads)
+    print(md)
+    out = args.out or (str(DEFAULT_OUT) if level == "full" else None)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(md)
+    summary = {"benchmark": "overhead", "mode": level, "wall_s": round(wall, 1),
+               "ratios": {r["name"]: round(r["ratio"], 4) for r in rows},
+               "spread_iqr": {r["name"]: [round(r["q25"], 4), round(r["q75"], 4)] for r in rows},
+               "targets_met": {r["name"]: r["met"] for r in rows}}
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
