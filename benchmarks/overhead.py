@@ -179,7 +179,7 @@ def _model(seed: int = 0):
 # -- issue 2 measurements -----------------------------------------------------------------------------------
 @measurement("itlm/scoring_pass_throughput",
              "ITLM.score_training_set over the training set ÷ Trainer.predict over the same loader (throughput)",
-             kind="throughput", target=0.9, reps={"full": 21, "quick": 4, "smoke": 1})
+             kind="throughput", target=0.9, reps={"full": 41, "quick": 4, "smoke": 1})
 def scoring_vs_predict(ctx: Context, reps: int) -> list[tuple[float, float]]:
     from lit_robust import ITLM
 
@@ -233,7 +233,7 @@ def mixin_step_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
 @measurement("itlm/fit",
              "whole ITLM fit (initial_round_on_all=False, reinit=True) ÷ (plain fit of the same epochs on a "
              "fixed subset of floor(alpha*n) samples + one scoring pass per round)",
-             kind="time", target=1.10, reps={"full": 5, "quick": 1, "smoke": 1})
+             kind="time", target=1.10, reps={"full": 9, "quick": 1, "smoke": 1})
 def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
     from torch.utils.data import DataLoader, Subset
 
@@ -290,6 +290,7 @@ def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -
             "candidate_ms": 1e3 * statistics.median(c for c, _ in pairs),
             "reference_ms": 1e3 * statistics.median(r for _, r in pairs),
             "met": m.meets(med), "seconds": time.perf_counter() - t0,
+            "pairs_s": [[round(c, 5), round(r, 5)] for c, r in pairs],
         }
         rows.append(row)
         print(f"# {m.name}: ratio {med:.4f} (IQR {row['q25']:.4f}-{row['q75']:.4f}, n={len(pairs)}) "
