@@ -233,7 +233,8 @@ def test_itlm_recovers_linear_model_under_random_outputs(tmp_path):
         model = LinearRegressor(dim=10, lr=0.02)
         tiny_trainer(tmp_path, epochs, cbs).fit(model, data)
         errors[name] = float((model.linear.weight.detach().flatten() - data.theta).norm() / data.theta.norm())
-    assert errors["itlm"] < 0.05 < 0.2 < errors["plain"], errors
+    assert errors["itlm"] < 0.05, errors
+    assert errors["plain"] > 0.2, errors
     assert itlm.history[-1].clean_precision > 0.95
 
 
