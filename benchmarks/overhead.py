@@ -10,6 +10,8 @@ Measurements (issue 2, item 9):
 
 * ``itlm/scoring_pass_throughput``: ``ITLM.score_training_set`` throughput ÷ a plain ``Trainer.predict``
   over the same loader (target >= 0.9);
+* ``itlm/scoring_pass_vs_no_grad_loop`` (no target): the same scoring pass ÷ a bare eval/no-grad loop of
+  ``sample_scores``, which tells lit_robust's own cost apart from Lightning's predict loop;
 * ``mixin/training_step``: a training step through the mixin with no selector active
   (``per_sample_loss`` + ``reduce_loss``) ÷ the same module's plain step with ``F.cross_entropy`` mean
   (forward, loss, backward, SGD step; target <= 1.02);
@@ -32,12 +34,14 @@ The last line printed is one JSON object with the ratios.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as _dt
 import json
 import logging
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -144,6 +148,25 @@ def _quiet() -> None:
         warnings.filterwarnings("ignore", message=msg)
 
 
+def pin_malloc() -> bool:
+    """Keep glibc from handing freed activation buffers back to the OS between passes (Linux only).
+
+    With glibc's dynamic thresholds a process can fall into a state where every forward pass re-maps
+    and page-faults its multi-megabyte buffers (~100k minor faults per scoring pass here, +50 % time),
+    and which path suffers more depends on the allocation history, not on the code measured. Fixing
+    the mmap threshold at its maximum (32 MiB) and the trim threshold at 1 GiB removes that state; it
+    applies to candidate and reference alike.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+
+
 def _trainer(**kwargs: Any):
     import pytorch_lightning as pl
 
@@ -191,6 +214,29 @@ def scoring_vs_predict(ctx: Context, reps: int) -> list[tuple[float, float]]:
     itlm.score_training_set(trainer, module)
     return interleave(lambda: itlm.score_training_set(trainer, module),
                       lambda: trainer.predict(module, datamodule=dm), reps)
+
+
+@measurement("itlm/scoring_pass_vs_no_grad_loop",
+             "ITLM.score_training_set ÷ a bare `eval()` + `torch.no_grad()` loop of `sample_scores` over the same "
+             "loader (throughput; no target — it separates lit_robust's cost from Lightning's predict loop)",
+             kind="throughput", target=None, reps={"full": 41, "quick": 4, "smoke": 1})
+def scoring_vs_bare_loop(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    from lit_robust import ITLM
+
+    dm = _datamodule(ctx)
+    module = _model()
+    trainer = _trainer()
+    trainer.predict(module, datamodule=dm)  # attaches the datamodule
+    itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1], verbose=False, plot=False)
+
+    def bare() -> None:
+        module.eval()
+        with torch.no_grad():
+            scores = [module.sample_scores(batch) for batch in dm.scoring_dataloader()]
+        torch.cat(scores)
+
+    itlm.score_training_set(trainer, module), bare()  # warm-up
+    return interleave(lambda: itlm.score_training_set(trainer, module), bare, reps)
 
 
 @measurement("mixin/training_step",
@@ -298,7 +344,7 @@ def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, threads: int) -> str:
+def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, threads: int, pinned: bool) -> str:
     def target(r: dict[str, Any]) -> str:
         if r["target"] is None:
             return "—"
@@ -327,6 +373,13 @@ def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, 
     lines += [f"* `{r['name']}`: {r['description']}." for r in rows]
     lines += [
         "",
+        "glibc malloc thresholds pinned (`pin_malloc`): " + ("yes" if pinned else "**no**") + ". Without it a "
+        "process on this VM sometimes falls into a state where each forward pass page-faults its buffers afresh "
+        "(bare loops +50 %, Lightning's predict loop less), which pushed the scoring ÷ predict ratio to 0.78–0.90 "
+        "in some runs while scoring ÷ bare no-grad loop stayed at 1.00.",
+    ]
+    lines += [
+        "",
         f"Mode {level}; wall time {wall:.0f} s; torch threads {threads}; date {_dt.date.today().isoformat()}; "
         f"machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.system()} "
         f"{platform.release()}; torch {torch.__version__}.",
@@ -344,8 +397,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     level.add_argument("--smoke", action="store_true", help="one repetition each, tiny data (a few seconds)")
     p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw")
     p.add_argument("--only", nargs="+", default=None, help="measurement names to run")
+    p.add_argument("--no-pin-malloc", action="store_true", help="leave glibc's malloc thresholds dynamic")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is the most stable on a shared machine)")
-    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT})")
+    p.add_argument("--out", default=None,
+                   help=f"markdown output, raw pairs beside it as .json (full mode default: {DEFAULT_OUT})")
     return p.parse_args(argv)
 
 
@@ -357,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     known = {m.name for m in MEASUREMENTS}
     if args.only and not set(args.only) <= known:
         raise SystemExit(f"`--only` must name measurements among {sorted(known)}, got {args.only}.")
+    pinned = pin_malloc() if not args.no_pin_malloc else False
     _quiet()
     torch.set_num_threads(args.threads)
     ctx = Context(data_root=args.data_root, train_size=600 if level == "smoke" else 3000, batch_size=100,
@@ -365,12 +421,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = run_measurements(ctx, level, args.only)
     wall = time.perf_counter() - t0
-    md = markdown(rows, ctx, level, wall, args.threads)
+    md = markdown(rows, ctx, level, wall, args.threads, pinned)
     print(md)
     out = args.out or (str(DEFAULT_OUT) if level == "full" else None)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(md)
+        Path(out).with_suffix(".json").write_text(json.dumps({"mode": level, "wall_s": round(wall, 1),
+                                                              "threads": args.threads, "malloc_pinned": pinned,
+                                                              "rows": rows}, indent=1))
     summary = {"benchmark": "overhead", "mode": level, "wall_s": round(wall, 1),
                "ratios": {r["name"]: round(r["ratio"], 4) for r in rows},
                "spread_iqr": {r["name"]: [round(r["q25"], 4), round(r["q75"], 4)] for r in rows},
