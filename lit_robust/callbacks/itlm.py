@@ -122,7 +122,9 @@ class ITLM(Callback):
         self._n: int | None = None
         self._current: RoundRecord | None = None
         self.history: list[RoundRecord] = []
-        self.score_history: list[dict[str, Any]] = []  # per scoring pass: round, scores, corrupted (CPU)
+        # per scoring pass: round, dense scores, corrupted flags (CPU). Filled only when `plot=True`, because
+        # under DDP it needs every score gathered on every rank (O(n) traffic); `history` is always filled.
+        self.score_history: list[dict[str, Any]] = []
         # fit-time helpers (not state)
         self._patch: TrainLoaderPatch | None = None
         self._sampler: SelectionSampler | None = None
