@@ -19,8 +19,8 @@ from lit_robust.data import (
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import BatchSelector, RobustMixin
-from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.models import ImageClassifier, LinearRegressor
+from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
 
 __version__ = "0.1.0.dev0"

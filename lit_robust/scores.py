@@ -401,10 +401,12 @@ class GradNormRecorder:
                 batched = [isinstance(a, Tensor) and a.ndim > 0 and a.shape[0] == b for a in call.args]
                 kwargs, positions = call.kwargs, call.positions
 
+                # `inner` is called (through vmap) inside this same iteration, so the loop variables it
+                # reads (layer, batched, kwargs, positions) cannot go stale
                 def inner(p: dict[str, Tensor], args: tuple, ds: list[Tensor]) -> Tensor:
-                    full = tuple(a.unsqueeze(0) if bt else a for a, bt in zip(args, batched))
-                    flat, _ = torch.utils._pytree.tree_flatten(functional_call(layer, p, full, kwargs))
-                    return sum((flat[i].squeeze(0) * d).sum() for i, d in zip(positions, ds))
+                    full = tuple(a.unsqueeze(0) if bt else a for a, bt in zip(args, batched))  # noqa: B023
+                    flat, _ = torch.utils._pytree.tree_flatten(functional_call(layer, p, full, kwargs))  # noqa: B023
+                    return sum((flat[i].squeeze(0) * d).sum() for i, d in zip(positions, ds))  # noqa: B023
 
                 in_dims = (None, tuple(0 if bt else None for bt in batched), [0] * len(deltas))
                 try:

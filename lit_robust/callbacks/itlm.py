@@ -420,8 +420,8 @@ def _is_int_like(x: Any) -> bool:
 
 @rank_zero_only
 def _print_round_table(history: list[RoundRecord], monitor: str | None) -> None:
-    from lit_robust.reporting import round_table
-
     from rich.console import Console
+
+    from lit_robust.reporting import round_table
 
     Console().print(round_table(history, monitor))
