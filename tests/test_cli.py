@@ -69,22 +69,19 @@ def test_module_entry_point_help():
     assert "fit" in out.stdout and "test" in out.stdout
 
 
-def test_cli_rejects_bad_keep_ratio(tmp_path, capsys):
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    cfg["trainer"]["callbacks"][0]["init_args"]["keep_ratio"] = 1.5
+@pytest.mark.parametrize(
+    ("config", "arg", "value", "message"),
+    [
+        ("itlm_digits.yaml", "keep_ratio", 1.5, "`keep_ratio` must be in (0, 1], got 1.5"),
+        ("prl_mnist.yaml", "drop_ratio", 0.6, "`drop_ratio` must be in [0, 0.5), got 0.6"),
+    ],
+)
+def test_cli_rejects_bad_callback_argument(tmp_path, capsys, config, arg, value, message):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / config).read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"][arg] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     # depending on jsonargparse's error handler the constructor's error is raised or printed before exiting
     with pytest.raises((ValueError, SystemExit)) as err:
         main(["fit", "--config", str(bad)])
-    assert "`keep_ratio` must be in (0, 1], got 1.5" in str(err.value) + capsys.readouterr().err
-
-
-def test_cli_rejects_bad_drop_ratio(tmp_path, capsys):
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "prl_mnist.yaml").read_text()), tmp_path)
-    cfg["trainer"]["callbacks"][0]["init_args"]["drop_ratio"] = 0.6
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    with pytest.raises((ValueError, SystemExit)) as err:
-        main(["fit", "--config", str(bad)])
-    assert "`drop_ratio` must be in [0, 0.5), got 0.6" in str(err.value) + capsys.readouterr().err
+    assert message in str(err.value) + capsys.readouterr().err
