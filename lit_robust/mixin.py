@@ -7,6 +7,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from lit_robust.selection import masked_mean
+
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters"]
 
 
@@ -84,9 +86,7 @@ class RobustMixin:
         keep = torch.ones_like(losses, dtype=torch.bool)
         for selector in selectors:
             keep &= selector.keep_mask(losses, batch, outputs, self)
-        # mean over kept samples (torch.where, so a dropped NaN loss cannot leak into the sum);
-        # an all-dropped batch yields a zero loss that still has a graph
-        return torch.where(keep, losses, torch.zeros_like(losses)).sum() / keep.sum().clamp(min=1)
+        return masked_mean(losses, keep)
 
     def reinitialize(self, seed: int) -> None:
         """Re-draw every parameter (used by round-based callbacks such as ITLM at each round start).

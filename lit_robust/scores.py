@@ -32,6 +32,7 @@ __all__ = [
     "NormMode",
     "prl_l_scores",
     "spl_scores",
+    "loss_layer_scores",
     "prl_g_scores",
     "GradNormRecorder",
     "check_per_sample_gradients",
@@ -160,6 +161,26 @@ def spl_scores(losses: Tensor) -> Tensor:
         got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
         raise ValueError(f"`losses` must be a 1-D tensor with one loss per sample, got {got}.")
     return losses.detach()
+
+
+def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any, targets: Any,
+                      loss: LossLayer | Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """The score of a loss-layer rule from one training step's by-products (no extra backward).
+
+    ``"spl"``: :func:`spl_scores` of ``losses``. ``"prl"``: :func:`prl_l_scores` of ``outputs`` (the loss
+    layer's input, e.g. logits) and ``targets``, with ``loss=None`` inferred from the targets (floating
+    point → ``"mse"``, integer → ``"ce"``).
+    """
+    if rule == "spl":
+        return spl_scores(losses)
+    if rule != "prl":
+        raise ValueError(f"`rule` must be 'prl' or 'spl', got {rule!r}.")
+    if not isinstance(outputs, Tensor):
+        raise ValueError("`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "
+                         f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.")
+    if loss is None:
+        loss = "mse" if isinstance(targets, Tensor) and targets.is_floating_point() else "ce"
+    return prl_l_scores(outputs, targets, loss)
 
 
 # ---------------------------------------------------------------------------------------------------------

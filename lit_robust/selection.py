@@ -27,6 +27,10 @@ __all__ = [
     "smallest_k_mask",
     "trim_mask",
     "scatter_scores",
+    "check_drop_ratio",
+    "scheduled_drop_ratio",
+    "batch_keep_count",
+    "masked_mean",
 ]
 
 
@@ -151,3 +155,49 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
             "the scoring loader must visit every training sample."
         )
     return dense
+
+
+def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: str = "drop_ratio") -> float:
+    """Validate a per-batch drop ratio ε: ``[0, 0.5)`` (the PRL guarantee), or ``[0, 1)`` with the opt-in."""
+    if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)):
+        raise ValueError(f"`{name}` must be a number in [0, 0.5), got {drop_ratio!r}.")
+    if allow_large_drop:
+        if not 0.0 <= drop_ratio < 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1) with `allow_large_drop=True`, got {drop_ratio!r}.")
+    elif not 0.0 <= drop_ratio < 0.5:
+        hint = " Pass `allow_large_drop=True` to drop more (the guarantee needs ε < 0.5)." \
+            if 0.5 <= drop_ratio < 1.0 else ""
+        raise ValueError(f"`{name}` must be in [0, 0.5), got {drop_ratio!r}.{hint}")
+    return float(drop_ratio)
+
+
+def scheduled_drop_ratio(epoch: int, drop_ratio: float, warmup_epochs: int) -> float:
+    r"""The warm-up of thesis Alg. 5: :math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` in 0-based epoch ``t``.
+
+    The kept fraction :math:`R(t) = 1 - \varepsilon_t` goes linearly from 1 to :math:`1 - \varepsilon`.
+
+    >>> [round(scheduled_drop_ratio(t, 0.4, 4), 2) for t in range(6)]
+    [0.0, 0.1, 0.2, 0.3, 0.4, 0.4]
+    """
+    if warmup_epochs == 0:
+        return float(drop_ratio)
+    return float(drop_ratio) * min(epoch / warmup_epochs, 1.0)
+
+
+def batch_keep_count(n: int, drop_ratio: float) -> tuple[int, bool]:
+    """Samples a per-batch filter keeps out of ``n`` at drop ratio ε: ``(floor((1-ε) n), False)``, or
+    ``(n, True)`` when that would keep none of a non-empty batch (the batch is then kept whole).
+
+    >>> batch_keep_count(10, 0.3), batch_keep_count(1, 0.3), batch_keep_count(0, 0.3)
+    ((7, False), (1, True), (0, False))
+    """
+    k = keep_count(n, 1.0 - drop_ratio)
+    if k == 0 and n > 0:
+        return n, True
+    return k, False
+
+
+def masked_mean(values: Tensor, keep: Tensor) -> Tensor:
+    """Mean of ``values`` over ``keep`` (``torch.where``, so a dropped NaN cannot leak into the sum);
+    an all-dropped input gives ``0`` that still has a graph."""
+    return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum().clamp(min=1)

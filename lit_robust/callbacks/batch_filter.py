@@ -15,15 +15,39 @@ from torch import Tensor
 from lit_robust import distributed
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
-from lit_robust.scores import GradNormRecorder, prl_l_scores, spl_scores
-from lit_robust.selection import keep_count, smallest_k_mask
+from lit_robust.scores import GradNormRecorder, loss_layer_scores
+from lit_robust.selection import batch_keep_count, check_drop_ratio, scheduled_drop_ratio, smallest_k_mask
 
-__all__ = ["BatchFilter", "FilterEpochRecord"]
+__all__ = ["BatchFilter", "FilterEpochRecord", "select_in_batch"]
 
 Rule = Literal["prl", "spl", "prl_g"]
 
 # running counters of one epoch, in this order (kept as one device tensor: no host sync per step)
 _COUNTERS = ("seen", "dropped", "corrupted_seen", "corrupted_dropped", "batches", "batches_with_truth")
+
+
+def small_batch_message(owner: str, n: int, eps: float) -> str:
+    return (f"{owner}: a batch of {n} sample(s) is too small to drop a fraction {eps:.3g} of it "
+            f"(floor((1 - {eps:.3g}) * {n}) = 0 would drop all); such batches are kept whole. "
+            "Use `drop_last=True` or a larger batch size. (Warned once.)")
+
+
+def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Literal["local", "global"] = "local",
+                    on_too_small: Callable[[int, float], None] | None = None) -> Tensor:
+    """Keep-mask of one training batch: the ``floor((1-ε) B)`` smallest ``(score, index)``, over this rank's
+    batch (``"local"``) or over the batches of all ranks (``"global"``, :func:`lit_robust.distributed.global_selection`).
+    A batch that would keep nothing is kept whole and reported to ``on_too_small(n, ε)``."""
+
+    def k_of(n: int) -> int:
+        k, too_small = batch_keep_count(n, drop_ratio)
+        if too_small and on_too_small is not None:
+            on_too_small(n, drop_ratio)
+        return k
+
+    if scope == "global":
+        mask, _ = distributed.global_selection(scores, index, k_of, algorithm="gather")
+        return mask
+    return smallest_k_mask(scores, k_of(scores.numel()), index)
 
 
 @dataclass
@@ -108,15 +132,7 @@ class BatchFilter(Callback):
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
-        if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)):
-            raise ValueError(f"`drop_ratio` must be a number in [0, 0.5), got {drop_ratio!r}.")
-        if allow_large_drop:
-            if not 0.0 <= drop_ratio < 1.0:
-                raise ValueError(f"`drop_ratio` must be in [0, 1) with `allow_large_drop=True`, got {drop_ratio!r}.")
-        elif not 0.0 <= drop_ratio < 0.5:
-            hint = " Pass `allow_large_drop=True` to drop more (the guarantee needs ε < 0.5)." \
-                if 0.5 <= drop_ratio < 1.0 else ""
-            raise ValueError(f"`drop_ratio` must be in [0, 0.5), got {drop_ratio!r}.{hint}")
+        drop_ratio = check_drop_ratio(drop_ratio, allow_large_drop)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
         if scope not in ("local", "global"):
@@ -143,9 +159,7 @@ class BatchFilter(Callback):
     # -- schedule -------------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
         r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t``."""
-        if self.warmup_epochs == 0:
-            return self.drop_ratio
-        return self.drop_ratio * min(epoch / self.warmup_epochs, 1.0)
+        return scheduled_drop_ratio(epoch, self.drop_ratio, self.warmup_epochs)
 
     def keep_ratio_at(self, epoch: int) -> float:
         """The kept fraction :math:`R(t) = 1 - \\varepsilon_t` (thesis Alg. 5)."""
@@ -229,43 +243,20 @@ class BatchFilter(Callback):
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
         """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""
-        if self.rule == "spl":
-            return spl_scores(losses)
-        if self.rule == "prl":
-            if not isinstance(outputs, Tensor):
-                raise ValueError("`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "
-                                 f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.")
-            targets = unpack_batch(batch).target
-            loss = self.loss
-            if loss is None:
-                loss = "mse" if isinstance(targets, Tensor) and targets.is_floating_point() else "ce"
-            return prl_l_scores(outputs, targets, loss)
+        if self.rule in ("prl", "spl"):
+            return loss_layer_scores(self.rule, losses, outputs, unpack_batch(batch).target, self.loss)
         if self._recorder is None:  # called outside a fit: record nothing, so compute the norms directly
             raise RuntimeError("`rule='prl_g'` computes its scores during `trainer.fit` only (the forward of the "
                                "training step is recorded); outside a fit use `lit_robust.scores.prl_g_scores`.")
         return self._recorder.compute(losses)
 
     def _select(self, scores: Tensor, index: Tensor, eps: float) -> Tensor:
-        keep_ratio = 1.0 - eps
-
-        def k_of(n: int) -> int:
-            k = keep_count(n, keep_ratio)
-            if k == 0 and n > 0:
-                self._warn_small(n, eps)
-                return n
-            return k
-
-        if self.scope == "global":
-            mask, _ = distributed.global_selection(scores, index, k_of, algorithm="gather")
-            return mask
-        return smallest_k_mask(scores, k_of(scores.numel()), index)
+        return select_in_batch(scores, index, eps, self.scope, self._warn_small)
 
     def _warn_small(self, n: int, eps: float) -> None:
         if not self._warned_small:
             self._warned_small = True
-            rank_zero_warn(f"BatchFilter: a batch of {n} sample(s) is too small to drop a fraction {eps:.3g} of it "
-                           f"(floor((1 - {eps:.3g}) * {n}) = 0 would drop all); such batches are kept whole. "
-                           "Use `drop_last=True` or a larger batch size. (Warned once.)")
+            rank_zero_warn(small_batch_message("BatchFilter", n, eps))
 
     def _count(self, mask: Tensor, corrupted: Tensor | None) -> None:
         dev = mask.device
