@@ -6,20 +6,26 @@ Public API::
 """
 
 from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord
+from lit_robust.coteaching import CoTeaching, CoTeachingEpochRecord
 from lit_robust.data import (
+    CorruptedRegressionDataModule,
+    DiabetesDataModule,
     DigitsDataModule,
     FashionMNISTDataModule,
     IndexedBatch,
     IndexedDataset,
     MNISTDataModule,
+    MNISTLandmarksDataModule,
+    SyntheticLinearDataModule,
     SyntheticRegressionDataModule,
     corrupt_labels,
+    corrupt_targets,
     unpack_batch,
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import BatchSelector, RobustMixin
-from lit_robust.models import ImageClassifier, LinearRegressor
+from lit_robust.models import ImageClassifier, LinearRegressor, MLPRegressor
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
 
@@ -30,18 +36,26 @@ __all__ = [
     "RoundRecord",
     "BatchFilter",
     "FilterEpochRecord",
+    "CoTeaching",
+    "CoTeachingEpochRecord",
     "RobustMixin",
     "BatchSelector",
     "IndexedDataset",
     "IndexedBatch",
     "unpack_batch",
     "corrupt_labels",
+    "corrupt_targets",
     "MNISTDataModule",
     "FashionMNISTDataModule",
     "DigitsDataModule",
     "SyntheticRegressionDataModule",
+    "CorruptedRegressionDataModule",
+    "MNISTLandmarksDataModule",
+    "DiabetesDataModule",
+    "SyntheticLinearDataModule",
     "ImageClassifier",
     "LinearRegressor",
+    "MLPRegressor",
     "bootstrap_loss",
     "keep_count",
     "rank_order",

@@ -10,15 +10,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.regression import R2Score
 
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
 
-__all__ = ["ImageClassifier", "LinearRegressor", "make_backbone"]
+__all__ = ["ImageClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp"]
 
 
-def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """``"cnn2"``: two conv layers + linear (the ITLM paper's MNIST model); ``"mlp"``: one hidden layer."""
+def make_mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int,
+             activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """``Flatten`` then ``hidden_layers`` × (``Linear(·, hidden)``, activation), then ``Linear(·, out_features)``."""
+    if hidden < 1 or hidden_layers < 0:
+        raise ValueError(f"`hidden` must be >= 1 and `hidden_layers` >= 0, got {hidden}, {hidden_layers}.")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(width, hidden), activation()]
+        width = hidden
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int, hidden: int = 128,
+                  hidden_layers: int = 1) -> nn.Module:
+    """``"cnn2"``: two conv layers + linear (the ITLM paper's MNIST model); ``"mlp"``: ``hidden_layers``
+    fully connected ReLU layers of width ``hidden`` (default one of 128)."""
     if name == "cnn2":
         feat = 32 * (image_size // 4) ** 2
         return nn.Sequential(
@@ -27,8 +45,7 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
             nn.Flatten(), nn.Linear(feat, num_classes),
         )
     if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, 128), nn.ReLU(),
-                             nn.Linear(128, num_classes))
+        return make_mlp(in_channels * image_size * image_size, num_classes, hidden, hidden_layers)
     raise ValueError(f"`backbone` must be 'cnn2' or 'mlp', got {name!r}.")
 
 
@@ -41,6 +58,11 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         lr / momentum / weight_decay: SGD settings.
         milestones / gamma: MultiStepLR schedule (epochs counted from the start of each ITLM round when
             the callback re-initialises optimizers).
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"`` (with ``betas=(momentum, 0.999)``; the PRL
+            experiments use Adam, lr 0.001, momentum 0.9).
+        hidden / hidden_layers: width and depth of the ``"mlp"`` backbone.
+        loss: ``"ce"`` (cross-entropy) or the bootstrapping loss of Reed et al. (``"bootstrap_soft"``,
+            ``"bootstrap_hard"``; :func:`lit_robust.bootstrap_loss`) with weight ``bootstrap_beta``.
     """
 
     def __init__(
@@ -54,12 +76,23 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         weight_decay: float = 0.0,
         milestones: Sequence[int] = (),
         gamma: float = 0.2,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        hidden: int = 128,
+        hidden_layers: int = 1,
+        loss: Literal["ce", "bootstrap_soft", "bootstrap_hard"] = "ce",
+        bootstrap_beta: float = 0.95,
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"`lr` must be > 0, got {lr}.")
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"`optimizer` must be 'sgd' or 'adam', got {optimizer!r}.")
+        if loss not in ("ce", "bootstrap_soft", "bootstrap_hard"):
+            raise ValueError(f"`loss` must be 'ce', 'bootstrap_soft' or 'bootstrap_hard', got {loss!r}.")
+        if not 0.0 <= bootstrap_beta <= 1.0:
+            raise ValueError(f"`bootstrap_beta` must be in [0, 1], got {bootstrap_beta!r}.")
         self.save_hyperparameters()
-        self.net = make_backbone(backbone, in_channels, image_size, num_classes)
+        self.net = make_backbone(backbone, in_channels, image_size, num_classes, hidden, hidden_layers)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -69,7 +102,10 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
         logits = self(b.input)
-        return F.cross_entropy(logits, b.target, reduction="none"), logits
+        if self.hparams.loss == "ce":
+            return F.cross_entropy(logits, b.target, reduction="none"), logits
+        kind = "soft" if self.hparams.loss == "bootstrap_soft" else "hard"
+        return bootstrap_loss(logits, b.target, self.hparams.bootstrap_beta, kind), logits
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         b = unpack_batch(batch)
@@ -88,7 +124,10 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        if hp.optimizer == "adam":
+            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         if not hp.milestones:
             return opt
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(hp.milestones), gamma=hp.gamma)
@@ -117,3 +156,79 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+class MLPRegressor(RobustMixin, pl.LightningModule):
+    r"""Fully connected regressor with per-sample squared (or Huber) loss, Adam, and :math:`R^2` metrics.
+
+    The PRL regression experiments' model (robust_dnn_thesis §4.4.1: three fully connected layers, 256
+    hidden units, leaky ReLU, Adam with lr 0.0003 and momentum 0.9). ``per_sample_loss`` returns
+    ``(losses, predictions)`` so the PRL(L) filter gets :math:`\|\hat y_i - y_i\|_2`.
+
+    Args:
+        in_features / out_features: flattened input size and number of targets ``q``.
+        hidden / hidden_layers: width and number of hidden layers.
+        lr / momentum: Adam settings (``betas=(momentum, 0.999)``).
+        loss: ``"mse"`` (mean over the ``q`` targets) or ``"huber"`` (Huber with ``huber_delta``).
+
+    ``val_r2`` / ``test_r2``: torchmetrics ``R2Score`` averaged uniformly over the targets.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        out_features: int = 10,
+        hidden: int = 256,
+        hidden_layers: int = 2,
+        lr: float = 3e-4,
+        momentum: float = 0.9,
+        loss: Literal["mse", "huber"] = "mse",
+        huber_delta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"`lr` must be > 0, got {lr}.")
+        if loss not in ("mse", "huber"):
+            raise ValueError(f"`loss` must be 'mse' or 'huber', got {loss!r}.")
+        if not huber_delta > 0:
+            raise ValueError(f"`huber_delta` must be > 0, got {huber_delta!r}.")
+        self.save_hyperparameters()
+        self.net = make_mlp(in_features, out_features, hidden, hidden_layers, nn.LeakyReLU)
+        self.val_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
+        self.test_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
+        b = unpack_batch(batch)
+        pred = self(b.input)
+        target = b.target.reshape(pred.shape)
+        if self.hparams.loss == "mse":
+            losses = (pred - target) ** 2
+        else:
+            losses = F.huber_loss(pred, target, reduction="none", delta=self.hparams.huber_delta)
+        return losses.mean(1), pred
+
+    def _r2_update(self, metric: R2Score, batch: Any) -> None:
+        b = unpack_batch(batch)
+        pred = self(b.input)
+        target = b.target.reshape(pred.shape)
+        if self.hparams.out_features == 1:
+            pred, target = pred.reshape(-1), target.reshape(-1)
+        metric(pred, target)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._r2_update(self.val_r2, batch)
+        self.log("val_r2", self.val_r2, prog_bar=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._r2_update(self.test_r2, batch)
+        self.log("test_r2", self.test_r2)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self(unpack_batch(batch).input)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        return torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(hp.momentum, 0.999))

@@ -73,3 +73,19 @@ def test_bootstrap_bad_input_messages():
     with pytest.raises(ValueError, match=r"`logits` must have shape \[batch, classes\], got \(3,\)"):
         bootstrap_loss(torch.zeros(3), y)
     assert math.isfinite(float(bootstrap_loss(logits, y).sum()))
+
+
+def test_image_classifier_bootstrap_option_and_adam():
+    from lit_robust import ImageClassifier
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
+    batch = (torch.arange(6), x, y)
+    model = ImageClassifier(backbone="mlp", image_size=8, hidden=32, hidden_layers=2, loss="bootstrap_hard",
+                            bootstrap_beta=0.8, optimizer="adam", lr=1e-3)
+    losses, logits = model.per_sample_loss(batch)
+    torch.testing.assert_close(losses, bootstrap_loss(logits, y, 0.8, "hard"))
+    assert sum(isinstance(m, torch.nn.Linear) for m in model.net) == 3
+    assert isinstance(model.configure_optimizers(), torch.optim.Adam)
+    with pytest.raises(ValueError, match=r"`loss` must be 'ce', 'bootstrap_soft' or 'bootstrap_hard', got 'mae'"):
+        ImageClassifier(loss="mae")

@@ -1,12 +1,17 @@
 """Indexed datasets, corruption generators and LightningDataModules."""
 
-from lit_robust.data.corruption import NoiseKind, corrupt_labels
+from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.datamodules import (
     CorruptedClassificationDataModule,
+    CorruptedRegressionDataModule,
+    DiabetesDataModule,
     DigitsDataModule,
     FashionMNISTDataModule,
     MNISTDataModule,
+    MNISTLandmarksDataModule,
+    SyntheticLinearDataModule,
     SyntheticRegressionDataModule,
+    ink_landmarks,
 )
 from lit_robust.data.indexed import IndexedBatch, IndexedDataset, unpack_batch
 
@@ -15,10 +20,18 @@ __all__ = [
     "IndexedBatch",
     "unpack_batch",
     "corrupt_labels",
+    "corrupt_targets",
     "NoiseKind",
+    "TargetCorruption",
+    "TARGET_CORRUPTIONS",
     "CorruptedClassificationDataModule",
     "MNISTDataModule",
     "FashionMNISTDataModule",
     "DigitsDataModule",
     "SyntheticRegressionDataModule",
+    "CorruptedRegressionDataModule",
+    "MNISTLandmarksDataModule",
+    "DiabetesDataModule",
+    "SyntheticLinearDataModule",
+    "ink_landmarks",
 ]

@@ -1,4 +1,8 @@
-"""Seeded label corruption with the ground-truth mask kept (ITLM paper §6.2)."""
+"""Seeded label and regression-target corruption with the ground-truth mask kept.
+
+Labels: ITLM paper §6.2 (random / systematic; the PRL papers call them symmetric / pairflip).
+Regression targets: prl_paper §6 and robust_dnn_thesis §4.4 (linadv, signflip, uninoise, pairflip, mixture).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["corrupt_labels", "NoiseKind"]
+__all__ = ["corrupt_labels", "corrupt_targets", "NoiseKind", "TargetCorruption", "TARGET_CORRUPTIONS"]
 
 NoiseKind = Literal["random", "systematic"]
+TargetCorruption = Literal["linadv", "signflip", "uninoise", "pairflip", "mixture"]
+TARGET_CORRUPTIONS: tuple[str, ...] = ("linadv", "signflip", "uninoise", "pairflip", "mixture")
 
 
 def corrupt_labels(
@@ -66,3 +72,98 @@ def corrupt_labels(
             raise ValueError(f"`mapping` must have {C} entries with mapping[a] != a, got {mapping.tolist()}.")
         noisy[mask] = mapping[targets[mask]]
     return noisy, mask
+
+
+def _derangement(q: int, g: torch.Generator) -> Tensor:
+    """A seeded permutation of ``range(q)`` with no fixed point (``q >= 2``)."""
+    while True:
+        perm = torch.randperm(q, generator=g)
+        if not bool((perm == torch.arange(q)).any()):
+            return perm
+
+
+def corrupt_targets(
+    features: Tensor,
+    targets: Tensor,
+    rate: float,
+    kind: TargetCorruption,
+    seed: int = 0,
+    uniform_bound: float = 5.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Corrupt exactly ``round(rate * n)`` regression targets, chosen uniformly at random.
+
+    The five corruptions of the PRL experiments (prl_paper §6; robust_dnn_thesis §4.4, Table 4.1), meant
+    for standardised targets:
+
+    * ``"linadv"`` — a wrong linear relationship of the features: :math:`y' = x W_\varepsilon` with one
+      random :math:`W_\varepsilon \in \mathbb{R}^{d\times q}`, entries :math:`N(0, 1/d)` (so unit-variance
+      features give targets of unit scale);
+    * ``"signflip"`` — :math:`y' = -y`;
+    * ``"uninoise"`` — :math:`y' \sim U[-b, b]^q` with ``b = uniform_bound`` (5 in the papers);
+    * ``"pairflip"`` — the target coordinates are shuffled by one fixed seeded derangement (e.g. the eye
+      landmarks become the mouth's); needs ``q >= 2`` target dimensions;
+    * ``"mixture"`` — every corrupted sample draws one of the four kinds above uniformly (``pairflip``
+      only when ``q >= 2``).
+
+    Args:
+        features: ``[n, ...]`` inputs (flattened to ``[n, d]`` for ``linadv``).
+        targets: ``[n]`` or ``[n, q]`` floating-point targets.
+        rate: the corrupted fraction :math:`\varepsilon \in [0, 1]`.
+        kind: one of :data:`TARGET_CORRUPTIONS`.
+        seed: seed of a private generator (the global RNG is untouched).
+        uniform_bound: ``b`` of ``uninoise``, ``> 0``.
+
+    Returns:
+        ``(corrupted_targets, mask, kinds)``: the targets (same shape and dtype), the boolean mask of the
+        corrupted samples, and per sample the index into :data:`TARGET_CORRUPTIONS` of the corruption
+        applied (``-1`` for clean samples; useful for ``mixture``).
+
+    >>> y = torch.arange(8.0).reshape(4, 2)
+    >>> y2, m, k = corrupt_targets(torch.zeros(4, 3), y, 0.5, "signflip", seed=0)
+    >>> int(m.sum()), bool(torch.equal(y2[m], -y[m])), bool(torch.equal(y2[~m], y[~m]))
+    (2, True, True)
+    """
+    features, targets = torch.as_tensor(features), torch.as_tensor(targets)
+    if not targets.is_floating_point() or targets.ndim not in (1, 2):
+        raise ValueError(f"`targets` must be a floating-point tensor of shape [n] or [n, q], got dtype "
+                         f"{targets.dtype}, shape {tuple(targets.shape)}.")
+    n = targets.shape[0]
+    if features.ndim < 1 or features.shape[0] != n:
+        raise ValueError(f"`features` must have one row per target ({n}), got shape {tuple(features.shape)}.")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"`rate` must be a number in [0, 1], got {rate!r}.")
+    if kind not in TARGET_CORRUPTIONS:
+        raise ValueError(f"`kind` must be one of {list(TARGET_CORRUPTIONS)}, got {kind!r}.")
+    if not uniform_bound > 0:
+        raise ValueError(f"`uniform_bound` must be > 0, got {uniform_bound!r}.")
+    y = targets.reshape(n, -1)
+    q = y.shape[1]
+    if kind == "pairflip" and q < 2:
+        raise ValueError(f"`kind='pairflip'` shuffles target coordinates and needs targets of shape [n, q] with "
+                         f"q >= 2, got shape {tuple(targets.shape)}.")
+    g = torch.Generator().manual_seed(seed)
+    n_bad = int(round(rate * n))
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=g)[:n_bad]] = True
+    # every candidate is drawn for all samples (so one seed gives the same draw whatever the kind)
+    x = features.reshape(n, -1).to(y.dtype)
+    d = x.shape[1]
+    w = torch.randn(d, q, generator=g, dtype=y.dtype) / d ** 0.5
+    candidates = {
+        "linadv": x @ w,
+        "signflip": -y,
+        "uninoise": (torch.rand(n, q, generator=g, dtype=y.dtype) * 2 - 1) * uniform_bound,
+        "pairflip": y[:, _derangement(q, g)] if q >= 2 else y,
+    }
+    pool = [k for k in TARGET_CORRUPTIONS[:4] if q >= 2 or k != "pairflip"]
+    if kind == "mixture":
+        pick = torch.tensor([TARGET_CORRUPTIONS.index(k) for k in pool])[
+            torch.randint(len(pool), (n,), generator=g)]
+    else:
+        pick = torch.full((n,), TARGET_CORRUPTIONS.index(kind))
+    kinds = torch.where(mask, pick, torch.full_like(pick, -1))
+    out = y.clone()
+    for i, name in enumerate(TARGET_CORRUPTIONS[:4]):
+        rows = kinds == i
+        out[rows] = candidates[name][rows]
+    return out.reshape(targets.shape), mask, kinds

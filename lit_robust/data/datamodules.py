@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust.data.corruption import NoiseKind, corrupt_labels
+from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
 
 __all__ = [
@@ -25,6 +25,11 @@ __all__ = [
     "FashionMNISTDataModule",
     "DigitsDataModule",
     "SyntheticRegressionDataModule",
+    "CorruptedRegressionDataModule",
+    "MNISTLandmarksDataModule",
+    "DiabetesDataModule",
+    "SyntheticLinearDataModule",
+    "ink_landmarks",
 ]
 
 
@@ -266,3 +271,213 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=1000, shuffle=False)
+
+
+class CorruptedRegressionDataModule(pl.LightningDataModule):
+    r"""Base class for regression with corrupted targets (prl_paper §6; robust_dnn_thesis §4.4).
+
+    Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)`` with targets of
+    shape ``[n, q]``. Targets are standardised with the clean training pool's mean and standard deviation
+    (so ``uninoise``'s :math:`U[-5, 5]` is on the papers' scale); then a fraction ``corrupt_ratio`` of the
+    training (and validation) targets is corrupted by :func:`~lit_robust.corrupt_targets`. The test split
+    stays clean. Batches are ``(index, x, y[, is_corrupted])``.
+
+    Args:
+        corruption: ``"linadv"``, ``"signflip"``, ``"uninoise"``, ``"pairflip"`` or ``"mixture"``.
+        corrupt_ratio: :math:`\varepsilon \in [0, 1]`, the corrupted fraction.
+        train_size: training samples drawn (seeded) from the pool; ``None`` = all that remain after ``val_size``.
+        val_size: a validation split with the same corruption (``0`` = none).
+        batch_size: training batch size; evaluation loaders use ``eval_batch_size``.
+        seed: seeds the subsample, the split and the corruption.
+    """
+
+    def __init__(
+        self,
+        corruption: TargetCorruption = "linadv",
+        corrupt_ratio: float = 0.2,
+        train_size: int | None = None,
+        val_size: int = 0,
+        batch_size: int = 512,
+        eval_batch_size: int = 2000,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if corruption not in TARGET_CORRUPTIONS:
+            raise ValueError(f"`corruption` must be one of {list(TARGET_CORRUPTIONS)}, got {corruption!r}.")
+        _check_ratio("corrupt_ratio", corrupt_ratio)
+        if train_size is not None and train_size < 1:
+            raise ValueError(f"`train_size` must be >= 1 or None, got {train_size}.")
+        if val_size < 0:
+            raise ValueError(f"`val_size` must be >= 0, got {val_size}.")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
+        self.corruption, self.corrupt_ratio = corruption, corrupt_ratio
+        self.train_size, self.val_size = train_size, val_size
+        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.train_set: IndexedDataset | None = None
+        self.val_set: IndexedDataset | None = None
+        self.test_set: IndexedDataset | None = None
+
+    @property
+    def in_features(self) -> int:
+        """Flattened input size (after :meth:`setup`)."""
+        assert self.train_set is not None, "call setup() first"
+        return int(self.train_set[0][1].numel())
+
+    @property
+    def out_features(self) -> int:
+        """Number of target dimensions ``q`` (after :meth:`setup`)."""
+        assert self.train_set is not None, "call setup() first"
+        return int(self.train_set[0][2].numel())
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        x, y, x_test, y_test = self.load()
+        y, y_test = y.reshape(len(y), -1).float(), y_test.reshape(len(y_test), -1).float()
+        n = len(y)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        n_train = self.train_size if self.train_size is not None else n - self.val_size
+        if n_train + self.val_size > n:
+            raise ValueError(
+                f"`train_size` + `val_size` must be <= {n} (the training pool), got {n_train} + {self.val_size}."
+            )
+        pool = perm[: n_train + self.val_size]
+        x, y = x[pool], y[pool]
+        mean, std = y.mean(0), y.std(0).clamp(min=1e-12)
+        y, y_test = (y - mean) / std, (y_test - mean) / std
+        self.target_mean, self.target_std = mean, std
+        noisy, mask, _ = corrupt_targets(x, y, self.corrupt_ratio, self.corruption, seed=self.seed + 1)
+        tr, va = slice(0, n_train), slice(n_train, n_train + self.val_size)
+        self.clean_train_targets = y[tr]
+        self.train_set = IndexedDataset(TensorDataset(x[tr], noisy[tr]), corrupted=mask[tr])
+        if self.val_size:
+            self.val_set = IndexedDataset(TensorDataset(x[va], noisy[va]), corrupted=mask[va])
+        self.test_set = IndexedDataset(TensorDataset(x_test, y_test))
+
+    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, True, self.batch_size)
+
+    def scoring_dataloader(self) -> DataLoader:
+        """The whole training set in a fixed order (for round scoring passes)."""
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, False, self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        assert self.test_set is not None, "call setup() first"
+        return self._loader(self.test_set, False, self.eval_batch_size)
+
+
+def ink_landmarks(images: Tensor) -> Tensor:
+    """Five "landmarks" of grey images ``[n, H, W]`` (ink ≥ 0): the ink centroid ``(row, col)`` of the whole
+    image and of each quadrant (top-left, top-right, bottom-left, bottom-right), in ``[0, 1]`` image
+    coordinates — ``[n, 10]``. A quadrant without ink gets its centre.
+
+    A real, offline stand-in for the CelebA landmark regression of robust_dnn_thesis §4.4.1: a smooth,
+    learnable, ten-dimensional function of the pixels.
+    """
+    images = images.float()
+    n, h, w = images.shape
+    rows = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+    cols = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+    regions = [(slice(0, h), slice(0, w)), (slice(0, h // 2), slice(0, w // 2)), (slice(0, h // 2), slice(w // 2, w)),
+               (slice(h // 2, h), slice(0, w // 2)), (slice(h // 2, h), slice(w // 2, w))]
+    out = []
+    for rs, cs in regions:
+        ink = images[:, rs, cs]
+        mass = ink.sum(dim=(1, 2))
+        r, c = rows[rs], cols[cs]
+        centre_r, centre_c = r.mean().expand(n), c.mean().expand(n)
+        safe = mass.clamp(min=1e-12)
+        cr = (ink.sum(2) * r).sum(1) / safe
+        cc = (ink.sum(1) * c).sum(1) / safe
+        empty = mass <= 0
+        out += [torch.where(empty, centre_r, cr), torch.where(empty, centre_c, cc)]
+    return torch.stack(out, dim=1)
+
+
+class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
+    """Real offline regression: MNIST images → their ten :func:`ink_landmarks` coordinates.
+
+    Inputs are normalised ``[1, 28, 28]`` images; targets ``[10]`` (standardised). The offline copy in
+    ``../shared/data`` has 6,000 training and 4,000 test digits. All five corruptions apply.
+    """
+
+    def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.download = root, download
+
+    def prepare_data(self) -> None:
+        if self.download:
+            from torchvision.datasets import MNIST
+
+            MNIST(self.root, train=True, download=True)
+            MNIST(self.root, train=False, download=True)
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        dm = MNISTDataModule(root=self.root, download=self.download)
+        x, _, x_test, _ = dm.load()
+        raw = (x * MNISTDataModule._std + MNISTDataModule._mean).squeeze(1)
+        raw_test = (x_test * MNISTDataModule._std + MNISTDataModule._mean).squeeze(1)
+        return x, ink_landmarks(raw), x_test, ink_landmarks(raw_test)
+
+
+class DiabetesDataModule(CorruptedRegressionDataModule):
+    """scikit-learn's bundled diabetes regression (442 patients, 10 features, one target; no download).
+
+    ``test_size`` samples are held out clean (fixed split). One target dimension: ``pairflip`` does not
+    apply (``mixture`` draws from the other three).
+    """
+
+    def __init__(self, test_size: int = 92, **kwargs) -> None:
+        kwargs.setdefault("batch_size", 64)
+        super().__init__(**kwargs)
+        if test_size < 1:
+            raise ValueError(f"`test_size` must be >= 1, got {test_size}.")
+        self.test_size = test_size
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from sklearn.datasets import load_diabetes
+
+        d = load_diabetes()
+        x = torch.tensor(d.data, dtype=torch.float32)
+        x = (x - x.mean(0)) / x.std(0)
+        y = torch.tensor(d.target, dtype=torch.float32).unsqueeze(1)
+        if self.test_size >= len(y):
+            raise ValueError(f"`test_size` must be < {len(y)}, got {self.test_size}.")
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
+        te, tr = perm[: self.test_size], perm[self.test_size:]
+        return x[tr], y[tr], x[te], y[te]
+
+
+class SyntheticLinearDataModule(CorruptedRegressionDataModule):
+    """Synthetic multi-output regression ``y = x W + e`` (``x ~ N(0, I_d)``, ``W ~ N(0, 1/d)``,
+    ``e ~ N(0, noise_std²)``), ``n`` training and ``n_test`` clean test samples, ``q`` targets."""
+
+    def __init__(self, n: int = 2000, dim: int = 20, q: int = 4, noise_std: float = 0.1, n_test: int = 1000,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if n < 1 or dim < 1 or q < 1 or n_test < 1:
+            raise ValueError(f"`n`, `dim`, `q` and `n_test` must be >= 1, got {n}, {dim}, {q}, {n_test}.")
+        if noise_std < 0:
+            raise ValueError(f"`noise_std` must be >= 0, got {noise_std}.")
+        self.n, self.dim, self.q, self.noise_std, self.n_test = n, dim, q, noise_std, n_test
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        g = torch.Generator().manual_seed(10_000 + self.seed)
+        w = torch.randn(self.dim, self.q, generator=g) / self.dim ** 0.5
+        x = torch.randn(self.n + self.n_test, self.dim, generator=g)
+        y = x @ w + self.noise_std * torch.randn(self.n + self.n_test, self.q, generator=g)
+        return x[: self.n], y[: self.n], x[self.n:], (x[self.n:] @ w)

@@ -1,0 +1,292 @@
+r"""Co-teaching and Co-PRL(L): two copies of a model, each trained on the samples the *other* one trusts."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
+
+from lit_robust import distributed
+from lit_robust.callbacks.batch_filter import select_in_batch, small_batch_message
+from lit_robust.data.indexed import unpack_batch
+from lit_robust.mixin import require_mixin
+from lit_robust.scores import loss_layer_scores
+from lit_robust.selection import check_drop_ratio, masked_mean, scheduled_drop_ratio
+
+__all__ = ["CoTeaching", "CoTeachingEpochRecord"]
+
+# per epoch, summed over steps and ranks: seen, dropped by net 1, dropped by net 2, corrupted seen,
+# corrupted among net 1's drops, corrupted among net 2's drops, batches, batches with ground truth
+_COUNTERS = ("seen", "dropped_1", "dropped_2", "corrupted_seen", "corrupted_dropped_1", "corrupted_dropped_2",
+             "batches", "batches_with_truth")
+
+
+@dataclass
+class CoTeachingEpochRecord:
+    """What each network rejected during one training epoch (summed over every rank)."""
+
+    epoch: int
+    drop_ratio: float
+    seen: int
+    dropped_1: int  # rejected by network 1 (so network 2 did not train on them)
+    dropped_2: int
+    corrupted_seen: int | None = None
+    dropped_corrupted_frac_1: float | None = None  # corrupted among network 1's rejects
+    dropped_corrupted_frac_2: float | None = None
+    corrupted_frac: float | None = None  # of all samples seen: what rejecting at random would reach
+
+
+def _split_optimizer_config(conf: Any, owner: str) -> tuple[torch.optim.Optimizer, dict | None]:
+    """One optimizer (and at most one LR scheduler) from a ``configure_optimizers`` return value."""
+    sched: Any = None
+    if isinstance(conf, torch.optim.Optimizer):
+        opt = conf
+    elif isinstance(conf, dict) and "optimizer" in conf:
+        opt, sched = conf["optimizer"], conf.get("lr_scheduler")
+    elif isinstance(conf, (list, tuple)) and len(conf) == 1 and isinstance(conf[0], torch.optim.Optimizer):
+        opt = conf[0]
+    elif (isinstance(conf, (list, tuple)) and len(conf) == 2 and isinstance(conf[0], (list, tuple))
+          and len(conf[0]) == 1 and isinstance(conf[1], (list, tuple)) and len(conf[1]) <= 1):
+        opt, sched = conf[0][0], (conf[1][0] if conf[1] else None)
+    else:
+        raise ValueError(f"`CoTeaching` needs `{owner}.configure_optimizers()` to return one optimizer, optionally with "
+                         f"one LR scheduler (`opt`, `{{'optimizer': opt, 'lr_scheduler': sched}}` or `([opt], [sched])`), "
+                         f"got {type(conf).__name__}: {conf!r}.")
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise ValueError(f"`{owner}.configure_optimizers()` returned {type(opt).__name__} as its optimizer.")
+    if sched is None:
+        return opt, None
+    cfg = dict(sched) if isinstance(sched, dict) else {"scheduler": sched}
+    cfg.setdefault("interval", "epoch")
+    cfg.setdefault("frequency", 1)
+    if isinstance(cfg["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ValueError(f"`CoTeaching` steps LR schedulers itself and does not support ReduceLROnPlateau "
+                         f"(from `{owner}.configure_optimizers()`); use a schedule that needs no monitored metric.")
+    if cfg["interval"] not in ("epoch", "step"):
+        raise ValueError(f"LR scheduler `interval` must be 'epoch' or 'step', got {cfg['interval']!r}.")
+    return opt, cfg
+
+
+class CoTeaching(pl.LightningModule):
+    r"""Co-teaching (Han et al., 2018) and Co-PRL(L) (robust_dnn_thesis Alg. 5) around any model.
+
+    Wrap your own :class:`~lit_robust.RobustMixin` LightningModule; ``CoTeaching`` holds two copies of it
+    (``net1`` is the model given, ``net2`` a deep copy re-initialised with ``seed``) and trains them with
+    manual optimisation. In every training batch each network ranks the samples by its own score —
+    the loss (``rule="spl"``: Co-teaching) or the loss-layer gradient norm (``rule="prl"``: Co-PRL(L)) —
+    keeps the :math:`\lfloor R(t) B \rfloor` it trusts most (``(score, index)`` order,
+    :func:`lit_robust.selection.smallest_k_mask`), and the *other* network takes a gradient step on the
+    mean loss over those samples. The kept fraction follows the same warm-up as
+    :class:`~lit_robust.BatchFilter`: :math:`R(t) = 1 - \varepsilon \min(t / T_k, 1)`.
+
+    Each network keeps its own optimizer (and LR scheduler) from the wrapped module's
+    ``configure_optimizers`` (one optimizer, at most one scheduler; stepped here, per epoch or per step).
+    Validation, test, prediction and ``forward`` use ``net1`` (the wrapped module's own
+    ``validation_step``/``test_step``/``predict_step``, so it logs the metrics it always logs).
+
+    With ground truth in the batches (``(index, input, target, is_corrupted)``) each epoch records, per
+    network, the fraction of corrupted samples among its rejects: ``coteach/dropped_corrupted_frac_1`` and
+    ``_2`` (also in :attr:`history`).
+
+    Args:
+        model: a LightningModule adopting :class:`~lit_robust.RobustMixin` (``per_sample_loss`` returning
+            ``(losses, outputs)`` for ``rule="prl"``).
+        rule: ``"spl"`` (Co-teaching) or ``"prl"`` (Co-PRL(L)).
+        drop_ratio: :math:`\varepsilon \in [0, 0.5)` after warm-up (``[0, 1)`` with ``allow_large_drop``).
+        warmup_epochs: :math:`T_k \ge 0`.
+        loss: the loss layer for ``rule="prl"`` (``"ce"``, ``"mse"``, a callable, or ``None`` to infer it from
+            the targets), as in :class:`~lit_robust.BatchFilter`.
+        seed: seeds ``net2``'s re-initialisation (the two networks must start apart).
+        scope: ``"local"`` (each rank's own batch, the default) or ``"global"`` (the union of the ranks' batches).
+        allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
+
+    Example::
+
+        model = CoTeaching(ImageClassifier(backbone="mlp", optimizer="adam", lr=1e-3), rule="prl",
+                           drop_ratio=0.45, warmup_epochs=5)
+        pl.Trainer(max_epochs=20).fit(model, datamodule=dm)
+    """
+
+    def __init__(
+        self,
+        model: pl.LightningModule,
+        rule: Literal["spl", "prl"] = "spl",
+        drop_ratio: float = 0.2,
+        warmup_epochs: int = 0,
+        loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
+        seed: int = 1,
+        scope: Literal["local", "global"] = "local",
+        allow_large_drop: bool = False,
+    ) -> None:
+        super().__init__()
+        require_mixin("CoTeaching", model)
+        if rule not in ("spl", "prl"):
+            raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
+        self.drop_ratio = check_drop_ratio(drop_ratio, allow_large_drop)
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+        if scope not in ("local", "global"):
+            raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
+        if loss is not None and not callable(loss) and loss not in ("ce", "mse"):
+            raise ValueError(f"`loss` must be 'ce', 'mse', a callable `loss(outputs, targets) -> [B]` or None, "
+                             f"got {loss!r}.")
+        self.save_hyperparameters(ignore=["model"])
+        self.automatic_optimization = False
+        self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope
+        self.net1 = model
+        self.net2 = copy.deepcopy(model)
+        self.net2.reinitialize(seed)
+        self.history: list[CoTeachingEpochRecord] = []
+        self._counters: Tensor | None = None
+        self._warned_small = False
+        self._sched_cfgs: list[dict | None] = [None, None]
+
+    # -- schedule -----------------------------------------------------------------------------------------
+    def drop_ratio_at(self, epoch: int) -> float:
+        r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t``."""
+        return scheduled_drop_ratio(epoch, self.drop_ratio, self.warmup_epochs)
+
+    def keep_ratio_at(self, epoch: int) -> float:
+        """The kept fraction :math:`R(t) = 1 - \\varepsilon_t`."""
+        return 1.0 - self.drop_ratio_at(epoch)
+
+    # -- the co-teaching step -----------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net1(*args, **kwargs)
+
+    @staticmethod
+    def _losses(net: Any, batch: Any) -> tuple[Tensor, Any]:
+        out = net.per_sample_loss(batch)
+        losses, outputs = out if isinstance(out, tuple) else (out, None)
+        if losses.ndim != 1:
+            raise ValueError(f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
+                             f"{tuple(losses.shape)}.")
+        return losses, outputs
+
+    def selections(self, batch: Any, losses: tuple[Tensor, Tensor], outputs: tuple[Any, Any],
+                   drop_ratio: float) -> tuple[Tensor, Tensor]:
+        """``(keep_1, keep_2)``: the samples each network trusts in ``batch`` at drop ratio ``drop_ratio``."""
+        ib = unpack_batch(batch)
+        index = ib.index.to(losses[0].device)
+        if drop_ratio == 0.0:
+            keep = torch.ones_like(losses[0], dtype=torch.bool)
+            return keep, keep
+        masks = []
+        for l_i, o_i in zip(losses, outputs):
+            scores = loss_layer_scores(self.rule, l_i, o_i, ib.target, self.loss)
+            masks.append(select_in_batch(scores, index, drop_ratio, self.scope, self._warn_small))
+        return masks[0], masks[1]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        opt1, opt2 = self.optimizers()
+        l1, o1 = self._losses(self.net1, batch)
+        l2, o2 = self._losses(self.net2, batch)
+        keep1, keep2 = self.selections(batch, (l1, l2), (o1, o2), self.drop_ratio_at(self.current_epoch))
+        # the exchange: each network learns from the samples its peer trusts
+        loss1, loss2 = masked_mean(l1, keep2), masked_mean(l2, keep1)
+        opt1.zero_grad()
+        opt2.zero_grad()
+        self.manual_backward(loss1 + loss2)  # disjoint graphs: one backward gives both networks' gradients
+        opt1.step()
+        opt2.step()
+        self._step_schedulers("step")
+        self._count(keep1, keep2, unpack_batch(batch).corrupted)
+        self.log("train_loss", loss1.detach(), prog_bar=True)
+        self.log("train_loss_2", loss2.detach())
+        return loss1.detach()
+
+    def _warn_small(self, n: int, eps: float) -> None:
+        if not self._warned_small:
+            self._warned_small = True
+            rank_zero_warn(small_batch_message("CoTeaching", n, eps))
+
+    def _count(self, keep1: Tensor, keep2: Tensor, corrupted: Tensor | None) -> None:
+        dev = keep1.device
+        if self._counters is None:
+            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
+        self._counters = self._counters.to(dev)
+        d1, d2 = ~keep1, ~keep2
+        one = torch.ones((), dtype=torch.int64, device=dev)
+        seen = torch.full((), keep1.numel(), dtype=torch.int64, device=dev)
+        if corrupted is not None:
+            bad = corrupted.to(device=dev, dtype=torch.bool).reshape(-1)
+            parts = [seen, d1.sum(), d2.sum(), bad.sum(), (bad & d1).sum(), (bad & d2).sum(), one, one]
+        else:
+            zero = torch.zeros((), dtype=torch.int64, device=dev)
+            parts = [seen, d1.sum(), d2.sum(), zero, zero, zero, one, zero]
+        self._counters += torch.stack(parts)
+
+    def on_train_epoch_end(self) -> None:
+        counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
+        seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
+        rec = CoTeachingEpochRecord(epoch=self.current_epoch, drop_ratio=self.drop_ratio_at(self.current_epoch),
+                                    seen=seen, dropped_1=d1, dropped_2=d2)
+        if batches and truth == batches:
+            rec.corrupted_seen = c_seen
+            rec.dropped_corrupted_frac_1 = c_d1 / d1 if d1 else None
+            rec.dropped_corrupted_frac_2 = c_d2 / d2 if d2 else None
+            rec.corrupted_frac = c_seen / seen if seen else None
+        self.history.append(rec)
+        self._counters = None
+        for key, value in (("coteach/drop_ratio", rec.drop_ratio),
+                           ("coteach/dropped_corrupted_frac_1", rec.dropped_corrupted_frac_1),
+                           ("coteach/dropped_corrupted_frac_2", rec.dropped_corrupted_frac_2)):
+            if value is not None:
+                self.log(key, float(value), on_step=False, on_epoch=True, sync_dist=True)
+        self._step_schedulers("epoch")
+
+    # -- optimizers ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        confs = []
+        for i, net in enumerate((self.net1, self.net2)):
+            opt, sched = _split_optimizer_config(net.configure_optimizers(), f"net{i + 1}")
+            self._sched_cfgs[i] = sched
+            confs.append({"optimizer": opt} if sched is None else {"optimizer": opt, "lr_scheduler": sched})
+        return confs
+
+    def _step_schedulers(self, interval: str) -> None:
+        if not any(self._sched_cfgs):
+            return
+        schedulers = self.lr_schedulers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        active = [cfg for cfg in self._sched_cfgs if cfg is not None]
+        count = self.current_epoch + 1 if interval == "epoch" else self.global_step // 2  # two optimizers step
+        for cfg, sched in zip(active, schedulers):
+            if cfg["interval"] == interval and count % int(cfg["frequency"]) == 0:
+                sched.step()
+
+    # -- evaluation: network 1 ----------------------------------------------------------------------------
+    def _delegate(self, hook: str, *args: Any) -> Any:
+        self.net1._current_fx_name = self._current_fx_name  # so `self.log` inside net1 is allowed
+        return getattr(self.net1, hook)(*args)
+
+    def validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        return self._delegate("validation_step", batch, batch_idx, *args)
+
+    def test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        return self._delegate("test_step", batch, batch_idx, *args)
+
+    def predict_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        return self._delegate("predict_step", batch, batch_idx, *args)
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["co_teaching"] = {
+            "history": [asdict(r) for r in self.history],
+            "counters": None if self._counters is None else self._counters.cpu().tolist(),
+            "warned_small": self._warned_small,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("co_teaching")
+        if state is None:
+            return
+        self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
+        self._counters = None if state["counters"] is None else torch.tensor(state["counters"], dtype=torch.int64)
+        self._warned_small = state["warned_small"]

@@ -1,0 +1,212 @@
+import copy
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, DistributedSampler
+
+from lit_robust import CoTeaching, CoTeachingEpochRecord
+from tests.conftest import BlobsData, TinyModel, tiny_trainer
+from tests.test_scores import ce, ref_loss_layer_norms
+
+
+class PlainSGD(TinyModel):
+    """TinyModel with momentum-free SGD, so one step is ``w - lr * grad`` exactly."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class SpyCoTeaching(CoTeaching):
+    """Records, per step, both networks' parameters before the step, the batch and the two keep-masks."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = []
+
+    def selections(self, batch, losses, outputs, drop_ratio):
+        keep1, keep2 = super().selections(batch, losses, outputs, drop_ratio)
+        self.steps.append(dict(
+            p1=copy.deepcopy(self.net1.net.state_dict()), p2=copy.deepcopy(self.net2.net.state_dict()),
+            batch=[t.clone() for t in batch], keep1=keep1.clone(), keep2=keep2.clone(), eps=drop_ratio))
+        return keep1, keep2
+
+
+def ref_keep(scores, index, k):
+    """Slow reference: the k smallest (score, index) pairs."""
+    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), int(index[i])))
+    keep = torch.zeros(len(scores), dtype=torch.bool)
+    keep[order[:k]] = True
+    return keep
+
+
+def ref_scores(rule, net, x, y):
+    return F.cross_entropy(net(x), y, reduction="none") if rule == "spl" else ref_loss_layer_norms(net(x), y, ce)
+
+
+def sgd_step(net, params, x, y, keep, lr):
+    """The parameters after one plain SGD step on the mean loss over ``keep``, computed independently."""
+    net = copy.deepcopy(net)
+    net.load_state_dict(params)
+    losses = F.cross_entropy(net(x), y, reduction="none")
+    loss = losses[keep].mean()
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    return {name: p.detach() - lr * g for (name, p), g in zip(net.named_parameters(), grads)}
+
+
+def fit(tmp_path, model, max_epochs=2, data=None, seed=0, **kw):
+    pl.seed_everything(seed, verbose=False)
+    trainer = tiny_trainer(tmp_path, max_epochs, **kw)
+    trainer.fit(model, data or BlobsData(n=96, batch_size=16))
+    return trainer
+
+
+@pytest.mark.parametrize("rule", ["spl", "prl"])
+def test_each_network_trains_on_its_peers_trim(rule, tmp_path):
+    co = SpyCoTeaching(PlainSGD(lr=0.1), rule=rule, drop_ratio=0.3, warmup_epochs=1)
+    fit(tmp_path, co, max_epochs=2)
+    assert len(co.steps) == 12
+    net = PlainSGD().net
+    for i, step in enumerate(co.steps):
+        index, x, y = step["batch"][:3]
+        eps = 0.3 * min((i // 6) / 1, 1.0)
+        assert step["eps"] == pytest.approx(eps)
+        k = math.floor(round((1 - eps) * len(y), 9))
+        for which, params in (("keep1", step["p1"]), ("keep2", step["p2"])):
+            net.load_state_dict(params)
+            expected = ref_keep(ref_scores(rule, net, x, y).detach(), index, k)
+            assert torch.equal(step[which], expected), (i, which)
+        if i + 1 < len(co.steps) and (i + 1) % 6:  # next step within the same epoch: check the exchange
+            nxt = co.steps[i + 1]
+            for params, keep, after in ((step["p1"], step["keep2"], nxt["p1"]), (step["p2"], step["keep1"], nxt["p2"])):
+                want = sgd_step(net, params, x, y, keep, 0.1)
+                for name, value in want.items():
+                    torch.testing.assert_close(after[name], value, rtol=1e-5, atol=1e-6)
+    # after warm-up the two networks disagree somewhere (they start from different initialisations)
+    assert any(not torch.equal(s["keep1"], s["keep2"]) for s in co.steps[6:])
+
+
+def test_networks_start_apart_and_seeded():
+    a, b = CoTeaching(TinyModel(), seed=3), CoTeaching(TinyModel(), seed=3)
+    w = lambda net: torch.cat([p.flatten() for p in net.parameters()])  # noqa: E731
+    assert not torch.equal(w(a.net1), w(a.net2))
+    assert torch.equal(w(a.net2), w(b.net2))
+    assert not torch.equal(w(a.net2), w(CoTeaching(TinyModel(), seed=4).net2))
+
+
+def test_history_counts_corrupted_rejects(tmp_path):
+    co = SpyCoTeaching(TinyModel(), rule="spl", drop_ratio=0.25, warmup_epochs=0)
+    data = BlobsData(n=96, batch_size=16)
+    fit(tmp_path, co, max_epochs=2, data=data)
+    assert [r.epoch for r in co.history] == [0, 1]
+    for epoch, rec in enumerate(co.history):
+        steps = co.steps[epoch * 6:(epoch + 1) * 6]
+        bad = torch.cat([s["batch"][3] for s in steps])
+        d1 = ~torch.cat([s["keep1"] for s in steps])
+        d2 = ~torch.cat([s["keep2"] for s in steps])
+        assert isinstance(rec, CoTeachingEpochRecord)
+        assert (rec.seen, rec.dropped_1, rec.dropped_2) == (96, int(d1.sum()), int(d2.sum())) == (96, 24, 24)
+        assert rec.dropped_corrupted_frac_1 == pytest.approx(float((bad & d1).sum() / d1.sum()))
+        assert rec.dropped_corrupted_frac_2 == pytest.approx(float((bad & d2).sum() / d2.sum()))
+        assert rec.corrupted_frac == pytest.approx(float(bad.float().mean()))
+
+
+def test_validation_and_test_use_network_one(tmp_path):
+    co = CoTeaching(TinyModel(), drop_ratio=0.2)
+    trainer = fit(tmp_path, co, max_epochs=1, data=BlobsData(n=96, batch_size=16, with_val=True))
+    data = BlobsData(n=96)
+    x, y = data.ds[:][1], data.ds[:][2]
+    with torch.no_grad():
+        want = F.cross_entropy(co.net1(x), y)
+        other = F.cross_entropy(co.net2(x), y)
+    assert float(trainer.callback_metrics["val_loss"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(want) != pytest.approx(float(other), rel=1e-3)
+    assert torch.equal(co(x), co.net1(x))
+
+
+class WithStepLR(PlainSGD):
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
+
+
+def test_each_networks_scheduler_is_stepped(tmp_path):
+    co = CoTeaching(WithStepLR(lr=0.1), drop_ratio=0.2)
+    trainer = fit(tmp_path, co, max_epochs=3)
+    lrs = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+    assert lrs == pytest.approx([0.1 * 0.5 ** 3] * 2)
+
+
+class EpochSeededBlobs(BlobsData):
+    """Shuffles by (seed, epoch) — Lightning calls ``set_epoch`` — so a resumed run sees the same batches."""
+
+    def train_dataloader(self):
+        sampler = DistributedSampler(self.ds, num_replicas=1, rank=0, shuffle=True, seed=0)
+        return DataLoader(self.ds, batch_size=self.batch_size, sampler=sampler)
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    def run(path, epochs, ckpt=None, cb=()):
+        pl.seed_everything(0, verbose=False)
+        co = CoTeaching(TinyModel(), rule="prl", drop_ratio=0.3, warmup_epochs=2)
+        trainer = tiny_trainer(path, epochs, callbacks=list(cb), enable_checkpointing=bool(cb))
+        trainer.fit(co, EpochSeededBlobs(n=96, batch_size=16), ckpt_path=ckpt)
+        return co
+
+    full = run(tmp_path / "full", 4)
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", save_top_k=-1, every_n_epochs=1)
+    run(tmp_path / "part", 2, cb=[ck])
+    resumed = run(tmp_path / "resumed", 4, ckpt=str(tmp_path / "ck" / "epoch=1-step=24.ckpt"))
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.history == full.history
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(drop_ratio=0.5), r"`drop_ratio` must be in \[0, 0.5\), got 0.5.*allow_large_drop"),
+        (dict(drop_ratio=-0.1), r"`drop_ratio` must be in \[0, 0.5\), got -0.1"),
+        (dict(drop_ratio=1.0, allow_large_drop=True), r"\[0, 1\) with `allow_large_drop=True`, got 1.0"),
+        (dict(rule="prl_g"), r"`rule` must be 'spl' \(Co-teaching\) or 'prl' \(Co-PRL\(L\)\), got 'prl_g'"),
+        (dict(warmup_epochs=-1), r"`warmup_epochs` must be an integer >= 0, got -1"),
+        (dict(scope="world"), r"`scope` must be 'local' or 'global', got 'world'"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CoTeaching(TinyModel(), **kwargs)
+
+
+def test_large_drop_needs_opt_in():
+    assert CoTeaching(TinyModel(), drop_ratio=0.6, allow_large_drop=True).drop_ratio == 0.6
+
+
+def test_model_without_mixin_is_refused():
+    class Plain(pl.LightningModule):
+        pass
+
+    with pytest.raises(TypeError, match="adopt `lit_robust.RobustMixin`"):
+        CoTeaching(Plain())
+
+
+class TwoOptimizers(TinyModel):
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.parameters(), lr=0.1), torch.optim.Adam(self.parameters())]
+
+
+def test_model_with_two_optimizers_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"`net1.configure_optimizers\(\)` to return one optimizer"):
+        fit(tmp_path, CoTeaching(TwoOptimizers()), max_epochs=1)
+
+
+def test_tiny_last_batch_is_kept_whole_with_one_warning(tmp_path):
+    co = SpyCoTeaching(TinyModel(), drop_ratio=0.3)
+    with pytest.warns(UserWarning, match="too small to drop") as rec:
+        fit(tmp_path, co, max_epochs=2, data=BlobsData(n=97, batch_size=16))
+    assert sum("too small" in str(w.message) for w in rec) == 1
+    last = [s for s in co.steps if s["keep1"].numel() == 1]
+    assert len(last) == 2 and all(bool(s["keep1"].all() and s["keep2"].all()) for s in last)
