@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -92,6 +93,10 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         if not 0.0 <= bootstrap_beta <= 1.0:
             raise ValueError(f"`bootstrap_beta` must be in [0, 1], got {bootstrap_beta!r}.")
         self.save_hyperparameters()
+        # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
+        # another (e.g. inside CoTeaching) with the outer module's config
+        self.settings = SimpleNamespace(lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=list(milestones),
+                                        gamma=gamma, optimizer=optimizer, loss=loss, bootstrap_beta=bootstrap_beta)
         self.net = make_backbone(backbone, in_channels, image_size, num_classes, hidden, hidden_layers)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -102,10 +107,10 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
         logits = self(b.input)
-        if self.hparams.loss == "ce":
+        if self.settings.loss == "ce":
             return F.cross_entropy(logits, b.target, reduction="none"), logits
-        kind = "soft" if self.hparams.loss == "bootstrap_soft" else "hard"
-        return bootstrap_loss(logits, b.target, self.hparams.bootstrap_beta, kind), logits
+        kind = "soft" if self.settings.loss == "bootstrap_soft" else "hard"
+        return bootstrap_loss(logits, b.target, self.settings.bootstrap_beta, kind), logits
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         b = unpack_batch(batch)
@@ -123,7 +128,7 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         return self(unpack_batch(batch).input).argmax(-1)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = self.settings
         if hp.optimizer == "adam":
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay)
         else:
@@ -140,6 +145,7 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
     def __init__(self, dim: int = 100, lr: float = 0.05) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.settings = SimpleNamespace(lr=lr)
         self.linear = nn.Linear(dim, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -155,7 +161,7 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
         self.log("test_mse", F.mse_loss(self(b.input), b.target))
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.settings.lr)
 
 
 class MLPRegressor(RobustMixin, pl.LightningModule):
@@ -193,6 +199,10 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         if not huber_delta > 0:
             raise ValueError(f"`huber_delta` must be > 0, got {huber_delta!r}.")
         self.save_hyperparameters()
+        # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
+        # another (e.g. inside CoTeaching) with the outer module's config
+        self.settings = SimpleNamespace(lr=lr, momentum=momentum, loss=loss, huber_delta=huber_delta,
+                                        out_features=out_features)
         self.net = make_mlp(in_features, out_features, hidden, hidden_layers, nn.LeakyReLU)
         self.val_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
         self.test_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
@@ -204,17 +214,17 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         b = unpack_batch(batch)
         pred = self(b.input)
         target = b.target.reshape(pred.shape)
-        if self.hparams.loss == "mse":
+        if self.settings.loss == "mse":
             losses = (pred - target) ** 2
         else:
-            losses = F.huber_loss(pred, target, reduction="none", delta=self.hparams.huber_delta)
+            losses = F.huber_loss(pred, target, reduction="none", delta=self.settings.huber_delta)
         return losses.mean(1), pred
 
     def _r2_update(self, metric: R2Score, batch: Any) -> None:
         b = unpack_batch(batch)
         pred = self(b.input)
         target = b.target.reshape(pred.shape)
-        if self.hparams.out_features == 1:
+        if self.settings.out_features == 1:
             pred, target = pred.reshape(-1), target.reshape(-1)
         metric(pred, target)
 
@@ -230,5 +240,5 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         return self(unpack_batch(batch).input)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = self.settings
         return torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(hp.momentum, 0.999))
