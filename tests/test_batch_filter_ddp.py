@@ -1,0 +1,106 @@
+"""Per-batch filters with ``scope="global"`` on two real gloo ranks (``ddp_spawn``): every step's masks equal
+a one-process trim of the union of the ranks' batches (first occurrence of a repeated index only)."""
+
+import json
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from lit_robust import BatchFilter, CoTeaching
+from tests.conftest import TinyModel, blobs
+
+
+class OddBlobs(pl.LightningDataModule):
+    """241 samples in one batch per rank: the DistributedSampler pads rank 1's batch with a repeat of an index
+    in rank 0's batch of the same step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ds = blobs(241)
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=128, shuffle=True)
+
+
+class SpyFilter(BatchFilter):
+    def __init__(self, *args, out: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.out, self.steps = out, []
+
+    def keep_mask(self, losses, batch, outputs, module):
+        mask = super().keep_mask(losses, batch, outputs, module)
+        if self._trainer is not None and self._trainer.training:
+            eps = self.drop_ratio_at(self._trainer.current_epoch)
+            scores = self.scores(losses, batch, outputs, module) if eps > 0 else torch.zeros_like(losses)
+            self.steps.append({"index": batch[0].tolist(), "scores": scores.tolist(), "masks": [mask.tolist()],
+                               "eps": eps})
+        return mask
+
+    def on_train_end(self, trainer, pl_module):
+        with open(f"{self.out}.{trainer.global_rank}", "w") as f:
+            json.dump(self.steps, f)
+
+
+class SpyCoTeaching(CoTeaching):
+    def __init__(self, *args, out: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.out, self.steps = out, []
+
+    def selections(self, batch, losses, outputs, drop_ratio):
+        keep1, keep2 = super().selections(batch, losses, outputs, drop_ratio)
+        if drop_ratio > 0:
+            # the reference needs each network's own scores: SPL scores are the losses themselves
+            self.steps.append({"index": batch[0].tolist(), "scores": [losses[0].tolist(), losses[1].tolist()],
+                               "masks": [keep1.tolist(), keep2.tolist()], "eps": drop_ratio})
+        return keep1, keep2
+
+    def on_train_end(self):
+        with open(f"{self.out}.{self.trainer.global_rank}", "w") as f:
+            json.dump(self.steps, f)
+
+
+def reference_masks(steps_by_rank, which):
+    """One process: first occurrences in rank order, the k = floor((1-eps) |U|) smallest (score, index)."""
+    idx = [i for steps in steps_by_rank for i in steps["index"]]
+    sc = [s for steps in steps_by_rank for s in (steps["scores"][which] if isinstance(steps["scores"][0], list)
+                                                 else steps["scores"])]
+    first, seen = [], set()
+    for pos, i in enumerate(idx):
+        if i not in seen:
+            seen.add(i)
+            first.append(pos)
+    k = math.floor(round((1 - steps_by_rank[0]["eps"]) * len(first), 9)) or len(first)
+    keep = sorted(first, key=lambda p: (sc[p], idx[p]))[:k]
+    flat = [p in set(keep) for p in range(len(idx))]
+    sizes = [len(s["index"]) for s in steps_by_rank]
+    return [flat[:sizes[0]], flat[sizes[0]:]]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("kind", ["batch_filter", "coteaching"])
+def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
+    pl.seed_everything(0, verbose=False)
+    out = str(tmp_path / "steps")
+    if kind == "batch_filter":
+        module, callbacks = TinyModel(), [SpyFilter("spl", drop_ratio=0.3, warmup_epochs=1, scope="global", out=out)]
+    else:
+        module, callbacks = SpyCoTeaching(TinyModel(), rule="spl", drop_ratio=0.3, warmup_epochs=1, scope="global",
+                                      out=out), []
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=True)
+    trainer.fit(module, OddBlobs())
+    ranks = [json.load(open(f"{out}.{r}")) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) > 0
+    filtered = [(a, b) for a, b in zip(*ranks) if a["eps"] > 0]
+    assert len(filtered) == 2  # epochs 1 and 2 (both warm up over epoch 0)
+    repeats = 0
+    for a, b in filtered:
+        repeats += len(set(a["index"]) & set(b["index"]))
+        for which in range(len(a["masks"])):
+            want = reference_masks([a, b], which)
+            assert [a["masks"][which], b["masks"][which]] == want
+    assert repeats == 2  # the padding repeat was in every filtered step (and the reference keeps it at most once)
