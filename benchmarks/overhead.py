@@ -15,6 +15,8 @@ Measurements (issue 2, item 9):
 * ``mixin/training_step``: a training step through the mixin with no selector active
   (``per_sample_loss`` + ``reduce_loss``) ÷ the same module's plain step with ``F.cross_entropy`` mean
   (forward, loss, backward, SGD step; target <= 1.02);
+* ``filter/prl_step``, ``filter/spl_step``, ``filter/prl_g_step`` (issue 4): one training step with
+  ``BatchFilter(rule, drop_ratio=0.3)`` active ÷ the plain step (targets <= 1.05, 1.05, 2.0);
 * ``itlm/fit``: a whole ITLM fit (``initial_round_on_all=False``, so every round trains on
   ``floor(alpha * n)`` samples after exactly one scoring pass) ÷ (the same number of epochs of plain
   training on a fixed subset of that size + one scoring pass per round) (target <= 1.10).
@@ -314,6 +316,75 @@ def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
                     module.sample_scores(batch)
 
     return interleave(itlm_fit, plain_fit_and_scoring, reps)
+
+
+# -- issue 4 measurements: per-batch filters --------------------------------------------------------------------
+def _filter_step_pairs(ctx: Context, reps: int, rule: str) -> list[tuple[float, float]]:
+    """One training step with ``BatchFilter(rule)`` active (its per-step hooks, the score, the trim, the
+    masked mean, backward, SGD step) vs. the plain step (``F.cross_entropy`` mean, backward, SGD step)."""
+    from types import SimpleNamespace
+
+    from lit_robust import BatchFilter, unpack_batch
+
+    dm = _datamodule(ctx)
+    module = _model()
+    module.train()
+    opt = torch.optim.SGD(module.parameters(), lr=0.01)
+    batch = next(iter(dm.train_dataloader()))
+    filt = BatchFilter(rule, drop_ratio=0.3)
+    stub = SimpleNamespace(training=True, current_epoch=1)  # what the filter reads from its Trainer
+    filt.setup(stub, module, "fit")  # registers the filter with the module (and, for prl_g, the recorder)
+
+    def filtered_step() -> None:
+        filt.on_train_batch_start(stub, module, batch, 0)
+        out = module.per_sample_loss(batch)
+        loss = module.reduce_loss(out[0], batch, out[1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        filt.on_train_batch_end(stub, module, None, batch, 0)
+
+    def plain_step() -> None:
+        b = unpack_batch(batch)
+        loss = F.cross_entropy(module(b.input), b.target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    try:
+        for _ in range(5):  # warm-up
+            filtered_step(), plain_step()
+        filt.on_train_batch_start(stub, module, batch, 0)
+        losses, outputs = module.per_sample_loss(batch)
+        kept = filt.keep_mask(losses, batch, outputs, module)
+        filt.on_train_batch_end(stub, module, None, batch, 0)
+        assert int(kept.sum()) == int(0.7 * len(batch[0]))  # the filter really trims
+        return interleave(filtered_step, plain_step, reps)
+    finally:
+        filt.teardown(stub, module, "fit")
+
+
+_FILTER_REPS = {"full": 401, "quick": 41, "smoke": 2}
+
+
+@measurement("filter/prl_step", "training step with BatchFilter('prl', drop_ratio=0.3) ÷ plain step (PRL(L): "
+             "the loss-layer gradient norm from the logits, no extra backward)", kind="time", target=1.05,
+             reps=_FILTER_REPS)
+def prl_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _filter_step_pairs(ctx, reps, "prl")
+
+
+@measurement("filter/spl_step", "training step with BatchFilter('spl', drop_ratio=0.3) ÷ plain step",
+             kind="time", target=1.05, reps=_FILTER_REPS)
+def spl_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _filter_step_pairs(ctx, reps, "spl")
+
+
+@measurement("filter/prl_g_step", "training step with BatchFilter('prl_g', drop_ratio=0.3) ÷ plain step (PRL(G): "
+             "exact per-sample gradient norms by ghost norms, one extra backward to the activations)",
+             kind="time", target=2.0, reps=_FILTER_REPS)
+def prl_g_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _filter_step_pairs(ctx, reps, "prl_g")
 
 
 # -- running and reporting ------------------------------------------------------------------------------------

@@ -12,19 +12,19 @@ import pytest
 from tests.conftest import REPO, SHARED_DATA
 
 EXPECTED_RATIOS = {"itlm/scoring_pass_throughput", "itlm/scoring_pass_vs_no_grad_loop", "mixin/training_step",
-                   "itlm/fit"}
+                   "itlm/fit", "filter/prl_step", "filter/spl_step", "filter/prl_g_step"}
 
 
 @pytest.fixture(scope="module")
 def smoke_runs() -> dict[str, subprocess.CompletedProcess]:
-    """Both scripts' ``--smoke`` modes, launched side by side (each uses one torch thread)."""
+    """The scripts' ``--smoke`` modes, launched side by side (each uses one torch thread)."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.fail(f"offline MNIST expected under {SHARED_DATA} (set LIT_ROBUST_DATA)")
     procs = {
         name: subprocess.Popen([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke",
                                 "--data-root", str(SHARED_DATA)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        for name in ("itlm_mnist", "overhead")
+        for name in ("itlm_mnist", "overhead", "batch_filters")
     }
     out = {}
     for name, p in procs.items():
@@ -57,6 +57,16 @@ def test_overhead_smoke_ends_with_ratios_json(smoke_runs):
     assert set(summary["targets_met"]) == EXPECTED_RATIOS
 
 
+def test_batch_filters_smoke_ends_with_headline_json(smoke_runs):
+    run = smoke_runs["batch_filters"]
+    summary = _last_json(run)
+    assert summary["benchmark"] == "batch_filters" and summary["mode"] == "smoke"
+    assert set(summary["classification"]["mnist_pairflip_45"]) == {"standard", "co_prl"}
+    assert all(0.0 <= v <= 100.0 for v in summary["classification"]["mnist_pairflip_45"].values())
+    assert set(summary["regression"]["signflip_40"]) == {"standard", "prl_g"}
+    assert "| MNIST | pairflip 45 % |" in run.stdout and "| signflip 40 % |" in run.stdout
+
+
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
@@ -75,9 +85,11 @@ def test_overhead_rejects_unknown_measurement():
         _load("overhead").main(["--smoke", "--only", "nope"])
 
 
-def test_overhead_registry_has_the_issue_2_rows():
+def test_overhead_registry_has_the_issue_rows():
     mod = _load("overhead")
     rows = {m.name: (m.kind, m.target) for m in mod.MEASUREMENTS}
     assert rows == {"itlm/scoring_pass_throughput": ("throughput", 0.9),
                     "itlm/scoring_pass_vs_no_grad_loop": ("throughput", None),
-                    "mixin/training_step": ("time", 1.02), "itlm/fit": ("time", 1.10)}
+                    "mixin/training_step": ("time", 1.02), "itlm/fit": ("time", 1.10),
+                    "filter/prl_step": ("time", 1.05), "filter/spl_step": ("time", 1.05),
+                    "filter/prl_g_step": ("time", 2.0)}
