@@ -13,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
-from lit_robust.callbacks.batch_filter import select_in_batch, small_batch_message
+from lit_robust.callbacks.batch_filter import check_filter_args, select_in_batch, small_batch_message
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import require_mixin
 from lit_robust.scores import loss_layer_scores
@@ -129,13 +129,7 @@ class CoTeaching(pl.LightningModule):
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
         self.drop_ratio = check_drop_ratio(drop_ratio, allow_large_drop)
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
-        if scope not in ("local", "global"):
-            raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
-        if loss is not None and not callable(loss) and loss not in ("ce", "mse"):
-            raise ValueError(f"`loss` must be 'ce', 'mse', a callable `loss(outputs, targets) -> [B]` or None, "
-                             f"got {loss!r}.")
+        check_filter_args(warmup_epochs, scope, loss)
         self.save_hyperparameters(ignore=["model"])
         self.automatic_optimization = False
         self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope

@@ -26,6 +26,17 @@ Rule = Literal["prl", "spl", "prl_g"]
 _COUNTERS = ("seen", "dropped", "corrupted_seen", "corrupted_dropped", "batches", "batches_with_truth")
 
 
+def check_filter_args(warmup_epochs: Any, scope: Any, loss: Any) -> None:
+    """Validate the arguments every per-batch filter shares (besides the drop ratio)."""
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+    if scope not in ("local", "global"):
+        raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
+    if loss is not None and not callable(loss) and loss not in ("ce", "mse"):
+        raise ValueError(f"`loss` must be 'ce', 'mse', a callable `loss(outputs, targets) -> [B]` or None, "
+                         f"got {loss!r}.")
+
+
 def small_batch_message(owner: str, n: int, eps: float) -> str:
     return (f"{owner}: a batch of {n} sample(s) is too small to drop a fraction {eps:.3g} of it "
             f"(floor((1 - {eps:.3g}) * {n}) = 0 would drop all); such batches are kept whole. "
@@ -133,13 +144,7 @@ class BatchFilter(Callback):
         if rule not in ("prl", "spl", "prl_g"):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
         drop_ratio = check_drop_ratio(drop_ratio, allow_large_drop)
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
-        if scope not in ("local", "global"):
-            raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
-        if loss is not None and not callable(loss) and loss not in ("ce", "mse"):
-            raise ValueError(f"`loss` must be 'ce', 'mse', a callable `loss(outputs, targets) -> [B]` or None, "
-                             f"got {loss!r}.")
+        check_filter_args(warmup_epochs, scope, loss)
         self.rule = rule
         self.drop_ratio = float(drop_ratio)
         self.warmup_epochs = warmup_epochs

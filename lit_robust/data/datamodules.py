@@ -38,7 +38,92 @@ def _check_ratio(name: str, value: float, low: float = 0.0, high: float = 1.0) -
         raise ValueError(f"`{name}` must be in [{low}, {high}], got {value!r}.")
 
 
-class CorruptedClassificationDataModule(pl.LightningDataModule):
+def _check_test_size(test_size: int) -> int:
+    if test_size < 1:
+        raise ValueError(f"`test_size` must be >= 1, got {test_size}.")
+    return test_size
+
+
+def _fixed_test_split(x: Tensor, y: Tensor, test_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x_train, y_train, x_test, y_test)`` with ``test_size`` samples held out by a fixed permutation."""
+    if test_size >= len(y):
+        raise ValueError(f"`test_size` must be < {len(y)}, got {test_size}.")
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
+    te, tr = perm[:test_size], perm[test_size:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+class _InMemorySplits(pl.LightningDataModule):
+    """In-memory train (corrupted) / validation (corrupted alike) / test (clean) splits and their loaders.
+
+    Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)`` and :meth:`_corrupt`.
+    """
+
+    def __init__(self, train_size: int | None, val_size: int, batch_size: int, eval_batch_size: int,
+                 num_workers: int, seed: int) -> None:
+        super().__init__()
+        if train_size is not None and train_size < 1:
+            raise ValueError(f"`train_size` must be >= 1 or None, got {train_size}.")
+        if val_size < 0:
+            raise ValueError(f"`val_size` must be >= 0, got {val_size}.")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
+        self.train_size, self.val_size = train_size, val_size
+        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.train_set: IndexedDataset | None = None
+        self.val_set: IndexedDataset | None = None
+        self.test_set: IndexedDataset | None = None
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _pool(self, n: int) -> tuple[Tensor, int]:
+        """The seeded training pool (training then validation samples) and the number of training samples."""
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        n_train = self.train_size if self.train_size is not None else n - self.val_size
+        if n_train + self.val_size > n:
+            raise ValueError(
+                f"`train_size` + `val_size` must be <= {n} (the training pool), got {n_train} + {self.val_size}."
+            )
+        return perm[: n_train + self.val_size], n_train
+
+    def _make_splits(self, x: Tensor, y: Tensor, noisy: Tensor, mask: Tensor, n_train: int, x_test: Tensor,
+                     y_test: Tensor, labels: bool) -> None:
+        tr, va = slice(0, n_train), slice(n_train, n_train + self.val_size)
+        self.clean_train_targets = y[tr]
+
+        def split(s: slice) -> IndexedDataset:
+            if labels:  # the clean labels stay in the wrapped dataset; the noisy ones are the targets
+                return IndexedDataset(TensorDataset(x[s], y[s]), targets=noisy[s], corrupted=mask[s])
+            return IndexedDataset(TensorDataset(x[s], noisy[s]), corrupted=mask[s])
+
+        self.train_set = split(tr)
+        if self.val_size:
+            self.val_set = split(va)
+        self.test_set = IndexedDataset(TensorDataset(x_test, y_test))
+
+    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, True, self.batch_size)
+
+    def scoring_dataloader(self) -> DataLoader:
+        """The whole training set, fixed order, evaluation transform (for round scoring passes)."""
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, False, self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        assert self.test_set is not None, "call setup() first"
+        return self._loader(self.test_set, False, self.eval_batch_size)
+
+
+class CorruptedClassificationDataModule(_InMemorySplits):
     """Base class: in-memory tensors, label corruption, a noisy validation split, a clean test split.
 
     Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)``.
@@ -66,72 +151,21 @@ class CorruptedClassificationDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(train_size, val_size, batch_size, eval_batch_size, num_workers, seed)
         _check_ratio("clean_ratio", clean_ratio)
         if noise not in ("random", "systematic"):
             raise ValueError(f"`noise` must be 'random' or 'systematic', got {noise!r}.")
-        if train_size is not None and train_size < 1:
-            raise ValueError(f"`train_size` must be >= 1 or None, got {train_size}.")
-        if val_size < 0:
-            raise ValueError(f"`val_size` must be >= 0, got {val_size}.")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
         self.clean_ratio = clean_ratio
         self.noise = noise
-        self.train_size = train_size
-        self.val_size = val_size
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.train_set: IndexedDataset | None = None
-        self.val_set: IndexedDataset | None = None
-        self.test_set: IndexedDataset | None = None
-
-    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         x, y, x_test, y_test = self.load()
-        n = len(y)
-        g = torch.Generator().manual_seed(self.seed)
-        perm = torch.randperm(n, generator=g)
-        n_train = self.train_size if self.train_size is not None else n - self.val_size
-        if n_train + self.val_size > n:
-            raise ValueError(
-                f"`train_size` + `val_size` must be <= {n} (the training pool), got {n_train} + {self.val_size}."
-            )
-        pool = perm[: n_train + self.val_size]
+        pool, n_train = self._pool(len(y))
         x, y = x[pool], y[pool]
         noisy, mask = corrupt_labels(y, self.clean_ratio, self.noise, self.num_classes, seed=self.seed + 1)
-        tr, va = slice(0, n_train), slice(n_train, n_train + self.val_size)
-        self.clean_train_targets = y[tr]
-        self.train_set = IndexedDataset(TensorDataset(x[tr], y[tr]), targets=noisy[tr], corrupted=mask[tr])
-        if self.val_size:
-            self.val_set = IndexedDataset(TensorDataset(x[va], y[va]), targets=noisy[va], corrupted=mask[va])
-        self.test_set = IndexedDataset(TensorDataset(x_test, y_test))
-
-    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, True, self.batch_size)
-
-    def scoring_dataloader(self) -> DataLoader:
-        """The whole training set, fixed order, evaluation transform (for round scoring passes)."""
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, False, self.eval_batch_size)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []
-
-    def test_dataloader(self) -> DataLoader:
-        assert self.test_set is not None, "call setup() first"
-        return self._loader(self.test_set, False, self.eval_batch_size)
+        self._make_splits(x, y, noisy, mask, n_train, x_test, y_test, labels=True)
 
 
 def _normalised(images: Tensor, mean: float, std: float) -> Tensor:
@@ -194,9 +228,7 @@ class DigitsDataModule(CorruptedClassificationDataModule):
     def __init__(self, test_size: int = 497, **kwargs) -> None:
         kwargs.setdefault("batch_size", 64)
         super().__init__(**kwargs)
-        if test_size < 1:
-            raise ValueError(f"`test_size` must be >= 1, got {test_size}.")
-        self.test_size = test_size
+        self.test_size = _check_test_size(test_size)
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         from sklearn.datasets import load_digits
@@ -205,11 +237,7 @@ class DigitsDataModule(CorruptedClassificationDataModule):
         x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
         x = (x - 0.3) / 0.4
         y = torch.tensor(d.target, dtype=torch.long)
-        if self.test_size >= len(y):
-            raise ValueError(f"`test_size` must be < {len(y)}, got {self.test_size}.")
-        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))  # fixed test split
-        te, tr = perm[: self.test_size], perm[self.test_size:]
-        return x[tr], y[tr], x[te], y[te]
+        return _fixed_test_split(x, y, self.test_size)
 
 
 class SyntheticRegressionDataModule(pl.LightningDataModule):
@@ -273,7 +301,7 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         return DataLoader(self.test_set, batch_size=1000, shuffle=False)
 
 
-class CorruptedRegressionDataModule(pl.LightningDataModule):
+class CorruptedRegressionDataModule(_InMemorySplits):
     r"""Base class for regression with corrupted targets (prl_paper §6; robust_dnn_thesis §4.4).
 
     Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)`` with targets of
@@ -302,22 +330,11 @@ class CorruptedRegressionDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(train_size, val_size, batch_size, eval_batch_size, num_workers, seed)
         if corruption not in TARGET_CORRUPTIONS:
             raise ValueError(f"`corruption` must be one of {list(TARGET_CORRUPTIONS)}, got {corruption!r}.")
         _check_ratio("corrupt_ratio", corrupt_ratio)
-        if train_size is not None and train_size < 1:
-            raise ValueError(f"`train_size` must be >= 1 or None, got {train_size}.")
-        if val_size < 0:
-            raise ValueError(f"`val_size` must be >= 0, got {val_size}.")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
         self.corruption, self.corrupt_ratio = corruption, corrupt_ratio
-        self.train_size, self.val_size = train_size, val_size
-        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
-        self.train_set: IndexedDataset | None = None
-        self.val_set: IndexedDataset | None = None
-        self.test_set: IndexedDataset | None = None
 
     @property
     def in_features(self) -> int:
@@ -331,53 +348,18 @@ class CorruptedRegressionDataModule(pl.LightningDataModule):
         assert self.train_set is not None, "call setup() first"
         return int(self.train_set[0][2].numel())
 
-    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         x, y, x_test, y_test = self.load()
         y, y_test = y.reshape(len(y), -1).float(), y_test.reshape(len(y_test), -1).float()
-        n = len(y)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        n_train = self.train_size if self.train_size is not None else n - self.val_size
-        if n_train + self.val_size > n:
-            raise ValueError(
-                f"`train_size` + `val_size` must be <= {n} (the training pool), got {n_train} + {self.val_size}."
-            )
-        pool = perm[: n_train + self.val_size]
+        pool, n_train = self._pool(len(y))
         x, y = x[pool], y[pool]
         mean, std = y.mean(0), y.std(0).clamp(min=1e-12)
         y, y_test = (y - mean) / std, (y_test - mean) / std
         self.target_mean, self.target_std = mean, std
         noisy, mask, _ = corrupt_targets(x, y, self.corrupt_ratio, self.corruption, seed=self.seed + 1)
-        tr, va = slice(0, n_train), slice(n_train, n_train + self.val_size)
-        self.clean_train_targets = y[tr]
-        self.train_set = IndexedDataset(TensorDataset(x[tr], noisy[tr]), corrupted=mask[tr])
-        if self.val_size:
-            self.val_set = IndexedDataset(TensorDataset(x[va], noisy[va]), corrupted=mask[va])
-        self.test_set = IndexedDataset(TensorDataset(x_test, y_test))
-
-    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, True, self.batch_size)
-
-    def scoring_dataloader(self) -> DataLoader:
-        """The whole training set in a fixed order (for round scoring passes)."""
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, False, self.eval_batch_size)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []
-
-    def test_dataloader(self) -> DataLoader:
-        assert self.test_set is not None, "call setup() first"
-        return self._loader(self.test_set, False, self.eval_batch_size)
+        self._make_splits(x, y, noisy, mask, n_train, x_test, y_test, labels=False)
 
 
 def ink_landmarks(images: Tensor) -> Tensor:
@@ -444,9 +426,7 @@ class DiabetesDataModule(CorruptedRegressionDataModule):
     def __init__(self, test_size: int = 92, **kwargs) -> None:
         kwargs.setdefault("batch_size", 64)
         super().__init__(**kwargs)
-        if test_size < 1:
-            raise ValueError(f"`test_size` must be >= 1, got {test_size}.")
-        self.test_size = test_size
+        self.test_size = _check_test_size(test_size)
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         from sklearn.datasets import load_diabetes
@@ -455,11 +435,7 @@ class DiabetesDataModule(CorruptedRegressionDataModule):
         x = torch.tensor(d.data, dtype=torch.float32)
         x = (x - x.mean(0)) / x.std(0)
         y = torch.tensor(d.target, dtype=torch.float32).unsqueeze(1)
-        if self.test_size >= len(y):
-            raise ValueError(f"`test_size` must be < {len(y)}, got {self.test_size}.")
-        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
-        te, tr = perm[: self.test_size], perm[self.test_size:]
-        return x[tr], y[tr], x[te], y[te]
+        return _fixed_test_split(x, y, self.test_size)
 
 
 class SyntheticLinearDataModule(CorruptedRegressionDataModule):
