@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from lit_robust.backdoor import (
+    BlendTrigger,
+    PatchTrigger,
+    WatermarkTrigger,
+    accuracy,
+    attack_success_rate,
+    poison,
+    poison_test_set,
+)
+
+LO, HI = -0.4242, 2.8215  # MNIST black/white after normalisation
+
+
+def images(n=20, h=28, w=28, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return LO + (HI - LO) * torch.rand(n, 1, h, w, generator=g)
+
+
+def test_patch_lands_bottom_right_as_a_checkerboard_and_nothing_else_changes():
+    x = images()
+    out = PatchTrigger(size=3, value_range=(LO, HI))(x)
+    for r in range(28):
+        for c in range(28):
+            if r >= 25 and c >= 25:
+                want = HI if ((r - 25) + (c - 25)) % 2 == 0 else LO
+                assert torch.all(out[:, 0, r, c] == want), (r, c)
+            else:
+                assert torch.equal(out[:, 0, r, c], x[:, 0, r, c])
+    moved = PatchTrigger(size=3, margin=1, value_range=(LO, HI))(x)
+    assert torch.all(moved[:, 0, 24, 24] == HI) and torch.equal(moved[:, 0, 27], x[:, 0, 27])
+
+
+def test_blend_formula_fixed_pattern_and_clipping():
+    x = images()
+    trig = BlendTrigger(alpha=0.1, seed=3, value_range=(LO, HI))
+    out = trig(x)
+    t = trig.pattern((1, 28, 28))
+    torch.testing.assert_close(out, (0.9 * x + 0.1 * t).clamp(LO, HI))
+    assert torch.equal(out, BlendTrigger(alpha=0.1, seed=3, value_range=(LO, HI))(x))  # fixed trigger
+    assert not torch.equal(out, BlendTrigger(alpha=0.1, seed=4, value_range=(LO, HI))(x))
+    assert out.min() >= LO and out.max() <= HI
+
+
+@pytest.mark.parametrize("shape", ["X", "L"])
+def test_watermark_shapes(shape):
+    x = torch.full((2, 1, 9, 9), LO)
+    out = WatermarkTrigger(shape, size=5, value_range=(LO, HI))(x)
+    drawn = (out[0, 0] == HI).nonzero().tolist()
+    box = [(r - 2, c - 2) for r, c in drawn]  # centred: top = left = (9 - 5) // 2
+    if shape == "X":
+        want = {(i, i) for i in range(5)} | {(i, 4 - i) for i in range(5)}
+    else:
+        want = {(i, 0) for i in range(5)} | {(4, j) for j in range(5)}
+    assert set(box) == want
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.15, 0.45, 1.0])
+def test_multi_target_poisoning_counts_labels_and_triggers(rate):
+    x, y = images(n=200), torch.arange(200) % 10
+    trig = PatchTrigger(value_range=(LO, HI))
+    px, py, mask = poison(x, y, trig, rate, seed=1)
+    assert int(mask.sum()) == round(rate * 200)
+    assert torch.equal(py[mask], (y[mask] + 1) % 10) and torch.equal(py[~mask], y[~mask])
+    assert torch.equal(px[~mask], x[~mask])
+    if mask.any():
+        assert torch.equal(px[mask], trig(x[mask]))
+    assert torch.equal(mask, poison(x, y, trig, rate, seed=1)[2])
+
+
+def test_single_target_poisons_only_the_source_class():
+    x, y = images(n=200), torch.arange(200) % 10
+    px, py, mask = poison(x, y, WatermarkTrigger("L", value_range=(LO, HI)), 0.5, target=7, source=3, seed=0)
+    assert int(mask.sum()) == 10 and bool((y[mask] == 3).all()) and bool((py[mask] == 7).all())
+    tx, ty, ta = poison_test_set(x, y, PatchTrigger(value_range=(LO, HI)), target=7)
+    assert len(ty) == 180 and bool((ty != 7).all()) and bool((ta == 7).all())
+
+
+def test_metrics():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    assert attack_success_rate(torch.tensor([1, 1, 0]), torch.tensor([1, 1, 1])) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: PatchTrigger(size=29, value_range=(LO, HI))(images()), r"larger than the image \(28×28\)"),
+        (lambda: WatermarkTrigger(size=30, value_range=(LO, HI))(images()), r"does not fit in the image"),
+        (lambda: PatchTrigger()(images()), r"`images` must lie in the declared `value_range` \[0, 1\], got values"),
+        (lambda: BlendTrigger(alpha=0.0), r"`alpha` must be in \(0, 1\], got 0.0"),
+        (lambda: PatchTrigger(size=0), r"`size` must be an integer >= 1, got 0"),
+        (lambda: PatchTrigger(value_range=(1.0, 0.0)), r"low < high"),
+        (lambda: poison(images(), torch.zeros(20, dtype=torch.long), PatchTrigger(value_range=(LO, HI)), 1.5),
+         r"`rate` must be a number in \[0, 1\], got 1.5"),
+        (lambda: poison(images(), torch.zeros(20, dtype=torch.long), PatchTrigger(value_range=(LO, HI)), 0.1,
+                        target=1), r"needs `source` != `target`"),
+    ],
+)
+def test_bad_input(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
