@@ -25,7 +25,9 @@ is the same in both modes.
 
 Note on power iteration: :math:`\hat\sigma \le \sigma`, so :math:`\sigma(W_{SN}) = k\,\sigma/\hat\sigma`
 is :math:`k` only once the iteration has converged (15 iterations at registration, then
-``n_power_iterations`` per training forward, as in torch). Use truncation for an exact bound at every step.
+``n_power_iterations`` per training forward, as in torch). In eval mode the vectors are frozen, so a weight
+changed after the last training forward (by the last optimizer step) is divided by an estimate one step
+old. Use truncation for an exact bound at every step.
 """
 
 from __future__ import annotations
