@@ -22,3 +22,19 @@ def test_prl_example_runs_and_filters():
     first, *rest = out["history"]
     assert first.dropped == 0 and all(r.dropped > 0 for r in rest)  # one warm-up epoch, then filtering
     assert rest[-1].dropped_corrupted_frac > rest[-1].corrupted_frac  # the rejects are noisier than the data
+
+
+def test_spectral_norm_example_bounds_the_layers():
+    out = load("spectral_norm").main(fast=True)
+    assert 0.0 <= out["test_acc"] <= 1.0
+    assert out["sigmas"]["head"] <= 1.0 + 1e-5  # truncated: exact
+    assert set(out["sigmas"]) == {"body.1", "body.3", "head"}
+    assert all(abs(out["sigmas"][n] - 2.0) < 0.2 for n in ("body.1", "body.3"))  # normalised: k up to the estimate
+
+
+def test_anomaly_example_scores_and_trims():
+    out = load("anomaly_detection").main(fast=True)
+    assert set(out["auc"]) == {"RealNVP", "RobustRealNVP", "RCA"}
+    assert all(0.0 <= auc <= 1.0 for auc in out["auc"].values())
+    trimmed = out["trimmed"]
+    assert trimmed.dropped > 0 and trimmed.dropped_corrupted_frac > 3 * trimmed.corrupted_frac

@@ -98,6 +98,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
             behind fast-changing weights; see :mod:`lit_robust.spectral`).
         lr, weight_decay: Adam.
 
+    The trimming is the module's own :class:`~lit_robust.BatchFilter` (``rule="spl"``, kept in
+    :attr:`batch_filter`, with its per-epoch ``history`` of dropped samples), returned by
+    ``configure_callbacks``; Lightning lets it replace any other ``BatchFilter`` given to the Trainer.
+
     A training batch whose :math:`-\log\hat p` holds NaN/inf raises ``FloatingPointError`` naming the batch
     index and the samples' dataset indices (the selection would otherwise silently drop NaNs first).
     """
@@ -186,7 +190,12 @@ class RealNVP(RobustMixin, AnomalyDetector):
         self.log("val_nll", losses.mean())
 
     def configure_callbacks(self) -> list[Callback]:
-        return [self.batch_filter] if self.batch_filter is not None else []
+        if self.batch_filter is None:
+            return []
+        trainer = self._trainer
+        if trainer is not None and any(cb is self.batch_filter for cb in trainer.callbacks):
+            return []  # attached by an earlier stage of this trainer (fit before test): nothing to replace
+        return [self.batch_filter]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
