@@ -290,6 +290,16 @@ def _resolve_type(t: type | str) -> type:
                      f"'torch.nn.Conv2d'), got {t!r}.")
 
 
+def _has_matrix_weight(module: nn.Module) -> bool:
+    # a parametrised weight is checked through its stored original: reading `module.weight` would run the
+    # parametrisation (and advance a power iteration in training mode)
+    if parametrize.is_parametrized(module, "weight"):
+        w = module.parametrizations.weight.original
+    else:
+        w = getattr(module, "weight", None)
+    return isinstance(w, Tensor) and w.ndim >= 2
+
+
 def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None,
                    types: type | str | Sequence[type | str] | None = None) -> list[tuple[str, nn.Module]]:
     """The ``(name, module)`` pairs of ``model`` whose type is in ``types`` and whose qualified name matches
@@ -304,9 +314,7 @@ def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None,
     resolved = tuple(_resolve_type(t) for t in type_list) if type_list is not None else DEFAULT_TYPES
     if not resolved:
         raise ValueError("`types` must name at least one module class.")
-    candidates = [(n, m) for n, m in model.named_modules()
-                  if isinstance(m, resolved) and isinstance(getattr(m, "weight", None), Tensor)
-                  and m.weight.ndim >= 2]
+    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, resolved) and _has_matrix_weight(m)]
     type_names = ", ".join(t.__name__ for t in resolved)
     if patterns is None:
         if not candidates:

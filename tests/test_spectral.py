@@ -214,3 +214,14 @@ def test_callback_truncates_the_head_after_every_step(tmp_path):
     assert max(seen) <= 0.3 * (1 + 1e-5)
     assert svd_sigma(model.net[0].weight) > 0.3  # other layers are left alone
     assert set(sn.sigmas(model)) == {"net.2"}
+
+
+def test_selecting_modules_again_does_not_advance_the_power_iteration():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    apply_spectral_norm(net, k=1.0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert apply_spectral_norm(net, k=1.0) == []  # already normalised: skipped
+    assert [n for n, _ in select_modules(net)] == ["0", "2"]
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, before[key], msg=key)
