@@ -88,6 +88,12 @@ def test_anomaly_rejects_bad_digits():
         _load("anomaly").main(["--smoke", "--digits", "3", "12"])
 
 
+def test_anomaly_render_reprints_the_saved_run(capsys):
+    summary = _load("anomaly").main(["--render", str(REPO / "benchmarks" / "results" / "anomaly.json")])
+    assert summary["mode"] == "render" and set(summary["moons"]) == {"uniform", "clustered"}
+    assert "| **average rank** |" in capsys.readouterr().out
+
+
 def test_overhead_rejects_unknown_measurement():
     with pytest.raises(SystemExit, match="`--only` must name measurements among"):
         _load("overhead").main(["--smoke", "--only", "nope"])

@@ -29,7 +29,8 @@ def test_spectral_norm_example_bounds_the_layers():
     assert 0.0 <= out["test_acc"] <= 1.0
     assert out["sigmas"]["head"] <= 1.0 + 1e-5  # truncated: exact
     assert set(out["sigmas"]) == {"body.1", "body.3", "head"}
-    assert all(abs(out["sigmas"][n] - 2.0) < 0.2 for n in ("body.1", "body.3"))  # normalised: k up to the estimate
+    # normalised: sigma = k * sigma / sigma_hat >= k (power iteration underestimates), converged to within 1%
+    assert all(2.0 * (1 - 1e-4) <= out["sigmas"][n] <= 2.0 * 1.01 for n in ("body.1", "body.3"))
 
 
 def test_anomaly_example_scores_and_trims():
