@@ -22,6 +22,15 @@ from lit_robust.spectral import KLipschitzWeight
 from tests.conftest import tiny_trainer
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These small models gain nothing from intra-op threads; on a loaded 2-core machine they only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- pure functions against slow references --------------------------------------------------------------------
 def test_roc_auc_matches_sklearn_with_ties_and_large_scores():
     g = torch.Generator().manual_seed(0)

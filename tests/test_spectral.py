@@ -12,6 +12,15 @@ from lit_robust.spectral import k_lipschitz_normalize, power_iteration, select_m
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These small models gain nothing from intra-op threads; on a loaded 2-core machine they only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def svd_sigma(w: torch.Tensor) -> float:
     """Independent reference: the largest singular value from a full SVD of the reshaped weight, in float64."""
     return float(torch.linalg.svdvals(w.detach().double().reshape(w.shape[0], -1))[0])
