@@ -256,3 +256,15 @@ def test_spectral_norm_keeps_the_flow_smooth_inside_training(tmp_path):
     assert len(sig) == 12 and max(sig) == pytest.approx(0.8, rel=1e-3) and min(sig) == pytest.approx(0.8, rel=1e-3)
     plain = RealNVP(2, n_couplings=2, hidden=16)
     assert max(plain.layer_sigmas()) > 1.0  # without the switch the layers are unconstrained
+
+
+def test_one_class_fashion_mnist(shared_data):
+    from lit_robust import OneClassFashionMNISTDataModule
+
+    dm = OneClassFashionMNISTDataModule(root=str(shared_data), normal_class=7, contamination=0.2, max_normal=80,
+                                        test_size=200, seed=1)
+    dm.setup()
+    assert dm.x_train.shape == (100, 784) and int(dm.train_is_anomaly.sum()) == 20  # 80 normal + 20 = 20%
+    i, x, y, flag = dm.train_set[0]
+    assert int(y) == int(flag) and len(dm.test_set) == 200
+    assert 0 < int(dm.test_is_anomaly.sum()) < 200
