@@ -5,6 +5,16 @@ Public API::
     from lit_robust import ITLM, BatchFilter, RobustMixin, IndexedDataset
 """
 
+from lit_robust.anomaly import (
+    RCA,
+    AutoEncoder,
+    OneClassFashionMNISTDataModule,
+    OneClassMNISTDataModule,
+    RealNVP,
+    RobustRealNVP,
+    TwoMoonsAnomalyDataModule,
+    roc_auc,
+)
 from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord
 from lit_robust.coteaching import CoTeaching, CoTeachingEpochRecord
 from lit_robust.data import (
@@ -28,6 +38,7 @@ from lit_robust.mixin import BatchSelector, RobustMixin
 from lit_robust.models import ImageClassifier, LinearRegressor, MLPRegressor
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
+from lit_robust.spectral import SpectralNorm, apply_spectral_norm, remove_spectral_norm, truncate_spectral_norm
 
 __version__ = "0.1.0.dev0"
 
@@ -66,4 +77,16 @@ __all__ = [
     "global_batch_keep_mask",
     "SelectionSampler",
     "ShardedSampler",
+    "SpectralNorm",
+    "apply_spectral_norm",
+    "remove_spectral_norm",
+    "truncate_spectral_norm",
+    "RealNVP",
+    "RobustRealNVP",
+    "RCA",
+    "AutoEncoder",
+    "TwoMoonsAnomalyDataModule",
+    "OneClassMNISTDataModule",
+    "OneClassFashionMNISTDataModule",
+    "roc_auc",
 ]

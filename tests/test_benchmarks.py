@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -23,8 +24,9 @@ def smoke_runs() -> dict[str, subprocess.CompletedProcess]:
     procs = {
         name: subprocess.Popen([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke",
                                 "--data-root", str(SHARED_DATA)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        for name in ("itlm_mnist", "overhead", "batch_filters")
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's lit_robust
+        for name in ("itlm_mnist", "overhead", "batch_filters", "anomaly")
     }
     out = {}
     for name, p in procs.items():
@@ -67,6 +69,17 @@ def test_batch_filters_smoke_ends_with_headline_json(smoke_runs):
     assert "| MNIST | pairflip 45 % |" in run.stdout and "| signflip 40 % |" in run.stdout
 
 
+def test_anomaly_smoke_ends_with_headline_json(smoke_runs):
+    summary = _last_json(smoke_runs["anomaly"])
+    assert summary["benchmark"] == "anomaly" and summary["mode"] == "smoke"
+    assert set(summary["moons"]["clustered"]) == {"RealNVP", "TrimRealNVP", "RobustRealNVP"}
+    assert set(summary["mnist"]) == {"RobustRealNVP", "TrimRealNVP", "RealNVP", "RCA", "AE", "IsolationForest"}
+    assert all(0.0 <= v["mean_auc"] <= 1.0 and 1.0 <= v["avg_rank"] <= 6.0 for v in summary["mnist"].values())
+    assert set(summary["targets_met"]) == {"moons_clustered_robust_best", "mnist_robust_ge_realnvp", "mnist_rca_ge_ae",
+                                           "mnist_robust_rank_le_iforest"}
+    assert "| normal digit | RobustRealNVP |" in smoke_runs["anomaly"].stdout
+
+
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
@@ -78,6 +91,17 @@ def _load(name: str):
 def test_itlm_mnist_rejects_bad_rows():
     with pytest.raises(SystemExit, match="`--rows` entries must look like 'systematic:60', got 'noisy:60'"):
         _load("itlm_mnist").main(["--smoke", "--rows", "noisy:60"])
+
+
+def test_anomaly_rejects_bad_digits():
+    with pytest.raises(SystemExit, match=r"`--digits` must be digits in \[0, 9\], got \[3, 12\]"):
+        _load("anomaly").main(["--smoke", "--digits", "3", "12"])
+
+
+def test_anomaly_render_reprints_the_saved_run(capsys):
+    summary = _load("anomaly").main(["--render", str(REPO / "benchmarks" / "results" / "anomaly.json")])
+    assert summary["mode"] == "render" and set(summary["moons"]) == {"uniform", "clustered"}
+    assert "| **average rank** |" in capsys.readouterr().out
 
 
 def test_overhead_rejects_unknown_measurement():

@@ -37,3 +37,32 @@ def test_regression_example_runs_and_filters():
     assert out["test_r2"] <= 1.0
     last = out["history"][-1]
     assert last.dropped > 0 and last.dropped_corrupted_frac > last.corrupted_frac
+
+
+def one_thread(fn):
+    """Run ``fn`` with one torch thread (small models; intra-op threads only contend on a loaded machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_spectral_norm_example_bounds_the_layers():
+    out = one_thread(lambda: load("spectral_norm").main(fast=True))
+    assert 0.0 <= out["test_acc"] <= 1.0
+    assert out["sigmas"]["head"] <= 1.0 + 1e-5  # truncated: exact
+    assert set(out["sigmas"]) == {"body.1", "body.3", "head"}
+    # normalised: sigma = k * sigma / sigma_hat >= k (power iteration underestimates), converged to within 1%
+    assert all(2.0 * (1 - 1e-4) <= out["sigmas"][n] <= 2.0 * 1.01 for n in ("body.1", "body.3"))
+
+
+def test_anomaly_example_scores_and_trims():
+    out = one_thread(lambda: load("anomaly_detection").main(fast=True))
+    assert set(out["auc"]) == {"RealNVP", "RobustRealNVP", "RCA"}
+    assert all(0.0 <= auc <= 1.0 for auc in out["auc"].values())
+    trimmed = out["trimmed"]
+    assert trimmed.dropped > 0 and trimmed.dropped_corrupted_frac > 3 * trimmed.corrupted_frac

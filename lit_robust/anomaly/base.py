@@ -1,0 +1,126 @@
+"""What every anomaly detector here shares: a score (higher = more anomalous), ROC-AUC on a test split,
+and a loud failure when a score or a training loss is not finite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.utilities import dim_zero_cat
+
+from lit_robust.data.indexed import unpack_batch
+
+__all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio"]
+
+
+def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
+    """``value`` as a float in ``[0, high)``, or a ``ValueError`` naming ``name``, the range and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < high:
+        raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}.")
+    return float(value)
+
+
+def roc_auc(scores: Tensor, is_anomaly: Tensor) -> float:
+    """ROC-AUC of anomaly ``scores`` (higher = more anomalous) against 0/1 labels (torchmetrics).
+
+    torchmetrics passes scores outside [0, 1] through a sigmoid, which saturates for scores such as
+    ``-log p`` (every value above ~17 becomes 1.0, a tie). The scores are therefore replaced by their dense
+    ranks scaled to [0, 1] first: the same order, ties kept, so the AUC is unchanged.
+
+    >>> roc_auc(torch.tensor([40.0, 90.0, 50.0, 80.0]), torch.tensor([0, 1, 0, 1]))
+    1.0
+    """
+    scores, is_anomaly = scores.detach().flatten(), is_anomaly.detach().flatten()
+    if scores.numel() != is_anomaly.numel():
+        raise ValueError(f"got {scores.numel()} scores for {is_anomaly.numel()} labels.")
+    n_pos = int(is_anomaly.bool().sum())
+    if n_pos == 0 or n_pos == is_anomaly.numel():
+        raise ValueError("ROC-AUC needs both normal and anomalous samples in the labels.")
+    check_finite("anomaly score", scores)
+    _, ranks = torch.unique(scores.double(), sorted=True, return_inverse=True)
+    unit = ranks.double() / max(int(ranks.max()), 1)
+    return float(binary_auroc(unit, is_anomaly.long()))
+
+
+class AnomalyAUROC(Metric):
+    """ROC-AUC over every test batch (all ranks under DDP), computed with :func:`roc_auc`."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: Tensor, is_anomaly: Tensor) -> None:
+        self.scores.append(scores.detach().flatten().double())
+        self.labels.append(is_anomaly.detach().flatten().long())
+
+    def compute(self) -> Tensor:
+        return torch.tensor(roc_auc(dim_zero_cat(self.scores), dim_zero_cat(self.labels)))
+
+
+def check_finite(what: str, values: Tensor, batch_idx: int | None = None, index: Tensor | None = None,
+                 stage: str = "") -> None:
+    """Raise ``FloatingPointError`` naming the batch (and the first sample indices) if ``values`` holds NaN/inf."""
+    bad = ~torch.isfinite(values.detach())
+    if not bool(bad.any()):
+        return
+    where = f" in {stage} batch {batch_idx}" if batch_idx is not None else ""
+    ids = ""
+    if index is not None:
+        ids = f" (dataset indices {index.detach().cpu().flatten()[bad.cpu().flatten()][:5].tolist()})"
+    raise FloatingPointError(f"{int(bad.sum())} non-finite {what} value(s){where}{ids}. Check the inputs for "
+                             "NaN/inf, or lower the learning rate if the model diverged.")
+
+
+class AnomalyDetector(pl.LightningModule):
+    """Base LightningModule: subclasses implement :meth:`anomaly_score`; this class supplies
+
+    * ``test_step`` — on ``(index, x, is_anomaly)`` batches, accumulates ROC-AUC (``test_auroc``);
+    * ``predict_step`` — the anomaly scores of a batch;
+    * :meth:`score_dataset` — scores of every sample of a loader, in order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.test_auroc = AnomalyAUROC()
+
+    def anomaly_score(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Per-sample anomaly score of ``x`` (shape ``[B]``, higher = more anomalous)."""
+        raise NotImplementedError
+
+    def _scores(self, batch: Any, batch_idx: int, stage: str) -> tuple[Tensor, Any]:
+        b = unpack_batch(batch)
+        scores = self.anomaly_score(b.input)
+        check_finite("anomaly score", scores, batch_idx, b.index, stage)
+        return scores, b
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        scores, b = self._scores(batch, batch_idx, "test")
+        self.test_auroc.update(scores, b.target.long())
+        self.log("test_auroc", self.test_auroc, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self._scores(batch, batch_idx, "predict")[0]
+
+    @torch.no_grad()
+    def score_dataset(self, loader: Any) -> tuple[Tensor, Tensor | None]:
+        """``(scores, targets)`` over every batch of ``loader`` (the model is put in eval mode, then restored)."""
+        was_training = self.training
+        self.eval()
+        scores, targets = [], []
+        try:
+            for i, batch in enumerate(loader):
+                batch = self.transfer_batch_to_device(batch, self.device, 0) if self.device.type != "cpu" else batch
+                s, b = self._scores(batch, i, "scoring")
+                scores.append(s.cpu())
+                if isinstance(b.target, Tensor):
+                    targets.append(b.target.cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(scores), (torch.cat(targets) if targets else None)

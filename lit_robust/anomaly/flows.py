@@ -1,0 +1,211 @@
+r"""Real NVP density estimation for anomaly detection, with the RobustRealNVP switches (thesis ch. 3).
+
+One module, three methods of thesis §3.5:
+
+==================  ===================  =====================
+method              ``drop_ratio``       ``spectral_norm``
+==================  ===================  =====================
+Real NVP            0                    False
+TrimRealNVP         :math:`\varepsilon`  False
+RobustRealNVP       :math:`\varepsilon`  True
+==================  ===================  =====================
+
+Training minimises :math:`-\log \hat p(x)`; with ``drop_ratio`` :math:`\varepsilon > 0` every batch drops its
+:math:`\varepsilon`-fraction of lowest-density points (thesis Alg. 2) — SPL on the loss :math:`-\log\hat p`,
+done by :class:`lit_robust.BatchFilter` (``rule="spl"``), which the module adds to the Trainer itself. With
+``spectral_norm=True`` every Linear layer of the coupling networks :math:`s` and :math:`t` is normalised to
+:math:`k`-Lipschitz (:func:`lit_robust.apply_spectral_norm`, thesis §3.4.3–3.4.4). The anomaly score is
+:math:`-\log \hat p(x)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor, nn
+
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_ratio
+from lit_robust.callbacks.batch_filter import BatchFilter
+from lit_robust.data.indexed import unpack_batch
+from lit_robust.mixin import RobustMixin
+from lit_robust.spectral import _check_k, apply_spectral_norm
+
+__all__ = ["RealNVP", "RobustRealNVP", "AffineCoupling"]
+
+
+def _mlp(dim: int, hidden: int, layers: int, last: nn.Module | None) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    width = dim
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+        width = hidden
+    mods.append(nn.Linear(width, dim))
+    if last is not None:
+        mods.append(last)
+    return nn.Sequential(*mods)
+
+
+class AffineCoupling(nn.Module):
+    r"""Real NVP affine coupling (Dinh et al. 2017; thesis eq. 3.2), data :math:`\to` latent direction.
+
+    With a binary ``mask`` :math:`m`: :math:`z = m x + (1-m)\,(x \odot e^{s(mx)} + t(mx))`,
+    :math:`\log|\det J| = \sum_j (1-m_j)\,s_j(mx)`. :math:`s` ends in ``tanh`` (thesis §3.4.4), so each
+    coupling scales a coordinate by at most :math:`e`.
+    """
+
+    def __init__(self, mask: Tensor, hidden: int, layers: int) -> None:
+        super().__init__()
+        dim = mask.numel()
+        self.register_buffer("mask", mask.float())
+        self.s = _mlp(dim, hidden, layers, nn.Tanh())
+        self.t = _mlp(dim, hidden, layers, None)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.mask
+        xm = x * m
+        s = self.s(xm) * (1 - m)
+        t = self.t(xm) * (1 - m)
+        z = xm + (1 - m) * (x * torch.exp(s) + t)
+        return z, s.sum(dim=1)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        m = self.mask
+        zm = z * m
+        s = self.s(zm) * (1 - m)
+        t = self.t(zm) * (1 - m)
+        return zm + (1 - m) * (z - t) * torch.exp(-s)
+
+
+class RealNVP(RobustMixin, AnomalyDetector):
+    r"""Real NVP on vectors (``[B, dim]``) as an unsupervised anomaly detector; see the module docstring.
+
+    Batches are ``(index, x, target[, is_anomaly])``; the target is ignored in training (unsupervised) and is
+    the 0/1 anomaly label in ``test_step`` (ROC-AUC, logged as ``test_auroc``).
+
+    Args:
+        dim: input dimension (>= 2).
+        n_couplings: affine couplings; their masks alternate between the two halves of the coordinates.
+        hidden: width of the :math:`s`/:math:`t` networks; ``layers``: their hidden layers.
+        drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped (lowest density).
+        warmup_epochs: the dropped fraction ramps from 0 to ``drop_ratio`` over these epochs
+            (:class:`~lit_robust.BatchFilter`'s schedule); 0 drops it from the first step.
+        spectral_norm: normalise every Linear layer of :math:`s` and :math:`t` to ``k``-Lipschitz.
+        k: the per-layer Lipschitz bound (> 0).
+        n_power_iterations: power iterations per training step and layer (the estimate :math:`\hat\sigma` lags
+            behind fast-changing weights; see :mod:`lit_robust.spectral`).
+        lr, weight_decay: Adam.
+
+    The trimming is the module's own :class:`~lit_robust.BatchFilter` (``rule="spl"``, kept in
+    :attr:`batch_filter`, with its per-epoch ``history`` of dropped samples), returned by
+    ``configure_callbacks``; Lightning lets it replace any other ``BatchFilter`` given to the Trainer.
+
+    A training batch whose :math:`-\log\hat p` holds NaN/inf raises ``FloatingPointError`` naming the batch
+    index and the samples' dataset indices (the selection would otherwise silently drop NaNs first).
+    """
+
+    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2, drop_ratio: float = 0.0,
+                 warmup_epochs: int = 0, spectral_norm: bool = False, k: float = 1.0, n_power_iterations: int = 1,
+                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+            raise ValueError(f"`dim` must be an integer >= 2 (Real NVP splits the coordinates), got {dim!r}.")
+        for name, v in (("n_couplings", n_couplings), ("hidden", hidden), ("layers", layers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
+        self.drop_ratio = check_ratio("drop_ratio", drop_ratio)
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+        self.k = _check_k(k)
+        if not lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
+        self.save_hyperparameters()
+        first = torch.zeros(dim)
+        first[: dim // 2] = 1
+        masks = [first if i % 2 == 0 else 1 - first for i in range(n_couplings)]
+        self.couplings = nn.ModuleList(AffineCoupling(m, hidden, layers) for m in masks)
+        self.spectral_layers: list[str] = []
+        if spectral_norm:
+            self.spectral_layers = apply_spectral_norm(self.couplings, k=k, types=nn.Linear,
+                                                       n_power_iterations=n_power_iterations)
+        self.batch_filter: BatchFilter | None = None
+        if self.drop_ratio > 0:
+            self.batch_filter = BatchFilter("spl", drop_ratio=self.drop_ratio, warmup_epochs=warmup_epochs)
+
+    # -- density ------------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z, log|det J|)`` of the map data -> latent."""
+        log_det = x.new_zeros(x.shape[0])
+        z = x
+        for c in self.couplings:
+            z, ld = c(z)
+            log_det = log_det + ld
+        return z, log_det
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        r""":math:`\log \hat p(x) = \log \mathcal N(f(x); 0, I) + \log|\det \partial f/\partial x|`."""
+        if x.ndim != 2 or x.shape[1] != self.hparams.dim:
+            raise ValueError(f"RealNVP(dim={self.hparams.dim}) expects inputs of shape [batch, {self.hparams.dim}], "
+                             f"got {tuple(x.shape)}.")
+        z, log_det = self(x)
+        log_base = -0.5 * (z**2).sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+        return log_base + log_det
+
+    def layer_sigmas(self) -> list[float]:
+        """Exact (SVD) spectral norms of the coupling networks' effective Linear weights, without side effects."""
+        was = self.training
+        self.eval()  # in training mode, reading a normalised weight would advance its power iteration
+        try:
+            return [float(torch.linalg.matrix_norm(m.weight.detach(), ord=2)) for m in self.couplings.modules()
+                    if isinstance(m, nn.Linear)]
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        z = torch.randn(n, self.hparams.dim, device=self.device)
+        for c in reversed(self.couplings):
+            z = c.inverse(z)
+        return z
+
+    def anomaly_score(self, x: Tensor) -> Tensor:
+        return -self.log_prob(x)
+
+    # -- training -----------------------------------------------------------------------------------------------
+    def per_sample_loss(self, batch: Any) -> Tensor:
+        return -self.log_prob(unpack_batch(batch).input)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        losses = self.per_sample_loss(batch)
+        check_finite("log-density", losses, batch_idx, unpack_batch(batch).index, "training")
+        loss = self.reduce_loss(losses, batch)
+        self.log("train_nll", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        losses = self.per_sample_loss(batch)
+        check_finite("log-density", losses, batch_idx, unpack_batch(batch).index, "validation")
+        self.log("val_nll", losses.mean())
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.batch_filter is None:
+            return []
+        trainer = self._trainer
+        if trainer is not None and any(cb is self.batch_filter for cb in trainer.callbacks):
+            return []  # attached by an earlier stage of this trainer (fit before test): nothing to replace
+        return [self.batch_filter]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class RobustRealNVP(RealNVP):
+    r"""RealNVP with the thesis' defaults switched on: ``drop_ratio=0.1`` and ``spectral_norm=True``."""
+
+    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2, drop_ratio: float = 0.1,
+                 warmup_epochs: int = 0, spectral_norm: bool = True, k: float = 1.0, n_power_iterations: int = 1,
+                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        super().__init__(dim, n_couplings, hidden, layers, drop_ratio, warmup_epochs, spectral_norm, k,
+                         n_power_iterations, lr, weight_decay)

@@ -1,0 +1,203 @@
+r"""Autoencoder anomaly detectors: a plain autoencoder and RCA (thesis ch. 2, Alg. 1).
+
+RCA trains two autoencoders :math:`\mathcal A_1, \mathcal A_2`. On every minibatch :math:`S` each one
+(dropout off) ranks the samples by reconstruction error and keeps its :math:`\lfloor\beta |S|\rfloor`
+smallest (:func:`lit_robust.selection.smallest_k_mask`, ties by dataset index); :math:`\mathcal A_1` is
+then updated on :math:`\mathcal A_2`'s selection and :math:`\mathcal A_2` on :math:`\mathcal A_1`'s (dropout
+:math:`r` on). :math:`\beta` decays linearly from 1 to :math:`1-\varepsilon`. The test score of a sample is
+the mean over :math:`v` dropout passes of :math:`(e_1 + e_2)/2`, its reconstruction errors under both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_ratio
+from lit_robust.data.indexed import unpack_batch
+from lit_robust.mixin import RobustMixin
+from lit_robust.selection import keep_count, smallest_k_mask
+
+__all__ = ["AutoEncoder", "RCA", "rca_keep_ratio", "rca_exchange_masks", "reconstruction_error", "MLPAutoEncoder"]
+
+
+def reconstruction_error(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Per-sample mean squared reconstruction error, shape ``[B]``."""
+    return ((x_hat - x) ** 2).flatten(1).mean(dim=1)
+
+
+def rca_keep_ratio(epoch: int, drop_ratio: float, warmup_epochs: int) -> float:
+    r"""Thesis Alg. 1's :math:`\beta` in the 0-based ``epoch``: :math:`\max(1 - t\varepsilon/T, 1-\varepsilon)`.
+
+    Alg. 1 subtracts :math:`\varepsilon/(\alpha\cdot\text{max\_epoch})` after every epoch, i.e.
+    ``warmup_epochs`` :math:`T = \alpha\cdot\text{max\_epoch}`; ``warmup_epochs=0`` keeps :math:`1-\varepsilon`
+    from the start.
+
+    >>> [round(rca_keep_ratio(t, 0.1, 4), 3) for t in (0, 2, 4, 9)]
+    [1.0, 0.95, 0.9, 0.9]
+    """
+    if warmup_epochs == 0:
+        return 1.0 - drop_ratio
+    return 1.0 - drop_ratio * min(epoch / warmup_epochs, 1.0)
+
+
+def rca_exchange_masks(errors_1: Tensor, errors_2: Tensor, keep_ratio: float,
+                       index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    r"""RCA's sample exchange (Alg. 1, lines 3–4): the masks that train :math:`\mathcal A_1` and :math:`\mathcal A_2`.
+
+    :math:`\mathcal A_1` trains on :math:`c_2`, the :math:`\lfloor\beta B\rfloor` smallest errors of
+    :math:`\mathcal A_2`, and vice versa; ranking by ``(error, index)``, NaN last; at least one sample is kept.
+
+    >>> m1, m2 = rca_exchange_masks(torch.tensor([0.1, 5.0, 0.2]), torch.tensor([3.0, 0.1, 0.2]), 2 / 3)
+    >>> m1.tolist(), m2.tolist()
+    ([False, True, True], [True, False, True])
+    """
+    n = errors_1.numel()
+    if errors_2.numel() != n:
+        raise ValueError(f"both autoencoders must score the same batch: got {n} and {errors_2.numel()} errors.")
+    k = max(keep_count(n, keep_ratio), 1) if n else 0
+    c1 = smallest_k_mask(errors_1, k, index)
+    c2 = smallest_k_mask(errors_2, k, index)
+    return c2, c1
+
+
+class MLPAutoEncoder(nn.Module):
+    """Fully connected autoencoder ``dim -> hidden -> latent -> hidden -> dim`` with dropout after each hidden layer."""
+
+    def __init__(self, dim: int, hidden: int = 128, latent: int = 16, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+                                     nn.Linear(hidden, latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+                                     nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x.flatten(1))).view_as(x)
+
+
+@contextmanager
+def _dropout(module: nn.Module, active: bool) -> Iterator[None]:
+    """Switch only the dropout layers of ``module`` on or off, restoring their modes afterwards."""
+    drops = [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    modes = [m.training for m in drops]
+    for m in drops:
+        m.train(active)
+    try:
+        yield
+    finally:
+        for m, mode in zip(drops, modes):
+            m.train(mode)
+
+
+def _check_arch(dim: Any, hidden: Any, latent: Any, dropout: Any) -> None:
+    for name, v in (("dim", dim), ("hidden", hidden), ("latent", latent)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+
+
+class AutoEncoder(RobustMixin, AnomalyDetector):
+    """A plain autoencoder detector: trained on every sample, score = reconstruction error (dropout off).
+
+    It adopts :class:`~lit_robust.RobustMixin` (loss = reconstruction error), so per-batch filters such as
+    ``BatchFilter("spl", ...)`` apply to it as to any module.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, latent: int = 16, dropout: float = 0.0, lr: float = 1e-3,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__()
+        _check_arch(dim, hidden, latent, dropout)
+        self.save_hyperparameters()
+        self.net = MLPAutoEncoder(dim, hidden, latent, dropout)
+
+    def per_sample_loss(self, batch: Any) -> Tensor:
+        x = unpack_batch(batch).input
+        return reconstruction_error(self.net(x), x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        losses = self.per_sample_loss(batch)
+        check_finite("reconstruction error", losses, batch_idx, unpack_batch(batch).index, "training")
+        loss = self.reduce_loss(losses, batch)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def anomaly_score(self, x: Tensor) -> Tensor:
+        with _dropout(self.net, False):
+            return reconstruction_error(self.net(x), x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class RCA(AnomalyDetector):
+    r"""Robust Collaborative Autoencoders (thesis Alg. 1); see the module docstring.
+
+    Args:
+        dim, hidden, latent: the two :class:`MLPAutoEncoder` (independent initialisations).
+        drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the assumed anomaly ratio; :math:`\beta \to 1-\varepsilon`.
+        warmup_epochs: epochs over which :math:`\beta` decays from 1 (:func:`rca_keep_ratio`).
+        dropout: :math:`r \in [0, 1)`, used in the training updates and the test ensemble.
+        test_passes: :math:`v \ge 1` dropout passes averaged at test time (one pass if ``dropout == 0``).
+        lr, weight_decay: Adam over both autoencoders (Adam is per coordinate, so one optimizer over the two
+            disjoint parameter sets equals one optimizer each).
+
+    Logged per epoch: ``rca/keep_ratio``; with ground truth in the batches, ``rca/dropped_anomaly_frac`` — the
+    share of anomalies among the samples left out of the exchange.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, latent: int = 16, drop_ratio: float = 0.1,
+                 warmup_epochs: int = 0, dropout: float = 0.2, test_passes: int = 10, lr: float = 1e-3,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__()
+        _check_arch(dim, hidden, latent, dropout)
+        self.drop_ratio = check_ratio("drop_ratio", drop_ratio)
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+        if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
+            raise ValueError(f"`test_passes` must be an integer >= 1, got {test_passes!r}.")
+        self.save_hyperparameters()
+        self.ae1 = MLPAutoEncoder(dim, hidden, latent, dropout)
+        self.ae2 = MLPAutoEncoder(dim, hidden, latent, dropout)
+
+    def keep_ratio_at(self, epoch: int) -> float:
+        return rca_keep_ratio(epoch, self.drop_ratio, self.hparams.warmup_epochs)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        b = unpack_batch(batch)
+        x = b.input
+        beta = self.keep_ratio_at(self.current_epoch)
+        with torch.no_grad(), _dropout(self, False):  # Alg. 1 line 3: forward with dropout = 0
+            e1 = reconstruction_error(self.ae1(x), x)
+            e2 = reconstruction_error(self.ae2(x), x)
+        check_finite("reconstruction error", torch.cat([e1, e2]), batch_idx, torch.cat([b.index, b.index]),
+                     "training")
+        train1, train2 = rca_exchange_masks(e1, e2, beta, b.index.to(e1.device))
+        loss1 = reconstruction_error(self.ae1(x[train1]), x[train1]).mean()
+        loss2 = reconstruction_error(self.ae2(x[train2]), x[train2]).mean()
+        loss = loss1 + loss2
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("rca/keep_ratio", beta, on_step=False, on_epoch=True)
+        if b.corrupted is not None:
+            bad = b.corrupted.to(device=x.device, dtype=torch.bool)
+            dropped = ~(train1 & train2)  # left out of at least one update
+            if bool(dropped.any()):
+                self.log("rca/dropped_anomaly_frac", (bad & dropped).sum() / dropped.sum(), on_step=False,
+                         on_epoch=True)
+        return loss
+
+    def anomaly_score(self, x: Tensor) -> Tensor:
+        """Mean over ``test_passes`` dropout passes of the two autoencoders' mean error (Alg. 1, testing phase)."""
+        passes = self.hparams.test_passes if self.hparams.dropout > 0 else 1
+        total = x.new_zeros(x.shape[0])
+        with _dropout(self, self.hparams.dropout > 0):
+            for _ in range(passes):
+                total += 0.5 * (reconstruction_error(self.ae1(x), x) + reconstruction_error(self.ae2(x), x))
+        return total / passes
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,514 @@
+r"""k-Lipschitz spectral normalisation and :math:`\sigma_{\max}` truncation, for any model.
+
+Two ways to bound the spectral norm (largest singular value :math:`\sigma`) of chosen weights:
+
+* **normalisation** (thesis §3.4.3, after Miyato et al. 2018): the layer uses
+  :math:`W_{SN} = W / (\hat\sigma(W)/k)`, with :math:`\hat\sigma` a power-iteration estimate whose vectors
+  are updated once per training forward and stored as buffers (so they travel in ``state_dict`` and in
+  Lightning checkpoints). Gradients flow through :math:`\hat\sigma`. torch's own
+  ``torch.nn.utils.parametrizations.spectral_norm`` fixes :math:`k = 1`.
+* **truncation** (thesis Alg. 7, §5.4.3): after each optimizer step the weight is replaced by the nearest
+  weight whose exact (SVD) largest singular value is at most :math:`k`.
+
+Pure functions (no Lightning): :func:`power_iteration`, :func:`k_lipschitz_normalize`,
+:func:`truncate_spectral_norm`, :func:`weight_matrix`. Module transform: :func:`apply_spectral_norm` /
+:func:`remove_spectral_norm`. Lightning callback: :class:`SpectralNorm`.
+
+Convolutions. ``conv_norm="matrix"`` bounds the norm of the weight reshaped to
+``[out_channels, in_channels * prod(kernel)]`` — what Miyato et al. and torch do. That number is *not*
+the Lipschitz constant of the convolution: for stride 1 the convolution's operator norm can be up to
+:math:`\sqrt{\prod \text{kernel}}` times larger (Tsuzuku et al. 2018), so the layer is not guaranteed to be
+:math:`k`-Lipschitz. ``conv_norm="operator"`` runs the power iteration through the convolution itself
+(its adjoint by autograd) at the input size seen in the layer's forward, so it bounds the true operator
+norm of the layer (zero padding, any stride/dilation/groups) for that input size. A fully connected layer
+is the same in both modes.
+
+Note on power iteration: :math:`\hat\sigma \le \sigma`, so :math:`\sigma(W_{SN}) = k\,\sigma/\hat\sigma`
+is :math:`k` only once the iteration has converged (15 iterations at registration, then
+``n_power_iterations`` per training forward, as in torch). In eval mode the vectors are frozen, so a weight
+changed after the last training forward (by the last optimizer step) is divided by an estimate one step
+old. Use truncation for an exact bound at every step.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+__all__ = [
+    "SpectralNorm",
+    "apply_spectral_norm",
+    "remove_spectral_norm",
+    "select_modules",
+    "power_iteration",
+    "k_lipschitz_normalize",
+    "truncate_spectral_norm",
+    "weight_matrix",
+    "spectral_norm_of",
+    "KLipschitzWeight",
+]
+
+ConvNorm = Literal["matrix", "operator"]
+DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+# -- checks --------------------------------------------------------------------------------------------------
+def _check_k(k: Any) -> float:
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0 or k == float("inf"):
+        raise ValueError(f"`k` (the Lipschitz bound per layer) must be a finite number > 0, got {k!r}.")
+    return float(k)
+
+
+def _check_iterations(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n_power_iterations` must be an integer >= 1, got {n!r}.")
+    return n
+
+
+# -- pure functions --------------------------------------------------------------------------------------------
+def weight_matrix(weight: Tensor, dim: int = 0) -> Tensor:
+    """``weight`` as a matrix with dimension ``dim`` as rows (``[out, in * prod(kernel)]`` for a conv)."""
+    if weight.ndim < 2:
+        raise ValueError(f"a spectral norm needs a weight with >= 2 dimensions, got shape {tuple(weight.shape)}.")
+    if dim != 0:
+        weight = weight.movedim(dim, 0)
+    return weight.reshape(weight.shape[0], -1)
+
+
+def spectral_norm_of(weight: Tensor, dim: int = 0) -> Tensor:
+    """Exact largest singular value (by SVD) of :func:`weight_matrix` ``(weight, dim)``."""
+    return torch.linalg.matrix_norm(weight_matrix(weight, dim).detach().float(), ord=2)
+
+
+def _normalize(x: Tensor, eps: float) -> Tensor:
+    return x / x.norm().clamp_min(eps)
+
+
+@torch.no_grad()
+def power_iteration(matrix: Tensor, u: Tensor, v: Tensor, n_iterations: int = 1,
+                    eps: float = 1e-12) -> tuple[Tensor, Tensor]:
+    r"""``n_iterations`` of power iteration for the top singular pair of ``matrix`` (shape ``[m, n]``).
+
+    :math:`v \leftarrow W^\top u / \|W^\top u\|,\ u \leftarrow W v / \|W v\|`; returns new ``(u, v)``
+    (shapes ``[m]``, ``[n]``); :math:`u^\top W v` is then the estimate :math:`\hat\sigma \le \sigma`.
+
+    >>> W = torch.diag(torch.tensor([3.0, 1.0]))
+    >>> u, v = power_iteration(W, torch.tensor([0.6, 0.8]), torch.ones(2), n_iterations=30)
+    >>> round(float(u @ W @ v), 4)
+    3.0
+    """
+    _check_iterations(n_iterations)
+    for _ in range(n_iterations):
+        v = _normalize(matrix.t() @ u, eps)
+        u = _normalize(matrix @ v, eps)
+    return u, v
+
+
+def k_lipschitz_normalize(weight: Tensor, sigma: Tensor, k: float, clamp: bool = False) -> Tensor:
+    r"""Thesis §3.4.3: :math:`W_{SN} = W / (\sigma / k)`; with ``clamp=True``, :math:`W / \max(1, \sigma/k)`.
+
+    ``sigma`` is the (estimated) spectral norm of ``weight``; gradients flow through both.
+
+    >>> k_lipschitz_normalize(torch.tensor([[4.0, 0.0], [0.0, 1.0]]), torch.tensor(4.0), k=2.0).tolist()
+    [[2.0, 0.0], [0.0, 0.5]]
+    """
+    k = _check_k(k)
+    ratio = sigma / k
+    if clamp:
+        ratio = ratio.clamp_min(1.0)
+    return weight / ratio
+
+
+@torch.no_grad()
+def truncate_spectral_norm(weight: Tensor, k: float, method: Literal["scale", "clip"] = "scale",
+                           dim: int = 0) -> Tensor:
+    r"""A copy of ``weight`` whose exact largest singular value is at most ``k`` (thesis Alg. 7).
+
+    * ``"scale"``: :math:`W \cdot \min(1, k/\sigma_{\max})` — the whole matrix shrinks, directions kept.
+    * ``"clip"``: :math:`U \min(S, k) V^\top` — only the singular values above :math:`k` are cut; the
+      nearest matrix (Frobenius norm) with :math:`\sigma_{\max} \le k`.
+
+    A weight already within the bound is returned unchanged (the operation is idempotent).
+
+    >>> truncate_spectral_norm(torch.tensor([[3.0, 0.0], [0.0, 1.0]]), 1.5, "clip").tolist()
+    [[1.5, 0.0], [0.0, 1.0]]
+    >>> truncate_spectral_norm(torch.tensor([[3.0, 0.0], [0.0, 1.0]]), 1.5, "scale").tolist()
+    [[1.5, 0.0], [0.0, 0.5]]
+    """
+    k = _check_k(k)
+    if method not in ("scale", "clip"):
+        raise ValueError(f"`method` must be 'scale' or 'clip', got {method!r}.")
+    mat = weight_matrix(weight, dim)
+    work = mat.double() if mat.dtype in (torch.float16, torch.bfloat16) else mat
+    if not bool(torch.isfinite(work).all()):
+        raise FloatingPointError("cannot truncate the spectral norm of a weight holding NaN/inf values.")
+    if method == "scale":
+        sigma = torch.linalg.matrix_norm(work, ord=2)
+        out = work * torch.clamp(k / sigma, max=1.0) if sigma > 0 else work
+    else:
+        u, s, vh = torch.linalg.svd(work, full_matrices=False)
+        if bool((s <= k).all()):
+            return weight.clone()
+        out = (u * s.clamp(max=k)) @ vh
+    out = out.to(weight.dtype)
+    if dim != 0:
+        moved = weight.movedim(dim, 0)
+        return out.reshape(moved.shape).movedim(0, dim)
+    return out.reshape(weight.shape)
+
+
+# -- parametrisation -------------------------------------------------------------------------------------------
+class KLipschitzWeight(nn.Module):
+    r"""A ``torch.nn.utils.parametrize`` parametrisation: ``weight -> weight / (sigma_hat / k)``.
+
+    Holds the power-iteration state as buffers (``_u``, ``_v``; ``_u`` alone in ``"operator"`` mode, a
+    tensor with the layer's input shape) and the last estimate ``sigma`` (for reporting). The vectors are
+    updated in training mode only, as in torch's ``spectral_norm``.
+
+    Build it through :func:`apply_spectral_norm`.
+    """
+
+    def __init__(self, weight: Tensor, k: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12,
+                 clamp: bool = False, dim: int = 0, conv: nn.Module | None = None) -> None:
+        super().__init__()
+        self.k = _check_k(k)
+        self.n_power_iterations = _check_iterations(n_power_iterations)
+        self.eps = eps
+        self.clamp = clamp
+        self.dim = dim
+        self.operator = conv is not None
+        self.register_buffer("sigma", torch.full((), float("nan"), dtype=weight.dtype, device=weight.device))
+        if self.operator:
+            nd = conv.weight.ndim - 2
+            self._conv_args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                                   groups=conv.groups)
+            self._conv_fn = _CONV_FN[nd]
+            self._spatial_dims = nd
+            self._in_channels = conv.in_channels
+            # the input shape is known at the first forward (see _record_input_shape); empty until then
+            self.register_buffer("_u", torch.empty(0, dtype=weight.dtype, device=weight.device))
+        else:
+            mat = weight_matrix(weight.detach(), dim)
+            g = torch.Generator(device="cpu").manual_seed(0)
+            u = torch.randn(mat.shape[0], generator=g).to(mat)
+            v = torch.randn(mat.shape[1], generator=g).to(mat)
+            u, v = power_iteration(mat, _normalize(u, eps), _normalize(v, eps), 15, eps)
+            self.register_buffer("_u", u)
+            self.register_buffer("_v", v)
+
+    # operator mode ---------------------------------------------------------------------------------------------
+    def _record_input_shape(self, module: nn.Module, args: tuple) -> None:
+        x = args[0]
+        spatial = tuple(x.shape[-self._spatial_dims:])
+        shape = (1, self._in_channels, *spatial)
+        if tuple(self._u.shape) != shape:
+            g = torch.Generator(device="cpu").manual_seed(0)
+            u = torch.randn(shape, generator=g).to(device=self._u.device, dtype=self._u.dtype)
+            self._u = _normalize(u, self.eps)
+            with torch.no_grad():
+                self._operator_iterate(module.parametrizations.weight.original, 15)
+
+    def _apply_conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        return self._conv_fn(x, weight, None, **self._conv_args)
+
+    @torch.no_grad()
+    def _operator_iterate(self, weight: Tensor, n: int) -> None:
+        u = self._u
+        w = weight.detach()
+        for _ in range(n):
+            with torch.enable_grad():
+                x = u.detach().requires_grad_(True)
+                y = self._apply_conv(x, w)
+                v = _normalize(y.detach(), self.eps)
+                (adj,) = torch.autograd.grad(y, x, grad_outputs=v)  # the adjoint A^T v
+            u = _normalize(adj, self.eps)
+        self._u.copy_(u)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        key = prefix + "_u"
+        if self.operator and key in state_dict and state_dict[key].shape != self._u.shape:
+            self._u = torch.empty_like(state_dict[key], device=self._u.device, dtype=self._u.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # forward ---------------------------------------------------------------------------------------------------
+    def forward(self, weight: Tensor) -> Tensor:
+        if self.operator:
+            if self._u.numel() == 0:
+                raise RuntimeError("SpectralNorm(conv_norm='operator') needs the layer's input size: run one forward "
+                                   "pass through the model before reading the normalised weight.")
+            if self.training:
+                self._operator_iterate(weight, self.n_power_iterations)
+            u = self._u.clone()
+            y = self._apply_conv(u, weight)
+            sigma = (y * _normalize(y.detach(), self.eps)).sum()  # <A u, v> with v = A u / |A u|, grad via W
+        else:
+            mat = weight_matrix(weight, self.dim)
+            if self.training:
+                u, v = power_iteration(mat.detach(), self._u, self._v, self.n_power_iterations, self.eps)
+                self._u.copy_(u)
+                self._v.copy_(v)
+            sigma = self._u.clone() @ mat @ self._v.clone()
+        with torch.no_grad():
+            self.sigma.copy_(sigma.detach())
+        return k_lipschitz_normalize(weight, sigma, self.k, self.clamp)
+
+    def right_inverse(self, value: Tensor) -> Tensor:
+        # assigning `module.weight = W` stores W itself as the unnormalised weight (as torch's spectral_norm does)
+        return value
+
+    def extra_repr(self) -> str:
+        mode = "operator" if self.operator else "matrix"
+        return f"k={self.k}, n_power_iterations={self.n_power_iterations}, clamp={self.clamp}, norm={mode}"
+
+
+# -- module selection -----------------------------------------------------------------------------------------
+def _resolve_type(t: type | str) -> type:
+    if isinstance(t, type):
+        if not issubclass(t, nn.Module):
+            raise ValueError(f"`types` entries must be torch.nn.Module subclasses, got {t!r}.")
+        return t
+    if isinstance(t, str):
+        mod_name, _, name = t.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(mod_name or "torch.nn"), name)
+        except (ImportError, AttributeError):
+            obj = None
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            return obj
+    raise ValueError(f"`types` entries must be module classes or their names (e.g. 'Linear', "
+                     f"'torch.nn.Conv2d'), got {t!r}.")
+
+
+def _has_matrix_weight(module: nn.Module) -> bool:
+    # a parametrised weight is checked through its stored original: reading `module.weight` would run the
+    # parametrisation (and advance a power iteration in training mode)
+    if parametrize.is_parametrized(module, "weight"):
+        w = module.parametrizations.weight.original
+    else:
+        w = getattr(module, "weight", None)
+    return isinstance(w, Tensor) and w.ndim >= 2
+
+
+def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None,
+                   types: type | str | Sequence[type | str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The ``(name, module)`` pairs of ``model`` whose type is in ``types`` and whose qualified name matches
+    one of the glob patterns ``modules`` (``fnmatch``: ``"flows.*.s.*"``, ``"head"``; ``None`` = every name).
+
+    Every pattern must match at least one module of the chosen types, otherwise a ``ValueError`` names it.
+    """
+    patterns = [modules] if isinstance(modules, str) else (list(modules) if modules is not None else None)
+    if patterns is not None and (not patterns or not all(isinstance(p, str) and p for p in patterns)):
+        raise ValueError(f"`modules` must be a glob pattern or a non-empty list of them, got {modules!r}.")
+    type_list = [types] if isinstance(types, (type, str)) else (list(types) if types is not None else None)
+    resolved = tuple(_resolve_type(t) for t in type_list) if type_list is not None else DEFAULT_TYPES
+    if not resolved:
+        raise ValueError("`types` must name at least one module class.")
+    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, resolved) and _has_matrix_weight(m)]
+    type_names = ", ".join(t.__name__ for t in resolved)
+    if patterns is None:
+        if not candidates:
+            raise ValueError(f"`types` ({type_names}) match no module with a weight in {type(model).__name__}.")
+        return candidates
+    chosen: list[tuple[str, nn.Module]] = []
+    for pattern in patterns:
+        hits = [(n, m) for n, m in candidates if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            names = [n for n, _ in candidates][:12]
+            raise ValueError(f"`modules` pattern {pattern!r} matches no module of type ({type_names}) in "
+                             f"{type(model).__name__}; candidate names: {names}.")
+        chosen += [h for h in hits if all(h[1] is not c[1] for c in chosen)]
+    return chosen
+
+
+def _is_ours(module: nn.Module) -> bool:
+    return parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, KLipschitzWeight) for p in module.parametrizations.weight)
+
+
+# -- transform --------------------------------------------------------------------------------------------------
+def apply_spectral_norm(model: nn.Module, k: float = 1.0, modules: str | Sequence[str] | None = None,
+                        types: type | str | Sequence[type | str] | None = None, conv_norm: ConvNorm = "matrix",
+                        n_power_iterations: int = 1, clamp: bool = False, eps: float = 1e-12) -> list[str]:
+    r"""Register a k-Lipschitz normalisation :math:`W/(\hat\sigma/k)` on the chosen modules' ``weight``.
+
+    Args:
+        model: any ``nn.Module`` (a LightningModule included).
+        k: the bound per layer, :math:`k > 0` (a stack of :math:`L` such layers with 1-Lipschitz activations
+            is :math:`k^L`-Lipschitz).
+        modules: glob pattern(s) on qualified module names; ``None`` = all modules of ``types``.
+        types: module classes (or names such as ``"Linear"``); default Linear and Conv1d/2d/3d.
+        conv_norm: ``"matrix"`` (reshaped weight, Miyato et al.) or ``"operator"`` (the convolution's operator
+            norm at the input size of its forward); see the module docstring.
+        n_power_iterations: iterations per training forward.
+        clamp: ``False``: divide by :math:`\hat\sigma/k` always (thesis); ``True``: only shrink,
+            :math:`W/\max(1, \hat\sigma/k)`.
+
+    Returns:
+        The names of the normalised modules (modules already normalised by this function are skipped).
+
+    Checkpoints: the power-iteration vectors are buffers of the model, so ``state_dict`` and Lightning
+    checkpoints carry them; load them into a model transformed the same way (the keys become
+    ``<name>.parametrizations.weight.original`` and ``<name>.parametrizations.weight.0._u``).
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> apply_spectral_norm(net, k=2.0)
+    ['0', '2']
+    >>> bool(spectral_norm_of(net[0].weight) <= 2.0 * 1.01)
+    True
+    """
+    k = _check_k(k)
+    _check_iterations(n_power_iterations)
+    if conv_norm not in ("matrix", "operator"):
+        raise ValueError(f"`conv_norm` must be 'matrix' or 'operator', got {conv_norm!r}.")
+    done = []
+    for name, module in select_modules(model, modules, types):
+        if _is_ours(module):
+            continue
+        dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
+        operator = conv_norm == "operator" and isinstance(module, _CONV)
+        if operator and getattr(module, "padding_mode", "zeros") != "zeros":
+            raise ValueError(f"`conv_norm='operator'` supports zero padding only; module {name!r} has "
+                             f"padding_mode={module.padding_mode!r}. Use conv_norm='matrix'.")
+        param = KLipschitzWeight(module.weight, k, n_power_iterations, eps, clamp, dim,
+                                 conv=module if operator else None)
+        parametrize.register_parametrization(module, "weight", param, unsafe=operator)
+        if operator:
+            module.register_forward_pre_hook(param._record_input_shape)
+        done.append(name)
+    return done
+
+
+def remove_spectral_norm(model: nn.Module) -> list[str]:
+    """Remove every normalisation added by :func:`apply_spectral_norm`, baking the normalised weight in."""
+    removed = []
+    for name, module in model.named_modules():
+        if _is_ours(module):
+            hooks = [h for h, fn in module._forward_pre_hooks.items()
+                     if getattr(fn, "__self__", None) in list(module.parametrizations.weight)]
+            for h in hooks:
+                del module._forward_pre_hooks[h]
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            removed.append(name)
+    return removed
+
+
+# -- callback ---------------------------------------------------------------------------------------------------
+class SpectralNorm(Callback):
+    r"""k-Lipschitz spectral normalisation or :math:`\sigma_{\max}` truncation of chosen layers of any model.
+
+    * ``mode="normalize"`` (thesis §3.4.3): at ``setup`` the chosen layers get the parametrisation
+      :math:`W/(\hat\sigma/k)` (:func:`apply_spectral_norm`); their power-iteration state is part of the
+      model's ``state_dict``, hence of every checkpoint, and ``trainer.fit(ckpt_path=...)`` restores it
+      (the transform is applied before Lightning restores the weights).
+    * ``mode="truncate"`` (thesis Alg. 7): after every optimizer step (checked at every training batch end;
+      the operation is idempotent, so batches without a step change nothing) and once at fit start, each
+      chosen weight is replaced by :func:`truncate_spectral_norm` — its exact largest singular value is then
+      at most :math:`k`. No extra state.
+
+    Args:
+        k: the bound per layer (> 0).
+        modules: glob pattern(s) on module names (e.g. ``"head"``, ``"flows.*"``); ``None`` = every module of
+            ``types``. A pattern that matches nothing is an error.
+        types: module classes or names; default Linear and Conv1d/2d/3d.
+        mode: ``"normalize"`` or ``"truncate"``.
+        conv_norm: ``"matrix"`` or ``"operator"`` (normalize mode; see :mod:`lit_robust.spectral`).
+        n_power_iterations: per training forward (normalize mode).
+        clamp: only shrink, :math:`W/\max(1,\hat\sigma/k)` (normalize mode).
+        truncate_method: ``"scale"`` or ``"clip"`` (truncate mode).
+
+    Example:
+        >>> sn = SpectralNorm(k=1.0, modules="head", mode="truncate")
+        >>> sn.mode, sn.k
+        ('truncate', 1.0)
+    """
+
+    def __init__(self, k: float = 1.0, modules: str | list[str] | None = None,
+                 types: list[str] | None = None, mode: Literal["normalize", "truncate"] = "normalize",
+                 conv_norm: ConvNorm = "matrix", n_power_iterations: int = 1, clamp: bool = False,
+                 truncate_method: Literal["scale", "clip"] = "scale") -> None:
+        super().__init__()
+        self.k = _check_k(k)
+        if mode not in ("normalize", "truncate"):
+            raise ValueError(f"`mode` must be 'normalize' or 'truncate', got {mode!r}.")
+        if conv_norm not in ("matrix", "operator"):
+            raise ValueError(f"`conv_norm` must be 'matrix' or 'operator', got {conv_norm!r}.")
+        if truncate_method not in ("scale", "clip"):
+            raise ValueError(f"`truncate_method` must be 'scale' or 'clip', got {truncate_method!r}.")
+        self.n_power_iterations = _check_iterations(n_power_iterations)
+        if modules is not None and not isinstance(modules, str) and not modules:
+            raise ValueError("`modules` must be a glob pattern, a non-empty list of them, or None.")
+        self.modules = modules
+        self.types = types
+        self.mode = mode
+        self.conv_norm = conv_norm
+        self.clamp = clamp
+        self.truncate_method = truncate_method
+        self.names: list[str] = []  # the modules this callback acts on
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(k=self.k, modules=self.modules, mode=self.mode)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.mode == "normalize":
+            apply_spectral_norm(pl_module, self.k, self.modules, self.types, self.conv_norm,
+                                self.n_power_iterations, self.clamp)
+            self.names = [n for n, m in select_modules(pl_module, self.modules, self.types) if _is_ours(m)]
+        else:
+            chosen = select_modules(pl_module, self.modules, self.types)
+            bad = [n for n, m in chosen if parametrize.is_parametrized(m, "weight")]
+            if bad:
+                raise ValueError(f"`mode='truncate'` edits weights in place, but {bad} have a parametrised weight; "
+                                 "choose other modules or use mode='normalize'.")
+            self.names = [n for n, _ in chosen]
+
+    def _truncate(self, pl_module: pl.LightningModule) -> None:
+        mods = dict(pl_module.named_modules())
+        with torch.no_grad():
+            for name in self.names:
+                w = mods[name].weight
+                dim = 1 if isinstance(mods[name], (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
+                w.copy_(truncate_spectral_norm(w, self.k, self.truncate_method, dim))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.mode == "truncate":
+            self._truncate(pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.mode == "truncate":
+            self._truncate(pl_module)
+
+    def sigmas(self, pl_module: nn.Module, names: list[str] | None = None) -> dict[str, float]:
+        """Exact (SVD) spectral norm of each chosen layer's *effective* weight (matrix form).
+
+        Reading a normalised weight in training mode would advance its power iteration; this reads it with
+        the normalisations in eval mode, so it changes no state. ``names`` defaults to :attr:`names`.
+        """
+        mods = dict(pl_module.named_modules())
+        out = {}
+        with torch.no_grad():
+            for name in self.names if names is None else names:
+                m = mods[name]
+                dim = 1 if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
+                params = list(m.parametrizations.weight) if parametrize.is_parametrized(m, "weight") else []
+                modes = [p.training for p in params]
+                for p in params:
+                    p.eval()
+                try:
+                    out[name] = float(spectral_norm_of(m.weight, dim))
+                finally:
+                    for p, mode in zip(params, modes):
+                        p.train(mode)
+        return out

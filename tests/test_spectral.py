@@ -1,0 +1,236 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lit_robust import SpectralNorm, apply_spectral_norm, remove_spectral_norm, truncate_spectral_norm
+from lit_robust.spectral import k_lipschitz_normalize, power_iteration, select_modules
+from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These small models gain nothing from intra-op threads; on a loaded 2-core machine they only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def svd_sigma(w: torch.Tensor) -> float:
+    """Independent reference: the largest singular value from a full SVD of the reshaped weight, in float64."""
+    return float(torch.linalg.svdvals(w.detach().double().reshape(w.shape[0], -1))[0])
+
+
+def conv_operator_norm(conv: nn.Conv2d, weight: torch.Tensor, in_shape: tuple) -> float:
+    """Independent reference: SVD of the explicit Jacobian matrix of the (linear, bias-free) convolution."""
+    def op(x):
+        return F.conv2d(x, weight.detach().double(), None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    x0 = torch.zeros(1, *in_shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(op, x0)
+    n_in = math.prod(in_shape)
+    return float(torch.linalg.svdvals(jac.reshape(-1, n_in))[0])
+
+
+def test_power_iteration_converges_to_the_svd_sigma():
+    g = torch.Generator().manual_seed(0)
+    for shape in [(5, 3), (3, 7), (16, 16)]:
+        w = torch.randn(*shape, generator=g, dtype=torch.float64)
+        u, v = power_iteration(w, F.normalize(torch.randn(shape[0], generator=g, dtype=torch.float64), dim=0),
+                               F.normalize(torch.randn(shape[1], generator=g, dtype=torch.float64), dim=0), 500)
+        assert float(u @ w @ v) == pytest.approx(svd_sigma(w), rel=1e-6)
+
+
+@pytest.mark.parametrize("k", [0.5, 1.0, 3.0])
+def test_linear_layers_are_k_lipschitz(k):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 2))
+    raw = [svd_sigma(net[i].weight) for i in (0, 2, 4)]
+    assert apply_spectral_norm(net, k=k) == ["0", "2", "4"]
+    for _ in range(20):  # training forwards: one power iteration each
+        net(torch.randn(8, 6))
+    for i, before in zip((0, 2, 4), raw):
+        w = net[i].weight
+        assert svd_sigma(w) <= k * (1 + 1e-3)
+        assert svd_sigma(w) == pytest.approx(k, rel=1e-3)  # the thesis' W / (sigma / k) puts sigma at k
+        # the normalised weight is the original scaled by k / sigma(original)
+        torch.testing.assert_close(w, net[i].parametrizations.weight.original * (k / before), rtol=2e-3, atol=1e-6)
+
+
+def test_matches_torch_spectral_norm_scaled_by_k_including_gradients():
+    torch.manual_seed(0)
+    ours, ref = nn.Linear(7, 5), nn.Linear(7, 5)
+    ref.load_state_dict(ours.state_dict())
+    apply_spectral_norm(ours, k=2.5, n_power_iterations=50)
+    torch.nn.utils.parametrizations.spectral_norm(ref, n_power_iterations=50)
+    x = torch.randn(4, 7)
+    ours(x), ref(x)  # converge both
+    torch.testing.assert_close(ours.weight, 2.5 * ref.weight, rtol=1e-5, atol=1e-6)
+    ours.eval(), ref.eval()  # fixed vectors: compare gradients of the same function
+    (ours(x) ** 2).sum().backward()
+    (2.5 * (ref(x) - ref.bias) + ref.bias).pow(2).sum().backward()
+    torch.testing.assert_close(ours.parametrizations.weight.original.grad, ref.parametrizations.weight.original.grad,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_clamp_only_shrinks():
+    w = torch.diag(torch.tensor([0.5, 0.25]))
+    torch.testing.assert_close(k_lipschitz_normalize(w, torch.tensor(0.5), k=1.0, clamp=True), w)
+    torch.testing.assert_close(k_lipschitz_normalize(w, torch.tensor(0.5), k=1.0), 2 * w)
+    big = nn.Linear(4, 4)
+    with torch.no_grad():
+        big.weight.mul_(10)
+    apply_spectral_norm(big, k=1.0, clamp=True, n_power_iterations=30)
+    big(torch.randn(2, 4))
+    assert svd_sigma(big.weight) == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize(("stride", "padding"), [(1, 1), (2, 0)])
+def test_conv_operator_mode_bounds_the_true_operator_norm(stride, padding):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 6, 3, stride=stride, padding=padding)
+    apply_spectral_norm(conv, k=1.0, conv_norm="operator")
+    for _ in range(30):
+        conv(torch.randn(2, 3, 7, 7))
+    sigma = conv_operator_norm(conv, conv.weight, (3, 7, 7))
+    assert sigma <= 1.0 + 1e-3 and sigma == pytest.approx(1.0, rel=1e-3)
+
+
+def test_conv_matrix_mode_is_not_an_operator_bound_as_documented():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 6, 3, padding=1)
+    apply_spectral_norm(conv, k=1.0, conv_norm="matrix", n_power_iterations=30)
+    conv(torch.randn(1, 3, 7, 7))
+    assert svd_sigma(conv.weight) == pytest.approx(1.0, rel=1e-3)  # the reshaped matrix is at k ...
+    op = conv_operator_norm(conv, conv.weight, (3, 7, 7))
+    assert 1.05 < op <= 3.0 * (1 + 1e-3)  # ... the convolution is not, within sqrt(3*3) of it
+
+
+def test_operator_state_is_saved_and_restored():
+    torch.manual_seed(0)
+    a, b = nn.Conv2d(2, 4, 3), nn.Conv2d(2, 4, 3)
+    apply_spectral_norm(a, k=2.0, conv_norm="operator")
+    apply_spectral_norm(b, k=2.0, conv_norm="operator")
+    a(torch.randn(1, 2, 6, 6))
+    state = a.state_dict()
+    assert state["parametrizations.weight.0._u"].shape == (1, 2, 6, 6)
+    b.load_state_dict(state)
+    a.eval(), b.eval()
+    torch.testing.assert_close(a.weight, b.weight)
+    assert remove_spectral_norm(b) == [""] and not hasattr(b, "parametrizations")
+    torch.testing.assert_close(b.weight, a.weight)
+
+
+def slow_clip(w: torch.Tensor, k: float) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    out = torch.zeros_like(w, dtype=torch.float64)
+    for i in range(len(s)):
+        out += min(float(s[i]), k) * torch.outer(u[:, i], vh[i])
+    return out.to(w.dtype)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 9), (5, 5)])
+def test_truncation_matches_reference(shape):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 2
+    k = 0.5 * svd_sigma(w)
+    clipped = truncate_spectral_norm(w, k, "clip")
+    torch.testing.assert_close(clipped, slow_clip(w, k), rtol=1e-4, atol=1e-5)
+    scaled = truncate_spectral_norm(w, k, "scale")
+    torch.testing.assert_close(scaled, w * (k / svd_sigma(w)), rtol=1e-5, atol=1e-6)
+    for out in (clipped, scaled):
+        assert svd_sigma(out) <= k * (1 + 1e-5)
+        torch.testing.assert_close(truncate_spectral_norm(out, k, "clip"), out, rtol=1e-4, atol=1e-5)  # idempotent
+    small = w / (2 * svd_sigma(w))  # already within the bound: untouched
+    torch.testing.assert_close(truncate_spectral_norm(small, 1.0, "scale"), small)
+    torch.testing.assert_close(truncate_spectral_norm(small, 1.0, "clip"), small)
+    conv_w = torch.randn(4, 2, 3, 3)  # any weight is treated as its [out, -1] matrix
+    assert svd_sigma(truncate_spectral_norm(conv_w, 0.1)) <= 0.1 * (1 + 1e-5)
+
+
+def test_select_modules_by_pattern_and_type():
+    torch.manual_seed(0)
+    model = TinyModel()
+    assert [n for n, _ in select_modules(model, "net.2")] == ["net.2"]
+    assert [n for n, _ in select_modules(model, ["net.*"], types="Linear")] == ["net.0", "net.2"]
+    assert [n for n, _ in select_modules(model, types=["torch.nn.Linear"])] == ["net.0", "net.2"]
+
+
+@pytest.mark.parametrize("k", [0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_bad_k_is_rejected(k):
+    with pytest.raises(ValueError, match=r"`k` \(the Lipschitz bound per layer\) must be a finite number > 0, got"):
+        SpectralNorm(k=k)
+    with pytest.raises(ValueError, match="`k`"):
+        apply_spectral_norm(nn.Linear(2, 2), k=k)
+
+
+def test_bad_patterns_and_types_are_rejected():
+    model = TinyModel()
+    with pytest.raises(ValueError, match=r"`modules` pattern 'head' matches no module of type \(Linear, Conv1d, "
+                                         r"Conv2d, Conv3d\) in TinyModel; candidate names: \['net.0', 'net.2'\]"):
+        apply_spectral_norm(model, modules="head")
+    with pytest.raises(ValueError, match="`types` entries must be module classes or their names"):
+        select_modules(model, types="NoSuchLayer")
+    with pytest.raises(ValueError, match="`mode` must be 'normalize' or 'truncate', got 'clip'"):
+        SpectralNorm(mode="clip")
+    with pytest.raises(ValueError, match="`n_power_iterations` must be an integer >= 1, got 0"):
+        SpectralNorm(n_power_iterations=0)
+    trainer = tiny_trainer(None, 1, [SpectralNorm(modules="head")])
+    with pytest.raises(ValueError, match="`modules` pattern 'head' matches no module"):
+        trainer.fit(TinyModel(), BlobsData())
+
+
+def test_callback_normalize_fit_and_resume_reproduces(tmp_path):
+    loader = DataLoader(blobs(), batch_size=32)  # fixed order: the only state is the model's and the optimizer's
+
+    def run(epochs, ckpt=None):
+        torch.manual_seed(0)
+        model = TinyModel()
+        trainer = tiny_trainer(tmp_path, epochs, [SpectralNorm(k=1.5)])
+        trainer.fit(model, loader, ckpt_path=ckpt)
+        return model, trainer
+
+    full, _ = run(2)
+    _, first = run(1)
+    ckpt = tmp_path / "one.ckpt"
+    first.save_checkpoint(ckpt)
+    assert any(key.endswith("parametrizations.weight.0._u") for key in torch.load(ckpt, weights_only=False)["state_dict"])
+    resumed, _ = run(2, ckpt=str(ckpt))
+    for (ka, va), (kb, vb) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert ka == kb
+        torch.testing.assert_close(va, vb, msg=ka)
+    # (reading `.weight` in training mode runs a power iteration, so look only after comparing the states)
+    assert full.net[0].parametrizations.weight[0].k == 1.5
+    sigmas = SpectralNorm(k=1.5).sigmas(full, names=["net.0", "net.2"])
+    assert sigmas == pytest.approx({"net.0": 1.5, "net.2": 1.5}, rel=2e-2)
+
+
+def test_callback_truncates_the_head_after_every_step(tmp_path):
+    seen = []
+
+    class Probe(Callback):  # runs after the truncation (callbacks run in list order)
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            seen.append(svd_sigma(pl_module.net[2].weight))
+
+    torch.manual_seed(0)
+    model = TinyModel(lr=0.5)
+    sn = SpectralNorm(k=0.3, modules="net.2", mode="truncate", truncate_method="clip")
+    tiny_trainer(tmp_path, 2, [sn, Probe()]).fit(model, BlobsData())
+    assert sn.names == ["net.2"] and len(seen) == 16
+    assert max(seen) <= 0.3 * (1 + 1e-5)
+    assert svd_sigma(model.net[0].weight) > 0.3  # other layers are left alone
+    assert set(sn.sigmas(model)) == {"net.2"}
+
+
+def test_selecting_modules_again_does_not_advance_the_power_iteration():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    apply_spectral_norm(net, k=1.0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert apply_spectral_norm(net, k=1.0) == []  # already normalised: skipped
+    assert [n for n, _ in select_modules(net)] == ["0", "2"]
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, before[key], msg=key)
