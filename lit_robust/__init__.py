@@ -5,18 +5,20 @@ Public API::
     from lit_robust import ITLM, BatchFilter, RobustMixin, IndexedDataset
 """
 
-from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord
+from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord, SampleGrid
 from lit_robust.data import (
     DigitsDataModule,
     FashionMNISTDataModule,
     IndexedBatch,
     IndexedDataset,
+    MixedImagesDataModule,
     MNISTDataModule,
     SyntheticRegressionDataModule,
     corrupt_labels,
     unpack_batch,
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
+from lit_robust.gan import DCGAN
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import BatchSelector, RobustMixin
 from lit_robust.models import ImageClassifier, LinearRegressor
@@ -40,7 +42,10 @@ __all__ = [
     "FashionMNISTDataModule",
     "DigitsDataModule",
     "SyntheticRegressionDataModule",
+    "MixedImagesDataModule",
     "ImageClassifier",
+    "DCGAN",
+    "SampleGrid",
     "LinearRegressor",
     "bootstrap_loss",
     "keep_count",

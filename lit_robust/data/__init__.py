@@ -9,6 +9,7 @@ from lit_robust.data.datamodules import (
     SyntheticRegressionDataModule,
 )
 from lit_robust.data.indexed import IndexedBatch, IndexedDataset, unpack_batch
+from lit_robust.data.mixture import MixedImagesDataModule
 
 __all__ = [
     "IndexedDataset",
@@ -21,4 +22,5 @@ __all__ = [
     "FashionMNISTDataModule",
     "DigitsDataModule",
     "SyntheticRegressionDataModule",
+    "MixedImagesDataModule",
 ]
