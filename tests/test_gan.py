@@ -15,6 +15,15 @@ from tests.conftest import tiny_trainer
 SMALL = dict(latent_dim=8, g_width=8, d_width=8, num_fixed=12)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small models run faster on one thread, and far faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def mixture(request):
     from tests.conftest import SHARED_DATA
