@@ -113,6 +113,7 @@ def test_itlm_rounds_reinit_both_optimizers_train_on_the_selection_and_save_grid
     assert sorted(grid.paths) == [0, 1]
     with Image.open(grid.paths[1]) as img:
         assert img.size == (4 * 30 + 2, 3 * 30 + 2)  # 12 fixed vectors, 4 per row, 28 px + 2 px padding
+        assert img.mode == "L"  # one channel: a grayscale PNG
 
 
 def test_itlm_makes_the_selection_cleaner(mixture, tmp_path):

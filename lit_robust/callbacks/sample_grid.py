@@ -10,7 +10,21 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
-__all__ = ["SampleGrid"]
+__all__ = ["SampleGrid", "save_grid"]
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
+    """Write images in ``[-1, 1]`` (``[N, C, H, W]``) as one PNG grid, grayscale when ``C == 1`` (small files)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images, nrow=nrow, normalize=True, value_range=(-1.0, 1.0), padding=2, pad_value=1.0)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    if images.shape[1] == 1:
+        img = Image.fromarray(pixels[0].numpy())  # 2-D uint8: mode "L"
+    else:
+        img = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())  # H x W x 3 uint8: mode "RGB"
+    img.save(path, optimize=True)
 
 
 class SampleGrid(Callback):
@@ -74,8 +88,6 @@ class SampleGrid(Callback):
 
     @rank_zero_only
     def _save(self, pl_module: Any, folder: str, key: int, filename: str) -> None:
-        from torchvision.utils import save_image
-
         os.makedirs(folder, exist_ok=True)
         was_training = pl_module.training
         pl_module.eval()
@@ -85,7 +97,7 @@ class SampleGrid(Callback):
         finally:
             pl_module.train(was_training)
         path = os.path.join(folder, filename)
-        save_image(images, path, nrow=self.nrow, normalize=True, value_range=(-1.0, 1.0), padding=2, pad_value=1.0)
+        save_grid(images, path, self.nrow)
         self.paths[key] = path
 
     def state_dict(self) -> dict[str, Any]:
