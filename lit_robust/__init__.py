@@ -15,7 +15,7 @@ from lit_robust.anomaly import (
     TwoMoonsAnomalyDataModule,
     roc_auc,
 )
-from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord
+from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord, SampleGrid
 from lit_robust.coteaching import CoTeaching, CoTeachingEpochRecord
 from lit_robust.data import (
     CorruptedRegressionDataModule,
@@ -24,6 +24,7 @@ from lit_robust.data import (
     FashionMNISTDataModule,
     IndexedBatch,
     IndexedDataset,
+    MixedImagesDataModule,
     MNISTDataModule,
     MNISTLandmarksDataModule,
     SyntheticLinearDataModule,
@@ -33,6 +34,7 @@ from lit_robust.data import (
     unpack_batch,
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
+from lit_robust.gan import DCGAN
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import BatchSelector, RobustMixin
 from lit_robust.models import ImageClassifier, LinearRegressor, MLPRegressor
@@ -64,7 +66,10 @@ __all__ = [
     "MNISTLandmarksDataModule",
     "DiabetesDataModule",
     "SyntheticLinearDataModule",
+    "MixedImagesDataModule",
     "ImageClassifier",
+    "DCGAN",
+    "SampleGrid",
     "LinearRegressor",
     "MLPRegressor",
     "bootstrap_loss",

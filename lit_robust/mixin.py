@@ -9,7 +9,7 @@ from torch import Tensor
 
 from lit_robust.selection import masked_mean
 
-__all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters"]
+__all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores"]
 
 
 @runtime_checkable
@@ -131,3 +131,76 @@ def require_mixin(owner: str, module: Any) -> RobustMixin:
         raise TypeError(f"`{owner}`: `{type(module).__name__}` adopts RobustMixin but does not implement "
                         "`per_sample_loss(batch)`.")
     return module
+
+
+def _head(x: Any, k: int, n: int) -> Any:
+    """The first ``k`` samples of one batch element (tensors/lists/tuples/dicts batched along dim 0)."""
+    if isinstance(x, Tensor):
+        if x.ndim == 0 or x.shape[0] != n:
+            raise _Unsliceable
+        return x[:k]
+    if isinstance(x, (list, tuple)):
+        items = [_head(v, k, n) for v in x]
+        return type(x)(*items) if hasattr(x, "_fields") else type(x)(items)
+    if isinstance(x, dict):
+        return {key: _head(v, k, n) for key, v in x.items()}
+    raise _Unsliceable
+
+
+class _Unsliceable(Exception):
+    pass
+
+
+def per_sample_mismatch(again: Tensor, scores: Tensor, rtol: float = 1e-3) -> Tensor:
+    """Which of ``again`` (scores of the first samples of a batch, scored without the others) differ from
+    ``scores`` (the whole batch's scores, whose first entries they must reproduce).
+
+    Allowed: ``|a - b| <= rtol * (|b| + spread)``, ``spread`` the range of the batch's finite scores (a shift
+    that matters for a ranking is large against it; float rounding of a different batch size is not); NaN
+    must meet NaN and an infinity the same infinity.
+    """
+    a, full = again.detach().double(), scores.detach().double().to(again.device)
+    b = full[: a.shape[0]]
+    finite = full[torch.isfinite(full)]
+    spread = float(finite.max() - finite.min()) if finite.numel() else 0.0
+    both_finite = torch.isfinite(a) & torch.isfinite(b)
+    close = (a - b).abs() <= rtol * (b.abs() + spread)
+    same_special = (torch.isnan(a) & torch.isnan(b)) | (torch.isinf(a) & (a == b))
+    return ~torch.where(both_finite, close, same_special)
+
+
+def check_per_sample_scores(owner: str, score_fn: Any, batch: Any, scores: Tensor, max_head: int = 16,
+                            rtol: float = 1e-3) -> None:
+    """Raise unless ``scores = score_fn(batch)`` are per-sample: each independent of the rest of the batch.
+
+    The first ``k = min(B // 2, max_head)`` samples, and the first two, are scored again on their own and
+    must reproduce their scores (:func:`per_sample_mismatch`). This catches a batch statistic mixed into
+    every score (e.g. ``loss - loss.mean()``, ``loss.mean().expand(B)``) or a layer that mixes samples.
+    Batches of fewer than two samples, or whose elements cannot be cut along the first dimension, are not
+    checked.
+    """
+    n = scores.shape[0] if isinstance(scores, Tensor) and scores.ndim == 1 else 0
+    k = min(n // 2, max_head)
+    for size in dict.fromkeys((k, min(k, 2))):
+        if size < 1:
+            return
+        try:
+            head = (type(batch)(_head(x, size, n) for x in batch) if isinstance(batch, (tuple, list))
+                    else _head(batch, size, n))
+        except _Unsliceable:
+            return
+        again = score_fn(head)
+        if not isinstance(again, Tensor) or again.shape != (size,):
+            got = tuple(again.shape) if isinstance(again, Tensor) else type(again).__name__
+            raise ValueError(f"`{owner}`: `sample_scores` returned shape {got} for a batch of {size} samples; it "
+                             f"must return one score per sample (shape ({size},)).")
+        bad = per_sample_mismatch(again, scores, rtol)
+        if bool(bad.any()):
+            j = int(torch.nonzero(bad)[0])
+            raise ValueError(
+                f"`{owner}`: `sample_scores` must score each sample on its own, but the first {size} samples of a "
+                f"batch of {n} got different scores when scored without the others (sample {j}: "
+                f"{float(scores[j]):.6g} in the batch, {float(again[j]):.6g} alone). A batch statistic mixed into "
+                "every score (e.g. `loss - loss.mean()`) or a layer that mixes samples does this. If the "
+                "difference is expected (e.g. random scores), pass `check_per_sample=False`."
+            )

@@ -117,3 +117,19 @@ def test_overhead_registry_has_the_issue_rows():
                     "mixin/training_step": ("time", 1.02), "itlm/fit": ("time", 1.10),
                     "filter/prl_step": ("time", 1.05), "filter/spl_step": ("time", 1.05),
                     "filter/prl_g_step": ("time", 2.0)}
+
+
+def test_gan_mixture_smoke_ends_with_headline_json():
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gan_mixture.py"), "--smoke", "--data-root",
+                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    summary = _last_json(run)
+    assert summary["benchmark"] == "gan_mixture" and summary["mode"] == "smoke"
+    row = summary["rows"]["80"]
+    assert row["clean_fraction"][0] == 80.0 and len(row["clean_fraction"]) == 2  # orig, then one ITLM selection
+    assert 0.0 <= row["clean_fraction"][1] <= 100.0 and 0.0 <= row["generated_digit_share_last"] <= 100.0
+    assert "| 80 % | ours | 80.00 ± 0.00 |" in run.stdout  # the markdown table was printed
+
+
+def test_gan_mixture_rejects_bad_rows():
+    with pytest.raises(SystemExit, match=r"`--rows` must be clean percentages in \(5, 100\], got \[3\]"):
+        _load("gan_mixture").main(["--smoke", "--rows", "3"])

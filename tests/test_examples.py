@@ -66,3 +66,21 @@ def test_anomaly_example_scores_and_trims():
     assert all(0.0 <= auc <= 1.0 for auc in out["auc"].values())
     trimmed = out["trimmed"]
     assert trimmed.dropped > 0 and trimmed.dropped_corrupted_frac > 3 * trimmed.corrupted_frac
+
+
+def test_gan_example_runs_trims_and_saves_grids(tmp_path):
+    import torch
+
+    from tests.conftest import SHARED_DATA
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small model: one thread is faster, and far faster on a busy machine
+    try:
+        out = load("gan_mixed_images").main(fast=True, root=str(SHARED_DATA), out_dir=str(tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+    first, second = out["history"]
+    assert first.kept == 600 and abs(first.clean_precision - 0.7) < 1e-6
+    assert second.kept == 390  # floor(0.65 * 600)
+    assert second.clean_precision > 0.7  # the discriminator's trimmed set is cleaner than the mixture
+    assert sorted(out["grids"]) == [0, 1] and all((tmp_path / f"round{r}.png").is_file() for r in (0, 1))

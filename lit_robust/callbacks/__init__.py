@@ -2,5 +2,6 @@
 
 from lit_robust.callbacks.batch_filter import BatchFilter, FilterEpochRecord
 from lit_robust.callbacks.itlm import ITLM, RoundRecord
+from lit_robust.callbacks.sample_grid import SampleGrid
 
-__all__ = ["ITLM", "RoundRecord", "BatchFilter", "FilterEpochRecord"]
+__all__ = ["ITLM", "RoundRecord", "BatchFilter", "FilterEpochRecord", "SampleGrid"]

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from lit_robust import distributed
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
-from lit_robust.mixin import RobustMixin, require_mixin
+from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import scatter_scores
 
@@ -73,6 +73,9 @@ class ITLM(Callback):
             end, when ground truth is known, into ``plot_dir`` or else the logger's directory (no logger and
             no ``plot_dir``: no file).
         plot_dir: folder for the plot.
+        check_per_sample: on the first scoring batch of a fit, score the batch's first samples again on
+            their own and raise if their scores change (a score that is not per-sample, e.g. a batch mean
+            broadcast to every sample); turn off for scores that are random by design.
 
     Example:
         >>> itlm = ITLM(keep_ratio=0.65, round_epochs=[5, 5, 5, 5, 20])
@@ -92,6 +95,7 @@ class ITLM(Callback):
         verbose: bool = True,
         plot: bool = True,
         plot_dir: str | None = None,
+        check_per_sample: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
@@ -110,6 +114,8 @@ class ITLM(Callback):
         self.plot = plot
         self.plot_dir = plot_dir
         self.plot_path: str | None = None
+        self.check_per_sample = check_per_sample
+        self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         starts = [0]
         for e in round_epochs:
             starts.append(starts[-1] + e)
@@ -158,6 +164,7 @@ class ITLM(Callback):
         if stage != "fit":
             return
         require_mixin("ITLM", pl_module)
+        self._checked_per_sample = False
         total = sum(self.round_epochs)
         if trainer.max_epochs != total:
             raise ValueError(
@@ -328,7 +335,11 @@ class ITLM(Callback):
                     if not isinstance(s, Tensor) or s.shape != ib.index.shape:
                         got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
                         raise ValueError(f"`sample_scores` must return one score per sample (shape "
-                                         f"{tuple(ib.index.shape)}), got {got}.")
+                                         f"{tuple(ib.index.shape)}), got {got}. Use `reduction='none'` and "
+                                         "flatten a `[B, 1]` output (e.g. a discriminator's logits).")
+                    if self.check_per_sample and not self._checked_per_sample:
+                        check_per_sample_scores("ITLM", module.sample_scores, batch, s)
+                        self._checked_per_sample = True
                     idx.append(ib.index)
                     scores.append(s.detach().float())
                     if ib.corrupted is not None:

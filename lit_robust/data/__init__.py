@@ -14,6 +14,7 @@ from lit_robust.data.datamodules import (
     ink_landmarks,
 )
 from lit_robust.data.indexed import IndexedBatch, IndexedDataset, unpack_batch
+from lit_robust.data.mixture import MixedImagesDataModule
 
 __all__ = [
     "IndexedDataset",
@@ -34,4 +35,5 @@ __all__ = [
     "DiabetesDataModule",
     "SyntheticLinearDataModule",
     "ink_landmarks",
+    "MixedImagesDataModule",
 ]

@@ -1,0 +1,107 @@
+"""PNG grids of images generated from fixed latent vectors, one per ITLM round (itlm_paper Figure 3)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_only
+
+__all__ = ["SampleGrid", "save_grid"]
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
+    """Write images in ``[-1, 1]`` (``[N, C, H, W]``) as one PNG grid, grayscale when ``C == 1`` (small files)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images, nrow=nrow, normalize=True, value_range=(-1.0, 1.0), padding=2, pad_value=1.0)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    if images.shape[1] == 1:
+        img = Image.fromarray(pixels[0].numpy())  # 2-D uint8: mode "L"
+    else:
+        img = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())  # H x W x 3 uint8: mode "RGB"
+    img.save(path, optimize=True)
+
+
+class SampleGrid(Callback):
+    """Save what the generator makes of its fixed latent vectors, at the end of every round or epoch.
+
+    The module must offer ``generate(z)`` (images in ``[-1, 1]``) and a ``fixed_z`` tensor of latent
+    vectors, as :class:`~lit_robust.DCGAN` does. With ``every="round"`` a grid is written at the end of
+    each :class:`~lit_robust.ITLM` round (found among the Trainer's callbacks; without one, the whole fit
+    is one round) as ``round{r}.png``; with ``every="epoch"`` after every epoch as ``epoch{e}.png``.
+    The generator runs in evaluation mode, without gradients. Written paths are kept in :attr:`paths`
+    (``{round or epoch: path}``).
+
+    Args:
+        dirpath: output folder; default ``<trainer.log_dir>/samples`` (``log_dir`` is the
+            ``default_root_dir`` when there is no logger).
+        every: ``"round"`` or ``"epoch"``.
+        nrow: images per row of the grid.
+    """
+
+    def __init__(self, dirpath: str | None = None, every: Literal["round", "epoch"] = "round", nrow: int = 8) -> None:
+        super().__init__()
+        if every not in ("round", "epoch"):
+            raise ValueError(f"`every` must be 'round' or 'epoch', got {every!r}.")
+        if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
+            raise ValueError(f"`nrow` must be an integer >= 1, got {nrow!r}.")
+        self.dirpath = dirpath
+        self.every = every
+        self.nrow = nrow
+        self.paths: dict[int, str] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(dirpath=self.dirpath, every=self.every)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        z = getattr(pl_module, "fixed_z", None)
+        if not callable(getattr(pl_module, "generate", None)) or not isinstance(z, torch.Tensor) or z.ndim < 2:
+            raise TypeError(f"`SampleGrid` needs a module with `generate(z)` and a `fixed_z` tensor of latent vectors "
+                            f"(as lit_robust.DCGAN has); `{type(pl_module).__name__}` lacks them.")
+
+    def _round_end(self, trainer: pl.Trainer, epoch: int) -> int | None:
+        """The round that ``epoch`` ends, or ``None`` when the epoch is inside a round."""
+        from lit_robust.callbacks.itlm import ITLM
+
+        itlm = next((cb for cb in trainer.callbacks if isinstance(cb, ITLM)), None)
+        if itlm is None:
+            return 0 if trainer.max_epochs is not None and epoch + 1 == trainer.max_epochs else None
+        r = itlm.round_of_epoch(epoch)
+        return r if epoch + 1 == sum(itlm.round_epochs[: r + 1]) else None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        key = epoch if self.every == "epoch" else self._round_end(trainer, epoch)
+        if key is None:
+            return
+        # `log_dir` broadcasts, so every rank asks for it; only rank 0 writes
+        folder = self.dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "samples")
+        self._save(pl_module, folder, key, f"{self.every}{key}.png")
+
+    @rank_zero_only
+    def _save(self, pl_module: Any, folder: str, key: int, filename: str) -> None:
+        os.makedirs(folder, exist_ok=True)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                images = pl_module.generate(pl_module.fixed_z).float().cpu()
+        finally:
+            pl_module.train(was_training)
+        path = os.path.join(folder, filename)
+        save_grid(images, path, self.nrow)
+        self.paths[key] = path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"paths": dict(self.paths)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.paths = dict(state_dict["paths"])

@@ -1,0 +1,153 @@
+"""Unlabeled image sets polluted with images of another kind (itlm_paper §6.3: MNIST + FashionMNIST)."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust.data.indexed import IndexedDataset
+
+__all__ = ["MixedImagesDataModule", "ImageSource"]
+
+ImageSource = Literal["mnist", "fashion_mnist"]
+_SOURCES = ("mnist", "fashion_mnist")
+
+
+def load_images(name: ImageSource, root: str, download: bool = False, train: bool = True) -> Tensor:
+    """The uint8 images ``[N, 28, 28]`` of a torchvision dataset in ``root`` (torchvision's raw layout)."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    cls = MNIST if name == "mnist" else FashionMNIST
+    try:
+        return cls(os.path.expanduser(root), train=train, download=download).data
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"{cls.__name__} not found under `root`={root!r} ({err}). Point `root` at a folder holding "
+            f"{cls.__name__}/raw (e.g. ../shared/data) or pass `download=True`."
+        ) from err
+
+
+class MixedImagesDataModule(pl.LightningDataModule):
+    """Unlabeled images of a clean kind polluted with a fraction of images of another kind.
+
+    A data collector wanted ``clean`` images (MNIST digits by default) but ``1 - clean_ratio`` of what it
+    got are ``bad`` images (FashionMNIST by default) — itlm_paper §6.3 and Appendix E.2. Exactly
+    ``round(clean_ratio * train_size)`` clean and the rest bad images are drawn (seeded) from the two
+    training sets, shuffled together, and scaled to ``[-1, 1]``.
+
+    Every sample is ``(index, image, 0, is_bad)``: the third element is a constant dummy target (the model
+    gets no labels) and ``is_bad`` (``True`` = the image comes from ``bad``) is the ground truth, used for
+    metrics only (e.g. the clean fraction of an :class:`~lit_robust.ITLM` selection). A validation split of
+    ``val_size`` images has the same mixture (no clean data anywhere); there is no test split.
+
+    Args:
+        root: folder holding ``MNIST/raw`` and ``FashionMNIST/raw`` (torchvision layout).
+        clean_ratio: fraction of clean images, in ``(0, 1]``.
+        train_size: number of training images.
+        val_size: number of validation images (same mixture), ``0`` for none.
+        clean / bad: which dataset is wanted and which pollutes it.
+        batch_size / eval_batch_size: training / validation and scoring batch sizes.
+        seed: seeds which images are drawn and their order.
+        download: let torchvision download missing datasets (needs internet).
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        clean_ratio: float = 0.8,
+        train_size: int = 5000,
+        val_size: int = 0,
+        clean: ImageSource = "mnist",
+        bad: ImageSource = "fashion_mnist",
+        batch_size: int = 64,
+        eval_batch_size: int = 500,
+        num_workers: int = 0,
+        seed: int = 0,
+        download: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(clean_ratio, bool) or not isinstance(clean_ratio, (int, float)) or not 0.0 < clean_ratio <= 1.0:
+            raise ValueError(f"`clean_ratio` must be in (0, 1], got {clean_ratio!r}.")
+        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+            raise ValueError(f"`train_size` must be an integer >= 1, got {train_size!r}.")
+        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+            raise ValueError(f"`val_size` must be an integer >= 0, got {val_size!r}.")
+        for name, value in (("clean", clean), ("bad", bad)):
+            if value not in _SOURCES:
+                raise ValueError(f"`{name}` must be one of {list(_SOURCES)}, got {value!r}.")
+        if clean == bad:
+            raise ValueError(f"`clean` and `bad` must name different datasets, got {clean!r} for both.")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
+        self.root = root
+        self.clean_ratio = float(clean_ratio)
+        self.train_size = train_size
+        self.val_size = val_size
+        self.clean = clean
+        self.bad = bad
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.download = download
+        self.train_set: IndexedDataset | None = None
+        self.val_set: IndexedDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.download:
+            for name in (self.clean, self.bad):
+                load_images(name, self.root, download=True)
+
+    def counts(self, n: int) -> tuple[int, int]:
+        """``(clean, bad)`` image counts of a split of ``n`` images."""
+        n_clean = int(round(self.clean_ratio * n))
+        return n_clean, n - n_clean
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        g = torch.Generator().manual_seed(self.seed)
+        (tr_c, tr_b), (va_c, va_b) = self.counts(self.train_size), self.counts(self.val_size)
+        drawn = {}
+        for name, need in ((self.clean, tr_c + va_c), (self.bad, tr_b + va_b)):
+            images = load_images(name, self.root, self.download) if need else torch.zeros(0, 28, 28, dtype=torch.uint8)
+            if need > len(images):
+                raise ValueError(
+                    f"`train_size` = {self.train_size} and `val_size` = {self.val_size} at `clean_ratio` = "
+                    f"{self.clean_ratio} need {need} {name} images, but {self.root!r} holds {len(images)}."
+                )
+            drawn[name] = images[torch.randperm(len(images), generator=g)[:need]]
+        clean, bad = drawn[self.clean], drawn[self.bad]
+        self.train_set = self._split(clean[:tr_c], bad[:tr_b], g)
+        if self.val_size:
+            self.val_set = self._split(clean[tr_c:], bad[tr_b:], g)
+
+    @staticmethod
+    def _split(clean: Tensor, bad: Tensor, g: torch.Generator) -> IndexedDataset:
+        images = torch.cat([clean, bad])
+        is_bad = torch.cat([torch.zeros(len(clean), dtype=torch.bool), torch.ones(len(bad), dtype=torch.bool)])
+        order = torch.randperm(len(images), generator=g)
+        x = (images[order].float() / 127.5 - 1.0).unsqueeze(1)
+        dummy = torch.zeros(len(images), dtype=torch.long)
+        return IndexedDataset(TensorDataset(x, dummy), corrupted=is_bad[order])
+
+    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, True, self.batch_size)
+
+    def scoring_dataloader(self) -> DataLoader:
+        """The whole training set in a fixed order (for ITLM's round scoring passes)."""
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, False, self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []

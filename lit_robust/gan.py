@@ -1,0 +1,184 @@
+"""A DCGAN that adopts the per-sample protocol, so ITLM can trim its training images (itlm_paper §6.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_robust.data.indexed import unpack_batch
+from lit_robust.mixin import RobustMixin
+
+__all__ = ["DCGAN", "dcgan_init"]
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al.'s initialisation: conv weights ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGAN(RobustMixin, pl.LightningModule):
+    r"""A small DCGAN for ``channels × image_size × image_size`` images in ``[-1, 1]`` (manual optimisation).
+
+    The per-sample loss — and so the score an :class:`~lit_robust.ITLM` round ranks by — is the
+    discriminator's loss on each *real* image, :math:`\ell_i = -\log D(s_i)` (itlm_paper eq. 18: the
+    images the discriminator finds least real are trimmed first). A training step is ordinary GAN
+    training of both networks on the images of the batch (eq. 17), the real term averaged through
+    :meth:`~lit_robust.RobustMixin.reduce_loss` (so per-batch filters apply to it too):
+
+    .. math::
+        L_D = \tfrac{1}{|S|}\textstyle\sum_{i\in S} -\log D(s_i) + \mathbb{E}_z[-\log(1 - D(G(z)))],
+        \qquad L_G = \mathbb{E}_z[-\log D(G(z))] \ \text{(non-saturating)}.
+
+    The generator has BatchNorm (DCGAN); the discriminator has none, so a real image's score does not
+    depend on the other images of its batch and is the same in training and evaluation mode.
+
+    Batches are ``(index, image, target[, is_corrupted])``; the target is ignored (the data are unlabeled).
+    The latent noise comes from a private generator seeded by ``seed`` and saved in checkpoints, so a
+    resumed run draws the same noise as an uninterrupted one. ``fixed_z`` (a buffer of ``num_fixed``
+    latent vectors drawn once from ``seed``) is what :class:`~lit_robust.SampleGrid` renders each round.
+
+    Args:
+        latent_dim: size of :math:`z \sim \mathcal{N}(0, I)`.
+        channels: image channels.
+        image_size: image side, a multiple of 4 (28 for MNIST).
+        g_width / d_width: channel width of the generator's last hidden layer / discriminator's first layer.
+        lr / beta1 / beta2: Adam settings of both networks (the DCGAN paper's defaults).
+        num_fixed: how many fixed latent vectors to keep for sample grids.
+        seed: seeds the initial weights, the fixed latent vectors and the noise stream.
+
+    Example:
+        >>> gan = DCGAN(latent_dim=8, g_width=4, d_width=4)
+        >>> gan.generate(torch.randn(2, 8)).shape
+        torch.Size([2, 1, 28, 28])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        channels: int = 1,
+        image_size: int = 28,
+        g_width: int = 32,
+        d_width: int = 32,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        num_fixed: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("latent_dim", latent_dim), ("channels", channels), ("g_width", g_width),
+                            ("d_width", d_width), ("num_fixed", num_fixed)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8 or image_size % 4:
+            raise ValueError(f"`image_size` must be a multiple of 4 and >= 8, got {image_size!r}.")
+        if not lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
+        for name, value in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        base = image_size // 4
+        self.generator = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, 2 * g_width, base, 1, 0, bias=False),  # 1x1 -> base x base
+            nn.BatchNorm2d(2 * g_width), nn.ReLU(True),
+            nn.ConvTranspose2d(2 * g_width, g_width, 4, 2, 1, bias=False),  # -> 2 base
+            nn.BatchNorm2d(g_width), nn.ReLU(True),
+            nn.ConvTranspose2d(g_width, channels, 4, 2, 1),  # -> 4 base = image_size
+            nn.Tanh(),
+        )
+        self.discriminator = nn.Sequential(
+            nn.Conv2d(channels, d_width, 4, 2, 1), nn.LeakyReLU(0.2, True),  # -> 2 base
+            nn.Conv2d(d_width, 2 * d_width, 4, 2, 1), nn.LeakyReLU(0.2, True),  # -> base
+            nn.Conv2d(2 * d_width, 1, base, 1, 0),  # -> 1x1 logit
+            nn.Flatten(),
+        )
+        self.reinitialize(seed)
+        g = torch.Generator().manual_seed(seed + 1)
+        self.register_buffer("fixed_z", torch.randn(num_fixed, latent_dim, generator=g))
+        self._noise = torch.Generator()
+        self._noise.manual_seed(seed + 2)
+
+    # -- networks -----------------------------------------------------------------------------------
+    def generate(self, z: Tensor) -> Tensor:
+        """Images ``G(z)`` in ``[-1, 1]`` for latent vectors ``z`` of shape ``[N, latent_dim]``."""
+        return self.generator(z.reshape(z.shape[0], -1, 1, 1))
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """The discriminator's logit per image, shape ``[N]`` (``D(x) = sigmoid(logit)``)."""
+        return self.discriminator(x).reshape(x.shape[0])
+
+    def sample_noise(self, n: int) -> Tensor:
+        """``n`` latent vectors from the module's own (checkpointed) noise stream."""
+        return torch.randn(n, self.hparams.latent_dim, generator=self._noise).to(self.device)
+
+    # -- the per-sample protocol ----------------------------------------------------------------------
+    def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """``-log D(x_i)`` for every real image of the batch, and the discriminator's logits."""
+        x = unpack_batch(batch).input
+        logits = self.discriminate(x)
+        return F.softplus(-logits), logits  # = binary_cross_entropy_with_logits(logits, 1), per sample
+
+    def reinitialize(self, seed: int) -> None:
+        """Re-draw both networks with :func:`dcgan_init` under a private RNG seeded with ``seed``."""
+        devices = sorted({p.device.index or 0 for p in self.parameters() if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            dcgan_init(self.generator)
+            dcgan_init(self.discriminator)
+
+    # -- training --------------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt_d, opt_g = self.optimizers()
+        losses, logits = self.per_sample_loss(batch)
+        fake = self.generate(self.sample_noise(losses.shape[0]))
+
+        # discriminator: real images (through the batch selectors, if any) vs detached fakes
+        d_real = self.reduce_loss(losses, batch, logits)
+        d_fake = F.softplus(self.discriminate(fake.detach())).mean()  # -log(1 - D(G(z)))
+        d_loss = d_real + d_fake
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+
+        # generator: non-saturating loss -log D(G(z)) against the updated discriminator
+        g_loss = F.softplus(-self.discriminate(fake)).mean()
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+
+        self.log_dict({"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real_loss": d_real.detach()},
+                      prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        losses, _ = self.per_sample_loss(batch)
+        self.log("val_d_real_loss", losses.mean())
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """``[discriminator's Adam, generator's Adam]`` (the order ``training_step`` unpacks)."""
+        hp = self.hparams
+        betas = (hp.beta1, hp.beta2)
+        return [torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr, betas=betas),
+                torch.optim.Adam(self.generator.parameters(), lr=hp.lr, betas=betas)]
+
+    # -- state -----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dcgan_noise_state"] = self._noise.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("dcgan_noise_state")
+        if state is not None:
+            self._noise.set_state(state)

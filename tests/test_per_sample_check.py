@@ -1,0 +1,97 @@
+"""`check_per_sample_scores`: a score that depends on the rest of its batch is caught; per-sample ones pass."""
+
+import math
+
+import pytest
+import torch
+
+from lit_robust.mixin import check_per_sample_scores, per_sample_mismatch
+
+
+def slow_mismatch(again, scores, rtol):
+    """The rule written out sample by sample."""
+    finite = [float(v) for v in scores if math.isfinite(float(v))]
+    spread = max(finite) - min(finite) if finite else 0.0
+    out = []
+    for a, b in zip(again.tolist(), scores.tolist()):
+        if math.isfinite(a) and math.isfinite(b):
+            out.append(abs(a - b) > rtol * (abs(b) + spread))
+        elif math.isnan(a) and math.isnan(b):
+            out.append(False)
+        else:
+            out.append(not (math.isinf(a) and a == b))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mismatch_matches_the_slow_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(12, generator=g) * 10 ** float(torch.randint(-3, 3, (), generator=g))
+    specials = torch.tensor([math.nan, math.inf, -math.inf, 0.0])
+    scores[torch.randint(0, 12, (3,), generator=g)] = specials[torch.randint(0, 4, (3,), generator=g)]
+    again = scores[:6].clone()
+    noise = torch.randn(6, generator=g).double() * 10 ** float(torch.randint(-6, 0, (), generator=g))
+    again = (again.double() + noise).float()
+    again[torch.randint(0, 6, (1,), generator=g)] = specials[torch.randint(0, 4, (1,), generator=g)]
+    for rtol in (1e-3, 1e-1):
+        assert per_sample_mismatch(again, scores, rtol).tolist() == slow_mismatch(again, scores, rtol)
+
+
+def _batch(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.arange(n), torch.randn(n, 5, generator=g), torch.zeros(n, dtype=torch.long)
+
+
+def per_sample(batch):
+    return (batch[1] ** 2).sum(1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("name", "fn"), [
+    ("centred on the batch", lambda b: per_sample(b) - per_sample(b).mean()),
+    ("batch mean broadcast", lambda b: per_sample(b).mean().expand(b[1].shape[0])),
+    ("normalised by the batch", lambda b: per_sample(b) / per_sample(b).sum()),
+    ("rank within the batch", lambda b: per_sample(b).argsort().argsort().float()),
+])
+def test_batch_dependent_scores_are_caught(name, fn, seed):
+    batch = _batch(seed=seed)
+    with pytest.raises(ValueError, match=r"`ITLM`: `sample_scores` must score each sample on its own, but the first "
+                                         r"(16|2) samples of a batch of 40"):
+        check_per_sample_scores("ITLM", fn, batch, fn(batch))
+
+
+def test_per_sample_scores_pass_also_with_nan_inf_and_dict_inputs():
+    batch = _batch()
+
+    def with_specials(b):
+        s = per_sample(b)
+        return torch.where(b[0] % 5 == 0, torch.full_like(s, math.nan), torch.where(b[0] % 7 == 0, math.inf, s))
+
+    check_per_sample_scores("ITLM", with_specials, batch, with_specials(batch))
+    as_dict = (batch[0], {"x": batch[1], "meta": [batch[1][:, :1]]}, batch[2])
+    fn = lambda b: (b[1]["x"] ** 2).sum(1) + b[1]["meta"][0][:, 0]  # noqa: E731
+    check_per_sample_scores("ITLM", fn, as_dict, fn(as_dict))
+
+
+def test_what_is_not_checked():
+    calls = []
+
+    def centred(b):
+        calls.append(len(b[0]))
+        return per_sample(b) - per_sample(b).mean()
+
+    one = _batch(n=1)
+    check_per_sample_scores("ITLM", centred, one, centred(one))  # one sample: nothing to compare
+    odd = (torch.arange(4), torch.randn(4, 2), "not batched")  # cannot be cut: skipped, not guessed
+    check_per_sample_scores("ITLM", centred, odd, centred(_batch(n=4)))
+    assert calls == [1, 4]
+
+
+def test_a_sub_batch_of_the_wrong_shape_is_reported():
+    def squeezes(b):
+        return per_sample(b).reshape(-1, 1).squeeze() if len(b[0]) > 2 else per_sample(b)[:1]
+
+    batch = _batch()
+    with pytest.raises(ValueError, match=r"returned shape \(1,\) for a batch of 2 samples; it must return one score "
+                                         r"per sample \(shape \(2,\)\)"):
+        check_per_sample_scores("ITLM", squeezes, batch, squeezes(batch))
