@@ -6,6 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from lit_robust.selection import masked_mean
 
@@ -105,8 +106,15 @@ class RobustMixin:
 
 
 def reset_parameters(module: torch.nn.Module, seed: int) -> None:
-    """Call ``reset_parameters()`` on every submodule owning parameters, with a private seeded RNG."""
-    owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    """Call ``reset_parameters()`` on every submodule owning parameters, with a private seeded RNG.
+
+    A parametrised layer (``torch.nn.utils.parametrize``, e.g. :func:`lit_robust.apply_spectral_norm`) gets
+    fresh *unconstrained* tensors: a plain copy of the layer is reset and its values become the
+    parametrisation's ``original`` (the constraint, e.g. ``W / (σ/k)``, still applies on top).
+    """
+    owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))
+              and not isinstance(m, parametrize.ParametrizationList)]
+    owners += [m for m in module.modules() if parametrize.is_parametrized(m) and m not in owners]
     missing = sorted({type(m).__name__ for m in owners if not callable(getattr(m, "reset_parameters", None))})
     if missing:
         raise TypeError(
@@ -117,7 +125,27 @@ def reset_parameters(module: torch.nn.Module, seed: int) -> None:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for m in owners:
-            m.reset_parameters()
+            if parametrize.is_parametrized(m):
+                _reset_parametrized(m)
+            else:
+                m.reset_parameters()
+
+
+def _reset_parametrized(m: torch.nn.Module) -> None:
+    """Reset a parametrised layer through a plain twin of its own class (its ``reset_parameters`` then writes
+    real tensors, not the parametrisation's output), and store the fresh tensors as the ``original``\ s."""
+    base = type(m).__bases__[0]  # parametrize swaps the class for a subclass `Parametrized<Base>`
+    names = list(m.parametrizations.keys())
+    twin = base.__new__(base)
+    twin.__dict__.update(m.__dict__)
+    twin._modules = {k: v for k, v in m._modules.items() if k != "parametrizations"}
+    twin._parameters = dict(m._parameters)  # shares the unconstrained parameters (e.g. bias): reset in place
+    for name in names:
+        twin._parameters[name] = torch.nn.Parameter(m.parametrizations[name].original.detach().clone())
+    twin.reset_parameters()
+    with torch.no_grad():
+        for name in names:
+            m.parametrizations[name].original.copy_(twin._parameters[name])
 
 
 def require_mixin(owner: str, module: Any) -> RobustMixin:

@@ -86,3 +86,26 @@ def test_reset_parameters_names_modules_it_cannot_reset():
 
     with pytest.raises(TypeError, match=r"cannot re-initialise \['Custom'\].*override `reinitialize"):
         reset_parameters(nn.Sequential(nn.Linear(2, 2), Custom()), 0)
+
+
+def test_reset_parameters_redraws_parametrised_layers_like_plain_ones():
+    """A spectrally normalised model re-initialises its unconstrained weights exactly as the plain model would."""
+    from torch import nn
+
+    from lit_robust.mixin import reset_parameters
+    from lit_robust.spectral import apply_spectral_norm
+
+    def make():
+        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+
+    sn = make()
+    apply_spectral_norm(sn, k=1.0)
+    before = sn[0].parametrizations.weight.original.clone()
+    reset_parameters(sn, 7)
+    plain = make()
+    reset_parameters(plain, 7)
+    assert not torch.equal(before, sn[0].parametrizations.weight.original)
+    assert torch.equal(plain[0].weight, sn[0].parametrizations.weight.original)
+    assert torch.equal(plain[3].weight, sn[3].parametrizations.weight.original)
+    assert torch.equal(plain[0].bias, sn[0].bias) and torch.equal(plain[3].bias, sn[3].bias)
+    assert type(sn[0]).__name__ == "ParametrizedConv2d" and sn[0].weight.shape == (3, 1, 3, 3)  # still constrained
