@@ -17,15 +17,15 @@ has no clean data to validate on).
 from __future__ import annotations
 
 import math
-import os
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from lit_robust.anomaly.base import check_ratio
+from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 
 __all__ = [
@@ -87,7 +87,7 @@ def pca_features(train: Tensor, others: list[Tensor], n_components: int) -> tupl
     return proj(train), [proj(o) for o in others]
 
 
-class AnomalyDataModule(pl.LightningDataModule):
+class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
     """Base: subclasses implement :meth:`build` returning ``(x_train, is_anomaly_train, x_test, is_anomaly_test)``."""
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
@@ -117,23 +117,6 @@ class AnomalyDataModule(pl.LightningDataModule):
         """Feature dimension (after :meth:`setup`)."""
         assert self.train_set is not None, "call setup() first"
         return int(self.x_train[0].numel())
-
-    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=drop_last, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, True, self.batch_size, self.drop_last)
-
-    def scoring_dataloader(self) -> DataLoader:
-        """The training set in a fixed order (for ITLM-style scoring passes)."""
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        assert self.test_set is not None, "call setup() first"
-        return self._loader(self.test_set, False, self.eval_batch_size)
 
 
 class TwoMoonsAnomalyDataModule(AnomalyDataModule):
@@ -215,26 +198,14 @@ class OneClassMNISTDataModule(AnomalyDataModule):
         self.normal_class, self.anomaly_classes = normal_class, others
         self.max_normal, self.pca_dim, self.test_size = max_normal, pca_dim, test_size
 
-    def _dataset_cls(self):
-        import torchvision.datasets as tvd
-
-        return getattr(tvd, self._name)
-
     def prepare_data(self) -> None:
         if self.download:
-            cls = self._dataset_cls()
-            cls(self.root, train=True, download=True)
-            cls(self.root, train=False, download=True)
+            for train in (True, False):
+                torchvision_split(self._name, self.root, train, download=True)
 
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        cls = self._dataset_cls()
-        root = os.path.expanduser(self.root)
-        try:
-            train = cls(root, train=True, download=self.download)
-            test = cls(root, train=False, download=self.download)
-        except RuntimeError as err:
-            raise RuntimeError(f"{self._name} not found under `root`={self.root!r} ({err}). Point `root` at a folder "
-                               f"holding {self._name}/raw (e.g. ../shared/data) or pass `download=True`.") from err
+        train = torchvision_split(self._name, self.root, True, self.download)
+        test = torchvision_split(self._name, self.root, False, self.download)
         return train.data, train.targets, test.data, test.targets
 
     def build(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -8,7 +8,6 @@ evaluation transform, which :class:`~lit_robust.ITLM` uses for its round scoring
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
 
@@ -53,7 +53,7 @@ def _fixed_test_split(x: Tensor, y: Tensor, test_size: int) -> tuple[Tensor, Ten
     return x[tr], y[tr], x[te], y[te]
 
 
-class _InMemorySplits(pl.LightningDataModule):
+class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
     """In-memory train (corrupted) / validation (corrupted alike) / test (clean) splits and their loaders.
 
     Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)`` and :meth:`_corrupt`.
@@ -101,26 +101,6 @@ class _InMemorySplits(pl.LightningDataModule):
         if self.val_size:
             self.val_set = split(va)
         self.test_set = IndexedDataset(TensorDataset(x_test, y_test))
-
-    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, True, self.batch_size)
-
-    def scoring_dataloader(self) -> DataLoader:
-        """The whole training set, fixed order, evaluation transform (for round scoring passes)."""
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, False, self.eval_batch_size)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []
-
-    def test_dataloader(self) -> DataLoader:
-        assert self.test_set is not None, "call setup() first"
-        return self._loader(self.test_set, False, self.eval_batch_size)
 
 
 class CorruptedClassificationDataModule(_InMemorySplits):
@@ -178,35 +158,21 @@ class MNISTDataModule(CorruptedClassificationDataModule):
     The offline copy in ``../shared/data`` holds 6,000 training and 4,000 test digits.
     """
 
-    _mean, _std = 0.1307, 0.3081
+    _name, _mean, _std = "MNIST", 0.1307, 0.3081
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.root = root
         self.download = download
 
-    def _dataset_cls(self):
-        from torchvision.datasets import MNIST
-
-        return MNIST
-
     def prepare_data(self) -> None:
         if self.download:
-            cls = self._dataset_cls()
-            cls(self.root, train=True, download=True)
-            cls(self.root, train=False, download=True)
+            for train in (True, False):
+                torchvision_split(self._name, self.root, train, download=True)
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        cls = self._dataset_cls()
-        root = os.path.expanduser(self.root)
-        try:
-            train = cls(root, train=True, download=self.download)
-            test = cls(root, train=False, download=self.download)
-        except RuntimeError as err:
-            raise RuntimeError(
-                f"{cls.__name__} not found under `root`={self.root!r} ({err}). Point `root` at a folder holding "
-                f"{cls.__name__}/raw (e.g. ../shared/data) or pass `download=True`."
-            ) from err
+        train = torchvision_split(self._name, self.root, True, self.download)
+        test = torchvision_split(self._name, self.root, False, self.download)
         return (_normalised(train.data, self._mean, self._std), train.targets.long(),
                 _normalised(test.data, self._mean, self._std), test.targets.long())
 
@@ -214,12 +180,7 @@ class MNISTDataModule(CorruptedClassificationDataModule):
 class FashionMNISTDataModule(MNISTDataModule):
     """FashionMNIST through torchvision (offline copy: 60,000 training / 10,000 test images)."""
 
-    _mean, _std = 0.2860, 0.3530
-
-    def _dataset_cls(self):
-        from torchvision.datasets import FashionMNIST
-
-        return FashionMNIST
+    _name, _mean, _std = "FashionMNIST", 0.2860, 0.3530
 
 
 class DigitsDataModule(CorruptedClassificationDataModule):
@@ -403,10 +364,8 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
 
     def prepare_data(self) -> None:
         if self.download:
-            from torchvision.datasets import MNIST
-
-            MNIST(self.root, train=True, download=True)
-            MNIST(self.root, train=False, download=True)
+            for train in (True, False):
+                torchvision_split("MNIST", self.root, train, download=True)
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         dm = MNISTDataModule(root=self.root, download=self.download)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
+from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 
 __all__ = ["MixedImagesDataModule", "ImageSource"]
@@ -20,19 +20,10 @@ _SOURCES = ("mnist", "fashion_mnist")
 
 def load_images(name: ImageSource, root: str, download: bool = False, train: bool = True) -> Tensor:
     """The uint8 images ``[N, 28, 28]`` of a torchvision dataset in ``root`` (torchvision's raw layout)."""
-    from torchvision.datasets import MNIST, FashionMNIST
-
-    cls = MNIST if name == "mnist" else FashionMNIST
-    try:
-        return cls(os.path.expanduser(root), train=train, download=download).data
-    except RuntimeError as err:
-        raise RuntimeError(
-            f"{cls.__name__} not found under `root`={root!r} ({err}). Point `root` at a folder holding "
-            f"{cls.__name__}/raw (e.g. ../shared/data) or pass `download=True`."
-        ) from err
+    return torchvision_split("MNIST" if name == "mnist" else "FashionMNIST", root, train, download).data
 
 
-class MixedImagesDataModule(pl.LightningDataModule):
+class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
     """Unlabeled images of a clean kind polluted with a fraction of images of another kind.
 
     A data collector wanted ``clean`` images (MNIST digits by default) but ``1 - clean_ratio`` of what it
@@ -136,18 +127,3 @@ class MixedImagesDataModule(pl.LightningDataModule):
         dummy = torch.zeros(len(images), dtype=torch.long)
         return IndexedDataset(TensorDataset(x, dummy), corrupted=is_bad[order])
 
-    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, True, self.batch_size)
-
-    def scoring_dataloader(self) -> DataLoader:
-        """The whole training set in a fixed order (for ITLM's round scoring passes)."""
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, False, self.eval_batch_size)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []

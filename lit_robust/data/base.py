@@ -1,0 +1,59 @@
+"""Pieces every in-memory datamodule shares: the torchvision loader with its error, and the split loaders."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from lit_robust.data.indexed import IndexedDataset
+
+__all__ = ["torchvision_split", "SplitLoaders"]
+
+
+def torchvision_split(name: str, root: str, train: bool, download: bool = False) -> Any:
+    """The ``train`` (or test) split of ``torchvision.datasets.<name>`` under ``root`` (torchvision's layout),
+    with an error that says where the files were looked for and how to get them."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, name)
+    try:
+        return cls(os.path.expanduser(root), train=train, download=download)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"{name} not found under `root`={root!r} ({err}). Point `root` at a folder holding "
+            f"{name}/raw (e.g. ../shared/data) or pass `download=True`."
+        ) from err
+
+
+class SplitLoaders:
+    """Loaders of a datamodule holding ``train_set`` / ``val_set`` / ``test_set`` (:class:`IndexedDataset` or
+    ``None``) with ``batch_size``, ``eval_batch_size``, ``num_workers`` and optionally ``drop_last``:
+    the shuffled training loader, the same set in a fixed order for round scoring passes (``scoring_dataloader``,
+    used by :class:`~lit_robust.ITLM`), and the evaluation loaders."""
+
+    train_set: IndexedDataset | None = None
+    val_set: IndexedDataset | None = None
+    test_set: IndexedDataset | None = None
+    drop_last: bool = False
+
+    def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          drop_last=drop_last, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, True, self.batch_size, self.drop_last)
+
+    def scoring_dataloader(self) -> DataLoader:
+        """The whole training set in a fixed order, evaluation batch size (for round scoring passes)."""
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, False, self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        assert self.test_set is not None, "call setup() first"
+        return self._loader(self.test_set, False, self.eval_batch_size)
