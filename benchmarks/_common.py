@@ -18,7 +18,8 @@ def quiet() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for message in (".*does not have many workers.*", ".*The number of training batches.*",
-                    ".*GPU available but not used.*", ".*isinstance.*LeafSpec.*", ".*too small to drop.*"):
+                    ".*GPU available.*", ".*isinstance.*LeafSpec.*", ".*too small to drop.*",
+                    ".*Total length of.*", ".*validation_step.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

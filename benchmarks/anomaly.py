@@ -28,21 +28,22 @@ The last line printed is one JSON object with the headline figures.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import datetime as _dt
 import json
-import logging
-import multiprocessing as mp
 import os
 import platform
 import statistics
+import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quiet as _quiet  # noqa: E402
+from _common import run_tasks
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -102,14 +103,6 @@ SMOKE = (Moons(n_train=300, n_test=200, epochs=2, couplings=2, hidden=16, kinds=
 
 
 # -- workers ---------------------------------------------------------------------------------------------------
-def _quiet() -> None:
-    import pytorch_lightning  # noqa: F401  (it sets its logger to INFO on import)
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for msg in (".*does not have many workers.*", ".*The number of training batches.*", ".*GPU available.*",
-                ".*LeafSpec.*", ".*validation_step.*"):
-        warnings.filterwarnings("ignore", message=msg)
 
 
 def _fit(model: Any, dm: Any, epochs: int) -> None:
@@ -500,11 +493,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   for k in moons.kinds for s in moons.seeds for m in FLOWS]
 
     t0 = time.perf_counter()
-    if jobs == 1:
-        results = [_call(t) for t in tasks]
-    else:
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_call, tasks))
+    results = list(run_tasks(_call, tasks, jobs))
     wall = time.perf_counter() - t0
     agg = aggregate(results)
     out = Path(args.out) if args.out else (DEFAULT_OUT if full else None)

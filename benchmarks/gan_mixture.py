@@ -34,25 +34,25 @@ The last line printed is one JSON object with the headline figures.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import datetime as _dt
 import json
-import logging
 import math
-import multiprocessing as mp
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import mean_std as _mean_std  # noqa: E402
+from _common import quiet as _quiet
+from _common import run_tasks
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # benchmark the checkout this script lives in, not another installed copy
@@ -105,14 +105,6 @@ SMOKE = replace(FULL, train_size=300, first_epochs=1, rounds=1, latent_dim=16, w
 QUICK_ROW = 80
 
 
-def _quiet() -> None:
-    import pytorch_lightning  # noqa: F401  (it sets its logger to INFO on import)
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for message in (".*does not have many workers.*", ".*The number of training batches.*",
-                    ".*GPU available but not used.*", ".*isinstance.*LeafSpec.*", ".*Total length of.*"):
-        warnings.filterwarnings("ignore", message=message)
 
 
 # -- the digit-vs-fashion judge of generated images ------------------------------------------------------
@@ -229,10 +221,6 @@ def _run_config_star(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- report --------------------------------------------------------------------------------------------------
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for clean in dict.fromkeys(r["clean"] for r in results):
@@ -452,14 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="gan_mixture_"))
     tasks = [dict(clean_pct=c, seed=s, proto=proto, data_root=args.data_root, judge_state=judge_state,
                   grid_dir=str(scratch / f"clean{c}_seed{s}"), threads=args.threads) for c in rows for s in seeds]
-    results: list[dict[str, Any]] = []
-    if jobs <= 1:
-        for t in tasks:
-            results.append(_report(run_config(**t)))
-    else:
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            for res in pool.map(_run_config_star, tasks):
-                results.append(_report(res))
+    results = [_report(res) for res in run_tasks(_run_config_star, tasks, jobs)]
     wall = time.perf_counter() - t0
     out = args.out or (str(DEFAULT_OUT) if full else None)
     if out:  # keep the grids of the first seed next to the table

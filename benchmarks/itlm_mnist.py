@@ -35,22 +35,23 @@ The last line printed is one JSON object with the headline figures.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import datetime as _dt
 import json
-import logging
-import multiprocessing as mp
 import os
 import platform
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import mean_std as _mean_std  # noqa: E402
+from _common import quiet as _quiet
+from _common import run_tasks
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -117,15 +118,6 @@ QUICK_ROW = ("systematic", 70)  # --quick / --smoke: one row where the paper sho
 
 
 # -- one configuration -----------------------------------------------------------------------------
-def _quiet() -> None:
-    import pytorch_lightning  # noqa: F401  (it sets its logger to INFO on import)
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
 
 
 def _trainer(max_epochs: int, callbacks: list) -> Any:
@@ -240,10 +232,6 @@ def _run_config_star(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- aggregation and report ------------------------------------------------------------------------
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for noise, clean in dict.fromkeys((r["noise"], r["clean"]) for r in results):
@@ -400,14 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tasks = [dict(noise=n, clean_pct=c, seed=s, proto=proto, data_root=args.data_root, threads=args.threads)
              for (n, c) in rows for s in seeds]
     t0 = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    if jobs <= 1:
-        for t in tasks:
-            results.append(_report(run_config(**t)))
-    else:
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            for res in pool.map(_run_config_star, tasks):
-                results.append(_report(res))
+    results = [_report(res) for res in run_tasks(_run_config_star, tasks, jobs)]
     wall = time.perf_counter() - t0
     run = {"mode": "full" if full else ("quick" if args.quick else "smoke"), "protocol": asdict(proto), "seeds": seeds,
            "jobs": jobs, "threads": args.threads, "wall_s": round(wall, 1), "date": _dt.date.today().isoformat(),

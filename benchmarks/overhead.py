@@ -39,13 +39,11 @@ import argparse
 import ctypes
 import datetime as _dt
 import json
-import logging
 import os
 import platform
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +51,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quiet as _quiet  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -141,13 +142,6 @@ def interleave(candidate: Callable[[], Any], reference: Callable[[], Any], reps:
 
 
 # -- shared setup ----------------------------------------------------------------------------------------
-def _quiet() -> None:
-    import pytorch_lightning  # noqa: F401  (it sets its logger to INFO on import)
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for msg in (".*does not have many workers.*", ".*The number of training batches.*", ".*GPU available but not used.*"):
-        warnings.filterwarnings("ignore", message=msg)
 
 
 def pin_malloc() -> bool:
