@@ -27,6 +27,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread: small models gain nothing from intra-op threads, and on a loaded
+    2-core machine the threads only contend (5-20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def blobs(n: int = 240, seed: int = 0, clean_ratio: float = 0.7):
     """Three Gaussian blobs in 2-D with random label noise (ground truth kept)."""
     g = torch.Generator().manual_seed(seed)

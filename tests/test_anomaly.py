@@ -21,14 +21,7 @@ from lit_robust.anomaly import anomaly_count, rca_exchange_masks, rca_keep_ratio
 from lit_robust.spectral import KLipschitzWeight
 from tests.conftest import tiny_trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These small models gain nothing from intra-op threads; on a loaded 2-core machine they only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: intra-op threads only contend
 
 
 # -- pure functions against slow references --------------------------------------------------------------------

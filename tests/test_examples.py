@@ -39,20 +39,8 @@ def test_regression_example_runs_and_filters():
     assert last.dropped > 0 and last.dropped_corrupted_frac > last.corrupted_frac
 
 
-def one_thread(fn):
-    """Run ``fn`` with one torch thread (small models; intra-op threads only contend on a loaded machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def test_spectral_norm_example_bounds_the_layers():
-    out = one_thread(lambda: load("spectral_norm").main(fast=True))
+def test_spectral_norm_example_bounds_the_layers(one_torch_thread):
+    out = load("spectral_norm").main(fast=True)
     assert 0.0 <= out["test_acc"] <= 1.0
     assert out["sigmas"]["head"] <= 1.0 + 1e-5  # truncated: exact
     assert set(out["sigmas"]) == {"body.1", "body.3", "head"}
@@ -60,25 +48,18 @@ def test_spectral_norm_example_bounds_the_layers():
     assert all(2.0 * (1 - 1e-4) <= out["sigmas"][n] <= 2.0 * 1.01 for n in ("body.1", "body.3"))
 
 
-def test_anomaly_example_scores_and_trims():
-    out = one_thread(lambda: load("anomaly_detection").main(fast=True))
+def test_anomaly_example_scores_and_trims(one_torch_thread):
+    out = load("anomaly_detection").main(fast=True)
     assert set(out["auc"]) == {"RealNVP", "RobustRealNVP", "RCA"}
     assert all(0.0 <= auc <= 1.0 for auc in out["auc"].values())
     trimmed = out["trimmed"]
     assert trimmed.dropped > 0 and trimmed.dropped_corrupted_frac > 3 * trimmed.corrupted_frac
 
 
-def test_gan_example_runs_trims_and_saves_grids(tmp_path):
-    import torch
-
+def test_gan_example_runs_trims_and_saves_grids(tmp_path, one_torch_thread):
     from tests.conftest import SHARED_DATA
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small model: one thread is faster, and far faster on a busy machine
-    try:
-        out = load("gan_mixed_images").main(fast=True, root=str(SHARED_DATA), out_dir=str(tmp_path))
-    finally:
-        torch.set_num_threads(threads)
+    out = load("gan_mixed_images").main(fast=True, root=str(SHARED_DATA), out_dir=str(tmp_path))
     first, second = out["history"]
     assert first.kept == 600 and abs(first.clean_precision - 0.7) < 1e-6
     assert second.kept == 390  # floor(0.65 * 600)

@@ -15,13 +15,7 @@ from tests.conftest import tiny_trainer
 SMALL = dict(latent_dim=8, g_width=8, d_width=8, num_fixed=12)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small models run faster on one thread, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: intra-op threads only contend
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,7 @@ from lit_robust import SpectralNorm, apply_spectral_norm, remove_spectral_norm, 
 from lit_robust.spectral import k_lipschitz_normalize, power_iteration, select_modules
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These small models gain nothing from intra-op threads; on a loaded 2-core machine they only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: intra-op threads only contend
 
 
 def svd_sigma(w: torch.Tensor) -> float:
