@@ -15,9 +15,19 @@ from lit_robust.anomaly import (
     TwoMoonsAnomalyDataModule,
     roc_auc,
 )
-from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord, SampleGrid
+from lit_robust.callbacks import (
+    ITLM,
+    AdversarialTrigger,
+    BackdoorMetrics,
+    BatchFilter,
+    FilterEpochRecord,
+    RoundRecord,
+    SampleGrid,
+)
 from lit_robust.coteaching import CoTeaching, CoTeachingEpochRecord
 from lit_robust.data import (
+    BackdoorFashionMNISTDataModule,
+    BackdoorMNISTDataModule,
     CorruptedRegressionDataModule,
     DiabetesDataModule,
     DigitsDataModule,
@@ -94,4 +104,8 @@ __all__ = [
     "OneClassMNISTDataModule",
     "OneClassFashionMNISTDataModule",
     "roc_auc",
+    "AdversarialTrigger",
+    "BackdoorMetrics",
+    "BackdoorMNISTDataModule",
+    "BackdoorFashionMNISTDataModule",
 ]

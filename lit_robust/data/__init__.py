@@ -1,5 +1,6 @@
 """Indexed datasets, corruption generators and LightningDataModules."""
 
+from lit_robust.data.backdoor import ATTACKS, BackdoorFashionMNISTDataModule, BackdoorMNISTDataModule
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.datamodules import (
     CorruptedClassificationDataModule,
@@ -36,4 +37,7 @@ __all__ = [
     "SyntheticLinearDataModule",
     "ink_landmarks",
     "MixedImagesDataModule",
+    "BackdoorMNISTDataModule",
+    "BackdoorFashionMNISTDataModule",
+    "ATTACKS",
 ]
