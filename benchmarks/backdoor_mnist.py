@@ -11,14 +11,17 @@ units, Bootstrap hard with β = 0.8 (Reed et al.). The thesis's MNIST numbers ar
 
 Part 2 — itlm_paper §6.4 / Table 4 pattern: single-target watermark attacks ('X' 1 → 2, 'X' 9 → 4, 'L' 6 → 0),
 5 % of the source class watermarked and relabelled; naive training vs ITLM with α = 0.98, 4 early-stopped
-rounds (round 0 on all data, then 3 trimmed; 1 epoch each) and one full round; the small CNN (``cnn2``), SGD
-lr 0.1, 3 seeds. Attack success rate on the watermarked test images of the source class, clean accuracy.
+rounds (round 0 on all data, then 3 trimmed; 1 epoch each) and one full round; the small CNN (``cnn2``), Adam
+lr 1e-3 (a first full run with SGD lr 0.1, momentum 0.9 diverged to constant predictions in 3 of 18 runs and
+let the watermark be learnt within the first epoch), 3 seeds. Attack success rate on the watermarked test images of the source class, clean accuracy.
 
 Usage::
 
     python benchmarks/backdoor_mnist.py            # full -> benchmarks/results/backdoor_mnist.md (+ .json)
     python benchmarks/backdoor_mnist.py --quick    # one attack/ε, three methods, one ITLM row (< 60 s)
     python benchmarks/backdoor_mnist.py --smoke    # a few seconds, for the test suite
+    python benchmarks/backdoor_mnist.py --reuse-table   # full watermark part only; Table 5.8 rows read back
+                                                        # from results/backdoor_mnist.json (its wall time kept)
 
 The last line printed is one JSON object with the headline figures.
 """
@@ -156,7 +159,7 @@ def run_watermark(task: dict) -> dict:
     pl.seed_everything(task["seed"], verbose=False)
     dm = lr.BackdoorMNISTDataModule(root=task["root"], attack=attack, poison_rate=s.wm_rate, target=target,
                                     source=source, train_size=s.wm_train_size, batch_size=100, seed=task["seed"])
-    model = lr.ImageClassifier(backbone="cnn2", lr=0.1, momentum=0.9)
+    model = lr.ImageClassifier(backbone="cnn2", optimizer="adam", lr=1e-3)
     metrics = lr.BackdoorMetrics()
     callbacks: list[Any] = [metrics]
     if task["method"] == "itlm":
@@ -241,7 +244,7 @@ def report(s: Settings, table: list[dict], wm: list[dict], wall: float, mode: st
         lines.append("")
     if wm:
         lines += ["## Single-target watermark attacks vs ITLM (itlm_paper §6.4, Table 4 pattern)", "",
-                  f"{int(100 * s.wm_rate)} % of the source class watermarked and relabelled; cnn2, SGD lr 0.1; ITLM "
+                  f"{int(100 * s.wm_rate)} % of the source class watermarked and relabelled; cnn2, Adam lr 1e-3; ITLM "
                   f"α = {s.wm_keep_ratio}, rounds {[s.wm_early_epochs] * s.wm_early_rounds + [s.wm_final_epochs]} "
                   f"epochs (reinit each round); naive: {s.wm_final_epochs} epochs; seeds {list(s.wm_seeds)}. Attack "
                   "success rate (ASR) on the watermarked test images of the source class. Paper (their data: "
@@ -278,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     ap.add_argument("--out", default=None)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--reuse-table", action="store_true",
+                    help="full mode: read the Table 5.8 rows from the last results JSON, run the watermark part only")
     args = ap.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     s = {"full": FULL, "quick": QUICK, "smoke": SMOKE}[mode]
@@ -288,7 +293,14 @@ def main(argv: list[str] | None = None) -> dict:
     wm_tasks = [{"settings": s, "root": args.data_root, "attack": atk, "method": m, "seed": seed}
                 for atk in s.watermarks for m in ("naive", "itlm") for seed in s.wm_seeds]
     jobs = 1 if mode != "full" else args.jobs
-    table = []
+    table, reused_wall = [], 0.0
+    if args.reuse_table:
+        if mode != "full":
+            raise SystemExit("`--reuse-table` is for full mode only.")
+        old = json.loads(DEFAULT_OUT.with_suffix(".json").read_text())
+        table, tasks = old["table"], []
+        reused_wall = sum(r["wall_s"] for r in table) / max(1, args.jobs)
+        print(f"Table 5.8 rows reused from {DEFAULT_OUT.with_suffix('.json')} ({len(table)} runs)", flush=True)
     for r in run_tasks(run_table, tasks, jobs):
         table.append(r)
         if mode == "full":
@@ -297,6 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
     wm = list(run_tasks(run_watermark, wm_tasks, jobs))
     wall = time.perf_counter() - t0
     text, summary = report(s, table, wm, wall, mode)
+    if args.reuse_table:
+        text = text.replace("backdoor_mnist.py`", "backdoor_mnist.py --reuse-table`", 1)
+        text = text.replace("\n\n## Multi-target", f"\n\nThe Table 5.8 part below was read back from the previous full run "
+                            f"(about {reused_wall / 60:.0f} min of its wall time); only the watermark part was re-run "
+                            f"({wall / 60:.1f} min).\n\n## Multi-target", 1)
     print(text)
     if mode == "full" or args.out:
         out = Path(args.out) if args.out else DEFAULT_OUT
