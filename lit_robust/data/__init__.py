@@ -15,6 +15,7 @@ from lit_robust.data.datamodules import (
 )
 from lit_robust.data.indexed import IndexedBatch, IndexedDataset, unpack_batch
 from lit_robust.data.mixture import MixedImagesDataModule
+from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE, SemiSupervisedBackdoorMNISTDataModule
 
 __all__ = [
     "IndexedDataset",
@@ -36,4 +37,6 @@ __all__ = [
     "SyntheticLinearDataModule",
     "ink_landmarks",
     "MixedImagesDataModule",
+    "SemiSupervisedBackdoorMNISTDataModule",
+    "MNIST_VALUE_RANGE",
 ]
