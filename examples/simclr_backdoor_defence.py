@@ -11,7 +11,7 @@ corner and the label a -> a+1. We
 
 "Poison accuracy" is the accuracy on triggered test images against their true labels.
 
-    python examples/simclr_backdoor_defence.py          # ~2 minutes on 2 CPU cores
+    python examples/simclr_backdoor_defence.py          # a few minutes on 2 CPU cores
     python examples/simclr_backdoor_defence.py --fast   # a few seconds (used by the tests)
 """
 
