@@ -17,6 +17,8 @@ Measurements (issue 2, item 9):
   (forward, loss, backward, SGD step; target <= 1.02);
 * ``filter/prl_step``, ``filter/spl_step``, ``filter/prl_g_step`` (issue 4): one training step with
   ``BatchFilter(rule, drop_ratio=0.3)`` active ÷ the plain step (targets <= 1.05, 1.05, 2.0);
+* ``backdoor/adversarial_trigger_step`` (issue 5): one PRL-AT training step (``AdversarialTrigger`` + PRL
+  filter) ÷ the plain step (target <= 2.2: the inner step's extra forward and backward are the floor);
 * ``itlm/fit``: a whole ITLM fit (``initial_round_on_all=False``, so every round trains on
   ``floor(alpha * n)`` samples after exactly one scoring pass) ÷ (the same number of epochs of plain
   training on a fixed subset of that size + one scoring pass per round) (target <= 1.10).
@@ -379,6 +381,55 @@ def spl_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
              kind="time", target=2.0, reps=_FILTER_REPS)
 def prl_g_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
     return _filter_step_pairs(ctx, reps, "prl_g")
+
+
+# -- issue 5 measurement: adversarial trigger --------------------------------------------------------------------
+@measurement("backdoor/adversarial_trigger_step", "training step of PRL-AT (AdversarialTrigger(tau=0.16) + "
+             "BatchFilter('prl', drop_ratio=0.3): the inner step's forward, filter preview and backward to the "
+             "inputs, then the filtered outer step) ÷ plain step", kind="time", target=2.2, reps=_FILTER_REPS)
+def adversarial_trigger_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    from types import SimpleNamespace
+
+    from lit_robust import AdversarialTrigger, BatchFilter, unpack_batch
+
+    dm = _datamodule(ctx)
+    module = _model()
+    module.train()
+    opt = torch.optim.SGD(module.parameters(), lr=0.01)
+    batch = next(iter(dm.train_dataloader()))
+    filt = BatchFilter("prl", drop_ratio=0.3)
+    at = AdversarialTrigger(tau=0.16, value_range=(-0.4242, 2.8215))
+    stub = SimpleNamespace(training=True, current_epoch=1, datamodule=None)
+    filt.setup(stub, module, "fit")
+    at.setup(stub, module, "fit")
+
+    def at_step() -> None:
+        b = list(batch)  # the callback replaces the input of the (list) batch it is given
+        filt.on_train_batch_start(stub, module, b, 0)
+        at.on_train_batch_start(stub, module, b, 0)
+        out = module.per_sample_loss(b)
+        loss = module.reduce_loss(out[0], b, out[1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        at.on_train_batch_end(stub, module, None, b, 0)
+        filt.on_train_batch_end(stub, module, None, b, 0)
+
+    def plain_step() -> None:
+        ib = unpack_batch(batch)
+        loss = F.cross_entropy(module(ib.input), ib.target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    try:
+        for _ in range(5):  # warm-up
+            at_step(), plain_step()
+        assert at.last_perturbation is not None and float(at.last_perturbation.abs().max()) > 0  # it perturbs
+        return interleave(at_step, plain_step, reps)
+    finally:
+        at.teardown(stub, module, "fit")
+        filt.teardown(stub, module, "fit")
 
 
 # -- running and reporting ------------------------------------------------------------------------------------

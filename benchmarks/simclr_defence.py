@@ -8,7 +8,7 @@ Setting (thesis §5.5, "Semi-supervised learning", scaled to CPU — see ``FULL`
 * the unlabeled augmentation set X_aug: other (clean) MNIST training digits plus FashionMNIST training images;
 * rows (thesis Table 5.3): **Standard** (a small CNN, ``ImageClassifier("cnn2")``, trained end-to-end on the
   labelled set); **PRL-AT** (the same CNN with ``BatchFilter("prl", ε)`` and the adversarial trigger of
-  Algorithm 6, τ = 0.05 of the pixel range); **PRL-SimCLR** (Algorithm 7 without SN: SimCLR on [X_ε, X_aug], then
+  Algorithm 6, ``AdversarialTrigger``, τ = 0.05 of the pixel range); **PRL-SimCLR** (Algorithm 7 without SN: SimCLR on [X_ε, X_aug], then
   a linear head on the frozen backbone, ``LinearProbe`` + ``BatchFilter("prl", ε)``); **PRL-SimCLR-SN** (the same
   plus ``SpectralNorm(k, modules="head", mode="truncate")``). Both SimCLR rows of one (attack, ε, seed) share one
   pretraining. PRL's drop ratio is the true ε (thesis main tables);
@@ -17,10 +17,6 @@ Setting (thesis §5.5, "Semi-supervised learning", scaled to CPU — see ``FULL`
 * pretraining throughput: ``Trainer.fit(SimCLR)`` against a bare PyTorch loop with the same backbone, lightly
   projection head and NT-Xent loss, AdamW, views, loader and batch size — interleaved pairs in one process before
   the runs, ratio = median of per-pair throughput ratios (target ≥ 0.9).
-
-PRL-AT uses ``lit_robust.AdversarialTrigger`` when the package has it; otherwise a private fallback in this file
-(``_ATClassifier``, marked in the output), which implements eq. 5.5 the same way: per batch,
-c = τ · mean over the samples PRL keeps of sign(∇ₓ ℓ), then the PRL-filtered step on clip(x + c).
 
 Usage::
 
@@ -47,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import mean_std as _mean_std  # noqa: E402
@@ -125,49 +120,16 @@ SMOKE = replace(FULL, labeled_fraction=0.05, unlabeled_mnist=200, unlabeled_fash
 TUNING_SEED = 100  # the only seed looked at before the full run (epochs were then cut to fit 30 min)
 
 
-# -- the PRL-AT fallback (used only when lit_robust has no AdversarialTrigger) --------------------------------------
-def _at_classifier_class():
-    from lit_robust import ImageClassifier
-    from lit_robust.callbacks.batch_filter import select_in_batch
-    from lit_robust.scores import loss_layer_scores
-
-    class _ATClassifier(ImageClassifier):
-        """Private benchmark fallback for PRL-AT (thesis Alg. 6 / eq. 5.5) on ``ImageClassifier``: per batch,
-        c = τ · mean_{kept} sign(∇ₓ ℓ_i) over the samples PRL(L) keeps at this epoch's drop ratio, then the
-        usual (PRL-filtered, via the registered BatchFilter) step on clip(x + c)."""
-
-        def __init__(self, tau: float, value_range: tuple[float, float], prl, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.tau, self.value_range, self.prl = tau, value_range, prl
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            index, x, y = batch[0], batch[1], batch[2]
-            x_in = x.detach().requires_grad_(True)
-            logits = self(x_in)
-            losses = F.cross_entropy(logits, y, reduction="none")
-            eps = self.prl.drop_ratio_at(self.current_epoch)
-            keep = torch.ones_like(losses, dtype=torch.bool) if eps == 0 else select_in_batch(
-                loss_layer_scores("prl", losses.detach(), logits.detach(), y, "ce"), index, eps)
-            (grad,) = torch.autograd.grad(losses[keep].sum(), x_in)
-            c = self.tau * torch.sign(grad[keep]).mean(0, keepdim=True)
-            x_adv = (x + c).clamp(*self.value_range).detach()
-            return super().training_step((index, x_adv, y, *batch[3:]), batch_idx)
-
-    return _ATClassifier
-
-
 def _prl_at(proto: Protocol, eps: float, value_range: tuple[float, float]):
-    """(model, callbacks, implementation name) for PRL-AT."""
-    import lit_robust
-    from lit_robust import BatchFilter, ImageClassifier
+    """(model, callbacks, the PRL filter) for PRL-AT: the CNN, ``BatchFilter("prl", ε)`` and
+    ``AdversarialTrigger(τ)`` (thesis Alg. 6: c = τ · mean over the kept samples of sign ∇ₓ ℓ, then the filtered step
+    on clip(x + c))."""
+    from lit_robust import AdversarialTrigger, BatchFilter, ImageClassifier
 
     tau = proto.tau_frac * (value_range[1] - value_range[0])
     prl = BatchFilter("prl", drop_ratio=eps, warmup_epochs=proto.warmup_epochs)
-    kwargs = dict(backbone="cnn2", optimizer="adam", lr=proto.cnn_lr, momentum=0.9)
-    if hasattr(lit_robust, "AdversarialTrigger"):
-        return ImageClassifier(**kwargs), [prl, lit_robust.AdversarialTrigger(tau, value_range)], \
-            "lit_robust.AdversarialTrigger", prl
-    return _at_classifier_class()(tau, value_range, prl, **kwargs), [prl], "benchmark fallback (_ATClassifier)", prl
+    model = ImageClassifier(backbone="cnn2", optimizer="adam", lr=proto.cnn_lr, momentum=0.9)
+    return model, [prl, AdversarialTrigger(tau, value_range)], prl
 
 
 # -- one (attack, eps, seed) ---------------------------------------------------------------------------------------
@@ -246,11 +208,10 @@ def run_case(attack: str, eps: float, seed: int, proto: Protocol, data_root: str
     _trainer(proto.cnn_epochs, []).fit(std, datamodule=dm)
     res["rows"]["standard"] = _accuracies(std, dm)
     pl.seed_everything(seed, verbose=False)
-    model, cbs, impl, prl = _prl_at(proto, eps, dm.value_range)
+    model, cbs, prl = _prl_at(proto, eps, dm.value_range)
     _trainer(proto.cnn_epochs, cbs).fit(model, datamodule=dm)
     res["rows"]["prl_at"] = _accuracies(model, dm)
     res["filter"]["prl_at"] = _filter_stats(prl)
-    res["at_implementation"] = impl
     res["seconds"] = round(time.perf_counter() - t_case, 1)
     return res
 
@@ -344,13 +305,12 @@ def markdown(run: dict[str, Any]) -> str:
     agg = aggregate(run["results"])
     tp = run["throughput"]
     pre = [r["pretrain"] for r in run["results"]]
-    impl = sorted({r["at_implementation"] for r in run["results"]})
     lines = [
         "# Semi-supervised backdoor defence (thesis Algorithm 7, Table 5.3) on MNIST",
         "",
         f"**Scaled to CPU** (the paper: CIFAR10, ResNet-32, SimCLR 500 epochs, CIFAR10/STL10 as X_aug): "
         f"{proto.describe()}. Multi-target poisoning a → a+1 of the labelled set. Seeds {run['seeds']} "
-        f"(mean ± std); settings looked at on seed {TUNING_SEED} only. PRL-AT: {', '.join(impl)}. "
+        f"(mean ± std); settings looked at on seed {TUNING_SEED} only. PRL-AT: `BatchFilter` + `AdversarialTrigger`. "
         f"Mode {run['mode']}; wall time {run['wall_s'] / 60:.1f} min with {run['jobs']} worker process(es), "
         f"{run['threads']} torch thread each, on {os.cpu_count()} shared CPU cores; {run['date']}.",
         "",
@@ -487,8 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "rows": headline(run),
                "pretrain": {"runs": len(pre), "mean_s": round(statistics.fmean(p["seconds"] for p in pre), 2),
                             "images_per_s": round(statistics.fmean(p["images_per_s"] for p in pre), 1)},
-               "throughput_ratio": throughput["ratio"], "targets_met": {"pretrain_throughput_ge_0.9": throughput["met"]},
-               "at_implementation": sorted({r["at_implementation"] for r in results})}
+               "throughput_ratio": throughput["ratio"], "targets_met": {"pretrain_throughput_ge_0.9": throughput["met"]}}
     print(json.dumps(summary), flush=True)
     return summary
 

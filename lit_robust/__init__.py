@@ -16,9 +16,19 @@ from lit_robust.anomaly import (
     roc_auc,
 )
 from lit_robust.backbone_checkpoint import load_backbone
-from lit_robust.callbacks import ITLM, BatchFilter, FilterEpochRecord, RoundRecord, SampleGrid
+from lit_robust.callbacks import (
+    ITLM,
+    AdversarialTrigger,
+    BackdoorMetrics,
+    BatchFilter,
+    FilterEpochRecord,
+    RoundRecord,
+    SampleGrid,
+)
 from lit_robust.coteaching import CoTeaching, CoTeachingEpochRecord
 from lit_robust.data import (
+    BackdoorFashionMNISTDataModule,
+    BackdoorMNISTDataModule,
     CorruptedRegressionDataModule,
     DiabetesDataModule,
     DigitsDataModule,
@@ -98,6 +108,10 @@ __all__ = [
     "OneClassMNISTDataModule",
     "OneClassFashionMNISTDataModule",
     "roc_auc",
+    "AdversarialTrigger",
+    "BackdoorMetrics",
+    "BackdoorMNISTDataModule",
+    "BackdoorFashionMNISTDataModule",
     "SimCLR",
     "LinearProbe",
     "simclr_backbone",

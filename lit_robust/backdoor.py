@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["Trigger", "PatchTrigger", "BlendTrigger", "WatermarkTrigger", "poison", "poison_test_set",
-           "accuracy", "attack_success_rate", "check_value_range"]
+           "accuracy", "attack_success_rate", "check_value_range", "check_tau", "trigger_perturbation",
+           "perturb_inputs"]
 
 
 def check_value_range(images: Tensor, value_range: tuple[float, float], name: str = "images") -> None:
@@ -189,17 +190,18 @@ def poison(images: Tensor, labels: Tensor, trigger: Trigger, rate: float, target
 
 
 def poison_test_set(images: Tensor, labels: Tensor, trigger: Trigger, target: int | None = None,
-                    num_classes: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                    num_classes: int | None = None, source: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The trigger on every test image: ``(triggered_images, true_labels, attacker_labels)``.
 
-    Attacker labels: ``(a+1) mod C`` (multi-target) or ``target`` (single-target; the images already of class
-    ``target`` are dropped, as an attack cannot succeed on them).
+    Attacker labels: ``(a+1) mod C`` (multi-target) or ``target`` (single-target: only the images of class
+    ``source`` are kept when one is given — the attack was planted on that class, itlm_paper Table 4 — else every
+    image not already of class ``target``).
     """
     _check_images(images)
     labels = torch.as_tensor(labels)
     C = int(num_classes) if num_classes is not None else int(labels.max()) + 1
     if target is not None:
-        keep = labels != target
+        keep = labels != target if source is None else labels == source
         images, labels = images[keep], labels[keep]
         attack = torch.full_like(labels, target)
     else:
@@ -216,3 +218,48 @@ def accuracy(logits_or_preds: Tensor, labels: Tensor) -> float:
 def attack_success_rate(logits_or_preds: Tensor, attacker_labels: Tensor) -> float:
     """Fraction of triggered test images classified as the attacker's label."""
     return accuracy(logits_or_preds, attacker_labels)
+
+
+def check_tau(tau: float) -> float:
+    """``tau`` as a float, or a ``ValueError`` unless it is a finite number ``>= 0``."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
+        raise ValueError(f"`tau` (the perturbation limit, ||c||_inf <= tau) must be a finite number >= 0, got {tau!r}.")
+    return float(tau)
+
+
+def trigger_perturbation(input_grads: Tensor, keep: Tensor, tau: float) -> Tensor:
+    r"""The universal perturbation of one batch (robust_dnn_thesis eq. 5.5, one FGSM step):
+
+    .. math:: c = \operatorname{clip}_{[-\tau, \tau]}\Big(\frac{\tau}{|K|} \sum_{i \in K}
+              \operatorname{sign} \nabla_{x_i} \mathcal{L}(f(x_i), y_i)\Big),
+
+    :math:`K` the samples the noisy-label filter keeps (``keep``; all of them reproduces eq. 5.5 exactly).
+    Every entry is a multiple of :math:`\tau / |K|` in :math:`[-\tau, \tau]`; an empty :math:`K` gives
+    :math:`c = 0`.
+
+    Args:
+        input_grads: ``[B, ...]`` per-sample input gradients.
+        keep: ``[B]`` boolean mask.
+        tau: :math:`\tau \ge 0`.
+
+    Returns:
+        ``c`` with shape ``input_grads.shape[1:]``.
+
+    >>> g = torch.tensor([[1.0, -2.0], [3.0, 0.5], [-1.0, -1.0]])
+    >>> trigger_perturbation(g, torch.tensor([True, True, False]), tau=0.1)
+    tensor([0.1000, 0.0000])
+    """
+    tau = check_tau(tau)
+    keep = torch.as_tensor(keep, dtype=torch.bool, device=input_grads.device)
+    if keep.shape != input_grads.shape[:1]:
+        raise ValueError(f"`keep` must have shape [{input_grads.shape[0]}], got {tuple(keep.shape)}.")
+    k = keep.sum()
+    signs = torch.sign(input_grads[keep]).sum(0)
+    c = signs * (tau / k.clamp_min(1).to(input_grads.dtype))
+    return c.clamp(-tau, tau)
+
+
+def perturb_inputs(inputs: Tensor, c: Tensor, value_range: tuple[float, float] | None) -> Tensor:
+    """``inputs + c`` (``c`` broadcast over the batch), clipped to ``value_range`` when one is given."""
+    out = inputs + c
+    return out if value_range is None else out.clamp(*value_range)

@@ -74,6 +74,28 @@ class RobustMixin:
         if selector in self.batch_selectors:
             self.batch_selectors.remove(selector)
 
+    def batch_keep_mask(self, losses: Tensor, batch: Any = None, outputs: Any = None, record: bool = True) -> Tensor:
+        """The samples of one batch that every active batch selector keeps (all of them when none is active).
+
+        ``record=False`` asks selectors for a preview that leaves their bookkeeping (e.g. a filter's dropped
+        counts) untouched — used by :class:`lit_robust.AdversarialTrigger`, whose inner step ranks the batch
+        once more; selectors without a ``preview_mask`` method are asked through ``keep_mask`` either way.
+        """
+        keep = torch.ones_like(losses, dtype=torch.bool)
+        for selector in self.batch_selectors:
+            ask = selector.keep_mask if record else getattr(selector, "preview_mask", selector.keep_mask)
+            keep &= ask(losses, batch, outputs, self)
+        return keep
+
+    @property
+    def selectors_paused(self) -> bool:
+        """While ``True``, :meth:`reduce_loss` averages over every sample (the selectors are not asked)."""
+        return getattr(self, "_robust_selectors_paused", False)
+
+    @selectors_paused.setter
+    def selectors_paused(self, value: bool) -> None:
+        self._robust_selectors_paused = bool(value)
+
     def reduce_loss(self, losses: Tensor, batch: Any = None, outputs: Any = None) -> Tensor:
         """Mean of ``losses`` over the samples kept by every active batch selector."""
         if losses.ndim != 1:
@@ -81,13 +103,9 @@ class RobustMixin:
                 f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
                 f"{tuple(losses.shape)}; use `reduction='none'` and average any extra dimensions."
             )
-        selectors = self.batch_selectors
-        if not selectors:
+        if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
-        keep = torch.ones_like(losses, dtype=torch.bool)
-        for selector in selectors:
-            keep &= selector.keep_mask(losses, batch, outputs, self)
-        return masked_mean(losses, keep)
+        return masked_mean(losses, self.batch_keep_mask(losses, batch, outputs))
 
     def reinitialize(self, seed: int) -> None:
         """Re-draw every parameter (used by round-based callbacks such as ITLM at each round start).
@@ -132,7 +150,7 @@ def reset_parameters(module: torch.nn.Module, seed: int) -> None:
 
 
 def _reset_parametrized(m: torch.nn.Module) -> None:
-    """Reset a parametrised layer through a plain twin of its own class (its ``reset_parameters`` then writes
+    r"""Reset a parametrised layer through a plain twin of its own class (its ``reset_parameters`` then writes
     real tensors, not the parametrisation's output), and store the fresh tensors as the ``original``\ s."""
     base = type(m).__bases__[0]  # parametrize swaps the class for a subclass `Parametrized<Base>`
     names = list(m.parametrizations.keys())

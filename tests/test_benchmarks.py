@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import REPO, SHARED_DATA
 
 EXPECTED_RATIOS = {"itlm/scoring_pass_throughput", "itlm/scoring_pass_vs_no_grad_loop", "mixin/training_step",
-                   "itlm/fit", "filter/prl_step", "filter/spl_step", "filter/prl_g_step"}
+                   "itlm/fit", "filter/prl_step", "filter/spl_step", "filter/prl_g_step",
+                   "backdoor/adversarial_trigger_step"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def smoke_runs() -> dict[str, subprocess.CompletedProcess]:
                                 "--data-root", str(SHARED_DATA)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's lit_robust
-        for name in ("itlm_mnist", "overhead", "batch_filters", "anomaly")
+        for name in ("itlm_mnist", "overhead", "batch_filters", "anomaly", "backdoor_mnist")
     }
     out = {}
     for name, p in procs.items():
@@ -133,6 +134,17 @@ def test_gan_mixture_smoke_ends_with_headline_json():
 def test_gan_mixture_rejects_bad_rows():
     with pytest.raises(SystemExit, match=r"`--rows` must be clean percentages in \(5, 100\], got \[3\]"):
         _load("gan_mixture").main(["--smoke", "--rows", "3"])
+
+
+def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
+    summary = _last_json(smoke_runs["backdoor_mnist"])
+    assert summary["benchmark"] == "backdoor_mnist" and summary["mode"] == "smoke"
+    for method in ("standard", "prl", "prl_at"):
+        for metric in ("clean", "poison"):
+            assert 0.0 <= summary[f"patch_0.25_{method}_{metric}"] <= 100.0
+    assert isinstance(summary["prl_at_target_met"], bool) and isinstance(summary["itlm_target_met"], bool)
+    out = smoke_runs["backdoor_mnist"].stdout
+    assert "| 0.25 |" in out and "| X, 1 → 2 |" in out  # both tables were printed
 
 
 def test_simclr_defence_smoke_ends_with_headline_json():

@@ -61,7 +61,9 @@ def simclr_checkpoint(tmp_path_factory) -> Path:
 def test_every_config_is_tested():
     assert {p.name for p in CONFIGS} >= {"itlm_mnist.yaml", "itlm_digits.yaml", "prl_mnist.yaml", "spl_mnist.yaml",
                                          "prl_g_mnist.yaml", "coteaching_mnist.yaml", "bootstrap_mnist.yaml",
-                                         "prl_regression.yaml", "simclr_pretrain.yaml", "simclr_finetune_prl.yaml"}
+                                         "prl_regression.yaml", "backdoor_patch_prl_at.yaml", "backdoor_blend_prl_at.yaml",
+                                         "itlm_backdoor_watermark.yaml",
+                                         "simclr_pretrain.yaml", "simclr_finetune_prl.yaml"}
 
 
 @pytest.fixture(autouse=True)
@@ -100,11 +102,14 @@ def test_module_entry_point_help():
     [
         ("itlm_digits.yaml", "keep_ratio", 1.5, "`keep_ratio` must be in (0, 1], got 1.5"),
         ("prl_mnist.yaml", "drop_ratio", 0.6, "`drop_ratio` must be in [0, 0.5), got 0.6"),
+        ("backdoor_patch_prl_at.yaml", "tau", -0.1, "`tau` (the perturbation limit, ||c||_inf <= tau) must be a finite "
+                                                    "number >= 0, got -0.1"),
     ],
 )
 def test_cli_rejects_bad_callback_argument(tmp_path, capsys, config, arg, value, message):
     cfg = shrink(yaml.safe_load((REPO / "configs" / config).read_text()), tmp_path)
-    cfg["trainer"]["callbacks"][0]["init_args"][arg] = value
+    cb = next(c for c in cfg["trainer"]["callbacks"] if arg in c.get("init_args", {}))
+    cb["init_args"][arg] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     # depending on jsonargparse's error handler the constructor's error is raised or printed before exiting

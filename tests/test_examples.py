@@ -67,6 +67,15 @@ def test_gan_example_runs_trims_and_saves_grids(tmp_path, one_torch_thread):
     assert sorted(out["grids"]) == [0, 1] and all((tmp_path / f"round{r}.png").is_file() for r in (0, 1))
 
 
+def test_backdoor_example_runs_and_measures():
+    out = load("backdoor_defence").main(fast=True)
+    res = out["prl_at"]
+    assert set(res["test"]) == {"clean_acc", "poison_acc", "asr"}
+    assert all(0.0 <= v <= 1.0 for v in res["test"].values())
+    # PRL dropped a quarter of each batch; its rejects hold more poisoned samples than the 25% of the data
+    assert res["dropped"]["precision"] > 0.25
+
+
 def test_simclr_backdoor_example_pretrains_and_fits_a_bounded_head(tmp_path, one_torch_thread):
     import torch
 

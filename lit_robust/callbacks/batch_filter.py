@@ -210,16 +210,27 @@ class BatchFilter(Callback):
         if self._recorder is not None:
             self._recorder.pause()
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def epoch_record(self, epoch: int) -> FilterEpochRecord:
+        """The record of ``epoch``: from :attr:`history` once the epoch has ended, else from the running counts
+        (summed over ranks: a collective, so every rank must call it)."""
+        for rec in reversed(self.history):
+            if rec.epoch == epoch:
+                return rec
+        return self._record_from_counts(epoch)
+
+    def _record_from_counts(self, epoch: int) -> FilterEpochRecord:
         counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
-        # a collective: every rank reaches this hook once per epoch
         seen, dropped, c_seen, c_dropped, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
-        rec = FilterEpochRecord(epoch=trainer.current_epoch, drop_ratio=self.drop_ratio_at(trainer.current_epoch),
-                                seen=seen, dropped=dropped)
+        rec = FilterEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch), seen=seen, dropped=dropped)
         if batches and truth == batches:
             rec.corrupted_seen, rec.corrupted_dropped = c_seen, c_dropped
             rec.dropped_corrupted_frac = c_dropped / dropped if dropped else None
             rec.corrupted_frac = c_seen / seen if seen else None
+        return rec
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a collective: every rank reaches this hook once per epoch
+        rec = self._record_from_counts(trainer.current_epoch)
         self.history.append(rec)
         self._counters = None
         for key, value in (("filter/drop_ratio", rec.drop_ratio),
@@ -230,7 +241,14 @@ class BatchFilter(Callback):
 
     # -- BatchSelector ----------------------------------------------------------------------------------------
     def keep_mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
-        """Keep-mask of one training batch (called by :meth:`RobustMixin.reduce_loss`)."""
+        """Keep-mask of one training batch (called by :meth:`RobustMixin.reduce_loss`), counted in :attr:`history`."""
+        return self._mask(losses, batch, outputs, module, record=True)
+
+    def preview_mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
+        """The same mask as :meth:`keep_mask`, without counting it (e.g. for an inner maximisation step)."""
+        return self._mask(losses, batch, outputs, module, record=False)
+
+    def _mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any, record: bool) -> Tensor:
         trainer = self._trainer
         keep_all = torch.ones_like(losses, dtype=torch.bool)
         if trainer is None or not trainer.training:
@@ -243,7 +261,8 @@ class BatchFilter(Callback):
         else:
             scores = self.scores(losses, batch, outputs, module)
             mask = self._select(scores, index, eps)
-        self._count(mask, ib.corrupted)
+        if record:
+            self._count(mask, ib.corrupted)
         return mask
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:

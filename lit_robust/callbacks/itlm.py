@@ -33,6 +33,7 @@ class RoundRecord:
     n: int
     clean_precision: float | None = None  # fraction of the kept samples that are clean
     corrupted_recall: float | None = None  # fraction of the corrupted samples that were dropped
+    dropped_corrupted: int | None = None  # corrupted samples among the dropped ones
     mean_kept_score: float | None = None
     mean_dropped_score: float | None = None
     nonfinite_scores: int = 0
@@ -204,6 +205,7 @@ class ITLM(Callback):
             if corrupted is not None and n:
                 self._current.clean_precision = 1.0 - float(corrupted.float().mean())
                 self._current.corrupted_recall = 0.0
+                self._current.dropped_corrupted = 0
         if epoch_round == 0 and not self.initial_round_on_all and not self._selection_made:
             # Algorithm 1 without the optional initialisation: select with the untrained model
             self._select(trainer, pl_module, round_=0)
@@ -297,6 +299,7 @@ class ITLM(Callback):
         if has_truth:
             rec.clean_precision = (kept - kept_bad) / kept if kept else None
             rec.corrupted_recall = (total_bad - kept_bad) / total_bad if total_bad else None
+            rec.dropped_corrupted = int(total_bad - kept_bad)
         if self.plot:
             # the histograms need every score: gathered only when a plot is wanted
             all_index = distributed.all_gather_cat(index)

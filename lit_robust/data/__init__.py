@@ -1,5 +1,6 @@
 """Indexed datasets, corruption generators and LightningDataModules."""
 
+from lit_robust.data.backdoor import ATTACKS, BackdoorFashionMNISTDataModule, BackdoorMNISTDataModule
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.datamodules import (
     CorruptedClassificationDataModule,
@@ -37,6 +38,9 @@ __all__ = [
     "SyntheticLinearDataModule",
     "ink_landmarks",
     "MixedImagesDataModule",
+    "BackdoorMNISTDataModule",
+    "BackdoorFashionMNISTDataModule",
+    "ATTACKS",
     "SemiSupervisedBackdoorMNISTDataModule",
     "MNIST_VALUE_RANGE",
 ]

@@ -1,0 +1,159 @@
+"""Adversarial trigger maximisation against backdoor attacks (robust_dnn_thesis Algorithm 6, eq. 5.5)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from lit_robust.backdoor import check_tau, check_value_range, perturb_inputs, trigger_perturbation
+from lit_robust.data.indexed import unpack_batch
+from lit_robust.mixin import RobustMixin, require_mixin
+
+__all__ = ["AdversarialTrigger"]
+
+FilterIn = Literal["both", "inner", "outer"]
+
+
+class AdversarialTrigger(Callback):
+    r"""Train on ``x + c``, ``c`` the bounded universal perturbation that most increases the loss of the samples
+    the noisy-label filter trusts (the thesis's meta-algorithm: PRL-AT, SPL-AT, Bootstrap-AT).
+
+    Before every training step (thesis Alg. 6):
+
+    1. **inner maximisation** — one FGSM step on a perturbation shared by the whole batch
+       (:func:`lit_robust.backdoor.trigger_perturbation`, eq. 5.5):
+       :math:`c = \frac{\tau}{|K|}\sum_{i \in K} \operatorname{sign}\nabla_{x_i}\ell_i`, with :math:`\ell_i`
+       the module's ``per_sample_loss`` at the clean inputs and :math:`K` the samples that the module's
+       active batch selectors (e.g. :class:`~lit_robust.BatchFilter` ``"prl"``/``"spl"``) keep, previewed
+       without counting; :math:`\|c\|_\infty \le \tau`;
+    2. the batch's inputs are replaced by :math:`\operatorname{clip}(x + c)` into ``value_range``;
+    3. **outer minimisation** — the module's usual training step on the perturbed batch, through the same
+       filter (:meth:`~lit_robust.RobustMixin.reduce_loss`).
+
+    The filter is whatever the module has: add ``BatchFilter("prl", ε)`` for PRL-AT, ``BatchFilter("spl", ε)``
+    for SPL-AT, train with the Bootstrap loss (e.g. ``ImageClassifier(loss="bootstrap_soft")``) for
+    Bootstrap-AT, or nothing for plain adversarial training (AT). ``filter_in`` is the thesis's ablation
+    (Tables 5.6–5.7): ``"both"`` (default) uses the filter in both steps, ``"inner"`` only to pick :math:`K`
+    (the outer step averages over every sample), ``"outer"`` only in the outer step (:math:`K` = the whole
+    batch). A loss-based method such as Bootstrap is part of ``per_sample_loss`` and so acts in both steps
+    whatever ``filter_in`` says.
+
+    The inner step costs one extra forward and one backward to the inputs (parameter gradients are not
+    accumulated; in train mode it does update BatchNorm running statistics once more). The batch must be
+    ``(index, input, target[, is_corrupted])`` with a tensor input; a list batch (PyTorch's default collate)
+    gets its input replaced, a tuple batch has it overwritten in place. Validation, test and prediction see
+    clean inputs. The perturbation is recomputed for every batch, so the callback holds no state to checkpoint.
+
+    Args:
+        tau: :math:`\tau \ge 0`, the :math:`\ell_\infty` bound of ``c`` in the inputs' own scale (the thesis uses
+            0.05 on [0, 1] pixels, i.e. ``0.05 / 0.3081`` for MNIST normalised by its std). ``0`` disables it.
+        value_range: ``(low, high)`` of valid inputs; perturbed inputs are clipped into it and the first batch of
+            every epoch is checked to lie in it. ``"datamodule"`` (default) takes the datamodule's ``value_range``
+            (e.g. :class:`lit_robust.BackdoorMNISTDataModule`'s); ``None`` = no clipping.
+        filter_in: ``"both"``, ``"inner"`` or ``"outer"``.
+
+    Attributes:
+        last_perturbation: ``c`` of the latest training batch (detached), for inspection and tests.
+    """
+
+    def __init__(self, tau: float, value_range: tuple[float, float] | str | None = "datamodule",
+                 filter_in: FilterIn = "both") -> None:
+        super().__init__()
+        self.tau = check_tau(tau)
+        if value_range != "datamodule":
+            value_range = _check_range(value_range)
+        if filter_in not in ("both", "inner", "outer"):
+            raise ValueError(f"`filter_in` must be 'both', 'inner' or 'outer', got {filter_in!r}.")
+        self.value_range = value_range
+        self.filter_in = filter_in
+        self.last_perturbation: Tensor | None = None
+        self._checked_epoch: int | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.value_range == "datamodule":
+            vr = getattr(getattr(trainer, "datamodule", None), "value_range", None)
+            if vr is None:
+                raise ValueError("`AdversarialTrigger(value_range='datamodule')` needs a datamodule with a `value_range` "
+                                 "(e.g. lit_robust.BackdoorMNISTDataModule); pass `value_range=(low, high)`, or None "
+                                 "for no clipping.")
+            self.value_range = _check_range(vr)
+        module = require_mixin("AdversarialTrigger", pl_module)
+        if not pl_module.automatic_optimization:
+            raise TypeError(f"`AdversarialTrigger` perturbs the batch of the module's own training step and needs "
+                            f"automatic optimisation; `{type(pl_module).__name__}` optimises manually (e.g. "
+                            "CoTeaching, DCGAN).")
+        for selector in module.batch_selectors:
+            if getattr(selector, "rule", None) == "prl_g":
+                raise ValueError("`AdversarialTrigger` works with loss-based filters ('prl', 'spl', Bootstrap); "
+                                 "`BatchFilter('prl_g')` records the training step's own forward and cannot rank "
+                                 "the inner step's batch.")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and isinstance(pl_module, RobustMixin):
+            pl_module.selectors_paused = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        module: RobustMixin = pl_module  # type: ignore[assignment]
+        ib = unpack_batch(batch)
+        x = ib.input
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            got = f"a tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"`AdversarialTrigger` perturbs a floating-point input tensor, got {got}.")
+        if self.value_range is not None and self._checked_epoch != trainer.current_epoch:
+            check_value_range(x, self.value_range, name="training inputs")
+            self._checked_epoch = trainer.current_epoch
+        module.selectors_paused = False
+        c = self.perturbation(module, batch)
+        self.last_perturbation = c.detach()
+        x_adv = perturb_inputs(x.detach(), c, self.value_range)
+        if isinstance(batch, list):
+            batch[1] = x_adv
+        else:
+            x.data.copy_(x_adv)
+        module.selectors_paused = self.filter_in == "inner"
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        pl_module.selectors_paused = False  # type: ignore[attr-defined]
+
+    def perturbation(self, module: RobustMixin, batch: Any) -> Tensor:
+        """``c`` for one batch (step 1): input gradients of the module's per-sample loss at the clean inputs,
+        signs averaged over the samples the filter keeps (all of them with ``filter_in="outer"``)."""
+        x = unpack_batch(batch).input
+        if self.tau == 0.0:
+            return torch.zeros_like(x[0])
+        with torch.enable_grad():
+            x_var = x.detach().clone().requires_grad_(True)
+            probe = list(batch)
+            probe[1] = x_var
+            out = module.per_sample_loss(probe)
+            losses, outputs = out if isinstance(out, tuple) else (out, None)
+            if self.filter_in == "outer":
+                keep = torch.ones_like(losses, dtype=torch.bool)
+            else:
+                detached = outputs.detach() if isinstance(outputs, Tensor) else outputs
+                keep = module.batch_keep_mask(losses.detach(), probe, detached, record=False)
+            if not bool(keep.any()):
+                return torch.zeros_like(x[0])
+            # each sample's loss depends on its own input only, so one backward gives every per-sample gradient
+            (grads,) = torch.autograd.grad(losses[keep].sum(), x_var)
+        return trigger_perturbation(grads, keep, self.tau)
+
+
+def _check_range(value_range: Any) -> tuple[float, float] | None:
+    if value_range is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"`value_range` must be (low, high), 'datamodule' or None, got {value_range!r}.") from None
+    if not lo < hi:
+        raise ValueError(f"`value_range` must be (low, high) with low < high, got {value_range!r}.")
+    return lo, hi

@@ -1,0 +1,195 @@
+"""Clean accuracy, poison accuracy and attack success rate of a classifier under a backdoor trigger."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from lit_robust import distributed
+from lit_robust.backdoor import Trigger
+from lit_robust.data.indexed import unpack_batch
+
+__all__ = ["BackdoorMetrics", "backdoor_counts"]
+
+# summed per evaluation epoch, in this order
+_COUNTS = ("n", "clean_correct", "poison_correct", "attack_n", "attack_hits")
+
+
+def backdoor_counts(clean_pred: Tensor, trig_pred: Tensor, labels: Tensor, target: int | None,
+                    num_classes: int, source: int | None = None) -> Tensor:
+    """Counts ``[n, clean correct, poison correct, attackable, attack hits]`` of one batch of predictions.
+
+    *Poison accuracy* compares the predictions on triggered images with the true labels (robust_dnn_thesis
+    Table 5.8); the *attack success rate* is the fraction of triggered images predicted as the attacker's label
+    — ``(y + 1) mod C`` (multi-target) or ``target`` (single-target, over the images of class ``source`` when
+    given, else over those not already of class ``target``).
+    """
+    labels = labels.to(clean_pred.device)
+    if target is None:
+        attackable = torch.ones_like(labels, dtype=torch.bool)
+        attacker = (labels + 1) % num_classes
+    else:
+        attackable = labels != target if source is None else labels == source
+        attacker = torch.full_like(labels, target)
+    return torch.stack([
+        torch.tensor(labels.numel(), device=labels.device),
+        (clean_pred == labels).sum(),
+        (trig_pred == labels).sum(),
+        attackable.sum(),
+        ((trig_pred == attacker) & attackable).sum(),
+    ]).to(torch.int64)
+
+
+class BackdoorMetrics(Callback):
+    r"""Log how a classifier does on clean and on triggered evaluation images, and how clean its filter's rejects are.
+
+    On every validation and test batch ``(index, image, true label)`` — the clean evaluation split — the module
+    predicts the images as they are and with the attack's trigger applied; per epoch it logs (``<stage>`` is
+    ``val`` or ``test``):
+
+    * ``backdoor/<stage>_clean_acc`` — accuracy on the clean images;
+    * ``backdoor/<stage>_poison_acc`` — accuracy on the triggered images against their true labels;
+    * ``backdoor/<stage>_asr`` — attack success rate: fraction of triggered images predicted as the attacker's
+      label (:func:`backdoor_counts`).
+
+    With ground truth in the training batches (``is_corrupted``, e.g. from
+    :class:`~lit_robust.data.BackdoorMNISTDataModule`) it also logs, after every training epoch, the precision
+    (poisoned fraction of the dropped samples) and recall (dropped fraction of the poisoned samples) of what
+    the defence dropped: ``backdoor/dropped_precision`` and ``backdoor/dropped_recall``, read from a
+    :class:`~lit_robust.BatchFilter`'s epoch record or an :class:`~lit_robust.ITLM`'s round record.
+    Counts are summed over DDP ranks. The figures of the last epoch per stage are kept in :attr:`results`.
+
+    Args:
+        trigger: the attack's trigger; ``None`` takes the datamodule's ``trigger``.
+        target: the attacker's label for a single-target attack, ``None`` for multi-target ``a → a+1``;
+            ``"datamodule"`` (default) takes the datamodule's ``attack_target`` (and ``attack_source``).
+        source: the attacked class of a single-target attack (ASR is measured on its images); ``None`` = every
+            class but ``target``. Taken from the datamodule with ``target="datamodule"``.
+        num_classes: number of classes (default: the datamodule's ``num_classes``, else 10).
+        predict: ``predict(module, images) -> logits``; default ``module(images)``.
+    """
+
+    def __init__(self, trigger: Trigger | None = None, target: int | None | str = "datamodule",
+                 source: int | None = None, num_classes: int | None = None,
+                 predict: Callable[[pl.LightningModule, Tensor], Tensor] | None = None) -> None:
+        super().__init__()
+        if trigger is not None and not isinstance(trigger, Trigger):
+            raise TypeError(f"`trigger` must be a lit_robust.backdoor.Trigger or None, got {type(trigger).__name__}.")
+        if isinstance(target, str) and target != "datamodule":
+            raise ValueError(f"`target` must be a class index, None or 'datamodule', got {target!r}.")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 2):
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        self.trigger, self.target, self.source, self.num_classes = trigger, target, source, num_classes
+        self.predict = predict
+        self.results: dict[str, dict[str, float]] = {}
+        self._counts: Tensor | None = None
+        self._resolved: tuple[Trigger, int | None, int, int | None] | None = None
+
+    # -- resolve the attack from the datamodule ------------------------------------------------------------
+    def _attack(self, trainer: pl.Trainer) -> tuple[Trigger, int | None, int, int | None]:
+        if self._resolved is None:
+            dm = getattr(trainer, "datamodule", None)
+            trigger = self.trigger if self.trigger is not None else getattr(dm, "trigger", None)
+            if trigger is None:
+                raise ValueError("`BackdoorMetrics` needs a `trigger`: pass one, or use a datamodule with a `trigger` "
+                                 "attribute (e.g. lit_robust.data.BackdoorMNISTDataModule).")
+            from_dm = self.target == "datamodule"
+            target = getattr(dm, "attack_target", None) if from_dm else self.target
+            source = getattr(dm, "attack_source", None) if from_dm else self.source
+            num_classes = self.num_classes or getattr(dm, "num_classes", None) or 10
+            for name, v in (("target", target), ("source", source)):
+                if v is not None and not 0 <= int(v) < num_classes:
+                    raise ValueError(f"`{name}` must be a class in [0, {num_classes - 1}], got {v!r}.")
+            self._resolved = (trigger, None if target is None else int(target), int(num_classes),
+                              None if source is None or target is None else int(source))
+        return self._resolved
+
+    def _logits(self, module: pl.LightningModule, images: Tensor) -> Tensor:
+        return self.predict(module, images) if self.predict is not None else module(images)
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def _start(self, pl_module: pl.LightningModule) -> None:
+        self._counts = torch.zeros(len(_COUNTS), dtype=torch.int64, device=pl_module.device)
+
+    def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
+        trigger, target, num_classes, source = self._attack(trainer)
+        ib = unpack_batch(batch)
+        with torch.no_grad():
+            clean = self._logits(pl_module, ib.input).argmax(-1)
+            trig = self._logits(pl_module, trigger(ib.input)).argmax(-1)
+        step = backdoor_counts(clean, trig, ib.target, target, num_classes, source)
+        if self._counts is None:
+            self._start(pl_module)
+        self._counts += step.to(self._counts.device)
+
+    def _end(self, stage: str, pl_module: pl.LightningModule) -> None:
+        counts = self._counts if self._counts is not None else torch.zeros(len(_COUNTS), dtype=torch.int64)
+        n, clean, poison, attack_n, hits = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
+        self._counts = None
+        if not n:
+            return
+        res = {"clean_acc": clean / n, "poison_acc": poison / n, "asr": hits / attack_n if attack_n else float("nan")}
+        self.results[stage] = res
+        for key, value in res.items():
+            pl_module.log(f"backdoor/{stage}_{key}", value, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(pl_module)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._batch(trainer, pl_module, batch)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._end("val", pl_module)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(pl_module)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._batch(trainer, pl_module, batch)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end("test", pl_module)
+
+    # -- what the defence dropped ----------------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pr = dropped_precision_recall(trainer.callbacks, trainer.current_epoch)
+        if pr is None:
+            return
+        self.results["dropped"] = {"precision": pr[0], "recall": pr[1]}
+        for key, value in zip(("precision", "recall"), pr):
+            if value == value:  # not NaN
+                pl_module.log(f"backdoor/dropped_{key}", value, on_step=False, on_epoch=True, sync_dist=True)
+
+
+def dropped_precision_recall(callbacks: list[Callback], epoch: int) -> tuple[float, float] | None:
+    """``(precision, recall)`` of what a BatchFilter dropped in ``epoch``, or of an ITLM's current round's selection,
+    when the training batches carry ground truth. Works whatever the callbacks' order."""
+    from lit_robust.callbacks.batch_filter import BatchFilter
+    from lit_robust.callbacks.itlm import ITLM
+
+    for cb in callbacks:
+        if isinstance(cb, BatchFilter):
+            r = cb.epoch_record(epoch)
+            if r.corrupted_seen is None:
+                continue
+            precision = r.corrupted_dropped / r.dropped if r.dropped else float("nan")
+            recall = r.corrupted_dropped / r.corrupted_seen if r.corrupted_seen else float("nan")
+            return precision, recall
+        if isinstance(cb, ITLM) and cb.history and cb.history[-1].dropped_corrupted is not None:
+            r = cb.history[-1]
+            dropped = r.n - r.kept
+            precision = r.dropped_corrupted / dropped if dropped else float("nan")
+            recall = r.corrupted_recall if r.corrupted_recall is not None else float("nan")
+            return precision, recall
+    return None

@@ -1,0 +1,99 @@
+"""MNIST-family datamodules with a backdoor attack in the training set (robust_dnn_thesis §5.5; itlm_paper §6.4)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+
+from lit_robust.backdoor import BlendTrigger, PatchTrigger, Trigger, WatermarkTrigger, poison, poison_test_set
+from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
+
+__all__ = ["BackdoorMNISTDataModule", "BackdoorFashionMNISTDataModule", "ATTACKS"]
+
+Attack = Literal["patch", "blend", "watermark_x", "watermark_l"]
+ATTACKS = ("patch", "blend", "watermark_x", "watermark_l")
+
+
+class BackdoorMNISTDataModule(MNISTDataModule):
+    r"""MNIST whose training (and validation) pool carries a backdoor attack; the test split stays clean.
+
+    A fraction ``poison_rate`` of the pool gets the trigger and the attacker's label
+    (:func:`lit_robust.backdoor.poison`): multi-target ``a → (a+1) mod 10`` when ``target`` is ``None``
+    (thesis §5.5, Table 5.8), or single-target ``source → target`` (``poison_rate`` is then the fraction of
+    class ``source``; itlm_paper §6.4). Samples are ``(index, image, label, is_poisoned)``; the flag is ground
+    truth for metrics only. :meth:`poisoned_test_set` puts the trigger on every test image, and
+    :class:`~lit_robust.BackdoorMetrics` picks :attr:`trigger`, :attr:`attack_target` and :attr:`attack_source` up
+    from here.
+
+    Attacks (on normalised pixels, :attr:`value_range` = the scale of black and white):
+    ``"patch"`` (BadNets 3×3 checkerboard, bottom-right), ``"blend"`` (Gaussian blend, a = ``blend_alpha``),
+    ``"watermark_x"`` / ``"watermark_l"`` (a white X / L, ``watermark_size`` pixels).
+
+    Args:
+        attack: one of ``"patch"``, ``"blend"``, ``"watermark_x"``, ``"watermark_l"``.
+        poison_rate: :math:`\varepsilon \in [0, 1]`.
+        target: the attacker's label (single-target) or ``None`` (multi-target).
+        source: the class that is poisoned in a single-target attack.
+        trigger_seed: seeds the blend trigger's noise image.
+        blend_alpha, watermark_size: trigger parameters.
+        root, download, train_size, val_size, batch_size, eval_batch_size, num_workers, seed: as
+            :class:`~lit_robust.MNISTDataModule` (``seed`` also picks the poisoned samples).
+    """
+
+    def __init__(self, root: str = "data", attack: Attack = "patch", poison_rate: float = 0.15,
+                 target: int | None = None, source: int | None = None, trigger_seed: int = 0,
+                 blend_alpha: float = 0.1, watermark_size: int = 7, download: bool = False,
+                 train_size: int | None = None, val_size: int = 0, batch_size: int = 128,
+                 eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(root=root, download=download, train_size=train_size, val_size=val_size,
+                         batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed)
+        if attack not in ATTACKS:
+            raise ValueError(f"`attack` must be one of {', '.join(map(repr, ATTACKS))}, got {attack!r}.")
+        _check_ratio("poison_rate", poison_rate)
+        if target is not None and (source is None or source == target):
+            raise ValueError(f"a single-target attack (`target`={target!r}) needs a `source` class != `target`, got "
+                             f"source={source!r}.")
+        for name, v in (("target", target), ("source", source)):
+            if v is not None and not 0 <= v < self.num_classes:
+                raise ValueError(f"`{name}` must be a class in [0, {self.num_classes - 1}] or None, got {v!r}.")
+        self.attack, self.poison_rate = attack, poison_rate
+        self.attack_target, self.attack_source = target, source
+        self.trigger = self.make_trigger(attack, trigger_seed, blend_alpha, watermark_size)
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """Black and white in the normalised scale, e.g. ``(-0.4242, 2.8215)`` for MNIST."""
+        return ((0.0 - self._mean) / self._std, (1.0 - self._mean) / self._std)
+
+    def make_trigger(self, attack: str, seed: int, alpha: float, size: int) -> Trigger:
+        vr = self.value_range
+        if attack == "patch":
+            return PatchTrigger(size=3, value_range=vr)
+        if attack == "blend":
+            return BlendTrigger(alpha=alpha, seed=seed, value_range=vr)
+        return WatermarkTrigger(shape="X" if attack == "watermark_x" else "L", size=size, value_range=vr)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        x, y, x_test, y_test = self.load()
+        pool, n_train = self._pool(len(y))
+        x, y = x[pool], y[pool]
+        x_p, y_p, mask = poison(x, y, self.trigger, self.poison_rate, target=self.attack_target, source=self.attack_source,
+                                num_classes=self.num_classes, seed=self.seed + 1)
+        self._make_splits(x_p, y, y_p, mask, n_train, x_test, y_test, labels=True)
+
+    def poisoned_test_set(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(triggered test images, true labels, attacker labels)`` (:func:`lit_robust.backdoor.poison_test_set`)."""
+        if self.test_set is None:
+            raise RuntimeError("call `setup()` first.")
+        x, y = self.test_set.dataset.tensors
+        return poison_test_set(x, y, self.trigger, target=self.attack_target, num_classes=self.num_classes,
+                               source=self.attack_source)
+
+
+class BackdoorFashionMNISTDataModule(BackdoorMNISTDataModule):
+    """:class:`BackdoorMNISTDataModule` on FashionMNIST."""
+
+    _name, _mean, _std = "FashionMNIST", 0.2860, 0.3530
