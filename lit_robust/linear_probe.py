@@ -84,6 +84,8 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         else:
             net = simclr_backbone(backbone or "cnn", in_channels or 1, width or 16,
                                   True if first_conv is None else first_conv, True if maxpool1 is None else maxpool1)
+        # the architecture actually built goes into the hyper-parameters (and so into this module's checkpoints)
+        self.hparams.update({k: v for k, v in net.arch.items() if k in self.hparams})
         self.backbone = net
         self.head = nn.Linear(net.feature_dim, num_classes)
         self.freeze_backbone = freeze_backbone

@@ -72,7 +72,7 @@ def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int
         first_conv: ResNets: ``True`` = ImageNet stem (7×7 stride-2 ``conv1``), ``False`` = CIFAR stem (3×3 stride 1).
         maxpool1: ResNets: keep the max-pool after ``conv1`` (``False`` for the CIFAR stem).
 
-    The returned module has a ``feature_dim`` attribute. ResNet parameter names are torchvision's, which are
+    The returned module has a ``feature_dim`` attribute and an ``arch`` dict of the arguments it was built with. ResNet parameter names are torchvision's, which are
     also those of lightning-bolts' SimCLR ``encoder`` (without its unused ``fc``).
 
     >>> simclr_backbone("cnn", width=8)(torch.zeros(2, 1, 28, 28)).shape
@@ -82,7 +82,10 @@ def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int
         raise ValueError(f"`backbone` must be one of {BACKBONES}, got {name!r}.")
     in_channels = _check_positive_int("in_channels", in_channels)
     if name == "cnn":
-        return SmallCNN(in_channels, _check_positive_int("width", width))
+        net = SmallCNN(in_channels, _check_positive_int("width", width))
+        net.arch = {"backbone": name, "in_channels": in_channels, "width": width, "first_conv": first_conv,
+                    "maxpool1": maxpool1}
+        return net
     import torchvision.models as tvm
 
     net = getattr(tvm, name)(weights=None)
@@ -94,6 +97,8 @@ def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int
         net.maxpool = nn.Identity()
     net.feature_dim = net.fc.in_features
     net.fc = nn.Identity()
+    net.arch = {"backbone": name, "in_channels": in_channels, "width": width, "first_conv": first_conv,
+                "maxpool1": maxpool1}
     return net
 
 
@@ -224,8 +229,8 @@ class SimCLR(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         # negatives from every rank under DDP (lightly gathers with its own autograd-aware all-gather)
-        if self.trainer is not None and self.trainer.world_size > 1:
-            self.criterion = NTXentLoss(temperature=self.hparams.temperature, gather_distributed=True)
+        gather = self.trainer is not None and self.trainer.world_size > 1
+        self.criterion = NTXentLoss(temperature=self.hparams.temperature, gather_distributed=gather)
 
     def forward(self, x: Tensor) -> Tensor:
         """The representation :math:`h(x)` (backbone features, no projection)."""

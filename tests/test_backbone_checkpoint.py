@@ -160,3 +160,15 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path, how):
     # the marker mechanism is real: an unrestricted unpickle would have created it
     pickle.loads(pickle.dumps(_Payload(str(marker))))
     assert marker.exists()
+
+
+def test_linear_probe_checkpoint_records_the_backbone_it_read(tmp_path):
+    torch.manual_seed(0)
+    simclr = SimCLR(width=8, projection_dim=8)
+    src = tmp_path / "simclr.ckpt"
+    torch.save({"state_dict": simclr.state_dict(), "hyper_parameters": dict(simclr.hparams)}, src)
+    probe = LinearProbe(str(src))
+    assert probe.hparams.width == 8 and probe.hparams.backbone == "cnn"  # resolved from the file, not defaults
+    again = tmp_path / "probe.ckpt"
+    torch.save({"state_dict": probe.state_dict(), "hyper_parameters": dict(probe.hparams)}, again)
+    assert load_backbone(again).feature_dim == 32  # a LinearProbe checkpoint serves as a backbone source too
