@@ -214,3 +214,17 @@ def test_semi_supervised_backdoor_rejects_bad_arguments(shared_data):
     dm = SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_size=5000, unlabeled_mnist=2000)
     with pytest.raises(ValueError, match=r"`labeled_size` \(5000\) \+ `unlabeled_mnist` \(2000\) must be <= 6000"):
         dm.setup()
+
+
+def test_linear_probe_takes_the_adversarial_trigger_through_the_frozen_backbone(tmp_path, one_torch_thread):
+    from lit_robust import AdversarialTrigger
+
+    torch.manual_seed(0)
+    probe = LinearProbe(backbone="cnn", width=4, num_classes=3, lr=0.05)
+    frozen = {k: v.clone() for k, v in probe.backbone.state_dict().items()}
+    at = AdversarialTrigger(tau=0.1, value_range=None)
+    tiny_trainer(tmp_path, max_epochs=1, callbacks=[BatchFilter("prl", drop_ratio=0.25), at]).fit(
+        probe, DataLoader(_labelled(), batch_size=40))
+    c = at.last_perturbation
+    assert c is not None and float(c.abs().max()) > 0 and float(c.abs().max()) <= 0.1 + 1e-6  # |c| <= tau
+    assert all(torch.equal(frozen[k], v) for k, v in probe.backbone.state_dict().items())
