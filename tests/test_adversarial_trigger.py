@@ -342,3 +342,27 @@ def test_single_target_datamodule():
 def test_datamodule_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         lr.BackdoorMNISTDataModule(root=str(SHARED_DATA), **kwargs)
+
+
+def test_resumed_prl_at_run_reproduces_an_uninterrupted_one(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(40, 1, 2, 2, generator=g), torch.randint(0, 3, (40,), generator=g)
+    ds = lr.IndexedDataset(TensorDataset(x, y))
+
+    def run(max_epochs, ckpt_path=None, save=None):
+        module = Tiny()
+        cbs = [lr.BatchFilter("prl", drop_ratio=0.3, warmup_epochs=1), lr.AdversarialTrigger(0.05, (0.0, 1.0))]
+        tr = pl.Trainer(max_epochs=max_epochs, callbacks=cbs, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+        tr.fit(module, DataLoader(ds, batch_size=10), ckpt_path=ckpt_path)
+        if save:
+            tr.save_checkpoint(save)
+        return module, cbs[0]
+
+    full, full_filter = run(3)
+    ckpt = tmp_path / "mid.ckpt"
+    run(1, save=str(ckpt))
+    resumed, resumed_filter = run(3, ckpt_path=str(ckpt))
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert [r.dropped for r in full_filter.history] == [r.dropped for r in resumed_filter.history] == [0, 12, 12]

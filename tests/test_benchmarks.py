@@ -117,7 +117,7 @@ def test_overhead_registry_has_the_issue_rows():
                     "itlm/scoring_pass_vs_no_grad_loop": ("throughput", None),
                     "mixin/training_step": ("time", 1.02), "itlm/fit": ("time", 1.10),
                     "filter/prl_step": ("time", 1.05), "filter/spl_step": ("time", 1.05),
-                    "filter/prl_g_step": ("time", 2.0)}
+                    "filter/prl_g_step": ("time", 2.0), "backdoor/adversarial_trigger_step": ("time", 2.2)}
 
 
 def test_gan_mixture_smoke_ends_with_headline_json():
