@@ -15,6 +15,7 @@ from lit_robust.anomaly import (
     TwoMoonsAnomalyDataModule,
     roc_auc,
 )
+from lit_robust.backbone_checkpoint import load_backbone
 from lit_robust.callbacks import (
     ITLM,
     AdversarialTrigger,
@@ -37,6 +38,7 @@ from lit_robust.data import (
     MixedImagesDataModule,
     MNISTDataModule,
     MNISTLandmarksDataModule,
+    SemiSupervisedBackdoorMNISTDataModule,
     SyntheticLinearDataModule,
     SyntheticRegressionDataModule,
     corrupt_labels,
@@ -45,11 +47,13 @@ from lit_robust.data import (
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
 from lit_robust.gan import DCGAN
+from lit_robust.linear_probe import LinearProbe
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import BatchSelector, RobustMixin
 from lit_robust.models import ImageClassifier, LinearRegressor, MLPRegressor
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
+from lit_robust.simclr import SimCLR, random_views, simclr_backbone
 from lit_robust.spectral import SpectralNorm, apply_spectral_norm, remove_spectral_norm, truncate_spectral_norm
 
 __version__ = "0.1.0.dev0"
@@ -108,4 +112,10 @@ __all__ = [
     "BackdoorMetrics",
     "BackdoorMNISTDataModule",
     "BackdoorFashionMNISTDataModule",
+    "SimCLR",
+    "LinearProbe",
+    "simclr_backbone",
+    "random_views",
+    "load_backbone",
+    "SemiSupervisedBackdoorMNISTDataModule",
 ]

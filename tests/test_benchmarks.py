@@ -145,3 +145,25 @@ def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
     assert isinstance(summary["prl_at_target_met"], bool) and isinstance(summary["itlm_target_met"], bool)
     out = smoke_runs["backdoor_mnist"].stdout
     assert "| 0.25 |" in out and "| X, 1 → 2 |" in out  # both tables were printed
+
+
+def test_simclr_defence_smoke_ends_with_headline_json():
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "simclr_defence.py"), "--smoke", "--data-root",
+                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    summary = _last_json(run)
+    assert summary["benchmark"] == "simclr_defence" and summary["mode"] == "smoke"
+    row = summary["rows"]["patch_0.35"]
+    assert set(row) == {"standard", "prl_at", "prl_simclr", "prl_simclr_sn"}
+    assert all(0.0 <= v[m] <= 100.0 for v in row.values() for m in ("clean", "poison"))
+    assert summary["throughput_ratio"] > 0 and set(summary["targets_met"]) == {"pretrain_throughput_ge_0.9"}
+    assert summary["pretrain"]["runs"] == 1 and summary["pretrain"]["images_per_s"] > 0
+    assert "| patch | poison | 0.35 |" in run.stdout  # the markdown table was printed
+
+
+def test_simclr_defence_rejects_bad_arguments():
+    mod = _load("simclr_defence")
+    with pytest.raises(SystemExit, match=r"`--eps` must be poison rates in \(0, 0.5\), got \[0.6\]"):
+        mod.main(["--smoke", "--eps", "0.6"])
+    with pytest.raises(SystemExit, match=r"`--jobs` must be 1 or 2 \(the machine has 2 shared cores\), got 4"):
+        mod.main(["--smoke", "--jobs", "4"])

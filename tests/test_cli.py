@@ -37,14 +37,33 @@ def shrink(cfg: dict, tmp_path: Path) -> dict:
         data["root"] = str(SHARED_DATA)
     if "train_size" in data:
         data["train_size"], data["val_size"] = 300, 100
+    if "labeled_fraction" in data:  # SemiSupervisedBackdoorMNISTDataModule
+        data.update(labeled_size=200, unlabeled_mnist=200, test_size=200)
+        if data.get("unlabeled_fashion"):
+            data["unlabeled_fashion"] = 100
     return cfg
+
+
+@pytest.fixture(scope="module")
+def simclr_checkpoint(tmp_path_factory) -> Path:
+    """The checkpoint of a shrunk ``configs/simclr_pretrain.yaml`` run, for the configs that fine-tune on it."""
+    tmp = tmp_path_factory.mktemp("simclr_pretrain")
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "simclr_pretrain.yaml").read_text()), tmp)
+    cfg["trainer"]["enable_checkpointing"] = True  # Lightning's default ModelCheckpoint: <root>/checkpoints/
+    small = tmp / "simclr_pretrain.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(small)])
+    ckpts = sorted((tmp / "checkpoints").glob("*.ckpt"))
+    assert len(ckpts) == 1, ckpts
+    return ckpts[0]
 
 
 def test_every_config_is_tested():
     assert {p.name for p in CONFIGS} >= {"itlm_mnist.yaml", "itlm_digits.yaml", "prl_mnist.yaml", "spl_mnist.yaml",
                                          "prl_g_mnist.yaml", "coteaching_mnist.yaml", "bootstrap_mnist.yaml",
                                          "prl_regression.yaml", "backdoor_patch_prl_at.yaml", "backdoor_blend_prl_at.yaml",
-                                         "itlm_backdoor_watermark.yaml"}
+                                         "itlm_backdoor_watermark.yaml",
+                                         "simclr_pretrain.yaml", "simclr_finetune_prl.yaml"}
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +72,11 @@ def _no_pytest_argv(monkeypatch):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_fits(config, tmp_path):
+def test_config_fits(config, tmp_path, request):
     cfg = shrink(yaml.safe_load(config.read_text()), tmp_path)
+    model_args = cfg.get("model", {}).get("init_args", {})
+    if "backbone_checkpoint" in model_args:  # fine-tuning configs read a shrunk pretraining run's checkpoint
+        model_args["backbone_checkpoint"] = str(request.getfixturevalue("simclr_checkpoint"))
     small = tmp_path / config.name
     small.write_text(yaml.safe_dump(cfg))
     main(["fit", "--config", str(small)])
@@ -94,3 +116,13 @@ def test_cli_rejects_bad_callback_argument(tmp_path, capsys, config, arg, value,
     with pytest.raises((ValueError, SystemExit)) as err:
         main(["fit", "--config", str(bad)])
     assert message in str(err.value) + capsys.readouterr().err
+
+
+def test_finetune_config_without_backbone_checkpoint_file_says_so(tmp_path, capsys):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "simclr_finetune_prl.yaml").read_text()), tmp_path)
+    cfg["model"]["init_args"]["backbone_checkpoint"] = str(tmp_path / "missing.ckpt")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises((FileNotFoundError, ValueError, SystemExit)) as err:
+        main(["fit", "--config", str(bad)])
+    assert "`backbone_checkpoint` must be an existing checkpoint file" in str(err.value) + capsys.readouterr().err

@@ -74,3 +74,19 @@ def test_backdoor_example_runs_and_measures():
     assert all(0.0 <= v <= 1.0 for v in res["test"].values())
     # PRL dropped a quarter of each batch; its rejects hold more poisoned samples than the 25% of the data
     assert res["dropped"]["precision"] > 0.25
+
+
+def test_simclr_backdoor_example_pretrains_and_fits_a_bounded_head(tmp_path, one_torch_thread):
+    import torch
+
+    from lit_robust import load_backbone
+    from tests.conftest import SHARED_DATA
+
+    out = load("simclr_backdoor_defence").main(fast=True, root=str(SHARED_DATA), out_dir=str(tmp_path))
+    for accs in (out["standard"], out["defended"]):
+        assert set(accs) == {"clean_acc", "poison_acc"} and all(0.0 <= v <= 1.0 for v in accs.values())
+    assert out["sigma_max"] <= 1.0 + 1e-5  # the head was truncated after every step
+    first, second = out["history"]
+    assert first.dropped == 0 and second.dropped > 0  # one warm-up epoch, then PRL drops 35% of each batch
+    assert second.corrupted_frac == 0.35
+    assert isinstance(load_backbone(out["checkpoint"]), torch.nn.Module)  # the saved pretraining run is loadable

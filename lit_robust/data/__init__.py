@@ -16,6 +16,7 @@ from lit_robust.data.datamodules import (
 )
 from lit_robust.data.indexed import IndexedBatch, IndexedDataset, unpack_batch
 from lit_robust.data.mixture import MixedImagesDataModule
+from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE, SemiSupervisedBackdoorMNISTDataModule
 
 __all__ = [
     "IndexedDataset",
@@ -40,4 +41,6 @@ __all__ = [
     "BackdoorMNISTDataModule",
     "BackdoorFashionMNISTDataModule",
     "ATTACKS",
+    "SemiSupervisedBackdoorMNISTDataModule",
+    "MNIST_VALUE_RANGE",
 ]

@@ -1,0 +1,173 @@
+"""Read a SimCLR backbone from a checkpoint file without executing anything stored in it.
+
+Three layouts are recognised (the first that fits):
+
+* ``"lit_robust"`` — a checkpoint of :class:`~lit_robust.SimCLR` or :class:`~lit_robust.LinearProbe`
+  (Lightning: the weights under ``"state_dict"``, the backbone under the prefix ``backbone.``; the architecture
+  in ``"hyper_parameters"``);
+* ``"bolts"`` — a lightning-bolts ``SimCLR`` checkpoint (``pl_bolts.models.self_supervised.SimCLR``): the
+  backbone under ``encoder.`` (a torchvision-named ResNet-18/50 with an unused ImageNet classifier
+  ``encoder.fc.*``, dropped here), the projection under ``projection.`` (ignored), the architecture in the
+  hyper-parameters ``arch``, ``first_conv`` and ``maxpool1``. pl_bolts is never imported: the layout was
+  taken from lightning-bolts 0.7.0's source and checked numerically (``tests/fixtures/bolts_simclr_layout.json``);
+* ``"plain"`` — the backbone's own ``state_dict`` (``torch.save(model.backbone.state_dict(), path)``), alone or
+  under ``"state_dict"``; the architecture then comes from the arguments.
+
+Files are read with ``torch.load(..., weights_only=True)``: tensors, numbers, strings and containers only. A
+file that needs anything else (a pickled class, a function) is refused with an error before any of it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_robust.simclr import BACKBONES, simclr_backbone
+
+__all__ = ["load_backbone", "read_weights_only", "backbone_state_dict", "BackboneCheckpoint"]
+
+_ARCH_ARGS = ("backbone", "in_channels", "width", "first_conv", "maxpool1")
+_DEFAULTS = {"backbone": "cnn", "in_channels": 1, "width": 16, "first_conv": True, "maxpool1": True}
+_BOLTS_DEFAULTS = {"backbone": "resnet50", "in_channels": 3, "first_conv": True, "maxpool1": True}  # SimCLR defaults
+
+
+def read_weights_only(path: str | os.PathLike, argument: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name ``argument``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not a weights-only
+    checkpoint (a pickle of arbitrary objects is refused by torch's restricted unpickler before it can run code).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`{argument}` must be an existing checkpoint file, got {path!r} (no such file).")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"`{argument}` {path!r} cannot be read as a weights-only checkpoint ({first}). lit_robust loads "
+            "checkpoints with `torch.load(..., weights_only=True)` only, so that no code stored in the file runs. "
+            "If you trust the file, re-save its weights in a trusted environment, e.g. "
+            "`torch.save({'state_dict': model.state_dict()}, path)`."
+        ) from None
+
+
+class BackboneCheckpoint(dict):
+    """The backbone's state dict (plain ``dict`` of tensors) plus where it came from: ``layout``
+    (``"lit_robust"``, ``"bolts"`` or ``"plain"``) and ``arch`` (architecture hyper-parameters found in the file)."""
+
+    layout: str
+    arch: dict[str, Any]
+
+
+def _tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) and isinstance(v, Tensor)
+                                                          for k, v in obj.items())
+
+
+def backbone_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> BackboneCheckpoint:
+    """The backbone weights of a loaded checkpoint object, renamed to :func:`~lit_robust.simclr_backbone`'s names
+    (see the module docstring for the layouts)."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"`{source}` must hold a dict (a Lightning checkpoint or a state dict), got "
+                         f"{type(checkpoint).__name__}.")
+    sd = checkpoint.get("state_dict", checkpoint)
+    if not _tensor_dict(sd):
+        raise ValueError(f"`{source}` holds no state dict: expected a Lightning checkpoint (weights under "
+                         "'state_dict') or a dict of tensors; top-level keys: "
+                         f"{sorted(map(str, checkpoint))[:12]}.")
+    hp = checkpoint.get("hyper_parameters") if sd is not checkpoint else None
+    hp = dict(hp) if isinstance(hp, Mapping) else {}
+    out = BackboneCheckpoint()
+    if any(k.startswith("backbone.") for k in sd):
+        out.layout = "lit_robust"
+        out.update({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
+        out.arch = {k: hp[k] for k in _ARCH_ARGS if k in hp and hp[k] is not None}
+    elif any(k.startswith("encoder.") for k in sd):
+        out.layout = "bolts"
+        out.update({k[len("encoder."):]: v for k, v in sd.items()
+                    if k.startswith("encoder.") and not k.startswith("encoder.fc.")})  # fc: bolts' unused classifier
+        arch = {"in_channels": int(out["conv1.weight"].shape[1])} if "conv1.weight" in out else {}
+        if "arch" in hp:
+            arch["backbone"] = hp["arch"]
+        arch.update({k: bool(hp[k]) for k in ("first_conv", "maxpool1") if k in hp})
+        out.arch = arch
+    else:
+        out.layout = "plain"
+        out.update(sd)
+        out.arch = {}
+    return out
+
+
+def _describe(arch: Mapping[str, Any]) -> str:
+    keys = ("backbone", "in_channels", "first_conv", "maxpool1") if arch["backbone"] != "cnn" else \
+        ("backbone", "in_channels", "width")
+    return ", ".join(f"{k}={arch[k]!r}" for k in keys)
+
+
+def _mismatch_report(model: nn.Module, sd: Mapping[str, Tensor], limit: int = 8) -> str | None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(sd) if sd[k].shape != own[k].shape)
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f", ... ({len(items)} in all)" if len(items) > limit else ""
+            parts.append(f"{label}: {items[:limit]}{more}")
+    return "; ".join(parts)
+
+
+def load_backbone(checkpoint: str | os.PathLike, backbone: str | None = None, in_channels: int | None = None,
+                  width: int | None = None, first_conv: bool | None = None, maxpool1: bool | None = None,
+                  argument: str = "checkpoint") -> nn.Module:
+    """Build the backbone a checkpoint file was trained with and load its weights (strictly).
+
+    The architecture comes from the file's hyper-parameters where it has them; an argument given here must
+    agree with them (a conflict is an error), and fills in what the file does not say (then the defaults of
+    :func:`~lit_robust.simclr_backbone`; lightning-bolts files: bolts' defaults ``resnet50``, ``first_conv=True``,
+    ``maxpool1=True``). ``maxpool1`` has no weights, so a plain state dict cannot tell it: pass it.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a weights-only file, no state dict in it, an architecture argument contradicting the
+            file, or weights that do not fit the architecture (missing / unexpected keys and shape mismatches are
+            listed).
+
+    >>> import tempfile, os
+    >>> from lit_robust import SimCLR
+    >>> path = os.path.join(tempfile.mkdtemp(), "simclr.ckpt")
+    >>> torch.save({"state_dict": SimCLR(width=4).state_dict(), "hyper_parameters": {"backbone": "cnn", "width": 4}},
+    ...            path)
+    >>> load_backbone(path).feature_dim
+    16
+    """
+    found = backbone_state_dict(read_weights_only(checkpoint, argument), f"{argument} {os.fspath(checkpoint)!r}")
+    given = {"backbone": backbone, "in_channels": in_channels, "width": width, "first_conv": first_conv,
+             "maxpool1": maxpool1}
+    conflicts = [f"`{k}`={v!r} but the checkpoint says {found.arch[k]!r}" for k, v in given.items()
+                 if v is not None and k in found.arch and found.arch[k] != v]
+    if conflicts:
+        raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} ({found.layout} layout) was trained with another "
+                         f"architecture: {'; '.join(conflicts)}. Leave these arguments unset to use the checkpoint's.")
+    defaults = {**_DEFAULTS, **(_BOLTS_DEFAULTS if found.layout == "bolts" else {})}
+    arch = {k: given[k] if given[k] is not None else found.arch.get(k, defaults[k]) for k in _ARCH_ARGS}
+    if arch["backbone"] not in BACKBONES:
+        raise ValueError(f"`backbone` must be one of {BACKBONES}, got {arch['backbone']!r} (from "
+                         f"{'the arguments' if given['backbone'] else 'the checkpoint'}).")
+    model = simclr_backbone(arch["backbone"], arch["in_channels"], arch["width"], arch["first_conv"], arch["maxpool1"])
+    report = _mismatch_report(model, found)
+    if report is not None:
+        raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} ({found.layout} layout) does not fit the backbone "
+                         f"{_describe(arch)}: {report}. Pass the architecture it was trained with (`backbone`, "
+                         "`in_channels`, `width`, `first_conv`).")
+    model.load_state_dict(dict(found), strict=True)
+    return model

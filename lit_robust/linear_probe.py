@@ -1,0 +1,173 @@
+r"""A linear head on a frozen pretrained backbone: the supervised half of robust_dnn_thesis Algorithm 7."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_robust import distributed
+from lit_robust.backbone_checkpoint import load_backbone
+from lit_robust.data.indexed import unpack_batch
+from lit_robust.mixin import RobustMixin, reset_parameters
+from lit_robust.simclr import BackboneName, simclr_backbone
+
+__all__ = ["LinearProbe"]
+
+
+class LinearProbe(RobustMixin, pl.LightningModule):
+    r"""Classifier :math:`f = q \circ h`: a frozen representation :math:`h` (e.g. SimCLR's backbone) and a linear
+    head :math:`q(z) = Wz + b`, the only part fitted to the (possibly poisoned) labels.
+
+    Algorithm 7 (thesis §5.4.3): add ``BatchFilter("prl", drop_ratio=ε)`` (the noisy-label algorithm
+    :math:`\mathcal A`; its per-sample loss comes from :meth:`per_sample_loss`) and
+    ``SpectralNorm(k, modules="head", mode="truncate")`` (after every step :math:`\sigma_{\max}(W) \le k`) to the
+    Trainer's callbacks. Proposition 2 then bounds the poisoned risk through :math:`L_h \sigma_{\max}`.
+
+    The backbone is read from ``backbone_checkpoint`` (:func:`lit_robust.load_backbone`: this project's SimCLR or
+    LinearProbe checkpoints, lightning-bolts SimCLR checkpoints, or a plain state dict — weights-only), or, without
+    a checkpoint, freshly initialised (useful for tests; a random frozen backbone is a random-features baseline).
+    The architecture arguments default to what the checkpoint says.
+
+    With ``freeze_backbone=True`` (default) the backbone has ``requires_grad=False`` and stays in eval mode
+    (BatchNorm uses its pretrained statistics) even while the module trains; gradients with respect to the
+    *input* still flow through it (input-perturbation callbacks work). :meth:`reinitialize` re-draws the head only.
+
+    ``standardize=True`` (default, frozen backbone only) standardises every feature by its mean and standard
+    deviation over the training set, computed once without labels at the start of the first fit (and kept in the
+    state dict): the head then sees unit-scale features, so a bound :math:`\sigma_{\max}(W) \le k` means the same
+    for any backbone. The standardisation is part of :math:`h` (it uses no labels).
+
+    Validation and test log the accuracy as ``val_acc`` / ``test_acc`` (several test loaders: one value per
+    loader, Lightning adds ``/dataloader_idx_k``).
+
+    Args:
+        backbone_checkpoint: path of the backbone's checkpoint, or ``None``.
+        backbone / in_channels / width / first_conv / maxpool1: the architecture (see
+            :func:`lit_robust.simclr_backbone`); ``None`` = from the checkpoint, else the defaults.
+        num_classes: outputs of the head.
+        lr / weight_decay / optimizer: the head's optimiser (``"adam"`` or ``"sgd"`` with momentum 0.9).
+        freeze_backbone: ``False`` fine-tunes the backbone too (not Algorithm 7).
+        standardize: standardise the features with training-set statistics (frozen backbone only).
+    """
+
+    def __init__(
+        self,
+        backbone_checkpoint: str | None = None,
+        backbone: BackboneName | None = None,
+        in_channels: int | None = None,
+        width: int | None = None,
+        first_conv: bool | None = None,
+        maxpool1: bool | None = None,
+        num_classes: int = 10,
+        lr: float = 1e-2,
+        weight_decay: float = 0.0,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        freeze_backbone: bool = True,
+        standardize: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        if not lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {optimizer!r}.")
+        self.save_hyperparameters()
+        if backbone_checkpoint is not None:
+            net = load_backbone(backbone_checkpoint, backbone, in_channels, width, first_conv, maxpool1,
+                                argument="backbone_checkpoint")
+        else:
+            net = simclr_backbone(backbone or "cnn", in_channels or 1, width or 16,
+                                  True if first_conv is None else first_conv, True if maxpool1 is None else maxpool1)
+        # the architecture actually built goes into the hyper-parameters (and so into this module's checkpoints)
+        self.hparams.update({k: v for k, v in net.arch.items() if k in self.hparams})
+        self.backbone = net
+        self.head = nn.Linear(net.feature_dim, num_classes)
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        self.standardize = standardize and freeze_backbone
+        self.register_buffer("feature_mean", torch.zeros(net.feature_dim))
+        self.register_buffer("feature_std", torch.ones(net.feature_dim))
+        self.register_buffer("standardized", torch.tensor(False))
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = nn.ModuleList()  # one metric per test loader, created on demand
+
+    def train(self, mode: bool = True) -> LinearProbe:
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()  # pretrained BatchNorm statistics stay fixed
+        return self
+
+    def features(self, x: Tensor) -> Tensor:
+        """The representation :math:`h(x)` (standardised once the statistics are known)."""
+        z = self.backbone(x)
+        if self.standardize and bool(self.standardized):
+            z = (z - self.feature_mean) / self.feature_std
+        return z
+
+    def on_train_start(self) -> None:
+        if self.standardize and not bool(self.standardized):
+            self.fit_feature_statistics(self.trainer.train_dataloader)
+
+    @torch.no_grad()
+    def fit_feature_statistics(self, loader: Any) -> None:
+        """Mean and standard deviation of the backbone's features over ``loader`` (summed over every DDP rank;
+        call on every rank), stored in ``feature_mean`` / ``feature_std``."""
+        total = torch.zeros(2 * self.feature_mean.numel() + 1, dtype=torch.float64, device=self.device)
+        for batch in loader:
+            x = unpack_batch(batch).input.to(self.device)
+            z = self.backbone(x).double()
+            total += torch.cat([z.sum(0), (z * z).sum(0), z.new_tensor([z.shape[0]])])
+        total = distributed.all_reduce_sum(total)
+        d, n = self.feature_mean.numel(), float(total[-1])
+        if n < 2:
+            raise ValueError(f"LinearProbe(standardize=True) needs at least 2 training samples, got {int(n)}.")
+        mean = total[:d] / n
+        var = (total[d:2 * d] / n - mean * mean).clamp(min=0.0) * n / (n - 1)
+        self.feature_mean.copy_(mean.float())
+        self.feature_std.copy_(var.sqrt().float().clamp(min=1e-6))
+        self.standardized.fill_(True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
+        b = unpack_batch(batch)
+        logits = self(b.input)
+        return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+    def reinitialize(self, seed: int) -> None:
+        """Re-draw the head only (the pretrained backbone is the point of the module)."""
+        if self.freeze_backbone:
+            reset_parameters(self.head, seed)
+        else:
+            super().reinitialize(seed)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        b = unpack_batch(batch)
+        logits = self(b.input)
+        self.val_acc(logits, b.target)
+        self.log("val_loss", F.cross_entropy(logits, b.target))
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        b = unpack_batch(batch)
+        while len(self.test_acc) <= dataloader_idx:
+            self.test_acc.append(MulticlassAccuracy(self.hparams.num_classes, average="micro").to(self.device))
+        metric = self.test_acc[dataloader_idx]
+        metric(self(b.input), b.target)
+        self.log("test_acc", metric, metric_attribute=f"test_acc.{dataloader_idx}")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)

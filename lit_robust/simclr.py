@@ -1,0 +1,265 @@
+r"""SimCLR pretraining on lightly (robust_dnn_thesis §5.4.3, Algorithm 7).
+
+Algorithm 7 learns the representation :math:`h` without labels — SimCLR on the (poisoned) training images
+together with an unlabeled augmentation set — so that its Lipschitz constant :math:`L_h` is controlled
+without ever reading the poisoned labels; only a linear head, with :math:`\sigma_{\max} \le k`, is then fitted
+to the labels with a noisy-label algorithm (:class:`~lit_robust.LinearProbe` with
+:class:`~lit_robust.BatchFilter` and :class:`~lit_robust.SpectralNorm`). Proposition 2 bounds the poisoned risk
+by :math:`L_h \sigma_{\max} \sqrt2 (2\tau + \epsilon\tau)` plus the clean terms.
+
+Pieces:
+
+* :func:`simclr_backbone` — torchvision ResNet-18/50 without its classifier, with the CIFAR stem option
+  (``first_conv=False``: 3×3 stride-1 ``conv1``; ``maxpool1=False``: no max-pool; the names follow
+  lightning-bolts, whose SimCLR checkpoints :func:`lit_robust.load_backbone` reads), or ``"cnn"``, a small
+  three-block CNN for 28×28 grey images;
+* :func:`random_views` — a batched, seeded tensor augmentation for small grey images (random resized crop,
+  rotation, contrast/brightness jitter): one ``grid_sample`` per batch instead of PIL per sample;
+* :class:`SimCLR` — the LightningModule: backbone, lightly's ``SimCLRProjectionHead`` and ``NTXentLoss`` (with
+  ``gather_distributed=True`` when the Trainer runs on several processes, so negatives come from every rank).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch import Tensor, nn
+
+__all__ = ["SimCLR", "SmallCNN", "simclr_backbone", "random_views", "BackboneName", "BACKBONES"]
+
+BackboneName = Literal["cnn", "resnet18", "resnet50"]
+BACKBONES = ("cnn", "resnet18", "resnet50")
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks (``width``, ``2·width``, ``4·width`` channels; BatchNorm, ReLU; 2×2 max-pool after the
+    first two), global average pooling: a ``4·width``-dimensional feature per image (MNIST-sized inputs)."""
+
+    def __init__(self, in_channels: int = 1, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.block1 = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU())
+        self.block3 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU())
+        self.feature_dim = 4 * w
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(self.block1(x), 2)
+        x = F.max_pool2d(self.block2(x), 2)
+        return self.block3(x).mean(dim=(2, 3))
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    return value
+
+
+def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int = 16, first_conv: bool = True,
+                    maxpool1: bool = True) -> nn.Module:
+    """The representation network :math:`h`: images ``[N, C, H, W]`` → features ``[N, feature_dim]``.
+
+    Args:
+        name: ``"cnn"`` (:class:`SmallCNN`), ``"resnet18"`` or ``"resnet50"`` (torchvision, ``fc`` removed).
+        in_channels: image channels (ResNets: ``conv1`` is rebuilt when it is not 3).
+        width: the first block's channels of ``"cnn"`` (ignored by the ResNets).
+        first_conv: ResNets: ``True`` = ImageNet stem (7×7 stride-2 ``conv1``), ``False`` = CIFAR stem (3×3 stride 1).
+        maxpool1: ResNets: keep the max-pool after ``conv1`` (``False`` for the CIFAR stem).
+
+    The returned module has a ``feature_dim`` attribute and an ``arch`` dict of the arguments it was built with. ResNet parameter names are torchvision's, which are
+    also those of lightning-bolts' SimCLR ``encoder`` (without its unused ``fc``).
+
+    >>> simclr_backbone("cnn", width=8)(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 32])
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"`backbone` must be one of {BACKBONES}, got {name!r}.")
+    in_channels = _check_positive_int("in_channels", in_channels)
+    if name == "cnn":
+        net = SmallCNN(in_channels, _check_positive_int("width", width))
+        net.arch = {"backbone": name, "in_channels": in_channels, "width": width, "first_conv": first_conv,
+                    "maxpool1": maxpool1}
+        return net
+    import torchvision.models as tvm
+
+    net = getattr(tvm, name)(weights=None)
+    if in_channels != 3 or not first_conv:
+        net.conv1 = (nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False) if first_conv
+                     else nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False))
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not maxpool1:
+        net.maxpool = nn.Identity()
+    net.feature_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    net.arch = {"backbone": name, "in_channels": in_channels, "width": width, "first_conv": first_conv,
+                "maxpool1": maxpool1}
+    return net
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def random_views(images: Tensor, crop_scale: tuple[float, float] = (0.5, 1.0),
+                 aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3), max_rotation: float = 15.0, jitter: float = 0.4,
+                 generator: torch.Generator | None = None) -> Tensor:
+    r"""One random view of every image of a batch ``[N, C, H, W]``, drawn independently per image.
+
+    Each image gets a random resized crop — area fraction :math:`s \sim U(\text{crop\_scale})`, aspect ratio
+    :math:`r` log-uniform in ``aspect_ratio``, crop size :math:`(\sqrt{s r}, \sqrt{s / r})` of the image's width and
+    height (capped at 1), placed uniformly inside the image — rotated by :math:`\theta \sim U(\pm
+    \text{max\_rotation})` degrees and resized back to :math:`H \times W` (one bilinear ``grid_sample``, edge pixels
+    repeated outside the image); then :math:`x' = a\,x + b\,\text{std}(x)`, :math:`a \sim U(1 \pm \text{jitter})`,
+    :math:`b \sim U(\pm \text{jitter})` per image (the grey analogue of SimCLR's colour jitter).
+
+    With ``crop_scale=(1, 1)``, ``aspect_ratio=(1, 1)``, ``max_rotation=0`` and ``jitter=0`` it returns the
+    images unchanged. ``generator`` (on the images' device) makes the views reproducible.
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
+        got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"`images` must be a floating-point batch [N, C, H, W], got {got}.")
+    lo, hi = crop_scale
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"`crop_scale` must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")
+    rlo, rhi = aspect_ratio
+    if not 0.0 < rlo <= rhi:
+        raise ValueError(f"`aspect_ratio` must be (low, high) with 0 < low <= high, got {aspect_ratio!r}.")
+    if not 0.0 <= max_rotation <= 180.0:
+        raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation!r}.")
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"`jitter` must be in [0, 1), got {jitter!r}.")
+    n, dev, dt = images.shape[0], images.device, images.dtype
+    s = _uniform(n, lo, hi, generator, dev)
+    r = torch.exp(_uniform(n, math.log(rlo), math.log(rhi), generator, dev))
+    w = torch.sqrt(s * r).clamp(max=1.0)  # crop width / image width
+    h = torch.sqrt(s / r).clamp(max=1.0)
+    cx = (1 - w) * _uniform(n, -1.0, 1.0, generator, dev)  # crop centre in [-1, 1] coordinates
+    cy = (1 - h) * _uniform(n, -1.0, 1.0, generator, dev)
+    th = torch.deg2rad(_uniform(n, -max_rotation, max_rotation, generator, dev))
+    cos, sin = torch.cos(th), torch.sin(th)
+    theta = torch.stack([torch.stack([w * cos, -h * sin, cx], 1), torch.stack([w * sin, h * cos, cy], 1)], 1)
+    grid = F.affine_grid(theta.to(dt), list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if jitter > 0:
+        a = _uniform(n, 1 - jitter, 1 + jitter, generator, dev).to(dt).view(n, 1, 1, 1)
+        b = _uniform(n, -jitter, jitter, generator, dev).to(dt).view(n, 1, 1, 1)
+        std = out.flatten(1).std(dim=1).view(n, 1, 1, 1)
+        out = a * out + b * std
+    return out
+
+
+def batch_images(batch: Any) -> Tensor | tuple[Tensor, Tensor]:
+    """The images of a batch: ``(index, input, target[, flag])`` (:class:`~lit_robust.IndexedDataset`),
+    ``(input, target)`` or a bare tensor; ``input`` may be two precomputed views ``[v1, v2]``."""
+    x = batch[1] if isinstance(batch, (tuple, list)) and len(batch) in (3, 4) else (
+        batch[0] if isinstance(batch, (tuple, list)) else batch)
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2 or not all(isinstance(v, Tensor) for v in x):
+            raise ValueError(f"SimCLR: precomputed views must be two image tensors [v1, v2], got {len(x)} items.")
+        return x[0], x[1]
+    if not isinstance(x, Tensor):
+        raise ValueError(f"SimCLR: a batch must carry images ([N, C, H, W] or two views), got {type(x).__name__}.")
+    return x
+
+
+class SimCLR(pl.LightningModule):
+    r"""SimCLR (Chen et al. 2020) on lightly: two random views per image, backbone, projection head, NT-Xent.
+
+    The loss is lightly's ``NTXentLoss(temperature)``: for the :math:`2N` projections :math:`z` of a batch,
+    :math:`\ell_{i,j} = -\log \frac{\exp(\cos(z_i, z_j)/T)}{\sum_{k \ne i} \exp(\cos(z_i, z_k)/T)}` averaged over the
+    positive pairs. Under DDP (``trainer.world_size > 1``) the loss gathers the projections of every rank
+    (``gather_distributed=True``), so each sample's negatives are the global batch.
+
+    A batch carries images (``(index, image, target[, flag])``, ``(image, target)`` or a tensor): the two views
+    are drawn on the batch's device by :func:`random_views` (``augment="grey"``). A dataset that already yields
+    two views (e.g. with lightly's ``SimCLRTransform``) sets ``augment="none"``; its input is ``[v1, v2]``.
+    Labels are never read.
+
+    After fitting, ``module.backbone`` is the representation :math:`h`; a checkpoint of this module is read by
+    :func:`lit_robust.load_backbone` / :class:`lit_robust.LinearProbe`.
+
+    Args:
+        backbone / in_channels / width / first_conv / maxpool1: see :func:`simclr_backbone`.
+        projection_dim: output size of the projection head; ``hidden_dim`` its hidden size (default: the
+            backbone's feature size).
+        temperature: NT-Xent temperature :math:`T > 0`.
+        lr / weight_decay: AdamW settings.
+        augment: ``"grey"`` (built-in batched views) or ``"none"`` (the batches carry two views).
+        crop_scale / max_rotation / jitter: the :func:`random_views` settings.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneName = "cnn",
+        in_channels: int = 1,
+        width: int = 16,
+        first_conv: bool = True,
+        maxpool1: bool = True,
+        projection_dim: int = 64,
+        hidden_dim: int | None = None,
+        temperature: float = 0.5,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        augment: Literal["grey", "none"] = "grey",
+        crop_scale: tuple[float, float] = (0.5, 1.0),
+        max_rotation: float = 15.0,
+        jitter: float = 0.4,
+    ) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
+        if not lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
+        if augment not in ("grey", "none"):
+            raise ValueError(f"`augment` must be 'grey' or 'none', got {augment!r}.")
+        _check_positive_int("projection_dim", projection_dim)
+        # validate the augmentation settings once, here, rather than at the first step
+        random_views(torch.zeros(1, 1, 4, 4), tuple(crop_scale), max_rotation=max_rotation, jitter=jitter)
+        self.save_hyperparameters()
+        self.backbone = simclr_backbone(backbone, in_channels, width, first_conv, maxpool1)
+        feat = self.backbone.feature_dim
+        self.projection_head = SimCLRProjectionHead(feat, hidden_dim or feat, projection_dim)
+        self.criterion = NTXentLoss(temperature=temperature)
+
+    def setup(self, stage: str) -> None:
+        # negatives from every rank under DDP (lightly gathers with its own autograd-aware all-gather)
+        gather = self.trainer is not None and self.trainer.world_size > 1
+        self.criterion = NTXentLoss(temperature=self.hparams.temperature, gather_distributed=gather)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The representation :math:`h(x)` (backbone features, no projection)."""
+        return self.backbone(x)
+
+    def views(self, batch: Any) -> tuple[Tensor, Tensor]:
+        x = batch_images(batch)
+        if isinstance(x, tuple):
+            return x
+        if self.hparams.augment == "none":
+            raise ValueError("SimCLR(augment='none') needs batches of two views `[v1, v2]`; got one image tensor. "
+                             "Use augment='grey' or a dataset transform that returns two views.")
+        hp = self.hparams
+        args = dict(crop_scale=tuple(hp.crop_scale), max_rotation=hp.max_rotation, jitter=hp.jitter)
+        return random_views(x, **args), random_views(x, **args)
+
+    def contrastive_loss(self, v1: Tensor, v2: Tensor) -> Tensor:
+        """NT-Xent of the two views' projections (one backbone pass over both views)."""
+        z = self.projection_head(self.backbone(torch.cat([v1, v2])))
+        z1, z2 = z.chunk(2)
+        return self.criterion(z1, z2)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.contrastive_loss(*self.views(batch))
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", self.contrastive_loss(*self.views(batch)), sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,230 @@
+"""SimCLR pretraining, its augmentation, the LinearProbe fine-tuning and the semi-supervised backdoor data."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust import (
+    BatchFilter,
+    IndexedDataset,
+    LinearProbe,
+    SemiSupervisedBackdoorMNISTDataModule,
+    SimCLR,
+    SpectralNorm,
+    random_views,
+    simclr_backbone,
+)
+from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE
+from tests.conftest import tiny_trainer
+
+# -- random_views (pure) ----------------------------------------------------------------------------------------
+
+
+def test_identity_settings_return_the_images():
+    x = torch.randn(4, 1, 28, 28)
+    out = random_views(x, crop_scale=(1.0, 1.0), aspect_ratio=(1.0, 1.0), max_rotation=0.0, jitter=0.0)
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_half_size_crop_of_a_ramp_halves_its_slope():
+    # bilinear resampling reproduces a linear function exactly: a centred crop of half the width, resized to the
+    # full width, is the same ramp with half the slope (the crop is placed uniformly: fix it at the centre by
+    # asking for a full-height crop and comparing slopes only)
+    w = 32
+    ramp = torch.linspace(-1, 1, w).expand(1, 1, w, w).clone()
+    out = random_views(ramp, crop_scale=(0.5, 0.5), aspect_ratio=(0.5, 0.5), max_rotation=0.0, jitter=0.0,
+                       generator=torch.Generator().manual_seed(0))
+    # crop width sqrt(0.5 * 0.5) = 0.5, height sqrt(0.5 / 0.5) = 1: slope per pixel halves, rows stay identical
+    inner = out[0, 0, :, 2:-2]
+    slope = inner[:, 1:] - inner[:, :-1]
+    assert torch.allclose(slope, torch.full_like(slope, 0.5 * 2 / (w - 1)), atol=1e-5)
+    assert torch.allclose(inner, inner[:1].expand_as(inner))
+
+
+def test_views_are_seeded_independent_per_image_and_keep_shape():
+    x = torch.randn(1, 1, 28, 28).expand(6, 1, 28, 28).contiguous()
+    a = random_views(x, generator=torch.Generator().manual_seed(1))
+    b = random_views(x, generator=torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.allclose(a[0], a[1])  # the same image gets different views
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"crop_scale": (0.0, 1.0)}, r"`crop_scale` must be \(low, high\) with 0 < low <= high <= 1, got \(0.0, 1.0\)"),
+    ({"aspect_ratio": (2.0, 1.0)}, r"`aspect_ratio` must be \(low, high\) with 0 < low <= high, got \(2.0, 1.0\)"),
+    ({"max_rotation": 200.0}, r"`max_rotation` must be in \[0, 180\] degrees, got 200.0"),
+    ({"jitter": 1.0}, r"`jitter` must be in \[0, 1\), got 1.0"),
+])
+def test_random_views_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        random_views(torch.zeros(2, 1, 8, 8), **kwargs)
+
+
+def test_backbone_shapes_and_errors():
+    x = torch.zeros(2, 1, 28, 28)
+    assert simclr_backbone("cnn", width=4)(x).shape == (2, 16)
+    r = simclr_backbone("resnet18", in_channels=1, first_conv=False, maxpool1=False)
+    assert r.conv1.kernel_size == (3, 3) and r.conv1.stride == (1, 1) and isinstance(r.maxpool, torch.nn.Identity)
+    assert r.eval()(x).shape == (2, 512)
+    with pytest.raises(ValueError, match=r"`backbone` must be one of \('cnn', 'resnet18', 'resnet50'\), got 'vgg'"):
+        simclr_backbone("vgg")
+    with pytest.raises(ValueError, match="`width` must be an integer >= 1, got 0"):
+        simclr_backbone("cnn", width=0)
+
+
+# -- SimCLR module ------------------------------------------------------------------------------------------------
+
+
+def _images(n: int = 64, seed: int = 0) -> IndexedDataset:
+    g = torch.Generator().manual_seed(seed)
+    return IndexedDataset(TensorDataset(torch.randn(n, 1, 28, 28, generator=g), torch.zeros(n, dtype=torch.long)))
+
+
+def test_simclr_fit_lowers_the_contrastive_loss(tmp_path, one_torch_thread):
+    torch.manual_seed(0)
+    model = SimCLR(width=4, projection_dim=8, lr=3e-3)
+    loader = DataLoader(_images(), batch_size=32, shuffle=False)
+    batch = next(iter(loader))
+    g = torch.Generator().manual_seed(5)
+    fixed = (random_views(batch[1], generator=g), random_views(batch[1], generator=g))
+
+    def loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(model.contrastive_loss(*fixed))
+
+    before = loss()
+    tiny_trainer(tmp_path, max_epochs=6).fit(model, loader)
+    assert loss() < before
+
+
+def test_simclr_precomputed_views_and_the_none_mode():
+    model = SimCLR(width=4, projection_dim=8, augment="none")
+    v = torch.randn(4, 1, 28, 28)
+    assert model.views((torch.arange(4), [v, v + 1], torch.zeros(4)))[1] is not v
+    with pytest.raises(ValueError, match="augment='none'.*needs batches of two views"):
+        model.views((torch.arange(4), v, torch.zeros(4)))
+
+
+def test_simclr_gathers_negatives_under_ddp_only():
+    model = SimCLR(width=4)
+    model.trainer = SimpleNamespace(world_size=1)  # what setup reads
+    model.setup("fit")
+    assert model.criterion.gather_distributed is False
+    model.trainer = SimpleNamespace(world_size=2)
+    model.setup("fit")
+    assert model.criterion.gather_distributed is True and model.criterion.temperature == 0.5
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"temperature": 0.0}, "`temperature` must be > 0, got 0.0"),
+    ({"augment": "rgb"}, "`augment` must be 'grey' or 'none', got 'rgb'"),
+    ({"crop_scale": (0.5, 2.0)}, r"`crop_scale` must be .* got \(0.5, 2.0\)"),
+])
+def test_simclr_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimCLR(**kwargs)
+
+
+# -- LinearProbe (Algorithm 7's fine-tuning) ---------------------------------------------------------------------
+
+
+def _labelled(n: int = 120, seed: int = 0) -> IndexedDataset:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 1, 28, 28, generator=g) * 0.3 + y.view(n, 1, 1, 1).float()
+    noisy = y.clone()
+    noisy[:30] = (y[:30] + 1) % 3
+    corrupted = torch.zeros(n, dtype=torch.bool)
+    corrupted[:30] = True
+    return IndexedDataset(TensorDataset(x, y), targets=noisy, corrupted=corrupted)
+
+
+def test_linear_probe_trains_only_the_head_with_prl_and_truncation(tmp_path, one_torch_thread):
+    torch.manual_seed(0)
+    probe = LinearProbe(backbone="cnn", width=4, num_classes=3, lr=0.05)
+    frozen = {k: v.clone() for k, v in probe.backbone.state_dict().items()}
+    prl = BatchFilter("prl", drop_ratio=0.25)
+    sn = SpectralNorm(k=0.5, modules="head", mode="truncate")
+    ds = _labelled()
+    tiny_trainer(tmp_path, max_epochs=3, callbacks=[prl, sn]).fit(probe, DataLoader(ds, batch_size=40, shuffle=True))
+    # the backbone (weights and BatchNorm statistics) did not move; the head did, with sigma_max <= k
+    assert all(torch.equal(frozen[k], v) for k, v in probe.backbone.state_dict().items())
+    assert float(torch.linalg.matrix_norm(probe.head.weight.detach(), 2)) <= 0.5 + 1e-5
+    assert [r.dropped for r in prl.history] == [30, 30, 30]  # floor(0.75 * 40) kept of each batch of 40
+    # standardisation: the training features have mean 0 and std 1 per dimension (0 for a dead ReLU unit)
+    with torch.no_grad():
+        x = ds.dataset.tensors[0]
+        alive = probe.eval().backbone(x).std(0) > 1e-4
+        z = probe.features(x)
+    assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4)
+    assert torch.allclose(z.std(0), alive.float(), atol=1e-3) and int(alive.sum()) >= z.shape[1] // 2
+
+
+def test_linear_probe_keeps_backbone_in_eval_mode_and_reinitialises_the_head_only():
+    probe = LinearProbe(backbone="cnn", width=4).train()
+    assert probe.training and probe.head.training and not probe.backbone.training
+    before = {k: v.clone() for k, v in probe.state_dict().items()}
+    probe.reinitialize(seed=3)
+    changed = {k for k, v in probe.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed == {"head.weight", "head.bias"}
+
+
+def test_linear_probe_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="`num_classes` must be an integer >= 2, got 1"):
+        LinearProbe(num_classes=1)
+    with pytest.raises(ValueError, match="`optimizer` must be 'adam' or 'sgd', got 'rmsprop'"):
+        LinearProbe(optimizer="rmsprop")
+
+
+# -- semi-supervised backdoor data --------------------------------------------------------------------------------
+
+
+def test_semi_supervised_backdoor_splits(shared_data):
+    kw = dict(root=str(shared_data), attack="patch", poison_rate=0.25, labeled_size=200, unlabeled_mnist=300,
+              unlabeled_fashion=100, test_size=50, seed=3)
+    pre = SemiSupervisedBackdoorMNISTDataModule(mode="pretrain", **kw)
+    fine = SemiSupervisedBackdoorMNISTDataModule(mode="finetune", **kw)
+    pre.setup(), fine.setup()
+    assert len(pre.train_set) == 600 and len(fine.train_set) == 200
+    x_pois, y_true, y_pois, mask = fine.labeled
+    assert int(mask.sum()) == 50 and torch.equal(y_pois[mask], (y_true[mask] + 1) % 10)
+    assert torch.equal(y_pois[~mask], y_true[~mask])
+    # the same labelled images (poisoned ones with the trigger) open the pretraining set, without labels
+    pre_x = pre.train_set.dataset.tensors[0]
+    assert torch.equal(pre_x[:200], x_pois) and torch.equal(pre.train_set.corrupted[:200], mask)
+    assert int(pre.train_set.corrupted.sum()) == 50 and set(pre.train_set.dataset.tensors[1].tolist()) == {0}
+    lo, hi = MNIST_VALUE_RANGE
+    assert lo - 1e-5 <= float(pre_x.min()) and float(pre_x.max()) <= hi + 1e-5
+    assert torch.equal(x_pois[mask][:, :, -3:, -3:], fine.trigger.pattern().expand(int(mask.sum()), 1, 3, 3))
+    clean, triggered = fine.test_dataloader()
+    (_, xc, yc), (_, xt, yt) = next(iter(clean)), next(iter(triggered))
+    assert torch.equal(yc, yt) and not torch.equal(xc, xt) and len(fine.test_attack_targets) == 50
+
+
+def test_semi_supervised_backdoor_rejects_bad_arguments(shared_data):
+    with pytest.raises(ValueError, match=r"`poison_rate` must be in \[0, 1\), got 1.0"):
+        SemiSupervisedBackdoorMNISTDataModule(poison_rate=1.0)
+    with pytest.raises(ValueError, match="`attack` must be 'patch' or 'blend', got 'sig'"):
+        SemiSupervisedBackdoorMNISTDataModule(attack="sig")
+    dm = SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_size=5000, unlabeled_mnist=2000)
+    with pytest.raises(ValueError, match=r"`labeled_size` \(5000\) \+ `unlabeled_mnist` \(2000\) must be <= 6000"):
+        dm.setup()
+
+
+def test_linear_probe_takes_the_adversarial_trigger_through_the_frozen_backbone(tmp_path, one_torch_thread):
+    from lit_robust import AdversarialTrigger
+
+    torch.manual_seed(0)
+    probe = LinearProbe(backbone="cnn", width=4, num_classes=3, lr=0.05)
+    frozen = {k: v.clone() for k, v in probe.backbone.state_dict().items()}
+    at = AdversarialTrigger(tau=0.1, value_range=None)
+    tiny_trainer(tmp_path, max_epochs=1, callbacks=[BatchFilter("prl", drop_ratio=0.25), at]).fit(
+        probe, DataLoader(_labelled(), batch_size=40))
+    c = at.last_perturbation
+    assert c is not None and float(c.abs().max()) > 0 and float(c.abs().max()) <= 0.1 + 1e-6  # |c| <= tau
+    assert all(torch.equal(frozen[k], v) for k, v in probe.backbone.state_dict().items())
