@@ -90,6 +90,7 @@ class Settings:
     train_size: int | None = None  # None = all 6,000 offline training images
     epochs: int = 20
     warmup_epochs: int = 1
+    backbone: str = "mlp"  # or "cnn2" (the small CNN), e.g. `--backbone cnn2 --methods prl prl_at --seeds 0`
     hidden: int = 256
     hidden_layers: int = 2
     batch_size: int = 128
@@ -126,7 +127,7 @@ def run_table(task: dict) -> dict:
     dm = lr.BackdoorMNISTDataModule(root=task["root"], attack=task["attack"], poison_rate=eps,
                                     train_size=s.train_size, batch_size=s.batch_size, seed=task["seed"])
     loss = "bootstrap_hard" if method.startswith("bootstrap") else "ce"
-    model = lr.ImageClassifier(backbone="mlp", hidden=s.hidden, hidden_layers=s.hidden_layers, optimizer="adam",
+    model = lr.ImageClassifier(backbone=s.backbone, hidden=s.hidden, hidden_layers=s.hidden_layers, optimizer="adam",
                                lr=s.lr, loss=loss, bootstrap_beta=0.8)
     metrics = lr.BackdoorMetrics()
     callbacks: list[Any] = [metrics]
@@ -201,7 +202,8 @@ def report(s: Settings, table: list[dict], wm: list[dict], wall: float, mode: st
         "",
         "## Multi-target backdoor (label a → a+1 plus the trigger), thesis Table 5.8 protocol scaled to CPU",
         "",
-        f"MLP 784-{s.hidden}x{s.hidden_layers}-10, Adam lr {s.lr}, batch {s.batch_size}, {s.epochs} epochs, filters drop ε "
+        f"{'MLP 784-' + str(s.hidden) + 'x' + str(s.hidden_layers) + '-10' if s.backbone == 'mlp' else s.backbone}, "
+        f"Adam lr {s.lr}, batch {s.batch_size}, {s.epochs} epochs, filters drop ε "
         f"of every batch after a {s.warmup_epochs}-epoch warm-up, τ = {s.tau_pixels} on [0, 1] pixels, seeds "
         f"{list(s.seeds)}, {s.train_size or 6000} training images (thesis: ResNet-32, 60,000). Mean ± std over seeds, "
         "% ; the thesis's MNIST cell in brackets (no Standard column there).",
@@ -281,11 +283,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     ap.add_argument("--out", default=None)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--backbone", choices=["mlp", "cnn2"], default=None, help="full mode: Table 5.8 backbone")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="full mode: a subset of methods")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="full mode: seeds")
+    ap.add_argument("--no-watermark", action="store_true", help="skip the ITLM watermark part")
     ap.add_argument("--reuse-table", action="store_true",
                     help="full mode: read the Table 5.8 rows from the last results JSON, run the watermark part only")
     args = ap.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     s = {"full": FULL, "quick": QUICK, "smoke": SMOKE}[mode]
+    if args.backbone:
+        s = replace(s, backbone=args.backbone)
+    if args.methods:
+        s = replace(s, methods=tuple(m for m in METHODS if m in args.methods))
+    if args.seeds:
+        s = replace(s, seeds=tuple(args.seeds))
+    if args.no_watermark:
+        s = replace(s, watermarks=())
+    if s != FULL and mode == "full" and not args.out and not args.reuse_table:
+        raise SystemExit("a full run with changed settings needs `--out` (results/backdoor_mnist.md is the FULL run's).")
     quiet()
     t0 = time.perf_counter()
     tasks = [{"settings": s, "root": args.data_root, "attack": a, "eps": e, "method": m, "seed": seed}
