@@ -28,7 +28,7 @@ from torch import Tensor
 
 __all__ = ["Trigger", "PatchTrigger", "BlendTrigger", "WatermarkTrigger", "poison", "poison_test_set",
            "accuracy", "attack_success_rate", "check_value_range", "check_tau", "trigger_perturbation",
-           "perturb_inputs"]
+           "sign_sum", "perturbation_from_sign_sum", "perturb_inputs"]
 
 
 def check_value_range(images: Tensor, value_range: tuple[float, float], name: str = "images") -> None:
@@ -249,13 +249,22 @@ def trigger_perturbation(input_grads: Tensor, keep: Tensor, tau: float) -> Tenso
     >>> trigger_perturbation(g, torch.tensor([True, True, False]), tau=0.1)
     tensor([0.1000, 0.0000])
     """
-    tau = check_tau(tau)
+    signs, k = sign_sum(input_grads, keep)
+    return perturbation_from_sign_sum(signs, k, tau)
+
+
+def sign_sum(input_grads: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """``(Σ_{i∈K} sign ∇ₓℓᵢ, |K|)`` — the two sums of eq. 5.5, which ranks can add up before dividing."""
     keep = torch.as_tensor(keep, dtype=torch.bool, device=input_grads.device)
     if keep.shape != input_grads.shape[:1]:
         raise ValueError(f"`keep` must have shape [{input_grads.shape[0]}], got {tuple(keep.shape)}.")
-    k = keep.sum()
-    signs = torch.sign(input_grads[keep]).sum(0)
-    c = signs * (tau / k.clamp_min(1).to(input_grads.dtype))
+    return torch.sign(input_grads[keep]).sum(0), keep.sum()
+
+
+def perturbation_from_sign_sum(signs: Tensor, count: Tensor, tau: float) -> Tensor:
+    """``clip(τ · signs / max(count, 1), -τ, τ)`` (eq. 5.5 from :func:`sign_sum`'s two sums)."""
+    tau = check_tau(tau)
+    c = signs * (tau / torch.as_tensor(count, device=signs.device).clamp_min(1).to(signs.dtype))
     return c.clamp(-tau, tau)
 
 

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lit_robust import BatchFilter, CoTeaching
+from lit_robust import AdversarialTrigger, BatchFilter, CoTeaching
 from tests.conftest import TinyModel, blobs
 
 
@@ -104,3 +104,44 @@ def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
             want = reference_masks([a, b], which)
             assert [a["masks"][which], b["masks"][which]] == want
     assert repeats == 2  # the padding repeat was in every filtered step (and the reference keeps it at most once)
+
+
+class SpyTrigger(AdversarialTrigger):
+    def __init__(self, *args, out: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.out, self.steps = out, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        index = batch[0].tolist()
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        self.steps.append({"index": index, "c": self.last_perturbation.tolist(), "epoch": trainer.current_epoch})
+
+    def on_train_end(self, trainer, pl_module):
+        with open(f"{self.out}.{trainer.global_rank}", "w") as f:
+            json.dump(self.steps, f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_adversarial_trigger_global_scope_shares_one_perturbation(scope, tmp_path):
+    pl.seed_everything(0, verbose=False)
+    out, tau = str(tmp_path / "c"), 0.25
+    callbacks = [BatchFilter("spl", drop_ratio=0.3, scope="global"),
+                 SpyTrigger(tau=tau, value_range=None, scope=scope, out=out)]
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=True)
+    trainer.fit(TinyModel(), OddBlobs())
+    ranks = [json.load(open(f"{out}.{r}")) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    same = [a["c"] == b["c"] for a, b in zip(*ranks)]
+    if scope == "local":
+        assert not all(same)  # each rank's own batch gives its own c
+        return
+    assert all(same)
+    for a, b in zip(*ranks):
+        distinct = len(set(a["index"]) | set(b["index"]))  # the filter keeps the padding repeat once
+        k = math.floor(0.7 * distinct)
+        steps = torch.tensor(a["c"]) * k / tau  # eq. 5.5 over the union's k kept samples: integer sign sums
+        assert torch.allclose(steps, steps.round(), atol=1e-4) and bool((steps.abs() <= k).all())
+        assert bool((steps != 0).any())

@@ -9,7 +9,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from lit_robust.backdoor import check_tau, check_value_range, perturb_inputs, trigger_perturbation
+from lit_robust import distributed
+from lit_robust.backdoor import check_tau, check_value_range, perturb_inputs, perturbation_from_sign_sum, sign_sum
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
 
@@ -56,21 +57,29 @@ class AdversarialTrigger(Callback):
             every epoch is checked to lie in it. ``"datamodule"`` (default) takes the datamodule's ``value_range``
             (e.g. :class:`lit_robust.BackdoorMNISTDataModule`'s); ``None`` = no clipping.
         filter_in: ``"both"``, ``"inner"`` or ``"outer"``.
+        scope: ``"local"`` (default): each DDP rank's ``c`` comes from its own batch, as the paper did per GPU;
+            ``"global"``: the two sums of eq. 5.5 (signs and kept count) are added over the ranks, so every rank
+            applies the one ``c`` of the union batch — with a ``BatchFilter(scope="global")`` the same ``c`` as one
+            process (the filter keeps a padding repeat of the DistributedSampler once; with ``filter_in="outer"``
+            every rank's samples count, repeats included). In one process both are the same.
 
     Attributes:
         last_perturbation: ``c`` of the latest training batch (detached), for inspection and tests.
     """
 
     def __init__(self, tau: float, value_range: tuple[float, float] | str | None = "datamodule",
-                 filter_in: FilterIn = "both") -> None:
+                 filter_in: FilterIn = "both", scope: Literal["local", "global"] = "local") -> None:
         super().__init__()
         self.tau = check_tau(tau)
         if value_range != "datamodule":
             value_range = _check_range(value_range)
         if filter_in not in ("both", "inner", "outer"):
             raise ValueError(f"`filter_in` must be 'both', 'inner' or 'outer', got {filter_in!r}.")
+        if scope not in ("local", "global"):
+            raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
         self.value_range = value_range
         self.filter_in = filter_in
+        self.scope = scope
         self.last_perturbation: Tensor | None = None
         self._checked_epoch: int | None = None
 
@@ -141,11 +150,16 @@ class AdversarialTrigger(Callback):
             else:
                 detached = outputs.detach() if isinstance(outputs, Tensor) else outputs
                 keep = module.batch_keep_mask(losses.detach(), probe, detached, record=False)
-            if not bool(keep.any()):
-                return torch.zeros_like(x[0])
-            # each sample's loss depends on its own input only, so one backward gives every per-sample gradient
-            (grads,) = torch.autograd.grad(losses[keep].sum(), x_var)
-        return trigger_perturbation(grads, keep, self.tau)
+            if bool(keep.any()):
+                # each sample's loss depends on its own input only, so one backward gives every per-sample gradient
+                (grads,) = torch.autograd.grad(losses[keep].sum(), x_var)
+            else:
+                grads = torch.zeros_like(x_var)
+        signs, count = sign_sum(grads, keep)
+        if self.scope == "global":  # a collective: every rank reaches it once per step
+            both = distributed.all_reduce_sum(torch.cat([signs.flatten(), count.reshape(1).to(signs.dtype)]))
+            signs, count = both[:-1].reshape(signs.shape), both[-1]
+        return perturbation_from_sign_sum(signs, count, self.tau)
 
 
 def _check_range(value_range: Any) -> tuple[float, float] | None:
