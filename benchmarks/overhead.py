@@ -315,9 +315,10 @@ def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
 
 
 # -- issue 4 measurements: per-batch filters --------------------------------------------------------------------
-def _filter_step_pairs(ctx: Context, reps: int, rule: str) -> list[tuple[float, float]]:
+def _filter_step_pairs(ctx: Context, reps: int, rule: str, trigger: Any = None) -> list[tuple[float, float]]:
     """One training step with ``BatchFilter(rule)`` active (its per-step hooks, the score, the trim, the
-    masked mean, backward, SGD step) vs. the plain step (``F.cross_entropy`` mean, backward, SGD step)."""
+    masked mean, backward, SGD step) — and, with ``trigger`` (an ``AdversarialTrigger``), its inner step first —
+    vs. the plain step (``F.cross_entropy`` mean, backward, SGD step)."""
     from types import SimpleNamespace
 
     from lit_robust import BatchFilter, unpack_batch
@@ -327,22 +328,27 @@ def _filter_step_pairs(ctx: Context, reps: int, rule: str) -> list[tuple[float, 
     module.train()
     opt = torch.optim.SGD(module.parameters(), lr=0.01)
     batch = next(iter(dm.train_dataloader()))
-    filt = BatchFilter(rule, drop_ratio=0.3)
-    stub = SimpleNamespace(training=True, current_epoch=1)  # what the filter reads from its Trainer
-    filt.setup(stub, module, "fit")  # registers the filter with the module (and, for prl_g, the recorder)
+    callbacks = [BatchFilter(rule, drop_ratio=0.3)] + ([trigger] if trigger is not None else [])
+    filt = callbacks[0]
+    stub = SimpleNamespace(training=True, current_epoch=1, datamodule=None)  # what the callbacks read from a Trainer
+    for cb in callbacks:  # registers the filter with the module (and, for prl_g, the recorder)
+        cb.setup(stub, module, "fit")
 
     def filtered_step() -> None:
-        filt.on_train_batch_start(stub, module, batch, 0)
-        out = module.per_sample_loss(batch)
-        loss = module.reduce_loss(out[0], batch, out[1])
+        b = list(batch)  # a trigger replaces the input of the (list) batch it is given
+        for cb in callbacks:
+            cb.on_train_batch_start(stub, module, b, 0)
+        out = module.per_sample_loss(b)
+        loss = module.reduce_loss(out[0], b, out[1])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        filt.on_train_batch_end(stub, module, None, batch, 0)
+        for cb in reversed(callbacks):
+            cb.on_train_batch_end(stub, module, None, b, 0)
 
     def plain_step() -> None:
-        b = unpack_batch(batch)
-        loss = F.cross_entropy(module(b.input), b.target)
+        ib = unpack_batch(batch)
+        loss = F.cross_entropy(module(ib.input), ib.target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -355,9 +361,12 @@ def _filter_step_pairs(ctx: Context, reps: int, rule: str) -> list[tuple[float, 
         kept = filt.keep_mask(losses, batch, outputs, module)
         filt.on_train_batch_end(stub, module, None, batch, 0)
         assert int(kept.sum()) == int(0.7 * len(batch[0]))  # the filter really trims
+        if trigger is not None:  # and the trigger really perturbs
+            assert trigger.last_perturbation is not None and float(trigger.last_perturbation.abs().max()) > 0
         return interleave(filtered_step, plain_step, reps)
     finally:
-        filt.teardown(stub, module, "fit")
+        for cb in reversed(callbacks):
+            cb.teardown(stub, module, "fit")
 
 
 _FILTER_REPS = {"full": 401, "quick": 41, "smoke": 2}
@@ -388,48 +397,9 @@ def prl_g_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
              "BatchFilter('prl', drop_ratio=0.3): the inner step's forward, filter preview and backward to the "
              "inputs, then the filtered outer step) ÷ plain step", kind="time", target=2.2, reps=_FILTER_REPS)
 def adversarial_trigger_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
-    from types import SimpleNamespace
+    from lit_robust import AdversarialTrigger
 
-    from lit_robust import AdversarialTrigger, BatchFilter, unpack_batch
-
-    dm = _datamodule(ctx)
-    module = _model()
-    module.train()
-    opt = torch.optim.SGD(module.parameters(), lr=0.01)
-    batch = next(iter(dm.train_dataloader()))
-    filt = BatchFilter("prl", drop_ratio=0.3)
-    at = AdversarialTrigger(tau=0.16, value_range=(-0.4242, 2.8215))
-    stub = SimpleNamespace(training=True, current_epoch=1, datamodule=None)
-    filt.setup(stub, module, "fit")
-    at.setup(stub, module, "fit")
-
-    def at_step() -> None:
-        b = list(batch)  # the callback replaces the input of the (list) batch it is given
-        filt.on_train_batch_start(stub, module, b, 0)
-        at.on_train_batch_start(stub, module, b, 0)
-        out = module.per_sample_loss(b)
-        loss = module.reduce_loss(out[0], b, out[1])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        at.on_train_batch_end(stub, module, None, b, 0)
-        filt.on_train_batch_end(stub, module, None, b, 0)
-
-    def plain_step() -> None:
-        ib = unpack_batch(batch)
-        loss = F.cross_entropy(module(ib.input), ib.target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    try:
-        for _ in range(5):  # warm-up
-            at_step(), plain_step()
-        assert at.last_perturbation is not None and float(at.last_perturbation.abs().max()) > 0  # it perturbs
-        return interleave(at_step, plain_step, reps)
-    finally:
-        at.teardown(stub, module, "fit")
-        filt.teardown(stub, module, "fit")
+    return _filter_step_pairs(ctx, reps, "prl", AdversarialTrigger(tau=0.16, value_range=(-0.4242, 2.8215)))
 
 
 # -- running and reporting ------------------------------------------------------------------------------------
