@@ -37,7 +37,9 @@ def make_mlp(in_features: int, out_features: int, hidden: int, hidden_layers: in
 def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int, hidden: int = 128,
                   hidden_layers: int = 1) -> nn.Module:
     """``"cnn2"``: two conv layers + linear (the ITLM paper's MNIST model); ``"mlp"``: ``hidden_layers``
-    fully connected ReLU layers of width ``hidden`` (default one of 128)."""
+    fully connected ReLU layers of width ``hidden`` (default one of 128); ``"resnet18"``: torchvision's ResNet-18
+    (ImageNet stem, ``conv1`` rebuilt for ``in_channels``) + a linear layer. The ResNet's BatchNorm makes a
+    sample's training-mode output depend on its batch; in evaluation mode (ITLM's scoring) it does not."""
     if name == "cnn2":
         feat = 32 * (image_size // 4) ** 2
         return nn.Sequential(
@@ -47,14 +49,19 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
         )
     if name == "mlp":
         return make_mlp(in_channels * image_size * image_size, num_classes, hidden, hidden_layers)
-    raise ValueError(f"`backbone` must be 'cnn2' or 'mlp', got {name!r}.")
+    if name == "resnet18":
+        from lit_robust.simclr import simclr_backbone  # torchvision, imported only when asked for
+
+        features = simclr_backbone("resnet18", in_channels=in_channels)
+        return nn.Sequential(features, nn.Linear(features.feature_dim, num_classes))
+    raise ValueError(f"`backbone` must be 'cnn2', 'mlp' or 'resnet18', got {name!r}.")
 
 
 class ImageClassifier(RobustMixin, pl.LightningModule):
     """Image classifier trained with per-sample cross-entropy.
 
     Args:
-        backbone: ``"cnn2"`` or ``"mlp"``.
+        backbone: ``"cnn2"``, ``"mlp"`` or ``"resnet18"`` (:func:`make_backbone`).
         num_classes / in_channels / image_size: input and output shape.
         lr / momentum / weight_decay: SGD settings.
         milestones / gamma: MultiStepLR schedule (epochs counted from the start of each ITLM round when
@@ -68,7 +75,7 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
 
     def __init__(
         self,
-        backbone: Literal["cnn2", "mlp"] = "cnn2",
+        backbone: Literal["cnn2", "mlp", "resnet18"] = "cnn2",
         num_classes: int = 10,
         in_channels: int = 1,
         image_size: int = 28,

@@ -1,0 +1,32 @@
+"""ImageClassifier backbones: shapes, one training step, and the error for an unknown name."""
+
+import pytest
+import torch
+
+from lit_robust import ImageClassifier
+from lit_robust.models import make_backbone
+
+
+@pytest.mark.parametrize("backbone", ["cnn2", "mlp", "resnet18"])
+def test_backbone_maps_images_to_class_logits(backbone):
+    torch.manual_seed(0)
+    model = ImageClassifier(backbone=backbone, num_classes=7, optimizer="adam", lr=1e-3)
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 6])
+    assert model(x).shape == (4, 7)
+    losses, logits = model.per_sample_loss((torch.arange(4), x, y))
+    assert losses.shape == (4,) and logits.shape == (4, 7)
+    # the per-sample losses are cross-entropies of the returned logits
+    torch.testing.assert_close(losses, torch.nn.functional.cross_entropy(logits, y, reduction="none"))
+
+
+def test_resnet18_backbone_is_torchvision_resnet_with_grey_stem():
+    net = make_backbone("resnet18", in_channels=1, image_size=28, num_classes=10)
+    assert net[0].conv1.in_channels == 1 and net[0].conv1.kernel_size == (7, 7)
+    assert net[1].in_features == 512 and net[1].out_features == 10
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_unknown_backbone_names_the_choices():
+    with pytest.raises(ValueError, match=r"`backbone` must be 'cnn2', 'mlp' or 'resnet18', got 'vgg'"):
+        ImageClassifier(backbone="vgg")
