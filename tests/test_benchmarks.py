@@ -167,3 +167,17 @@ def test_simclr_defence_rejects_bad_arguments():
         mod.main(["--smoke", "--eps", "0.6"])
     with pytest.raises(SystemExit, match=r"`--jobs` must be 1 or 2 \(the machine has 2 shared cores\), got 4"):
         mod.main(["--smoke", "--jobs", "4"])
+
+
+def test_backdoor_dynamics_smoke_traces_every_epoch():
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "backdoor_dynamics.py"), "--smoke", "--data-root",
+                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    summary = _last_json(run)
+    assert summary["benchmark"] == "backdoor_dynamics" and summary["mode"] == "smoke"
+    for method in ("prl", "prl_at"):
+        figures = summary[f"small CNN, no warm-up / {method}"]
+        assert 0.0 <= figures["last_poison"] <= figures["max_poison"] <= 100.0
+        assert 0.0 <= figures["last_dropped_precision"] <= 100.0  # no warm-up: the filter drops from epoch 0
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| small CNN, no warm-up |")]
+    assert len(rows) == 2 and all(row.split(" | ")[3].count("→") == 1 for row in rows)  # 2 epochs traced
