@@ -93,6 +93,7 @@ def run_trace(task: dict) -> dict:
     import pytorch_lightning as pl
 
     import lit_robust as lr
+    from lit_robust.callbacks.backdoor_metrics import backdoor_counts
     from lit_robust.data.indexed import unpack_batch
 
     s: Settings = task["settings"]
@@ -115,14 +116,14 @@ def run_trace(task: dict) -> dict:
             rec = filt.epoch_record(trainer.current_epoch)
             was_training = module.training
             module.eval()
-            n = clean = poison = 0
+            counts = torch.zeros(5, dtype=torch.int64)  # [n, clean correct, poison correct, attackable, hits]
             with torch.no_grad():
                 for batch in trainer.datamodule.test_dataloader():
                     b = unpack_batch(batch)
-                    clean += int((module(b.input).argmax(-1) == b.target).sum())
-                    poison += int((module(dm.trigger(b.input)).argmax(-1) == b.target).sum())
-                    n += b.target.numel()
+                    counts += backdoor_counts(module(b.input).argmax(-1), module(dm.trigger(b.input)).argmax(-1),
+                                              b.target, None, dm.num_classes)
             module.train(was_training)
+            n, clean, poison = (int(v) for v in counts[:3])
             trace.append({"epoch": trainer.current_epoch, "clean": 100 * clean / n, "poison": 100 * poison / n,
                           "dropped_precision": (100 * rec.corrupted_dropped / rec.dropped) if rec.dropped else None})
 

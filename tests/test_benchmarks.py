@@ -36,6 +36,13 @@ def smoke_runs() -> dict[str, subprocess.CompletedProcess]:
     return out
 
 
+def _smoke(name: str) -> subprocess.CompletedProcess:
+    """One script's ``--smoke`` run, on its own (for the scripts not in :func:`smoke_runs`)."""
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", "--data-root",
+                           str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's lit_robust
+
+
 def _last_json(run: subprocess.CompletedProcess) -> dict:
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.strip()]
@@ -148,9 +155,7 @@ def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
 
 
 def test_simclr_defence_smoke_ends_with_headline_json():
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "simclr_defence.py"), "--smoke", "--data-root",
-                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    run = _smoke("simclr_defence")
     summary = _last_json(run)
     assert summary["benchmark"] == "simclr_defence" and summary["mode"] == "smoke"
     row = summary["rows"]["patch_0.35"]
@@ -170,9 +175,7 @@ def test_simclr_defence_rejects_bad_arguments():
 
 
 def test_backdoor_dynamics_smoke_traces_every_epoch():
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "backdoor_dynamics.py"), "--smoke", "--data-root",
-                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    run = _smoke("backdoor_dynamics")
     summary = _last_json(run)
     assert summary["benchmark"] == "backdoor_dynamics" and summary["mode"] == "smoke"
     for method in ("prl", "prl_at"):
