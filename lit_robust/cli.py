@@ -1,39 +1,315 @@
-"""The `lit-robust` command: LightningCLI (fit/validate/test/predict) plus `demo`."""
+"""The `lit-robust` command: LightningCLI (fit/validate/test/predict) plus `demo`.
+
+Three things on top of LightningCLI, all for the paths users take:
+
+* the rich progress bar is *added* to the callbacks the config names (never replaces them);
+* ``--ckpt_path last`` / ``best`` in ``validate``/``test``/``predict`` (and a resumed ``fit``) finds the checkpoint
+  of the fit it follows — LightningCLI would look in the new run's empty version folder and evaluate an
+  untrained model;
+* a mistake in the user's input — a lit_robust check, a Lightning ``MisconfigurationException``, a missing file —
+  ends in one line naming the config key, the library's message and exit status 2, not a traceback
+  (``--debug`` or ``LIT_ROBUST_DEBUG=1`` shows it).
+"""
 
 from __future__ import annotations
 
+import glob
+import inspect
+import linecache
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
-from pytorch_lightning.cli import LightningCLI
+import torch
+from jsonargparse import Namespace
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
-__all__ = ["RobustCLI", "main"]
+__all__ = ["RobustCLI", "UserInputError", "main", "run"]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_EVAL_COMMANDS = ("validate", "test", "predict")
+
+
+class UserInputError(Exception):
+    """A mistake in the command line or config, already phrased for the user (the CLI prints it and exits 2)."""
 
 
 class RobustCLI(LightningCLI):
-    """LightningCLI whose Trainer shows a RichProgressBar unless the config turns progress bars off."""
+    """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
+    checkpoint behind ``--ckpt_path last``/``best``."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # LightningCLI warns whenever `args` and `sys.argv` are both given; `main` always passes the argv it read
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        cfg = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
+        cfg = self._get(self.config_init, "trainer", default={})
         callbacks = cfg.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs.setdefault("callbacks", [])
-            kwargs["callbacks"] = list(kwargs["callbacks"]) + [RichProgressBar()]
+            # `callbacks=` in kwargs would replace the config's list: extend it instead
+            kwargs["callbacks"] = callbacks + [RichProgressBar()]
         return super().instantiate_trainer(**kwargs)
 
+    # -- checkpoints of an earlier fit -------------------------------------------------------------------
+    def before_fit(self) -> None:
+        self._resolve_ckpt_path("fit")
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of ``lit-robust``: ``lit-robust demo`` or ``lit-robust {fit,validate,test,predict} --config X``."""
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path("validate")
+
+    def before_test(self) -> None:
+        self._resolve_ckpt_path("test")
+
+    def before_predict(self) -> None:
+        self._resolve_ckpt_path("predict")
+
+    def _resolve_ckpt_path(self, subcommand: str) -> None:
+        cfg = self.config_init[subcommand]
+        ckpt = cfg.get("ckpt_path")
+        if ckpt is None:
+            if subcommand in _EVAL_COMMANDS:
+                rank_zero_warn(f"`lit-robust {subcommand}` without `--ckpt_path` evaluates the model as the config "
+                               "builds it (untrained unless it loads weights itself); pass `--ckpt_path last` for the "
+                               "weights of the last `fit` with this config, or a checkpoint file.")
+            return
+        ckpt = str(ckpt)
+        if ckpt not in ("last", "best"):
+            if not os.path.isfile(ckpt) and not ckpt.startswith(("hpc", "registry")) and "://" not in ckpt:
+                raise UserInputError(f"`--ckpt_path` must be an existing checkpoint file, `last` or `best`; "
+                                     f"{ckpt!r} does not exist.")
+            return
+        found, searched = find_last_checkpoint(self.trainer)
+        if found is None:
+            if subcommand == "fit" and ckpt == "last":  # Lightning's own meaning: resume if there is anything
+                return
+            raise UserInputError(
+                f"`--ckpt_path {ckpt}`: no checkpoint of an earlier fit with this config was found (looked in "
+                f"{', '.join(searched)}). Run `lit-robust fit` with this config first (a ModelCheckpoint that "
+                "monitors a metric needs `save_last: true`), or pass the path of a checkpoint file.")
+        if ckpt == "best":
+            best = _best_model_path(found)
+            if best is None:
+                raise UserInputError(f"`--ckpt_path best`: the last checkpoint of the earlier fit ({found}) records "
+                                     "no best model (its ModelCheckpoint has no `monitor`); use `--ckpt_path last` "
+                                     "or a checkpoint file.")
+            found = best
+        cfg["ckpt_path"] = found
+
+
+def _checkpoint_dirs(trainer: pl.Trainer) -> list[str]:
+    """Where this Trainer's ModelCheckpoints write, with the logger's version folder left open (``version_*``)."""
+    dirs: list[str] = []
+    for cb in trainer.checkpoint_callbacks:
+        if cb.dirpath is not None:
+            dirs.append(os.fspath(cb.dirpath))
+        elif trainer.loggers:
+            logger = trainer.loggers[0]
+            save_dir = logger.save_dir or trainer.default_root_dir
+            name = logger.name
+            base = os.path.join(save_dir, str(name)) if name else save_dir
+            dirs.append(os.path.join(base, "version_*", "checkpoints"))
+            dirs.append(os.path.join(base, "*", "checkpoints"))  # a logger with a string version
+        else:
+            dirs.append(os.path.join(trainer.default_root_dir, "checkpoints"))
+    return list(dict.fromkeys(dirs))
+
+
+def find_last_checkpoint(trainer: pl.Trainer) -> tuple[str | None, list[str]]:
+    """The newest ``last*.ckpt`` written by a fit with this Trainer's checkpoint settings, and where it looked.
+
+    Without one, and when no ModelCheckpoint monitors a metric (Lightning's default keeps just the latest epoch's
+    file), the newest ``*.ckpt`` there: the end of that fit too.
+    """
+    dirs = _checkpoint_dirs(trainer)
+    if not dirs:
+        return None, ["(checkpointing is off: `trainer.enable_checkpointing: false`)"]
+    found = {p for d in dirs for p in glob.glob(os.path.join(d, f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}*.ckpt"))}
+    if not found and all(cb.monitor is None for cb in trainer.checkpoint_callbacks):
+        found = {p for d in dirs for p in glob.glob(os.path.join(d, "*.ckpt"))}
+    if not found:
+        return None, dirs
+    return max(found, key=lambda p: (os.path.getmtime(p), p)), dirs
+
+
+def _best_model_path(last: str) -> str | None:
+    state = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+    for key, value in state.items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(value, dict):
+            best = value.get("best_model_path")
+            if best and os.path.isfile(best):
+                return str(best)
+    return None
+
+
+# -- turning a user's mistake into one line --------------------------------------------------------------------
+# raised by a `raise` statement of lit_robust's, these are its checks of the user's input
+_USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError, NotImplementedError)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+
+
+def _raised_by_lit_robust(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a ``raise`` statement in lit_robust's own source: one of its checks."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = os.path.realpath(tb.tb_frame.f_code.co_filename)
+    if not filename.startswith(_PACKAGE_DIR + os.sep):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise")
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The user-facing error in ``exc``'s chain: ours, a lit_robust check, or Lightning's config error."""
+    for e in _chain(exc):
+        if isinstance(e, (UserInputError, MisconfigurationException)):
+            return e
+        if isinstance(e, _USER_ERRORS) and _raised_by_lit_robust(e):
+            return e
+    return None
+
+
+def _config_entries(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """``(key path, value)`` of every class entry (``class_path`` + ``init_args``) or object in a parsed config."""
+    if isinstance(node, Namespace):
+        node = vars(node)
+    if isinstance(node, dict):
+        if "class_path" in node:
+            yield path, node
+        for k, v in node.items():
+            yield from _config_entries(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _config_entries(v, f"{path}[{i}]")
+    elif hasattr(node, "__dict__") and not isinstance(node, (str, bytes, type)):
+        yield path, node
+
+
+def _frames_selves(exc: BaseException) -> list[Any]:
+    """The ``self`` of each frame of the traceback, outermost first."""
+    selves = []
+    tb = exc.__traceback__
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        if obj is not None:
+            selves.append(obj)
+        tb = tb.tb_next
+    return selves
+
+
+def _entry_key(cli: RobustCLI | None, exc: BaseException) -> tuple[str | None, Any]:
+    """The config key of the object whose code raised ``exc`` (instantiated or being constructed)."""
+    if cli is None:
+        return None, None
+    sub = getattr(cli, "subcommand", None)
+    selves = _frames_selves(exc)
+    init = getattr(cli, "config_init", None)
+    if init is not None:  # objects exist: match by identity
+        objs = list(_config_entries(init.get(sub, init) if sub else init))
+        for s in selves:
+            for path, obj in objs:
+                if obj is s:
+                    return path, s
+    config = getattr(cli, "config", None)
+    if config is None:
+        return None, None
+    entries = [(p, e) for p, e in _config_entries(config.get(sub, config) if sub else config) if isinstance(e, dict)]
+    for s in selves:  # constructors running: match by class path, then by the arguments given
+        cls = type(s)
+        names = {f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__}
+        matches = [(p, e) for p, e in entries if str(e["class_path"]) in names
+                   or str(e["class_path"]).rsplit(".", 1)[-1] == cls.__qualname__]
+        if len(matches) > 1:
+            frame_args = _init_locals(exc, s)
+            narrowed = [(p, e) for p, e in matches
+                        if all(frame_args.get(k, v) == v for k, v in _as_dict(e.get("init_args")).items())]
+            matches = narrowed or matches
+        if matches:
+            return matches[0][0], s
+    return None, None
+
+
+def _as_dict(ns: Any) -> dict[str, Any]:
+    if ns is None:
+        return {}
+    return dict(vars(ns)) if isinstance(ns, Namespace) else dict(ns)
+
+
+def _init_locals(exc: BaseException, obj: Any) -> dict[str, Any]:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_locals.get("self") is obj and tb.tb_frame.f_code.co_name == "__init__":
+            return dict(tb.tb_frame.f_locals)
+        tb = tb.tb_next
+    return {}
+
+
+def _parameters(cls: type) -> set[str]:
+    """Every ``__init__`` parameter along ``cls``'s MRO (subclasses often pass ``**kwargs`` on)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            names |= set(inspect.signature(init).parameters) - {"self", "args", "kwargs"}
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            pass
+    return names
+
+
+def describe(cli: RobustCLI | None, exc: BaseException) -> str:
+    """``<config key> (<class>): <message>`` for a user's mistake (the key when it can be told)."""
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    names = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", message)
+    path, obj = _entry_key(cli, exc)
+    if path is None:
+        trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)
+        return f"trainer.{trainer_arg}: {message}" if trainer_arg else message
+    cls = type(obj)
+    arg = next((n for n in names if n in _parameters(cls)), None)
+    label = f"{path}.init_args.{arg}" if arg else path
+    return f"{label} ({cls.__module__.split('.')[0]}.{cls.__qualname__}): {message}"
+
+
+def _parse_debug(argv: list[str]) -> tuple[list[str], bool]:
+    debug = os.environ.get("LIT_ROBUST_DEBUG", "").strip().lower() in ("1", "true", "yes")
+    if "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        debug = True
+    return argv, debug
+
+
+def run(args: Sequence[str] | None = None) -> RobustCLI | None:
+    """Run ``lit-robust`` with ``args`` (default ``sys.argv[1:]``) and return the CLI object (``None`` for
+    ``demo``). Errors propagate; :func:`main` turns a user's mistake into a message and exit status 2."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "demo":
         from lit_robust.demo import run_demo
 
         run_demo(argv[1:])
-        return
-    RobustCLI(
+        return None
+    return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
@@ -43,6 +319,25 @@ def main(args: Sequence[str] | None = None) -> None:
         args=argv,
     )
 
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of ``lit-robust``: ``lit-robust demo`` or ``lit-robust {fit,validate,test,predict} --config X``.
+
+    A mistake in the input ends with ``lit-robust <command>: error: <config key>: <message>`` on stderr and exit
+    status 2; ``--debug`` (or ``LIT_ROBUST_DEBUG=1``) shows the traceback instead.
+    """
+    argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        run(argv)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
+        err = user_error(exc)
+        if err is None or debug:
+            raise
+        cli = next((s for s in _frames_selves(exc) if isinstance(s, RobustCLI)), None)
+        sys.stderr.write(f"lit-robust {command}: error: {describe(cli, err)}\n"
+                         "(run again with --debug for the traceback)\n")
+        raise SystemExit(2) from None
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,37 +1,48 @@
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from lit_robust.cli import main
+from lit_robust import ITLM, AdversarialTrigger, BackdoorMetrics, BatchFilter, SampleGrid, SpectralNorm
+from lit_robust.cli import main, run
 from tests.conftest import REPO, SHARED_DATA
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def shrink(cfg: dict, tmp_path: Path) -> dict:
-    """Keep a config's structure but make it run in seconds: 1 epoch per round, small data."""
+    """Keep a config's structure and the user's defaults (progress bar, logger, checkpointing) but make it run in
+    seconds: 1 epoch per round, small data, every file under ``tmp_path``."""
     trainer = cfg.setdefault("trainer", {})
     rounds = None
     for cb in trainer.get("callbacks") or []:
-        args = cb.get("init_args", {})
+        args = cb.setdefault("init_args", {}) or {}
+        cb["init_args"] = args
         if "round_epochs" in args:
             args["round_epochs"] = [1] * min(3, len(args["round_epochs"]))
             args["verbose"] = False
             rounds = args["round_epochs"]
         if "warmup_epochs" in args:
             args["warmup_epochs"] = 0  # one epoch: filter from the first step
+        if "ModelCheckpoint" in cb["class_path"]:
+            args["save_last"] = True
+            if "dirpath" in args:
+                args["dirpath"] = str(tmp_path / "checkpoints")
+        if "dirpath" in args and "SampleGrid" in cb["class_path"]:
+            args["dirpath"] = str(tmp_path / "grids")
     model_args = cfg.get("model", {}).get("init_args", {})
     if "warmup_epochs" in model_args:  # e.g. CoTeaching
         model_args["warmup_epochs"] = 0
     trainer["max_epochs"] = sum(rounds) if rounds else 1
-    trainer.update(default_root_dir=str(tmp_path), accelerator="cpu", limit_val_batches=2,
-                   enable_progress_bar=False, logger=False)
-    trainer["callbacks"] = [cb for cb in trainer.get("callbacks") or [] if "ModelCheckpoint" not in cb["class_path"]]
-    trainer["enable_checkpointing"] = False
+    trainer.update(default_root_dir=str(tmp_path), accelerator="cpu", limit_val_batches=2)
     data = cfg.get("data", {}).get("init_args", {})
     if "root" in data:
         data["root"] = str(SHARED_DATA)
@@ -49,13 +60,12 @@ def simclr_checkpoint(tmp_path_factory) -> Path:
     """The checkpoint of a shrunk ``configs/simclr_pretrain.yaml`` run, for the configs that fine-tune on it."""
     tmp = tmp_path_factory.mktemp("simclr_pretrain")
     cfg = shrink(yaml.safe_load((REPO / "configs" / "simclr_pretrain.yaml").read_text()), tmp)
-    cfg["trainer"]["enable_checkpointing"] = True  # Lightning's default ModelCheckpoint: <root>/checkpoints/
     small = tmp / "simclr_pretrain.yaml"
     small.write_text(yaml.safe_dump(cfg))
     main(["fit", "--config", str(small)])
-    ckpts = sorted((tmp / "checkpoints").glob("*.ckpt"))
-    assert len(ckpts) == 1, ckpts
-    return ckpts[0]
+    last = tmp / "checkpoints" / "last.ckpt"
+    assert last.is_file(), sorted(tmp.rglob("*.ckpt"))
+    return last
 
 
 def test_every_config_is_tested():
@@ -71,15 +81,109 @@ def _no_pytest_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["lit-robust"])
 
 
+def _assert_acted(cb: Any, cli: Any) -> None:
+    """What each configured callback leaves behind when it ran (not only that it was constructed)."""
+    trainer = cli.trainer
+    if isinstance(cb, ITLM):
+        assert len(cb.history) == cb.num_rounds, cb.history
+        assert any(r.kept < r.n for r in cb.history), cb.history  # a trimmed round, not plain training
+    elif isinstance(cb, BatchFilter):
+        assert cb.history and sum(r.dropped for r in cb.history) > 0, cb.history
+    elif isinstance(cb, AdversarialTrigger):
+        assert cb.last_perturbation is not None and cb.last_perturbation.abs().max() > 0
+    elif isinstance(cb, BackdoorMetrics):
+        assert any(k.startswith("backdoor/") for k in trainer.callback_metrics), list(trainer.callback_metrics)
+    elif isinstance(cb, SpectralNorm):
+        sigmas = cb.sigmas(cli.model)
+        assert sigmas and all(s <= cb.k * (1 + 1e-4) for s in sigmas.values()), sigmas
+    elif isinstance(cb, SampleGrid):
+        assert cb.paths and all(Path(p).is_file() for p in cb.paths.values()), cb.paths
+    elif isinstance(cb, ModelCheckpoint):
+        assert cb.last_model_path and Path(cb.last_model_path).is_file()
+    else:  # a new callback in a config needs its own check here
+        raise AssertionError(f"no check of what {type(cb).__name__} does")
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_fits(config, tmp_path, request):
+def test_config_runs_its_callbacks_then_evaluates_the_fitted_weights(config, tmp_path, request, one_torch_thread):
+    """Through the CLI as users call it (progress bar, logger and checkpointing at their defaults): every
+    callback the config names is on the Trainer and acted; `test --ckpt_path last` loads the fitted weights."""
     cfg = shrink(yaml.safe_load(config.read_text()), tmp_path)
     model_args = cfg.get("model", {}).get("init_args", {})
     if "backbone_checkpoint" in model_args:  # fine-tuning configs read a shrunk pretraining run's checkpoint
         model_args["backbone_checkpoint"] = str(request.getfixturevalue("simclr_checkpoint"))
     small = tmp_path / config.name
     small.write_text(yaml.safe_dump(cfg))
-    main(["fit", "--config", str(small)])
+    fit = run(["fit", "--config", str(small)])
+    callbacks = fit.trainer.callbacks
+    assert any(isinstance(c, RichProgressBar) for c in callbacks)
+    for entry in cfg["trainer"].get("callbacks") or []:
+        module, name = entry["class_path"].rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        mine = [c for c in callbacks if type(c) is cls]
+        assert mine, f"{entry['class_path']} from the config is not on the Trainer: {callbacks}"
+        for cb in mine:
+            _assert_acted(cb, fit)
+    fitted = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
+    assert fitted
+    command = "test" if is_overridden("test_step", fit.model) else "validate"
+    evaluated = run([command, "--config", str(small), "--ckpt_path", "last"])
+    assert Path(evaluated.trainer.ckpt_path).parent.name == "checkpoints"  # the fit's, not an untrained model
+    loaded = evaluated.model.state_dict()
+    assert loaded.keys() == fitted.keys()
+    for k, v in fitted.items():
+        if k.endswith(".sigma") and ".parametrizations." in k:
+            continue  # SpectralNorm's report of the last estimate, recomputed by every forward (also in eval)
+        assert torch.equal(loaded[k].cpu(), v.cpu()), k
+
+
+def test_eval_with_ckpt_path_last_and_no_earlier_fit_is_an_error(tmp_path, capsys):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as err:
+        main(["test", "--config", str(small), "--ckpt_path", "last"])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert "`--ckpt_path last`: no checkpoint of an earlier fit" in msg and str(tmp_path) in msg
+    assert "Traceback" not in msg
+
+
+def test_eval_with_ckpt_path_best_reads_the_fits_record(tmp_path, one_torch_thread):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"].append({"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                                        "init_args": {"monitor": "val_acc", "mode": "max", "save_last": True}})
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    fit = run(["fit", "--config", str(small)])
+    best = next(c for c in fit.trainer.callbacks if isinstance(c, ModelCheckpoint)).best_model_path
+    evaluated = run(["test", "--config", str(small), "--ckpt_path", "best"])
+    assert evaluated.trainer.ckpt_path == best and Path(best).name != "last.ckpt"
+
+
+def test_progress_bar_off_keeps_the_callbacks(tmp_path, one_torch_thread):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["enable_progress_bar"] = False
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    fit = run(["fit", "--config", str(small)])
+    assert not any(isinstance(c, RichProgressBar) for c in fit.trainer.callbacks)
+    itlm = next(c for c in fit.trainer.callbacks if isinstance(c, ITLM))
+    assert len(itlm.history) == itlm.num_rounds
+
+
+def test_no_args_warning_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"]["keep_ratio"] = 1.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(sys, "argv", ["lit-robust", "fit", "--config", str(bad)])
+    with pytest.raises(SystemExit):
+        main()  # reads sys.argv as the console script does
+    err = capsys.readouterr().err
+    assert "args parameter is intended" not in err and "trainer.callbacks[0].init_args.keep_ratio" in err
+    with pytest.raises(ValueError, match="keep_ratio"):  # --debug: the exception itself, with its traceback
+        main(["fit", "--config", str(bad), "--debug"])
 
 
 def test_demo_prints_table_and_json(capsys):
