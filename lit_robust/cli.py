@@ -316,6 +316,8 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": "lit_robust's LightningCLI. `lit-robust demo --help`: the built-in demo "
+                                      "(baseline vs ITLM on noisy digits, no download)."},
         args=argv,
     )
 

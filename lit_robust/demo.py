@@ -38,6 +38,25 @@ def _train(seed: int, clean_ratio: float, noise: str, itlm: ITLM | None, epochs:
     return float(trainer.test(model, data, verbose=False)[0]["test_acc"])
 
 
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Name the flag, the allowed range and the value (argparse prints usage and exits with status 2)."""
+    if not 0.0 < args.clean_ratio <= 1.0:
+        p.error(f"argument --clean-ratio must be in (0, 1], got {args.clean_ratio}")
+    if args.keep_ratio is not None and not 0.0 < args.keep_ratio <= 1.0:
+        p.error(f"argument --keep-ratio must be in (0, 1], got {args.keep_ratio}")
+    if args.keep_ratio is None and args.clean_ratio <= 0.05:
+        p.error(f"argument --clean-ratio must be above 0.05 when --keep-ratio is not given (the default keep "
+                f"ratio is the clean ratio - 0.05), got {args.clean_ratio}")
+    for flag, value in (("--early-rounds", args.early_rounds), ("--early-epochs", args.early_epochs),
+                        ("--final-epochs", args.final_epochs)):
+        if value < 1:  # no early round would make the "ITLM" run plain training
+            p.error(f"argument {flag} must be an integer >= 1, got {value}")
+    if not args.lr > 0:
+        p.error(f"argument --lr must be > 0, got {args.lr}")
+    if any(s < 0 for s in args.seeds):
+        p.error(f"argument --seeds must be integers >= 0, got {args.seeds}")
+
+
 def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train a plain baseline and ITLM on the same noisy digits; print a table; return the figures."""
     p = argparse.ArgumentParser(prog="lit-robust demo", description=__doc__)
@@ -50,6 +69,7 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args(list(argv) if argv is not None else None)
+    _check_args(p, args)
     keep = args.keep_ratio if args.keep_ratio is not None else round(args.clean_ratio - 0.05, 6)
     rounds = [args.early_epochs] * args.early_rounds + [args.final_epochs]
     _quiet()

@@ -230,3 +230,20 @@ def test_finetune_config_without_backbone_checkpoint_file_says_so(tmp_path, caps
     with pytest.raises((FileNotFoundError, ValueError, SystemExit)) as err:
         main(["fit", "--config", str(bad)])
     assert "`backbone_checkpoint` must be an existing checkpoint file" in str(err.value) + capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--clean-ratio", "1.5"], "--clean-ratio"),
+    (["--keep-ratio", "0"], "--keep-ratio"),
+    (["--early-rounds", "0"], "--early-rounds"),  # would make the "ITLM" run plain training
+    (["--final-epochs", "0"], "--final-epochs"),
+    (["--lr", "-1"], "--lr"),
+    (["--seeds", "-1"], "--seeds"),
+    (["--noise", "gaussian"], "--noise"),
+])
+def test_demo_rejects_bad_flags_before_training(capsys, flags, named):
+    with pytest.raises(SystemExit) as err:
+        main(["demo", *flags])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert f"argument {named}" in msg and "Traceback" not in msg
