@@ -41,6 +41,37 @@ class UserInputError(Exception):
     """A mistake in the command line or config, already phrased for the user (the CLI prints it and exits 2)."""
 
 
+class RobustArgumentParser(LightningArgumentParser):
+    """A parser error shows a one-line usage and, for a class argument, only the class the user named."""
+
+    def print_usage(self, file: Any = None) -> None:  # the full usage of `fit` runs to ~100 lines
+        (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [--KEY VALUE ...]\n")
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        return super().error(tidy_parser_message(message), ex)
+
+
+def tidy_parser_message(message: str) -> str:
+    """Of jsonargparse's "Does not validate against any of the Union subtypes" report, keep the problem with the
+    class the config names (dropping the attempts at the base class and at None)."""
+    if "Does not validate against any of the Union subtypes" not in message:
+        return message
+    lines = message.splitlines()
+    head = lines[0]
+    for i, line in enumerate(lines):
+        m = re.match(r"(\s*)- Problem with given class_path '([^']+)':", line)
+        if m is None or m.group(2).startswith(("pytorch_lightning.", "lightning.")):
+            continue
+        indent = len(m.group(1))
+        block = [line.strip()[2:]]
+        for nxt in lines[i + 1:]:
+            if len(nxt) - len(nxt.lstrip()) <= indent:
+                break
+            block.append(nxt.strip())
+        return "\n  ".join([head] + block)
+    return message
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
@@ -281,7 +312,7 @@ def _parameters(cls: type) -> set[str]:
 def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     """``<config key> (<class>): <message>`` for a user's mistake (the key when it can be told)."""
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    names = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", message)
+    names = [n.rsplit(".", 1)[-1] for n in re.findall(r"`([A-Za-z_][\w.]*)`", message)]
     path, obj = _entry_key(cli, exc)
     if path is None:
         trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)
@@ -315,6 +346,7 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
+        parser_class=RobustArgumentParser,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "lit_robust's LightningCLI. `lit-robust demo --help`: the built-in demo "
                                       "(baseline vs ITLM on noisy digits, no download)."},
