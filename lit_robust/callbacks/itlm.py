@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -18,7 +20,7 @@ from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin
 from lit_robust.samplers import SelectionSampler, ShardedSampler
-from lit_robust.selection import scatter_scores
+from lit_robust.selection import keep_count, scatter_scores
 
 __all__ = ["ITLM", "RoundRecord"]
 
@@ -73,7 +75,7 @@ class ITLM(Callback):
         plot: write ``itlm_scores.png`` (score histograms of clean vs corrupted samples per round) at fit
             end, when ground truth is known, into ``plot_dir`` or else the logger's directory (no logger and
             no ``plot_dir``: no file).
-        plot_dir: folder for the plot.
+        plot_dir: folder for the plot (a ``str`` or ``os.PathLike``).
         check_per_sample: on the first scoring batch of a fit, score the batch's first samples again on
             their own and raise if their scores change (a score that is not per-sample, e.g. a batch mean
             broadcast to every sample); turn off for scores that are random by design.
@@ -101,14 +103,26 @@ class ITLM(Callback):
         super().__init__()
         if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
-        round_epochs = list(round_epochs) if not isinstance(round_epochs, (str, bytes)) else []
-        if not round_epochs or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in round_epochs):
-            raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {round_epochs!r}.")
+        given = round_epochs
+        round_epochs = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else []
+        if not round_epochs or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 1
+                                       for e in round_epochs):
+            raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {given!r}.")
+        for name, value in (("initial_round_on_all", initial_round_on_all), ("reinit", reinit), ("shuffle", shuffle),
+                            ("verbose", verbose), ("plot", plot), ("check_per_sample", check_per_sample)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+        if monitor is not None and (not isinstance(monitor, str) or not monitor):
+            raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
+        if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
+            raise TypeError(f"`plot_dir` must be a folder path (str or os.PathLike) or None, got {plot_dir!r}.")
         self.keep_ratio = float(keep_ratio)
-        self.round_epochs = round_epochs
+        self.round_epochs = [int(e) for e in round_epochs]
         self.initial_round_on_all = initial_round_on_all
         self.reinit = reinit
-        self.seed = seed
+        self.seed = int(seed)
         self.shuffle = shuffle
         self.monitor = monitor
         self.verbose = verbose
@@ -187,6 +201,13 @@ class ITLM(Callback):
         n = len(loader.dataset)
         if self._n is not None and n != self._n:
             raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
+        if n == 0:
+            raise ValueError("ITLM needs a non-empty training set: the training dataloader's dataset has 0 samples.")
+        if keep_count(n, self.keep_ratio) == 0:
+            raise ValueError(
+                f"`keep_ratio` must keep at least one of the {n} training samples: floor({self.keep_ratio} * {n}) = 0. "
+                f"Use `keep_ratio` >= 1/{n} = {1 / n:.4g}, got {self.keep_ratio!r}."
+            )
         self._n = n
         assert self._sampler is not None
         self._sampler.n = n
@@ -405,6 +426,7 @@ class ITLM(Callback):
 
         folder = self.plot_dir or (trainer.log_dir if trainer.logger is not None else None)
         if folder is None:
+            rank_zero_info("ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`).")
             return
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
 
