@@ -1,4 +1,4 @@
-"""ITLM's guards: argument checks and silent misconfigurations."""
+"""ITLM's guards: argument checks, silent misconfigurations, round output."""
 
 import pytest
 import pytorch_lightning as pl
@@ -71,3 +71,20 @@ def test_plot_without_logger_or_plot_dir_says_so(tmp_path, monkeypatch):
     assert said == ["ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`)."]
     fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False))
     assert len(said) == 1
+
+
+# ---------------------------------------------------------------- output: one line per round, the table once
+def test_verbose_prints_a_line_per_round_and_the_table_once(tmp_path, capsys):
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=True, plot=False)
+    fit(tmp_path, itlm)
+    out = capsys.readouterr().out
+    for r in range(3):
+        assert out.count(f"ITLM round {r}/2: 1 epoch on ") == 1
+    assert out.count("ITLM rounds") == 1  # the whole table, once, at fit end
+    assert out.index("ITLM round 2/2") < out.index("ITLM rounds")
+    assert out.count("144/240") == 2 + 2  # rounds 1 and 2: once in their line, once in the table
+
+
+def test_quiet_prints_nothing(tmp_path, capsys):
+    fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False))
+    assert "ITLM" not in capsys.readouterr().out

@@ -71,7 +71,7 @@ class ITLM(Callback):
         seed: seeds the per-epoch shuffling of the selection and the re-initialisations.
         shuffle: shuffle the selection each epoch.
         monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
-        verbose: print a rich table after each round.
+        verbose: print one line after each round and the whole round table at fit end.
         plot: write ``itlm_scores.png`` (score histograms of clean vs corrupted samples per round) at fit
             end, when ground truth is known, into ``plot_dir`` or else the logger's directory (no logger and
             no ``plot_dir``: no file).
@@ -262,6 +262,8 @@ class ITLM(Callback):
                     pl_module.log(key, float(value), on_epoch=True, on_step=False, sync_dist=True)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.verbose and self.history:
+            _print_round_table(self.history, self.monitor)
         if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
             self._save_plot(trainer)
 
@@ -274,7 +276,7 @@ class ITLM(Callback):
         rec.metrics = metrics
         self.history.append(rec)
         if self.verbose:
-            _print_round_table(self.history, self.monitor)
+            _print_round_line(rec, self.num_rounds)
 
     def _select(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_: int) -> None:
         """Score, select and summarise. Under DDP every rank calls this; each scores its own shard."""
@@ -452,6 +454,15 @@ def _is_int_like(x: Any) -> bool:
     if isinstance(x, int):
         return True
     return isinstance(x, Tensor) and x.ndim == 0 and not x.is_floating_point() and x.dtype != torch.bool
+
+
+@rank_zero_only
+def _print_round_line(rec: RoundRecord, num_rounds: int) -> None:
+    from rich.console import Console
+
+    from lit_robust.reporting import round_line
+
+    Console().print(round_line(rec, num_rounds), highlight=False, soft_wrap=True)
 
 
 @rank_zero_only
