@@ -65,8 +65,8 @@ def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> 
 
     >>> from lit_robust.callbacks.itlm import RoundRecord
     >>> round_line(RoundRecord(round=1, epochs=2, kept=144, n=240, clean_precision=0.9, corrupted_recall=0.75,
-    ...                        metrics={"val_acc": 0.8}), num_rounds=3)
-    'ITLM round 1/2: 2 epochs on 144/240 samples, clean precision 90.00%, corrupted dropped 75.00%, val_acc 0.8000'
+    ...                        first_epoch_loss=1.5, last_epoch_loss=0.5, metrics={"val_acc": 0.8}), num_rounds=3)
+    'ITLM round 1/2: 2 epochs on 144/240 samples, clean precision 90.00%, corrupted dropped 75.00%, train loss 1.5 → 0.5, val_acc 0.8000'
     """
     last = f"/{num_rounds - 1}" if num_rounds is not None else ""
     parts = [f"{rec.epochs} epoch{'s' if rec.epochs != 1 else ''} on {rec.kept}/{rec.n} samples"]
