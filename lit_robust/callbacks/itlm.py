@@ -461,8 +461,8 @@ class ITLM(Callback):
                         "again instead of one scored by this model (`on_collapse='keep'`).")
             else:
                 then = f"Round {rec.round + 1} trains on the selection this model scores (`on_collapse='warn'`)."
-            rank_zero_warn(f"{what} {then} A learning rate too large for a freshly initialised model does this; "
-                           "lower it.")
+            rank_zero_warn(f"{what} {then} A common cause is a learning rate too large for a freshly initialised "
+                           "model.")
         return rec.collapsed
 
     def _accuracy_name(self, rec: RoundRecord) -> str | None:
