@@ -79,7 +79,7 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         num_classes: int = 10,
         in_channels: int = 1,
         image_size: int = 28,
-        lr: float = 0.1,
+        lr: float = 0.02,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         milestones: Sequence[int] = (),

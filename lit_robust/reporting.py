@@ -8,31 +8,78 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["round_table", "plot_score_histograms", "fmt_pct"]
+__all__ = ["round_table", "round_line", "plot_score_histograms", "fmt_pct"]
 
 
 def fmt_pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
-def round_table(history: Sequence[Any], monitor: str | None = None, title: str = "ITLM rounds") -> Table:
-    """A rich table with one row per finished round (``RoundRecord`` objects)."""
-    metric_names: list[str] = []
+def _fmt_loss(first: float | None, last: float | None) -> str:
+    if first is None and last is None:
+        return "—"
+    return f"{'—' if first is None else f'{first:.4g}'} → {'—' if last is None else f'{last:.4g}'}"
+
+
+def _metric_names(history: Sequence[Any]) -> list[str]:
+    names: list[str] = []
     for rec in history:
         for k in rec.metrics:
-            if k not in metric_names:
-                metric_names.append(k)
+            if k not in names:
+                names.append(k)
+    return names
+
+
+def round_table(history: Sequence[Any], monitor: str | None = None, title: str = "ITLM rounds") -> Table:
+    """A rich table with one row per finished round (``RoundRecord`` objects).
+
+    The ``train loss`` column (first → last epoch of the round) appears when a record has it, the ``collapsed``
+    column when a round collapsed (see :class:`lit_robust.ITLM`'s ``on_collapse``).
+    """
+    metric_names = _metric_names(history)
+    with_loss = any(getattr(r, "first_epoch_loss", None) is not None for r in history)
+    with_collapse = any(getattr(r, "collapsed", False) for r in history)
     table = Table(title=title)
     for col in ("round", "epochs", "kept", "clean precision", "corrupted dropped"):
         table.add_column(col, justify="right")
+    if with_loss:
+        table.add_column("train loss", justify="right")
     for k in metric_names:
         table.add_column(k, justify="right")
+    if with_collapse:
+        table.add_column("collapsed", justify="center")
     for rec in history:
         row = [str(rec.round), str(rec.epochs), f"{rec.kept}/{rec.n}", fmt_pct(rec.clean_precision),
                fmt_pct(rec.corrupted_recall)]
+        if with_loss:
+            row.append(_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss))
         row += [f"{rec.metrics[k]:.4f}" if k in rec.metrics else "—" for k in metric_names]
+        if with_collapse:
+            row.append("yes" if rec.collapsed else "")
         table.add_row(*row)
     return table
+
+
+def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> str:
+    """One line summing up a finished round (a ``RoundRecord``), printed after each round.
+
+    >>> from lit_robust.callbacks.itlm import RoundRecord
+    >>> round_line(RoundRecord(round=1, epochs=2, kept=144, n=240, clean_precision=0.9, corrupted_recall=0.75,
+    ...                        first_epoch_loss=1.5, last_epoch_loss=0.5, metrics={"val_acc": 0.8}), num_rounds=3)
+    'ITLM round 1/2: 2 epochs on 144/240 samples, clean precision 90.00%, corrupted dropped 75.00%, train loss 1.5 → 0.5, val_acc 0.8000'
+    """
+    last = f"/{num_rounds - 1}" if num_rounds is not None else ""
+    parts = [f"{rec.epochs} epoch{'s' if rec.epochs != 1 else ''} on {rec.kept}/{rec.n} samples"]
+    if rec.clean_precision is not None:
+        parts.append(f"clean precision {fmt_pct(rec.clean_precision)}")
+    if rec.corrupted_recall is not None:
+        parts.append(f"corrupted dropped {fmt_pct(rec.corrupted_recall)}")
+    if getattr(rec, "first_epoch_loss", None) is not None or getattr(rec, "last_epoch_loss", None) is not None:
+        parts.append(f"train loss {_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss)}")
+    parts += [f"{k} {v:.4f}" for k, v in rec.metrics.items()]
+    if getattr(rec, "collapsed", False):
+        parts.append("COLLAPSED")
+    return f"{title} round {rec.round}{last}: " + ", ".join(parts)
 
 
 def plot_score_histograms(score_history: Sequence[dict], folder: str, filename: str = "scores.png") -> str:

@@ -1,4 +1,5 @@
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,10 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, with_val, resume_epoch):
     full_model, full = run(tmp_path / "a")
     # epochs 1 and 3 end a round; with validation the checkpoint is written before ITLM's scoring pass
     resumed_model, resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / f"epoch={resume_epoch}.ckpt")
-    assert [r.kept for r in resumed.history] == [r.kept for r in full.history]
+    # every field of every round record, the round metrics and training losses included
+    assert [asdict(r) for r in resumed.history] == [asdict(r) for r in full.history]
+    assert all(r.metrics for r in full.history) == with_val
+    assert all(r.first_epoch_loss is not None and r.last_epoch_loss is not None for r in full.history)
     assert torch.equal(resumed.selection, full.selection)
     assert [h["scores"].tolist() for h in resumed.score_history] == [h["scores"].tolist() for h in full.score_history]
     for p, q in zip(full_model.parameters(), resumed_model.parameters()):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from fnmatch import fnmatch
+from numbers import Integral
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -18,9 +24,12 @@ from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin
 from lit_robust.samplers import SelectionSampler, ShardedSampler
-from lit_robust.selection import scatter_scores
+from lit_robust.selection import keep_count, scatter_scores
 
-__all__ = ["ITLM", "RoundRecord"]
+__all__ = ["ITLM", "RoundRecord", "chance_accuracy", "collapse_reasons"]
+
+OnCollapse = Literal["keep", "warn", "raise"]
+_ON_COLLAPSE = ("keep", "warn", "raise")
 
 
 @dataclass
@@ -38,6 +47,77 @@ class RoundRecord:
     mean_dropped_score: float | None = None
     nonfinite_scores: int = 0
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. the monitored validation metric at round end
+    first_epoch_loss: float | None = None  # mean training loss of the round's first epoch (over all ranks)
+    last_epoch_loss: float | None = None  # ... and of its last epoch
+    collapsed: bool = False  # the round's model did not learn (see `ITLM(on_collapse=...)`)
+
+
+def chance_accuracy(num_classes: int, margin: float = 0.05) -> float:
+    r"""Accuracy at or below which a classifier of ``num_classes`` classes counts as "at chance":
+    :math:`1/K + m\,(1 - 1/K)`, i.e. ``margin`` of the way from guessing to perfect.
+
+    A model that predicts one class for everything scores that class's frequency; with ``margin=0.05`` a
+    10-class model is at chance up to 0.145, which covers MNIST's most frequent digit (11.3%).
+
+    >>> chance_accuracy(10), chance_accuracy(2)
+    (0.145, 0.525)
+    """
+    return round(1.0 / num_classes + margin * (1.0 - 1.0 / num_classes), 12)
+
+
+def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_must_fall: bool,
+                     accuracy: tuple[str, float] | None = None, num_classes: int | None = None,
+                     margin: float = 0.05) -> list[str]:
+    """Why a finished round's model did not learn; an empty list when nothing says so (pure).
+
+    A round collapsed when its mean training loss is not finite; or it trained a fresh model and its loss
+    did not move at all, or did not fall and stayed no better than a uniform guess over the classes
+    (``ln(num_classes)``, for a cross-entropy-like loss, when the number of classes is known); or its
+    validation accuracy is at chance (:func:`chance_accuracy`, when the number of classes is known).
+
+    A loss that merely did not fall is not enough: under label noise a model that has learned the clean
+    samples within its first epoch grows confident on the noisy ones and its mean loss rises (the test blobs,
+    30% noise: 0.98 → 1.41 with every clean sample right).
+
+    Args:
+        first_loss / last_loss: mean training loss of the round's first and last epoch (``None``: unknown).
+        loss_must_fall: the round trained a freshly initialised model for two epochs or more (a warm-started
+            or one-epoch round is not judged on how its loss moved).
+        accuracy: ``(name, value)`` of a validation accuracy measured in the round's last epoch, or ``None``.
+        num_classes: number of classes (``None``: unknown; the tests that need it are skipped).
+        margin: see :func:`chance_accuracy`.
+
+    >>> collapse_reasons(2.0, 1.0, True)
+    []
+    >>> collapse_reasons(2.3, 2.6, True)  # rose, but the number of classes is unknown
+    []
+    >>> collapse_reasons(2.3, 2.6, True, num_classes=10)
+    ['training loss did not fall and is no better than a uniform guess (first epoch 2.3, last epoch 2.6; ln(10) = 2.303)']
+    >>> collapse_reasons(0.7, 0.7, True)
+    ['training loss did not change (first epoch 0.7, last epoch 0.7)']
+    >>> collapse_reasons(1.0, float("nan"), False)
+    ['training loss is not finite (first epoch 1, last epoch nan)']
+    >>> collapse_reasons(2.0, 1.0, True, ("val_acc", 0.1), 10)
+    ['`val_acc` = 0.1 is at chance (<= 0.145 for 10 classes)']
+    """
+    reasons = []
+    k = num_classes if num_classes is not None and num_classes >= 2 else None
+    losses = [v for v in (first_loss, last_loss) if v is not None]
+    figures = f"first epoch {first_loss:.4g}, last epoch {last_loss:.4g}" if len(losses) == 2 else (
+        f"{'first' if last_loss is None else 'last'} epoch {losses[0]:.4g}" if losses else "")
+    if any(not math.isfinite(v) for v in losses):
+        reasons.append(f"training loss is not finite ({figures})")
+    elif loss_must_fall and first_loss is not None and last_loss is not None:
+        if abs(last_loss - first_loss) <= 1e-6 * max(abs(first_loss), 1e-12):
+            reasons.append(f"training loss did not change ({figures})")
+        elif k is not None and last_loss >= first_loss and last_loss >= math.log(k):
+            reasons.append(f"training loss did not fall and is no better than a uniform guess ({figures}; "
+                           f"ln({k}) = {math.log(k):.4g})")
+    if accuracy is not None and k is not None and math.isfinite(accuracy[1]):
+        limit = chance_accuracy(k, margin)
+        if accuracy[1] <= limit:
+            reasons.append(f"`{accuracy[0]}` = {accuracy[1]:.4g} is at chance (<= {limit:.4g} for {k} classes)")
+    return reasons
 
 
 class ITLM(Callback):
@@ -69,14 +149,28 @@ class ITLM(Callback):
         seed: seeds the per-epoch shuffling of the selection and the re-initialisations.
         shuffle: shuffle the selection each epoch.
         monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
-        verbose: print a rich table after each round.
+            A metric that is not there at the end of a round raises ``MisconfigurationException``, as
+            ``ModelCheckpoint`` and ``EarlyStopping`` do.
+        verbose: print one line after each round and the whole round table at fit end.
         plot: write ``itlm_scores.png`` (score histograms of clean vs corrupted samples per round) at fit
             end, when ground truth is known, into ``plot_dir`` or else the logger's directory (no logger and
             no ``plot_dir``: no file).
-        plot_dir: folder for the plot.
+        plot_dir: folder for the plot (a ``str`` or ``os.PathLike``).
         check_per_sample: on the first scoring batch of a fit, score the batch's first samples again on
             their own and raise if their scores change (a score that is not per-sample, e.g. a batch mean
             broadcast to every sample); turn off for scores that are random by design.
+        on_collapse: what to do when a round's model did not learn (a *collapsed* round, e.g. a learning
+            rate too large for a re-initialised model; the rules are :func:`collapse_reasons`): its mean
+            training loss is not finite; or it trained a fresh model (round 0, or ``reinit=True``) for two
+            epochs or more and its loss did not move, or did not fall and stayed no better than a uniform
+            guess; or a validation accuracy (``monitor`` if it names one, else the first ``val*acc*`` metric)
+            measured in the round's last epoch is at chance. The training loss is the mean of what
+            ``training_step`` returns over the epoch's batches and all ranks; the number of classes comes
+            from the module's ``hparams.num_classes`` or ``num_classes``, or the datamodule's (unknown: the
+            rules that need it are skipped). ``"keep"`` (default): warn, and the next round trains on the
+            collapsed round's selection again (re-initialised as usual) instead of on one scored by a model
+            that learned nothing; ``"warn"``: warn and score as usual; ``"raise"``: raise ``RuntimeError``.
+            Either way the round's record has ``collapsed=True``.
 
     Example:
         >>> itlm = ITLM(keep_ratio=0.65, round_epochs=[5, 5, 5, 5, 20])
@@ -97,18 +191,33 @@ class ITLM(Callback):
         plot: bool = True,
         plot_dir: str | None = None,
         check_per_sample: bool = True,
+        on_collapse: OnCollapse = "keep",
     ) -> None:
         super().__init__()
         if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
-        round_epochs = list(round_epochs) if not isinstance(round_epochs, (str, bytes)) else []
-        if not round_epochs or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in round_epochs):
-            raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {round_epochs!r}.")
+        given = round_epochs
+        round_epochs = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else []
+        if not round_epochs or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 1
+                                       for e in round_epochs):
+            raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {given!r}.")
+        for name, value in (("initial_round_on_all", initial_round_on_all), ("reinit", reinit), ("shuffle", shuffle),
+                            ("verbose", verbose), ("plot", plot), ("check_per_sample", check_per_sample)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+        if on_collapse not in _ON_COLLAPSE:
+            raise ValueError(f"`on_collapse` must be one of {list(_ON_COLLAPSE)}, got {on_collapse!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+        if monitor is not None and (not isinstance(monitor, str) or not monitor):
+            raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
+        if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
+            raise TypeError(f"`plot_dir` must be a folder path (str or os.PathLike) or None, got {plot_dir!r}.")
         self.keep_ratio = float(keep_ratio)
-        self.round_epochs = round_epochs
+        self.round_epochs = [int(e) for e in round_epochs]
         self.initial_round_on_all = initial_round_on_all
         self.reinit = reinit
-        self.seed = seed
+        self.seed = int(seed)
         self.shuffle = shuffle
         self.monitor = monitor
         self.verbose = verbose
@@ -116,6 +225,7 @@ class ITLM(Callback):
         self.plot_dir = plot_dir
         self.plot_path: str | None = None
         self.check_per_sample = check_per_sample
+        self.on_collapse = on_collapse
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         starts = [0]
         for e in round_epochs:
@@ -129,12 +239,21 @@ class ITLM(Callback):
         self._n: int | None = None
         self._current: RoundRecord | None = None
         self.history: list[RoundRecord] = []
+        # the current epoch's training loss: sum and count of what `training_step` returned, already added over
+        # the ranks (at each validation end and at epoch end, so that a checkpoint written at validation end
+        # holds the whole epoch)
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._val_epoch: int | None = None  # epoch of the last validation whose metrics `_current` holds
         # per scoring pass: round, dense scores, corrupted flags (CPU). Filled only when `plot=True`, because
         # under DDP it needs every score gathered on every rank (O(n) traffic); `history` is always filled.
         self.score_history: list[dict[str, Any]] = []
         # fit-time helpers (not state)
         self._patch: TrainLoaderPatch | None = None
         self._sampler: SelectionSampler | None = None
+        self._local_sum: Tensor | float = 0.0  # this rank's part since the last addition over the ranks
+        self._local_count = 0
+        self._trained_this_fit = False  # a batch was trained in this process's fit (not only restored state)
 
     # -- public helpers ------------------------------------------------------------------------
     @property
@@ -166,6 +285,8 @@ class ITLM(Callback):
             return
         require_mixin("ITLM", pl_module)
         self._checked_per_sample = False
+        self._trained_this_fit = False
+        self._local_sum, self._local_count = 0.0, 0
         total = sum(self.round_epochs)
         if trainer.max_epochs != total:
             raise ValueError(
@@ -187,6 +308,13 @@ class ITLM(Callback):
         n = len(loader.dataset)
         if self._n is not None and n != self._n:
             raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
+        if n == 0:
+            raise ValueError("ITLM needs a non-empty training set: the training dataloader's dataset has 0 samples.")
+        if keep_count(n, self.keep_ratio) == 0:
+            raise ValueError(
+                f"`keep_ratio` must keep at least one of the {n} training samples: floor({self.keep_ratio} * {n}) = 0. "
+                f"Use `keep_ratio` >= 1/{n} = {1 / n:.4g}, got {self.keep_ratio!r}."
+            )
         self._n = n
         assert self._sampler is not None
         self._sampler.n = n
@@ -211,49 +339,161 @@ class ITLM(Callback):
             self._select(trainer, pl_module, round_=0)
             self._patch.request_reload()
         elif epoch_round != self._round:
-            # resumed from a checkpoint written after round `self._round` ended but before its scoring pass
-            self._select(trainer, pl_module, round_=epoch_round)
-            self._reinit_pending = self.reinit
-            self._patch.request_reload()
+            # resumed from a checkpoint written after round `self._round` ended but before its end-of-round work
+            # (Lightning 2.x reruns `on_train_epoch_end` of such an epoch instead; kept for other versions)
+            self._end_round(trainer, pl_module, log=False)  # `self.log` is not allowed in `on_train_start`
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._reinit_pending:
             self._reinitialize(trainer, pl_module)
             self._reinit_pending = False
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._trained_this_fit = True
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor) and loss.numel() == 1:
+            size = _batch_size(batch)
+            # summed on the loss's device: no host synchronisation per batch
+            dtype = torch.float32 if loss.device.type == "mps" else torch.float64
+            self._local_sum = self._local_sum + loss.detach().reshape(()).to(dtype) * size
+            self._local_count += size
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self._current is None:
+            return
+        # a checkpoint written at validation end (ModelCheckpoint(save_on_train_epoch_end=False)) comes before
+        # `on_train_epoch_end`: record what is known now so that the checkpoint holds it
+        self._add_local_loss(pl_module)
+        self._current.metrics.update(self._round_metrics(trainer))
+        self._val_epoch = trainer.current_epoch
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
+        self._add_local_loss(pl_module)
+        rec = self._current
+        if rec is not None and self._loss_count:
+            mean = self._loss_sum / self._loss_count
+            if epoch == self._round_starts[self._round]:
+                rec.first_epoch_loss = mean
+            rec.last_epoch_loss = mean
+        self._loss_sum, self._loss_count = 0.0, 0
         if epoch + 1 != self._round_starts[self._round + 1]:
             return
-        self._finish_round(trainer)
-        if self._round + 1 < self.num_rounds:
-            self._select(trainer, pl_module, round_=self._round + 1)
-            self._reinit_pending = self.reinit
-            self._patch.request_reload()
-            rec = self._current
-            for key, value in (("itlm/round", rec.round), ("itlm/kept", rec.kept),
-                               ("itlm/clean_precision", rec.clean_precision),
-                               ("itlm/corrupted_recall", rec.corrupted_recall),
-                               ("itlm/mean_kept_score", rec.mean_kept_score),
-                               ("itlm/mean_dropped_score", rec.mean_dropped_score)):
-                if value is not None:
-                    # identical on every rank, so averaging over ranks is exact
-                    pl_module.log(key, float(value), on_epoch=True, on_step=False, sync_dist=True)
+        self._end_round(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.verbose and self.history:
+            _print_round_table(self.history, self.monitor)
         if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
             self._save_plot(trainer)
 
     # -- pieces ------------------------------------------------------------------------------------
-    def _finish_round(self, trainer: pl.Trainer) -> None:
+    def _end_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> None:
+        """Record the finished round, then prepare the next one (score and select, or keep the selection)."""
+        finished = self._round
+        collapsed = self._finish_round(trainer, pl_module)
+        if finished + 1 >= self.num_rounds:
+            return
+        if collapsed and self.on_collapse == "keep":
+            self._keep_selection(round_=finished + 1)
+        else:
+            self._select(trainer, pl_module, round_=finished + 1)
+        self._reinit_pending = self.reinit
+        self._patch.request_reload()
+        if not log:
+            return
+        rec = self._current
+        for key, value in (("itlm/round", rec.round), ("itlm/kept", rec.kept),
+                           ("itlm/clean_precision", rec.clean_precision),
+                           ("itlm/corrupted_recall", rec.corrupted_recall),
+                           ("itlm/mean_kept_score", rec.mean_kept_score),
+                           ("itlm/mean_dropped_score", rec.mean_dropped_score),
+                           ("itlm/collapsed", float(collapsed))):
+            if value is not None:
+                # identical on every rank, so averaging over ranks is exact
+                pl_module.log(key, float(value), on_epoch=True, on_step=False, sync_dist=True)
+
+    def _round_metrics(self, trainer: pl.Trainer) -> dict[str, float]:
+        return {k: float(v) for k, v in trainer.callback_metrics.items()
+                if (self.monitor is None and k.startswith("val")) or k == self.monitor}
+
+    def _finish_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """Append the round's record; returns whether the round collapsed (the same on every rank)."""
         rec = self._current
         assert rec is not None
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if (self.monitor is None and k.startswith("val")) or k == self.monitor}
-        rec.metrics = metrics
+        # values measured at this round's last validation end stay when a resumed run no longer has them
+        rec.metrics.update(self._round_metrics(trainer))
+        if self.monitor is not None and self.monitor not in rec.metrics and self._trained_this_fit:
+            available = sorted(k for k in trainer.callback_metrics if not k.startswith("itlm/"))
+            raise MisconfigurationException(
+                f"`ITLM(monitor={self.monitor!r})` could not find {self.monitor!r} in `trainer.callback_metrics` at the "
+                f"end of round {rec.round} (epoch {trainer.current_epoch}); available: {available}. Log it by the "
+                "end of every round (a validation metric: validate in each round's last epoch) or pass another "
+                "`monitor` (None: every `val*` metric)."
+            )
+        last_epoch = self._round_starts[rec.round + 1] - 1
+        name = self._accuracy_name(rec)
+        known = name is not None and self._val_epoch == last_epoch
+        # the decision must be the same on every rank (the scoring pass that may follow is collective), so
+        # every rank takes rank 0's figure
+        dtype = torch.float32 if pl_module.device.type == "mps" else torch.float64
+        mine = torch.tensor([float(known), rec.metrics[name] if known else math.nan], dtype=dtype,
+                            device=pl_module.device)
+        has_acc, value = distributed.broadcast(mine).tolist()
+        accuracy = (name or "validation accuracy", value) if has_acc else None
+        fresh_model = rec.round == 0 or self.reinit
+        reasons = collapse_reasons(rec.first_epoch_loss, rec.last_epoch_loss, fresh_model and rec.epochs >= 2,
+                                   accuracy, _num_classes(trainer, pl_module))
+        rec.collapsed = bool(reasons)
         self.history.append(rec)
         if self.verbose:
-            _print_round_table(self.history, self.monitor)
+            _print_round_line(rec, self.num_rounds)
+        if reasons:
+            what = f"ITLM round {rec.round} collapsed (its model did not learn): {'; '.join(reasons)}."
+            if self.on_collapse == "raise":
+                raise RuntimeError(f"{what} Lower the learning rate, or pass `on_collapse='keep'` or 'warn' "
+                                   "(`on_collapse='raise'`).")
+            if rec.round + 1 >= self.num_rounds:
+                then = "It was the last round."
+            elif self.on_collapse == "keep":
+                then = (f"Round {rec.round + 1} trains on round {rec.round}'s selection ({rec.kept}/{rec.n} samples) "
+                        "again instead of one scored by this model (`on_collapse='keep'`).")
+            else:
+                then = f"Round {rec.round + 1} trains on the selection this model scores (`on_collapse='warn'`)."
+            rank_zero_warn(f"{what} {then} A common cause is a learning rate too large for a freshly initialised "
+                           "model.")
+        return rec.collapsed
+
+    def _accuracy_name(self, rec: RoundRecord) -> str | None:
+        """The validation accuracy a collapse is judged on: ``monitor`` if it names one, else the first
+        ``val*acc*`` metric."""
+        names = [self.monitor] if self.monitor is not None else list(rec.metrics)
+        for k in names:
+            if k in rec.metrics and fnmatch(k.lower(), "val*acc*"):
+                return k
+        return None
+
+    def _add_local_loss(self, pl_module: pl.LightningModule) -> None:
+        """Add this rank's training-loss sum and count since the last call over the ranks. Call on every rank."""
+        dev = pl_module.device
+        dtype = torch.float32 if dev.type == "mps" else torch.float64
+        local = torch.stack([torch.as_tensor(self._local_sum, dtype=dtype, device=dev),
+                             torch.tensor(float(self._local_count), dtype=dtype, device=dev)])
+        total, count = distributed.all_reduce_sum(local).tolist()
+        self._loss_sum += total
+        self._loss_count += int(count)
+        self._local_sum, self._local_count = 0.0, 0
+
+    def _keep_selection(self, round_: int) -> None:
+        """Start round ``round_`` on the current selection again (after a collapsed round): no scoring pass."""
+        prev = self._current
+        assert prev is not None
+        self._current = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=prev.kept, n=prev.n,
+                                    clean_precision=prev.clean_precision, corrupted_recall=prev.corrupted_recall,
+                                    dropped_corrupted=prev.dropped_corrupted)
+        self._round = round_
+        self._selection_made = True
 
     def _select(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_: int) -> None:
         """Score, select and summarise. Under DDP every rank calls this; each scores its own shard."""
@@ -387,6 +627,11 @@ class ITLM(Callback):
             "current": None if self._current is None else asdict(self._current),
             "history": [asdict(r) for r in self.history],
             "score_history": self.score_history,
+            # the epoch's training loss so far; under DDP a checkpoint written mid-epoch outside validation
+            # (e.g. `every_n_train_steps`) holds rank 0's unreduced part only
+            "loss_sum": self._loss_sum + float(self._local_sum),
+            "loss_count": self._loss_count + self._local_count,
+            "val_epoch": self._val_epoch,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -398,6 +643,10 @@ class ITLM(Callback):
         self._current = None if state_dict["current"] is None else RoundRecord(**state_dict["current"])
         self.history = [RoundRecord(**r) for r in state_dict["history"]]
         self.score_history = state_dict["score_history"]
+        self._loss_sum = state_dict.get("loss_sum", 0.0)
+        self._loss_count = state_dict.get("loss_count", 0)
+        self._val_epoch = state_dict.get("val_epoch")
+        self._local_sum, self._local_count = 0.0, 0
 
     @rank_zero_only
     def _save_plot(self, trainer: pl.Trainer) -> None:
@@ -405,6 +654,7 @@ class ITLM(Callback):
 
         folder = self.plot_dir or (trainer.log_dir if trainer.logger is not None else None)
         if folder is None:
+            rank_zero_info("ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`).")
             return
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
 
@@ -430,6 +680,33 @@ def _is_int_like(x: Any) -> bool:
     if isinstance(x, int):
         return True
     return isinstance(x, Tensor) and x.ndim == 0 and not x.is_floating_point() and x.dtype != torch.bool
+
+
+def _batch_size(batch: Any) -> int:
+    try:
+        return int(unpack_batch(batch).index.shape[0])
+    except Exception:  # a batch of another layout: weigh it as one
+        return 1
+
+
+def _num_classes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
+    """The number of classes, when the module (``hparams.num_classes`` or ``num_classes``) or datamodule says."""
+    hparams = getattr(pl_module, "hparams", None)
+    candidates = [hparams.get("num_classes") if hasattr(hparams, "get") else None,
+                  getattr(pl_module, "num_classes", None), getattr(trainer.datamodule, "num_classes", None)]
+    for k in candidates:
+        if isinstance(k, Integral) and not isinstance(k, bool) and k >= 2:
+            return int(k)
+    return None
+
+
+@rank_zero_only
+def _print_round_line(rec: RoundRecord, num_rounds: int) -> None:
+    from rich.console import Console
+
+    from lit_robust.reporting import round_line
+
+    Console().print(round_line(rec, num_rounds), highlight=False, soft_wrap=True)
 
 
 @rank_zero_only

@@ -1,0 +1,338 @@
+"""ITLM's guards: collapsed rounds, argument checks, silent misconfigurations, round output."""
+
+import json
+import math
+import warnings
+from dataclasses import asdict
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust import ITLM, IndexedDataset
+from lit_robust.callbacks.itlm import RoundRecord, chance_accuracy, collapse_reasons
+from lit_robust.reporting import round_line
+from tests.conftest import BlobsData, TinyModel, tiny_trainer
+from tests.test_itlm_ddp import OddBlobs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class ConstantLoss(TinyModel):
+    """Trains on a loss that never changes (zero gradients): a model that cannot learn."""
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch[0].detach().cpu())
+        return (self.net[0].weight * 0).sum() + 1.5
+
+
+class ChanceAccuracy(TinyModel):
+    """Learns, but reports a validation accuracy of exactly 1/3 for its 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters({"num_classes": 3})
+
+    def validation_step(self, batch, batch_idx):
+        super().validation_step(batch, batch_idx)
+        self.log("val_acc", 1 / 3)
+
+
+class Scorings(pl.Callback):
+    """Counts ITLM's scoring passes (the selection it trains on next, recorded at each round end)."""
+
+    def __init__(self, itlm):
+        self.itlm, self.selections = itlm, []
+
+    def on_train_epoch_end(self, trainer, pl_module):  # runs after ITLM's (callbacks run in list order)
+        self.selections.append(None if self.itlm.selection is None else self.itlm.selection.clone())
+
+
+def fit(tmp_path, itlm, model=None, data=None, callbacks=(), ckpt_path=None, seed=0, **kw):
+    pl.seed_everything(seed, verbose=False)
+    model = model if model is not None else TinyModel()
+    trainer = tiny_trainer(tmp_path, sum(itlm.round_epochs), [itlm, *callbacks], **kw)
+    trainer.fit(model, data if data is not None else BlobsData(), ckpt_path=ckpt_path)
+    return model, trainer
+
+
+def collapse_warnings(record):
+    return [str(w.message) for w in record if "collapsed" in str(w.message)]
+
+
+# ---------------------------------------------------------------- the pure rule
+@pytest.mark.parametrize(("first", "last", "must_fall", "acc", "k", "expected"), [
+    (2.0, 1.0, True, None, 10, []),
+    (1.0, 1.0, True, None, None, ["did not change"]),
+    (1.0, 1.0, False, None, None, []),  # warm-started or one-epoch round: the loss is not judged
+    (1.0, 1.4, True, None, None, []),  # rose (label noise does this), number of classes unknown
+    (1.0, 1.4, True, None, 3, ["no better than a uniform guess"]),  # 1.4 >= ln 3
+    (0.5, 0.9, True, None, 3, []),  # rose but better than a uniform guess over 3 classes
+    (2.5, 2.4, True, None, 10, []),  # fell
+    (1.0, math.inf, False, None, None, ["not finite"]),
+    (math.nan, 1.0, True, None, None, ["not finite"]),
+    (None, None, True, ("val_acc", 0.10), 10, ["at chance"]),
+    (None, None, True, ("val_acc", 0.145), 10, ["at chance"]),
+    (None, None, True, ("val_acc", 0.146), 10, []),
+    (None, None, True, ("val_acc", 0.10), None, []),  # chance unknown without the number of classes
+    (None, None, True, ("val_acc", math.nan), 10, []),
+    (2.3, 2.31, True, ("val_acc", 0.1), 10, ["no better than a uniform guess", "at chance"]),
+])
+def test_collapse_reasons(first, last, must_fall, acc, k, expected):
+    reasons = collapse_reasons(first, last, must_fall, acc, k)
+    assert len(reasons) == len(expected), reasons
+    for reason, part in zip(reasons, expected):
+        assert part in reason
+
+
+def test_chance_accuracy_is_one_over_k_plus_a_margin_of_the_way_to_perfect():
+    assert chance_accuracy(10) == pytest.approx(0.1 + 0.05 * 0.9)
+    assert chance_accuracy(2, margin=0.0) == 0.5
+    assert chance_accuracy(3, margin=1.0) == 1.0
+
+
+# ---------------------------------------------------------------- collapsed rounds in a fit
+def test_collapsed_round_warns_and_keeps_the_previous_selection(tmp_path):
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[2, 2], initial_round_on_all=False, verbose=False, plot=True,
+                plot_dir=str(tmp_path))
+    spy = Scorings(itlm)
+    with pytest.warns(UserWarning, match=r"ITLM round 0 collapsed \(its model did not learn\): training loss did "
+                                         r"not change \(first epoch 1.5, last epoch 1.5\)\. Round 1 trains on "
+                                         r"round 0's selection \(120/240 samples\) again"):
+        model, _ = fit(tmp_path, itlm, ConstantLoss(), callbacks=[spy])
+    first, after_round_0 = spy.selections[0], spy.selections[1]
+    assert torch.equal(after_round_0, first)  # no new selection was built on the collapsed model
+    assert len(itlm.score_history) == 1  # only round 0's scoring pass (by the untrained model)
+    assert [r.collapsed for r in itlm.history] == [True, True]
+    assert itlm.history[1].kept == 120 and itlm.history[1].mean_kept_score is None
+    assert itlm.history[0].first_epoch_loss == itlm.history[0].last_epoch_loss == pytest.approx(1.5)
+    assert sorted(torch.cat(model.seen[-4:]).tolist()) == first.tolist()  # round 1 trained on it
+
+
+def test_diverging_learning_rate_is_caught_as_a_non_finite_loss(tmp_path):
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1, 1], initial_round_on_all=False, verbose=False, plot=False)
+    spy = Scorings(itlm)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, TinyModel(lr=1e12), callbacks=[spy])
+    messages = collapse_warnings(record)
+    assert messages and "training loss is not finite" in messages[0]
+    assert all(r.collapsed for r in itlm.history)
+    assert all(torch.equal(s, spy.selections[0]) for s in spy.selections)  # never re-scored
+
+
+@pytest.mark.parametrize("on_collapse", ["warn", "raise"])
+def test_on_collapse_warn_scores_anyway_and_raise_stops(tmp_path, on_collapse):
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[2, 1], verbose=False, plot=True, plot_dir=str(tmp_path),
+                on_collapse=on_collapse)
+    if on_collapse == "raise":
+        with pytest.raises(RuntimeError, match=r"ITLM round 0 collapsed .* \(`on_collapse='raise'`\)"):
+            fit(tmp_path, itlm, ConstantLoss())
+        return
+    with pytest.warns(UserWarning, match=r"Round 1 trains on the selection this model scores"):
+        fit(tmp_path, itlm, ConstantLoss())
+    assert len(itlm.score_history) == 1 and itlm.history[1].mean_kept_score is not None
+    assert itlm.history[0].collapsed
+
+
+def test_validation_accuracy_at_chance_is_a_collapse(tmp_path):
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+    with pytest.warns(UserWarning, match=r"`val_acc` = 0.3333 is at chance \(<= 0.3667 for 3 classes\)"):
+        fit(tmp_path, itlm, ChanceAccuracy(), BlobsData(with_val=True))
+    assert [r.collapsed for r in itlm.history] == [True, True]
+    assert itlm.selection is None  # round 0 trained on all samples; round 1 again
+
+
+def test_healthy_run_does_not_warn(tmp_path):
+    from lit_robust import DigitsDataModule, ImageClassifier
+
+    itlm = ITLM(keep_ratio=0.55, round_epochs=[2, 2, 2], verbose=False, plot=False)
+    data = DigitsDataModule(clean_ratio=0.6, noise="systematic", val_size=100, batch_size=64)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, ImageClassifier(backbone="mlp", image_size=8, lr=0.05), data)
+    assert collapse_warnings(record) == []
+    assert [r.collapsed for r in itlm.history] == [False, False, False]
+    for rec in itlm.history:  # the figures the rule read: measured, falling, above chance
+        assert rec.last_epoch_loss < rec.first_epoch_loss
+        assert rec.metrics["val_acc"] > chance_accuracy(10)
+
+
+def test_healthy_noisy_blobs_whose_loss_rises_do_not_warn(tmp_path):
+    """30% label noise: the mean loss rises while every clean sample is right — not a collapse."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm)
+    rec = itlm.history[0]
+    assert rec.last_epoch_loss > rec.first_epoch_loss  # the case the rule must let through
+    assert collapse_warnings(record) == [] and not any(r.collapsed for r in itlm.history)
+
+
+def test_epoch_loss_is_the_sample_weighted_mean_of_training_step_losses(tmp_path):
+    losses = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append((float(outputs["loss"]), len(batch[0])))
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    fit(tmp_path, itlm, callbacks=[Spy()])
+    epoch0 = losses[:math.ceil(240 / 32)]  # round 0: all 240 samples in batches of 32, the last one of 16
+    assert [b for _, b in epoch0][-1] == 16
+    expected = sum(v * b for v, b in epoch0) / 240
+    assert itlm.history[0].first_epoch_loss == pytest.approx(expected, rel=1e-12)
+    assert itlm.history[0].last_epoch_loss == itlm.history[0].first_epoch_loss
+
+
+# ---------------------------------------------------------------- resume keeps every record field
+@pytest.mark.parametrize("model_cls", [TinyModel, ConstantLoss], ids=["healthy", "collapsed"])
+@pytest.mark.parametrize("resume_epoch", [1, 2])
+def test_resume_with_checkpoint_at_validation_end_keeps_round_metrics(tmp_path, model_cls, resume_epoch):
+    """The checkpoint is written at validation end, before ITLM's end-of-round work (epoch 1 ends round 0)."""
+
+    def run(root, ckpt_path=None):
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], initial_round_on_all=False, verbose=False, plot=False)
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}",
+                               save_on_train_epoch_end=False, save_last=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(root, itlm, model_cls(), BlobsData(with_val=True), callbacks=[ckpt], enable_checkpointing=True,
+                ckpt_path=ckpt_path, seed=1 if ckpt_path is None else 99)
+        return itlm
+
+    full = run(tmp_path / "a")
+    resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / f"epoch={resume_epoch}.ckpt")
+    assert all(r.metrics.get("val_loss") is not None for r in full.history)
+    assert [asdict(r) for r in resumed.history] == [asdict(r) for r in full.history]
+    assert torch.equal(resumed.selection, full.selection)
+    assert [r.collapsed for r in full.history] == [model_cls is ConstantLoss] * 2
+
+
+# ---------------------------------------------------------------- argument checks
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"round_epochs": 6}, ValueError, r"`round_epochs` must be a non-empty list of integers >= 1, got 6\."),
+    ({"round_epochs": None}, ValueError, r"`round_epochs` must be a non-empty list of integers >= 1, got None\."),
+    ({"seed": "0"}, TypeError, r"`seed` must be an integer, got '0'\."),
+    ({"seed": 1.5}, TypeError, r"`seed` must be an integer, got 1.5\."),
+    ({"monitor": 5}, TypeError, r"`monitor` must be a metric name \(a non-empty string\) or None, got 5\."),
+    ({"monitor": ""}, TypeError, r"`monitor` must be a metric name"),
+    ({"plot_dir": 3}, TypeError, r"`plot_dir` must be a folder path \(str or os.PathLike\) or None, got 3\."),
+    ({"verbose": "no"}, TypeError, r"`verbose` must be True or False, got 'no'\."),
+    ({"reinit": 0}, TypeError, r"`reinit` must be True or False, got 0\."),
+    ({"on_collapse": "ignore"}, ValueError,
+     r"`on_collapse` must be one of \['keep', 'warn', 'raise'\], got 'ignore'\."),
+])
+def test_arguments_are_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ITLM(**{"keep_ratio": 0.5, "round_epochs": [1, 1], **kwargs})
+
+
+def test_plot_dir_may_be_a_path(tmp_path):
+    assert ITLM(0.5, [1], plot_dir=tmp_path).plot_dir == tmp_path
+
+
+def test_round_epochs_accept_a_tuple_of_integers():
+    assert ITLM(0.5, (2, 3)).round_epochs == [2, 3]
+
+
+# ---------------------------------------------------------------- silent cases made loud
+def test_monitor_missing_from_callback_metrics_raises_at_the_end_of_round_0(tmp_path):
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], monitor="val_accuracy", verbose=False, plot=False)
+    with pytest.raises(MisconfigurationException,
+                       match=r"`ITLM\(monitor='val_accuracy'\)` could not find 'val_accuracy' in "
+                             r"`trainer.callback_metrics` at the end of round 0 \(epoch 0\); available: "
+                             r"\['train_loss', 'val_loss'\]"):
+        fit(tmp_path, itlm, data=BlobsData(with_val=True))
+
+
+def test_monitor_present_is_recorded(tmp_path):
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], monitor="val_loss", verbose=False, plot=False)
+    fit(tmp_path, itlm, data=BlobsData(with_val=True))
+    assert [list(r.metrics) for r in itlm.history] == [["val_loss"], ["val_loss"]]
+
+
+def test_keep_ratio_keeping_no_sample_is_an_error_before_training(tmp_path):
+    itlm = ITLM(keep_ratio=0.004, round_epochs=[1, 1], verbose=False, plot=False)
+    model = TinyModel()
+    with pytest.raises(ValueError, match=r"`keep_ratio` must keep at least one of the 240 training samples: "
+                                         r"floor\(0.004 \* 240\) = 0\. Use `keep_ratio` >= 1/240 = 0.004167, "
+                                         r"got 0.004\."):
+        fit(tmp_path, itlm, model)
+    assert model.seen == []
+
+
+def test_empty_training_set_is_an_error(tmp_path):
+    empty = IndexedDataset(TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+    trainer = tiny_trainer(tmp_path, 2, [itlm])
+    with pytest.raises(ValueError, match="ITLM needs a non-empty training set: the training dataloader's dataset "
+                                         "has 0 samples"):
+        trainer.fit(TinyModel(), train_dataloaders=DataLoader(empty, batch_size=4))
+
+
+def test_plot_without_logger_or_plot_dir_says_so(tmp_path, monkeypatch):
+    said = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False))
+    assert said == ["ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`)."]
+    fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False))
+    assert len(said) == 1
+
+
+# ---------------------------------------------------------------- output: one line per round, the table once
+def test_verbose_prints_a_line_per_round_and_the_table_once(tmp_path, capsys):
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=True, plot=False)
+    fit(tmp_path, itlm)
+    out = capsys.readouterr().out
+    for r in range(3):
+        assert out.count(f"ITLM round {r}/2: 1 epoch on ") == 1
+    assert out.count("ITLM rounds") == 1  # the whole table, once, at fit end
+    assert out.index("ITLM round 2/2") < out.index("ITLM rounds")
+    assert out.count("144/240") == 2 + 2  # rounds 1 and 2: once in their line, once in the table
+
+
+def test_quiet_prints_nothing(tmp_path, capsys):
+    fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False))
+    assert "ITLM" not in capsys.readouterr().out
+
+
+def test_round_line_marks_a_collapsed_round():
+    rec = RoundRecord(round=0, epochs=2, kept=10, n=10, first_epoch_loss=1.5, last_epoch_loss=1.5, collapsed=True)
+    assert round_line(rec) == "ITLM round 0: 2 epochs on 10/10 samples, train loss 1.5 → 1.5, COLLAPSED"
+
+
+# ---------------------------------------------------------------- DDP: the same decision on every rank
+class RankConstantLoss(TinyModel):
+    """Constant loss 1.0 on rank 0 and 3.0 on rank 1: the mean over ranks is 2.0 and never changes."""
+
+    def training_step(self, batch, batch_idx):
+        return sum((p * 0).sum() for p in self.parameters()) + 1.0 + 2.0 * self.global_rank
+
+
+class WriteHistory(pl.Callback):
+    def __init__(self, itlm, out):
+        self.itlm, self.out = itlm, out
+
+    def on_fit_end(self, trainer, pl_module):
+        with open(f"{self.out}.{trainer.global_rank}.json", "w") as f:
+            json.dump({"history": [asdict(r) for r in self.itlm.history],
+                       "selection": self.itlm.selection.tolist()}, f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_collapse_decision_is_the_same_on_every_rank(tmp_path):
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], initial_round_on_all=False, verbose=False, plot=False)
+    out = str(tmp_path / "h")
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                         callbacks=[itlm, WriteHistory(itlm, out)], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+    trainer.fit(RankConstantLoss(), OddBlobs())
+    ranks = [json.load(open(f"{out}.{r}.json")) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    first = ranks[0]["history"][0]
+    assert first["collapsed"] and first["first_epoch_loss"] == pytest.approx(2.0, abs=0.02)
