@@ -178,6 +178,8 @@ class CoTeaching(pl.LightningModule):
         return masks[0], masks[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if batch_idx == 0:  # before the wrapped model's `per_sample_loss` unpacks it in its own way
+            unpack_batch(batch, owner="CoTeaching")
         opt1, opt2 = self.optimizers()
         l1, o1 = self._losses(self.net1, batch)
         l2, o2 = self._losses(self.net2, batch)

@@ -7,10 +7,14 @@ import os
 import pickle
 
 import pytest
+import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import SimCLR
+from lit_robust import AdversarialTrigger, BatchFilter, CoTeaching, IndexedDataset, RobustMixin, SimCLR
 from lit_robust.backbone_checkpoint import load_backbone, read_weights_only
+from tests.conftest import tiny_trainer
 
 
 # -- damaged checkpoints (lit_robust/backbone_checkpoint.py) ------------------------------------------------------
@@ -73,3 +77,75 @@ def test_readable_file_needing_unpickling_gets_the_weights_only_explanation(tmp_
         read_weights_only(path, "backbone_checkpoint")
     assert "damaged" not in str(err.value)
     assert not marker.exists() and not os.path.exists("ran")
+
+
+# -- IndexedDataset checks what it wraps (lit_robust/data/indexed.py) ---------------------------------------------
+class _NoLen:
+    def __getitem__(self, i):
+        return torch.zeros(2), 0
+
+
+@pytest.mark.parametrize("dataset, error, message", [
+    (torch.zeros(5, 3), TypeError, r"`dataset` must be a map-style dataset of `\(input, target\)` pairs, got a tensor "
+                                   r"of shape \(5, 3\).*TensorDataset\(x, y\)"),
+    (_NoLen(), TypeError, r"`dataset` must be a map-style dataset \(with `__len__` and `__getitem__`\).*got a _NoLen"),
+    (TensorDataset(torch.zeros(0, 2), torch.zeros(0)), ValueError, r"`dataset` must hold at least one sample, got an "
+                                                                    r"empty TensorDataset \(a run would train on zero"),
+    (TensorDataset(torch.zeros(4, 2)), ValueError, r"`dataset` must yield `\(input, target\)` pairs, but its first item "
+                                                   r"is a tuple of 1 element\(s\).*TensorDataset\(x, y\)"),
+    ([torch.zeros(2)] * 3, ValueError, r"first item is a tensor of shape \(2,\)"),
+    (TensorDataset(torch.zeros(4, 2), torch.zeros(4), torch.zeros(4)), ValueError, r"a tuple of 3 element"),
+])
+def test_indexed_dataset_checks_what_it_wraps_at_construction(dataset, error, message):
+    with pytest.raises(error, match=message):
+        IndexedDataset(dataset)
+
+
+def test_indexed_dataset_accepts_pairs_of_any_kind():
+    assert len(IndexedDataset([(torch.zeros(2), 1), (torch.ones(2), 0)])) == 2
+    assert IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)))[2][0] == 2
+
+
+# -- a batch without an index gets the hint before the user's own unpacking ---------------------------------------
+class _UnpacksItself(RobustMixin, pl.LightningModule):
+    """A user module whose `per_sample_loss` unpacks the batch itself (and would crash on a 2-element batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def per_sample_loss(self, batch):
+        index, x, y = batch[:3]
+        logits = self(x)
+        return F.cross_entropy(logits, y, reduction="none"), logits
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _plain_loader():  # (input, target) batches: no index
+    return DataLoader(TensorDataset(torch.randn(16, 2), torch.arange(16) % 3), batch_size=8)
+
+
+@pytest.mark.parametrize("setup, owner", [
+    ("mixin", "_UnpacksItself.training_step"),
+    ("batch_filter", "BatchFilter"),
+    ("coteaching", "CoTeaching"),
+    ("adversarial_trigger", "AdversarialTrigger"),
+])
+def test_batch_without_index_names_indexed_dataset_on_the_first_batch(tmp_path, one_torch_thread, setup, owner):
+    model, callbacks = _UnpacksItself(), []
+    if setup == "batch_filter":
+        callbacks = [BatchFilter("spl", drop_ratio=0.2)]
+    elif setup == "coteaching":
+        model = CoTeaching(model, drop_ratio=0.2)
+    elif setup == "adversarial_trigger":
+        callbacks = [AdversarialTrigger(tau=0.1, value_range=None)]
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=callbacks)
+    with pytest.raises(ValueError, match=rf"`{owner}`: lit_robust expects batches `\(index, input, target\[, "
+                                         rf"is_corrupted\]\)`, got a list of length 2\. Wrap the training dataset in "
+                                         r"`lit_robust.IndexedDataset`"):
+        trainer.fit(model, train_dataloaders=_plain_loader())

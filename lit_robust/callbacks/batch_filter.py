@@ -202,6 +202,8 @@ class BatchFilter(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if batch_idx == 0:  # runs before the module's training step: a batch without indices gets the hint first
+            unpack_batch(batch, owner="BatchFilter")
         if self._recorder is not None and self.drop_ratio_at(trainer.current_epoch) > 0:
             self._recorder.attach()  # record this step's forward (hooks registered once)
 
