@@ -15,6 +15,7 @@ from torch import Tensor
 from lit_robust import distributed
 from lit_robust.callbacks.batch_filter import check_filter_args, select_in_batch, small_batch_message
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import check_fits_data
 from lit_robust.mixin import require_mixin
 from lit_robust.scores import loss_layer_scores
 from lit_robust.selection import check_drop_ratio, masked_mean, scheduled_drop_ratio
@@ -149,6 +150,9 @@ class CoTeaching(pl.LightningModule):
     def keep_ratio_at(self, epoch: int) -> float:
         """The kept fraction :math:`R(t) = 1 - \\varepsilon_t`."""
         return 1.0 - self.drop_ratio_at(epoch)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self.net1, self._trainer)  # the wrapped model's own `setup` is not called by Lightning
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -13,7 +13,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_robust import distributed
 from lit_robust.backbone_checkpoint import load_backbone
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
+from lit_robust.models import check_classifier_data
 from lit_robust.simclr import BackboneName, simclr_backbone
 
 __all__ = ["LinearProbe"]
@@ -98,6 +100,14 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         self.register_buffer("standardized", torch.tensor(False))
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = nn.ModuleList()  # one metric per test loader, created on demand
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule yields labels of at most ``num_classes`` classes on images with the backbone's
+        ``in_channels``."""
+        check_classifier_data(spec, "LinearProbe", self.head.out_features, self.backbone.arch["in_channels"])
 
     def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)

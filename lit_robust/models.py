@@ -9,15 +9,66 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import R2Score
 
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
 
-__all__ = ["ImageClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp"]
+__all__ = ["ImageClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp", "check_classifier_data"]
+
+
+def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_channels: int | None = None,
+                          image_size: int | None = None) -> None:
+    """Raise unless a classifier of ``num_classes`` outputs on ``in_channels``-channel images (of
+    ``image_size``² pixels, when the model needs one size) fits what ``spec``'s datamodule yields; warn when the
+    model has more outputs than the data has classes."""
+    if spec.target in ("regression", "none"):
+        other = "a regressor (e.g. MLPRegressor) or " if spec.target == "regression" else ""
+        raise ValueError(f"`model`={model} is a classifier, but `data`: {spec.source} yields {spec.targets()}; use "
+                         f"{other}a datamodule with class labels.")
+    if in_channels is not None:
+        if len(spec.input_shape) != 3:
+            raise misfit("in_channels", in_channels, spec, spec.inputs(), "The model expects [C, H, W] images.")
+        if spec.input_shape[0] != in_channels:
+            raise misfit("in_channels", in_channels, spec, spec.inputs(), f"Set `model.in_channels` to "
+                                                                          f"{spec.input_shape[0]}.")
+        if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
+            raise misfit("image_size", image_size, spec, spec.inputs(),
+                         f"Set `model.image_size` to {spec.input_shape[1]}." if spec.input_shape[1] ==
+                         spec.input_shape[2] else "The model needs square images.")
+    if spec.target == "class" and spec.num_classes is not None:
+        if num_classes < spec.num_classes:
+            raise misfit("num_classes", num_classes, spec, spec.targets(),
+                         f"`model.num_classes` must be >= {spec.num_classes}.")
+        if num_classes > spec.num_classes:
+            rank_zero_warn(f"`model.num_classes`={num_classes} is more than `data`: {spec.source} has "
+                           f"({spec.targets()}); {num_classes - spec.num_classes} output(s) never get a label.")
+
+
+def check_regressor_data(spec: DataSpec, model: str, in_features: int, out_features: int,
+                         in_argument: str = "in_features", out_argument: str | None = "out_features",
+                         flat_input: bool = False) -> None:
+    """Raise unless a regressor from ``in_features`` inputs to ``out_features`` targets fits ``spec``."""
+    if spec.target == "class":
+        raise ValueError(f"`model`={model} is a regressor, but `data`: {spec.source} yields {spec.targets()}; use a "
+                         "classifier (e.g. ImageClassifier) or a regression datamodule.")
+    if spec.target != "regression":
+        return
+    if spec.in_features != in_features or (flat_input and len(spec.input_shape) != 1):
+        raise misfit(in_argument, in_features, spec, spec.inputs(),
+                     f"Set `model.{in_argument}` to {spec.in_features}." if not flat_input or
+                     len(spec.input_shape) == 1 else "The model expects flat feature vectors.")
+    if spec.target_dim is not None and spec.target_dim != out_features:
+        if out_argument is None:
+            raise ValueError(f"`model`={model} predicts {out_features} target value(s) per sample, but `data`: "
+                             f"{spec.source} yields {spec.targets()}.")
+        raise misfit(out_argument, out_features, spec, spec.targets(), f"Set `model.{out_argument}` to "
+                                                                       f"{spec.target_dim}.")
 
 
 def make_mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int,
@@ -105,11 +156,23 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         self.settings = SimpleNamespace(lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=list(milestones),
                                         gamma=gamma, optimizer=optimizer, loss=loss, bootstrap_beta=bootstrap_beta)
         self.net = make_backbone(backbone, in_channels, image_size, num_classes, hidden, hidden_layers)
+        self.shape = SimpleNamespace(backbone=backbone, num_classes=num_classes, in_channels=in_channels,
+                                     image_size=image_size)  # what `check_data` compares with the datamodule
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the images and labels ``spec`` describes fit ``in_channels``, ``image_size`` (the
+        ``"cnn2"``/``"mlp"`` backbones are built for one size) and ``num_classes``."""
+        sh = self.shape
+        check_classifier_data(spec, "ImageClassifier", sh.num_classes, sh.in_channels,
+                              None if sh.backbone == "resnet18" else sh.image_size)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
@@ -157,6 +220,13 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless ``spec`` yields vectors of ``dim`` features and one target per sample."""
+        check_regressor_data(spec, "LinearRegressor", self.linear.in_features, 1, "dim", None, flat_input=True)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
@@ -216,6 +286,13 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless ``spec`` yields ``in_features`` inputs (flattened) and ``out_features`` targets."""
+        check_regressor_data(spec, "MLPRegressor", self.net[1].in_features, self.settings.out_features)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)

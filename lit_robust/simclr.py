@@ -31,6 +31,8 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
 
+from lit_robust.data.spec import DataSpec, check_fits_data, misfit
+
 __all__ = ["SimCLR", "SmallCNN", "simclr_backbone", "random_views", "BackboneName", "BACKBONES"]
 
 BackboneName = Literal["cnn", "resnet18", "resnet50"]
@@ -227,7 +229,15 @@ class SimCLR(pl.LightningModule):
         self.projection_head = SimCLRProjectionHead(feat, hidden_dim or feat, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature)
 
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule yields images with the backbone's ``in_channels`` (labels are not read)."""
+        c = self.backbone.arch["in_channels"]
+        if len(spec.input_shape) != 3 or spec.input_shape[0] != c:
+            raise misfit("in_channels", c, spec, spec.inputs(), f"Set `model.in_channels` to {spec.input_shape[0]}."
+                         if len(spec.input_shape) == 3 else "SimCLR needs [C, H, W] images.")
+
     def setup(self, stage: str) -> None:
+        check_fits_data(self)
         # negatives from every rank under DDP (lightly gathers with its own autograd-aware all-gather)
         gather = self.trainer is not None and self.trainer.world_size > 1
         self.criterion = NTXentLoss(temperature=self.hparams.temperature, gather_distributed=gather)

@@ -12,8 +12,29 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import AdversarialTrigger, BatchFilter, CoTeaching, IndexedDataset, RobustMixin, SimCLR
+from lit_robust import (
+    RCA,
+    AdversarialTrigger,
+    AutoEncoder,
+    BatchFilter,
+    CoTeaching,
+    DiabetesDataModule,
+    DigitsDataModule,
+    ImageClassifier,
+    IndexedDataset,
+    LinearProbe,
+    LinearRegressor,
+    MLPRegressor,
+    MNISTDataModule,
+    RealNVP,
+    RobustMixin,
+    SimCLR,
+    SyntheticLinearDataModule,
+    SyntheticRegressionDataModule,
+    TwoMoonsAnomalyDataModule,
+)
 from lit_robust.backbone_checkpoint import load_backbone, read_weights_only
+from lit_robust.data import DataSpec
 from tests.conftest import tiny_trainer
 
 
@@ -149,3 +170,86 @@ def test_batch_without_index_names_indexed_dataset_on_the_first_batch(tmp_path, 
                                          rf"is_corrupted\]\)`, got a list of length 2\. Wrap the training dataset in "
                                          r"`lit_robust.IndexedDataset`"):
         trainer.fit(model, train_dataloaders=_plain_loader())
+
+
+# -- ready-made models check at setup that they fit the datamodule (lit_robust/data/spec.py) ----------------------
+def _fit_fails(tmp_path, model, dm, message):
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(model, datamodule=dm)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: (ImageClassifier(backbone="mlp", image_size=28), DigitsDataModule()),
+     r"`model.image_size`=28 does not fit `data`: DigitsDataModule yields 1×8×8 images. Set `model.image_size` to 8"),
+    (lambda: (ImageClassifier(backbone="cnn2", image_size=8, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images. Set `model.in_channels` to 1"),
+    (lambda: (ImageClassifier(backbone="mlp", image_size=8, num_classes=5), DigitsDataModule()),
+     r"`model.num_classes`=5 does not fit `data`: DigitsDataModule yields labels of 10 classes. `model.num_classes` "
+     r"must be >= 10"),
+    (lambda: (ImageClassifier(backbone="mlp", image_size=8), DiabetesDataModule()),
+     r"`model`=ImageClassifier is a classifier, but `data`: DiabetesDataModule yields float regression targets of 1 "
+     r"value\(s\) per sample; use a regressor"),
+    (lambda: (CoTeaching(ImageClassifier(backbone="mlp", image_size=28)), DigitsDataModule()),
+     r"`model.image_size`=28 does not fit `data`: DigitsDataModule yields 1×8×8 images"),
+    (lambda: (MLPRegressor(in_features=784, out_features=1), DiabetesDataModule()),
+     r"`model.in_features`=784 does not fit `data`: DiabetesDataModule yields vectors of 10 features. Set "
+     r"`model.in_features` to 10"),
+    (lambda: (MLPRegressor(in_features=20, out_features=10), SyntheticLinearDataModule(n=50, q=4)),
+     r"`model.out_features`=10 does not fit `data`: SyntheticLinearDataModule yields float regression targets of 4 "
+     r"value\(s\) per sample. Set `model.out_features` to 4"),
+    (lambda: (MLPRegressor(in_features=64, out_features=10), DigitsDataModule()),
+     r"`model`=MLPRegressor is a regressor, but `data`: DigitsDataModule yields labels of 10 classes"),
+    (lambda: (LinearRegressor(dim=100), SyntheticRegressionDataModule(n=50, dim=4)),
+     r"`model.dim`=100 does not fit `data`: SyntheticRegressionDataModule yields vectors of 4 features"),
+    (lambda: (LinearRegressor(dim=20), SyntheticLinearDataModule(n=50, q=4)),
+     r"`model`=LinearRegressor predicts 1 target value\(s\) per sample, but `data`: SyntheticLinearDataModule yields "
+     r"float regression targets of 4"),
+    (lambda: (RealNVP(dim=3), TwoMoonsAnomalyDataModule(n_train=50, n_test=20)),
+     r"`model.dim`=3 does not fit `data`: TwoMoonsAnomalyDataModule yields vectors of 2 features. Set `model.dim` to 2"),
+    (lambda: (RCA(dim=4), TwoMoonsAnomalyDataModule(n_train=50, n_test=20)),
+     r"`model.dim`=4 does not fit `data`: TwoMoonsAnomalyDataModule yields vectors of 2 features"),
+    (lambda: (AutoEncoder(dim=4), TwoMoonsAnomalyDataModule(n_train=50, n_test=20)),
+     r"`model.dim`=4 does not fit `data`: TwoMoonsAnomalyDataModule"),
+    (lambda: (LinearProbe(width=4, num_classes=3), DigitsDataModule()),
+     r"`model.num_classes`=3 does not fit `data`: DigitsDataModule yields labels of 10 classes"),
+    (lambda: (LinearProbe(width=4, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images"),
+    (lambda: (SimCLR(width=4, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images"),
+])
+def test_model_that_does_not_fit_the_datamodule_fails_at_setup(tmp_path, one_torch_thread, make, message):
+    model, dm = make()
+    _fit_fails(tmp_path, model, dm, message)
+
+
+def test_image_classifier_vs_mnist_names_both_sides(tmp_path, one_torch_thread, shared_data):
+    dm = MNISTDataModule(root=str(shared_data), train_size=64)
+    _fit_fails(tmp_path, ImageClassifier(image_size=8), dm,
+               r"`model.image_size`=8 does not fit `data`: MNISTDataModule yields 1×28×28 images")
+
+
+def test_more_outputs_than_classes_is_a_warning(tmp_path, one_torch_thread):
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"`model.num_classes`=12 is more than `data`: DigitsDataModule has"):
+        trainer.fit(ImageClassifier(backbone="mlp", image_size=8, num_classes=12), datamodule=DigitsDataModule())
+
+
+@pytest.mark.parametrize("make, spec", [
+    (lambda: DigitsDataModule(), DataSpec("DigitsDataModule", (1, 8, 8), "class", num_classes=10)),
+    (lambda: DiabetesDataModule(), DataSpec("DiabetesDataModule", (10,), "regression", target_dim=1)),
+    (lambda: SyntheticRegressionDataModule(n=10, dim=3), DataSpec("SyntheticRegressionDataModule", (3,), "regression",
+                                                                  target_dim=1)),
+    (lambda: TwoMoonsAnomalyDataModule(n_train=10, n_test=4), DataSpec("TwoMoonsAnomalyDataModule", (2,), "anomaly")),
+])
+def test_datamodules_say_what_they_yield_once_set_up(make, spec):
+    dm = make()
+    assert dm.data_spec is None
+    dm.setup("fit")
+    assert dm.data_spec == spec
+
+
+def test_plain_dataloaders_are_not_checked(tmp_path, one_torch_thread):
+    # no datamodule, no spec: the model's own error (here none: 2 features fit dim=2) is all there is
+    loader = DataLoader(IndexedDataset(TensorDataset(torch.randn(8, 2), torch.randn(8, 1))), batch_size=4)
+    tiny_trainer(tmp_path, max_epochs=1).fit(LinearRegressor(dim=2), train_dataloaders=loader)

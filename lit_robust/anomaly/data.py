@@ -90,6 +90,8 @@ def pca_features(train: Tensor, others: list[Tensor], n_components: int) -> tupl
 class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
     """Base: subclasses implement :meth:`build` returning ``(x_train, is_anomaly_train, x_test, is_anomaly_test)``."""
 
+    target_kind = "anomaly"
+
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
                  drop_last: bool = False) -> None:
         super().__init__()

@@ -27,9 +27,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_ratio
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim, check_ratio
 from lit_robust.callbacks.batch_filter import BatchFilter
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.spectral import _check_k, apply_spectral_norm
 
@@ -172,6 +173,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         return -self.log_prob(x)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule yields vectors of ``dim`` features."""
+        check_input_dim(spec, self.couplings[0].mask.numel(), flatten=False)
 
     # -- training -----------------------------------------------------------------------------------------------
     def per_sample_loss(self, batch: Any) -> Tensor:

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_ratio
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim, check_ratio
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.selection import keep_count, smallest_k_mask
 
@@ -126,6 +127,10 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule's inputs have ``dim`` values (flattened)."""
+        check_input_dim(spec, self.net.encoder[0].in_features, flatten=True)
+
     def anomaly_score(self, x: Tensor) -> Tensor:
         with _dropout(self.net, False):
             return reconstruction_error(self.net(x), x)
@@ -163,6 +168,10 @@ class RCA(AnomalyDetector):
         self.save_hyperparameters()
         self.ae1 = MLPAutoEncoder(dim, hidden, latent, dropout)
         self.ae2 = MLPAutoEncoder(dim, hidden, latent, dropout)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule's inputs have ``dim`` values (flattened)."""
+        check_input_dim(spec, self.ae1.encoder[0].in_features, flatten=True)
 
     def keep_ratio_at(self, epoch: int) -> float:
         return rca_keep_ratio(epoch, self.drop_ratio, self.hparams.warmup_epochs)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
+from lit_robust.data.spec import DataSpec, dataset_spec
 
 __all__ = [
     "CorruptedClassificationDataModule",
@@ -252,6 +253,11 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         x_test = torch.randn(self.n_test, d, generator=g)
         self.test_set = IndexedDataset(TensorDataset(x_test, (x_test @ self.theta).unsqueeze(1)))
 
+    @property
+    def data_spec(self) -> DataSpec | None:
+        """Inputs of ``dim`` features, one float target (after :meth:`setup`)."""
+        return None if self.train_set is None else dataset_spec(self.train_set, type(self).__name__, "regression")
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
 
@@ -279,6 +285,8 @@ class CorruptedRegressionDataModule(_InMemorySplits):
         batch_size: training batch size; evaluation loaders use ``eval_batch_size``.
         seed: seeds the subsample, the split and the corruption.
     """
+
+    target_kind = "regression"
 
     def __init__(
         self,

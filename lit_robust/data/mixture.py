@@ -47,6 +47,8 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         download: let torchvision download missing datasets (needs internet).
     """
 
+    target_kind = "none"
+
     def __init__(
         self,
         root: str = "data",

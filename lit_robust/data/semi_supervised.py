@@ -116,6 +116,13 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         self.poison_test_set: IndexedDataset | None = None
         self.test_attack_targets: Tensor | None = None
 
+    num_classes = 10
+
+    @property
+    def target_kind(self) -> str:  # type: ignore[override]
+        """``"none"`` (pretrain: a constant dummy target) or ``"class"`` (finetune: the poisoned labels)."""
+        return "none" if self.mode == "pretrain" else "class"
+
     def prepare_data(self) -> None:
         if self.download:
             for train in (True, False):
