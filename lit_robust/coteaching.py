@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
+from lit_robust._checks import check_bool, check_int
 from lit_robust.callbacks.batch_filter import check_filter_args, select_in_batch, small_batch_message
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import check_fits_data
@@ -129,8 +130,9 @@ class CoTeaching(pl.LightningModule):
         require_mixin("CoTeaching", model)
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
-        self.drop_ratio = check_drop_ratio(drop_ratio, allow_large_drop)
+        self.drop_ratio = check_drop_ratio(drop_ratio, check_bool("allow_large_drop", allow_large_drop))
         check_filter_args(warmup_epochs, scope, loss)
+        check_int("seed", seed)
         self.save_hyperparameters(ignore=["model"])
         self.automatic_optimization = False
         self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope

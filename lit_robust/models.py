@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import R2Score
 
+from lit_robust._checks import check_int, check_int_sequence, check_number
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 from lit_robust.losses import bootstrap_loss
@@ -74,8 +75,10 @@ def check_regressor_data(spec: DataSpec, model: str, in_features: int, out_featu
 def make_mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int,
              activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """``Flatten`` then ``hidden_layers`` × (``Linear(·, hidden)``, activation), then ``Linear(·, out_features)``."""
-    if hidden < 1 or hidden_layers < 0:
-        raise ValueError(f"`hidden` must be >= 1 and `hidden_layers` >= 0, got {hidden}, {hidden_layers}.")
+    check_int("in_features", in_features, 1)
+    check_int("out_features", out_features, 1)
+    check_int("hidden", hidden, 1)
+    check_int("hidden_layers", hidden_layers, 0)
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for _ in range(hidden_layers):
@@ -91,6 +94,10 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
     fully connected ReLU layers of width ``hidden`` (default one of 128); ``"resnet18"``: torchvision's ResNet-18
     (ImageNet stem, ``conv1`` rebuilt for ``in_channels``) + a linear layer. The ResNet's BatchNorm makes a
     sample's training-mode output depend on its batch; in evaluation mode (ITLM's scoring) it does not."""
+    check_int("num_classes", num_classes, 2)
+    check_int("in_channels", in_channels, 1)
+    # cnn2 pools twice by 2: a smaller image leaves no feature for its linear layer
+    check_int("image_size", image_size, 4 if name == "cnn2" else 1)
     if name == "cnn2":
         feat = 32 * (image_size // 4) ** 2
         return nn.Sequential(
@@ -142,8 +149,12 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         bootstrap_beta: float = 0.95,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"`lr` must be > 0, got {lr}.")
+        check_number("lr", lr, 0, low_open=True)
+        check_number("momentum", momentum, 0, 1, high_open=True)
+        check_number("weight_decay", weight_decay, 0)
+        # an epoch-0 milestone is never reached: MultiStepLR counts epochs from 1
+        milestones = check_int_sequence("milestones", milestones, 1, example="[30, 60]")
+        check_number("gamma", gamma, 0, low_open=True)
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"`optimizer` must be 'sgd' or 'adam', got {optimizer!r}.")
         if loss not in ("ce", "bootstrap_soft", "bootstrap_hard"):
@@ -214,6 +225,8 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
 
     def __init__(self, dim: int = 100, lr: float = 0.05) -> None:
         super().__init__()
+        check_int("dim", dim, 1)
+        check_number("lr", lr, 0, low_open=True)
         self.save_hyperparameters()
         self.settings = SimpleNamespace(lr=lr)
         self.linear = nn.Linear(dim, 1, bias=False)
@@ -269,12 +282,11 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         huber_delta: float = 1.0,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"`lr` must be > 0, got {lr}.")
+        check_number("lr", lr, 0, low_open=True)
+        check_number("momentum", momentum, 0, 1, high_open=True)
         if loss not in ("mse", "huber"):
             raise ValueError(f"`loss` must be 'mse' or 'huber', got {loss!r}.")
-        if not huber_delta > 0:
-            raise ValueError(f"`huber_delta` must be > 0, got {huber_delta!r}.")
+        check_number("huber_delta", huber_delta, 0, low_open=True)
         self.save_hyperparameters()
         # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
         # another (e.g. inside CoTeaching) with the outer module's config

@@ -16,6 +16,8 @@ from lit_robust import (
     RCA,
     AdversarialTrigger,
     AutoEncoder,
+    BackdoorMetrics,
+    BackdoorMNISTDataModule,
     BatchFilter,
     CoTeaching,
     DiabetesDataModule,
@@ -24,16 +26,22 @@ from lit_robust import (
     IndexedDataset,
     LinearProbe,
     LinearRegressor,
+    MixedImagesDataModule,
     MLPRegressor,
     MNISTDataModule,
+    OneClassMNISTDataModule,
     RealNVP,
     RobustMixin,
+    SemiSupervisedBackdoorMNISTDataModule,
     SimCLR,
+    SpectralNorm,
     SyntheticLinearDataModule,
     SyntheticRegressionDataModule,
     TwoMoonsAnomalyDataModule,
+    apply_spectral_norm,
 )
 from lit_robust.backbone_checkpoint import load_backbone, read_weights_only
+from lit_robust.backdoor import PatchTrigger
 from lit_robust.data import DataSpec
 from tests.conftest import tiny_trainer
 
@@ -253,3 +261,118 @@ def test_plain_dataloaders_are_not_checked(tmp_path, one_torch_thread):
     # no datamodule, no spec: the model's own error (here none: 2 features fit dim=2) is all there is
     loader = DataLoader(IndexedDataset(TensorDataset(torch.randn(8, 2), torch.randn(8, 1))), batch_size=4)
     tiny_trainer(tmp_path, max_epochs=1).fit(LinearRegressor(dim=2), train_dataloaders=loader)
+
+
+# -- arguments: wrong type, scalar for a sequence, out of range (checked at construction) --------------------------
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: ImageClassifier(milestones=5), ValueError,
+     r"`milestones` must be a sequence of integers >= 1 \(e.g. \[30, 60\]\), got 5 \(a single int\)"),
+    (lambda: ImageClassifier(milestones=[0, 3]), ValueError, r"`milestones` must be a sequence of integers >= 1, got "
+                                                             r"\[0, 3\] \(offending: \[0\]\)"),
+    (lambda: ImageClassifier(num_classes=1), ValueError, r"`num_classes` must be an integer >= 2, got 1"),
+    (lambda: ImageClassifier(in_channels=0), ValueError, r"`in_channels` must be an integer >= 1, got 0"),
+    (lambda: ImageClassifier(image_size=3), ValueError, r"`image_size` must be an integer >= 4, got 3"),
+    (lambda: ImageClassifier(momentum=1.0), ValueError, r"`momentum` must be a number in \[0, 1\), got 1.0"),
+    (lambda: ImageClassifier(weight_decay=-1e-4), ValueError, r"`weight_decay` must be a number >= 0, got -0.0001"),
+    (lambda: ImageClassifier(gamma=0), ValueError, r"`gamma` must be a number > 0, got 0"),
+    (lambda: ImageClassifier(backbone="mlp", hidden="128"), ValueError, r"`hidden` must be an integer >= 1, got '128' "
+                                                                       r"\(a str\)"),
+    (lambda: ImageClassifier(lr="0.1"), ValueError, r"`lr` must be a number > 0, got '0.1' \(a str\)"),
+    (lambda: LinearRegressor(dim=0), ValueError, r"`dim` must be an integer >= 1, got 0"),
+    (lambda: LinearRegressor(lr=0), ValueError, r"`lr` must be a number > 0, got 0"),
+    (lambda: MLPRegressor(out_features=0), ValueError, r"`out_features` must be an integer >= 1, got 0"),
+    (lambda: MLPRegressor(hidden_layers=[256, 256]), ValueError, r"`hidden_layers` must be an integer >= 0, got "
+                                                                 r"\[256, 256\] \(a list\)"),
+    (lambda: BatchFilter("prl", 0.2, allow_large_drop="yes"), ValueError,
+     r"`allow_large_drop` must be True or False, got 'yes' \(a str\)"),
+    (lambda: CoTeaching(ImageClassifier(backbone="mlp"), seed=1.5), ValueError, r"`seed` must be an integer, got 1.5"),
+    (lambda: BackdoorMetrics(predict="argmax"), TypeError, r"`predict` must be a callable .* or None, got str"),
+    (lambda: BackdoorMetrics(target=None, source=3), ValueError,
+     r"`source`=3 needs a single-target attack, but `target` is None"),
+    (lambda: BackdoorMetrics(target=-1), ValueError, r"`target` must be an integer >= 0 or None, got -1"),
+    (lambda: SpectralNorm(modules=5), ValueError,
+     r"`modules` must be a glob pattern \(e.g. 'head'\), a non-empty list of them, or None, got 5"),
+    (lambda: SpectralNorm(modules=["head", ""]), ValueError, r"`modules` must be a glob pattern .*got \['head', ''\]"),
+    (lambda: SpectralNorm(types=5), ValueError, r"`types` must be a module class or name \(e.g. 'Linear'\), a list of "
+                                                r"them, or None, got 5"),
+    (lambda: SpectralNorm(types=[]), ValueError, r"`types` must name at least one module class, got an empty list"),
+    (lambda: SpectralNorm(types="Linaer"), ValueError, r"`types` entries must be module classes or their names .*got "
+                                                       r"'Linaer'"),
+    (lambda: SpectralNorm(clamp="no"), ValueError, r"`clamp` must be True or False, got 'no'"),
+    (lambda: apply_spectral_norm(torch.nn.Linear(2, 2), modules=5), ValueError, r"`modules` must be a glob pattern"),
+    (lambda: SimCLR(crop_scale=0.5), ValueError, r"`crop_scale` must be a pair of numbers \(low, high\) with 0 < low "
+                                                 r"<= high <= 1, got 0.5"),
+    (lambda: SimCLR(hidden_dim=0), ValueError, r"`hidden_dim` must be an integer >= 1, got 0"),
+    (lambda: SimCLR(weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
+    (lambda: SimCLR(backbone="resnet18", first_conv="no"), ValueError, r"`first_conv` must be True or False, got 'no'"),
+    (lambda: LinearProbe(backbone_checkpoint=5), TypeError, r"`backbone_checkpoint` must be a file path or None, got "
+                                                            r"int 5"),
+    (lambda: LinearProbe(weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
+    (lambda: AutoEncoder(dim=2, lr=0), ValueError, r"`lr` must be a number > 0, got 0"),
+    (lambda: RCA(dim=2, weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
+    (lambda: RealNVP(dim=2, n_power_iterations=0), ValueError, r"`n_power_iterations` must be an integer >= 1, got 0"),
+    (lambda: MNISTDataModule(train_size="100"), ValueError, r"`train_size` must be an integer >= 1 or None, got '100' "
+                                                            r"\(a str\)"),
+    (lambda: MNISTDataModule(batch_size=2.5), ValueError, r"`batch_size` must be an integer >= 1, got 2.5"),
+    (lambda: MNISTDataModule(num_workers=-1), ValueError, r"`num_workers` must be an integer >= 0, got -1"),
+    (lambda: MNISTDataModule(clean_ratio="0.5"), ValueError, r"`clean_ratio` must be in \[0.0, 1.0\], got '0.5'"),
+    (lambda: SyntheticRegressionDataModule(batch_size=0), ValueError, r"`batch_size` must be an integer >= 1, got 0"),
+    (lambda: SyntheticLinearDataModule(q=0), ValueError, r"`q` must be an integer >= 1, got 0"),
+    (lambda: BackdoorMNISTDataModule(target=1.5, source=2), ValueError,
+     r"`target` must be a class in \[0, 9\] or None, got 1.5"),
+    (lambda: SemiSupervisedBackdoorMNISTDataModule(labeled_fraction="20%"), ValueError,
+     r"`labeled_fraction` must be a number in \(0, 1\], got '20%' \(a str\)"),
+    (lambda: MixedImagesDataModule(num_workers=-2), ValueError, r"`num_workers` must be an integer >= 0, got -2"),
+    (lambda: TwoMoonsAnomalyDataModule(n_test=4, test_anomaly_ratio=0.1), ValueError,
+     r"`test_anomaly_ratio`=0.1 of `n_test`=4 gives 0 test anomalies; ROC-AUC needs between 1 and n_test - 1"),
+    (lambda: TwoMoonsAnomalyDataModule(batch_size="64"), ValueError, r"`batch_size` must be an integer >= 1, got '64'"),
+    (lambda: OneClassMNISTDataModule(anomaly_classes=3), ValueError,
+     r"`anomaly_classes` must be a non-empty list of classes in \[1, .*got 3 \(a single int\); e.g. \[3\]"),
+    (lambda: OneClassMNISTDataModule(pca_dim=2.5), ValueError, r"`pca_dim` must be an integer in \[1, 784\] or None, "
+                                                               r"got 2.5"),
+    (lambda: IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), corrupted=[0.5, 1, 2]), ValueError,
+     r"`corrupted` must be a boolean \(or 0/1\) mask, got values \[0.5, 1.0, 2.0\]"),
+])
+def test_bad_argument_is_named_with_range_and_value(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_numpy_integers_are_integers():
+    import numpy as np
+
+    assert MNISTDataModule(train_size=np.int64(100)).train_size == 100
+
+
+# -- configurations that would train on nothing, or name something that is not there -------------------------------
+def test_val_size_taking_the_whole_pool_is_an_error():
+    dm = DigitsDataModule(val_size=1300)  # the pool is 1797 - 497 held-out test digits
+    with pytest.raises(ValueError, match=r"`val_size` must be < 1300 \(the training pool\) so that training samples "
+                                         r"remain, got 1300"):
+        dm.setup("fit")
+
+
+def test_labeled_fraction_giving_no_labelled_sample_is_an_error(shared_data):
+    dm = SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_fraction=1e-5)
+    with pytest.raises(ValueError, match=r"`labeled_fraction`=1e-05 of the 6000 MNIST training digits .* gives 0 "
+                                         r"labelled samples; it must be >= 8.33e-05"):
+        dm.setup("fit")
+
+
+def test_poison_rate_poisoning_nothing_warns(shared_data):
+    dm = BackdoorMNISTDataModule(root=str(shared_data), target=1, source=2, poison_rate=1e-4, train_size=100)
+    with pytest.warns(UserWarning, match=r"`poison_rate`=0.0001 poisons no sample of the 100 in the training pool"):
+        dm.setup("fit")
+
+
+def test_backdoor_metrics_target_from_a_datamodule_without_an_attack(tmp_path, one_torch_thread):
+    trigger = PatchTrigger(size=2, value_range=(-1.0, 3.0))
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, callbacks=[BackdoorMetrics(trigger=trigger)])
+    with pytest.raises(ValueError, match=r"`BackdoorMetrics\(target='datamodule'\)` reads the attack from the "
+                                         r"datamodule, but `data`: DigitsDataModule has no `attack_target`; pass "
+                                         r"`target=None`"):
+        trainer.fit(ImageClassifier(backbone="mlp", image_size=8), datamodule=DigitsDataModule())
+    # multi-target on the same data is fine
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                           callbacks=[BackdoorMetrics(trigger=trigger, target=None)])
+    trainer.fit(ImageClassifier(backbone="mlp", image_size=8), datamodule=DigitsDataModule(val_size=64))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lit_robust._checks import check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim, check_ratio
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
@@ -102,6 +103,11 @@ def _check_arch(dim: Any, hidden: Any, latent: Any, dropout: Any) -> None:
         raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
 
 
+def _check_optim(lr: Any, weight_decay: Any) -> None:
+    check_number("lr", lr, 0, low_open=True)
+    check_number("weight_decay", weight_decay, 0)
+
+
 class AutoEncoder(RobustMixin, AnomalyDetector):
     """A plain autoencoder detector: trained on every sample, score = reconstruction error (dropout off).
 
@@ -113,6 +119,7 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
                  weight_decay: float = 0.0) -> None:
         super().__init__()
         _check_arch(dim, hidden, latent, dropout)
+        _check_optim(lr, weight_decay)
         self.save_hyperparameters()
         self.net = MLPAutoEncoder(dim, hidden, latent, dropout)
 
@@ -160,6 +167,7 @@ class RCA(AnomalyDetector):
                  weight_decay: float = 0.0) -> None:
         super().__init__()
         _check_arch(dim, hidden, latent, dropout)
+        _check_optim(lr, weight_decay)
         self.drop_ratio = check_ratio("drop_ratio", drop_ratio)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")

@@ -36,7 +36,11 @@ class IndexedDataset(Dataset):
             if len(targets) != n:
                 raise ValueError(f"`targets` must have one entry per sample ({n}), got {len(targets)}.")
         if corrupted is not None:
-            corrupted = torch.as_tensor(corrupted, dtype=torch.bool)
+            raw = torch.as_tensor(corrupted)
+            if raw.dtype != torch.bool and bool(((raw != 0) & (raw != 1)).any()):
+                raise ValueError(f"`corrupted` must be a boolean (or 0/1) mask, got values "
+                                 f"{sorted(set(raw.flatten().tolist()))[:6]}.")
+            corrupted = raw.to(torch.bool)
             if corrupted.ndim != 1 or len(corrupted) != n:
                 raise ValueError(f"`corrupted` must be a 1-D mask with one entry per sample ({n}), got shape "
                                  f"{tuple(corrupted.shape)}.")
