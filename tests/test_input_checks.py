@@ -376,3 +376,9 @@ def test_backdoor_metrics_target_from_a_datamodule_without_an_attack(tmp_path, o
     trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
                            callbacks=[BackdoorMetrics(trigger=trigger, target=None)])
     trainer.fit(ImageClassifier(backbone="mlp", image_size=8), datamodule=DigitsDataModule(val_size=64))
+
+
+def test_contamination_adding_no_anomaly_warns():
+    dm = TwoMoonsAnomalyDataModule(n_train=10, contamination=0.01, n_test=10)
+    with pytest.warns(UserWarning, match=r"`contamination`=0.01 adds no anomaly to 10 training samples"):
+        dm.setup("fit")

@@ -22,6 +22,7 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
@@ -87,6 +88,12 @@ def pca_features(train: Tensor, others: list[Tensor], n_components: int) -> tupl
         return (x - mean) @ axes / scale
 
     return proj(train), [proj(o) for o in others]
+
+
+def _warn_no_anomalies(contamination: float, n_anomalies: int, n: int) -> None:
+    if contamination > 0 and n_anomalies == 0:
+        rank_zero_warn(f"`contamination`={contamination} adds no anomaly to {n} training samples (it rounds to 0); "
+                       "the training set is clean. Raise `contamination` or the number of samples.")
 
 
 class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
@@ -159,6 +166,7 @@ class TwoMoonsAnomalyDataModule(AnomalyDataModule):
     def build(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(self.seed)
         n_anom = int(round(self.contamination * self.n_train))
+        _warn_no_anomalies(self.contamination, n_anom, self.n_train)
         x, flag = two_moons(self.n_train - n_anom, n_anom, self.anomalies, self.noise, g)
         t_anom = int(round(self.test_anomaly_ratio * self.n_test))
         x_test, flag_test = two_moons(self.n_test - t_anom, t_anom, self.anomalies, self.noise, g)
@@ -228,6 +236,7 @@ class OneClassMNISTDataModule(AnomalyDataModule):
             normal = normal[: self.max_normal]
         pool = torch.nonzero(torch.isin(labels, torch.tensor(self.anomaly_classes))).flatten()
         n_anom = anomaly_count(len(normal), self.contamination)
+        _warn_no_anomalies(self.contamination, n_anom, len(normal))
         if n_anom > len(pool):
             raise ValueError(f"`contamination`={self.contamination} needs {n_anom} anomalies, but the anomaly classes "
                              f"hold {len(pool)} training images.")
