@@ -16,7 +16,7 @@ from torchmetrics.regression import R2Score
 
 from lit_robust._checks import check_int, check_int_sequence, check_number
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.data.spec import DataSpec, check_fits_data, misfit
+from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
 
@@ -46,7 +46,7 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
         if num_classes < spec.num_classes:
             raise misfit("num_classes", num_classes, spec, spec.targets(),
                          f"`model.num_classes` must be >= {spec.num_classes}.")
-        if num_classes > spec.num_classes:
+        if num_classes > spec.num_classes and not spec.classes_at_least:
             rank_zero_warn(f"`model.num_classes`={num_classes} is more than `data`: {spec.source} has "
                            f"({spec.targets()}); {num_classes - spec.num_classes} output(s) never get a label.")
 
@@ -178,6 +178,9 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
     def setup(self, stage: str) -> None:
         check_fits_data(self)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
+
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the images and labels ``spec`` describes fit ``in_channels``, ``image_size`` (the
         ``"cnn2"``/``"mlp"`` backbones are built for one size) and ``num_classes``."""
@@ -236,6 +239,9 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless ``spec`` yields vectors of ``dim`` features and one target per sample."""
@@ -301,6 +307,9 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless ``spec`` yields ``in_features`` inputs (flattened) and ``out_features`` targets."""

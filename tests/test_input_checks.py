@@ -257,10 +257,29 @@ def test_datamodules_say_what_they_yield_once_set_up(make, spec):
     assert dm.data_spec == spec
 
 
-def test_plain_dataloaders_are_not_checked(tmp_path, one_torch_thread):
-    # no datamodule, no spec: the model's own error (here none: 2 features fit dim=2) is all there is
-    loader = DataLoader(IndexedDataset(TensorDataset(torch.randn(8, 2), torch.randn(8, 1))), batch_size=4)
-    tiny_trainer(tmp_path, max_epochs=1).fit(LinearRegressor(dim=2), train_dataloaders=loader)
+@pytest.mark.parametrize("make, x, y, message", [
+    (lambda: ImageClassifier(image_size=8), torch.randn(8, 1, 28, 28), torch.arange(8),
+     r"`model.image_size`=8 does not fit `data`: the first training batch yields 1×28×28 images"),
+    (lambda: ImageClassifier(backbone="mlp", image_size=8, num_classes=3), torch.randn(8, 1, 8, 8), torch.arange(8),
+     r"`model.num_classes`=3 does not fit `data`: the first training batch yields labels up to 7 \(so at least 8 "
+     r"classes\)"),
+    (lambda: ImageClassifier(backbone="mlp", image_size=8), torch.randn(8, 1, 8, 8), torch.randn(8, 3),
+     r"`model`=ImageClassifier is a classifier, but `data`: the first training batch yields float regression targets"),
+    (lambda: MLPRegressor(in_features=4, out_features=2), torch.randn(8, 4), torch.randn(8, 3),
+     r"`model.out_features`=2 does not fit `data`: the first training batch yields float regression targets of 3"),
+    (lambda: LinearRegressor(dim=5), torch.randn(8, 4), torch.randn(8, 1),
+     r"`model.dim`=5 does not fit `data`: the first training batch yields vectors of 4 features"),
+    (lambda: None, torch.randn(8, 4), torch.randn(8, 1), None),  # fits: no error
+])
+def test_plain_dataloaders_are_checked_on_the_first_batch(tmp_path, one_torch_thread, make, x, y, message):
+    model = make() or LinearRegressor(dim=4)
+    loader = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=8)
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    if message is None:
+        trainer.fit(model, train_dataloaders=loader)
+        return
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(model, train_dataloaders=loader)
 
 
 # -- arguments: wrong type, scalar for a sequence, out of range (checked at construction) --------------------------

@@ -7,9 +7,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
-__all__ = ["DataSpec", "TargetKind", "dataset_spec", "datamodule_spec", "check_fits_data", "misfit"]
+__all__ = ["DataSpec", "TargetKind", "dataset_spec", "datamodule_spec", "batch_spec", "check_fits_data",
+           "check_first_batch", "misfit"]
 
 TargetKind = Literal["class", "regression", "anomaly", "none"]
 
@@ -35,6 +37,8 @@ class DataSpec:
     target: TargetKind
     num_classes: int | None = None
     target_dim: int | None = None
+    #: ``num_classes`` is only a lower bound (the largest label seen + 1, e.g. read from one batch)
+    classes_at_least: bool = False
 
     @property
     def in_features(self) -> int:
@@ -50,6 +54,8 @@ class DataSpec:
 
     def targets(self) -> str:
         if self.target == "class":
+            if self.classes_at_least:
+                return f"labels up to {self.num_classes - 1} (so at least {self.num_classes} classes)"
             return f"labels of {self.num_classes} classes"
         if self.target == "regression":
             return f"float regression targets of {self.target_dim} value(s) per sample"
@@ -65,6 +71,34 @@ def dataset_spec(dataset: Any, source: str, target: TargetKind, num_classes: int
     shape = tuple(int(d) for d in x.shape) if isinstance(x, Tensor) else ()
     target_dim = int(y.numel()) if target == "regression" and isinstance(y, Tensor) else None
     return DataSpec(source, shape, target, num_classes if target == "class" else None, target_dim)
+
+
+def batch_spec(batch: Any, source: str = "the first training batch") -> DataSpec | None:
+    """A :class:`DataSpec` read from one collated ``(index, input, target[, flag])`` batch: integer targets are
+    class labels (``num_classes`` a lower bound), floating-point ones regression targets; ``None`` when the batch
+    does not say (inputs or targets not tensors, boolean targets)."""
+    from lit_robust.data.indexed import unpack_batch
+
+    b = unpack_batch(batch)
+    x, y = b.input, b.target
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.ndim < 1 or y.ndim < 1 or y.dtype == torch.bool:
+        return None
+    shape = tuple(int(d) for d in x.shape[1:])
+    if y.is_floating_point():
+        return DataSpec(source, shape, "regression", target_dim=math.prod(y.shape[1:]) if y.ndim > 1 else 1)
+    if y.numel() == 0:
+        return None
+    return DataSpec(source, shape, "class", num_classes=int(y.max()) + 1, classes_at_least=True)
+
+
+def check_first_batch(module: Any, batch: Any, batch_idx: int) -> None:
+    """Without a datamodule that says what it yields, check ``module`` (its ``check_data``) against the first
+    training batch of every epoch instead (cheap: shapes and one ``max``)."""
+    if batch_idx != 0 or datamodule_spec(getattr(module, "_trainer", None)) is not None:
+        return
+    spec = batch_spec(batch)
+    if spec is not None and callable(getattr(module, "check_data", None)):
+        module.check_data(spec)
 
 
 def datamodule_spec(trainer: Any) -> DataSpec | None:
