@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,25 +37,62 @@ _DEFAULTS = {"backbone": "cnn", "in_channels": 1, "width": 16, "first_conv": Tru
 _BOLTS_DEFAULTS = {"backbone": "resnet50", "in_channels": 3, "first_conv": True, "maxpool1": True}  # SimCLR defaults
 
 
+def _damage(path: str) -> str | None:
+    """Why ``path`` cannot be a checkpoint at all (empty, a cut-off zip archive, neither zip nor pickle), or ``None``
+    when it looks like one: a complete zip archive (``torch.save``'s format) or a pickle stream (its legacy one)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        return None
+    if head.startswith(b"PK"):
+        return "a zip archive without its central directory: the file was cut short (truncated) or overwritten"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:  # pickle PROTO opcode and a protocol 2-5
+        return None
+    return f"neither a zip archive nor a pickle stream; it starts with the bytes {head!r}"
+
+
+# torch's restricted unpickler met something besides tensors, numbers, strings and containers
+_NOT_WEIGHTS_ONLY = ("allowed global", "Unsupported global", "Unsupported operand", "Unsupported class")
+
+
 def read_weights_only(path: str | os.PathLike, argument: str = "checkpoint") -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name ``argument``.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not a weights-only
-    checkpoint (a pickle of arbitrary objects is refused by torch's restricted unpickler before it can run code).
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is damaged or no checkpoint
+    at all (empty, truncated, random bytes) and for a readable file that is not a weights-only checkpoint (a pickle
+    of arbitrary objects is refused by torch's restricted unpickler before it can run code).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`{argument}` must be an existing checkpoint file, got {path!r} (no such file).")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"`{argument}` {path!r} cannot be read as a weights-only checkpoint ({first}). lit_robust loads "
-            "checkpoints with `torch.load(..., weights_only=True)` only, so that no code stored in the file runs. "
-            "If you trust the file, re-save its weights in a trusted environment, e.g. "
-            "`torch.save({'state_dict': model.state_dict()}, path)`."
-        ) from None
+    damage = _damage(path)
+    if damage is None:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, KeyError,
+                ValueError) as err:
+            text = str(err).strip()
+            first = text.splitlines()[0] if text else type(err).__name__
+            if not (isinstance(err, pickle.UnpicklingError) and any(k in text for k in _NOT_WEIGHTS_ONLY)):
+                detail = next((line.strip() for line in text.splitlines() if "error" in line.lower() and
+                               line.strip() != "Weights only load failed."), first) if text else first
+                damage = f"{type(err).__name__}: {detail[:200]}"
+            else:
+                why = next((line.strip() for line in reversed(text.splitlines()) if any(k in line for k in
+                                                                                        _NOT_WEIGHTS_ONLY)), first)
+                raise ValueError(
+                    f"`{argument}` {path!r} cannot be read as a weights-only checkpoint ({why[:300]}). lit_robust "
+                    "loads checkpoints with `torch.load(..., weights_only=True)` only, so that no code stored in the "
+                    "file runs. If you trust the file, re-save its weights in a trusted environment, e.g. "
+                    "`torch.save({'state_dict': model.state_dict()}, path)`."
+                ) from None
+    raise ValueError(
+        f"`{argument}` file {path!r} is damaged or not a checkpoint ({damage}; {os.path.getsize(path)} bytes). "
+        "Expected a file written by `torch.save` (e.g. a Lightning `.ckpt`); copy or download it again, or save it "
+        "anew."
+    ) from None
 
 
 class BackboneCheckpoint(dict):

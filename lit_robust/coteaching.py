@@ -13,8 +13,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
+from lit_robust._checks import check_bool, check_int
 from lit_robust.callbacks.batch_filter import check_filter_args, select_in_batch, small_batch_message
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import check_fits_data
 from lit_robust.mixin import require_mixin
 from lit_robust.scores import loss_layer_scores
 from lit_robust.selection import check_drop_ratio, masked_mean, scheduled_drop_ratio
@@ -128,8 +130,9 @@ class CoTeaching(pl.LightningModule):
         require_mixin("CoTeaching", model)
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
-        self.drop_ratio = check_drop_ratio(drop_ratio, allow_large_drop)
+        self.drop_ratio = check_drop_ratio(drop_ratio, check_bool("allow_large_drop", allow_large_drop))
         check_filter_args(warmup_epochs, scope, loss)
+        check_int("seed", seed)
         self.save_hyperparameters(ignore=["model"])
         self.automatic_optimization = False
         self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope
@@ -149,6 +152,9 @@ class CoTeaching(pl.LightningModule):
     def keep_ratio_at(self, epoch: int) -> float:
         """The kept fraction :math:`R(t) = 1 - \\varepsilon_t`."""
         return 1.0 - self.drop_ratio_at(epoch)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self.net1, self._trainer)  # the wrapped model's own `setup` is not called by Lightning
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -178,6 +184,8 @@ class CoTeaching(pl.LightningModule):
         return masks[0], masks[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if batch_idx == 0:  # before the wrapped model's `per_sample_loss` unpacks it in its own way
+            unpack_batch(batch, owner="CoTeaching")
         opt1, opt2 = self.optimizers()
         l1, o1 = self._losses(self.net1, batch)
         l2, o2 = self._losses(self.net2, batch)

@@ -2,6 +2,7 @@ r"""A linear head on a frozen pretrained backbone: the supervised half of robust
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -11,9 +12,12 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust import distributed
+from lit_robust._checks import check_bool, check_number
 from lit_robust.backbone_checkpoint import load_backbone
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
+from lit_robust.models import check_classifier_data
 from lit_robust.simclr import BackboneName, simclr_backbone
 
 __all__ = ["LinearProbe"]
@@ -77,6 +81,12 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             raise ValueError(f"`lr` must be > 0, got {lr!r}.")
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {optimizer!r}.")
+        check_number("weight_decay", weight_decay, 0)
+        check_bool("freeze_backbone", freeze_backbone)
+        check_bool("standardize", standardize)
+        if backbone_checkpoint is not None and not isinstance(backbone_checkpoint, (str, os.PathLike)):
+            raise TypeError(f"`backbone_checkpoint` must be a file path or None, got {type(backbone_checkpoint).__name__}"
+                            f" {backbone_checkpoint!r}.")
         self.save_hyperparameters()
         if backbone_checkpoint is not None:
             net = load_backbone(backbone_checkpoint, backbone, in_channels, width, first_conv, maxpool1,
@@ -98,6 +108,14 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         self.register_buffer("standardized", torch.tensor(False))
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = nn.ModuleList()  # one metric per test loader, created on demand
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule yields labels of at most ``num_classes`` classes on images with the backbone's
+        ``in_channels``."""
+        check_classifier_data(spec, "LinearProbe", self.head.out_features, self.backbone.arch["in_channels"])
 
     def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)

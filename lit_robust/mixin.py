@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
+from lit_robust.data.indexed import unpack_batch
 from lit_robust.selection import masked_mean
 
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores"]
@@ -116,6 +117,8 @@ class RobustMixin:
         reset_parameters(self, seed)  # type: ignore[arg-type]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if batch_idx == 0:  # before `per_sample_loss` unpacks it: a batch without indices gets the hint, not a crash
+            unpack_batch(batch, owner=f"{type(self).__name__}.training_step")
         out = self.per_sample_loss(batch)
         losses, outputs = out if isinstance(out, tuple) else (out, None)
         loss = self.reduce_loss(losses, batch, outputs)

@@ -9,22 +9,76 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import R2Score
 
+from lit_robust._checks import check_int, check_int_sequence, check_number
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
 
-__all__ = ["ImageClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp"]
+__all__ = ["ImageClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp", "check_classifier_data"]
+
+
+def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_channels: int | None = None,
+                          image_size: int | None = None) -> None:
+    """Raise unless a classifier of ``num_classes`` outputs on ``in_channels``-channel images (of
+    ``image_size``² pixels, when the model needs one size) fits what ``spec``'s datamodule yields; warn when the
+    model has more outputs than the data has classes."""
+    if spec.target in ("regression", "none"):
+        other = "a regressor (e.g. MLPRegressor) or " if spec.target == "regression" else ""
+        raise ValueError(f"`model`={model} is a classifier, but `data`: {spec.source} yields {spec.targets()}; use "
+                         f"{other}a datamodule with class labels.")
+    if in_channels is not None:
+        if len(spec.input_shape) != 3:
+            raise misfit("in_channels", in_channels, spec, spec.inputs(), "The model expects [C, H, W] images.")
+        if spec.input_shape[0] != in_channels:
+            raise misfit("in_channels", in_channels, spec, spec.inputs(), f"Set `model.in_channels` to "
+                                                                          f"{spec.input_shape[0]}.")
+        if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
+            raise misfit("image_size", image_size, spec, spec.inputs(),
+                         f"Set `model.image_size` to {spec.input_shape[1]}." if spec.input_shape[1] ==
+                         spec.input_shape[2] else "The model needs square images.")
+    if spec.target == "class" and spec.num_classes is not None:
+        if num_classes < spec.num_classes:
+            raise misfit("num_classes", num_classes, spec, spec.targets(),
+                         f"`model.num_classes` must be >= {spec.num_classes}.")
+        if num_classes > spec.num_classes and not spec.classes_at_least:
+            rank_zero_warn(f"`model.num_classes`={num_classes} is more than `data`: {spec.source} has "
+                           f"({spec.targets()}); {num_classes - spec.num_classes} output(s) never get a label.")
+
+
+def check_regressor_data(spec: DataSpec, model: str, in_features: int, out_features: int,
+                         in_argument: str = "in_features", out_argument: str | None = "out_features",
+                         flat_input: bool = False) -> None:
+    """Raise unless a regressor from ``in_features`` inputs to ``out_features`` targets fits ``spec``."""
+    if spec.target == "class":
+        raise ValueError(f"`model`={model} is a regressor, but `data`: {spec.source} yields {spec.targets()}; use a "
+                         "classifier (e.g. ImageClassifier) or a regression datamodule.")
+    if spec.target != "regression":
+        return
+    if spec.in_features != in_features or (flat_input and len(spec.input_shape) != 1):
+        raise misfit(in_argument, in_features, spec, spec.inputs(),
+                     f"Set `model.{in_argument}` to {spec.in_features}." if not flat_input or
+                     len(spec.input_shape) == 1 else "The model expects flat feature vectors.")
+    if spec.target_dim is not None and spec.target_dim != out_features:
+        if out_argument is None:
+            raise ValueError(f"`model`={model} predicts {out_features} target value(s) per sample, but `data`: "
+                             f"{spec.source} yields {spec.targets()}.")
+        raise misfit(out_argument, out_features, spec, spec.targets(), f"Set `model.{out_argument}` to "
+                                                                       f"{spec.target_dim}.")
 
 
 def make_mlp(in_features: int, out_features: int, hidden: int, hidden_layers: int,
              activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """``Flatten`` then ``hidden_layers`` × (``Linear(·, hidden)``, activation), then ``Linear(·, out_features)``."""
-    if hidden < 1 or hidden_layers < 0:
-        raise ValueError(f"`hidden` must be >= 1 and `hidden_layers` >= 0, got {hidden}, {hidden_layers}.")
+    check_int("in_features", in_features, 1)
+    check_int("out_features", out_features, 1)
+    check_int("hidden", hidden, 1)
+    check_int("hidden_layers", hidden_layers, 0)
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for _ in range(hidden_layers):
@@ -40,6 +94,10 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
     fully connected ReLU layers of width ``hidden`` (default one of 128); ``"resnet18"``: torchvision's ResNet-18
     (ImageNet stem, ``conv1`` rebuilt for ``in_channels``) + a linear layer. The ResNet's BatchNorm makes a
     sample's training-mode output depend on its batch; in evaluation mode (ITLM's scoring) it does not."""
+    check_int("num_classes", num_classes, 2)
+    check_int("in_channels", in_channels, 1)
+    # cnn2 pools twice by 2: a smaller image leaves no feature for its linear layer
+    check_int("image_size", image_size, 4 if name == "cnn2" else 1)
     if name == "cnn2":
         feat = 32 * (image_size // 4) ** 2
         return nn.Sequential(
@@ -91,8 +149,12 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         bootstrap_beta: float = 0.95,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"`lr` must be > 0, got {lr}.")
+        check_number("lr", lr, 0, low_open=True)
+        check_number("momentum", momentum, 0, 1, high_open=True)
+        check_number("weight_decay", weight_decay, 0)
+        # an epoch-0 milestone is never reached: MultiStepLR counts epochs from 1
+        milestones = check_int_sequence("milestones", milestones, 1, example="[30, 60]")
+        check_number("gamma", gamma, 0, low_open=True)
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"`optimizer` must be 'sgd' or 'adam', got {optimizer!r}.")
         if loss not in ("ce", "bootstrap_soft", "bootstrap_hard"):
@@ -105,11 +167,26 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         self.settings = SimpleNamespace(lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=list(milestones),
                                         gamma=gamma, optimizer=optimizer, loss=loss, bootstrap_beta=bootstrap_beta)
         self.net = make_backbone(backbone, in_channels, image_size, num_classes, hidden, hidden_layers)
+        self.shape = SimpleNamespace(backbone=backbone, num_classes=num_classes, in_channels=in_channels,
+                                     image_size=image_size)  # what `check_data` compares with the datamodule
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the images and labels ``spec`` describes fit ``in_channels``, ``image_size`` (the
+        ``"cnn2"``/``"mlp"`` backbones are built for one size) and ``num_classes``."""
+        sh = self.shape
+        check_classifier_data(spec, "ImageClassifier", sh.num_classes, sh.in_channels,
+                              None if sh.backbone == "resnet18" else sh.image_size)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
@@ -151,12 +228,24 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
 
     def __init__(self, dim: int = 100, lr: float = 0.05) -> None:
         super().__init__()
+        check_int("dim", dim, 1)
+        check_number("lr", lr, 0, low_open=True)
         self.save_hyperparameters()
         self.settings = SimpleNamespace(lr=lr)
         self.linear = nn.Linear(dim, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless ``spec`` yields vectors of ``dim`` features and one target per sample."""
+        check_regressor_data(spec, "LinearRegressor", self.linear.in_features, 1, "dim", None, flat_input=True)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
@@ -199,12 +288,11 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         huber_delta: float = 1.0,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"`lr` must be > 0, got {lr}.")
+        check_number("lr", lr, 0, low_open=True)
+        check_number("momentum", momentum, 0, 1, high_open=True)
         if loss not in ("mse", "huber"):
             raise ValueError(f"`loss` must be 'mse' or 'huber', got {loss!r}.")
-        if not huber_delta > 0:
-            raise ValueError(f"`huber_delta` must be > 0, got {huber_delta!r}.")
+        check_number("huber_delta", huber_delta, 0, low_open=True)
         self.save_hyperparameters()
         # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
         # another (e.g. inside CoTeaching) with the outer module's config
@@ -216,6 +304,16 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless ``spec`` yields ``in_features`` inputs (flattened) and ``out_features`` targets."""
+        check_regressor_data(spec, "MLPRegressor", self.net[1].in_features, self.settings.out_features)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)

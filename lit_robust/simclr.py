@@ -31,6 +31,9 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
 
+from lit_robust._checks import check_bool, check_number, check_pair
+from lit_robust.data.spec import DataSpec, check_fits_data, misfit
+
 __all__ = ["SimCLR", "SmallCNN", "simclr_backbone", "random_views", "BackboneName", "BACKBONES"]
 
 BackboneName = Literal["cnn", "resnet18", "resnet50"]
@@ -81,6 +84,8 @@ def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int
     if name not in BACKBONES:
         raise ValueError(f"`backbone` must be one of {BACKBONES}, got {name!r}.")
     in_channels = _check_positive_int("in_channels", in_channels)
+    check_bool("first_conv", first_conv)
+    check_bool("maxpool1", maxpool1)
     if name == "cnn":
         net = SmallCNN(in_channels, _check_positive_int("width", width))
         net.arch = {"backbone": name, "in_channels": in_channels, "width": width, "first_conv": first_conv,
@@ -219,15 +224,27 @@ class SimCLR(pl.LightningModule):
         if augment not in ("grey", "none"):
             raise ValueError(f"`augment` must be 'grey' or 'none', got {augment!r}.")
         _check_positive_int("projection_dim", projection_dim)
+        if hidden_dim is not None:  # 0 used to fall back silently to the feature size
+            _check_positive_int("hidden_dim", hidden_dim)
+        check_number("weight_decay", weight_decay, 0)
+        crop_scale = check_pair("crop_scale", crop_scale, "(low, high) with 0 < low <= high <= 1")
         # validate the augmentation settings once, here, rather than at the first step
-        random_views(torch.zeros(1, 1, 4, 4), tuple(crop_scale), max_rotation=max_rotation, jitter=jitter)
+        random_views(torch.zeros(1, 1, 4, 4), crop_scale, max_rotation=max_rotation, jitter=jitter)
         self.save_hyperparameters()
         self.backbone = simclr_backbone(backbone, in_channels, width, first_conv, maxpool1)
         feat = self.backbone.feature_dim
         self.projection_head = SimCLRProjectionHead(feat, hidden_dim or feat, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature)
 
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule yields images with the backbone's ``in_channels`` (labels are not read)."""
+        c = self.backbone.arch["in_channels"]
+        if len(spec.input_shape) != 3 or spec.input_shape[0] != c:
+            raise misfit("in_channels", c, spec, spec.inputs(), f"Set `model.in_channels` to {spec.input_shape[0]}."
+                         if len(spec.input_shape) == 3 else "SimCLR needs [C, H, W] images.")
+
     def setup(self, stage: str) -> None:
+        check_fits_data(self)
         # negatives from every rank under DDP (lightly gathers with its own autograd-aware all-gather)
         gather = self.trainer is not None and self.trainer.world_size > 1
         self.criterion = NTXentLoss(temperature=self.hparams.temperature, gather_distributed=gather)

@@ -290,6 +290,31 @@ def _resolve_type(t: type | str) -> type:
                      f"'torch.nn.Conv2d'), got {t!r}.")
 
 
+def _check_patterns(modules: Any) -> list[str] | None:
+    """``modules`` as a list of non-empty glob patterns (``None`` = every name), else a ``ValueError``."""
+    if modules is None:
+        return None
+    patterns = [modules] if isinstance(modules, str) else (list(modules) if isinstance(modules, Sequence) else None)
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError(f"`modules` must be a glob pattern (e.g. 'head'), a non-empty list of them, or None, got "
+                         f"{modules!r}.")
+    return patterns
+
+
+def _resolve_types(types: Any) -> tuple[type, ...]:
+    """``types`` (a module class or name, or a non-empty sequence of them; ``None`` = the defaults) as classes."""
+    if types is None:
+        return DEFAULT_TYPES
+    if isinstance(types, (type, str)):
+        types = [types]
+    if not isinstance(types, Sequence):
+        raise ValueError(f"`types` must be a module class or name (e.g. 'Linear'), a list of them, or None, got "
+                         f"{types!r}.")
+    if not types:
+        raise ValueError("`types` must name at least one module class, got an empty list.")
+    return tuple(_resolve_type(t) for t in types)
+
+
 def _has_matrix_weight(module: nn.Module) -> bool:
     # a parametrised weight is checked through its stored original: reading `module.weight` would run the
     # parametrisation (and advance a power iteration in training mode)
@@ -307,13 +332,8 @@ def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None,
 
     Every pattern must match at least one module of the chosen types, otherwise a ``ValueError`` names it.
     """
-    patterns = [modules] if isinstance(modules, str) else (list(modules) if modules is not None else None)
-    if patterns is not None and (not patterns or not all(isinstance(p, str) and p for p in patterns)):
-        raise ValueError(f"`modules` must be a glob pattern or a non-empty list of them, got {modules!r}.")
-    type_list = [types] if isinstance(types, (type, str)) else (list(types) if types is not None else None)
-    resolved = tuple(_resolve_type(t) for t in type_list) if type_list is not None else DEFAULT_TYPES
-    if not resolved:
-        raise ValueError("`types` must name at least one module class.")
+    patterns = _check_patterns(modules)
+    resolved = _resolve_types(types)
     candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, resolved) and _has_matrix_weight(m)]
     type_names = ", ".join(t.__name__ for t in resolved)
     if patterns is None:
@@ -446,8 +466,10 @@ class SpectralNorm(Callback):
         if truncate_method not in ("scale", "clip"):
             raise ValueError(f"`truncate_method` must be 'scale' or 'clip', got {truncate_method!r}.")
         self.n_power_iterations = _check_iterations(n_power_iterations)
-        if modules is not None and not isinstance(modules, str) and not modules:
-            raise ValueError("`modules` must be a glob pattern, a non-empty list of them, or None.")
+        _check_patterns(modules)
+        _resolve_types(types)  # an unknown class name fails here, not at `setup`
+        if not isinstance(clamp, bool):
+            raise ValueError(f"`clamp` must be True or False, got {clamp!r}.")
         self.modules = modules
         self.types = types
         self.mode = mode

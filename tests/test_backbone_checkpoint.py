@@ -124,7 +124,7 @@ def test_missing_file_and_not_a_checkpoint(tmp_path):
         LinearProbe(str(tmp_path / "nope.ckpt"))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="cannot be read as a weights-only checkpoint"):
+    with pytest.raises(ValueError, match="is damaged or not a checkpoint"):
         load_backbone(junk)
     torch.save({"epoch": 1}, junk)
     with pytest.raises(ValueError, match="holds no state dict"):

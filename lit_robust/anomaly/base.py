@@ -13,8 +13,9 @@ from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 
-__all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio"]
+__all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio", "check_input_dim"]
 
 
 def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
@@ -22,6 +23,14 @@ def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < high:
         raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}.")
     return float(value)
+
+
+def check_input_dim(spec: DataSpec, dim: int, flatten: bool) -> None:
+    """Raise unless ``spec``'s inputs have ``dim`` values (``flatten``: any shape of ``dim`` values; else vectors)."""
+    if spec.in_features != dim or (not flatten and len(spec.input_shape) != 1):
+        fix = f"Set `model.dim` to {spec.in_features}." if flatten or len(spec.input_shape) == 1 else \
+            "The model takes flat vectors [batch, dim]."
+        raise misfit("dim", dim, spec, spec.inputs(), fix)
 
 
 def roc_auc(scores: Tensor, is_anomaly: Tensor) -> float:
@@ -89,6 +98,9 @@ class AnomalyDetector(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.test_auroc = AnomalyAUROC()
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)  # calls `check_data` of subclasses that have one
 
     def anomaly_score(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Per-sample anomaly score of ``x`` (shape ``[B]``, higher = more anomalous)."""

@@ -17,13 +17,16 @@ has no clean data to validate on).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from lit_robust._checks import check_bool, check_int, check_number
 from lit_robust.anomaly.base import check_ratio
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
@@ -87,14 +90,25 @@ def pca_features(train: Tensor, others: list[Tensor], n_components: int) -> tupl
     return proj(train), [proj(o) for o in others]
 
 
+def _warn_no_anomalies(contamination: float, n_anomalies: int, n: int) -> None:
+    if contamination > 0 and n_anomalies == 0:
+        rank_zero_warn(f"`contamination`={contamination} adds no anomaly to {n} training samples (it rounds to 0); "
+                       "the training set is clean. Raise `contamination` or the number of samples.")
+
+
 class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
     """Base: subclasses implement :meth:`build` returning ``(x_train, is_anomaly_train, x_test, is_anomaly_test)``."""
+
+    target_kind = "anomaly"
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
                  drop_last: bool = False) -> None:
         super().__init__()
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed)
+        check_bool("drop_last", drop_last)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed, self.drop_last = num_workers, seed, drop_last
         self.train_set: IndexedDataset | None = None
@@ -134,21 +148,25 @@ class TwoMoonsAnomalyDataModule(AnomalyDataModule):
                  anomalies: Literal["uniform", "clustered"] = "uniform", noise: float = 0.1, n_test: int = 2000,
                  test_anomaly_ratio: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
-        if n_train < 2 or n_test < 2:
-            raise ValueError(f"`n_train` and `n_test` must be >= 2, got {n_train}, {n_test}.")
+        check_int("n_train", n_train, 2)
+        check_int("n_test", n_test, 2)
         self.contamination = check_ratio("contamination", contamination)
         if anomalies not in ("uniform", "clustered"):
             raise ValueError(f"`anomalies` must be 'uniform' or 'clustered', got {anomalies!r}.")
-        if not 0.0 < test_anomaly_ratio < 1.0:
-            raise ValueError(f"`test_anomaly_ratio` must be in (0, 1), got {test_anomaly_ratio!r}.")
-        if noise < 0:
-            raise ValueError(f"`noise` must be >= 0, got {noise!r}.")
+        check_number("test_anomaly_ratio", test_anomaly_ratio, 0, 1, low_open=True, high_open=True)
+        t_anom = int(round(test_anomaly_ratio * n_test))
+        if not 0 < t_anom < n_test:  # ROC-AUC needs both kinds in the test split
+            raise ValueError(f"`test_anomaly_ratio`={test_anomaly_ratio!r} of `n_test`={n_test} gives {t_anom} test "
+                             "anomalies; ROC-AUC needs between 1 and n_test - 1 of them. Raise `n_test` or move the "
+                             "ratio away from 0 and 1.")
+        check_number("noise", noise, 0)
         self.n_train, self.anomalies, self.noise = n_train, anomalies, noise
         self.n_test, self.test_anomaly_ratio = n_test, test_anomaly_ratio
 
     def build(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(self.seed)
         n_anom = int(round(self.contamination * self.n_train))
+        _warn_no_anomalies(self.contamination, n_anom, self.n_train)
         x, flag = two_moons(self.n_train - n_anom, n_anom, self.anomalies, self.noise, g)
         t_anom = int(round(self.test_anomaly_ratio * self.n_test))
         x_test, flag_test = two_moons(self.n_test - t_anom, t_anom, self.anomalies, self.noise, g)
@@ -183,17 +201,18 @@ class OneClassMNISTDataModule(AnomalyDataModule):
         self.contamination = check_ratio("contamination", contamination)
         others = [c for c in range(10) if c != normal_class]
         if anomaly_classes is not None:
+            if isinstance(anomaly_classes, (str, bytes)) or not isinstance(anomaly_classes, Sequence):
+                raise ValueError(f"`anomaly_classes` must be a non-empty list of classes in {others} (not the normal "
+                                 f"class), got {anomaly_classes!r} (a single {type(anomaly_classes).__name__}); "
+                                 f"e.g. [{anomaly_classes!r}].")
             bad = [c for c in anomaly_classes if c not in others]
             if not anomaly_classes or bad:
                 raise ValueError(f"`anomaly_classes` must be a non-empty list of classes in {others} "
                                  f"(not the normal class), got {anomaly_classes!r}.")
             others = sorted(set(anomaly_classes))
-        if max_normal is not None and max_normal < 1:
-            raise ValueError(f"`max_normal` must be >= 1 or None, got {max_normal!r}.")
-        if pca_dim is not None and not 1 <= pca_dim <= 784:
-            raise ValueError(f"`pca_dim` must be in [1, 784] or None, got {pca_dim!r}.")
-        if test_size is not None and test_size < 2:
-            raise ValueError(f"`test_size` must be >= 2 or None, got {test_size!r}.")
+        check_int("max_normal", max_normal, 1, optional=True)
+        check_int("pca_dim", pca_dim, 1, 784, optional=True)
+        check_int("test_size", test_size, 2, optional=True)
         self.root, self.download = root, download
         self.normal_class, self.anomaly_classes = normal_class, others
         self.max_normal, self.pca_dim, self.test_size = max_normal, pca_dim, test_size
@@ -217,6 +236,7 @@ class OneClassMNISTDataModule(AnomalyDataModule):
             normal = normal[: self.max_normal]
         pool = torch.nonzero(torch.isin(labels, torch.tensor(self.anomaly_classes))).flatten()
         n_anom = anomaly_count(len(normal), self.contamination)
+        _warn_no_anomalies(self.contamination, n_anom, len(normal))
         if n_anom > len(pool):
             raise ValueError(f"`contamination`={self.contamination} needs {n_anom} anomalies, but the anomaly classes "
                              f"hold {len(pool)} training images.")

@@ -27,11 +27,13 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_ratio
+from lit_robust._checks import check_bool, check_number
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim, check_ratio
 from lit_robust.callbacks.batch_filter import BatchFilter
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
-from lit_robust.spectral import _check_k, apply_spectral_norm
+from lit_robust.spectral import _check_iterations, _check_k, apply_spectral_norm
 
 __all__ = ["RealNVP", "RobustRealNVP", "AffineCoupling"]
 
@@ -119,8 +121,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
         self.k = _check_k(k)
-        if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
+        _check_iterations(n_power_iterations)  # checked even with spectral_norm=False: it is saved with the model
+        check_number("lr", lr, 0, low_open=True)
+        check_number("weight_decay", weight_decay, 0)
+        check_bool("spectral_norm", spectral_norm)
         self.save_hyperparameters()
         first = torch.zeros(dim)
         first[: dim // 2] = 1
@@ -172,6 +176,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         return -self.log_prob(x)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule yields vectors of ``dim`` features."""
+        check_input_dim(spec, self.couplings[0].mask.numel(), flatten=False)
 
     # -- training -----------------------------------------------------------------------------------------------
     def per_sample_loss(self, batch: Any) -> Tensor:

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_ratio
+from lit_robust._checks import check_number
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim, check_ratio
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.selection import keep_count, smallest_k_mask
 
@@ -101,6 +103,11 @@ def _check_arch(dim: Any, hidden: Any, latent: Any, dropout: Any) -> None:
         raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
 
 
+def _check_optim(lr: Any, weight_decay: Any) -> None:
+    check_number("lr", lr, 0, low_open=True)
+    check_number("weight_decay", weight_decay, 0)
+
+
 class AutoEncoder(RobustMixin, AnomalyDetector):
     """A plain autoencoder detector: trained on every sample, score = reconstruction error (dropout off).
 
@@ -112,6 +119,7 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
                  weight_decay: float = 0.0) -> None:
         super().__init__()
         _check_arch(dim, hidden, latent, dropout)
+        _check_optim(lr, weight_decay)
         self.save_hyperparameters()
         self.net = MLPAutoEncoder(dim, hidden, latent, dropout)
 
@@ -125,6 +133,10 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         loss = self.reduce_loss(losses, batch)
         self.log("train_loss", loss, prog_bar=True)
         return loss
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule's inputs have ``dim`` values (flattened)."""
+        check_input_dim(spec, self.net.encoder[0].in_features, flatten=True)
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         with _dropout(self.net, False):
@@ -155,6 +167,7 @@ class RCA(AnomalyDetector):
                  weight_decay: float = 0.0) -> None:
         super().__init__()
         _check_arch(dim, hidden, latent, dropout)
+        _check_optim(lr, weight_decay)
         self.drop_ratio = check_ratio("drop_ratio", drop_ratio)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
@@ -163,6 +176,10 @@ class RCA(AnomalyDetector):
         self.save_hyperparameters()
         self.ae1 = MLPAutoEncoder(dim, hidden, latent, dropout)
         self.ae2 = MLPAutoEncoder(dim, hidden, latent, dropout)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule's inputs have ``dim`` values (flattened)."""
+        check_input_dim(spec, self.ae1.encoder[0].in_features, flatten=True)
 
     def keep_ratio_at(self, epoch: int) -> float:
         return rca_keep_ratio(epoch, self.drop_ratio, self.hparams.warmup_epochs)

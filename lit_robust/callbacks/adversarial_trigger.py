@@ -111,7 +111,7 @@ class AdversarialTrigger(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         module: RobustMixin = pl_module  # type: ignore[assignment]
-        ib = unpack_batch(batch)
+        ib = unpack_batch(batch, owner="AdversarialTrigger")
         x = ib.input
         if not isinstance(x, Tensor) or not x.is_floating_point():
             got = f"a tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__

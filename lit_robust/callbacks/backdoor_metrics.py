@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from lit_robust import distributed
+from lit_robust._checks import check_int
 from lit_robust.backdoor import Trigger
 from lit_robust.data.indexed import unpack_batch
 
@@ -80,8 +81,15 @@ class BackdoorMetrics(Callback):
         super().__init__()
         if trigger is not None and not isinstance(trigger, Trigger):
             raise TypeError(f"`trigger` must be a lit_robust.backdoor.Trigger or None, got {type(trigger).__name__}.")
-        if isinstance(target, str) and target != "datamodule":
-            raise ValueError(f"`target` must be a class index, None or 'datamodule', got {target!r}.")
+        if target != "datamodule":
+            check_int("target", target, 0, optional=True)  # the class index of a single-target attack
+        check_int("source", source, 0, optional=True)
+        if source is not None and target is None:
+            raise ValueError(f"`source`={source!r} needs a single-target attack, but `target` is None (multi-target "
+                             "a -> a+1 attacks every class); pass `target`, or `source=None`.")
+        if predict is not None and not callable(predict):
+            raise TypeError(f"`predict` must be a callable `predict(module, images) -> logits` or None, got "
+                            f"{type(predict).__name__}.")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                         or num_classes < 2):
             raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
@@ -100,6 +108,11 @@ class BackdoorMetrics(Callback):
                 raise ValueError("`BackdoorMetrics` needs a `trigger`: pass one, or use a datamodule with a `trigger` "
                                  "attribute (e.g. lit_robust.data.BackdoorMNISTDataModule).")
             from_dm = self.target == "datamodule"
+            if from_dm and not hasattr(dm, "attack_target"):
+                where = f"`data`: {type(dm).__name__} has" if dm is not None else "there is no datamodule, so"
+                raise ValueError(f"`BackdoorMetrics(target='datamodule')` reads the attack from the datamodule, but "
+                                 f"{where} no `attack_target`; pass `target=None` (multi-target a -> a+1) or the "
+                                 "attacker's class.")
             target = getattr(dm, "attack_target", None) if from_dm else self.target
             source = getattr(dm, "attack_source", None) if from_dm else self.source
             num_classes = self.num_classes or getattr(dm, "num_classes", None) or 10
@@ -112,6 +125,11 @@ class BackdoorMetrics(Callback):
 
     def _logits(self, module: pl.LightningModule, images: Tensor) -> Tensor:
         return self.predict(module, images) if self.predict is not None else module(images)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage in ("fit", "validate", "test"):
+            self._resolved = None
+            self._attack(trainer)  # a missing trigger or attack shows now, not after the first training epoch
 
     # -- evaluation ------------------------------------------------------------------------------------------
     def _start(self, pl_module: pl.LightningModule) -> None:

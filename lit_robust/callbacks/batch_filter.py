@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
+from lit_robust._checks import check_bool
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
 from lit_robust.scores import GradNormRecorder, loss_layer_scores
@@ -143,7 +144,7 @@ class BatchFilter(Callback):
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
-        drop_ratio = check_drop_ratio(drop_ratio, allow_large_drop)
+        drop_ratio = check_drop_ratio(drop_ratio, check_bool("allow_large_drop", allow_large_drop))
         check_filter_args(warmup_epochs, scope, loss)
         self.rule = rule
         self.drop_ratio = float(drop_ratio)
@@ -202,6 +203,8 @@ class BatchFilter(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if batch_idx == 0:  # runs before the module's training step: a batch without indices gets the hint first
+            unpack_batch(batch, owner="BatchFilter")
         if self._recorder is not None and self.drop_ratio_at(trainer.current_epoch) > 0:
             self._recorder.attach()  # record this step's forward (hooks registered once)
 

@@ -17,6 +17,7 @@ from lit_robust.data.datamodules import (
 from lit_robust.data.indexed import IndexedBatch, IndexedDataset, unpack_batch
 from lit_robust.data.mixture import MixedImagesDataModule
 from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE, SemiSupervisedBackdoorMNISTDataModule
+from lit_robust.data.spec import DataSpec
 
 __all__ = [
     "IndexedDataset",
@@ -43,4 +44,5 @@ __all__ = [
     "ATTACKS",
     "SemiSupervisedBackdoorMNISTDataModule",
     "MNIST_VALUE_RANGE",
+    "DataSpec",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust.backdoor import BlendTrigger, PatchTrigger, Trigger, WatermarkTrigger, poison, poison_test_set
@@ -55,7 +57,8 @@ class BackdoorMNISTDataModule(MNISTDataModule):
             raise ValueError(f"a single-target attack (`target`={target!r}) needs a `source` class != `target`, got "
                              f"source={source!r}.")
         for name, v in (("target", target), ("source", source)):
-            if v is not None and not 0 <= v < self.num_classes:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                                  or not 0 <= v < self.num_classes):
                 raise ValueError(f"`{name}` must be a class in [0, {self.num_classes - 1}] or None, got {v!r}.")
         self.attack, self.poison_rate = attack, poison_rate
         self.attack_target, self.attack_source = target, source
@@ -82,6 +85,10 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         x, y = x[pool], y[pool]
         x_p, y_p, mask = poison(x, y, self.trigger, self.poison_rate, target=self.attack_target, source=self.attack_source,
                                 num_classes=self.num_classes, seed=self.seed + 1)
+        if self.poison_rate > 0 and not bool(mask.any()):
+            rank_zero_warn(f"`poison_rate`={self.poison_rate} poisons no sample of the {len(y)} in the training pool "
+                           f"({'of class ' + str(self.attack_source) if self.attack_source is not None else ''}); "
+                           "the run trains without a backdoor. Raise `poison_rate` or `train_size`.")
         self._make_splits(x_p, y, y_p, mask, n_train, x_test, y_test, labels=True)
 
     def poisoned_test_set(self) -> tuple[Tensor, Tensor, Tensor]:

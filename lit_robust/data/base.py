@@ -8,6 +8,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from lit_robust.data.indexed import IndexedDataset
+from lit_robust.data.spec import DataSpec, TargetKind, dataset_spec
 
 __all__ = ["torchvision_split", "SplitLoaders"]
 
@@ -37,6 +38,16 @@ class SplitLoaders:
     val_set: IndexedDataset | None = None
     test_set: IndexedDataset | None = None
     drop_last: bool = False
+    #: what the targets are (see :class:`~lit_robust.data.spec.DataSpec`); ``num_classes`` is read when "class"
+    target_kind: TargetKind = "class"
+
+    @property
+    def data_spec(self) -> DataSpec | None:
+        """What the samples look like (input shape, targets), once set up; ``None`` before :meth:`setup`."""
+        ds = self.train_set if self.train_set is not None else self.test_set
+        if ds is None:
+            return None
+        return dataset_spec(ds, type(self).__name__, self.target_kind, getattr(self, "num_classes", None))
 
     def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,

@@ -15,9 +15,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_robust._checks import check_int, check_number
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
+from lit_robust.data.spec import DataSpec, dataset_spec
 
 __all__ = [
     "CorruptedClassificationDataModule",
@@ -34,14 +36,12 @@ __all__ = [
 
 
 def _check_ratio(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
-    if not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"`{name}` must be in [{low}, {high}], got {value!r}.")
 
 
 def _check_test_size(test_size: int) -> int:
-    if test_size < 1:
-        raise ValueError(f"`test_size` must be >= 1, got {test_size}.")
-    return test_size
+    return check_int("test_size", test_size, 1)
 
 
 def _fixed_test_split(x: Tensor, y: Tensor, test_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -62,12 +62,12 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
     def __init__(self, train_size: int | None, val_size: int, batch_size: int, eval_batch_size: int,
                  num_workers: int, seed: int) -> None:
         super().__init__()
-        if train_size is not None and train_size < 1:
-            raise ValueError(f"`train_size` must be >= 1 or None, got {train_size}.")
-        if val_size < 0:
-            raise ValueError(f"`val_size` must be >= 0, got {val_size}.")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
+        check_int("train_size", train_size, 1, optional=True)
+        check_int("val_size", val_size, 0)
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed)
         self.train_size, self.val_size = train_size, val_size
         self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
         self.train_set: IndexedDataset | None = None
@@ -80,6 +80,9 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
     def _pool(self, n: int) -> tuple[Tensor, int]:
         """The seeded training pool (training then validation samples) and the number of training samples."""
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        if self.train_size is None and self.val_size >= n:
+            raise ValueError(f"`val_size` must be < {n} (the training pool) so that training samples remain, got "
+                             f"{self.val_size}.")
         n_train = self.train_size if self.train_size is not None else n - self.val_size
         if n_train + self.val_size > n:
             raise ValueError(
@@ -224,10 +227,10 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         _check_ratio("clean_ratio", clean_ratio)
         if bad not in ("random", "mixture"):
             raise ValueError(f"`bad` must be 'random' or 'mixture', got {bad!r}.")
-        if n < 1 or dim < 1 or n_test < 1:
-            raise ValueError(f"`n`, `dim` and `n_test` must be >= 1, got {n}, {dim}, {n_test}.")
-        if noise_std < 0:
-            raise ValueError(f"`noise_std` must be >= 0, got {noise_std}.")
+        for name, value in (("n", n), ("dim", dim), ("n_test", n_test), ("batch_size", batch_size)):
+            check_int(name, value, 1)
+        check_number("noise_std", noise_std, 0)
+        check_int("seed", seed)
         self.n, self.dim, self.clean_ratio, self.bad = n, dim, clean_ratio, bad
         self.noise_std, self.n_test, self.batch_size, self.seed = noise_std, n_test, batch_size, seed
         self.train_set: IndexedDataset | None = None
@@ -251,6 +254,11 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         self.train_set = IndexedDataset(TensorDataset(x, y.unsqueeze(1)), corrupted=mask)
         x_test = torch.randn(self.n_test, d, generator=g)
         self.test_set = IndexedDataset(TensorDataset(x_test, (x_test @ self.theta).unsqueeze(1)))
+
+    @property
+    def data_spec(self) -> DataSpec | None:
+        """Inputs of ``dim`` features, one float target (after :meth:`setup`)."""
+        return None if self.train_set is None else dataset_spec(self.train_set, type(self).__name__, "regression")
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
@@ -279,6 +287,8 @@ class CorruptedRegressionDataModule(_InMemorySplits):
         batch_size: training batch size; evaluation loaders use ``eval_batch_size``.
         seed: seeds the subsample, the split and the corruption.
     """
+
+    target_kind = "regression"
 
     def __init__(
         self,
@@ -404,10 +414,9 @@ class SyntheticLinearDataModule(CorruptedRegressionDataModule):
     def __init__(self, n: int = 2000, dim: int = 20, q: int = 4, noise_std: float = 0.1, n_test: int = 1000,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if n < 1 or dim < 1 or q < 1 or n_test < 1:
-            raise ValueError(f"`n`, `dim`, `q` and `n_test` must be >= 1, got {n}, {dim}, {q}, {n_test}.")
-        if noise_std < 0:
-            raise ValueError(f"`noise_std` must be >= 0, got {noise_std}.")
+        for name, value in (("n", n), ("dim", dim), ("q", q), ("n_test", n_test)):
+            check_int(name, value, 1)
+        check_number("noise_std", noise_std, 0)
         self.n, self.dim, self.q, self.noise_std, self.n_test = n, dim, q, noise_std, n_test
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

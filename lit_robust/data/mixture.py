@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from lit_robust._checks import check_int
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 
@@ -47,6 +48,8 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         download: let torchvision download missing datasets (needs internet).
     """
 
+    target_kind = "none"
+
     def __init__(
         self,
         root: str = "data",
@@ -73,8 +76,10 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
                 raise ValueError(f"`{name}` must be one of {list(_SOURCES)}, got {value!r}.")
         if clean == bad:
             raise ValueError(f"`clean` and `bad` must name different datasets, got {clean!r} for both.")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"`batch_size` and `eval_batch_size` must be >= 1, got {batch_size}, {eval_batch_size}.")
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed)
         self.root = root
         self.clean_ratio = float(clean_ratio)
         self.train_size = train_size

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_robust._checks import check_int, check_number
 from lit_robust.backdoor import BlendTrigger, PatchTrigger, Trigger, poison, poison_test_set
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
@@ -95,8 +96,7 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         make_trigger(attack)
         if isinstance(poison_rate, bool) or not isinstance(poison_rate, (int, float)) or not 0.0 <= poison_rate < 1.0:
             raise ValueError(f"`poison_rate` must be in [0, 1), got {poison_rate!r}.")
-        if not 0.0 < labeled_fraction <= 1.0:
-            raise ValueError(f"`labeled_fraction` must be in (0, 1], got {labeled_fraction!r}.")
+        check_number("labeled_fraction", labeled_fraction, 0, 1, low_open=True)
         for name, value, low in (("labeled_size", labeled_size, 1), ("unlabeled_mnist", unlabeled_mnist, 0),
                                  ("test_size", test_size, 1)):
             if value is not None:
@@ -104,6 +104,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         _check_int("unlabeled_fashion", unlabeled_fashion, 0)
         _check_int("batch_size", batch_size, 1)
         _check_int("eval_batch_size", eval_batch_size, 1)
+        _check_int("num_workers", num_workers, 0)
+        check_int("seed", seed)
         self.root, self.mode, self.attack, self.poison_rate = root, mode, attack, float(poison_rate)
         self.labeled_fraction, self.labeled_size = labeled_fraction, labeled_size
         self.unlabeled_mnist, self.unlabeled_fashion, self.test_size = unlabeled_mnist, unlabeled_fashion, test_size
@@ -115,6 +117,16 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         self.test_set: IndexedDataset | None = None
         self.poison_test_set: IndexedDataset | None = None
         self.test_attack_targets: Tensor | None = None
+
+    num_classes = 10
+    #: multi-target only (a -> a+1): what :class:`~lit_robust.BackdoorMetrics` reads with ``target="datamodule"``
+    attack_target: int | None = None
+    attack_source: int | None = None
+
+    @property
+    def target_kind(self) -> str:  # type: ignore[override]
+        """``"none"`` (pretrain: a constant dummy target) or ``"class"`` (finetune: the poisoned labels)."""
+        return "none" if self.mode == "pretrain" else "class"
 
     def prepare_data(self) -> None:
         if self.download:
@@ -130,6 +142,10 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         test = torchvision_split("MNIST", self.root, False, self.download)
         n = len(train.targets)
         n_lab = self.labeled_size if self.labeled_size is not None else int(round(self.labeled_fraction * n))
+        if n_lab < 1:
+            raise ValueError(f"`labeled_fraction`={self.labeled_fraction!r} of the {n} MNIST training digits under "
+                             f"{self.root!r} gives 0 labelled samples; it must be >= {0.5 / n:.3g} (or pass "
+                             "`labeled_size`).")
         n_unl = n - n_lab if self.unlabeled_mnist is None else self.unlabeled_mnist
         if n_lab + n_unl > n:
             raise ValueError(f"`labeled_size` ({n_lab}) + `unlabeled_mnist` ({n_unl}) must be <= {n}, the MNIST "

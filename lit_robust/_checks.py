@@ -1,0 +1,93 @@
+"""Argument checks with one wording: the argument in backticks, the allowed range, the value received."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair"]
+
+
+def _is_int(value: Any) -> bool:  # numpy integers count, booleans do not
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return "" if _is_real(value) else f" (a {type(value).__name__})"
+
+
+def check_int(name: str, value: Any, low: int | None = None, high: int | None = None,
+              optional: bool = False) -> int | None:
+    """``value`` as an int in ``[low, high]`` (``None`` allowed with ``optional``), else a ``ValueError``.
+
+    >>> check_int("batch_size", 0, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: `batch_size` must be an integer >= 1, got 0.
+    """
+    if value is None and optional:
+        return None
+    if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            rng = f"an integer in [{low}, {high}]"
+        elif low is not None:
+            rng = f"an integer >= {low}"
+        elif high is not None:
+            rng = f"an integer <= {high}"
+        else:
+            rng = "an integer"
+        raise ValueError(f"`{name}` must be {rng}{' or None' if optional else ''}, got {value!r}{_kind(value)}.")
+    return int(value)
+
+
+def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float in the interval (``low_open``/``high_open``: the bound is excluded)."""
+    ok = _is_real(value) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if low is not None and high is not None:
+            rng = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        elif low is not None:
+            rng = f"a number {'>' if low_open else '>='} {low}"
+        elif high is not None:
+            rng = f"a number {'<' if high_open else '<='} {high}"
+        else:
+            rng = "a finite number"
+        raise ValueError(f"`{name}` must be {rng}, got {value!r}{_kind(value)}.")
+    return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}{_kind(value)}.")
+    return value
+
+
+def check_int_sequence(name: str, value: Any, low: int | None = None, example: str = "[5]") -> list[int]:
+    """``value`` as a list of ints ``>= low``; a scalar gets the usual message (a sequence is expected)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"`{name}` must be a sequence of integers{f' >= {low}' if low is not None else ''} "
+                         f"(e.g. {example}), got {value!r}{_kind(value) or f' (a single {type(value).__name__})'}.")
+    bad = [v for v in value if not _is_int(v) or (low is not None and v < low)]
+    if bad:
+        raise ValueError(f"`{name}` must be a sequence of integers{f' >= {low}' if low is not None else ''}, got "
+                         f"{list(value)!r} (offending: {bad!r}).")
+    return [int(v) for v in value]
+
+
+def check_pair(name: str, value: Any, what: str = "(low, high)") -> tuple[float, float]:
+    """``value`` as a pair of finite numbers (order not checked), else a ``ValueError``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2 or not all(
+            _is_real(v) and math.isfinite(v) for v in value):
+        raise ValueError(f"`{name}` must be a pair of numbers {what}, got {value!r}.")
+    return float(value[0]), float(value[1])

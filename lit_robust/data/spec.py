@@ -1,0 +1,123 @@
+"""What a datamodule yields (input shape, kind of target, number of classes or target width), so that a ready-made
+model can check at ``setup`` that it fits the data, with a message that names both sides."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["DataSpec", "TargetKind", "dataset_spec", "datamodule_spec", "batch_spec", "check_fits_data",
+           "check_first_batch", "misfit"]
+
+TargetKind = Literal["class", "regression", "anomaly", "none"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What every sample of a datamodule looks like (one sample, without the batch dimension).
+
+    Attributes:
+        source: the datamodule's class name (for messages).
+        input_shape: e.g. ``(1, 28, 28)`` for MNIST images, ``(10,)`` for ten features.
+        target: ``"class"`` (integer labels), ``"regression"`` (float targets), ``"anomaly"`` (0/1 anomaly flags) or
+            ``"none"`` (a constant dummy: the data carries no targets).
+        num_classes: with ``target="class"``.
+        target_dim: with ``target="regression"``: the number of target values per sample.
+
+    >>> DataSpec("MNISTDataModule", (1, 28, 28), "class", num_classes=10).inputs()
+    '1×28×28 images'
+    """
+
+    source: str
+    input_shape: tuple[int, ...]
+    target: TargetKind
+    num_classes: int | None = None
+    target_dim: int | None = None
+    #: ``num_classes`` is only a lower bound (the largest label seen + 1, e.g. read from one batch)
+    classes_at_least: bool = False
+
+    @property
+    def in_features(self) -> int:
+        """The flattened input size."""
+        return math.prod(self.input_shape)
+
+    def inputs(self) -> str:
+        if len(self.input_shape) == 3:
+            return "×".join(map(str, self.input_shape)) + " images"
+        if len(self.input_shape) == 1:
+            return f"vectors of {self.input_shape[0]} features"
+        return f"inputs of shape {self.input_shape}"
+
+    def targets(self) -> str:
+        if self.target == "class":
+            if self.classes_at_least:
+                return f"labels up to {self.num_classes - 1} (so at least {self.num_classes} classes)"
+            return f"labels of {self.num_classes} classes"
+        if self.target == "regression":
+            return f"float regression targets of {self.target_dim} value(s) per sample"
+        if self.target == "anomaly":
+            return "0/1 anomaly flags as targets"
+        return "no targets (a constant dummy label)"
+
+
+def dataset_spec(dataset: Any, source: str, target: TargetKind, num_classes: int | None = None) -> DataSpec:
+    """The :class:`DataSpec` of an :class:`~lit_robust.IndexedDataset` (read from its first sample)."""
+    item = dataset[0]
+    x, y = item[1], item[2]
+    shape = tuple(int(d) for d in x.shape) if isinstance(x, Tensor) else ()
+    target_dim = int(y.numel()) if target == "regression" and isinstance(y, Tensor) else None
+    return DataSpec(source, shape, target, num_classes if target == "class" else None, target_dim)
+
+
+def batch_spec(batch: Any, source: str = "the first training batch") -> DataSpec | None:
+    """A :class:`DataSpec` read from one collated ``(index, input, target[, flag])`` batch: integer targets are
+    class labels (``num_classes`` a lower bound), floating-point ones regression targets; ``None`` when the batch
+    does not say (inputs or targets not tensors, boolean targets)."""
+    from lit_robust.data.indexed import unpack_batch
+
+    b = unpack_batch(batch)
+    x, y = b.input, b.target
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.ndim < 1 or y.ndim < 1 or y.dtype == torch.bool:
+        return None
+    shape = tuple(int(d) for d in x.shape[1:])
+    if y.is_floating_point():
+        return DataSpec(source, shape, "regression", target_dim=math.prod(y.shape[1:]) if y.ndim > 1 else 1)
+    if y.numel() == 0:
+        return None
+    return DataSpec(source, shape, "class", num_classes=int(y.max()) + 1, classes_at_least=True)
+
+
+def check_first_batch(module: Any, batch: Any, batch_idx: int) -> None:
+    """Without a datamodule that says what it yields, check ``module`` (its ``check_data``) against the first
+    training batch of every epoch instead (cheap: shapes and one ``max``)."""
+    if batch_idx != 0 or datamodule_spec(getattr(module, "_trainer", None)) is not None:
+        return
+    spec = batch_spec(batch)
+    if spec is not None and callable(getattr(module, "check_data", None)):
+        module.check_data(spec)
+
+
+def datamodule_spec(trainer: Any) -> DataSpec | None:
+    """The ``data_spec`` of the trainer's datamodule (set up), or ``None`` (no trainer, no datamodule, or one that
+    does not say what it yields)."""
+    spec = getattr(getattr(trainer, "datamodule", None), "data_spec", None)
+    return spec if isinstance(spec, DataSpec) else None
+
+
+def misfit(argument: str, value: Any, spec: DataSpec, what: str, fix: str = "") -> ValueError:
+    """``ValueError("`model.<argument>`=<value> does not fit `data`: <source> yields <what>. <fix>")``."""
+    return ValueError(f"`model.{argument}`={value!r} does not fit `data`: {spec.source} yields {what}."
+                      + (f" {fix}" if fix else ""))
+
+
+def check_fits_data(module: Any, trainer: Any = None) -> None:
+    """Call ``module.check_data(spec)`` with the spec of the trainer's datamodule (``module``'s own trainer by
+    default); nothing happens without a datamodule that has a ``data_spec`` (e.g. plain dataloaders)."""
+    trainer = trainer if trainer is not None else getattr(module, "_trainer", None)
+    spec = datamodule_spec(trainer)
+    if spec is not None and callable(getattr(module, "check_data", None)):
+        module.check_data(spec)

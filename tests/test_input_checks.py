@@ -1,0 +1,403 @@
+"""Issue 14: inputs that used to end in an obscure error (or in silence) get a message naming the argument,
+the allowed range and the value received."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust import (
+    RCA,
+    AdversarialTrigger,
+    AutoEncoder,
+    BackdoorMetrics,
+    BackdoorMNISTDataModule,
+    BatchFilter,
+    CoTeaching,
+    DiabetesDataModule,
+    DigitsDataModule,
+    ImageClassifier,
+    IndexedDataset,
+    LinearProbe,
+    LinearRegressor,
+    MixedImagesDataModule,
+    MLPRegressor,
+    MNISTDataModule,
+    OneClassMNISTDataModule,
+    RealNVP,
+    RobustMixin,
+    SemiSupervisedBackdoorMNISTDataModule,
+    SimCLR,
+    SpectralNorm,
+    SyntheticLinearDataModule,
+    SyntheticRegressionDataModule,
+    TwoMoonsAnomalyDataModule,
+    apply_spectral_norm,
+)
+from lit_robust.backbone_checkpoint import load_backbone, read_weights_only
+from lit_robust.backdoor import PatchTrigger
+from lit_robust.data import DataSpec
+from tests.conftest import tiny_trainer
+
+
+# -- damaged checkpoints (lit_robust/backbone_checkpoint.py) ------------------------------------------------------
+@pytest.fixture
+def saved_checkpoint(tmp_path):
+    path = tmp_path / "simclr.ckpt"
+    torch.save({"state_dict": SimCLR(width=4).state_dict(), "hyper_parameters": {"backbone": "cnn", "width": 4}}, path)
+    return path
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("truncated", "cut short"),
+    ("empty", "the file is empty"),
+    ("random", "neither a zip archive nor a pickle stream"),
+    ("truncated_legacy", "Error"),
+])
+def test_damaged_checkpoint_is_reported_as_damaged(tmp_path, saved_checkpoint, damage, reason):
+    path = tmp_path / "damaged.ckpt"
+    if damage == "truncated":
+        data = saved_checkpoint.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "random":
+        path.write_bytes(bytes(torch.randint(0, 256, (512,), generator=torch.Generator().manual_seed(0)).tolist()))
+    else:  # torch's legacy (non-zip) format, cut in half
+        torch.save({"w": torch.zeros(100)}, path, _use_new_zipfile_serialization=False)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"`backbone_checkpoint` file .*damaged.ckpt' is damaged or not a checkpoint "
+                                         rf"\(.*{reason}") as err:
+        load_backbone(path, argument="backbone_checkpoint")
+    assert "weights-only" not in str(err.value) and "trusted environment" not in str(err.value)
+
+
+def test_intact_checkpoints_still_load(tmp_path, saved_checkpoint):
+    assert load_backbone(saved_checkpoint).feature_dim == 16
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_weights_only(legacy)["w"], torch.ones(3))
+
+
+class _RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_readable_file_needing_unpickling_gets_the_weights_only_explanation(tmp_path, how):
+    marker, path = tmp_path / "ran", tmp_path / "evil.ckpt"
+    payload = {"state_dict": {"w": torch.zeros(2)}, "x": _RunsCode(str(marker))}
+    if how == "pickle":
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"cannot be read as a weights-only checkpoint .*trusted environment") as err:
+        read_weights_only(path, "backbone_checkpoint")
+    assert "damaged" not in str(err.value)
+    assert not marker.exists() and not os.path.exists("ran")
+
+
+# -- IndexedDataset checks what it wraps (lit_robust/data/indexed.py) ---------------------------------------------
+class _NoLen:
+    def __getitem__(self, i):
+        return torch.zeros(2), 0
+
+
+@pytest.mark.parametrize("dataset, error, message", [
+    (torch.zeros(5, 3), TypeError, r"`dataset` must be a map-style dataset of `\(input, target\)` pairs, got a tensor "
+                                   r"of shape \(5, 3\).*TensorDataset\(x, y\)"),
+    (_NoLen(), TypeError, r"`dataset` must be a map-style dataset \(with `__len__` and `__getitem__`\).*got a _NoLen"),
+    (TensorDataset(torch.zeros(0, 2), torch.zeros(0)), ValueError, r"`dataset` must hold at least one sample, got an "
+                                                                    r"empty TensorDataset \(a run would train on zero"),
+    (TensorDataset(torch.zeros(4, 2)), ValueError, r"`dataset` must yield `\(input, target\)` pairs, but its first item "
+                                                   r"is a tuple of 1 element\(s\).*TensorDataset\(x, y\)"),
+    ([torch.zeros(2)] * 3, ValueError, r"first item is a tensor of shape \(2,\)"),
+    (TensorDataset(torch.zeros(4, 2), torch.zeros(4), torch.zeros(4)), ValueError, r"a tuple of 3 element"),
+])
+def test_indexed_dataset_checks_what_it_wraps_at_construction(dataset, error, message):
+    with pytest.raises(error, match=message):
+        IndexedDataset(dataset)
+
+
+def test_indexed_dataset_accepts_pairs_of_any_kind():
+    assert len(IndexedDataset([(torch.zeros(2), 1), (torch.ones(2), 0)])) == 2
+    assert IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)))[2][0] == 2
+
+
+# -- a batch without an index gets the hint before the user's own unpacking ---------------------------------------
+class _UnpacksItself(RobustMixin, pl.LightningModule):
+    """A user module whose `per_sample_loss` unpacks the batch itself (and would crash on a 2-element batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def per_sample_loss(self, batch):
+        index, x, y = batch[:3]
+        logits = self(x)
+        return F.cross_entropy(logits, y, reduction="none"), logits
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _plain_loader():  # (input, target) batches: no index
+    return DataLoader(TensorDataset(torch.randn(16, 2), torch.arange(16) % 3), batch_size=8)
+
+
+@pytest.mark.parametrize("setup, owner", [
+    ("mixin", "_UnpacksItself.training_step"),
+    ("batch_filter", "BatchFilter"),
+    ("coteaching", "CoTeaching"),
+    ("adversarial_trigger", "AdversarialTrigger"),
+])
+def test_batch_without_index_names_indexed_dataset_on_the_first_batch(tmp_path, one_torch_thread, setup, owner):
+    model, callbacks = _UnpacksItself(), []
+    if setup == "batch_filter":
+        callbacks = [BatchFilter("spl", drop_ratio=0.2)]
+    elif setup == "coteaching":
+        model = CoTeaching(model, drop_ratio=0.2)
+    elif setup == "adversarial_trigger":
+        callbacks = [AdversarialTrigger(tau=0.1, value_range=None)]
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=callbacks)
+    with pytest.raises(ValueError, match=rf"`{owner}`: lit_robust expects batches `\(index, input, target\[, "
+                                         rf"is_corrupted\]\)`, got a list of length 2\. Wrap the training dataset in "
+                                         r"`lit_robust.IndexedDataset`"):
+        trainer.fit(model, train_dataloaders=_plain_loader())
+
+
+# -- ready-made models check at setup that they fit the datamodule (lit_robust/data/spec.py) ----------------------
+def _fit_fails(tmp_path, model, dm, message):
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(model, datamodule=dm)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: (ImageClassifier(backbone="mlp", image_size=28), DigitsDataModule()),
+     r"`model.image_size`=28 does not fit `data`: DigitsDataModule yields 1×8×8 images. Set `model.image_size` to 8"),
+    (lambda: (ImageClassifier(backbone="cnn2", image_size=8, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images. Set `model.in_channels` to 1"),
+    (lambda: (ImageClassifier(backbone="mlp", image_size=8, num_classes=5), DigitsDataModule()),
+     r"`model.num_classes`=5 does not fit `data`: DigitsDataModule yields labels of 10 classes. `model.num_classes` "
+     r"must be >= 10"),
+    (lambda: (ImageClassifier(backbone="mlp", image_size=8), DiabetesDataModule()),
+     r"`model`=ImageClassifier is a classifier, but `data`: DiabetesDataModule yields float regression targets of 1 "
+     r"value\(s\) per sample; use a regressor"),
+    (lambda: (CoTeaching(ImageClassifier(backbone="mlp", image_size=28)), DigitsDataModule()),
+     r"`model.image_size`=28 does not fit `data`: DigitsDataModule yields 1×8×8 images"),
+    (lambda: (MLPRegressor(in_features=784, out_features=1), DiabetesDataModule()),
+     r"`model.in_features`=784 does not fit `data`: DiabetesDataModule yields vectors of 10 features. Set "
+     r"`model.in_features` to 10"),
+    (lambda: (MLPRegressor(in_features=20, out_features=10), SyntheticLinearDataModule(n=50, q=4)),
+     r"`model.out_features`=10 does not fit `data`: SyntheticLinearDataModule yields float regression targets of 4 "
+     r"value\(s\) per sample. Set `model.out_features` to 4"),
+    (lambda: (MLPRegressor(in_features=64, out_features=10), DigitsDataModule()),
+     r"`model`=MLPRegressor is a regressor, but `data`: DigitsDataModule yields labels of 10 classes"),
+    (lambda: (LinearRegressor(dim=100), SyntheticRegressionDataModule(n=50, dim=4)),
+     r"`model.dim`=100 does not fit `data`: SyntheticRegressionDataModule yields vectors of 4 features"),
+    (lambda: (LinearRegressor(dim=20), SyntheticLinearDataModule(n=50, q=4)),
+     r"`model`=LinearRegressor predicts 1 target value\(s\) per sample, but `data`: SyntheticLinearDataModule yields "
+     r"float regression targets of 4"),
+    (lambda: (RealNVP(dim=3), TwoMoonsAnomalyDataModule(n_train=50, n_test=20)),
+     r"`model.dim`=3 does not fit `data`: TwoMoonsAnomalyDataModule yields vectors of 2 features. Set `model.dim` to 2"),
+    (lambda: (RCA(dim=4), TwoMoonsAnomalyDataModule(n_train=50, n_test=20)),
+     r"`model.dim`=4 does not fit `data`: TwoMoonsAnomalyDataModule yields vectors of 2 features"),
+    (lambda: (AutoEncoder(dim=4), TwoMoonsAnomalyDataModule(n_train=50, n_test=20)),
+     r"`model.dim`=4 does not fit `data`: TwoMoonsAnomalyDataModule"),
+    (lambda: (LinearProbe(width=4, num_classes=3), DigitsDataModule()),
+     r"`model.num_classes`=3 does not fit `data`: DigitsDataModule yields labels of 10 classes"),
+    (lambda: (LinearProbe(width=4, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images"),
+    (lambda: (SimCLR(width=4, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images"),
+])
+def test_model_that_does_not_fit_the_datamodule_fails_at_setup(tmp_path, one_torch_thread, make, message):
+    model, dm = make()
+    _fit_fails(tmp_path, model, dm, message)
+
+
+def test_image_classifier_vs_mnist_names_both_sides(tmp_path, one_torch_thread, shared_data):
+    dm = MNISTDataModule(root=str(shared_data), train_size=64)
+    _fit_fails(tmp_path, ImageClassifier(image_size=8), dm,
+               r"`model.image_size`=8 does not fit `data`: MNISTDataModule yields 1×28×28 images")
+
+
+def test_more_outputs_than_classes_is_a_warning(tmp_path, one_torch_thread):
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"`model.num_classes`=12 is more than `data`: DigitsDataModule has"):
+        trainer.fit(ImageClassifier(backbone="mlp", image_size=8, num_classes=12), datamodule=DigitsDataModule())
+
+
+@pytest.mark.parametrize("make, spec", [
+    (lambda: DigitsDataModule(), DataSpec("DigitsDataModule", (1, 8, 8), "class", num_classes=10)),
+    (lambda: DiabetesDataModule(), DataSpec("DiabetesDataModule", (10,), "regression", target_dim=1)),
+    (lambda: SyntheticRegressionDataModule(n=10, dim=3), DataSpec("SyntheticRegressionDataModule", (3,), "regression",
+                                                                  target_dim=1)),
+    (lambda: TwoMoonsAnomalyDataModule(n_train=10, n_test=4), DataSpec("TwoMoonsAnomalyDataModule", (2,), "anomaly")),
+])
+def test_datamodules_say_what_they_yield_once_set_up(make, spec):
+    dm = make()
+    assert dm.data_spec is None
+    dm.setup("fit")
+    assert dm.data_spec == spec
+
+
+@pytest.mark.parametrize("make, x, y, message", [
+    (lambda: ImageClassifier(image_size=8), torch.randn(8, 1, 28, 28), torch.arange(8),
+     r"`model.image_size`=8 does not fit `data`: the first training batch yields 1×28×28 images"),
+    (lambda: ImageClassifier(backbone="mlp", image_size=8, num_classes=3), torch.randn(8, 1, 8, 8), torch.arange(8),
+     r"`model.num_classes`=3 does not fit `data`: the first training batch yields labels up to 7 \(so at least 8 "
+     r"classes\)"),
+    (lambda: ImageClassifier(backbone="mlp", image_size=8), torch.randn(8, 1, 8, 8), torch.randn(8, 3),
+     r"`model`=ImageClassifier is a classifier, but `data`: the first training batch yields float regression targets"),
+    (lambda: MLPRegressor(in_features=4, out_features=2), torch.randn(8, 4), torch.randn(8, 3),
+     r"`model.out_features`=2 does not fit `data`: the first training batch yields float regression targets of 3"),
+    (lambda: LinearRegressor(dim=5), torch.randn(8, 4), torch.randn(8, 1),
+     r"`model.dim`=5 does not fit `data`: the first training batch yields vectors of 4 features"),
+    (lambda: None, torch.randn(8, 4), torch.randn(8, 1), None),  # fits: no error
+])
+def test_plain_dataloaders_are_checked_on_the_first_batch(tmp_path, one_torch_thread, make, x, y, message):
+    model = make() or LinearRegressor(dim=4)
+    loader = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=8)
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    if message is None:
+        trainer.fit(model, train_dataloaders=loader)
+        return
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(model, train_dataloaders=loader)
+
+
+# -- arguments: wrong type, scalar for a sequence, out of range (checked at construction) --------------------------
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: ImageClassifier(milestones=5), ValueError,
+     r"`milestones` must be a sequence of integers >= 1 \(e.g. \[30, 60\]\), got 5 \(a single int\)"),
+    (lambda: ImageClassifier(milestones=[0, 3]), ValueError, r"`milestones` must be a sequence of integers >= 1, got "
+                                                             r"\[0, 3\] \(offending: \[0\]\)"),
+    (lambda: ImageClassifier(num_classes=1), ValueError, r"`num_classes` must be an integer >= 2, got 1"),
+    (lambda: ImageClassifier(in_channels=0), ValueError, r"`in_channels` must be an integer >= 1, got 0"),
+    (lambda: ImageClassifier(image_size=3), ValueError, r"`image_size` must be an integer >= 4, got 3"),
+    (lambda: ImageClassifier(momentum=1.0), ValueError, r"`momentum` must be a number in \[0, 1\), got 1.0"),
+    (lambda: ImageClassifier(weight_decay=-1e-4), ValueError, r"`weight_decay` must be a number >= 0, got -0.0001"),
+    (lambda: ImageClassifier(gamma=0), ValueError, r"`gamma` must be a number > 0, got 0"),
+    (lambda: ImageClassifier(backbone="mlp", hidden="128"), ValueError, r"`hidden` must be an integer >= 1, got '128' "
+                                                                       r"\(a str\)"),
+    (lambda: ImageClassifier(lr="0.1"), ValueError, r"`lr` must be a number > 0, got '0.1' \(a str\)"),
+    (lambda: LinearRegressor(dim=0), ValueError, r"`dim` must be an integer >= 1, got 0"),
+    (lambda: LinearRegressor(lr=0), ValueError, r"`lr` must be a number > 0, got 0"),
+    (lambda: MLPRegressor(out_features=0), ValueError, r"`out_features` must be an integer >= 1, got 0"),
+    (lambda: MLPRegressor(hidden_layers=[256, 256]), ValueError, r"`hidden_layers` must be an integer >= 0, got "
+                                                                 r"\[256, 256\] \(a list\)"),
+    (lambda: BatchFilter("prl", 0.2, allow_large_drop="yes"), ValueError,
+     r"`allow_large_drop` must be True or False, got 'yes' \(a str\)"),
+    (lambda: CoTeaching(ImageClassifier(backbone="mlp"), seed=1.5), ValueError, r"`seed` must be an integer, got 1.5"),
+    (lambda: BackdoorMetrics(predict="argmax"), TypeError, r"`predict` must be a callable .* or None, got str"),
+    (lambda: BackdoorMetrics(target=None, source=3), ValueError,
+     r"`source`=3 needs a single-target attack, but `target` is None"),
+    (lambda: BackdoorMetrics(target=-1), ValueError, r"`target` must be an integer >= 0 or None, got -1"),
+    (lambda: SpectralNorm(modules=5), ValueError,
+     r"`modules` must be a glob pattern \(e.g. 'head'\), a non-empty list of them, or None, got 5"),
+    (lambda: SpectralNorm(modules=["head", ""]), ValueError, r"`modules` must be a glob pattern .*got \['head', ''\]"),
+    (lambda: SpectralNorm(types=5), ValueError, r"`types` must be a module class or name \(e.g. 'Linear'\), a list of "
+                                                r"them, or None, got 5"),
+    (lambda: SpectralNorm(types=[]), ValueError, r"`types` must name at least one module class, got an empty list"),
+    (lambda: SpectralNorm(types="Linaer"), ValueError, r"`types` entries must be module classes or their names .*got "
+                                                       r"'Linaer'"),
+    (lambda: SpectralNorm(clamp="no"), ValueError, r"`clamp` must be True or False, got 'no'"),
+    (lambda: apply_spectral_norm(torch.nn.Linear(2, 2), modules=5), ValueError, r"`modules` must be a glob pattern"),
+    (lambda: SimCLR(crop_scale=0.5), ValueError, r"`crop_scale` must be a pair of numbers \(low, high\) with 0 < low "
+                                                 r"<= high <= 1, got 0.5"),
+    (lambda: SimCLR(hidden_dim=0), ValueError, r"`hidden_dim` must be an integer >= 1, got 0"),
+    (lambda: SimCLR(weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
+    (lambda: SimCLR(backbone="resnet18", first_conv="no"), ValueError, r"`first_conv` must be True or False, got 'no'"),
+    (lambda: LinearProbe(backbone_checkpoint=5), TypeError, r"`backbone_checkpoint` must be a file path or None, got "
+                                                            r"int 5"),
+    (lambda: LinearProbe(weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
+    (lambda: AutoEncoder(dim=2, lr=0), ValueError, r"`lr` must be a number > 0, got 0"),
+    (lambda: RCA(dim=2, weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
+    (lambda: RealNVP(dim=2, n_power_iterations=0), ValueError, r"`n_power_iterations` must be an integer >= 1, got 0"),
+    (lambda: MNISTDataModule(train_size="100"), ValueError, r"`train_size` must be an integer >= 1 or None, got '100' "
+                                                            r"\(a str\)"),
+    (lambda: MNISTDataModule(batch_size=2.5), ValueError, r"`batch_size` must be an integer >= 1, got 2.5"),
+    (lambda: MNISTDataModule(num_workers=-1), ValueError, r"`num_workers` must be an integer >= 0, got -1"),
+    (lambda: MNISTDataModule(clean_ratio="0.5"), ValueError, r"`clean_ratio` must be in \[0.0, 1.0\], got '0.5'"),
+    (lambda: SyntheticRegressionDataModule(batch_size=0), ValueError, r"`batch_size` must be an integer >= 1, got 0"),
+    (lambda: SyntheticLinearDataModule(q=0), ValueError, r"`q` must be an integer >= 1, got 0"),
+    (lambda: BackdoorMNISTDataModule(target=1.5, source=2), ValueError,
+     r"`target` must be a class in \[0, 9\] or None, got 1.5"),
+    (lambda: SemiSupervisedBackdoorMNISTDataModule(labeled_fraction="20%"), ValueError,
+     r"`labeled_fraction` must be a number in \(0, 1\], got '20%' \(a str\)"),
+    (lambda: MixedImagesDataModule(num_workers=-2), ValueError, r"`num_workers` must be an integer >= 0, got -2"),
+    (lambda: TwoMoonsAnomalyDataModule(n_test=4, test_anomaly_ratio=0.1), ValueError,
+     r"`test_anomaly_ratio`=0.1 of `n_test`=4 gives 0 test anomalies; ROC-AUC needs between 1 and n_test - 1"),
+    (lambda: TwoMoonsAnomalyDataModule(batch_size="64"), ValueError, r"`batch_size` must be an integer >= 1, got '64'"),
+    (lambda: OneClassMNISTDataModule(anomaly_classes=3), ValueError,
+     r"`anomaly_classes` must be a non-empty list of classes in \[1, .*got 3 \(a single int\); e.g. \[3\]"),
+    (lambda: OneClassMNISTDataModule(pca_dim=2.5), ValueError, r"`pca_dim` must be an integer in \[1, 784\] or None, "
+                                                               r"got 2.5"),
+    (lambda: IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), corrupted=[0.5, 1, 2]), ValueError,
+     r"`corrupted` must be a boolean \(or 0/1\) mask, got values \[0.5, 1.0, 2.0\]"),
+])
+def test_bad_argument_is_named_with_range_and_value(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_numpy_integers_are_integers():
+    import numpy as np
+
+    assert MNISTDataModule(train_size=np.int64(100)).train_size == 100
+
+
+# -- configurations that would train on nothing, or name something that is not there -------------------------------
+def test_val_size_taking_the_whole_pool_is_an_error():
+    dm = DigitsDataModule(val_size=1300)  # the pool is 1797 - 497 held-out test digits
+    with pytest.raises(ValueError, match=r"`val_size` must be < 1300 \(the training pool\) so that training samples "
+                                         r"remain, got 1300"):
+        dm.setup("fit")
+
+
+def test_labeled_fraction_giving_no_labelled_sample_is_an_error(shared_data):
+    dm = SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_fraction=1e-5)
+    with pytest.raises(ValueError, match=r"`labeled_fraction`=1e-05 of the 6000 MNIST training digits .* gives 0 "
+                                         r"labelled samples; it must be >= 8.33e-05"):
+        dm.setup("fit")
+
+
+def test_poison_rate_poisoning_nothing_warns(shared_data):
+    dm = BackdoorMNISTDataModule(root=str(shared_data), target=1, source=2, poison_rate=1e-4, train_size=100)
+    with pytest.warns(UserWarning, match=r"`poison_rate`=0.0001 poisons no sample of the 100 in the training pool"):
+        dm.setup("fit")
+
+
+def test_backdoor_metrics_target_from_a_datamodule_without_an_attack(tmp_path, one_torch_thread):
+    trigger = PatchTrigger(size=2, value_range=(-1.0, 3.0))
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, callbacks=[BackdoorMetrics(trigger=trigger)])
+    with pytest.raises(ValueError, match=r"`BackdoorMetrics\(target='datamodule'\)` reads the attack from the "
+                                         r"datamodule, but `data`: DigitsDataModule has no `attack_target`; pass "
+                                         r"`target=None`"):
+        trainer.fit(ImageClassifier(backbone="mlp", image_size=8), datamodule=DigitsDataModule())
+    # multi-target on the same data is fine
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                           callbacks=[BackdoorMetrics(trigger=trigger, target=None)])
+    trainer.fit(ImageClassifier(backbone="mlp", image_size=8), datamodule=DigitsDataModule(val_size=64))
+
+
+def test_contamination_adding_no_anomaly_warns():
+    dm = TwoMoonsAnomalyDataModule(n_train=10, contamination=0.01, n_test=10)
+    with pytest.warns(UserWarning, match=r"`contamination`=0.01 adds no anomaly to 10 training samples"):
+        dm.setup("fit")
