@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from lit_robust import ITLM, IndexedDataset
+from lit_robust import ITLM
 from lit_robust.callbacks.itlm import RoundRecord, chance_accuracy, collapse_reasons
 from lit_robust.reporting import round_line
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
@@ -266,7 +266,14 @@ def test_keep_ratio_keeping_no_sample_is_an_error_before_training(tmp_path):
 
 
 def test_empty_training_set_is_an_error(tmp_path):
-    empty = IndexedDataset(TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+    class Empty(torch.utils.data.Dataset):  # IndexedDataset already refuses an empty set; a user's own may not
+        def __len__(self):
+            return 0
+
+        def __getitem__(self, i):
+            raise IndexError(i)
+
+    empty = Empty()
     itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
     trainer = tiny_trainer(tmp_path, 2, [itlm])
     with pytest.raises(ValueError, match="ITLM needs a non-empty training set: the training dataloader's dataset "
