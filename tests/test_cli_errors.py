@@ -1,0 +1,173 @@
+"""A user's mistakes through `lit-robust fit`: each ends with exit status != 0, no traceback, and the key named.
+
+Every case starts from a shipped config (shrunk to tiny data, progress bar left at its default) and makes one
+mistake, in the YAML or as a command-line override, the way a user would.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lit_robust.cli import main
+from tests.conftest import REPO, SHARED_DATA
+
+_DELETE = object()
+
+
+def _small(name: str, tmp_path: Path) -> dict:
+    cfg = yaml.safe_load((REPO / "configs" / name).read_text())
+    trainer = cfg["trainer"]
+    trainer.update(default_root_dir=str(tmp_path), accelerator="cpu", logger=False, limit_val_batches=1,
+                   limit_train_batches=2)
+    trainer["callbacks"] = [c for c in trainer.get("callbacks") or [] if "ModelCheckpoint" not in c["class_path"]]
+    trainer["enable_checkpointing"] = False
+    for cb in trainer["callbacks"]:
+        args = cb.get("init_args") or {}
+        if "round_epochs" in args:
+            args.update(round_epochs=[1, 1], verbose=False, plot=False)
+        if "warmup_epochs" in args:
+            args["warmup_epochs"] = 0
+    rounds = next((c["init_args"]["round_epochs"] for c in trainer["callbacks"]
+                   if "round_epochs" in (c.get("init_args") or {})), None)
+    trainer["max_epochs"] = sum(rounds) if rounds else 1
+    data = cfg.get("data", {}).get("init_args", {})
+    if "root" in data:
+        data["root"] = str(SHARED_DATA)
+    if "train_size" in data:
+        data["train_size"], data["val_size"] = 300, 100
+    return cfg
+
+
+def _set(cfg: dict, path: str, value: Any) -> None:
+    """``_set(cfg, "trainer.callbacks[0].init_args.keep_ratio", 1.5)``; ``_DELETE`` removes the key."""
+    keys = [int(k) if k.isdigit() else k for k in re.findall(r"[^.\[\]]+", path)]
+    node = cfg
+    for k in keys[:-1]:
+        node = node[k] if isinstance(k, int) else node.setdefault(k, {})
+    if value is _DELETE:
+        del node[keys[-1]]
+    elif isinstance(node, list) and keys[-1] == len(node):
+        node.append(value)
+    else:
+        node[keys[-1]] = value
+
+
+DIGITS = "itlm_digits.yaml"
+PRL = "prl_mnist.yaml"
+PATCH = "backdoor_patch_prl_at.yaml"
+MOONS = "robust_realnvp_moons.yaml"
+REG = "prl_regression.yaml"
+COT = "coteaching_mnist.yaml"
+RCA = "rca_mnist.yaml"
+FINETUNE = "simclr_finetune_prl.yaml"
+SIMCLR = "simclr_pretrain.yaml"
+CB0, CB1 = "trainer.callbacks[0].init_args", "trainer.callbacks[1].init_args"
+M, D = "model.init_args", "data.init_args"
+
+# (id, config, YAML edits, command-line overrides, what the message must name)
+CASES = [
+    # ITLM
+    ("itlm-keep-ratio-above-1", DIGITS, {f"{CB0}.keep_ratio": 1.5}, [], "keep_ratio"),
+    ("itlm-keep-ratio-zero", DIGITS, {}, ["--trainer.callbacks.init_args.keep_ratio", "0"], "keep_ratio"),
+    ("itlm-keep-ratio-text", DIGITS, {f"{CB0}.keep_ratio": "half"}, [], "keep_ratio"),
+    ("itlm-round-epochs-zero", DIGITS, {f"{CB0}.round_epochs": [0, 2]}, [], "round_epochs"),
+    ("itlm-round-epochs-scalar", DIGITS, {f"{CB0}.round_epochs": 6}, [], "round_epochs"),
+    ("itlm-round-epochs-vs-max-epochs", DIGITS, {}, ["--trainer.max_epochs", "5"], "round_epochs"),
+    ("itlm-unknown-argument", DIGITS, {f"{CB0}.keep_ration": 0.5}, [], "keep_ration"),
+    ("itlm-monitor-never-logged", DIGITS, {f"{CB0}.monitor": "val_accuracy"}, [], "monitor"),
+    ("itlm-keeps-nothing", DIGITS, {f"{CB0}.keep_ratio": 0.001, "data.init_args.train_size": 100}, [], "keep_ratio"),
+    ("itlm-unknown-on-collapse", DIGITS, {f"{CB0}.on_collapse": "ignore"}, [], "on_collapse"),
+    ("itlm-verbose-text", DIGITS, {f"{CB0}.verbose": "loud"}, [], "verbose"),
+    ("unknown-callback-class", DIGITS, {"trainer.callbacks[0].class_path": "lit_robust.ITLMM"}, [], "ITLMM"),
+    # BatchFilter / AdversarialTrigger / SpectralNorm
+    ("filter-drop-ratio-above-half", PRL, {f"{CB0}.drop_ratio": 0.6}, [], "drop_ratio"),
+    ("filter-drop-ratio-negative", PRL, {f"{CB0}.drop_ratio": -0.1}, [], "drop_ratio"),
+    ("filter-unknown-rule", PRL, {f"{CB0}.rule": "prll"}, [], "rule"),
+    ("filter-unknown-scope", PRL, {f"{CB0}.scope": "world"}, [], "scope"),
+    ("filter-negative-warmup", PRL, {f"{CB0}.warmup_epochs": -1}, [], "warmup_epochs"),
+    ("filter-unknown-loss", PRL, {f"{CB0}.loss": "hinge"}, [], "loss"),
+    ("trigger-negative-tau", PATCH, {f"{CB1}.tau": -0.1}, [], "tau"),
+    ("trigger-unknown-filter-in", PATCH, {f"{CB1}.filter_in": "middle"}, [], "filter_in"),
+    ("trigger-bad-value-range", PATCH, {f"{CB1}.value_range": "pixels"}, [], "value_range"),
+    ("spectral-k-zero", FINETUNE, {f"{CB1}.k": 0.0}, [], "k"),
+    ("spectral-unknown-mode", FINETUNE, {f"{CB1}.mode": "squash"}, [], "mode"),
+    # models
+    ("model-unknown-backbone", PRL, {f"{M}.backbone": "resnet99"}, [], "backbone"),
+    ("model-negative-lr", PRL, {f"{M}.lr": -0.1}, [], "lr"),
+    ("model-lr-text", PRL, {}, ["--model.init_args.lr", "fast"], "lr"),
+    ("model-unknown-argument", PRL, {f"{M}.learning_rate": 0.1}, [], "learning_rate"),
+    ("model-unknown-class", PRL, {"model.class_path": "lit_robust.ImageClassifer"}, [], "ImageClassifer"),
+    ("model-image-size-vs-data", PRL, {f"{M}.backbone": "mlp", f"{M}.image_size": 8}, [], "image_size"),
+    ("model-classes-vs-data", PRL, {f"{M}.num_classes": 5}, [], "num_classes"),
+    ("model-momentum-above-1", PRL, {f"{M}.momentum": 1.5}, [], "momentum"),
+    ("model-milestones-scalar", PRL, {f"{M}.milestones": 5}, [], "milestones"),
+    ("model-negative-weight-decay", PATCH, {f"{M}.weight_decay": -0.01}, [], "weight_decay"),
+    ("model-unknown-optimizer", PATCH, {f"{M}.optimizer": "adamw2"}, [], "optimizer"),
+    ("regressor-in-features-vs-data", REG, {f"{M}.in_features": 100}, [], "in_features"),
+    ("regressor-out-features-vs-data", REG, {f"{M}.out_features": 3}, [], "out_features"),
+    ("coteaching-drop-ratio", COT, {f"{M}.drop_ratio": 0.7}, [], "drop_ratio"),
+    ("coteaching-unknown-rule", COT, {f"{M}.rule": "co"}, [], "rule"),
+    ("flow-dim-vs-data", MOONS, {f"{M}.dim": 3}, [], "dim"),
+    ("flow-drop-ratio", MOONS, {f"{M}.drop_ratio": 0.9}, [], "drop_ratio"),
+    ("flow-negative-k", MOONS, {f"{M}.k": -1.0}, [], "k"),
+    ("rca-dim-vs-pca", RCA, {f"{M}.dim": 16}, [], "dim"),
+    ("simclr-negative-temperature", SIMCLR, {f"{M}.temperature": -0.5}, [], "temperature"),
+    ("probe-missing-backbone-file", FINETUNE, {f"{M}.backbone_checkpoint": "no/such/file.ckpt"}, [],
+     "backbone_checkpoint"),
+    # data
+    ("data-clean-ratio-above-1", PRL, {f"{D}.clean_ratio": 1.5}, [], "clean_ratio"),
+    ("data-unknown-noise", PRL, {f"{D}.noise": "gaussian"}, [], "noise"),
+    ("data-missing-root", PRL, {f"{D}.root": "/no/such/folder"}, [], "root"),
+    ("data-train-size-zero", PRL, {f"{D}.train_size": 0}, [], "train_size"),
+    ("data-val-size-too-big", PRL, {f"{D}.val_size": 100000}, [], "val_size"),
+    ("data-batch-size-zero", PRL, {f"{D}.batch_size": 0}, [], "batch_size"),
+    ("data-val-size-takes-whole-pool", DIGITS, {f"{D}.val_size": 1300}, [], "val_size"),
+    ("data-no-labelled-sample", SIMCLR, {f"{D}.labeled_fraction": 0.00001}, [], "labeled_fraction"),
+    ("backdoor-metrics-on-data-without-attack", PRL, {"trainer.callbacks[1]": {
+        "class_path": "lit_robust.BackdoorMetrics", "init_args": {"target": "datamodule"}}}, [], "trigger"),
+    ("data-unknown-attack", PATCH, {f"{D}.attack": "sticker"}, [], "attack"),
+    ("data-poison-rate-above-1", PATCH, {f"{D}.poison_rate": 1.2}, [], "poison_rate"),
+    ("data-contamination-negative", MOONS, {f"{D}.contamination": -0.1}, [], "contamination"),
+    ("data-unknown-corruption", REG, {f"{D}.corruption": "flip"}, [], "corruption"),
+    ("data-unknown-argument", PRL, {f"{D}.trainsize": 300}, [], "trainsize"),
+    # trainer and Lightning's own callbacks
+    ("trainer-negative-max-epochs", PRL, {}, ["--trainer.max_epochs", "-3"], "max_epochs"),
+    ("trainer-unknown-key", PRL, {"trainer.max_epoch": 3}, [], "max_epoch"),
+    ("checkpoint-monitor-never-logged", PRL,
+     {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
+         "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"monitor": "val_los"}}}, [],
+     "val_los"),
+    ("missing-config-file", PRL, {}, ["--config", "no_such_config.yaml"], "no_such_config.yaml"),
+    ("fit-ckpt-path-missing-file", PRL, {}, ["--ckpt_path", "no_such.ckpt"], "ckpt_path"),
+]
+
+
+def test_table_is_large_enough():
+    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+
+
+@pytest.mark.parametrize(("config", "edits", "overrides", "named"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_config_ends_cleanly(tmp_path, capsys, config, edits, overrides, named, one_torch_thread):
+    cfg = _small(config, tmp_path)
+    for path, value in edits.items():
+        _set(cfg, path, value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:  # any other exception is a traceback for the user
+        main(["fit", "--config", str(bad), *overrides])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert exit_info.value.code not in (0, None), text
+    assert "Traceback" not in text, text
+    assert named in text, text
