@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin
 
 __all__ = ["DCGAN", "dcgan_init"]
@@ -111,6 +112,20 @@ class DCGAN(RobustMixin, pl.LightningModule):
         self.register_buffer("fixed_z", torch.randn(num_fixed, latent_dim, generator=g))
         self._noise = torch.Generator()
         self._noise.manual_seed(seed + 2)
+        self._image_shape = (channels, image_size, image_size)
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the datamodule's images are ``channels``×``image_size``×``image_size``."""
+        c, size, _ = self._image_shape
+        shape = tuple(spec.input_shape)
+        if len(shape) != 3 or shape[0] != c:
+            raise misfit("channels", c, spec, spec.inputs(), "Set `model.channels` to the images' channels.")
+        if shape[1:] != (size, size):
+            raise misfit("image_size", size, spec, spec.inputs(),
+                         f"Set `model.image_size` to {shape[1]}." if shape[1] == shape[2] else "")
 
     # -- networks -----------------------------------------------------------------------------------
     def generate(self, z: Tensor) -> Tensor:

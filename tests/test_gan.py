@@ -196,3 +196,14 @@ def test_sample_grid_without_itlm_saves_at_the_end_or_every_epoch(mixture, tmp_p
     tiny_trainer(tmp_path, 2, [per_round, per_epoch], limit_train_batches=1).fit(DCGAN(**SMALL), fresh(mixture))
     assert list(per_round.paths) == [0] and per_round.paths[0] == str(tmp_path / "samples" / "round0.png")
     assert sorted(per_epoch.paths) == [0, 1]
+
+
+def test_dcgan_checks_the_datamodule_images_at_setup(tmp_path, shared_data):
+    data = MixedImagesDataModule(root=str(shared_data), clean_ratio=0.7, train_size=64)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         accelerator="cpu", default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"`model.image_size`=32 does not fit `data`: MixedImagesDataModule yields "
+                                         r"1×28×28 images. Set `model.image_size` to 28."):
+        trainer.fit(DCGAN(image_size=32), data)
+    with pytest.raises(ValueError, match=r"`model.channels`=3 does not fit `data`"):
+        trainer.fit(DCGAN(channels=3), data)

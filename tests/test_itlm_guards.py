@@ -343,3 +343,16 @@ def test_ddp_collapse_decision_is_the_same_on_every_rank(tmp_path):
     assert ranks[0] == ranks[1]
     first = ranks[0]["history"][0]
     assert first["collapsed"] and first["first_epoch_loss"] == pytest.approx(2.0, abs=0.02)
+
+
+def test_a_fit_that_ends_before_the_last_round_says_so(tmp_path):
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    with pytest.warns(UserWarning, match=r"ITLM: the fit ended after 1 of 2 rounds \(at epoch 1 of 2\).*max_steps"):
+        fit(tmp_path, itlm, max_steps=3)  # 240 samples / 32 per batch: 8 steps per epoch, stopped in epoch 0
+    assert len(itlm.history) == 1
+
+
+def test_a_fit_that_runs_all_rounds_does_not_warn(tmp_path, recwarn):
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    fit(tmp_path, itlm)
+    assert len(itlm.history) == 2 and not [w for w in recwarn if "the fit ended after" in str(w.message)]

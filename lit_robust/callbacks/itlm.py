@@ -383,6 +383,14 @@ class ITLM(Callback):
         self._end_round(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if len(self.history) < self.num_rounds and not trainer.interrupted:
+            # e.g. `EarlyStopping` or `max_steps`/`max_time`: the model is one of an unfinished round
+            rank_zero_warn(
+                f"ITLM: the fit ended after {len(self.history)} of {self.num_rounds} rounds (at epoch "
+                f"{trainer.current_epoch} of {sum(self.round_epochs)}): something other than `max_epochs` stopped it "
+                "(EarlyStopping, `max_steps`, `max_time`, `trainer.should_stop`), so the model is not the last "
+                "round's."
+            )
         if self.verbose and self.history:
             _print_round_table(self.history, self.monitor)
         if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
