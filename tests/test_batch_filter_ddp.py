@@ -13,6 +13,23 @@ from lit_robust import AdversarialTrigger, BatchFilter, CoTeaching
 from tests.conftest import TinyModel, blobs
 
 
+def fit_on_two_ranks(make):
+    """``trainer.fit`` of ``make()``'s ``(trainer, module, data)``, tried a second time (fresh objects, same seed)
+    if a spawned rank dies of a signal. Seen when these tests run after other test files (3 of 8 such runs on
+    2026-11-30, 0 of 16 fits in isolation): rank 1 aborts in torch's teardown ("terminate called without an active
+    exception") after `Trainer.fit` has ended; the cause was not found. A retry that fails again fails the test,
+    and the records the test checks are the second try's."""
+    for attempt in (0, 1):
+        pl.seed_everything(0, verbose=False)
+        trainer, module, data = make()
+        try:
+            trainer.fit(module, data)
+            return
+        except torch.multiprocessing.ProcessExitedException as err:
+            if attempt or err.signal_name is None:
+                raise
+
+
 class OddBlobs(pl.LightningDataModule):
     """241 samples in one batch per rank: the DistributedSampler pads rank 1's batch with a repeat of an index
     in rank 0's batch of the same step."""
@@ -82,17 +99,21 @@ def reference_masks(steps_by_rank, which):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("kind", ["batch_filter", "coteaching"])
 def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
-    pl.seed_everything(0, verbose=False)
     out = str(tmp_path / "steps")
-    if kind == "batch_filter":
-        module, callbacks = TinyModel(), [SpyFilter("spl", drop_ratio=0.3, warmup_epochs=1, scope="global", out=out)]
-    else:
-        module, callbacks = SpyCoTeaching(TinyModel(), rule="spl", drop_ratio=0.3, warmup_epochs=1, scope="global",
-                                      out=out), []
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True)
-    trainer.fit(module, OddBlobs())
+
+    def make():
+        if kind == "batch_filter":
+            module, callbacks = TinyModel(), [SpyFilter("spl", drop_ratio=0.3, warmup_epochs=1, scope="global",
+                                                        out=out)]
+        else:
+            module, callbacks = SpyCoTeaching(TinyModel(), rule="spl", drop_ratio=0.3, warmup_epochs=1,
+                                              scope="global", out=out), []
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, deterministic=True)
+        return trainer, module, OddBlobs()
+
+    fit_on_two_ranks(make)
     ranks = [json.load(open(f"{out}.{r}")) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) > 0
     filtered = [(a, b) for a, b in zip(*ranks) if a["eps"] > 0]
@@ -124,14 +145,17 @@ class SpyTrigger(AdversarialTrigger):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("scope", ["global", "local"])
 def test_adversarial_trigger_global_scope_shares_one_perturbation(scope, tmp_path):
-    pl.seed_everything(0, verbose=False)
     out, tau = str(tmp_path / "c"), 0.25
-    callbacks = [BatchFilter("spl", drop_ratio=0.3, scope="global"),
-                 SpyTrigger(tau=tau, value_range=None, scope=scope, out=out)]
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True)
-    trainer.fit(TinyModel(), OddBlobs())
+
+    def make():
+        callbacks = [BatchFilter("spl", drop_ratio=0.3, scope="global"),
+                     SpyTrigger(tau=tau, value_range=None, scope=scope, out=out)]
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, deterministic=True)
+        return trainer, TinyModel(), OddBlobs()
+
+    fit_on_two_ranks(make)
     ranks = [json.load(open(f"{out}.{r}")) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2
     same = [a["c"] == b["c"] for a, b in zip(*ranks)]
