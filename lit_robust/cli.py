@@ -19,6 +19,7 @@ import linecache
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,9 @@ class RobustCLI(LightningCLI):
                                      "or a checkpoint file.")
             found = best
         cfg["ckpt_path"] = found
+        # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
+        # changed is expected here, not news
+        warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
 
 
 def _checkpoint_dirs(trainer: pl.Trainer) -> list[str]:
