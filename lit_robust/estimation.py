@@ -1,0 +1,324 @@
+"""Estimate the fraction of corrupted samples from per-sample scores.
+
+A *score* is any per-sample number where larger means more suspicious: a training loss, a PRL(L)
+gradient norm, ``-log p(x)`` of a flow, a reconstruction error. After a few epochs of training the
+scores of clean samples form one low mode and those of corrupted samples a second, higher one; a
+two-component 1-D mixture fitted to the scores gives
+
+* ``rate``: the estimated corrupted fraction ``eps_hat``, and
+* ``clean_posterior``: per sample, ``P(clean | score)``.
+
+Two mixtures are offered (:func:`estimate_corruption`):
+
+``"gmm"``
+    Two Gaussians fitted by EM (float64) to ``t = log(s - min(s) + delta)`` with
+    ``delta = 0.5 * q25(s - min(s))``. DivideMix (Li, Socher & Hoi, ICLR 2020, "DivideMix: Learning
+    with Noisy Labels as Semi-supervised Learning") fits a GMM to min-max normalised CE losses; a GMM
+    is affine-equivariant, so min-max normalising changes nothing, and the clean mode of losses is
+    strongly right-skewed (exponential-like), which a second Gaussian then "explains" even when no
+    sample is corrupted. The log with that offset makes exponential, Gamma(2) and half-normal clean
+    modes roughly symmetric (sample skewness -0.0 / +0.0 / -0.3 at 200k draws, against +2.0 / +1.4 /
+    +1.0 unlogged); ``delta`` is relative to the score scale, so the transform is scale-free.
+
+``"bmm"``
+    Two Beta distributions on min-max normalised scores clamped into ``[1e-4, 1 - 1e-4]``, fitted by
+    EM whose M-step is a weighted method of moments (Arazo, Ortego, Albert, O'Connor & McGuinness,
+    ICML 2019, "Unsupervised label noise modeling and loss correction")::
+
+        m_k = sum_i r_ik x_i / sum_i r_ik,   v_k = sum_i r_ik (x_i - m_k)^2 / sum_i r_ik
+        alpha_k = m_k (m_k (1 - m_k) / v_k - 1),   beta_k = alpha_k (1 - m_k) / m_k
+
+The EM for both (``k = 0`` the low "clean" component, ``k = 1`` the high one)::
+
+    E: r_ik = pi_k f_k(x_i) / sum_j pi_j f_j(x_i)
+    M: pi_k = mean_i r_ik;  gmm: mu_k, var_k = weighted mean and variance (+ a variance floor)
+
+Model selection -- clean data must give ``eps_hat ~ 0``, not 0.5. A second component is accepted only
+if (a) its BIC is lower than that of the one-component fit (``BIC = -2 logL + p ln n``, p = 2 vs 5), (b)
+its components are separated: Ashman's ``D = sqrt(2) |mu_1 - mu_0| / sqrt(var_0 + var_1) >= 2`` (gmm,
+on the transformed scale; for bmm on the normalised scale with the Beta means and variances), and (c)
+the high component has the higher mean, and (d) the high component is the minority (weight < 1/2):
+like every trimming method here, the estimator assumes ``eps < 0.5``. Rule (d) is what rejects the
+spurious split of a clean, log-transformed mode into a small low tail and a "high" bulk (measured on
+clean exponential and half-normal scores, n = 4000: high weight ~0.8, Ashman D ~2.6). Otherwise ``rate`` is 0 for the finite scores and every
+finite posterior is 1.
+
+Rate: ``eps_hat = 1 - mean(clean_posterior)`` over all n samples, i.e. the mean posterior of the high
+component over the finite scores (equal to its EM weight at convergence), with non-finite scores
+counted as corrupted: ``eps_hat = (nonfinite + eps_finite * n_finite) / n``.
+
+Determinism: the scores are sorted before fitting, initialisation uses quantiles (no RNG), and the
+posteriors are mapped back to the input order, so the result depends only on the multiset of scores
+(identical for any permutation, hence for any split across DDP ranks once gathered).
+
+Nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["CorruptionEstimate", "estimate_corruption"]
+
+_METHODS = ("gmm", "bmm")
+_MIN_ASHMAN_D = 2.0
+_BMM_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class CorruptionEstimate:
+    """Result of :func:`estimate_corruption`.
+
+    Attributes:
+        rate: estimated corrupted fraction ``eps_hat`` in ``[0, 1)`` (1.0 only if every score is non-finite).
+        clean_posterior: float64 tensor, ``P(clean | score)`` per sample, in the input order; 0 for
+            non-finite scores.
+        method: ``"gmm"`` or ``"bmm"``.
+        n: number of scores.
+        nonfinite: number of NaN/inf scores (counted as corrupted).
+        two_components: whether the two-component model was selected (``False``: one mode, rate from
+            the non-finite scores only).
+        reason: why the result is what it is (``"two components"``, ``"one component (BIC)"``,
+            ``"one component (separation)"``, ``"all equal"``, ``"too few samples"``, ...).
+        means, stds, weights: the fitted (low, high) components on the fitting scale (gmm: the
+            log-transformed scores; bmm: the normalised scores), ``None`` when no fit was made.
+        ashman_d: separation of the two fitted components, ``None`` when no fit was made.
+        bic1, bic2: BIC of the one- and two-component fits, ``None`` when no fit was made.
+        n_iter: EM iterations run; converged: whether EM met ``tol`` within ``max_iter``.
+    """
+
+    rate: float
+    clean_posterior: Tensor
+    method: str
+    n: int
+    nonfinite: int
+    two_components: bool
+    reason: str
+    means: tuple[float, float] | None = None
+    stds: tuple[float, float] | None = None
+    weights: tuple[float, float] | None = None
+    ashman_d: float | None = None
+    bic1: float | None = None
+    bic2: float | None = None
+    n_iter: int = 0
+    converged: bool = False
+
+
+def estimate_corruption(
+    scores: Tensor,
+    method: Literal["gmm", "bmm"] = "gmm",
+    *,
+    max_iter: int = 500,
+    tol: float = 1e-8,
+    min_samples: int = 20,
+) -> CorruptionEstimate:
+    """Estimate the corrupted fraction of ``scores`` (larger = more suspicious) with a 2-component mixture.
+
+    See the module docstring for the transforms, the EM formulas, model selection and references.
+
+    Args:
+        scores: 1-D tensor, one score per sample. NaN/inf entries are counted as corrupted.
+        method: ``"gmm"`` (Gaussian mixture on log-shifted scores) or ``"bmm"`` (Beta mixture on
+            min-max normalised scores).
+        max_iter: maximum EM iterations (>= 1).
+        tol: stop when the mean log-likelihood per sample changes by less than this (>= 0).
+        min_samples: with fewer finite scores no mixture is fitted: the finite part counts as clean
+            and a warning says so (>= 2).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> clean = torch.empty(1600, dtype=torch.float64).exponential_(10.0, generator=g)
+        >>> noisy = 2.0 + 0.5 * torch.randn(400, dtype=torch.float64, generator=g).abs()
+        >>> est = estimate_corruption(torch.cat([clean, noisy]))
+        >>> round(est.rate, 2), est.two_components
+        (0.2, True)
+        >>> estimate_corruption(clean).rate
+        0.0
+    """
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be 'gmm' or 'bmm', got {method!r}.")
+    if not isinstance(scores, Tensor):
+        raise ValueError(f"`scores` must be a torch.Tensor, got {type(scores).__name__}.")
+    if scores.ndim != 1:
+        raise ValueError(f"`scores` must be a 1-D tensor with one score per sample, got shape {tuple(scores.shape)}.")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be an integer >= 1, got {max_iter!r}.")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0.0:
+        raise ValueError(f"`tol` must be a number >= 0, got {tol!r}.")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
+        raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
+    if scores.is_complex():
+        raise ValueError(f"`scores` must be real, got dtype {scores.dtype}.")
+
+    s = scores.detach().to(device="cpu", dtype=torch.float64)
+    n = s.numel()
+    finite = torch.isfinite(s)
+    n_bad = n - int(finite.sum().item())
+    if n_bad:
+        warnings.warn(f"estimate_corruption: {n_bad} of {n} scores are NaN or infinite; they count as corrupted "
+                      "and are left out of the fit.", RuntimeWarning, stacklevel=2)
+    xs, order = torch.sort(s[finite], stable=True)
+    m = xs.numel()
+
+    def result(post_sorted: Tensor, reason: str, two: bool, **kw) -> CorruptionEstimate:
+        post = torch.zeros(n, dtype=torch.float64)
+        fin_post = torch.empty(m, dtype=torch.float64)
+        fin_post[order] = post_sorted
+        post[finite] = fin_post
+        # sum over the sorted posteriors: order-independent
+        rate = (n_bad + (m - float(post_sorted.sum().item()))) / n if n else 0.0
+        return CorruptionEstimate(rate=max(0.0, rate), clean_posterior=post, method=method, n=n, nonfinite=n_bad,
+                                  two_components=two, reason=reason, **kw)
+
+    ones = torch.ones(m, dtype=torch.float64)
+    if m < min_samples:
+        if n:
+            warnings.warn(f"estimate_corruption: only {m} finite scores (< `min_samples`={min_samples}); no mixture "
+                          "is fitted and the finite scores count as clean.", RuntimeWarning, stacklevel=2)
+        return result(ones, "too few samples", False)
+    if xs[0] == xs[-1]:
+        return result(ones, "all equal", False)
+
+    if method == "gmm":
+        x = gmm_transform(xs)
+        fit = _fit_gmm(x, _quantile_init(x), max_iter, tol)
+        ll1 = _normal_loglik(x, x.mean(), x.var(correction=0)).sum().item()
+    else:
+        x = bmm_transform(xs)
+        fit = _fit_bmm(x, _quantile_init(x), max_iter, tol)
+        a1, b1 = _beta_moments(x.mean(), x.var(correction=0))
+        ll1 = _beta_logpdf(x, a1, b1).sum().item()
+
+    bic1 = -2.0 * ll1 + 2.0 * math.log(m)
+    bic2 = -2.0 * fit["loglik"] + 5.0 * math.log(m)
+    mu, var, w = fit["means"], fit["vars"], fit["weights"]
+    d = math.sqrt(2.0) * abs(mu[1] - mu[0]) / math.sqrt(var[0] + var[1]) if var[0] + var[1] > 0 else math.inf
+    info = dict(means=(mu[0], mu[1]), stds=(math.sqrt(var[0]), math.sqrt(var[1])), weights=(w[0], w[1]),
+                ashman_d=d, bic1=bic1, bic2=bic2, n_iter=fit["n_iter"], converged=fit["converged"])
+    if not bic2 < bic1:
+        return result(ones, "one component (BIC)", False, **info)
+    if not (d >= _MIN_ASHMAN_D and mu[1] > mu[0]):
+        return result(ones, "one component (separation)", False, **info)
+    if not w[1] < w[0]:
+        return result(ones, "one component (high component is the majority)", False, **info)
+    return result(fit["resp"][:, 0].clone(), "two components", True, **info)
+
+
+def gmm_transform(xs: Tensor) -> Tensor:
+    """``log(s - min(s) + delta)`` with ``delta = 0.5 * q25(s - min(s))`` (or ``1e-3 * range`` if that is 0)."""
+    z = xs - xs.min()
+    delta = 0.5 * torch.quantile(z, 0.25).item()
+    if not delta > 0.0:
+        delta = 1e-3 * z.max().item()
+    return torch.log(z + delta)
+
+
+def bmm_transform(xs: Tensor) -> Tensor:
+    """Min-max normalised scores clamped into ``[1e-4, 1 - 1e-4]`` (Arazo et al. 2019)."""
+    lo, hi = xs.min(), xs.max()
+    return ((xs - lo) / (hi - lo)).clamp(_BMM_EPS, 1.0 - _BMM_EPS)
+
+
+def _quantile_init(x: Tensor) -> Tensor:
+    """Initial responsibilities: the lower half of the sorted scores to component 0, the upper to 1."""
+    m = x.numel()
+    r = torch.zeros(m, 2, dtype=torch.float64)
+    half = m // 2
+    r[:half, 0] = 1.0
+    r[half:, 1] = 1.0
+    return r
+
+
+def _var_floor(x: Tensor) -> float:
+    return 1e-6 * float(x.var(correction=0).item()) + 1e-12
+
+
+def _normal_loglik(x: Tensor, mu, var) -> Tensor:
+    return -0.5 * (math.log(2.0 * math.pi) + torch.log(torch.as_tensor(var, dtype=torch.float64))
+                   + (x - mu) ** 2 / var)
+
+
+def _weighted_moments(x: Tensor, r: Tensor, floor: float) -> tuple[Tensor, Tensor, Tensor]:
+    nk = r.sum(0)
+    mu = (r * x[:, None]).sum(0) / nk
+    var = (r * (x[:, None] - mu) ** 2).sum(0) / nk + floor
+    return nk / x.numel(), mu, var
+
+
+def _em(x: Tensor, resp: Tensor, max_iter: int, tol: float, m_step, log_dens) -> dict:
+    """Generic 2-component EM starting with an M-step from ``resp``."""
+    m = x.numel()
+    prev = -math.inf
+    converged = False
+    it = 0
+    params = None
+    ll = -math.inf
+    for it in range(1, max_iter + 1):  # noqa: B007 - it is reported
+        w, params = m_step(x, resp)
+        if float(w.min().item()) <= 1e-12:  # a component emptied: the one-component fit is the answer
+            break
+        logp = log_dens(x, params) + torch.log(w)
+        lse = torch.logsumexp(logp, dim=1)
+        resp = torch.exp(logp - lse[:, None])
+        ll = float(lse.sum().item())
+        if abs(ll - prev) <= tol * m:
+            converged = True
+            break
+        prev = ll
+    return {"w": w, "params": params, "resp": resp, "loglik": ll, "n_iter": it, "converged": converged}
+
+
+def _fit_gmm(x: Tensor, resp: Tensor, max_iter: int, tol: float) -> dict:
+    floor = _var_floor(x)
+
+    def m_step(x, r):
+        w, mu, var = _weighted_moments(x, r, floor)
+        return w, (mu, var)
+
+    def log_dens(x, p):
+        mu, var = p
+        return _normal_loglik(x[:, None], mu, var)
+
+    out = _em(x, resp, max_iter, tol, m_step, log_dens)
+    mu, var = out["params"]
+    return {"means": mu.tolist(), "vars": var.tolist(), "weights": out["w"].tolist(), "resp": out["resp"],
+            "loglik": out["loglik"], "n_iter": out["n_iter"], "converged": out["converged"]}
+
+
+def _beta_moments(mean, var) -> tuple[Tensor, Tensor]:
+    """Method-of-moments Beta parameters; the variance is capped below ``mean (1 - mean)``."""
+    mean = torch.as_tensor(mean, dtype=torch.float64)
+    var = torch.minimum(torch.as_tensor(var, dtype=torch.float64), mean * (1.0 - mean) * (1.0 - 1e-6))
+    common = mean * (1.0 - mean) / var - 1.0
+    return mean * common, (1.0 - mean) * common
+
+
+def _beta_logpdf(x: Tensor, a, b) -> Tensor:
+    return ((a - 1.0) * torch.log(x) + (b - 1.0) * torch.log1p(-x)
+            + torch.lgamma(a + b) - torch.lgamma(a) - torch.lgamma(b))
+
+
+def _fit_bmm(x: Tensor, resp: Tensor, max_iter: int, tol: float) -> dict:
+    floor = _var_floor(x)
+
+    def m_step(x, r):
+        w, mu, var = _weighted_moments(x, r, floor)
+        return w, _beta_moments(mu, var)
+
+    def log_dens(x, p):
+        a, b = p
+        return _beta_logpdf(x[:, None], a, b)
+
+    out = _em(x, resp, max_iter, tol, m_step, log_dens)
+    a, b = out["params"]
+    mean = a / (a + b)
+    var = a * b / ((a + b) ** 2 * (a + b + 1.0))
+    return {"means": mean.tolist(), "vars": var.tolist(), "weights": out["w"].tolist(), "resp": out["resp"],
+            "loglik": out["loglik"], "n_iter": out["n_iter"], "converged": out["converged"]}
+
