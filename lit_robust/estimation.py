@@ -21,7 +21,8 @@ Two mixtures are offered (:func:`estimate_corruption`):
     +1.0 unlogged); ``delta`` is relative to the score scale, so the transform is scale-free.
 
 ``"bmm"``
-    Two Beta distributions on min-max normalised scores clamped into ``[1e-4, 1 - 1e-4]``, fitted by
+    Two Beta distributions on min-max normalised scores, offset into the open interval (0, 1) by the
+    same ``delta`` (see :func:`bmm_transform`; Arazo et al. clamp into ``[1e-4, 1 - 1e-4]`` instead), fitted by
     EM whose M-step is a weighted method of moments (Arazo, Ortego, Albert, O'Connor & McGuinness,
     ICML 2019, "Unsupervised label noise modeling and loss correction")::
 
@@ -68,7 +69,6 @@ __all__ = ["CorruptionEstimate", "estimate_corruption"]
 
 _METHODS = ("gmm", "bmm")
 _MIN_ASHMAN_D = 2.0
-_BMM_EPS = 1e-4
 
 
 @dataclass(frozen=True)
@@ -211,18 +211,28 @@ def estimate_corruption(
 
 
 def gmm_transform(xs: Tensor) -> Tensor:
-    """``log(s - min(s) + delta)`` with ``delta = 0.5 * q25(s - min(s))`` (or ``1e-3 * range`` if that is 0)."""
+    """``log(s - min(s) + delta)`` with ``delta = 0.5 * q25`` of the positive ``s - min(s)``."""
     z = xs - xs.min()
-    delta = 0.5 * torch.quantile(z, 0.25).item()
-    if not delta > 0.0:
-        delta = 1e-3 * z.max().item()
-    return torch.log(z + delta)
+    return torch.log(z + _offset(z))
+
+
+def _offset(z: Tensor) -> float:
+    """``0.5 * q25`` of the positive ``z``: a spike of scores at the minimum (losses that underflowed to 0)
+    then sits just below the clean mode instead of far to its left."""
+    pos = z[z > 0]
+    return 0.5 * float(torch.quantile(pos, 0.25).item())
 
 
 def bmm_transform(xs: Tensor) -> Tensor:
-    """Min-max normalised scores clamped into ``[1e-4, 1 - 1e-4]`` (Arazo et al. 2019)."""
-    lo, hi = xs.min(), xs.max()
-    return ((xs - lo) / (hi - lo)).clamp(_BMM_EPS, 1.0 - _BMM_EPS)
+    """``(z + delta) / (max z + 2 delta)`` with ``z = s - min(s)`` and ``delta`` as in :func:`gmm_transform`.
+
+    Arazo et al. clamp min-max normalised losses into ``[1e-4, 1 - 1e-4]``; a spike of scores at the
+    minimum (losses that underflowed to 0) then sits at ``1e-4``, far from the clean mode, and the EM splits
+    the spike off (measured: 10-30 % exact zeros among 80 % clean -> eps_hat 0 instead of 0.2). The
+    scale-relative offset keeps the spike next to the clean mode (eps_hat 0.2 for 0-30 % zeros)."""
+    z = xs - xs.min()
+    delta = _offset(z)
+    return (z + delta) / (z.max() + 2.0 * delta)
 
 
 def _quantile_init(x: Tensor) -> Tensor:

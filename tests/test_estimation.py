@@ -123,7 +123,7 @@ def test_bmm_em_step_matches_plain_python_reference():
 @pytest.mark.parametrize("eps", [0.1, 0.2, 0.3, 0.4, 0.45])
 @pytest.mark.parametrize("kind", ["exp", "halfn"])
 def test_rate_of_a_known_mixture(one_torch_thread, method, eps, kind):
-    # measured (5 seeds x exp/gamma2/halfn, n=2000): gmm |err| <= 0.008, bmm <= 0.015; asserted with a 2x margin
+    # measured (5 seeds x exp/gamma2/halfn, n=2000): gmm |err| <= 0.008, bmm <= 0.020; asserted with a margin
     for seed in range(3):
         est = estimate_corruption(synthetic(kind, eps, 2000, seed), method)
         assert est.two_components, est.reason
@@ -141,6 +141,17 @@ def test_clean_scores_give_a_rate_near_zero(one_torch_thread, method, kind, n):
     for seed in range(3):
         est = estimate_corruption(synthetic(kind, 0.0, n, seed), method)
         assert est.rate <= 0.03, (seed, est.rate, est.reason)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("zeros", [0, 100, 300])
+def test_a_spike_of_zero_losses_stays_clean(method, zeros):
+    """Losses that underflowed to exactly 0 (up to 30 % of the data here) must not be split off as a mode."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.cat([torch.zeros(zeros, dtype=torch.float64), 0.1 * torch.rand(800 - zeros, dtype=torch.float64,
+                   generator=g), 2.0 + torch.rand(200, dtype=torch.float64, generator=g)])
+    est = estimate_corruption(s, method)
+    assert est.rate == pytest.approx(0.2, abs=0.01), est.reason
 
 
 def test_rate_is_one_minus_mean_clean_posterior():
@@ -254,7 +265,7 @@ def test_bad_scores():
 
 def test_cross_entropy_on_digits_with_30_percent_flipped_labels(one_torch_thread):
     """A logistic regression fitted on the noisy labels; per-sample CE against those labels.
-    Measured over seeds 0-2: gmm 0.300-0.308, bmm 0.334-0.344."""
+    Measured over seeds 0-2: gmm 0.300-0.308, bmm 0.348-0.363."""
     sklearn = pytest.importorskip("sklearn")
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
