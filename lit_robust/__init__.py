@@ -47,6 +47,7 @@ from lit_robust.data import (
     unpack_batch,
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
+from lit_robust.estimation import CorruptionEstimate, estimate_corruption
 from lit_robust.gan import DCGAN
 from lit_robust.linear_probe import LinearProbe
 from lit_robust.losses import bootstrap_loss
@@ -120,4 +121,6 @@ __all__ = [
     "random_views",
     "load_backbone",
     "SemiSupervisedBackdoorMNISTDataModule",
+    "CorruptionEstimate",
+    "estimate_corruption",
 ]
