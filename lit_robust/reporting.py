@@ -34,14 +34,18 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
     """A rich table with one row per finished round (``RoundRecord`` objects).
 
     The ``train loss`` column (first → last epoch of the round) appears when a record has it, the ``collapsed``
-    column when a round collapsed (see :class:`lit_robust.ITLM`'s ``on_collapse``).
+    column when a round collapsed (see :class:`lit_robust.ITLM`'s ``on_collapse``), the ``est. corrupted`` column
+    when a round's keep count was estimated (``ITLM(keep_ratio="auto")``).
     """
     metric_names = _metric_names(history)
     with_loss = any(getattr(r, "first_epoch_loss", None) is not None for r in history)
     with_collapse = any(getattr(r, "collapsed", False) for r in history)
+    with_estimate = any(getattr(r, "estimated_corruption", None) is not None for r in history)
     table = Table(title=title)
     for col in ("round", "epochs", "kept", "clean precision", "corrupted dropped"):
         table.add_column(col, justify="right")
+    if with_estimate:
+        table.add_column("est. corrupted", justify="right")
     if with_loss:
         table.add_column("train loss", justify="right")
     for k in metric_names:
@@ -51,6 +55,8 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
     for rec in history:
         row = [str(rec.round), str(rec.epochs), f"{rec.kept}/{rec.n}", fmt_pct(rec.clean_precision),
                fmt_pct(rec.corrupted_recall)]
+        if with_estimate:
+            row.append(fmt_pct(getattr(rec, "estimated_corruption", None)))
         if with_loss:
             row.append(_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss))
         row += [f"{rec.metrics[k]:.4f}" if k in rec.metrics else "—" for k in metric_names]
@@ -67,9 +73,13 @@ def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> 
     >>> round_line(RoundRecord(round=1, epochs=2, kept=144, n=240, clean_precision=0.9, corrupted_recall=0.75,
     ...                        first_epoch_loss=1.5, last_epoch_loss=0.5, metrics={"val_acc": 0.8}), num_rounds=3)
     'ITLM round 1/2: 2 epochs on 144/240 samples, clean precision 90.00%, corrupted dropped 75.00%, train loss 1.5 → 0.5, val_acc 0.8000'
+    >>> round_line(RoundRecord(round=1, epochs=1, kept=165, n=240, estimated_corruption=0.3125))
+    'ITLM round 1: 1 epoch on 165/240 samples, estimated corrupted 31.25%'
     """
     last = f"/{num_rounds - 1}" if num_rounds is not None else ""
     parts = [f"{rec.epochs} epoch{'s' if rec.epochs != 1 else ''} on {rec.kept}/{rec.n} samples"]
+    if getattr(rec, "estimated_corruption", None) is not None:
+        parts.append(f"estimated corrupted {fmt_pct(rec.estimated_corruption)}")
     if rec.clean_precision is not None:
         parts.append(f"clean precision {fmt_pct(rec.clean_precision)}")
     if rec.corrupted_recall is not None:

@@ -22,14 +22,18 @@ from torch.utils.data import DataLoader
 from lit_robust import distributed
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
+from lit_robust.estimation import estimate_corruption
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import keep_count, scatter_scores
 
-__all__ = ["ITLM", "RoundRecord", "chance_accuracy", "collapse_reasons"]
+__all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collapse_reasons"]
 
 OnCollapse = Literal["keep", "warn", "raise"]
 _ON_COLLAPSE = ("keep", "warn", "raise")
+Estimator = Literal["gmm", "bmm"]
+_ESTIMATORS = ("gmm", "bmm")
+_MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
 
 
 @dataclass
@@ -50,6 +54,37 @@ class RoundRecord:
     first_epoch_loss: float | None = None  # mean training loss of the round's first epoch (over all ranks)
     last_epoch_loss: float | None = None  # ... and of its last epoch
     collapsed: bool = False  # the round's model did not learn (see `ITLM(on_collapse=...)`)
+    # `keep_ratio="auto"`: the corrupted fraction estimated from the scores this round's selection came from
+    # (as estimated, before any clipping; see `auto_keep_count`); None with a numeric keep_ratio and in round 0
+    estimated_corruption: float | None = None
+
+
+def auto_keep_count(n: int, rate: float, margin: float = 0.0) -> tuple[int, str | None]:
+    """How many of ``n`` samples ``ITLM(keep_ratio="auto")`` keeps for an estimated corrupted fraction ``rate``:
+    ``floor((1 - rate - margin) * n)`` (as :func:`~lit_robust.selection.keep_count` floors), and a note saying
+    why it was clipped, or ``None`` (pure).
+
+    An estimate of ``0.5`` or more (the estimator only gets there through NaN/inf scores, which count as
+    corrupted) breaks ITLM's clean-majority assumption and is clipped to ``0.5``; a count of 0 becomes 1.
+
+    >>> auto_keep_count(240, 0.3), auto_keep_count(240, 0.3, 0.05), auto_keep_count(240, 0.0)
+    ((168, None), (156, None), (240, None))
+    >>> auto_keep_count(100, 0.7)
+    (50, 'the estimate 0.7 is >= 0.5 (ITLM assumes a clean majority); clipped to 0.5')
+    >>> auto_keep_count(1, 0.2)
+    (1, 'floor((1 - 0.2 - 0) * 1) = 0 samples; keeping 1')
+    """
+    notes = []
+    used = rate
+    if not rate < _MAX_AUTO_RATE:  # NaN included
+        used = _MAX_AUTO_RATE
+        notes.append(f"the estimate {rate:.4g} is >= {_MAX_AUTO_RATE} (ITLM assumes a clean majority); "
+                     f"clipped to {_MAX_AUTO_RATE}")
+    k = keep_count(n, 1.0 - used - margin)
+    if k == 0 and n > 0:
+        notes.append(f"floor((1 - {used:.4g} - {margin:.4g}) * {n}) = 0 samples; keeping 1")
+        k = 1
+    return k, "; ".join(notes) or None
 
 
 def chance_accuracy(num_classes: int, margin: float = 0.05) -> float:
@@ -140,7 +175,18 @@ class ITLM(Callback):
     transform — and otherwise the training loader's dataset without shuffling.
 
     Args:
-        keep_ratio: :math:`\alpha \in (0, 1]`, the fraction of samples kept each round.
+        keep_ratio: :math:`\alpha \in (0, 1]`, the fraction of samples kept each round; or ``"auto"``:
+            after each scoring pass the corrupted fraction :math:`\hat\varepsilon` is estimated from that
+            pass's scores of the whole training set (:func:`~lit_robust.estimate_corruption` with
+            ``estimator``) and the round keeps :math:`\lfloor (1 - \hat\varepsilon - m)\, n \rfloor` samples
+            (:math:`m` = ``auto_margin``; :func:`auto_keep_count`), ranked as usual. An estimate of 0 keeps
+            every sample; one of 0.5 or more is clipped to 0.5, and a count of 0 raised to 1, with a warning.
+            The estimate is recorded in ``RoundRecord.estimated_corruption`` and logged as
+            ``itlm/estimated_corruption``. ``"auto"`` needs ``initial_round_on_all=True``: the untrained
+            model's scores say nothing about which samples are corrupted. Under DDP every rank's scores are
+            all-gathered at each scoring pass (O(n) traffic; a histogram-based estimate that avoids it is
+            future work) and every rank estimates on the same multiset, so the estimate and the selection
+            are the same for any number of processes.
         round_epochs: epochs of each round; ``sum(round_epochs) == Trainer(max_epochs=...)``.
         initial_round_on_all: round 0 trains on every sample (Algorithm 1's optional initialisation);
             if ``False`` round 0 already trains on the selection scored by the untrained model.
@@ -171,6 +217,11 @@ class ITLM(Callback):
             collapsed round's selection again (re-initialised as usual) instead of on one scored by a model
             that learned nothing; ``"warn"``: warn and score as usual; ``"raise"``: raise ``RuntimeError``.
             Either way the round's record has ``collapsed=True``.
+        estimator: ``"gmm"`` (default) or ``"bmm"``, the mixture :func:`~lit_robust.estimate_corruption`
+            fits; only with ``keep_ratio="auto"``.
+        auto_margin: :math:`m \in [0, 0.5)`, dropped on top of the estimate (``keep_ratio="auto"`` only).
+            Default 0: keep exactly the estimated clean fraction, as ITLM with a known :math:`\varepsilon`
+            would; a positive margin trades clean samples for a purer selection when the estimate may be low.
 
     Example:
         >>> itlm = ITLM(keep_ratio=0.65, round_epochs=[5, 5, 5, 5, 20])
@@ -180,7 +231,7 @@ class ITLM(Callback):
 
     def __init__(
         self,
-        keep_ratio: float,
+        keep_ratio: float | Literal["auto"],
         round_epochs: Sequence[int],
         initial_round_on_all: bool = True,
         reinit: bool = True,
@@ -192,10 +243,30 @@ class ITLM(Callback):
         plot_dir: str | None = None,
         check_per_sample: bool = True,
         on_collapse: OnCollapse = "keep",
+        estimator: Estimator = "gmm",
+        auto_margin: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
-            raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
+        auto = isinstance(keep_ratio, str) and keep_ratio == "auto"
+        if isinstance(keep_ratio, str) and not auto:
+            raise ValueError(f"`keep_ratio` must be a number in (0, 1] or 'auto', got {keep_ratio!r}.")
+        if not auto and (isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float))
+                         or not 0.0 < keep_ratio <= 1.0):
+            raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r} (or 'auto' to estimate the "
+                             "corrupted fraction from the scores).")
+        if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
+            raise ValueError(f"`estimator` must be one of {list(_ESTIMATORS)}, got {estimator!r}.")
+        if (isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float))
+                or not 0.0 <= auto_margin < 0.5):
+            raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
+        if not auto and (estimator != "gmm" or auto_margin != 0.0):
+            given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "gmm"), ("auto_margin", auto_margin, 0.0))
+                     if v != d]
+            raise ValueError(f"`estimator` and `auto_margin` only apply with keep_ratio='auto', got {', '.join(given)} "
+                             f"with keep_ratio={keep_ratio!r}.")
+        if auto and initial_round_on_all is False:
+            raise ValueError("`keep_ratio='auto'` needs `initial_round_on_all=True`: round 0's selection would come "
+                             "from the untrained model's scores, which say nothing about the corrupted fraction.")
         given = round_epochs
         round_epochs = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else []
         if not round_epochs or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 1
@@ -213,7 +284,9 @@ class ITLM(Callback):
             raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
             raise TypeError(f"`plot_dir` must be a folder path (str or os.PathLike) or None, got {plot_dir!r}.")
-        self.keep_ratio = float(keep_ratio)
+        self.keep_ratio: float | Literal["auto"] = "auto" if auto else float(keep_ratio)
+        self.estimator = estimator
+        self.auto_margin = float(auto_margin)
         self.round_epochs = [int(e) for e in round_epochs]
         self.initial_round_on_all = initial_round_on_all
         self.reinit = reinit
@@ -310,7 +383,7 @@ class ITLM(Callback):
             raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
         if n == 0:
             raise ValueError("ITLM needs a non-empty training set: the training dataloader's dataset has 0 samples.")
-        if keep_count(n, self.keep_ratio) == 0:
+        if self.keep_ratio != "auto" and keep_count(n, self.keep_ratio) == 0:
             raise ValueError(
                 f"`keep_ratio` must keep at least one of the {n} training samples: floor({self.keep_ratio} * {n}) = 0. "
                 f"Use `keep_ratio` >= 1/{n} = {1 / n:.4g}, got {self.keep_ratio!r}."
@@ -417,7 +490,8 @@ class ITLM(Callback):
                            ("itlm/corrupted_recall", rec.corrupted_recall),
                            ("itlm/mean_kept_score", rec.mean_kept_score),
                            ("itlm/mean_dropped_score", rec.mean_dropped_score),
-                           ("itlm/collapsed", float(collapsed))):
+                           ("itlm/collapsed", float(collapsed)),
+                           ("itlm/estimated_corruption", rec.estimated_corruption)):
             if value is not None:
                 # identical on every rank, so averaging over ranks is exact
                 pl_module.log(key, float(value), on_epoch=True, on_step=False, sync_dist=True)
@@ -499,7 +573,8 @@ class ITLM(Callback):
         assert prev is not None
         self._current = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=prev.kept, n=prev.n,
                                     clean_precision=prev.clean_precision, corrupted_recall=prev.corrupted_recall,
-                                    dropped_corrupted=prev.dropped_corrupted)
+                                    dropped_corrupted=prev.dropped_corrupted,
+                                    estimated_corruption=prev.estimated_corruption)
         self._round = round_
         self._selection_made = True
 
@@ -521,8 +596,18 @@ class ITLM(Callback):
             scored = int(distributed.all_reduce_sum(torch.tensor([index.numel()], device=dev)).item())
             if scored != n:
                 raise ValueError(f"the scoring pass visited {scored} samples over all ranks, expected {n}.")
+        keep_ratio, estimated = self.keep_ratio, None
+        if keep_ratio == "auto":
+            # every rank estimates on the whole (order-independent) multiset of scores: the same estimate
+            # and so the same trimmed set for any world size
+            est = estimate_corruption(distributed.all_gather_cat(scores.float()).cpu(), self.estimator)
+            estimated = est.rate
+            k, note = auto_keep_count(n, estimated, self.auto_margin)
+            if note is not None:
+                rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {note}; keeping {k} of {n} samples.")
+            keep_ratio = k / n  # keep_count(n, k / n) == k exactly
         # exact global trimmed set: (score, index) order, non-finite last — identical for any world size
-        mask = distributed.global_trim_mask(scores, index, self.keep_ratio)
+        mask = distributed.global_trim_mask(scores, index, keep_ratio)
         selection = torch.sort(distributed.all_gather_cat(index[mask]).cpu()).values
         finite = torch.isfinite(scores)
         bad = corrupted.to(dev) if corrupted is not None else torch.zeros_like(mask)
@@ -537,7 +622,7 @@ class ITLM(Callback):
                            "worst and are dropped first.")
         kept = int(selection.numel())
         rec = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=kept, n=n,
-                          nonfinite_scores=int(nonfinite),
+                          nonfinite_scores=int(nonfinite), estimated_corruption=estimated,
                           mean_kept_score=s_kept / c_kept if c_kept else None,
                           mean_dropped_score=s_drop / c_drop if c_drop else None)
         has_truth = corrupted is not None
