@@ -1,0 +1,211 @@
+"""``ITLM(keep_ratio="auto")``: the keep count comes from the corrupted fraction estimated at each scoring pass."""
+
+import json
+import math
+import warnings
+from dataclasses import asdict
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lit_robust import ITLM, unpack_batch
+from lit_robust.callbacks.itlm import RoundRecord, auto_keep_count
+from lit_robust.cli import run as cli_run
+from lit_robust.reporting import round_line, round_table
+from tests.conftest import REPO, BlobsData, TinyModel, tiny_trainer
+from tests.test_cli import shrink
+from tests.test_itlm_ddp import OddBlobs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def fit(tmp_path, itlm, epochs, seed=0, callbacks=(), **kw):
+    pl.seed_everything(seed, verbose=False)
+    model, data = TinyModel(), BlobsData(with_val=kw.pop("with_val", False))
+    ckpt_path = kw.pop("ckpt_path", None)
+    trainer = tiny_trainer(tmp_path, epochs, [itlm, *callbacks], **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+    return model, data, trainer
+
+
+# ---------------------------------------------------------------- one process, 30% random label noise
+@pytest.mark.parametrize("margin", [0.0, 0.05])
+def test_auto_keeps_the_estimated_clean_fraction(tmp_path, margin):
+    from pytorch_lightning.loggers import CSVLogger
+
+    itlm = ITLM("auto", [3, 3, 3], auto_margin=margin, verbose=False, plot=False)
+    _, data, trainer = fit(tmp_path, itlm, 9, logger=CSVLogger(tmp_path))
+    n = len(data.ds)
+    assert float(data.ds.corrupted.float().mean()) == pytest.approx(0.3)
+    assert itlm.history[0].estimated_corruption is None and itlm.history[0].kept == n  # round 0: all samples
+    for rec in itlm.history[1:]:
+        eps = rec.estimated_corruption
+        assert eps is not None
+        assert rec.kept == math.floor((1 - eps - margin) * n)
+        # measured (gmm, this seed): 0.3042 before round 1, 0.3000 before round 2
+        assert abs(eps - 0.3) < 0.05, eps
+        assert rec.clean_precision > 0.95
+    assert float(trainer.logged_metrics["itlm/estimated_corruption"]) == pytest.approx(
+        itlm.history[-1].estimated_corruption)
+    assert itlm.selection.numel() == itlm.history[-1].kept
+
+
+def test_auto_keep_count_clips():
+    assert auto_keep_count(240, 0.0) == (240, None)  # an estimate of 0 keeps every sample
+    assert auto_keep_count(200, 0.25, 0.1) == (130, None)
+    k, note = auto_keep_count(10, 0.9)
+    assert k == 5 and "clipped to 0.5" in note
+    k, note = auto_keep_count(3, 0.4, 0.3)
+    assert k == 1 and "keeping 1" in note
+    assert auto_keep_count(1000, 0.29)[0] == 710  # floored like keep_count: no 709 from binary floating point
+
+
+def test_estimate_of_half_or_more_is_clipped_with_a_warning(tmp_path):
+    class MostlyNaN(TinyModel):
+        def sample_scores(self, batch):
+            s = super().sample_scores(batch)
+            return torch.where(batch[0] % 5 < 3, torch.full_like(s, math.nan), s)  # 60% non-finite
+
+    itlm = ITLM("auto", [1, 1], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with pytest.warns(UserWarning, match=r"keep_ratio='auto'`: the estimate 0.6\d* is >= 0.5 .* clipped to 0.5; "
+                                         r"keeping 120 of 240"):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(MostlyNaN(), BlobsData())
+    assert itlm.history[1].estimated_corruption >= 0.6 and itlm.history[1].kept == 120
+
+
+def test_report_shows_the_estimate():
+    history = [RoundRecord(round=0, epochs=1, kept=240, n=240),
+               RoundRecord(round=1, epochs=1, kept=165, n=240, estimated_corruption=0.3125)]
+    assert "estimated corrupted 31.25%" in round_line(history[1], 2)
+    assert "estimated" not in round_line(history[0], 2)
+    table = round_table(history)
+    assert "est. corrupted" in [c.header for c in table.columns]
+    assert "est. corrupted" not in [c.header for c in round_table(history[:1]).columns]
+
+
+# ---------------------------------------------------------------- resume
+@pytest.mark.parametrize("with_val", [False, True], ids=["ckpt-after-scoring", "ckpt-before-scoring"])
+@pytest.mark.parametrize("resume_epoch", [2, 4])
+def test_resume_reproduces_uninterrupted_run(tmp_path, with_val, resume_epoch):
+    def run(root, ckpt_path=None):
+        itlm = ITLM("auto", [3, 3, 3], verbose=False, plot=False)
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        model, _, _ = fit(root, itlm, 9, callbacks=[ckpt], enable_checkpointing=True, with_val=with_val,
+                          ckpt_path=ckpt_path, seed=1 if ckpt_path is None else 99)
+        return model, itlm
+
+    full_model, full = run(tmp_path / "a")
+    resumed_model, resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / f"epoch={resume_epoch}.ckpt")
+    assert all(r.estimated_corruption for r in full.history[1:])
+    assert [asdict(r) for r in resumed.history] == [asdict(r) for r in full.history]
+    assert torch.equal(resumed.selection, full.selection)
+    for p, q in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_checkpoint_without_the_field_still_loads():
+    old = asdict(RoundRecord(round=0, epochs=1, kept=10, n=10))
+    del old["estimated_corruption"]  # a record written before the field existed
+    itlm = ITLM(0.5, [1, 1])
+    itlm.load_state_dict({"round": 1, "selection": torch.arange(5), "selection_made": True, "reinit_pending": False,
+                          "n": 10, "current": old, "history": [old], "score_history": []})
+    assert itlm.history[0].estimated_corruption is None
+
+
+# ---------------------------------------------------------------- DDP: the same estimate and selection at 1, 2, 3 ranks
+class OracleScores(TinyModel):
+    """Scores from a fixed classifier (distance to the true blob centres), not the trained model: the scores, and
+    so the estimate and the selection, do not depend on how the world size changed training; elementwise only,
+    so a sample's score does not depend on its batch."""
+
+    def sample_scores(self, batch):
+        b = unpack_batch(batch)
+        centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]], device=b.input.device)
+        logits = -((b.input[:, None, :] - centers) ** 2).sum(-1)
+        return F.cross_entropy(logits, b.target, reduction="none")
+
+
+class Record(pl.Callback):
+    def __init__(self, itlm, out):
+        self.itlm, self.out = itlm, out
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            with open(self.out, "w") as f:
+                json.dump({"history": [(r.kept, r.estimated_corruption) for r in self.itlm.history],
+                           "selection": self.itlm.selection.tolist()}, f)
+
+
+def auto_fit(tmp_path, devices):
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM("auto", [1, 1, 1], auto_margin=0.02, verbose=False, plot=False)
+    out = str(tmp_path / f"ws{devices}.json")
+    kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=devices, callbacks=[itlm, Record(itlm, out)],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=True, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(OracleScores(), OddBlobs())
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path):
+    one = auto_fit(tmp_path, 1)
+    n = 241
+    eps = one["history"][1][1]
+    assert 0.2 < eps < 0.4, eps
+    assert one["history"][1][0] == math.floor((1 - eps - 0.02) * n)
+    for devices in (2, 3):  # 241 samples: uneven shards
+        assert auto_fit(tmp_path, devices) == one, devices
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"keep_ratio": "Auto"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got 'Auto'\."),
+    ({"keep_ratio": "0.5"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.5'\."),
+    ({"keep_ratio": 1.5}, r"`keep_ratio` must be in \(0, 1\], got 1.5 \(or 'auto'"),
+    ({"keep_ratio": None}, r"`keep_ratio` must be in \(0, 1\], got None"),
+    ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm'\], got 'kde'\."),
+    ({"keep_ratio": "auto", "auto_margin": 0.5}, r"`auto_margin` must be in \[0, 0.5\), got 0.5\."),
+    ({"keep_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
+    ({"keep_ratio": "auto", "auto_margin": True}, r"`auto_margin` must be in \[0, 0.5\), got True\."),
+    ({"keep_ratio": "auto", "initial_round_on_all": False},
+     r"`keep_ratio='auto'` needs `initial_round_on_all=True`"),
+    ({"keep_ratio": 0.7, "estimator": "bmm"},
+     r"`estimator` and `auto_margin` only apply with keep_ratio='auto', got estimator='bmm' with keep_ratio=0.7\."),
+    ({"keep_ratio": 0.7, "auto_margin": 0.1},
+     r"only apply with keep_ratio='auto', got auto_margin=0.1 with keep_ratio=0.7\."),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ITLM(**{"round_epochs": [1, 1], **kwargs})
+
+
+def test_auto_state_key_and_defaults():
+    itlm = ITLM("auto", [1, 1], estimator="bmm", auto_margin=0.1)
+    assert itlm.keep_ratio == "auto" and itlm.estimator == "bmm" and itlm.auto_margin == 0.1
+    assert itlm.state_key != ITLM(0.5, [1, 1]).state_key
+
+
+# ---------------------------------------------------------------- LightningCLI accepts `keep_ratio: auto`
+def test_cli_config_with_keep_ratio_auto(tmp_path):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cb = next(c for c in cfg["trainer"]["callbacks"] if "keep_ratio" in c["init_args"])
+    cb["init_args"].update(keep_ratio="auto", estimator="bmm", auto_margin=0.05)
+    cfg["trainer"]["max_epochs"] = 1
+    cb["init_args"]["round_epochs"] = [1]
+    small = tmp_path / "auto.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    fit = cli_run(["fit", "--config", str(small)])
+    itlm = next(c for c in fit.trainer.callbacks if isinstance(c, ITLM))
+    assert (itlm.keep_ratio, itlm.estimator, itlm.auto_margin) == ("auto", "bmm", 0.05)
