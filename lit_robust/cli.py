@@ -270,10 +270,8 @@ def _entry_key(cli: RobustCLI | None, exc: BaseException) -> tuple[str | None, A
         return None, None
     entries = [(p, e) for p, e in _config_entries(config.get(sub, config) if sub else config) if isinstance(e, dict)]
     for s in selves:  # constructors running: match by class path, then by the arguments given
-        cls = type(s)
-        names = {f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__}
-        matches = [(p, e) for p, e in entries if str(e["class_path"]) in names
-                   or str(e["class_path"]).rsplit(".", 1)[-1] == cls.__qualname__]
+        name = type(s).__qualname__  # a config may name it by any import path (lit_robust.ITLM)
+        matches = [(p, e) for p, e in entries if str(e["class_path"]).rsplit(".", 1)[-1] == name]
         if len(matches) > 1:
             frame_args = _init_locals(exc, s)
             narrowed = [(p, e) for p, e in matches
