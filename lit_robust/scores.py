@@ -239,9 +239,10 @@ class GradNormRecorder:
       :math:`\langle \text{layer}(a_i), \delta_i\rangle` over the layer's own parameters.
 
     The total is :math:`\sqrt{\sum_\text{layers} \|g_i\|^2}`. For Linear/Conv2d with :math:`T > 1`
-    positions, ``mode="auto"`` uses the Gram form when :math:`T^2 \le pq` (per group) and otherwise the
-    layer's per-sample gradient :math:`\Delta_i^\top A_i` (memory :math:`B\,p\,q` instead of
-    :math:`B\,T^2`); ``"ghost"`` / ``"per_layer"`` force one form. The full per-sample gradient of the
+    positions, ``mode="auto"`` uses the Gram form when it takes fewer multiply-adds,
+    :math:`T^2 (p + q) \le T p q` (per group; it then also takes less memory, :math:`B\,T^2` instead of
+    :math:`B\,p\,q`), and otherwise the layer's per-sample gradient :math:`\Delta_i^\top A_i`;
+    ``"ghost"`` / ``"per_layer"`` force one form. The full per-sample gradient of the
     network is never formed.
 
     Requirements (checked where possible): the batch is dimension 0 of every hooked layer's input; no
@@ -645,7 +646,8 @@ def _use_ghost(mode: NormMode, positions: int, p: int, q: int) -> bool:
         return True
     if mode == "per_layer":
         return False
-    return positions * positions <= p * q
+    # multiply-adds per sample: Gram form T^2 (p + q), per-sample gradient T p q (its memory p q, the Gram's T^2)
+    return positions * (p + q) <= p * q
 
 
 def _cat(parts: list[Tensor], dim: int) -> Tensor:
