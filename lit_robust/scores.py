@@ -11,7 +11,9 @@ ranked first (see :mod:`lit_robust.selection`); the rules differ only in the sco
 * **PRL(G)** (Alg. 2; thesis Alg. 3): the norm of the full per-sample gradient
   :math:`\|\nabla_\theta \ell_i\|_2` (:func:`prl_g_scores`, :class:`GradNormRecorder`), computed exactly
   from each layer's input activations and output gradients without forming per-sample gradients of
-  the whole network ("ghost norms").
+  the whole network ("ghost norms"): after an extra backward (:meth:`GradNormRecorder.compute`), or
+  inside the training loss's own backward, which then also forms the kept samples' gradient from the
+  same tensors (book-keeping, Bu et al. 2023; :meth:`GradNormRecorder.filtered_mean`).
 
 Nothing here imports Lightning.
 """
@@ -217,7 +219,9 @@ def _is_plain(module: nn.Module, cls: type) -> bool:
 
 
 class GradNormRecorder:
-    r"""Exact per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|_2` from one extra backward.
+    r"""Exact per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|_2`, from one extra backward
+    (:meth:`compute`) or from the training loss's own backward (:meth:`filtered_mean`, which also writes the
+    kept samples' gradient into ``.grad``).
 
     While attached, forward hooks on every submodule that owns trainable parameters record each call's
     input activations and outputs. :meth:`compute` then takes **one** ``torch.autograd.grad`` of
@@ -231,14 +235,15 @@ class GradNormRecorder:
       the layer, count as positions :math:`t`) the Gram ("ghost") form
       :math:`\|g_i\|^2 = \langle A_i A_i^\top, \Delta_i \Delta_i^\top \rangle_F` with :math:`A_i \in
       \mathbb{R}^{T\times p}, \Delta_i \in \mathbb{R}^{T\times q}` (bias: :math:`\|\sum_t \delta_{it}\|^2`);
-    * ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups, bias): the same with :math:`A_i`
+    * ``nn.Conv1d`` / ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups, bias; Conv1d as a
+      Conv2d of height 1): the same with :math:`A_i`
       the unfolded input patches, per group (the per-layer form comes from one grouped convolution
       backward with the batch folded into the groups, without unfolding);
     * any other layer with its own parameters (LayerNorm, GroupNorm, eval-mode BatchNorm, Embedding,
       custom modules, ...): ``torch.func.vmap`` of ``torch.func.grad`` of
       :math:`\langle \text{layer}(a_i), \delta_i\rangle` over the layer's own parameters.
 
-    The total is :math:`\sqrt{\sum_\text{layers} \|g_i\|^2}`. For Linear/Conv2d with :math:`T > 1`
+    The total is :math:`\sqrt{\sum_\text{layers} \|g_i\|^2}`. For Linear/Conv with :math:`T > 1`
     positions, ``mode="auto"`` uses the Gram form when it takes fewer multiply-adds,
     :math:`T^2 (p + q) \le T p q` (per group; it then also takes less memory, :math:`B\,T^2` instead of
     :math:`B\,p\,q`), and otherwise the layer's per-sample gradient :math:`\Delta_i^\top A_i`;
