@@ -19,9 +19,12 @@ from lit_robust.mixin import RobustMixin, require_mixin
 from lit_robust.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.selection import batch_keep_count, check_drop_ratio, scheduled_drop_ratio, smallest_k_mask
 
+_BACKENDS = ("auto", "bookkeeping", "two_pass")
+
 __all__ = ["BatchFilter", "FilterEpochRecord", "select_in_batch"]
 
 Rule = Literal["prl", "spl", "prl_g"]
+PrlGBackend = Literal["auto", "bookkeeping", "two_pass"]
 
 # running counters of one epoch, in this order (kept as one device tensor: no host sync per step)
 _COUNTERS = ("seen", "dropped", "corrupted_seen", "corrupted_dropped", "batches", "batches_with_truth")
@@ -91,8 +94,15 @@ class BatchFilter(Callback):
       ``(losses, outputs)``; costs no extra backward.
     * ``"spl"`` — self-paced learning: the loss :math:`\ell_i`.
     * ``"prl_g"`` — PRL(G) (prl_paper Alg. 2; thesis Alg. 3): the exact per-sample gradient norm
-      :math:`\|\nabla_\theta \ell_i\|_2`, from one extra backward (:class:`~lit_robust.scores.GradNormRecorder`).
-      No BatchNorm in training mode (use GroupNorm or freeze it with ``.eval()``).
+      :math:`\|\nabla_\theta \ell_i\|_2` (:class:`~lit_robust.scores.GradNormRecorder`). No BatchNorm in
+      training mode (use GroupNorm or freeze it with ``.eval()``). ``prl_g_backend="bookkeeping"`` takes the
+      norms, the selection and the kept samples' gradient from the step's **one** backward (Bu et al. 2023's
+      book-keeping; :meth:`~lit_robust.scores.GradNormRecorder.filtered_mean`): the loss the mixin returns
+      then has the value of the whole batch's mean (the selection is made during the backward), and the
+      gradient written into ``.grad`` is the kept samples' mean. ``"two_pass"`` is the earlier way: one extra
+      backward to the activations for the norms, then the filtered loss's own backward (the loss's value is
+      the kept mean). ``"auto"`` (default) is book-keeping in one process and two-pass under DDP (the
+      book-keeping correction of ``.grad`` comes after DDP's gradient all-reduce, so it is not used there).
 
     Warm-up (the :math:`R(T)` of thesis Alg. 5): in epoch :math:`t` (0-based) the drop ratio is
 
@@ -125,6 +135,7 @@ class BatchFilter(Callback):
             or ``None`` to infer it from the targets (integer → ``"ce"``, floating point → ``"mse"``).
             Ignored by the other rules.
         allow_large_drop: allow :math:`\varepsilon \in [0.5, 1)` (no guarantee).
+        prl_g_backend: ``"auto"``, ``"bookkeeping"`` or ``"two_pass"`` (``rule="prl_g"`` only; see above).
 
     Example:
         >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
@@ -140,10 +151,13 @@ class BatchFilter(Callback):
         scope: Literal["local", "global"] = "local",
         loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
         allow_large_drop: bool = False,
+        prl_g_backend: PrlGBackend = "auto",
     ) -> None:
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
+        if prl_g_backend not in _BACKENDS:
+            raise ValueError(f"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got {prl_g_backend!r}.")
         drop_ratio = check_drop_ratio(drop_ratio, check_bool("allow_large_drop", allow_large_drop))
         check_filter_args(warmup_epochs, scope, loss)
         self.rule = rule
@@ -152,6 +166,7 @@ class BatchFilter(Callback):
         self.scope = scope
         self.loss = loss
         self.allow_large_drop = allow_large_drop
+        self.prl_g_backend = prl_g_backend
         # running state (checkpointed)
         self.history: list[FilterEpochRecord] = []
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
@@ -161,6 +176,7 @@ class BatchFilter(Callback):
         self._trainer: pl.Trainer | None = None
         self._module: RobustMixin | None = None
         self._recorder: GradNormRecorder | None = None
+        self._backend: Literal["bookkeeping", "two_pass"] | None = None  # the one in use during a fit
 
     # -- schedule -------------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
@@ -182,8 +198,18 @@ class BatchFilter(Callback):
         module = require_mixin("BatchFilter", pl_module)
         self._trainer, self._module = trainer, module
         if self.rule == "prl_g":
+            self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
         module.add_batch_selector(self)
+
+    def _resolve_backend(self, world_size: int) -> Literal["bookkeeping", "two_pass"]:
+        if self.prl_g_backend == "two_pass" or (self.prl_g_backend == "auto" and world_size > 1):
+            return "two_pass"
+        if world_size > 1:
+            raise ValueError(f"`prl_g_backend='bookkeeping'` runs in one process only (got world size {world_size}): "
+                             "its correction of `.grad` would come after DDP's gradient all-reduce. Use "
+                             "`prl_g_backend='auto'` or 'two_pass'.")
+        return "bookkeeping"
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -193,6 +219,7 @@ class BatchFilter(Callback):
         if self._recorder is not None:
             self._recorder.detach()
             self._recorder = None
+        self._backend = None
         self._trainer = self._module = None
 
     # -- training hooks -------------------------------------------------------------------------------------
@@ -251,6 +278,32 @@ class BatchFilter(Callback):
         """The same mask as :meth:`keep_mask`, without counting it (e.g. for an inner maximisation step)."""
         return self._mask(losses, batch, outputs, module, record=False)
 
+    def reduce_in_backward(self, losses: Tensor, batch: Any, outputs: Any, module: Any,
+                           prior_keep: Tensor | None = None) -> Tensor | None:
+        """The book-keeping PRL(G) loss of one training batch (called by :meth:`RobustMixin.reduce_loss`), or
+        ``None`` when this filter ranks before the backward (another rule or backend, warm-up, not training).
+
+        The returned scalar's backward computes the scores, keeps ``(selection & prior_keep)`` and writes the
+        kept samples' mean gradient into ``.grad``, counted in :attr:`history`
+        (:meth:`~lit_robust.scores.GradNormRecorder.filtered_mean`)."""
+        trainer = self._trainer
+        if self._backend != "bookkeeping" or self._recorder is None or trainer is None or not trainer.training:
+            return None
+        eps = self.drop_ratio_at(trainer.current_epoch)
+        if eps == 0.0:
+            return None
+        ib = unpack_batch(batch)
+        index = ib.index.to(losses.device)
+        k_guess, _ = batch_keep_count(losses.shape[0], eps)
+
+        def select(scores: Tensor) -> Tensor:
+            return self._select(scores, index, eps)
+
+        def on_selected(scores: Tensor, mask: Tensor) -> None:
+            self._count(mask, ib.corrupted)
+
+        return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
+
     def _mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any, record: bool) -> Tensor:
         trainer = self._trainer
         keep_all = torch.ones_like(losses, dtype=torch.bool)
@@ -275,7 +328,14 @@ class BatchFilter(Callback):
         if self._recorder is None:  # called outside a fit: record nothing, so compute the norms directly
             raise RuntimeError("`rule='prl_g'` computes its scores during `trainer.fit` only (the forward of the "
                                "training step is recorded); outside a fit use `lit_robust.scores.prl_g_scores`.")
-        return self._recorder.compute(losses)
+        try:
+            return self._recorder.compute(losses)
+        except RuntimeError as err:
+            if "donated buffers" not in str(err):
+                raise
+            raise ValueError("`prl_g_backend='two_pass'` cannot rank a batch of a `torch.compile`d module: its extra "
+                             "backward needs the compiled graph twice, which torch.compile's backward does not allow. "
+                             "Use `prl_g_backend='bookkeeping'` (one backward; the default in one process).") from err
 
     def _select(self, scores: Tensor, index: Tensor, eps: float) -> Tensor:
         return select_in_batch(scores, index, eps, self.scope, self._warn_small)
