@@ -145,7 +145,7 @@ def test_warmup_zero_is_one_estimation_epoch_then_the_estimate(tmp_path, rule):
     trainer, _ = fit(tmp_path, [f], 3, model=OracleModel(), data=data)
     eps = f.estimated_corruption
     assert eps == pytest.approx(oracle_rate(rule, data.ds), abs=1e-9)  # the estimate of the oracle's own scores
-    assert abs(eps - 0.3) < 0.03, eps  # measured: 0.2976 (spl), 0.2993 (prl)
+    assert abs(eps - 0.3) < 0.03, eps  # measured: 0.3000 (spl), 0.3042 (prl)
     assert [r.drop_ratio for r in f.history] == [0.0, eps, eps]
     assert [r.dropped for r in f.history] == [0] + [6 * (40 - keep_count(40, 1 - eps))] * 2
     assert [r.estimated_corruption for r in f.history] == [eps] * 3
@@ -166,8 +166,9 @@ def test_reestimate_and_margin(tmp_path):
 @pytest.mark.parametrize(("rule", "tol"), [("spl", 0.03), ("prl", 0.03), ("prl_g", 0.07)])
 def test_estimate_on_noisy_blobs_is_near_the_true_rate_and_drives_the_schedule(tmp_path, rule, tol):
     """30% random label noise; TinyModel(lr=0.03), 960 samples, batches of 64, warm-up 4 epochs.
-    Measured (seeds 0 / 1 / 2): spl 0.295 / 0.299 / 0.299, prl 0.283 / 0.289 / 0.291, prl_g 0.244 / 0.298 / 0.277.
-    (With lr 0.1 or 480 samples the per-epoch GMM often lands on a spurious split and returns 0 -- see the report.)"""
+    Measured here (seed 0): spl 0.300, prl 0.282 (per-epoch 0.286, 0.282, 0.000: the median absorbs the one epoch
+    whose GMM fit split the clean mode and returned 0), prl_g 0.295; over seeds 0-2 in a separate sweep 0.24-0.30.
+    With lr 0.1 or 480 samples such collapsed per-epoch fits are frequent (the estimator's weakness, not tested here)."""
     f = BatchFilter(rule, "auto", warmup_epochs=4)
     data = BlobsData(n=960, batch_size=64)
     fit(tmp_path, [f], 5, model=TinyModel(lr=0.03), data=data)
