@@ -2,7 +2,7 @@
 
 An MLP (``ImageClassifier(backbone="mlp")``, SGD lr 0.05) on 1,300 training digits with 30 % random or systematic
 label noise, ``BatchFilter("prl", drop_ratio, warmup_epochs=10)``, 30 epochs, seeds 0-2; clean test accuracy on the
-497 held-out digits and the estimate ``eps_hat``. ``--quick``: 1 seed, random noise, 12 epochs (warm-up 4).
+497 held-out digits and the estimate ``eps_hat``. ``--quick``: 1 seed, random noise, 8 epochs (warm-up 3).
 Writes ``results/filter_auto_digits.md`` (full mode only); the last line printed is one JSON object.
 """
 
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--data-root", default=None, help="unused (digits ship with scikit-learn)")
     args = p.parse_args()
     quick = args.quick or args.smoke
-    seeds, noises, epochs, warmup = ([0], ["random"], 12, 4) if quick else ([0, 1, 2], ["random", "systematic"], 30, 10)
+    seeds, noises, epochs, warmup = ([0], ["random"], 8, 3) if quick else ([0, 1, 2], ["random", "systematic"], 30, 10)
     tasks = [{"seed": s, "noise": n, "drop": d, "epochs": epochs, "warmup": warmup}
              for n in noises for s in seeds for d in ("auto", 0.3)]
     t0 = time.perf_counter()
