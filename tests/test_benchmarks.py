@@ -195,3 +195,11 @@ def test_backdoor_dynamics_smoke_traces_every_epoch():
         assert 0.0 <= figures["last_dropped_precision"] <= 100.0  # no warm-up: the filter drops from epoch 0
     rows = [line for line in run.stdout.splitlines() if line.startswith("| small CNN, no warm-up |")]
     assert len(rows) == 2 and all(row.split(" | ")[3].count("→") == 1 for row in rows)  # 2 epochs traced
+
+
+def test_filter_auto_digits_quick_ends_with_headline_json():
+    summary = _last_json(_smoke("filter_auto_digits"))
+    assert summary["benchmark"] == "filter_auto_digits" and summary["mode"] == "quick"
+    row = summary["rows"]["random"]
+    assert len(row["eps_hat"]) == 1 and 0.0 <= row["eps_hat"][0] < 0.5
+    assert 0.0 <= row["mean_abs_err_points"] <= 50.0
