@@ -155,7 +155,8 @@ def build_report(
         first_dropped_column: ``"first_dropped_round"`` or ``"first_dropped_epoch"``.
         scored: ``[n]`` booleans: the sample has a ranking score (the others rank last and get an empty ranking
             score, ``kept`` and ``clean_posterior``). Default: all.
-        score_known: ``[n, R]`` booleans: which score entries exist (the others are written empty). Default: all.
+        score_known: ``[n, R]`` booleans: which score entries exist (the others are written empty); its last
+            column is ``scored``. Default: all.
         given_label, predicted_label: ``[n]`` integers; :data:`NO_LABEL` marks a missing one; ``None``: no column
             values at all (written empty).
         corrupted: ``[n]`` ground-truth flags (bool, or int8 with ``-1`` = unknown), or ``None``.
@@ -182,7 +183,7 @@ def build_report(
     scored = torch.ones(n, dtype=torch.bool) if scored is None else scored.detach().cpu().bool()
     known = torch.ones(scores.shape, dtype=torch.bool) if score_known is None else score_known.detach().cpu().bool()
     known = known.clone()
-    known[:, -1] &= scored
+    known[:, -1] = scored
     ranking = scores[:, -1]
     order = suspicion_order(ranking, index, scored)
 
