@@ -417,32 +417,31 @@ Reduce = Callable[[Tensor], Tensor]
 
 class EpochScores:
     """A per-batch filter's report state, on the training device: per sample, this epoch's score sum, times
-    seen, times dropped and last prediction; the given label and ground truth; the epoch first dropped.
+    scored and times dropped, and its last prediction; the given label and ground truth; the epoch first dropped.
 
-    :meth:`add` is called once per training batch and only runs tensor operations on the batch's device (no host
-    synchronisation). What a rank adds stays *local* until :meth:`flush` merges every rank's local part into the
-    *global* part with the collectives it is handed (sum for counts and sums, max for labels), so the global part
-    is the same on every rank. Call :meth:`flush` wherever a checkpoint may follow (validation end, epoch end), and
-    :meth:`end_epoch` after the flush at the epoch's end.
+    :meth:`add` is called once per training batch and only runs a few tensor operations on the batch's device (no
+    host synchronisation): one ``index_add_`` into a ``[4, n + 1]`` table of sums (score sum, times scored, times
+    dropped, visits) and one ``index_copy_`` into a ``[3, n + 1]`` table of labels (prediction, given label, ground
+    truth, each stored +1 so that 0 means unknown); an index outside ``[0, n)`` goes to the extra column ``n`` and
+    is reported at the next :meth:`flush`. What a rank adds stays *local* until :meth:`flush` merges every rank's
+    local part into the *global* part with the collectives it is handed (sum for the sums, max for the labels), so
+    the global part is the same on every rank. Call :meth:`flush` wherever a checkpoint may follow (validation end,
+    epoch end), and :meth:`end_epoch` after the flush at the epoch's end.
     """
 
-    _SUMS = ("score_sum", "seen", "dropped")
-    _MAXES = ("pred", "given", "corrupted")  # stored +1 (0 = unknown) so that max over ranks merges them
+    SUM_ROWS = ("score_sum", "seen", "dropped", "visits")
+    LABEL_ROWS = ("pred", "given", "corrupted")
 
     def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
         self.n = int(n)
         dev = torch.device(device)
-        fdtype = torch.float32 if dev.type == "mps" else torch.float64
-        self.local = self._zeros(dev, fdtype)
-        self.glob = self._zeros(dev, fdtype)
+        fdtype = torch.float32 if dev.type == "mps" else torch.float64  # counts are exact integers in either
+        self.local_sums = torch.zeros(len(self.SUM_ROWS), self.n + 1, dtype=fdtype, device=dev)
+        self.local_labels = torch.zeros(len(self.LABEL_ROWS), self.n + 1, dtype=torch.int64, device=dev)
+        self.sums = self.local_sums.clone()  # global: every rank's, merged by `flush`
+        self.labels = self.local_labels.clone()
         self.first_dropped = torch.full((self.n,), -1, dtype=torch.int64, device=dev)
         self.epoch: int | None = None  # epoch the sums belong to
-        self.out_of_range = torch.zeros((), dtype=torch.int64, device=dev)  # indices outside [0, n)
-
-    def _zeros(self, dev: torch.device, fdtype: torch.dtype) -> dict[str, Tensor]:
-        z = {k: torch.zeros(self.n, dtype=torch.int64, device=dev) for k in ("seen", "dropped", *self._MAXES)}
-        z["score_sum"] = torch.zeros(self.n, dtype=fdtype, device=dev)
-        return z
 
     @property
     def device(self) -> torch.device:
@@ -450,11 +449,8 @@ class EpochScores:
 
     def to(self, device: torch.device | str) -> EpochScores:
         dev = torch.device(device)
-        if dev != self.device:
-            self.local = {k: v.to(dev) for k, v in self.local.items()}
-            self.glob = {k: v.to(dev) for k, v in self.glob.items()}
-            self.first_dropped = self.first_dropped.to(dev)
-            self.out_of_range = self.out_of_range.to(dev)
+        for name in ("local_sums", "local_labels", "sums", "labels", "first_dropped"):
+            setattr(self, name, getattr(self, name).to(dev))
         return self
 
     def start_epoch(self, epoch: int) -> None:
@@ -462,9 +458,10 @@ class EpochScores:
         belong to ``epoch``, e.g. on a resumed run)."""
         if self.epoch == epoch:
             return
-        for part in (self.local, self.glob):
-            for k in (*self._SUMS, "pred"):
-                part[k].zero_()
+        for t in (self.local_sums, self.sums):
+            t.zero_()
+        for t in (self.local_labels, self.labels):
+            t[0].zero_()  # the prediction is the epoch's; the given label and the ground truth stay
         self.epoch = epoch
 
     def add(self, index: Tensor, scores: Tensor | None, dropped: Tensor, predicted: Tensor | None = None,
@@ -473,34 +470,32 @@ class EpochScores:
         ``dropped`` mask, and optionally predicted / given labels and ground-truth flags."""
         dev = self.device
         idx = index.to(dev).long().reshape(-1)
-        bad = (idx < 0) | (idx >= self.n)
-        self.out_of_range += bad.sum()
-        ok = ~bad
-        safe = torch.where(ok, idx, torch.zeros_like(idx))
-        loc = self.local
-        if scores is not None:
-            s = scores.detach().to(device=dev, dtype=loc["score_sum"].dtype).reshape(-1)
-            loc["score_sum"].index_add_(0, safe, torch.where(ok, s, torch.zeros_like(s)))
-            loc["seen"].index_add_(0, safe, ok.long())
-        loc["dropped"].index_add_(0, safe, (ok & dropped.to(dev).reshape(-1).bool()).long())
-        for key, values in (("pred", predicted), ("given", given), ("corrupted", corrupted)):
-            if values is None:
-                continue
-            v = values.detach().to(dev).long().reshape(-1) + 1
-            # a bad index writes into entry 0 the value that entry already holds: no effect
-            loc[key].index_put_((safe,), torch.where(ok, v, loc[key][safe]))
+        idx = torch.where((idx >= 0) & (idx < self.n), idx, self.n)  # anything else lands in the extra column
+        sums = self.local_sums
+        one = torch.ones(idx.shape, dtype=sums.dtype, device=dev)
+        drop = dropped.to(device=dev, dtype=sums.dtype).reshape(-1)
+        if scores is None:
+            zero = torch.zeros_like(one)
+            rows = torch.stack([zero, zero, drop, one])
+        else:
+            rows = torch.stack([scores.detach().to(device=dev, dtype=sums.dtype).reshape(-1), one, drop, one])
+        sums.index_add_(1, idx, rows)
+        given_rows = (predicted, given, corrupted)
+        if all(v is None for v in given_rows):
+            return
+        labels = self.local_labels
+        old = labels[:, idx]
+        new = torch.stack([old[r] if v is None else v.detach().to(dev).long().reshape(-1) + 1
+                           for r, v in enumerate(given_rows)])
+        labels.index_copy_(1, idx, new)
 
     def flush(self, reduce_sum: Reduce, reduce_max: Reduce) -> None:
         """Merge every rank's local part into the global part (collectives: call on every rank) and clear it."""
-        for k in self._SUMS:
-            self.glob[k] += reduce_sum(self.local[k])
-            self.local[k].zero_()
-        for k in self._MAXES:
-            merged = reduce_max(self.local[k])
-            self.glob[k] = torch.maximum(self.glob[k], merged)
-            self.local[k].zero_()
-        self.out_of_range = reduce_sum(self.out_of_range)
-        bad = int(self.out_of_range)
+        self.sums += reduce_sum(self.local_sums)
+        self.labels = torch.maximum(self.labels, reduce_max(self.local_labels))
+        self.local_sums.zero_()
+        self.local_labels.zero_()
+        bad = int(self.sums[3, self.n])
         if bad:
             raise ValueError(f"the report needs dataset indices in [0, {self.n}) (the training set's length), but "
                              f"{bad} training samples had an index outside it; wrap the training set in "
@@ -508,36 +503,35 @@ class EpochScores:
 
     def end_epoch(self, epoch: int) -> None:
         """After the flush at the end of ``epoch``: a sample dropped in it for the first time gets ``epoch``."""
-        first = (self.glob["dropped"] > 0) & (self.first_dropped < 0)
+        first = (self.sums[2, : self.n] > 0) & (self.first_dropped < 0)
         self.first_dropped = torch.where(first, torch.full_like(self.first_dropped, epoch), self.first_dropped)
 
     def table(self, estimator: Literal["gmm", "bmm"] = "gmm") -> dict[str, list[Any]]:
         """The report of the last flushed epoch."""
-        g = {k: v.cpu() for k, v in self.glob.items()}
-        seen = g["seen"] > 0
-        mean = torch.where(seen, g["score_sum"] / g["seen"].clamp(min=1), torch.full_like(g["score_sum"], math.nan))
-        kept = g["dropped"] == 0
+        sums, labels = self.sums[:, : self.n].cpu(), self.labels[:, : self.n].cpu()
+        seen = sums[1] > 0
+        mean = torch.where(seen, sums[0] / sums[1].clamp(min=1), torch.full_like(sums[0], math.nan))
+        kept = sums[2] == 0
 
-        def labels(k: str) -> Tensor | None:
-            v = g[k]
+        def label(r: int) -> Tensor | None:
+            v = labels[r]
             return None if not bool((v > 0).any()) else torch.where(v > 0, v - 1, torch.full_like(v, NO_LABEL))
 
-        corrupted = None if not bool((g["corrupted"] > 0).any()) else g["corrupted"].to(torch.int8) - 1
+        corrupted = None if not bool((labels[2] > 0).any()) else labels[2].to(torch.int8) - 1
         return build_report(torch.arange(self.n), mean, kept, score_columns=["score_last_epoch"],
                             first_dropped=self.first_dropped.cpu(), first_dropped_column="first_dropped_epoch",
-                            scored=seen, given_label=labels("given"), predicted_label=labels("pred"),
-                            corrupted=corrupted, estimator=estimator)
+                            scored=seen, given_label=label(1), predicted_label=label(0), corrupted=corrupted,
+                            estimator=estimator)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "epoch": self.epoch, "local": {k: v.cpu() for k, v in self.local.items()},
-                "global": {k: v.cpu() for k, v in self.glob.items()}, "first_dropped": self.first_dropped.cpu()}
+        return {"n": self.n, "epoch": self.epoch, "local_sums": self.local_sums.cpu(),
+                "local_labels": self.local_labels.cpu(), "sums": self.sums.cpu(), "labels": self.labels.cpu(),
+                "first_dropped": self.first_dropped.cpu()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> EpochScores:
         obj = cls(state["n"], "cpu")
         obj.epoch = state["epoch"]
-        obj.local = {k: v.clone() for k, v in state["local"].items()}
-        obj.glob = {k: v.clone() for k, v in state["global"].items()}
-        obj.first_dropped = state["first_dropped"].clone()
+        for name in ("local_sums", "local_labels", "sums", "labels", "first_dropped"):
+            setattr(obj, name, state[name].clone())
         return obj.to(device)
-
