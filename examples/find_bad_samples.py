@@ -1,7 +1,7 @@
 """Find the bad samples in a data set: train under ITLM with `report=True`, open the per-sample report, look at
 the most suspicious rows first, and measure how many of them really are mislabelled.
 
-    python examples/find_bad_samples.py            # ~30 s on 2 CPU cores
+    python examples/find_bad_samples.py            # about 30 s of CPU time
     python examples/find_bad_samples.py --fast     # a few seconds (used by the tests)
 
 The report is a CSV (`pandas.read_csv` opens it; `lit_robust.load_report` gives a DataFrame when pandas is

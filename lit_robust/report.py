@@ -17,9 +17,9 @@ on by default); :func:`load_report` reads it back. The columns, in this order:
 ``clean_posterior``         ``P(clean | score)`` of :func:`~lit_robust.estimate_corruption` fitted to the ranking score
                             (the last score column) of every scored sample; 0 for a NaN/inf score.
 ``given_label``             the training target, when it is an integer class label (empty otherwise, e.g. regression).
-``predicted_label``         the module's class prediction (see :meth:`~lit_robust.RobustMixin.predicted_labels`: by
-                            default the argmax of the ``[B, C]`` outputs ``per_sample_loss`` returns); empty when the
-                            module has none.
+``predicted_label``         ITLM: the final model's :meth:`~lit_robust.RobustMixin.predicted_labels` (by default the
+                            argmax of the ``[B, C]`` outputs ``per_sample_loss`` returns); filters: the argmax of those
+                            outputs in the sample's last training forward of the last epoch; empty when there is none.
 ``corrupted``               the ground-truth flag, when the batches carry it (``(index, x, y, is_corrupted)``).
 ==========================  ==========================================================================================
 
