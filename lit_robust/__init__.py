@@ -53,6 +53,7 @@ from lit_robust.linear_probe import LinearProbe
 from lit_robust.losses import bootstrap_loss
 from lit_robust.mixin import BatchSelector, RobustMixin
 from lit_robust.models import ImageClassifier, LinearRegressor, MLPRegressor
+from lit_robust.report import load_report
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
 from lit_robust.simclr import SimCLR, random_views, simclr_backbone
@@ -123,4 +124,5 @@ __all__ = [
     "SemiSupervisedBackdoorMNISTDataModule",
     "CorruptionEstimate",
     "estimate_corruption",
+    "load_report",
 ]

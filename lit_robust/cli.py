@@ -1,8 +1,10 @@
 """The `lit-robust` command: LightningCLI (fit/validate/test/predict) plus `demo`.
 
-Three things on top of LightningCLI, all for the paths users take:
+Four things on top of LightningCLI, all for the paths users take:
 
 * the rich progress bar is *added* to the callbacks the config names (never replaces them);
+* ``fit`` writes the per-sample report of every ``ITLM`` and ``BatchFilter`` in the config whose ``report`` is left
+  at its default (``None``), into the logger's folder or its ``report_dir`` — ``report: false`` turns it off;
 * ``--ckpt_path last`` / ``best`` in ``validate``/``test``/``predict`` (and a resumed ``fit``) finds the checkpoint
   of the fit it follows — LightningCLI would look in the new run's empty version folder and evaluate an
   untrained model;
@@ -93,6 +95,7 @@ class RobustCLI(LightningCLI):
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
     def before_fit(self) -> None:
         self._resolve_ckpt_path("fit")
+        enable_reports(self.trainer.callbacks)
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path("validate")
@@ -137,6 +140,16 @@ class RobustCLI(LightningCLI):
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
         # changed is expected here, not news
         warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
+
+
+def enable_reports(callbacks: Sequence[Any]) -> None:
+    """``lit-robust fit``'s default: every callback that can write a per-sample report (``ITLM``, ``BatchFilter``)
+    and whose ``report`` is ``None`` (not set in the config) writes it; an explicit ``report: false`` stays off."""
+    from lit_robust.callbacks import ITLM, BatchFilter
+
+    for cb in callbacks:
+        if isinstance(cb, (ITLM, BatchFilter)) and cb.report is None:
+            cb.report = True
 
 
 def _checkpoint_dirs(trainer: pl.Trainer) -> list[str]:

@@ -38,6 +38,8 @@ __all__ = [
     "all_gather_uneven",
     "all_gather_cat",
     "all_reduce_sum",
+    "all_reduce_max",
+    "gather_uneven",
     "broadcast",
     "ProcessGroupCollectives",
     "collectives",
@@ -149,6 +151,51 @@ def all_reduce_sum(tensor: Tensor, group: Group = None) -> Tensor:
     t = tensor.to(_comm_device(group), copy=True)
     dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t.to(tensor.device)
+
+
+def all_reduce_max(tensor: Tensor, group: Group = None) -> Tensor:
+    """Element-wise maximum of ``tensor`` over the ranks, as a new tensor (the input is untouched). Call on every
+    rank."""
+    if not is_distributed():
+        return tensor.clone()
+    check_device("tensor", tensor, group)
+    t = tensor.to(_comm_device(group), copy=True)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return t.to(tensor.device)
+
+
+def gather_uneven(tensor: Tensor, dst: int = 0, group: Group = None) -> list[Tensor] | None:
+    """Every rank's ``tensor`` on rank ``dst`` only, in rank order (``None`` on the other ranks); the first
+    dimension may differ per rank (also 0). Call on every rank.
+
+    Unlike :func:`all_gather_uneven`, only ``dst`` receives (and holds) the rows: what a file written once, by
+    one rank, needs. Without a process group: ``[tensor]``.
+    """
+    if not is_distributed():
+        if dst != 0:
+            raise ValueError(f"`dst` must be in [0, 0] without a process group, got {dst}.")
+        return [tensor]
+    ws = world_size(group)
+    if not 0 <= dst < ws:
+        raise ValueError(f"`dst` must be in [0, {ws - 1}], got {dst}.")
+    check_device("tensor", tensor, group)
+    if tensor.ndim == 0:
+        raise ValueError(f"`tensor` must have at least one dimension (rows are gathered), got shape {tuple(tensor.shape)}.")
+    dev = _comm_device(group)
+    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=dev)
+    sizes = [torch.empty_like(size) for _ in range(ws)]
+    dist.all_gather(sizes, size, group=group)
+    lengths = [int(s) for s in sizes]
+    longest = max(lengths)
+    t = tensor.to(dev)
+    if t.shape[0] < longest:
+        t = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))])
+    me = rank(group)
+    out = [torch.empty_like(t) for _ in lengths] if me == dst else None
+    dist.gather(t.contiguous(), out, dst=dist.get_global_rank(group, dst) if group is not None else dst, group=group)
+    if out is None:
+        return None
+    return [o[:m].to(tensor.device) for o, m in zip(out, lengths)]
 
 
 def broadcast(tensor: Tensor, src: int = 0, group: Group = None) -> Tensor:

@@ -9,9 +9,11 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.report import labels_from_outputs
 from lit_robust.selection import masked_mean
 
-__all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores"]
+__all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
+           "scores_and_predictions"]
 
 
 @runtime_checkable
@@ -56,6 +58,19 @@ class RobustMixin:
         """Per-sample score for a round's scoring pass (lower = more trusted). Default: the loss."""
         out = self.per_sample_loss(batch)
         return out[0] if isinstance(out, tuple) else out
+
+    def predicted_labels(self, batch: Any) -> Tensor | None:
+        """Predicted class per sample, for the per-sample report (``ITLM(report=True)``); ``None``: no prediction.
+
+        Default: the argmax over classes of the ``[B, C]`` outputs :meth:`per_sample_loss` returns, when the
+        targets are integer class labels (:func:`lit_robust.report.labels_from_outputs`); ``None`` for other
+        outputs (regression, a single binary logit). Override it for another rule. Called in eval mode without
+        gradients; with both this and :meth:`sample_scores` left as they are, ITLM's report pass takes the score
+        and the prediction from one forward.
+        """
+        out = self.per_sample_loss(batch)
+        outputs = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        return labels_from_outputs(outputs, unpack_batch(batch).target)
 
     # -- selectors ----------------------------------------------------------------------------
     @property
@@ -184,6 +199,22 @@ def _reset_parametrized(m: torch.nn.Module) -> None:
     with torch.no_grad():
         for name in names:
             m.parametrizations[name].original.copy_(twin._parameters[name])
+
+
+def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Tensor | None]:
+    """``(module.sample_scores(batch), module.predicted_labels(batch))``, from one forward of ``per_sample_loss``
+    when the module overrides neither; a module that overrides ``sample_scores`` only (a GAN's discriminator
+    loss, a flow's ``-log p``) gets ``None`` for the predictions (its ``per_sample_loss`` outputs are no class
+    scores) without a second forward."""
+    cls = type(module)
+    own_scores = cls.sample_scores is not RobustMixin.sample_scores
+    own_labels = cls.predicted_labels is not RobustMixin.predicted_labels
+    if not own_scores and not own_labels:
+        out = module.per_sample_loss(batch)
+        losses, outputs = (out[0], out[1] if len(out) > 1 else None) if isinstance(out, tuple) else (out, None)
+        return losses, labels_from_outputs(outputs, unpack_batch(batch).target)
+    scores = module.sample_scores(batch)
+    return scores, module.predicted_labels(batch) if own_labels else None
 
 
 def require_mixin(owner: str, module: Any) -> RobustMixin:

@@ -11,7 +11,7 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from lit_robust import ITLM, AdversarialTrigger, BackdoorMetrics, BatchFilter, SampleGrid, SpectralNorm
+from lit_robust import ITLM, AdversarialTrigger, BackdoorMetrics, BatchFilter, SampleGrid, SpectralNorm, load_report
 from lit_robust.cli import main, run
 from tests.conftest import REPO, SHARED_DATA
 
@@ -89,12 +89,21 @@ def _assert_acted(cb: Any, cli: Any) -> None:
     if isinstance(cb, ITLM):
         assert len(cb.history) == cb.num_rounds, cb.history
         assert any(r.kept < r.n for r in cb.history), cb.history  # a trimmed round, not plain training
+        # `lit-robust fit` writes the per-sample report by default, into the logger's folder
+        rows = _report_rows(cb, trainer)
+        assert sorted(r["index"] for r in rows) == list(range(cb.history[-1].n))
+        assert sum(r["kept"] for r in rows) == cb.history[-1].kept
     elif isinstance(cb, BatchFilter) and cb.drop_ratio == "auto":
         # it estimated (after epoch 0; in 2 shrunk epochs of 3 batches the estimate may well be 0: nothing dropped)
         assert len(cb.history) == 2 and all(r.estimated_corruption is not None for r in cb.history), cb.history
         assert cb.history[1].drop_ratio == min(cb.history[0].estimated_corruption, 0.49), cb.history
+        rows = _report_rows(cb, trainer)
+        assert len({r["index"] for r in rows}) == len(rows)
     elif isinstance(cb, BatchFilter):
         assert cb.history and sum(r.dropped for r in cb.history) > 0, cb.history
+        rows = _report_rows(cb, trainer)
+        assert len({r["index"] for r in rows}) == len(rows)
+        assert sum(r["kept"] is False for r in rows) == cb.history[-1].dropped  # each sample once per epoch
     elif isinstance(cb, AdversarialTrigger):
         assert cb.last_perturbation is not None and cb.last_perturbation.abs().max() > 0
     elif isinstance(cb, BackdoorMetrics):
@@ -108,6 +117,12 @@ def _assert_acted(cb: Any, cli: Any) -> None:
         assert cb.last_model_path and Path(cb.last_model_path).is_file()
     else:  # a new callback in a config needs its own check here
         raise AssertionError(f"no check of what {type(cb).__name__} does")
+
+
+def _report_rows(cb: Any, trainer: Any) -> list[dict]:
+    assert cb.report is True and cb.report_path is not None, "lit-robust fit turns the report on"
+    assert Path(cb.report_path).parent == Path(trainer.log_dir), (cb.report_path, trainer.log_dir)
+    return load_report(cb.report_path, as_frame=False)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -176,6 +191,16 @@ def test_progress_bar_off_keeps_the_callbacks(tmp_path, one_torch_thread):
     assert not any(isinstance(c, RichProgressBar) for c in fit.trainer.callbacks)
     itlm = next(c for c in fit.trainer.callbacks if isinstance(c, ITLM))
     assert len(itlm.history) == itlm.num_rounds
+
+
+def test_report_false_in_the_config_turns_the_default_report_off(tmp_path, one_torch_thread):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"]["report"] = False
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    fit = run(["fit", "--config", str(small)])
+    itlm = next(c for c in fit.trainer.callbacks if isinstance(c, ITLM))
+    assert itlm.report is False and itlm.report_path is None and not list(tmp_path.rglob("*report*"))
 
 
 def test_no_args_warning_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):

@@ -84,6 +84,8 @@ CASES = [
     ("itlm-keeps-nothing", DIGITS, {f"{CB0}.keep_ratio": 0.001, "data.init_args.train_size": 100}, [], "keep_ratio"),
     ("itlm-unknown-on-collapse", DIGITS, {f"{CB0}.on_collapse": "ignore"}, [], "on_collapse"),
     ("itlm-verbose-text", DIGITS, {f"{CB0}.verbose": "loud"}, [], "verbose"),
+    ("itlm-report-dir-not-writable", DIGITS, {f"{CB0}.report_dir": "/dev/null/reports"}, [], "report_dir"),
+    ("itlm-report-log-dir-not-writable", DIGITS, {"trainer.default_root_dir": "/dev/null/runs"}, [], "report_dir"),
     ("unknown-callback-class", DIGITS, {"trainer.callbacks[0].class_path": "lit_robust.ITLMM"}, [], "ITLMM"),
     # BatchFilter / AdversarialTrigger / SpectralNorm
     ("filter-drop-ratio-above-half", PRL, {f"{CB0}.drop_ratio": 0.6}, [], "drop_ratio"),
@@ -95,6 +97,7 @@ CASES = [
     ("filter-unknown-scope", PRL, {f"{CB0}.scope": "world"}, [], "scope"),
     ("filter-negative-warmup", PRL, {f"{CB0}.warmup_epochs": -1}, [], "warmup_epochs"),
     ("filter-unknown-loss", PRL, {f"{CB0}.loss": "hinge"}, [], "loss"),
+    ("filter-unknown-report-format", PRL, {f"{CB0}.report_format": "xlsx"}, [], "report_format"),
     ("trigger-negative-tau", PATCH, {f"{CB1}.tau": -0.1}, [], "tau"),
     ("trigger-unknown-filter-in", PATCH, {f"{CB1}.filter_in": "middle"}, [], "filter_in"),
     ("trigger-bad-value-range", PATCH, {f"{CB1}.value_range": "pixels"}, [], "value_range"),

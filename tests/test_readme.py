@@ -1,4 +1,5 @@
-"""The README's usage sections 1-3 run as written: a newcomer's module, their own data wrapped, ITLM, a test."""
+"""The README's usage sections 1-3a run as written: a newcomer's module, their own data wrapped, ITLM, a test, the
+per-sample report."""
 
 import re
 
@@ -21,3 +22,7 @@ def test_readme_sections_1_to_3_run(tmp_path, monkeypatch, one_torch_thread):
     assert len(itlm.history) == 6 and itlm.history[-1].kept == int(0.65 * 1500)
     assert itlm.history[-1].clean_precision > 0.9  # the labels are 70% clean
     assert trainer.callback_metrics["test_acc"] > 0.5
+    # §3a: the per-sample report of a second fit, its head mostly the corrupted samples (30% of the labels)
+    report = scope["report"]
+    assert len(report) == 1500 and report["corrupted"].head(20).mean() > 0.8
+    assert set(scope["new_labels"]) == set(report["index"][report["clean_posterior"] < 0.5])

@@ -9,13 +9,16 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
 from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
+from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
+from lit_robust.report import EpochScores, ReportFormat, integer_labels, labels_from_outputs, write_report
 from lit_robust.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.selection import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 
@@ -157,6 +160,23 @@ class BatchFilter(Callback):
             (``drop_ratio="auto"`` only).
         auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``"auto"`` only; default 0).
         reestimate: re-estimate at the end of every epoch, not only in warm-up (``"auto"`` only).
+        report: write the per-sample report (:mod:`lit_robust.report`) at the end of training:
+            ``<folder>/filter_<rule>_report.csv``, one row per training sample, most suspicious first, with the
+            mean of the rule's score over the sample's batches in the last epoch (``score_last_epoch``, training
+            mode, as the filter saw it), whether the last epoch kept it, the epoch that first dropped it, its clean
+            posterior (:func:`~lit_robust.estimate_corruption` on those scores), the given label, the prediction
+            of the last epoch's training forward (argmax of the ``[B, C]`` outputs ``per_sample_loss`` returned,
+            for integer class targets) and the ground truth when the batches carry it. The per-sample sums stay
+            on the training device during the epoch (no host synchronisation per step) and are added over the
+            ranks at each validation end and epoch end; rank 0 writes the file, one row per sample. In epochs
+            that drop nothing (warm-up) the ``"prl"``/``"spl"`` scores are computed for the report anyway (they
+            cost no backward); ``"prl_g"``'s extra backward is then run in the Trainer's last epoch only.
+            ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``, else off; the path
+            is :attr:`report_path`. A fit that trains nothing (resumed from its last checkpoint) writes none.
+        report_dir: the report's folder (created if missing); default: the logger's folder
+            (``trainer.log_dir``; the Trainer's ``default_root_dir`` without a logger). Checked at setup, before
+            training: a folder that cannot be written is a ``ValueError``.
+        report_format: ``"csv"`` (default; ``pandas.read_csv`` opens it) or ``"parquet"`` (needs pyarrow).
 
     Example:
         >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
@@ -176,6 +196,9 @@ class BatchFilter(Callback):
         estimator: Estimator = "gmm",
         auto_margin: float = 0.0,
         reestimate: bool = False,
+        report: bool | None = None,
+        report_dir: str | None = None,
+        report_format: ReportFormat = "csv",
     ) -> None:
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
@@ -184,6 +207,7 @@ class BatchFilter(Callback):
             raise ValueError(f"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got {prl_g_backend!r}.")
         drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, allow_large_drop)
         check_filter_args(warmup_epochs, scope, loss)
+        check_report_args(report, report_dir, report_format)
         self.rule = rule
         self.drop_ratio: float | Literal["auto"] = drop_ratio
         self.estimator, self.auto_margin, self.reestimate = estimator, float(auto_margin), reestimate
@@ -196,6 +220,10 @@ class BatchFilter(Callback):
         self.loss = loss
         self.allow_large_drop = allow_large_drop
         self.prl_g_backend = prl_g_backend
+        self.report = report
+        self.report_dir = report_dir
+        self.report_format = report_format
+        self.report_path: str | None = None  # the report written by the last fit
         # running state (checkpointed)
         self.history: list[FilterEpochRecord] = []
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
@@ -203,7 +231,10 @@ class BatchFilter(Callback):
         self._warned_small = False
         self._pending: tuple[Tensor, Tensor] | None = None  # "auto": a preview's scores, kept if no keep_mask follows
         self._collected_step = False
+        self._report_state: EpochScores | None = None  # per-sample sums for the report (see `report`)
         # fit-time helpers (not state)
+        self._report_target: str | None = None  # where this fit's report goes; None: no report
+        self._report_scores_now = False  # this step's scores are computed although nothing is dropped
         self._trainer: pl.Trainer | None = None
         self._module: RobustMixin | None = None
         self._recorder: GradNormRecorder | None = None
@@ -243,6 +274,10 @@ class BatchFilter(Callback):
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
+        self._report_target = None
+        if report_enabled(self.report, self.report_dir):
+            self._report_target = resolve_report_path(trainer, self.report_dir,
+                                                      f"filter_{self.rule}_report.{self.report_format}")
         module.add_batch_selector(self)
 
     def _resolve_backend(self, world_size: int) -> Literal["bookkeeping", "two_pass"]:
@@ -266,17 +301,35 @@ class BatchFilter(Callback):
         self._trainer = self._module = None
 
     # -- training hooks -------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._report_target is None:
+            return
+        n = _training_set_size(trainer)
+        if self._report_state is not None and self._report_state.n != n:
+            raise ValueError(f"the training set changed size since the checkpoint ({self._report_state.n} -> {n}); "
+                             "the report needs the same samples.")
+        if self._report_state is None:
+            self._report_state = EpochScores(n, pl_module.device)
+        self._report_state.to(pl_module.device)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:
             self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=pl_module.device)
             self._counters_epoch = trainer.current_epoch
+        if self._report_target is not None and self._report_state is not None:
+            self._report_state.start_epoch(trainer.current_epoch)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if batch_idx == 0:  # runs before the module's training step: a batch without indices gets the hint first
             unpack_batch(batch, owner="BatchFilter")
         epoch = trainer.current_epoch
-        if self._recorder is not None and (self.drop_ratio_at(epoch) > 0 or self._collects(epoch)):
+        filtering = self.drop_ratio_at(epoch) > 0
+        # the report's scores of an epoch that drops nothing: free for prl/spl, an extra backward for prl_g (then
+        # only in the last epoch, the one the report shows)
+        self._report_scores_now = self._report_target is not None and not filtering and (
+            self.rule != "prl_g" or epoch + 1 == trainer.max_epochs)
+        if self._recorder is not None and (filtering or self._collects(epoch) or self._report_scores_now):
             self._recorder.attach()  # record this step's forward (hooks registered once)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -305,8 +358,31 @@ class BatchFilter(Callback):
             rec.corrupted_frac = c_seen / seen if seen else None
         return rec
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a checkpoint written at validation end comes before `on_train_epoch_end`: add the ranks' sums first
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            self._flush_report()
+
+    def _flush_report(self) -> bool:
+        """Add every rank's per-sample sums into the shared part (a collective). Returns whether there is a report."""
+        if self._report_target is None or self._report_state is None:
+            return False
+        self._report_state.flush(distributed.all_reduce_sum, distributed.all_reduce_max)
+        return True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._report_target is None or self._report_state is None or self._report_state.epoch is None:
+            return
+        if trainer.global_rank == 0:
+            # the mixture of `drop_ratio="auto"` once a filter has one; else estimate_corruption's default
+            estimator = getattr(self, "estimator", "gmm")
+            self.report_path = write_report(self._report_state.table(estimator), self._report_target)
+            rank_zero_info(f"BatchFilter: per-sample report written to {self.report_path}")
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a collective: every rank reaches this hook once per epoch
+        if self._flush_report():
+            self._report_state.end_epoch(trainer.current_epoch)
         rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
             self._auto.end_epoch(trainer.current_epoch, pl_module.device)  # a collective too
@@ -342,14 +418,15 @@ class BatchFilter(Callback):
             return None
         epoch = trainer.current_epoch
         eps, collect = self.drop_ratio_at(epoch), self._collects(epoch)
-        if eps == 0.0 and not collect:
+        report = self._report_target is not None and self._report_state is not None
+        if eps == 0.0 and not collect and not (report and self._report_scores_now):
             return None
         ib = unpack_batch(batch)
         index = ib.index.to(losses.device)
         k_guess, _ = batch_keep_count(losses.shape[0], eps)
 
         def select(scores: Tensor) -> Tensor:
-            if eps == 0.0:  # "auto" before its estimate: score (below) and keep every sample
+            if eps == 0.0:  # "auto" before its estimate, or the report's scores: score (below) and keep all
                 return torch.ones_like(scores, dtype=torch.bool)
             return self._select(scores, index, eps)
 
@@ -358,6 +435,9 @@ class BatchFilter(Callback):
             if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
                 self._auto.add(index, scores.detach())
                 self._collected_step = True
+            if report:
+                self._report_state.add(index, scores.detach(), ~mask, labels_from_outputs(outputs, ib.target),
+                                       integer_labels(ib.target), ib.corrupted)
 
         return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
 
@@ -371,10 +451,19 @@ class BatchFilter(Callback):
         ib = unpack_batch(batch)
         index = ib.index.to(losses.device)
         collect = self._collects(epoch)
-        scores = self.scores(losses, batch, outputs, module) if eps > 0.0 or collect else None
-        mask = keep_all if eps == 0.0 else self._select(scores, index, eps)
+        scores = None
+        if eps == 0.0:
+            mask = keep_all
+            if collect or (record and self._report_scores_now):
+                scores = self.scores(losses, batch, outputs, module)
+        else:
+            scores = self.scores(losses, batch, outputs, module)
+            mask = self._select(scores, index, eps)
         if record:
             self._count(mask, ib.corrupted)
+            if self._report_target is not None and self._report_state is not None:
+                self._report_state.add(index, scores, ~mask, labels_from_outputs(outputs, ib.target),
+                                       integer_labels(ib.target), ib.corrupted)
         if collect:
             if record:
                 self._auto.add(index, scores)
@@ -433,6 +522,7 @@ class BatchFilter(Callback):
             "counters_epoch": self._counters_epoch,
             "warned_small": self._warned_small,
             "auto": None if self._auto is None else self._auto.state_dict(),
+            "report": None if self._report_state is None else self._report_state.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -443,4 +533,17 @@ class BatchFilter(Callback):
         self._warned_small = state_dict["warned_small"]
         if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints
             self._auto.load_state_dict(state_dict["auto"])
+        report = state_dict.get("report")  # absent from checkpoints written before the report existed
+        self._report_state = None if report is None else EpochScores.from_state_dict(report)
 
+
+
+def _training_set_size(trainer: pl.Trainer) -> int:
+    """Length of the (one) training dataloader's dataset: the number of rows of the report."""
+    loader = trainer.train_dataloader
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError("`report=True` needs one training dataloader over a sized (map-style) dataset, got "
+                         f"{type(loader).__name__} over {type(dataset).__name__}.") from None

@@ -21,9 +21,11 @@ from torch.utils.data import DataLoader
 
 from lit_robust import distributed
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
+from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
 from lit_robust.estimation import estimate_corruption
-from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin
+from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
+from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection import keep_count, scatter_scores
 
@@ -222,6 +224,21 @@ class ITLM(Callback):
         auto_margin: :math:`m \in [0, 0.5)`, dropped on top of the estimate (``keep_ratio="auto"`` only).
             Default 0: keep exactly the estimated clean fraction, as ITLM with a known :math:`\varepsilon`
             would; a positive margin trades clean samples for a purer selection when the estimate may be low.
+        report: write the per-sample report (:mod:`lit_robust.report`) at the end of training:
+            ``<folder>/itlm_report.csv``, one row per training sample, most suspicious first, with the score
+            each round's model gave it (``score_round_<r>``; the last round's from one extra scoring pass after
+            training, which also gives the predicted labels of :meth:`~lit_robust.RobustMixin.predicted_labels`),
+            whether the last round kept it, the round that first dropped it, its clean posterior
+            (:func:`~lit_robust.estimate_corruption` with ``estimator`` on the last scores), the given label and
+            the ground truth when the batches carry it. Written once, by rank 0 (the scores are gathered there;
+            one float per sample and round is kept, and checkpointed so that a resumed fit writes the same
+            report). ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``, else off;
+            the path is :attr:`report_path`. A fit that trains nothing (resumed from its last checkpoint) writes
+            none.
+        report_dir: the report's folder (created if missing); default: the logger's folder
+            (``trainer.log_dir``; the Trainer's ``default_root_dir`` without a logger). It is checked at setup,
+            before training: a folder that cannot be written is a ``ValueError``.
+        report_format: ``"csv"`` (default; ``pandas.read_csv`` opens it) or ``"parquet"`` (needs pyarrow).
 
     Example:
         >>> itlm = ITLM(keep_ratio=0.65, round_epochs=[5, 5, 5, 5, 20])
@@ -245,6 +262,9 @@ class ITLM(Callback):
         on_collapse: OnCollapse = "keep",
         estimator: Estimator = "gmm",
         auto_margin: float = 0.0,
+        report: bool | None = None,
+        report_dir: str | None = None,
+        report_format: ReportFormat = "csv",
     ) -> None:
         super().__init__()
         auto = isinstance(keep_ratio, str) and keep_ratio == "auto"
@@ -282,6 +302,7 @@ class ITLM(Callback):
             raise TypeError(f"`seed` must be an integer, got {seed!r}.")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
+        check_report_args(report, report_dir, report_format)
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
             raise TypeError(f"`plot_dir` must be a folder path (str or os.PathLike) or None, got {plot_dir!r}.")
         self.keep_ratio: float | Literal["auto"] = "auto" if auto else float(keep_ratio)
@@ -299,6 +320,10 @@ class ITLM(Callback):
         self.plot_path: str | None = None
         self.check_per_sample = check_per_sample
         self.on_collapse = on_collapse
+        self.report = report
+        self.report_dir = report_dir
+        self.report_format = report_format
+        self.report_path: str | None = None  # the report written by the last fit
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         starts = [0]
         for e in round_epochs:
@@ -321,7 +346,10 @@ class ITLM(Callback):
         # per scoring pass: round, dense scores, corrupted flags (CPU). Filled only when `plot=True`, because
         # under DDP it needs every score gathered on every rank (O(n) traffic); `history` is always filled.
         self.score_history: list[dict[str, Any]] = []
+        # the report's scores and drops (only on the rank that writes it, rank 0; see `report`)
+        self._report_state: RoundScores | None = None
         # fit-time helpers (not state)
+        self._report_target: str | None = None  # where this fit's report goes; None: no report
         self._patch: TrainLoaderPatch | None = None
         self._sampler: SelectionSampler | None = None
         self._local_sum: Tensor | float = 0.0  # this rank's part since the last addition over the ranks
@@ -368,6 +396,9 @@ class ITLM(Callback):
             )
         self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed,
                                          num_replicas=trainer.world_size, rank=trainer.global_rank)
+        self._report_target = None
+        if report_enabled(self.report, self.report_dir):
+            self._report_target = resolve_report_path(trainer, self.report_dir, f"itlm_report.{self.report_format}")
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -454,6 +485,10 @@ class ITLM(Callback):
         if epoch + 1 != self._round_starts[self._round + 1]:
             return
         self._end_round(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._report_target is not None:
+            self._write_report(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if len(self.history) < self.num_rounds and not trainer.interrupted:
@@ -643,6 +678,9 @@ class ITLM(Callback):
                 truth = torch.zeros(n, dtype=torch.bool)
                 truth[all_index.cpu()] = distributed.all_gather_cat(bad.to(torch.uint8)).cpu().bool()
             self.score_history.append({"round": round_, "scores": dense, "corrupted": truth})
+        if self._report_target is not None:
+            # round 0's selection (initial_round_on_all=False) comes from the untrained model: no score column
+            self._record_for_report(round_ - 1 if round_ > 0 else None, index, scores, round_, selection)
         self._selection = selection
         self._selection_made = True
         self._round = round_
@@ -657,17 +695,36 @@ class ITLM(Callback):
         Under DDP each rank scores its own contiguous block of the training set (no padding, so no
         sample is scored twice) and returns only that block.
         """
+        index, scores, corrupted, _, _ = self._score_pass(trainer, pl_module)
+        return index, scores, corrupted
+
+    def _score_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, labels: bool = False
+                    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        """:meth:`score_training_set`, and with ``labels=True`` the given and predicted labels (``None`` where
+        the batches / the module have none)."""
         module = require_mixin("ITLM", pl_module)
         loader = self._scoring_loader(trainer, pl_module)
         was_training = pl_module.training
         pl_module.eval()
-        idx, scores, flags = [], [], []
+        idx, scores, flags, given, predicted = [], [], [], [], []
         try:
             with torch.no_grad():
                 for batch in loader:
                     batch = trainer.strategy.batch_to_device(batch)
                     ib = unpack_batch(batch)
-                    s = module.sample_scores(batch)
+                    if labels:
+                        s, p = scores_and_predictions(module, batch)
+                        y = integer_labels(ib.target)
+                        if y is not None:
+                            given.append(y)
+                        if p is not None:
+                            if not isinstance(p, Tensor) or p.shape != ib.index.shape or p.is_floating_point():
+                                got = f"shape {tuple(p.shape)}, {p.dtype}" if isinstance(p, Tensor) else type(p).__name__
+                                raise ValueError(f"`predicted_labels` must return one integer label per sample (shape "
+                                                 f"{tuple(ib.index.shape)}) or None, got {got}.")
+                            predicted.append(p)
+                    else:
+                        s = module.sample_scores(batch)
                     if not isinstance(s, Tensor) or s.shape != ib.index.shape:
                         got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
                         raise ValueError(f"`sample_scores` must return one score per sample (shape "
@@ -685,7 +742,64 @@ class ITLM(Callback):
         if not idx:
             raise ValueError("the scoring loader yielded no batches.")
         corrupted = torch.cat(flags) if len(flags) == len(idx) else None
-        return torch.cat(idx), torch.cat(scores), corrupted
+        given_t = torch.cat(given) if labels and len(given) == len(idx) else None
+        predicted_t = torch.cat(predicted) if labels and len(predicted) == len(idx) else None
+        return torch.cat(idx), torch.cat(scores), corrupted, given_t, predicted_t
+
+    # -- the per-sample report -----------------------------------------------------------------------------
+    def _record_for_report(self, scored_round: int | None, index: Tensor, scores: Tensor, round_: int,
+                           selection: Tensor) -> None:
+        """Keep round ``scored_round``'s scores (this rank's ``index``/``scores``, gathered to rank 0) and round
+        ``round_``'s selection for the report. Call on every rank."""
+        gathered = None
+        if scored_round is not None:
+            gathered = [distributed.gather_uneven(index), distributed.gather_uneven(scores.float())]
+        if distributed.rank() != 0:
+            return
+        if self._report_state is None:
+            assert self._n is not None
+            self._report_state = RoundScores(self._n, self.num_rounds)
+        if gathered is not None:
+            self._report_state.set_scores(scored_round, torch.cat(gathered[0]).cpu(), torch.cat(gathered[1]).cpu())
+        self._report_state.set_selection(round_, selection)
+
+    def _write_report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Score every sample with the final model, gather to rank 0 and write the report there. Call on every
+        rank."""
+        index, scores, corrupted, given, predicted = self._score_pass(trainer, pl_module, labels=True)
+        dev = scores.device
+        present = torch.tensor([corrupted is not None, given is not None, predicted is not None], device=dev).long()
+        present = (distributed.all_reduce_sum(present) == distributed.world_size()).tolist()
+
+        def gather(t: Tensor | None, ok: bool) -> Tensor | None:
+            parts = distributed.gather_uneven(t.long()) if ok and t is not None else None
+            return None if parts is None else torch.cat(parts).cpu()
+
+        all_index = gather(index, True)
+        all_scores = distributed.gather_uneven(scores.float())
+        fields = [gather(t, ok) for t, ok in zip((corrupted, given, predicted), present)]
+        if distributed.rank() != 0:
+            return
+        assert all_index is not None and all_scores is not None and self._n is not None
+        if self._report_state is None:  # a fit of one round: no selection was made
+            self._report_state = RoundScores(self._n, self.num_rounds)
+        state = self._report_state
+        state.set_scores(self._round, all_index, torch.cat(all_scores).cpu())
+
+        def dense(values: Tensor | None, fill: int) -> Tensor | None:
+            if values is None:
+                return None
+            out = torch.full((self._n,), fill, dtype=torch.int64)
+            out[all_index] = values
+            return out
+
+        corrupted_d, given_d, predicted_d = (dense(fields[0], -1), dense(fields[1], NO_LABEL),
+                                             dense(fields[2], NO_LABEL))
+        table = state.table(self._round, given_d, predicted_d,
+                            None if corrupted_d is None else corrupted_d.to(torch.int8), self.estimator)
+        assert self._report_target is not None
+        self.report_path = write_report(table, self._report_target)
+        rank_zero_info(f"ITLM: per-sample report written to {self.report_path}")
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
         loader = None
@@ -725,6 +839,7 @@ class ITLM(Callback):
             "loss_sum": self._loss_sum + float(self._local_sum),
             "loss_count": self._loss_count + self._local_count,
             "val_epoch": self._val_epoch,
+            "report": None if self._report_state is None else self._report_state.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -740,6 +855,9 @@ class ITLM(Callback):
         self._loss_count = state_dict.get("loss_count", 0)
         self._val_epoch = state_dict.get("val_epoch")
         self._local_sum, self._local_count = 0.0, 0
+        report = state_dict.get("report")  # absent from checkpoints written before the report existed
+        # only the rank that writes the report keeps it
+        self._report_state = None if report is None or distributed.rank() != 0 else RoundScores.from_state_dict(report)
 
     @rank_zero_only
     def _save_plot(self, trainer: pl.Trainer) -> None:

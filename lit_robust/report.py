@@ -1,0 +1,537 @@
+"""The per-sample report: one row per training sample, most suspicious first (pure; no Lightning import).
+
+``ITLM(report=True)`` and ``BatchFilter(report=True)`` write it at the end of a fit (``lit-robust fit`` turns it
+on by default); :func:`load_report` reads it back. The columns, in this order:
+
+==========================  ==========================================================================================
+``rank``                    1 = most suspicious
+``index``                   the sample's dataset index (what :class:`~lit_robust.IndexedDataset` yields)
+``score_round_<r>``         ITLM: the score (``sample_scores``, e.g. the loss) given by round ``r``'s model, one column
+                            per round; the last from a scoring pass after the fit. Empty for a round whose model did
+                            not score (a collapsed round kept its selection).
+``score_last_epoch``        per-batch filters: the mean of the rule's score over the sample's batches in the last
+                            epoch (training mode); empty when the last epoch did not see the sample.
+``kept``                    ITLM: the last round trained on it; filters: no batch of the last epoch dropped it.
+``first_dropped_round``     ITLM: the first round whose selection left it out (empty: never); filters:
+/ ``_epoch``                the first epoch in which a batch dropped it.
+``clean_posterior``         ``P(clean | score)`` of :func:`~lit_robust.estimate_corruption` fitted to the ranking score
+                            (the last score column) of every scored sample; 0 for a NaN/inf score.
+``given_label``             the training target, when it is an integer class label (empty otherwise, e.g. regression).
+``predicted_label``         ITLM: the final model's :meth:`~lit_robust.RobustMixin.predicted_labels` (by default the
+                            argmax of the ``[B, C]`` outputs ``per_sample_loss`` returns); filters: the argmax of those
+                            outputs in the sample's last training forward of the last epoch; empty when there is none.
+``corrupted``               the ground-truth flag, when the batches carry it (``(index, x, y, is_corrupted)``).
+==========================  ==========================================================================================
+
+Ranking, the project's one tie rule turned around: a NaN/inf score first (the selections drop those first), then
+finite scores descending, ties by ascending index; samples without a ranking score last, by index.
+
+CSV is written with the standard library (``pandas.read_csv`` opens it); Parquet needs ``pyarrow``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lit_robust.estimation import estimate_corruption
+
+__all__ = [
+    "REPORT_FORMATS",
+    "build_report",
+    "suspicion_order",
+    "labels_from_outputs",
+    "integer_labels",
+    "write_report",
+    "load_report",
+    "report_format_of",
+    "folder_error",
+    "RoundScores",
+    "EpochScores",
+]
+
+ReportFormat = Literal["csv", "parquet"]
+REPORT_FORMATS = ("csv", "parquet")
+_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_INT_COLUMNS = ("rank", "index", "first_dropped_round", "first_dropped_epoch", "given_label", "predicted_label")
+_BOOL_COLUMNS = ("kept", "corrupted")
+NO_LABEL = -(2**62)  # "no label" in the integer label tensors of the accumulators below
+
+
+# -- labels ------------------------------------------------------------------------------------------------------
+def integer_labels(target: Any) -> Tensor | None:
+    """``target`` when it is a 1-D tensor of integer class labels, else ``None`` (regression targets, soft labels,
+    a non-tensor).
+
+    >>> integer_labels(torch.tensor([2, 0])).tolist(), integer_labels(torch.tensor([0.5, 1.0]))
+    ([2, 0], None)
+    """
+    if isinstance(target, Tensor) and target.ndim == 1 and not target.is_floating_point() \
+            and not target.is_complex() and target.dtype != torch.bool:
+        return target
+    return None
+
+
+def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
+    """A classifier's predicted class per sample: ``outputs.argmax(1)`` when ``outputs`` are ``[B, C]`` floating
+    scores (logits or probabilities, ``C >= 2``) and ``target`` is a ``[B]`` integer label tensor; else ``None``
+    (regression, a GAN's or a flow's outputs, a single binary logit).
+
+    >>> labels_from_outputs(torch.tensor([[0.1, 2.0], [3.0, -1.0]]), torch.tensor([1, 1])).tolist()
+    [1, 0]
+    >>> labels_from_outputs(torch.tensor([[0.3], [0.2]]), torch.tensor([1, 0])) is None
+    True
+    """
+    y = integer_labels(target)
+    if y is None or not isinstance(outputs, Tensor) or not outputs.is_floating_point():
+        return None
+    if outputs.ndim != 2 or outputs.shape[0] != y.shape[0] or outputs.shape[1] < 2:
+        return None
+    return outputs.detach().argmax(1)
+
+
+# -- ranking and the table ---------------------------------------------------------------------------------------
+def suspicion_order(scores: Tensor, index: Tensor, scored: Tensor | None = None) -> Tensor:
+    """Positions of the samples, most suspicious first: non-finite scores (by index), then finite scores
+    descending with ties by ascending index, then the samples with ``scored == False`` (by index).
+
+    >>> suspicion_order(torch.tensor([0.5, 0.9, float("nan"), 0.5]), torch.tensor([3, 1, 7, 2])).tolist()
+    [2, 1, 3, 0]
+    """
+    if scores.ndim != 1 or index.shape != scores.shape:
+        raise ValueError(f"`scores` and `index` must be 1-D of one length, got shapes {tuple(scores.shape)} and "
+                         f"{tuple(index.shape)}.")
+    s = scores.detach().cpu().double()
+    idx = index.detach().cpu().long()
+    known = torch.ones_like(idx, dtype=torch.bool) if scored is None else scored.detach().cpu().bool()
+    group = torch.where(known, torch.where(torch.isfinite(s), 1, 0), 2)
+    key = torch.where(group == 1, -s, torch.zeros_like(s))
+    order = torch.argsort(idx, stable=True)
+    order = order[torch.argsort(key[order], stable=True)]
+    return order[torch.argsort(group[order], stable=True)]
+
+
+def _float32_values(t: Tensor) -> list[float | None]:
+    """Each float32 value as the shortest decimal that reads back as the same float32 (``0.1``, not
+    ``0.10000000149011612``); NaN stays NaN."""
+    return [float(v) for v in t.detach().cpu().float().numpy().astype(str)]
+
+
+def _optional(values: list[Any], known: Tensor) -> list[Any]:
+    return [v if k else None for v, k in zip(values, known.tolist())]
+
+
+def build_report(
+    index: Tensor,
+    scores: Tensor,
+    kept: Tensor,
+    *,
+    score_columns: Sequence[str],
+    first_dropped: Tensor | None = None,
+    first_dropped_column: str = "first_dropped_round",
+    scored: Tensor | None = None,
+    score_known: Tensor | None = None,
+    given_label: Tensor | None = None,
+    predicted_label: Tensor | None = None,
+    corrupted: Tensor | None = None,
+    estimator: Literal["gmm", "bmm"] | None = "gmm",
+) -> dict[str, list[Any]]:
+    """The report as columns (``{name: [value per row]}``, rows most suspicious first), pure.
+
+    Args:
+        index: ``[n]`` dataset indices, distinct.
+        scores: ``[n, R]`` (or ``[n]``) scores; column ``j`` is named ``score_columns[j]``; the last column ranks.
+        kept: ``[n]`` booleans.
+        score_columns: the ``R`` score column names.
+        first_dropped: ``[n]`` integers, the first round/epoch the sample was dropped; negative = never.
+        first_dropped_column: ``"first_dropped_round"`` or ``"first_dropped_epoch"``.
+        scored: ``[n]`` booleans: the sample has a ranking score (the others rank last and get an empty ranking
+            score, ``kept`` and ``clean_posterior``). Default: all.
+        score_known: ``[n, R]`` booleans: which score entries exist (the others are written empty); its last
+            column is ``scored``. Default: all.
+        given_label, predicted_label: ``[n]`` integers; :data:`NO_LABEL` marks a missing one; ``None``: no column
+            values at all (written empty).
+        corrupted: ``[n]`` ground-truth flags (bool, or int8 with ``-1`` = unknown), or ``None``.
+        estimator: the mixture for ``clean_posterior`` (:func:`~lit_robust.estimate_corruption`); ``None``: empty.
+
+    Returns:
+        ``rank, index, *score_columns, kept, <first_dropped_column>, clean_posterior, given_label,
+        predicted_label, corrupted`` — ``None`` where a value is unknown.
+    """
+    n = index.numel()
+    scores = scores.detach().cpu()
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    if scores.ndim != 2 or scores.shape[0] != n or scores.shape[1] != len(score_columns) or not score_columns:
+        raise ValueError(f"`scores` must be [n, R] with n = {n} samples and R = len(score_columns) = "
+                         f"{len(score_columns)} >= 1, got shape {tuple(scores.shape)}.")
+    if first_dropped_column not in ("first_dropped_round", "first_dropped_epoch"):
+        raise ValueError(f"`first_dropped_column` must be 'first_dropped_round' or 'first_dropped_epoch', got "
+                         f"{first_dropped_column!r}.")
+    for name, t in (("kept", kept), ("first_dropped", first_dropped), ("scored", scored), ("given_label", given_label),
+                    ("predicted_label", predicted_label), ("corrupted", corrupted)):
+        if t is not None and tuple(t.shape) != (n,):
+            raise ValueError(f"`{name}` must have shape ({n},), got {tuple(t.shape)}.")
+    scored = torch.ones(n, dtype=torch.bool) if scored is None else scored.detach().cpu().bool()
+    known = torch.ones(scores.shape, dtype=torch.bool) if score_known is None else score_known.detach().cpu().bool()
+    known = known.clone()
+    known[:, -1] = scored
+    ranking = scores[:, -1]
+    order = suspicion_order(ranking, index, scored)
+
+    posterior = [None] * n
+    if estimator is not None and bool(scored.any()):
+        est = estimate_corruption(ranking[scored].double(), estimator)
+        post = torch.full((n,), math.nan, dtype=torch.float64)
+        post[scored] = est.clean_posterior
+        posterior = _optional(post[order].tolist(), scored[order])
+
+    table: dict[str, list[Any]] = {"rank": list(range(1, n + 1)),
+                                   "index": index.detach().cpu().long()[order].tolist()}
+    for j, name in enumerate(score_columns):
+        table[name] = _optional(_float32_values(scores[order, j]), known[order, j])
+    table["kept"] = _optional(kept.detach().cpu().bool()[order].tolist(), scored[order])
+    if first_dropped is None:
+        table[first_dropped_column] = [None] * n
+    else:
+        fd = first_dropped.detach().cpu().long()[order]
+        table[first_dropped_column] = _optional(fd.tolist(), fd >= 0)
+    table["clean_posterior"] = posterior
+    for name, labels in (("given_label", given_label), ("predicted_label", predicted_label)):
+        if labels is None:
+            table[name] = [None] * n
+        else:
+            lab = labels.detach().cpu().long()[order]
+            table[name] = _optional(lab.tolist(), lab != NO_LABEL)
+    if corrupted is None:
+        table["corrupted"] = [None] * n
+    else:
+        c = corrupted.detach().cpu().to(torch.int8)[order]  # bool -> 0/1; int8 keeps -1 = unknown
+        table["corrupted"] = _optional([bool(v) for v in c.tolist()], c >= 0)
+    return table
+
+
+# -- files -------------------------------------------------------------------------------------------------------
+def report_format_of(path: str | os.PathLike) -> ReportFormat:
+    """``"csv"`` or ``"parquet"`` from ``path``'s suffix (``.csv``, ``.parquet``, ``.pq``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ValueError(f"`path` must end in one of {sorted(_SUFFIXES)} (the report's format), got {os.fspath(path)!r}.")
+    return _SUFFIXES[suffix]  # type: ignore[return-value]
+
+
+def _require_pyarrow(what: str) -> Any:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise ImportError(f"{what} needs pyarrow: `pip install pyarrow` (or `pip install \"lit-robust[report]\"`), "
+                          "or use the CSV format.") from err
+    return pq
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)  # full precision; nan / inf / -inf as pandas reads them
+    return str(v)
+
+
+def write_report(table: dict[str, list[Any]], path: str | os.PathLike) -> str:
+    """Write a :func:`build_report` table to ``path``, as CSV or Parquet by its suffix; returns the path.
+
+    The file is written next to its final name and then renamed, so a reader never sees half a report.
+    """
+    fmt = report_format_of(path)
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    columns = list(table)
+    if fmt == "parquet":
+        pq = _require_pyarrow("`report_format='parquet'`")
+        import pyarrow as pa
+
+        types = {c: (pa.int64() if c in _INT_COLUMNS else pa.bool_() if c in _BOOL_COLUMNS else pa.float64())
+                 for c in columns}
+        arrow = pa.table({c: pa.array(table[c], type=types[c]) for c in columns})
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".parquet", dir=folder)
+        os.close(fd)
+        try:
+            pq.write_table(arrow, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".csv", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in zip(*(table[c] for c in columns)):
+                writer.writerow([_csv_cell(v) for v in row])
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _parse(column: str, cell: str) -> Any:
+    if cell == "":
+        return None
+    if column in _INT_COLUMNS:
+        return int(cell)
+    if column in _BOOL_COLUMNS:
+        return cell == "True"
+    return float(cell)
+
+
+def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
+    """Read a per-sample report (CSV or Parquet, by the suffix), rows most suspicious first.
+
+    Args:
+        path: the file ``ITLM``/``BatchFilter`` wrote (e.g. ``<log_dir>/itlm_report.csv``).
+        as_frame: ``None`` (default): a ``pandas.DataFrame`` when pandas is installed, else a list of dicts (one
+            per row, ``None`` for an empty cell); ``True``: a DataFrame (an ``ImportError`` without pandas);
+            ``False``: the list of dicts.
+
+    In the DataFrame the label and round/epoch columns are nullable integers (``Int64``) and ``kept`` /
+    ``corrupted`` nullable booleans, so an empty cell is ``<NA>`` and not a float NaN.
+    """
+    if as_frame not in (None, True, False):
+        raise ValueError(f"`as_frame` must be True, False or None, got {as_frame!r}.")
+    fmt = report_format_of(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`path` must be an existing report file, got {os.fspath(path)!r}.")
+    pd = None
+    if as_frame is not False:
+        try:
+            import pandas as pd
+        except ImportError as err:
+            if as_frame:
+                raise ImportError("`as_frame=True` needs pandas: `pip install pandas` (or "
+                                  "`pip install \"lit-robust[report]\"`).") from err
+    if fmt == "parquet":
+        pq = _require_pyarrow("reading a Parquet report")
+        arrow = pq.read_table(os.fspath(path))
+        if pd is None:
+            return arrow.to_pylist()
+        frame = arrow.to_pandas()
+    elif pd is None:
+        with open(path, newline="") as f:
+            return [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+    else:
+        frame = pd.read_csv(path)
+    for c in frame.columns:
+        if c in _INT_COLUMNS:
+            frame[c] = frame[c].astype("Int64")
+        elif c in _BOOL_COLUMNS:
+            frame[c] = frame[c].astype("boolean")
+    return frame
+
+
+def folder_error(folder: str | os.PathLike) -> str | None:
+    """``None`` when a file can be written into ``folder`` (created if missing), else what went wrong
+    (``"NotADirectoryError: ..."``); tried by creating and removing a file there."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".report-probe-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror or err}"
+    return None
+
+
+# -- what the callbacks accumulate -------------------------------------------------------------------------------
+class RoundScores:
+    """ITLM's report state: each round's scores of every sample and the round each sample was first dropped.
+
+    Holds dense CPU tensors of ``n`` entries (one float per sample per round); the callback fills it on the rank
+    that writes the report.
+    """
+
+    def __init__(self, n: int, num_rounds: int) -> None:
+        self.n = int(n)
+        self.num_rounds = int(num_rounds)
+        self.scores = torch.full((self.n, self.num_rounds), math.nan, dtype=torch.float32)
+        self.known = torch.zeros((self.n, self.num_rounds), dtype=torch.bool)
+        self.first_dropped = torch.full((self.n,), -1, dtype=torch.int64)
+        self.selection: Tensor | None = None  # the latest selection (sorted indices); None = every sample
+
+    def set_scores(self, round_: int, index: Tensor, scores: Tensor) -> None:
+        """Round ``round_``'s model scored the samples ``index``."""
+        self.scores[index.cpu().long(), round_] = scores.detach().cpu().float()
+        self.known[index.cpu().long(), round_] = True
+
+    def set_selection(self, round_: int, selection: Tensor | None) -> None:
+        """Round ``round_`` trains on ``selection`` (sorted dataset indices; ``None`` = all)."""
+        self.selection = None if selection is None else selection.detach().cpu().long()
+        if selection is None:
+            return
+        dropped = torch.ones(self.n, dtype=torch.bool)
+        dropped[self.selection] = False
+        self.first_dropped[dropped & (self.first_dropped < 0)] = round_
+
+    def kept(self) -> Tensor:
+        if self.selection is None:
+            return torch.ones(self.n, dtype=torch.bool)
+        kept = torch.zeros(self.n, dtype=torch.bool)
+        kept[self.selection] = True
+        return kept
+
+    def table(self, ranking_round: int, given_label: Tensor | None, predicted_label: Tensor | None,
+              corrupted: Tensor | None, estimator: Literal["gmm", "bmm"] = "gmm") -> dict[str, list[Any]]:
+        """The report, ranked by round ``ranking_round``'s scores (the rounds after it are left out)."""
+        cols = list(range(ranking_round + 1))
+        return build_report(torch.arange(self.n), self.scores[:, cols], self.kept(),
+                            score_columns=[f"score_round_{r}" for r in cols], first_dropped=self.first_dropped,
+                            scored=self.known[:, ranking_round], score_known=self.known[:, cols],
+                            given_label=given_label, predicted_label=predicted_label, corrupted=corrupted,
+                            estimator=estimator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "num_rounds": self.num_rounds, "scores": self.scores.clone(), "known": self.known.clone(),
+                "first_dropped": self.first_dropped.clone(), "selection": self.selection}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> RoundScores:
+        obj = cls(state["n"], state["num_rounds"])
+        obj.scores, obj.known = state["scores"].clone(), state["known"].clone()
+        obj.first_dropped, obj.selection = state["first_dropped"].clone(), state["selection"]
+        return obj
+
+
+Reduce = Callable[[Tensor], Tensor]
+
+
+class EpochScores:
+    """A per-batch filter's report state, on the training device: per sample, this epoch's score sum, times
+    scored and times dropped, and its last prediction; the given label and ground truth; the epoch first dropped.
+
+    :meth:`add` is called once per training batch and only runs a few tensor operations on the batch's device (no
+    host synchronisation): one ``index_add_`` into a ``[4, n + 1]`` table of sums (score sum, times scored, times
+    dropped, visits) and one ``index_copy_`` into a ``[3, n + 1]`` table of labels (prediction, given label, ground
+    truth, each stored +1 so that 0 means unknown); an index outside ``[0, n)`` goes to the extra column ``n`` and
+    is reported at the next :meth:`flush`. What a rank adds stays *local* until :meth:`flush` merges every rank's
+    local part into the *global* part with the collectives it is handed (sum for the sums, max for the labels), so
+    the global part is the same on every rank. Call :meth:`flush` wherever a checkpoint may follow (validation end,
+    epoch end), and :meth:`end_epoch` after the flush at the epoch's end.
+    """
+
+    SUM_ROWS = ("score_sum", "seen", "dropped", "visits")
+    LABEL_ROWS = ("pred", "given", "corrupted")
+
+    def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
+        self.n = int(n)
+        dev = torch.device(device)
+        fdtype = torch.float32 if dev.type == "mps" else torch.float64  # counts are exact integers in either
+        self.local_sums = torch.zeros(len(self.SUM_ROWS), self.n + 1, dtype=fdtype, device=dev)
+        self.local_labels = torch.zeros(len(self.LABEL_ROWS), self.n + 1, dtype=torch.int64, device=dev)
+        self.sums = self.local_sums.clone()  # global: every rank's, merged by `flush`
+        self.labels = self.local_labels.clone()
+        self.first_dropped = torch.full((self.n,), -1, dtype=torch.int64, device=dev)
+        self.epoch: int | None = None  # epoch the sums belong to
+
+    @property
+    def device(self) -> torch.device:
+        return self.first_dropped.device
+
+    def to(self, device: torch.device | str) -> EpochScores:
+        dev = torch.device(device)
+        for name in ("local_sums", "local_labels", "sums", "labels", "first_dropped"):
+            setattr(self, name, getattr(self, name).to(dev))
+        return self
+
+    def start_epoch(self, epoch: int) -> None:
+        """Begin ``epoch``: this epoch's sums and predictions start from zero (nothing happens when they already
+        belong to ``epoch``, e.g. on a resumed run)."""
+        if self.epoch == epoch:
+            return
+        for t in (self.local_sums, self.sums):
+            t.zero_()
+        for t in (self.local_labels, self.labels):
+            t[0].zero_()  # the prediction is the epoch's; the given label and the ground truth stay
+        self.epoch = epoch
+
+    def add(self, index: Tensor, scores: Tensor | None, dropped: Tensor, predicted: Tensor | None = None,
+            given: Tensor | None = None, corrupted: Tensor | None = None) -> None:
+        """One batch: dataset ``index`` ``[B]``, the rule's ``scores`` (``None``: not computed this batch), the
+        ``dropped`` mask, and optionally predicted / given labels and ground-truth flags."""
+        dev = self.device
+        idx = index.to(dev).long().reshape(-1)
+        idx = torch.where((idx >= 0) & (idx < self.n), idx, self.n)  # anything else lands in the extra column
+        sums = self.local_sums
+        one = torch.ones(idx.shape, dtype=sums.dtype, device=dev)
+        drop = dropped.to(device=dev, dtype=sums.dtype).reshape(-1)
+        if scores is None:
+            zero = torch.zeros_like(one)
+            rows = torch.stack([zero, zero, drop, one])
+        else:
+            rows = torch.stack([scores.detach().to(device=dev, dtype=sums.dtype).reshape(-1), one, drop, one])
+        sums.index_add_(1, idx, rows)
+        given_rows = (predicted, given, corrupted)
+        if all(v is None for v in given_rows):
+            return
+        labels = self.local_labels
+        old = labels[:, idx]
+        new = torch.stack([old[r] if v is None else v.detach().to(dev).long().reshape(-1) + 1
+                           for r, v in enumerate(given_rows)])
+        labels.index_copy_(1, idx, new)
+
+    def flush(self, reduce_sum: Reduce, reduce_max: Reduce) -> None:
+        """Merge every rank's local part into the global part (collectives: call on every rank) and clear it."""
+        self.sums += reduce_sum(self.local_sums)
+        self.labels = torch.maximum(self.labels, reduce_max(self.local_labels))
+        self.local_sums.zero_()
+        self.local_labels.zero_()
+        bad = int(self.sums[3, self.n])
+        if bad:
+            raise ValueError(f"the report needs dataset indices in [0, {self.n}) (the training set's length), but "
+                             f"{bad} training samples had an index outside it; wrap the training set in "
+                             "`lit_robust.IndexedDataset`.")
+
+    def end_epoch(self, epoch: int) -> None:
+        """After the flush at the end of ``epoch``: a sample dropped in it for the first time gets ``epoch``."""
+        first = (self.sums[2, : self.n] > 0) & (self.first_dropped < 0)
+        self.first_dropped = torch.where(first, torch.full_like(self.first_dropped, epoch), self.first_dropped)
+
+    def table(self, estimator: Literal["gmm", "bmm"] = "gmm") -> dict[str, list[Any]]:
+        """The report of the last flushed epoch."""
+        sums, labels = self.sums[:, : self.n].cpu(), self.labels[:, : self.n].cpu()
+        seen = sums[1] > 0
+        mean = torch.where(seen, sums[0] / sums[1].clamp(min=1), torch.full_like(sums[0], math.nan))
+        kept = sums[2] == 0
+
+        def label(r: int) -> Tensor | None:
+            v = labels[r]
+            return None if not bool((v > 0).any()) else torch.where(v > 0, v - 1, torch.full_like(v, NO_LABEL))
+
+        corrupted = None if not bool((labels[2] > 0).any()) else labels[2].to(torch.int8) - 1
+        return build_report(torch.arange(self.n), mean, kept, score_columns=["score_last_epoch"],
+                            first_dropped=self.first_dropped.cpu(), first_dropped_column="first_dropped_epoch",
+                            scored=seen, given_label=label(1), predicted_label=label(0), corrupted=corrupted,
+                            estimator=estimator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "epoch": self.epoch, "local_sums": self.local_sums.cpu(),
+                "local_labels": self.local_labels.cpu(), "sums": self.sums.cpu(), "labels": self.labels.cpu(),
+                "first_dropped": self.first_dropped.cpu()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> EpochScores:
+        obj = cls(state["n"], "cpu")
+        obj.epoch = state["epoch"]
+        for name in ("local_sums", "local_labels", "sums", "labels", "first_dropped"):
+            setattr(obj, name, state[name].clone())
+        return obj.to(device)

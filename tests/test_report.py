@@ -1,0 +1,503 @@
+"""The per-sample report: the pure table against a slow reference, the files, ITLM's and BatchFilter's reports
+against what they did, resume == uninterrupted, DDP (gloo, 2 ranks), bad input."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import threading
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from lit_robust import ITLM, BatchFilter, estimate_corruption, load_report, unpack_batch
+from lit_robust.report import (
+    NO_LABEL,
+    EpochScores,
+    RoundScores,
+    build_report,
+    labels_from_outputs,
+    suspicion_order,
+    write_report,
+)
+from lit_robust.selection import trim_mask
+from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# ------------------------------------------------------------------------------------------------ pure: the table
+def reference_report(index, scores, kept, names, first_dropped, scored, known, given, predicted, corrupted,
+                     posterior):
+    """One sample at a time: a dict per row, then sorted by the documented key."""
+    rows = []
+    for i in range(len(index)):
+        s = float(scores[i][-1])
+        group = 2 if not scored[i] else (0 if not math.isfinite(s) else 1)
+        row = {"index": index[i]}
+        for j, name in enumerate(names):
+            has = scored[i] if j == len(names) - 1 else known[i][j]
+            row[name] = float(torch.tensor(scores[i][j], dtype=torch.float32)) if has else None
+        row["kept"] = kept[i] if scored[i] else None
+        row["first_dropped_round"] = first_dropped[i] if first_dropped[i] >= 0 else None
+        row["clean_posterior"] = posterior.get(index[i])
+        row["given_label"] = given[i] if given[i] != NO_LABEL else None
+        row["predicted_label"] = predicted[i] if predicted[i] != NO_LABEL else None
+        row["corrupted"] = None if corrupted[i] < 0 else bool(corrupted[i])
+        rows.append(((group, -s if group == 1 else 0.0, index[i]), row))
+    rows.sort(key=lambda kr: kr[0])
+    return [dict(rank=r + 1, **row) for r, (_, row) in enumerate(rows)]
+
+
+def as_rows(table):
+    cols = list(table)
+    return [dict(zip(cols, vals)) for vals in zip(*(table[c] for c in cols))]
+
+
+def same(a, b):
+    """Row equality with NaN == NaN and float32 rounding of the written scores."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, float) and isinstance(y, float):
+            if not (x == y or (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-6 * max(1.0, abs(y))):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def test_build_report_matches_a_slow_reference():
+    g = torch.Generator().manual_seed(0)
+    n = 120
+    index = torch.randperm(500, generator=g)[:n]
+    scores = torch.rand(n, 3, generator=g).mul(4).round().div(4)  # many exact ties
+    scores[:, -1] = torch.cat([torch.rand(90, generator=g), 3 + torch.rand(30, generator=g)])  # two modes
+    scores[::17, -1] = math.nan
+    scores[5, -1], scores[6, -1], scores[7, 1] = math.inf, -math.inf, math.nan
+    scores[10:14, -1] = 0.5  # a tie
+    scored = torch.rand(n, generator=g) > 0.1
+    known = torch.rand(n, 3, generator=g) > 0.2
+    kept = torch.rand(n, generator=g) > 0.3
+    first = torch.randint(-1, 4, (n,), generator=g)
+    given = torch.randint(0, 10, (n,), generator=g)
+    given[::7] = NO_LABEL
+    predicted = torch.randint(0, 10, (n,), generator=g)
+    corrupted = torch.randint(-1, 2, (n,), generator=g).to(torch.int8)
+    names = ["score_round_0", "score_round_1", "score_round_2"]
+    with pytest.warns(RuntimeWarning, match="10 of 110 scores are NaN or infinite"):  # warned, counted corrupted
+        table = build_report(index, scores, kept, score_columns=names, first_dropped=first, scored=scored,
+                             score_known=known, given_label=given, predicted_label=predicted, corrupted=corrupted)
+    with pytest.warns(RuntimeWarning, match="NaN or infinite"):
+        est = estimate_corruption(scores[scored, -1].double())
+    posterior = dict(zip(index[scored].tolist(), est.clean_posterior.tolist()))
+    expected = reference_report(index.tolist(), scores.tolist(), kept.tolist(), names, first.tolist(),
+                                scored.tolist(), known.tolist(), given.tolist(), predicted.tolist(),
+                                corrupted.tolist(), posterior)
+    got = as_rows(table)
+    assert list(table) == ["rank", "index", *names, "kept", "first_dropped_round", "clean_posterior", "given_label",
+                           "predicted_label", "corrupted"]
+    assert len(got) == n and all(same(a, b) for a, b in zip(got, expected)), next(
+        (a, b) for a, b in zip(got, expected) if not same(a, b))
+    assert est.two_components and 0.1 < est.rate < 0.45  # the posterior column means something here
+    # the rows with a NaN/inf ranking score lead, by index; the unscored close the table
+    lead = [r for r in got if r["score_round_2"] is not None and not math.isfinite(r["score_round_2"])]
+    assert got[:len(lead)] == lead and [r["index"] for r in lead] == sorted(r["index"] for r in lead)
+    assert all(r["score_round_2"] is None and r["kept"] is None for r in got[-int((~scored).sum()):])
+
+
+def test_suspicion_order_and_labels():
+    s = torch.tensor([0.5, 0.9, math.nan, 0.5, 0.1])
+    assert suspicion_order(s, torch.tensor([3, 1, 7, 2, 0])).tolist() == [2, 1, 3, 0, 4]
+    assert suspicion_order(s, torch.tensor([3, 1, 7, 2, 0]), torch.tensor([1, 1, 1, 0, 1]).bool()).tolist() == [
+        2, 1, 0, 4, 3]
+    y = torch.tensor([1, 0])
+    assert labels_from_outputs(torch.tensor([[0.0, 2.0], [1.0, -1.0]]), y).tolist() == [1, 0]
+    for outputs, target in [(torch.zeros(2, 1), y), (torch.zeros(2), y), (torch.zeros(2, 3), torch.zeros(2)),
+                            (torch.zeros(2, 3), torch.zeros(2, 3)), (None, y), (torch.zeros(3, 2), y)]:
+        assert labels_from_outputs(outputs, target) is None
+
+
+def test_bad_table_input():
+    with pytest.raises(ValueError, match=r"`scores` must be \[n, R\] with n = 3 samples and R = "):
+        build_report(torch.arange(3), torch.zeros(3, 2), torch.ones(3).bool(), score_columns=["a"])
+    with pytest.raises(ValueError, match=r"`kept` must have shape \(3,\), got \(2,\)"):
+        build_report(torch.arange(3), torch.zeros(3), torch.ones(2).bool(), score_columns=["a"])
+
+
+# ------------------------------------------------------------------------------------------------ files
+def small_table():
+    return build_report(torch.tensor([4, 2, 9]), torch.tensor([0.1, math.nan, 2.5]), torch.tensor([True, False, True]),
+                        score_columns=["score_last_epoch"], first_dropped=torch.tensor([-1, 3, 0]),
+                        first_dropped_column="first_dropped_epoch", scored=torch.tensor([True, True, False]),
+                        given_label=torch.tensor([1, NO_LABEL, 0]), predicted_label=None,
+                        corrupted=torch.tensor([0, 1, -1], dtype=torch.int8), estimator=None)
+
+
+EXPECTED_ROWS = [
+    {"rank": 1, "index": 2, "score_last_epoch": math.nan, "kept": False, "first_dropped_epoch": 3,
+     "clean_posterior": None, "given_label": None, "predicted_label": None, "corrupted": True},
+    {"rank": 2, "index": 4, "score_last_epoch": 0.1, "kept": True, "first_dropped_epoch": None,
+     "clean_posterior": None, "given_label": 1, "predicted_label": None, "corrupted": False},
+    {"rank": 3, "index": 9, "score_last_epoch": None, "kept": None, "first_dropped_epoch": 0,
+     "clean_posterior": None, "given_label": 0, "predicted_label": None, "corrupted": None},
+]
+
+
+def test_csv_round_trip_without_pandas(tmp_path, monkeypatch):
+    path = write_report(small_table(), tmp_path / "r.csv")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert lines[1] == "1,2,nan,False,3,,,,True"
+    assert lines[2] == "2,4,0.1,True,,,1,,False"  # float32 0.1 written as 0.1, not 0.10000000149011612
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    rows = load_report(path)
+    assert all(same(a, b) for a, b in zip(rows, EXPECTED_ROWS)) and len(rows) == 3
+    with pytest.raises(ImportError, match="`as_frame=True` needs pandas"):
+        load_report(path, as_frame=True)
+
+
+def test_csv_and_parquet_open_with_pandas(tmp_path):
+    pd = pytest.importorskip("pandas")
+    table = small_table()
+    plain = pd.read_csv(write_report(table, tmp_path / "r.csv"))  # what a user does without lit_robust
+    assert plain["index"].tolist() == [2, 4, 9] and plain["kept"].iloc[0] == False  # noqa: E712
+    frame = load_report(tmp_path / "r.csv")
+    assert str(frame["given_label"].dtype) == "Int64" and str(frame["kept"].dtype) == "boolean"
+    assert frame["given_label"].isna().tolist() == [True, False, False]
+    assert as_list(frame) == as_list(pd.DataFrame(EXPECTED_ROWS))
+    pytest.importorskip("pyarrow")
+    pq = load_report(write_report(table, tmp_path / "r.parquet"))
+    assert as_list(pq) == as_list(frame) and list(pq.columns) == list(frame.columns)
+    assert same(load_report(tmp_path / "r.parquet", as_frame=False)[1], EXPECTED_ROWS[1])
+
+
+def as_list(frame):
+    """A DataFrame's cells, with every missing value (None, NaN, pandas.NA) as None."""
+    import pandas as pd
+
+    return [[None if pd.isna(v) else v for v in row] for row in frame.astype(object).values.tolist()]
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"`path` must end in one of \['.csv', '.parquet', '.pq'\]"):
+        write_report(small_table(), tmp_path / "r.xlsx")
+    with pytest.raises(FileNotFoundError, match="`path` must be an existing report file"):
+        load_report(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="`as_frame` must be True, False or None, got 'yes'"):
+        load_report(tmp_path / "missing.csv", as_frame="yes")
+
+
+# ------------------------------------------------------------------------------------------------ pure: accumulators
+def thread_reducers(world: int):
+    """All-reduce among `world` threads (one per simulated rank)."""
+    barrier, slots = threading.Barrier(world), [None] * world
+
+    def reduce(rank, op, t):
+        slots[rank] = t.clone()
+        barrier.wait()
+        out = functools.reduce(op, slots)
+        barrier.wait()
+        return out
+
+    return [(functools.partial(reduce, r, torch.add), functools.partial(reduce, r, torch.maximum))
+            for r in range(world)]
+
+
+def test_epoch_scores_over_ranks_equal_one_process():
+    g = torch.Generator().manual_seed(1)
+    n, epochs = 50, 3
+    given = torch.randint(0, 5, (n,), generator=g)
+    truth = torch.rand(n, generator=g) < 0.3
+    quarter = torch.randint(0, 8, (n,), generator=g).float() / 4  # sums in any order are exact
+    one = EpochScores(n)
+    ranks = [EpochScores(n) for _ in range(2)]
+    for epoch in range(epochs):
+        for s in (one, *ranks):
+            s.start_epoch(epoch)
+        perm = torch.randperm(n, generator=g)
+        perm = torch.cat([perm, perm[:2]])  # a padding sampler repeats two samples
+        for b, idx in enumerate(perm.split(8)):
+            scores = quarter[idx] + epoch
+            dropped = torch.rand(len(idx), generator=g) < 0.25
+            pred = (given[idx] + epoch) % 5
+            args = (idx, scores if b % 3 else None, dropped, pred, given[idx], truth[idx])
+            one.add(*args)
+            ranks[b % 2].add(*args)
+        one.flush(lambda t: t.clone(), lambda t: t.clone())
+        reducers = thread_reducers(2)
+        threads = [threading.Thread(target=r.flush, args=reducers[i]) for i, r in enumerate(ranks)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s in (one, *ranks):
+            s.end_epoch(epoch)
+    # padding repeats a sample within the epoch: its "last" prediction is the max over the ranks, so compare it
+    # only where the sample was seen once
+    t1, t2, t3 = one.table(), ranks[0].table(), ranks[1].table()
+    assert t2 == t3
+    for k in t1:
+        if k != "predicted_label":
+            assert t1[k] == t2[k] or all(same({"v": a}, {"v": b}) for a, b in zip(t1[k], t2[k])), k
+    # against the obvious per-sample computation of the last epoch
+    rows = {r["index"]: r for r in as_rows(t1)}
+    assert len(rows) == n and all(r["given_label"] == int(given[i]) for i, r in rows.items())
+    assert all(r["corrupted"] == bool(truth[i]) for i, r in rows.items())
+
+
+def test_epoch_scores_reject_an_index_outside_the_training_set():
+    s = EpochScores(4)
+    s.start_epoch(0)
+    s.add(torch.tensor([1, 7]), torch.tensor([0.5, 0.5]), torch.tensor([False, True]))
+    with pytest.raises(ValueError, match=r"dataset indices in \[0, 4\).*1 training samples had an index outside"):
+        s.flush(lambda t: t.clone(), lambda t: t.clone())
+
+
+def test_round_scores_first_dropped_and_kept():
+    r = RoundScores(5, 3)
+    r.set_selection(1, torch.tensor([0, 1, 2]))
+    r.set_selection(2, torch.tensor([0, 3]))  # 3 comes back, 1 and 2 leave
+    assert r.first_dropped.tolist() == [-1, 2, 2, 1, 1] and r.kept().tolist() == [True, False, False, True, False]
+    again = RoundScores.from_state_dict(r.state_dict())
+    assert torch.equal(again.first_dropped, r.first_dropped) and torch.equal(again.selection, r.selection)
+
+
+# ------------------------------------------------------------------------------------------------ ITLM
+def fit(tmp_path, callbacks, max_epochs, model=None, data=None, seed=0, **kw):
+    pl.seed_everything(seed, verbose=False)
+    model, data = model or TinyModel(), data or BlobsData(with_val=kw.pop("with_val", False))
+    ckpt_path = kw.pop("ckpt_path", None)
+    trainer = tiny_trainer(tmp_path, max_epochs, callbacks, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+    return model, data, trainer
+
+
+def test_itlm_report_holds_what_the_rounds_did(tmp_path):
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 1, 1], verbose=False, plot=True, plot_dir=str(tmp_path),
+                report=True, report_dir=str(tmp_path / "rep"))
+    model, data, _ = fit(tmp_path, [itlm], 4)
+    assert itlm.report_path == str(tmp_path / "rep" / "itlm_report.csv")
+    rows = load_report(itlm.report_path, as_frame=False)
+    n = 240
+    assert sorted(r["index"] for r in rows) == list(range(n)) and [r["rank"] for r in rows] == list(range(1, n + 1))
+    # scores of rounds 0 and 1: the scoring passes ITLM selected from (kept for its plot, dense)
+    passes = [h["scores"] for h in itlm.score_history]
+    by_index = {r["index"]: r for r in rows}
+    for r in range(2):
+        assert all(by_index[i][f"score_round_{r}"] == pytest.approx(float(passes[r][i]), rel=1e-6) for i in range(n))
+    # the last column: the final model's loss, its argmax the prediction
+    model.eval()
+    with torch.no_grad():
+        logits = model(data.ds.dataset.tensors[0])
+        final = F.cross_entropy(logits, data.ds.targets, reduction="none")
+    assert all(by_index[i]["score_round_2"] == pytest.approx(float(final[i]), rel=1e-5, abs=1e-6) for i in range(n))
+    assert [r["index"] for r in rows] == sorted(range(n), key=lambda i: (-float(final[i]), i)) or all(
+        rows[j]["score_round_2"] >= rows[j + 1]["score_round_2"] for j in range(n - 1))
+    assert all(by_index[i]["predicted_label"] == int(logits[i].argmax()) for i in range(n))
+    assert all(by_index[i]["given_label"] == int(data.ds.targets[i]) for i in range(n))
+    assert all(by_index[i]["corrupted"] == bool(data.ds.corrupted[i]) for i in range(n))
+    # kept: the last selection; first dropped: the first selection (trim of a pass) that left the sample out
+    selections = [trim_mask(p, 0.7) for p in passes]
+    assert all(by_index[i]["kept"] == bool(selections[-1][i]) for i in range(n))
+    for i in range(n):
+        out = [r + 1 for r, sel in enumerate(selections) if not sel[i]]
+        assert by_index[i]["first_dropped_round"] == (out[0] if out else None)
+    est = estimate_corruption(final)
+    assert all(by_index[i]["clean_posterior"] == pytest.approx(float(est.clean_posterior[i]), abs=1e-9)
+               for i in range(n))
+    top = rows[:72]  # as many as are corrupted: the report's head is what a user would look at
+    assert sum(r["corrupted"] for r in top) / 72 > 0.9
+
+
+@pytest.mark.parametrize("with_val", [False, True], ids=["ckpt-at-epoch-end", "ckpt-at-validation-end"])
+def test_resumed_fit_writes_the_same_report(tmp_path, with_val):
+    def run(root, ckpt_path=None):
+        cbs = [ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=False, plot=False, report_dir=str(root)),
+               BatchFilter("spl", drop_ratio=0.2, warmup_epochs=1, report_dir=str(root)),
+               ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
+        fit(root, cbs, 3, enable_checkpointing=True, with_val=with_val, ckpt_path=ckpt_path,
+            seed=1 if ckpt_path is None else 99)
+        return [(root / name).read_text() for name in ("itlm_report.csv", "filter_spl_report.csv")]
+
+    full = run(tmp_path / "a")
+    resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
+    assert resumed == full
+    first_dropped = [r["first_dropped_epoch"] for r in load_report(tmp_path / "a" / "filter_spl_report.csv",
+                                                                    as_frame=False)]
+    assert 1 in first_dropped and 2 in first_dropped  # drops from before the checkpoint came through it
+
+
+# ------------------------------------------------------------------------------------------------ BatchFilter
+def test_batch_filter_report_is_the_last_epochs_mean_score_and_drops(tmp_path):
+    bf = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=1, report=True, report_dir=str(tmp_path))
+    seen = []  # (epoch, index, score, dropped, prediction) of every recorded batch
+    original = bf.keep_mask
+
+    def spy(losses, batch, outputs, module):
+        mask = original(losses, batch, outputs, module)
+        ib = unpack_batch(batch)
+        scores = bf.scores(losses, batch, outputs, module)
+        for i, s, m, p in zip(ib.index.tolist(), scores.tolist(), mask.tolist(), outputs.argmax(1).tolist()):
+            seen.append((bf._trainer.current_epoch, i, s, not m, p))
+        return mask
+
+    bf.keep_mask = spy
+    fit(tmp_path, [bf], 3)
+    rows = {r["index"]: r for r in load_report(bf.report_path, as_frame=False)}
+    assert bf.report_path == str(tmp_path / "filter_prl_report.csv") and len(rows) == 240
+    for i, row in rows.items():
+        mine = [t for t in seen if t[1] == i]
+        last = [t for t in mine if t[0] == 2]
+        assert row["score_last_epoch"] == pytest.approx(sum(t[2] for t in last) / len(last), rel=1e-6)
+        assert row["kept"] == (not any(t[3] for t in last))
+        dropped_in = [t[0] for t in mine if t[3]]
+        assert row["first_dropped_epoch"] == (min(dropped_in) if dropped_in else None)
+        assert row["predicted_label"] == last[-1][4]
+    assert sum(not r["kept"] for r in rows.values()) == bf.history[-1].dropped
+
+
+def test_warmup_epoch_still_gets_scores_and_prl_g_scores_its_last_epoch(tmp_path):
+    bf = BatchFilter("prl_g", drop_ratio=0.0, report_dir=str(tmp_path))  # drops nothing, ever
+    fit(tmp_path, [bf], 2)
+    rows = load_report(bf.report_path, as_frame=False)
+    assert all(r["kept"] and r["first_dropped_epoch"] is None for r in rows)
+    assert all(r["score_last_epoch"] > 0 for r in rows)  # the per-sample gradient norms of the last epoch
+
+
+# ------------------------------------------------------------------------------------------------ switches, errors
+def test_report_is_off_by_default_and_on_with_a_folder_or_parquet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    off = ITLM(0.7, [1, 1], verbose=False, plot=False)
+    fit(tmp_path, [off], 2)
+    assert off.report is None and off.report_path is None and not list(tmp_path.rglob("*report*"))
+    pytest.importorskip("pyarrow")
+    on = BatchFilter("spl", 0.2, report_dir=str(tmp_path / "pq"), report_format="parquet")
+    fit(tmp_path, [on], 1)
+    assert on.report_path.endswith("filter_spl_report.parquet") and len(load_report(on.report_path)) == 240
+
+
+def test_report_without_report_dir_goes_into_the_loggers_folder(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    itlm = ITLM(0.7, [1], verbose=False, plot=False, report=True)
+    fit(tmp_path, [itlm], 1, logger=CSVLogger(tmp_path))
+    assert itlm.report_path == str(tmp_path / "lightning_logs" / "version_0" / "itlm_report.csv")
+
+
+@pytest.mark.parametrize("which", ["report_dir", "log_dir"])
+def test_unwritable_folder_is_an_error_before_training(tmp_path, which):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    model = TinyModel()
+    if which == "report_dir":
+        cb = BatchFilter("spl", 0.2, report_dir=str(blocker / "reports"))
+        match = rf"`report_dir` must be a folder the report can be written into, got '{blocker}/reports' \(\w+Error"
+        kw = {}
+    else:
+        cb = ITLM(0.7, [1], verbose=False, plot=False, report=True)
+        match = rf"logger's folder \(`trainer.log_dir`\).*'{blocker}/root' cannot be written.*pass `report_dir`"
+        kw = {"default_root_dir": blocker / "root"}
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(kw.pop("default_root_dir", tmp_path), 1, [cb])
+    with pytest.raises(ValueError, match=match):
+        trainer.fit(model, BlobsData())
+    assert model.seen == []  # raised at setup, before a single training step
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"report": "yes"}, r"`report` must be True, False or None .*got 'yes'"),
+    ({"report": 1}, r"`report` must be True, False or None .*got 1"),
+    ({"report_format": "xlsx"}, r"`report_format` must be one of \['csv', 'parquet'\], got 'xlsx'"),
+    ({"report_dir": ""}, r"`report_dir` must be a folder path .*got ''"),
+    ({"report_dir": 3}, r"`report_dir` must be a folder path .*got 3"),
+    ({"report": False, "report_dir": "out"}, r"`report_dir` only applies with a report: got report_dir='out' with "
+                                             r"report=False"),
+])
+@pytest.mark.parametrize("cls", ["ITLM", "BatchFilter"])
+def test_bad_report_arguments(cls, kwargs, match):
+    make = (lambda **kw: ITLM(0.7, [1], **kw)) if cls == "ITLM" else (lambda **kw: BatchFilter("spl", 0.2, **kw))
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
+
+
+def test_parquet_without_pyarrow_is_an_error_at_construction(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ValueError, match="`report_format` 'parquet' needs pyarrow, which is not installed"):
+        ITLM(0.7, [1], report=True, report_format="parquet")
+
+
+def test_a_module_with_its_own_scores_has_no_prediction_unless_it_says(tmp_path):
+    class OwnScores(TinyModel):
+        def sample_scores(self, batch):
+            return super().sample_scores(batch) * 2
+
+    class OwnLabels(OwnScores):
+        def predicted_labels(self, batch):
+            return torch.zeros_like(unpack_batch(batch).index)
+
+    for model, expected in ((OwnScores(), {None}), (OwnLabels(), {0})):
+        itlm = ITLM(0.7, [1], verbose=False, plot=False, report_dir=str(tmp_path / type(model).__name__))
+        fit(tmp_path, [itlm], 1, model=model)
+        assert {r["predicted_label"] for r in load_report(itlm.report_path, as_frame=False)} == expected
+
+
+# ------------------------------------------------------------------------------------------------ DDP
+class Oracle(TinyModel):
+    """Scores and outputs from fixed blob centres (plus 0 x the network, so it trains): the report does not depend
+    on how the world size changed training."""
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]], device=b.input.device)
+        logits = -((b.input[:, None, :] - centers) ** 2).sum(-1) + 0.0 * self(b.input)
+        return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+
+class OddBlobs(pl.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ds = blobs(241)
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=16, shuffle=True)
+
+
+def report_fit(root, devices):
+    pl.seed_everything(0, verbose=False)
+    cbs = [ITLM(0.7, [1, 1], verbose=False, plot=False, report_dir=str(root)),
+           BatchFilter("spl", 0.25, report_dir=str(root))]
+    kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=cbs, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         deterministic=True, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Oracle(), OddBlobs())
+    return [load_report(root / f, as_frame=False) for f in ("itlm_report.csv", "filter_spl_report.csv")]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_report_has_each_sample_once_and_equals_one_process(tmp_path):
+    one_itlm, one_filter = report_fit(tmp_path / "ws1", 1)
+    two_itlm, two_filter = report_fit(tmp_path / "ws2", 2)  # 241 samples: uneven shards, one padded repeat
+    assert sorted(r["index"] for r in two_itlm) == list(range(241)) == sorted(r["index"] for r in two_filter)
+    assert two_itlm == one_itlm  # scores, selection, labels, posterior: all independent of the world size
+    # the filter's batches differ with the world size, its oracle scores do not: the last epoch saw the samples
+    # ITLM kept, each with its oracle score
+    drop = {"kept", "first_dropped_epoch", "rank", "clean_posterior"}
+    strip = sorted((tuple((k, v) for k, v in r.items() if k not in drop) for r in two_filter), key=str)
+    assert strip == sorted((tuple((k, v) for k, v in r.items() if k not in drop) for r in one_filter), key=str)
+    assert sum(r["score_last_epoch"] is not None for r in two_filter) == math.floor(0.7 * 241)
+    assert json.dumps(two_filter[0]) and all(r["given_label"] is not None for r in two_filter)
