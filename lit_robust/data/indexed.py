@@ -1,4 +1,15 @@
-"""Datasets whose samples carry their dataset index (and, when known, a corruption flag)."""
+"""Datasets whose samples carry their dataset index (and, when known, a corruption flag).
+
+Batched fetching: PyTorch's ``DataLoader`` (with ``batch_size=``) hands a whole batch of indices to a map-style
+dataset's ``__getitems__`` when it has one, then passes the result to its ``collate_fn``.
+:meth:`IndexedDataset.__getitems__` indexes the wrapped tensors once per batch when the wrapped dataset allows it
+(a ``TensorDataset``, or a ``Subset`` of one, at any depth), and returns a lazy sequence of the batch's samples that
+:func:`torch.utils.data.default_collate` turns into the collated batch without touching the samples one by one
+(a collate function for this module's private sample type is registered in ``default_collate_fn_map``, PyTorch's
+documented extension point). Any other wrapped dataset is fetched through its own ``__getitems__``, or sample by
+sample. Either way the batch is the one per-sample fetching and ``default_collate`` would give: same values, dtypes
+and order.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +18,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data._utils import collate as _collate
 
 __all__ = ["IndexedDataset", "IndexedBatch", "unpack_batch", "check_pair_dataset"]
 
@@ -57,6 +69,120 @@ class IndexedDataset(Dataset):
         if self.corrupted is None:
             return index, x, y
         return index, x, y, self.corrupted[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[tuple]:
+        """The samples at ``indices``, fetched in one go where the wrapped dataset allows it.
+
+        ``DataLoader`` calls this with each batch's indices. Over a ``TensorDataset`` (or a ``Subset`` of one)
+        each tensor is indexed once per batch and the result is a lazy sequence that ``default_collate``
+        collates without visiting the samples; otherwise the wrapped dataset's own ``__getitems__`` or
+        per-sample indexing is used. Each item equals ``self[i]``, so any ``collate_fn`` sees the same samples.
+        A subclass that overrides ``__getitem__`` is fetched through it, sample by sample.
+        """
+        if type(self).__getitem__ is not IndexedDataset.__getitem__:
+            return [self[i] for i in indices]
+        index = _index_tensor(indices)
+        columns = None if index is None else _fetch_columns(self.dataset, index)
+        if columns is None:
+            fetch = getattr(self.dataset, "__getitems__", None)
+            pairs = fetch(list(indices)) if callable(fetch) else [self.dataset[i] for i in indices]
+            return [self._with_index(i, x, y) for i, (x, y) in zip(indices, pairs, strict=True)]
+        x, y = columns
+        assert index is not None
+        if self.targets is not None:
+            y = self.targets[index]
+        fields = [index, x, y] if self.corrupted is None else [index, x, y, self.corrupted[index]]
+        return _SampleBatch(indices, fields)
+
+    def _with_index(self, index: int, x: Any, y: Any) -> tuple:
+        if self.targets is not None:
+            y = self.targets[index]
+        if self.corrupted is None:
+            return index, x, y
+        return index, x, y, self.corrupted[index]
+
+
+def _index_tensor(indices: Sequence[int]) -> Tensor | None:
+    """``indices`` as a 1-D int64 tensor, or ``None`` when they are not integers (a mask, floats, ...)."""
+    try:
+        index = torch.as_tensor(indices)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if index.dtype != torch.int64 or index.ndim != 1:
+        return None
+    return index
+
+
+def _fetch_columns(dataset: Any, index: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(inputs, targets)`` of ``dataset``'s samples at ``index``, already collated, when ``dataset`` is a
+    ``TensorDataset`` of two tensors or a ``Subset`` of such a dataset (neither with an overridden
+    ``__getitem__``); ``None`` for any other dataset."""
+    cls = type(dataset)
+    if isinstance(dataset, TensorDataset) and cls.__getitem__ is TensorDataset.__getitem__:
+        if len(dataset.tensors) != 2:
+            return None
+        x, y = dataset.tensors
+        return x[index], y[index]
+    if (isinstance(dataset, Subset) and cls.__getitem__ is Subset.__getitem__
+            and cls.__getitems__ is Subset.__getitems__):
+        inner = dataset.indices
+        if isinstance(inner, Tensor):
+            if inner.ndim != 1 or inner.dtype != torch.int64:
+                return None
+            mapped = inner[index]
+        else:
+            mapped = _index_tensor([inner[i] for i in index.tolist()])
+            if mapped is None:
+                return None
+        return _fetch_columns(dataset.dataset, mapped)
+    return None
+
+
+class _Sample(tuple):
+    """One ``(index, input, target[, is_corrupted])`` sample taken from a :class:`_SampleBatch`; the type
+    ``default_collate`` dispatches on (see :func:`_collate_samples`)."""
+
+    __slots__ = ()
+
+
+class _SampleBatch(Sequence):
+    """The samples of one batch, held as already-collated fields; item ``j`` is built on demand."""
+
+    __slots__ = ("indices", "fields")
+
+    def __init__(self, indices: Sequence[int], fields: list[Tensor]) -> None:
+        self.indices = indices
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: Any) -> Any:
+        if isinstance(j, slice):
+            return [self[k] for k in range(*j.indices(len(self)))]
+        return _Sample((self.indices[j], *(f[j] for f in self.fields[1:])))
+
+    def collated(self) -> list[Tensor]:
+        """What ``default_collate`` makes of the samples: the list ``[index, input, target[, is_corrupted]]``."""
+        return list(self.fields)
+
+
+def _collate_samples(batch: Sequence[_Sample], *, collate_fn_map: dict | None = None) -> list:
+    """``default_collate`` for :class:`_Sample` items: a whole :class:`_SampleBatch` collated under PyTorch's
+    default tensor and int rules is returned as it is; anything else is collated field by field, exactly as
+    ``collate`` does for tuples."""
+    if (isinstance(batch, _SampleBatch) and collate_fn_map is not None
+            and collate_fn_map.get(Tensor) is _collate.collate_tensor_fn
+            and collate_fn_map.get(int) is _collate.collate_int_fn):
+        return batch.collated()
+    it = iter(batch)
+    size = len(next(it))
+    if not all(len(sample) == size for sample in it):
+        raise RuntimeError("each element in list of batch should be of equal size")
+    return [_collate.collate(field, collate_fn_map=collate_fn_map) for field in zip(*batch, strict=True)]
+
+
+_collate.default_collate_fn_map.setdefault(_Sample, _collate_samples)
 
 
 _PAIR_HINT = "e.g. `IndexedDataset(torch.utils.data.TensorDataset(x, y))`"
