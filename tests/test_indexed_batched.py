@@ -203,12 +203,25 @@ def test_items_equal_per_sample_items():
 def test_index_forms_match_per_sample_indexing():
     ds = make(n=12, corrupted=True)
     ref = lambda idx: default_collate([ds[i] for i in idx])  # noqa: E731
-    for idx in ([np.int64(3), np.int64(5)], [-1, 0], (2, 2, 2), range(4, 8)):
+    for idx in ([np.int64(3), np.int64(5)], [-1, 0, -12], (2, 2, 2), range(4, 8),
+                [torch.tensor(3), torch.tensor(-1)]):
+        assert isinstance(ds.__getitems__(idx), _SampleBatch)
         assert_same_batch(default_collate(ds.__getitems__(idx)), ref(idx))
-    with pytest.raises(IndexError):
-        ds.__getitems__([3, 12])
-    with pytest.raises(IndexError):
-        ds[12]
+    idx = torch.tensor([5, -2, 0], dtype=torch.int32)  # a tensor of indices: its items are 0-dim tensors
+    assert_same_batch(default_collate(ds.__getitems__(idx)), ref(idx))
+    for bad in ([3, 12], [-13, 0]):  # out of range, as for ds[i]
+        with pytest.raises(IndexError):
+            ds.__getitems__(bad)
+        with pytest.raises(IndexError):
+            [ds[i] for i in bad]
+    with pytest.raises(IndexError, match="only integers"):  # not integers: fetched per sample, which refuses them
+        ds.__getitems__([1.0, 2.0])
+    # Subsets with int32 or negative inner indices
+    x, y = torch.randn(10, 2), torch.arange(10)
+    for inner in (torch.tensor([9, -1, 0, 4], dtype=torch.int32), [9, -1, 0, 4], np.array([9, -1, 0, 4])):
+        sub = IndexedDataset(Subset(TensorDataset(x, y), inner))
+        assert isinstance(sub.__getitems__([0, 1]), _SampleBatch)
+        assert_same_loaders(*loader_pair(sub, batch_size=3, shuffle=True))
 
 
 def test_custom_collate_fns_see_the_samples():
