@@ -148,7 +148,7 @@ def _fetch_columns(dataset: Any, position: Tensor) -> tuple[Tensor, Tensor] | No
     with an overridden ``__getitem__``), at any depth; ``None`` for any other dataset."""
     cls = type(dataset)
     if isinstance(dataset, TensorDataset) and cls.__getitem__ is TensorDataset.__getitem__:
-        if len(dataset.tensors) != 2 or any(t.ndim == 0 for t in dataset.tensors):
+        if len(dataset.tensors) != 2:
             return None
         x, y = dataset.tensors
         return _take(x, position), _take(y, position)
