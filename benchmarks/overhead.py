@@ -28,9 +28,10 @@ Measurements (issue 2, item 9):
   ``data/indexed_loader_vs_batched_tensor_loader`` (no target): the same loader ÷ plain PyTorch's batched
   fetch of the ``TensorDataset`` (a ``BatchSampler`` as sampler, ``batch_size=None``), the fastest plain way;
 * ``data/itlm_fit_n1e4`` / ``_n1e5`` / ``_n1e6``: a whole ITLM fit of a linear model on n tabular rows
-  (3 one-epoch rounds, alpha = 0.65, batch 1,024) ÷ a plain Lightning fit of the same model for 3 epochs on all
-  n rows through plain PyTorch's batched fetch (no target: ITLM trains on 2.3 n samples and scores 2 n, plain
-  trains on 3 n); ``data/itlm_fit_per_sample_fetch_n1e5`` / ``_n1e6`` (full mode only): the same ITLM fit with
+  (3 one-epoch rounds, alpha = 0.65, batch 1,024, through a ``DataLoader`` over an ``IndexedDataset``) ÷ a plain
+  Lightning fit of the same model for 3 epochs on all n rows fed by a bare generator of shuffled
+  ``index_select`` batches, the cheapest fetch there is (no target: ITLM trains on 2.3 n samples and scores 2 n,
+  plain trains on 3 n); ``data/itlm_fit_per_sample_fetch_n1e5`` / ``_n1e6`` (full mode only): the same ITLM fit with
   batched fetching switched off (``__getitems__ = None``, every loader fetches sample by sample as before) ÷ the
   same reference, the before figure. Rows too long for a mode have 0 repetitions there and are not run.
 
@@ -514,6 +515,23 @@ def _linear_modules() -> tuple[type, type]:
     return RobustLinear, PlainLinear
 
 
+class _ShuffledBatches:
+    """The cheapest in-process feed a plain fit can have: each epoch, a fresh permutation (seeded by the epoch)
+    cut into batches gathered with ``index_select``; no DataLoader, no per-sample step."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int = 0) -> None:
+        self.x, self.y, self.batch_size, self.seed, self.epoch = x, y, batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self) -> Any:
+        order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        self.epoch += 1
+        for chunk in order.split(self.batch_size):
+            yield self.x.index_select(0, chunk), self.y.index_select(0, chunk)
+
+
 def _itlm_fit_pairs(ctx: Context, reps: int, n: int, per_sample: bool = False) -> list[tuple[float, float]]:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
@@ -529,7 +547,6 @@ def _itlm_fit_pairs(ctx: Context, reps: int, n: int, per_sample: bool = False) -
     robust, plain = _linear_modules()
     cls = PerSampleIndexedDataset if per_sample else IndexedDataset
     indexed = cls(TensorDataset(t["x"], t["y"]), targets=t["noisy"], corrupted=t["mask"])
-    plain_set = TensorDataset(t["x"], t["noisy"])
 
     def itlm_fit() -> None:
         pl.seed_everything(0, verbose=False)
@@ -540,16 +557,17 @@ def _itlm_fit_pairs(ctx: Context, reps: int, n: int, per_sample: bool = False) -
 
     def plain_fit() -> None:
         pl.seed_everything(0, verbose=False)
-        _trainer(max_epochs=3).fit(plain(dim, classes), train_dataloaders=_batched_tensor_loader(plain_set,
-                                                                                                  batch_size, 0))
+        _trainer(max_epochs=3).fit(plain(dim, classes), train_dataloaders=_ShuffledBatches(t["x"], t["noisy"],
+                                                                                            batch_size))
 
     return interleave(itlm_fit, plain_fit, reps)
 
 
 _FIT_DESCRIPTION = ("whole ITLM fit, linear model, {n} tabular rows × 20 features, 10 classes (30 % random labels), "
                     "3 one-epoch rounds, α = 0.65, batch 1024 (training and scoring){how} ÷ plain Lightning fit of the "
-                    "same model for 3 epochs on all rows through plain PyTorch's batched fetch of the TensorDataset "
-                    "(its training_step logs train_loss, as the mixin's does)")
+                    "same model for 3 epochs on all rows, fed shuffled batches by a bare generator of `index_select` "
+                    "gathers (no DataLoader: the cheapest fetch there is; its training_step logs train_loss, as the "
+                    "mixin's does)")
 _PER_SAMPLE = (", batched fetching switched off (`__getitems__ = None`: every loader fetches sample by sample, as "
                "before issue 17)")
 
