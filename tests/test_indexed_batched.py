@@ -267,3 +267,19 @@ def test_itlm_fit_is_identical_with_batched_and_per_sample_fetching(tmp_path):
     assert torch.equal(sel_b, sel_p) and torch.equal(seen_b, seen_p)
     assert len(seen_b) == 180 + 2 * 108
     assert all(torch.equal(a, b) for a, b in zip(params_b, params_p))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_resident_tensors_and_pinned_batches():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 3, generator=g), torch.randint(0, 4, (30,), generator=g)
+    flags = torch.rand(30, generator=g) < 0.5
+    on_gpu = IndexedDataset(TensorDataset(x.cuda(), y.cuda()), corrupted=flags)  # flags stay on the CPU
+    assert isinstance(on_gpu.__getitems__([0, 1]), _SampleBatch)
+    batched, ref = loader_pair(on_gpu, batch_size=8, shuffle=True)
+    assert_same_loaders(batched, ref)
+    assert [t.device.type for t in next(iter(batched))] == ["cpu", "cuda", "cuda", "cpu"]
+    batched, ref = loader_pair(IndexedDataset(TensorDataset(x, y), corrupted=flags), batch_size=8, shuffle=True,
+                               pin_memory=True)
+    assert_same_loaders(batched, ref)
+    assert all(t.is_pinned() for t in next(iter(batched)))
