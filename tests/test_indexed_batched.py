@@ -262,7 +262,18 @@ def test_itlm_fit_is_identical_with_batched_and_per_sample_fetching(tmp_path):
         tiny_trainer(tmp_path, 3, [itlm]).fit(model, loader)
         return itlm.selection, torch.cat(model.seen), [p.detach().clone() for p in model.parameters()]
 
-    sel_b, seen_b, params_b = run(lambda d: d)
+    fetched = []
+
+    class Spy(IndexedDataset):  # counts the batched fetches (and keeps the fast path: __getitem__ is inherited)
+        def __getitems__(self, indices):
+            out = super().__getitems__(indices)
+            fetched.append((len(indices), type(out)))
+            return out
+
+    sel_b, seen_b, params_b = run(lambda d: Spy(d.dataset, targets=d.targets, corrupted=d.corrupted))
+    # every training batch (6 + 4 + 4 of them) and every scoring batch (2 passes x 6) was fetched in one go
+    assert len(fetched) == 26 and all(t is _SampleBatch for _, t in fetched)
+    assert sum(k for k, _ in fetched) == 180 + 2 * 108 + 2 * 180
     sel_p, seen_p, params_p = run(PerSample)
     assert torch.equal(sel_b, sel_p) and torch.equal(seen_b, seen_p)
     assert len(seen_b) == 180 + 2 * 108
