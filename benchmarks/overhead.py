@@ -29,6 +29,18 @@ Measurements (issue 2, item 9):
 * ``itlm/fit``: a whole ITLM fit (``initial_round_on_all=False``, so every round trains on
   ``floor(alpha * n)`` samples after exactly one scoring pass) ÷ (the same number of epochs of plain
   training on a fixed subset of that size + one scoring pass per round) (target <= 1.10).
+* ``data/indexed_loader_throughput`` (issue 17, item 4): one epoch of a ``DataLoader`` (batch 4,096, shuffled)
+  over ``IndexedDataset(TensorDataset(x, y), targets=..., corrupted=...)`` ÷ one over the ``TensorDataset`` it
+  wraps, 300,000 tabular rows (throughput, target >= 0.95);
+  ``data/indexed_loader_vs_batched_tensor_loader`` (no target): the same loader ÷ plain PyTorch's batched
+  fetch of the ``TensorDataset`` (a ``BatchSampler`` as sampler, ``batch_size=None``), the fastest plain way;
+* ``data/itlm_fit_n1e4`` / ``_n1e5`` / ``_n1e6``: a whole ITLM fit of a linear model on n tabular rows
+  (3 one-epoch rounds, alpha = 0.65, batch 1,024, through a ``DataLoader`` over an ``IndexedDataset``) ÷ a plain
+  Lightning fit of the same model for 3 epochs on all n rows fed by a bare generator of shuffled
+  ``index_select`` batches, the cheapest fetch there is (no target: ITLM trains on 2.3 n samples and scores 2 n,
+  plain trains on 3 n); ``data/itlm_fit_per_sample_fetch_n1e5`` / ``_n1e6`` (full mode only): the same ITLM fit with
+  batched fetching switched off (``__getitems__ = None``, every loader fetches sample by sample as before) ÷ the
+  same reference, the before figure. Rows too long for a mode have 0 repetitions there and are not run.
 
 Later rules add their own rows: write a function ``fn(ctx, reps) -> list[(candidate_s, reference_s)]``
 and append a :class:`Measurement` to ``MEASUREMENTS`` (or decorate it with :func:`measurement`).
@@ -60,6 +72,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import quiet as _quiet  # noqa: E402
@@ -82,6 +95,7 @@ class Context:
     fit_rounds: int
     keep_ratio: float = 0.65
     cache: dict[str, Any] = field(default_factory=dict)
+    level: str = "full"  # "full", "quick" or "smoke": rows may scale their data with it
 
 
 @dataclass
@@ -525,6 +539,196 @@ def adversarial_trigger_step(ctx: Context, reps: int) -> list[tuple[float, float
     return _filter_step_pairs(ctx, reps, "prl", AdversarialTrigger(tau=0.16, value_range=(-0.4242, 2.8215)))
 
 
+# -- issue 17 measurements: the data path -------------------------------------------------------------------
+_LOADER_ROWS = {"full": 300_000, "quick": 50_000, "smoke": 5_000}
+
+
+def _tabular(ctx: Context, n: int, dim: int = 20, classes: int = 10) -> dict[str, Any]:
+    """n rows of Gaussian features, labels of a random linear map, 30 % of them replaced at random (seed 0)."""
+    key = f"tabular_{n}_{dim}_{classes}"
+    if key not in ctx.cache:
+        from lit_robust import corrupt_labels
+
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(n, dim, generator=g)
+        y = (x @ torch.randn(dim, classes, generator=g)).argmax(1)
+        noisy, mask = corrupt_labels(y, 0.7, "random", classes, seed=0)
+        ctx.cache[key] = {"x": x, "y": y, "noisy": noisy, "mask": mask}
+    return ctx.cache[key]
+
+
+def _epoch(loader: Any) -> None:
+    for _ in loader:
+        pass
+
+
+def _batched_tensor_loader(ds: Any, batch_size: int, seed: int) -> Any:
+    """Plain PyTorch's batched fetch: the sampler yields whole batches and ``TensorDataset[list]`` indexes once."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    sampler = BatchSampler(RandomSampler(ds, generator=torch.Generator().manual_seed(seed)), batch_size, False)
+    return DataLoader(ds, sampler=sampler, batch_size=None)
+
+
+def _indexed_loader_pairs(ctx: Context, reps: int, batched_reference: bool) -> list[tuple[float, float]]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    t = _tabular(ctx, _LOADER_ROWS[ctx.level])
+    base = TensorDataset(t["x"], t["y"])
+    indexed = IndexedDataset(base, targets=t["noisy"], corrupted=t["mask"])
+    candidate = DataLoader(indexed, batch_size=4096, shuffle=True, generator=torch.Generator().manual_seed(0))
+    reference = (_batched_tensor_loader(base, 4096, 0) if batched_reference else
+                 DataLoader(base, batch_size=4096, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    first = next(iter(candidate))
+    assert len(first) == 4 and first[1].shape == (4096, t["x"].shape[1])  # (index, input, target, is_corrupted)
+    _epoch(candidate), _epoch(reference)  # warm-up
+    return interleave(lambda: _epoch(candidate), lambda: _epoch(reference), reps)
+
+
+@measurement("data/indexed_loader_throughput",
+             "one shuffled epoch of a DataLoader (batch 4096) over IndexedDataset(TensorDataset(x, y), targets, "
+             "corrupted) ÷ one over the TensorDataset it wraps (throughput; 300,000 rows × 20 float32 features in "
+             "full mode, 50,000 in quick)", kind="throughput", target=0.95, reps={"full": 15, "quick": 3, "smoke": 1})
+def indexed_loader_throughput(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _indexed_loader_pairs(ctx, reps, batched_reference=False)
+
+
+@measurement("data/indexed_loader_vs_batched_tensor_loader",
+             "the same IndexedDataset loader ÷ plain PyTorch's batched fetch of the TensorDataset (BatchSampler as "
+             "sampler, batch_size=None; throughput, no target)", kind="throughput", target=None,
+             reps={"full": 41, "quick": 5, "smoke": 1})
+def indexed_loader_vs_batched(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _indexed_loader_pairs(ctx, reps, batched_reference=True)
+
+
+def _linear_modules() -> tuple[type, type]:
+    import pytorch_lightning as pl
+
+    from lit_robust import RobustMixin, unpack_batch
+
+    class RobustLinear(RobustMixin, pl.LightningModule):
+        def __init__(self, dim: int, classes: int) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(dim, classes)
+
+        def per_sample_loss(self, batch: Any) -> Any:
+            b = unpack_batch(batch)
+            logits = self.net(b.input)
+            return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class PlainLinear(pl.LightningModule):
+        def __init__(self, dim: int, classes: int) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(dim, classes)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss, prog_bar=True)  # as RobustMixin.training_step logs it
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return RobustLinear, PlainLinear
+
+
+class _ShuffledBatches:
+    """The cheapest in-process feed a plain fit can have: each epoch, a fresh permutation (seeded by the epoch)
+    cut into batches gathered with ``index_select``; no DataLoader, no per-sample step."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int = 0) -> None:
+        self.x, self.y, self.batch_size, self.seed, self.epoch = x, y, batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self) -> Any:
+        order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        self.epoch += 1
+        for chunk in order.split(self.batch_size):
+            yield self.x.index_select(0, chunk), self.y.index_select(0, chunk)
+
+
+def _itlm_fit_pairs(ctx: Context, reps: int, n: int, per_sample: bool = False) -> list[tuple[float, float]]:
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import ITLM, IndexedDataset
+    from lit_robust.selection import keep_count
+
+    class PerSampleIndexedDataset(IndexedDataset):
+        __getitems__ = None  # DataLoader's switch: fetch sample by sample, as before batched fetching
+
+    t = _tabular(ctx, n)
+    dim, classes, batch_size = t["x"].shape[1], 10, 1024
+    robust, plain = _linear_modules()
+    cls = PerSampleIndexedDataset if per_sample else IndexedDataset
+    indexed = cls(TensorDataset(t["x"], t["y"]), targets=t["noisy"], corrupted=t["mask"])
+
+    def itlm_fit() -> None:
+        pl.seed_everything(0, verbose=False)
+        itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1, 1, 1], verbose=False, plot=False)
+        loader = DataLoader(indexed, batch_size=batch_size, shuffle=True)
+        _trainer(max_epochs=3, callbacks=[itlm]).fit(robust(dim, classes), train_dataloaders=loader)
+        assert [h.kept for h in itlm.history] == [n] + [keep_count(n, ctx.keep_ratio)] * 2
+
+    def plain_fit() -> None:
+        pl.seed_everything(0, verbose=False)
+        _trainer(max_epochs=3).fit(plain(dim, classes), train_dataloaders=_ShuffledBatches(t["x"], t["noisy"],
+                                                                                            batch_size))
+
+    if n <= 100_000:  # warm-up (first-call costs); at 10^6 they are lost in the fit time
+        itlm_fit(), plain_fit()
+    return interleave(itlm_fit, plain_fit, reps)
+
+
+_FIT_DESCRIPTION = ("whole ITLM fit, linear model, {n} tabular rows × 20 features, 10 classes (30 % random labels), "
+                    "3 one-epoch rounds, α = 0.65, batch 1024 (training and scoring){how} ÷ plain Lightning fit of the "
+                    "same model for 3 epochs on all rows, fed shuffled batches by a bare generator of `index_select` "
+                    "gathers (no DataLoader: the cheapest fetch there is; its training_step logs train_loss, as the "
+                    "mixin's does)")
+_PER_SAMPLE = (", batched fetching switched off (`__getitems__ = None`: every loader fetches sample by sample, as "
+               "before issue 17)")
+
+
+@measurement("data/itlm_fit_n1e4", _FIT_DESCRIPTION.format(n="10,000", how=""), kind="time", target=None,
+             reps={"full": 9, "quick": 3, "smoke": 1})
+def itlm_fit_n1e4(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _itlm_fit_pairs(ctx, reps, 10_000)
+
+
+@measurement("data/itlm_fit_n1e5", _FIT_DESCRIPTION.format(n="100,000", how=""), kind="time", target=None,
+             reps={"full": 5, "quick": 0, "smoke": 0})
+def itlm_fit_n1e5(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _itlm_fit_pairs(ctx, reps, 100_000)
+
+
+@measurement("data/itlm_fit_n1e6", _FIT_DESCRIPTION.format(n="1,000,000", how=""), kind="time", target=None,
+             reps={"full": 3, "quick": 0, "smoke": 0})
+def itlm_fit_n1e6(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _itlm_fit_pairs(ctx, reps, 1_000_000)
+
+
+@measurement("data/itlm_fit_per_sample_fetch_n1e5",
+             _FIT_DESCRIPTION.format(n="100,000", how=_PER_SAMPLE),
+             kind="time", target=None, reps={"full": 3, "quick": 0, "smoke": 0})
+def itlm_fit_per_sample_n1e5(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _itlm_fit_pairs(ctx, reps, 100_000, per_sample=True)
+
+
+@measurement("data/itlm_fit_per_sample_fetch_n1e6",
+             _FIT_DESCRIPTION.format(n="1,000,000", how=_PER_SAMPLE + " (one pair)"),
+             kind="time", target=None, reps={"full": 1, "quick": 0, "smoke": 0})
+def itlm_fit_per_sample_n1e6(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _itlm_fit_pairs(ctx, reps, 1_000_000, per_sample=True)
+
+
 # -- running and reporting ------------------------------------------------------------------------------------
 def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
@@ -532,6 +736,9 @@ def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -
         if names and m.name not in names:
             continue
         reps = m.reps[level]
+        if reps == 0:  # too long for this mode
+            print(f"# {m.name}: not run in {level} mode", flush=True)
+            continue
         t0 = time.perf_counter()
         try:
             pairs = m.fn(ctx, reps)
@@ -632,7 +839,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     ctx = Context(data_root=args.data_root, train_size=600 if level == "smoke" else 3000, batch_size=100,
                   eval_batch_size=250, fit_epochs_per_round={"full": 2, "quick": 1, "smoke": 1}[level],
-                  fit_rounds={"full": 5, "quick": 2, "smoke": 2}[level])
+                  fit_rounds={"full": 5, "quick": 2, "smoke": 2}[level], level=level)
     t0 = time.perf_counter()
     rows = run_measurements(ctx, level, args.only)
     wall = time.perf_counter() - t0

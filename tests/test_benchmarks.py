@@ -15,7 +15,8 @@ from tests.conftest import REPO, SHARED_DATA
 EXPECTED_RATIOS = {"itlm/scoring_pass_throughput", "itlm/scoring_pass_vs_no_grad_loop", "mixin/training_step",
                    "itlm/fit", "filter/prl_step", "filter/spl_step", "filter/prl_g_step",
                    "filter/prl_g_two_pass_step", "filter/prl_g_step_mlp", "filter/prl_g_step_wide_cnn",
-                   "backdoor/adversarial_trigger_step"}
+                   "backdoor/adversarial_trigger_step", "data/indexed_loader_throughput",
+                   "data/indexed_loader_vs_batched_tensor_loader", "data/itlm_fit_n1e4"}  # run in --smoke
 HAS_OPACUS = importlib.util.find_spec("opacus") is not None  # the `bench` extra: the Opacus row runs only with it
 if HAS_OPACUS:
     EXPECTED_RATIOS.add("filter/prl_g_vs_opacus")
@@ -135,7 +136,15 @@ def test_overhead_registry_has_the_issue_rows():
                     "filter/prl_g_step": ("time", 1.3), "filter/prl_g_two_pass_step": ("time", None),
                     "filter/prl_g_step_mlp": ("time", 1.3), "filter/prl_g_step_wide_cnn": ("time", 1.3),
                     "filter/prl_g_vs_opacus": ("time", None),
-                    "backdoor/adversarial_trigger_step": ("time", 2.2)}
+                    "backdoor/adversarial_trigger_step": ("time", 2.2),
+                    "data/indexed_loader_throughput": ("throughput", 0.95),
+                    "data/indexed_loader_vs_batched_tensor_loader": ("throughput", None),
+                    "data/itlm_fit_n1e4": ("time", None), "data/itlm_fit_n1e5": ("time", None),
+                    "data/itlm_fit_n1e6": ("time", None), "data/itlm_fit_per_sample_fetch_n1e5": ("time", None),
+                    "data/itlm_fit_per_sample_fetch_n1e6": ("time", None)}
+    # rows too long for a mode are not run there (0 repetitions); smoke runs EXPECTED_RATIOS
+    assert {m.name for m in mod.MEASUREMENTS if m.reps["smoke"] > 0} == EXPECTED_RATIOS | {"filter/prl_g_vs_opacus"}
+    assert all(m.reps["full"] > 0 for m in mod.MEASUREMENTS)
 
 
 def test_gan_mixture_smoke_ends_with_headline_json():
