@@ -124,7 +124,7 @@ def test_overhead_registry_has_the_issue_rows():
                     "itlm/scoring_pass_vs_no_grad_loop": ("throughput", None),
                     "mixin/training_step": ("time", 1.02), "itlm/fit": ("time", 1.10),
                     "filter/prl_step": ("time", 1.05), "filter/spl_step": ("time", 1.05),
-                    "filter/prl_g_step": ("time", 2.0), "backdoor/adversarial_trigger_step": ("time", 2.2)}
+                    "filter/prl_g_step": ("time", 2.0), "backdoor/adversarial_trigger_step": ("time", 2.1)}
 
 
 def test_gan_mixture_smoke_ends_with_headline_json():
@@ -184,3 +184,14 @@ def test_backdoor_dynamics_smoke_traces_every_epoch():
         assert 0.0 <= figures["last_dropped_precision"] <= 100.0  # no warm-up: the filter drops from epoch 0
     rows = [line for line in run.stdout.splitlines() if line.startswith("| small CNN, no warm-up |")]
     assert len(rows) == 2 and all(row.split(" | ")[3].count("→") == 1 for row in rows)  # 2 epochs traced
+
+
+def test_adversarial_trigger_profile_smoke_ends_with_headline_json():
+    run = _smoke("adversarial_trigger_profile")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "adversarial_trigger_profile" and summary["mode"] == "smoke"
+    assert summary["ratios"]["plain_step"] == 1.0 and all(r > 0 for r in summary["ratios"].values())
+    assert {"inner_backward_autograd", "inner_backward_input_gradient", "at_step_before", "at_step_now"} <= set(
+        summary["ratios"])
+    assert summary["at_step_before_over_now"] > 0 and list(summary["grid_native_over_onednn"]) == ["1x16x5x1x28x100"]
+    assert "| whole PRL-AT step, now (`input_gradient`) |" in run.stdout  # the markdown table was printed
