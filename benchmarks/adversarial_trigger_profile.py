@@ -80,13 +80,12 @@ class Bench:
         self.ib = unpack_batch(self.batch)
         self.filt = BatchFilter("prl", drop_ratio=DROP)
         self.trigger = AdversarialTrigger(tau=TAU, value_range=VALUE_RANGE)
-        self.trigger_prev = AdversarialTrigger(tau=TAU, value_range=VALUE_RANGE, reuse="previous")
         self.stub = SimpleNamespace(training=True, current_epoch=1, datamodule=None)  # what the callbacks read
-        for cb in (self.filt, self.trigger, self.trigger_prev):
+        for cb in (self.filt, self.trigger):
             cb.setup(self.stub, self.module, "fit")
 
     def close(self) -> None:
-        for cb in (self.trigger_prev, self.trigger, self.filt):
+        for cb in (self.trigger, self.filt):
             cb.teardown(self.stub, self.module, "fit")
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -183,13 +182,12 @@ class Bench:
             perturb_inputs(self.ib.input.detach(), c, VALUE_RANGE)
         return self._time(run)
 
-    def _at_step(self, trigger: Any = None) -> None:
-        trigger = trigger or self.trigger
+    def _at_step(self) -> None:
         b = list(self.batch)
         self.filt.on_train_batch_start(self.stub, self.module, b, 0)
-        trigger.on_train_batch_start(self.stub, self.module, b, 0)
+        self.trigger.on_train_batch_start(self.stub, self.module, b, 0)
         self._outer(b)
-        trigger.on_train_batch_end(self.stub, self.module, None, b, 0)
+        self.trigger.on_train_batch_end(self.stub, self.module, None, b, 0)
         self.filt.on_train_batch_end(self.stub, self.module, None, b, 0)
 
     def at_step_before(self) -> float:
@@ -202,9 +200,6 @@ class Bench:
 
     def at_step_now(self) -> float:
         return self._time(self._at_step)
-
-    def at_step_reuse(self) -> float:
-        return self._time(lambda: self._at_step(self.trigger_prev))
 
 
 SECTIONS: list[tuple[str, str]] = [
@@ -223,8 +218,6 @@ SECTIONS: list[tuple[str, str]] = [
     ("inner_arithmetic", "inner: signs, `c`, clip into the value range"),
     ("at_step_before", "whole PRL-AT step, before (`torch.autograd.grad` in the inner step)"),
     ("at_step_now", "whole PRL-AT step, now (`input_gradient`)"),
-    ("at_step_reuse", "whole PRL-AT step, `reuse='previous'` (no inner step; the outer backward also computes the "
-                      "input gradient, through oneDNN)"),
 ]
 
 
@@ -309,6 +302,16 @@ def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown(summary: dict, ops: dict, grid: list[dict], level: str, rounds: int, wall: float, pinned: bool,
              train_size: int) -> str:
     s = summary
@@ -357,7 +360,7 @@ def markdown(summary: dict, ops: dict, grid: list[dict], level: str, rounds: int
     lines += [
         "",
         f"Mode {level}; wall time {wall:.0f} s; torch threads {torch.get_num_threads()}; glibc malloc pinned: "
-        f"{'yes' if pinned else 'no'}; date {_dt.date.today().isoformat()}; {platform.machine()}, {os.cpu_count()} "
+        f"{'yes' if pinned else 'no'}; date {_dt.date.today().isoformat()}; {cpu_name()}, {os.cpu_count()} "
         f"CPU cores (shared), torch {torch.__version__}.",
         "",
         "Reproduce: `python benchmarks/adversarial_trigger_profile.py`.",

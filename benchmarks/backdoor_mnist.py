@@ -49,9 +49,7 @@ DEFAULT_OUT = HERE / "results" / "backdoor_mnist.md"
 
 METHODS = ["standard", "at", "spl", "spl_at", "prl", "prl_at", "bootstrap", "bootstrap_at"]
 LABEL = {"standard": "Standard", "at": "AT", "spl": "SPL", "spl_at": "SPL-AT", "prl": "PRL", "prl_at": "PRL-AT",
-         "bootstrap": "Bootstrap", "bootstrap_at": "Bootstrap-AT", "prl_at_prev": "PRL-AT (reuse previous)"}
-# not in the full table: `AdversarialTrigger(reuse="previous")` (issue 17), run with `--methods prl_at prl_at_prev`
-EXTRA_METHODS = ["prl_at_prev"]
+         "bootstrap": "Bootstrap", "bootstrap_at": "Bootstrap-AT"}
 EPS = [0.15, 0.25, 0.35, 0.45]
 WATERMARKS = [("watermark_x", 1, 2), ("watermark_x", 9, 4), ("watermark_l", 6, 0)]
 
@@ -136,9 +134,8 @@ def run_table(task: dict) -> dict:
     rule = method.split("_")[0]
     if rule in ("prl", "spl"):
         callbacks.append(lr.BatchFilter(rule, drop_ratio=eps, warmup_epochs=s.warmup_epochs))
-    if method == "at" or "_at" in method:
-        reuse = "previous" if method.endswith("_prev") else "none"
-        callbacks.append(lr.AdversarialTrigger(tau=s.tau_pixels / 0.3081, reuse=reuse))
+    if method.endswith("at"):
+        callbacks.append(lr.AdversarialTrigger(tau=s.tau_pixels / 0.3081))
     t0 = time.perf_counter()
     tr = trainer(s.epochs, callbacks)
     tr.fit(model, dm)
@@ -287,8 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--backbone", choices=["mlp", "cnn2"], default=None, help="full mode: Table 5.8 backbone")
-    ap.add_argument("--methods", nargs="+", choices=METHODS + EXTRA_METHODS, default=None,
-                    help="full mode: a subset of methods (and prl_at_prev: PRL-AT with reuse='previous')")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="full mode: a subset of methods")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="full mode: seeds")
     ap.add_argument("--no-watermark", action="store_true", help="skip the ITLM watermark part")
     ap.add_argument("--reuse-table", action="store_true",
@@ -299,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.backbone:
         s = replace(s, backbone=args.backbone)
     if args.methods:
-        s = replace(s, methods=tuple(m for m in METHODS + EXTRA_METHODS if m in args.methods))
+        s = replace(s, methods=tuple(m for m in METHODS if m in args.methods))
     if args.seeds:
         s = replace(s, seeds=tuple(args.seeds))
     if args.no_watermark:

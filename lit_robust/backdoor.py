@@ -28,7 +28,7 @@ from torch import Tensor
 
 __all__ = ["Trigger", "PatchTrigger", "BlendTrigger", "WatermarkTrigger", "poison", "poison_test_set",
            "accuracy", "attack_success_rate", "check_value_range", "check_tau", "trigger_perturbation",
-           "sign_sum", "loss_gradient_sign_sum", "perturbation_from_sign_sum", "perturb_inputs"]
+           "sign_sum", "perturbation_from_sign_sum", "perturb_inputs"]
 
 
 def check_value_range(images: Tensor, value_range: tuple[float, float], name: str = "images") -> None:
@@ -259,21 +259,6 @@ def sign_sum(input_grads: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     if keep.shape != input_grads.shape[:1]:
         raise ValueError(f"`keep` must have shape [{input_grads.shape[0]}], got {tuple(keep.shape)}.")
     return torch.sign(input_grads[keep]).sum(0), keep.sum()
-
-
-def loss_gradient_sign_sum(input_grads: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Eq. 5.5's two sums from the input gradients of a *filtered training loss* (``AdversarialTrigger(reuse=
-    "previous")``): the loss is a masked mean, so a dropped sample's row is exactly zero and
-    :math:`K` = the rows with a nonzero entry. A row with a non-finite entry is left out of both sums (a kept
-    sample whose gradient is exactly zero — a saturated loss — is left out too; it adds no sign either way).
-
-    >>> g = torch.tensor([[0.5, -2.0], [0.0, 0.0], [1.0, 3.0]])   # sample 1 was dropped by the filter
-    >>> loss_gradient_sign_sum(g)
-    (tensor([2., 0.]), tensor(2))
-    """
-    rows = input_grads.flatten(1)
-    keep = rows.isfinite().all(1) & (rows != 0).any(1)
-    return sign_sum(input_grads, keep)
 
 
 def perturbation_from_sign_sum(signs: Tensor, count: Tensor, tau: float) -> Tensor:

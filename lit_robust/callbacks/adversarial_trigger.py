@@ -10,21 +10,13 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from lit_robust import distributed
-from lit_robust.backdoor import (
-    check_tau,
-    check_value_range,
-    loss_gradient_sign_sum,
-    perturb_inputs,
-    perturbation_from_sign_sum,
-    sign_sum,
-)
+from lit_robust.backdoor import check_tau, check_value_range, perturb_inputs, perturbation_from_sign_sum, sign_sum
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
 
 __all__ = ["AdversarialTrigger", "input_gradient"]
 
 FilterIn = Literal["both", "inner", "outer"]
-Reuse = Literal["none", "previous"]
 
 
 class AdversarialTrigger(Callback):
@@ -70,21 +62,13 @@ class AdversarialTrigger(Callback):
             applies the one ``c`` of the union batch — with a ``BatchFilter(scope="global")`` the same ``c`` as one
             process (the filter keeps a padding repeat of the DistributedSampler once; with ``filter_in="outer"``
             every rank's samples count, repeats included). In one process both are the same.
-        reuse: ``"none"`` (default): the inner step above, at every step. ``"previous"`` (experimental, cheaper):
-            no inner step — the ``c`` of a step is eq. 5.5 from the input gradients of the *previous* step's training
-            loss, at its perturbed inputs, which the outer backward computes alongside the parameter gradients
-            (:func:`lit_robust.backdoor.loss_gradient_sign_sum`: :math:`K` = the samples the filtered loss gave a
-            gradient, i.e. the kept ones). The first step of a fit (and a step whose input shape changed) takes the
-            inner step. Only with ``filter_in="both"``; the pending sums are checkpointed, so a resumed run
-            continues as an uninterrupted one.
 
     Attributes:
         last_perturbation: ``c`` of the latest training batch (detached), for inspection and tests.
     """
 
     def __init__(self, tau: float, value_range: tuple[float, float] | str | None = "datamodule",
-                 filter_in: FilterIn = "both", scope: Literal["local", "global"] = "local",
-                 reuse: Reuse = "none") -> None:
+                 filter_in: FilterIn = "both", scope: Literal["local", "global"] = "local") -> None:
         super().__init__()
         self.tau = check_tau(tau)
         if value_range != "datamodule":
@@ -93,19 +77,11 @@ class AdversarialTrigger(Callback):
             raise ValueError(f"`filter_in` must be 'both', 'inner' or 'outer', got {filter_in!r}.")
         if scope not in ("local", "global"):
             raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
-        if reuse not in ("none", "previous"):
-            raise ValueError(f"`reuse` must be 'none' or 'previous', got {reuse!r}.")
-        if reuse == "previous" and filter_in != "both":
-            raise ValueError(f"`reuse='previous'` takes K from the filtered training loss, so it needs "
-                             f"`filter_in='both'`, got filter_in={filter_in!r}.")
         self.value_range = value_range
         self.filter_in = filter_in
         self.scope = scope
-        self.reuse = reuse
         self.last_perturbation: Tensor | None = None
         self._checked_epoch: int | None = None
-        self._pending: tuple[Tensor, Tensor] | None = None  # reuse="previous": the last step's (signs, count)
-        self._x_adv: Tensor | None = None  # reuse="previous": this step's perturbed input, requiring grad
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -144,39 +120,18 @@ class AdversarialTrigger(Callback):
             check_value_range(x, self.value_range, name="training inputs")
             self._checked_epoch = trainer.current_epoch
         module.selectors_paused = False
-        reusing = self.reuse == "previous" and self.tau > 0
-        pending = self._pending if reusing else None
-        if pending is not None and pending[0].shape == x.shape[1:] and pending[0].device == x.device:
-            c = self._perturbation_from_sums(*pending)
-        else:
-            c = self.perturbation(module, batch)
-        self._pending = None
+        c = self.perturbation(module, batch)
         self.last_perturbation = c.detach()
         x_adv = perturb_inputs(x.detach(), c, self.value_range)
         if isinstance(batch, list):
             batch[1] = x_adv
         else:
             x.data.copy_(x_adv)
-            x_adv = x
-        if reusing:  # the outer backward computes the input gradients the next step's c is made of
-            self._x_adv = x_adv.requires_grad_(True)
         module.selectors_paused = self.filter_in == "inner"
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         pl_module.selectors_paused = False  # type: ignore[attr-defined]
-        if self._x_adv is not None:
-            grads, self._x_adv.grad = self._x_adv.grad, None
-            self._x_adv.requires_grad_(False)
-            self._x_adv = None
-            self._pending = loss_gradient_sign_sum(grads) if grads is not None else None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"pending": None if self._pending is None else [t.detach().cpu() for t in self._pending]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pending = state_dict.get("pending")  # absent from checkpoints written before `reuse` existed
-        self._pending = None if pending is None else (pending[0], pending[1])
 
     def perturbation(self, module: RobustMixin, batch: Any) -> Tensor:
         """``c`` for one batch (step 1): input gradients of the module's per-sample loss at the clean inputs,
@@ -200,9 +155,7 @@ class AdversarialTrigger(Callback):
                 grads = input_gradient(losses[keep].sum(), x_var)
             else:
                 grads = torch.zeros_like(x_var)
-        return self._perturbation_from_sums(*sign_sum(grads, keep))
-
-    def _perturbation_from_sums(self, signs: Tensor, count: Tensor) -> Tensor:
+        signs, count = sign_sum(grads, keep)
         if self.scope == "global":  # a collective: every rank reaches it once per step
             both = distributed.all_reduce_sum(torch.cat([signs.flatten(), count.reshape(1).to(signs.dtype)]))
             signs, count = both[:-1].reshape(signs.shape), both[-1]
@@ -212,8 +165,9 @@ class AdversarialTrigger(Callback):
 # oneDNN (PyTorch's default CPU convolution) pads the input channels of a convolution's backward-data pass to a
 # block of 16, so the input gradient of a layer reading 1-channel images costs ~16x its useful work (measured:
 # the 1 -> 16 channel 5x5 layer of `cnn2`, batch 100: 10 ms, the layer's forward 1 ms); PyTorch's native kernel
-# does not pad. Measured on this project's CPU (benchmarks/results/adversarial_trigger_profile.md): native faster
-# for <= 4 input channels per group (0.16-0.88x), about even at 8, 1.6-3.5x slower at 16-32.
+# does not pad. Measured on this project's CPU, an AMD EPYC with AVX-512 (benchmarks/results/
+# adversarial_trigger_profile.md): native 0.2-0.9x oneDNN's time at 1-4 input channels per group, mixed at 8,
+# 2-3x slower at 16-32.
 NATIVE_INPUT_GRAD_MAX_CHANNELS = 4
 
 
