@@ -17,6 +17,13 @@ Measurements (issue 2, item 9):
   (forward, loss, backward, SGD step; target <= 1.02);
 * ``filter/prl_step``, ``filter/spl_step``, ``filter/prl_g_step`` (issue 4): one training step with
   ``BatchFilter(rule, drop_ratio=0.3)`` active ÷ the plain step (targets <= 1.05, 1.05, 2.0);
+* ``filter/prl_g_step`` is PRL(G) in one backward (book-keeping, the default backend; issue 17, target
+  <= 1.3), ``filter/prl_g_two_pass_step`` the earlier two-backward path on the same model, and
+  ``filter/prl_g_step_mlp`` / ``filter/prl_g_step_wide_cnn`` the book-keeping step on an MLP (784-512-512-10)
+  and a wider CNN (64/128 channels, 3×3) so the claim does not rest on one shape;
+  ``filter/prl_g_vs_opacus`` our PRL(G) step ÷ the same step with Opacus 1.6's per-sample gradients
+  (``GradSampleModule``: norms from ``grad_sample``, kept mean written into ``.grad``; the thesis's way,
+  3.93× a plain step in its Table 4.6), after checking that both give the same norms (max |Δ| printed);
 * ``backdoor/adversarial_trigger_step`` (issue 5): one PRL-AT training step (``AdversarialTrigger`` + PRL
   filter) ÷ the plain step (target <= 2.1, issue 17: the inner step's extra forward and input-only backward are
   the floor; ``benchmarks/adversarial_trigger_profile.py`` splits the step into its sections);
@@ -101,6 +108,10 @@ class Measurement:
 
 
 MEASUREMENTS: list[Measurement] = []
+
+
+class Skipped(Exception):
+    """Raised by a measurement that cannot run here (e.g. an optional benchmark dependency is not installed)."""
 
 
 def measurement(name: str, description: str, kind: Literal["time", "throughput"] = "time",
@@ -316,22 +327,26 @@ def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
 
 
 # -- issue 4 measurements: per-batch filters --------------------------------------------------------------------
-def _filter_step_pairs(ctx: Context, reps: int, rule: str, trigger: Any = None) -> list[tuple[float, float]]:
+def _filter_step_pairs(ctx: Context, reps: int, rule: str, trigger: Any = None, model_fn: Callable[[], Any] | None = None,
+                       candidate: Callable[..., Callable[[], None]] | None = None,
+                       **filter_kw: Any) -> list[tuple[float, float]]:
     """One training step with ``BatchFilter(rule)`` active (its per-step hooks, the score, the trim, the
     masked mean, backward, SGD step) — and, with ``trigger`` (an ``AdversarialTrigger``), its inner step first —
-    vs. the plain step (``F.cross_entropy`` mean, backward, SGD step)."""
+    vs. the plain step (``F.cross_entropy`` mean, backward, SGD step). ``model_fn`` builds another model than
+    ``cnn2``; ``candidate(module, batch, plain_step)`` returns another step to time against the filtered one
+    (then the pairs are (filtered, candidate))."""
     from types import SimpleNamespace
 
     from lit_robust import BatchFilter, unpack_batch
 
     dm = _datamodule(ctx)
-    module = _model()
+    module = (model_fn or _model)()
     module.train()
     opt = torch.optim.SGD(module.parameters(), lr=0.01)
     batch = next(iter(dm.train_dataloader()))
-    callbacks = [BatchFilter(rule, drop_ratio=0.3)] + ([trigger] if trigger is not None else [])
+    callbacks = [BatchFilter(rule, drop_ratio=0.3, **filter_kw)] + ([trigger] if trigger is not None else [])
     filt = callbacks[0]
-    stub = SimpleNamespace(training=True, current_epoch=1, datamodule=None)  # what the callbacks read from a Trainer
+    stub = SimpleNamespace(training=True, current_epoch=1, datamodule=None, world_size=1)  # what the callbacks read from a Trainer
     for cb in callbacks:  # registers the filter with the module (and, for prl_g, the recorder)
         cb.setup(stub, module, "fit")
 
@@ -364,6 +379,11 @@ def _filter_step_pairs(ctx: Context, reps: int, rule: str, trigger: Any = None) 
         assert int(kept.sum()) == int(0.7 * len(batch[0]))  # the filter really trims
         if trigger is not None:  # and the trigger really perturbs
             assert trigger.last_perturbation is not None and float(trigger.last_perturbation.abs().max()) > 0
+        if candidate is not None:
+            other = candidate(ctx, module, batch, plain_step)
+            for _ in range(3):
+                other()
+            return interleave(filtered_step, other, reps)
         return interleave(filtered_step, plain_step, reps)
     finally:
         for cb in reversed(callbacks):
@@ -387,10 +407,113 @@ def spl_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
 
 
 @measurement("filter/prl_g_step", "training step with BatchFilter('prl_g', drop_ratio=0.3) ÷ plain step (PRL(G): "
-             "exact per-sample gradient norms by ghost norms, one extra backward to the activations)",
-             kind="time", target=2.0, reps=_FILTER_REPS)
+             "exact per-sample gradient norms, selection and the kept samples' gradient from the step's one backward: "
+             "book-keeping)", kind="time", target=1.3, reps=_FILTER_REPS)
 def prl_g_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
-    return _filter_step_pairs(ctx, reps, "prl_g")
+    return _filter_step_pairs(ctx, reps, "prl_g", prl_g_backend="bookkeeping")
+
+
+@measurement("filter/prl_g_two_pass_step", "training step with BatchFilter('prl_g', drop_ratio=0.3, "
+             "prl_g_backend='two_pass') ÷ plain step (the earlier path: one extra backward to the activations for "
+             "the norms, then the filtered loss's backward)", kind="time", target=None, reps=_FILTER_REPS)
+def prl_g_two_pass_step(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _filter_step_pairs(ctx, reps, "prl_g", prl_g_backend="two_pass")
+
+
+def _mlp_model():
+    import pytorch_lightning as pl
+
+    from lit_robust import ImageClassifier
+
+    pl.seed_everything(0, verbose=False)
+    return ImageClassifier(backbone="mlp", hidden=512, hidden_layers=2, lr=0.05, momentum=0.0)
+
+
+def _wide_cnn_model():
+    from torch import nn
+
+    module = _model()
+    module.net = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                               nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                               nn.Flatten(), nn.Linear(128 * 7 * 7, 10))
+    return module
+
+
+@measurement("filter/prl_g_step_mlp", "training step with BatchFilter('prl_g', drop_ratio=0.3) ÷ plain step on an MLP "
+             "(ImageClassifier(backbone='mlp', hidden=512, hidden_layers=2): 784-512-512-10)", kind="time",
+             target=1.3, reps=_FILTER_REPS)
+def prl_g_step_mlp(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _filter_step_pairs(ctx, reps, "prl_g", model_fn=_mlp_model, prl_g_backend="bookkeeping")
+
+
+@measurement("filter/prl_g_step_wide_cnn", "training step with BatchFilter('prl_g', drop_ratio=0.3) ÷ plain step on a "
+             "wider CNN (Conv 1→64 3×3, pool, Conv 64→128 3×3, pool, Linear 6272→10)", kind="time", target=1.3,
+             reps={"full": 101, "quick": 11, "smoke": 2})
+def prl_g_step_wide_cnn(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _filter_step_pairs(ctx, reps, "prl_g", model_fn=_wide_cnn_model, prl_g_backend="bookkeeping")
+
+
+def _opacus_prl_g_step(ctx: Context, module: Any, batch: Any, plain_step: Callable[[], None]) -> Callable[[], None]:
+    """PRL(G) through Opacus's per-sample gradients on a copy of ``module.net`` (same weights): forward, backward of
+    the summed losses (``grad_sample`` per parameter), norms, the (score, index) trim, the kept mean into ``.grad``,
+    SGD step. Checks first that Opacus's norms equal ours on this batch, and records the largest difference."""
+    import copy
+
+    from opacus import GradSampleModule
+
+    from lit_robust import unpack_batch
+    from lit_robust.scores import prl_g_scores
+    from lit_robust.selection import batch_keep_count, smallest_k_mask
+
+    ib = unpack_batch(batch)
+    net = copy.deepcopy(module.net)
+    gsm = GradSampleModule(net, loss_reduction="sum")
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.01)
+    k, _ = batch_keep_count(len(ib.index), 0.3)
+
+    def norms() -> torch.Tensor:
+        losses = F.cross_entropy(gsm(ib.input), ib.target, reduction="none")
+        opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad_sample = None
+        losses.sum().backward()
+        return torch.stack([p.grad_sample.reshape(len(ib.index), -1).norm(dim=1) for p in params], 1).norm(dim=1)
+
+    def step() -> None:
+        scores = norms()
+        mask = smallest_k_mask(scores, k, ib.index)
+        for p in params:
+            p.grad = p.grad_sample[mask].sum(0) / k
+        opt.step()
+
+    ours, _ = prl_g_scores(module.net, lambda: F.cross_entropy(module.net(ib.input), ib.target, reduction="none"))
+    net.load_state_dict(module.net.state_dict())
+    theirs = norms()
+    diff = float((ours - theirs).abs().max())
+    ctx.cache.setdefault("notes", []).append(
+        f"`filter/prl_g_vs_opacus`: Opacus {_opacus_version()} `GradSampleModule` per-sample gradient norms vs ours on "
+        f"the same model and batch: max |Δ| = {diff:.2e} (norms up to {float(ours.max()):.3g}).")
+    ctx.cache["opacus_norm_max_abs_diff"] = diff
+    assert diff <= 1e-4 * max(1.0, float(ours.max())), f"Opacus and lit_robust norms differ by {diff}"
+    return step
+
+
+def _opacus_version() -> str:
+    from importlib.metadata import version
+
+    return version("opacus")
+
+
+@measurement("filter/prl_g_vs_opacus", "our PRL(G) training step (book-keeping) ÷ the same step with Opacus's "
+             "per-sample gradients (GradSampleModule, `grad_sample` norms, kept mean), cnn2 model; Opacus is a "
+             "benchmark-only dependency (`pip install -e .[bench]`)", kind="time", target=None, reps=_FILTER_REPS)
+def prl_g_vs_opacus(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    import importlib.util
+
+    if importlib.util.find_spec("opacus") is None:
+        raise Skipped("Opacus is not installed (`pip install -e .[bench]`)")
+    return _filter_step_pairs(ctx, reps, "prl_g", candidate=_opacus_prl_g_step, prl_g_backend="bookkeeping")
 
 
 # -- issue 5 measurement: adversarial trigger --------------------------------------------------------------------
@@ -411,7 +534,12 @@ def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -
             continue
         reps = m.reps[level]
         t0 = time.perf_counter()
-        pairs = m.fn(ctx, reps)
+        try:
+            pairs = m.fn(ctx, reps)
+        except Skipped as why:
+            print(f"# {m.name}: skipped ({why})", flush=True)
+            ctx.cache.setdefault("notes", []).append(f"`{m.name}`: not measured — {why}.")
+            continue
         ratios = m.ratios(pairs)
         med = statistics.median(ratios)
         row = {
@@ -458,6 +586,7 @@ def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, 
             f"| {target(r)} | {met} |")
     lines += ["", "What each row times:", ""]
     lines += [f"* `{r['name']}`: {r['description']}." for r in rows]
+    lines += ["", *ctx.cache.get("notes", [])] if ctx.cache.get("notes") else []
     lines += [
         "",
         "glibc malloc thresholds pinned (`pin_malloc`): " + ("yes" if pinned else "**no**") + ". Without it a "
@@ -521,6 +650,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "ratios": {r["name"]: round(r["ratio"], 4) for r in rows},
                "spread_iqr": {r["name"]: [round(r["q25"], 4), round(r["q75"], 4)] for r in rows},
                "targets_met": {r["name"]: r["met"] for r in rows}}
+    if "opacus_norm_max_abs_diff" in ctx.cache:
+        summary["opacus_norm_max_abs_diff"] = ctx.cache["opacus_norm_max_abs_diff"]
     print(json.dumps(summary), flush=True)
     return summary
 

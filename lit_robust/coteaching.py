@@ -13,13 +13,14 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
-from lit_robust._checks import check_bool, check_int
+from lit_robust._checks import check_int
+from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
 from lit_robust.callbacks.batch_filter import check_filter_args, select_in_batch, small_batch_message
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.mixin import require_mixin
 from lit_robust.scores import loss_layer_scores
-from lit_robust.selection import check_drop_ratio, masked_mean, scheduled_drop_ratio
+from lit_robust.selection import masked_mean, scheduled_drop_ratio
 
 __all__ = ["CoTeaching", "CoTeachingEpochRecord"]
 
@@ -42,6 +43,7 @@ class CoTeachingEpochRecord:
     dropped_corrupted_frac_1: float | None = None  # corrupted among network 1's rejects
     dropped_corrupted_frac_2: float | None = None
     corrupted_frac: float | None = None  # of all samples seen: what rejecting at random would reach
+    estimated_corruption: float | None = None  # drop_ratio="auto": the estimate in force at the end of the epoch
 
 
 def _split_optimizer_config(conf: Any, owner: str) -> tuple[torch.optim.Optimizer, dict | None]:
@@ -96,17 +98,25 @@ class CoTeaching(pl.LightningModule):
     network, the fraction of corrupted samples among its rejects: ``coteach/dropped_corrupted_frac_1`` and
     ``_2`` (also in :attr:`history`).
 
+    ``drop_ratio="auto"``: :math:`\varepsilon` is estimated during warm-up as by :class:`~lit_robust.BatchFilter`
+    (:mod:`lit_robust.auto_drop`: epoch 0 drops nothing; the median of the warm-up epochs' estimates), from each
+    sample's score averaged over the two networks (the mean of their losses, or of their loss-layer gradient
+    norms for ``"prl"``), gathered over the ranks whatever ``scope`` says; logged as ``coteach/estimated_corruption``
+    and kept in :attr:`history` and in checkpoints.
+
     Args:
         model: a LightningModule adopting :class:`~lit_robust.RobustMixin` (``per_sample_loss`` returning
             ``(losses, outputs)`` for ``rule="prl"``).
         rule: ``"spl"`` (Co-teaching) or ``"prl"`` (Co-PRL(L)).
-        drop_ratio: :math:`\varepsilon \in [0, 0.5)` after warm-up (``[0, 1)`` with ``allow_large_drop``).
+        drop_ratio: :math:`\varepsilon \in [0, 0.5)` after warm-up (``[0, 1)`` with ``allow_large_drop``), or
+            ``"auto"`` (above).
         warmup_epochs: :math:`T_k \ge 0`.
         loss: the loss layer for ``rule="prl"`` (``"ce"``, ``"mse"``, a callable, or ``None`` to infer it from
             the targets), as in :class:`~lit_robust.BatchFilter`.
         seed: seeds ``net2``'s re-initialisation (the two networks must start apart).
         scope: ``"local"`` (each rank's own batch, the default) or ``"global"`` (the union of the ranks' batches).
         allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
+        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only).
 
     Example::
 
@@ -119,18 +129,22 @@ class CoTeaching(pl.LightningModule):
         self,
         model: pl.LightningModule,
         rule: Literal["spl", "prl"] = "spl",
-        drop_ratio: float = 0.2,
+        drop_ratio: float | Literal["auto"] = 0.2,
         warmup_epochs: int = 0,
         loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
         seed: int = 1,
         scope: Literal["local", "global"] = "local",
         allow_large_drop: bool = False,
+        estimator: Estimator = "gmm",
+        auto_margin: float = 0.0,
+        reestimate: bool = False,
     ) -> None:
         super().__init__()
         require_mixin("CoTeaching", model)
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
-        self.drop_ratio = check_drop_ratio(drop_ratio, check_bool("allow_large_drop", allow_large_drop))
+        self.drop_ratio: float | Literal["auto"] = check_auto_args(drop_ratio, estimator, auto_margin, reestimate,
+                                                                    allow_large_drop)
         check_filter_args(warmup_epochs, scope, loss)
         check_int("seed", seed)
         self.save_hyperparameters(ignore=["model"])
@@ -143,11 +157,23 @@ class CoTeaching(pl.LightningModule):
         self._counters: Tensor | None = None
         self._warned_small = False
         self._sched_cfgs: list[dict | None] = [None, None]
+        self._auto: AutoDropRatio | None = None
+        if self.drop_ratio == "auto":
+            self._auto = AutoDropRatio("CoTeaching", estimator, auto_margin, reestimate, warmup_epochs,
+                                       high=1.0 if allow_large_drop else 0.5)
 
     # -- schedule -----------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
-        r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t``."""
+        r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t`` (with ``"auto"``: from
+        the current estimate, 0 before the first one)."""
+        if self._auto is not None:
+            return self._auto.drop_ratio_at(epoch)
         return scheduled_drop_ratio(epoch, self.drop_ratio, self.warmup_epochs)
+
+    @property
+    def estimated_corruption(self) -> float | None:
+        """``drop_ratio="auto"``: the latest estimate (``None`` before the first one and with a numeric ratio)."""
+        return None if self._auto is None else self._auto.estimate
 
     def keep_ratio_at(self, epoch: int) -> float:
         """The kept fraction :math:`R(t) = 1 - \\varepsilon_t`."""
@@ -174,13 +200,17 @@ class CoTeaching(pl.LightningModule):
         """``(keep_1, keep_2)``: the samples each network trusts in ``batch`` at drop ratio ``drop_ratio``."""
         ib = unpack_batch(batch)
         index = ib.index.to(losses[0].device)
+        collect = self._auto is not None and self.training and self._auto.collects(self.current_epoch)
+        if drop_ratio == 0.0 and not collect:
+            keep = torch.ones_like(losses[0], dtype=torch.bool)
+            return keep, keep
+        scores = [loss_layer_scores(self.rule, l_i, o_i, ib.target, self.loss) for l_i, o_i in zip(losses, outputs)]
+        if collect:
+            self._auto.add(index, 0.5 * (scores[0].double() + scores[1].double()))
         if drop_ratio == 0.0:
             keep = torch.ones_like(losses[0], dtype=torch.bool)
             return keep, keep
-        masks = []
-        for l_i, o_i in zip(losses, outputs):
-            scores = loss_layer_scores(self.rule, l_i, o_i, ib.target, self.loss)
-            masks.append(select_in_batch(scores, index, drop_ratio, self.scope, self._warn_small))
+        masks = [select_in_batch(s, index, drop_ratio, self.scope, self._warn_small) for s in scores]
         return masks[0], masks[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -229,6 +259,9 @@ class CoTeaching(pl.LightningModule):
         seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
         rec = CoTeachingEpochRecord(epoch=self.current_epoch, drop_ratio=self.drop_ratio_at(self.current_epoch),
                                     seen=seen, dropped_1=d1, dropped_2=d2)
+        if self._auto is not None:
+            self._auto.end_epoch(self.current_epoch, self.device)  # a collective: every rank, every epoch
+            rec.estimated_corruption = self._auto.estimate
         if batches and truth == batches:
             rec.corrupted_seen = c_seen
             rec.dropped_corrupted_frac_1 = c_d1 / d1 if d1 else None
@@ -238,7 +271,8 @@ class CoTeaching(pl.LightningModule):
         self._counters = None
         for key, value in (("coteach/drop_ratio", rec.drop_ratio),
                            ("coteach/dropped_corrupted_frac_1", rec.dropped_corrupted_frac_1),
-                           ("coteach/dropped_corrupted_frac_2", rec.dropped_corrupted_frac_2)):
+                           ("coteach/dropped_corrupted_frac_2", rec.dropped_corrupted_frac_2),
+                           ("coteach/estimated_corruption", rec.estimated_corruption)):
             if value is not None:
                 self.log(key, float(value), on_step=False, on_epoch=True, sync_dist=True)
         self._step_schedulers("epoch")
@@ -283,6 +317,7 @@ class CoTeaching(pl.LightningModule):
             "history": [asdict(r) for r in self.history],
             "counters": None if self._counters is None else self._counters.cpu().tolist(),
             "warned_small": self._warned_small,
+            "auto": None if self._auto is None else self._auto.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -292,3 +327,5 @@ class CoTeaching(pl.LightningModule):
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
         self._counters = None if state["counters"] is None else torch.tensor(state["counters"], dtype=torch.int64)
         self._warned_small = state["warned_small"]
+        if self._auto is not None and state.get("auto") is not None:
+            self._auto.load_state_dict(state["auto"])

@@ -98,7 +98,13 @@ class RobustMixin:
         self._robust_selectors_paused = bool(value)
 
     def reduce_loss(self, losses: Tensor, batch: Any = None, outputs: Any = None) -> Tensor:
-        """Mean of ``losses`` over the samples kept by every active batch selector."""
+        """Mean of ``losses`` over the samples kept by every active batch selector.
+
+        A selector with ``reduce_in_backward`` (``BatchFilter("prl_g")``'s one-backward book-keeping) is asked
+        last, with the others' mask: it returns a loss whose backward makes the selection and leaves the kept
+        samples' mean gradient in ``.grad`` (the loss's value is then the whole batch's mean), or ``None``,
+        and the mask is formed here as usual.
+        """
         if losses.ndim != 1:
             raise ValueError(
                 f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
@@ -106,7 +112,18 @@ class RobustMixin:
             )
         if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
-        return masked_mean(losses, self.batch_keep_mask(losses, batch, outputs))
+        # a selector that ranks during the backward (PRL(G) book-keeping) reduces last, given the others' mask
+        deferred = next((s for s in self.batch_selectors if callable(getattr(s, "reduce_in_backward", None))), None)
+        others = [s for s in self.batch_selectors if s is not deferred]
+        keep = torch.ones_like(losses, dtype=torch.bool)
+        for selector in others:
+            keep &= selector.keep_mask(losses, batch, outputs, self)
+        if deferred is not None:
+            out = deferred.reduce_in_backward(losses, batch, outputs, self, keep if others else None)
+            if out is not None:
+                return out
+            keep &= deferred.keep_mask(losses, batch, outputs, self)
+        return masked_mean(losses, keep)
 
     def reinitialize(self, seed: int) -> None:
         """Re-draw every parameter (used by round-based callbacks such as ITLM at each round start).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import torch
@@ -10,15 +11,30 @@ from torch.utils.data import DistributedSampler, Sampler
 
 from lit_robust import distributed
 
-__all__ = ["SelectionSampler", "ShardedSampler"]
+__all__ = ["SelectionSampler", "ShardedSampler", "epoch_seed"]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The generator seed of ``SelectionSampler``'s order in ``epoch``: a hash of ``(seed, epoch)``, in ``[0, 2**63)``.
+
+    Not ``seed + epoch``: data pipelines seed their own permutations with small integers too (the datamodules
+    draw the training pool with ``seed`` and the corrupted samples with ``seed + 1``), and a sampler seeded with
+    ``seed + 1`` then visited the corrupted samples of such a set first and the clean ones last in epoch 1, which
+    trained a cleaner model than any real shuffle would.
+
+    >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(1, 0)
+    True
+    """
+    digest = hashlib.blake2b(f"lit_robust.SelectionSampler:{int(seed)}:{int(epoch)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 class SelectionSampler(DistributedSampler):
     """Iterate over a mutable selection of dataset indices, optionally this rank's share of it.
 
-    The order of epoch ``e`` is a permutation drawn from a generator seeded with ``seed + e`` (or the
-    selection's sorted order when ``shuffle=False``); Lightning calls :meth:`set_epoch` before every
-    epoch, so a resumed run sees the same batches. ``selection=None`` means every index in ``range(n)``.
+    The order of epoch ``e`` is a permutation drawn from a generator seeded with
+    :func:`epoch_seed` ``(seed, e)`` (or the selection's sorted order when ``shuffle=False``); Lightning calls
+    :meth:`set_epoch` before every epoch, so a resumed run sees the same batches. ``selection=None`` means every index in ``range(n)``.
 
     With ``num_replicas = W > 1`` the epoch's order is padded by wrapping around to a multiple of ``W``
     (as ``DistributedSampler`` does, so every rank runs the same number of steps) and rank ``r`` takes
@@ -60,7 +76,7 @@ class SelectionSampler(DistributedSampler):
     def indices(self) -> Tensor:
         base = torch.arange(self.n) if self.selection is None else self.selection
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             base = base[torch.randperm(base.numel(), generator=g)]
         if self.num_replicas == 1 or base.numel() == 0:
             return base

@@ -11,7 +11,9 @@ ranked first (see :mod:`lit_robust.selection`); the rules differ only in the sco
 * **PRL(G)** (Alg. 2; thesis Alg. 3): the norm of the full per-sample gradient
   :math:`\|\nabla_\theta \ell_i\|_2` (:func:`prl_g_scores`, :class:`GradNormRecorder`), computed exactly
   from each layer's input activations and output gradients without forming per-sample gradients of
-  the whole network ("ghost norms").
+  the whole network ("ghost norms"): after an extra backward (:meth:`GradNormRecorder.compute`), or
+  inside the training loss's own backward, which then also forms the kept samples' gradient from the
+  same tensors (book-keeping, Bu et al. 2023; :meth:`GradNormRecorder.filtered_mean`).
 
 Nothing here imports Lightning.
 """
@@ -217,7 +219,9 @@ def _is_plain(module: nn.Module, cls: type) -> bool:
 
 
 class GradNormRecorder:
-    r"""Exact per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|_2` from one extra backward.
+    r"""Exact per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|_2`, from one extra backward
+    (:meth:`compute`) or from the training loss's own backward (:meth:`filtered_mean`, which also writes the
+    kept samples' gradient into ``.grad``).
 
     While attached, forward hooks on every submodule that owns trainable parameters record each call's
     input activations and outputs. :meth:`compute` then takes **one** ``torch.autograd.grad`` of
@@ -231,17 +235,19 @@ class GradNormRecorder:
       the layer, count as positions :math:`t`) the Gram ("ghost") form
       :math:`\|g_i\|^2 = \langle A_i A_i^\top, \Delta_i \Delta_i^\top \rangle_F` with :math:`A_i \in
       \mathbb{R}^{T\times p}, \Delta_i \in \mathbb{R}^{T\times q}` (bias: :math:`\|\sum_t \delta_{it}\|^2`);
-    * ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups, bias): the same with :math:`A_i`
+    * ``nn.Conv1d`` / ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups, bias; Conv1d as a
+      Conv2d of height 1): the same with :math:`A_i`
       the unfolded input patches, per group (the per-layer form comes from one grouped convolution
       backward with the batch folded into the groups, without unfolding);
     * any other layer with its own parameters (LayerNorm, GroupNorm, eval-mode BatchNorm, Embedding,
       custom modules, ...): ``torch.func.vmap`` of ``torch.func.grad`` of
       :math:`\langle \text{layer}(a_i), \delta_i\rangle` over the layer's own parameters.
 
-    The total is :math:`\sqrt{\sum_\text{layers} \|g_i\|^2}`. For Linear/Conv2d with :math:`T > 1`
-    positions, ``mode="auto"`` uses the Gram form when :math:`T^2 \le pq` (per group) and otherwise the
-    layer's per-sample gradient :math:`\Delta_i^\top A_i` (memory :math:`B\,p\,q` instead of
-    :math:`B\,T^2`); ``"ghost"`` / ``"per_layer"`` force one form. The full per-sample gradient of the
+    The total is :math:`\sqrt{\sum_\text{layers} \|g_i\|^2}`. For Linear/Conv with :math:`T > 1`
+    positions, ``mode="auto"`` uses the Gram form when it takes fewer multiply-adds,
+    :math:`T^2 (p + q) \le T p q` (per group; it then also takes less memory, :math:`B\,T^2` instead of
+    :math:`B\,p\,q`), and otherwise the layer's per-sample gradient :math:`\Delta_i^\top A_i`;
+    ``"ghost"`` / ``"per_layer"`` force one form. The full per-sample gradient of the
     network is never formed.
 
     Requirements (checked where possible): the batch is dimension 0 of every hooked layer's input; no
@@ -267,6 +273,8 @@ class GradNormRecorder:
         self._calls: dict[str, list[_Call]] = {}
         self._recording = False
         self._layers: dict[str, nn.Module] = {}
+        self.last_scores: Tensor | None = None  # of the last :meth:`filtered_mean` step, once its backward ended
+        self.last_mask: Tensor | None = None
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def attach(self) -> GradNormRecorder:
@@ -316,6 +324,9 @@ class GradNormRecorder:
         self._recording = False
 
     def _hook(self, name: str) -> Callable:
+        # Opaque to torch.compile: in a compiled module the hook splits the graph at the layer, so the
+        # recorded input and output are real tensors whose gradient the backward passes through.
+        @torch.compiler.disable
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if not self._recording or not torch.is_grad_enabled():
                 return
@@ -395,29 +406,40 @@ class GradNormRecorder:
             raise ValueError(f"`rule='prl_g'`: parameters {used[:5]} get gradients but their module's forward was not "
                              "called (e.g. a raw nn.Parameter used in `per_sample_loss`, or `F.linear(x, layer.weight)`); "
                              "their per-sample gradients cannot be recorded. Use them through a module's forward.")
-        for name, calls in self._calls.items():
-            layer = self._layers[name]
-            if _is_plain(layer, nn.Linear):
-                sq = _linear_sq_norms(layer, calls, b, self.mode)
-            elif _is_plain(layer, nn.Conv2d):
-                sq = _conv2d_sq_norms(layer, calls, b, self.mode)
-            else:
-                sq = self._func_sq_norms(name, layer, calls, b)
+        for book in self._books(self._calls, b):
+            sq = book.sq()
             if sq is not None:
                 total = total + sq.to(total.dtype)
         return total.clamp_min(0.0).sqrt()
 
-    def _func_sq_norms(self, name: str, layer: nn.Module, calls: list[_Call], b: int) -> Tensor | None:
+    def _books(self, calls_by_layer: dict[str, list[_Call]], b: int) -> list[_LayerBook]:
+        """One book per recorded layer: Linear/Conv1d/Conv2d by their closed forms, any other layer by torch.func."""
+        books: list[_LayerBook] = []
+        for name, calls in calls_by_layer.items():
+            calls = [c for c in calls if any(g is not None for g in c.grads)]
+            if not calls:
+                continue
+            layer = self._layers[name]
+            if _is_plain(layer, nn.Linear):
+                books.append(_LinearBook(layer, calls, b, self.mode))
+            elif _is_plain(layer, nn.Conv2d) or _is_plain(layer, nn.Conv1d):
+                books.append(_ConvBook(layer, calls, b, self.mode))
+            else:
+                books.append(_FuncBook(self._func_per_sample(name, layer, calls, b)))
+        return books
+
+    def _func_per_sample(self, name: str, layer: nn.Module, calls: list[_Call], b: int
+                         ) -> list[tuple[nn.Parameter, Tensor]]:
+        """Per-sample gradients ``[B, *shape]`` of ``layer``'s own trainable parameters, by ``torch.func``."""
         from torch.func import functional_call, grad, vmap
 
-        params = {n: p.detach() for n, p in layer.named_parameters(recurse=False) if p.requires_grad}
+        own = {n: p for n, p in layer.named_parameters(recurse=False) if p.requires_grad}
+        params = {n: p.detach() for n, p in own.items()}
         acc: dict[str, Tensor] = {}
         was_recording = self._recording
         self._recording = False  # the functional calls below run the layer's forward (and its hooks) again
         try:
             for call in calls:
-                if all(g is None for g in call.grads):
-                    continue
                 deltas = [torch.zeros_like(z) if g is None else g for (z, *_), g in zip(call.outs, call.grads)]
                 batched = [isinstance(a, Tensor) and a.ndim > 0 and a.shape[0] == b for a in call.args]
                 kwargs, positions = call.kwargs, call.positions
@@ -442,9 +464,71 @@ class GradNormRecorder:
                     acc[n] = acc[n] + g if n in acc else g
         finally:
             self._recording = was_recording
-        if not acc:
-            return None
-        return sum(_float(g).reshape(b, -1).pow(2).sum(1) for g in acc.values())
+        return [(own[n], g) for n, g in acc.items()]
+
+    # -- one backward (book-keeping) -------------------------------------------------------------------------
+    def filtered_mean(self, losses: Tensor, select: Callable[[Tensor], Tensor], keep_count: int,
+                      prior_keep: Tensor | None = None,
+                      on_selected: Callable[[Tensor, Tensor], None] | None = None) -> Tensor:
+        r"""The loss of a PRL(G) step whose selection and filtered gradient come from its **one** backward.
+
+        Returns a scalar to back-propagate (its value: the mean of the batch's finite losses, since the
+        selection is only known after the backward). Its backward sends :math:`c / k` to every sample
+        (:math:`k` = ``keep_count``, the expected number kept; :math:`c` whatever multiplies the returned
+        loss downstream: gradient accumulation's :math:`1/N`, AMP's loss scale); hooks take each recorded
+        layer's output gradient :math:`\delta_i` on the way. When the backward ends (``queue_callback``):
+
+        1. the per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|` from :math:`(a_i, \delta_i)`
+           (as :meth:`compute`), divided by the weight :math:`v_i = \partial L / \partial \ell_i` each loss
+           received (so a loss scale or accumulation factor does not change them);
+        2. ``mask = select(scores)`` (``& prior_keep``), :math:`t_i = [i \text{ kept}] / |\text{mask}|`;
+        3. each parameter's ``.grad`` gets :math:`\sum_i w_i \nabla_\theta \ell_i` with
+           :math:`w_i = c\,(t_i - 1/k)`, formed from the same :math:`(a_i, \delta_i)` — for Linear
+           :math:`\sum_i w_i \delta_i a_i^\top`, for Conv the weight gradient of the weighted samples, for
+           other layers the torch.func per-sample gradients. When ``keep_count`` was right only the dropped
+           samples have :math:`w_i \ne 0` (:math:`-c/k`): the backward's full-batch gradient minus theirs;
+        4. ``on_selected(scores, mask)``; :attr:`last_scores` / :attr:`last_mask` hold them.
+
+        So ``.grad`` ends as if ``masked_mean(losses, mask) * c`` had been back-propagated (plus whatever
+        else the backward carried, e.g. a penalty on the parameters). Requirements beyond :meth:`compute`'s:
+        the recorded layers reach the loss only through ``losses`` (a term computed from the activations or
+        outputs directly, e.g. a logit penalty, would be filtered too — use the two-backward path for that);
+        one backward through the returned loss. A sample whose loss is NaN/inf gets no gradient at all
+        and the score NaN (ranked last).
+        """
+        if not isinstance(losses, Tensor) or losses.ndim != 1:
+            got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+            raise ValueError(f"`losses` must be a 1-D tensor with one loss per sample, got {got}.")
+        if not losses.requires_grad:
+            raise ValueError("`losses` must require grad (computed with autograd enabled) to take per-sample "
+                             "gradient norms.")
+        check_per_sample_gradients(self.module)
+        b = losses.shape[0]
+        calls, self._calls = self._calls, {}  # later forwards of this step are not part of this loss
+        self._check_batch(calls, b)
+        pending = _Pending(self, calls, b, 1.0 / max(int(keep_count), 1), select, prior_keep, on_selected)
+        for call in calls.values():
+            for c in call:
+                c.grads = [None] * len(c.outs)
+                for j, (_, _, node, nr) in enumerate(c.outs):
+                    pending.handles.append(node.register_prehook(_capture_into(c, j, nr)))
+        # a trainable parameter of a layer whose forward did not run this step must not get a gradient
+        for name, layer in self._layers.items():
+            if name not in calls:
+                for pname, p in layer.named_parameters(recurse=False):
+                    if p.requires_grad:
+                        full = f"{name}.{pname}" if name else pname
+                        pending.handles.append(p.register_hook(_mark(pending.touched, full)))
+        pending.handles.append(losses.register_hook(pending.take_loss_grad))
+        return _OneBackwardMean.apply(losses, pending)
+
+    def _check_batch(self, calls: dict[str, list[_Call]], b: int) -> None:
+        for name, cs in calls.items():
+            for call in cs:
+                lead = next((a for a in call.args if isinstance(a, Tensor)), None)
+                if lead is not None and (lead.ndim == 0 or lead.shape[0] != b):
+                    raise ValueError(f"layer `{name}` saw an input of shape {tuple(lead.shape)} but the batch has {b} "
+                                     "losses; `rule='prl_g'` needs the batch in dimension 0 of every layer's input.")
 
 
 def _capture(store: dict, key: tuple[int, int], output_nr: int) -> Callable:
@@ -454,82 +538,284 @@ def _capture(store: dict, key: tuple[int, int], output_nr: int) -> Callable:
     return prehook
 
 
+def _capture_into(call: _Call, j: int, output_nr: int) -> Callable:
+    def prehook(grad_outputs: tuple) -> None:
+        call.grads[j] = grad_outputs[output_nr]
+
+    return prehook
+
+
+def _mark(store: list[str], name: str) -> Callable:
+    def hook(grad: Tensor) -> None:
+        store.append(name)
+
+    return hook
+
+
+class _Pending:
+    """The state of one book-keeping step between the forward and the end of its backward."""
+
+    def __init__(self, recorder: GradNormRecorder, calls: dict[str, list[_Call]], b: int, c0: float,
+                 select: Callable[[Tensor], Tensor], prior_keep: Tensor | None,
+                 on_selected: Callable[[Tensor, Tensor], None] | None) -> None:
+        self.recorder, self.calls, self.b, self.c0 = recorder, calls, b, c0
+        self.select, self.prior_keep, self.on_selected = select, prior_keep, on_selected
+        self.handles: list[RemovableHandle] = []
+        self.touched: list[str] = []
+        self.finite: Tensor | None = None
+        self.upstream: Tensor | None = None  # c: d(backpropagated scalar) / d(returned loss)
+        self.loss_grad: Tensor | None = None  # v_i: d(backpropagated scalar) / d(loss_i)
+        self.started = False
+
+    def take_loss_grad(self, grad: Tensor) -> None:
+        self.loss_grad = grad.detach()
+
+    def finish(self) -> None:
+        try:
+            self._finish()
+        finally:
+            for h in self.handles:
+                h.remove()
+            self.handles = []
+            self.calls = {}
+
+    def _finish(self) -> None:
+        rec = self.recorder
+        if self.touched:
+            raise ValueError(f"`rule='prl_g'`: parameters {sorted(set(self.touched))[:5]} get gradients but their "
+                             "module's forward was not called (e.g. a raw nn.Parameter used in `per_sample_loss`, or "
+                             "`F.linear(x, layer.weight)`); their per-sample gradients cannot be recorded. Use them "
+                             "through a module's forward.")
+        b, finite = self.b, self.finite
+        c = self.upstream.detach().reshape(()).to(torch.float64 if self.upstream.dtype == torch.float64
+                                                   else torch.float32)
+        dt = c.dtype
+        v = (self.loss_grad if self.loss_grad is not None else (c * self.c0) * finite).to(dt).reshape(b)
+        books = rec._books(self.calls, b)
+        sq = torch.zeros(b, dtype=dt, device=v.device)
+        for book in books:
+            part = book.sq()
+            if part is not None:
+                sq = sq + part.to(dt)
+        usable = finite & (v != 0)
+        scores = torch.where(usable, sq.clamp_min(0.0).sqrt() / v.abs(), torch.full_like(sq, float("nan")))
+        mask = self.select(scores).to(torch.bool)
+        if self.prior_keep is not None:
+            mask = mask & self.prior_keep.to(mask.device)
+        kept = mask & finite
+        k = max(int(kept.sum()), 1)
+        t = kept.to(dt) * (1.0 / k)
+        w = torch.where(usable, c * (t - self.c0 * finite.to(dt)) / torch.where(usable, v, torch.ones_like(v)),
+                        torch.zeros_like(v))
+        idx = torch.nonzero(w).squeeze(1)
+        if idx.numel():
+            ws = w[idx]
+            for book in books:
+                for param, delta in book.grads(ws, idx):
+                    delta = delta.to(param.dtype)
+                    if param.grad is None:
+                        param.grad = delta
+                    else:
+                        param.grad.add_(delta.to(param.grad.dtype))
+        rec.last_scores, rec.last_mask = scores, mask
+        if self.on_selected is not None:
+            self.on_selected(scores, mask)
+
+
+class _OneBackwardMean(torch.autograd.Function):
+    """Value: the mean of the finite losses; backward: ``c / k`` to every finite loss, and the book-keeping
+    step (:meth:`GradNormRecorder.filtered_mean`) queued to run when the backward ends."""
+
+    @staticmethod
+    def forward(ctx: Any, losses: Tensor, pending: _Pending) -> Tensor:
+        finite = torch.isfinite(losses)
+        pending.finite = finite
+        ctx.pending = pending
+        return torch.where(finite, losses, torch.zeros_like(losses)).sum() / finite.sum().clamp(min=1)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:
+        pending: _Pending = ctx.pending
+        if pending.started:
+            raise RuntimeError("`rule='prl_g'`: the filtered loss was back-propagated twice; its book-keeping "
+                               "selection runs once per training step.")
+        pending.started = True
+        pending.upstream = grad_out.detach()
+        torch.autograd.Variable._execution_engine.queue_callback(pending.finish)
+        grad = (grad_out * pending.c0) * pending.finite.to(grad_out.dtype)
+        return grad, None
+
+
 def _use_ghost(mode: NormMode, positions: int, p: int, q: int) -> bool:
     if mode == "ghost":
         return True
     if mode == "per_layer":
         return False
-    return positions * positions <= p * q
-
-
-def _linear_sq_norms(layer: nn.Linear, calls: list[_Call], b: int, mode: NormMode) -> Tensor | None:
-    acts, deltas = [], []
-    for call in calls:
-        g = call.grads[0]
-        if g is None:
-            continue
-        a = call.args[0] if call.args else call.kwargs["input"]
-        acts.append(_float(a).reshape(b, -1, layer.in_features))
-        deltas.append(_float(g).reshape(b, -1, layer.out_features).to(acts[-1].dtype))
-    if not acts:
-        return None
-    A, D = _cat(acts, 1), _cat(deltas, 1)  # [B, T, p], [B, T, q]
-    sq = D.new_zeros(b)
-    if layer.weight.requires_grad:
-        t, p, q = A.shape[1], A.shape[2], D.shape[2]
-        if t == 1:
-            sq = sq + A.pow(2).sum((1, 2)) * D.pow(2).sum((1, 2))
-        elif _use_ghost(mode, t, p, q):
-            sq = sq + (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(D, D.transpose(1, 2))).sum((1, 2))
-        else:
-            sq = sq + torch.bmm(D.transpose(1, 2), A).pow(2).sum((1, 2))
-    if layer.bias is not None and layer.bias.requires_grad:
-        sq = sq + D.sum(1).pow(2).sum(1)
-    return sq
+    # multiply-adds per sample: Gram form T^2 (p + q), per-sample gradient T p q (its memory p q, the Gram's T^2)
+    return positions * (p + q) <= p * q
 
 
 def _cat(parts: list[Tensor], dim: int) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
-def _conv2d_sq_norms(layer: nn.Conv2d, calls: list[_Call], b: int, mode: NormMode) -> Tensor | None:
-    g_, cin, cout = layer.groups, layer.in_channels, layer.out_channels
-    padded, deltas = [], []
-    for call in calls:
-        d = call.grads[0]
-        if d is None:
-            continue
-        a = _float(call.args[0] if call.args else call.kwargs["input"])
-        if a.ndim != 4:
-            raise ValueError(f"`rule='prl_g'` supports Conv2d on batched [B, C, H, W] inputs, got {tuple(a.shape)}.")
-        pad_mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-        padded.append(F.pad(a, layer._reversed_padding_repeated_twice, mode=pad_mode))
-        deltas.append(_float(d).to(a.dtype))
-    if not padded:
-        return None
-    sq = deltas[0].new_zeros(b)
-    if layer.weight.requires_grad:
-        kh, kw = layer.kernel_size
-        positions = sum(d.shape[-2] * d.shape[-1] for d in deltas)
-        p, q = cin // g_ * kh * kw, cout // g_
-        if _use_ghost(mode, positions, p, q):
-            # Gram form over the unfolded patches: <A_i^T A_i, D_i^T D_i>_F per group, summed over groups
-            A = _cat([F.unfold(a, layer.kernel_size, dilation=layer.dilation, stride=layer.stride).reshape(b, g_, p, -1)
-                      for a in padded], -1)
-            D = _cat([d.reshape(b, g_, q, -1) for d in deltas], -1)
-            sq = sq + (torch.einsum("bgpl,bgpm->bglm", A, A) * torch.einsum("bgql,bgqm->bglm", D, D)).sum((1, 2, 3))
-        else:
-            # the layer's per-sample weight gradients in one grouped convolution backward (batch folded into groups)
-            per_sample = None
-            for a, d in zip(padded, deltas):
-                gw = torch.nn.grad.conv2d_weight(a.reshape(1, b * cin, *a.shape[2:]), (b * cout, cin // g_, kh, kw),
-                                                 d.reshape(1, b * cout, *d.shape[2:]), stride=layer.stride,
-                                                 padding=0, dilation=layer.dilation, groups=b * g_)
-                per_sample = gw if per_sample is None else per_sample + gw
-            sq = sq + per_sample.reshape(b, -1).pow(2).sum(1)
-    if layer.bias is not None and layer.bias.requires_grad:
-        sq = sq + sum(d.sum((2, 3)) for d in deltas).pow(2).sum(1)
-    return sq
+def _weighted_sum(w: Tensor, per_sample: Tensor, shape: torch.Size) -> Tensor:
+    """``sum_i w_i per_sample[i]`` reshaped to ``shape`` (one matrix-vector product)."""
+    return (w.to(per_sample.dtype) @ per_sample.reshape(per_sample.shape[0], -1)).reshape(shape)
+
+
+class _LayerBook:
+    """What one layer's recorded calls give: per-sample squared gradient norms and weighted gradient sums."""
+
+    def sq(self) -> Tensor | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:  # pragma: no cover
+        """``sum_j w[j] * grad_theta loss_{idx[j]}`` for each of the layer's trainable parameters."""
+        raise NotImplementedError
+
+
+class _LinearBook(_LayerBook):
+    r"""``nn.Linear``: :math:`g_i = \sum_t \delta_{it} a_{it}^\top`, with :math:`A_i \in \mathbb{R}^{T\times p}`
+    the inputs at the :math:`T` positions (extra dimensions and repeated calls) and :math:`\Delta_i` the
+    output gradients."""
+
+    def __init__(self, layer: nn.Linear, calls: list[_Call], b: int, mode: NormMode) -> None:
+        acts, deltas = [], []
+        for call in calls:
+            g = call.grads[0]
+            if g is None:
+                continue
+            a = call.args[0] if call.args else call.kwargs["input"]
+            acts.append(_float(a).reshape(b, -1, layer.in_features))
+            deltas.append(_float(g).reshape(b, -1, layer.out_features))
+        dt = torch.promote_types(acts[0].dtype, deltas[0].dtype)
+        self.A, self.D = _cat(acts, 1).to(dt), _cat(deltas, 1).to(dt)  # [B, T, p], [B, T, q]
+        self.layer, self.mode = layer, mode
+        self.per_sample: Tensor | None = None  # [B, q, p] when the per-layer form was used
+
+    def sq(self) -> Tensor:
+        A, D, layer = self.A, self.D, self.layer
+        sq = D.new_zeros(D.shape[0])
+        if layer.weight.requires_grad:
+            t, p, q = A.shape[1], A.shape[2], D.shape[2]
+            if t == 1:
+                sq = sq + A.pow(2).sum((1, 2)) * D.pow(2).sum((1, 2))
+            elif _use_ghost(self.mode, t, p, q):
+                sq = sq + (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(D, D.transpose(1, 2))).sum((1, 2))
+            else:
+                self.per_sample = torch.bmm(D.transpose(1, 2), A)
+                sq = sq + self.per_sample.pow(2).sum((1, 2))
+        if layer.bias is not None and layer.bias.requires_grad:
+            sq = sq + D.sum(1).pow(2).sum(1)
+        return sq
+
+    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
+        layer, out = self.layer, []
+        w = w.to(self.D.dtype)
+        D = self.D[idx]
+        if layer.weight.requires_grad:
+            if self.per_sample is not None:
+                dw = _weighted_sum(w, self.per_sample[idx], layer.weight.shape)
+            else:
+                dw = (D * w[:, None, None]).reshape(-1, D.shape[2]).t() @ self.A[idx].reshape(-1, self.A.shape[2])
+            out.append((layer.weight, dw))
+        if layer.bias is not None and layer.bias.requires_grad:
+            out.append((layer.bias, w @ D.sum(1)))
+        return out
+
+
+class _ConvBook(_LayerBook):
+    """``nn.Conv1d`` / ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups; Conv1d as a
+    Conv2d of height 1): the inputs padded as the layer pads them, and the output gradients."""
+
+    def __init__(self, layer: nn.Conv1d | nn.Conv2d, calls: list[_Call], b: int, mode: NormMode) -> None:
+        one_d = isinstance(layer, nn.Conv1d)
+        nd = 3 if one_d else 4
+        self.kernel = (1, *layer.kernel_size) if one_d else tuple(layer.kernel_size)
+        self.stride = (1, *layer.stride) if one_d else tuple(layer.stride)
+        self.dilation = (1, *layer.dilation) if one_d else tuple(layer.dilation)
+        padded, deltas = [], []
+        for call in calls:
+            d = call.grads[0]
+            if d is None:
+                continue
+            a = _float(call.args[0] if call.args else call.kwargs["input"])
+            if a.ndim != nd:
+                raise ValueError(f"`rule='prl_g'` supports {type(layer).__name__} on batched inputs of {nd} dimensions, "
+                                 f"got {tuple(a.shape)}.")
+            pad_mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+            a = F.pad(a, layer._reversed_padding_repeated_twice, mode=pad_mode)
+            d = _float(d)
+            padded.append(a.unsqueeze(2) if one_d else a)
+            deltas.append(d.unsqueeze(2) if one_d else d)
+        dt = torch.promote_types(padded[0].dtype, deltas[0].dtype)
+        self.padded, self.deltas = [a.to(dt) for a in padded], [d.to(dt) for d in deltas]
+        self.layer, self.mode, self.b = layer, mode, b
+        self.per_sample: Tensor | None = None  # [B, cout, cin/g, kh, kw] when the per-layer form was used
+
+    def _weight_grad(self, a: Tensor, d: Tensor, groups: int) -> Tensor:
+        cin, cout = a.shape[1], d.shape[1]
+        return torch.nn.grad.conv2d_weight(a, (cout, cin // groups, *self.kernel), d, stride=self.stride, padding=0,
+                                           dilation=self.dilation, groups=groups)
+
+    def sq(self) -> Tensor:
+        layer, b = self.layer, self.b
+        g_, cin, cout = layer.groups, layer.in_channels, layer.out_channels
+        sq = self.deltas[0].new_zeros(b)
+        if layer.weight.requires_grad:
+            kh, kw = self.kernel
+            positions = sum(d.shape[-2] * d.shape[-1] for d in self.deltas)
+            p, q = cin // g_ * kh * kw, cout // g_
+            if _use_ghost(self.mode, positions, p, q):
+                # Gram form over the unfolded patches: <A_i^T A_i, D_i^T D_i>_F per group, summed over groups
+                A = _cat([F.unfold(a, self.kernel, dilation=self.dilation, stride=self.stride).reshape(b, g_, p, -1)
+                          for a in self.padded], -1)
+                D = _cat([d.reshape(b, g_, q, -1) for d in self.deltas], -1)
+                sq = sq + (torch.einsum("bgpl,bgpm->bglm", A, A) * torch.einsum("bgql,bgqm->bglm", D, D)).sum((1, 2, 3))
+            else:
+                # the layer's per-sample weight gradients in one grouped convolution backward (batch folded into groups)
+                per_sample = None
+                for a, d in zip(self.padded, self.deltas):
+                    gw = self._weight_grad(a.reshape(1, b * cin, *a.shape[2:]), d.reshape(1, b * cout, *d.shape[2:]),
+                                           b * g_)
+                    per_sample = gw if per_sample is None else per_sample + gw
+                self.per_sample = per_sample.reshape(b, cout, cin // g_, kh, kw)
+                sq = sq + self.per_sample.pow(2).sum((1, 2, 3, 4))
+        if layer.bias is not None and layer.bias.requires_grad:
+            sq = sq + sum(d.sum((2, 3)) for d in self.deltas).pow(2).sum(1)
+        return sq
+
+    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
+        layer, out = self.layer, []
+        w = w.to(self.deltas[0].dtype)
+        deltas = [d[idx] * w[:, None, None, None] for d in self.deltas]
+        if layer.weight.requires_grad:
+            if self.per_sample is not None:
+                dw = _weighted_sum(w, self.per_sample[idx], layer.weight.shape)
+            else:
+                dw = sum(self._weight_grad(a[idx], d, layer.groups) for a, d in zip(self.padded, deltas))
+                dw = dw.reshape(layer.weight.shape)
+            out.append((layer.weight, dw))
+        if layer.bias is not None and layer.bias.requires_grad:
+            out.append((layer.bias, sum(d.sum((0, 2, 3)) for d in deltas)))
+        return out
+
+
+class _FuncBook(_LayerBook):
+    """Any other layer: its per-sample parameter gradients from ``torch.func`` (``[B, *shape]`` each)."""
+
+    def __init__(self, per_sample: list[tuple[nn.Parameter, Tensor]]) -> None:
+        self.per_sample = per_sample
+
+    def sq(self) -> Tensor | None:
+        if not self.per_sample:
+            return None
+        b = self.per_sample[0][1].shape[0]
+        return sum(_float(g).reshape(b, -1).pow(2).sum(1) for _, g in self.per_sample)
+
+    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
+        return [(p, _weighted_sum(w, _float(g)[idx], p.shape)) for p, g in self.per_sample]
 
 
 def prl_g_scores(module: nn.Module, compute_losses: Callable[[], Tensor], mode: NormMode = "auto"

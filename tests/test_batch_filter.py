@@ -14,19 +14,22 @@ from tests.test_scores import ce, ref_grad_norms, ref_loss_layer_norms
 
 
 class SpyFilter(BatchFilter):
-    """Records, per training step, the parameters the step's forward used, the batch and the filter's mask."""
+    """Records, per training step, the parameters the step's forward used, the batch and the filter's counted mask
+    (counted before the backward, or at its end for PRL(G)'s book-keeping)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.steps = []
+        self._step = None
 
-    def keep_mask(self, losses, batch, outputs, module):
-        mask = super().keep_mask(losses, batch, outputs, module)
-        if self._trainer is not None and self._trainer.training:
-            params = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
-            self.steps.append(dict(params=params, batch=[t.clone() for t in batch], mask=mask.clone(),
-                                   epoch=self._trainer.current_epoch))
-        return mask
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        params = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+        self._step = dict(params=params, batch=[t.clone() for t in batch], epoch=trainer.current_epoch)
+
+    def _count(self, mask, corrupted):
+        super()._count(mask, corrupted)
+        self.steps.append(dict(self._step, mask=mask.clone()))
 
 
 def reference_scores(rule, net, batch):
@@ -47,9 +50,10 @@ def fit(tmp_path, callbacks, max_epochs=2, data=None, seed=0, model=None, ckpt_p
     return model, trainer
 
 
-@pytest.mark.parametrize("rule", ["prl", "spl", "prl_g"])
-def test_filter_drops_exactly_the_trim_of_independent_scores(rule, tmp_path):
-    spy = SpyFilter(rule, drop_ratio=0.3, warmup_epochs=1)
+@pytest.mark.parametrize("rule, backend", [("prl", "auto"), ("spl", "auto"), ("prl_g", "bookkeeping"),
+                                           ("prl_g", "two_pass")])
+def test_filter_drops_exactly_the_trim_of_independent_scores(rule, backend, tmp_path):
+    spy = SpyFilter(rule, drop_ratio=0.3, warmup_epochs=1, prl_g_backend=backend)
     model, _ = fit(tmp_path, [spy], max_epochs=2)
     assert len(spy.steps) == 12 and model.batch_selectors == []  # removed at teardown
     net = TinyModel().net

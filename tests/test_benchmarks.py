@@ -14,7 +14,11 @@ from tests.conftest import REPO, SHARED_DATA
 
 EXPECTED_RATIOS = {"itlm/scoring_pass_throughput", "itlm/scoring_pass_vs_no_grad_loop", "mixin/training_step",
                    "itlm/fit", "filter/prl_step", "filter/spl_step", "filter/prl_g_step",
+                   "filter/prl_g_two_pass_step", "filter/prl_g_step_mlp", "filter/prl_g_step_wide_cnn",
                    "backdoor/adversarial_trigger_step"}
+HAS_OPACUS = importlib.util.find_spec("opacus") is not None  # the `bench` extra: the Opacus row runs only with it
+if HAS_OPACUS:
+    EXPECTED_RATIOS.add("filter/prl_g_vs_opacus")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,10 @@ def test_overhead_smoke_ends_with_ratios_json(smoke_runs):
     assert set(summary["ratios"]) == EXPECTED_RATIOS
     assert all(r > 0 for r in summary["ratios"].values())
     assert set(summary["targets_met"]) == EXPECTED_RATIOS
+    if HAS_OPACUS:  # the same per-sample gradient norms as Opacus's on the same model and batch
+        assert 0 <= summary["opacus_norm_max_abs_diff"] <= 1e-3
+    else:
+        assert "filter/prl_g_vs_opacus`: not measured — Opacus is not installed" in smoke_runs["overhead"].stdout
 
 
 def test_batch_filters_smoke_ends_with_headline_json(smoke_runs):
@@ -124,7 +132,10 @@ def test_overhead_registry_has_the_issue_rows():
                     "itlm/scoring_pass_vs_no_grad_loop": ("throughput", None),
                     "mixin/training_step": ("time", 1.02), "itlm/fit": ("time", 1.10),
                     "filter/prl_step": ("time", 1.05), "filter/spl_step": ("time", 1.05),
-                    "filter/prl_g_step": ("time", 2.0), "backdoor/adversarial_trigger_step": ("time", 2.1)}
+                    "filter/prl_g_step": ("time", 1.3), "filter/prl_g_two_pass_step": ("time", None),
+                    "filter/prl_g_step_mlp": ("time", 1.3), "filter/prl_g_step_wide_cnn": ("time", 1.3),
+                    "filter/prl_g_vs_opacus": ("time", None),
+                    "backdoor/adversarial_trigger_step": ("time", 2.1)}
 
 
 def test_gan_mixture_smoke_ends_with_headline_json():
@@ -184,6 +195,14 @@ def test_backdoor_dynamics_smoke_traces_every_epoch():
         assert 0.0 <= figures["last_dropped_precision"] <= 100.0  # no warm-up: the filter drops from epoch 0
     rows = [line for line in run.stdout.splitlines() if line.startswith("| small CNN, no warm-up |")]
     assert len(rows) == 2 and all(row.split(" | ")[3].count("→") == 1 for row in rows)  # 2 epochs traced
+
+
+def test_filter_auto_digits_quick_ends_with_headline_json():
+    summary = _last_json(_smoke("filter_auto_digits"))
+    assert summary["benchmark"] == "filter_auto_digits" and summary["mode"] == "quick"
+    row = summary["rows"]["random"]
+    assert len(row["eps_hat"]) == 1 and 0.0 <= row["eps_hat"][0] < 0.5
+    assert 0.0 <= row["mean_abs_err_points"] <= 50.0
 
 
 def test_adversarial_trigger_profile_smoke_ends_with_headline_json():

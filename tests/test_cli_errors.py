@@ -88,6 +88,9 @@ CASES = [
     # BatchFilter / AdversarialTrigger / SpectralNorm
     ("filter-drop-ratio-above-half", PRL, {f"{CB0}.drop_ratio": 0.6}, [], "drop_ratio"),
     ("filter-drop-ratio-negative", PRL, {f"{CB0}.drop_ratio": -0.1}, [], "drop_ratio"),
+    ("filter-drop-ratio-auto-typo", PRL, {f"{CB0}.drop_ratio": "Auto"}, [], "drop_ratio"),
+    ("filter-auto-unknown-estimator", PRL, {f"{CB0}.drop_ratio": "auto", f"{CB0}.estimator": "kde"}, [], "estimator"),
+    ("filter-reestimate-without-auto", PRL, {f"{CB0}.reestimate": True}, [], "reestimate"),
     ("filter-unknown-rule", PRL, {f"{CB0}.rule": "prll"}, [], "rule"),
     ("filter-unknown-scope", PRL, {f"{CB0}.scope": "world"}, [], "scope"),
     ("filter-negative-warmup", PRL, {f"{CB0}.warmup_epochs": -1}, [], "warmup_epochs"),

@@ -21,14 +21,15 @@ done by :class:`lit_robust.BatchFilter` (``rule="spl"``), which the module adds 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
 from lit_robust._checks import check_bool, check_number
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim, check_ratio
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
+from lit_robust.auto_drop import Estimator, check_auto_args
 from lit_robust.callbacks.batch_filter import BatchFilter
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
@@ -91,7 +92,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
         dim: input dimension (>= 2).
         n_couplings: affine couplings; their masks alternate between the two halves of the coordinates.
         hidden: width of the :math:`s`/:math:`t` networks; ``layers``: their hidden layers.
-        drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped (lowest density).
+        drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped (lowest density), or
+            ``"auto"``: estimated from the training :math:`-\log\hat p` during warm-up by the module's
+            :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.auto_drop`: epoch 0 drops nothing; logged as
+            ``filter/estimated_corruption``, kept in ``batch_filter.history`` and in checkpoints).
         warmup_epochs: the dropped fraction ramps from 0 to ``drop_ratio`` over these epochs
             (:class:`~lit_robust.BatchFilter`'s schedule); 0 drops it from the first step.
         spectral_norm: normalise every Linear layer of :math:`s` and :math:`t` to ``k``-Lipschitz.
@@ -99,6 +103,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         n_power_iterations: power iterations per training step and layer (the estimate :math:`\hat\sigma` lags
             behind fast-changing weights; see :mod:`lit_robust.spectral`).
         lr, weight_decay: Adam.
+        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only).
 
     The trimming is the module's own :class:`~lit_robust.BatchFilter` (``rule="spl"``, kept in
     :attr:`batch_filter`, with its per-epoch ``history`` of dropped samples), returned by
@@ -108,16 +113,17 @@ class RealNVP(RobustMixin, AnomalyDetector):
     index and the samples' dataset indices (the selection would otherwise silently drop NaNs first).
     """
 
-    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2, drop_ratio: float = 0.0,
-                 warmup_epochs: int = 0, spectral_norm: bool = False, k: float = 1.0, n_power_iterations: int = 1,
-                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
+                 drop_ratio: float | Literal["auto"] = 0.0, warmup_epochs: int = 0, spectral_norm: bool = False,
+                 k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
+                 estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"`dim` must be an integer >= 2 (Real NVP splits the coordinates), got {dim!r}.")
         for name, v in (("n_couplings", n_couplings), ("hidden", hidden), ("layers", layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
-        self.drop_ratio = check_ratio("drop_ratio", drop_ratio)
+        self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
         self.k = _check_k(k)
@@ -135,7 +141,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
             self.spectral_layers = apply_spectral_norm(self.couplings, k=k, types=nn.Linear,
                                                        n_power_iterations=n_power_iterations)
         self.batch_filter: BatchFilter | None = None
-        if self.drop_ratio > 0:
+        if self.drop_ratio == "auto":
+            self.batch_filter = BatchFilter("spl", drop_ratio="auto", warmup_epochs=warmup_epochs, estimator=estimator,
+                                            auto_margin=auto_margin, reestimate=reestimate)
+        elif self.drop_ratio > 0:
             self.batch_filter = BatchFilter("spl", drop_ratio=self.drop_ratio, warmup_epochs=warmup_epochs)
 
     # -- density ------------------------------------------------------------------------------------------------
@@ -212,8 +221,9 @@ class RealNVP(RobustMixin, AnomalyDetector):
 class RobustRealNVP(RealNVP):
     r"""RealNVP with the thesis' defaults switched on: ``drop_ratio=0.1`` and ``spectral_norm=True``."""
 
-    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2, drop_ratio: float = 0.1,
-                 warmup_epochs: int = 0, spectral_norm: bool = True, k: float = 1.0, n_power_iterations: int = 1,
-                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
+                 drop_ratio: float | Literal["auto"] = 0.1, warmup_epochs: int = 0, spectral_norm: bool = True,
+                 k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
+                 estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False) -> None:
         super().__init__(dim, n_couplings, hidden, layers, drop_ratio, warmup_epochs, spectral_norm, k,
-                         n_power_iterations, lr, weight_decay)
+                         n_power_iterations, lr, weight_decay, estimator, auto_margin, reestimate)

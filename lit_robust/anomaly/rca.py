@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from lit_robust._checks import check_number
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim, check_ratio
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
+from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
@@ -152,25 +153,35 @@ class RCA(AnomalyDetector):
     Args:
         dim, hidden, latent: the two :class:`MLPAutoEncoder` (independent initialisations).
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the assumed anomaly ratio; :math:`\beta \to 1-\varepsilon`.
+            Or ``"auto"``: :math:`\varepsilon` is estimated from the training reconstruction errors during warm-up
+            as by :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.auto_drop`: epoch 0 keeps every sample;
+            the median of the warm-up epochs' estimates; a sample's score is :math:`(e_1 + e_2)/2`, dropout off,
+            averaged over the epoch), gathered over the DDP ranks; logged as ``rca/estimated_corruption`` and
+            kept in :attr:`estimated_corruption` and in checkpoints.
         warmup_epochs: epochs over which :math:`\beta` decays from 1 (:func:`rca_keep_ratio`).
         dropout: :math:`r \in [0, 1)`, used in the training updates and the test ensemble.
         test_passes: :math:`v \ge 1` dropout passes averaged at test time (one pass if ``dropout == 0``).
         lr, weight_decay: Adam over both autoencoders (Adam is per coordinate, so one optimizer over the two
             disjoint parameter sets equals one optimizer each).
+        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only).
 
     Logged per epoch: ``rca/keep_ratio``; with ground truth in the batches, ``rca/dropped_anomaly_frac`` — the
     share of anomalies among the samples left out of the exchange.
     """
 
-    def __init__(self, dim: int, hidden: int = 128, latent: int = 16, drop_ratio: float = 0.1,
+    def __init__(self, dim: int, hidden: int = 128, latent: int = 16, drop_ratio: float | Literal["auto"] = 0.1,
                  warmup_epochs: int = 0, dropout: float = 0.2, test_passes: int = 10, lr: float = 1e-3,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, estimator: Estimator = "gmm", auto_margin: float = 0.0,
+                 reestimate: bool = False) -> None:
         super().__init__()
         _check_arch(dim, hidden, latent, dropout)
         _check_optim(lr, weight_decay)
-        self.drop_ratio = check_ratio("drop_ratio", drop_ratio)
+        self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+        self._auto: AutoDropRatio | None = None
+        if self.drop_ratio == "auto":
+            self._auto = AutoDropRatio("RCA", estimator, auto_margin, reestimate, warmup_epochs)
         if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
             raise ValueError(f"`test_passes` must be an integer >= 1, got {test_passes!r}.")
         self.save_hyperparameters()
@@ -182,7 +193,15 @@ class RCA(AnomalyDetector):
         check_input_dim(spec, self.ae1.encoder[0].in_features, flatten=True)
 
     def keep_ratio_at(self, epoch: int) -> float:
+        """:math:`\beta` of the 0-based ``epoch`` (with ``"auto"``: from the current estimate, 1 before the first)."""
+        if self._auto is not None:
+            return 1.0 - self._auto.drop_ratio_at(epoch)
         return rca_keep_ratio(epoch, self.drop_ratio, self.hparams.warmup_epochs)
+
+    @property
+    def estimated_corruption(self) -> float | None:
+        """``drop_ratio="auto"``: the latest estimate (``None`` before the first one and with a numeric ratio)."""
+        return None if self._auto is None else self._auto.estimate
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         b = unpack_batch(batch)
@@ -193,6 +212,8 @@ class RCA(AnomalyDetector):
             e2 = reconstruction_error(self.ae2(x), x)
         check_finite("reconstruction error", torch.cat([e1, e2]), batch_idx, torch.cat([b.index, b.index]),
                      "training")
+        if self._auto is not None and self._auto.collects(self.current_epoch):
+            self._auto.add(b.index.to(e1.device), 0.5 * (e1.double() + e2.double()))
         train1, train2 = rca_exchange_masks(e1, e2, beta, b.index.to(e1.device))
         loss1 = reconstruction_error(self.ae1(x[train1]), x[train1]).mean()
         loss2 = reconstruction_error(self.ae2(x[train2]), x[train2]).mean()
@@ -206,6 +227,22 @@ class RCA(AnomalyDetector):
                 self.log("rca/dropped_anomaly_frac", (bad & dropped).sum() / dropped.sum(), on_step=False,
                          on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._auto is None:
+            return
+        self._auto.end_epoch(self.current_epoch, self.device)  # a collective: every rank, every epoch
+        if self._auto.estimate is not None:
+            # identical on every rank
+            self.log("rca/estimated_corruption", self._auto.estimate, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._auto is not None:
+            checkpoint["rca_auto_drop"] = self._auto.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._auto is not None and "rca_auto_drop" in checkpoint:
+            self._auto.load_state_dict(checkpoint["rca_auto_drop"])
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Mean over ``test_passes`` dropout passes of the two autoencoders' mean error (Alg. 1, testing phase)."""

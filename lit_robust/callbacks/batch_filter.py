@@ -13,15 +13,18 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
-from lit_robust._checks import check_bool
+from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
 from lit_robust.scores import GradNormRecorder, loss_layer_scores
-from lit_robust.selection import batch_keep_count, check_drop_ratio, scheduled_drop_ratio, smallest_k_mask
+from lit_robust.selection import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
+
+_BACKENDS = ("auto", "bookkeeping", "two_pass")
 
 __all__ = ["BatchFilter", "FilterEpochRecord", "select_in_batch"]
 
 Rule = Literal["prl", "spl", "prl_g"]
+PrlGBackend = Literal["auto", "bookkeeping", "two_pass"]
 
 # running counters of one epoch, in this order (kept as one device tensor: no host sync per step)
 _COUNTERS = ("seen", "dropped", "corrupted_seen", "corrupted_dropped", "batches", "batches_with_truth")
@@ -74,6 +77,9 @@ class FilterEpochRecord:
     corrupted_dropped: int | None = None
     dropped_corrupted_frac: float | None = None  # corrupted_dropped / dropped: how clean the filter's rejects are
     corrupted_frac: float | None = None  # corrupted_seen / seen: what dropping at random would reach
+    # `drop_ratio="auto"`: the estimated corrupted fraction in force at the end of this epoch (made from this
+    # epoch's scores if it was a collecting epoch; before margin and clipping); it sets the next epochs' drop ratio
+    estimated_corruption: float | None = None
 
 
 class BatchFilter(Callback):
@@ -91,8 +97,15 @@ class BatchFilter(Callback):
       ``(losses, outputs)``; costs no extra backward.
     * ``"spl"`` — self-paced learning: the loss :math:`\ell_i`.
     * ``"prl_g"`` — PRL(G) (prl_paper Alg. 2; thesis Alg. 3): the exact per-sample gradient norm
-      :math:`\|\nabla_\theta \ell_i\|_2`, from one extra backward (:class:`~lit_robust.scores.GradNormRecorder`).
-      No BatchNorm in training mode (use GroupNorm or freeze it with ``.eval()``).
+      :math:`\|\nabla_\theta \ell_i\|_2` (:class:`~lit_robust.scores.GradNormRecorder`). No BatchNorm in
+      training mode (use GroupNorm or freeze it with ``.eval()``). ``prl_g_backend="bookkeeping"`` takes the
+      norms, the selection and the kept samples' gradient from the step's **one** backward (Bu et al. 2023's
+      book-keeping; :meth:`~lit_robust.scores.GradNormRecorder.filtered_mean`): the loss the mixin returns
+      then has the value of the whole batch's mean (the selection is made during the backward), and the
+      gradient written into ``.grad`` is the kept samples' mean. ``"two_pass"`` is the earlier way: one extra
+      backward to the activations for the norms, then the filtered loss's own backward (the loss's value is
+      the kept mean). ``"auto"`` (default) is book-keeping in one process and two-pass under DDP (the
+      book-keeping correction of ``.grad`` comes after DDP's gradient all-reduce, so it is not used there).
 
     Warm-up (the :math:`R(T)` of thesis Alg. 5): in epoch :math:`t` (0-based) the drop ratio is
 
@@ -114,10 +127,24 @@ class BatchFilter(Callback):
     and kept in :attr:`history` (with ``filter/drop_ratio`` and the corrupted fraction of all samples
     seen, which is what dropping at random would reach).
 
+    ``drop_ratio="auto"`` (:mod:`lit_robust.auto_drop`): :math:`\varepsilon` is estimated from the rule's own
+    scores. Epoch 0 drops nothing and collects every sample's score (its mean over the epoch, by dataset
+    index); at the end of each warm-up epoch :math:`t < \max(T_k, 1)` the scores of all ranks are gathered and
+    :func:`~lit_robust.estimate_corruption` (``estimator``) estimates from them; :math:`\hat\varepsilon` is the
+    median of these per-epoch estimates after epoch 0 (epoch 0's alone until there is another). The ramp above
+    uses :math:`\min(\hat\varepsilon + m, 0.49)` (:math:`m` = ``auto_margin``; 0.99 with ``allow_large_drop``;
+    a clipped estimate is warned about), and from :math:`T_k` on :math:`\hat\varepsilon` stays fixed
+    (``reestimate=True``: the latest epoch's estimate, re-made at every epoch end). ``warmup_epochs=0`` therefore
+    means one estimation epoch without dropping, then :math:`\hat\varepsilon` from epoch 1 (the same as
+    ``warmup_epochs=1``). The estimate is the same on every rank and for any world size, with either ``scope``
+    (the scores are gathered before estimating); it is logged as ``filter/estimated_corruption``, kept in
+    ``FilterEpochRecord.estimated_corruption`` and checkpointed. With :class:`~lit_robust.AdversarialTrigger`
+    the scores are those of the filtered (outer) step, or of the inner step with ``filter_in="inner"``.
+
     Args:
         rule: ``"prl"``, ``"spl"`` or ``"prl_g"``.
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped after warm-up
-            (the guarantee needs :math:`\varepsilon < 0.5`).
+            (the guarantee needs :math:`\varepsilon < 0.5`), or ``"auto"`` (above).
         warmup_epochs: :math:`T_k \ge 0`, epochs over which the drop ratio ramps up from 0.
         scope: ``"local"`` or ``"global"``.
         loss: the loss layer for ``rule="prl"``: ``"ce"`` (logits, class-index or probability targets),
@@ -125,6 +152,11 @@ class BatchFilter(Callback):
             or ``None`` to infer it from the targets (integer → ``"ce"``, floating point → ``"mse"``).
             Ignored by the other rules.
         allow_large_drop: allow :math:`\varepsilon \in [0.5, 1)` (no guarantee).
+        prl_g_backend: ``"auto"``, ``"bookkeeping"`` or ``"two_pass"`` (``rule="prl_g"`` only; see above).
+        estimator: ``"gmm"`` (default) or ``"bmm"``, the mixture :func:`~lit_robust.estimate_corruption` fits
+            (``drop_ratio="auto"`` only).
+        auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``"auto"`` only; default 0).
+        reestimate: re-estimate at the end of every epoch, not only in warm-up (``"auto"`` only).
 
     Example:
         >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
@@ -135,37 +167,64 @@ class BatchFilter(Callback):
     def __init__(
         self,
         rule: Rule,
-        drop_ratio: float,
+        drop_ratio: float | Literal["auto"],
         warmup_epochs: int = 0,
         scope: Literal["local", "global"] = "local",
         loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
         allow_large_drop: bool = False,
+        prl_g_backend: PrlGBackend = "auto",
+        estimator: Estimator = "gmm",
+        auto_margin: float = 0.0,
+        reestimate: bool = False,
     ) -> None:
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
-        drop_ratio = check_drop_ratio(drop_ratio, check_bool("allow_large_drop", allow_large_drop))
+        if prl_g_backend not in _BACKENDS:
+            raise ValueError(f"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got {prl_g_backend!r}.")
+        drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, allow_large_drop)
         check_filter_args(warmup_epochs, scope, loss)
         self.rule = rule
-        self.drop_ratio = float(drop_ratio)
+        self.drop_ratio: float | Literal["auto"] = drop_ratio
+        self.estimator, self.auto_margin, self.reestimate = estimator, float(auto_margin), reestimate
+        self._auto: AutoDropRatio | None = None
+        if drop_ratio == "auto":
+            self._auto = AutoDropRatio("BatchFilter", estimator, auto_margin, reestimate, warmup_epochs,
+                                       high=1.0 if allow_large_drop else 0.5)
         self.warmup_epochs = warmup_epochs
         self.scope = scope
         self.loss = loss
         self.allow_large_drop = allow_large_drop
+        self.prl_g_backend = prl_g_backend
         # running state (checkpointed)
         self.history: list[FilterEpochRecord] = []
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
         self._counters_epoch: int | None = None
         self._warned_small = False
+        self._pending: tuple[Tensor, Tensor] | None = None  # "auto": a preview's scores, kept if no keep_mask follows
+        self._collected_step = False
         # fit-time helpers (not state)
         self._trainer: pl.Trainer | None = None
         self._module: RobustMixin | None = None
         self._recorder: GradNormRecorder | None = None
+        self._backend: Literal["bookkeeping", "two_pass"] | None = None  # the one in use during a fit
 
     # -- schedule -------------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
-        r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t``."""
+        r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t`` (with ``"auto"``: from
+        the current estimate, 0 before the first one)."""
+        if self._auto is not None:
+            return self._auto.drop_ratio_at(epoch)
         return scheduled_drop_ratio(epoch, self.drop_ratio, self.warmup_epochs)
+
+    @property
+    def estimated_corruption(self) -> float | None:
+        """``drop_ratio="auto"``: the latest estimate of the corrupted fraction (``None`` before the first one,
+        and with a numeric ``drop_ratio``)."""
+        return None if self._auto is None else self._auto.estimate
+
+    def _collects(self, epoch: int) -> bool:
+        return self._auto is not None and self._auto.collects(epoch)
 
     def keep_ratio_at(self, epoch: int) -> float:
         """The kept fraction :math:`R(t) = 1 - \\varepsilon_t` (thesis Alg. 5)."""
@@ -182,8 +241,18 @@ class BatchFilter(Callback):
         module = require_mixin("BatchFilter", pl_module)
         self._trainer, self._module = trainer, module
         if self.rule == "prl_g":
+            self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
         module.add_batch_selector(self)
+
+    def _resolve_backend(self, world_size: int) -> Literal["bookkeeping", "two_pass"]:
+        if self.prl_g_backend == "two_pass" or (self.prl_g_backend == "auto" and world_size > 1):
+            return "two_pass"
+        if world_size > 1:
+            raise ValueError(f"`prl_g_backend='bookkeeping'` runs in one process only (got world size {world_size}): "
+                             "its correction of `.grad` would come after DDP's gradient all-reduce. Use "
+                             "`prl_g_backend='auto'` or 'two_pass'.")
+        return "bookkeeping"
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -193,6 +262,7 @@ class BatchFilter(Callback):
         if self._recorder is not None:
             self._recorder.detach()
             self._recorder = None
+        self._backend = None
         self._trainer = self._module = None
 
     # -- training hooks -------------------------------------------------------------------------------------
@@ -205,13 +275,17 @@ class BatchFilter(Callback):
                              batch_idx: int) -> None:
         if batch_idx == 0:  # runs before the module's training step: a batch without indices gets the hint first
             unpack_batch(batch, owner="BatchFilter")
-        if self._recorder is not None and self.drop_ratio_at(trainer.current_epoch) > 0:
+        epoch = trainer.current_epoch
+        if self._recorder is not None and (self.drop_ratio_at(epoch) > 0 or self._collects(epoch)):
             self._recorder.attach()  # record this step's forward (hooks registered once)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self._recorder is not None:
             self._recorder.pause()
+        if self._auto is not None and self._pending is not None and not self._collected_step:
+            self._auto.add(*self._pending)  # only a preview ranked this step (AdversarialTrigger, filter_in="inner")
+        self._pending, self._collected_step = None, False
 
     def epoch_record(self, epoch: int) -> FilterEpochRecord:
         """The record of ``epoch``: from :attr:`history` once the epoch has ended, else from the running counts
@@ -233,11 +307,15 @@ class BatchFilter(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a collective: every rank reaches this hook once per epoch
-        rec = self._record_from_counts(trainer.current_epoch)
+        rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
+        if self._auto is not None:
+            self._auto.end_epoch(trainer.current_epoch, pl_module.device)  # a collective too
+            rec.estimated_corruption = self._auto.estimate
         self.history.append(rec)
         self._counters = None
         for key, value in (("filter/drop_ratio", rec.drop_ratio),
-                           ("filter/dropped_corrupted_frac", rec.dropped_corrupted_frac)):
+                           ("filter/dropped_corrupted_frac", rec.dropped_corrupted_frac),
+                           ("filter/estimated_corruption", rec.estimated_corruption)):
             if value is not None:
                 # identical on every rank, so averaging over ranks is exact
                 pl_module.log(key, float(value), on_step=False, on_epoch=True, sync_dist=True)
@@ -251,21 +329,58 @@ class BatchFilter(Callback):
         """The same mask as :meth:`keep_mask`, without counting it (e.g. for an inner maximisation step)."""
         return self._mask(losses, batch, outputs, module, record=False)
 
+    def reduce_in_backward(self, losses: Tensor, batch: Any, outputs: Any, module: Any,
+                           prior_keep: Tensor | None = None) -> Tensor | None:
+        """The book-keeping PRL(G) loss of one training batch (called by :meth:`RobustMixin.reduce_loss`), or
+        ``None`` when this filter ranks before the backward (another rule or backend, warm-up, not training).
+
+        The returned scalar's backward computes the scores, keeps ``(selection & prior_keep)`` and writes the
+        kept samples' mean gradient into ``.grad``, counted in :attr:`history`
+        (:meth:`~lit_robust.scores.GradNormRecorder.filtered_mean`)."""
+        trainer = self._trainer
+        if self._backend != "bookkeeping" or self._recorder is None or trainer is None or not trainer.training:
+            return None
+        epoch = trainer.current_epoch
+        eps, collect = self.drop_ratio_at(epoch), self._collects(epoch)
+        if eps == 0.0 and not collect:
+            return None
+        ib = unpack_batch(batch)
+        index = ib.index.to(losses.device)
+        k_guess, _ = batch_keep_count(losses.shape[0], eps)
+
+        def select(scores: Tensor) -> Tensor:
+            if eps == 0.0:  # "auto" before its estimate: score (below) and keep every sample
+                return torch.ones_like(scores, dtype=torch.bool)
+            return self._select(scores, index, eps)
+
+        def on_selected(scores: Tensor, mask: Tensor) -> None:
+            self._count(mask, ib.corrupted)
+            if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
+                self._auto.add(index, scores.detach())
+                self._collected_step = True
+
+        return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
+
     def _mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any, record: bool) -> Tensor:
         trainer = self._trainer
         keep_all = torch.ones_like(losses, dtype=torch.bool)
         if trainer is None or not trainer.training:
             return keep_all
-        eps = self.drop_ratio_at(trainer.current_epoch)
+        epoch = trainer.current_epoch
+        eps = self.drop_ratio_at(epoch)
         ib = unpack_batch(batch)
         index = ib.index.to(losses.device)
-        if eps == 0.0:
-            mask = keep_all
-        else:
-            scores = self.scores(losses, batch, outputs, module)
-            mask = self._select(scores, index, eps)
+        collect = self._collects(epoch)
+        scores = self.scores(losses, batch, outputs, module) if eps > 0.0 or collect else None
+        mask = keep_all if eps == 0.0 else self._select(scores, index, eps)
         if record:
             self._count(mask, ib.corrupted)
+        if collect:
+            if record:
+                self._auto.add(index, scores)
+                self._collected_step = True
+            else:
+                self._pending = (index, scores)
         return mask
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
@@ -275,7 +390,14 @@ class BatchFilter(Callback):
         if self._recorder is None:  # called outside a fit: record nothing, so compute the norms directly
             raise RuntimeError("`rule='prl_g'` computes its scores during `trainer.fit` only (the forward of the "
                                "training step is recorded); outside a fit use `lit_robust.scores.prl_g_scores`.")
-        return self._recorder.compute(losses)
+        try:
+            return self._recorder.compute(losses)
+        except RuntimeError as err:
+            if "donated buffers" not in str(err):
+                raise
+            raise ValueError("`prl_g_backend='two_pass'` cannot rank a batch of a `torch.compile`d module: its extra "
+                             "backward needs the compiled graph twice, which torch.compile's backward does not allow. "
+                             "Use `prl_g_backend='bookkeeping'` (one backward; the default in one process).") from err
 
     def _select(self, scores: Tensor, index: Tensor, eps: float) -> Tensor:
         return select_in_batch(scores, index, eps, self.scope, self._warn_small)
@@ -310,6 +432,7 @@ class BatchFilter(Callback):
             "counters": None if self._counters is None else self._counters.cpu().tolist(),
             "counters_epoch": self._counters_epoch,
             "warned_small": self._warned_small,
+            "auto": None if self._auto is None else self._auto.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -318,4 +441,6 @@ class BatchFilter(Callback):
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._counters_epoch = state_dict["counters_epoch"]
         self._warned_small = state_dict["warned_small"]
+        if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints
+            self._auto.load_state_dict(state_dict["auto"])
 
