@@ -136,7 +136,7 @@ def test_overhead_registry_has_the_issue_rows():
                     "filter/prl_g_step": ("time", 1.3), "filter/prl_g_two_pass_step": ("time", None),
                     "filter/prl_g_step_mlp": ("time", 1.3), "filter/prl_g_step_wide_cnn": ("time", 1.3),
                     "filter/prl_g_vs_opacus": ("time", None),
-                    "backdoor/adversarial_trigger_step": ("time", 2.2),
+                    "backdoor/adversarial_trigger_step": ("time", 2.1),
                     "data/indexed_loader_throughput": ("throughput", 0.95),
                     "data/indexed_loader_vs_batched_tensor_loader": ("throughput", None),
                     "data/itlm_fit_n1e4": ("time", None), "data/itlm_fit_n1e5": ("time", None),
@@ -212,3 +212,14 @@ def test_filter_auto_digits_quick_ends_with_headline_json():
     row = summary["rows"]["random"]
     assert len(row["eps_hat"]) == 1 and 0.0 <= row["eps_hat"][0] < 0.5
     assert 0.0 <= row["mean_abs_err_points"] <= 50.0
+
+
+def test_adversarial_trigger_profile_smoke_ends_with_headline_json():
+    run = _smoke("adversarial_trigger_profile")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "adversarial_trigger_profile" and summary["mode"] == "smoke"
+    assert summary["ratios"]["plain_step"] == 1.0 and all(r > 0 for r in summary["ratios"].values())
+    assert {"inner_backward_autograd", "inner_backward_input_gradient", "at_step_before", "at_step_now"} <= set(
+        summary["ratios"])
+    assert summary["at_step_before_over_now"] > 0 and list(summary["grid_native_over_onednn"]) == ["1x16x5x1x28x100"]
+    assert "| whole PRL-AT step, now (`input_gradient`) |" in run.stdout  # the markdown table was printed

@@ -14,7 +14,7 @@ from lit_robust.backdoor import check_tau, check_value_range, perturb_inputs, pe
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.mixin import RobustMixin, require_mixin
 
-__all__ = ["AdversarialTrigger"]
+__all__ = ["AdversarialTrigger", "input_gradient"]
 
 FilterIn = Literal["both", "inner", "outer"]
 
@@ -44,8 +44,8 @@ class AdversarialTrigger(Callback):
     loss-based method such as Bootstrap is part of ``per_sample_loss`` and so acts in both steps
     whatever ``filter_in`` says.
 
-    The inner step costs one extra forward and one backward to the inputs (parameter gradients are not
-    accumulated; in train mode it does update BatchNorm running statistics once more). The batch must be
+    The inner step costs one extra forward and one backward to the inputs (:func:`input_gradient`: no parameter
+    gradient is computed; in train mode it does update BatchNorm running statistics once more). The batch must be
     ``(index, input, target[, is_corrupted])`` with a tensor input; a list batch (PyTorch's default collate)
     gets its input replaced, a tuple batch has it overwritten in place. Validation, test and prediction see
     clean inputs. The perturbation is recomputed for every batch, so the callback holds no state to checkpoint.
@@ -152,7 +152,7 @@ class AdversarialTrigger(Callback):
                 keep = module.batch_keep_mask(losses.detach(), probe, detached, record=False)
             if bool(keep.any()):
                 # each sample's loss depends on its own input only, so one backward gives every per-sample gradient
-                (grads,) = torch.autograd.grad(losses[keep].sum(), x_var)
+                grads = input_gradient(losses[keep].sum(), x_var)
             else:
                 grads = torch.zeros_like(x_var)
         signs, count = sign_sum(grads, keep)
@@ -160,6 +160,64 @@ class AdversarialTrigger(Callback):
             both = distributed.all_reduce_sum(torch.cat([signs.flatten(), count.reshape(1).to(signs.dtype)]))
             signs, count = both[:-1].reshape(signs.shape), both[-1]
         return perturbation_from_sign_sum(signs, count, self.tau)
+
+
+# oneDNN (PyTorch's default CPU convolution) pads the input channels of a convolution's backward-data pass to a
+# block of 16, so the input gradient of a layer reading 1-channel images costs ~16x its useful work (measured:
+# the 1 -> 16 channel 5x5 layer of `cnn2`, batch 100: 10 ms, the layer's forward 1 ms); PyTorch's native kernel
+# does not pad. Measured on this project's CPU, an AMD EPYC with AVX-512 (benchmarks/results/
+# adversarial_trigger_profile.md): native 0.2-0.9x oneDNN's time at 1-4 input channels per group, mixed at 8,
+# 2-3x slower at 16-32.
+NATIVE_INPUT_GRAD_MAX_CHANNELS = 4
+
+
+def _few_channel_cpu_convolutions(root: Any) -> list[Any]:
+    """The convolution nodes of the autograd graph under ``root`` whose input gradient oneDNN would pad: on the
+    CPU, float32, not transposed, at most :data:`NATIVE_INPUT_GRAD_MAX_CHANNELS` input channels per group."""
+    found, seen, stack = [], set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ == "ConvolutionBackward0":
+            weight = getattr(node, "_saved_weight", None)
+            if (isinstance(weight, Tensor) and weight.device.type == "cpu" and weight.dtype == torch.float32
+                    and weight.dim() >= 3 and weight.shape[1] <= NATIVE_INPUT_GRAD_MAX_CHANNELS
+                    and not getattr(node, "_saved_transposed", True)):
+                found.append(node)
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return found
+
+
+def input_gradient(total: Tensor, inputs: Tensor) -> Tensor:
+    """``d total / d inputs`` in one backward pass that computes no parameter gradient.
+
+    ``torch.autograd.grad`` with ``inputs`` only runs the graph's paths to ``inputs`` and asks each layer for the
+    gradient of its input alone (the weight and bias gradients of a plain backward are skipped). On the CPU the
+    input gradients of float32 convolutions with at most :data:`NATIVE_INPUT_GRAD_MAX_CHANNELS` input channels per
+    group — the first layer of an image model — are computed by PyTorch's native kernel instead of oneDNN's, which
+    pads those channels to 16 (oneDNN is switched off only while those graph nodes run, by node hooks, and restored
+    after). Other layers, other devices and dtypes run as in a plain ``torch.autograd.grad``. The two kernels sum in
+    different orders: the gradients agree to float32 rounding, not bit for bit.
+    """
+    nodes = _few_channel_cpu_convolutions(total.grad_fn) if torch.backends.mkldnn.enabled else []
+    if not nodes:
+        return torch.autograd.grad(total, inputs)[0]
+
+    def native(_grad_outputs: Any) -> None:
+        torch.backends.mkldnn.enabled = False
+
+    def restore(_grad_inputs: Any, _grad_outputs: Any) -> None:
+        torch.backends.mkldnn.enabled = True
+
+    handles = [h for node in nodes for h in (node.register_prehook(native), node.register_hook(restore))]
+    try:
+        return torch.autograd.grad(total, inputs)[0]
+    finally:
+        torch.backends.mkldnn.enabled = True
+        for h in handles:
+            h.remove()
 
 
 def _check_range(value_range: Any) -> tuple[float, float] | None:
