@@ -47,7 +47,7 @@ from lit_robust.data import (
     unpack_batch,
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
-from lit_robust.estimation import CorruptionEstimate, estimate_corruption
+from lit_robust.estimation import CorruptionEstimate, estimate_corruption, estimate_corruption_from_probs
 from lit_robust.gan import DCGAN
 from lit_robust.linear_probe import LinearProbe
 from lit_robust.losses import bootstrap_loss
@@ -125,4 +125,5 @@ __all__ = [
     "CorruptionEstimate",
     "estimate_corruption",
     "load_report",
+    "estimate_corruption_from_probs",
 ]

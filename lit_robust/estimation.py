@@ -52,6 +52,13 @@ Determinism: the scores are sorted before fitting, initialisation uses quantiles
 posteriors are mapped back to the input order, so the result depends only on the multiset of scores
 (identical for any permutation, hence for any split across DDP ranks once gathered).
 
+Classifiers have a second route, :func:`estimate_corruption_from_probs`: confident learning (Northcutt,
+Jiang & Chuang, JAIR 2021, "Confident Learning: Estimating Uncertainty in Dataset Labels") on predicted
+class probabilities, computed by the ``cleanlab`` library (optional extra: ``pip install
+"lit-robust[cleanlab]"``). Its count is meant for *out-of-sample* probabilities (k-fold cross-validation);
+probabilities of a model trained on the same samples (e.g. an ITLM scoring pass) under-count, because the
+model has partly fitted the wrong labels (``benchmarks/corruption_rate.py`` measures both).
+
 Nothing here imports Lightning.
 """
 
@@ -65,7 +72,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["CorruptionEstimate", "estimate_corruption"]
+__all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_from_probs"]
 
 _METHODS = ("gmm", "bmm")
 _MIN_ASHMAN_D = 2.0
@@ -332,3 +339,94 @@ def _fit_bmm(x: Tensor, resp: Tensor, max_iter: int, tol: float) -> dict:
     return {"means": mean.tolist(), "vars": var.tolist(), "weights": out["w"].tolist(), "resp": out["resp"],
             "loglik": out["loglik"], "n_iter": out["n_iter"], "converged": out["converged"]}
 
+
+
+def estimate_corruption_from_probs(
+    probs: Tensor,
+    labels: Tensor,
+    method: Literal["cleanlab"] = "cleanlab",
+    *,
+    min_samples: int = 20,
+) -> CorruptionEstimate:
+    """Estimate the fraction of wrong labels from predicted class probabilities by confident learning.
+
+    ``cleanlab.filter.find_label_issues(labels, probs, filter_by="confident_learning")`` flags the samples
+    in the off-diagonal of the confident joint; ``rate`` is the flagged fraction (the same count as
+    ``cleanlab.count.num_label_issues(labels, probs)``), ``clean_posterior`` is 0 for a flagged sample and 1
+    otherwise. Use out-of-sample probabilities (cross-validated): a model's probabilities on its own
+    training samples under-count the wrong labels it has memorised.
+
+    Rows with a NaN/inf probability count as corrupted (warned) and are left out of the count; with fewer
+    than ``min_samples`` finite rows nothing is counted (warned) and the finite rows count as clean.
+
+    Args:
+        probs: ``[n, K]`` predicted class probabilities (rows sum to 1), ``K >= 2``.
+        labels: ``[n]`` given (possibly wrong) integer labels in ``[0, K)``.
+        method: ``"cleanlab"`` (the only one; needs ``pip install "lit-robust[cleanlab]"``).
+        min_samples: least number of finite rows to count on (>= 2).
+
+    Raises:
+        ImportError: cleanlab is not installed.
+
+    Example:
+        >>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8]] * 10)
+        >>> labels = torch.tensor([0, 0, 1, 1] * 9 + [1, 1, 0, 0])   # the last 4 labels are swapped
+        >>> estimate_corruption_from_probs(probs, labels).rate  # needs cleanlab
+        0.1
+    """
+    if method != "cleanlab":
+        raise ValueError(f"`method` must be 'cleanlab', got {method!r}.")
+    if not isinstance(probs, Tensor) or not isinstance(labels, Tensor):
+        raise ValueError(f"`probs` and `labels` must be torch.Tensors, got {type(probs).__name__} and "
+                         f"{type(labels).__name__}.")
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(f"`probs` must be a [n, K] tensor of class probabilities with K >= 2, got shape "
+                         f"{tuple(probs.shape)}.")
+    if labels.ndim != 1 or labels.numel() != probs.shape[0]:
+        raise ValueError(f"`labels` must be a 1-D tensor with one label per row of `probs` ({probs.shape[0]}), got "
+                         f"shape {tuple(labels.shape)}.")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"`labels` must be integer class indices, got dtype {labels.dtype}.")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
+        raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
+    n, k = probs.shape
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(f"`labels` must be in [0, {k - 1}] (one column of `probs` per class), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}].")
+    p = probs.detach().to(device="cpu", dtype=torch.float64)
+    finite = torch.isfinite(p).all(1)
+    if bool(finite.any()):
+        pf = p[finite]
+        if float(pf.min()) < -1e-6 or float((pf.sum(1) - 1.0).abs().max()) > 1e-3:
+            raise ValueError("`probs` must hold class probabilities (entries >= 0, rows summing to 1), got a row "
+                             f"summing to {float(pf.sum(1)[(pf.sum(1) - 1.0).abs().argmax()]):.4g} or a negative "
+                             "entry; apply softmax to logits first.")
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("estimate_corruption_from_probs(method='cleanlab') needs cleanlab: "
+                          "pip install \"lit-robust[cleanlab]\" (or pip install cleanlab).") from err
+    n_bad = n - int(finite.sum())
+    if n_bad:
+        warnings.warn(f"estimate_corruption_from_probs: {n_bad} of {n} probability rows hold NaN or inf; they "
+                      "count as corrupted and are left out of the count.", RuntimeWarning, stacklevel=2)
+    post = torch.zeros(n, dtype=torch.float64)
+    m = n - n_bad
+    if m < min_samples:
+        if n:
+            warnings.warn(f"estimate_corruption_from_probs: only {m} finite rows (< `min_samples`={min_samples}); "
+                          "nothing is counted and the finite rows count as clean.", RuntimeWarning, stacklevel=2)
+        post[finite] = 1.0
+        rate = n_bad / n if n else 0.0
+        return CorruptionEstimate(rate=rate, clean_posterior=post, method=method, n=n, nonfinite=n_bad,
+                                  two_components=False, reason="too few samples")
+    pf = (p[finite].clamp(min=0.0) / p[finite].clamp(min=0.0).sum(1, keepdim=True)).numpy()
+    y = labels.detach().cpu()[finite].long().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cleanlab warns about classes without (confident) samples
+        issues = find_label_issues(y, pf, filter_by="confident_learning")
+    issues_t = torch.as_tensor(issues, dtype=torch.bool)
+    post[finite] = (~issues_t).double()
+    flagged = int(issues_t.sum())
+    return CorruptionEstimate(rate=(n_bad + flagged) / n, clean_posterior=post, method=method, n=n, nonfinite=n_bad,
+                              two_components=flagged > 0, reason="confident learning")

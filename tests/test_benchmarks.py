@@ -223,3 +223,23 @@ def test_adversarial_trigger_profile_smoke_ends_with_headline_json():
         summary["ratios"])
     assert summary["at_step_before_over_now"] > 0 and list(summary["grid_native_over_onednn"]) == ["1x16x5x1x28x100"]
     assert "| whole PRL-AT step, now (`input_gradient`) |" in run.stdout  # the markdown table was printed
+
+
+def test_corruption_rate_smoke_ends_with_headline_json():
+    run = _smoke("corruption_rate")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "corruption_rate" and summary["mode"] == "smoke"
+    assert summary["rows"] == 3 and summary["cleanlab_rows"] == 1
+    assert 0.0 <= summary["median_abs_err_pts"] <= 100.0 and 0.0 <= summary["share_rows_err_le_5pts"] <= 1.0
+    assert set(summary["targets_met"]) == {"median_err_le_3", "err_le_5_in_90pct_rows", "clean_eps_hat_le_3",
+                                           "itlm_auto_within_1pt_in_80pct_rows",
+                                           "ahead_of_cleanlab_in_more_rows_at_lower_time"}
+    assert "| MNIST 6k | random | 30 |" in run.stdout and "| two moons | clustered | 10 |" in run.stdout
+
+
+def test_corruption_rate_rejects_bad_arguments():
+    mod = _load("corruption_rate")
+    with pytest.raises(SystemExit, match=r"`--methods` must be among \['itlm_auto', .*got \['nope'\]"):
+        mod.main(["--smoke", "--methods", "nope"])
+    with pytest.raises(SystemExit, match=r"`--jobs` must be 1 or 2 \(the machine has 2 shared cores\), got 3"):
+        mod.main(["--smoke", "--jobs", "3"])
