@@ -62,21 +62,21 @@ EOF
 PYTEST=($PY -m pytest -p no:cacheprovider -q -rA -o junit_family=xunit1 -o junit_logging=no)
 
 # (a) the CUDA tests (the overhead benchmark's own smoke test is left out: step (d) runs the benchmark itself)
-step cuda_tests 100 "${PYTEST[@]}" -m cuda tests/test_cuda.py -k "not overhead" --junitxml="$OUT/cuda_tests.xml"
+step cuda_tests 70 "${PYTEST[@]}" -m cuda tests/test_cuda.py -k "not overhead" --junitxml="$OUT/cuda_tests.xml"
 
 # (b) the compatibility matrix on the GPU, eager cells (32-true, 16-mixed, bf16-mixed; reference: eager 32-true)
-step matrix_gpu_eager 90 "${PYTEST[@]}" -m cuda tests/test_compat_matrix.py -k "cuda-eager" \
+step matrix_gpu_eager 70 "${PYTEST[@]}" -m cuda tests/test_compat_matrix.py -k "cuda-eager" \
     --junitxml="$OUT/matrix_gpu_eager.xml"
 
 # (c) the matrix with torch.compile (inductor); 32-true cells first, then 16-mixed, then bf16-mixed
-step matrix_gpu_compiled 170 "${PYTEST[@]}" -m cuda tests/test_compat_matrix.py -k "cuda-compiled" \
+step matrix_gpu_compiled 140 "${PYTEST[@]}" -m cuda tests/test_compat_matrix.py -k "cuda-compiled" \
     --junitxml="$OUT/matrix_gpu_compiled.xml"
 
 # (d) overhead ratios and absolute (CUDA-synchronised) step times
 if [ "${GPU_CHECK_DRY_RUN:-0}" = "1" ]; then
     step overhead 120 $PY benchmarks/overhead.py --device cpu --smoke --synthetic --out "$OUT/overhead_cuda.md"
 else
-    step overhead 120 $PY benchmarks/overhead.py --device cuda --quick --synthetic --out "$OUT/overhead_cuda.md"
+    step overhead 80 $PY benchmarks/overhead.py --device cuda --quick --synthetic --out "$OUT/overhead_cuda.md"
 fi
 
 say "done in $(( $(date +%s) - START ))s; files:"
