@@ -51,6 +51,13 @@ Usage::
     python benchmarks/overhead.py            # -> benchmarks/results/overhead.md
     python benchmarks/overhead.py --quick    # < 60 s
     python benchmarks/overhead.py --smoke    # a few seconds, for the test suite
+    python benchmarks/overhead.py --device cuda --quick --synthetic --out results/overhead_cuda.md   # on a GPU
+
+``--device cuda`` runs every row on the GPU (Trainer ``accelerator="gpu"``; hand-written loops move the module and
+batches with :func:`to_device`) and times with ``torch.cuda.synchronize()`` around each timed call, so the
+table's median milliseconds are absolute step times on that device. ``--synthetic`` replaces offline MNIST by
+random MNIST-shaped images and labels (timing only), for machines without the data or torchvision. On a device
+other than the CPU a row that raises is reported as failed and the others still run (exit status 1).
 
 The last line printed is one JSON object with the ratios.
 """
@@ -81,6 +88,7 @@ from _common import quiet as _quiet  # noqa: E402
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_OUT = HERE / "results" / "overhead.md"
+DEVICE = "cpu"  # set by main(): "cpu" or "cuda"
 
 
 # -- the framework -------------------------------------------------------------------------------------
@@ -149,10 +157,26 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def _timed(fn: Callable[[], Any]) -> float:
+    _sync()  # on a GPU: time the work itself, not how fast it was queued
     t = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t
+
+
+def to_device(batch: Any) -> Any:
+    """A batch (tensors, lists, tuples) moved to the benchmark's device."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(DEVICE, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b) for b in batch)
+    return batch
 
 
 def interleave(candidate: Callable[[], Any], reference: Callable[[], Any], reps: int) -> list[tuple[float, float]]:
@@ -194,12 +218,14 @@ def pin_malloc() -> bool:
 def _trainer(**kwargs: Any):
     import pytorch_lightning as pl
 
-    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    return pl.Trainer(accelerator="gpu" if DEVICE == "cuda" else "cpu", devices=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
 
 
 def _datamodule(ctx: Context):
     """The MNIST training split (no validation), with `predict_dataloader` = the scoring loader."""
+    if "dm" not in ctx.cache and ctx.data_root == "synthetic":
+        ctx.cache["dm"] = _synthetic_datamodule(ctx)
     if "dm" not in ctx.cache:
         from lit_robust import MNISTDataModule
 
@@ -214,13 +240,39 @@ def _datamodule(ctx: Context):
     return ctx.cache["dm"]
 
 
+def _synthetic_datamodule(ctx: Context):
+    """MNIST-shaped random images (normalised-MNIST value range) with random labels, 30% flagged: timing only."""
+    import pytorch_lightning as pl
+    from torch.utils.data import TensorDataset
+
+    from lit_robust import IndexedDataset, corrupt_labels
+    from lit_robust.data.base import SplitLoaders
+
+    class Synthetic(SplitLoaders, pl.LightningDataModule):
+        num_classes = 10
+
+        def __init__(self) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            x = torch.rand(ctx.train_size, 1, 28, 28, generator=g) * (2.8215 + 0.4242) - 0.4242
+            y = torch.randint(0, 10, (ctx.train_size,), generator=g)
+            noisy, bad = corrupt_labels(y, 0.7, "random", 10, seed=0)
+            self.train_set = IndexedDataset(TensorDataset(x, y), targets=noisy, corrupted=bad)
+            self.batch_size, self.eval_batch_size, self.num_workers = ctx.batch_size, ctx.eval_batch_size, 0
+
+        def predict_dataloader(self):
+            return self.scoring_dataloader()
+
+    return Synthetic()
+
+
 def _model(seed: int = 0):
     import pytorch_lightning as pl
 
     from lit_robust import ImageClassifier
 
     pl.seed_everything(seed, verbose=False)
-    return ImageClassifier(backbone="cnn2", lr=0.05, momentum=0.0)
+    return ImageClassifier(backbone="cnn2", lr=0.05, momentum=0.0).to(DEVICE)
 
 
 # -- issue 2 measurements -----------------------------------------------------------------------------------
@@ -256,7 +308,7 @@ def scoring_vs_bare_loop(ctx: Context, reps: int) -> list[tuple[float, float]]:
     def bare() -> None:
         module.eval()
         with torch.no_grad():
-            scores = [module.sample_scores(batch) for batch in dm.scoring_dataloader()]
+            scores = [module.sample_scores(to_device(batch)) for batch in dm.scoring_dataloader()]
         torch.cat(scores)
 
     itlm.score_training_set(trainer, module), bare()  # warm-up
@@ -275,7 +327,7 @@ def mixin_step_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
     module.train()
     assert not module.batch_selectors
     opt = torch.optim.SGD(module.parameters(), lr=0.01)
-    batch = next(iter(dm.train_dataloader()))
+    batch = to_device(next(iter(dm.train_dataloader())))
     steps = 1  # per timed pair member: short, tightly interleaved blocks are the least exposed to preemption
 
     def mixin_steps() -> None:
@@ -335,7 +387,7 @@ def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
             module.eval()
             for _ in range(R):
                 for batch in loader:
-                    module.sample_scores(batch)
+                    module.sample_scores(to_device(batch))
 
     return interleave(itlm_fit, plain_fit_and_scoring, reps)
 
@@ -357,7 +409,7 @@ def _filter_step_pairs(ctx: Context, reps: int, rule: str, trigger: Any = None, 
     module = (model_fn or _model)()
     module.train()
     opt = torch.optim.SGD(module.parameters(), lr=0.01)
-    batch = next(iter(dm.train_dataloader()))
+    batch = to_device(next(iter(dm.train_dataloader())))
     callbacks = [BatchFilter(rule, drop_ratio=0.3, **filter_kw)] + ([trigger] if trigger is not None else [])
     filt = callbacks[0]
     stub = SimpleNamespace(training=True, current_epoch=1, datamodule=None, world_size=1)  # what the callbacks read from a Trainer
@@ -746,6 +798,13 @@ def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -
         except Skipped as why:
             print(f"# {m.name}: skipped ({why})", flush=True)
             ctx.cache.setdefault("notes", []).append(f"`{m.name}`: not measured — {why}.")
+        except Exception as err:
+            if DEVICE == "cpu":
+                raise
+            # one run on a rented GPU: report the row as failed and measure the others
+            rows.append({"name": m.name, "description": m.description, "kind": m.kind, "target": m.target,
+                         "error": f"{type(err).__name__}: {err}"[:500], "seconds": time.perf_counter() - t0})
+            print(f"# {m.name}: FAILED on {DEVICE}: {rows[-1]['error']}", flush=True)
             continue
         ratios = m.ratios(pairs)
         med = statistics.median(ratios)
@@ -762,7 +821,8 @@ def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -
         }
         rows.append(row)
         print(f"# {m.name}: ratio {med:.4f} (IQR {row['q25']:.4f}-{row['q75']:.4f}, n={len(pairs)}) "
-              f"in {row['seconds']:.1f}s", flush=True)
+              f"in {row['seconds']:.1f}s; median {row['candidate_ms']:.3f} / {row['reference_ms']:.3f} ms on "
+              f"{DEVICE}", flush=True)
     return rows
 
 
@@ -775,7 +835,11 @@ def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, 
     lines = [
         "# lit_robust overhead (ratios, not absolute times)",
         "",
-        f"Model `ImageClassifier(backbone=\"cnn2\")`; {ctx.train_size} offline MNIST training digits; training "
+        f"Device: {_device_name()}." + (" Times are CUDA-synchronised, so the median milliseconds are absolute "
+                                        "step times on it." if DEVICE == "cuda" else ""),
+        "",
+        f"Model `ImageClassifier(backbone=\"cnn2\")`; {ctx.train_size} "
+        f"{'synthetic MNIST-shaped (random) images' if ctx.data_root == 'synthetic' else 'offline MNIST training digits'}; training "
         f"batch {ctx.batch_size}, scoring/predict batch {ctx.eval_batch_size}; ITLM fit: {ctx.fit_rounds} rounds × "
         f"{ctx.fit_epochs_per_round} epoch(s), α = {ctx.keep_ratio}. Candidate and reference are timed in "
         "interleaved pairs; ratio = median of the per-pair ratios (time ratios: candidate ÷ reference, lower is "
@@ -786,6 +850,9 @@ def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, 
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| `{r['name']}` | **failed**: {r['error']} | | | | | | {target(r)} | **no** |")
+            continue
         met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(
             f"| `{r['name']}` | {r['ratio']:.3f} | {r['q25']:.3f} – {r['q75']:.3f} | {r['min']:.3f} – {r['max']:.3f} "
@@ -813,6 +880,12 @@ def markdown(rows: list[dict[str, Any]], ctx: Context, level: str, wall: float, 
     return "\n".join(lines)
 
 
+def _device_name() -> str:
+    if DEVICE == "cuda":
+        return f"cuda ({torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return f"cpu ({platform.machine()})"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     level = p.add_mutually_exclusive_group()
@@ -822,6 +895,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", default=None, help="measurement names to run")
     p.add_argument("--no-pin-malloc", action="store_true", help="leave glibc's malloc thresholds dynamic")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is the most stable on a shared machine)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models run (default cpu)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="random MNIST-shaped images instead of offline MNIST (timing only; no data or torchvision)")
     p.add_argument("--out", default=None,
                    help=f"markdown output, raw pairs beside it as .json (full mode default: {DEFAULT_OUT})")
     return p.parse_args(argv)
@@ -830,7 +906,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     level = "quick" if args.quick else "smoke" if args.smoke else "full"
-    if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("`--device cuda` needs a CUDA device; torch.cuda.is_available() is False.")
+    if args.synthetic:
+        args.data_root = "synthetic"
+    elif not (Path(args.data_root) / "MNIST" / "raw").is_dir():
         raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}.")
     known = {m.name for m in MEASUREMENTS}
     if args.only and not set(args.only) <= known:
@@ -853,13 +935,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Path(out).with_suffix(".json").write_text(json.dumps({"mode": level, "wall_s": round(wall, 1),
                                                               "threads": args.threads, "malloc_pinned": pinned,
                                                               "rows": rows}, indent=1))
-    summary = {"benchmark": "overhead", "mode": level, "wall_s": round(wall, 1),
-               "ratios": {r["name"]: round(r["ratio"], 4) for r in rows},
-               "spread_iqr": {r["name"]: [round(r["q25"], 4), round(r["q75"], 4)] for r in rows},
-               "targets_met": {r["name"]: r["met"] for r in rows}}
+    ok = [r for r in rows if "error" not in r]
+    summary = {"benchmark": "overhead", "mode": level, "wall_s": round(wall, 1), "device": _device_name(),
+               "ratios": {r["name"]: round(r["ratio"], 4) for r in ok},
+               "spread_iqr": {r["name"]: [round(r["q25"], 4), round(r["q75"], 4)] for r in ok},
+               "targets_met": {r["name"]: r["met"] for r in ok},
+               "median_ms": {r["name"]: [round(r["candidate_ms"], 3), round(r["reference_ms"], 3)] for r in ok}}
+    if len(ok) < len(rows):
+        summary["failed"] = {r["name"]: r["error"] for r in rows if "error" in r}
     if "opacus_norm_max_abs_diff" in ctx.cache:
         summary["opacus_norm_max_abs_diff"] = ctx.cache["opacus_norm_max_abs_diff"]
     print(json.dumps(summary), flush=True)
+    if len(ok) < len(rows):
+        raise SystemExit(1)
     return summary
 
 

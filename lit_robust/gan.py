@@ -16,6 +16,11 @@ from lit_robust.mixin import RobustMixin
 __all__ = ["DCGAN", "dcgan_init"]
 
 
+def _graph_break() -> None:
+    """End the current ``torch.compile`` graph here (nothing happens outside compilation)."""
+    torch._dynamo.graph_break()
+
+
 def dcgan_init(module: nn.Module) -> None:
     """Radford et al.'s initialisation: conv weights ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
     for m in module.modules():
@@ -159,7 +164,13 @@ class DCGAN(RobustMixin, pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()
         losses, logits = self.per_sample_loss(batch)
-        fake = self.generate(self.sample_noise(losses.shape[0]))
+        z = self.sample_noise(losses.shape[0])
+        # Under torch.compile the generator's forward must be a compiled graph of its own: in one graph with D(real)
+        # or D(fake.detach()), the discriminator's backward would free the generator's saved tensors before the
+        # generator's backward needs them ("backward through the graph a second time"). No-ops in eager mode.
+        _graph_break()
+        fake = self.generate(z)
+        _graph_break()
 
         # discriminator: real images (through the batch selectors, if any) vs detached fakes
         d_real = self.reduce_loss(losses, batch, logits)

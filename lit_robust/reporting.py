@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["round_table", "round_line", "plot_score_histograms", "fmt_pct"]
 
@@ -37,6 +38,8 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
     column when a round collapsed (see :class:`lit_robust.ITLM`'s ``on_collapse``), the ``est. corrupted`` column
     when a round's keep count was estimated (``ITLM(keep_ratio="auto")``).
     """
+    from rich.table import Table
+
     metric_names = _metric_names(history)
     with_loss = any(getattr(r, "first_epoch_loss", None) is not None for r in history)
     with_collapse = any(getattr(r, "collapsed", False) for r in history)

@@ -27,8 +27,6 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from lightly.loss import NTXentLoss
-from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
 
 from lit_robust._checks import check_bool, check_number, check_pair
@@ -56,6 +54,18 @@ class SmallCNN(nn.Module):
         x = F.max_pool2d(self.block1(x), 2)
         x = F.max_pool2d(self.block2(x), 2)
         return self.block3(x).mean(dim=(2, 3))
+
+
+def _lightly() -> tuple[type, type]:
+    """lightly's ``(NTXentLoss, SimCLRProjectionHead)``, imported when a :class:`SimCLR` is built, so that the rest of
+    lit_robust (the backbones, :func:`random_views`, :class:`~lit_robust.LinearProbe`) works without lightly."""
+    try:
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+    except ImportError as err:
+        raise ImportError(f"`SimCLR` needs lightly for its projection head and NT-Xent loss ({err}); install it with "
+                          "`pip install lightly`.") from err
+    return NTXentLoss, SimCLRProjectionHead
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -230,6 +240,7 @@ class SimCLR(pl.LightningModule):
         crop_scale = check_pair("crop_scale", crop_scale, "(low, high) with 0 < low <= high <= 1")
         # validate the augmentation settings once, here, rather than at the first step
         random_views(torch.zeros(1, 1, 4, 4), crop_scale, max_rotation=max_rotation, jitter=jitter)
+        NTXentLoss, SimCLRProjectionHead = _lightly()
         self.save_hyperparameters()
         self.backbone = simclr_backbone(backbone, in_channels, width, first_conv, maxpool1)
         feat = self.backbone.feature_dim
@@ -247,7 +258,7 @@ class SimCLR(pl.LightningModule):
         check_fits_data(self)
         # negatives from every rank under DDP (lightly gathers with its own autograd-aware all-gather)
         gather = self.trainer is not None and self.trainer.world_size > 1
-        self.criterion = NTXentLoss(temperature=self.hparams.temperature, gather_distributed=gather)
+        self.criterion = _lightly()[0](temperature=self.hparams.temperature, gather_distributed=gather)
 
     def forward(self, x: Tensor) -> Tensor:
         """The representation :math:`h(x)` (backbone features, no projection)."""

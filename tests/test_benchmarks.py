@@ -126,6 +126,23 @@ def test_overhead_rejects_unknown_measurement():
         _load("overhead").main(["--smoke", "--only", "nope"])
 
 
+def test_overhead_synthetic_data_and_device_plumbing(tmp_path, capsys):
+    """`--synthetic` (no MNIST, no torchvision: what a bare GPU machine has) and the device fields of the output;
+    `--device cuda` without CUDA is a clear error."""
+    import torch
+
+    mod = _load("overhead")
+    out = tmp_path / "overhead.md"
+    summary = mod.main(["--smoke", "--synthetic", "--only", "mixin/training_step", "--out", str(out)])
+    assert summary["device"].startswith("cpu") and set(summary["median_ms"]) == {"mixin/training_step"}
+    assert all(ms > 0 for ms in summary["median_ms"]["mixin/training_step"])
+    assert "synthetic MNIST-shaped (random) images" in out.read_text() and "Device: cpu" in out.read_text()
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="`--device cuda` needs a CUDA device"):
+            mod.main(["--smoke", "--synthetic", "--device", "cuda"])
+
+
 def test_overhead_registry_has_the_issue_rows():
     mod = _load("overhead")
     rows = {m.name: (m.kind, m.target) for m in mod.MEASUREMENTS}

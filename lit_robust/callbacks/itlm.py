@@ -938,17 +938,24 @@ def _num_classes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | No
 
 @rank_zero_only
 def _print_round_line(rec: RoundRecord, num_rounds: int) -> None:
-    from rich.console import Console
-
     from lit_robust.reporting import round_line
 
+    try:
+        from rich.console import Console
+    except ImportError:  # rich only formats: without it (a bare torch + Lightning install) print plain text
+        print(round_line(rec, num_rounds))
+        return
     Console().print(round_line(rec, num_rounds), highlight=False, soft_wrap=True)
 
 
 @rank_zero_only
 def _print_round_table(history: list[RoundRecord], monitor: str | None) -> None:
-    from rich.console import Console
+    from lit_robust.reporting import round_line, round_table
 
-    from lit_robust.reporting import round_table
-
+    try:
+        from rich.console import Console
+    except ImportError:  # without rich: one plain line per round
+        for rec in history:
+            print(round_line(rec))
+        return
     Console().print(round_table(history, monitor))
