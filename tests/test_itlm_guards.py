@@ -162,13 +162,19 @@ def test_healthy_run_does_not_warn(tmp_path):
 
 
 def test_healthy_noisy_blobs_whose_loss_rises_do_not_warn(tmp_path):
-    """30% label noise: the mean loss rises while every clean sample is right — not a collapse."""
+    """30% label noise: the mean loss rises while every clean sample is right — not a collapse.
+
+    At lr 0.5 the wrong labels' losses grow faster than the clean ones fall (measured at seeds 0-3: the mean
+    loss rose in all four, e.g. 1.194 -> 1.395 at seed 0), and round 1's selection was 90-100 % clean."""
     itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    model = TinyModel(lr=0.5)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        fit(tmp_path, itlm)
+        fit(tmp_path, itlm, model=model)
     rec = itlm.history[0]
     assert rec.last_epoch_loss > rec.first_epoch_loss  # the case the rule must let through
+    assert itlm.history[1].clean_precision > 0.85  # healthy (0.896 measured)
     assert collapse_warnings(record) == [] and not any(r.collapsed for r in itlm.history)
 
 
