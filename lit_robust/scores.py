@@ -585,7 +585,9 @@ class _Pending:
             raise ValueError(f"`rule='prl_g'`: parameters {sorted(set(self.touched))[:5]} get gradients but their "
                              "module's forward was not called (e.g. a raw nn.Parameter used in `per_sample_loss`, or "
                              "`F.linear(x, layer.weight)`); their per-sample gradients cannot be recorded. Use them "
-                             "through a module's forward.")
+                             "through a module's forward. Under `torch.compile` this also happens when the module's "
+                             "code was compiled earlier in this process without the recording hooks (TorchDynamo does "
+                             "not guard on module hooks): call `torch._dynamo.reset()` before this fit.")
         b, finite = self.b, self.finite
         c = self.upstream.detach().reshape(()).to(torch.float64 if self.upstream.dtype == torch.float64
                                                    else torch.float32)
