@@ -143,25 +143,24 @@ def all_gather_cat(tensor: Tensor, group: Group = None) -> Tensor:
     return torch.cat(all_gather_uneven(tensor, group))
 
 
-def all_reduce_sum(tensor: Tensor, group: Group = None) -> Tensor:
-    """Element-wise sum of ``tensor`` over the ranks, as a new tensor (the input is untouched). Call on every rank."""
+def _all_reduce(tensor: Tensor, op: Any, group: Group) -> Tensor:
     if not is_distributed():
         return tensor.clone()
     check_device("tensor", tensor, group)
     t = tensor.to(_comm_device(group), copy=True)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    dist.all_reduce(t, op=op, group=group)
     return t.to(tensor.device)
+
+
+def all_reduce_sum(tensor: Tensor, group: Group = None) -> Tensor:
+    """Element-wise sum of ``tensor`` over the ranks, as a new tensor (the input is untouched). Call on every rank."""
+    return _all_reduce(tensor, dist.ReduceOp.SUM, group)
 
 
 def all_reduce_max(tensor: Tensor, group: Group = None) -> Tensor:
     """Element-wise maximum of ``tensor`` over the ranks, as a new tensor (the input is untouched). Call on every
     rank."""
-    if not is_distributed():
-        return tensor.clone()
-    check_device("tensor", tensor, group)
-    t = tensor.to(_comm_device(group), copy=True)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
-    return t.to(tensor.device)
+    return _all_reduce(tensor, dist.ReduceOp.MAX, group)
 
 
 def gather_uneven(tensor: Tensor, dst: int = 0, group: Group = None) -> list[Tensor] | None:
