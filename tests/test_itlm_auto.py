@@ -17,6 +17,7 @@ from lit_robust.callbacks.itlm import RoundRecord, auto_keep_count
 from lit_robust.cli import run as cli_run
 from lit_robust.reporting import round_line, round_table
 from tests.conftest import REPO, BlobsData, TinyModel, tiny_trainer
+from tests.test_batch_filter_ddp import fit_on_two_ranks
 from tests.test_cli import shrink
 from tests.test_itlm_ddp import OddBlobs
 
@@ -206,16 +207,19 @@ class Record(pl.Callback):
 
 
 def auto_fit(tmp_path, devices):
-    pl.seed_everything(0, verbose=False)
-    itlm = ITLM("auto", [1, 1, 1], auto_margin=0.02, verbose=False, plot=False)
     out = str(tmp_path / f"ws{devices}.json")
     kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=devices, callbacks=[itlm, Record(itlm, out)],
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True, **kw)
+
+    def make():
+        itlm = ITLM("auto", [1, 1, 1], auto_margin=0.02, verbose=False, plot=False)
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=devices, callbacks=[itlm, Record(itlm, out)],
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, deterministic=True, **kw)
+        return trainer, OracleScores(), OddBlobs()
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(OracleScores(), OddBlobs())
+        fit_on_two_ranks(make)  # retried once if a spawned rank dies of a signal in torch's teardown
     with open(out) as f:
         return json.load(f)
 

@@ -29,6 +29,7 @@ from lit_robust.report import (
 )
 from lit_robust.selection import trim_mask
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
+from tests.test_batch_filter_ddp import fit_on_two_ranks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -475,16 +476,19 @@ class OddBlobs(pl.LightningDataModule):
 
 
 def report_fit(root, devices):
-    pl.seed_everything(0, verbose=False)
-    cbs = [ITLM(0.7, [1, 1], verbose=False, plot=False, report_dir=str(root)),
-           BatchFilter("spl", 0.25, report_dir=str(root))]
-    kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=cbs, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         deterministic=True, **kw)
+    def make():
+        cbs = [ITLM(0.7, [1, 1], verbose=False, plot=False, report_dir=str(root)),
+               BatchFilter("spl", 0.25, report_dir=str(root))]
+        kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=cbs, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             deterministic=True, **kw)
+        return trainer, Oracle(), OddBlobs()
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(Oracle(), OddBlobs())
+        # retried once if a spawned rank dies of a signal in torch's teardown (see fit_on_two_ranks)
+        fit_on_two_ranks(make)
     return [load_report(root / f, as_frame=False) for f in ("itlm_report.csv", "filter_spl_report.csv")]
 
 
