@@ -113,14 +113,9 @@ def _comm_device(group: Group = None) -> torch.device:
 
 
 # -- collectives --------------------------------------------------------------------------------------------
-def all_gather_uneven(tensor: Tensor, group: Group = None) -> list[Tensor]:
-    """Every rank's ``tensor``, in rank order; the first dimension may differ per rank (also 0).
-
-    Call on every rank. The tensors are padded to the longest first dimension, gathered and trimmed;
-    the other dimensions and the dtype must agree across ranks. Without a process group: ``[tensor]``.
-    """
-    if not is_distributed():
-        return [tensor]
+def _padded_rows(tensor: Tensor, group: Group) -> tuple[Tensor, list[int]]:
+    """``tensor`` on the communication device, zero-padded to the longest first dimension over the ranks, and
+    every rank's row count (the collective that uneven gathers start with)."""
     check_device("tensor", tensor, group)
     if tensor.ndim == 0:
         raise ValueError(f"`tensor` must have at least one dimension (rows are gathered), got shape {tuple(tensor.shape)}.")
@@ -129,10 +124,21 @@ def all_gather_uneven(tensor: Tensor, group: Group = None) -> list[Tensor]:
     sizes = [torch.empty_like(size) for _ in range(world_size(group))]
     dist.all_gather(sizes, size, group=group)
     lengths = [int(s) for s in sizes]
-    longest = max(lengths)
     t = tensor.to(dev)
-    if t.shape[0] < longest:
-        t = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))])
+    if t.shape[0] < max(lengths):
+        t = torch.cat([t, t.new_zeros((max(lengths) - t.shape[0], *t.shape[1:]))])
+    return t, lengths
+
+
+def all_gather_uneven(tensor: Tensor, group: Group = None) -> list[Tensor]:
+    """Every rank's ``tensor``, in rank order; the first dimension may differ per rank (also 0).
+
+    Call on every rank. The tensors are padded to the longest first dimension, gathered and trimmed;
+    the other dimensions and the dtype must agree across ranks. Without a process group: ``[tensor]``.
+    """
+    if not is_distributed():
+        return [tensor]
+    t, lengths = _padded_rows(tensor, group)
     out = [torch.empty_like(t) for _ in lengths]
     dist.all_gather(out, t.contiguous(), group=group)
     return [o[:m].to(tensor.device) for o, m in zip(out, lengths)]
@@ -177,18 +183,7 @@ def gather_uneven(tensor: Tensor, dst: int = 0, group: Group = None) -> list[Ten
     ws = world_size(group)
     if not 0 <= dst < ws:
         raise ValueError(f"`dst` must be in [0, {ws - 1}], got {dst}.")
-    check_device("tensor", tensor, group)
-    if tensor.ndim == 0:
-        raise ValueError(f"`tensor` must have at least one dimension (rows are gathered), got shape {tuple(tensor.shape)}.")
-    dev = _comm_device(group)
-    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=dev)
-    sizes = [torch.empty_like(size) for _ in range(ws)]
-    dist.all_gather(sizes, size, group=group)
-    lengths = [int(s) for s in sizes]
-    longest = max(lengths)
-    t = tensor.to(dev)
-    if t.shape[0] < longest:
-        t = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))])
+    t, lengths = _padded_rows(tensor, group)
     me = rank(group)
     out = [torch.empty_like(t) for _ in lengths] if me == dst else None
     dist.gather(t.contiguous(), out, dst=dist.get_global_rank(group, dst) if group is not None else dst, group=group)
