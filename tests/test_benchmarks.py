@@ -260,3 +260,11 @@ def test_corruption_rate_rejects_bad_arguments():
         mod.main(["--smoke", "--methods", "nope"])
     with pytest.raises(SystemExit, match=r"`--jobs` must be 1 or 2 \(the machine has 2 shared cores\), got 3"):
         mod.main(["--smoke", "--jobs", "3"])
+
+
+def test_itlm_mnist_authors_protocol_smoke():
+    """`--protocol authors` builds the authors' tanh LeNet (bounded outputs) and runs a round through ITLM."""
+    summary = _load("itlm_mnist").main(["--smoke", "--protocol", "authors"])
+    assert summary["benchmark"] == "itlm_mnist" and summary["epochs_per_round"] == 1
+    accs = summary["rows"]["systematic_70"]
+    assert all(0.0 <= accs[k] <= 100.0 for k in ("baseline", "itlm", "oracle"))
