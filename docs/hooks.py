@@ -4,7 +4,8 @@
   a page and every ``*.png`` an image at the same path under the site; the marker ``<!-- benchmark-results -->``
   in a page is replaced by a list of links to all result pages, titled by their first heading. A result added or
   re-run appears on the next build.
-* ``<!-- configs -->`` is replaced by one section per ``configs/*.yaml``: its leading comment, then the file.
+* ``<!-- configs -->`` is replaced by one section per ``configs/*.yaml``: its leading comment (up to the first
+  command line), how to run it, then the file.
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ def _configs(config) -> str:
         text = path.read_text(encoding="utf-8")
         comment = []
         for line in text.splitlines():
-            if not line.startswith("#"):
+            if not line.startswith("#") or "lit-robust " in line:  # the prose, up to the first command line
                 break
             comment.append(line.lstrip("#").strip())
         yaml = "\n".join("    " + line if line else "" for line in text.rstrip().splitlines())
-        sections.append(f"### `configs/{path.name}`\n\n{' '.join(comment)}\n\n"
-                        f'??? note "configs/{path.name}"\n\n    ```yaml\n{yaml}\n    ```\n')
+        name = f"configs/{path.name}"
+        sections.append(f"### `{name}`\n\n{' '.join(' '.join(comment).split())}\n\n"
+                        f"`lit-robust fit --config {name}`, then `lit-robust test --config {name} --ckpt_path last`.\n\n"
+                        f'??? note "{name}"\n\n    ```yaml\n{yaml}\n    ```\n')
     return "\n".join(sections)
 
 

@@ -54,6 +54,8 @@ def test_docstring_examples_run(name, one_torch_thread):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
+    missing = [m for m in ("mkdocs", "mkdocstrings_handlers.python", "pymdownx") if importlib.util.find_spec(m) is None]
+    assert not missing, f"{missing} not installed: pip install -e '.[dev]' (or '.[docs]')"
     site_dir = tmp_path_factory.mktemp("site")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(REPO / "mkdocs.yml"),
                            "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True, timeout=300)
