@@ -138,7 +138,7 @@ def estimate_corruption(
         min_samples: with fewer finite scores no mixture is fitted: the finite part counts as clean
             and a warning says so (>= 2).
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> clean = torch.empty(1600, dtype=torch.float64).exponential_(10.0, generator=g)
         >>> noisy = 2.0 + 0.5 * torch.randn(400, dtype=torch.float64, generator=g).abs()
@@ -368,7 +368,7 @@ def estimate_corruption_from_probs(
     Raises:
         ImportError: cleanlab is not installed.
 
-    Example:
+    Examples:
         >>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8]] * 10)
         >>> labels = torch.tensor([0, 0, 1, 1] * 9 + [1, 1, 0, 0])   # the last 4 labels are swapped
         >>> estimate_corruption_from_probs(probs, labels).rate  # needs cleanlab

@@ -64,7 +64,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
         num_fixed: how many fixed latent vectors to keep for sample grids.
         seed: seeds the initial weights, the fixed latent vectors and the noise stream.
 
-    Example:
+    Examples:
         >>> gan = DCGAN(latent_dim=8, g_width=4, d_width=4)
         >>> gan.generate(torch.randn(2, 8)).shape
         torch.Size([2, 1, 28, 28])

@@ -447,7 +447,7 @@ class SpectralNorm(Callback):
         clamp: only shrink, :math:`W/\max(1,\hat\sigma/k)` (normalize mode).
         truncate_method: ``"scale"`` or ``"clip"`` (truncate mode).
 
-    Example:
+    Examples:
         >>> sn = SpectralNorm(k=1.0, modules="head", mode="truncate")
         >>> sn.mode, sn.k
         ('truncate', 1.0)

@@ -178,7 +178,7 @@ class BatchFilter(Callback):
             training: a folder that cannot be written is a ``ValueError``.
         report_format: ``"csv"`` (default; ``pandas.read_csv`` opens it) or ``"parquet"`` (needs pyarrow).
 
-    Example:
+    Examples:
         >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
         >>> [round(f.keep_ratio_at(t), 2) for t in (0, 5, 10, 20)]
         [1.0, 0.85, 0.7, 0.7]

@@ -249,7 +249,7 @@ class ITLM(Callback):
             before training: a folder that cannot be written is a ``ValueError``.
         report_format: ``"csv"`` (default; ``pandas.read_csv`` opens it) or ``"parquet"`` (needs pyarrow).
 
-    Example:
+    Examples:
         >>> itlm = ITLM(keep_ratio=0.65, round_epochs=[5, 5, 5, 5, 20])
         >>> itlm.num_rounds
         5

@@ -1,0 +1,205 @@
+"""The documentation: the site builds in strict mode from the repository, and the docstrings' examples run.
+
+`mkdocs build --strict` fails on a broken link, a missing include (README section, example, result table), an API
+reference to a name that moved, or a docstring the parser warns about; this test also fails on any other warning
+line. The doctests are every ``>>>`` example of the package, module by module (what ``pytest --doctest-modules``
+would collect, without importing ``lit_robust/__main__.py`` or the test fixtures' scripts).
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DOCS = REPO / "docs"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _doctest_modules() -> list[str]:
+    names = []
+    for path in sorted((REPO / "lit_robust").rglob("*.py")):
+        if ">>>" in path.read_text(encoding="utf-8"):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+DOCTEST_MODULES = _doctest_modules()
+
+
+def test_the_package_has_doctests():
+    assert len(DOCTEST_MODULES) >= 20  # 25 modules with examples when this was written
+
+
+@pytest.mark.parametrize("name", DOCTEST_MODULES)
+def test_docstring_examples_run(name, one_torch_thread):
+    module = importlib.import_module(name)
+    runner = doctest.DocTestRunner(verbose=False)
+    out: list[str] = []
+    for test in doctest.DocTestFinder().find(module, name):
+        runner.run(test, out=out.append)
+    failed, attempted = runner.summarize(verbose=False)
+    assert attempted > 0, f"{name} has '>>>' in its source but no doctest was found"
+    assert failed == 0, "".join(out)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    missing = [m for m in ("mkdocs", "mkdocstrings_handlers.python", "pymdownx") if importlib.util.find_spec(m) is None]
+    assert not missing, f"{missing} not installed: pip install -e '.[dev]' (or '.[docs]')"
+    site_dir = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(REPO / "mkdocs.yml"),
+                           "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert not [line for line in log.splitlines() if "WARNING" in line], log
+    return site_dir
+
+
+def _text(page: Path) -> str:
+    return page.read_text(encoding="utf-8")
+
+
+def test_site_builds_strict_with_every_page(site):
+    for md in sorted(DOCS.rglob("*.md")):
+        rel = md.relative_to(DOCS).with_suffix("")
+        page = site / ("index.html" if rel.name == "index" else rel / "index.html")
+        assert page.is_file(), f"{md} was not built"
+
+
+def test_benchmark_tables_are_the_committed_files(site):
+    """Every result table is a page, reachable from the benchmarks page, and shows the file's own rows."""
+    index = _text(site / "benchmarks" / "index.html")
+    results = sorted(RESULTS.rglob("*.md"))
+    assert results
+    for md in results:
+        rel = md.relative_to(RESULTS).with_suffix("")
+        page = site / "benchmarks" / "results" / rel / "index.html"
+        assert page.is_file(), md
+        assert f'href="results/{rel.as_posix()}/"' in index, f"{md.name} is not linked from the benchmarks page"
+        rows = [line for line in md.read_text(encoding="utf-8").splitlines()
+                if line.startswith("|") and not set(line) <= set("|-: ")]
+        if rows:  # the last table row's cells appear in the page as written
+            cells = [c.strip().replace("`", "") for c in rows[-1].strip("|").split("|")]
+            html = re.sub(r"<[^>]+>", "", _text(page))
+            html = html.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
+            for cell in cells:
+                if cell and "*" not in cell and "[" not in cell:
+                    assert cell in html, f"{md.name}: {cell!r} missing from its page"
+    for png in RESULTS.rglob("*.png"):
+        assert (site / "benchmarks" / "results" / png.relative_to(RESULTS)).is_file(), png
+
+
+def test_cli_page_shows_every_config(site):
+    page = _text(site / "cli" / "index.html")
+    for config in sorted((REPO / "configs").glob("*.yaml")):
+        assert f"configs/{config.name}" in page, config.name
+
+
+def test_every_example_is_on_a_page(site):
+    pages = "".join(_text(p) for p in (site / "capabilities").rglob("index.html"))
+    pages += _text(site / "getting-started" / "index.html")
+    for example in sorted((REPO / "examples").glob("*.py")):
+        first = example.read_text(encoding="utf-8").splitlines()[0].strip('"').strip()
+        assert first[:40].replace("&", "&amp;") in pages, f"{example.name} is included on no page"
+
+
+def test_api_reference_covers_the_public_names():
+    import lit_robust
+
+    api = "".join(p.read_text(encoding="utf-8") for p in (DOCS / "api").glob("*.md"))
+    documented = set(re.findall(r"^::: lit_robust\.(\w+)\s*$", api, flags=re.M))
+    assert set(lit_robust.__all__) <= documented, sorted(set(lit_robust.__all__) - documented)
+
+
+def test_api_reference_renders_docstrings(site):
+    callbacks, selection = _text(site / "api" / "callbacks" / "index.html"), _text(site / "api" / "selection" / "index.html")
+    assert "round_epochs" in callbacks and "Iterative Trimmed Loss Minimization" in callbacks
+    # doctests are highlighted code (prompt token "gp"), both in "Examples:" sections (ITLM) and bare (rank_order),
+    # never Markdown quotes; the docstrings' `.. math::` is MathJax
+    prompt = '<span class="gp">&gt;&gt;&gt; </span>'
+    assert prompt in callbacks and prompt in selection
+    assert "<blockquote>" not in callbacks + selection
+    assert 'class="arithmatex"' in selection
+
+
+# griffe cannot match the docstrings' grouped entries ("lr / momentum: ...") to a signature, so mkdocs.yml turns
+# its unknown-parameter warning off; this is that check, for every name of every entry.
+def _documented_params_not_in_signature(package) -> tuple[int, list[tuple[str, str]]]:
+    checked, unknown = 0, []
+
+    def objects(module):
+        for member in module.members.values():
+            if member.is_alias:
+                continue
+            if member.is_module:
+                yield from objects(member)
+            elif member.is_class or member.is_function:
+                yield member
+                if member.is_class:
+                    yield from (m for m in member.members.values() if not m.is_alias and m.is_function)
+
+    for obj in objects(package):
+        init = obj.members.get("__init__") if obj.is_class else obj
+        if not obj.docstring or init is None or init.is_alias:
+            continue
+        params = {p.name for p in init.parameters}
+        for section in obj.docstring.parse("google", warn_unknown_params=False, warn_missing_types=False):
+            if section.kind.value != "parameters":
+                continue
+            for entry in section.value:
+                for name in re.split(r"\s*[,/]\s*", entry.name):
+                    checked += 1
+                    if name.strip().lstrip("*") not in params:
+                        unknown.append((obj.path, name))
+    return checked, unknown
+
+
+def test_documented_parameters_exist():
+    import griffe
+
+    checked, unknown = _documented_params_not_in_signature(
+        griffe.load("lit_robust", search_paths=[str(REPO)], docstring_parser="google"))
+    assert checked > 200 and unknown == []
+    fake = griffe.visit("fake", filepath=Path("fake.py"), code='def f(a, b):\n    """F.\n\n    Args:\n'
+                        '        a / c: x.\n        b, d: y.\n    """\n')
+    assert _documented_params_not_in_signature(fake) == (4, [("fake.f", "c"), ("fake.f", "d")])
+
+
+def _load_docs_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rst_bits_become_markdown():
+    to_markdown = _load_docs_module("griffe_rst").to_markdown
+    text = ("Rank :math:`r` visits::\n\n.. math:: a = b\n    + c\n\nSee :class:`~lit_robust.ITLM` and :func:`f`.\n"
+            ">>> [1, 2]\n[1, 2]\n\nArgs:\n    x: one.\n\nExamples:\n    >>> 1\n    1")
+    assert to_markdown(text) == (
+        "Rank $r$ visits:\n\n$$\na = b\n+ c\n$$\n\nSee `ITLM` and `f`.\n\n```pycon\n>>> [1, 2]\n[1, 2]\n```\n\n"
+        "Args:\n    x: one.\n\nExamples:\n    >>> 1\n    1")
+
+
+def test_docs_python_snippets_compile_and_import_public_names():
+    import lit_robust
+
+    for md in sorted(DOCS.rglob("*.md")):
+        for code in re.findall(r"```python\n(.*?)```", md.read_text(encoding="utf-8"), flags=re.S):
+            if "--8<--" in code:  # an included file: run by its own test (test_examples.py, test_readme.py)
+                continue
+            compile(code, str(md), "exec")
+            for names in re.findall(r"^from lit_robust import (.+)$", code, flags=re.M):
+                for name in names.split(","):
+                    assert hasattr(lit_robust, name.strip()), f"{md}: lit_robust.{name.strip()}"
+
