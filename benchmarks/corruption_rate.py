@@ -155,6 +155,37 @@ def _timed_gmm(scores: torch.Tensor, method: str = "gmm") -> tuple[float, float]
     return rate, time.perf_counter() - t
 
 
+def cache_path(cache_dir: str | Path, row: dict, seed: int) -> Path:
+    """``<cache_dir>/<group>-<data>-<kind>-<eps>-s<seed>.npz`` (the kind's spaces as underscores)."""
+    kind = row["kind"].replace(" ", "_")
+    return Path(cache_dir) / f"{row['group']}-{row['data']}-{kind}-{row['eps']}-s{seed}.npz"
+
+
+def _save_cache(task: dict, *, scores: torch.Tensor, corrupted: torch.Tensor, probs: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, later: list[torch.Tensor] | None = None) -> None:
+    """With ``--cache DIR``: one ``.npz`` per row and seed, so estimators can be compared offline in seconds.
+
+    Keys: ``scores`` (per-sample scores of the model trained on every sample), ``corrupted`` (true mask), and for
+    classifiers ``probs`` (its in-sample softmax), ``labels`` (given labels) and ``later`` (``[rounds, n]``: the
+    scores of ITLM auto's later scoring passes, each from a model trained on the previous selection -- these depend
+    on the estimator that made that selection, the default at cache time).
+    """
+    if not task.get("cache_dir"):
+        return
+    import numpy as np
+
+    arrays = {"scores": scores.double().numpy(), "corrupted": corrupted.bool().numpy()}
+    if probs is not None:
+        arrays["probs"] = probs.float().numpy()
+    if labels is not None:
+        arrays["labels"] = labels.long().numpy()
+    if later:
+        arrays["later"] = torch.stack([h.double() for h in later]).numpy()
+    path = cache_path(task["cache_dir"], task["row"], task["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
 def _classification_data(row: dict, seed: int, p: Protocol, root: str) -> Any:
     from lit_robust import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule
 
@@ -220,7 +251,8 @@ def run_classification(task: dict) -> dict[str, Any]:
         pl.seed_everything(seed, verbose=False)
         m = model()
         probe = RoundZeroProbe()
-        keep = bool(task.get("keep_scores"))  # every round's scores, for offline comparisons of estimators
+        # every round's scores, for offline comparisons of estimators (and for the cache)
+        keep = bool(task.get("keep_scores") or task.get("cache_dir"))
         itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=keep,
                     reestimate=bool(task.get("reestimate", False)))
         _trainer(sum(rounds), [probe, itlm]).fit(m, train_dataloaders=dm.train_dataloader())
@@ -237,6 +269,8 @@ def run_classification(task: dict) -> dict[str, Any]:
         out["seconds"]["ours_fit"] = fit_s
         out["cleanlab_insample"] = estimate_corruption_from_probs(probe.probs, labels).rate
         out["scores_round1"] = probe.scores.float()  # for offline comparisons; not written to the JSON
+        _save_cache(task, scores=probe.scores, probs=probe.probs, labels=labels, corrupted=train_set.corrupted,
+                    later=[h["scores"] for h in itlm.score_history] if keep else [])
     if "itlm_true" in methods:
         pl.seed_everything(seed, verbose=False)
         m = model()
@@ -299,6 +333,7 @@ def run_regression(task: dict) -> dict[str, Any]:
     _trainer(epochs, []).fit(model, train_dataloaders=dm.train_dataloader())
     scores, _ = _scores_and_probs(model, dm.train_set)
     rate, fit_s = _timed_gmm(scores)
+    _save_cache(task, scores=scores, corrupted=dm.train_set.corrupted)
     return {"row": row, "seed": seed, "n": len(dm.train_set), "true_eps": float(dm.train_set.corrupted.float().mean()),
             "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0],
             "seconds": {"ours": time.perf_counter() - t, "ours_fit": fit_s}}
@@ -329,6 +364,7 @@ def run_anomaly(task: dict) -> dict[str, Any]:
     scores, _ = _scores_and_probs(model, dm.train_set)
     rate, fit_s = _timed_gmm(scores)
     truth = dm.train_set.corrupted
+    _save_cache(task, scores=scores, corrupted=truth)
     return {"row": row, "seed": seed, "n": len(dm.train_set), "true_eps": float(truth.float().mean()),
             "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0],
             "seconds": {"ours": time.perf_counter() - t, "ours_fit": fit_s}}
@@ -546,6 +582,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--groups", nargs="+", default=["cls", "reg", "ad"], help="row groups among cls, reg, ad")
     ap.add_argument("--data", nargs="+", default=None, help="only these data sets (e.g. mnist digits moons)")
     ap.add_argument("--with-60k", action="store_true", help="add FashionMNIST's 60,000 (two rows, seed 0; slow)")
+    ap.add_argument("--cache", default=None, metavar="DIR",
+                    help="also write each row and seed's scores, in-sample probabilities, labels and true mask to "
+                         "DIR/*.npz (for offline estimator comparisons; benchmarks/cache/ is gitignored)")
     ap.add_argument("--out", default=None, help="markdown path (default: results/corruption_rate.md in full mode)")
     args = ap.parse_args(argv)
     if args.jobs not in (1, 2):
@@ -579,7 +618,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seeds = proto.full60k_seeds if row["data"] == "fashion60k" else proto.seeds
         for seed in seeds:
             tasks.append({"row": row, "seed": seed, "protocol": proto, "methods": methods,
-                          "data_root": args.data_root})
+                          "data_root": args.data_root, "cache_dir": args.cache})
     # the slowest first, so the two workers finish together
     weight = {"fashion60k": 100, "mnist": 10, "fashion": 10, "landmarks": 3}
     tasks.sort(key=lambda t: -weight.get(t["row"]["data"], 1))
