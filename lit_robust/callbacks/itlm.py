@@ -219,14 +219,15 @@ class ITLM(Callback):
             collapsed round's selection again (re-initialised as usual) instead of on one scored by a model
             that learned nothing; ``"warn"``: warn and score as usual; ``"raise"``: raise ``RuntimeError``.
             Either way the round's record has ``collapsed=True``.
-        estimator: only with ``keep_ratio="auto"``. ``"gmm"`` (default) or ``"bmm"``: the mixture
-            :func:`~lit_robust.estimate_corruption` fits to the scores. ``"disagreement"`` (classifiers):
+        estimator: only with ``keep_ratio="auto"``. ``"disagreement"`` (default):
             :func:`~lit_robust.estimate_corruption_from_predictions` -- the share of samples whose predicted label
             (:meth:`~lit_robust.RobustMixin.predicted_labels`) differs from the given one, corrected for the
             training error on the gmm's clean component; it sees class-pair (systematic) noise, which the loss
             mixture misses, but on clean data of a hard task it returns the training error (see
-            ``benchmarks/results/corruption_rate.md``). A module without predicted or integer labels
-            (regression, flows) falls back to ``"gmm"`` with a warning.
+            ``benchmarks/results/corruption_rate.md``); it costs one more scoring pass per estimate. A module
+            without predicted or integer labels (regression, flows, GANs) gets the ``"gmm"`` estimate (logged
+            at info level). ``"gmm"`` or ``"bmm"``: the mixture :func:`~lit_robust.estimate_corruption` fits to the
+            scores only.
         reestimate: ``keep_ratio="auto"`` only. ``False`` (default): rounds are estimated until one finds a
             corrupted share (:math:`\hat\varepsilon > 0`); later rounds keep that estimate and skip the
             estimation. ``True``: every round uses its own scoring pass's estimate. Measured
@@ -275,7 +276,7 @@ class ITLM(Callback):
         plot_dir: str | None = None,
         check_per_sample: bool = True,
         on_collapse: OnCollapse = "keep",
-        estimator: Estimator = "gmm",
+        estimator: Estimator = "disagreement",
         auto_margin: float = 0.0,
         report: bool | None = None,
         report_dir: str | None = None,
@@ -297,8 +298,9 @@ class ITLM(Callback):
             raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
         if not isinstance(reestimate, bool):
             raise TypeError(f"`reestimate` must be True or False, got {reestimate!r}.")
-        if not auto and (estimator != "gmm" or auto_margin != 0.0 or reestimate):
-            given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "gmm"), ("auto_margin", auto_margin, 0.0),
+        if not auto and (estimator != "disagreement" or auto_margin != 0.0 or reestimate):
+            given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "disagreement"),
+                                                  ("auto_margin", auto_margin, 0.0),
                                                   ("reestimate", reestimate, False)) if v != d]
             raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with keep_ratio='auto', got "
                              f"{', '.join(given)} with keep_ratio={keep_ratio!r}.")
@@ -721,7 +723,7 @@ class ITLM(Callback):
         _, scores2, _, given, predicted = self._score_pass(trainer, pl_module, labels=True)
         ok = torch.tensor([given is not None and predicted is not None], device=scores.device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
-            rank_zero_warn(f"ITLM round {round_}: `estimator='disagreement'` needs integer targets and "
+            rank_zero_info(f"ITLM round {round_}: `estimator='disagreement'` needs integer targets and "
                            "`predicted_labels` of the module; it has none, the gmm estimate is used instead.")
             return estimate_corruption(all_scores, "gmm").rate
         assert given is not None and predicted is not None
