@@ -179,8 +179,8 @@ class ITLM(Callback):
     Args:
         keep_ratio: :math:`\alpha \in (0, 1]`, the fraction of samples kept each round; or ``"auto"``:
             after each scoring pass (until one finds a corrupted share; see ``reestimate``) the corrupted
-            fraction :math:`\hat\varepsilon` is estimated from that pass's scores of the whole training set (:func:`~lit_robust.estimate_corruption` with
-            ``estimator``) and the round keeps :math:`\lfloor (1 - \hat\varepsilon - m)\, n \rfloor` samples
+            fraction :math:`\hat\varepsilon` is estimated from that pass over the whole training set (``estimator``;
+            by default from where predicted and given labels disagree) and the round keeps :math:`\lfloor (1 - \hat\varepsilon - m)\, n \rfloor` samples
             (:math:`m` = ``auto_margin``; :func:`auto_keep_count`), ranked as usual. An estimate of 0 keeps
             every sample; one of 0.5 or more is clipped to 0.5, and a count of 0 raised to 1, with a warning.
             The estimate is recorded in ``RoundRecord.estimated_corruption`` and logged as
@@ -245,7 +245,8 @@ class ITLM(Callback):
             each round's model gave it (``score_round_<r>``; the last round's from one extra scoring pass after
             training, which also gives the predicted labels of :meth:`~lit_robust.RobustMixin.predicted_labels`),
             whether the last round kept it, the round that first dropped it, its clean posterior
-            (:func:`~lit_robust.estimate_corruption` with ``estimator`` on the last scores), the given label and
+            (:func:`~lit_robust.estimate_corruption` on the last scores, with ``estimator`` when it is ``"gmm"`` or
+            ``"bmm"``, the gmm otherwise), the given label and
             the ground truth when the batches carry it. Written once, by rank 0 (the scores are gathered there;
             one float per sample and round is kept, and checkpointed so that a resumed fit writes the same
             report). ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``, else off;
