@@ -63,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_OUT = HERE / "results" / "corruption_rate.md"
 
-CLS_METHODS = ("itlm_auto", "itlm_true", "cleanlab", "prl_true", "prl_auto")
+CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_true", "cleanlab", "prl_true", "prl_auto")
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,37 @@ def _timed_gmm(scores: torch.Tensor, method: str = "gmm") -> tuple[float, float]
     return rate, time.perf_counter() - t
 
 
+def cache_path(cache_dir: str | Path, row: dict, seed: int) -> Path:
+    """``<cache_dir>/<group>-<data>-<kind>-<eps>-s<seed>.npz`` (the kind's spaces as underscores)."""
+    kind = row["kind"].replace(" ", "_")
+    return Path(cache_dir) / f"{row['group']}-{row['data']}-{kind}-{row['eps']}-s{seed}.npz"
+
+
+def _save_cache(task: dict, *, scores: torch.Tensor, corrupted: torch.Tensor, probs: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, later: list[torch.Tensor] | None = None) -> None:
+    """With ``--cache DIR``: one ``.npz`` per row and seed, so estimators can be compared offline in seconds.
+
+    Keys: ``scores`` (per-sample scores of the model trained on every sample), ``corrupted`` (true mask), and for
+    classifiers ``probs`` (its in-sample softmax), ``labels`` (given labels) and ``later`` (``[rounds, n]``: the
+    scores of ITLM auto's later scoring passes, each from a model trained on the previous selection -- these depend
+    on the estimator that made that selection, the default at cache time).
+    """
+    if not task.get("cache_dir"):
+        return
+    import numpy as np
+
+    arrays = {"scores": scores.double().numpy(), "corrupted": corrupted.bool().numpy()}
+    if probs is not None:
+        arrays["probs"] = probs.float().numpy()
+    if labels is not None:
+        arrays["labels"] = labels.long().numpy()
+    if later:
+        arrays["later"] = torch.stack([h.double() for h in later]).numpy()
+    path = cache_path(task["cache_dir"], task["row"], task["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
 def _classification_data(row: dict, seed: int, p: Protocol, root: str) -> Any:
     from lit_robust import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule
 
@@ -181,7 +212,13 @@ def run_classification(task: dict) -> dict[str, Any]:
     from pytorch_lightning.callbacks import Callback
     from torch.utils.data import DataLoader, Subset
 
-    from lit_robust import ITLM, BatchFilter, ImageClassifier, estimate_corruption_from_probs
+    from lit_robust import (
+        ITLM,
+        BatchFilter,
+        ImageClassifier,
+        estimate_corruption_from_predictions,
+        estimate_corruption_from_probs,
+    )
 
     row, seed, p, methods = task["row"], task["seed"], task["protocol"], task["methods"]
     digits = row["data"] == "digits"
@@ -220,7 +257,8 @@ def run_classification(task: dict) -> dict[str, Any]:
         pl.seed_everything(seed, verbose=False)
         m = model()
         probe = RoundZeroProbe()
-        keep = bool(task.get("keep_scores"))  # every round's scores, for offline comparisons of estimators
+        # every round's scores, for offline comparisons of estimators (and for the cache)
+        keep = bool(task.get("keep_scores") or task.get("cache_dir"))
         itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=keep,
                     reestimate=bool(task.get("reestimate", False)))
         _trainer(sum(rounds), [probe, itlm]).fit(m, train_dataloaders=dm.train_dataloader())
@@ -236,7 +274,20 @@ def run_classification(task: dict) -> dict[str, Any]:
         out["seconds"]["ours"] = probe.train_s + probe.score_s + fit_s
         out["seconds"]["ours_fit"] = fit_s
         out["cleanlab_insample"] = estimate_corruption_from_probs(probe.probs, labels).rate
+        t = time.perf_counter()
+        out["pred"] = estimate_corruption_from_predictions(probe.scores, labels, probe.probs.argmax(1)).rate
+        out["seconds"]["pred"] = probe.train_s + probe.score_s + time.perf_counter() - t
         out["scores_round1"] = probe.scores.float()  # for offline comparisons; not written to the JSON
+        _save_cache(task, scores=probe.scores, probs=probe.probs, labels=labels, corrupted=train_set.corrupted,
+                    later=[h["scores"] for h in itlm.score_history] if keep else [])
+    if "itlm_auto_pred" in methods:
+        pl.seed_everything(seed, verbose=False)
+        m = model()
+        itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False,
+                    estimator="disagreement")
+        _trainer(sum(rounds), [itlm]).fit(m, train_dataloaders=dm.train_dataloader())
+        out["itlm_pred"] = _accuracy(m, x_test, y_test)
+        out["itlm_pred_estimates"] = [h.estimated_corruption for h in itlm.history[1:]]
     if "itlm_true" in methods:
         pl.seed_everything(seed, verbose=False)
         m = model()
@@ -299,6 +350,7 @@ def run_regression(task: dict) -> dict[str, Any]:
     _trainer(epochs, []).fit(model, train_dataloaders=dm.train_dataloader())
     scores, _ = _scores_and_probs(model, dm.train_set)
     rate, fit_s = _timed_gmm(scores)
+    _save_cache(task, scores=scores, corrupted=dm.train_set.corrupted)
     return {"row": row, "seed": seed, "n": len(dm.train_set), "true_eps": float(dm.train_set.corrupted.float().mean()),
             "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0],
             "seconds": {"ours": time.perf_counter() - t, "ours_fit": fit_s}}
@@ -329,6 +381,7 @@ def run_anomaly(task: dict) -> dict[str, Any]:
     scores, _ = _scores_and_probs(model, dm.train_set)
     rate, fit_s = _timed_gmm(scores)
     truth = dm.train_set.corrupted
+    _save_cache(task, scores=scores, corrupted=truth)
     return {"row": row, "seed": seed, "n": len(dm.train_set), "true_eps": float(truth.float().mean()),
             "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0],
             "seconds": {"ours": time.perf_counter() - t, "ours_fit": fit_s}}
@@ -357,7 +410,9 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rs = [r for r in results if _key(r["row"]) == key]
         row: dict[str, Any] = dict(rs[0]["row"], seeds=[r["seed"] for r in rs], n=rs[0]["n"])
         row["true_eps"] = 100 * statistics.fmean(r["true_eps"] for r in rs)
-        for col in ("ours", "bmm", "cleanlab", "cleanlab_insample"):
+        for r in rs:
+            r.setdefault("pred", r.get("ours"))
+        for col in ("ours", "bmm", "pred", "cleanlab", "cleanlab_insample"):
             vals = [r.get(col) for r in rs]
             if all(v is None for v in vals):
                 continue
@@ -375,7 +430,10 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             secs = [r["seconds"][col] for r in rs if col in r["seconds"]]
             if secs:
                 row[col + "_s"] = statistics.fmean(secs)
-        for col in ("plain", "itlm_true", "itlm_auto", "prl_true", "prl_auto"):
+        pred_est = [r["itlm_pred_estimates"] for r in rs if r.get("itlm_pred_estimates")]
+        if pred_est:
+            row["itlm_pred_estimates"] = [[round(100 * e, 1) for e in x] for x in pred_est]
+        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", "prl_true", "prl_auto"):
             if any(col in r for r in rs):
                 row[col] = _mean([r.get(col) for r in rs])
         notes = {r.get("prl_auto_note") for r in rs} - {None}
@@ -409,6 +467,21 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                         if cl_rows else None),
         "cleanlab_time_over_ours": round(cl_s / ours_s, 2) if ours_s else None,
     }
+    # the same figures for `estimator="disagreement"` (pred = ours where a row has no predicted labels)
+    p_errs = [r["pred_err"] for r in rows if r.get("pred_err") is not None]
+    p_clean = [r["pred"] for r in rows if r["eps"] == 0 and r.get("pred") is not None]
+    p_acc = [r for r in acc_rows if r.get("itlm_pred") is not None]
+    p_cl = [r for r in cl_rows if r.get("pred_err") is not None]
+    if p_errs:
+        out["disagreement"] = {
+            "median_abs_err_pts": round(statistics.median(p_errs), 2),
+            "share_rows_err_le_5pts": round(sum(e <= 5 for e in p_errs) / len(p_errs), 3),
+            "max_clean_eps_hat_pct": round(max(p_clean), 2) if p_clean else None,
+            "itlm_auto_ge_true_minus_1_share": (round(sum(r["itlm_pred"] >= r["itlm_true"] - 1 for r in p_acc)
+                                                      / len(p_acc), 3) if p_acc else None),
+            "better_than_cleanlab_rows": sum(r["pred_err"] < r["cleanlab_err"] for r in p_cl),
+            "cleanlab_better_rows": sum(r["cleanlab_err"] < r["pred_err"] for r in p_cl),
+        }
     itlm_rows = [r for r in rows if r.get("itlm_last_err") is not None]
     if itlm_rows:
         out["itlm_last_median_abs_err_pts"] = round(statistics.median(r["itlm_last_err"] for r in itlm_rows), 2)
@@ -452,36 +525,46 @@ def render(rows: list[dict[str, Any]], head: dict[str, Any], meta: dict[str, Any
         "(normal digit = seed).", "",
         "ε̂ in %; |err| = mean over seeds of |ε̂ − ε| in points (ε: each seed's actual corrupted fraction). "
         "**ours** = `estimate_corruption(scores, 'gmm')` on the scores of the model trained on every sample "
-        "(= ITLM auto's first estimate); **ITLM last** = ITLM auto's estimate at its last scoring pass; "
+        "(= the first estimate of ITLM auto with `estimator='gmm'`, and the estimator of the filters' "
+        "`drop_ratio='auto'`); **disagreement** = `estimate_corruption_from_predictions` on the same model's "
+        "scores and in-sample predicted labels (= the first estimate of ITLM auto with its default "
+        "`estimator='disagreement'`; gmm on rows without labels); **ITLM last** = ITLM auto (gmm)'s estimate at "
+        "its last scoring pass; "
         "**cleanlab CV** = confident-learning count on 5-fold CV probabilities; **in-sample** = the same count on the "
         "probabilities of the model trained on every sample. Time: ours = training + scoring + fit; cleanlab = 5 "
         "trainings + predictions + count.", "",
         "| data | corruption | ε % | ours ε̂ | ours \\|err\\| | bmm ε̂ | ITLM last ε̂ | cleanlab CV ε̂ | cleanlab \\|err\\| "
-        "| cleanlab in-sample ε̂ | ours s | cleanlab s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cleanlab in-sample ε̂ | disagreement ε̂ | disagreement \\|err\\| | ours s | cleanlab s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r['ours'])} | {_f(r['ours_err'])} | "
                      f"{_f(r.get('bmm'))} | {_f(r.get('itlm_last'))} | {_f(r.get('cleanlab'))} | "
-                     f"{_f(r.get('cleanlab_err'))} | {_f(r.get('cleanlab_insample'))} | {_f(r.get('ours_s'))} | "
+                     f"{_f(r.get('cleanlab_err'))} | {_f(r.get('cleanlab_insample'))} | {_f(r.get('pred'))} | "
+                     f"{_f(r.get('pred_err'))} | {_f(r.get('ours_s'))} | "
                      f"{_f(r.get('cleanlab_s'))} |")
     lines += ["", "Test accuracy (%, clean test set, mean over seeds); plain = round 0 of ITLM (the model trained "
               "one round's epochs on every sample).", "",
-              "| data | corruption | ε % | plain | ITLM true | ITLM auto | auto − true | PRL true | PRL auto | "
-              "ITLM auto ε̂ per round (per seed) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| data | corruption | ε % | plain | ITLM true | ITLM auto gmm | auto − true | ITLM auto disagreement | "
+              "disagreement − true | PRL true | PRL auto | ITLM auto ε̂ per round (per seed) | disagreement ε̂ per "
+              "round |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("itlm_auto") is None:
             continue
         diff = r["itlm_auto"] - r["itlm_true"] if r.get("itlm_true") is not None else None
         prl_auto = _f(r.get("prl_auto")) if r.get("prl_auto") is not None else "not measured"
+        pdiff = (r["itlm_pred"] - r["itlm_true"] if r.get("itlm_true") is not None and r.get("itlm_pred") is not None
+                 else None)
         lines.append(f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r.get('plain'))} | "
-                     f"{_f(r.get('itlm_true'))} | {_f(r['itlm_auto'])} | {_f(diff)} | {_f(r.get('prl_true'))} | "
-                     f"{prl_auto} | {r.get('itlm_estimates')} |")
+                     f"{_f(r.get('itlm_true'))} | {_f(r['itlm_auto'])} | {_f(diff)} | {_f(r.get('itlm_pred'))} | "
+                     f"{_f(pdiff)} | {_f(r.get('prl_true'))} | {prl_auto} | {r.get('itlm_estimates')} | "
+                     f"{r.get('itlm_pred_estimates', '–')} |")
     notes = {r["prl_auto_note"] for r in rows if r.get("prl_auto_note")} | ({meta["prl_note"]} - {None})
     if notes:
         lines += ["", f"PRL(L) true / auto: {notes.pop()}"]
     t = head["targets_met"]
     lines += ["", "## Headline and targets", "",
+              "`estimator='gmm'` (the loss mixture; ITLM's default before issue 15, the filters' estimator):", "",
               f"- median |ε̂ − ε| over all {head['rows']} rows: {head['median_abs_err_pts']} points (target ≤ 3: "
               f"{'met' if t['median_err_le_3'] else 'not met'})",
               f"- rows within 5 points: {100 * head['share_rows_err_le_5pts']:.0f} % (target ≥ 90 %: "
@@ -496,8 +579,26 @@ def render(rows: list[dict[str, Any]], head: dict[str, Any], meta: dict[str, Any
               f"error cleanlab {head['cleanlab_median_abs_err_pts']} points); cleanlab took "
               f"{head['cleanlab_time_over_ours']}× our time (target: ahead in more rows at lower time: "
               f"{'met' if t['ahead_of_cleanlab_in_more_rows_at_lower_time'] else 'not met'})"]
+    if "disagreement" in head:
+        d = head["disagreement"]
+
+        def met(ok: bool) -> str:
+            return "met" if ok else "not met"
+
+        share = d["itlm_auto_ge_true_minus_1_share"] or 0
+        lines += ["", "`estimator='disagreement'` (ITLM's default; `estimate_corruption_from_predictions` on the same "
+                  "model's in-sample predictions, gmm on rows without labels):", "",
+                  f"- median |ε̂ − ε| {d['median_abs_err_pts']} points (target ≤ 3: "
+                  f"{met(d['median_abs_err_pts'] <= 3)}); {100 * d['share_rows_err_le_5pts']:.0f} % of rows within 5 "
+                  f"points (target ≥ 90 %: {met(d['share_rows_err_le_5pts'] >= 0.9)}); largest clean ε̂ "
+                  f"{d['max_clean_eps_hat_pct']} % (target ≤ 3 %: {met((d['max_clean_eps_hat_pct'] or 0) <= 3)})",
+                  f"- ITLM auto with it ≥ ITLM true − 1 point in {_f(100 * share, 0)} % of classification rows "
+                  f"(target ≥ 80 %: {met(share >= 0.8)})",
+                  f"- against cleanlab CV: closer in {d['better_than_cleanlab_rows']} rows, cleanlab closer in "
+                  f"{d['cleanlab_better_rows']} (target: ahead in more rows: "
+                  f"{met(d['better_than_cleanlab_rows'] > d['cleanlab_better_rows'])})", ""]
     if "itlm_last_median_abs_err_pts" in head:
-        lines.append(f"- ITLM auto's last-round estimate: median error {head['itlm_last_median_abs_err_pts']} points; "
+        lines.append(f"- ITLM auto (gmm)'s last-round estimate: median error {head['itlm_last_median_abs_err_pts']} points; "
                      f"rounds that estimated 0 on noisy rows: {head['itlm_rounds_estimating_0_on_noisy_rows']}")
     return "\n".join(lines) + "\n"
 
@@ -546,6 +647,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--groups", nargs="+", default=["cls", "reg", "ad"], help="row groups among cls, reg, ad")
     ap.add_argument("--data", nargs="+", default=None, help="only these data sets (e.g. mnist digits moons)")
     ap.add_argument("--with-60k", action="store_true", help="add FashionMNIST's 60,000 (two rows, seed 0; slow)")
+    ap.add_argument("--cache", default=None, metavar="DIR",
+                    help="also write each row and seed's scores, in-sample probabilities, labels and true mask to "
+                         "DIR/*.npz (for offline estimator comparisons; benchmarks/cache/ is gitignored)")
     ap.add_argument("--out", default=None, help="markdown path (default: results/corruption_rate.md in full mode)")
     args = ap.parse_args(argv)
     if args.jobs not in (1, 2):
@@ -579,7 +683,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seeds = proto.full60k_seeds if row["data"] == "fashion60k" else proto.seeds
         for seed in seeds:
             tasks.append({"row": row, "seed": seed, "protocol": proto, "methods": methods,
-                          "data_root": args.data_root})
+                          "data_root": args.data_root, "cache_dir": args.cache})
     # the slowest first, so the two workers finish together
     weight = {"fashion60k": 100, "mnist": 10, "fashion": 10, "landmarks": 3}
     tasks.sort(key=lambda t: -weight.get(t["row"]["data"], 1))

@@ -47,7 +47,12 @@ from lit_robust.data import (
     unpack_batch,
 )
 from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
-from lit_robust.estimation import CorruptionEstimate, estimate_corruption, estimate_corruption_from_probs
+from lit_robust.estimation import (
+    CorruptionEstimate,
+    estimate_corruption,
+    estimate_corruption_from_predictions,
+    estimate_corruption_from_probs,
+)
 from lit_robust.gan import DCGAN
 from lit_robust.linear_probe import LinearProbe
 from lit_robust.losses import bootstrap_loss
@@ -124,6 +129,7 @@ __all__ = [
     "SemiSupervisedBackdoorMNISTDataModule",
     "CorruptionEstimate",
     "estimate_corruption",
+    "estimate_corruption_from_predictions",
     "load_report",
     "estimate_corruption_from_probs",
 ]

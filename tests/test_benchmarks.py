@@ -268,3 +268,27 @@ def test_itlm_mnist_authors_protocol_smoke():
     assert summary["benchmark"] == "itlm_mnist" and summary["epochs_per_round"] == 1
     accs = summary["rows"]["systematic_70"]
     assert all(0.0 <= accs[k] <= 100.0 for k in ("baseline", "itlm", "oracle"))
+
+
+def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
+    import numpy as np
+
+    cache = tmp_path / "cache"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "corruption_rate.py"), "--smoke", "--jobs", "1",
+                          "--methods", "itlm_auto", "--groups", "cls", "ad", "--cache", str(cache), "--data-root",
+                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    _last_json(run)
+    cls = np.load(cache / "cls-mnist-random-30-s0.npz")
+    assert set(cls.files) == {"scores", "corrupted", "probs", "labels", "later"}
+    n = cls["scores"].shape[0]
+    assert cls["probs"].shape == (n, 10) and cls["labels"].shape == (n,) and cls["later"].shape[1] == n
+    assert abs(cls["corrupted"].mean() - 0.3) < 0.01
+    assert set(np.load(cache / "ad-moons-clustered-10-s0.npz").files) == {"scores", "corrupted"}
+    off = subprocess.run([sys.executable, str(REPO / "benchmarks" / "estimators_offline.py"), "--cache", str(cache)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    summary = _last_json(off)
+    assert summary["benchmark"] == "estimators_offline" and summary["files"] == 2 and summary["rows"] == 2
+    assert summary["disagreement"]["choose"]["rows"] == 1 and summary["gmm"]["check"]["rows"] == 1
+    assert "| cls-mnist-random-30 | choose |" in off.stdout

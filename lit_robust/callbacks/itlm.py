@@ -23,7 +23,7 @@ from lit_robust import distributed
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
-from lit_robust.estimation import estimate_corruption
+from lit_robust.estimation import estimate_corruption, estimate_corruption_from_predictions
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.samplers import SelectionSampler, ShardedSampler
@@ -33,8 +33,8 @@ __all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collaps
 
 OnCollapse = Literal["keep", "warn", "raise"]
 _ON_COLLAPSE = ("keep", "warn", "raise")
-Estimator = Literal["gmm", "bmm"]
-_ESTIMATORS = ("gmm", "bmm")
+Estimator = Literal["gmm", "bmm", "disagreement"]
+_ESTIMATORS = ("gmm", "bmm", "disagreement")
 _MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
 
 
@@ -179,8 +179,8 @@ class ITLM(Callback):
     Args:
         keep_ratio: :math:`\alpha \in (0, 1]`, the fraction of samples kept each round; or ``"auto"``:
             after each scoring pass (until one finds a corrupted share; see ``reestimate``) the corrupted
-            fraction :math:`\hat\varepsilon` is estimated from that pass's scores of the whole training set (:func:`~lit_robust.estimate_corruption` with
-            ``estimator``) and the round keeps :math:`\lfloor (1 - \hat\varepsilon - m)\, n \rfloor` samples
+            fraction :math:`\hat\varepsilon` is estimated from that pass over the whole training set (``estimator``;
+            by default from where predicted and given labels disagree) and the round keeps :math:`\lfloor (1 - \hat\varepsilon - m)\, n \rfloor` samples
             (:math:`m` = ``auto_margin``; :func:`auto_keep_count`), ranked as usual. An estimate of 0 keeps
             every sample; one of 0.5 or more is clipped to 0.5, and a count of 0 raised to 1, with a warning.
             The estimate is recorded in ``RoundRecord.estimated_corruption`` and logged as
@@ -219,8 +219,15 @@ class ITLM(Callback):
             collapsed round's selection again (re-initialised as usual) instead of on one scored by a model
             that learned nothing; ``"warn"``: warn and score as usual; ``"raise"``: raise ``RuntimeError``.
             Either way the round's record has ``collapsed=True``.
-        estimator: ``"gmm"`` (default) or ``"bmm"``, the mixture :func:`~lit_robust.estimate_corruption`
-            fits; only with ``keep_ratio="auto"``.
+        estimator: only with ``keep_ratio="auto"``. ``"disagreement"`` (default):
+            :func:`~lit_robust.estimate_corruption_from_predictions` -- the share of samples whose predicted label
+            (:meth:`~lit_robust.RobustMixin.predicted_labels`) differs from the given one, corrected for the
+            training error on the gmm's clean component; it sees class-pair (systematic) noise, which the loss
+            mixture misses, but on clean data of a hard task it returns the training error (see
+            ``benchmarks/results/corruption_rate.md``); it costs one more scoring pass per estimate. A module
+            without predicted or integer labels (regression, flows, GANs) gets the ``"gmm"`` estimate (logged
+            at info level). ``"gmm"`` or ``"bmm"``: the mixture :func:`~lit_robust.estimate_corruption` fits to the
+            scores only.
         reestimate: ``keep_ratio="auto"`` only. ``False`` (default): rounds are estimated until one finds a
             corrupted share (:math:`\hat\varepsilon > 0`); later rounds keep that estimate and skip the
             estimation. ``True``: every round uses its own scoring pass's estimate. Measured
@@ -238,7 +245,8 @@ class ITLM(Callback):
             each round's model gave it (``score_round_<r>``; the last round's from one extra scoring pass after
             training, which also gives the predicted labels of :meth:`~lit_robust.RobustMixin.predicted_labels`),
             whether the last round kept it, the round that first dropped it, its clean posterior
-            (:func:`~lit_robust.estimate_corruption` with ``estimator`` on the last scores), the given label and
+            (:func:`~lit_robust.estimate_corruption` on the last scores, with ``estimator`` when it is ``"gmm"`` or
+            ``"bmm"``, the gmm otherwise), the given label and
             the ground truth when the batches carry it. Written once, by rank 0 (the scores are gathered there;
             one float per sample and round is kept, and checkpointed so that a resumed fit writes the same
             report). ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``, else off;
@@ -269,7 +277,7 @@ class ITLM(Callback):
         plot_dir: str | None = None,
         check_per_sample: bool = True,
         on_collapse: OnCollapse = "keep",
-        estimator: Estimator = "gmm",
+        estimator: Estimator = "disagreement",
         auto_margin: float = 0.0,
         report: bool | None = None,
         report_dir: str | None = None,
@@ -291,8 +299,9 @@ class ITLM(Callback):
             raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
         if not isinstance(reestimate, bool):
             raise TypeError(f"`reestimate` must be True or False, got {reestimate!r}.")
-        if not auto and (estimator != "gmm" or auto_margin != 0.0 or reestimate):
-            given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "gmm"), ("auto_margin", auto_margin, 0.0),
+        if not auto and (estimator != "disagreement" or auto_margin != 0.0 or reestimate):
+            given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "disagreement"),
+                                                  ("auto_margin", auto_margin, 0.0),
                                                   ("reestimate", reestimate, False)) if v != d]
             raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with keep_ratio='auto', got "
                              f"{', '.join(given)} with keep_ratio={keep_ratio!r}.")
@@ -652,8 +661,7 @@ class ITLM(Callback):
             if found is not None and not self.reestimate:
                 estimated = found  # an earlier round found a corrupted share: keep it (the same on every rank)
             else:
-                est = estimate_corruption(distributed.all_gather_cat(scores.float()).cpu(), self.estimator)
-                estimated = est.rate
+                estimated = self._estimate(trainer, pl_module, scores, round_)
             k, note = auto_keep_count(n, estimated, self.auto_margin)
             if note is not None:
                 rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {note}; keeping {k} of {n} samples.")
@@ -704,6 +712,25 @@ class ITLM(Callback):
         self._current = rec
         if self._sampler is not None:
             self._sampler.set_selection(selection)
+
+    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, round_: int) -> float:
+        """The corrupted fraction from this rank's ``scores`` of the scoring pass, estimated on the gathered
+        multiset of every rank's (score[, given, predicted]): the same value on every rank. Call on every rank."""
+        all_scores = distributed.all_gather_cat(scores.float()).cpu()
+        if self.estimator != "disagreement":
+            return estimate_corruption(all_scores, self.estimator).rate
+        # the labels need a pass that returns score, given and predicted label of each sample together (one
+        # forward per batch with the default hooks); its scores are those of the pass above, in loader order
+        _, scores2, _, given, predicted = self._score_pass(trainer, pl_module, labels=True)
+        ok = torch.tensor([given is not None and predicted is not None], device=scores.device).long()
+        if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
+            rank_zero_info(f"ITLM round {round_}: `estimator='disagreement'` needs integer targets and "
+                           "`predicted_labels` of the module; it has none, the gmm estimate is used instead.")
+            return estimate_corruption(all_scores, "gmm").rate
+        assert given is not None and predicted is not None
+        return estimate_corruption_from_predictions(distributed.all_gather_cat(scores2.float()).cpu(),
+                                                    distributed.all_gather_cat(given.long()).cpu(),
+                                                    distributed.all_gather_cat(predicted.long()).cpu()).rate
 
     def _found_estimate(self) -> float | None:
         """The first positive estimate of an earlier round (from the checkpointed history), or None."""
@@ -820,7 +847,8 @@ class ITLM(Callback):
         corrupted_d, given_d, predicted_d = (dense(fields[0], -1), dense(fields[1], NO_LABEL),
                                              dense(fields[2], NO_LABEL))
         table = state.table(self._round, given_d, predicted_d,
-                            None if corrupted_d is None else corrupted_d.to(torch.int8), self.estimator)
+                            None if corrupted_d is None else corrupted_d.to(torch.int8),
+                            "gmm" if self.estimator == "disagreement" else self.estimator)
         assert self._report_target is not None
         self.report_path = write_report(table, self._report_target)
         rank_zero_info(f"ITLM: per-sample report written to {self.report_path}")
