@@ -68,6 +68,8 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--final-epochs", type=int, default=20, help="epochs of the last, full round (default 20)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--no-auto", action="store_true",
+                   help="skip the third run, ITLM with keep_ratio='auto' (the corruption rate estimated)")
     args = p.parse_args(list(argv) if argv is not None else None)
     _check_args(p, args)
     keep = args.keep_ratio if args.keep_ratio is not None else round(args.clean_ratio - 0.05, 6)
@@ -82,21 +84,38 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
         base = _train(seed, args.clean_ratio, args.noise, None, sum(rounds), args.lr)
         itlm = ITLM(keep_ratio=keep, round_epochs=rounds, seed=seed, verbose=False, plot=False)
         acc = _train(seed, args.clean_ratio, args.noise, itlm, sum(rounds), args.lr)
-        rows.append({"seed": seed, "baseline_acc": base, "itlm_acc": acc,
-                     "clean_precision": itlm.history[-1].clean_precision})
+        row = {"seed": seed, "baseline_acc": base, "itlm_acc": acc, "clean_precision": itlm.history[-1].clean_precision}
+        if not args.no_auto:  # the same ITLM, told nothing about the corruption rate
+            auto = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False)
+            row["itlm_auto_acc"] = _train(seed, args.clean_ratio, args.noise, auto, sum(rounds), args.lr)
+            row["estimated_corruption"] = auto.history[-1].estimated_corruption
+        rows.append(row)
     table = Table(title="Clean test accuracy (digits, 497 held-out images)")
-    for col in ("seed", "baseline", "ITLM", "ITLM selection clean precision"):
+    cols = ["seed", "baseline", f"ITLM α={keep:g}", "its selection clean"]
+    cols += [] if args.no_auto else ["ITLM auto", "auto's ε̂"]
+    for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["seed"]), f"{100 * r['baseline_acc']:.1f}%", f"{100 * r['itlm_acc']:.1f}%",
-                      f"{100 * r['clean_precision']:.1f}%")
+        cells = [str(r["seed"]), f"{100 * r['baseline_acc']:.1f}%", f"{100 * r['itlm_acc']:.1f}%",
+                 f"{100 * r['clean_precision']:.1f}%"]
+        if not args.no_auto:
+            cells += [f"{100 * r['itlm_auto_acc']:.1f}%", f"{100 * r['estimated_corruption']:.1f}%"]
+        table.add_row(*cells)
     console.print(table)
-    summary = {"baseline_acc": sum(r["baseline_acc"] for r in rows) / len(rows),
-               "itlm_acc": sum(r["itlm_acc"] for r in rows) / len(rows),
-               "clean_precision": sum(r["clean_precision"] for r in rows) / len(rows),
-               "seeds": args.seeds, "wall_s": round(time.perf_counter() - t0, 1)}
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
+    summary = {"baseline_acc": mean("baseline_acc"), "itlm_acc": mean("itlm_acc"),
+               "clean_precision": mean("clean_precision"), "seeds": args.seeds}
+    if not args.no_auto:
+        summary.update(itlm_auto_acc=mean("itlm_auto_acc"), estimated_corruption=mean("estimated_corruption"))
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
     console.print(f"The training labels are {100 * args.clean_ratio:.0f}% correct; ITLM's last round trained on a "
                   f"selection that is {100 * summary['clean_precision']:.1f}% correct on average. "
-                  f"Mean accuracy: baseline {100 * summary['baseline_acc']:.1f}%, ITLM {100 * summary['itlm_acc']:.1f}%.")
+                  f"Mean accuracy: baseline {100 * summary['baseline_acc']:.1f}%, ITLM {100 * summary['itlm_acc']:.1f}%"
+                  + ("." if args.no_auto else
+                     f", ITLM auto {100 * summary['itlm_auto_acc']:.1f}% (estimated corruption "
+                     f"{100 * summary['estimated_corruption']:.1f}%, true {100 * (1 - args.clean_ratio):.0f}%)."))
     print(json.dumps(summary))
     return summary

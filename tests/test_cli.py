@@ -224,6 +224,16 @@ def test_demo_prints_table_and_json(capsys):
     summary = json.loads(out.strip().splitlines()[-1])
     assert set(summary) >= {"baseline_acc", "itlm_acc", "clean_precision", "wall_s"}
     assert 0.0 <= summary["itlm_acc"] <= 1.0 and 0.5 <= summary["clean_precision"] <= 1.0
+    # the third run, ITLM told nothing about the rate (40 % systematic noise by default)
+    assert "ITLM auto" in out and "ε̂" in out
+    assert 0.0 <= summary["itlm_auto_acc"] <= 1.0 and 0.0 <= summary["estimated_corruption"] < 1.0
+
+
+def test_demo_no_auto_skips_the_auto_run(capsys):
+    main(["demo", "--seeds", "0", "--early-rounds", "1", "--early-epochs", "1", "--final-epochs", "1", "--no-auto"])
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert "ITLM auto" not in out and "itlm_auto_acc" not in summary and "itlm_acc" in summary
 
 
 def test_module_entry_point_help():
