@@ -396,6 +396,19 @@ class ITLM(Callback):
                 return r
         return self.num_rounds - 1
 
+    def record_of_epoch(self, epoch: int) -> RoundRecord | None:
+        """The record of the round that trains in ``epoch`` (its selection, and once the round has ended its
+        losses and metrics): from :attr:`history` once the round has ended, else the running round's; ``None``
+        when neither holds it (e.g. before the fit). The same answer before and after this callback's own
+        ``on_train_epoch_end``, so other callbacks may read it in theirs whatever their order."""
+        round_ = self.round_of_epoch(epoch)
+        for rec in reversed(self.history):
+            if rec.round == round_:
+                return rec
+        if self._current is not None and self._current.round == round_:
+            return self._current
+        return None
+
     # -- setup -----------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
