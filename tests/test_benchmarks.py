@@ -204,17 +204,11 @@ def test_backdoor_mnist_margin_smoke_ends_with_headline_json():
     assert "| PRL drop = ε + 0.2 |" in run.stdout and "| ITLM+PRL (1 − α = ε + 0.1, PRL drops ε) |" in run.stdout
 
 
-def test_backdoor_mnist_margin_filter_restarts_warmup_at_each_itlm_round():
-    import lit_robust as lr
-
+def test_backdoor_mnist_margin_rates():
     bench = _load("backdoor_mnist")
-    itlm = lr.ITLM(keep_ratio=0.7, round_epochs=[1, 2, 3], verbose=False, plot=False)
-    flt = bench.restarting_filter_class()("prl", drop_ratio=0.3, warmup_epochs=2, itlm=itlm)
-    # rounds start at epochs 0, 1, 3: the ramp 0, 0.15, 0.3 starts again at each of them
-    assert [flt.drop_ratio_at(e) for e in range(6)] == pytest.approx([0.0, 0.0, 0.15, 0.0, 0.15, 0.3])
-    plain = lr.BatchFilter("prl", drop_ratio=0.3, warmup_epochs=2)
-    assert [plain.drop_ratio_at(e) for e in range(6)] == pytest.approx([0.0, 0.15, 0.3, 0.3, 0.3, 0.3])
+    assert bench.margin_rate(0.25, "eps") == pytest.approx(0.25)
     assert bench.margin_rate(0.25, "eps+0.2") == pytest.approx(0.45) and bench.margin_rate(0.25, "auto+0.1") == "auto"
+    assert bench.margin_of("auto+0.1") == pytest.approx(0.1) and bench.margin_of("eps") == 0.0
 
 
 def test_simclr_defence_smoke_ends_with_headline_json():
