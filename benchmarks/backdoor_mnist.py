@@ -22,6 +22,11 @@ Usage::
     python benchmarks/backdoor_mnist.py --smoke    # a few seconds, for the test suite
     python benchmarks/backdoor_mnist.py --reuse-table   # full watermark part only; Table 5.8 rows read back
                                                         # from results/backdoor_mnist.json (its wall time kept)
+    python benchmarks/backdoor_mnist.py --margin   # issue 16: drop ratio (1 − α) = ε, ε+0.1, ε+0.2 (ITLM also
+                                                   # ε+0.3), "auto" (+0.1), ITLM + PRL; MNIST and a FashionMNIST
+                                                   # subset -> results/backdoor_margin.md (+ .json, written after
+                                                   # every run; a rerun resumes; --render redraws the table)
+    python benchmarks/backdoor_mnist.py --margin --quick   # five runs, one ε (< 60 s idle); --smoke for the tests
 
 The last line printed is one JSON object with the headline figures.
 """
@@ -32,6 +37,7 @@ import argparse
 import datetime as _dt
 import json
 import platform
+import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -275,6 +281,355 @@ def report(s: Settings, table: list[dict], wm: list[dict], wall: float, mode: st
     return "\n".join(lines), summary
 
 
+
+# -- margin axis (issue 16, item 3) ---------------------------------------------------------------------------------
+# A config is (method, setting). Methods: "standard"; "prl", "prl_at" (BatchFilter, + AdversarialTrigger); "itlm"
+# (ITLM with short early rounds); "itlm_prl" / "itlm_prl_at" (the composed defence: ITLM early rounds, then PRL
+# (-AT) whose warm-up restarts at each ITLM round start). Settings: "eps" (drop ratio, or 1 − α, = ε), "eps+0.1",
+# "eps+0.2" (a margin over the true ε; capped at 0.49 for the filters, which need < 0.5), "auto" (the corruption-rate
+# estimate, `drop_ratio="auto"` / `keep_ratio="auto"`), "auto+0.1" (the estimate plus `auto_margin=0.1`). For the
+# composed defence the setting applies to ITLM; its PRL drops ε (as measured in the issue) or "auto" with "auto*",
+# with the warm-up restarted at each ITLM re-initialisation (`restart_on_reinit=True`).
+MARGIN_LABEL = {"standard": "Standard", "prl": "PRL", "prl_at": "PRL-AT", "itlm": "ITLM", "itlm_prl": "ITLM+PRL",
+                "itlm_prl_at": "ITLM+PRL-AT"}
+CORE = (("prl", "eps+0.1"), ("prl", "eps+0.2"), ("itlm", "eps+0.1"), ("itlm", "eps+0.2"), ("prl", "auto"),
+        ("itlm", "auto"), ("prl", "auto+0.1"), ("itlm", "auto+0.1"), ("itlm_prl", "eps+0.1"))
+# after the first seed: the settings that came close, and ITLM with a larger margin (it may keep under half)
+LEADING = (("prl", "eps+0.2"), ("itlm", "eps+0.1"), ("itlm", "eps+0.2"), ("itlm", "eps+0.3"), ("itlm_prl", "eps+0.1"),
+           ("prl", "auto"), ("itlm", "auto"))
+FASHION_CORE = (("standard", "eps"), ("prl", "eps"), ("prl", "eps+0.2"), ("itlm", "eps+0.1"), ("itlm", "eps+0.2"),
+                ("prl", "auto"), ("itlm", "auto"), ("itlm_prl", "eps+0.1"))
+PRL_AT = (("prl_at", "eps+0.1"), ("prl_at", "eps+0.2"))
+LE35 = (0.15, 0.25, 0.35)
+# the run order, so that a partial run keeps what matters most: (dataset, ε set, seeds, configs). MNIST's Standard,
+# PRL and PRL-AT at drop ε are read back from the Table 5.8 run. The target concerns ε ≤ 0.35: one seed of every
+# setting first, then FashionMNIST (one seed), then MNIST's other seeds for the leading settings, then the rest.
+MARGIN_PHASES = (("mnist", LE35, (0,), CORE),
+                 ("fashion", LE35, (0,), FASHION_CORE),
+                 ("mnist", LE35, (0,), (("itlm", "eps+0.3"),)),
+                 ("mnist", LE35, (1, 2), LEADING),
+                 ("fashion", LE35, (0,), (("itlm", "eps+0.3"),)),
+                 ("mnist", LE35, (1, 2), CORE),
+                 ("mnist", (0.45,), (0, 1, 2), CORE + (("itlm", "eps+0.3"),)),
+                 ("mnist", tuple(EPS), (0, 1, 2), (("itlm", "eps"),) + PRL_AT),
+                 ("fashion", LE35, (0,), (("prl", "eps+0.1"), ("prl", "auto+0.1"), ("itlm", "auto+0.1"),
+                                          ("itlm", "eps"), ("prl_at", "eps")) + PRL_AT))
+FILTER_CAP = 0.49  # BatchFilter needs drop_ratio < 0.5 unless allow_large_drop (no guarantee then)
+STD = {"mnist": 0.3081, "fashion": 0.3530}
+# thesis Table 5.8 PRL column, for the "within 2 points wherever it is above 85 %" part of the target
+THESIS_PRL = {a: dict(zip(EPS, PAPER[a]["poison"]["prl"])) for a in ("patch", "blend")}
+
+
+@dataclass(frozen=True)
+class MarginSettings:
+    attacks: tuple[str, ...] = ("patch", "blend")
+    phases: tuple[tuple[str, tuple[float, ...], tuple[int, ...], tuple[tuple[str, str], ...]], ...] = MARGIN_PHASES
+    train_size: int = 6000
+    epochs: int = 20
+    itlm_rounds: tuple[int, ...] = (1, 1, 1, 1, 16)
+    warmup_epochs: int = 1
+    hidden: int = 256
+    hidden_layers: int = 2
+    batch_size: int = 128
+    lr: float = 1e-3
+    tau_pixels: float = 0.05
+
+
+MARGIN_FULL = MarginSettings()
+MARGIN_QUICK = MarginSettings(attacks=("patch",), train_size=2500, epochs=5, itlm_rounds=(1, 1, 3), phases=(
+    ("mnist", (0.25,), (0,), (("standard", "eps"), ("prl", "eps+0.2"), ("itlm", "eps+0.2"), ("prl", "auto"),
+                              ("itlm_prl", "eps+0.1"))),))
+MARGIN_SMOKE = replace(MARGIN_QUICK, train_size=600, epochs=2, itlm_rounds=(1, 1))
+
+
+def margin_rate(eps: float, setting: str) -> float | str:
+    """The drop ratio (1 − α for ITLM) a setting asks for at ε, before the filters' cap; "auto" for the estimate."""
+    if setting.startswith("auto"):
+        return "auto"
+    return round(eps + (float(setting[3:]) if setting != "eps" else 0.0), 4)
+
+
+def margin_of(setting: str) -> float:
+    return float(setting.split("+")[1]) if "+" in setting else 0.0
+
+
+def run_margin(task: dict) -> dict:
+    """One margin-axis cell: (dataset, attack, ε, method, setting, seed) → clean and poison accuracy (%)."""
+    quiet()
+    torch.set_num_threads(1)
+    import pytorch_lightning as pl
+
+    import lit_robust as lr
+
+    s: MarginSettings = task["settings"]
+    method, setting, eps, ds = task["method"], task["setting"], task["eps"], task["dataset"]
+    pl.seed_everything(task["seed"], verbose=False)
+    cls = lr.BackdoorMNISTDataModule if ds == "mnist" else lr.BackdoorFashionMNISTDataModule
+    dm = cls(root=task["root"], attack=task["attack"], poison_rate=eps, train_size=s.train_size,
+             batch_size=s.batch_size, seed=task["seed"])
+    model = lr.ImageClassifier(backbone="mlp", hidden=s.hidden, hidden_layers=s.hidden_layers, optimizer="adam",
+                               lr=s.lr)
+    metrics = lr.BackdoorMetrics()
+    callbacks: list[Any] = [metrics]
+    rate, margin = margin_rate(eps, setting), margin_of(setting)
+    auto = rate == "auto"
+    flt, itlm, used = None, None, rate
+    epochs = s.epochs
+    if method.startswith("itlm"):
+        keep: Any = "auto" if auto else 1.0 - float(rate)
+        itlm = lr.ITLM(keep_ratio=keep, round_epochs=list(s.itlm_rounds), verbose=False, plot=False,
+                       seed=task["seed"], **({"auto_margin": margin} if auto else {}))
+        callbacks.append(itlm)
+        epochs = sum(s.itlm_rounds)
+    if method in ("prl", "prl_at"):
+        used = rate if auto else min(float(rate), FILTER_CAP)
+        kw = {"auto_margin": margin} if auto else {}
+        flt = lr.BatchFilter("prl", drop_ratio=used, warmup_epochs=s.warmup_epochs, **kw)
+    elif method in ("itlm_prl", "itlm_prl_at"):  # the composed defence's PRL drops ε (or the estimate with "auto")
+        inner = "auto" if auto else min(eps, FILTER_CAP)
+        flt = lr.BatchFilter("prl", drop_ratio=inner, warmup_epochs=s.warmup_epochs, restart_on_reinit=True)
+    if flt is not None:
+        callbacks.append(flt)
+    if method.endswith("_at"):
+        callbacks.append(lr.AdversarialTrigger(tau=s.tau_pixels / STD[ds]))
+    t0 = time.perf_counter()
+    tr = trainer(epochs, callbacks)
+    tr.fit(model, dm)
+    tr.test(model, dm, verbose=False)
+    res = metrics.results["test"]
+    dropped = metrics.results.get("dropped", {})
+    estimate = None
+    if auto and itlm is not None:
+        estimate = next((r.estimated_corruption for r in reversed(itlm.history) if r.estimated_corruption is not None),
+                        None)
+    elif auto and flt is not None:
+        estimate = flt.estimated_corruption
+    return {**{k: task[k] for k in ("dataset", "attack", "eps", "method", "setting", "seed")},
+            "rate": used, "clean": 100 * res["clean_acc"], "poison": 100 * res["poison_acc"], "asr": 100 * res["asr"],
+            "dropped_precision": dropped.get("precision"), "dropped_recall": dropped.get("recall"),
+            "estimate": estimate, "wall_s": time.perf_counter() - t0}
+
+
+def margin_key(r: dict) -> tuple:
+    return (r["dataset"], r["attack"], round(r["eps"], 4), r["method"], r["setting"], r["seed"])
+
+
+def margin_tasks(s: MarginSettings, root: str) -> list[dict]:
+    """Every cell once, in the order of ``s.phases`` (a cell in two phases runs in the first)."""
+    tasks = [{"settings": s, "root": root, "dataset": ds, "attack": attack, "eps": eps, "method": method,
+              "setting": setting, "seed": seed}
+             for ds, eps_set, seeds, configs in s.phases for method, setting in configs for seed in seeds
+             for attack in s.attacks for eps in eps_set]
+    return first_per_key(tasks)
+
+
+def first_per_key(items: list[dict]) -> list[dict]:
+    """The first item of each cell (`margin_key`), in order."""
+    seen: set[tuple] = set()
+    return [r for r in items if not (margin_key(r) in seen or seen.add(margin_key(r)))]
+
+
+def phase_union(s: MarginSettings, ds: str, rows: list[dict]) -> tuple[list[float], list[int], list[tuple[str, str]]]:
+    """ε values, seeds and configs of one dataset over all phases and stored rows (Standard first)."""
+    eps_set, seeds = set(), set()
+    configs = list(dict.fromkeys([("standard", "eps")] + [(r["method"], r["setting"]) for r in rows
+                                                          if r["dataset"] == ds]))
+    for d, e, sd, cf in s.phases:
+        if d == ds:
+            eps_set |= set(e)
+            seeds |= set(sd)
+            configs += [c for c in cf if c not in configs]
+    order = ["standard", "prl", "prl_at", "itlm", "itlm_prl", "itlm_prl_at"]
+    configs.sort(key=lambda c: (order.index(c[0]), c[1].startswith("auto"), c[1]))
+    return sorted(eps_set), sorted(seeds), configs
+
+
+def reused_table_rows(path: Path) -> list[dict]:
+    """Standard, PRL and PRL-AT at drop ratio ε from the Table 5.8 run: the same MNIST protocol as MARGIN_FULL."""
+    if not path.exists():
+        return []
+    rows = []
+    for r in json.loads(path.read_text())["table"]:
+        if r["method"] in ("standard", "prl", "prl_at"):
+            rows.append({"dataset": "mnist", "attack": r["attack"], "eps": r["eps"], "method": r["method"],
+                         "setting": "eps", "seed": r["seed"], "rate": r["eps"] if r["method"] != "standard" else None,
+                         "clean": r["clean"], "poison": r["poison"], "asr": r["asr"],
+                         "dropped_precision": r.get("dropped_precision"), "dropped_recall": None, "estimate": None,
+                         "wall_s": r["wall_s"], "reused": True})
+    return rows
+
+
+def setting_label(method: str, setting: str) -> str:
+    if method == "standard":
+        return "Standard"
+    s = setting.replace("eps", "ε").replace("+", " + ")
+    if method.startswith("itlm_"):
+        return f"{MARGIN_LABEL[method]} (1 − α = {s}, PRL drops {'auto' if setting.startswith('auto') else 'ε'})"
+    return f"{MARGIN_LABEL[method]} {'1 − α' if method == 'itlm' else 'drop'} = {s}"
+
+
+def margin_report(s: MarginSettings, rows: list[dict], wall: float, mode: str) -> tuple[str, dict]:
+    summary: dict[str, Any] = {"benchmark": "backdoor_mnist", "mode": f"margin_{mode}"}
+    lines = [
+        "# Backdoor defences: margin axis over the drop ratio, corruption-rate estimate, composed defence (issue 16)",
+        "",
+        f"Generated by `python benchmarks/backdoor_mnist.py --margin{'' if mode == 'full' else ' --' + mode}` on "
+        f"{_dt.date.today().isoformat()} ({platform.machine()}, torch {torch.__version__}); wall time of the runs "
+        f"in this file {wall / 60:.1f} min, summed over the invocations that filled it (a rerun resumes; work lost to "
+        f"an interrupted invocation counts), 2 jobs on a 2-core machine shared with other work. Settings: `{s}`.",
+        "",
+        f"Protocol: the Table 5.8 one of `results/backdoor_mnist.md` (multi-target a → a+1 plus the trigger on ε of "
+        f"the {s.train_size} training images; MLP 784-{s.hidden}x{s.hidden_layers}-10, Adam lr {s.lr}, batch "
+        f"{s.batch_size}, {s.epochs} epochs, final model, clean and poison accuracy on the test split). PRL / PRL-AT "
+        f"drop the given ratio of every batch after a {s.warmup_epochs}-epoch warm-up, capped at {FILTER_CAP} (the "
+        f"filter needs < 0.5); ITLM keeps α with rounds {list(s.itlm_rounds)} epochs (re-drawn each round, round 0 "
+        "on all data) and may go below α = 0.5. `auto`: `BatchFilter(drop_ratio=\"auto\")` / `ITLM(keep_ratio=\"auto\")`"
+        " (the corrupted fraction estimated from the method's own scores); `auto + 0.1`: with `auto_margin=0.1`. "
+        "ITLM+PRL: ITLM with the given 1 − α, and PRL dropping ε after a 1-epoch warm-up that "
+        "restarts at each ITLM round start (`BatchFilter(restart_on_reinit=True)`, issue 16 item 1). Mean ± std over seeds, %. Rows marked † were read back from "
+        "`results/backdoor_mnist.json` (the same protocol and seeds, run 2026-11-21).",
+        "",
+    ]
+    datasets = [d for d in ("mnist", "fashion") if any(r["dataset"] == d for r in rows)]
+    best: dict[str, Any] = {}
+    for ds in datasets:
+        eps_set, seeds, configs = phase_union(s, ds, rows)
+        mn_eps, mn_seeds, _ = phase_union(s, "mnist", rows)
+        name = "MNIST" if ds == "mnist" else "FashionMNIST"
+        n_cells = len(seeds) * len(s.attacks) * len(eps_set)
+        lines += [f"## {name} ({s.train_size} training images; seeds {list(seeds)}; ε ∈ {list(eps_set)})", ""]
+        if ds == "fashion":
+            lines += [f"**Reduced grid for compute: {len(seeds)} seed(s) and ε ∈ {list(eps_set)}** (MNIST: "
+                      f"{len(mn_seeds)} seeds, ε ∈ {mn_eps}). No thesis numbers exist for FashionMNIST."]
+            std_clean = [r["clean"] for r in rows if r["dataset"] == ds and r["method"] == "standard"]
+            if std_clean:
+                lines.append(f"Standard's own clean accuracy here is {min(std_clean):.1f}–{max(std_clean):.1f} %, and "
+                             "poison accuracy cannot exceed clean accuracy by much: the 85 % of the target is out of "
+                             "reach for any setting on this dataset with this MLP; the rows compare settings.")
+            lines.append("")
+        for attack in s.attacks:
+            lines += [f"### {name}, {attack}: poison accuracy / clean accuracy", "",
+                      "| setting | " + " | ".join(f"ε = {e:.2f}" for e in eps_set) + " | runs |",
+                      "|---|" + "---|" * (len(eps_set) + 1)]
+            for method, setting in configs:
+                sel = [r for r in rows if r["dataset"] == ds and r["attack"] == attack and r["method"] == method
+                       and r["setting"] == setting]
+                if not sel:
+                    continue
+                row = [setting_label(method, setting) + (" †" if any(r.get("reused") for r in sel) else "")]
+                for e in eps_set:
+                    c = [r for r in sel if abs(r["eps"] - e) < 1e-9]
+                    if not c:
+                        row.append("–")
+                        continue
+                    p, cl = mean_std(r["poison"] for r in c), mean_std(r["clean"] for r in c)
+                    est = [r["estimate"] for r in c if r.get("estimate") is not None]
+                    extra = f"; ε̂ {statistics.fmean(est):.2f}" if est else ""
+                    row.append(f"{p[0]:.1f} ± {p[1]:.1f} / {cl[0]:.1f}{extra}")
+                row.append(f"{len(sel)}/{n_cells // len(s.attacks)}")
+                lines.append("| " + " | ".join(row) + " |")
+            if ds == "mnist":
+                lines.append("| thesis PRL (drop ε, ResNet-32, 60,000) | " + " | ".join(
+                    f"{PAPER[attack]['poison']['prl'][EPS.index(e)]:.1f} / {PAPER[attack]['clean']['prl'][EPS.index(e)]:.1f}"
+                    if e in EPS else "–" for e in eps_set) + " | |")
+            lines.append("")
+        # the issue's target, per setting
+        target_eps = [e for e in eps_set if e <= 0.35 + 1e-9]
+        lines += [f"### {name}: target check", "",
+                  "Target: poison accuracy ≥ 85 % at every ε ≤ 0.35 for both attacks, clean accuracy within 6 points "
+                  "of Standard (same ε, attack, seeds)"
+                  + ("; and the thesis's PRL poison accuracy reached within 2 points wherever it is above 85 % "
+                     "(patch ε 0.15, 0.25; blend ε 0.15)." if ds == "mnist" else "."),
+                  "Needs ε? — `ε`: the exact rate; `ε + m`: an upper bound within m; `auto`: nothing.", "",
+                  "| setting | min poison (ε ≤ 0.35) | worst clean gap to Standard | poison ≥ 85 | clean ≤ 6 | "
+                  + ("thesis PRL − 2 | " if ds == "mnist" else "") + "met | complete |",
+                  "|---|---|---|---|---|" + ("---|" if ds == "mnist" else "") + "---|---|"]
+        met_any = []
+        for method, setting in configs:
+            if method == "standard":
+                continue
+            worst_p, worst_gap, thesis_ok, complete = float("inf"), float("-inf"), True, True
+            for attack in s.attacks:
+                for e in target_eps:
+                    c = [r for r in rows if r["dataset"] == ds and r["attack"] == attack and r["method"] == method
+                         and r["setting"] == setting and abs(r["eps"] - e) < 1e-9]
+                    c0 = [r for r in rows if r["dataset"] == ds and r["attack"] == attack and r["method"] == "standard"
+                          and abs(r["eps"] - e) < 1e-9]
+                    if len(c) < len(seeds) or not c0:
+                        complete = False
+                    if not c or not c0:
+                        continue
+                    p = mean_std(r["poison"] for r in c)[0]
+                    worst_p = min(worst_p, p)
+                    worst_gap = max(worst_gap, mean_std(r["clean"] for r in c0)[0] - mean_std(r["clean"] for r in c)[0])
+                    ref = THESIS_PRL[attack].get(e)
+                    if ds == "mnist" and ref is not None and ref > 85 and p < ref - 2:
+                        thesis_ok = False
+            if worst_p == float("inf"):
+                continue
+            ok_p, ok_c = worst_p >= 85, worst_gap <= 6
+            met = ok_p and ok_c and (thesis_ok or ds != "mnist") and complete
+            if met:
+                met_any.append(setting_label(method, setting))
+            lines.append(f"| {setting_label(method, setting)} | {worst_p:.1f} | {worst_gap:.1f} | "
+                         f"{'yes' if ok_p else 'NO'} | {'yes' if ok_c else 'NO'} | "
+                         + (f"{'yes' if thesis_ok else 'NO'} | " if ds == "mnist" else "")
+                         + f"{'**yes**' if met else 'no'} | {'yes' if complete else 'NO (partial)'} |")
+            summary[f"{ds}_{method}_{setting}_min_poison"] = round(worst_p, 2)
+            summary[f"{ds}_{method}_{setting}_clean_gap"] = round(worst_gap, 2)
+            best.setdefault(ds, (method, setting, worst_p, worst_gap))
+            if worst_gap <= 6 and worst_p > best[ds][2]:
+                best[ds] = (method, setting, worst_p, worst_gap)
+        summary[f"{ds}_target_met_by"] = met_any
+        lines += ["", f"Met by: {', '.join(met_any) if met_any else 'no setting'}.", ""]
+    summary["runs"] = len(rows)
+    summary["wall_s"] = round(wall, 1)
+    return "\n".join(lines), summary
+
+
+def margin_main(args: argparse.Namespace, mode: str) -> dict:
+    s = {"full": MARGIN_FULL, "quick": MARGIN_QUICK, "smoke": MARGIN_SMOKE}[mode]
+    out = Path(args.out) if args.out else (HERE / "results" / "backdoor_margin.md" if mode == "full" else None)
+    store = out.with_suffix(".json") if out else None
+    rows: list[dict] = []
+    wall_before = 0.0
+    if store is not None and store.exists():  # resume: cells already measured are not run again
+        old = json.loads(store.read_text())
+        rows, wall_before = first_per_key(old["rows"]), old.get("wall_s", 0.0)
+    elif mode == "full":
+        rows = reused_table_rows(DEFAULT_OUT.with_suffix(".json"))
+    done = {margin_key(r) for r in rows}
+    tasks = [t for t in margin_tasks(s, args.data_root) if margin_key(t) not in done]
+    if args.render:
+        tasks = []
+    if args.max_runs is not None:
+        tasks = tasks[: args.max_runs]
+    print(f"margin axis: {len(done)} cells stored, {len(tasks)} to run", flush=True)
+    jobs = 1 if mode != "full" else args.jobs
+    t0 = time.perf_counter()
+
+    def save() -> None:
+        if store is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            store.write_text(json.dumps({"settings": str(s), "wall_s": wall_before + time.perf_counter() - t0,
+                                         "rows": rows}, indent=1) + "\n")
+
+    for r in run_tasks(run_margin, tasks, jobs):
+        rows.append(r)
+        save()
+        print(f"{r['dataset']:>7} {r['attack']:>5} ε={r['eps']:.2f} {setting_label(r['method'], r['setting'])} seed "
+              f"{r['seed']}: clean {r['clean']:.2f} poison {r['poison']:.2f} ({r['wall_s']:.1f} s)", flush=True)
+    if tasks:
+        save()
+    wall = wall_before + (time.perf_counter() - t0 if tasks else 0.0)
+    text, summary = margin_report(s, rows, wall, mode)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n")
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
@@ -287,10 +642,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="full mode: a subset of methods")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="full mode: seeds")
     ap.add_argument("--no-watermark", action="store_true", help="skip the ITLM watermark part")
+    ap.add_argument("--margin", action="store_true",
+                    help="the margin axis (issue 16): drop ratio ε, ε+0.1, ε+0.2, auto, composed ITLM+PRL, MNIST and "
+                         "FashionMNIST -> results/backdoor_margin.md (+ .json, resumable)")
+    ap.add_argument("--render", action="store_true", help="--margin: rewrite the table from the stored JSON, run nothing")
+    ap.add_argument("--max-runs", type=int, default=None, help="--margin: run at most this many missing cells")
     ap.add_argument("--reuse-table", action="store_true",
                     help="full mode: read the Table 5.8 rows from the last results JSON, run the watermark part only")
     args = ap.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.margin:
+        quiet()
+        return margin_main(args, mode)
     s = {"full": FULL, "quick": QUICK, "smoke": SMOKE}[mode]
     if args.backbone:
         s = replace(s, backbone=args.backbone)

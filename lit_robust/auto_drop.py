@@ -13,7 +13,10 @@ The schedule (``T`` = ``warmup_epochs``, epochs 0-based)::
 
 so epoch 0 always trains on every sample and only collects scores (with ``T = 0`` it is an extra estimation epoch:
 ``T = 0`` and ``T = 1`` give the same schedule), and without ``reestimate`` the estimate stays fixed from the
-end of warm-up on. ``m`` is ``auto_margin``; ``cap`` is the module's largest allowed drop ratio less 0.01 (0.49,
+end of warm-up on. Epochs ``t`` count from the schedule's start: 0 at the start of the fit, or the epoch at which a
+round-based callback last re-initialised the model (:meth:`AutoDropRatio.restart`, e.g. ``ITLM(reinit=True)``
+with a ``BatchFilter(restart_on_reinit=True)``): a freshly drawn model then collects and estimates anew, and the
+estimates of earlier windows no longer count. ``m`` is ``auto_margin``; ``cap`` is the module's largest allowed drop ratio less 0.01 (0.49,
 or 0.99 with ``allow_large_drop``): an estimate above it is clipped with a warning.
 
 Why these choices (measured on scikit-learn's digits, MLP, 30 % random or systematic label noise, PRL(L) and SPL,
@@ -181,13 +184,22 @@ class AutoDropRatio:
         self.cap = round(high - _CAP_BELOW, 9)
         # running state (checkpointed)
         self.estimates: dict[int, float] = {}  # epoch -> the estimate made from its scores at its end
+        self.start = 0  # the epoch the schedule counts from (see `restart`)
         self._index: list[Tensor] = []
         self._scores: list[Tensor] = []
+
+    def restart(self, epoch: int) -> None:
+        """Count the schedule from ``epoch`` on (the model was re-initialised at its start): epoch ``epoch`` drops
+        nothing and collects, and only the estimates of epochs ``>= epoch`` count. Scores collected before are
+        discarded; :attr:`estimates` keeps every epoch's estimate (keyed by the absolute epoch) for the record."""
+        self.start = int(epoch)
+        self._index, self._scores = [], []
 
     @property
     def estimate(self) -> float | None:
         """``eps_hat`` in force (:func:`combined_estimate`; before margin and clipping), ``None`` before the first."""
-        return combined_estimate(self.estimates, self.warmup_epochs, self.reestimate)
+        window = {e - self.start: v for e, v in self.estimates.items() if e >= self.start}
+        return combined_estimate(window, self.warmup_epochs, self.reestimate)
 
     @property
     def target(self) -> float | None:
@@ -195,11 +207,12 @@ class AutoDropRatio:
         return None if self.estimate is None else auto_drop_ratio(self.estimate, self.auto_margin, self.cap)[0]
 
     def drop_ratio_at(self, epoch: int) -> float:
-        return auto_scheduled_drop_ratio(epoch, self.target, self.warmup_epochs)
+        """The drop ratio of the absolute 0-based ``epoch`` (counted from :attr:`start`)."""
+        return auto_scheduled_drop_ratio(max(epoch - self.start, 0), self.target, self.warmup_epochs)
 
     def collects(self, epoch: int) -> bool:
         """Whether the scores of ``epoch`` are collected (and estimated from at its end)."""
-        return self.reestimate or epoch < max(self.warmup_epochs, 1)
+        return self.reestimate or epoch - self.start < max(self.warmup_epochs, 1)
 
     def add(self, index: Tensor, scores: Tensor) -> None:
         """Keep one batch's ``(dataset index, score)`` pairs (on their device: no host sync per step)."""
@@ -236,13 +249,14 @@ class AutoDropRatio:
 
     def state_dict(self) -> dict[str, Any]:
         index, scores = self._local(torch.device("cpu"))
-        return {"estimates": dict(self.estimates),
+        return {"estimates": dict(self.estimates), "start": self.start,
                 # this rank's scores of a collecting epoch so far (a checkpoint written mid-epoch or at validation
                 # end); under DDP only rank 0's part is saved, like the filters' running counts
                 "index": index, "scores": scores}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.estimates = {int(k): float(v) for k, v in state["estimates"].items()}
+        self.start = int(state.get("start", 0))  # absent from checkpoints written before restarts existed
         index, scores = state["index"], state["scores"]
         self._index = [index] if index.numel() else []
         self._scores = [scores] if scores.numel() else []

@@ -140,6 +140,23 @@ class RobustMixin:
             keep &= deferred.keep_mask(losses, batch, outputs, self)
         return masked_mean(losses, keep)
 
+    @property
+    def model_start_epoch(self) -> int | None:
+        """The epoch at whose start a round-based callback last re-drew this model's parameters in the current fit
+        (``ITLM(reinit=True)`` sets it after :meth:`reinitialize`); ``None`` when none has in this process.
+
+        Per-batch schedules that count epochs (:class:`~lit_robust.BatchFilter`'s warm-up and its
+        ``drop_ratio="auto"`` estimation window, hence :class:`~lit_robust.AdversarialTrigger`'s use of the filter)
+        read it during the step and restart from that epoch, so the order of the callbacks does not matter; they keep
+        the epoch they count from in their own checkpoint state. A round-based callback of your own announces a
+        re-initialisation by setting it to ``trainer.current_epoch``.
+        """
+        return getattr(self, "_robust_model_start_epoch", None)
+
+    @model_start_epoch.setter
+    def model_start_epoch(self, epoch: int | None) -> None:
+        self._robust_model_start_epoch = None if epoch is None else int(epoch)
+
     def reinitialize(self, seed: int) -> None:
         """Re-draw every parameter (used by round-based callbacks such as ITLM at each round start).
 

@@ -191,6 +191,26 @@ def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
     assert "| 0.25 |" in out and "| X, 1 → 2 |" in out  # both tables were printed
 
 
+def test_backdoor_mnist_margin_smoke_ends_with_headline_json():
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "backdoor_mnist.py"), "--margin", "--smoke",
+                          "--data-root", str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    summary = _last_json(run)
+    assert summary["benchmark"] == "backdoor_mnist" and summary["mode"] == "margin_smoke"
+    assert summary["runs"] == 5  # Standard, PRL ε+0.2, ITLM ε+0.2, PRL auto, ITLM+PRL (restarted warm-up)
+    for config in ("prl_eps+0.2", "itlm_eps+0.2", "prl_auto", "itlm_prl_eps+0.1"):
+        assert 0.0 <= summary[f"mnist_{config}_min_poison"] <= 100.0
+    assert isinstance(summary["mnist_target_met_by"], list)
+    assert "| PRL drop = ε + 0.2 |" in run.stdout and "| ITLM+PRL (1 − α = ε + 0.1, PRL drops ε) |" in run.stdout
+
+
+def test_backdoor_mnist_margin_rates():
+    bench = _load("backdoor_mnist")
+    assert bench.margin_rate(0.25, "eps") == pytest.approx(0.25)
+    assert bench.margin_rate(0.25, "eps+0.2") == pytest.approx(0.45) and bench.margin_rate(0.25, "auto+0.1") == "auto"
+    assert bench.margin_of("auto+0.1") == pytest.approx(0.1) and bench.margin_of("eps") == 0.0
+
+
 def test_simclr_defence_smoke_ends_with_headline_json():
     run = _smoke("simclr_defence")
     summary = _last_json(run)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lit_robust import distributed
 from lit_robust._checks import check_int
-from lit_robust.backdoor import Trigger
+from lit_robust.backdoor import Trigger, as_trigger
 from lit_robust.data.indexed import unpack_batch
 
 __all__ = ["BackdoorMetrics", "backdoor_counts"]
@@ -62,11 +62,15 @@ class BackdoorMetrics(Callback):
     :class:`~lit_robust.data.BackdoorMNISTDataModule`) it also logs, after every training epoch, the precision
     (poisoned fraction of the dropped samples) and recall (dropped fraction of the poisoned samples) of what
     the defence dropped: ``backdoor/dropped_precision`` and ``backdoor/dropped_recall``, read from a
-    :class:`~lit_robust.BatchFilter`'s epoch record or an :class:`~lit_robust.ITLM`'s round record.
+    :class:`~lit_robust.BatchFilter`'s epoch record and an :class:`~lit_robust.ITLM`'s record of the round training in
+    that epoch (both together: their drops add up; :func:`dropped_precision_recall`). The figures do not depend on
+    where this callback stands in the Trainer's list.
     Counts are summed over DDP ranks. The figures of the last epoch per stage are kept in :attr:`results`.
 
     Args:
-        trigger: the attack's trigger; ``None`` takes the datamodule's ``trigger``.
+        trigger: the attack's trigger — a :class:`~lit_robust.backdoor.Trigger` or a plain function
+            ``images -> images`` (:func:`~lit_robust.backdoor.as_trigger`; left without a ``value_range`` it takes
+            the datamodule's); ``None`` takes the datamodule's ``trigger``.
         target: the attacker's label for a single-target attack, ``None`` for multi-target ``a → a+1``;
             ``"datamodule"`` (default) takes the datamodule's ``attack_target`` (and ``attack_source``).
         source: the attacked class of a single-target attack (ASR is measured on its images); ``None`` = every
@@ -75,12 +79,12 @@ class BackdoorMetrics(Callback):
         predict: ``predict(module, images) -> logits``; default ``module(images)``.
     """
 
-    def __init__(self, trigger: Trigger | None = None, target: int | None | str = "datamodule",
+    def __init__(self, trigger: Trigger | Callable[[Tensor], Tensor] | None = None, target: int | None | str = "datamodule",
                  source: int | None = None, num_classes: int | None = None,
                  predict: Callable[[pl.LightningModule, Tensor], Tensor] | None = None) -> None:
         super().__init__()
-        if trigger is not None and not isinstance(trigger, Trigger):
-            raise TypeError(f"`trigger` must be a lit_robust.backdoor.Trigger or None, got {type(trigger).__name__}.")
+        if trigger is not None:
+            trigger = as_trigger(trigger)  # a non-callable: TypeError naming `trigger`
         if target != "datamodule":
             check_int("target", target, 0, optional=True)  # the class index of a single-target attack
         check_int("source", source, 0, optional=True)
@@ -104,6 +108,8 @@ class BackdoorMetrics(Callback):
         if self._resolved is None:
             dm = getattr(trainer, "datamodule", None)
             trigger = self.trigger if self.trigger is not None else getattr(dm, "trigger", None)
+            if trigger is not None and getattr(dm, "value_range", None) is not None:
+                trigger = as_trigger(trigger, dm.value_range)  # an unset range takes the data's
             if trigger is None:
                 raise ValueError("`BackdoorMetrics` needs a `trigger`: pass one, or use a datamodule with a `trigger` "
                                  "attribute (e.g. lit_robust.data.BackdoorMNISTDataModule).")
@@ -191,23 +197,46 @@ class BackdoorMetrics(Callback):
 
 
 def dropped_precision_recall(callbacks: list[Callback], epoch: int) -> tuple[float, float] | None:
-    """``(precision, recall)`` of what a BatchFilter dropped in ``epoch``, or of an ITLM's current round's selection,
-    when the training batches carry ground truth. Works whatever the callbacks' order."""
+    """``(precision, recall)`` of what the defence kept out of the training of ``epoch`` — the samples the round's
+    ITLM selection left out and those a BatchFilter dropped from the batches — when the training batches carry
+    ground truth; ``None`` when neither callback is there or knows it.
+
+    Precision is the poisoned fraction of those samples, recall the fraction of the poisoned samples among them.
+    With both callbacks (ITLM rounds + a filter on the kept samples) they add up: dropped = ``n - kept`` + the
+    filter's drops, poisoned among them = the round's dropped poisoned samples + the filter's, poisoned in all =
+    the round's dropped poisoned samples + the poisoned samples the filter saw. The figures come from
+    :meth:`ITLM.record_of_epoch` and :meth:`BatchFilter.epoch_record` (the first callback of each kind with ground
+    truth), which answer the same before and after those callbacks' own epoch end: the result does not depend on
+    the callbacks' order."""
     from lit_robust.callbacks.batch_filter import BatchFilter
     from lit_robust.callbacks.itlm import ITLM
 
+    filt = round_ = None
     for cb in callbacks:
-        if isinstance(cb, BatchFilter):
-            r = cb.epoch_record(epoch)
-            if r.corrupted_seen is None:
-                continue
-            precision = r.corrupted_dropped / r.dropped if r.dropped else float("nan")
-            recall = r.corrupted_dropped / r.corrupted_seen if r.corrupted_seen else float("nan")
+        if filt is None and isinstance(cb, BatchFilter):
+            r = cb.epoch_record(epoch)  # a collective: every rank calls it
+            if r.corrupted_seen is not None:
+                filt = r
+        if round_ is None and isinstance(cb, ITLM):
+            r = cb.record_of_epoch(epoch)
+            if r is not None and r.dropped_corrupted is not None:
+                round_ = r
+    if filt is None and round_ is None:
+        return None
+    dropped = poisoned_dropped = 0
+    poisoned = 0
+    if round_ is not None:
+        dropped += round_.n - round_.kept
+        poisoned_dropped += round_.dropped_corrupted
+        poisoned += round_.dropped_corrupted
+        if filt is None:
+            precision = poisoned_dropped / dropped if dropped else float("nan")
+            recall = round_.corrupted_recall if round_.corrupted_recall is not None else float("nan")
             return precision, recall
-        if isinstance(cb, ITLM) and cb.history and cb.history[-1].dropped_corrupted is not None:
-            r = cb.history[-1]
-            dropped = r.n - r.kept
-            precision = r.dropped_corrupted / dropped if dropped else float("nan")
-            recall = r.corrupted_recall if r.corrupted_recall is not None else float("nan")
-            return precision, recall
-    return None
+    if filt is not None:
+        dropped += filt.dropped
+        poisoned_dropped += filt.corrupted_dropped
+        poisoned += filt.corrupted_seen
+    precision = poisoned_dropped / dropped if dropped else float("nan")
+    recall = poisoned_dropped / poisoned if poisoned else float("nan")
+    return precision, recall

@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lit_robust import distributed
+from lit_robust._checks import check_bool
 from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import unpack_batch
@@ -115,7 +116,16 @@ class BatchFilter(Callback):
     .. math:: \varepsilon_t = \varepsilon \cdot \min(t / T_k, 1), \qquad \text{kept fraction } R(t) = 1 - \varepsilon_t,
 
     so the kept fraction goes linearly from 1 (epoch 0) to :math:`1-\varepsilon` (epoch :math:`T_k` on);
-    ``warmup_epochs=0`` drops :math:`\varepsilon` from the start. A batch so small that
+    ``warmup_epochs=0`` drops :math:`\varepsilon` from the start.
+
+    Composition with a round-based callback (``restart_on_reinit``): when :class:`~lit_robust.ITLM` with
+    ``reinit=True`` re-draws the model at a round start (announced through
+    :attr:`~lit_robust.RobustMixin.model_start_epoch`), :math:`t` counts from that epoch again, so a freshly drawn
+    network is warmed up as the first one was, and ``drop_ratio="auto"`` collects and estimates anew
+    (:meth:`lit_robust.auto_drop.AutoDropRatio.restart`). The filter reads the announcement during the step, so the
+    order of the callbacks in the Trainer does not matter; the epoch it counts from is checkpointed. Measured
+    (issue 16; MLP 784-256×2-10 on 6,000 MNIST images with a 25 % patch backdoor, ITLM(α = 0.70) + PRL, seeds
+    0-2): clean accuracy 71-74 % without the restart, 87-88 % with it. A batch so small that
     :math:`\lfloor (1-\varepsilon_t) B \rfloor = 0` (e.g. a last batch of one sample) would lose every
     sample; it is kept whole, with one warning.
 
@@ -177,6 +187,8 @@ class BatchFilter(Callback):
             (``trainer.log_dir``; the Trainer's ``default_root_dir`` without a logger). Checked at setup, before
             training: a folder that cannot be written is a ``ValueError``.
         report_format: ``"csv"`` (default; ``pandas.read_csv`` opens it) or ``"parquet"`` (needs pyarrow).
+        restart_on_reinit: restart the warm-up (and the ``"auto"`` estimation window) at the epoch a round-based
+            callback re-initialises the model (default ``True``); ``False`` counts epochs from the start of the fit.
 
     Examples:
         >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
@@ -199,6 +211,7 @@ class BatchFilter(Callback):
         report: bool | None = None,
         report_dir: str | None = None,
         report_format: ReportFormat = "csv",
+        restart_on_reinit: bool = True,
     ) -> None:
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
@@ -208,6 +221,7 @@ class BatchFilter(Callback):
         drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, allow_large_drop)
         check_filter_args(warmup_epochs, scope, loss)
         check_report_args(report, report_dir, report_format)
+        self.restart_on_reinit = check_bool("restart_on_reinit", restart_on_reinit)
         self.rule = rule
         self.drop_ratio: float | Literal["auto"] = drop_ratio
         self.estimator, self.auto_margin, self.reestimate = estimator, float(auto_margin), reestimate
@@ -226,6 +240,7 @@ class BatchFilter(Callback):
         self.report_path: str | None = None  # the report written by the last fit
         # running state (checkpointed)
         self.history: list[FilterEpochRecord] = []
+        self._schedule_start = 0  # the epoch the warm-up counts from (a re-initialisation's; see restart_on_reinit)
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
         self._counters_epoch: int | None = None
         self._warned_small = False
@@ -243,10 +258,27 @@ class BatchFilter(Callback):
     # -- schedule -------------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
         r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t`` (with ``"auto"``: from
-        the current estimate, 0 before the first one)."""
+        the current estimate, 0 before the first one), ``t`` counted from :attr:`schedule_start`."""
         if self._auto is not None:
             return self._auto.drop_ratio_at(epoch)
-        return scheduled_drop_ratio(epoch, self.drop_ratio, self.warmup_epochs)
+        return scheduled_drop_ratio(max(epoch - self._schedule_start, 0), self.drop_ratio, self.warmup_epochs)
+
+    @property
+    def schedule_start(self) -> int:
+        """The epoch the warm-up counts from: 0, or the latest epoch at which a round-based callback re-initialised
+        the model (with ``restart_on_reinit``)."""
+        return self._schedule_start
+
+    def _follow_restart(self) -> None:
+        """Restart the schedule if the module announces a re-initialisation newer than the one it counts from
+        (read at every use during the step: independent of the callbacks' order)."""
+        if not self.restart_on_reinit or self._module is None:
+            return
+        start = self._module.model_start_epoch
+        if start is not None and start > self._schedule_start:
+            self._schedule_start = start
+            if self._auto is not None:
+                self._auto.restart(start)
 
     @property
     def estimated_corruption(self) -> float | None:
@@ -271,6 +303,9 @@ class BatchFilter(Callback):
             return
         module = require_mixin("BatchFilter", pl_module)
         self._trainer, self._module = trainer, module
+        self._schedule_start = 0  # a resumed fit restores it (after setup) from the checkpoint
+        if self._auto is not None:
+            self._auto.start = 0
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
@@ -323,6 +358,7 @@ class BatchFilter(Callback):
                              batch_idx: int) -> None:
         if batch_idx == 0:  # runs before the module's training step: a batch without indices gets the hint first
             unpack_batch(batch, owner="BatchFilter")
+        self._follow_restart()
         epoch = trainer.current_epoch
         filtering = self.drop_ratio_at(epoch) > 0
         # the report's scores of an epoch that drops nothing: free for prl/spl, an extra backward for prl_g (then
@@ -381,6 +417,7 @@ class BatchFilter(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a collective: every rank reaches this hook once per epoch
+        self._follow_restart()
         if self._flush_report():
             self._report_state.end_epoch(trainer.current_epoch)
         rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
@@ -416,6 +453,7 @@ class BatchFilter(Callback):
         trainer = self._trainer
         if self._backend != "bookkeeping" or self._recorder is None or trainer is None or not trainer.training:
             return None
+        self._follow_restart()
         epoch = trainer.current_epoch
         eps, collect = self.drop_ratio_at(epoch), self._collects(epoch)
         report = self._report_target is not None and self._report_state is not None
@@ -446,6 +484,7 @@ class BatchFilter(Callback):
         keep_all = torch.ones_like(losses, dtype=torch.bool)
         if trainer is None or not trainer.training:
             return keep_all
+        self._follow_restart()
         epoch = trainer.current_epoch
         eps = self.drop_ratio_at(epoch)
         ib = unpack_batch(batch)
@@ -521,6 +560,7 @@ class BatchFilter(Callback):
             "counters": None if self._counters is None else self._counters.cpu().tolist(),
             "counters_epoch": self._counters_epoch,
             "warned_small": self._warned_small,
+            "schedule_start": self._schedule_start,
             "auto": None if self._auto is None else self._auto.state_dict(),
             "report": None if self._report_state is None else self._report_state.state_dict(),
         }
@@ -531,6 +571,7 @@ class BatchFilter(Callback):
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._counters_epoch = state_dict["counters_epoch"]
         self._warned_small = state_dict["warned_small"]
+        self._schedule_start = int(state_dict.get("schedule_start", 0))  # absent from older checkpoints
         if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints
             self._auto.load_state_dict(state_dict["auto"])
         report = state_dict.get("report")  # absent from checkpoints written before the report existed

@@ -193,7 +193,10 @@ class ITLM(Callback):
         initial_round_on_all: round 0 trains on every sample (Algorithm 1's optional initialisation);
             if ``False`` round 0 already trains on the selection scored by the untrained model.
         reinit: re-initialise model, optimizers and LR schedulers at the start of rounds ``t >= 1``
-            (model re-drawn by :meth:`RobustMixin.reinitialize` with seed ``seed + t``).
+            (model re-drawn by :meth:`RobustMixin.reinitialize` with seed ``seed + t``). The re-initialisation is
+            announced on the module (:attr:`RobustMixin.model_start_epoch`): a :class:`~lit_robust.BatchFilter` on
+            the same Trainer restarts its warm-up (and its ``"auto"`` estimation window) at every round start, unless
+            built with ``restart_on_reinit=False``.
         seed: seeds the per-epoch shuffling of the selection and the re-initialisations.
         shuffle: shuffle the selection each epoch.
         monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
@@ -402,11 +405,24 @@ class ITLM(Callback):
                 return r
         return self.num_rounds - 1
 
+    def record_of_epoch(self, epoch: int) -> RoundRecord | None:
+        """The record of the round that trains in ``epoch`` (its selection, and once the round has ended its
+        losses and metrics): from :attr:`history` once the round has ended, else the running round's; ``None``
+        when neither holds it (e.g. before the fit). The same answer before and after this callback's own
+        ``on_train_epoch_end``, so other callbacks may read it in theirs whatever their order."""
+        round_ = self.round_of_epoch(epoch)
+        for rec in reversed(self.history):
+            if rec.round == round_:
+                return rec
+        if self._current is not None and self._current.round == round_:
+            return self._current
+        return None
+
     # -- setup -----------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        require_mixin("ITLM", pl_module)
+        require_mixin("ITLM", pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
         self._checked_per_sample = False
         self._trained_this_fit = False
         self._local_sum, self._local_count = 0.0, 0
@@ -873,6 +889,8 @@ class ITLM(Callback):
     def _reinitialize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         module: RobustMixin = pl_module  # type: ignore[assignment]
         module.reinitialize(self.seed + self._round)
+        # announce it: per-batch schedules (BatchFilter's warm-up, its "auto" window) restart from this epoch
+        module.model_start_epoch = trainer.current_epoch
         trainer.strategy.setup_optimizers(trainer)
 
     # -- state -------------------------------------------------------------------------------------

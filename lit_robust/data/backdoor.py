@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from typing import Literal
 
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from lit_robust.backdoor import BlendTrigger, PatchTrigger, Trigger, WatermarkTrigger, poison, poison_test_set
+from lit_robust.backdoor import (
+    BlendTrigger,
+    PatchTrigger,
+    Trigger,
+    WatermarkTrigger,
+    as_trigger,
+    poison,
+    poison_test_set,
+)
 from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
 
 __all__ = ["BackdoorMNISTDataModule", "BackdoorFashionMNISTDataModule", "ATTACKS"]
@@ -30,10 +39,17 @@ class BackdoorMNISTDataModule(MNISTDataModule):
 
     Attacks (on normalised pixels, :attr:`value_range` = the scale of black and white):
     ``"patch"`` (BadNets 3×3 checkerboard, bottom-right), ``"blend"`` (Gaussian blend, a = ``blend_alpha``),
-    ``"watermark_x"`` / ``"watermark_l"`` (a white X / L, ``watermark_size`` pixels).
+    ``"watermark_x"`` / ``"watermark_l"`` (a white X / L, ``watermark_size`` pixels); or your own ``trigger``
+    (:attr:`attack` is then ``"custom"`` and :attr:`trigger` says which).
 
     Args:
-        attack: one of ``"patch"``, ``"blend"``, ``"watermark_x"``, ``"watermark_l"``.
+        attack: one of ``"patch"`` (the default when no ``trigger`` is given), ``"blend"``, ``"watermark_x"``,
+            ``"watermark_l"``.
+        trigger: your own trigger instead of ``attack``: a :class:`~lit_robust.backdoor.Trigger` (e.g.
+            ``PatchTrigger(pattern=..., position=(0, 0))``, ``BlendTrigger(pattern=...)``; left with
+            ``value_range=None`` it takes :attr:`value_range`, as its patterns' intensities are in [0, 1]) or a plain
+            function ``images -> images`` working on the normalised images (wrapped by
+            :func:`~lit_robust.backdoor.as_trigger`; its results are clipped into :attr:`value_range`).
         poison_rate: :math:`\varepsilon \in [0, 1]`.
         target: the attacker's label (single-target) or ``None`` (multi-target).
         source: the class that is poisoned in a single-target attack.
@@ -43,14 +59,20 @@ class BackdoorMNISTDataModule(MNISTDataModule):
             :class:`~lit_robust.MNISTDataModule` (``seed`` also picks the poisoned samples).
     """
 
-    def __init__(self, root: str = "data", attack: Attack = "patch", poison_rate: float = 0.15,
+    def __init__(self, root: str = "data", attack: Attack | None = None, poison_rate: float = 0.15,
                  target: int | None = None, source: int | None = None, trigger_seed: int = 0,
                  blend_alpha: float = 0.1, watermark_size: int = 7, download: bool = False,
                  train_size: int | None = None, val_size: int = 0, batch_size: int = 128,
-                 eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0) -> None:
+                 eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
+                 trigger: Trigger | Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__(root=root, download=download, train_size=train_size, val_size=val_size,
                          batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed)
-        if attack not in ATTACKS:
+        if trigger is not None and attack is not None:
+            raise ValueError(f"pass `attack` (a built-in trigger) or `trigger` (your own), not both; got "
+                             f"attack={attack!r} and trigger={trigger!r}.")
+        if trigger is None and attack is None:
+            attack = "patch"
+        if trigger is None and attack not in ATTACKS:
             raise ValueError(f"`attack` must be one of {', '.join(map(repr, ATTACKS))}, got {attack!r}.")
         _check_ratio("poison_rate", poison_rate)
         if target is not None and (source is None or source == target):
@@ -60,9 +82,14 @@ class BackdoorMNISTDataModule(MNISTDataModule):
             if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)
                                   or not 0 <= v < self.num_classes):
                 raise ValueError(f"`{name}` must be a class in [0, {self.num_classes - 1}] or None, got {v!r}.")
-        self.attack, self.poison_rate = attack, poison_rate
+        self.poison_rate = poison_rate
         self.attack_target, self.attack_source = target, source
-        self.trigger = self.make_trigger(attack, trigger_seed, blend_alpha, watermark_size)
+        if trigger is not None:
+            self.attack: str = "custom"
+            self.trigger = as_trigger(trigger, self.value_range)  # a non-callable or another range: a clear error
+        else:
+            self.attack = attack
+            self.trigger = self.make_trigger(attack, trigger_seed, blend_alpha, watermark_size)
 
     @property
     def value_range(self) -> tuple[float, float]:
