@@ -171,7 +171,7 @@ class Bench:
         return t
 
     def inner_arithmetic(self) -> float:
-        from lit_robust.backdoor import perturb_inputs, perturbation_from_sign_sum, sign_sum
+        from lit_robust.functional.backdoor import perturb_inputs, perturbation_from_sign_sum, sign_sum
 
         x_var, losses, keep = self._inner_graph()
         grads = torch.autograd.grad(losses[keep].sum(), x_var)[0]

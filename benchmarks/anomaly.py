@@ -309,7 +309,7 @@ def markdown(agg: dict[str, Any], moons: Moons, onec: OneClass, wall: float, job
         if sig and all(s is not None for s in sig):
             lines += ["", f"Largest σ(W)/k over RobustRealNVP's 36 normalised layers after training (exact SVD, mean "
                           f"over seeds): {', '.join(f'{s:.3f}' for s in sig)} — one power iteration per step "
-                          "keeps the bound approximately, not exactly (see `lit_robust.spectral`)."]
+                          "keeps the bound approximately, not exactly (see `lit_robust.functional.spectral`)."]
         lines += ["", "Thesis expectation (Fig. 3.2-3.3, no numbers given): uniform — Trim and Robust both fine, "
                       "RealNVP hurt; clustered — RobustRealNVP best. "
                       f"RobustRealNVP best on clustered: {yn(tg.get('moons_clustered_robust_best'))}."]

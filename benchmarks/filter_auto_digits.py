@@ -26,7 +26,7 @@ def run_one(task: dict) -> dict:
 
     from lit_robust import BatchFilter
     from lit_robust.data import DigitsDataModule
-    from lit_robust.models import ImageClassifier
+    from lit_robust.models.supervised import ImageClassifier
 
     quiet()
     torch.set_num_threads(1)

@@ -360,7 +360,7 @@ def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
     from torch.utils.data import DataLoader, Subset
 
     from lit_robust import ITLM
-    from lit_robust.selection import keep_count
+    from lit_robust.selection.rules import keep_count
 
     dm = _datamodule(ctx)
     E, R = ctx.fit_epochs_per_round, ctx.fit_rounds
@@ -528,8 +528,8 @@ def _opacus_prl_g_step(ctx: Context, module: Any, batch: Any, plain_step: Callab
     from opacus import GradSampleModule
 
     from lit_robust import unpack_batch
-    from lit_robust.scores import prl_g_scores
-    from lit_robust.selection import batch_keep_count, smallest_k_mask
+    from lit_robust.functional.scores import prl_g_scores
+    from lit_robust.selection.rules import batch_keep_count, smallest_k_mask
 
     ib = unpack_batch(batch)
     net = copy.deepcopy(module.net)
@@ -713,7 +713,7 @@ def _itlm_fit_pairs(ctx: Context, reps: int, n: int, per_sample: bool = False) -
     from torch.utils.data import DataLoader, TensorDataset
 
     from lit_robust import ITLM, IndexedDataset
-    from lit_robust.selection import keep_count
+    from lit_robust.selection.rules import keep_count
 
     class PerSampleIndexedDataset(IndexedDataset):
         __getitems__ = None  # DataLoader's switch: fetch sample by sample, as before batched fetching

@@ -1,8 +1,8 @@
 """Benchmark: exact global selection at scale — histogram (radix) select vs gather-all vs one process.
 
 ``n`` float32 scores (standard normal, seeded; optionally a tie-heavy variant) are split into ``W``
-contiguous shards, the layout :class:`lit_robust.samplers.ShardedSampler` gives a scoring pass. The
-``W`` ranks are *simulated in this process* with :class:`lit_robust.sharded.SimulatedCollectives`:
+contiguous shards, the layout :class:`lit_robust.selection.samplers.ShardedSampler` gives a scoring pass. The
+``W`` ranks are *simulated in this process* with :class:`lit_robust.selection.sharded.SimulatedCollectives`:
 each rank's local work runs one after the other and an all-reduce is the sum of the ranks'
 histograms, so the time measured is the total work of all ranks, comparable to one process selecting
 over the same ``n`` scores. Bytes are counted per rank as the payload it contributes to (``sent``) and
@@ -10,7 +10,7 @@ receives from (``received``) collectives.
 
 Methods, all keeping ``k = floor(0.7 n)`` (a typical ITLM ``keep_ratio``):
 
-* ``histogram``: :func:`~lit_robust.sharded.sharded_smallest_k_masks` with ``algorithm="histogram"``
+* ``histogram``: :func:`~lit_robust.selection.sharded.sharded_smallest_k_masks` with ``algorithm="histogram"``
   (11-bit digits: 16 KiB per all-reduce);
 * ``gather``: the same with ``algorithm="gather"`` (all-gather ``(index, score)``, de-duplicate, one
   sort by ``(score, index)``; in a real run *every* rank does this sort over all ``n``);
@@ -44,9 +44,9 @@ from typing import Any
 
 import torch
 
-from lit_robust.radix import pass_schedule
-from lit_robust.selection import keep_count
-from lit_robust.sharded import SimulatedCollectives, sharded_smallest_k_masks
+from lit_robust.selection.radix import pass_schedule
+from lit_robust.selection.rules import keep_count
+from lit_robust.selection.sharded import SimulatedCollectives, sharded_smallest_k_masks
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "selection_scaling.md"

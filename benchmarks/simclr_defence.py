@@ -3,7 +3,7 @@
 Setting (thesis §5.5, "Semi-supervised learning", scaled to CPU — see ``FULL``):
 
 * the labelled training set is 20 % of the 6,000 offline MNIST training digits (1,200), of which a fraction ε is
-  poisoned with the multi-target attack a → a+1 (``lit_robust.backdoor.poison``): the 3×3 checkerboard patch or
+  poisoned with the multi-target attack a → a+1 (``lit_robust.functional.backdoor.poison``): the 3×3 checkerboard patch or
   the Gaussian blend (α = 0.1) of thesis Figure 5.2;
 * the unlabeled augmentation set X_aug: other (clean) MNIST training digits plus FashionMNIST training images;
 * rows (thesis Table 5.3): **Standard** (a small CNN, ``ImageClassifier("cnn2")``, trained end-to-end on the

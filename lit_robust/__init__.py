@@ -15,7 +15,6 @@ from lit_robust.anomaly import (
     TwoMoonsAnomalyDataModule,
     roc_auc,
 )
-from lit_robust.backbone_checkpoint import load_backbone
 from lit_robust.callbacks import (
     ITLM,
     AdversarialTrigger,
@@ -25,7 +24,6 @@ from lit_robust.callbacks import (
     RoundRecord,
     SampleGrid,
 )
-from lit_robust.coteaching import CoTeaching, CoTeachingEpochRecord
 from lit_robust.data import (
     BackdoorFashionMNISTDataModule,
     BackdoorMNISTDataModule,
@@ -46,23 +44,43 @@ from lit_robust.data import (
     corrupt_targets,
     unpack_batch,
 )
-from lit_robust.distributed import global_batch_keep_mask, global_smallest_k_mask, global_trim_mask
-from lit_robust.estimation import (
+from lit_robust.functional import (
     CorruptionEstimate,
+    apply_spectral_norm,
+    bootstrap_loss,
     estimate_corruption,
     estimate_corruption_from_predictions,
     estimate_corruption_from_probs,
+    remove_spectral_norm,
+    truncate_spectral_norm,
 )
-from lit_robust.gan import DCGAN
-from lit_robust.linear_probe import LinearProbe
-from lit_robust.losses import bootstrap_loss
+from lit_robust.functional.spectral import SpectralNorm
 from lit_robust.mixin import BatchSelector, RobustMixin
-from lit_robust.models import ImageClassifier, LinearRegressor, MLPRegressor
+from lit_robust.models import (
+    DCGAN,
+    CoTeaching,
+    CoTeachingEpochRecord,
+    ImageClassifier,
+    LinearProbe,
+    LinearRegressor,
+    MLPRegressor,
+    SimCLR,
+    load_backbone,
+    random_views,
+    simclr_backbone,
+)
 from lit_robust.report import load_report
-from lit_robust.samplers import SelectionSampler, ShardedSampler
-from lit_robust.selection import keep_count, rank_order, smallest_k_mask, trim_mask
-from lit_robust.simclr import SimCLR, random_views, simclr_backbone
-from lit_robust.spectral import SpectralNorm, apply_spectral_norm, remove_spectral_norm, truncate_spectral_norm
+from lit_robust.selection import (
+    SelectionSampler,
+    ShardedSampler,
+    global_batch_keep_mask,
+    global_smallest_k_mask,
+    global_trim_mask,
+    keep_count,
+    rank_order,
+    smallest_k_mask,
+    trim_mask,
+)
 
 __version__ = "0.1.0.dev0"
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from lit_robust.callbacks import ITLM
 from lit_robust.data import DigitsDataModule
-from lit_robust.models import ImageClassifier
+from lit_robust.models.supervised import ImageClassifier
 
 __all__ = ["run_demo"]
 

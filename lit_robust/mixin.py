@@ -10,7 +10,7 @@ from torch.nn.utils import parametrize
 
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.report import labels_from_outputs
-from lit_robust.selection import masked_mean
+from lit_robust.selection.rules import masked_mean
 
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
            "scores_and_predictions"]

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust.estimation import estimate_corruption
+from lit_robust.functional.estimation import estimate_corruption
 
 __all__ = [
     "REPORT_FORMATS",

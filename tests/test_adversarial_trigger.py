@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lit_robust as lr
-from lit_robust.backdoor import PatchTrigger, check_tau, perturb_inputs, trigger_perturbation
 from lit_robust.callbacks.backdoor_metrics import backdoor_counts
+from lit_robust.functional.backdoor import PatchTrigger, check_tau, perturb_inputs, trigger_perturbation
 from tests.conftest import SHARED_DATA
 
 # ------------------------------------------------------------------------------------------------ pure pieces
@@ -293,7 +293,7 @@ def test_metrics_need_a_trigger():
 
 
 def test_metrics_bad_arguments():
-    with pytest.raises(TypeError, match="`trigger` must be a lit_robust.backdoor.Trigger"):
+    with pytest.raises(TypeError, match="`trigger` must be a lit_robust.functional.backdoor.Trigger"):
         lr.BackdoorMetrics(trigger="patch")
     with pytest.raises(ValueError, match="`num_classes` must be an integer >= 2, got 1"):
         lr.BackdoorMetrics(num_classes=1)

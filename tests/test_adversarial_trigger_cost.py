@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lit_robust as lr
-from lit_robust.backdoor import perturbation_from_sign_sum, sign_sum
 from lit_robust.callbacks import adversarial_trigger as at
 from lit_robust.callbacks.adversarial_trigger import _few_channel_cpu_convolutions, input_gradient
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.functional.backdoor import perturbation_from_sign_sum, sign_sum
 
 
 @contextmanager

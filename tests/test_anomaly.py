@@ -18,7 +18,7 @@ from lit_robust import (
     roc_auc,
 )
 from lit_robust.anomaly import anomaly_count, rca_exchange_masks, rca_keep_ratio
-from lit_robust.spectral import KLipschitzWeight
+from lit_robust.functional.spectral import KLipschitzWeight
 from tests.conftest import tiny_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: intra-op threads only contend

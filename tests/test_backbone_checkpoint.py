@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lit_robust import LinearProbe, SimCLR, load_backbone, simclr_backbone
-from lit_robust.backbone_checkpoint import backbone_state_dict
+from lit_robust.models.backbone_checkpoint import backbone_state_dict
 from tests.conftest import REPO
 
 LAYOUT = json.loads((REPO / "tests" / "fixtures" / "bolts_simclr_layout.json").read_text())

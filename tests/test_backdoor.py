@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lit_robust.backdoor import (
+from lit_robust.functional.backdoor import (
     BlendTrigger,
     PatchTrigger,
     WatermarkTrigger,

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_robust import BatchFilter, FilterEpochRecord
-from lit_robust.selection import keep_count, smallest_k_mask
+from lit_robust.selection.rules import keep_count, smallest_k_mask
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 from tests.test_scores import ce, ref_grad_norms, ref_loss_layer_norms
 
@@ -33,7 +33,7 @@ class SpyFilter(BatchFilter):
 
 
 def reference_scores(rule, net, batch):
-    """Scores computed independently of lit_robust.scores, one sample at a time."""
+    """Scores computed independently of lit_robust.functional.scores, one sample at a time."""
     index, x, y = batch[:3]
     if rule == "spl":
         return F.cross_entropy(net(x), y, reduction="none")

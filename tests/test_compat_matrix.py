@@ -45,10 +45,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lit_robust as lr
 from lit_robust.anomaly import rca as rca_module
-from lit_robust.backdoor import PatchTrigger
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.scores import loss_layer_scores
-from lit_robust.selection import batch_keep_count, keep_count
+from lit_robust.functional.backdoor import PatchTrigger
+from lit_robust.functional.scores import loss_layer_scores
+from lit_robust.selection.rules import batch_keep_count, keep_count
 from tests.conftest import blobs
 
 HAS_CUDA = torch.cuda.is_available()

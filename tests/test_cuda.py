@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lit_robust as lr
-from lit_robust import radix
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.selection import batch_keep_count, keep_count, rank_order, smallest_k_mask, trim_mask
-from lit_robust.sharded import SimulatedCollectives, sharded_smallest_k_masks
+from lit_robust.selection import radix
+from lit_robust.selection.rules import batch_keep_count, keep_count, rank_order, smallest_k_mask, trim_mask
+from lit_robust.selection.sharded import SimulatedCollectives, sharded_smallest_k_masks
 from tests.conftest import REPO, TinyModel, blobs
 
 pytestmark = pytest.mark.cuda

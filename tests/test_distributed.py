@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lit_robust import distributed as D
-from lit_robust.radix import (
+from lit_robust.selection import distributed as D
+from lit_robust.selection.radix import (
     digit_histogram,
     key_bits,
     kth_smallest_key,
@@ -23,9 +23,9 @@ from lit_robust.radix import (
     radix_digit,
     select_bin,
 )
-from lit_robust.samplers import ShardedSampler
-from lit_robust.selection import keep_count, smallest_k_mask, trim_mask
-from lit_robust.sharded import SimulatedCollectives, first_occurrence_mask, sharded_smallest_k_masks
+from lit_robust.selection.rules import keep_count, smallest_k_mask, trim_mask
+from lit_robust.selection.samplers import ShardedSampler
+from lit_robust.selection.sharded import SimulatedCollectives, first_occurrence_mask, sharded_smallest_k_masks
 
 SPECIALS = [0.0, -0.0, math.nan, -math.nan, math.inf, -math.inf, 1e-45, -1e-45, 3.4028234e38, -3.4028234e38,
             1.0, -1.0, 0.5]

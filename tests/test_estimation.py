@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_robust.estimation import (
+from lit_robust.functional.estimation import (
     _fit_bmm,
     _fit_gmm,
     _quantile_init,

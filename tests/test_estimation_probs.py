@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from lit_robust.estimation import estimate_corruption_from_probs
+from lit_robust.functional.estimation import estimate_corruption_from_probs
 
 cleanlab = pytest.importorskip("cleanlab")
 

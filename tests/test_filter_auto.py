@@ -1,4 +1,4 @@
-"""``drop_ratio="auto"`` for the per-batch filters, Co-teaching and the anomaly detectors (lit_robust.auto_drop)."""
+"""``drop_ratio="auto"`` for the per-batch filters, Co-teaching and the anomaly detectors (lit_robust.selection.auto_drop)."""
 
 import json
 import math
@@ -23,16 +23,16 @@ from lit_robust import (
     estimate_corruption,
     unpack_batch,
 )
-from lit_robust.auto_drop import (
+from lit_robust.callbacks.batch_filter import FilterEpochRecord
+from lit_robust.functional.scores import loss_layer_scores
+from lit_robust.selection.auto_drop import (
     AutoDropRatio,
     auto_drop_ratio,
     auto_scheduled_drop_ratio,
     combined_estimate,
     per_index_mean,
 )
-from lit_robust.callbacks.batch_filter import FilterEpochRecord
-from lit_robust.scores import loss_layer_scores
-from lit_robust.selection import keep_count
+from lit_robust.selection.rules import keep_count
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
 from tests.test_batch_filter_ddp import OddBlobs, fit_on_two_ranks
 from tests.test_coteaching import EpochSeededBlobs

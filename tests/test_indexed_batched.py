@@ -15,7 +15,7 @@ from torch.utils.data._utils.collate import collate, default_collate, default_co
 
 from lit_robust import ITLM, IndexedDataset
 from lit_robust.data.indexed import _Sample, _SampleBatch
-from lit_robust.samplers import SelectionSampler, ShardedSampler
+from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 from tests.conftest import TinyModel, blobs, tiny_trainer
 
 

@@ -40,13 +40,13 @@ from lit_robust import (
     TwoMoonsAnomalyDataModule,
     apply_spectral_norm,
 )
-from lit_robust.backbone_checkpoint import load_backbone, read_weights_only
-from lit_robust.backdoor import PatchTrigger
 from lit_robust.data import DataSpec
+from lit_robust.functional.backdoor import PatchTrigger
+from lit_robust.models.backbone_checkpoint import load_backbone, read_weights_only
 from tests.conftest import tiny_trainer
 
 
-# -- damaged checkpoints (lit_robust/backbone_checkpoint.py) ------------------------------------------------------
+# -- damaged checkpoints (lit_robust/models/backbone_checkpoint.py) ------------------------------------------------------
 @pytest.fixture
 def saved_checkpoint(tmp_path):
     path = tmp_path / "simclr.ckpt"

@@ -9,7 +9,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import ITLM
-from lit_robust.selection import trim_mask
+from lit_robust.selection.rules import trim_mask
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
 
 

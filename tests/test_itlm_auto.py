@@ -108,7 +108,7 @@ class _EstimateSpy:
 
     def __init__(self, monkeypatch, rates):
         import lit_robust.callbacks.itlm as itlm_module
-        from lit_robust.estimation import estimate_corruption
+        from lit_robust.functional.estimation import estimate_corruption
 
         self.rates, self.calls = list(rates), 0
 

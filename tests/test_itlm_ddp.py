@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from lit_robust import ITLM
-from lit_robust.selection import trim_mask
+from lit_robust.selection.rules import trim_mask
 from tests.conftest import TinyModel, blobs
 
 

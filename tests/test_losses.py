@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_robust.losses import bootstrap_loss
+from lit_robust.functional.losses import bootstrap_loss
 
 
 def slow_bootstrap(logits, targets, beta, kind):

@@ -92,8 +92,8 @@ def test_reset_parameters_redraws_parametrised_layers_like_plain_ones():
     """A spectrally normalised model re-initialises its unconstrained weights exactly as the plain model would."""
     from torch import nn
 
+    from lit_robust.functional.spectral import apply_spectral_norm
     from lit_robust.mixin import reset_parameters
-    from lit_robust.spectral import apply_spectral_norm
 
     def make():
         return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lit_robust import ImageClassifier
-from lit_robust.models import make_backbone
+from lit_robust.models.supervised import make_backbone
 
 
 @pytest.mark.parametrize("backbone", ["cnn2", "mlp", "resnet18"])

@@ -11,8 +11,8 @@ from pytorch_lightning.plugins import MixedPrecision
 from torch import nn
 
 from lit_robust import BatchFilter
-from lit_robust.scores import GradNormRecorder
-from lit_robust.selection import masked_mean, smallest_k_mask
+from lit_robust.functional.scores import GradNormRecorder
+from lit_robust.selection.rules import masked_mean, smallest_k_mask
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
 from tests.test_scores import Mixed, WithTemperature, ce, mixed_batch, mse, ref_grad_norms
 

@@ -27,7 +27,7 @@ from lit_robust.report import (
     suspicion_order,
     write_report,
 )
-from lit_robust.selection import trim_mask
+from lit_robust.selection.rules import trim_mask
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 from tests.test_batch_filter_ddp import fit_on_two_ranks
 

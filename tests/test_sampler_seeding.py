@@ -11,7 +11,7 @@ import torch
 
 from lit_robust import DigitsDataModule, SelectionSampler
 from lit_robust.data.corruption import corrupt_labels
-from lit_robust.samplers import epoch_seed
+from lit_robust.selection.samplers import epoch_seed
 
 
 def test_epoch_seed_is_deterministic_and_not_a_small_offset():

@@ -5,7 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_robust.scores import GradNormRecorder, check_per_sample_gradients, prl_g_scores, prl_l_scores, spl_scores
+from lit_robust.functional.scores import (
+    GradNormRecorder,
+    check_per_sample_gradients,
+    prl_g_scores,
+    prl_l_scores,
+    spl_scores,
+)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from lit_robust.selection import keep_count, nonfinite_count, rank_order, scatter_scores, smallest_k_mask, trim_mask
+from lit_robust.selection.rules import (
+    keep_count,
+    nonfinite_count,
+    rank_order,
+    scatter_scores,
+    smallest_k_mask,
+    trim_mask,
+)
 
 
 def reference_order(scores, index):

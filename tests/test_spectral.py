@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_robust import SpectralNorm, apply_spectral_norm, remove_spectral_norm, truncate_spectral_norm
-from lit_robust.spectral import k_lipschitz_normalize, power_iteration, select_modules
+from lit_robust.functional.spectral import k_lipschitz_normalize, power_iteration, select_modules
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: intra-op threads only contend

@@ -29,12 +29,12 @@ from torch import Tensor, nn
 
 from lit_robust._checks import check_bool, check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
-from lit_robust.auto_drop import Estimator, check_auto_args
 from lit_robust.callbacks.batch_filter import BatchFilter
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
+from lit_robust.functional.spectral import _check_iterations, _check_k, apply_spectral_norm
 from lit_robust.mixin import RobustMixin
-from lit_robust.spectral import _check_iterations, _check_k, apply_spectral_norm
+from lit_robust.selection.auto_drop import Estimator, check_auto_args
 
 __all__ = ["RealNVP", "RobustRealNVP", "AffineCoupling"]
 
@@ -94,14 +94,14 @@ class RealNVP(RobustMixin, AnomalyDetector):
         hidden: width of the :math:`s`/:math:`t` networks; ``layers``: their hidden layers.
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped (lowest density), or
             ``"auto"``: estimated from the training :math:`-\log\hat p` during warm-up by the module's
-            :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.auto_drop`: epoch 0 drops nothing; logged as
+            :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.selection.auto_drop`: epoch 0 drops nothing; logged as
             ``filter/estimated_corruption``, kept in ``batch_filter.history`` and in checkpoints).
         warmup_epochs: the dropped fraction ramps from 0 to ``drop_ratio`` over these epochs
             (:class:`~lit_robust.BatchFilter`'s schedule); 0 drops it from the first step.
         spectral_norm: normalise every Linear layer of :math:`s` and :math:`t` to ``k``-Lipschitz.
         k: the per-layer Lipschitz bound (> 0).
         n_power_iterations: power iterations per training step and layer (the estimate :math:`\hat\sigma` lags
-            behind fast-changing weights; see :mod:`lit_robust.spectral`).
+            behind fast-changing weights; see :mod:`lit_robust.functional.spectral`).
         lr, weight_decay: Adam.
         estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only).
 

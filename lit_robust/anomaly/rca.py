@@ -2,7 +2,7 @@ r"""Autoencoder anomaly detectors: a plain autoencoder and RCA (thesis ch. 2, Al
 
 RCA trains two autoencoders :math:`\mathcal A_1, \mathcal A_2`. On every minibatch :math:`S` each one
 (dropout off) ranks the samples by reconstruction error and keeps its :math:`\lfloor\beta |S|\rfloor`
-smallest (:func:`lit_robust.selection.smallest_k_mask`, ties by dataset index); :math:`\mathcal A_1` is
+smallest (:func:`lit_robust.selection.rules.smallest_k_mask`, ties by dataset index); :math:`\mathcal A_1` is
 then updated on :math:`\mathcal A_2`'s selection and :math:`\mathcal A_2` on :math:`\mathcal A_1`'s (dropout
 :math:`r` on). :math:`\beta` decays linearly from 1 to :math:`1-\varepsilon`. The test score of a sample is
 the mean over :math:`v` dropout passes of :math:`(e_1 + e_2)/2`, its reconstruction errors under both.
@@ -19,11 +19,11 @@ from torch import Tensor, nn
 
 from lit_robust._checks import check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
-from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
-from lit_robust.selection import keep_count, smallest_k_mask
+from lit_robust.selection.auto_drop import AutoDropRatio, Estimator, check_auto_args
+from lit_robust.selection.rules import keep_count, smallest_k_mask
 
 __all__ = ["AutoEncoder", "RCA", "rca_keep_ratio", "rca_exchange_masks", "reconstruction_error", "MLPAutoEncoder"]
 
@@ -154,7 +154,7 @@ class RCA(AnomalyDetector):
         dim, hidden, latent: the two :class:`MLPAutoEncoder` (independent initialisations).
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the assumed anomaly ratio; :math:`\beta \to 1-\varepsilon`.
             Or ``"auto"``: :math:`\varepsilon` is estimated from the training reconstruction errors during warm-up
-            as by :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.auto_drop`: epoch 0 keeps every sample;
+            as by :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.selection.auto_drop`: epoch 0 keeps every sample;
             the median of the warm-up epochs' estimates; a sample's score is :math:`(e_1 + e_2)/2`, dropout off,
             averaged over the epoch), gathered over the DDP ranks; logged as ``rca/estimated_corruption`` and
             kept in :attr:`estimated_corruption` and in checkpoints.

@@ -9,10 +9,16 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from lit_robust import distributed
-from lit_robust.backdoor import check_tau, check_value_range, perturb_inputs, perturbation_from_sign_sum, sign_sum
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.functional.backdoor import (
+    check_tau,
+    check_value_range,
+    perturb_inputs,
+    perturbation_from_sign_sum,
+    sign_sum,
+)
 from lit_robust.mixin import RobustMixin, require_mixin
+from lit_robust.selection import distributed
 
 __all__ = ["AdversarialTrigger", "input_gradient"]
 
@@ -26,7 +32,7 @@ class AdversarialTrigger(Callback):
     Before every training step (thesis Alg. 6):
 
     1. **inner maximisation** — one FGSM step on a perturbation shared by the whole batch
-       (:func:`lit_robust.backdoor.trigger_perturbation`, eq. 5.5):
+       (:func:`lit_robust.functional.backdoor.trigger_perturbation`, eq. 5.5):
        :math:`c = \frac{\tau}{|K|}\sum_{i \in K} \operatorname{sign}\nabla_{x_i}\ell_i`, with :math:`\ell_i`
        the module's ``per_sample_loss`` at the clean inputs and :math:`K` the samples that the module's
        active batch selectors (e.g. :class:`~lit_robust.BatchFilter` ``"prl"``/``"spl"``) keep, previewed

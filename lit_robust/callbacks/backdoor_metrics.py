@@ -10,10 +10,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from lit_robust import distributed
 from lit_robust._checks import check_int
-from lit_robust.backdoor import Trigger, as_trigger
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.functional.backdoor import Trigger, as_trigger
+from lit_robust.selection import distributed
 
 __all__ = ["BackdoorMetrics", "backdoor_counts"]
 
@@ -68,8 +68,8 @@ class BackdoorMetrics(Callback):
     Counts are summed over DDP ranks. The figures of the last epoch per stage are kept in :attr:`results`.
 
     Args:
-        trigger: the attack's trigger — a :class:`~lit_robust.backdoor.Trigger` or a plain function
-            ``images -> images`` (:func:`~lit_robust.backdoor.as_trigger`; left without a ``value_range`` it takes
+        trigger: the attack's trigger — a :class:`~lit_robust.functional.backdoor.Trigger` or a plain function
+            ``images -> images`` (:func:`~lit_robust.functional.backdoor.as_trigger`; left without a ``value_range`` it takes
             the datamodule's); ``None`` takes the datamodule's ``trigger``.
         target: the attacker's label for a single-target attack, ``None`` for multi-target ``a → a+1``;
             ``"datamodule"`` (default) takes the datamodule's ``attack_target`` (and ``attack_source``).

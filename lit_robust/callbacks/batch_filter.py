@@ -13,15 +13,15 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lit_robust import distributed
 from lit_robust._checks import check_bool
-from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import unpack_batch
+from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, require_mixin
 from lit_robust.report import EpochScores, ReportFormat, integer_labels, labels_from_outputs, write_report
-from lit_robust.scores import GradNormRecorder, loss_layer_scores
-from lit_robust.selection import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
+from lit_robust.selection import distributed
+from lit_robust.selection.auto_drop import AutoDropRatio, Estimator, check_auto_args
+from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 
 _BACKENDS = ("auto", "bookkeeping", "two_pass")
 
@@ -54,7 +54,7 @@ def small_batch_message(owner: str, n: int, eps: float) -> str:
 def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Literal["local", "global"] = "local",
                     on_too_small: Callable[[int, float], None] | None = None) -> Tensor:
     """Keep-mask of one training batch: the ``floor((1-ε) B)`` smallest ``(score, index)``, over this rank's
-    batch (``"local"``) or over the batches of all ranks (``"global"``, :func:`lit_robust.distributed.global_selection`).
+    batch (``"local"``) or over the batches of all ranks (``"global"``, :func:`lit_robust.selection.distributed.global_selection`).
     A batch that would keep nothing is kept whole and reported to ``on_too_small(n, ε)``."""
 
     def k_of(n: int) -> int:
@@ -91,9 +91,9 @@ class BatchFilter(Callback):
 
     Inside each training batch of size :math:`B` the samples are ranked by a per-sample score and the
     :math:`\lfloor (1-\varepsilon_t) B \rfloor` ranked first (``(score, dataset index)`` ascending, NaN/inf
-    last; :func:`lit_robust.selection.smallest_k_mask`) are kept; the module's
+    last; :func:`lit_robust.selection.rules.smallest_k_mask`) are kept; the module's
     :meth:`~lit_robust.RobustMixin.reduce_loss` averages over them. The rules
-    (:mod:`lit_robust.scores`):
+    (:mod:`lit_robust.functional.scores`):
 
     * ``"prl"`` — PRL(L), Liu et al. (prl_paper Alg. 3; thesis Alg. 4): the loss-layer gradient norm
       :math:`\|\partial \ell_i / \partial f_i\|_2`, e.g. :math:`\|\operatorname{softmax}(f_i) -
@@ -101,10 +101,10 @@ class BatchFilter(Callback):
       ``(losses, outputs)``; costs no extra backward.
     * ``"spl"`` — self-paced learning: the loss :math:`\ell_i`.
     * ``"prl_g"`` — PRL(G) (prl_paper Alg. 2; thesis Alg. 3): the exact per-sample gradient norm
-      :math:`\|\nabla_\theta \ell_i\|_2` (:class:`~lit_robust.scores.GradNormRecorder`). No BatchNorm in
+      :math:`\|\nabla_\theta \ell_i\|_2` (:class:`~lit_robust.functional.scores.GradNormRecorder`). No BatchNorm in
       training mode (use GroupNorm or freeze it with ``.eval()``). ``prl_g_backend="bookkeeping"`` takes the
       norms, the selection and the kept samples' gradient from the step's **one** backward (Bu et al. 2023's
-      book-keeping; :meth:`~lit_robust.scores.GradNormRecorder.filtered_mean`): the loss the mixin returns
+      book-keeping; :meth:`~lit_robust.functional.scores.GradNormRecorder.filtered_mean`): the loss the mixin returns
       then has the value of the whole batch's mean (the selection is made during the backward), and the
       gradient written into ``.grad`` is the kept samples' mean. ``"two_pass"`` is the earlier way: one extra
       backward to the activations for the norms, then the filtered loss's own backward (the loss's value is
@@ -122,7 +122,7 @@ class BatchFilter(Callback):
     ``reinit=True`` re-draws the model at a round start (announced through
     :attr:`~lit_robust.RobustMixin.model_start_epoch`), :math:`t` counts from that epoch again, so a freshly drawn
     network is warmed up as the first one was, and ``drop_ratio="auto"`` collects and estimates anew
-    (:meth:`lit_robust.auto_drop.AutoDropRatio.restart`). The filter reads the announcement during the step, so the
+    (:meth:`lit_robust.selection.auto_drop.AutoDropRatio.restart`). The filter reads the announcement during the step, so the
     order of the callbacks in the Trainer does not matter; the epoch it counts from is checkpointed. Measured
     (issue 16; MLP 784-256×2-10 on 6,000 MNIST images with a 25 % patch backdoor, ITLM(α = 0.70) + PRL, seeds
     0-2): clean accuracy 71-74 % without the restart, 87-88 % with it. A batch so small that
@@ -130,7 +130,7 @@ class BatchFilter(Callback):
     sample; it is kept whole, with one warning.
 
     ``scope="global"`` ranks the concatenated batches of all DDP ranks (each rank keeps its part of the
-    global selection, :func:`lit_robust.distributed.global_selection`, with :math:`B` the number of distinct
+    global selection, :func:`lit_robust.selection.distributed.global_selection`, with :math:`B` the number of distinct
     dataset indices over the ranks: a repeated index, e.g. from a padding sampler, is kept at most once);
     ``"local"`` trims each rank's own batch, as the papers did per GPU. In one process, with distinct
     indices, both are the same. Outside training (validation, test) the filter keeps everything.
@@ -140,7 +140,7 @@ class BatchFilter(Callback):
     and kept in :attr:`history` (with ``filter/drop_ratio`` and the corrupted fraction of all samples
     seen, which is what dropping at random would reach).
 
-    ``drop_ratio="auto"`` (:mod:`lit_robust.auto_drop`): :math:`\varepsilon` is estimated from the rule's own
+    ``drop_ratio="auto"`` (:mod:`lit_robust.selection.auto_drop`): :math:`\varepsilon` is estimated from the rule's own
     scores. Epoch 0 drops nothing and collects every sample's score (its mean over the epoch, by dataset
     index); at the end of each warm-up epoch :math:`t < \max(T_k, 1)` the scores of all ranks are gathered and
     :func:`~lit_robust.estimate_corruption` (``estimator``) estimates from them; :math:`\hat\varepsilon` is the
@@ -449,7 +449,7 @@ class BatchFilter(Callback):
 
         The returned scalar's backward computes the scores, keeps ``(selection & prior_keep)`` and writes the
         kept samples' mean gradient into ``.grad``, counted in :attr:`history`
-        (:meth:`~lit_robust.scores.GradNormRecorder.filtered_mean`)."""
+        (:meth:`~lit_robust.functional.scores.GradNormRecorder.filtered_mean`)."""
         trainer = self._trainer
         if self._backend != "bookkeeping" or self._recorder is None or trainer is None or not trainer.training:
             return None
@@ -517,7 +517,7 @@ class BatchFilter(Callback):
             return loss_layer_scores(self.rule, losses, outputs, unpack_batch(batch).target, self.loss)
         if self._recorder is None:  # called outside a fit: record nothing, so compute the norms directly
             raise RuntimeError("`rule='prl_g'` computes its scores during `trainer.fit` only (the forward of the "
-                               "training step is recorded); outside a fit use `lit_robust.scores.prl_g_scores`.")
+                               "training step is recorded); outside a fit use `lit_robust.functional.scores.prl_g_scores`.")
         try:
             return self._recorder.compute(losses)
         except RuntimeError as err:

@@ -19,15 +19,15 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lit_robust import distributed
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
-from lit_robust.estimation import estimate_corruption, estimate_corruption_from_predictions
+from lit_robust.functional.estimation import estimate_corruption, estimate_corruption_from_predictions
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
-from lit_robust.samplers import SelectionSampler, ShardedSampler
-from lit_robust.selection import keep_count, scatter_scores
+from lit_robust.selection import distributed
+from lit_robust.selection.rules import keep_count, scatter_scores
+from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
 __all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collapse_reasons"]
 
@@ -63,7 +63,7 @@ class RoundRecord:
 
 def auto_keep_count(n: int, rate: float, margin: float = 0.0) -> tuple[int, str | None]:
     """How many of ``n`` samples ``ITLM(keep_ratio="auto")`` keeps for an estimated corrupted fraction ``rate``:
-    ``floor((1 - rate - margin) * n)`` (as :func:`~lit_robust.selection.keep_count` floors), and a note saying
+    ``floor((1 - rate - margin) * n)`` (as :func:`~lit_robust.selection.rules.keep_count` floors), and a note saying
     why it was clipped, or ``None`` (pure).
 
     An estimate of ``0.5`` or more (the estimator only gets there through NaN/inf scores, which count as

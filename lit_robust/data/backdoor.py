@@ -9,7 +9,8 @@ from typing import Literal
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from lit_robust.backdoor import (
+from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
+from lit_robust.functional.backdoor import (
     BlendTrigger,
     PatchTrigger,
     Trigger,
@@ -18,7 +19,6 @@ from lit_robust.backdoor import (
     poison,
     poison_test_set,
 )
-from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
 
 __all__ = ["BackdoorMNISTDataModule", "BackdoorFashionMNISTDataModule", "ATTACKS"]
 
@@ -30,7 +30,7 @@ class BackdoorMNISTDataModule(MNISTDataModule):
     r"""MNIST whose training (and validation) pool carries a backdoor attack; the test split stays clean.
 
     A fraction ``poison_rate`` of the pool gets the trigger and the attacker's label
-    (:func:`lit_robust.backdoor.poison`): multi-target ``a → (a+1) mod 10`` when ``target`` is ``None``
+    (:func:`lit_robust.functional.backdoor.poison`): multi-target ``a → (a+1) mod 10`` when ``target`` is ``None``
     (thesis §5.5, Table 5.8), or single-target ``source → target`` (``poison_rate`` is then the fraction of
     class ``source``; itlm_paper §6.4). Samples are ``(index, image, label, is_poisoned)``; the flag is ground
     truth for metrics only. :meth:`poisoned_test_set` puts the trigger on every test image, and
@@ -45,11 +45,11 @@ class BackdoorMNISTDataModule(MNISTDataModule):
     Args:
         attack: one of ``"patch"`` (the default when no ``trigger`` is given), ``"blend"``, ``"watermark_x"``,
             ``"watermark_l"``.
-        trigger: your own trigger instead of ``attack``: a :class:`~lit_robust.backdoor.Trigger` (e.g.
+        trigger: your own trigger instead of ``attack``: a :class:`~lit_robust.functional.backdoor.Trigger` (e.g.
             ``PatchTrigger(pattern=..., position=(0, 0))``, ``BlendTrigger(pattern=...)``; left with
             ``value_range=None`` it takes :attr:`value_range`, as its patterns' intensities are in [0, 1]) or a plain
             function ``images -> images`` working on the normalised images (wrapped by
-            :func:`~lit_robust.backdoor.as_trigger`; its results are clipped into :attr:`value_range`).
+            :func:`~lit_robust.functional.backdoor.as_trigger`; its results are clipped into :attr:`value_range`).
         poison_rate: :math:`\varepsilon \in [0, 1]`.
         target: the attacker's label (single-target) or ``None`` (multi-target).
         source: the class that is poisoned in a single-target attack.
@@ -119,7 +119,7 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         self._make_splits(x_p, y, y_p, mask, n_train, x_test, y_test, labels=True)
 
     def poisoned_test_set(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(triggered test images, true labels, attacker labels)`` (:func:`lit_robust.backdoor.poison_test_set`)."""
+        """``(triggered test images, true labels, attacker labels)`` (:func:`lit_robust.functional.backdoor.poison_test_set`)."""
         if self.test_set is None:
             raise RuntimeError("call `setup()` first.")
         x, y = self.test_set.dataset.tensors

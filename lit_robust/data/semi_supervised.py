@@ -10,9 +10,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._checks import check_int, check_number
-from lit_robust.backdoor import BlendTrigger, PatchTrigger, Trigger, poison, poison_test_set
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
+from lit_robust.functional.backdoor import BlendTrigger, PatchTrigger, Trigger, poison, poison_test_set
 
 __all__ = ["SemiSupervisedBackdoorMNISTDataModule", "MNIST_MEAN", "MNIST_STD", "MNIST_VALUE_RANGE", "make_trigger"]
 
@@ -47,7 +47,7 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
     From MNIST's training split (seeded), ``labeled_size`` digits (default: ``labeled_fraction`` = 20 % of the
     split, the thesis's protocol) are the labelled training set :math:`(X^\epsilon, Y^\epsilon)`: a fraction
     ``poison_rate`` = ε of them carries the trigger and the label :math:`a \to (a+1) \bmod 10`
-    (:func:`lit_robust.backdoor.poison`, multi-target). The unlabeled augmentation set :math:`X_{aug}` is
+    (:func:`lit_robust.functional.backdoor.poison`, multi-target). The unlabeled augmentation set :math:`X_{aug}` is
     ``unlabeled_mnist`` of the *other* MNIST training digits (default: all of them) and ``unlabeled_fashion``
     FashionMNIST training images. Every image is normalised by MNIST's mean/std (FashionMNIST too, so all share
     one pixel scale and ``value_range`` :data:`MNIST_VALUE_RANGE`).

@@ -12,15 +12,15 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from lit_robust import distributed
 from lit_robust._checks import check_int
-from lit_robust.auto_drop import AutoDropRatio, Estimator, check_auto_args
 from lit_robust.callbacks.batch_filter import check_filter_args, select_in_batch, small_batch_message
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import check_fits_data
+from lit_robust.functional.scores import loss_layer_scores
 from lit_robust.mixin import require_mixin
-from lit_robust.scores import loss_layer_scores
-from lit_robust.selection import masked_mean, scheduled_drop_ratio
+from lit_robust.selection import distributed
+from lit_robust.selection.auto_drop import AutoDropRatio, Estimator, check_auto_args
+from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
 
 __all__ = ["CoTeaching", "CoTeachingEpochRecord"]
 
@@ -85,7 +85,7 @@ class CoTeaching(pl.LightningModule):
     manual optimisation. In every training batch each network ranks the samples by its own score —
     the loss (``rule="spl"``: Co-teaching) or the loss-layer gradient norm (``rule="prl"``: Co-PRL(L)) —
     keeps the :math:`\lfloor R(t) B \rfloor` it trusts most (``(score, index)`` order,
-    :func:`lit_robust.selection.smallest_k_mask`), and the *other* network takes a gradient step on the
+    :func:`lit_robust.selection.rules.smallest_k_mask`), and the *other* network takes a gradient step on the
     mean loss over those samples. The kept fraction follows the same warm-up as
     :class:`~lit_robust.BatchFilter`: :math:`R(t) = 1 - \varepsilon \min(t / T_k, 1)`.
 
@@ -99,7 +99,7 @@ class CoTeaching(pl.LightningModule):
     ``_2`` (also in :attr:`history`).
 
     ``drop_ratio="auto"``: :math:`\varepsilon` is estimated during warm-up as by :class:`~lit_robust.BatchFilter`
-    (:mod:`lit_robust.auto_drop`: epoch 0 drops nothing; the median of the warm-up epochs' estimates), from each
+    (:mod:`lit_robust.selection.auto_drop`: epoch 0 drops nothing; the median of the warm-up epochs' estimates), from each
     sample's score averaged over the two networks (the mean of their losses, or of their loss-layer gradient
     norms for ``"prl"``), gathered over the ranks whatever ``scope`` says; logged as ``coteach/estimated_corruption``
     and kept in :attr:`history` and in checkpoints.

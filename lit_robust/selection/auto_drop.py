@@ -36,7 +36,7 @@ ratio, are the same on every rank and for any world size.
 
 The pure functions (:func:`per_index_mean`, :func:`auto_drop_ratio`, :func:`auto_scheduled_drop_ratio`) use
 neither Lightning nor ``torch.distributed``; :class:`AutoDropRatio` holds the state and calls them (and
-:mod:`lit_robust.distributed` for the gather).
+:mod:`lit_robust.selection.distributed` for the gather).
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from lit_robust import distributed
 from lit_robust._checks import check_bool
-from lit_robust.estimation import estimate_corruption
-from lit_robust.selection import check_drop_ratio, scheduled_drop_ratio
+from lit_robust.functional.estimation import estimate_corruption
+from lit_robust.selection import distributed
+from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "auto_drop_ratio", "auto_scheduled_drop_ratio", "check_auto_args",
            "combined_estimate", "per_index_mean"]

@@ -442,7 +442,7 @@ class SpectralNorm(Callback):
             ``types``. A pattern that matches nothing is an error.
         types: module classes or names; default Linear and Conv1d/2d/3d.
         mode: ``"normalize"`` or ``"truncate"``.
-        conv_norm: ``"matrix"`` or ``"operator"`` (normalize mode; see :mod:`lit_robust.spectral`).
+        conv_norm: ``"matrix"`` or ``"operator"`` (normalize mode; see :mod:`lit_robust.functional.spectral`).
         n_power_iterations: per training forward (normalize mode).
         clamp: only shrink, :math:`W/\max(1,\hat\sigma/k)` (normalize mode).
         truncate_method: ``"scale"`` or ``"clip"`` (truncate mode).

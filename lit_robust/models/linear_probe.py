@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_robust import distributed
 from lit_robust._checks import check_bool, check_number
-from lit_robust.backbone_checkpoint import load_backbone
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
-from lit_robust.models import check_classifier_data
-from lit_robust.simclr import BackboneName, simclr_backbone
+from lit_robust.models.backbone_checkpoint import load_backbone
+from lit_robust.models.simclr import BackboneName, simclr_backbone
+from lit_robust.models.supervised import check_classifier_data
+from lit_robust.selection import distributed
 
 __all__ = ["LinearProbe"]
 

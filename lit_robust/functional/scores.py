@@ -1,7 +1,7 @@
 r"""Per-sample scores of the per-batch filters (PRL(L), SPL, PRL(G)) as pure tensor functions.
 
 A per-batch filter ranks the samples of a minibatch by a score and averages the loss over the ones
-ranked first (see :mod:`lit_robust.selection`); the rules differ only in the score:
+ranked first (see :mod:`lit_robust.selection.rules`); the rules differ only in the score:
 
 * **PRL(L)** (Liu et al., *Provable robust learning for corrupted supervision*, Alg. 3; thesis Alg. 4):
   the norm of the loss-layer gradient :math:`\|\partial \ell_i / \partial f_i\|_2` with respect to the

@@ -1,6 +1,6 @@
 """Exact global smallest-``k`` selection over scores split into shards (one shard per rank).
 
-The result is defined by the single-process rule of :mod:`lit_robust.selection`: concatenate the
+The result is defined by the single-process rule of :mod:`lit_robust.selection.rules`: concatenate the
 shards in rank order, drop every repeated dataset index after its first occurrence (padding
 samplers repeat samples), and keep the ``k`` distinct samples ranked first by ``(score, index)``
 with non-finite scores last:
@@ -11,18 +11,18 @@ with non-finite scores last:
 and every repeated copy gets ``False``. Two algorithms compute it:
 
 * **gather** (``algorithm="gather"``): all-gather ``(index, score)``, de-duplicate and run
-  :func:`~lit_robust.selection.smallest_k_mask` on the concatenation; each rank receives ``12 n``
+  :func:`~lit_robust.selection.rules.smallest_k_mask` on the concatenation; each rank receives ``12 n``
   bytes (float32 scores).
-* **histogram** (``algorithm="histogram"``): radix select on :func:`~lit_robust.radix.ordered_key`
+* **histogram** (``algorithm="histogram"``): radix select on :func:`~lit_robust.selection.radix.ordered_key`
   with one all-reduce of a ``2**bits_per_pass``-bin histogram per pass (``ceil(32 / bits_per_pass)``
   passes for float32 scores), then the same passes over the int64 index of the samples whose key
   equals the threshold, so ties are resolved exactly by index. Per rank it sends and receives
   ``O(world_size + passes * 2**bits_per_pass)`` bytes, independent of ``n``, as long as the shards'
-  index ranges do not overlap (e.g. :class:`~lit_robust.samplers.ShardedSampler`); otherwise
+  index ranges do not overlap (e.g. :class:`~lit_robust.selection.samplers.ShardedSampler`); otherwise
   duplicates could hide anywhere, and the indices (not the scores) are all-gathered to find them.
 
 The algorithms are written once against :class:`Collectives`, an interface over the ranks as seen by
-one process that holds *one or more* shards: :class:`lit_robust.distributed.ProcessGroupCollectives`
+one process that holds *one or more* shards: :class:`lit_robust.selection.distributed.ProcessGroupCollectives`
 holds one shard per process and talks to ``torch.distributed``; :class:`SimulatedCollectives` holds
 every shard in one process (tests, benchmarks) and sums the histograms itself. Both count the bytes
 each rank contributes to and receives from collectives.
@@ -40,8 +40,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust.radix import digit_histogram, key_bits, ordered_key, pass_schedule, radix_digit, select_bin
-from lit_robust.selection import smallest_k_mask
+from lit_robust.selection.radix import digit_histogram, key_bits, ordered_key, pass_schedule, radix_digit, select_bin
+from lit_robust.selection.rules import smallest_k_mask
 
 __all__ = [
     "GATHER_ALL_MAX_N",

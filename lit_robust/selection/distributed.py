@@ -7,9 +7,9 @@ setup, so code written for DDP runs unchanged in one process.
 
 Exact global selection (:func:`global_smallest_k_mask`, :func:`global_trim_mask`,
 :func:`global_batch_keep_mask`) gives every rank the part of the selection that
-:func:`lit_robust.selection.smallest_k_mask` would make in one process on the concatenation of all
+:func:`lit_robust.selection.rules.smallest_k_mask` would make in one process on the concatenation of all
 ranks' ``(score, index)`` pairs, after dropping repeats of an index (kept: its first occurrence in
-rank order). The algorithms live in :mod:`lit_robust.sharded`; this module only supplies the
+rank order). The algorithms live in :mod:`lit_robust.selection.sharded`; this module only supplies the
 process-group collectives (:class:`ProcessGroupCollectives`).
 
 Backends: gloo communicates CPU tensors (CUDA tensors are staged through the CPU), nccl communicates
@@ -26,8 +26,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from lit_robust.selection import keep_count
-from lit_robust.sharded import Algorithm, Collectives, SelectionInfo, SimulatedCollectives, sharded_smallest_k_masks
+from lit_robust.selection.rules import keep_count
+from lit_robust.selection.sharded import (
+    Algorithm,
+    Collectives,
+    SelectionInfo,
+    SimulatedCollectives,
+    sharded_smallest_k_masks,
+)
 
 __all__ = [
     "is_distributed",
@@ -208,7 +214,7 @@ def broadcast(tensor: Tensor, src: int = 0, group: Group = None) -> Tensor:
 
 
 class ProcessGroupCollectives(Collectives):
-    """:class:`~lit_robust.sharded.Collectives` over a ``torch.distributed`` process group (one shard per process)."""
+    """:class:`~lit_robust.selection.sharded.Collectives` over a ``torch.distributed`` process group (one shard per process)."""
 
     def __init__(self, group: Group = None) -> None:
         super().__init__()
@@ -270,9 +276,9 @@ def global_smallest_k_mask(scores: Tensor, index: Tensor, k: int, algorithm: Alg
               \\operatorname{keep}_{\\text{repeats}} = \\text{False},
 
     exactly what one process would select, for any world size and split. ``algorithm="auto"``
-    all-gathers up to :data:`~lit_robust.sharded.GATHER_ALL_MAX_N` scores and runs the histogram
+    all-gathers up to :data:`~lit_robust.selection.sharded.GATHER_ALL_MAX_N` scores and runs the histogram
     (radix) select above, whose traffic does not grow with ``n`` when the ranks' index ranges are
-    disjoint (e.g. :class:`~lit_robust.samplers.ShardedSampler`).
+    disjoint (e.g. :class:`~lit_robust.selection.samplers.ShardedSampler`).
 
     Args:
         scores: this rank's scores, 1-D (lower is better; NaN/±inf rank last). May be empty.
@@ -298,7 +304,7 @@ def global_trim_mask(scores: Tensor, index: Tensor, keep_ratio: float, algorithm
                      group: Group = None) -> Tensor:
     """ITLM's trimmed set over all ranks: keep ``floor(keep_ratio * n)`` of the ``n`` distinct samples.
 
-    Call on every rank. The global counterpart of :func:`lit_robust.selection.trim_mask`:
+    Call on every rank. The global counterpart of :func:`lit_robust.selection.rules.trim_mask`:
 
     .. math:: S = \\arg\\min_{|S| = \\lfloor \\alpha n \\rfloor} \\sum_{i \\in S} f(s_i)
               \\quad \\text{(ties by index, non-finite last)}

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler
 
-from lit_robust import distributed
+from lit_robust.selection import distributed
 
 __all__ = ["SelectionSampler", "ShardedSampler", "epoch_seed"]
 
@@ -100,14 +100,14 @@ class ShardedSampler(Sampler[int]):
     Every index is visited by exactly one rank (block sizes differ by at most one; a rank gets an
     empty block when ``W > n``), which is what a scoring pass needs: ``DistributedSampler`` pads
     shards with repeated samples, which would be scored twice. The blocks are disjoint *intervals*,
-    so :func:`lit_robust.distributed.global_smallest_k_mask` can prove from each rank's first and
+    so :func:`lit_robust.selection.distributed.global_smallest_k_mask` can prove from each rank's first and
     last index alone that no index repeats across ranks, keeping its histogram select's traffic
     independent of ``n``; the indices also come out increasing, so no sort is needed locally.
 
     Args:
         n: dataset length.
-        num_replicas: world size ``W`` (default: :func:`lit_robust.distributed.world_size`).
-        rank: this rank ``r`` (default: :func:`lit_robust.distributed.rank`).
+        num_replicas: world size ``W`` (default: :func:`lit_robust.selection.distributed.world_size`).
+        rank: this rank ``r`` (default: :func:`lit_robust.selection.distributed.rank`).
 
     >>> [list(ShardedSampler(10, num_replicas=3, rank=r)) for r in range(3)]
     [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_robust.simclr import BACKBONES, simclr_backbone
+from lit_robust.models.simclr import BACKBONES, simclr_backbone
 
 __all__ = ["load_backbone", "read_weights_only", "backbone_state_dict", "BackboneCheckpoint"]
 

@@ -282,7 +282,7 @@ class FunctionTrigger(Trigger):
 
     def __init__(self, fn: Callable[[Tensor], Tensor], value_range: tuple[float, float] | None = None) -> None:
         if not callable(fn) or isinstance(fn, Trigger):
-            raise TypeError(f"`trigger` must be a lit_robust.backdoor.Trigger or a function `images -> images`, got "
+            raise TypeError(f"`trigger` must be a lit_robust.functional.backdoor.Trigger or a function `images -> images`, got "
                             f"{fn!r} (a {type(fn).__name__}).")
         super().__init__(value_range)
         self.fn = fn

@@ -4,17 +4,17 @@ A radix (histogram) select finds the ``k``-th smallest of many numbers without s
 at the top ``w`` bits of every key, count how many keys fall into each of the ``2**w`` bins, find
 the bin that holds the ``k``-th key from the running sum of the counts, and repeat on the next ``w``
 bits of the keys in that bin only. Counting is a sum, so with data spread over several processes
-the counts of every process simply add up; :mod:`lit_robust.sharded` builds the distributed
+the counts of every process simply add up; :mod:`lit_robust.selection.sharded` builds the distributed
 selection on top of the pure functions here.
 
-The keys follow :mod:`lit_robust.selection`'s ordering rule exactly:
+The keys follow :mod:`lit_robust.selection.rules`'s ordering rule exactly:
 
     ``ordered_key(a) < ordered_key(b)``  iff  ``a`` ranks before ``b`` by score, and
     ``ordered_key(a) == ordered_key(b)`` iff  they tie (``-0.0`` ties ``+0.0``; every NaN/±inf
     ties every other non-finite score and ranks after all finite scores).
 
 Float64 scores get 64-bit keys (``int64``); every other dtype is ranked as float32 (as
-:func:`lit_robust.selection.ranking_scores` does) and gets 32-bit keys (``int32``). Keys are
+:func:`lit_robust.selection.rules.ranking_scores` does) and gets 32-bit keys (``int32``). Keys are
 *signed* integers that compare like the scores; the radix digits are taken from the unsigned
 pattern ``u = key + 2**(bits - 1)``, so bin ``0`` holds the smallest keys.
 

@@ -17,7 +17,7 @@ from torchmetrics.regression import R2Score
 from lit_robust._checks import check_int, check_int_sequence, check_number
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
-from lit_robust.losses import bootstrap_loss
+from lit_robust.functional.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
 
 __all__ = ["ImageClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp", "check_classifier_data"]
@@ -108,7 +108,7 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
     if name == "mlp":
         return make_mlp(in_channels * image_size * image_size, num_classes, hidden, hidden_layers)
     if name == "resnet18":
-        from lit_robust.simclr import simclr_backbone  # torchvision, imported only when asked for
+        from lit_robust.models.simclr import simclr_backbone  # torchvision, imported only when asked for
 
         features = simclr_backbone("resnet18", in_channels=in_channels)
         return nn.Sequential(features, nn.Linear(features.feature_dim, num_classes))
