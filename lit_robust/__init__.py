@@ -23,6 +23,7 @@ from lit_robust.callbacks import (
     FilterEpochRecord,
     RoundRecord,
     SampleGrid,
+    SpectralNorm,
 )
 from lit_robust.data import (
     BackdoorFashionMNISTDataModule,
@@ -54,7 +55,6 @@ from lit_robust.functional import (
     remove_spectral_norm,
     truncate_spectral_norm,
 )
-from lit_robust.functional.spectral import SpectralNorm
 from lit_robust.mixin import BatchSelector, RobustMixin
 from lit_robust.models import (
     DCGAN,

@@ -5,6 +5,7 @@ from lit_robust.callbacks.backdoor_metrics import BackdoorMetrics
 from lit_robust.callbacks.batch_filter import BatchFilter, FilterEpochRecord
 from lit_robust.callbacks.itlm import ITLM, RoundRecord
 from lit_robust.callbacks.sample_grid import SampleGrid
+from lit_robust.callbacks.spectral_norm import SpectralNorm
 
 __all__ = ["ITLM", "RoundRecord", "BatchFilter", "FilterEpochRecord", "SampleGrid", "AdversarialTrigger",
-           "BackdoorMetrics"]
+           "BackdoorMetrics", "SpectralNorm"]
