@@ -26,3 +26,28 @@ def test_readme_sections_1_to_3_run(tmp_path, monkeypatch, one_torch_thread):
     report = scope["report"]
     assert len(report) == 1500 and report["corrupted"].head(20).mean() > 0.8
     assert set(scope["new_labels"]) == set(report["index"][report["clean_posterior"] < 0.5])
+
+
+def _architecture_paths() -> set[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Architecture", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(rows) > 20, "the Architecture table was not found"
+    return {p for row in rows for p in re.findall(r"`([\w./<>-]+/[\w./<>-]*|[\w-]+\.(?:py|yml|yaml|sh))`", row)}
+
+
+def test_architecture_table_paths_exist():
+    """Every file or folder the README's Architecture table points to is in the repository (`<name>` = any)."""
+    paths = _architecture_paths()
+    missing = [p for p in sorted(paths) if not list(REPO.glob(p.replace("<name>", "*").rstrip("/")))]
+    assert not missing, f"README's Architecture table names paths that do not exist: {missing}"
+
+
+def test_architecture_table_names_every_module():
+    """Every module of the package is in the Architecture table, by its file or its folder (private `_` files and
+    package `__init__`s aside), so a newcomer finds the file for a change from the table."""
+    paths = _architecture_paths()
+    modules = [p.relative_to(REPO).as_posix() for p in (REPO / "lit_robust").rglob("*.py")]
+    unnamed = [m for m in sorted(modules) if not m.rsplit("/", 1)[-1].startswith("_")
+               and not any(m == p or (p.endswith("/") and m.startswith(p)) for p in paths)]
+    assert not unnamed, f"modules missing from README's Architecture table: {unnamed}"
