@@ -55,7 +55,8 @@ def reference_step(module, x, y, eps):
     saved = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
     with torch.no_grad():
         losses = F.cross_entropy(ref(x), y, reduction="none")
-    bn.running_mean.copy_(saved[0]); bn.running_var.copy_(saved[1]); bn.num_batches_tracked.copy_(saved[2])  # noqa: E702
+    for buffer, value in zip((bn.running_mean, bn.running_var, bn.num_batches_tracked), saved):
+        buffer.copy_(value)
     k = int((1 - eps) * len(y))
     order = sorted(range(len(y)), key=lambda i: (float(losses[i]), i))
     kept = sorted(order[:k])
