@@ -32,7 +32,7 @@ Usage::
     python benchmarks/batch_filters.py            # full tables -> benchmarks/results/batch_filters.md
     python benchmarks/batch_filters.py --quick    # one classification and one regression row (< 60 s)
     python benchmarks/batch_filters.py --smoke    # a few seconds, for the test suite
-    python benchmarks/batch_filters.py --part bn  # only the BatchNorm rows (refit_kept), ~5 min on 2 cores
+    python benchmarks/batch_filters.py --part bn  # only the BatchNorm rows -> benchmarks/results/batch_filters_bn.md
 
 The last line printed is one JSON object with the headline figures.
 """
@@ -57,6 +57,7 @@ from _common import mean_std, quiet, run_tasks, trainer  # noqa: E402
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE.parents[0].parent / "shared" / "data"
 DEFAULT_OUT = HERE / "results" / "batch_filters.md"
+DEFAULT_OUT_BN = HERE / "results" / "batch_filters_bn.md"  # `--part bn` on its own
 
 CLS_METHODS = ["standard", "spl", "prl", "prl_g", "coteaching", "co_prl", "bootstrap"]
 REG_METHODS = ["standard", "huber", "spl", "prl_g", "co_prl"]
@@ -119,7 +120,7 @@ FULL = Protocol(
     cls_methods=tuple(CLS_METHODS), reg_methods=tuple(REG_METHODS),
     cls_epochs=15, cls_train_size=4000, cls_warmup=5,
     reg_epochs=15, reg_train_size=4000, reg_warmup=5, reg_lr=1e-3, last=10,
-    bn_rows=(("mnist", "pairflip", 45),))
+    bn_rows=(("mnist", "pairflip", 45), ("mnist", "symmetric", 50)))
 QUICK = replace(FULL, cls_rows=(("mnist", "pairflip", 45),), reg_rows=(("signflip", 40),), bn_rows=(),
                 cls_epochs=6, cls_train_size=2000, cls_warmup=2, reg_epochs=8, reg_train_size=2000, reg_warmup=2,
                 last=3)
@@ -380,6 +381,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--part", choices=("all", "cls", "reg", "bn"), default="all")
     p.add_argument("--methods", nargs="+", default=None, help="restrict to these methods")
+    p.add_argument("--noise", choices=("pairflip", "symmetric"), default=None,
+                   help="restrict the classification and BatchNorm rows to this noise")
     p.add_argument("--cls-epochs", type=int, default=None)
     p.add_argument("--reg-epochs", type=int, default=None)
     p.add_argument("--reg-lr", type=float, default=None)
@@ -400,6 +403,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for part in ("cls", "reg", "bn"):
             if part != args.part:
                 over[f"{part}_rows"] = ()
+    if args.noise:
+        for part in ("cls", "bn"):
+            over[f"{part}_rows"] = tuple(r for r in over.get(f"{part}_rows", getattr(proto, f"{part}_rows"))
+                                         if r[1] == args.noise)
     if args.methods:
         over["cls_methods"] = tuple(m for m in proto.cls_methods if m in args.methods)
         over["reg_methods"] = tuple(m for m in proto.reg_methods if m in args.methods)
@@ -422,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = "full" if full else ("quick" if args.quick else "smoke")
     run = {"mode": mode, "protocol": asdict(proto), "seeds": seeds, "jobs": jobs, "threads": args.threads,
            "wall_s": round(wall, 1), "date": _dt.date.today().isoformat(), "results": results}
-    out = args.out or (str(DEFAULT_OUT) if full else None)
+    out = args.out or (str(DEFAULT_OUT_BN if args.part == "bn" else DEFAULT_OUT) if full else None)
     json_out = args.json_out or (str(Path(out).with_suffix(".json")) if full and out else None)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
