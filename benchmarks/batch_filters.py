@@ -19,11 +19,6 @@ a real stand-in for CelebA's landmarks) instead of CNN features of CelebA:
 * linadv, signflip, uninoise, pairflip, mixture at 10/20/30/40 %;
 * Standard (MSE), Huber, SPL (= PRL(L) for the MSE loss: ‖ŷ−y‖₂ ranks like the loss), PRL(G), Co-PRL(L).
 
-BatchNorm (``--part bn``; issue 16): PRL's kept-subset forward, ``BatchFilter(refit_kept=True)``, against the
-plain filter and Standard on a small BatchNorm CNN (conv 16-16-pool-32-pool-32, BatchNorm after every conv,
-global average pool, linear; the PRL authors used a 9-layer BatchNorm CNN), MNIST pairflip 45 %, same seeds, Adam
-lr 0.001, batch 128 (illidanlab/PRL's settings).
-
 The paper's numbers are printed beside ours: for regression Table 4.1 (CelebA); for classification the
 CIFAR-10 rows of Table 4.2 — a different data set, so only the *orderings* are comparable.
 
@@ -32,7 +27,6 @@ Usage::
     python benchmarks/batch_filters.py            # full tables -> benchmarks/results/batch_filters.md
     python benchmarks/batch_filters.py --quick    # one classification and one regression row (< 60 s)
     python benchmarks/batch_filters.py --smoke    # a few seconds, for the test suite
-    python benchmarks/batch_filters.py --part bn  # only the BatchNorm rows -> benchmarks/results/batch_filters_bn.md
 
 The last line printed is one JSON object with the headline figures.
 """
@@ -57,12 +51,11 @@ from _common import mean_std, quiet, run_tasks, trainer  # noqa: E402
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE.parents[0].parent / "shared" / "data"
 DEFAULT_OUT = HERE / "results" / "batch_filters.md"
-DEFAULT_OUT_BN = HERE / "results" / "batch_filters_bn.md"  # `--part bn` on its own
 
 CLS_METHODS = ["standard", "spl", "prl", "prl_g", "coteaching", "co_prl", "bootstrap"]
 REG_METHODS = ["standard", "huber", "spl", "prl_g", "co_prl"]
 LABEL = {"standard": "Standard", "spl": "SPL", "prl": "PRL(L)", "prl_g": "PRL(G)", "coteaching": "Co-teaching",
-         "co_prl": "Co-PRL(L)", "bootstrap": "Bootstrap", "huber": "Huber", "prl_refit": "PRL(L)+refit"}
+         "co_prl": "Co-PRL(L)", "bootstrap": "Bootstrap", "huber": "Huber"}
 CORRUPTIONS = ["linadv", "signflip", "uninoise", "pairflip", "mixture"]
 
 # robust_dnn_thesis Table 4.2, CIFAR-10 rows (no PRL(G): the CNN has BatchNorm)
@@ -106,12 +99,6 @@ class Protocol:
     reg_batch: int = 512
     hidden: int = 256
     bootstrap_beta: float = 0.8
-    bn_rows: tuple[tuple[str, str, int], ...] = ()  # BatchNorm CNN rows (dataset, noise, %)
-    bn_methods: tuple[str, ...] = ("standard", "prl", "prl_refit")
-    bn_epochs: int = 10
-    bn_train_size: int = 3000
-    bn_warmup: int = 5
-    bn_last: int = 5
 
 
 FULL = Protocol(
@@ -119,21 +106,18 @@ FULL = Protocol(
     reg_rows=tuple((c, p) for c in CORRUPTIONS for p in (10, 20, 30, 40)),
     cls_methods=tuple(CLS_METHODS), reg_methods=tuple(REG_METHODS),
     cls_epochs=15, cls_train_size=4000, cls_warmup=5,
-    reg_epochs=15, reg_train_size=4000, reg_warmup=5, reg_lr=1e-3, last=10,
-    bn_rows=(("mnist", "pairflip", 45), ("mnist", "symmetric", 50)))
-QUICK = replace(FULL, cls_rows=(("mnist", "pairflip", 45),), reg_rows=(("signflip", 40),), bn_rows=(),
+    reg_epochs=15, reg_train_size=4000, reg_warmup=5, reg_lr=1e-3, last=10)
+QUICK = replace(FULL, cls_rows=(("mnist", "pairflip", 45),), reg_rows=(("signflip", 40),),
                 cls_epochs=6, cls_train_size=2000, cls_warmup=2, reg_epochs=8, reg_train_size=2000, reg_warmup=2,
                 last=3)
 SMOKE = replace(QUICK, cls_methods=("standard", "co_prl"), reg_methods=("standard", "prl_g"), cls_epochs=2,
-                cls_train_size=256, cls_warmup=1, reg_epochs=2, reg_train_size=256, reg_warmup=1, last=1,
-                bn_rows=(("mnist", "pairflip", 45),), bn_methods=("prl_refit",), bn_epochs=1, bn_train_size=128,
-                bn_warmup=0, bn_last=1)
+                cls_train_size=256, cls_warmup=1, reg_epochs=2, reg_train_size=256, reg_warmup=1, last=1)
 REPORTED_SEEDS = [0, 1, 2]
 
 
 # -- one run ---------------------------------------------------------------------------------------------
-def _epoch_eval(x: torch.Tensor, y: torch.Tensor, metric: str, skip: int = 0):
-    """A callback evaluating the module on clean test tensors at every training-epoch end (from epoch ``skip`` on)."""
+def _epoch_eval(x: torch.Tensor, y: torch.Tensor, metric: str):
+    """A callback evaluating the module on clean test tensors at every training-epoch end."""
     from pytorch_lightning.callbacks import Callback
     from torchmetrics.functional import r2_score
 
@@ -143,8 +127,6 @@ def _epoch_eval(x: torch.Tensor, y: torch.Tensor, metric: str, skip: int = 0):
 
         @torch.no_grad()
         def on_train_epoch_end(self, trainer, pl_module) -> None:
-            if trainer.current_epoch < skip:
-                return
             was_training = pl_module.training
             pl_module.eval()
             out = torch.cat([pl_module(x[i:i + 2000]) for i in range(0, len(x), 2000)])
@@ -155,17 +137,6 @@ def _epoch_eval(x: torch.Tensor, y: torch.Tensor, metric: str, skip: int = 0):
                 self.values.append(float(r2_score(out, y, multioutput="uniform_average")))
 
     return EpochEval()
-
-
-def bn_cnn(num_classes: int = 10) -> torch.nn.Module:
-    """The small BatchNorm CNN of the ``bn`` rows (BatchNorm after every convolution, in training mode)."""
-    from torch import nn
-
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    return nn.Sequential(*block(1, 16), *block(16, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2),
-                         *block(32, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
 
 
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
@@ -189,20 +160,15 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     eps = pct / 100
     t0 = time.perf_counter()
     pl.seed_everything(seed, verbose=False)
-    if task["kind"] in ("cls", "bn"):
-        bn = task["kind"] == "bn"
+    if task["kind"] == "cls":
         cls = MNISTDataModule if task["dataset"] == "mnist" else FashionMNISTDataModule
         noise = "random" if task["noise"] == "symmetric" else "systematic"
-        dm = cls(root=task["data_root"], clean_ratio=1 - eps, noise=noise,
-                 train_size=p.bn_train_size if bn else p.cls_train_size, batch_size=p.cls_batch, seed=seed)
+        dm = cls(root=task["data_root"], clean_ratio=1 - eps, noise=noise, train_size=p.cls_train_size,
+                 batch_size=p.cls_batch, seed=seed)
         model = ImageClassifier(backbone="mlp", hidden=p.hidden, hidden_layers=2, optimizer="adam", lr=p.cls_lr,
                                 momentum=0.9, loss="bootstrap_hard" if method == "bootstrap" else "ce",
                                 bootstrap_beta=p.bootstrap_beta)
         epochs, warmup, metric = p.cls_epochs, p.cls_warmup, "acc"
-        if bn:
-            torch.manual_seed(seed)
-            model.net = bn_cnn()  # the same module, optimiser and loss; a BatchNorm CNN instead of the MLP
-            epochs, warmup = p.bn_epochs, p.bn_warmup
     else:
         dm = MNISTLandmarksDataModule(root=task["data_root"], corruption=task["corruption"], corrupt_ratio=eps,
                                       train_size=p.reg_train_size, batch_size=p.reg_batch, seed=seed)
@@ -215,15 +181,13 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     large = eps >= 0.5
     callbacks: list = []
     filt = None
-    if method in ("spl", "prl", "prl_g", "prl_refit"):
-        filt = BatchFilter(method.replace("_refit", ""), drop_ratio=eps, warmup_epochs=warmup, allow_large_drop=large,
-                           refit_kept=method == "prl_refit")
+    if method in ("spl", "prl", "prl_g"):
+        filt = BatchFilter(method, drop_ratio=eps, warmup_epochs=warmup, allow_large_drop=large)
         callbacks.append(filt)
     elif method in ("coteaching", "co_prl"):
         model = CoTeaching(model, rule="spl" if method == "coteaching" else "prl", drop_ratio=eps,
                            warmup_epochs=warmup, seed=10_000 + seed, allow_large_drop=large)
-    # the bn rows report the mean of the last epochs only, so only those are evaluated (a CNN's test pass costs)
-    ev = _epoch_eval(x_test, y_test, metric, skip=epochs - p.bn_last if task["kind"] == "bn" else 0)
+    ev = _epoch_eval(x_test, y_test, metric)
     trainer(epochs, callbacks + [ev], limit_val_batches=0).fit(model, dm)
     history = filt.history if filt is not None else getattr(model, "history", [])
     last = history[-1] if history else None
@@ -233,17 +197,16 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         if rejects is None:
             rejects = getattr(last, "dropped_corrupted_frac_1", None)
     values = ev.values
-    last_n = p.bn_last if task["kind"] == "bn" else p.last
     return dict(kind=task["kind"], dataset=task.get("dataset"), noise=task.get("noise"),
                 corruption=task.get("corruption"), pct=pct, method=method, seed=seed, per_epoch=values,
-                last_mean=sum(values[-last_n:]) / len(values[-last_n:]),
+                last_mean=sum(values[-p.last:]) / len(values[-p.last:]),
                 rejects_corrupted=None if rejects is None else 100.0 * rejects,
                 corrupted_frac=None if last is None or last.corrupted_frac is None else 100.0 * last.corrupted_frac,
                 seconds=round(time.perf_counter() - t0, 1), n_test=len(y_test))
 
 
 def _report(res: dict[str, Any]) -> dict[str, Any]:
-    row = f"{res['dataset']} {res['noise']}" if res["kind"] != "reg" else res["corruption"]
+    row = f"{res['dataset']} {res['noise']}" if res["kind"] == "cls" else res["corruption"]
     rej = "" if res["rejects_corrupted"] is None else f" | rejects {res['rejects_corrupted']:.1f}% corrupted"
     print(f"# {row} {res['pct']}% {LABEL[res['method']]:>11} seed {res['seed']}: last-{len(res['per_epoch'])} "
           f"curve end {res['per_epoch'][-1]:.3f}, last mean {res['last_mean']:.3f}{rej} ({res['seconds']} s)",
@@ -253,20 +216,17 @@ def _report(res: dict[str, Any]) -> dict[str, Any]:
 
 # -- tables ----------------------------------------------------------------------------------------------
 def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[tuple, dict[str, Any]]]:
-    out: dict[str, dict[tuple, dict[str, Any]]] = {"cls": {}, "reg": {}, "bn": {}}
+    out: dict[str, dict[tuple, dict[str, Any]]] = {"cls": {}, "reg": {}}
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        key = (r["dataset"], r["noise"], r["pct"]) if r["kind"] != "reg" else (r["corruption"], r["pct"])
+        key = (r["dataset"], r["noise"], r["pct"]) if r["kind"] == "cls" else (r["corruption"], r["pct"])
         groups.setdefault((r["kind"], key, r["method"]), []).append(r)
     for (kind, key, method), rs in groups.items():
         m, s = mean_std(r["last_mean"] for r in rs)
         rej = [r["rejects_corrupted"] for r in rs if r["rejects_corrupted"] is not None]
         out[kind].setdefault(key, {})[method] = dict(mean=m, std=s, n=len(rs),
                                                      rejects=mean_std(rej)[0] if rej else None,
-                                                     corrupted=rs[0]["corrupted_frac"],
-                                                     seconds=mean_std(r["seconds"] for r in rs)[0],
-                                                     per_seed=[round(r["last_mean"], 2) for r in
-                                                               sorted(rs, key=lambda r: r["seed"])])
+                                                     corrupted=rs[0]["corrupted_frac"])
     return out
 
 
@@ -339,26 +299,6 @@ def markdown(agg: dict, proto: Protocol, seeds: list[int], wall: float, jobs: in
                 row.append(cell + (f" ({paper[m]:.3f})" if m in paper else ""))
             lines.append(f"| {corr} {pct} % | " + " | ".join(row) + " |")
         lines.append("")
-    if agg["bn"]:
-        bn_m = list(proto.bn_methods)
-        names = {"standard": "Standard", "prl": "PRL(L)", "prl_refit": "PRL(L), refit_kept"}
-        lines += ["## BatchNorm CNN: PRL's kept-subset forward (`BatchFilter(refit_kept=True)`)", "",
-                  f"The CNN of `bn_cnn()` (BatchNorm after each of 4 convolutions, training mode), Adam lr "
-                  f"{proto.cls_lr}, batch {proto.cls_batch}, {proto.bn_epochs} epochs, T_k = {proto.bn_warmup}, "
-                  f"{proto.bn_train_size} training images (seeded subsample of the offline 6,000 MNIST), the 4,000 "
-                  f"clean test images; test accuracy (%) averaged over the last {proto.bn_last} epochs, mean ± std "
-                  "over seeds (per seed in brackets); seconds per run (mean; the machine was shared).", "",
-                  "| data | noise | " + " | ".join(names.get(m, m) for m in bn_m) + " |",
-                  "|---|---|" + "---|" * len(bn_m)]
-        for (ds, noise, pct), cells in sorted(agg["bn"].items()):
-            row = []
-            for m in bn_m:
-                c = cells.get(m)
-                row.append("–" if c is None else f"{c['mean']:.2f} ± {c['std']:.2f} {c['per_seed']} "
-                                                 f"({c['seconds']:.0f} s)")
-            lines.append(f"| {'MNIST' if ds == 'mnist' else 'FashionMNIST'} | {noise} {pct} % | " + " | ".join(row)
-                         + " |")
-        lines.append("")
     return "\n".join(lines)
 
 
@@ -366,9 +306,7 @@ def headline(agg: dict) -> dict[str, Any]:
     cls = {"_".join(str(k) for k in key): {m: round(c["mean"], 2) for m, c in cells.items()}
            for key, cells in sorted(agg["cls"].items())}
     reg = {f"{c}_{p}": {m: round(v["mean"], 3) for m, v in cells.items()} for (c, p), cells in sorted(agg["reg"].items())}
-    bn = {"_".join(str(k) for k in key): {m: round(c["mean"], 2) for m, c in cells.items()}
-          for key, cells in sorted(agg["bn"].items())}
-    return {"classification": cls, "orderings": orderings(agg["cls"]), "regression": reg, "batchnorm": bn}
+    return {"classification": cls, "orderings": orderings(agg["cls"]), "regression": reg}
 
 
 # -- driver ------------------------------------------------------------------------------------------------
@@ -379,10 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     level.add_argument("--smoke", action="store_true", help="tiny data, two methods each (a few seconds)")
     p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw and FashionMNIST/raw")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--part", choices=("all", "cls", "reg", "bn"), default="all")
+    p.add_argument("--part", choices=("all", "cls", "reg"), default="all")
     p.add_argument("--methods", nargs="+", default=None, help="restrict to these methods")
-    p.add_argument("--noise", choices=("pairflip", "symmetric"), default=None,
-                   help="restrict the classification and BatchNorm rows to this noise")
     p.add_argument("--cls-epochs", type=int, default=None)
     p.add_argument("--reg-epochs", type=int, default=None)
     p.add_argument("--reg-lr", type=float, default=None)
@@ -399,18 +335,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     proto = QUICK if args.quick else SMOKE if args.smoke else FULL
     over = {k: v for k, v in (("cls_epochs", args.cls_epochs), ("reg_epochs", args.reg_epochs),
                               ("reg_lr", args.reg_lr)) if v is not None}
-    if args.part != "all":
-        for part in ("cls", "reg", "bn"):
-            if part != args.part:
-                over[f"{part}_rows"] = ()
-    if args.noise:
-        for part in ("cls", "bn"):
-            over[f"{part}_rows"] = tuple(r for r in over.get(f"{part}_rows", getattr(proto, f"{part}_rows"))
-                                         if r[1] == args.noise)
+    if args.part == "cls":
+        over["reg_rows"] = ()
+    elif args.part == "reg":
+        over["cls_rows"] = ()
     if args.methods:
         over["cls_methods"] = tuple(m for m in proto.cls_methods if m in args.methods)
         over["reg_methods"] = tuple(m for m in proto.reg_methods if m in args.methods)
-        over["bn_methods"] = tuple(m for m in proto.bn_methods if m in args.methods)
     proto = replace(proto, **over)
     seeds = args.seeds if args.seeds is not None else (REPORTED_SEEDS if full else [0])
     jobs = args.jobs if args.jobs is not None else (2 if full else 1)
@@ -421,15 +352,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              for (d, n, pc) in proto.cls_rows for m in proto.cls_methods for s in seeds]
     tasks += [dict(kind="reg", corruption=c, pct=pc, method=m, seed=s, **common)
               for (c, pc) in proto.reg_rows for m in proto.reg_methods for s in seeds]
-    tasks += [dict(kind="bn", dataset=d, noise=n, pct=pc, method=m, seed=s, **common)
-              for (d, n, pc) in proto.bn_rows for m in proto.bn_methods for s in seeds]
     t0 = time.perf_counter()
     results = [_report(r) for r in run_tasks(run_one, tasks, jobs)]
     wall = time.perf_counter() - t0
     mode = "full" if full else ("quick" if args.quick else "smoke")
     run = {"mode": mode, "protocol": asdict(proto), "seeds": seeds, "jobs": jobs, "threads": args.threads,
            "wall_s": round(wall, 1), "date": _dt.date.today().isoformat(), "results": results}
-    out = args.out or (str(DEFAULT_OUT_BN if args.part == "bn" else DEFAULT_OUT) if full else None)
+    out = args.out or (str(DEFAULT_OUT) if full else None)
     json_out = args.json_out or (str(Path(out).with_suffix(".json")) if full and out else None)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

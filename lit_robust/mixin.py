@@ -125,13 +125,8 @@ class RobustMixin:
                 f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
                 f"{tuple(losses.shape)}; use `reduction='none'` and average any extra dimensions."
             )
-        if not self.batch_selectors:
+        if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
-        # a selector that forwards the kept samples again (BatchFilter(refit_kept=True)): its loss replaces the mean
-        refit = next((s for s in self.batch_selectors if callable(getattr(s, "refit_loss", None))), None)
-        if self.selectors_paused:
-            out = None if refit is None else refit.refit_loss(self, batch, torch.ones_like(losses, dtype=torch.bool))
-            return losses.mean() if out is None else out
         # a selector that ranks during the backward (PRL(G) book-keeping) reduces last, given the others' mask
         deferred = next((s for s in self.batch_selectors if callable(getattr(s, "reduce_in_backward", None))), None)
         others = [s for s in self.batch_selectors if s is not deferred]
@@ -143,10 +138,6 @@ class RobustMixin:
             if out is not None:
                 return out
             keep &= deferred.keep_mask(losses, batch, outputs, self)
-        if refit is not None:
-            out = refit.refit_loss(self, batch, keep)
-            if out is not None:
-                return out
         return masked_mean(losses, keep)
 
     @property
@@ -254,30 +245,6 @@ def require_mixin(owner: str, module: Any) -> RobustMixin:
         raise TypeError(f"`{owner}`: `{type(module).__name__}` adopts RobustMixin but does not implement "
                         "`per_sample_loss(batch)`.")
     return module
-
-
-def batch_rows(batch: Any, keep: Tensor) -> Any:
-    """The rows ``keep`` (a boolean mask over the batch) of every element of ``batch`` (tensors, lists, tuples and
-    dicts batched along dim 0); a ``ValueError`` for an element that cannot be cut along its first dimension."""
-    n = keep.shape[0]
-
-    def rows(x: Any) -> Any:
-        if isinstance(x, Tensor):
-            if x.ndim == 0 or x.shape[0] != n:
-                raise _Unsliceable
-            return x[keep.to(x.device)]
-        if isinstance(x, (list, tuple)):
-            items = [rows(v) for v in x]
-            return type(x)(*items) if hasattr(x, "_fields") else type(x)(items)
-        if isinstance(x, dict):
-            return {key: rows(v) for key, v in x.items()}
-        raise _Unsliceable
-
-    try:
-        return rows(batch)
-    except _Unsliceable:
-        raise ValueError(f"cannot take the kept rows of a batch of {n} samples: every element must be a tensor (or a "
-                         "list/tuple/dict of tensors) with the batch along its first dimension.") from None
 
 
 def _head(x: Any, k: int, n: int) -> Any:

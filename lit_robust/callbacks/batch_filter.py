@@ -189,16 +189,6 @@ class BatchFilter(Callback):
         report_format: ``"csv"`` (default; ``pandas.read_csv`` opens it) or ``"parquet"`` (needs pyarrow).
         restart_on_reinit: restart the warm-up (and the ``"auto"`` estimation window) at the epoch a round-based
             callback re-initialises the model (default ``True``); ``False`` counts epochs from the start of the fit.
-        refit_kept: PRL's kept-subset forward (illidanlab/PRL ``loss_prl_l``) for modules with BatchNorm in training
-            mode: after ranking, the module's ``per_sample_loss`` runs a second time on the kept samples only and
-            the step's loss is their mean, so the normalisation of the forward that trains sees no dropped sample.
-            Stricter than PRL's code, the BatchNorm running statistics are updated by that second forward alone
-            (during the fit ``track_running_stats`` is off in every other training-mode forward: the ranking
-            forward, :class:`~lit_robust.AdversarialTrigger`'s inner step), so they equal those of a forward over
-            the kept samples alone; in warm-up epochs (nothing dropped) the second forward covers the whole batch.
-            Costs one extra forward per step; without BatchNorm it changes nothing and is skipped (warned once).
-            Not with ``rule="prl_g"``. Measured (``benchmarks/batch_filters.py --part bn``, see its table):
-            REFIT_MEASURED.
 
     Example:
         >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
@@ -222,7 +212,6 @@ class BatchFilter(Callback):
         report_dir: str | None = None,
         report_format: ReportFormat = "csv",
         restart_on_reinit: bool = True,
-        refit_kept: bool = False,
     ) -> None:
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
@@ -233,10 +222,6 @@ class BatchFilter(Callback):
         check_filter_args(warmup_epochs, scope, loss)
         check_report_args(report, report_dir, report_format)
         self.restart_on_reinit = check_bool("restart_on_reinit", restart_on_reinit)
-        self.refit_kept = check_bool("refit_kept", refit_kept)
-        if refit_kept and rule == "prl_g":
-            raise ValueError("`refit_kept=True` needs a loss-layer rule ('prl' or 'spl'), got rule='prl_g': PRL(G) "
-                             "needs a model without BatchNorm in training mode anyway.")
         self.rule = rule
         self.drop_ratio: float | Literal["auto"] = drop_ratio
         self.estimator, self.auto_margin, self.reestimate = estimator, float(auto_margin), reestimate
@@ -269,7 +254,6 @@ class BatchFilter(Callback):
         self._module: RobustMixin | None = None
         self._recorder: GradNormRecorder | None = None
         self._backend: Literal["bookkeeping", "two_pass"] | None = None  # the one in use during a fit
-        self._batchnorms: list[torch.nn.modules.batchnorm._BatchNorm] = []  # refit_kept: their tracking is ours
 
     # -- schedule -------------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
@@ -330,15 +314,6 @@ class BatchFilter(Callback):
             self._report_target = resolve_report_path(trainer, self.report_dir,
                                                       f"filter_{self.rule}_report.{self.report_format}")
         module.add_batch_selector(self)
-        if self.refit_kept:
-            self._batchnorms = [m for m in pl_module.modules()
-                                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-            if not self._batchnorms:
-                rank_zero_warn(f"`BatchFilter(refit_kept=True)`: `{type(pl_module).__name__}` has no BatchNorm layer "
-                               "tracking running statistics, so the kept-subset forward would change nothing; it is "
-                               "skipped.")
-            for m in self._batchnorms:  # only the kept-subset forward updates them (see `refit_loss`)
-                m.track_running_stats = False
 
     def _resolve_backend(self, world_size: int) -> Literal["bookkeeping", "two_pass"]:
         if self.prl_g_backend == "two_pass" or (self.prl_g_backend == "auto" and world_size > 1):
@@ -354,9 +329,6 @@ class BatchFilter(Callback):
             return
         if isinstance(pl_module, RobustMixin):
             pl_module.remove_batch_selector(self)
-        for m in self._batchnorms:
-            m.track_running_stats = True
-        self._batchnorms = []
         if self._recorder is not None:
             self._recorder.detach()
             self._recorder = None
@@ -538,26 +510,6 @@ class BatchFilter(Callback):
             else:
                 self._pending = (index, scores)
         return mask
-
-    def refit_loss(self, module: Any, batch: Any, keep: Tensor) -> Tensor | None:
-        """``refit_kept``: the mean loss of a second forward over the kept samples of one training batch, the only
-        forward whose BatchNorm layers update their running statistics; ``None`` when not in use (the mixin then
-        averages the first forward's losses over ``keep``)."""
-        trainer = self._trainer
-        if not self._batchnorms or trainer is None or not trainer.training or not bool(keep.any()):
-            return None
-        from lit_robust.mixin import batch_rows
-
-        kept = batch_rows(batch, keep)
-        for m in self._batchnorms:
-            m.track_running_stats = True
-        try:
-            out = module.per_sample_loss(kept)
-        finally:
-            for m in self._batchnorms:
-                m.track_running_stats = False
-        losses = out[0] if isinstance(out, tuple) else out
-        return losses.mean()
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
         """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""
