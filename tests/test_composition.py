@@ -16,6 +16,7 @@ from tests.conftest import BlobsData, TinyModel, tiny_trainer
 
 N, BATCH, KEEP = 240, 32, 0.7
 ROUNDS = [2, 3]
+EPOCHS = sum(ROUNDS)
 
 
 def batch_sizes(n, batch):
@@ -27,7 +28,7 @@ def expected_drops(eps, n, batch=BATCH):
     return sum(b - keep_count(b, 1 - eps) for b in batch_sizes(n, batch))
 
 
-def composed_fit(root, order, restart=True, epochs=sum(ROUNDS), ckpt_path=None, checkpoint=None, trigger=False,
+def composed_fit(root, order, restart=True, epochs=EPOCHS, ckpt_path=None, checkpoint=None, trigger=False,
                  seed=0, **filter_kw):
     itlm = ITLM(keep_ratio=KEEP, round_epochs=ROUNDS, verbose=False, plot=False)
     kw = dict(drop_ratio=0.3, warmup_epochs=2) | filter_kw

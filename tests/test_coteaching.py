@@ -66,6 +66,8 @@ def fit(tmp_path, model, max_epochs=2, data=None, seed=0, **kw):
 
 @pytest.mark.parametrize("rule", ["spl", "prl"])
 def test_each_network_trains_on_its_peers_trim(rule, tmp_path):
+    # seeded before the model is built: an unseeded start made near-ties (reference vs library scores) possible
+    pl.seed_everything(0, verbose=False)
     co = SpyCoTeaching(PlainSGD(lr=0.1), rule=rule, drop_ratio=0.3, warmup_epochs=1)
     fit(tmp_path, co, max_epochs=2)
     assert len(co.steps) == 12

@@ -100,3 +100,15 @@ def test_simclr_backdoor_example_pretrains_and_fits_a_bounded_head(tmp_path, one
     assert first.dropped == 0 and second.dropped > 0  # one warm-up epoch, then PRL drops 35% of each batch
     assert second.corrupted_frac == 0.35
     assert isinstance(load_backbone(out["checkpoint"]), torch.nn.Module)  # the saved pretraining run is loadable
+
+
+def test_custom_trigger_example_poisons_with_both_triggers_and_measures(one_torch_thread):
+    out = load("custom_trigger").main(fast=True)
+    assert set(out) == {"plus patch", "stripe function"}
+    for res in out.values():
+        assert res["attack"] == "custom"
+        assert set(res["test"]) == {"clean_acc", "poison_acc", "asr"}
+        assert all(0.0 <= v <= 1.0 for v in res["test"].values())
+        assert 0.0 <= res["dropped"]["recall"] <= 1.0
+    assert "PatchTrigger" in out["plus patch"]["trigger"] and "position=(2, 2)" in out["plus patch"]["trigger"]
+    assert "stripe" in out["stripe function"]["trigger"]

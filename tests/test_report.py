@@ -325,7 +325,7 @@ def test_itlm_report_holds_what_the_rounds_did(tmp_path):
 def test_resumed_fit_writes_the_same_report(tmp_path, with_val):
     def run(root, ckpt_path=None):
         cbs = [ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=False, plot=False, report_dir=str(root)),
-               BatchFilter("spl", drop_ratio=0.2, warmup_epochs=1, report_dir=str(root)),
+               BatchFilter("spl", drop_ratio=0.2, warmup_epochs=1, report_dir=str(root), restart_on_reinit=False),
                ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
         fit(root, cbs, 3, enable_checkpointing=True, with_val=with_val, ckpt_path=ckpt_path,
             seed=1 if ckpt_path is None else 99)
