@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_robust import ITLM, BackdoorFashionMNISTDataModule, BackdoorMetrics, BatchFilter, RobustMixin
-from lit_robust.backdoor import PatchTrigger
+from lit_robust.functional.backdoor import PatchTrigger
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # offline FashionMNIST, torchvision layout
 

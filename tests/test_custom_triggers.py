@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 import lit_robust as lr
-from lit_robust.backdoor import BlendTrigger, FunctionTrigger, PatchTrigger, as_trigger, poison
+from lit_robust.functional.backdoor import BlendTrigger, FunctionTrigger, PatchTrigger, as_trigger, poison
 from tests.conftest import SHARED_DATA, BlobsData, TinyModel, tiny_trainer
 
 LO, HI = -0.5, 2.0
@@ -136,13 +136,13 @@ def test_a_plain_function_is_a_trigger():
 
 
 @pytest.mark.parametrize(("make", "error", "message"), [
-    (lambda: as_trigger(3), TypeError, r"`trigger` must be a lit_robust.backdoor.Trigger or a function "
+    (lambda: as_trigger(3), TypeError, r"`trigger` must be a lit_robust.functional.backdoor.Trigger or a function "
                                        r"`images -> images`, got 3 \(a int\)"),
     (lambda: as_trigger(lambda v: v[:, :, :2])(images()), ValueError,
      r"must return a floating-point batch of the input's shape \(3, 1, 8, 8\), got shape \(3, 1, 2, 8\)"),
     (lambda: as_trigger(PatchTrigger(value_range=(0.0, 1.0)), (LO, HI)), ValueError,
      r"`trigger` was built for `value_range` \(0, 1\) but the images lie in \(-0.5, 2\)"),
-    (lambda: lr.BackdoorMetrics(trigger="patch"), TypeError, "`trigger` must be a lit_robust.backdoor.Trigger"),
+    (lambda: lr.BackdoorMetrics(trigger="patch"), TypeError, "`trigger` must be a lit_robust.functional.backdoor.Trigger"),
 ])
 def test_bad_triggers(make, error, message):
     with pytest.raises(error, match=message):
@@ -180,7 +180,7 @@ def test_datamodule_takes_a_function(shared_data):
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"attack": "blend", "trigger": lambda v: v}, ValueError, "pass `attack` .* or `trigger` .*, not both"),
-    ({"trigger": 5}, TypeError, r"`trigger` must be a lit_robust.backdoor.Trigger or a function"),
+    ({"trigger": 5}, TypeError, r"`trigger` must be a lit_robust.functional.backdoor.Trigger or a function"),
     ({"trigger": PatchTrigger(value_range=(0.0, 1.0))}, ValueError, r"built for `value_range` \(0, 1\)"),
 ])
 def test_datamodule_bad_trigger(kwargs, error, message):
