@@ -259,8 +259,9 @@ def run_classification(task: dict) -> dict[str, Any]:
         probe = RoundZeroProbe()
         # every round's scores, for offline comparisons of estimators (and for the cache)
         keep = bool(task.get("keep_scores") or task.get("cache_dir"))
+        # the loss mixture, named: ITLM's default estimator is now "disagreement" (the itlm_auto_pred column)
         itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=keep,
-                    reestimate=bool(task.get("reestimate", False)))
+                    reestimate=bool(task.get("reestimate", False)), estimator="gmm")
         _trainer(sum(rounds), [probe, itlm]).fit(m, train_dataloaders=dm.train_dataloader())
         if keep:
             out["score_history"] = itlm.score_history
