@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import quiet  # noqa: E402
+from harness import quiet  # noqa: E402
 from overhead import Context, _datamodule, _model, _quantile, pin_malloc  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

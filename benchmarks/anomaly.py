@@ -42,8 +42,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import quiet as _quiet  # noqa: E402
-from _common import run_tasks
+from harness import quiet as _quiet  # noqa: E402
+from harness import run_tasks
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import mean_std, quiet, run_tasks, trainer  # noqa: E402
+from harness import mean_std, quiet, run_tasks, trainer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE.parents[0].parent / "shared" / "data"

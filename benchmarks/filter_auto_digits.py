@@ -2,23 +2,41 @@
 
 An MLP (``ImageClassifier(backbone="mlp")``, SGD lr 0.05) on 1,300 training digits with 30 % random or systematic
 label noise, ``BatchFilter("prl", drop_ratio, warmup_epochs=10)``, 30 epochs, seeds 0-2; clean test accuracy on the
-497 held-out digits and the estimate ``eps_hat``. ``--quick``: 1 seed, random noise, 8 epochs (warm-up 3).
-Writes ``results/filter_auto_digits.md`` (full mode only); the last line printed is one JSON object.
+497 held-out digits and the estimate ``eps_hat``. ``--quick``: 1 seed, random noise, 8 epochs (warm-up 3);
+``--smoke`` is the same. Full mode writes ``results/filter_auto_digits.md`` (+ ``.json``); the last line printed is
+one JSON object.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import quiet, run_tasks, trainer  # noqa: E402
+from harness import Benchmark, main, md_table, quiet, trainer  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Protocol:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    noises: tuple[str, ...] = ("random", "systematic")
+    epochs: int = 30
+    warmup: int = 10
+    true_rate: float = 0.3
+
+
+FULL = Protocol()
+QUICK = Protocol(seeds=(0,), noises=("random",), epochs=8, warmup=3)
+
+
+def tasks(p: Protocol, args: Any) -> list[dict]:
+    return [{"seed": s, "noise": n, "drop": d, "epochs": p.epochs, "warmup": p.warmup}
+            for n in p.noises for s in p.seeds for d in ("auto", p.true_rate)]
 
 
 def run_one(task: dict) -> dict:
@@ -41,42 +59,42 @@ def run_one(task: dict) -> dict:
             "true_eps": f.history[-1].corrupted_frac, "dropped_corrupted_frac": f.history[-1].dropped_corrupted_frac}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="as --quick (the test suite's name for it)")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--data-root", default=None, help="unused (digits ship with scikit-learn)")
-    args = p.parse_args()
-    quick = args.quick or args.smoke
-    seeds, noises, epochs, warmup = ([0], ["random"], 8, 3) if quick else ([0, 1, 2], ["random", "systematic"], 30, 10)
-    tasks = [{"seed": s, "noise": n, "drop": d, "epochs": epochs, "warmup": warmup}
-             for n in noises for s in seeds for d in ("auto", 0.3)]
-    t0 = time.perf_counter()
-    rows = list(run_tasks(run_one, tasks, args.jobs))
-    lines = ["| noise | seed | eps_hat | true eps | acc auto | acc eps = 0.3 |", "|---|---|---|---|---|---|"]
-    summary: dict = {"benchmark": "filter_auto_digits", "mode": "quick" if quick else "full", "rows": {}}
-    for n in noises:
-        errs, d_acc = [], []
-        for s in seeds:
-            a = next(r for r in rows if r["noise"] == n and r["seed"] == s and r["drop"] == "auto")
-            k = next(r for r in rows if r["noise"] == n and r["seed"] == s and r["drop"] == 0.3)
-            lines.append(f"| {n} | {s} | {a['eps_hat']:.3f} | {a['true_eps']:.3f} | {100 * a['acc']:.1f} % | "
-                         f"{100 * k['acc']:.1f} % |")
-            errs.append(abs(a["eps_hat"] - a["true_eps"]))
-            d_acc.append(a["acc"] - k["acc"])
-        summary["rows"][n] = {"eps_hat": [round(r["eps_hat"], 4) for r in rows if r["noise"] == n and r["drop"] == "auto"],
-                              "mean_abs_err_points": round(100 * statistics.fmean(errs), 2),
-                              "mean_acc_auto_minus_true_points": round(100 * statistics.fmean(d_acc), 2)}
-    table = "\n".join(lines)
-    print(table)
-    summary["wall_s"] = round(time.perf_counter() - t0, 1)
-    if not quick:
-        out = Path(__file__).parent / "results" / "filter_auto_digits.md"
-        out.write_text(f"# PRL(L) drop_ratio='auto' vs the true rate, digits (MLP, 30 epochs, warm-up 10)\n\n{table}\n\n"
-                       f"Wall time {summary['wall_s']} s with {args.jobs} jobs on a shared 2-core machine.\n")
-    print(json.dumps(summary))
+def _pairs(saved: dict) -> list[tuple[dict, dict]]:
+    """(auto run, true-rate run) per noise and seed, in the protocol's order."""
+    rows, p = saved["results"], saved["settings"]
+    return [(next(r for r in rows if r["noise"] == n and r["seed"] == s and r["drop"] == "auto"),
+             next(r for r in rows if r["noise"] == n and r["seed"] == s and r["drop"] != "auto"))
+            for n in p["noises"] for s in p["seeds"]]
 
+
+def render(saved: dict) -> str:
+    p, m = saved["settings"], saved["meta"]
+    table = md_table(["noise", "seed", "eps_hat", "true eps", "acc auto", f"acc eps = {p['true_rate']}"],
+                     [[a["noise"], a["seed"], f"{a['eps_hat']:.3f}", f"{a['true_eps']:.3f}", f"{100 * a['acc']:.1f} %",
+                       f"{100 * k['acc']:.1f} %"] for a, k in _pairs(saved)])
+    return "\n".join([
+        f"# PRL(L) drop_ratio='auto' vs the true rate, digits (MLP, {p['epochs']} epochs, warm-up {p['warmup']})", "",
+        *table, "",
+        f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
+        f"date {m['date']}; torch {m['torch']}.", "",
+        f"Reproduce: `{m['command']}` (`--render results/filter_auto_digits.json` re-prints this table).", ""])
+
+
+def headline(saved: dict) -> dict:
+    out: dict[str, Any] = {"rows": {}}
+    for n in saved["settings"]["noises"]:
+        pairs = [(a, k) for a, k in _pairs(saved) if a["noise"] == n]
+        out["rows"][n] = {"eps_hat": [round(a["eps_hat"], 4) for a, _ in pairs],
+                          "mean_abs_err_points": round(100 * statistics.fmean(abs(a["eps_hat"] - a["true_eps"])
+                                                                              for a, _ in pairs), 2),
+                          "mean_acc_auto_minus_true_points": round(100 * statistics.fmean(a["acc"] - k["acc"]
+                                                                                          for a, k in pairs), 2)}
+    return out
+
+
+BENCHMARK = Benchmark(name="filter_auto_digits", doc=__doc__, modes={"full": FULL, "quick": QUICK, "smoke": QUICK},
+                      tasks=tasks, run=run_one, render=render, headline=headline,
+                      jobs={"full": 2, "quick": 2, "smoke": 2}, data=False)
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)

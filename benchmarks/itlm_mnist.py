@@ -49,9 +49,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import mean_std as _mean_std  # noqa: E402
-from _common import quiet as _quiet
-from _common import run_tasks
+from harness import mean_std as _mean_std  # noqa: E402
+from harness import quiet as _quiet
+from harness import run_tasks
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"

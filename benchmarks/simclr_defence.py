@@ -45,10 +45,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import mean_std as _mean_std  # noqa: E402
-from _common import quiet as _quiet
-from _common import run_tasks
-from _common import trainer as _trainer
+from harness import mean_std as _mean_std  # noqa: E402
+from harness import quiet as _quiet
+from harness import run_tasks
+from harness import trainer as _trainer
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # benchmark the checkout this script lives in, not another installed copy

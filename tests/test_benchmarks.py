@@ -245,7 +245,7 @@ def test_backdoor_dynamics_smoke_traces_every_epoch():
 
 def test_filter_auto_digits_quick_ends_with_headline_json():
     summary = _last_json(_smoke("filter_auto_digits"))
-    assert summary["benchmark"] == "filter_auto_digits" and summary["mode"] == "quick"
+    assert summary["benchmark"] == "filter_auto_digits" and summary["mode"] == "smoke"
     row = summary["rows"]["random"]
     assert len(row["eps_hat"]) == 1 and 0.0 <= row["eps_hat"][0] < 0.5
     assert 0.0 <= row["mean_abs_err_points"] <= 50.0
