@@ -121,9 +121,16 @@ def test_anomaly_render_reprints_the_saved_run(capsys):
     assert "| **average rank** |" in capsys.readouterr().out
 
 
-def test_overhead_rejects_unknown_measurement():
-    with pytest.raises(SystemExit, match="`--only` must name measurements among"):
-        _load("overhead").main(["--smoke", "--only", "nope"])
+def test_overhead_rejects_bad_options():
+    mod = _load("overhead")
+    with pytest.raises(SystemExit, match=r"`--only` must name measurements among \[.*'mixin/training_step'.*got \['nope'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--only", "nope"])
+    with pytest.raises(SystemExit, match="`--threads` must be an integer >= 1, got 0"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--synthetic", "--threads", "0"])
+    with pytest.raises(SystemExit, match="`--data-root` must hold MNIST/raw .*got '/nonexistent'"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--data-root", "/nonexistent"])
+    with pytest.raises(SystemExit, match=r"`--jobs` must be 1 for overhead \(pairs are timed in one process\), got 2"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--synthetic", "--only", "mixin/training_step", "--jobs", "2"])
 
 
 def test_overhead_synthetic_data_and_device_plumbing(tmp_path, capsys):
@@ -133,14 +140,17 @@ def test_overhead_synthetic_data_and_device_plumbing(tmp_path, capsys):
 
     mod = _load("overhead")
     out = tmp_path / "overhead.md"
-    summary = mod.main(["--smoke", "--synthetic", "--only", "mixin/training_step", "--out", str(out)])
+    summary = mod.main(mod.BENCHMARK, ["--smoke", "--synthetic", "--only", "mixin/training_step", "--out", str(out)])
     assert summary["device"].startswith("cpu") and set(summary["median_ms"]) == {"mixin/training_step"}
     assert all(ms > 0 for ms in summary["median_ms"]["mixin/training_step"])
     assert "synthetic MNIST-shaped (random) images" in out.read_text() and "Device: cpu" in out.read_text()
+    saved = json.loads(out.with_suffix(".json").read_text())  # the options travel with the saved run
+    assert saved["settings"]["synthetic"] is True and saved["settings"]["only"] == ["mixin/training_step"]
+    assert mod.render(saved) == out.read_text() and "--only mixin/training_step" in out.read_text()
     capsys.readouterr()
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="`--device cuda` needs a CUDA device"):
-            mod.main(["--smoke", "--synthetic", "--device", "cuda"])
+            mod.main(mod.BENCHMARK, ["--smoke", "--synthetic", "--device", "cuda"])
 
 
 def test_overhead_registry_has_the_issue_rows():
@@ -260,6 +270,14 @@ def test_adversarial_trigger_profile_smoke_ends_with_headline_json():
         summary["ratios"])
     assert summary["at_step_before_over_now"] > 0 and list(summary["grid_native_over_onednn"]) == ["1x16x5x1x28x100"]
     assert "| whole PRL-AT step, now (`input_gradient`) |" in run.stdout  # the markdown table was printed
+
+
+def test_adversarial_trigger_profile_rejects_bad_options(tmp_path):
+    mod = _load("adversarial_trigger_profile")
+    with pytest.raises(SystemExit, match="`--data-root` must hold MNIST/raw, got '.*'"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--data-root", str(tmp_path)])  # a folder, but without MNIST/raw
+    with pytest.raises(SystemExit, match=r"`--jobs` must be 1 for adversarial_trigger_profile .*got 2"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--data-root", str(SHARED_DATA), "--jobs", "2"])
 
 
 def test_corruption_rate_smoke_ends_with_headline_json():
