@@ -20,24 +20,24 @@ Three tables:
 
 Usage::
 
-    python benchmarks/adversarial_trigger_profile.py           # -> benchmarks/results/adversarial_trigger_profile.md
+    python benchmarks/adversarial_trigger_profile.py           # -> results/adversarial_trigger_profile.md (+ .json)
     python benchmarks/adversarial_trigger_profile.py --quick   # < 60 s
     python benchmarks/adversarial_trigger_profile.py --smoke   # a few seconds, for the test suite
+    python benchmarks/adversarial_trigger_profile.py --render results/adversarial_trigger_profile.json
 
-The last line printed is one JSON object with the headline ratios.
+Modes, ``--out``, ``--render`` and the JSON last line (the headline ratios) are ``harness.py``'s; every section is
+timed in this one process (``--jobs`` is 1).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +46,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import quiet  # noqa: E402
+from harness import Benchmark, main, md_table, quiet  # noqa: E402
 from overhead import Context, _datamodule, _model, _quantile, pin_malloc  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA_ROOT = HERE.parents[0].parent / "shared" / "data"
-DEFAULT_OUT = HERE / "results" / "adversarial_trigger_profile.md"
 TAU, VALUE_RANGE, DROP = 0.16, (-0.4242, 2.8215), 0.3
-LEVELS = {"full": {"rounds": 201, "grid_reps": 15, "prof_steps": 20},
-          "quick": {"rounds": 21, "grid_reps": 5, "prof_steps": 5},
-          "smoke": {"rounds": 2, "grid_reps": 1, "prof_steps": 1}}
+
 # (in_channels, out_channels, kernel, stride, image size, batch): cnn2's two layers, 1- and 3-channel stems, wider
 GRID = [(1, 16, 5, 1, 28, 100), (1, 64, 3, 1, 28, 100), (3, 16, 5, 1, 32, 100), (3, 64, 7, 2, 64, 32),
         (3, 64, 3, 1, 32, 64), (4, 32, 3, 1, 32, 64), (8, 16, 3, 1, 28, 100), (8, 64, 3, 1, 32, 64),
@@ -312,108 +307,112 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def markdown(summary: dict, ops: dict, grid: list[dict], level: str, rounds: int, wall: float, pinned: bool,
-             train_size: int) -> str:
-    s = summary
+@dataclass(frozen=True)
+class Protocol:
+    """Rounds of section timings, profiled inner backwards and kernel-grid pairs; the setting the saved run keeps."""
+
+    rounds: int = 201
+    grid_reps: int = 15
+    prof_steps: int = 20
+    train_size: int = 3000
+    tau: float = TAU
+    drop: float = DROP
+    value_range: tuple[float, float] = VALUE_RANGE
+    grid: tuple[tuple[int, ...], ...] = tuple(GRID)
+    sections: tuple[tuple[str, str], ...] = tuple(SECTIONS)  # (name, what the table says it is)
+
+
+FULL = Protocol()
+QUICK = Protocol(rounds=21, grid_reps=5, prof_steps=5)
+SMOKE = Protocol(rounds=2, grid_reps=1, prof_steps=1, train_size=600, grid=tuple(GRID[:1]))
+
+
+def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
+    if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
+        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}.")
+    return p
+
+
+def execute(p: Protocol, args: argparse.Namespace, jobs: int) -> dict[str, Any]:
+    """The sections in rotating order, the operator profile and the kernel grid, all in this one process."""
+    if jobs != 1:
+        raise SystemExit(f"`--jobs` must be 1 for adversarial_trigger_profile (sections are timed in one process), "
+                         f"got {jobs}.")
+    pinned = pin_malloc()
+    quiet()
+    torch.set_num_threads(1)
+    ctx = Context(data_root=args.data_root, train_size=p.train_size, batch_size=100, eval_batch_size=250,
+                  fit_epochs_per_round=1, fit_rounds=1)
+    bench = Bench(ctx)
+    try:
+        times = time_sections(bench, p.rounds)
+        ops = op_table(bench, p.prof_steps)
+    finally:
+        bench.close()
+    grid = kernel_grid(p.grid_reps, [tuple(s) for s in p.grid])
+    return {"sections": summarise(times), "ops": ops, "grid": grid,
+            "times_s": {k: [round(t, 5) for t in v] for k, v in times.items()}, "threads": torch.get_num_threads(),
+            "malloc_pinned": pinned, "cpu_name": cpu_name()}
+
+
+def render(saved: dict[str, Any]) -> str:
+    """The three tables, from the saved run only (a run saved before the harness keeps its fixed Reproduce line)."""
+    p, res, m = saved["settings"], saved["results"], saved["meta"]
+    s = res["sections"]
+    b = s["before_over_now"]
     lines = [
         "# Where a PRL-AT step's time goes (ratios to a plain step)",
         "",
-        f"`ImageClassifier(backbone=\"cnn2\")`, one training batch of 100 of {train_size} offline MNIST digits, "
-        f"SGD; `BatchFilter('prl', drop_ratio={DROP})` + `AdversarialTrigger(tau={TAU})`. {rounds} rounds; in each "
-        "round every section is timed once, in a rotating order; ratio = median over rounds of section ÷ the plain "
-        "step of the same round (IQR beside it). Shared 2-core machine: other engineers' jobs ran meanwhile, so "
-        "absolute times are noisy; the ratios are the figures to read.",
+        f"`ImageClassifier(backbone=\"cnn2\")`, one training batch of 100 of {p['train_size']} offline MNIST digits, "
+        f"SGD; `BatchFilter('prl', drop_ratio={p['drop']})` + `AdversarialTrigger(tau={p['tau']})`. {p['rounds']} "
+        "rounds; in each round every section is timed once, in a rotating order; ratio = median over rounds of "
+        f"section ÷ the plain step of the same round (IQR beside it). Shared {m['cpus']}-core machine: other "
+        "engineers' jobs ran meanwhile, so absolute times are noisy; the ratios are the figures to read.",
         "",
-        "| section | ÷ plain step (median) | IQR | median ms |",
-        "|---|---|---|---|",
-    ]
-    for name, desc in SECTIONS:
-        r = s[name]
-        lines.append(f"| {desc} | {r['ratio']:.3f} | {r['q25']:.3f} – {r['q75']:.3f} | {r['ms']:.1f} |")
-    b = s["before_over_now"]
-    lines += [
+        *md_table(["section", "÷ plain step (median)", "IQR", "median ms"],
+                  [[desc, f"{s[name]['ratio']:.3f}", f"{s[name]['q25']:.3f} – {s[name]['q75']:.3f}",
+                    f"{s[name]['ms']:.1f}"] for name, desc in p["sections"]]),
         "",
         f"PRL-AT step before ÷ now, same rounds: {b['ratio']:.3f} (IQR {b['q25']:.3f} – {b['q75']:.3f}).",
         "",
         "## Inner backward, operators (self CPU ms per step, `torch.profiler`, top 6)",
         "",
-        "| | operator | first input shapes | ms / step |",
-        "|---|---|---|---|",
-    ]
-    for label in ("before", "now"):
-        for name, shapes, ms in ops[label]:
-            lines.append(f"| {label} | `{name}` | {shapes} | {ms:.2f} |")
-    lines += [
+        "| | operator | first input shapes | ms / step |",  # (md_table would write the empty cell as "|  |")
+        *md_table(["", "operator", "first input shapes", "ms / step"],
+                  [[label, f"`{name}`", shapes, f"{ms:.2f}"] for label in ("before", "now")
+                   for name, shapes, ms in res["ops"][label]])[1:],
         "",
         "## A convolution's input gradient: oneDNN vs PyTorch's native kernel",
         "",
         "`aten.convolution_backward` for the input only (`output_mask=[True, False, False]`), float32, one thread, "
         "interleaved pairs; native = `torch.backends.mkldnn.enabled = False` around the call.",
         "",
-        "| in → out channels | kernel, stride | image, batch | oneDNN ms | native ms | native ÷ oneDNN |",
-        "|---|---|---|---|---|---|",
-    ]
-    for g in grid:
-        ic, oc, k, st, size, n = g["shape"]
-        lines.append(f"| {ic} → {oc} | {k}×{k}, {st} | {size}², {n} | {g['onednn_ms']:.2f} | {g['native_ms']:.2f} "
-                     f"| {g['ratio']:.2f} |")
-    lines += [
+        *md_table(["in → out channels", "kernel, stride", "image, batch", "oneDNN ms", "native ms", "native ÷ oneDNN"],
+                  [[f"{ic} → {oc}", f"{k}×{k}, {st}", f"{size}², {n}", f"{g['onednn_ms']:.2f}",
+                    f"{g['native_ms']:.2f}", f"{g['ratio']:.2f}"]
+                   for g in res["grid"] for ic, oc, k, st, size, n in [g["shape"]]]),
         "",
-        f"Mode {level}; wall time {wall:.0f} s; torch threads {torch.get_num_threads()}; glibc malloc pinned: "
-        f"{'yes' if pinned else 'no'}; date {_dt.date.today().isoformat()}; {cpu_name()}, {os.cpu_count()} "
-        f"CPU cores (shared), torch {torch.__version__}.",
+        f"Mode {saved['mode']}; wall time {m['wall_s']:.0f} s; torch threads {res['threads']}; glibc malloc pinned: "
+        f"{'yes' if res['malloc_pinned'] else 'no'}; date {m['date']}; {res['cpu_name']}, {m['cpus']} "
+        f"CPU cores (shared), torch {m['torch']}.",
         "",
-        "Reproduce: `python benchmarks/adversarial_trigger_profile.py`.",
+        "Reproduce: `python benchmarks/adversarial_trigger_profile.py`." if m.get("pre_harness") else
+        f"Reproduce: `{m['command']}` (its saved `.json` re-prints this table with `--render`).",
         "",
     ]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="fewer rounds (< 60 s)")
-    g.add_argument("--smoke", action="store_true", help="two rounds, tiny data (a few seconds)")
-    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw")
-    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT}); .json beside it")
-    args = p.parse_args(argv)
-    level = "quick" if args.quick else "smoke" if args.smoke else "full"
-    if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
-        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}.")
-    cfg = LEVELS[level]
-    pinned = pin_malloc()
-    quiet()
-    torch.set_num_threads(1)
-    train_size = 600 if level == "smoke" else 3000
-    ctx = Context(data_root=args.data_root, train_size=train_size, batch_size=100, eval_batch_size=250,
-                  fit_epochs_per_round=1, fit_rounds=1)
-    t0 = time.perf_counter()
-    bench = Bench(ctx)
-    try:
-        times = time_sections(bench, cfg["rounds"])
-        ops = op_table(bench, cfg["prof_steps"])
-    finally:
-        bench.close()
-    grid = kernel_grid(cfg["grid_reps"], GRID[:1] if level == "smoke" else GRID)
-    wall = time.perf_counter() - t0
-    summary = summarise(times)
-    md = markdown(summary, ops, grid, level, cfg["rounds"], wall, pinned, train_size)
-    print(md)
-    out = args.out or (str(DEFAULT_OUT) if level == "full" else None)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(md)
-        Path(out).with_suffix(".json").write_text(json.dumps(
-            {"mode": level, "wall_s": round(wall, 1), "rounds": cfg["rounds"], "sections": summary,
-             "ops": ops, "grid": grid, "times_s": {k: [round(t, 5) for t in v] for k, v in times.items()}},
-            indent=1))
-    headline = {"benchmark": "adversarial_trigger_profile", "mode": level, "wall_s": round(wall, 1),
-                "ratios": {n: round(summary[n]["ratio"], 4) for n, _ in SECTIONS},
-                "at_step_before_over_now": round(summary["before_over_now"]["ratio"], 4),
-                "grid_native_over_onednn": {"x".join(map(str, g["shape"])): round(g["ratio"], 3) for g in grid}}
-    print(json.dumps(headline), flush=True)
-    return headline
+def headline(saved: dict[str, Any]) -> dict[str, Any]:
+    s, res = saved["results"]["sections"], saved["results"]
+    return {"ratios": {n: round(s[n]["ratio"], 4) for n, _ in saved["settings"]["sections"]},
+            "at_step_before_over_now": round(s["before_over_now"]["ratio"], 4),
+            "grid_native_over_onednn": {"x".join(map(str, g["shape"])): round(g["ratio"], 3) for g in res["grid"]}}
 
+
+BENCHMARK = Benchmark(name="adversarial_trigger_profile", doc=__doc__,
+                      modes={"full": FULL, "quick": QUICK, "smoke": SMOKE}, execute=execute, render=render,
+                      headline=headline, configure=configure, jobs={"full": 1, "quick": 1, "smoke": 1})
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)
