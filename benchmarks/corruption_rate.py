@@ -26,7 +26,7 @@ Accuracy columns (classification, clean test set): **plain** = the model trained
 sample (= ITLM's round 0); **ITLM true** = ``ITLM(keep_ratio=1 - eps)``; **ITLM auto** = ``ITLM(keep_ratio="auto")``;
 both with round 0 on every sample and ``rounds`` re-initialised rounds of ``epochs`` epochs. **PRL true** =
 ``BatchFilter("prl", drop_ratio=eps)`` with ``epochs`` warm-up epochs over the same total epochs; **PRL auto** =
-``BatchFilter("prl", drop_ratio="auto")`` when this checkout has it (reported as not measured otherwise).
+``BatchFilter("prl", drop_ratio="auto")`` (reported as not measured when ``--methods`` leaves it out).
 
 Usage::
 
