@@ -24,19 +24,20 @@ CIFAR-10 rows of Table 4.2 — a different data set, so only the *orderings* are
 
 Usage::
 
-    python benchmarks/batch_filters.py            # full tables -> benchmarks/results/batch_filters.md
+    python benchmarks/batch_filters.py            # full tables -> benchmarks/results/batch_filters.md (+ .json)
     python benchmarks/batch_filters.py --quick    # one classification and one regression row (< 60 s)
     python benchmarks/batch_filters.py --smoke    # a few seconds, for the test suite
+    python benchmarks/batch_filters.py --render benchmarks/results/batch_filters.json   # re-print a saved run
 
-The last line printed is one JSON object with the headline figures.
+Own options: ``--part cls|reg``, ``--methods``, ``--cls-epochs``, ``--reg-epochs``, ``--reg-lr``; the rest
+(``--seeds``, ``--jobs``, ``--out``, ``--data-root``) is the harness's (``benchmarks/harness.py``). The last line
+printed is one JSON object with the headline figures. ``results/batch_filters_bn.md`` is a saved run of an option
+since removed (``--part bn``, commit ec686ea); it renders from its JSON here and cannot be re-run from this checkout.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -46,11 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import mean_std, quiet, run_tasks, trainer  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA_ROOT = HERE.parents[0].parent / "shared" / "data"
-DEFAULT_OUT = HERE / "results" / "batch_filters.md"
+from harness import Benchmark, main, md_table, mean_std, pm, quiet, trainer  # noqa: E402
 
 CLS_METHODS = ["standard", "spl", "prl", "prl_g", "coteaching", "co_prl", "bootstrap"]
 REG_METHODS = ["standard", "huber", "spl", "prl_g", "co_prl"]
@@ -99,6 +96,7 @@ class Protocol:
     reg_batch: int = 512
     hidden: int = 256
     bootstrap_beta: float = 0.8
+    seeds: tuple[int, ...] = (0, 1, 2)
 
 
 FULL = Protocol(
@@ -109,10 +107,9 @@ FULL = Protocol(
     reg_epochs=15, reg_train_size=4000, reg_warmup=5, reg_lr=1e-3, last=10)
 QUICK = replace(FULL, cls_rows=(("mnist", "pairflip", 45),), reg_rows=(("signflip", 40),),
                 cls_epochs=6, cls_train_size=2000, cls_warmup=2, reg_epochs=8, reg_train_size=2000, reg_warmup=2,
-                last=3)
+                last=3, seeds=(0,))
 SMOKE = replace(QUICK, cls_methods=("standard", "co_prl"), reg_methods=("standard", "prl_g"), cls_epochs=2,
                 cls_train_size=256, cls_warmup=1, reg_epochs=2, reg_train_size=256, reg_warmup=1, last=1)
-REPORTED_SEEDS = [0, 1, 2]
 
 
 # -- one run ---------------------------------------------------------------------------------------------
@@ -142,7 +139,7 @@ def _epoch_eval(x: torch.Tensor, y: torch.Tensor, metric: str):
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """Train one method on one corrupted data set with one seed; the per-epoch clean test metric."""
     quiet()
-    torch.set_num_threads(task["threads"])
+    torch.set_num_threads(1)
     import pytorch_lightning as pl
 
     from lit_robust import (
@@ -155,7 +152,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         MNISTLandmarksDataModule,
     )
 
-    p = Protocol(**task["proto"]) if isinstance(task["proto"], dict) else task["proto"]
+    p = Protocol(**task["proto"])
     method, seed, pct = task["method"], task["seed"], task["pct"]
     eps = pct / 100
     t0 = time.perf_counter()
@@ -197,12 +194,12 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         if rejects is None:
             rejects = getattr(last, "dropped_corrupted_frac_1", None)
     values = ev.values
-    return dict(kind=task["kind"], dataset=task.get("dataset"), noise=task.get("noise"),
+    return _report(dict(kind=task["kind"], dataset=task.get("dataset"), noise=task.get("noise"),
                 corruption=task.get("corruption"), pct=pct, method=method, seed=seed, per_epoch=values,
                 last_mean=sum(values[-p.last:]) / len(values[-p.last:]),
                 rejects_corrupted=None if rejects is None else 100.0 * rejects,
                 corrupted_frac=None if last is None or last.corrupted_frac is None else 100.0 * last.corrupted_frac,
-                seconds=round(time.perf_counter() - t0, 1), n_test=len(y_test))
+                seconds=round(time.perf_counter() - t0, 1), n_test=len(y_test)))
 
 
 def _report(res: dict[str, Any]) -> dict[str, Any]:
@@ -214,19 +211,21 @@ def _report(res: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-# -- tables ----------------------------------------------------------------------------------------------
+# -- tables (from the saved run only) ----------------------------------------------------------------------
 def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[tuple, dict[str, Any]]]:
-    out: dict[str, dict[tuple, dict[str, Any]]] = {"cls": {}, "reg": {}}
+    """Per kind (``cls``, ``reg``, and ``bn`` in the saved BatchNorm run), row and method: the cell's figures."""
+    out: dict[str, dict[tuple, dict[str, Any]]] = {"cls": {}, "reg": {}, "bn": {}}
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        key = (r["dataset"], r["noise"], r["pct"]) if r["kind"] == "cls" else (r["corruption"], r["pct"])
+        key = (r["dataset"], r["noise"], r["pct"]) if r["kind"] != "reg" else (r["corruption"], r["pct"])
         groups.setdefault((r["kind"], key, r["method"]), []).append(r)
     for (kind, key, method), rs in groups.items():
         m, s = mean_std(r["last_mean"] for r in rs)
         rej = [r["rejects_corrupted"] for r in rs if r["rejects_corrupted"] is not None]
-        out[kind].setdefault(key, {})[method] = dict(mean=m, std=s, n=len(rs),
-                                                     rejects=mean_std(rej)[0] if rej else None,
-                                                     corrupted=rs[0]["corrupted_frac"])
+        out[kind].setdefault(key, {})[method] = dict(
+            mean=m, std=s, n=len(rs), rejects=mean_std(rej)[0] if rej else None, corrupted=rs[0]["corrupted_frac"],
+            seconds=mean_std(r["seconds"] for r in rs)[0],
+            per_seed=[round(r["last_mean"], 2) for r in sorted(rs, key=lambda r: r["seed"])])
     return out
 
 
@@ -244,135 +243,157 @@ def orderings(table: dict[tuple, dict[str, Any]]) -> dict[str, dict[str, bool]]:
     return res
 
 
-def markdown(agg: dict, proto: Protocol, seeds: list[int], wall: float, jobs: int, threads: int, date: str) -> str:
-    cls_m, reg_m = list(proto.cls_methods), list(proto.reg_methods)
+def _data_name(ds: str) -> str:
+    return "MNIST" if ds == "mnist" else "FashionMNIST"
+
+
+def render(saved: dict) -> str:
+    """The markdown of a saved run: the filter tables, or the saved BatchNorm run (``settings.part == "bn"``)."""
+    return _render_bn(saved) if saved["settings"].get("part") == "bn" else _render_filters(saved)
+
+
+def _render_filters(saved: dict) -> str:
+    p, m, agg = saved["settings"], saved["meta"], aggregate(saved["results"])
+    cls_m, reg_m = list(p["cls_methods"]), list(p["reg_methods"])
+    torch_note = f" torch {m['torch']}." if m.get("torch") else ""
     lines = ["# Per-batch robust filters (robust_dnn_thesis Tables 4.1 / 4.2, scaled to CPU)", "",
-             f"Produced by `python benchmarks/batch_filters.py` on {date} ({platform.processor() or platform.machine()}, "
-             f"{jobs} worker process(es) × {threads} torch thread(s)); wall time {wall / 60:.1f} min; seeds {seeds}.",
+             f"Produced by `{m['command']}` on {m['date']} ({m['machine']}, {m['jobs']} worker process(es) × 1 torch "
+             f"thread(s)); wall time {m['wall_s'] / 60:.1f} min; seeds {list(p['seeds'])}.{torch_note}",
              "Each cell: mean ± std over seeds of the clean-test metric averaged over the last "
-             f"{proto.last} epochs; drop ratio ε = corruption rate, warm-up T_k epochs; paper's value in parentheses.",
+             f"{p['last']} epochs; drop ratio ε = corruption rate, warm-up T_k epochs; paper's value in parentheses.",
              ""]
     if agg["cls"]:
         lines += ["## Classification: test accuracy (%)", "",
-                  f"MLP 784-256-256-10, Adam lr {proto.cls_lr}, batch {proto.cls_batch}, {proto.cls_epochs} epochs, "
-                  f"T_k = {proto.cls_warmup}, {proto.cls_train_size} training images per data set (seeded subsamples of "
-                  "the offline 6,000 MNIST / 60,000 FashionMNIST training images), the full offline test sets "
+                  f"MLP 784-256-256-10, Adam lr {p['cls_lr']}, batch {p['cls_batch']}, {p['cls_epochs']} epochs, "
+                  f"T_k = {p['cls_warmup']}, {p['cls_train_size']} training images per data set (seeded subsamples "
+                  "of the offline 6,000 MNIST / 60,000 FashionMNIST training images), the full offline test sets "
                   "(4,000 / 10,000). Symmetric = `noise='random'`, pairflip = `noise='systematic'` (a → a+1). "
                   "Paper column: CIFAR-10 (Table 4.2), not comparable in level — compare orderings.", "",
                   "| data | noise | " + " | ".join(LABEL[m] for m in cls_m) + " |",
                   "|---|---|" + "---|" * len(cls_m)]
         for (ds, noise, pct), cells in sorted(agg["cls"].items()):
             paper = PAPER_CLS.get((noise, pct), {})
-            row = []
-            for m in cls_m:
-                c = cells.get(m)
-                cell = "–" if c is None else f"{c['mean']:.2f} ± {c['std']:.2f}"
-                row.append(cell + (f" ({paper[m]:.2f})" if m in paper else ""))
-            name = "MNIST" if ds == "mnist" else "FashionMNIST"
-            lines.append(f"| {name} | {noise} {pct} % | " + " | ".join(row) + " |")
+            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 2))
+                   + (f" ({paper[m]:.2f})" if m in paper else "") for m in cls_m]
+            lines.append(f"| {_data_name(ds)} | {noise} {pct} % | " + " | ".join(row) + " |")
         lines += ["", "Orderings (ours; the thesis's hold on CIFAR-10):", ""]
         for key, checks in orderings(agg["cls"]).items():
             lines.append(f"- {key}: " + ", ".join(f"{k} **{'holds' if v else 'does not hold'}**"
                                                   for k, v in checks.items()))
+        filters = [m for m in cls_m if m not in ("standard", "bootstrap")]
         lines += ["", "Corrupted fraction among the samples each filter rejected in the last epoch (%; random "
                   "rejection would reach the corruption rate; Co-teaching: network 1's rejects):", "",
-                  "| data | noise | " + " | ".join(LABEL[m] for m in cls_m if m not in ("standard", "bootstrap"))
-                  + " |", "|---|---|" + "---|" * len([m for m in cls_m if m not in ("standard", "bootstrap")])]
+                  "| data | noise | " + " | ".join(LABEL[m] for m in filters) + " |", "|---|---|" + "---|" * len(filters)]
         for (ds, noise, pct), cells in sorted(agg["cls"].items()):
-            row = [("–" if cells.get(m, {}).get("rejects") is None else f"{cells[m]['rejects']:.1f}")
-                   for m in cls_m if m not in ("standard", "bootstrap")]
-            lines.append(f"| {'MNIST' if ds == 'mnist' else 'FashionMNIST'} | {noise} {pct} % | " + " | ".join(row) + " |")
+            row = [("–" if cells.get(m, {}).get("rejects") is None else f"{cells[m]['rejects']:.1f}") for m in filters]
+            lines.append(f"| {_data_name(ds)} | {noise} {pct} % | " + " | ".join(row) + " |")
         lines.append("")
     if agg["reg"]:
         lines += ["## Regression: test R² (MNIST ink landmarks, 10 targets)", "",
-                  f"MLP 784-256-256-10 (leaky ReLU), Adam lr {proto.reg_lr}, batch {proto.reg_batch}, "
-                  f"{proto.reg_epochs} epochs, T_k = {proto.reg_warmup}, {proto.reg_train_size} training images (seeded "
+                  f"MLP 784-256-256-10 (leaky ReLU), Adam lr {p['reg_lr']}, batch {p['reg_batch']}, "
+                  f"{p['reg_epochs']} epochs, T_k = {p['reg_warmup']}, {p['reg_train_size']} training images (seeded "
                   "subsample of the offline 6,000), "
                   "4,000 clean test images; targets standardised. Paper: CelebA landmarks (Table 4.1).", "",
                   "| corruption | " + " | ".join(LABEL[m] for m in reg_m) + " |", "|---|" + "---|" * len(reg_m)]
         for (corr, pct), cells in sorted(agg["reg"].items(), key=lambda kv: (CORRUPTIONS.index(kv[0][0]), kv[0][1])):
             paper = PAPER_REG.get((corr, pct), {})
-            row = []
-            for m in reg_m:
-                c = cells.get(m)
-                cell = "–" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f}"
-                row.append(cell + (f" ({paper[m]:.3f})" if m in paper else ""))
+            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 3))
+                   + (f" ({paper[m]:.3f})" if m in paper else "") for m in reg_m]
             lines.append(f"| {corr} {pct} % | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def headline(agg: dict) -> dict[str, Any]:
+BN_NAMES = {"standard": "Standard", "prl": "PRL(L)", "prl_refit": "PRL(L), refit_kept"}
+
+
+def _render_bn(saved: dict) -> str:
+    """The saved run of ``--part bn`` (commit ec686ea; the option was removed after it): its table from the runs,
+    its header and the verdict written with it from ``meta``."""
+    p, m, agg = saved["settings"], saved["meta"], aggregate(saved["results"])
+    methods = list(dict.fromkeys(x for proto in p["protocols"] for x in proto["bn_methods"]))
+    q = p["protocols"][0]
+    lines = ["# PRL's kept-subset forward on a BatchNorm CNN (issue 16, item 6)", "",
+             f"Produced at commit {m['commit']} by `python benchmarks/batch_filters.py` on {m['date']} "
+             f"({m['machine']}, {m['jobs']} worker process(es) × 1 torch thread(s)); wall time ({m['runs']}) "
+             f"{m['wall_s'] / 60:.1f} min; seeds {list(p['seeds'])}.",
+             "Drop ratio ε = the corruption rate (symmetric 50 %: `allow_large_drop=True`), warm-up T_k epochs, the "
+             "same seeds and data for every method.", "",
+             "## BatchNorm CNN: PRL's kept-subset forward (`BatchFilter(refit_kept=True)`)", "",
+             f"The CNN of `bn_cnn()` (BatchNorm after each of 4 convolutions, training mode), Adam lr "
+             f"{q['cls_lr']}, batch {q['cls_batch']}, {q['bn_epochs']} epochs, T_k = {q['bn_warmup']}, "
+             f"{q['bn_train_size']} training images (seeded subsample of the offline 6,000 MNIST), the 4,000 "
+             f"clean test images; test accuracy (%) averaged over the last {q['bn_last']} epochs, mean ± std "
+             "over seeds (per seed in brackets); seconds per run (mean; the machine was shared).", "",
+             *md_table(["data", "noise", *(BN_NAMES[x] for x in methods)],
+                       [[_data_name(ds), f"{noise} {pct} %",
+                         *("–" if cells.get(x) is None else f"{pm(cells[x]['mean'], cells[x]['std'], 2)} "
+                           f"{cells[x]['per_seed']} ({cells[x]['seconds']:.0f} s)" for x in methods)]
+                        for (ds, noise, pct), cells in sorted(agg["bn"].items())]), "",
+             *m["verdict"]]
+    return "\n".join(lines)
+
+
+def headline(saved: dict) -> dict[str, Any]:
+    agg = aggregate(saved["results"])
+    if saved["settings"].get("part") == "bn":
+        return {"batchnorm": {"_".join(str(k) for k in key): {m: round(c["mean"], 2) for m, c in cells.items()}
+                              for key, cells in sorted(agg["bn"].items())}}
     cls = {"_".join(str(k) for k in key): {m: round(c["mean"], 2) for m, c in cells.items()}
            for key, cells in sorted(agg["cls"].items())}
     reg = {f"{c}_{p}": {m: round(v["mean"], 3) for m, v in cells.items()} for (c, p), cells in sorted(agg["reg"].items())}
-    return {"classification": cls, "orderings": orderings(agg["cls"]), "regression": reg}
+    return {"seeds": list(saved["settings"]["seeds"]), "classification": cls, "orderings": orderings(agg["cls"]),
+            "regression": reg}
 
 
-# -- driver ------------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    level = p.add_mutually_exclusive_group()
-    level.add_argument("--quick", action="store_true", help="one classification and one regression row (< 60 s)")
-    level.add_argument("--smoke", action="store_true", help="tiny data, two methods each (a few seconds)")
-    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw and FashionMNIST/raw")
-    p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--part", choices=("all", "cls", "reg"), default="all")
-    p.add_argument("--methods", nargs="+", default=None, help="restrict to these methods")
-    p.add_argument("--cls-epochs", type=int, default=None)
-    p.add_argument("--reg-epochs", type=int, default=None)
-    p.add_argument("--reg-lr", type=float, default=None)
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: 2 full, 1 quick/smoke)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT})")
-    p.add_argument("--json-out", default=None, help="raw per-run results (full mode default: next to --out)")
-    return p.parse_args(argv)
+# -- the script's own options and its tasks ---------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--part", choices=("all", "cls", "reg"), default="all", help="only the classification or "
+                   "regression rows")
+    p.add_argument("--methods", nargs="+", default=None, help=f"restrict to these methods, among "
+                   f"{list(dict.fromkeys(CLS_METHODS + REG_METHODS))}")
+    p.add_argument("--cls-epochs", type=int, default=None, help="replace the classification epochs")
+    p.add_argument("--reg-epochs", type=int, default=None, help="replace the regression epochs")
+    p.add_argument("--reg-lr", type=float, default=None, help="replace the regression learning rate")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    full = not (args.quick or args.smoke)
-    proto = QUICK if args.quick else SMOKE if args.smoke else FULL
-    over = {k: v for k, v in (("cls_epochs", args.cls_epochs), ("reg_epochs", args.reg_epochs),
-                              ("reg_lr", args.reg_lr)) if v is not None}
+def configure(proto: Protocol, args: argparse.Namespace) -> Protocol:
+    over: dict[str, Any] = {}
+    for name in ("cls_epochs", "reg_epochs"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"`--{name.replace('_', '-')}` must be an integer >= 1, got {value}")
+        if value is not None:
+            over[name] = value
+    if args.reg_lr is not None:
+        if not args.reg_lr > 0:  # also NaN
+            raise SystemExit(f"`--reg-lr` must be a float > 0, got {args.reg_lr}")
+        over["reg_lr"] = args.reg_lr
     if args.part == "cls":
         over["reg_rows"] = ()
     elif args.part == "reg":
         over["cls_rows"] = ()
     if args.methods:
+        known = list(dict.fromkeys(CLS_METHODS + REG_METHODS))
+        bad = [m for m in args.methods if m not in known]
+        if bad:
+            raise SystemExit(f"`--methods` must be among {known}, got {bad}")
         over["cls_methods"] = tuple(m for m in proto.cls_methods if m in args.methods)
         over["reg_methods"] = tuple(m for m in proto.reg_methods if m in args.methods)
-    proto = replace(proto, **over)
-    seeds = args.seeds if args.seeds is not None else (REPORTED_SEEDS if full else [0])
-    jobs = args.jobs if args.jobs is not None else (2 if full else 1)
-    if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
-        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}.")
-    common = dict(proto=asdict(proto), data_root=args.data_root, threads=args.threads)
-    tasks = [dict(kind="cls", dataset=d, noise=n, pct=pc, method=m, seed=s, **common)
-             for (d, n, pc) in proto.cls_rows for m in proto.cls_methods for s in seeds]
-    tasks += [dict(kind="reg", corruption=c, pct=pc, method=m, seed=s, **common)
-              for (c, pc) in proto.reg_rows for m in proto.reg_methods for s in seeds]
-    t0 = time.perf_counter()
-    results = [_report(r) for r in run_tasks(run_one, tasks, jobs)]
-    wall = time.perf_counter() - t0
-    mode = "full" if full else ("quick" if args.quick else "smoke")
-    run = {"mode": mode, "protocol": asdict(proto), "seeds": seeds, "jobs": jobs, "threads": args.threads,
-           "wall_s": round(wall, 1), "date": _dt.date.today().isoformat(), "results": results}
-    out = args.out or (str(DEFAULT_OUT) if full else None)
-    json_out = args.json_out or (str(Path(out).with_suffix(".json")) if full and out else None)
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(run, indent=1))
-    agg = aggregate(results)
-    md = markdown(agg, proto, seeds, wall, jobs, args.threads, run["date"])
-    print(md)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(md)
-    summary = {"benchmark": "batch_filters", "mode": mode, "seeds": seeds, "wall_s": run["wall_s"], **headline(agg)}
-    print(json.dumps(summary), flush=True)
-    return summary
+    return replace(proto, **over)
 
+
+def tasks(p: Protocol, args: argparse.Namespace) -> list[dict]:
+    common = dict(proto=asdict(p), data_root=args.data_root)
+    out = [dict(kind="cls", dataset=d, noise=n, pct=pc, method=m, seed=s, **common)
+           for (d, n, pc) in p.cls_rows for m in p.cls_methods for s in p.seeds]
+    return out + [dict(kind="reg", corruption=c, pct=pc, method=m, seed=s, **common)
+                  for (c, pc) in p.reg_rows for m in p.reg_methods for s in p.seeds]
+
+
+BENCHMARK = Benchmark(name="batch_filters", doc=__doc__, modes={"full": FULL, "quick": QUICK, "smoke": SMOKE},
+                      tasks=tasks, run=run_one, render=render, headline=headline, add_arguments=add_arguments,
+                      configure=configure)
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)

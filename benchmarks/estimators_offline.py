@@ -18,19 +18,23 @@ regression and anomaly rows.
 Usage::
 
     python benchmarks/corruption_rate.py --methods itlm_auto --cache benchmarks/cache --out /tmp/c.md  # ~15 min
-    python benchmarks/estimators_offline.py --cache benchmarks/cache
+    python benchmarks/estimators_offline.py --cache benchmarks/cache   # -> benchmarks/cache/estimators_offline.md
+    python benchmarks/estimators_offline.py --smoke   # writes a tiny cache (two smoke rows of corruption_rate) first
 
-The last line printed is one JSON object with the figures per estimator and split.
+It commits no table: full mode writes its markdown and saved run beside the cache it read (``--out`` elsewhere);
+``--quick`` is the same comparison, printed only. The last line printed is one JSON object with the figures per
+estimator and split.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import sys
+import tempfile
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +42,18 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from harness import Benchmark, load_module, main, md_table  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Offline:
+    cache: str | None = None  # the folder of .npz files read (set by `--cache`)
+    write_cache: bool = False  # smoke: first write a tiny cache with corruption_rate's smoke rows (mnist, moons)
+
+
+FULL = Offline()
+SMOKE = Offline(write_cache=True)
 
 
 def _per_class_gmm(d: dict[str, np.ndarray]) -> float | None:
@@ -84,37 +100,71 @@ def split_of(row: str) -> str:
     return "choose" if ("-mnist-" in row or "-digits-" in row) else "check"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cache", default=str(HERE / "cache"), help="folder of corruption_rate.py --cache files")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    files = sorted(Path(args.cache).glob("*.npz"))
-    if not files:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, metavar="DIR", help="folder of corruption_rate.py --cache files (default: "
+                   "benchmarks/cache; with --smoke, where the tiny cache is written: default a temporary folder)")
+
+
+def configure(s: Offline, args: argparse.Namespace) -> Offline:
+    if s.write_cache:
+        if args.cache is not None and any(Path(args.cache).glob("*.npz")):
+            raise SystemExit(f"`--cache` with --smoke must be an empty or new folder (the smoke run writes its own "
+                             f"cache there), got {args.cache!r}: it holds .npz files")
+        return replace(s, cache=args.cache)
+    cache = Path(args.cache if args.cache is not None else HERE / "cache")
+    if not any(cache.glob("*.npz")):
         raise SystemExit(f"`--cache` must be a folder of .npz files written by corruption_rate.py --cache, got "
-                         f"{args.cache!r} (none found).")
-    est = estimators()
-    errs: dict[str, dict[str, list[float]]] = {}  # row -> estimator -> per-seed |err| in points
+                         f"{str(cache)!r} (none found)")
+    if args.out is None and not (args.quick or args.smoke):  # no committed table: the markdown goes beside the cache
+        args.out = str(cache / "estimators_offline.md")
+    return replace(s, cache=str(cache))
+
+
+def _write_smoke_cache(folder: Path, data_root: str) -> None:
+    """corruption_rate's smoke protocol on one classification and one anomaly row, scores cached in ``folder``."""
+    cr = load_module("corruption_rate")
+    p = replace(cr.SMOKE, methods=("itlm_auto",), groups=("cls", "ad"))
+    for task in cr.tasks(p, argparse.Namespace(data_root=data_root, cache=str(folder))):
+        cr.run_task(task)  # in this process: two small rows
+
+
+def execute(s: Offline, args: argparse.Namespace, jobs: int) -> list[dict[str, Any]]:
+    """Every estimator on every cached row and seed: the estimate (``None`` where it does not apply) and the truth."""
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(s.cache if s.cache is not None else tmp)
+        if s.write_cache:
+            _write_smoke_cache(folder, args.data_root)
+        est = estimators()
+        out = []
+        for f in sorted(folder.glob("*.npz")):
+            d = dict(np.load(f))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rates = {name: fn(d) for name, fn in est.items()}
+            out.append({"file": f.stem, "row": f.stem.rsplit("-s", 1)[0], "eps": float(d["corrupted"].mean()),
+                        "estimates": rates})
+    return out
+
+
+def _errors(results: list[dict]) -> tuple[list[str], dict[str, dict[str, list[float]]], dict[str, dict[str, list]]]:
+    """Estimator names; per row and estimator the per-seed |err| in points, and on clean rows the estimates in %."""
+    names = list(results[0]["estimates"]) if results else []
+    errs: dict[str, dict[str, list[float]]] = {}
     clean: dict[str, dict[str, list[float]]] = {}
-    for f in files:
-        row = f.stem.rsplit("-s", 1)[0]
-        d = dict(np.load(f))
-        eps = float(d["corrupted"].mean())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name, fn in est.items():
-                r = fn(d)
-                if r is None:
-                    continue
-                errs.setdefault(row, {}).setdefault(name, []).append(100 * abs(r - eps))
-                if eps == 0:
-                    clean.setdefault(row, {}).setdefault(name, []).append(100 * r)
-    names = list(est)
-    print("| row | split | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names))
-    for row, e in errs.items():
-        cells = [f"{statistics.fmean(e[n]):.1f}" if n in e else "–" for n in names]
-        print(f"| {row} | {split_of(row)} | " + " | ".join(cells) + " |")
-    summary: dict[str, Any] = {"benchmark": "estimators_offline", "rows": len(errs), "files": len(files)}
+    for r in results:
+        for name, rate in r["estimates"].items():
+            if rate is None:
+                continue
+            errs.setdefault(r["row"], {}).setdefault(name, []).append(100 * abs(rate - r["eps"]))
+            if r["eps"] == 0:
+                clean.setdefault(r["row"], {}).setdefault(name, []).append(100 * rate)
+    return names, errs, clean
+
+
+def headline(saved: dict) -> dict[str, Any]:
+    names, errs, clean = _errors(saved["results"])
+    out: dict[str, Any] = {"rows": len(errs), "files": len(saved["results"])}
     for name in names:
         per = {}
         for split in ("choose", "check", "all"):
@@ -125,12 +175,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "share_err_le_5pts": round(sum(x <= 5 for x in v) / len(v), 3)}
         c = [statistics.fmean(v[name]) for v in clean.values() if name in v]
         per["max_clean_eps_hat_pct"] = round(max(c), 2) if c else None
-        summary[name] = per
-        print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in per.items()))
-    print(json.dumps(summary))
-    return summary
+        out[name] = per
+    return out
 
+
+def render(saved: dict) -> str:
+    names, errs, _ = _errors(saved["results"])
+    head, m = headline(saved), saved["meta"]
+    lines = ["# Corruption-rate estimators offline (issue 15)", "",
+             f"{head['files']} cached row/seed files from `{saved['settings']['cache'] or 'a temporary folder'}`; "
+             f"mean over seeds of |ε̂ − ε| in points per row. Run {m['date']} on {m['machine']} (torch "
+             f"{m['torch']}), {m['wall_s']} s.", "",
+             *md_table(["row", "split", *names],
+                       [[row, split_of(row), *(f"{statistics.fmean(e[n]):.1f}" if n in e else "–" for n in names)]
+                        for row, e in errs.items()]), ""]
+    lines += [f"- {name}: " + "; ".join(f"{k} {v}" for k, v in head[name].items()) for name in names]
+    return "\n".join(lines) + "\n"
+
+
+BENCHMARK = Benchmark(name="estimators_offline", doc=__doc__, modes={"full": FULL, "quick": FULL, "smoke": SMOKE},
+                      execute=execute, render=render, headline=headline, add_arguments=add_arguments,
+                      configure=configure)
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
-    main()
+    main(BENCHMARK)

@@ -295,9 +295,36 @@ def test_corruption_rate_smoke_ends_with_headline_json():
 def test_corruption_rate_rejects_bad_arguments():
     mod = _load("corruption_rate")
     with pytest.raises(SystemExit, match=r"`--methods` must be among \['itlm_auto', .*got \['nope'\]"):
-        mod.main(["--smoke", "--methods", "nope"])
-    with pytest.raises(SystemExit, match=r"`--jobs` must be 1 or 2 \(the machine has 2 shared cores\), got 3"):
-        mod.main(["--smoke", "--jobs", "3"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--methods", "nope"])
+    with pytest.raises(SystemExit, match=r"`--groups` must be among \['cls', 'reg', 'ad'\], got \['cls2'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--groups", "cls", "cls2"])
+    with pytest.raises(SystemExit, match=r"`--data` must be among \['mnist', .*got \['svhn'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--data", "svhn"])
+    with pytest.raises(SystemExit, match=r"`--data` must be among \['mnist', 'fashion', 'digits'\], got \['moons'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--ab-reestimate", "--data", "moons"])
+    with pytest.raises(SystemExit, match="`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--ab-reestimate", "--with-60k"])
+
+
+def test_batch_filters_rejects_bad_options():
+    mod = _load("batch_filters")
+    with pytest.raises(SystemExit, match=r"`--methods` must be among \['standard', .*got \['prl_refit'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--methods", "prl", "prl_refit"])
+    with pytest.raises(SystemExit, match="`--cls-epochs` must be an integer >= 1, got 0"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--cls-epochs", "0"])
+    with pytest.raises(SystemExit, match="`--reg-lr` must be a float > 0, got nan"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--reg-lr", "nan"])
+
+
+def test_estimators_offline_rejects_a_cache_without_npz(tmp_path):
+    mod = _load("estimators_offline")
+    with pytest.raises(SystemExit, match="`--cache` must be a folder of .npz files .*got '.*empty' \\(none found\\)"):
+        mod.main(mod.BENCHMARK, ["--cache", str(tmp_path / "empty")])
+    np_file = tmp_path / "full" / "cls-mnist-random-30-s0.npz"
+    np_file.parent.mkdir()
+    np_file.write_bytes(b"")
+    with pytest.raises(SystemExit, match="`--cache` with --smoke must be an empty or new folder"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--cache", str(np_file.parent)])
 
 
 def test_itlm_mnist_authors_protocol_smoke():
@@ -309,24 +336,35 @@ def test_itlm_mnist_authors_protocol_smoke():
 
 
 def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
+    """``estimators_offline.py --smoke`` writes a tiny cache with corruption_rate's rows (its ``--cache`` path) and
+    compares the estimators on it; full mode then reads that cache and saves its table beside it."""
     import numpy as np
 
     cache = tmp_path / "cache"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "corruption_rate.py"), "--smoke", "--jobs", "1",
-                          "--methods", "itlm_auto", "--groups", "cls", "ad", "--cache", str(cache), "--data-root",
-                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
-    _last_json(run)
+
+    def run(*argv):
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "estimators_offline.py"), *argv,
+                               "--data-root", str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO,
+                              timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    summary = _last_json(run("--smoke", "--cache", str(cache)))
     cls = np.load(cache / "cls-mnist-random-30-s0.npz")
     assert set(cls.files) == {"scores", "corrupted", "probs", "labels", "later"}
     n = cls["scores"].shape[0]
     assert cls["probs"].shape == (n, 10) and cls["labels"].shape == (n,) and cls["later"].shape[1] == n
     assert abs(cls["corrupted"].mean() - 0.3) < 0.01
     assert set(np.load(cache / "ad-moons-clustered-10-s0.npz").files) == {"scores", "corrupted"}
-    off = subprocess.run([sys.executable, str(REPO / "benchmarks" / "estimators_offline.py"), "--cache", str(cache)],
-                         capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
-    summary = _last_json(off)
-    assert summary["benchmark"] == "estimators_offline" and summary["files"] == 2 and summary["rows"] == 2
+    assert summary["benchmark"] == "estimators_offline" and summary["mode"] == "smoke"
+    assert summary["files"] == 2 and summary["rows"] == 2
     assert summary["disagreement"]["choose"]["rows"] == 1 and summary["gmm"]["check"]["rows"] == 1
+    assert 0 <= summary["gmm"]["all"]["median_abs_err_pts"] <= 100
+    off = run("--cache", str(cache))  # full mode: no training, the table goes beside the cache
+    again = _last_json(off)
+    assert again["mode"] == "full" and {k: v for k, v in again.items() if k not in ("mode", "wall_s")} == {
+        k: v for k, v in summary.items() if k not in ("mode", "wall_s")}
     assert "| cls-mnist-random-30 | choose |" in off.stdout
+    table = cache / "estimators_offline.md"
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import harness
+
+    assert harness.render_saved(table.with_suffix(".json")) == table.read_text()
