@@ -15,7 +15,7 @@ rounds (round 0 on all data, then 3 trimmed; 1 epoch each) and one full round; t
 lr 1e-3 (a first full run with SGD lr 0.1, momentum 0.9 diverged to constant predictions in 3 of 18 runs and
 let the watermark be learnt within the first epoch), 3 seeds. Attack success rate on the watermarked test images of the source class, clean accuracy.
 
-Usage::
+Usage (``benchmarks/harness.py`` runs it: ``--jobs``, ``--seeds``, ``--out``, ``--data-root``, ``--render``)::
 
     python benchmarks/backdoor_mnist.py            # full -> benchmarks/results/backdoor_mnist.md (+ .json)
     python benchmarks/backdoor_mnist.py --quick    # one attack/ε, three methods, one ITLM row (< 60 s)
@@ -25,8 +25,9 @@ Usage::
     python benchmarks/backdoor_mnist.py --margin   # issue 16: drop ratio (1 − α) = ε, ε+0.1, ε+0.2 (ITLM also
                                                    # ε+0.3), "auto" (+0.1), ITLM + PRL; MNIST and a FashionMNIST
                                                    # subset -> results/backdoor_margin.md (+ .json, written after
-                                                   # every run; a rerun resumes; --render redraws the table)
+                                                   # every run; a rerun resumes; --max-runs N runs at most N)
     python benchmarks/backdoor_mnist.py --margin --quick   # five runs, one ε (< 60 s idle); --smoke for the tests
+    python benchmarks/backdoor_mnist.py --render benchmarks/results/backdoor_margin.json   # any saved run's table
 
 The last line printed is one JSON object with the headline figures.
 """
@@ -34,9 +35,7 @@ The last line printed is one JSON object with the headline figures.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import platform
 import statistics
 import sys
 import time
@@ -47,15 +46,15 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import mean_std, quiet, run_tasks, trainer  # noqa: E402
+import harness  # noqa: E402
+from harness import Benchmark, beside, main, md_table, mean_std, pm, quiet, run_tasks, trainer  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA_ROOT = HERE.parents[0].parent / "shared" / "data"
-DEFAULT_OUT = HERE / "results" / "backdoor_mnist.md"
+TABLE_RUN = harness.RESULTS / "backdoor_mnist.json"  # the Table 5.8 run that --reuse-table and --margin read rows from
 
 METHODS = ["standard", "at", "spl", "spl_at", "prl", "prl_at", "bootstrap", "bootstrap_at"]
 LABEL = {"standard": "Standard", "at": "AT", "spl": "SPL", "spl_at": "SPL-AT", "prl": "PRL", "prl_at": "PRL-AT",
-         "bootstrap": "Bootstrap", "bootstrap_at": "Bootstrap-AT"}
+         "bootstrap": "Bootstrap", "bootstrap_at": "Bootstrap-AT",
+         "prl_at_prev": "PRL-AT (reuse previous)"}  # AdversarialTrigger(reuse="previous"), removed again: its saved run
 EPS = [0.15, 0.25, 0.35, 0.45]
 WATERMARKS = [("watermark_x", 1, 2), ("watermark_x", 9, 4), ("watermark_l", 6, 0)]
 
@@ -189,23 +188,91 @@ def run_watermark(task: dict) -> dict:
     return out
 
 
+
+
+def _tuples(v: Any) -> Any:
+    """A saved run's lists back as the tuples of the settings dataclasses."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+def _settings(cls: type, saved: dict) -> Any:
+    """The settings dataclass of a saved run (a field an older run lacks takes its default)."""
+    return cls(**{k: _tuples(v) for k, v in saved["settings"].items()})
+
+
+def _settings_repr(cls: type, saved: dict) -> str:
+    """``Settings(...)`` as the run had it: the saved fields only, in their order."""
+    return f"{cls.__name__}({', '.join(f'{k}={_tuples(v)!r}' for k, v in saved['settings'].items())})"
+
+
+def execute_table(s: Settings, args: argparse.Namespace, jobs: int) -> dict:
+    """Part 1 (unless ``--reuse-table`` reads it back) and part 2, each a pool of independent runs."""
+    full = not (args.quick or args.smoke)
+    tasks = [{"settings": s, "root": args.data_root, "attack": a, "eps": e, "method": m, "seed": seed}
+             for a in s.attacks for e in s.eps for m in s.methods for seed in s.seeds]
+    wm_tasks = [{"settings": s, "root": args.data_root, "attack": atk, "method": m, "seed": seed}
+                for atk in s.watermarks for m in ("naive", "itlm") for seed in s.wm_seeds]
+    out: dict[str, Any] = {"part": "table", "table": []}
+    if args.reuse_table:
+        out["table"], tasks = json.loads(TABLE_RUN.read_text())["results"]["table"], []
+        out["table_reused"] = {"from": f"results/{TABLE_RUN.name}",
+                               "wall_s": sum(r["wall_s"] for r in out["table"]) / jobs}
+        print(f"Table 5.8 rows reused from {TABLE_RUN} ({len(out['table'])} runs)", flush=True)
+    for r in run_tasks(run_table, tasks, jobs):
+        out["table"].append(r)
+        if full:
+            print(f"{r['attack']:>5} ε={r['eps']:.2f} {LABEL[r['method']]:>12} seed {r['seed']}: clean {r['clean']:.2f} "
+                  f"poison {r['poison']:.2f} ({r['wall_s']:.1f} s)", flush=True)
+    out["watermark"] = list(run_tasks(run_watermark, wm_tasks, jobs))
+    return out
+
+
 def fmt(values: list[float]) -> str:
-    m, s = mean_std(values)
-    return f"{m:.2f} ± {s:.2f}"
+    return pm(*mean_std(values), 2)
 
 
-def cell(rows: list[dict], **match: Any) -> list[float]:
+def cell(rows: list[dict], **match: Any) -> list[dict]:
     return [r for r in rows if all(r[k] == v for k, v in match.items())]
 
 
-def report(s: Settings, table: list[dict], wm: list[dict], wall: float, mode: str) -> tuple[str, dict]:
-    lines = [
-        "# Backdoor defences on MNIST (robust_dnn_thesis Table 5.8; itlm_paper Table 4)",
-        "",
-        f"Generated by `python benchmarks/backdoor_mnist.py{'' if mode == 'full' else ' --' + mode}` on "
-        f"{_dt.date.today().isoformat()} ({platform.machine()}, torch {torch.__version__}); wall time {wall / 60:.1f} "
-        f"min. Settings: `{s}`.",
-        "",
+def _watermark_rows(s: Settings, res: dict) -> tuple[list[list], float, float]:
+    """Part 2's rows (shape, poisoned, naive clean/ASR, ITLM clean/ASR, recall) and the worst ITLM ASR / clean drop.
+
+    From the runs themselves, or from ``watermark_transcribed`` where only the committed table of a run survives.
+    """
+    if "watermark_transcribed" in res:
+        t = res["watermark_transcribed"]
+        return ([[r["shape"], r["poisoned"], *(tuple(r[k]) for k in ("naive_clean", "naive_asr", "itlm_clean",
+                                                                       "itlm_asr")), r["itlm_recall_pct"]]
+                 for r in t["rows"]], t["itlm_worst_mean_asr"], t["itlm_worst_clean_drop"])
+    rows, worst_asr, worst_gap = [], 0.0, 0.0
+    for atk in s.watermarks:
+        naive, it = cell(res["watermark"], attack=list(atk), method="naive"), cell(res["watermark"], attack=list(atk),
+                                                                                  method="itlm")
+        rec = mean_std(r["recall"] for r in it if r["recall"] is not None)[0] if it else float("nan")
+        rows.append([f"{atk[0][-1].upper()}, {atk[1]} → {atk[2]}", naive[0]["poisoned"] if naive else "–",
+                     *(mean_std(r[k] for r in rows_) for rows_, k in ((naive, "clean"), (naive, "asr"), (it, "clean"),
+                                                                      (it, "asr"))), 100 * rec])
+        worst_asr = max(worst_asr, mean_std(r["asr"] for r in it)[0])
+        worst_gap = max(worst_gap, mean_std(r["clean"] for r in naive)[0] - mean_std(r["clean"] for r in it)[0])
+    return rows, worst_asr, worst_gap
+
+
+def table_report(saved: dict) -> tuple[str, dict]:
+    """Part 1 and part 2 of a saved run: the markdown and the headline figures."""
+    s, m, res = _settings(Settings, saved), saved["meta"], saved["results"]
+    table = res["table"]
+    title = "# Backdoor defences on MNIST (robust_dnn_thesis Table 5.8; itlm_paper Table 4)"
+    lines = [title + m.get("title_suffix", ""), ""]
+    if m.get("note"):
+        lines += [m["note"], ""]
+    lines += [f"Generated by `{m.get('generated_by', m['command'])}` on {m['date']} ({m['machine']}, torch "
+              f"{m['torch']}); wall time {m['wall_s'] / 60:.1f} min. Settings: `{_settings_repr(Settings, saved)}`.", ""]
+    if "table_reused" in res:
+        lines += [f"The Table 5.8 part below was read back from the previous full run (about "
+                  f"{res['table_reused']['wall_s'] / 60:.0f} min of its wall time); only the watermark part was re-run "
+                  f"({m['wall_s'] / 60:.1f} min).", ""]
+    lines += [
         "## Multi-target backdoor (label a → a+1 plus the trigger), thesis Table 5.8 protocol scaled to CPU",
         "",
         f"{'MLP 784-' + str(s.hidden) + 'x' + str(s.hidden_layers) + '-10' if s.backbone == 'mlp' else s.backbone}, "
@@ -215,29 +282,25 @@ def report(s: Settings, table: list[dict], wm: list[dict], wall: float, mode: st
         "% ; the thesis's MNIST cell in brackets (no Standard column there).",
         "",
     ]
-    summary: dict[str, Any] = {"benchmark": "backdoor_mnist", "mode": mode}
+    summary: dict[str, Any] = {}
     for attack in s.attacks:
         for metric, name in (("poison", "poison accuracy"), ("clean", "clean accuracy")):
-            lines += [f"### {attack}: {name}", "", "| ε | " + " | ".join(LABEL[m] for m in s.methods) + " |",
-                      "|---|" + "---|" * len(s.methods)]
+            rows = []
             for eps in s.eps:
                 row = [f"{eps:.2f}"]
-                for m in s.methods:
-                    vals = [r[metric] for r in cell(table, attack=attack, eps=eps, method=m)]
-                    paper = PAPER[attack][metric].get(m)
+                for meth in s.methods:
+                    vals = [r[metric] for r in cell(table, attack=attack, eps=eps, method=meth)]
+                    paper = PAPER[attack][metric].get(meth)
                     k = EPS.index(eps) if eps in EPS else None
                     ref = f" ({paper[k]:.2f})" if paper is not None and k is not None else ""
                     row.append((fmt(vals) if vals else "–") + ref)
                     if vals:
-                        summary[f"{attack}_{eps}_{m}_{metric}"] = round(mean_std(vals)[0], 2)
-                lines.append("| " + " | ".join(row) + " |")
-            lines.append("")
+                        summary[f"{attack}_{eps}_{meth}_{metric}"] = round(mean_std(vals)[0], 2)
+                rows.append(row)
+            lines += [f"### {attack}: {name}", "", *md_table(["ε", *(LABEL[m] for m in s.methods)], rows), ""]
     # the issue's target: PRL-AT poison accuracy >= the thesis's cell (or within 2 points), clean within 2 of Standard
     if "prl_at" in s.methods and "standard" in s.methods:
-        lines += ["### Target check: PRL-AT poison accuracy ≥ thesis − 2, PRL-AT clean accuracy ≥ Standard − 2", "",
-                  "| attack | ε | PRL-AT poison | thesis | met | PRL-AT clean | Standard clean | met |",
-                  "|---|---|---|---|---|---|---|---|"]
-        met_all = True
+        met_all, rows = True, []
         for attack in s.attacks:
             for eps in s.eps:
                 p = mean_std(r["poison"] for r in cell(table, attack=attack, eps=eps, method="prl_at"))[0]
@@ -246,41 +309,33 @@ def report(s: Settings, table: list[dict], wm: list[dict], wall: float, mode: st
                 ref = PAPER[attack]["poison"]["prl_at"][EPS.index(eps)]
                 ok1, ok2 = p >= ref - 2, c >= c0 - 2
                 met_all &= ok1 and ok2
-                lines.append(f"| {attack} | {eps:.2f} | {p:.2f} | {ref:.2f} | {'yes' if ok1 else 'NO'} | {c:.2f} | "
-                             f"{c0:.2f} | {'yes' if ok2 else 'NO'} |")
+                rows.append([attack, f"{eps:.2f}", f"{p:.2f}", f"{ref:.2f}", "yes" if ok1 else "NO", f"{c:.2f}",
+                             f"{c0:.2f}", "yes" if ok2 else "NO"])
         summary["prl_at_target_met"] = met_all
-        lines.append("")
-    if wm:
+        lines += ["### Target check: PRL-AT poison accuracy ≥ thesis − 2, PRL-AT clean accuracy ≥ Standard − 2", "",
+                  *md_table(["attack", "ε", "PRL-AT poison", "thesis", "met", "PRL-AT clean", "Standard clean", "met"],
+                            rows), ""]
+    if res.get("watermark") or "watermark_transcribed" in res:
         lines += ["## Single-target watermark attacks vs ITLM (itlm_paper §6.4, Table 4 pattern)", "",
-                  f"{int(100 * s.wm_rate)} % of the source class watermarked and relabelled; cnn2, Adam lr 1e-3; ITLM "
-                  f"α = {s.wm_keep_ratio}, rounds {[s.wm_early_epochs] * s.wm_early_rounds + [s.wm_final_epochs]} "
-                  f"epochs (reinit each round); naive: {s.wm_final_epochs} epochs; seeds {list(s.wm_seeds)}. Attack "
-                  "success rate (ASR) on the watermarked test images of the source class. Paper (their data: "
-                  "test-1 / test-2 accuracy) in brackets.", "",
-                  "| shape, a → b | poisoned | naive clean | naive ASR | ITLM clean | ITLM ASR | ITLM recall of poisoned |",
-                  "|---|---|---|---|---|---|---|"]
-        worst_asr, worst_gap = 0.0, 0.0
-        for atk in s.watermarks:
-            naive = cell(wm, attack=list(atk), method="naive")
-            it = cell(wm, attack=list(atk), method="itlm")
-            (pn, pi) = PAPER_ITLM.get(tuple(atk), ((float("nan"),) * 2,) * 2)
-            rec = mean_std(r["recall"] for r in it if r["recall"] is not None)[0] if it else float("nan")
-            lines.append(f"| {atk[0][-1].upper()}, {atk[1]} → {atk[2]} | {naive[0]['poisoned'] if naive else '–'} | "
-                         f"{fmt([r['clean'] for r in naive])} ({pn[0]}) | {fmt([r['asr'] for r in naive])} ({pn[1]}) | "
-                         f"{fmt([r['clean'] for r in it])} ({pi[0]}) | {fmt([r['asr'] for r in it])} ({pi[1]}) | "
-                         f"{100 * rec:.1f} % |")
-            worst_asr = max(worst_asr, mean_std(r["asr"] for r in it)[0])
-            worst_gap = max(worst_gap, mean_std(r["clean"] for r in naive)[0] - mean_std(r["clean"] for r in it)[0])
+                  f"{int(100 * s.wm_rate)} % of the source class watermarked and relabelled; cnn2, "
+                  f"{res.get('wm_optimizer', 'Adam lr 1e-3')}; ITLM α = {s.wm_keep_ratio}, rounds "
+                  f"{[s.wm_early_epochs] * s.wm_early_rounds + [s.wm_final_epochs]} epochs (reinit each round); naive: "
+                  f"{s.wm_final_epochs} epochs; seeds {list(s.wm_seeds)}. Attack success rate (ASR) on the watermarked "
+                  "test images of the source class. Paper (their data: test-1 / test-2 accuracy) in brackets.", ""]
+        rows, worst_asr, worst_gap = _watermark_rows(s, res)
+        papers = [PAPER_ITLM.get(tuple(atk), ((float("nan"),) * 2,) * 2) for atk in s.watermarks]
+        lines += md_table(["shape, a → b", "poisoned", "naive clean", "naive ASR", "ITLM clean", "ITLM ASR",
+                           "ITLM recall of poisoned"],
+                          [[shape, poisoned, beside(pm(*nc, 2), pn[0]), beside(pm(*na, 2), pn[1]),
+                            beside(pm(*ic, 2), pi[0]), beside(pm(*ia, 2), pi[1]), f"{rec:.1f} %"]
+                           for (shape, poisoned, nc, na, ic, ia, rec), (pn, pi) in zip(rows, papers)])
         summary["itlm_worst_mean_asr"] = round(worst_asr, 2)
         summary["itlm_worst_clean_drop"] = round(worst_gap, 2)
         summary["itlm_target_met"] = worst_asr <= 2.0 and worst_gap <= 1.0
         lines += ["", f"Target (ASR ≤ 2 %, clean within 1 point of naive): worst mean ASR {worst_asr:.2f} %, largest "
                   f"clean-accuracy drop {worst_gap:.2f} points → {'met' if summary['itlm_target_met'] else 'NOT met'}.",
                   ""]
-    summary["wall_s"] = round(wall, 1)
-    return "\n".join(lines), summary
-
-
+    return "\n".join(lines) + "\n", summary
 
 # -- margin axis (issue 16, item 3) ---------------------------------------------------------------------------------
 # A config is (method, setting). Methods: "standard"; "prl", "prl_at" (BatchFilter, + AdversarialTrigger); "itlm"
@@ -444,20 +499,22 @@ def phase_union(s: MarginSettings, ds: str, rows: list[dict]) -> tuple[list[floa
     return sorted(eps_set), sorted(seeds), configs
 
 
-def reused_table_rows(path: Path) -> list[dict]:
-    """Standard, PRL and PRL-AT at drop ratio ε from the Table 5.8 run: the same MNIST protocol as MARGIN_FULL."""
+
+
+def reused_table_rows(path: Path) -> tuple[list[dict], dict | None]:
+    """Standard, PRL and PRL-AT at drop ratio ε from the Table 5.8 run (the same MNIST protocol as MARGIN_FULL)."""
     if not path.exists():
-        return []
+        return [], None
+    saved = json.loads(path.read_text())
     rows = []
-    for r in json.loads(path.read_text())["table"]:
+    for r in saved["results"]["table"]:
         if r["method"] in ("standard", "prl", "prl_at"):
             rows.append({"dataset": "mnist", "attack": r["attack"], "eps": r["eps"], "method": r["method"],
                          "setting": "eps", "seed": r["seed"], "rate": r["eps"] if r["method"] != "standard" else None,
                          "clean": r["clean"], "poison": r["poison"], "asr": r["asr"],
                          "dropped_precision": r.get("dropped_precision"), "dropped_recall": None, "estimate": None,
                          "wall_s": r["wall_s"], "reused": True})
-    return rows
-
+    return rows, {"from": f"results/{path.name}", "date": saved["meta"]["date"]}
 
 def setting_label(method: str, setting: str) -> str:
     if method == "standard":
@@ -468,15 +525,59 @@ def setting_label(method: str, setting: str) -> str:
     return f"{MARGIN_LABEL[method]} {'1 − α' if method == 'itlm' else 'drop'} = {s}"
 
 
-def margin_report(s: MarginSettings, rows: list[dict], wall: float, mode: str) -> tuple[str, dict]:
-    summary: dict[str, Any] = {"benchmark": "backdoor_mnist", "mode": f"margin_{mode}"}
+
+
+def execute_margin(s: MarginSettings, args: argparse.Namespace, jobs: int) -> dict:
+    """The margin grid, resumable: the saved run beside ``--out`` is rewritten after every cell and read back first."""
+    store = Path(args.out).with_suffix(".json") if args.out else None
+    rows: list[dict] = []
+    wall_before, reused = 0.0, None
+    if store is not None and store.exists():  # resume: cells already measured are not run again
+        old = json.loads(store.read_text())["results"]
+        rows, wall_before, reused = first_per_key(old["rows"]), old["wall_s"], old.get("reused")
+    elif not (args.quick or args.smoke):
+        rows, reused = reused_table_rows(TABLE_RUN)
+    done = {margin_key(r) for r in rows}
+    tasks = [t for t in margin_tasks(s, args.data_root) if margin_key(t) not in done]
+    if args.max_runs is not None:
+        tasks = tasks[: args.max_runs]
+    print(f"margin axis: {len(done)} cells stored, {len(tasks)} to run", flush=True)
+    t0 = time.perf_counter()
+
+    def results() -> dict:  # the wall time of every invocation that ran cells, this one so far included
+        wall = wall_before + (time.perf_counter() - t0 if tasks else 0.0)
+        out = {"part": "margin", "rows": rows, "wall_s": round(wall, 1)}
+        return {**out, "reused": reused} if reused else out
+
+    def save() -> None:  # a saved run of the cells so far (`--render` shows it; a rerun resumes from it)
+        if store is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            run_meta = harness.meta(time.perf_counter() - t0, jobs, sys.argv[1:], "backdoor_mnist")
+            store.write_text(json.dumps(harness.jsonable({
+                "benchmark": "backdoor_mnist", "mode": "quick" if args.quick else "smoke" if args.smoke else "full",
+                "settings": s, "results": results(), "meta": {**run_meta, "partial": True}}), indent=1) + "\n")
+
+    for r in run_tasks(run_margin, tasks, jobs):
+        rows.append(r)
+        save()
+        print(f"{r['dataset']:>7} {r['attack']:>5} ε={r['eps']:.2f} {setting_label(r['method'], r['setting'])} seed "
+              f"{r['seed']}: clean {r['clean']:.2f} poison {r['poison']:.2f} ({r['wall_s']:.1f} s)", flush=True)
+    return results()
+
+
+def margin_report(saved: dict) -> tuple[str, dict]:
+    s, m, res = _settings(MarginSettings, saved), saved["meta"], saved["results"]
+    rows = res["rows"]
+    summary: dict[str, Any] = {"part": "margin"}
+    reused = (f" Rows marked † were read back from `{res['reused']['from']}` (the same protocol and seeds, run "
+              f"{res['reused']['date']}).") if res.get("reused") else ""
     lines = [
         "# Backdoor defences: margin axis over the drop ratio, corruption-rate estimate, composed defence (issue 16)",
         "",
-        f"Generated by `python benchmarks/backdoor_mnist.py --margin{'' if mode == 'full' else ' --' + mode}`, table "
-        f"rendered on {_dt.date.today().isoformat()} ({platform.machine()}, torch {torch.__version__}); wall time of the runs "
-        f"in this file {wall / 60:.1f} min, summed over the invocations that filled it (a rerun resumes; work lost to "
-        f"an interrupted invocation counts), 2 jobs on a 2-core machine shared with other work. Settings: `{s}`.",
+        f"Generated by `{m['command']}`, table rendered on {m['date']} ({m['machine']}, torch {m['torch']}); wall time "
+        f"of the runs in this file {res['wall_s'] / 60:.1f} min, summed over the invocations that filled it (a rerun "
+        f"resumes; work lost to an interrupted invocation counts), {m['jobs']} jobs on a {m['cpus']}-core machine "
+        f"shared with other work. Settings: `{_settings_repr(MarginSettings, saved)}`.",
         "",
         f"Protocol: the Table 5.8 one of `results/backdoor_mnist.md` (multi-target a → a+1 plus the trigger on ε of "
         f"the {s.train_size} training images; MLP 784-{s.hidden}x{s.hidden_layers}-10, Adam lr {s.lr}, batch "
@@ -488,8 +589,8 @@ def margin_report(s: MarginSettings, rows: list[dict], wall: float, mode: str) -
         "ITLM's default when these rows ran; its default is now `\"disagreement\"`, not measured here); "
         "`auto + 0.1`: with `auto_margin=0.1`. "
         "ITLM+PRL: ITLM with the given 1 − α, and PRL dropping ε after a 1-epoch warm-up that "
-        "restarts at each ITLM round start (`BatchFilter(restart_on_reinit=True)`, issue 16 item 1). Mean ± std over seeds, %. Rows marked † were read back from "
-        "`results/backdoor_mnist.json` (the same protocol and seeds, run 2026-11-21).",
+        "restarts at each ITLM round start (`BatchFilter(restart_on_reinit=True)`, issue 16 item 1). Mean ± std over "
+        f"seeds, %.{reused}",
         "",
     ]
     datasets = [d for d in ("mnist", "fashion") if any(r["dataset"] == d for r in rows)]
@@ -585,126 +686,68 @@ def margin_report(s: MarginSettings, rows: list[dict], wall: float, mode: str) -
         summary[f"{ds}_target_met_by"] = met_any
         lines += ["", f"Met by: {', '.join(met_any) if met_any else 'no setting'}.", ""]
     summary["runs"] = len(rows)
-    summary["wall_s"] = round(wall, 1)
-    return "\n".join(lines), summary
+    return "\n".join(lines) + "\n", summary
 
 
-def margin_main(args: argparse.Namespace, mode: str) -> dict:
-    s = {"full": MARGIN_FULL, "quick": MARGIN_QUICK, "smoke": MARGIN_SMOKE}[mode]
-    out = Path(args.out) if args.out else (HERE / "results" / "backdoor_margin.md" if mode == "full" else None)
-    store = out.with_suffix(".json") if out else None
-    rows: list[dict] = []
-    wall_before = 0.0
-    if store is not None and store.exists():  # resume: cells already measured are not run again
-        old = json.loads(store.read_text())
-        rows, wall_before = first_per_key(old["rows"]), old.get("wall_s", 0.0)
-    elif mode == "full":
-        rows = reused_table_rows(DEFAULT_OUT.with_suffix(".json"))
-    done = {margin_key(r) for r in rows}
-    tasks = [t for t in margin_tasks(s, args.data_root) if margin_key(t) not in done]
-    if args.render:
-        tasks = []
-    if args.max_runs is not None:
-        tasks = tasks[: args.max_runs]
-    print(f"margin axis: {len(done)} cells stored, {len(tasks)} to run", flush=True)
-    jobs = 1 if mode != "full" else args.jobs
-    t0 = time.perf_counter()
-
-    def save() -> None:
-        if store is not None:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            store.write_text(json.dumps({"settings": str(s), "wall_s": wall_before + time.perf_counter() - t0,
-                                         "rows": rows}, indent=1) + "\n")
-
-    for r in run_tasks(run_margin, tasks, jobs):
-        rows.append(r)
-        save()
-        print(f"{r['dataset']:>7} {r['attack']:>5} ε={r['eps']:.2f} {setting_label(r['method'], r['setting'])} seed "
-              f"{r['seed']}: clean {r['clean']:.2f} poison {r['poison']:.2f} ({r['wall_s']:.1f} s)", flush=True)
-    if tasks:
-        save()
-    wall = wall_before + (time.perf_counter() - t0 if tasks else 0.0)
-    text, summary = margin_report(s, rows, wall, mode)
-    print(text)
-    if out is not None:
-        out.write_text(text + "\n")
-    print(json.dumps(summary))
-    return summary
+# -- the script's own options, and the one entry point for both parts ------------------------------------------------
+MARGIN = {"full": MARGIN_FULL, "quick": MARGIN_QUICK, "smoke": MARGIN_SMOKE}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true")
-    g.add_argument("--smoke", action="store_true")
-    ap.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--backbone", choices=["mlp", "cnn2"], default=None, help="full mode: Table 5.8 backbone")
-    ap.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="full mode: a subset of methods")
-    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="full mode: seeds")
-    ap.add_argument("--no-watermark", action="store_true", help="skip the ITLM watermark part")
-    ap.add_argument("--margin", action="store_true",
-                    help="the margin axis (issue 16): drop ratio ε, ε+0.1, ε+0.2, auto, composed ITLM+PRL, MNIST and "
-                         "FashionMNIST -> results/backdoor_margin.md (+ .json, resumable)")
-    ap.add_argument("--render", action="store_true", help="--margin: rewrite the table from the stored JSON, run nothing")
-    ap.add_argument("--max-runs", type=int, default=None, help="--margin: run at most this many missing cells")
-    ap.add_argument("--reuse-table", action="store_true",
-                    help="full mode: read the Table 5.8 rows from the last results JSON, run the watermark part only")
-    args = ap.parse_args(argv)
-    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", choices=["mlp", "cnn2"], default=None, help="Table 5.8 backbone (default mlp)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="a subset of the Table 5.8 methods")
+    p.add_argument("--no-watermark", action="store_true", help="skip the ITLM watermark part")
+    p.add_argument("--reuse-table", action="store_true",
+                   help="full mode: read the Table 5.8 rows from results/backdoor_mnist.json, run the watermark part")
+    p.add_argument("--margin", action="store_true",
+                   help="the margin axis (issue 16): drop ratio ε, ε+0.1, ε+0.2, auto, composed ITLM+PRL, MNIST and "
+                        "FashionMNIST -> results/backdoor_margin.md (+ .json, written after every cell; resumes)")
+    p.add_argument("--max-runs", type=int, default=None, help="--margin: run at most this many missing cells")
+
+
+def configure(s: Settings, args: argparse.Namespace) -> Settings | MarginSettings:
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    if args.max_runs is not None and (args.max_runs < 0 or not args.margin):
+        raise SystemExit(f"`--max-runs` must be an integer >= 0 and goes with `--margin`, got {args.max_runs}"
+                         f"{'' if args.margin else ' without --margin'}")
     if args.margin:
-        quiet()
-        return margin_main(args, mode)
-    s = {"full": FULL, "quick": QUICK, "smoke": SMOKE}[mode]
+        clash = [o for o, v in (("--backbone", args.backbone), ("--methods", args.methods), ("--seeds", args.seeds),
+                                ("--no-watermark", args.no_watermark), ("--reuse-table", args.reuse_table)) if v]
+        if clash:
+            raise SystemExit(f"`--margin` runs its own grid (its seeds are in its phases): drop {', '.join(clash)}")
+        if mode == "full" and not args.out:
+            args.out = str(harness.RESULTS / "backdoor_margin.md")  # the resumable store is the saved run beside it
+        return MARGIN[mode]
+    if args.reuse_table and mode != "full":
+        raise SystemExit(f"`--reuse-table` is for full mode only, got it with --{mode}")
     if args.backbone:
         s = replace(s, backbone=args.backbone)
     if args.methods:
         s = replace(s, methods=tuple(m for m in METHODS if m in args.methods))
-    if args.seeds:
-        s = replace(s, seeds=tuple(args.seeds))
     if args.no_watermark:
         s = replace(s, watermarks=())
     if s != FULL and mode == "full" and not args.out and not args.reuse_table:
-        raise SystemExit("a full run with changed settings needs `--out` (results/backdoor_mnist.md is the FULL run's).")
-    quiet()
-    t0 = time.perf_counter()
-    tasks = [{"settings": s, "root": args.data_root, "attack": a, "eps": e, "method": m, "seed": seed}
-             for a in s.attacks for e in s.eps for m in s.methods for seed in s.seeds]
-    wm_tasks = [{"settings": s, "root": args.data_root, "attack": atk, "method": m, "seed": seed}
-                for atk in s.watermarks for m in ("naive", "itlm") for seed in s.wm_seeds]
-    jobs = 1 if mode != "full" else args.jobs
-    table, reused_wall = [], 0.0
-    if args.reuse_table:
-        if mode != "full":
-            raise SystemExit("`--reuse-table` is for full mode only.")
-        old = json.loads(DEFAULT_OUT.with_suffix(".json").read_text())
-        table, tasks = old["table"], []
-        reused_wall = sum(r["wall_s"] for r in table) / max(1, args.jobs)
-        print(f"Table 5.8 rows reused from {DEFAULT_OUT.with_suffix('.json')} ({len(table)} runs)", flush=True)
-    for r in run_tasks(run_table, tasks, jobs):
-        table.append(r)
-        if mode == "full":
-            print(f"{r['attack']:>5} ε={r['eps']:.2f} {LABEL[r['method']]:>12} seed {r['seed']}: clean {r['clean']:.2f} "
-                  f"poison {r['poison']:.2f} ({r['wall_s']:.1f} s)", flush=True)
-    wm = list(run_tasks(run_watermark, wm_tasks, jobs))
-    wall = time.perf_counter() - t0
-    text, summary = report(s, table, wm, wall, mode)
-    if args.reuse_table:
-        text = text.replace("backdoor_mnist.py`", "backdoor_mnist.py --reuse-table`", 1)
-        text = text.replace("\n\n## Multi-target", f"\n\nThe Table 5.8 part below was read back from the previous full run "
-                            f"(about {reused_wall / 60:.0f} min of its wall time); only the watermark part was re-run "
-                            f"({wall / 60:.1f} min).\n\n## Multi-target", 1)
-    print(text)
-    if mode == "full" or args.out:
-        out = Path(args.out) if args.out else DEFAULT_OUT
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-        out.with_suffix(".json").write_text(json.dumps({"settings": str(s), "table": table, "watermark": wm,
-                                                        "summary": summary}, indent=1) + "\n")
-    print(json.dumps(summary))
-    return summary
+        raise SystemExit("a full run with changed settings needs `--out` (results/backdoor_mnist.md is the FULL "
+                         "run's).")
+    return s
 
+
+def execute(s: Settings | MarginSettings, args: argparse.Namespace, jobs: int) -> dict:
+    quiet()
+    return execute_margin(s, args, jobs) if isinstance(s, MarginSettings) else execute_table(s, args, jobs)
+
+
+def render(saved: dict) -> str:
+    return (margin_report if saved["results"]["part"] == "margin" else table_report)(saved)[0]
+
+
+def headline(saved: dict) -> dict:
+    return (margin_report if saved["results"]["part"] == "margin" else table_report)(saved)[1]
+
+
+BENCHMARK = Benchmark(name="backdoor_mnist", doc=__doc__, modes={"full": FULL, "quick": QUICK, "smoke": SMOKE},
+                      execute=execute, add_arguments=add_arguments, configure=configure, render=render,
+                      headline=headline)
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)

@@ -201,17 +201,57 @@ def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
     assert "| 0.25 |" in out and "| X, 1 → 2 |" in out  # both tables were printed
 
 
-def test_backdoor_mnist_margin_smoke_ends_with_headline_json():
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "backdoor_mnist.py"), "--margin", "--smoke",
-                          "--data-root", str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+def test_backdoor_mnist_margin_smoke_resumes_and_ends_with_headline_json(tmp_path):
+    """Two invocations fill one store: the second runs only the cells the first (``--max-runs 2``) left."""
+    out = tmp_path / "margin.md"
+
+    def margin(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "backdoor_mnist.py"), "--margin", "--smoke",
+                               "--data-root", str(SHARED_DATA), "--out", str(out), *extra], capture_output=True,
+                              text=True, cwd=REPO, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    first = margin("--max-runs", "2")
+    assert _last_json(first)["runs"] == 2 and "margin axis: 0 cells stored, 2 to run" in first.stdout
+    run = margin()
+    assert "margin axis: 2 cells stored, 3 to run" in run.stdout
     summary = _last_json(run)
-    assert summary["benchmark"] == "backdoor_mnist" and summary["mode"] == "margin_smoke"
+    assert summary["benchmark"] == "backdoor_mnist" and summary["mode"] == "smoke" and summary["part"] == "margin"
     assert summary["runs"] == 5  # Standard, PRL ε+0.2, ITLM ε+0.2, PRL auto, ITLM+PRL (restarted warm-up)
     for config in ("prl_eps+0.2", "itlm_eps+0.2", "prl_auto", "itlm_prl_eps+0.1"):
         assert 0.0 <= summary[f"mnist_{config}_min_poison"] <= 100.0
     assert isinstance(summary["mnist_target_met_by"], list)
     assert "| PRL drop = ε + 0.2 |" in run.stdout and "| ITLM+PRL (1 − α = ε + 0.1, PRL drops ε) |" in run.stdout
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert len(saved["results"]["rows"]) == 5 and "partial" not in saved["meta"]
+    assert saved["results"]["wall_s"] >= sum(r["wall_s"] for r in saved["results"]["rows"])  # both invocations
+    assert _load("backdoor_mnist").BENCHMARK.render(saved) == out.read_text()
+
+
+def test_backdoor_mnist_rejects_bad_options():
+    bench = _load("backdoor_mnist")
+    with pytest.raises(SystemExit, match=r"`--max-runs` must be an integer >= 0 and goes with `--margin`, got -1$"):
+        bench.main(bench.BENCHMARK, ["--smoke", "--margin", "--max-runs", "-1"])
+    with pytest.raises(SystemExit, match=r"`--max-runs` .* got 3 without --margin"):
+        bench.main(bench.BENCHMARK, ["--smoke", "--max-runs", "3"])
+    with pytest.raises(SystemExit, match=r"`--margin` runs its own grid .*: drop --seeds, --no-watermark"):
+        bench.main(bench.BENCHMARK, ["--smoke", "--margin", "--seeds", "1", "--no-watermark"])
+    with pytest.raises(SystemExit, match="`--reuse-table` is for full mode only, got it with --quick"):
+        bench.main(bench.BENCHMARK, ["--quick", "--reuse-table"])
+    with pytest.raises(SystemExit, match="a full run with changed settings needs `--out`"):
+        bench.main(bench.BENCHMARK, ["--methods", "prl"])
+
+
+def test_backdoor_mnist_reuse_table_reads_the_committed_rows():
+    """``--reuse-table`` takes part 1 from the committed saved run (no training here: no watermark rows asked for)."""
+    import argparse
+    from dataclasses import replace
+
+    bench = _load("backdoor_mnist")
+    args = argparse.Namespace(reuse_table=True, quick=False, smoke=False, data_root=str(SHARED_DATA))
+    out = bench.execute_table(replace(bench.FULL, watermarks=()), args, jobs=2)
+    committed = json.loads(bench.TABLE_RUN.read_text())["results"]
+    assert out["table"] == committed["table"] and out["watermark"] == []
+    assert out["table_reused"]["wall_s"] == pytest.approx(committed["table_reused"]["wall_s"])  # same rows, same jobs
 
 
 def test_backdoor_mnist_margin_rates():
