@@ -105,9 +105,17 @@ def _load(name: str):
     return mod
 
 
-def test_itlm_mnist_rejects_bad_rows():
-    with pytest.raises(SystemExit, match="`--rows` entries must look like 'systematic:60', got 'noisy:60'"):
-        _load("itlm_mnist").main(["--smoke", "--rows", "noisy:60"])
+def test_itlm_mnist_rejects_bad_options():
+    mod = _load("itlm_mnist")
+    with pytest.raises(SystemExit, match=r"`--rows` entries must look like 'systematic:60' \(noise random or "
+                       r"systematic, clean % in \(0, 100\]\), got 'noisy:60'"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--rows", "noisy:60"])
+    with pytest.raises(SystemExit, match=r"`--protocol` must be one of \['authors', 'scaled'\], got 'paper'"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--protocol", "paper"])
+    with pytest.raises(SystemExit, match=r"`--momentum` must be a number in \[0, 1\), got 1.5"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--momentum", "1.5"])
+    with pytest.raises(SystemExit, match="`--restore-best` must be 0 or 1, got 2"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--restore-best", "2"])
 
 
 def test_anomaly_rejects_bad_digits():
@@ -284,7 +292,8 @@ def test_corruption_rate_rejects_bad_arguments():
 
 def test_itlm_mnist_authors_protocol_smoke():
     """`--protocol authors` builds the authors' tanh LeNet (bounded outputs) and runs a round through ITLM."""
-    summary = _load("itlm_mnist").main(["--smoke", "--protocol", "authors"])
+    mod = _load("itlm_mnist")
+    summary = mod.main(mod.BENCHMARK, ["--smoke", "--protocol", "authors"])
     assert summary["benchmark"] == "itlm_mnist" and summary["epochs_per_round"] == 1
     accs = summary["rows"]["systematic_70"]
     assert all(0.0 <= accs[k] <= 100.0 for k in ("baseline", "itlm", "oracle"))
