@@ -183,9 +183,12 @@ def test_gan_mixture_smoke_ends_with_headline_json():
     assert "| 80 % | ours | 80.00 ± 0.00 |" in run.stdout  # the markdown table was printed
 
 
-def test_gan_mixture_rejects_bad_rows():
+def test_gan_mixture_rejects_bad_options():
+    mod = _load("gan_mixture")
     with pytest.raises(SystemExit, match=r"`--rows` must be clean percentages in \(5, 100\], got \[3\]"):
-        _load("gan_mixture").main(["--smoke", "--rows", "3"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--rows", "3"])
+    with pytest.raises(SystemExit, match="`--first-epochs` must be an integer >= 1, got 0"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--first-epochs", "0"])
 
 
 def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
