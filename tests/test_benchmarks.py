@@ -237,9 +237,11 @@ def test_simclr_defence_smoke_ends_with_headline_json():
 def test_simclr_defence_rejects_bad_arguments():
     mod = _load("simclr_defence")
     with pytest.raises(SystemExit, match=r"`--eps` must be poison rates in \(0, 0.5\), got \[0.6\]"):
-        mod.main(["--smoke", "--eps", "0.6"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--eps", "0.6"])
     with pytest.raises(SystemExit, match=r"`--jobs` must be 1 or 2 \(the machine has 2 shared cores\), got 4"):
-        mod.main(["--smoke", "--jobs", "4"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--jobs", "4"])
+    with pytest.raises(SystemExit, match=r"`--attacks` must be among \['patch', 'blend'\], got \['wanet'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--attacks", "patch", "wanet"])
 
 
 def test_backdoor_dynamics_smoke_traces_every_epoch():
