@@ -118,13 +118,17 @@ def test_itlm_mnist_rejects_bad_options():
         mod.main(mod.BENCHMARK, ["--smoke", "--restore-best", "2"])
 
 
-def test_anomaly_rejects_bad_digits():
+def test_anomaly_rejects_bad_options():
+    mod = _load("anomaly")
     with pytest.raises(SystemExit, match=r"`--digits` must be digits in \[0, 9\], got \[3, 12\]"):
-        _load("anomaly").main(["--smoke", "--digits", "3", "12"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--digits", "3", "12"])
+    with pytest.raises(SystemExit, match=r"`--parts` must be among \['moons', 'mnist'\], got \['moons', 'cifar'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--parts", "moons", "cifar"])
 
 
 def test_anomaly_render_reprints_the_saved_run(capsys):
-    summary = _load("anomaly").main(["--render", str(REPO / "benchmarks" / "results" / "anomaly.json")])
+    mod = _load("anomaly")
+    summary = mod.main(mod.BENCHMARK, ["--render", str(REPO / "benchmarks" / "results" / "anomaly.json")])
     assert summary["mode"] == "render" and set(summary["moons"]) == {"uniform", "clustered"}
     assert "| **average rank** |" in capsys.readouterr().out
 
