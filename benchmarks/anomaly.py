@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Benchmark, main, mean_std, output_path, quiet, trainer  # noqa: E402
+from harness import Benchmark, main, md_table, mean_std, output_path, pm, quiet, trainer  # noqa: E402
 
 FLOWS = ("RealNVP", "TrimRealNVP", "RobustRealNVP")
 MNIST_METHODS = ("RobustRealNVP", "TrimRealNVP", "RealNVP", "RCA", "AE", "IsolationForest")
@@ -319,17 +319,17 @@ def render(saved: dict[str, Any]) -> str:
             f"{moons.lr:g}, batch {moons.batch_size}, {moons.epochs} epochs; trimming ε = {moons.contamination:g}; "
             f"RobustRealNVP: every s/t Linear layer normalised to k = {moons.k:g}. Seeds {list(moons.seeds)}; "
             "ROC-AUC mean ± std.", "",
-            "| anomalies | RealNVP | TrimRealNVP | RobustRealNVP | anomaly share of the trimmed points (Trim / Robust) "
-            "| fit time vs RealNVP (Trim / Robust) |",
-            "|---|---|---|---|---|---|",
         ]
+        table = []
         for kind, rows in agg["moons"].items():
-            cells = [f"{rows[m]['auc']:.3f} ± {rows[m]['std']:.3f}" if m in rows else "—" for m in FLOWS]
+            cells = [pm(rows[m]["auc"], rows[m]["std"], 3) if m in rows else "—" for m in FLOWS]
             trim = " / ".join(f"{rows[m].get('trimmed_anomaly_frac', float('nan')):.2f}"
                               for m in ("TrimRealNVP", "RobustRealNVP") if m in rows)
             ratio = " / ".join(f"{rows[m]['fit_s'] / rows['RealNVP']['fit_s']:.2f}x"
                                for m in ("TrimRealNVP", "RobustRealNVP") if m in rows and "RealNVP" in rows)
-            lines.append(f"| {kind} | " + " | ".join(cells) + f" | {trim} | {ratio} |")
+            table.append([kind, *cells, trim, ratio])
+        lines += md_table(["anomalies", *FLOWS, "anomaly share of the trimmed points (Trim / Robust)",
+                           "fit time vs RealNVP (Trim / Robust)"], table)
         lines += ["", "Per seed: " + "; ".join(
             f"{kind} {m}: {rows[m]['per_seed']}" for kind, rows in agg["moons"].items() for m in FLOWS if m in rows)]
         sig = [rows["RobustRealNVP"].get("max_sigma_over_k") for rows in agg["moons"].values()
@@ -364,21 +364,20 @@ def render(saved: dict[str, Any]) -> str:
             f"-{onec.ae_hidden}-{onec.pca_dim}; RCA dropout {onec.rca_dropout:g}, β from 1 to {1 - onec.contamination:g}"
             f" over {onec.rca_warmup} epoch(s), {onec.test_passes} dropout passes at test. IsolationForest: "
             f"scikit-learn defaults. Seeds {list(onec.seeds)}; ROC-AUC, mean over seeds.", "",
-            "| normal digit | " + " | ".join(MNIST_METHODS) + " |",
-            "|---|" + "---|" * len(MNIST_METHODS),
         ]
-        for d, row in m["per_digit"].items():
-            best = max(row[mm][0] for mm in MNIST_METHODS)
-            lines.append(f"| {d} | " + " | ".join(
-                (f"**{row[mm][0]:.3f}**" if row[mm][0] == best else f"{row[mm][0]:.3f}") + f" ± {row[mm][1]:.3f}"
-                for mm in MNIST_METHODS) + " |")
+
+        def auc(row: dict[str, Any], mm: str) -> str:  # the digit's best mean in bold
+            best = max(row[k][0] for k in MNIST_METHODS)
+            return (f"**{row[mm][0]:.3f}**" if row[mm][0] == best else f"{row[mm][0]:.3f}") + f" ± {row[mm][1]:.3f}"
+
+        lines += md_table(["normal digit", *MNIST_METHODS], [
+            *([d, *(auc(row, mm) for mm in MNIST_METHODS)] for d, row in m["per_digit"].items()),
+            ["**mean AUC**", *(f"{s[mm]['mean_auc']:.3f}" for mm in MNIST_METHODS)],
+            ["**average rank**", *(f"{s[mm]['avg_rank']:.2f}" for mm in MNIST_METHODS)],
+            ["fit time vs RealNVP", *(f"{s[mm]['fit_s'] / s['RealNVP']['fit_s']:.2f}x" for mm in MNIST_METHODS)],
+            ["paper, ODDS mnist row",
+             *(f"{PAPER_ODDS_MNIST[mm]:.3f}" if mm in PAPER_ODDS_MNIST else "—" for mm in MNIST_METHODS)]])
         lines += [
-            "| **mean AUC** | " + " | ".join(f"{s[mm]['mean_auc']:.3f}" for mm in MNIST_METHODS) + " |",
-            "| **average rank** | " + " | ".join(f"{s[mm]['avg_rank']:.2f}" for mm in MNIST_METHODS) + " |",
-            "| fit time vs RealNVP | " + " | ".join(f"{s[mm]['fit_s'] / s['RealNVP']['fit_s']:.2f}x"
-                                                     for mm in MNIST_METHODS) + " |",
-            "| paper, ODDS mnist row | " + " | ".join(
-                f"{PAPER_ODDS_MNIST[mm]:.3f}" if mm in PAPER_ODDS_MNIST else "—" for mm in MNIST_METHODS) + " |",
             "",
             "The paper's row is ODDS' *mnist* set (Tables 3.1 and 2.1; 100 features, a different normal/anomaly "
             "split): shown for scale only, not comparable cell by cell. Thesis Table 3.1 average ranks over 16 ODDS "

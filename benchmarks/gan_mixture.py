@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Benchmark, main, mean_std, output_path, quiet, run_tasks, trainer  # noqa: E402
+from harness import Benchmark, main, md_table, mean_std, output_path, pm, quiet, run_tasks, trainer  # noqa: E402
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmark the checkout this script lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -270,15 +270,12 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pm(ms: tuple[float, float]) -> str:
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}"
-
-
 def render(saved: dict[str, Any]) -> str:
     runs, m = saved["results"]["runs"], saved["meta"]
     rows, judge_acc, seeds = aggregate(runs), saved["results"]["judge_accuracy"], saved["settings"]["seeds"]
     proto = Protocol(**saved["settings"]["protocol"])
     R = proto.rounds
+    rounds = ["clean", "round 0", *(f"round {t}" for t in range(1, R + 1))]
     head = " | ".join(["orig"] + [f"iter-{t}" for t in range(1, R + 1)])
     lines = [
         "# ITLM for a GAN on MNIST + FashionMNIST — itlm_paper.md Table 3 (MNIST columns), Figures 3 and 8",
@@ -294,7 +291,7 @@ def render(saved: dict[str, Any]) -> str:
         "|---|---|" + "---|" * (R + 1) + "---|",
     ]
     for r in rows:
-        ours = " | ".join(_pm(ms) for ms in r["iters"])
+        ours = " | ".join(pm(*ms, 2) for ms in r["iters"])
         met = "—" if r.get("target_met") is None else ("yes" if r["target_met"] else "**no**")
         lines.append(f"| {r['clean']} % | ours | {ours} | {met} |")
         if r["paper"]:
@@ -320,22 +317,16 @@ def render(saved: dict[str, Any]) -> str:
         f"digits, in % (judge: a small CNN trained on the two test splits, {judge_acc:.2f} % accurate on held-out "
         "test images; after round 0 = the GAN trained on the whole mixture):",
         "",
-        "| clean | " + " | ".join(["round 0"] + [f"round {t}" for t in range(1, R + 1)]) + " |",
-        "|---|" + "---|" * (R + 1),
+        *md_table(rounds, [[f"{r['clean']} %", *(pm(*ms, 2) for ms in r["digit_share"])] for r in rows]),
     ]
-    for r in rows:
-        lines.append(f"| {r['clean']} % | " + " | ".join(_pm(ms) for ms in r["digit_share"]) + " |")
     shown = [r for r in runs if r["seed"] == seeds[0] and r["grids"]
              and not Path(next(iter(r["grids"].values()))).is_absolute()]
     if shown:
         lines += ["", f"Generated images (32 fixed latent vectors, seed {seeds[0]}) at the end of round 0 (the "
                   f"GAN trained on the whole mixture) and of ITLM rounds 1–{R} (files in `gan_mixture/`):", "",
-                  "| clean | " + " | ".join(["round 0"] + [f"round {t}" for t in range(1, R + 1)]) + " |",
-                  "|---|" + "---|" * (R + 1)]
-        for res in shown:
-            cells = [f"![{res['clean']} % round {k}]({p})"
-                     for k, p in sorted(res["grids"].items(), key=lambda kv: int(kv[0]))]
-            lines.append(f"| {res['clean']} % | " + " | ".join(cells) + " |")
+                  *md_table(rounds, [[f"{res['clean']} %", *(f"![{res['clean']} % round {k}]({p})" for k, p in
+                                                            sorted(res["grids"].items(), key=lambda kv: int(kv[0])))]
+                                     for res in shown])]
     seconds = [r["seconds"] for r in runs]
     arch, system = m["machine"].split(", ", 1)
     # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RESULTS, Benchmark, main, mean_std, mode_of, quiet, trainer  # noqa: E402
+from harness import RESULTS, Benchmark, main, md_table, mean_std, mode_of, pm, quiet, trainer  # noqa: E402
 
 # itlm_paper.md Table 1, MNIST with two-layer CNN: (noise, clean %) -> (Baseline, ITLM, Oracle)
 PAPER_TABLE1: dict[tuple[str, int], tuple[float, float, float]] = {
@@ -61,6 +61,7 @@ PAPER_TABLE1: dict[tuple[str, int], tuple[float, float, float]] = {
     ("random", 90): (92.50, 92.43, 93.20),
 }
 ROWS: list[tuple[str, int]] = list(PAPER_TABLE1)
+METHODS = ("baseline", "itlm", "oracle")  # the order of Table 1's columns
 
 
 @dataclass(frozen=True)
@@ -301,10 +302,6 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(mean: float, std: float) -> str:
-    return f"{mean:.2f} ± {std:.2f}"
-
-
 def render(saved: dict[str, Any]) -> str:
     """The tables of a saved run (``saved["settings"]["protocol"]["arch"]`` tells the two protocols apart)."""
     rows, results, m = aggregate(saved["results"]), saved["results"], saved["meta"]
@@ -331,18 +328,17 @@ def render(saved: dict[str, Any]) -> str:
         + ("the authors' settings, not tuned here). " if authors else f"protocol chosen on seed {TUNING_SEED} only). ")
         + "Accuracy in %.",
         "",
-        "| noise | clean | Baseline (ours) | ITLM (ours) | Oracle (ours) | Baseline (paper) | ITLM (paper) "
-        "| Oracle (paper) | ITLM ≥ paper − 1 | ITLM > Baseline where paper gains | clean precision of last selection |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     for r in rows:
         p = r["paper"] or {"baseline": float("nan"), "itlm": float("nan"), "oracle": float("nan")}
         prec = "—" if r["clean_precision"] is None else f"{100 * r['clean_precision']:.1f} %"
-        lines.append(
-            f"| {r['noise']} | {r['clean']} % | {_cell(r['baseline'], r['baseline_std'])} "
-            f"| {_cell(r['itlm'], r['itlm_std'])} | {_cell(r['oracle'], r['oracle_std'])} "
-            f"| {p['baseline']:.2f} | {p['itlm']:.2f} | {p['oracle']:.2f} "
-            f"| {yn(r.get('itlm_target_met'))} | {yn(r.get('gain_target_met'))} | {prec} |")
+        table.append([r["noise"], f"{r['clean']} %", *(pm(r[k], r[k + "_std"], 2) for k in METHODS),
+                      *(f"{p[k]:.2f}" for k in METHODS), yn(r.get("itlm_target_met")), yn(r.get("gain_target_met")),
+                      prec])
+    lines += md_table(["noise", "clean", "Baseline (ours)", "ITLM (ours)", "Oracle (ours)", "Baseline (paper)",
+                       "ITLM (paper)", "Oracle (paper)", "ITLM ≥ paper − 1", "ITLM > Baseline where paper gains",
+                       "clean precision of last selection"], table)
     judged = [r for r in rows if r.get("itlm_target_met") is not None]
     missed = [f"{r['noise']} {r['clean']} %" for r in judged if not r["itlm_target_met"]]
     gains = [r for r in rows if r.get("gain_target_met") is not None]
@@ -358,13 +354,10 @@ def render(saved: dict[str, Any]) -> str:
         "",
         "Final model of each method (no model selection at all):",
         "",
-        "| noise | clean | Baseline | ITLM | Oracle |",
-        "|---|---|---|---|---|",
+        *md_table(["noise", "clean", "Baseline", "ITLM", "Oracle"],
+                  [[r["noise"], f"{r['clean']} %", *(pm(r[k + "_final"], r[k + "_final_std"], 2) for k in METHODS)]
+                   for r in rows]),
     ]
-    for r in rows:
-        lines.append(f"| {r['noise']} | {r['clean']} % | {_cell(r['baseline_final'], r['baseline_final_std'])} "
-                     f"| {_cell(r['itlm_final'], r['itlm_final_std'])} "
-                     f"| {_cell(r['oracle_final'], r['oracle_final_std'])} |")
     if authors:
         lines += [
             "",

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Benchmark, main, mean_std, quiet, run_tasks, trainer  # noqa: E402
+from harness import Benchmark, main, mean_std, pm, quiet, run_tasks, trainer  # noqa: E402
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmark the checkout this script lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -318,10 +318,6 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, tu
     return out
 
 
-def _pm(ms: tuple[float, float]) -> str:
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}"
-
-
 def render(saved: dict[str, Any]) -> str:
     proto, meta = Protocol(**saved["settings"]["protocol"]), saved["meta"]
     agg = aggregate(saved["results"]["runs"])
@@ -350,7 +346,7 @@ def render(saved: dict[str, Any]) -> str:
                 if row is None:
                     continue
                 p = PAPER[(attack, metric)][eps]
-                ours = " | ".join(_pm(row[m][metric]) for m in METHODS)
+                ours = " | ".join(pm(*row[m][metric], 2) for m in METHODS)
                 lines.append(f"| {attack} | {metric} | {eps:.2f} | {ours} | {p[0]:.2f} | {p[1]:.2f} | "
                              f"{p[2]:.2f} / {p[4]:.2f} | {p[3]:.2f} / {p[5]:.2f} |")
     lines += [

@@ -299,6 +299,17 @@ def test_corruption_rate_rejects_bad_arguments():
         mod.main(["--smoke", "--jobs", "3"])
 
 
+def test_itlm_mnist_authors_protocol_full_mode_writes_its_own_table():
+    """`--protocol authors` in full mode goes to results/itlm_mnist_authors.md, never over the scaled table."""
+    mod = _load("itlm_mnist")
+    args = mod.BENCHMARK.parser().parse_args(["--protocol", "authors", "--rows", "systematic:60"])
+    settings = mod.BENCHMARK.settings("full", args)
+    assert settings.protocol == mod.AUTHORS and settings.rows == (("systematic", 60),)
+    assert args.out == str(REPO / "benchmarks" / "results" / "itlm_mnist_authors.md")
+    args = mod.BENCHMARK.parser().parse_args(["--quick", "--protocol", "authors"])
+    assert mod.BENCHMARK.settings("quick", args).protocol.epochs == 3 and args.out is None
+
+
 def test_itlm_mnist_authors_protocol_smoke():
     """`--protocol authors` builds the authors' tanh LeNet (bounded outputs) and runs a round through ITLM."""
     mod = _load("itlm_mnist")
