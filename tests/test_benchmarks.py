@@ -306,8 +306,11 @@ def test_itlm_mnist_authors_protocol_full_mode_writes_its_own_table():
     settings = mod.BENCHMARK.settings("full", args)
     assert settings.protocol == mod.AUTHORS and settings.rows == (("systematic", 60),)
     assert args.out == str(REPO / "benchmarks" / "results" / "itlm_mnist_authors.md")
+    harness = sys.modules["harness"]  # imported by the script
+    assert harness.output_path("itlm_mnist", args) == REPO / "benchmarks" / "results" / "itlm_mnist_authors.md"
     args = mod.BENCHMARK.parser().parse_args(["--quick", "--protocol", "authors"])
     assert mod.BENCHMARK.settings("quick", args).protocol.epochs == 3 and args.out is None
+    assert harness.mode_of(args) == "quick" and harness.output_path("itlm_mnist", args) is None
 
 
 def test_itlm_mnist_authors_protocol_smoke():
