@@ -21,17 +21,14 @@ Usage::
     python benchmarks/anomaly.py            # full -> benchmarks/results/anomaly.md, .json, anomaly_moons_density.png
     python benchmarks/anomaly.py --quick    # clustered moons + digit 0, one seed, short training (< 60 s)
     python benchmarks/anomaly.py --smoke    # a few seconds, for the test suite
+    python benchmarks/anomaly.py --render benchmarks/results/anomaly.json   # re-print a saved run
 
-The last line printed is one JSON object with the headline figures.
+Modes, workers, the saved run and the JSON last line are ``harness.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -42,12 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import quiet as _quiet  # noqa: E402
-from harness import run_tasks
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEFAULT_OUT = HERE / "results" / "anomaly.md"
+from harness import Benchmark, main, md_table, mean_std, output_path, pm, quiet, trainer  # noqa: E402
 
 FLOWS = ("RealNVP", "TrimRealNVP", "RobustRealNVP")
 MNIST_METHODS = ("RobustRealNVP", "TrimRealNVP", "RealNVP", "RCA", "AE", "IsolationForest")
@@ -102,14 +94,24 @@ SMOKE = (Moons(n_train=300, n_test=200, epochs=2, couplings=2, hidden=16, kinds=
                   max_normal=100, test_size=300, digits=(0,), seeds=(0,)))
 
 
+PARTS = ("moons", "mnist")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures: the two parts' protocols (each with its own seeds) and which parts run."""
+
+    moons: Moons
+    mnist: OneClass
+    parts: tuple[str, ...] = PARTS
+
+
+MODES = {"full": Settings(*FULL), "quick": Settings(*QUICK), "smoke": Settings(*SMOKE)}
+
+
 # -- workers ---------------------------------------------------------------------------------------------------
-
-
 def _fit(model: Any, dm: Any, epochs: int) -> None:
-    import pytorch_lightning as pl
-
-    pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(model, datamodule=dm)
+    trainer(epochs, []).fit(model, datamodule=dm)
 
 
 def _flow(method: str, dim: int, couplings: int, hidden: int, eps: float, k: float, lr: float) -> Any:
@@ -128,10 +130,10 @@ def _flow_extras(model: Any, k: float) -> dict[str, Any]:
     return out
 
 
-def run_moons(kind: str, method: str, seed: int, proto: Moons, threads: int = 1) -> dict[str, Any]:
+def run_moons(kind: str, method: str, seed: int, proto: Moons) -> dict[str, Any]:
     """One flow on one two-moons data set; ROC-AUC on its test split (and a density grid for seed 0)."""
-    _quiet()
-    torch.set_num_threads(threads)
+    quiet()
+    torch.set_num_threads(1)
     import pytorch_lightning as pl
 
     from lit_robust import TwoMoonsAnomalyDataModule, roc_auc
@@ -157,10 +159,10 @@ def run_moons(kind: str, method: str, seed: int, proto: Moons, threads: int = 1)
     return res
 
 
-def run_digit(digit: int, seed: int, proto: OneClass, data_root: str, threads: int = 1) -> dict[str, Any]:
+def run_digit(digit: int, seed: int, proto: OneClass, data_root: str) -> dict[str, Any]:
     """Every MNIST method on one (normal digit, seed); ROC-AUC on the 4,000 test digits."""
-    _quiet()
-    torch.set_num_threads(threads)
+    quiet()
+    torch.set_num_threads(1)
     import pytorch_lightning as pl
     from sklearn.ensemble import IsolationForest
 
@@ -196,16 +198,40 @@ def run_digit(digit: int, seed: int, proto: OneClass, data_root: str, threads: i
     return res
 
 
-def _call(task: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    name, kwargs = task
-    return run_moons(**kwargs) if name == "moons" else run_digit(**kwargs)
+def _protocol(cls: type, d: dict[str, Any]) -> Any:
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def tasks(s: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if "mnist" in s.parts:  # longest tasks first
+        out += [dict(part="mnist", digit=d, seed=seed, proto=asdict(s.mnist), data_root=args.data_root)
+                for seed in s.mnist.seeds for d in s.mnist.digits]
+    if "moons" in s.parts:
+        out += [dict(part="moons", kind=k, method=m, seed=seed, proto=asdict(s.moons))
+                for k in s.moons.kinds for seed in s.moons.seeds for m in FLOWS]
+    return out
+
+
+def run_one(task: dict[str, Any]) -> dict[str, Any]:
+    kw = {k: v for k, v in task.items() if k != "part"}
+    if task["part"] == "moons":
+        return run_moons(**{**kw, "proto": _protocol(Moons, kw["proto"])})
+    return run_digit(**{**kw, "proto": _protocol(OneClass, kw["proto"])})
+
+
+def summarise(results: list[dict[str, Any]], s: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """The density PNG beside the table (when the run writes one); the saved runs without their density grids."""
+    out = output_path("anomaly", args)
+    png = None
+    if out is not None:
+        png_path = out.with_name(out.stem + "_moons_density.png")
+        if density_png(results, png_path):
+            png = png_path.name
+    return {"runs": [{k: v for k, v in r.items() if k != "grid"} for r in results], "png": png}
 
 
 # -- aggregation -------------------------------------------------------------------------------------------------
-def _ms(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def _ranks(values: dict[str, float]) -> dict[str, float]:
     """Rank 1 = highest AUC; tied values share the mean of their ranks."""
     ordered = sorted(values, key=lambda m: -values[m])
@@ -230,7 +256,7 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
             rs = [r for r in moons if r["kind"] == kind and r["method"] == method]
             if not rs:
                 continue
-            mean, std = _ms([r["auc"] for r in rs])
+            mean, std = mean_std([r["auc"] for r in rs])
             row = {"auc": mean, "std": std, "per_seed": [round(r["auc"], 4) for r in rs],
                    "fit_s": statistics.fmean(r["fit_s"] for r in rs)}
             for key in ("trimmed_anomaly_frac", "max_sigma_over_k"):
@@ -244,7 +270,7 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
         per_digit: dict[int, dict[str, Any]] = {}
         for d in sorted({r["digit"] for r in digits}):
             rs = [r for r in digits if r["digit"] == d]
-            per_digit[d] = {m: _ms([r["auc"][m] for r in rs]) for m in MNIST_METHODS}
+            per_digit[d] = {m: mean_std([r["auc"][m] for r in rs]) for m in MNIST_METHODS}
         ranks = {d: _ranks({m: v[0] for m, v in row.items()}) for d, row in per_digit.items()}
         summary = {m: {"mean_auc": statistics.fmean(per_digit[d][m][0] for d in per_digit),
                        "avg_rank": statistics.fmean(ranks[d][m] for d in per_digit),
@@ -274,8 +300,10 @@ def targets(agg: dict[str, Any]) -> dict[str, bool]:
 
 
 # -- report --------------------------------------------------------------------------------------------------------
-def markdown(agg: dict[str, Any], moons: Moons, onec: OneClass, wall: float, jobs: int, png: str | None,
-             date: str) -> str:
+def render(saved: dict[str, Any]) -> str:
+    agg, png, meta = aggregate(saved["results"]["runs"]), saved["results"]["png"], saved["meta"]
+    moons, onec = _protocol(Moons, saved["settings"]["moons"]), _protocol(OneClass, saved["settings"]["mnist"])
+
     def yn(v: bool | None) -> str:
         return "—" if v is None else ("yes" if v else "**no**")
 
@@ -291,17 +319,17 @@ def markdown(agg: dict[str, Any], moons: Moons, onec: OneClass, wall: float, job
             f"{moons.lr:g}, batch {moons.batch_size}, {moons.epochs} epochs; trimming ε = {moons.contamination:g}; "
             f"RobustRealNVP: every s/t Linear layer normalised to k = {moons.k:g}. Seeds {list(moons.seeds)}; "
             "ROC-AUC mean ± std.", "",
-            "| anomalies | RealNVP | TrimRealNVP | RobustRealNVP | anomaly share of the trimmed points (Trim / Robust) "
-            "| fit time vs RealNVP (Trim / Robust) |",
-            "|---|---|---|---|---|---|",
         ]
+        table = []
         for kind, rows in agg["moons"].items():
-            cells = [f"{rows[m]['auc']:.3f} ± {rows[m]['std']:.3f}" if m in rows else "—" for m in FLOWS]
+            cells = [pm(rows[m]["auc"], rows[m]["std"], 3) if m in rows else "—" for m in FLOWS]
             trim = " / ".join(f"{rows[m].get('trimmed_anomaly_frac', float('nan')):.2f}"
                               for m in ("TrimRealNVP", "RobustRealNVP") if m in rows)
             ratio = " / ".join(f"{rows[m]['fit_s'] / rows['RealNVP']['fit_s']:.2f}x"
                                for m in ("TrimRealNVP", "RobustRealNVP") if m in rows and "RealNVP" in rows)
-            lines.append(f"| {kind} | " + " | ".join(cells) + f" | {trim} | {ratio} |")
+            table.append([kind, *cells, trim, ratio])
+        lines += md_table(["anomalies", *FLOWS, "anomaly share of the trimmed points (Trim / Robust)",
+                           "fit time vs RealNVP (Trim / Robust)"], table)
         lines += ["", "Per seed: " + "; ".join(
             f"{kind} {m}: {rows[m]['per_seed']}" for kind, rows in agg["moons"].items() for m in FLOWS if m in rows)]
         sig = [rows["RobustRealNVP"].get("max_sigma_over_k") for rows in agg["moons"].values()
@@ -336,21 +364,20 @@ def markdown(agg: dict[str, Any], moons: Moons, onec: OneClass, wall: float, job
             f"-{onec.ae_hidden}-{onec.pca_dim}; RCA dropout {onec.rca_dropout:g}, β from 1 to {1 - onec.contamination:g}"
             f" over {onec.rca_warmup} epoch(s), {onec.test_passes} dropout passes at test. IsolationForest: "
             f"scikit-learn defaults. Seeds {list(onec.seeds)}; ROC-AUC, mean over seeds.", "",
-            "| normal digit | " + " | ".join(MNIST_METHODS) + " |",
-            "|---|" + "---|" * len(MNIST_METHODS),
         ]
-        for d, row in m["per_digit"].items():
-            best = max(row[mm][0] for mm in MNIST_METHODS)
-            lines.append(f"| {d} | " + " | ".join(
-                (f"**{row[mm][0]:.3f}**" if row[mm][0] == best else f"{row[mm][0]:.3f}") + f" ± {row[mm][1]:.3f}"
-                for mm in MNIST_METHODS) + " |")
+
+        def auc(row: dict[str, Any], mm: str) -> str:  # the digit's best mean in bold
+            best = max(row[k][0] for k in MNIST_METHODS)
+            return (f"**{row[mm][0]:.3f}**" if row[mm][0] == best else f"{row[mm][0]:.3f}") + f" ± {row[mm][1]:.3f}"
+
+        lines += md_table(["normal digit", *MNIST_METHODS], [
+            *([d, *(auc(row, mm) for mm in MNIST_METHODS)] for d, row in m["per_digit"].items()),
+            ["**mean AUC**", *(f"{s[mm]['mean_auc']:.3f}" for mm in MNIST_METHODS)],
+            ["**average rank**", *(f"{s[mm]['avg_rank']:.2f}" for mm in MNIST_METHODS)],
+            ["fit time vs RealNVP", *(f"{s[mm]['fit_s'] / s['RealNVP']['fit_s']:.2f}x" for mm in MNIST_METHODS)],
+            ["paper, ODDS mnist row",
+             *(f"{PAPER_ODDS_MNIST[mm]:.3f}" if mm in PAPER_ODDS_MNIST else "—" for mm in MNIST_METHODS)]])
         lines += [
-            "| **mean AUC** | " + " | ".join(f"{s[mm]['mean_auc']:.3f}" for mm in MNIST_METHODS) + " |",
-            "| **average rank** | " + " | ".join(f"{s[mm]['avg_rank']:.2f}" for mm in MNIST_METHODS) + " |",
-            "| fit time vs RealNVP | " + " | ".join(f"{s[mm]['fit_s'] / s['RealNVP']['fit_s']:.2f}x"
-                                                     for mm in MNIST_METHODS) + " |",
-            "| paper, ODDS mnist row | " + " | ".join(
-                f"{PAPER_ODDS_MNIST[mm]:.3f}" if mm in PAPER_ODDS_MNIST else "—" for mm in MNIST_METHODS) + " |",
             "",
             "The paper's row is ODDS' *mnist* set (Tables 3.1 and 2.1; 100 features, a different normal/anomaly "
             "split): shown for scale only, not comparable cell by cell. Thesis Table 3.1 average ranks over 16 ODDS "
@@ -372,17 +399,21 @@ def markdown(agg: dict[str, Any], moons: Moons, onec: OneClass, wall: float, job
                           f"{m['trimmed_anomaly_frac']:.2f} (the training sets hold {onec.contamination:.0%}); largest "
                           f"σ(W)/k of a RobustRealNVP layer after training: {m['max_sigma_over_k']:.3f}."]
         lines.append("")
+    arch, system = meta["machine"].split(", ", 1)
+    # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
+    command = meta["command"]
+    saved_json = "anomaly.json" if meta.get("pre_harness") else "benchmarks/results/anomaly.json"
     lines += [
         f"Protocol chosen on seed {TUNING_SEED} (see the module docstring): e.g. on digit 0, 30 epochs of width-128 "
         "flows overfitted (RealNVP 0.62, Robust 0.57 AUC) where 15 epochs of width 64 did not (0.80 / 0.84), and "
         "k = 1.5 was worse than k = 1 (0.78 vs 0.84); the thesis code uses k = 1 for moons and 1.5 for real data.",
         "",
-        f"Wall time: {wall / 60:.1f} min ({jobs} worker process(es) x 1 torch thread); date "
-        f"{date}; machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with "
-        f"other jobs), {platform.system()} {platform.release()}; torch {torch.__version__}.",
+        f"Wall time: {meta['wall_s'] / 60:.1f} min ({meta['jobs']} worker process(es) x 1 torch thread); date "
+        f"{meta['date']}; machine: {arch}, {meta['cpus']} CPU cores (shared with "
+        f"other jobs), {system}; torch {meta['torch']}.",
         "",
-        "Reproduce: `python benchmarks/anomaly.py` (writes this file, `anomaly.json` and the density PNG; "
-        "`--render anomaly.json` re-prints the tables of a saved run without training); `--quick` for a < 60 s check.",
+        f"Reproduce: `{command}` (writes this file, `anomaly.json` and the density PNG; "
+        f"`--render {saved_json}` re-prints the tables of a saved run without training); `--quick` for a < 60 s check.",
         "",
     ]
     return "\n".join(lines)
@@ -426,7 +457,8 @@ def density_png(results: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def headline(agg: dict[str, Any]) -> dict[str, Any]:
+def headline(saved: dict[str, Any]) -> dict[str, Any]:
+    agg = aggregate(saved["results"]["runs"])
     out: dict[str, Any] = {"moons": {kind: {m: round(v["auc"], 4) for m, v in rows.items()}
                                      for kind, rows in agg["moons"].items()}}
     if agg["mnist"]:
@@ -436,87 +468,29 @@ def headline(agg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# -- command line ---------------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    level = p.add_mutually_exclusive_group()
-    level.add_argument("--quick", action="store_true", help="clustered moons + digit 0, one seed (< 60 s)")
-    level.add_argument("--smoke", action="store_true", help="tiny data, a few seconds")
-    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw")
+# -- the script's own options -----------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", type=int, nargs="+", default=None, help="normal digits of the MNIST part")
-    p.add_argument("--parts", nargs="+", choices=("moons", "mnist"), default=("moons", "mnist"))
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: 2 full, 1 quick/smoke)")
-    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT})")
-    p.add_argument("--render", default=None, metavar="JSON",
-                   help="no training: re-print (and with --out, re-write) the report of a run saved as JSON")
-    return p.parse_args(argv)
+    p.add_argument("--parts", nargs="+", default=None, help="moons and/or mnist (default: both)")
 
 
-def _render(path: str, out: str | None) -> dict[str, Any]:
-    saved = json.loads(Path(path).read_text())
-    proto = saved["protocol"]
-    moons = Moons(**{k: tuple(v) if isinstance(v, list) else v for k, v in proto["moons"].items()})
-    onec = OneClass(**{k: tuple(v) if isinstance(v, list) else v for k, v in proto["mnist"].items()})
-    agg = aggregate(saved["results"])
-    png = saved.get("png")
-    text = markdown(agg, moons, onec, saved["wall_s"], saved.get("jobs", 2), png, saved.get("date", "unknown"))
-    print(text)
-    if out:
-        Path(out).write_text(text)
-    summary = {"benchmark": "anomaly", "mode": "render", **headline(agg), "wall_s": saved["wall_s"]}
-    print(json.dumps(summary))
-    return summary
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.render:
-        return _render(args.render, args.out)
-    full = not (args.quick or args.smoke)
-    moons, onec = QUICK if args.quick else SMOKE if args.smoke else FULL
+def configure(s: Settings, args: argparse.Namespace) -> Settings:
     if args.digits is not None:
         bad = [d for d in args.digits if not 0 <= d <= 9]
         if bad or not args.digits:
-            raise SystemExit(f"`--digits` must be digits in [0, 9], got {args.digits}.")
-        onec = replace(onec, digits=tuple(args.digits))
-    if "mnist" in args.parts and not (Path(args.data_root) / "MNIST" / "raw").is_dir():
-        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}.")
-    jobs = args.jobs if args.jobs is not None else (2 if full else 1)
-    if jobs < 1:
-        raise SystemExit(f"`--jobs` must be >= 1, got {jobs}.")
-    tasks: list[tuple[str, dict[str, Any]]] = []
-    if "mnist" in args.parts:  # longest tasks first
-        tasks += [("mnist", dict(digit=d, seed=s, proto=onec, data_root=args.data_root))
-                  for s in onec.seeds for d in onec.digits]
-    if "moons" in args.parts:
-        tasks += [("moons", dict(kind=k, method=m, seed=s, proto=moons))
-                  for k in moons.kinds for s in moons.seeds for m in FLOWS]
+            raise SystemExit(f"`--digits` must be digits in [0, 9], got {args.digits}")
+        s = replace(s, mnist=replace(s.mnist, digits=tuple(args.digits)))
+    if args.parts is not None:
+        if not args.parts or any(p not in PARTS for p in args.parts):
+            raise SystemExit(f"`--parts` must be among {list(PARTS)}, got {args.parts}")
+        s = replace(s, parts=tuple(p for p in PARTS if p in args.parts))
+    if "mnist" in s.parts and not (Path(args.data_root) / "MNIST" / "raw").is_dir():
+        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}")
+    return s
 
-    t0 = time.perf_counter()
-    results = list(run_tasks(_call, tasks, jobs))
-    wall = time.perf_counter() - t0
-    agg = aggregate(results)
-    out = Path(args.out) if args.out else (DEFAULT_OUT if full else None)
-    png = None
-    if out is not None:
-        png_path = out.with_name(out.stem + "_moons_density.png")
-        if density_png(results, png_path):
-            png = png_path.name
-    date = _dt.date.today().isoformat()
-    text = markdown(agg, moons, onec, wall, jobs, png, date)
-    print(text)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        slim = [{k: v for k, v in r.items() if k != "grid"} for r in results]
-        out.with_suffix(".json").write_text(json.dumps(
-            {"aggregate": agg, "results": slim, "protocol": {"moons": asdict(moons), "mnist": asdict(onec)},
-             "wall_s": round(wall, 1), "jobs": jobs, "date": date, "png": png}, indent=1))
-    summary = {"benchmark": "anomaly", "mode": "quick" if args.quick else "smoke" if args.smoke else "full",
-               **headline(agg), "wall_s": round(wall, 1)}
-    print(json.dumps(summary))
-    return summary
 
+BENCHMARK = Benchmark(name="anomaly", doc=__doc__, modes=MODES, tasks=tasks, run=run_one, summarise=summarise,
+                      render=render, headline=headline, add_arguments=add_arguments, configure=configure)
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)

@@ -27,18 +27,16 @@ Usage::
     python benchmarks/gan_mixture.py            # full table -> benchmarks/results/gan_mixture.md (+ .json, grids)
     python benchmarks/gan_mixture.py --quick    # one reduced row, one seed (< 60 s on 2 cores)
     python benchmarks/gan_mixture.py --smoke    # a few seconds, for the test suite
+    python benchmarks/gan_mixture.py --render benchmarks/results/gan_mixture.json   # re-print a saved run
 
-The last line printed is one JSON object with the headline figures.
+Modes, seeds, workers, the saved run and the JSON last line are ``harness.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -50,15 +48,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import mean_std as _mean_std  # noqa: E402
-from harness import quiet as _quiet
-from harness import run_tasks
+from harness import Benchmark, main, md_table, mean_std, output_path, pm, quiet, run_tasks, trainer  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # benchmark the checkout this script lives in, not another installed copy
-    sys.path.insert(0, str(HERE.parent))
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEFAULT_OUT = HERE / "results" / "gan_mixture.md"
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmark the checkout this script lives in
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # itlm_paper.md Table 3, MNIST(clean)-Fashion(bad): clean % -> clean fraction (%) of iter-1 .. iter-5
 PAPER_TABLE3: dict[int, list[float]] = {
@@ -105,6 +98,17 @@ SMOKE = replace(FULL, train_size=300, first_epochs=1, rounds=1, latent_dim=16, w
 QUICK_ROW = 80
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures: the protocol, the clean percentages (rows) and the seeds."""
+
+    protocol: Protocol
+    rows: tuple[int, ...]
+    seeds: tuple[int, ...]
+
+
+MODES = {"full": Settings(FULL, tuple(ROWS), tuple(REPORTED_SEEDS)), "quick": Settings(QUICK, (QUICK_ROW,), (0,)),
+         "smoke": Settings(SMOKE, (QUICK_ROW,), (0,))}
 
 
 # -- the digit-vs-fashion judge of generated images ------------------------------------------------------
@@ -180,11 +184,11 @@ def _digit_share_callback(judge_state: dict, n: int, latent_dim: int):
 
 
 # -- one configuration ----------------------------------------------------------------------------------
-def run_config(clean_pct: int, seed: int, proto: Protocol, data_root: str, judge_state: dict, grid_dir: str,
-               threads: int = 1) -> dict[str, Any]:
+def run_config(clean_pct: int, seed: int, proto: Protocol, data_root: str, judge_state: dict, grid_dir: str
+               ) -> dict[str, Any]:
     """One ITLM run: clean fraction of every selection (%), digit share of generated images per round."""
-    _quiet()
-    torch.set_num_threads(threads)
+    quiet()
+    torch.set_num_threads(1)
     import pytorch_lightning as pl
 
     from lit_robust import DCGAN, ITLM, MixedImagesDataModule, SampleGrid
@@ -201,11 +205,8 @@ def run_config(clean_pct: int, seed: int, proto: Protocol, data_root: str, judge
                 verbose=False, plot=False)
     grid = SampleGrid(dirpath=grid_dir)
     share = _digit_share_callback(judge_state, proto.n_generated, proto.latent_dim)
-    trainer = pl.Trainer(max_epochs=sum(rounds), accelerator="cpu", devices=1, callbacks=[itlm, grid, share],
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(gan, datamodule=dm)
-    return {
+    trainer(sum(rounds), [itlm, grid, share]).fit(gan, datamodule=dm)
+    res = {
         "clean": clean_pct, "seed": seed, "alpha": alpha, "round_epochs": rounds,
         "clean_fraction": [round(100.0 * h.clean_precision, 3) for h in itlm.history],  # orig, iter-1..iter-R
         "corrupted_dropped": [None if h.corrupted_recall is None else round(100.0 * h.corrupted_recall, 3)
@@ -214,10 +215,39 @@ def run_config(clean_pct: int, seed: int, proto: Protocol, data_root: str, judge
         "grids": {str(k): v for k, v in grid.paths.items()},
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    print(f"# clean {res['clean']}% seed {res['seed']}: clean fraction {res['clean_fraction']} | generated digits "
+          f"{res['generated_digit_share']} | {res['seconds']} s", file=sys.stderr, flush=True)
+    return res
 
 
-def _run_config_star(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return run_config(**kwargs)
+def run_one(task: dict[str, Any]) -> dict[str, Any]:
+    return run_config(**{**task, "proto": Protocol(**task["proto"])})
+
+
+def execute(s: Settings, args: argparse.Namespace, jobs: int) -> dict[str, Any]:
+    """The judge first (shared by every run), then the runs in ``jobs`` workers; the first seed's per-round grids
+    are kept beside the table (``results/gan_mixture/``) when the run writes one."""
+    quiet()
+    torch.set_num_threads(1)
+    judge_state, judge_acc = train_judge(args.data_root, s.protocol)
+    scratch = Path(tempfile.mkdtemp(prefix="gan_mixture_"))
+    tasks = [dict(clean_pct=c, seed=seed, proto=asdict(s.protocol), data_root=args.data_root, judge_state=judge_state,
+                  grid_dir=str(scratch / f"clean{c}_seed{seed}")) for c in s.rows for seed in s.seeds]
+    runs = list(run_tasks(run_one, tasks, jobs))
+    out = output_path("gan_mixture", args)
+    if out is not None:  # keep the grids of the first seed next to the table
+        grid_root = out.parent / out.stem
+        grid_root.mkdir(parents=True, exist_ok=True)
+        for res in runs:
+            if res["seed"] != s.seeds[0]:
+                continue
+            for k, p in res["grids"].items():
+                shutil.copyfile(p, grid_root / f"clean{res['clean']}_round{k}.png")
+            res["grids"] = {k: os.path.relpath(grid_root / f"clean{res['clean']}_round{k}.png", out.parent)
+                            for k in res["grids"]}
+        store_grids(runs, s.seeds[0], out.parent)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"judge_accuracy": round(judge_acc, 2), "notes": NOTES.format(tuning=TUNING_SEED), "runs": runs}
 
 
 # -- report --------------------------------------------------------------------------------------------------
@@ -228,9 +258,9 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n_iter = len(rs[0]["clean_fraction"])
         row: dict[str, Any] = {"clean": clean, "seeds": [r["seed"] for r in rs], "alpha": rs[0]["alpha"],
                                "round_epochs": rs[0]["round_epochs"]}
-        row["iters"] = [_mean_std([r["clean_fraction"][t] for r in rs]) for t in range(n_iter)]
+        row["iters"] = [mean_std([r["clean_fraction"][t] for r in rs]) for t in range(n_iter)]
         row["per_seed_last"] = [r["clean_fraction"][-1] for r in rs]
-        row["digit_share"] = [_mean_std([r["generated_digit_share"][t] for r in rs])
+        row["digit_share"] = [mean_std([r["generated_digit_share"][t] for r in rs])
                               for t in range(len(rs[0]["generated_digit_share"]))]
         paper = PAPER_TABLE3.get(clean)
         row["paper"] = paper
@@ -240,20 +270,19 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pm(ms: tuple[float, float]) -> str:
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}"
-
-
-def markdown(rows: list[dict[str, Any]], run: dict[str, Any], judge_acc: float) -> str:
-    proto = Protocol(**run["protocol"])
+def render(saved: dict[str, Any]) -> str:
+    runs, m = saved["results"]["runs"], saved["meta"]
+    rows, judge_acc, seeds = aggregate(runs), saved["results"]["judge_accuracy"], saved["settings"]["seeds"]
+    proto = Protocol(**saved["settings"]["protocol"])
     R = proto.rounds
+    rounds = ["clean", "round 0", *(f"round {t}" for t in range(1, R + 1))]
     head = " | ".join(["orig"] + [f"iter-{t}" for t in range(1, R + 1)])
     lines = [
         "# ITLM for a GAN on MNIST + FashionMNIST — itlm_paper.md Table 3 (MNIST columns), Figures 3 and 8",
         "",
         f"Scaled CPU protocol: {proto.describe()}. α = clean ratio − {100 * proto.alpha_offset:.0f} %. "
         "Score = the discriminator's loss −log D(x) on each real image. "
-        f"Seeds {run['seeds']} (mean ± std; protocol chosen on seed {TUNING_SEED} only).",
+        f"Seeds {seeds} (mean ± std; protocol chosen on seed {TUNING_SEED} only).",
         "",
         "Clean (MNIST) fraction of each selection, in % (`orig` = the mixture = the paper's Baseline; "
         "`iter-t` = the images round t trains on, chosen by round t−1's discriminator):",
@@ -262,7 +291,7 @@ def markdown(rows: list[dict[str, Any]], run: dict[str, Any], judge_acc: float) 
         "|---|---|" + "---|" * (R + 1) + "---|",
     ]
     for r in rows:
-        ours = " | ".join(_pm(ms) for ms in r["iters"])
+        ours = " | ".join(pm(*ms, 2) for ms in r["iters"])
         met = "—" if r.get("target_met") is None else ("yes" if r["target_met"] else "**no**")
         lines.append(f"| {r['clean']} % | ours | {ours} | {met} |")
         if r["paper"]:
@@ -281,37 +310,35 @@ def markdown(rows: list[dict[str, Any]], run: dict[str, Any], judge_acc: float) 
         "Per seed, last iteration: " + "; ".join(
             f"{r['clean']} %: " + ", ".join(f"{v:.2f}" for v in r["per_seed_last"]) for r in rows) + ".",
     ]
-    lines += _commentary(rows, run["results"], R)
+    lines += _commentary(rows, runs, R)
     lines += [
         "",
         f"Share of {proto.n_generated:,} generated images (fixed latent vectors) that the MNIST-vs-FashionMNIST judge calls "
         f"digits, in % (judge: a small CNN trained on the two test splits, {judge_acc:.2f} % accurate on held-out "
         "test images; after round 0 = the GAN trained on the whole mixture):",
         "",
-        "| clean | " + " | ".join(["round 0"] + [f"round {t}" for t in range(1, R + 1)]) + " |",
-        "|---|" + "---|" * (R + 1),
+        *md_table(rounds, [[f"{r['clean']} %", *(pm(*ms, 2) for ms in r["digit_share"])] for r in rows]),
     ]
-    for r in rows:
-        lines.append(f"| {r['clean']} % | " + " | ".join(_pm(ms) for ms in r["digit_share"]) + " |")
-    shown = [r for r in run["results"] if r["seed"] == run["seeds"][0] and r["grids"]
+    shown = [r for r in runs if r["seed"] == seeds[0] and r["grids"]
              and not Path(next(iter(r["grids"].values()))).is_absolute()]
     if shown:
-        lines += ["", f"Generated images (32 fixed latent vectors, seed {run['seeds'][0]}) at the end of round 0 (the "
+        lines += ["", f"Generated images (32 fixed latent vectors, seed {seeds[0]}) at the end of round 0 (the "
                   f"GAN trained on the whole mixture) and of ITLM rounds 1–{R} (files in `gan_mixture/`):", "",
-                  "| clean | " + " | ".join(["round 0"] + [f"round {t}" for t in range(1, R + 1)]) + " |",
-                  "|---|" + "---|" * (R + 1)]
-        for res in shown:
-            cells = [f"![{res['clean']} % round {k}]({p})"
-                     for k, p in sorted(res["grids"].items(), key=lambda kv: int(kv[0]))]
-            lines.append(f"| {res['clean']} % | " + " | ".join(cells) + " |")
-    lines += ["", run.get("notes", ""), "",
-              f"Wall time: {_duration(run['wall_s'])} on CPU ({run['jobs']} worker process(es) x {run['threads']} "
-              f"torch thread(s), per run {min(run['run_seconds']):.0f}–{max(run['run_seconds']):.0f} s); date "
-              f"{run['date']}; machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), "
-              f"{platform.system()} {platform.release()}; torch {torch.__version__}.",
+                  *md_table(rounds, [[f"{res['clean']} %", *(f"![{res['clean']} % round {k}]({p})" for k, p in
+                                                            sorted(res["grids"].items(), key=lambda kv: int(kv[0])))]
+                                     for res in shown])]
+    seconds = [r["seconds"] for r in runs]
+    arch, system = m["machine"].split(", ", 1)
+    # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
+    saved_json = "gan_mixture.json" if m.get("pre_harness") else "benchmarks/results/gan_mixture.json"
+    lines += ["", saved["results"].get("notes", ""), "",
+              f"Wall time: {_duration(m['wall_s'])} on CPU ({m['jobs']} worker process(es) x 1 "
+              f"torch thread(s), per run {min(seconds):.0f}–{max(seconds):.0f} s); date "
+              f"{m['date']}; machine: {arch}, {m['cpus']} CPU cores (shared with other jobs), "
+              f"{system}; torch {m['torch']}.",
               "",
-              "Reproduce: `python benchmarks/gan_mixture.py` (writes this file, `gan_mixture.json` and the grids; "
-              "`--render gan_mixture.json` re-prints it without training), `--quick` for a reduced check.", ""]
+              f"Reproduce: `{m['command']}` (writes this file, `gan_mixture.json` and the grids; "
+              f"`--render {saved_json}` re-prints it without training), `--quick` for a reduced check.", ""]
     return "\n".join(lines)
 
 
@@ -331,11 +358,14 @@ NOTES = (
 )
 
 
-def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {str(r["clean"]): {"clean_fraction": [round(m, 2) for m, _ in r["iters"]],
+def headline(saved: dict[str, Any]) -> dict[str, Any]:
+    rows = aggregate(saved["results"]["runs"])
+    per_row = {str(r["clean"]): {"clean_fraction": [round(m, 2) for m, _ in r["iters"]],
                               "paper_last": r["paper"][-1] if r["paper"] else None,
                               "target_met": r.get("target_met"),
                               "generated_digit_share_last": round(r["digit_share"][-1][0], 2)} for r in rows}
+    return {"seeds": saved["settings"]["seeds"], "train_size": saved["settings"]["protocol"]["train_size"],
+            "judge_accuracy": saved["results"]["judge_accuracy"], "rows": per_row}
 
 
 def _commentary(rows: list[dict[str, Any]], results: list[dict[str, Any]], R: int) -> list[str]:
@@ -379,15 +409,14 @@ def _commentary(rows: list[dict[str, Any]], results: list[dict[str, Any]], R: in
     return [""] + [item for line in out for item in (line, "")][:-1]
 
 
-def store_grids(run: dict[str, Any], out: str) -> None:
-    """Keep the first seed's per-round grids (paths relative to ``out``'s folder) as grayscale PNGs."""
+def store_grids(runs: list[dict[str, Any]], first_seed: int, base: Path) -> None:
+    """Keep the first seed's per-round grids (paths relative to ``base``) as grayscale PNGs."""
     from PIL import Image
 
-    base = Path(out).parent
-    for res in run["results"]:
+    for res in runs:
         for p in res["grids"].values():
             path = base / p
-            if res["seed"] != run["seeds"][0] or not path.is_file():
+            if res["seed"] != first_seed or not path.is_file():
                 continue
             with Image.open(path) as img:
                 gray = img.convert("L") if img.mode != "L" else None
@@ -395,95 +424,30 @@ def store_grids(run: dict[str, Any], out: str) -> None:
                 gray.save(path, optimize=True)
 
 
-# -- command line ----------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    level = p.add_mutually_exclusive_group()
-    level.add_argument("--quick", action="store_true", help="80 %% clean, one seed, 1,000 images, 2 ITLM rounds")
-    level.add_argument("--smoke", action="store_true", help="tiny (a few seconds), for the tests")
-    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw and FashionMNIST/raw")
-    p.add_argument("--seeds", type=int, nargs="+", default=None)
+# -- the script's own options ----------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, nargs="+", default=None, help="clean percentages, e.g. 90 70")
     p.add_argument("--first-epochs", type=int, default=None, help="epochs of round 0 (overrides the protocol)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: 2 full, 1 quick/smoke)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT})")
-    p.add_argument("--render", default=None, metavar="JSON", help="no training: re-print the table of a saved run")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.render:
-        run = json.loads(Path(args.render).read_text())
-        if args.out:
-            store_grids(run, args.out)
-        return _finish(run, args.out)
-    full = not (args.quick or args.smoke)
-    proto = QUICK if args.quick else SMOKE if args.smoke else FULL
+def configure(s: Settings, args: argparse.Namespace) -> Settings:
+    if args.rows is not None:
+        bad = [c for c in args.rows if not 5 < c <= 100]
+        if bad:
+            raise SystemExit(f"`--rows` must be clean percentages in (5, 100], got {bad}")
+        s = replace(s, rows=tuple(args.rows))
     if args.first_epochs is not None:
-        proto = replace(proto, first_epochs=args.first_epochs)
-    rows = args.rows if args.rows else (ROWS if full else [QUICK_ROW])
-    bad = [c for c in rows if not 5 < c <= 100]
-    if bad:
-        raise SystemExit(f"`--rows` must be clean percentages in (5, 100], got {bad}.")
-    seeds = args.seeds if args.seeds is not None else (REPORTED_SEEDS if full else [0])
-    jobs = args.jobs if args.jobs is not None else (2 if full else 1)
+        if args.first_epochs < 1:
+            raise SystemExit(f"`--first-epochs` must be an integer >= 1, got {args.first_epochs}")
+        s = replace(s, protocol=replace(s.protocol, first_epochs=args.first_epochs))
     root = Path(args.data_root)
     if not ((root / "MNIST" / "raw").is_dir() and (root / "FashionMNIST" / "raw").is_dir()):
-        raise SystemExit(f"`--data-root` must hold MNIST/raw and FashionMNIST/raw, got {args.data_root!r}.")
-
-    _quiet()
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    judge_state, judge_acc = train_judge(args.data_root, proto)
-    scratch = Path(tempfile.mkdtemp(prefix="gan_mixture_"))
-    tasks = [dict(clean_pct=c, seed=s, proto=proto, data_root=args.data_root, judge_state=judge_state,
-                  grid_dir=str(scratch / f"clean{c}_seed{s}"), threads=args.threads) for c in rows for s in seeds]
-    results = [_report(res) for res in run_tasks(_run_config_star, tasks, jobs)]
-    wall = time.perf_counter() - t0
-    out = args.out or (str(DEFAULT_OUT) if full else None)
-    if out:  # keep the grids of the first seed next to the table
-        grid_root = Path(out).parent / Path(out).stem
-        grid_root.mkdir(parents=True, exist_ok=True)
-        for res in results:
-            if res["seed"] != seeds[0]:
-                continue
-            for k, p in res["grids"].items():
-                shutil.copyfile(p, grid_root / f"clean{res['clean']}_round{k}.png")
-            res["grids"] = {k: os.path.relpath(grid_root / f"clean{res['clean']}_round{k}.png", Path(out).parent)
-                            for k in res["grids"]}
-    shutil.rmtree(scratch, ignore_errors=True)
-    run = {"mode": "full" if full else ("quick" if args.quick else "smoke"), "protocol": asdict(proto),
-           "seeds": seeds, "jobs": jobs, "threads": args.threads, "wall_s": round(wall, 1),
-           "run_seconds": [r["seconds"] for r in results], "date": _dt.date.today().isoformat(),
-           "judge_accuracy": round(judge_acc, 2),
-           "notes": NOTES.format(tuning=TUNING_SEED), "results": results}
-    if out:
-        store_grids(run, out)
-        Path(out).with_suffix(".json").write_text(json.dumps(run, indent=1))
-    return _finish(run, out)
+        raise SystemExit(f"`--data-root` must hold MNIST/raw and FashionMNIST/raw, got {args.data_root!r}")
+    return s
 
 
-def _finish(run: dict[str, Any], out: str | None) -> dict[str, Any]:
-    rows = aggregate(run["results"])
-    md = markdown(rows, run, run["judge_accuracy"])
-    print(md)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(md)
-    summary = {"benchmark": "gan_mixture", "mode": run["mode"], "seeds": run["seeds"], "wall_s": run["wall_s"],
-               "train_size": run["protocol"]["train_size"], "judge_accuracy": run["judge_accuracy"],
-               "rows": headline(rows)}
-    print(json.dumps(summary), flush=True)
-    return summary
-
-
-def _report(res: dict[str, Any]) -> dict[str, Any]:
-    print(f"# clean {res['clean']}% seed {res['seed']}: clean fraction {res['clean_fraction']} | generated digits "
-          f"{res['generated_digit_share']} | {res['seconds']} s", file=sys.stderr, flush=True)
-    return res
-
+BENCHMARK = Benchmark(name="gan_mixture", doc=__doc__, modes=MODES, execute=execute, render=render,
+                      headline=headline, add_arguments=add_arguments, configure=configure)
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)

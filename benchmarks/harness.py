@@ -244,6 +244,17 @@ class Benchmark:
         return self.summarise(results, settings, args) if self.summarise is not None else results
 
 
+def mode_of(args: argparse.Namespace) -> str:
+    """The mode a parsed command line asks for: ``"quick"``, ``"smoke"`` or ``"full"``."""
+    return "quick" if args.quick else "smoke" if args.smoke else "full"
+
+
+def output_path(name: str, args: argparse.Namespace) -> Path | None:
+    """Where a run writes its markdown (``--out``; ``results/<name>.md`` in full mode; else nowhere): for scripts
+    that put files of their own (plots, image grids) beside it."""
+    return Path(args.out) if args.out else (RESULTS / f"{name}.md" if mode_of(args) == "full" else None)
+
+
 def main(bench: Benchmark, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run ``bench`` as its command line says; returns (and prints last) the headline JSON object."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -265,7 +276,7 @@ def main(bench: Benchmark, argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(json.dumps(jsonable(summary)), flush=True)
         return summary
 
-    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    mode = mode_of(args)
     jobs = args.jobs if args.jobs is not None else bench.jobs[mode]
     if jobs < 1:
         raise SystemExit(f"`--jobs` must be >= 1, got {jobs}")
@@ -280,7 +291,7 @@ def main(bench: Benchmark, argv: Sequence[str] | None = None) -> dict[str, Any]:
     saved = json.loads(json.dumps(saved))  # render exactly what --render will read back
     text = bench.render(saved)
     print(text)
-    out = Path(args.out) if args.out else (RESULTS / f"{bench.name}.md" if mode == "full" else None)
+    out = output_path(bench.name, args)  # read after `configure`, which may point it elsewhere
     if out is not None:
         save(saved, text, out)
     summary = {"benchmark": bench.name, "mode": mode, **bench.headline(saved), "wall_s": saved["meta"]["wall_s"]}

@@ -25,20 +25,18 @@ of the epochs). The protocol was chosen on seed 100 only, which is not among the
 
 Usage::
 
-    python benchmarks/itlm_mnist.py            # full table -> benchmarks/results/itlm_mnist.md
+    python benchmarks/itlm_mnist.py            # full table -> benchmarks/results/itlm_mnist.md (+ .json)
+    python benchmarks/itlm_mnist.py --protocol authors --rows systematic:60   # -> results/itlm_mnist_authors.md
     python benchmarks/itlm_mnist.py --quick    # one row, one seed, short rounds (< 60 s)
     python benchmarks/itlm_mnist.py --smoke    # a few seconds, for the test suite
+    python benchmarks/itlm_mnist.py --render benchmarks/results/itlm_mnist.json   # re-print a saved run
 
-The last line printed is one JSON object with the headline figures.
+Modes, seeds, workers, the saved run and the JSON last line are ``harness.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -49,13 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import mean_std as _mean_std  # noqa: E402
-from harness import quiet as _quiet
-from harness import run_tasks
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEFAULT_OUT = HERE / "results" / "itlm_mnist.md"
+from harness import RESULTS, Benchmark, main, md_table, mean_std, mode_of, pm, quiet, trainer  # noqa: E402
 
 # itlm_paper.md Table 1, MNIST with two-layer CNN: (noise, clean %) -> (Baseline, ITLM, Oracle)
 PAPER_TABLE1: dict[tuple[str, int], tuple[float, float, float]] = {
@@ -69,6 +61,7 @@ PAPER_TABLE1: dict[tuple[str, int], tuple[float, float, float]] = {
     ("random", 90): (92.50, 92.43, 93.20),
 }
 ROWS: list[tuple[str, int]] = list(PAPER_TABLE1)
+METHODS = ("baseline", "itlm", "oracle")  # the order of Table 1's columns
 
 
 @dataclass(frozen=True)
@@ -132,15 +125,20 @@ TUNING_SEED = 100
 QUICK_ROW = ("systematic", 70)  # --quick / --smoke: one row where the paper shows a clear ITLM gain
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures: the training protocol, the (noise, clean %) rows and the seeds."""
+
+    protocol: Protocol
+    rows: tuple[tuple[str, int], ...]
+    seeds: tuple[int, ...]
+
+
+MODES = {"full": Settings(FULL, tuple(ROWS), tuple(REPORTED_SEEDS)), "quick": Settings(QUICK, (QUICK_ROW,), (0,)),
+         "smoke": Settings(SMOKE, (QUICK_ROW,), (0,))}
+
+
 # -- one configuration -----------------------------------------------------------------------------
-
-
-def _trainer(max_epochs: int, callbacks: list) -> Any:
-    import pytorch_lightning as pl
-
-    return pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=callbacks, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0)
 
 
 def _snapshot_callback(round_ends: list[int], restore_best: bool = False):
@@ -210,11 +208,10 @@ def _test_accuracy(module: torch.nn.Module, state: dict, x: torch.Tensor, y: tor
     return 100.0 * correct / len(y)
 
 
-def run_config(noise: str, clean_pct: int, seed: int, proto: Protocol, data_root: str, threads: int = 1
-               ) -> dict[str, Any]:
+def run_config(noise: str, clean_pct: int, seed: int, proto: Protocol, data_root: str) -> dict[str, Any]:
     """Baseline, ITLM and Oracle for one (noise, clean ratio, seed); accuracies in % on the clean test set."""
-    _quiet()
-    torch.set_num_threads(threads)
+    quiet()
+    torch.set_num_threads(1)
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -243,7 +240,7 @@ def run_config(noise: str, clean_pct: int, seed: int, proto: Protocol, data_root
     itlm = ITLM(keep_ratio=alpha, round_epochs=[E] * (R + 1), initial_round_on_all=True, seed=seed,
                 verbose=False, plot=False)
     snaps = _snapshot_callback(round_ends, proto.restore_best)
-    _trainer(E * (R + 1), [snaps, itlm]).fit(module, datamodule=dm)
+    trainer(E * (R + 1), [snaps, itlm]).fit(module, datamodule=dm)
     res: dict[str, Any] = {
         "noise": noise, "clean": clean_pct, "seed": seed, "alpha": alpha, "n_test": len(y_test),
         "baseline": _test_accuracy(module, snaps.best[0][1], x_test, y_test),
@@ -263,7 +260,7 @@ def run_config(noise: str, clean_pct: int, seed: int, proto: Protocol, data_root
     pl.seed_everything(seed, verbose=False)
     oracle = model()
     osnaps = _snapshot_callback([E])
-    _trainer(E, [osnaps]).fit(oracle, train_dataloaders=DataLoader(oracle_set, batch_size=proto.batch_size,
+    trainer(E, [osnaps]).fit(oracle, train_dataloaders=DataLoader(oracle_set, batch_size=proto.batch_size,
                                                                     shuffle=True),
                               val_dataloaders=dm.val_dataloader())
     res["oracle"] = _test_accuracy(oracle, osnaps.best[0][1], x_test, y_test)
@@ -272,8 +269,18 @@ def run_config(noise: str, clean_pct: int, seed: int, proto: Protocol, data_root
     return res
 
 
-def _run_config_star(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return run_config(**kwargs)
+def tasks(s: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [dict(noise=n, clean_pct=c, seed=seed, proto=asdict(s.protocol), data_root=args.data_root)
+            for (n, c) in s.rows for seed in s.seeds]
+
+
+def run_one(task: dict[str, Any]) -> dict[str, Any]:
+    res = run_config(**{**task, "proto": Protocol(**task["proto"])})
+    print(f"# {res['noise']:>10} {res['clean']:>3}% seed {res['seed']}: baseline {res['baseline']:.2f} "
+          f"itlm {res['itlm']:.2f} oracle {res['oracle']:.2f} | final {res['baseline_final']:.2f} "
+          f"{res['itlm_final']:.2f} {res['oracle_final']:.2f} | precision {res['clean_precision']} "
+          f"| {res['seconds']}", file=sys.stderr, flush=True)
+    return res
 
 
 # -- aggregation and report ------------------------------------------------------------------------
@@ -283,7 +290,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rs = [r for r in results if r["noise"] == noise and r["clean"] == clean]
         row: dict[str, Any] = {"noise": noise, "clean": clean, "seeds": [r["seed"] for r in rs]}
         for key in ("baseline", "itlm", "oracle", "baseline_final", "itlm_final", "oracle_final"):
-            row[key], row[key + "_std"] = _mean_std([r[key] for r in rs])
+            row[key], row[key + "_std"] = mean_std([r[key] for r in rs])
         precs = [r["clean_precision"][-1] for r in rs if r["clean_precision"] and r["clean_precision"][-1] is not None]
         row["clean_precision"] = statistics.fmean(precs) if precs else None
         paper = PAPER_TABLE1.get((noise, clean))
@@ -295,12 +302,11 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(mean: float, std: float) -> str:
-    return f"{mean:.2f} ± {std:.2f}"
+def render(saved: dict[str, Any]) -> str:
+    """The tables of a saved run (``saved["settings"]["protocol"]["arch"]`` tells the two protocols apart)."""
+    rows, results, m = aggregate(saved["results"]), saved["results"], saved["meta"]
+    proto, seeds, n_test = Protocol(**saved["settings"]["protocol"]), saved["settings"]["seeds"], results[0]["n_test"]
 
-
-def markdown(rows: list[dict[str, Any]], proto: Protocol, seeds: list[int], wall: float, jobs: int,
-             threads: int, n_test: int, date: str) -> str:
     def yn(v: bool | None) -> str:
         return "—" if v is None else ("yes" if v else "**no**")
 
@@ -322,18 +328,17 @@ def markdown(rows: list[dict[str, Any]], proto: Protocol, seeds: list[int], wall
         + ("the authors' settings, not tuned here). " if authors else f"protocol chosen on seed {TUNING_SEED} only). ")
         + "Accuracy in %.",
         "",
-        "| noise | clean | Baseline (ours) | ITLM (ours) | Oracle (ours) | Baseline (paper) | ITLM (paper) "
-        "| Oracle (paper) | ITLM ≥ paper − 1 | ITLM > Baseline where paper gains | clean precision of last selection |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     for r in rows:
         p = r["paper"] or {"baseline": float("nan"), "itlm": float("nan"), "oracle": float("nan")}
         prec = "—" if r["clean_precision"] is None else f"{100 * r['clean_precision']:.1f} %"
-        lines.append(
-            f"| {r['noise']} | {r['clean']} % | {_cell(r['baseline'], r['baseline_std'])} "
-            f"| {_cell(r['itlm'], r['itlm_std'])} | {_cell(r['oracle'], r['oracle_std'])} "
-            f"| {p['baseline']:.2f} | {p['itlm']:.2f} | {p['oracle']:.2f} "
-            f"| {yn(r.get('itlm_target_met'))} | {yn(r.get('gain_target_met'))} | {prec} |")
+        table.append([r["noise"], f"{r['clean']} %", *(pm(r[k], r[k + "_std"], 2) for k in METHODS),
+                      *(f"{p[k]:.2f}" for k in METHODS), yn(r.get("itlm_target_met")), yn(r.get("gain_target_met")),
+                      prec])
+    lines += md_table(["noise", "clean", "Baseline (ours)", "ITLM (ours)", "Oracle (ours)", "Baseline (paper)",
+                       "ITLM (paper)", "Oracle (paper)", "ITLM ≥ paper − 1", "ITLM > Baseline where paper gains",
+                       "clean precision of last selection"], table)
     judged = [r for r in rows if r.get("itlm_target_met") is not None]
     missed = [f"{r['noise']} {r['clean']} %" for r in judged if not r["itlm_target_met"]]
     gains = [r for r in rows if r.get("gain_target_met") is not None]
@@ -349,13 +354,10 @@ def markdown(rows: list[dict[str, Any]], proto: Protocol, seeds: list[int], wall
         "",
         "Final model of each method (no model selection at all):",
         "",
-        "| noise | clean | Baseline | ITLM | Oracle |",
-        "|---|---|---|---|---|",
+        *md_table(["noise", "clean", "Baseline", "ITLM", "Oracle"],
+                  [[r["noise"], f"{r['clean']} %", *(pm(r[k + "_final"], r[k + "_final_std"], 2) for k in METHODS)]
+                   for r in rows]),
     ]
-    for r in rows:
-        lines.append(f"| {r['noise']} | {r['clean']} % | {_cell(r['baseline_final'], r['baseline_final_std'])} "
-                     f"| {_cell(r['itlm_final'], r['itlm_final_std'])} "
-                     f"| {_cell(r['oracle_final'], r['oracle_final_std'])} |")
     if authors:
         lines += [
             "",
@@ -377,119 +379,82 @@ def markdown(rows: list[dict[str, Any]], proto: Protocol, seeds: list[int], wall
         "classes (0 and 5); ITLM's selection then keeps those classes' mislabelled samples and drops the clean ones, "
         "so the flip persists through the rounds.",
     ]
+    arch, system = m["machine"].split(", ", 1)
+    # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
+    command = ("python benchmarks/itlm_mnist.py" + (" --protocol authors" if authors else "")
+               if m.get("pre_harness") else m["command"])
     lines += [
         "",
-        f"Wall time: {wall / 60:.1f} min ({jobs} worker process(es) x {threads} torch thread(s)); "
-        f"date {date}; machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{platform.system()} {platform.release()}; torch {torch.__version__}.",
+        f"Wall time: {m['wall_s'] / 60:.1f} min ({m['jobs']} worker process(es) x 1 torch thread(s)); "
+        f"date {m['date']}; machine: {arch}, {m['cpus']} CPU cores, {system}; torch {m['torch']}.",
         "",
-        "Reproduce: `python benchmarks/itlm_mnist.py" + (" --protocol authors" if authors else "")
-        + f"` (writes this file and the per-seed `{stem}.json`; "
-        f"`--render {stem}.json` re-prints it without training), `--quick` for a one-row check.",
+        f"Reproduce: `{command}` (writes this file and the per-seed `{stem}.json`; `--render "
+        + ("" if m.get("pre_harness") else "benchmarks/results/")
+        + f"{stem}.json` re-prints it without training), `--quick` for a one-row check.",
         "",
     ]
     return "\n".join(lines)
 
 
-def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for r in rows:
-        out[f"{r['noise']}_{r['clean']}"] = {k: round(r[k], 2) for k in ("baseline", "itlm", "oracle")}
-    return out
+def headline(saved: dict[str, Any]) -> dict[str, Any]:
+    rows = {f"{r['noise']}_{r['clean']}": {k: round(r[k], 2) for k in ("baseline", "itlm", "oracle")}
+            for r in aggregate(saved["results"])}
+    return {"seeds": saved["settings"]["seeds"], "epochs_per_round": saved["settings"]["protocol"]["epochs"],
+            "rows": rows}
 
 
-# -- command line ------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    level = p.add_mutually_exclusive_group()
-    level.add_argument("--quick", action="store_true", help="one row, one seed, 3 epochs per round (< 60 s)")
-    level.add_argument("--smoke", action="store_true", help="one row, one seed, tiny data (a few seconds)")
-    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="scaled",
-                   help="'scaled' (the committed table) or 'authors' (the ITLM authors' network and schedule)")
-    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw")
-    p.add_argument("--seeds", type=int, nargs="+", default=None)
+# -- the script's own options ----------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", default="scaled", help="'scaled' (results/itlm_mnist.md) or 'authors' (the ITLM "
+                   "authors' network and schedule; full mode writes results/itlm_mnist_authors.md)")
     p.add_argument("--rows", nargs="+", default=None, help="e.g. systematic:60 random:30")
     p.add_argument("--epochs", type=int, default=None, help="epochs per round (overrides the protocol)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--momentum", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--restore-best", type=int, choices=(0, 1), default=None,
-                   help="1: score each round with its best-noisy-val epoch (overrides the protocol)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: 2 full, 1 quick/smoke)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT})")
-    p.add_argument("--render", default=None, metavar="JSON",
-                   help="no training: re-print (and with --out, re-write) the table of a run saved by --json-out")
-    p.add_argument("--json-out", default=None,
-                   help="every per-seed result as JSON (full mode default: next to the markdown)")
-    return p.parse_args(argv)
+    p.add_argument("--restore-best", type=int, default=None,
+                   help="1: score each round with its best-noisy-val epoch, 0: with its last (overrides the protocol)")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.render:
-        return _finish(json.loads(Path(args.render).read_text()), args.out)
-    full = not (args.quick or args.smoke)
-    full_p, quick_p, smoke_p = PROTOCOLS[args.protocol]
-    proto = quick_p if args.quick else smoke_p if args.smoke else full_p
-    default_out = DEFAULT_OUT if args.protocol == "scaled" else DEFAULT_OUT.with_name(f"itlm_mnist_{args.protocol}.md")
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
-                                   ("momentum", args.momentum), ("weight_decay", args.weight_decay),
-                                   ("restore_best", None if args.restore_best is None else bool(args.restore_best)))
-                 if v is not None}
-    proto = replace(proto, **overrides)
-    seeds = args.seeds if args.seeds is not None else (REPORTED_SEEDS if full else [0])
+# option -> (protocol field, allowed range as words, check)
+OVERRIDES = {"epochs": ("epochs", "an integer >= 1", lambda v: v >= 1),
+             "batch_size": ("batch_size", "an integer >= 1", lambda v: v >= 1),
+             "lr": ("lr", "a number > 0", lambda v: v > 0),
+             "momentum": ("momentum", "a number in [0, 1)", lambda v: 0 <= v < 1),
+             "weight_decay": ("weight_decay", "a number >= 0", lambda v: v >= 0),
+             "restore_best": ("restore_best", "0 or 1", lambda v: v in (0, 1))}
+
+
+def configure(s: Settings, args: argparse.Namespace) -> Settings:
+    if args.protocol not in PROTOCOLS:
+        raise SystemExit(f"`--protocol` must be one of {sorted(PROTOCOLS)}, got {args.protocol!r}")
+    proto = PROTOCOLS[args.protocol][("full", "quick", "smoke").index(mode_of(args))]
+    for opt, (field, allowed, ok) in OVERRIDES.items():
+        value = getattr(args, opt)
+        if value is None:
+            continue
+        if not ok(value):
+            raise SystemExit(f"`--{opt.replace('_', '-')}` must be {allowed}, got {value}")
+        proto = replace(proto, **{field: bool(value) if field == "restore_best" else value})
+    rows = s.rows
     if args.rows:
         rows = []
         for spec in args.rows:
             noise, _, pct = spec.partition(":")
-            if noise not in ("random", "systematic") or not pct.isdigit():
-                raise SystemExit(f"`--rows` entries must look like 'systematic:60', got {spec!r}.")
+            if noise not in ("random", "systematic") or not pct.isdigit() or not 0 < int(pct) <= 100:
+                raise SystemExit(f"`--rows` entries must look like 'systematic:60' (noise random or systematic, "
+                                 f"clean % in (0, 100]), got {spec!r}")
             rows.append((noise, int(pct)))
-    else:
-        rows = ROWS if full else [QUICK_ROW]
-    jobs = args.jobs if args.jobs is not None else (2 if full else 1)
     if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
-        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}.")
-
-    tasks = [dict(noise=n, clean_pct=c, seed=s, proto=proto, data_root=args.data_root, threads=args.threads)
-             for (n, c) in rows for s in seeds]
-    t0 = time.perf_counter()
-    results = [_report(res) for res in run_tasks(_run_config_star, tasks, jobs)]
-    wall = time.perf_counter() - t0
-    run = {"mode": "full" if full else ("quick" if args.quick else "smoke"), "protocol": asdict(proto), "seeds": seeds,
-           "jobs": jobs, "threads": args.threads, "wall_s": round(wall, 1), "date": _dt.date.today().isoformat(),
-           "results": results}
-    json_out = args.json_out or (str(default_out.with_suffix(".json")) if full and not args.out else None)
-    if json_out:
-        Path(json_out).write_text(json.dumps(run, indent=1))
-    return _finish(run, args.out or (str(default_out) if full else None))
+        raise SystemExit(f"`--data-root` must hold MNIST/raw, got {args.data_root!r}")
+    if args.protocol != "scaled" and args.out is None and mode_of(args) == "full":
+        args.out = str(RESULTS / f"itlm_mnist_{args.protocol}.md")  # the scaled table stays as it is
+    return replace(s, protocol=proto, rows=tuple(rows))
 
 
-def _finish(run: dict[str, Any], out: str | None) -> dict[str, Any]:
-    """Print (and write) the markdown table of a run, then its one-line JSON summary."""
-    results = run["results"]
-    table = aggregate(results)
-    md = markdown(table, Protocol(**run["protocol"]), run["seeds"], run["wall_s"], run["jobs"], run["threads"],
-                  results[0]["n_test"], run["date"])
-    print(md)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(md)
-    summary = {"benchmark": "itlm_mnist", "mode": run["mode"], "seeds": run["seeds"],
-               "epochs_per_round": run["protocol"]["epochs"], "wall_s": run["wall_s"], "rows": headline(table)}
-    print(json.dumps(summary), flush=True)
-    return summary
-
-
-def _report(res: dict[str, Any]) -> dict[str, Any]:
-    print(f"# {res['noise']:>10} {res['clean']:>3}% seed {res['seed']}: baseline {res['baseline']:.2f} "
-          f"itlm {res['itlm']:.2f} oracle {res['oracle']:.2f} | final {res['baseline_final']:.2f} "
-          f"{res['itlm_final']:.2f} {res['oracle_final']:.2f} | precision {res['clean_precision']} "
-          f"| {res['seconds']}", file=sys.stderr, flush=True)
-    return res
-
+BENCHMARK = Benchmark(name="itlm_mnist", doc=__doc__, modes=MODES, tasks=tasks, run=run_one, render=render,
+                      headline=headline, add_arguments=add_arguments, configure=configure)
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)

@@ -23,17 +23,15 @@ Usage::
     python benchmarks/simclr_defence.py            # full table -> benchmarks/results/simclr_defence.md (+ .json)
     python benchmarks/simclr_defence.py --quick    # one reduced case (patch, ε = 0.35, one seed), < 60 s
     python benchmarks/simclr_defence.py --smoke    # a few seconds, for the test suite
+    python benchmarks/simclr_defence.py --render benchmarks/results/simclr_defence.json   # re-print a saved run
 
-The last line printed is one JSON object with the headline figures.
+Modes, seeds, workers, the saved run and the JSON last line are ``harness.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -45,16 +43,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import mean_std as _mean_std  # noqa: E402
-from harness import quiet as _quiet
-from harness import run_tasks
-from harness import trainer as _trainer
+from harness import Benchmark, main, mean_std, pm, quiet, run_tasks, trainer  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # benchmark the checkout this script lives in, not another installed copy
-    sys.path.insert(0, str(HERE.parent))
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEFAULT_OUT = HERE / "results" / "simclr_defence.md"
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmark the checkout this script lives in
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 METHODS = ["standard", "prl_at", "prl_simclr", "prl_simclr_sn"]
 LABELS = {"standard": "Standard", "prl_at": "PRL-AT", "prl_simclr": "PRL-SimCLR", "prl_simclr_sn": "PRL-SimCLR-SN"}
@@ -120,6 +112,20 @@ SMOKE = replace(FULL, labeled_fraction=0.05, unlabeled_mnist=200, unlabeled_fash
 TUNING_SEED = 100  # the only seed looked at before the full run (epochs were then cut to fit 30 min)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures: the protocol, the attacks, the poison rates and the seeds."""
+
+    protocol: Protocol
+    attacks: tuple[str, ...]
+    eps: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+
+MODES = {"full": Settings(FULL, tuple(ATTACKS), tuple(EPSILONS), tuple(REPORTED_SEEDS)),
+         "quick": Settings(QUICK, ("patch",), (0.35,), (0,)), "smoke": Settings(SMOKE, ("patch",), (0.35,), (0,))}
+
+
 def _prl_at(proto: Protocol, eps: float, value_range: tuple[float, float]):
     """(model, callbacks, the PRL filter) for PRL-AT: the CNN, ``BatchFilter("prl", ε)`` and
     ``AdversarialTrigger(τ)`` (thesis Alg. 6: c = τ · mean over the kept samples of sign ∇ₓ ℓ, then the filtered step
@@ -150,11 +156,10 @@ def _filter_stats(prl: Any) -> dict[str, float | None]:
     return {"dropped_poisoned_frac": None if frac is None else round(100 * frac, 2)}
 
 
-def run_case(attack: str, eps: float, seed: int, proto: Protocol, data_root: str, scratch: str,
-             threads: int = 1) -> dict[str, Any]:
+def run_case(attack: str, eps: float, seed: int, proto: Protocol, data_root: str, scratch: str) -> dict[str, Any]:
     """SimCLR once, then the four rows; accuracies in %."""
-    _quiet()
-    torch.set_num_threads(threads)
+    quiet()
+    torch.set_num_threads(1)
     import pytorch_lightning as pl
 
     from lit_robust import (
@@ -179,7 +184,7 @@ def run_case(attack: str, eps: float, seed: int, proto: Protocol, data_root: str
     pl.seed_everything(seed, verbose=False)
     simclr = SimCLR(width=proto.width, temperature=proto.temperature, lr=proto.pretrain_lr)
     t0 = time.perf_counter()
-    tr = _trainer(proto.pretrain_epochs, [])
+    tr = trainer(proto.pretrain_epochs, [])
     tr.fit(simclr, datamodule=pre_dm)
     pre_s = time.perf_counter() - t0
     n_pre = len(pre_dm.train_set)
@@ -195,7 +200,7 @@ def run_case(attack: str, eps: float, seed: int, proto: Protocol, data_root: str
         probe = LinearProbe(ckpt, lr=proto.head_lr)
         prl = BatchFilter("prl", drop_ratio=eps, warmup_epochs=proto.warmup_epochs)
         cbs = [prl] + ([SpectralNorm(k=proto.k, modules="head", mode="truncate")] if sn else [])
-        _trainer(proto.head_epochs, cbs).fit(probe, datamodule=dm)
+        trainer(proto.head_epochs, cbs).fit(probe, datamodule=dm)
         res["rows"][name] = _accuracies(probe, dm)
         res["filter"][name] = _filter_stats(prl)
         if sn:
@@ -205,23 +210,40 @@ def run_case(attack: str, eps: float, seed: int, proto: Protocol, data_root: str
     # Standard and PRL-AT: the CNN trained end-to-end on the labelled set only
     pl.seed_everything(seed, verbose=False)
     std = ImageClassifier(backbone="cnn2", optimizer="adam", lr=proto.cnn_lr, momentum=0.9)
-    _trainer(proto.cnn_epochs, []).fit(std, datamodule=dm)
+    trainer(proto.cnn_epochs, []).fit(std, datamodule=dm)
     res["rows"]["standard"] = _accuracies(std, dm)
     pl.seed_everything(seed, verbose=False)
     model, cbs, prl = _prl_at(proto, eps, dm.value_range)
-    _trainer(proto.cnn_epochs, cbs).fit(model, datamodule=dm)
+    trainer(proto.cnn_epochs, cbs).fit(model, datamodule=dm)
     res["rows"]["prl_at"] = _accuracies(model, dm)
     res["filter"]["prl_at"] = _filter_stats(prl)
     res["seconds"] = round(time.perf_counter() - t_case, 1)
+    print(f"# {attack} ε={eps} seed {seed}: "
+          + ", ".join(f"{LABELS[m]} {res['rows'][m]['clean']:.1f}/{res['rows'][m]['poison']:.1f}" for m in METHODS)
+          + f" | pretrain {res['pretrain']['seconds']} s | {res['seconds']} s", file=sys.stderr, flush=True)
     return res
 
 
-def _run_case_star(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return run_case(**kwargs)
+def run_one(task: dict[str, Any]) -> dict[str, Any]:
+    return run_case(**{**task, "proto": Protocol(**task["proto"])})
+
+
+def execute(s: Settings, args: argparse.Namespace, jobs: int) -> dict[str, Any]:
+    """The throughput pairs first (in this process, alone), then the cases in ``jobs`` workers."""
+    quiet()
+    throughput = measure_throughput(s.protocol, args.data_root)
+    print(f"# pretraining throughput ratio {throughput['ratio']:.3f} ({throughput['pairs']} pairs)", file=sys.stderr,
+          flush=True)
+    scratch = tempfile.mkdtemp(prefix="simclr_defence_")
+    tasks = [dict(attack=a, eps=e, seed=seed, proto=asdict(s.protocol), data_root=args.data_root, scratch=scratch)
+             for a in s.attacks for e in s.eps for seed in s.seeds]
+    runs = list(run_tasks(run_one, tasks, jobs))
+    os.rmdir(scratch)  # every checkpoint in it was removed by its case
+    return {"throughput": throughput, "runs": runs}
 
 
 # -- pretraining throughput: Lightning SimCLR vs a bare lightly loop ------------------------------------------------
-def measure_throughput(proto: Protocol, data_root: str, threads: int = 1) -> dict[str, Any]:
+def measure_throughput(proto: Protocol, data_root: str) -> dict[str, Any]:
     """Interleaved pairs: ``Trainer.fit(SimCLR)`` for ``tp_epochs`` epochs vs the same training as a bare loop."""
     import pytorch_lightning as pl
     from lightly.loss import NTXentLoss
@@ -230,7 +252,7 @@ def measure_throughput(proto: Protocol, data_root: str, threads: int = 1) -> dic
 
     from lit_robust import SemiSupervisedBackdoorMNISTDataModule, SimCLR, random_views, simclr_backbone
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     dm = SemiSupervisedBackdoorMNISTDataModule(root=data_root, mode="pretrain", attack="patch", poison_rate=0.25,
                                                labeled_fraction=proto.labeled_fraction,
                                                unlabeled_mnist=proto.unlabeled_mnist,
@@ -246,7 +268,7 @@ def measure_throughput(proto: Protocol, data_root: str, threads: int = 1) -> dic
     def lightning() -> None:
         pl.seed_everything(0, verbose=False)
         model = SimCLR(width=proto.width, temperature=proto.temperature, lr=proto.pretrain_lr)
-        _trainer(E, []).fit(model, train_dataloaders=loader())
+        trainer(E, []).fit(model, train_dataloaders=loader())
 
     def bare() -> None:
         pl.seed_everything(0, verbose=False)
@@ -291,28 +313,24 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, tu
     out: dict[str, Any] = {}
     for attack, eps in dict.fromkeys((r["attack"], r["eps"]) for r in results):
         rs = [r for r in results if r["attack"] == attack and r["eps"] == eps]
-        out[f"{attack}_{eps}"] = {m: {k: _mean_std([r["rows"][m][k] for r in rs]) for k in ("clean", "poison")}
+        out[f"{attack}_{eps}"] = {m: {k: mean_std([r["rows"][m][k] for r in rs]) for k in ("clean", "poison")}
                                   for m in METHODS}
     return out
 
 
-def _pm(ms: tuple[float, float]) -> str:
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}"
-
-
-def markdown(run: dict[str, Any]) -> str:
-    proto = Protocol(**run["protocol"])
-    agg = aggregate(run["results"])
-    tp = run["throughput"]
-    pre = [r["pretrain"] for r in run["results"]]
+def render(saved: dict[str, Any]) -> str:
+    proto, meta = Protocol(**saved["settings"]["protocol"]), saved["meta"]
+    agg = aggregate(saved["results"]["runs"])
+    tp = saved["results"]["throughput"]
+    pre = [r["pretrain"] for r in saved["results"]["runs"]]
     lines = [
         "# Semi-supervised backdoor defence (thesis Algorithm 7, Table 5.3) on MNIST",
         "",
         f"**Scaled to CPU** (the paper: CIFAR10, ResNet-32, SimCLR 500 epochs, CIFAR10/STL10 as X_aug): "
-        f"{proto.describe()}. Multi-target poisoning a → a+1 of the labelled set. Seeds {run['seeds']} "
+        f"{proto.describe()}. Multi-target poisoning a → a+1 of the labelled set. Seeds {saved['settings']['seeds']} "
         f"(mean ± std); settings looked at on seed {TUNING_SEED} only. PRL-AT: `BatchFilter` + `AdversarialTrigger`. "
-        f"Mode {run['mode']}; wall time {run['wall_s'] / 60:.1f} min with {run['jobs']} worker process(es), "
-        f"{run['threads']} torch thread each, on {os.cpu_count()} shared CPU cores; {run['date']}.",
+        f"Mode {saved['mode']}; wall time {meta['wall_s'] / 60:.1f} min with {meta['jobs']} worker process(es), "
+        f"1 torch thread each, on {meta['cpus']} shared CPU cores; {meta['date']}.",
         "",
         "Accuracy in % (poison = triggered test digits against their true labels). Ours (MNIST) beside the paper's "
         "Table 5.3 (CIFAR10; X_aug = CIFAR10 / STL10 for the SimCLR columns):",
@@ -328,7 +346,7 @@ def markdown(run: dict[str, Any]) -> str:
                 if row is None:
                     continue
                 p = PAPER[(attack, metric)][eps]
-                ours = " | ".join(_pm(row[m][metric]) for m in METHODS)
+                ours = " | ".join(pm(*row[m][metric], 2) for m in METHODS)
                 lines.append(f"| {attack} | {metric} | {eps:.2f} | {ours} | {p[0]:.2f} | {p[1]:.2f} | "
                              f"{p[2]:.2f} / {p[4]:.2f} | {p[3]:.2f} / {p[5]:.2f} |")
     lines += [
@@ -350,9 +368,16 @@ def markdown(run: dict[str, Any]) -> str:
         "",
     ]
     lines += _commentary(agg)
-    lines += ["", "Reproduce: `PYTHONPATH=. python benchmarks/simclr_defence.py` (full), `--quick` for a reduced "
-              "check; raw per-seed numbers in `simclr_defence.json`.", ""]
-    return "\n".join(lines)
+    # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
+    if meta.get("pre_harness"):
+        lines += ["", "Reproduce: `PYTHONPATH=. python benchmarks/simclr_defence.py` (full), `--quick` for a reduced "
+                  "check; raw per-seed numbers in `simclr_defence.json`.", ""]
+    else:
+        lines += ["", f"Reproduce: `{meta['command']}`, `--quick` for a reduced check; raw per-seed numbers in "
+                  "`simclr_defence.json` (`--render benchmarks/results/simclr_defence.json` re-prints this page).", ""]
+    text = "\n".join(lines)
+    # a reading written by hand after a run is part of that run's record (the figures it quotes are the table's)
+    return text + "\n" + meta["reading"] if meta.get("reading") else text
 
 
 def _commentary(agg: dict[str, Any]) -> list[str]:
@@ -373,84 +398,45 @@ def _commentary(agg: dict[str, Any]) -> list[str]:
     return out
 
 
-def headline(run: dict[str, Any]) -> dict[str, Any]:
-    agg = aggregate(run["results"])
-    return {k: {m: {met: round(v[met][0], 2) for met in ("clean", "poison")} for m, v in row.items()}
-            for k, row in agg.items()}
+def headline(saved: dict[str, Any]) -> dict[str, Any]:
+    agg = aggregate(saved["results"]["runs"])
+    pre = [r["pretrain"] for r in saved["results"]["runs"]]
+    tp = saved["results"]["throughput"]
+    return {"seeds": saved["settings"]["seeds"],
+            "rows": {k: {m: {met: round(v[met][0], 2) for met in ("clean", "poison")} for m, v in row.items()}
+                     for k, row in agg.items()},
+            "pretrain": {"runs": len(pre), "mean_s": round(statistics.fmean(p["seconds"] for p in pre), 2),
+                         "images_per_s": round(statistics.fmean(p["images_per_s"] for p in pre), 1)},
+            "throughput_ratio": tp["ratio"], "targets_met": {"pretrain_throughput_ge_0.9": tp["met"]}}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    level = p.add_mutually_exclusive_group()
-    level.add_argument("--quick", action="store_true", help="patch, ε = 0.35, one seed, reduced sizes (< 60 s)")
-    level.add_argument("--smoke", action="store_true", help="tiny (a few seconds), for the tests")
-    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw and FashionMNIST/raw")
-    p.add_argument("--seeds", type=int, nargs="+", default=None)
+# -- the script's own options ----------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacks", nargs="+", default=None, help="patch and/or blend")
     p.add_argument("--eps", type=float, nargs="+", default=None, help="poison rates")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: 2 full, 1 quick/smoke; max 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--out", default=None, help=f"markdown output (full mode default: {DEFAULT_OUT})")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    full = not (args.quick or args.smoke)
-    mode = "full" if full else ("quick" if args.quick else "smoke")
-    proto = QUICK if args.quick else SMOKE if args.smoke else FULL
-    attacks = args.attacks or (ATTACKS if full else ["patch"])
-    bad = [a for a in attacks if a not in ATTACKS]
-    if bad:
-        raise SystemExit(f"`--attacks` must be among {ATTACKS}, got {bad}.")
-    epsilons = args.eps or (EPSILONS if full else [0.35])
-    bad_eps = [e for e in epsilons if not 0.0 < e < 0.5]
-    if bad_eps:
-        raise SystemExit(f"`--eps` must be poison rates in (0, 0.5), got {bad_eps}.")
-    seeds = args.seeds if args.seeds is not None else (REPORTED_SEEDS if full else [0])
-    jobs = args.jobs if args.jobs is not None else (2 if full else 1)
-    if not 1 <= jobs <= 2:
-        raise SystemExit(f"`--jobs` must be 1 or 2 (the machine has 2 shared cores), got {jobs}.")
+def configure(s: Settings, args: argparse.Namespace) -> Settings:
+    if args.attacks is not None:
+        bad = [a for a in args.attacks if a not in ATTACKS]
+        if bad:
+            raise SystemExit(f"`--attacks` must be among {ATTACKS}, got {bad}")
+        s = replace(s, attacks=tuple(args.attacks))
+    if args.eps is not None:
+        bad_eps = [e for e in args.eps if not 0.0 < e < 0.5]
+        if bad_eps:
+            raise SystemExit(f"`--eps` must be poison rates in (0, 0.5), got {bad_eps}")
+        s = replace(s, eps=tuple(args.eps))
+    if args.jobs is not None and args.jobs > 2:
+        raise SystemExit(f"`--jobs` must be 1 or 2 (the machine has 2 shared cores), got {args.jobs}")
     root = Path(args.data_root)
     if not ((root / "MNIST" / "raw").is_dir() and (root / "FashionMNIST" / "raw").is_dir()):
-        raise SystemExit(f"`--data-root` must hold MNIST/raw and FashionMNIST/raw, got {args.data_root!r}.")
+        raise SystemExit(f"`--data-root` must hold MNIST/raw and FashionMNIST/raw, got {args.data_root!r}")
+    return s
 
-    _quiet()
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    throughput = measure_throughput(proto, args.data_root, args.threads)
-    print(f"# pretraining throughput ratio {throughput['ratio']:.3f} ({throughput['pairs']} pairs)", file=sys.stderr,
-          flush=True)
-    scratch = tempfile.mkdtemp(prefix="simclr_defence_")
-    tasks = [dict(attack=a, eps=e, seed=s, proto=proto, data_root=args.data_root, scratch=scratch,
-                  threads=args.threads) for a in attacks for e in epsilons for s in seeds]
-    results = []
-    for res in run_tasks(_run_case_star, tasks, jobs):
-        print(f"# {res['attack']} ε={res['eps']} seed {res['seed']}: "
-              + ", ".join(f"{LABELS[m]} {res['rows'][m]['clean']:.1f}/{res['rows'][m]['poison']:.1f}" for m in METHODS)
-              + f" | pretrain {res['pretrain']['seconds']} s | {res['seconds']} s", file=sys.stderr, flush=True)
-        results.append(res)
-    wall = time.perf_counter() - t0
-    run = {"mode": mode, "protocol": asdict(proto), "seeds": seeds, "jobs": jobs, "threads": args.threads,
-           "wall_s": round(wall, 1), "date": _dt.date.today().isoformat(),
-           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}",
-           "throughput": throughput, "results": results}
-    md = markdown(run)
-    print(md)
-    out = args.out or (str(DEFAULT_OUT) if full else None)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(md)
-        Path(out).with_suffix(".json").write_text(json.dumps(run, indent=1))
-    pre = [r["pretrain"] for r in results]
-    summary = {"benchmark": "simclr_defence", "mode": mode, "seeds": seeds, "wall_s": round(wall, 1),
-               "rows": headline(run),
-               "pretrain": {"runs": len(pre), "mean_s": round(statistics.fmean(p["seconds"] for p in pre), 2),
-                            "images_per_s": round(statistics.fmean(p["images_per_s"] for p in pre), 1)},
-               "throughput_ratio": throughput["ratio"], "targets_met": {"pretrain_throughput_ge_0.9": throughput["met"]}}
-    print(json.dumps(summary), flush=True)
-    return summary
 
+BENCHMARK = Benchmark(name="simclr_defence", doc=__doc__, modes=MODES, execute=execute, render=render,
+                      headline=headline, add_arguments=add_arguments, configure=configure)
 
 if __name__ == "__main__":
-    main()
+    main(BENCHMARK)

@@ -105,18 +105,30 @@ def _load(name: str):
     return mod
 
 
-def test_itlm_mnist_rejects_bad_rows():
-    with pytest.raises(SystemExit, match="`--rows` entries must look like 'systematic:60', got 'noisy:60'"):
-        _load("itlm_mnist").main(["--smoke", "--rows", "noisy:60"])
+def test_itlm_mnist_rejects_bad_options():
+    mod = _load("itlm_mnist")
+    with pytest.raises(SystemExit, match=r"`--rows` entries must look like 'systematic:60' \(noise random or "
+                       r"systematic, clean % in \(0, 100\]\), got 'noisy:60'"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--rows", "noisy:60"])
+    with pytest.raises(SystemExit, match=r"`--protocol` must be one of \['authors', 'scaled'\], got 'paper'"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--protocol", "paper"])
+    with pytest.raises(SystemExit, match=r"`--momentum` must be a number in \[0, 1\), got 1.5"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--momentum", "1.5"])
+    with pytest.raises(SystemExit, match="`--restore-best` must be 0 or 1, got 2"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--restore-best", "2"])
 
 
-def test_anomaly_rejects_bad_digits():
+def test_anomaly_rejects_bad_options():
+    mod = _load("anomaly")
     with pytest.raises(SystemExit, match=r"`--digits` must be digits in \[0, 9\], got \[3, 12\]"):
-        _load("anomaly").main(["--smoke", "--digits", "3", "12"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--digits", "3", "12"])
+    with pytest.raises(SystemExit, match=r"`--parts` must be among \['moons', 'mnist'\], got \['moons', 'cifar'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--parts", "moons", "cifar"])
 
 
 def test_anomaly_render_reprints_the_saved_run(capsys):
-    summary = _load("anomaly").main(["--render", str(REPO / "benchmarks" / "results" / "anomaly.json")])
+    mod = _load("anomaly")
+    summary = mod.main(mod.BENCHMARK, ["--render", str(REPO / "benchmarks" / "results" / "anomaly.json")])
     assert summary["mode"] == "render" and set(summary["moons"]) == {"uniform", "clustered"}
     assert "| **average rank** |" in capsys.readouterr().out
 
@@ -185,9 +197,12 @@ def test_gan_mixture_smoke_ends_with_headline_json():
     assert "| 80 % | ours | 80.00 ± 0.00 |" in run.stdout  # the markdown table was printed
 
 
-def test_gan_mixture_rejects_bad_rows():
+def test_gan_mixture_rejects_bad_options():
+    mod = _load("gan_mixture")
     with pytest.raises(SystemExit, match=r"`--rows` must be clean percentages in \(5, 100\], got \[3\]"):
-        _load("gan_mixture").main(["--smoke", "--rows", "3"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--rows", "3"])
+    with pytest.raises(SystemExit, match="`--first-epochs` must be an integer >= 1, got 0"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--first-epochs", "0"])
 
 
 def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
@@ -276,9 +291,11 @@ def test_simclr_defence_smoke_ends_with_headline_json():
 def test_simclr_defence_rejects_bad_arguments():
     mod = _load("simclr_defence")
     with pytest.raises(SystemExit, match=r"`--eps` must be poison rates in \(0, 0.5\), got \[0.6\]"):
-        mod.main(["--smoke", "--eps", "0.6"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--eps", "0.6"])
     with pytest.raises(SystemExit, match=r"`--jobs` must be 1 or 2 \(the machine has 2 shared cores\), got 4"):
-        mod.main(["--smoke", "--jobs", "4"])
+        mod.main(mod.BENCHMARK, ["--smoke", "--jobs", "4"])
+    with pytest.raises(SystemExit, match=r"`--attacks` must be among \['patch', 'blend'\], got \['wanet'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--attacks", "patch", "wanet"])
 
 
 def test_backdoor_dynamics_smoke_traces_every_epoch():
@@ -367,9 +384,24 @@ def test_estimators_offline_rejects_a_cache_without_npz(tmp_path):
         mod.main(mod.BENCHMARK, ["--smoke", "--cache", str(np_file.parent)])
 
 
+def test_itlm_mnist_authors_protocol_full_mode_writes_its_own_table():
+    """`--protocol authors` in full mode goes to results/itlm_mnist_authors.md, never over the scaled table."""
+    mod = _load("itlm_mnist")
+    args = mod.BENCHMARK.parser().parse_args(["--protocol", "authors", "--rows", "systematic:60"])
+    settings = mod.BENCHMARK.settings("full", args)
+    assert settings.protocol == mod.AUTHORS and settings.rows == (("systematic", 60),)
+    assert args.out == str(REPO / "benchmarks" / "results" / "itlm_mnist_authors.md")
+    harness = sys.modules["harness"]  # imported by the script
+    assert harness.output_path("itlm_mnist", args) == REPO / "benchmarks" / "results" / "itlm_mnist_authors.md"
+    args = mod.BENCHMARK.parser().parse_args(["--quick", "--protocol", "authors"])
+    assert mod.BENCHMARK.settings("quick", args).protocol.epochs == 3 and args.out is None
+    assert harness.mode_of(args) == "quick" and harness.output_path("itlm_mnist", args) is None
+
+
 def test_itlm_mnist_authors_protocol_smoke():
     """`--protocol authors` builds the authors' tanh LeNet (bounded outputs) and runs a round through ITLM."""
-    summary = _load("itlm_mnist").main(["--smoke", "--protocol", "authors"])
+    mod = _load("itlm_mnist")
+    summary = mod.main(mod.BENCHMARK, ["--smoke", "--protocol", "authors"])
     assert summary["benchmark"] == "itlm_mnist" and summary["epochs_per_round"] == 1
     accs = summary["rows"]["systematic_70"]
     assert all(0.0 <= accs[k] <= 100.0 for k in ("baseline", "itlm", "oracle"))
