@@ -20,7 +20,13 @@ from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, require_mixin
 from lit_robust.report import EpochScores, ReportFormat, integer_labels, labels_from_outputs, write_report
 from lit_robust.selection import distributed
-from lit_robust.selection.auto_drop import AutoDropRatio, Estimator, check_auto_args
+from lit_robust.selection.auto_drop import (
+    DEFAULT_FILTER_ESTIMATOR,
+    FILTER_ESTIMATORS,
+    AutoDropRatio,
+    FilterEstimator,
+    check_auto_args,
+)
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 
 _BACKENDS = ("auto", "bookkeeping", "two_pass")
@@ -205,7 +211,7 @@ class BatchFilter(Callback):
         loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
         allow_large_drop: bool = False,
         prl_g_backend: PrlGBackend = "auto",
-        estimator: Estimator = "gmm",
+        estimator: FilterEstimator = DEFAULT_FILTER_ESTIMATOR,
         auto_margin: float = 0.0,
         reestimate: bool = False,
         report: bool | None = None,
@@ -218,7 +224,8 @@ class BatchFilter(Callback):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
         if prl_g_backend not in _BACKENDS:
             raise ValueError(f"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got {prl_g_backend!r}.")
-        drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, allow_large_drop)
+        drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, allow_large_drop,
+                                     estimators=FILTER_ESTIMATORS, default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(warmup_epochs, scope, loss)
         check_report_args(report, report_dir, report_format)
         self.restart_on_reinit = check_bool("restart_on_reinit", restart_on_reinit)
@@ -244,7 +251,8 @@ class BatchFilter(Callback):
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
         self._counters_epoch: int | None = None
         self._warned_small = False
-        self._pending: tuple[Tensor, Tensor] | None = None  # "auto": a preview's scores, kept if no keep_mask follows
+        # "auto": a preview's (index, scores, given, predicted), kept if no keep_mask follows
+        self._pending: tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None = None
         self._collected_step = False
         self._report_state: EpochScores | None = None  # per-sample sums for the report (see `report`)
         # fit-time helpers (not state)
@@ -412,6 +420,7 @@ class BatchFilter(Callback):
         if trainer.global_rank == 0:
             # the mixture of `drop_ratio="auto"` once a filter has one; else estimate_corruption's default
             estimator = getattr(self, "estimator", "gmm")
+            estimator = "gmm" if estimator == "disagreement" else estimator  # the posterior is the loss mixture's
             self.report_path = write_report(self._report_state.table(estimator), self._report_target)
             rank_zero_info(f"BatchFilter: per-sample report written to {self.report_path}")
 
@@ -471,7 +480,7 @@ class BatchFilter(Callback):
         def on_selected(scores: Tensor, mask: Tensor) -> None:
             self._count(mask, ib.corrupted)
             if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
-                self._auto.add(index, scores.detach())
+                self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target))
                 self._collected_step = True
             if report:
                 self._report_state.add(index, scores.detach(), ~mask, labels_from_outputs(outputs, ib.target),
@@ -504,12 +513,20 @@ class BatchFilter(Callback):
                 self._report_state.add(index, scores, ~mask, labels_from_outputs(outputs, ib.target),
                                        integer_labels(ib.target), ib.corrupted)
         if collect:
+            labels = self._auto_labels(outputs, ib.target)
             if record:
-                self._auto.add(index, scores)
+                self._auto.add(index, scores, *labels)
                 self._collected_step = True
             else:
-                self._pending = (index, scores)
+                self._pending = (index, scores, *labels)
         return mask
+
+    def _auto_labels(self, outputs: Any, target: Any) -> tuple[Tensor | None, Tensor | None]:
+        """``(given, predicted)`` integer labels of this batch for ``estimator="disagreement"`` (the argmax of the
+        training forward's ``[B, C]`` outputs; ``None`` where the module has none), else ``(None, None)``."""
+        if self._auto is None or not self._auto.uses_labels:
+            return None, None
+        return integer_labels(target), labels_from_outputs(outputs, target)
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
         """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""

@@ -18,8 +18,15 @@ from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import loss_layer_scores
 from lit_robust.mixin import require_mixin
+from lit_robust.report import integer_labels, labels_from_outputs
 from lit_robust.selection import distributed
-from lit_robust.selection.auto_drop import AutoDropRatio, Estimator, check_auto_args
+from lit_robust.selection.auto_drop import (
+    DEFAULT_FILTER_ESTIMATOR,
+    FILTER_ESTIMATORS,
+    AutoDropRatio,
+    FilterEstimator,
+    check_auto_args,
+)
 from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
 
 __all__ = ["CoTeaching", "CoTeachingEpochRecord"]
@@ -101,7 +108,9 @@ class CoTeaching(pl.LightningModule):
     ``drop_ratio="auto"``: :math:`\varepsilon` is estimated during warm-up as by :class:`~lit_robust.BatchFilter`
     (:mod:`lit_robust.selection.auto_drop`: epoch 0 drops nothing; the median of the warm-up epochs' estimates), from each
     sample's score averaged over the two networks (the mean of their losses, or of their loss-layer gradient
-    norms for ``"prl"``), gathered over the ranks whatever ``scope`` says; logged as ``coteach/estimated_corruption``
+    norms for ``"prl"``), gathered over the ranks whatever ``scope`` says; with ``estimator="disagreement"`` the
+    predicted labels are ``net1``'s (the argmax of its ``[B, C]`` outputs in the same training forward); logged as
+    ``coteach/estimated_corruption``
     and kept in :attr:`history` and in checkpoints.
 
     Args:
@@ -135,7 +144,7 @@ class CoTeaching(pl.LightningModule):
         seed: int = 1,
         scope: Literal["local", "global"] = "local",
         allow_large_drop: bool = False,
-        estimator: Estimator = "gmm",
+        estimator: FilterEstimator = DEFAULT_FILTER_ESTIMATOR,
         auto_margin: float = 0.0,
         reestimate: bool = False,
     ) -> None:
@@ -143,8 +152,9 @@ class CoTeaching(pl.LightningModule):
         require_mixin("CoTeaching", model)
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
-        self.drop_ratio: float | Literal["auto"] = check_auto_args(drop_ratio, estimator, auto_margin, reestimate,
-                                                                    allow_large_drop)
+        self.drop_ratio: float | Literal["auto"] = check_auto_args(
+            drop_ratio, estimator, auto_margin, reestimate, allow_large_drop, estimators=FILTER_ESTIMATORS,
+            default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(warmup_epochs, scope, loss)
         check_int("seed", seed)
         self.save_hyperparameters(ignore=["model"])
@@ -206,7 +216,10 @@ class CoTeaching(pl.LightningModule):
             return keep, keep
         scores = [loss_layer_scores(self.rule, l_i, o_i, ib.target, self.loss) for l_i, o_i in zip(losses, outputs)]
         if collect:
-            self._auto.add(index, 0.5 * (scores[0].double() + scores[1].double()))
+            given = predicted = None
+            if self._auto.uses_labels:  # net1's prediction (the network `forward` uses) from this step's forward
+                given, predicted = integer_labels(ib.target), labels_from_outputs(outputs[0], ib.target)
+            self._auto.add(index, 0.5 * (scores[0].double() + scores[1].double()), given, predicted)
         if drop_ratio == 0.0:
             keep = torch.ones_like(losses[0], dtype=torch.bool)
             return keep, keep

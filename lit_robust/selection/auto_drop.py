@@ -34,7 +34,17 @@ sampler with replacement — counts once) and, under DDP, all-gathered before th
 ``scope``: every rank estimates on the same multiset of ``(index, mean score)``, so the estimate, and the drop
 ratio, are the same on every rank and for any world size.
 
-The pure functions (:func:`per_index_mean`, :func:`auto_drop_ratio`, :func:`auto_scheduled_drop_ratio`) use
+``estimator="disagreement"`` (:func:`~lit_robust.functional.estimation.estimate_corruption_from_predictions`):
+each collected batch also brings the given integer label and the module's predicted label from the same training
+forward (the argmax of the ``[B, C]`` outputs ``per_sample_loss`` returned:
+:func:`~lit_robust.report.labels_from_outputs`; no extra forward). Per dataset index the estimate uses the mean
+score (as above) and the labels of the sample's *latest* step in the epoch (:func:`per_index_labels`: the largest
+step number; a tie -- the same sample on two ranks in one step, e.g. a padding sampler -- goes to the smallest
+predicted label, then the smallest given label), so it too depends only on the gathered multiset of
+``(index, score, step, given, predicted)``, not on the ranks' order. A module without integer targets or ``[B, C]``
+outputs (in any batch of the epoch, on any rank) is estimated with ``"gmm"`` instead, with one info line.
+
+The pure functions (:func:`per_index_mean`, :func:`per_index_labels`, :func:`auto_drop_ratio`, :func:`auto_scheduled_drop_ratio`) use
 neither Lightning nor ``torch.distributed``; :class:`AutoDropRatio` holds the state and calls them (and
 :mod:`lit_robust.selection.distributed` for the gather).
 """
@@ -44,19 +54,22 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lit_robust._checks import check_bool
-from lit_robust.functional.estimation import estimate_corruption
+from lit_robust.functional.estimation import estimate_corruption, estimate_corruption_from_predictions
 from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
-__all__ = ["AutoDropRatio", "Estimator", "auto_drop_ratio", "auto_scheduled_drop_ratio", "check_auto_args",
-           "combined_estimate", "per_index_mean"]
+__all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
+           "check_auto_args", "combined_estimate", "per_index_labels", "per_index_mean"]
 
-Estimator = Literal["gmm", "bmm"]
+Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
+FilterEstimator = Literal["gmm", "bmm", "disagreement"]  # the classification filters (BatchFilter, CoTeaching)
 _ESTIMATORS = ("gmm", "bmm")
+FILTER_ESTIMATORS = ("gmm", "bmm", "disagreement")
+DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "gmm"
 _CAP_BELOW = 0.01  # the clip value is this far below the module's (open) upper bound on the drop ratio
 
 
@@ -77,6 +90,32 @@ def per_index_mean(index: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     sums = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inverse, scores)
     counts = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(scores))
     return uniq, sums / counts
+
+
+def per_index_labels(index: Tensor, step: Tensor, given: Tensor, predicted: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(unique indices ascending, given label, predicted label)``: for each index, the labels of its entry with the
+    largest ``step``; among entries of one index and one step, the smallest ``predicted``, then the smallest
+    ``given`` (pure; int64 on the CPU). The result depends only on the multiset of rows, not their order.
+
+    >>> i, g, p = per_index_labels(torch.tensor([4, 1, 4, 4]), torch.tensor([0, 0, 2, 2]),
+    ...                            torch.tensor([7, 3, 7, 7]), torch.tensor([5, 3, 9, 2]))
+    >>> i.tolist(), g.tolist(), p.tolist()
+    ([1, 4], [3, 7], [3, 2])
+    """
+    n = index.numel()
+    if any(t.ndim != 1 or t.numel() != n for t in (index, step, given, predicted)):
+        raise ValueError("`index`, `step`, `given` and `predicted` must be 1-D of one length, got shapes "
+                         f"{[tuple(t.shape) for t in (index, step, given, predicted)]}.")
+    index, step, given, predicted = (t.detach().to(device="cpu", dtype=torch.int64)
+                                     for t in (index, step, given, predicted))
+    # one lexicographic order (index asc, step desc, predicted asc, given asc) by stable sorts, last key first
+    order = torch.argsort(given, stable=True)
+    for key in (predicted, -step, index):
+        order = order[torch.argsort(key[order], stable=True)]
+    uniq, counts = torch.unique_consecutive(index[order], return_counts=True)
+    first = order[torch.cumsum(counts, 0) - counts]  # the first row of each index's run
+    return uniq, given[first], predicted[first]
 
 
 def combined_estimate(estimates: dict[int, float], warmup_epochs: int, reestimate: bool = False) -> float | None:
@@ -133,23 +172,27 @@ def auto_scheduled_drop_ratio(epoch: int, target: float | None, warmup_epochs: i
 
 
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
-                    name: str = "drop_ratio", high: float | None = None) -> float | Literal["auto"]:
+                    name: str = "drop_ratio", high: float | None = None,
+                    estimators: tuple[str, ...] = _ESTIMATORS, default_estimator: str = "gmm"
+                    ) -> float | Literal["auto"]:
     """Validate ``drop_ratio`` (a number, or ``"auto"``) with the arguments that only apply to ``"auto"``;
     return the drop ratio as a float, or ``"auto"``. ``high`` replaces the usual range ``[0, 0.5)`` / ``[0, 1)``
-    (the modules whose range does not depend on ``allow_large_drop``)."""
+    (the modules whose range does not depend on ``allow_large_drop``); ``estimators`` are the owner's allowed
+    ``estimator`` values and ``default_estimator`` its default (:data:`FILTER_ESTIMATORS` for the classification
+    filters)."""
     allow_large_drop = check_bool("allow_large_drop", allow_large_drop)
     top = high if high is not None else (1.0 if allow_large_drop else 0.5)
     auto = isinstance(drop_ratio, str) and drop_ratio == "auto"
     if isinstance(drop_ratio, str) and not auto:
         raise ValueError(f"`{name}` must be a number in [0, {top:g}), got {drop_ratio!r} (or 'auto' to estimate it "
                          "from the training scores).")
-    if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
-        raise ValueError(f"`estimator` must be one of {list(_ESTIMATORS)}, got {estimator!r}.")
+    if not isinstance(estimator, str) or estimator not in estimators:
+        raise ValueError(f"`estimator` must be one of {list(estimators)}, got {estimator!r}.")
     if isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float)) or not 0.0 <= auto_margin < 0.5:
         raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
     check_bool("reestimate", reestimate)
     if not auto:
-        given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "gmm"), ("auto_margin", auto_margin, 0.0),
+        given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, default_estimator), ("auto_margin", auto_margin, 0.0),
                                               ("reestimate", reestimate, False)) if v != d]
         if given:
             raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with {name}='auto', got "
@@ -166,7 +209,8 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
 class AutoDropRatio:
     """The state of ``drop_ratio="auto"`` (see the module docstring): scores collected this epoch, the estimate
     and the drop-ratio schedule. The owner (a callback or module) calls :meth:`add` with every training batch's
-    scores in a collecting epoch and :meth:`end_epoch` on every rank at every epoch end.
+    scores (and, for ``estimator="disagreement"``, its given and predicted labels) in a collecting epoch and
+    :meth:`end_epoch` on every rank at every epoch end.
 
     Args:
         owner: the class name used in warnings.
@@ -174,8 +218,8 @@ class AutoDropRatio:
         high: the owner's (open) upper bound on the drop ratio; the clip value is ``high - 0.01``.
     """
 
-    def __init__(self, owner: str, estimator: Estimator, auto_margin: float, reestimate: bool, warmup_epochs: int,
-                 high: float = 0.5) -> None:
+    def __init__(self, owner: str, estimator: FilterEstimator, auto_margin: float, reestimate: bool,
+                 warmup_epochs: int, high: float = 0.5) -> None:
         self.owner = owner
         self.estimator = estimator
         self.auto_margin = float(auto_margin)
@@ -187,13 +231,29 @@ class AutoDropRatio:
         self.start = 0  # the epoch the schedule counts from (see `restart`)
         self._index: list[Tensor] = []
         self._scores: list[Tensor] = []
+        # "disagreement": per collected batch its step number in the epoch, given and predicted labels
+        self._steps = 0  # batches added this epoch
+        self._step: list[Tensor] = []
+        self._given: list[Tensor] = []
+        self._predicted: list[Tensor] = []
+        self._missing = False  # a batch of this epoch came without labels: this epoch falls back to gmm
+        self._told_fallback = False  # the fallback's info line was printed (once per owner)
+
+    def _clear(self) -> None:
+        self._index, self._scores = [], []
+        self._steps, self._step, self._given, self._predicted, self._missing = 0, [], [], [], False
 
     def restart(self, epoch: int) -> None:
         """Count the schedule from ``epoch`` on (the model was re-initialised at its start): epoch ``epoch`` drops
         nothing and collects, and only the estimates of epochs ``>= epoch`` count. Scores collected before are
         discarded; :attr:`estimates` keeps every epoch's estimate (keyed by the absolute epoch) for the record."""
         self.start = int(epoch)
-        self._index, self._scores = [], []
+        self._clear()
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether :meth:`add` wants the batches' given and predicted labels (``estimator="disagreement"``)."""
+        return self.estimator == "disagreement"
 
     @property
     def estimate(self) -> float | None:
@@ -214,10 +274,26 @@ class AutoDropRatio:
         """Whether the scores of ``epoch`` are collected (and estimated from at its end)."""
         return self.reestimate or epoch - self.start < max(self.warmup_epochs, 1)
 
-    def add(self, index: Tensor, scores: Tensor) -> None:
-        """Keep one batch's ``(dataset index, score)`` pairs (on their device: no host sync per step)."""
-        self._index.append(index.detach().reshape(-1))
+    def add(self, index: Tensor, scores: Tensor, given: Tensor | None = None,
+            predicted: Tensor | None = None) -> None:
+        """Keep one batch's ``(dataset index, score)`` pairs (on their device: no host sync per step), and with
+        ``estimator="disagreement"`` its given and predicted integer labels (``None``: the module has none; the
+        epoch is then estimated with ``"gmm"``)."""
+        index = index.detach().reshape(-1)
+        self._index.append(index)
         self._scores.append(scores.detach().reshape(-1).to(torch.float64))
+        if self.uses_labels:
+            if given is None or predicted is None:
+                self._missing = True
+            else:
+                given, predicted = given.detach().reshape(-1), predicted.detach().reshape(-1)
+                if given.numel() != index.numel() or predicted.numel() != index.numel():
+                    raise ValueError(f"{self.owner}: `given` and `predicted` must hold one label per sample of the "
+                                     f"batch ({index.numel()}), got {given.numel()} and {predicted.numel()}.")
+                self._step.append(torch.full_like(index, self._steps, dtype=torch.int64))
+                self._given.append(given.to(index.device, torch.int64))
+                self._predicted.append(predicted.to(index.device, torch.int64))
+        self._steps += 1
 
     def _local(self, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
         dev = device if device is not None else (self._scores[0].device if self._scores else torch.device("cpu"))
@@ -226,21 +302,48 @@ class AutoDropRatio:
         return (torch.cat([i.to(dev, torch.int64) for i in self._index]),
                 torch.cat([s.to(dev) for s in self._scores]))
 
+    def _local_labels(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """This rank's ``(step, given, predicted)`` rows, aligned with :meth:`_local` when no batch lacked labels."""
+        if not self._step:
+            empty = torch.zeros(0, dtype=torch.int64, device=device)
+            return empty, empty, empty
+        return tuple(torch.cat([t.to(device, torch.int64) for t in part])  # type: ignore[return-value]
+                     for part in (self._step, self._given, self._predicted))
+
+    def _labels_everywhere(self, device: torch.device) -> bool:
+        """Whether every rank had labels for every batch it collected this epoch (a collective)."""
+        missing = torch.tensor([int(self._missing)], dtype=torch.int64, device=device)
+        return int(distributed.all_reduce_max(missing).item()) == 0
+
     def end_epoch(self, epoch: int, device: torch.device | None = None) -> float | None:
-        """At the end of ``epoch`` (call on every rank): if it was a collecting epoch, gather every rank's scores,
-        estimate, and return that epoch's estimate; else ``None``. A clipped target is warned about."""
+        """At the end of ``epoch`` (call on every rank): if it was a collecting epoch, gather every rank's scores
+        (and labels), estimate, and return that epoch's estimate; else ``None``. A clipped target is warned about."""
         if not self.collects(epoch):
-            self._index, self._scores = [], []
+            self._clear()
             return None
         index, scores = self._local(device)
-        self._index, self._scores = [], []
+        use_labels = self.uses_labels and self._labels_everywhere(index.device)
+        if use_labels:
+            step, given, predicted = self._local_labels(index.device)
+        missing = self.uses_labels and not use_labels
+        self._clear()
         # gathered on every rank whatever the owner's scope: every rank estimates on the same multiset
         index = distributed.all_gather_cat(index)
         scores = distributed.all_gather_cat(scores)
+        if use_labels:
+            step, given, predicted = (distributed.all_gather_cat(t) for t in (step, given, predicted))
         if index.numel() == 0:
             return None  # no training batch this epoch: keep the estimate there is
         _, means = per_index_mean(index, scores)
-        rate = float(estimate_corruption(means, self.estimator).rate)
+        if use_labels:
+            _, given_i, predicted_i = per_index_labels(index, step, given, predicted)
+            rate = float(estimate_corruption_from_predictions(means, given_i, predicted_i).rate)
+        else:
+            if missing and not self._told_fallback:
+                self._told_fallback = True
+                rank_zero_info(f"{self.owner}: `estimator='disagreement'` needs integer targets and [batch, classes] "
+                               "outputs from `per_sample_loss`; the module has none, the gmm estimate is used instead.")
+            rate = float(estimate_corruption(means, "gmm" if self.estimator == "disagreement" else self.estimator).rate)
         self.estimates[int(epoch)] = rate
         _, note = auto_drop_ratio(self.estimate, self.auto_margin, self.cap)
         if note is not None:
@@ -249,14 +352,25 @@ class AutoDropRatio:
 
     def state_dict(self) -> dict[str, Any]:
         index, scores = self._local(torch.device("cpu"))
+        step, given, predicted = self._local_labels(torch.device("cpu"))
         return {"estimates": dict(self.estimates), "start": self.start,
-                # this rank's scores of a collecting epoch so far (a checkpoint written mid-epoch or at validation
-                # end); under DDP only rank 0's part is saved, like the filters' running counts
-                "index": index, "scores": scores}
+                # this rank's scores (and labels) of a collecting epoch so far (a checkpoint written mid-epoch or at
+                # validation end); under DDP only rank 0's part is saved, like the filters' running counts
+                "index": index, "scores": scores,
+                "steps": self._steps, "step": step, "given": given, "predicted": predicted, "missing": self._missing}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.estimates = {int(k): float(v) for k, v in state["estimates"].items()}
         self.start = int(state.get("start", 0))  # absent from checkpoints written before restarts existed
+        self._clear()
         index, scores = state["index"], state["scores"]
         self._index = [index] if index.numel() else []
         self._scores = [scores] if scores.numel() else []
+        # absent from checkpoints written before estimator="disagreement" existed
+        self._steps = int(state.get("steps", len(self._scores)))
+        self._missing = bool(state.get("missing", False))
+        step = state.get("step")
+        if step is not None and step.numel():
+            self._step, self._given, self._predicted = [step], [state["given"]], [state["predicted"]]
+        elif self.uses_labels and self._index:
+            self._missing = True  # scores collected without labels: this epoch cannot use them
