@@ -26,7 +26,13 @@ Accuracy columns (classification, clean test set): **plain** = the model trained
 sample (= ITLM's round 0); **ITLM true** = ``ITLM(keep_ratio=1 - eps)``; **ITLM auto** = ``ITLM(keep_ratio="auto")``;
 both with round 0 on every sample and ``rounds`` re-initialised rounds of ``epochs`` epochs. **PRL true** =
 ``BatchFilter("prl", drop_ratio=eps)`` with ``epochs`` warm-up epochs over the same total epochs; **PRL auto** =
-``BatchFilter("prl", drop_ratio="auto")`` (reported as not measured when ``--methods`` leaves it out).
+``BatchFilter("prl", drop_ratio="auto", estimator="gmm")`` (the loss mixture; reported as not measured when
+``--methods`` leaves it out); **PRL auto disagreement** (``prl_auto_dis``) = the same with
+``estimator="disagreement"``. Both record the filter's final estimate.
+
+``--methods`` naming PRL columns only (``prl_true prl_auto prl_auto_dis``) is a PRL-only run: no ITLM and no
+estimate columns, only the filters' accuracy and estimates, rendered as their own table (e.g.
+``results/corruption_rate_prl_auto.md``).
 
 Usage::
 
@@ -35,6 +41,8 @@ Usage::
     python benchmarks/corruption_rate.py --smoke         # a few seconds, for the test suite
     python benchmarks/corruption_rate.py --with-60k --data fashion60k --out benchmarks/results/corruption_rate_60k.md
     python benchmarks/corruption_rate.py --ab-reestimate # -> benchmarks/results/corruption_rate_reestimate.md
+    python benchmarks/corruption_rate.py --groups cls --methods prl_true prl_auto prl_auto_dis --jobs 1 \
+        --out benchmarks/results/corruption_rate_prl_auto.md   # PRL auto: gmm vs disagreement
     python benchmarks/corruption_rate.py --render benchmarks/results/corruption_rate.json   # re-print a saved run
 
 Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--cache DIR`` (per-sample scores for
@@ -61,7 +69,8 @@ from harness import RESULTS, Benchmark, main  # noqa: E402
 from harness import quiet as _quiet  # noqa: E402
 from harness import trainer as _trainer  # noqa: E402
 
-CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_true", "cleanlab", "prl_true", "prl_auto")
+CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_true", "cleanlab", "prl_true", "prl_auto", "prl_auto_dis")
+PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis")  # --methods among these only: a PRL-only run (no ITLM)
 DATA_SETS = ("mnist", "fashion", "fashion60k", "digits", "diabetes", "landmarks", "moons", "mnist_oneclass")
 
 
@@ -322,15 +331,19 @@ def run_classification(task: dict) -> dict[str, Any]:
             probs[held] = _scores_and_probs(m, Subset(train_set, held.tolist()))[1]
         out["cleanlab"] = estimate_corruption_from_probs(probs, labels).rate
         out["seconds"]["cleanlab"] = time.perf_counter() - t
-    for name in ("prl_true", "prl_auto"):
+    for name in PRL_METHODS:
         if name not in methods:
             continue
-        drop: Any = eps if name == "prl_true" else "auto"
-        filt = BatchFilter("prl", drop_ratio=drop, warmup_epochs=epochs)
+        # the estimator named: "PRL auto" keeps its meaning (gmm) whatever the filters' default is
+        kw: dict[str, Any] = ({"drop_ratio": eps} if name == "prl_true" else
+                              {"drop_ratio": "auto", "estimator": "gmm" if name == "prl_auto" else "disagreement"})
+        filt = BatchFilter("prl", warmup_epochs=epochs, **kw)
         pl.seed_everything(seed, verbose=False)
         m = model()
         _trainer(sum(rounds), [filt]).fit(m, train_dataloaders=dm.train_dataloader())
         out[name] = _accuracy(m, x_test, y_test)
+        if name != "prl_true":
+            out[name + "_est"] = filt.estimated_corruption
     return out
 
 
@@ -401,6 +414,12 @@ def run_task(task: dict) -> dict[str, Any]:
     fn = {"cls": run_classification, "reg": run_regression, "ad": run_anomaly}[task["row"]["group"]]
     res = fn(task)
     r = res["row"]
+    if "ours" not in res:  # a PRL-only run
+        print(f"  {r['data']} {r['kind']} {r['eps']}% seed {res['seed']}: "
+              + " ".join(f"{k} {res[k]:.1f}" for k in PRL_METHODS if k in res)
+              + "".join(f" {k}_est {100 * res[k + '_est']:.1f}" for k in PRL_METHODS[1:] if res.get(k + "_est") is not None),
+              file=sys.stderr, flush=True)
+        return res
     print(f"  {r['data']} {r['kind']} {r['eps']}% seed {res['seed']}: eps_hat ours {100 * res['ours']:.1f} "
           + (f"cleanlab {100 * res['cleanlab']:.1f} " if res.get("cleanlab") is not None else "")
           + (f"acc plain {res['plain']:.1f} true {res.get('itlm_true', float('nan')):.1f} auto "
@@ -448,9 +467,14 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pred_est = [r["itlm_pred_estimates"] for r in rs if r.get("itlm_pred_estimates")]
         if pred_est:
             row["itlm_pred_estimates"] = [[round(100 * e, 1) for e in x] for x in pred_est]
-        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", "prl_true", "prl_auto"):
+        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", *PRL_METHODS):
             if any(col in r for r in rs):
                 row[col] = _mean([r.get(col) for r in rs])
+        for col in PRL_METHODS[1:]:  # the filters' final estimates and their error (mean over seeds)
+            ests = [r for r in rs if r.get(col + "_est") is not None]
+            if ests:
+                row[col + "_est"] = 100 * statistics.fmean(r[col + "_est"] for r in ests)
+                row[col + "_est_err"] = 100 * statistics.fmean(abs(r[col + "_est"] - r["true_eps"]) for r in ests)
         rows.append(row)
     return rows
 
@@ -520,15 +544,78 @@ DATA_NAMES = {"mnist": "MNIST 6k", "fashion": "FashionMNIST 6k", "fashion60k": "
               "mnist_oneclass": "one-class MNIST"}
 
 
+def _prl_only(saved: dict[str, Any]) -> bool:
+    return "itlm_auto" not in saved["settings"]["methods"]
+
+
 def render(saved: dict[str, Any]) -> str:
-    """The markdown of a saved run: the estimate/accuracy table, or the A/B of ``--ab-reestimate``."""
-    return _render_reestimate(saved) if saved["settings"]["rows"] == "reestimate" else _render_table(saved)
+    """The markdown of a saved run: the estimate/accuracy table, the PRL-only table, or the A/B of
+    ``--ab-reestimate``."""
+    if saved["settings"]["rows"] == "reestimate":
+        return _render_reestimate(saved)
+    return _render_prl(saved) if _prl_only(saved) else _render_table(saved)
 
 
 def headline(saved: dict[str, Any]) -> dict[str, Any]:
     if saved["settings"]["rows"] == "reestimate":
         return _ab_summary(saved["results"])
-    return _headline(aggregate(saved["results"]))
+    rows = aggregate(saved["results"])
+    return _prl_headline(rows) if _prl_only(saved) else _headline(rows)
+
+
+def _prl_headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per auto estimator: the share of rows with auto >= true - 1 point, the median |eps_hat - eps| of the filter's
+    final estimate, and the mean accuracy difference auto - true."""
+    out: dict[str, Any] = {"rows": len(rows)}
+    for col, name in (("prl_auto", "gmm"), ("prl_auto_dis", "disagreement")):
+        rs = [r for r in rows if r.get(col) is not None and r.get("prl_true") is not None]
+        if not rs:
+            continue
+        errs = [r[col + "_est_err"] for r in rs if r.get(col + "_est_err") is not None]
+        out[name] = {"prl_auto_ge_true_minus_1_share": round(sum(r[col] >= r["prl_true"] - 1 for r in rs) / len(rs), 3),
+                     "median_abs_err_pts": round(statistics.median(errs), 2) if errs else None,
+                     "mean_auto_minus_true_pts": round(statistics.fmean(r[col] - r["prl_true"] for r in rs), 2)}
+    return out
+
+
+def _render_prl(saved: dict[str, Any]) -> str:
+    p, meta = saved["settings"], saved["meta"]
+    rows = aggregate(saved["results"])
+    head = _prl_headline(rows)
+    cmd = f" with `{meta['command']}`" if meta.get("command") else ""
+    lines = [
+        "# PRL(L) with `drop_ratio='auto'`: the loss mixture (gmm) vs disagreement (issue 15)", "",
+        f"Run {meta['date']}{cmd} on {meta['machine']}, {meta['cpus']} CPUs (shared with other users), mode "
+        f"`{saved['mode']}`, seeds {list(p['seeds'])}, wall time {meta['wall_s'] / 60:.1f} min with {meta['jobs']} "
+        "worker(s).", "",
+        f"Protocol of `benchmarks/corruption_rate.py` (classification rows): MLP (one hidden layer of {p['hidden']}), "
+        f"SGD lr {p['lr']} momentum 0.9, batch {p['batch_size']} (digits 64); `BatchFilter('prl', warmup_epochs="
+        f"{p['epochs']})` (digits {p['digits_epochs']}) over {p['rounds'] + 1} × that many epochs. **PRL true** = "
+        "`drop_ratio=ε` (the true rate); **auto gmm** = `drop_ratio='auto', estimator='gmm'` (the loss mixture on the "
+        "per-sample loss-layer gradient norms); **auto disagreement** = `drop_ratio='auto', estimator='disagreement'` "
+        "(`estimate_corruption_from_predictions` on the same scores and the training forward's predicted labels). "
+        "Accuracy in % on the clean test set; ε̂ = the filter's final estimate in %; |err| = mean over seeds of "
+        "|ε̂ − ε| in points (ε: each seed's actual corrupted fraction). All means over seeds.", "",
+        "| data | corruption | ε % | PRL true | auto gmm | gmm − true | gmm ε̂ | gmm \\|err\\| | auto disagreement | "
+        "disagreement − true | disagreement ε̂ | disagreement \\|err\\| |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def diff(r: dict, col: str) -> float | None:
+        return r[col] - r["prl_true"] if r.get(col) is not None and r.get("prl_true") is not None else None
+
+    for r in rows:
+        lines.append(f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r.get('prl_true'))} | "
+                     f"{_f(r.get('prl_auto'))} | {_f(diff(r, 'prl_auto'))} | {_f(r.get('prl_auto_est'))} | "
+                     f"{_f(r.get('prl_auto_est_err'))} | {_f(r.get('prl_auto_dis'))} | {_f(diff(r, 'prl_auto_dis'))} | "
+                     f"{_f(r.get('prl_auto_dis_est'))} | {_f(r.get('prl_auto_dis_est_err'))} |")
+    lines += ["", "## Headline", "", "| estimator | rows with auto ≥ true − 1 point (target ≥ 80 %) | median \\|ε̂ − ε\\| "
+              "(points) | mean auto − true (points) |", "|---|---|---|---|"]
+    for name in ("gmm", "disagreement"):
+        if name in head:
+            h = head[name]
+            lines.append(f"| {name} | {100 * h['prl_auto_ge_true_minus_1_share']:.0f} % of {head['rows']} | "
+                         f"{_f(h['median_abs_err_pts'], 2)} | {h['mean_auto_minus_true_pts']:+.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _render_table(saved: dict[str, Any]) -> str:
@@ -678,7 +765,8 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
 # -- the script's own options and its tasks ---------------------------------------------------------------------
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--methods", nargs="+", default=list(CLS_METHODS),
-                    help=f"classification columns among {list(CLS_METHODS)} (itlm_auto always runs)")
+                    help=f"classification columns among {list(CLS_METHODS)} (itlm_auto always runs, unless only "
+                         f"PRL columns {list(PRL_METHODS)} are named: a PRL-only run, with --groups cls)")
     ap.add_argument("--groups", nargs="+", default=["cls", "reg", "ad"], help="row groups among cls, reg, ad")
     ap.add_argument("--data", nargs="+", default=None, help=f"only these data sets, among {list(DATA_SETS)}")
     ap.add_argument("--with-60k", action="store_true", help="add FashionMNIST's 60,000 (two rows, seed 0; slow)")
@@ -702,7 +790,12 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
     if args.data is not None:
         _among("--data", args.data, AB_DATA if args.ab_reestimate else DATA_SETS)
     if not args.ab_reestimate:
-        return replace(p, methods=tuple(dict.fromkeys(["itlm_auto", *args.methods])), groups=tuple(args.groups),
+        prl_only = set(args.methods) <= set(PRL_METHODS)
+        if prl_only and args.groups != ["cls"]:
+            raise SystemExit("`--methods` naming PRL columns only is a PRL-only run of the classification rows: "
+                             f"pass `--groups cls`, got {args.groups}")
+        methods = args.methods if prl_only else ["itlm_auto", *args.methods]
+        return replace(p, methods=tuple(dict.fromkeys(methods)), groups=tuple(args.groups),
                        data=None if args.data is None else tuple(args.data), with_60k=args.with_60k)
     if args.with_60k or args.groups != ["cls", "reg", "ad"] or args.methods != list(CLS_METHODS):
         raise SystemExit("`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`, `--groups` and "
