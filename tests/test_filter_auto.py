@@ -21,6 +21,7 @@ from lit_robust import (
     RobustRealNVP,
     TwoMoonsAnomalyDataModule,
     estimate_corruption,
+    estimate_corruption_from_predictions,
     unpack_batch,
 )
 from lit_robust.callbacks.batch_filter import FilterEpochRecord
@@ -30,6 +31,7 @@ from lit_robust.selection.auto_drop import (
     auto_drop_ratio,
     auto_scheduled_drop_ratio,
     combined_estimate,
+    per_index_labels,
     per_index_mean,
 )
 from lit_robust.selection.rules import keep_count
@@ -59,6 +61,34 @@ def test_per_index_mean_matches_a_dict_reference():
     perm = torch.randperm(400, generator=g)  # the order the ranks/batches came in does not matter
     u2, m2 = per_index_mean(index[perm], scores[perm])
     assert torch.equal(u2, uniq) and torch.allclose(m2, means, rtol=1e-12, equal_nan=True)
+
+
+def ref_per_index_labels(index, step, given, predicted):
+    """Slow reference: per index, the row with the largest step; ties by smallest predicted, then given label."""
+    best: dict[int, tuple] = {}
+    for i, s, g, p in zip(index.tolist(), step.tolist(), given.tolist(), predicted.tolist()):
+        if i not in best or (-s, p, g) < best[i][0]:
+            best[i] = ((-s, p, g), g, p)
+    keys = sorted(best)
+    return keys, [best[i][1] for i in keys], [best[i][2] for i in keys]
+
+
+def test_per_index_labels_matches_a_dict_reference_in_any_order():
+    g = torch.Generator().manual_seed(1)
+    n = 500
+    index = torch.randint(0, 60, (n,), generator=g)
+    step = torch.randint(0, 5, (n,), generator=g)  # repeats of an index in one step: the tie-break decides
+    given = torch.randint(0, 4, (n,), generator=g)
+    predicted = torch.randint(0, 4, (n,), generator=g)
+    want = ref_per_index_labels(index, step, given, predicted)
+    for perm in (torch.arange(n), torch.randperm(n, generator=g), torch.arange(n - 1, -1, -1)):
+        i, gi, pi = per_index_labels(index[perm], step[perm], given[perm], predicted[perm])
+        assert (i.tolist(), gi.tolist(), pi.tolist()) == want
+        assert i.dtype == gi.dtype == pi.dtype == torch.int64
+    i, gi, pi = per_index_labels(*(torch.zeros(0, dtype=torch.int64),) * 4)
+    assert i.numel() == gi.numel() == pi.numel() == 0
+    with pytest.raises(ValueError, match=r"`index`, `step`, `given` and `predicted` must be 1-D of one length"):
+        per_index_labels(index, step[:3], given, predicted)
 
 
 def ref_combined(estimates, warmup, reestimate):
@@ -106,6 +136,50 @@ def test_estimate_of_half_or_more_is_clipped_with_a_warning():
     assert auto.drop_ratio_at(1) == pytest.approx(0.245) and auto.drop_ratio_at(2) == 0.49
 
 
+def test_disagreement_estimate_uses_mean_scores_and_latest_labels():
+    """Two passes over 300 samples (the second in another order, its model fitting 40 % of the wrong labels): the
+    estimate is estimate_corruption_from_predictions on each sample's mean score and its second-pass labels."""
+    g = torch.Generator().manual_seed(2)
+    n = 300
+    labels = torch.randint(0, 5, (n,), generator=g)
+    wrong = torch.rand(n, generator=g) < 0.25
+    passes = []
+    for k in range(2):
+        pred = torch.where(wrong, (labels + 1) % 5, labels)
+        if k == 1:  # the later model predicts some wrong labels as given
+            pred = torch.where(wrong & (torch.rand(n, generator=g) < 0.4), labels, pred)
+        scores = torch.rand(n, generator=g, dtype=torch.float64) + 2.0 * wrong
+        passes.append((torch.randperm(n, generator=g), scores, pred))
+    auto = AutoDropRatio("BatchFilter", "disagreement", 0.0, False, 2)
+    for order, scores, pred in passes:
+        for b in order.split(64):
+            auto.add(b, scores[b], labels[b], pred[b])
+    rate = auto.end_epoch(0)
+    mean = (passes[0][1] + passes[1][1]) / 2
+    want = estimate_corruption_from_predictions(mean, labels, passes[1][2]).rate
+    first = estimate_corruption_from_predictions(mean, labels, passes[0][2]).rate
+    assert rate == pytest.approx(want, abs=1e-12) and first - rate > 0.05, (rate, first)  # measured 0.17 vs 0.26
+    assert auto._steps == 0 and not auto._step  # cleared for the next epoch
+
+
+def test_disagreement_without_labels_falls_back_to_gmm_with_one_info_line(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(200, generator=g, dtype=torch.float64) + 2.0 * (torch.arange(200) < 60)
+    auto = AutoDropRatio("BatchFilter", "disagreement", 0.0, False, 3)
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    for epoch in range(2):
+        auto.add(torch.arange(100), scores[:100], torch.zeros(100, dtype=torch.int64),
+                 torch.zeros(100, dtype=torch.int64))
+        auto.add(torch.arange(100, 200), scores[100:])  # one batch without labels: the epoch uses gmm
+        assert auto.end_epoch(epoch) == pytest.approx(estimate_corruption(scores, "gmm").rate, abs=1e-12)
+    assert said == ["BatchFilter: `estimator='disagreement'` needs integer targets and [batch, classes] outputs "
+                     "from `per_sample_loss`; the module has none, the gmm estimate is used instead."]
+    with pytest.raises(ValueError, match=r"BatchFilter: `given` and `predicted` must hold one label per sample of "
+                                         r"the batch \(4\), got 3 and 4\."):
+        auto.add(torch.arange(4), torch.ones(4), torch.zeros(3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
+
+
 # ---------------------------------------------------------------- models with scores that do not depend on training
 class OracleModel(TinyModel):
     """Per-sample losses and logits whose *values* come from a fixed classifier (distance to the true blob centres),
@@ -125,6 +199,21 @@ def oracle_rate(rule, ds):
     logits = -((x[:, None, :] - CENTERS) ** 2).sum(-1)
     s = loss_layer_scores(rule, F.cross_entropy(logits, y, reduction="none"), logits, y, None)
     return estimate_corruption(s).rate
+
+
+def oracle_rate_disagreement(rule, ds):
+    """estimate_corruption_from_predictions on the oracle's scores and its predicted labels."""
+    x, y = ds.dataset.tensors[0], ds.targets
+    logits = -((x[:, None, :] - CENTERS) ** 2).sum(-1)
+    s = loss_layer_scores(rule, F.cross_entropy(logits, y, reduction="none"), logits, y, None)
+    return estimate_corruption_from_predictions(s.double(), y, logits.argmax(1)).rate
+
+
+class LossOnlyOracle(OracleModel):
+    """The oracle's losses without outputs: no predicted labels (``estimator='disagreement'`` falls back to gmm)."""
+
+    def per_sample_loss(self, batch):
+        return super().per_sample_loss(batch)[0]
 
 
 def fit(tmp_path, callbacks, epochs, model=None, data=None, seed=0, **kw):
@@ -152,6 +241,43 @@ def test_warmup_zero_is_one_estimation_epoch_then_the_estimate(tmp_path, rule):
     assert f._auto.estimates == {0: eps}  # estimated once: no re-estimation without `reestimate`
     assert f.history[2].dropped_corrupted_frac > 0.8  # measured 0.875 (spl); random dropping: 0.3
     assert float(trainer.logged_metrics["filter/estimated_corruption"]) == pytest.approx(eps)
+
+
+@pytest.mark.parametrize("rule", ["spl", "prl"])
+def test_disagreement_estimate_is_the_oracles(tmp_path, rule, monkeypatch):
+    """estimator="disagreement" in a fit: per sample (by dataset index) the given label and the training forward's
+    prediction (the oracle's argmax) reach estimate_corruption_from_predictions."""
+    import lit_robust.selection.auto_drop as auto_drop
+
+    seen = []
+
+    def spy(scores, given, predicted):
+        seen.append((given, predicted))
+        return estimate_corruption_from_predictions(scores, given, predicted)
+
+    monkeypatch.setattr(auto_drop, "estimate_corruption_from_predictions", spy)
+    f = BatchFilter(rule, "auto", estimator="disagreement")
+    data = BlobsData(n=240, batch_size=40)
+    fit(tmp_path, [f], 2, model=OracleModel(), data=data)
+    eps = f.estimated_corruption
+    assert eps == pytest.approx(oracle_rate_disagreement(rule, data.ds), abs=1e-9)
+    assert abs(eps - 0.3) < 0.05, eps
+    x = data.ds.dataset.tensors[0]
+    assert len(seen) == 1  # epoch 0 only (warm-up 0)
+    assert torch.equal(seen[0][0], data.ds.targets)
+    assert torch.equal(seen[0][1], (-((x[:, None, :] - CENTERS) ** 2).sum(-1)).argmax(1))
+    assert [r.drop_ratio for r in f.history] == [0.0, eps]
+
+
+def test_disagreement_without_outputs_fits_with_gmm(tmp_path, monkeypatch):
+    f = BatchFilter("spl", "auto", estimator="disagreement", reestimate=True)
+    data = BlobsData(n=240, batch_size=40)
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    fit(tmp_path, [f], 2, model=LossOnlyOracle(), data=data)
+    assert sorted(f._auto.estimates) == [0, 1]
+    assert f.estimated_corruption == pytest.approx(oracle_rate("spl", data.ds), abs=1e-9)
+    assert len(said) == 1 and "the gmm estimate is used instead" in said[0]  # once, not every epoch
 
 
 def test_reestimate_and_margin(tmp_path):
@@ -185,8 +311,22 @@ def test_estimate_on_noisy_blobs_is_near_the_true_rate_and_drives_the_schedule(t
     assert f.history[4].dropped_corrupted_frac > 0.8
 
 
+@pytest.mark.parametrize("rule", ["prl", "prl_g"])
+def test_disagreement_on_noisy_blobs_is_near_the_true_rate(tmp_path, rule):
+    """The setting of the test above with estimator="disagreement" (labels of the training forward). Measured here
+    (seed 0): prl per epoch 0.421 (epoch 0, half-trained: not used), 0.276, 0.266, 0.288 -> 0.276; prl_g 0.284."""
+    f = BatchFilter(rule, "auto", warmup_epochs=4, estimator="disagreement")
+    data = BlobsData(n=960, batch_size=64)
+    fit(tmp_path, [f], 5, model=TinyModel(lr=0.03), data=data)
+    est = f._auto.estimates
+    assert sorted(est) == [0, 1, 2, 3]
+    assert abs(f.estimated_corruption - 0.3) < 0.03, est
+    assert f.history[4].dropped_corrupted_frac > 0.8
+
+
 # ---------------------------------------------------------------- resume == uninterrupted
-def test_resume_reproduces_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("estimator", ["gmm", "disagreement"])
+def test_resume_reproduces_uninterrupted_run(tmp_path, estimator):
     """The checkpoint is written at validation end of epoch 1, before the filter's epoch end (so it carries that
     epoch's collected scores, not yet estimated); Lightning reruns the epoch end on resume."""
 
@@ -195,7 +335,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
             return torch.utils.data.DataLoader(self.ds, batch_size=120)
 
     def run(root, epochs, ckpt_path=None, callbacks=()):
-        f = BatchFilter("prl", "auto", warmup_epochs=3)
+        f = BatchFilter("prl", "auto", warmup_epochs=3, estimator=estimator)
         pl.seed_everything(0, verbose=False)
         trainer = tiny_trainer(root, epochs, [f, *callbacks], enable_checkpointing=bool(callbacks),
                                num_sanity_val_steps=0)
@@ -212,6 +352,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     saved = torch.load(tmp_path / "ck" / "epoch=1.ckpt", weights_only=False)["callbacks"]
     state = next(v for k, v in saved.items() if k.startswith("BatchFilter"))
     assert sorted(state["auto"]["estimates"]) == [0] and state["auto"]["scores"].numel() == 480  # epoch 1 pending
+    assert state["auto"]["steps"] == 8  # 480 samples in batches of 64
+    if estimator == "disagreement":  # its labels too, one per collected sample
+        assert state["auto"]["given"].numel() == state["auto"]["predicted"].numel() == 480
     resumed, resumed_model = run(tmp_path / "resumed", 4, ckpt_path=str(tmp_path / "ck" / "epoch=1.ckpt"))
     assert sorted(full._auto.estimates) == [0, 1, 2]
     assert resumed._auto.estimates == full._auto.estimates
@@ -229,6 +372,13 @@ def test_checkpoint_without_the_auto_state_still_loads():
 
 
 # ---------------------------------------------------------------- the other users of the schedule
+def test_coteaching_auto_disagreement(tmp_path):
+    co = CoTeaching(OracleModel(), rule="prl", drop_ratio="auto", warmup_epochs=1, estimator="disagreement")
+    data = BlobsData(n=240, batch_size=40)
+    fit(tmp_path, [], 2, model=co, data=data)
+    assert co.estimated_corruption == pytest.approx(oracle_rate_disagreement("prl", data.ds), abs=1e-9)
+
+
 def test_coteaching_auto(tmp_path):
     co = CoTeaching(OracleModel(), rule="spl", drop_ratio="auto", warmup_epochs=2)
     data = BlobsData(n=240, batch_size=40)
@@ -246,10 +396,12 @@ def test_coteaching_auto(tmp_path):
     assert again.estimated_corruption == eps and again.drop_ratio_at(2) == co.drop_ratio_at(2)
 
 
+@pytest.mark.parametrize("estimator", ["gmm", "disagreement"])
 @pytest.mark.parametrize("filter_in", ["both", "inner"])
-def test_adversarial_trigger_filter_estimates(tmp_path, filter_in):
-    """With filter_in="inner" the outer step is unfiltered: the scores come from the inner step's preview."""
-    f = BatchFilter("spl", "auto", warmup_epochs=1)
+def test_adversarial_trigger_filter_estimates(tmp_path, filter_in, estimator):
+    """With filter_in="inner" the outer step is unfiltered: the scores (and labels) come from the inner step's
+    preview."""
+    f = BatchFilter("spl", "auto", warmup_epochs=1, estimator=estimator)
     fit(tmp_path, [f, AdversarialTrigger(tau=0.05, value_range=None, filter_in=filter_in)], 2,
         model=OracleModel(), data=BlobsData(n=240, batch_size=40))
     assert sorted(f._auto.estimates) == [0] and 0.25 < f.estimated_corruption < 0.35
@@ -285,7 +437,7 @@ def test_rca_and_realnvp_auto(tmp_path):
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"drop_ratio": "Auto"}, r"`drop_ratio` must be a number in \[0, 0.5\), got 'Auto' \(or 'auto' to estimate"),
-    ({"drop_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm'\], got 'kde'\."),
+    ({"drop_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \[{allowed}\], got 'kde'\."),
     ({"drop_ratio": "auto", "auto_margin": 0.5}, r"`auto_margin` must be in \[0, 0.5\), got 0.5\."),
     ({"drop_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
     ({"drop_ratio": "auto", "reestimate": "yes"}, r"`reestimate` must be True or False, got 'yes'"),
@@ -300,8 +452,22 @@ def test_bad_arguments(owner, kwargs, match):
     make = {"BatchFilter": lambda **kw: BatchFilter("prl", **kw),
             "CoTeaching": lambda **kw: CoTeaching(TinyModel(), **kw),
             "RCA": lambda **kw: RCA(2, **kw), "RealNVP": lambda **kw: RealNVP(2, **kw)}[owner]
-    with pytest.raises(ValueError, match=match):
+    allowed = "'gmm', 'bmm', 'disagreement'" if owner in ("BatchFilter", "CoTeaching") else "'gmm', 'bmm'"
+    with pytest.raises(ValueError, match=match.replace("{allowed}", allowed)):
         make(**kwargs)
+
+
+@pytest.mark.parametrize("owner", ["RCA", "RealNVP", "RobustRealNVP"])
+def test_disagreement_is_refused_without_labels(owner):
+    make = {"RCA": RCA, "RealNVP": RealNVP, "RobustRealNVP": RobustRealNVP}[owner]
+    with pytest.raises(ValueError, match=r"`estimator` must be one of \['gmm', 'bmm'\], got 'disagreement'\."):
+        make(2, drop_ratio="auto", estimator="disagreement")
+
+
+def test_estimator_given_with_a_numeric_drop_ratio_names_it():
+    with pytest.raises(ValueError, match=r"only apply with drop_ratio='auto', got estimator='disagreement' with "
+                                         r"drop_ratio=0.3\."):
+        BatchFilter("prl", 0.3, estimator="disagreement")
 
 
 def test_large_drop_range_is_kept():
@@ -318,16 +484,16 @@ class Record(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         with open(f"{self.out}.{trainer.global_rank}", "w") as fh:
-            json.dump({"estimates": self.f._auto.estimates,
+            json.dump({"estimates": self.f._auto.estimates, "estimator": self.f.estimator,
                        "drop": [r.drop_ratio for r in self.f.history],
                        "est": [r.estimated_corruption for r in self.f.history]}, fh)
 
 
-def ddp_fit(tmp_path, devices, scope):
-    out = str(tmp_path / f"ws{devices}{scope}")
+def ddp_fit(tmp_path, devices, scope, estimator="gmm"):
+    out = str(tmp_path / f"ws{devices}{scope}{estimator}")
 
     def make():
-        f = BatchFilter("spl", "auto", warmup_epochs=1, scope=scope)
+        f = BatchFilter("spl", "auto", warmup_epochs=1, scope=scope, estimator=estimator)
         kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
         trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=[f, Record(f, out)],
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -350,3 +516,15 @@ def test_ddp_estimate_is_the_same_for_any_world_size_and_scope(tmp_path):
     assert 0.25 < eps < 0.35 and one["drop"] == [0.0, eps] and one["est"] == [eps, eps]
     assert ddp_fit(tmp_path, 2, "local") == one
     assert ddp_fit(tmp_path, 3, "global") == one
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_disagreement_estimate_is_the_same_for_any_world_size(tmp_path):
+    """estimator="disagreement", scope="global": the (score, given, predicted) triples are gathered, so 1, 2 and 3
+    ranks estimate the same (the padding repeat counts once), and it is the oracle's own estimate."""
+    one = ddp_fit(tmp_path, 1, "global", "disagreement")
+    eps = one["estimates"]["0"]
+    assert eps == pytest.approx(oracle_rate_disagreement("spl", OddBlobs().ds), abs=1e-9)
+    assert 0.25 < eps < 0.35 and one["drop"] == [0.0, eps]
+    assert ddp_fit(tmp_path, 2, "global", "disagreement") == one
+    assert ddp_fit(tmp_path, 3, "global", "disagreement") == one
