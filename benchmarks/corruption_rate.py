@@ -659,19 +659,22 @@ def _render_table(saved: dict[str, Any]) -> str:
                      f"{_f(r.get('cleanlab_s'))} |")
     lines += ["", "Test accuracy (%, clean test set, mean over seeds); plain = round 0 of ITLM (the model trained "
               "one round's epochs on every sample).", "",
+              "PRL auto gmm = `BatchFilter('prl', drop_ratio='auto', estimator='gmm')`; PRL auto disagreement = the "
+              "same with `estimator='disagreement'` (its own run: `results/corruption_rate_prl_auto.md`).", "",
               "| data | corruption | ε % | plain | ITLM true | ITLM auto gmm | auto − true | ITLM auto disagreement | "
-              "disagreement − true | PRL true | PRL auto | ITLM auto ε̂ per round (per seed) | disagreement ε̂ per "
-              "round |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "disagreement − true | PRL true | PRL auto gmm | PRL auto disagreement | ITLM auto ε̂ per round (per "
+              "seed) | disagreement ε̂ per round |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("itlm_auto") is None:
             continue
         diff = r["itlm_auto"] - r["itlm_true"] if r.get("itlm_true") is not None else None
-        prl_auto = _f(r.get("prl_auto")) if r.get("prl_auto") is not None else "not measured"
+        prl_auto, prl_dis = (_f(r.get(c)) if r.get(c) is not None else "not measured"
+                             for c in ("prl_auto", "prl_auto_dis"))
         pdiff = (r["itlm_pred"] - r["itlm_true"] if r.get("itlm_true") is not None and r.get("itlm_pred") is not None
                  else None)
         lines.append(f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r.get('plain'))} | "
                      f"{_f(r.get('itlm_true'))} | {_f(r['itlm_auto'])} | {_f(diff)} | {_f(r.get('itlm_pred'))} | "
-                     f"{_f(pdiff)} | {_f(r.get('prl_true'))} | {prl_auto} | {r.get('itlm_estimates')} | "
+                     f"{_f(pdiff)} | {_f(r.get('prl_true'))} | {prl_auto} | {prl_dis} | {r.get('itlm_estimates')} | "
                      f"{r.get('itlm_pred_estimates', '–')} |")
     t = head["targets_met"]
     lines += ["", "## Headline and targets", "",
@@ -684,7 +687,7 @@ def _render_table(saved: dict[str, Any]) -> str:
               f"{'met' if t['clean_eps_hat_le_3'] else 'not met'})",
               f"- ITLM auto ≥ ITLM true − 1 point in {_f(100 * (head['itlm_auto_ge_true_minus_1_share'] or 0), 0)} % of "
               f"classification rows (target ≥ 80 %: {'met' if t['itlm_auto_within_1pt_in_80pct_rows'] else 'not met'})"
-              f"; PRL auto: {head['prl_auto_ge_true_minus_1_share']}",
+              f"; PRL auto (gmm): {head['prl_auto_ge_true_minus_1_share']}",
               f"- against cleanlab CV on {head['cleanlab_rows']} classification rows: ours closer in "
               f"{head['ours_better_than_cleanlab_rows']}, cleanlab closer in {head['cleanlab_better_rows']} (median "
               f"error cleanlab {head['cleanlab_median_abs_err_pts']} points); cleanlab took "

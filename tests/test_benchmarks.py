@@ -349,6 +349,26 @@ def test_corruption_rate_smoke_ends_with_headline_json():
     assert "| MNIST 6k | random | 30 |" in run.stdout and "| two moons | clustered | 10 |" in run.stdout
 
 
+def test_corruption_rate_prl_only_smoke_compares_the_filters_estimators(tmp_path):
+    """``--methods`` among the PRL columns only: no ITLM, one table of PRL true / auto gmm / auto disagreement."""
+    out = tmp_path / "prl.md"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "corruption_rate.py"), "--smoke", "--data-root",
+                          str(SHARED_DATA), "--groups", "cls", "--methods", "prl_true", "prl_auto", "prl_auto_dis",
+                          "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    summary = _last_json(run)
+    assert summary["rows"] == 1 and set(summary) >= {"gmm", "disagreement"}
+    for name in ("gmm", "disagreement"):
+        h = summary[name]
+        assert h["prl_auto_ge_true_minus_1_share"] in (0.0, 1.0) and 0.0 <= h["median_abs_err_pts"] <= 100.0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["settings"]["methods"] == ["prl_true", "prl_auto", "prl_auto_dis"]
+    (res,) = saved["results"]
+    assert "itlm_auto" not in res and "ours" not in res  # ITLM did not run
+    assert 0.0 <= res["prl_auto_est"] < 1.0 and 0.0 <= res["prl_auto_dis_est"] < 1.0
+    assert "| MNIST 6k | random | 30 |" in out.read_text() and "| disagreement |" in out.read_text()
+
+
 def test_corruption_rate_rejects_bad_arguments():
     mod = _load("corruption_rate")
     with pytest.raises(SystemExit, match=r"`--methods` must be among \['itlm_auto', .*got \['nope'\]"):
@@ -361,6 +381,9 @@ def test_corruption_rate_rejects_bad_arguments():
         mod.main(mod.BENCHMARK, ["--smoke", "--ab-reestimate", "--data", "moons"])
     with pytest.raises(SystemExit, match="`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`"):
         mod.main(mod.BENCHMARK, ["--smoke", "--ab-reestimate", "--with-60k"])
+    with pytest.raises(SystemExit, match=r"PRL-only run of the classification rows: pass `--groups cls`, got "
+                                         r"\['cls', 'reg', 'ad'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--methods", "prl_true", "prl_auto_dis"])
 
 
 def test_batch_filters_rejects_bad_options():
