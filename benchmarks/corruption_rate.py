@@ -640,7 +640,7 @@ def _render_table(saved: dict[str, Any]) -> str:
         "ε̂ in %; |err| = mean over seeds of |ε̂ − ε| in points (ε: each seed's actual corrupted fraction). "
         "**ours** = `estimate_corruption(scores, 'gmm')` on the scores of the model trained on every sample "
         "(= the first estimate of ITLM auto with `estimator='gmm'`, and the estimator of the filters' "
-        "`drop_ratio='auto'`); **disagreement** = `estimate_corruption_from_predictions` on the same model's "
+        "`drop_ratio='auto'` with `estimator='gmm'`, their default when this table was measured); **disagreement** = `estimate_corruption_from_predictions` on the same model's "
         "scores and in-sample predicted labels (= the first estimate of ITLM auto with its default "
         "`estimator='disagreement'`; gmm on rows without labels); **ITLM last** = ITLM auto (gmm)'s estimate at "
         "its last scoring pass; "
@@ -678,7 +678,8 @@ def _render_table(saved: dict[str, Any]) -> str:
                      f"{r.get('itlm_pred_estimates', '–')} |")
     t = head["targets_met"]
     lines += ["", "## Headline and targets", "",
-              "`estimator='gmm'` (the loss mixture; ITLM's default before issue 15, the filters' estimator):", "",
+              "`estimator='gmm'` (the loss mixture; ITLM's default before issue 15, the filters' default when "
+              "this table was measured):", "",
               f"- median |ε̂ − ε| over all {head['rows']} rows: {head['median_abs_err_pts']} points (target ≤ 3: "
               f"{'met' if t['median_err_le_3'] else 'not met'})",
               f"- rows within 5 points: {100 * head['share_rows_err_le_5pts']:.0f} % (target ≥ 90 %: "

@@ -229,7 +229,7 @@ def fit(tmp_path, callbacks, epochs, model=None, data=None, seed=0, **kw):
 @pytest.mark.parametrize("rule", ["spl", "prl"])
 def test_warmup_zero_is_one_estimation_epoch_then_the_estimate(tmp_path, rule):
     """warmup_epochs=0 with "auto": epoch 0 drops nothing and estimates; from epoch 1 on every batch drops eps_hat."""
-    f = BatchFilter(rule, "auto")
+    f = BatchFilter(rule, "auto", estimator="gmm")
     data = BlobsData(n=240, batch_size=40)
     trainer, _ = fit(tmp_path, [f], 3, model=OracleModel(), data=data)
     eps = f.estimated_corruption
@@ -295,7 +295,7 @@ def test_estimate_on_noisy_blobs_is_near_the_true_rate_and_drives_the_schedule(t
     Measured here (seed 0): spl 0.300, prl 0.282 (per-epoch 0.286, 0.282, 0.000: the median absorbs the one epoch
     whose GMM fit split the clean mode and returned 0), prl_g 0.295; over seeds 0-2 in a separate sweep 0.24-0.30.
     With lr 0.1 or 480 samples such collapsed per-epoch fits are frequent (the estimator's weakness, not tested here)."""
-    f = BatchFilter(rule, "auto", warmup_epochs=4)
+    f = BatchFilter(rule, "auto", warmup_epochs=4, estimator="gmm")
     data = BlobsData(n=960, batch_size=64)
     fit(tmp_path, [f], 5, model=TinyModel(lr=0.03), data=data)
     assert float(data.ds.corrupted.float().mean()) == pytest.approx(0.3)
@@ -380,7 +380,7 @@ def test_coteaching_auto_disagreement(tmp_path):
 
 
 def test_coteaching_auto(tmp_path):
-    co = CoTeaching(OracleModel(), rule="spl", drop_ratio="auto", warmup_epochs=2)
+    co = CoTeaching(OracleModel(), rule="spl", drop_ratio="auto", warmup_epochs=2, estimator="gmm")
     data = BlobsData(n=240, batch_size=40)
     trainer, _ = fit(tmp_path, [], 3, model=co, data=data)
     eps = co.estimated_corruption
@@ -391,7 +391,7 @@ def test_coteaching_auto(tmp_path):
     assert float(trainer.logged_metrics["coteach/estimated_corruption"]) == pytest.approx(eps)
     ckpt = {}
     co.on_save_checkpoint(ckpt)
-    again = CoTeaching(OracleModel(), rule="spl", drop_ratio="auto", warmup_epochs=2)
+    again = CoTeaching(OracleModel(), rule="spl", drop_ratio="auto", warmup_epochs=2, estimator="gmm")
     again.on_load_checkpoint(ckpt)
     assert again.estimated_corruption == eps and again.drop_ratio_at(2) == co.drop_ratio_at(2)
 
@@ -465,9 +465,9 @@ def test_disagreement_is_refused_without_labels(owner):
 
 
 def test_estimator_given_with_a_numeric_drop_ratio_names_it():
-    with pytest.raises(ValueError, match=r"only apply with drop_ratio='auto', got estimator='disagreement' with "
+    with pytest.raises(ValueError, match=r"only apply with drop_ratio='auto', got estimator='gmm' with "
                                          r"drop_ratio=0.3\."):
-        BatchFilter("prl", 0.3, estimator="disagreement")
+        BatchFilter("prl", 0.3, estimator="gmm")  # gmm is not the default
 
 
 def test_large_drop_range_is_kept():

@@ -103,7 +103,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
         n_power_iterations: power iterations per training step and layer (the estimate :math:`\hat\sigma` lags
             behind fast-changing weights; see :mod:`lit_robust.functional.spectral`).
         lr, weight_decay: Adam.
-        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only).
+        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
+            ``estimator`` is a score mixture here, ``"gmm"`` (default) or ``"bmm"``: there are no labels).
 
     The trimming is the module's own :class:`~lit_robust.BatchFilter` (``rule="spl"``, kept in
     :attr:`batch_filter`, with its per-epoch ``history`` of dropped samples), returned by

@@ -163,7 +163,8 @@ class RCA(AnomalyDetector):
         test_passes: :math:`v \ge 1` dropout passes averaged at test time (one pass if ``dropout == 0``).
         lr, weight_decay: Adam over both autoencoders (Adam is per coordinate, so one optimizer over the two
             disjoint parameter sets equals one optimizer each).
-        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only).
+        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
+            ``estimator`` is a score mixture here, ``"gmm"`` (default) or ``"bmm"``: there are no labels).
 
     Logged per epoch: ``rca/keep_ratio``; with ground truth in the batches, ``rca/dropped_anomaly_frac`` — the
     share of anomalies among the samples left out of the exchange.

@@ -125,7 +125,8 @@ class CoTeaching(pl.LightningModule):
         seed: seeds ``net2``'s re-initialisation (the two networks must start apart).
         scope: ``"local"`` (each rank's own batch, the default) or ``"global"`` (the union of the ranks' batches).
         allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
-        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only).
+        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
+            ``estimator`` defaults to ``"disagreement"``, with ``net1``'s predictions).
 
     Example::
 

@@ -34,7 +34,8 @@ sampler with replacement — counts once) and, under DDP, all-gathered before th
 ``scope``: every rank estimates on the same multiset of ``(index, mean score)``, so the estimate, and the drop
 ratio, are the same on every rank and for any world size.
 
-``estimator="disagreement"`` (:func:`~lit_robust.functional.estimation.estimate_corruption_from_predictions`):
+``estimator="disagreement"`` (the default of :class:`~lit_robust.BatchFilter` and :class:`~lit_robust.CoTeaching`;
+:func:`~lit_robust.functional.estimation.estimate_corruption_from_predictions`):
 each collected batch also brings the given integer label and the module's predicted label from the same training
 forward (the argmax of the ``[B, C]`` outputs ``per_sample_loss`` returned:
 :func:`~lit_robust.report.labels_from_outputs`; no extra forward). Per dataset index the estimate uses the mean
@@ -69,7 +70,7 @@ Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only c
 FilterEstimator = Literal["gmm", "bmm", "disagreement"]  # the classification filters (BatchFilter, CoTeaching)
 _ESTIMATORS = ("gmm", "bmm")
 FILTER_ESTIMATORS = ("gmm", "bmm", "disagreement")
-DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "gmm"
+DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "disagreement"  # measured: benchmarks/results/corruption_rate_prl_auto.md
 _CAP_BELOW = 0.01  # the clip value is this far below the module's (open) upper bound on the drop ratio
 
 
