@@ -528,3 +528,19 @@ def test_ddp_disagreement_estimate_is_the_same_for_any_world_size(tmp_path):
     assert 0.25 < eps < 0.35 and one["drop"] == [0.0, eps]
     assert ddp_fit(tmp_path, 2, "global", "disagreement") == one
     assert ddp_fit(tmp_path, 3, "global", "disagreement") == one
+
+
+def test_report_of_a_disagreement_filter_takes_its_posterior_from_the_loss_mixture(tmp_path):
+    """The report's clean_posterior is a mixture's: with the default estimator "disagreement" it is gmm's."""
+    from lit_robust import load_report
+
+    f = BatchFilter("spl", "auto", report_dir=str(tmp_path / "rep"))
+    assert f.estimator == "disagreement"  # the filters' default
+    data = BlobsData(n=240, batch_size=40)
+    fit(tmp_path, [f], 2, model=OracleModel(), data=data)
+    rows = load_report(f.report_path)
+    rows = rows.to_dict("list") if hasattr(rows, "to_dict") else rows
+    post = torch.tensor(rows["clean_posterior"], dtype=torch.float64)
+    assert len(post) == 240 and bool(((post >= 0) & (post <= 1)).all())
+    truth = torch.tensor(rows["corrupted"], dtype=torch.bool)
+    assert post[truth].mean() < 0.2 < 0.8 < post[~truth].mean()  # oracle scores separate the two
