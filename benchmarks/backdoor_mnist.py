@@ -23,7 +23,8 @@ Usage (``benchmarks/harness.py`` runs it: ``--jobs``, ``--seeds``, ``--out``, ``
     python benchmarks/backdoor_mnist.py --reuse-table   # full watermark part only; Table 5.8 rows read back
                                                         # from results/backdoor_mnist.json (its wall time kept)
     python benchmarks/backdoor_mnist.py --margin   # issue 16: drop ratio (1 − α) = ε, ε+0.1, ε+0.2 (ITLM also
-                                                   # ε+0.3), "auto" (+0.1), ITLM + PRL; MNIST and a FashionMNIST
+                                                   # ε+0.3), "auto" (+0.1; ITLM also estimator="disagreement"),
+                                                   # ITLM + PRL / PRL-AT; MNIST and a FashionMNIST
                                                    # subset -> results/backdoor_margin.md (+ .json, written after
                                                    # every run; a rerun resumes; --max-runs N runs at most N)
     python benchmarks/backdoor_mnist.py --margin --quick   # five runs, one ε (< 60 s idle); --smoke for the tests
@@ -723,7 +724,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse-table", action="store_true",
                    help="full mode: read the Table 5.8 rows from results/backdoor_mnist.json, run the watermark part")
     p.add_argument("--margin", action="store_true",
-                   help="the margin axis (issue 16): drop ratio ε, ε+0.1, ε+0.2, auto, composed ITLM+PRL, MNIST and "
+                   help="the margin axis (issue 16): drop ratio ε, ε+0.1, ε+0.2, auto, composed ITLM+PRL(-AT), MNIST and "
                         "FashionMNIST -> results/backdoor_margin.md (+ .json, written after every cell; resumes)")
     p.add_argument("--max-runs", type=int, default=None, help="--margin: run at most this many missing cells")
 
