@@ -684,6 +684,7 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                           and abs(r["eps"] - e) < 1e-9]
                     if len(c) < len(seeds) or not c0:
                         complete = False
+                    c0 = [r for r in c0 if r["seed"] in {x["seed"] for x in c}]  # the row's own seeds (a partial row)
                     if not c or not c0:
                         continue
                     p = mean_std(r["poison"] for r in c)[0]
