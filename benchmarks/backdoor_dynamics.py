@@ -19,7 +19,7 @@ step, and FashionMNIST at 6,000 vs all 60,000 training images (does more data al
 Usage (``benchmarks/harness.py`` runs it: ``--jobs``, ``--out``, ``--data-root``, ``--render``)::
 
     python benchmarks/backdoor_dynamics.py           # full -> benchmarks/results/backdoor_dynamics.md (+ .json)
-    python benchmarks/backdoor_dynamics.py --quick   # two variants, PRL only, 2,500 images, 4 epochs (< 60 s)
+    python benchmarks/backdoor_dynamics.py --quick   # two variants, PRL only, 2,000 images, 4 epochs (< 60 s)
     python benchmarks/backdoor_dynamics.py --smoke   # a few seconds, for the test suite
     python benchmarks/backdoor_dynamics.py --render benchmarks/results/backdoor_dynamics.json   # the table again
 
@@ -74,8 +74,8 @@ FULL = Settings(variants=(
             methods=("prl",)),
 ))
 QUICK = Settings(variants=(
-    Variant("small CNN, 1-epoch warm-up", train_size=2500, epochs=4, methods=("prl",)),
-    Variant("small CNN, no warm-up", warmup_epochs=0, train_size=2500, epochs=4, methods=("prl",)),
+    Variant("small CNN, 1-epoch warm-up", train_size=2000, epochs=4, methods=("prl",)),
+    Variant("small CNN, no warm-up", warmup_epochs=0, train_size=2000, epochs=4, methods=("prl",)),
 ))
 SMOKE = Settings(variants=(Variant("small CNN, no warm-up", warmup_epochs=0, train_size=600, epochs=2),))
 

@@ -23,7 +23,8 @@ Usage (``benchmarks/harness.py`` runs it: ``--jobs``, ``--seeds``, ``--out``, ``
     python benchmarks/backdoor_mnist.py --reuse-table   # full watermark part only; Table 5.8 rows read back
                                                         # from results/backdoor_mnist.json (its wall time kept)
     python benchmarks/backdoor_mnist.py --margin   # issue 16: drop ratio (1 − α) = ε, ε+0.1, ε+0.2 (ITLM also
-                                                   # ε+0.3), "auto" (+0.1), ITLM + PRL; MNIST and a FashionMNIST
+                                                   # ε+0.3), "auto" (+0.1; ITLM also estimator="disagreement"),
+                                                   # ITLM + PRL / PRL-AT; MNIST and a FashionMNIST
                                                    # subset -> results/backdoor_margin.md (+ .json, written after
                                                    # every run; a rerun resumes; --max-runs N runs at most N)
     python benchmarks/backdoor_mnist.py --margin --quick   # five runs, one ε (< 60 s idle); --smoke for the tests
@@ -342,7 +343,9 @@ def table_report(saved: dict) -> tuple[str, dict]:
 # (ITLM with short early rounds); "itlm_prl" / "itlm_prl_at" (the composed defence: ITLM early rounds, then PRL
 # (-AT) whose warm-up restarts at each ITLM round start). Settings: "eps" (drop ratio, or 1 − α, = ε), "eps+0.1",
 # "eps+0.2" (a margin over the true ε; capped at 0.49 for the filters, which need < 0.5), "auto" (the corruption-rate
-# estimate, `drop_ratio="auto"` / `keep_ratio="auto"`), "auto+0.1" (the estimate plus `auto_margin=0.1`). For the
+# estimate by the loss mixture, `drop_ratio="auto"` / `keep_ratio="auto", estimator="gmm"`), "auto+0.1" (the estimate
+# plus `auto_margin=0.1`), "auto_dis" (ITLM only: `keep_ratio="auto", estimator="disagreement"`, ITLM's default since
+# these "auto" rows ran: the share of samples whose predicted label differs from the given one). For the
 # composed defence the setting applies to ITLM; its PRL drops ε (as measured in the issue) or "auto" with "auto*",
 # with the warm-up restarted at each ITLM re-initialisation (`restart_on_reinit=True`).
 MARGIN_LABEL = {"standard": "Standard", "prl": "PRL", "prl_at": "PRL-AT", "itlm": "ITLM", "itlm_prl": "ITLM+PRL",
@@ -356,6 +359,8 @@ FASHION_CORE = (("standard", "eps"), ("prl", "eps"), ("prl", "eps+0.2"), ("itlm"
                 ("prl", "auto"), ("itlm", "auto"), ("itlm_prl", "eps+0.1"))
 PRL_AT = (("prl_at", "eps+0.1"), ("prl_at", "eps+0.2"))
 LE35 = (0.15, 0.25, 0.35)
+FASHION_DECIDE = (("standard", "eps"), ("prl", "eps"), ("prl_at", "eps"), ("prl", "eps+0.2"), ("itlm", "eps+0.1"),
+                  ("itlm", "eps+0.2"), ("itlm_prl", "eps+0.1"), ("itlm", "auto"), ("prl", "auto"))
 # the run order, so that a partial run keeps what matters most: (dataset, ε set, seeds, configs). MNIST's Standard,
 # PRL and PRL-AT at drop ε are read back from the Table 5.8 run. The target concerns ε ≤ 0.35: one seed of every
 # setting first, then FashionMNIST (one seed), then MNIST's other seeds for the leading settings, then the rest.
@@ -368,7 +373,13 @@ MARGIN_PHASES = (("mnist", LE35, (0,), CORE),
                  ("mnist", (0.45,), (0, 1, 2), CORE + (("itlm", "eps+0.3"),)),
                  ("mnist", tuple(EPS), (0, 1, 2), (("itlm", "eps"),) + PRL_AT),
                  ("fashion", LE35, (0,), (("prl", "eps+0.1"), ("prl", "auto+0.1"), ("itlm", "auto+0.1"),
-                                          ("itlm", "eps"), ("prl_at", "eps")) + PRL_AT))
+                                          ("itlm", "eps"), ("prl_at", "eps")) + PRL_AT),
+                 # added later (issue 16 item 3, the missing rows): the composed ITLM + PRL-AT, ITLM's disagreement
+                 # estimate, then FashionMNIST's seeds 1 and 2 (one seed at a time) for the rows that decide the
+                 # recommendation
+                 ("mnist", tuple(EPS), (0, 1, 2), (("itlm_prl_at", "eps+0.1"), ("itlm", "auto_dis"))),
+                 ("fashion", LE35, (1,), FASHION_DECIDE),
+                 ("fashion", LE35, (2,), FASHION_DECIDE))
 FILTER_CAP = 0.49  # BatchFilter needs drop_ratio < 0.5 unless allow_large_drop (no guarantee then)
 STD = {"mnist": 0.3081, "fashion": 0.3530}
 # thesis Table 5.8 PRL column, for the "within 2 points wherever it is above 85 %" part of the target
@@ -394,7 +405,9 @@ MARGIN_FULL = MarginSettings()
 MARGIN_QUICK = MarginSettings(attacks=("patch",), train_size=2500, epochs=5, itlm_rounds=(1, 1, 3), phases=(
     ("mnist", (0.25,), (0,), (("standard", "eps"), ("prl", "eps+0.2"), ("itlm", "eps+0.2"), ("prl", "auto"),
                               ("itlm_prl", "eps+0.1"))),))
-MARGIN_SMOKE = replace(MARGIN_QUICK, train_size=600, epochs=2, itlm_rounds=(1, 1))
+# the smoke run also passes through the composed ITLM + PRL-AT and ITLM's disagreement estimate
+MARGIN_SMOKE = replace(MARGIN_QUICK, train_size=600, epochs=2, itlm_rounds=(1, 1), phases=MARGIN_QUICK.phases + (
+    ("mnist", (0.25,), (0,), (("itlm_prl_at", "eps+0.1"), ("itlm", "auto_dis"))),))
 
 
 def margin_rate(eps: float, setting: str) -> float | str:
@@ -405,6 +418,7 @@ def margin_rate(eps: float, setting: str) -> float | str:
 
 
 def margin_of(setting: str) -> float:
+    """The ``auto_margin`` of an "auto+m" setting (0 otherwise)."""
     return float(setting.split("+")[1]) if "+" in setting else 0.0
 
 
@@ -428,12 +442,15 @@ def run_margin(task: dict) -> dict:
     callbacks: list[Any] = [metrics]
     rate, margin = margin_rate(eps, setting), margin_of(setting)
     auto = rate == "auto"
+    if setting == "auto_dis" and method != "itlm":
+        raise ValueError(f"setting 'auto_dis' (estimator='disagreement') is ITLM's only, got method {method!r}")
+    estimator = "disagreement" if setting == "auto_dis" else "gmm"
     flt, itlm, used = None, None, rate
     epochs = s.epochs
     if method.startswith("itlm"):
         keep: Any = "auto" if auto else 1.0 - float(rate)
         itlm = lr.ITLM(keep_ratio=keep, round_epochs=list(s.itlm_rounds), verbose=False, plot=False,
-                       seed=task["seed"], **({"auto_margin": margin, "estimator": "gmm"} if auto else {}))
+                       seed=task["seed"], **({"auto_margin": margin, "estimator": estimator} if auto else {}))
         callbacks.append(itlm)
         epochs = sum(s.itlm_rounds)
     if method in ("prl", "prl_at"):
@@ -520,9 +537,10 @@ def reused_table_rows(path: Path) -> tuple[list[dict], dict | None]:
 def setting_label(method: str, setting: str) -> str:
     if method == "standard":
         return "Standard"
-    s = setting.replace("eps", "ε").replace("+", " + ")
+    s = setting.replace("eps", "ε").replace("+", " + ").replace("auto_dis", "auto, disagreement")
     if method.startswith("itlm_"):
-        return f"{MARGIN_LABEL[method]} (1 − α = {s}, PRL drops {'auto' if setting.startswith('auto') else 'ε'})"
+        inner = MARGIN_LABEL[method].split("+")[1]  # PRL or PRL-AT
+        return f"{MARGIN_LABEL[method]} (1 − α = {s}, {inner} drops {'auto' if setting.startswith('auto') else 'ε'})"
     return f"{MARGIN_LABEL[method]} {'1 − α' if method == 'itlm' else 'drop'} = {s}"
 
 
@@ -587,11 +605,12 @@ def margin_report(saved: dict) -> tuple[str, dict]:
         f"filter needs < 0.5); ITLM keeps α with rounds {list(s.itlm_rounds)} epochs (re-drawn each round, round 0 "
         "on all data) and may go below α = 0.5. `auto`: `BatchFilter(drop_ratio=\"auto\")` / `ITLM(keep_ratio=\"auto\")`"
         " (the corrupted fraction estimated from the method's own scores by the loss mixture, `estimator=\"gmm\"`: "
-        "ITLM's default when these rows ran; its default is now `\"disagreement\"`, not measured here); "
-        "`auto + 0.1`: with `auto_margin=0.1`. "
-        "ITLM+PRL: ITLM with the given 1 − α, and PRL dropping ε after a 1-epoch warm-up that "
-        "restarts at each ITLM round start (`BatchFilter(restart_on_reinit=True)`, issue 16 item 1). Mean ± std over "
-        f"seeds, %.{reused}",
+        "ITLM's default when these rows ran); `auto + 0.1`: with `auto_margin=0.1`; ITLM `auto, disagreement`: "
+        "`ITLM(keep_ratio=\"auto\", estimator=\"disagreement\")`, ITLM's default now (the share of training samples "
+        "whose predicted label differs from the given one, `estimate_corruption_from_predictions`). "
+        "ITLM+PRL / ITLM+PRL-AT: ITLM with the given 1 − α, and PRL (with the adversarial trigger for -AT) dropping ε "
+        "after a 1-epoch warm-up that restarts at each ITLM round start (`BatchFilter(restart_on_reinit=True)`, issue "
+        f"16 item 1). Mean ± std over seeds, %; `runs`: cells measured / cells of the dataset's full grid.{reused}",
         "",
     ]
     datasets = [d for d in ("mnist", "fashion") if any(r["dataset"] == d for r in rows)]
@@ -603,8 +622,13 @@ def margin_report(saved: dict) -> tuple[str, dict]:
         n_cells = len(seeds) * len(s.attacks) * len(eps_set)
         lines += [f"## {name} ({s.train_size} training images; seeds {list(seeds)}; ε ∈ {list(eps_set)})", ""]
         if ds == "fashion":
-            lines += [f"**Reduced grid for compute: {len(seeds)} seed(s) and ε ∈ {list(eps_set)}** (MNIST: "
-                      f"{len(mn_seeds)} seeds, ε ∈ {mn_eps}). No thesis numbers exist for FashionMNIST."]
+            seeds_of = {c: {r["seed"] for r in rows if r["dataset"] == ds and (r["method"], r["setting"]) == c}
+                        for c in configs}
+            most = max((len(v) for v in seeds_of.values()), default=0)
+            fewer = sum(1 for v in seeds_of.values() if v and len(v) < most)
+            lines += [f"**Reduced grid for compute: ε ∈ {list(eps_set)}; {most} seed(s) for the rows that decide "
+                      f"the recommendation{f', fewer for {fewer} other row(s) (the runs column)' if fewer else ''}** "
+                      f"(MNIST: {len(mn_seeds)} seeds, ε ∈ {mn_eps}). No thesis numbers exist for FashionMNIST."]
             std_clean = [r["clean"] for r in rows if r["dataset"] == ds and r["method"] == "standard"]
             if std_clean:
                 lines.append(f"Standard's own clean accuracy here is {min(std_clean):.1f}–{max(std_clean):.1f} %, and "
@@ -661,6 +685,7 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                           and abs(r["eps"] - e) < 1e-9]
                     if len(c) < len(seeds) or not c0:
                         complete = False
+                    c0 = [r for r in c0 if r["seed"] in {x["seed"] for x in c}]  # the row's own seeds (a partial row)
                     if not c or not c0:
                         continue
                     p = mean_std(r["poison"] for r in c)[0]
@@ -701,7 +726,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse-table", action="store_true",
                    help="full mode: read the Table 5.8 rows from results/backdoor_mnist.json, run the watermark part")
     p.add_argument("--margin", action="store_true",
-                   help="the margin axis (issue 16): drop ratio ε, ε+0.1, ε+0.2, auto, composed ITLM+PRL, MNIST and "
+                   help="the margin axis (issue 16): drop ratio ε, ε+0.1, ε+0.2, auto, composed ITLM+PRL(-AT), MNIST and "
                         "FashionMNIST -> results/backdoor_margin.md (+ .json, written after every cell; resumes)")
     p.add_argument("--max-runs", type=int, default=None, help="--margin: run at most this many missing cells")
 

@@ -206,8 +206,9 @@ class Benchmark:
             raise ValueError(f"benchmark {self.name!r}: `modes` must hold {list(MODES)}, missing {missing}")
 
     def parser(self) -> argparse.ArgumentParser:
+        # "resolve": a script's own option (e.g. its own --data-root) replaces the harness's
         p = argparse.ArgumentParser(prog=f"benchmarks/{self.name}.py", description=self.doc.split("\n\n")[0],
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+                                    formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve")
         level = p.add_mutually_exclusive_group()
         level.add_argument("--quick", action="store_true", help="the reduced protocol (< 60 s on 2 cores)")
         level.add_argument("--smoke", action="store_true", help="tiny data, a few seconds (the test suite's run)")
@@ -218,10 +219,9 @@ class Benchmark:
                        help=f"worker processes (default: {', '.join(f'{k} {v}' for k, v in self.jobs.items())})")
         p.add_argument("--out", default=None, help=f"markdown output (full mode default: results/{self.name}.md; "
                        "the saved run goes beside it as .json)")
-        if self.data:
-            p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
-                           help="folder holding MNIST/raw and FashionMNIST/raw (default: $LIT_ROBUST_DATA or "
-                                "../shared/data)")
+        p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
+                       help="folder holding MNIST/raw and FashionMNIST/raw (default: $LIT_ROBUST_DATA or "
+                            "../shared/data)" if self.data else "unused by this script (accepted like every script's)")
         if self.add_arguments is not None:
             self.add_arguments(p)
         return p

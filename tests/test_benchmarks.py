@@ -228,16 +228,22 @@ def test_backdoor_mnist_margin_smoke_resumes_and_ends_with_headline_json(tmp_pat
     first = margin("--max-runs", "2")
     assert _last_json(first)["runs"] == 2 and "margin axis: 0 cells stored, 2 to run" in first.stdout
     run = margin()
-    assert "margin axis: 2 cells stored, 3 to run" in run.stdout
+    assert "margin axis: 2 cells stored, 5 to run" in run.stdout
     summary = _last_json(run)
     assert summary["benchmark"] == "backdoor_mnist" and summary["mode"] == "smoke" and summary["part"] == "margin"
-    assert summary["runs"] == 5  # Standard, PRL ε+0.2, ITLM ε+0.2, PRL auto, ITLM+PRL (restarted warm-up)
-    for config in ("prl_eps+0.2", "itlm_eps+0.2", "prl_auto", "itlm_prl_eps+0.1"):
+    # Standard, PRL ε+0.2, ITLM ε+0.2, PRL auto, ITLM+PRL (restarted warm-up), ITLM+PRL-AT, ITLM auto (disagreement)
+    assert summary["runs"] == 7
+    for config in ("prl_eps+0.2", "itlm_eps+0.2", "prl_auto", "itlm_prl_eps+0.1", "itlm_prl_at_eps+0.1",
+                   "itlm_auto_dis"):
         assert 0.0 <= summary[f"mnist_{config}_min_poison"] <= 100.0
     assert isinstance(summary["mnist_target_met_by"], list)
     assert "| PRL drop = ε + 0.2 |" in run.stdout and "| ITLM+PRL (1 − α = ε + 0.1, PRL drops ε) |" in run.stdout
+    assert "| ITLM+PRL-AT (1 − α = ε + 0.1, PRL-AT drops ε) |" in run.stdout
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert len(saved["results"]["rows"]) == 5 and "partial" not in saved["meta"]
+    assert len(saved["results"]["rows"]) == 7
+    estimates = {(r["method"], r["setting"]): r["estimate"] for r in saved["results"]["rows"]}
+    assert 0.0 <= estimates[("itlm", "auto_dis")] <= 0.5  # recorded from ITLM's disagreement estimate
+    assert "| ITLM 1 − α = auto, disagreement | " in run.stdout and "partial" not in saved["meta"]
     assert saved["results"]["wall_s"] >= sum(r["wall_s"] for r in saved["results"]["rows"])  # both invocations
     assert _load("backdoor_mnist").BENCHMARK.render(saved) == out.read_text()
 
@@ -274,6 +280,18 @@ def test_backdoor_mnist_margin_rates():
     assert bench.margin_rate(0.25, "eps") == pytest.approx(0.25)
     assert bench.margin_rate(0.25, "eps+0.2") == pytest.approx(0.45) and bench.margin_rate(0.25, "auto+0.1") == "auto"
     assert bench.margin_of("auto+0.1") == pytest.approx(0.1) and bench.margin_of("eps") == 0.0
+    assert bench.margin_rate(0.25, "auto_dis") == "auto" and bench.margin_of("auto_dis") == 0.0
+    assert bench.setting_label("itlm", "auto_dis") == "ITLM 1 − α = auto, disagreement"
+    assert bench.setting_label("itlm", "auto") == "ITLM 1 − α = auto"  # the gmm rows keep their label
+    assert bench.setting_label("itlm_prl_at", "eps+0.1") == "ITLM+PRL-AT (1 − α = ε + 0.1, PRL-AT drops ε)"
+
+
+def test_backdoor_mnist_margin_disagreement_is_itlms_only():
+    bench = _load("backdoor_mnist")
+    task = {"settings": bench.MARGIN_SMOKE, "root": str(SHARED_DATA), "dataset": "mnist", "attack": "patch",
+            "eps": 0.25, "method": "prl", "setting": "auto_dis", "seed": 0}
+    with pytest.raises(ValueError, match="setting 'auto_dis' .* is ITLM's only, got method 'prl'"):
+        bench.run_margin(task)
 
 
 def test_simclr_defence_smoke_ends_with_headline_json():
