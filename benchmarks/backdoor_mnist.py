@@ -455,7 +455,7 @@ def run_margin(task: dict) -> dict:
         epochs = sum(s.itlm_rounds)
     if method in ("prl", "prl_at"):
         used = rate if auto else min(float(rate), FILTER_CAP)
-        kw = {"auto_margin": margin, "estimator": "gmm"} if auto else {}  # gmm, as measured (and as ITLM's above)
+        kw = {"auto_margin": margin, "estimator": "gmm"} if auto else {}  # gmm: the committed rows were measured with it
         flt = lr.BatchFilter("prl", drop_ratio=used, warmup_epochs=s.warmup_epochs, **kw)
     elif method in ("itlm_prl", "itlm_prl_at"):  # the composed defence's PRL drops ε (or the estimate with "auto")
         inner = "auto" if auto else min(eps, FILTER_CAP)
