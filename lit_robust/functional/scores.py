@@ -20,6 +20,7 @@ Nothing here imports Lightning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +43,10 @@ __all__ = [
 
 LossLayer = Literal["ce", "mse"]
 NormMode = Literal["auto", "ghost", "per_layer"]
+
+# `torch.autograd.grad(..., inputs=[GradientEdge, ...])` (torch >= 2.4): the book-keeping backward asks autograd
+# for the layers' output gradients only, so it never computes the layers' weight gradients
+_EDGE_GRAD = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) >= (2, 4)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -273,6 +278,8 @@ class GradNormRecorder:
         self._calls: dict[str, list[_Call]] = {}
         self._recording = False
         self._layers: dict[str, nn.Module] = {}
+        self._batch_norms: list[tuple[str, nn.Module]] | None = None  # cached while attached
+        self._compiled_seen = False  # a recorded output came out of a torch.compile'd graph since the last clear
         self.last_scores: Tensor | None = None  # of the last :meth:`filtered_mean` step, once its backward ended
         self.last_mask: Tensor | None = None
 
@@ -302,6 +309,7 @@ class GradNormRecorder:
             h.remove()
         self._handles = []
         self._recording = False
+        self._batch_norms = None
         self.clear()
 
     def pause(self) -> None:
@@ -312,6 +320,7 @@ class GradNormRecorder:
     def clear(self) -> None:
         """Forget the recorded calls (the activations they hold) without removing the hooks."""
         self._calls = {}
+        self._compiled_seen = False
 
     def __enter__(self) -> GradNormRecorder:
         return self.attach()
@@ -336,6 +345,8 @@ class GradNormRecorder:
             if not positions:
                 return
             outs = [(flat[i], flat[i]._version, flat[i].grad_fn, flat[i].output_nr) for i in positions]
+            if not self._compiled_seen:
+                self._compiled_seen = any("Compiled" in type(o[2]).__name__ for o in outs)
             detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
             self._calls.setdefault(name, []).append(_Call(detached, dict(kwargs), outs, positions))
 
@@ -502,11 +513,30 @@ class GradNormRecorder:
         if not losses.requires_grad:
             raise ValueError("`losses` must require grad (computed with autograd enabled) to take per-sample "
                              "gradient norms.")
-        check_per_sample_gradients(self.module)
+        self._check_batch_norms()
         b = losses.shape[0]
         calls, self._calls = self._calls, {}  # later forwards of this step are not part of this loss
+        compiled, self._compiled_seen = self._compiled_seen, False
         self._check_batch(calls, b)
         pending = _Pending(self, calls, b, 1.0 / max(int(keep_count), 1), select, prior_keep, on_selected)
+        if _EDGE_GRAD and not compiled:
+            # the output gradients from an inner backward to the recorded outputs only (no weight gradients),
+            # and the trainable parameters of layers whose forward did not run (they must get no gradient)
+            from torch.autograd.graph import GradientEdge
+
+            for call in calls.values():
+                for c in call:
+                    c.grads = [None] * len(c.outs)
+                    for j, (_, _, node, nr) in enumerate(c.outs):
+                        pending.edges.append(GradientEdge(node, nr))
+                        pending.slots.append((c, j))
+            pending.loose = [(f"{name}.{pname}" if name else pname, p) for name, layer in self._layers.items()
+                             if name not in calls for pname, p in layer.named_parameters(recurse=False)
+                             if p.requires_grad]
+            pending.losses = losses
+            return _OneBackwardMean.apply(losses, pending)
+        # a compiled graph's backward cannot be entered twice (its buffers are donated), so there the outer
+        # backward computes the full batch's gradient and the end of the backward corrects it
         for call in calls.values():
             for c in call:
                 c.grads = [None] * len(c.outs)
@@ -521,6 +551,18 @@ class GradNormRecorder:
                         pending.handles.append(p.register_hook(_mark(pending.touched, full)))
         pending.handles.append(losses.register_hook(pending.take_loss_grad))
         return _OneBackwardMean.apply(losses, pending)
+
+    def _check_batch_norms(self) -> None:
+        if not self._handles:  # not attached: the module may change between calls
+            check_per_sample_gradients(self.module)
+            return
+        if self._batch_norms is None:
+            self._batch_norms = [(name, m) for name, m in self.module.named_modules()
+                                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for name, m in self._batch_norms:
+            if m.training:
+                raise ValueError(f"`rule='prl_g'` cannot use layer `{name or type(m).__name__}` "
+                                 f"({type(m).__name__} in training mode). {_BN_FIX}")
 
     def _check_batch(self, calls: dict[str, list[_Call]], b: int) -> None:
         for name, cs in calls.items():
@@ -566,6 +608,28 @@ class _Pending:
         self.upstream: Tensor | None = None  # c: d(backpropagated scalar) / d(returned loss)
         self.loss_grad: Tensor | None = None  # v_i: d(backpropagated scalar) / d(loss_i)
         self.started = False
+        # the inner-backward path (no weight gradients from autograd): filled by `filtered_mean`
+        self.losses: Tensor | None = None
+        self.edges: list[Any] = []  # GradientEdge of each recorded output
+        self.slots: list[tuple[_Call, int]] = []  # where each edge's gradient goes
+        self.loose: list[tuple[str, nn.Parameter]] = []
+
+    @property
+    def inner(self) -> bool:
+        return self.losses is not None
+
+    def run_inner(self, v: Tensor) -> None:
+        """The recorded outputs' gradients of ``sum_i v_i losses_i`` (one backward that stops at them: autograd
+        prunes every weight gradient), and whether a parameter of a layer not called gets a gradient."""
+        inputs = self.edges + [p for _, p in self.loose]
+        if not inputs:
+            return
+        # retain_graph: the outer backward still walks this graph (with no gradient) and may reach it by other
+        # paths (a term of the returned loss that uses `losses` again), which then back-propagate normally
+        grads = torch.autograd.grad(self.losses, inputs, grad_outputs=v, retain_graph=True, allow_unused=True)
+        for (call, j), g in zip(self.slots, grads):
+            call.grads[j] = g
+        self.touched.extend(name for (name, _), g in zip(self.loose, grads[len(self.slots):]) if g is not None)
 
     def take_loss_grad(self, grad: Tensor) -> None:
         self.loss_grad = grad.detach()
@@ -578,6 +642,7 @@ class _Pending:
                 h.remove()
             self.handles = []
             self.calls = {}
+            self.losses, self.edges, self.slots = None, [], []
 
     def _finish(self) -> None:
         rec = self.recorder
@@ -607,8 +672,10 @@ class _Pending:
         kept = mask & finite
         k = max(int(kept.sum()), 1)
         t = kept.to(dt) * (1.0 / k)
-        w = torch.where(usable, c * (t - self.c0 * finite.to(dt)) / torch.where(usable, v, torch.ones_like(v)),
-                        torch.zeros_like(v))
+        # the inner path left no gradient of `losses` in `.grad`: add the kept samples' whole gradient; otherwise
+        # the backward's full-batch gradient (c * c0 per finite sample) is corrected to the kept samples'
+        have = torch.zeros_like(t) if self.inner else self.c0 * finite.to(dt)
+        w = torch.where(usable, c * (t - have) / torch.where(usable, v, torch.ones_like(v)), torch.zeros_like(v))
         idx = torch.nonzero(w).squeeze(1)
         if idx.numel():
             ws = w[idx]
@@ -645,6 +712,9 @@ class _OneBackwardMean(torch.autograd.Function):
         pending.upstream = grad_out.detach()
         torch.autograd.Variable._execution_engine.queue_callback(pending.finish)
         grad = (grad_out * pending.c0) * pending.finite.to(grad_out.dtype)
+        if pending.inner:
+            pending.run_inner(grad)
+            return None, None
         return grad, None
 
 
