@@ -486,26 +486,32 @@ class GradNormRecorder:
         Returns a scalar to back-propagate (its value: the mean of the batch's finite losses, since the
         selection is only known after the backward). Its backward sends :math:`c / k` to every sample
         (:math:`k` = ``keep_count``, the expected number kept; :math:`c` whatever multiplies the returned
-        loss downstream: gradient accumulation's :math:`1/N`, AMP's loss scale); hooks take each recorded
-        layer's output gradient :math:`\delta_i` on the way. When the backward ends (``queue_callback``):
+        loss downstream: gradient accumulation's :math:`1/N`, AMP's loss scale) in an inner
+        ``torch.autograd.grad`` that stops at the recorded layers' outputs: it yields each layer's output
+        gradient :math:`\delta_i` and autograd computes no weight gradient of these layers (torch >= 2.4, a module
+        not compiled by ``torch.compile``; otherwise the backward runs through the whole network, node pre-hooks take
+        :math:`\delta_i` on the way, and step 3 corrects the full batch's gradient it left in ``.grad``). When
+        the backward ends (``queue_callback``):
 
         1. the per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|` from :math:`(a_i, \delta_i)`
            (as :meth:`compute`), divided by the weight :math:`v_i = \partial L / \partial \ell_i` each loss
            received (so a loss scale or accumulation factor does not change them);
         2. ``mask = select(scores)`` (``& prior_keep``), :math:`t_i = [i \text{ kept}] / |\text{mask}|`;
-        3. each parameter's ``.grad`` gets :math:`\sum_i w_i \nabla_\theta \ell_i` with
-           :math:`w_i = c\,(t_i - 1/k)`, formed from the same :math:`(a_i, \delta_i)` — for Linear
-           :math:`\sum_i w_i \delta_i a_i^\top`, for Conv the weight gradient of the weighted samples, for
-           other layers the torch.func per-sample gradients. When ``keep_count`` was right only the dropped
-           samples have :math:`w_i \ne 0` (:math:`-c/k`): the backward's full-batch gradient minus theirs;
+        3. each parameter's ``.grad`` gets :math:`\sum_i w_i \nabla_\theta \ell_i` with :math:`w_i = c\,t_i`
+           (the full-backward path: :math:`w_i = c\,(t_i - 1/k)`, non-zero only for the dropped samples when
+           ``keep_count`` was right), formed from the same :math:`(a_i, \delta_i)` — for Linear
+           :math:`\sum_i w_i \delta_i a_i^\top`, for Conv the sum of the per-sample gradients formed for the norms
+           (or the weight gradient of the weighted samples under the Gram form), for other layers the torch.func
+           per-sample gradients;
         4. ``on_selected(scores, mask)``; :attr:`last_scores` / :attr:`last_mask` hold them.
 
         So ``.grad`` ends as if ``masked_mean(losses, mask) * c`` had been back-propagated (plus whatever
-        else the backward carried, e.g. a penalty on the parameters). Requirements beyond :meth:`compute`'s:
-        the recorded layers reach the loss only through ``losses`` (a term computed from the activations or
-        outputs directly, e.g. a logit penalty, would be filtered too — use the two-backward path for that);
-        one backward through the returned loss. A sample whose loss is NaN/inf gets no gradient at all
-        and the score NaN (ranked last).
+        else the backward carried, e.g. a penalty on the parameters, or — on the inner-backward path — a term
+        computed from the activations, such as a logit penalty, which back-propagates unfiltered: the inner
+        backward keeps the graph for it). Requirements beyond :meth:`compute`'s: one backward through the
+        returned loss; on the full-backward path (compiled module) the recorded layers reach the loss only
+        through ``losses`` (a term computed from the activations would be filtered too). A sample whose loss is
+        NaN/inf gets no gradient at all and the score NaN (ranked last).
         """
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
@@ -534,7 +540,8 @@ class GradNormRecorder:
                              if name not in calls for pname, p in layer.named_parameters(recurse=False)
                              if p.requires_grad]
             pending.losses = losses
-            return _OneBackwardMean.apply(losses, pending)
+            anchor = torch.zeros((), dtype=losses.dtype, device=losses.device, requires_grad=True)
+            return _OneBackwardMean.apply(anchor, pending)
         # a compiled graph's backward cannot be entered twice (its buffers are donated), so there the outer
         # backward computes the full batch's gradient and the end of the backward corrects it
         for call in calls.values():
@@ -624,8 +631,8 @@ class _Pending:
         inputs = self.edges + [p for _, p in self.loose]
         if not inputs:
             return
-        # retain_graph: the outer backward still walks this graph (with no gradient) and may reach it by other
-        # paths (a term of the returned loss that uses `losses` again), which then back-propagate normally
+        # retain_graph: the outer backward may still reach this graph by other paths (a term of the returned loss
+        # that uses `losses` or the activations again), which then back-propagate as usual
         grads = torch.autograd.grad(self.losses, inputs, grad_outputs=v, retain_graph=True, allow_unused=True)
         for (call, j), g in zip(self.slots, grads):
             call.grads[j] = g
@@ -679,8 +686,11 @@ class _Pending:
         idx = torch.nonzero(w).squeeze(1)
         if idx.numel():
             ws = w[idx]
+            # every sample's per-sample gradient is finite: a layer holding them all sums them with w directly
+            # (zeros included) instead of copying the kept rows out first
+            dense = w if bool(finite.all()) else None
             for book in books:
-                for param, delta in book.grads(ws, idx):
+                for param, delta in book.grads(ws, idx, dense):
                     delta = delta.to(param.dtype)
                     if param.grad is None:
                         param.grad = delta
@@ -696,7 +706,10 @@ class _OneBackwardMean(torch.autograd.Function):
     step (:meth:`GradNormRecorder.filtered_mean`) queued to run when the backward ends."""
 
     @staticmethod
-    def forward(ctx: Any, losses: Tensor, pending: _Pending) -> Tensor:
+    def forward(ctx: Any, source: Tensor, pending: _Pending) -> Tensor:
+        # source: the losses themselves (the outer backward runs through them), or, on the inner-backward path, a
+        # scalar that only carries the autograd connection (the losses' graph is entered by `run_inner` alone)
+        losses = pending.losses.detach() if pending.inner else source
         finite = torch.isfinite(losses)
         pending.finite = finite
         ctx.pending = pending
@@ -718,6 +731,9 @@ class _OneBackwardMean(torch.autograd.Function):
         return grad, None
 
 
+_FEW_INPUT_CHANNELS = 3  # per-sample Conv weight gradients by a forward convolution up to this many input channels
+
+
 def _use_ghost(mode: NormMode, positions: int, p: int, q: int) -> bool:
     if mode == "ghost":
         return True
@@ -736,14 +752,23 @@ def _weighted_sum(w: Tensor, per_sample: Tensor, shape: torch.Size) -> Tensor:
     return (w.to(per_sample.dtype) @ per_sample.reshape(per_sample.shape[0], -1)).reshape(shape)
 
 
+def _dense_or_indexed(w: Tensor, idx: Tensor, dense: Tensor | None, per_sample: Tensor, shape: torch.Size) -> Tensor:
+    """``sum_j w[j] per_sample[idx[j]]``, over the whole batch with ``dense`` when it is given."""
+    if dense is not None:
+        return _weighted_sum(dense, per_sample, shape)
+    return _weighted_sum(w, per_sample[idx], shape)
+
+
 class _LayerBook:
     """What one layer's recorded calls give: per-sample squared gradient norms and weighted gradient sums."""
 
     def sq(self) -> Tensor | None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:  # pragma: no cover
-        """``sum_j w[j] * grad_theta loss_{idx[j]}`` for each of the layer's trainable parameters."""
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None
+              ) -> list[tuple[nn.Parameter, Tensor]]:  # pragma: no cover
+        """``sum_j w[j] * grad_theta loss_{idx[j]}`` for each of the layer's trainable parameters (``dense``: the
+        same weights over the whole batch, zero elsewhere, given when every sample's gradient is finite)."""
         raise NotImplementedError
 
 
@@ -782,13 +807,13 @@ class _LinearBook(_LayerBook):
             sq = sq + D.sum(1).pow(2).sum(1)
         return sq
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
         layer, out = self.layer, []
         w = w.to(self.D.dtype)
         D = self.D[idx]
         if layer.weight.requires_grad:
             if self.per_sample is not None:
-                dw = _weighted_sum(w, self.per_sample[idx], layer.weight.shape)
+                dw = _dense_or_indexed(w, idx, dense, self.per_sample, layer.weight.shape)
             else:
                 dw = (D * w[:, None, None]).reshape(-1, D.shape[2]).t() @ self.A[idx].reshape(-1, self.A.shape[2])
             out.append((layer.weight, dw))
@@ -825,6 +850,7 @@ class _ConvBook(_LayerBook):
         self.padded, self.deltas = [a.to(dt) for a in padded], [d.to(dt) for d in deltas]
         self.layer, self.mode, self.b = layer, mode, b
         self.per_sample: Tensor | None = None  # [B, cout, cin/g, kh, kw] when the per-layer form was used
+        self.per_sample_bias: Tensor | None = None  # [B, cout], once sq() ran
 
     def _weight_grad(self, a: Tensor, d: Tensor, groups: int) -> Tensor:
         cin, cout = a.shape[1], d.shape[1]
@@ -846,31 +872,50 @@ class _ConvBook(_LayerBook):
                 D = _cat([d.reshape(b, g_, q, -1) for d in self.deltas], -1)
                 sq = sq + (torch.einsum("bgpl,bgpm->bglm", A, A) * torch.einsum("bgql,bgqm->bglm", D, D)).sum((1, 2, 3))
             else:
-                # the layer's per-sample weight gradients in one grouped convolution backward (batch folded into groups)
                 per_sample = None
                 for a, d in zip(self.padded, self.deltas):
-                    gw = self._weight_grad(a.reshape(1, b * cin, *a.shape[2:]), d.reshape(1, b * cout, *d.shape[2:]),
-                                           b * g_)
+                    gw = self._per_sample_weight_grad(a, d)
                     per_sample = gw if per_sample is None else per_sample + gw
-                self.per_sample = per_sample.reshape(b, cout, cin // g_, kh, kw)
-                sq = sq + self.per_sample.pow(2).sum((1, 2, 3, 4))
+                self.per_sample = per_sample
+                flat = per_sample.reshape(b, -1)
+                sq = sq + (flat * flat).sum(1)
         if layer.bias is not None and layer.bias.requires_grad:
-            sq = sq + sum(d.sum((2, 3)) for d in self.deltas).pow(2).sum(1)
+            self.per_sample_bias = sum(d.sum((2, 3)) for d in self.deltas)  # [B, cout]
+            sq = sq + self.per_sample_bias.pow(2).sum(1)
         return sq
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
+    def _per_sample_weight_grad(self, a: Tensor, d: Tensor) -> Tensor:
+        """``[B, cout, cin/groups, kh, kw]``: the per-sample weight gradients of one call."""
+        layer, b = self.layer, self.b
+        g_, cin, cout = layer.groups, layer.in_channels, layer.out_channels
+        kh, kw = self.kernel
+        if g_ == 1 and cin <= _FEW_INPUT_CHANNELS:
+            # few input channels (a first layer): a forward convolution with the input channels as its batch and
+            # each sample's output gradient as a kernel of its own group (the roles of stride and dilation swap)
+            # measured faster on CPU than the grouped weight gradient below for cin = 1..3
+            out = F.conv2d(a.transpose(0, 1), d.reshape(b * cout, 1, *d.shape[2:]), stride=self.dilation,
+                           dilation=self.stride, groups=b)[..., :kh, :kw]  # [cin, B*cout, >=kh, >=kw] cut to the kernel
+            return out.reshape(cin, b, cout, kh, kw).permute(1, 2, 0, 3, 4)
+        # one grouped convolution weight-gradient with the batch folded into the groups
+        gw = self._weight_grad(a.reshape(1, b * cin, *a.shape[2:]), d.reshape(1, b * cout, *d.shape[2:]), b * g_)
+        return gw.reshape(b, cout, cin // g_, kh, kw)
+
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
         layer, out = self.layer, []
         w = w.to(self.deltas[0].dtype)
-        deltas = [d[idx] * w[:, None, None, None] for d in self.deltas]
         if layer.weight.requires_grad:
             if self.per_sample is not None:
-                dw = _weighted_sum(w, self.per_sample[idx], layer.weight.shape)
+                dw = _dense_or_indexed(w, idx, dense, self.per_sample, layer.weight.shape)
             else:
+                deltas = [d[idx] * w[:, None, None, None] for d in self.deltas]
                 dw = sum(self._weight_grad(a[idx], d, layer.groups) for a, d in zip(self.padded, deltas))
                 dw = dw.reshape(layer.weight.shape)
             out.append((layer.weight, dw))
         if layer.bias is not None and layer.bias.requires_grad:
-            out.append((layer.bias, sum(d.sum((0, 2, 3)) for d in deltas)))
+            per_sample_bias = self.per_sample_bias
+            if per_sample_bias is None:
+                per_sample_bias = sum(d.sum((2, 3)) for d in self.deltas)  # [B, cout]
+            out.append((layer.bias, _dense_or_indexed(w, idx, dense, per_sample_bias, layer.bias.shape)))
         return out
 
 
@@ -886,8 +931,8 @@ class _FuncBook(_LayerBook):
         b = self.per_sample[0][1].shape[0]
         return sum(_float(g).reshape(b, -1).pow(2).sum(1) for _, g in self.per_sample)
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
-        return [(p, _weighted_sum(w, _float(g)[idx], p.shape)) for p, g in self.per_sample]
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
+        return [(p, _dense_or_indexed(w, idx, dense, _float(g), p.shape)) for p, g in self.per_sample]
 
 
 def prl_g_scores(module: nn.Module, compute_losses: Callable[[], Tensor], mode: NormMode = "auto"
