@@ -743,6 +743,11 @@ def _use_ghost(mode: NormMode, positions: int, p: int, q: int) -> bool:
     return positions * (p + q) <= p * q
 
 
+def _sq_norms(per_sample: Tensor) -> Tensor:
+    """``[B]``: each sample's squared norm (one pass, no squared copy of a large per-sample tensor)."""
+    return torch.linalg.vector_norm(per_sample.reshape(per_sample.shape[0], -1), dim=1).square()
+
+
 def _cat(parts: list[Tensor], dim: int) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
@@ -802,7 +807,7 @@ class _LinearBook(_LayerBook):
                 sq = sq + (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(D, D.transpose(1, 2))).sum((1, 2))
             else:
                 self.per_sample = torch.bmm(D.transpose(1, 2), A)
-                sq = sq + self.per_sample.pow(2).sum((1, 2))
+                sq = sq + _sq_norms(self.per_sample)
         if layer.bias is not None and layer.bias.requires_grad:
             sq = sq + D.sum(1).pow(2).sum(1)
         return sq
@@ -824,7 +829,8 @@ class _LinearBook(_LayerBook):
 
 class _ConvBook(_LayerBook):
     """``nn.Conv1d`` / ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups; Conv1d as a
-    Conv2d of height 1): the inputs padded as the layer pads them, and the output gradients."""
+    Conv2d of height 1): the inputs (padded as the layer pads them, or with ``pad`` left to the convolutions
+    below when it is zero padding, the same on both sides), and the output gradients."""
 
     def __init__(self, layer: nn.Conv1d | nn.Conv2d, calls: list[_Call], b: int, mode: NormMode) -> None:
         one_d = isinstance(layer, nn.Conv1d)
@@ -832,6 +838,10 @@ class _ConvBook(_LayerBook):
         self.kernel = (1, *layer.kernel_size) if one_d else tuple(layer.kernel_size)
         self.stride = (1, *layer.stride) if one_d else tuple(layer.stride)
         self.dilation = (1, *layer.dilation) if one_d else tuple(layer.dilation)
+        # zero padding, the same on both sides: the convolutions below pad (no padded copy of the input)
+        r = layer._reversed_padding_repeated_twice  # (left, right[, top, bottom])
+        same = layer.padding_mode == "zeros" and r[0] == r[1] and (one_d or r[2] == r[3])
+        self.pad = ((0, r[0]) if one_d else (r[2], r[0])) if same else (0, 0)
         padded, deltas = [], []
         for call in calls:
             d = call.grads[0]
@@ -841,8 +851,8 @@ class _ConvBook(_LayerBook):
             if a.ndim != nd:
                 raise ValueError(f"`rule='prl_g'` supports {type(layer).__name__} on batched inputs of {nd} dimensions, "
                                  f"got {tuple(a.shape)}.")
-            pad_mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-            a = F.pad(a, layer._reversed_padding_repeated_twice, mode=pad_mode)
+            if not same:
+                a = F.pad(a, r, mode="constant" if layer.padding_mode == "zeros" else layer.padding_mode)
             d = _float(d)
             padded.append(a.unsqueeze(2) if one_d else a)
             deltas.append(d.unsqueeze(2) if one_d else d)
@@ -854,7 +864,7 @@ class _ConvBook(_LayerBook):
 
     def _weight_grad(self, a: Tensor, d: Tensor, groups: int) -> Tensor:
         cin, cout = a.shape[1], d.shape[1]
-        return torch.nn.grad.conv2d_weight(a, (cout, cin // groups, *self.kernel), d, stride=self.stride, padding=0,
+        return torch.nn.grad.conv2d_weight(a, (cout, cin // groups, *self.kernel), d, stride=self.stride, padding=self.pad,
                                            dilation=self.dilation, groups=groups)
 
     def sq(self) -> Tensor:
@@ -867,8 +877,8 @@ class _ConvBook(_LayerBook):
             p, q = cin // g_ * kh * kw, cout // g_
             if _use_ghost(self.mode, positions, p, q):
                 # Gram form over the unfolded patches: <A_i^T A_i, D_i^T D_i>_F per group, summed over groups
-                A = _cat([F.unfold(a, self.kernel, dilation=self.dilation, stride=self.stride).reshape(b, g_, p, -1)
-                          for a in self.padded], -1)
+                A = _cat([F.unfold(a, self.kernel, dilation=self.dilation, padding=self.pad, stride=self.stride)
+                          .reshape(b, g_, p, -1) for a in self.padded], -1)
                 D = _cat([d.reshape(b, g_, q, -1) for d in self.deltas], -1)
                 sq = sq + (torch.einsum("bgpl,bgpm->bglm", A, A) * torch.einsum("bgql,bgqm->bglm", D, D)).sum((1, 2, 3))
             else:
@@ -877,8 +887,7 @@ class _ConvBook(_LayerBook):
                     gw = self._per_sample_weight_grad(a, d)
                     per_sample = gw if per_sample is None else per_sample + gw
                 self.per_sample = per_sample
-                flat = per_sample.reshape(b, -1)
-                sq = sq + (flat * flat).sum(1)
+                sq = sq + _sq_norms(per_sample)
         if layer.bias is not None and layer.bias.requires_grad:
             self.per_sample_bias = sum(d.sum((2, 3)) for d in self.deltas)  # [B, cout]
             sq = sq + self.per_sample_bias.pow(2).sum(1)
@@ -893,8 +902,9 @@ class _ConvBook(_LayerBook):
             # few input channels (a first layer): a forward convolution with the input channels as its batch and
             # each sample's output gradient as a kernel of its own group (the roles of stride and dilation swap)
             # measured faster on CPU than the grouped weight gradient below for cin = 1..3
+            # ([cin, B*cout, >= kh, >= kw], cut to the kernel)
             out = F.conv2d(a.transpose(0, 1), d.reshape(b * cout, 1, *d.shape[2:]), stride=self.dilation,
-                           dilation=self.stride, groups=b)[..., :kh, :kw]  # [cin, B*cout, >=kh, >=kw] cut to the kernel
+                           dilation=self.stride, padding=self.pad, groups=b)[..., :kh, :kw]
             return out.reshape(cin, b, cout, kh, kw).permute(1, 2, 0, 3, 4)
         # one grouped convolution weight-gradient with the batch folded into the groups
         gw = self._weight_grad(a.reshape(1, b * cin, *a.shape[2:]), d.reshape(1, b * cout, *d.shape[2:]), b * g_)
@@ -928,8 +938,7 @@ class _FuncBook(_LayerBook):
     def sq(self) -> Tensor | None:
         if not self.per_sample:
             return None
-        b = self.per_sample[0][1].shape[0]
-        return sum(_float(g).reshape(b, -1).pow(2).sum(1) for _, g in self.per_sample)
+        return sum(_sq_norms(_float(g)) for _, g in self.per_sample)
 
     def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
         return [(p, _dense_or_indexed(w, idx, dense, _float(g), p.shape)) for p, g in self.per_sample]
