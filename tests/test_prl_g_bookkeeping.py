@@ -7,6 +7,7 @@ Reference = the two-backward definition: per-sample norms one sample at a time (
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.plugins import MixedPrecision
 from torch import nn
 
@@ -298,6 +299,17 @@ def test_errors_are_explained():
     with pytest.raises(ValueError, match=r"parameters \['temperature'\] get gradients but their module's forward"):
         out.backward()
     model, x, y = small_problem()
+    # a called layer's weight used once more outside its forward, and a parameter given to a layer as its input
+    rec = GradNormRecorder(model).attach()
+    out = rec.filtered_mean(ce(model(x), y) + F.linear(x, model[0].weight).sum(1), lambda s: s < 1e9, 3)
+    with pytest.raises(ValueError, match=r"parameters \['0.weight'\] get gradients but their module's forward was "
+                                         r"not called, or not only through it"):
+        out.backward()
+    two = nn.ModuleDict({"lin": nn.Linear(4, 3), "table": nn.Embedding(10, 4)})
+    rec = GradNormRecorder(two).attach()
+    out = rec.filtered_mean(ce(two["lin"](two["table"].weight), y), lambda s: s < 1e9, 3)
+    with pytest.raises(ValueError, match=r"parameters \['table.weight'\] get gradients"):
+        out.backward()
     rec = GradNormRecorder(model).attach()
     out = rec.filtered_mean(ce(model(x), y), lambda s: smallest_k_mask(s, 7, torch.arange(10)), 7)
     out.backward(retain_graph=True)

@@ -216,6 +216,9 @@ class _Call:
     outs: list[tuple[Tensor, int, Any, int]]  # (output, its version at forward time, grad_fn, output_nr)
     positions: list[int]  # where the recorded outputs sit among the layer's flattened outputs
     grads: list[Tensor | None] = field(default_factory=list)
+    # the autograd nodes of its inputs that require grad, and the ids of such inputs that are leaves
+    in_nodes: list[Any] = field(default_factory=list)
+    in_leaves: list[int] = field(default_factory=list)
 
 
 def _is_plain(module: nn.Module, cls: type) -> bool:
@@ -348,7 +351,14 @@ class GradNormRecorder:
             if not self._compiled_seen:
                 self._compiled_seen = any("Compiled" in type(o[2]).__name__ for o in outs)
             detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
-            self._calls.setdefault(name, []).append(_Call(detached, dict(kwargs), outs, positions))
+            call = _Call(detached, dict(kwargs), outs, positions)
+            for t in torch.utils._pytree.tree_leaves((args, kwargs)):
+                if isinstance(t, Tensor) and t.requires_grad:
+                    if t.grad_fn is None:
+                        call.in_leaves.append(id(t))
+                    else:
+                        call.in_nodes.append(t.grad_fn)
+            self._calls.setdefault(name, []).append(call)
 
         return hook
 
@@ -536,9 +546,7 @@ class GradNormRecorder:
                     for j, (_, _, node, nr) in enumerate(c.outs):
                         pending.edges.append(GradientEdge(node, nr))
                         pending.slots.append((c, j))
-            pending.loose = [(f"{name}.{pname}" if name else pname, p) for name, layer in self._layers.items()
-                             if name not in calls for pname, p in layer.named_parameters(recurse=False)
-                             if p.requires_grad]
+            pending.touched.extend(self._stray_parameters(losses, calls))
             pending.losses = losses
             anchor = torch.zeros((), dtype=losses.dtype, device=losses.device, requires_grad=True)
             return _OneBackwardMean.apply(anchor, pending)
@@ -558,6 +566,38 @@ class GradNormRecorder:
                         pending.handles.append(p.register_hook(_mark(pending.touched, full)))
         pending.handles.append(losses.register_hook(pending.take_loss_grad))
         return _OneBackwardMean.apply(losses, pending)
+
+    def _stray_parameters(self, losses: Tensor, calls: dict[str, list[_Call]]) -> list[str]:
+        """Trainable parameters the losses' graph reaches other than through a recorded layer call (a layer whose
+        forward did not run, `F.linear(x, layer.weight)`, a raw parameter in the loss): the inner backward would
+        leave them without their gradient. A walk of the graph from the losses that jumps from each recorded
+        call's output node to its inputs' nodes."""
+        boundary: dict[Any, list[Any]] = {}
+        leaf_inputs: set[int] = set()
+        for cs in calls.values():
+            for c in cs:
+                leaf_inputs.update(c.in_leaves)
+                for _, _, node, _ in c.outs:
+                    boundary.setdefault(node, []).extend(c.in_nodes)
+        names = {id(p): n for n, p in self.module.named_parameters() if p.requires_grad}
+        stray = [names[i] for i in leaf_inputs if i in names]  # a parameter passed to a layer as its input
+        seen: set[Any] = set()
+        stack = [losses.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if node in boundary:
+                stack.extend(boundary[node])
+                continue
+            var = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+            if var is not None:
+                if id(var) in names:
+                    stray.append(names[id(var)])
+                continue
+            stack.extend(n for n, _ in node.next_functions)
+        return stray
 
     def _check_batch_norms(self) -> None:
         if not self._handles:  # not attached: the module may change between calls
@@ -619,7 +659,6 @@ class _Pending:
         self.losses: Tensor | None = None
         self.edges: list[Any] = []  # GradientEdge of each recorded output
         self.slots: list[tuple[_Call, int]] = []  # where each edge's gradient goes
-        self.loose: list[tuple[str, nn.Parameter]] = []
 
     @property
     def inner(self) -> bool:
@@ -627,16 +666,15 @@ class _Pending:
 
     def run_inner(self, v: Tensor) -> None:
         """The recorded outputs' gradients of ``sum_i v_i losses_i`` (one backward that stops at them: autograd
-        prunes every weight gradient), and whether a parameter of a layer not called gets a gradient."""
-        inputs = self.edges + [p for _, p in self.loose]
-        if not inputs:
+        prunes every weight gradient)."""
+        inputs = self.edges
+        if not inputs or self.touched:  # nothing recorded, or an error to raise when the backward ends
             return
         # retain_graph: the outer backward may still reach this graph by other paths (a term of the returned loss
         # that uses `losses` or the activations again), which then back-propagate as usual
         grads = torch.autograd.grad(self.losses, inputs, grad_outputs=v, retain_graph=True, allow_unused=True)
         for (call, j), g in zip(self.slots, grads):
             call.grads[j] = g
-        self.touched.extend(name for (name, _), g in zip(self.loose, grads[len(self.slots):]) if g is not None)
 
     def take_loss_grad(self, grad: Tensor) -> None:
         self.loss_grad = grad.detach()
@@ -655,7 +693,8 @@ class _Pending:
         rec = self.recorder
         if self.touched:
             raise ValueError(f"`rule='prl_g'`: parameters {sorted(set(self.touched))[:5]} get gradients but their "
-                             "module's forward was not called (e.g. a raw nn.Parameter used in `per_sample_loss`, or "
+                             "module's forward was not called, or not only through it (e.g. a raw nn.Parameter used in "
+                             "`per_sample_loss`, or "
                              "`F.linear(x, layer.weight)`); their per-sample gradients cannot be recorded. Use them "
                              "through a module's forward. Under `torch.compile` this also happens when the module's "
                              "code was compiled earlier in this process without the recording hooks (TorchDynamo does "
