@@ -282,6 +282,7 @@ class GradNormRecorder:
         self._recording = False
         self._layers: dict[str, nn.Module] = {}
         self._batch_norms: list[tuple[str, nn.Module]] | None = None  # cached while attached
+        self._param_names: dict[int, tuple[str, nn.Parameter]] | None = None  # cached while attached
         self._compiled_seen = False  # a recorded output came out of a torch.compile'd graph since the last clear
         self.last_scores: Tensor | None = None  # of the last :meth:`filtered_mean` step, once its backward ended
         self.last_mask: Tensor | None = None
@@ -292,6 +293,7 @@ class GradNormRecorder:
         if self._handles:
             self._recording = True
             return self
+        self._batch_norms = self._param_names = None  # the module may have changed since the last attach
         owners: dict[int, str] = {}
         for name, m in self.module.named_modules():
             for pname, p in m.named_parameters(recurse=False):
@@ -312,7 +314,7 @@ class GradNormRecorder:
             h.remove()
         self._handles = []
         self._recording = False
-        self._batch_norms = None
+        self._batch_norms = self._param_names = None
         self.clear()
 
     def pause(self) -> None:
@@ -579,8 +581,12 @@ class GradNormRecorder:
                 leaf_inputs.update(c.in_leaves)
                 for _, _, node, _ in c.outs:
                     boundary.setdefault(node, []).extend(c.in_nodes)
-        names = {id(p): n for n, p in self.module.named_parameters() if p.requires_grad}
-        stray = [names[i] for i in leaf_inputs if i in names]  # a parameter passed to a layer as its input
+        names = self._param_names
+        if names is None or not self._handles:  # cached while attached (a parameter's id is its identity)
+            names = {id(p): (n, p) for n, p in self.module.named_parameters()}
+            self._param_names = names if self._handles else None
+        # a trainable parameter passed to a layer as its input
+        stray = [names[i][0] for i in leaf_inputs if i in names and names[i][1].requires_grad]
         seen: set[Any] = set()
         stack = [losses.grad_fn]
         while stack:
@@ -593,8 +599,8 @@ class GradNormRecorder:
                 continue
             var = getattr(node, "variable", None)  # AccumulateGrad: a leaf
             if var is not None:
-                if id(var) in names:
-                    stray.append(names[id(var)])
+                if id(var) in names and var.requires_grad:
+                    stray.append(names[id(var)][0])
                 continue
             stack.extend(n for n, _ in node.next_functions)
         return stray
