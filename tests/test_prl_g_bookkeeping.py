@@ -7,6 +7,7 @@ Reference = the two-backward definition: per-sample norms one sample at a time (
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.plugins import MixedPrecision
 from torch import nn
 
@@ -100,6 +101,58 @@ def test_conv2d_variants(kw):
     assert_same_as_reference(model, x, y, 4, ce, ("ghost", "per_layer"))
 
 
+# a layer with at most 3 input channels (a first layer) takes its per-sample gradients by a forward convolution
+FEW_CHANNEL_CASES = [(nn.Conv2d, 1, dict(kernel_size=5, padding=2)),
+                     (nn.Conv2d, 2, dict(kernel_size=3, stride=2, dilation=2, padding=1)),
+                     (nn.Conv2d, 3, dict(kernel_size=(2, 3), stride=(3, 1), padding_mode="reflect", padding=1)),
+                     (nn.Conv1d, 1, dict(kernel_size=4, stride=3, dilation=2))]
+
+
+@pytest.mark.parametrize("conv, cin, kw", FEW_CHANNEL_CASES, ids=[f"{c.__name__}-cin{n}" for c, n, _ in FEW_CHANNEL_CASES])
+def test_conv_with_few_input_channels(conv, cin, kw):
+    torch.manual_seed(9)
+    model = nn.Sequential(conv(cin, 5, **kw), nn.Tanh(), conv(5, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(7, cin, 11) if conv is nn.Conv1d else torch.randn(7, cin, 10, 9)
+    y = torch.randint(0, 3, (7,))
+    model(x)
+    assert_same_as_reference(model, x, y, 5, ce, ("per_layer",))
+
+
+def test_the_backward_computes_no_weight_gradient():
+    """Eager fp32: autograd's backward through the losses stops at the layers' outputs; the only convolution
+    weight-gradients run are the book-keeping's per-sample ones (batch folded into groups), no parameter hook fires,
+    and `.grad` is the kept samples' mean gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ConvBackwards(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution_backward.default:
+                self.calls.append((args[1].shape[0], tuple(args[-1])))  # (input batch, output mask)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 3))
+    x, y = torch.randn(9, 4, 6, 6), torch.randint(0, 3, (9,))
+    fired = []
+    for name, p in model.named_parameters():
+        p.register_hook(lambda g, name=name: fired.append(name))
+    rec = GradNormRecorder(model, "per_layer").attach()
+    out = rec.filtered_mean(ce(model(x), y), lambda s: smallest_k_mask(s, 6, torch.arange(9)), 6)
+    with ConvBackwards() as mode:
+        out.backward()
+    # at batch size 9 only the second conv's input gradient; then each conv's per-sample weight gradients (folded)
+    assert sorted(mode.calls) == [(1, (False, True, False))] * 2 + [(9, (True, False, False))]
+    assert fired == []
+    _, _, grads = reference(model, x, y, 6)
+    for p, r in zip(params_of(model), grads):
+        torch.testing.assert_close(p.grad, r, **TOL)
+
+
 def test_mixed_model_with_fallback_layers():
     """GroupNorm, frozen BatchNorm, LayerNorm, Embedding, a custom parameter and a Linear called twice go
     through the torch.func per-sample gradients, in the same backward as the Linear/Conv layers."""
@@ -169,6 +222,23 @@ def test_other_uses_of_the_losses_and_gradient_accumulation_stay_exact():
         torch.testing.assert_close(p.grad, b0 + r, **TOL)
 
 
+def test_a_term_from_the_activations_is_back_propagated_unfiltered():
+    """A penalty on the logits added to the returned loss reaches the parameters by its own path: eager book-keeping
+    (the losses' graph is entered only by its inner backward, which keeps it for the outer one) adds its whole gradient."""
+    model, x, y = small_problem(11)
+    _, mask, _ = reference(model, x, y, 7)
+    logits = model(x)
+    want = torch.autograd.grad(masked_mean(ce(logits, y), mask) + 0.1 * logits.pow(2).mean(), params_of(model))
+    model.zero_grad(set_to_none=True)
+    rec = GradNormRecorder(model).attach()
+    logits = model(x)
+    out = rec.filtered_mean(ce(logits, y), lambda s: smallest_k_mask(s, 7, torch.arange(10)), 7)
+    (out + 0.1 * logits.pow(2).mean()).backward()
+    assert torch.equal(rec.last_mask, mask)
+    for p, r in zip(params_of(model), want):
+        torch.testing.assert_close(p.grad, r, **TOL)
+
+
 def test_a_prior_mask_from_another_selector_changes_the_kept_count():
     model, x, y = small_problem(6)
     prior = torch.ones(10, dtype=torch.bool)
@@ -229,6 +299,17 @@ def test_errors_are_explained():
     with pytest.raises(ValueError, match=r"parameters \['temperature'\] get gradients but their module's forward"):
         out.backward()
     model, x, y = small_problem()
+    # a called layer's weight used once more outside its forward, and a parameter given to a layer as its input
+    rec = GradNormRecorder(model).attach()
+    out = rec.filtered_mean(ce(model(x), y) + F.linear(x, model[0].weight).sum(1), lambda s: s < 1e9, 3)
+    with pytest.raises(ValueError, match=r"parameters \['0.weight'\] get gradients but their module's forward was "
+                                         r"not called, or not only through it"):
+        out.backward()
+    two = nn.ModuleDict({"lin": nn.Linear(4, 3), "table": nn.Embedding(10, 4)})
+    rec = GradNormRecorder(two).attach()
+    out = rec.filtered_mean(ce(two["lin"](two["table"].weight), y), lambda s: s < 1e9, 3)
+    with pytest.raises(ValueError, match=r"parameters \['table.weight'\] get gradients"):
+        out.backward()
     rec = GradNormRecorder(model).attach()
     out = rec.filtered_mean(ce(model(x), y), lambda s: smallest_k_mask(s, 7, torch.arange(10)), 7)
     out.backward(retain_graph=True)

@@ -112,9 +112,12 @@ class BatchFilter(Callback):
       norms, the selection and the kept samples' gradient from the step's **one** backward (Bu et al. 2023's
       book-keeping; :meth:`~lit_robust.functional.scores.GradNormRecorder.filtered_mean`): the loss the mixin returns
       then has the value of the whole batch's mean (the selection is made during the backward), and the
-      gradient written into ``.grad`` is the kept samples' mean. ``"two_pass"`` is the earlier way: one extra
-      backward to the activations for the norms, then the filtered loss's own backward (the loss's value is
-      the kept mean). ``"auto"`` (default) is book-keeping in one process and two-pass under DDP (the
+      gradient written into ``.grad`` is the kept samples' mean (eager, torch >= 2.4: that backward stops at
+      the layers' outputs and autograd computes no weight gradient; the kept samples' gradient is formed from
+      the same activations and output gradients as the norms; on a module compiled by ``torch.compile`` the
+      backward runs through the network and ``.grad`` is corrected afterwards). ``"two_pass"`` is the earlier
+      way: one extra backward to the activations for the norms, then the filtered loss's own backward (the
+      loss's value is the kept mean). ``"auto"`` (default) is book-keeping in one process and two-pass under DDP (the
       book-keeping correction of ``.grad`` comes after DDP's gradient all-reduce, so it is not used there).
 
     Warm-up (the :math:`R(T)` of thesis Alg. 5): in epoch :math:`t` (0-based) the drop ratio is

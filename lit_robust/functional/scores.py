@@ -20,6 +20,7 @@ Nothing here imports Lightning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +43,10 @@ __all__ = [
 
 LossLayer = Literal["ce", "mse"]
 NormMode = Literal["auto", "ghost", "per_layer"]
+
+# `torch.autograd.grad(..., inputs=[GradientEdge, ...])` (torch >= 2.4): the book-keeping backward asks autograd
+# for the layers' output gradients only, so it never computes the layers' weight gradients
+_EDGE_GRAD = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) >= (2, 4)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -211,6 +216,9 @@ class _Call:
     outs: list[tuple[Tensor, int, Any, int]]  # (output, its version at forward time, grad_fn, output_nr)
     positions: list[int]  # where the recorded outputs sit among the layer's flattened outputs
     grads: list[Tensor | None] = field(default_factory=list)
+    # the autograd nodes of its inputs that require grad, and the ids of such inputs that are leaves
+    in_nodes: list[Any] = field(default_factory=list)
+    in_leaves: list[int] = field(default_factory=list)
 
 
 def _is_plain(module: nn.Module, cls: type) -> bool:
@@ -273,6 +281,9 @@ class GradNormRecorder:
         self._calls: dict[str, list[_Call]] = {}
         self._recording = False
         self._layers: dict[str, nn.Module] = {}
+        self._batch_norms: list[tuple[str, nn.Module]] | None = None  # cached while attached
+        self._param_names: dict[int, tuple[str, nn.Parameter]] | None = None  # cached while attached
+        self._compiled_seen = False  # a recorded output came out of a torch.compile'd graph since the last clear
         self.last_scores: Tensor | None = None  # of the last :meth:`filtered_mean` step, once its backward ended
         self.last_mask: Tensor | None = None
 
@@ -282,6 +293,7 @@ class GradNormRecorder:
         if self._handles:
             self._recording = True
             return self
+        self._batch_norms = self._param_names = None  # the module may have changed since the last attach
         owners: dict[int, str] = {}
         for name, m in self.module.named_modules():
             for pname, p in m.named_parameters(recurse=False):
@@ -302,6 +314,7 @@ class GradNormRecorder:
             h.remove()
         self._handles = []
         self._recording = False
+        self._batch_norms = self._param_names = None
         self.clear()
 
     def pause(self) -> None:
@@ -312,6 +325,7 @@ class GradNormRecorder:
     def clear(self) -> None:
         """Forget the recorded calls (the activations they hold) without removing the hooks."""
         self._calls = {}
+        self._compiled_seen = False
 
     def __enter__(self) -> GradNormRecorder:
         return self.attach()
@@ -336,8 +350,17 @@ class GradNormRecorder:
             if not positions:
                 return
             outs = [(flat[i], flat[i]._version, flat[i].grad_fn, flat[i].output_nr) for i in positions]
+            if not self._compiled_seen:
+                self._compiled_seen = any("Compiled" in type(o[2]).__name__ for o in outs)
             detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
-            self._calls.setdefault(name, []).append(_Call(detached, dict(kwargs), outs, positions))
+            call = _Call(detached, dict(kwargs), outs, positions)
+            for t in torch.utils._pytree.tree_leaves((args, kwargs)):
+                if isinstance(t, Tensor) and t.requires_grad:
+                    if t.grad_fn is None:
+                        call.in_leaves.append(id(t))
+                    else:
+                        call.in_nodes.append(t.grad_fn)
+            self._calls.setdefault(name, []).append(call)
 
         return hook
 
@@ -475,26 +498,32 @@ class GradNormRecorder:
         Returns a scalar to back-propagate (its value: the mean of the batch's finite losses, since the
         selection is only known after the backward). Its backward sends :math:`c / k` to every sample
         (:math:`k` = ``keep_count``, the expected number kept; :math:`c` whatever multiplies the returned
-        loss downstream: gradient accumulation's :math:`1/N`, AMP's loss scale); hooks take each recorded
-        layer's output gradient :math:`\delta_i` on the way. When the backward ends (``queue_callback``):
+        loss downstream: gradient accumulation's :math:`1/N`, AMP's loss scale) in an inner
+        ``torch.autograd.grad`` that stops at the recorded layers' outputs: it yields each layer's output
+        gradient :math:`\delta_i` and autograd computes no weight gradient of these layers (torch >= 2.4, a module
+        not compiled by ``torch.compile``; otherwise the backward runs through the whole network, node pre-hooks take
+        :math:`\delta_i` on the way, and step 3 corrects the full batch's gradient it left in ``.grad``). When
+        the backward ends (``queue_callback``):
 
         1. the per-sample gradient norms :math:`\|\nabla_\theta \ell_i\|` from :math:`(a_i, \delta_i)`
            (as :meth:`compute`), divided by the weight :math:`v_i = \partial L / \partial \ell_i` each loss
            received (so a loss scale or accumulation factor does not change them);
         2. ``mask = select(scores)`` (``& prior_keep``), :math:`t_i = [i \text{ kept}] / |\text{mask}|`;
-        3. each parameter's ``.grad`` gets :math:`\sum_i w_i \nabla_\theta \ell_i` with
-           :math:`w_i = c\,(t_i - 1/k)`, formed from the same :math:`(a_i, \delta_i)` — for Linear
-           :math:`\sum_i w_i \delta_i a_i^\top`, for Conv the weight gradient of the weighted samples, for
-           other layers the torch.func per-sample gradients. When ``keep_count`` was right only the dropped
-           samples have :math:`w_i \ne 0` (:math:`-c/k`): the backward's full-batch gradient minus theirs;
+        3. each parameter's ``.grad`` gets :math:`\sum_i w_i \nabla_\theta \ell_i` with :math:`w_i = c\,t_i`
+           (the full-backward path: :math:`w_i = c\,(t_i - 1/k)`, non-zero only for the dropped samples when
+           ``keep_count`` was right), formed from the same :math:`(a_i, \delta_i)` — for Linear
+           :math:`\sum_i w_i \delta_i a_i^\top`, for Conv the sum of the per-sample gradients formed for the norms
+           (or the weight gradient of the weighted samples under the Gram form), for other layers the torch.func
+           per-sample gradients;
         4. ``on_selected(scores, mask)``; :attr:`last_scores` / :attr:`last_mask` hold them.
 
         So ``.grad`` ends as if ``masked_mean(losses, mask) * c`` had been back-propagated (plus whatever
-        else the backward carried, e.g. a penalty on the parameters). Requirements beyond :meth:`compute`'s:
-        the recorded layers reach the loss only through ``losses`` (a term computed from the activations or
-        outputs directly, e.g. a logit penalty, would be filtered too — use the two-backward path for that);
-        one backward through the returned loss. A sample whose loss is NaN/inf gets no gradient at all
-        and the score NaN (ranked last).
+        else the backward carried, e.g. a penalty on the parameters, or — on the inner-backward path — a term
+        computed from the activations, such as a logit penalty, which back-propagates unfiltered: the inner
+        backward keeps the graph for it). Requirements beyond :meth:`compute`'s: one backward through the
+        returned loss; on the full-backward path (compiled module) the recorded layers reach the loss only
+        through ``losses`` (a term computed from the activations would be filtered too). A sample whose loss is
+        NaN/inf gets no gradient at all and the score NaN (ranked last).
         """
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
@@ -502,11 +531,29 @@ class GradNormRecorder:
         if not losses.requires_grad:
             raise ValueError("`losses` must require grad (computed with autograd enabled) to take per-sample "
                              "gradient norms.")
-        check_per_sample_gradients(self.module)
+        self._check_batch_norms()
         b = losses.shape[0]
         calls, self._calls = self._calls, {}  # later forwards of this step are not part of this loss
+        compiled, self._compiled_seen = self._compiled_seen, False
         self._check_batch(calls, b)
         pending = _Pending(self, calls, b, 1.0 / max(int(keep_count), 1), select, prior_keep, on_selected)
+        if _EDGE_GRAD and not compiled:
+            # the output gradients from an inner backward to the recorded outputs only (no weight gradients),
+            # and the trainable parameters of layers whose forward did not run (they must get no gradient)
+            from torch.autograd.graph import GradientEdge
+
+            for call in calls.values():
+                for c in call:
+                    c.grads = [None] * len(c.outs)
+                    for j, (_, _, node, nr) in enumerate(c.outs):
+                        pending.edges.append(GradientEdge(node, nr))
+                        pending.slots.append((c, j))
+            pending.touched.extend(self._stray_parameters(losses, calls))
+            pending.losses = losses
+            anchor = torch.zeros((), dtype=losses.dtype, device=losses.device, requires_grad=True)
+            return _OneBackwardMean.apply(anchor, pending)
+        # a compiled graph's backward cannot be entered twice (its buffers are donated), so there the outer
+        # backward computes the full batch's gradient and the end of the backward corrects it
         for call in calls.values():
             for c in call:
                 c.grads = [None] * len(c.outs)
@@ -521,6 +568,54 @@ class GradNormRecorder:
                         pending.handles.append(p.register_hook(_mark(pending.touched, full)))
         pending.handles.append(losses.register_hook(pending.take_loss_grad))
         return _OneBackwardMean.apply(losses, pending)
+
+    def _stray_parameters(self, losses: Tensor, calls: dict[str, list[_Call]]) -> list[str]:
+        """Trainable parameters the losses' graph reaches other than through a recorded layer call (a layer whose
+        forward did not run, `F.linear(x, layer.weight)`, a raw parameter in the loss): the inner backward would
+        leave them without their gradient. A walk of the graph from the losses that jumps from each recorded
+        call's output node to its inputs' nodes."""
+        boundary: dict[Any, list[Any]] = {}
+        leaf_inputs: set[int] = set()
+        for cs in calls.values():
+            for c in cs:
+                leaf_inputs.update(c.in_leaves)
+                for _, _, node, _ in c.outs:
+                    boundary.setdefault(node, []).extend(c.in_nodes)
+        names = self._param_names
+        if names is None or not self._handles:  # cached while attached (a parameter's id is its identity)
+            names = {id(p): (n, p) for n, p in self.module.named_parameters()}
+            self._param_names = names if self._handles else None
+        # a trainable parameter passed to a layer as its input
+        stray = [names[i][0] for i in leaf_inputs if i in names and names[i][1].requires_grad]
+        seen: set[Any] = set()
+        stack = [losses.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if node in boundary:
+                stack.extend(boundary[node])
+                continue
+            var = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+            if var is not None:
+                if id(var) in names and var.requires_grad:
+                    stray.append(names[id(var)][0])
+                continue
+            stack.extend(n for n, _ in node.next_functions)
+        return stray
+
+    def _check_batch_norms(self) -> None:
+        if not self._handles:  # not attached: the module may change between calls
+            check_per_sample_gradients(self.module)
+            return
+        if self._batch_norms is None:
+            self._batch_norms = [(name, m) for name, m in self.module.named_modules()
+                                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for name, m in self._batch_norms:
+            if m.training:
+                raise ValueError(f"`rule='prl_g'` cannot use layer `{name or type(m).__name__}` "
+                                 f"({type(m).__name__} in training mode). {_BN_FIX}")
 
     def _check_batch(self, calls: dict[str, list[_Call]], b: int) -> None:
         for name, cs in calls.items():
@@ -566,6 +661,26 @@ class _Pending:
         self.upstream: Tensor | None = None  # c: d(backpropagated scalar) / d(returned loss)
         self.loss_grad: Tensor | None = None  # v_i: d(backpropagated scalar) / d(loss_i)
         self.started = False
+        # the inner-backward path (no weight gradients from autograd): filled by `filtered_mean`
+        self.losses: Tensor | None = None
+        self.edges: list[Any] = []  # GradientEdge of each recorded output
+        self.slots: list[tuple[_Call, int]] = []  # where each edge's gradient goes
+
+    @property
+    def inner(self) -> bool:
+        return self.losses is not None
+
+    def run_inner(self, v: Tensor) -> None:
+        """The recorded outputs' gradients of ``sum_i v_i losses_i`` (one backward that stops at them: autograd
+        prunes every weight gradient)."""
+        inputs = self.edges
+        if not inputs or self.touched:  # nothing recorded, or an error to raise when the backward ends
+            return
+        # retain_graph: the outer backward may still reach this graph by other paths (a term of the returned loss
+        # that uses `losses` or the activations again), which then back-propagate as usual
+        grads = torch.autograd.grad(self.losses, inputs, grad_outputs=v, retain_graph=True, allow_unused=True)
+        for (call, j), g in zip(self.slots, grads):
+            call.grads[j] = g
 
     def take_loss_grad(self, grad: Tensor) -> None:
         self.loss_grad = grad.detach()
@@ -578,12 +693,14 @@ class _Pending:
                 h.remove()
             self.handles = []
             self.calls = {}
+            self.losses, self.edges, self.slots = None, [], []
 
     def _finish(self) -> None:
         rec = self.recorder
         if self.touched:
             raise ValueError(f"`rule='prl_g'`: parameters {sorted(set(self.touched))[:5]} get gradients but their "
-                             "module's forward was not called (e.g. a raw nn.Parameter used in `per_sample_loss`, or "
+                             "module's forward was not called, or not only through it (e.g. a raw nn.Parameter used in "
+                             "`per_sample_loss`, or "
                              "`F.linear(x, layer.weight)`); their per-sample gradients cannot be recorded. Use them "
                              "through a module's forward. Under `torch.compile` this also happens when the module's "
                              "code was compiled earlier in this process without the recording hooks (TorchDynamo does "
@@ -607,13 +724,18 @@ class _Pending:
         kept = mask & finite
         k = max(int(kept.sum()), 1)
         t = kept.to(dt) * (1.0 / k)
-        w = torch.where(usable, c * (t - self.c0 * finite.to(dt)) / torch.where(usable, v, torch.ones_like(v)),
-                        torch.zeros_like(v))
+        # the inner path left no gradient of `losses` in `.grad`: add the kept samples' whole gradient; otherwise
+        # the backward's full-batch gradient (c * c0 per finite sample) is corrected to the kept samples'
+        have = torch.zeros_like(t) if self.inner else self.c0 * finite.to(dt)
+        w = torch.where(usable, c * (t - have) / torch.where(usable, v, torch.ones_like(v)), torch.zeros_like(v))
         idx = torch.nonzero(w).squeeze(1)
         if idx.numel():
             ws = w[idx]
+            # every sample's per-sample gradient is finite: a layer holding them all sums them with w directly
+            # (zeros included) instead of copying the kept rows out first
+            dense = w if bool(finite.all()) else None
             for book in books:
-                for param, delta in book.grads(ws, idx):
+                for param, delta in book.grads(ws, idx, dense):
                     delta = delta.to(param.dtype)
                     if param.grad is None:
                         param.grad = delta
@@ -629,7 +751,10 @@ class _OneBackwardMean(torch.autograd.Function):
     step (:meth:`GradNormRecorder.filtered_mean`) queued to run when the backward ends."""
 
     @staticmethod
-    def forward(ctx: Any, losses: Tensor, pending: _Pending) -> Tensor:
+    def forward(ctx: Any, source: Tensor, pending: _Pending) -> Tensor:
+        # source: the losses themselves (the outer backward runs through them), or, on the inner-backward path, a
+        # scalar that only carries the autograd connection (the losses' graph is entered by `run_inner` alone)
+        losses = pending.losses.detach() if pending.inner else source
         finite = torch.isfinite(losses)
         pending.finite = finite
         ctx.pending = pending
@@ -645,7 +770,13 @@ class _OneBackwardMean(torch.autograd.Function):
         pending.upstream = grad_out.detach()
         torch.autograd.Variable._execution_engine.queue_callback(pending.finish)
         grad = (grad_out * pending.c0) * pending.finite.to(grad_out.dtype)
+        if pending.inner:
+            pending.run_inner(grad)
+            return None, None
         return grad, None
+
+
+_FEW_INPUT_CHANNELS = 3  # per-sample Conv weight gradients by a forward convolution up to this many input channels
 
 
 def _use_ghost(mode: NormMode, positions: int, p: int, q: int) -> bool:
@@ -657,6 +788,11 @@ def _use_ghost(mode: NormMode, positions: int, p: int, q: int) -> bool:
     return positions * (p + q) <= p * q
 
 
+def _sq_norms(per_sample: Tensor) -> Tensor:
+    """``[B]``: each sample's squared norm (one pass, no squared copy of a large per-sample tensor)."""
+    return torch.linalg.vector_norm(per_sample.reshape(per_sample.shape[0], -1), dim=1).square()
+
+
 def _cat(parts: list[Tensor], dim: int) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
@@ -666,14 +802,23 @@ def _weighted_sum(w: Tensor, per_sample: Tensor, shape: torch.Size) -> Tensor:
     return (w.to(per_sample.dtype) @ per_sample.reshape(per_sample.shape[0], -1)).reshape(shape)
 
 
+def _dense_or_indexed(w: Tensor, idx: Tensor, dense: Tensor | None, per_sample: Tensor, shape: torch.Size) -> Tensor:
+    """``sum_j w[j] per_sample[idx[j]]``, over the whole batch with ``dense`` when it is given."""
+    if dense is not None:
+        return _weighted_sum(dense, per_sample, shape)
+    return _weighted_sum(w, per_sample[idx], shape)
+
+
 class _LayerBook:
     """What one layer's recorded calls give: per-sample squared gradient norms and weighted gradient sums."""
 
     def sq(self) -> Tensor | None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:  # pragma: no cover
-        """``sum_j w[j] * grad_theta loss_{idx[j]}`` for each of the layer's trainable parameters."""
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None
+              ) -> list[tuple[nn.Parameter, Tensor]]:  # pragma: no cover
+        """``sum_j w[j] * grad_theta loss_{idx[j]}`` for each of the layer's trainable parameters (``dense``: the
+        same weights over the whole batch, zero elsewhere, given when every sample's gradient is finite)."""
         raise NotImplementedError
 
 
@@ -707,18 +852,18 @@ class _LinearBook(_LayerBook):
                 sq = sq + (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(D, D.transpose(1, 2))).sum((1, 2))
             else:
                 self.per_sample = torch.bmm(D.transpose(1, 2), A)
-                sq = sq + self.per_sample.pow(2).sum((1, 2))
+                sq = sq + _sq_norms(self.per_sample)
         if layer.bias is not None and layer.bias.requires_grad:
             sq = sq + D.sum(1).pow(2).sum(1)
         return sq
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
         layer, out = self.layer, []
         w = w.to(self.D.dtype)
         D = self.D[idx]
         if layer.weight.requires_grad:
             if self.per_sample is not None:
-                dw = _weighted_sum(w, self.per_sample[idx], layer.weight.shape)
+                dw = _dense_or_indexed(w, idx, dense, self.per_sample, layer.weight.shape)
             else:
                 dw = (D * w[:, None, None]).reshape(-1, D.shape[2]).t() @ self.A[idx].reshape(-1, self.A.shape[2])
             out.append((layer.weight, dw))
@@ -729,7 +874,8 @@ class _LinearBook(_LayerBook):
 
 class _ConvBook(_LayerBook):
     """``nn.Conv1d`` / ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups; Conv1d as a
-    Conv2d of height 1): the inputs padded as the layer pads them, and the output gradients."""
+    Conv2d of height 1): the inputs (padded as the layer pads them, or with ``pad`` left to the convolutions
+    below when it is zero padding, the same on both sides), and the output gradients."""
 
     def __init__(self, layer: nn.Conv1d | nn.Conv2d, calls: list[_Call], b: int, mode: NormMode) -> None:
         one_d = isinstance(layer, nn.Conv1d)
@@ -737,6 +883,10 @@ class _ConvBook(_LayerBook):
         self.kernel = (1, *layer.kernel_size) if one_d else tuple(layer.kernel_size)
         self.stride = (1, *layer.stride) if one_d else tuple(layer.stride)
         self.dilation = (1, *layer.dilation) if one_d else tuple(layer.dilation)
+        # zero padding, the same on both sides: the convolutions below pad (no padded copy of the input)
+        r = layer._reversed_padding_repeated_twice  # (left, right[, top, bottom])
+        same = layer.padding_mode == "zeros" and r[0] == r[1] and (one_d or r[2] == r[3])
+        self.pad = ((0, r[0]) if one_d else (r[2], r[0])) if same else (0, 0)
         padded, deltas = [], []
         for call in calls:
             d = call.grads[0]
@@ -746,8 +896,8 @@ class _ConvBook(_LayerBook):
             if a.ndim != nd:
                 raise ValueError(f"`rule='prl_g'` supports {type(layer).__name__} on batched inputs of {nd} dimensions, "
                                  f"got {tuple(a.shape)}.")
-            pad_mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-            a = F.pad(a, layer._reversed_padding_repeated_twice, mode=pad_mode)
+            if not same:
+                a = F.pad(a, r, mode="constant" if layer.padding_mode == "zeros" else layer.padding_mode)
             d = _float(d)
             padded.append(a.unsqueeze(2) if one_d else a)
             deltas.append(d.unsqueeze(2) if one_d else d)
@@ -755,10 +905,11 @@ class _ConvBook(_LayerBook):
         self.padded, self.deltas = [a.to(dt) for a in padded], [d.to(dt) for d in deltas]
         self.layer, self.mode, self.b = layer, mode, b
         self.per_sample: Tensor | None = None  # [B, cout, cin/g, kh, kw] when the per-layer form was used
+        self.per_sample_bias: Tensor | None = None  # [B, cout], once sq() ran
 
     def _weight_grad(self, a: Tensor, d: Tensor, groups: int) -> Tensor:
         cin, cout = a.shape[1], d.shape[1]
-        return torch.nn.grad.conv2d_weight(a, (cout, cin // groups, *self.kernel), d, stride=self.stride, padding=0,
+        return torch.nn.grad.conv2d_weight(a, (cout, cin // groups, *self.kernel), d, stride=self.stride, padding=self.pad,
                                            dilation=self.dilation, groups=groups)
 
     def sq(self) -> Tensor:
@@ -771,36 +922,55 @@ class _ConvBook(_LayerBook):
             p, q = cin // g_ * kh * kw, cout // g_
             if _use_ghost(self.mode, positions, p, q):
                 # Gram form over the unfolded patches: <A_i^T A_i, D_i^T D_i>_F per group, summed over groups
-                A = _cat([F.unfold(a, self.kernel, dilation=self.dilation, stride=self.stride).reshape(b, g_, p, -1)
-                          for a in self.padded], -1)
+                A = _cat([F.unfold(a, self.kernel, dilation=self.dilation, padding=self.pad, stride=self.stride)
+                          .reshape(b, g_, p, -1) for a in self.padded], -1)
                 D = _cat([d.reshape(b, g_, q, -1) for d in self.deltas], -1)
                 sq = sq + (torch.einsum("bgpl,bgpm->bglm", A, A) * torch.einsum("bgql,bgqm->bglm", D, D)).sum((1, 2, 3))
             else:
-                # the layer's per-sample weight gradients in one grouped convolution backward (batch folded into groups)
                 per_sample = None
                 for a, d in zip(self.padded, self.deltas):
-                    gw = self._weight_grad(a.reshape(1, b * cin, *a.shape[2:]), d.reshape(1, b * cout, *d.shape[2:]),
-                                           b * g_)
+                    gw = self._per_sample_weight_grad(a, d)
                     per_sample = gw if per_sample is None else per_sample + gw
-                self.per_sample = per_sample.reshape(b, cout, cin // g_, kh, kw)
-                sq = sq + self.per_sample.pow(2).sum((1, 2, 3, 4))
+                self.per_sample = per_sample
+                sq = sq + _sq_norms(per_sample)
         if layer.bias is not None and layer.bias.requires_grad:
-            sq = sq + sum(d.sum((2, 3)) for d in self.deltas).pow(2).sum(1)
+            self.per_sample_bias = sum(d.sum((2, 3)) for d in self.deltas)  # [B, cout]
+            sq = sq + self.per_sample_bias.pow(2).sum(1)
         return sq
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
+    def _per_sample_weight_grad(self, a: Tensor, d: Tensor) -> Tensor:
+        """``[B, cout, cin/groups, kh, kw]``: the per-sample weight gradients of one call."""
+        layer, b = self.layer, self.b
+        g_, cin, cout = layer.groups, layer.in_channels, layer.out_channels
+        kh, kw = self.kernel
+        if g_ == 1 and cin <= _FEW_INPUT_CHANNELS:
+            # few input channels (a first layer): a forward convolution with the input channels as its batch and
+            # each sample's output gradient as a kernel of its own group (the roles of stride and dilation swap)
+            # measured faster on CPU than the grouped weight gradient below for cin = 1..3
+            # ([cin, B*cout, >= kh, >= kw], cut to the kernel)
+            out = F.conv2d(a.transpose(0, 1), d.reshape(b * cout, 1, *d.shape[2:]), stride=self.dilation,
+                           dilation=self.stride, padding=self.pad, groups=b)[..., :kh, :kw]
+            return out.reshape(cin, b, cout, kh, kw).permute(1, 2, 0, 3, 4)
+        # one grouped convolution weight-gradient with the batch folded into the groups
+        gw = self._weight_grad(a.reshape(1, b * cin, *a.shape[2:]), d.reshape(1, b * cout, *d.shape[2:]), b * g_)
+        return gw.reshape(b, cout, cin // g_, kh, kw)
+
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
         layer, out = self.layer, []
         w = w.to(self.deltas[0].dtype)
-        deltas = [d[idx] * w[:, None, None, None] for d in self.deltas]
         if layer.weight.requires_grad:
             if self.per_sample is not None:
-                dw = _weighted_sum(w, self.per_sample[idx], layer.weight.shape)
+                dw = _dense_or_indexed(w, idx, dense, self.per_sample, layer.weight.shape)
             else:
+                deltas = [d[idx] * w[:, None, None, None] for d in self.deltas]
                 dw = sum(self._weight_grad(a[idx], d, layer.groups) for a, d in zip(self.padded, deltas))
                 dw = dw.reshape(layer.weight.shape)
             out.append((layer.weight, dw))
         if layer.bias is not None and layer.bias.requires_grad:
-            out.append((layer.bias, sum(d.sum((0, 2, 3)) for d in deltas)))
+            per_sample_bias = self.per_sample_bias
+            if per_sample_bias is None:
+                per_sample_bias = sum(d.sum((2, 3)) for d in self.deltas)  # [B, cout]
+            out.append((layer.bias, _dense_or_indexed(w, idx, dense, per_sample_bias, layer.bias.shape)))
         return out
 
 
@@ -813,11 +983,10 @@ class _FuncBook(_LayerBook):
     def sq(self) -> Tensor | None:
         if not self.per_sample:
             return None
-        b = self.per_sample[0][1].shape[0]
-        return sum(_float(g).reshape(b, -1).pow(2).sum(1) for _, g in self.per_sample)
+        return sum(_sq_norms(_float(g)) for _, g in self.per_sample)
 
-    def grads(self, w: Tensor, idx: Tensor) -> list[tuple[nn.Parameter, Tensor]]:
-        return [(p, _weighted_sum(w, _float(g)[idx], p.shape)) for p, g in self.per_sample]
+    def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
+        return [(p, _dense_or_indexed(w, idx, dense, _float(g), p.shape)) for p, g in self.per_sample]
 
 
 def prl_g_scores(module: nn.Module, compute_losses: Callable[[], Tensor], mode: NormMode = "auto"
