@@ -47,6 +47,8 @@ NormMode = Literal["auto", "ghost", "per_layer"]
 # `torch.autograd.grad(..., inputs=[GradientEdge, ...])` (torch >= 2.4): the book-keeping backward asks autograd
 # for the layers' output gradients only, so it never computes the layers' weight gradients
 _EDGE_GRAD = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) >= (2, 4)
+if _EDGE_GRAD:
+    from torch.autograd.graph import GradientEdge
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -344,7 +346,8 @@ class GradNormRecorder:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if not self._recording or not torch.is_grad_enabled():
                 return
-            flat, _ = torch.utils._pytree.tree_flatten(output)
+            # the common case (one tensor out) without the pytree walk
+            flat = [output] if isinstance(output, Tensor) else torch.utils._pytree.tree_flatten(output)[0]
             positions = [i for i, o in enumerate(flat)
                          if isinstance(o, Tensor) and o.requires_grad and o.grad_fn is not None]
             if not positions:
@@ -354,7 +357,9 @@ class GradNormRecorder:
                 self._compiled_seen = any("Compiled" in type(o[2]).__name__ for o in outs)
             detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
             call = _Call(detached, dict(kwargs), outs, positions)
-            for t in torch.utils._pytree.tree_leaves((args, kwargs)):
+            leaves = args if not kwargs and all(isinstance(a, Tensor) for a in args) else \
+                torch.utils._pytree.tree_leaves((args, kwargs))
+            for t in leaves:
                 if isinstance(t, Tensor) and t.requires_grad:
                     if t.grad_fn is None:
                         call.in_leaves.append(id(t))
@@ -540,8 +545,6 @@ class GradNormRecorder:
         if _EDGE_GRAD and not compiled:
             # the output gradients from an inner backward to the recorded outputs only (no weight gradients),
             # and the trainable parameters of layers whose forward did not run (they must get no gradient)
-            from torch.autograd.graph import GradientEdge
-
             for call in calls.values():
                 for c in call:
                     c.grads = [None] * len(c.outs)
@@ -711,36 +714,47 @@ class _Pending:
         dt = c.dtype
         v = (self.loss_grad if self.loss_grad is not None else (c * self.c0) * finite).to(dt).reshape(b)
         books = rec._books(self.calls, b)
-        sq = torch.zeros(b, dtype=dt, device=v.device)
+        sq = None
         for book in books:
             part = book.sq()
             if part is not None:
-                sq = sq + part.to(dt)
+                sq = _as(part, dt) if sq is None else sq + _as(part, dt)
+        if sq is None:
+            sq = torch.zeros(b, dtype=dt, device=v.device)
         usable = finite & (v != 0)
-        scores = torch.where(usable, sq.clamp_min(0.0).sqrt() / v.abs(), torch.full_like(sq, float("nan")))
-        mask = self.select(scores).to(torch.bool)
+        all_usable = bool(usable.all())  # the common case: every loss finite and weighted; fewer ops below
+        norms = sq.clamp_min(0.0).sqrt() / v.abs()
+        scores = norms if all_usable else torch.where(usable, norms, torch.full_like(sq, float("nan")))
+        mask = _as(self.select(scores), torch.bool)
         if self.prior_keep is not None:
             mask = mask & self.prior_keep.to(mask.device)
-        kept = mask & finite
+        kept = mask if all_usable else mask & finite
         k = max(int(kept.sum()), 1)
-        t = kept.to(dt) * (1.0 / k)
-        # the inner path left no gradient of `losses` in `.grad`: add the kept samples' whole gradient; otherwise
-        # the backward's full-batch gradient (c * c0 per finite sample) is corrected to the kept samples'
-        have = torch.zeros_like(t) if self.inner else self.c0 * finite.to(dt)
-        w = torch.where(usable, c * (t - have) / torch.where(usable, v, torch.ones_like(v)), torch.zeros_like(v))
-        idx = torch.nonzero(w).squeeze(1)
+        if self.inner:
+            # the inner path left no gradient of `losses` in `.grad`: add the kept samples' whole gradient,
+            # w_i = c / (k v_i) for the kept (usable) samples
+            idx = torch.nonzero(kept if all_usable else kept & usable).squeeze(1)
+            ws = (c / k) / v.index_select(0, idx)
+            w = None
+        else:
+            # the backward's full-batch gradient (c * c0 per finite sample) is corrected to the kept samples'
+            t = kept.to(dt) * (1.0 / k)
+            have = self.c0 * finite.to(dt)
+            w = torch.where(usable, c * (t - have) / torch.where(usable, v, torch.ones_like(v)), torch.zeros_like(v))
+            idx = torch.nonzero(w).squeeze(1)
+            ws = w.index_select(0, idx)
         if idx.numel():
-            ws = w[idx]
             # every sample's per-sample gradient is finite: a layer holding them all sums them with w directly
             # (zeros included) instead of copying the kept rows out first
-            dense = w if bool(finite.all()) else None
+            dense = None
+            if bool(finite.all()) and any(book.wants_dense for book in books):
+                dense = w if w is not None else torch.zeros(b, dtype=dt, device=v.device).index_copy_(0, idx, ws)
             for book in books:
                 for param, delta in book.grads(ws, idx, dense):
-                    delta = delta.to(param.dtype)
                     if param.grad is None:
-                        param.grad = delta
+                        param.grad = _as(delta, param.dtype)
                     else:
-                        param.grad.add_(delta.to(param.grad.dtype))
+                        param.grad.add_(_as(delta, param.grad.dtype))
         rec.last_scores, rec.last_mask = scores, mask
         if self.on_selected is not None:
             self.on_selected(scores, mask)
@@ -793,6 +807,11 @@ def _sq_norms(per_sample: Tensor) -> Tensor:
     return torch.linalg.vector_norm(per_sample.reshape(per_sample.shape[0], -1), dim=1).square()
 
 
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)`` without a dispatch when it already has it (the book-keeping step's many small tensors)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _cat(parts: list[Tensor], dim: int) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
@@ -806,11 +825,13 @@ def _dense_or_indexed(w: Tensor, idx: Tensor, dense: Tensor | None, per_sample: 
     """``sum_j w[j] per_sample[idx[j]]``, over the whole batch with ``dense`` when it is given."""
     if dense is not None:
         return _weighted_sum(dense, per_sample, shape)
-    return _weighted_sum(w, per_sample[idx], shape)
+    return _weighted_sum(w, per_sample.index_select(0, idx), shape)
 
 
 class _LayerBook:
     """What one layer's recorded calls give: per-sample squared gradient norms and weighted gradient sums."""
+
+    wants_dense = True  # whether :meth:`grads` can use the whole batch's weights (asked once :meth:`sq` ran)
 
     def sq(self) -> Tensor | None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -837,18 +858,27 @@ class _LinearBook(_LayerBook):
             acts.append(_float(a).reshape(b, -1, layer.in_features))
             deltas.append(_float(g).reshape(b, -1, layer.out_features))
         dt = torch.promote_types(acts[0].dtype, deltas[0].dtype)
-        self.A, self.D = _cat(acts, 1).to(dt), _cat(deltas, 1).to(dt)  # [B, T, p], [B, T, q]
+        self.A, self.D = _as(_cat(acts, 1), dt), _as(_cat(deltas, 1), dt)  # [B, T, p], [B, T, q]
         self.layer, self.mode = layer, mode
         self.per_sample: Tensor | None = None  # [B, q, p] when the per-layer form was used
 
+    @property
+    def wants_dense(self) -> bool:  # type: ignore[override]
+        return self.per_sample is not None
+
     def sq(self) -> Tensor:
         A, D, layer = self.A, self.D, self.layer
+        t, p, q = A.shape[1], A.shape[2], D.shape[2]
+        if t == 1:  # one position: ||g_i||^2 = ||delta_i||^2 (||a_i||^2 + 1 with a bias)
+            d2 = torch.linalg.vector_norm(D.reshape(-1, q), dim=1).square()
+            bias = layer.bias is not None and layer.bias.requires_grad
+            if not layer.weight.requires_grad:
+                return d2 if bias else torch.zeros_like(d2)
+            a2 = torch.linalg.vector_norm(A.reshape(-1, p), dim=1).square()
+            return d2 * (a2 + 1.0) if bias else d2 * a2
         sq = D.new_zeros(D.shape[0])
         if layer.weight.requires_grad:
-            t, p, q = A.shape[1], A.shape[2], D.shape[2]
-            if t == 1:
-                sq = sq + A.pow(2).sum((1, 2)) * D.pow(2).sum((1, 2))
-            elif _use_ghost(self.mode, t, p, q):
+            if _use_ghost(self.mode, t, p, q):
                 sq = sq + (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(D, D.transpose(1, 2))).sum((1, 2))
             else:
                 self.per_sample = torch.bmm(D.transpose(1, 2), A)
@@ -859,16 +889,17 @@ class _LinearBook(_LayerBook):
 
     def grads(self, w: Tensor, idx: Tensor, dense: Tensor | None = None) -> list[tuple[nn.Parameter, Tensor]]:
         layer, out = self.layer, []
-        w = w.to(self.D.dtype)
-        D = self.D[idx]
+        w = _as(w, self.D.dtype)
+        D = self.D.index_select(0, idx)  # index_select: a fraction of advanced indexing's cost on small batches
         if layer.weight.requires_grad:
             if self.per_sample is not None:
                 dw = _dense_or_indexed(w, idx, dense, self.per_sample, layer.weight.shape)
             else:
-                dw = (D * w[:, None, None]).reshape(-1, D.shape[2]).t() @ self.A[idx].reshape(-1, self.A.shape[2])
+                A = self.A.index_select(0, idx)
+                dw = (D * w[:, None, None]).reshape(-1, D.shape[2]).t() @ A.reshape(-1, A.shape[2])
             out.append((layer.weight, dw))
         if layer.bias is not None and layer.bias.requires_grad:
-            out.append((layer.bias, w @ D.sum(1)))
+            out.append((layer.bias, w @ (D[:, 0] if D.shape[1] == 1 else D.sum(1))))
         return out
 
 
@@ -962,8 +993,8 @@ class _ConvBook(_LayerBook):
             if self.per_sample is not None:
                 dw = _dense_or_indexed(w, idx, dense, self.per_sample, layer.weight.shape)
             else:
-                deltas = [d[idx] * w[:, None, None, None] for d in self.deltas]
-                dw = sum(self._weight_grad(a[idx], d, layer.groups) for a, d in zip(self.padded, deltas))
+                deltas = [d.index_select(0, idx) * w[:, None, None, None] for d in self.deltas]
+                dw = sum(self._weight_grad(a.index_select(0, idx), d, layer.groups) for a, d in zip(self.padded, deltas))
                 dw = dw.reshape(layer.weight.shape)
             out.append((layer.weight, dw))
         if layer.bias is not None and layer.bias.requires_grad:

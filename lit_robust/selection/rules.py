@@ -93,8 +93,8 @@ def rank_order(scores: Tensor, index: Tensor | None = None) -> Tensor:
     if index.device != scores.device:
         raise ValueError(f"`index` is on {index.device} but `scores` is on {scores.device}; put both on one device.")
     by_index = torch.argsort(index, stable=True)
-    by_score = torch.argsort(key[by_index], stable=True)
-    return by_index[by_score]
+    by_score = torch.argsort(key.index_select(0, by_index), stable=True)
+    return by_index.index_select(0, by_score)
 
 
 def smallest_k_mask(scores: Tensor, k: int, index: Tensor | None = None) -> Tensor:
@@ -108,7 +108,7 @@ def smallest_k_mask(scores: Tensor, k: int, index: Tensor | None = None) -> Tens
         raise ValueError(f"`k` must be in [0, {n}] (the number of scores), got {k}.")
     order = rank_order(scores, index)
     mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
-    mask[order[:k]] = True
+    mask.index_fill_(0, order[:k], True)
     return mask
 
 
