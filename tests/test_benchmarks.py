@@ -365,6 +365,10 @@ def test_corruption_rate_smoke_ends_with_headline_json():
                                            "itlm_auto_within_1pt_in_80pct_rows",
                                            "ahead_of_cleanlab_in_more_rows_at_lower_time"}
     assert "| MNIST 6k | random | 30 |" in run.stdout and "| two moons | clustered | 10 |" in run.stdout
+    # the regression/anomaly rows' own table: the score's AUROC for the true flag and the gmm's decision, per seed
+    sep = [line for line in run.stdout.splitlines() if line.startswith("| two moons | clustered | 10 |")][-1]
+    auroc, reason = sep.strip("| ").split(" | ")[-2:]
+    assert 0.0 <= float(auroc) <= 1.0 and reason.startswith(("one component", "two components", "all equal"))
 
 
 def test_corruption_rate_prl_only_smoke_compares_the_filters_estimators(tmp_path):
