@@ -17,6 +17,13 @@ Estimate columns, all from models trained on every sample (no clean data, no gro
   estimate ``ITLM(keep_ratio="auto")`` makes at its first scoring pass. ``bmm``: the Beta mixture on the same
   scores. Time: training + one scoring pass + the fit.
 * **ITLM last**: the estimate ``ITLM(keep_ratio="auto")`` made at its last scoring pass (classification).
+* **product** (regression and anomaly rows): the estimate the product itself makes in a normal fit of the row's
+  epochs (:func:`product_estimate`): ``ITLM(keep_ratio="auto", round_epochs=[r0, epochs - r0])``'s first estimate
+  (regression) and ``RealNVP(drop_ratio="auto", warmup_epochs=T)``'s (anomalies), with one rule for every row,
+  ``T = r0 = max(1, ceil(product_frac * epochs))``, ``product_frac = 0.2`` chosen on dev seeds 10-12 among 0, 0.1,
+  0.2 and 0.3 (the most rows within 5 points). ``--headline-with JSON`` adds a saved run's classification rows
+  (their disagreement column) to an all-rows headline, stored in this run's settings so ``--render`` needs nothing
+  else.
 * **cleanlab CV**: ``cleanlab``'s confident-learning count (``estimate_corruption_from_probs``, the same count as
   ``cleanlab.count.num_label_issues``) on 5-fold cross-validated probabilities of the same model trained the
   same epochs; time: the 5 trainings, their predictions and the count. **cleanlab in-sample**: the same count on
@@ -43,9 +50,11 @@ Usage::
     python benchmarks/corruption_rate.py --ab-reestimate # -> benchmarks/results/corruption_rate_reestimate.md
     python benchmarks/corruption_rate.py --groups cls --methods prl_true prl_auto prl_auto_dis --jobs 1 \
         --out benchmarks/results/corruption_rate_prl_auto.md   # PRL auto: gmm vs disagreement
+    python benchmarks/corruption_rate.py --groups reg ad --seeds 0 1 2 --jobs 1 --headline-with \
+        benchmarks/results/corruption_rate.json --out benchmarks/results/corruption_rate_regad.md  # + product column
     python benchmarks/corruption_rate.py --render benchmarks/results/corruption_rate.json   # re-print a saved run
 
-Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--cache DIR`` (per-sample scores for
+Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--headline-with``, ``--cache DIR`` (per-sample scores for
 ``benchmarks/estimators_offline.py``) and ``--ab-reestimate`` (ITLM auto re-estimating every round vs keeping the
 first positive estimate, seeds 100-101; with ``--quick``/``--smoke``, digits and seed 100 only); the rest (``--seeds``,
 ``--jobs``, ``--out``, ``--data-root``) is the harness's (``benchmarks/harness.py``). The last line printed is one
