@@ -17,6 +17,13 @@ Estimate columns, all from models trained on every sample (no clean data, no gro
   estimate ``ITLM(keep_ratio="auto")`` makes at its first scoring pass. ``bmm``: the Beta mixture on the same
   scores. Time: training + one scoring pass + the fit.
 * **ITLM last**: the estimate ``ITLM(keep_ratio="auto")`` made at its last scoring pass (classification).
+* **product** (regression and anomaly rows): the estimate the product itself makes in a normal fit of the row's
+  epochs (:func:`product_estimate`): ``ITLM(keep_ratio="auto", round_epochs=[r0, epochs - r0])``'s first estimate
+  (regression) and ``RealNVP(drop_ratio="auto", warmup_epochs=T)``'s (anomalies), with one rule for every row,
+  ``T = r0 = max(1, ceil(product_frac * epochs))``, ``product_frac = 0.2`` chosen on dev seeds 10-12 among 0, 0.1,
+  0.2 and 0.3 (the most rows within 5 points). ``--headline-with JSON`` adds a saved run's classification rows
+  (their disagreement column) to an all-rows headline, stored in this run's settings so ``--render`` needs nothing
+  else.
 * **cleanlab CV**: ``cleanlab``'s confident-learning count (``estimate_corruption_from_probs``, the same count as
   ``cleanlab.count.num_label_issues``) on 5-fold cross-validated probabilities of the same model trained the
   same epochs; time: the 5 trainings, their predictions and the count. **cleanlab in-sample**: the same count on
@@ -43,9 +50,11 @@ Usage::
     python benchmarks/corruption_rate.py --ab-reestimate # -> benchmarks/results/corruption_rate_reestimate.md
     python benchmarks/corruption_rate.py --groups cls --methods prl_true prl_auto prl_auto_dis --jobs 1 \
         --out benchmarks/results/corruption_rate_prl_auto.md   # PRL auto: gmm vs disagreement
+    python benchmarks/corruption_rate.py --groups reg ad --seeds 0 1 2 --jobs 1 --headline-with \
+        benchmarks/results/corruption_rate.json --out benchmarks/results/corruption_rate_regad.md  # + product column
     python benchmarks/corruption_rate.py --render benchmarks/results/corruption_rate.json   # re-print a saved run
 
-Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--cache DIR`` (per-sample scores for
+Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--headline-with``, ``--cache DIR`` (per-sample scores for
 ``benchmarks/estimators_offline.py``) and ``--ab-reestimate`` (ITLM auto re-estimating every round vs keeping the
 first positive estimate, seeds 100-101; with ``--quick``/``--smoke``, digits and seed 100 only); the rest (``--seeds``,
 ``--jobs``, ``--out``, ``--data-root``) is the harness's (``benchmarks/harness.py``). The last line printed is one
@@ -55,6 +64,7 @@ JSON object with the headline figures.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -98,6 +108,12 @@ class Protocol:
     moons_n: int = 2000
     mnist_ad_epochs: int = 15
     pca_dim: int = 32
+    # the product column (regression/anomaly rows): T = r0 = ceil(product_frac x the row's epochs), at least 1
+    product_frac: float = 0.2  # chosen on dev seeds 10-12 (0, 0.1, 0.2, 0.3 tried): most rows within 5 points
+    # --headline-with: the classification rows of a saved full run, {data, kind, eps, est, err} (disagreement column)
+    # with the run's file name, so that the 37-row headline is rendered from this run's JSON alone
+    cls_rows: tuple[dict, ...] = ()
+    cls_rows_source: str | None = None
     # which rows and columns run (the script's own options)
     rows: str = "full"  # the row set: "full", "quick", "smoke", or "reestimate" (--ab-reestimate)
     methods: tuple[str, ...] = CLS_METHODS  # classification columns (--methods; itlm_auto always runs)
@@ -175,6 +191,19 @@ def _timed_gmm(scores: torch.Tensor, method: str = "gmm") -> tuple[float, float]
     t = time.perf_counter()
     rate = estimate_corruption(scores, method).rate
     return rate, time.perf_counter() - t
+
+
+def _separability(scores: torch.Tensor, corrupted: torch.Tensor) -> dict[str, Any]:
+    """What the score can tell (regression and anomaly rows): the AUROC of the score for the true corrupted flag
+    (``None`` on a row without corrupted or without clean samples; 0.5 = no information, < 0.5 = the corrupted
+    samples score *lower*) and why the gmm decided as it did (``CorruptionEstimate.reason``)."""
+    from sklearn.metrics import roc_auc_score
+
+    from lit_robust import estimate_corruption
+
+    flags = corrupted.bool().numpy()
+    auroc = float(roc_auc_score(flags, scores.double().numpy())) if 0 < flags.sum() < flags.size else None
+    return {"auroc": auroc, "gmm_reason": estimate_corruption(scores, "gmm").reason}
 
 
 def cache_path(cache_dir: str | Path, row: dict, seed: int) -> Path:
@@ -347,66 +376,124 @@ def run_classification(task: dict) -> dict[str, Any]:
     return out
 
 
-def run_regression(task: dict) -> dict[str, Any]:
-    """Our estimate on the squared losses of an MLP trained on every (possibly corrupted) target."""
-    _quiet()
-    torch.set_num_threads(1)
-    import pytorch_lightning as pl
+def product_warmup(frac: float, epochs: int) -> int:
+    """The product column's rule, the same for every row: ``T`` (RealNVP's ``warmup_epochs``) and ``r0`` (ITLM's
+    round 0) = ``ceil(frac * epochs)`` of the row's epochs, at least 1 (``T = 0`` and ``T = 1`` are one schedule:
+    the estimate of epoch 0 alone)."""
+    return max(1, math.ceil(frac * epochs - 1e-9))
 
+
+def regression_setup(row: dict, seed: int, p: Protocol, root: str) -> tuple[Any, int, Any]:
+    """``(datamodule set up, the row's epochs, a function making a fresh MLPRegressor)`` of a regression row."""
     from lit_robust import DiabetesDataModule, MLPRegressor, MNISTLandmarksDataModule
 
-    row, seed, p = task["row"], task["seed"], Protocol(**task["protocol"])
     corruption = "linadv" if row["kind"] == "clean" else row["kind"]
     common = dict(corruption=corruption, corrupt_ratio=row["eps"] / 100.0, val_size=0, seed=seed)
     if row["data"] == "diabetes":
         dm, epochs = DiabetesDataModule(batch_size=32, **common), p.diabetes_epochs
-        dm.setup("fit")
-        model = MLPRegressor(dm.in_features, dm.out_features, lr=1e-3)
     else:
-        dm = MNISTLandmarksDataModule(root=task["data_root"], train_size=p.landmarks_size, batch_size=128, **common)
+        dm = MNISTLandmarksDataModule(root=root, train_size=p.landmarks_size, batch_size=128, **common)
         epochs = p.landmarks_epochs
-        dm.setup("fit")
-        model = MLPRegressor(dm.in_features, dm.out_features, lr=1e-3)
-    t = time.perf_counter()
-    pl.seed_everything(seed, verbose=False)
-    _trainer(epochs, []).fit(model, train_dataloaders=dm.train_dataloader())
-    scores, _ = _scores_and_probs(model, dm.train_set)
-    rate, fit_s = _timed_gmm(scores)
-    _save_cache(task, scores=scores, corrupted=dm.train_set.corrupted)
-    return {"row": row, "seed": seed, "n": len(dm.train_set), "true_eps": float(dm.train_set.corrupted.float().mean()),
-            "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0],
-            "seconds": {"ours": time.perf_counter() - t, "ours_fit": fit_s}}
+    dm.setup("fit")
+    return dm, epochs, lambda: MLPRegressor(dm.in_features, dm.out_features, lr=1e-3)
 
 
-def run_anomaly(task: dict) -> dict[str, Any]:
-    """Our estimate on ``-log p`` of a RealNVP trained on the whole contaminated training set."""
-    _quiet()
-    torch.set_num_threads(1)
-    import pytorch_lightning as pl
-
+def anomaly_setup(row: dict, seed: int, p: Protocol, root: str) -> tuple[Any, int, Any]:
+    """``(datamodule set up, the row's epochs, a function making a RealNVP(**kwargs))`` of an anomaly row."""
     from lit_robust import OneClassMNISTDataModule, RealNVP, TwoMoonsAnomalyDataModule
 
-    row, seed, p = task["row"], task["seed"], Protocol(**task["protocol"])
     if row["data"] == "moons":
         dm = TwoMoonsAnomalyDataModule(n_train=p.moons_n, contamination=row["eps"] / 100.0,
                                        anomalies="uniform" if row["kind"] == "clean" else row["kind"], seed=seed)
         epochs = p.moons_epochs
     else:
-        dm = OneClassMNISTDataModule(root=task["data_root"], normal_class=seed % 10, contamination=row["eps"] / 100.0,
+        dm = OneClassMNISTDataModule(root=root, normal_class=seed % 10, contamination=row["eps"] / 100.0,
                                      pca_dim=p.pca_dim, seed=seed)
         epochs = p.mnist_ad_epochs
     dm.setup("fit")
+    return dm, epochs, lambda **kw: RealNVP(dm.dim, n_couplings=6, hidden=64, lr=1e-3, **kw)
+
+
+def product_estimate(group: str, dm: Any, make_model: Any, epochs: int, warmup: int, seed: int,
+                     train_epochs: int | None = None) -> float:
+    """The estimate the product makes in a normal fit of ``epochs`` epochs (``train_epochs``: stop earlier; the
+    estimate is fixed once ``warmup`` epochs are over, so a dev sweep need not train past them):
+
+    * regression: ``ITLM(keep_ratio="auto", round_epochs=[r0, epochs - r0])`` with ``r0 = warmup`` and ITLM's
+      default estimator (``"disagreement"``, which falls back to the gmm on regression targets); its first estimate,
+      made from the scoring pass at the end of round 0 (``history[1].estimated_corruption``);
+    * anomalies: ``RealNVP(drop_ratio="auto", warmup_epochs=T)`` with ``T = warmup`` (default estimator ``"gmm"``
+      on the training scores of epochs ``t < max(T, 1)``, median of epochs 1 .. T-1); its estimate in force at the
+      end (``batch_filter.estimated_corruption``).
+    """
+    import pytorch_lightning as pl
+
+    from lit_robust import ITLM
+
+    pl.seed_everything(seed, verbose=False)
+    if group == "reg":
+        rounds = [warmup, max(epochs - warmup, 1)]
+        if train_epochs is not None:
+            rounds[1] = max(min(rounds[1], train_epochs - warmup), 1)
+        itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False)
+        _trainer(sum(rounds), [itlm]).fit(make_model(), train_dataloaders=dm.train_dataloader())
+        return float(itlm.history[1].estimated_corruption)
+    model = make_model(drop_ratio="auto", warmup_epochs=warmup)
+    _trainer(train_epochs or epochs, []).fit(model, train_dataloaders=dm.train_dataloader())
+    return float(model.batch_filter.estimated_corruption)
+
+
+def run_regression(task: dict) -> dict[str, Any]:
+    """Our estimate on the squared losses of an MLP trained on every (possibly corrupted) target, and the estimate
+    of ITLM auto with a short round 0 (:func:`product_estimate`)."""
+    _quiet()
+    torch.set_num_threads(1)
+    import pytorch_lightning as pl
+
+    row, seed, p = task["row"], task["seed"], Protocol(**task["protocol"])
+    dm, epochs, make_model = regression_setup(row, seed, p, task["data_root"])
     t = time.perf_counter()
     pl.seed_everything(seed, verbose=False)
-    model = RealNVP(dm.dim, n_couplings=6, hidden=64, drop_ratio=0.0, lr=1e-3)
+    model = make_model()
     _trainer(epochs, []).fit(model, train_dataloaders=dm.train_dataloader())
     scores, _ = _scores_and_probs(model, dm.train_set)
     rate, fit_s = _timed_gmm(scores)
+    ours_s = time.perf_counter() - t
+    _save_cache(task, scores=scores, corrupted=dm.train_set.corrupted)
+    warmup = product_warmup(p.product_frac, epochs)
+    t = time.perf_counter()
+    product = product_estimate("reg", dm, make_model, epochs, warmup, seed)
+    return {"row": row, "seed": seed, "n": len(dm.train_set), "true_eps": float(dm.train_set.corrupted.float().mean()),
+            "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0], **_separability(scores, dm.train_set.corrupted),
+            "product": product, "product_warmup": warmup,
+            "seconds": {"ours": ours_s, "ours_fit": fit_s, "product": time.perf_counter() - t}}
+
+
+def run_anomaly(task: dict) -> dict[str, Any]:
+    """Our estimate on ``-log p`` of a RealNVP trained on the whole contaminated training set, and the estimate of
+    ``RealNVP(drop_ratio="auto", warmup_epochs=T)`` (:func:`product_estimate`)."""
+    _quiet()
+    torch.set_num_threads(1)
+    import pytorch_lightning as pl
+
+    row, seed, p = task["row"], task["seed"], Protocol(**task["protocol"])
+    dm, epochs, make_model = anomaly_setup(row, seed, p, task["data_root"])
+    t = time.perf_counter()
+    pl.seed_everything(seed, verbose=False)
+    model = make_model(drop_ratio=0.0)
+    _trainer(epochs, []).fit(model, train_dataloaders=dm.train_dataloader())
+    scores, _ = _scores_and_probs(model, dm.train_set)
+    rate, fit_s = _timed_gmm(scores)
+    ours_s = time.perf_counter() - t
     truth = dm.train_set.corrupted
     _save_cache(task, scores=scores, corrupted=truth)
+    warmup = product_warmup(p.product_frac, epochs)
+    t = time.perf_counter()
+    product = product_estimate("ad", dm, make_model, epochs, warmup, seed)
     return {"row": row, "seed": seed, "n": len(dm.train_set), "true_eps": float(truth.float().mean()),
-            "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0],
-            "seconds": {"ours": time.perf_counter() - t, "ours_fit": fit_s}}
+            "ours": rate, "bmm": _timed_gmm(scores, "bmm")[0], **_separability(scores, truth),
+            "product": product, "product_warmup": warmup,
+            "seconds": {"ours": ours_s, "ours_fit": fit_s, "product": time.perf_counter() - t}}
 
 
 def run_task(task: dict) -> dict[str, Any]:
@@ -446,7 +533,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = dict(rs[0]["row"], seeds=[r["seed"] for r in rs], n=rs[0]["n"])
         row["true_eps"] = 100 * statistics.fmean(r["true_eps"] for r in rs)
         rs = [{"pred": r.get("ours"), **r} for r in rs]  # disagreement = gmm where a row has no labels
-        for col in ("ours", "bmm", "pred", "cleanlab", "cleanlab_insample"):
+        for col in ("ours", "bmm", "pred", "cleanlab", "cleanlab_insample", "product"):
             vals = [r.get(col) for r in rs]
             if all(v is None for v in vals):
                 continue
@@ -460,6 +547,13 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                           for r in rs if r.get("itlm_auto_estimates"))
             row["itlm_estimates"] = [[round(100 * e, 1) for e in r["itlm_auto_estimates"]] for r in rs]
             row["itlm_zero_rounds"] = sum(e == 0.0 for r in rs for e in r["itlm_auto_estimates"])
+        if any("gmm_reason" in r for r in rs):  # regression and anomaly rows
+            aurocs = [r.get("auroc") for r in rs]
+            row["auroc"] = [None if a is None else round(a, 2) for a in aurocs]
+            row["gmm_reasons"] = [r.get("gmm_reason") for r in rs]
+        if any("product_warmup" in r for r in rs):  # T / r0 of the product column, per seed
+            row["product_warmup"] = [r.get("product_warmup") for r in rs]
+            row["product_per_seed"] = [r.get("product") for r in rs]
         for col in ("ours", "cleanlab"):
             secs = [r["seconds"][col] for r in rs if col in r["seconds"]]
             if secs:
@@ -539,6 +633,31 @@ def _f(v: Any, digits: int = 1) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+PRODUCT_NOTE = (
+    " **product** = the estimate the product itself makes in a normal fit of the row's epochs, mean over seeds: on "
+    "regression rows `ITLM(keep_ratio='auto', round_epochs=[r0, epochs − r0])` with its default estimator (the gmm "
+    "here: no class labels), its first estimate (`history[1].estimated_corruption`, from the scoring pass at the "
+    "end of round 0); on anomaly rows `RealNVP(dm.dim, n_couplings=6, hidden=64, drop_ratio='auto', "
+    "warmup_epochs=T, lr=1e-3)`, its estimate at the end (`batch_filter.estimated_corruption`: the median of the "
+    "per-epoch gmm estimates on the training scores of epochs 1 .. T−1, epoch 0's alone when T = 1). One rule for "
+    "every row, chosen on dev seeds 10-12 only: T = r0 = max(1, ⌈{frac} × the row's epochs⌉)."
+)
+
+
+def _combined_headline(rows: list[dict[str, Any]], cls_rows: list[dict[str, Any]], col: str) -> dict[str, Any]:
+    """The all-rows headline from the saved classification rows (their disagreement column) and this run's
+    regression/anomaly rows' column ``col`` (``"product"`` or ``"ours"``)."""
+    errs = [c["err"] for c in cls_rows] + [r[col + "_err"] for r in rows if r.get(col + "_err") is not None]
+    clean = [c["est"] for c in cls_rows if c["eps"] == 0] + [r[col] for r in rows
+                                                            if r["eps"] == 0 and r.get(col) is not None]
+    within = sum(e <= 5 for e in errs)
+    median = round(statistics.median(errs), 2)
+    return {"rows": len(errs), "rows_err_le_5pts": within, "share_rows_err_le_5pts": round(within / len(errs), 3),
+            "median_abs_err_pts": median, "max_clean_eps_hat_pct": round(max(clean), 2),
+            "targets_met": {"median_err_le_3": median <= 3, "err_le_5_in_90pct_rows": within / len(errs) >= 0.9,
+                            "clean_eps_hat_le_3": max(clean) <= 3}}
+
+
 DATA_NAMES = {"mnist": "MNIST 6k", "fashion": "FashionMNIST 6k", "fashion60k": "FashionMNIST 60k", "digits": "digits",
               "diabetes": "Diabetes", "landmarks": "MNIST landmarks", "moons": "two moons",
               "mnist_oneclass": "one-class MNIST"}
@@ -560,7 +679,32 @@ def headline(saved: dict[str, Any]) -> dict[str, Any]:
     if saved["settings"]["rows"] == "reestimate":
         return _ab_summary(saved["results"])
     rows = aggregate(saved["results"])
-    return _prl_headline(rows) if _prl_only(saved) else _headline(rows)
+    if _prl_only(saved):
+        return _prl_headline(rows)
+    out = _headline(rows)
+    out.update(_product_figures(rows, saved["settings"]))
+    return out
+
+
+def _product_figures(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """The product column's figures (regression/anomaly rows) and, with ``--headline-with``, the all-rows headline
+    with those rows from the product column (and, for comparison, from ``ours``)."""
+    prod = [r for r in rows if r.get("product_err") is not None]
+    if not prod:
+        return {}
+    errs = [r["product_err"] for r in prod]
+    clean = [r["product"] for r in prod if r["eps"] == 0]
+    out: dict[str, Any] = {"product": {
+        "rows": len(prod), "median_abs_err_pts": round(statistics.median(errs), 2),
+        "share_rows_err_le_5pts": round(sum(e <= 5 for e in errs) / len(errs), 3),
+        "max_clean_eps_hat_pct": round(max(clean), 2) if clean else None,
+        "ours_median_abs_err_pts_same_rows": round(statistics.median(r["ours_err"] for r in prod), 2)}}
+    cls_rows = settings.get("cls_rows") or []
+    if cls_rows:
+        out["all_rows"] = {"classification_from": settings.get("cls_rows_source"),
+                           "product": _combined_headline(rows, cls_rows, "product"),
+                           "ours": _combined_headline(rows, cls_rows, "ours")}
+    return out
 
 
 def _prl_headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -657,6 +801,28 @@ def _render_table(saved: dict[str, Any]) -> str:
                      f"{_f(r.get('cleanlab_err'))} | {_f(r.get('cleanlab_insample'))} | {_f(r.get('pred'))} | "
                      f"{_f(r.get('pred_err'))} | {_f(r.get('ours_s'))} | "
                      f"{_f(r.get('cleanlab_s'))} |")
+    sep_rows = [r for r in rows if "gmm_reasons" in r]
+    with_product = any(r.get("product") is not None for r in sep_rows)
+    if sep_rows:
+        lines += ["", "Regression and anomaly rows: can the score tell the corrupted samples at all? **AUROC** = the "
+                  "area under the ROC curve of the score (the one `ours` was estimated from) for the true corrupted "
+                  "flag, per seed: 0.5 = the score carries no information about the flag, below 0.5 = the corrupted "
+                  "samples score *lower* than the clean ones (a mixture of 'low clean, high corrupted' cannot find "
+                  "them). **gmm decision** = `CorruptionEstimate.reason` per seed (which model-selection rule "
+                  "rejected the second component: BIC, Ashman separation D < 2, or a high component holding the "
+                  "majority)." + (PRODUCT_NOTE.format(frac=p.get("product_frac")) if with_product else ""), "",
+                  "| data | corruption | ε % | ours ε̂ | ours \\|err\\| | AUROC per seed | gmm decision per seed |"
+                  + (" product ε̂ | product \\|err\\| | product ε̂ per seed | T / r0 |" if with_product else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|---|---|---|" if with_product else "")]
+        for r in sep_rows:
+            auroc = ", ".join("–" if a is None else f"{a:.2f}" for a in r["auroc"])
+            line = (f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r['ours'])} | "
+                    f"{_f(r['ours_err'])} | {auroc} | {'; '.join(r['gmm_reasons'])} |")
+            if with_product:
+                per_seed = ", ".join(f"{100 * e:.1f}" for e in r["product_per_seed"])
+                warm = ", ".join(str(w) for w in dict.fromkeys(r["product_warmup"]))
+                line += f" {_f(r.get('product'))} | {_f(r.get('product_err'))} | {per_seed} | {warm} |"
+            lines.append(line)
     lines += ["", "Test accuracy (%, clean test set, mean over seeds); plain = round 0 of ITLM (the model trained "
               "one round's epochs on every sample).", "",
               "PRL auto gmm = `BatchFilter('prl', drop_ratio='auto', estimator='gmm')`; PRL auto disagreement = the "
@@ -712,6 +878,24 @@ def _render_table(saved: dict[str, Any]) -> str:
                   f"- against cleanlab CV: closer in {d['better_than_cleanlab_rows']} rows, cleanlab closer in "
                   f"{d['cleanlab_better_rows']} (target: ahead in more rows: "
                   f"{met(d['better_than_cleanlab_rows'] > d['cleanlab_better_rows'])})", ""]
+    prod = _product_figures(rows, p)
+    if prod:
+        h = prod["product"]
+        lines += ["", "**product** (the estimate `RealNVP`/`ITLM` auto make in a normal fit, T = r0 = max(1, "
+                  f"⌈{p.get('product_frac')} × epochs⌉)) on the {h['rows']} regression and anomaly rows: median "
+                  f"|ε̂ − ε| {h['median_abs_err_pts']} points (ours, the final model's scores: "
+                  f"{h['ours_median_abs_err_pts_same_rows']}); {100 * h['share_rows_err_le_5pts']:.0f} % of rows within "
+                  f"5 points; largest clean ε̂ {h['max_clean_eps_hat_pct']} %"]
+    if prod.get("all_rows"):
+        a = prod["all_rows"]
+        lines += ["", f"All rows: the {len(p['cls_rows'])} classification rows of `{a['classification_from']}` "
+                  "(unchanged; their disagreement column) with this run's regression and anomaly rows:", "",
+                  "| regression/anomaly rows from | rows | within 5 points (target ≥ 90 %) | median \\|ε̂ − ε\\| "
+                  "(target ≤ 3) | largest clean ε̂ % (target ≤ 3) |", "|---|---|---|---|---|"]
+        for col, label in (("product", "product (what a user gets)"), ("ours", "ours (the final model's scores)")):
+            c = a[col]
+            lines.append(f"| {label} | {c['rows']} | {c['rows_err_le_5pts']} ({100 * c['share_rows_err_le_5pts']:.0f} %)"
+                         f" | {c['median_abs_err_pts']:.2f} | {c['max_clean_eps_hat_pct']:.1f} |")
     if "itlm_last_median_abs_err_pts" in head:
         lines.append(f"- ITLM auto (gmm)'s last-round estimate: median error {head['itlm_last_median_abs_err_pts']} points; "
                      f"rounds that estimated 0 on noisy rows: {head['itlm_rounds_estimating_0_on_noisy_rows']}")
@@ -777,6 +961,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cache", default=None, metavar="DIR",
                     help="also write each row and seed's scores, in-sample probabilities, labels and true mask to "
                          "DIR/*.npz (for benchmarks/estimators_offline.py; benchmarks/cache/ is gitignored)")
+    ap.add_argument("--headline-with", default=None, metavar="JSON",
+                    help="a saved full run whose classification rows (disagreement column) join this run's "
+                         "regression and anomaly rows in an all-rows headline (e.g. results/corruption_rate.json)")
     ap.add_argument("--ab-reestimate", action="store_true",
                     help="ITLM auto with reestimate=True vs False, seeds 100-101 (full mode default output: "
                          "results/corruption_rate_reestimate.md)")
@@ -800,7 +987,8 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
                              f"pass `--groups cls`, got {args.groups}")
         methods = args.methods if prl_only else ["itlm_auto", *args.methods]
         return replace(p, methods=tuple(dict.fromkeys(methods)), groups=tuple(args.groups),
-                       data=None if args.data is None else tuple(args.data), with_60k=args.with_60k)
+                       data=None if args.data is None else tuple(args.data), with_60k=args.with_60k,
+                       **_cls_rows(args.headline_with, args.groups))
     if args.with_60k or args.groups != ["cls", "reg", "ad"] or args.methods != list(CLS_METHODS):
         raise SystemExit("`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`, `--groups` and "
                          "`--methods` do not apply to it (`--data` chooses among "
@@ -812,6 +1000,27 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
     return replace(p, rows="reestimate", methods=("itlm_auto",), groups=("cls",), data=data, with_60k=False,
                    seeds=p.seeds if args.seeds is not None else (100, 101) if full else (100,),
                    **({"epochs": 5, "rounds": 3} if full else {}))
+
+
+def _cls_rows(path: str | None, groups: list[str]) -> dict[str, Any]:
+    """``--headline-with``: the classification rows of a saved run, as Protocol fields."""
+    if path is None:
+        return {}
+    if "cls" in groups:
+        raise SystemExit(f"`--headline-with` adds saved classification rows to a run without them: pass `--groups` "
+                         f"without cls, got {groups}")
+    import json
+
+    try:
+        saved = json.loads(Path(path).read_text())
+        rows = [r for r in aggregate(saved["results"]) if r["group"] == "cls"]
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(f"`--headline-with` must be a saved corruption_rate run (JSON), got {path!r}: {err}") from None
+    if not rows or any(r.get("pred_err") is None for r in rows):
+        raise SystemExit(f"`--headline-with` must hold classification rows with the disagreement column, got {path!r}")
+    return {"cls_rows": tuple({"data": r["data"], "kind": r["kind"], "eps": r["eps"], "est": round(r["pred"], 4),
+                               "err": round(r["pred_err"], 4)} for r in rows),
+            "cls_rows_source": f"results/{Path(path).name}"}
 
 
 def tasks(p: Protocol, args: argparse.Namespace) -> list[dict]:

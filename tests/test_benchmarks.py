@@ -365,6 +365,14 @@ def test_corruption_rate_smoke_ends_with_headline_json():
                                            "itlm_auto_within_1pt_in_80pct_rows",
                                            "ahead_of_cleanlab_in_more_rows_at_lower_time"}
     assert "| MNIST 6k | random | 30 |" in run.stdout and "| two moons | clustered | 10 |" in run.stdout
+    # the regression/anomaly rows' own table: the score's AUROC for the true flag and the gmm's decision, per seed
+    # and the product's own estimate (RealNVP auto / ITLM auto in a normal fit), its error and its T / r0
+    sep = [line for line in run.stdout.splitlines() if line.startswith("| two moons | clustered | 10 |")][-1]
+    auroc, reason, product, product_err, per_seed, warmup = sep.strip("| ").split(" | ")[-6:]
+    assert 0.0 <= float(auroc) <= 1.0 and reason.startswith(("one component", "two components", "all equal"))
+    assert 0.0 <= float(product) <= 50.0 and float(product_err) == pytest.approx(abs(float(product) - 10.0), abs=0.51)
+    assert float(per_seed) == pytest.approx(float(product), abs=0.051) and warmup == "1"  # smoke: 1 epoch, T = 1
+    assert 0.0 <= summary["product"]["median_abs_err_pts"] <= 100.0 and summary["product"]["rows"] == 2
 
 
 def test_corruption_rate_prl_only_smoke_compares_the_filters_estimators(tmp_path):
