@@ -823,25 +823,28 @@ def _render_table(saved: dict[str, Any]) -> str:
                 warm = ", ".join(str(w) for w in dict.fromkeys(r["product_warmup"]))
                 line += f" {_f(r.get('product'))} | {_f(r.get('product_err'))} | {per_seed} | {warm} |"
             lines.append(line)
-    lines += ["", "Test accuracy (%, clean test set, mean over seeds); plain = round 0 of ITLM (the model trained "
-              "one round's epochs on every sample).", "",
-              "PRL auto gmm = `BatchFilter('prl', drop_ratio='auto', estimator='gmm')`; PRL auto disagreement = the "
-              "same with `estimator='disagreement'` (its own run: `results/corruption_rate_prl_auto.md`).", "",
-              "| data | corruption | ε % | plain | ITLM true | ITLM auto gmm | auto − true | ITLM auto disagreement | "
-              "disagreement − true | PRL true | PRL auto gmm | PRL auto disagreement | ITLM auto ε̂ per round (per "
-              "seed) | disagreement ε̂ per round |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r.get("itlm_auto") is None:
-            continue
-        diff = r["itlm_auto"] - r["itlm_true"] if r.get("itlm_true") is not None else None
-        prl_auto, prl_dis = (_f(r.get(c)) if r.get(c) is not None else "not measured"
-                             for c in ("prl_auto", "prl_auto_dis"))
-        pdiff = (r["itlm_pred"] - r["itlm_true"] if r.get("itlm_true") is not None and r.get("itlm_pred") is not None
-                 else None)
-        lines.append(f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r.get('plain'))} | "
-                     f"{_f(r.get('itlm_true'))} | {_f(r['itlm_auto'])} | {_f(diff)} | {_f(r.get('itlm_pred'))} | "
-                     f"{_f(pdiff)} | {_f(r.get('prl_true'))} | {prl_auto} | {prl_dis} | {r.get('itlm_estimates')} | "
-                     f"{r.get('itlm_pred_estimates', '–')} |")
+    # a run without classification rows (e.g. `--groups reg ad`) has no accuracy table and no classification targets
+    has_cls = any(r.get("itlm_auto") is not None for r in rows)
+    if has_cls:
+        lines += ["", "Test accuracy (%, clean test set, mean over seeds); plain = round 0 of ITLM (the model trained "
+                  "one round's epochs on every sample).", "",
+                  "PRL auto gmm = `BatchFilter('prl', drop_ratio='auto', estimator='gmm')`; PRL auto disagreement = the "
+                  "same with `estimator='disagreement'` (its own run: `results/corruption_rate_prl_auto.md`).", "",
+                  "| data | corruption | ε % | plain | ITLM true | ITLM auto gmm | auto − true | ITLM auto disagreement | "
+                  "disagreement − true | PRL true | PRL auto gmm | PRL auto disagreement | ITLM auto ε̂ per round (per "
+                  "seed) | disagreement ε̂ per round |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if r.get("itlm_auto") is None:
+                continue
+            diff = r["itlm_auto"] - r["itlm_true"] if r.get("itlm_true") is not None else None
+            prl_auto, prl_dis = (_f(r.get(c)) if r.get(c) is not None else "not measured"
+                                 for c in ("prl_auto", "prl_auto_dis"))
+            pdiff = (r["itlm_pred"] - r["itlm_true"] if r.get("itlm_true") is not None and r.get("itlm_pred") is not None
+                     else None)
+            lines.append(f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r.get('plain'))} | "
+                         f"{_f(r.get('itlm_true'))} | {_f(r['itlm_auto'])} | {_f(diff)} | {_f(r.get('itlm_pred'))} | "
+                         f"{_f(pdiff)} | {_f(r.get('prl_true'))} | {prl_auto} | {prl_dis} | {r.get('itlm_estimates')} | "
+                         f"{r.get('itlm_pred_estimates', '–')} |")
     t = head["targets_met"]
     lines += ["", "## Headline and targets", "",
               "`estimator='gmm'` (the loss mixture; ITLM's default before issue 15, the filters' default when "
@@ -851,16 +854,18 @@ def _render_table(saved: dict[str, Any]) -> str:
               f"- rows within 5 points: {100 * head['share_rows_err_le_5pts']:.0f} % (target ≥ 90 %: "
               f"{'met' if t['err_le_5_in_90pct_rows'] else 'not met'})",
               f"- clean data: largest ε̂ {head['max_clean_eps_hat_pct']} % (target ≤ 3 %: "
-              f"{'met' if t['clean_eps_hat_le_3'] else 'not met'})",
-              f"- ITLM auto ≥ ITLM true − 1 point in {_f(100 * (head['itlm_auto_ge_true_minus_1_share'] or 0), 0)} % of "
-              f"classification rows (target ≥ 80 %: {'met' if t['itlm_auto_within_1pt_in_80pct_rows'] else 'not met'})"
-              f"; PRL auto (gmm): {head['prl_auto_ge_true_minus_1_share']}",
-              f"- against cleanlab CV on {head['cleanlab_rows']} classification rows: ours closer in "
-              f"{head['ours_better_than_cleanlab_rows']}, cleanlab closer in {head['cleanlab_better_rows']} (median "
-              f"error cleanlab {head['cleanlab_median_abs_err_pts']} points); cleanlab took "
-              f"{head['cleanlab_time_over_ours']}× our time (target: ahead in more rows at lower time: "
-              f"{'met' if t['ahead_of_cleanlab_in_more_rows_at_lower_time'] else 'not met'})"]
-    if "disagreement" in head:
+              f"{'met' if t['clean_eps_hat_le_3'] else 'not met'})"]
+    if has_cls:
+        lines += [f"- ITLM auto ≥ ITLM true − 1 point in "
+                  f"{_f(100 * (head['itlm_auto_ge_true_minus_1_share'] or 0), 0)} % of "
+                  f"classification rows (target ≥ 80 %: {'met' if t['itlm_auto_within_1pt_in_80pct_rows'] else 'not met'})"
+                  f"; PRL auto (gmm): {head['prl_auto_ge_true_minus_1_share']}",
+                  f"- against cleanlab CV on {head['cleanlab_rows']} classification rows: ours closer in "
+                  f"{head['ours_better_than_cleanlab_rows']}, cleanlab closer in {head['cleanlab_better_rows']} (median "
+                  f"error cleanlab {head['cleanlab_median_abs_err_pts']} points); cleanlab took "
+                  f"{head['cleanlab_time_over_ours']}× our time (target: ahead in more rows at lower time: "
+                  f"{'met' if t['ahead_of_cleanlab_in_more_rows_at_lower_time'] else 'not met'})"]
+    if "disagreement" in head and has_cls:  # without labelled rows it is the gmm's figures again
         d = head["disagreement"]
 
         def met(ok: bool) -> str:
