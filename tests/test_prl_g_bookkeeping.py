@@ -265,6 +265,32 @@ def test_a_non_finite_loss_is_ranked_last_and_leaks_nothing():
         torch.testing.assert_close(g, r, **TOL)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_non_finite_loss_with_a_prior_mask_on_per_sample_and_gram_layers(mode):
+    """A NaN loss and another selector's mask in one step, on layers whose kept gradient is summed from stored
+    per-sample gradients (sequence Linear and Conv2d under "per_layer") or from the Gram form: the kept rows are
+    picked by index (no dense weight vector when a loss is not finite), equal to autograd's kept mean."""
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(2), nn.Linear(16, 5), nn.Tanh(),
+                          nn.Flatten(), nn.Linear(15, 4))
+    x, y = torch.randn(10, 2, 4, 4), torch.randint(0, 4, (10,))
+    bad = torch.zeros(10)
+    bad[6] = float("inf")
+    loss = lambda out, t: ce(out, t) + bad  # noqa: E731
+    prior = torch.ones(10, dtype=torch.bool)
+    prior[[1, 4]] = False
+    scores, mask, got = one_backward(model, x, y, 7, loss, mode, prior=prior)
+    ref_norms = ref_grad_norms(model, x, y, ce).detach()
+    ref_norms[6] = float("nan")  # ranked last
+    keep = smallest_k_mask(ref_norms, 7, torch.arange(10)) & prior
+    assert torch.isnan(scores[6]) and torch.equal(mask, keep) and 5 <= int(keep.sum()) < 7
+    torch.testing.assert_close(scores, ref_norms, equal_nan=True, **TOL)
+    ref = torch.autograd.grad(masked_mean(loss(model(x), y), keep), params_of(model))
+    for g, r in zip(got, ref):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, r, **TOL)
+
+
 # -- mixed precision --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
 def test_autocast_norms_within_tolerance_and_same_selection(dtype, tol):
