@@ -747,7 +747,7 @@ class _Pending:
             # every sample's per-sample gradient is finite: a layer holding them all sums them with w directly
             # (zeros included) instead of copying the kept rows out first
             dense = None
-            if bool(finite.all()) and any(book.wants_dense for book in books):
+            if any(book.wants_dense for book in books) and (all_usable or bool(finite.all())):
                 dense = w if w is not None else torch.zeros(b, dtype=dt, device=v.device).index_copy_(0, idx, ws)
             for book in books:
                 for param, delta in book.grads(ws, idx, dense):
