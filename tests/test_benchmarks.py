@@ -286,6 +286,34 @@ def test_backdoor_mnist_margin_rates():
     assert bench.setting_label("itlm_prl_at", "eps+0.1") == "ITLM+PRL-AT (1 − α = ε + 0.1, PRL-AT drops ε)"
 
 
+def test_backdoor_mnist_margin_thesis_reach_verdicts():
+    """Each thesis PRL entry above 85 % is called reached (some row's mean within 2 points), not reached, or not
+    reached and above Standard's own clean accuracy; entries at or below 85 % are not listed."""
+    bench = _load("backdoor_mnist")
+
+    def row(attack, eps, method, setting, seed, poison, clean=90.0):
+        return {"dataset": "mnist", "attack": attack, "eps": eps, "method": method, "setting": setting,
+                "seed": seed, "poison": poison, "clean": clean}
+
+    rows = [row("patch", 0.15, "standard", "eps", 0, 1.0, clean=95.0),  # thesis 98.0 -> asks 96.0 > 95.0
+            row("patch", 0.15, "prl", "eps+0.2", 0, 93.0), row("patch", 0.15, "prl", "eps+0.2", 1, 95.0),
+            row("patch", 0.25, "standard", "eps", 0, 1.0, clean=95.0),  # thesis 89.9 -> asks 87.9
+            row("patch", 0.25, "prl_at", "eps+0.2", 0, 87.0), row("patch", 0.25, "prl_at", "eps+0.2", 1, 89.0),
+            row("patch", 0.25, "prl", "eps", 0, 30.0),
+            row("blend", 0.15, "standard", "eps", 0, 1.0, clean=97.0),  # thesis 96.8 -> asks 94.8 < 97.0
+            row("blend", 0.15, "prl", "eps", 0, 90.0),
+            row("blend", 0.35, "standard", "eps", 0, 1.0, clean=97.0)]  # thesis 78.8: not listed
+    lines = bench._thesis_reach(rows, ("patch", "blend"), [0.15, 0.25, 0.35])
+    items = [x for x in lines if x.startswith("- ")]
+    assert len(items) == 3
+    assert items[0].startswith("- patch ε = 0.15") and "best row PRL drop = ε + 0.2, 94.0" in items[0]
+    assert items[0].endswith("not reached, and above Standard's own clean accuracy here.")
+    assert items[1].startswith("- patch ε = 0.25") and "PRL-AT drop = ε + 0.2, 88.0" in items[1]
+    assert items[1].endswith("— reached.")
+    assert items[2].startswith("- blend ε = 0.15") and items[2].endswith("— not reached.")
+    assert bench._thesis_reach([r for r in rows if r["method"] != "standard"], ("patch",), [0.15]) == []
+
+
 def test_backdoor_mnist_margin_disagreement_is_itlms_only():
     bench = _load("backdoor_mnist")
     task = {"settings": bench.MARGIN_SMOKE, "root": str(SHARED_DATA), "dataset": "mnist", "attack": "patch",
