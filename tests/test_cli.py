@@ -170,6 +170,29 @@ def test_eval_with_ckpt_path_last_and_no_earlier_fit_is_an_error(tmp_path, capsy
     assert "Traceback" not in msg
 
 
+def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folder(tmp_path, capsys, one_torch_thread):
+    """Every config in configs/ logs to ./lightning_logs: `test --config A --ckpt_path last` after fitting A then B
+    must load A's weights, not B's newer ones (same model class, so loading them would not even fail)."""
+    cfg_a = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg_b = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg_b["trainer"]["callbacks"] = [{"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.3}}]
+    cfg_b["trainer"]["max_epochs"] = 1
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump(cfg_a))
+    b.write_text(yaml.safe_dump(cfg_b))
+    fit_a = run(["fit", "--config", str(a)])
+    run(["fit", "--config", str(b)])
+    cfg_a["data"]["init_args"]["batch_size"] = 17  # how the data are loaded does not make another fit
+    a.write_text(yaml.safe_dump(cfg_a))
+    evaluated = run(["test", "--config", str(a), "--ckpt_path", "last"])
+    assert Path(evaluated.trainer.ckpt_path).parents[1] == Path(fit_a.trainer.log_dir)
+    cfg_a["data"]["init_args"]["clean_ratio"] = 0.9  # other data: no fit of this config
+    a.write_text(yaml.safe_dump(cfg_a))
+    with pytest.raises(SystemExit):
+        main(["test", "--config", str(a), "--ckpt_path", "last"])
+    assert "come from fits with another model, data or callbacks" in capsys.readouterr().err
+
+
 def test_eval_with_ckpt_path_best_reads_the_fits_record(tmp_path, one_torch_thread):
     cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
     cfg["trainer"]["callbacks"].append({"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
