@@ -285,6 +285,12 @@ def user_error(exc: BaseException) -> BaseException | None:
             return e
         if isinstance(e, _USER_ERRORS) and _raised_by_lit_robust(e):
             return e
+        if isinstance(e, RuntimeError) and str(e).startswith("Error(s) in loading state_dict"):
+            # `--ckpt_path` names a checkpoint of another model: torch's message, shortened to its first lines
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            more = f" (and {len(lines) - 3} more lines)" if len(lines) > 3 else ""
+            return UserInputError(f"`--ckpt_path`: the checkpoint does not fit the config's model: "
+                                  f"{' '.join(lines[:3])}{more}. Pass a checkpoint of this model.")
     return None
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
@@ -191,6 +192,31 @@ def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folde
     with pytest.raises(SystemExit):
         main(["test", "--config", str(a), "--ckpt_path", "last"])
     assert "come from fits with another model, data or callbacks" in capsys.readouterr().err
+
+
+def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):
+    """`--ckpt_path` of a module that saved no hyper-parameters (a user's own) into another model: torch's load
+    error was a traceback with exit status 1."""
+    import torch.nn as nn
+
+    class Other(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(3, 2)
+
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"state_dict": Other().state_dict(), "pytorch-lightning_version": pl.__version__,
+                "epoch": 0, "global_step": 0, "loops": {}, "callbacks": {}, "optimizer_states": [],
+                "lr_schedulers": []}, ckpt)
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as err:
+        main(["test", "--config", str(small), "--ckpt_path", str(ckpt)])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert "`--ckpt_path`: the checkpoint does not fit the config's model: Error(s) in loading state_dict" in msg
+    assert "Traceback" not in msg and len(msg.strip().splitlines()) == 2
 
 
 def test_eval_with_ckpt_path_best_reads_the_fits_record(tmp_path, one_torch_thread):
