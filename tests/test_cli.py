@@ -337,3 +337,14 @@ def test_demo_rejects_bad_flags_before_training(capsys, flags, named):
     assert err.value.code == 2
     msg = capsys.readouterr().err
     assert f"argument {named}" in msg and "Traceback" not in msg
+
+
+def test_the_error_shown_in_the_cli_page_is_the_one_printed(capsys, monkeypatch):
+    """docs/cli.md quotes one command and its error line: run it and compare, so the page cannot drift."""
+    block = (REPO / "docs" / "cli.md").read_text().split("```text\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    command, expected = block[0], block[1]
+    assert command.startswith("$ lit-robust ")
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit):
+        main(command.split()[2:])
+    assert capsys.readouterr().err.splitlines()[0] == expected
