@@ -3,13 +3,14 @@
 The data collector wanted MNIST digits, but 30% of the images are FashionMNIST items, and nothing says which.
 Each ITLM round keeps the 65% of images with the smallest -log D(x) and trains a fresh GAN on them.
 
-    python examples/gan_mixed_images.py --root ../shared/data          # ~40 s with OMP_NUM_THREADS=1
-    python examples/gan_mixed_images.py --root ../shared/data --fast   # a few seconds (used by the tests)
+    python examples/gan_mixed_images.py                  # ~40 s with OMP_NUM_THREADS=1; --root: another data folder
+    python examples/gan_mixed_images.py --fast           # a few seconds (used by the tests)
 
-On our shared 2-core machine the full run printed 70.0% -> 91.2% -> 97.0% -> 97.2% (37 s, one torch thread).
+On our shared 2-core machine the full run printed 70.0% -> 93.5% -> 99.1% -> 97.8% (35 s, one torch thread).
 """
 
 import argparse
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_robust import ITLM, MixedImagesDataModule, RobustMixin, SampleGrid
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # offline MNIST + FashionMNIST, torchvision layout
 
 
 def normal_init(module):
@@ -71,7 +74,7 @@ class MyGAN(RobustMixin, pl.LightningModule):  # 1. adopt the mixin
                 torch.optim.Adam(self.G.parameters(), lr=self.lr, betas=(0.5, 0.999))]
 
 
-def main(fast: bool = False, root: str = "../shared/data", out_dir: str = "gan_samples") -> dict:
+def main(fast: bool = False, root: str = str(DATA), out_dir: str = "gan_samples") -> dict:
     pl.seed_everything(0)
     data = MixedImagesDataModule(root=root, clean_ratio=0.7, train_size=600 if fast else 3000, batch_size=32)
     rounds = [2, 3] if fast else [5, 8, 8, 8]  # round 0 on all images, then ITLM rounds on 65% of them
@@ -88,6 +91,6 @@ def main(fast: bool = False, root: str = "../shared/data", out_dir: str = "gan_s
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw and FashionMNIST/raw")
+    parser.add_argument("--root", default=str(DATA), help="folder holding MNIST/raw and FashionMNIST/raw")
     args = parser.parse_args()
     main(args.fast, args.root)

@@ -22,12 +22,13 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -121,14 +122,19 @@ class RobustCLI(LightningCLI):
                 raise UserInputError(f"`--ckpt_path` must be an existing checkpoint file, `last` or `best`; "
                                      f"{ckpt!r} does not exist.")
             return
-        found, searched = find_last_checkpoint(self.trainer)
+        mine = self._fit_signature(subcommand)
+        found, searched = find_last_checkpoint(
+            self.trainer, None if mine is None else (lambda path: _saved_fit_signature(path) in (None, mine)))
         if found is None:
             if subcommand == "fit" and ckpt == "last":  # Lightning's own meaning: resume if there is anything
                 return
+            others = "" if mine is None or find_last_checkpoint(self.trainer)[0] is None else (
+                " The checkpoints there come from fits with another model, data or callbacks (their version "
+                "folder's config.yaml differs).")
             raise UserInputError(
                 f"`--ckpt_path {ckpt}`: no checkpoint of an earlier fit with this config was found (looked in "
-                f"{', '.join(searched)}). Run `lit-robust fit` with this config first (a ModelCheckpoint that "
-                "monitors a metric needs `save_last: true`), or pass the path of a checkpoint file.")
+                f"{', '.join(searched)}).{others} Run `lit-robust fit` with this config first (a ModelCheckpoint "
+                "that monitors a metric needs `save_last: true`), or pass the path of a checkpoint file.")
         if ckpt == "best":
             best = _best_model_path(found)
             if best is None:
@@ -140,6 +146,44 @@ class RobustCLI(LightningCLI):
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
         # changed is expected here, not news
         warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
+
+
+    def _fit_signature(self, subcommand: str) -> dict[str, Any] | None:
+        """What decides the fitted weights in this run's config (see :func:`fit_signature`), as LightningCLI
+        writes it into a fit's ``config.yaml``; ``None`` when it cannot be dumped."""
+        try:
+            dumped = self._parser(subcommand).dump(self.config[subcommand], skip_none=False)
+        except Exception:  # noqa: BLE001 - an undumpable config: fall back to the newest checkpoint
+            return None
+        return fit_signature(yaml.safe_load(dumped))
+
+
+# a datamodule's arguments that change how the data are loaded, not which data the weights were fitted on
+_LOADER_ONLY = frozenset({"batch_size", "num_workers", "root", "download", "pin_memory"})
+
+
+def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
+    """The model, the data (less the loader-only arguments) and the callbacks of a config: a checkpoint fitted
+    under another one is not "the last fit with this config"."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
+        data = {**data, "init_args": {k: v for k, v in data["init_args"].items() if k not in _LOADER_ONLY}}
+    trainer = config.get("trainer") or {}
+    return {"model": config.get("model"), "data": data,
+            "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None}
+
+
+def _saved_fit_signature(ckpt: str) -> dict[str, Any] | None:
+    """:func:`fit_signature` of the ``config.yaml`` LightningCLI saved in the version folder of the fit that wrote
+    ``ckpt`` (``<log_dir>/checkpoints/x.ckpt``); ``None`` when there is none (a fit outside the CLI, a
+    ModelCheckpoint ``dirpath`` elsewhere), which matches any config."""
+    saved = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(ckpt))), "config.yaml")
+    try:
+        with open(saved, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return fit_signature(config) if isinstance(config, dict) else None
 
 
 def enable_reports(callbacks: Sequence[Any]) -> None:
@@ -170,8 +214,10 @@ def _checkpoint_dirs(trainer: pl.Trainer) -> list[str]:
     return list(dict.fromkeys(dirs))
 
 
-def find_last_checkpoint(trainer: pl.Trainer) -> tuple[str | None, list[str]]:
-    """The newest ``last*.ckpt`` written by a fit with this Trainer's checkpoint settings, and where it looked.
+def find_last_checkpoint(trainer: pl.Trainer, accept: Callable[[str], bool] | None = None
+                         ) -> tuple[str | None, list[str]]:
+    """The newest ``last*.ckpt`` written by a fit with this Trainer's checkpoint settings (and, given ``accept``,
+    one it accepts: the CLI's fits of the same config), and where it looked.
 
     Without one, and when no ModelCheckpoint monitors a metric (Lightning's default keeps just the latest epoch's
     file), the newest ``*.ckpt`` there: the end of that fit too.
@@ -179,9 +225,14 @@ def find_last_checkpoint(trainer: pl.Trainer) -> tuple[str | None, list[str]]:
     dirs = _checkpoint_dirs(trainer)
     if not dirs:
         return None, ["(checkpointing is off: `trainer.enable_checkpointing: false`)"]
-    found = {p for d in dirs for p in glob.glob(os.path.join(d, f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}*.ckpt"))}
+
+    def matching(pattern: str) -> set[str]:
+        paths = {p for d in dirs for p in glob.glob(os.path.join(d, pattern))}
+        return paths if accept is None else {p for p in paths if accept(p)}
+
+    found = matching(f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}*.ckpt")
     if not found and all(cb.monitor is None for cb in trainer.checkpoint_callbacks):
-        found = {p for d in dirs for p in glob.glob(os.path.join(d, "*.ckpt"))}
+        found = matching("*.ckpt")
     if not found:
         return None, dirs
     return max(found, key=lambda p: (os.path.getmtime(p), p)), dirs
@@ -234,6 +285,12 @@ def user_error(exc: BaseException) -> BaseException | None:
             return e
         if isinstance(e, _USER_ERRORS) and _raised_by_lit_robust(e):
             return e
+        if isinstance(e, RuntimeError) and str(e).startswith("Error(s) in loading state_dict"):
+            # `--ckpt_path` names a checkpoint of another model: torch's message, shortened to its first lines
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            more = f" (and {len(lines) - 3} more lines)" if len(lines) > 3 else ""
+            return UserInputError(f"`--ckpt_path`: the checkpoint does not fit the config's model: "
+                                  f"{' '.join(lines[:3])}{more}. Pass a checkpoint of this model.")
     return None
 
 

@@ -111,6 +111,26 @@ def test_warmup_schedule_and_per_epoch_drop_counts(tmp_path):
     assert [r.drop_ratio for r in f.history] == [0.0, 0.125, 0.25]
 
 
+@pytest.mark.parametrize("drop_ratio, warmup, max_epochs, match", [
+    (0.3, 10, 1, r"`max_epochs`=1 ends the fit before the filter reaches `drop_ratio`=0.3: with `warmup_epochs`=10 "
+                 r".* drops nothing: this fit is plain training"),
+    (0.3, 10, 3, r"drops at most 0.06 of each batch"),
+    ("auto", 0, 1, r"drops nothing \(epoch 0 only estimates"),
+])
+def test_a_fit_shorter_than_the_warmup_is_warned_about(tmp_path, drop_ratio, warmup, max_epochs, match):
+    """`--trainer.max_epochs 1` on a shipped config (warmup_epochs 10) silently ran plain training."""
+    f = BatchFilter("spl", drop_ratio=drop_ratio, warmup_epochs=warmup)
+    with pytest.warns(UserWarning, match=match):
+        fit(tmp_path, [f], max_epochs=max_epochs)
+    assert all(r.dropped == 0 for r in f.history) == (match != r"drops at most 0.06 of each batch")
+
+
+def test_a_fit_past_the_warmup_is_not_warned_about(tmp_path):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*ends the fit before the filter")
+        fit(tmp_path, [BatchFilter("spl", drop_ratio=0.3, warmup_epochs=1)], max_epochs=2)
+
+
 def test_dropped_corrupted_fraction_is_logged_and_kept(tmp_path):
     spy = SpyFilter("prl", drop_ratio=0.3)
     _, trainer = fit(tmp_path, [spy], max_epochs=2)

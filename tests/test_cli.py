@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
@@ -170,6 +171,54 @@ def test_eval_with_ckpt_path_last_and_no_earlier_fit_is_an_error(tmp_path, capsy
     assert "Traceback" not in msg
 
 
+def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folder(tmp_path, capsys, one_torch_thread):
+    """Every config in configs/ logs to ./lightning_logs: `test --config A --ckpt_path last` after fitting A then B
+    must load A's weights, not B's newer ones (same model class, so loading them would not even fail)."""
+    cfg_a = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg_b = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg_b["trainer"]["callbacks"] = [{"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.3}}]
+    cfg_b["trainer"]["max_epochs"] = 1
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump(cfg_a))
+    b.write_text(yaml.safe_dump(cfg_b))
+    fit_a = run(["fit", "--config", str(a)])
+    run(["fit", "--config", str(b)])
+    cfg_a["data"]["init_args"]["batch_size"] = 17  # how the data are loaded does not make another fit
+    a.write_text(yaml.safe_dump(cfg_a))
+    evaluated = run(["test", "--config", str(a), "--ckpt_path", "last"])
+    assert Path(evaluated.trainer.ckpt_path).parents[1] == Path(fit_a.trainer.log_dir)
+    cfg_a["data"]["init_args"]["clean_ratio"] = 0.9  # other data: no fit of this config
+    a.write_text(yaml.safe_dump(cfg_a))
+    with pytest.raises(SystemExit):
+        main(["test", "--config", str(a), "--ckpt_path", "last"])
+    assert "come from fits with another model, data or callbacks" in capsys.readouterr().err
+
+
+def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):
+    """`--ckpt_path` of a module that saved no hyper-parameters (a user's own) into another model: torch's load
+    error was a traceback with exit status 1."""
+    import torch.nn as nn
+
+    class Other(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(3, 2)
+
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"state_dict": Other().state_dict(), "pytorch-lightning_version": pl.__version__,
+                "epoch": 0, "global_step": 0, "loops": {}, "callbacks": {}, "optimizer_states": [],
+                "lr_schedulers": []}, ckpt)
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as err:
+        main(["test", "--config", str(small), "--ckpt_path", str(ckpt)])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert "`--ckpt_path`: the checkpoint does not fit the config's model: Error(s) in loading state_dict" in msg
+    assert "Traceback" not in msg and len(msg.strip().splitlines()) == 2
+
+
 def test_eval_with_ckpt_path_best_reads_the_fits_record(tmp_path, one_torch_thread):
     cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
     cfg["trainer"]["callbacks"].append({"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
@@ -288,3 +337,14 @@ def test_demo_rejects_bad_flags_before_training(capsys, flags, named):
     assert err.value.code == 2
     msg = capsys.readouterr().err
     assert f"argument {named}" in msg and "Traceback" not in msg
+
+
+def test_the_error_shown_in_the_cli_page_is_the_one_printed(capsys, monkeypatch):
+    """docs/cli.md quotes one command and its error line: run it and compare, so the page cannot drift."""
+    block = (REPO / "docs" / "cli.md").read_text().split("```text\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    command, expected = block[0], block[1]
+    assert command.startswith("$ lit-robust ")
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit):
+        main(command.split()[2:])
+    assert capsys.readouterr().err.splitlines()[0] == expected

@@ -212,3 +212,12 @@ def test_tiny_last_batch_is_kept_whole_with_one_warning(tmp_path):
     assert sum("too small" in str(w.message) for w in rec) == 1
     last = [s for s in co.steps if s["keep1"].numel() == 1]
     assert len(last) == 2 and all(bool(s["keep1"].all() and s["keep2"].all()) for s in last)
+
+
+def test_a_fit_shorter_than_the_warmup_is_warned_about(tmp_path):
+    """coteaching_mnist.yaml (warmup_epochs 5) with `--trainer.max_epochs 1` was plain training of two networks."""
+    co = CoTeaching(TinyModel(), rule="spl", drop_ratio=0.25, warmup_epochs=5)
+    with pytest.warns(UserWarning, match=r"CoTeaching: the Trainer's `max_epochs`=2 ends the fit before .* drops at "
+                                         r"most 0.05 of each batch"):
+        fit(tmp_path, co, max_epochs=2)
+    assert [r.dropped_1 for r in co.history] == [0, 6]  # epoch 1: 16 - floor(0.95 * 16) = 1 in each of 6 batches

@@ -57,6 +57,33 @@ def small_batch_message(owner: str, n: int, eps: float) -> str:
             "Use `drop_last=True` or a larger batch size. (Warned once.)")
 
 
+def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int, max_epochs: int | None) -> str | None:
+    """Why a fit of ``max_epochs`` ends before the filter drops its full ``drop_ratio`` (the warm-up ramps it
+    up from 0 in epoch 0; ``"auto"`` estimates in epoch 0 and drops from epoch 1), or ``None`` when it does not.
+
+    >>> warmup_outlasts_fit(0.3, 10, 40) is None
+    True
+    >>> warmup_outlasts_fit(0.3, 10, 1).startswith("the Trainer's `max_epochs`=1 ends")
+    True
+    """
+    if max_epochs is None or max_epochs < 1 or drop_ratio == 0:
+        return None
+    auto = drop_ratio == "auto"
+    full_from = max(warmup_epochs, 1) if auto else warmup_epochs  # the first 0-based epoch at the full ratio
+    if max_epochs > full_from:
+        return None
+    if auto:
+        reached = "drops nothing (epoch 0 only estimates the corrupted fraction)" if max_epochs == 1 else (
+            f"drops only {(max_epochs - 1) / max(warmup_epochs, 1):.0%} of its estimate in the last epoch")
+    else:
+        last = scheduled_drop_ratio(max_epochs - 1, float(drop_ratio), warmup_epochs)
+        reached = ("drops nothing: this fit is plain training" if last == 0 else
+                   f"drops at most {last:.3g} of each batch (in the last epoch)")
+    return (f"the Trainer's `max_epochs`={max_epochs} ends the fit before the filter reaches `drop_ratio`="
+            f"{drop_ratio!r}: with `warmup_epochs`={warmup_epochs} (the drop ratio ramps up from 0 in epoch 0) it "
+            f"{reached}. Set `warmup_epochs` below `max_epochs` (e.g. {max(max_epochs // 3, 0)}) or train longer.")
+
+
 def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Literal["local", "global"] = "local",
                     on_too_small: Callable[[int, float], None] | None = None) -> Tensor:
     """Keep-mask of one training batch: the ``floor((1-ε) B)`` smallest ``(score, index)``, over this rank's
@@ -325,6 +352,9 @@ class BatchFilter(Callback):
             return
         module = require_mixin("BatchFilter", pl_module)
         self._trainer, self._module = trainer, module
+        short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, trainer.max_epochs)
+        if short is not None:
+            rank_zero_warn(f"BatchFilter: {short}")
         self._schedule_start = 0  # a resumed fit restores it (after setup) from the checkpoint
         if self._auto is not None:
             self._auto.start = 0

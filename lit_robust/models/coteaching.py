@@ -13,7 +13,12 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust._checks import check_int
-from lit_robust.callbacks.batch_filter import check_filter_args, select_in_batch, small_batch_message
+from lit_robust.callbacks.batch_filter import (
+    check_filter_args,
+    select_in_batch,
+    small_batch_message,
+    warmup_outlasts_fit,
+)
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import loss_layer_scores
@@ -192,6 +197,10 @@ class CoTeaching(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self.net1, self._trainer)  # the wrapped model's own `setup` is not called by Lightning
+        short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
+            self.drop_ratio, self.warmup_epochs, self._trainer.max_epochs)
+        if short is not None:
+            rank_zero_warn(f"CoTeaching: {short}")
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
