@@ -33,11 +33,15 @@ def _main(argv: list[str], cwd: str, env: dict[str, str], out: str, err: str) ->
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    sys.argv = list(argv)
-    sys.path.insert(0, str(Path(argv[0]).resolve().parent))  # as `python SCRIPT` puts the script's folder first
+    module = argv[0] == "-m"  # `python -m MODULE ARGS`: the working directory first on the path, argv[0] the file
+    sys.argv = list(argv[1:] if module else argv)
+    sys.path.insert(0, os.getcwd() if module else str(Path(argv[0]).resolve().parent))  # as python does
     code: object = 0
     try:
-        runpy.run_path(argv[0], run_name="__main__")
+        if module:
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(argv[0], run_name="__main__")
     except SystemExit as e:
         code = e.code
     except BaseException:  # noqa: BLE001 - an uncaught exception: traceback on stderr, status 1 (as python does)
@@ -88,5 +92,6 @@ class Launch:
 
 def run(argv: Sequence[str], cwd: str | os.PathLike, env: dict[str, str], repo: Path,
         timeout: float) -> subprocess.CompletedProcess:
-    """``subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=cwd, env=env)``, forked."""
+    """``subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=cwd, env=env)``, forked;
+    ``argv`` is ``[SCRIPT, *ARGS]`` or ``["-m", MODULE, *ARGS]``."""
     return Launch(argv, cwd, env, repo).communicate(timeout)
