@@ -1,5 +1,6 @@
-"""Per-batch filters with ``scope="global"`` on two real gloo ranks (``ddp_spawn``): every step's masks equal
-a one-process trim of the union of the ranks' batches (first occurrence of a repeated index only)."""
+"""Per-batch filters with ``scope="global"`` on two real gloo ranks (``ddp_cpu_strategy``: forked where safe):
+every step's masks equal a one-process trim of the union of the ranks' batches (first occurrence of a repeated index
+only)."""
 
 import json
 import math
@@ -10,24 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_robust import AdversarialTrigger, BatchFilter, CoTeaching
-from tests.conftest import TinyModel, blobs
-
-
-def fit_on_two_ranks(make):
-    """``trainer.fit`` of ``make()``'s ``(trainer, module, data)``, tried a second time (fresh objects, same seed)
-    if a spawned rank dies of a signal. Seen when these tests run after other test files (3 of 8 such runs on
-    2026-11-30, 0 of 16 fits in isolation): rank 1 aborts in torch's teardown ("terminate called without an active
-    exception") after `Trainer.fit` has ended; the cause was not found. A retry that fails again fails the test,
-    and the records the test checks are the second try's."""
-    for attempt in (0, 1):
-        pl.seed_everything(0, verbose=False)
-        trainer, module, data = make()
-        try:
-            trainer.fit(module, data)
-            return
-        except torch.multiprocessing.ProcessExitedException as err:
-            if attempt or err.signal_name is None:
-                raise
+from tests.conftest import TinyModel, blobs, ddp_cpu_strategy, fit_ranks
 
 
 class OddBlobs(pl.LightningDataModule):
@@ -108,12 +92,12 @@ def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
         else:
             module, callbacks = SpyCoTeaching(TinyModel(), rule="spl", drop_ratio=0.3, warmup_epochs=1,
                                               scope="global", out=out), []
-        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
-                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, deterministic=True)
         return trainer, module, OddBlobs()
 
-    fit_on_two_ranks(make)
+    fit_ranks(make)
     ranks = [json.load(open(f"{out}.{r}")) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) > 0
     filtered = [(a, b) for a, b in zip(*ranks) if a["eps"] > 0]
@@ -150,12 +134,12 @@ def test_adversarial_trigger_global_scope_shares_one_perturbation(scope, tmp_pat
     def make():
         callbacks = [BatchFilter("spl", drop_ratio=0.3, scope="global"),
                      SpyTrigger(tau=tau, value_range=None, scope=scope, out=out)]
-        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=callbacks,
-                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, deterministic=True)
         return trainer, TinyModel(), OddBlobs()
 
-    fit_on_two_ranks(make)
+    fit_ranks(make)
     ranks = [json.load(open(f"{out}.{r}")) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2
     same = [a["c"] == b["c"] for a, b in zip(*ranks)]

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests import _script_runner
 from tests.conftest import REPO, SHARED_DATA
 
 EXPECTED_RATIOS = {"itlm/scoring_pass_throughput", "itlm/scoring_pass_vs_no_grad_loop", "mixin/training_step",
@@ -17,6 +18,7 @@ EXPECTED_RATIOS = {"itlm/scoring_pass_throughput", "itlm/scoring_pass_vs_no_grad
                    "filter/prl_g_two_pass_step", "filter/prl_g_step_mlp", "filter/prl_g_step_wide_cnn",
                    "backdoor/adversarial_trigger_step", "data/indexed_loader_throughput",
                    "data/indexed_loader_vs_batched_tensor_loader", "data/itlm_fit_n1e4"}  # run in --smoke
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # the scripts import this checkout's lit_robust
 HAS_OPACUS = importlib.util.find_spec("opacus") is not None  # the `bench` extra: the Opacus row runs only with it
 if HAS_OPACUS:
     EXPECTED_RATIOS.add("filter/prl_g_vs_opacus")
@@ -27,25 +29,22 @@ def smoke_runs() -> dict[str, subprocess.CompletedProcess]:
     """The scripts' ``--smoke`` modes, launched side by side (each uses one torch thread)."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.fail(f"offline MNIST expected under {SHARED_DATA} (set LIT_ROBUST_DATA)")
-    procs = {
-        name: subprocess.Popen([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke",
-                                "--data-root", str(SHARED_DATA)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's lit_robust
-        for name in ("itlm_mnist", "overhead", "batch_filters", "anomaly", "backdoor_mnist")
-    }
-    out = {}
-    for name, p in procs.items():
-        stdout, stderr = p.communicate(timeout=300)
-        out[name] = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
-    return out
+    procs = {name: _script_runner.Launch([REPO / "benchmarks" / f"{name}.py", "--smoke", "--data-root", SHARED_DATA],
+                                         cwd=REPO, env=ENV, repo=REPO)
+             for name in ("itlm_mnist", "overhead", "batch_filters", "anomaly", "backdoor_mnist")}
+    return {name: p.communicate(timeout=300) for name, p in procs.items()}
+
+
+def _script(argv: list, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python benchmarks/SCRIPT ARGS`` from the repository root, its output captured: forked from a server that
+    has imported torch and Lightning (:mod:`tests._script_runner`) instead of a fresh interpreter."""
+    return _script_runner.run([REPO / "benchmarks" / argv[0], *argv[1:]], cwd=REPO, env=ENV if env is None else env,
+                              repo=REPO, timeout=300)
 
 
 def _smoke(name: str) -> subprocess.CompletedProcess:
     """One script's ``--smoke`` run, on its own (for the scripts not in :func:`smoke_runs`)."""
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", "--data-root",
-                           str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's lit_robust
+    return _script([f"{name}.py", "--smoke", "--data-root", SHARED_DATA])
 
 
 def _last_json(run: subprocess.CompletedProcess) -> dict:
@@ -187,8 +186,7 @@ def test_overhead_registry_has_the_issue_rows():
 
 
 def test_gan_mixture_smoke_ends_with_headline_json():
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gan_mixture.py"), "--smoke", "--data-root",
-                          str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    run = _script(["gan_mixture.py", "--smoke", "--data-root", SHARED_DATA], env=dict(os.environ))
     summary = _last_json(run)
     assert summary["benchmark"] == "gan_mixture" and summary["mode"] == "smoke"
     row = summary["rows"]["80"]
@@ -221,9 +219,7 @@ def test_backdoor_mnist_margin_smoke_resumes_and_ends_with_headline_json(tmp_pat
     out = tmp_path / "margin.md"
 
     def margin(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "backdoor_mnist.py"), "--margin", "--smoke",
-                               "--data-root", str(SHARED_DATA), "--out", str(out), *extra], capture_output=True,
-                              text=True, cwd=REPO, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+        return _script(["backdoor_mnist.py", "--margin", "--smoke", "--data-root", SHARED_DATA, "--out", out, *extra])
 
     first = margin("--max-runs", "2")
     assert _last_json(first)["runs"] == 2 and "margin axis: 0 cells stored, 2 to run" in first.stdout
@@ -406,10 +402,8 @@ def test_corruption_rate_smoke_ends_with_headline_json():
 def test_corruption_rate_prl_only_smoke_compares_the_filters_estimators(tmp_path):
     """``--methods`` among the PRL columns only: no ITLM, one table of PRL true / auto gmm / auto disagreement."""
     out = tmp_path / "prl.md"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "corruption_rate.py"), "--smoke", "--data-root",
-                          str(SHARED_DATA), "--groups", "cls", "--methods", "prl_true", "prl_auto", "prl_auto_dis",
-                          "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    run = _script(["corruption_rate.py", "--smoke", "--data-root", SHARED_DATA, "--groups", "cls", "--methods",
+                   "prl_true", "prl_auto", "prl_auto_dis", "--out", out])
     summary = _last_json(run)
     assert summary["rows"] == 1 and set(summary) >= {"gmm", "disagreement"}
     for name in ("gmm", "disagreement"):
@@ -492,9 +486,7 @@ def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
     cache = tmp_path / "cache"
 
     def run(*argv):
-        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "estimators_offline.py"), *argv,
-                               "--data-root", str(SHARED_DATA)], capture_output=True, text=True, cwd=REPO,
-                              timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+        return _script(["estimators_offline.py", *argv, "--data-root", SHARED_DATA])
 
     summary = _last_json(run("--smoke", "--cache", str(cache)))
     cls = np.load(cache / "cls-mnist-random-30-s0.npz")

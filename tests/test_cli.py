@@ -1,6 +1,6 @@
 import importlib
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from lit_robust import ITLM, AdversarialTrigger, BackdoorMetrics, BatchFilter, SampleGrid, SpectralNorm, load_report
 from lit_robust.cli import main, run
+from tests import _script_runner
 from tests.conftest import REPO, SHARED_DATA
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -286,7 +287,9 @@ def test_demo_no_auto_skips_the_auto_run(capsys):
 
 
 def test_module_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "lit_robust", "--help"], capture_output=True, text=True, timeout=120)
+    # `python -m lit_robust --help`, forked from a server that has imported torch (tests/_script_runner.py)
+    out = _script_runner.run(["-m", "lit_robust", "--help"], cwd=os.getcwd(), env=dict(os.environ), repo=REPO,
+                             timeout=120)
     assert out.returncode == 0, out.stderr
     assert "fit" in out.stdout and "test" in out.stdout
 

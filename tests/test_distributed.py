@@ -10,7 +10,6 @@ import traceback
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from lit_robust.selection import distributed as D
 from lit_robust.selection.radix import (
@@ -26,6 +25,7 @@ from lit_robust.selection.radix import (
 from lit_robust.selection.rules import keep_count, smallest_k_mask, trim_mask
 from lit_robust.selection.samplers import ShardedSampler
 from lit_robust.selection.sharded import SimulatedCollectives, first_occurrence_mask, sharded_smallest_k_masks
+from tests.conftest import start_ranks
 
 SPECIALS = [0.0, -0.0, math.nan, -math.nan, math.inf, -math.inf, 1e-45, -1e-45, 3.4028234e38, -3.4028234e38,
             1.0, -1.0, 0.5]
@@ -377,7 +377,7 @@ def _rank_main(r: int, world: int, init_file: str, out_dir: str) -> None:
 def gloo_run(request, tmp_path_factory):
     world = request.param
     out = tmp_path_factory.mktemp(f"gloo{world}")
-    mp.spawn(_rank_main, args=(world, str(out / "init"), str(out)), nprocs=world, join=True)
+    start_ranks(_rank_main, (world, str(out / "init"), str(out)), world)  # forked where safe
     results = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
     for r, res in enumerate(results):
         assert "crash" not in res, f"rank {r} crashed:\n{res['crash']}"

@@ -35,8 +35,8 @@ from lit_robust.selection.auto_drop import (
     per_index_mean,
 )
 from lit_robust.selection.rules import keep_count
-from tests.conftest import BlobsData, TinyModel, tiny_trainer
-from tests.test_batch_filter_ddp import OddBlobs, fit_on_two_ranks
+from tests.conftest import BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
+from tests.test_batch_filter_ddp import OddBlobs
 from tests.test_coteaching import EpochSeededBlobs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -494,7 +494,7 @@ def ddp_fit(tmp_path, devices, scope, estimator="gmm"):
 
     def make():
         f = BatchFilter("spl", "auto", warmup_epochs=1, scope=scope, estimator=estimator)
-        kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
+        kw = {"strategy": ddp_cpu_strategy()} if devices > 1 else {}
         trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=[f, Record(f, out)],
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, deterministic=True, **kw)
@@ -502,7 +502,7 @@ def ddp_fit(tmp_path, devices, scope, estimator="gmm"):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_on_two_ranks(make)
+        fit_ranks(make)
     ranks = [json.load(open(f"{out}.{r}")) for r in range(devices)]
     assert all(r == ranks[0] for r in ranks)  # every rank holds the same estimate and schedule
     return ranks[0]

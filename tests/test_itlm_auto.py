@@ -16,8 +16,7 @@ from lit_robust import ITLM, unpack_batch
 from lit_robust.callbacks.itlm import RoundRecord, auto_keep_count
 from lit_robust.cli import run as cli_run
 from lit_robust.reporting import round_line, round_table
-from tests.conftest import REPO, BlobsData, TinyModel, tiny_trainer
-from tests.test_batch_filter_ddp import fit_on_two_ranks
+from tests.conftest import REPO, BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
 from tests.test_cli import shrink
 from tests.test_itlm_ddp import OddBlobs
 
@@ -245,7 +244,7 @@ class Record(pl.Callback):
 
 def auto_fit(tmp_path, devices, estimator="gmm"):
     out = str(tmp_path / f"ws{devices}-{estimator}.json")
-    kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
+    kw = {"strategy": ddp_cpu_strategy()} if devices > 1 else {}
 
     def make():
         itlm = ITLM("auto", [1, 1, 1], auto_margin=0.02, estimator=estimator, verbose=False, plot=False)
@@ -256,7 +255,7 @@ def auto_fit(tmp_path, devices, estimator="gmm"):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_on_two_ranks(make)  # retried once if a spawned rank dies of a signal in torch's teardown
+        fit_ranks(make)  # retried once if a rank dies of a signal in torch's teardown
     with open(out) as f:
         return json.load(f)
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from lit_robust import ITLM
 from lit_robust.selection.rules import trim_mask
-from tests.conftest import TinyModel, blobs
+from tests.conftest import TinyModel, blobs, ddp_cpu_strategy
 
 
 class TiedNaNModel(TinyModel):
@@ -61,15 +61,14 @@ class CheckAgainstOneProcess(pl.Callback):
                            "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()]}, f)
 
 
-def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1, 1)):
+def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1, 1), strategy="ddp_spawn"):
     pl.seed_everything(0, verbose=False)
     itlm = ITLM(keep_ratio=0.6, round_epochs=list(epochs), verbose=False, plot=False)
     out = str(tmp_path / f"{name}.json")
     cbs = [itlm, CheckAgainstOneProcess(itlm, out),
            ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
-    trainer = pl.Trainer(max_epochs=sum(epochs), accelerator="cpu", devices=2, strategy="ddp_spawn",
-                         callbacks=cbs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         deterministic=True)
+    trainer = pl.Trainer(max_epochs=sum(epochs), accelerator="cpu", devices=2, strategy=strategy, callbacks=cbs,
+                         logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
     trainer.fit(model_cls(), OddBlobs(), ckpt_path=ckpt_path)
     with open(out) as f:
         return json.load(f)
@@ -77,12 +76,13 @@ def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_selection_equals_one_process_and_resume_reproduces(tmp_path):
-    full = ddp_fit(tmp_path, "full")
+    full = ddp_fit(tmp_path, "full")  # ddp_spawn: Lightning's spawn launcher, as users run it
     assert [r["round"] for r in full["records"]] == [1, 2]
     assert all(r["equal"] for r in full["records"]), full["records"]
     assert full["history"] == [241, 144, 144]
     assert not any(i % 7 == 0 for i in full["selection"])  # NaN scores dropped first
-    resumed = ddp_fit(tmp_path, "resumed", ckpt_path=tmp_path / "full" / "epoch=0.ckpt")
+    # forked ranks (tests.conftest.ddp_cpu_strategy) resume from the spawned ranks' checkpoint
+    resumed = ddp_fit(tmp_path, "resumed", ckpt_path=tmp_path / "full" / "epoch=0.ckpt", strategy=ddp_cpu_strategy())
     assert resumed["selection"] == full["selection"]
     assert resumed["weights"] == full["weights"]
 
@@ -106,15 +106,17 @@ trainer.fit(TiedNaNModel(), OddBlobs())
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_script_launcher_strategy(tmp_path):
     """strategy="ddp" re-launches the script once per rank (Lightning's subprocess launcher)."""
-    import subprocess
-    import sys
+    import os
 
+    from tests import _script_runner
     from tests.conftest import REPO
 
     out = tmp_path / "ddp.json"
     script = tmp_path / "run_ddp.py"
     script.write_text(DDP_SCRIPT.format(repo=str(REPO), out=str(out)))
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # rank 0 forked from a server that has imported torch (tests/_script_runner.py); Lightning starts rank 1 as
+    # `python run_ddp.py`
+    proc = _script_runner.run([script], cwd=tmp_path, env=dict(os.environ), repo=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert [r["round"] for r in result["records"]] == [1, 2]

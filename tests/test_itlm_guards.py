@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from lit_robust import ITLM
 from lit_robust.callbacks.itlm import RoundRecord, chance_accuracy, collapse_reasons
 from lit_robust.reporting import round_line
-from tests.conftest import BlobsData, TinyModel, tiny_trainer
+from tests.conftest import BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
 from tests.test_itlm_ddp import OddBlobs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -338,13 +338,16 @@ class WriteHistory(pl.Callback):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_collapse_decision_is_the_same_on_every_rank(tmp_path):
-    pl.seed_everything(0, verbose=False)
-    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], initial_round_on_all=False, verbose=False, plot=False)
     out = str(tmp_path / "h")
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
-                         callbacks=[itlm, WriteHistory(itlm, out)], enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, deterministic=True)
-    trainer.fit(RankConstantLoss(), OddBlobs())
+
+    def make():
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], initial_round_on_all=False, verbose=False, plot=False)
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(), logger=False,
+                             callbacks=[itlm, WriteHistory(itlm, out)], enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+        return trainer, RankConstantLoss(), OddBlobs()
+
+    fit_ranks(make)  # seeds 0
     ranks = [json.load(open(f"{out}.{r}.json")) for r in (0, 1)]
     assert ranks[0] == ranks[1]
     first = ranks[0]["history"][0]

@@ -28,8 +28,7 @@ from lit_robust.report import (
     write_report,
 )
 from lit_robust.selection.rules import trim_mask
-from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
-from tests.test_batch_filter_ddp import fit_on_two_ranks
+from tests.conftest import BlobsData, TinyModel, blobs, ddp_cpu_strategy, fit_ranks, tiny_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -479,7 +478,7 @@ def report_fit(root, devices):
     def make():
         cbs = [ITLM(0.7, [1, 1], verbose=False, plot=False, report_dir=str(root)),
                BatchFilter("spl", 0.25, report_dir=str(root))]
-        kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
+        kw = {"strategy": ddp_cpu_strategy()} if devices > 1 else {}
         trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=cbs, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              deterministic=True, **kw)
@@ -487,8 +486,7 @@ def report_fit(root, devices):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # retried once if a spawned rank dies of a signal in torch's teardown (see fit_on_two_ranks)
-        fit_on_two_ranks(make)
+        fit_ranks(make)  # retried once if a rank dies of a signal in torch's teardown
     return [load_report(root / f, as_frame=False) for f in ("itlm_report.csv", "filter_spl_report.csv")]
 
 

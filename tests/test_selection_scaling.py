@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests import _script_runner
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_selection_scaling_smoke_ends_with_headline_json():
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "selection_scaling.py"), "--smoke"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    # forked from a server that has imported torch (tests/_script_runner.py), not a fresh interpreter
+    run = _script_runner.run([REPO / "benchmarks" / "selection_scaling.py", "--smoke"], cwd=REPO,
+                             env=dict(os.environ), repo=REPO, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.strip()]
     summary = json.loads(lines[-1])

@@ -1,4 +1,4 @@
-"""SimCLR on two real gloo ranks (``ddp_spawn``): NT-Xent takes its negatives from the global batch."""
+"""SimCLR on two real gloo ranks (``ddp_cpu_strategy``: forked where safe): NT-Xent takes its negatives from the global batch."""
 
 import pytest
 import pytorch_lightning as pl
@@ -7,6 +7,7 @@ from lightly.loss import NTXentLoss
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import IndexedDataset, SimCLR
+from tests.conftest import ddp_cpu_strategy, fit_ranks
 
 
 class SpySimCLR(SimCLR):
@@ -28,14 +29,17 @@ class SpySimCLR(SimCLR):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_loss_uses_the_negatives_of_every_rank(tmp_path):
-    pl.seed_everything(0, verbose=False)
     out = str(tmp_path / "rank")
     n = 32
-    data = IndexedDataset(TensorDataset(torch.randn(n, 1, 28, 28), torch.zeros(n, dtype=torch.long)))
-    model = SpySimCLR(out, width=4, projection_dim=8)
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, DataLoader(data, batch_size=8))
+
+    def make():  # after seed_everything(0)
+        data = IndexedDataset(TensorDataset(torch.randn(n, 1, 28, 28), torch.zeros(n, dtype=torch.long)))
+        model = SpySimCLR(out, width=4, projection_dim=8)
+        trainer = pl.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(), logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        return trainer, model, DataLoader(data, batch_size=8)
+
+    fit_ranks(make)
     r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1))
     assert r0["gather"] and r1["gather"]
     one_process = NTXentLoss(temperature=0.5)
