@@ -352,7 +352,7 @@ class BatchFilter(Callback):
             return
         module = require_mixin("BatchFilter", pl_module)
         self._trainer, self._module = trainer, module
-        short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, trainer.max_epochs)
+        short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, getattr(trainer, "max_epochs", None))
         if short is not None:
             rank_zero_warn(f"BatchFilter: {short}")
         self._schedule_start = 0  # a resumed fit restores it (after setup) from the checkpoint

@@ -198,7 +198,7 @@ class CoTeaching(pl.LightningModule):
     def setup(self, stage: str) -> None:
         check_fits_data(self.net1, self._trainer)  # the wrapped model's own `setup` is not called by Lightning
         short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
-            self.drop_ratio, self.warmup_epochs, self._trainer.max_epochs)
+            self.drop_ratio, self.warmup_epochs, getattr(self._trainer, "max_epochs", None))
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
 
