@@ -2,9 +2,10 @@
 normalisation, backdoor triggers and the corrupted-fraction estimators.
 
 Import the functions from their modules (``lit_robust.functional.scores``, ``.spectral``, ``.backdoor``,
-``.losses``, ``.estimation``); the names below are also re-exported from :mod:`lit_robust`.
+``.losses``, ``.estimation``, ``.clustering``); the names below are also re-exported from :mod:`lit_robust`.
 """
 
+from lit_robust.functional.clustering import ActivationClusters, activation_clusters
 from lit_robust.functional.estimation import (
     CorruptionEstimate,
     estimate_corruption,
@@ -23,4 +24,6 @@ __all__ = [
     "estimate_corruption",
     "estimate_corruption_from_predictions",
     "estimate_corruption_from_probs",
+    "ActivationClusters",
+    "activation_clusters",
 ]
