@@ -17,6 +17,7 @@ from lit_robust.anomaly import (
 )
 from lit_robust.callbacks import (
     ITLM,
+    ActivationClustering,
     AdversarialTrigger,
     BackdoorMetrics,
     BatchFilter,
@@ -46,7 +47,9 @@ from lit_robust.data import (
     unpack_batch,
 )
 from lit_robust.functional import (
+    ActivationClusters,
     CorruptionEstimate,
+    activation_clusters,
     apply_spectral_norm,
     bootstrap_loss,
     estimate_corruption,
@@ -86,6 +89,9 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ITLM",
+    "ActivationClustering",
+    "ActivationClusters",
+    "activation_clusters",
     "RoundRecord",
     "BatchFilter",
     "FilterEpochRecord",

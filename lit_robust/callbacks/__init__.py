@@ -1,5 +1,6 @@
 """Lightning callbacks."""
 
+from lit_robust.callbacks.activation_clustering import ActivationClustering
 from lit_robust.callbacks.adversarial_trigger import AdversarialTrigger
 from lit_robust.callbacks.backdoor_metrics import BackdoorMetrics
 from lit_robust.callbacks.batch_filter import BatchFilter, FilterEpochRecord
@@ -8,4 +9,4 @@ from lit_robust.callbacks.sample_grid import SampleGrid
 from lit_robust.callbacks.spectral_norm import SpectralNorm
 
 __all__ = ["ITLM", "RoundRecord", "BatchFilter", "FilterEpochRecord", "SampleGrid", "AdversarialTrigger",
-           "BackdoorMetrics", "SpectralNorm"]
+           "BackdoorMetrics", "SpectralNorm", "ActivationClustering"]

@@ -266,6 +266,8 @@ class ITLM(Callback):
         5
     """
 
+    _title = "ITLM"  # names the round lines and table (a subclass with its own selection rule has its own name)
+
     def __init__(
         self,
         keep_ratio: float | Literal["auto"],
@@ -538,7 +540,7 @@ class ITLM(Callback):
                 "round's."
             )
         if self.verbose and self.history:
-            _print_round_table(self.history, self.monitor)
+            _print_round_table(self.history, self.monitor, self._title)
         if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
             self._save_plot(trainer)
 
@@ -603,7 +605,7 @@ class ITLM(Callback):
         rec.collapsed = bool(reasons)
         self.history.append(rec)
         if self.verbose:
-            _print_round_line(rec, self.num_rounds)
+            _print_round_line(rec, self.num_rounds, self._title)
         if reasons:
             what = f"ITLM round {rec.round} collapsed (its model did not learn): {'; '.join(reasons)}."
             if self.on_collapse == "raise":
@@ -982,25 +984,25 @@ def _num_classes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | No
 
 
 @rank_zero_only
-def _print_round_line(rec: RoundRecord, num_rounds: int) -> None:
+def _print_round_line(rec: RoundRecord, num_rounds: int, title: str = "ITLM") -> None:
     from lit_robust.reporting import round_line
 
     try:
         from rich.console import Console
     except ImportError:  # rich only formats: without it (a bare torch + Lightning install) print plain text
-        print(round_line(rec, num_rounds))
+        print(round_line(rec, num_rounds, title))
         return
-    Console().print(round_line(rec, num_rounds), highlight=False, soft_wrap=True)
+    Console().print(round_line(rec, num_rounds, title), highlight=False, soft_wrap=True)
 
 
 @rank_zero_only
-def _print_round_table(history: list[RoundRecord], monitor: str | None) -> None:
+def _print_round_table(history: list[RoundRecord], monitor: str | None, title: str = "ITLM") -> None:
     from lit_robust.reporting import round_line, round_table
 
     try:
         from rich.console import Console
     except ImportError:  # without rich: one plain line per round
         for rec in history:
-            print(round_line(rec))
+            print(round_line(rec, title=title))
         return
-    Console().print(round_table(history, monitor))
+    Console().print(round_table(history, monitor, title=f"{title} rounds"))
