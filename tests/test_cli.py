@@ -12,7 +12,16 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from lit_robust import ITLM, AdversarialTrigger, BackdoorMetrics, BatchFilter, SampleGrid, SpectralNorm, load_report
+from lit_robust import (
+    ITLM,
+    ActivationClustering,
+    AdversarialTrigger,
+    BackdoorMetrics,
+    BatchFilter,
+    SampleGrid,
+    SpectralNorm,
+    load_report,
+)
 from lit_robust.cli import main, run
 from tests import _script_runner
 from tests.conftest import REPO, SHARED_DATA
@@ -32,7 +41,10 @@ def shrink(cfg: dict, tmp_path: Path) -> dict:
             args["round_epochs"] = [1] * min(3, len(args["round_epochs"]))
             args["verbose"] = False
             rounds = args["round_epochs"]
-        if "warmup_epochs" in args:
+        if "ActivationClustering" in cb["class_path"]:
+            args["warmup_epochs"], args["verbose"] = 1, False  # one epoch on all, one on the unflagged samples
+            rounds = [1, 1]
+        elif "warmup_epochs" in args:
             args["warmup_epochs"] = 0  # one epoch: filter from the first step
         if "ModelCheckpoint" in cb["class_path"]:
             args["save_last"] = True
@@ -76,7 +88,7 @@ def test_every_config_is_tested():
     assert {p.name for p in CONFIGS} >= {"itlm_mnist.yaml", "itlm_digits.yaml", "prl_mnist.yaml", "spl_mnist.yaml",
                                          "prl_g_mnist.yaml", "coteaching_mnist.yaml", "bootstrap_mnist.yaml",
                                          "prl_regression.yaml", "backdoor_patch_prl_at.yaml", "backdoor_blend_prl_at.yaml",
-                                         "itlm_backdoor_watermark.yaml",
+                                         "itlm_backdoor_watermark.yaml", "backdoor_patch_activation_clustering.yaml",
                                          "simclr_pretrain.yaml", "simclr_finetune_prl.yaml"}
 
 
@@ -88,7 +100,12 @@ def _no_pytest_argv(monkeypatch):
 def _assert_acted(cb: Any, cli: Any) -> None:
     """What each configured callback leaves behind when it ran (not only that it was constructed)."""
     trainer = cli.trainer
-    if isinstance(cb, ITLM):
+    if isinstance(cb, ActivationClustering):
+        # it clustered after the warm-up epoch and the second epoch trained on the unflagged samples
+        assert len(cb.history) == 2 and cb.clusters is not None and cb.flagged is not None, cb.history
+        assert cb.history[1].kept == cb.history[1].n - len(cb.flagged)
+        assert sorted(cb.clusters.sizes) == list(range(10))
+    elif isinstance(cb, ITLM):
         assert len(cb.history) == cb.num_rounds, cb.history
         assert any(r.kept < r.n for r in cb.history), cb.history  # a trimmed round, not plain training
         # `lit-robust fit` writes the per-sample report by default, into the logger's folder
