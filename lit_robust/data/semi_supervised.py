@@ -60,6 +60,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
     Test loaders (both modes): ``[clean test set, triggered test set]`` — the second has the trigger on every
     test image and the *true* labels, so its accuracy is the thesis's *poison accuracy*;
     :attr:`test_attack_targets` holds the attacker's labels (for an attack success rate).
+    Predict loader (``lit-robust predict``): the clean test set alone, in a fixed order (one loader, so every test
+    index appears once); the triggered copy is :attr:`poison_test_set`, for ``trainer.predict(model, dataloaders=...)``.
 
     Args:
         root: folder holding ``MNIST/raw`` (and ``FashionMNIST/raw`` when ``unlabeled_fashion > 0``).
@@ -180,6 +182,11 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         xt_trig, y_true, y_attack = poison_test_set(xt, yt, self.trigger, num_classes=10)
         self.poison_test_set = IndexedDataset(TensorDataset(xt_trig, y_true))
         self.test_attack_targets = y_attack
+
+    def predict_dataloader(self) -> DataLoader:
+        """The clean test set in a fixed order (the first of :meth:`test_dataloader`'s loaders)."""
+        assert self.test_set is not None, "call setup() first"
+        return self._loader(self.test_set, False, self.eval_batch_size)
 
     def test_dataloader(self) -> list[DataLoader]:
         """``[clean test loader, triggered test loader (true labels)]``."""
