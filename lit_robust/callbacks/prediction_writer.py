@@ -47,6 +47,9 @@ class PredictionWriter(BasePredictionWriter):
     changes between batches) or using ``dataloader_iter`` is not an error: no file is written, and one warning names
     what was returned. :attr:`path` is ``None`` then.
 
+    Use it outside the CLI as any callback: ``pl.Trainer(callbacks=[PredictionWriter()]).predict(model, datamodule=dm)``,
+    then read :attr:`path`.
+
     Args:
         dirpath: the file's folder (created if missing); default: the logger's folder (``trainer.log_dir``; the
             Trainer's ``default_root_dir`` without a logger).
@@ -55,14 +58,6 @@ class PredictionWriter(BasePredictionWriter):
     Attributes:
         path: the file written by the last ``predict`` (``None`` before, or when none was written).
         problem: why the last ``predict`` wrote no file (``None`` when it did).
-
-    Example:
-        >>> import pytorch_lightning as pl
-        >>> writer = PredictionWriter(dirpath="predictions")
-        >>> trainer = pl.Trainer(callbacks=[writer], logger=False)  # doctest: +SKIP
-        >>> trainer.predict(model, datamodule=dm)  # doctest: +SKIP
-        >>> writer.path  # doctest: +SKIP
-        'predictions/predictions.csv'
     """
 
     def __init__(self, dirpath: str | None = None, filename: str = "predictions.csv") -> None:
