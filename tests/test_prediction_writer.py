@@ -145,3 +145,25 @@ def test_two_ranks_gather_into_one_file_on_rank_0(tmp_path):
         torch.set_num_threads(threads)
     assert (tmp_path / "two" / "predictions.csv").read_text() == (tmp_path / "one" / "predictions.csv").read_text()
     assert len(_rows(tmp_path / "two" / "predictions.csv")) == 241
+
+
+def test_ready_made_models_without_a_predict_step_of_their_own_now_have_one(tmp_path, one_torch_thread):
+    """LinearRegressor (outputs) and LinearProbe (class ids) used Lightning's default predict_step, `self(batch)`:
+    a TypeError on an `(index, input, target)` batch."""
+    from lit_robust import LinearProbe, LinearRegressor, SyntheticRegressionDataModule
+
+    dm = SyntheticRegressionDataModule(n=20, dim=4, n_test=30)
+    writer = PredictionWriter(dirpath=str(tmp_path))
+    model = LinearRegressor(dim=4)
+    _trainer(writer).predict(model, datamodule=dm)
+    rows = _rows(writer.path)
+    x, y = dm.test_set.dataset.tensors
+    with torch.no_grad():
+        want = model(x).squeeze(1)
+    assert torch.equal(torch.tensor([float(r["prediction"]) for r in rows], dtype=torch.float32), want)
+    assert torch.equal(torch.tensor([float(r["target"]) for r in rows], dtype=torch.float32), y.squeeze(1))
+    probe = LinearProbe(None, num_classes=10).eval()
+    images = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(probe.predict_step((torch.arange(5), images, torch.zeros(5, dtype=torch.long)), 0),
+                           probe(images).argmax(1))
