@@ -183,11 +183,6 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         self.poison_test_set = IndexedDataset(TensorDataset(xt_trig, y_true))
         self.test_attack_targets = y_attack
 
-    def predict_dataloader(self) -> DataLoader:
-        """The clean test set in a fixed order (the first of :meth:`test_dataloader`'s loaders)."""
-        assert self.test_set is not None, "call setup() first"
-        return self._loader(self.test_set, False, self.eval_batch_size)
-
     def test_dataloader(self) -> list[DataLoader]:
         """``[clean test loader, triggered test loader (true labels)]``."""
         assert self.test_set is not None and self.poison_test_set is not None, "call setup() first"
