@@ -1,8 +1,11 @@
 """The `lit-robust` command: LightningCLI (fit/validate/test/predict) plus `demo`.
 
-Four things on top of LightningCLI, all for the paths users take:
+Five things on top of LightningCLI, all for the paths users take:
 
 * the rich progress bar is *added* to the callbacks the config names (never replaces them);
+* ``predict`` writes the predictions into the run's log folder as ``predictions.csv`` (a
+  :class:`~lit_robust.PredictionWriter` added like the progress bar, unless the config names a
+  ``BasePredictionWriter``): LightningCLI discards what ``trainer.predict`` returns;
 * ``fit`` writes the per-sample report of every ``ITLM`` and ``BatchFilter`` in the config whose ``report`` is left
   at its default (``None``), into the logger's folder or its ``report_dir`` — ``report: false`` turns it off;
 * ``--ckpt_path last`` / ``best`` in ``validate``/``test``/``predict`` (and a resumed ``fit``) finds the checkpoint
@@ -30,10 +33,12 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+
+from lit_robust.callbacks.prediction_writer import PredictionWriter
 
 __all__ = ["RobustCLI", "UserInputError", "main", "run"]
 
@@ -88,9 +93,13 @@ class RobustCLI(LightningCLI):
         cfg = self._get(self.config_init, "trainer", default={})
         callbacks = cfg.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        added: list[pl.Callback] = []
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            # `callbacks=` in kwargs would replace the config's list: extend it instead
-            kwargs["callbacks"] = callbacks + [RichProgressBar()]
+            added.append(RichProgressBar())
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
+            added.append(PredictionWriter())  # LightningCLI drops what `trainer.predict` returns: write it
+        if added:  # `callbacks=` in kwargs would replace the config's list: extend it instead
+            kwargs["callbacks"] = callbacks + added
         return super().instantiate_trainer(**kwargs)
 
     # -- checkpoints of an earlier fit -------------------------------------------------------------------

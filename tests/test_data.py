@@ -6,6 +6,7 @@ from lit_robust import (
     DigitsDataModule,
     FashionMNISTDataModule,
     IndexedDataset,
+    MixedImagesDataModule,
     MNISTDataModule,
     SyntheticRegressionDataModule,
     corrupt_labels,
@@ -86,6 +87,30 @@ def test_digits_datamodule_noise_and_splits():
     batch = next(iter(dm.train_dataloader()))
     assert len(batch) == 4 and batch[1].shape[1:] == (1, 8, 8)
     assert len(next(iter(dm.test_dataloader()))) == 3  # clean test set: no flag
+
+
+def test_predict_dataloader_is_the_test_split_in_order():
+    """`trainer.predict` / `lit-robust predict` get the clean test split, not shuffled: index n is test sample n."""
+    dm = DigitsDataModule(val_size=100, eval_batch_size=200)
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    assert [len(b[0]) for b in batches] == [200, 200, 97]
+    assert torch.equal(torch.cat([b[0] for b in batches]), torch.arange(497))
+    x, y = dm.test_set.dataset.tensors
+    assert torch.equal(torch.cat([b[1] for b in batches]), x) and torch.equal(torch.cat([b[2] for b in batches]), y)
+    reg = SyntheticRegressionDataModule(n=20, dim=3, n_test=30)
+    reg.setup("predict")
+    (batch,) = list(reg.predict_dataloader())
+    assert torch.equal(batch[0], torch.arange(30)) and torch.equal(batch[2], reg.test_set.dataset.tensors[1])
+
+
+def test_predict_dataloader_without_a_test_split_says_so(shared_data):
+    dm = MixedImagesDataModule(root=str(shared_data), train_size=20)
+    with pytest.raises(RuntimeError, match="call `setup\(\)` before"):
+        dm.predict_dataloader()
+    dm.setup("predict")
+    with pytest.raises(NotImplementedError, match="MixedImagesDataModule has no test split, so there is nothing to predict"):
+        dm.predict_dataloader()
 
 
 def test_mnist_offline(shared_data):

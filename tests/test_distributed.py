@@ -284,6 +284,9 @@ def test_single_process_fallbacks():
     t = torch.arange(5.0)
     assert [x.tolist() for x in D.all_gather_uneven(t)] == [t.tolist()]
     assert torch.equal(D.all_gather_cat(t), t) and torch.equal(D.all_reduce_sum(t), t) and torch.equal(D.broadcast(t), t)
+    assert D.gather_objects({"rows": [1, 2]}) == [{"rows": [1, 2]}]
+    with pytest.raises(ValueError, match=r"`dst` must be in \[0, 0\] without a process group, got 1"):
+        D.gather_objects(None, dst=1)
     s = make_scores(50, 1, "ties")
     idx = torch.randperm(50)
     assert torch.equal(D.global_smallest_k_mask(s, idx, 17), smallest_k_mask(s, 17, idx))

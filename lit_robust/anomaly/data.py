@@ -4,7 +4,9 @@ Every training sample is ``(index, x, is_anomaly, is_anomaly)`` (an :class:`~lit
 whose target and ground-truth flag are both the anomaly label — no detector reads them in training; the
 flag feeds metrics such as ``filter/dropped_corrupted_frac``). Test samples are ``(index, x, is_anomaly)``:
 ``test_step`` of the detectors computes ROC-AUC from them. There is no validation split (unsupervised AD
-has no clean data to validate on).
+has no clean data to validate on). ``predict_dataloader()`` (``lit-robust predict``) is the test split in a fixed
+order, so each anomaly score comes with its test sample's ``is_anomaly`` as the target; to score the contaminated
+*training* samples, use ``model.score_dataset(datamodule.scoring_dataloader())``.
 
 * :class:`TwoMoonsAnomalyDataModule` — thesis §3.5.1: two moons with a fraction of uniform or clustered
   anomalies.

@@ -37,6 +37,10 @@ class BackdoorMNISTDataModule(MNISTDataModule):
     :class:`~lit_robust.BackdoorMetrics` picks :attr:`trigger`, :attr:`attack_target` and :attr:`attack_source` up
     from here.
 
+    ``predict_dataloader()`` (``lit-robust predict``) predicts the clean test split, in a fixed order: the images a
+    deployed model meets. Predictions on triggered images: ``trainer.predict(model, dataloaders=...)`` over
+    :meth:`poisoned_test_set`'s images; the attack's success rates are :class:`~lit_robust.BackdoorMetrics`' job.
+
     Attacks (on normalised pixels, :attr:`value_range` = the scale of black and white):
     ``"patch"`` (BadNets 3×3 checkerboard, bottom-right), ``"blend"`` (Gaussian blend, a = ``blend_alpha``),
     ``"watermark_x"`` / ``"watermark_l"`` (a white X / L, ``watermark_size`` pixels); or your own ``trigger``

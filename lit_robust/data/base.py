@@ -32,7 +32,11 @@ class SplitLoaders:
     """Loaders of a datamodule holding ``train_set`` / ``val_set`` / ``test_set`` (:class:`IndexedDataset` or
     ``None``) with ``batch_size``, ``eval_batch_size``, ``num_workers`` and optionally ``drop_last``:
     the shuffled training loader, the same set in a fixed order for round scoring passes (``scoring_dataloader``,
-    used by :class:`~lit_robust.ITLM`), and the evaluation loaders."""
+    used by :class:`~lit_robust.ITLM`), the evaluation loaders, and ``predict_dataloader`` (the test split again).
+
+    ``trainer.predict`` / ``lit-robust predict`` predict the **test split** (clean: the data a trained model is
+    meant for), in a fixed order (no shuffling, evaluation batch size), so the n-th prediction is the test sample
+    of index n. A datamodule without a test split says so when asked for one."""
 
     train_set: IndexedDataset | None = None
     val_set: IndexedDataset | None = None
@@ -67,4 +71,16 @@ class SplitLoaders:
 
     def test_dataloader(self) -> DataLoader:
         assert self.test_set is not None, "call setup() first"
+        return self._loader(self.test_set, False, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split in a fixed order (not shuffled), evaluation batch size: what ``trainer.predict`` and
+        ``lit-robust predict`` predict. Batches are ``(index, input, target)`` like the test loader's (the index is
+        the test sample's position in the test split)."""
+        if self.test_set is None:
+            if self.train_set is None:
+                raise RuntimeError(f"{type(self).__name__}: call `setup()` before `predict_dataloader()`.")
+            raise NotImplementedError(
+                f"{type(self).__name__} has no test split, so there is nothing to predict: `predict` uses the test "
+                "split. Pass your own dataloader to `trainer.predict(model, dataloaders=...)`.")
         return self._loader(self.test_set, False, self.eval_batch_size)

@@ -3,7 +3,8 @@
 Every split is an :class:`~lit_robust.data.IndexedDataset`. The training *and* validation splits
 carry the same corruption (the papers assume no clean data anywhere); only the test split is clean.
 Each module also offers ``scoring_dataloader()``: the training set in a fixed order with the
-evaluation transform, which :class:`~lit_robust.ITLM` uses for its round scoring pass.
+evaluation transform, which :class:`~lit_robust.ITLM` uses for its round scoring pass, and
+``predict_dataloader()``: the clean test split in a fixed order (what ``lit-robust predict`` predicts).
 """
 
 from __future__ import annotations
@@ -267,6 +268,11 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         return DataLoader(self.train_set, batch_size=1000, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=1000, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The clean test split in a fixed order (not shuffled), as :meth:`test_dataloader`: what
+        ``trainer.predict`` and ``lit-robust predict`` predict."""
         return DataLoader(self.test_set, batch_size=1000, shuffle=False)
 
 

@@ -35,7 +35,8 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
     Every sample is ``(index, image, 0, is_bad)``: the third element is a constant dummy target (the model
     gets no labels) and ``is_bad`` (``True`` = the image comes from ``bad``) is the ground truth, used for
     metrics only (e.g. the clean fraction of an :class:`~lit_robust.ITLM` selection). A validation split of
-    ``val_size`` images has the same mixture (no clean data anywhere); there is no test split.
+    ``val_size`` images has the same mixture (no clean data anywhere); there is no test split, so
+    ``predict_dataloader()`` raises (pass your own loader to ``trainer.predict``).
 
     Args:
         root: folder holding ``MNIST/raw`` and ``FashionMNIST/raw`` (torchvision layout).

@@ -60,6 +60,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
     Test loaders (both modes): ``[clean test set, triggered test set]`` — the second has the trigger on every
     test image and the *true* labels, so its accuracy is the thesis's *poison accuracy*;
     :attr:`test_attack_targets` holds the attacker's labels (for an attack success rate).
+    Predict loader (``lit-robust predict``): the clean test set alone, in a fixed order (one loader, so every test
+    index appears once); the triggered copy is :attr:`poison_test_set`, for ``trainer.predict(model, dataloaders=...)``.
 
     Args:
         root: folder holding ``MNIST/raw`` (and ``FashionMNIST/raw`` when ``unlabeled_fashion > 0``).

@@ -183,6 +183,10 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         metric(self(b.input), b.target)
         self.log("test_acc", metric, metric_attribute=f"test_acc.{dataloader_idx}")
 
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The predicted class of each sample (``lit-robust predict`` writes them to ``predictions.csv``)."""
+        return self(unpack_batch(batch).input).argmax(-1)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         hp = self.hparams

@@ -256,6 +256,9 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
         b = unpack_batch(batch)
         self.log("test_mse", F.mse_loss(self(b.input), b.target))
 
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self(unpack_batch(batch).input)
+
     def configure_optimizers(self) -> Any:
         return torch.optim.SGD(self.parameters(), lr=self.settings.lr)
 

@@ -46,6 +46,7 @@ __all__ = [
     "all_reduce_sum",
     "all_reduce_max",
     "gather_uneven",
+    "gather_objects",
     "broadcast",
     "ProcessGroupCollectives",
     "collectives",
@@ -196,6 +197,22 @@ def gather_uneven(tensor: Tensor, dst: int = 0, group: Group = None) -> list[Ten
     if out is None:
         return None
     return [o[:m].to(tensor.device) for o, m in zip(out, lengths)]
+
+
+def gather_objects(obj: Any, dst: int = 0, group: Group = None) -> list[Any] | None:
+    """Every rank's picklable ``obj`` on rank ``dst`` only, in rank order (``None`` on the other ranks). Call on
+    every rank. For small, irregular payloads (rows of mixed types, a rank's error message); tensors of a fixed
+    layout go through :func:`gather_uneven`. Without a process group: ``[obj]``."""
+    if not is_distributed():
+        if dst != 0:
+            raise ValueError(f"`dst` must be in [0, 0] without a process group, got {dst}.")
+        return [obj]
+    ws = world_size(group)
+    if not 0 <= dst < ws:
+        raise ValueError(f"`dst` must be in [0, {ws - 1}], got {dst}.")
+    out: list[Any] | None = [None] * ws if rank(group) == dst else None
+    dist.gather_object(obj, out, dst=dist.get_global_rank(group, dst) if group is not None else dst, group=group)
+    return out
 
 
 def broadcast(tensor: Tensor, src: int = 0, group: Group = None) -> Tensor:
