@@ -112,3 +112,13 @@ def test_custom_trigger_example_poisons_with_both_triggers_and_measures(one_torc
         assert 0.0 <= res["dropped"]["recall"] <= 1.0
     assert "PatchTrigger" in out["plus patch"]["trigger"] and "position=(2, 2)" in out["plus patch"]["trigger"]
     assert "stripe" in out["stripe function"]["trigger"]
+
+
+def test_activation_clustering_example_flags_mostly_poisoned_images(one_torch_thread):
+    out = load("activation_clustering").main(fast=True)
+    res = out["activation clustering"]
+    assert set(res["test"]) == {"clean_acc", "poison_acc", "asr"}
+    assert all(0.0 <= v <= 1.0 for v in res["test"].values())
+    assert res["n"] == 1200 and res["poisoned"] == 300
+    # one warm-up epoch: a few classes split apart already, and what they dropped is mostly poison (25 % of the data)
+    assert len(res["flagged"]) > 0 and res["flagged_poisoned"] / len(res["flagged"]) > 0.5
