@@ -187,6 +187,15 @@ class SpyITLM(lr.ITLM):
         return index, scores, corrupted
 
 
+class SpyClustering(lr.ActivationClustering):
+    """An ActivationClustering that keeps its feature pass's ``(index, features, labels)``."""
+
+    def _feature_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+        index, feats, labels, corrupted = super()._feature_pass(trainer, pl_module)
+        self.pass_ = (index.detach().cpu(), feats.detach().float().cpu(), labels.detach().cpu())
+        return index, feats, labels, corrupted
+
+
 class SpyTrigger(lr.AdversarialTrigger):
     """An AdversarialTrigger that keeps every batch's perturbation ``c``."""
 
@@ -284,6 +293,19 @@ def case_itlm(tmp: str) -> Setup:
                 "trained_last_round": trained_last_round}
 
     return Setup(model, {"train_dataloaders": blob_loader()}, [itlm, steps], 2, observe)
+
+
+def case_activation_clustering(tmp: str) -> Setup:
+    ac, steps = SpyClustering(warmup_epochs=1, verbose=False), StepSpy()
+    model = Net()
+
+    def observe(m: pl.LightningModule) -> dict[str, Any]:
+        trained_last_round = torch.cat([ix for ix, e in zip(steps.indices, steps.epochs) if e == 1])
+        res = ac.clusters
+        return {"ac": {"pass": ac.pass_, "score": res.score.float(), "suspicious": res.suspicious.clone()},
+                "selection": ac.selection.cpu(), "trained_last_round": trained_last_round}
+
+    return Setup(model, {"train_dataloaders": blob_loader()}, [ac, steps], 2, observe)
 
 
 def case_filter(rule: str) -> Callable[[str], Setup]:
@@ -460,6 +482,7 @@ def case_linear_probe(tmp: str) -> Setup:
 
 CASES: dict[str, Callable[[str], Setup]] = {
     "itlm": case_itlm,
+    "activation_clustering": case_activation_clustering,
     "filter_prl": case_filter("prl"),
     "filter_spl": case_filter("spl"),
     "filter_prl_g": case_filter("prl_g"),
@@ -582,6 +605,16 @@ def check_exact(obs: dict[str, Any], precision: str) -> None:
         assert torch.equal(obs["selection"], want), "ITLM's selection is not the floor(alpha n) smallest scores"
         trained = torch.sort(obs["trained_last_round"]).values
         assert torch.equal(trained, want), "the last round did not train on exactly the selection, once each"
+    if "ac" in obs:
+        index, feats, labels = obs["ac"]["pass"]
+        order = torch.argsort(index)
+        want = lr.activation_clusters(feats[order], labels[order]).suspicious
+        assert torch.equal(obs["ac"]["suspicious"], want), "the clustering is not that of the recorded features"
+        keep = torch.nonzero(~want).flatten()
+        assert keep.numel() < index.numel(), "activation clustering flagged nothing on the blobs"
+        assert torch.equal(obs["selection"], keep), "the selection is not the unflagged samples"
+        trained = torch.sort(obs["trained_last_round"]).values
+        assert torch.equal(trained, keep), "the last round did not train on exactly the selection, once each"
     if "coteaching" in obs:
         losses = obs["step_losses"]
         assert len(losses) == len(obs["coteaching"]) > 0
@@ -654,6 +687,11 @@ def check_against_reference(obs: dict[str, Any], ref: dict[str, Any], tol: float
             n = ix.numel()
             k = keep_count(n, obs["keep_ratio"])
             scored(f"scoring pass {i}", s, r, ix, r_ix, slow_keep(s, ix, k), slow_keep(r, r_ix, k))
+    if "ac" in obs:
+        # the signed distance ratio to the two cluster centres: positive = flagged
+        n = obs["ac"]["score"].numel()
+        scored("clustering", obs["ac"]["score"], ref["ac"]["score"], torch.arange(n), torch.arange(n),
+               ~obs["ac"]["suspicious"], ~ref["ac"]["suspicious"])
     if "coteaching" in obs:
         for i, (st, rt) in enumerate(zip(obs["coteaching"], ref["coteaching"], strict=True)):
             scored(f"step {i} net 1", st["s1"], rt["s1"], st["index"], rt["index"], st["keep1"], rt["keep1"])
