@@ -89,6 +89,19 @@ class RobustCLI(LightningCLI):
         # LightningCLI warns whenever `args` and `sys.argv` are both given; `main` always passes the argv it read
         self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI rebuilds the model from the hyper-parameters saved in a checkpoint *file* given as
+        # `--ckpt_path`, over the config and the command line: say which of the user's values it replaced
+        sub = self.config.get("subcommand")
+        before = _model_args(self.config.get(sub)) if sub else {}
+        super()._parse_ckpt_path()
+        after = _model_args(self.config.get(sub)) if sub else {}
+        changed = {k: (before[k], after.get(k)) for k in before if k in after and after[k] != before[k]}
+        if changed:
+            listed = ", ".join(f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+            rank_zero_warn(f"`--ckpt_path`: the model is rebuilt from the hyper-parameters saved in the checkpoint "
+                           f"(Lightning's rule), which replace the config's / command line's {listed}.")
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
         callbacks = cfg.get("callbacks") or []
@@ -180,6 +193,15 @@ def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
     trainer = config.get("trainer") or {}
     return {"model": config.get("model"), "data": data,
             "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None}
+
+
+def _model_args(cfg: Any) -> dict[str, Any]:
+    """The ``init_args`` of a parsed config's model, as a plain dict (empty when there is none)."""
+    model = cfg.get("model") if cfg is not None and hasattr(cfg, "get") else None
+    args = model.get("init_args") if model is not None and hasattr(model, "get") else None
+    if args is None:
+        return {}
+    return dict(args.as_dict() if isinstance(args, Namespace) else args)
 
 
 def _saved_fit_signature(ckpt: str) -> dict[str, Any] | None:

@@ -368,3 +368,16 @@ def test_the_error_shown_in_the_cli_page_is_the_one_printed(capsys, monkeypatch)
     with pytest.raises(SystemExit):
         main(command.split()[2:])
     assert capsys.readouterr().err.splitlines()[0] == expected
+
+
+def test_ckpt_file_hyperparameters_replacing_the_command_line_are_named(tmp_path, capsys, one_torch_thread):
+    """LightningCLI rebuilds the model from a checkpoint file's saved hyper-parameters, over `--model.*`: say so."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    fit = run(["fit", "--config", str(small)])
+    ckpt = str(sorted(Path(fit.trainer.log_dir).rglob("*.ckpt"))[-1])
+    lr = cfg["model"]["init_args"]["lr"]
+    with pytest.warns(UserWarning, match=rf"rebuilt from the hyper-parameters saved in the checkpoint .*lr=0\.001 -> "
+                                         rf"{lr}"):
+        run(["test", "--config", str(small), "--ckpt_path", ckpt, "--model.init_args.lr", "0.001"])
