@@ -348,9 +348,10 @@ def table_report(saved: dict) -> tuple[str, dict]:
 # plus `auto_margin=0.1`), "auto_dis" (ITLM only: `keep_ratio="auto", estimator="disagreement"`, ITLM's default since
 # these "auto" rows ran: the share of samples whose predicted label differs from the given one). For the
 # composed defence the setting applies to ITLM; its PRL drops ε (as measured in the issue) or "auto" with "auto*",
-# with the warm-up restarted at each ITLM re-initialisation (`restart_on_reinit=True`).
+# with the warm-up restarted at each ITLM re-initialisation (`restart_on_reinit=True`). "ac" with setting "w<k>":
+# `ActivationClustering(warmup_epochs=k)` (needs no ε; its rows at ε = 0 measure what it costs on clean data).
 MARGIN_LABEL = {"standard": "Standard", "prl": "PRL", "prl_at": "PRL-AT", "itlm": "ITLM", "itlm_prl": "ITLM+PRL",
-                "itlm_prl_at": "ITLM+PRL-AT"}
+                "itlm_prl_at": "ITLM+PRL-AT", "ac": "Activation clustering"}
 CORE = (("prl", "eps+0.1"), ("prl", "eps+0.2"), ("itlm", "eps+0.1"), ("itlm", "eps+0.2"), ("prl", "auto"),
         ("itlm", "auto"), ("prl", "auto+0.1"), ("itlm", "auto+0.1"), ("itlm_prl", "eps+0.1"))
 # after the first seed: the settings that came close, and ITLM with a larger margin (it may keep under half)
@@ -383,9 +384,24 @@ MARGIN_PHASES = (("mnist", LE35, (0,), CORE),
                  ("fashion", LE35, (2,), FASHION_DECIDE),
                  # then FashionMNIST's seeds 1 and 2 for the rows that had one seed (every row then has 3)
                  ("fashion", LE35, (1, 2), (("prl", "eps+0.1"), ("prl", "auto+0.1"), ("itlm", "auto+0.1"),
-                                            ("itlm", "eps"), ("itlm", "eps+0.3")) + PRL_AT))
+                                            ("itlm", "eps"), ("itlm", "eps+0.3")) + PRL_AT),
+                 # activation clustering (no ε), and on clean data (ε = 0, one attack: nothing is poisoned) beside
+                 # Standard
+                 ("mnist", tuple(EPS), (0, 1, 2), (("ac", "w3"),)),
+                 ("fashion", LE35, (0, 1, 2), (("ac", "w3"),)),
+                 ("mnist", (0.0,), (0, 1, 2), (("standard", "eps"), ("ac", "w3"))),
+                 ("fashion", (0.0,), (0, 1, 2), (("standard", "eps"), ("ac", "w3"))),
+                 # the same on MNIST with the small CNN (backbone "cnn2"; "mnist_cnn2" rows): is the thesis's PRL
+                 # column within reach with a model whose clean accuracy is above it?
+                 ("mnist_cnn2", LE35, (0, 1, 2), (("standard", "eps"), ("ac", "w3"))),
+                 ("mnist_cnn2", (0.0,), (0, 1, 2), (("standard", "eps"), ("ac", "w3"))),
+                 # cnn2 has no hidden linear layer: the last layer's input are the 1568 flattened conv features, where
+                 # the 10 leading principal components did not isolate the poison; its outputs (the logits) instead
+                 ("mnist_cnn2", LE35 + (0.0,), (0, 1, 2), (("ac", "w3out"),)))
 FILTER_CAP = 0.49  # BatchFilter needs drop_ratio < 0.5 unless allow_large_drop (no guarantee then)
-STD = {"mnist": 0.3081, "fashion": 0.3530}
+STD = {"mnist": 0.3081, "fashion": 0.3530, "mnist_cnn2": 0.3081}
+# the margin axis's data sets: "mnist_cnn2" is MNIST with ImageClassifier(backbone="cnn2") instead of the MLP
+MARGIN_DATASETS = {"mnist": "MNIST", "fashion": "FashionMNIST", "mnist_cnn2": "MNIST, small CNN (cnn2)"}
 # thesis Table 5.8 PRL column, for the "within 2 points wherever it is above 85 %" part of the target
 THESIS_PRL = {a: dict(zip(EPS, PAPER[a]["poison"]["prl"])) for a in ("patch", "blend")}
 
@@ -408,21 +424,27 @@ class MarginSettings:
 MARGIN_FULL = MarginSettings()
 MARGIN_QUICK = MarginSettings(attacks=("patch",), train_size=2500, epochs=5, itlm_rounds=(1, 1, 3), phases=(
     ("mnist", (0.25,), (0,), (("standard", "eps"), ("prl", "eps+0.2"), ("itlm", "eps+0.2"), ("prl", "auto"),
-                              ("itlm_prl", "eps+0.1"))),))
+                              ("itlm_prl", "eps+0.1"), ("ac", "w3"))),))
 # the smoke run also passes through the composed ITLM + PRL-AT and ITLM's disagreement estimate
-MARGIN_SMOKE = replace(MARGIN_QUICK, train_size=600, epochs=2, itlm_rounds=(1, 1), phases=MARGIN_QUICK.phases + (
-    ("mnist", (0.25,), (0,), (("itlm_prl_at", "eps+0.1"), ("itlm", "auto_dis"))),))
+MARGIN_SMOKE = replace(MARGIN_QUICK, train_size=600, epochs=2, itlm_rounds=(1, 1), phases=(
+    ("mnist", (0.25,), (0,), tuple(c for c in MARGIN_QUICK.phases[0][3] if c[0] != "ac")),
+    ("mnist", (0.25,), (0,), (("itlm_prl_at", "eps+0.1"), ("itlm", "auto_dis"), ("ac", "w1"))),
+    ("mnist", (0.0,), (0,), (("standard", "eps"), ("ac", "w1"))),))
 
 
 def margin_rate(eps: float, setting: str) -> float | str:
     """The drop ratio (1 − α for ITLM) a setting asks for at ε, before the filters' cap; "auto" for the estimate."""
     if setting.startswith("auto"):
         return "auto"
+    if setting.startswith("w"):  # activation clustering: no drop ratio
+        return "none"
     return round(eps + (float(setting[3:]) if setting != "eps" else 0.0), 4)
 
 
 def margin_of(setting: str) -> float:
     """The ``auto_margin`` of an "auto+m" setting (0 otherwise)."""
+    if setting.startswith("w"):
+        return 0.0
     return float(setting.split("+")[1]) if "+" in setting else 0.0
 
 
@@ -437,15 +459,22 @@ def run_margin(task: dict) -> dict:
     s: MarginSettings = task["settings"]
     method, setting, eps, ds = task["method"], task["setting"], task["eps"], task["dataset"]
     pl.seed_everything(task["seed"], verbose=False)
-    cls = lr.BackdoorMNISTDataModule if ds == "mnist" else lr.BackdoorFashionMNISTDataModule
+    cls = lr.BackdoorFashionMNISTDataModule if ds == "fashion" else lr.BackdoorMNISTDataModule
     dm = cls(root=task["root"], attack=task["attack"], poison_rate=eps, train_size=s.train_size,
              batch_size=s.batch_size, seed=task["seed"])
-    model = lr.ImageClassifier(backbone="mlp", hidden=s.hidden, hidden_layers=s.hidden_layers, optimizer="adam",
-                               lr=s.lr)
+    model = lr.ImageClassifier(backbone="cnn2" if ds == "mnist_cnn2" else "mlp", hidden=s.hidden,
+                               hidden_layers=s.hidden_layers, optimizer="adam", lr=s.lr)
     metrics = lr.BackdoorMetrics()
     callbacks: list[Any] = [metrics]
     rate, margin = margin_rate(eps, setting), margin_of(setting)
     auto = rate == "auto"
+    ac = None
+    if method == "ac":  # "w<k>": k warm-up epochs; "w<k>out": the features are the outputs of the last linear layer
+        out = setting.endswith("out")
+        last = [name for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)][-1]
+        ac = lr.ActivationClustering(warmup_epochs=int(setting[1:].removesuffix("out")), seed=task["seed"],
+                                     verbose=False, layer=last if out else None)
+        callbacks.append(ac)
     if setting == "auto_dis" and method != "itlm":
         raise ValueError(f"setting 'auto_dis' (estimator='disagreement') is ITLM's only, got method {method!r}")
     estimator = "disagreement" if setting == "auto_dis" else "gmm"
@@ -484,7 +513,9 @@ def run_margin(task: dict) -> dict:
     return {**{k: task[k] for k in ("dataset", "attack", "eps", "method", "setting", "seed")},
             "rate": used, "clean": 100 * res["clean_acc"], "poison": 100 * res["poison_acc"], "asr": 100 * res["asr"],
             "dropped_precision": dropped.get("precision"), "dropped_recall": dropped.get("recall"),
-            "estimate": estimate, "wall_s": time.perf_counter() - t0}
+            "estimate": estimate, "wall_s": time.perf_counter() - t0,
+            **({"flagged": len(ac.flagged) / ac.history[-1].n, "median_silhouette": ac.clusters.median_silhouette}
+               if ac is not None else {})}
 
 
 def margin_key(r: dict) -> tuple:
@@ -496,7 +527,7 @@ def margin_tasks(s: MarginSettings, root: str) -> list[dict]:
     tasks = [{"settings": s, "root": root, "dataset": ds, "attack": attack, "eps": eps, "method": method,
               "setting": setting, "seed": seed}
              for ds, eps_set, seeds, configs in s.phases for method, setting in configs for seed in seeds
-             for attack in s.attacks for eps in eps_set]
+             for attack in s.attacks for eps in eps_set if eps > 0 or attack == s.attacks[0]]
     return first_per_key(tasks)
 
 
@@ -513,10 +544,10 @@ def phase_union(s: MarginSettings, ds: str, rows: list[dict]) -> tuple[list[floa
                                                           if r["dataset"] == ds]))
     for d, e, sd, cf in s.phases:
         if d == ds:
-            eps_set |= set(e)
+            eps_set |= {x for x in e if x > 0}  # ε = 0 (clean data) has its own table
             seeds |= set(sd)
             configs += [c for c in cf if c not in configs]
-    order = ["standard", "prl", "prl_at", "itlm", "itlm_prl", "itlm_prl_at"]
+    order = ["standard", "prl", "prl_at", "itlm", "itlm_prl", "itlm_prl_at", "ac"]
     configs.sort(key=lambda c: (order.index(c[0]), c[1].startswith("auto"), c[1]))
     return sorted(eps_set), sorted(seeds), configs
 
@@ -541,6 +572,9 @@ def reused_table_rows(path: Path) -> tuple[list[dict], dict | None]:
 def setting_label(method: str, setting: str) -> str:
     if method == "standard":
         return "Standard"
+    if method == "ac":
+        where = ", on the outputs" if setting.endswith("out") else ""
+        return f"Activation clustering ({setting[1:].removesuffix('out')}-epoch warm-up{where}, no ε)"
     s = setting.replace("eps", "ε").replace("+", " + ").replace("auto_dis", "auto, disagreement")
     if method.startswith("itlm_"):
         inner = MARGIN_LABEL[method].split("+")[1]  # PRL or PRL-AT
@@ -548,14 +582,14 @@ def setting_label(method: str, setting: str) -> str:
     return f"{MARGIN_LABEL[method]} {'1 − α' if method == 'itlm' else 'drop'} = {s}"
 
 
-def _thesis_reach(rows: list[dict], attacks: tuple[str, ...], target_eps: list[float]) -> list[str]:
+def _thesis_reach(rows: list[dict], attacks: tuple[str, ...], target_eps: list[float], ds: str = "mnist") -> list[str]:
     """Whether the thesis's PRL entries above 85 % (within 2 points) are reachable at this protocol at all: each
     asks for a poison accuracy set beside Standard's own clean accuracy and the best poison accuracy of any row."""
     out = []
     for attack in attacks:
         for e in target_eps:
             ref = THESIS_PRL[attack].get(e)
-            cell = [r for r in rows if r["dataset"] == "mnist" and r["attack"] == attack and abs(r["eps"] - e) < 1e-9]
+            cell = [r for r in rows if r["dataset"] == ds and r["attack"] == attack and abs(r["eps"] - e) < 1e-9]
             std = [r["clean"] for r in cell if r["method"] == "standard"]
             if ref is None or ref <= 85 or not std:
                 continue
@@ -621,6 +655,24 @@ def execute_margin(s: MarginSettings, args: argparse.Namespace, jobs: int) -> di
     return results()
 
 
+def _clean_data_rows(rows: list[dict], ds: str, name: str) -> list[str]:
+    """What the ε-free settings cost without any poison: their ε = 0 runs beside Standard's (same seeds)."""
+    clean = [r for r in rows if r["dataset"] == ds and r["eps"] == 0]
+    if not clean:
+        return []
+    out = [f"### {name}: clean data (ε = 0, nothing poisoned)", "",
+           "| setting | clean accuracy | flagged share | median class silhouette | runs |", "|---|---|---|---|---|"]
+    for method, setting in dict.fromkeys((r["method"], r["setting"]) for r in clean):
+        c = [r for r in clean if (r["method"], r["setting"]) == (method, setting)]
+        acc = mean_std(r["clean"] for r in c)
+        flagged = [r["flagged"] for r in c if r.get("flagged") is not None]
+        sil = [r["median_silhouette"] for r in c if r.get("median_silhouette") is not None]
+        out.append(f"| {setting_label(method, setting)} | {acc[0]:.1f} ± {acc[1]:.1f} | "
+                   f"{f'{100 * statistics.fmean(flagged):.1f} %' if flagged else '–'} | "
+                   f"{f'{min(sil):.3f}–{max(sil):.3f}' if sil else '–'} | {len(c)} |")
+    return out + [""]
+
+
 def margin_report(saved: dict) -> tuple[str, dict]:
     s, m, res = _settings(MarginSettings, saved), saved["meta"], saved["results"]
     rows = res["rows"]
@@ -647,17 +699,28 @@ def margin_report(saved: dict) -> tuple[str, dict]:
         "whose predicted label differs from the given one, `estimate_corruption_from_predictions`). "
         "ITLM+PRL / ITLM+PRL-AT: ITLM with the given 1 − α, and PRL (with the adversarial trigger for -AT) dropping ε "
         "after a 1-epoch warm-up that restarts at each ITLM round start (`BatchFilter(restart_on_reinit=True)`, issue "
-        f"16 item 1). Mean ± std over seeds, %; `runs`: cells measured / cells of the dataset's full grid.{reused}",
+        "16 item 1). Activation clustering: `ActivationClustering(warmup_epochs=k)` -- k epochs on every sample, then "
+        "each class's penultimate features (the last layer's input) split by 2-means on 10 principal components, the "
+        "smaller cluster flagged in every class when the median class silhouette is >= 0.5 (else in the classes at "
+        ">= 0.6), and a re-drawn model trained on the rest for the remaining epochs; its ε = 0 rows (clean data, in "
+        "their own table) show what it costs when nothing is poisoned; `on the outputs`: the features are the last linear "
+        "layer's outputs (the logits, `layer=` its name) instead of its input. "
+        f"Mean ± std over seeds, %; `runs`: cells measured / cells of the dataset's full grid.{reused}",
         "",
     ]
-    datasets = [d for d in ("mnist", "fashion") if any(r["dataset"] == d for r in rows)]
+    datasets = [d for d in MARGIN_DATASETS if any(r["dataset"] == d for r in rows)]
     best: dict[str, Any] = {}
     for ds in datasets:
         eps_set, seeds, configs = phase_union(s, ds, rows)
         mn_eps, mn_seeds, _ = phase_union(s, "mnist", rows)
-        name = "MNIST" if ds == "mnist" else "FashionMNIST"
+        name = MARGIN_DATASETS[ds]
+        mnist = ds.startswith("mnist")  # the thesis's numbers are MNIST's
         n_cells = len(seeds) * len(s.attacks) * len(eps_set)
         lines += [f"## {name} ({s.train_size} training images; seeds {list(seeds)}; ε ∈ {list(eps_set)})", ""]
+        if ds == "mnist_cnn2":
+            lines += ["The rows that ask whether the thesis's PRL column is within reach: `ImageClassifier(backbone="
+                      "\"cnn2\")` (two 5x5 convolutions with max-pooling, then one linear layer: the features "
+                      "activation clustering splits are its 1568 inputs), otherwise the protocol above.", ""]
         if ds == "fashion":
             seeds_of = {c: {r["seed"] for r in rows if r["dataset"] == ds and (r["method"], r["setting"]) == c}
                         for c in configs}
@@ -678,7 +741,7 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                       "|---|" + "---|" * (len(eps_set) + 1)]
             for method, setting in configs:
                 sel = [r for r in rows if r["dataset"] == ds and r["attack"] == attack and r["method"] == method
-                       and r["setting"] == setting]
+                       and r["setting"] == setting and r["eps"] > 0]
                 if not sel:
                     continue
                 row = [setting_label(method, setting) + (" †" if any(r.get("reused") for r in sel) else "")]
@@ -693,7 +756,7 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                     row.append(f"{p[0]:.1f} ± {p[1]:.1f} / {cl[0]:.1f}{extra}")
                 row.append(f"{len(sel)}/{n_cells // len(s.attacks)}")
                 lines.append("| " + " | ".join(row) + " |")
-            if ds == "mnist":
+            if mnist:
                 lines.append("| thesis PRL (drop ε, ResNet-32, 60,000) | " + " | ".join(
                     f"{PAPER[attack]['poison']['prl'][EPS.index(e)]:.1f} / {PAPER[attack]['clean']['prl'][EPS.index(e)]:.1f}"
                     if e in EPS else "–" for e in eps_set) + " | |")
@@ -704,11 +767,12 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                   "Target: poison accuracy ≥ 85 % at every ε ≤ 0.35 for both attacks, clean accuracy within 6 points "
                   "of Standard (same ε, attack, seeds)"
                   + ("; and the thesis's PRL poison accuracy reached within 2 points wherever it is above 85 % "
-                     "(patch ε 0.15, 0.25; blend ε 0.15)." if ds == "mnist" else "."),
-                  "Needs ε? — `ε`: the exact rate; `ε + m`: an upper bound within m; `auto`: nothing.", "",
+                     "(patch ε 0.15, 0.25; blend ε 0.15)." if mnist else "."),
+                  "Needs ε? — `ε`: the exact rate; `ε + m`: an upper bound within m; `auto`, activation clustering: "
+                  "nothing.", "",
                   "| setting | min poison (ε ≤ 0.35) | worst clean gap to Standard | poison ≥ 85 | clean ≤ 6 | "
-                  + ("thesis PRL − 2 | " if ds == "mnist" else "") + "met | complete |",
-                  "|---|---|---|---|---|" + ("---|" if ds == "mnist" else "") + "---|---|"]
+                  + ("thesis PRL − 2 | " if mnist else "") + "met | complete |",
+                  "|---|---|---|---|---|" + ("---|" if mnist else "") + "---|---|"]
         met_any = []
         for method, setting in configs:
             if method == "standard":
@@ -729,17 +793,17 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                     worst_p = min(worst_p, p)
                     worst_gap = max(worst_gap, mean_std(r["clean"] for r in c0)[0] - mean_std(r["clean"] for r in c)[0])
                     ref = THESIS_PRL[attack].get(e)
-                    if ds == "mnist" and ref is not None and ref > 85 and p < ref - 2:
+                    if mnist and ref is not None and ref > 85 and p < ref - 2:
                         thesis_ok = False
             if worst_p == float("inf"):
                 continue
             ok_p, ok_c = worst_p >= 85, worst_gap <= 6
-            met = ok_p and ok_c and (thesis_ok or ds != "mnist") and complete
+            met = ok_p and ok_c and (thesis_ok or not mnist) and complete
             if met:
                 met_any.append(setting_label(method, setting))
             lines.append(f"| {setting_label(method, setting)} | {worst_p:.1f} | {worst_gap:.1f} | "
                          f"{'yes' if ok_p else 'NO'} | {'yes' if ok_c else 'NO'} | "
-                         + (f"{'yes' if thesis_ok else 'NO'} | " if ds == "mnist" else "")
+                         + (f"{'yes' if thesis_ok else 'NO'} | " if mnist else "")
                          + f"{'**yes**' if met else 'no'} | {'yes' if complete else 'NO (partial)'} |")
             summary[f"{ds}_{method}_{setting}_min_poison"] = round(worst_p, 2)
             summary[f"{ds}_{method}_{setting}_clean_gap"] = round(worst_gap, 2)
@@ -748,8 +812,9 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                 best[ds] = (method, setting, worst_p, worst_gap)
         summary[f"{ds}_target_met_by"] = met_any
         lines += ["", f"Met by: {', '.join(met_any) if met_any else 'no setting'}.", ""]
-        if ds == "mnist":
-            lines += _thesis_reach(rows, s.attacks, target_eps) + [""]
+        if mnist:
+            lines += _thesis_reach(rows, s.attacks, target_eps, ds) + [""]
+        lines += _clean_data_rows(rows, ds, name)
     summary["runs"] = len(rows)
     return "\n".join(lines) + "\n", summary
 

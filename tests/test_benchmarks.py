@@ -224,19 +224,24 @@ def test_backdoor_mnist_margin_smoke_resumes_and_ends_with_headline_json(tmp_pat
     first = margin("--max-runs", "2")
     assert _last_json(first)["runs"] == 2 and "margin axis: 0 cells stored, 2 to run" in first.stdout
     run = margin()
-    assert "margin axis: 2 cells stored, 5 to run" in run.stdout
+    assert "margin axis: 2 cells stored, 8 to run" in run.stdout
     summary = _last_json(run)
     assert summary["benchmark"] == "backdoor_mnist" and summary["mode"] == "smoke" and summary["part"] == "margin"
-    # Standard, PRL ε+0.2, ITLM ε+0.2, PRL auto, ITLM+PRL (restarted warm-up), ITLM+PRL-AT, ITLM auto (disagreement)
-    assert summary["runs"] == 7
+    # Standard, PRL ε+0.2, ITLM ε+0.2, PRL auto, ITLM+PRL (restarted warm-up), ITLM+PRL-AT, ITLM auto (disagreement),
+    # activation clustering; and Standard and activation clustering on clean data (ε = 0)
+    assert summary["runs"] == 10
     for config in ("prl_eps+0.2", "itlm_eps+0.2", "prl_auto", "itlm_prl_eps+0.1", "itlm_prl_at_eps+0.1",
-                   "itlm_auto_dis"):
+                   "itlm_auto_dis", "ac_w1"):
         assert 0.0 <= summary[f"mnist_{config}_min_poison"] <= 100.0
     assert isinstance(summary["mnist_target_met_by"], list)
     assert "| PRL drop = ε + 0.2 |" in run.stdout and "| ITLM+PRL (1 − α = ε + 0.1, PRL drops ε) |" in run.stdout
     assert "| ITLM+PRL-AT (1 − α = ε + 0.1, PRL-AT drops ε) |" in run.stdout
+    assert "### MNIST: clean data (ε = 0, nothing poisoned)" in run.stdout
+    assert "| Activation clustering (1-epoch warm-up, no ε) | " in run.stdout
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert len(saved["results"]["rows"]) == 7
+    assert len(saved["results"]["rows"]) == 10
+    flagged = [r["flagged"] for r in saved["results"]["rows"] if r["method"] == "ac"]
+    assert len(flagged) == 2 and all(0.0 <= f < 1.0 for f in flagged)
     estimates = {(r["method"], r["setting"]): r["estimate"] for r in saved["results"]["rows"]}
     assert 0.0 <= estimates[("itlm", "auto_dis")] <= 0.5  # recorded from ITLM's disagreement estimate
     assert "| ITLM 1 − α = auto, disagreement | " in run.stdout and "partial" not in saved["meta"]
