@@ -3,6 +3,8 @@ features, drop the suspicious clusters and train a fresh model on the rest."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
@@ -39,7 +41,8 @@ class ActivationClustering(ITLM):
     The module must adopt :class:`~lit_robust.RobustMixin` (the feature pass runs its ``sample_scores``), the
     training set must yield ``(index, input, target[, is_corrupted])`` with integer class targets, and the
     Trainer's ``max_epochs`` must exceed ``warmup_epochs``. The per-sample report and the score plot of ITLM
-    are not written by this callback.
+    are not written by this callback. With ``torch.compile(model)`` the feature pass runs the module's own (eager)
+    ``forward``: a graph compiled earlier, e.g. by a validation loop, would run without the feature hook.
 
     Args:
         warmup_epochs: epochs on every sample before the clustering (the features of a model trained 2 epochs
@@ -201,7 +204,7 @@ class ActivationClustering(ITLM):
         idx, feats, given, flags = [], [], [], []
         what = f"the {'input' if take_input else 'output'} of `{name}`"
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _eager_forward(pl_module):
                 for batch in loader:
                     batch = trainer.strategy.batch_to_device(batch)
                     ib = unpack_batch(batch)
@@ -216,7 +219,8 @@ class ActivationClustering(ITLM):
                         got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in captured]
                         raise ValueError(f"ActivationClustering reads {what} as the features: it must run once per "
                                          f"batch on a tensor of {b} rows, got {len(captured)} call(s) with {got}. "
-                                         "Pass `layer=` a submodule that does.")
+                                         "Pass `layer=` a submodule that does (a submodule compiled on its own runs "
+                                         "no hooks: name one outside it).")
                     feats.append(captured[0].detach().reshape(b, -1).float())
                     idx.append(ib.index)
                     given.append(y)
@@ -253,6 +257,27 @@ class ActivationClustering(ITLM):
         # the per-sample scores are not checkpointed: NaN marks them unknown
         self.clusters = ActivationClusters(suspicious=suspicious, score=torch.full((self._n,), float("nan")),
                                            **summary)
+
+
+@contextmanager
+def _eager_forward(module: pl.LightningModule) -> Iterator[None]:
+    """Run the module's own ``forward`` while inside: a LightningModule compiled with ``torch.compile(model)`` has
+    its forward replaced by the compiled one (Lightning's ``from_compiled``), and a compiled graph cached before the
+    feature hook was registered would run without it."""
+    ctx = getattr(module, "_compiler_ctx", None)
+    original = ctx.get("original_forward") if isinstance(ctx, dict) else None
+    if original is None:
+        yield
+        return
+    compiled = module.__dict__.get("forward")
+    module.forward = original  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if compiled is None:
+            del module.forward
+        else:
+            module.forward = compiled  # type: ignore[method-assign]
 
 
 def _mean(t: Tensor) -> float | None:
