@@ -158,12 +158,7 @@ class ActivationClustering(ITLM):
                    f"silhouette >= {self.class_silhouette} split")
             rank_zero_info(f"ActivationClustering: {how}; flagged {n - rec.kept} of {n} samples "
                            f"(per class: {res.flagged}).")
-        self._selection = selection
-        self._selection_made = True
-        self._round = round_
-        self._current = rec
-        if self._sampler is not None:
-            self._sampler.set_selection(selection)
+        self._adopt_selection(round_, selection, rec)
 
     def _end_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> None:
         super()._end_round(trainer, pl_module, log)

@@ -724,6 +724,10 @@ class ITLM(Callback):
         if self._report_target is not None:
             # round 0's selection (initial_round_on_all=False) comes from the untrained model: no score column
             self._record_for_report(round_ - 1 if round_ > 0 else None, index, scores, round_, selection)
+        self._adopt_selection(round_, selection, rec)
+
+    def _adopt_selection(self, round_: int, selection: Tensor, rec: RoundRecord) -> None:
+        """Round ``round_`` trains on ``selection`` (sorted dataset indices) and records into ``rec``."""
         self._selection = selection
         self._selection_made = True
         self._round = round_
