@@ -106,7 +106,7 @@ def test_predict_dataloader_is_the_test_split_in_order():
 
 def test_predict_dataloader_without_a_test_split_says_so(shared_data):
     dm = MixedImagesDataModule(root=str(shared_data), train_size=20)
-    with pytest.raises(RuntimeError, match="call `setup\(\)` before"):
+    with pytest.raises(RuntimeError, match=r"call `setup\(\)` before"):
         dm.predict_dataloader()
     dm.setup("predict")
     with pytest.raises(NotImplementedError, match="MixedImagesDataModule has no test split, so there is nothing to predict"):
