@@ -176,6 +176,18 @@ def all_reduce_max(tensor: Tensor, group: Group = None) -> Tensor:
     return _all_reduce(tensor, dist.ReduceOp.MAX, group)
 
 
+def _check_dst(dst: int, ws: int) -> None:
+    """``dst`` names one of ``ws`` ranks (``ws`` = 1 without a process group)."""
+    if not 0 <= dst < ws:
+        where = "" if is_distributed() else " without a process group"
+        raise ValueError(f"`dst` must be in [0, {ws - 1}]{where}, got {dst}.")
+
+
+def _global_rank(r: int, group: Group) -> int:
+    """Rank ``r`` of ``group`` as a rank of the default group (what ``dist.gather``'s ``dst`` takes)."""
+    return dist.get_global_rank(group, r) if group is not None else r
+
+
 def gather_uneven(tensor: Tensor, dst: int = 0, group: Group = None) -> list[Tensor] | None:
     """Every rank's ``tensor`` on rank ``dst`` only, in rank order (``None`` on the other ranks); the first
     dimension may differ per rank (also 0). Call on every rank.
@@ -184,16 +196,13 @@ def gather_uneven(tensor: Tensor, dst: int = 0, group: Group = None) -> list[Ten
     one rank, needs. Without a process group: ``[tensor]``.
     """
     if not is_distributed():
-        if dst != 0:
-            raise ValueError(f"`dst` must be in [0, 0] without a process group, got {dst}.")
+        _check_dst(dst, 1)
         return [tensor]
-    ws = world_size(group)
-    if not 0 <= dst < ws:
-        raise ValueError(f"`dst` must be in [0, {ws - 1}], got {dst}.")
+    _check_dst(dst, world_size(group))
     t, lengths = _padded_rows(tensor, group)
     me = rank(group)
     out = [torch.empty_like(t) for _ in lengths] if me == dst else None
-    dist.gather(t.contiguous(), out, dst=dist.get_global_rank(group, dst) if group is not None else dst, group=group)
+    dist.gather(t.contiguous(), out, dst=_global_rank(dst, group), group=group)
     if out is None:
         return None
     return [o[:m].to(tensor.device) for o, m in zip(out, lengths)]
@@ -204,14 +213,12 @@ def gather_objects(obj: Any, dst: int = 0, group: Group = None) -> list[Any] | N
     every rank. For small, irregular payloads (rows of mixed types, a rank's error message); tensors of a fixed
     layout go through :func:`gather_uneven`. Without a process group: ``[obj]``."""
     if not is_distributed():
-        if dst != 0:
-            raise ValueError(f"`dst` must be in [0, 0] without a process group, got {dst}.")
+        _check_dst(dst, 1)
         return [obj]
     ws = world_size(group)
-    if not 0 <= dst < ws:
-        raise ValueError(f"`dst` must be in [0, {ws - 1}], got {dst}.")
+    _check_dst(dst, ws)
     out: list[Any] | None = [None] * ws if rank(group) == dst else None
-    dist.gather_object(obj, out, dst=dist.get_global_rank(group, dst) if group is not None else dst, group=group)
+    dist.gather_object(obj, out, dst=_global_rank(dst, group), group=group)
     return out
 
 
