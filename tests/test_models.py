@@ -7,7 +7,7 @@ from lit_robust import ImageClassifier
 from lit_robust.models.supervised import make_backbone
 
 
-@pytest.mark.parametrize("backbone", ["cnn2", "mlp", "resnet18"])
+@pytest.mark.parametrize("backbone", ["cnn2", "lenet", "mlp", "resnet18"])
 def test_backbone_maps_images_to_class_logits(backbone):
     torch.manual_seed(0)
     model = ImageClassifier(backbone=backbone, num_classes=7, optimizer="adam", lr=1e-3)
@@ -27,6 +27,25 @@ def test_resnet18_backbone_is_torchvision_resnet_with_grey_stem():
         assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_lenet_is_cnn2_convolutions_then_hidden_layers():
+    torch.manual_seed(0)
+    cnn2 = make_backbone("cnn2", in_channels=1, image_size=28, num_classes=10)
+    torch.manual_seed(0)
+    lenet = make_backbone("lenet", in_channels=1, image_size=28, num_classes=10, hidden=64, hidden_layers=2)
+    linears = [m for m in lenet if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32 * 7 * 7, 64), (64, 64), (64, 10)]
+    # the same convolutions (drawn first, from the same seed): the feature maps match cnn2's
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(lenet[:6](x), cnn2[:6](x))
+    # the input of the last linear layer (ActivationClustering's default features) is the hidden layer's output
+    captured = {}
+    linears[-1].register_forward_hook(lambda mod, inp, out: captured.setdefault("x", inp[0]))
+    with torch.no_grad():
+        lenet(x)
+    assert captured["x"].shape == (3, 64) and bool((captured["x"] >= 0).all())  # after a ReLU
+
+
 def test_unknown_backbone_names_the_choices():
-    with pytest.raises(ValueError, match=r"`backbone` must be 'cnn2', 'mlp' or 'resnet18', got 'vgg'"):
+    with pytest.raises(ValueError, match=r"`backbone` must be 'cnn2', 'lenet', 'mlp' or 'resnet18', got 'vgg'"):
         ImageClassifier(backbone="vgg")

@@ -90,21 +90,23 @@ def make_mlp(in_features: int, out_features: int, hidden: int, hidden_layers: in
 
 def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int, hidden: int = 128,
                   hidden_layers: int = 1) -> nn.Module:
-    """``"cnn2"``: two conv layers + linear (the ITLM paper's MNIST model); ``"mlp"``: ``hidden_layers``
+    """``"cnn2"``: two conv layers + linear (the ITLM paper's MNIST model); ``"lenet"``: the same two conv layers,
+    then ``hidden_layers`` fully connected ReLU layers of width ``hidden`` before the output layer (LeNet's shape: a
+    penultimate layer whose activations :class:`~lit_robust.ActivationClustering` clusters); ``"mlp"``: ``hidden_layers``
     fully connected ReLU layers of width ``hidden`` (default one of 128); ``"resnet18"``: torchvision's ResNet-18
     (ImageNet stem, ``conv1`` rebuilt for ``in_channels``) + a linear layer. The ResNet's BatchNorm makes a
     sample's training-mode output depend on its batch; in evaluation mode (ITLM's scoring) it does not."""
     check_int("num_classes", num_classes, 2)
     check_int("in_channels", in_channels, 1)
     # cnn2 pools twice by 2: a smaller image leaves no feature for its linear layer
-    check_int("image_size", image_size, 4 if name == "cnn2" else 1)
-    if name == "cnn2":
+    check_int("image_size", image_size, 4 if name in ("cnn2", "lenet") else 1)
+    if name in ("cnn2", "lenet"):
         feat = 32 * (image_size // 4) ** 2
-        return nn.Sequential(
-            nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(feat, num_classes),
-        )
+        convs = [nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                 nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+        if name == "cnn2":
+            return nn.Sequential(*convs, nn.Flatten(), nn.Linear(feat, num_classes))
+        return nn.Sequential(*convs, *make_mlp(feat, num_classes, hidden, hidden_layers))  # make_mlp flattens
     if name == "mlp":
         return make_mlp(in_channels * image_size * image_size, num_classes, hidden, hidden_layers)
     if name == "resnet18":
@@ -112,28 +114,28 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
 
         features = simclr_backbone("resnet18", in_channels=in_channels)
         return nn.Sequential(features, nn.Linear(features.feature_dim, num_classes))
-    raise ValueError(f"`backbone` must be 'cnn2', 'mlp' or 'resnet18', got {name!r}.")
+    raise ValueError(f"`backbone` must be 'cnn2', 'lenet', 'mlp' or 'resnet18', got {name!r}.")
 
 
 class ImageClassifier(RobustMixin, pl.LightningModule):
     """Image classifier trained with per-sample cross-entropy.
 
     Args:
-        backbone: ``"cnn2"``, ``"mlp"`` or ``"resnet18"`` (:func:`make_backbone`).
+        backbone: ``"cnn2"``, ``"lenet"``, ``"mlp"`` or ``"resnet18"`` (:func:`make_backbone`).
         num_classes / in_channels / image_size: input and output shape.
         lr / momentum / weight_decay: SGD settings.
         milestones / gamma: MultiStepLR schedule (epochs counted from the start of each ITLM round when
             the callback re-initialises optimizers).
         optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"`` (with ``betas=(momentum, 0.999)``; the PRL
             experiments use Adam, lr 0.001, momentum 0.9).
-        hidden / hidden_layers: width and depth of the ``"mlp"`` backbone.
+        hidden / hidden_layers: width and depth of the ``"mlp"`` backbone and of ``"lenet"``'s hidden layers.
         loss: ``"ce"`` (cross-entropy) or the bootstrapping loss of Reed et al. (``"bootstrap_soft"``,
             ``"bootstrap_hard"``; :func:`lit_robust.bootstrap_loss`) with weight ``bootstrap_beta``.
     """
 
     def __init__(
         self,
-        backbone: Literal["cnn2", "mlp", "resnet18"] = "cnn2",
+        backbone: Literal["cnn2", "lenet", "mlp", "resnet18"] = "cnn2",
         num_classes: int = 10,
         in_channels: int = 1,
         image_size: int = 28,
@@ -183,7 +185,7 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the images and labels ``spec`` describes fit ``in_channels``, ``image_size`` (the
-        ``"cnn2"``/``"mlp"`` backbones are built for one size) and ``num_classes``."""
+        ``"cnn2"``/``"lenet"``/``"mlp"`` backbones are built for one size) and ``num_classes``."""
         sh = self.shape
         check_classifier_data(spec, "ImageClassifier", sh.num_classes, sh.in_channels,
                               None if sh.backbone == "resnet18" else sh.image_size)
