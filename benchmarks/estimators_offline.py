@@ -10,7 +10,10 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
   training error on the gmm's clean component; gmm where a row has no labels);
 * ``per_class_gmm``: the gmm fitted within each given class, the rates combined by class size (a candidate that
   was not adopted: on digits' ~150 samples per class it gives 8.9 % on clean data);
-* ``cleanlab_insample``: cleanlab's confident-learning count on the in-sample probabilities (if installed).
+* ``cleanlab_insample``: cleanlab's confident-learning count on the in-sample probabilities (if installed);
+* candidates for the rows without labels (regression, anomalies), none adopted: ``gmm_d1.5`` / ``gmm_d1`` (the gmm
+  with Ashman's separation rule relaxed from D >= 2), ``mirror`` (twice the share below the half-sample mode of the
+  log scores is clean) and ``tail_excess`` (the upper tail's excess over a Gaussian fitted below that mode).
 
 Rows are split as the estimator was chosen: **choose** = MNIST and digits rows, **check** = FashionMNIST,
 regression and anomaly rows.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import statistics
 import sys
 import tempfile
@@ -66,6 +70,60 @@ def _per_class_gmm(d: dict[str, np.ndarray]) -> float | None:
                for c in np.unique(y)) / len(y)
 
 
+def _half_sample_mode(x: np.ndarray) -> float:
+    """Bickel & Fruehwirth's half-sample mode of sorted ``x``: repeatedly keep the shortest half."""
+    while x.size > 3:
+        h = (x.size + 1) // 2
+        i = int(np.argmin(x[h - 1:] - x[:x.size - h + 1]))
+        x = x[i:i + h]
+    return float(np.median(x))
+
+
+def _log_scores(d: dict[str, np.ndarray]) -> np.ndarray:
+    from lit_robust.functional.estimation import gmm_transform
+
+    return gmm_transform(torch.from_numpy(np.sort(d["scores"]))).numpy()
+
+
+def _mirror(d: dict[str, np.ndarray]) -> float:
+    """Candidate for score-only rows (not adopted): on the gmm's log scale the clean mode is symmetric, so the clean
+    share is twice the share below its mode (the half-sample mode): ``eps_hat = max(0, 1 - 2 F(mode))``."""
+    x = _log_scores(d)
+    mode = _half_sample_mode(x)
+    return max(0.0, 1.0 - 2.0 * float((x < mode).mean() + 0.5 * (x == mode).mean()))
+
+
+def _tail_excess(d: dict[str, np.ndarray]) -> float:
+    """Candidate for score-only rows (not adopted): a Gaussian clean mode on the log scale, centred at the half-sample
+    mode with the spread of the scores below it; ``eps_hat`` = the largest excess of the upper tail beyond
+    ``mode + z sd`` over the Gaussian's share, ``(obs - sf(z)) / (1 - sf(z))``, over z in 1.5, 2, 2.5, 3."""
+    x = _log_scores(d)
+    mode = _half_sample_mode(x)
+    low = x[x < mode]
+    if low.size < 10:
+        return 0.0
+    sd = float(np.sqrt(np.mean((low - mode) ** 2)))
+    excess = []
+    for z in (1.5, 2.0, 2.5, 3.0):
+        sf = 0.5 * math.erfc(z / math.sqrt(2.0))
+        excess.append((float((x > mode + z * sd).mean()) - sf) / (1.0 - sf))
+    return max(0.0, *excess)
+
+
+def _gmm_separation(min_d: float) -> Callable[[dict[str, np.ndarray]], float]:
+    """Candidate (not adopted): the gmm with Ashman's separation rule relaxed from D >= 2 to D >= ``min_d``."""
+    def rate(d: dict[str, np.ndarray]) -> float:
+        from lit_robust import estimate_corruption
+
+        e = estimate_corruption(torch.from_numpy(d["scores"]), "gmm")
+        if e.two_components or e.ashman_d is None:
+            return e.rate
+        (m0, m1), (w0, w1) = e.means, e.weights
+        ok = e.bic2 < e.bic1 and e.ashman_d >= min_d and m1 > m0 and w1 < w0
+        return w1 * (e.n - e.nonfinite) / e.n + e.nonfinite / e.n if ok else e.rate
+    return rate
+
+
 def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     from lit_robust import estimate_corruption, estimate_corruption_from_predictions, estimate_corruption_from_probs
 
@@ -85,7 +143,8 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
                                                     torch.from_numpy(d["probs"].argmax(1))).rate
 
     out = {"gmm": gmm, "bmm": bmm, "disagree_raw": disagree_raw, "disagreement": disagreement,
-           "per_class_gmm": _per_class_gmm}
+           "per_class_gmm": _per_class_gmm, "gmm_d1.5": _gmm_separation(1.5), "gmm_d1": _gmm_separation(1.0),
+           "mirror": _mirror, "tail_excess": _tail_excess}
     if importlib.util.find_spec("cleanlab") is not None:
         def cleanlab_insample(d):
             if "probs" not in d:

@@ -180,6 +180,34 @@ def test_disagreement_without_labels_falls_back_to_gmm_with_one_info_line(monkey
         auto.add(torch.arange(4), torch.ones(4), torch.zeros(3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
 
 
+@pytest.mark.parametrize("reestimate, margin, corrupted, said_once", [
+    (False, 0.0, 0, True),    # one group of scores: an estimate of 0 at the end of warm-up is said, once
+    (True, 0.0, 0, False),    # re-estimated every epoch: no end of warm-up to speak at
+    (False, 0.05, 0, False),  # a margin drops samples anyway
+    (False, 0.0, 60, False),  # a corrupted group is found: nothing to say
+])
+def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate, margin, corrupted, said_once):
+    g = torch.Generator().manual_seed(4)
+    scores = torch.empty(300, dtype=torch.float64).exponential_(5.0, generator=g)
+    scores[:corrupted] = 3.0 + torch.rand(corrupted, generator=g, dtype=torch.float64)
+    auto = AutoDropRatio("BatchFilter", "gmm", margin, reestimate, 3)
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    for epoch in range(5):
+        auto.add(torch.arange(300), scores)
+        auto.end_epoch(epoch)
+        if epoch < 2:
+            assert said == []  # before the last warm-up epoch (epoch T - 1 = 2) nothing is said
+    assert (auto.estimate == 0.0) == (corrupted == 0)
+    reason = estimate_corruption(scores, "gmm").reason
+    want = ["BatchFilter: `drop_ratio='auto'` estimated 0 corrupted samples after epoch 2 (the estimate's reason: "
+            f"{reason}), so it trains on every sample. If you know the data is corrupted, its corrupted samples do "
+            "not score apart from the clean ones, which no estimate from these scores can see: pass `drop_ratio` "
+            "instead."]
+    assert reason.startswith("one component" if corrupted == 0 else "two components")
+    assert said == (want if said_once else [])
+
+
 # ---------------------------------------------------------------- models with scores that do not depend on training
 class OracleModel(TinyModel):
     """Per-sample losses and logits whose *values* come from a fixed classifier (distance to the true blob centres),

@@ -136,6 +136,21 @@ def test_first_positive_estimate_is_kept_unless_reestimate(tmp_path, monkeypatch
     assert [rec.kept for rec in itlm.history[1:]] == [math.floor((1 - e) * n) for e in used]
 
 
+def test_an_estimate_of_zero_says_why(tmp_path, monkeypatch):
+    """A round whose estimate is 0 keeps every sample and says so on the info log, with the estimator's reason."""
+    _EstimateSpy(monkeypatch, [0.0, 0.0])
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    itlm = ITLM("auto", [2, 1, 1], estimator="gmm", verbose=False, plot=False)
+    _, data, _ = fit(tmp_path, itlm, 4)
+    assert [rec.kept for rec in itlm.history] == [len(data.ds)] * 3
+    lines = [s for s in said if "estimated 0" in s]
+    assert [s.split(" (")[0] for s in lines] == [f"ITLM round {r}: `keep_ratio='auto'` estimated 0 corrupted samples"
+                                                 for r in (1, 2)]
+    assert all("(the estimate's reason: two components), so it trains on every sample." in s  # the spy's rate 0
+               and s.endswith("pass `keep_ratio` instead.") for s in lines)
+
+
 def test_kept_estimate_survives_resume(tmp_path, monkeypatch):
     """A run resumed after the round that found the estimate keeps it (read from the checkpointed history)."""
     spy = _EstimateSpy(monkeypatch, [0.2])

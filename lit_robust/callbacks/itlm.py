@@ -22,10 +22,15 @@ from torch.utils.data import DataLoader
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
-from lit_robust.functional.estimation import estimate_corruption, estimate_corruption_from_predictions
+from lit_robust.functional.estimation import (
+    CorruptionEstimate,
+    estimate_corruption,
+    estimate_corruption_from_predictions,
+)
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.selection import distributed
+from lit_robust.selection.auto_drop import nothing_found_note
 from lit_robust.selection.rules import keep_count, scatter_scores
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
@@ -679,7 +684,11 @@ class ITLM(Callback):
             if found is not None and not self.reestimate:
                 estimated = found  # an earlier round found a corrupted share: keep it (the same on every rank)
             else:
-                estimated = self._estimate(trainer, pl_module, scores, round_)
+                est = self._estimate(trainer, pl_module, scores, round_)
+                estimated = est.rate
+                if estimated == 0.0 and self.auto_margin == 0.0:
+                    rank_zero_info(nothing_found_note(f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 "
+                                                      "corrupted samples", est.reason, "keep_ratio"))
             k, note = auto_keep_count(n, estimated, self.auto_margin)
             if note is not None:
                 rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {note}; keeping {k} of {n} samples.")
@@ -735,12 +744,13 @@ class ITLM(Callback):
         if self._sampler is not None:
             self._sampler.set_selection(selection)
 
-    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, round_: int) -> float:
+    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, round_: int
+                  ) -> CorruptionEstimate:
         """The corrupted fraction from this rank's ``scores`` of the scoring pass, estimated on the gathered
         multiset of every rank's (score[, given, predicted]): the same value on every rank. Call on every rank."""
         all_scores = distributed.all_gather_cat(scores.float()).cpu()
         if self.estimator != "disagreement":
-            return estimate_corruption(all_scores, self.estimator).rate
+            return estimate_corruption(all_scores, self.estimator)
         # the labels need a pass that returns score, given and predicted label of each sample together (one
         # forward per batch with the default hooks); its scores are those of the pass above, in loader order
         _, scores2, _, given, predicted = self._score_pass(trainer, pl_module, labels=True)
@@ -748,11 +758,11 @@ class ITLM(Callback):
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
             rank_zero_info(f"ITLM round {round_}: `estimator='disagreement'` needs integer targets and "
                            "`predicted_labels` of the module; it has none, the gmm estimate is used instead.")
-            return estimate_corruption(all_scores, "gmm").rate
+            return estimate_corruption(all_scores, "gmm")
         assert given is not None and predicted is not None
         return estimate_corruption_from_predictions(distributed.all_gather_cat(scores2.float()).cpu(),
                                                     distributed.all_gather_cat(given.long()).cpu(),
-                                                    distributed.all_gather_cat(predicted.long()).cpu()).rate
+                                                    distributed.all_gather_cat(predicted.long()).cpu())
 
     def _found_estimate(self) -> float | None:
         """The first positive estimate of an earlier round (from the checkpointed history), or None."""

@@ -64,7 +64,7 @@ from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
-           "check_auto_args", "combined_estimate", "per_index_labels", "per_index_mean"]
+           "check_auto_args", "combined_estimate", "nothing_found_note", "per_index_labels", "per_index_mean"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
 FilterEstimator = Literal["gmm", "bmm", "disagreement"]  # the classification filters (BatchFilter, CoTeaching)
@@ -170,6 +170,22 @@ def auto_scheduled_drop_ratio(epoch: int, target: float | None, warmup_epochs: i
     if target is None:
         return 0.0
     return scheduled_drop_ratio(epoch, target, warmup_epochs)
+
+
+def nothing_found_note(what: str, reason: str, arg: str) -> str:
+    """The info line a callback prints when ``"auto"`` estimated no corrupted samples (pure): ``what`` happened,
+    the estimate's ``reason`` (:attr:`~lit_robust.functional.estimation.CorruptionEstimate.reason`) and the argument
+    ``arg`` a user who knows better passes instead.
+
+    >>> nothing_found_note("BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4", "one component (BIC)",
+    ...                    "drop_ratio")  # doctest: +NORMALIZE_WHITESPACE
+    "BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4 (the estimate's reason: one component (BIC)), so it
+    trains on every sample. If you know the data is corrupted, its corrupted samples do not score apart from the
+    clean ones, which no estimate from these scores can see: pass `drop_ratio` instead."
+    """
+    return (f"{what} (the estimate's reason: {reason}), so it trains on every sample. If you know the data is "
+            "corrupted, its corrupted samples do not score apart from the clean ones, which no estimate from these "
+            f"scores can see: pass `{arg}` instead.")
 
 
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
@@ -338,17 +354,22 @@ class AutoDropRatio:
         _, means = per_index_mean(index, scores)
         if use_labels:
             _, given_i, predicted_i = per_index_labels(index, step, given, predicted)
-            rate = float(estimate_corruption_from_predictions(means, given_i, predicted_i).rate)
+            est = estimate_corruption_from_predictions(means, given_i, predicted_i)
         else:
             if missing and not self._told_fallback:
                 self._told_fallback = True
                 rank_zero_info(f"{self.owner}: `estimator='disagreement'` needs integer targets and [batch, classes] "
                                "outputs from `per_sample_loss`; the module has none, the gmm estimate is used instead.")
-            rate = float(estimate_corruption(means, "gmm" if self.estimator == "disagreement" else self.estimator).rate)
+            est = estimate_corruption(means, "gmm" if self.estimator == "disagreement" else self.estimator)
+        rate = float(est.rate)
         self.estimates[int(epoch)] = rate
         _, note = auto_drop_ratio(self.estimate, self.auto_margin, self.cap)
         if note is not None:
             rank_zero_warn(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}.")
+        if (not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
+                and self.estimate == 0.0 and self.auto_margin == 0.0):
+            rank_zero_info(nothing_found_note(f"{self.owner}: `drop_ratio='auto'` estimated 0 corrupted samples "
+                                              f"after epoch {epoch}", est.reason, "drop_ratio"))
         return rate
 
     def state_dict(self) -> dict[str, Any]:
