@@ -13,7 +13,9 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
 * ``cleanlab_insample``: cleanlab's confident-learning count on the in-sample probabilities (if installed);
 * candidates for the rows without labels (regression, anomalies), none adopted: ``gmm_d1.5`` / ``gmm_d1`` (the gmm
   with Ashman's separation rule relaxed from D >= 2), ``mirror`` (twice the share below the half-sample mode of the
-  log scores is clean) and ``tail_excess`` (the upper tail's excess over a Gaussian fitted below that mode).
+  log scores is clean) and ``tail_excess`` (the upper tail's excess over a Gaussian fitted below that mode);
+* candidates for classifiers from the structure of the in-sample confusion matrix, none adopted: ``asymmetry`` (its
+  asymmetric part) and ``symmetric_floor`` (that plus a uniform-noise floor read off its symmetric part).
 
 Rows are split as the estimator was chosen: **choose** = MNIST and digits rows, **check** = FashionMNIST,
 regression and anomaly rows.
@@ -124,6 +126,37 @@ def _gmm_separation(min_d: float) -> Callable[[dict[str, np.ndarray]], float]:
     return rate
 
 
+def _confusion(d: dict[str, np.ndarray]) -> np.ndarray:
+    """``C[given, predicted]``: counts of the in-sample confusion of the given labels with the argmax."""
+    k = d["probs"].shape[1]
+    c = np.zeros((k, k))
+    np.add.at(c, (d["labels"], d["probs"].argmax(1)), 1)
+    return c
+
+
+def _asymmetry(d: dict[str, np.ndarray]) -> float | None:
+    """Candidate for classifiers (not adopted): wrong labels are the asymmetric part of the off-diagonal confusion,
+    ``sum_{g<p} |C_gp - C_pg| / n``, on the assumption that a model's own confusions are symmetric."""
+    if "probs" not in d:
+        return None
+    c = _confusion(d)
+    return float(np.triu(np.abs(c - c.T), 1).sum() / c.sum())
+
+
+def _symmetric_floor(d: dict[str, np.ndarray]) -> float | None:
+    """Candidate for classifiers (not adopted): the asymmetric part (:func:`_asymmetry`) plus uniform noise, read off
+    the symmetric part ``min(C_gp, C_pg)`` as (K - 1) times its 25th percentile share of the predicted class's count
+    (a model's own confusions are few pairs, uniform noise fills every cell)."""
+    if "probs" not in d:
+        return None
+    c = _confusion(d)
+    k, n = c.shape[0], c.sum()
+    off = ~np.eye(k, dtype=bool)
+    sym = np.minimum(c, c.T)
+    floor = float(np.quantile((sym / np.maximum(c.sum(0), 1)[None, :])[off], 0.25))
+    return float((np.triu(np.abs(c - c.T), 1).sum() + min(sym[off].sum(), floor * (k - 1) * n)) / n)
+
+
 def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     from lit_robust import estimate_corruption, estimate_corruption_from_predictions, estimate_corruption_from_probs
 
@@ -144,7 +177,8 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
 
     out = {"gmm": gmm, "bmm": bmm, "disagree_raw": disagree_raw, "disagreement": disagreement,
            "per_class_gmm": _per_class_gmm, "gmm_d1.5": _gmm_separation(1.5), "gmm_d1": _gmm_separation(1.0),
-           "mirror": _mirror, "tail_excess": _tail_excess}
+           "mirror": _mirror, "tail_excess": _tail_excess, "asymmetry": _asymmetry,
+           "symmetric_floor": _symmetric_floor}
     if importlib.util.find_spec("cleanlab") is not None:
         def cleanlab_insample(d):
             if "probs" not in d:
