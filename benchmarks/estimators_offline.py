@@ -15,7 +15,9 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
   with Ashman's separation rule relaxed from D >= 2), ``mirror`` (twice the share below the half-sample mode of the
   log scores is clean) and ``tail_excess`` (the upper tail's excess over a Gaussian fitted below that mode);
 * candidates for classifiers from the structure of the in-sample confusion matrix, none adopted: ``asymmetry`` (its
-  asymmetric part) and ``symmetric_floor`` (that plus a uniform-noise floor read off its symmetric part).
+  asymmetric part) and ``symmetric_floor`` (that plus a uniform-noise floor read off its symmetric part), and
+  ``class_floor_q10`` / ``class_floor_q20`` (a low quantile of the per-class disagreement rates: assumes every class
+  corrupted at one rate).
 
 Rows are split as the estimator was chosen: **choose** = MNIST and digits rows, **check** = FashionMNIST,
 regression and anomaly rows.
@@ -157,6 +159,19 @@ def _symmetric_floor(d: dict[str, np.ndarray]) -> float | None:
     return float((np.triu(np.abs(c - c.T), 1).sum() + min(sym[off].sum(), floor * (k - 1) * n)) / n)
 
 
+def _class_floor(quantile: float) -> Callable[[dict[str, np.ndarray]], float | None]:
+    """Candidate for classifiers (not adopted): the ``quantile`` of the per-class disagreement rates (by given label;
+    numpy's linear interpolation over the K rates). If every class is corrupted at one rate, the easiest classes
+    show that rate plus almost no error of the model's own; if only some classes are, it reads the clean classes'
+    error and misses the rest by construction."""
+    def rate(d: dict[str, np.ndarray]) -> float | None:
+        if "probs" not in d:
+            return None
+        y, p = d["labels"], d["probs"].argmax(1)
+        return float(np.quantile([float((p[y == c] != c).mean()) for c in np.unique(y)], quantile))
+    return rate
+
+
 def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     from lit_robust import estimate_corruption, estimate_corruption_from_predictions, estimate_corruption_from_probs
 
@@ -178,7 +193,8 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     out = {"gmm": gmm, "bmm": bmm, "disagree_raw": disagree_raw, "disagreement": disagreement,
            "per_class_gmm": _per_class_gmm, "gmm_d1.5": _gmm_separation(1.5), "gmm_d1": _gmm_separation(1.0),
            "mirror": _mirror, "tail_excess": _tail_excess, "asymmetry": _asymmetry,
-           "symmetric_floor": _symmetric_floor}
+           "symmetric_floor": _symmetric_floor, "class_floor_q10": _class_floor(0.1),
+           "class_floor_q20": _class_floor(0.2)}
     if importlib.util.find_spec("cleanlab") is not None:
         def cleanlab_insample(d):
             if "probs" not in d:

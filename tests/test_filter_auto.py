@@ -21,6 +21,7 @@ from lit_robust import (
     RobustRealNVP,
     TwoMoonsAnomalyDataModule,
     estimate_corruption,
+    estimate_corruption_from_class_floor,
     estimate_corruption_from_predictions,
     unpack_batch,
 )
@@ -229,12 +230,12 @@ def oracle_rate(rule, ds):
     return estimate_corruption(s).rate
 
 
-def oracle_rate_disagreement(rule, ds):
-    """estimate_corruption_from_predictions on the oracle's scores and its predicted labels."""
+def oracle_rate_disagreement(rule, ds, estimate=None):
+    """estimate_corruption_from_predictions (or ``estimate``) on the oracle's scores and its predicted labels."""
     x, y = ds.dataset.tensors[0], ds.targets
     logits = -((x[:, None, :] - CENTERS) ** 2).sum(-1)
     s = loss_layer_scores(rule, F.cross_entropy(logits, y, reduction="none"), logits, y, None)
-    return estimate_corruption_from_predictions(s.double(), y, logits.argmax(1)).rate
+    return (estimate or estimate_corruption_from_predictions)(s.double(), y, logits.argmax(1)).rate
 
 
 class LossOnlyOracle(OracleModel):
@@ -480,7 +481,7 @@ def test_bad_arguments(owner, kwargs, match):
     make = {"BatchFilter": lambda **kw: BatchFilter("prl", **kw),
             "CoTeaching": lambda **kw: CoTeaching(TinyModel(), **kw),
             "RCA": lambda **kw: RCA(2, **kw), "RealNVP": lambda **kw: RealNVP(2, **kw)}[owner]
-    allowed = "'gmm', 'bmm', 'disagreement'" if owner in ("BatchFilter", "CoTeaching") else "'gmm', 'bmm'"
+    allowed = "'gmm', 'bmm', 'disagreement', 'class_floor'" if owner in ("BatchFilter", "CoTeaching") else "'gmm', 'bmm'"
     with pytest.raises(ValueError, match=match.replace("{allowed}", allowed)):
         make(**kwargs)
 
@@ -547,15 +548,17 @@ def test_ddp_estimate_is_the_same_for_any_world_size_and_scope(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_ddp_disagreement_estimate_is_the_same_for_any_world_size(tmp_path):
-    """estimator="disagreement", scope="global": the (score, given, predicted) triples are gathered, so 1, 2 and 3
-    ranks estimate the same (the padding repeat counts once), and it is the oracle's own estimate."""
-    one = ddp_fit(tmp_path, 1, "global", "disagreement")
+@pytest.mark.parametrize("estimator", ["disagreement", "class_floor"])
+def test_ddp_label_estimate_is_the_same_for_any_world_size(tmp_path, estimator):
+    """A label estimator, scope="global": the (score, given, predicted) triples are gathered, so 1, 2 and 3 ranks
+    estimate the same (the padding repeat counts once), and it is the oracle's own estimate."""
+    one = ddp_fit(tmp_path, 1, "global", estimator)
     eps = one["estimates"]["0"]
-    assert eps == pytest.approx(oracle_rate_disagreement("spl", OddBlobs().ds), abs=1e-9)
-    assert 0.25 < eps < 0.35 and one["drop"] == [0.0, eps]
-    assert ddp_fit(tmp_path, 2, "global", "disagreement") == one
-    assert ddp_fit(tmp_path, 3, "global", "disagreement") == one
+    fn = estimate_corruption_from_predictions if estimator == "disagreement" else estimate_corruption_from_class_floor
+    assert eps == pytest.approx(oracle_rate_disagreement("spl", OddBlobs().ds, fn), abs=1e-9)
+    assert 0.2 < eps < 0.4 and one["drop"] == [0.0, eps]
+    assert ddp_fit(tmp_path, 2, "global", estimator) == one
+    assert ddp_fit(tmp_path, 3, "global", estimator) == one
 
 
 def test_report_of_a_disagreement_filter_takes_its_posterior_from_the_loss_mixture(tmp_path):

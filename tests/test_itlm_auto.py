@@ -56,8 +56,9 @@ def test_auto_keeps_the_estimated_clean_fraction(tmp_path, margin):
     assert itlm.selection.numel() == itlm.history[-1].kept
 
 
-def test_disagreement_estimator_on_random_label_noise(tmp_path):
-    itlm = ITLM("auto", [3, 3, 3], estimator="disagreement", verbose=False, plot=False)
+@pytest.mark.parametrize("estimator", ["disagreement", "class_floor"])
+def test_label_estimators_on_random_label_noise(tmp_path, estimator):
+    itlm = ITLM("auto", [3, 3, 3], estimator=estimator, verbose=False, plot=False)
     _, data, _ = fit(tmp_path, itlm, 9)
     n = len(data.ds)
     for rec in itlm.history[1:]:
@@ -276,7 +277,7 @@ def auto_fit(tmp_path, devices, estimator="gmm"):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("estimator", ["gmm", "disagreement"])
+@pytest.mark.parametrize("estimator", ["gmm", "disagreement", "class_floor"])
 def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path, estimator):
     one = auto_fit(tmp_path, 1, estimator)
     n = 241
@@ -293,7 +294,7 @@ def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path, es
     ({"keep_ratio": "0.5"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.5'\."),
     ({"keep_ratio": 1.5}, r"`keep_ratio` must be in \(0, 1\], got 1.5 \(or 'auto'"),
     ({"keep_ratio": None}, r"`keep_ratio` must be in \(0, 1\], got None"),
-    ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement'\], got 'kde'\."),
+    ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement', 'class_floor'\], got 'kde'\."),
     ({"keep_ratio": "auto", "auto_margin": 0.5}, r"`auto_margin` must be in \[0, 0.5\), got 0.5\."),
     ({"keep_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
     ({"keep_ratio": "auto", "auto_margin": True}, r"`auto_margin` must be in \[0, 0.5\), got True\."),

@@ -26,6 +26,7 @@ from lit_robust.selection.auto_drop import (
     AutoDropRatio,
     FilterEstimator,
     check_auto_args,
+    mixture_of,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 
@@ -215,6 +216,9 @@ class BatchFilter(Callback):
             ``"gmm"``, mean difference −0.5 vs −4.0 points (``"gmm"`` estimated 0 under 40 % systematic noise and lost
             18-26 points there); median estimate error 5.1 vs 3.9 points, and on clean data ``"disagreement"``
             estimates about the training error (2.7-17.9 %, −0.5 to −2.6 points of accuracy; ``"gmm"``: 0).
+            ``"class_floor"``: :func:`~lit_robust.estimate_corruption_from_class_floor` on the same labels -- a low
+            quantile of the per-class disagreement rates; only when every class is corrupted at one rate (it reads
+            about 0 when only some classes are).
         auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``"auto"`` only; default 0).
         reestimate: re-estimate at the end of every epoch, not only in warm-up (``"auto"`` only).
         report: write the per-sample report (:mod:`lit_robust.report`) at the end of training:
@@ -464,7 +468,7 @@ class BatchFilter(Callback):
         if trainer.global_rank == 0:
             # the mixture of `drop_ratio="auto"` once a filter has one; else estimate_corruption's default
             estimator = getattr(self, "estimator", "gmm")
-            estimator = "gmm" if estimator == "disagreement" else estimator  # the posterior is the loss mixture's
+            estimator = mixture_of(estimator)  # the posterior is the loss mixture's
             self.report_path = write_report(self._report_state.table(estimator), self._report_target)
             rank_zero_info(f"BatchFilter: per-sample report written to {self.report_path}")
 

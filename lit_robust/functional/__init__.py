@@ -9,6 +9,7 @@ from lit_robust.functional.clustering import ActivationClusters, activation_clus
 from lit_robust.functional.estimation import (
     CorruptionEstimate,
     estimate_corruption,
+    estimate_corruption_from_class_floor,
     estimate_corruption_from_predictions,
     estimate_corruption_from_probs,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "truncate_spectral_norm",
     "CorruptionEstimate",
     "estimate_corruption",
+    "estimate_corruption_from_class_floor",
     "estimate_corruption_from_predictions",
     "estimate_corruption_from_probs",
     "ActivationClusters",

@@ -59,17 +59,24 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lit_robust._checks import check_bool
-from lit_robust.functional.estimation import estimate_corruption, estimate_corruption_from_predictions
+from lit_robust.functional.estimation import (
+    CorruptionEstimate,
+    estimate_corruption,
+    estimate_corruption_from_class_floor,
+    estimate_corruption_from_predictions,
+)
 from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
-           "check_auto_args", "combined_estimate", "nothing_found_note", "per_index_labels", "per_index_mean"]
+           "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of", "nothing_found_note",
+           "per_index_labels", "per_index_mean"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
-FilterEstimator = Literal["gmm", "bmm", "disagreement"]  # the classification filters (BatchFilter, CoTeaching)
+FilterEstimator = Literal["gmm", "bmm", "disagreement", "class_floor"]  # the classification filters
 _ESTIMATORS = ("gmm", "bmm")
-FILTER_ESTIMATORS = ("gmm", "bmm", "disagreement")
+FILTER_ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor")
+LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "disagreement"  # measured: benchmarks/results/corruption_rate_prl_auto.md
 _CAP_BELOW = 0.01  # the clip value is this far below the module's (open) upper bound on the drop ratio
 
@@ -172,6 +179,23 @@ def auto_scheduled_drop_ratio(epoch: int, target: float | None, warmup_epochs: i
     return scheduled_drop_ratio(epoch, target, warmup_epochs)
 
 
+def estimate_from_labels(estimator: str, scores: Tensor, given: Tensor, predicted: Tensor) -> CorruptionEstimate:
+    """The estimate of a label estimator (:data:`LABEL_ESTIMATORS`) on per-sample scores, given and predicted labels
+    (pure): ``"disagreement"`` -- :func:`~lit_robust.estimate_corruption_from_predictions`; ``"class_floor"`` --
+    :func:`~lit_robust.estimate_corruption_from_class_floor`."""
+    if estimator == "disagreement":
+        return estimate_corruption_from_predictions(scores, given, predicted)
+    if estimator == "class_floor":
+        return estimate_corruption_from_class_floor(scores, given, predicted)
+    raise ValueError(f"`estimator` must be one of {list(LABEL_ESTIMATORS)} here, got {estimator!r}.")
+
+
+def mixture_of(estimator: str) -> str:
+    """The score mixture behind ``estimator`` (its clean posterior, its fallback without labels): ``"gmm"`` for the
+    label estimators, else the estimator itself (pure)."""
+    return "gmm" if estimator in LABEL_ESTIMATORS else estimator
+
+
 def nothing_found_note(what: str, reason: str, arg: str) -> str:
     """The info line a callback prints when ``"auto"`` estimated no corrupted samples (pure): ``what`` happened,
     the estimate's ``reason`` (:attr:`~lit_robust.functional.estimation.CorruptionEstimate.reason`) and the argument
@@ -270,7 +294,7 @@ class AutoDropRatio:
     @property
     def uses_labels(self) -> bool:
         """Whether :meth:`add` wants the batches' given and predicted labels (``estimator="disagreement"``)."""
-        return self.estimator == "disagreement"
+        return self.estimator in LABEL_ESTIMATORS
 
     @property
     def estimate(self) -> float | None:
@@ -354,13 +378,14 @@ class AutoDropRatio:
         _, means = per_index_mean(index, scores)
         if use_labels:
             _, given_i, predicted_i = per_index_labels(index, step, given, predicted)
-            est = estimate_corruption_from_predictions(means, given_i, predicted_i)
+            est = estimate_from_labels(self.estimator, means, given_i, predicted_i)
         else:
             if missing and not self._told_fallback:
                 self._told_fallback = True
-                rank_zero_info(f"{self.owner}: `estimator='disagreement'` needs integer targets and [batch, classes] "
-                               "outputs from `per_sample_loss`; the module has none, the gmm estimate is used instead.")
-            est = estimate_corruption(means, "gmm" if self.estimator == "disagreement" else self.estimator)
+                rank_zero_info(f"{self.owner}: `estimator='{self.estimator}'` needs integer targets and [batch, "
+                               "classes] outputs from `per_sample_loss`; the module has none, the gmm estimate is used "
+                               "instead.")
+            est = estimate_corruption(means, mixture_of(self.estimator))
         rate = float(est.rate)
         self.estimates[int(epoch)] = rate
         _, note = auto_drop_ratio(self.estimate, self.auto_margin, self.cap)

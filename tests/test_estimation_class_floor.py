@@ -1,0 +1,129 @@
+"""estimate_corruption_from_class_floor: against a plain-Python reference, label noise at one rate in every class
+with hard classes (where it beats the disagreement estimate), noise in some classes only (its documented blind spot),
+clean data, order independence, degenerate inputs and argument checks."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from lit_robust import estimate_corruption, estimate_corruption_from_class_floor, estimate_corruption_from_predictions
+
+
+def _ref(scores: list[float], labels: list[int], predicted: list[int], q: float) -> float:
+    """Slow, obvious: per given class (finite scores, >= 2 samples) the share of mispredictions, sorted; the q-th
+    quantile by linear interpolation at position q (k - 1); non-finite scores counted as corrupted."""
+    fin = [i for i, s in enumerate(scores) if math.isfinite(s)]
+    rates = []
+    for c in sorted({labels[i] for i in fin}):
+        members = [i for i in fin if labels[i] == c]
+        if len(members) >= 2:
+            rates.append(sum(predicted[i] != c for i in members) / len(members))
+    rates.sort()
+    pos = q * (len(rates) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(rates) - 1)
+    r = rates[lo] + (pos - lo) * (rates[hi] - rates[lo])
+    return (len(scores) - len(fin) + r * len(fin)) / len(scores)
+
+
+def noisy(n: int, eps: float, seed: int, hard: dict[int, float] | None = None, noisy_classes: int = 10,
+          gap: float = 2.0):
+    """10 classes; ``eps`` of the samples of the first ``noisy_classes`` classes get a wrong label (all 10: drawn
+    uniformly among the other classes; fewer: the next class among those, so the others get no wrong labels at all);
+    the model predicts the true class, except on a share ``hard[c]`` of the clean samples of class c. Scores:
+    exponential, ``gap`` higher for the wrong labels (0: one mode, as under class-pair noise)."""
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randint(0, 10, (n,), generator=g)
+    bad = (torch.rand(n, generator=g) < eps) & (true < noisy_classes)
+    if noisy_classes == 10:
+        wrong = (true + torch.randint(1, 10, (n,), generator=g)) % 10
+    else:
+        wrong = (true + 1) % noisy_classes
+    given = torch.where(bad, wrong, true)
+    miss = torch.zeros(n, dtype=torch.bool)
+    for c, share in (hard or {}).items():
+        miss |= (true == c) & ~bad & (torch.rand(n, generator=g) < share)
+    predicted = torch.where(miss, (true + 1) % 10, true)
+    scores = torch.empty(n, dtype=torch.float64).exponential_(5.0, generator=g) + gap * bad
+    return scores, given, predicted, bad
+
+
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.25, 0.5])
+def test_matches_plain_python_reference(q):
+    scores, given, predicted, _ = noisy(700, 0.2, 0, {3: 0.3, 6: 0.5})
+    scores[:4] = math.nan
+    given[4:6] = 11  # a class with 2 samples counts; one with 1 sample (below) does not
+    given[6] = 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = estimate_corruption_from_class_floor(scores, given, predicted, quantile=q).rate
+    assert got == pytest.approx(_ref(scores.tolist(), given.tolist(), predicted.tolist(), q), abs=1e-12)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3, 0.45])
+def test_one_rate_in_every_class_with_hard_classes(eps):
+    # two hard classes (40 % and 25 % of their clean samples mispredicted) and scores in one mode: the disagreement
+    # estimate adds their error (about +6 points), the low quantile of the class rates does not
+    scores, given, predicted, bad = noisy(6000, eps, 1, {4: 0.4, 6: 0.25}, gap=0.0)
+    true_eps = float(bad.float().mean())
+    est = estimate_corruption_from_class_floor(scores, given, predicted)
+    assert est.rate == pytest.approx(true_eps, abs=0.025)
+    assert est.reason == "class floor (quantile 0.1 of 10 class rates)"
+    dis = estimate_corruption_from_predictions(scores, given, predicted).rate
+    if eps == 0.0:
+        assert est.rate == 0.0 and dis > 0.05
+    else:
+        assert abs(dis - true_eps) > abs(est.rate - true_eps)
+
+
+def test_noise_in_some_classes_only_is_missed():
+    # the documented blind spot: 40 % class-pair noise among 5 of 10 classes (about 20 % overall) reads as 0
+    scores, given, predicted, bad = noisy(6000, 0.4, 2, noisy_classes=5)
+    assert float(bad.float().mean()) > 0.15
+    assert estimate_corruption_from_class_floor(scores, given, predicted).rate == 0.0
+    assert estimate_corruption_from_predictions(scores, given, predicted).rate == pytest.approx(
+        float(bad.float().mean()), abs=0.02)
+
+
+def test_result_depends_only_on_the_multiset():
+    scores, given, predicted, _ = noisy(3000, 0.3, 3, {2: 0.2})
+    a = estimate_corruption_from_class_floor(scores, given, predicted)
+    perm = torch.randperm(3000, generator=torch.Generator().manual_seed(1))
+    b = estimate_corruption_from_class_floor(scores[perm], given[perm], predicted[perm])
+    assert a.rate == b.rate
+    assert torch.equal(b.clean_posterior, a.clean_posterior[perm])
+    assert torch.equal(a.clean_posterior, estimate_corruption(scores).clean_posterior)  # the mixture's posterior
+
+
+def test_degenerate_inputs():
+    y = torch.arange(10) % 3
+    with pytest.warns(RuntimeWarning, match="min_samples"):
+        est = estimate_corruption_from_class_floor(torch.rand(10), y, (y + 1) % 3)
+    assert est.rate == 0.0 and est.reason == "class floor (too few samples)"
+    ones = torch.ones(40, dtype=torch.float64)
+    est = estimate_corruption_from_class_floor(ones, torch.arange(40), torch.arange(40))  # 40 classes of 1 sample
+    assert est.rate == 0.0 and est.reason == "class floor (no class with 2 samples)"
+    with pytest.warns(RuntimeWarning, match="NaN or infinite"):
+        est = estimate_corruption_from_class_floor(torch.full((30,), math.inf), torch.zeros(30, dtype=torch.long),
+                                                   torch.zeros(30, dtype=torch.long))
+    assert est.rate == 1.0
+    empty = torch.zeros(0, dtype=torch.long)
+    assert estimate_corruption_from_class_floor(torch.zeros(0), empty, empty).rate == 0.0
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    ((torch.rand(30), torch.rand(30), torch.zeros(30, dtype=torch.long)), {}, "`labels` must hold integer"),
+    ((torch.rand(30), torch.zeros(30, dtype=torch.long), [0] * 30), {}, "`predicted` must be a torch.Tensor"),
+    ((torch.rand(30), torch.zeros(29, dtype=torch.long), torch.zeros(30, dtype=torch.long)), {}, "must have the shape"),
+    ((torch.rand(30), torch.zeros(30, dtype=torch.long), torch.zeros(30, dtype=torch.long)), {"quantile": 0.6},
+     r"`quantile` must be a number in \[0, 0.5\], got 0.6"),
+    ((torch.rand(30), torch.zeros(30, dtype=torch.long), torch.zeros(30, dtype=torch.long)), {"method": "em"},
+     "`method` must be 'gmm' or 'bmm'"),
+])
+def test_bad_arguments(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        estimate_corruption_from_class_floor(*args, **kwargs)
