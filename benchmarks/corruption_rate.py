@@ -36,7 +36,9 @@ both with round 0 on every sample and ``rounds`` re-initialised rounds of ``epoc
 ``BatchFilter("prl", drop_ratio=eps)`` with ``epochs`` warm-up epochs over the same total epochs; **PRL auto** =
 ``BatchFilter("prl", drop_ratio="auto", estimator="gmm")`` (the loss mixture; reported as not measured when
 ``--methods`` leaves it out); **PRL auto disagreement** (``prl_auto_dis``) = the same with
-``estimator="disagreement"``. Both record the filter's final estimate.
+``estimator="disagreement"``. Both record the filter's final estimate. **ITLM auto class_floor**
+(``--methods itlm_auto_floor``) = ``ITLM(keep_ratio="auto", estimator="class_floor")``, with the class-floor estimate
+on the round-0 model's in-sample predictions (``estimate_corruption_from_class_floor``) in its own section.
 
 ``--methods`` naming PRL columns only (``prl_true prl_auto prl_auto_dis``) is a PRL-only run: no ITLM and no
 estimate columns, only the filters' accuracy and estimates, rendered as their own table (e.g.
@@ -53,6 +55,8 @@ Usage::
         --out benchmarks/results/corruption_rate_prl_auto.md   # PRL auto: gmm vs disagreement
     python benchmarks/corruption_rate.py --groups reg ad --seeds 0 1 2 --jobs 1 --headline-with \
         benchmarks/results/corruption_rate.json --out benchmarks/results/corruption_rate_regad.md  # + product column
+    python benchmarks/corruption_rate.py --groups cls --methods itlm_auto_pred itlm_auto_floor itlm_true \
+        --out benchmarks/results/corruption_rate_class_floor.md   # estimator='class_floor' vs 'disagreement'
     python benchmarks/corruption_rate.py --render benchmarks/results/corruption_rate.json   # re-print a saved run
 
 Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--headline-with``, ``--cache DIR`` (per-sample scores for
@@ -80,7 +84,8 @@ from harness import RESULTS, Benchmark, main  # noqa: E402
 from harness import quiet as _quiet  # noqa: E402
 from harness import trainer as _trainer  # noqa: E402
 
-CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_true", "cleanlab", "prl_true", "prl_auto", "prl_auto_dis")
+CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_true", "cleanlab", "prl_true", "prl_auto",
+               "prl_auto_dis")
 PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis")  # --methods among these only: a PRL-only run (no ITLM)
 DATA_SETS = ("mnist", "fashion", "fashion60k", "digits", "diabetes", "landmarks", "moons", "mnist_oneclass")
 
@@ -268,6 +273,7 @@ def run_classification(task: dict) -> dict[str, Any]:
         ITLM,
         BatchFilter,
         ImageClassifier,
+        estimate_corruption_from_class_floor,
         estimate_corruption_from_predictions,
         estimate_corruption_from_probs,
     )
@@ -331,6 +337,7 @@ def run_classification(task: dict) -> dict[str, Any]:
         t = time.perf_counter()
         out["pred"] = estimate_corruption_from_predictions(probe.scores, labels, probe.probs.argmax(1)).rate
         out["seconds"]["pred"] = probe.train_s + probe.score_s + time.perf_counter() - t
+        out["floor"] = estimate_corruption_from_class_floor(probe.scores, labels, probe.probs.argmax(1)).rate
         _save_cache(task, scores=probe.scores, probs=probe.probs, labels=labels, corrupted=train_set.corrupted,
                     later=[h["scores"] for h in itlm.score_history] if keep else [])
     if "itlm_auto_pred" in methods:
@@ -341,6 +348,14 @@ def run_classification(task: dict) -> dict[str, Any]:
         _trainer(sum(rounds), [itlm]).fit(m, train_dataloaders=dm.train_dataloader())
         out["itlm_pred"] = _accuracy(m, x_test, y_test)
         out["itlm_pred_estimates"] = [h.estimated_corruption for h in itlm.history[1:]]
+    if "itlm_auto_floor" in methods:
+        pl.seed_everything(seed, verbose=False)
+        m = model()
+        itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False,
+                    estimator="class_floor")
+        _trainer(sum(rounds), [itlm]).fit(m, train_dataloaders=dm.train_dataloader())
+        out["itlm_floor"] = _accuracy(m, x_test, y_test)
+        out["itlm_floor_estimates"] = [h.estimated_corruption for h in itlm.history[1:]]
     if "itlm_true" in methods:
         pl.seed_everything(seed, verbose=False)
         m = model()
@@ -534,7 +549,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = dict(rs[0]["row"], seeds=[r["seed"] for r in rs], n=rs[0]["n"])
         row["true_eps"] = 100 * statistics.fmean(r["true_eps"] for r in rs)
         rs = [{"pred": r.get("ours"), **r} for r in rs]  # disagreement = gmm where a row has no labels
-        for col in ("ours", "bmm", "pred", "cleanlab", "cleanlab_insample", "product"):
+        for col in ("ours", "bmm", "pred", "floor", "cleanlab", "cleanlab_insample", "product"):
             vals = [r.get(col) for r in rs]
             if all(v is None for v in vals):
                 continue
@@ -562,7 +577,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pred_est = [r["itlm_pred_estimates"] for r in rs if r.get("itlm_pred_estimates")]
         if pred_est:
             row["itlm_pred_estimates"] = [[round(100 * e, 1) for e in x] for x in pred_est]
-        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", *PRL_METHODS):
+        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", "itlm_floor", *PRL_METHODS):
             if any(col in r for r in rs):
                 row[col] = _mean([r.get(col) for r in rs])
         for col in PRL_METHODS[1:]:  # the filters' final estimates and their error (mean over seeds)
@@ -612,6 +627,20 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                                       / len(p_acc), 3) if p_acc else None),
             "better_than_cleanlab_rows": sum(r["pred_err"] < r["cleanlab_err"] for r in p_cl),
             "cleanlab_better_rows": sum(r["cleanlab_err"] < r["pred_err"] for r in p_cl),
+        }
+    f_rows = [r for r in rows if r.get("floor_err") is not None and r.get("itlm_floor") is not None]
+    if f_rows:
+        f_acc = [r for r in f_rows if r.get("itlm_true") is not None]
+        f_cl = [r for r in f_rows if r.get("cleanlab_err") is not None]
+        out["class_floor"] = {
+            "rows": len(f_rows),
+            "median_abs_err_pts": round(statistics.median(r["floor_err"] for r in f_rows), 2),
+            "share_rows_err_le_5pts": round(sum(r["floor_err"] <= 5 for r in f_rows) / len(f_rows), 3),
+            "max_clean_eps_hat_pct": max((round(r["floor"], 2) for r in f_rows if r["eps"] == 0), default=None),
+            "itlm_auto_ge_true_minus_1_share": (round(sum(r["itlm_floor"] >= r["itlm_true"] - 1 for r in f_acc)
+                                                      / len(f_acc), 3) if f_acc else None),
+            "better_than_cleanlab_rows": sum(r["floor_err"] < r["cleanlab_err"] for r in f_cl),
+            "cleanlab_better_rows": sum(r["cleanlab_err"] < r["floor_err"] for r in f_cl),
         }
     itlm_rows = [r for r in rows if r.get("itlm_last_err") is not None]
     if itlm_rows:
@@ -883,9 +912,11 @@ def _render_table(saved: dict[str, Any]) -> str:
                   f"- ITLM auto with it ≥ ITLM true − 1 point in {_f(100 * share, 0)} % of classification rows "
                   f"(target ≥ 80 %: {met(share >= 0.8)})" if share is not None else
                   "- ITLM auto with it against ITLM at the true rate: not measured in this run",
-                  f"- against cleanlab CV: closer in {d['better_than_cleanlab_rows']} rows, cleanlab closer in "
-                  f"{d['cleanlab_better_rows']} (target: ahead in more rows: "
-                  f"{met(d['better_than_cleanlab_rows'] > d['cleanlab_better_rows'])})", ""]
+                  (f"- against cleanlab CV: closer in {d['better_than_cleanlab_rows']} rows, cleanlab closer in "
+                   f"{d['cleanlab_better_rows']} (target: ahead in more rows: "
+                   f"{met(d['better_than_cleanlab_rows'] > d['cleanlab_better_rows'])})" if head["cleanlab_rows"] else
+                   "- against cleanlab CV: not measured in this run"), ""]
+    lines += _floor_section(rows, head)
     prod = _product_figures(rows, p)
     if prod:
         h = prod["product"]
@@ -908,6 +939,34 @@ def _render_table(saved: dict[str, Any]) -> str:
         lines.append(f"- ITLM auto (gmm)'s last-round estimate: median error {head['itlm_last_median_abs_err_pts']} points; "
                      f"rounds that estimated 0 on noisy rows: {head['itlm_rounds_estimating_0_on_noisy_rows']}")
     return "\n".join(lines) + "\n"
+
+
+def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any]) -> list[str]:
+    """``estimator='class_floor'`` (``--methods itlm_auto_floor``): its first estimate and ITLM auto's accuracy with
+    it, beside the disagreement estimator's and ITLM at the true rate."""
+    f = head.get("class_floor")
+    if not f:
+        return []
+    lines = ["", "`estimator='class_floor'` (opt-in; `estimate_corruption_from_class_floor`: the 10th percentile of "
+             "the per-class disagreement rates of the same in-sample predictions; assumes every class corrupted at "
+             "one rate). ε̂ in %, |err| in points, accuracy in % (mean over seeds):", "",
+             "| data | corruption | ε % | disagreement ε̂ | \|err\| | class_floor ε̂ | \|err\| | ITLM true | "
+             "ITLM auto disagreement | ITLM auto class_floor | class_floor − true |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("floor_err") is None or r.get("itlm_floor") is None:
+            continue
+        d = r["itlm_floor"] - r["itlm_true"] if r.get("itlm_true") is not None else None
+        lines.append(f"| {DATA_NAMES.get(r['data'], r['data'])} | {r['kind']} | {r['eps']} | {_f(r.get('pred'))} | "
+                     f"{_f(r.get('pred_err'))} | {_f(r['floor'])} | {_f(r['floor_err'])} | {_f(r.get('itlm_true'))} | "
+                     f"{_f(r.get('itlm_pred'))} | {_f(r['itlm_floor'])} | {_f(d)} |")
+    share = f["itlm_auto_ge_true_minus_1_share"]
+    lines += ["", f"- over {f['rows']} rows: median |ε̂ − ε| {f['median_abs_err_pts']} points; "
+              f"{100 * f['share_rows_err_le_5pts']:.0f} % of rows within 5 points; largest clean ε̂ "
+              f"{_f(f['max_clean_eps_hat_pct'], 2)} %; ITLM auto with it ≥ ITLM true − 1 point in "
+              + (f"{100 * share:.0f} % of rows" if share is not None else "(ITLM true not measured)")
+              + (f"; closer than cleanlab CV in {f['better_than_cleanlab_rows']} rows, cleanlab closer in "
+                 f"{f['cleanlab_better_rows']}" if f["better_than_cleanlab_rows"] + f["cleanlab_better_rows"] else "")]
+    return lines
 
 
 def _ab_pairs(results: list[dict[str, Any]]) -> list[tuple[dict, dict]]:

@@ -422,6 +422,21 @@ def test_corruption_rate_prl_only_smoke_compares_the_filters_estimators(tmp_path
     assert "| MNIST 6k | random | 30 |" in out.read_text() and "| disagreement |" in out.read_text()
 
 
+def test_corruption_rate_class_floor_smoke_reports_its_estimate_and_accuracy(tmp_path):
+    """``--methods itlm_auto_floor itlm_true``: ITLM auto with estimator='class_floor', its first estimate (the
+    library function on the round-0 model's in-sample predictions) and its section of the table."""
+    out = tmp_path / "floor.md"
+    run = _script(["corruption_rate.py", "--smoke", "--data-root", SHARED_DATA, "--groups", "cls", "--methods",
+                   "itlm_auto_floor", "itlm_true", "--out", out])
+    f = _last_json(run)["class_floor"]
+    assert f["rows"] == 1 and f["max_clean_eps_hat_pct"] is None and f["itlm_auto_ge_true_minus_1_share"] in (0.0, 1.0)
+    (res,) = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert 0.0 <= res["floor"] < 1.0 and res["itlm_floor_estimates"][0] == pytest.approx(res["floor"], abs=0.02)
+    assert f["median_abs_err_pts"] == pytest.approx(100 * abs(res["floor"] - res["true_eps"]), abs=0.01)
+    text = out.read_text()
+    assert "`estimator='class_floor'`" in text and "| MNIST 6k | random | 30 |" in text
+
+
 def test_corruption_rate_rejects_bad_arguments():
     mod = _load("corruption_rate")
     with pytest.raises(SystemExit, match=r"`--methods` must be among \['itlm_auto', .*got \['nope'\]"):
