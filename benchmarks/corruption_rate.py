@@ -85,8 +85,9 @@ from harness import quiet as _quiet  # noqa: E402
 from harness import trainer as _trainer  # noqa: E402
 
 CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_true", "cleanlab", "prl_true", "prl_auto",
-               "prl_auto_dis")
-PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis")  # --methods among these only: a PRL-only run (no ITLM)
+               "prl_auto_dis", "prl_auto_floor")
+PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")
+PRL_ESTIMATOR = {"prl_auto": "gmm", "prl_auto_dis": "disagreement", "prl_auto_floor": "class_floor"}  # --methods among these only: a PRL-only run (no ITLM)
 DATA_SETS = ("mnist", "fashion", "fashion60k", "digits", "diabetes", "landmarks", "moons", "mnist_oneclass")
 
 
@@ -381,7 +382,7 @@ def run_classification(task: dict) -> dict[str, Any]:
             continue
         # the estimator named: "PRL auto" keeps its meaning (gmm) whatever the filters' default is
         kw: dict[str, Any] = ({"drop_ratio": eps} if name == "prl_true" else
-                              {"drop_ratio": "auto", "estimator": "gmm" if name == "prl_auto" else "disagreement"})
+                              {"drop_ratio": "auto", "estimator": PRL_ESTIMATOR[name]})
         filt = BatchFilter("prl", warmup_epochs=epochs, **kw)
         pl.seed_everything(seed, verbose=False)
         m = model()
@@ -741,7 +742,7 @@ def _prl_headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per auto estimator: the share of rows with auto >= true - 1 point, the median |eps_hat - eps| of the filter's
     final estimate, and the mean accuracy difference auto - true."""
     out: dict[str, Any] = {"rows": len(rows)}
-    for col, name in (("prl_auto", "gmm"), ("prl_auto_dis", "disagreement")):
+    for col, name in PRL_ESTIMATOR.items():
         rs = [r for r in rows if r.get(col) is not None and r.get("prl_true") is not None]
         if not rs:
             continue
@@ -756,6 +757,7 @@ def _render_prl(saved: dict[str, Any]) -> str:
     p, meta = saved["settings"], saved["meta"]
     rows = aggregate(saved["results"])
     head = _prl_headline(rows)
+    floor = "class_floor" in head  # --methods prl_auto_floor: its own columns
     cmd = f" with `{meta['command']}`" if meta.get("command") else ""
     lines = [
         "# PRL(L) with `drop_ratio='auto'`: the loss mixture (gmm) vs disagreement (issue 15)", "",
@@ -768,11 +770,14 @@ def _render_prl(saved: dict[str, Any]) -> str:
         "`drop_ratio=ε` (the true rate); **auto gmm** = `drop_ratio='auto', estimator='gmm'` (the loss mixture on the "
         "per-sample loss-layer gradient norms); **auto disagreement** = `drop_ratio='auto', estimator='disagreement'` "
         "(`estimate_corruption_from_predictions` on the same scores and the training forward's predicted labels). "
+        + ("**auto class_floor** = `drop_ratio='auto', estimator='class_floor'` (`estimate_corruption_from_class_floor` "
+           "on the same labels). " if floor else "") +
         "Accuracy in % on the clean test set; ε̂ = the filter's final estimate in %; |err| = mean over seeds of "
         "|ε̂ − ε| in points (ε: each seed's actual corrupted fraction). All means over seeds.", "",
         "| data | corruption | ε % | PRL true | auto gmm | gmm − true | gmm ε̂ | gmm \\|err\\| | auto disagreement | "
-        "disagreement − true | disagreement ε̂ | disagreement \\|err\\| |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "disagreement − true | disagreement ε̂ | disagreement \\|err\\| |"
+        + (" auto class_floor | class_floor − true | class_floor ε̂ | class_floor \\|err\\| |" if floor else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if floor else "")]
 
     def diff(r: dict, col: str) -> float | None:
         return r[col] - r["prl_true"] if r.get(col) is not None and r.get("prl_true") is not None else None
@@ -781,10 +786,12 @@ def _render_prl(saved: dict[str, Any]) -> str:
         lines.append(f"| {DATA_NAMES[r['data']]} | {r['kind']} | {r['eps']} | {_f(r.get('prl_true'))} | "
                      f"{_f(r.get('prl_auto'))} | {_f(diff(r, 'prl_auto'))} | {_f(r.get('prl_auto_est'))} | "
                      f"{_f(r.get('prl_auto_est_err'))} | {_f(r.get('prl_auto_dis'))} | {_f(diff(r, 'prl_auto_dis'))} | "
-                     f"{_f(r.get('prl_auto_dis_est'))} | {_f(r.get('prl_auto_dis_est_err'))} |")
+                     f"{_f(r.get('prl_auto_dis_est'))} | {_f(r.get('prl_auto_dis_est_err'))} |"
+                     + (f" {_f(r.get('prl_auto_floor'))} | {_f(diff(r, 'prl_auto_floor'))} | "
+                        f"{_f(r.get('prl_auto_floor_est'))} | {_f(r.get('prl_auto_floor_est_err'))} |" if floor else ""))
     lines += ["", "## Headline", "", "| estimator | rows with auto ≥ true − 1 point (target ≥ 80 %) | median \\|ε̂ − ε\\| "
               "(points) | mean auto − true (points) |", "|---|---|---|---|"]
-    for name in ("gmm", "disagreement"):
+    for name in PRL_ESTIMATOR.values():
         if name in head:
             h = head[name]
             lines.append(f"| {name} | {100 * h['prl_auto_ge_true_minus_1_share']:.0f} % of {head['rows']} | "
@@ -950,7 +957,7 @@ def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any]) -> list[str
     lines = ["", "`estimator='class_floor'` (opt-in; `estimate_corruption_from_class_floor`: the 10th percentile of "
              "the per-class disagreement rates of the same in-sample predictions; assumes every class corrupted at "
              "one rate). ε̂ in %, |err| in points, accuracy in % (mean over seeds):", "",
-             "| data | corruption | ε % | disagreement ε̂ | \|err\| | class_floor ε̂ | \|err\| | ITLM true | "
+             "| data | corruption | ε % | disagreement ε̂ | \\|err\\| | class_floor ε̂ | \\|err\\| | ITLM true | "
              "ITLM auto disagreement | ITLM auto class_floor | class_floor − true |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("floor_err") is None or r.get("itlm_floor") is None:
