@@ -408,18 +408,19 @@ def test_corruption_rate_prl_only_smoke_compares_the_filters_estimators(tmp_path
     """``--methods`` among the PRL columns only: no ITLM, one table of PRL true / auto gmm / auto disagreement."""
     out = tmp_path / "prl.md"
     run = _script(["corruption_rate.py", "--smoke", "--data-root", SHARED_DATA, "--groups", "cls", "--methods",
-                   "prl_true", "prl_auto", "prl_auto_dis", "--out", out])
+                   "prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor", "--out", out])
     summary = _last_json(run)
-    assert summary["rows"] == 1 and set(summary) >= {"gmm", "disagreement"}
-    for name in ("gmm", "disagreement"):
+    assert summary["rows"] == 1 and set(summary) >= {"gmm", "disagreement", "class_floor"}
+    for name in ("gmm", "disagreement", "class_floor"):
         h = summary[name]
         assert h["prl_auto_ge_true_minus_1_share"] in (0.0, 1.0) and 0.0 <= h["median_abs_err_pts"] <= 100.0
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["settings"]["methods"] == ["prl_true", "prl_auto", "prl_auto_dis"]
+    assert saved["settings"]["methods"] == ["prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor"]
     (res,) = saved["results"]
     assert "itlm_auto" not in res and "ours" not in res  # ITLM did not run
-    assert 0.0 <= res["prl_auto_est"] < 1.0 and 0.0 <= res["prl_auto_dis_est"] < 1.0
-    assert "| MNIST 6k | random | 30 |" in out.read_text() and "| disagreement |" in out.read_text()
+    assert all(0.0 <= res[f"{m}_est"] < 1.0 for m in ("prl_auto", "prl_auto_dis", "prl_auto_floor"))
+    text = out.read_text()
+    assert "| MNIST 6k | random | 30 |" in text and "| disagreement |" in text and "| class_floor |" in text
 
 
 def test_corruption_rate_class_floor_smoke_reports_its_estimate_and_accuracy(tmp_path):
