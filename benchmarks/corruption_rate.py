@@ -86,8 +86,8 @@ from harness import trainer as _trainer  # noqa: E402
 
 CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_true", "cleanlab", "prl_true", "prl_auto",
                "prl_auto_dis", "prl_auto_floor")
-PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")
-PRL_ESTIMATOR = {"prl_auto": "gmm", "prl_auto_dis": "disagreement", "prl_auto_floor": "class_floor"}  # --methods among these only: a PRL-only run (no ITLM)
+PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")  # --methods among these only: PRL-only run
+PRL_ESTIMATOR = {"prl_auto": "gmm", "prl_auto_dis": "disagreement", "prl_auto_floor": "class_floor"}
 DATA_SETS = ("mnist", "fashion", "fashion60k", "digits", "diabetes", "landmarks", "moons", "mnist_oneclass")
 
 
@@ -127,6 +127,7 @@ class Protocol:
     groups: tuple[str, ...] = ("cls", "reg", "ad")  # --groups
     data: tuple[str, ...] | None = None  # --data (None: every data set of the row set)
     with_60k: bool = False  # --with-60k
+    class_dependent: bool = False  # --with-class-dependent
 
 
 FULL = Protocol(epochs=4, rounds=2)  # 2 shared cores: 4 epochs per round, round 0 + 2 ITLM rounds
@@ -140,6 +141,7 @@ AB_NOISE = [("random", 10), ("random", 20), ("random", 30), ("systematic", 20), 
 AB_DATA = ("mnist", "fashion", "digits")
 
 CLS_NOISE = [("random", e) for e in (10, 20, 30, 40, 45)] + [("systematic", e) for e in (20, 30, 40)] + [("clean", 0)]
+PAIRS5 = "pairs in 5 classes"  # --with-class-dependent: class-pair flips c -> (c + 1) mod 5 among classes 0-4 only
 
 
 def rows_for(p: Protocol) -> list[dict[str, Any]]:
@@ -156,6 +158,8 @@ def rows_for(p: Protocol) -> list[dict[str, Any]]:
         if p.with_60k:  # every label-noise row on all 60,000 images: opt-in (about 3x a 6k row's time per seed)
             rows += [("cls", "fashion60k", k, e) for k, e in CLS_NOISE]
         rows += [("cls", "digits", "random", 30), ("cls", "digits", "systematic", 40), ("cls", "digits", "clean", 0)]
+        if p.class_dependent:  # noise in some classes only (opt-in: not part of the issue's 37 rows)
+            rows += [("cls", d, PAIRS5, 20) for d in ("mnist", "fashion")]
         rows += [("reg", d, k, e) for d in ("diabetes", "landmarks") for k in ("linadv", "uninoise") for e in (20, 40)]
         rows += [("reg", d, "clean", 0) for d in ("diabetes", "landmarks")]
         rows += [("ad", "moons", k, e) for k in ("clustered", "uniform") for e in (5, 10)] + [("ad", "moons", "clean", 0)]
@@ -247,8 +251,9 @@ def _save_cache(task: dict, *, scores: torch.Tensor, corrupted: torch.Tensor, pr
 def _classification_data(row: dict, seed: int, p: Protocol, root: str) -> Any:
     from lit_robust import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule
 
-    clean = 1.0 - row["eps"] / 100.0
-    noise = "random" if row["kind"] == "clean" else row["kind"]
+    pairs5 = row["kind"] == PAIRS5
+    clean = 1.0 if pairs5 else 1.0 - row["eps"] / 100.0
+    noise = "random" if row["kind"] in ("clean", PAIRS5) else row["kind"]
     common = dict(clean_ratio=clean, noise=noise, val_size=0, seed=seed)
     if row["data"] == "digits":
         dm = DigitsDataModule(batch_size=64, **common)
@@ -259,7 +264,22 @@ def _classification_data(row: dict, seed: int, p: Protocol, root: str) -> Any:
     else:  # fashion60k
         dm = FashionMNISTDataModule(root=root, train_size=None, batch_size=p.batch_size, **common)
     dm.setup("fit")
+    if pairs5:
+        _flip_pairs_in_5_classes(dm.train_set, row["eps"] / 100.0, seed)
     return dm
+
+
+def _flip_pairs_in_5_classes(ds: Any, eps: float, seed: int) -> None:
+    """``round(eps n)`` samples drawn among classes 0-4 get the label ``(c + 1) mod 5`` (in place): classes 5-9 keep
+    every label, so the per-class disagreement of half the classes shows no noise at all."""
+    y = (ds.targets if ds.targets is not None else ds.dataset.tensors[1]).clone()
+    among = torch.nonzero(y < 5).flatten()
+    g = torch.Generator().manual_seed(10_000 + seed)
+    chosen = among[torch.randperm(among.numel(), generator=g)[:round(eps * y.numel())]]
+    corrupted = torch.zeros(y.numel(), dtype=torch.bool)
+    corrupted[chosen] = True
+    y[chosen] = (y[chosen] + 1) % 5
+    ds.targets, ds.corrupted = y, corrupted
 
 
 def run_classification(task: dict) -> dict[str, Any]:
@@ -1032,6 +1052,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--groups", nargs="+", default=["cls", "reg", "ad"], help="row groups among cls, reg, ad")
     ap.add_argument("--data", nargs="+", default=None, help=f"only these data sets, among {list(DATA_SETS)}")
     ap.add_argument("--with-60k", action="store_true", help="add FashionMNIST's 60,000 (the nine label-noise rows; slow)")
+    ap.add_argument("--with-class-dependent", action="store_true",
+                    help=f"add MNIST and FashionMNIST rows with noise in some classes only ({PAIRS5!r}, 20 %%)")
     ap.add_argument("--cache", default=None, metavar="DIR",
                     help="also write each row and seed's scores, in-sample probabilities, labels and true mask to "
                          "DIR/*.npz (for benchmarks/estimators_offline.py; benchmarks/cache/ is gitignored)")
@@ -1069,6 +1091,7 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
             p = replace(p, folds=args.folds)
         return replace(p, methods=tuple(dict.fromkeys(methods)), groups=tuple(args.groups),
                        data=None if args.data is None else tuple(args.data), with_60k=args.with_60k,
+                       class_dependent=args.with_class_dependent,
                        **_cls_rows(args.headline_with, args.groups))
     if args.with_60k or args.groups != ["cls", "reg", "ad"] or args.methods != list(CLS_METHODS):
         raise SystemExit("`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`, `--groups` and "

@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
+import torch
 
 from tests import _script_runner
 from tests.conftest import REPO, SHARED_DATA
@@ -436,6 +438,20 @@ def test_corruption_rate_class_floor_smoke_reports_its_estimate_and_accuracy(tmp
     assert f["median_abs_err_pts"] == pytest.approx(100 * abs(res["floor"] - res["true_eps"]), abs=0.01)
     text = out.read_text()
     assert "`estimator='class_floor'`" in text and "| MNIST 6k | random | 30 |" in text
+
+
+def test_corruption_rate_class_dependent_rows_flip_pairs_among_five_classes_only():
+    mod = _load("corruption_rate")
+    from lit_robust import IndexedDataset
+
+    y = torch.arange(1000) % 10
+    ds = IndexedDataset(torch.utils.data.TensorDataset(torch.zeros(1000, 2), y.clone()))
+    mod._flip_pairs_in_5_classes(ds, 0.2, seed=0)
+    assert int(ds.corrupted.sum()) == 200 and bool((ds.targets != y).eq(ds.corrupted).all())
+    assert bool((ds.targets[ds.corrupted] == (y[ds.corrupted] + 1) % 5).all()) and bool((y[ds.corrupted] < 5).all())
+    rows = mod.rows_for(replace(mod.FULL, groups=("cls",), class_dependent=True))
+    assert [(r["data"], r["eps"]) for r in rows if r["kind"] == mod.PAIRS5] == [("mnist", 20), ("fashion", 20)]
+    assert not any(r["kind"] == mod.PAIRS5 for r in mod.rows_for(replace(mod.FULL, groups=("cls",))))
 
 
 def test_corruption_rate_rejects_bad_arguments():
