@@ -128,6 +128,7 @@ class Protocol:
     data: tuple[str, ...] | None = None  # --data (None: every data set of the row set)
     with_60k: bool = False  # --with-60k
     class_dependent: bool = False  # --with-class-dependent
+    kinds: tuple[str, ...] | None = None  # --kinds: only rows of these corruptions
 
 
 FULL = Protocol(epochs=4, rounds=2)  # 2 shared cores: 4 epochs per round, round 0 + 2 ITLM rounds
@@ -165,7 +166,7 @@ def rows_for(p: Protocol) -> list[dict[str, Any]]:
         rows += [("ad", "moons", k, e) for k in ("clustered", "uniform") for e in (5, 10)] + [("ad", "moons", "clean", 0)]
         rows += [("ad", "mnist_oneclass", "other digits", 10)]
     return [dict(zip(("group", "data", "kind", "eps"), r)) for r in rows
-            if r[0] in p.groups and (p.data is None or r[1] in p.data)]
+            if r[0] in p.groups and (p.data is None or r[1] in p.data) and (p.kinds is None or r[2] in p.kinds)]
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -1052,6 +1053,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--groups", nargs="+", default=["cls", "reg", "ad"], help="row groups among cls, reg, ad")
     ap.add_argument("--data", nargs="+", default=None, help=f"only these data sets, among {list(DATA_SETS)}")
     ap.add_argument("--with-60k", action="store_true", help="add FashionMNIST's 60,000 (the nine label-noise rows; slow)")
+    ap.add_argument("--kinds", nargs="+", default=None,
+                    help=f"only rows of these corruptions (e.g. {PAIRS5!r} with --with-class-dependent)")
     ap.add_argument("--with-class-dependent", action="store_true",
                     help=f"add MNIST and FashionMNIST rows with noise in some classes only ({PAIRS5!r}, 20 %%)")
     ap.add_argument("--cache", default=None, metavar="DIR",
@@ -1092,6 +1095,7 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
         return replace(p, methods=tuple(dict.fromkeys(methods)), groups=tuple(args.groups),
                        data=None if args.data is None else tuple(args.data), with_60k=args.with_60k,
                        class_dependent=args.with_class_dependent,
+                       kinds=None if args.kinds is None else tuple(args.kinds),
                        **_cls_rows(args.headline_with, args.groups))
     if args.with_60k or args.groups != ["cls", "reg", "ad"] or args.methods != list(CLS_METHODS):
         raise SystemExit("`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`, `--groups` and "
