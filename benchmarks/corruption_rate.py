@@ -781,7 +781,9 @@ def _render_prl(saved: dict[str, Any]) -> str:
     floor = "class_floor" in head  # --methods prl_auto_floor: its own columns
     cmd = f" with `{meta['command']}`" if meta.get("command") else ""
     lines = [
-        "# PRL(L) with `drop_ratio='auto'`: the loss mixture (gmm) vs disagreement (issue 15)", "",
+        "# PRL(L) with `drop_ratio='auto'`: "
+        + " vs ".join({"gmm": "the loss mixture (gmm)"}.get(n, n) for n in PRL_ESTIMATOR.values() if n in head)
+        + " (issue 15)", "",
         f"Run {meta['date']}{cmd} on {meta['machine']}, {meta['cpus']} CPUs (shared with other users), mode "
         f"`{saved['mode']}`, seeds {list(p['seeds'])}, wall time {meta['wall_s'] / 60:.1f} min with {meta['jobs']} "
         "worker(s).", "",
