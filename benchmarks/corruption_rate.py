@@ -88,6 +88,7 @@ CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_true", "c
                "prl_auto_dis", "prl_auto_floor")
 PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")  # --methods among these only: PRL-only run
 PRL_ESTIMATOR = {"prl_auto": "gmm", "prl_auto_dis": "disagreement", "prl_auto_floor": "class_floor"}
+DEFAULT_METHODS = [m for m in CLS_METHODS if not m.endswith("_floor")]  # the opt-in class_floor columns: by name
 DATA_SETS = ("mnist", "fashion", "fashion60k", "digits", "diabetes", "landmarks", "moons", "mnist_oneclass")
 
 
@@ -1049,8 +1050,9 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
 
 # -- the script's own options and its tasks ---------------------------------------------------------------------
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--methods", nargs="+", default=list(CLS_METHODS),
-                    help=f"classification columns among {list(CLS_METHODS)} (itlm_auto always runs, unless only "
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
+                    help=f"classification columns among {list(CLS_METHODS)} (default {DEFAULT_METHODS}; itlm_auto "
+                         "always runs, unless only "
                          f"PRL columns {list(PRL_METHODS)} are named: a PRL-only run, with --groups cls)")
     ap.add_argument("--groups", nargs="+", default=["cls", "reg", "ad"], help="row groups among cls, reg, ad")
     ap.add_argument("--data", nargs="+", default=None, help=f"only these data sets, among {list(DATA_SETS)}")
@@ -1099,7 +1101,7 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
                        class_dependent=args.with_class_dependent,
                        kinds=None if args.kinds is None else tuple(args.kinds),
                        **_cls_rows(args.headline_with, args.groups))
-    if args.with_60k or args.groups != ["cls", "reg", "ad"] or args.methods != list(CLS_METHODS):
+    if args.with_60k or args.groups != ["cls", "reg", "ad"] or args.methods != DEFAULT_METHODS:
         raise SystemExit("`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`, `--groups` and "
                          "`--methods` do not apply to it (`--data` chooses among "
                          f"{list(AB_DATA)}), got {args.with_60k=}, {args.groups=}, {args.methods=}")
