@@ -363,22 +363,17 @@ def run_classification(task: dict) -> dict[str, Any]:
         out["floor"] = estimate_corruption_from_class_floor(probe.scores, labels, probe.probs.argmax(1)).rate
         _save_cache(task, scores=probe.scores, probs=probe.probs, labels=labels, corrupted=train_set.corrupted,
                     later=[h["scores"] for h in itlm.score_history] if keep else [])
-    if "itlm_auto_pred" in methods:
+    for method, estimator, col in (("itlm_auto_pred", "disagreement", "itlm_pred"),
+                                   ("itlm_auto_floor", "class_floor", "itlm_floor")):
+        if method not in methods:
+            continue
         pl.seed_everything(seed, verbose=False)
         m = model()
         itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False,
-                    estimator="disagreement")
+                    estimator=estimator)
         _trainer(sum(rounds), [itlm]).fit(m, train_dataloaders=dm.train_dataloader())
-        out["itlm_pred"] = _accuracy(m, x_test, y_test)
-        out["itlm_pred_estimates"] = [h.estimated_corruption for h in itlm.history[1:]]
-    if "itlm_auto_floor" in methods:
-        pl.seed_everything(seed, verbose=False)
-        m = model()
-        itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False,
-                    estimator="class_floor")
-        _trainer(sum(rounds), [itlm]).fit(m, train_dataloaders=dm.train_dataloader())
-        out["itlm_floor"] = _accuracy(m, x_test, y_test)
-        out["itlm_floor_estimates"] = [h.estimated_corruption for h in itlm.history[1:]]
+        out[col] = _accuracy(m, x_test, y_test)
+        out[col + "_estimates"] = [h.estimated_corruption for h in itlm.history[1:]]
     if "itlm_true" in methods:
         pl.seed_everything(seed, verbose=False)
         m = model()

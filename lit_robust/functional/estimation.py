@@ -497,18 +497,10 @@ def estimate_corruption_from_predictions(
         >>> round(estimate_corruption_from_predictions(scores, labels, predicted).rate, 2)
         0.19
     """
-    for name, t in (("labels", labels), ("predicted", predicted)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}.")
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"`{name}` must hold integer class indices, got dtype {t.dtype}.")
-    if isinstance(scores, Tensor) and (labels.shape != scores.shape or predicted.shape != scores.shape):
-        raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
-                         f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
-    fit = estimate_corruption(scores, method, min_samples=min_samples)
+    fit, done = _label_fit(scores, labels, predicted, method, min_samples, "disagreement")
+    if done:
+        return fit
     n = fit.n
-    if n == 0 or fit.reason == "too few samples" or fit.nonfinite == n:
-        return replace(fit, reason=f"disagreement ({fit.reason})")
     s = scores.detach().to(device="cpu", dtype=torch.float64)
     finite = torch.isfinite(s)
     dis = (labels.detach().cpu().long() != predicted.detach().cpu().long())[finite].to(torch.float64)
@@ -590,18 +582,10 @@ def estimate_corruption_from_class_floor(
     """
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile <= 0.5:
         raise ValueError(f"`quantile` must be a number in [0, 0.5], got {quantile!r}.")
-    for name, t in (("labels", labels), ("predicted", predicted)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}.")
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"`{name}` must hold integer class indices, got dtype {t.dtype}.")
-    if isinstance(scores, Tensor) and (labels.shape != scores.shape or predicted.shape != scores.shape):
-        raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
-                         f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
-    fit = estimate_corruption(scores, method, min_samples=min_samples)
+    fit, done = _label_fit(scores, labels, predicted, method, min_samples, "class floor")
+    if done:
+        return fit
     n = fit.n
-    if n == 0 or fit.reason == "too few samples" or fit.nonfinite == n:
-        return replace(fit, reason=f"class floor ({fit.reason})")
     finite = torch.isfinite(scores.detach().to(device="cpu", dtype=torch.float64))
     y = labels.detach().cpu().long()[finite]
     wrong = (predicted.detach().cpu().long()[finite] != y).to(torch.float64)
@@ -616,3 +600,21 @@ def estimate_corruption_from_class_floor(
     m = int(finite.sum().item())
     rate = (fit.nonfinite + rate_finite * m) / n
     return replace(fit, rate=rate, reason=f"class floor (quantile {quantile:g} of {int(used.sum())} class rates)")
+
+
+def _label_fit(scores: Tensor, labels: Tensor, predicted: Tensor, method: str, min_samples: int, name: str
+               ) -> tuple[CorruptionEstimate, bool]:
+    """The label estimators' argument checks and score mixture: ``(fit, done)``, ``done`` (the fit, its reason
+    prefixed by ``name``, is the answer) when there is nothing to count -- no sample, too few, or none finite."""
+    for arg, t in (("labels", labels), ("predicted", predicted)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"`{arg}` must be a torch.Tensor, got {type(t).__name__}.")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"`{arg}` must hold integer class indices, got dtype {t.dtype}.")
+    if isinstance(scores, Tensor) and (labels.shape != scores.shape or predicted.shape != scores.shape):
+        raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
+                         f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
+    fit = estimate_corruption(scores, method, min_samples=min_samples)
+    if fit.n == 0 or fit.reason == "too few samples" or fit.nonfinite == fit.n:
+        return replace(fit, reason=f"{name} ({fit.reason})"), True
+    return fit, False
