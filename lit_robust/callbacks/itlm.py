@@ -22,10 +22,7 @@ from torch.utils.data import DataLoader
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
-from lit_robust.functional.estimation import (
-    CorruptionEstimate,
-    estimate_corruption,
-)
+from lit_robust.functional.estimation import CorruptionEstimate, estimate_corruption
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.selection import distributed
