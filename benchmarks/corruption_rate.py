@@ -646,15 +646,17 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "better_than_cleanlab_rows": sum(r["pred_err"] < r["cleanlab_err"] for r in p_cl),
             "cleanlab_better_rows": sum(r["cleanlab_err"] < r["pred_err"] for r in p_cl),
         }
-    f_rows = [r for r in rows if r.get("floor_err") is not None and r.get("itlm_floor") is not None]
+    f_rows = [r for r in rows if r.get("floor_err") is not None]  # computed wherever itlm_auto ran
     if f_rows:
-        f_acc = [r for r in f_rows if r.get("itlm_true") is not None]
+        f_acc = [r for r in f_rows if r.get("itlm_true") is not None and r.get("itlm_floor") is not None]
         f_cl = [r for r in f_rows if r.get("cleanlab_err") is not None]
         out["class_floor"] = {
             "rows": len(f_rows),
             "median_abs_err_pts": round(statistics.median(r["floor_err"] for r in f_rows), 2),
             "share_rows_err_le_5pts": round(sum(r["floor_err"] <= 5 for r in f_rows) / len(f_rows), 3),
             "max_clean_eps_hat_pct": max((round(r["floor"], 2) for r in f_rows if r["eps"] == 0), default=None),
+            "cleanlab_median_abs_err_pts": (round(statistics.median(r["cleanlab_err"] for r in f_cl), 2)
+                                            if f_cl else None),
             "itlm_auto_ge_true_minus_1_share": (round(sum(r["itlm_floor"] >= r["itlm_true"] - 1 for r in f_acc)
                                                       / len(f_acc), 3) if f_acc else None),
             "better_than_cleanlab_rows": sum(r["floor_err"] < r["cleanlab_err"] for r in f_cl),
@@ -968,30 +970,42 @@ def _render_table(saved: dict[str, Any]) -> str:
 
 
 def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any]) -> list[str]:
-    """``estimator='class_floor'`` (``--methods itlm_auto_floor``): its first estimate and ITLM auto's accuracy with
-    it, beside the disagreement estimator's and ITLM at the true rate."""
+    """``estimator='class_floor'``: its first estimate (computed wherever ``itlm_auto`` ran) beside the disagreement
+    estimator's, cleanlab CV's where ``cleanlab`` ran, and ITLM auto's accuracy with it where ``itlm_auto_floor``
+    and ``itlm_true`` ran."""
     f = head.get("class_floor")
     if not f:
         return []
+    cl = any(r.get("cleanlab_err") is not None for r in rows if r.get("floor_err") is not None)
+    acc = f["itlm_auto_ge_true_minus_1_share"] is not None
     lines = ["", "`estimator='class_floor'` (opt-in; `estimate_corruption_from_class_floor`: the 10th percentile of "
              "the per-class disagreement rates of the same in-sample predictions; assumes every class corrupted at "
-             "one rate). ε̂ in %, |err| in points, accuracy in % (mean over seeds):", "",
-             "| data | corruption | ε % | disagreement ε̂ | \\|err\\| | class_floor ε̂ | \\|err\\| | ITLM true | "
-             "ITLM auto disagreement | ITLM auto class_floor | class_floor − true |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "one rate). ε̂ in %, |err| in points" + (", accuracy in %" if acc else "") + " (mean over seeds):", "",
+             "| data | corruption | ε % | disagreement ε̂ | \\|err\\| | class_floor ε̂ | \\|err\\| |"
+             + (" cleanlab CV ε̂ | \\|err\\| |" if cl else "")
+             + (" ITLM true | ITLM auto disagreement | ITLM auto class_floor | class_floor − true |" if acc else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if cl else "") + ("---|---|---|---|" if acc else "")]
     for r in rows:
-        if r.get("floor_err") is None or r.get("itlm_floor") is None:
+        if r.get("floor_err") is None:
             continue
-        d = r["itlm_floor"] - r["itlm_true"] if r.get("itlm_true") is not None else None
-        lines.append(f"| {DATA_NAMES.get(r['data'], r['data'])} | {r['kind']} | {r['eps']} | {_f(r.get('pred'))} | "
-                     f"{_f(r.get('pred_err'))} | {_f(r['floor'])} | {_f(r['floor_err'])} | {_f(r.get('itlm_true'))} | "
-                     f"{_f(r.get('itlm_pred'))} | {_f(r['itlm_floor'])} | {_f(d)} |")
+        line = (f"| {DATA_NAMES.get(r['data'], r['data'])} | {r['kind']} | {r['eps']} | {_f(r.get('pred'))} | "
+                f"{_f(r.get('pred_err'))} | {_f(r['floor'])} | {_f(r['floor_err'])} |")
+        if cl:
+            line += f" {_f(r.get('cleanlab'))} | {_f(r.get('cleanlab_err'))} |"
+        if acc:
+            d = (r["itlm_floor"] - r["itlm_true"] if r.get("itlm_true") is not None and r.get("itlm_floor") is not None
+                 else None)
+            line += f" {_f(r.get('itlm_true'))} | {_f(r.get('itlm_pred'))} | {_f(r.get('itlm_floor'))} | {_f(d)} |"
+        lines.append(line)
     share = f["itlm_auto_ge_true_minus_1_share"]
     lines += ["", f"- over {f['rows']} rows: median |ε̂ − ε| {f['median_abs_err_pts']} points; "
               f"{100 * f['share_rows_err_le_5pts']:.0f} % of rows within 5 points; largest clean ε̂ "
               f"{_f(f['max_clean_eps_hat_pct'], 2)} %; ITLM auto with it ≥ ITLM true − 1 point in "
               + (f"{100 * share:.0f} % of rows" if share is not None else "(ITLM true not measured)")
               + (f"; closer than cleanlab CV in {f['better_than_cleanlab_rows']} rows, cleanlab closer in "
-                 f"{f['cleanlab_better_rows']}" if f["better_than_cleanlab_rows"] + f["cleanlab_better_rows"] else "")]
+                 f"{f['cleanlab_better_rows']} (cleanlab CV median error {f['cleanlab_median_abs_err_pts']} points, "
+                 f"{head['cleanlab_time_over_ours']}× the time of this estimate's one training and scoring pass)"
+                 if cl else "")]
     return lines
 
 
