@@ -14,8 +14,13 @@ on by default); :func:`load_report` reads it back. The columns, in this order:
 ``kept``                    ITLM: the last round trained on it; filters: no batch of the last epoch dropped it.
 ``first_dropped_round``     ITLM: the first round whose selection left it out (empty: never); filters:
 / ``_epoch``                the first epoch in which a batch dropped it.
-``clean_posterior``         ``P(clean | score)`` of :func:`~lit_robust.estimate_corruption` fitted to the ranking score
-                            (the last score column) of every scored sample; 0 for a NaN/inf score.
+``clean_posterior``         the estimate of the callback's ``estimator`` on the ranking score (the last score column)
+                            of every scored sample: ``"gmm"``/``"bmm"``, ``P(clean | score)`` of
+                            :func:`~lit_robust.estimate_corruption`; ``"disagreement"``/``"class_floor"`` (the
+                            defaults), :func:`~lit_robust.functional.estimation.label_clean_posterior` (1 where the
+                            predicted label agrees with the given one, ``1 - eps/d`` where not), or the gmm's when a
+                            scored sample lacks a label. 0 for a NaN/inf score. Either way ``sum(1 - clean_posterior)``
+                            is that estimate's number of corrupted samples: ``report.head(k)`` with that ``k``.
 ``given_label``             the training target, when it is an integer class label (empty otherwise, e.g. regression).
 ``predicted_label``         ITLM: the final model's :meth:`~lit_robust.RobustMixin.predicted_labels` (by default the
                             argmax of the ``[B, C]`` outputs ``per_sample_loss`` returns); filters: the argmax of those
@@ -42,7 +47,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust.functional.estimation import estimate_corruption
+from lit_robust.functional.estimation import (
+    estimate_corruption,
+    estimate_corruption_from_class_floor,
+    estimate_corruption_from_predictions,
+)
 
 __all__ = [
     "REPORT_FORMATS",
@@ -142,7 +151,7 @@ def build_report(
     given_label: Tensor | None = None,
     predicted_label: Tensor | None = None,
     corrupted: Tensor | None = None,
-    estimator: Literal["gmm", "bmm"] | None = "gmm",
+    estimator: Literal["gmm", "bmm", "disagreement", "class_floor"] | None = "gmm",
 ) -> dict[str, list[Any]]:
     """The report as columns (``{name: [value per row]}``, rows most suspicious first), pure.
 
@@ -160,7 +169,9 @@ def build_report(
         given_label, predicted_label: ``[n]`` integers; :data:`NO_LABEL` marks a missing one; ``None``: no column
             values at all (written empty).
         corrupted: ``[n]`` ground-truth flags (bool, or int8 with ``-1`` = unknown), or ``None``.
-        estimator: the mixture for ``clean_posterior`` (:func:`~lit_robust.estimate_corruption`); ``None``: empty.
+        estimator: the estimate behind ``clean_posterior`` (see the module docstring): ``"gmm"``/``"bmm"`` (the
+            score mixture), ``"disagreement"``/``"class_floor"`` (from ``given_label`` and ``predicted_label``; the
+            gmm's where a scored sample lacks either); ``None``: empty.
 
     Returns:
         ``rank, index, *score_columns, kept, <first_dropped_column>, clean_posterior, given_label,
@@ -189,9 +200,11 @@ def build_report(
 
     posterior = [None] * n
     if estimator is not None and bool(scored.any()):
-        est = estimate_corruption(ranking[scored].double(), estimator)
         post = torch.full((n,), math.nan, dtype=torch.float64)
-        post[scored] = est.clean_posterior
+        post[scored] = _clean_posterior(ranking[scored].double(), estimator,
+                                        None if given_label is None else given_label.detach().cpu().long()[scored],
+                                        None if predicted_label is None else
+                                        predicted_label.detach().cpu().long()[scored])
         posterior = _optional(post[order].tolist(), scored[order])
 
     table: dict[str, list[Any]] = {"rank": list(range(1, n + 1)),
@@ -217,6 +230,18 @@ def build_report(
         c = corrupted.detach().cpu().to(torch.int8)[order]  # bool -> 0/1; int8 keeps -1 = unknown
         table["corrupted"] = _optional([bool(v) for v in c.tolist()], c >= 0)
     return table
+
+
+def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predicted: Tensor | None) -> Tensor:
+    """``clean_posterior`` of the scored samples: the label estimator's where every one has both labels, else the
+    score mixture's (``"gmm"`` behind the label estimators)."""
+    labelled = (given is not None and predicted is not None and bool((given != NO_LABEL).all())
+                and bool((predicted != NO_LABEL).all()))
+    if estimator == "disagreement" and labelled:
+        return estimate_corruption_from_predictions(scores, given, predicted).clean_posterior
+    if estimator == "class_floor" and labelled:
+        return estimate_corruption_from_class_floor(scores, given, predicted).clean_posterior
+    return estimate_corruption(scores, estimator if estimator in ("gmm", "bmm") else "gmm").clean_posterior
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -391,7 +416,7 @@ class RoundScores:
         return kept
 
     def table(self, ranking_round: int, given_label: Tensor | None, predicted_label: Tensor | None,
-              corrupted: Tensor | None, estimator: Literal["gmm", "bmm"] = "gmm") -> dict[str, list[Any]]:
+              corrupted: Tensor | None, estimator: str = "gmm") -> dict[str, list[Any]]:
         """The report, ranked by round ``ranking_round``'s scores (the rounds after it are left out)."""
         cols = list(range(ranking_round + 1))
         return build_report(torch.arange(self.n), self.scores[:, cols], self.kept(),
@@ -506,7 +531,7 @@ class EpochScores:
         first = (self.sums[2, : self.n] > 0) & (self.first_dropped < 0)
         self.first_dropped = torch.where(first, torch.full_like(self.first_dropped, epoch), self.first_dropped)
 
-    def table(self, estimator: Literal["gmm", "bmm"] = "gmm") -> dict[str, list[Any]]:
+    def table(self, estimator: str = "gmm") -> dict[str, list[Any]]:
         """The report of the last flushed epoch."""
         sums, labels = self.sums[:, : self.n].cpu(), self.labels[:, : self.n].cpu()
         seen = sums[1] > 0

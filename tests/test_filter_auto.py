@@ -561,8 +561,9 @@ def test_ddp_label_estimate_is_the_same_for_any_world_size(tmp_path, estimator):
     assert ddp_fit(tmp_path, 3, "global", estimator) == one
 
 
-def test_report_of_a_disagreement_filter_takes_its_posterior_from_the_loss_mixture(tmp_path):
-    """The report's clean_posterior is a mixture's: with the default estimator "disagreement" it is gmm's."""
+def test_report_of_a_disagreement_filter_takes_its_posterior_from_its_estimator(tmp_path):
+    """The report's clean_posterior is the filter's estimator's (the default "disagreement"): it agrees with the
+    estimate, sum(1 - P(clean)) = the estimated count, on the last epoch's scores and predictions."""
     from lit_robust import load_report
 
     f = BatchFilter("spl", "auto", report_dir=str(tmp_path / "rep"))
@@ -575,3 +576,8 @@ def test_report_of_a_disagreement_filter_takes_its_posterior_from_the_loss_mixtu
     assert len(post) == 240 and bool(((post >= 0) & (post <= 1)).all())
     truth = torch.tensor(rows["corrupted"], dtype=torch.bool)
     assert post[truth].mean() < 0.2 < 0.8 < post[~truth].mean()  # oracle scores separate the two
+    score = torch.tensor(rows["score_last_epoch"], dtype=torch.float64)
+    given, predicted = torch.tensor(rows["given_label"]), torch.tensor(rows["predicted_label"])
+    est = estimate_corruption_from_predictions(score, given, predicted)
+    assert torch.allclose(post, est.clean_posterior, atol=1e-9)
+    assert float((1 - post).sum()) == pytest.approx(240 * est.rate, abs=1e-6) and est.rate > 0.1

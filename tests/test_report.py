@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from lit_robust import ITLM, BatchFilter, estimate_corruption, load_report, unpack_batch
+from lit_robust import (
+    ITLM,
+    BatchFilter,
+    estimate_corruption,
+    estimate_corruption_from_predictions,
+    load_report,
+    unpack_batch,
+)
 from lit_robust.report import (
     NO_LABEL,
     EpochScores,
@@ -313,9 +320,12 @@ def test_itlm_report_holds_what_the_rounds_did(tmp_path):
     for i in range(n):
         out = [r + 1 for r, sel in enumerate(selections) if not sel[i]]
         assert by_index[i]["first_dropped_round"] == (out[0] if out else None)
-    est = estimate_corruption(final)
+    # ITLM's default estimator "disagreement": its posterior, on the final scores and predictions; it sums to its count
+    assert itlm.estimator == "disagreement"
+    est = estimate_corruption_from_predictions(final.double(), data.ds.targets, logits.argmax(1))
     assert all(by_index[i]["clean_posterior"] == pytest.approx(float(est.clean_posterior[i]), abs=1e-9)
                for i in range(n))
+    assert sum(1.0 - r["clean_posterior"] for r in rows) == pytest.approx(est.rate * n, abs=1e-6)
     top = rows[:72]  # as many as are corrupted: the report's head is what a user would look at
     assert sum(r["corrupted"] for r in top) / 72 > 0.9
 

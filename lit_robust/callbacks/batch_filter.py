@@ -26,7 +26,6 @@ from lit_robust.selection.auto_drop import (
     AutoDropRatio,
     FilterEstimator,
     check_auto_args,
-    mixture_of,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 
@@ -225,7 +224,8 @@ class BatchFilter(Callback):
             ``<folder>/filter_<rule>_report.csv``, one row per training sample, most suspicious first, with the
             mean of the rule's score over the sample's batches in the last epoch (``score_last_epoch``, training
             mode, as the filter saw it), whether the last epoch kept it, the epoch that first dropped it, its clean
-            posterior (:func:`~lit_robust.estimate_corruption` on those scores), the given label, the prediction
+            posterior (the filter's ``estimator`` on those scores and predictions: :mod:`lit_robust.report`), the
+            given label, the prediction
             of the last epoch's training forward (argmax of the ``[B, C]`` outputs ``per_sample_loss`` returned,
             for integer class targets) and the ground truth when the batches carry it. The per-sample sums stay
             on the training device during the epoch (no host synchronisation per step) and are added over the
@@ -466,9 +466,8 @@ class BatchFilter(Callback):
         if self._report_target is None or self._report_state is None or self._report_state.epoch is None:
             return
         if trainer.global_rank == 0:
-            # the mixture of `drop_ratio="auto"` once a filter has one; else estimate_corruption's default
+            # the posterior of the filter's estimator (its "auto" estimate's), so that it agrees with that estimate
             estimator = getattr(self, "estimator", "gmm")
-            estimator = mixture_of(estimator)  # the posterior is the loss mixture's
             self.report_path = write_report(self._report_state.table(estimator), self._report_target)
             rank_zero_info(f"BatchFilter: per-sample report written to {self.report_path}")
 

@@ -26,7 +26,7 @@ from lit_robust.functional.estimation import CorruptionEstimate, estimate_corrup
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.selection import distributed
-from lit_robust.selection.auto_drop import LABEL_ESTIMATORS, estimate_from_labels, mixture_of, nothing_found_note
+from lit_robust.selection.auto_drop import LABEL_ESTIMATORS, estimate_from_labels, nothing_found_note
 from lit_robust.selection.rules import keep_count, scatter_scores
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
@@ -252,8 +252,8 @@ class ITLM(Callback):
             each round's model gave it (``score_round_<r>``; the last round's from one extra scoring pass after
             training, which also gives the predicted labels of :meth:`~lit_robust.RobustMixin.predicted_labels`),
             whether the last round kept it, the round that first dropped it, its clean posterior
-            (:func:`~lit_robust.estimate_corruption` on the last scores, with ``estimator`` when it is ``"gmm"`` or
-            ``"bmm"``, the gmm otherwise), the given label and
+            (``estimator``'s on the last scores and predictions, summing to that estimate's count of corrupted
+            samples: :mod:`lit_robust.report`), the given label and
             the ground truth when the batches carry it. Written once, by rank 0 (the scores are gathered there;
             one float per sample and round is kept, and checkpointed so that a resumed fit writes the same
             report). ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``, else off;
@@ -879,7 +879,7 @@ class ITLM(Callback):
                                              dense(fields[2], NO_LABEL))
         table = state.table(self._round, given_d, predicted_d,
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
-                            mixture_of(self.estimator))
+                            self.estimator)
         assert self._report_target is not None
         self.report_path = write_report(table, self._report_target)
         rank_zero_info(f"ITLM: per-sample report written to {self.report_path}")

@@ -79,7 +79,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_from_class_floor",
-           "estimate_corruption_from_predictions", "estimate_corruption_from_probs"]
+           "estimate_corruption_from_predictions", "estimate_corruption_from_probs", "label_clean_posterior"]
 
 _METHODS = ("gmm", "bmm")
 _MIN_ASHMAN_D = 2.0
@@ -92,7 +92,10 @@ class CorruptionEstimate:
     Attributes:
         rate: estimated corrupted fraction ``eps_hat`` in ``[0, 1)`` (1.0 only if every score is non-finite).
         clean_posterior: float64 tensor, ``P(clean | score)`` per sample, in the input order; 0 for
-            non-finite scores.
+            non-finite scores. The label estimators' (:func:`estimate_corruption_from_predictions`,
+            :func:`estimate_corruption_from_class_floor`) is :func:`label_clean_posterior`'s instead. Every
+            estimator here keeps ``rate = 1 - mean(clean_posterior)`` (up to rounding), so
+            ``sum(1 - clean_posterior)`` is the estimated number of corrupted samples.
         method: ``"gmm"`` or ``"bmm"``.
         n: number of scores.
         nonfinite: number of NaN/inf scores (counted as corrupted).
@@ -485,8 +488,10 @@ def estimate_corruption_from_predictions(
             as clean (>= 2).
 
     Returns:
-        A :class:`CorruptionEstimate` whose ``clean_posterior`` is the mixture's (the rate is not
-        ``1 - mean(clean_posterior)`` here) and whose ``reason`` starts with ``"disagreement"``.
+        A :class:`CorruptionEstimate` whose ``clean_posterior`` is :func:`label_clean_posterior`'s (1 where the
+        prediction agrees with the label, ``1 - eps/d`` where it does not, so that ``rate = 1 -
+        mean(clean_posterior)``), whose other fields (``two_components``, ``means``, ...) are the mixture's, and
+        whose ``reason`` starts with ``"disagreement"``.
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
@@ -518,7 +523,8 @@ def estimate_corruption_from_predictions(
     rate_finite = 0.0 if e_c >= 1.0 else max(0.0, (d - e_c) / (1.0 - e_c))
     rate = (fit.nonfinite + rate_finite * m) / n
     how = "training error from the clean component" if fit.two_components else "one component: no correction"
-    return replace(fit, rate=rate, reason=f"disagreement ({how})")
+    return replace(fit, rate=rate, reason=f"disagreement ({how})",
+                   clean_posterior=label_clean_posterior(scores, labels, predicted, rate_finite))
 
 
 def estimate_corruption_from_class_floor(
@@ -557,15 +563,16 @@ def estimate_corruption_from_class_floor(
 
     Classes are the distinct values of ``labels`` among the finite-score samples; a class with fewer than 2 samples
     is left out of the quantile. With fewer than ``min_samples`` finite scores nothing is counted (warned).
-    ``clean_posterior`` is the score mixture's (:func:`estimate_corruption` with ``method``), as in
-    :func:`estimate_corruption_from_predictions`; NaN/inf scores count as corrupted (warned).
+    ``clean_posterior`` is :func:`label_clean_posterior`'s, as in :func:`estimate_corruption_from_predictions`;
+    NaN/inf scores count as corrupted (warned).
 
     Args:
         scores: 1-D tensor, one score per sample (larger = more suspicious); used for the posterior and to find
             non-finite samples.
         labels: ``[n]`` given (possibly wrong) integer labels.
         predicted: ``[n]`` the model's predicted labels.
-        method: the mixture for ``clean_posterior``: ``"gmm"`` or ``"bmm"``.
+        method: the score mixture that decides the degenerate cases (too few or no finite scores), as in
+            :func:`estimate_corruption_from_predictions`: ``"gmm"`` or ``"bmm"``.
         quantile: which quantile of the per-class rates, in ``[0, 0.5]`` (0: the least disagreeing class).
         min_samples: least number of finite scores to count on (>= 2).
 
@@ -597,12 +604,50 @@ def estimate_corruption_from_class_floor(
     misses = torch.zeros(classes.numel(), dtype=torch.float64).index_add_(0, inverse, wrong)
     used = counts >= 2
     if not bool(used.any()):
-        return replace(fit, rate=fit.nonfinite / n, reason="class floor (no class with 2 samples)")
+        return replace(fit, rate=fit.nonfinite / n, reason="class floor (no class with 2 samples)",
+                       clean_posterior=label_clean_posterior(scores, labels, predicted, 0.0))
     rates = misses[used] / counts[used]
     rate_finite = float(torch.quantile(rates, float(quantile)).item())
     m = int(finite.sum().item())
     rate = (fit.nonfinite + rate_finite * m) / n
-    return replace(fit, rate=rate, reason=f"class floor (quantile {quantile:g} of {int(used.sum())} class rates)")
+    return replace(fit, rate=rate, reason=f"class floor (quantile {quantile:g} of {int(used.sum())} class rates)",
+                   clean_posterior=label_clean_posterior(scores, labels, predicted, rate_finite))
+
+
+def label_clean_posterior(scores: Tensor, labels: Tensor, predicted: Tensor, rate_finite: float) -> Tensor:
+    r"""The clean posterior that goes with a label estimator's rate (pure): what the disagreement model says of
+    each sample, given that a share ``rate_finite`` of the finite-score samples is corrupted.
+
+    The model of :func:`estimate_corruption_from_predictions`: a wrong label always disagrees with the prediction,
+    a clean one sometimes does. Of the samples that disagree (a share :math:`d` of the finite ones) a fraction
+    :math:`\min(1, \hat\varepsilon_f / d)` are then corrupted, and none of those that agree:
+
+    .. math::
+        P(\text{clean}_i) = \begin{cases} 0 & s_i \text{ NaN/inf} \\
+        1 - \min(1, \hat\varepsilon_f / d) & \hat y_i \ne y_i \\ 1 & \text{otherwise,} \end{cases}
+
+    so that :math:`\sum_i (1 - P(\text{clean}_i)) = \text{nonfinite} + \hat\varepsilon_f\, n_f`, the estimated
+    count (exactly, when :math:`\hat\varepsilon_f \le d`, as the disagreement estimate always is). The model
+    has nothing more to tell the disagreeing samples apart: rank them by their score (the report does).
+    Elementwise, so independent of the samples' order.
+
+    Args:
+        scores: 1-D tensor; NaN/inf entries get 0.
+        labels, predicted: ``[n]`` integer labels.
+        rate_finite: the estimated corrupted share of the finite-score samples, in ``[0, 1]``.
+
+    Returns:
+        ``[n]`` float64 posteriors in ``[0, 1]``, in the input order.
+    """
+    finite = torch.isfinite(scores.detach().to(device="cpu", dtype=torch.float64))
+    wrong = (labels.detach().cpu().long() != predicted.detach().cpu().long()) & finite
+    m = int(finite.sum().item())
+    d = int(wrong.sum().item()) / m if m else 0.0
+    share = 0.0 if d == 0.0 else min(1.0, max(0.0, float(rate_finite)) / d)
+    post = torch.ones(finite.numel(), dtype=torch.float64)
+    post[wrong] = 1.0 - share
+    post[~finite] = 0.0
+    return post
 
 
 def _label_fit(scores: Tensor, labels: Tensor, predicted: Tensor, method: str, min_samples: int, name: str
