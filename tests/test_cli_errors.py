@@ -84,6 +84,7 @@ CASES = [
     ("itlm-keeps-nothing", DIGITS, {f"{CB0}.keep_ratio": 0.001, "data.init_args.train_size": 100}, [], "keep_ratio"),
     ("itlm-unknown-on-collapse", DIGITS, {f"{CB0}.on_collapse": "ignore"}, [], "on_collapse"),
     ("itlm-verbose-text", DIGITS, {f"{CB0}.verbose": "loud"}, [], "verbose"),
+    ("itlm-unknown-estimator-override", DIGITS, {}, ["--trainer.callbacks.init_args.estimator", "foo"], "estimator"),
     ("itlm-report-dir-not-writable", DIGITS, {f"{CB0}.report_dir": "/dev/null/reports"}, [], "report_dir"),
     ("itlm-report-log-dir-not-writable", DIGITS, {"trainer.default_root_dir": "/dev/null/runs"}, [], "report_dir"),
     ("unknown-callback-class", DIGITS, {"trainer.callbacks[0].class_path": "lit_robust.ITLMM"}, [], "ITLMM"),

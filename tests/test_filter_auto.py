@@ -132,9 +132,13 @@ def test_estimate_of_half_or_more_is_clipped_with_a_warning():
     scores[:120] = math.nan  # 60% non-finite, counted as corrupted; the finite rest all equal (one component)
     auto.add(torch.arange(200), scores)
     with pytest.warns(UserWarning, match=r"BatchFilter: `drop_ratio='auto'` after epoch 0: the estimate 0.6 .*"
-                                         r"clipped to 0.49"):
+                                         r"clipped to 0.49 \(provisional: .* fixed at the end of warm-up, after "
+                                         r"epoch 1\)\.$"):
         assert auto.end_epoch(0) == pytest.approx(0.6)
     assert auto.drop_ratio_at(1) == pytest.approx(0.245) and auto.drop_ratio_at(2) == 0.49
+    auto.add(torch.arange(200), scores)
+    with pytest.warns(UserWarning, match=r"after epoch 1: the estimate 0.6 .* clipped to 0.49\.$"):  # the fixed one
+        assert auto.end_epoch(1) == pytest.approx(0.6)
 
 
 def test_disagreement_estimate_uses_mean_scores_and_latest_labels():

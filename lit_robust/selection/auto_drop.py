@@ -243,7 +243,10 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
                 raise ValueError(f"`{name}` must be a number in [0, {high:g}), got {drop_ratio!r} (or 'auto' to "
                                  "estimate it from the training scores).")
             return float(drop_ratio)
-        return check_drop_ratio(drop_ratio, allow_large_drop, name=name)
+        try:
+            return check_drop_ratio(drop_ratio, allow_large_drop, name=name)
+        except ValueError as exc:  # the owners take "auto" too: say so, as for keep_ratio
+            raise ValueError(f"{exc} Or pass {name}='auto' to estimate it from the training scores.") from None
     return "auto"
 
 
@@ -390,7 +393,10 @@ class AutoDropRatio:
         self.estimates[int(epoch)] = rate
         _, note = auto_drop_ratio(self.estimate, self.auto_margin, self.cap)
         if note is not None:
-            rank_zero_warn(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}.")
+            fixed = self.start + max(self.warmup_epochs, 1) - 1  # the epoch whose end fixes the estimate
+            when = (f" (provisional: it sets the next epoch's step of the ramp; the estimate is fixed at the end of "
+                    f"warm-up, after epoch {fixed})" if epoch < fixed else "")
+            rank_zero_warn(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}{when}.")
         if (not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
                 and self.estimate == 0.0 and self.auto_margin == 0.0):
             rank_zero_info(nothing_found_note(f"{self.owner}: `drop_ratio='auto'` estimated 0 corrupted samples "
