@@ -57,6 +57,12 @@ Usage::
         benchmarks/results/corruption_rate.json --out benchmarks/results/corruption_rate_regad.md  # + product column
     python benchmarks/corruption_rate.py --groups cls --methods itlm_auto_pred itlm_auto_floor itlm_true \
         --out benchmarks/results/corruption_rate_class_floor.md   # estimator='class_floor' vs 'disagreement'
+    python benchmarks/corruption_rate.py --groups cls --methods cleanlab \
+        --out benchmarks/results/corruption_rate_floor_cleanlab.md   # class_floor's estimate vs cleanlab CV
+    python benchmarks/corruption_rate.py --groups cls --methods itlm_auto_pred itlm_auto_floor itlm_true \
+        --seeds 0 1 2 3 4 5 10 11 12 --out benchmarks/results/corruption_rate_itlm_9seeds.md   # the accuracy target's
+    python benchmarks/corruption_rate.py --groups cls --methods prl_true prl_auto_dis prl_auto_floor \
+        --seeds 0 1 2 3 4 5 10 11 12 --out benchmarks/results/corruption_rate_prl_9seeds.md    # seed noise, 9 seeds
     python benchmarks/corruption_rate.py --render benchmarks/results/corruption_rate.json   # re-print a saved run
 
 Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--headline-with``, ``--cache DIR`` (per-sample scores for
@@ -817,7 +823,32 @@ def _render_prl(saved: dict[str, Any]) -> str:
             h = head[name]
             lines.append(f"| {name} | {100 * h['prl_auto_ge_true_minus_1_share']:.0f} % of {head['rows']} | "
                          f"{_f(h['median_abs_err_pts'], 2)} | {h['mean_auto_minus_true_pts']:+.2f} |")
+    lines += _seed_groups(saved, {name: col for col, name in PRL_ESTIMATOR.items()}, "prl_true", "PRL(L)")
     return "\n".join(lines) + "\n"
+
+
+def _seed_groups(saved: dict[str, Any], cols: dict[str, str], true_col: str, what: str) -> list[str]:
+    """With more than 3 seeds: the accuracy target counted on each 3 consecutive seeds as listed (what a 3-seed
+    table would have said), beside all seeds together -- how much of the target's verdict is seed noise."""
+    seeds = list(saved["settings"]["seeds"])
+    if len(seeds) <= 3:
+        return []
+    groups = [seeds[i:i + 3] for i in range(0, len(seeds), 3)] + [seeds]
+    parts = []
+    for group in groups:
+        rows = aggregate([r for r in saved["results"] if r["seed"] in group])
+        counts = []
+        for name, col in cols.items():
+            rs = [r for r in rows if r.get(col) is not None and r.get(true_col) is not None]
+            if rs:
+                counts.append(f"{name} {sum(r[col] >= r[true_col] - 1 for r in rs)} of {len(rs)}")
+        if counts:
+            label = "all seeds" if group is seeds else f"seeds {group}"
+            parts.append(f"{label}: {', '.join(counts)}")
+    if not parts:
+        return []
+    return ["", f"{what} auto ≥ {what} at the true rate − 1 point, rows counted on the mean over each 3 seeds (as a "
+            "3-seed table would) and over all: " + "; ".join(parts) + "."]
 
 
 def _render_table(saved: dict[str, Any]) -> str:
@@ -919,11 +950,12 @@ def _render_table(saved: dict[str, Any]) -> str:
                    f"≥ 80 %: {'met' if t['itlm_auto_within_1pt_in_80pct_rows'] else 'not met'})"
                    if share_gmm is not None else "- ITLM auto against ITLM at the true rate: not measured in this run")
                   + f"; PRL auto (gmm): {head['prl_auto_ge_true_minus_1_share']}",
-                  f"- against cleanlab CV on {head['cleanlab_rows']} classification rows: ours closer in "
-                  f"{head['ours_better_than_cleanlab_rows']}, cleanlab closer in {head['cleanlab_better_rows']} (median "
-                  f"error cleanlab {head['cleanlab_median_abs_err_pts']} points); cleanlab took "
-                  f"{head['cleanlab_time_over_ours']}× our time (target: ahead in more rows at lower time: "
-                  f"{'met' if t['ahead_of_cleanlab_in_more_rows_at_lower_time'] else 'not met'})"]
+                  (f"- against cleanlab CV on {head['cleanlab_rows']} classification rows: ours closer in "
+                   f"{head['ours_better_than_cleanlab_rows']}, cleanlab closer in {head['cleanlab_better_rows']} "
+                   f"(median error cleanlab {head['cleanlab_median_abs_err_pts']} points); cleanlab took "
+                   f"{head['cleanlab_time_over_ours']}× our time (target: ahead in more rows at lower time: "
+                   f"{'met' if t['ahead_of_cleanlab_in_more_rows_at_lower_time'] else 'not met'})"
+                   if head["cleanlab_rows"] else "- against cleanlab CV: not measured in this run")]
     if "disagreement" in head and has_cls:  # without labelled rows it is the gmm's figures again
         d = head["disagreement"]
 
@@ -945,6 +977,8 @@ def _render_table(saved: dict[str, Any]) -> str:
                    f"{met(d['better_than_cleanlab_rows'] > d['cleanlab_better_rows'])})" if head["cleanlab_rows"] else
                    "- against cleanlab CV: not measured in this run"), ""]
     lines += _floor_section(rows, head)
+    lines += _seed_groups(saved, {"gmm": "itlm_auto", "disagreement": "itlm_pred", "class_floor": "itlm_floor"},
+                          "itlm_true", "ITLM")
     prod = _product_figures(rows, p)
     if prod:
         h = prod["product"]
