@@ -95,7 +95,9 @@ class CorruptionEstimate:
             non-finite scores. The label estimators' (:func:`estimate_corruption_from_predictions`,
             :func:`estimate_corruption_from_class_floor`) is :func:`label_clean_posterior`'s instead. Every
             estimator here keeps ``rate = 1 - mean(clean_posterior)`` (up to rounding), so
-            ``sum(1 - clean_posterior)`` is the estimated number of corrupted samples.
+            ``sum(1 - clean_posterior)`` is the estimated number of corrupted samples -- except a class floor above
+            the overall share of disagreeing samples (possible, not seen in the benchmarks), where the sum stops
+            at that share.
         method: ``"gmm"`` or ``"bmm"``.
         n: number of scores.
         nonfinite: number of NaN/inf scores (counted as corrupted).
