@@ -25,10 +25,12 @@ def test_readme_sections_1_to_3_run(tmp_path, monkeypatch, one_torch_thread):
     # §3a: the per-sample report of a second fit, its head mostly the corrupted samples (30% of the labels)
     report = scope["report"]
     assert len(report) == 1500 and report["corrupted"].head(20).mean() > 0.8
-    # k: the estimate's count of bad samples (450 of the 1500 labels are wrong), the report's head relabelled
-    k = scope["k"]
-    assert 0.8 * 450 < k < 1.2 * 450 and report["corrupted"].head(k).mean() > 0.8
-    assert set(scope["new_labels"]) == set(report["index"].head(k))
+    # what ITLM left out at the end (keep_ratio 0.7: 450 of the 1500, as many as are wrong), mostly the wrong labels
+    bad = scope["bad"]
+    assert len(bad) == 450 and bad["corrupted"].mean() > 0.8
+    assert set(scope["new_labels"]) == set(report["index"][~report["kept"]])
+    # the final model's own count, sum(1 - P(clean)), is near the truth too
+    assert 0.8 * 450 < (1 - report["clean_posterior"]).sum() < 1.2 * 450
 
 
 def _architecture_paths() -> set[str]:
