@@ -183,7 +183,9 @@ def test_too_small_batch_keeps_all_and_warns_once(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(rule="prl", drop_ratio=0.5), r"`drop_ratio` must be in \[0, 0.5\), got 0.5. Pass `allow_large_drop=True`"),
-    (dict(rule="prl", drop_ratio=-0.1), r"`drop_ratio` must be in \[0, 0.5\), got -0.1.$"),
+    (dict(rule="prl", drop_ratio=-0.1),
+     r"`drop_ratio` must be in \[0, 0.5\), got -0.1. Or pass drop_ratio='auto' to estimate it from the training "
+     r"scores.$"),
     (dict(rule="prl", drop_ratio=1.0, allow_large_drop=True),
      r"`drop_ratio` must be in \[0, 1\) with `allow_large_drop=True`, got 1.0"),
     (dict(rule="prl", drop_ratio="0.2"), r"`drop_ratio` must be a number in \[0, 0.5\), got '0.2'"),
