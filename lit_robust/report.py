@@ -47,11 +47,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust.functional.estimation import (
-    estimate_corruption,
-    estimate_corruption_from_class_floor,
-    estimate_corruption_from_predictions,
-)
+from lit_robust.functional.estimation import LABEL_ESTIMATORS, estimate_corruption, estimate_from_labels
 
 __all__ = [
     "REPORT_FORMATS",
@@ -237,10 +233,8 @@ def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predi
     score mixture's (``"gmm"`` behind the label estimators)."""
     labelled = (given is not None and predicted is not None and bool((given != NO_LABEL).all())
                 and bool((predicted != NO_LABEL).all()))
-    if estimator == "disagreement" and labelled:
-        return estimate_corruption_from_predictions(scores, given, predicted).clean_posterior
-    if estimator == "class_floor" and labelled:
-        return estimate_corruption_from_class_floor(scores, given, predicted).clean_posterior
+    if estimator in LABEL_ESTIMATORS and labelled:
+        return estimate_from_labels(estimator, scores, given, predicted).clean_posterior
     return estimate_corruption(scores, estimator if estimator in ("gmm", "bmm") else "gmm").clean_posterior
 
 

@@ -280,7 +280,7 @@ def test_warmup_zero_is_one_estimation_epoch_then_the_estimate(tmp_path, rule):
 def test_disagreement_estimate_is_the_oracles(tmp_path, rule, monkeypatch):
     """estimator="disagreement" in a fit: per sample (by dataset index) the given label and the training forward's
     prediction (the oracle's argmax) reach estimate_corruption_from_predictions."""
-    import lit_robust.selection.auto_drop as auto_drop
+    import lit_robust.functional.estimation as estimation
 
     seen = []
 
@@ -288,7 +288,7 @@ def test_disagreement_estimate_is_the_oracles(tmp_path, rule, monkeypatch):
         seen.append((given, predicted))
         return estimate_corruption_from_predictions(scores, given, predicted)
 
-    monkeypatch.setattr(auto_drop, "estimate_corruption_from_predictions", spy)
+    monkeypatch.setattr(estimation, "estimate_corruption_from_predictions", spy)  # estimate_from_labels calls it
     f = BatchFilter(rule, "auto", estimator="disagreement")
     data = BlobsData(n=240, batch_size=40)
     fit(tmp_path, [f], 2, model=OracleModel(), data=data)

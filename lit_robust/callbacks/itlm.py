@@ -22,11 +22,16 @@ from torch.utils.data import DataLoader
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
-from lit_robust.functional.estimation import CorruptionEstimate, estimate_corruption
+from lit_robust.functional.estimation import (
+    LABEL_ESTIMATORS,
+    CorruptionEstimate,
+    estimate_corruption,
+    estimate_from_labels,
+)
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.selection import distributed
-from lit_robust.selection.auto_drop import LABEL_ESTIMATORS, estimate_from_labels, nothing_found_note
+from lit_robust.selection.auto_drop import nothing_found_note
 from lit_robust.selection.rules import keep_count, scatter_scores
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 

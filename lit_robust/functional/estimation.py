@@ -79,9 +79,11 @@ import torch
 from torch import Tensor
 
 __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_from_class_floor",
-           "estimate_corruption_from_predictions", "estimate_corruption_from_probs", "label_clean_posterior"]
+           "estimate_corruption_from_predictions", "estimate_corruption_from_probs", "estimate_from_labels",
+           "label_clean_posterior", "LABEL_ESTIMATORS"]
 
 _METHODS = ("gmm", "bmm")
+LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 _MIN_ASHMAN_D = 2.0
 
 
@@ -617,6 +619,17 @@ def estimate_corruption_from_class_floor(
     rate = (fit.nonfinite + rate_finite * m) / n
     return replace(fit, rate=rate, reason=f"class floor (quantile {quantile:g} of {int(used.sum())} class rates)",
                    clean_posterior=label_clean_posterior(scores, labels, predicted, rate_finite))
+
+
+def estimate_from_labels(estimator: str, scores: Tensor, given: Tensor, predicted: Tensor) -> CorruptionEstimate:
+    """The estimate of a label estimator (:data:`LABEL_ESTIMATORS`) on per-sample scores, given and predicted labels
+    (pure): ``"disagreement"`` -- :func:`estimate_corruption_from_predictions`; ``"class_floor"`` --
+    :func:`estimate_corruption_from_class_floor`."""
+    if estimator == "disagreement":
+        return estimate_corruption_from_predictions(scores, given, predicted)
+    if estimator == "class_floor":
+        return estimate_corruption_from_class_floor(scores, given, predicted)
+    raise ValueError(f"`estimator` must be one of {list(LABEL_ESTIMATORS)} here, got {estimator!r}.")
 
 
 def label_clean_posterior(scores: Tensor, labels: Tensor, predicted: Tensor, rate_finite: float) -> Tensor:

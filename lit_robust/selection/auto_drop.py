@@ -60,10 +60,9 @@ from torch import Tensor
 
 from lit_robust._checks import check_bool
 from lit_robust.functional.estimation import (
-    CorruptionEstimate,
+    LABEL_ESTIMATORS,
     estimate_corruption,
-    estimate_corruption_from_class_floor,
-    estimate_corruption_from_predictions,
+    estimate_from_labels,
 )
 from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
@@ -76,7 +75,6 @@ Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only c
 FilterEstimator = Literal["gmm", "bmm", "disagreement", "class_floor"]  # the classification filters
 _ESTIMATORS = ("gmm", "bmm")
 FILTER_ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor")
-LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "disagreement"  # measured: benchmarks/results/corruption_rate_prl_auto.md
 _CAP_BELOW = 0.01  # the clip value is this far below the module's (open) upper bound on the drop ratio
 
@@ -177,17 +175,6 @@ def auto_scheduled_drop_ratio(epoch: int, target: float | None, warmup_epochs: i
     if target is None:
         return 0.0
     return scheduled_drop_ratio(epoch, target, warmup_epochs)
-
-
-def estimate_from_labels(estimator: str, scores: Tensor, given: Tensor, predicted: Tensor) -> CorruptionEstimate:
-    """The estimate of a label estimator (:data:`LABEL_ESTIMATORS`) on per-sample scores, given and predicted labels
-    (pure): ``"disagreement"`` -- :func:`~lit_robust.estimate_corruption_from_predictions`; ``"class_floor"`` --
-    :func:`~lit_robust.estimate_corruption_from_class_floor`."""
-    if estimator == "disagreement":
-        return estimate_corruption_from_predictions(scores, given, predicted)
-    if estimator == "class_floor":
-        return estimate_corruption_from_class_floor(scores, given, predicted)
-    raise ValueError(f"`estimator` must be one of {list(LABEL_ESTIMATORS)} here, got {estimator!r}.")
 
 
 def mixture_of(estimator: str) -> str:
