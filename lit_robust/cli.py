@@ -1,6 +1,6 @@
 """The `lit-robust` command: LightningCLI (fit/validate/test/predict) plus `demo`.
 
-Five things on top of LightningCLI, all for the paths users take:
+Six things on top of LightningCLI, all for the paths users take:
 
 * the rich progress bar is *added* to the callbacks the config names (never replaces them);
 * ``predict`` writes the predictions into the run's log folder as ``predictions.csv`` (a
@@ -10,7 +10,10 @@ Five things on top of LightningCLI, all for the paths users take:
   at its default (``None``), into the logger's folder or its ``report_dir`` — ``report: false`` turns it off;
 * ``--ckpt_path last`` / ``best`` in ``validate``/``test``/``predict`` (and a resumed ``fit``) finds the checkpoint
   of the fit it follows — LightningCLI would look in the new run's empty version folder and evaluate an
-  untrained model;
+  untrained model; without ``--ckpt_path`` they say, before and below their results, that the model is the
+  config's own, and where the last fit with that config is;
+* a ``class_path`` may name a module of the current folder (the user's own LightningModule), as with
+  ``python -m lit_robust``;
 * a mistake in the user's input — a lit_robust check, a Lightning ``MisconfigurationException``, a missing file —
   ends in one line naming the config key, the library's message and exit status 2, not a traceback
   (``--debug`` or ``LIT_ROBUST_DEBUG=1`` shows it).
@@ -81,9 +84,27 @@ def tidy_parser_message(message: str) -> str:
     return message
 
 
+_CKPT_LAST = ("`last`: the newest checkpoint of an earlier `lit-robust fit` with the same model, data and callbacks "
+              "(under the logger's version_* folders or the ModelCheckpoint's dirpath)")
+#: ``--help`` of ``--ckpt_path`` per subcommand (what :meth:`RobustCLI._resolve_ckpt_path` does with it)
+CKPT_PATH_HELP = {
+    "fit": f"Checkpoint to resume the fit from: a file, or {_CKPT_LAST}, if there is one.",
+    **{sub: f"Checkpoint whose weights to {sub} on: a file; {_CKPT_LAST}; or `best`: that fit's best model "
+            "(its ModelCheckpoint monitors a metric). Without it, the model as the config builds it (warned)."
+        for sub in _EVAL_COMMANDS},
+}
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        for action in parser._actions:  # Trainer's docstring would describe `last` as "of the previous trainer.fit"
+            if action.dest == "ckpt_path":
+                action.help = CKPT_PATH_HELP[subcommand]
+        return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # LightningCLI warns whenever `args` and `sys.argv` are both given; `main` always passes the argv it read
@@ -134,9 +155,9 @@ class RobustCLI(LightningCLI):
         ckpt = cfg.get("ckpt_path")
         if ckpt is None:
             if subcommand in _EVAL_COMMANDS:
-                rank_zero_warn(f"`lit-robust {subcommand}` without `--ckpt_path` evaluates the model as the config "
-                               "builds it (untrained unless it loads weights itself); pass `--ckpt_path last` for the "
-                               "weights of the last `fit` with this config, or a checkpoint file.")
+                self._no_ckpt_note = no_checkpoint_note(
+                    subcommand, self._last_fit_checkpoint(self._fit_signature(subcommand))[0])
+                rank_zero_warn(self._no_ckpt_note)
             return
         ckpt = str(ckpt)
         if ckpt not in ("last", "best"):
@@ -145,8 +166,7 @@ class RobustCLI(LightningCLI):
                                      f"{ckpt!r} does not exist.")
             return
         mine = self._fit_signature(subcommand)
-        found, searched = find_last_checkpoint(
-            self.trainer, None if mine is None else (lambda path: _saved_fit_signature(path) in (None, mine)))
+        found, searched = self._last_fit_checkpoint(mine)
         if found is None:
             if subcommand == "fit" and ckpt == "last":  # Lightning's own meaning: resume if there is anything
                 return
@@ -170,6 +190,28 @@ class RobustCLI(LightningCLI):
         warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
 
 
+    def after_validate(self) -> None:
+        self._repeat_no_ckpt_note()
+
+    def after_test(self) -> None:
+        self._repeat_no_ckpt_note()
+
+    def after_predict(self) -> None:
+        self._repeat_no_ckpt_note()
+
+    def _repeat_no_ckpt_note(self) -> None:
+        # the warning before the run scrolls away under Lightning's output; the metrics printed last are what a user
+        # reads, so say again, below them, which weights they are of
+        note = getattr(self, "_no_ckpt_note", None)
+        if note is not None and self.trainer.is_global_zero:
+            sys.stderr.write(f"lit-robust {self.subcommand}: note: {note}\n")
+
+    def _last_fit_checkpoint(self, mine: dict[str, Any] | None) -> tuple[str | None, list[str]]:
+        """The checkpoint ``--ckpt_path last`` loads -- the newest of a fit whose config has the signature
+        ``mine`` (any, for ``None``) -- and the folders searched."""
+        return find_last_checkpoint(
+            self.trainer, None if mine is None else (lambda path: _saved_fit_signature(path) in (None, mine)))
+
     def _fit_signature(self, subcommand: str) -> dict[str, Any] | None:
         """What decides the fitted weights in this run's config (see :func:`fit_signature`), as LightningCLI
         writes it into a fit's ``config.yaml``; ``None`` when it cannot be dumped."""
@@ -178,6 +220,16 @@ class RobustCLI(LightningCLI):
         except Exception:  # noqa: BLE001 - an undumpable config: fall back to the newest checkpoint
             return None
         return fit_signature(yaml.safe_load(dumped))
+
+
+def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
+    """What ``lit-robust validate/test/predict`` without ``--ckpt_path`` says (before the run and again after it):
+    the model is as the config builds it, and where the last fit with this config left its weights."""
+    head = (f"no `--ckpt_path`: `{subcommand}` runs on the model as the config builds it (untrained unless it loads "
+            "weights itself)")
+    if last_fit is not None:
+        return f"{head}, not the last fit with this config ({last_fit}): pass `--ckpt_path last` for that one."
+    return f"{head}; no earlier fit with this config was found: run `lit-robust fit` first, or pass a checkpoint file."
 
 
 # a datamodule's arguments that change how the data are loaded, not which data the weights were fitted on
@@ -457,14 +509,25 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
     )
 
 
+def add_working_directory_to_path() -> None:
+    """Let a config's ``class_path`` name a module in the current folder (``mymodel.MyModule``), as ``python -m
+    lit_robust`` would: the ``lit-robust`` script's ``sys.path`` starts at its own folder, not the user's. Appended,
+    so that a file there never shadows an installed package."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lit-robust``: ``lit-robust demo`` or ``lit-robust {fit,validate,test,predict} --config X``.
 
     A mistake in the input ends with ``lit-robust <command>: error: <config key>: <message>`` on stderr and exit
-    status 2; ``--debug`` (or ``LIT_ROBUST_DEBUG=1``) shows the traceback instead.
+    status 2; ``--debug`` (or ``LIT_ROBUST_DEBUG=1``) shows the traceback instead. A ``class_path`` may name a module
+    of the current folder (:func:`add_working_directory_to_path`).
     """
     argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
     command = next((a for a in argv if not a.startswith("-")), "")
+    add_working_directory_to_path()
     try:
         run(argv)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake

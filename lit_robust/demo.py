@@ -17,6 +17,7 @@ from rich.table import Table
 from lit_robust.callbacks import ITLM
 from lit_robust.data import DigitsDataModule
 from lit_robust.models.supervised import ImageClassifier
+from lit_robust.reporting import print_table
 
 __all__ = ["run_demo"]
 
@@ -101,7 +102,7 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not args.no_auto:
             cells += [f"{100 * r['itlm_auto_acc']:.1f}%", f"{100 * r['estimated_corruption']:.1f}%"]
         table.add_row(*cells)
-    console.print(table)
+    print_table(table, console)
 
     def mean(key: str) -> float:
         return sum(r[key] for r in rows) / len(rows)

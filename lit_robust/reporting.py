@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["round_table", "round_line", "plot_score_histograms", "fmt_pct"]
+__all__ = ["round_table", "round_line", "print_table", "plot_score_histograms", "fmt_pct"]
 
 
 def fmt_pct(x: float | None) -> str:
@@ -67,6 +67,19 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
             row.append("yes" if rec.collapsed else "")
         table.add_row(*row)
     return table
+
+
+def print_table(table: Table, console: Any = None) -> None:
+    """Print a rich table whole: into a log file or a pipe rich would cut it to 80 columns (``1347/1…``), so there
+    the console is made as wide as the table; a terminal keeps its width."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = console or Console()
+    if not console.is_terminal:
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        console = Console(file=console.file, width=max(console.width, natural))
+    console.print(table)
 
 
 def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> str:

@@ -212,6 +212,65 @@ def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folde
     assert "come from fits with another model, data or callbacks" in capsys.readouterr().err
 
 
+def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
+    """`lit-robust test --config X` without `--ckpt_path` evaluates the config's own (untrained) model, as
+    LightningCLI does; the metrics are what a user reads, so the note must follow them, and name the last fit."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="no `--ckpt_path`"):
+        main(["test", "--config", str(small)])
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("no earlier fit with this config was found: run `lit-robust fit` first, or pass a "
+                                 "checkpoint file."), err[-400:]
+    fit = run(["fit", "--config", str(small)])
+    last = next(Path(fit.trainer.log_dir).rglob("*.ckpt"))
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="no `--ckpt_path`"):
+        main(["test", "--config", str(small)])
+    captured = capsys.readouterr()
+    assert "test_acc" in captured.out  # the results, then the note
+    note = captured.err.rstrip().splitlines()[-1]
+    assert note == (f"lit-robust test: note: no `--ckpt_path`: `test` runs on the model as the config builds it "
+                    f"(untrained unless it loads weights itself), not the last fit with this config ({last}): pass "
+                    "`--ckpt_path last` for that one."), note
+
+
+@pytest.mark.parametrize("command", ["fit", "test"])
+def test_ckpt_path_help_describes_what_lit_robust_does_with_last(command, capsys):
+    from lit_robust.cli import CKPT_PATH_HELP
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    help_text = text[text.index("--ckpt_path CKPT_PATH", text.index("options:")):]
+    assert " ".join(CKPT_PATH_HELP[command].split()) in help_text
+    assert "previous ``trainer.fit`` call" not in help_text  # Lightning's wording, not what `last` means here
+
+
+def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, monkeypatch, one_torch_thread):
+    """The user's own LightningModule in ./my_module.py, named as `my_module.Class`: the console script's
+    sys.path starts at its own bin folder, so without the CLI's help this was `No module named 'my_module'`."""
+    name = "lit_robust_cli_user_module_test"
+    (tmp_path / f"{name}.py").write_text(
+        "from lit_robust import ImageClassifier\n\n\nclass MyClassifier(ImageClassifier):\n    pass\n")
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["model"]["class_path"] = f"{name}.MyClassifier"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        main(["fit", "--config", "mine.yaml"])
+        assert type(sys.modules[name].MyClassifier) is type
+        assert sys.path[-1] == str(tmp_path)  # appended: a file there never shadows an installed package
+    finally:
+        sys.modules.pop(name, None)
+    assert "error" not in capsys.readouterr().err
+
+
 def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):
     """`--ckpt_path` of a module that saved no hyper-parameters (a user's own) into another model: torch's load
     error was a traceback with exit status 1."""

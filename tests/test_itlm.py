@@ -145,6 +145,21 @@ def test_round_table_and_plot(tmp_path, capsys):
     assert Path(itlm.plot_path).is_file() and Path(itlm.plot_path).stat().st_size > 1000
 
 
+def test_round_table_into_a_log_file_is_not_cut_to_80_columns(capsys):
+    """Piped into a log (not a terminal) rich would cut a wide table to 80 columns: "1347/1…", "corrupt…"."""
+    from lit_robust.callbacks.itlm import RoundRecord, _print_round_table
+
+    history = [RoundRecord(round=r, epochs=5, kept=934, n=1347, clean_precision=0.9722, corrupted_recall=0.9393,
+                           estimated_corruption=0.3059, first_epoch_loss=2.21, last_epoch_loss=0.307,
+                           metrics={"val_acc": 0.6133, "val_loss": 1.2345}) for r in range(3)]
+    _print_round_table(history, "val_acc")
+    out = capsys.readouterr().out
+    assert "…" not in out
+    rows = [line for line in out.splitlines() if "934/1347" in line]
+    assert len(rows) == 3 and all("97.22%" in r and "30.59%" in r and "2.21 → 0.307" in r for r in rows)
+    assert "corrupted dropped" in out and "est. corrupted" in out and max(map(len, out.splitlines())) > 80
+
+
 def test_no_plot_file_without_logger_or_plot_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False)

@@ -1015,12 +1015,12 @@ def _print_round_line(rec: RoundRecord, num_rounds: int, title: str = "ITLM") ->
 
 @rank_zero_only
 def _print_round_table(history: list[RoundRecord], monitor: str | None, title: str = "ITLM") -> None:
-    from lit_robust.reporting import round_line, round_table
+    from lit_robust.reporting import print_table, round_line, round_table
 
     try:
-        from rich.console import Console
+        import rich  # noqa: F401
     except ImportError:  # without rich: one plain line per round
         for rec in history:
             print(round_line(rec, title=title))
         return
-    Console().print(round_table(history, monitor, title=f"{title} rounds"))
+    print_table(round_table(history, monitor, title=f"{title} rounds"))
