@@ -6,8 +6,8 @@ Six things on top of LightningCLI, all for the paths users take:
 * ``predict`` writes the predictions into the run's log folder as ``predictions.csv`` (a
   :class:`~lit_robust.PredictionWriter` added like the progress bar, unless the config names a
   ``BasePredictionWriter``): LightningCLI discards what ``trainer.predict`` returns;
-* ``fit`` writes the per-sample report of every ``ITLM`` and ``BatchFilter`` in the config whose ``report`` is left
-  at its default (``None``), into the logger's folder or its ``report_dir`` — ``report: false`` turns it off;
+* ``fit`` writes the per-sample report of every ``ITLM`` and ``BatchFilter`` in the config (or brought by the model,
+  e.g. ``RealNVP``'s trimming) whose ``report`` is left at its default (``None``), into the logger's folder or its ``report_dir`` — ``report: false`` turns it off;
 * ``--ckpt_path last`` / ``best`` in ``validate``/``test``/``predict`` (and a resumed ``fit``) finds the checkpoint
   of the fit it follows — LightningCLI would look in the new run's empty version folder and evaluate an
   untrained model; without ``--ckpt_path`` they say, before and below their results, that the model is the
@@ -39,6 +39,7 @@ from jsonargparse import Namespace
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
 from lit_robust.callbacks.prediction_writer import PredictionWriter
@@ -139,7 +140,7 @@ class RobustCLI(LightningCLI):
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
     def before_fit(self) -> None:
         self._resolve_ckpt_path("fit")
-        enable_reports(self.trainer.callbacks)
+        enable_reports([*self.trainer.callbacks, *model_callbacks(self.model)])
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path("validate")
@@ -267,6 +268,15 @@ def _saved_fit_signature(ckpt: str) -> dict[str, Any] | None:
     except (OSError, yaml.YAMLError):
         return None
     return fit_signature(config) if isinstance(config, dict) else None
+
+
+def model_callbacks(model: pl.LightningModule) -> list[pl.Callback]:
+    """The callbacks a module brings itself (``configure_callbacks``, e.g. :class:`~lit_robust.RealNVP`'s trimming
+    filter), which Lightning adds only once the fit starts."""
+    if not is_overridden("configure_callbacks", model, pl.LightningModule):
+        return []
+    found = model.configure_callbacks()
+    return list(found) if isinstance(found, Sequence) else [found]
 
 
 def enable_reports(callbacks: Sequence[Any]) -> None:

@@ -15,6 +15,7 @@ from lit_robust import (
     RealNVP,
     RobustRealNVP,
     TwoMoonsAnomalyDataModule,
+    load_report,
     roc_auc,
 )
 from lit_robust.anomaly import anomaly_count, rca_exchange_masks, rca_keep_ratio
@@ -99,13 +100,23 @@ def test_realnvp_switches():
 def test_robust_realnvp_trims_anomalies_and_scores_the_test_split(tmp_path):
     pl.seed_everything(0)
     dm = TwoMoonsAnomalyDataModule(n_train=600, contamination=0.05, anomalies="uniform", n_test=400, seed=0)
-    model = RobustRealNVP(2, n_couplings=4, hidden=32, drop_ratio=0.05, lr=5e-3)
+    model = RobustRealNVP(2, n_couplings=4, hidden=32, drop_ratio=0.05, lr=5e-3, report_dir=str(tmp_path / "rep"))
     trainer = tiny_trainer(tmp_path, 8)
     trainer.fit(model, dm)
     last = model.batch_filter.history[-1]
     assert last.dropped == 4 * (128 - math.floor(0.95 * 128)) + (88 - math.floor(0.95 * 88))  # 600 = 4 x 128 + 88
     # uniform anomalies partly fall on the moons, so not all are separable; the trimmed ones are still enriched
     assert last.dropped_corrupted_frac > 4 * last.corrupted_frac
+    # the per-sample report of the module's own filter (a newcomer found none for the flows): every training
+    # sample once, most anomalous (highest -log p) first, what the last epoch dropped marked
+    rows = load_report(model.batch_filter.report_path, as_frame=False)
+    assert model.batch_filter.report_path == str(tmp_path / "rep" / "filter_spl_report.csv")
+    assert sorted(r["index"] for r in rows) == list(range(600)) and [r["rank"] for r in rows] == list(range(1, 601))
+    scores = [r["score_last_epoch"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert sum(not r["kept"] for r in rows) == last.dropped
+    top = sum(r["corrupted"] for r in rows[:30])
+    assert top > 4 * 30 * 0.05, top  # the top of the ranking is enriched in anomalies as the dropped samples are
     auc = trainer.test(model, dm, verbose=False)[0]["test_auroc"]
     scores, labels = model.score_dataset(dm.test_dataloader())
     assert auc == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-6)
@@ -126,6 +137,16 @@ def test_bad_drop_ratio_is_rejected(bad):
     for cls in (RealNVP, RCA):
         with pytest.raises(ValueError, match=rf"`drop_ratio` must be a number in \[0, 0.5\), got {bad!r}"):
             cls(2, drop_ratio=bad)
+
+
+def test_flow_report_needs_its_trimming_filter(tmp_path):
+    with pytest.raises(ValueError, match=r"`report` needs the module's trimming filter: drop_ratio > 0 or 'auto', "
+                                         r"got drop_ratio=0.0 \(rank the samples of a plain fit with `score_dataset`\)"):
+        RealNVP(2, report=True)
+    with pytest.raises(ValueError, match="`report_dir` only applies with a report"):
+        RobustRealNVP(2, report=False, report_dir=str(tmp_path))
+    assert RealNVP(2).batch_filter is None  # the default (report None, no trimming) is fine
+    assert RobustRealNVP(2, report=True).batch_filter.report is True
 
 
 def test_other_bad_arguments_are_rejected():

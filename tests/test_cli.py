@@ -22,7 +22,7 @@ from lit_robust import (
     SpectralNorm,
     load_report,
 )
-from lit_robust.cli import main, run
+from lit_robust.cli import main, model_callbacks, run
 from tests import _script_runner
 from tests.conftest import REPO, SHARED_DATA
 
@@ -164,6 +164,9 @@ def test_config_runs_its_callbacks_then_evaluates_the_fitted_weights(config, tmp
         assert mine, f"{entry['class_path']} from the config is not on the Trainer: {callbacks}"
         for cb in mine:
             _assert_acted(cb, fit)
+    for cb in model_callbacks(fit.model):  # what the model brings itself (RealNVP's trimming filter) acts too
+        assert any(c is cb for c in callbacks), (cb, callbacks)
+        _assert_acted(cb, fit)
     fitted = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
     assert fitted
     command = "test" if is_overridden("test_step", fit.model) else "validate"

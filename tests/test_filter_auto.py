@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import statistics
 import warnings
 from dataclasses import asdict
@@ -206,9 +207,10 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
     assert (auto.estimate == 0.0) == (corrupted == 0)
     reason = estimate_corruption(scores, "gmm").reason
     want = ["BatchFilter: `drop_ratio='auto'` estimated 0 corrupted samples after epoch 2 (the estimate's reason: "
-            f"{reason}), so it trains on every sample. If you know the data is corrupted, its corrupted samples do "
-            "not score apart from the clean ones, which no estimate from these scores can see: pass `drop_ratio` "
-            "instead."]
+            f"{reason}), so it trains on every sample. If you know the data is corrupted, the estimate did not see "
+            "it in these scores: the corrupted samples score like the clean ones, or are too few to form a group of "
+            "their own. The highest scores tell which (the per-sample report ranks them): if they are the corrupted "
+            "samples, pass `drop_ratio` instead."]
     assert reason.startswith("one component" if corrupted == 0 else "two components")
     assert said == (want if said_once else [])
 
@@ -465,6 +467,26 @@ def test_rca_and_realnvp_auto(tmp_path):
     assert flow.batch_filter is not None and flow.batch_filter.drop_ratio == "auto"
     eps = flow.batch_filter.estimated_corruption
     assert eps is not None and [r.drop_ratio for r in flow.batch_filter.history] == [0.0, eps]
+
+
+@pytest.mark.parametrize(("drop_ratio", "warmup", "epochs", "says"), [
+    ("auto", 30, 3, r"drops only 7% of its estimate in the last epoch"),
+    (0.2, 5, 2, r"drops at most 0.04 of each batch"),
+    (0.2, 2, 3, None),
+])
+def test_rca_fit_shorter_than_its_warmup_is_warned_about(tmp_path, drop_ratio, warmup, epochs, says):
+    """RCA with `warmup_epochs` 30 and `max_epochs` 15 logged estimates and never reached them, silently (a newcomer's
+    run); BatchFilter and CoTeaching already said so."""
+    dm = TwoMoonsAnomalyDataModule(n_train=200, contamination=0.1, n_test=50, seed=1, batch_size=100)
+    rca = RCA(2, hidden=8, latent=1, drop_ratio=drop_ratio, warmup_epochs=warmup, test_passes=1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, epochs).fit(rca, dm)
+    mine = [str(w.message) for w in seen if str(w.message).startswith("RCA: the Trainer's `max_epochs`")]
+    if says is None:
+        assert mine == []
+    else:
+        assert len(mine) == 1 and re.search(says, mine[0]), mine
 
 
 # ---------------------------------------------------------------- bad input

@@ -29,11 +29,13 @@ from torch import Tensor, nn
 
 from lit_robust._checks import check_bool, check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
+from lit_robust.callbacks._report_file import check_report_args, report_enabled
 from lit_robust.callbacks.batch_filter import BatchFilter
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.functional.spectral import _check_iterations, _check_k, apply_spectral_norm
 from lit_robust.mixin import RobustMixin
+from lit_robust.report import ReportFormat
 from lit_robust.selection.auto_drop import Estimator, check_auto_args
 
 __all__ = ["RealNVP", "RobustRealNVP", "AffineCoupling"]
@@ -105,6 +107,12 @@ class RealNVP(RobustMixin, AnomalyDetector):
         lr, weight_decay: Adam.
         estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
             ``estimator`` is a score mixture here, ``"gmm"`` (default) or ``"bmm"``: there are no labels).
+        report, report_dir, report_format: the per-sample report of the module's trimming filter, as in
+            :class:`~lit_robust.BatchFilter` (``filter_spl_report.csv``: every training sample ranked by its mean
+            :math:`-\log\hat p` over the last epoch, most anomalous first; ``given_label`` is the datamodule's
+            training target, 0 for the anomaly datamodules); ``None``: on under ``lit-robust fit`` or with
+            ``report_dir``. Needs ``drop_ratio`` > 0 or ``"auto"`` (without trimming there is no filter; rank the
+            samples with :meth:`score_dataset`).
 
     The trimming is the module's own :class:`~lit_robust.BatchFilter` (``rule="spl"``, kept in
     :attr:`batch_filter`, with its per-epoch ``history`` of dropped samples), returned by
@@ -117,7 +125,9 @@ class RealNVP(RobustMixin, AnomalyDetector):
     def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
                  drop_ratio: float | Literal["auto"] = 0.0, warmup_epochs: int = 0, spectral_norm: bool = False,
                  k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False) -> None:
+                 estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False,
+                 report: bool | None = None, report_dir: str | None = None, report_format: ReportFormat = "csv"
+                 ) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"`dim` must be an integer >= 2 (Real NVP splits the coordinates), got {dim!r}.")
@@ -141,12 +151,18 @@ class RealNVP(RobustMixin, AnomalyDetector):
         if spectral_norm:
             self.spectral_layers = apply_spectral_norm(self.couplings, k=k, types=nn.Linear,
                                                        n_power_iterations=n_power_iterations)
+        check_report_args(report, report_dir, report_format)
+        reporting = {"report": report, "report_dir": report_dir, "report_format": report_format}
         self.batch_filter: BatchFilter | None = None
         if self.drop_ratio == "auto":
             self.batch_filter = BatchFilter("spl", drop_ratio="auto", warmup_epochs=warmup_epochs, estimator=estimator,
-                                            auto_margin=auto_margin, reestimate=reestimate)
+                                            auto_margin=auto_margin, reestimate=reestimate, **reporting)
         elif self.drop_ratio > 0:
-            self.batch_filter = BatchFilter("spl", drop_ratio=self.drop_ratio, warmup_epochs=warmup_epochs)
+            self.batch_filter = BatchFilter("spl", drop_ratio=self.drop_ratio, warmup_epochs=warmup_epochs,
+                                            **reporting)
+        elif report_enabled(report, report_dir):
+            raise ValueError(f"`report` needs the module's trimming filter: drop_ratio > 0 or 'auto', got drop_ratio="
+                             f"{drop_ratio!r} (rank the samples of a plain fit with `score_dataset`).")
 
     # -- density ------------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -225,6 +241,9 @@ class RobustRealNVP(RealNVP):
     def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
                  drop_ratio: float | Literal["auto"] = 0.1, warmup_epochs: int = 0, spectral_norm: bool = True,
                  k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False) -> None:
+                 estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False,
+                 report: bool | None = None, report_dir: str | None = None, report_format: ReportFormat = "csv"
+                 ) -> None:
         super().__init__(dim, n_couplings, hidden, layers, drop_ratio, warmup_epochs, spectral_norm, k,
-                         n_power_iterations, lr, weight_decay, estimator, auto_margin, reestimate)
+                         n_power_iterations, lr, weight_decay, estimator, auto_margin, reestimate, report, report_dir,
+                         report_format)

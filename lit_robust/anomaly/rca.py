@@ -15,10 +15,12 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lit_robust._checks import check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
+from lit_robust.callbacks.batch_filter import warmup_outlasts_fit
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
@@ -198,6 +200,13 @@ class RCA(AnomalyDetector):
         if self._auto is not None:
             return 1.0 - self._auto.drop_ratio_at(epoch)
         return rca_keep_ratio(epoch, self.drop_ratio, self.hparams.warmup_epochs)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
+            self.drop_ratio, self.hparams.warmup_epochs, getattr(self._trainer, "max_epochs", None))
+        if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
+            rank_zero_warn(f"RCA: {short}")
 
     @property
     def estimated_corruption(self) -> float | None:

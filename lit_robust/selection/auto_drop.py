@@ -191,12 +191,14 @@ def nothing_found_note(what: str, reason: str, arg: str) -> str:
     >>> nothing_found_note("BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4", "one component (BIC)",
     ...                    "drop_ratio")  # doctest: +NORMALIZE_WHITESPACE
     "BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4 (the estimate's reason: one component (BIC)), so it
-    trains on every sample. If you know the data is corrupted, its corrupted samples do not score apart from the
-    clean ones, which no estimate from these scores can see: pass `drop_ratio` instead."
+    trains on every sample. If you know the data is corrupted, the estimate did not see it in these scores: the
+    corrupted samples score like the clean ones, or are too few to form a group of their own. The highest scores
+    tell which (the per-sample report ranks them): if they are the corrupted samples, pass `drop_ratio` instead."
     """
     return (f"{what} (the estimate's reason: {reason}), so it trains on every sample. If you know the data is "
-            "corrupted, its corrupted samples do not score apart from the clean ones, which no estimate from these "
-            f"scores can see: pass `{arg}` instead.")
+            "corrupted, the estimate did not see it in these scores: the corrupted samples score like the clean "
+            "ones, or are too few to form a group of their own. The highest scores tell which (the per-sample "
+            f"report ranks them): if they are the corrupted samples, pass `{arg}` instead.")
 
 
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
