@@ -64,10 +64,55 @@ class RobustArgumentParser(LightningArgumentParser):
         return super().error(tidy_parser_message(message), ex)
 
 
+_UNION_HEAD = "Does not validate against any of the Union subtypes"
+#: how a type of a ``Union`` reads in a message: ``Union[float, Literal['auto']]`` -> "a number or 'auto'"
+_TYPE_WORDS = {"<class 'float'>": "a number", "<class 'int'>": "an integer", "<class 'str'>": "a string",
+               "<class 'bool'>": "true or false", "<class 'NoneType'>": "null"}
+
+
+def _type_words(subtypes: str) -> str:
+    """``[<class 'float'>, typing.Literal['auto']]`` -> ``a number or 'auto'``."""
+    words: list[str] = []
+    for part in re.findall(r"<class '[^']+'>|typing\.Literal\[[^\]]*\]|[^,\[\]\s][^,\[\]]*(?:\[[^\]]*\])?",
+                           subtypes.strip()[1:-1]):
+        part = part.strip()
+        literal = re.fullmatch(r"typing\.Literal\[(.*)\]", part)
+        words.append(literal.group(1) if literal else _TYPE_WORDS.get(part, part))
+    return " or ".join(dict.fromkeys(words))
+
+
+def _collapse_value_unions(message: str) -> str:
+    """A value that fits none of an argument's plain types (``keep_ratio: half``): jsonargparse's seven lines (the
+    subtypes, one error each, the value's type and the value) become ``expected a number or 'auto', got 'half'``.
+    A union over classes (its errors are ``- Problem with given class_path ...`` blocks) is left alone."""
+    lines = message.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() == _UNION_HEAD:
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("Given value:")), None)
+            block = lines[i + 1:end] if end is not None else []
+            subtypes = next((b.strip()[len("Subtypes:"):] for b in block if b.strip().startswith("Subtypes:")), None)
+            if end is not None and subtypes and not any("Problem with given class_path" in b for b in block):
+                given = lines[end].strip()[len("Given value:"):].strip()
+                indent = line[: len(line) - len(line.lstrip())]
+                out.append(f"{indent}expected {_type_words(subtypes)}, got {given!r}")
+                i = end + 1
+                continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
 def tidy_parser_message(message: str) -> str:
     """Of jsonargparse's "Does not validate against any of the Union subtypes" report, keep the problem with the
-    class the config names (dropping the attempts at the base class and at None)."""
-    if "Does not validate against any of the Union subtypes" not in message:
+    class the config names (dropping the attempts at the base class and at None), and say in one line what a value
+    that fits none of an argument's plain types should have been (:func:`_collapse_value_unions`)."""
+    if _UNION_HEAD not in message:
+        return message
+    message = _collapse_value_unions(message)
+    if _UNION_HEAD not in message:
         return message
     lines = message.splitlines()
     head = lines[0]

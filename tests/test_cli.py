@@ -274,6 +274,26 @@ def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, mo
     assert "error" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("--trainer.callbacks.init_args.keep_ratio", "half", "expected a number or 'auto', got 'half'"),
+    ("--trainer.callbacks.init_args.keep_ratio", "70%", "expected a number or 'auto', got '70%'"),
+    ("--trainer.callbacks.init_args.report", "maybe", "expected true or false or null, got 'maybe'"),
+])
+def test_a_value_of_no_allowed_type_is_one_line_naming_the_types(tmp_path, capsys, key, value, says):
+    """`keep_ratio: half` was jsonargparse's seven lines of Union subtypes, one error per type and the value's
+    `<class 'str'>` (a newcomer's run); now the key and one line of what it takes."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(small), key, value])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    name = key.rsplit(".", 1)[1]
+    assert f'Parser key "{name}":\n  {says}\n' in err, err
+    assert "Subtypes" not in err and "Given value type" not in err and "Traceback" not in err
+
+
 def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):
     """`--ckpt_path` of a module that saved no hyper-parameters (a user's own) into another model: torch's load
     error was a traceback with exit status 1."""
