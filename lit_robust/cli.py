@@ -558,7 +558,9 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         seed_everything_default=0,
         parser_class=RobustArgumentParser,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "lit_robust's LightningCLI. `lit-robust demo --help`: the built-in demo "
+        # allow_abbrev: `--trainer.max_epoch 3` would silently set max_epochs (argparse's prefix matching)
+        parser_kwargs={"allow_abbrev": False,
+                       "description": "lit_robust's LightningCLI. `lit-robust demo --help`: the built-in demo "
                                       "(baseline vs ITLM on noisy digits, no download)."},
         args=argv,
     )

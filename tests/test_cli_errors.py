@@ -146,6 +146,7 @@ CASES = [
     # trainer and Lightning's own callbacks
     ("trainer-negative-max-epochs", PRL, {}, ["--trainer.max_epochs", "-3"], "max_epochs"),
     ("trainer-unknown-key", PRL, {"trainer.max_epoch": 3}, [], "max_epoch"),
+    ("trainer-abbreviated-key-override", PRL, {}, ["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch"),
     ("checkpoint-monitor-never-logged", PRL,
      {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
          "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"monitor": "val_los"}}}, [],
