@@ -7,7 +7,8 @@ Six things on top of LightningCLI, all for the paths users take:
   :class:`~lit_robust.PredictionWriter` added like the progress bar, unless the config names a
   ``BasePredictionWriter``): LightningCLI discards what ``trainer.predict`` returns;
 * ``fit`` writes the per-sample report of every ``ITLM`` and ``BatchFilter`` in the config (or brought by the model,
-  e.g. ``RealNVP``'s trimming) whose ``report`` is left at its default (``None``), into the logger's folder or its ``report_dir`` — ``report: false`` turns it off;
+  e.g. ``RealNVP``'s trimming) whose ``report`` is left at its default (``None``), into the logger's folder or its
+  ``report_dir`` — ``report: false`` turns it off;
 * ``--ckpt_path last`` / ``best`` in ``validate``/``test``/``predict`` (and a resumed ``fit``) finds the checkpoint
   of the fit it follows — LightningCLI would look in the new run's empty version folder and evaluate an
   untrained model; without ``--ckpt_path`` they say, before and below their results, that the model is the
