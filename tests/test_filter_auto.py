@@ -215,6 +215,21 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
     assert said == (want if said_once else [])
 
 
+def test_rcas_estimate_of_zero_points_to_score_dataset_not_to_a_report(monkeypatch):
+    """RCA writes no per-sample report: its note must not send the user to one."""
+    g = torch.Generator().manual_seed(4)
+    scores = torch.empty(300, dtype=torch.float64).exponential_(5.0, generator=g)
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    for owner, where in (("RCA", "(RCA writes no report: `score_dataset` of the training loader gives them)"),
+                         ("BatchFilter", "(the per-sample report ranks them)")):
+        auto = AutoDropRatio(owner, "gmm", 0.0, False, 1)
+        auto.add(torch.arange(300), scores)
+        auto.end_epoch(0)
+        assert auto.estimate == 0.0 and len(said) == 1 and said[0].startswith(f"{owner}: ")
+        assert f"The highest scores tell which {where}: if they are the corrupted samples" in said.pop()
+
+
 # ---------------------------------------------------------------- models with scores that do not depend on training
 class OracleModel(TinyModel):
     """Per-sample losses and logits whose *values* come from a fixed classifier (distance to the true blob centres),

@@ -183,10 +183,10 @@ def mixture_of(estimator: str) -> str:
     return "gmm" if estimator in LABEL_ESTIMATORS else estimator
 
 
-def nothing_found_note(what: str, reason: str, arg: str) -> str:
+def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str = "the per-sample report ranks them") -> str:
     """The info line a callback prints when ``"auto"`` estimated no corrupted samples (pure): ``what`` happened,
     the estimate's ``reason`` (:attr:`~lit_robust.functional.estimation.CorruptionEstimate.reason`) and the argument
-    ``arg`` a user who knows better passes instead.
+    ``arg`` a user who knows better passes instead; ``ranked_by``: where the user finds the highest scores.
 
     >>> nothing_found_note("BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4", "one component (BIC)",
     ...                    "drop_ratio")  # doctest: +NORMALIZE_WHITESPACE
@@ -197,8 +197,8 @@ def nothing_found_note(what: str, reason: str, arg: str) -> str:
     """
     return (f"{what} (the estimate's reason: {reason}), so it trains on every sample. If you know the data is "
             "corrupted, the estimate did not see it in these scores: the corrupted samples score like the clean "
-            "ones, or are too few to form a group of their own. The highest scores tell which (the per-sample "
-            f"report ranks them): if they are the corrupted samples, pass `{arg}` instead.")
+            f"ones, or are too few to form a group of their own. The highest scores tell which ({ranked_by}): if "
+            f"they are the corrupted samples, pass `{arg}` instead.")
 
 
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
@@ -388,8 +388,10 @@ class AutoDropRatio:
             rank_zero_warn(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}{when}.")
         if (not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
                 and self.estimate == 0.0 and self.auto_margin == 0.0):
+            ranked_by = ("RCA writes no report: `score_dataset` of the training loader gives them" if self.owner == "RCA"
+                         else "the per-sample report ranks them")
             rank_zero_info(nothing_found_note(f"{self.owner}: `drop_ratio='auto'` estimated 0 corrupted samples "
-                                              f"after epoch {epoch}", est.reason, "drop_ratio"))
+                                              f"after epoch {epoch}", est.reason, "drop_ratio", ranked_by))
         return rate
 
     def state_dict(self) -> dict[str, Any]:
