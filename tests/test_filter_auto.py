@@ -29,6 +29,7 @@ from lit_robust import (
 from lit_robust.callbacks.batch_filter import FilterEpochRecord
 from lit_robust.functional.scores import loss_layer_scores
 from lit_robust.selection.auto_drop import (
+    REPORT_RANKS,
     AutoDropRatio,
     auto_drop_ratio,
     auto_scheduled_drop_ratio,
@@ -196,7 +197,7 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
     g = torch.Generator().manual_seed(4)
     scores = torch.empty(300, dtype=torch.float64).exponential_(5.0, generator=g)
     scores[:corrupted] = 3.0 + torch.rand(corrupted, generator=g, dtype=torch.float64)
-    auto = AutoDropRatio("BatchFilter", "gmm", margin, reestimate, 3)
+    auto = AutoDropRatio("BatchFilter", "gmm", margin, reestimate, 3, ranked_by=REPORT_RANKS)
     said: list[str] = []
     monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
     for epoch in range(5):
@@ -215,19 +216,25 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
     assert said == (want if said_once else [])
 
 
-def test_rcas_estimate_of_zero_points_to_score_dataset_not_to_a_report(monkeypatch):
-    """RCA writes no per-sample report: its note must not send the user to one."""
+def test_the_estimate_of_zero_note_sends_each_owner_where_its_scores_are_ranked(monkeypatch):
+    """RCA and CoTeaching write no per-sample report: their note must not send the user to one."""
     g = torch.Generator().manual_seed(4)
     scores = torch.empty(300, dtype=torch.float64).exponential_(5.0, generator=g)
     said: list[str] = []
     monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
-    for owner, where in (("RCA", "(RCA writes no report: `score_dataset` of the training loader gives them)"),
-                         ("BatchFilter", "(the per-sample report ranks them)")):
-        auto = AutoDropRatio(owner, "gmm", 0.0, False, 1)
+    owners = [
+        ("BatchFilter", BatchFilter("spl", drop_ratio="auto", warmup_epochs=1, estimator="gmm")._auto,
+         " (the per-sample report ranks them)"),
+        ("RCA", RCA(2, drop_ratio="auto", warmup_epochs=1)._auto,
+         " (RCA writes no report: `score_dataset` of the training loader gives them)"),
+        ("CoTeaching", CoTeaching(TinyModel(), rule="spl", drop_ratio="auto", warmup_epochs=1,
+                                  estimator="gmm")._auto, ""),
+    ]
+    for owner, auto, where in owners:
         auto.add(torch.arange(300), scores)
         auto.end_epoch(0)
         assert auto.estimate == 0.0 and len(said) == 1 and said[0].startswith(f"{owner}: ")
-        assert f"The highest scores tell which {where}: if they are the corrupted samples" in said.pop()
+        assert f"The highest scores tell which{where}: if they are the corrupted samples" in said.pop()
 
 
 # ---------------------------------------------------------------- models with scores that do not depend on training

@@ -184,7 +184,8 @@ class RCA(AnomalyDetector):
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
         self._auto: AutoDropRatio | None = None
         if self.drop_ratio == "auto":
-            self._auto = AutoDropRatio("RCA", estimator, auto_margin, reestimate, warmup_epochs)
+            self._auto = AutoDropRatio("RCA", estimator, auto_margin, reestimate, warmup_epochs, ranked_by=(
+                "RCA writes no report: `score_dataset` of the training loader gives them"))
         if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
             raise ValueError(f"`test_passes` must be an integer >= 1, got {test_passes!r}.")
         self.save_hyperparameters()

@@ -23,6 +23,7 @@ from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
     FILTER_ESTIMATORS,
+    REPORT_RANKS,
     AutoDropRatio,
     FilterEstimator,
     check_auto_args,
@@ -281,7 +282,7 @@ class BatchFilter(Callback):
         self._auto: AutoDropRatio | None = None
         if drop_ratio == "auto":
             self._auto = AutoDropRatio("BatchFilter", estimator, auto_margin, reestimate, warmup_epochs,
-                                       high=1.0 if allow_large_drop else 0.5)
+                                       high=1.0 if allow_large_drop else 0.5, ranked_by=REPORT_RANKS)
         self.warmup_epochs = warmup_epochs
         self.scope = scope
         self.loss = loss

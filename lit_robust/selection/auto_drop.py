@@ -68,7 +68,7 @@ from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
-           "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of", "nothing_found_note",
+           "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of", "nothing_found_note",
            "per_index_labels", "per_index_mean"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
@@ -183,10 +183,15 @@ def mixture_of(estimator: str) -> str:
     return "gmm" if estimator in LABEL_ESTIMATORS else estimator
 
 
-def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str = "the per-sample report ranks them") -> str:
+#: where the callbacks with a per-sample report send a user for the highest scores (:func:`nothing_found_note`)
+REPORT_RANKS = "the per-sample report ranks them"
+
+
+def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None = REPORT_RANKS) -> str:
     """The info line a callback prints when ``"auto"`` estimated no corrupted samples (pure): ``what`` happened,
     the estimate's ``reason`` (:attr:`~lit_robust.functional.estimation.CorruptionEstimate.reason`) and the argument
-    ``arg`` a user who knows better passes instead; ``ranked_by``: where the user finds the highest scores.
+    ``arg`` a user who knows better passes instead; ``ranked_by``: where the user finds the highest scores (``None``:
+    the owner offers no ranking).
 
     >>> nothing_found_note("BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4", "one component (BIC)",
     ...                    "drop_ratio")  # doctest: +NORMALIZE_WHITESPACE
@@ -197,8 +202,8 @@ def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str = "the p
     """
     return (f"{what} (the estimate's reason: {reason}), so it trains on every sample. If you know the data is "
             "corrupted, the estimate did not see it in these scores: the corrupted samples score like the clean "
-            f"ones, or are too few to form a group of their own. The highest scores tell which ({ranked_by}): if "
-            f"they are the corrupted samples, pass `{arg}` instead.")
+            f"ones, or are too few to form a group of their own. The highest scores tell which"
+            f"{'' if ranked_by is None else f' ({ranked_by})'}: if they are the corrupted samples, pass `{arg}` instead.")
 
 
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
@@ -249,11 +254,14 @@ class AutoDropRatio:
         owner: the class name used in warnings.
         estimator, auto_margin, reestimate, warmup_epochs: as the owner received them.
         high: the owner's (open) upper bound on the drop ratio; the clip value is ``high - 0.01``.
+        ranked_by: where the owner's user finds the highest scores, for the "estimated 0" note
+            (:func:`nothing_found_note`); ``None``: nowhere.
     """
 
     def __init__(self, owner: str, estimator: FilterEstimator, auto_margin: float, reestimate: bool,
-                 warmup_epochs: int, high: float = 0.5) -> None:
+                 warmup_epochs: int, high: float = 0.5, ranked_by: str | None = None) -> None:
         self.owner = owner
+        self.ranked_by = ranked_by
         self.estimator = estimator
         self.auto_margin = float(auto_margin)
         self.reestimate = reestimate
@@ -388,10 +396,8 @@ class AutoDropRatio:
             rank_zero_warn(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}{when}.")
         if (not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
                 and self.estimate == 0.0 and self.auto_margin == 0.0):
-            ranked_by = ("RCA writes no report: `score_dataset` of the training loader gives them" if self.owner == "RCA"
-                         else "the per-sample report ranks them")
             rank_zero_info(nothing_found_note(f"{self.owner}: `drop_ratio='auto'` estimated 0 corrupted samples "
-                                              f"after epoch {epoch}", est.reason, "drop_ratio", ranked_by))
+                                              f"after epoch {epoch}", est.reason, "drop_ratio", self.ranked_by))
         return rate
 
     def state_dict(self) -> dict[str, Any]:
