@@ -1,13 +1,18 @@
-"""Where a callback's per-sample report goes: resolved and checked at setup, on every rank, before training."""
+"""Where a callback's per-sample report goes: resolved and checked at setup, on every rank, before training; and
+:class:`EpochReport`, the report of an owner that drops samples batch by batch (``BatchFilter``, ``RCA``)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from lit_robust.report import REPORT_FORMATS, folder_error
+import torch
+from pytorch_lightning.utilities import rank_zero_info
 
-__all__ = ["check_report_args", "report_enabled", "resolve_report_path"]
+from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, write_report
+from lit_robust.selection import distributed
+
+__all__ = ["check_report_args", "report_enabled", "resolve_report_path", "training_set_size", "EpochReport"]
 
 
 def check_report_args(report: Any, report_dir: Any, report_format: Any) -> None:
@@ -51,3 +56,85 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
         raise ValueError(f"the report goes into the logger's folder (`trainer.log_dir`) when `report_dir` is not "
                          f"given, and {folder!r} cannot be written ({problem}); pass `report_dir`, or report=False.")
     return os.path.join(folder, filename)
+
+
+def training_set_size(trainer: Any) -> int:
+    """Length of the (one) training dataloader's dataset: the number of rows of the report."""
+    loader = trainer.train_dataloader
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError("`report=True` needs one training dataloader over a sized (map-style) dataset, got "
+                         f"{type(loader).__name__} over {type(dataset).__name__}.") from None
+
+
+class EpochReport:
+    """The per-sample report of an owner that scores and drops samples batch by batch: where this fit's report goes
+    (``None``: no report) and its sums (:class:`~lit_robust.report.EpochScores`, carried by checkpoints). The owner
+    calls :meth:`setup` at setup, :meth:`start` at train start, :meth:`start_epoch`, :meth:`add` per batch,
+    :meth:`flush` wherever a checkpoint may follow, :meth:`end_epoch` and :meth:`write` at train end."""
+
+    def __init__(self, owner: str, filename: str) -> None:
+        self.owner, self.filename = owner, filename  # e.g. "BatchFilter", "filter_spl_report"
+        self.target: str | None = None
+        self.state: EpochScores | None = None
+
+    @property
+    def active(self) -> bool:
+        """This fit writes a report and its sums exist (from :meth:`start` on)."""
+        return self.target is not None and self.state is not None
+
+    def setup(self, trainer: Any, report: bool | None, report_dir: Any, report_format: str) -> None:
+        """Resolve (and check) this fit's report path; on every rank."""
+        self.target = None
+        if report_enabled(report, report_dir):
+            self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
+
+    def start(self, trainer: Any, device: torch.device) -> None:
+        """Training starts: the sums of every training sample, restored from a checkpoint or new, on ``device``."""
+        if self.target is None:
+            return
+        n = training_set_size(trainer)
+        if self.state is not None and self.state.n != n:
+            raise ValueError(f"the training set changed size since the checkpoint ({self.state.n} -> {n}); the "
+                             "report needs the same samples.")
+        if self.state is None:
+            self.state = EpochScores(n, device)
+        self.state.to(device)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.active:
+            self.state.start_epoch(epoch)
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        """One batch (:meth:`EpochScores.add`); nothing without a report."""
+        if self.active:
+            self.state.add(*args, **kwargs)
+
+    def flush(self) -> bool:
+        """Add every rank's sums into the shared part (a collective). Returns whether there is a report."""
+        if not self.active:
+            return False
+        self.state.flush(distributed.all_reduce_sum, distributed.all_reduce_max)
+        return True
+
+    def end_epoch(self, epoch: int) -> None:
+        """The end of ``epoch`` (a collective): flush, then mark the samples first dropped in it."""
+        if self.flush():
+            self.state.end_epoch(epoch)
+
+    def write(self, trainer: Any, estimator: str) -> str | None:
+        """Write the last flushed epoch's report on rank 0 (``clean_posterior`` by ``estimator``); its path there,
+        ``None`` on the other ranks and when there is nothing to write (no report, or a fit that trained nothing)."""
+        if not self.active or self.state.epoch is None or trainer.global_rank != 0:
+            return None
+        path = write_report(self.state.table(estimator), self.target)
+        rank_zero_info(f"{self.owner}: per-sample report written to {path}")
+        return path
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None if self.state is None else self.state.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        self.state = None if state is None else EpochScores.from_state_dict(state)

@@ -10,15 +10,15 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust._checks import check_bool
-from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
+from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, require_mixin
-from lit_robust.report import EpochScores, ReportFormat, integer_labels, labels_from_outputs, write_report
+from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -301,9 +301,8 @@ class BatchFilter(Callback):
         # "auto": a preview's (index, scores, given, predicted), kept if no keep_mask follows
         self._pending: tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None = None
         self._collected_step = False
-        self._report_state: EpochScores | None = None  # per-sample sums for the report (see `report`)
+        self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
         # fit-time helpers (not state)
-        self._report_target: str | None = None  # where this fit's report goes; None: no report
         self._report_scores_now = False  # this step's scores are computed although nothing is dropped
         self._trainer: pl.Trainer | None = None
         self._module: RobustMixin | None = None
@@ -367,10 +366,7 @@ class BatchFilter(Callback):
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
-        self._report_target = None
-        if report_enabled(self.report, self.report_dir):
-            self._report_target = resolve_report_path(trainer, self.report_dir,
-                                                      f"filter_{self.rule}_report.{self.report_format}")
+        self._report.setup(trainer, self.report, self.report_dir, self.report_format)
         module.add_batch_selector(self)
 
     def _resolve_backend(self, world_size: int) -> Literal["bookkeeping", "two_pass"]:
@@ -395,22 +391,13 @@ class BatchFilter(Callback):
 
     # -- training hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._report_target is None:
-            return
-        n = _training_set_size(trainer)
-        if self._report_state is not None and self._report_state.n != n:
-            raise ValueError(f"the training set changed size since the checkpoint ({self._report_state.n} -> {n}); "
-                             "the report needs the same samples.")
-        if self._report_state is None:
-            self._report_state = EpochScores(n, pl_module.device)
-        self._report_state.to(pl_module.device)
+        self._report.start(trainer, pl_module.device)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:
             self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=pl_module.device)
             self._counters_epoch = trainer.current_epoch
-        if self._report_target is not None and self._report_state is not None:
-            self._report_state.start_epoch(trainer.current_epoch)
+        self._report.start_epoch(trainer.current_epoch)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -421,7 +408,7 @@ class BatchFilter(Callback):
         filtering = self.drop_ratio_at(epoch) > 0
         # the report's scores of an epoch that drops nothing: free for prl/spl, an extra backward for prl_g (then
         # only in the last epoch, the one the report shows)
-        self._report_scores_now = self._report_target is not None and not filtering and (
+        self._report_scores_now = self._report.target is not None and not filtering and (
             self.rule != "prl_g" or epoch + 1 == trainer.max_epochs)
         if self._recorder is not None and (filtering or self._collects(epoch) or self._report_scores_now):
             self._recorder.attach()  # record this step's forward (hooks registered once)
@@ -455,29 +442,18 @@ class BatchFilter(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a checkpoint written at validation end comes before `on_train_epoch_end`: add the ranks' sums first
         if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
-            self._flush_report()
-
-    def _flush_report(self) -> bool:
-        """Add every rank's per-sample sums into the shared part (a collective). Returns whether there is a report."""
-        if self._report_target is None or self._report_state is None:
-            return False
-        self._report_state.flush(distributed.all_reduce_sum, distributed.all_reduce_max)
-        return True
+            self._report.flush()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._report_target is None or self._report_state is None or self._report_state.epoch is None:
-            return
-        if trainer.global_rank == 0:
-            # the posterior of the filter's estimator (its "auto" estimate's), so that it agrees with that estimate
-            estimator = getattr(self, "estimator", "gmm")
-            self.report_path = write_report(self._report_state.table(estimator), self._report_target)
-            rank_zero_info(f"BatchFilter: per-sample report written to {self.report_path}")
+        # the posterior of the filter's estimator (its "auto" estimate's), so that it agrees with that estimate
+        path = self._report.write(trainer, getattr(self, "estimator", "gmm"))
+        if path is not None:
+            self.report_path = path
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a collective: every rank reaches this hook once per epoch
         self._follow_restart()
-        if self._flush_report():
-            self._report_state.end_epoch(trainer.current_epoch)
+        self._report.end_epoch(trainer.current_epoch)
         rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
             self._auto.end_epoch(trainer.current_epoch, pl_module.device)  # a collective too
@@ -514,7 +490,7 @@ class BatchFilter(Callback):
         self._follow_restart()
         epoch = trainer.current_epoch
         eps, collect = self.drop_ratio_at(epoch), self._collects(epoch)
-        report = self._report_target is not None and self._report_state is not None
+        report = self._report.active
         if eps == 0.0 and not collect and not (report and self._report_scores_now):
             return None
         ib = unpack_batch(batch)
@@ -532,7 +508,7 @@ class BatchFilter(Callback):
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target))
                 self._collected_step = True
             if report:
-                self._report_state.add(index, scores.detach(), ~mask, labels_from_outputs(outputs, ib.target),
+                self._report.add(index, scores.detach(), ~mask, labels_from_outputs(outputs, ib.target),
                                        integer_labels(ib.target), ib.corrupted)
 
         return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
@@ -558,8 +534,8 @@ class BatchFilter(Callback):
             mask = self._select(scores, index, eps)
         if record:
             self._count(mask, ib.corrupted)
-            if self._report_target is not None and self._report_state is not None:
-                self._report_state.add(index, scores, ~mask, labels_from_outputs(outputs, ib.target),
+            if self._report.active:
+                self._report.add(index, scores, ~mask, labels_from_outputs(outputs, ib.target),
                                        integer_labels(ib.target), ib.corrupted)
         if collect:
             labels = self._auto_labels(outputs, ib.target)
@@ -628,7 +604,7 @@ class BatchFilter(Callback):
             "warned_small": self._warned_small,
             "schedule_start": self._schedule_start,
             "auto": None if self._auto is None else self._auto.state_dict(),
-            "report": None if self._report_state is None else self._report_state.state_dict(),
+            "report": self._report.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -640,17 +616,6 @@ class BatchFilter(Callback):
         self._schedule_start = int(state_dict.get("schedule_start", 0))  # absent from older checkpoints
         if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints
             self._auto.load_state_dict(state_dict["auto"])
-        report = state_dict.get("report")  # absent from checkpoints written before the report existed
-        self._report_state = None if report is None else EpochScores.from_state_dict(report)
+        self._report.load_state_dict(state_dict.get("report"))  # absent from checkpoints before the report existed
 
 
-
-def _training_set_size(trainer: pl.Trainer) -> int:
-    """Length of the (one) training dataloader's dataset: the number of rows of the report."""
-    loader = trainer.train_dataloader
-    dataset = getattr(loader, "dataset", None)
-    try:
-        return len(dataset)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValueError("`report=True` needs one training dataloader over a sized (map-style) dataset, got "
-                         f"{type(loader).__name__} over {type(dataset).__name__}.") from None
