@@ -7,8 +7,8 @@ Six things on top of LightningCLI, all for the paths users take:
   :class:`~lit_robust.PredictionWriter` added like the progress bar, unless the config names a
   ``BasePredictionWriter``): LightningCLI discards what ``trainer.predict`` returns;
 * ``fit`` writes the per-sample report of every ``ITLM`` and ``BatchFilter`` in the config (or brought by the model,
-  e.g. ``RealNVP``'s trimming) whose ``report`` is left at its default (``None``), into the logger's folder or its
-  ``report_dir`` — ``report: false`` turns it off;
+  e.g. ``RealNVP``'s trimming), and of an ``RCA`` model, whose ``report`` is left at its default (``None``), into the
+  logger's folder or its ``report_dir`` — ``report: false`` turns it off;
 * ``--ckpt_path last`` / ``best`` in ``validate``/``test``/``predict`` (and a resumed ``fit``) finds the checkpoint
   of the fit it follows — LightningCLI would look in the new run's empty version folder and evaluate an
   untrained model; without ``--ckpt_path`` they say, before and below their results, that the model is the
@@ -186,7 +186,7 @@ class RobustCLI(LightningCLI):
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
     def before_fit(self) -> None:
         self._resolve_ckpt_path("fit")
-        enable_reports([*self.trainer.callbacks, *model_callbacks(self.model)])
+        enable_reports([*self.trainer.callbacks, *model_callbacks(self.model), self.model])
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path("validate")
@@ -326,12 +326,14 @@ def model_callbacks(model: pl.LightningModule) -> list[pl.Callback]:
 
 
 def enable_reports(callbacks: Sequence[Any]) -> None:
-    """``lit-robust fit``'s default: every callback that can write a per-sample report (``ITLM``, ``BatchFilter``)
-    and whose ``report`` is ``None`` (not set in the config) writes it; an explicit ``report: false`` stays off."""
+    """``lit-robust fit``'s default: every callback (or module) that can write a per-sample report (``ITLM``,
+    ``BatchFilter``, ``RCA``) and whose ``report`` is ``None`` (not set in the config) writes it; an explicit
+    ``report: false`` stays off."""
+    from lit_robust.anomaly import RCA
     from lit_robust.callbacks import ITLM, BatchFilter
 
     for cb in callbacks:
-        if isinstance(cb, (ITLM, BatchFilter)) and cb.report is None:
+        if isinstance(cb, (ITLM, BatchFilter, RCA)) and cb.report is None:
             cb.report = True
 
 

@@ -1,7 +1,8 @@
 """The per-sample report: one row per training sample, most suspicious first (pure; no Lightning import).
 
-``ITLM(report=True)`` and ``BatchFilter(report=True)`` write it at the end of a fit (``lit-robust fit`` turns it
-on by default); :func:`load_report` reads it back. The columns, in this order:
+``ITLM(report=True)`` and ``BatchFilter(report=True)`` (and the modules with their own: ``RealNVP`` /
+``RobustRealNVP``'s trimming filter, ``RCA``) write it at the end of a fit (``lit-robust fit`` turns it on by
+default); :func:`load_report` reads it back. The columns, in this order:
 
 ==========================  ==========================================================================================
 ``rank``                    1 = most suspicious
@@ -10,7 +11,8 @@ on by default); :func:`load_report` reads it back. The columns, in this order:
                             per round; the last from a scoring pass after the fit. Empty for a round whose model did
                             not score (a collapsed round kept its selection).
 ``score_last_epoch``        per-batch filters: the mean of the rule's score over the sample's batches in the last
-                            epoch (training mode); empty when the last epoch did not see the sample.
+                            epoch (training mode; RCA: its exchange score); empty when the last epoch did not see the
+                            sample.
 ``kept``                    ITLM: the last round trained on it; filters: no batch of the last epoch dropped it.
 ``first_dropped_round``     ITLM: the first round whose selection left it out (empty: never); filters:
 / ``_epoch``                the first epoch in which a batch dropped it.

@@ -17,10 +17,11 @@ from lit_robust import (
     TwoMoonsAnomalyDataModule,
     load_report,
     roc_auc,
+    unpack_batch,
 )
 from lit_robust.anomaly import anomaly_count, rca_exchange_masks, rca_keep_ratio
 from lit_robust.functional.spectral import KLipschitzWeight
-from tests.conftest import tiny_trainer
+from tests.conftest import ddp_cpu_strategy, fit_ranks, tiny_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: intra-op threads only contend
 
@@ -197,6 +198,126 @@ def test_rca_trains_on_exchanged_selections_and_beats_chance(tmp_path):
     assert not model.ae1.encoder[2].training  # ... and the modules' modes are restored afterwards
     auc = trainer.test(model, dm, verbose=False)[0]["test_auroc"]
     assert auc > 0.6  # a 1-d bottleneck on 2-d moons after 3 epochs: better than chance, not more
+
+
+def _moons_loader(n: int, batch_size: int, seed: int = 1) -> DataLoader:
+    """Two moons with 10 % uniform anomalies as RCA trains on them, in a fixed order (no shuffle: a resumed fit sees
+    the batches an uninterrupted one does)."""
+    x, flag = TwoMoonsAnomalyDataModule(n_train=n, contamination=0.1, anomalies="uniform", seed=seed).build()[:2]
+    return DataLoader(IndexedDataset(TensorDataset(x, flag.long()), corrupted=flag.bool()), batch_size=batch_size)
+
+
+def test_rca_report_is_the_last_epochs_mean_exchange_score(tmp_path, monkeypatch):
+    """RCA's per-sample report (a newcomer found none): every training sample once, with the mean over the last
+    epoch of its exchange score (e1 + e2) / 2, left out of an update or not, and its ground truth -- against a slow
+    reference built from what the exchange saw, batch by batch."""
+    import lit_robust.anomaly.rca as rca_module
+
+    seen = []  # (epoch, index, e1, e2, mask1, mask2) of every batch
+    exchange = rca_module.rca_exchange_masks
+
+    def recording(e1, e2, keep_ratio, index=None):
+        m1, m2 = exchange(e1, e2, keep_ratio, index)
+        seen.append((model.current_epoch, index.tolist(), e1.tolist(), e2.tolist(), m1.tolist(), m2.tolist()))
+        return m1, m2
+
+    monkeypatch.setattr(rca_module, "rca_exchange_masks", recording)
+    pl.seed_everything(0)
+    loader = _moons_loader(250, 64)  # 4 batches, the last of 58
+    model = RCA(2, hidden=16, latent=1, drop_ratio=0.2, warmup_epochs=1, dropout=0.1, report_dir=str(tmp_path))
+    tiny_trainer(tmp_path, 3).fit(model, loader)
+    assert model.report_path == str(tmp_path / "rca_report.csv")
+    rows = load_report(model.report_path, as_frame=False)
+
+    total, visits, left_out = {}, {}, set()
+    for epoch, index, e1, e2, m1, m2 in seen:
+        if epoch != 2:
+            continue
+        for i, a, b, k1, k2 in zip(index, e1, e2, m1, m2):
+            total[i] = total.get(i, 0.0) + 0.5 * (a + b)
+            visits[i] = visits.get(i, 0) + 1
+            if not (k1 and k2):
+                left_out.add(i)
+    first_dropped = {}
+    for epoch, index, _, _, m1, m2 in seen:
+        for i, k1, k2 in zip(index, m1, m2):
+            if not (k1 and k2):
+                first_dropped.setdefault(i, epoch)
+    truth = loader.dataset.corrupted.tolist()
+    ref = sorted(({"index": i, "score": total[i] / visits[i]} for i in range(250)), key=lambda r: (-r["score"], r["index"]))
+    assert [r["index"] for r in rows] == [r["index"] for r in ref]
+    for row, want in zip(rows, ref):
+        i = row["index"]
+        assert row["score_last_epoch"] == pytest.approx(want["score"], rel=1e-6)
+        assert row["kept"] == (i not in left_out)
+        assert row["first_dropped_epoch"] == first_dropped.get(i)
+        assert row["corrupted"] == truth[i]
+        assert row["given_label"] is None and row["predicted_label"] is None  # no labels in anomaly detection
+        assert 0.0 <= row["clean_posterior"] <= 1.0
+    assert 0 < len(left_out) < 250 and min(first_dropped.values()) == 1  # warm-up epoch 0 keeps every sample
+
+
+@pytest.mark.parametrize("with_val", [False, True], ids=["ckpt-at-epoch-end", "ckpt-at-validation-end"])
+def test_rca_resumed_fit_writes_the_same_report(tmp_path, with_val):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class WithVal(RCA):  # a validation loop: the checkpoint is written at validation end, before the epoch's end
+        def validation_step(self, batch, batch_idx):
+            self.log("val_score", self.anomaly_score(unpack_batch(batch).input).mean())
+
+    def run(root, ckpt_path=None):
+        pl.seed_everything(0 if ckpt_path is None else 99)
+        cls = WithVal if with_val else RCA
+        model = cls(2, hidden=16, latent=1, drop_ratio=0.2, warmup_epochs=1, dropout=0.0, report_dir=str(root))
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        trainer = tiny_trainer(root, 3, [ckpt], enable_checkpointing=True, num_sanity_val_steps=0)
+        trainer.fit(model, _moons_loader(250, 64), _moons_loader(100, 50, seed=2) if with_val else None,
+                    ckpt_path=ckpt_path)
+        return (root / "rca_report.csv").read_text()
+
+    full = run(tmp_path / "a")
+    resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
+    assert resumed == full
+    rows = load_report(tmp_path / "b" / "rca_report.csv", as_frame=False)
+    assert 1 in {r["first_dropped_epoch"] for r in rows}  # drops from before the checkpoint came through it
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_rca_report_under_ddp_has_every_sample_once(tmp_path):
+    """Two gloo ranks, each training on its half: the one file (rank 0's) has every training sample once, scored by
+    the rank that saw it, with its ground truth."""
+    dm = TwoMoonsAnomalyDataModule(n_train=219, contamination=0.1, anomalies="uniform", seed=3, batch_size=32)
+
+    def make():
+        model = RCA(2, hidden=8, latent=1, drop_ratio=0.2, warmup_epochs=0, dropout=0.0, report_dir=str(tmp_path))
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(), logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             deterministic=True)
+        return trainer, model, dm
+
+    fit_ranks(make)
+    dm.setup()
+    n = len(dm.train_set)
+    assert n % 2 == 1  # an odd set: one rank gets a padded repeat
+    rows = load_report(tmp_path / "rca_report.csv", as_frame=False)
+    assert sorted(r["index"] for r in rows) == list(range(n))
+    assert all(r["score_last_epoch"] is not None and r["kept"] is not None for r in rows)
+    assert [r["corrupted"] for r in sorted(rows, key=lambda r: r["index"])] == dm.train_is_anomaly.tolist()
+    assert 0 < sum(not r["kept"] for r in rows) < n
+
+
+def test_rca_report_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"`report_format` must be one of \['csv', 'parquet'\], got 'xls'"):
+        RCA(2, report_format="xls")
+    with pytest.raises(ValueError, match=r"`report_dir` only applies with a report"):
+        RCA(2, report=False, report_dir=str(tmp_path))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"`report_dir` must be a folder the report can be written into"):
+        tiny_trainer(tmp_path, 1).fit(RCA(2, hidden=8, latent=1, report_dir=str(blocker / "sub")), _moons_loader(50, 25))
+    model = RCA(2, hidden=8, latent=1)
+    tiny_trainer(tmp_path, 1).fit(model, _moons_loader(50, 25))
+    assert model.report_path is None and not list(tmp_path.rglob("*report*.csv"))  # off by default in Python
 
 
 def test_autoencoder_score_is_deterministic_reconstruction_error():

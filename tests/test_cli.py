@@ -14,6 +14,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from lit_robust import (
     ITLM,
+    RCA,
     ActivationClustering,
     AdversarialTrigger,
     BackdoorMetrics,
@@ -167,6 +168,9 @@ def test_config_runs_its_callbacks_then_evaluates_the_fitted_weights(config, tmp
     for cb in model_callbacks(fit.model):  # what the model brings itself (RealNVP's trimming filter) acts too
         assert any(c is cb for c in callbacks), (cb, callbacks)
         _assert_acted(cb, fit)
+    if isinstance(fit.model, RCA):  # a module with its own report: on by default too
+        rows = _report_rows(fit.model, fit.trainer)
+        assert sorted(r["index"] for r in rows) == list(range(len(fit.trainer.train_dataloader.dataset)))
     fitted = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
     assert fitted
     command = "test" if is_overridden("test_step", fit.model) else "validate"

@@ -217,7 +217,7 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
 
 
 def test_the_estimate_of_zero_note_sends_each_owner_where_its_scores_are_ranked(monkeypatch):
-    """RCA and CoTeaching write no per-sample report: their note must not send the user to one."""
+    """CoTeaching writes no per-sample report: its note must not send the user to one; RCA's report ranks them."""
     g = torch.Generator().manual_seed(4)
     scores = torch.empty(300, dtype=torch.float64).exponential_(5.0, generator=g)
     said: list[str] = []
@@ -226,7 +226,7 @@ def test_the_estimate_of_zero_note_sends_each_owner_where_its_scores_are_ranked(
         ("BatchFilter", BatchFilter("spl", drop_ratio="auto", warmup_epochs=1, estimator="gmm")._auto,
          " (the per-sample report ranks them)"),
         ("RCA", RCA(2, drop_ratio="auto", warmup_epochs=1)._auto,
-         " (RCA writes no report: `score_dataset` of the training loader gives them)"),
+         " (the per-sample report ranks them)"),
         ("CoTeaching", CoTeaching(TinyModel(), rule="spl", drop_ratio="auto", warmup_epochs=1,
                                   estimator="gmm")._auto, ""),
     ]

@@ -15,16 +15,19 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lit_robust._checks import check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
+from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks.batch_filter import warmup_outlasts_fit
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
-from lit_robust.selection.auto_drop import AutoDropRatio, Estimator, check_auto_args
+from lit_robust.report import ReportFormat
+from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, check_auto_args
 from lit_robust.selection.rules import keep_count, smallest_k_mask
 
 __all__ = ["AutoEncoder", "RCA", "rca_keep_ratio", "rca_exchange_masks", "reconstruction_error", "MLPAutoEncoder"]
@@ -167,6 +170,13 @@ class RCA(AnomalyDetector):
             disjoint parameter sets equals one optimizer each).
         estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
             ``estimator`` is a score mixture here, ``"gmm"`` (default) or ``"bmm"``: there are no labels).
+        report, report_dir, report_format: the per-sample report (:mod:`lit_robust.report`), as a
+            :class:`~lit_robust.BatchFilter`'s: ``<folder>/rca_report.csv`` at the end of training, one row per
+            training sample, most anomalous first; ``score_last_epoch`` is the mean over the last epoch of the
+            exchange's score :math:`(e_1 + e_2)/2` (dropout off), ``kept`` says no batch of the last epoch left the
+            sample out of either update, ``clean_posterior`` is ``estimator``'s mixture on those scores, and
+            ``corrupted`` the ground truth when the batches carry it. ``None`` (default): on when ``report_dir`` is
+            given or under ``lit-robust fit``; the path is :attr:`report_path`.
 
     Logged per epoch: ``rca/keep_ratio``; with ground truth in the batches, ``rca/dropped_anomaly_frac`` — the
     share of anomalies among the samples left out of the exchange.
@@ -175,20 +185,26 @@ class RCA(AnomalyDetector):
     def __init__(self, dim: int, hidden: int = 128, latent: int = 16, drop_ratio: float | Literal["auto"] = 0.1,
                  warmup_epochs: int = 0, dropout: float = 0.2, test_passes: int = 10, lr: float = 1e-3,
                  weight_decay: float = 0.0, estimator: Estimator = "gmm", auto_margin: float = 0.0,
-                 reestimate: bool = False) -> None:
+                 reestimate: bool = False, report: bool | None = None, report_dir: str | None = None,
+                 report_format: ReportFormat = "csv") -> None:
         super().__init__()
         _check_arch(dim, hidden, latent, dropout)
         _check_optim(lr, weight_decay)
+        check_report_args(report, report_dir, report_format)
         self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
         self._auto: AutoDropRatio | None = None
         if self.drop_ratio == "auto":
-            self._auto = AutoDropRatio("RCA", estimator, auto_margin, reestimate, warmup_epochs, ranked_by=(
-                "RCA writes no report: `score_dataset` of the training loader gives them"))
+            self._auto = AutoDropRatio("RCA", estimator, auto_margin, reestimate, warmup_epochs,
+                                       ranked_by=REPORT_RANKS)
         if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
             raise ValueError(f"`test_passes` must be an integer >= 1, got {test_passes!r}.")
         self.save_hyperparameters()
+        # attributes, not only hyperparameters: `lit-robust fit` turns a `report` left at None on
+        self.report, self.report_dir, self.report_format = report, report_dir, report_format
+        self.report_path: str | None = None  # the report written by the last fit
+        self._report = EpochReport("RCA", "rca_report")
         self.ae1 = MLPAutoEncoder(dim, hidden, latent, dropout)
         self.ae2 = MLPAutoEncoder(dim, hidden, latent, dropout)
 
@@ -208,6 +224,14 @@ class RCA(AnomalyDetector):
             self.drop_ratio, self.hparams.warmup_epochs, getattr(self._trainer, "max_epochs", None))
         if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
             rank_zero_warn(f"RCA: {short}")
+        if stage == "fit" and self._trainer is not None:
+            self._report.setup(self._trainer, self.report, self.report_dir, self.report_format)
+
+    def on_train_start(self) -> None:
+        self._report.start(self.trainer, self.device)
+
+    def on_train_epoch_start(self) -> None:
+        self._report.start_epoch(self.current_epoch)
 
     @property
     def estimated_corruption(self) -> float | None:
@@ -223,9 +247,12 @@ class RCA(AnomalyDetector):
             e2 = reconstruction_error(self.ae2(x), x)
         check_finite("reconstruction error", torch.cat([e1, e2]), batch_idx, torch.cat([b.index, b.index]),
                      "training")
+        index = b.index.to(e1.device)
+        score = 0.5 * (e1.double() + e2.double())
         if self._auto is not None and self._auto.collects(self.current_epoch):
-            self._auto.add(b.index.to(e1.device), 0.5 * (e1.double() + e2.double()))
-        train1, train2 = rca_exchange_masks(e1, e2, beta, b.index.to(e1.device))
+            self._auto.add(index, score)
+        train1, train2 = rca_exchange_masks(e1, e2, beta, index)
+        self._report.add(index, score, ~(train1 & train2), corrupted=b.corrupted)
         loss1 = reconstruction_error(self.ae1(x[train1]), x[train1]).mean()
         loss2 = reconstruction_error(self.ae2(x[train2]), x[train2]).mean()
         loss = loss1 + loss2
@@ -239,7 +266,13 @@ class RCA(AnomalyDetector):
                          on_epoch=True)
         return loss
 
+    def on_validation_epoch_end(self) -> None:
+        # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
+        if not self.trainer.sanity_checking and self.trainer.state.fn == TrainerFn.FITTING:
+            self._report.flush()
+
     def on_train_epoch_end(self) -> None:
+        self._report.end_epoch(self.current_epoch)  # a collective, before an epoch-end checkpoint
         if self._auto is None:
             return
         self._auto.end_epoch(self.current_epoch, self.device)  # a collective: every rank, every epoch
@@ -247,13 +280,20 @@ class RCA(AnomalyDetector):
             # identical on every rank
             self.log("rca/estimated_corruption", self._auto.estimate, on_step=False, on_epoch=True, sync_dist=True)
 
+    def on_train_end(self) -> None:
+        path = self._report.write(self.trainer, self.hparams.estimator)
+        if path is not None:
+            self.report_path = path
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._auto is not None:
             checkpoint["rca_auto_drop"] = self._auto.state_dict()
+        checkpoint["rca_report"] = self._report.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._auto is not None and "rca_auto_drop" in checkpoint:
             self._auto.load_state_dict(checkpoint["rca_auto_drop"])
+        self._report.load_state_dict(checkpoint.get("rca_report"))  # absent from checkpoints before the report
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Mean over ``test_passes`` dropout passes of the two autoencoders' mean error (Alg. 1, testing phase)."""
