@@ -117,6 +117,9 @@ def tidy_parser_message(message: str) -> str:
         return message
     lines = message.splitlines()
     head = lines[0]
+    nested = _callback_override_miss(head, message)
+    if nested is not None:
+        return nested
     for i, line in enumerate(lines):
         m = re.match(r"(\s*)- Problem with given class_path '([^']+)':", line)
         if m is None or m.group(2).startswith(("pytorch_lightning.", "lightning.")):
@@ -129,6 +132,26 @@ def tidy_parser_message(message: str) -> str:
             block.append(nxt.strip())
         return "\n  ".join([head] + block)
     return message
+
+
+_BASE_CALLBACKS = ("pytorch_lightning.Callback", "lightning.pytorch.Callback", "lightning.Callback")
+
+
+def _callback_override_miss(head: str, message: str) -> str | None:
+    """``--trainer.callbacks.init_args.X V`` goes to the *last* callback of the config's list (jsonargparse's rule);
+    where that one has no ``X`` (a ModelCheckpoint closing the list, a newcomer's case), say so in one line instead
+    of the Union report, or ``None`` when the message is another one."""
+    given = re.search(r"^\s*Given value: NestedArg\(key='([^']+)', val=(.*)\)\s*$", message, re.M)
+    tried = [m for m in re.finditer(r"Problem with given class_path '([^']+)':\s*\n\s*(.*)", message)
+             if m.group(1) not in _BASE_CALLBACKS]  # the config's last callback, not the Union's base class
+    if not head.startswith('Parser key "trainer.callbacks"') or given is None or len(tried) != 1:
+        return None
+    last, key, value = tried[0], given.group(1), given.group(2)
+    if last.group(2).strip() != f"Option '{key}' is not accepted":
+        return None  # it takes `key`, the value is wrong: the usual report says why
+    return (f"{head}\n  --trainer.callbacks.init_args.{key} {value.strip(chr(39))} goes to the last callback of the list, "
+            f"{last.group(1)}, which takes no `{key}` (jsonargparse's rule); to set `{key}` of another callback, "
+            "edit a copy of the config (or list that callback last).")
 
 
 _CKPT_LAST = ("`last`: the newest checkpoint of an earlier `lit-robust fit` with the same model, data and callbacks "

@@ -298,6 +298,23 @@ def test_a_value_of_no_allowed_type_is_one_line_naming_the_types(tmp_path, capsy
     assert "Subtypes" not in err and "Given value type" not in err and "Traceback" not in err
 
 
+def test_a_callback_override_that_reaches_a_checkpoint_says_which_callback_it_went_to(tmp_path, capsys):
+    """`--trainer.callbacks.init_args.drop_ratio 0.7` on a backdoor config (a ModelCheckpoint last) was jsonargparse's
+    Union report of ModelCheckpoint, Callback and None (a newcomer's run); now one line naming where it went."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "backdoor_patch_prl_at.yaml").read_text()), tmp_path)
+    small = tmp_path / "bd.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(small), "--trainer.callbacks.init_args.drop_ratio", "0.7"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert ('Parser key "trainer.callbacks":\n  --trainer.callbacks.init_args.drop_ratio 0.7 goes to the last callback '
+            "of the list, pytorch_lightning.callbacks.ModelCheckpoint, which takes no `drop_ratio` (jsonargparse's "
+            "rule); to set `drop_ratio` of another callback, edit a copy of the config (or list that callback last).\n"
+            ) in err, err
+    assert "Subtypes" not in err and "NestedArg" not in err and "Traceback" not in err
+
+
 def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):
     """`--ckpt_path` of a module that saved no hyper-parameters (a user's own) into another model: torch's load
     error was a traceback with exit status 1."""

@@ -8,7 +8,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import ITLM
+from lit_robust import ITLM, ActivationClustering
 from lit_robust.selection.rules import trim_mask
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
 
@@ -199,10 +199,14 @@ def test_round_epochs_must_add_up_to_max_epochs(tmp_path):
         trainer.fit(TinyModel(), BlobsData())
 
 
-def test_dataset_without_index_is_rejected(tmp_path):
+@pytest.mark.parametrize("owner", ["ITLM", "ActivationClustering"])
+def test_dataset_without_index_is_rejected(tmp_path, owner):
+    """The error names the callback the user added (a newcomer's ActivationClustering was called ITLM)."""
     loader = DataLoader(TensorDataset(torch.randn(20, 2), torch.zeros(20, dtype=torch.long)), batch_size=5)
-    trainer = tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.5, round_epochs=[1, 1])])
-    with pytest.raises(ValueError, match="Wrap it in `lit_robust.IndexedDataset`"):
+    cb = ITLM(keep_ratio=0.5, round_epochs=[1, 1]) if owner == "ITLM" else ActivationClustering(warmup_epochs=1)
+    trainer = tiny_trainer(tmp_path, 2, [cb])
+    with pytest.raises(ValueError, match=rf"^{owner} needs a training set whose samples are .*Wrap it in "
+                                         r"`lit_robust.IndexedDataset`"):
         trainer.fit(TinyModel(), train_dataloaders=loader)
 
 

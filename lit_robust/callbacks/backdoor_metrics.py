@@ -49,12 +49,16 @@ def backdoor_counts(clean_pred: Tensor, trig_pred: Tensor, labels: Tensor, targe
 class BackdoorMetrics(Callback):
     r"""Log how a classifier does on clean and on triggered evaluation images, and how clean its filter's rejects are.
 
-    On every validation and test batch ``(index, image, true label)`` — the clean evaluation split — the module
-    predicts the images as they are and with the attack's trigger applied; per epoch it logs (``<stage>`` is
-    ``val`` or ``test``):
+    On every validation and test batch ``(index, image, true label)`` the module predicts the images as they are and
+    with the attack's trigger applied. Only clean images count: a batch with ground-truth flags
+    (``(index, image, label, is_poisoned)``, e.g. the validation split of
+    :class:`~lit_robust.data.BackdoorMNISTDataModule`, poisoned like its training pool) contributes its unflagged
+    samples, whose labels are true. Per epoch it logs (``<stage>`` is ``val`` or ``test``):
 
     * ``backdoor/<stage>_clean_acc`` — accuracy on the clean images;
-    * ``backdoor/<stage>_poison_acc`` — accuracy on the triggered images against their true labels;
+    * ``backdoor/<stage>_poison_acc`` — accuracy on the triggered images against their true labels, over every
+      image (for a single-target attack, the target class's own images too: a triggered one predicted as the
+      target is correct; the attack's effect on the attacked images alone is the ASR);
     * ``backdoor/<stage>_asr`` — attack success rate: fraction of triggered images predicted as the attacker's
       label (:func:`backdoor_counts`).
 
@@ -144,10 +148,14 @@ class BackdoorMetrics(Callback):
     def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
         trigger, target, num_classes, source = self._attack(trainer)
         ib = unpack_batch(batch)
+        images, labels = ib.input, ib.target
+        if ib.corrupted is not None:  # a split poisoned like the training pool: its clean images only
+            clean_ones = ~ib.corrupted.to(device=labels.device, dtype=torch.bool)
+            images, labels = images[clean_ones.to(images.device)], labels[clean_ones]
         with torch.no_grad():
-            clean = self._logits(pl_module, ib.input).argmax(-1)
-            trig = self._logits(pl_module, trigger(ib.input)).argmax(-1)
-        step = backdoor_counts(clean, trig, ib.target, target, num_classes, source)
+            clean = self._logits(pl_module, images).argmax(-1)
+            trig = self._logits(pl_module, trigger(images)).argmax(-1)
+        step = backdoor_counts(clean, trig, labels, target, num_classes, source)
         if self._counts is None:
             self._start(pl_module)
         self._counts += step.to(self._counts.device)

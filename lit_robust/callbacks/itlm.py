@@ -457,7 +457,7 @@ class ITLM(Callback):
 
     def _make_train_loader(self, original: Any) -> DataLoader:
         loader = resolve_loader(original)
-        _check_indexed(loader.dataset)
+        _check_indexed(loader.dataset, type(self).__name__)  # ActivationClustering runs on this machinery too
         n = len(loader.dataset)
         if self._n is not None and n != self._n:
             raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
@@ -960,7 +960,7 @@ class ITLM(Callback):
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
 
 
-def _check_indexed(dataset: Any) -> None:
+def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
     if isinstance(dataset, IndexedDataset):
         return
     try:
@@ -970,7 +970,7 @@ def _check_indexed(dataset: Any) -> None:
     ok = isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[0]) and int(sample[0]) == 0
     if not ok:
         raise ValueError(
-            f"ITLM needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
+            f"{owner} needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
             f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`."
         )
 
