@@ -343,10 +343,23 @@ def test_single_target_datamodule():
     assert bool((ty == 6).all()) and bool((ta == 0).all())
 
 
+def test_all_to_one_datamodule():
+    dm = lr.BackdoorMNISTDataModule(root=str(SHARED_DATA), poison_rate=0.05, target=0, train_size=600)
+    dm.setup()
+    flags, y = dm.train_set.corrupted, dm.train_set.dataset.tensors[1]
+    assert int(flags.sum()) == round(0.05 * int((y != 0).sum())) and bool((y[flags] != 0).all())
+    assert bool((dm.train_set.targets[flags] == 0).all())
+    tx, ty, ta = dm.poisoned_test_set()
+    assert bool((ty != 0).all()) and bool((ta == 0).all()) and len(ty) == int((dm.test_set.dataset.tensors[1] != 0).sum())
+    assert dm.attack_target == 0 and dm.attack_source is None  # BackdoorMetrics: ASR over every class but 0
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"attack": "sticker"}, "`attack` must be one of 'patch', 'blend', 'watermark_x', 'watermark_l', got 'sticker'"),
     ({"poison_rate": 1.5}, r"`poison_rate` must be in \[0.0, 1.0\], got 1.5"),
-    ({"target": 2}, "needs a `source` class != `target`, got source=None"),
+    ({"target": 2, "source": 2}, r"needs a `source` class != `target` \(or source=None: every other class\), got "
+                                 "source=2"),
+    ({"source": 3}, "`source`=3 needs a single-target attack, but `target` is None"),
     ({"target": 2, "source": 11}, r"`source` must be a class in \[0, 9\] or None, got 11"),
 ])
 def test_datamodule_bad_input(kwargs, message):

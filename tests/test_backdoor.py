@@ -78,6 +78,20 @@ def test_single_target_poisons_only_the_source_class():
     assert len(ty) == 180 and bool((ty != 7).all()) and bool((ta == 7).all())
 
 
+def test_all_to_one_poisons_every_other_class():
+    """BadNets' attack (a newcomer could not build it: a single target needed a source class): with `target` and no
+    `source`, a `rate` share of the samples of every other class gets the trigger and the target label."""
+    x, y = images(n=200), torch.arange(200) % 10
+    trig = PatchTrigger(value_range=(LO, HI))
+    px, py, mask = poison(x, y, trig, 0.25, target=7, seed=2)
+    others = [i for i in range(200) if int(y[i]) != 7]  # the slow way: which samples could be poisoned
+    assert int(mask.sum()) == round(0.25 * len(others)) == 45
+    assert set(torch.nonzero(mask).flatten().tolist()) <= set(others)
+    assert bool((py[mask] == 7).all()) and torch.equal(py[~mask], y[~mask])
+    assert torch.equal(px[mask], trig(x[mask])) and torch.equal(px[~mask], x[~mask])
+    assert len({int(c) for c in y[mask]}) > 1  # drawn from several classes, not one source
+
+
 def test_metrics():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
     assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
@@ -96,7 +110,10 @@ def test_metrics():
         (lambda: poison(images(), torch.zeros(20, dtype=torch.long), PatchTrigger(value_range=(LO, HI)), 1.5),
          r"`rate` must be a number in \[0, 1\], got 1.5"),
         (lambda: poison(images(), torch.zeros(20, dtype=torch.long), PatchTrigger(value_range=(LO, HI)), 0.1,
-                        target=1), r"needs `source` != `target`"),
+                        target=1, source=1), r"needs `source` != `target` \(or source=None: every other class\), got "
+                                             r"source=1, target=1"),
+        (lambda: poison(images(), torch.zeros(20, dtype=torch.long), PatchTrigger(value_range=(LO, HI)), 0.1,
+                        target=10, num_classes=10), r"`target` must be a class in \[0, 9\], got 10"),
     ],
 )
 def test_bad_input(make, message):

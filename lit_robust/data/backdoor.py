@@ -31,8 +31,9 @@ class BackdoorMNISTDataModule(MNISTDataModule):
 
     A fraction ``poison_rate`` of the pool gets the trigger and the attacker's label
     (:func:`lit_robust.functional.backdoor.poison`): multi-target ``a → (a+1) mod 10`` when ``target`` is ``None``
-    (thesis §5.5, Table 5.8), or single-target ``source → target`` (``poison_rate`` is then the fraction of
-    class ``source``; itlm_paper §6.4). Samples are ``(index, image, label, is_poisoned)``; the flag is ground
+    (thesis §5.5, Table 5.8), single-target ``source → target`` (``poison_rate`` is then the fraction of
+    class ``source``; itlm_paper §6.4), or all-to-one (BadNets) with ``target`` and ``source=None``: samples of every
+    other class get ``target`` (``poison_rate`` is then the fraction of the samples not of class ``target``). Samples are ``(index, image, label, is_poisoned)``; the flag is ground
     truth for metrics only. :meth:`poisoned_test_set` puts the trigger on every test image, and
     :class:`~lit_robust.BackdoorMetrics` picks :attr:`trigger`, :attr:`attack_target` and :attr:`attack_source` up
     from here.
@@ -56,7 +57,8 @@ class BackdoorMNISTDataModule(MNISTDataModule):
             :func:`~lit_robust.functional.backdoor.as_trigger`; its results are clipped into :attr:`value_range`).
         poison_rate: :math:`\varepsilon \in [0, 1]`.
         target: the attacker's label (single-target) or ``None`` (multi-target).
-        source: the class that is poisoned in a single-target attack.
+        source: the class that is poisoned in a single-target attack; ``None`` with a ``target``: every other class
+            (all-to-one).
         trigger_seed: seeds the blend trigger's noise image.
         blend_alpha, watermark_size: trigger parameters.
         root, download, train_size, val_size, batch_size, eval_batch_size, num_workers, seed: as
@@ -79,9 +81,12 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         if trigger is None and attack not in ATTACKS:
             raise ValueError(f"`attack` must be one of {', '.join(map(repr, ATTACKS))}, got {attack!r}.")
         _check_ratio("poison_rate", poison_rate)
-        if target is not None and (source is None or source == target):
-            raise ValueError(f"a single-target attack (`target`={target!r}) needs a `source` class != `target`, got "
-                             f"source={source!r}.")
+        if target is not None and source == target:
+            raise ValueError(f"a single-target attack (`target`={target!r}) needs a `source` class != `target` (or "
+                             f"source=None: every other class), got source={source!r}.")
+        if target is None and source is not None:
+            raise ValueError(f"`source`={source!r} needs a single-target attack, but `target` is None (multi-target "
+                             "a -> a+1 poisons every class); pass `target`, or `source=None`.")
         for name, v in (("target", target), ("source", source)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)
                                   or not 0 <= v < self.num_classes):

@@ -368,8 +368,9 @@ def poison(images: Tensor, labels: Tensor, trigger: Trigger | Callable[[Tensor],
     """Poison exactly ``round(rate * n_eligible)`` training samples: trigger on the image, attacker's label.
 
     * multi-target (``target=None``): eligible = every sample; label ``a → (a+1) mod C`` (thesis §5.5);
-    * single-target (``target=b``): eligible = the samples of class ``source`` (required, ``!= b``), relabelled ``b``
-      — ``rate`` is then the poisoned fraction of that class.
+    * single-target (``target=b``): eligible = the samples of class ``source`` (``!= b``), relabelled ``b`` —
+      ``rate`` is then the poisoned fraction of that class; with ``source=None``, all-to-one (BadNets): eligible =
+      every sample not of class ``b`` (``rate`` is their poisoned fraction).
 
     Returns ``(images, labels, poisoned_mask)`` (copies; the inputs are untouched). ``trigger``: a
     :class:`Trigger` or a function ``images -> images`` (:func:`as_trigger`).
@@ -386,13 +387,13 @@ def poison(images: Tensor, labels: Tensor, trigger: Trigger | Callable[[Tensor],
     if target is None:
         eligible = torch.arange(len(labels))
     else:
-        if source is None or source == target:
-            raise ValueError(f"a single-target attack needs `source` != `target`, got source={source!r}, "
-                             f"target={target!r}.")
+        if source == target:
+            raise ValueError(f"a single-target attack needs `source` != `target` (or source=None: every other "
+                             f"class), got source={source!r}, target={target!r}.")
         for name, v in (("source", source), ("target", target)):
-            if not 0 <= v < C:
+            if v is not None and not 0 <= v < C:
                 raise ValueError(f"`{name}` must be a class in [0, {C - 1}], got {v!r}.")
-        eligible = torch.nonzero(labels == source).flatten()
+        eligible = torch.nonzero(labels == source if source is not None else labels != target).flatten()
     g = torch.Generator().manual_seed(seed)
     chosen = eligible[torch.randperm(len(eligible), generator=g)[: int(round(rate * len(eligible)))]]
     mask = torch.zeros(len(labels), dtype=torch.bool)
