@@ -1,3 +1,4 @@
+
 """``drop_ratio="auto"`` for the per-batch filters, Co-teaching and the anomaly detectors (lit_robust.selection.auto_drop)."""
 
 import json
@@ -5,7 +6,7 @@ import math
 import re
 import statistics
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import pytorch_lightning as pl
@@ -281,6 +282,33 @@ def fit(tmp_path, callbacks, epochs, model=None, data=None, seed=0, **kw):
         warnings.simplefilter("ignore")
         trainer.fit(model, data if data is not None else BlobsData())
     return trainer, model
+
+
+@pytest.mark.parametrize("owner", ["BatchFilter", "RCA"])
+@pytest.mark.parametrize("report", [False, True])
+def test_the_zero_note_of_a_fit_points_to_its_report_only_when_it_writes_one(tmp_path, monkeypatch, owner, report):
+    """A newcomer followed "(the per-sample report ranks them)" to a report their fit never wrote (off by default in
+    Python): without one the note says how to get it."""
+    import lit_robust.selection.auto_drop as auto_drop
+
+    said: list[str] = []
+    monkeypatch.setattr(auto_drop, "rank_zero_info", said.append)
+    real = auto_drop.estimate_corruption
+    monkeypatch.setattr(auto_drop, "estimate_corruption",  # whatever the scores: an estimate of 0, as on clean data
+                        lambda scores, method="gmm": replace(real(scores, method), rate=0.0))
+    folder = str(tmp_path / "rep") if report else None
+    if owner == "BatchFilter":
+        f = BatchFilter("spl", "auto", warmup_epochs=1, estimator="gmm", report_dir=folder)
+        fit(tmp_path, [f], 2, model=OracleModel(), data=BlobsData(n=240, batch_size=40))
+        auto = f._auto
+    else:
+        rca = RCA(2, hidden=8, latent=1, drop_ratio="auto", warmup_epochs=1, dropout=0.0, report_dir=folder)
+        fit(tmp_path, [], 2, model=rca, data=TwoMoonsAnomalyDataModule(n_train=300, contamination=0.0, seed=0))
+        auto = rca._auto
+    assert auto.estimate == 0.0
+    where = "the per-sample report ranks them" if report else "`report=True` writes the per-sample report that ranks them"
+    notes = [s for s in said if "estimated 0" in s]
+    assert len(notes) == 1 and f"The highest scores tell which ({where}): if they" in notes[0], said
 
 
 @pytest.mark.parametrize("rule", ["spl", "prl"])

@@ -137,19 +137,25 @@ def test_first_positive_estimate_is_kept_unless_reestimate(tmp_path, monkeypatch
     assert [rec.kept for rec in itlm.history[1:]] == [math.floor((1 - e) * n) for e in used]
 
 
-def test_an_estimate_of_zero_says_why(tmp_path, monkeypatch):
-    """A round whose estimate is 0 keeps every sample and says so on the info log, with the estimator's reason."""
+@pytest.mark.parametrize("report", [False, True])
+def test_an_estimate_of_zero_says_why_once_per_fit(tmp_path, monkeypatch, report):
+    """A round whose estimate is 0 keeps every sample and says so on the info log, with the estimator's reason:
+    once per fit (a newcomer's 4-round fit said it 3 times), pointing to the report only where one is written."""
     _EstimateSpy(monkeypatch, [0.0, 0.0])
     said: list[str] = []
     monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
-    itlm = ITLM("auto", [2, 1, 1], estimator="gmm", verbose=False, plot=False)
+    itlm = ITLM("auto", [2, 1, 1], estimator="gmm", verbose=False, plot=False,
+                report_dir=str(tmp_path / "rep") if report else None)
     _, data, _ = fit(tmp_path, itlm, 4)
     assert [rec.kept for rec in itlm.history] == [len(data.ds)] * 3
+    assert [rec.estimated_corruption for rec in itlm.history[1:]] == [0.0, 0.0]  # rounds 1 and 2 both estimated 0
     lines = [s for s in said if "estimated 0" in s]
-    assert [s.split(" (")[0] for s in lines] == [f"ITLM round {r}: `keep_ratio='auto'` estimated 0 corrupted samples"
-                                                 for r in (1, 2)]
+    assert [s.split(" (")[0] for s in lines] == ["ITLM round 1: `keep_ratio='auto'` estimated 0 corrupted samples"]
+    where = ("the per-sample report ranks them" if report else
+             "`report=True` writes the per-sample report that ranks them")
     assert all("(the estimate's reason: two components), so it trains on every sample." in s  # the spy's rate 0
-               and s.endswith("pass `keep_ratio` instead.") for s in lines)
+               and s.endswith(f"The highest scores tell which ({where}): if they are the corrupted samples, pass "
+                              "`keep_ratio` instead.") for s in lines)
 
 
 def test_kept_estimate_survives_resume(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.report import ReportFormat
-from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, check_auto_args
+from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, check_auto_args, report_pointer
 from lit_robust.selection.rules import keep_count, smallest_k_mask
 
 __all__ = ["AutoEncoder", "RCA", "rca_keep_ratio", "rca_exchange_masks", "reconstruction_error", "MLPAutoEncoder"]
@@ -226,6 +226,8 @@ class RCA(AnomalyDetector):
             rank_zero_warn(f"RCA: {short}")
         if stage == "fit" and self._trainer is not None:
             self._report.setup(self._trainer, self.report, self.report_dir, self.report_format)
+            if self._auto is not None:
+                self._auto.ranked_by = report_pointer(self._report.target is not None)
 
     def on_train_start(self) -> None:
         self._report.start(self.trainer, self.device)

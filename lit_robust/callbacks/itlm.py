@@ -31,7 +31,7 @@ from lit_robust.functional.estimation import (
 from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.selection import distributed
-from lit_robust.selection.auto_drop import nothing_found_note
+from lit_robust.selection.auto_drop import nothing_found_note, report_pointer
 from lit_robust.selection.rules import keep_count, scatter_scores
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
@@ -361,6 +361,7 @@ class ITLM(Callback):
         self.report_format = report_format
         self.report_path: str | None = None  # the report written by the last fit
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
+        self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
         starts = [0]
         for e in round_epochs:
             starts.append(starts[-1] + e)
@@ -436,6 +437,7 @@ class ITLM(Callback):
         require_mixin("ITLM", pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
         self._checked_per_sample = False
         self._trained_this_fit = False
+        self._said = set()
         self._local_sum, self._local_count = 0.0, 0
         total = sum(self.round_epochs)
         if trainer.max_epochs != total:
@@ -691,8 +693,9 @@ class ITLM(Callback):
                 est = self._estimate(trainer, pl_module, scores, round_)
                 estimated = est.rate
                 if estimated == 0.0 and self.auto_margin == 0.0:
-                    rank_zero_info(nothing_found_note(f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 "
-                                                      "corrupted samples", est.reason, "keep_ratio"))
+                    self._say_once("nothing found", nothing_found_note(
+                        f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 corrupted samples", est.reason,
+                        "keep_ratio", report_pointer(self._report_target is not None)))
             k, note = auto_keep_count(n, estimated, self.auto_margin)
             if note is not None:
                 rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {note}; keeping {k} of {n} samples.")
@@ -748,6 +751,12 @@ class ITLM(Callback):
         if self._sampler is not None:
             self._sampler.set_selection(selection)
 
+    def _say_once(self, key: str, message: str) -> None:
+        """An info line said once per fit: every round would repeat it (a newcomer's 4-round fit said both 3 times)."""
+        if key not in self._said:
+            rank_zero_info(message)
+            self._said.add(key)
+
     def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, round_: int
                   ) -> CorruptionEstimate:
         """The corrupted fraction from this rank's ``scores`` of the scoring pass, estimated on the gathered
@@ -760,8 +769,8 @@ class ITLM(Callback):
         _, scores2, _, given, predicted = self._score_pass(trainer, pl_module, labels=True)
         ok = torch.tensor([given is not None and predicted is not None], device=scores.device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
-            rank_zero_info(f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer targets and "
-                           "`predicted_labels` of the module; it has none, the gmm estimate is used instead.")
+            self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer targets "
+                           "and `predicted_labels` of the module; it has none, the gmm estimate is used instead.")
             return estimate_corruption(all_scores, "gmm")
         assert given is not None and predicted is not None
         return estimate_from_labels(self.estimator, distributed.all_gather_cat(scores2.float()).cpu(),

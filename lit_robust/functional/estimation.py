@@ -105,8 +105,14 @@ class CorruptionEstimate:
         nonfinite: number of NaN/inf scores (counted as corrupted).
         two_components: whether the two-component model was selected (``False``: one mode, rate from
             the non-finite scores only).
-        reason: why the result is what it is (``"two components"``, ``"one component (BIC)"``,
-            ``"one component (separation)"``, ``"all equal"``, ``"too few samples"``, ...).
+        reason: why the result is what it is. The score mixtures: ``"two components"`` (rate = the high
+            component's share); ``"one component (BIC)"`` (one Gaussian/Beta explains the scores as well);
+            ``"one component (separation)"`` (the two fitted components overlap: Ashman's D < 2, or the "high"
+            one is not higher); ``"one component (high component is the majority)"`` (the higher component holds
+            half the samples or more, read as a skewed clean mode -- also what squared residuals of a regression
+            often look like on the log scale, even where the corrupted ones score apart); ``"all equal"``;
+            ``"too few samples"``. The label estimators prefix theirs (``"disagreement (...)"``,
+            ``"class floor (...)"``); cleanlab's is ``"confident learning"``.
         means, stds, weights: the fitted (low, high) components on the fitting scale (gmm: the
             log-transformed scores; bmm: the normalised scores), ``None`` when no fit was made.
         ashman_d: separation of the two fitted components, ``None`` when no fit was made.

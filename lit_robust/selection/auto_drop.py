@@ -68,7 +68,7 @@ from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
-           "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of", "nothing_found_note",
+           "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of", "nothing_found_note", "report_pointer",
            "per_index_labels", "per_index_mean"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
@@ -185,6 +185,14 @@ def mixture_of(estimator: str) -> str:
 
 #: where the callbacks with a per-sample report send a user for the highest scores (:func:`nothing_found_note`)
 REPORT_RANKS = "the per-sample report ranks them"
+#: the same pointer for a fit that writes no report (a newcomer followed the first one to a report never written)
+REPORT_OFF = "`report=True` writes the per-sample report that ranks them"
+
+
+def report_pointer(writes_report: bool) -> str:
+    """Where a callback with a per-sample report sends a user for the highest scores: :data:`REPORT_RANKS` when
+    this fit writes the report, else :data:`REPORT_OFF`."""
+    return REPORT_RANKS if writes_report else REPORT_OFF
 
 
 def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None = REPORT_RANKS) -> str:
