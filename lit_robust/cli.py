@@ -442,12 +442,31 @@ def _raised_by_lit_robust(exc: BaseException) -> bool:
     return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise")
 
 
+def _raised_by_a_configured_constructor(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a ``raise`` statement in the ``__init__`` of a LightningModule, datamodule or
+    callback -- a class a config names (the user's own): its check of the config's arguments, as lit_robust's are.
+    An error raised deeper (a bug in a call it makes) keeps its traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    owner = frame.f_locals.get("self")
+    if frame.f_code.co_name != "__init__" or not isinstance(owner, (pl.LightningModule, pl.LightningDataModule,
+                                                                   pl.Callback)):
+        return False
+    return linecache.getline(frame.f_code.co_filename, tb.tb_lineno).strip().startswith("raise")
+
+
 def user_error(exc: BaseException) -> BaseException | None:
-    """The user-facing error in ``exc``'s chain: ours, a lit_robust check, or Lightning's config error."""
+    """The user-facing error in ``exc``'s chain: ours, a lit_robust check (or a user's own class's check of its
+    constructor arguments), or Lightning's config error."""
     for e in _chain(exc):
         if isinstance(e, (UserInputError, MisconfigurationException)):
             return e
-        if isinstance(e, _USER_ERRORS) and _raised_by_lit_robust(e):
+        if isinstance(e, _USER_ERRORS) and (_raised_by_lit_robust(e) or (
+                isinstance(e, (ValueError, TypeError)) and _raised_by_a_configured_constructor(e))):
             return e
         if isinstance(e, RuntimeError) and str(e).startswith("Error(s) in loading state_dict"):
             # `--ckpt_path` names a checkpoint of another model: torch's message, shortened to its first lines

@@ -278,6 +278,40 @@ def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, mo
     assert "error" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bug", [False, True], ids=["its-own-check", "a-bug-in-it"])
+def test_a_users_own_class_rejecting_its_config_value_is_one_line(tmp_path, capsys, monkeypatch, bug):
+    """A newcomer's datamodule checked its `dataset` argument with `raise ValueError(...)`: jsonargparse's Union report
+    and a 75-line traceback, exit 1. A `raise` in the constructor of a configured module, datamodule or callback is
+    the user's check of the config, as lit_robust's are; an error from deeper down (a bug) keeps its traceback."""
+    name = f"lit_robust_cli_user_datamodule_test_{int(bug)}"  # one module per case: the CLI appends each folder
+    body = ("        sorted(None)  # a bug, not a check\n" if bug else
+            "        if dataset != 'digits':\n"
+            "            raise ValueError(f\"`dataset` must be 'digits', got {dataset!r}.\")\n")
+    (tmp_path / f"{name}.py").write_text(
+        "from lit_robust import DigitsDataModule\n\n\nclass MyData(DigitsDataModule):\n"
+        "    def __init__(self, dataset: str = 'digits', **kwargs):\n" + body + "        super().__init__(**kwargs)\n")
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["data"] = {"class_path": f"{name}.MyData", "init_args": {"dataset": "boston"}}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # restored afterwards
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        if bug:
+            with pytest.raises(Exception, match="Does not validate"):  # jsonargparse's wrapping, traceback and all
+                main(["fit", "--config", "mine.yaml"])
+            return
+        with pytest.raises(SystemExit) as done:
+            main(["fit", "--config", "mine.yaml"])
+    finally:
+        sys.modules.pop(name, None)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"lit-robust fit: error: data.init_args.dataset ({name}.MyData): `dataset` must be 'digits', got 'boston'.\n"
+            in err), err
+    assert "Traceback" not in err and "Union" not in err
+
+
 @pytest.mark.parametrize(("key", "value", "says"), [
     ("--trainer.callbacks.init_args.keep_ratio", "half", "expected a number or 'auto', got 'half'"),
     ("--trainer.callbacks.init_args.keep_ratio", "70%", "expected a number or 'auto', got '70%'"),
