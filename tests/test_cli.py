@@ -139,6 +139,19 @@ def _assert_acted(cb: Any, cli: Any) -> None:
         raise AssertionError(f"no check of what {type(cb).__name__} does")
 
 
+def _fails(tmp_path: Path, capsys: Any, config: str, argv: list[str]) -> str:
+    """``lit-robust <argv[0]> --config <shrunk configs/config> <argv[1:]>``: asserts it ends with exit status 2 and
+    no traceback; returns what it wrote on stderr."""
+    small = tmp_path / config
+    small.write_text(yaml.safe_dump(shrink(yaml.safe_load((REPO / "configs" / config).read_text()), tmp_path)))
+    with pytest.raises(SystemExit) as done:
+        main([argv[0], "--config", str(small), *argv[1:]])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err
+
+
 def _report_rows(cb: Any, trainer: Any) -> list[dict]:
     assert cb.report is True and cb.report_path is not None, "lit-robust fit turns the report on"
     assert Path(cb.report_path).parent == Path(trainer.log_dir), (cb.report_path, trainer.log_dir)
@@ -185,15 +198,8 @@ def test_config_runs_its_callbacks_then_evaluates_the_fitted_weights(config, tmp
 
 
 def test_eval_with_ckpt_path_last_and_no_earlier_fit_is_an_error(tmp_path, capsys):
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    small = tmp_path / "digits.yaml"
-    small.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as err:
-        main(["test", "--config", str(small), "--ckpt_path", "last"])
-    assert err.value.code == 2
-    msg = capsys.readouterr().err
+    msg = _fails(tmp_path, capsys, "itlm_digits.yaml", ["test", "--ckpt_path", "last"])
     assert "`--ckpt_path last`: no checkpoint of an earlier fit" in msg and str(tmp_path) in msg
-    assert "Traceback" not in msg
 
 
 def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folder(tmp_path, capsys, one_torch_thread):
@@ -320,33 +326,21 @@ def test_a_users_own_class_rejecting_its_config_value_is_one_line(tmp_path, caps
 def test_a_value_of_no_allowed_type_is_one_line_naming_the_types(tmp_path, capsys, key, value, says):
     """`keep_ratio: half` was jsonargparse's seven lines of Union subtypes, one error per type and the value's
     `<class 'str'>` (a newcomer's run); now the key and one line of what it takes."""
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    small = tmp_path / "digits.yaml"
-    small.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as done:
-        main(["fit", "--config", str(small), key, value])
-    assert done.value.code == 2
-    err = capsys.readouterr().err
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", key, value])
     name = key.rsplit(".", 1)[1]
     assert f'Parser key "{name}":\n  {says}\n' in err, err
-    assert "Subtypes" not in err and "Given value type" not in err and "Traceback" not in err
+    assert "Subtypes" not in err and "Given value type" not in err
 
 
 def test_a_callback_override_that_reaches_a_checkpoint_says_which_callback_it_went_to(tmp_path, capsys):
     """`--trainer.callbacks.init_args.drop_ratio 0.7` on a backdoor config (a ModelCheckpoint last) was jsonargparse's
     Union report of ModelCheckpoint, Callback and None (a newcomer's run); now one line naming where it went."""
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "backdoor_patch_prl_at.yaml").read_text()), tmp_path)
-    small = tmp_path / "bd.yaml"
-    small.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as done:
-        main(["fit", "--config", str(small), "--trainer.callbacks.init_args.drop_ratio", "0.7"])
-    assert done.value.code == 2
-    err = capsys.readouterr().err
+    err = _fails(tmp_path, capsys, "backdoor_patch_prl_at.yaml", ["fit", "--trainer.callbacks.init_args.drop_ratio", "0.7"])
     assert ('Parser key "trainer.callbacks":\n  --trainer.callbacks.init_args.drop_ratio 0.7 goes to the last callback '
             "of the list, pytorch_lightning.callbacks.ModelCheckpoint, which takes no `drop_ratio` (jsonargparse's "
             "rule); to set `drop_ratio` of another callback, edit a copy of the config (or list that callback last).\n"
             ) in err, err
-    assert "Subtypes" not in err and "NestedArg" not in err and "Traceback" not in err
+    assert "Subtypes" not in err and "NestedArg" not in err
 
 
 def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):
