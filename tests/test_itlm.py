@@ -1,4 +1,5 @@
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -210,6 +211,16 @@ def test_dataset_without_index_is_rejected(tmp_path, owner):
         trainer.fit(TinyModel(), train_dataloaders=loader)
 
 
+def test_dataset_with_its_own_ids_as_index_is_rejected_with_the_id(tmp_path):
+    """A newcomer's `TensorDataset(ids + 5000, x, y)` was told its items were "something else"."""
+    loader = DataLoader(TensorDataset(torch.arange(20) + 5000, torch.randn(20, 2), torch.zeros(20, dtype=torch.long)),
+                        batch_size=5)
+    trainer = tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.5, round_epochs=[1, 1])])
+    with pytest.raises(ValueError, match=r"^ITLM needs each sample's index to be its position in the training set "
+                                         r"\(0 .. len - 1\), but item 0 of `TensorDataset` has index 5000\."):
+        trainer.fit(TinyModel(), train_dataloaders=loader)
+
+
 def test_module_without_mixin_is_rejected(tmp_path):
     class Plain(pl.LightningModule):
         def training_step(self, batch, batch_idx):
@@ -272,3 +283,38 @@ def test_logged_round_metrics(tmp_path):
     assert float(logged["itlm/clean_precision"]) == pytest.approx(rec.clean_precision)
     assert float(logged["itlm/mean_kept_score"]) == pytest.approx(rec.mean_kept_score)
     assert rec.mean_kept_score < rec.mean_dropped_score
+
+
+@pytest.mark.parametrize("changed", ["itlm-keep_ratio", "itlm-round_epochs", "filter-drop_ratio"])
+def test_resuming_with_other_arguments_is_an_error_not_a_silent_restart(tmp_path, changed):
+    """A newcomer resumed an ITLM(keep_ratio=0.7) checkpoint with keep_ratio=0.6: Lightning skipped the state saved
+    under the other arguments (a note), the fit ran on with a history of one round and a wrong warning, 0.87 test
+    accuracy against 0.93. Now it stops before training; the same arguments, or a test run, still resume."""
+    from lit_robust import BatchFilter
+
+    def callbacks(keep=0.6, rounds=(1, 1, 1), drop=0.2):
+        return [ITLM(keep_ratio=keep, round_epochs=list(rounds), verbose=False, plot=False),
+                BatchFilter("spl", drop_ratio=drop, restart_on_reinit=False),
+                BatchFilter("prl", drop_ratio=0.1, restart_on_reinit=False),  # a second filter keeps its own state
+                ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
+
+    first = callbacks()
+    fit(tmp_path, first[0], 3, callbacks=first[1:], enable_checkpointing=True)
+    ckpt = tmp_path / "ckpt" / "epoch=1.ckpt"
+    again = callbacks()
+    fit(tmp_path / "same", again[0], 3, callbacks=again[1:], enable_checkpointing=True, ckpt_path=ckpt)
+    assert len(again[0].history) == 3  # the same arguments resume
+    other = {"itlm-keep_ratio": callbacks(keep=0.5), "itlm-round_epochs": callbacks(rounds=(1, 2)),
+             "filter-drop_ratio": callbacks(drop=0.3)}[changed]
+    was, now = (("ITLM{'keep_ratio': 0.6, 'round_epochs': [1, 1, 1]}",
+                 "ITLM{'keep_ratio': 0.5, 'round_epochs': [1, 1, 1]}") if changed == "itlm-keep_ratio" else
+                ("ITLM{'keep_ratio': 0.6, 'round_epochs': [1, 1, 1]}",
+                 "ITLM{'keep_ratio': 0.6, 'round_epochs': [1, 2]}") if changed == "itlm-round_epochs" else
+                ("BatchFilter{'rule': 'spl', 'drop_ratio': 0.2, 'scope': 'local'}",
+                 "BatchFilter{'rule': 'spl', 'drop_ratio': 0.3, 'scope': 'local'}"))
+    with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by {was}, but this fit has {now}: a "
+                                                   "resumed fit needs the")):
+        fit(tmp_path / "other", other[0], 3, callbacks=other[1:], enable_checkpointing=True, ckpt_path=ckpt)
+    # evaluating the checkpoint under other callback arguments is fine: only its weights are used
+    trainer = tiny_trainer(tmp_path / "eval", 3, other, enable_checkpointing=True)
+    trainer.validate(TinyModel(), BlobsData(with_val=True), ckpt_path=ckpt, verbose=False)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lit_robust._checks import check_bool
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
+from lit_robust.callbacks._resume import check_resumable
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, require_mixin
@@ -609,6 +610,10 @@ class BatchFilter(Callback):
             "auto": None if self._auto is None else self._auto.state_dict(),
             "report": self._report.state_dict(),
         }
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+                           ) -> None:
+        check_resumable(self, trainer, checkpoint)  # before Lightning skips a state saved under other arguments
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [FilterEpochRecord(**r) for r in state_dict["history"]]

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
+from lit_robust.callbacks._resume import check_resumable
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
@@ -941,6 +942,10 @@ class ITLM(Callback):
             "report": None if self._report_state is None else self._report_state.state_dict(),
         }
 
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+                           ) -> None:
+        check_resumable(self, trainer, checkpoint)  # before Lightning skips a state saved under other arguments
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._round = state_dict["round"]
         self._selection = state_dict["selection"]
@@ -976,8 +981,14 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
         sample = dataset[0]
     except Exception:  # iterable or exotic datasets: checked on the first batch instead
         return
-    ok = isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[0]) and int(sample[0]) == 0
-    if not ok:
+    shaped = isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[0])
+    if shaped and int(sample[0]) != 0:
+        raise ValueError(
+            f"{owner} needs each sample's index to be its position in the training set (0 .. len - 1), but item 0 of "
+            f"`{type(dataset).__name__}` has index {int(sample[0])}. Wrap the data set without its own ids in "
+            "`lit_robust.IndexedDataset`, which adds the positions."
+        )
+    if not shaped:
         raise ValueError(
             f"{owner} needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
             f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`."
