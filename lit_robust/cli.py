@@ -639,7 +639,17 @@ def main(args: Sequence[str] | None = None) -> None:
         cli = next((s for s in _frames_selves(exc) if isinstance(s, RobustCLI)), None)
         sys.stderr.write(f"lit-robust {command}: error: {describe(cli, err)}\n"
                          "(run again with --debug for the traceback)\n")
+        _remove_empty_log_dir(cli)
         raise SystemExit(2) from None
+
+
+def _remove_empty_log_dir(cli: RobustCLI | None) -> None:
+    """The run's log folder (``lightning_logs/version_N``) when the mistake stopped it before anything was written
+    there: removed, so that failed tries leave no empty version folders behind (two newcomers found a trail of them)."""
+    trainer = getattr(cli, "trainer", None)
+    folder = None if trainer is None or not trainer.loggers else trainer.log_dir
+    if folder and os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -332,6 +332,15 @@ def test_a_value_of_no_allowed_type_is_one_line_naming_the_types(tmp_path, capsy
     assert "Subtypes" not in err and "Given value type" not in err
 
 
+def test_a_mistake_caught_at_setup_leaves_no_empty_version_folder(tmp_path, capsys):
+    """Two newcomers found a trail of empty lightning_logs/version_N folders, one per failed try: the logger makes its
+    folder before the callbacks' setup checks run."""
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.max_epochs", "99"])
+    assert "`round_epochs` must add up to the Trainer's `max_epochs`" in err
+    assert (tmp_path / "lightning_logs").is_dir()  # the logger was there ...
+    assert not list((tmp_path / "lightning_logs").glob("version_*"))  # ... its empty folder is not
+
+
 def test_a_callback_override_that_reaches_a_checkpoint_says_which_callback_it_went_to(tmp_path, capsys):
     """`--trainer.callbacks.init_args.drop_ratio 0.7` on a backdoor config (a ModelCheckpoint last) was jsonargparse's
     Union report of ModelCheckpoint, Callback and None (a newcomer's run); now one line naming where it went."""
