@@ -11,11 +11,11 @@ __all__ = ["check_resumable"]
 
 
 def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> None:
-    """In a resumed fit, raise when ``checkpoint`` holds the state of a callback of ``callback``'s class under another key than
-    ``callback.state_key`` that no callback of that class on ``trainer`` claims: the fit resumes a run whose callback
-    had other arguments (e.g. ``keep_ratio``). Lightning would skip that state with a note and the resumed fit would
-    run on without it (a newcomer's resume with another ``keep_ratio``: a history of one round, 0.87 test accuracy
-    against 0.93, silently).
+    """In a resumed fit, raise when ``checkpoint`` holds the state of a callback of ``callback``'s class under another
+    key than ``callback.state_key`` that no callback of that class on ``trainer`` claims: the fit resumes a run whose
+    callback had other arguments (e.g. ``keep_ratio``). Lightning would skip that state with a note and the resumed
+    fit would run on without it (a newcomer's resume with another ``keep_ratio``: a history of one round, 0.87 test
+    accuracy against 0.93, silently).
 
     Keys are Lightning's ``state_key``: the class name and the arguments that tell two instances apart, e.g.
     ``ITLM{'keep_ratio': 0.7, 'round_epochs': [3, 3, 3, 6]}``.
