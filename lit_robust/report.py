@@ -1,7 +1,7 @@
 """The per-sample report: one row per training sample, most suspicious first (pure; no Lightning import).
 
 ``ITLM(report=True)`` and ``BatchFilter(report=True)`` (and the modules with their own: ``RealNVP`` /
-``RobustRealNVP``'s trimming filter, ``RCA``) write it at the end of a fit (``lit-robust fit`` turns it on by
+``RobustRealNVP``'s trimming filter, ``RCA``; ``ActivationClustering``, ranked by its ``cluster_score``) write it at the end of a fit (``lit-robust fit`` turns it on by
 default); :func:`load_report` reads it back. The columns, in this order:
 
 ==========================  ==========================================================================================

@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import ActivationClustering, IndexedDataset, activation_clusters
+from lit_robust import ActivationClustering, IndexedDataset, activation_clusters, load_report
 from lit_robust.functional.clustering import two_means
 from tests.conftest import TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
 
@@ -236,6 +236,26 @@ def test_callback_drops_the_flagged_cluster_and_trains_a_fresh_model_on_the_rest
     assert len(after) == 2 * rec.kept and set(after.tolist()) == set(ac.selection.tolist())
 
 
+def test_report_ranks_the_samples_by_their_cluster_score(tmp_path):
+    """The per-sample report of the clustering (a newcomer of the backdoor defence found none: `lit-robust fit` users
+    cannot reach `ac.flagged`): every sample once, deepest in a flagged cluster first, against a slow reference."""
+    ac = ActivationClustering(warmup_epochs=2, verbose=False, report_dir=str(tmp_path / "rep"))
+    _, data, _ = fit(tmp_path, ac, 4)
+    assert ac.report_path == str(tmp_path / "rep" / "activation_clustering_report.csv")
+    rows = load_report(ac.report_path, as_frame=False)
+    score, flagged = ac.clusters.score.tolist(), set(ac.flagged.tolist())
+    labels, truth = data.ds.dataset.tensors[1].tolist(), data.ds.corrupted.tolist()
+    ref = sorted(range(len(score)), key=lambda i: (-score[i], i))  # no non-finite features here
+    assert [r["index"] for r in rows] == ref and [r["rank"] for r in rows] == list(range(1, len(ref) + 1))
+    for r in rows:
+        i = r["index"]
+        assert r["cluster_score"] == pytest.approx(score[i], rel=1e-6, abs=1e-7)
+        assert r["kept"] == (i not in flagged) and r["first_dropped_round"] == (1 if i in flagged else None)
+        assert r["given_label"] == labels[i] and r["corrupted"] == truth[i]
+        assert r["clean_posterior"] is None and r["predicted_label"] is None
+    assert {r["index"] for r in rows[:len(flagged)]} == flagged  # positive scores: exactly the flagged ones first
+
+
 def test_features_are_the_last_linear_layers_input(tmp_path):
     ac = ActivationClustering(warmup_epochs=1, verbose=False)
     captured = {}
@@ -285,7 +305,7 @@ def test_nothing_flagged_keeps_the_warm_up_model(tmp_path):
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     def run(root, ckpt_path=None):
-        ac = ActivationClustering(warmup_epochs=2, verbose=False)
+        ac = ActivationClustering(warmup_epochs=2, verbose=False, report_dir=str(root / "rep"))
         ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
         model, _, _ = fit(root, ac, 4, ckpt_path=ckpt_path, callbacks=[ckpt], enable_checkpointing=True)
         return model, ac
@@ -298,6 +318,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert torch.equal(resumed.clusters.suspicious, full.clusters.suspicious)
     for p, q in zip(full_model.parameters(), resumed_model.parameters()):
         assert torch.equal(p, q)
+    # the clustering happened before the checkpoint: its per-sample scores came through it into the same report
+    report = "rep/activation_clustering_report.csv"
+    assert (tmp_path / "b" / report).read_text() == (tmp_path / "a" / report).read_text()
 
 
 def test_bad_settings_are_named(tmp_path):

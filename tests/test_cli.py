@@ -106,6 +106,8 @@ def _assert_acted(cb: Any, cli: Any) -> None:
         assert len(cb.history) == 2 and cb.clusters is not None and cb.flagged is not None, cb.history
         assert cb.history[1].kept == cb.history[1].n - len(cb.flagged)
         assert sorted(cb.clusters.sizes) == list(range(10))
+        rows = _report_rows(cb, trainer)  # `lit-robust fit` writes the clustering's report by default
+        assert len(rows) == cb.history[1].n and sum(not r["kept"] for r in rows) == len(cb.flagged)
     elif isinstance(cb, ITLM):
         assert len(cb.history) == cb.num_rounds, cb.history
         assert any(r.kept < r.n for r in cb.history), cb.history  # a trimmed round, not plain training

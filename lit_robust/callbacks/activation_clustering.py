@@ -16,7 +16,7 @@ from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.clustering import ActivationClusters, activation_clusters
 from lit_robust.mixin import require_mixin
-from lit_robust.report import integer_labels
+from lit_robust.report import ReportFormat, build_report, integer_labels, write_report
 from lit_robust.selection import distributed
 
 __all__ = ["ActivationClustering"]
@@ -40,8 +40,12 @@ class ActivationClustering(ITLM):
 
     The module must adopt :class:`~lit_robust.RobustMixin` (the feature pass runs its ``sample_scores``), the
     training set must yield ``(index, input, target[, is_corrupted])`` with integer class targets, and the
-    Trainer's ``max_epochs`` must exceed ``warmup_epochs``. The per-sample report and the score plot of ITLM
-    are not written by this callback. With ``torch.compile(model)`` the feature pass runs the module's own (eager)
+    Trainer's ``max_epochs`` must exceed ``warmup_epochs``. The score plot of ITLM is not written; the per-sample
+    report (``report``) is the clustering's: ``activation_clustering_report.csv``, one row per training sample,
+    ranked by ``cluster_score`` (:attr:`ActivationClusters.score`: positive exactly for the flagged samples, larger =
+    deeper in its class's flagged cluster; ``inf`` for non-finite features, ranked first), with ``kept`` (not
+    flagged), ``first_dropped_round`` (1 for the flagged), ``given_label`` and the ground truth when the batches
+    carry it (no ``clean_posterior``: there is no rate estimate). With ``torch.compile(model)`` the feature pass runs the module's own (eager)
     ``forward``: a graph compiled earlier, e.g. by a validation loop, would run without the feature hook.
 
     Args:
@@ -52,6 +56,8 @@ class ActivationClustering(ITLM):
             activations).
         dims, min_silhouette, class_silhouette: see :func:`~lit_robust.activation_clusters`.
         reinit, seed, shuffle, monitor, verbose, on_collapse: as for :class:`~lit_robust.ITLM`.
+        report, report_dir, report_format: the per-sample report, as for :class:`~lit_robust.ITLM` (``None``: on
+            when ``report_dir`` is given or under ``lit-robust fit``); its path is :attr:`report_path`.
 
     Examples:
         >>> ac = ActivationClustering(warmup_epochs=3)   # with pl.Trainer(max_epochs=20, callbacks=[ac])
@@ -60,6 +66,7 @@ class ActivationClustering(ITLM):
     """
 
     _title = "ActivationClustering"
+    _report_name = "activation_clustering_report"
 
     def __init__(
         self,
@@ -74,6 +81,9 @@ class ActivationClustering(ITLM):
         monitor: str | None = None,
         verbose: bool = True,
         on_collapse: OnCollapse = "keep",
+        report: bool | None = None,
+        report_dir: str | None = None,
+        report_format: ReportFormat = "csv",
     ) -> None:
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 1:
             raise ValueError(f"`warmup_epochs` must be an integer >= 1, got {warmup_epochs!r}.")
@@ -85,7 +95,8 @@ class ActivationClustering(ITLM):
         # round 1's length comes from the Trainer's max_epochs at setup
         super().__init__(keep_ratio=1.0, round_epochs=[warmup_epochs, 1], initial_round_on_all=True, reinit=reinit,
                          seed=seed, shuffle=shuffle, monitor=monitor, verbose=verbose, plot=False,
-                         check_per_sample=False, on_collapse=on_collapse, report=False)
+                         check_per_sample=False, on_collapse=on_collapse, report=report, report_dir=report_dir,
+                         report_format=report_format)
         self.warmup_epochs = warmup_epochs
         self.layer = layer
         self.dims = dims
@@ -96,6 +107,8 @@ class ActivationClustering(ITLM):
         self.clusters: ActivationClusters | None = None
         #: sorted dataset indices flagged as suspicious (``None`` before the clustering)
         self.flagged: Tensor | None = None
+        self._given: Tensor | None = None  # the given labels and ground truth, in dataset order, for the report
+        self._truth: Tensor | None = None
 
     @property
     def state_key(self) -> str:
@@ -140,6 +153,9 @@ class ActivationClustering(ITLM):
                              "nothing is left to train on.")
         selection = keep.nonzero().squeeze(1)
         self.clusters, self.flagged = res, res.suspicious.nonzero().squeeze(1)
+        # what the report shows besides the clustering, in dataset order (identical on every rank)
+        self._given = labels[order].clone()
+        self._truth = corrupted[order].cpu().bool().clone() if has_truth else None
         finite = torch.isfinite(res.score)
         rec = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=int(selection.numel()), n=n,
                           nonfinite_scores=int((~finite).sum()),
@@ -229,6 +245,19 @@ class ActivationClustering(ITLM):
         corrupted = torch.cat(flags) if len(flags) == len(idx) else None
         return torch.cat(idx), torch.cat(feats), torch.cat(given).long(), corrupted
 
+    def _write_report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The clustering's per-sample report (see the class docstring), written by rank 0."""
+        res = self.clusters
+        if trainer.global_rank != 0 or res is None or self._given is None:
+            return  # the fit ended before the clustering: nothing to report
+        flagged = res.suspicious
+        table = build_report(torch.arange(flagged.numel()), res.score, ~flagged, score_columns=["cluster_score"],
+                             first_dropped=torch.where(flagged, 1, -1), given_label=self._given,
+                             corrupted=self._truth, estimator=None)
+        assert self._report_target is not None
+        self.report_path = write_report(table, self._report_target)
+        rank_zero_info(f"ActivationClustering: per-sample report written to {self.report_path}")
+
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -237,6 +266,9 @@ class ActivationClustering(ITLM):
             "silhouette": res.silhouette, "flagged": res.flagged, "sizes": res.sizes, "reasons": res.reasons,
             "median_silhouette": res.median_silhouette, "split_all": res.split_all}
         state["flagged"] = self.flagged
+        # the report's per-sample part (a resumed fit writes the same report)
+        state["report_rows"] = None if res is None or self._given is None else {
+            "score": res.score.clone(), "given": self._given.clone(), "truth": self._truth}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -249,9 +281,11 @@ class ActivationClustering(ITLM):
         suspicious = torch.zeros(self._n, dtype=torch.bool)
         if self.flagged is not None:
             suspicious[self.flagged] = True
-        # the per-sample scores are not checkpointed: NaN marks them unknown
-        self.clusters = ActivationClusters(suspicious=suspicious, score=torch.full((self._n,), float("nan")),
-                                           **summary)
+        rows = state_dict.get("report_rows")  # absent from checkpoints before the report: NaN marks scores unknown
+        score = torch.full((self._n,), float("nan"), dtype=torch.float64) if rows is None else rows["score"].clone()
+        self._given = None if rows is None else rows["given"].clone()
+        self._truth = None if rows is None else rows["truth"]
+        self.clusters = ActivationClusters(suspicious=suspicious, score=score, **summary)
 
 
 @contextmanager

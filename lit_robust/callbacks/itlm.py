@@ -277,6 +277,7 @@ class ITLM(Callback):
     """
 
     _title = "ITLM"  # names the round lines and table (a subclass with its own selection rule has its own name)
+    _report_name = "itlm_report"  # the per-sample report's file name, without the format's suffix
 
     def __init__(
         self,
@@ -450,7 +451,8 @@ class ITLM(Callback):
                                          num_replicas=trainer.world_size, rank=trainer.global_rank)
         self._report_target = None
         if report_enabled(self.report, self.report_dir):
-            self._report_target = resolve_report_path(trainer, self.report_dir, f"itlm_report.{self.report_format}")
+            self._report_target = resolve_report_path(trainer, self.report_dir,
+                                                      f"{self._report_name}.{self.report_format}")
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
