@@ -429,34 +429,30 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         todo += [c for c in (e.__cause__, e.__context__) if c is not None]
 
 
-def _raised_by_lit_robust(exc: BaseException) -> bool:
-    """True when ``exc`` comes from a ``raise`` statement in lit_robust's own source: one of its checks."""
+def _raise_site(exc: BaseException) -> Any:
+    """The innermost frame of ``exc``'s traceback when its line is a ``raise`` statement (a check), else ``None``."""
     tb = exc.__traceback__
     if tb is None:
-        return False
+        return None
     while tb.tb_next is not None:
         tb = tb.tb_next
-    filename = os.path.realpath(tb.tb_frame.f_code.co_filename)
-    if not filename.startswith(_PACKAGE_DIR + os.sep):
-        return False
-    return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise")
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+    return tb.tb_frame if line.strip().startswith("raise") else None
+
+
+def _raised_by_lit_robust(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a ``raise`` statement in lit_robust's own source: one of its checks."""
+    site = _raise_site(exc)
+    return site is not None and os.path.realpath(site.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
 
 
 def _raised_by_a_configured_constructor(exc: BaseException) -> bool:
     """True when ``exc`` comes from a ``raise`` statement in the ``__init__`` of a LightningModule, datamodule or
     callback -- a class a config names (the user's own): its check of the config's arguments, as lit_robust's are.
     An error raised deeper (a bug in a call it makes) keeps its traceback."""
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    frame = tb.tb_frame
-    owner = frame.f_locals.get("self")
-    if frame.f_code.co_name != "__init__" or not isinstance(owner, (pl.LightningModule, pl.LightningDataModule,
-                                                                   pl.Callback)):
-        return False
-    return linecache.getline(frame.f_code.co_filename, tb.tb_lineno).strip().startswith("raise")
+    site = _raise_site(exc)
+    return site is not None and site.f_code.co_name == "__init__" and isinstance(
+        site.f_locals.get("self"), (pl.LightningModule, pl.LightningDataModule, pl.Callback))
 
 
 def user_error(exc: BaseException) -> BaseException | None:

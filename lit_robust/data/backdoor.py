@@ -33,7 +33,8 @@ class BackdoorMNISTDataModule(MNISTDataModule):
     (:func:`lit_robust.functional.backdoor.poison`): multi-target ``a → (a+1) mod 10`` when ``target`` is ``None``
     (thesis §5.5, Table 5.8), single-target ``source → target`` (``poison_rate`` is then the fraction of
     class ``source``; itlm_paper §6.4), or all-to-one (BadNets) with ``target`` and ``source=None``: samples of every
-    other class get ``target`` (``poison_rate`` is then the fraction of the samples not of class ``target``). Samples are ``(index, image, label, is_poisoned)``; the flag is ground
+    other class get ``target`` (``poison_rate`` is then the fraction of the samples not of class ``target``).
+    Samples are ``(index, image, label, is_poisoned)``; the flag is ground
     truth for metrics only. :meth:`poisoned_test_set` puts the trigger on every test image, and
     :class:`~lit_robust.BackdoorMetrics` picks :attr:`trigger`, :attr:`attack_target` and :attr:`attack_source` up
     from here.

@@ -68,8 +68,8 @@ from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
-           "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of", "nothing_found_note", "report_pointer",
-           "per_index_labels", "per_index_mean"]
+           "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of",
+           "nothing_found_note", "per_index_labels", "per_index_mean", "report_pointer"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
 FilterEstimator = Literal["gmm", "bmm", "disagreement", "class_floor"]  # the classification filters
