@@ -250,11 +250,13 @@ class RCA(AnomalyDetector):
         check_finite("reconstruction error", torch.cat([e1, e2]), batch_idx, torch.cat([b.index, b.index]),
                      "training")
         index = b.index.to(e1.device)
-        score = 0.5 * (e1.double() + e2.double())
-        if self._auto is not None and self._auto.collects(self.current_epoch):
+        collect = self._auto is not None and self._auto.collects(self.current_epoch)
+        score = 0.5 * (e1.double() + e2.double()) if collect or self._report.active else None  # only when used
+        if collect:
             self._auto.add(index, score)
         train1, train2 = rca_exchange_masks(e1, e2, beta, index)
-        self._report.add(index, score, ~(train1 & train2), corrupted=b.corrupted)
+        if self._report.active:
+            self._report.add(index, score, ~(train1 & train2), corrupted=b.corrupted)
         loss1 = reconstruction_error(self.ae1(x[train1]), x[train1]).mean()
         loss2 = reconstruction_error(self.ae2(x[train2]), x[train2]).mean()
         loss = loss1 + loss2
