@@ -227,7 +227,7 @@ class RobustCLI(LightningCLI):
             if subcommand in _EVAL_COMMANDS:
                 self._no_ckpt_note = no_checkpoint_note(
                     subcommand, self._last_fit_checkpoint(self._fit_signature(subcommand))[0])
-                rank_zero_warn(self._no_ckpt_note)
+                self._say_no_ckpt_note()  # before the run, as below its metrics: one form, no warning source line
             return
         ckpt = str(ckpt)
         if ckpt not in ("last", "best"):
@@ -261,17 +261,17 @@ class RobustCLI(LightningCLI):
 
 
     def after_validate(self) -> None:
-        self._repeat_no_ckpt_note()
+        self._say_no_ckpt_note()
 
     def after_test(self) -> None:
-        self._repeat_no_ckpt_note()
+        self._say_no_ckpt_note()
 
     def after_predict(self) -> None:
-        self._repeat_no_ckpt_note()
+        self._say_no_ckpt_note()
 
-    def _repeat_no_ckpt_note(self) -> None:
-        # the warning before the run scrolls away under Lightning's output; the metrics printed last are what a user
-        # reads, so say again, below them, which weights they are of
+    def _say_no_ckpt_note(self) -> None:
+        # said before the run, and again below its metrics: the first scrolls away under Lightning's output and the
+        # metrics printed last are what a user reads
         note = getattr(self, "_no_ckpt_note", None)
         if note is not None and self.trainer.is_global_zero:
             sys.stderr.write(f"lit-robust {self.subcommand}: note: {note}\n")

@@ -122,6 +122,12 @@ def test_robust_realnvp_trims_anomalies_and_scores_the_test_split(tmp_path):
     scores, labels = model.score_dataset(dm.test_dataloader())
     assert auc == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-6)
     assert auc > 0.65
+    # a user's own test split as plain `(x, is_anomaly)` pairs needs no index (a newcomer's did)
+    x_test = torch.cat([unpack_batch(b).input for b in dm.test_dataloader()])
+    plain = DataLoader(TensorDataset(x_test, labels), batch_size=64)
+    assert trainer.test(model, plain, verbose=False)[0]["test_auroc"] == auc
+    plain_scores, plain_labels = model.score_dataset(plain)
+    assert torch.equal(plain_scores, scores) and torch.equal(plain_labels, labels)
 
 
 def test_nan_log_density_fails_with_the_batch_index(tmp_path):

@@ -148,3 +148,16 @@ def test_synthetic_regression_matches_its_model():
     assert int(dm.train_set.corrupted.sum()) == 100
     assert torch.allclose(x[clean] @ dm.theta, y[clean].squeeze(1), atol=1e-5)
     assert not torch.allclose(x[~clean] @ dm.theta, y[~clean].squeeze(1), atol=1e-1)
+
+
+def test_an_evaluation_batch_may_be_a_plain_pair_and_its_error_says_so():
+    from lit_robust.data.indexed import unpack_eval_batch
+
+    x, y = torch.randn(4, 3), torch.arange(4)
+    b = unpack_eval_batch(next(iter(DataLoader(TensorDataset(x, y), batch_size=4))))
+    assert b.index is None and torch.equal(b.input, x) and torch.equal(b.target, y) and b.corrupted is None
+    indexed = unpack_eval_batch(next(iter(DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=4))))
+    assert indexed.index.tolist() == [0, 1, 2, 3] and torch.equal(indexed.input, x)
+    with pytest.raises(ValueError, match=r"got a list of length 5\. A validation, test or predict batch is a plain "
+                                         r"`\(input, target\)` pair or"):
+        unpack_eval_batch([torch.arange(4), x, y, y, y])

@@ -49,3 +49,43 @@ def test_lenet_is_cnn2_convolutions_then_hidden_layers():
 def test_unknown_backbone_names_the_choices():
     with pytest.raises(ValueError, match=r"`backbone` must be 'cnn2', 'lenet', 'mlp' or 'resnet18', got 'vgg'"):
         ImageClassifier(backbone="vgg")
+
+
+def _plain_and_indexed(x, y):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    plain = TensorDataset(x, y)
+    return DataLoader(plain, batch_size=16), DataLoader(IndexedDataset(plain), batch_size=16)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "mlp_regressor", "linear_regressor"])
+def test_a_plain_input_target_loader_evaluates_like_an_indexed_one(tmp_path, kind):
+    # the README's "a clean test set needs no index: (input, target)" holds for the ready-made modules too (a
+    # newcomer's `trainer.test(model, DataLoader(TensorDataset(x, y)))` was told to wrap "the training dataset")
+    import pytorch_lightning as pl
+
+    from lit_robust import LinearRegressor, MLPRegressor
+    from tests.conftest import tiny_trainer
+
+    torch.manual_seed(0)
+    x = torch.randn(40, 1, 8, 8)
+    if kind == "classifier":
+        model, y, key = ImageClassifier("mlp", num_classes=3, image_size=8), torch.arange(40) % 3, "test_acc"
+    elif kind == "mlp_regressor":
+        model, y, key = MLPRegressor(64, 1, hidden=8, hidden_layers=1), torch.randn(40, 1), "test_r2"
+        x = x.flatten(1)
+    else:
+        model, y, key = LinearRegressor(64), torch.randn(40, 1), "test_mse"
+        x = x.flatten(1)
+    plain, indexed = _plain_and_indexed(x, y)
+    trainer = tiny_trainer(tmp_path, 1)
+    got = [trainer.test(model, loader, verbose=False)[0][key] for loader in (plain, indexed)]
+    assert got[0] == got[1]
+    preds = [torch.cat(pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu", devices=1,
+                                  default_root_dir=tmp_path).predict(model, loader)) for loader in (plain, indexed)]
+    assert torch.equal(preds[0], preds[1])
+    if kind == "classifier":
+        assert trainer.validate(model, plain, verbose=False)[0]["val_acc"] == \
+            trainer.validate(model, indexed, verbose=False)[0]["val_acc"]

@@ -12,7 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 
 __all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio", "check_input_dim"]
@@ -107,7 +107,7 @@ class AnomalyDetector(pl.LightningModule):
         raise NotImplementedError
 
     def _scores(self, batch: Any, batch_idx: int, stage: str) -> tuple[Tensor, Any]:
-        b = unpack_batch(batch)
+        b = unpack_eval_batch(batch)
         scores = self.anomaly_score(b.input)
         check_finite("anomaly score", scores, batch_idx, b.index, stage)
         return scores, b

@@ -31,7 +31,7 @@ from lit_robust._checks import check_bool, check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
 from lit_robust.callbacks._report_file import check_report_args, report_enabled
 from lit_robust.callbacks.batch_filter import BatchFilter
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.functional.spectral import _check_iterations, _check_k, apply_spectral_norm
 from lit_robust.mixin import RobustMixin
@@ -219,8 +219,9 @@ class RealNVP(RobustMixin, AnomalyDetector):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        losses = self.per_sample_loss(batch)
-        check_finite("log-density", losses, batch_idx, unpack_batch(batch).index, "validation")
+        b = unpack_eval_batch(batch)
+        losses = -self.log_prob(b.input)
+        check_finite("log-density", losses, batch_idx, b.index, "validation")
         self.log("val_nll", losses.mean())
 
     def configure_callbacks(self) -> list[Callback]:

@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from lit_robust._checks import check_int
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.functional.backdoor import Trigger, as_trigger
 from lit_robust.selection import distributed
 
@@ -147,7 +147,7 @@ class BackdoorMetrics(Callback):
 
     def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
         trigger, target, num_classes, source = self._attack(trainer)
-        ib = unpack_batch(batch)
+        ib = unpack_eval_batch(batch)
         images, labels = ib.input, ib.target
         if ib.corrupted is not None:  # a split poisoned like the training pool: its clean images only
             clean_ones = ~ib.corrupted.to(device=labels.device, dtype=torch.bool)

@@ -247,7 +247,8 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
 
 
 class IndexedBatch(NamedTuple):
-    """A collated batch from an :class:`IndexedDataset`; ``corrupted`` is ``None`` when unknown."""
+    """A collated batch from an :class:`IndexedDataset`; ``corrupted`` is ``None`` when unknown, ``index`` is
+    ``None`` for a plain ``(input, target)`` evaluation batch (:func:`unpack_eval_batch`)."""
 
     index: Tensor
     input: Any
@@ -265,12 +266,16 @@ def _batch_size(x: Any) -> int | None:
     return None
 
 
-def unpack_batch(batch: Any, owner: str | None = None) -> IndexedBatch:
+def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = False) -> IndexedBatch:
     """Split a collated ``(index, input, target[, corrupted])`` batch, checking that it carries indices
-    (``owner``, e.g. ``"BatchFilter"``, is named in the error)."""
+    (``owner``, e.g. ``"BatchFilter"``, is named in the error; ``evaluation``: the error names the forms an
+    evaluation batch may take, see :func:`unpack_eval_batch`)."""
     who = f"`{owner}`: " if owner else ""
     hint = ("Wrap the training dataset in `lit_robust.IndexedDataset` so that every sample is "
             "`(index, input, target[, is_corrupted])`.")
+    if evaluation:
+        hint = ("A validation, test or predict batch is a plain `(input, target)` pair or, like a training batch, "
+                "`(index, input, target[, is_corrupted])` (`lit_robust.IndexedDataset`).")
     if not isinstance(batch, (tuple, list)) or len(batch) not in (3, 4):
         kind = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
             f"a {type(batch).__name__}"
@@ -284,3 +289,11 @@ def unpack_batch(batch: Any, owner: str | None = None) -> IndexedBatch:
         raise ValueError(f"{who}the first element of a batch must be the 1-D integer sample index, got {got}. {hint}")
     corrupted = batch[3] if len(batch) == 4 else None
     return IndexedBatch(index, batch[1], batch[2], corrupted)
+
+
+def unpack_eval_batch(batch: Any) -> IndexedBatch:
+    """Split an evaluation batch (validation, test, predict, scoring): a plain ``(input, target)`` pair -- a clean
+    test set needs no index; its ``index`` is ``None`` -- or an indexed batch as :func:`unpack_batch` takes it."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return IndexedBatch(None, batch[0], batch[1], None)  # type: ignore[arg-type]
+    return unpack_batch(batch, evaluation=True)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust._checks import check_bool, check_number
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
 from lit_robust.models.backbone_checkpoint import load_backbone
@@ -169,14 +169,14 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             super().reinitialize(seed)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        b = unpack_batch(batch)
+        b = unpack_eval_batch(batch)
         logits = self(b.input)
         self.val_acc(logits, b.target)
         self.log("val_loss", F.cross_entropy(logits, b.target))
         self.log("val_acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        b = unpack_batch(batch)
+        b = unpack_eval_batch(batch)
         while len(self.test_acc) <= dataloader_idx:
             self.test_acc.append(MulticlassAccuracy(self.hparams.num_classes, average="micro").to(self.device))
         metric = self.test_acc[dataloader_idx]
@@ -185,7 +185,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """The predicted class of each sample (``lit-robust predict`` writes them to ``predictions.csv``)."""
-        return self(unpack_batch(batch).input).argmax(-1)
+        return self(unpack_eval_batch(batch).input).argmax(-1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import R2Score
 
 from lit_robust._checks import check_int, check_int_sequence, check_number
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.functional.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
@@ -199,19 +199,19 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         return bootstrap_loss(logits, b.target, self.settings.bootstrap_beta, kind), logits
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        b = unpack_batch(batch)
+        b = unpack_eval_batch(batch)
         logits = self(b.input)
         self.val_acc(logits, b.target)
         self.log("val_loss", F.cross_entropy(logits, b.target))
         self.log("val_acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        b = unpack_batch(batch)
+        b = unpack_eval_batch(batch)
         self.test_acc(self(b.input), b.target)
         self.log("test_acc", self.test_acc)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self(unpack_batch(batch).input).argmax(-1)
+        return self(unpack_eval_batch(batch).input).argmax(-1)
 
     def configure_optimizers(self) -> Any:
         hp = self.settings
@@ -255,11 +255,11 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
         return ((pred - b.target) ** 2).flatten(1).mean(1), pred
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        b = unpack_batch(batch)
+        b = unpack_eval_batch(batch)
         self.log("test_mse", F.mse_loss(self(b.input), b.target))
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self(unpack_batch(batch).input)
+        return self(unpack_eval_batch(batch).input)
 
     def configure_optimizers(self) -> Any:
         return torch.optim.SGD(self.parameters(), lr=self.settings.lr)
@@ -331,7 +331,7 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         return losses.mean(1), pred
 
     def _r2_update(self, metric: R2Score, batch: Any) -> None:
-        b = unpack_batch(batch)
+        b = unpack_eval_batch(batch)
         pred = self(b.input)
         target = b.target.reshape(pred.shape)
         if self.settings.out_features == 1:
@@ -347,7 +347,7 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         self.log("test_r2", self.test_r2)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self(unpack_batch(batch).input)
+        return self(unpack_eval_batch(batch).input)
 
     def configure_optimizers(self) -> Any:
         hp = self.settings
