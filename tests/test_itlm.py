@@ -123,6 +123,29 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, with_val, resume_epoch):
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("resume_epoch", [1, 2])
+def test_resume_with_a_plain_dataloader_trains_on_the_selection(tmp_path, resume_epoch):
+    # `trainer.fit(model, DataLoader(...), ckpt_path=...)`: the loader is built before the checkpoint's selection
+    # is loaded; a newcomer's resumed round trained on every sample (19 batches instead of 14) and ended elsewhere
+    def run(root, ckpt_path=None):
+        pl.seed_everything(1 if ckpt_path is None else 99, verbose=False)
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2, 2], verbose=False, plot=False)
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        model = TinyModel()
+        trainer = tiny_trainer(root, 6, [itlm, ckpt], enable_checkpointing=True)
+        trainer.fit(model, BlobsData().train_dataloader(), ckpt_path=ckpt_path)
+        return model, itlm, trainer
+
+    full_model, full, full_trainer = run(tmp_path / "a")
+    resumed_model, resumed, resumed_trainer = run(tmp_path / "b", tmp_path / "a" / f"epoch={resume_epoch}.ckpt")
+    assert resumed_trainer.global_step == full_trainer.global_step == 2 * 8 + 4 * 5  # 240 samples, then 144 kept
+    assert [asdict(r) for r in resumed.history] == [asdict(r) for r in full.history]
+    seen = torch.cat(resumed_model.seen)  # the resumed epochs' batches: the selection only
+    assert len(seen) == (5 - resume_epoch) * 144
+    for p, q in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_nan_scores_rank_worst_and_are_warned(tmp_path):
     class NaNScores(TinyModel):
         def sample_scores(self, batch):

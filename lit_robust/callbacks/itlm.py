@@ -954,6 +954,11 @@ class ITLM(Callback):
         self._selection_made = state_dict["selection_made"]
         self._reinit_pending = state_dict["reinit_pending"]
         self._n = state_dict["n"]
+        if self._sampler is not None and self._n is not None:
+            # a DataLoader passed to `fit` was wrapped at `setup`, before this state arrived: its sampler must
+            # draw from the restored selection (a datamodule's loader is built later, from the same state)
+            self._sampler.n = self._n
+            self._sampler.set_selection(self._selection)
         self._current = None if state_dict["current"] is None else RoundRecord(**state_dict["current"])
         self.history = [RoundRecord(**r) for r in state_dict["history"]]
         self.score_history = state_dict["score_history"]
