@@ -127,6 +127,13 @@ class RobustMixin:
             )
         if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
+        return self._selected_mean(losses, batch, outputs)
+
+    @torch.compiler.disable
+    def _selected_mean(self, losses: Tensor, batch: Any, outputs: Any) -> Tensor:
+        # Opaque to torch.compile (run eagerly, on the compiled forward's tensors): the selectors read the epoch,
+        # their schedules and bookkeeping, which dynamo would guard on and recompile for at every epoch of a
+        # warm-up ramp (a newcomer's compiled PRL fit hit the recompile limit and ran 48x slower than eager)
         # a selector that ranks during the backward (PRL(G) book-keeping) reduces last, given the others' mask
         deferred = next((s for s in self.batch_selectors if callable(getattr(s, "reduce_in_backward", None))), None)
         others = [s for s in self.batch_selectors if s is not deferred]
@@ -166,13 +173,23 @@ class RobustMixin:
         reset_parameters(self, seed)  # type: ignore[arg-type]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        if batch_idx == 0:  # before `per_sample_loss` unpacks it: a batch without indices gets the hint, not a crash
-            unpack_batch(batch, owner=f"{type(self).__name__}.training_step")
+        self._check_training_batch(batch)
         out = self.per_sample_loss(batch)
         losses, outputs = out if isinstance(out, tuple) else (out, None)
         loss = self.reduce_loss(losses, batch, outputs)
-        self.log("train_loss", loss, prog_bar=True)  # type: ignore[attr-defined]
+        self._log_train_loss(loss)
         return loss
+
+    # Both opaque to torch.compile: a `batch_idx == 0` test, or tracing into Lightning's `log`, made dynamo guard on
+    # the batch number and the logger's state and recompile the step until its recompile limit.
+    @torch.compiler.disable
+    def _check_training_batch(self, batch: Any) -> None:
+        # before `per_sample_loss` unpacks it: a batch without indices gets the hint, not a crash (a few type checks)
+        unpack_batch(batch, owner=f"{type(self).__name__}.training_step")
+
+    @torch.compiler.disable
+    def _log_train_loss(self, loss: Tensor) -> None:
+        self.log("train_loss", loss, prog_bar=True)  # type: ignore[attr-defined]
 
 
 def reset_parameters(module: torch.nn.Module, seed: int) -> None:

@@ -292,6 +292,29 @@ def test_metrics_equal_a_direct_computation(small_backdoor_run):
                                           "recall": pytest.approx(rec.corrupted_dropped / rec.corrupted_seen)}
 
 
+def test_metrics_count_the_first_evaluation_loader_only(small_backdoor_run):
+    # a newcomer's SimCLR datamodule has a second, triggered test loader: its images were counted as clean ones
+    # (test_clean_acc 0.767, the mean of 0.781 clean and 0.753 triggered)
+    dm, model, _, _, _ = small_backdoor_run
+
+    class TwoLoaders(lr.ImageClassifier):
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            return super().test_step(batch, batch_idx)
+
+    twin = TwoLoaders(backbone="mlp", hidden=32)
+    twin.load_state_dict(model.state_dict())
+    x, y = dm.test_set.dataset.tensors
+    clean = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=100)
+    triggered = DataLoader(TensorDataset(dm.trigger(x[:300]), y[:300]), batch_size=100)
+    results = []
+    for loaders in ([clean], [clean, triggered]):
+        metrics = lr.BackdoorMetrics(trigger=dm.trigger, target=None, num_classes=10)
+        pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu", callbacks=[metrics]).test(
+            twin, loaders, verbose=False)
+        results.append(metrics.results["test"])
+    assert results[1] == results[0]
+
+
 def test_metrics_need_a_trigger():
     x, y = tiny_data()
     ds = lr.IndexedDataset(TensorDataset(x, y))

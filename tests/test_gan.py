@@ -207,3 +207,18 @@ def test_dcgan_checks_the_datamodule_images_at_setup(tmp_path, shared_data):
         trainer.fit(DCGAN(image_size=32), data)
     with pytest.raises(ValueError, match=r"`model.channels`=3 does not fit `data`"):
         trainer.fit(DCGAN(channels=3), data)
+
+
+@pytest.mark.parametrize("bad", [dict(image_size=32), dict(channels=3)])
+def test_dcgan_checks_a_plain_loaders_first_batch(tmp_path, bad):
+    # a newcomer's own image set through a plain DataLoader got a 72-line conv traceback, not the misfit line
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    loader = DataLoader(IndexedDataset(TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1, torch.zeros(16))),
+                        batch_size=8)
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=rf"`model.{name}`={bad[name]} does not fit `data`: the first training batch "
+                                         r"yields 1×28×28"):
+        tiny_trainer(tmp_path, 1).fit(DCGAN(**bad), loader)

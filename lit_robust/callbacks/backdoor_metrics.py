@@ -53,7 +53,9 @@ class BackdoorMetrics(Callback):
     with the attack's trigger applied. Only clean images count: a batch with ground-truth flags
     (``(index, image, label, is_poisoned)``, e.g. the validation split of
     :class:`~lit_robust.data.BackdoorMNISTDataModule`, poisoned like its training pool) contributes its unflagged
-    samples, whose labels are true. Per epoch it logs (``<stage>`` is ``val`` or ``test``):
+    samples, whose labels are true. With several validation or test dataloaders only the first (``dataloader_idx``
+    0) counts: a second one, e.g. the triggered test split of
+    :class:`~lit_robust.SemiSupervisedBackdoorMNISTDataModule`, holds no clean images. Per epoch it logs (``<stage>`` is ``val`` or ``test``):
 
     * ``backdoor/<stage>_clean_acc`` — accuracy on the clean images;
     * ``backdoor/<stage>_poison_acc`` — accuracy on the triggered images against their true labels, over every
@@ -176,7 +178,7 @@ class BackdoorMetrics(Callback):
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.sanity_checking:
+        if not trainer.sanity_checking and dataloader_idx == 0:
             self._batch(trainer, pl_module, batch)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -188,7 +190,8 @@ class BackdoorMetrics(Callback):
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._batch(trainer, pl_module, batch)
+        if dataloader_idx == 0:  # the clean split; a second loader (e.g. already triggered images) is not
+            self._batch(trainer, pl_module, batch)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end("test", pl_module)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.data.spec import DataSpec, check_fits_data, misfit
+from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin
 
 __all__ = ["DCGAN", "dcgan_init"]
@@ -121,6 +121,9 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the images are
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule's images are ``channels``×``image_size``×``image_size``."""
