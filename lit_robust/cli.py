@@ -22,7 +22,9 @@ Six things on top of LightningCLI, all for the paths users take:
 
 from __future__ import annotations
 
+import difflib
 import glob
+import importlib
 import inspect
 import linecache
 import os
@@ -62,7 +64,9 @@ class RobustArgumentParser(LightningArgumentParser):
         (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [--KEY VALUE ...]\n")
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
-        return super().error(tidy_parser_message(message), ex)
+        message = suggest_option(tidy_parser_message(message),
+                                 [o for o in self._option_string_actions if o.startswith("--")])
+        return super().error(message, ex)
 
 
 _UNION_HEAD = "Does not validate against any of the Union subtypes"
@@ -132,6 +136,29 @@ def tidy_parser_message(message: str) -> str:
             block.append(nxt.strip())
         return "\n  ".join([head] + block)
     return message
+
+
+def suggest_option(message: str, options: Sequence[str] = ()) -> str:
+    """Say what a misspelt key was probably meant to be: ``Option 'drop_rato' is not accepted`` for a class the
+    config names gains ``: did you mean 'drop_ratio'? BatchFilter takes ...`` (its ``__init__`` arguments), and
+    ``unrecognized arguments: --trainer.max_epoch 3`` gains ``(did you mean --trainer.max_epochs?)`` from the
+    parser's ``options``. A message without such a line, or a class that cannot be imported, is returned as is."""
+    message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option '([^']+)' is not accepted",
+                     lambda m: m.group(0) + _init_argument_hint(m.group(1), m.group(3)), message)
+    unknown = re.match(r"unrecognized arguments: (--\S+)", message)
+    close = difflib.get_close_matches(unknown.group(1).split("=")[0], list(options), n=1) if unknown else []
+    return f"{message} (did you mean {close[0]}?)" if close else message
+
+
+def _init_argument_hint(class_path: str, key: str) -> str:
+    """``: did you mean 'drop_ratio'? BatchFilter takes a, b, ...`` for ``key`` of the class at ``class_path``."""
+    try:
+        module, _, name = class_path.rpartition(".")
+        names = sorted(_parameters(getattr(importlib.import_module(module), name)))
+    except (ImportError, AttributeError, ValueError):
+        return ""
+    close = difflib.get_close_matches(key, names, n=1)
+    return f": {f'did you mean {close[0]!r}? ' if close else ''}{name} takes {', '.join(names)}"
 
 
 _BASE_CALLBACKS = ("pytorch_lightning.Callback", "lightning.pytorch.Callback", "lightning.Callback")

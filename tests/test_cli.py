@@ -524,3 +524,30 @@ def test_ckpt_file_hyperparameters_replacing_the_command_line_are_named(tmp_path
     with pytest.warns(UserWarning, match=rf"rebuilt from the hyper-parameters saved in the checkpoint .*lr=0\.001 -> "
                                          rf"{lr}"):
         run(["test", "--config", str(small), "--ckpt_path", ckpt, "--model.init_args.lr", "0.001"])
+
+
+def test_a_misspelt_key_is_answered_with_the_closest_name(tmp_path, capsys):
+    # two newcomers' typos (`drop_rato` in a YAML, `--trainer.max_epoch`) got no hint of the valid names
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "prl_mnist.yaml").read_text()), tmp_path)
+    filt = cfg["trainer"]["callbacks"][0]["init_args"]
+    filt["drop_rato"] = filt.pop("drop_ratio")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(tmp_path / "typo.yaml")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    assert ("Option 'drop_rato' is not accepted: did you mean 'drop_ratio'? BatchFilter takes allow_large_drop, "
+            "auto_margin, drop_ratio, estimator,") in err, err
+    err = _fails(tmp_path, capsys, "robust_realnvp_moons.yaml", ["fit", "--model.init_args.drop_ration", "0.1"])
+    assert "Option 'drop_ration' is not accepted: did you mean 'drop_ratio'? RobustRealNVP takes " in err, err
+    err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--trainer.max_epoch", "3"])
+    assert err.rstrip().endswith("unrecognized arguments: --trainer.max_epoch 3 (did you mean --trainer.max_epochs?)")
+    err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--no_such_thing", "3"])
+    assert err.rstrip().endswith("unrecognized arguments: --no_such_thing 3"), err  # nothing close: no guess
+
+
+def test_suggest_option_leaves_a_class_it_cannot_import_alone():
+    from lit_robust.cli import suggest_option
+
+    msg = "Problem with given class_path 'nowhere.Thing':\n  Option 'x' is not accepted"
+    assert suggest_option(msg) == msg

@@ -379,10 +379,11 @@ def apply_spectral_norm(model: nn.Module, k: float = 1.0, modules: str | Sequenc
     checkpoints carry them; load them into a model transformed the same way (the keys become
     ``<name>.parametrizations.weight.original`` and ``<name>.parametrizations.weight.0._u``).
 
+    >>> _ = torch.manual_seed(0)  # the power iteration starts from random vectors: its estimate, hence the bound
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     >>> apply_spectral_norm(net, k=2.0)
     ['0', '2']
-    >>> bool(spectral_norm_of(net[0].weight) <= 2.0 * 1.01)
+    >>> bool(spectral_norm_of(net[0].weight) <= 2.0 * 1.01)  # 9 of 300 other seeds exceeded 1 %
     True
     """
     k = _check_k(k)
