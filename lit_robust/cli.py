@@ -38,7 +38,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -157,6 +157,8 @@ def _init_argument_hint(class_path: str, key: str) -> str:
         names = sorted(_parameters(getattr(importlib.import_module(module), name)))
     except (ImportError, AttributeError, ValueError):
         return ""
+    if not names:
+        return ""
     close = difflib.get_close_matches(key, names, n=1)
     return f": {f'did you mean {close[0]!r}? ' if close else ''}{name} takes {', '.join(names)}"
 
@@ -209,11 +211,38 @@ class RobustCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI rebuilds the model from the hyper-parameters saved in a checkpoint *file* given as
-        # `--ckpt_path`, over the config and the command line: say which of the user's values it replaced
+        # `--ckpt_path`, over the config and the command line. As it does, and also for a checkpoint saved from the
+        # Python API (its hyper-parameters name no class: the config's model class is meant; LightningCLI gave up
+        # on those); hyper-parameters that do not fit that class are one line, and each value of the user's that
+        # they replace is named in a warning.
         sub = self.config.get("subcommand")
-        before = _model_args(self.config.get(sub)) if sub else {}
-        super()._parse_ckpt_path()
-        after = _model_args(self.config.get(sub)) if sub else {}
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        model = self.config[sub].get("model")
+        class_path = model.get("class_path") if isinstance(model, Namespace) else None
+        if "_class_path" in hparams:
+            class_path = hparams.pop("_class_path")
+            saved: dict[str, Any] = {"class_path": class_path, "dict_kwargs": hparams}
+        else:
+            saved = {"class_path": class_path, "init_args": hparams} if class_path else hparams
+        before = _model_args(self.config.get(sub))
+        exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
+        try:
+            self.config = self.parser.parse_object({sub: {"model": saved}}, self.config)
+        except ArgumentError as err:
+            problem = "; ".join(line.strip() for line in str(err).splitlines()[1:]
+                                if line.strip() and not line.strip().startswith("Problem with given class_path"))
+            raise UserInputError(
+                f"`--ckpt_path {ckpt_path}`: the hyper-parameters saved in it ({', '.join(sorted(hparams))}) do not "
+                f"fit the config's model {class_path} ({problem}); is it a checkpoint of another model?") from None
+        finally:
+            self.parser.exit_on_error = exit_on_error
+        after = _model_args(self.config.get(sub))
         changed = {k: (before[k], after.get(k)) for k in before if k in after and after[k] != before[k]}
         if changed:
             listed = ", ".join(f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))

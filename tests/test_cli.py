@@ -551,3 +551,36 @@ def test_suggest_option_leaves_a_class_it_cannot_import_alone():
 
     msg = "Problem with given class_path 'nowhere.Thing':\n  Option 'x' is not accepted"
     assert suggest_option(msg) == msg
+
+
+def test_a_checkpoint_saved_from_python_loads_into_the_cli_and_another_models_is_one_line(tmp_path, capsys,
+                                                                                          one_torch_thread):
+    # a newcomer could not continue an API fit with the CLI ("Option 'latent_dim' is not accepted" against
+    # LightningModule: the checkpoint's hyper-parameters name no class), and another model's checkpoint got
+    # jsonargparse's Union report instead of what was wrong
+    import pytorch_lightning as pl
+
+    from lit_robust import DCGAN, DigitsDataModule, ImageClassifier
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    pl.seed_everything(0, verbose=False)
+    model, data = ImageClassifier(**cfg["model"]["init_args"]), DigitsDataModule(**cfg["data"]["init_args"])
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         accelerator="cpu", default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    trainer.save_checkpoint(tmp_path / "api.ckpt")
+    expected = trainer.test(model, data, verbose=False)[0]["test_acc"]
+    cli = run(["test", "--config", str(small), "--ckpt_path", str(tmp_path / "api.ckpt")])
+    assert cli.trainer.callback_metrics["test_acc"].item() == pytest.approx(expected, abs=1e-6)
+
+    gan = pl.Trainer(logger=False, enable_checkpointing=False, max_epochs=0, accelerator="cpu",
+                     default_root_dir=tmp_path)
+    gan.strategy.connect(DCGAN(latent_dim=8))
+    gan.save_checkpoint(tmp_path / "gan.ckpt")
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["test", "--ckpt_path", str(tmp_path / "gan.ckpt")])
+    assert (f"`--ckpt_path {tmp_path / 'gan.ckpt'}`: the hyper-parameters saved in it (beta1, beta2, channels, "
+            "d_width, g_width, image_size, latent_dim, lr, num_fixed, seed) do not fit the config's model "
+            "lit_robust.ImageClassifier (Option ") in err, err
+    assert err.rstrip().splitlines()[-2].endswith("is it a checkpoint of another model?"), err
