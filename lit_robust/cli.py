@@ -406,13 +406,14 @@ def model_callbacks(model: pl.LightningModule) -> list[pl.Callback]:
 
 def enable_reports(callbacks: Sequence[Any]) -> None:
     """``lit-robust fit``'s default: every callback (or module) that can write a per-sample report (``ITLM``,
-    ``BatchFilter``, ``RCA``) and whose ``report`` is ``None`` (not set in the config) writes it; an explicit
-    ``report: false`` stays off."""
+    ``BatchFilter``, ``RCA``, ``CoTeaching``) and whose ``report`` is ``None`` (not set in the config) writes it;
+    an explicit ``report: false`` stays off."""
     from lit_robust.anomaly import RCA
     from lit_robust.callbacks import ITLM, BatchFilter
+    from lit_robust.models import CoTeaching
 
     for cb in callbacks:
-        if isinstance(cb, (ITLM, BatchFilter, RCA)) and cb.report is None:
+        if isinstance(cb, (ITLM, BatchFilter, RCA, CoTeaching)) and cb.report is None:
             cb.report = True
 
 

@@ -19,6 +19,7 @@ from lit_robust import (
     AdversarialTrigger,
     BackdoorMetrics,
     BatchFilter,
+    CoTeaching,
     SampleGrid,
     SpectralNorm,
     load_report,
@@ -183,7 +184,7 @@ def test_config_runs_its_callbacks_then_evaluates_the_fitted_weights(config, tmp
     for cb in model_callbacks(fit.model):  # what the model brings itself (RealNVP's trimming filter) acts too
         assert any(c is cb for c in callbacks), (cb, callbacks)
         _assert_acted(cb, fit)
-    if isinstance(fit.model, RCA):  # a module with its own report: on by default too
+    if isinstance(fit.model, (RCA, CoTeaching)):  # a module with its own report: on by default too
         rows = _report_rows(fit.model, fit.trainer)
         assert sorted(r["index"] for r in rows) == list(range(len(fit.trainer.train_dataloader.dataset)))
     fitted = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}

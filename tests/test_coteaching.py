@@ -153,7 +153,7 @@ class EpochSeededBlobs(BlobsData):
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     def run(path, epochs, ckpt=None, cb=()):
         pl.seed_everything(0, verbose=False)
-        co = CoTeaching(TinyModel(), rule="prl", drop_ratio=0.3, warmup_epochs=2)
+        co = CoTeaching(TinyModel(), rule="prl", drop_ratio=0.3, warmup_epochs=2, report_dir=str(path))
         trainer = tiny_trainer(path, epochs, callbacks=list(cb), enable_checkpointing=bool(cb))
         trainer.fit(co, EpochSeededBlobs(n=96, batch_size=16), ckpt_path=ckpt)
         return co
@@ -165,6 +165,53 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed.history == full.history
+    # the per-sample report too: its first-dropped epochs from before the checkpoint came through it
+    report = (tmp_path / "resumed" / "coteaching_report.csv").read_text()
+    assert report == (tmp_path / "full" / "coteaching_report.csv").read_text()
+    from lit_robust import load_report
+
+    rows = load_report(tmp_path / "resumed" / "coteaching_report.csv", as_frame=False)
+    assert 1 in {r["first_dropped_epoch"] for r in rows}  # epoch 1 was trained before the checkpoint
+
+
+@pytest.mark.parametrize("rule", ["spl", "prl"])
+def test_report_is_the_last_epochs_mean_score_of_both_networks(rule, tmp_path):
+    """The per-sample report (a newcomer's `lit-robust fit` of a Co-teaching config wrote none): every sample once,
+    ranked by the mean of the two networks' scores in the last epoch, kept = in both networks' trusted sets, net1's
+    prediction -- against a reference recomputed from the recorded parameters and batches."""
+    from lit_robust import load_report
+
+    co = SpyCoTeaching(PlainSGD(), rule=rule, drop_ratio=0.25, warmup_epochs=1, report_dir=str(tmp_path))
+    fit(tmp_path, co, max_epochs=2)  # 96 samples in batches of 16: steps 6-11 are the last epoch
+    rows = load_report(co.report_path, as_frame=False)
+    assert co.report_path == str(tmp_path / "coteaching_report.csv")
+    ref = {}
+    first_dropped = {}
+    for step_no, st in enumerate(co.steps):
+        index, x, y = st["batch"][:3]
+        for i, (k1, k2) in zip(index.tolist(), zip(st["keep1"].tolist(), st["keep2"].tolist())):
+            if not (k1 and k2):
+                first_dropped.setdefault(i, step_no // 6)
+        if step_no < 6:
+            continue
+        nets = []
+        for key in ("p1", "p2"):
+            net = copy.deepcopy(co.net1.net)
+            net.load_state_dict(st[key])
+            nets.append(net)
+        s1, s2 = (ref_scores(rule, net, x, y).detach() for net in nets)
+        predicted = nets[0](x).argmax(1)
+        for j, i in enumerate(index.tolist()):
+            ref[i] = dict(score=0.5 * (float(s1[j]) + float(s2[j])), kept=bool(st["keep1"][j] and st["keep2"][j]),
+                          predicted=int(predicted[j]), given=int(y[j]), corrupted=bool(st["batch"][3][j]))
+    assert [r["index"] for r in rows] == sorted(ref, key=lambda i: (-ref[i]["score"], i))
+    for row in rows:
+        want = ref[row["index"]]
+        assert row["score_last_epoch"] == pytest.approx(want["score"], rel=1e-5, abs=1e-7)
+        assert (row["kept"], row["predicted_label"], row["given_label"], row["corrupted"]) == \
+            (want["kept"], want["predicted"], want["given"], want["corrupted"])
+        assert row["first_dropped_epoch"] == first_dropped.get(row["index"])
+    assert sum(not r["kept"] for r in rows) > 0 and min(first_dropped.values()) == 1  # epoch 0 drops nothing
 
 
 @pytest.mark.parametrize(

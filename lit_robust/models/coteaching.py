@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust._checks import check_int
+from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
     select_in_batch,
@@ -23,7 +25,7 @@ from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import loss_layer_scores
 from lit_robust.mixin import require_mixin
-from lit_robust.report import integer_labels, labels_from_outputs
+from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -31,6 +33,7 @@ from lit_robust.selection.auto_drop import (
     AutoDropRatio,
     FilterEstimator,
     check_auto_args,
+    report_pointer,
 )
 from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
 
@@ -132,6 +135,14 @@ class CoTeaching(pl.LightningModule):
         allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
         estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
             ``estimator`` defaults to ``"disagreement"``, with ``net1``'s predictions).
+        report, report_dir, report_format: the per-sample report (:mod:`lit_robust.report`), as a
+            :class:`~lit_robust.BatchFilter`'s: ``<folder>/coteaching_report.csv`` at the end of training, one row
+            per training sample, ranked by the last epoch's mean score averaged over the two networks (the score
+            ``"auto"`` estimates from), ``kept`` = no batch of the last epoch left the sample out of either
+            network's update, the epoch first dropped, ``net1``'s prediction, the given label and the ground truth
+            when the batches carry it. ``None`` (default): on when ``report_dir`` is given or under
+            ``lit-robust fit``; the path is :attr:`report_path`. In epochs that drop nothing the scores are
+            computed for the report anyway (no extra backward).
 
     Example::
 
@@ -153,9 +164,13 @@ class CoTeaching(pl.LightningModule):
         estimator: FilterEstimator = DEFAULT_FILTER_ESTIMATOR,
         auto_margin: float = 0.0,
         reestimate: bool = False,
+        report: bool | None = None,
+        report_dir: str | None = None,
+        report_format: ReportFormat = "csv",
     ) -> None:
         super().__init__()
         require_mixin("CoTeaching", model)
+        check_report_args(report, report_dir, report_format)
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
         self.drop_ratio: float | Literal["auto"] = check_auto_args(
@@ -173,6 +188,10 @@ class CoTeaching(pl.LightningModule):
         self._counters: Tensor | None = None
         self._warned_small = False
         self._sched_cfgs: list[dict | None] = [None, None]
+        # attributes, not only hyperparameters: `lit-robust fit` turns a `report` left at None on
+        self.report, self.report_dir, self.report_format = report, report_dir, report_format
+        self.report_path: str | None = None  # the report written by the last fit
+        self._report = EpochReport("CoTeaching", "coteaching_report")
         self._auto: AutoDropRatio | None = None
         if self.drop_ratio == "auto":
             self._auto = AutoDropRatio("CoTeaching", estimator, auto_margin, reestimate, warmup_epochs,
@@ -201,6 +220,16 @@ class CoTeaching(pl.LightningModule):
             self.drop_ratio, self.warmup_epochs, getattr(self._trainer, "max_epochs", None))
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
+        if stage == "fit" and self._trainer is not None:
+            self._report.setup(self._trainer, self.report, self.report_dir, self.report_format)
+            if self._auto is not None:
+                self._auto.ranked_by = report_pointer(self._report.target is not None)
+
+    def on_train_start(self) -> None:
+        self._report.start(self.trainer, self.device)
+
+    def on_train_epoch_start(self) -> None:
+        self._report.start_epoch(self.current_epoch)
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -221,19 +250,22 @@ class CoTeaching(pl.LightningModule):
         ib = unpack_batch(batch)
         index = ib.index.to(losses[0].device)
         collect = self._auto is not None and self.training and self._auto.collects(self.current_epoch)
-        if drop_ratio == 0.0 and not collect:
-            keep = torch.ones_like(losses[0], dtype=torch.bool)
+        report = self._report.active and self.training
+        keep = torch.ones_like(losses[0], dtype=torch.bool)
+        if drop_ratio == 0.0 and not collect and not report:
             return keep, keep
         scores = [loss_layer_scores(self.rule, l_i, o_i, ib.target, self.loss) for l_i, o_i in zip(losses, outputs)]
+        mean_score = 0.5 * (scores[0].double() + scores[1].double()) if collect or report else None
+        given = predicted = None
+        if report or (collect and self._auto.uses_labels):  # net1's prediction (the network `forward` uses)
+            given, predicted = integer_labels(ib.target), labels_from_outputs(outputs[0], ib.target)
         if collect:
-            given = predicted = None
-            if self._auto.uses_labels:  # net1's prediction (the network `forward` uses) from this step's forward
-                given, predicted = integer_labels(ib.target), labels_from_outputs(outputs[0], ib.target)
-            self._auto.add(index, 0.5 * (scores[0].double() + scores[1].double()), given, predicted)
-        if drop_ratio == 0.0:
-            keep = torch.ones_like(losses[0], dtype=torch.bool)
-            return keep, keep
-        masks = [select_in_batch(s, index, drop_ratio, self.scope, self._warn_small) for s in scores]
+            labels = (given, predicted) if self._auto.uses_labels else (None, None)
+            self._auto.add(index, mean_score, *labels)
+        masks = (keep, keep) if drop_ratio == 0.0 else tuple(
+            select_in_batch(s, index, drop_ratio, self.scope, self._warn_small) for s in scores)
+        if report:
+            self._report.add(index, mean_score, ~(masks[0] & masks[1]), predicted, given, ib.corrupted)
         return masks[0], masks[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -277,7 +309,18 @@ class CoTeaching(pl.LightningModule):
             parts = [seen, d1.sum(), d2.sum(), zero, zero, zero, one, zero]
         self._counters += torch.stack(parts)
 
+    def on_validation_epoch_end(self) -> None:
+        # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
+        if not self.trainer.sanity_checking and self.trainer.state.fn == TrainerFn.FITTING:
+            self._report.flush()
+
+    def on_train_end(self) -> None:
+        path = self._report.write(self.trainer, self.hparams.estimator)
+        if path is not None:
+            self.report_path = path
+
     def on_train_epoch_end(self) -> None:
+        self._report.end_epoch(self.current_epoch)  # a collective, before an epoch-end checkpoint
         counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
         seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
         rec = CoTeachingEpochRecord(epoch=self.current_epoch, drop_ratio=self.drop_ratio_at(self.current_epoch),
@@ -341,6 +384,7 @@ class CoTeaching(pl.LightningModule):
             "counters": None if self._counters is None else self._counters.cpu().tolist(),
             "warned_small": self._warned_small,
             "auto": None if self._auto is None else self._auto.state_dict(),
+            "report": self._report.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -352,3 +396,4 @@ class CoTeaching(pl.LightningModule):
         self._warned_small = state["warned_small"]
         if self._auto is not None and state.get("auto") is not None:
             self._auto.load_state_dict(state["auto"])
+        self._report.load_state_dict(state.get("report"))  # absent from checkpoints before the report
