@@ -269,12 +269,11 @@ class CoTeaching(pl.LightningModule):
         return masks[0], masks[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        if batch_idx == 0:  # before the wrapped model's `per_sample_loss` unpacks it in its own way
-            unpack_batch(batch, owner="CoTeaching")
+        self._check_batch(batch)
         opt1, opt2 = self.optimizers()
         l1, o1 = self._losses(self.net1, batch)
         l2, o2 = self._losses(self.net2, batch)
-        keep1, keep2 = self.selections(batch, (l1, l2), (o1, o2), self.drop_ratio_at(self.current_epoch))
+        keep1, keep2 = self._trusted(batch, (l1, l2), (o1, o2))
         # the exchange: each network learns from the samples its peer trusts
         loss1, loss2 = masked_mean(l1, keep2), masked_mean(l2, keep1)
         opt1.zero_grad()
@@ -282,11 +281,25 @@ class CoTeaching(pl.LightningModule):
         self.manual_backward(loss1 + loss2)  # disjoint graphs: one backward gives both networks' gradients
         opt1.step()
         opt2.step()
+        self._after_step(batch, keep1, keep2, loss1.detach(), loss2.detach())
+        return loss1.detach()
+
+    # Opaque to torch.compile, as RobustMixin's own step: they read the epoch, the schedules, the bookkeeping and the
+    # logger, which dynamo would guard on and recompile the step for at every epoch of the warm-up.
+    @torch.compiler.disable
+    def _check_batch(self, batch: Any) -> None:
+        unpack_batch(batch, owner="CoTeaching")  # before the wrapped model's `per_sample_loss` unpacks it its own way
+
+    @torch.compiler.disable
+    def _trusted(self, batch: Any, losses: tuple[Tensor, Tensor], outputs: tuple[Any, Any]) -> tuple[Tensor, Tensor]:
+        return self.selections(batch, losses, outputs, self.drop_ratio_at(self.current_epoch))
+
+    @torch.compiler.disable
+    def _after_step(self, batch: Any, keep1: Tensor, keep2: Tensor, loss1: Tensor, loss2: Tensor) -> None:
         self._step_schedulers("step")
         self._count(keep1, keep2, unpack_batch(batch).corrupted)
-        self.log("train_loss", loss1.detach(), prog_bar=True)
-        self.log("train_loss_2", loss2.detach())
-        return loss1.detach()
+        self.log("train_loss", loss1, prog_bar=True)
+        self.log("train_loss_2", loss2)
 
     def _warn_small(self, n: int, eps: float) -> None:
         if not self._warned_small:
