@@ -243,10 +243,22 @@ class RCA(AnomalyDetector):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         b = unpack_batch(batch)
         x = b.input
-        beta = self.keep_ratio_at(self.current_epoch)
         with torch.no_grad(), _dropout(self, False):  # Alg. 1 line 3: forward with dropout = 0
             e1 = reconstruction_error(self.ae1(x), x)
             e2 = reconstruction_error(self.ae2(x), x)
+        train1, train2 = self._exchange(b, e1, e2, batch_idx)
+        loss1 = reconstruction_error(self.ae1(x[train1]), x[train1]).mean()
+        loss2 = reconstruction_error(self.ae2(x[train2]), x[train2]).mean()
+        loss = loss1 + loss2
+        self._log_step(loss, b, train1, train2)
+        return loss
+
+    # Opaque to torch.compile, as RobustMixin's step: they read the epoch, the schedule, the bookkeeping and the
+    # logger, which dynamo would guard on and recompile the step for at every epoch of the warm-up.
+    @torch.compiler.disable
+    def _exchange(self, b: Any, e1: Tensor, e2: Tensor, batch_idx: int) -> tuple[Tensor, Tensor]:
+        """Each autoencoder's training samples of this batch (Alg. 1 lines 4-5), with the "auto" scores and the
+        report's sums recorded."""
         check_finite("reconstruction error", torch.cat([e1, e2]), batch_idx, torch.cat([b.index, b.index]),
                      "training")
         index = b.index.to(e1.device)
@@ -254,21 +266,21 @@ class RCA(AnomalyDetector):
         score = 0.5 * (e1.double() + e2.double()) if collect or self._report.active else None  # only when used
         if collect:
             self._auto.add(index, score)
-        train1, train2 = rca_exchange_masks(e1, e2, beta, index)
+        train1, train2 = rca_exchange_masks(e1, e2, self.keep_ratio_at(self.current_epoch), index)
         if self._report.active:
             self._report.add(index, score, ~(train1 & train2), corrupted=b.corrupted)
-        loss1 = reconstruction_error(self.ae1(x[train1]), x[train1]).mean()
-        loss2 = reconstruction_error(self.ae2(x[train2]), x[train2]).mean()
-        loss = loss1 + loss2
+        return train1, train2
+
+    @torch.compiler.disable
+    def _log_step(self, loss: Tensor, b: Any, train1: Tensor, train2: Tensor) -> None:
         self.log("train_loss", loss, prog_bar=True)
-        self.log("rca/keep_ratio", beta, on_step=False, on_epoch=True)
+        self.log("rca/keep_ratio", self.keep_ratio_at(self.current_epoch), on_step=False, on_epoch=True)
         if b.corrupted is not None:
-            bad = b.corrupted.to(device=x.device, dtype=torch.bool)
+            bad = b.corrupted.to(device=train1.device, dtype=torch.bool)
             dropped = ~(train1 & train2)  # left out of at least one update
             if bool(dropped.any()):
                 self.log("rca/dropped_anomaly_frac", (bad & dropped).sum() / dropped.sum(), on_step=False,
                          on_epoch=True)
-        return loss
 
     def on_validation_epoch_end(self) -> None:
         # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
