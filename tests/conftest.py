@@ -159,6 +159,29 @@ class BlobsData(pl.LightningDataModule):
         return DataLoader(self.ds, batch_size=64) if self.with_val else []
 
 
+def graphs_compiled_over(tmp_path, make_module, data, epochs: int, callbacks=()) -> int:
+    """How many graphs ``torch.compile`` builds (a counting backend, after a dynamo reset) while a seeded
+    ``epochs``-epoch fit of the compiled ``make_module()`` runs: equal counts for 2 and 6 epochs mean nothing in the
+    step recompiles per epoch (a batch number, an epoch schedule or the logger's state traced into the graph)."""
+    torch._dynamo.reset()
+    count = 0
+
+    def backend(gm, example_inputs):
+        nonlocal count
+        count += 1
+        return gm.forward
+
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, epochs, list(callbacks)).fit(torch.compile(make_module(), backend=backend), data)
+    return count
+
+
+class MixinStep(TinyModel):
+    """TinyModel with the mixin's own ``training_step``, as most users have it (TinyModel's records the batches)."""
+
+    training_step = RobustMixin.training_step
+
+
 def tiny_trainer(tmp_path, max_epochs: int, callbacks=(), **kw) -> pl.Trainer:
     kw.setdefault("logger", False)
     kw.setdefault("enable_checkpointing", False)

@@ -414,21 +414,12 @@ def test_one_class_fashion_mnist(shared_data):
 def test_a_compiled_rca_fit_compiles_the_same_graphs_for_2_and_6_epochs(tmp_path):
     # the warm-up's keep ratio, the "auto" scores, the report and the logging stay out of the compiled graph
     # (before: 20 graphs for 2 epochs, 24 for 6 -- a recompile per warm-up epoch)
+    from tests.conftest import graphs_compiled_over
+
     loader = DataLoader(IndexedDataset(TensorDataset(torch.randn(256, 2), torch.zeros(256))), batch_size=32)
 
-    def graphs(epochs: int) -> int:
-        torch._dynamo.reset()
-        count = 0
+    def make():
+        return RCA(2, hidden=8, latent=1, drop_ratio=0.1, warmup_epochs=4)
 
-        def backend(gm, example_inputs):
-            nonlocal count
-            count += 1
-            return gm.forward
-
-        pl.seed_everything(0, verbose=False)
-        model = torch.compile(RCA(2, hidden=8, latent=1, drop_ratio=0.1, warmup_epochs=4), backend=backend)
-        tiny_trainer(tmp_path, epochs).fit(model, loader)
-        return count
-
-    two, six = graphs(2), graphs(6)
+    two, six = (graphs_compiled_over(tmp_path, make, loader, epochs) for epochs in (2, 6))
     assert two == six, (two, six)

@@ -9,7 +9,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_robust import CoTeaching, CoTeachingEpochRecord
-from lit_robust.mixin import RobustMixin
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
 from tests.test_scores import ce, ref_loss_layer_norms
 
@@ -274,22 +273,10 @@ def test_a_fit_shorter_than_the_warmup_is_warned_about(tmp_path):
 def test_a_compiled_fit_compiles_the_same_graphs_for_2_and_6_warmup_epochs(tmp_path):
     # as RobustMixin's step: the epoch schedule, the bookkeeping and the logging stay out of the compiled graph
     # (before: 30 graphs for 2 epochs, 37 for 6 -- a recompile per warm-up epoch, up to dynamo's limit)
-    def graphs(epochs: int) -> int:
-        torch._dynamo.reset()
-        count = 0
+    from tests.conftest import MixinStep, graphs_compiled_over
 
-        def backend(gm, example_inputs):
-            nonlocal count
-            count += 1
-            return gm.forward
+    def make():
+        return CoTeaching(MixinStep(), rule="prl", drop_ratio=0.3, warmup_epochs=5)
 
-        class Plain(TinyModel):  # the mixin's own training_step
-            training_step = RobustMixin.training_step
-
-        pl.seed_everything(0, verbose=False)
-        model = torch.compile(CoTeaching(Plain(), rule="prl", drop_ratio=0.3, warmup_epochs=5), backend=backend)
-        tiny_trainer(tmp_path, epochs).fit(model, BlobsData(n=256))
-        return count
-
-    two, six = graphs(2), graphs(6)
+    two, six = (graphs_compiled_over(tmp_path, make, BlobsData(n=256), epochs) for epochs in (2, 6))
     assert two == six, (two, six)

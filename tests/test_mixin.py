@@ -114,28 +114,10 @@ def test_reset_parameters_redraws_parametrised_layers_like_plain_ones():
 def test_a_compiled_fit_with_a_ramping_filter_compiles_the_same_graphs_for_2_and_6_epochs(tmp_path):
     # A newcomer's compiled PRL fit hit dynamo's recompile limit and ran ~48x slower than eager: the mixin's step
     # tested `batch_idx == 0` and traced into the filter's epoch schedule and Lightning's `log`, so every batch
-    # number and warm-up epoch was a new graph. The graphs now depend on neither.
-    import pytorch_lightning as pl
-
+    # number and warm-up epoch was a new graph (16 graphs for 2 epochs, 20 for 6). The graphs now depend on neither.
     from lit_robust import BatchFilter
-    from tests.conftest import BlobsData, tiny_trainer
+    from tests.conftest import BlobsData, MixinStep, graphs_compiled_over
 
-    def graphs(epochs: int) -> int:
-        torch._dynamo.reset()
-        count = 0
-
-        def backend(gm, example_inputs):
-            nonlocal count
-            count += 1
-            return gm.forward
-
-        class Plain(TinyModel):  # the mixin's own training_step, as most users have it
-            training_step = RobustMixin.training_step
-
-        pl.seed_everything(0, verbose=False)
-        model = torch.compile(Plain(), backend=backend)
-        tiny_trainer(tmp_path, epochs, [BatchFilter("prl", 0.3, warmup_epochs=5)]).fit(model, BlobsData(n=256))
-        return count
-
-    two, six = graphs(2), graphs(6)
+    two, six = (graphs_compiled_over(tmp_path, MixinStep, BlobsData(n=256), epochs,
+                                     [BatchFilter("prl", 0.3, warmup_epochs=5)]) for epochs in (2, 6))
     assert two == six, (two, six)

@@ -15,19 +15,18 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lit_robust._checks import check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
-from lit_robust.callbacks._report_file import EpochReport, check_report_args
+from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks.batch_filter import warmup_outlasts_fit
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.report import ReportFormat
-from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, check_auto_args, report_pointer
+from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, check_auto_args
 from lit_robust.selection.rules import keep_count, smallest_k_mask
 
 __all__ = ["AutoEncoder", "RCA", "rca_keep_ratio", "rca_exchange_masks", "reconstruction_error", "MLPAutoEncoder"]
@@ -152,7 +151,7 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
-class RCA(AnomalyDetector):
+class RCA(ModuleReport, AnomalyDetector):
     r"""Robust Collaborative Autoencoders (thesis Alg. 1); see the module docstring.
 
     Args:
@@ -225,15 +224,7 @@ class RCA(AnomalyDetector):
         if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
             rank_zero_warn(f"RCA: {short}")
         if stage == "fit" and self._trainer is not None:
-            self._report.setup(self._trainer, self.report, self.report_dir, self.report_format)
-            if self._auto is not None:
-                self._auto.ranked_by = report_pointer(self._report.target is not None)
-
-    def on_train_start(self) -> None:
-        self._report.start(self.trainer, self.device)
-
-    def on_train_epoch_start(self) -> None:
-        self._report.start_epoch(self.current_epoch)
+            self.setup_report(self._auto)
 
     @property
     def estimated_corruption(self) -> float | None:
@@ -282,11 +273,6 @@ class RCA(AnomalyDetector):
                 self.log("rca/dropped_anomaly_frac", (bad & dropped).sum() / dropped.sum(), on_step=False,
                          on_epoch=True)
 
-    def on_validation_epoch_end(self) -> None:
-        # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
-        if not self.trainer.sanity_checking and self.trainer.state.fn == TrainerFn.FITTING:
-            self._report.flush()
-
     def on_train_epoch_end(self) -> None:
         self._report.end_epoch(self.current_epoch)  # a collective, before an epoch-end checkpoint
         if self._auto is None:
@@ -295,11 +281,6 @@ class RCA(AnomalyDetector):
         if self._auto.estimate is not None:
             # identical on every rank
             self.log("rca/estimated_corruption", self._auto.estimate, on_step=False, on_epoch=True, sync_dist=True)
-
-    def on_train_end(self) -> None:
-        path = self._report.write(self.trainer, self.hparams.estimator)
-        if path is not None:
-            self.report_path = path
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._auto is not None:

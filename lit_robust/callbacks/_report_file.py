@@ -7,12 +7,14 @@ import os
 from typing import Any
 
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 
 from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, write_report
 from lit_robust.selection import distributed
 
-__all__ = ["check_report_args", "report_enabled", "resolve_report_path", "training_set_size", "EpochReport"]
+__all__ = ["check_report_args", "report_enabled", "resolve_report_path", "training_set_size", "EpochReport",
+           "ModuleReport"]
 
 
 def check_report_args(report: Any, report_dir: Any, report_format: Any) -> None:
@@ -138,3 +140,40 @@ class EpochReport:
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         self.state = None if state is None else EpochScores.from_state_dict(state)
+
+
+class ModuleReport:
+    """The hooks of a LightningModule that writes its own per-sample report (``RCA``, ``CoTeaching``): an
+    :class:`EpochReport` in ``self._report``, its arguments in ``self.report``, ``report_dir``, ``report_format`` and
+    ``hparams.estimator``. :meth:`setup_report` resolves the path at fit setup; the sums start with training, are
+    flushed before a checkpoint written at validation end, and the file is written at train end
+    (:attr:`report_path`). The module adds its batches (``self._report.add``) and ends its epochs
+    (``self._report.end_epoch``) itself."""
+
+    report_path: str | None
+
+    def setup_report(self, auto: Any = None) -> None:
+        """At ``setup("fit")``: this fit's report path (checked on every rank); ``auto``, an
+        :class:`~lit_robust.selection.auto_drop.AutoDropRatio`, learns whether its "estimated 0" note may point
+        to the report."""
+        from lit_robust.selection.auto_drop import report_pointer
+
+        self._report.setup(self._trainer, self.report, self.report_dir, self.report_format)
+        if auto is not None:
+            auto.ranked_by = report_pointer(self._report.target is not None)
+
+    def on_train_start(self) -> None:
+        self._report.start(self.trainer, self.device)
+
+    def on_train_epoch_start(self) -> None:
+        self._report.start_epoch(self.current_epoch)
+
+    def on_validation_epoch_end(self) -> None:
+        # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
+        if not self.trainer.sanity_checking and self.trainer.state.fn == TrainerFn.FITTING:
+            self._report.flush()
+
+    def on_train_end(self) -> None:
+        path = self._report.write(self.trainer, self.hparams.estimator)
+        if path is not None:
+            self.report_path = path

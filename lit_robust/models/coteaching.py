@@ -9,12 +9,11 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_robust._checks import check_int
-from lit_robust.callbacks._report_file import EpochReport, check_report_args
+from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
     select_in_batch,
@@ -33,7 +32,6 @@ from lit_robust.selection.auto_drop import (
     AutoDropRatio,
     FilterEstimator,
     check_auto_args,
-    report_pointer,
 )
 from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
 
@@ -92,7 +90,7 @@ def _split_optimizer_config(conf: Any, owner: str) -> tuple[torch.optim.Optimize
     return opt, cfg
 
 
-class CoTeaching(pl.LightningModule):
+class CoTeaching(ModuleReport, pl.LightningModule):
     r"""Co-teaching (Han et al., 2018) and Co-PRL(L) (robust_dnn_thesis Alg. 5) around any model.
 
     Wrap your own :class:`~lit_robust.RobustMixin` LightningModule; ``CoTeaching`` holds two copies of it
@@ -221,15 +219,7 @@ class CoTeaching(pl.LightningModule):
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:
-            self._report.setup(self._trainer, self.report, self.report_dir, self.report_format)
-            if self._auto is not None:
-                self._auto.ranked_by = report_pointer(self._report.target is not None)
-
-    def on_train_start(self) -> None:
-        self._report.start(self.trainer, self.device)
-
-    def on_train_epoch_start(self) -> None:
-        self._report.start_epoch(self.current_epoch)
+            self.setup_report(self._auto)
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -321,16 +311,6 @@ class CoTeaching(pl.LightningModule):
             zero = torch.zeros((), dtype=torch.int64, device=dev)
             parts = [seen, d1.sum(), d2.sum(), zero, zero, zero, one, zero]
         self._counters += torch.stack(parts)
-
-    def on_validation_epoch_end(self) -> None:
-        # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
-        if not self.trainer.sanity_checking and self.trainer.state.fn == TrainerFn.FITTING:
-            self._report.flush()
-
-    def on_train_end(self) -> None:
-        path = self._report.write(self.trainer, self.hparams.estimator)
-        if path is not None:
-            self.report_path = path
 
     def on_train_epoch_end(self) -> None:
         self._report.end_epoch(self.current_epoch)  # a collective, before an epoch-end checkpoint
