@@ -173,7 +173,7 @@ class RobustMixin:
         reset_parameters(self, seed)  # type: ignore[arg-type]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        self._check_training_batch(batch)
+        self._check_training_batch(batch, batch_idx)
         out = self.per_sample_loss(batch)
         losses, outputs = out if isinstance(out, tuple) else (out, None)
         loss = self.reduce_loss(losses, batch, outputs)
@@ -183,9 +183,10 @@ class RobustMixin:
     # Both opaque to torch.compile: a `batch_idx == 0` test, or tracing into Lightning's `log`, made dynamo guard on
     # the batch number and the logger's state and recompile the step until its recompile limit.
     @torch.compiler.disable
-    def _check_training_batch(self, batch: Any) -> None:
-        # before `per_sample_loss` unpacks it: a batch without indices gets the hint, not a crash (a few type checks)
-        unpack_batch(batch, owner=f"{type(self).__name__}.training_step")
+    def _check_training_batch(self, batch: Any, batch_idx: int) -> None:
+        # before `per_sample_loss` unpacks it: a batch without indices gets the hint, not a crash
+        if batch_idx == 0:
+            unpack_batch(batch, owner=f"{type(self).__name__}.training_step")
 
     @torch.compiler.disable
     def _log_train_loss(self, loss: Tensor) -> None:

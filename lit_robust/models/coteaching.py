@@ -259,7 +259,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         return masks[0], masks[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        self._check_batch(batch)
+        self._check_batch(batch, batch_idx)
         opt1, opt2 = self.optimizers()
         l1, o1 = self._losses(self.net1, batch)
         l2, o2 = self._losses(self.net2, batch)
@@ -277,8 +277,9 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     # Opaque to torch.compile, as RobustMixin's own step: they read the epoch, the schedules, the bookkeeping and the
     # logger, which dynamo would guard on and recompile the step for at every epoch of the warm-up.
     @torch.compiler.disable
-    def _check_batch(self, batch: Any) -> None:
-        unpack_batch(batch, owner="CoTeaching")  # before the wrapped model's `per_sample_loss` unpacks it its own way
+    def _check_batch(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:  # before the wrapped model's `per_sample_loss` unpacks it in its own way
+            unpack_batch(batch, owner="CoTeaching")
 
     @torch.compiler.disable
     def _trusted(self, batch: Any, losses: tuple[Tensor, Tensor], outputs: tuple[Any, Any]) -> tuple[Tensor, Tensor]:
