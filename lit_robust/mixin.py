@@ -180,8 +180,8 @@ class RobustMixin:
         self._log_train_loss(loss)
         return loss
 
-    # Both opaque to torch.compile: a `batch_idx == 0` test, or tracing into Lightning's `log`, made dynamo guard on
-    # the batch number and the logger's state and recompile the step until its recompile limit.
+    # Both opaque to torch.compile: a `batch_idx == 0` test in the traced step, or tracing into Lightning's `log`, made
+    # dynamo guard on the batch number and the logger's state and recompile the step until its recompile limit.
     @torch.compiler.disable
     def _check_training_batch(self, batch: Any, batch_idx: int) -> None:
         # before `per_sample_loss` unpacks it: a batch without indices gets the hint, not a crash
