@@ -280,3 +280,27 @@ def test_a_compiled_fit_compiles_the_same_graphs_for_2_and_6_warmup_epochs(tmp_p
 
     two, six = (graphs_compiled_over(tmp_path, make, BlobsData(n=256), epochs) for epochs in (2, 6))
     assert two == six, (two, six)
+
+
+def test_report_under_ddp_has_every_sample_once(tmp_path):
+    """Two gloo ranks, an odd set (one rank gets a padded repeat): the one file, rank 0's, has every training sample
+    once, scored by the rank that saw it, with its given label and ground truth."""
+    from lit_robust import load_report
+    from tests.conftest import ddp_cpu_strategy, fit_ranks
+
+    data = BlobsData(n=99, batch_size=16)
+
+    def make():
+        model = CoTeaching(TinyModel(), rule="prl", drop_ratio=0.3, warmup_epochs=0, report_dir=str(tmp_path))
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(), logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             deterministic=True)
+        return trainer, model, data
+
+    fit_ranks(make)
+    rows = sorted(load_report(tmp_path / "coteaching_report.csv", as_frame=False), key=lambda r: r["index"])
+    assert [r["index"] for r in rows] == list(range(99))
+    assert all(r["score_last_epoch"] is not None and r["predicted_label"] is not None for r in rows)
+    assert [r["given_label"] for r in rows] == data.ds.targets.tolist()
+    assert [r["corrupted"] for r in rows] == data.ds.corrupted.tolist()
+    assert 0 < sum(not r["kept"] for r in rows) < 99
