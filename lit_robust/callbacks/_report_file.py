@@ -87,11 +87,17 @@ class EpochReport:
         """This fit writes a report and its sums exist (from :meth:`start` on)."""
         return self.target is not None and self.state is not None
 
-    def setup(self, trainer: Any, report: bool | None, report_dir: Any, report_format: str) -> None:
-        """Resolve (and check) this fit's report path; on every rank."""
+    def setup(self, trainer: Any, report: bool | None, report_dir: Any, report_format: str, auto: Any = None) -> None:
+        """Resolve (and check) this fit's report path; on every rank. ``auto``, the owner's
+        :class:`~lit_robust.selection.auto_drop.AutoDropRatio` if any, learns whether its "estimated 0" note may point
+        to the report this fit writes."""
+        from lit_robust.selection.auto_drop import report_pointer
+
         self.target = None
         if report_enabled(report, report_dir):
             self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
+        if auto is not None:
+            auto.ranked_by = report_pointer(self.target is not None)
 
     def start(self, trainer: Any, device: torch.device) -> None:
         """Training starts: the sums of every training sample, restored from a checkpoint or new, on ``device``."""
@@ -153,14 +159,9 @@ class ModuleReport:
     report_path: str | None
 
     def setup_report(self, auto: Any = None) -> None:
-        """At ``setup("fit")``: this fit's report path (checked on every rank); ``auto``, an
-        :class:`~lit_robust.selection.auto_drop.AutoDropRatio`, learns whether its "estimated 0" note may point
-        to the report."""
-        from lit_robust.selection.auto_drop import report_pointer
-
-        self._report.setup(self._trainer, self.report, self.report_dir, self.report_format)
-        if auto is not None:
-            auto.ranked_by = report_pointer(self._report.target is not None)
+        """At ``setup("fit")``: this fit's report path (checked on every rank; ``auto`` as in
+        :meth:`EpochReport.setup`)."""
+        self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
 
     def on_train_start(self) -> None:
         self._report.start(self.trainer, self.device)

@@ -28,7 +28,6 @@ from lit_robust.selection.auto_drop import (
     AutoDropRatio,
     FilterEstimator,
     check_auto_args,
-    report_pointer,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 
@@ -368,9 +367,7 @@ class BatchFilter(Callback):
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
-        self._report.setup(trainer, self.report, self.report_dir, self.report_format)
-        if self._auto is not None:  # the "estimated 0" note points to the report this fit writes, or says how to
-            self._auto.ranked_by = report_pointer(self._report.target is not None)
+        self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto)
         module.add_batch_selector(self)
 
     def _resolve_backend(self, world_size: int) -> Literal["bookkeeping", "two_pass"]:
