@@ -122,3 +122,19 @@ def test_ddp_script_launcher_strategy(tmp_path):
     assert [r["round"] for r in result["records"]] == [1, 2]
     assert all(r["equal"] for r in result["records"])
     assert result["history"] == [241, 144, 144]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.timeout(300)
+def test_ddp_fit_with_itlm_at_its_defaults_ends_and_writes_its_plot(tmp_path, capsys):
+    """ITLM as `lit-robust fit` builds it (plot and round table on, a logger): a newcomer's every 2-process ITLM fit
+    ended in a gloo error, because the rank-0 plot at fit end asked `trainer.log_dir`, a collective under DDP."""
+    from pathlib import Path
+
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                         callbacks=[ITLM(keep_ratio=0.6, round_epochs=[1, 1])], default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyModel(), OddBlobs())
+    plots = list(Path(tmp_path).rglob("itlm_scores.png"))
+    assert len(plots) == 1 and plots[0].stat().st_size > 0, plots

@@ -368,7 +368,19 @@ class ITLM(Callback):
         for e in round_epochs:
             starts.append(starts[-1] + e)
         self._round_starts = starts
-        # running state (all of it is checkpointed)
+        self._reset_fit_state()
+        # fit-time helpers (not state)
+        self._report_target: str | None = None  # where this fit's report goes; None: no report
+        self._plot_folder: str | None = None  # where this fit's score plot goes (resolved at setup, on every rank)
+        self._patch: TrainLoaderPatch | None = None
+        self._sampler: SelectionSampler | None = None
+        self._local_sum: Tensor | float = 0.0  # this rank's part since the last addition over the ranks
+        self._local_count = 0
+        self._trained_this_fit = False  # a batch was trained in this process's fit (not only restored state)
+
+    def _reset_fit_state(self) -> None:
+        """The running state, all of it checkpointed: fresh at every fit's setup (a resumed fit then restores it
+        from the checkpoint), so that one instance serves fit after fit as a new one would."""
         self._round = 0
         self._selection: Tensor | None = None  # kept indices of the current round; None = all
         self._selection_made = False  # a selection exists for `_round`
@@ -387,13 +399,6 @@ class ITLM(Callback):
         self.score_history: list[dict[str, Any]] = []
         # the report's scores and drops (only on the rank that writes it, rank 0; see `report`)
         self._report_state: RoundScores | None = None
-        # fit-time helpers (not state)
-        self._report_target: str | None = None  # where this fit's report goes; None: no report
-        self._patch: TrainLoaderPatch | None = None
-        self._sampler: SelectionSampler | None = None
-        self._local_sum: Tensor | float = 0.0  # this rank's part since the last addition over the ranks
-        self._local_count = 0
-        self._trained_this_fit = False  # a batch was trained in this process's fit (not only restored state)
 
     # -- public helpers ------------------------------------------------------------------------
     @property
@@ -437,6 +442,7 @@ class ITLM(Callback):
         if stage != "fit":
             return
         require_mixin("ITLM", pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
+        self._reset_fit_state()  # an earlier fit's rounds do not carry over (a resumed fit restores its own)
         self._checked_per_sample = False
         self._trained_this_fit = False
         self._said = set()
@@ -449,6 +455,9 @@ class ITLM(Callback):
             )
         self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed,
                                          num_replicas=trainer.world_size, rank=trainer.global_rank)
+        # on every rank: under DDP `trainer.log_dir` is a collective, which the rank-0 plot at fit end cannot call
+        self._plot_folder = (os.fspath(self.plot_dir) if self.plot_dir is not None
+                             else trainer.log_dir if self.plot and trainer.logger is not None else None)
         self._report_target = None
         if report_enabled(self.report, self.report_dir):
             self._report_target = resolve_report_path(trainer, self.report_dir,
@@ -974,7 +983,7 @@ class ITLM(Callback):
     def _save_plot(self, trainer: pl.Trainer) -> None:
         from lit_robust.reporting import plot_score_histograms
 
-        folder = self.plot_dir or (trainer.log_dir if trainer.logger is not None else None)
+        folder = self._plot_folder
         if folder is None:
             rank_zero_info("ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`).")
             return
