@@ -94,6 +94,7 @@ class EpochReport:
         from lit_robust.selection.auto_drop import report_pointer
 
         self.target = None
+        self.state = None  # an earlier fit's sums do not carry over (a resumed fit restores its own after setup)
         if report_enabled(report, report_dir):
             self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
         if auto is not None:

@@ -102,6 +102,9 @@ class ActivationClustering(ITLM):
         self.dims = dims
         self.min_silhouette = float(min_silhouette)
         self.class_silhouette = float(class_silhouette)
+
+    def _reset_fit_state(self) -> None:
+        super()._reset_fit_state()
         #: the clustering of the last feature pass (``None`` before it; a resumed fit restores the summary
         #: fields, not the per-sample tensors)
         self.clusters: ActivationClusters | None = None

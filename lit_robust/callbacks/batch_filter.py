@@ -293,16 +293,8 @@ class BatchFilter(Callback):
         self.report_dir = report_dir
         self.report_format = report_format
         self.report_path: str | None = None  # the report written by the last fit
-        # running state (checkpointed)
-        self.history: list[FilterEpochRecord] = []
-        self._schedule_start = 0  # the epoch the warm-up counts from (a re-initialisation's; see restart_on_reinit)
-        self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
-        self._counters_epoch: int | None = None
-        self._warned_small = False
-        # "auto": a preview's (index, scores, given, predicted), kept if no keep_mask follows
-        self._pending: tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None = None
-        self._collected_step = False
         self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
+        self._reset_fit_state()
         # fit-time helpers (not state)
         self._report_scores_now = False  # this step's scores are computed although nothing is dropped
         self._trainer: pl.Trainer | None = None
@@ -353,17 +345,29 @@ class BatchFilter(Callback):
         return self._generate_state_key(rule=self.rule, drop_ratio=self.drop_ratio, scope=self.scope)
 
     # -- setup ----------------------------------------------------------------------------------------------
+    def _reset_fit_state(self) -> None:
+        """The running state (checkpointed): fresh at every fit's setup (a resumed fit then restores it from the
+        checkpoint), so that one instance serves fit after fit as a new one would."""
+        self.history: list[FilterEpochRecord] = []
+        self._schedule_start = 0  # the epoch the warm-up counts from (a re-initialisation's; see restart_on_reinit)
+        self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
+        self._counters_epoch: int | None = None
+        self._warned_small = False
+        # "auto": a preview's (index, scores, given, predicted), kept if no keep_mask follows
+        self._pending: tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None = None
+        self._collected_step = False
+        if self._auto is not None:
+            self._auto.reset()
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         module = require_mixin("BatchFilter", pl_module)
+        self._reset_fit_state()  # an earlier fit's epochs do not carry over
         self._trainer, self._module = trainer, module
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, getattr(trainer, "max_epochs", None))
         if short is not None:
             rank_zero_warn(f"BatchFilter: {short}")
-        self._schedule_start = 0  # a resumed fit restores it (after setup) from the checkpoint
-        if self._auto is not None:
-            self._auto.start = 0
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)

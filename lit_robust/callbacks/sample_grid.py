@@ -62,6 +62,7 @@ class SampleGrid(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self.paths = {}  # this fit's grids (a resumed fit restores the earlier ones after setup)
         z = getattr(pl_module, "fixed_z", None)
         if not callable(getattr(pl_module, "generate", None)) or not isinstance(z, torch.Tensor) or z.ndim < 2:
             raise TypeError(f"`SampleGrid` needs a module with `generate(z)` and a `fixed_z` tensor of latent vectors "

@@ -275,7 +275,10 @@ class AutoDropRatio:
         self.reestimate = reestimate
         self.warmup_epochs = warmup_epochs
         self.cap = round(high - _CAP_BELOW, 9)
-        # running state (checkpointed)
+        self.reset()
+
+    def reset(self) -> None:
+        """The running state (checkpointed) as before a fit: no estimates, nothing collected."""
         self.estimates: dict[int, float] = {}  # epoch -> the estimate made from its scores at its end
         self.start = 0  # the epoch the schedule counts from (see `restart`)
         self._index: list[Tensor] = []
@@ -286,7 +289,7 @@ class AutoDropRatio:
         self._given: list[Tensor] = []
         self._predicted: list[Tensor] = []
         self._missing = False  # a batch of this epoch came without labels: this epoch falls back to gmm
-        self._told_fallback = False  # the fallback's info line was printed (once per owner)
+        self._told_fallback = False  # the fallback's info line was printed (once per fit)
 
     def _clear(self) -> None:
         self._index, self._scores = [], []
