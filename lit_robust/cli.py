@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import glob
 import importlib
+import importlib.util
 import inspect
 import linecache
 import os
@@ -50,6 +51,10 @@ from lit_robust.callbacks.prediction_writer import PredictionWriter
 __all__ = ["RobustCLI", "UserInputError", "main", "run"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
+# where Lightning's own checks live (the unified `lightning` package too, where installed)
+_LIGHTNING_DIRS = tuple(os.path.realpath(os.path.dirname(spec.origin)) + os.sep
+                        for spec in map(importlib.util.find_spec, ("pytorch_lightning", "lightning_fabric", "lightning"))
+                        if spec is not None and spec.origin)
 _EVAL_COMMANDS = ("validate", "test", "predict")
 
 
@@ -512,6 +517,22 @@ def _raised_by_a_configured_constructor(exc: BaseException) -> bool:
         site.f_locals.get("self"), (pl.LightningModule, pl.LightningDataModule, pl.Callback))
 
 
+def _raised_by_lightning_building_the_trainer(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a ``raise`` statement in Lightning while the CLI built the Trainer: its check of
+    the ``trainer`` arguments (``--trainer.strategy dpp``, ``--trainer.devices two``), which a newcomer got as a
+    35-line traceback. An error raised in the user's own code (a callback's ``__init__`` bug) is not one."""
+    site = _raise_site(exc)
+    if site is None or not os.path.realpath(site.f_code.co_filename).startswith(_LIGHTNING_DIRS):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), pl.Trainer):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def user_error(exc: BaseException) -> BaseException | None:
     """The user-facing error in ``exc``'s chain: ours, a lit_robust check (or a user's own class's check of its
     constructor arguments), or Lightning's config error."""
@@ -520,6 +541,8 @@ def user_error(exc: BaseException) -> BaseException | None:
             return e
         if isinstance(e, _USER_ERRORS) and (_raised_by_lit_robust(e) or (
                 isinstance(e, (ValueError, TypeError)) and _raised_by_a_configured_constructor(e))):
+            return e
+        if isinstance(e, (ValueError, TypeError, ImportError)) and _raised_by_lightning_building_the_trainer(e):
             return e
         if isinstance(e, RuntimeError) and str(e).startswith("Error(s) in loading state_dict"):
             # `--ckpt_path` names a checkpoint of another model: torch's message, shortened to its first lines
@@ -620,7 +643,8 @@ def _parameters(cls: type) -> set[str]:
 def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     """``<config key> (<class>): <message>`` for a user's mistake (the key when it can be told)."""
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    names = [n.rsplit(".", 1)[-1] for n in re.findall(r"`([A-Za-z_][\w.]*)`", message)]
+    # `name` or `name=value` (Lightning's "`strategy='dpp'`")
+    names = [n.rsplit(".", 1)[-1] for n in re.findall(r"`([A-Za-z_][\w.]*)(?:=[^`]*)?`", message)]
     path, obj = _entry_key(cli, exc)
     if path is None:
         trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)

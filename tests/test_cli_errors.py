@@ -146,6 +146,9 @@ CASES = [
     # trainer and Lightning's own callbacks
     ("trainer-negative-max-epochs", PRL, {}, ["--trainer.max_epochs", "-3"], "max_epochs"),
     ("trainer-unknown-key", PRL, {"trainer.max_epoch": 3}, [], "max_epoch"),
+    # Lightning's own checks while the Trainer is built (a newcomer got 35-line tracebacks, exit 1)
+    ("trainer-strategy-misspelt", PRL, {}, ["--trainer.strategy", "dpp"], "trainer.strategy: You selected an invalid strategy name"),
+    ("trainer-devices-text", PRL, {}, ["--trainer.devices", "two"], "trainer.devices: `devices` selected with `CPUAccelerator`"),
     ("trainer-abbreviated-key-override", PRL, {}, ["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch"),
     ("checkpoint-monitor-never-logged", PRL,
      {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
