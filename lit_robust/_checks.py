@@ -7,7 +7,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair"]
+import numpy as np
+
+__all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "real_scalar"]
 
 
 def _is_int(value: Any) -> bool:  # numpy integers count, booleans do not
@@ -16,6 +18,26 @@ def _is_int(value: Any) -> bool:  # numpy integers count, booleans do not
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def real_scalar(value: Any) -> Any:
+    """A real scalar of any kind as a Python float (a numpy float, a 0-d tensor or array such as
+    ``1 - mask.float().mean()``); anything else as given, for the caller's check to reject.
+
+    >>> import numpy as np, torch
+    >>> real_scalar(np.float32(0.7)), real_scalar(torch.tensor(0.7)), real_scalar("auto"), real_scalar(True)
+    (0.7, 0.7, 'auto', True)
+    """
+    item = value
+    if not _is_real(value) and getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        item = value.item()
+    if not _is_real(item):
+        return value
+    if "float64" not in str(getattr(value, "dtype", "float64")):
+        # a 32- or 16-bit float: its shortest decimal (np.float32(0.7) is 0.699999988 as a double, which would keep
+        # 69 of 100 samples, not 70)
+        return float(str(np.float32(item)))
+    return float(item)
 
 
 def _kind(value: Any) -> str:

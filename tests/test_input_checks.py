@@ -23,6 +23,7 @@ from lit_robust import (
     DiabetesDataModule,
     DigitsDataModule,
     ImageClassifier,
+    ITLM,
     IndexedDataset,
     LinearProbe,
     LinearRegressor,
@@ -401,3 +402,31 @@ def test_contamination_adding_no_anomaly_warns():
     dm = TwoMoonsAnomalyDataModule(n_train=10, contamination=0.01, n_test=10)
     with pytest.warns(UserWarning, match=r"`contamination`=0.01 adds no anomaly to 10 training samples"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("make", [
+    lambda r: ITLM(keep_ratio=1 - r, round_epochs=[1, 1]).keep_ratio,
+    lambda r: 1 - BatchFilter("prl", drop_ratio=r).drop_ratio,
+    lambda r: 1 - CoTeaching(ImageClassifier(backbone="mlp"), drop_ratio=r).drop_ratio,
+    lambda r: 1 - RealNVP(dim=2, drop_ratio=r).drop_ratio,
+], ids=["itlm", "batch_filter", "coteaching", "realnvp"])
+@pytest.mark.parametrize("kind", ["numpy_float32", "numpy_float64", "tensor_0d"])
+def test_a_ratio_may_be_a_numpy_or_0d_tensor_scalar(make, kind):
+    """A cleanlab user passed `np.float32(0.7)` and got "`keep_ratio` must be in (0, 1], got np.float32(0.7)"; a rate
+    computed as `mask.float().mean()` is a 0-d tensor. Both count as the number they hold, at its shortest decimal
+    (np.float32(0.3) is 0.30000001 as a double)."""
+    import numpy as np
+
+    from lit_robust.selection.rules import keep_count
+
+    wrap = {"numpy_float32": np.float32, "numpy_float64": np.float64, "tensor_0d": torch.tensor}[kind]
+    kept = make(wrap(0.3))
+    assert isinstance(kept, float) and kept == make(0.3)
+    assert keep_count(100, kept) == 70
+
+
+def test_a_ratio_in_a_tensor_of_several_values_is_still_rejected():
+    with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\], got tensor\(\[0.7000\]\)"):
+        ITLM(keep_ratio=torch.tensor([0.7]), round_epochs=[1, 1])
+    with pytest.raises(ValueError, match=r"`drop_ratio` must be a number in \[0, 0.5\)"):
+        BatchFilter("prl", drop_ratio=torch.tensor([True]))

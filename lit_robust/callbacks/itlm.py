@@ -19,6 +19,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lit_robust._checks import real_scalar
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.callbacks._resume import check_resumable
@@ -301,6 +302,7 @@ class ITLM(Callback):
         reestimate: bool = False,
     ) -> None:
         super().__init__()
+        keep_ratio, auto_margin = real_scalar(keep_ratio), real_scalar(auto_margin)
         auto = isinstance(keep_ratio, str) and keep_ratio == "auto"
         if isinstance(keep_ratio, str) and not auto:
             raise ValueError(f"`keep_ratio` must be a number in (0, 1] or 'auto', got {keep_ratio!r}.")

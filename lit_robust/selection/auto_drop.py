@@ -58,7 +58,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lit_robust._checks import check_bool
+from lit_robust._checks import check_bool, real_scalar
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
     estimate_corruption,
@@ -224,6 +224,7 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     ``estimator`` values and ``default_estimator`` its default (:data:`FILTER_ESTIMATORS` for the classification
     filters)."""
     allow_large_drop = check_bool("allow_large_drop", allow_large_drop)
+    drop_ratio, auto_margin = real_scalar(drop_ratio), real_scalar(auto_margin)
     top = high if high is not None else (1.0 if allow_large_drop else 0.5)
     auto = isinstance(drop_ratio, str) and drop_ratio == "auto"
     if isinstance(drop_ratio, str) and not auto:

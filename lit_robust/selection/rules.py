@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from lit_robust._checks import real_scalar
+
 __all__ = [
     "keep_count",
     "nonfinite_count",
@@ -159,6 +161,7 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
 
 def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: str = "drop_ratio") -> float:
     """Validate a per-batch drop ratio ε: ``[0, 0.5)`` (the PRL guarantee), or ``[0, 1)`` with the opt-in."""
+    drop_ratio = real_scalar(drop_ratio)
     if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)):
         raise ValueError(f"`{name}` must be a number in [0, 0.5), got {drop_ratio!r}.")
     if allow_large_drop:
