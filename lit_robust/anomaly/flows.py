@@ -222,7 +222,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         b = unpack_eval_batch(batch)
         losses = -self.log_prob(b.input)
         check_finite("log-density", losses, batch_idx, b.index, "validation")
-        self.log("val_nll", losses.mean())
+        self.log("val_nll", losses.mean(), sync_dist=True)
 
     def configure_callbacks(self) -> list[Callback]:
         if self.batch_filter is None:

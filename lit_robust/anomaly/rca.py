@@ -265,13 +265,14 @@ class RCA(ModuleReport, AnomalyDetector):
     @torch.compiler.disable
     def _log_step(self, loss: Tensor, b: Any, train1: Tensor, train2: Tensor) -> None:
         self.log("train_loss", loss, prog_bar=True)
-        self.log("rca/keep_ratio", self.keep_ratio_at(self.current_epoch), on_step=False, on_epoch=True)
+        # both averaged over the ranks at epoch end (under DDP each rank sees its own batches)
+        self.log("rca/keep_ratio", self.keep_ratio_at(self.current_epoch), on_step=False, on_epoch=True, sync_dist=True)
         if b.corrupted is not None:
             bad = b.corrupted.to(device=train1.device, dtype=torch.bool)
             dropped = ~(train1 & train2)  # left out of at least one update
             if bool(dropped.any()):
                 self.log("rca/dropped_anomaly_frac", (bad & dropped).sum() / dropped.sum(), on_step=False,
-                         on_epoch=True)
+                         on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         self._report.end_epoch(self.current_epoch)  # a collective, before an epoch-end checkpoint

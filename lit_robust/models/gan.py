@@ -194,7 +194,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         losses, _ = self.per_sample_loss(batch)
-        self.log("val_d_real_loss", losses.mean())
+        self.log("val_d_real_loss", losses.mean(), sync_dist=True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """``[discriminator's Adam, generator's Adam]`` (the order ``training_step`` unpacks)."""

@@ -172,7 +172,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         b = unpack_eval_batch(batch)
         logits = self(b.input)
         self.val_acc(logits, b.target)
-        self.log("val_loss", F.cross_entropy(logits, b.target))
+        self.log("val_loss", F.cross_entropy(logits, b.target), sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -202,7 +202,7 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
         b = unpack_eval_batch(batch)
         logits = self(b.input)
         self.val_acc(logits, b.target)
-        self.log("val_loss", F.cross_entropy(logits, b.target))
+        self.log("val_loss", F.cross_entropy(logits, b.target), sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
@@ -256,7 +256,7 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         b = unpack_eval_batch(batch)
-        self.log("test_mse", F.mse_loss(self(b.input), b.target))
+        self.log("test_mse", F.mse_loss(self(b.input), b.target), sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self(unpack_eval_batch(batch).input)
