@@ -302,7 +302,7 @@ def per_sample_mismatch(again: Tensor, scores: Tensor, rtol: float = 1e-3) -> Te
 
 
 def check_per_sample_scores(owner: str, score_fn: Any, batch: Any, scores: Tensor, max_head: int = 16,
-                            rtol: float = 1e-3) -> None:
+                            rtol: float = 1e-3, what: str = "sample_scores") -> None:
     """Raise unless ``scores = score_fn(batch)`` are per-sample: each independent of the rest of the batch.
 
     The first ``k = min(B // 2, max_head)`` samples, and the first two, are scored again on their own and
@@ -324,15 +324,45 @@ def check_per_sample_scores(owner: str, score_fn: Any, batch: Any, scores: Tenso
         again = score_fn(head)
         if not isinstance(again, Tensor) or again.shape != (size,):
             got = tuple(again.shape) if isinstance(again, Tensor) else type(again).__name__
-            raise ValueError(f"`{owner}`: `sample_scores` returned shape {got} for a batch of {size} samples; it "
+            raise ValueError(f"`{owner}`: `{what}` returned shape {got} for a batch of {size} samples; it "
                              f"must return one score per sample (shape ({size},)).")
         bad = per_sample_mismatch(again, scores, rtol)
         if bool(bad.any()):
             j = int(torch.nonzero(bad)[0])
             raise ValueError(
-                f"`{owner}`: `sample_scores` must score each sample on its own, but the first {size} samples of a "
+                f"`{owner}`: `{what}` must score each sample on its own, but the first {size} samples of a "
                 f"batch of {n} got different scores when scored without the others (sample {j}: "
                 f"{float(scores[j]):.6g} in the batch, {float(again[j]):.6g} alone). A batch statistic mixed into "
                 "every score (e.g. `loss - loss.mean()`) or a layer that mixes samples does this. If the "
                 "difference is expected (e.g. random scores), pass `check_per_sample=False`."
             )
+
+
+def check_per_sample_at_first_batch(owner: str, module: Any, batch: Any, what: str = "sample_scores") -> None:
+    """Before the fit's first training step: ``what`` (``"sample_scores"`` or ``"per_sample_loss"``) must give one
+    value per sample of ``batch``, each independent of the rest of the batch (:func:`check_per_sample_scores`).
+    Run in eval mode, without gradients, the random state untouched, so that a mistake (a batch mean broadcast to
+    every sample, ``[2B]`` losses) is named at once rather than after a round of training."""
+    n = int(unpack_batch(batch, owner=owner).index.shape[0])
+
+    def fn(b: Any) -> Any:
+        if what == "per_sample_loss":
+            out = module.per_sample_loss(b)
+            return out[0] if isinstance(out, tuple) else out
+        return module.sample_scores(b)
+
+    was = module.training
+    cuda = [module.device.index or 0] if module.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        module.eval()
+        try:
+            values = fn(batch)
+            if not isinstance(values, Tensor) or tuple(values.shape) != (n,):
+                got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+                noun = "loss" if what == "per_sample_loss" else "score"
+                raise ValueError(f"`{owner}`: `{what}` must return one {noun} per sample (shape ({n},)), got {got}. "
+                                 "Use `reduction='none'` and flatten a `[B, 1]` output (e.g. a discriminator's logits) "
+                                 "or average any extra dimensions.")
+            check_per_sample_scores(owner, fn, batch, values, what=what)
+        finally:
+            module.train(was)

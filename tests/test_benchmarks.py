@@ -18,6 +18,7 @@ from tests.conftest import REPO, SHARED_DATA
 EXPECTED_RATIOS = {"itlm/scoring_pass_throughput", "itlm/scoring_pass_vs_no_grad_loop", "mixin/training_step",
                    "itlm/fit", "filter/prl_step", "filter/spl_step", "filter/prl_g_step",
                    "filter/prl_g_two_pass_step", "filter/prl_g_step_mlp", "filter/prl_g_step_wide_cnn",
+                   "filter/prl_g_step_small_cnn",
                    "backdoor/adversarial_trigger_step", "data/indexed_loader_throughput",
                    "data/indexed_loader_vs_batched_tensor_loader", "data/itlm_fit_n1e4"}  # run in --smoke
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # the scripts import this checkout's lit_robust
@@ -175,6 +176,7 @@ def test_overhead_registry_has_the_issue_rows():
                     "filter/prl_step": ("time", 1.05), "filter/spl_step": ("time", 1.05),
                     "filter/prl_g_step": ("time", 1.3), "filter/prl_g_two_pass_step": ("time", None),
                     "filter/prl_g_step_mlp": ("time", 1.3), "filter/prl_g_step_wide_cnn": ("time", 1.3),
+                    "filter/prl_g_step_small_cnn": ("time", None),
                     "filter/prl_g_vs_opacus": ("time", None),
                     "backdoor/adversarial_trigger_step": ("time", 2.1),
                     "data/indexed_loader_throughput": ("throughput", 0.95),

@@ -538,7 +538,7 @@ def test_a_misspelt_key_is_answered_with_the_closest_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert done.value.code == 2 and "Traceback" not in err
     assert ("Option 'drop_rato' is not accepted: did you mean 'drop_ratio'? BatchFilter takes allow_large_drop, "
-            "auto_margin, drop_ratio, estimator,") in err, err
+            "auto_margin, check_per_sample, drop_ratio, estimator,") in err, err
     err = _fails(tmp_path, capsys, "robust_realnvp_moons.yaml", ["fit", "--model.init_args.drop_ration", "0.1"])
     assert "Option 'drop_ration' is not accepted: did you mean 'drop_ratio'? RobustRealNVP takes " in err, err
     err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--trainer.max_epoch", "3"])

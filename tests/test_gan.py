@@ -153,16 +153,20 @@ class BatchMeanScore(DCGAN):
 
 
 @pytest.mark.parametrize(("cls", "message"), [
-    (ScalarScore, r"`sample_scores` must return one score per sample \(shape \(100,\)\), got \(\)\. Use "
+    (ScalarScore, r"`sample_scores` must return one score per sample \(shape \(32,\)\), got \(\)\. Use "
                   r"`reduction='none'`"),
-    (ColumnScore, r"one score per sample \(shape \(100,\)\), got \(100, 1\)\. .*flatten a `\[B, 1\]` output"),
+    (ColumnScore, r"one score per sample \(shape \(32,\)\), got \(32, 1\)\. .*flatten a `\[B, 1\]` output"),
     (BatchMeanScore, r"`ITLM`: `sample_scores` must score each sample on its own, but the first 16 samples of a "
-                     r"batch of 100 got different scores when scored without the others"),
+                     r"batch of 32 got different scores when scored without the others"),
 ])
 def test_scores_of_wrong_shape_or_not_per_sample_are_rejected(mixture, tmp_path, cls, message):
+    """At the first training batch (32 images), before round 0 trains: the scoring pass at its end found them one
+    round late (a newcomer lost a round on 60,000 images)."""
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    trainer = tiny_trainer(tmp_path, 2, [itlm], limit_train_batches=1)
     with pytest.raises(ValueError, match=message):
-        tiny_trainer(tmp_path, 2, [itlm], limit_train_batches=1).fit(cls(**SMALL), fresh(mixture))
+        trainer.fit(cls(**SMALL), fresh(mixture))
+    assert trainer.global_step == 0
 
 
 def test_per_sample_check_can_be_turned_off(mixture, tmp_path):

@@ -95,3 +95,70 @@ def test_a_sub_batch_of_the_wrong_shape_is_reported():
     with pytest.raises(ValueError, match=r"returned shape \(1,\) for a batch of 2 samples; it must return one score "
                                          r"per sample \(shape \(2,\)\)"):
         check_per_sample_scores("ITLM", squeezes, batch, squeezes(batch))
+
+
+class _Losses:
+    """A module whose ``per_sample_loss`` is one of a newcomer's mistakes (or right, with ``mode="ok"``)."""
+
+    @staticmethod
+    def make(mode: str):
+        import pytorch_lightning as pl
+        import torch.nn.functional as F
+
+        from lit_robust import RobustMixin
+
+        class Module(RobustMixin, pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+
+            def per_sample_loss(self, batch):
+                logits = self.net(batch[1])
+                losses = F.cross_entropy(logits, batch[2], reduction="none")
+                if mode == "mean":  # the batch mean broadcast to every sample: every kept subset has the same mean
+                    losses = losses.mean().expand(len(losses))
+                elif mode == "double":
+                    losses = torch.cat([losses, losses])
+                return losses, logits
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        return Module()
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("mean", r"`BatchFilter`: `per_sample_loss` must score each sample on its own, but the first 16 samples of a batch "
+             r"of 32 got different scores"),
+    ("double", r"`BatchFilter`: `per_sample_loss` must return one loss per sample \(shape \(32,\)\), got \(64,\)"),
+])
+def test_batch_filter_checks_per_sample_loss_before_the_first_step(tmp_path, mode, message):
+    """A cleanlab user's broadcast batch mean trained silently under BatchFilter (the filter filtered nothing); `[2B]`
+    losses ended in a raw shape error from the mixin."""
+    from lit_robust import BatchFilter
+    from tests.conftest import BlobsData, tiny_trainer
+
+    trainer = tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.3)])
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(_Losses.make(mode), BlobsData())
+    assert trainer.global_step == 0
+
+
+def test_the_first_batch_check_leaves_training_as_it_was(tmp_path):
+    """In eval mode (dropout off) and with the random state untouched: the same weights as without the check, and
+    the model back in training mode; `check_per_sample=False` turns it off."""
+    import pytorch_lightning as pl
+
+    from lit_robust import BatchFilter
+    from tests.conftest import BlobsData, tiny_trainer
+
+    weights = []
+    for check in (True, False):
+        pl.seed_everything(0, verbose=False)
+        model = _Losses.make("ok")
+        tiny_trainer(tmp_path, 2, [BatchFilter("prl", drop_ratio=0.3, check_per_sample=check)]).fit(model, BlobsData())
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.3, check_per_sample=False)]).fit(
+        _Losses.make("mean"), BlobsData())  # trains: the user said so

@@ -18,7 +18,7 @@ from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks._resume import check_resumable
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
-from lit_robust.mixin import RobustMixin, require_mixin
+from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
 from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
@@ -243,6 +243,10 @@ class BatchFilter(Callback):
         report_format: ``"csv"`` (default; ``pandas.read_csv`` opens it) or ``"parquet"`` (needs pyarrow).
         restart_on_reinit: restart the warm-up (and the ``"auto"`` estimation window) at the epoch a round-based
             callback re-initialises the model (default ``True``); ``False`` counts epochs from the start of the fit.
+        check_per_sample: at the fit's first training batch, check (in eval mode, without gradients) that
+            ``per_sample_loss`` gives one loss per sample, each independent of the rest of the batch: a batch mean
+            broadcast to every sample would make every kept subset the same mean, a filter that filters nothing.
+            ``False`` skips it (e.g. a loss drawn at random per call).
 
     Examples:
         >>> f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=10)
@@ -266,6 +270,7 @@ class BatchFilter(Callback):
         report_dir: str | None = None,
         report_format: ReportFormat = "csv",
         restart_on_reinit: bool = True,
+        check_per_sample: bool = True,
     ) -> None:
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
@@ -293,6 +298,8 @@ class BatchFilter(Callback):
         self.report_dir = report_dir
         self.report_format = report_format
         self.report_path: str | None = None  # the report written by the last fit
+        self.check_per_sample = check_bool("check_per_sample", check_per_sample)
+        self._checked_per_sample = False  # once per fit, at its first training batch
         self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
         self._reset_fit_state()
         # fit-time helpers (not state)
@@ -364,6 +371,7 @@ class BatchFilter(Callback):
             return
         module = require_mixin("BatchFilter", pl_module)
         self._reset_fit_state()  # an earlier fit's epochs do not carry over
+        self._checked_per_sample = False
         self._trainer, self._module = trainer, module
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, getattr(trainer, "max_epochs", None))
         if short is not None:
@@ -408,6 +416,10 @@ class BatchFilter(Callback):
                              batch_idx: int) -> None:
         if batch_idx == 0:  # runs before the module's training step: a batch without indices gets the hint first
             unpack_batch(batch, owner="BatchFilter")
+            if self.check_per_sample and not self._checked_per_sample:
+                # a batch mean broadcast to every sample would make every trim the same mean: silently no filter
+                check_per_sample_at_first_batch("BatchFilter", pl_module, batch, what="per_sample_loss")
+                self._checked_per_sample = True
         self._follow_restart()
         epoch = trainer.current_epoch
         filtering = self.drop_ratio_at(epoch) > 0

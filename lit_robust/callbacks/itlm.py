@@ -30,7 +30,13 @@ from lit_robust.functional.estimation import (
     estimate_corruption,
     estimate_from_labels,
 )
-from lit_robust.mixin import RobustMixin, check_per_sample_scores, require_mixin, scores_and_predictions
+from lit_robust.mixin import (
+    RobustMixin,
+    check_per_sample_at_first_batch,
+    check_per_sample_scores,
+    require_mixin,
+    scores_and_predictions,
+)
 from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import nothing_found_note, report_pointer
@@ -536,6 +542,14 @@ class ITLM(Callback):
         self._add_local_loss(pl_module)
         self._current.metrics.update(self._round_metrics(trainer))
         self._val_epoch = trainer.current_epoch
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.check_per_sample and not self._checked_per_sample:
+            # before round 0 trains (the scoring pass at its end would find a batch-mean score one round late: a
+            # newcomer lost a round on 60,000 images)
+            check_per_sample_at_first_batch(type(self).__name__, pl_module, batch)
+            self._checked_per_sample = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
