@@ -68,7 +68,7 @@ __all__ = [
 ReportFormat = Literal["csv", "parquet"]
 REPORT_FORMATS = ("csv", "parquet")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_INT_COLUMNS = ("rank", "index", "first_dropped_round", "first_dropped_epoch", "given_label", "predicted_label")
+_INT_COLUMNS = ("rank", "index", "source_index", "first_dropped_round", "first_dropped_epoch", "given_label", "predicted_label")
 _BOOL_COLUMNS = ("kept", "corrupted")
 NO_LABEL = -(2**62)  # "no label" in the integer label tensors of the accumulators below
 
@@ -267,11 +267,24 @@ def _csv_cell(v: Any) -> str:
     return str(v)
 
 
-def write_report(table: dict[str, list[Any]], path: str | os.PathLike) -> str:
+def training_source_index(trainer: Any) -> Tensor | None:
+    """``trainer.datamodule.train_source_index`` when the datamodule has one (lit_robust's datamodules: each training
+    sample's position in the data set they read, e.g. torchvision's FashionMNIST training split), else ``None``."""
+    src = getattr(getattr(trainer, "datamodule", None), "train_source_index", None)
+    return None if src is None else torch.as_tensor(src).long().cpu()
+
+
+def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_index: Tensor | None = None) -> str:
     """Write a :func:`build_report` table to ``path``, as CSV or Parquet by its suffix; returns the path.
 
-    The file is written next to its final name and then renamed, so a reader never sees half a report.
+    ``source_index`` (one entry per training sample, :func:`training_source_index`) adds the column ``source_index``
+    after ``index``: where each row's sample sits in the data set the datamodule read (a datamodule that draws and
+    shuffles its training split has ``index`` ≠ that position). The file is written next to its final name and then
+    renamed, so a reader never sees half a report.
     """
+    if source_index is not None and "index" in table:
+        mapped = [int(source_index[i]) for i in table["index"]]
+        table = {k: v for c in table for k, v in ((c, table[c]), *((("source_index", mapped),) if c == "index" else ()))}
     fmt = report_format_of(path)
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."

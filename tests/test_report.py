@@ -513,3 +513,31 @@ def test_ddp_report_has_each_sample_once_and_equals_one_process(tmp_path):
     assert strip == sorted((tuple((k, v) for k, v in r.items() if k not in drop) for r in one_filter), key=str)
     assert sum(r["score_last_epoch"] is not None for r in two_filter) == math.floor(0.7 * 241)
     assert json.dumps(two_filter[0]) and all(r["given_label"] is not None for r in two_filter)
+
+
+@pytest.mark.parametrize("owner", ["itlm", "filter"])
+def test_the_report_says_where_each_sample_sits_in_the_data_set_the_datamodule_read(tmp_path, owner):
+    """A newcomer looked up FashionMNIST(root)[index] for the report's top rows and saw other images: the built-in
+    datamodules draw and shuffle their training split. `source_index` is the position in the data set `load` read."""
+    import pytorch_lightning as pl
+
+    from lit_robust import DigitsDataModule, ImageClassifier
+    from tests.conftest import tiny_trainer
+
+    dm = DigitsDataModule(clean_ratio=0.7, train_size=300, val_size=0, batch_size=64)
+    cb = (ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=True, report_dir=tmp_path)
+          if owner == "itlm" else BatchFilter("prl", drop_ratio=0.3, report=True, report_dir=tmp_path))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 2, [cb]).fit(ImageClassifier(backbone="mlp", image_size=8), dm)
+    rows = load_report(cb.report_path, as_frame=False)
+    assert list(rows[0])[:3] == ["rank", "index", "source_index"]
+    x, y, _, _ = dm.load()  # the data set as read: images and clean labels in its own order
+    for r in rows:
+        sample = dm.train_set[r["index"]]
+        assert torch.equal(x[r["source_index"]], sample[1])
+        assert int(y[r["source_index"]]) == int(dm.clean_train_targets[r["index"]])
+    assert sorted(r["source_index"] for r in rows) != list(range(300))  # a draw, not the first 300
+    # without a datamodule that knows it: no such column
+    cb2 = BatchFilter("prl", drop_ratio=0.3, report=True, report_dir=tmp_path / "plain")
+    tiny_trainer(tmp_path, 1, [cb2]).fit(ImageClassifier(backbone="mlp", image_size=8), dm.train_dataloader())
+    assert "source_index" not in load_report(cb2.report_path, as_frame=False)[0]

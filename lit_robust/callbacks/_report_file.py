@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 
-from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, write_report
+from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, training_source_index, write_report
 from lit_robust.selection import distributed
 
 __all__ = ["check_report_args", "report_enabled", "resolve_report_path", "training_set_size", "EpochReport",
@@ -138,7 +138,7 @@ class EpochReport:
         ``None`` on the other ranks and when there is nothing to write (no report, or a fit that trained nothing)."""
         if not self.active or self.state.epoch is None or trainer.global_rank != 0:
             return None
-        path = write_report(self.state.table(estimator), self.target)
+        path = write_report(self.state.table(estimator), self.target, training_source_index(trainer))
         rank_zero_info(f"{self.owner}: per-sample report written to {path}")
         return path
 

@@ -16,7 +16,7 @@ from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.clustering import ActivationClusters, activation_clusters
 from lit_robust.mixin import require_mixin
-from lit_robust.report import ReportFormat, build_report, integer_labels, write_report
+from lit_robust.report import ReportFormat, build_report, integer_labels, training_source_index, write_report
 from lit_robust.selection import distributed
 
 __all__ = ["ActivationClustering"]
@@ -258,7 +258,7 @@ class ActivationClustering(ITLM):
                              first_dropped=torch.where(flagged, 1, -1), given_label=self._given,
                              corrupted=self._truth, estimator=None)
         assert self._report_target is not None
-        self.report_path = write_report(table, self._report_target)
+        self.report_path = write_report(table, self._report_target, training_source_index(trainer))
         rank_zero_info(f"ActivationClustering: per-sample report written to {self.report_path}")
 
     # -- state -----------------------------------------------------------------------------------------

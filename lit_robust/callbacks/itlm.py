@@ -37,7 +37,7 @@ from lit_robust.mixin import (
     require_mixin,
     scores_and_predictions,
 )
-from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, write_report
+from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, training_source_index, write_report
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import nothing_found_note, report_pointer
 from lit_robust.selection.rules import keep_count, scatter_scores
@@ -923,7 +923,7 @@ class ITLM(Callback):
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
                             self.estimator)
         assert self._report_target is not None
-        self.report_path = write_report(table, self._report_target)
+        self.report_path = write_report(table, self._report_target, training_source_index(trainer))
         rank_zero_info(f"ITLM: per-sample report written to {self.report_path}")
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:

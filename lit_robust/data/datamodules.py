@@ -74,6 +74,11 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
         self.train_set: IndexedDataset | None = None
         self.val_set: IndexedDataset | None = None
         self.test_set: IndexedDataset | None = None
+        #: after ``setup``: ``train_set[i]`` is sample ``train_source_index[i]`` of the data set the module read
+        #: (e.g. ``torchvision.datasets.FashionMNIST(root, train=True)``); the per-sample reports add it as the
+        #: column ``source_index``. The test split keeps that data set's order.
+        self.train_source_index: Tensor | None = None
+        self.val_source_index: Tensor | None = None
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -89,6 +94,9 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
             raise ValueError(
                 f"`train_size` + `val_size` must be <= {n} (the training pool), got {n_train} + {self.val_size}."
             )
+        # where each training / validation sample sits in the data set `load` read (the reports' `source_index`)
+        self.train_source_index = perm[:n_train].clone()
+        self.val_source_index = perm[n_train: n_train + self.val_size].clone()
         return perm[: n_train + self.val_size], n_train
 
     def _make_splits(self, x: Tensor, y: Tensor, noisy: Tensor, mask: Tensor, n_train: int, x_test: Tensor,
