@@ -21,6 +21,8 @@ Measurements (issue 2, item 9):
   <= 1.3), ``filter/prl_g_two_pass_step`` the earlier two-backward path on the same model, and
   ``filter/prl_g_step_mlp`` / ``filter/prl_g_step_wide_cnn`` the book-keeping step on an MLP (784-512-512-10)
   and a wider CNN (64/128 channels, 3×3) so the claim does not rest on one shape;
+  ``filter/prl_g_step_small_cnn`` the same on a small CNN over 8×8 images (no target: a cheap step, where the
+  second convolution's per-sample gradients weigh as much as the rest of it);
   ``filter/prl_g_vs_opacus`` our PRL(G) step ÷ the same step with Opacus 1.6's per-sample gradients
   (``GradSampleModule``: norms from ``grad_sample``, kept mean written into ``.grad``; the thesis's way,
   3.93× a plain step in its Table 4.6), after checking that both give the same norms (max |Δ| printed);
@@ -516,6 +518,25 @@ def prl_g_step_mlp(ctx: Context, reps: int) -> list[tuple[float, float]]:
              reps={"full": 101, "quick": 11, "smoke": 2})
 def prl_g_step_wide_cnn(ctx: Context, reps: int) -> list[tuple[float, float]]:
     return _filter_step_pairs(ctx, reps, "prl_g", model_fn=_wide_cnn_model, prl_g_backend="bookkeeping")
+
+
+def _small_cnn_model():
+    from torch import nn
+
+    module = _model()
+    module.net = nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                               nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                               nn.Flatten(), nn.Linear(32 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10))
+    return module
+
+
+@measurement("filter/prl_g_step_small_cnn", "training step with BatchFilter('prl_g', drop_ratio=0.3) ÷ plain step on a "
+             "small CNN over 8×8 images, the size of scikit-learn's digits (MNIST average-pooled to 8×8, Conv 1→32 "
+             "3×3, Conv 32→32 3×3, pool, Linear 512→128→10): a cheap step, where the per-sample gradients of the "
+             "second convolution cost about as much as the rest of the step (no target)", kind="time",
+             reps=_FILTER_REPS)
+def prl_g_step_small_cnn(ctx: Context, reps: int) -> list[tuple[float, float]]:
+    return _filter_step_pairs(ctx, reps, "prl_g", model_fn=_small_cnn_model, prl_g_backend="bookkeeping")
 
 
 def _opacus_prl_g_step(ctx: Context, module: Any, batch: Any, plain_step: Callable[[], None]) -> Callable[[], None]:
