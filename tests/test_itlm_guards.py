@@ -365,3 +365,24 @@ def test_a_fit_that_runs_all_rounds_does_not_warn(tmp_path, recwarn):
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
     fit(tmp_path, itlm)
     assert len(itlm.history) == 2 and not [w for w in recwarn if "the fit ended after" in str(w.message)]
+
+
+def test_a_nan_input_is_named_as_a_cause_of_a_non_finite_loss(tmp_path):
+    """A cleanlab user's three NaN features made round 0's loss NaN; the warning pointed at the learning rate only."""
+    import warnings as _warnings
+
+    data = BlobsData()
+    data.ds.dataset.tensors[0][[5, 17], 1] = math.nan
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 1], verbose=False, plot=False)
+    with _warnings.catch_warnings(record=True) as record:
+        _warnings.simplefilter("always")
+        fit(tmp_path, itlm, data=data)
+    messages = collapse_warnings(record)
+    assert messages and "training loss is not finite" in messages[0], messages
+    assert "NaN/inf in some samples' inputs or targets" in messages[0] and "torch.isfinite" in messages[0]
+    # a loss that is finite but does not fall keeps the learning-rate hint alone
+    with _warnings.catch_warnings(record=True) as record:
+        _warnings.simplefilter("always")
+        fit(tmp_path, ITLM(keep_ratio=0.5, round_epochs=[2, 1], verbose=False, plot=False), ConstantLoss())
+    messages = collapse_warnings(record)
+    assert messages and "NaN/inf" not in messages[0] and "learning rate too large" in messages[0]

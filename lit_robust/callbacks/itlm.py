@@ -647,9 +647,15 @@ class ITLM(Callback):
             _print_round_line(rec, self.num_rounds, self._title)
         if reasons:
             what = f"ITLM round {rec.round} collapsed (its model did not learn): {'; '.join(reasons)}."
+            if any(r.startswith("training loss is not finite") for r in reasons):
+                # a newcomer's NaN features got the learning-rate hint only
+                cause = ("A non-finite loss comes from a learning rate too large, or from NaN/inf in some samples' "
+                         "inputs or targets: one such sample makes its whole batch's gradient NaN, even where a "
+                         "selection drops it. Check `torch.isfinite` of your data.")
+            else:
+                cause = "A common cause is a learning rate too large for a freshly initialised model."
             if self.on_collapse == "raise":
-                raise RuntimeError(f"{what} Lower the learning rate, or pass `on_collapse='keep'` or 'warn' "
-                                   "(`on_collapse='raise'`).")
+                raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
             if rec.round + 1 >= self.num_rounds:
                 then = "It was the last round."
             elif self.on_collapse == "keep":
@@ -657,8 +663,7 @@ class ITLM(Callback):
                         "again instead of one scored by this model (`on_collapse='keep'`).")
             else:
                 then = f"Round {rec.round + 1} trains on the selection this model scores (`on_collapse='warn'`)."
-            rank_zero_warn(f"{what} {then} A common cause is a learning rate too large for a freshly initialised "
-                           "model.")
+            rank_zero_warn(f"{what} {then} {cause}")
         return rec.collapsed
 
     def _accuracy_name(self, rec: RoundRecord) -> str | None:
