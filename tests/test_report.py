@@ -541,3 +541,20 @@ def test_the_report_says_where_each_sample_sits_in_the_data_set_the_datamodule_r
     cb2 = BatchFilter("prl", drop_ratio=0.3, report=True, report_dir=tmp_path / "plain")
     tiny_trainer(tmp_path, 1, [cb2]).fit(ImageClassifier(backbone="mlp", image_size=8), dm.train_dataloader())
     assert "source_index" not in load_report(cb2.report_path, as_frame=False)[0]
+
+
+def test_a_tiny_fit_at_a_fixed_ratio_writes_its_report_without_the_estimators_warning(tmp_path):
+    """15 samples, keep_ratio 0.7: the report's posterior cannot fit a mixture; a newcomer got the estimator's
+    warning about `min_samples` (no callback argument) from a fit that asked for no estimate."""
+    import pytorch_lightning as pl
+
+    from tests.conftest import BlobsData, TinyModel, tiny_trainer
+
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=True, report_dir=tmp_path)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), BlobsData(n=15))
+    assert not [w for w in record if "min_samples" in str(w.message)], [str(w.message) for w in record]
+    rows = load_report(itlm.report_path, as_frame=False)
+    assert len(rows) == 15 and all(r["clean_posterior"] == 1.0 for r in rows)

@@ -206,8 +206,10 @@ def estimate_corruption(
     ones = torch.ones(m, dtype=torch.float64)
     if m < min_samples:
         if n:
-            warnings.warn(f"estimate_corruption: only {m} finite scores (< `min_samples`={min_samples}); no mixture "
-                          "is fitted and the finite scores count as clean.", RuntimeWarning, stacklevel=2)
+            # worded for a callback's user too ("auto" on a tiny set), who passes no `min_samples`
+            warnings.warn(f"estimate_corruption: only {m} finite scores, fewer than the {min_samples} a mixture needs "
+                          "(its `min_samples`): none is fitted and the finite scores count as clean (an estimate of "
+                          "0 for them).", RuntimeWarning, stacklevel=2)
         return result(ones, "too few samples", False)
     if xs[0] == xs[-1]:
         return result(ones, "all equal", False)
@@ -434,8 +436,9 @@ def estimate_corruption_from_probs(
     m = n - n_bad
     if m < min_samples:
         if n:
-            warnings.warn(f"estimate_corruption_from_probs: only {m} finite rows (< `min_samples`={min_samples}); "
-                          "nothing is counted and the finite rows count as clean.", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"estimate_corruption_from_probs: only {m} finite rows, fewer than the {min_samples} it needs "
+                          "(its `min_samples`): nothing is counted and the finite rows count as clean.", RuntimeWarning,
+                          stacklevel=2)
         post[finite] = 1.0
         rate = n_bad / n if n else 0.0
         return CorruptionEstimate(rate=rate, clean_posterior=post, method=method, n=n, nonfinite=n_bad,
