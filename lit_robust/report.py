@@ -335,11 +335,25 @@ def _parse(column: str, cell: str) -> Any:
     return float(cell)
 
 
+def _check_report_columns(path: str | os.PathLike, fmt: str) -> None:
+    """Raise unless the file has a report's ``rank`` and ``index`` columns (a newcomer's ``metrics.csv`` loaded as a
+    report without a word)."""
+    if fmt == "parquet":
+        columns = list(_require_pyarrow("reading a Parquet report").read_schema(os.fspath(path)).names)
+    else:
+        with open(path, newline="") as f:
+            columns = next(csv.reader(f), [])
+    if not {"rank", "index"} <= set(columns):
+        raise ValueError(f"`path` must be a per-sample report (with `rank` and `index` columns), but "
+                         f"{os.fspath(path)!r} has columns {columns[:8]}{' ...' if len(columns) > 8 else ''}.")
+
+
 def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
     """Read a per-sample report (CSV or Parquet, by the suffix), rows most suspicious first.
 
     Args:
-        path: the file ``ITLM``/``BatchFilter`` wrote (e.g. ``<log_dir>/itlm_report.csv``).
+        path: the file ``ITLM``/``BatchFilter`` wrote (e.g. ``<log_dir>/itlm_report.csv``), or the folder holding
+            it (one ``*_report.csv`` / ``.parquet`` there).
         as_frame: ``None`` (default): a ``pandas.DataFrame`` when pandas is installed, else a list of dicts (one
             per row, ``None`` for an empty cell); ``True``: a DataFrame (an ``ImportError`` without pandas);
             ``False``: the list of dicts.
@@ -349,9 +363,17 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
     """
     if as_frame not in (None, True, False):
         raise ValueError(f"`as_frame` must be True, False or None, got {as_frame!r}.")
+    if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
+        found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
+        if len(found) != 1:
+            what = f"{len(found)}: {found}; pass one of them" if found else "none"
+            raise FileNotFoundError(f"`path` is a folder; it must hold one per-sample report (`*_report.csv` or "
+                                    f".parquet), got {what} in {os.fspath(path)!r}.")
+        path = os.path.join(path, found[0])
     fmt = report_format_of(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`path` must be an existing report file, got {os.fspath(path)!r}.")
+    _check_report_columns(path, fmt)
     pd = None
     if as_frame is not False:
         try:

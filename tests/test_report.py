@@ -558,3 +558,24 @@ def test_a_tiny_fit_at_a_fixed_ratio_writes_its_report_without_the_estimators_wa
     assert not [w for w in record if "min_samples" in str(w.message)], [str(w.message) for w in record]
     rows = load_report(itlm.report_path, as_frame=False)
     assert len(rows) == 15 and all(r["clean_posterior"] == 1.0 for r in rows)
+
+
+def test_load_report_takes_the_run_folder_and_rejects_a_file_that_is_no_report(tmp_path):
+    """A newcomer gave `load_report` a run folder ("must end in .csv") and `metrics.csv` (silently a frame of metrics)."""
+    from lit_robust.report import write_report
+
+    table = {"rank": [1, 2], "index": [1, 0], "score_last_epoch": [0.9, 0.1], "kept": [False, True]}
+    path = write_report(table, tmp_path / "filter_prl_report.csv")
+    (tmp_path / "metrics.csv").write_text("epoch,step,train_loss\n0,10,1.5\n")
+    (tmp_path / "predictions.csv").write_text("index,predicted_label\n0,3\n")
+    assert load_report(tmp_path, as_frame=False) == load_report(path, as_frame=False)
+    assert [r["index"] for r in load_report(tmp_path, as_frame=False)] == [1, 0]
+    with pytest.raises(ValueError, match=r"`path` must be a per-sample report \(with `rank` and `index` columns\), "
+                                         r"but .*metrics.csv' has columns \['epoch', 'step', 'train_loss'\]"):
+        load_report(tmp_path / "metrics.csv")
+    write_report(table, tmp_path / "itlm_report.csv")
+    with pytest.raises(FileNotFoundError, match=r"it must hold one per-sample report .* got 2: "
+                                                r"\['filter_prl_report.csv', 'itlm_report.csv'\]; pass one of them"):
+        load_report(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"got none in"):
+        load_report(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)

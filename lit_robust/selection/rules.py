@@ -149,7 +149,8 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
     same = (back == scores.to(dense.dtype)) | (torch.isnan(back) & torch.isnan(scores.to(dense.dtype)))
     if not bool(same.all()):
         bad = index[~same][:5].tolist()
-        raise ValueError(f"sample indices {bad} were scored twice with different scores.")
+        raise ValueError(f"sample indices {bad} were scored twice with different scores: each training sample needs "
+                         "an index of its own (0 .. n - 1, each once); `lit_robust.IndexedDataset` adds them.")
     if not bool(seen.all()):
         missing = torch.nonzero(~seen).flatten()
         raise ValueError(
