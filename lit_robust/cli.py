@@ -533,6 +533,22 @@ def _raised_by_lightning_building_the_trainer(exc: BaseException) -> bool:
     return False
 
 
+def bug_in_a_configured_constructor(exc: BaseException) -> BaseException | None:
+    """The first error in ``exc``'s chain raised inside the ``__init__`` of a LightningModule, datamodule or callback
+    a config names: a bug in the user's class (``NameError``, a failing call), which jsonargparse wraps in its "Does not
+    validate against any of the Union subtypes" report, so that the traceback ended on that report (a newcomer read
+    70 lines ending in ``Expected a <class 'NoneType'>``)."""
+    for e in _chain(exc):
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "__init__" and isinstance(
+                    frame.f_locals.get("self"), (pl.LightningModule, pl.LightningDataModule, pl.Callback)):
+                return e
+            tb = tb.tb_next
+    return None
+
+
 def user_error(exc: BaseException) -> BaseException | None:
     """The user-facing error in ``exc``'s chain: ours, a lit_robust check (or a user's own class's check of its
     constructor arguments), or Lightning's config error."""
@@ -711,7 +727,13 @@ def main(args: Sequence[str] | None = None) -> None:
         run(argv)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
         err = user_error(exc)
-        if err is None or debug:
+        if debug:
+            raise
+        if err is None:
+            bug = bug_in_a_configured_constructor(exc)
+            if bug is not None and bug is not exc:
+                # the traceback ends at the user's bug, not at jsonargparse's Union report that wraps it
+                raise bug from None
             raise
         cli = next((s for s in _frames_selves(exc) if isinstance(s, RobustCLI)), None)
         sys.stderr.write(f"lit-robust {command}: error: {describe(cli, err)}\n"

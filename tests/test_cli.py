@@ -308,8 +308,10 @@ def test_a_users_own_class_rejecting_its_config_value_is_one_line(tmp_path, caps
     monkeypatch.delitem(sys.modules, name, raising=False)
     try:
         if bug:
-            with pytest.raises(Exception, match="Does not validate"):  # jsonargparse's wrapping, traceback and all
+            # its own traceback, ending at the bug (it ended on jsonargparse's Union report that wraps it)
+            with pytest.raises(TypeError, match="'NoneType' object is not iterable") as raised:
                 main(["fit", "--config", "mine.yaml"])
+            assert raised.traceback[-1].name == "__init__" and raised.traceback[-1].path.name == f"{name}.py"
             return
         with pytest.raises(SystemExit) as done:
             main(["fit", "--config", "mine.yaml"])
