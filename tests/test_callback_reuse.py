@@ -47,3 +47,23 @@ def test_a_reused_instance_fits_as_a_new_one(tmp_path, name, first_n):
     assert got[1] == expected[1]  # the report
     for a, b in zip(got[2], expected[2]):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["itlm", "prl"])
+def test_testing_a_checkpoint_leaves_the_fits_history_as_it_was(tmp_path, name):
+    """`trainer.test(ckpt_path="best")` restores the callbacks' states as well: a newcomer's ITLM lost its last round
+    from `history` (4 -> 3) and BatchFilter its last epochs. Only a resumed fit restores them."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    cb = MAKERS[name](tmp_path / "reports")
+    data = BlobsData(n=240, with_val=True)
+    pl.seed_everything(0, verbose=False)
+    model = TinyModel()
+    trainer = tiny_trainer(tmp_path, 4, [cb, ModelCheckpoint(dirpath=tmp_path / "ck", every_n_epochs=1, save_top_k=-1)],
+                           enable_checkpointing=True)
+    trainer.fit(model, data)
+    before = [repr(r) for r in cb.history]
+    first = sorted((tmp_path / "ck").glob("epoch=0*.ckpt"))[0]
+    trainer.validate(model, DataLoader(data.ds, batch_size=64), ckpt_path=first)
+    assert [repr(r) for r in cb.history] == before

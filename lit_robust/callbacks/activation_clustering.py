@@ -275,6 +275,8 @@ class ActivationClustering(ITLM):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not getattr(self, "_restore_state", True):
+            return  # an evaluation from a checkpoint (see ITLM.on_load_checkpoint)
         super().load_state_dict(state_dict)
         summary = state_dict.get("clusters")
         self.flagged = state_dict.get("flagged")

@@ -627,8 +627,13 @@ class BatchFilter(Callback):
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
         check_resumable(self, trainer, checkpoint)  # before Lightning skips a state saved under other arguments
+        # `trainer.test(ckpt_path="best")` restores callback states too: it must not rewind this fit's history (a
+        # newcomer's last round vanished from `history` after testing the best checkpoint)
+        self._restore_state = trainer.state.fn == TrainerFn.FITTING
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not getattr(self, "_restore_state", True):
+            return
         self.history = [FilterEpochRecord(**r) for r in state_dict["history"]]
         counters = state_dict["counters"]
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
