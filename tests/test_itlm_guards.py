@@ -386,3 +386,22 @@ def test_a_nan_input_is_named_as_a_cause_of_a_non_finite_loss(tmp_path):
         fit(tmp_path, ITLM(keep_ratio=0.5, round_epochs=[2, 1], verbose=False, plot=False), ConstantLoss())
     messages = collapse_warnings(record)
     assert messages and "NaN/inf" not in messages[0] and "learning rate too large" in messages[0]
+
+
+@pytest.mark.parametrize("sampler", ["subset", "weighted", "replacement"])
+def test_a_sampler_of_the_users_own_is_an_error_not_silently_replaced(tmp_path, sampler):
+    """A newcomer's `SubsetRandomSampler` of 2,000 samples: ITLM's selection sampler replaced it and the later rounds
+    trained on all 4,800, without a word."""
+    from torch.utils.data import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+
+    from tests.conftest import blobs
+
+    ds = blobs(120)
+    own = {"subset": SubsetRandomSampler(range(60)), "weighted": WeightedRandomSampler(torch.ones(120), 120),
+           "replacement": RandomSampler(ds, replacement=True)}[sampler]
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
+    trainer = tiny_trainer(tmp_path, 2, [itlm])
+    with pytest.raises(ValueError, match=rf"ITLM draws each round's samples itself .* the loader's "
+                                         rf"`{type(own).__name__}` would be ignored"):
+        trainer.fit(TinyModel(), DataLoader(ds, batch_size=16, sampler=own))
+    assert trainer.global_step == 0

@@ -480,6 +480,7 @@ class ITLM(Callback):
     def _make_train_loader(self, original: Any) -> DataLoader:
         loader = resolve_loader(original)
         _check_indexed(loader.dataset, type(self).__name__)  # ActivationClustering runs on this machinery too
+        _check_plain_sampler(loader, type(self).__name__)
         n = len(loader.dataset)
         if self._n is not None and n != self._n:
             raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
@@ -1014,6 +1015,24 @@ class ITLM(Callback):
             rank_zero_info("ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`).")
             return
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
+
+
+def _check_plain_sampler(loader: DataLoader, owner: str) -> None:
+    """Raise unless ``loader`` draws every sample once per epoch (shuffled or not): ITLM replaces its sampler with the
+    round's selection, so a sampler of the user's own (a subset, weights) would be dropped without a word (a
+    newcomer's ``SubsetRandomSampler`` of 2,000 samples: the later rounds trained on all 4,800)."""
+    from torch.utils.data import RandomSampler, SequentialSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    s = loader.sampler
+    plain = (isinstance(s, SequentialSampler)
+             or (type(s) is RandomSampler and not s.replacement and getattr(s, "_num_samples", None) is None)
+             or (isinstance(s, DistributedSampler) and type(s).__name__ != "DistributedSamplerWrapper"))
+    if not plain:
+        raise ValueError(f"{owner} draws each round's samples itself (its selection replaces the training loader's "
+                         f"sampler), so the loader's `{type(s).__name__}` would be ignored. Build the loader with "
+                         "`shuffle=True` or False; to train on a subset, make it the data set (e.g. "
+                         "`IndexedDataset(torch.utils.data.Subset(data, ids))`).")
 
 
 def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
