@@ -248,3 +248,21 @@ def test_state_survives_a_checkpoint(tmp_path):
     assert resumed.history[:2] == f.history
     assert [r.drop_ratio for r in resumed.history] == [0.0, 0.125, 0.25]
     assert f.state_key != BatchFilter("prl", drop_ratio=0.25).state_key  # two filters can coexist
+
+
+@pytest.mark.parametrize(("max_steps", "warned"), [(16, True), (-1, False)])
+def test_a_fit_stopped_inside_the_warm_up_is_warned_about(tmp_path, max_steps, warned):
+    """A power user's EarlyStopping ended a PRL fit inside its 5-epoch warm-up: the filter never reached its drop
+    ratio, silently (ITLM warns when its rounds are cut)."""
+    import warnings as _warnings
+
+    from tests.conftest import BlobsData, TinyModel, tiny_trainer
+
+    f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=3)
+    with _warnings.catch_warnings(record=True) as record:
+        _warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 5, [f], max_steps=max_steps).fit(TinyModel(), BlobsData())  # 8 steps per epoch
+    said = [str(w.message) for w in record if "inside the warm-up" in str(w.message)]
+    assert said == ([("BatchFilter: the fit ended after epoch 1 of 5, inside the warm-up (full drop ratio from epoch 3 "
+                      "on): something other than `max_epochs` stopped it (EarlyStopping, `max_steps`, `max_time`), so "
+                      "the filter never dropped its full share (epoch 1: 0.1).")] if warned else []), said

@@ -304,3 +304,13 @@ def test_report_under_ddp_has_every_sample_once(tmp_path):
     assert [r["given_label"] for r in rows] == data.ds.targets.tolist()
     assert [r["corrupted"] for r in rows] == data.ds.corrupted.tolist()
     assert 0 < sum(not r["kept"] for r in rows) < 99
+
+
+def test_a_batch_filter_beside_coteaching_is_told_they_do_not_combine(tmp_path):
+    """A power user's BatchFilter on a Co-teaching Trainer was told to write `class CoTeaching(RobustMixin, ...)`."""
+    from lit_robust import BatchFilter
+
+    trainer = tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.3)])
+    with pytest.raises(TypeError, match=r"^`BatchFilter` does not combine with `CoTeaching`, which filters each batch "
+                                        r"itself: set its `rule`, `drop_ratio` and `warmup_epochs` instead\.$"):
+        trainer.fit(CoTeaching(TinyModel(), drop_ratio=0.2), BlobsData())

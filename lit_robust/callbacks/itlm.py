@@ -419,6 +419,8 @@ class ITLM(Callback):
 
     @property
     def current_round(self) -> int:
+        """The round being trained (0-based); read it in ``configure_optimizers`` to size a schedule per round
+        (``round_epochs[current_round]`` epochs), since ``reinit=True`` re-creates the optimizers at each round start."""
         return self._round
 
     @property
@@ -523,6 +525,35 @@ class ITLM(Callback):
         if self._reinit_pending:
             self._reinitialize(trainer, pl_module)
             self._reinit_pending = False
+        if self.reinit and trainer.current_epoch == self._round_starts[self._round]:
+            self._check_scheduler_length(trainer)
+
+    def _check_scheduler_length(self, trainer: pl.Trainer) -> None:
+        """Warn once per fit when a OneCycleLR / CosineAnnealingLR outlasts the round it serves: with ``reinit=True``
+        each round re-creates it, so one sized for the whole fit never anneals (a newcomer's OneCycle runs ended every
+        round near the maximum rate: 0.758 test accuracy, against 0.808 with a cosine schedule)."""
+        if "scheduler" in self._said:
+            return
+        epochs = self.round_epochs[self._round]
+        per_epoch = math.ceil(trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)) \
+            if math.isfinite(trainer.num_training_batches) else None
+        for cfg in trainer.lr_scheduler_configs:
+            sched = cfg.scheduler
+            length = getattr(sched, "total_steps", None) if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) \
+                else getattr(sched, "T_max", None) if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) \
+                else None
+            unit = "step" if cfg.interval == "step" else "epoch"
+            span = epochs if unit == "epoch" else None if per_epoch is None else epochs * per_epoch
+            if length is None or span is None or length <= span * 1.1:
+                continue
+            self._said.add("scheduler")
+            rank_zero_warn(
+                f"ITLM: round {self._round} lasts about {span} {unit}s, but its `{type(sched).__name__}` is sized for "
+                f"{length}: ITLM re-creates the model, optimizer and scheduler at every round start (`reinit=True`), so "
+                "the schedule never finishes (a OneCycle run ended each round near its maximum rate). Size it per "
+                "round in `configure_optimizers` (the round's epochs: `itlm.round_epochs[itlm.current_round]`), or pass "
+                "`reinit=False` to train on through the rounds.")
+            return
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
