@@ -155,7 +155,7 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     return f"{message} (did you mean {close[0]}?)" if close else message
 
 
-def _init_argument_hint(class_path: str, key: str) -> str:
+def _init_argument_hint(class_path: str, key: str, cutoff: float = 0.6) -> str:
     """``: did you mean 'drop_ratio'? BatchFilter takes a, b, ...`` for ``key`` of the class at ``class_path``."""
     try:
         module, _, name = class_path.rpartition(".")
@@ -164,7 +164,7 @@ def _init_argument_hint(class_path: str, key: str) -> str:
         return ""
     if not names:
         return ""
-    close = difflib.get_close_matches(key, names, n=1)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=cutoff)
     return f": {f'did you mean {close[0]!r}? ' if close else ''}{name} takes {', '.join(names)}"
 
 
@@ -183,6 +183,10 @@ def _callback_override_miss(head: str, message: str) -> str | None:
     last, key, value = tried[0], given.group(1), given.group(2)
     if last.group(2).strip() != f"Option '{key}' is not accepted":
         return None  # it takes `key`, the value is wrong: the usual report says why
+    hint = _init_argument_hint(last.group(1), key, cutoff=0.8)
+    if "did you mean" in hint:  # a misspelt argument of that callback (a newcomer's `drop_rato` got no suggestion)
+        return (f"{head}\n  --trainer.callbacks.init_args.{key}: the last callback of the list, {last.group(1)}, takes "
+                f"no `{key}`{hint}.")
     return (f"{head}\n  --trainer.callbacks.init_args.{key} {value.strip(chr(39))} goes to the last callback of the list, "
             f"{last.group(1)}, which takes no `{key}` (jsonargparse's rule); to set `{key}` of another callback, "
             "edit a copy of the config (or list that callback last).")

@@ -370,6 +370,9 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
             raise FileNotFoundError(f"`path` is a folder; it must hold one per-sample report (`*_report.csv` or "
                                     f".parquet), got {what} in {os.fspath(path)!r}.")
         path = os.path.join(path, found[0])
+    elif not os.path.exists(path):  # before the suffix: a newcomer's missing run folder got "must end in .csv"
+        raise FileNotFoundError(f"`path` must be an existing report file or the folder holding it, got "
+                                f"{os.fspath(path)!r}, which does not exist.")
     fmt = report_format_of(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`path` must be an existing report file, got {os.fspath(path)!r}.")

@@ -146,6 +146,8 @@ CASES = [
     # trainer and Lightning's own callbacks
     ("trainer-negative-max-epochs", PRL, {}, ["--trainer.max_epochs", "-3"], "max_epochs"),
     ("trainer-unknown-key", PRL, {"trainer.max_epoch": 3}, [], "max_epoch"),
+    ("callback-override-misspelt", PRL, {}, ["--trainer.callbacks.init_args.drop_rato", "0.3"],
+     "the last callback of the list, lit_robust.BatchFilter, takes no `drop_rato`: did you mean 'drop_ratio'? BatchFilter takes"),
     # Lightning's own checks while the Trainer is built (a newcomer got 35-line tracebacks, exit 1)
     ("trainer-strategy-misspelt", PRL, {}, ["--trainer.strategy", "dpp"], "trainer.strategy: You selected an invalid strategy name"),
     ("trainer-devices-text", PRL, {}, ["--trainer.devices", "two"], "trainer.devices: `devices` selected with `CPUAccelerator`"),

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import (
+    ITLM,
     RCA,
     AdversarialTrigger,
     AutoEncoder,
@@ -23,7 +24,6 @@ from lit_robust import (
     DiabetesDataModule,
     DigitsDataModule,
     ImageClassifier,
-    ITLM,
     IndexedDataset,
     LinearProbe,
     LinearRegressor,

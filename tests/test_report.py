@@ -199,6 +199,13 @@ def test_file_errors(tmp_path):
         write_report(small_table(), tmp_path / "r.xlsx")
     with pytest.raises(FileNotFoundError, match="`path` must be an existing report file"):
         load_report(tmp_path / "missing.csv")
+    # a missing run folder (no suffix): that it does not exist, not the suffix rule
+    with pytest.raises(FileNotFoundError, match=r"`path` must be an existing report file or the folder holding it, "
+                                                r"got '.*nonexist', which does not exist\."):
+        load_report(tmp_path / "lightning_logs" / "nonexist")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"`path` must end in one of \['.csv', '.parquet', '.pq'\]"):
+        load_report(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="`as_frame` must be True, False or None, got 'yes'"):
         load_report(tmp_path / "missing.csv", as_frame="yes")
 

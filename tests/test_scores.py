@@ -297,3 +297,14 @@ def test_prl_g_rejects_randomness_inside_a_fallback_layer():
     model = nn.Sequential(Noisy(), nn.Linear(3, 2))
     with pytest.raises(ValueError, match=r"layer `0` \(Noisy\) draws random numbers"):
         scores_of(model, torch.randn(4, 3), torch.randint(0, 2, (4,)), ce)
+
+
+def test_an_inferred_cross_entropy_on_regression_outputs_says_it_was_inferred():
+    """A regression user's integer targets: the error named a `loss='ce'` they never wrote."""
+    from lit_robust.functional.scores import loss_layer_scores
+
+    with pytest.raises(ValueError, match=r"^`rule='prl'` inferred `loss='ce'` from integer targets, which needs logits "
+                                         r"of shape \[batch, classes\], but the outputs have shape \(8,\): for a "
+                                         r"regression pass `loss='mse'` \(or make the targets float\)\.$"):
+        loss_layer_scores("prl", torch.zeros(8), torch.zeros(8), torch.arange(8))
+    assert loss_layer_scores("prl", torch.zeros(8), torch.zeros(8), torch.arange(8).float()).shape == (8,)

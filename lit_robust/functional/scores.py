@@ -189,6 +189,12 @@ def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any,
                          f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.")
     if loss is None:
         loss = "mse" if isinstance(targets, Tensor) and targets.is_floating_point() else "ce"
+        if loss == "ce" and outputs.ndim != 2:
+            # a regression user's integer targets made the inferred loss cross-entropy; the message named a `loss='ce'`
+            # they never wrote
+            raise ValueError(f"`rule='prl'` inferred `loss='ce'` from integer targets, which needs logits of shape "
+                             f"[batch, classes], but the outputs have shape {tuple(outputs.shape)}: for a regression "
+                             "pass `loss='mse'` (or make the targets float).")
     return prl_l_scores(outputs, targets, loss)
 
 
