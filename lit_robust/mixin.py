@@ -254,7 +254,9 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
 
 def require_mixin(owner: str, module: Any) -> RobustMixin:
     """Raise a clear error unless ``module`` adopts :class:`RobustMixin` and implements the protocol."""
-    if type(module).__name__ == "CoTeaching" and not isinstance(module, RobustMixin):
+    from lit_robust.models.coteaching import CoTeaching  # here: that module imports this one
+
+    if isinstance(module, CoTeaching) and not isinstance(module, RobustMixin):
         # its networks rank their batches themselves (a newcomer got the advice to subclass RobustMixin)
         raise TypeError(f"`{owner}` does not combine with `CoTeaching`, which filters each batch itself: set its "
                         "`rule`, `drop_ratio` and `warmup_epochs` instead.")

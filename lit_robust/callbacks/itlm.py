@@ -1008,10 +1008,8 @@ class ITLM(Callback):
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
-        check_resumable(self, trainer, checkpoint)  # before Lightning skips a state saved under other arguments
-        # `trainer.test(ckpt_path="best")` restores callback states too: it must not rewind this fit's history (a
-        # newcomer's last round vanished from `history` after testing the best checkpoint)
-        self._restore_state = trainer.state.fn == TrainerFn.FITTING
+        # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
+        self._restore_state = check_resumable(self, trainer, checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not getattr(self, "_restore_state", True):
