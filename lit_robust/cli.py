@@ -683,15 +683,42 @@ def _parse_debug(argv: list[str]) -> tuple[list[str], bool]:
     return argv, debug
 
 
+def config_first(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config X`` (or ``--config=X``) of the subcommand moved right after it, in their order:
+    jsonargparse applies the arguments in order, so an override written before ``--config`` was replaced by the
+    config or failed (a newcomer's ``--trainer.callbacks.init_args.warmup_epochs 1 --config my.yaml``: a 13-line
+    ``NestedArg`` report, the callbacks not existing yet). Overrides then always win over the config.
+
+    >>> config_first(["fit", "--trainer.max_epochs", "2", "--config", "a.yaml", "--config=b.yaml"])
+    ['fit', '--config', 'a.yaml', '--config=b.yaml', '--trainer.max_epochs', '2']
+    """
+    if not argv or argv[0].startswith("-"):
+        return argv
+    configs: list[str] = []
+    others: list[str] = []
+    rest = argv[1:]
+    i = 0
+    while i < len(rest):
+        if rest[i] == "--config" and i + 1 < len(rest):
+            configs += rest[i:i + 2]
+            i += 2
+            continue
+        (configs if rest[i].startswith("--config=") else others).append(rest[i])
+        i += 1
+    return [argv[0], *configs, *others]
+
+
 def run(args: Sequence[str] | None = None) -> RobustCLI | None:
     """Run ``lit-robust`` with ``args`` (default ``sys.argv[1:]``) and return the CLI object (``None`` for
-    ``demo``). Errors propagate; :func:`main` turns a user's mistake into a message and exit status 2."""
+    ``demo``). Errors propagate; :func:`main` turns a user's mistake into a message and exit status 2. Every
+    ``--config`` is read before the other arguments (:func:`config_first`)."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "demo":
         from lit_robust.demo import run_demo
 
         run_demo(argv[1:])
         return None
+    argv = config_first(argv)
     return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,

@@ -587,3 +587,17 @@ def test_a_checkpoint_saved_from_python_loads_into_the_cli_and_another_models_is
             "d_width, g_width, image_size, latent_dim, lr, num_fixed, seed) do not fit the config's model "
             "lit_robust.ImageClassifier (Option ") in err, err
     assert err.rstrip().splitlines()[-2].endswith("is it a checkpoint of another model?"), err
+
+
+def test_overrides_written_before_config_apply_after_it(tmp_path, one_torch_thread):
+    """A regression user wrote `--trainer.callbacks.init_args.warmup_epochs 1 --config my.yaml`: jsonargparse applied
+    it before the config existed (a 13-line NestedArg report). Every `--config` is now read first, so the overrides
+    win wherever they stand."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "prl_regression.yaml").read_text()), tmp_path)
+    cfg["trainer"]["max_epochs"] = 2
+    small = tmp_path / "reg.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    cli = run(["fit", "--trainer.callbacks.init_args.warmup_epochs", "1", "--trainer.max_epochs", "1",
+               "--config", str(small), "--trainer.enable_progress_bar", "false"])
+    f = next(c for c in cli.trainer.callbacks if type(c).__name__ == "BatchFilter")
+    assert f.warmup_epochs == 1 and cli.trainer.max_epochs == 1
