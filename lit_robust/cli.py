@@ -528,13 +528,7 @@ def _raised_by_lightning_building_the_trainer(exc: BaseException) -> bool:
     site = _raise_site(exc)
     if site is None or not os.path.realpath(site.f_code.co_filename).startswith(_LIGHTNING_DIRS):
         return False
-    tb = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), pl.Trainer):
-            return True
-        tb = tb.tb_next
-    return False
+    return _init_frame(exc, lambda obj: isinstance(obj, pl.Trainer)) is not None
 
 
 def bug_in_a_configured_constructor(exc: BaseException) -> BaseException | None:
@@ -542,15 +536,8 @@ def bug_in_a_configured_constructor(exc: BaseException) -> BaseException | None:
     a config names: a bug in the user's class (``NameError``, a failing call), which jsonargparse wraps in its "Does not
     validate against any of the Union subtypes" report, so that the traceback ended on that report (a newcomer read
     70 lines ending in ``Expected a <class 'NoneType'>``)."""
-    for e in _chain(exc):
-        tb = e.__traceback__
-        while tb is not None:
-            frame = tb.tb_frame
-            if frame.f_code.co_name == "__init__" and isinstance(
-                    frame.f_locals.get("self"), (pl.LightningModule, pl.LightningDataModule, pl.Callback)):
-                return e
-            tb = tb.tb_next
-    return None
+    configured = (pl.LightningModule, pl.LightningDataModule, pl.Callback)
+    return next((e for e in _chain(exc) if _init_frame(e, lambda obj: isinstance(obj, configured)) is not None), None)
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -637,13 +624,19 @@ def _as_dict(ns: Any) -> dict[str, Any]:
     return dict(vars(ns)) if isinstance(ns, Namespace) else dict(ns)
 
 
-def _init_locals(exc: BaseException, obj: Any) -> dict[str, Any]:
+def _init_frame(exc: BaseException, accept: Callable[[Any], bool]) -> Any:
+    """The outermost ``__init__`` frame of ``exc``'s traceback whose ``self`` ``accept`` takes, or ``None``."""
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_locals.get("self") is obj and tb.tb_frame.f_code.co_name == "__init__":
-            return dict(tb.tb_frame.f_locals)
+        if tb.tb_frame.f_code.co_name == "__init__" and accept(tb.tb_frame.f_locals.get("self")):
+            return tb.tb_frame
         tb = tb.tb_next
-    return {}
+    return None
+
+
+def _init_locals(exc: BaseException, obj: Any) -> dict[str, Any]:
+    frame = _init_frame(exc, lambda s: s is obj)
+    return {} if frame is None else dict(frame.f_locals)
 
 
 def _parameters(cls: type) -> set[str]:

@@ -288,8 +288,11 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
     renamed, so a reader never sees half a report.
     """
     if source_index is not None and "index" in table:
-        mapped = [int(source_index[i]) for i in table["index"]]
-        table = {k: v for c in table for k, v in ((c, table[c]), *((("source_index", mapped),) if c == "index" else ()))}
+        mapped = source_index[torch.as_tensor(table["index"], dtype=torch.long)].tolist()
+        columns = list(table)
+        at = columns.index("index") + 1
+        table = {c: (mapped if c == "source_index" else table[c])
+                 for c in (*columns[:at], "source_index", *columns[at:])}
     fmt = report_format_of(path)
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
