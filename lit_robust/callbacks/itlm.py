@@ -10,15 +10,19 @@ from fnmatch import fnmatch
 from numbers import Integral
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lit_robust._backend import (
+    Callback,
+    MisconfigurationException,
+    TrainerFn,
+    pl,
+    rank_zero_info,
+    rank_zero_only,
+    rank_zero_warn,
+)
 from lit_robust._checks import real_scalar
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
