@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytorch_lightning as pl
 from torch.utils.data import DataLoader
+
+from lit_robust._backend import pl
 
 _MISSING = object()
 

@@ -36,17 +36,26 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import yaml
 from jsonargparse import ArgumentError, Namespace
-from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, ProgressBar, RichProgressBar
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.utilities.model_helpers import is_overridden
-from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
+from lit_robust._backend import (
+    BasePredictionWriter,
+    MisconfigurationException,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+    import_submodule,
+    is_overridden,
+    mismatch_advice,
+    pl,
+    rank_zero_warn,
+)
 from lit_robust.callbacks.prediction_writer import PredictionWriter
+
+_lightning_cli = import_submodule("cli")  # pytorch_lightning.cli or lightning.pytorch.cli (lit_robust/_backend.py)
+LightningArgumentParser, LightningCLI = _lightning_cli.LightningArgumentParser, _lightning_cli.LightningCLI
 
 __all__ = ["RobustCLI", "UserInputError", "main", "run"]
 
@@ -71,7 +80,27 @@ class RobustArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> Any:
         message = suggest_option(tidy_parser_message(message),
                                  [o for o in self._option_string_actions if o.startswith("--")])
-        return super().error(message, ex)
+        return super().error(foreign_lightning_hint(message), ex)
+
+
+def foreign_lightning_hint(message: str) -> str:
+    """A parser error about a class built on the other Lightning package (a ``lightning.LightningModule`` where
+    lit_robust runs on ``pytorch_lightning``, a ``lightning.pytorch.callbacks.ModelCheckpoint``, ...) gains a line
+    saying so and how to switch (:mod:`lit_robust._backend`); any other message is returned as is."""
+    for path in dict.fromkeys(re.findall(r"class_path'?\s*[:=]\s*'([\w.]+)'|Import path ([\w.]+)", message)):
+        cls = _import_quietly(path[0] or path[1])
+        advice = None if not isinstance(cls, type) else mismatch_advice(cls, f"`{cls.__qualname__}`")
+        if advice is not None:
+            return f"{message.rstrip()}\n  {advice}"
+    return message
+
+
+def _import_quietly(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name, None) if module else None
+    except Exception:  # a path that does not import is jsonargparse's to report
+        return None
 
 
 _UNION_HEAD = "Does not validate against any of the Union subtypes"

@@ -10,10 +10,10 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 from rich.console import Console
 from rich.table import Table
 
+from lit_robust._backend import pl
 from lit_robust.callbacks import ITLM
 from lit_robust.data import DigitsDataModule
 from lit_robust.models.supervised import ImageClassifier
@@ -23,9 +23,9 @@ __all__ = ["run_demo"]
 
 
 def _quiet() -> None:
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    warnings.filterwarnings("ignore", module="pytorch_lightning|lightning")
 
 
 def _train(seed: int, clean_ratio: float, noise: str, itlm: ITLM | None, epochs: int, lr: float) -> float:

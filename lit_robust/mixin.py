@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
 from lit_robust.report import labels_from_outputs
 from lit_robust.selection.rules import masked_mean
 
@@ -349,7 +349,9 @@ def check_per_sample_at_first_batch(owner: str, module: Any, batch: Any, what: s
     value per sample of ``batch``, each independent of the rest of the batch (:func:`check_per_sample_scores`).
     Run in eval mode, without gradients, the random state untouched, so that a mistake (a batch mean broadcast to
     every sample, ``[2B]`` losses) is named at once rather than after a round of training."""
-    n = int(unpack_batch(batch, owner=owner).index.shape[0])
+    unpacked = unpack_batch(batch, owner=owner)
+    check_corrupted_flags(unpacked, owner)
+    n = int(unpacked.index.shape[0])
 
     def fn(b: Any) -> Any:
         if what == "per_sample_loss":

@@ -22,12 +22,11 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_bool, check_int, check_number
 from lit_robust.anomaly.base import check_ratio
 from lit_robust.data.base import SplitLoaders, torchvision_split

@@ -24,9 +24,9 @@ import math
 from typing import Any, Literal
 
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
+from lit_robust._backend import Callback
 from lit_robust._checks import check_bool, check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
 from lit_robust.callbacks._report_file import check_report_args, report_enabled

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lit_robust._backend import rank_zero_warn
 from lit_robust._checks import check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args

@@ -7,9 +7,8 @@ import os
 from typing import Any
 
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_info
 
+from lit_robust._backend import TrainerFn, rank_zero_info
 from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, training_source_index, write_report
 from lit_robust.selection import distributed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytorch_lightning.trainer.states import TrainerFn
+from lit_robust._backend import TrainerFn
 
 __all__ = ["check_resumable"]
 

@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lit_robust._backend import pl, rank_zero_info
 from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.clustering import ActivationClusters, activation_clusters

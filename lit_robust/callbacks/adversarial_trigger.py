@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from lit_robust._backend import Callback, pl
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.backdoor import (
     check_tau,

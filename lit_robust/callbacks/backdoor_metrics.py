@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from lit_robust._backend import Callback, pl
 from lit_robust._checks import check_int
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.functional.backdoor import Trigger, as_trigger

@@ -6,13 +6,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
+from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn
 from lit_robust._checks import check_bool
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks._resume import check_resumable

@@ -7,12 +7,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lit_robust._backend import BasePredictionWriter, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.report import write_report
 from lit_robust.selection import distributed
@@ -83,6 +81,8 @@ class PredictionWriter(BasePredictionWriter):
         # Lightning's base class raises for a `predict_step(dataloader_iter)`; here that only means no file
         if "dataloader_iter" in _parameters(pl_module.predict_step):
             self.problem = "`predict_step` takes `dataloader_iter`, so the batches and their indices are unknown"
+        # the other package's Trainer does not hand a writer of this one the batch indices
+        self.problem = mismatch_advice(trainer, "the Trainer") or self.problem
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,

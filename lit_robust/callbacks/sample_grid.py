@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_only
+
+from lit_robust._backend import Callback, pl, rank_zero_only
 
 __all__ = ["SampleGrid", "save_grid"]
 

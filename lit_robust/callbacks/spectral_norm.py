@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lit_robust._backend import Callback, pl
 from lit_robust.functional.spectral import (
     ConvNorm,
     _check_iterations,

@@ -14,13 +14,14 @@ from lit_robust.data.datamodules import (
     SyntheticRegressionDataModule,
     ink_landmarks,
 )
-from lit_robust.data.indexed import IndexedBatch, IndexedDataset, unpack_batch
+from lit_robust.data.indexed import IndexedBatch, IndexedCollate, IndexedDataset, unpack_batch
 from lit_robust.data.mixture import MixedImagesDataModule
 from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE, SemiSupervisedBackdoorMNISTDataModule
 from lit_robust.data.spec import DataSpec
 
 __all__ = [
     "IndexedDataset",
+    "IndexedCollate",
     "IndexedBatch",
     "unpack_batch",
     "corrupt_labels",

@@ -6,9 +6,9 @@ import numbers
 from collections.abc import Callable
 from typing import Literal
 
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
+from lit_robust._backend import rank_zero_warn
 from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
 from lit_robust.functional.backdoor import (
     BlendTrigger,

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_robust._backend import pl
 from lit_robust._checks import check_int, check_number
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets

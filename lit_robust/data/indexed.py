@@ -14,7 +14,7 @@ and order.
 from __future__ import annotations
 
 import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torch.utils.data._utils import collate as _collate
 
-__all__ = ["IndexedDataset", "IndexedBatch", "unpack_batch", "check_pair_dataset"]
+__all__ = ["IndexedDataset", "IndexedBatch", "IndexedCollate", "unpack_batch", "check_pair_dataset"]
 
 
 class IndexedDataset(Dataset):
@@ -216,6 +216,49 @@ _collate.default_collate_fn_map.setdefault(_Sample, _collate_samples)
 
 
 _PAIR_HINT = "e.g. `IndexedDataset(torch.utils.data.TensorDataset(x, y))`"
+_COLLATE_HINT = ("A `collate_fn` of your own receives those samples and must return the batch in that order, the "
+                 "index a 1-D integer tensor: `lit_robust.IndexedCollate(your_collate_fn)` does so for a "
+                 "`collate_fn` of `(input, target)` pairs.")
+
+
+class IndexedCollate:
+    """A ``collate_fn`` for :class:`IndexedDataset` samples, made from yours for ``(input, target)`` pairs (one that
+    pads variable-length sequences, builds a dict of inputs, ...): your function collates the pairs, and the batch
+    becomes ``(index, input, target[, is_corrupted])`` with the index (int64) and flags (bool) as 1-D tensors.
+
+    Use it for the training loader over an :class:`IndexedDataset`; evaluation loaders of plain pairs keep yours.
+    Picklable (a class, not a closure) when ``collate_fn`` is, so loaders with worker processes can use it.
+
+    >>> def pad(pairs):  # yours: (tokens, label) pairs -> ({"ids": padded}, labels)
+    ...     ids = torch.nn.utils.rnn.pad_sequence([t for t, _ in pairs], batch_first=True)
+    ...     return {"ids": ids}, torch.tensor([y for _, y in pairs])
+    >>> data = IndexedDataset([(torch.tensor([5, 6, 7]), 1), (torch.tensor([8]), 0)])
+    >>> index, x, y = IndexedCollate(pad)([data[0], data[1]])
+    >>> index.tolist(), x["ids"].tolist(), y.tolist()
+    ([0, 1], [[5, 6, 7], [8, 0, 0]], [1, 0])
+    """
+
+    def __init__(self, collate_fn: Any) -> None:
+        if not callable(collate_fn):
+            raise TypeError(f"`collate_fn` must be a function of a list of `(input, target)` pairs, got "
+                            f"{_describe(collate_fn)}.")
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: Sequence[Sequence[Any]]) -> tuple:
+        samples = list(samples)
+        if not samples or any(not isinstance(s, Sequence) or len(s) not in (3, 4) for s in samples):
+            first = _describe(samples[0]) if samples else "no samples"
+            raise ValueError(f"`IndexedCollate` collates `lit_robust.IndexedDataset` samples `(index, input, target[, "
+                             f"is_corrupted])`, got {first}.")
+        pair = self.collate_fn([(s[1], s[2]) for s in samples])
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            name = getattr(self.collate_fn, "__name__", type(self.collate_fn).__name__)
+            raise ValueError(f"`IndexedCollate`: `{name}` must return a batch `(input, target)`, got "
+                             f"{_describe(pair)}; several inputs go in one tuple or dict, e.g. `((ids, mask), y)`.")
+        batch = [torch.tensor([int(s[0]) for s in samples], dtype=torch.int64), pair[0], pair[1]]
+        if len(samples[0]) == 4:
+            batch.append(torch.tensor([bool(s[3]) for s in samples], dtype=torch.bool))
+        return tuple(batch)
 
 
 def _describe(obj: Any) -> str:
@@ -240,6 +283,12 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
         raise ValueError(f"`{argument}` must hold at least one sample, got an empty {type(dataset).__name__} "
                          "(a run would train on zero samples).")
     first = dataset[0]
+    if isinstance(first, Mapping):
+        raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is a dict with keys "
+                         f"{sorted(map(str, first))[:8]}; give IndexedDataset a dataset whose items are pairs, e.g. "
+                         "`[(s['input_ids'], s['label']) for s in records]` or a `Dataset` whose `__getitem__` "
+                         "returns `(s['input_ids'], s['label'])` (a dict input is fine: `({'ids': ..., 'mask': ...}, "
+                         "label)`).")
     if isinstance(first, (str, bytes)) or not isinstance(first, Sequence) or len(first) != 2:
         raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is {_describe(first)}; "
                          f"{_PAIR_HINT}.")
@@ -272,7 +321,7 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
     evaluation batch may take, see :func:`unpack_eval_batch`)."""
     who = f"`{owner}`: " if owner else ""
     hint = ("Wrap the training dataset in `lit_robust.IndexedDataset` so that every sample is "
-            "`(index, input, target[, is_corrupted])`.")
+            f"`(index, input, target[, is_corrupted])`. {_COLLATE_HINT}")
     if evaluation:
         hint = ("A validation, test or predict batch is a plain `(input, target)` pair or, like a training batch, "
                 "`(index, input, target[, is_corrupted])` (`lit_robust.IndexedDataset`).")
@@ -288,7 +337,31 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
             else type(index).__name__
         raise ValueError(f"{who}the first element of a batch must be the 1-D integer sample index, got {got}. {hint}")
     corrupted = batch[3] if len(batch) == 4 else None
+    if corrupted is not None and not (isinstance(corrupted, Tensor) and corrupted.shape == index.shape
+                                      and not corrupted.is_floating_point() and not corrupted.is_complex()):
+        got = f"a tensor of dtype {corrupted.dtype} and shape {tuple(corrupted.shape)}" \
+            if isinstance(corrupted, Tensor) else _describe(corrupted)
+        raise ValueError(f"{who}the 4th element of a batch is the ground-truth `is_corrupted` flag, one boolean per "
+                         f"sample (shape {tuple(index.shape)}), got {got}. Several inputs go in one tuple or dict, "
+                         f"e.g. `(index, (ids, mask), target)`. {hint}")
     return IndexedBatch(index, batch[1], batch[2], corrupted)
+
+
+def check_corrupted_flags(batch: IndexedBatch, owner: str) -> None:
+    """Raise unless the batch's ``is_corrupted`` flags (when it has them) are 0/1: a batch that carries its labels
+    fourth (``(index, ids, mask, y)``) would have them read as flags and its mask as the target, silently (a
+    newcomer's round table said 19.6 % clean precision for a selection 91.8 % clean). Synchronises with the device
+    once: call it on a fit's first batch, not on every batch."""
+    c = batch.corrupted
+    if c is None or c.dtype == torch.bool:
+        return
+    bad = (c != 0) & (c != 1)
+    if bool(bad.any()):
+        values = sorted(set(c[bad].flatten().tolist()))[:6]
+        raise ValueError(f"`{owner}`: the 4th element of a batch is the ground-truth `is_corrupted` flag (0/1 or "
+                         f"boolean), but it holds {values}: is it the target? A batch is `(index, input, "
+                         "target[, is_corrupted])`; several inputs go in one tuple or dict, e.g. "
+                         "`(index, (ids, mask), target)`.")
 
 
 def unpack_eval_batch(batch: Any) -> IndexedBatch:

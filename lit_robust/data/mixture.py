@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from lit_robust._backend import pl
 from lit_robust._checks import check_int
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
+from lit_robust._backend import mismatch_advice, pl, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks.batch_filter import (
@@ -168,6 +167,9 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     ) -> None:
         super().__init__()
         require_mixin("CoTeaching", model)
+        advice = mismatch_advice(model, "`model`")
+        if advice is not None:  # Lightning would train it, but its `self.log` calls would go nowhere
+            raise TypeError(f"`CoTeaching`: {advice}")
         check_report_args(report, report_dir, report_format)
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")

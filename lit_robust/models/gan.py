@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_robust._backend import pl
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin

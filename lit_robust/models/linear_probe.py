@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_number
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data

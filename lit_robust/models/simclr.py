@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_number, check_pair
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 

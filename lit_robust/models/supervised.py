@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import R2Score
 
+from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_int, check_int_sequence, check_number
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit

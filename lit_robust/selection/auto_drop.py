@@ -55,9 +55,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lit_robust._backend import rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_bool, real_scalar
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,

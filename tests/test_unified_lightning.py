@@ -1,0 +1,190 @@
+"""The unified `lightning` package: lit_robust builds on `lightning.pytorch` in a process that imported `lightning`
+(or with LIT_ROBUST_LIGHTNING=lightning), so its ready-made modules, datamodules, CoTeaching, PredictionWriter and
+CLI work with `L.Trainer` and `lightning.pytorch` callbacks. A newcomer who writes `import lightning as L` got
+"`model` must be a `LightningModule`" for ImageClassifier, a CoTeaching that logged nothing, no predictions.csv and
+a CLI that refused their classes. Where the packages are mixed, the error says so and how to switch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_robust import CoTeaching, PredictionWriter
+from lit_robust._backend import ENV_VAR, choose_backend
+from lit_robust.cli import main
+from tests.conftest import REPO
+from tests.test_cli import shrink
+
+lightning = pytest.importorskip("lightning")
+
+BOTH = {"lightning", "pytorch_lightning"}
+
+# a user's own module on the unified package, importable by the CLI from its working folder
+USER_MODULE = textwrap.dedent("""
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+    from lit_robust import RobustMixin
+
+
+    class UnifiedClassifier(RobustMixin, L.LightningModule):
+        def __init__(self, lr: float = 0.05):
+            super().__init__()
+            self.lr = lr
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def per_sample_loss(self, batch):
+            index, x, y = batch[:3]
+            logits = self(x)
+            return F.cross_entropy(logits, y, reduction="none"), logits
+
+        def test_step(self, batch, batch_idx):
+            x, y = batch[-2:]
+            self.log("test_acc", (self(x).argmax(1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.lr)
+""")
+
+
+@pytest.mark.parametrize(("environ", "imported", "installed", "chosen"), [
+    ({}, {"lightning"}, BOTH, "lightning"),                      # `import lightning as L` came first
+    ({}, {"lightning", "pytorch_lightning"}, BOTH, "pytorch_lightning"),
+    ({}, set(), BOTH, "pytorch_lightning"),                      # lit_robust's own dependency
+    ({}, set(), {"lightning"}, "lightning"),
+    ({ENV_VAR: "lightning"}, {"pytorch_lightning"}, BOTH, "lightning"),
+    ({ENV_VAR: " pytorch_lightning "}, {"lightning"}, BOTH, "pytorch_lightning"),
+])
+def test_the_lightning_package_is_chosen_by_the_variable_then_by_what_was_imported(environ, imported, installed,
+                                                                                   chosen):
+    assert choose_backend(environ, imported, installed) == chosen
+
+
+def test_a_bad_choice_names_the_variable_the_allowed_values_and_the_value():
+    with pytest.raises(ImportError, match=r"LIT_ROBUST_LIGHTNING must be one of \['lightning', 'pytorch_lightning'\]"
+                                          r".*got 'lightning.pytorch'"):
+        choose_backend({ENV_VAR: "lightning.pytorch"}, set(), BOTH)
+    with pytest.raises(ImportError, match="'lightning' is not installed"):
+        choose_backend({ENV_VAR: "lightning"}, set(), {"pytorch_lightning"})
+
+
+def _python(code: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    full = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    full.update(PYTHONPATH=os.pathsep.join([str(REPO), str(cwd)]), OMP_NUM_THREADS="1", **(env or {}))
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_after_import_lightning_the_ready_made_parts_work_with_its_trainer(tmp_path):
+    """A script that starts with `import lightning as L`: ImageClassifier + DigitsDataModule + ITLM, CoTeaching
+    around the user's own module (its `test_acc` logged), PredictionWriter's file, all on `L.Trainer`."""
+    (tmp_path / "unified_user.py").write_text(USER_MODULE)
+    out = _python(textwrap.dedent("""
+        import lightning as L
+        import torch
+        torch.set_num_threads(1)
+        import lit_robust
+        from lit_robust._backend import LIGHTNING
+        from torch.utils.data import DataLoader, TensorDataset
+        from unified_user import UnifiedClassifier
+        print("backend", LIGHTNING)
+
+        def trainer(**kw):
+            return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, **kw)
+
+        L.seed_everything(0)
+        data = lit_robust.DigitsDataModule(clean_ratio=0.7, val_size=0, batch_size=64)
+        model = lit_robust.ImageClassifier(backbone="mlp", image_size=8)
+        itlm = lit_robust.ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
+        t = trainer(max_epochs=2, callbacks=[itlm])
+        t.fit(model, data)
+        print("itlm rounds", len(itlm.history), "kept", itlm.history[-1].kept)
+        print("image test", sorted(t.test(model, data, verbose=False)[0]))
+
+        co = lit_robust.CoTeaching(UnifiedClassifier(), rule="prl", drop_ratio=0.3)
+        t = trainer(max_epochs=1)
+        t.fit(co, data)
+        print("coteaching test", sorted(t.test(co, data, verbose=False)[0]))
+
+        writer = lit_robust.PredictionWriter(dirpath="preds")
+        t = trainer(callbacks=[writer])
+        x, y = data.test_set.dataset.tensors
+        t.predict(model, DataLoader(TensorDataset(x, y), batch_size=128))
+        print("predictions", sum(1 for _ in open(writer.path)) - 1, "of", len(x))
+    """), tmp_path)
+    assert "backend lightning" in out
+    assert "itlm rounds 2 kept 910" in out  # floor(0.7 * 1300) samples in round 1
+    assert "image test ['test_acc']" in out
+    assert "coteaching test ['test_acc']" in out  # logged nothing ([{}]) before
+    assert "predictions 497 of 497" in out
+
+
+def test_the_cli_takes_lightning_classes_when_told_to(tmp_path):
+    """`LIT_ROBUST_LIGHTNING=lightning lit-robust fit` with a `lightning`-based model and lightning.pytorch's own
+    ModelCheckpoint in the config (both were refused: 'expected pytorch_lightning... LightningModule')."""
+    (tmp_path / "unified_user.py").write_text(USER_MODULE)
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["model"] = {"class_path": "unified_user.UnifiedClassifier"}
+    cfg["trainer"]["callbacks"].append({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                        "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}})
+    (tmp_path / "unified.yaml").write_text(yaml.safe_dump(cfg))
+    out = _python("from lit_robust.cli import main; main(['fit', '--config', 'unified.yaml'])", tmp_path,
+                  env={ENV_VAR: "lightning"})
+    assert "ITLM: per-sample report written to" in out, out
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+
+
+def test_coteaching_refuses_a_module_of_the_other_lightning_package(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "unified_user_ct.py").write_text(USER_MODULE)
+    from unified_user_ct import UnifiedClassifier  # noqa: PLC0415 - written by the test
+
+    with pytest.raises(TypeError, match=r"`CoTeaching`: `model` is `lightning`'s, but lit_robust was imported on "
+                                        r"`pytorch_lightning`.*set LIT_ROBUST_LIGHTNING=lightning"):
+        CoTeaching(UnifiedClassifier())
+
+
+def test_a_prediction_writer_on_the_other_packages_trainer_says_why_it_writes_nothing(tmp_path):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import ImageClassifier
+
+    class Plain(lightning.LightningModule):  # a module of the Trainer's own package: Lightning accepts it
+        def __init__(self):
+            super().__init__()
+            self.net = ImageClassifier(backbone="mlp", image_size=8)
+
+        def predict_step(self, batch, batch_idx):
+            return self.net(batch[0]).argmax(1)
+
+    trainer = lightning.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                                callbacks=[PredictionWriter(dirpath=str(tmp_path))])
+    with pytest.warns(UserWarning, match="no predictions.csv written: the Trainer is `lightning`'s"):
+        trainer.predict(Plain(), DataLoader(TensorDataset(torch.zeros(4, 1, 8, 8), torch.zeros(4).long())))
+    assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_the_cli_says_when_a_config_names_a_class_of_the_other_package(tmp_path, capsys):
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"].append({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint"})
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(tmp_path / "mixed.yaml")])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "`ModelCheckpoint` is `lightning`'s, but lit_robust was imported on `pytorch_lightning`" in err, err
+    assert "set LIT_ROBUST_LIGHTNING=lightning" in err
