@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Benchmark, main, md_table, mean_std, output_path, pm, quiet, trainer  # noqa: E402
+from harness import Benchmark, main, md_table, mean_std, output_path, pm, quiet, reproduce_note, trainer  # noqa: E402
 
 FLOWS = ("RealNVP", "TrimRealNVP", "RobustRealNVP")
 MNIST_METHODS = ("RobustRealNVP", "TrimRealNVP", "RealNVP", "RCA", "AE", "IsolationForest")
@@ -402,7 +402,9 @@ def render(saved: dict[str, Any]) -> str:
     arch, system = meta["machine"].split(", ", 1)
     # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
     command = meta["command"]
-    saved_json = "anomaly.json" if meta.get("pre_harness") else "benchmarks/results/anomaly.json"
+    note = ("(writes this file, `anomaly.json` and the density PNG; `--render anomaly.json` re-prints the tables of a "
+            "saved run without training)" if meta.get("pre_harness") else
+            reproduce_note(saved, "anomaly.json", also=f"`{png}` beside it" if png else ""))
     lines += [
         f"Protocol chosen on seed {TUNING_SEED} (see the module docstring): e.g. on digit 0, 30 epochs of width-128 "
         "flows overfitted (RealNVP 0.62, Robust 0.57 AUC) where 15 epochs of width 64 did not (0.80 / 0.84), and "
@@ -412,8 +414,7 @@ def render(saved: dict[str, Any]) -> str:
         f"{meta['date']}; machine: {arch}, {meta['cpus']} CPU cores (shared with "
         f"other jobs), {system}; torch {meta['torch']}.",
         "",
-        f"Reproduce: `{command}` (writes this file, `anomaly.json` and the density PNG; "
-        f"`--render {saved_json}` re-prints the tables of a saved run without training); `--quick` for a < 60 s check.",
+        f"Reproduce: `{command}` {note}; `--quick` for a < 60 s check.",
         "",
     ]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from harness import Benchmark, main, md_table, quiet, trainer  # noqa: E402
 
 
@@ -79,7 +80,10 @@ def render(saved: dict) -> str:
         *table, "",
         f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
         f"date {m['date']}; torch {m['torch']}.", "",
-        f"Reproduce: `{m['command']}` (`--render results/filter_auto_digits.json` re-prints this table).", ""])
+        f"Reproduce: `{m['command']}` "
+        + ("(`--render results/filter_auto_digits.json` re-prints this table)"  # the committed run's words
+           if harness.saved_json(saved, "filter_auto_digits.json") == "benchmarks/results/filter_auto_digits.json"
+           else harness.reproduce_note(saved, "filter_auto_digits.json")) + ".", ""])
 
 
 def headline(saved: dict) -> dict:

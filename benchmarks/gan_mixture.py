@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from harness import Benchmark, main, md_table, mean_std, output_path, pm, quiet, run_tasks, trainer  # noqa: E402
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmark the checkout this script lives in
@@ -330,16 +331,22 @@ def render(saved: dict[str, Any]) -> str:
     seconds = [r["seconds"] for r in runs]
     arch, system = m["machine"].split(", ", 1)
     # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
-    saved_json = "gan_mixture.json" if m.get("pre_harness") else "benchmarks/results/gan_mixture.json"
+    note = ("(writes this file, `gan_mixture.json` and the grids; `--render gan_mixture.json` re-prints it without "
+            "training)" if m.get("pre_harness") else harness.reproduce_note(saved, "gan_mixture.json", also=_grid_folder(saved)))
     lines += ["", saved["results"].get("notes", ""), "",
               f"Wall time: {_duration(m['wall_s'])} on CPU ({m['jobs']} worker process(es) x 1 "
               f"torch thread(s), per run {min(seconds):.0f}–{max(seconds):.0f} s); date "
               f"{m['date']}; machine: {arch}, {m['cpus']} CPU cores (shared with other jobs), "
               f"{system}; torch {m['torch']}.",
               "",
-              f"Reproduce: `{m['command']}` (writes this file, `gan_mixture.json` and the grids; "
-              f"`--render {saved_json}` re-prints it without training), `--quick` for a reduced check.", ""]
+              f"Reproduce: `{m['command']}` {note}, `--quick` for a reduced check.", ""]
     return "\n".join(lines)
+
+
+def _grid_folder(saved: dict[str, Any]) -> str:
+    """The grids' folder as the run's Reproduce line names it: beside the table, named after it."""
+    path = harness.saved_json(saved, "gan_mixture.json")
+    return f"the grids in `{path.removesuffix('.json')}/`" if path else ""
 
 
 def _duration(seconds: float) -> str:

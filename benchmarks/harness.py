@@ -146,6 +146,32 @@ def meta(wall_s: float, jobs: int, argv: Sequence[str], name: str) -> dict[str, 
             "command": shlex.join(["python", f"benchmarks/{name}.py", *argv])}
 
 
+def saved_json(saved: dict[str, Any], default: str) -> str | None:
+    """Where the command of a saved run wrote its ``.json``, for its Reproduce line: beside its ``--out`` (the path as
+    given), else ``benchmarks/results/<default>`` in full mode; ``None`` when it wrote none (quick or smoke without
+    ``--out``). A script whose ``configure`` picks another full-mode output names it as ``default``."""
+    argv = shlex.split(saved["meta"]["command"])
+    out = None
+    for i, arg in enumerate(argv):
+        if arg == "--out" and i + 1 < len(argv):
+            out = argv[i + 1]
+        elif arg.startswith("--out="):
+            out = arg.split("=", 1)[1]
+    if out:
+        return Path(out).with_suffix(".json").as_posix()
+    return f"benchmarks/results/{default}" if saved["mode"] == "full" else None
+
+
+def reproduce_note(saved: dict[str, Any], default: str, also: str = "") -> str:
+    """The parenthesis of a Reproduce line: which saved run the command writes (and ``also``, e.g. "the grids") and
+    how to re-print it, or that it wrote nothing (a quick or smoke run without ``--out``)."""
+    path = saved_json(saved, default)
+    if path is None:
+        return "(printed only: `--out FILE.md` writes the table and the saved run beside it, `FILE.json`)"
+    return (f"(writes this file, `{path}`{', ' + also if also else ''}; `--render {path}` re-prints it without "
+            "training)")
+
+
 def save(saved: dict[str, Any], text: str, out: Path) -> None:
     """Write the markdown to ``out`` and the saved run beside it (``.json``)."""
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RESULTS, Benchmark, main, md_table, mean_std, mode_of, pm, quiet, trainer  # noqa: E402
+from harness import RESULTS, Benchmark, main, md_table, mean_std, mode_of, pm, quiet, reproduce_note, trainer  # noqa: E402
 
 # itlm_paper.md Table 1, MNIST with two-layer CNN: (noise, clean %) -> (Baseline, ITLM, Oracle)
 PAPER_TABLE1: dict[tuple[str, int], tuple[float, float, float]] = {
@@ -388,9 +388,10 @@ def render(saved: dict[str, Any]) -> str:
         f"Wall time: {m['wall_s'] / 60:.1f} min ({m['jobs']} worker process(es) x 1 torch thread(s)); "
         f"date {m['date']}; machine: {arch}, {m['cpus']} CPU cores, {system}; torch {m['torch']}.",
         "",
-        f"Reproduce: `{command}` (writes this file and the per-seed `{stem}.json`; `--render "
-        + ("" if m.get("pre_harness") else "benchmarks/results/")
-        + f"{stem}.json` re-prints it without training), `--quick` for a one-row check.",
+        f"Reproduce: `{command}` "
+        + (f"(writes this file and the per-seed `{stem}.json`; `--render {stem}.json` re-prints it without training)"
+           if m.get("pre_harness") else reproduce_note(saved, f"{stem}.json"))
+        + ", `--quick` for a one-row check.",
         "",
     ]
     return "\n".join(lines)

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Benchmark, main, mean_std, pm, quiet, run_tasks, trainer  # noqa: E402
+from harness import Benchmark, main, mean_std, pm, quiet, reproduce_note, run_tasks, trainer  # noqa: E402
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmark the checkout this script lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -373,8 +373,8 @@ def render(saved: dict[str, Any]) -> str:
         lines += ["", "Reproduce: `PYTHONPATH=. python benchmarks/simclr_defence.py` (full), `--quick` for a reduced "
                   "check; raw per-seed numbers in `simclr_defence.json`.", ""]
     else:
-        lines += ["", f"Reproduce: `{meta['command']}`, `--quick` for a reduced check; raw per-seed numbers in "
-                  "`simclr_defence.json` (`--render benchmarks/results/simclr_defence.json` re-prints this page).", ""]
+        lines += ["", f"Reproduce: `{meta['command']}` {reproduce_note(saved, 'simclr_defence.json')} (the saved "
+                  "run holds the raw per-seed numbers), `--quick` for a reduced check.", ""]
     text = "\n".join(lines)
     # a reading written by hand after a run is part of that run's record (the figures it quotes are the table's)
     return text + "\n" + meta["reading"] if meta.get("reading") else text

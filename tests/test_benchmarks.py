@@ -135,6 +135,28 @@ def test_anomaly_render_reprints_the_saved_run(capsys):
     assert "| **average rank** |" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("name", "default"), [("itlm_mnist", "itlm_mnist.json"), ("anomaly", "anomaly.json"),
+                                                ("gan_mixture", "gan_mixture.json"),
+                                                ("simclr_defence", "simclr_defence.json"),
+                                                ("filter_auto_digits", "filter_auto_digits.json")])
+def test_reproduce_line_names_the_json_its_command_wrote(name, default):
+    """A newcomer's `itlm_mnist.py --quick --out X.md` printed "writes ... itlm_mnist.json" but wrote X.json."""
+    mod = _load(name)
+    saved = json.loads((REPO / "benchmarks" / "results" / f"{name}.json").read_text())
+    saved["meta"].pop("pre_harness", None)  # the committed runs' own words stay; a new run says what it wrote
+    for mode, args, written in [("quick", " --quick --out runs/X.md", "runs/X.json"), ("full", " --out=Y.md", "Y.json"),
+                                ("full", "", f"benchmarks/results/{default}"), ("quick", " --quick", None)]:
+        saved["mode"], saved["meta"]["command"] = mode, f"python benchmarks/{name}.py{args}"
+        line = next(x for x in mod.BENCHMARK.render(saved).splitlines() if x.startswith("Reproduce:"))
+        if written is None:
+            assert "printed only: `--out FILE.md` writes the table and the saved run beside it" in line, line
+        elif name == "filter_auto_digits" and not args:
+            assert "`--render results/filter_auto_digits.json`" in line, line  # the committed run's wording
+        else:
+            assert f"`{written}`" in line and f"`--render {written}`" in line, line
+            assert default not in line.replace(written, ""), line
+
+
 def test_overhead_rejects_bad_options():
     mod = _load("overhead")
     with pytest.raises(SystemExit, match=r"`--only` must name measurements among \[.*'mixin/training_step'.*got \['nope'\]"):
