@@ -169,7 +169,7 @@ def test_every_name_a_snippet_reads_is_defined_above(page):
 
 
 # roots of `name.attr` in a page's prose that are not snippet variables: modules, `self`, a layer name, a file name
-PROSE_ROOTS = {"self", "lit_robust", "torch", "nn", "sys", "mkdocs", "mymodel", "encoder"}
+PROSE_ROOTS = {"self", "lit_robust", "torch", "nn", "sys", "mkdocs", "mymodel", "encoder", "lightning"}
 FILE_SUFFIX = re.compile(r"\.(png|csv|py|yaml|md|json|ckpt|parquet|txt|sh)\b")
 
 
