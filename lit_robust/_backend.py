@@ -98,4 +98,5 @@ def mismatch_advice(obj: object, what: str) -> str | None:
         return None
     return (f"{what} is `{other}`'s, but lit_robust was imported on `{PACKAGES[LIGHTNING]}` in this process: "
             f"`{other}`'s and `{LIGHTNING}`'s classes do not mix (Lightning refuses a module or datamodule of the "
-            f"other). Import `{other}` before lit_robust, or set {ENV_VAR}={other} before starting Python.")
+            f"other). Import `{other}` before lit_robust, or set {ENV_VAR}={other} in the environment (for the "
+            f"CLI: `{ENV_VAR}={other} lit-robust fit ...`).")
