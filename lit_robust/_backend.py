@@ -5,8 +5,8 @@
 Chosen once, when lit_robust is first imported:
 
 1. the environment variable ``LIT_ROBUST_LIGHTNING`` (``pytorch_lightning`` or ``lightning``), when set;
-2. else ``lightning`` when the process has imported ``lightning`` and not ``pytorch_lightning`` (a script that
-   starts with ``import lightning as L``);
+2. else whichever of ``lightning`` and ``pytorch_lightning`` the process imported first (a script that starts
+   with ``import lightning as L`` gets ``lightning``, even when it imports something of ``pytorch_lightning`` next);
 3. else ``pytorch_lightning`` (lit_robust's dependency), or ``lightning`` when only that one is installed.
 
 Every module of lit_robust imports Lightning from here (``from lit_robust._backend import pl``), never by name.
@@ -18,19 +18,21 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from types import ModuleType
 
-__all__ = ["ENV_VAR", "LIGHTNING", "PACKAGES", "pl", "choose_backend", "foreign_lightning", "mismatch_advice",
+__all__ = ["ENV_VAR", "LIGHTNING", "PACKAGES", "pl", "choose_backend", "foreign_lightning", "mismatch_advice", "mixed_lightning_warning",
            "import_submodule"]
 
 ENV_VAR = "LIT_ROBUST_LIGHTNING"
 PACKAGES = {"pytorch_lightning": "pytorch_lightning", "lightning": "lightning.pytorch"}
 
 
-def choose_backend(environ: dict[str, str], imported: set[str] | dict, installed: set[str]) -> str:
-    """The backend's name (a key of :data:`PACKAGES`) by the rules of the module docstring, pure.
+def choose_backend(environ: dict[str, str], imported: Sequence[str], installed: set[str]) -> str:
+    """The backend's name (a key of :data:`PACKAGES`) by the rules of the module docstring, pure; ``imported``:
+    the names of the imported modules in the order they were imported (``list(sys.modules)``).
 
-    >>> choose_backend({}, {"lightning"}, {"lightning", "pytorch_lightning"})
+    >>> choose_backend({}, ["torch", "lightning", "pytorch_lightning"], {"lightning", "pytorch_lightning"})
     'lightning'
     >>> choose_backend({}, set(), {"lightning", "pytorch_lightning"})
     'pytorch_lightning'
@@ -46,8 +48,9 @@ def choose_backend(environ: dict[str, str], imported: set[str] | dict, installed
             raise ImportError(f"{ENV_VAR}={wanted!r}, but {wanted!r} is not installed: `pip install {wanted}` or "
                               f"unset {ENV_VAR}.")
         return wanted
-    if "lightning" in imported and "pytorch_lightning" not in imported and "lightning" in installed:
-        return "lightning"
+    first = next((name for name in imported if name in PACKAGES), None)
+    if first is not None and first in installed:
+        return first
     if "pytorch_lightning" in installed:
         return "pytorch_lightning"
     if "lightning" in installed:
@@ -55,8 +58,20 @@ def choose_backend(environ: dict[str, str], imported: set[str] | dict, installed
     raise ImportError("lit_robust needs Lightning: `pip install pytorch-lightning` (or the unified `lightning`).")
 
 
-LIGHTNING = choose_backend(dict(os.environ), set(sys.modules),
-                           {name for name in PACKAGES if importlib.util.find_spec(name) is not None})
+def _running_the_cli() -> bool:
+    return os.path.basename(sys.argv[0]) in ("lit-robust", "lit-robust.exe") if sys.argv else False
+
+
+try:
+    LIGHTNING = choose_backend(dict(os.environ), list(sys.modules),
+                               {name for name in PACKAGES if importlib.util.find_spec(name) is not None})
+except ImportError as err:
+    if not _running_the_cli():
+        raise
+    # the CLI's contract for a user's mistake: one line, exit status 2 (the console script imports lit_robust
+    # before its `main` can catch anything)
+    print(f"lit-robust: error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None
 #: ``pytorch_lightning``, or ``lightning.pytorch``: use as ``pl.Trainer``, ``pl.callbacks.Callback``, ...
 pl: ModuleType = importlib.import_module(PACKAGES[LIGHTNING])
 
@@ -91,12 +106,31 @@ def foreign_lightning(obj: object) -> str | None:
     return other if any(c.__module__.split(".")[0] == other for c in cls.__mro__) else None
 
 
-def mismatch_advice(obj: object, what: str) -> str | None:
-    """One sentence for a ``what`` (e.g. ``"the Trainer"``) from the other Lightning package, else ``None``."""
+def mismatch_advice(obj: object, what: str, cli: bool = False) -> str | None:
+    """One sentence for a ``what`` (e.g. ``"the Trainer"``) from the other Lightning package, else ``None``;
+    ``cli``: the advice for a config of ``lit-robust``."""
     other = foreign_lightning(obj)
     if other is None:
         return None
-    return (f"{what} is `{other}`'s, but lit_robust was imported on `{PACKAGES[LIGHTNING]}` in this process: "
-            f"`{other}`'s and `{LIGHTNING}`'s classes do not mix (Lightning refuses a module or datamodule of the "
-            f"other). Import `{other}` before lit_robust, or set {ENV_VAR}={other} in the environment (for the "
-            f"CLI: `{ENV_VAR}={other} lit-robust fit ...`).")
+    head = (f"{what} is `{other}`'s, but lit_robust was imported on `{PACKAGES[LIGHTNING]}` in this process: "
+            f"`{other}`'s and `{LIGHTNING}`'s classes do not mix")
+    if cli:
+        return (f"{head}. Run `{ENV_VAR}={other} lit-robust ...` for classes of your own built on `{other}`; for "
+                f"Lightning's own, a short `class_path` (e.g. `ModelCheckpoint`) names the package in use.")
+    return (f"{head} (Lightning refuses a module or datamodule of the other, and takes a callback of the other for "
+            f"a plain one). Import `{other}` before lit_robust and `pytorch_lightning`, or set {ENV_VAR}={other} in "
+            "the environment.")
+
+
+def mixed_lightning_warning(trainer: object) -> str | None:
+    """A warning for a fit that mixes the two packages, else ``None``: the Trainer, or one of its callbacks (a
+    ``ModelCheckpoint`` of the other package is not Lightning's checkpoint callback: it adds its own, and
+    ``ckpt_path="best"`` then means that one's), comes from the package lit_robust was not imported on."""
+    advice = mismatch_advice(trainer, "the Trainer")
+    if advice is not None:
+        return advice
+    for cb in getattr(trainer, "callbacks", None) or []:
+        advice = mismatch_advice(cb, f"the callback `{type(cb).__name__}`")
+        if advice is not None:
+            return advice
+    return None

@@ -89,9 +89,9 @@ def foreign_lightning_hint(message: str) -> str:
     saying so and how to switch (:mod:`lit_robust._backend`); any other message is returned as is."""
     for path in dict.fromkeys(re.findall(r"class_path'?\s*[:=]\s*'([\w.]+)'|Import path ([\w.]+)", message)):
         cls = _import_quietly(path[0] or path[1])
-        advice = None if not isinstance(cls, type) else mismatch_advice(cls, f"`{cls.__qualname__}`")
+        advice = None if not isinstance(cls, type) else mismatch_advice(cls, f"`{cls.__qualname__}`", cli=True)
         if advice is not None:
-            return f"{message.rstrip()}\n  {advice}"
+            return message if advice in message else f"{message.rstrip()}\n  {advice}"
     return message
 
 

@@ -175,8 +175,9 @@ def test_config_runs_its_callbacks_then_evaluates_the_fitted_weights(config, tmp
     callbacks = fit.trainer.callbacks
     assert any(isinstance(c, RichProgressBar) for c in callbacks)
     for entry in cfg["trainer"].get("callbacks") or []:
-        module, name = entry["class_path"].rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
+        # a short class_path (the configs' `ModelCheckpoint`) is one of Lightning's callbacks, of the package in use
+        module, _, name = entry["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module) if module else pl.callbacks, name)
         mine = [c for c in callbacks if type(c) is cls]
         assert mine, f"{entry['class_path']} from the config is not on the Trainer: {callbacks}"
         for cb in mine:

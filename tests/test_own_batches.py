@@ -167,3 +167,23 @@ def test_a_keep_ratio_under_one_half_is_warned_as_the_share_kept():
     with pytest.warns(UserWarning, match=r"`keep_ratio`=0.3 keeps 30% of the training samples each round and drops "
                                          r"70%: it is the share kept \(to drop 30%, pass keep_ratio=0.7\)"):
         ITLM(keep_ratio=0.3, round_epochs=[1, 1])
+
+
+def test_the_messages_for_a_sequence_users_other_mistakes_point_at_the_fix():
+    """A flat 5-tuple batch, `drop_ratio=0.7` meant as "keep 70 %", and an IterableDataset given to IndexedDataset
+    (a second sequence newcomer): each message now says what to do instead."""
+    flat = (torch.arange(2), torch.zeros(2, 3).long(), torch.ones(2, 3), torch.tensor([1, 0]), torch.tensor([0, 0]),)
+    with pytest.raises(ValueError, match=r"got a tuple of length 5\. Several inputs go in one tuple or dict, e\.g\. "
+                                         r"`\(index, \(ids, mask\), target\)`"):
+        unpack_batch(flat)
+    with pytest.raises(ValueError, match=r"`drop_ratio` must be in \[0, 0\.5\), got 0\.7\. Pass `allow_large_drop="
+                                         r"True` .* It is the share dropped: to keep 70%, pass drop_ratio=0\.3\."):
+        BatchFilter("prl", 0.7)
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter([])
+
+    with pytest.raises(TypeError, match=r"a stream \(IterableDataset\) that yields `\(index, input, target\)` itself "
+                                        r"works with the per-batch filters"):
+        IndexedDataset(Stream())

@@ -57,12 +57,13 @@ USER_MODULE = textwrap.dedent("""
 
 
 @pytest.mark.parametrize(("environ", "imported", "installed", "chosen"), [
-    ({}, {"lightning"}, BOTH, "lightning"),                      # `import lightning as L` came first
-    ({}, {"lightning", "pytorch_lightning"}, BOTH, "pytorch_lightning"),
-    ({}, set(), BOTH, "pytorch_lightning"),                      # lit_robust's own dependency
-    ({}, set(), {"lightning"}, "lightning"),
-    ({ENV_VAR: "lightning"}, {"pytorch_lightning"}, BOTH, "lightning"),
-    ({ENV_VAR: " pytorch_lightning "}, {"lightning"}, BOTH, "pytorch_lightning"),
+    ({}, ["torch", "lightning"], BOTH, "lightning"),             # `import lightning as L` came first
+    ({}, ["lightning", "pytorch_lightning"], BOTH, "lightning"),  # ... then a pytorch_lightning callback (a newcomer)
+    ({}, ["pytorch_lightning", "lightning"], BOTH, "pytorch_lightning"),
+    ({}, [], BOTH, "pytorch_lightning"),                          # lit_robust's own dependency
+    ({}, [], {"lightning"}, "lightning"),
+    ({ENV_VAR: "lightning"}, ["pytorch_lightning"], BOTH, "lightning"),
+    ({ENV_VAR: " pytorch_lightning "}, ["lightning"], BOTH, "pytorch_lightning"),
 ])
 def test_the_lightning_package_is_chosen_by_the_variable_then_by_what_was_imported(environ, imported, installed,
                                                                                    chosen):
@@ -72,9 +73,9 @@ def test_the_lightning_package_is_chosen_by_the_variable_then_by_what_was_import
 def test_a_bad_choice_names_the_variable_the_allowed_values_and_the_value():
     with pytest.raises(ImportError, match=r"LIT_ROBUST_LIGHTNING must be one of \['lightning', 'pytorch_lightning'\]"
                                           r".*got 'lightning.pytorch'"):
-        choose_backend({ENV_VAR: "lightning.pytorch"}, set(), BOTH)
+        choose_backend({ENV_VAR: "lightning.pytorch"}, [], BOTH)
     with pytest.raises(ImportError, match="'lightning' is not installed"):
-        choose_backend({ENV_VAR: "lightning"}, set(), {"pytorch_lightning"})
+        choose_backend({ENV_VAR: "lightning"}, [], {"pytorch_lightning"})
 
 
 def _python(code: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -187,4 +188,32 @@ def test_the_cli_says_when_a_config_names_a_class_of_the_other_package(tmp_path,
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "`ModelCheckpoint` is `lightning`'s, but lit_robust was imported on `pytorch_lightning`" in err, err
-    assert "set LIT_ROBUST_LIGHTNING=lightning" in err
+    assert "Run `LIT_ROBUST_LIGHTNING=lightning lit-robust ...`" in err and "a short `class_path`" in err
+    assert err.count("classes do not mix") == 1
+
+
+def test_a_mistyped_variable_ends_the_cli_in_one_line(tmp_path):
+    """The console script imports lit_robust before `main` runs: the choice's error was a 15-line traceback."""
+    script = Path(sys.executable).with_name("lit-robust")
+    if not script.is_file():
+        pytest.skip("no lit-robust console script beside this Python")
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    done = subprocess.run([str(script), "fit", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**env, ENV_VAR: "lighting", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("lit-robust: error: the environment variable LIT_ROBUST_LIGHTNING must be one of "
+                                   "['lightning', 'pytorch_lightning'] (the Lightning package lit_robust builds on), "
+                                   "got 'lighting'."), done.stderr
+
+
+def test_a_callback_of_the_other_package_on_the_trainer_is_warned_about(tmp_path):
+    """A `pytorch_lightning` ModelCheckpoint on an `L.Trainer` (or the reverse) is not Lightning's checkpoint
+    callback: it adds its own, and `ckpt_path="best"` tested the last epoch's weights, silently (a newcomer)."""
+    from lit_robust import ITLM
+    from tests.conftest import BlobsData, MixinStep, tiny_trainer
+
+    other = lightning.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path))
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1], verbose=False, plot=False)
+    with pytest.warns(UserWarning, match=r"the callback `ModelCheckpoint` is `lightning`'s, but lit_robust was "
+                                         r"imported on `pytorch_lightning`.*takes a callback of the other for a plain"):
+        tiny_trainer(tmp_path, 1, [itlm, other]).fit(MixinStep(), BlobsData())

@@ -18,6 +18,7 @@ from lit_robust._backend import (
     Callback,
     MisconfigurationException,
     TrainerFn,
+    mixed_lightning_warning,
     pl,
     rank_zero_info,
     rank_zero_only,
@@ -228,7 +229,9 @@ class ITLM(Callback):
         plot_dir: folder for the plot (a ``str`` or ``os.PathLike``).
         check_per_sample: on the first scoring batch of a fit, score the batch's first samples again on
             their own and raise if their scores change (a score that is not per-sample, e.g. a batch mean
-            broadcast to every sample); turn off for scores that are random by design.
+            broadcast to every sample); turn off for scores that are random by design. The samples are sliced from the
+            collated batch, so a loss that depends on the batch's padding (a mean over the padded length) is not
+            caught: average each sample over its own length (README §2).
         on_collapse: what to do when a round's model did not learn (a *collapsed* round, e.g. a learning
             rate too large for a re-initialised model; the rules are :func:`collapse_reasons`): its mean
             training loss is not finite; or it trained a fresh model (round 0, or ``reinit=True``) for two
@@ -462,6 +465,9 @@ class ITLM(Callback):
         if stage != "fit":
             return
         require_mixin("ITLM", pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
+        mixed = mixed_lightning_warning(trainer)
+        if mixed is not None:
+            rank_zero_warn(mixed)
         self._reset_fit_state()  # an earlier fit's rounds do not carry over (a resumed fit restores its own)
         self._checked_per_sample = False
         self._trained_this_fit = False

@@ -276,8 +276,10 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
         raise TypeError(f"`{argument}` must be a map-style dataset of `(input, target)` pairs, got a tensor of shape "
                         f"{tuple(dataset.shape)}; wrap inputs and targets together, {_PAIR_HINT}.")
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        stream = ("; a stream (IterableDataset) that yields `(index, input, target)` itself works with the per-batch "
+                  "filters as it is" if isinstance(dataset, torch.utils.data.IterableDataset) else "")
         raise TypeError(f"`{argument}` must be a map-style dataset (with `__len__` and `__getitem__`) of "
-                        f"`(input, target)` pairs, got {_describe(dataset)}; {_PAIR_HINT}.")
+                        f"`(input, target)` pairs, got {_describe(dataset)}; {_PAIR_HINT}{stream}.")
     n = len(dataset)
     if n == 0:
         raise ValueError(f"`{argument}` must hold at least one sample, got an empty {type(dataset).__name__} "
@@ -328,7 +330,10 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
     if not isinstance(batch, (tuple, list)) or len(batch) not in (3, 4):
         kind = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
             f"a {type(batch).__name__}"
-        raise ValueError(f"{who}lit_robust expects batches `(index, input, target[, is_corrupted])`, got {kind}. {hint}")
+        several = (" Several inputs go in one tuple or dict, e.g. `(index, (ids, mask), target)`."
+                   if isinstance(batch, (tuple, list)) and len(batch) > 4 else "")
+        raise ValueError(f"{who}lit_robust expects batches `(index, input, target[, is_corrupted])`, got {kind}.{several} "
+                         f"{hint}")
     index = batch[0]
     n = _batch_size(batch[1])
     if not (isinstance(index, Tensor) and index.ndim == 1 and not index.is_floating_point()

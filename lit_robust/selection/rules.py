@@ -171,6 +171,8 @@ def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: st
     elif not 0.0 <= drop_ratio < 0.5:
         hint = " Pass `allow_large_drop=True` to drop more (the guarantee needs ε < 0.5)." \
             if 0.5 <= drop_ratio < 1.0 else ""
+        if 0.5 < drop_ratio < 1.0:  # a newcomer's 0.7 meant "keep 70 %"
+            hint += f" It is the share dropped: to keep {drop_ratio:.0%}, pass {name}={1 - drop_ratio:.4g}."
         raise ValueError(f"`{name}` must be in [0, 0.5), got {drop_ratio!r}.{hint}")
     return float(drop_ratio)
 
