@@ -118,7 +118,7 @@ def mismatch_advice(obj: object, what: str, cli: bool = False) -> str | None:
         return (f"{head}. Run `{ENV_VAR}={other} lit-robust ...` for classes of your own built on `{other}`; for "
                 f"Lightning's own, a short `class_path` (e.g. `ModelCheckpoint`) names the package in use.")
     return (f"{head} (Lightning refuses a module or datamodule of the other, and takes a callback of the other for "
-            f"a plain one). Import `{other}` before lit_robust and `pytorch_lightning`, or set {ENV_VAR}={other} in "
+            f"a plain one). Import `{other}` before lit_robust and `{LIGHTNING}`, or set {ENV_VAR}={other} in "
             "the environment.")
 
 
