@@ -158,6 +158,6 @@ def test_an_evaluation_batch_may_be_a_plain_pair_and_its_error_says_so():
     assert b.index is None and torch.equal(b.input, x) and torch.equal(b.target, y) and b.corrupted is None
     indexed = unpack_eval_batch(next(iter(DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=4))))
     assert indexed.index.tolist() == [0, 1, 2, 3] and torch.equal(indexed.input, x)
-    with pytest.raises(ValueError, match=r"got a list of length 5\. A validation, test or predict batch is a plain "
-                                         r"`\(input, target\)` pair or"):
+    with pytest.raises(ValueError, match=r"got a list of length 5\. Several inputs go in one tuple or dict, .*\. A "
+                                         r"validation, test or predict batch is a plain `\(input, target\)` pair or"):
         unpack_eval_batch([torch.arange(4), x, y, y, y])
