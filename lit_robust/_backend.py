@@ -21,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-__all__ = ["ENV_VAR", "LIGHTNING", "PACKAGES", "pl", "choose_backend", "foreign_lightning", "mismatch_advice", "mixed_lightning_warning",
-           "import_submodule"]
+__all__ = ["ENV_VAR", "LIGHTNING", "PACKAGES", "pl", "choose_backend", "foreign_lightning", "mismatch_advice",
+           "warn_if_mixed_lightning", "import_submodule"]
 
 ENV_VAR = "LIT_ROBUST_LIGHTNING"
 PACKAGES = {"pytorch_lightning": "pytorch_lightning", "lightning": "lightning.pytorch"}
@@ -34,9 +34,9 @@ def choose_backend(environ: dict[str, str], imported: Sequence[str], installed: 
 
     >>> choose_backend({}, ["torch", "lightning", "pytorch_lightning"], {"lightning", "pytorch_lightning"})
     'lightning'
-    >>> choose_backend({}, set(), {"lightning", "pytorch_lightning"})
+    >>> choose_backend({}, [], {"lightning", "pytorch_lightning"})
     'pytorch_lightning'
-    >>> choose_backend({"LIT_ROBUST_LIGHTNING": "lightning"}, set(), {"lightning", "pytorch_lightning"})
+    >>> choose_backend({"LIT_ROBUST_LIGHTNING": "lightning"}, [], {"lightning", "pytorch_lightning"})
     'lightning'
     """
     wanted = environ.get(ENV_VAR, "").strip()
@@ -122,15 +122,14 @@ def mismatch_advice(obj: object, what: str, cli: bool = False) -> str | None:
             "the environment.")
 
 
-def mixed_lightning_warning(trainer: object) -> str | None:
-    """A warning for a fit that mixes the two packages, else ``None``: the Trainer, or one of its callbacks (a
-    ``ModelCheckpoint`` of the other package is not Lightning's checkpoint callback: it adds its own, and
-    ``ckpt_path="best"`` then means that one's), comes from the package lit_robust was not imported on."""
-    advice = mismatch_advice(trainer, "the Trainer")
-    if advice is not None:
-        return advice
-    for cb in getattr(trainer, "callbacks", None) or []:
-        advice = mismatch_advice(cb, f"the callback `{type(cb).__name__}`")
+def warn_if_mixed_lightning(trainer: object) -> None:
+    """Warn (rank 0) when a fit mixes the two packages: the Trainer, or one of its callbacks (a ``ModelCheckpoint``
+    of the other package is not Lightning's checkpoint callback: it adds its own, and ``ckpt_path="best"`` then means
+    that one's), comes from the package lit_robust was not imported on."""
+    candidates = [(trainer, "the Trainer")]
+    candidates += [(cb, f"the callback `{type(cb).__name__}`") for cb in getattr(trainer, "callbacks", None) or []]
+    for obj, what in candidates:
+        advice = mismatch_advice(obj, what)
         if advice is not None:
-            return advice
-    return None
+            rank_zero_warn(advice)
+            return

@@ -96,6 +96,7 @@ def foreign_lightning_hint(message: str) -> str:
 
 
 def _import_quietly(path: str) -> Any:
+    """The object at the dotted ``path`` (``module.Name``), or ``None`` when it does not import."""
     module, _, name = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name, None) if module else None
@@ -186,11 +187,11 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
 
 def _init_argument_hint(class_path: str, key: str, cutoff: float = 0.6) -> str:
     """``: did you mean 'drop_ratio'? BatchFilter takes a, b, ...`` for ``key`` of the class at ``class_path``."""
-    try:
-        module, _, name = class_path.rpartition(".")
-        names = sorted(_parameters(getattr(importlib.import_module(module), name)))
-    except (ImportError, AttributeError, ValueError):
+    cls = _import_quietly(class_path)
+    if cls is None:
         return ""
+    name = class_path.rpartition(".")[2]
+    names = sorted(_parameters(cls))
     if not names:
         return ""
     close = difflib.get_close_matches(key, names, n=1, cutoff=cutoff)

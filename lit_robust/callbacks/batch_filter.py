@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._backend import Callback, TrainerFn, mixed_lightning_warning, pl, rank_zero_warn
+from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks._resume import check_resumable
@@ -367,9 +367,7 @@ class BatchFilter(Callback):
         if stage != "fit":
             return
         module = require_mixin("BatchFilter", pl_module)
-        mixed = mixed_lightning_warning(trainer)
-        if mixed is not None:
-            rank_zero_warn(mixed)
+        warn_if_mixed_lightning(trainer)
         self._reset_fit_state()  # an earlier fit's epochs do not carry over
         self._checked_per_sample = False
         self._trainer, self._module = trainer, module

@@ -18,11 +18,11 @@ from lit_robust._backend import (
     Callback,
     MisconfigurationException,
     TrainerFn,
-    mixed_lightning_warning,
     pl,
     rank_zero_info,
     rank_zero_only,
     rank_zero_warn,
+    warn_if_mixed_lightning,
 )
 from lit_robust._checks import real_scalar
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
@@ -465,9 +465,7 @@ class ITLM(Callback):
         if stage != "fit":
             return
         require_mixin("ITLM", pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
-        mixed = mixed_lightning_warning(trainer)
-        if mixed is not None:
-            rank_zero_warn(mixed)
+        warn_if_mixed_lightning(trainer)
         self._reset_fit_state()  # an earlier fit's rounds do not carry over (a resumed fit restores its own)
         self._checked_per_sample = False
         self._trained_this_fit = False
