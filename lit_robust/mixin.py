@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
-from lit_robust.report import labels_from_outputs
+from lit_robust.report import labels_from_outputs, values_from_outputs
 from lit_robust.selection.rules import masked_mean
 
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
@@ -236,20 +236,22 @@ def _reset_parametrized(m: torch.nn.Module) -> None:
             m.parametrizations[name].original.copy_(twin._parameters[name])
 
 
-def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Tensor | None]:
-    """``(module.sample_scores(batch), module.predicted_labels(batch))``, from one forward of ``per_sample_loss``
-    when the module overrides neither; a module that overrides ``sample_scores`` only (a GAN's discriminator
-    loss, a flow's ``-log p``) gets ``None`` for the predictions (its ``per_sample_loss`` outputs are no class
-    scores) without a second forward."""
+def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(module.sample_scores(batch), module.predicted_labels(batch), predicted values)``, from one forward of
+    ``per_sample_loss`` when the module overrides neither; the predicted values are a regression's ``[B]``
+    outputs for one target per sample (:func:`lit_robust.report.values_from_outputs`), else ``None``. A module
+    that overrides ``sample_scores`` only (a GAN's discriminator loss, a flow's ``-log p``) gets ``None`` for
+    both predictions (its ``per_sample_loss`` outputs are no predictions) without a second forward."""
     cls = type(module)
     own_scores = cls.sample_scores is not RobustMixin.sample_scores
     own_labels = cls.predicted_labels is not RobustMixin.predicted_labels
     if not own_scores and not own_labels:
         out = module.per_sample_loss(batch)
         losses, outputs = (out[0], out[1] if len(out) > 1 else None) if isinstance(out, tuple) else (out, None)
-        return losses, labels_from_outputs(outputs, unpack_batch(batch).target)
+        target = unpack_batch(batch).target
+        return losses, labels_from_outputs(outputs, target), values_from_outputs(outputs, target)
     scores = module.sample_scores(batch)
-    return scores, module.predicted_labels(batch) if own_labels else None
+    return scores, module.predicted_labels(batch) if own_labels else None, None
 
 
 def require_mixin(owner: str, module: Any) -> RobustMixin:

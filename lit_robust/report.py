@@ -28,6 +28,11 @@ default); :func:`load_report` reads it back. The columns, in this order:
                             argmax of the ``[B, C]`` outputs ``per_sample_loss`` returns); filters: the argmax of those
                             outputs in the sample's last training forward of the last epoch; empty when there is none.
 ``corrupted``               the ground-truth flag, when the batches carry it (``(index, x, y, is_corrupted)``).
+``given_target`` /          regression with one floating target per sample (shape ``[B]`` or ``[B, 1]``) only: the
+``predicted_target``        target, and the model's output for it when ``per_sample_loss`` returns ``(losses,
+                            outputs)`` with one output per sample (ITLM: the final model's, in eval mode; filters: the
+                            mean over the sample's training forwards of the last epoch). Empty where unknown; absent
+                            from a report whose targets are not such values (class labels, images, several targets).
 ==========================  ==========================================================================================
 
 Ranking, the project's one tie rule turned around: a NaN/inf score first (the selections drop those first), then
@@ -58,6 +63,8 @@ __all__ = [
     "suspicion_order",
     "labels_from_outputs",
     "integer_labels",
+    "scalar_targets",
+    "values_from_outputs",
     "write_report",
     "load_report",
     "report_format_of",
@@ -106,6 +113,45 @@ def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
     return outputs.detach().argmax(1)
 
 
+def scalar_targets(target: Any) -> Tensor | None:
+    """``target`` as ``[B]`` floats when it holds one floating value per sample (shape ``[B]`` or ``[B, 1]``: a
+    regression with one target), else ``None`` (class labels, several targets, a non-tensor).
+
+    >>> scalar_targets(torch.tensor([[0.5], [2.0]])).tolist(), scalar_targets(torch.tensor([1, 0]))
+    ([0.5, 2.0], None)
+    """
+    if not isinstance(target, Tensor) or not target.is_floating_point() or target.ndim not in (1, 2):
+        return None
+    if target.ndim == 2 and target.shape[1] != 1:
+        return None
+    return target.detach().reshape(-1)
+
+
+def values_from_outputs(outputs: Any, target: Any) -> Tensor | None:
+    """A regression's predicted value per sample: ``outputs`` as ``[B]`` floats when :func:`scalar_targets` takes
+    ``target`` and ``outputs`` hold one floating value per sample (``[B]`` or ``[B, 1]``); else ``None``.
+
+    >>> values_from_outputs(torch.tensor([[0.4], [1.5]]), torch.tensor([0.5, 2.0])).tolist()
+    [0.4000000059604645, 1.5]
+    >>> values_from_outputs(torch.tensor([[0.1, 2.0]]), torch.tensor([1])) is None
+    True
+    """
+    y = scalar_targets(target)
+    if y is None or not isinstance(outputs, Tensor) or not outputs.is_floating_point():
+        return None
+    if outputs.ndim not in (1, 2) or outputs.shape[0] != y.shape[0] or outputs.numel() != y.numel():
+        return None
+    return outputs.detach().reshape(-1)
+
+
+def report_fields(outputs: Any, batch: Any) -> dict[str, Tensor | None]:
+    """What a training forward tells the report about one batch (an :func:`~lit_robust.unpack_batch` result with
+    ``target`` and ``corrupted``): :meth:`EpochScores.add`'s keyword arguments after ``dropped``."""
+    return {"predicted": labels_from_outputs(outputs, batch.target), "given": integer_labels(batch.target),
+            "corrupted": batch.corrupted, "given_target": scalar_targets(batch.target),
+            "predicted_target": values_from_outputs(outputs, batch.target)}
+
+
 # -- ranking and the table ---------------------------------------------------------------------------------------
 def suspicion_order(scores: Tensor, index: Tensor, scored: Tensor | None = None) -> Tensor:
     """Positions of the samples, most suspicious first: non-finite scores (by index), then finite scores
@@ -151,6 +197,8 @@ def build_report(
     predicted_label: Tensor | None = None,
     corrupted: Tensor | None = None,
     estimator: Literal["gmm", "bmm", "disagreement", "class_floor"] | None = "gmm",
+    given_target: Tensor | None = None,
+    predicted_target: Tensor | None = None,
 ) -> dict[str, list[Any]]:
     """The report as columns (``{name: [value per row]}``, rows most suspicious first), pure.
 
@@ -171,10 +219,12 @@ def build_report(
         estimator: the estimate behind ``clean_posterior`` (see the module docstring): ``"gmm"``/``"bmm"`` (the
             score mixture), ``"disagreement"``/``"class_floor"`` (from ``given_label`` and ``predicted_label``; the
             gmm's where a scored sample lacks either); ``None``: empty.
+        given_target, predicted_target: ``[n]`` floats of a regression with one target per sample, NaN where
+            unknown; when either is given, both columns follow ``corrupted``.
 
     Returns:
         ``rank, index, *score_columns, kept, <first_dropped_column>, clean_posterior, given_label,
-        predicted_label, corrupted`` — ``None`` where a value is unknown.
+        predicted_label, corrupted[, given_target, predicted_target]`` — ``None`` where a value is unknown.
     """
     n = index.numel()
     scores = scores.detach().cpu()
@@ -187,7 +237,8 @@ def build_report(
         raise ValueError(f"`first_dropped_column` must be 'first_dropped_round' or 'first_dropped_epoch', got "
                          f"{first_dropped_column!r}.")
     for name, t in (("kept", kept), ("first_dropped", first_dropped), ("scored", scored), ("given_label", given_label),
-                    ("predicted_label", predicted_label), ("corrupted", corrupted)):
+                    ("predicted_label", predicted_label), ("corrupted", corrupted), ("given_target", given_target),
+                    ("predicted_target", predicted_target)):
         if t is not None and tuple(t.shape) != (n,):
             raise ValueError(f"`{name}` must have shape ({n},), got {tuple(t.shape)}.")
     scored = torch.ones(n, dtype=torch.bool) if scored is None else scored.detach().cpu().bool()
@@ -228,6 +279,10 @@ def build_report(
     else:
         c = corrupted.detach().cpu().to(torch.int8)[order]  # bool -> 0/1; int8 keeps -1 = unknown
         table["corrupted"] = _optional([bool(v) for v in c.tolist()], c >= 0)
+    if given_target is not None or predicted_target is not None:
+        for name, values in (("given_target", given_target), ("predicted_target", predicted_target)):
+            v = torch.full((n,), math.nan) if values is None else values.detach().cpu().float()[order]
+            table[name] = _optional(_float32_values(v), ~torch.isnan(v))  # written like the scores
     return table
 
 
@@ -458,14 +513,15 @@ class RoundScores:
         return kept
 
     def table(self, ranking_round: int, given_label: Tensor | None, predicted_label: Tensor | None,
-              corrupted: Tensor | None, estimator: str = "gmm") -> dict[str, list[Any]]:
+              corrupted: Tensor | None, estimator: str = "gmm", given_target: Tensor | None = None,
+              predicted_target: Tensor | None = None) -> dict[str, list[Any]]:
         """The report, ranked by round ``ranking_round``'s scores (the rounds after it are left out)."""
         cols = list(range(ranking_round + 1))
         return build_report(torch.arange(self.n), self.scores[:, cols], self.kept(),
                             score_columns=[f"score_round_{r}" for r in cols], first_dropped=self.first_dropped,
                             scored=self.known[:, ranking_round], score_known=self.known[:, cols],
                             given_label=given_label, predicted_label=predicted_label, corrupted=corrupted,
-                            estimator=estimator)
+                            estimator=estimator, given_target=given_target, predicted_target=predicted_target)
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "num_rounds": self.num_rounds, "scores": self.scores.clone(), "known": self.known.clone(),
@@ -484,12 +540,15 @@ Reduce = Callable[[Tensor], Tensor]
 
 class EpochScores:
     """A per-batch filter's report state, on the training device: per sample, this epoch's score sum, times
-    scored and times dropped, and its last prediction; the given label and ground truth; the epoch first dropped.
+    scored and times dropped, and its last prediction; the given label and ground truth; the epoch first dropped;
+    for a regression with one target per sample, this epoch's sums of the target and of the prediction.
 
     :meth:`add` is called once per training batch and only runs a few tensor operations on the batch's device (no
     host synchronisation): one ``index_add_`` into a ``[4, n + 1]`` table of sums (score sum, times scored, times
     dropped, visits) and one ``index_copy_`` into a ``[3, n + 1]`` table of labels (prediction, given label, ground
-    truth, each stored +1 so that 0 means unknown); an index outside ``[0, n)`` goes to the extra column ``n`` and
+    truth, each stored +1 so that 0 means unknown), and for a regression one more ``index_add_`` into a
+    ``[4, n + 1]`` table of values (target sum and count, prediction sum and count); an index outside ``[0, n)`` goes to
+    the extra column ``n`` and
     is reported at the next :meth:`flush`. What a rank adds stays *local* until :meth:`flush` merges every rank's
     local part into the *global* part with the collectives it is handed (sum for the sums, max for the labels), so
     the global part is the same on every rank. Call :meth:`flush` wherever a checkpoint may follow (validation end,
@@ -498,6 +557,8 @@ class EpochScores:
 
     SUM_ROWS = ("score_sum", "seen", "dropped", "visits")
     LABEL_ROWS = ("pred", "given", "corrupted")
+    VALUE_ROWS = ("target_sum", "targeted", "predicted_sum", "predicted")
+    _TENSORS = ("local_sums", "local_labels", "local_values", "sums", "labels", "values", "first_dropped")
 
     def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
         self.n = int(n)
@@ -505,8 +566,10 @@ class EpochScores:
         fdtype = torch.float32 if dev.type == "mps" else torch.float64  # counts are exact integers in either
         self.local_sums = torch.zeros(len(self.SUM_ROWS), self.n + 1, dtype=fdtype, device=dev)
         self.local_labels = torch.zeros(len(self.LABEL_ROWS), self.n + 1, dtype=torch.int64, device=dev)
+        self.local_values = torch.zeros(len(self.VALUE_ROWS), self.n + 1, dtype=fdtype, device=dev)
         self.sums = self.local_sums.clone()  # global: every rank's, merged by `flush`
         self.labels = self.local_labels.clone()
+        self.values = self.local_values.clone()
         self.first_dropped = torch.full((self.n,), -1, dtype=torch.int64, device=dev)
         self.epoch: int | None = None  # epoch the sums belong to
 
@@ -516,7 +579,7 @@ class EpochScores:
 
     def to(self, device: torch.device | str) -> EpochScores:
         dev = torch.device(device)
-        for name in ("local_sums", "local_labels", "sums", "labels", "first_dropped"):
+        for name in self._TENSORS:
             setattr(self, name, getattr(self, name).to(dev))
         return self
 
@@ -525,16 +588,18 @@ class EpochScores:
         belong to ``epoch``, e.g. on a resumed run)."""
         if self.epoch == epoch:
             return
-        for t in (self.local_sums, self.sums):
+        for t in (self.local_sums, self.sums, self.local_values, self.values):
             t.zero_()
         for t in (self.local_labels, self.labels):
             t[0].zero_()  # the prediction is the epoch's; the given label and the ground truth stay
         self.epoch = epoch
 
     def add(self, index: Tensor, scores: Tensor | None, dropped: Tensor, predicted: Tensor | None = None,
-            given: Tensor | None = None, corrupted: Tensor | None = None) -> None:
+            given: Tensor | None = None, corrupted: Tensor | None = None, given_target: Tensor | None = None,
+            predicted_target: Tensor | None = None) -> None:
         """One batch: dataset ``index`` ``[B]``, the rule's ``scores`` (``None``: not computed this batch), the
-        ``dropped`` mask, and optionally predicted / given labels and ground-truth flags."""
+        ``dropped`` mask, and optionally predicted / given labels, ground-truth flags, and a regression's ``[B]``
+        targets and predictions (:func:`scalar_targets`, :func:`values_from_outputs`)."""
         dev = self.device
         idx = index.to(dev).long().reshape(-1)
         idx = torch.where((idx >= 0) & (idx < self.n), idx, self.n)  # anything else lands in the extra column
@@ -547,6 +612,13 @@ class EpochScores:
         else:
             rows = torch.stack([scores.detach().to(device=dev, dtype=sums.dtype).reshape(-1), one, drop, one])
         sums.index_add_(1, idx, rows)
+        if given_target is not None:
+            vdtype = self.local_values.dtype
+            target = given_target.detach().to(device=dev, dtype=vdtype).reshape(-1)
+            ones = torch.ones_like(target)
+            pred, predicted_ = ((torch.zeros_like(target), torch.zeros_like(target)) if predicted_target is None else
+                                (predicted_target.detach().to(device=dev, dtype=vdtype).reshape(-1), ones))
+            self.local_values.index_add_(1, idx, torch.stack([target, ones, pred, predicted_]))
         given_rows = (predicted, given, corrupted)
         if all(v is None for v in given_rows):
             return
@@ -558,10 +630,13 @@ class EpochScores:
 
     def flush(self, reduce_sum: Reduce, reduce_max: Reduce) -> None:
         """Merge every rank's local part into the global part (collectives: call on every rank) and clear it."""
-        self.sums += reduce_sum(self.local_sums)
+        k = self.local_sums.shape[0]
+        merged = reduce_sum(torch.cat([self.local_sums, self.local_values]))  # one collective for both
+        self.sums += merged[:k]
+        self.values += merged[k:]
         self.labels = torch.maximum(self.labels, reduce_max(self.local_labels))
-        self.local_sums.zero_()
-        self.local_labels.zero_()
+        for t in (self.local_sums, self.local_labels, self.local_values):
+            t.zero_()
         bad = int(self.sums[3, self.n])
         if bad:
             raise ValueError(f"the report needs dataset indices in [0, {self.n}) (the training set's length), but "
@@ -585,20 +660,27 @@ class EpochScores:
             return None if not bool((v > 0).any()) else torch.where(v > 0, v - 1, torch.full_like(v, NO_LABEL))
 
         corrupted = None if not bool((labels[2] > 0).any()) else labels[2].to(torch.int8) - 1
+        values = self.values[:, : self.n].cpu()
+        given_target = predicted_target = None
+        if bool((values[1] > 0).any()):  # a regression's targets were added
+
+            def mean_of(r: int) -> Tensor:
+                return torch.where(values[r + 1] > 0, values[r] / values[r + 1].clamp(min=1), math.nan)
+
+            given_target, predicted_target = mean_of(0), mean_of(2)
         return build_report(torch.arange(self.n), mean, kept, score_columns=["score_last_epoch"],
                             first_dropped=self.first_dropped.cpu(), first_dropped_column="first_dropped_epoch",
                             scored=seen, given_label=label(1), predicted_label=label(0), corrupted=corrupted,
-                            estimator=estimator)
+                            estimator=estimator, given_target=given_target, predicted_target=predicted_target)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "epoch": self.epoch, "local_sums": self.local_sums.cpu(),
-                "local_labels": self.local_labels.cpu(), "sums": self.sums.cpu(), "labels": self.labels.cpu(),
-                "first_dropped": self.first_dropped.cpu()}
+        return {"n": self.n, "epoch": self.epoch, **{name: getattr(self, name).cpu() for name in self._TENSORS}}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> EpochScores:
         obj = cls(state["n"], "cpu")
         obj.epoch = state["epoch"]
-        for name in ("local_sums", "local_labels", "sums", "labels", "first_dropped"):
-            setattr(obj, name, state[name].clone())
+        for name in cls._TENSORS:
+            if name in state:  # a checkpoint from before the regression values has none: they start at zero
+                setattr(obj, name, state[name].clone())
         return obj.to(device)

@@ -15,11 +15,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import (
     ITLM,
     BatchFilter,
+    IndexedDataset,
+    RobustMixin,
     estimate_corruption,
     estimate_corruption_from_predictions,
     load_report,
@@ -31,7 +33,9 @@ from lit_robust.report import (
     RoundScores,
     build_report,
     labels_from_outputs,
+    scalar_targets,
     suspicion_order,
+    values_from_outputs,
     write_report,
 )
 from lit_robust.selection.rules import trim_mask
@@ -321,6 +325,7 @@ def test_itlm_report_holds_what_the_rounds_did(tmp_path):
     assert all(by_index[i]["predicted_label"] == int(logits[i].argmax()) for i in range(n))
     assert all(by_index[i]["given_label"] == int(data.ds.targets[i]) for i in range(n))
     assert all(by_index[i]["corrupted"] == bool(data.ds.corrupted[i]) for i in range(n))
+    assert "given_target" not in rows[0] and "predicted_target" not in rows[0]  # class labels: no regression columns
     # kept: the last selection; first dropped: the first selection (trim of a pass) that left the sample out
     selections = [trim_mask(p, 0.7) for p in passes]
     assert all(by_index[i]["kept"] == bool(selections[-1][i]) for i in range(n))
@@ -586,3 +591,110 @@ def test_load_report_takes_the_run_folder_and_rejects_a_file_that_is_no_report(t
         load_report(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"got none in"):
         load_report(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+
+
+# ------------------------------------------------------------------------------------------------ regression targets
+def test_scalar_targets_and_values_from_outputs():
+    y = torch.tensor([[0.5], [2.0]])
+    assert scalar_targets(y).tolist() == [0.5, 2.0] and scalar_targets(y[:, 0]).tolist() == [0.5, 2.0]
+    assert values_from_outputs(torch.tensor([1.0, 3.0]), y).tolist() == [1.0, 3.0]
+    assert values_from_outputs(torch.tensor([[1.0], [3.0]]), y[:, 0]).tolist() == [1.0, 3.0]
+    for target in (torch.tensor([1, 0]), torch.zeros(2, 3), torch.zeros(2, 1, 1), [0.5, 2.0], torch.tensor([True, False])):
+        assert scalar_targets(target) is None and values_from_outputs(torch.zeros(2), target) is None
+    for outputs in (torch.zeros(2, 2), torch.zeros(3), torch.zeros(2, dtype=torch.long), None, torch.zeros(2, 1, 1)):
+        assert values_from_outputs(outputs, y) is None
+
+
+def test_regression_columns_follow_their_rows():
+    g = torch.Generator().manual_seed(3)
+    n = 40
+    index = torch.randperm(90, generator=g)[:n]
+    scores = torch.rand(n, generator=g)
+    target, predicted = torch.randn(n, generator=g), torch.randn(n, generator=g).double()
+    target[::5], predicted[::7] = math.nan, math.nan  # unknown
+    table = build_report(index, scores, torch.ones(n, dtype=torch.bool), score_columns=["s"], given_target=target,
+                         predicted_target=predicted, estimator=None)
+    assert list(table)[-3:] == ["corrupted", "given_target", "predicted_target"]
+    by_index = {r["index"]: r for r in as_rows(table)}
+    for i in range(n):
+        row = by_index[int(index[i])]
+        for col, t in (("given_target", target), ("predicted_target", predicted)):
+            if math.isnan(t[i]):
+                assert row[col] is None
+            else:  # written as the shortest decimal of the float32 value
+                assert torch.tensor(row[col], dtype=torch.float32) == t[i].float(), (i, col)
+    only = build_report(index, scores, torch.ones(n, dtype=torch.bool), score_columns=["s"], given_target=target,
+                        estimator=None)
+    assert all(v is None for v in only["predicted_target"]) and only["given_target"] == table["given_target"]
+
+
+def test_epoch_scores_regression_values_over_ranks_and_through_a_checkpoint():
+    g = torch.Generator().manual_seed(4)
+    n = 30
+    target = torch.randint(-8, 8, (n,), generator=g).float() / 4  # exact in any order of summation
+    one, ranks = EpochScores(n), [EpochScores(n) for _ in range(2)]
+    for s in (one, *ranks):
+        s.start_epoch(0)
+    perm = torch.randperm(n, generator=g)
+    for b, idx in enumerate(perm.split(7)):
+        pred = target[idx] + 1.0 if b != 2 else None  # one batch without predictions (outputs of another shape)
+        args = (idx, target[idx], torch.zeros(len(idx), dtype=torch.bool))
+        kw = {"given_target": target[idx], "predicted_target": pred}
+        one.add(*args, **kw)
+        ranks[b % 2].add(*args, **kw)
+    one.flush(lambda t: t.clone(), lambda t: t.clone())
+    reducers = thread_reducers(2)
+    threads = [threading.Thread(target=r.flush, args=reducers[i]) for i, r in enumerate(ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t1 = one.table()
+    assert ranks[0].table() == t1 == ranks[1].table()
+    no_pred = set(perm.split(7)[2].tolist())
+    for r in as_rows(t1):
+        assert r["given_target"] == float(target[r["index"]])
+        assert r["predicted_target"] == (None if r["index"] in no_pred else float(target[r["index"]]) + 1.0)
+    assert EpochScores.from_state_dict(one.state_dict()).table() == t1
+    old = {k: v for k, v in one.state_dict().items() if k not in ("values", "local_values")}  # an older checkpoint
+    assert "given_target" not in EpochScores.from_state_dict(old).table()
+
+
+class LinearRegressor(RobustMixin, pl.LightningModule):
+    """One linear layer on 3 features, squared error per sample; ``lr=0`` keeps the weights as they start."""
+
+    def __init__(self, lr: float = 0.0) -> None:
+        super().__init__()
+        self.net, self.lr = torch.nn.Linear(3, 1), lr
+
+    def forward(self, x):
+        return self.net(x)
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        pred = self(b.input)
+        return ((pred - b.target) ** 2).reshape(-1), pred
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+@pytest.mark.parametrize("owner", ["itlm", "filter"])
+def test_a_regression_report_has_each_samples_target_and_prediction(tmp_path, owner):
+    """A newcomer with a regression joined targets and predictions to the report by hand: it has them now."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(90, 3, generator=g)
+    y = x.sum(1, keepdim=True) + torch.where(torch.arange(90)[:, None] % 4 == 0, 5.0, 0.0)
+    ds = IndexedDataset(TensorDataset(x, y))
+    cb = (ITLM(0.75, [1, 1], verbose=False, plot=False, report_dir=str(tmp_path)) if owner == "itlm"
+          else BatchFilter("prl", 0.25, report_dir=str(tmp_path)))
+    model = LinearRegressor()
+    fit(tmp_path, [cb], 2, model=model, data=DataLoader(ds, batch_size=16, shuffle=True))
+    rows = load_report(cb.report_path, as_frame=False)
+    with torch.no_grad():
+        pred = model(x).reshape(-1)  # lr = 0: the final model is the model of every forward
+    assert len(rows) == 90
+    for r in rows:
+        assert r["given_target"] == pytest.approx(float(y[r["index"]]), rel=1e-6)
+        assert r["predicted_target"] == pytest.approx(float(pred[r["index"]]), rel=1e-5, abs=1e-6)
+    assert load_report(cb.report_path)["predicted_target"].dtype == "float64"

@@ -16,7 +16,7 @@ from lit_robust.callbacks._resume import check_resumable
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
-from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs
+from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs, report_fields
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -532,8 +532,7 @@ class BatchFilter(Callback):
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target))
                 self._collected_step = True
             if report:
-                self._report.add(index, scores.detach(), ~mask, labels_from_outputs(outputs, ib.target),
-                                       integer_labels(ib.target), ib.corrupted)
+                self._report.add(index, scores.detach(), ~mask, **report_fields(outputs, ib))
 
         return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
 
@@ -559,8 +558,7 @@ class BatchFilter(Callback):
         if record:
             self._count(mask, ib.corrupted)
             if self._report.active:
-                self._report.add(index, scores, ~mask, labels_from_outputs(outputs, ib.target),
-                                       integer_labels(ib.target), ib.corrupted)
+                self._report.add(index, scores, ~mask, **report_fields(outputs, ib))
         if collect:
             labels = self._auto_labels(outputs, ib.target)
             if record:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatch
 from numbers import Integral
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -42,7 +42,15 @@ from lit_robust.mixin import (
     require_mixin,
     scores_and_predictions,
 )
-from lit_robust.report import NO_LABEL, ReportFormat, RoundScores, integer_labels, training_source_index, write_report
+from lit_robust.report import (
+    NO_LABEL,
+    ReportFormat,
+    RoundScores,
+    integer_labels,
+    scalar_targets,
+    training_source_index,
+    write_report,
+)
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import nothing_found_note, report_pointer
 from lit_robust.selection.rules import keep_count, scatter_scores
@@ -55,6 +63,18 @@ _ON_COLLAPSE = ("keep", "warn", "raise")
 Estimator = Literal["gmm", "bmm", "disagreement", "class_floor"]
 _ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor")
 _MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
+
+
+class _ScorePass(NamedTuple):
+    """One pass over the training set in eval mode: this rank's samples, in loader order."""
+
+    index: Tensor
+    scores: Tensor
+    corrupted: Tensor | None
+    given: Tensor | None = None  # integer labels
+    predicted: Tensor | None = None
+    given_target: Tensor | None = None  # a regression's one target per sample
+    predicted_target: Tensor | None = None
 
 
 @dataclass
@@ -845,7 +865,8 @@ class ITLM(Callback):
             return estimate_corruption(all_scores, self.estimator)
         # the labels need a pass that returns score, given and predicted label of each sample together (one
         # forward per batch with the default hooks); its scores are those of the pass above, in loader order
-        _, scores2, _, given, predicted = self._score_pass(trainer, pl_module, labels=True)
+        scored = self._score_pass(trainer, pl_module, labels=True)
+        scores2, given, predicted = scored.scores, scored.given, scored.predicted
         ok = torch.tensor([given is not None and predicted is not None], device=scores.device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
             self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer targets "
@@ -870,28 +891,28 @@ class ITLM(Callback):
         Under DDP each rank scores its own contiguous block of the training set (no padding, so no
         sample is scored twice) and returns only that block.
         """
-        index, scores, corrupted, _, _ = self._score_pass(trainer, pl_module)
-        return index, scores, corrupted
+        scored = self._score_pass(trainer, pl_module)
+        return scored.index, scored.scores, scored.corrupted
 
-    def _score_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, labels: bool = False
-                    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
-        """:meth:`score_training_set`, and with ``labels=True`` the given and predicted labels (``None`` where
-        the batches / the module have none)."""
+    def _score_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, labels: bool = False) -> _ScorePass:
+        """:meth:`score_training_set`, and with ``labels=True`` the given and predicted labels and a regression's
+        given and predicted targets (``None`` where the batches / the module have none)."""
         module = require_mixin("ITLM", pl_module)
         loader = self._scoring_loader(trainer, pl_module)
         was_training = pl_module.training
         pl_module.eval()
-        idx, scores, flags, given, predicted = [], [], [], [], []
+        idx, scores, flags, given, predicted, targets, values = [], [], [], [], [], [], []
         try:
             with torch.no_grad():
                 for batch in loader:
                     batch = trainer.strategy.batch_to_device(batch)
                     ib = unpack_batch(batch)
                     if labels:
-                        s, p = scores_and_predictions(module, batch)
-                        y = integer_labels(ib.target)
-                        if y is not None:
-                            given.append(y)
+                        s, p, v = scores_and_predictions(module, batch)
+                        y, t = integer_labels(ib.target), scalar_targets(ib.target)
+                        for kept, got in ((given, y), (targets, t), (values, v)):
+                            if got is not None:
+                                kept.append(got)
                         if p is not None:
                             if not isinstance(p, Tensor) or p.shape != ib.index.shape or p.is_floating_point():
                                 got = f"shape {tuple(p.shape)}, {p.dtype}" if isinstance(p, Tensor) else type(p).__name__
@@ -916,10 +937,11 @@ class ITLM(Callback):
             pl_module.train(was_training)
         if not idx:
             raise ValueError("the scoring loader yielded no batches.")
-        corrupted = torch.cat(flags) if len(flags) == len(idx) else None
-        given_t = torch.cat(given) if labels and len(given) == len(idx) else None
-        predicted_t = torch.cat(predicted) if labels and len(predicted) == len(idx) else None
-        return torch.cat(idx), torch.cat(scores), corrupted, given_t, predicted_t
+        def every_batch(parts: list[Tensor]) -> Tensor | None:
+            return torch.cat(parts) if len(parts) == len(idx) else None
+
+        return _ScorePass(torch.cat(idx), torch.cat(scores), every_batch(flags), every_batch(given),
+                          every_batch(predicted), every_batch(targets), every_batch(values))
 
     # -- the per-sample report -----------------------------------------------------------------------------
     def _record_for_report(self, scored_round: int | None, index: Tensor, scores: Tensor, round_: int,
@@ -941,38 +963,41 @@ class ITLM(Callback):
     def _write_report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Score every sample with the final model, gather to rank 0 and write the report there. Call on every
         rank."""
-        index, scores, corrupted, given, predicted = self._score_pass(trainer, pl_module, labels=True)
-        dev = scores.device
-        present = torch.tensor([corrupted is not None, given is not None, predicted is not None], device=dev).long()
+        scored = self._score_pass(trainer, pl_module, labels=True)
+        integer = (scored.corrupted, scored.given, scored.predicted)
+        floating = (scored.given_target, scored.predicted_target)
+        present = torch.tensor([t is not None for t in (*integer, *floating)], device=scored.scores.device).long()
         present = (distributed.all_reduce_sum(present) == distributed.world_size()).tolist()
 
-        def gather(t: Tensor | None, ok: bool) -> Tensor | None:
-            parts = distributed.gather_uneven(t.long()) if ok and t is not None else None
+        def gather(t: Tensor | None, ok: bool, dtype: torch.dtype = torch.int64) -> Tensor | None:
+            parts = distributed.gather_uneven(t.to(dtype)) if ok and t is not None else None
             return None if parts is None else torch.cat(parts).cpu()
 
-        all_index = gather(index, True)
-        all_scores = distributed.gather_uneven(scores.float())
-        fields = [gather(t, ok) for t, ok in zip((corrupted, given, predicted), present)]
+        all_index = gather(scored.index, True)
+        all_scores = gather(scored.scores, True, torch.float32)
+        fields = [gather(t, ok) for t, ok in zip(integer, present)]
+        fields += [gather(t, ok, torch.float32) for t, ok in zip(floating, present[len(integer):])]
         if distributed.rank() != 0:
             return
         assert all_index is not None and all_scores is not None and self._n is not None
         if self._report_state is None:  # a fit of one round: no selection was made
             self._report_state = RoundScores(self._n, self.num_rounds)
         state = self._report_state
-        state.set_scores(self._round, all_index, torch.cat(all_scores).cpu())
+        state.set_scores(self._round, all_index, all_scores)
 
-        def dense(values: Tensor | None, fill: int) -> Tensor | None:
+        def dense(values: Tensor | None, fill: float) -> Tensor | None:
             if values is None:
                 return None
-            out = torch.full((self._n,), fill, dtype=torch.int64)
+            out = torch.full((self._n,), fill, dtype=values.dtype)
             out[all_index] = values
             return out
 
-        corrupted_d, given_d, predicted_d = (dense(fields[0], -1), dense(fields[1], NO_LABEL),
-                                             dense(fields[2], NO_LABEL))
+        corrupted_d, given_d, predicted_d, target_d, value_d = (
+            dense(fields[0], -1), dense(fields[1], NO_LABEL), dense(fields[2], NO_LABEL),
+            dense(fields[3], math.nan), dense(fields[4], math.nan))
         table = state.table(self._round, given_d, predicted_d,
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
-                            self.estimator)
+                            self.estimator, given_target=target_d, predicted_target=value_d)
         assert self._report_target is not None
         self.report_path = write_report(table, self._report_target, training_source_index(trainer))
         rank_zero_info(f"ITLM: per-sample report written to {self.report_path}")
