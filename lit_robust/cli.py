@@ -22,6 +22,7 @@ Six things on top of LightningCLI, all for the paths users take:
 
 from __future__ import annotations
 
+import ast
 import difflib
 import glob
 import importlib
@@ -151,6 +152,9 @@ def tidy_parser_message(message: str) -> str:
     that fits none of an argument's plain types should have been (:func:`_collapse_value_unions`)."""
     if _UNION_HEAD not in message:
         return message
+    entry = _class_entry_hint(message.splitlines()[0], message)
+    if entry is not None:
+        return entry
     message = _collapse_value_unions(message)
     if _UNION_HEAD not in message:
         return message
@@ -220,6 +224,43 @@ def _callback_override_miss(head: str, message: str) -> str | None:
     return (f"{head}\n  --trainer.callbacks.init_args.{key} {value.strip(chr(39))} goes to the last callback of the list, "
             f"{last.group(1)}, which takes no `{key}` (jsonargparse's rule); to set `{key}` of another callback, "
             "edit a copy of the config (or list that callback last).")
+
+
+#: a class the user might name, per parser key, for the example in :func:`_class_entry_hint`
+_CLASS_EXAMPLES = {"model": "lit_robust.ImageClassifier", "data": "lit_robust.MNISTDataModule",
+                   "trainer.callbacks": "lit_robust.BatchFilter"}
+
+
+def _class_entry_hint(head: str, message: str) -> str | None:
+    """A class entry written without ``class_path`` (``model: {lr: 0.1}``) or with its arguments beside it
+    (``model: {class_path: X, lr: 0.1}``): jsonargparse tries the base class ("Option 'lr' is not accepted") or
+    reports the whole entry as no subclass; say in one line how the entry is written instead. ``None`` for any
+    other message."""
+    key = re.match(r'Parser key "([^"]+)"', head)
+    given = re.search(r"^\s*Given value: (.*)$", message, re.M)
+    tried = re.findall(r"Problem with given class_path '([^']+)':", message)
+    if key is None or given is None or any(not t.startswith(("pytorch_lightning.", "lightning.")) for t in tried):
+        return None  # the config names a class of its own: the usual report is about that class
+    try:
+        value = ast.literal_eval(given.group(1).strip())
+    except (ValueError, SyntaxError):
+        return None
+    entries = value if isinstance(value, list) else [value]
+    name = key.group(1)
+    example = _CLASS_EXAMPLES.get(name, "package.module.ClassName")
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        loose = [k for k in entry if k not in ("class_path", "init_args", "dict_kwargs")]
+        if not loose:
+            continue
+        where = "a callback of `trainer.callbacks`" if name == "trainer.callbacks" else f"`{name}:`"
+        if "class_path" in entry:
+            return (f"{head}\n  {where} sets {', '.join(map(repr, loose))} beside `class_path: {entry['class_path']}`; "
+                    "a class's arguments go one level down, under `init_args:`.")
+        return (f"{head}\n  {where} needs `class_path:`, the class to build (e.g. `{example}`, or your own "
+                f"`my_module.MyClass`), with its arguments under `init_args:`; got {entry!r}.")
+    return None
 
 
 _CKPT_LAST = ("`last`: the newest checkpoint of an earlier `lit-robust fit` with the same model, data and callbacks "

@@ -156,6 +156,14 @@ CASES = [
      {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
          "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"monitor": "val_los"}}}, [],
      "val_los"),
+    # a class entry written without `class_path`, or with its arguments beside it (jsonargparse reported an attempt
+    # at Lightning's base class: "Option 'lr' is not accepted")
+    ("model-without-class-path", PRL, {"model": {"lr": 0.1}}, [], "`model:` needs `class_path:`"),
+    ("data-arguments-beside-class-path", PRL, {"data.batch_size": 32}, [],
+     "`data:` sets 'batch_size' beside `class_path: lit_robust.MNISTDataModule`; a class's arguments go one level "
+     "down, under `init_args:`"),
+    ("callback-without-class-path", PRL, {"trainer.callbacks[0]": {"drop_ratio": 0.3}}, [],
+     "a callback of `trainer.callbacks` needs `class_path:`, the class to build (e.g. `lit_robust.BatchFilter`"),
     ("missing-config-file", PRL, {}, ["--config", "no_such_config.yaml"], "no_such_config.yaml"),
     ("fit-ckpt-path-missing-file", PRL, {}, ["--ckpt_path", "no_such.ckpt"], "ckpt_path"),
 ]
