@@ -31,6 +31,12 @@ def _metric_names(history: Sequence[Any]) -> list[str]:
     return names
 
 
+def _metrics_epoch(rec: Any) -> str:
+    """`` (epoch 1)`` after a round's metric that comes from a validation before the round's last epoch."""
+    epoch = getattr(rec, "metrics_from_epoch", None)
+    return "" if epoch is None else f" (epoch {epoch})"
+
+
 def round_table(history: Sequence[Any], monitor: str | None = None, title: str = "ITLM rounds") -> Table:
     """A rich table with one row per finished round (``RoundRecord`` objects).
 
@@ -62,7 +68,7 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
             row.append(fmt_pct(getattr(rec, "estimated_corruption", None)))
         if with_loss:
             row.append(_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss))
-        row += [f"{rec.metrics[k]:.4f}" if k in rec.metrics else "—" for k in metric_names]
+        row += [f"{rec.metrics[k]:.4f}{_metrics_epoch(rec)}" if k in rec.metrics else "—" for k in metric_names]
         if with_collapse:
             row.append("yes" if rec.collapsed else "")
         table.add_row(*row)
@@ -102,7 +108,7 @@ def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> 
         parts.append(f"corrupted dropped {fmt_pct(rec.corrupted_recall)}")
     if getattr(rec, "first_epoch_loss", None) is not None or getattr(rec, "last_epoch_loss", None) is not None:
         parts.append(f"train loss {_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss)}")
-    parts += [f"{k} {v:.4f}" for k, v in rec.metrics.items()]
+    parts += [f"{k} {v:.4f}{_metrics_epoch(rec)}" for k, v in rec.metrics.items()]
     if getattr(rec, "collapsed", False):
         parts.append("COLLAPSED")
     return f"{title} round {rec.round}{last}: " + ", ".join(parts)
