@@ -113,6 +113,9 @@ def test_unimodal_classes_are_not_split():
     x, y, _ = planted(1, poisoned=(0.0, 0.0, 0.0))
     res = activation_clusters(x, y)
     assert not res.split_all and res.median_silhouette < 0.5
+    # the score still ranks each class's smaller cluster (positive) though none is flagged, as documented: a
+    # newcomer filtered `cluster_score > 0` after docs that said "positive exactly for the flagged"
+    assert not res.suspicious.any() and bool((res.score > 0).any())
     assert not res.suspicious.any() and set(res.flagged.values()) == {0}
     assert all("silhouette" in r for r in res.reasons.values())
 
@@ -357,8 +360,44 @@ def test_targets_must_be_class_labels(tmp_path):
 
     pl.seed_everything(0, verbose=False)
     trainer = tiny_trainer(tmp_path, 2, [ActivationClustering(warmup_epochs=1, verbose=False)])
-    with pytest.raises(ValueError, match="needs integer class targets"):
+    with pytest.raises(ValueError, match=r"needs integer class targets, one per sample .*the training batches have "
+                                         r"torch.float32 targets of shape \(32, 3\)\.$"):
         trainer.fit(Regress(), Data(ds))
+
+
+def test_class_labels_held_as_floats_are_told_to_be_cast(tmp_path):
+    """A newcomer's float labels passed the warm-up (their own loss cast them) and then read "the training batches
+    have none"."""
+    ds = IndexedDataset(TensorDataset(torch.randn(60, 2), (torch.arange(60) % 3).float()))
+
+    class CastsLabels(TinyModel):
+        def per_sample_loss(self, batch):
+            index, x, y = batch
+            logits = self(x)
+            return torch.nn.functional.cross_entropy(logits, y.long(), reduction="none"), logits
+
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 2, [ActivationClustering(warmup_epochs=1, verbose=False)])
+    with pytest.raises(ValueError, match=r"have torch.float32 targets of shape \(32,\) \(class labels held as "
+                                         r"floats\? cast them with `.long\(\)` in your dataset\)"):
+        trainer.fit(CastsLabels(), Data(ds))
+
+
+def test_a_module_without_the_mixin_is_named_with_the_callback_in_use(tmp_path):
+    class Plain(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(2, 3)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[1]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = tiny_trainer(tmp_path, 2, [ActivationClustering(warmup_epochs=1, verbose=False)])
+    with pytest.raises(TypeError, match=r"^`ActivationClustering` needs the LightningModule to adopt"):
+        trainer.fit(Plain(), Data(IndexedDataset(TensorDataset(torch.randn(60, 2), torch.arange(60) % 3))))
 
 
 # -- DDP: every rank clusters the gathered features in index order -------------------------------------------------

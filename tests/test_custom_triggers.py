@@ -86,6 +86,20 @@ def test_patch_off_the_image_and_channel_mismatch():
         PatchTrigger(pattern=torch.ones(2, 2, 2), value_range=(LO, HI))(images(c=3))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("make", [lambda: PatchTrigger(pattern=torch.ones(3, 3), value_range=(0, 1)),
+                                  lambda: PatchTrigger(value_range=(0, 1)),
+                                  lambda: BlendTrigger(0.2, value_range=(0, 1))], ids=["patch", "default", "blend"])
+def test_channels_last_images_are_named(make, channels):
+    """A newcomer's [N, 28, 28, 3] images: a 3x3 patch was stamped down a whole column (1,008 values), silently;
+    with one channel the message spoke of a 28×1 image."""
+    with pytest.raises(ValueError, match=rf"`images` of shape \(2, 28, 28, {channels}\) look channels-last "
+                                         r"\(\[N, H, W, C\]\); the triggers take \[N, C, H, W\]: pass "
+                                         r"`images.permute\(0, 3, 1, 2\)`"):
+        make()(torch.rand(2, 28, 28, channels))
+    assert make()(torch.rand(2, channels, 28, 28)).shape == (2, channels, 28, 28)  # the same images, channels first
+
+
 # ------------------------------------------------------------------------------------------------ blend
 def test_blend_with_any_pattern():
     g = torch.Generator().manual_seed(1)

@@ -41,9 +41,9 @@ class ActivationClustering(ITLM):
     training set must yield ``(index, input, target[, is_corrupted])`` with integer class targets, and the
     Trainer's ``max_epochs`` must exceed ``warmup_epochs``. The score plot of ITLM is not written; the per-sample
     report (``report``) is the clustering's: ``activation_clustering_report.csv``, one row per training sample,
-    ranked by ``cluster_score`` (:attr:`ActivationClusters.score`: positive exactly for the flagged samples, larger =
-    deeper in its class's flagged cluster; ``inf`` for non-finite features, ranked first), with ``kept`` (not
-    flagged), ``first_dropped_round`` (1 for the flagged), ``given_label`` and the ground truth when the batches
+    ranked by ``cluster_score`` (:attr:`ActivationClusters.score`: positive for the samples of their class's
+    smaller cluster, larger = deeper in it, in the classes left unsplit too; ``inf`` for non-finite features,
+    ranked first), with ``kept`` (False exactly for the flagged: filter on it, not on the score), ``first_dropped_round`` (1 for the flagged), ``given_label`` and the ground truth when the batches
     carry it (no ``clean_posterior``: there is no rate estimate). With ``torch.compile(model)`` the feature pass runs the module's own (eager)
     ``forward``: a graph compiled earlier, e.g. by a validation loop, would run without the feature hook.
 
@@ -223,8 +223,13 @@ class ActivationClustering(ITLM):
                     ib = unpack_batch(batch)
                     y = integer_labels(ib.target)
                     if y is None:
-                        raise ValueError("ActivationClustering needs integer class targets (it clusters each "
-                                         "class's features); the training batches have none.")
+                        t = ib.target
+                        got = (f"{t.dtype} targets of shape {tuple(t.shape)}" if isinstance(t, Tensor)
+                               else f"targets of type {type(t).__name__}")
+                        fix = (" (class labels held as floats? cast them with `.long()` in your dataset)"
+                               if isinstance(t, Tensor) and t.is_floating_point() and t.ndim == 1 else "")
+                        raise ValueError("ActivationClustering needs integer class targets, one per sample (it "
+                                         f"clusters each class's features); the training batches have {got}{fix}.")
                     captured.clear()
                     module.sample_scores(batch)
                     b = ib.index.shape[0]

@@ -526,7 +526,7 @@ class ITLM(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        require_mixin("ITLM", pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
+        require_mixin(self._title, pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
         warn_if_mixed_lightning(trainer)
         self._reset_fit_state()  # an earlier fit's rounds do not carry over (a resumed fit restores its own)
         self._checked_per_sample = False
@@ -980,7 +980,7 @@ class ITLM(Callback):
     def _score_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, labels: bool = False) -> _ScorePass:
         """:meth:`score_training_set`, and with ``labels=True`` the given and predicted labels and a regression's
         given and predicted targets (``None`` where the batches / the module have none)."""
-        module = require_mixin("ITLM", pl_module)
+        module = require_mixin(self._title, pl_module)
         loader = self._scoring_loader(trainer, pl_module)
         was_training = pl_module.training
         pl_module.eval()

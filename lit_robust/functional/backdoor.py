@@ -58,6 +58,11 @@ def _check_images(images: Tensor) -> None:
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         got = f"dtype {images.dtype}, shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"`images` must be a floating-point batch [N, C, H, W], got {got}.")
+    _, c, _, w = images.shape
+    if w in (1, 3, 4) and c > 4:
+        # channels last: a 3x3 patch went down a whole column of a newcomer's [N, 28, 28, 3] images, silently
+        raise ValueError(f"`images` of shape {tuple(images.shape)} look channels-last ([N, H, W, C]); the triggers take "
+                         "[N, C, H, W]: pass `images.permute(0, 3, 1, 2)` (and keep your dataset's images that way).")
 
 
 class Trigger:

@@ -34,8 +34,9 @@ class ActivationClusters:
             non-finite features.
         score: ``[n]`` float64 in [-1, 1]: :math:`(d_{kept} - d_{flagged}) / \\max(d_{kept}, d_{flagged})`, the
             distances of the sample's projected features to the two cluster centres of its class -- positive
-            exactly for the flagged samples, larger = deeper in the flagged cluster; ``inf`` for non-finite
-            features; 0 in a class that was not split.
+            for the samples of their class's smaller cluster, larger = deeper in it, whether or not that cluster
+            was flagged (``suspicious`` says which were); ``inf`` for non-finite features; 0 in a class that
+            could not be split (too few samples, equal features, one cluster).
         silhouette: per class (given label), the mean simplified silhouette of the split, :math:`(b - a) /
             \\max(a, b)` with :math:`a`, :math:`b` the distances to the own and the other centre (0: no split).
         flagged: per class, the number of flagged samples (non-finite ones not counted).
