@@ -244,10 +244,11 @@ class Benchmark:
         p.add_argument("--jobs", type=int, default=None,
                        help=f"worker processes (default: {', '.join(f'{k} {v}' for k, v in self.jobs.items())})")
         p.add_argument("--out", default=None, help=f"markdown output (full mode default: results/{self.name}.md; "
-                       "the saved run goes beside it as .json)")
+                       "--quick / --smoke write none unless given; the saved run goes beside it as .json)")
         p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
                        help="folder holding MNIST/raw and FashionMNIST/raw (default: $LIT_ROBUST_DATA or "
-                            "../shared/data)" if self.data else "unused by this script (accepted like every script's)")
+                            "../shared/data beside the repository, whatever the working folder)" if self.data
+                       else "unused by this script (accepted like every script's)")
         if self.add_arguments is not None:
             self.add_arguments(p)
         return p
