@@ -279,7 +279,7 @@ def _model(seed: int = 0):
 # -- issue 2 measurements -----------------------------------------------------------------------------------
 @measurement("itlm/scoring_pass_throughput",
              "ITLM.score_training_set over the training set ÷ Trainer.predict over the same loader (throughput)",
-             kind="throughput", target=0.9, reps={"full": 41, "quick": 4, "smoke": 1})
+             kind="throughput", target=0.9, reps={"full": 41, "quick": 3, "smoke": 1})
 def scoring_vs_predict(ctx: Context, reps: int) -> list[tuple[float, float]]:
     from lit_robust import ITLM
 
@@ -296,7 +296,7 @@ def scoring_vs_predict(ctx: Context, reps: int) -> list[tuple[float, float]]:
 @measurement("itlm/scoring_pass_vs_no_grad_loop",
              "ITLM.score_training_set ÷ a bare `eval()` + `torch.no_grad()` loop of `sample_scores` over the same "
              "loader (throughput; no target — it separates lit_robust's cost from Lightning's predict loop)",
-             kind="throughput", target=None, reps={"full": 41, "quick": 4, "smoke": 1})
+             kind="throughput", target=None, reps={"full": 41, "quick": 3, "smoke": 1})
 def scoring_vs_bare_loop(ctx: Context, reps: int) -> list[tuple[float, float]]:
     from lit_robust import ITLM
 
@@ -319,7 +319,7 @@ def scoring_vs_bare_loop(ctx: Context, reps: int) -> list[tuple[float, float]]:
 @measurement("mixin/training_step",
              "training step through the mixin, no selector (per_sample_loss + reduce_loss) ÷ plain step "
              "(F.cross_entropy mean); forward, loss, backward, SGD step",
-             kind="time", target=1.02, reps={"full": 401, "quick": 41, "smoke": 2})
+             kind="time", target=1.02, reps={"full": 401, "quick": 15, "smoke": 2})
 def mixin_step_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
     from lit_robust import unpack_batch
 
@@ -457,7 +457,7 @@ def _filter_step_pairs(ctx: Context, reps: int, rule: str, trigger: Any = None, 
             cb.teardown(stub, module, "fit")
 
 
-_FILTER_REPS = {"full": 401, "quick": 41, "smoke": 2}
+_FILTER_REPS = {"full": 401, "quick": 15, "smoke": 2}  # quick: under 60 s on 2 quiet cores (41 took 89 s)
 
 
 @measurement("filter/prl_step", "training step with BatchFilter('prl', drop_ratio=0.3) ÷ plain step (PRL(L): "
@@ -515,7 +515,7 @@ def prl_g_step_mlp(ctx: Context, reps: int) -> list[tuple[float, float]]:
 
 @measurement("filter/prl_g_step_wide_cnn", "training step with BatchFilter('prl_g', drop_ratio=0.3) ÷ plain step on a "
              "wider CNN (Conv 1→64 3×3, pool, Conv 64→128 3×3, pool, Linear 6272→10)", kind="time", target=1.3,
-             reps={"full": 101, "quick": 11, "smoke": 2})
+             reps={"full": 101, "quick": 5, "smoke": 2})
 def prl_g_step_wide_cnn(ctx: Context, reps: int) -> list[tuple[float, float]]:
     return _filter_step_pairs(ctx, reps, "prl_g", model_fn=_wide_cnn_model, prl_g_backend="bookkeeping")
 
@@ -823,7 +823,7 @@ class Protocol:
 
 
 FULL = Protocol()
-QUICK = Protocol(level="quick", fit_epochs_per_round=1, fit_rounds=2)
+QUICK = Protocol(level="quick", train_size=2000, fit_epochs_per_round=1, fit_rounds=2)
 SMOKE = Protocol(level="smoke", train_size=600, fit_epochs_per_round=1, fit_rounds=2)
 
 
