@@ -77,6 +77,9 @@ def render(saved: dict) -> str:
                        f"{100 * k['acc']:.1f} %"] for a, k in _pairs(saved)])
     return "\n".join([
         f"# PRL(L) drop_ratio='auto' vs the true rate, digits (MLP, {p['epochs']} epochs, warm-up {p['warmup']})", "",
+        "`BatchFilter('prl', drop_ratio='auto', estimator='gmm')` (the filters' default estimator when this table was "
+        "first measured; today's default is 'disagreement') against `drop_ratio` = the true rate; settings: "
+        "benchmarks/filter_auto_digits.py.", "",
         *table, "",
         f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
         f"date {m['date']}; torch {m['torch']}.", "",
