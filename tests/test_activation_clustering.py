@@ -347,8 +347,16 @@ def test_a_module_without_linear_layers_needs_layer(tmp_path):
         fit(tmp_path, ActivationClustering(warmup_epochs=1, verbose=False), 2, model=Conv())
 
 
+def fit_refused(tmp_path, model, targets, error, match):
+    """A one-epoch warm-up fit of ``model`` on 60 random 2-D inputs with ``targets``, expected to raise."""
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 2, [ActivationClustering(warmup_epochs=1, verbose=False)])
+    with pytest.raises(error, match=match):
+        trainer.fit(model, Data(IndexedDataset(TensorDataset(torch.randn(60, 2), targets))))
+
+
 def test_targets_must_be_class_labels(tmp_path):
-    ds = IndexedDataset(TensorDataset(torch.randn(60, 2), torch.randn(60, 3)))
+    from lit_robust import unpack_batch as unpack
 
     class Regress(TinyModel):
         def per_sample_loss(self, batch):
@@ -356,19 +364,14 @@ def test_targets_must_be_class_labels(tmp_path):
             out = self(b.input)
             return ((out - b.target) ** 2).mean(1), out
 
-    from lit_robust import unpack_batch as unpack
-
-    pl.seed_everything(0, verbose=False)
-    trainer = tiny_trainer(tmp_path, 2, [ActivationClustering(warmup_epochs=1, verbose=False)])
-    with pytest.raises(ValueError, match=r"needs integer class targets, one per sample .*the training batches have "
-                                         r"torch.float32 targets of shape \(32, 3\)\.$"):
-        trainer.fit(Regress(), Data(ds))
+    fit_refused(tmp_path, Regress(), torch.randn(60, 3), ValueError,
+                r"needs integer class targets, one per sample .*the training batches have torch.float32 targets of "
+                r"shape \(32, 3\)\.$")
 
 
 def test_class_labels_held_as_floats_are_told_to_be_cast(tmp_path):
     """A newcomer's float labels passed the warm-up (their own loss cast them) and then read "the training batches
     have none"."""
-    ds = IndexedDataset(TensorDataset(torch.randn(60, 2), (torch.arange(60) % 3).float()))
 
     class CastsLabels(TinyModel):
         def per_sample_loss(self, batch):
@@ -376,11 +379,9 @@ def test_class_labels_held_as_floats_are_told_to_be_cast(tmp_path):
             logits = self(x)
             return torch.nn.functional.cross_entropy(logits, y.long(), reduction="none"), logits
 
-    pl.seed_everything(0, verbose=False)
-    trainer = tiny_trainer(tmp_path, 2, [ActivationClustering(warmup_epochs=1, verbose=False)])
-    with pytest.raises(ValueError, match=r"have torch.float32 targets of shape \(32,\) \(class labels held as "
-                                         r"floats\? cast them with `.long\(\)` in your dataset\)"):
-        trainer.fit(CastsLabels(), Data(ds))
+    fit_refused(tmp_path, CastsLabels(), (torch.arange(60) % 3).float(), ValueError,
+                r"have torch.float32 targets of shape \(32,\) \(class labels held as floats\? cast them with "
+                r"`.long\(\)` in your dataset\)")
 
 
 def test_a_module_without_the_mixin_is_named_with_the_callback_in_use(tmp_path):
@@ -395,9 +396,8 @@ def test_a_module_without_the_mixin_is_named_with_the_callback_in_use(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    trainer = tiny_trainer(tmp_path, 2, [ActivationClustering(warmup_epochs=1, verbose=False)])
-    with pytest.raises(TypeError, match=r"^`ActivationClustering` needs the LightningModule to adopt"):
-        trainer.fit(Plain(), Data(IndexedDataset(TensorDataset(torch.randn(60, 2), torch.arange(60) % 3))))
+    fit_refused(tmp_path, Plain(), torch.arange(60) % 3, TypeError,
+                r"^`ActivationClustering` needs the LightningModule to adopt")
 
 
 # -- DDP: every rank clusters the gathered features in index order -------------------------------------------------

@@ -230,6 +230,17 @@ def thread_reducers(world: int):
             for r in range(world)]
 
 
+def flush_one_and_ranks(one: EpochScores, ranks: list[EpochScores]) -> None:
+    """Flush ``one`` (a single process) and ``ranks`` (simulated ranks, one thread each, reducing together)."""
+    one.flush(lambda t: t.clone(), lambda t: t.clone())
+    reducers = thread_reducers(len(ranks))
+    threads = [threading.Thread(target=r.flush, args=reducers[i]) for i, r in enumerate(ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_epoch_scores_over_ranks_equal_one_process():
     g = torch.Generator().manual_seed(1)
     n, epochs = 50, 3
@@ -250,13 +261,7 @@ def test_epoch_scores_over_ranks_equal_one_process():
             args = (idx, scores if b % 3 else None, dropped, pred, given[idx], truth[idx])
             one.add(*args)
             ranks[b % 2].add(*args)
-        one.flush(lambda t: t.clone(), lambda t: t.clone())
-        reducers = thread_reducers(2)
-        threads = [threading.Thread(target=r.flush, args=reducers[i]) for i, r in enumerate(ranks)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        flush_one_and_ranks(one, ranks)
         for s in (one, *ranks):
             s.end_epoch(epoch)
     # padding repeats a sample within the epoch: its "last" prediction is the max over the ranks, so compare it
@@ -642,13 +647,7 @@ def test_epoch_scores_regression_values_over_ranks_and_through_a_checkpoint():
         kw = {"given_target": target[idx], "predicted_target": pred}
         one.add(*args, **kw)
         ranks[b % 2].add(*args, **kw)
-    one.flush(lambda t: t.clone(), lambda t: t.clone())
-    reducers = thread_reducers(2)
-    threads = [threading.Thread(target=r.flush, args=reducers[i]) for i, r in enumerate(ranks)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    flush_one_and_ranks(one, ranks)
     t1 = one.table()
     assert ranks[0].table() == t1 == ranks[1].table()
     no_pred = set(perm.split(7)[2].tolist())
