@@ -341,9 +341,24 @@ def check_per_sample_scores(owner: str, score_fn: Any, batch: Any, scores: Tenso
                 f"`{owner}`: `{what}` must score each sample on its own, but the first {size} samples of a "
                 f"batch of {n} got different scores when scored without the others (sample {j}: "
                 f"{float(scores[j]):.6g} in the batch, {float(again[j]):.6g} alone). A batch statistic mixed into "
-                "every score (e.g. `loss - loss.mean()`) or a layer that mixes samples does this. If the "
-                "difference is expected (e.g. random scores), pass `check_per_sample=False`."
+                "every score (e.g. `loss - loss.mean()`) or a layer that mixes samples does this"
+                + _broadcast_hint(batch) + ". If the difference is expected (e.g. random scores), pass "
+                "`check_per_sample=False`."
             )
+
+
+def _broadcast_hint(batch: Any) -> str:
+    """For floating targets of shape ``[B]``, the regression slip that mixes samples (a newcomer's ``[B, 1]`` outputs
+    against ``[B]`` targets made ``(out - y) ** 2`` a ``[B, B]`` table, named only as "a layer that mixes samples")."""
+    try:
+        target = unpack_batch(batch).target
+    except Exception:  # a batch of another layout: its owner's check reports it
+        return ""
+    if isinstance(target, Tensor) and target.is_floating_point() and target.ndim == 1:
+        return (f"; so does, for a regression, an output of shape [B, 1] against targets of shape [B] (here "
+                f"{tuple(target.shape)}): `(output - target) ** 2` broadcasts to [B, B]; reshape one to the other's "
+                "shape")
+    return ""
 
 
 def check_per_sample_at_first_batch(owner: str, module: Any, batch: Any, what: str = "sample_scores") -> None:

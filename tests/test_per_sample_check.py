@@ -162,3 +162,23 @@ def test_the_first_batch_check_leaves_training_as_it_was(tmp_path):
     pl.seed_everything(0, verbose=False)
     tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.3, check_per_sample=False)]).fit(
         _Losses.make("mean"), BlobsData())  # trains: the user said so
+
+
+def test_a_regressions_broadcast_output_is_named():
+    """A newcomer's [B, 1] outputs against [B] targets: the squared error was a [B, B] table averaged per row, and
+    the message spoke only of a batch statistic or a layer that mixes samples."""
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.arange(40), torch.randn(40, 5, generator=g), torch.randn(40, generator=g))
+
+    def broadcast(b):
+        out = b[1].sum(1, keepdim=True)  # [B, 1]
+        return ((out - b[2]) ** 2).mean(1)  # [B, 1] - [B] -> [B, B]
+
+    with pytest.raises(ValueError, match=r"so does, for a regression, an output of shape \[B, 1\] against targets of "
+                                         r"shape \[B\] \(here \(40,\)\): `\(output - target\) \*\* 2` broadcasts to "
+                                         r"\[B, B\]; reshape one to the other's shape\. If the difference"):
+        check_per_sample_scores("BatchFilter", broadcast, batch, broadcast(batch))
+    labels = (batch[0], batch[1], torch.zeros(40, dtype=torch.long))  # class labels: no regression hint
+    with pytest.raises(ValueError, match=r"a layer that mixes samples does this\. If the difference"):
+        check_per_sample_scores("ITLM", lambda b: per_sample(b) - per_sample(b).mean(), labels,
+                                per_sample(labels) - per_sample(labels).mean())
