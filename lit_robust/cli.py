@@ -79,8 +79,9 @@ class RobustArgumentParser(LightningArgumentParser):
         (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [--KEY VALUE ...]\n")
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
-        message = suggest_option(tidy_parser_message(message),
-                                 [o for o in self._option_string_actions if o.startswith("--")])
+        parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
+        options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
+        message = suggest_option(tidy_parser_message(message), options)
         return super().error(foreign_lightning_hint(message), ex)
 
 
@@ -184,9 +185,28 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     parser's ``options``. A message without such a line, or a class that cannot be imported, is returned as is."""
     message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option '([^']+)' is not accepted",
                      lambda m: m.group(0) + _init_argument_hint(m.group(1), m.group(3)), message)
-    unknown = re.match(r"unrecognized arguments: (--\S+)", message)
-    close = difflib.get_close_matches(unknown.group(1).split("=")[0], list(options), n=1) if unknown else []
-    return f"{message} (did you mean {close[0]}?)" if close else message
+    message = re.sub(r"class_path '([\w.]+)':(\s*\n\s*)module '([\w.]+)' has no attribute '(\w+)'",
+                     lambda m: m.group(0) + _attribute_hint(m.group(3), m.group(4)), message)
+    if "found character that cannot start any token" in message:
+        message += "\n  (a tab? YAML indents with spaces only)"
+    unknown = (re.match(r"unrecognized arguments: (--\S+)", message)
+               or re.match(r"Subcommand '\w+' does not accept option '([\w.]+)'", message))  # a key in the YAML
+    if unknown is None:
+        return message
+    key = unknown.group(1).split("=")[0]
+    dashed = not key.startswith("--")  # a YAML key: compare without the dashes, suggest it as written
+    close = difflib.get_close_matches(f"--{key}" if dashed else key, list(options), n=1)
+    if not close:
+        return message
+    return f"{message} (did you mean {close[0][2:] if dashed else close[0]}?)"
+
+
+def _attribute_hint(module: str, name: str) -> str:
+    """`` (did you mean 'lit_robust.ITLM'?)`` for a misspelt class of an importable module, else ``""``."""
+    mod = _import_quietly(module + ".__name__") and sys.modules.get(module)
+    names = [n for n in dir(mod) if not n.startswith("_")] if mod is not None else []
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+    return f" (did you mean '{module}.{close[0]}'?)" if close else ""
 
 
 def _init_argument_hint(class_path: str, key: str, cutoff: float = 0.6) -> str:

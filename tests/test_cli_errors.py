@@ -164,6 +164,13 @@ CASES = [
      "down, under `init_args:`"),
     ("callback-without-class-path", PRL, {"trainer.callbacks[0]": {"drop_ratio": 0.3}}, [],
      "a callback of `trainer.callbacks` needs `class_path:`, the class to build (e.g. `lit_robust.BatchFilter`"),
+    # misspelt names in the YAML get the suggestion the command line gets (an NLP newcomer's m04-m06, m18)
+    ("callback-class-path-misspelt", PRL, {"trainer.callbacks[0].class_path": "lit_robust.BatchFiltr"}, [],
+     "module 'lit_robust' has no attribute 'BatchFiltr' (did you mean 'lit_robust.BatchFilter'?)"),
+    ("model-class-path-misspelt", PRL, {"model.class_path": "lit_robust.ImageClasifier"}, [],
+     "(did you mean 'lit_robust.ImageClassifier'?)"),
+    ("trainer-key-misspelt-in-yaml", PRL, {"trainer.max_epoch": 3}, [],
+     "does not accept option 'trainer.max_epoch' (did you mean trainer.max_epochs?)"),
     ("missing-config-file", PRL, {}, ["--config", "no_such_config.yaml"], "no_such_config.yaml"),
     ("fit-ckpt-path-missing-file", PRL, {}, ["--ckpt_path", "no_such.ckpt"], "ckpt_path"),
 ]
@@ -192,3 +199,14 @@ def test_invalid_config_ends_cleanly(tmp_path, capsys, config, edits, overrides,
     assert exit_info.value.code not in (0, None), text
     assert "Traceback" not in text, text
     assert named in text, text
+
+
+def test_a_tab_in_the_yaml_is_named(tmp_path, capsys):
+    """A tab indenting a key read "found character that cannot start any token", nothing about tabs."""
+    bad = tmp_path / "tab.yaml"
+    bad.write_text("trainer:\n\tmax_epochs: 2\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert "line 2, column 1" in text and "(a tab? YAML indents with spaces only)" in text
