@@ -203,8 +203,10 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
 
 def _attribute_hint(module: str, name: str) -> str:
     """`` (did you mean 'lit_robust.ITLM'?)`` for a misspelt class of an importable module, else ``""``."""
-    mod = _import_quietly(module + ".__name__") and sys.modules.get(module)
-    names = [n for n in dir(mod) if not n.startswith("_")] if mod is not None else []
+    try:
+        names = [n for n in dir(importlib.import_module(module)) if not n.startswith("_")]
+    except Exception:  # a module that does not import: jsonargparse's message says so
+        return ""
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
     return f" (did you mean '{module}.{close[0]}'?)" if close else ""
 
