@@ -221,6 +221,10 @@ _COLLATE_HINT = ("A `collate_fn` of your own receives those samples and must ret
                  "`collate_fn` of `(input, target)` pairs.")
 
 
+#: the fix for a batch with more than one input, said by every batch-layout error below
+_SEVERAL_INPUTS = "Several inputs go in one tuple or dict, e.g. `(index, (ids, mask), target)`."
+
+
 class IndexedCollate:
     """A ``collate_fn`` for :class:`IndexedDataset` samples, made from yours for ``(input, target)`` pairs (one that
     pads variable-length sequences, builds a dict of inputs, ...): your function collates the pairs, and the batch
@@ -330,8 +334,7 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
     if not isinstance(batch, (tuple, list)) or len(batch) not in (3, 4):
         kind = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
             f"a {type(batch).__name__}"
-        several = (" Several inputs go in one tuple or dict, e.g. `(index, (ids, mask), target)`."
-                   if isinstance(batch, (tuple, list)) and len(batch) > 4 else "")
+        several = f" {_SEVERAL_INPUTS}" if isinstance(batch, (tuple, list)) and len(batch) > 4 else ""
         raise ValueError(f"{who}lit_robust expects batches `(index, input, target[, is_corrupted])`, got {kind}.{several} "
                          f"{hint}")
     index = batch[0]
@@ -347,8 +350,7 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
         got = f"a tensor of dtype {corrupted.dtype} and shape {tuple(corrupted.shape)}" \
             if isinstance(corrupted, Tensor) else _describe(corrupted)
         raise ValueError(f"{who}the 4th element of a batch is the ground-truth `is_corrupted` flag, one boolean per "
-                         f"sample (shape {tuple(index.shape)}), got {got}. Several inputs go in one tuple or dict, "
-                         f"e.g. `(index, (ids, mask), target)`. {hint}")
+                         f"sample (shape {tuple(index.shape)}), got {got}. {_SEVERAL_INPUTS} {hint}")
     return IndexedBatch(index, batch[1], batch[2], corrupted)
 
 
@@ -365,8 +367,7 @@ def check_corrupted_flags(batch: IndexedBatch, owner: str) -> None:
         values = sorted(set(c[bad].flatten().tolist()))[:6]
         raise ValueError(f"`{owner}`: the 4th element of a batch is the ground-truth `is_corrupted` flag (0/1 or "
                          f"boolean), but it holds {values}: is it the target? A batch is `(index, input, "
-                         "target[, is_corrupted])`; several inputs go in one tuple or dict, e.g. "
-                         "`(index, (ids, mask), target)`.")
+                         f"target[, is_corrupted])`. {_SEVERAL_INPUTS}")
 
 
 def unpack_eval_batch(batch: Any) -> IndexedBatch:
