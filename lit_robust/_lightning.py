@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from lit_robust._backend import pl
@@ -64,8 +65,11 @@ class TrainLoaderPatch:
             self.source.instance = self.original
 
 
-def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None) -> DataLoader:
-    """A copy of ``loader`` (same dataset, batch size, workers, collate) iterating ``sampler``."""
+def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None,
+                 generator: torch.Generator | None = None) -> DataLoader:
+    """A copy of ``loader`` (same dataset, batch size, workers, collate) iterating ``sampler``; ``generator``: the
+    copy's ``DataLoader(generator=)``, from which each iterator draws its workers' base seed (``None``: torch's global
+    generator, as the original loader does)."""
     if loader.batch_size is None:
         raise ValueError("lit_robust cannot restrict a DataLoader built with a custom `batch_sampler`; "
                          "use `batch_size=` instead.")
@@ -74,7 +78,7 @@ def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None
         collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
         drop_last=loader.drop_last if drop_last is None else drop_last,
         timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
-        persistent_workers=loader.persistent_workers,
+        persistent_workers=loader.persistent_workers, generator=generator,
     )
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor

@@ -1,13 +1,56 @@
-"""A resumed fit must find each stateful callback's own state in the checkpoint (pure bookkeeping over the
-checkpoint's keys; the callbacks call :func:`check_resumable` from ``on_load_checkpoint``)."""
+"""What a resumed fit needs beside the weights: each stateful callback's own state in the checkpoint (pure
+bookkeeping over the checkpoint's keys; the callbacks call :func:`check_resumable` from ``on_load_checkpoint``), and
+the random state the uninterrupted fit would have had (:func:`random_state`, :func:`restore_random_state`)."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from lit_robust._backend import TrainerFn
+import numpy as np
+import torch
 
-__all__ = ["check_resumable"]
+from lit_robust._backend import TrainerFn
+from lit_robust.selection import distributed
+
+__all__ = ["check_resumable", "random_state", "restore_random_state"]
+
+
+def random_state() -> dict[str, Any] | None:
+    """This process's random generators, for a checkpoint: torch's CPU generator, the CUDA ones where CUDA is in use,
+    numpy's and Python's global ones. ``None`` under DDP (several processes; rank 0 writes the checkpoint).
+
+    Lightning saves none of them, so a fit resumed from an epoch-end checkpoint draws its next epoch's shuffle
+    (``DataLoader(shuffle=True)`` seeds its sampler from torch's generator), dropout masks and augmentations from
+    wherever the resumed process's generators happen to be: the batches, the per-batch filters' drops and the weights
+    part from the uninterrupted fit's (a newcomer's 128 of 2,400 ``kept`` flags). The owners of a resumable state
+    (ITLM, BatchFilter, CoTeaching, RCA) save this beside it and put it back when the resumed training starts.
+
+    Only plain values and tensors, so a ``torch.load(..., weights_only=True)`` reads it.
+    """
+    if distributed.world_size() > 1:
+        return None
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"torch": torch.get_rng_state(), "cuda": cuda,
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+            "python": (version, list(internal), gauss_next)}
+
+
+def restore_random_state(state: dict[str, Any] | None) -> None:
+    """Put back what :func:`random_state` saved, in a single-process fit (``None``, or a fit under DDP: nothing).
+    The CUDA generators only where this process has as many devices as the saving one had."""
+    if state is None or distributed.world_size() > 1:
+        return
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ from torch import Tensor
 from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
-from lit_robust.callbacks._resume import check_resumable
+from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
@@ -627,6 +627,7 @@ class BatchFilter(Callback):
             "schedule_start": self._schedule_start,
             "auto": None if self._auto is None else self._auto.state_dict(),
             "report": self._report.state_dict(),
+            "random": random_state(),
         }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -646,5 +647,7 @@ class BatchFilter(Callback):
         if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints
             self._auto.load_state_dict(state_dict["auto"])
         self._report.load_state_dict(state_dict.get("report"))  # absent from checkpoints before the report existed
+        # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle
+        restore_random_state(state_dict.get("random"))
 
 

@@ -27,7 +27,7 @@ from lit_robust._backend import (
 from lit_robust._checks import real_scalar
 from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
-from lit_robust.callbacks._resume import check_resumable
+from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
@@ -457,6 +457,7 @@ class ITLM(Callback):
         self._plot_folder: str | None = None  # where this fit's score plot goes (resolved at setup, on every rank)
         self._patch: TrainLoaderPatch | None = None
         self._sampler: SelectionSampler | None = None
+        self._loader_generator: torch.Generator | None = None
         self._local_sum: Tensor | float = 0.0  # this rank's part since the last addition over the ranks
         self._local_count = 0
         self._trained_this_fit = False  # a batch was trained in this process's fit (not only restored state)
@@ -552,6 +553,10 @@ class ITLM(Callback):
         if report_enabled(self.report, self.report_dir):
             self._report_target = resolve_report_path(trainer, self.report_dir,
                                                       f"{self._report_name}.{self.report_format}")
+        # each training iterator draws its workers' base seed from this, not from torch's global generator: Lightning
+        # creates the iterator twice in an epoch whose loader was reloaded (a round start) and once in a resumed fit's
+        # first epoch, and the dropout etc. that follow must draw what an uninterrupted fit draws (see random_state)
+        self._loader_generator = torch.Generator().manual_seed(self.seed)
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -578,7 +583,7 @@ class ITLM(Callback):
         self._sampler.n = n
         self._sampler.set_selection(self._selection)
         self._train_loader = loader
-        return with_sampler(loader, self._sampler)
+        return with_sampler(loader, self._sampler, generator=self._loader_generator)
 
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -1126,6 +1131,8 @@ class ITLM(Callback):
             "loss_count": self._loss_count + self._local_count,
             "val_epoch": self._val_epoch,
             "report": None if self._report_state is None else self._report_state.state_dict(),
+            "random": random_state(),
+            "loader_generator": None if self._loader_generator is None else self._loader_generator.get_state(),
         }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -1156,6 +1163,10 @@ class ITLM(Callback):
         report = state_dict.get("report")  # absent from checkpoints written before the report existed
         # only the rank that writes the report keeps it
         self._report_state = None if report is None or distributed.rank() != 0 else RoundScores.from_state_dict(report)
+        # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle
+        restore_random_state(state_dict.get("random"))
+        if self._loader_generator is not None and state_dict.get("loader_generator") is not None:
+            self._loader_generator.set_state(state_dict["loader_generator"])
 
     @rank_zero_only
     def _save_plot(self, trainer: pl.Trainer) -> None:
