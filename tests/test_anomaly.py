@@ -112,6 +112,8 @@ def test_robust_realnvp_trims_anomalies_and_scores_the_test_split(tmp_path):
     # sample once, most anomalous (highest -log p) first, what the last epoch dropped marked
     rows = load_report(model.batch_filter.report_path, as_frame=False)
     assert model.batch_filter.report_path == str(tmp_path / "rep" / "filter_spl_report.csv")
+    assert model.report_path == model.batch_filter.report_path  # where RCA and CoTeaching keep theirs
+    assert RealNVP(2).report_path is None and RealNVP(2).estimated_corruption is None  # no trimming filter
     assert sorted(r["index"] for r in rows) == list(range(600)) and [r["rank"] for r in rows] == list(range(1, 601))
     scores = [r["score_last_epoch"] for r in rows]
     assert scores == sorted(scores, reverse=True)
@@ -423,3 +425,39 @@ def test_a_compiled_rca_fit_compiles_the_same_graphs_for_2_and_6_epochs(tmp_path
 
     two, six = (graphs_compiled_over(tmp_path, make, loader, epochs) for epochs in (2, 6))
     assert two == six, (two, six)
+
+
+@pytest.mark.parametrize("make", [lambda d: RealNVP(d, n_couplings=2, hidden=8), lambda d: RobustRealNVP(d, hidden=8),
+                                  lambda d: RCA(d, hidden=8, latent=2), lambda d: AutoEncoder(d, hidden=8, latent=2)],
+                         ids=["RealNVP", "RobustRealNVP", "RCA", "AutoEncoder"])
+def test_float64_features_and_a_wrong_width_are_named_not_a_matmul_error(tmp_path, make):
+    """A newcomer's ``torch.tensor(StandardScaler().fit_transform(X))`` (float64) ended in torch's "mat1 and mat2 must
+    have the same dtype" from inside the network, and ``RCA(dim=10)`` on 30 features in "cannot be multiplied"."""
+    def fit(model, x):
+        data = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long))), batch_size=16)
+        tiny_trainer(tmp_path, 1).fit(model, data)
+
+    x = torch.randn(32, 6, dtype=torch.float64)
+    name = type(make(6)).__name__
+    with pytest.raises(ValueError, match=rf"{name}\(dim=6\) expects inputs of dtype torch.float32, its parameters' "
+                                         r"dtype, got torch.float64 \(numpy's default\): convert them, e.g. "
+                                         r"`torch.as_tensor\(features, dtype=torch.float32\)`, or train in 64 bits"):
+        fit(make(6), x)
+    with pytest.raises(ValueError, match=rf"{name}\(dim=4\) expects inputs of shape \[batch, .*4.*got \(16, 6\)"):
+        fit(make(4), x.float())
+    with pytest.raises(ValueError, match=r"got torch.int64: convert them"):  # scoring integer features
+        make(6).anomaly_score(torch.zeros(3, 6, dtype=torch.long))
+    fit(make(6), x.float())  # float32 trains
+    pl.seed_everything(0)
+    model = make(6)
+    trainer = pl.Trainer(max_epochs=1, precision="64-true", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(32, dtype=torch.long))), batch_size=16))
+    assert model.anomaly_score(x).dtype == torch.float64  # or in 64 bits, as the message says
+
+
+def test_roc_auc_takes_numpy_arrays_and_lists():
+    import numpy as np
+
+    assert roc_auc(np.array([0.1, 0.9, 0.2, 0.8]), np.array([0, 1, 0, 1])) == 1.0
+    assert roc_auc([3.0, 1.0, 2.0], [1, 0, 0]) == 1.0

@@ -15,7 +15,7 @@ from lit_robust._backend import pl
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 
-__all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio", "check_input_dim"]
+__all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio", "check_input_dim", "check_input"]
 
 
 def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
@@ -33,8 +33,28 @@ def check_input_dim(spec: DataSpec, dim: int, flatten: bool) -> None:
         raise misfit("dim", dim, spec, spec.inputs(), fix)
 
 
-def roc_auc(scores: Tensor, is_anomaly: Tensor) -> float:
-    """ROC-AUC of anomaly ``scores`` (higher = more anomalous) against 0/1 labels (torchmetrics).
+def check_input(owner: str, x: Tensor, dim: int, dtype: torch.dtype, flat: bool) -> None:
+    """Raise a ``ValueError`` naming ``owner`` (e.g. ``"RCA(dim=10)"``) unless ``x`` holds ``dim`` values per sample
+    (``flat``: shape ``[batch, dim]``; else any ``[batch, ...]`` of ``dim`` values) of ``dtype``, the parameters'
+    dtype. Without it a float64 feature matrix (numpy's default) or a wrong width ends in torch's "mat1 and mat2"
+    error from inside the network (a newcomer's ``StandardScaler`` output, an ``RCA(dim=10)`` on 30 features)."""
+    per_sample = x.shape[1:].numel() if x.ndim >= 2 else None
+    if (x.ndim != 2 or x.shape[1] != dim) if flat else per_sample != dim:
+        want = f"[batch, {dim}]" if flat else f"[batch, ...] with {dim} values per sample"
+        raise ValueError(f"{owner} expects inputs of shape {want}, got {tuple(x.shape)}. Set `dim` to the number of "
+                         "features, or reshape the inputs.")
+    if x.dtype != dtype:
+        numpy_default, precision = "", ""
+        if x.dtype == torch.float64:
+            numpy_default = " (numpy's default)"
+            precision = ', or train in 64 bits: `Trainer(precision="64-true")`'
+        raise ValueError(f"{owner} expects inputs of dtype {dtype}, its parameters' dtype, got {x.dtype}{numpy_default}: "
+                         f"convert them, e.g. `torch.as_tensor(features, dtype={dtype})`{precision}.")
+
+
+def roc_auc(scores: Tensor | Any, is_anomaly: Tensor | Any) -> float:
+    """ROC-AUC of anomaly ``scores`` (higher = more anomalous) against 0/1 labels (torchmetrics); tensors, numpy
+    arrays or lists.
 
     torchmetrics passes scores outside [0, 1] through a sigmoid, which saturates for scores such as
     ``-log p`` (every value above ~17 becomes 1.0, a tie). The scores are therefore replaced by their dense
@@ -43,7 +63,7 @@ def roc_auc(scores: Tensor, is_anomaly: Tensor) -> float:
     >>> roc_auc(torch.tensor([40.0, 90.0, 50.0, 80.0]), torch.tensor([0, 1, 0, 1]))
     1.0
     """
-    scores, is_anomaly = scores.detach().flatten(), is_anomaly.detach().flatten()
+    scores, is_anomaly = torch.as_tensor(scores).detach().flatten(), torch.as_tensor(is_anomaly).detach().flatten()
     if scores.numel() != is_anomaly.numel():
         raise ValueError(f"got {scores.numel()} scores for {is_anomaly.numel()} labels.")
     n_pos = int(is_anomaly.bool().sum())

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import Callback
 from lit_robust._checks import check_bool, check_number
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import check_report_args, report_enabled
 from lit_robust.callbacks.batch_filter import BatchFilter
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
@@ -164,6 +164,18 @@ class RealNVP(RobustMixin, AnomalyDetector):
             raise ValueError(f"`report` needs the module's trimming filter: drop_ratio > 0 or 'auto', got drop_ratio="
                              f"{drop_ratio!r} (rank the samples of a plain fit with `score_dataset`).")
 
+    @property
+    def report_path(self) -> str | None:
+        """The per-sample report the last fit wrote (its trimming filter's, ``batch_filter.report_path``; ``None``
+        without one), as ``RCA.report_path`` and ``CoTeaching.report_path``."""
+        return None if self.batch_filter is None else self.batch_filter.report_path
+
+    @property
+    def estimated_corruption(self) -> float | None:
+        """``drop_ratio="auto"``: the trimming filter's latest estimate (``None`` before the first one and with a
+        numeric ratio), as ``RCA.estimated_corruption``."""
+        return None if self.batch_filter is None else self.batch_filter.estimated_corruption
+
     # -- density ------------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(z, log|det J|)`` of the map data -> latent."""
@@ -176,9 +188,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
 
     def log_prob(self, x: Tensor) -> Tensor:
         r""":math:`\log \hat p(x) = \log \mathcal N(f(x); 0, I) + \log|\det \partial f/\partial x|`."""
-        if x.ndim != 2 or x.shape[1] != self.hparams.dim:
-            raise ValueError(f"RealNVP(dim={self.hparams.dim}) expects inputs of shape [batch, {self.hparams.dim}], "
-                             f"got {tuple(x.shape)}.")
+        check_input(f"{type(self).__name__}(dim={self.hparams.dim})", x, self.hparams.dim,
+                    self.couplings[0].mask.dtype, flat=True)
         z, log_det = self(x)
         log_base = -0.5 * (z**2).sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
         return log_base + log_det

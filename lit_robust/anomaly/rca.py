@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import TrainerFn, rank_zero_warn
 from lit_robust._checks import check_number
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input_dim
+from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import random_state, restore_random_state
 from lit_robust.callbacks.batch_filter import warmup_outlasts_fit
@@ -131,7 +131,12 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
 
     def per_sample_loss(self, batch: Any) -> Tensor:
         x = unpack_batch(batch).input
+        self._check_input(x)
         return reconstruction_error(self.net(x), x)
+
+    def _check_input(self, x: Tensor) -> None:
+        check_input(f"AutoEncoder(dim={self.hparams.dim})", x, self.hparams.dim, self.net.encoder[0].weight.dtype,
+                    flat=False)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         losses = self.per_sample_loss(batch)
@@ -145,6 +150,7 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         check_input_dim(spec, self.net.encoder[0].in_features, flatten=True)
 
     def anomaly_score(self, x: Tensor) -> Tensor:
+        self._check_input(x)
         with _dropout(self.net, False):
             return reconstruction_error(self.net(x), x)
 
@@ -232,9 +238,13 @@ class RCA(ModuleReport, AnomalyDetector):
         """``drop_ratio="auto"``: the latest estimate (``None`` before the first one and with a numeric ratio)."""
         return None if self._auto is None else self._auto.estimate
 
+    def _check_input(self, x: Tensor) -> None:
+        check_input(f"RCA(dim={self.hparams.dim})", x, self.hparams.dim, self.ae1.encoder[0].weight.dtype, flat=False)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         b = unpack_batch(batch)
         x = b.input
+        self._check_input(x)
         with torch.no_grad(), _dropout(self, False):  # Alg. 1 line 3: forward with dropout = 0
             e1 = reconstruction_error(self.ae1(x), x)
             e2 = reconstruction_error(self.ae2(x), x)
@@ -299,6 +309,7 @@ class RCA(ModuleReport, AnomalyDetector):
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Mean over ``test_passes`` dropout passes of the two autoencoders' mean error (Alg. 1, testing phase)."""
+        self._check_input(x)
         passes = self.hparams.test_passes if self.hparams.dropout > 0 else 1
         total = x.new_zeros(x.shape[0])
         with _dropout(self, self.hparams.dropout > 0):
