@@ -570,3 +570,18 @@ def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
     import harness
 
     assert harness.render_saved(table.with_suffix(".json")) == table.read_text()
+
+def test_itlm_per_class_smoke_ends_with_headline_json():
+    summary = _last_json(_smoke("itlm_per_class"))
+    assert summary["benchmark"] == "itlm_per_class" and summary["mode"] == "smoke"
+    assert set(summary["pairs"]) == {"plain", "true", "true per_class", "auto", "auto per_class"}
+    assert summary["pairs"]["true per_class"]["min_class_kept"] >= 79.0  # every class keeps ~80 % (floors)
+    assert set(summary["per_class_minus_one_trim_points"]["random"]) == {"true", "auto"}
+
+
+def test_itlm_per_class_rejects_bad_options():
+    mod = _load("itlm_per_class")
+    with pytest.raises(SystemExit, match=r"`--round-epochs` must be two or more integers >= 1, got \[4\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--round-epochs", "4"])
+    with pytest.raises(SystemExit, match=r"`--hidden` must be an integer >= 1, got 0"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--hidden", "0"])

@@ -22,7 +22,7 @@ from lit_robust.selection.radix import (
     radix_digit,
     select_bin,
 )
-from lit_robust.selection.rules import keep_count, smallest_k_mask, trim_mask
+from lit_robust.selection.rules import keep_count, per_class_trim_mask, smallest_k_mask, trim_mask
 from lit_robust.selection.samplers import ShardedSampler
 from lit_robust.selection.sharded import SimulatedCollectives, first_occurrence_mask, sharded_smallest_k_masks
 from tests.conftest import start_ranks
@@ -333,6 +333,11 @@ def rank_cases(world: int) -> list[dict]:
     return cases
 
 
+def per_class_labels(index: torch.Tensor) -> torch.Tensor:
+    """Class labels as a function of the dataset index: classes 0, 1, 3 (none labelled 2), class 3 on few samples."""
+    return torch.where(index % 11 == 0, 3, index % 2)
+
+
 def _rank_main(r: int, world: int, init_file: str, out_dir: str) -> None:
     results: dict = {}
     torch.set_num_threads(1)  # W ranks share 2 cores; more threads only contend
@@ -343,6 +348,12 @@ def _rank_main(r: int, world: int, init_file: str, out_dir: str) -> None:
                 mask, info = D.global_selection(case["scores"][r], case["index"][r], case["k"], algorithm,
                                                 bits_per_pass=bits)
                 results[(case["name"], algorithm, bits)] = (mask.tolist(), info.algorithm, info.dedupe)
+        # per-class trimming (ITLM(per_class=True)): classes absent from some ranks, an empty rank
+        for layout in ("blocks", "strided", "empty-rank"):
+            idx = split(37, world, layout, 5)
+            sc = shard_scores(idx, 5, "ties")
+            results[("per_class", layout)] = D.global_per_class_trim_mask(sc[r], idx[r], per_class_labels(idx[r]),
+                                                                          0.6).tolist()
         # global batch filter over padded batches
         idx = split(10, world, "padded", 3)
         sc = shard_scores(idx, 3, "ties")
@@ -416,6 +427,21 @@ def test_gloo_batch_filter_and_helpers(gloo_run):
         assert results[r]["reduce"] == [sum(range(world)), world]
         assert results[r]["broadcast"] == [(world - 1) * 10]
         assert results[r]["alive"] == [world]
+
+
+def test_gloo_per_class_trim_equals_single_process(gloo_run):
+    world, results = gloo_run
+    for layout in ("blocks", "strided", "empty-rank"):
+        idx = split(37, world, layout, 5)
+        sc = shard_scores(idx, 5, "ties")
+        whole = per_class_trim_mask(torch.cat(sc), per_class_labels(torch.cat(idx)), 0.6, torch.cat(idx)).tolist()
+        want, start = [], 0
+        for part in idx:
+            want.append(whole[start:start + part.numel()])
+            start += part.numel()
+        assert [results[r][("per_class", layout)] for r in range(world)] == want, layout
+        assert sum(map(sum, want)) == sum(math.floor(0.6 * int((per_class_labels(torch.cat(idx)) == c).sum()))
+                                          for c in (0, 1, 3))
 
 
 def test_gloo_bad_input_raises_on_every_rank(gloo_run):

@@ -341,3 +341,54 @@ def test_resuming_with_other_arguments_is_an_error_not_a_silent_restart(tmp_path
     # evaluating the checkpoint under other callback arguments is fine: only its weights are used
     trainer = tiny_trainer(tmp_path / "eval", 3, other, enable_checkpointing=True)
     trainer.validate(TinyModel(), BlobsData(with_val=True), ckpt_path=ckpt, verbose=False)
+
+
+@pytest.mark.parametrize("keep_ratio", [0.6, "auto"])
+def test_per_class_selection_trims_each_class_alike(tmp_path, keep_ratio):
+    """``per_class=True``: each round's selection is ``per_class_trim_mask`` of that scoring pass's scores and the
+    given labels (a newcomer's one trim under pair-swap noise dropped 532 of 599 samples labelled T-shirt)."""
+    from lit_robust.callbacks.itlm import auto_keep_count
+    from lit_robust.selection.rules import per_class_trim_mask
+
+    seen = {}
+
+    class Spy(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if itlm.selection is not None and itlm.current_round not in seen:
+                index, scores, _ = itlm.score_training_set(trainer, pl_module)
+                full = torch.empty(len(scores))
+                full[index] = scores
+                seen[itlm.current_round] = (full, itlm.selection.clone())
+
+    itlm = ITLM(keep_ratio=keep_ratio, round_epochs=[2, 1, 1], per_class=True, verbose=False, plot=False)
+    _, data, _ = fit(tmp_path, itlm, 4, callbacks=[Spy()])
+    assert sorted(seen) == [1, 2]
+    labels = data.ds.targets
+    for round_, (scores, selection) in seen.items():
+        ratio = keep_ratio  # with "auto", the estimate's share, kept within each class
+        if keep_ratio == "auto":
+            ratio = auto_keep_count(240, itlm.history[round_].estimated_corruption)[0] / 240
+        assert torch.equal(torch.nonzero(per_class_trim_mask(scores, labels, ratio)).flatten(), selection), round_
+    labels = data.ds.targets
+    kept = torch.zeros(240, dtype=torch.bool)
+    kept[itlm.selection] = True
+    shares = [float(kept[labels == c].float().mean()) for c in range(3)]
+    assert max(shares) - min(shares) < 0.02, shares  # every class keeps the same share (up to each floor)
+    assert itlm.state_key.endswith("'per_class': True}")  # a resumed fit needs the same kind of selection
+
+
+def test_per_class_needs_class_labels(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+    from tests.test_report import LinearRegressor
+
+    with pytest.raises(TypeError, match=r"`per_class` must be True or False, got 'yes'"):
+        ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class="yes")
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"ITLM round 1: `per_class=True` trims each class by its given label, but "
+                                         r"the training targets are not integer class labels"):
+        x = torch.randn(40, 3)
+        data = DataLoader(IndexedDataset(TensorDataset(x, x.sum(1, keepdim=True))), batch_size=8)
+        tiny_trainer(tmp_path, 2, [itlm]).fit(LinearRegressor(), data)

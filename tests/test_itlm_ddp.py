@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from lit_robust import ITLM
-from lit_robust.selection.rules import trim_mask
+from lit_robust.selection.rules import per_class_trim_mask, trim_mask
 from tests.conftest import TinyModel, blobs, ddp_cpu_strategy
 
 
@@ -48,7 +48,10 @@ class CheckAgainstOneProcess(pl.Callback):
             batch = next(iter(DataLoader(ds, batch_size=len(ds))))
             scores = pl_module.sample_scores(batch)
         pl_module.train(was)
-        expected = torch.nonzero(trim_mask(scores, self.itlm.keep_ratio, batch[0])).flatten()
+        if self.itlm.per_class:
+            expected = torch.nonzero(per_class_trim_mask(scores, batch[2], self.itlm.keep_ratio, batch[0])).flatten()
+        else:
+            expected = torch.nonzero(trim_mask(scores, self.itlm.keep_ratio, batch[0])).flatten()
         self.records.append({"epoch": trainer.current_epoch, "round": self.itlm.current_round,
                              "equal": torch.equal(expected, self.itlm.selection),
                              "kept": int(self.itlm.selection.numel())})
@@ -61,9 +64,10 @@ class CheckAgainstOneProcess(pl.Callback):
                            "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()]}, f)
 
 
-def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1, 1), strategy="ddp_spawn"):
+def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1, 1), strategy="ddp_spawn",
+            per_class=False):
     pl.seed_everything(0, verbose=False)
-    itlm = ITLM(keep_ratio=0.6, round_epochs=list(epochs), verbose=False, plot=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=list(epochs), verbose=False, plot=False, per_class=per_class)
     out = str(tmp_path / f"{name}.json")
     cbs = [itlm, CheckAgainstOneProcess(itlm, out),
            ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
@@ -85,6 +89,14 @@ def test_ddp_selection_equals_one_process_and_resume_reproduces(tmp_path):
     resumed = ddp_fit(tmp_path, "resumed", ckpt_path=tmp_path / "full" / "epoch=0.ckpt", strategy=ddp_cpu_strategy())
     assert resumed["selection"] == full["selection"]
     assert resumed["weights"] == full["weights"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_per_class_selection_equals_one_process(tmp_path):
+    """``per_class=True`` on two ranks, each scoring its own block: one trim per class over both ranks' scores."""
+    run = ddp_fit(tmp_path, "per_class", strategy=ddp_cpu_strategy(), per_class=True)
+    assert [r["round"] for r in run["records"]] == [1, 2]
+    assert all(r["equal"] for r in run["records"]), run["records"]
 
 
 DDP_SCRIPT = '''

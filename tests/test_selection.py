@@ -6,6 +6,7 @@ import torch
 from lit_robust.selection.rules import (
     keep_count,
     nonfinite_count,
+    per_class_trim_mask,
     rank_order,
     scatter_scores,
     smallest_k_mask,
@@ -114,3 +115,50 @@ def test_scatter_scores_dedupes_and_checks():
         scatter_scores(2, torch.tensor([0, 1, 1]), torch.tensor([0.0, 0.1, 0.5]))
     with pytest.raises(ValueError, match=r"must be in \[0, 2\)"):
         scatter_scores(2, torch.tensor([0, 2]), torch.tensor([0.0, 0.1]))
+
+
+def reference_per_class(scores, labels, ratio, index):
+    """Slow, obvious reference: per class, sort its (finite?, score, index) tuples and keep floor(ratio * n_c)."""
+    keep = [False] * len(scores)
+    for c in set(labels.tolist()):
+        members = [p for p, y in enumerate(labels.tolist()) if y == c]
+        keyed = sorted(((0, scores[p].item(), index[p].item()) if math.isfinite(scores[p].item())
+                        else (1, 0.0, index[p].item()), p) for p in members)
+        for _, p in keyed[:math.floor(ratio * len(members))]:
+            keep[p] = True
+    return keep
+
+
+@pytest.mark.parametrize("n", [1, 9, 250])
+@pytest.mark.parametrize("ratio", [0.3, 0.7, 1.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_class_trim_mask_matches_reference(n, ratio, seed):
+    g = torch.Generator().manual_seed(seed)
+    s = random_scores(n, seed + 7)
+    labels = torch.randint(0, 5, (n,), generator=g) * 2  # classes 0, 2, 4, 6, 8: gaps between them
+    idx = torch.randperm(n, generator=g) + 10
+    got = per_class_trim_mask(s, labels, ratio, idx)
+    assert got.tolist() == reference_per_class(s, labels, ratio, idx)
+    for c in labels.unique().tolist():  # every class keeps its share, whatever the other classes score
+        assert int(got[labels == c].sum()) == keep_count(int((labels == c).sum()), ratio)
+    # without an index, ties go by position
+    assert per_class_trim_mask(s, labels, ratio).tolist() == reference_per_class(s, labels, ratio, torch.arange(n))
+
+
+def test_per_class_trim_keeps_a_class_that_one_trim_would_empty():
+    # class 1 scores high everywhere (a confusable class under pair-swap noise): one trim drops all of it
+    s = torch.tensor([0.1, 0.2, 0.3, 0.4, 5.0, 6.0, 7.0, 8.0])
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert trim_mask(s, 0.5).tolist() == [True] * 4 + [False] * 4
+    assert per_class_trim_mask(s, y, 0.5).tolist() == [True, True, False, False, True, True, False, False]
+
+
+@pytest.mark.parametrize("labels,match", [
+    (torch.tensor([0.0, 1.0, 1.0]), r"`labels` must be integer class labels, got dtype torch.float32"),
+    (torch.tensor([0, -1, 1]), r"`labels` must be class labels >= 0, got -1"),
+    (torch.tensor([0, 1]), r"got 2 labels for 3 scores"),
+    (torch.tensor([[0, 1, 1]]), r"`labels` must be a 1-D tensor"),
+])
+def test_per_class_trim_mask_bad_labels(labels, match):
+    with pytest.raises(ValueError, match=match):
+        per_class_trim_mask(torch.tensor([0.1, 0.2, 0.3]), labels, 0.5)

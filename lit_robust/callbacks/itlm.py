@@ -376,6 +376,7 @@ class ITLM(Callback):
         report_dir: str | None = None,
         report_format: ReportFormat = "csv",
         reestimate: bool = False,
+        per_class: bool = False,
     ) -> None:
         super().__init__()
         keep_ratio, auto_margin = real_scalar(keep_ratio), real_scalar(auto_margin)
@@ -408,7 +409,8 @@ class ITLM(Callback):
                                        for e in round_epochs):
             raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {given!r}.")
         for name, value in (("initial_round_on_all", initial_round_on_all), ("reinit", reinit), ("shuffle", shuffle),
-                            ("verbose", verbose), ("plot", plot), ("check_per_sample", check_per_sample)):
+                            ("verbose", verbose), ("plot", plot), ("check_per_sample", check_per_sample),
+                            ("per_class", per_class)):
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be True or False, got {value!r}.")
         if on_collapse not in _ON_COLLAPSE:
@@ -429,6 +431,7 @@ class ITLM(Callback):
         self.estimator = estimator
         self.auto_margin = float(auto_margin)
         self.reestimate = reestimate
+        self.per_class = per_class
         self.round_epochs = [int(e) for e in round_epochs]
         self.initial_round_on_all = initial_round_on_all
         self.reinit = reinit
@@ -491,6 +494,8 @@ class ITLM(Callback):
 
     @property
     def state_key(self) -> str:
+        if self.per_class:  # a selection of another kind: a resumed fit must have it too
+            return self._generate_state_key(keep_ratio=self.keep_ratio, round_epochs=self.round_epochs, per_class=True)
         return self._generate_state_key(keep_ratio=self.keep_ratio, round_epochs=self.round_epochs)
 
     @property
@@ -853,7 +858,14 @@ class ITLM(Callback):
 
     def _select(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_: int) -> None:
         """Score, select and summarise. Under DDP every rank calls this; each scores its own shard."""
-        index, scores, corrupted = self.score_training_set(trainer, pl_module)
+        labels, label_pass = None, None
+        if self.per_class:  # the given labels too, from the same forward
+            label_pass = self._score_pass(trainer, pl_module, labels=True)
+            index, scores, corrupted = label_pass.index, label_pass.scores, label_pass.corrupted
+            labels = label_pass.given
+            self._check_labels(labels, round_, scores.device)
+        else:
+            index, scores, corrupted = self.score_training_set(trainer, pl_module)
         n = self._n
         assert n is not None
         dev = scores.device
@@ -864,6 +876,10 @@ class ITLM(Callback):
                 dense = torch.zeros(n, dtype=torch.bool, device=dev)
                 dense[index] = corrupted.to(dev)
                 corrupted = dense
+            if labels is not None:
+                dense_labels = torch.zeros(n, dtype=torch.long, device=dev)
+                dense_labels[index] = labels.to(dev, torch.long)
+                labels = dense_labels
             index = torch.arange(n, device=dev)
         else:
             scored = int(distributed.all_reduce_sum(torch.tensor([index.numel()], device=dev)).item())
@@ -877,7 +893,7 @@ class ITLM(Callback):
             if found is not None and not self.reestimate:
                 estimated = found  # an earlier round found a corrupted share: keep it (the same on every rank)
             else:
-                est = self._estimate(trainer, pl_module, scores, round_)
+                est = self._estimate(trainer, pl_module, scores, round_, label_pass)
                 estimated = est.rate
                 if estimated == 0.0 and self.auto_margin == 0.0:
                     self._say_once("nothing found", nothing_found_note(
@@ -888,7 +904,10 @@ class ITLM(Callback):
                 rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {note}; keeping {k} of {n} samples.")
             keep_ratio = k / n  # keep_count(n, k / n) == k exactly
         # exact global trimmed set: (score, index) order, non-finite last — identical for any world size
-        mask = distributed.global_trim_mask(scores, index, keep_ratio)
+        if labels is not None:
+            mask = distributed.global_per_class_trim_mask(scores, index, labels.to(dev), keep_ratio)
+        else:
+            mask = distributed.global_trim_mask(scores, index, keep_ratio)
         selection = torch.sort(distributed.all_gather_cat(index[mask]).cpu()).values
         finite = torch.isfinite(scores)
         bad = corrupted.to(dev) if corrupted is not None else torch.zeros_like(mask)
@@ -944,16 +963,18 @@ class ITLM(Callback):
             rank_zero_info(message)
             self._said.add(key)
 
-    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, round_: int
-                  ) -> CorruptionEstimate:
+    def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, round_: int,
+                  scored: _ScorePass | None = None) -> CorruptionEstimate:
         """The corrupted fraction from this rank's ``scores`` of the scoring pass, estimated on the gathered
-        multiset of every rank's (score[, given, predicted]): the same value on every rank. Call on every rank."""
+        multiset of every rank's (score[, given, predicted]): the same value on every rank. Call on every rank.
+        ``scored``: that pass's labels when it had them (``per_class``), else a label estimator makes its own pass."""
         all_scores = distributed.all_gather_cat(scores.float()).cpu()
         if self.estimator not in LABEL_ESTIMATORS:
             return estimate_corruption(all_scores, self.estimator)
         # the labels need a pass that returns score, given and predicted label of each sample together (one
         # forward per batch with the default hooks); its scores are those of the pass above, in loader order
-        scored = self._score_pass(trainer, pl_module, labels=True)
+        if scored is None:
+            scored = self._score_pass(trainer, pl_module, labels=True)
         scores2, given, predicted = scored.scores, scored.given, scored.predicted
         ok = torch.tensor([given is not None and predicted is not None], device=scores.device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
@@ -964,6 +985,14 @@ class ITLM(Callback):
         return estimate_from_labels(self.estimator, distributed.all_gather_cat(scores2.float()).cpu(),
                                     distributed.all_gather_cat(given.long()).cpu(),
                                     distributed.all_gather_cat(predicted.long()).cpu())
+
+    def _check_labels(self, labels: Tensor | None, round_: int, device: torch.device) -> None:
+        """``per_class=True`` needs integer class labels on every rank (a collective)."""
+        ok = torch.tensor([labels is not None], device=device).long()
+        if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
+            raise ValueError(f"ITLM round {round_}: `per_class=True` trims each class by its given label, but the "
+                             "training targets are not integer class labels (a regression's or a GAN's are not); "
+                             "use per_class=False.")
 
     def _found_estimate(self) -> float | None:
         """The first positive estimate of an earlier round (from the checkpointed history), or None."""

@@ -53,6 +53,7 @@ __all__ = [
     "global_selection",
     "global_smallest_k_mask",
     "global_trim_mask",
+    "global_per_class_trim_mask",
     "global_batch_keep_mask",
     "init_process_group",
     "destroy_process_group",
@@ -339,6 +340,35 @@ def global_trim_mask(scores: Tensor, index: Tensor, keep_ratio: float, algorithm
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
     return global_selection(scores, index, lambda n: keep_count(n, float(keep_ratio)), algorithm, group)[0]
+
+
+def global_per_class_trim_mask(scores: Tensor, index: Tensor, labels: Tensor, keep_ratio: float,
+                               algorithm: Algorithm = "auto", group: Group = None) -> Tensor:
+    """:func:`~lit_robust.selection.rules.per_class_trim_mask` over all ranks: for each class ``c``, keep
+    ``floor(keep_ratio * n_c)`` of the ``n_c`` distinct samples labelled ``c``, ranked by ``(score, index)``.
+
+    Call on every rank (with empty tensors where a rank has no samples): one :func:`global_trim_mask` per class present
+    on any rank, so the selection is exactly one process's for any world size and split.
+
+    >>> global_per_class_trim_mask(torch.tensor([0.9, 0.1, 0.8, 0.7]), torch.arange(4), torch.tensor([0, 0, 1, 1]),
+    ...                            0.5).tolist()
+    [False, True, False, True]
+    """
+    from lit_robust.selection.rules import check_class_labels
+
+    check_class_labels(labels, scores.numel())
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
+    labels = labels.to(device=scores.device, dtype=torch.long)
+    top = labels.max() + 1 if labels.numel() else torch.zeros((), dtype=torch.long, device=scores.device)
+    num_classes = int(all_reduce_max(top.reshape(1), group).item())
+    present = all_reduce_sum(torch.bincount(labels, minlength=num_classes), group).tolist()
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    for c in range(num_classes):
+        if present[c]:  # the same classes on every rank: the collectives pair up
+            members = labels == c
+            mask[members] = global_trim_mask(scores[members], index[members], keep_ratio, algorithm, group)
+    return mask
 
 
 def global_batch_keep_mask(local_scores: Tensor, local_index: Tensor, drop_ratio: float | None = None,

@@ -28,6 +28,7 @@ __all__ = [
     "rank_order",
     "smallest_k_mask",
     "trim_mask",
+    "per_class_trim_mask",
     "scatter_scores",
     "check_drop_ratio",
     "scheduled_drop_ratio",
@@ -123,6 +124,44 @@ def trim_mask(scores: Tensor, keep_ratio: float, index: Tensor | None = None) ->
     [False, True, False, True]
     """
     return smallest_k_mask(scores, keep_count(scores.numel(), keep_ratio), index)
+
+
+def check_class_labels(labels: Tensor, n: int) -> None:
+    """Raise unless ``labels`` is a 1-D tensor of ``n`` class labels: integers >= 0."""
+    _check_1d("labels", labels)
+    if labels.numel() != n:
+        raise ValueError(f"got {labels.numel()} labels for {n} scores; they must match.")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"`labels` must be integer class labels, got dtype {labels.dtype}.")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"`labels` must be class labels >= 0, got {int(labels.min())}.")
+
+
+def per_class_trim_mask(scores: Tensor, labels: Tensor, keep_ratio: float, index: Tensor | None = None) -> Tensor:
+    """ITLM's trimmed set taken within each class: of the ``n_c`` samples labelled ``c``, keep the
+    ``floor(keep_ratio * n_c)`` ranked first by ``(score, index)`` (non-finite scores last), for every class.
+
+    .. math:: S = \\bigcup_c \\arg\\min_{S_c \\subseteq \\{i : y_i = c\\},\\ |S_c| = \\lfloor \\alpha n_c \\rfloor}
+              \\sum_{i \\in S_c} f_\\theta(s_i)
+
+    One trim over all samples (:func:`trim_mask`) can empty a class whose samples all score high: under pair-swap
+    noise (T-shirt <-> shirt) a newcomer's ITLM dropped 532 of the 599 samples labelled T-shirt, 413 of them correctly
+    labelled, and the model retrained on the selection lost 3.3 points to cleanlab's cleaning.
+
+    >>> per_class_trim_mask(torch.tensor([0.9, 0.1, 0.8, 0.7]), torch.tensor([0, 0, 1, 1]), 0.5).tolist()
+    [False, True, False, True]
+    """
+    _check_1d("scores", scores)
+    check_class_labels(labels, scores.numel())
+    if index is not None:
+        _check_1d("index", index)
+        if index.numel() != scores.numel():
+            raise ValueError(f"got {index.numel()} indices for {scores.numel()} scores; they must match.")
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    for c in torch.unique(labels).tolist():
+        members = labels == c
+        mask[members] = trim_mask(scores[members], keep_ratio, None if index is None else index[members])
+    return mask
 
 
 def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
