@@ -23,22 +23,29 @@ def fit(tmp_path, itlm, max_epochs, seed=0, **kw):
     return model, data, trainer
 
 
+class SelectionSpy(pl.Callback):
+    """Runs after ITLM (callbacks run in list order): at each round's selection, the scores of every sample (dense,
+    by index, scored again with the model that selected) and the selection ITLM just made."""
+
+    def __init__(self, itlm: ITLM) -> None:
+        self.itlm, self.seen = itlm, {}
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        itlm = self.itlm
+        if itlm.selection is not None and itlm.current_round not in self.seen:
+            index, scores, _ = itlm.score_training_set(trainer, pl_module)
+            full = torch.empty(len(scores))
+            full[index] = scores
+            self.seen[itlm.current_round] = (full, itlm.selection.clone())
+
+
 def test_rounds_train_on_the_trimmed_selection(tmp_path):
-    seen_at_round_end = {}
-
-    class Spy(pl.Callback):
-        # runs after ITLM (callbacks run in list order): checks the selection ITLM just made
-        def on_train_epoch_end(self, trainer, pl_module):
-            if itlm.selection is not None and itlm.current_round not in seen_at_round_end:
-                index, scores, _ = itlm.score_training_set(trainer, pl_module)
-                full = torch.empty(len(scores))
-                full[index] = scores
-                expected = torch.nonzero(trim_mask(full, 0.6)).flatten()
-                seen_at_round_end[itlm.current_round] = torch.equal(expected, itlm.selection)
-
     itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1, 1], verbose=False, plot=False)
-    model, data, trainer = fit(tmp_path, itlm, 4, callbacks=[Spy()])
-    assert seen_at_round_end == {1: True, 2: True}
+    spy = SelectionSpy(itlm)
+    model, data, trainer = fit(tmp_path, itlm, 4, callbacks=[spy])
+    assert sorted(spy.seen) == [1, 2]
+    for scores, selection in spy.seen.values():
+        assert torch.equal(torch.nonzero(trim_mask(scores, 0.6)).flatten(), selection)
     n, k = 240, 144
     # batches seen per epoch: all samples in round 0 (2 epochs), then exactly the selection
     per_epoch = [torch.cat(model.seen[i:i + s]) for i, s in ((0, 8), (8, 8), (16, 5), (21, 5))]
@@ -350,21 +357,12 @@ def test_per_class_selection_trims_each_class_alike(tmp_path, keep_ratio):
     from lit_robust.callbacks.itlm import auto_keep_count
     from lit_robust.selection.rules import per_class_trim_mask
 
-    seen = {}
-
-    class Spy(pl.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if itlm.selection is not None and itlm.current_round not in seen:
-                index, scores, _ = itlm.score_training_set(trainer, pl_module)
-                full = torch.empty(len(scores))
-                full[index] = scores
-                seen[itlm.current_round] = (full, itlm.selection.clone())
-
     itlm = ITLM(keep_ratio=keep_ratio, round_epochs=[2, 1, 1], per_class=True, verbose=False, plot=False)
-    _, data, _ = fit(tmp_path, itlm, 4, callbacks=[Spy()])
-    assert sorted(seen) == [1, 2]
+    spy = SelectionSpy(itlm)
+    _, data, _ = fit(tmp_path, itlm, 4, callbacks=[spy])
+    assert sorted(spy.seen) == [1, 2]
     labels = data.ds.targets
-    for round_, (scores, selection) in seen.items():
+    for round_, (scores, selection) in spy.seen.items():
         ratio = keep_ratio  # with "auto", the estimate's share, kept within each class
         if keep_ratio == "auto":
             ratio = auto_keep_count(240, itlm.history[round_].estimated_corruption)[0] / 240
