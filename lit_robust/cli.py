@@ -82,7 +82,23 @@ class RobustArgumentParser(LightningArgumentParser):
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = suggest_option(tidy_parser_message(message), options)
-        return super().error(foreign_lightning_hint(message), ex)
+        return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
+
+
+def required_section_hint(message: str) -> str:
+    """``the following arguments are required: fit.data`` (a config without a ``data:`` or ``model:`` section) gains
+    a line saying how the section is written; any other message is returned as is."""
+    m = re.match(r"the following arguments are required: (.+)", message)
+    if m is None:
+        return message
+    lines = [message.rstrip()]
+    for name in (n.strip().rpartition(".")[2] for n in m.group(1).split(",")):
+        if name in ("model", "data"):
+            what = "a LightningModule" if name == "model" else "a LightningDataModule"
+            lines.append(f"  the config has no `{name}:` section: name {what}, e.g. `{name}: {{class_path: "
+                         f"{_CLASS_EXAMPLES[name]}, init_args: {{...}}}}` (or `--{name} {_CLASS_EXAMPLES[name]}` on "
+                         "the command line); the repository's configs/ hold complete examples.")
+    return "\n".join(lines)
 
 
 def foreign_lightning_hint(message: str) -> str:

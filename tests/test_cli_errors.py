@@ -173,6 +173,10 @@ CASES = [
      "does not accept option 'trainer.max_epoch' (did you mean trainer.max_epochs?)"),
     ("missing-config-file", PRL, {}, ["--config", "no_such_config.yaml"], "no_such_config.yaml"),
     ("fit-ckpt-path-missing-file", PRL, {}, ["--ckpt_path", "no_such.ckpt"], "ckpt_path"),
+    ("no-data-section", PRL, {"data": _DELETE}, [],
+     "the config has no `data:` section: name a LightningDataModule, e.g. `data: {class_path: "
+     "lit_robust.MNISTDataModule, init_args: {...}}` (or `--data lit_robust.MNISTDataModule` on the command line)"),
+    ("no-model-section", PRL, {"model": _DELETE}, [], "the config has no `model:` section: name a LightningModule"),
 ]
 
 
