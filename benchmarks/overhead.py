@@ -287,7 +287,7 @@ def scoring_vs_predict(ctx: Context, reps: int) -> list[tuple[float, float]]:
     module = _model()
     trainer = _trainer()
     trainer.predict(module, datamodule=dm)  # attaches the datamodule (and warms up)
-    itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1], verbose=False, plot=False)
+    itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1, 1], verbose=False, plot=False)  # scoring only
     itlm.score_training_set(trainer, module)
     return interleave(lambda: itlm.score_training_set(trainer, module),
                       lambda: trainer.predict(module, datamodule=dm), reps)
@@ -304,7 +304,7 @@ def scoring_vs_bare_loop(ctx: Context, reps: int) -> list[tuple[float, float]]:
     module = _model()
     trainer = _trainer()
     trainer.predict(module, datamodule=dm)  # attaches the datamodule
-    itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1], verbose=False, plot=False)
+    itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1, 1], verbose=False, plot=False)  # scoring only
 
     def bare() -> None:
         module.eval()

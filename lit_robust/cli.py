@@ -199,6 +199,8 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     config names gains ``: did you mean 'drop_ratio'? BatchFilter takes ...`` (its ``__init__`` arguments), and
     ``unrecognized arguments: --trainer.max_epoch 3`` gains ``(did you mean --trainer.max_epochs?)`` from the
     parser's ``options``. A message without such a line, or a class that cannot be imported, is returned as is."""
+    message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option 'class_path' is not accepted.*",
+                     lambda m: m.group(0).partition("Option")[0] + _BESIDE_IN_STACKED.format(m.group(1)), message)
     message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option '([^']+)' is not accepted",
                      lambda m: m.group(0) + _init_argument_hint(m.group(1), m.group(3)), message)
     message = re.sub(r"class_path '([\w.]+)':(\s*\n\s*)module '([\w.]+)' has no attribute '(\w+)'",
@@ -225,6 +227,14 @@ def _attribute_hint(module: str, name: str) -> str:
         return ""
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
     return f" (did you mean '{module}.{close[0]}'?)" if close else ""
+
+
+#: a second ``--config`` whose entry sets arguments beside ``class_path`` (``{class_path: X, keep_ratio: 0.5}``), merged
+#: onto the first config's entry of that class: jsonargparse says "Option 'class_path' is not accepted" (a GAN
+#: newcomer's stacked config; the same slip in one config gets :func:`_class_entry_hint`'s line)
+_BESIDE_IN_STACKED = ("an entry sets its arguments beside `class_path: {0}` (in a second `--config`?): a class's "
+                      "arguments go one level down, under `init_args:`, e.g. `{{class_path: {0}, init_args: "
+                      "{{...}}}}`.")
 
 
 def _init_argument_hint(class_path: str, key: str, cutoff: float = 0.6) -> str:

@@ -46,6 +46,19 @@ class RobustMixin:
         super().__init__(*args, **kwargs)
         self._robust_selectors: list[BatchSelector] = []
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # `class M(LightningModule, RobustMixin)`: LightningModule's `training_step` hides the mixin's and
+        # torch.nn.Module's `__init__` does not call on to the mixin's; a newcomer got only Lightning's "No
+        # `training_step()` method defined"
+        mro = cls.__mro__
+        module = next((c for c in mro if c.__name__ == "LightningModule"
+                       and c.__module__.split(".")[0] in ("pytorch_lightning", "lightning")), None)
+        if module is not None and mro.index(module) < mro.index(RobustMixin):
+            raise TypeError(f"`{cls.__name__}` has `LightningModule` before `RobustMixin` among its bases, so "
+                            "Lightning's `training_step` and `__init__` hide the mixin's. Put the mixin first: "
+                            f"`class {cls.__name__}(RobustMixin, LightningModule)`.")
+
     # -- protocol -----------------------------------------------------------------------------
     def per_sample_loss(self, batch: Any) -> Tensor | tuple[Tensor, Any]:
         """Return the per-sample losses of ``batch`` (shape ``[B]``), or ``(losses, outputs)``.

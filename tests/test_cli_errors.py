@@ -214,3 +214,28 @@ def test_a_tab_in_the_yaml_is_named(tmp_path, capsys):
     text = "".join(capsys.readouterr())
     assert exit_info.value.code == 2 and "Traceback" not in text
     assert "line 2, column 1" in text and "(a tab? YAML indents with spaces only)" in text
+
+
+@pytest.mark.parametrize("key", ["trainer.callbacks", "model"])
+def test_arguments_beside_class_path_in_a_second_config_are_named(tmp_path, capsys, key):
+    """A GAN newcomer changed ITLM's keep_ratio in a second `--config` written `{class_path: lit_robust.ITLM,
+    keep_ratio: 0.65}`; merged onto the first config's entry it read "Option 'class_path' is not accepted"."""
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(_small(PRL, tmp_path)))
+    cfg = yaml.safe_load(base.read_text())
+    if key == "model":
+        second = {"model": {"class_path": cfg["model"]["class_path"], "lr": 0.01}}
+        name = cfg["model"]["class_path"]
+    else:
+        entry = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BatchFilter"))
+        second = {"trainer": {"callbacks": [{"class_path": entry["class_path"], "drop_ratio": 0.2}]}}
+        name = entry["class_path"]
+    stacked = tmp_path / "second.yaml"
+    stacked.write_text(yaml.safe_dump(second))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(base), "--config", str(stacked)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert f"an entry sets its arguments beside `class_path: {name}` (in a second `--config`?): a class's arguments " \
+           f"go one level down, under `init_args:`" in text, text
+    assert "Option 'class_path' is not accepted" not in text

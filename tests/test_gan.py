@@ -195,11 +195,18 @@ def test_sample_grid_needs_a_generator(tmp_path):
         SampleGrid(every="step")
 
 
-def test_sample_grid_without_itlm_saves_at_the_end_or_every_epoch(mixture, tmp_path):
+def test_sample_grid_without_itlm_saves_at_the_end_or_every_epoch(mixture, tmp_path, monkeypatch):
+    import lit_robust.callbacks.sample_grid as sample_grid
+
+    said = []
+    monkeypatch.setattr(sample_grid, "rank_zero_info", said.append)
     per_round, per_epoch = SampleGrid(), SampleGrid(dirpath=str(tmp_path / "e"), every="epoch")
     tiny_trainer(tmp_path, 2, [per_round, per_epoch], limit_train_batches=1).fit(DCGAN(**SMALL), fresh(mixture))
     assert list(per_round.paths) == [0] and per_round.paths[0] == str(tmp_path / "samples" / "round0.png")
     assert sorted(per_epoch.paths) == [0, 1]
+    # each says once where its grids go
+    assert sorted(said) == [f"SampleGrid: sample grids written to {tmp_path / 'e'}",
+                            f"SampleGrid: sample grids written to {tmp_path / 'samples'}"]
 
 
 def test_dcgan_checks_the_datamodule_images_at_setup(tmp_path, shared_data):
@@ -226,3 +233,21 @@ def test_dcgan_checks_a_plain_loaders_first_batch(tmp_path, bad):
     with pytest.raises(ValueError, match=rf"`model.{name}`={bad[name]} does not fit `data`: the first training batch "
                                          r"yields 1×28×28"):
         tiny_trainer(tmp_path, 1).fit(DCGAN(**bad), loader)
+
+
+def test_dcgan_names_a_wrong_image_size_before_itlm_scores_the_batch(tmp_path):
+    """A newcomer's own 32×32 folder under ITLM: ITLM's first-batch check runs the discriminator before the module's
+    own first-batch check, and ended in "shape '[64]' is invalid for input of size 256" (exit 1)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import ITLM, IndexedDataset
+
+    loader = DataLoader(IndexedDataset(TensorDataset(torch.rand(16, 1, 32, 32) * 2 - 1, torch.zeros(16))),
+                        batch_size=8)
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"`model.image_size`=28 does not fit `data`: the batch yields 1×32×32 images. "
+                                         r"Set `model.image_size` to 32."):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(DCGAN(**{**SMALL, "image_size": 28}), loader)
+    with pytest.raises(ValueError, match=r"the batch yields vectors of 1024 features. DCGAN takes images of shape "
+                                         r"\[batch, 1, 28, 28\]"):
+        DCGAN(**SMALL).discriminate(torch.zeros(2, 1024))

@@ -168,12 +168,18 @@ def test_nan_scores_rank_worst_and_are_warned(tmp_path):
     assert itlm.history[-1].nonfinite_scores == 24
 
 
-def test_round_table_and_plot(tmp_path, capsys):
+def test_round_table_and_plot(tmp_path, capsys, monkeypatch):
+    import lit_robust.callbacks.itlm as itlm_module
+
+    said = []
+    monkeypatch.setattr(itlm_module, "rank_zero_info", said.append)
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=True, plot=True, plot_dir=str(tmp_path / "plots"))
     fit(tmp_path, itlm, 2)
     out = capsys.readouterr().out
     assert "ITLM rounds" in out and "144/240" in out and "clean" in out
     assert Path(itlm.plot_path).is_file() and Path(itlm.plot_path).stat().st_size > 1000
+    # where the plot went is said (a GAN newcomer found it only through a docstring)
+    assert f"ITLM: score histograms per round written to {itlm.plot_path}" in said
 
 
 def test_round_table_into_a_log_file_is_not_cut_to_80_columns(capsys):
@@ -390,3 +396,25 @@ def test_per_class_needs_class_labels(tmp_path):
         x = torch.randn(40, 3)
         data = DataLoader(IndexedDataset(TensorDataset(x, x.sum(1, keepdim=True))), batch_size=8)
         tiny_trainer(tmp_path, 2, [itlm]).fit(LinearRegressor(), data)
+
+
+def test_a_keep_ratio_above_the_clean_share_and_a_single_round_are_warned_about(tmp_path):
+    """A GAN newcomer raised the pollution to 40 % and kept keep_ratio 0.65 (selection capped at 92 % clean, no
+    word), and ran `round_epochs: [2]` ("round 0/0" on every sample, no trim, no word)."""
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False)  # blobs: 70 % clean
+    with pytest.warns(UserWarning, match=r"ITLM round 1: `keep_ratio`=0.8 keeps 192 of 240 samples, more than the "
+                                         r"168 \(70.0%\) the ground truth flags as clean: the selection is at most "
+                                         r"87.5% clean. Use keep_ratio <= 0.7"):
+        fit(tmp_path, itlm, 2)
+    with pytest.warns(UserWarning, match=r"`round_epochs`=\[2\] is one round, and round 0 trains on every sample: no "
+                                         r"selection is ever used \(plain training\). Give two rounds or more, e.g. "
+                                         r"round_epochs=\[2, 2\]"):
+        ITLM(keep_ratio=0.7, round_epochs=[2])
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ITLM(keep_ratio=0.7, round_epochs=[2], initial_round_on_all=False)  # one round on the untrained selection
+        fit(tmp_path, ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False), 2)  # 0.7 = the clean share
+    said = [str(w.message) for w in caught if "clean share" in str(w.message) or "is one round" in str(w.message)]
+    assert not said, said

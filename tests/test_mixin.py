@@ -121,3 +121,18 @@ def test_a_compiled_fit_with_a_ramping_filter_compiles_the_same_graphs_for_2_and
     two, six = (graphs_compiled_over(tmp_path, MixinStep, BlobsData(n=256), epochs,
                                      [BatchFilter("prl", 0.3, warmup_epochs=5)]) for epochs in (2, 6))
     assert two == six, (two, six)
+
+
+@pytest.mark.parametrize("package", ["pytorch_lightning", "lightning.pytorch"])
+def test_the_mixin_after_lightning_module_is_named_at_class_definition(package):
+    """`class M(L.LightningModule, RobustMixin)` skipped the mixin's `__init__` and `training_step`: a newcomer got
+    Lightning's "No `training_step()` method defined" (exit 2 under lit-robust, a traceback under their own CLI)."""
+    import importlib
+
+    module = importlib.import_module(package).LightningModule
+    with pytest.raises(TypeError, match=r"`WrongOrder` has `LightningModule` before `RobustMixin` among its bases, so "
+                                        r"Lightning's `training_step` and `__init__` hide the mixin's. Put the mixin "
+                                        r"first: `class WrongOrder\(RobustMixin, LightningModule\)`"):
+        type("WrongOrder", (module, RobustMixin), {})
+    right = type("RightOrder", (RobustMixin, module), {})
+    type("Subclass", (right,), {})  # a subclass of a module built right is fine

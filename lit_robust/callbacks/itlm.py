@@ -423,6 +423,11 @@ class ITLM(Callback):
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
             raise TypeError(f"`plot_dir` must be a folder path (str or os.PathLike) or None, got {plot_dir!r}.")
         self.keep_ratio: float | Literal["auto"] = "auto" if auto else float(keep_ratio)
+        if len(round_epochs) == 1 and initial_round_on_all:
+            # a GAN newcomer's `round_epochs: [2]` ran "round 0/0" on every sample, no trim, no word
+            rank_zero_warn(f"ITLM: `round_epochs`={round_epochs} is one round, and round 0 trains on every sample: no "
+                           "selection is ever used (plain training). Give two rounds or more, e.g. "
+                           f"round_epochs=[{round_epochs[0]}, {round_epochs[0]}].")
         if not auto and keep_ratio < 0.5:
             # a newcomer passed keep_ratio=0.3 meaning "drop 30 %": 2 of 5 classes left, 39 % test accuracy, no word
             rank_zero_warn(f"ITLM: `keep_ratio`={keep_ratio!r} keeps {keep_ratio:.0%} of the training samples each "
@@ -933,6 +938,14 @@ class ITLM(Callback):
             rec.clean_precision = (kept - kept_bad) / kept if kept else None
             rec.corrupted_recall = (total_bad - kept_bad) / total_bad if total_bad else None
             rec.dropped_corrupted = int(total_bad - kept_bad)
+            clean = n - int(total_bad)
+            if self.keep_ratio != "auto" and kept > clean and "keeps more than clean" not in self._said:
+                # a GAN newcomer raised the pollution to 40 % and left keep_ratio at 0.65: capped at 92 % clean
+                self._said.add("keeps more than clean")
+                rank_zero_warn(f"ITLM round {round_}: `keep_ratio`={self.keep_ratio:g} keeps {kept} of {n} samples, "
+                               f"more than the {clean} ({clean / n:.1%}) the ground truth flags as clean: the "
+                               f"selection is at most {clean / kept:.1%} clean. Use keep_ratio <= {clean / n:.3g} "
+                               "(a little below the clean share), or keep_ratio='auto'.")
         if self.plot:
             # the histograms need every score: gathered only when a plot is wanted
             all_index = distributed.all_gather_cat(index)
@@ -1206,6 +1219,8 @@ class ITLM(Callback):
             rank_zero_info("ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`).")
             return
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
+        if self.plot_path is not None:
+            rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}")
 
 
 def _check_plain_sampler(loader: DataLoader, owner: str) -> None:

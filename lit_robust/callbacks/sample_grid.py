@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import torch
 
-from lit_robust._backend import Callback, pl, rank_zero_only
+from lit_robust._backend import Callback, pl, rank_zero_info, rank_zero_only
 
 __all__ = ["SampleGrid", "save_grid"]
 
@@ -98,6 +98,8 @@ class SampleGrid(Callback):
             pl_module.train(was_training)
         path = os.path.join(folder, filename)
         save_grid(images, path, self.nrow)
+        if not self.paths:  # once per fit: where the grids go
+            rank_zero_info(f"SampleGrid: sample grids written to {folder}")
         self.paths[key] = path
 
     def state_dict(self) -> dict[str, Any]:

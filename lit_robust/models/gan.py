@@ -129,7 +129,10 @@ class DCGAN(RobustMixin, pl.LightningModule):
         """Raise unless the datamodule's images are ``channels``×``image_size``×``image_size``."""
         c, size, _ = self._image_shape
         shape = tuple(spec.input_shape)
-        if len(shape) != 3 or shape[0] != c:
+        if len(shape) != 3:
+            raise misfit("image_size", size, spec, spec.inputs(),
+                         f"DCGAN takes images of shape [batch, {c}, {size}, {size}].")
+        if shape[0] != c:
             raise misfit("channels", c, spec, spec.inputs(), "Set `model.channels` to the images' channels.")
         if shape[1:] != (size, size):
             raise misfit("image_size", size, spec, spec.inputs(),
@@ -142,6 +145,8 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     def discriminate(self, x: Tensor) -> Tensor:
         """The discriminator's logit per image, shape ``[N]`` (``D(x) = sigmoid(logit)``)."""
+        if tuple(x.shape[1:]) != self._image_shape:  # any caller (ITLM's first-batch check came before ours)
+            self.check_data(DataSpec("the batch", tuple(int(d) for d in x.shape[1:]), "none"))
         return self.discriminator(x).reshape(x.shape[0])
 
     def sample_noise(self, n: int) -> Tensor:
