@@ -842,7 +842,9 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         # allow_abbrev: `--trainer.max_epoch 3` would silently set max_epochs (argparse's prefix matching)
         parser_kwargs={"allow_abbrev": False,
                        "description": "lit_robust's LightningCLI. `lit-robust demo --help`: the built-in demo "
-                                      "(baseline vs ITLM on noisy digits, no download)."},
+                                      "(baseline vs ITLM on noisy digits, no download). A config naming classes "
+                                      "built on the unified `lightning` package (`import lightning as L`): run with "
+                                      "LIT_ROBUST_LIGHTNING=lightning."},
         args=argv,
     )
 

@@ -456,6 +456,8 @@ def test_module_entry_point_help():
                              timeout=120)
     assert out.returncode == 0, out.stderr
     assert "fit" in out.stdout and "test" in out.stdout
+    # a project on the unified package finds the switch in --help (a newcomer found it only in an error message)
+    assert "LIT_ROBUST_LIGHTNING=lightning" in " ".join(out.stdout.split())
 
 
 @pytest.mark.parametrize(
