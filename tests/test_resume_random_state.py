@@ -16,10 +16,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import ITLM, RCA, BatchFilter, CoTeaching, IndexedDataset
+from lit_robust import ITLM, RCA, BatchFilter, CoTeaching, DigitsDataModule, IndexedDataset
 from lit_robust.callbacks import _resume
 from lit_robust.callbacks._resume import random_state, restore_random_state
-from tests.conftest import BlobsData, TinyModel, tiny_trainer
+from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 
 
 def _draws() -> tuple:
@@ -105,3 +105,58 @@ def test_resumed_fit_with_shuffle_and_dropout_equals_the_uninterrupted_one(tmp_p
         assert torch.equal(p, q), name
     if full_keeper is not None:
         assert [asdict(r) for r in resumed_keeper.history] == [asdict(r) for r in full_keeper.history]
+
+
+class JitteredBlobs(torch.utils.data.Dataset):
+    """Blobs with a random jitter drawn per sample in ``__getitem__`` (an augmentation: in the workers' generators)."""
+
+    def __init__(self, n: int = 160) -> None:
+        self.base = blobs(n)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y = self.base.dataset[i]
+        return x + 0.1 * torch.randn(2), y
+
+
+class DigitsModel(TinyModel):
+    def __init__(self) -> None:
+        super().__init__(lr=0.05)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 10))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("owner,resume_epoch", [("ITLM", 1), ("ITLM", 2), ("BatchFilter", 1)],
+                         ids=["ITLM-round-start", "ITLM-mid-round", "BatchFilter-datamodule"])
+def test_resume_with_loader_workers_equals_the_uninterrupted_fit(tmp_path, owner, resume_epoch):
+    """``num_workers=2`` (a newcomer's resumes were not exact): with workers, the iterator draws its first indices
+    when Lightning creates it, before Lightning sets the sampler's epoch (ITLM's resumed first epoch took epoch 0's
+    order); persistent workers create each iterator once in an uninterrupted fit and once more on resume (a
+    datamodule's extra base-seed draw shifted every later random draw); a reloaded loader's two iterators drew two
+    worker seeds (augmentations in the workers differed after a resume at a round start)."""
+    def run(root, seed, ckpt_path=None):
+        pl.seed_everything(seed, verbose=False)
+        if owner == "ITLM":
+            keeper = ITLM(keep_ratio=0.7, round_epochs=[2, 2], verbose=False, plot=False, report=False)
+            module = DropoutModel()
+            data = DataLoader(IndexedDataset(JitteredBlobs(), targets=blobs(160).targets), batch_size=32,
+                              shuffle=True, num_workers=2)
+        else:  # lit_robust's datamodule: persistent workers, a validation loader
+            keeper = BatchFilter("prl", drop_ratio=0.25, warmup_epochs=1, report=False)
+            module = DigitsModel()
+            data = DigitsDataModule(clean_ratio=0.7, val_size=100, batch_size=64, num_workers=2, seed=3)
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        trainer = tiny_trainer(root, 4, [keeper, ckpt], enable_checkpointing=True)
+        if owner == "ITLM":
+            trainer.fit(module, data, ckpt_path=ckpt_path)
+        else:
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        return module, keeper
+
+    full, full_keeper = run(tmp_path / "a", seed=0)
+    resumed, resumed_keeper = run(tmp_path / "b", seed=99, ckpt_path=tmp_path / "a" / f"epoch={resume_epoch}.ckpt")
+    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert [asdict(r) for r in resumed_keeper.history] == [asdict(r) for r in full_keeper.history]

@@ -565,8 +565,10 @@ class ITLM(Callback):
                                                       f"{self._report_name}.{self.report_format}")
         # each training iterator draws its workers' base seed from this, not from torch's global generator: Lightning
         # creates the iterator twice in an epoch whose loader was reloaded (a round start) and once in a resumed fit's
-        # first epoch, and the dropout etc. that follow must draw what an uninterrupted fit draws (see random_state)
+        # first epoch, and the dropout etc. that follow must draw what an uninterrupted fit draws (see random_state);
+        # the sampler re-seeds it every epoch, so the workers' seeds are the same either way
         self._loader_generator = torch.Generator().manual_seed(self.seed)
+        self._sampler.worker_generator = self._loader_generator
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -592,6 +594,10 @@ class ITLM(Callback):
         assert self._sampler is not None
         self._sampler.n = n
         self._sampler.set_selection(self._selection)
+        if self._patch is not None:
+            # Lightning sets the epoch after creating the iterator, and with workers the iterator draws its first
+            # indices at once: a resumed fit's first epoch took the order of epoch 0 (a newcomer's num_workers=2)
+            self._sampler.set_epoch(self._patch.trainer.fit_loop.epoch_progress.current.processed)
         self._train_loader = loader
         return with_sampler(loader, self._sampler, generator=self._loader_generator)
 
@@ -1174,13 +1180,21 @@ class ITLM(Callback):
             "val_epoch": self._val_epoch,
             "report": None if self._report_state is None else self._report_state.state_dict(),
             "random": random_state(),
-            "loader_generator": None if self._loader_generator is None else self._loader_generator.get_state(),
         }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
+        if self._restore_state and self._sampler is not None:
+            # the epoch Lightning resumes at (it sets it on the sampler only after the first iterator exists, and
+            # with workers that iterator draws its indices at once: the resumed epoch took epoch 0's order)
+            try:
+                epoch = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+            except (KeyError, TypeError):
+                epoch = None
+            if isinstance(epoch, int):
+                self._sampler.set_epoch(epoch)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not getattr(self, "_restore_state", True):
@@ -1207,8 +1221,6 @@ class ITLM(Callback):
         self._report_state = None if report is None or distributed.rank() != 0 else RoundScores.from_state_dict(report)
         # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle
         restore_random_state(state_dict.get("random"))
-        if self._loader_generator is not None and state_dict.get("loader_generator") is not None:
-            self._loader_generator.set_state(state_dict["loader_generator"])
 
     @rank_zero_only
     def _save_plot(self, trainer: pl.Trainer) -> None:

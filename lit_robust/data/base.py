@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, RandomSampler
 
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.data.spec import DataSpec, TargetKind, dataset_spec
@@ -54,8 +55,18 @@ class SplitLoaders:
         return dataset_spec(ds, type(self).__name__, self.target_kind, getattr(self, "num_classes", None))
 
     def _loader(self, ds: IndexedDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+        kwargs: dict[str, Any] = {}
+        if self.num_workers > 0:
+            # Persistent workers: an uninterrupted fit creates each loader's iterator once, a resumed fit again, and
+            # each creation draws its workers' base seed. Drawn from torch's global generator, that extra draw
+            # shifted every later shuffle and dropout mask of a resumed fit (a newcomer's MNISTDataModule with
+            # num_workers=2); drawn from a generator of the loader's own it leaves the global one alone. The shuffle
+            # stays on the global generator, whose state the checkpoints carry (callbacks._resume.random_state).
+            kwargs["generator"] = torch.Generator().manual_seed(int(getattr(self, "seed", 0) or 0))
+            if shuffle:
+                kwargs["sampler"], shuffle = RandomSampler(ds), False
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=drop_last, persistent_workers=self.num_workers > 0)
+                          drop_last=drop_last, persistent_workers=self.num_workers > 0, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"

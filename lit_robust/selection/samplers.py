@@ -14,7 +14,7 @@ from lit_robust.selection import distributed
 __all__ = ["SelectionSampler", "ShardedSampler", "epoch_seed"]
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int, stream: str = "SelectionSampler") -> int:
     """The generator seed of ``SelectionSampler``'s order in ``epoch``: a hash of ``(seed, epoch)``, in ``[0, 2**63)``.
 
     Not ``seed + epoch``: data pipelines seed their own permutations with small integers too (the datamodules
@@ -22,10 +22,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     ``seed + 1`` then visited the corrupted samples of such a set first and the clean ones last in epoch 1, which
     trained a cleaner model than any real shuffle would.
 
+    ``stream`` names what the seed is for, so two uses of one ``(seed, epoch)`` draw unrelated numbers (the order, and
+    the training loader's worker seeds: ``"workers"``).
+
     >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(1, 0)
     True
+    >>> epoch_seed(0, 1) != epoch_seed(0, 1, "workers")
+    True
     """
-    digest = hashlib.blake2b(f"lit_robust.SelectionSampler:{int(seed)}:{int(epoch)}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"lit_robust.{stream}:{int(seed)}:{int(epoch)}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
@@ -57,6 +62,10 @@ class SelectionSampler(DistributedSampler):
         self.rank = rank
         self.drop_last = False
         self.selection: Tensor | None = None
+        #: the training loader's ``DataLoader(generator=)``, from which each of its iterators draws the workers' base
+        #: seed; :meth:`set_epoch` re-seeds it from ``(seed, epoch)``, so the workers' seeds do not depend on how many
+        #: iterators Lightning created before (two in an epoch whose loader was reloaded, one in a resumed epoch)
+        self.worker_generator: torch.Generator | None = None
         self.set_selection(selection)
 
     def set_selection(self, selection: Tensor | None) -> None:
@@ -69,6 +78,8 @@ class SelectionSampler(DistributedSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.worker_generator is not None:
+            self.worker_generator.manual_seed(epoch_seed(self.seed, epoch, "workers"))
 
     def _size(self) -> int:
         return self.n if self.selection is None else int(self.selection.numel())
