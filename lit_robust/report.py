@@ -224,7 +224,7 @@ def build_report(
 
     Returns:
         ``rank, index, *score_columns, kept, <first_dropped_column>, clean_posterior, given_label,
-        predicted_label, corrupted[, given_target, predicted_target]`` — ``None`` where a value is unknown.
+            predicted_label, corrupted[, given_target, predicted_target]`` — ``None`` where a value is unknown.
     """
     n = index.numel()
     scores = scores.detach().cpu()

@@ -115,8 +115,8 @@ def corrupt_targets(
 
     Returns:
         ``(corrupted_targets, mask, kinds)``: the targets (same shape and dtype), the boolean mask of the
-        corrupted samples, and per sample the index into :data:`TARGET_CORRUPTIONS` of the corruption
-        applied (``-1`` for clean samples; useful for ``mixture``).
+            corrupted samples, and per sample the index into :data:`TARGET_CORRUPTIONS` of the corruption
+            applied (``-1`` for clean samples; useful for ``mixture``).
 
     >>> y = torch.arange(8.0).reshape(4, 2)
     >>> y2, m, k = corrupt_targets(torch.zeros(4, 3), y, 0.5, "signflip", seed=0)

@@ -127,7 +127,12 @@ class CorruptedClassificationDataModule(_InMemorySplits):
             that remain after the validation split.
         val_size: number of validation samples (same corruption as training), ``0`` for none.
         batch_size: training batch size; evaluation loaders use ``eval_batch_size``.
+        eval_batch_size: batch size of the validation, test, prediction and scoring loaders.
+        num_workers: ``DataLoader`` worker processes (persistent when > 0; their base seeds come from a generator of
+            the loader's own, so a resumed fit draws what an uninterrupted one does).
         seed: seeds the subsample, the split and the corruption.
+
+    The default ``clean_ratio=1.0`` corrupts nothing: pass e.g. ``clean_ratio=0.7`` for 30 % wrong labels.
     """
 
     num_classes: int = 10

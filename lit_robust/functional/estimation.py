@@ -502,9 +502,9 @@ def estimate_corruption_from_predictions(
 
     Returns:
         A :class:`CorruptionEstimate` whose ``clean_posterior`` is :func:`label_clean_posterior`'s (1 where the
-        prediction agrees with the label, ``1 - eps/d`` where it does not, so that ``rate = 1 -
-        mean(clean_posterior)``), whose other fields (``two_components``, ``means``, ...) are the mixture's, and
-        whose ``reason`` starts with ``"disagreement"``.
+            prediction agrees with the label, ``1 - eps/d`` where it does not, so that ``rate = 1 -
+            mean(clean_posterior)``), whose other fields (``two_components``, ``means``, ...) are the mixture's, and
+            whose ``reason`` starts with ``"disagreement"``.
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
