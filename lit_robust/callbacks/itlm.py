@@ -29,6 +29,7 @@ from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
+from lit_robust.data.spec import datamodule_spec
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
     CorruptionEstimate,
@@ -327,6 +328,13 @@ class ITLM(Callback):
             (30 runs, ``benchmarks/results/corruption_rate_reestimate.md``): median error of the last round's
             estimate 3.04 (``True``) vs 1.68 points (``False``), mean test accuracy 89.21 vs 89.65 %; a spurious
             first estimate is kept too.
+        per_class: trim each class alike: of the ``n_c`` samples whose *given* label is ``c``, keep the
+            ``floor(alpha * n_c)`` with the smallest scores (:func:`~lit_robust.selection.rules.per_class_trim_mask`;
+            with ``keep_ratio="auto"``, ``alpha`` is ``1 -`` the one global estimate). One trim over all samples can
+            empty a rare or confusable class whose samples all score high (a newcomer's rare classes, half moved
+            into frequent ones: 0 of their samples kept, test accuracy 0 on them; with ``per_class`` 0.40-0.46); but
+            where a class's labels are mostly wrong (uniform flips into a rare class), it keeps mostly wrong labels
+            of that class. Needs integer class labels (refused at setup for a datamodule that yields others).
         auto_margin: :math:`m \in [0, 0.5)`, dropped on top of the estimate (``keep_ratio="auto"`` only).
             Default 0: keep exactly the estimated clean fraction, as ITLM with a known :math:`\varepsilon`
             would; a positive margin trades clean samples for a purer selection when the estimate may be low.
@@ -539,6 +547,11 @@ class ITLM(Callback):
             return
         require_mixin(self._title, pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
         warn_if_mixed_lightning(trainer)
+        spec = datamodule_spec(trainer)
+        if self.per_class and spec is not None and spec.target != "class":
+            # before round 0 trains (a newcomer's regression was refused only at round 1)
+            raise ValueError(f"`per_class=True` trims each class by its given label, but {spec.source} yields "
+                             f"{spec.target} targets, not class labels; use per_class=False.")
         self._reset_fit_state()  # an earlier fit's rounds do not carry over (a resumed fit restores its own)
         self._checked_per_sample = False
         self._trained_this_fit = False
@@ -952,6 +965,8 @@ class ITLM(Callback):
                                f"more than the {clean} ({clean / n:.1%}) the ground truth flags as clean: the "
                                f"selection is at most {clean / kept:.1%} clean. Use keep_ratio <= {clean / n:.3g} "
                                "(a little below the clean share), or keep_ratio='auto'.")
+        if not self.per_class:
+            self._note_emptied_classes(round_, selection, n)
         if self.plot:
             # the histograms need every score: gathered only when a plot is wanted
             all_index = distributed.all_gather_cat(index)
@@ -1005,13 +1020,39 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(given.long()).cpu(),
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
+    def _note_emptied_classes(self, round_: int, selection: Tensor, n: int) -> None:
+        """Warn once per fit when one trim keeps a class far below the overall share (the dataset's labels, where it
+        holds them: ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor)."""
+        if "emptied classes" in self._said or not n or not selection.numel():
+            return
+        ds = getattr(getattr(self, "_train_loader", None), "dataset", None)
+        labels = getattr(ds, "targets", None)
+        inner = getattr(ds, "dataset", None)
+        if labels is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
+            labels = inner.tensors[1]
+        labels = integer_labels(labels)
+        if labels is None or labels.numel() != n or int(labels.min()) < 0:
+            return
+        labels = labels.cpu()
+        counts = torch.bincount(labels)
+        kept = torch.bincount(labels[selection.cpu()], minlength=counts.numel())
+        overall = selection.numel() / n
+        low = [c for c in range(counts.numel()) if counts[c] >= 10 and kept[c] < 0.25 * overall * counts[c]]
+        if low:
+            self._said.add("emptied classes")
+            listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {c}" for c in low[:3])
+            rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(low) > 3 else ''}, "
+                           f"against {overall:.0%} overall: one trim can empty a rare or confusable class whose samples "
+                           "all score high. `ITLM(per_class=True)` keeps the same share of every class.")
+
     def _check_labels(self, labels: Tensor | None, round_: int, device: torch.device) -> None:
         """``per_class=True`` needs integer class labels on every rank (a collective)."""
         ok = torch.tensor([labels is not None], device=device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
             raise ValueError(f"ITLM round {round_}: `per_class=True` trims each class by its given label, but the "
-                             "training targets are not integer class labels (a regression's or a GAN's are not); "
-                             "use per_class=False.")
+                             "training targets are not integer class labels (a regression's or a GAN's are not; "
+                             "class labels stored as floats, e.g. 3.0: cast them to torch.long); use per_class=False "
+                             "otherwise.")
 
     def _found_estimate(self) -> float | None:
         """The first positive estimate of an earlier round (from the checkpointed history), or None."""
