@@ -160,3 +160,22 @@ def test_resume_with_loader_workers_equals_the_uninterrupted_fit(tmp_path, owner
     for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
     assert [asdict(r) for r in resumed_keeper.history] == [asdict(r) for r in full_keeper.history]
+
+
+def test_a_module_restores_the_random_state_only_in_a_resumed_fit():
+    """`CoTeaching`/`RCA` load a checkpoint for test/validate/predict and through `load_from_checkpoint` too: only a
+    resumed fit may move the process's random state."""
+    from types import SimpleNamespace
+
+    from lit_robust._backend import TrainerFn
+    from lit_robust.callbacks._resume import restore_random_state_in_fit
+
+    saved = random_state()
+    torch.rand(3)  # move on from the saved state
+    for trainer in (None, SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING))):
+        before = torch.get_rng_state()
+        restore_random_state_in_fit(SimpleNamespace(_trainer=trainer), saved)
+        assert torch.equal(torch.get_rng_state(), before)
+    restore_random_state_in_fit(SimpleNamespace(_trainer=SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))),
+                                saved)
+    assert torch.equal(torch.get_rng_state(), saved["torch"])

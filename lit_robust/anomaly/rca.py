@@ -17,11 +17,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lit_robust._backend import TrainerFn, rank_zero_warn
+from lit_robust._backend import rank_zero_warn
 from lit_robust._checks import check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
-from lit_robust.callbacks._resume import random_state, restore_random_state
+from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
 from lit_robust.callbacks.batch_filter import warmup_outlasts_fit
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
@@ -304,8 +304,7 @@ class RCA(ModuleReport, AnomalyDetector):
         if self._auto is not None and "rca_auto_drop" in checkpoint:
             self._auto.load_state_dict(checkpoint["rca_auto_drop"])
         self._report.load_state_dict(checkpoint.get("rca_report"))  # absent from checkpoints before the report
-        if self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING:  # a resumed fit only
-            restore_random_state(checkpoint.get("rca_random_state"))  # see random_state
+        restore_random_state_in_fit(self, checkpoint.get("rca_random_state"))
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Mean over ``test_passes`` dropout passes of the two autoencoders' mean error (Alg. 1, testing phase)."""

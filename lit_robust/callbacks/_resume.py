@@ -13,7 +13,7 @@ import torch
 from lit_robust._backend import TrainerFn
 from lit_robust.selection import distributed
 
-__all__ = ["check_resumable", "random_state", "restore_random_state"]
+__all__ = ["check_resumable", "random_state", "restore_random_state", "restore_random_state_in_fit"]
 
 
 def random_state() -> dict[str, Any] | None:
@@ -83,3 +83,12 @@ def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> 
                          "depend on them). Resume with those arguments, or start a new fit (no `ckpt_path`) from the "
                          "checkpoint's weights, e.g. `MyModel.load_from_checkpoint(path)`.")
     return True
+
+
+def restore_random_state_in_fit(module: Any, state: dict[str, Any] | None) -> None:
+    """:func:`restore_random_state` from a LightningModule's ``on_load_checkpoint`` (``CoTeaching``, ``RCA``): only in a
+    resumed fit, not when the checkpoint is loaded for ``test``/``validate``/``predict`` or by ``load_from_checkpoint``
+    (no trainer), which must leave the process's random state alone."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+        restore_random_state(state)

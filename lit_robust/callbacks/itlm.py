@@ -607,10 +607,6 @@ class ITLM(Callback):
         assert self._sampler is not None
         self._sampler.n = n
         self._sampler.set_selection(self._selection)
-        if self._patch is not None:
-            # Lightning sets the epoch after creating the iterator, and with workers the iterator draws its first
-            # indices at once: a resumed fit's first epoch took the order of epoch 0 (a newcomer's num_workers=2)
-            self._sampler.set_epoch(self._patch.trainer.fit_loop.epoch_progress.current.processed)
         self._train_loader = loader
         return with_sampler(loader, self._sampler, generator=self._loader_generator)
 

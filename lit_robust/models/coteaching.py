@@ -10,10 +10,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._backend import TrainerFn, mismatch_advice, pl, rank_zero_warn
+from lit_robust._backend import mismatch_advice, pl, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
-from lit_robust.callbacks._resume import random_state, restore_random_state
+from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
     select_in_batch,
@@ -389,8 +389,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         state = checkpoint.get("co_teaching")
         if state is None:
             return
-        if self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING:  # a resumed fit only
-            restore_random_state(state.get("random"))  # see random_state
+        restore_random_state_in_fit(self, state.get("random"))
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
         self._counters = None if state["counters"] is None else torch.tensor(state["counters"], dtype=torch.int64)
         self._warned_small = state["warned_small"]
