@@ -9,8 +9,11 @@ uniformly (random), or none (clean); an MLP (one hidden layer of 128, ``--hidden
 data is plain training, so the clean row runs ``"auto"`` only) or ``"auto"`` (default estimator), each with
 ``per_class`` off and on; plain = the same MLP trained as many epochs on every sample. Per run: clean test accuracy (the
 10,000 test images), the final selection's smallest per-class kept share (by given label) and its clean precision.
-Seeds 0-2. ``--quick``: seed 0, pair-swap and random only, 2,000 images, 2 epochs per round; ``--smoke`` as quick in
-one process. Full mode writes ``results/itlm_per_class.md`` (+ ``.json``); the last line printed is one JSON object.
+Seeds 0-2. ``--data mnist`` / ``digits`` run the same on the offline MNIST 6,000 or scikit-learn's digits (1,300
+training images, rounds of 10 epochs, batch 64), and ``--rates`` several noise rates (e.g. ``0.1 0.2 0.3 0.4 0.45``,
+the rows of ``corruption_rate.py``; pair swaps are FashionMNIST's). ``--quick``: seed 0, pair-swap and random only,
+2,000 images, 2 epochs per round; ``--smoke`` as quick in one process. Full mode writes ``results/itlm_per_class.md``
+(+ ``.json``); the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from harness import Benchmark, main, md_table, quiet, trainer  # noqa: E402
 # FashionMNIST's confusable pairs: T-shirt/shirt, trouser/dress, pullover/coat, sandal/bag, sneaker/ankle boot
 PAIRS = torch.tensor([6, 3, 4, 1, 2, 8, 0, 9, 5, 7])
 KINDS = ("pairs", "systematic", "random", "clean")
+DATA = {"fashion": "FashionMNIST", "mnist": "MNIST", "digits": "digits"}
 VARIANTS = ("plain", "true", "true per_class", "auto", "auto per_class")
 
 
@@ -37,7 +41,8 @@ VARIANTS = ("plain", "true", "true per_class", "auto", "auto per_class")
 class Protocol:
     seeds: tuple[int, ...] = (0, 1, 2)
     kinds: tuple[str, ...] = KINDS
-    rate: float = 0.2
+    rates: tuple[float, ...] = (0.2,)  # --rates; the clean row runs once, at 0
+    data: str = "fashion"  # --data
     train_size: int = 6000
     round_epochs: tuple[int, ...] = (4, 4, 4)  # round 0 on every sample + re-initialised rounds (--round-epochs)
     hidden: int = 128  # --hidden
@@ -49,33 +54,46 @@ FULL = Protocol()
 QUICK = Protocol(seeds=(0,), kinds=("pairs", "random"), train_size=2000, round_epochs=(2, 2))
 
 
+def _rows(settings: dict) -> list[tuple[str, float]]:
+    """(noise, rate) of each table row: every noise at every rate, the clean row once at 0 (saved runs from before
+    ``--rates`` carry one ``rate``)."""
+    rates = settings.get("rates", [settings.get("rate")])
+    return [(kind, 0.0) if kind == "clean" else (kind, rate) for kind in settings["kinds"]
+            for rate in ([0.0] if kind == "clean" else rates)]
+
+
 def tasks(p: Protocol, args: Any) -> list[dict]:
     out = []
-    for kind in p.kinds:
+    for kind, rate in _rows(p.__dict__):
         for seed in p.seeds:
             for variant in VARIANTS:
                 if kind == "clean" and variant.startswith("true"):
                     continue  # keep_ratio 1.0 is plain training
-                out.append({"kind": kind, "seed": seed, "variant": variant, "data_root": args.data_root,
-                             "settings": p.__dict__})
+                out.append({"kind": kind, "rate": rate, "seed": seed, "variant": variant,
+                            "data_root": args.data_root, "settings": p.__dict__})
     return out
 
 
-def _data(kind: str, seed: int, p: Protocol, root: str) -> Any:
-    """The datamodule with ``kind`` noise applied to its training labels in place (and its ``corrupted`` flags)."""
-    from lit_robust import FashionMNISTDataModule, corrupt_labels
+def _data(kind: str, rate: float, seed: int, p: Protocol, root: str) -> Any:
+    """The datamodule with ``kind`` noise at ``rate`` applied to its training labels in place (and its
+    ``corrupted`` flags)."""
+    from lit_robust import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, corrupt_labels
 
-    dm = FashionMNISTDataModule(root=root, train_size=p.train_size, batch_size=p.batch_size, clean_ratio=1.0,
-                                val_size=0, seed=seed)
+    common = dict(clean_ratio=1.0, val_size=0, seed=seed)
+    if p.data == "digits":
+        dm = DigitsDataModule(batch_size=p.batch_size, **common)
+    else:
+        cls = FashionMNISTDataModule if p.data == "fashion" else MNISTDataModule
+        dm = cls(root=root, train_size=p.train_size, batch_size=p.batch_size, **common)
     dm.setup("fit")
     ds = dm.train_set
     y = ds.targets.clone()
     if kind == "clean":
         noisy, corrupted = y, torch.zeros(y.numel(), dtype=torch.bool)
     elif kind == "pairs":
-        noisy, corrupted = corrupt_labels(y, 1.0 - p.rate, "systematic", num_classes=10, seed=seed, mapping=PAIRS)
+        noisy, corrupted = corrupt_labels(y, 1.0 - rate, "systematic", num_classes=10, seed=seed, mapping=PAIRS)
     else:
-        noisy, corrupted = corrupt_labels(y, 1.0 - p.rate, kind, num_classes=10, seed=seed)
+        noisy, corrupted = corrupt_labels(y, 1.0 - rate, kind, num_classes=10, seed=seed)
     ds.targets, ds.corrupted = noisy, corrupted
     return dm
 
@@ -89,19 +107,19 @@ def run_one(task: dict) -> dict:
     quiet()
     torch.set_num_threads(1)
     p = Protocol(**task["settings"])
-    dm = _data(task["kind"], task["seed"], p, task["data_root"])
+    dm = _data(task["kind"], task["rate"], task["seed"], p, task["data_root"])
     pl.seed_everything(task["seed"], verbose=False)
-    model = ImageClassifier(backbone="mlp", image_size=28, hidden=p.hidden, lr=p.lr)
+    model = ImageClassifier(backbone="mlp", image_size=8 if p.data == "digits" else 28, hidden=p.hidden, lr=p.lr)
     variant = task["variant"]
     itlm = None
     if variant != "plain":
-        keep = "auto" if variant.startswith("auto") else 1.0 - p.rate
+        keep = "auto" if variant.startswith("auto") else 1.0 - task["rate"]
         itlm = ITLM(keep_ratio=keep, round_epochs=list(p.round_epochs), seed=task["seed"],
                     per_class=variant.endswith("per_class"), verbose=False, plot=False, report=False)
     t = trainer(sum(p.round_epochs), [] if itlm is None else [itlm])
     t.fit(model, train_dataloaders=dm.train_dataloader())
     acc = float(t.test(model, dm, verbose=False)[0]["test_acc"])
-    out = {key: task[key] for key in ("kind", "seed", "variant")}
+    out = {key: task[key] for key in ("kind", "rate", "seed", "variant")}
     out["acc"] = acc
     if itlm is not None:
         labels, corrupted = dm.train_set.targets, dm.train_set.corrupted
@@ -124,43 +142,72 @@ def _cell(rows: list[dict], key: str, scale: float = 100.0, digits: int = 1) -> 
     return "–" if m is None else f"{scale * m:.{digits}f}"
 
 
+def _label(kind: str, rate: float) -> str:
+    return f"{kind} {round(100 * rate)}"
+
+
+def _runs(saved: dict, kind: str, rate: float, variant: str) -> list[dict]:
+    """One table row's runs of one variant, by seed (results from before ``--rates`` carry no ``rate``)."""
+    old = saved["settings"].get("rate")
+    return sorted((r for r in saved["results"] if r["kind"] == kind
+                   and r.get("rate", 0.0 if kind == "clean" else old) == rate
+                   and r["variant"] == variant), key=lambda r: r["seed"])
+
+
 def _paired(saved: dict) -> dict[str, dict[str, float]]:
-    """Per noise and ``keep_ratio``: mean over seeds of (per_class - one trim) test accuracy, in points."""
+    """Per row and ``keep_ratio``: mean over seeds of (per_class - one trim) test accuracy, in points."""
     out: dict[str, dict[str, float]] = {}
-    for kind in saved["settings"]["kinds"]:
+    for kind, rate in _rows(saved["settings"]):
         for base in ("true", "auto"):
-            one = {r["seed"]: r["acc"] for r in saved["results"] if r["kind"] == kind and r["variant"] == base}
-            per = {r["seed"]: r["acc"] for r in saved["results"]
-                   if r["kind"] == kind and r["variant"] == f"{base} per_class"}
+            one = {r["seed"]: r["acc"] for r in _runs(saved, kind, rate, base)}
+            per = {r["seed"]: r["acc"] for r in _runs(saved, kind, rate, f"{base} per_class")}
             if one and per:
-                out.setdefault(kind, {})[base] = round(100 * statistics.fmean(per[s] - one[s] for s in one), 2)
+                out.setdefault(_label(kind, rate), {})[base] = round(
+                    100 * statistics.fmean(per[s] - one[s] for s in one), 2)
     return out
 
 
 def render(saved: dict) -> str:
-    p, m, res = saved["settings"], saved["meta"], saved["results"]
-    body = []
-    for kind in p["kinds"]:
+    p, m = saved["settings"], saved["meta"]
+    body, diffs = [], []
+    for kind, rate in _rows(p):
         for variant in VARIANTS:
-            rows = [r for r in res if r["kind"] == kind and r["variant"] == variant]
+            rows = _runs(saved, kind, rate, variant)
             if not rows:
                 continue
-            per_seed = ", ".join(f"{100 * r['acc']:.1f}" for r in sorted(rows, key=lambda r: r["seed"]))
-            body.append([kind, variant, _cell(rows, "acc"), per_seed, _cell(rows, "min_class_kept", digits=0),
-                         _cell(rows, "clean_precision"), _cell(rows, "eps_hat")])
-    table = md_table(["noise (20 %)", "ITLM", "test acc %", "per seed", "smallest class kept %",
+            per_seed = ", ".join(f"{100 * r['acc']:.1f}" for r in rows)
+            body.append([kind, f"{100 * rate:.0f}", variant, _cell(rows, "acc"), per_seed,
+                         _cell(rows, "min_class_kept", digits=0), _cell(rows, "clean_precision"),
+                         _cell(rows, "eps_hat")])
+    paired, pair_rows = _paired(saved), []
+    for kind, rate in _rows(p):
+        by_base = paired.get(_label(kind, rate), {})
+        diffs += list(by_base.values())
+        cells = [kind, f"{100 * rate:.0f}"]
+        for base in ("true", "auto"):
+            cells += [_cell(_runs(saved, kind, rate, base), "acc"),
+                      _cell(_runs(saved, kind, rate, f"{base} per_class"), "acc"),
+                      f"{by_base[base]:+.1f}" if base in by_base else "–"]
+        pair_rows.append(cells)
+    ahead, behind = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    table = md_table(["noise", "ε %", "ITLM", "test acc %", "per seed", "smallest class kept %",
                       "selection clean %", "ε̂ %"], body)
+    pair_table = md_table(["noise", "ε %", "true", "true per_class", "Δ", "auto", "auto per_class", "Δ"], pair_rows)
+    name = DATA[p.get("data", "fashion")]
     return "\n".join([
-        f"# ITLM: one trim vs `per_class=True` (FashionMNIST {p['train_size']}, MLP of {p['hidden']}, rounds of "
-        f"{list(p['round_epochs'])} epochs)", "",
-        "`true` = `ITLM(keep_ratio=0.8)`, `auto` = `ITLM(keep_ratio='auto')` (default estimator); `per_class` trims "
-        "each class by its given label to the same share. Mean over seeds "
+        f"# ITLM: one trim vs `per_class=True` ({name} {p['train_size'] if name != 'digits' else 1300}, MLP of "
+        f"{p['hidden']}, rounds of {list(p['round_epochs'])} epochs)", "",
+        "`true` = `ITLM(keep_ratio=1 − ε)`, `auto` = `ITLM(keep_ratio='auto')` (default estimator); `per_class` "
+        "trims each class by its given label to the same share. Mean over seeds "
         f"{list(p['seeds'])}; *smallest class kept* = the final selection's smallest share of one class's samples "
         "(by given label). Settings: benchmarks/itlm_per_class.py.", "",
         *table, "",
-        "per_class − one trim, test accuracy (points, mean of the seeds' differences): "
-        + "; ".join(f"{kind} {', '.join(f'{base} {d:+.1f}' for base, d in diffs.items())}"
-                    for kind, diffs in _paired(saved).items()) + ".", "",
+        "Test accuracy %, one trim against `per_class` (Δ = per_class − one trim, points, mean of the seeds' "
+        "differences):", "",
+        *pair_table, "",
+        f"per_class ahead in {ahead}, behind in {behind} of {len(diffs)} (row, keep_ratio) pairs; mean Δ "
+        f"{statistics.fmean(diffs):+.2f} points, range {min(diffs):+.1f} to {max(diffs):+.1f}." if diffs else "",
+        "",
         f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
         f"date {m['date']}; torch {m['torch']}.", "",
         f"Reproduce: `{m['command']}` {harness.reproduce_note(saved, 'itlm_per_class.json')}.", ""])
@@ -168,15 +215,15 @@ def render(saved: dict) -> str:
 
 def headline(saved: dict) -> dict:
     out: dict[str, Any] = {}
-    for kind in saved["settings"]["kinds"]:
+    for kind, rate in _rows(saved["settings"]):
         row = {}
         for variant in VARIANTS:
-            rows = [r for r in saved["results"] if r["kind"] == kind and r["variant"] == variant]
+            rows = _runs(saved, kind, rate, variant)
             if rows:
                 acc, low = _mean(rows, "acc"), _mean(rows, "min_class_kept")
                 row[variant] = {"acc": round(100 * acc, 2),
                                 "min_class_kept": None if low is None else round(100 * low, 1)}
-        out[kind] = row
+        out[_label(kind, rate)] = row
     out["per_class_minus_one_trim_points"] = _paired(saved)
     return out
 
@@ -185,6 +232,13 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--round-epochs", type=int, nargs="+", default=None,
                         help="epochs of each ITLM round (default: 4 4 4; plain training trains their sum)")
     parser.add_argument("--hidden", type=int, default=None, help="the MLP's hidden width (default 128)")
+    parser.add_argument("--data", choices=sorted(DATA), default=None,
+                        help="fashion (default: a 6,000 subset), mnist (the offline 6,000) or digits (scikit-learn's; "
+                             "rounds of 10 epochs and batch 64 unless given)")
+    parser.add_argument("--rates", type=float, nargs="+", default=None,
+                        help="noise rates of the noisy rows, each in (0, 0.5) (default: 0.2)")
+    parser.add_argument("--kinds", nargs="+", default=None,
+                        help=f"rows among {list(KINDS)} (default: all; pairs only with FashionMNIST)")
 
 
 def configure(s: Protocol, args: Any) -> Protocol:
@@ -198,6 +252,19 @@ def configure(s: Protocol, args: Any) -> Protocol:
         if args.hidden < 1:
             raise SystemExit(f"`--hidden` must be an integer >= 1, got {args.hidden}")
         s = replace(s, hidden=args.hidden)
+    if args.rates is not None:
+        if any(not 0.0 < r < 0.5 for r in args.rates):
+            raise SystemExit(f"`--rates` must each be in (0, 0.5), got {args.rates}")
+        s = replace(s, rates=tuple(args.rates))
+    if args.data is not None and args.data != "fashion":
+        s = replace(s, data=args.data, kinds=tuple(k for k in s.kinds if k != "pairs"))
+        if args.data == "digits":
+            s = replace(s, batch_size=64, round_epochs=tuple(args.round_epochs or (10,) * len(s.round_epochs)))
+    if args.kinds is not None:
+        allowed = KINDS if s.data == "fashion" else tuple(k for k in KINDS if k != "pairs")
+        if not args.kinds or any(k not in allowed for k in args.kinds):
+            raise SystemExit(f"`--kinds` must be among {list(allowed)} with --data {s.data}, got {args.kinds}")
+        s = replace(s, kinds=tuple(args.kinds))
     return s
 
 

@@ -574,9 +574,9 @@ def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
 def test_itlm_per_class_smoke_ends_with_headline_json():
     summary = _last_json(_smoke("itlm_per_class"))
     assert summary["benchmark"] == "itlm_per_class" and summary["mode"] == "smoke"
-    assert set(summary["pairs"]) == {"plain", "true", "true per_class", "auto", "auto per_class"}
-    assert summary["pairs"]["true per_class"]["min_class_kept"] >= 79.0  # every class keeps ~80 % (floors)
-    assert set(summary["per_class_minus_one_trim_points"]["random"]) == {"true", "auto"}
+    assert set(summary["pairs 20"]) == {"plain", "true", "true per_class", "auto", "auto per_class"}
+    assert summary["pairs 20"]["true per_class"]["min_class_kept"] >= 79.0  # every class keeps ~80 % (floors)
+    assert set(summary["per_class_minus_one_trim_points"]["random 20"]) == {"true", "auto"}
 
 
 def test_itlm_per_class_rejects_bad_options():
@@ -585,3 +585,25 @@ def test_itlm_per_class_rejects_bad_options():
         mod.main(mod.BENCHMARK, ["--smoke", "--round-epochs", "4"])
     with pytest.raises(SystemExit, match=r"`--hidden` must be an integer >= 1, got 0"):
         mod.main(mod.BENCHMARK, ["--smoke", "--hidden", "0"])
+    with pytest.raises(SystemExit, match=r"`--rates` must each be in \(0, 0.5\), got \[0.2, 0.5\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--rates", "0.2", "0.5"])
+    with pytest.raises(SystemExit, match=r"`--kinds` must be among \['systematic', 'random', 'clean'\] with --data "
+                                         r"mnist, got \['pairs'\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--data", "mnist", "--kinds", "pairs"])
+
+
+def test_itlm_per_class_runs_other_data_at_several_rates(tmp_path):
+    """``--data digits --rates``: one row per noise and rate (clean once), each with its own true keep_ratio."""
+    mod = _load("itlm_per_class")
+    out = tmp_path / "pc.md"
+    summary = mod.main(mod.BENCHMARK, ["--smoke", "--data", "digits", "--kinds", "random", "clean", "--rates", "0.1",
+                                       "0.3", "--round-epochs", "1", "1", "--out", str(out)])
+    assert set(summary["per_class_minus_one_trim_points"]) == {"random 10", "random 30", "clean 0"}
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["settings"]["data"] == "digits" and saved["settings"]["batch_size"] == 64
+    rows = {(r["kind"], r["rate"]) for r in saved["results"]}
+    assert rows == {("random", 0.1), ("random", 0.3), ("clean", 0.0)}
+    kept = {r["rate"]: r["kept"] for r in saved["results"] if r["variant"] == "true"}
+    assert kept == {0.1: 1170, 0.3: 910}  # (1 - rate) of digits' 1,300 training images
+    text = out.read_text()
+    assert "# ITLM: one trim vs `per_class=True` (digits 1300" in text and "| random | 30 | true |" in text
