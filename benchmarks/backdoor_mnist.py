@@ -173,7 +173,8 @@ def run_watermark(task: dict) -> dict:
     callbacks: list[Any] = [metrics]
     if task["method"] == "itlm":
         rounds = [s.wm_early_epochs] * s.wm_early_rounds + [s.wm_final_epochs]
-        itlm = lr.ITLM(keep_ratio=s.wm_keep_ratio, round_epochs=rounds, verbose=False, plot=False, seed=task["seed"])
+        itlm = lr.ITLM(keep_ratio=s.wm_keep_ratio, round_epochs=rounds, verbose=False, plot=False, seed=task["seed"],
+                       per_class=task.get("per_class", False))  # itlm_per_class_backdoor.py's second column
         callbacks.append(itlm)
         epochs = sum(rounds)
     else:

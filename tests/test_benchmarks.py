@@ -579,6 +579,15 @@ def test_itlm_per_class_smoke_ends_with_headline_json():
     assert set(summary["per_class_minus_one_trim_points"]["random 20"]) == {"true", "auto"}
 
 
+def test_itlm_per_class_backdoor_smoke_ends_with_headline_json():
+    """One trim vs per_class under a single-target watermark: both columns, each with its ASR and dropped share."""
+    summary = _last_json(_smoke("itlm_per_class_backdoor"))
+    assert summary["benchmark"] == "itlm_per_class_backdoor" and summary["mode"] == "smoke"
+    row = summary["X 1 → 2"]
+    assert set(row) == {"one_trim", "per_class"}
+    assert all(0 <= v["asr"] <= 100 and 0 <= v["dropped_poisoned"] <= 100 for v in row.values())
+
+
 def test_itlm_per_class_rejects_bad_options():
     mod = _load("itlm_per_class")
     with pytest.raises(SystemExit, match=r"`--round-epochs` must be two or more integers >= 1, got \[4\]"):
