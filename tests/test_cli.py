@@ -450,6 +450,30 @@ def test_demo_no_auto_skips_the_auto_run(capsys):
     assert "ITLM auto" not in out and "itlm_auto_acc" not in summary and "itlm_acc" in summary
 
 
+def test_demo_per_class_trims_each_class_in_both_itlm_runs(capsys, monkeypatch):
+    """``--per-class``: the README's per-class figure for the demo's own runs is one flag away (a reproducer could
+    not re-run it)."""
+    import lit_robust.demo as demo
+
+    made = []
+
+    class Recording(demo.ITLM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(demo, "ITLM", Recording)
+    main(["demo", "--seeds", "0", "--early-rounds", "1", "--early-epochs", "1", "--final-epochs", "1", "--per-class"])
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["per_class"] is True and "ITLM per class α=0.55" in out and "per_class=True" in out
+    assert [(m.keep_ratio, m.per_class) for m in made] == [(0.55, True), ("auto", True)]
+    # each class keeps floor(0.55 n_c) of its given labels
+    labels = made[0]._train_loader.dataset.targets
+    kept = torch.bincount(labels[made[0].selection], minlength=10)
+    assert kept.tolist() == [int(0.55 * c) for c in torch.bincount(labels, minlength=10).tolist()]
+
+
 def test_module_entry_point_help():
     # `python -m lit_robust --help`, forked from a server that has imported torch (tests/_script_runner.py)
     out = _script_runner.run(["-m", "lit_robust", "--help"], cwd=os.getcwd(), env=dict(os.environ), repo=REPO,

@@ -459,3 +459,25 @@ def test_per_class_with_a_regression_datamodule_is_refused_before_training(tmp_p
                                          r"SyntheticRegressionDataModule yields regression targets, not class labels"):
         tiny_trainer(tmp_path, 2, [itlm]).fit(model, SyntheticRegressionDataModule(n=50, dim=5, n_test=10))
     assert itlm.history == []  # nothing trained
+
+
+def test_a_round_that_does_not_divide_among_the_processes_is_said_once(monkeypatch):
+    """Under DDP the sampler pads an uneven share with repeated samples; ITLM says so once per fit (a DDP newcomer's
+    ``"auto"`` and ``per_class`` runs diverged from one process's without a hint)."""
+    from lit_robust.selection.samplers import SelectionSampler
+
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+    itlm._sampler = SelectionSampler(12, num_replicas=3, rank=0)
+    itlm._note_padding(12)
+    assert said == []
+    itlm._note_padding(11)
+    itlm._note_padding(10)
+    assert said == ["ITLM round 0: its 11 training samples do not divide among 3 processes: each epoch repeats 1 of "
+                    "them to even the shares, so the training differs slightly from a run on another number of "
+                    "processes (the selection does not)."]
+    itlm._sampler = SelectionSampler(11, num_replicas=1, rank=0)
+    itlm._said = set()
+    itlm._note_padding(11)  # one process: nothing to pad
+    assert len(said) == 1

@@ -60,6 +60,7 @@ class CheckAgainstOneProcess(pl.Callback):
         if trainer.global_rank == 0:
             with open(self.out, "w") as f:
                 json.dump({"records": self.records, "selection": self.itlm.selection.tolist(),
+                       "said_padding": "padding" in self.itlm._said,
                            "history": [r.kept for r in self.itlm.history],
                            "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()]}, f)
 
@@ -97,6 +98,7 @@ def test_ddp_per_class_selection_equals_one_process(tmp_path):
     run = ddp_fit(tmp_path, "per_class", strategy=ddp_cpu_strategy(), per_class=True)
     assert [r["round"] for r in run["records"]] == [1, 2]
     assert all(r["equal"] for r in run["records"]), run["records"]
+    assert run["said_padding"]  # 241 samples over 2 ranks: the sampler repeats one, and ITLM says so
 
 
 DDP_SCRIPT = '''

@@ -607,6 +607,7 @@ class ITLM(Callback):
         assert self._sampler is not None
         self._sampler.n = n
         self._sampler.set_selection(self._selection)
+        self._note_padding(n if self._selection is None else int(self._selection.numel()))
         self._train_loader = loader
         return with_sampler(loader, self._sampler, generator=self._loader_generator)
 
@@ -986,6 +987,18 @@ class ITLM(Callback):
         self._current = rec
         if self._sampler is not None:
             self._sampler.set_selection(selection)
+
+    def _note_padding(self, size: int) -> None:
+        """Under DDP, say once per fit when this round's training set does not divide among the processes: the
+        sampler then repeats a few samples each epoch, so the training (not the selection) differs from a run on
+        another number of processes (a DDP newcomer met it with ``"auto"`` and ``per_class``, whose kept counts
+        the user cannot choose)."""
+        world = self._sampler.num_replicas if self._sampler is not None else 1
+        if world > 1 and size % world:
+            self._say_once("padding", f"ITLM round {self._round}: its {size} training samples do not divide among "
+                           f"{world} processes: each epoch repeats {world - size % world} of them to even the "
+                           "shares, so the training differs slightly from a run on another number of processes "
+                           "(the selection does not).")
 
     def _say_once(self, key: str, message: str) -> None:
         """An info line said once per fit: every round would repeat it (a newcomer's 4-round fit said both 3 times)."""
