@@ -99,6 +99,36 @@ def test_networks_start_apart_and_seeded():
     assert not torch.equal(w(a.net2), w(CoTeaching(TinyModel(), seed=4).net2))
 
 
+def test_a_model_built_under_the_peers_seed_still_gets_a_distinct_peer(monkeypatch):
+    """``seed_everything(1)`` then ``CoTeaching(model, seed=1)``: re-drawing with 1 gives the model itself, and
+    Co-teaching would run as one network's small-loss filter (a newcomer's runs equalled SPL's exactly)."""
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.models.coteaching.rank_zero_info", said.append)
+    w = lambda net: torch.cat([p.flatten() for p in net.parameters()])  # noqa: E731
+    pl.seed_everything(1, verbose=False)
+    model = TinyModel()
+    probe = copy.deepcopy(model)
+    probe.reinitialize(1)
+    assert torch.equal(w(probe), w(model))  # the coincidence itself
+    co = CoTeaching(model, seed=1)
+    assert not torch.equal(w(co.net1), w(co.net2)) and co._peer_seed == 2
+    probe.reinitialize(2)
+    assert torch.equal(w(co.net2), w(probe))  # deterministic: the next seed
+    assert said == ["CoTeaching: the second network drawn with seed=1 started identical to the model given (built "
+                    "under the same global seed); drawn with seed=2 instead."]
+    pl.seed_everything(5, verbose=False)
+    assert CoTeaching(TinyModel(), seed=1)._peer_seed == 1 and len(said) == 1  # no coincidence: unchanged
+
+
+def test_a_model_whose_reinitialize_draws_nothing_new_is_refused():
+    class Fixed(TinyModel):
+        def reinitialize(self, seed):
+            pass
+
+    with pytest.raises(ValueError, match=r"second network must start apart .* seeds 1\.\.9 gave the same parameters"):
+        CoTeaching(Fixed(), seed=1)
+
+
 def test_history_counts_corrupted_rejects(tmp_path):
     co = SpyCoTeaching(TinyModel(), rule="spl", drop_ratio=0.25, warmup_epochs=0)
     data = BlobsData(n=96, batch_size=16)

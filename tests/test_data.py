@@ -75,6 +75,10 @@ def test_indexed_dataset_length_checks():
         IndexedDataset(base, targets=[0, 1])
     with pytest.raises(ValueError, match=r"`corrupted` must be a 1-D mask with one entry per sample \(3\)"):
         IndexedDataset(base, corrupted=torch.zeros(4, dtype=torch.bool))
+    # a newcomer's crowd-sourced labels as strings got torch's "too many dimensions 'str'"
+    with pytest.raises(ValueError, match=r"`targets` must be numbers, one per sample .* got str entries such as "
+                                         r"'class_0': map them to integers first"):
+        IndexedDataset(base, targets=["class_0", "class_1", "class_0"])
 
 
 def test_digits_datamodule_noise_and_splits():

@@ -123,6 +123,7 @@ def test_schedule_and_clipping():
     assert auto_drop_ratio(0.2, 0.1) == (pytest.approx(0.3), None)
     r, note = auto_drop_ratio(0.45, 0.1)
     assert r == 0.49 and "clipped to 0.49" in note
+    assert "the model had not learned yet when it was made: too few steps" in note
     r, note = auto_drop_ratio(0.7, 0.0, cap=0.99)
     assert r == 0.7 and note is None
     r, note = auto_drop_ratio(math.nan)

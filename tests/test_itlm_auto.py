@@ -177,6 +177,7 @@ def test_auto_keep_count_clips():
     assert auto_keep_count(200, 0.25, 0.1) == (130, None)
     k, note = auto_keep_count(10, 0.9)
     assert k == 5 and "clipped to 0.5" in note
+    assert "the model had not learned yet when it was made: too few steps" in note  # a newcomer's one-step epochs
     k, note = auto_keep_count(3, 0.4, 0.3)
     assert k == 1 and "keeping 1" in note
     assert auto_keep_count(1000, 0.29)[0] == 710  # floored like keep_count: no 709 from binary floating point

@@ -53,7 +53,7 @@ from lit_robust.report import (
     write_report,
 )
 from lit_robust.selection import distributed
-from lit_robust.selection.auto_drop import nothing_found_note, report_pointer
+from lit_robust.selection.auto_drop import UNLEARNT_NOTE, nothing_found_note, report_pointer
 from lit_robust.selection.rules import keep_count, scatter_scores
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
@@ -108,13 +108,15 @@ def auto_keep_count(n: int, rate: float, margin: float = 0.0) -> tuple[int, str 
     ``floor((1 - rate - margin) * n)`` (as :func:`~lit_robust.selection.rules.keep_count` floors), and a note saying
     why it was clipped, or ``None`` (pure).
 
-    An estimate of ``0.5`` or more (the estimator only gets there through NaN/inf scores, which count as
-    corrupted) breaks ITLM's clean-majority assumption and is clipped to ``0.5``; a count of 0 becomes 1.
+    An estimate of ``0.5`` or more breaks ITLM's clean-majority assumption and is clipped to ``0.5``; a count of 0
+    becomes 1. The estimators get there through NaN/inf scores (counted as corrupted) or a model that has not
+    learned yet (a newcomer's batch as large as the data set, one step per epoch: 72-82 %), which the note says.
 
     >>> auto_keep_count(240, 0.3), auto_keep_count(240, 0.3, 0.05), auto_keep_count(240, 0.0)
     ((168, None), (156, None), (240, None))
-    >>> auto_keep_count(100, 0.7)
-    (50, 'the estimate 0.7 is >= 0.5 (ITLM assumes a clean majority); clipped to 0.5')
+    >>> k, note = auto_keep_count(100, 0.7)
+    >>> k, note.startswith("the estimate 0.7 is >= 0.5 (ITLM assumes a clean majority"), note.endswith("clipped to 0.5")
+    (50, True, True)
     >>> auto_keep_count(1, 0.2)
     (1, 'floor((1 - 0.2 - 0) * 1) = 0 samples; keeping 1')
     """
@@ -122,7 +124,7 @@ def auto_keep_count(n: int, rate: float, margin: float = 0.0) -> tuple[int, str 
     used = rate
     if not rate < _MAX_AUTO_RATE:  # NaN included
         used = _MAX_AUTO_RATE
-        notes.append(f"the estimate {rate:.4g} is >= {_MAX_AUTO_RATE} (ITLM assumes a clean majority); "
+        notes.append(f"the estimate {rate:.4g} is >= {_MAX_AUTO_RATE} (ITLM assumes a clean majority; {UNLEARNT_NOTE}); "
                      f"clipped to {_MAX_AUTO_RATE}")
     k = keep_count(n, 1.0 - used - margin)
     if k == 0 and n > 0:

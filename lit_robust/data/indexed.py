@@ -45,7 +45,13 @@ class IndexedDataset(Dataset):
         n = check_pair_dataset(dataset)
         self.dataset = dataset
         if targets is not None:
-            targets = torch.as_tensor(targets)
+            try:
+                targets = torch.as_tensor(targets)
+            except (TypeError, ValueError, RuntimeError) as err:  # strings: torch's "too many dimensions 'str'"
+                first = next(iter(targets), None)
+                raise ValueError(f"`targets` must be numbers, one per sample (integer class labels 0..C-1, or float "
+                                 f"regression targets), got {type(first).__name__} entries such as {first!r}: map "
+                                 "them to integers first, e.g. with sklearn.preprocessing.LabelEncoder.") from err
             if len(targets) != n:
                 raise ValueError(f"`targets` must have one entry per sample ({n}), got {len(targets)}.")
         if corrupted is not None:

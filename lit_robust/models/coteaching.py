@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._backend import mismatch_advice, pl, rank_zero_warn
+from lit_robust._backend import mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
@@ -90,6 +90,30 @@ def _split_optimizer_config(conf: Any, owner: str) -> tuple[torch.optim.Optimize
     return opt, cfg
 
 
+def _draw_apart(net1: torch.nn.Module, net2: torch.nn.Module, seed: int, tries: int = 8) -> int:
+    """Re-draw ``net2`` (already drawn with ``seed``) with ``seed + 1``, ``seed + 2``, ... while it equals ``net1``
+    parameter for parameter; returns the seed it was drawn with. A model built right after
+    ``seed_everything(s)`` is what ``reinitialize(s)`` draws: with ``s == seed`` the two networks started identical
+    and Co-teaching silently ran as one network's small-loss filter (a newcomer's runs matched SPL exactly)."""
+
+    def same() -> bool:
+        return all(torch.equal(a, b) for a, b in zip(net1.parameters(), net2.parameters()))
+
+    used = seed
+    while same() and used < seed + tries:
+        used += 1
+        net2.reinitialize(used)
+    if used == seed:
+        return seed
+    if same():  # e.g. a model whose reinitialize() is a no-op
+        raise ValueError(f"CoTeaching's second network must start apart from the first, but re-drawing it with seeds "
+                         f"{seed}..{used} gave the same parameters each time: make the model's `reinitialize(seed)` "
+                         "draw fresh parameters from `seed`.")
+    rank_zero_info(f"CoTeaching: the second network drawn with seed={seed} started identical to the model given "
+                   f"(built under the same global seed); drawn with seed={used} instead.")
+    return used
+
+
 class CoTeaching(ModuleReport, pl.LightningModule):
     r"""Co-teaching (Han et al., 2018) and Co-PRL(L) (robust_dnn_thesis Alg. 5) around any model.
 
@@ -128,7 +152,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         warmup_epochs: :math:`T_k \ge 0`.
         loss: the loss layer for ``rule="prl"`` (``"ce"``, ``"mse"``, a callable, or ``None`` to infer it from
             the targets), as in :class:`~lit_robust.BatchFilter`.
-        seed: seeds ``net2``'s re-initialisation (the two networks must start apart).
+        seed: seeds ``net2``'s re-initialisation (the two networks must start apart: where it draws the model
+            given -- one built right after ``seed_everything(seed)`` -- ``seed + 1``, ... is used, and the log says so).
         scope: ``"local"`` (each rank's own batch, the default) or ``"global"`` (the union of the ranks' batches).
         allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
         estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
@@ -185,6 +210,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.net1 = model
         self.net2 = copy.deepcopy(model)
         self.net2.reinitialize(seed)
+        self._peer_seed = _draw_apart(self.net1, self.net2, seed)
         self.history: list[CoTeachingEpochRecord] = []
         self._counters: Tensor | None = None
         self._warned_small = False
