@@ -322,9 +322,39 @@ CKPT_PATH_HELP = {
 }
 
 
+_Instantiator = getattr(_lightning_cli, "_InstantiatorFn", None)  # Lightning's, where it has one (2.3+)
+
+
+if _Instantiator is not None:
+    class _TopLevelHyperparameters(_Instantiator):
+        """Lightning's instantiator, giving the config's hyper-parameters to the configured class only.
+
+        Lightning registers it for every LightningModule the model's config builds, so a module nested in it --
+        ``CoTeaching(model=MyModule(...))`` -- got the wrapper's hyper-parameters from its ``save_hyperparameters()``
+        (a newcomer's ``self.hparams.lr`` raised AttributeError); a nested one now keeps its own, as in Python."""
+
+        def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
+            dump = self.cli.config.get(self.cli.subcommand) if self.cli.subcommand else self.cli.config
+            node = dump.get(self.key) if dump is not None else None
+            path = node.get("class_path") if isinstance(node, Namespace) else None
+            top = _import_quietly(path) if path else None
+            if top is not None and class_type is not top:
+                return class_type(*args, **kwargs)
+            return super().__call__(class_type, *args, applied_instantiation_links=applied_instantiation_links,
+                                    **kwargs)
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
+
+    def _add_instantiators(self) -> None:
+        super()._add_instantiators()
+        if _Instantiator is not None:  # the same registrations, with nested modules keeping their own hparams
+            for key, cls, sub in (("model", self._model_class, self.subclass_mode_model),
+                                  ("data", self._datamodule_class, self.subclass_mode_data)):
+                self.parser.add_instantiator(_TopLevelHyperparameters(cli=self, key=key),
+                                             _lightning_cli._get_module_type(cls), subclasses=sub)
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

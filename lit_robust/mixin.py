@@ -275,6 +275,13 @@ def require_mixin(owner: str, module: Any) -> RobustMixin:
         # its networks rank their batches themselves (a newcomer got the advice to subclass RobustMixin)
         raise TypeError(f"`{owner}` does not combine with `CoTeaching`, which filters each batch itself: set its "
                         "`rule`, `drop_ratio` and `warmup_epochs` instead.")
+    if isinstance(module, type):  # a newcomer passed the class
+        raise TypeError(f"`{owner}` needs a module instance, got the class `{module.__name__}` itself: pass "
+                        f"`{module.__name__}(...)`.")
+    if isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):  # torch.compile's OptimizedModule
+        raise TypeError(f"`{owner}` got a `torch.compile`d module: give it the module itself and compile the result "
+                        f"instead, e.g. `torch.compile({owner}(model))` (for a callback, `trainer.fit(torch.compile("
+                        "model))` works as it is).")
     if not isinstance(module, RobustMixin):
         raise TypeError(
             f"`{owner}` needs the LightningModule to adopt `lit_robust.RobustMixin` "

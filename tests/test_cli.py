@@ -289,6 +289,39 @@ def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, mo
     assert "error" not in capsys.readouterr().err
 
 
+def test_a_users_module_nested_in_coteaching_keeps_its_own_hyperparameters(tmp_path, capsys, monkeypatch,
+                                                                           one_torch_thread):
+    """A newcomer's own module, wrapped by `CoTeaching` in a config, read `self.hparams.lr` in `configure_optimizers`:
+    Lightning's CLI gave every LightningModule the model config builds the *wrapper's* hyper-parameters (AttributeError,
+    a traceback). The nested module now gets its own, as in Python; the wrapper still gets the config's."""
+    name = "lit_robust_cli_nested_module_test"
+    (tmp_path / f"{name}.py").write_text(
+        "import torch\nfrom lit_robust import ImageClassifier\n\nSEEN = []\n\n\nclass MyNet(ImageClassifier):\n"
+        "    def __init__(self, my_lr: float = 0.01, **kwargs):\n"
+        "        super().__init__(**kwargs)\n"
+        "        self.save_hyperparameters()\n\n"
+        "    def configure_optimizers(self):\n"
+        "        SEEN.append(dict(self.hparams))\n"
+        "        return torch.optim.SGD(self.parameters(), lr=self.hparams.my_lr)\n")
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "coteaching_mnist.yaml").read_text()), tmp_path)
+    cfg["model"]["init_args"]["model"] = {"class_path": f"{name}.MyNet",
+                                          "init_args": {"my_lr": 0.02, "backbone": "mlp", "hidden": 16}}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # restored afterwards
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        main(["fit", "--config", "mine.yaml"])
+        seen = sys.modules[name].SEEN
+    finally:
+        sys.modules.pop(name, None)
+    assert len(seen) == 2  # CoTeaching builds one optimizer per network from the module's configure_optimizers
+    assert all(h["my_lr"] == 0.02 and h["hidden"] == 16 and "drop_ratio" not in h for h in seen)
+    saved = yaml.safe_load(next(tmp_path.glob("lightning_logs/version_0/hparams.yaml")).read_text())
+    assert saved["drop_ratio"] == 0.45 and saved["_instantiator"].endswith("cli.instantiate_module")  # as before
+    assert "Traceback" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bug", [False, True], ids=["its-own-check", "a-bug-in-it"])
 def test_a_users_own_class_rejecting_its_config_value_is_one_line(tmp_path, capsys, monkeypatch, bug):
     """A newcomer's datamodule checked its `dataset` argument with `raise ValueError(...)`: jsonargparse's Union report

@@ -272,6 +272,14 @@ def test_model_without_mixin_is_refused():
         CoTeaching(Plain())
 
 
+def test_a_class_or_a_compiled_module_is_refused_with_the_fix():
+    """A newcomer's `CoTeaching(torch.compile(model))` was told to write `class OptimizedModule(RobustMixin, ...)`."""
+    with pytest.raises(TypeError, match=r"needs a module instance, got the class `TinyModel` itself: pass `TinyModel"):
+        CoTeaching(TinyModel)
+    with pytest.raises(TypeError, match=r"got a `torch.compile`d module: .* `torch.compile\(CoTeaching\(model\)\)`"):
+        CoTeaching(torch.compile(TinyModel()))
+
+
 class TwoOptimizers(TinyModel):
     def configure_optimizers(self):
         return [torch.optim.SGD(self.parameters(), lr=0.1), torch.optim.Adam(self.parameters())]
