@@ -544,3 +544,58 @@ def test_max_steps_without_max_epochs_is_named_as_such(tmp_path):
     with pytest.raises(ValueError, match=r"sum\(\[2, 2\]\) = 4, but the Trainer has none \(max_epochs=-1: it runs "
                                          r"to `max_steps`.*Set `Trainer\(max_epochs=4\)`"):
         trainer.fit(TinyModel(), BlobsData())
+
+
+class RecordsLoss(TinyModel):
+    """Keeps the (sample-weighted) training loss it returned, as the user's own bookkeeping would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.returned: list[tuple[float, int]] = []
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.returned.append((float(loss.detach()), batch[0].numel()))
+        return loss
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_round_loss_is_the_true_loss_under_gradient_accumulation(tmp_path, accumulate):
+    """Lightning hands the hooks the loss divided by `accumulate_grad_batches`: a power user's round loss read half the
+    true one (under the collapse rule's ln C)."""
+    model = RecordsLoss()
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    tiny_trainer(tmp_path, 2, [itlm], accumulate_grad_batches=accumulate).fit(model, BlobsData())
+    last = model.returned[-6:]  # round 1's one epoch: 168 kept samples in 6 batches
+    true_mean = sum(loss * n for loss, n in last) / sum(n for _, n in last)
+    assert itlm.history[-1].last_epoch_loss == pytest.approx(true_mean, rel=1e-6)
+
+
+@pytest.mark.parametrize(("flag", "says"), [
+    (dict(fast_dev_run=True), r"`fast_dev_run` runs one epoch, but ITLM's rounds need sum\(\[1, 1\]\) = 2 epochs\. "
+                              r"For a quick check keep `max_epochs=2` and use `limit_train_batches=1`"),
+    (dict(overfit_batches=2), r"`overfit_batches` makes Lightning train on the first batches of the data set, not on "
+                              r"ITLM's selection \(got overfit_batches=2\)"),
+])
+def test_trainer_flags_that_would_bypass_the_rounds_are_refused(tmp_path, flag, says):
+    """A power user's `overfit_batches` trained on samples outside the selection while the round table said
+    '1050/1500'; `fast_dev_run` was refused with "set max_epochs=6" although they had."""
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    with pytest.raises(ValueError, match=says):
+        tiny_trainer(tmp_path, 2, [itlm], **flag).fit(TinyModel(), BlobsData())
+
+
+def test_several_training_loaders_are_refused_by_name(tmp_path):
+    """Two training loaders (a dict, or Lightning's CombinedLoader) crashed in ITLM with "'CombinedLoader' object is
+    not callable"; BatchFilter told the user to wrap data sets that were already wrapped."""
+    from lit_robust import BatchFilter
+
+    two = {"a": DataLoader(BlobsData().ds, batch_size=32), "b": DataLoader(BlobsData().ds, batch_size=32)}
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    with pytest.raises(TypeError, match=r"selects and filters the samples of one training DataLoader, got a dict of "
+                                        r"several: concatenate"):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), train_dataloaders=two)
+    with pytest.raises(ValueError, match=r"got a dict \(keys \['a', 'b'\]\)\. With several training DataLoaders "
+                                         r"Lightning passes one batch per loader as a dict; .*ConcatDataset`\) into "
+                                         r"one `lit_robust.IndexedDataset`\.$"):
+        tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.2)]).fit(TinyModel(), train_dataloaders=two)

@@ -560,6 +560,16 @@ class ITLM(Callback):
         self._said = set()
         self._local_sum, self._local_count = 0.0, 0
         total = sum(self.round_epochs)
+        if trainer.fast_dev_run:
+            # it sets max_epochs to 1 over the user's (a power user was told to set the max_epochs they had set)
+            raise ValueError(f"`fast_dev_run` runs one epoch, but ITLM's rounds need sum({self.round_epochs}) = {total} "
+                             f"epochs. For a quick check keep `max_epochs={total}` and use `limit_train_batches=1` "
+                             "(and `limit_val_batches=1`) instead.")
+        if trainer.overfit_batches:
+            # Lightning then trains on the first batches of an unshuffled loader instead of ITLM's selection
+            raise ValueError("`overfit_batches` makes Lightning train on the first batches of the data set, not on "
+                             f"ITLM's selection (got overfit_batches={trainer.overfit_batches}): the rounds would "
+                             "not train on what they select. Use `limit_train_batches` to shorten the epochs.")
         if trainer.max_epochs != total:
             # `max_steps` alone leaves max_epochs at -1 (a newcomer read "max_epochs = -1" as a bug)
             got = (f"the Trainer has none (max_epochs={trainer.max_epochs}: it runs to `max_steps`, "
@@ -693,6 +703,10 @@ class ITLM(Callback):
         self._trained_this_fit = True
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor) and loss.numel() == 1:
+            if pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1:
+                # Lightning hands the hooks the loss divided by `accumulate_grad_batches` (a power user's round loss
+                # read half the true one, under the collapse rule's ln(C))
+                loss = loss * trainer.accumulate_grad_batches
             size = _batch_size(batch)
             # summed on the loss's device: no host synchronisation per batch
             dtype = torch.float32 if loss.device.type == "mps" else torch.float64

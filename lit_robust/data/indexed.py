@@ -341,6 +341,11 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
         kind = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
             f"a {type(batch).__name__}"
         several = f" {_SEVERAL_INPUTS}" if isinstance(batch, (tuple, list)) and len(batch) > 4 else ""
+        if isinstance(batch, dict) and not evaluation:  # Lightning's batch of several training loaders
+            kind = f"a dict (keys {sorted(map(str, batch))[:4]})"
+            hint = ("With several training DataLoaders Lightning passes one batch per loader as a dict; lit_robust "
+                    "filters the samples of one training DataLoader: concatenate the data sets (e.g. "
+                    "`torch.utils.data.ConcatDataset`) into one `lit_robust.IndexedDataset`.")
         raise ValueError(f"{who}lit_robust expects batches `(index, input, target[, is_corrupted])`, got {kind}.{several} "
                          f"{hint}")
     index = batch[0]
