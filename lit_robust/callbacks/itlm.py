@@ -562,13 +562,13 @@ class ITLM(Callback):
         total = sum(self.round_epochs)
         if trainer.fast_dev_run:
             # it sets max_epochs to 1 over the user's (a power user was told to set the max_epochs they had set)
-            raise ValueError(f"`fast_dev_run` runs one epoch, but ITLM's rounds need sum({self.round_epochs}) = {total} "
-                             f"epochs. For a quick check keep `max_epochs={total}` and use `limit_train_batches=1` "
+            raise ValueError(f"`fast_dev_run` runs one epoch, but {self._title}'s rounds need sum({self.round_epochs}) = "
+                             f"{total} epochs. For a quick check keep `max_epochs={total}` and use `limit_train_batches=1` "
                              "(and `limit_val_batches=1`) instead.")
         if trainer.overfit_batches:
             # Lightning then trains on the first batches of an unshuffled loader instead of ITLM's selection
             raise ValueError("`overfit_batches` makes Lightning train on the first batches of the data set, not on "
-                             f"ITLM's selection (got overfit_batches={trainer.overfit_batches}): the rounds would "
+                             f"{self._title}'s selection (got overfit_batches={trainer.overfit_batches}): the rounds would "
                              "not train on what they select. Use `limit_train_batches` to shorten the epochs.")
         if trainer.max_epochs != total:
             # `max_steps` alone leaves max_epochs at -1 (a newcomer read "max_epochs = -1" as a bug)
