@@ -25,7 +25,8 @@ def resolve_loader(original: Any) -> DataLoader:
     """Call the user's train dataloader source (a datamodule/module method) or take the loader as is."""
     loader = original if isinstance(original, DataLoader) or not callable(original) else original()
     if isinstance(loader, (dict, list, tuple)) or type(loader).__name__ == "CombinedLoader":
-        # a power user's two training loaders crashed with "'CombinedLoader' object is not callable"
+        # a power user's two training loaders crashed with "'CombinedLoader' object is not callable"; by name: the
+        # CombinedLoader of either Lightning package (a script may build it from the other one)
         raise TypeError(f"lit_robust selects and filters the samples of one training DataLoader, got a "
                         f"{type(loader).__name__} of several: concatenate the data sets into one (e.g. "
                         "`torch.utils.data.ConcatDataset` inside `lit_robust.IndexedDataset`).")
