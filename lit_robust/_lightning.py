@@ -17,6 +17,15 @@ from lit_robust._backend import pl
 _MISSING = object()
 
 
+def continues_earlier_fit(trainer: pl.Trainer) -> bool:
+    """Whether this ``fit`` goes on from an earlier one on the same Trainer, which keeps its loops' progress (it trains
+    on to ``max_epochs``, or trains nothing when the earlier fit reached it), rather than starting one. The callbacks
+    then keep their state, as Lightning's own do; a new Trainer, or a resume from a checkpoint (restored after setup),
+    starts from the callbacks' fresh state. (A notebook user's second ``trainer.fit`` cell emptied ITLM's ``history``,
+    with a warning that the fit had ended after 0 of its rounds.)"""
+    return trainer.current_epoch > 0 or trainer.global_step > 0
+
+
 def train_dataloader_source(trainer: pl.Trainer) -> Any:
     return trainer.fit_loop._data_source
 

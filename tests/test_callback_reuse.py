@@ -67,3 +67,64 @@ def test_testing_a_checkpoint_leaves_the_fits_history_as_it_was(tmp_path, name):
     first = sorted((tmp_path / "ck").glob("epoch=0*.ckpt"))[0]
     trainer.validate(model, DataLoader(data.ds, batch_size=64), ckpt_path=first)
     assert [repr(r) for r in cb.history] == before
+
+
+class _StopAfterEpoch(pl.Callback):
+    """Sets `trainer.should_stop` at the end of `epoch`, once (an interrupted notebook cell)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.done = epoch, False
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch and not self.done:
+            self.done, trainer.should_stop = True, True
+
+
+def _fit_twice(tmp_path, cb, epochs: tuple[int, int], stop_after: int | None = None):
+    """Two `trainer.fit` calls on ONE Trainer (a notebook's next cell); `epochs` = max_epochs of each."""
+    pl.seed_everything(0, verbose=False)
+    model, data = TinyModel(), BlobsData(n=240)
+    extra = [] if stop_after is None else [_StopAfterEpoch(stop_after)]
+    trainer = tiny_trainer(tmp_path, epochs[0], [cb, *extra])
+    trainer.fit(model, data)
+    first = [repr(r) for r in cb.history]
+    trainer.fit_loop.max_epochs = epochs[1]
+    trainer.fit(model, data)
+    return first, model
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_a_second_fit_on_the_same_trainer_keeps_the_first_fits_state(tmp_path, name, recwarn):
+    """A notebook user's second `trainer.fit` on a finished Trainer (Lightning trains nothing) emptied `history`, and
+    ITLM warned that the fit had ended after 0 of its rounds. Lightning's Trainer goes on from its loops' progress, and
+    so do the callbacks now."""
+    cb = MAKERS[name](tmp_path / "reports")
+    first, _ = _fit_twice(tmp_path, cb, (4, 4))
+    assert len(first) in (3, 4)  # ITLM's three rounds, the filters' four epochs
+    assert [repr(r) for r in cb.history] == first
+    assert not [w for w in recwarn if "the fit ended after" in str(w.message)]
+
+
+def test_itlm_stopped_then_fitted_again_on_the_same_trainer_ends_as_an_uninterrupted_fit(tmp_path):
+    new = MAKERS["itlm"](tmp_path / "new")
+    expected = _state(new, _fit(tmp_path, new, 240))
+    cb = MAKERS["itlm"](tmp_path / "cont")
+    stopped, model = _fit_twice(tmp_path, cb, (4, 4), stop_after=1)  # stopped at the end of round 0, then on
+    assert len(stopped) == 1
+    got = _state(cb, model)
+    assert got[0] == expected[0]
+    assert got[1] == expected[1]
+    for a, b in zip(got[2], expected[2]):
+        assert torch.equal(a, b)
+
+
+def test_a_filter_fitted_on_for_more_epochs_keeps_the_earlier_epochs(tmp_path):
+    """"Train 4 more epochs" (`trainer.fit_loop.max_epochs` raised, `fit` again): the history held the new epochs only."""
+    cb = MAKERS["prl"](tmp_path / "reports")
+    first, _ = _fit_twice(tmp_path, cb, (2, 4))
+    assert [r.epoch for r in cb.history] == [0, 1, 2, 3]
+    assert [repr(r) for r in cb.history[:2]] == first
+    rows = load_report(cb.report_path, as_frame=False)
+    assert len(rows) == 240
+    # the report's "first dropped" epochs span both fits: some sample was first dropped in the first fit (epoch 1)
+    assert {r["first_dropped_epoch"] for r in rows} >= {1}

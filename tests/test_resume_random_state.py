@@ -179,3 +179,33 @@ def test_a_module_restores_the_random_state_only_in_a_resumed_fit():
     restore_random_state_in_fit(SimpleNamespace(_trainer=SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))),
                                 saved)
     assert torch.equal(torch.get_rng_state(), saved["torch"])
+
+
+class _StopMidEpoch(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 2:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_itlm_says_when_it_resumes_after_an_epoch_a_stop_cut_short(tmp_path, stop, recwarn):
+    """A notebook user stopped a fit mid-epoch (`trainer.should_stop`); Lightning wrote its epoch-end checkpoint and
+    the resumed fit went on at the next round without training the rest of the epoch (0.690 against 0.761
+    uninterrupted), without a word. A checkpoint of a whole epoch resumes silently, as before."""
+    def itlm():
+        return ITLM(keep_ratio=0.6, round_epochs=[2, 1, 1], verbose=False, plot=False)
+
+    pl.seed_everything(0, verbose=False)
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", save_top_k=-1, every_n_epochs=1)
+    extra = [_StopMidEpoch()] if stop else []
+    tiny_trainer(tmp_path, 4, [itlm(), ck, *extra], enable_checkpointing=True).fit(TinyModel(), BlobsData(n=240))
+    recwarn.clear()
+    epoch1 = sorted((tmp_path / "ck").glob("epoch=1-*.ckpt"))[0]  # cut short, or a whole epoch
+    tiny_trainer(tmp_path, 4, [itlm()]).fit(TinyModel(), BlobsData(n=240), ckpt_path=epoch1)
+    said = [str(w.message) for w in recwarn if "which trained" in str(w.message)]
+    if stop:  # epoch 1 trained batches 0-2 of 8, and it was round 0's last: its model scored round 1's selection
+        assert len(said) == 1
+        assert "end of epoch 1, which trained 3 of its 8 batches" in said[0]
+        assert "round 0's model" in said[0] and "scored the next round's selection" in said[0]
+    else:
+        assert said == []

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info
+from lit_robust._lightning import continues_earlier_fit
 from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, training_source_index, write_report
 from lit_robust.selection import distributed
 
@@ -93,7 +94,8 @@ class EpochReport:
         from lit_robust.selection.auto_drop import report_pointer
 
         self.target = None
-        self.state = None  # an earlier fit's sums do not carry over (a resumed fit restores its own after setup)
+        if not continues_earlier_fit(trainer):
+            self.state = None  # an earlier fit's sums do not carry over (a resumed fit restores its own after setup)
         if report_enabled(report, report_dir):
             self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
         if auto is not None:

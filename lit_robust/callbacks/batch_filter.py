@@ -11,6 +11,7 @@ from torch import Tensor
 
 from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
+from lit_robust._lightning import continues_earlier_fit
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
 from lit_robust.data.indexed import unpack_batch
@@ -368,7 +369,8 @@ class BatchFilter(Callback):
             return
         module = require_mixin("BatchFilter", pl_module)
         warn_if_mixed_lightning(trainer)
-        self._reset_fit_state()  # an earlier fit's epochs do not carry over
+        if not continues_earlier_fit(trainer):  # an earlier fit's epochs do not carry over; the same Trainer's go on
+            self._reset_fit_state()
         self._checked_per_sample = False
         self._trainer, self._module = trainer, module
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, getattr(trainer, "max_epochs", None))

@@ -25,7 +25,7 @@ from lit_robust._backend import (
     warn_if_mixed_lightning,
 )
 from lit_robust._checks import real_scalar
-from lit_robust._lightning import TrainLoaderPatch, resolve_loader, with_sampler
+from lit_robust._lightning import TrainLoaderPatch, continues_earlier_fit, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
 from lit_robust.data.indexed import IndexedDataset, unpack_batch
@@ -496,6 +496,8 @@ class ITLM(Callback):
         self._loss_sum = 0.0
         self._loss_count = 0
         self._val_epoch: int | None = None  # epoch of the last validation whose metrics `_current` holds
+        # (epoch, batches trained, batches of an epoch) of the last epoch when a stop cut it short, else None
+        self._short_epoch: tuple[int, int, int] | None = None
         # per scoring pass: round, dense scores, corrupted flags (CPU). Filled only when `plot=True`, because
         # under DDP it needs every score gathered on every rank (O(n) traffic); `history` is always filled.
         self.score_history: list[dict[str, Any]] = []
@@ -547,14 +549,18 @@ class ITLM(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        require_mixin(self._title, pl_module).model_start_epoch = None  # an earlier fit's announcement does not count
+        module = require_mixin(self._title, pl_module)
+        fresh = not continues_earlier_fit(trainer)
+        if fresh:
+            module.model_start_epoch = None  # an earlier fit's announcement does not count
         warn_if_mixed_lightning(trainer)
         spec = datamodule_spec(trainer)
         if self.per_class and spec is not None and spec.target != "class":
             # before round 0 trains (a newcomer's regression was refused only at round 1)
             raise ValueError(f"`per_class=True` trims each class by its given label, but {spec.source} yields "
                              f"{spec.target} targets, not class labels; use per_class=False.")
-        self._reset_fit_state()  # an earlier fit's rounds do not carry over (a resumed fit restores its own)
+        if fresh:  # an earlier fit's rounds do not carry over (a resumed fit restores its own); the same Trainer's go on
+            self._reset_fit_state()
         self._checked_per_sample = False
         self._trained_this_fit = False
         self._said = set()
@@ -733,6 +739,7 @@ class ITLM(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
+        self._short_epoch = _short_epoch(trainer)
         self._add_local_loss(pl_module)
         rec = self._current
         if rec is not None and self._loss_count:
@@ -1244,6 +1251,7 @@ class ITLM(Callback):
             "loss_sum": self._loss_sum + float(self._local_sum),
             "loss_count": self._loss_count + self._local_count,
             "val_epoch": self._val_epoch,
+            "short_epoch": self._short_epoch,
             "report": None if self._report_state is None else self._report_state.state_dict(),
             "random": random_state(),
         }
@@ -1281,12 +1289,29 @@ class ITLM(Callback):
         self._loss_sum = state_dict.get("loss_sum", 0.0)
         self._loss_count = state_dict.get("loss_count", 0)
         self._val_epoch = state_dict.get("val_epoch")
+        self._short_epoch = state_dict.get("short_epoch")
+        if self._short_epoch is not None:
+            self._warn_short_epoch(*self._short_epoch)
         self._local_sum, self._local_count = 0.0, 0
         report = state_dict.get("report")  # absent from checkpoints written before the report existed
         # only the rank that writes the report keeps it
         self._report_state = None if report is None or distributed.rank() != 0 else RoundScores.from_state_dict(report)
         # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle
         restore_random_state(state_dict.get("random"))
+
+    def _warn_short_epoch(self, epoch: int, trained: int, batches: int) -> None:
+        """A resume from a checkpoint written at the end of an epoch that a stop cut short (a notebook user's
+        ``trainer.should_stop`` mid-epoch: the resumed fit went on at the next round, whose selection the short round's
+        model had scored, and ended 0.690 against 0.761 uninterrupted, without a word)."""
+        round_ = self.round_of_epoch(epoch)
+        scored = (" and it scored the next round's selection" if epoch + 1 == self._round_starts[round_ + 1]
+                  and round_ + 1 < self.num_rounds else "")
+        rank_zero_warn(
+            f"{self._title}: this checkpoint was written at the end of epoch {epoch}, which trained {trained} of its "
+            f"{batches} batches (the fit was stopped mid-epoch: `trainer.should_stop`, `max_time`, `max_steps`, ...). "
+            f"Lightning resumes at the next epoch without training the rest of that one, so round {round_}'s model "
+            f"trained less than in an uninterrupted fit{scored}. For the uninterrupted fit's result resume from a "
+            "checkpoint written at the end of a whole epoch (e.g. the one before).")
 
     @rank_zero_only
     def _save_plot(self, trainer: pl.Trainer) -> None:
@@ -1299,6 +1324,16 @@ class ITLM(Callback):
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
         if self.plot_path is not None:
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}")
+
+
+def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:
+    """``(epoch, batches trained, batches of an epoch)`` when a stop ended the current epoch before its last batch,
+    else ``None``."""
+    batches = trainer.num_training_batches
+    trained = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    if not trainer.should_stop or not math.isfinite(batches) or trained >= batches:
+        return None
+    return trainer.current_epoch, int(trained), int(batches)
 
 
 def _check_plain_sampler(loader: DataLoader, owner: str) -> None:
