@@ -47,6 +47,7 @@ from lit_robust.data import (
     corrupt_labels,
     corrupt_targets,
     unpack_batch,
+    unpack_eval_batch,
 )
 from lit_robust.functional import (
     ActivationClusters,
@@ -107,6 +108,7 @@ __all__ = [
     "DataSpec",
     "IndexedBatch",
     "unpack_batch",
+    "unpack_eval_batch",
     "corrupt_labels",
     "corrupt_targets",
     "MNISTDataModule",

@@ -595,7 +595,7 @@ def test_several_training_loaders_are_refused_by_name(tmp_path):
     with pytest.raises(TypeError, match=r"selects and filters the samples of one training DataLoader, got a dict of "
                                         r"several: concatenate"):
         tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), train_dataloaders=two)
-    with pytest.raises(ValueError, match=r"got a dict \(keys \['a', 'b'\]\)\. With several training DataLoaders "
-                                         r"Lightning passes one batch per loader as a dict; .*ConcatDataset`\) into "
-                                         r"one `lit_robust.IndexedDataset`\.$"):
+    with pytest.raises(ValueError, match=r"got a dict \(keys \['a', 'b'\]\)\. If your samples are dicts.* With "
+                                         r"several training DataLoaders Lightning passes one batch per loader as a "
+                                         r"dict; .*ConcatDataset`\) and wrap the result in one `IndexedDataset`\.$"):
         tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.2)]).fit(TinyModel(), train_dataloaders=two)

@@ -184,6 +184,6 @@ def test_the_messages_for_a_sequence_users_other_mistakes_point_at_the_fix():
         def __iter__(self):
             return iter([])
 
-    with pytest.raises(TypeError, match=r"a stream \(IterableDataset\) that yields `\(index, input, target\)` itself "
-                                        r"works with the per-batch filters"):
+    with pytest.raises(TypeError, match=r"a stream \(IterableDataset\) cannot be indexed: make it yield `\(index, "
+                                        r"input, target\[, is_corrupted\]\)` itself.*works with the per-batch filters"):
         IndexedDataset(Stream())

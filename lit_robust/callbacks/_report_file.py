@@ -10,6 +10,7 @@ import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info
 from lit_robust._lightning import continues_earlier_fit
+from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, training_source_index, write_report
 from lit_robust.selection import distributed
 
@@ -60,10 +61,11 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
     return os.path.join(folder, filename)
 
 
-def training_set_size(trainer: Any) -> int:
-    """Length of the (one) training dataloader's dataset: the number of rows of the report."""
+def training_set_size(trainer: Any, owner: str) -> int:
+    """Length of the (one) training dataloader's dataset: the number of rows of ``owner``'s report."""
     loader = trainer.train_dataloader
     dataset = getattr(loader, "dataset", None)
+    check_one_index_space(dataset, f"{owner}(report=True)")
     try:
         return len(dataset)  # type: ignore[arg-type]
     except TypeError:
@@ -105,7 +107,7 @@ class EpochReport:
         """Training starts: the sums of every training sample, restored from a checkpoint or new, on ``device``."""
         if self.target is None:
             return
-        n = training_set_size(trainer)
+        n = training_set_size(trainer, self.owner)
         if self.state is not None and self.state.n != n:
             raise ValueError(f"the training set changed size since the checkpoint ({self.state.n} -> {n}); the "
                              "report needs the same samples.")

@@ -28,7 +28,7 @@ from lit_robust._checks import real_scalar
 from lit_robust._lightning import TrainLoaderPatch, continues_earlier_fit, resolve_loader, with_sampler
 from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
-from lit_robust.data.indexed import IndexedDataset, unpack_batch
+from lit_robust.data.indexed import IndexedDataset, check_one_index_space, reads_differ, unpack_batch
 from lit_robust.data.spec import datamodule_spec
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
@@ -1222,6 +1222,14 @@ class ITLM(Callback):
             loader = getattr(self, "_train_loader", None)
             if loader is None:
                 raise RuntimeError("ITLM has not seen the training dataloader yet.")
+            if "augmented" not in self._said and reads_differ(loader.dataset):
+                self._said.add("augmented")
+                rank_zero_warn(
+                    f"{self._title}: the scoring pass reads the training set, and two reads of its sample 0 gave "
+                    "different inputs (a random augmentation?), so each score, and the selection, carries that noise "
+                    "(a newcomer's selection: 91.7 % clean, 95.1 % when scored without it). Define "
+                    "`scoring_dataloader()` on your datamodule or module: the same training samples, indices and "
+                    "labels in a fixed order, with the evaluation transform.")
         if loader.batch_size is None:
             raise ValueError("the scoring dataloader must use `batch_size=` (not a custom `batch_sampler`).")
         # fixed order; under DDP each rank takes one contiguous, unpadded block
@@ -1360,6 +1368,7 @@ def _check_plain_sampler(loader: DataLoader, owner: str) -> None:
 
 
 def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
+    check_one_index_space(dataset, owner)
     if isinstance(dataset, IndexedDataset):
         return
     try:

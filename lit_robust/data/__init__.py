@@ -14,7 +14,7 @@ from lit_robust.data.datamodules import (
     SyntheticRegressionDataModule,
     ink_landmarks,
 )
-from lit_robust.data.indexed import IndexedBatch, IndexedCollate, IndexedDataset, unpack_batch
+from lit_robust.data.indexed import IndexedBatch, IndexedCollate, IndexedDataset, unpack_batch, unpack_eval_batch
 from lit_robust.data.mixture import MixedImagesDataModule
 from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE, SemiSupervisedBackdoorMNISTDataModule
 from lit_robust.data.spec import DataSpec
@@ -24,6 +24,7 @@ __all__ = [
     "IndexedCollate",
     "IndexedBatch",
     "unpack_batch",
+    "unpack_eval_batch",
     "corrupt_labels",
     "corrupt_targets",
     "NoiseKind",

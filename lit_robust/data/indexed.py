@@ -17,6 +17,7 @@ import array
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -285,9 +286,12 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     if isinstance(dataset, Tensor):
         raise TypeError(f"`{argument}` must be a map-style dataset of `(input, target)` pairs, got a tensor of shape "
                         f"{tuple(dataset.shape)}; wrap inputs and targets together, {_PAIR_HINT}.")
-    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        stream = ("; a stream (IterableDataset) that yields `(index, input, target)` itself works with the per-batch "
-                  "filters as it is" if isinstance(dataset, torch.utils.data.IterableDataset) else "")
+    stream = isinstance(dataset, torch.utils.data.IterableDataset)
+    if stream or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        # torch's IterableDataset has a `__getitem__` that raises NotImplementedError (a newcomer's stream met that)
+        stream = ("; a stream (IterableDataset) cannot be indexed: make it yield `(index, input, target[, "
+                  "is_corrupted])` itself, the index unique within the data set (0 .. n - 1 for a report), and it works "
+                  "with the per-batch filters (`BatchFilter`) as it is; ITLM needs a map-style set") if stream else ""
         raise TypeError(f"`{argument}` must be a map-style dataset (with `__len__` and `__getitem__`) of "
                         f"`(input, target)` pairs, got {_describe(dataset)}; {_PAIR_HINT}{stream}.")
     n = len(dataset)
@@ -302,9 +306,53 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
                          "returns `(s['input_ids'], s['label'])` (a dict input is fine: `({'ids': ..., 'mask': ...}, "
                          "label)`).")
     if isinstance(first, (str, bytes)) or not isinstance(first, Sequence) or len(first) != 2:
+        extra = (" To carry more per sample (an id, metadata), make it part of the input: `((x, extra), y)`, and "
+                 "unpack it in your module." if isinstance(first, Sequence) and not isinstance(first, (str, bytes))
+                 and len(first) > 2 else "")
         raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is {_describe(first)}; "
-                         f"{_PAIR_HINT}.")
+                         f"{_PAIR_HINT}.{extra}")
     return n
+
+
+def check_one_index_space(dataset: Any, owner: str) -> None:
+    """Raise when the training set concatenates :class:`IndexedDataset`\ s: each numbers its samples from 0, so one
+    index names a sample of every part (a newcomer's PRL report mixed two sets' rows under one index, silently; ITLM
+    found it only at its first scoring pass, as samples "scored twice")."""
+    if isinstance(dataset, torch.utils.data.ConcatDataset) and any(
+            isinstance(d, IndexedDataset) for d in dataset.datasets):
+        raise ValueError(f"`{owner}`: the training set is a `ConcatDataset` of `IndexedDataset`s; each numbers its "
+                         "samples from 0, so an index would name one sample of every part. Concatenate the raw data "
+                         "sets and wrap the result once: `IndexedDataset(ConcatDataset([a, b]))` (its `targets` and "
+                         "`corrupted` then run over both, in that order).")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:  # noqa: BLE001 - an input numpy cannot compare: assume it is the same
+        return True
+
+
+def reads_differ(dataset: Any) -> bool:
+    """Whether two reads of ``dataset[0]`` give different inputs (a random augmentation in ``__getitem__``), reading
+    under a copy of the process's random state, so that training draws what it would without the check. ``False``
+    when the item cannot be read."""
+    from lit_robust.callbacks._resume import random_state, restore_random_state
+
+    state = random_state()
+    try:
+        first, second = dataset[0], dataset[0]
+    except Exception:  # noqa: BLE001 - an exotic dataset: nothing to say
+        return False
+    finally:
+        restore_random_state(state)
+    return not _same_value(first, second)
 
 
 class IndexedBatch(NamedTuple):
@@ -329,8 +377,11 @@ def _batch_size(x: Any) -> int | None:
 
 def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = False) -> IndexedBatch:
     """Split a collated ``(index, input, target[, corrupted])`` batch, checking that it carries indices
-    (``owner``, e.g. ``"BatchFilter"``, is named in the error; ``evaluation``: the error names the forms an
-    evaluation batch may take, see :func:`unpack_eval_batch`)."""
+    (``owner``, e.g. ``"BatchFilter"``, is named in the error). ``evaluation=True`` (a validation, test, predict or
+    scoring batch, as :func:`unpack_eval_batch`) also takes a plain ``(input, target)`` pair: its ``index`` is
+    ``None``."""
+    if evaluation and isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return IndexedBatch(None, batch[0], batch[1], None)  # type: ignore[arg-type]
     who = f"`{owner}`: " if owner else ""
     hint = ("Wrap the training dataset in `lit_robust.IndexedDataset` so that every sample is "
             f"`(index, input, target[, is_corrupted])`. {_COLLATE_HINT}")
@@ -341,11 +392,14 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
         kind = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
             f"a {type(batch).__name__}"
         several = f" {_SEVERAL_INPUTS}" if isinstance(batch, (tuple, list)) and len(batch) > 4 else ""
-        if isinstance(batch, dict) and not evaluation:  # Lightning's batch of several training loaders
+        if isinstance(batch, dict):  # samples that are dicts, or Lightning's batch of several training loaders
             kind = f"a dict (keys {sorted(map(str, batch))[:4]})"
-            hint = ("With several training DataLoaders Lightning passes one batch per loader as a dict; lit_robust "
-                    "filters the samples of one training DataLoader: concatenate the data sets (e.g. "
-                    "`torch.utils.data.ConcatDataset`) into one `lit_robust.IndexedDataset`.")
+            hint = ("If your samples are dicts, give `lit_robust.IndexedDataset` a dataset of `(input, target)` "
+                    "pairs, e.g. one whose `__getitem__` returns `(s['image'], s['label'])` (a dict input is fine: "
+                    "`({'ids': ..., 'mask': ...}, label)`)." + ("" if evaluation else
+                    " With several training DataLoaders Lightning passes one batch per loader as a dict; lit_robust "
+                    "filters the samples of one training DataLoader: concatenate the raw data sets "
+                    "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`."))
         raise ValueError(f"{who}lit_robust expects batches `(index, input, target[, is_corrupted])`, got {kind}.{several} "
                          f"{hint}")
     index = batch[0]
@@ -384,6 +438,4 @@ def check_corrupted_flags(batch: IndexedBatch, owner: str) -> None:
 def unpack_eval_batch(batch: Any) -> IndexedBatch:
     """Split an evaluation batch (validation, test, predict, scoring): a plain ``(input, target)`` pair -- a clean
     test set needs no index; its ``index`` is ``None`` -- or an indexed batch as :func:`unpack_batch` takes it."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return IndexedBatch(None, batch[0], batch[1], None)  # type: ignore[arg-type]
     return unpack_batch(batch, evaluation=True)
