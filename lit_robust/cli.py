@@ -917,12 +917,22 @@ def main(args: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+_START_FILES = {"config.yaml", "hparams.yaml"}  # what the CLI and the logger write before training starts
+
+
 def _remove_empty_log_dir(cli: RobustCLI | None) -> None:
-    """The run's log folder (``lightning_logs/version_N``) when the mistake stopped it before anything was written
-    there: removed, so that failed tries leave no empty version folders behind (two newcomers found a trail of them)."""
+    """The run's log folder (``lightning_logs/version_N``) when the mistake stopped it before anything but the run's
+    config and hyper-parameters was written there: removed, so that failed tries leave no empty version folders behind
+    (two newcomers found a trail of them; another one, whose resume was refused at restore, folders of a lone
+    ``config.yaml``)."""
     trainer = getattr(cli, "trainer", None)
     folder = None if trainer is None or not trainer.loggers else trainer.log_dir
-    if folder and os.path.isdir(folder) and not os.listdir(folder):
+    if not folder or not os.path.isdir(folder):
+        return
+    names = set(os.listdir(folder))
+    if names <= _START_FILES and all(os.path.isfile(os.path.join(folder, n)) for n in names):
+        for name in names:
+            os.remove(os.path.join(folder, name))
         os.rmdir(folder)
 
 if __name__ == "__main__":  # pragma: no cover

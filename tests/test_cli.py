@@ -381,6 +381,23 @@ def test_a_mistake_caught_at_setup_leaves_no_empty_version_folder(tmp_path, caps
     assert not list((tmp_path / "lightning_logs").glob("version_*"))  # ... its empty folder is not
 
 
+def test_a_resume_with_another_callback_seed_is_one_line_and_leaves_no_version_folder(tmp_path, capsys, monkeypatch):
+    """A newcomer resumed a CLI fit with another ITLM `seed`: accepted without a word (the run matched neither
+    set-up); a refused resume also left a `version_N` folder holding a lone `config.yaml`."""
+    monkeypatch.chdir(tmp_path)
+    small = tmp_path / "itlm_digits.yaml"
+    small.write_text(yaml.safe_dump(shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()),
+                                           tmp_path)))
+    main(["fit", "--config", str(small)])
+    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+    capsys.readouterr()
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml",
+                 ["fit", "--trainer.callbacks.init_args.seed", "5", "--ckpt_path", str(ckpt)])
+    assert "the checkpoint was written by ITLM with `seed` 0 (this fit: 5)" in err, err
+    assert len(err.strip().splitlines()) == 2
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+
+
 def test_a_callback_override_that_reaches_a_checkpoint_says_which_callback_it_went_to(tmp_path, capsys):
     """`--trainer.callbacks.init_args.drop_ratio 0.7` on a backdoor config (a ModelCheckpoint last) was jsonargparse's
     Union report of ModelCheckpoint, Callback and None (a newcomer's run); now one line naming where it went."""

@@ -356,6 +356,37 @@ def test_resuming_with_other_arguments_is_an_error_not_a_silent_restart(tmp_path
     trainer.validate(TinyModel(), BlobsData(with_val=True), ckpt_path=ckpt, verbose=False)
 
 
+@pytest.mark.parametrize("owner, changed", [
+    ("itlm", {"seed": 5}), ("itlm", {"reinit": False}), ("itlm", {"estimator": "gmm"}),
+    ("filter", {"warmup_epochs": 2}), ("filter", {"auto_margin": 0.1}), ("filter", {"estimator": "gmm"}),
+])
+def test_resuming_with_another_seed_warmup_or_estimator_is_an_error_naming_it(tmp_path, owner, changed):
+    """A portability-minded newcomer resumed with another `seed`, `reinit`, `warmup_epochs`, `auto_margin` or
+    `estimator`: each was accepted without a word (only the `state_key` arguments were compared) and gave a run that
+    matched neither set-up. Output-only arguments may still change."""
+    from lit_robust import BatchFilter
+
+    def callbacks(**kw):
+        itlm = dict(keep_ratio="auto", round_epochs=[1, 1, 1], verbose=False, plot=False)
+        flt = dict(drop_ratio="auto", warmup_epochs=1, restart_on_reinit=False)
+        (itlm if owner == "itlm" else flt).update(kw)
+        return [ITLM(**itlm), BatchFilter("prl", **flt),
+                ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
+
+    first = callbacks()
+    fit(tmp_path, first[0], 3, callbacks=first[1:], enable_checkpointing=True)
+    ckpt = tmp_path / "ckpt" / "epoch=0.ckpt"
+    output_only = callbacks(**({"verbose": True, "report": False} if owner == "itlm" else {"report": False}))
+    fit(tmp_path / "same", output_only[0], 3, callbacks=output_only[1:], enable_checkpointing=True, ckpt_path=ckpt)
+    (name, value), = changed.items()
+    was = {"seed": 0, "reinit": True, "estimator": "disagreement", "warmup_epochs": 1, "auto_margin": 0.0}[name]
+    other = callbacks(**changed)
+    cls = "ITLM" if owner == "itlm" else "BatchFilter"
+    with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by {cls} with `{name}` {was!r} "
+                                                   f"(this fit: {value!r}): a resumed fit needs the {cls} arguments")):
+        fit(tmp_path / "other", other[0], 3, callbacks=other[1:], enable_checkpointing=True, ckpt_path=ckpt)
+
+
 @pytest.mark.parametrize("keep_ratio", [0.6, "auto"])
 def test_per_class_selection_trims_each_class_alike(tmp_path, keep_ratio):
     """``per_class=True``: each round's selection is ``per_class_trim_mask`` of that scoring pass's scores and the

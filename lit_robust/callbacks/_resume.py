@@ -73,6 +73,7 @@ def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> 
     cls = type(callback)
     mine = callback.state_key
     if mine in saved:
+        _check_same_arguments(callback, saved[mine])
         return True
     prefix = f"{cls.__qualname__}{{"
     claimed = {cb.state_key for cb in trainer.callbacks if type(cb) is cls}
@@ -83,6 +84,26 @@ def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> 
                          "depend on them). Resume with those arguments, or start a new fit (no `ckpt_path`) from the "
                          "checkpoint's weights, e.g. `MyModel.load_from_checkpoint(path)`.")
     return True
+
+
+def _check_same_arguments(callback: Any, state: Any) -> None:
+    """Raise when ``callback``'s ``resume_arguments()`` (the arguments outside its ``state_key`` that change what a fit
+    does: its seed, warm-up, estimator, ...) differ from those its checkpointed ``state`` was written with. A
+    portability-minded newcomer resumed with another ``seed``, ``reinit``, ``warmup_epochs``, ``auto_margin`` or
+    ``estimator``: each was accepted without a word and gave a run that matched neither set-up (the ``estimator``
+    change mixed both estimators' figures in one median). Checkpoints written before the arguments were saved pass."""
+    saved = state.get("arguments") if isinstance(state, dict) else None
+    now = callback.resume_arguments() if callable(getattr(callback, "resume_arguments", None)) else None
+    if not saved or not now:
+        return
+    changed = [k for k in now if k in saved and saved[k] != now[k]]
+    if changed:
+        name = type(callback).__qualname__
+        diffs = ", ".join(f"`{k}` {saved[k]!r} (this fit: {now[k]!r})" for k in changed)
+        raise ValueError(f"the checkpoint was written by {name} with {diffs}: a resumed fit needs the {name} "
+                         "arguments it was written with (its rounds, selection and estimates depend on them). Resume "
+                         "with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. "
+                         "`MyModel.load_from_checkpoint(path)`.")
 
 
 def restore_random_state_in_fit(module: Any, state: dict[str, Any] | None) -> None:

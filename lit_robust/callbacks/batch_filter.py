@@ -349,6 +349,15 @@ class BatchFilter(Callback):
     def state_key(self) -> str:
         return self._generate_state_key(rule=self.rule, drop_ratio=self.drop_ratio, scope=self.scope)
 
+    def resume_arguments(self) -> dict[str, Any]:
+        """The arguments outside :attr:`state_key` that change what a fit does; a checkpoint holds them and a resumed
+        fit must have the same (checked at restore). Output-only ones (``report``, ...) may change."""
+        loss = self.loss if self.loss is None or isinstance(self.loss, str) else \
+            getattr(self.loss, "__qualname__", type(self.loss).__qualname__)
+        return {"warmup_epochs": self.warmup_epochs, "loss": loss, "allow_large_drop": self.allow_large_drop,
+                "estimator": self.estimator, "auto_margin": self.auto_margin, "reestimate": self.reestimate,
+                "restart_on_reinit": self.restart_on_reinit}
+
     # -- setup ----------------------------------------------------------------------------------------------
     def _reset_fit_state(self) -> None:
         """The running state (checkpointed): fresh at every fit's setup (a resumed fit then restores it from the
@@ -630,6 +639,7 @@ class BatchFilter(Callback):
             "auto": None if self._auto is None else self._auto.state_dict(),
             "report": self._report.state_dict(),
             "random": random_state(),
+            "arguments": self.resume_arguments(),
         }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]

@@ -515,6 +515,14 @@ class ITLM(Callback):
             return self._generate_state_key(keep_ratio=self.keep_ratio, round_epochs=self.round_epochs, per_class=True)
         return self._generate_state_key(keep_ratio=self.keep_ratio, round_epochs=self.round_epochs)
 
+    def resume_arguments(self) -> dict[str, Any]:
+        """The arguments outside :attr:`state_key` that change what a fit does; a checkpoint holds them and a resumed
+        fit must have the same (checked at restore). Output-only ones (``verbose``, ``plot``, ``report``, ...) may
+        change."""
+        return {"initial_round_on_all": self.initial_round_on_all, "reinit": self.reinit, "seed": self.seed,
+                "shuffle": self.shuffle, "estimator": self.estimator, "auto_margin": self.auto_margin,
+                "reestimate": self.reestimate, "on_collapse": self.on_collapse}
+
     @property
     def current_round(self) -> int:
         """The round being trained (0-based); read it in ``configure_optimizers`` to size a schedule per round
@@ -1262,6 +1270,7 @@ class ITLM(Callback):
             "short_epoch": self._short_epoch,
             "report": None if self._report_state is None else self._report_state.state_dict(),
             "random": random_state(),
+            "arguments": self.resume_arguments(),
         }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
