@@ -75,6 +75,35 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
     return table
 
 
+def progress_console(progress_bar: Any) -> Any:
+    """The rich console of a running ``RichProgressBar`` (what prints above its live display), else ``None``."""
+    if progress_bar is None or not getattr(progress_bar, "is_enabled", False):
+        return None
+    return getattr(getattr(progress_bar, "progress", None), "console", None)
+
+
+def print_line(text: str, progress_bar: Any = None) -> None:
+    """Print one line during training on a line of its own: above a running progress bar, through the bar's writer
+    (an observant newcomer's log files had ITLM's round lines glued to the end of the epoch's bar line); without one,
+    through rich's console (plain ``print`` without rich)."""
+    console = progress_console(progress_bar)
+    if console is not None:  # RichProgressBar's live display: its console prints above it
+        console.print(text, highlight=False, soft_wrap=True)
+        return
+    if progress_bar is not None and getattr(progress_bar, "is_enabled", False):
+        if hasattr(progress_bar, "train_progress_bar"):  # TQDMProgressBar: tqdm clears its bars, prints, redraws
+            from tqdm import tqdm
+
+            tqdm.write(text)
+            return
+    try:
+        from rich.console import Console
+    except ImportError:  # rich only formats: without it (a bare torch + Lightning install) print plain text
+        print(text)
+        return
+    Console().print(text, highlight=False, soft_wrap=True)
+
+
 def print_table(table: Table, console: Any = None) -> None:
     """Print a rich table whole: into a log file or a pipe rich would cut it to 80 columns (``1347/1…``), so there
     the console is made as wide as the table; a terminal keeps its width."""

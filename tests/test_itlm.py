@@ -189,7 +189,7 @@ def test_round_table_into_a_log_file_is_not_cut_to_80_columns(capsys):
     history = [RoundRecord(round=r, epochs=5, kept=934, n=1347, clean_precision=0.9722, corrupted_recall=0.9393,
                            estimated_corruption=0.3059, first_epoch_loss=2.21, last_epoch_loss=0.307,
                            metrics={"val_acc": 0.6133, "val_loss": 1.2345}) for r in range(3)]
-    _print_round_table(history, "val_acc")
+    _print_round_table(None, history, "val_acc")  # no trainer: no progress bar
     out = capsys.readouterr().out
     assert "…" not in out
     rows = [line for line in out.splitlines() if "934/1347" in line]
@@ -512,3 +512,18 @@ def test_a_round_that_does_not_divide_among_the_processes_is_said_once(monkeypat
     itlm._said = set()
     itlm._note_padding(11)  # one process: nothing to pad
     assert len(said) == 1
+
+
+def test_round_lines_print_on_a_line_of_their_own_under_a_progress_bar(tmp_path, capsys):
+    """An observant newcomer's log files had ITLM's round lines glued to the end of the epoch's progress-bar line
+    (`... val_acc=0.585]ITLM round 0/4: ...`): they were printed past the bar, not through it."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], plot=False)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[itlm, TQDMProgressBar()], default_root_dir=tmp_path, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(TinyModel(), BlobsData(n=240))
+    out = capsys.readouterr().out
+    segments = [seg for line in out.split("\n") for seg in line.split("\r") if "ITLM round" in seg]
+    assert len(segments) >= 2  # the round lines (and the end-of-fit table)
+    assert all(seg.lstrip("│ ").startswith("ITLM round") or "ITLM rounds" in seg for seg in segments), segments

@@ -774,7 +774,7 @@ class ITLM(Callback):
                 "round's."
             )
         if self.verbose and self.history:
-            _print_round_table(self.history, self.monitor, self._title)
+            _print_round_table(trainer, self.history, self.monitor, self._title)
         if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
             self._save_plot(trainer)
 
@@ -841,7 +841,7 @@ class ITLM(Callback):
         rec.collapsed = bool(reasons)
         self.history.append(rec)
         if self.verbose:
-            _print_round_line(rec, self.num_rounds, self._title)
+            _print_round_line(trainer, rec, self.num_rounds, self._title)
         if reasons:
             what = f"ITLM round {rec.round} collapsed (its model did not learn): {'; '.join(reasons)}."
             if any(r.startswith("training loss is not finite") for r in reasons):
@@ -1425,20 +1425,16 @@ def _num_classes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | No
 
 
 @rank_zero_only
-def _print_round_line(rec: RoundRecord, num_rounds: int, title: str = "ITLM") -> None:
-    from lit_robust.reporting import round_line
+def _print_round_line(trainer: pl.Trainer, rec: RoundRecord, num_rounds: int, title: str = "ITLM") -> None:
+    from lit_robust.reporting import print_line, round_line
 
-    try:
-        from rich.console import Console
-    except ImportError:  # rich only formats: without it (a bare torch + Lightning install) print plain text
-        print(round_line(rec, num_rounds, title))
-        return
-    Console().print(round_line(rec, num_rounds, title), highlight=False, soft_wrap=True)
+    print_line(round_line(rec, num_rounds, title), getattr(trainer, "progress_bar_callback", None))
 
 
 @rank_zero_only
-def _print_round_table(history: list[RoundRecord], monitor: str | None, title: str = "ITLM") -> None:
-    from lit_robust.reporting import print_table, round_line, round_table
+def _print_round_table(trainer: pl.Trainer, history: list[RoundRecord], monitor: str | None, title: str = "ITLM"
+                       ) -> None:
+    from lit_robust.reporting import print_table, progress_console, round_line, round_table
 
     try:
         import rich  # noqa: F401
@@ -1446,4 +1442,5 @@ def _print_round_table(history: list[RoundRecord], monitor: str | None, title: s
         for rec in history:
             print(round_line(rec, title=title))
         return
-    print_table(round_table(history, monitor, title=f"{title} rounds"))
+    print_table(round_table(history, monitor, title=f"{title} rounds"),
+                progress_console(getattr(trainer, "progress_bar_callback", None)))

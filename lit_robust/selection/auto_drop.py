@@ -407,9 +407,13 @@ class AutoDropRatio:
         _, note = auto_drop_ratio(self.estimate, self.auto_margin, self.cap)
         if note is not None:
             fixed = self.start + max(self.warmup_epochs, 1) - 1  # the epoch whose end fixes the estimate
+            provisional = epoch < fixed
             when = (f" (provisional: it sets the next epoch's step of the ramp; the estimate is fixed at the end of "
-                    f"warm-up, after epoch {fixed})" if epoch < fixed else "")
-            rank_zero_warn(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}{when}.")
+                    f"warm-up, after epoch {fixed})" if provisional else "")
+            # a provisional clip is the ordinary start of a warm-up (an observant newcomer's every run warned after
+            # epoch 0, then estimated right): said, not warned; the estimate the filter keeps is warned about
+            (rank_zero_info if provisional else rank_zero_warn)(
+                f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}{when}.")
         if (not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
                 and self.estimate == 0.0 and self.auto_margin == 0.0):
             rank_zero_info(nothing_found_note(f"{self.owner}: `drop_ratio='auto'` estimated 0 corrupted samples "
