@@ -187,7 +187,7 @@ class _StopMidEpoch(pl.Callback):
             trainer.should_stop = True
 
 
-@pytest.mark.parametrize("stop", [True, False])
+@pytest.mark.parametrize("stop", [True, "max_steps", False])
 def test_itlm_says_when_it_resumes_after_an_epoch_a_stop_cut_short(tmp_path, stop, recwarn):
     """A notebook user stopped a fit mid-epoch (`trainer.should_stop`); Lightning wrote its epoch-end checkpoint and
     the resumed fit went on at the next round without training the rest of the epoch (0.690 against 0.761
@@ -197,8 +197,10 @@ def test_itlm_says_when_it_resumes_after_an_epoch_a_stop_cut_short(tmp_path, sto
 
     pl.seed_everything(0, verbose=False)
     ck = ModelCheckpoint(dirpath=tmp_path / "ck", save_top_k=-1, every_n_epochs=1)
-    extra = [_StopMidEpoch()] if stop else []
-    tiny_trainer(tmp_path, 4, [itlm(), ck, *extra], enable_checkpointing=True).fit(TinyModel(), BlobsData(n=240))
+    extra = [_StopMidEpoch()] if stop is True else []
+    steps = {"max_steps": 11} if stop == "max_steps" else {}  # 8 batches per epoch: epoch 1 stops after its 3rd
+    tiny_trainer(tmp_path, 4, [itlm(), ck, *extra], enable_checkpointing=True, **steps).fit(TinyModel(),
+                                                                                            BlobsData(n=240))
     recwarn.clear()
     epoch1 = sorted((tmp_path / "ck").glob("epoch=1-*.ckpt"))[0]  # cut short, or a whole epoch
     tiny_trainer(tmp_path, 4, [itlm()]).fit(TinyModel(), BlobsData(n=240), ckpt_path=epoch1)

@@ -1348,7 +1348,9 @@ def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:
     else ``None``."""
     batches = trainer.num_training_batches
     trained = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-    if not trainer.should_stop or not math.isfinite(batches) or trained >= batches:
+    max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else None
+    stopped = trainer.should_stop or (max_steps is not None and trainer.global_step >= max_steps)
+    if not stopped or not math.isfinite(batches) or trained >= batches:
         return None
     return trainer.current_epoch, int(trained), int(batches)
 
