@@ -384,7 +384,16 @@ class RobustCLI(LightningCLI):
         model = self.config[sub].get("model")
         class_path = model.get("class_path") if isinstance(model, Namespace) else None
         if "_class_path" in hparams:
-            class_path = hparams.pop("_class_path")
+            saved_class = hparams.pop("_class_path")
+            mine, theirs = _import_quietly(class_path or ""), _import_quietly(saved_class)
+            if isinstance(mine, type) and isinstance(theirs, type) and not issubclass(theirs, mine):
+                # LightningCLI would quietly build the checkpoint's class instead of the config's (a SimCLR checkpoint
+                # under the LinearProbe config: "No test_step() method defined", a newcomer's run)
+                raise UserInputError(
+                    f"`--ckpt_path {ckpt_path}` was written by a fit of {saved_class}, but the config's model is "
+                    f"{class_path}: is it a checkpoint of another model (e.g. the pretraining stage's)? Pass a "
+                    f"checkpoint of a {mine.__name__} fit, or the config of {saved_class}.")
+            class_path = saved_class
             saved: dict[str, Any] = {"class_path": class_path, "dict_kwargs": hparams}
         else:
             saved = {"class_path": class_path, "init_args": hparams} if class_path else hparams

@@ -409,6 +409,18 @@ def test_a_callback_override_that_reaches_a_checkpoint_says_which_callback_it_we
     assert "Subtypes" not in err and "NestedArg" not in err
 
 
+def test_ckpt_path_written_by_another_configured_class_is_one_line(tmp_path, capsys):
+    """`lit-robust test --config simclr_finetune_prl.yaml --ckpt_path <the pretraining stage's checkpoint>`: LightningCLI
+    quietly built the checkpoint's class (SimCLR) instead of the config's and ended with "No test_step() method
+    defined" (a newcomer's run); docs/cli.md promises one line."""
+    ckpt = tmp_path / "simclr.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "lit_robust.SimCLR", "width": 16}}, ckpt)
+    err = _fails(tmp_path, capsys, "simclr_finetune_prl.yaml", ["test", "--ckpt_path", str(ckpt)])
+    assert (f"`--ckpt_path {ckpt}` was written by a fit of lit_robust.SimCLR, but the config's model is "
+            "lit_robust.LinearProbe: is it a checkpoint of another model") in err, err
+    assert len(err.strip().splitlines()) == 2
+
+
 def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):
     """`--ckpt_path` of a module that saved no hyper-parameters (a user's own) into another model: torch's load
     error was a traceback with exit status 1."""

@@ -228,3 +228,40 @@ def test_linear_probe_takes_the_adversarial_trigger_through_the_frozen_backbone(
     c = at.last_perturbation
     assert c is not None and float(c.abs().max()) > 0 and float(c.abs().max()) <= 0.1 + 1e-6  # |c| <= tau
     assert all(torch.equal(frozen[k], v) for k, v in probe.backbone.state_dict().items())
+
+
+def test_a_probe_checkpoint_stands_without_its_pretraining_file(tmp_path, one_torch_thread):
+    """A newcomer moved the SimCLR checkpoint after fine-tuning: `LinearProbe.load_from_checkpoint(probe.ckpt)` and
+    `lit-robust test --ckpt_path` failed on the missing pretraining file, though the probe's checkpoint holds every
+    weight (and no CLI override could help: the saved hyper-parameters win). A fresh probe still needs the file."""
+    import os
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    backbone_file = tmp_path / "simclr.ckpt"
+    torch.save({"state_dict": SimCLR(width=4).state_dict(), "hyper_parameters": {"backbone": "cnn", "width": 4}},
+               backbone_file)
+    probe = LinearProbe(backbone_checkpoint=str(backbone_file), num_classes=3, lr=0.05)
+    ds = _labelled()
+    tiny_trainer(tmp_path, 1, [ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+                 enable_checkpointing=True).fit(probe, DataLoader(ds, batch_size=40))
+    x = ds.dataset.tensors[0][:8]
+    want = probe.eval()(x)
+    os.remove(backbone_file)
+    probe_ckpt = str(tmp_path / "ck" / "last.ckpt")
+
+    loaded = LinearProbe.load_from_checkpoint(probe_ckpt).eval()
+    assert torch.equal(loaded(x), want)
+    # the CLI's way: the model built from the saved hyper-parameters, then `ckpt_path` of its checkpoint
+    rebuilt = LinearProbe(**{k: v for k, v in loaded.hparams.items()})
+    with pytest.raises(FileNotFoundError, match=r"`backbone_checkpoint` must be an existing checkpoint file.*A "
+                                                r"probe's own checkpoint holds its backbone's weights"):
+        rebuilt(x)  # never the untrained backbone in place of the missing file's
+    out = tiny_trainer(tmp_path, 1).predict(rebuilt, DataLoader(TensorDataset(x, torch.zeros(8)), batch_size=8),
+                                            ckpt_path=probe_ckpt)
+    assert torch.equal(out[0], want.argmax(1))  # predict_step returns the labels
+    with pytest.raises(FileNotFoundError, match="no such file"):  # a new fit cannot do without the file
+        tiny_trainer(tmp_path, 1).fit(LinearProbe(**dict(loaded.hparams)), DataLoader(ds, batch_size=40))
+    with pytest.raises(FileNotFoundError, match="no such file"):  # nor a probe without its architecture
+        LinearProbe(backbone_checkpoint=str(backbone_file))

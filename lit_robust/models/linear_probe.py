@@ -88,7 +88,18 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             raise TypeError(f"`backbone_checkpoint` must be a file path or None, got {type(backbone_checkpoint).__name__}"
                             f" {backbone_checkpoint!r}.")
         self.save_hyperparameters()
-        if backbone_checkpoint is not None:
+        arch = (backbone, in_channels, width, first_conv, maxpool1)
+        #: the backbone file named but absent, the architecture known: its weights must come from a checkpoint of this
+        #: probe (:meth:`on_load_checkpoint`) before :meth:`features` runs; None otherwise
+        self._backbone_pending: str | None = None
+        if (backbone_checkpoint is not None and all(a is not None for a in arch)
+                and not os.path.exists(backbone_checkpoint)):
+            # a probe rebuilt from its own checkpoint (`load_from_checkpoint`, `lit-robust test --ckpt_path`): its
+            # hyper-parameters name the pretraining file and the architecture, its state dict holds the backbone's
+            # weights. A newcomer who had moved the pretraining checkpoint could not load the probe at all.
+            net = simclr_backbone(*arch)  # type: ignore[arg-type]
+            self._backbone_pending = os.fspath(backbone_checkpoint)
+        elif backbone_checkpoint is not None:
             net = load_backbone(backbone_checkpoint, backbone, in_channels, width, first_conv, maxpool1,
                                 argument="backbone_checkpoint")
         else:
@@ -112,6 +123,15 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     def setup(self, stage: str) -> None:
         check_fits_data(self)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._backbone_pending = None  # the backbone's weights come with the checkpoint's state dict
+
+    def _missing_backbone(self) -> None:
+        raise FileNotFoundError(
+            f"`backbone_checkpoint` must be an existing checkpoint file, got {self._backbone_pending!r} (no such "
+            "file). A probe's own checkpoint holds its backbone's weights: `LinearProbe.load_from_checkpoint(path)`, "
+            "or `--ckpt_path` / `ckpt_path=` of that checkpoint, needs no backbone file.")
+
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields labels of at most ``num_classes`` classes on images with the backbone's
         ``in_channels``."""
@@ -125,6 +145,8 @@ class LinearProbe(RobustMixin, pl.LightningModule):
 
     def features(self, x: Tensor) -> Tensor:
         """The representation :math:`h(x)` (standardised once the statistics are known)."""
+        if self._backbone_pending is not None:  # never the untrained backbone in place of a missing file's
+            self._missing_backbone()
         z = self.backbone(x)
         if self.standardize and bool(self.standardized):
             z = (z - self.feature_mean) / self.feature_std
