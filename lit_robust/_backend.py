@@ -126,10 +126,18 @@ def warn_if_mixed_lightning(trainer: object) -> None:
     """Warn (rank 0) when a fit mixes the two packages: the Trainer, or one of its callbacks (a ``ModelCheckpoint``
     of the other package is not Lightning's checkpoint callback: it adds its own, and ``ckpt_path="best"`` then means
     that one's), comes from the package lit_robust was not imported on."""
-    candidates = [(trainer, "the Trainer")]
-    candidates += [(cb, f"the callback `{type(cb).__name__}`") for cb in getattr(trainer, "callbacks", None) or []]
-    for obj, what in candidates:
-        advice = mismatch_advice(obj, what)
-        if advice is not None:
-            rank_zero_warn(advice)
+    advice = mismatch_advice(trainer, "the Trainer")
+    if advice is not None:
+        rank_zero_warn(advice)
+        return
+    for cb in getattr(trainer, "callbacks", None) or []:
+        other = foreign_lightning(cb)
+        if other is not None:
+            # the Trainer is of lit_robust's package: the callback is the stray one (a newcomer told to import the
+            # other package first broke a script whose every other class was `lightning`'s)
+            ours, name = PACKAGES[LIGHTNING], type(cb).__name__
+            rank_zero_warn(f"the callback `{name}` is `{other}`'s, while the Trainer and lit_robust are `{ours}`'s: "
+                           "Lightning takes it for a plain object (a `ModelCheckpoint` of it is not the Trainer's "
+                           f"checkpoint callback). Import it from `{ours}` (e.g. `from {ours}.callbacks import "
+                           f"{name}`), or build your own on `{ours}.Callback`.")
             return

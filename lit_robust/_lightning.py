@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from lit_robust._backend import pl
+from lit_robust._backend import mismatch_advice, pl
 
 _MISSING = object()
 
@@ -40,7 +40,10 @@ def resolve_loader(original: Any) -> DataLoader:
                         f"{type(loader).__name__} of several: concatenate the data sets into one (e.g. "
                         "`torch.utils.data.ConcatDataset` inside `lit_robust.IndexedDataset`).")
     if not isinstance(loader, DataLoader):
-        raise TypeError(f"lit_robust needs the training dataloader to be a torch DataLoader, got {type(loader).__name__}.")
+        # a datamodule of the other Lightning package arrives here as a "dataloader" (a newcomer's import order)
+        advice = mismatch_advice(loader, f"`{type(loader).__name__}`")
+        raise TypeError(f"lit_robust needs the training dataloader to be a torch DataLoader, got {type(loader).__name__}."
+                        + ("" if advice is None else f" {advice}"))
     return loader
 
 

@@ -527,3 +527,17 @@ def test_round_lines_print_on_a_line_of_their_own_under_a_progress_bar(tmp_path,
     segments = [seg for line in out.split("\n") for seg in line.split("\r") if "ITLM round" in seg]
     assert len(segments) >= 2  # the round lines (and the end-of-fit table)
     assert all(seg.lstrip("│ ").startswith("ITLM round") or "ITLM rounds" in seg for seg in segments), segments
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", None])
+def test_a_monitored_checkpoint_beside_itlm_is_warned_about(tmp_path, monitor, recwarn):
+    """Lightning 2.6 writes `last.ckpt` only when the monitored value improves: a unified-package newcomer's
+    `ModelCheckpoint(monitor="val_acc", save_last=True)` beside ITLM held epoch 0 at the end of the fit, and the README
+    had advised `save_last=True` for the final model. A checkpoint without `monitor` keeps the last epoch."""
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", monitor=monitor, save_last=True)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    fit(tmp_path, itlm, 2, callbacks=[ck], enable_checkpointing=True, with_val=True)
+    said = [str(w.message) for w in recwarn if "ranks the checkpoints of different rounds" in str(w.message)]
+    assert len(said) == (1 if monitor else 0)
+    if monitor:
+        assert "`ModelCheckpoint(monitor='val_loss')`" in said[0] and "without `monitor`" in said[0]

@@ -214,6 +214,23 @@ def test_a_callback_of_the_other_package_on_the_trainer_is_warned_about(tmp_path
 
     other = lightning.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path))
     itlm = ITLM(keep_ratio=0.7, round_epochs=[1], verbose=False, plot=False)
-    with pytest.warns(UserWarning, match=r"the callback `ModelCheckpoint` is `lightning`'s, but lit_robust was "
-                                         r"imported on `pytorch_lightning`.*takes a callback of the other for a plain"):
+    # the Trainer is lit_robust's package: the callback is the stray one, so the fix is its import (a newcomer told to
+    # import the other package first broke a script whose every other class was that package's)
+    with pytest.warns(UserWarning, match=r"the callback `ModelCheckpoint` is `lightning`'s, while the Trainer and "
+                                         r"lit_robust are `pytorch_lightning`'s: Lightning takes it for a plain object"
+                                         r".*Import it from `pytorch_lightning` \(e.g. `from pytorch_lightning."
+                                         r"callbacks import ModelCheckpoint`\)"):
         tiny_trainer(tmp_path, 1, [itlm, other]).fit(MixinStep(), BlobsData())
+
+
+def test_a_datamodule_of_the_other_package_taken_for_a_loader_says_so():
+    """`import lit_robust` before `import lightning`: Lightning took the other package's datamodule for a dataloader,
+    and lit_robust's error said only "needs ... a torch DataLoader, got DigitsDataModule" (a newcomer)."""
+    from lit_robust._lightning import resolve_loader
+
+    class Data(lightning.pytorch.LightningDataModule):
+        pass
+
+    with pytest.raises(TypeError, match=r"a torch DataLoader, got Data\. `Data` is `lightning`'s, but lit_robust was "
+                                        r"imported on `pytorch_lightning`"):
+        resolve_loader(Data())

@@ -640,6 +640,7 @@ class ITLM(Callback):
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_swa(trainer)
+        self._check_monitored_checkpoints(trainer)
         epoch_round = self.round_of_epoch(trainer.current_epoch)
         if self._current is None:
             n = self._n or 0
@@ -684,6 +685,24 @@ class ITLM(Callback):
                 "start (`reinit=True`): SWA would average the networks of different rounds into the final model, and "
                 f"its SWALR schedule is dropped. Start it in the last round (`swa_epoch_start={last_round + 1}` or "
                 "later: the epoch number, counted from 1), or pass `ITLM(reinit=False)`.")
+            return
+
+    def _check_monitored_checkpoints(self, trainer: pl.Trainer) -> None:
+        """Warn when a ``ModelCheckpoint`` monitors a metric while ITLM re-draws the model each round: it ranks
+        checkpoints of different rounds, and Lightning writes its ``last.ckpt`` only when the monitored value improves
+        (a unified-package newcomer's ``last.ckpt`` held epoch 0 at the end of a fit, and ``--ckpt_path last`` would
+        have tested round 0's model)."""
+        if not self.reinit or self.num_rounds < 2:
+            return
+        for cb in trainer.checkpoint_callbacks:
+            monitor = getattr(cb, "monitor", None)
+            if monitor is None:
+                continue
+            rank_zero_warn(
+                f"{self._title}: `ModelCheckpoint(monitor={monitor!r})` ranks the checkpoints of different rounds, each "
+                "trained from a fresh model (its best may be round 0's, trained on every sample), and Lightning writes "
+                "its `last.ckpt` only when the monitored value improves, so `last.ckpt` need not hold the final model "
+                "either. For the final model add a `ModelCheckpoint(save_last=True)` without `monitor`.")
             return
 
     def _check_scheduler_length(self, trainer: pl.Trainer) -> None:
