@@ -207,6 +207,9 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
                      lambda m: m.group(0) + _attribute_hint(m.group(3), m.group(4)), message)
     if "found character that cannot start any token" in message:
         message += "\n  (a tab? YAML indents with spaces only)"
+    bare = re.match(r"unrecognized arguments: (\S+\.ya?ml)\b", message)
+    if bare is not None:  # a CLI newcomer's `lit-robust fit my.yaml`
+        return f"{message} (a config file goes after `--config`: --config {bare.group(1)})"
     unknown = (re.match(r"unrecognized arguments: (--\S+)", message)
                or re.match(r"Subcommand '\w+' does not accept option '([\w.]+)'", message))  # a key in the YAML
     if unknown is None:
@@ -413,6 +416,7 @@ class RobustCLI(LightningCLI):
         changed = {k: (before[k], after.get(k)) for k in before if k in after and after[k] != before[k]}
         if changed:
             listed = ", ".join(f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+            self._ckpt_rebuilt = listed  # named again if the run then fails on the rebuilt model (see `main`)
             rank_zero_warn(f"`--ckpt_path`: the model is rebuilt from the hyper-parameters saved in the checkpoint "
                            f"(Lightning's rule), which replace the config's / command line's {listed}.")
 
@@ -465,7 +469,7 @@ class RobustCLI(LightningCLI):
                 return
             others = "" if mine is None or find_last_checkpoint(self.trainer)[0] is None else (
                 " The checkpoints there come from fits with another model, data or callbacks (their version "
-                "folder's config.yaml differs).")
+                "folder's config.yaml differs)" + _closest_fit_note(mine, self.trainer) + ".")
             raise UserInputError(
                 f"`--ckpt_path {ckpt}`: no checkpoint of an earlier fit with this config was found (looked in "
                 f"{', '.join(searched)}).{others} Run `lit-robust fit` with this config first (a ModelCheckpoint "
@@ -515,6 +519,26 @@ class RobustCLI(LightningCLI):
         return fit_signature(yaml.safe_load(dumped))
 
 
+def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
+    """``; the closest, <path>, differs in ...``: the checkpoint (:func:`fit_checkpoints`) whose fit's config differs from ``mine`` in the
+    fewest keys (the newest of those), named with its differences (a CLI newcomer's ``--ckpt_path last`` failed after
+    a fit with other ``round_epochs`` without saying which key); ``""`` when no fit's config can be read."""
+    best: tuple[int, float, str, list[str]] | None = None
+    for path in fit_checkpoints(trainer)[0]:
+        theirs = _saved_fit_signature(path)
+        if theirs is None:
+            continue
+        diffs = signature_differences(mine, theirs, limit=10**6)
+        key = (len(diffs), -os.path.getmtime(path), path, diffs)
+        if diffs and (best is None or key[:3] < best[:3]):
+            best = key
+    if best is None:
+        return ""
+    diffs = best[3][:4] + ([f"{len(best[3]) - 4} more"] if len(best[3]) > 4 else [])
+    return (f"; the closest, {best[2]}, differs in {'; '.join(diffs)}: repeat that fit's values, or pass that file as "
+            "`--ckpt_path`")
+
+
 def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
     """What ``lit-robust validate/test/predict`` without ``--ckpt_path`` says (before the run and again after it):
     the model is as the config builds it, and where the last fit with this config left its weights."""
@@ -526,7 +550,7 @@ def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
 
 
 # a datamodule's arguments that change how the data are loaded, not which data the weights were fitted on
-_LOADER_ONLY = frozenset({"batch_size", "num_workers", "root", "download", "pin_memory"})
+_LOADER_ONLY = frozenset({"batch_size", "eval_batch_size", "num_workers", "root", "download", "pin_memory"})
 
 
 def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
@@ -538,6 +562,32 @@ def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
     trainer = config.get("trainer") or {}
     return {"model": config.get("model"), "data": data,
             "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None}
+
+
+def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of a config signature; a list of plain values is one leaf (``round_epochs``)."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_leaves(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: obj}
+
+
+def signature_differences(mine: dict[str, Any], theirs: dict[str, Any], limit: int = 4) -> list[str]:
+    """What differs between two :func:`fit_signature`\ s, as the config keys a user writes (``trainer.callbacks[0]
+    .init_args.round_epochs``): ``key: <theirs> in that fit, <mine> here``; at most ``limit`` entries."""
+    a, b = _leaves(theirs), _leaves(mine)
+    absent = "(unset)"
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, absent) != b.get(k, absent)]
+    named = [f"{'trainer.' if k.startswith('callbacks') else ''}{k}: {a.get(k, absent)!r} in that fit, "
+             f"{b.get(k, absent)!r} here" for k in keys[:limit]]
+    return named + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
 
 
 def _model_args(cfg: Any) -> dict[str, Any]:
@@ -610,9 +660,18 @@ def find_last_checkpoint(trainer: pl.Trainer, accept: Callable[[str], bool] | No
     Without one, and when no ModelCheckpoint monitors a metric (Lightning's default keeps just the latest epoch's
     file), the newest ``*.ckpt`` there: the end of that fit too.
     """
+    found, dirs = fit_checkpoints(trainer, accept)
+    if not found:
+        return None, dirs
+    return max(found, key=lambda p: (os.path.getmtime(p), p)), dirs
+
+
+def fit_checkpoints(trainer: pl.Trainer, accept: Callable[[str], bool] | None = None) -> tuple[set[str], list[str]]:
+    """The checkpoints that end a fit with this Trainer's checkpoint settings (those ``accept`` takes), as
+    :func:`find_last_checkpoint` chooses among them, and where it looked."""
     dirs = _checkpoint_dirs(trainer)
     if not dirs:
-        return None, ["(checkpointing is off: `trainer.enable_checkpointing: false`)"]
+        return set(), ["(checkpointing is off: `trainer.enable_checkpointing: false`)"]
 
     def matching(pattern: str) -> set[str]:
         paths = {p for d in dirs for p in glob.glob(os.path.join(d, pattern))}
@@ -621,9 +680,7 @@ def find_last_checkpoint(trainer: pl.Trainer, accept: Callable[[str], bool] | No
     found = matching(f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}*.ckpt")
     if not found and all(cb.monitor is None for cb in trainer.checkpoint_callbacks):
         found = matching("*.ckpt")
-    if not found:
-        return None, dirs
-    return max(found, key=lambda p: (os.path.getmtime(p), p)), dirs
+    return found, dirs
 
 
 def _best_model_path(last: str) -> str | None:
@@ -920,7 +977,12 @@ def main(args: Sequence[str] | None = None) -> None:
                 raise bug from None
             raise
         cli = next((s for s in _frames_selves(exc) if isinstance(s, RobustCLI)), None)
-        sys.stderr.write(f"lit-robust {command}: error: {describe(cli, err)}\n"
+        rebuilt = getattr(cli, "_ckpt_rebuilt", None)
+        # a checkpoint of another fit rebuilds the model, and the error is about the rebuilt one (a CLI newcomer was
+        # told to set `model.image_size` to the 8 their config said, the checkpoint's 28 named only in a warning)
+        also = ("" if rebuilt is None else f" (the model was rebuilt from the hyper-parameters saved in `--ckpt_path`, "
+                f"which replaced the config's {rebuilt}: is it a checkpoint of another fit?)")
+        sys.stderr.write(f"lit-robust {command}: error: {describe(cli, err)}{also}\n"
                          "(run again with --debug for the traceback)\n")
         _remove_empty_log_dir(cli)
         raise SystemExit(2) from None

@@ -219,6 +219,7 @@ def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folde
     fit_a = run(["fit", "--config", str(a)])
     run(["fit", "--config", str(b)])
     cfg_a["data"]["init_args"]["batch_size"] = 17  # how the data are loaded does not make another fit
+    cfg_a["data"]["init_args"]["eval_batch_size"] = 500  # (a CLI newcomer's evaluation batch size did)
     a.write_text(yaml.safe_dump(cfg_a))
     evaluated = run(["test", "--config", str(a), "--ckpt_path", "last"])
     assert Path(evaluated.trainer.ckpt_path).parents[1] == Path(fit_a.trainer.log_dir)
@@ -226,7 +227,13 @@ def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folde
     a.write_text(yaml.safe_dump(cfg_a))
     with pytest.raises(SystemExit):
         main(["test", "--config", str(a), "--ckpt_path", "last"])
-    assert "come from fits with another model, data or callbacks" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "come from fits with another model, data or callbacks" in err
+    # the closest fit (A's, one key apart; B's differs in its callbacks too) and what differs: before, nothing said
+    # which key stopped the match
+    last_a = next(Path(fit_a.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    assert (f"the closest, {last_a}, differs in data.init_args.clean_ratio: 0.6 in that fit, 0.9 here: repeat that "
+            "fit's values, or pass that file as `--ckpt_path`") in err, err
 
 
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
@@ -419,6 +426,26 @@ def test_ckpt_path_written_by_another_configured_class_is_one_line(tmp_path, cap
     assert (f"`--ckpt_path {ckpt}` was written by a fit of lit_robust.SimCLR, but the config's model is "
             "lit_robust.LinearProbe: is it a checkpoint of another model") in err, err
     assert len(err.strip().splitlines()) == 2
+
+
+def test_an_error_on_a_model_rebuilt_from_another_fits_checkpoint_names_the_rebuild(tmp_path, capsys):
+    """A CLI newcomer's `test --config itlm_digits.yaml --ckpt_path <an MNIST fit's checkpoint>` said "Set
+    `model.image_size` to 8" (their config's value): the checkpoint's 28 had replaced it, named only in a warning."""
+    ckpt = tmp_path / "mnist.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"backbone": "cnn2", "image_size": 28}}, ckpt)
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["test", "--ckpt_path", str(ckpt)])
+    assert "Set `model.image_size` to 8" in err, err
+    assert ("(the model was rebuilt from the hyper-parameters saved in `--ckpt_path`, which replaced the config's "
+            "backbone='mlp' -> 'cnn2', image_size=8 -> 28: is it a checkpoint of another fit?)") in err, err
+
+
+def test_a_config_file_without_config_is_told_where_it_goes(capsys):
+    """`lit-robust fit itlm_digits.yaml` (a CLI newcomer forgot `--config`): "unrecognized arguments" and no hint."""
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "itlm_digits.yaml"])
+    assert done.value.code == 2
+    assert ("unrecognized arguments: itlm_digits.yaml (a config file goes after `--config`: --config "
+            "itlm_digits.yaml)") in capsys.readouterr().err
 
 
 def test_ckpt_path_of_another_model_is_one_line(tmp_path, capsys):

@@ -128,10 +128,19 @@ def test_mnist_offline(shared_data):
     assert len(fm.test_set) == 10000
 
 
-def test_mnist_missing_root_is_clear(tmp_path):
+def test_mnist_missing_root_is_clear(tmp_path, monkeypatch):
     dm = MNISTDataModule(root=str(tmp_path))
-    with pytest.raises(RuntimeError, match="MNIST not found under `root`"):
+    with pytest.raises(RuntimeError, match="MNIST not found under `root`") as err:
         dm.setup("fit")
+    assert "relative" not in str(err.value) and "or pass `download=True` (needs a network)" in str(err.value)
+    # a relative root is read from the current folder: a CLI newcomer running a shipped config elsewhere was told
+    # to use the very path that had failed
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError) as err:
+        MNISTDataModule(root="../shared/data").setup("fit")
+    where = str(tmp_path.parent / "shared" / "data")
+    assert (f"MNIST not found under `root`='../shared/data', i.e. {where} (a relative `root` is read from the current "
+            f"folder, {tmp_path}, not from the config file's)") in str(err.value)
 
 
 def test_datamodule_argument_errors():

@@ -542,7 +542,7 @@ def test_max_steps_without_max_epochs_is_named_as_such(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                          default_root_dir=tmp_path)
     with pytest.raises(ValueError, match=r"sum\(\[2, 2\]\) = 4, but the Trainer has none \(max_epochs=-1: it runs "
-                                         r"to `max_steps`.*Set `Trainer\(max_epochs=4\)`"):
+                                         r"to `max_steps`.*Set the Trainer's `max_epochs` to 4 \(`--trainer.max_epochs 4`"):
         trainer.fit(TinyModel(), BlobsData())
 
 

@@ -591,7 +591,8 @@ class ITLM(Callback):
                    else f"max_epochs = {trainer.max_epochs}")
             raise ValueError(
                 f"`round_epochs` must add up to the Trainer's `max_epochs`: sum({self.round_epochs}) = {total}, "
-                f"but {got}. Set `Trainer(max_epochs={total})` or change `round_epochs`."
+                f"but {got}. Set the Trainer's `max_epochs` to {total} (`--trainer.max_epochs {total}` on the `lit-robust` "
+                "command line) or change `round_epochs`."
             )
         self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed,
                                          num_replicas=trainer.world_size, rank=trainer.global_rank)

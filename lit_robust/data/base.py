@@ -23,9 +23,16 @@ def torchvision_split(name: str, root: str, train: bool, download: bool = False)
     try:
         return cls(os.path.expanduser(root), train=train, download=download)
     except RuntimeError as err:
+        where = os.path.abspath(os.path.expanduser(root))
+        relative = "" if os.path.isabs(os.path.expanduser(root)) else (
+            f" (a relative `root` is read from the current folder, {os.getcwd()}, not from the config file's)")
+        # a CLI newcomer running a shipped config from another folder was advised the path that had just failed; and
+        # with `download=True` and no network, to pass `download=True`
+        fix = (" (`download=True` could not fetch it: no network?)" if download
+               else ", or pass `download=True` (needs a network)")
         raise RuntimeError(
-            f"{name} not found under `root`={root!r} ({err}). Point `root` at a folder holding "
-            f"{name}/raw (e.g. ../shared/data) or pass `download=True`."
+            f"{name} not found under `root`={root!r}, i.e. {where}{relative} ({err}). Point `root` at the folder "
+            f"that holds {name}/raw{fix}."
         ) from err
 
 
