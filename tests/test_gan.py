@@ -251,3 +251,17 @@ def test_dcgan_names_a_wrong_image_size_before_itlm_scores_the_batch(tmp_path):
     with pytest.raises(ValueError, match=r"the batch yields vectors of 1024 features. DCGAN takes images of shape "
                                          r"\[batch, 1, 28, 28\]"):
         DCGAN(**SMALL).discriminate(torch.zeros(2, 1024))
+
+
+def test_sample_grid_keeps_its_grids_when_the_same_trainer_fits_on(tmp_path):
+    """A second `trainer.fit` on the same Trainer goes on from its loops' progress (as ITLM and the filters now do):
+    the grids written so far stay listed; a new Trainer (epoch 0) starts the list afresh."""
+    from types import SimpleNamespace
+
+    grid = SampleGrid(dirpath=str(tmp_path))
+    grid.paths = {0: "round0.png"}
+    module = DCGAN(latent_dim=8, g_width=4, d_width=4)
+    grid.setup(SimpleNamespace(current_epoch=3, global_step=12), module, "fit")
+    assert grid.paths == {0: "round0.png"}
+    grid.setup(SimpleNamespace(current_epoch=0, global_step=0), module, "fit")
+    assert grid.paths == {}

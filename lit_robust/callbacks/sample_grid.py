@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 
 from lit_robust._backend import Callback, pl, rank_zero_info, rank_zero_only
+from lit_robust._lightning import continues_earlier_fit
 
 __all__ = ["SampleGrid", "save_grid"]
 
@@ -61,7 +62,8 @@ class SampleGrid(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self.paths = {}  # this fit's grids (a resumed fit restores the earlier ones after setup)
+        if not continues_earlier_fit(trainer):  # a second fit on the same Trainer goes on, as ITLM does
+            self.paths = {}  # this fit's grids (a resumed fit restores the earlier ones after setup)
         z = getattr(pl_module, "fixed_z", None)
         if not callable(getattr(pl_module, "generate", None)) or not isinstance(z, torch.Tensor) or z.ndim < 2:
             raise TypeError(f"`SampleGrid` needs a module with `generate(z)` and a `fixed_z` tensor of latent vectors "
