@@ -137,7 +137,7 @@ def warn_if_mixed_lightning(trainer: object) -> None:
             # other package first broke a script whose every other class was `lightning`'s)
             ours, name = PACKAGES[LIGHTNING], type(cb).__name__
             rank_zero_warn(f"the callback `{name}` is `{other}`'s, while the Trainer and lit_robust are `{ours}`'s: "
-                           "Lightning takes it for a plain object (a `ModelCheckpoint` of it is not the Trainer's "
-                           f"checkpoint callback). Import it from `{ours}` (e.g. `from {ours}.callbacks import "
+                           "Lightning runs its hooks but does not know it for one of its own (a `ModelCheckpoint` of it is "
+                           f"not the Trainer's checkpoint callback). Import it from `{ours}` (e.g. `from {ours}.callbacks import "
                            f"{name}`), or build your own on `{ours}.Callback`.")
             return

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from lit_robust._backend import mismatch_advice, pl
+from lit_robust._backend import pl
 
 _MISSING = object()
 
@@ -40,10 +40,15 @@ def resolve_loader(original: Any) -> DataLoader:
                         f"{type(loader).__name__} of several: concatenate the data sets into one (e.g. "
                         "`torch.utils.data.ConcatDataset` inside `lit_robust.IndexedDataset`).")
     if not isinstance(loader, DataLoader):
-        # a datamodule of the other Lightning package arrives here as a "dataloader" (a newcomer's import order)
-        advice = mismatch_advice(loader, f"`{type(loader).__name__}`")
-        raise TypeError(f"lit_robust needs the training dataloader to be a torch DataLoader, got {type(loader).__name__}."
-                        + ("" if advice is None else f" {advice}"))
+        # a datamodule that is not of the Trainer's Lightning package arrives here as a "dataloader" (a newcomer's
+        # import order; an import sorter puts `import lit_robust` before `import lightning`)
+        name = type(loader).__name__
+        mixed = ("" if not any(c.__name__ == "LightningDataModule" for c in type(loader).__mro__) else
+                 f" `{name}` is a LightningDataModule that Lightning took for a dataloader: it and the Trainer come "
+                 "from different Lightning packages (`lightning` and `pytorch_lightning`, whose classes do not mix). "
+                 "Build both on one package: import `lightning` before lit_robust (import sorters put lit_robust "
+                 "first), or set LIT_ROBUST_LIGHTNING to the Trainer's package.")
+        raise TypeError(f"lit_robust needs the training dataloader to be a torch DataLoader, got {name}.{mixed}")
     return loader
 
 

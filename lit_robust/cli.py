@@ -554,14 +554,26 @@ _LOADER_ONLY = frozenset({"batch_size", "eval_batch_size", "num_workers", "root"
 
 
 def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
-    """The model, the data (less the loader-only arguments) and the callbacks of a config: a checkpoint fitted
-    under another one is not "the last fit with this config"."""
+    """The model, the data (less the loader-only arguments), the callbacks and the seed of a config: a checkpoint
+    fitted under another one is not "the last fit with this config" (an anomaly newcomer's seed-0 test loaded the
+    seed-2 fit's weights). An argument set to ``None`` counts as unset (a datamodule that gained an optional argument
+    no longer refused every earlier fit)."""
     data = config.get("data")
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
         data = {**data, "init_args": {k: v for k, v in data["init_args"].items() if k not in _LOADER_ONLY}}
     trainer = config.get("trainer") or {}
-    return {"model": config.get("model"), "data": data,
-            "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None}
+    return _without_none({"model": config.get("model"), "data": data,
+                          "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None,
+                          "seed_everything": config.get("seed_everything")})
+
+
+def _without_none(obj: Any) -> Any:
+    """``obj`` with every dict entry whose value is ``None`` left out, at any depth."""
+    if isinstance(obj, dict):
+        return {k: _without_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_without_none(v) for v in obj]
+    return obj
 
 
 def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -719,3 +719,19 @@ def test_overrides_written_before_config_apply_after_it(tmp_path, one_torch_thre
                "--config", str(small), "--trainer.enable_progress_bar", "false"])
     f = next(c for c in cli.trainer.callbacks if type(c).__name__ == "BatchFilter")
     assert f.warmup_epochs == 1 and cli.trainer.max_epochs == 1
+
+
+def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
+    """An anomaly newcomer's `test --seed_everything 0 --ckpt_path last` after fits with seeds 0, 1, 2 loaded the
+    seed-2 fit, silently; adding an optional argument (default None) to their datamodule made every earlier fit
+    "differ in data.init_args.predict_csv: '(unset)' in that fit, None here", which no override could repeat."""
+    from lit_robust.cli import fit_signature, signature_differences
+
+    base = {"seed_everything": 0, "model": {"class_path": "M", "init_args": {"lr": 0.1}},
+            "data": {"class_path": "D", "init_args": {"csv": "a.csv"}}, "trainer": {"callbacks": None}}
+    other_seed = {**base, "seed_everything": 2}
+    assert fit_signature(base) != fit_signature(other_seed)
+    assert signature_differences(fit_signature(base), fit_signature(other_seed)) == [
+        "seed_everything: 2 in that fit, 0 here"]
+    newer = {**base, "data": {"class_path": "D", "init_args": {"csv": "a.csv", "predict_csv": None}}}
+    assert fit_signature(newer) == fit_signature(base)

@@ -232,7 +232,7 @@ def test_round_epochs_validated(epochs):
 
 def test_round_epochs_must_add_up_to_max_epochs(tmp_path):
     trainer = tiny_trainer(tmp_path, 5, [ITLM(keep_ratio=0.5, round_epochs=[2, 2])])
-    with pytest.raises(ValueError, match=r"sum\(\[2, 2\]\) = 4, but max_epochs = 5. Set `Trainer\(max_epochs=4\)`"):
+    with pytest.raises(ValueError, match=r"sum\(\[2, 2\]\) = 4, but max_epochs = 5. Set the Trainer's `max_epochs` to 4"):
         trainer.fit(TinyModel(), BlobsData())
 
 

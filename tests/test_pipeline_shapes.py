@@ -117,3 +117,11 @@ def test_itlm_says_when_its_scoring_pass_reads_augmented_samples(tmp_path, scori
     assert said == ([] if scoring_loader else [said[0]])
     if not scoring_loader:
         assert "`scoring_dataloader()`" in said[0]
+
+
+def test_a_list_of_indexed_batches_is_named_as_several_loaders():
+    """A release check: BatchFilter with a list of two training loaders was told to wrap its (wrapped) data set."""
+    one = (torch.arange(4), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"got a list of length 2\. With a list of several training DataLoaders "
+                                         r"Lightning passes one batch per loader.*ConcatDataset"):
+        unpack_batch([one, one], owner="BatchFilter")

@@ -217,20 +217,30 @@ def test_a_callback_of_the_other_package_on_the_trainer_is_warned_about(tmp_path
     # the Trainer is lit_robust's package: the callback is the stray one, so the fix is its import (a newcomer told to
     # import the other package first broke a script whose every other class was that package's)
     with pytest.warns(UserWarning, match=r"the callback `ModelCheckpoint` is `lightning`'s, while the Trainer and "
-                                         r"lit_robust are `pytorch_lightning`'s: Lightning takes it for a plain object"
+                                         r"lit_robust are `pytorch_lightning`'s: Lightning runs its hooks but does not know it for one of its own"
                                          r".*Import it from `pytorch_lightning` \(e.g. `from pytorch_lightning."
                                          r"callbacks import ModelCheckpoint`\)"):
         tiny_trainer(tmp_path, 1, [itlm, other]).fit(MixinStep(), BlobsData())
 
 
-def test_a_datamodule_of_the_other_package_taken_for_a_loader_says_so():
-    """`import lit_robust` before `import lightning`: Lightning took the other package's datamodule for a dataloader,
-    and lit_robust's error said only "needs ... a torch DataLoader, got DigitsDataModule" (a newcomer)."""
+@pytest.mark.parametrize("package", ["lightning", "pytorch_lightning"])
+def test_a_datamodule_of_the_other_package_taken_for_a_loader_says_so(package):
+    """`import lit_robust` before `import lightning`: Lightning took a datamodule not of its own package for a
+    dataloader, and lit_robust's error said only "needs ... a torch DataLoader, got DigitsDataModule" (a newcomer; a
+    release check: also for lit_robust's own datamodule under the other package's Trainer)."""
+    import pytorch_lightning
+
     from lit_robust._lightning import resolve_loader
 
-    class Data(lightning.pytorch.LightningDataModule):
+    base = lightning.pytorch.LightningDataModule if package == "lightning" else pytorch_lightning.LightningDataModule
+
+    class Data(base):
         pass
 
-    with pytest.raises(TypeError, match=r"a torch DataLoader, got Data\. `Data` is `lightning`'s, but lit_robust was "
-                                        r"imported on `pytorch_lightning`"):
+    with pytest.raises(TypeError, match=r"a torch DataLoader, got Data\. `Data` is a LightningDataModule that "
+                                        r"Lightning took for a dataloader: it and the Trainer come from different "
+                                        r"Lightning packages.*import `lightning` before lit_robust"):
         resolve_loader(Data())
+    with pytest.raises(TypeError) as err:  # not a datamodule: nothing about packages
+        resolve_loader(object())
+    assert "packages" not in str(err.value)

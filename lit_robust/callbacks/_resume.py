@@ -101,7 +101,7 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
         name = type(callback).__qualname__
         diffs = ", ".join(f"`{k}` {saved[k]!r} (this fit: {now[k]!r})" for k in changed)
         raise ValueError(f"the checkpoint was written by {name} with {diffs}: a resumed fit needs the {name} "
-                         "arguments it was written with (its rounds, selection and estimates depend on them). Resume "
+                         "arguments it was written with (what it selects and estimates depends on them). Resume "
                          "with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. "
                          "`MyModel.load_from_checkpoint(path)`.")
 

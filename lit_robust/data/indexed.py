@@ -392,6 +392,13 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
         kind = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
             f"a {type(batch).__name__}"
         several = f" {_SEVERAL_INPUTS}" if isinstance(batch, (tuple, list)) and len(batch) > 4 else ""
+        if (not evaluation and isinstance(batch, (tuple, list)) and len(batch) > 1
+                and all(isinstance(b, (tuple, list)) and len(b) in (3, 4) for b in batch)):
+            # one indexed batch per loader (a release check's list of two loaders was told to wrap its data)
+            several = ""
+            hint = ("With a list of several training DataLoaders Lightning passes one batch per loader; lit_robust "
+                    "filters the samples of one training DataLoader: concatenate the raw data sets "
+                    "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`.")
         if isinstance(batch, dict):  # samples that are dicts, or Lightning's batch of several training loaders
             kind = f"a dict (keys {sorted(map(str, batch))[:4]})"
             hint = ("If your samples are dicts, give `lit_robust.IndexedDataset` a dataset of `(input, target)` "

@@ -100,8 +100,16 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             net = simclr_backbone(*arch)  # type: ignore[arg-type]
             self._backbone_pending = os.fspath(backbone_checkpoint)
         elif backbone_checkpoint is not None:
-            net = load_backbone(backbone_checkpoint, backbone, in_channels, width, first_conv, maxpool1,
-                                argument="backbone_checkpoint")
+            try:
+                net = load_backbone(backbone_checkpoint, backbone, in_channels, width, first_conv, maxpool1,
+                                    argument="backbone_checkpoint")
+            except FileNotFoundError as err:
+                # `lit-robust test --ckpt_path last` builds the probe from the config before it finds the checkpoint
+                # (a release check): only a file given as `--ckpt_path` brings the saved architecture in time
+                raise FileNotFoundError(
+                    f"{err} A fine-tuned probe's own checkpoint holds its backbone: to evaluate one whose pretraining "
+                    "file is gone, pass that checkpoint's file as `--ckpt_path path/to/probe.ckpt` (`last` and `best` "
+                    "are looked up after the model is built) or use `LinearProbe.load_from_checkpoint(path)`.") from None
         else:
             net = simclr_backbone(backbone or "cnn", in_channels or 1, width or 16,
                                   True if first_conv is None else first_conv, True if maxpool1 is None else maxpool1)
