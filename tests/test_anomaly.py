@@ -461,3 +461,27 @@ def test_roc_auc_takes_numpy_arrays_and_lists():
 
     assert roc_auc(np.array([0.1, 0.9, 0.2, 0.8]), np.array([0, 1, 0, 1])) == 1.0
     assert roc_auc([3.0, 1.0, 2.0], [1, 0, 0]) == 1.0
+
+
+def test_a_test_auroc_below_a_half_asks_whether_the_flag_is_inverted(recwarn):
+    """An anomaly newcomer's flipped test flags read ROC-AUC 0.057 and nothing was said."""
+    from lit_robust import RealNVP
+
+    model = RealNVP(dim=2)
+    model.test_auroc.update(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([1, 1, 0, 0]))
+    model.on_test_epoch_end()
+    said = [str(w.message) for w in recwarn if "below 0.5" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("RealNVP: test ROC-AUC 0.000 is below 0.5") and "inverted" in said[0]
+    recwarn.clear()
+    good = RealNVP(dim=2)
+    good.test_auroc.update(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([0, 0, 1, 1]))
+    good.on_test_epoch_end()
+    assert not [w for w in recwarn if "below 0.5" in str(w.message)]
+
+
+def test_the_flows_trimming_filter_speaks_for_the_flow():
+    """An anomaly newcomer read "BatchFilter: `drop_ratio='auto'` ..." for a filter they had never configured."""
+    from lit_robust import RealNVP
+
+    model = RealNVP(dim=2, drop_ratio="auto")
+    assert model.batch_filter._auto.owner == "RealNVP" and model.batch_filter._report.owner == "RealNVP"

@@ -11,7 +11,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_robust._backend import pl
+from lit_robust._backend import pl, rank_zero_warn
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 
@@ -136,6 +136,14 @@ class AnomalyDetector(pl.LightningModule):
         scores, b = self._scores(batch, batch_idx, "test")
         self.test_auroc.update(scores, b.target.long())
         self.log("test_auroc", self.test_auroc, on_step=False, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        auc = float(self.test_auroc.compute())  # cached: the logged value
+        if auc < 0.5:
+            # an anomaly newcomer's flipped test flags read 0.057, and nothing was said
+            rank_zero_warn(f"{type(self).__name__}: test ROC-AUC {auc:.3f} is below 0.5: the test samples flagged 1 "
+                           "score as less anomalous than those flagged 0. Is the flag inverted (1 must mean anomaly), "
+                           "or are these anomalies ones the model finds normal?")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self._scores(batch, batch_idx, "predict")[0]

@@ -163,6 +163,12 @@ class RealNVP(RobustMixin, AnomalyDetector):
         elif report_enabled(report, report_dir):
             raise ValueError(f"`report` needs the module's trimming filter: drop_ratio > 0 or 'auto', got drop_ratio="
                              f"{drop_ratio!r} (rank the samples of a plain fit with `score_dataset`).")
+        if self.batch_filter is not None:
+            # its notes speak for this module (an anomaly newcomer on the CLI read "BatchFilter: ..." for a filter
+            # they had never configured)
+            for part in (self.batch_filter._auto, self.batch_filter._report):
+                if part is not None:
+                    part.owner = type(self).__name__
 
     @property
     def report_path(self) -> str | None:
