@@ -523,20 +523,17 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
     """``; the closest, <path>, differs in ...``: the checkpoint (:func:`fit_checkpoints`) whose fit's config differs from ``mine`` in the
     fewest keys (the newest of those), named with its differences (a CLI newcomer's ``--ckpt_path last`` failed after
     a fit with other ``round_epochs`` without saying which key); ``""`` when no fit's config can be read."""
-    best: tuple[int, float, str, list[str]] | None = None
+    ranked = []
     for path in fit_checkpoints(trainer)[0]:
         theirs = _saved_fit_signature(path)
-        if theirs is None:
-            continue
-        diffs = signature_differences(mine, theirs, limit=10**6)
-        key = (len(diffs), -os.path.getmtime(path), path, diffs)
-        if diffs and (best is None or key[:3] < best[:3]):
-            best = key
-    if best is None:
+        differing = [] if theirs is None else _differing_keys(mine, theirs)
+        if differing:
+            ranked.append((len(differing), -os.path.getmtime(path), path, theirs))
+    if not ranked:
         return ""
-    diffs = best[3][:4] + ([f"{len(best[3]) - 4} more"] if len(best[3]) > 4 else [])
-    return (f"; the closest, {best[2]}, differs in {'; '.join(diffs)}: repeat that fit's values, or pass that file as "
-            "`--ckpt_path`")
+    *_, path, theirs = min(ranked, key=lambda r: r[:3])
+    return (f"; the closest, {path}, differs in {'; '.join(signature_differences(mine, theirs))}: repeat that fit's "
+            "values, or pass that file as `--ckpt_path`")
 
 
 def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
@@ -591,12 +588,20 @@ def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj}
 
 
+_ABSENT = "(unset)"
+
+
+def _differing_keys(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    a, b = _leaves(theirs), _leaves(mine)
+    return [k for k in dict.fromkeys([*a, *b]) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
 def signature_differences(mine: dict[str, Any], theirs: dict[str, Any], limit: int = 4) -> list[str]:
     """What differs between two :func:`fit_signature`\ s, as the config keys a user writes (``trainer.callbacks[0]
     .init_args.round_epochs``): ``key: <theirs> in that fit, <mine> here``; at most ``limit`` entries."""
     a, b = _leaves(theirs), _leaves(mine)
-    absent = "(unset)"
-    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, absent) != b.get(k, absent)]
+    absent = _ABSENT
+    keys = _differing_keys(mine, theirs)
     named = [f"{'trainer.' if k.startswith('callbacks') else ''}{k}: {a.get(k, absent)!r} in that fit, "
              f"{b.get(k, absent)!r} here" for k in keys[:limit]]
     return named + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
