@@ -597,7 +597,7 @@ def _differing_keys(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
 
 
 def signature_differences(mine: dict[str, Any], theirs: dict[str, Any], limit: int = 4) -> list[str]:
-    """What differs between two :func:`fit_signature`\ s, as the config keys a user writes (``trainer.callbacks[0]
+    """What differs between two fit signatures (:func:`fit_signature`), as the config keys a user writes (``trainer.callbacks[0]
     .init_args.round_epochs``): ``key: <theirs> in that fit, <mine> here``; at most ``limit`` entries."""
     a, b = _leaves(theirs), _leaves(mine)
     absent = _ABSENT

@@ -465,6 +465,7 @@ class ITLM(Callback):
         self.report_path: str | None = None  # the report written by the last fit
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
+        self._low_classes: dict[int, int] = {}  # class -> samples kept when last warned about (`_note_emptied_classes`)
         starts = [0]
         for e in round_epochs:
             starts.append(starts[-1] + e)
@@ -572,6 +573,7 @@ class ITLM(Callback):
         self._checked_per_sample = False
         self._trained_this_fit = False
         self._said = set()
+        self._low_classes = {}
         self._local_sum, self._local_count = 0.0, 0
         total = sum(self.round_epochs)
         if trainer.fast_dev_run:
@@ -1081,9 +1083,11 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
     def _note_emptied_classes(self, round_: int, selection: Tensor, n: int) -> None:
-        """Warn once per fit when one trim keeps a class far below the overall share (the dataset's labels, where it
-        holds them: ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor)."""
-        if "emptied classes" in self._said or not n or not selection.numel():
+        """Warn when one trim keeps a class far below the overall share (the dataset's labels, where it holds them:
+        ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor): once per class when it first runs
+        low, and once more if a later round keeps none of it (a newcomer's Coat class went 31 → 8 → 0 of 603 after
+        the round-1 warning alone)."""
+        if not n or not selection.numel():
             return
         ds = getattr(getattr(self, "_train_loader", None), "dataset", None)
         labels = getattr(ds, "targets", None)
@@ -1098,12 +1102,20 @@ class ITLM(Callback):
         kept = torch.bincount(labels[selection.cpu()], minlength=counts.numel())
         overall = selection.numel() / n
         low = [c for c in range(counts.numel()) if counts[c] >= 10 and kept[c] < 0.25 * overall * counts[c]]
-        if low:
-            self._said.add("emptied classes")
-            listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {c}" for c in low[:3])
-            rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(low) > 3 else ''}, "
-                           f"against {overall:.0%} overall: one trim can empty a rare or confusable class whose samples "
-                           "all score high. `ITLM(per_class=True)` keeps the same share of every class.")
+        # a class is said again only when it goes from some kept to none
+        new = [c for c in low if self._low_classes.get(c, -1) != 0 and (c not in self._low_classes or kept[c] == 0)]
+        if not new:
+            return
+        for c in low:
+            self._low_classes[c] = int(kept[c])
+        listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {c}" for c in new[:3])
+        emptied = all(kept[c] == 0 for c in new)
+        rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(new) > 3 else ''}, "
+                       f"against {overall:.0%} overall: one trim can empty a rare or confusable class whose samples "
+                       "all score high"
+                       + (" (the model then never learns it, and the report marks all of it dropped)" if emptied
+                          else "")
+                       + ". `ITLM(per_class=True)` keeps the same share of every class.")
 
     def _check_labels(self, labels: Tensor | None, round_: int, device: torch.device) -> None:
         """``per_class=True`` needs integer class labels on every rank (a collective)."""
