@@ -427,6 +427,17 @@ def test_per_class_needs_class_labels(tmp_path):
         x = torch.randn(40, 3)
         data = DataLoader(IndexedDataset(TensorDataset(x, x.sum(1, keepdim=True))), batch_size=8)
         tiny_trainer(tmp_path, 2, [itlm]).fit(LinearRegressor(), data)
+    # class labels stored as floats in the user's own loader: refused before round 0 trains (a release checker's
+    # own loader got the hint only after a whole round)
+    blobs_data = BlobsData()
+    floats = blobs_data.ds.dataset.tensors
+    float_labels = IndexedDataset(TensorDataset(floats[0], floats[1].float()))
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"^the training set's targets are torch.float32: `per_class=True` trims each "
+                                         r"class by its given label, .* class labels stored as floats, e.g. 3.0: cast "
+                                         r"them to torch.long"):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), DataLoader(float_labels, batch_size=32))
+    assert itlm.history == [] and itlm._current is None  # nothing trained
 
 
 def test_a_keep_ratio_above_the_clean_share_and_a_single_round_are_warned_about(tmp_path):

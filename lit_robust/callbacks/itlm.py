@@ -241,6 +241,21 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     return reasons
 
 
+_PER_CLASS_NEEDS_LABELS = ("`per_class=True` trims each class by its given label, but the training targets are not "
+                           "integer class labels (a regression's or a GAN's are not; class labels stored as floats, "
+                           "e.g. 3.0: cast them to torch.long); use per_class=False otherwise.")
+
+
+def _dataset_targets(ds: Any) -> Any:
+    """The labels a training set holds without being read: ``IndexedDataset(targets=...)``'s, or the second tensor
+    of the ``TensorDataset`` it wraps; ``None`` otherwise."""
+    targets = getattr(ds, "targets", None)
+    inner = getattr(ds, "dataset", None)
+    if targets is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
+        targets = inner.tensors[1]
+    return targets
+
+
 class ITLM(Callback):
     r"""Iterative Trimmed Loss Minimization (Shen & Sanghavi, ICML 2019, Algorithms 1–2).
 
@@ -632,6 +647,10 @@ class ITLM(Callback):
                 f"`keep_ratio` must keep at least one of the {n} training samples: floor({self.keep_ratio} * {n}) = 0. "
                 f"Use `keep_ratio` >= 1/{n} = {1 / n:.4g}, got {self.keep_ratio!r}."
             )
+        targets = _dataset_targets(loader.dataset)
+        if self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.is_floating_point():
+            # before round 0 trains (the scoring pass at its end found them a whole round later)
+            raise ValueError(f"the training set's targets are {targets.dtype}: {_PER_CLASS_NEEDS_LABELS}")
         self._n = n
         assert self._sampler is not None
         self._sampler.n = n
@@ -1089,12 +1108,7 @@ class ITLM(Callback):
         the round-1 warning alone)."""
         if not n or not selection.numel():
             return
-        ds = getattr(getattr(self, "_train_loader", None), "dataset", None)
-        labels = getattr(ds, "targets", None)
-        inner = getattr(ds, "dataset", None)
-        if labels is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
-            labels = inner.tensors[1]
-        labels = integer_labels(labels)
+        labels = integer_labels(_dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)))
         if labels is None or labels.numel() != n or int(labels.min()) < 0:
             return
         labels = labels.cpu()
@@ -1121,10 +1135,7 @@ class ITLM(Callback):
         """``per_class=True`` needs integer class labels on every rank (a collective)."""
         ok = torch.tensor([labels is not None], device=device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
-            raise ValueError(f"ITLM round {round_}: `per_class=True` trims each class by its given label, but the "
-                             "training targets are not integer class labels (a regression's or a GAN's are not; "
-                             "class labels stored as floats, e.g. 3.0: cast them to torch.long); use per_class=False "
-                             "otherwise.")
+            raise ValueError(f"ITLM round {round_}: {_PER_CLASS_NEEDS_LABELS}")
 
     def _found_estimate(self) -> float | None:
         """The first positive estimate of an earlier round (from the checkpointed history), or None."""
