@@ -466,9 +466,10 @@ class RobustCLI(LightningCLI):
         found, searched = self._last_fit_checkpoint(mine)
         if found is None:
             if subcommand == "fit" and ckpt == "last":  # Lightning's own meaning: resume if there is anything
+                self._say_fresh_fit(mine, searched)
                 return
             others = "" if mine is None or find_last_checkpoint(self.trainer)[0] is None else (
-                " The checkpoints there come from fits with another model, data or callbacks (their version "
+                " The checkpoints there come from fits with another model, data, callbacks or seed (their version "
                 "folder's config.yaml differs)" + _closest_fit_note(mine, self.trainer) + ".")
             raise UserInputError(
                 f"`--ckpt_path {ckpt}`: no checkpoint of an earlier fit with this config was found (looked in "
@@ -495,6 +496,21 @@ class RobustCLI(LightningCLI):
 
     def after_predict(self) -> None:
         self._say_no_ckpt_note()
+
+    def _say_fresh_fit(self, mine: dict[str, Any] | None, searched: list[str]) -> None:
+        """``fit --ckpt_path last`` with no earlier fit of this config starts from scratch (Lightning's meaning), but
+        Lightning says "there is no last checkpoint available ... HINT: Set ModelCheckpoint(..., save_last=True)",
+        wrong where a fit with another setting left one (a newcomer changed `auto_margin` to resume and trained 25
+        epochs from scratch without a word of why): say which fit was closest and what differs, instead."""
+        warnings.filterwarnings("ignore", message=r".*is set, but there is no last checkpoint available")
+        if not self.trainer.is_global_zero:
+            return
+        closest = "" if mine is None or find_last_checkpoint(self.trainer)[0] is None else (
+            _closest_fit_note(mine, self.trainer).removeprefix("; "))
+        why = (f" The checkpoints found come from fits with another config; {closest}." if closest
+               else f" (Looked in {' and '.join(searched)}.)")
+        sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found no checkpoint of an earlier fit with this "
+                         f"config, so this fit starts from scratch.{why}\n")
 
     def _say_no_ckpt_note(self) -> None:
         # said before the run, and again below its metrics: the first scrolls away under Lightning's output and the
@@ -597,7 +613,7 @@ def _differing_keys(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
 
 
 def signature_differences(mine: dict[str, Any], theirs: dict[str, Any], limit: int = 4) -> list[str]:
-    """What differs between two :func:`fit_signature`\ s, as the config keys a user writes (``trainer.callbacks[0]
+    """What differs between two fit signatures (:func:`fit_signature`), as the config keys a user writes (``trainer.callbacks[0]
     .init_args.round_epochs``): ``key: <theirs> in that fit, <mine> here``; at most ``limit`` entries."""
     a, b = _leaves(theirs), _leaves(mine)
     absent = _ABSENT

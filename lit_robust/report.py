@@ -334,6 +334,15 @@ def training_source_index(trainer: Any) -> Tensor | None:
     return None if src is None else torch.as_tensor(src).long().cpu()
 
 
+def _publish(tmp: str, path: str) -> None:
+    """Move a finished temporary file onto ``path`` with the permissions of a file opened there (``0o666`` less the
+    umask): ``mkstemp`` makes it owner-only, and a newcomer's teammates could not read the report on a shared box."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_index: Tensor | None = None) -> str:
     """Write a :func:`build_report` table to ``path``, as CSV or Parquet by its suffix; returns the path.
 
@@ -364,7 +373,7 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
         os.close(fd)
         try:
             pq.write_table(arrow, tmp)
-            os.replace(tmp, path)
+            _publish(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -376,7 +385,7 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
             writer.writerow(columns)
             for row in zip(*(table[c] for c in columns)):
                 writer.writerow([_csv_cell(v) for v in row])
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -423,10 +432,11 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
         raise ValueError(f"`as_frame` must be True, False or None, got {as_frame!r}.")
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
         found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
-        if len(found) != 1:
+        if len(found) != 1:  # several: the files exist, the choice is the user's (ValueError); none: not found
             what = f"{len(found)}: {found}; pass one of them" if found else "none"
-            raise FileNotFoundError(f"`path` is a folder; it must hold one per-sample report (`*_report.csv` or "
-                                    f".parquet), got {what} in {os.fspath(path)!r}.")
+            error = ValueError if found else FileNotFoundError
+            raise error(f"`path` is a folder; it must hold one per-sample report (`*_report.csv` or .parquet), got "
+                        f"{what} in {os.fspath(path)!r}.")
         path = os.path.join(path, found[0])
     elif not os.path.exists(path):  # before the suffix: a newcomer's missing run folder got "must end in .csv"
         raise FileNotFoundError(f"`path` must be an existing report file or the folder holding it, got "

@@ -228,12 +228,38 @@ def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folde
     with pytest.raises(SystemExit):
         main(["test", "--config", str(a), "--ckpt_path", "last"])
     err = capsys.readouterr().err
-    assert "come from fits with another model, data or callbacks" in err
+    assert "come from fits with another model, data, callbacks or seed" in err
     # the closest fit (A's, one key apart; B's differs in its callbacks too) and what differs: before, nothing said
     # which key stopped the match
     last_a = next(Path(fit_a.trainer.log_dir).glob("checkpoints/*.ckpt"))
     assert (f"the closest, {last_a}, differs in data.init_args.clean_ratio: 0.6 in that fit, 0.9 here: repeat that "
             "fit's values, or pass that file as `--ckpt_path`") in err, err
+
+
+def test_fit_ckpt_path_last_after_a_changed_setting_says_it_starts_from_scratch_and_why(tmp_path, capsys,
+                                                                                         one_torch_thread):
+    """A regression newcomer changed `auto_margin` and ran `fit --ckpt_path last` to resume: it trained from scratch
+    (Lightning's meaning of `last` in fit) and the only message was Lightning's "there is no last checkpoint available
+    ... HINT: Set ModelCheckpoint(..., save_last=True)", false twice over. Now the closest fit and what differs."""
+    import warnings
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    first = run(["fit", "--config", str(path)])
+    capsys.readouterr()
+    cfg["data"]["init_args"]["clean_ratio"] = 0.9
+    path.write_text(yaml.safe_dump(cfg))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = run(["fit", "--config", str(path), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    last = next(Path(first.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    assert ("lit-robust fit: note: `--ckpt_path last` found no checkpoint of an earlier fit with this config, so this "
+            "fit starts from scratch. The checkpoints found come from fits with another config; the closest, "
+            f"{last}, differs in data.init_args.clean_ratio: 0.6 in that fit, 0.9 here") in err, err
+    assert again.trainer.ckpt_path is None and again.trainer.log_dir != first.trainer.log_dir  # a fresh fit
+    assert not [w for w in caught if "no last checkpoint available" in str(w.message)]
 
 
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):

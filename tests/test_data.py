@@ -93,6 +93,27 @@ def test_digits_datamodule_noise_and_splits():
     assert len(next(iter(dm.test_dataloader()))) == 3  # clean test set: no flag
 
 
+def test_a_datamodule_without_a_validation_split_fits_without_lightnings_empty_list_warning(tmp_path):
+    """`val_size=0` (the default) returns `[]`, Lightning's way to skip validation, and Lightning asked "Total length
+    of `list` across ranks is zero. Please make sure this was your intention." on every fit (a newcomer's CLI run)."""
+    import warnings
+
+    import pytorch_lightning as pl
+
+    from lit_robust import ImageClassifier
+
+    torch.manual_seed(0)
+    dm = DigitsDataModule(clean_ratio=0.9, batch_size=256)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(ImageClassifier(backbone="mlp", in_channels=1, image_size=8, hidden=8), dm)
+    assert dm.val_dataloader() == [] and sum(trainer.num_val_batches) == 0
+    said = [str(w.message) for w in caught if "across ranks is zero" in str(w.message)]
+    assert not said, said
+
+
 def test_predict_dataloader_is_the_test_split_in_order():
     """`trainer.predict` / `lit-robust predict` get the clean test split, not shuffled: index n is test sample n."""
     dm = DigitsDataModule(val_size=100, eval_batch_size=200)

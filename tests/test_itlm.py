@@ -427,6 +427,17 @@ def test_per_class_needs_class_labels(tmp_path):
         x = torch.randn(40, 3)
         data = DataLoader(IndexedDataset(TensorDataset(x, x.sum(1, keepdim=True))), batch_size=8)
         tiny_trainer(tmp_path, 2, [itlm]).fit(LinearRegressor(), data)
+    # class labels stored as floats in the user's own loader: refused before round 0 trains (a release checker's
+    # own loader got the hint only after a whole round)
+    blobs_data = BlobsData()
+    floats = blobs_data.ds.dataset.tensors
+    float_labels = IndexedDataset(TensorDataset(floats[0], floats[1].float()))
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"^the training set's targets are torch.float32: `per_class=True` trims each "
+                                         r"class by its given label, .* class labels stored as floats, e.g. 3.0: cast "
+                                         r"them to torch.long"):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), DataLoader(float_labels, batch_size=32))
+    assert itlm.history == [] and itlm._current is None  # nothing trained
 
 
 def test_a_keep_ratio_above_the_clean_share_and_a_single_round_are_warned_about(tmp_path):
@@ -477,8 +488,39 @@ def test_one_trim_that_empties_a_class_is_warned_about(tmp_path, per_class):
     else:
         assert kept_two == 0
         assert said == [f"ITLM round 1: the selection keeps 0 of {int((labels == 2).sum())} labelled 2, against 60% "
-                        "overall: one trim can empty a rare or confusable class whose samples all score high. "
-                        "`ITLM(per_class=True)` keeps the same share of every class."]
+                        "overall: one trim can empty a rare or confusable class whose samples all score high (the "
+                        "model then never learns it, and the report marks all of it dropped). `ITLM(per_class=True)` "
+                        "keeps the same share of every class."]
+
+
+class ClassTwoEmptiedLater(TinyModel):
+    """Labelled 2 scores high: in the first scoring pass all but every tenth sample, from the second on all of them."""
+
+    def sample_scores(self, batch):
+        high = (batch[2] == 2) & ((batch[0] % 10 != 0) | (self.current_epoch >= 1))
+        return super().sample_scores(batch) + 100.0 * high.float()
+
+
+def test_a_class_emptied_after_it_was_warned_about_is_warned_about_again(tmp_path):
+    """A FashionMNIST newcomer's Coat class went 31 -> 8 -> 0 of 603 kept, with a warning at round 1 only: the model
+    never predicted Coat and the report marked every Coat dropped. A class is said when it runs low and once more
+    when it is emptied, not at every round."""
+    import warnings
+
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1, 1], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 4, [itlm]).fit(ClassTwoEmptiedLater(), BlobsData())
+    said = [str(w.message) for w in caught if "one trim can empty" in str(w.message)]
+    labels = BlobsData().ds.targets
+    n_two = int((labels == 2).sum())
+    assert len(said) == 2, said
+    first = re.match(rf"ITLM round 1: the selection keeps (\d+) of {n_two} labelled 2, against 60% overall", said[0])
+    assert first and int(first.group(1)) > 0 and "never learns it" not in said[0], said[0]
+    assert said[1].startswith(f"ITLM round 2: the selection keeps 0 of {n_two} labelled 2, against 60% overall")
+    assert "never learns it" in said[1]
+    assert int((labels[itlm.selection] == 2).sum()) == 0  # round 3 keeps none either, and is not said again
 
 
 def test_per_class_with_a_regression_datamodule_is_refused_before_training(tmp_path):

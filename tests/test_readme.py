@@ -25,10 +25,10 @@ def test_readme_sections_1_to_3_run(tmp_path, monkeypatch, one_torch_thread):
     # §3a: the per-sample report of a second fit, its head mostly the corrupted samples (30% of the labels)
     report = scope["report"]
     assert len(report) == 1500 and report["corrupted"].head(20).mean() > 0.8
-    # what ITLM left out at the end (keep_ratio 0.7: 450 of the 1500, as many as are wrong), mostly the wrong labels
+    # the 400 most suspicious of the 1500 (450 are wrong), mostly the wrong labels, each with its predicted label
     bad = scope["bad"]
-    assert len(bad) == 450 and bad["corrupted"].mean() > 0.8
-    assert set(scope["new_labels"]) == set(report["index"][~report["kept"]])
+    assert len(bad) == 400 and bad["corrupted"].mean() > 0.8
+    assert scope["new_labels"] == dict(zip(report["index"][:400], report["predicted_label"][:400]))
     # the final model's own count, sum(1 - P(clean)), is near the truth too
     assert 0.8 * 450 < (1 - report["clean_posterior"]).sum() < 1.2 * 450
 

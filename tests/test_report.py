@@ -191,6 +191,24 @@ def test_csv_and_parquet_open_with_pandas(tmp_path):
     assert same(load_report(tmp_path / "r.parquet", as_frame=False)[1], EXPECTED_ROWS[1])
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_report_is_readable_as_any_file_written_there(tmp_path, suffix):
+    """A newcomer's reports (and predictions.csv) were owner-only (0600, mkstemp's mode) beside 0644 files: a teammate
+    on a shared box could not read the list of bad samples. The file gets 0666 less the umask, as `open` would."""
+    import os
+
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    old = os.umask(0o022)
+    try:
+        path = write_report(small_table(), tmp_path / f"r.{suffix}")
+        os.umask(0o002)
+        group = write_report(small_table(), tmp_path / f"g.{suffix}")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644 and os.stat(group).st_mode & 0o777 == 0o664
+
+
 def as_list(frame):
     """A DataFrame's cells, with every missing value (None, NaN, pandas.NA) as None."""
     import pandas as pd
@@ -591,7 +609,7 @@ def test_load_report_takes_the_run_folder_and_rejects_a_file_that_is_no_report(t
                                          r"but .*metrics.csv' has columns \['epoch', 'step', 'train_loss'\]"):
         load_report(tmp_path / "metrics.csv")
     write_report(table, tmp_path / "itlm_report.csv")
-    with pytest.raises(FileNotFoundError, match=r"it must hold one per-sample report .* got 2: "
+    with pytest.raises(ValueError, match=r"it must hold one per-sample report .* got 2: "
                                                 r"\['filter_prl_report.csv', 'itlm_report.csv'\]; pass one of them"):
         load_report(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"got none in"):

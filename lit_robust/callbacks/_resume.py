@@ -80,8 +80,8 @@ def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> 
     others = sorted(k for k in saved if isinstance(k, str) and k.startswith(prefix) and k not in claimed)
     if others:
         raise ValueError(f"the checkpoint was written by {others[0]}, but this fit has {mine}: a resumed fit needs the "
-                         f"{cls.__qualname__} arguments it was written with (its rounds, selection and estimates "
-                         "depend on them). Resume with those arguments, or start a new fit (no `ckpt_path`) from the "
+                         f"{cls.__qualname__} arguments it was written with (what it selects and estimates depends "
+                         "on them). Resume with those arguments, or start a new fit (no `ckpt_path`) from the "
                          "checkpoint's weights, e.g. `MyModel.load_from_checkpoint(path)`.")
     return True
 

@@ -241,6 +241,21 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     return reasons
 
 
+_PER_CLASS_NEEDS_LABELS = ("`per_class=True` trims each class by its given label, but the training targets are not "
+                           "integer class labels (a regression's or a GAN's are not; class labels stored as floats, "
+                           "e.g. 3.0: cast them to torch.long); use per_class=False otherwise.")
+
+
+def _dataset_targets(ds: Any) -> Any:
+    """The labels a training set holds without being read: ``IndexedDataset(targets=...)``'s, or the second tensor
+    of the ``TensorDataset`` it wraps; ``None`` otherwise."""
+    targets = getattr(ds, "targets", None)
+    inner = getattr(ds, "dataset", None)
+    if targets is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
+        targets = inner.tensors[1]
+    return targets
+
+
 class ITLM(Callback):
     r"""Iterative Trimmed Loss Minimization (Shen & Sanghavi, ICML 2019, Algorithms 1–2).
 
@@ -465,6 +480,7 @@ class ITLM(Callback):
         self.report_path: str | None = None  # the report written by the last fit
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
+        self._low_classes: dict[int, int] = {}  # class -> samples kept when last warned about (`_note_emptied_classes`)
         starts = [0]
         for e in round_epochs:
             starts.append(starts[-1] + e)
@@ -572,6 +588,7 @@ class ITLM(Callback):
         self._checked_per_sample = False
         self._trained_this_fit = False
         self._said = set()
+        self._low_classes = {}
         self._local_sum, self._local_count = 0.0, 0
         total = sum(self.round_epochs)
         if trainer.fast_dev_run:
@@ -630,6 +647,10 @@ class ITLM(Callback):
                 f"`keep_ratio` must keep at least one of the {n} training samples: floor({self.keep_ratio} * {n}) = 0. "
                 f"Use `keep_ratio` >= 1/{n} = {1 / n:.4g}, got {self.keep_ratio!r}."
             )
+        targets = _dataset_targets(loader.dataset)
+        if self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.is_floating_point():
+            # before round 0 trains (the scoring pass at its end found them a whole round later)
+            raise ValueError(f"the training set's targets are {targets.dtype}: {_PER_CLASS_NEEDS_LABELS}")
         self._n = n
         assert self._sampler is not None
         self._sampler.n = n
@@ -1081,16 +1102,13 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
     def _note_emptied_classes(self, round_: int, selection: Tensor, n: int) -> None:
-        """Warn once per fit when one trim keeps a class far below the overall share (the dataset's labels, where it
-        holds them: ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor)."""
-        if "emptied classes" in self._said or not n or not selection.numel():
+        """Warn when one trim keeps a class far below the overall share (the dataset's labels, where it holds them:
+        ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor): once per class when it first runs
+        low, and once more if a later round keeps none of it (a newcomer's Coat class went 31 → 8 → 0 of 603 after
+        the round-1 warning alone)."""
+        if not n or not selection.numel():
             return
-        ds = getattr(getattr(self, "_train_loader", None), "dataset", None)
-        labels = getattr(ds, "targets", None)
-        inner = getattr(ds, "dataset", None)
-        if labels is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
-            labels = inner.tensors[1]
-        labels = integer_labels(labels)
+        labels = integer_labels(_dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)))
         if labels is None or labels.numel() != n or int(labels.min()) < 0:
             return
         labels = labels.cpu()
@@ -1098,21 +1116,26 @@ class ITLM(Callback):
         kept = torch.bincount(labels[selection.cpu()], minlength=counts.numel())
         overall = selection.numel() / n
         low = [c for c in range(counts.numel()) if counts[c] >= 10 and kept[c] < 0.25 * overall * counts[c]]
-        if low:
-            self._said.add("emptied classes")
-            listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {c}" for c in low[:3])
-            rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(low) > 3 else ''}, "
-                           f"against {overall:.0%} overall: one trim can empty a rare or confusable class whose samples "
-                           "all score high. `ITLM(per_class=True)` keeps the same share of every class.")
+        # a class is said again only when it goes from some kept to none
+        new = [c for c in low if self._low_classes.get(c, -1) != 0 and (c not in self._low_classes or kept[c] == 0)]
+        if not new:
+            return
+        for c in low:
+            self._low_classes[c] = int(kept[c])
+        listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {c}" for c in new[:3])
+        emptied = all(kept[c] == 0 for c in new)
+        rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(new) > 3 else ''}, "
+                       f"against {overall:.0%} overall: one trim can empty a rare or confusable class whose samples "
+                       "all score high"
+                       + (" (the model then never learns it, and the report marks all of it dropped)" if emptied
+                          else "")
+                       + ". `ITLM(per_class=True)` keeps the same share of every class.")
 
     def _check_labels(self, labels: Tensor | None, round_: int, device: torch.device) -> None:
         """``per_class=True`` needs integer class labels on every rank (a collective)."""
         ok = torch.tensor([labels is not None], device=device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
-            raise ValueError(f"ITLM round {round_}: `per_class=True` trims each class by its given label, but the "
-                             "training targets are not integer class labels (a regression's or a GAN's are not; "
-                             "class labels stored as floats, e.g. 3.0: cast them to torch.long); use per_class=False "
-                             "otherwise.")
+            raise ValueError(f"ITLM round {round_}: {_PER_CLASS_NEEDS_LABELS}")
 
     def _found_estimate(self) -> float | None:
         """The first positive estimate of an earlier round (from the checkpointed history), or None."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -85,7 +86,13 @@ class SplitLoaders:
         return self._loader(self.train_set, False, self.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, False, self.eval_batch_size) if self.val_set is not None else []
+        if self.val_set is None:
+            # no validation split (`val_size=0`, the default): an empty list is Lightning's way to skip validation,
+            # yet it asks "Total length of `list` across ranks is zero. Please make sure this was your intention."
+            # on every fit, a warning that cried wolf to a newcomer. Intended here, so not said.
+            warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+            return []
+        return self._loader(self.val_set, False, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         assert self.test_set is not None, "call setup() first"

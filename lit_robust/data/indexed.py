@@ -315,7 +315,7 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
 
 
 def check_one_index_space(dataset: Any, owner: str) -> None:
-    """Raise when the training set concatenates :class:`IndexedDataset`\ s: each numbers its samples from 0, so one
+    """Raise when the training set concatenates several :class:`IndexedDataset` objects: each numbers its samples from 0, so one
     index names a sample of every part (a newcomer's PRL report mixed two sets' rows under one index, silently; ITLM
     found it only at its first scoring pass, as samples "scored twice")."""
     if isinstance(dataset, torch.utils.data.ConcatDataset) and any(
