@@ -43,13 +43,32 @@ def resolve_loader(original: Any) -> DataLoader:
         # a datamodule that is not of the Trainer's Lightning package arrives here as a "dataloader" (a newcomer's
         # import order; an import sorter puts `import lit_robust` before `import lightning`)
         name = type(loader).__name__
-        mixed = ("" if not any(c.__name__ == "LightningDataModule" for c in type(loader).__mro__) else
-                 f" `{name}` is a LightningDataModule that Lightning took for a dataloader: it and the Trainer come "
-                 "from different Lightning packages (`lightning` and `pytorch_lightning`, whose classes do not mix). "
-                 "Build both on one package: import `lightning` before lit_robust (import sorters put lit_robust "
-                 "first), or set LIT_ROBUST_LIGHTNING to the Trainer's package.")
+        mixed = f" {_taken_for_a_loader(name)}" if _is_datamodule(loader) else ""
         raise TypeError(f"lit_robust needs the training dataloader to be a torch DataLoader, got {name}.{mixed}")
     return loader
+
+
+def _is_datamodule(obj: Any) -> bool:
+    """A ``LightningDataModule`` of either package (by name: the Trainer's package may not be lit_robust's)."""
+    return any(c.__name__ == "LightningDataModule" for c in type(obj).__mro__)
+
+
+def _taken_for_a_loader(name: str) -> str:
+    return (f"`{name}` is a LightningDataModule that Lightning took for a dataloader: it and the Trainer come from "
+            "different Lightning packages (`lightning` and `pytorch_lightning`, whose classes do not mix). Build both "
+            "on one package: import `lightning` before lit_robust (import sorters put lit_robust first), or set "
+            "LIT_ROBUST_LIGHTNING to the Trainer's package.")
+
+
+def check_datamodule_package(trainer: Any) -> None:
+    """Raise when the Trainer took a datamodule of the other Lightning package for a dataloader (``RobustMixin``'s
+    ``on_fit_start``: without ITLM, whose loader check said so, a release checker got Lightning's bare "An invalid
+    dataloader was passed to Trainer.fit(train_dataloaders=...)")."""
+    source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
+    instance = getattr(source, "instance", None)
+    if source is not None and not source.is_module() and instance is not None and _is_datamodule(instance):
+        raise TypeError(f"`trainer.fit` got {type(instance).__name__} as its data. "
+                        f"{_taken_for_a_loader(type(instance).__name__)}")
 
 
 class TrainLoaderPatch:

@@ -464,6 +464,8 @@ class RobustCLI(LightningCLI):
             return
         mine = self._fit_signature(subcommand)
         found, searched = self._last_fit_checkpoint(mine)
+        if found is not None and subcommand in _EVAL_COMMANDS:
+            self._say_other_length(subcommand, ckpt, found, mine)
         if found is None:
             if subcommand == "fit" and ckpt == "last":  # Lightning's own meaning: resume if there is anything
                 self._say_fresh_fit(mine, searched)
@@ -522,17 +524,39 @@ class RobustCLI(LightningCLI):
     def _last_fit_checkpoint(self, mine: dict[str, Any] | None) -> tuple[str | None, list[str]]:
         """The checkpoint ``--ckpt_path last`` loads -- the newest of a fit whose config has the signature
         ``mine`` (any, for ``None``) -- and the folders searched."""
-        return find_last_checkpoint(
-            self.trainer, None if mine is None else (lambda path: _saved_fit_signature(path) in (None, mine)))
+        return find_last_checkpoint(self.trainer, None if mine is None else (
+            lambda path: _saved_fit_signature(path) in (None, mine)))
 
-    def _fit_signature(self, subcommand: str) -> dict[str, Any] | None:
-        """What decides the fitted weights in this run's config (see :func:`fit_signature`), as LightningCLI
-        writes it into a fit's ``config.yaml``; ``None`` when it cannot be dumped."""
+    def _say_other_length(self, subcommand: str, ckpt: str, found: str, mine: dict[str, Any] | None) -> None:
+        """Note when the fit ``--ckpt_path last`` loads trained for another ``max_epochs``/``max_steps`` than this
+        command line says (not part of a fit's identity: a resume may extend it), naming the newest fit of this
+        config that trained as long, if any (a backdoor newcomer's `test` read a 2-epoch trial run's weights over
+        the 20-epoch fit its command line described, and took its attack success for the defence's)."""
+        config = self._dumped_config(subcommand)
+        budget = None if config is None else training_budget(config)
+        theirs = _saved_budget(found)
+        if budget is None or theirs is None or theirs == budget or not self.trainer.is_global_zero:
+            return
+        differ = "; ".join(f"trainer.{k}: {theirs.get(k, _ABSENT)!r} in that fit, {budget.get(k, _ABSENT)!r} here"
+                           for k in dict.fromkeys([*theirs, *budget]) if theirs.get(k) != budget.get(k))
+        same = find_last_checkpoint(self.trainer, lambda p: _saved_fit_signature(p) in (None, mine)
+                                    and _saved_budget(p) == budget)[0]
+        other = (f" The newest that trained as long: {same} (pass it as `--ckpt_path`)." if same else "")
+        sys.stderr.write(f"lit-robust {subcommand}: note: `--ckpt_path {ckpt}` loads the newest fit of this config, "
+                         f"{found}, which trained for another length ({differ}).{other}\n")
+
+    def _dumped_config(self, subcommand: str) -> dict[str, Any] | None:
+        """This run's config as LightningCLI writes it into a fit's ``config.yaml``; ``None`` when it cannot be
+        dumped."""
         try:
-            dumped = self._parser(subcommand).dump(self.config[subcommand], skip_none=False)
+            return yaml.safe_load(self._parser(subcommand).dump(self.config[subcommand], skip_none=False))
         except Exception:  # noqa: BLE001 - an undumpable config: fall back to the newest checkpoint
             return None
-        return fit_signature(yaml.safe_load(dumped))
+
+    def _fit_signature(self, subcommand: str) -> dict[str, Any] | None:
+        """What decides the fitted weights in this run's config (see :func:`fit_signature`)."""
+        config = self._dumped_config(subcommand)
+        return None if config is None else fit_signature(config)
 
 
 def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
@@ -578,6 +602,20 @@ def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
     return _without_none({"model": config.get("model"), "data": data,
                           "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None,
                           "seed_everything": config.get("seed_everything")})
+
+
+def training_budget(config: dict[str, Any]) -> dict[str, Any]:
+    """How long a config's fit trains (``trainer.max_epochs`` / ``max_steps``, unset ones left out): not part of a
+    fit's identity (a resume may extend it); ``--ckpt_path last`` notes a fit that trained for another length."""
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    return {k: trainer[k] for k in ("max_epochs", "max_steps") if trainer.get(k) not in (None, -1)}
+
+
+def _saved_budget(ckpt: str) -> dict[str, Any] | None:
+    """:func:`training_budget` of the fit that wrote ``ckpt`` (its version folder's ``config.yaml``), ``None`` when
+    it cannot be read."""
+    config = _saved_config(ckpt)
+    return None if config is None else training_budget(config)
 
 
 def _without_none(obj: Any) -> Any:
@@ -636,13 +674,19 @@ def _saved_fit_signature(ckpt: str) -> dict[str, Any] | None:
     """:func:`fit_signature` of the ``config.yaml`` LightningCLI saved in the version folder of the fit that wrote
     ``ckpt`` (``<log_dir>/checkpoints/x.ckpt``); ``None`` when there is none (a fit outside the CLI, a
     ModelCheckpoint ``dirpath`` elsewhere), which matches any config."""
+    config = _saved_config(ckpt)
+    return None if config is None else fit_signature(config)
+
+
+def _saved_config(ckpt: str) -> dict[str, Any] | None:
+    """The ``config.yaml`` LightningCLI saved beside the ``checkpoints`` folder of ``ckpt``, or ``None``."""
     saved = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(ckpt))), "config.yaml")
     try:
         with open(saved, encoding="utf-8") as f:
             config = yaml.safe_load(f)
     except (OSError, yaml.YAMLError):
         return None
-    return fit_signature(config) if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else None
 
 
 def model_callbacks(model: pl.LightningModule) -> list[pl.Callback]:

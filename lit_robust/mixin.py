@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
+from lit_robust._lightning import check_datamodule_package
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
 from lit_robust.report import labels_from_outputs, values_from_outputs
 from lit_robust.selection.rules import masked_mean
@@ -45,6 +46,12 @@ class RobustMixin:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._robust_selectors: list[BatchSelector] = []
+
+    def on_fit_start(self) -> None:
+        check_datamodule_package(getattr(self, "_trainer", None))
+        hook = getattr(super(), "on_fit_start", None)
+        if callable(hook):
+            hook()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

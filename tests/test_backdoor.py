@@ -119,3 +119,12 @@ def test_metrics():
 def test_bad_input(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_the_datamodules_blend_alpha_is_named_as_the_datamodule_takes_it():
+    """`--data.blend_alpha 2` was refused as "`alpha` must be in (0, 1]", a name the datamodule does not take."""
+    from lit_robust import BackdoorMNISTDataModule
+
+    with pytest.raises(ValueError, match=r"^`blend_alpha` must be in \(0, 1\], got 2.0\.$"):
+        BackdoorMNISTDataModule(attack="blend", blend_alpha=2.0)
+    BackdoorMNISTDataModule(attack="blend", blend_alpha=1.0)  # the bound is allowed

@@ -262,6 +262,30 @@ def test_fit_ckpt_path_last_after_a_changed_setting_says_it_starts_from_scratch_
     assert not [w for w in caught if "no last checkpoint available" in str(w.message)]
 
 
+def test_ckpt_path_last_notes_a_fit_that_trained_for_another_length(tmp_path, capsys, one_torch_thread):
+    """A backdoor newcomer's `test --ckpt_path last` loaded a 2-epoch trial fit's weights over the 20-epoch fit its
+    command line described (max_epochs is not part of a fit's identity: a resume may extend it) and took the trial's
+    attack success for the defence's, without a word. The newest fit is still loaded; the note names the length and
+    the newest fit that trained as long."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"] = [{"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.3}}]
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    full = run(["fit", "--config", str(path), "--trainer.max_epochs", "2"])
+    trial = run(["fit", "--config", str(path), "--trainer.max_epochs", "1"])
+    capsys.readouterr()
+    evaluated = run(["test", "--config", str(path), "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    loaded = evaluated.trainer.ckpt_path
+    assert Path(loaded).parents[1] == Path(trial.trainer.log_dir)  # the newest, as before
+    full_last = next(Path(full.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    assert (f"lit-robust test: note: `--ckpt_path last` loads the newest fit of this config, {loaded}, which trained "
+            "for another length (trainer.max_epochs: 1 in that fit, 2 here). The newest that trained as long: "
+            f"{full_last} (pass it as `--ckpt_path`).") in err, err
+    run(["test", "--config", str(path), "--trainer.max_epochs", "1", "--ckpt_path", "last"])
+    assert "trained for another length" not in capsys.readouterr().err
+
+
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
     """`lit-robust test --config X` without `--ckpt_path` evaluates the config's own (untrained) model, as
     LightningCLI does; the metrics are what a user reads, so the note must follow them, and name the last fit."""

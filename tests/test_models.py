@@ -89,3 +89,21 @@ def test_a_plain_input_target_loader_evaluates_like_an_indexed_one(tmp_path, kin
     if kind == "classifier":
         assert trainer.validate(model, plain, verbose=False)[0]["val_acc"] == \
             trainer.validate(model, indexed, verbose=False)[0]["val_acc"]
+
+
+@pytest.mark.parametrize("targets", [1, 2])
+def test_mlp_regressor_logs_test_mse_and_mae_as_computed_by_hand(tmp_path, targets):
+    """A regression newcomer computed MSE and MAE from predictions.csv: `MLPRegressor` logged only R²."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import MLPRegressor
+    from tests.conftest import tiny_trainer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 6), torch.randn(50, targets)
+    model = MLPRegressor(6, targets, hidden=8, hidden_layers=1)
+    out = tiny_trainer(tmp_path, 1).test(model, DataLoader(TensorDataset(x, y), batch_size=16), verbose=False)[0]
+    with torch.no_grad():
+        err = model(x) - y
+    assert out["test_mse"] == pytest.approx(float((err ** 2).mean()), rel=1e-5)
+    assert out["test_mae"] == pytest.approx(float(err.abs().mean()), rel=1e-5)

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lit_robust import CoTeaching, PredictionWriter
@@ -244,3 +245,37 @@ def test_a_datamodule_of_the_other_package_taken_for_a_loader_says_so(package):
     with pytest.raises(TypeError) as err:  # not a datamodule: nothing about packages
         resolve_loader(object())
     assert "packages" not in str(err.value)
+
+
+def test_a_datamodule_of_the_other_package_is_named_without_any_lit_robust_callback(tmp_path):
+    """Without ITLM (whose loader check names the mix-up) a release checker's `L.Trainer` with lit_robust's
+    `pytorch_lightning` datamodule and a `BatchFilter` or no callback ended in Lightning's bare "An invalid
+    dataloader was passed to Trainer.fit(train_dataloaders=...)"; the mixin's `on_fit_start` says why."""
+    import torch.nn.functional as F
+
+    from lit_robust import RobustMixin, unpack_batch
+    from tests.conftest import BlobsData
+
+    class Unified(RobustMixin, lightning.pytorch.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 3)
+
+        def per_sample_loss(self, batch):
+            b = unpack_batch(batch)
+            logits = self.net(b.input)
+            return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = lightning.pytorch.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                                        enable_progress_bar=False, enable_model_summary=False,
+                                        default_root_dir=tmp_path)
+    with pytest.raises(TypeError, match=r"^`trainer.fit` got BlobsData as its data\. `BlobsData` is a "
+                                        r"LightningDataModule that Lightning took for a dataloader"):
+        trainer.fit(Unified(), BlobsData())
+    lightning_trainer = lightning.pytorch.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                                                  enable_progress_bar=False, enable_model_summary=False,
+                                                  default_root_dir=tmp_path)
+    lightning_trainer.fit(Unified(), torch.utils.data.DataLoader(BlobsData().ds, batch_size=32))  # a loader: fine

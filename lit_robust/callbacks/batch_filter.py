@@ -79,9 +79,14 @@ def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int, max_epochs:
         last = scheduled_drop_ratio(max_epochs - 1, float(drop_ratio), warmup_epochs)
         reached = ("drops nothing: this fit is plain training" if last == 0 else
                    f"drops at most {last:.3g} of each batch (in the last epoch)")
+    advice = (f"Train longer (e.g. `max_epochs`={2 * max(warmup_epochs, 1) + 1}) rather than shortening the warm-up: "
+              "'auto' estimates from the warm-up's scores, and a model that has not yet learnt the clean samples "
+              "often gives 0, i.e. plain training" if auto else
+              f"Set `warmup_epochs` below `max_epochs` (e.g. {max(max_epochs // 3, 0)}) or train longer")
+    # a regression newcomer followed "e.g. 0" with "auto": estimated 0 after epoch 0, MSE equal to plain training
     return (f"the Trainer's `max_epochs`={max_epochs} ends the fit before the filter reaches `drop_ratio`="
             f"{drop_ratio!r}: with `warmup_epochs`={warmup_epochs} (the drop ratio ramps up from 0 in epoch 0) it "
-            f"{reached}. Set `warmup_epochs` below `max_epochs` (e.g. {max(max_epochs // 3, 0)}) or train longer.")
+            f"{reached}. {advice}.")
 
 
 def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Literal["local", "global"] = "local",

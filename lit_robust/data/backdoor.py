@@ -82,6 +82,9 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         if trigger is None and attack not in ATTACKS:
             raise ValueError(f"`attack` must be one of {', '.join(map(repr, ATTACKS))}, got {attack!r}.")
         _check_ratio("poison_rate", poison_rate)
+        if attack == "blend" and not (isinstance(blend_alpha, numbers.Real) and 0 < blend_alpha <= 1):
+            # the trigger's own check said `alpha`, a name the datamodule does not take (a backdoor newcomer)
+            raise ValueError(f"`blend_alpha` must be in (0, 1], got {blend_alpha!r}.")
         if target is not None and source == target:
             raise ValueError(f"a single-target attack (`target`={target!r}) needs a `source` class != `target` (or "
                              f"source=None: every other class), got source={source!r}.")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.regression import R2Score
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_int, check_int_sequence, check_number
@@ -277,7 +277,8 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         lr / momentum: Adam settings (``betas=(momentum, 0.999)``).
         loss: ``"mse"`` (mean over the ``q`` targets) or ``"huber"`` (Huber with ``huber_delta``).
 
-    ``val_r2`` / ``test_r2``: torchmetrics ``R2Score`` averaged uniformly over the targets.
+    ``val_r2`` / ``test_r2``: torchmetrics ``R2Score`` averaged uniformly over the targets; ``test_mse`` /
+    ``test_mae``: the mean squared and absolute error over every target value of the test split.
     """
 
     def __init__(
@@ -305,6 +306,8 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         self.net = make_mlp(in_features, out_features, hidden, hidden_layers, nn.LeakyReLU)
         self.val_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
         self.test_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
+        # a regression newcomer computed MSE and MAE from predictions.csv: R² alone hides the error's scale
+        self.test_mse, self.test_mae = MeanSquaredError(), MeanAbsoluteError()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -329,21 +332,26 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
             losses = F.huber_loss(pred, target, reduction="none", delta=self.settings.huber_delta)
         return losses.mean(1), pred
 
-    def _r2_update(self, metric: R2Score, batch: Any) -> None:
+    def _r2_update(self, metric: R2Score, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_eval_batch(batch)
         pred = self(b.input)
         target = b.target.reshape(pred.shape)
         if self.settings.out_features == 1:
             pred, target = pred.reshape(-1), target.reshape(-1)
         metric(pred, target)
+        return pred, target
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._r2_update(self.val_r2, batch)
         self.log("val_r2", self.val_r2, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._r2_update(self.test_r2, batch)
+        pred, target = self._r2_update(self.test_r2, batch)
+        self.test_mse(pred, target)
+        self.test_mae(pred, target)
         self.log("test_r2", self.test_r2)
+        self.log("test_mse", self.test_mse)
+        self.log("test_mae", self.test_mae)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self(unpack_eval_batch(batch).input)

@@ -239,22 +239,30 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     if isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float)) or not 0.0 <= auto_margin < 0.5:
         raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
     check_bool("reestimate", reestimate)
-    if not auto:
-        given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, default_estimator), ("auto_margin", auto_margin, 0.0),
-                                              ("reestimate", reestimate, False)) if v != d]
-        if given:
-            raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with {name}='auto', got "
-                             f"{', '.join(given)} with {name}={drop_ratio!r}.")
-        if high is not None:
-            if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)) or not 0 <= drop_ratio < high:
-                raise ValueError(f"`{name}` must be a number in [0, {high:g}), got {drop_ratio!r} (or 'auto' to "
-                                 "estimate it from the training scores).")
-            return float(drop_ratio)
+    if auto:
+        return "auto"
+    # the range first: a regression newcomer's drop_ratio 0.7 beside a leftover `estimator` was told only about the
+    # estimator, and the range error came once that was removed
+    if high is not None:
+        if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)) or not 0 <= drop_ratio < high:
+            raise ValueError(f"`{name}` must be a number in [0, {high:g}), got {drop_ratio!r} (or 'auto' to "
+                             "estimate it from the training scores).")
+        ratio = float(drop_ratio)
+    else:
         try:
-            return check_drop_ratio(drop_ratio, allow_large_drop, name=name)
+            ratio = check_drop_ratio(drop_ratio, allow_large_drop, name=name)
         except ValueError as exc:  # the owners take "auto" too: say so, as for keep_ratio
             raise ValueError(f"{exc} Or pass {name}='auto' to estimate it from the training scores.") from None
-    return "auto"
+    defaults = (("estimator", estimator, default_estimator), ("auto_margin", auto_margin, 0.0),
+                ("reestimate", reestimate, False))
+    given = [(k, v, d) for k, v, d in defaults if v != d]
+    if given:
+        # switching a config from 'auto' to a number on the command line leaves them set: say how to reset them
+        reset = ", ".join(f"{k}={d!r}" for k, _, d in given)
+        raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with {name}='auto', got "
+                         f"{', '.join(f'{k}={v!r}' for k, v, _ in given)} with {name}={drop_ratio!r}; remove them or "
+                         f"set their defaults ({reset}).")
+    return ratio
 
 
 class AutoDropRatio:
