@@ -6,7 +6,7 @@ reload at an arbitrary epoch; round-based selection needs both. Everything versi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -24,6 +24,19 @@ def continues_earlier_fit(trainer: pl.Trainer) -> bool:
     starts from the callbacks' fresh state. (A notebook user's second ``trainer.fit`` cell emptied ITLM's ``history``,
     with a warning that the fit had ended after 0 of its rounds.)"""
     return trainer.current_epoch > 0 or trainer.global_step > 0
+
+
+def evaluation_batches(trainer: pl.Trainer, loader: Any) -> Iterator[Any]:
+    """``loader``'s batches as Lightning's evaluation loop hands them to a step: on the device, through the precision
+    plugin's ``convert_input`` (the "true" half precisions cast floating inputs), each yielded inside its
+    ``val_step_context`` (autocast for the mixed ones). A scoring pass without it fed float32 inputs to a
+    ``bf16-true`` model (a performance newcomer's ITLM crashed after round 0) and scored ``bf16-mixed`` models in
+    float32, unlike their training and validation."""
+    plugin = trainer.precision_plugin
+    for batch in loader:
+        batch = plugin.convert_input(trainer.strategy.batch_to_device(batch))
+        with plugin.val_step_context():
+            yield batch
 
 
 def train_dataloader_source(trainer: pl.Trainer) -> Any:

@@ -485,6 +485,8 @@ class RobustCLI(LightningCLI):
                                      "or a checkpoint file.")
             found = best
         cfg["ckpt_path"] = found
+        if subcommand == "fit":
+            self._say_if_complete(found)
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
         # changed is expected here, not news
         warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
@@ -498,6 +500,21 @@ class RobustCLI(LightningCLI):
 
     def after_predict(self) -> None:
         self._say_no_ckpt_note()
+
+    def _say_if_complete(self, found: str) -> None:
+        """``fit --ckpt_path last`` that finds a fit which already ran every epoch trains nothing: say so (a DDP
+        newcomer's requeued job "resumed" an earlier, finished fit, printed its round table as if just trained and
+        exited 0)."""
+        try:
+            epoch = torch.load(found, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+        except Exception:  # noqa: BLE001 - Lightning reports an unreadable checkpoint itself
+            return
+        max_epochs = self.trainer.max_epochs
+        if isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs \
+                and self.trainer.is_global_zero:
+            sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
+                             f"{epoch + 1} epochs (`max_epochs` {max_epochs}): this run trains nothing. To train "
+                             "longer raise `--trainer.max_epochs`; to start again leave out `--ckpt_path`.\n")
 
     def _say_fresh_fit(self, mine: dict[str, Any] | None, searched: list[str]) -> None:
         """``fit --ckpt_path last`` with no earlier fit of this config starts from scratch (Lightning's meaning), but
@@ -1043,6 +1060,14 @@ def main(args: Sequence[str] | None = None) -> None:
     add_working_directory_to_path()
     try:
         run(argv)
+    except SystemExit as exc:
+        if type(exc).__name__ != "SIGTERMException":  # by name: either Lightning package's
+            raise
+        # Lightning ends a fit that received SIGTERM with a SystemExit without a code: exit status 0, so a scheduler
+        # that requeues failed jobs took a preempted fit for a finished one (a DDP newcomer)
+        sys.stderr.write(f"lit-robust {command}: stopped by SIGTERM; the checkpoints written so far remain: resume "
+                         "with the same command and `--ckpt_path last`. Exit status 143, as for a killed process.\n")
+        raise SystemExit(143) from None
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
         err = user_error(exc)
         if debug:

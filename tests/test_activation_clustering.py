@@ -497,3 +497,12 @@ def test_ddp_every_rank_selects_what_one_process_computes(tmp_path, world):
     assert all(r == ranks[0] for r in ranks)
     assert ranks[0]["selection"] == ranks[0]["expected"]
     assert len(ranks[0]["selection"]) + len(ranks[0]["flagged"]) == 239 and ranks[0]["flagged"]
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
+def test_the_feature_pass_runs_in_the_trainers_precision(tmp_path, precision):
+    """The feature pass feeds the batches as validation does: float32 inputs to a `bf16-true` model crashed ITLM's
+    scoring pass, which the clustering's pass shares (a performance newcomer)."""
+    ac = ActivationClustering(warmup_epochs=1, verbose=False)
+    fit(tmp_path, ac, 2, precision=precision)
+    assert ac.flagged is not None and len(ac.history) == 2

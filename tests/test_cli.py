@@ -286,6 +286,44 @@ def test_ckpt_path_last_notes_a_fit_that_trained_for_another_length(tmp_path, ca
     assert "trained for another length" not in capsys.readouterr().err
 
 
+class SigtermAfterFirstBatch(pl.Callback):
+    """What Lightning's SIGTERM handler does (its signal connector's flag), after the first training batch: a real
+    signal would kill a test worker where Lightning's handler is not installed."""
+
+    def on_train_batch_end(self, trainer, *args):
+        trainer._signal_connector.received_sigterm = True
+
+
+def test_a_fit_stopped_by_sigterm_exits_143_and_says_how_to_resume(tmp_path, capsys, one_torch_thread):
+    """Lightning ends a fit that received SIGTERM with a SystemExit without a code: `lit-robust fit` exited 0 and
+    said nothing, so a scheduler requeueing failed jobs took a preempted fit for a finished one (a DDP newcomer)."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"].append({"class_path": "tests.test_cli.SigtermAfterFirstBatch"})
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(path)])
+    assert stopped.value.code == 143
+    assert ("lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: resume with the same command "
+            "and `--ckpt_path last`. Exit status 143") in capsys.readouterr().err
+
+
+def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing(tmp_path, capsys, one_torch_thread):
+    """A DDP newcomer's requeued `fit --ckpt_path last` found an earlier fit that had run all its epochs: it trained
+    nothing, printed that fit's round table as if just trained and exited 0, without a word."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    first = run(["fit", "--config", str(path)])
+    capsys.readouterr()
+    again = run(["fit", "--config", str(path), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    epochs = cfg["trainer"]["max_epochs"]
+    assert (f"lit-robust fit: note: `--ckpt_path last` found {again.trainer.ckpt_path}, a fit that already ran its "
+            f"{epochs} epochs (`max_epochs` {epochs}): this run trains nothing.") in err, err
+    assert Path(again.trainer.ckpt_path).parents[1] == Path(first.trainer.log_dir)
+
+
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
     """`lit-robust test --config X` without `--ckpt_path` evaluates the config's own (untrained) model, as
     LightningCLI does; the metrics are what a user reads, so the note must follow them, and name the last fit."""

@@ -348,8 +348,11 @@ def test_resuming_with_other_arguments_is_an_error_not_a_silent_restart(tmp_path
                  "ITLM{'keep_ratio': 0.6, 'round_epochs': [1, 2]}") if changed == "itlm-round_epochs" else
                 ("BatchFilter{'rule': 'spl', 'drop_ratio': 0.2, 'scope': 'local'}",
                  "BatchFilter{'rule': 'spl', 'drop_ratio': 0.3, 'scope': 'local'}"))
-    with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by {was}, but this fit has {now}: a "
-                                                   "resumed fit needs the")):
+    differs = {"itlm-keep_ratio": "`keep_ratio` 0.6 (this fit: 0.5)",
+               "itlm-round_epochs": "`round_epochs` [1, 1, 1] (this fit: [1, 2])",
+               "filter-drop_ratio": "`drop_ratio` 0.2 (this fit: 0.3)"}[changed]
+    with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by {was}, but this fit has {now} (it "
+                                                   f"differs in {differs}): a resumed fit needs the")):
         fit(tmp_path / "other", other[0], 3, callbacks=other[1:], enable_checkpointing=True, ckpt_path=ckpt)
     # evaluating the checkpoint under other callback arguments is fine: only its weights are used
     trainer = tiny_trainer(tmp_path / "eval", 3, other, enable_checkpointing=True)
@@ -583,3 +586,47 @@ def test_a_monitored_checkpoint_beside_itlm_is_warned_about(tmp_path, monitor, r
     assert len(said) == (1 if monitor else 0)
     if monitor:
         assert "`ModelCheckpoint(monitor='val_loss')`" in said[0] and "without `monitor`" in said[0]
+
+
+class RecordsScoringPrecision(TinyModel):
+    """Records, per scoring-pass batch, whether autocast is on and the input's dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.scored_under: list[tuple[bool, torch.dtype]] = []
+
+    def sample_scores(self, batch):
+        if not self.training:  # the scoring pass (with `check_per_sample=False`, nothing else scores in eval mode)
+            self.scored_under.append((torch.is_autocast_enabled("cpu"), batch[1].dtype))
+        return super().sample_scores(batch)
+
+
+@pytest.mark.parametrize(("precision", "expected"), [("32-true", (False, torch.float32)),
+                                                     ("bf16-mixed", (True, torch.float32)),
+                                                     ("bf16-true", (False, torch.bfloat16))])
+def test_the_scoring_pass_runs_in_the_trainers_precision_as_validation_does(tmp_path, precision, expected):
+    """A performance newcomer's ITLM crashed under `bf16-true` at its first scoring pass ("Input type (float) and
+    bias type (c10::BFloat16) should be the same", round 0's training lost), and scored `bf16-mixed` models in
+    float32, unlike their training and validation: the pass now goes through the precision plugin."""
+    pl.seed_everything(0, verbose=False)
+    model = RecordsScoringPrecision()
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, check_per_sample=False)
+    tiny_trainer(tmp_path, 2, [itlm], precision=precision).fit(model, BlobsData())
+    assert len(itlm.history) == 2 and itlm.selection.numel() == int(0.7 * 240)
+    assert model.scored_under and set(model.scored_under) == {expected}
+    assert torch.is_autocast_enabled("cpu") is False  # the context is left after the pass
+
+
+def test_a_resume_refused_for_another_kind_of_selection_names_the_argument():
+    """A DDP newcomer resumed a `per_class=True` checkpoint without it and had to spot that `per_class` was missing
+    from one of the two dicts the error printed (a key left out of a state key is an argument at its default)."""
+    from lit_robust.callbacks._resume import _state_key_differences
+
+    with_it = "{'keep_ratio': 'auto', 'round_epochs': [8, 6], 'per_class': True}"
+    without = "{'keep_ratio': 'auto', 'round_epochs': [8, 6]}"
+    plain = ITLM(keep_ratio="auto", round_epochs=[8, 6])
+    per_class = ITLM(keep_ratio="auto", round_epochs=[8, 6], per_class=True)
+    assert _state_key_differences(plain, with_it, without) == "`per_class` True (this fit: False)"
+    assert _state_key_differences(per_class, without, with_it) == "`per_class` at its default (this fit: True)"
+    assert _state_key_differences(plain, without, without) == ""
+    assert _state_key_differences(plain, "{not a dict", without) == ""

@@ -550,6 +550,36 @@ def test_ddp_report_has_each_sample_once_and_equals_one_process(tmp_path):
     assert json.dumps(two_filter[0]) and all(r["given_label"] is not None for r in two_filter)
 
 
+class ReadsTheReports(pl.Callback):
+    """At fit end on every rank: can this rank read each report through its callback's `report_path`?"""
+
+    def __init__(self, root, owners):
+        self.root, self.owners = str(root), owners
+
+    def on_fit_end(self, trainer, pl_module):
+        import os
+
+        rows = [len(load_report(o.report_path, as_frame=False)) if o.report_path else None for o in self.owners]
+        with open(os.path.join(self.root, f"rank{trainer.global_rank}.json"), "w") as f:
+            json.dump(rows, f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_every_rank_reads_the_report_through_report_path(tmp_path):
+    """Under DDP the README's `load_report(finder.report_path)` failed on rank 1, whose `report_path` was None (a DDP
+    newcomer): every rank gets the path once rank 0 has written the file."""
+    def make():
+        cbs = [ITLM(0.7, [1, 1], verbose=False, plot=False, report_dir=str(tmp_path)),
+               BatchFilter("spl", 0.25, report_dir=str(tmp_path))]
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=[*cbs, ReadsTheReports(tmp_path, cbs)], logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        return trainer, Oracle(), OddBlobs()
+
+    fit_ranks(make)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == [[241, 241], [241, 241]]
+
+
 @pytest.mark.parametrize("owner", ["itlm", "filter"])
 def test_the_report_says_where_each_sample_sits_in_the_data_set_the_datamodule_read(tmp_path, owner):
     """A newcomer looked up FashionMNIST(root)[index] for the report's top rows and saw other images: the built-in

@@ -14,7 +14,7 @@ from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, training_source_index, write_report
 from lit_robust.selection import distributed
 
-__all__ = ["check_report_args", "report_enabled", "resolve_report_path", "training_set_size", "EpochReport",
+__all__ = ["check_report_args", "report_enabled", "report_written", "resolve_report_path", "training_set_size", "EpochReport",
            "ModuleReport"]
 
 
@@ -42,6 +42,13 @@ def check_report_args(report: Any, report_dir: Any, report_format: Any) -> None:
 def report_enabled(report: bool | None, report_dir: Any) -> bool:
     """``report=True``, or ``None`` with a ``report_dir`` (``lit-robust fit`` sets ``None`` to ``True``)."""
     return report is True or (report is None and report_dir is not None)
+
+
+def report_written(trainer: Any, path: str) -> str:
+    """``path`` on every rank once rank 0 has written it (a barrier): under DDP the README's
+    ``load_report(finder.report_path)`` failed on rank 1, whose ``report_path`` was ``None`` (a DDP newcomer)."""
+    trainer.strategy.barrier("lit_robust report written")
+    return path
 
 
 def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
@@ -137,13 +144,16 @@ class EpochReport:
             self.state.end_epoch(epoch)
 
     def write(self, trainer: Any, estimator: str) -> str | None:
-        """Write the last flushed epoch's report on rank 0 (``clean_posterior`` by ``estimator``); its path there,
-        ``None`` on the other ranks and when there is nothing to write (no report, or a fit that trained nothing)."""
-        if not self.active or self.state.epoch is None or trainer.global_rank != 0:
+        """Write the last flushed epoch's report on rank 0 (``clean_posterior`` by ``estimator``) and return its path
+        on every rank once it is written (a collective), or ``None`` when there is nothing to write (no report, or a
+        fit that trained nothing)."""
+        if not self.active or self.state.epoch is None:
             return None
-        path = write_report(self.state.table(estimator), self.target, training_source_index(trainer))
-        rank_zero_info(f"{self.owner}: per-sample report written to {path}")
-        return path
+        path = self.target
+        if trainer.global_rank == 0:
+            path = write_report(self.state.table(estimator), self.target, training_source_index(trainer))
+            rank_zero_info(f"{self.owner}: per-sample report written to {path}")
+        return report_written(trainer, path)
 
     def state_dict(self) -> dict[str, Any] | None:
         return None if self.state is None else self.state.state_dict()

@@ -79,11 +79,33 @@ def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> 
     claimed = {cb.state_key for cb in trainer.callbacks if type(cb) is cls}
     others = sorted(k for k in saved if isinstance(k, str) and k.startswith(prefix) and k not in claimed)
     if others:
-        raise ValueError(f"the checkpoint was written by {others[0]}, but this fit has {mine}: a resumed fit needs the "
+        diffs = _state_key_differences(callback, others[0][len(prefix) - 1:], mine[len(prefix) - 1:])
+        raise ValueError(f"the checkpoint was written by {others[0]}, but this fit has {mine}"
+                         + (f" (it differs in {diffs})" if diffs else "") + ": a resumed fit needs the "
                          f"{cls.__qualname__} arguments it was written with (what it selects and estimates depends "
                          "on them). Resume with those arguments, or start a new fit (no `ckpt_path`) from the "
                          "checkpoint's weights, e.g. `MyModel.load_from_checkpoint(path)`.")
     return True
+
+
+def _state_key_differences(callback: Any, theirs: str, mine: str) -> str:
+    """``"`per_class` True (this fit: False)"``: the arguments two state keys' dicts differ in, this fit's value read
+    off the callback (a key left out of a state key is an argument at its default: a DDP newcomer had to spot
+    that ``per_class`` was missing from one of two printed dicts); ``""`` when they cannot be read."""
+    import ast
+
+    try:
+        a, b = ast.literal_eval(theirs), ast.literal_eval(mine)
+    except (ValueError, SyntaxError):
+        return ""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return ""
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, _UNSET) != b.get(k, _UNSET)]
+    return ", ".join(f"`{k}` {a[k]!r} (this fit: {getattr(callback, k, b.get(k))!r})" if k in a else
+                     f"`{k}` at its default (this fit: {getattr(callback, k, b.get(k))!r})" for k in keys)
+
+
+_UNSET = object()
 
 
 def _check_same_arguments(callback: Any, state: Any) -> None:

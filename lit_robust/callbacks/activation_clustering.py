@@ -4,13 +4,15 @@ features, drop the suspicious clusters and train a fresh model on the rest."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
+from lit_robust._lightning import evaluation_batches
+from lit_robust.callbacks._report_file import report_written
 from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.clustering import ActivationClusters, activation_clusters
@@ -239,9 +241,8 @@ class ActivationClustering(ITLM):
         idx, feats, given, flags = [], [], [], []
         what = f"the {'input' if take_input else 'output'} of `{name}`"
         try:
-            with torch.no_grad(), _eager_forward(pl_module):
-                for batch in loader:
-                    batch = trainer.strategy.batch_to_device(batch)
+            with torch.no_grad(), _eager_forward(pl_module), closing(evaluation_batches(trainer, loader)) as batches:
+                for batch in batches:
                     ib = unpack_batch(batch)
                     y = integer_labels(ib.target)
                     if y is None:
@@ -275,17 +276,21 @@ class ActivationClustering(ITLM):
         return torch.cat(idx), torch.cat(feats), torch.cat(given).long(), corrupted
 
     def _write_report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The clustering's per-sample report (see the class docstring), written by rank 0."""
+        """The clustering's per-sample report (see the class docstring), written by rank 0; its path on every rank
+        once written (the clustering is the same on every rank, so is whether there is one)."""
         res = self.clusters
-        if trainer.global_rank != 0 or res is None or self._given is None:
+        if res is None or self._given is None:
             return  # the fit ended before the clustering: nothing to report
-        flagged = res.suspicious
-        table = build_report(torch.arange(flagged.numel()), res.score, ~flagged, score_columns=["cluster_score"],
-                             first_dropped=torch.where(flagged, 1, -1), given_label=self._given,
-                             corrupted=self._truth, estimator=None)
         assert self._report_target is not None
-        self.report_path = write_report(table, self._report_target, training_source_index(trainer))
-        rank_zero_info(f"ActivationClustering: per-sample report written to {self.report_path}")
+        path = self._report_target
+        if trainer.global_rank == 0:
+            flagged = res.suspicious
+            table = build_report(torch.arange(flagged.numel()), res.score, ~flagged, score_columns=["cluster_score"],
+                                 first_dropped=torch.where(flagged, 1, -1), given_label=self._given,
+                                 corrupted=self._truth, estimator=None)
+            path = write_report(table, path, training_source_index(trainer))
+            rank_zero_info(f"ActivationClustering: per-sample report written to {path}")
+        self.report_path = report_written(trainer, path)
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatch
 from numbers import Integral
@@ -25,8 +26,19 @@ from lit_robust._backend import (
     warn_if_mixed_lightning,
 )
 from lit_robust._checks import real_scalar
-from lit_robust._lightning import TrainLoaderPatch, continues_earlier_fit, resolve_loader, with_sampler
-from lit_robust.callbacks._report_file import check_report_args, report_enabled, resolve_report_path
+from lit_robust._lightning import (
+    TrainLoaderPatch,
+    continues_earlier_fit,
+    evaluation_batches,
+    resolve_loader,
+    with_sampler,
+)
+from lit_robust.callbacks._report_file import (
+    check_report_args,
+    report_enabled,
+    report_written,
+    resolve_report_path,
+)
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
 from lit_robust.data.indexed import IndexedDataset, check_one_index_space, reads_differ, unpack_batch
 from lit_robust.data.spec import datamodule_spec
@@ -1163,9 +1175,9 @@ class ITLM(Callback):
         pl_module.eval()
         idx, scores, flags, given, predicted, targets, values = [], [], [], [], [], [], []
         try:
-            with torch.no_grad():
-                for batch in loader:
-                    batch = trainer.strategy.batch_to_device(batch)
+            # closing: an error in a batch leaves the precision context now, not when the generator is collected
+            with torch.no_grad(), closing(evaluation_batches(trainer, loader)) as batches:
+                for batch in batches:
                     ib = unpack_batch(batch)
                     if labels:
                         s, p, v = scores_and_predictions(module, batch)
@@ -1238,6 +1250,8 @@ class ITLM(Callback):
         fields = [gather(t, ok) for t, ok in zip(integer, present)]
         fields += [gather(t, ok, torch.float32) for t, ok in zip(floating, present[len(integer):])]
         if distributed.rank() != 0:
+            assert self._report_target is not None
+            self.report_path = report_written(trainer, self._report_target)
             return
         assert all_index is not None and all_scores is not None and self._n is not None
         if self._report_state is None:  # a fit of one round: no selection was made
@@ -1259,8 +1273,9 @@ class ITLM(Callback):
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
                             self.estimator, given_target=target_d, predicted_target=value_d)
         assert self._report_target is not None
-        self.report_path = write_report(table, self._report_target, training_source_index(trainer))
-        rank_zero_info(f"ITLM: per-sample report written to {self.report_path}")
+        path = write_report(table, self._report_target, training_source_index(trainer))
+        rank_zero_info(f"ITLM: per-sample report written to {path}")
+        self.report_path = report_written(trainer, path)
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
         loader = None
