@@ -745,3 +745,29 @@ def test_a_regression_report_has_each_samples_target_and_prediction(tmp_path, ow
         assert r["given_target"] == pytest.approx(float(y[r["index"]]), rel=1e-6)
         assert r["predicted_target"] == pytest.approx(float(pred[r["index"]]), rel=1e-5, abs=1e-6)
     assert load_report(cb.report_path)["predicted_target"].dtype == "float64"
+
+
+def test_rank_zero_writes_and_every_rank_passes_the_barrier_even_when_the_write_fails():
+    """Every rank waits at a barrier until rank 0 has written the report (so that `report_path` can be read on any
+    rank); a failing write must not leave the other ranks waiting for a rank 0 that has stopped: it is raised after
+    the barrier."""
+    from types import SimpleNamespace
+
+    from lit_robust.callbacks._report_file import written_on_rank_zero
+
+    def trainer(rank, log):
+        return SimpleNamespace(global_rank=rank, strategy=SimpleNamespace(barrier=lambda name: log.append("barrier")))
+
+    def failing():
+        raise OSError("No space left on device")
+
+    log: list[str] = []
+    assert written_on_rank_zero(trainer(0, log), "t.csv", lambda: log.append("write") or "/abs/t.csv") == "/abs/t.csv"
+    assert log == ["write", "barrier"]
+    log.clear()
+    assert written_on_rank_zero(trainer(1, log), "t.csv", lambda: log.append("write") or "x") == "t.csv"
+    assert log == ["barrier"]  # only rank 0 writes
+    log.clear()
+    with pytest.raises(OSError, match="No space left on device"):
+        written_on_rank_zero(trainer(0, log), "t.csv", failing)
+    assert log == ["barrier"]

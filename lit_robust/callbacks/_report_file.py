@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, training_source_index, write_report
 from lit_robust.selection import distributed
 
-__all__ = ["check_report_args", "report_enabled", "report_written", "resolve_report_path", "training_set_size", "EpochReport",
+__all__ = ["check_report_args", "report_enabled", "written_on_rank_zero", "resolve_report_path", "training_set_size", "EpochReport",
            "ModuleReport"]
 
 
@@ -44,10 +45,20 @@ def report_enabled(report: bool | None, report_dir: Any) -> bool:
     return report is True or (report is None and report_dir is not None)
 
 
-def report_written(trainer: Any, path: str) -> str:
-    """``path`` on every rank once rank 0 has written it (a barrier): under DDP the README's
-    ``load_report(finder.report_path)`` failed on rank 1, whose ``report_path`` was ``None`` (a DDP newcomer)."""
+def written_on_rank_zero(trainer: Any, target: str, write: Callable[[], str]) -> str:
+    """Run ``write`` (which writes the report and returns its path) on rank 0, then return the path on every rank once
+    it is written (a barrier; under DDP the README's ``load_report(finder.report_path)`` failed on rank 1, whose
+    ``report_path`` was ``None``: a DDP newcomer). An error in ``write`` is raised after the barrier, so that the
+    other ranks do not wait for a rank 0 that has stopped."""
+    path, error = target, None
+    if trainer.global_rank == 0:
+        try:
+            path = write()
+        except Exception as exc:  # noqa: BLE001 - raised below, after the barrier
+            error = exc
     trainer.strategy.barrier("lit_robust report written")
+    if error is not None:
+        raise error
     return path
 
 
@@ -149,11 +160,13 @@ class EpochReport:
         fit that trained nothing)."""
         if not self.active or self.state.epoch is None:
             return None
-        path = self.target
-        if trainer.global_rank == 0:
+
+        def write() -> str:
             path = write_report(self.state.table(estimator), self.target, training_source_index(trainer))
             rank_zero_info(f"{self.owner}: per-sample report written to {path}")
-        return report_written(trainer, path)
+            return path
+
+        return written_on_rank_zero(trainer, self.target, write)
 
     def state_dict(self) -> dict[str, Any] | None:
         return None if self.state is None else self.state.state_dict()

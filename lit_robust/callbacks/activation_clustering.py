@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
 from lit_robust._lightning import evaluation_batches
-from lit_robust.callbacks._report_file import report_written
+from lit_robust.callbacks._report_file import written_on_rank_zero
 from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.clustering import ActivationClusters, activation_clusters
@@ -282,15 +282,18 @@ class ActivationClustering(ITLM):
         if res is None or self._given is None:
             return  # the fit ended before the clustering: nothing to report
         assert self._report_target is not None
-        path = self._report_target
-        if trainer.global_rank == 0:
+        target = self._report_target
+
+        def write() -> str:
             flagged = res.suspicious
             table = build_report(torch.arange(flagged.numel()), res.score, ~flagged, score_columns=["cluster_score"],
                                  first_dropped=torch.where(flagged, 1, -1), given_label=self._given,
                                  corrupted=self._truth, estimator=None)
-            path = write_report(table, path, training_source_index(trainer))
+            path = write_report(table, target, training_source_index(trainer))
             rank_zero_info(f"ActivationClustering: per-sample report written to {path}")
-        self.report_path = report_written(trainer, path)
+            return path
+
+        self.report_path = written_on_rank_zero(trainer, target, write)
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

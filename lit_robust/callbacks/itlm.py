@@ -36,8 +36,8 @@ from lit_robust._lightning import (
 from lit_robust.callbacks._report_file import (
     check_report_args,
     report_enabled,
-    report_written,
     resolve_report_path,
+    written_on_rank_zero,
 )
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
 from lit_robust.data.indexed import IndexedDataset, check_one_index_space, reads_differ, unpack_batch
@@ -1249,10 +1249,13 @@ class ITLM(Callback):
         all_scores = gather(scored.scores, True, torch.float32)
         fields = [gather(t, ok) for t, ok in zip(integer, present)]
         fields += [gather(t, ok, torch.float32) for t, ok in zip(floating, present[len(integer):])]
-        if distributed.rank() != 0:
-            assert self._report_target is not None
-            self.report_path = report_written(trainer, self._report_target)
-            return
+        assert self._report_target is not None
+        self.report_path = written_on_rank_zero(trainer, self._report_target,
+                                                lambda: self._write_gathered(trainer, all_index, all_scores, fields))
+
+    def _write_gathered(self, trainer: pl.Trainer, all_index: Tensor | None, all_scores: Tensor | None,
+                        fields: list[Tensor | None]) -> str:
+        """Rank 0: the report of the gathered final scoring pass, written; its path."""
         assert all_index is not None and all_scores is not None and self._n is not None
         if self._report_state is None:  # a fit of one round: no selection was made
             self._report_state = RoundScores(self._n, self.num_rounds)
@@ -1275,7 +1278,7 @@ class ITLM(Callback):
         assert self._report_target is not None
         path = write_report(table, self._report_target, training_source_index(trainer))
         rank_zero_info(f"ITLM: per-sample report written to {path}")
-        self.report_path = report_written(trainer, path)
+        return path
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
         loader = None
