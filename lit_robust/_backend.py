@@ -136,8 +136,12 @@ def warn_if_mixed_lightning(trainer: object) -> None:
             # the Trainer is of lit_robust's package: the callback is the stray one (a newcomer told to import the
             # other package first broke a script whose every other class was `lightning`'s)
             ours, name = PACKAGES[LIGHTNING], type(cb).__name__
+            # Lightning's own callback: import it from the other package; the user's own: its base class (a release
+            # checker's `Stray` was told `from lightning.pytorch.callbacks import Stray`, which does not exist)
+            own = type(cb).__module__.split(".")[0] in ("lightning", "pytorch_lightning")
+            fix = (f"Import it from `{ours}` (e.g. `from {ours}.callbacks import {name}`)" if own else
+                   f"Build `{name}` on `{ours}.Callback`")
             rank_zero_warn(f"the callback `{name}` is `{other}`'s, while the Trainer and lit_robust are `{ours}`'s: "
                            "Lightning runs its hooks but does not know it for one of its own (a `ModelCheckpoint` of it is "
-                           f"not the Trainer's checkpoint callback). Import it from `{ours}` (e.g. `from {ours}.callbacks import "
-                           f"{name}`), or build your own on `{ours}.Callback`.")
+                           f"not the Trainer's checkpoint callback). {fix}.")
             return

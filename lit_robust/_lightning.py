@@ -56,7 +56,7 @@ def resolve_loader(original: Any) -> DataLoader:
         # a datamodule that is not of the Trainer's Lightning package arrives here as a "dataloader" (a newcomer's
         # import order; an import sorter puts `import lit_robust` before `import lightning`)
         name = type(loader).__name__
-        mixed = f" {_taken_for_a_loader(name)}" if _is_datamodule(loader) else ""
+        mixed = f" {_taken_for_a_loader(loader)}" if _is_datamodule(loader) else ""
         raise TypeError(f"lit_robust needs the training dataloader to be a torch DataLoader, got {name}.{mixed}")
     return loader
 
@@ -66,11 +66,22 @@ def _is_datamodule(obj: Any) -> bool:
     return any(c.__name__ == "LightningDataModule" for c in type(obj).__mro__)
 
 
-def _taken_for_a_loader(name: str) -> str:
-    return (f"`{name}` is a LightningDataModule that Lightning took for a dataloader: it and the Trainer come from "
-            "different Lightning packages (`lightning` and `pytorch_lightning`, whose classes do not mix). Build both "
-            "on one package: import `lightning` before lit_robust (import sorters put lit_robust first), or set "
-            "LIT_ROBUST_LIGHTNING to the Trainer's package.")
+def _taken_for_a_loader(obj: Any) -> str:
+    """Which package the datamodule ``obj`` is of, which the Trainer is of, and the fix for that direction (a release
+    checker's own `lightning` datamodule under lit_robust's `pytorch_lightning` Trainer was told to import
+    `lightning` first, which changed nothing)."""
+    name = type(obj).__name__
+    base = next(c for c in type(obj).__mro__ if c.__name__ == "LightningDataModule")
+    theirs = base.__module__.split(".")[0]
+    trainer = "pytorch_lightning" if theirs == "lightning" else "lightning"
+    if type(obj).__module__.split(".")[0] == "lit_robust":  # lit_robust built it on its own package
+        fix = (f"make lit_robust build on the Trainer's package: import `{trainer}` before lit_robust (import sorters "
+               f"put lit_robust first), or set LIT_ROBUST_LIGHTNING={trainer}")
+    else:
+        root = "lightning.pytorch" if trainer == "lightning" else trainer
+        fix = f"build `{name}` on `{root}.LightningDataModule`, the Trainer's package"
+    return (f"`{name}` is a LightningDataModule of `{theirs}` and the Trainer is `{trainer}`'s, whose classes do not "
+            f"mix: Lightning took it for a dataloader. To fix it, {fix}.")
 
 
 def check_datamodule_package(trainer: Any) -> None:
@@ -80,8 +91,7 @@ def check_datamodule_package(trainer: Any) -> None:
     source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
     instance = getattr(source, "instance", None)
     if source is not None and not source.is_module() and instance is not None and _is_datamodule(instance):
-        raise TypeError(f"`trainer.fit` got {type(instance).__name__} as its data. "
-                        f"{_taken_for_a_loader(type(instance).__name__)}")
+        raise TypeError(f"`trainer.fit` got {type(instance).__name__} as its data. {_taken_for_a_loader(instance)}")
 
 
 class TrainLoaderPatch:

@@ -485,3 +485,24 @@ def test_the_flows_trimming_filter_speaks_for_the_flow():
 
     model = RealNVP(dim=2, drop_ratio="auto")
     assert model.batch_filter._auto.owner == "RealNVP" and model.batch_filter._report.owner == "RealNVP"
+
+
+def test_the_flows_warm_up_warning_speaks_for_the_flow(tmp_path):
+    """A release checker's `RobustRealNVP(warmup_epochs=10)` under `max_epochs=3` was warned by "BatchFilter: the
+    Trainer's `max_epochs`=3 ends the fit ...", a filter they had not configured."""
+    import warnings
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset, RobustRealNVP
+
+    torch.manual_seed(0)
+    data = DataLoader(IndexedDataset(TensorDataset(torch.randn(64, 2), torch.zeros(64))), batch_size=32)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(RobustRealNVP(dim=2, drop_ratio=0.05, warmup_epochs=10), data)
+    said = [str(w.message) for w in caught if "ends the fit before the filter reaches" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("RobustRealNVP: the Trainer's `max_epochs`=1 ends the fit"), said

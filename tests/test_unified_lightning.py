@@ -223,6 +223,14 @@ def test_a_callback_of_the_other_package_on_the_trainer_is_warned_about(tmp_path
                                          r"callbacks import ModelCheckpoint`\)"):
         tiny_trainer(tmp_path, 1, [itlm, other]).fit(MixinStep(), BlobsData())
 
+    class Stray(lightning.pytorch.Callback):  # the user's own: no such import exists, its base class is the fix
+        pass
+
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1], verbose=False, plot=False)
+    with pytest.warns(UserWarning, match=r"the callback `Stray` is `lightning`'s, .* one of its own .*\. Build `Stray` "
+                                         r"on `pytorch_lightning.Callback`\.$"):
+        tiny_trainer(tmp_path, 1, [itlm, Stray()]).fit(MixinStep(), BlobsData())
+
 
 @pytest.mark.parametrize("package", ["lightning", "pytorch_lightning"])
 def test_a_datamodule_of_the_other_package_taken_for_a_loader_says_so(package):
@@ -238,9 +246,14 @@ def test_a_datamodule_of_the_other_package_taken_for_a_loader_says_so(package):
     class Data(base):
         pass
 
-    with pytest.raises(TypeError, match=r"a torch DataLoader, got Data\. `Data` is a LightningDataModule that "
-                                        r"Lightning took for a dataloader: it and the Trainer come from different "
-                                        r"Lightning packages.*import `lightning` before lit_robust"):
+    other = "pytorch_lightning" if package == "lightning" else "lightning"
+    root = "lightning.pytorch" if other == "lightning" else other
+    # the user's own datamodule: the fix is its base class, whichever way round (a release checker was told to import
+    # `lightning` first, which changed nothing where the Trainer was `pytorch_lightning`'s)
+    with pytest.raises(TypeError, match=rf"a torch DataLoader, got Data\. `Data` is a LightningDataModule of "
+                                        rf"`{package}` and the Trainer is `{other}`'s, whose classes do not mix: "
+                                        rf"Lightning took it for a dataloader\. To fix it, build `Data` on "
+                                        rf"`{root}\.LightningDataModule`, the Trainer's package\."):
         resolve_loader(Data())
     with pytest.raises(TypeError) as err:  # not a datamodule: nothing about packages
         resolve_loader(object())
@@ -273,8 +286,15 @@ def test_a_datamodule_of_the_other_package_is_named_without_any_lit_robust_callb
                                         enable_progress_bar=False, enable_model_summary=False,
                                         default_root_dir=tmp_path)
     with pytest.raises(TypeError, match=r"^`trainer.fit` got BlobsData as its data\. `BlobsData` is a "
-                                        r"LightningDataModule that Lightning took for a dataloader"):
+                                        r"LightningDataModule of `pytorch_lightning` and the Trainer is `lightning`'s"):
         trainer.fit(Unified(), BlobsData())
+    # lit_robust's own datamodule: the fix is which package lit_robust builds on
+    from lit_robust import DigitsDataModule
+    from lit_robust._lightning import resolve_loader
+
+    with pytest.raises(TypeError, match=r"To fix it, make lit_robust build on the Trainer's package: import "
+                                        r"`lightning` before lit_robust .* or set LIT_ROBUST_LIGHTNING=lightning\."):
+        resolve_loader(DigitsDataModule())
     lightning_trainer = lightning.pytorch.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                                                   enable_progress_bar=False, enable_model_summary=False,
                                                   default_root_dir=tmp_path)

@@ -166,7 +166,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         if self.batch_filter is not None:
             # its notes speak for this module (an anomaly newcomer on the CLI read "BatchFilter: ..." for a filter
             # they had never configured)
-            for part in (self.batch_filter._auto, self.batch_filter._report):
+            for part in (self.batch_filter, self.batch_filter._auto, self.batch_filter._report):
                 if part is not None:
                     part.owner = type(self).__name__
 

@@ -303,6 +303,7 @@ class BatchFilter(Callback):
         self.report_path: str | None = None  # the report written by the last fit
         self.check_per_sample = check_bool("check_per_sample", check_per_sample)
         self._checked_per_sample = False  # once per fit, at its first training batch
+        self.owner = "BatchFilter"  # the name its notes speak for (a module that brings the filter sets its own)
         self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
         self._reset_fit_state()
         # fit-time helpers (not state)
@@ -389,7 +390,7 @@ class BatchFilter(Callback):
         self._trainer, self._module = trainer, module
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, getattr(trainer, "max_epochs", None))
         if short is not None:
-            rank_zero_warn(f"BatchFilter: {short}")
+            rank_zero_warn(f"{self.owner}: {short}")
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
