@@ -524,8 +524,7 @@ class RobustCLI(LightningCLI):
         warnings.filterwarnings("ignore", message=r".*is set, but there is no last checkpoint available")
         if not self.trainer.is_global_zero:
             return
-        closest = "" if mine is None or find_last_checkpoint(self.trainer)[0] is None else (
-            _closest_fit_note(mine, self.trainer).removeprefix("; "))
+        closest = "" if mine is None else _closest_fit_note(mine, self.trainer).removeprefix("; ")
         why = (f" The checkpoints found come from fits with another config; {closest}." if closest
                else f" (Looked in {' and '.join(searched)}.)")
         sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found no checkpoint of an earlier fit with this "
@@ -554,8 +553,7 @@ class RobustCLI(LightningCLI):
         theirs = _saved_budget(found)
         if budget is None or theirs is None or theirs == budget or not self.trainer.is_global_zero:
             return
-        differ = "; ".join(f"trainer.{k}: {theirs.get(k, _ABSENT)!r} in that fit, {budget.get(k, _ABSENT)!r} here"
-                           for k in dict.fromkeys([*theirs, *budget]) if theirs.get(k) != budget.get(k))
+        differ = "; ".join(signature_differences({"trainer": budget}, {"trainer": theirs}))
         same = find_last_checkpoint(self.trainer, lambda p: _saved_fit_signature(p) in (None, mine)
                                     and _saved_budget(p) == budget)[0]
         other = (f" The newest that trained as long: {same} (pass it as `--ckpt_path`)." if same else "")

@@ -1128,8 +1128,8 @@ class ITLM(Callback):
         kept = torch.bincount(labels[selection.cpu()], minlength=counts.numel())
         overall = selection.numel() / n
         low = [c for c in range(counts.numel()) if counts[c] >= 10 and kept[c] < 0.25 * overall * counts[c]]
-        # a class is said again only when it goes from some kept to none
-        new = [c for c in low if self._low_classes.get(c, -1) != 0 and (c not in self._low_classes or kept[c] == 0)]
+        # said when it first runs low, and again only when it goes from some kept to none
+        new = [c for c in low if c not in self._low_classes or int(kept[c]) == 0 < self._low_classes[c]]
         if not new:
             return
         for c in low:
