@@ -486,7 +486,7 @@ class RobustCLI(LightningCLI):
             found = best
         cfg["ckpt_path"] = found
         if subcommand == "fit":
-            self._say_if_complete(found)
+            self._complete = self._say_if_complete(found)
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
         # changed is expected here, not news
         warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
@@ -501,20 +501,29 @@ class RobustCLI(LightningCLI):
     def after_predict(self) -> None:
         self._say_no_ckpt_note()
 
-    def _say_if_complete(self, found: str) -> None:
-        """``fit --ckpt_path last`` that finds a fit which already ran every epoch trains nothing: say so (a DDP
-        newcomer's requeued job "resumed" an earlier, finished fit, printed its round table as if just trained and
-        exited 0)."""
+    def fit(self, **kwargs: Any) -> None:
+        """``trainer.fit``, unless ``--ckpt_path last`` found a fit that already ran every epoch: Lightning would
+        open a new version folder with a config and a plot of the old rounds, print that fit's round table as if
+        just trained and train nothing; this skips it (:meth:`_say_if_complete` said why)."""
+        if not getattr(self, "_complete", False):
+            self.trainer.fit(**kwargs)
+
+    def _say_if_complete(self, found: str) -> bool:
+        """Whether ``fit --ckpt_path last`` found a fit which already ran every epoch (it would train nothing), said
+        on stderr (a DDP newcomer's requeued job "resumed" an earlier, finished fit, printed its round table as if
+        just trained and exited 0)."""
         try:
             epoch = torch.load(found, map_location="cpu", weights_only=True, mmap=True).get("epoch")
         except Exception:  # noqa: BLE001 - Lightning reports an unreadable checkpoint itself
-            return
+            return False
         max_epochs = self.trainer.max_epochs
-        if isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs \
-                and self.trainer.is_global_zero:
+        complete = isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
+        if complete and self.trainer.is_global_zero:
             sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
-                             f"{epoch + 1} epochs (`max_epochs` {max_epochs}): this run trains nothing. To train "
-                             "longer raise `--trainer.max_epochs`; to start again leave out `--ckpt_path`.\n")
+                             f"{epoch + 1} epochs (`max_epochs` {max_epochs}): nothing to train, so nothing runs and "
+                             "nothing is written. To train longer raise `--trainer.max_epochs`; to start again leave "
+                             "out `--ckpt_path`.\n")
+        return complete
 
     def _say_fresh_fit(self, mine: dict[str, Any] | None, searched: list[str]) -> None:
         """``fit --ckpt_path last`` with no earlier fit of this config starts from scratch (Lightning's meaning), but

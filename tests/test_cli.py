@@ -308,20 +308,33 @@ def test_a_fit_stopped_by_sigterm_exits_143_and_says_how_to_resume(tmp_path, cap
             "and `--ckpt_path last`. Exit status 143") in capsys.readouterr().err
 
 
-def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing(tmp_path, capsys, one_torch_thread):
+def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_nothing(tmp_path, capsys,
+                                                                                       one_torch_thread):
     """A DDP newcomer's requeued `fit --ckpt_path last` found an earlier fit that had run all its epochs: it trained
-    nothing, printed that fit's round table as if just trained and exited 0, without a word."""
+    nothing, printed that fit's round table as if just trained and exited 0, without a word; said since, it still
+    opened a new version folder with a config and a plot of the old rounds."""
     cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump(cfg))
     first = run(["fit", "--config", str(path)])
+    logs = Path(first.trainer.log_dir).parent
+    before = sorted(p.name for p in logs.iterdir())
     capsys.readouterr()
     again = run(["fit", "--config", str(path), "--ckpt_path", "last"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
     epochs = cfg["trainer"]["max_epochs"]
-    assert (f"lit-robust fit: note: `--ckpt_path last` found {again.trainer.ckpt_path}, a fit that already ran its "
-            f"{epochs} epochs (`max_epochs` {epochs}): this run trains nothing.") in err, err
-    assert Path(again.trainer.ckpt_path).parents[1] == Path(first.trainer.log_dir)
+    found = again.config_init["fit"]["ckpt_path"]
+    assert Path(found).parents[1] == Path(first.trainer.log_dir)
+    assert (f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its {epochs} epochs "
+            f"(`max_epochs` {epochs}): nothing to train, so nothing runs and nothing is written.") in captured.err
+    assert sorted(p.name for p in logs.iterdir()) == before
+    assert "round" not in captured.out.lower(), captured.out  # no round table of the old fit
+    assert again.trainer.state.status == "initializing"  # trainer.fit never ran
+
+    rounds = cfg["trainer"]["callbacks"][0]["init_args"]["round_epochs"]
+    main(["fit", "--config", str(path), "--ckpt_path", "last", "--trainer.max_epochs", str(epochs + 1),
+          "--trainer.callbacks.init_args.round_epochs", str([*rounds[:-1], rounds[-1] + 1])])
+    assert len(list(logs.iterdir())) == len(before) + 1  # one epoch more: it trains
 
 
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
