@@ -43,6 +43,11 @@ class RobustMixin:
     Batches are ``(index, input, target[, is_corrupted])`` (see :class:`lit_robust.IndexedDataset`).
     """
 
+    #: Whether the training batches' targets mean something (class labels, regression targets). ``False`` for a
+    #: module whose targets are placeholders (the zeros of a GAN's or a density model's data): its per-sample
+    #: reports leave the label and target columns empty (they read ``given_label`` 0 on every row).
+    report_targets: bool = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._robust_selectors: list[BatchSelector] = []

@@ -506,3 +506,90 @@ def test_the_flows_warm_up_warning_speaks_for_the_flow(tmp_path):
         trainer.fit(RobustRealNVP(dim=2, drop_ratio=0.05, warmup_epochs=10), data)
     said = [str(w.message) for w in caught if "ends the fit before the filter reaches" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("RobustRealNVP: the Trainer's `max_epochs`=1 ends the fit"), said
+
+
+def _blobs(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    flag = torch.zeros(n, dtype=torch.bool)
+    flag[: n // 10] = True
+    x[flag] = 6.0 + torch.randn(int(flag.sum()), 3, generator=g)
+    return x, flag
+
+
+def test_scoring_a_flow_in_training_mode_leaves_it_unchanged():
+    """An anomaly newcomer scored straight after `fit` (the module still in training mode): each `anomaly_score`
+    call advanced the spectral norms' power iteration, moving the largest score by 160 per call."""
+    torch.manual_seed(0)
+    model = RobustRealNVP(3, n_couplings=2, hidden=8).train()
+    x, _ = _blobs()
+    for _ in range(3):  # a few training-mode forwards, as training leaves the vectors
+        model.per_sample_loss((torch.arange(len(x)), x, torch.zeros(len(x))))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = model.anomaly_score(x)
+    for _ in range(5):
+        again = model.anomaly_score(x)
+    assert torch.equal(first, again)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and all(m.training for m in model.modules())  # the modes are restored
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model.anomaly_score(x), first)  # what eval mode gives
+
+
+def test_anomaly_score_of_a_numpy_array_says_to_convert_it():
+    """A newcomer's numpy features ended in "'tuple' object has no attribute 'numel'"."""
+    x = _blobs()[0].numpy()
+    for model in (RealNVP(3, hidden=8), RCA(3, hidden=8, latent=2)):
+        with pytest.raises(TypeError, match=r"\(dim=3\) expects a torch.Tensor of shape \[batch, 3\], got "
+                                            r"numpy.ndarray: convert it, e.g. `torch.as_tensor\(features, "
+                                            r"dtype=torch.float32\)`"):
+            model.anomaly_score(x)
+
+
+def test_a_non_finite_sample_is_named_once_even_when_two_networks_score_it(tmp_path):
+    """RCA checks both autoencoders' errors: a newcomer's one NaN row read `dataset indices [100, 100]`."""
+    x = torch.randn(128, 3)
+    x[100, 0] = float("nan")
+    loader = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(128, dtype=torch.long))), batch_size=64)
+    with pytest.raises(FloatingPointError, match=r"2 non-finite reconstruction error value\(s\) in training batch 1 "
+                                                 r"\(dataset indices \[100\]\)"):
+        tiny_trainer(tmp_path, 1).fit(RCA(3, hidden=8, latent=2, drop_ratio=0.1), loader)
+
+
+def test_score_dataset_returns_dataset_order_from_a_shuffled_indexed_loader():
+    """A newcomer scored the shuffled training loader and paired the scores with their labels: AUROC 0.49 for 0.94."""
+    torch.manual_seed(0)
+    x, flag = _blobs()
+    model = RealNVP(3, n_couplings=2, hidden=8)
+    data = IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), corrupted=flag)
+    ordered, _ = model.score_dataset(DataLoader(data, batch_size=32))
+    shuffled, targets = model.score_dataset(DataLoader(data, batch_size=32, shuffle=True))
+    assert torch.equal(shuffled, ordered) and torch.equal(targets, torch.zeros(len(x), dtype=torch.long))
+    with torch.no_grad():
+        assert torch.equal(ordered, model.eval().anomaly_score(x))
+    # without an index nothing maps the scores back: a shuffling loader is warned about
+    with pytest.warns(UserWarning, match=r"RealNVP.score_dataset: the loader shuffles and its batches carry no "
+                                         r"dataset index.*`shuffle=False`"):
+        model.score_dataset(DataLoader(TensorDataset(x, flag.long()), batch_size=32, shuffle=True))
+
+
+def test_a_flow_loaded_from_its_checkpoint_keeps_what_auto_estimated(tmp_path):
+    """A newcomer's `RobustRealNVP.load_from_checkpoint` read `estimated_corruption` None (RCA's kept it); the report
+    of either has no label columns (RealNVP's read `given_label` 0, RCA's <NA>, on the same data)."""
+    pl.seed_everything(0)
+    x, flag = _blobs(256)
+    loader = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), corrupted=flag),
+                        batch_size=64)
+    model = RobustRealNVP(3, n_couplings=2, hidden=16, drop_ratio="auto", warmup_epochs=2, lr=5e-3,
+                          report_dir=str(tmp_path / "rep"))
+    trainer = tiny_trainer(tmp_path, 3)
+    trainer.fit(model, loader)
+    assert model.estimated_corruption is not None
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = RobustRealNVP.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert loaded.estimated_corruption == model.estimated_corruption
+    assert loaded.batch_filter.history == model.batch_filter.history
+    rows = load_report(model.report_path, as_frame=False)
+    assert {r["given_label"] for r in rows} == {None} and {r["predicted_label"] for r in rows} == {None}
+    assert sum(r["corrupted"] for r in rows[:20]) == 20  # the anomalies still rank first

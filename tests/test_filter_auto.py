@@ -219,7 +219,8 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
     want = ["BatchFilter: `drop_ratio='auto'` estimated 0 corrupted samples after epoch 2 (the estimate's reason: "
             f"{reason}), so it trains on every sample. If you know the data is corrupted, the estimate did not see "
             "it in these scores: the corrupted samples score like the clean ones, or are too few to form a group of "
-            "their own. The highest scores tell which (the per-sample report ranks them): if they are the corrupted "
+            "their own, or the model had not yet learnt to tell them apart (a longer `warmup_epochs` trains longer "
+            "before the estimate). The highest scores tell which (the per-sample report ranks them): if they are the corrupted "
             "samples, pass `drop_ratio` instead."]
     assert reason.startswith("one component" if corrupted == 0 else "two components")
     assert said == (want if said_once else [])
@@ -669,3 +670,27 @@ def test_report_of_a_disagreement_filter_takes_its_posterior_from_its_estimator(
     est = estimate_corruption_from_predictions(score, given, predicted)
     assert torch.allclose(post, est.clean_posterior, atol=1e-9)
     assert float((1 - post).sum()) == pytest.approx(240 * est.rate, abs=1e-6) and est.rate > 0.1
+
+
+def test_an_estimate_of_zero_from_a_median_names_the_epochs_estimates(monkeypatch):
+    """An anomaly newcomer read "estimated 0 corrupted samples after epoch 3 (the estimate's reason: two
+    components)": the estimate kept is the median of the warm-up epochs' estimates, the reason was the last epoch's."""
+    g = torch.Generator().manual_seed(4)
+    clean = torch.empty(300, dtype=torch.float64).exponential_(5.0, generator=g)
+    two = clean.clone()
+    two[:60] = 3.0 + torch.rand(60, generator=g, dtype=torch.float64)
+    auto = AutoDropRatio("RCA", "gmm", 0.0, False, 4, ranked_by=REPORT_RANKS)
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    for epoch, scores in enumerate([clean, clean, clean, two]):
+        auto.add(torch.arange(300), scores)
+        auto.end_epoch(epoch)
+    last = auto.estimates[3]
+    assert auto.estimate == 0.0 and last > 0.15 and estimate_corruption(two, "gmm").reason == "two components"
+    assert said == [f"RCA: `drop_ratio='auto'` estimated 0 corrupted samples after epoch 3 (the estimate's reason: the "
+                    f"median of the estimates after epochs 1 (0.0 %), 2 (0.0 %), 3 ({100 * last:.1f} %)), so it "
+                    "trains on every sample. If you know the data is corrupted, the estimate did not see it in these "
+                    "scores: the corrupted samples score like the clean ones, or are too few to form a group of their "
+                    "own, or the model had not yet learnt to tell them apart (a longer `warmup_epochs` trains longer "
+                    "before the estimate). The highest scores tell which (the per-sample report ranks them): if they "
+                    "are the corrupted samples, pass `drop_ratio` instead."]

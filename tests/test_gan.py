@@ -110,6 +110,23 @@ def test_itlm_rounds_reinit_both_optimizers_train_on_the_selection_and_save_grid
         assert img.mode == "L"  # one channel: a grayscale PNG
 
 
+def test_a_gans_report_has_no_label_columns_and_auto_says_why_it_uses_the_gmm(mixture, tmp_path, monkeypatch):
+    """A GAN newcomer's report read `given_label` 0 on every row (the images' placeholder targets), and `"auto"`
+    said the module had no integer targets, which it had (the placeholders): it predicts no labels."""
+    from lit_robust import load_report
+
+    said = []
+    itlm = ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False, report_dir=str(tmp_path / "rep"))
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    tiny_trainer(tmp_path, 2, [itlm]).fit(DCGAN(**SMALL), fresh(mixture))
+    rows = load_report(itlm.report_path, as_frame=False)
+    assert len(rows) == 240 and {r["given_label"] for r in rows} == {None} == {r["predicted_label"] for r in rows}
+    assert sum(r["corrupted"] for r in rows) == 72  # the ground truth stays
+    assert ("ITLM round 1: `estimator='disagreement'` needs integer targets and `predicted_labels` of the module; the "
+            "module's targets are placeholders (`report_targets = False`), so the gmm estimate is used instead."
+            ) in said, said
+
+
 def test_itlm_makes_the_selection_cleaner(mixture, tmp_path):
     """A real (small) run: after one round on all images, the discriminator's trimmed set beats the mixture."""
     pl.seed_everything(0, verbose=False)

@@ -38,6 +38,10 @@ def check_input(owner: str, x: Tensor, dim: int, dtype: torch.dtype, flat: bool)
     (``flat``: shape ``[batch, dim]``; else any ``[batch, ...]`` of ``dim`` values) of ``dtype``, the parameters'
     dtype. Without it a float64 feature matrix (numpy's default) or a wrong width ends in torch's "mat1 and mat2"
     error from inside the network (a newcomer's ``StandardScaler`` output, an ``RCA(dim=10)`` on 30 features)."""
+    if not isinstance(x, Tensor):
+        # a newcomer's numpy array ended in "'tuple' object has no attribute 'numel'"
+        raise TypeError(f"{owner} expects a torch.Tensor of shape [batch, {dim}], got {type(x).__module__}."
+                        f"{type(x).__qualname__}: convert it, e.g. `torch.as_tensor(features, dtype={dtype})`.")
     per_sample = x.shape[1:].numel() if x.ndim >= 2 else None
     if (x.ndim != 2 or x.shape[1] != dim) if flat else per_sample != dim:
         want = f"[batch, {dim}]" if flat else f"[batch, ...] with {dim} values per sample"
@@ -102,7 +106,9 @@ def check_finite(what: str, values: Tensor, batch_idx: int | None = None, index:
     where = f" in {stage} batch {batch_idx}" if batch_idx is not None else ""
     ids = ""
     if index is not None:
-        ids = f" (dataset indices {index.detach().cpu().flatten()[bad.cpu().flatten()][:5].tolist()})"
+        # each sample once (RCA checks both autoencoders' errors: a newcomer's one NaN row was named twice)
+        ids = list(dict.fromkeys(index.detach().cpu().flatten()[bad.cpu().flatten()].tolist()))
+        ids = f" (dataset indices {ids[:5]}{f' and {len(ids) - 5} more' if len(ids) > 5 else ''})"
     raise FloatingPointError(f"{int(bad.sum())} non-finite {what} value(s){where}{ids}. Check the inputs for "
                              "NaN/inf, or lower the learning rate if the model diverged.")
 
@@ -150,10 +156,15 @@ class AnomalyDetector(pl.LightningModule):
 
     @torch.no_grad()
     def score_dataset(self, loader: Any) -> tuple[Tensor, Tensor | None]:
-        """``(scores, targets)`` over every batch of ``loader`` (the model is put in eval mode, then restored)."""
+        """``(scores, targets)`` of every sample of ``loader``, in dataset order: sorted by the dataset index where
+        the batches carry one (the indexed loaders of lit_robust's datamodules, ``train_dataloader()`` included,
+        shuffled or not), else in the loader's order. The model is put in eval mode, then restored.
+
+        An anomaly newcomer scored the shuffled training loader and paired the scores with their own labels: AUROC
+        0.49 for a true 0.94, without a word. A loader that shuffles batches without an index is warned about."""
         was_training = self.training
         self.eval()
-        scores, targets = [], []
+        scores, targets, indices = [], [], []
         try:
             for i, batch in enumerate(loader):
                 batch = self.transfer_batch_to_device(batch, self.device, 0) if self.device.type != "cpu" else batch
@@ -161,6 +172,15 @@ class AnomalyDetector(pl.LightningModule):
                 scores.append(s.cpu())
                 if isinstance(b.target, Tensor):
                     targets.append(b.target.cpu())
+                indices.append(b.index.cpu() if isinstance(b.index, Tensor) else None)
         finally:
             self.train(was_training)
-        return torch.cat(scores), (torch.cat(targets) if targets else None)
+        out, target = torch.cat(scores), (torch.cat(targets) if targets else None)
+        if indices and all(ix is not None for ix in indices):
+            order = torch.argsort(torch.cat(indices).flatten(), stable=True)
+            return out[order], (None if target is None or len(target) != len(out) else target[order])
+        if isinstance(getattr(loader, "sampler", None), torch.utils.data.RandomSampler):
+            rank_zero_warn(f"{type(self).__name__}.score_dataset: the loader shuffles and its batches carry no dataset "
+                           "index, so the scores are in a random order that nothing maps back to your samples: score "
+                           "a loader with `shuffle=False`.")
+        return out, target

@@ -33,7 +33,7 @@ from lit_robust.callbacks._report_file import check_report_args, report_enabled
 from lit_robust.callbacks.batch_filter import BatchFilter
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec
-from lit_robust.functional.spectral import _check_iterations, _check_k, apply_spectral_norm
+from lit_robust.functional.spectral import _check_iterations, _check_k, apply_spectral_norm, held_power_iteration
 from lit_robust.mixin import RobustMixin
 from lit_robust.report import ReportFormat
 from lit_robust.selection.auto_drop import Estimator, check_auto_args
@@ -122,6 +122,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
     index and the samples' dataset indices (the selection would otherwise silently drop NaNs first).
     """
 
+    report_targets = False  # the training targets are placeholders: the report has no label columns
+
     def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
                  drop_ratio: float | Literal["auto"] = 0.0, warmup_epochs: int = 0, spectral_norm: bool = False,
                  k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -202,13 +204,9 @@ class RealNVP(RobustMixin, AnomalyDetector):
 
     def layer_sigmas(self) -> list[float]:
         """Exact (SVD) spectral norms of the coupling networks' effective Linear weights, without side effects."""
-        was = self.training
-        self.eval()  # in training mode, reading a normalised weight would advance its power iteration
-        try:
+        with held_power_iteration(self):  # else reading a normalised weight in training mode would advance it
             return [float(torch.linalg.matrix_norm(m.weight.detach(), ord=2)) for m in self.couplings.modules()
                     if isinstance(m, nn.Linear)]
-        finally:
-            self.train(was)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
@@ -218,7 +216,13 @@ class RealNVP(RobustMixin, AnomalyDetector):
         return z
 
     def anomaly_score(self, x: Tensor) -> Tensor:
-        return -self.log_prob(x)
+        """:math:`-\\log \\hat p(x)` per sample (higher = more anomalous). It reads the model without changing it,
+        in either mode: the spectral norms' power iteration advances in training forwards only
+        (:func:`~lit_robust.functional.spectral.held_power_iteration`); an anomaly newcomer scoring straight after
+        ``fit``, the module still in training mode, saw each call move the scores. Gradients flow as through any
+        forward: score under ``torch.no_grad()``, or with :meth:`score_dataset`, when you need none."""
+        with held_power_iteration(self):
+            return -self.log_prob(x)
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields vectors of ``dim`` features."""
@@ -240,6 +244,14 @@ class RealNVP(RobustMixin, AnomalyDetector):
         losses = -self.log_prob(b.input)
         check_finite("log-density", losses, batch_idx, b.index, "validation")
         self.log("val_nll", losses.mean(), sync_dist=True)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # `load_from_checkpoint` (no Trainer) restores no callback: the module's own filter gets what the fit found
+        # (its history and "auto" estimate), as RCA keeps its own; a resumed fit restores it as a callback
+        if self.batch_filter is not None and self._trainer is None:
+            state = (checkpoint.get("callbacks") or {}).get(self.batch_filter.state_key)
+            if state is not None:
+                self.batch_filter.load_outcome(state)
 
     def configure_callbacks(self) -> list[Callback]:
         if self.batch_filter is None:

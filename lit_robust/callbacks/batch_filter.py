@@ -549,7 +549,7 @@ class BatchFilter(Callback):
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target))
                 self._collected_step = True
             if report:
-                self._report.add(index, scores.detach(), ~mask, **report_fields(outputs, ib))
+                self._report.add(index, scores.detach(), ~mask, **self._report_fields(outputs, ib, module))
 
         return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
 
@@ -575,7 +575,7 @@ class BatchFilter(Callback):
         if record:
             self._count(mask, ib.corrupted)
             if self._report.active:
-                self._report.add(index, scores, ~mask, **report_fields(outputs, ib))
+                self._report.add(index, scores, ~mask, **self._report_fields(outputs, ib, module))
         if collect:
             labels = self._auto_labels(outputs, ib.target)
             if record:
@@ -653,18 +653,33 @@ class BatchFilter(Callback):
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
 
+    @staticmethod
+    def _report_fields(outputs: Any, batch: Any, module: Any) -> dict[str, Any]:
+        # no target or prediction columns for a module whose targets are placeholders (`report_targets = False`:
+        # an anomaly newcomer read `given_label` 0 in RealNVP's report and <NA> in RCA's on the same data)
+        if getattr(module, "report_targets", True):
+            return report_fields(outputs, batch)
+        return {"corrupted": batch.corrupted}
+
+    def load_outcome(self, state_dict: dict[str, Any]) -> None:
+        """What a fit found, from this filter's checkpointed state: ``history``, the ``"auto"`` estimate and the
+        report's running sums, without the counters and random state a resume also restores. For a module that owns its filter (the
+        flows), loaded with ``load_from_checkpoint``, where Lightning restores no callback (an anomaly newcomer's
+        reloaded ``RobustRealNVP`` read ``estimated_corruption`` ``None``; RCA's kept it)."""
+        self.history = [FilterEpochRecord(**r) for r in state_dict["history"]]
+        if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints
+            self._auto.load_state_dict(state_dict["auto"])
+        self._report.load_state_dict(state_dict.get("report"))  # absent from checkpoints before the report existed
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not getattr(self, "_restore_state", True):
             return
-        self.history = [FilterEpochRecord(**r) for r in state_dict["history"]]
+        self.load_outcome(state_dict)
         counters = state_dict["counters"]
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._counters_epoch = state_dict["counters_epoch"]
         self._warned_small = state_dict["warned_small"]
         self._schedule_start = int(state_dict.get("schedule_start", 0))  # absent from older checkpoints
-        if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints
-            self._auto.load_state_dict(state_dict["auto"])
-        self._report.load_state_dict(state_dict.get("report"))  # absent from checkpoints before the report existed
         # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle
         restore_random_state(state_dict.get("random"))
 

@@ -1105,8 +1105,13 @@ class ITLM(Callback):
         scores2, given, predicted = scored.scores, scored.given, scored.predicted
         ok = torch.tensor([given is not None and predicted is not None], device=scores.device).long()
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
+            # which of the two is missing (a GAN newcomer's integer placeholder targets were "none")
+            lacks = ("the module's targets are placeholders (`report_targets = False`)"
+                     if not getattr(pl_module, "report_targets", True) else
+                     "the batches carry no integer targets" if given is None else
+                     "the module predicts no labels (`predicted_labels` returns None)")
             self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer targets "
-                           "and `predicted_labels` of the module; it has none, the gmm estimate is used instead.")
+                           f"and `predicted_labels` of the module; {lacks}, so the gmm estimate is used instead.")
             return estimate_corruption(all_scores, "gmm")
         assert given is not None and predicted is not None
         return estimate_from_labels(self.estimator, distributed.all_gather_cat(scores2.float()).cpu(),
@@ -1182,6 +1187,8 @@ class ITLM(Callback):
                     if labels:
                         s, p, v = scores_and_predictions(module, batch)
                         y, t = integer_labels(ib.target), scalar_targets(ib.target)
+                        if not getattr(module, "report_targets", True):  # placeholders (a GAN's images' zeros)
+                            y = t = p = v = None
                         for kept, got in ((given, y), (targets, t), (values, v)):
                             if got is not None:
                                 kept.append(got)

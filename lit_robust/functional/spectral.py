@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -53,6 +54,7 @@ __all__ = [
     "weight_matrix",
     "spectral_norm_of",
     "KLipschitzWeight",
+    "held_power_iteration",
 ]
 
 ConvNorm = Literal["matrix", "operator"]
@@ -271,6 +273,31 @@ class KLipschitzWeight(nn.Module):
 
 
 # -- module selection -----------------------------------------------------------------------------------------
+@contextmanager
+def held_power_iteration(model: nn.Module) -> Iterator[None]:
+    """Within the block, the :class:`KLipschitzWeight` parametrisations of ``model`` do not advance their power
+    iteration (they divide by their stored estimate, as in eval mode), whatever the model's mode; their modes are
+    restored after. For reading a model in training mode without changing it (an anomaly newcomer's scores, read
+    straight after ``fit`` with the module still in training mode, moved by up to 160 at each call).
+
+    >>> net = nn.Sequential(nn.Linear(4, 4)); _ = apply_spectral_norm(net)
+    >>> norm = net[0].parametrizations.weight[0]
+    >>> u = norm._u.clone()
+    >>> with held_power_iteration(net):
+    ...     _ = net(torch.ones(1, 4))
+    >>> torch.equal(u, norm._u), norm.training
+    (True, True)
+    """
+    norms = [m for m in model.modules() if isinstance(m, KLipschitzWeight) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
+
+
 def _resolve_type(t: type | str) -> type:
     if isinstance(t, type):
         if not issubclass(t, nn.Module):

@@ -70,6 +70,8 @@ class DCGAN(RobustMixin, pl.LightningModule):
         torch.Size([2, 1, 28, 28])
     """
 
+    report_targets = False  # the images' targets are placeholders: the report has no label columns
+
     def __init__(
         self,
         latent_dim: int = 64,
