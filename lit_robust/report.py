@@ -61,6 +61,7 @@ __all__ = [
     "REPORT_FORMATS",
     "build_report",
     "suspicion_order",
+    "rarely_predicted_classes",
     "labels_from_outputs",
     "integer_labels",
     "scalar_targets",
@@ -171,6 +172,30 @@ def suspicion_order(scores: Tensor, index: Tensor, scored: Tensor | None = None)
     order = torch.argsort(idx, stable=True)
     order = order[torch.argsort(key[order], stable=True)]
     return order[torch.argsort(group[order], stable=True)]
+
+
+def rarely_predicted_classes(given: Tensor, predicted: Tensor, ratio: float = 0.25, min_count: int = 10
+                             ) -> list[tuple[int, int, int]]:
+    """``(class, times predicted, times given)`` of each class that ``predicted`` names for fewer than ``ratio`` times
+    as many samples as ``given`` does, among classes given at least ``min_count`` times (pure; by class). Samples
+    without both labels (:data:`NO_LABEL`, any negative value) are left out.
+
+    A model trained on a selection that left out most of a class rarely predicts it, and its ``predicted_label`` is
+    then no label to relabel that class's samples with (a cleanlab user's ITLM kept 21 of 600 Pullovers under pair
+    noise; the final model predicted Pullover for 6 of 6,000 samples, and relabelling the report's top rows from it
+    lowered the labels' accuracy from 83.9 % to 77.2 %).
+
+    >>> rarely_predicted_classes(torch.tensor([0] * 12 + [1] * 12), torch.tensor([0] * 22 + [1] * 2))
+    [(1, 2, 12)]
+    """
+    both = (given >= 0) & (predicted >= 0)
+    g, p = given[both].long(), predicted[both].long()
+    if not g.numel():
+        return []
+    size = int(max(int(g.max()), int(p.max()))) + 1
+    n_given, n_pred = torch.bincount(g, minlength=size), torch.bincount(p, minlength=size)
+    return [(c, int(n_pred[c]), int(n_given[c])) for c in range(size)
+            if n_given[c] >= min_count and n_pred[c] < ratio * n_given[c]]
 
 
 def _float32_values(t: Tensor) -> list[float | None]:

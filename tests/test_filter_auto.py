@@ -552,6 +552,8 @@ def test_rca_fit_shorter_than_its_warmup_is_warned_about(tmp_path, drop_ratio, w
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"drop_ratio": "Auto"}, r"`drop_ratio` must be a number in \[0, 0.5\), got 'Auto' \(or 'auto' to estimate"),
     ({"drop_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \[{allowed}\], got 'kde'\."),
+    ({"drop_ratio": "auto", "estimator": "confident_learning"},
+     r"got 'confident_learning'\. Confident learning \(cleanlab\) needs out-of-sample probabilities"),
     ({"drop_ratio": "auto", "auto_margin": 0.5}, r"`auto_margin` must be in \[0, 0.5\), got 0.5\."),
     ({"drop_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
     ({"drop_ratio": "auto", "reestimate": "yes"}, r"`reestimate` must be True or False, got 'yes'"),

@@ -302,6 +302,12 @@ def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path, es
     ({"keep_ratio": 1.5}, r"`keep_ratio` must be in \(0, 1\], got 1.5 \(or 'auto'"),
     ({"keep_ratio": None}, r"`keep_ratio` must be in \(0, 1\], got None"),
     ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement', 'class_floor'\], got 'kde'\."),
+    # a cleanlab user tried the confident-learning estimator the docs name: told how to use it
+    ({"keep_ratio": "auto", "estimator": "cleanlab"},
+     r"got 'cleanlab'\. Confident learning \(cleanlab\) needs out-of-sample probabilities, which one fit does not "
+     r"have: compute them by k-fold cross-validation, take `lit_robust.estimate_corruption_from_probs\(probs, "
+     r"labels\).rate` and pass it as the ratio \(`keep_ratio=1 - rate` for ITLM, `drop_ratio=rate` for the "
+     r"filters\)\.$"),
     ({"keep_ratio": "auto", "auto_margin": 0.5}, r"`auto_margin` must be in \[0, 0.5\), got 0.5\."),
     ({"keep_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
     ({"keep_ratio": "auto", "auto_margin": True}, r"`auto_margin` must be in \[0, 0.5\), got True\."),

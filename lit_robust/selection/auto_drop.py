@@ -69,7 +69,7 @@ from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
            "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of",
-           "nothing_found_note", "per_index_labels", "per_index_mean", "report_pointer"]
+           "nothing_found_note", "cleanlab_hint", "per_index_labels", "per_index_mean", "report_pointer"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
 FilterEstimator = Literal["gmm", "bmm", "disagreement", "class_floor"]  # the classification filters
@@ -223,6 +223,20 @@ def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None =
             f"{'' if ranked_by is None else f' ({ranked_by})'}: if they are the corrupted samples, pass `{arg}` instead.")
 
 
+def cleanlab_hint(estimator: object) -> str:
+    """What to do instead, when the ``estimator`` asked for is confident learning (cleanlab), else ``""`` (a cleanlab
+    user tried ``estimator="cleanlab"``: the docs name confident learning among the estimators).
+
+    >>> cleanlab_hint("cleanlab")[:44]
+    ' Confident learning (cleanlab) needs out-of-'
+    """
+    if not isinstance(estimator, str) or not any(k in estimator.lower() for k in ("cleanlab", "confident")):
+        return ""
+    return (" Confident learning (cleanlab) needs out-of-sample probabilities, which one fit does not have: compute "
+            "them by k-fold cross-validation, take `lit_robust.estimate_corruption_from_probs(probs, labels).rate` "
+            "and pass it as the ratio (`keep_ratio=1 - rate` for ITLM, `drop_ratio=rate` for the filters).")
+
+
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
                     name: str = "drop_ratio", high: float | None = None,
                     estimators: tuple[str, ...] = _ESTIMATORS, default_estimator: str = "gmm"
@@ -240,7 +254,7 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
         raise ValueError(f"`{name}` must be a number in [0, {top:g}), got {drop_ratio!r} (or 'auto' to estimate it "
                          "from the training scores).")
     if not isinstance(estimator, str) or estimator not in estimators:
-        raise ValueError(f"`estimator` must be one of {list(estimators)}, got {estimator!r}.")
+        raise ValueError(f"`estimator` must be one of {list(estimators)}, got {estimator!r}.{cleanlab_hint(estimator)}")
     if isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float)) or not 0.0 <= auto_margin < 0.5:
         raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
     check_bool("reestimate", reestimate)
