@@ -309,3 +309,21 @@ def test_prl_on_a_tuple_of_outputs_says_how_to_carry_a_second_head():
         loss_layer_scores("prl", torch.ones(4), (logits, torch.randn(4)), y)
     with pytest.raises(ValueError, match=r"got outputs of type NoneType\.$"):
         loss_layer_scores("prl", torch.ones(4), None, y)
+
+
+def test_prl_g_on_a_module_compiled_during_its_warm_up_filters_as_the_eager_one(tmp_path):
+    """A newcomer's compiled module failed at the first PRL(G) step after a warm-up: the graph traced during the
+    warm-up had no recording hooks, and TorchDynamo does not guard on hooks added later."""
+    import torch._dynamo
+
+    runs = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        pl.seed_everything(0, verbose=False)
+        model = TinyModel()
+        f = BatchFilter("prl_g", 0.3, warmup_epochs=1)
+        tiny_trainer(tmp_path, 2, [f]).fit(torch.compile(model, backend="eager") if compiled else model, BlobsData())
+        runs[compiled] = ([(r.seen, r.dropped) for r in f.history], [p.detach().clone() for p in model.parameters()])
+    assert runs[True][0] == runs[False][0] == [(240, 0), (240, 75)]
+    for a, b in zip(runs[True][1], runs[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

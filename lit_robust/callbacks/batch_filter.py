@@ -395,6 +395,11 @@ class BatchFilter(Callback):
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
+            # hooks from the start, paused: a module compiled during the warm-up keeps in its graph the hooks it was
+            # traced with (TorchDynamo does not guard on module hooks), and hooks first added at the end of the
+            # warm-up went unseen (a newcomer's compiled fit failed at its first filtering step)
+            self._recorder.attach()
+            self._recorder.pause()
         self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto)
         module.add_batch_selector(self)
 
