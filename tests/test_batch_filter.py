@@ -272,3 +272,58 @@ def test_a_fit_stopped_inside_the_warm_up_is_warned_about(tmp_path, max_steps, w
     assert said == ([("BatchFilter: the fit ended after epoch 1 of 5, inside the warm-up (full drop ratio from epoch 3 "
                       "on): something other than `max_epochs` stopped it (EarlyStopping, `max_steps`, `max_time`), so "
                       "the filter never dropped its full share (epoch 1: 0.1).")] if warned else []), said
+
+
+class MeanNotReduced(TinyModel):
+    """A `training_step` of the user's own that takes the plain mean: the filter is never asked."""
+
+    def training_step(self, batch, batch_idx):
+        losses = self.per_sample_loss(batch)[0]
+        return losses.mean()
+
+
+@pytest.mark.parametrize("module", [MeanNotReduced, TinyModel])
+def test_a_filter_the_training_step_never_consults_is_warned_about_once(tmp_path, recwarn, module):
+    """A manual-optimisation newcomer's `training_step` took `losses.mean()`: 24 epochs of `seen: 0`, test accuracy
+    that of plain training, and no word."""
+    f = BatchFilter("spl", drop_ratio=0.2)
+    tiny_trainer(tmp_path, 3, [f]).fit(module(), BlobsData())
+    said = [str(w.message) for w in recwarn if "went through the filter" in str(w.message)]
+    if module is TinyModel:
+        assert said == [] and f.history[0].seen == 240
+    else:
+        assert [r.seen for r in f.history] == [0, 0, 0]
+        assert said == ["BatchFilter: none of the 8 training batches of epoch 0 went through the filter, so it filters "
+                        "nothing: the module's training step never called `reduce_loss`. Compute the loss as "
+                        "`self.reduce_loss(per_sample_losses, batch)`, once per batch (a `training_step` of your own, "
+                        "manual optimisation included)."]
+
+
+def test_prl_on_a_tuple_of_outputs_says_how_to_carry_a_second_head():
+    """A multi-task newcomer returned `(losses, (logits, aux_pred))` and was told to return `(losses, outputs)`."""
+    from lit_robust.functional.scores import loss_layer_scores
+
+    logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"got outputs of type tuple\. PRL needs one tensor, the input of the one "
+                                         r"loss whose gradient it measures: .* samples `\(\(x, aux\), label\)`"):
+        loss_layer_scores("prl", torch.ones(4), (logits, torch.randn(4)), y)
+    with pytest.raises(ValueError, match=r"got outputs of type NoneType\.$"):
+        loss_layer_scores("prl", torch.ones(4), None, y)
+
+
+def test_prl_g_on_a_module_compiled_during_its_warm_up_filters_as_the_eager_one(tmp_path):
+    """A newcomer's compiled module failed at the first PRL(G) step after a warm-up: the graph traced during the
+    warm-up had no recording hooks, and TorchDynamo does not guard on hooks added later."""
+    import torch._dynamo
+
+    runs = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        pl.seed_everything(0, verbose=False)
+        model = TinyModel()
+        f = BatchFilter("prl_g", 0.3, warmup_epochs=1)
+        tiny_trainer(tmp_path, 2, [f]).fit(torch.compile(model, backend="eager") if compiled else model, BlobsData())
+        runs[compiled] = ([(r.seen, r.dropped) for r in f.history], [p.detach().clone() for p in model.parameters()])
+    assert runs[True][0] == runs[False][0] == [(240, 0), (240, 75)]
+    for a, b in zip(runs[True][1], runs[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

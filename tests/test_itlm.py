@@ -748,3 +748,53 @@ def test_a_resume_refused_for_another_kind_of_selection_names_the_argument():
     assert _state_key_differences(per_class, without, with_it) == "`per_class` at its default (this fit: True)"
     assert _state_key_differences(plain, without, without) == ""
     assert _state_key_differences(plain, "{not a dict", without) == ""
+
+
+class ManualStepReturnsNothing(TinyModel):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        loss = self.reduce_loss(self.per_sample_loss(batch)[0], batch)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+
+
+def test_a_training_step_that_returns_no_loss_is_said_once(tmp_path, monkeypatch):
+    """A manual-optimisation newcomer's `training_step` returned nothing, as most such code does: the round lines
+    lost their loss and a diverged model (test accuracy 0.118) got no collapse warning, without a word."""
+    import lit_robust.callbacks.itlm as itlm_module
+
+    infos = []
+    monkeypatch.setattr(itlm_module, "rank_zero_info", infos.append)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 2, [itlm]).fit(ManualStepReturnsNothing(), BlobsData())
+    said = [m for m in infos if "returned no loss" in m]
+    assert said == ["ITLM: `training_step` returned no loss, so the round lines show none and a round "
+                    "whose training diverged is not warned about. Return the loss from `training_step` (with manual "
+                    "optimisation too: `return loss` after `self.manual_backward(loss)`)."]
+    assert itlm.history[0].last_epoch_loss is None and len(itlm.selection) == 144
+    infos.clear()
+    fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False), 2)
+    assert not [m for m in infos if "returned no loss" in m]
+
+
+def test_a_training_set_of_dicts_gets_the_dict_advice_at_once(tmp_path):
+    """A newcomer's dict samples were told only to wrap them in IndexedDataset; wrapped, they met the dict advice."""
+
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"x": torch.zeros(2), "y": 0}
+
+    with pytest.raises(ValueError, match=r"returns something else for item 0\. Wrap it in `lit_robust.IndexedDataset`\. "
+                                         r"Its item 0 is a dict \(keys \['x', 'y'\]\): give `IndexedDataset` a dataset "
+                                         r"of `\(input, target\)` pairs"):
+        tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)]).fit(
+            TinyModel(), DataLoader(Dicts(), batch_size=4))

@@ -304,6 +304,7 @@ class BatchFilter(Callback):
         self.check_per_sample = check_bool("check_per_sample", check_per_sample)
         self._checked_per_sample = False  # once per fit, at its first training batch
         self.owner = "BatchFilter"  # the name its notes speak for (a module that brings the filter sets its own)
+        self._told_unconsulted = False
         self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
         self._reset_fit_state()
         # fit-time helpers (not state)
@@ -394,6 +395,11 @@ class BatchFilter(Callback):
         if self.rule == "prl_g":
             self._backend = self._resolve_backend(trainer.world_size)
             self._recorder = GradNormRecorder(pl_module)
+            # hooks from the start, paused: a module compiled during the warm-up keeps in its graph the hooks it was
+            # traced with (TorchDynamo does not guard on module hooks), and hooks first added at the end of the
+            # warm-up went unseen (a newcomer's compiled fit failed at its first filtering step)
+            self._recorder.attach()
+            self._recorder.pause()
         self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto)
         module.add_batch_selector(self)
 
@@ -426,6 +432,7 @@ class BatchFilter(Callback):
             self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=pl_module.device)
             self._counters_epoch = trainer.current_epoch
         self._report.start_epoch(trainer.current_epoch)
+        self._consulted, self._batches_run = False, 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -447,6 +454,7 @@ class BatchFilter(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        self._batches_run = getattr(self, "_batches_run", 0) + 1
         if self._recorder is not None:
             self._recorder.pause()
         if self._auto is not None and self._pending is not None and not self._collected_step:
@@ -494,6 +502,15 @@ class BatchFilter(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a collective: every rank reaches this hook once per epoch
         self._follow_restart()
+        if getattr(self, "_batches_run", 0) and not getattr(self, "_consulted", True) and not self._told_unconsulted:
+            # a manual-optimisation newcomer's `training_step` took `losses.mean()`: 24 epochs of `seen: 0`, test
+            # accuracy that of plain training, and "per-sample report written" for a report without a score
+            self._told_unconsulted = True
+            rank_zero_warn(f"{self.owner}: none of the {self._batches_run} training batches of epoch "
+                           f"{trainer.current_epoch} went through the filter, so it filters nothing: the module's "
+                           "training step never called `reduce_loss`. Compute the loss as "
+                           "`self.reduce_loss(per_sample_losses, batch)`, once per batch (a `training_step` of your "
+                           "own, manual optimisation included).")
         self._report.end_epoch(trainer.current_epoch)
         rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
@@ -526,6 +543,8 @@ class BatchFilter(Callback):
         kept samples' mean gradient into ``.grad``, counted in :attr:`history`
         (:meth:`~lit_robust.functional.scores.GradNormRecorder.filtered_mean`)."""
         trainer = self._trainer
+        if trainer is not None and trainer.training:
+            self._consulted = True
         if self._backend != "bookkeeping" or self._recorder is None or trainer is None or not trainer.training:
             return None
         self._follow_restart()
@@ -558,6 +577,7 @@ class BatchFilter(Callback):
         keep_all = torch.ones_like(losses, dtype=torch.bool)
         if trainer is None or not trainer.training:
             return keep_all
+        self._consulted = True
         self._follow_restart()
         epoch = trainer.current_epoch
         eps = self.drop_ratio_at(epoch)

@@ -815,6 +815,15 @@ class ITLM(Callback):
             dtype = torch.float32 if loss.device.type == "mps" else torch.float64
             self._local_sum = self._local_sum + loss.detach().reshape(()).to(dtype) * size
             self._local_count += size
+        elif "no loss" not in self._said:
+            # a manual-optimisation newcomer's `training_step` returned nothing (as most such code does): the round
+            # lines lost their loss and a diverged model (test accuracy 0.118) got no collapse warning
+            self._said.add("no loss")
+            # said, not warned: a GAN's manual step (DCGAN's) has no one loss to return
+            rank_zero_info(f"{self._title}: `training_step` returned no loss, so the round lines show "
+                           "none and a round whose training diverged is not warned about. Return "
+                           "the loss from `training_step` (with manual optimisation too: `return loss` after "
+                           "`self.manual_backward(loss)`).")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self._current is None:
@@ -1511,9 +1520,14 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
             "`lit_robust.IndexedDataset`, which adds the positions."
         )
     if not shaped:
+        # a dict sample gets the dict advice at once (a newcomer wrapped theirs as told and only then read it)
+        dict_hint = (f" Its item 0 is a dict (keys {sorted(map(str, sample))[:4]}): give `IndexedDataset` a dataset of "
+                     "`(input, target)` pairs, e.g. one whose `__getitem__` returns `(s['image'], s['label'])` (a dict "
+                     "input is fine: `({'ids': ..., 'mask': ...}, label)`)." if isinstance(sample, dict) else "")
         raise ValueError(
             f"{owner} needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
             f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`."
+            + dict_hint
         )
 
 

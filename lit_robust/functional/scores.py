@@ -185,8 +185,12 @@ def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any,
     if rule != "prl":
         raise ValueError(f"`rule` must be 'prl' or 'spl', got {rule!r}.")
     if not isinstance(outputs, Tensor):
+        several = (" PRL needs one tensor, the input of the one loss whose gradient it measures: for several heads "
+                   "(e.g. class logits and an auxiliary regression) return the main head's, and carry an auxiliary "
+                   "target in the input, e.g. samples `((x, aux), label)` (a multi-task newcomer's tuple of outputs)."
+                   if isinstance(outputs, (tuple, list)) else "")
         raise ValueError("`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "
-                         f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.")
+                         f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.{several}")
     if loss is None:
         loss = "mse" if isinstance(targets, Tensor) and targets.is_floating_point() else "ce"
         if loss == "ce" and outputs.ndim != 2:
