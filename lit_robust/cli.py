@@ -54,6 +54,7 @@ from lit_robust._backend import (
     rank_zero_warn,
 )
 from lit_robust.callbacks.prediction_writer import PredictionWriter
+from lit_robust.selection.auto_drop import cleanlab_hint
 
 _lightning_cli = import_submodule("cli")  # pytorch_lightning.cli or lightning.pytorch.cli (lit_robust/_backend.py)
 LightningArgumentParser, LightningCLI = _lightning_cli.LightningArgumentParser, _lightning_cli.LightningCLI
@@ -163,10 +164,20 @@ def _collapse_value_unions(message: str) -> str:
     return "\n".join(out)
 
 
+def _with_cleanlab_hint(message: str) -> str:
+    """``message`` with :func:`~lit_robust.selection.auto_drop.cleanlab_hint` added where it refuses confident
+    learning as an ``estimator``: the type hint refuses it before the callback's own error could say how to use it
+    (a release check's YAML user got the bare list of estimators)."""
+    m = re.search(r'key "(?:[\w.]*\.)?estimator":\s*Expected [^\n]*Got value: (\S+)', message)
+    hint = cleanlab_hint(m.group(1).strip("'\"")) if m else ""
+    return message + hint if hint and hint not in message else message
+
+
 def tidy_parser_message(message: str) -> str:
     """Of jsonargparse's "Does not validate against any of the Union subtypes" report, keep the problem with the
     class the config names (dropping the attempts at the base class and at None), and say in one line what a value
     that fits none of an argument's plain types should have been (:func:`_collapse_value_unions`)."""
+    message = _with_cleanlab_hint(message)
     if _UNION_HEAD not in message:
         return message
     entry = _class_entry_hint(message.splitlines()[0], message)

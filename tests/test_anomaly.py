@@ -506,6 +506,14 @@ def test_the_flows_warm_up_warning_speaks_for_the_flow(tmp_path):
         trainer.fit(RobustRealNVP(dim=2, drop_ratio=0.05, warmup_epochs=10), data)
     said = [str(w.message) for w in caught if "ends the fit before the filter reaches" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("RobustRealNVP: the Trainer's `max_epochs`=1 ends the fit"), said
+    # and the other warm-up warning, for a fit something else stopped (a second release check)
+    trainer = pl.Trainer(max_epochs=20, max_steps=4, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(RobustRealNVP(dim=2, drop_ratio=0.05, warmup_epochs=10), data)
+    said = [str(w.message) for w in caught if "inside the warm-up" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("RobustRealNVP: the fit ended after epoch 1 of 20, inside"), said
 
 
 def _blobs(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

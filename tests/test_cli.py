@@ -480,6 +480,17 @@ def test_a_value_of_no_allowed_type_is_one_line_naming_the_types(tmp_path, capsy
     assert "Subtypes" not in err and "Given value type" not in err
 
 
+def test_estimator_cleanlab_on_the_command_line_says_how_to_use_confident_learning(tmp_path, capsys):
+    """The type hint refuses it before ITLM's own error could give the advice Python users get (a release check)."""
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.callbacks.init_args.keep_ratio", "auto",
+                                                       "--trainer.callbacks.init_args.estimator", "cleanlab"])
+    assert "Got value: cleanlab Confident learning (cleanlab) needs out-of-sample probabilities" in err, err
+    assert "`lit_robust.estimate_corruption_from_probs(probs, labels).rate`" in err
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.callbacks.init_args.keep_ratio", "auto",
+                                                       "--trainer.callbacks.init_args.estimator", "kde"])
+    assert "Got value: kde" in err and "Confident learning" not in err, err
+
+
 def test_a_mistake_caught_at_setup_leaves_no_empty_version_folder(tmp_path, capsys):
     """Two newcomers found a trail of empty lightning_logs/version_N folders, one per failed try: the logger makes its
     folder before the callbacks' setup checks run."""

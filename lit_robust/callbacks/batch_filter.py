@@ -487,10 +487,12 @@ class BatchFilter(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = self.history[-1].epoch if self.history else None
         ends = self._schedule_start + self.warmup_epochs  # the first epoch at the full drop ratio
-        if (last is not None and last + 1 < (trainer.max_epochs or 0) and last < ends and not trainer.interrupted
-                and self.warmup_epochs > 0):
+        unlimited = trainer.max_epochs in (None, -1)  # `max_steps` alone (a release check's fit was not warned)
+        if (last is not None and (unlimited or last + 1 < trainer.max_epochs) and last < ends
+                and not trainer.interrupted and self.warmup_epochs > 0):
             # a newcomer's EarlyStopping ended a PRL fit at epoch 5 of a 5-epoch warm-up, silently
-            rank_zero_warn(f"BatchFilter: the fit ended after epoch {last} of {trainer.max_epochs}, inside the "
+            of = "" if unlimited else f" of {trainer.max_epochs}"
+            rank_zero_warn(f"{self.owner}: the fit ended after epoch {last}{of}, inside the "
                            f"warm-up (full drop ratio from epoch {ends} on): something other than `max_epochs` stopped "
                            "it (EarlyStopping, `max_steps`, `max_time`), so the filter never dropped its full share "
                            f"(epoch {last}: {self.history[-1].drop_ratio:.3g}).")
