@@ -794,7 +794,7 @@ def test_a_training_set_of_dicts_gets_the_dict_advice_at_once(tmp_path):
             return {"x": torch.zeros(2), "y": 0}
 
     with pytest.raises(ValueError, match=r"returns something else for item 0\. Wrap it in `lit_robust.IndexedDataset`\. "
-                                         r"Its item 0 is a dict \(keys \['x', 'y'\]\): give `IndexedDataset` a dataset "
-                                         r"of `\(input, target\)` pairs"):
+                                         r"Its item 0 is a dict \(keys \['x', 'y'\]\): give `lit_robust.IndexedDataset` "
+                                         r"a dataset of `\(input, target\)` pairs"):
         tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)]).fit(
             TinyModel(), DataLoader(Dicts(), batch_size=4))

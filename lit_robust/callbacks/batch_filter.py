@@ -304,7 +304,8 @@ class BatchFilter(Callback):
         self.check_per_sample = check_bool("check_per_sample", check_per_sample)
         self._checked_per_sample = False  # once per fit, at its first training batch
         self.owner = "BatchFilter"  # the name its notes speak for (a module that brings the filter sets its own)
-        self._told_unconsulted = False
+        # whether the epoch's training batches went through the filter (said once when none did)
+        self._consulted, self._batches_run, self._told_unconsulted = True, 0, False
         self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
         self._reset_fit_state()
         # fit-time helpers (not state)
@@ -454,7 +455,7 @@ class BatchFilter(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._batches_run = getattr(self, "_batches_run", 0) + 1
+        self._batches_run += 1
         if self._recorder is not None:
             self._recorder.pause()
         if self._auto is not None and self._pending is not None and not self._collected_step:
@@ -504,7 +505,7 @@ class BatchFilter(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a collective: every rank reaches this hook once per epoch
         self._follow_restart()
-        if getattr(self, "_batches_run", 0) and not getattr(self, "_consulted", True) and not self._told_unconsulted:
+        if self._batches_run and not self._consulted and not self._told_unconsulted:
             # a manual-optimisation newcomer's `training_step` took `losses.mean()`: 24 epochs of `seen: 0`, test
             # accuracy that of plain training, and "per-sample report written" for a report without a score
             self._told_unconsulted = True
@@ -685,8 +686,8 @@ class BatchFilter(Callback):
 
     def load_outcome(self, state_dict: dict[str, Any]) -> None:
         """What a fit found, from this filter's checkpointed state: ``history``, the ``"auto"`` estimate and the
-        report's running sums, without the counters and random state a resume also restores. For a module that owns its filter (the
-        flows), loaded with ``load_from_checkpoint``, where Lightning restores no callback (an anomaly newcomer's
+        report's running sums, without the counters and random state a resume also restores. For a module that owns
+        its filter (the flows), loaded with ``load_from_checkpoint``, where Lightning restores no callback (an anomaly newcomer's
         reloaded ``RobustRealNVP`` read ``estimated_corruption`` ``None``; RCA's kept it)."""
         self.history = [FilterEpochRecord(**r) for r in state_dict["history"]]
         if self._auto is not None and state_dict.get("auto") is not None:  # absent from older checkpoints

@@ -40,7 +40,13 @@ from lit_robust.callbacks._report_file import (
     written_on_rank_zero,
 )
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
-from lit_robust.data.indexed import IndexedDataset, check_one_index_space, reads_differ, unpack_batch
+from lit_robust.data.indexed import (
+    DICT_SAMPLES_HINT,
+    IndexedDataset,
+    check_one_index_space,
+    reads_differ,
+    unpack_batch,
+)
 from lit_robust.data.spec import datamodule_spec
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
@@ -77,6 +83,7 @@ _ON_COLLAPSE = ("keep", "warn", "raise")
 Estimator = Literal["gmm", "bmm", "disagreement", "class_floor"]
 _ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor")
 LOW_CLASS_SHARE = 0.5  # a class kept under this fraction of the overall share is warned about
+_PER_CLASS_ADVICE = "`ITLM(per_class=True)` keeps the same share of every class."
 _MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
 
 
@@ -1193,7 +1200,7 @@ class ITLM(Callback):
                        "whose samples score high"
                        + (" (the model then never learns it, and the report marks all of it dropped)" if emptied
                           else "")
-                       + ". `ITLM(per_class=True)` keeps the same share of every class.")
+                       + f". {_PER_CLASS_ADVICE}")
 
     def _check_labels(self, labels: Tensor | None, round_: int, device: torch.device) -> None:
         """``per_class=True`` needs integer class labels on every rank (a collective)."""
@@ -1338,8 +1345,7 @@ class ITLM(Callback):
                 listed = ", ".join(f"{c} for {p} samples ({g} are labelled {c})" for c, p, g in rare[:3])
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
                                "the selection it trained on left most of that class out, so the report's "
-                               "`predicted_label` is no label to relabel those samples with. `ITLM(per_class=True)` "
-                               "keeps the same share of every class.")
+                               f"`predicted_label` is no label to relabel those samples with. {_PER_CLASS_ADVICE}")
         return path
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
@@ -1521,9 +1527,8 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
         )
     if not shaped:
         # a dict sample gets the dict advice at once (a newcomer wrapped theirs as told and only then read it)
-        dict_hint = (f" Its item 0 is a dict (keys {sorted(map(str, sample))[:4]}): give `IndexedDataset` a dataset of "
-                     "`(input, target)` pairs, e.g. one whose `__getitem__` returns `(s['image'], s['label'])` (a dict "
-                     "input is fine: `({'ids': ..., 'mask': ...}, label)`)." if isinstance(sample, dict) else "")
+        dict_hint = (f" Its item 0 is a dict (keys {sorted(map(str, sample))[:4]}): {DICT_SAMPLES_HINT}"
+                     if isinstance(sample, dict) else "")
         raise ValueError(
             f"{owner} needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
             f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`."

@@ -375,6 +375,12 @@ def _batch_size(x: Any) -> int | None:
     return None
 
 
+#: what to do with samples that are dicts (said by :func:`unpack_batch` and ITLM's check of its training set)
+DICT_SAMPLES_HINT = ("give `lit_robust.IndexedDataset` a dataset of `(input, target)` pairs, e.g. one whose "
+                     "`__getitem__` returns `(s['image'], s['label'])` (a dict input is fine: "
+                     "`({'ids': ..., 'mask': ...}, label)`).")
+
+
 def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = False) -> IndexedBatch:
     """Split a collated ``(index, input, target[, corrupted])`` batch, checking that it carries indices
     (``owner``, e.g. ``"BatchFilter"``, is named in the error). ``evaluation=True`` (a validation, test, predict or
@@ -401,9 +407,7 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
                     "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`.")
         if isinstance(batch, dict):  # samples that are dicts, or Lightning's batch of several training loaders
             kind = f"a dict (keys {sorted(map(str, batch))[:4]})"
-            hint = ("If your samples are dicts, give `lit_robust.IndexedDataset` a dataset of `(input, target)` "
-                    "pairs, e.g. one whose `__getitem__` returns `(s['image'], s['label'])` (a dict input is fine: "
-                    "`({'ids': ..., 'mask': ...}, label)`)." + ("" if evaluation else
+            hint = ("If your samples are dicts, " + DICT_SAMPLES_HINT + ("" if evaluation else
                     " With several training DataLoaders Lightning passes one batch per loader as a dict; lit_robust "
                     "filters the samples of one training DataLoader: concatenate the raw data sets "
                     "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`."))
