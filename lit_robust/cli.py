@@ -170,7 +170,7 @@ def _with_cleanlab_hint(message: str) -> str:
     (a release check's YAML user got the bare list of estimators)."""
     m = re.search(r'key "(?:[\w.]*\.)?estimator":\s*Expected [^\n]*Got value: (\S+)', message)
     hint = cleanlab_hint(m.group(1).strip("'\"")) if m else ""
-    return message + hint if hint and hint not in message else message
+    return message + "." + hint if hint and hint not in message else message
 
 
 def tidy_parser_message(message: str) -> str:

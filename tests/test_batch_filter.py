@@ -297,8 +297,8 @@ def test_a_filter_the_training_step_never_consults_is_warned_about_once(tmp_path
         assert [r.seen for r in f.history] == [0, 0, 0]
         assert said == ["BatchFilter: none of the 8 training batches of epoch 0 went through the filter, so it filters "
                         "nothing: the module's training step never called `reduce_loss`. Compute the loss as "
-                        "`self.reduce_loss(per_sample_losses, batch)`, once per batch (a `training_step` of your own, "
-                        "manual optimisation included)."]
+                        "`self.reduce_loss(losses, batch, outputs)` (what `per_sample_loss` returns), once per batch "
+                        "(a `training_step` of your own, manual optimisation included)."]
 
 
 def test_prl_on_a_tuple_of_outputs_says_how_to_carry_a_second_head():
@@ -309,7 +309,8 @@ def test_prl_on_a_tuple_of_outputs_says_how_to_carry_a_second_head():
     with pytest.raises(ValueError, match=r"got outputs of type tuple\. PRL needs one tensor, the input of the one "
                                          r"loss whose gradient it measures: .* samples `\(\(x, aux\), label\)`"):
         loss_layer_scores("prl", torch.ones(4), (logits, torch.randn(4)), y)
-    with pytest.raises(ValueError, match=r"got outputs of type NoneType\.$"):
+    with pytest.raises(ValueError, match=r"got outputs of type NoneType\. In a `training_step` of your own, pass "
+                                         r"them on: `self.reduce_loss\(losses, batch, outputs\)`"):
         loss_layer_scores("prl", torch.ones(4), None, y)
 
 

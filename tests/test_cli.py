@@ -484,7 +484,7 @@ def test_estimator_cleanlab_on_the_command_line_says_how_to_use_confident_learni
     """The type hint refuses it before ITLM's own error could give the advice Python users get (a release check)."""
     err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.callbacks.init_args.keep_ratio", "auto",
                                                        "--trainer.callbacks.init_args.estimator", "cleanlab"])
-    assert "Got value: cleanlab Confident learning (cleanlab) needs out-of-sample probabilities" in err, err
+    assert "Got value: cleanlab. Confident learning (cleanlab) needs out-of-sample probabilities" in err, err
     assert "`lit_robust.estimate_corruption_from_probs(probs, labels).rate`" in err
     err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.callbacks.init_args.keep_ratio", "auto",
                                                        "--trainer.callbacks.init_args.estimator", "kde"])

@@ -512,7 +512,7 @@ class BatchFilter(Callback):
             rank_zero_warn(f"{self.owner}: none of the {self._batches_run} training batches of epoch "
                            f"{trainer.current_epoch} went through the filter, so it filters nothing: the module's "
                            "training step never called `reduce_loss`. Compute the loss as "
-                           "`self.reduce_loss(per_sample_losses, batch)`, once per batch (a `training_step` of your "
+                           "`self.reduce_loss(losses, batch, outputs)` (what `per_sample_loss` returns), once per batch (a `training_step` of your "
                            "own, manual optimisation included).")
         self._report.end_epoch(trainer.current_epoch)
         rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate

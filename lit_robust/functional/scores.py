@@ -188,7 +188,9 @@ def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any,
         several = (" PRL needs one tensor, the input of the one loss whose gradient it measures: for several heads "
                    "(e.g. class logits and an auxiliary regression) return the main head's, and carry an auxiliary "
                    "target in the input, e.g. samples `((x, aux), label)` (a multi-task newcomer's tuple of outputs)."
-                   if isinstance(outputs, (tuple, list)) else "")
+                   if isinstance(outputs, (tuple, list)) else
+                   " In a `training_step` of your own, pass them on: `self.reduce_loss(losses, batch, outputs)` (a "
+                   "release check followed a hint that left them out)." if outputs is None else "")
         raise ValueError("`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "
                          f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.{several}")
     if loss is None:
