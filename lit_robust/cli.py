@@ -362,6 +362,8 @@ class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
 
+    _complete = False  # `fit --ckpt_path last` found a finished fit: `fit` runs nothing (`_say_if_complete`)
+
     def _add_instantiators(self) -> None:
         super()._add_instantiators()
         if _Instantiator is not None:  # the same registrations, with nested modules keeping their own hparams
@@ -516,7 +518,7 @@ class RobustCLI(LightningCLI):
         """``trainer.fit``, unless ``--ckpt_path last`` found a fit that already ran every epoch: Lightning would
         open a new version folder with a config and a plot of the old rounds, print that fit's round table as if
         just trained and train nothing; this skips it (:meth:`_say_if_complete` said why)."""
-        if not getattr(self, "_complete", False):
+        if not self._complete:
             self.trainer.fit(**kwargs)
 
     def _say_if_complete(self, found: str) -> bool:

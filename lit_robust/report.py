@@ -145,9 +145,18 @@ def values_from_outputs(outputs: Any, target: Any) -> Tensor | None:
     return outputs.detach().reshape(-1)
 
 
-def report_fields(outputs: Any, batch: Any) -> dict[str, Tensor | None]:
+def targets_reported(module: Any) -> bool:
+    """Whether the report shows ``module``'s targets and predictions: not for placeholder targets
+    (:attr:`~lit_robust.RobustMixin.report_targets` ``False``, a GAN's or a flow's zeros)."""
+    return bool(getattr(module, "report_targets", True))
+
+
+def report_fields(outputs: Any, batch: Any, module: Any = None) -> dict[str, Tensor | None]:
     """What a training forward tells the report about one batch (an :func:`~lit_robust.unpack_batch` result with
-    ``target`` and ``corrupted``): :meth:`EpochScores.add`'s keyword arguments after ``dropped``."""
+    ``target`` and ``corrupted``): :meth:`EpochScores.add`'s keyword arguments after ``dropped``; the ground truth
+    alone where ``module``'s targets are not reported (:func:`targets_reported`)."""
+    if not targets_reported(module):
+        return {"corrupted": batch.corrupted}
     return {"predicted": labels_from_outputs(outputs, batch.target), "given": integer_labels(batch.target),
             "corrupted": batch.corrupted, "given_target": scalar_targets(batch.target),
             "predicted_target": values_from_outputs(outputs, batch.target)}

@@ -512,8 +512,8 @@ class BatchFilter(Callback):
             rank_zero_warn(f"{self.owner}: none of the {self._batches_run} training batches of epoch "
                            f"{trainer.current_epoch} went through the filter, so it filters nothing: the module's "
                            "training step never called `reduce_loss`. Compute the loss as "
-                           "`self.reduce_loss(losses, batch, outputs)` (what `per_sample_loss` returns), once per batch (a `training_step` of your "
-                           "own, manual optimisation included).")
+                           "`self.reduce_loss(losses, batch, outputs)` (what `per_sample_loss` returns), once per "
+                           "batch (a `training_step` of your own, manual optimisation included).")
         self._report.end_epoch(trainer.current_epoch)
         rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
@@ -571,7 +571,7 @@ class BatchFilter(Callback):
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target))
                 self._collected_step = True
             if report:
-                self._report.add(index, scores.detach(), ~mask, **self._report_fields(outputs, ib, module))
+                self._report.add(index, scores.detach(), ~mask, **report_fields(outputs, ib, module))
 
         return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
 
@@ -598,7 +598,7 @@ class BatchFilter(Callback):
         if record:
             self._count(mask, ib.corrupted)
             if self._report.active:
-                self._report.add(index, scores, ~mask, **self._report_fields(outputs, ib, module))
+                self._report.add(index, scores, ~mask, **report_fields(outputs, ib, module))
         if collect:
             labels = self._auto_labels(outputs, ib.target)
             if record:
@@ -675,14 +675,6 @@ class BatchFilter(Callback):
                            ) -> None:
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
-
-    @staticmethod
-    def _report_fields(outputs: Any, batch: Any, module: Any) -> dict[str, Any]:
-        # no target or prediction columns for a module whose targets are placeholders (`report_targets = False`:
-        # an anomaly newcomer read `given_label` 0 in RealNVP's report and <NA> in RCA's on the same data)
-        if getattr(module, "report_targets", True):
-            return report_fields(outputs, batch)
-        return {"corrupted": batch.corrupted}
 
     def load_outcome(self, state_dict: dict[str, Any]) -> None:
         """What a fit found, from this filter's checkpointed state: ``history``, the ``"auto"`` estimate and the

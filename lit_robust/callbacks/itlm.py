@@ -68,6 +68,7 @@ from lit_robust.report import (
     integer_labels,
     rarely_predicted_classes,
     scalar_targets,
+    targets_reported,
     training_source_index,
     write_report,
 )
@@ -1159,7 +1160,7 @@ class ITLM(Callback):
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
             # which of the two is missing (a GAN newcomer's integer placeholder targets were "none")
             lacks = ("the module's targets are placeholders (`report_targets = False`)"
-                     if not getattr(pl_module, "report_targets", True) else
+                     if not targets_reported(pl_module) else
                      "the batches carry no integer targets" if given is None else
                      "the module predicts no labels (`predicted_labels` returns None)")
             self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer targets "
@@ -1241,7 +1242,7 @@ class ITLM(Callback):
                     if labels:
                         s, p, v = scores_and_predictions(module, batch)
                         y, t = integer_labels(ib.target), scalar_targets(ib.target)
-                        if not getattr(module, "report_targets", True):  # placeholders (a GAN's images' zeros)
+                        if not targets_reported(module):  # placeholders (a GAN's images' zeros)
                             y = t = p = v = None
                         for kept, got in ((given, y), (targets, t), (values, v)):
                             if got is not None:
