@@ -550,7 +550,7 @@ def test_a_final_model_that_rarely_predicts_a_class_is_warned_about_with_the_rep
     predicted_two = sum(r["predicted_label"] == 2 for r in rows)
     assert predicted_two < 0.25 * n_two
     said = [str(w.message) for w in caught if "the final model predicts class" in str(w.message)]
-    assert said == [f"ITLM: the final model predicts class 2 for {predicted_two} samples ({n_two} are labelled 2): the "
+    assert said == [f"ITLM: the final model predicts class 2 for {predicted_two} sample{'' if predicted_two == 1 else 's'} ({n_two} are labelled 2): the "
                     "selection it trained on left most of that class out, so the report's `predicted_label` is no "
                     "label to relabel those samples with. `ITLM(per_class=True)` keeps the same share of every "
                     "class."], said

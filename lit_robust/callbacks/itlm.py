@@ -1343,7 +1343,7 @@ class ITLM(Callback):
         if given_d is not None and predicted_d is not None:
             rare = rarely_predicted_classes(given_d, predicted_d)
             if rare:
-                listed = ", ".join(f"{c} for {p} samples ({g} are labelled {c})" for c, p, g in rare[:3])
+                listed = ", ".join(f"{c} for {p} sample{'' if p == 1 else 's'} ({g} are labelled {c})" for c, p, g in rare[:3])
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
                                "the selection it trained on left most of that class out, so the report's "
                                f"`predicted_label` is no label to relabel those samples with. {_PER_CLASS_ADVICE}")
