@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_installed = False
 
 
 def _from_lit_robust(filename: str) -> bool:
@@ -24,14 +25,15 @@ def _from_lit_robust(filename: str) -> bool:
 
 def install_one_line_format() -> None:
     """Wrap the current :func:`warnings.formatwarning` (once) so that lit_robust's warnings omit the source line."""
-    previous = warnings.formatwarning
-    if getattr(previous, "_lit_robust", False):
+    global _installed
+    if _installed:  # once: a package imported later (the unified `lightning`) may wrap it again, which is fine
         return
+    _installed = True
+    previous = warnings.formatwarning
 
     def formatwarning(message, category, filename, lineno, line=None):  # noqa: ANN001, ANN202 (the stdlib signature)
         if _from_lit_robust(filename):
             return f"{filename}:{lineno}: {category.__name__}: {message}\n"
         return previous(message, category, filename, lineno, line)
 
-    formatwarning._lit_robust = True  # type: ignore[attr-defined]
     warnings.formatwarning = formatwarning

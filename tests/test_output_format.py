@@ -1,4 +1,4 @@
-"""lit_robust's own warnings are shown on one line; everyone else's as before."""
+"""What lit_robust prints: its own warnings on one line, everyone else's as before; its lines and tables on any stdout."""
 
 import subprocess
 import sys
@@ -37,3 +37,36 @@ def test_a_warning_shown_from_the_package():
     run = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
                          cwd=Path(lit_robust.__file__).parent.parent, check=True)
     assert run.stderr.startswith(f"{ITLM_FILE}:7: UserWarning: shown\nelsewhere.py:3: UserWarning: other\n")
+
+
+def _ascii_stdout(monkeypatch, encoding="ascii"):
+    import io
+
+    buffer = io.BytesIO()
+    stream = io.TextIOWrapper(buffer, encoding=encoding, errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", stream)
+    return buffer
+
+
+def test_round_lines_and_tables_print_on_a_stdout_that_is_not_utf8(monkeypatch):
+    """An operator's fit with PYTHONIOENCODING=ascii (or a cp1252 console) stopped at round 0 with UnicodeEncodeError
+    on the round line's arrow."""
+    from lit_robust.callbacks.itlm import RoundRecord
+    from lit_robust.reporting import print_line, print_table, round_line, round_table
+
+    rec = RoundRecord(round=1, epochs=2, kept=144, n=240, clean_precision=0.9, corrupted_recall=0.75,
+                      first_epoch_loss=1.5, last_epoch_loss=0.5, metrics={})
+    for encoding in ("ascii", "cp1252"):
+        buffer = _ascii_stdout(monkeypatch, encoding)
+        print_line(round_line(rec, num_rounds=3))
+        print_table(round_table([rec]))
+        out = buffer.getvalue().decode(encoding)
+        assert "train loss 1.5 -> 0.5" in out, out
+        assert "| 1.5 -> 0.5" in out.replace("  ", " "), out
+
+
+def test_a_utf8_stdout_keeps_the_arrows(monkeypatch):
+    from lit_robust.reporting import for_stdout
+
+    _ascii_stdout(monkeypatch, "utf-8")
+    assert for_stdout("1.5 → 0.5 — ε") == "1.5 → 0.5 — ε"
