@@ -66,6 +66,7 @@ from lit_robust.report import (
     ReportFormat,
     RoundScores,
     integer_labels,
+    posterior_note,
     rarely_predicted_classes,
     scalar_targets,
     targets_reported,
@@ -1339,7 +1340,8 @@ class ITLM(Callback):
                             self.estimator, given_target=target_d, predicted_target=value_d)
         assert self._report_target is not None
         path = write_report(table, self._report_target, training_source_index(trainer))
-        rank_zero_info(f"ITLM: per-sample report written to {path}")
+        note = posterior_note(table)
+        rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
         if given_d is not None and predicted_d is not None:
             rare = rarely_predicted_classes(given_d, predicted_d)
             if rare:
