@@ -3,6 +3,7 @@ the most suspicious rows first, and measure how many of them really are mislabel
 
     python examples/find_bad_samples.py            # about 30 s of CPU time
     python examples/find_bad_samples.py --fast     # a few seconds (used by the tests)
+    python examples/find_bad_samples.py --report-dir reports   # keep the report (default: a new temporary folder)
 
 The report is a CSV (`pandas.read_csv` opens it; `lit_robust.load_report` gives a DataFrame when pandas is
 installed). Here it is read as a list of dicts so that the example needs nothing beyond lit_robust.
@@ -71,4 +72,6 @@ def main(fast: bool = False, report_dir: str | None = None) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    main(parser.parse_args().fast)
+    parser.add_argument("--report-dir", default=None, help="folder for itlm_report.csv (default: a temporary one)")
+    args = parser.parse_args()
+    main(args.fast, args.report_dir)

@@ -5,6 +5,7 @@ Public API::
     from lit_robust import ITLM, BatchFilter, RobustMixin, IndexedDataset
 """
 
+from lit_robust._warnings import install_one_line_format
 from lit_robust.anomaly import (
     RCA,
     AutoEncoder,
@@ -90,6 +91,8 @@ from lit_robust.selection import (
 )
 
 __version__ = "0.1.0.dev0"
+
+install_one_line_format()  # after Lightning is imported: it wraps the formatter as well
 
 __all__ = [
     "ITLM",

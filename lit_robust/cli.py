@@ -489,7 +489,7 @@ class RobustCLI(LightningCLI):
             raise UserInputError(
                 f"`--ckpt_path {ckpt}`: no checkpoint of an earlier fit with this config was found (looked in "
                 f"{', '.join(searched)}).{others} Run `lit-robust fit` with this config first (a ModelCheckpoint "
-                "that monitors a metric needs `save_last: true`), or pass the path of a checkpoint file.")
+                "of your own needs `save_last: true`, and no `monitor` for ITLM's final model), or pass the path of a checkpoint file.")
         if ckpt == "best":
             best = _best_model_path(found)
             if best is None:

@@ -62,6 +62,7 @@ __all__ = [
     "build_report",
     "suspicion_order",
     "rarely_predicted_classes",
+    "posterior_note",
     "labels_from_outputs",
     "integer_labels",
     "scalar_targets",
@@ -318,6 +319,19 @@ def build_report(
             v = torch.full((n,), math.nan) if values is None else values.detach().cpu().float()[order]
             table[name] = _optional(_float32_values(v), ~torch.isnan(v))  # written like the scores
     return table
+
+
+def posterior_note(table: dict[str, list[Any]]) -> str | None:
+    """A sentence for the log when the report's ``clean_posterior`` is 1 on every scored row (its estimator found one
+    component in the final scores), else ``None``. Without it a plain-PyTorch newcomer, whose ``per_sample_loss``
+    returned the losses alone (no labels, so the loss mixture), counted 0 bad samples from the column
+    (``sum(1 - clean_posterior)``) while the ranking's top 500 were 99.8 % mislabelled."""
+    values = [v for v in table.get("clean_posterior", []) if v is not None and not math.isnan(v)]
+    if len(values) < 20 or any(v < 1.0 for v in values):
+        return None
+    return ("the report's `clean_posterior` is 1 on every row: its estimator found one component in the final "
+            "scores, so `sum(1 - clean_posterior)` counts 0 bad samples. The ranking (most suspicious first) still "
+            "stands: cut it at a count you trust (the fit's estimate, or your own).")
 
 
 def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predicted: Tensor | None) -> Tensor:

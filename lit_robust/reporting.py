@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +12,28 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 __all__ = ["round_table", "round_line", "print_table", "plot_score_histograms", "fmt_pct"]
+
+
+_PLAIN = str.maketrans({"→": "->", "—": "-", "–": "-", "×": "x", "…": "...", "≥": ">=", "≤": "<=", "ε": "eps"})
+
+
+def _stdout_encoding() -> str:
+    return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+
+def for_stdout(text: str) -> str:
+    """``text`` as standard output can take it: unchanged where it encodes, else with our arrows and dashes spelt in
+    ASCII and anything left replaced. A round line's "→" stopped an operator's fit with UnicodeEncodeError when
+    stdout was ASCII or cp1252 (``PYTHONIOENCODING``, a Windows console): a log line must never end a fit."""
+    encoding = _stdout_encoding()
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        try:
+            return text.translate(_PLAIN).encode(encoding, errors="replace").decode(encoding)
+        except LookupError:
+            return text.translate(_PLAIN).encode("ascii", errors="replace").decode("ascii")
 
 
 def fmt_pct(x: float | None) -> str:
@@ -86,6 +110,7 @@ def print_line(text: str, progress_bar: Any = None) -> None:
     """Print one line during training on a line of its own: above a running progress bar, through the bar's writer
     (an observant newcomer's log files had ITLM's round lines glued to the end of the epoch's bar line); without one,
     through rich's console (plain ``print`` without rich)."""
+    text = for_stdout(text)
     console = progress_console(progress_bar)
     if console is not None:  # RichProgressBar's live display: its console prints above it
         console.print(text, highlight=False, soft_wrap=True)
@@ -111,6 +136,15 @@ def print_table(table: Table, console: Any = None) -> None:
     from rich.measure import Measurement
 
     console = console or Console()
+    if for_stdout("→ —") != "→ —":  # stdout cannot take the table's arrows and lines: draw it in ASCII instead
+        class _Narrow(io.StringIO):
+            encoding = "ascii"  # rich then draws the table's box in ASCII
+
+        buffer = _Narrow()
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        Console(file=buffer, width=natural, color_system=None).print(table)
+        print(for_stdout(buffer.getvalue()), end="")
+        return
     if not console.is_terminal:
         natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
         console = Console(file=console.file, width=max(console.width, natural))

@@ -352,3 +352,19 @@ def test_a_batch_filter_beside_coteaching_is_told_they_do_not_combine(tmp_path):
     with pytest.raises(TypeError, match=r"^`BatchFilter` does not combine with `CoTeaching`, which filters each batch "
                                         r"itself: set its `rule`, `drop_ratio` and `warmup_epochs` instead\.$"):
         trainer.fit(CoTeaching(TinyModel(), drop_ratio=0.2), BlobsData())
+
+
+class SeededBlobs(BlobsData):
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(n=96, batch_size=16)
+        self.save_hyperparameters()  # as most datamodules do
+
+
+def test_a_datamodule_with_its_own_seed_hyperparameter_fits_with_a_logger(tmp_path):
+    """A regression user's datamodule saved `seed=0`; CoTeaching saved its `seed=1`, and with a logger attached
+    Lightning refused the fit ("Error while merging hparams: the keys ['seed'] are present in both ...")."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    model = CoTeaching(PlainSGD(), drop_ratio=0.2, seed=1)
+    trainer = fit(tmp_path, model, max_epochs=1, data=SeededBlobs(seed=0), logger=CSVLogger(tmp_path))
+    assert trainer.current_epoch == 1 and trainer.datamodule.hparams.seed == 0

@@ -550,7 +550,7 @@ def test_a_final_model_that_rarely_predicts_a_class_is_warned_about_with_the_rep
     predicted_two = sum(r["predicted_label"] == 2 for r in rows)
     assert predicted_two < 0.25 * n_two
     said = [str(w.message) for w in caught if "the final model predicts class" in str(w.message)]
-    assert said == [f"ITLM: the final model predicts class 2 for {predicted_two} samples ({n_two} are labelled 2): the "
+    assert said == [f"ITLM: the final model predicts class 2 for {predicted_two} sample{'' if predicted_two == 1 else 's'} ({n_two} are labelled 2): the "
                     "selection it trained on left most of that class out, so the report's `predicted_label` is no "
                     "label to relabel those samples with. `ITLM(per_class=True)` keeps the same share of every "
                     "class."], said
@@ -798,3 +798,35 @@ def test_a_training_set_of_dicts_gets_the_dict_advice_at_once(tmp_path):
                                          r"a dataset of `\(input, target\)` pairs"):
         tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)]).fit(
             TinyModel(), DataLoader(Dicts(), batch_size=4))
+
+
+def test_a_training_set_with_the_index_last_is_told_what_it_holds_and_the_order(tmp_path):
+    """A plain-PyTorch newcomer's own Dataset returned `(x, y, i)`: told only that it "returns something else"."""
+
+    class IndexLast(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.zeros(2), torch.tensor(0), i
+
+    with pytest.raises(ValueError, match=r"returns something else for item 0\. Wrap it in `lit_robust.IndexedDataset`\. "
+                                         r"Its item 0 is \(Tensor\[2\], Tensor\[\], int\): the index must come first, "
+                                         r"`\(index, input, target\)`\.$"):
+        tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)]).fit(
+            TinyModel(), DataLoader(IndexLast(), batch_size=4))
+
+
+def test_a_mean_loss_is_named_by_the_method_the_user_wrote(tmp_path):
+    """A plain-PyTorch newcomer's `per_sample_loss` took the batch mean; ITLM's error named `sample_scores`, a method
+    they never wrote (the mixin's default reads the losses)."""
+
+    class MeanLoss(TinyModel):
+        def per_sample_loss(self, batch):
+            losses, logits = super().per_sample_loss(batch)
+            return losses.mean(), logits
+
+    trainer = tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False)])
+    with pytest.raises(ValueError, match=r"^`ITLM`: `per_sample_loss` must return one loss per sample \(shape "
+                                         r"\(32,\)\), got \(\)\. Use `reduction='none'`"):
+        trainer.fit(MeanLoss(), BlobsData())

@@ -771,3 +771,35 @@ def test_rank_zero_writes_and_every_rank_passes_the_barrier_even_when_the_write_
     with pytest.raises(OSError, match="No space left on device"):
         written_on_rank_zero(trainer(0, log), "t.csv", failing)
     assert log == ["barrier"]
+
+
+def test_posterior_note_only_when_every_scored_row_reads_one():
+    from lit_robust.report import posterior_note
+
+    ones = {"clean_posterior": [1.0] * 25 + [None, math.nan]}
+    assert "counts 0 bad samples" in posterior_note(ones)
+    assert posterior_note({"clean_posterior": [1.0] * 24 + [0.99]}) is None
+    assert posterior_note({"clean_posterior": [1.0] * 19}) is None  # too few rows to say anything
+    assert posterior_note({"clean_posterior": [None] * 30}) is None
+
+
+def test_itlm_says_when_the_reports_posterior_counts_nothing(tmp_path, monkeypatch):
+    """A plain-PyTorch newcomer's `per_sample_loss` returned the losses alone: the loss mixture found one component
+    in the final scores, `clean_posterior` read 1.0 on all 6,000 rows, and nothing said so."""
+    import lit_robust.callbacks.itlm as itlm_module
+    from tests.conftest import TinyModel, tiny_trainer
+
+    class LossesOnly(TinyModel):
+        def per_sample_loss(self, batch):
+            return super().per_sample_loss(batch)[0]
+
+    said = []
+    monkeypatch.setattr(itlm_module, "rank_zero_info", said.append)
+    clean = blobs(240, clean_ratio=1.0)
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.9, round_epochs=[2, 4], verbose=False, plot=False, report_dir=str(tmp_path / "r"))
+    tiny_trainer(tmp_path, 6, [itlm]).fit(LossesOnly(), DataLoader(clean, batch_size=32, shuffle=True))
+    rows = load_report(itlm.report_path, as_frame=False)
+    assert all(r["clean_posterior"] == 1.0 for r in rows)
+    written = [m for m in said if "per-sample report written" in m]
+    assert len(written) == 1 and written[0].endswith("cut it at a count you trust (the fit's estimate, or your own).")

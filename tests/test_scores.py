@@ -308,3 +308,14 @@ def test_an_inferred_cross_entropy_on_regression_outputs_says_it_was_inferred():
                                          r"regression pass `loss='mse'` \(or make the targets float\)\.$"):
         loss_layer_scores("prl", torch.zeros(8), torch.zeros(8), torch.arange(8))
     assert loss_layer_scores("prl", torch.zeros(8), torch.zeros(8), torch.arange(8).float()).shape == (8,)
+
+
+def test_cross_entropy_on_one_output_column_is_refused():
+    """A regression user's `loss='ce'` on a one-output regressor scored every sample 0 (a one-class softmax is
+    constant) and the filter dropped by index, silently: test R^2 -8.48 against 0.934 with `loss='mse'`."""
+    from lit_robust.functional.scores import prl_l_scores
+
+    with pytest.raises(ValueError, match=r"^`loss='ce'` expects logits of at least 2 classes, got shape \(8, 1\); for "
+                                         r"a regression output pass `loss='mse'`\.$"):
+        prl_l_scores(torch.randn(8, 1), torch.zeros(8, dtype=torch.long), loss="ce")
+    assert prl_l_scores(torch.randn(8, 2), torch.zeros(8, dtype=torch.long), loss="ce").shape == (8,)

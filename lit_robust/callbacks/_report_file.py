@@ -12,7 +12,14 @@ import torch
 from lit_robust._backend import TrainerFn, rank_zero_info
 from lit_robust._lightning import continues_earlier_fit
 from lit_robust.data.indexed import check_one_index_space
-from lit_robust.report import REPORT_FORMATS, EpochScores, folder_error, training_source_index, write_report
+from lit_robust.report import (
+    REPORT_FORMATS,
+    EpochScores,
+    folder_error,
+    posterior_note,
+    training_source_index,
+    write_report,
+)
 from lit_robust.selection import distributed
 
 __all__ = ["check_report_args", "report_enabled", "written_on_rank_zero", "resolve_report_path", "training_set_size", "EpochReport",
@@ -162,8 +169,10 @@ class EpochReport:
             return None
 
         def write() -> str:
-            path = write_report(self.state.table(estimator), self.target, training_source_index(trainer))
-            rank_zero_info(f"{self.owner}: per-sample report written to {path}")
+            table = self.state.table(estimator)
+            path = write_report(table, self.target, training_source_index(trainer))
+            note = posterior_note(table)
+            rank_zero_info(f"{self.owner}: per-sample report written to {path}" + (f"; {note}" if note else ""))
             return path
 
         return written_on_rank_zero(trainer, self.target, write)

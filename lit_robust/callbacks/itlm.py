@@ -66,6 +66,7 @@ from lit_robust.report import (
     ReportFormat,
     RoundScores,
     integer_labels,
+    posterior_note,
     rarely_predicted_classes,
     scalar_targets,
     targets_reported,
@@ -848,7 +849,11 @@ class ITLM(Callback):
         if self.check_per_sample and not self._checked_per_sample:
             # before round 0 trains (the scoring pass at its end would find a batch-mean score one round late: a
             # newcomer lost a round on 60,000 images)
-            check_per_sample_at_first_batch(type(self).__name__, pl_module, batch)
+            # named by what the user wrote: a newcomer's mean loss was reported under `sample_scores`, a method they
+            # never wrote (the mixin's default reads `per_sample_loss`)
+            own_scores = getattr(type(pl_module), "sample_scores", None) is not RobustMixin.sample_scores
+            check_per_sample_at_first_batch(type(self).__name__, pl_module, batch,
+                                            what="sample_scores" if own_scores else "per_sample_loss")
             self._checked_per_sample = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -1339,11 +1344,12 @@ class ITLM(Callback):
                             self.estimator, given_target=target_d, predicted_target=value_d)
         assert self._report_target is not None
         path = write_report(table, self._report_target, training_source_index(trainer))
-        rank_zero_info(f"ITLM: per-sample report written to {path}")
+        note = posterior_note(table)
+        rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
         if given_d is not None and predicted_d is not None:
             rare = rarely_predicted_classes(given_d, predicted_d)
             if rare:
-                listed = ", ".join(f"{c} for {p} samples ({g} are labelled {c})" for c, p, g in rare[:3])
+                listed = ", ".join(f"{c} for {p} sample{'' if p == 1 else 's'} ({g} are labelled {c})" for c, p, g in rare[:3])
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
                                "the selection it trained on left most of that class out, so the report's "
                                f"`predicted_label` is no label to relabel those samples with. {_PER_CLASS_ADVICE}")
@@ -1529,12 +1535,27 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
     if not shaped:
         # a dict sample gets the dict advice at once (a newcomer wrapped theirs as told and only then read it)
         dict_hint = (f" Its item 0 is a dict (keys {sorted(map(str, sample))[:4]}): {DICT_SAMPLES_HINT}"
-                     if isinstance(sample, dict) else "")
+                     if isinstance(sample, dict) else f" Its item 0 is {_describe_sample(sample)}")
+        if isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[-1]):
+            # a plain-PyTorch habit, `(x, y, i)`: was told only "something else"
+            dict_hint += ": the index must come first, `(index, input, target)`"
+        if not isinstance(sample, dict):
+            dict_hint += "."
         raise ValueError(
             f"{owner} needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
             f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`."
             + dict_hint
         )
+
+
+def _describe_sample(sample: Any) -> str:
+    """``(Tensor[1, 28, 28], Tensor[], int)``: what a data set's item holds, for an error message."""
+    def one(x: Any) -> str:
+        return f"Tensor{list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+    if isinstance(sample, (tuple, list)):
+        inner = ", ".join(one(x) for x in sample[:6]) + (", ..." if len(sample) > 6 else "")
+        return f"({inner})" if isinstance(sample, tuple) else f"[{inner}]"
+    return one(sample)
 
 
 def _is_int_like(x: Any) -> bool:

@@ -120,6 +120,9 @@ def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
         raise ValueError(f"`loss='ce'` expects logits of shape [batch, classes], got {tuple(logits.shape)}; for other "
                          "layouts pass a callable loss.")
     b, c = logits.shape
+    if c < 2:  # a one-class softmax is constant: every score 0, the filter would drop by index (a regressor's output)
+        raise ValueError(f"`loss='ce'` expects logits of at least 2 classes, got shape {tuple(logits.shape)}; for a "
+                         "regression output pass `loss='mse'`.")
     p = torch.softmax(_float(logits), dim=1)
     if targets.is_floating_point() and targets.shape == logits.shape:  # class probabilities (soft labels)
         y = targets.to(p.dtype)

@@ -204,7 +204,9 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(warmup_epochs, scope, loss)
         check_int("seed", seed)
-        self.save_hyperparameters(ignore=["model"])
+        # `seed` only draws net2 (its weights are in the state dict): saved as a hyper-parameter it clashed with a
+        # datamodule's own `seed` (Lightning: "Error while merging hparams") as soon as a logger was attached
+        self.save_hyperparameters(ignore=["model", "seed"])
         self.automatic_optimization = False
         self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope
         self.net1 = model

@@ -1,0 +1,72 @@
+"""What lit_robust prints: its own warnings on one line, everyone else's as before; its lines and tables on any stdout."""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import lit_robust
+from lit_robust._warnings import install_one_line_format
+
+ITLM_FILE = str(Path(lit_robust.__file__).parent / "callbacks" / "itlm.py")
+
+
+def test_lit_robust_warning_has_no_source_line():
+    text = warnings.formatwarning("ITLM round 1: few kept", UserWarning, ITLM_FILE, 12, line="rank_zero_warn(...)")
+    assert text == f"{ITLM_FILE}:12: UserWarning: ITLM round 1: few kept\n"
+
+
+def test_other_warnings_keep_the_previous_format(tmp_path):
+    user_file = tmp_path / "train.py"
+    user_file.write_text("x = 1\n")
+    text = warnings.formatwarning("careful", UserWarning, str(user_file), 1, line="x = 1")
+    assert text == f"{user_file}:1: UserWarning: careful\n  x = 1\n"
+
+
+def test_installing_twice_wraps_once():
+    before = warnings.formatwarning
+    install_one_line_format()
+    assert warnings.formatwarning is before
+
+
+def test_a_warning_shown_from_the_package():
+    # in a fresh interpreter: pytest replaces `showwarning` while a test runs
+    code = ("import warnings, lit_robust; "
+            f"warnings.warn_explicit('shown', UserWarning, {ITLM_FILE!r}, 7); "
+            "warnings.warn_explicit('other', UserWarning, 'elsewhere.py', 3)")
+    run = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
+                         cwd=Path(lit_robust.__file__).parent.parent, check=True)
+    assert run.stderr.startswith(f"{ITLM_FILE}:7: UserWarning: shown\nelsewhere.py:3: UserWarning: other\n")
+
+
+def _ascii_stdout(monkeypatch, encoding="ascii"):
+    import io
+
+    buffer = io.BytesIO()
+    stream = io.TextIOWrapper(buffer, encoding=encoding, errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", stream)
+    return buffer
+
+
+def test_round_lines_and_tables_print_on_a_stdout_that_is_not_utf8(monkeypatch):
+    """An operator's fit with PYTHONIOENCODING=ascii (or a cp1252 console) stopped at round 0 with UnicodeEncodeError
+    on the round line's arrow."""
+    from lit_robust.callbacks.itlm import RoundRecord
+    from lit_robust.reporting import print_line, print_table, round_line, round_table
+
+    rec = RoundRecord(round=1, epochs=2, kept=144, n=240, clean_precision=0.9, corrupted_recall=0.75,
+                      first_epoch_loss=1.5, last_epoch_loss=0.5, metrics={})
+    for encoding in ("ascii", "cp1252"):
+        buffer = _ascii_stdout(monkeypatch, encoding)
+        print_line(round_line(rec, num_rounds=3))
+        print_table(round_table([rec]))
+        out = buffer.getvalue().decode(encoding)
+        assert "train loss 1.5 -> 0.5" in out, out
+        assert "| 1.5 -> 0.5" in out.replace("  ", " "), out
+
+
+def test_a_utf8_stdout_keeps_the_arrows(monkeypatch):
+    from lit_robust.reporting import for_stdout
+
+    _ascii_stdout(monkeypatch, "utf-8")
+    assert for_stdout("1.5 → 0.5 — ε") == "1.5 → 0.5 — ε"
