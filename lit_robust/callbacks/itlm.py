@@ -1533,18 +1533,18 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
             "`lit_robust.IndexedDataset`, which adds the positions."
         )
     if not shaped:
-        # a dict sample gets the dict advice at once (a newcomer wrapped theirs as told and only then read it)
-        dict_hint = (f" Its item 0 is a dict (keys {sorted(map(str, sample))[:4]}): {DICT_SAMPLES_HINT}"
-                     if isinstance(sample, dict) else f" Its item 0 is {_describe_sample(sample)}")
-        if isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[-1]):
-            # a plain-PyTorch habit, `(x, y, i)`: was told only "something else"
-            dict_hint += ": the index must come first, `(index, input, target)`"
-        if not isinstance(sample, dict):
-            dict_hint += "."
+        # what item 0 holds, and the advice for it: a dict sample gets the dict advice at once (a newcomer wrapped
+        # theirs as told and only then read it); `(x, y, i)`, a plain-PyTorch habit, is told the index comes first
+        if isinstance(sample, dict):
+            holds = f"a dict (keys {sorted(map(str, sample))[:4]}): {DICT_SAMPLES_HINT}"
+        elif isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[-1]):
+            holds = f"{_describe_sample(sample)}: the index must come first, `(index, input, target)`."
+        else:
+            holds = f"{_describe_sample(sample)}."
         raise ValueError(
             f"{owner} needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
-            f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`."
-            + dict_hint
+            f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`. "
+            f"Its item 0 is {holds}"
         )
 
 
