@@ -783,38 +783,32 @@ def test_a_training_step_that_returns_no_loss_is_said_once(tmp_path, monkeypatch
     assert not [m for m in infos if "returned no loss" in m]
 
 
-def test_a_training_set_of_dicts_gets_the_dict_advice_at_once(tmp_path):
-    """A newcomer's dict samples were told only to wrap them in IndexedDataset; wrapped, they met the dict advice."""
+class SameItem(torch.utils.data.Dataset):
+    """Eight copies of one item: a user's own data set, as its `__getitem__` shapes a sample."""
 
-    class Dicts(torch.utils.data.Dataset):
-        def __len__(self):
-            return 8
+    def __init__(self, item):
+        self.item = item
 
-        def __getitem__(self, i):
-            return {"x": torch.zeros(2), "y": 0}
+    def __len__(self):
+        return 8
 
+    def __getitem__(self, i):
+        return self.item
+
+
+@pytest.mark.parametrize(("item", "holds"), [
+    # a newcomer's dict samples were told only to wrap them in IndexedDataset; wrapped, they met the dict advice
+    ({"x": torch.zeros(2), "y": 0}, r"a dict \(keys \['x', 'y'\]\): give `lit_robust.IndexedDataset` a dataset of "
+                                    r"`\(input, target\)` pairs"),
+    # a plain-PyTorch newcomer's own Dataset returned `(x, y, i)`: told only that it "returns something else"
+    ((torch.zeros(2), torch.tensor(0), 5), r"\(Tensor\[2\], Tensor\[\], int\): the index must come first, "
+                                          r"`\(index, input, target\)`\.$"),
+])
+def test_a_training_set_of_other_samples_is_told_what_item_0_holds(tmp_path, item, holds):
     with pytest.raises(ValueError, match=r"returns something else for item 0\. Wrap it in `lit_robust.IndexedDataset`\. "
-                                         r"Its item 0 is a dict \(keys \['x', 'y'\]\): give `lit_robust.IndexedDataset` "
-                                         r"a dataset of `\(input, target\)` pairs"):
+                                         r"Its item 0 is " + holds):
         tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)]).fit(
-            TinyModel(), DataLoader(Dicts(), batch_size=4))
-
-
-def test_a_training_set_with_the_index_last_is_told_what_it_holds_and_the_order(tmp_path):
-    """A plain-PyTorch newcomer's own Dataset returned `(x, y, i)`: told only that it "returns something else"."""
-
-    class IndexLast(torch.utils.data.Dataset):
-        def __len__(self):
-            return 8
-
-        def __getitem__(self, i):
-            return torch.zeros(2), torch.tensor(0), i
-
-    with pytest.raises(ValueError, match=r"returns something else for item 0\. Wrap it in `lit_robust.IndexedDataset`\. "
-                                         r"Its item 0 is \(Tensor\[2\], Tensor\[\], int\): the index must come first, "
-                                         r"`\(index, input, target\)`\.$"):
-        tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)]).fit(
-            TinyModel(), DataLoader(IndexLast(), batch_size=4))
+            TinyModel(), DataLoader(SameItem(item), batch_size=4))
 
 
 def test_a_mean_loss_is_named_by_the_method_the_user_wrote(tmp_path):
