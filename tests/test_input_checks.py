@@ -430,3 +430,23 @@ def test_a_ratio_in_a_tensor_of_several_values_is_still_rejected():
         ITLM(keep_ratio=torch.tensor([0.7]), round_epochs=[1, 1])
     with pytest.raises(ValueError, match=r"`drop_ratio` must be a number in \[0, 0.5\)"):
         BatchFilter("prl", drop_ratio=torch.tensor([True]))
+
+
+def test_a_ratio_given_as_a_percent_is_told_it_is_a_fraction():
+    """A regression user's `drop_ratio 25` got the range alone."""
+    from lit_robust import ITLM, BatchFilter
+    from lit_robust.selection.rules import check_drop_ratio
+
+    with pytest.raises(ValueError, match=r"^`drop_ratio` must be in \[0, 0\.5\), got 25\.0\. It is a fraction, not "
+                                         r"a percent: for 25 % pass drop_ratio=0\.25\. Or pass drop_ratio='auto'"):
+        BatchFilter("spl", drop_ratio=25)
+    with pytest.raises(ValueError, match=r"with `allow_large_drop=True`, got 60\.0\. It is a fraction, not a percent: "
+                                         r"for 60 % pass drop_ratio=0\.6\.$"):
+        check_drop_ratio(60.0, allow_large_drop=True)
+    with pytest.raises(ValueError, match=r"estimate the corrupted fraction from the scores\)\. It is a fraction, not a "
+                                         r"percent: for 75 % pass keep_ratio=0\.75\.$"):
+        ITLM(keep_ratio=75, round_epochs=[1, 1])
+    for not_a_percent in (0.6, 150, -5):  # the other hints, or none
+        with pytest.raises(ValueError) as err:
+            check_drop_ratio(not_a_percent)
+        assert "not a percent" not in str(err.value)

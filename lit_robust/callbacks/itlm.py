@@ -75,7 +75,7 @@ from lit_robust.report import (
 )
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import UNLEARNT_NOTE, cleanlab_hint, nothing_found_note, report_pointer
-from lit_robust.selection.rules import keep_count, scatter_scores
+from lit_robust.selection.rules import keep_count, percent_hint, scatter_scores
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
 __all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collapse_reasons"]
@@ -434,7 +434,7 @@ class ITLM(Callback):
         if not auto and (isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float))
                          or not 0.0 < keep_ratio <= 1.0):
             raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r} (or 'auto' to estimate the "
-                             "corrupted fraction from the scores).")
+                             "corrupted fraction from the scores)." + percent_hint("keep_ratio", keep_ratio))
         if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
             raise ValueError(f"`estimator` must be one of {list(_ESTIMATORS)}, got {estimator!r}.{cleanlab_hint(estimator)}")
         if (isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float))

@@ -199,6 +199,14 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
     return dense
 
 
+def percent_hint(name: str, value: object) -> str:
+    """" It is a fraction: ..." when ``value`` reads as a percent (1 < value <= 100), else ``""``: a regression user's
+    `--trainer.callbacks.init_args.drop_ratio 25` got the range alone."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 < value <= 100.0:
+        return ""
+    return f" It is a fraction, not a percent: for {value:g} % pass {name}={value / 100:g}."
+
+
 def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: str = "drop_ratio") -> float:
     """Validate a per-batch drop ratio ε: ``[0, 0.5)`` (the PRL guarantee), or ``[0, 1)`` with the opt-in."""
     drop_ratio = real_scalar(drop_ratio)
@@ -206,12 +214,14 @@ def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: st
         raise ValueError(f"`{name}` must be a number in [0, 0.5), got {drop_ratio!r}.")
     if allow_large_drop:
         if not 0.0 <= drop_ratio < 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1) with `allow_large_drop=True`, got {drop_ratio!r}.")
+            raise ValueError(f"`{name}` must be in [0, 1) with `allow_large_drop=True`, got {drop_ratio!r}."
+                             + percent_hint(name, drop_ratio))
     elif not 0.0 <= drop_ratio < 0.5:
         hint = " Pass `allow_large_drop=True` to drop more (the guarantee needs ε < 0.5)." \
             if 0.5 <= drop_ratio < 1.0 else ""
         if 0.5 < drop_ratio < 1.0:  # a newcomer's 0.7 meant "keep 70 %"
             hint += f" It is the share dropped: to keep {drop_ratio:.0%}, pass {name}={1 - drop_ratio:.4g}."
+        hint += percent_hint(name, drop_ratio)
         raise ValueError(f"`{name}` must be in [0, 0.5), got {drop_ratio!r}.{hint}")
     return float(drop_ratio)
 
