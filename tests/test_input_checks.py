@@ -446,7 +446,7 @@ def test_a_ratio_given_as_a_percent_is_told_it_is_a_fraction():
     with pytest.raises(ValueError, match=r"estimate the corrupted fraction from the scores\)\. It is a fraction, not a "
                                          r"percent: for 75 % pass keep_ratio=0\.75\.$"):
         ITLM(keep_ratio=75, round_epochs=[1, 1])
-    for not_a_percent in (0.6, 150, -5):  # the other hints, or none
+    for not_a_percent in (0.6, 1.5, 150, -5):  # the other hints, or none
         with pytest.raises(ValueError) as err:
             check_drop_ratio(not_a_percent)
         assert "not a percent" not in str(err.value)

@@ -200,9 +200,9 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
 
 
 def percent_hint(name: str, value: object) -> str:
-    """" It is a fraction: ..." when ``value`` reads as a percent (1 < value <= 100), else ``""``: a regression user's
-    `--trainer.callbacks.init_args.drop_ratio 25` got the range alone."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 < value <= 100.0:
+    """" It is a fraction: ..." when ``value`` reads as a percent (2 <= value <= 100; 1.5 reads as a slip), else
+    ``""``: a regression user's `--trainer.callbacks.init_args.drop_ratio 25` got the range alone."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 2.0 <= value <= 100.0:
         return ""
     return f" It is a fraction, not a percent: for {value:g} % pass {name}={value / 100:g}."
 
