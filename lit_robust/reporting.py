@@ -29,11 +29,11 @@ def for_stdout(text: str) -> str:
     try:
         text.encode(encoding)
         return text
-    except (UnicodeEncodeError, LookupError):
-        try:
-            return text.translate(_PLAIN).encode(encoding, errors="replace").decode(encoding)
-        except LookupError:
-            return text.translate(_PLAIN).encode("ascii", errors="replace").decode("ascii")
+    except LookupError:  # an encoding Python does not know: take ASCII
+        encoding = "ascii"
+    except UnicodeEncodeError:
+        pass
+    return text.translate(_PLAIN).encode(encoding, errors="replace").decode(encoding)
 
 
 def fmt_pct(x: float | None) -> str:

@@ -44,6 +44,7 @@ from lit_robust.data.indexed import (
     DICT_SAMPLES_HINT,
     IndexedDataset,
     check_one_index_space,
+    describe_item,
     reads_differ,
     unpack_batch,
 )
@@ -1538,24 +1539,14 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
         if isinstance(sample, dict):
             holds = f"a dict (keys {sorted(map(str, sample))[:4]}): {DICT_SAMPLES_HINT}"
         elif isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[-1]):
-            holds = f"{_describe_sample(sample)}: the index must come first, `(index, input, target)`."
+            holds = f"{describe_item(sample)}: the index must come first, `(index, input, target)`."
         else:
-            holds = f"{_describe_sample(sample)}."
+            holds = f"{describe_item(sample)}."
         raise ValueError(
             f"{owner} needs a training set whose samples are `(index, input, target[, is_corrupted])`; "
             f"`{type(dataset).__name__}` returns something else for item 0. Wrap it in `lit_robust.IndexedDataset`. "
             f"Its item 0 is {holds}"
         )
-
-
-def _describe_sample(sample: Any) -> str:
-    """``(Tensor[1, 28, 28], Tensor[], int)``: what a data set's item holds, for an error message."""
-    def one(x: Any) -> str:
-        return f"Tensor{list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-    if isinstance(sample, (tuple, list)):
-        inner = ", ".join(one(x) for x in sample[:6]) + (", ..." if len(sample) > 6 else "")
-        return f"({inner})" if isinstance(sample, tuple) else f"[{inner}]"
-    return one(sample)
 
 
 def _is_int_like(x: Any) -> bool:

@@ -280,6 +280,17 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
+def describe_item(sample: Any) -> str:
+    """What a data set's item holds, element by element, for an error message: ``(Tensor[1, 28, 28], Tensor[], int)``
+    (:func:`_describe` names the container alone: "a tuple of 3 element(s)")."""
+    def one(x: Any) -> str:
+        return f"Tensor{list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+    if isinstance(sample, (tuple, list)):
+        inner = ", ".join(one(x) for x in sample[:6]) + (", ..." if len(sample) > 6 else "")
+        return f"({inner})" if isinstance(sample, tuple) else f"[{inner}]"
+    return one(sample)
+
+
 def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     """The length of ``dataset``, after checking that it is a non-empty map-style dataset whose first item is an
     ``(input, target)`` pair; otherwise a ``TypeError``/``ValueError`` naming ``argument``."""
