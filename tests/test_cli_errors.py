@@ -239,3 +239,26 @@ def test_arguments_beside_class_path_in_a_second_config_are_named(tmp_path, caps
     assert f"an entry sets its arguments beside `class_path: {name}` (in a second `--config`?): a class's arguments " \
            f"go one level down, under `init_args:`" in text, text
     assert "Option 'class_path' is not accepted" not in text
+
+
+def _a_logger_whose_package_is_missing() -> str | None:
+    import importlib.util
+
+    needs = {"WandbLogger": "wandb", "CometLogger": "comet_ml", "NeptuneLogger": "neptune", "MLFlowLogger": "mlflow"}
+    return next((cls for cls, package in needs.items() if importlib.util.find_spec(package) is None), None)
+
+
+def test_a_logger_whose_package_is_missing_is_named(tmp_path, capsys):
+    """`--trainer.logger WandbLogger` without wandb installed ended in jsonargparse's 70-line Union report, exit 1
+    (an MLOps newcomer): Lightning's own message and pip hint are the whole error now, under the logger's key."""
+    logger = _a_logger_whose_package_is_missing()
+    if logger is None:
+        pytest.skip("every logger package is installed here")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_small(PRL, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(cfg), "--trainer.logger", logger])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"error: trainer.logger (pytorch_lightning.{logger}): Requirement '" in text, text
+    assert "not met" in text and "pip install" in text, text
