@@ -156,6 +156,16 @@ CASES = [
      {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
          "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"monitor": "val_los"}}}, [],
      "val_los"),
+    # ITLM logs `itlm/*` when a round ends: Lightning stopped the fit at round 0's first validation, asking whether
+    # the module logs the key (an MLOps newcomer)
+    ("checkpoint-monitors-an-itlm-metric", DIGITS,
+     {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
+         "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"monitor": "itlm/clean_precision"}}},
+     [], "`ModelCheckpoint(monitor='itlm/clean_precision')`: ITLM logs its `itlm/*` metrics once per round, in the "
+         "epoch the round ends"),
+    ("early-stopping-monitors-an-itlm-metric", DIGITS, {"trainer.callbacks[1]": {
+        "class_path": "pytorch_lightning.callbacks.EarlyStopping", "init_args": {"monitor": "itlm/kept"}}},
+     [], "`EarlyStopping(monitor='itlm/kept')`: ITLM logs its `itlm/*` metrics once per round"),
     # a class entry written without `class_path`, or with its arguments beside it (jsonargparse reported an attempt
     # at Lightning's base class: "Option 'lr' is not accepted")
     ("model-without-class-path", PRL, {"model": {"lr": 0.1}}, [], "`model:` needs `class_path:`"),
