@@ -31,6 +31,7 @@ import inspect
 import linecache
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -860,6 +861,14 @@ def _raised_by_lightning_building_the_trainer(exc: BaseException) -> bool:
     return _init_frame(exc, lambda obj: isinstance(obj, pl.Trainer)) is not None
 
 
+def _raised_by_a_lightning_constructor(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a ``raise`` statement in the ``__init__`` of one of Lightning's classes (a logger
+    or callback a config names): its check that the optional package the class needs is installed."""
+    site = _raise_site(exc)
+    return (site is not None and site.f_code.co_name == "__init__"
+            and os.path.realpath(site.f_code.co_filename).startswith(_LIGHTNING_DIRS))
+
+
 def bug_in_a_configured_constructor(exc: BaseException) -> BaseException | None:
     """The first error in ``exc``'s chain raised inside the ``__init__`` of a LightningModule, datamodule or callback
     a config names: a bug in the user's class (``NameError``, a failing call), which jsonargparse wraps in its "Does not
@@ -879,6 +888,10 @@ def user_error(exc: BaseException) -> BaseException | None:
                 isinstance(e, (ValueError, TypeError)) and _raised_by_a_configured_constructor(e))):
             return e
         if isinstance(e, (ValueError, TypeError, ImportError)) and _raised_by_lightning_building_the_trainer(e):
+            return e
+        if isinstance(e, ImportError) and _raised_by_a_lightning_constructor(e):
+            # `--trainer.logger WandbLogger` without wandb: Lightning's own "Requirement 'wandb>=0.12.10' not met"
+            # and its pip hint, which an MLOps newcomer found at the end of a 70-line jsonargparse traceback
             return e
         if isinstance(e, RuntimeError) and str(e).startswith("Error(s) in loading state_dict"):
             # `--ckpt_path` names a checkpoint of another model: torch's message, shortened to its first lines
@@ -1081,13 +1094,14 @@ def main(args: Sequence[str] | None = None) -> None:
     try:
         run(argv)
     except SystemExit as exc:
-        if type(exc).__name__ != "SIGTERMException":  # by name: either Lightning package's
+        stop = stopped_by(exc)
+        if stop is None:
             raise
-        # Lightning ends a fit that received SIGTERM with a SystemExit without a code: exit status 0, so a scheduler
-        # that requeues failed jobs took a preempted fit for a finished one (a DDP newcomer)
-        sys.stderr.write(f"lit-robust {command}: stopped by SIGTERM; the checkpoints written so far remain: resume "
-                         "with the same command and `--ckpt_path last`. Exit status 143, as for a killed process.\n")
-        raise SystemExit(143) from None
+        signal_name, status = stop
+        resume = (": resume with the same command and `--ckpt_path last`" if command == "fit" else "")
+        sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}; the checkpoints written so far remain"
+                         f"{resume}. Exit status {status}, as for a process killed by {signal_name}.\n")
+        raise SystemExit(status) from None
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
         err = user_error(exc)
         if debug:
@@ -1108,6 +1122,18 @@ def main(args: Sequence[str] | None = None) -> None:
                          "(run again with --debug for the traceback)\n")
         _remove_empty_log_dir(cli)
         raise SystemExit(2) from None
+
+
+def stopped_by(exc: SystemExit) -> tuple[str, int] | None:
+    """``(signal, exit status)`` when Lightning ended the run because it was stopped, else ``None``. Lightning ends a
+    fit that received SIGTERM with a SystemExit without a code: exit status 0, so a scheduler that requeues failed jobs
+    took a preempted fit for a finished one (a DDP newcomer); a fit stopped by Ctrl-C with ``sys.exit(1)``, the status
+    of any failure, and no word on resuming (an MLOps newcomer). The shell's statuses instead: 128 + the signal."""
+    if type(exc).__name__ == "SIGTERMException":  # by name: either Lightning package's
+        return "SIGTERM", 128 + signal.SIGTERM
+    if exc.code == 1 and isinstance(exc.__context__, KeyboardInterrupt):
+        return "Ctrl-C (SIGINT)", 128 + signal.SIGINT
+    return None
 
 
 _START_FILES = {"config.yaml", "hparams.yaml"}  # what the CLI and the logger write before training starts

@@ -1,6 +1,7 @@
 import importlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,31 @@ def test_a_fit_stopped_by_sigterm_exits_143_and_says_how_to_resume(tmp_path, cap
     assert stopped.value.code == 143
     assert ("lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: resume with the same command "
             "and `--ckpt_path last`. Exit status 143") in capsys.readouterr().err
+
+
+class CtrlCAfterFirstBatch(pl.Callback):
+    """Ctrl-C during training: the KeyboardInterrupt Python raises in the running code."""
+
+    def on_train_batch_end(self, trainer, *args):
+        raise KeyboardInterrupt
+
+
+def test_a_fit_stopped_by_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, one_torch_thread):
+    """Lightning ends a fit stopped by Ctrl-C with exit status 1, a failure's, and no word on resuming (an MLOps
+    newcomer); a script now tells an interrupted fit by the shell's 130, and the user is told how to resume."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"].append({"class_path": "tests.test_cli.CtrlCAfterFirstBatch"})
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(["fit", "--config", str(path)])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert stopped.value.code == 130
+    assert ("lit-robust fit: stopped by Ctrl-C (SIGINT); the checkpoints written so far remain: resume with the same "
+            "command and `--ckpt_path last`. Exit status 130") in capsys.readouterr().err
 
 
 def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_nothing(tmp_path, capsys,

@@ -156,6 +156,16 @@ CASES = [
      {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
          "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"monitor": "val_los"}}}, [],
      "val_los"),
+    # ITLM logs `itlm/*` when a round ends: Lightning stopped the fit at round 0's first validation, asking whether
+    # the module logs the key (an MLOps newcomer)
+    ("checkpoint-monitors-an-itlm-metric", DIGITS,
+     {"trainer.enable_checkpointing": True, "trainer.callbacks[1]": {
+         "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"monitor": "itlm/clean_precision"}}},
+     [], "`ModelCheckpoint(monitor='itlm/clean_precision')`: ITLM logs its `itlm/*` metrics once per round, in the "
+         "epoch the round ends"),
+    ("early-stopping-monitors-an-itlm-metric", DIGITS, {"trainer.callbacks[1]": {
+        "class_path": "pytorch_lightning.callbacks.EarlyStopping", "init_args": {"monitor": "itlm/kept"}}},
+     [], "`EarlyStopping(monitor='itlm/kept')`: ITLM logs its `itlm/*` metrics once per round"),
     # a class entry written without `class_path`, or with its arguments beside it (jsonargparse reported an attempt
     # at Lightning's base class: "Option 'lr' is not accepted")
     ("model-without-class-path", PRL, {"model": {"lr": 0.1}}, [], "`model:` needs `class_path:`"),
@@ -239,3 +249,26 @@ def test_arguments_beside_class_path_in_a_second_config_are_named(tmp_path, caps
     assert f"an entry sets its arguments beside `class_path: {name}` (in a second `--config`?): a class's arguments " \
            f"go one level down, under `init_args:`" in text, text
     assert "Option 'class_path' is not accepted" not in text
+
+
+def _a_logger_whose_package_is_missing() -> str | None:
+    import importlib.util
+
+    needs = {"WandbLogger": "wandb", "CometLogger": "comet_ml", "NeptuneLogger": "neptune", "MLFlowLogger": "mlflow"}
+    return next((cls for cls, package in needs.items() if importlib.util.find_spec(package) is None), None)
+
+
+def test_a_logger_whose_package_is_missing_is_named(tmp_path, capsys):
+    """`--trainer.logger WandbLogger` without wandb installed ended in jsonargparse's 70-line Union report, exit 1
+    (an MLOps newcomer): Lightning's own message and pip hint are the whole error now, under the logger's key."""
+    logger = _a_logger_whose_package_is_missing()
+    if logger is None:
+        pytest.skip("every logger package is installed here")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_small(PRL, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(cfg), "--trainer.logger", logger])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"error: trainer.logger (pytorch_lightning.{logger}): Requirement '" in text, text
+    assert "not met" in text and "pip install" in text, text

@@ -764,7 +764,19 @@ class ITLM(Callback):
         """Warn when a ``ModelCheckpoint`` monitors a metric while ITLM re-draws the model each round: it ranks
         checkpoints of different rounds, and Lightning writes its ``last.ckpt`` only when the monitored value improves
         (a unified-package newcomer's ``last.ckpt`` held epoch 0 at the end of a fit, and ``--ckpt_path last`` would
-        have tested round 0's model)."""
+        have tested round 0's model). One (or an ``EarlyStopping``) that monitors ITLM's own ``itlm/*`` metrics is
+        refused: ITLM logs them in the epoch a round ends, and Lightning stopped the fit at round 0's first validation,
+        its message asking whether the module logs the key (an MLOps newcomer)."""
+        for cb in [*trainer.checkpoint_callbacks, *trainer.early_stopping_callbacks]:
+            monitor = getattr(cb, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith("itlm/"):
+                raise ValueError(
+                    f"`{type(cb).__name__}(monitor={monitor!r})`: {self._title} logs its `itlm/*` metrics once per "
+                    "round, in the epoch the round ends, about the selection the next round trains on, not about the "
+                    f"model; a {type(cb).__name__} needs the key it monitors at every validation (Lightning stops the "
+                    "fit at the first without it). Monitor a validation metric, or none: "
+                    "`ModelCheckpoint(save_last=True)` keeps the final model; the per-round figures are in the "
+                    "logger's metrics and `ITLM.history`.")
         if not self.reinit or self.num_rounds < 2:
             return
         # a `ModelCheckpoint(save_last=True)` without `monitor` already keeps the final model (a newcomer who had
