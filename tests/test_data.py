@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -79,6 +80,44 @@ def test_indexed_dataset_length_checks():
     with pytest.raises(ValueError, match=r"`targets` must be numbers, one per sample .* got str entries such as "
                                          r"'class_0': map them to integers first"):
         IndexedDataset(base, targets=["class_0", "class_1", "class_0"])
+
+
+# a newcomer's `targets=train_df["noisy"]`, `corrupted=train_df["flipped"]` after sklearn's `train_test_split`: a bare
+# pandas `KeyError` (index labels not 0..n-1); an index that is a permutation of 0..n-1 worked by the accident of labels
+@pytest.mark.parametrize("index", [[9, 1, 6, 7, 3], [3, 0, 4, 1, 2], [0, 1, 2, 3, 4]], ids=["labels", "permuted", "range"])
+@pytest.mark.parametrize("form", ["series", "index", "numpy", "read_only_numpy"])
+def test_indexed_dataset_reads_pandas_and_numpy_columns_by_position(index, form, recwarn):
+    pd = pytest.importorskip("pandas")
+    noisy, flipped = np.array([2, 0, 1, 1, 0]), np.array([True, False, False, True, False])
+    df = pd.DataFrame({"noisy": noisy, "flipped": flipped}, index=index)
+    targets, corrupted = df["noisy"], df["flipped"]
+    if form == "index":
+        targets, corrupted = pd.Index(noisy), pd.Index(flipped)
+    elif form.endswith("numpy"):
+        targets, corrupted = noisy.copy(), flipped.copy()
+        if form == "read_only_numpy":  # what pandas 3's `.to_numpy()` returns
+            targets.flags.writeable = corrupted.flags.writeable = False
+    ds = IndexedDataset(TensorDataset(torch.zeros(5, 2), torch.zeros(5, dtype=torch.long)), targets, corrupted)
+    assert [int(ds[i][2]) for i in range(5)] == noisy.tolist()
+    assert [bool(ds[i][3]) for i in range(5)] == flipped.tolist()
+    assert next(iter(DataLoader(ds, batch_size=5)))[2].tolist() == noisy.tolist()
+    # torch's "The given NumPy array is not writable" (said once a process, hence the copy checked below)
+    assert not [str(w.message) for w in recwarn]
+    if form.endswith("numpy"):  # copied: editing the caller's array afterwards changes nothing
+        assert not np.shares_memory(ds.targets.numpy(), targets)
+
+
+def test_indexed_dataset_refuses_a_dataframe_and_says_what_to_pass():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"x": [0.5, 1.5, 2.5], "label": [0, 1, 0]}, index=[7, 3, 5])  # was pandas' `KeyError: 0`
+    with pytest.raises(ValueError, match=r"`dataset` must be a map-style dataset of `\(input, target\)` pairs, got "
+                                         r"a pandas DataFrame with 3 rows .*IndexedDataset\(TensorDataset\("
+                                         r"torch.tensor\(df\[features\].to_numpy\(np.float32\)\), "
+                                         r"torch.tensor\(df\[label\].to_numpy\(\)\)\)\)"):
+        IndexedDataset(df)
+    # the recipe the message gives works
+    ds = IndexedDataset(TensorDataset(torch.tensor(df[["x"]].to_numpy(np.float32)), torch.tensor(df["label"].to_numpy())))
+    assert [int(ds[i][2]) for i in range(3)] == [0, 1, 0]
 
 
 def test_digits_datamodule_noise_and_splits():

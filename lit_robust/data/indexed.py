@@ -46,17 +46,18 @@ class IndexedDataset(Dataset):
         n = check_pair_dataset(dataset)
         self.dataset = dataset
         if targets is not None:
+            targets = _by_position(targets)
             try:
                 targets = torch.as_tensor(targets)
             except (TypeError, ValueError, RuntimeError) as err:  # strings: torch's "too many dimensions 'str'"
-                first = next(iter(targets), None)
+                first = next(iter(targets.ravel()[:1].tolist() if isinstance(targets, np.ndarray) else targets), None)
                 raise ValueError(f"`targets` must be numbers, one per sample (integer class labels 0..C-1, or float "
                                  f"regression targets), got {type(first).__name__} entries such as {first!r}: map "
                                  "them to integers first, e.g. with sklearn.preprocessing.LabelEncoder.") from err
             if len(targets) != n:
                 raise ValueError(f"`targets` must have one entry per sample ({n}), got {len(targets)}.")
         if corrupted is not None:
-            raw = torch.as_tensor(corrupted)
+            raw = torch.as_tensor(_by_position(corrupted))
             if raw.dtype != torch.bool and bool(((raw != 0) & (raw != 1)).any()):
                 raise ValueError(f"`corrupted` must be a boolean (or 0/1) mask, got values "
                                  f"{sorted(set(raw.flatten().tolist()))[:6]}.")
@@ -114,6 +115,24 @@ class IndexedDataset(Dataset):
         if self.corrupted is None:
             return index, x, y
         return index, x, y, self.corrupted[index]
+
+
+def _by_position(values: Any) -> Any:
+    """``values`` (``targets`` or ``corrupted``) as a new, writable NumPy array when they are a NumPy array or an
+    array-like with ``.to_numpy()`` (a pandas Series or Index, ...), so that entry ``i`` is the ``i``-th value, read by
+    position; anything else (a tensor, a list) as it is.
+
+    ``torch.as_tensor`` of a pandas Series looks up ``series[i]`` for ``i`` in ``0 .. n-1``, which pandas reads as index
+    labels: after ``train_test_split`` they are not ``0 .. n-1`` and pandas raises a bare ``KeyError`` (an index that
+    is a permutation of ``0 .. n-1`` got through by the accident of its labels). An array from ``.to_numpy()`` may be
+    read-only (pandas 3), which ``torch.as_tensor`` would share with a warning; the copy also keeps later edits of the
+    caller's array out of the data set."""
+    if isinstance(values, Tensor):
+        return values
+    to_numpy = getattr(values, "to_numpy", None)
+    if callable(to_numpy) and not isinstance(values, np.ndarray):
+        values = to_numpy()
+    return np.array(values, copy=True) if isinstance(values, np.ndarray) else values
 
 
 def _index_tensor(indices: Sequence[int]) -> Tensor | None:
@@ -297,6 +316,15 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     if isinstance(dataset, Tensor):
         raise TypeError(f"`{argument}` must be a map-style dataset of `(input, target)` pairs, got a tensor of shape "
                         f"{tuple(dataset.shape)}; wrap inputs and targets together, {_PAIR_HINT}.")
+    if callable(getattr(dataset, "to_numpy", None)) and not isinstance(dataset, Dataset):
+        # a pandas DataFrame: `df[0]` reads a column by name (pandas' bare `KeyError: 0`), not a row
+        kind = f"{type(dataset).__module__.split('.')[0]} {type(dataset).__name__}"
+        why = " (indexing it reads columns, not rows)" if hasattr(dataset, "columns") else ""
+        raise ValueError(f"`{argument}` must be a map-style dataset of `(input, target)` pairs, got a {kind} with "
+                         f"{len(dataset)} rows{why}; make tensors of its feature and label columns, e.g. "
+                         "`IndexedDataset(TensorDataset(torch.tensor(df[features].to_numpy(np.float32)), "
+                         "torch.tensor(df[label].to_numpy())))`; `targets` and `corrupted` may be columns, read by "
+                         "position, e.g. `targets=df['noisy']`.")
     stream = isinstance(dataset, torch.utils.data.IterableDataset)
     if stream or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         # torch's IterableDataset has a `__getitem__` that raises NotImplementedError (a newcomer's stream met that)
