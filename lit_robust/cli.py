@@ -48,6 +48,7 @@ from lit_robust._backend import (
     ModelCheckpoint,
     ProgressBar,
     RichProgressBar,
+    TQDMProgressBar,
     import_submodule,
     is_overridden,
     mismatch_advice,
@@ -55,6 +56,7 @@ from lit_robust._backend import (
     rank_zero_warn,
 )
 from lit_robust.callbacks.prediction_writer import PredictionWriter
+from lit_robust.reporting import stdout_encodes
 from lit_robust.selection.auto_drop import cleanlab_hint
 
 _lightning_cli = import_submodule("cli")  # pytorch_lightning.cli or lightning.pytorch.cli (lit_robust/_backend.py)
@@ -359,6 +361,9 @@ if _Instantiator is not None:
                                     **kwargs)
 
 
+_RICH_BAR_TEXT = "━•"  # what Lightning's RichProgressBar writes beside ASCII
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
@@ -440,7 +445,9 @@ class RobustCLI(LightningCLI):
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         added: list[pl.Callback] = []
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            added.append(RichProgressBar())
+            # Lightning's rich bar ended an ASCII or cp1252 stdout's fit at teardown with UnicodeEncodeError on its
+            # "•" (a docs auditor); tqdm, on stderr, falls back to ASCII by itself
+            added.append(RichProgressBar() if stdout_encodes(_RICH_BAR_TEXT) else TQDMProgressBar())
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
             added.append(PredictionWriter())  # LightningCLI drops what `trainer.predict` returns: write it
         if added:  # `callbacks=` in kwargs would replace the config's list: extend it instead
