@@ -605,18 +605,22 @@ class RobustCLI(LightningCLI):
 
 
 def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
-    """``; the closest, <path>, differs in ...``: the checkpoint (:func:`fit_checkpoints`) whose fit's config differs from ``mine`` in the
-    fewest keys (the newest of those), named with its differences (a CLI newcomer's ``--ckpt_path last`` failed after
-    a fit with other ``round_epochs`` without saying which key); ``""`` when no fit's config can be read."""
+    """``; the closest, <path>, differs in ...``: the checkpoint whose fit's config differs from ``mine`` in the
+    fewest keys (a ``last.ckpt`` first, then the newest of those), named with its differences (a CLI newcomer's
+    ``--ckpt_path last`` failed after a fit with other ``round_epochs`` without saying which key); ``""`` when no
+    fit's config can be read."""
     ranked = []
-    for path in fit_checkpoints(trainer)[0]:
+    # every checkpoint file, not only the `last.ckpt`s: a docs auditor's trial fit without one, a single key away, lost
+    # to another data set's fit that had one
+    for path in {p for d in _checkpoint_dirs(trainer) for p in glob.glob(os.path.join(d, "*.ckpt"))}:
         theirs = _saved_fit_signature(path)
         differing = [] if theirs is None else _differing_keys(mine, theirs)
         if differing:
-            ranked.append((len(differing), -os.path.getmtime(path), path, theirs))
+            not_last = not os.path.basename(path).startswith(ModelCheckpoint.CHECKPOINT_NAME_LAST)
+            ranked.append((len(differing), not_last, -os.path.getmtime(path), path, theirs))
     if not ranked:
         return ""
-    *_, path, theirs = min(ranked, key=lambda r: r[:3])
+    *_, path, theirs = min(ranked, key=lambda r: r[:4])
     return (f"; the closest, {path}, differs in {'; '.join(signature_differences(mine, theirs))}: repeat that fit's "
             "values, or pass that file as `--ckpt_path`")
 

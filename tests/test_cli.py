@@ -212,7 +212,9 @@ def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folde
     must load A's weights, not B's newer ones (same model class, so loading them would not even fail)."""
     cfg_a = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
     cfg_b = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    cfg_b["trainer"]["callbacks"] = [{"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.3}}]
+    cfg_b["trainer"]["callbacks"] = [{"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.3}},
+                                     # B leaves a last.ckpt, A does not: A's fit was still the closest (a docs auditor)
+                                     {"class_path": "ModelCheckpoint", "init_args": {"save_last": True}}]
     cfg_b["trainer"]["max_epochs"] = 1
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(yaml.safe_dump(cfg_a))
