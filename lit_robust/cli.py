@@ -540,10 +540,15 @@ class RobustCLI(LightningCLI):
         max_epochs = self.trainer.max_epochs
         complete = isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
         if complete and self.trainer.is_global_zero:
+            # ITLM's rounds add up to `max_epochs`: raising it alone is refused, raising both starts a new fit (a docs
+            # auditor followed "raise `--trainer.max_epochs`" into that error)
+            rounds = any(isinstance(getattr(cb, "round_epochs", None), (list, tuple)) for cb in self.trainer.callbacks)
+            longer = ("A fit with rounds (`round_epochs`) cannot be lengthened by a resume: for longer rounds start a "
+                      "new fit, without `--ckpt_path`" if rounds else
+                      "To train longer raise `--trainer.max_epochs`; to start again leave out `--ckpt_path`")
             sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
                              f"{epoch + 1} epochs (`max_epochs` {max_epochs}): nothing to train, so nothing runs and "
-                             "nothing is written. To train longer raise `--trainer.max_epochs`; to start again leave "
-                             "out `--ckpt_path`.\n")
+                             f"nothing is written. {longer}.\n")
         return complete
 
     def _say_fresh_fit(self, mine: dict[str, Any] | None, searched: list[str]) -> None:
@@ -1078,7 +1083,9 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
                        "description": "lit_robust's LightningCLI. `lit-robust demo --help`: the built-in demo "
                                       "(baseline vs ITLM on noisy digits, no download). A config naming classes "
                                       "built on the unified `lightning` package (`import lightning as L`): run with "
-                                      "LIT_ROBUST_LIGHTNING=lightning."},
+                                      "LIT_ROBUST_LIGHTNING=lightning. A mistake in the input ends in one line "
+                                      "and exit status 2; `--debug` (or LIT_ROBUST_DEBUG=1) shows the traceback. "
+                                      "`predict` writes predictions.csv into the run's folder."},
         args=argv,
     )
 
