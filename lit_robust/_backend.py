@@ -87,6 +87,7 @@ BasePredictionWriter = pl.callbacks.BasePredictionWriter
 ModelCheckpoint = pl.callbacks.ModelCheckpoint
 ProgressBar = pl.callbacks.ProgressBar
 RichProgressBar = pl.callbacks.RichProgressBar
+TQDMProgressBar = pl.callbacks.TQDMProgressBar
 TrainerFn = import_submodule("trainer.states").TrainerFn
 MisconfigurationException = import_submodule("utilities.exceptions").MisconfigurationException
 is_overridden = import_submodule("utilities.model_helpers").is_overridden

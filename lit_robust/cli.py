@@ -48,6 +48,7 @@ from lit_robust._backend import (
     ModelCheckpoint,
     ProgressBar,
     RichProgressBar,
+    TQDMProgressBar,
     import_submodule,
     is_overridden,
     mismatch_advice,
@@ -55,6 +56,7 @@ from lit_robust._backend import (
     rank_zero_warn,
 )
 from lit_robust.callbacks.prediction_writer import PredictionWriter
+from lit_robust.reporting import stdout_encodes
 from lit_robust.selection.auto_drop import cleanlab_hint
 
 _lightning_cli = import_submodule("cli")  # pytorch_lightning.cli or lightning.pytorch.cli (lit_robust/_backend.py)
@@ -359,6 +361,9 @@ if _Instantiator is not None:
                                     **kwargs)
 
 
+_RICH_BAR_TEXT = "━•"  # what Lightning's RichProgressBar writes beside ASCII
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
@@ -440,7 +445,9 @@ class RobustCLI(LightningCLI):
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         added: list[pl.Callback] = []
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            added.append(RichProgressBar())
+            # Lightning's rich bar ended an ASCII or cp1252 stdout's fit at teardown with UnicodeEncodeError on its
+            # "•" (a docs auditor); tqdm, on stderr, falls back to ASCII by itself
+            added.append(RichProgressBar() if stdout_encodes(_RICH_BAR_TEXT) else TQDMProgressBar())
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
             added.append(PredictionWriter())  # LightningCLI drops what `trainer.predict` returns: write it
         if added:  # `callbacks=` in kwargs would replace the config's list: extend it instead
@@ -533,10 +540,15 @@ class RobustCLI(LightningCLI):
         max_epochs = self.trainer.max_epochs
         complete = isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
         if complete and self.trainer.is_global_zero:
+            # ITLM's rounds add up to `max_epochs`: raising it alone is refused, raising both starts a new fit (a docs
+            # auditor followed "raise `--trainer.max_epochs`" into that error)
+            rounds = any(isinstance(getattr(cb, "round_epochs", None), (list, tuple)) for cb in self.trainer.callbacks)
+            longer = ("A fit with rounds (`round_epochs`) cannot be lengthened by a resume: for longer rounds start a "
+                      "new fit, without `--ckpt_path`" if rounds else
+                      "To train longer raise `--trainer.max_epochs`; to start again leave out `--ckpt_path`")
             sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
                              f"{epoch + 1} epochs (`max_epochs` {max_epochs}): nothing to train, so nothing runs and "
-                             "nothing is written. To train longer raise `--trainer.max_epochs`; to start again leave "
-                             "out `--ckpt_path`.\n")
+                             f"nothing is written. {longer}.\n")
         return complete
 
     def _say_fresh_fit(self, mine: dict[str, Any] | None, searched: list[str]) -> None:
@@ -598,18 +610,22 @@ class RobustCLI(LightningCLI):
 
 
 def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
-    """``; the closest, <path>, differs in ...``: the checkpoint (:func:`fit_checkpoints`) whose fit's config differs from ``mine`` in the
-    fewest keys (the newest of those), named with its differences (a CLI newcomer's ``--ckpt_path last`` failed after
-    a fit with other ``round_epochs`` without saying which key); ``""`` when no fit's config can be read."""
+    """``; the closest, <path>, differs in ...``: the checkpoint whose fit's config differs from ``mine`` in the
+    fewest keys (a ``last.ckpt`` first, then the newest of those), named with its differences (a CLI newcomer's
+    ``--ckpt_path last`` failed after a fit with other ``round_epochs`` without saying which key); ``""`` when no
+    fit's config can be read."""
     ranked = []
-    for path in fit_checkpoints(trainer)[0]:
+    # every checkpoint file, not only the `last.ckpt`s: a docs auditor's trial fit without one, a single key away, lost
+    # to another data set's fit that had one
+    for path in {p for d in _checkpoint_dirs(trainer) for p in glob.glob(os.path.join(d, "*.ckpt"))}:
         theirs = _saved_fit_signature(path)
         differing = [] if theirs is None else _differing_keys(mine, theirs)
         if differing:
-            ranked.append((len(differing), -os.path.getmtime(path), path, theirs))
+            not_last = not os.path.basename(path).startswith(ModelCheckpoint.CHECKPOINT_NAME_LAST)
+            ranked.append((len(differing), not_last, -os.path.getmtime(path), path, theirs))
     if not ranked:
         return ""
-    *_, path, theirs = min(ranked, key=lambda r: r[:3])
+    *_, path, theirs = min(ranked, key=lambda r: r[:4])
     return (f"; the closest, {path}, differs in {'; '.join(signature_differences(mine, theirs))}: repeat that fit's "
             "values, or pass that file as `--ckpt_path`")
 
@@ -1067,7 +1083,9 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
                        "description": "lit_robust's LightningCLI. `lit-robust demo --help`: the built-in demo "
                                       "(baseline vs ITLM on noisy digits, no download). A config naming classes "
                                       "built on the unified `lightning` package (`import lightning as L`): run with "
-                                      "LIT_ROBUST_LIGHTNING=lightning."},
+                                      "LIT_ROBUST_LIGHTNING=lightning. A mistake in the input ends in one line "
+                                      "and exit status 2; `--debug` (or LIT_ROBUST_DEBUG=1) shows the traceback. "
+                                      "`predict` writes predictions.csv into the run's folder."},
         args=argv,
     )
 

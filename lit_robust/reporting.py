@@ -21,18 +21,27 @@ def _stdout_encoding() -> str:
     return getattr(sys.stdout, "encoding", None) or "utf-8"
 
 
+def stdout_encodes(text: str) -> bool:
+    """Whether standard output's encoding can write ``text`` (ASCII or cp1252 cannot write "→" or "•"; an encoding
+    Python does not know counts as ASCII)."""
+    try:
+        text.encode(_stdout_encoding())
+        return True
+    except (LookupError, UnicodeEncodeError):
+        return False
+
+
 def for_stdout(text: str) -> str:
     """``text`` as standard output can take it: unchanged where it encodes, else with our arrows and dashes spelt in
     ASCII and anything left replaced. A round line's "→" stopped an operator's fit with UnicodeEncodeError when
     stdout was ASCII or cp1252 (``PYTHONIOENCODING``, a Windows console): a log line must never end a fit."""
+    if stdout_encodes(text):
+        return text
     encoding = _stdout_encoding()
     try:
-        text.encode(encoding)
-        return text
+        "".encode(encoding)
     except LookupError:  # an encoding Python does not know: take ASCII
         encoding = "ascii"
-    except UnicodeEncodeError:
-        pass
     return text.translate(_PLAIN).encode(encoding, errors="replace").decode(encoding)
 
 

@@ -212,7 +212,9 @@ def test_ckpt_path_last_skips_the_checkpoints_of_other_configs_in_the_same_folde
     must load A's weights, not B's newer ones (same model class, so loading them would not even fail)."""
     cfg_a = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
     cfg_b = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    cfg_b["trainer"]["callbacks"] = [{"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.3}}]
+    cfg_b["trainer"]["callbacks"] = [{"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.3}},
+                                     # B leaves a last.ckpt, A does not: A's fit was still the closest (a docs auditor)
+                                     {"class_path": "ModelCheckpoint", "init_args": {"save_last": True}}]
     cfg_b["trainer"]["max_epochs"] = 1
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(yaml.safe_dump(cfg_a))
@@ -353,6 +355,9 @@ def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_no
     assert Path(found).parents[1] == Path(first.trainer.log_dir)
     assert (f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its {epochs} epochs "
             f"(`max_epochs` {epochs}): nothing to train, so nothing runs and nothing is written.") in captured.err
+    # ITLM's rounds add up to max_epochs: "raise `--trainer.max_epochs`" led a docs auditor into that error
+    assert ("A fit with rounds (`round_epochs`) cannot be lengthened by a resume: for longer rounds start a new fit, "
+            "without `--ckpt_path`.") in captured.err and "raise `--trainer.max_epochs`" not in captured.err
     assert sorted(p.name for p in logs.iterdir()) == before
     assert "round" not in captured.out.lower(), captured.out  # no round table of the old fit
     assert again.trainer.state.status == "initializing"  # trainer.fit never ran

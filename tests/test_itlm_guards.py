@@ -367,6 +367,77 @@ def test_a_fit_that_ends_before_the_last_round_says_so(tmp_path):
     assert len(itlm.history) == 1
 
 
+def test_max_steps_that_ends_inside_a_round_is_warned_before_training(tmp_path):
+    """A power user's `max_steps=150` stopped one epoch into the last round (test accuracy 0.145 against 0.892),
+    and the only word came after the fit. 240 samples / 32: 8 steps per epoch in round 0, 4 (⌊8 × 0.6⌋) after."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False)
+    with pytest.warns(UserWarning) as record:
+        fit(tmp_path, itlm, max_steps=10)
+    said = [str(w.message) for w in record]
+    before = next(i for i, m in enumerate(said) if "`max_steps=10` is fewer than the about 16 optimizer steps" in m)
+    after = next(i for i, m in enumerate(said) if "the fit ended after" in m)
+    assert before < after and "(8 per epoch in round 0, about 4 in later rounds)" in said[before]
+
+
+def test_max_steps_the_rounds_fit_in_is_not_warned(tmp_path):
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, max_steps=1000)
+    assert not [w for w in record if "max_steps" in str(w.message)]
+    assert len(itlm.history) == 2
+
+
+def test_early_stopping_beside_itlm_is_warned_before_training(tmp_path):
+    """EarlyStopping fired inside a power user's round 2 (0.748 against 0.892), told only after the fit."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    stop = EarlyStopping(monitor="val_loss", patience=3)
+    with pytest.warns(UserWarning, match=r"ITLM: `EarlyStopping\(monitor='val_loss', patience=3\)` counts across "
+                                         r"rounds.*rounds of \[1, 1\] epochs"):
+        fit(tmp_path, itlm, data=BlobsData(with_val=True), callbacks=[stop])
+
+
+class SizesItsSchedulePerRound(TinyModel):
+    """A per-step schedule sized per round, as a power user's OneCycle: records what it was sized for."""
+
+    def __init__(self, itlm):
+        super().__init__()
+        self.itlm, self.sized = itlm, []
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        self.sized.append(self.itlm.steps_in_round(self.trainer))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=self.sized[-1])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class CountSteps(pl.Callback):
+    def __init__(self):
+        self.steps = {}
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        itlm = next(c for c in trainer.callbacks if isinstance(c, ITLM))
+        self.steps[itlm.current_round] = trainer.global_step
+
+
+@pytest.mark.parametrize(("accumulate", "limit"), [(1, 1.0), (3, 1.0), (2, 0.5)])
+def test_steps_in_round_is_the_steps_each_round_takes(tmp_path, accumulate, limit):
+    """The README's per-step recipe, ⌈len(selection) / batch_size⌉ per epoch, left out gradient accumulation (a power
+    user's OneCycle was sized for 76 steps in rounds of 40) and `limit_train_batches`. `steps_in_round` counts
+    Lightning's own batches: checked against the optimizer steps each round took, and OneCycleLR, which raises when
+    stepped past its `total_steps`, ran to the end of every round."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1, 2], verbose=False, plot=False)
+    model, counter = SizesItsSchedulePerRound(itlm), CountSteps()
+    fit(tmp_path, itlm, model=model, callbacks=[counter], accumulate_grad_batches=accumulate,
+        limit_train_batches=limit)
+    ends = [counter.steps[r] for r in range(3)]
+    taken = [ends[0], ends[1] - ends[0], ends[2] - ends[1]]
+    assert model.sized == taken, (model.sized, taken)
+    assert taken[1] < taken[0] / 2  # the later rounds' smaller selection is counted, not the whole set
+
+
 def test_a_fit_that_runs_all_rounds_does_not_warn(tmp_path, recwarn):
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
     fit(tmp_path, itlm)

@@ -5,6 +5,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+
 import lit_robust
 from lit_robust._warnings import install_one_line_format
 
@@ -70,3 +72,26 @@ def test_a_utf8_stdout_keeps_the_arrows(monkeypatch):
 
     _ascii_stdout(monkeypatch, "utf-8")
     assert for_stdout("1.5 → 0.5 — ε") == "1.5 → 0.5 — ε"
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252", "utf-8"])
+def test_a_cli_fit_with_its_default_progress_bar_ends_on_a_stdout_that_is_not_utf8(tmp_path, monkeypatch, encoding,
+                                                                                   one_torch_thread):
+    """With the rounds' lines spelt in ASCII, a docs auditor's `PYTHONIOENCODING=ascii lit-robust fit` still ended
+    with UnicodeEncodeError and exit 1: Lightning's rich progress bar wrote its "•" at teardown. The CLI adds tqdm's
+    bar (on stderr, ASCII by itself) where stdout cannot take rich's; a UTF-8 stdout keeps the rich bar."""
+    import yaml
+
+    from lit_robust.cli import run
+    from tests.conftest import REPO
+    from tests.test_cli import shrink
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    assert cfg["trainer"].get("enable_progress_bar", True) is not False  # the user's default: a bar
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    _ascii_stdout(monkeypatch, encoding)
+    cli = run(["fit", "--config", str(path)])
+    bar = type(cli.trainer.progress_bar_callback).__name__
+    assert bar == ("RichProgressBar" if encoding == "utf-8" else "TQDMProgressBar")
+    assert (Path(cli.trainer.log_dir) / "itlm_report.csv").is_file()

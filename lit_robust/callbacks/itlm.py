@@ -569,6 +569,21 @@ class ITLM(Callback):
         (``round_epochs[current_round]`` epochs), since ``reinit=True`` re-creates the optimizers at each round start."""
         return self._round
 
+    def steps_in_round(self, trainer: pl.Trainer) -> int:
+        """The optimizer steps this process takes in the current round: its epochs times ⌈batches per epoch /
+        ``accumulate_grad_batches``⌉, the batches of the round's selection as split among the processes, with
+        ``limit_train_batches`` applied (Lightning's ``trainer.num_training_batches``). Call it in
+        ``configure_optimizers`` to size a per-step schedule (OneCycleLR's ``total_steps``): with ``reinit=True``
+        ITLM calls ``configure_optimizers`` again at every round start. Round 0 counts the whole training set; with
+        ``initial_round_on_all=False`` its selection is made after the optimizers, so it counts what that round would
+        train on with every sample (a power user's README formula, ``ceil(len(itlm.selection) / batch_size)``, left out
+        accumulation and the processes and sized a OneCycle for 76 steps in rounds of 40)."""
+        trainer.estimated_stepping_batches  # noqa: B018 - Lightning builds the training loader here when it has not
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError("`steps_in_round`: the training loader has no length, so a round's steps cannot be told.")
+        return self.round_epochs[self._round] * max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
+
     @property
     def selection(self) -> Tensor | None:
         """Sorted dataset indices the current round trains on (``None`` = all samples)."""
@@ -687,6 +702,7 @@ class ITLM(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_swa(trainer)
         self._check_monitored_checkpoints(trainer)
+        self._check_early_stops(trainer)
         self._check_batch_filters(trainer)
         epoch_round = self.round_of_epoch(trainer.current_epoch)
         if self._current is None:
@@ -797,6 +813,38 @@ class ITLM(Callback):
                    "without `monitor`."))
             return
 
+    def _check_early_stops(self, trainer: pl.Trainer) -> None:
+        """Warn before training when an ``EarlyStopping`` or a ``max_steps`` may end the fit inside a round: the final
+        model is then an unfinished round's, and the warning came after the fit (a power user's ``max_steps=150``
+        stopped one epoch into the last round: test accuracy 0.145 against 0.892; EarlyStopping fired inside round 2:
+        0.748)."""
+        if self.history or self._round > 0 or self.num_rounds < 2:
+            return  # from the fit's start (a resumed fit was told then)
+        for cb in trainer.early_stopping_callbacks:
+            if self.reinit:
+                rank_zero_warn(
+                    f"{self._title}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, "
+                    f"patience={getattr(cb, 'patience', None)})` counts across rounds, and each round restarts from a "
+                    "fresh model whose metric is worse than earlier rounds' best for a while, so it can stop the fit "
+                    f"inside a round (rounds of {list(self.round_epochs)} epochs), leaving the final model an "
+                    "unfinished round's. `max_epochs` = the sum of the rounds already ends the fit: leave "
+                    "EarlyStopping out, or give it a patience longer than the fit's remaining epochs.")
+                break
+        per_epoch = trainer.num_training_batches
+        if trainer.max_steps is None or trainer.max_steps < 0 or not math.isfinite(per_epoch):
+            return
+        steps = math.ceil(int(per_epoch) / max(1, trainer.accumulate_grad_batches))
+        # later rounds train on their selection: at least half the samples with "auto", `keep_ratio` of them otherwise
+        share = 0.5 if self.keep_ratio == "auto" else float(self.keep_ratio)
+        later = max(1, math.floor(steps * share))
+        needed = self.round_epochs[0] * steps + sum(self.round_epochs[1:]) * later
+        if trainer.max_steps < needed:
+            rank_zero_warn(
+                f"{self._title}: `max_steps={trainer.max_steps}` is fewer than the about {needed} optimizer steps the "
+                f"rounds {list(self.round_epochs)} take ({steps} per epoch in round 0, about {later} in later rounds), "
+                "so Lightning would stop the fit inside a round and the final model would be an unfinished round's. "
+                "Leave `max_steps` at -1: `max_epochs` = the sum of the rounds ends the fit.")
+
     def _check_scheduler_length(self, trainer: pl.Trainer) -> None:
         """Warn once per fit when a scheduler of fixed length (:func:`schedule_length`: OneCycleLR, cosine, linear,
         ...) outlasts the round it serves: with ``reinit=True`` each round re-creates it, so one sized for the whole fit
@@ -819,8 +867,9 @@ class ITLM(Callback):
                 f"ITLM: round {self._round} lasts about {span} {unit}s, but its `{type(sched).__name__}` is sized for "
                 f"{length}: ITLM re-creates the model, optimizer and scheduler at every round start (`reinit=True`), so "
                 "the schedule never reaches its end (a OneCycle run ended each round near its maximum rate). Size it per "
-                "round in `configure_optimizers` (the round's epochs: `itlm.round_epochs[itlm.current_round]`), or pass "
-                "`reinit=False` to train on through the rounds.")
+                "round in `configure_optimizers` (the round's epochs: `itlm.round_epochs[itlm.current_round]`; its "
+                "optimizer steps: `itlm.steps_in_round(self.trainer)`), or pass `reinit=False` to train on through "
+                "the rounds.")
             return
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
