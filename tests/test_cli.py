@@ -336,6 +336,29 @@ def test_a_fit_stopped_by_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, caps
             "command and `--ckpt_path last`. Exit status 130") in capsys.readouterr().err
 
 
+class CtrlCAtFirstTestBatch(pl.Callback):
+    def on_test_batch_end(self, trainer, *args):
+        raise KeyboardInterrupt
+
+
+def test_a_test_stopped_by_ctrl_c_exits_130_and_is_not_told_to_resume(tmp_path, capsys, one_torch_thread):
+    """`test` writes no checkpoint: a release checker's Ctrl-C'd `test` was told "the checkpoints written so far
+    remain: resume ..."."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"].append({"class_path": "tests.test_cli.CtrlCAtFirstTestBatch"})
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(["test", "--config", str(path)])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 130
+    assert "lit-robust test: stopped by Ctrl-C (SIGINT). Exit status 130" in err and "resume" not in err, err
+
+
 def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_nothing(tmp_path, capsys,
                                                                                        one_torch_thread):
     """A DDP newcomer's requeued `fit --ckpt_path last` found an earlier fit that had run all its epochs: it trained
