@@ -586,10 +586,10 @@ class ITLM(Callback):
                              "(`self.trainer.estimated_stepping_batches`, which counts round 0's batches for every "
                              "epoch) or keep `reinit=True`.")
         trainer.estimated_stepping_batches  # noqa: B018 - Lightning builds the training loader here when it has not
-        batches = trainer.num_training_batches
-        if not math.isfinite(batches):
+        per_epoch = _optimizer_steps_per_epoch(trainer)
+        if per_epoch is None:
             raise ValueError("`steps_in_round`: the training loader has no length, so a round's steps cannot be told.")
-        return self.round_epochs[self._round] * max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
+        return self.round_epochs[self._round] * per_epoch
 
     @property
     def selection(self) -> Tensor | None:
@@ -847,10 +847,9 @@ class ITLM(Callback):
                     "unfinished round's. `max_epochs` = the sum of the rounds already ends the fit: leave "
                     f"EarlyStopping out, or give it a patience of at least the fit's {checks} validation checks.")
                 break
-        per_epoch = trainer.num_training_batches
-        if trainer.max_steps is None or trainer.max_steps < 0 or not math.isfinite(per_epoch):
+        steps = _optimizer_steps_per_epoch(trainer)
+        if trainer.max_steps is None or trainer.max_steps < 0 or steps is None:
             return
-        steps = math.ceil(int(per_epoch) / max(1, trainer.accumulate_grad_batches))
         # later rounds train on their selection: at least half the samples with "auto", `keep_ratio` of them otherwise
         share = 0.5 if self.keep_ratio == "auto" else float(self.keep_ratio)
         later = max(1, math.floor(steps * share))
@@ -870,8 +869,7 @@ class ITLM(Callback):
         if "scheduler" in self._said:
             return
         epochs = self.round_epochs[self._round]
-        per_epoch = math.ceil(trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)) \
-            if math.isfinite(trainer.num_training_batches) else None
+        per_epoch = _optimizer_steps_per_epoch(trainer)
         for cfg in trainer.lr_scheduler_configs:
             sched = cfg.scheduler
             length = schedule_length(sched)
@@ -1559,6 +1557,15 @@ class ITLM(Callback):
             off = "" if self._report_target is not None or self.report is False else (
                 "; the per-sample report is off (`report=True` writes it)")
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
+
+
+def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> int | None:
+    """The optimizer steps of one epoch of the current training loader on this process: ⌈its batches (as Lightning
+    counts them, `limit_train_batches` applied) / `accumulate_grad_batches`⌉, at least 1; ``None`` without a length."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        return None
+    return max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
 
 
 def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:
