@@ -915,7 +915,16 @@ def user_error(exc: BaseException) -> BaseException | None:
             more = f" (and {len(lines) - 3} more lines)" if len(lines) > 3 else ""
             return UserInputError(f"`--ckpt_path`: the checkpoint does not fit the config's model: "
                                   f"{' '.join(lines[:3])}{more}. Pass a checkpoint of this model.")
+    for e in _chain(exc):
+        # a list of loggers, one of them without its package: jsonargparse keeps Lightning's message as text only (a
+        # release checker's `logger: [CSVLogger, WandbLogger]` ended in 72 lines)
+        missing = _MISSING_PACKAGE.search(str(e)) if isinstance(e, ValueError) else None
+        if missing is not None:
+            return UserInputError(f"`{missing.group(1)}`: {missing.group(2).strip()}")
     return None
+
+
+_MISSING_PACKAGE = re.compile(r"Problem with given class_path '([^']+)':\s*(Requirement '[^']+' not met\.[^\n]*)")
 
 
 def _config_entries(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -1116,9 +1125,11 @@ def main(args: Sequence[str] | None = None) -> None:
         if stop is None:
             raise
         signal_name, status = stop
-        resume = (": resume with the same command and `--ckpt_path last`" if command == "fit" else "")
-        sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}; the checkpoints written so far remain"
-                         f"{resume}. Exit status {status}, as for a process killed by {signal_name}.\n")
+        # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
+        resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
+                  if command == "fit" else "")
+        sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
+                         f"process killed by {signal_name}.\n")
         raise SystemExit(status) from None
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
         err = user_error(exc)

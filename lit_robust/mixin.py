@@ -29,6 +29,23 @@ class BatchSelector(Protocol):
         """Boolean mask of shape ``losses.shape`` (``True`` = keep)."""
 
 
+
+def broadcast_hint(shape: tuple[int, ...]) -> str:
+    """A note for losses of shape ``[B, B]``: a ``[B]`` output against ``[B, 1]`` targets (or the reverse) broadcast
+    there, and averaging would train on every pair (a regression analyst's ``targets=df[["y"]]``). ``""`` otherwise.
+
+    >>> broadcast_hint((32, 32))[:52]
+    ' A [32, 32] loss is what `(output - target) ** 2` gi'
+    >>> broadcast_hint((32, 3))
+    ''
+    """
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
+        return ""
+    b = shape[0]
+    return (f" A [{b}, {b}] loss is what `(output - target) ** 2` gives for a [{b}] output and [{b}, 1] targets (or the "
+            f"reverse): they broadcast to every pair, and averaging would train on that; give both the same shape "
+            "(e.g. `output.squeeze(-1)`, or targets of one column as a 1-D tensor).")
+
 class RobustMixin:
     """Cooperative mixin: ``class MyModel(RobustMixin, pl.LightningModule)``.
 
@@ -149,6 +166,7 @@ class RobustMixin:
             raise ValueError(
                 f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
                 f"{tuple(losses.shape)}; use `reduction='none'` and average any extra dimensions."
+                + broadcast_hint(tuple(losses.shape))
             )
         if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
@@ -419,7 +437,8 @@ def check_per_sample_at_first_batch(owner: str, module: Any, batch: Any, what: s
                 noun = "loss" if what == "per_sample_loss" else "score"
                 raise ValueError(f"`{owner}`: `{what}` must return one {noun} per sample (shape ({n},)), got {got}. "
                                  "Use `reduction='none'` and flatten a `[B, 1]` output (e.g. a discriminator's logits) "
-                                 "or average any extra dimensions.")
+                                 "or average any extra dimensions."
+                                 + (broadcast_hint(got) if isinstance(got, tuple) else ""))
             check_per_sample_scores(owner, fn, batch, values, what=what)
         finally:
             module.train(was)

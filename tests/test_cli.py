@@ -297,43 +297,42 @@ class SigtermAfterFirstBatch(pl.Callback):
         trainer._signal_connector.received_sigterm = True
 
 
-def test_a_fit_stopped_by_sigterm_exits_143_and_says_how_to_resume(tmp_path, capsys, one_torch_thread):
-    """Lightning ends a fit that received SIGTERM with a SystemExit without a code: `lit-robust fit` exited 0 and
-    said nothing, so a scheduler requeueing failed jobs took a preempted fit for a finished one (a DDP newcomer)."""
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    cfg["trainer"]["callbacks"].append({"class_path": "tests.test_cli.SigtermAfterFirstBatch"})
-    path = tmp_path / "a.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as stopped:
-        main(["fit", "--config", str(path)])
-    assert stopped.value.code == 143
-    assert ("lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: resume with the same command "
-            "and `--ckpt_path last`. Exit status 143") in capsys.readouterr().err
-
-
 class CtrlCAfterFirstBatch(pl.Callback):
-    """Ctrl-C during training: the KeyboardInterrupt Python raises in the running code."""
+    """Ctrl-C during training or testing: the KeyboardInterrupt Python raises in the running code."""
 
     def on_train_batch_end(self, trainer, *args):
         raise KeyboardInterrupt
 
+    def on_test_batch_end(self, trainer, *args):
+        raise KeyboardInterrupt
 
-def test_a_fit_stopped_by_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, one_torch_thread):
-    """Lightning ends a fit stopped by Ctrl-C with exit status 1, a failure's, and no word on resuming (an MLOps
-    newcomer); a script now tells an interrupted fit by the shell's 130, and the user is told how to resume."""
+
+@pytest.mark.parametrize(("command", "callback", "said"), [
+    # Lightning ends a fit that received SIGTERM with a SystemExit without a code: `lit-robust fit` exited 0 and said
+    # nothing, so a scheduler requeueing failed jobs took a preempted fit for a finished one (a DDP newcomer)
+    ("fit", "SigtermAfterFirstBatch", "lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: "
+                                      "resume with the same command and `--ckpt_path last`. Exit status 143"),
+    # Ctrl-C: Lightning's exit status 1, a failure's, and no word on resuming (an MLOps newcomer)
+    ("fit", "CtrlCAfterFirstBatch", "lit-robust fit: stopped by Ctrl-C (SIGINT); the checkpoints written so far "
+                                    "remain: resume with the same command and `--ckpt_path last`. Exit status 130"),
+    # `test` writes no checkpoint: a release checker's Ctrl-C'd `test` was told they remain, and to resume
+    ("test", "CtrlCAfterFirstBatch", "lit-robust test: stopped by Ctrl-C (SIGINT). Exit status 130"),
+], ids=["fit-sigterm", "fit-ctrl-c", "test-ctrl-c"])
+def test_a_stopped_run_exits_with_the_signals_status_and_says_what_remains(tmp_path, capsys, one_torch_thread,
+                                                                          command, callback, said):
     cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    cfg["trainer"]["callbacks"].append({"class_path": "tests.test_cli.CtrlCAfterFirstBatch"})
+    cfg["trainer"]["callbacks"].append({"class_path": f"tests.test_cli.{callback}"})
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump(cfg))
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as stopped:
-            main(["fit", "--config", str(path)])
+            main([command, "--config", str(path)])
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
-    assert stopped.value.code == 130
-    assert ("lit-robust fit: stopped by Ctrl-C (SIGINT); the checkpoints written so far remain: resume with the same "
-            "command and `--ckpt_path last`. Exit status 130") in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert stopped.value.code == int(said.rsplit(" ", 1)[-1]) and said in err, err
+    assert ("resume" in err) == (command == "fit"), err
 
 
 def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_nothing(tmp_path, capsys,

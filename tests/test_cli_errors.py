@@ -258,6 +258,24 @@ def _a_logger_whose_package_is_missing() -> str | None:
     return next((cls for cls, package in needs.items() if importlib.util.find_spec(package) is None), None)
 
 
+def test_a_logger_list_with_a_package_missing_is_named(tmp_path, capsys):
+    """A release checker's `logger: [CSVLogger, WandbLogger]` still ended in 72 lines: jsonargparse keeps Lightning's
+    message only as text there."""
+    logger = _a_logger_whose_package_is_missing()
+    if logger is None:
+        pytest.skip("every logger package is installed here")
+    cfg = _small(PRL, tmp_path)
+    cfg["trainer"]["logger"] = [{"class_path": "CSVLogger", "init_args": {"save_dir": str(tmp_path)}},
+                                {"class_path": logger}]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"error: `pytorch_lightning.loggers.{logger}`: Requirement '" in text and "pip install" in text, text
+
+
 def test_a_logger_whose_package_is_missing_is_named(tmp_path, capsys):
     """`--trainer.logger WandbLogger` without wandb installed ended in jsonargparse's 70-line Union report, exit 1
     (an MLOps newcomer): Lightning's own message and pip hint are the whole error now, under the logger's key."""

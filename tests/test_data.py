@@ -107,6 +107,24 @@ def test_indexed_dataset_reads_pandas_and_numpy_columns_by_position(index, form,
         assert not np.shares_memory(ds.targets.numpy(), targets)
 
 
+def test_indexed_dataset_takes_a_one_column_frame_and_numbers_held_as_objects():
+    """Two release checkers: `targets=df[["y"]]` (double brackets) gave `[n, 1]` targets, a classifier's loss failed in
+    torch and a `[B]` regression output broadcast to `[B, B]`; floats in an object column were told to use
+    LabelEncoder, which would have made every price a class. Numbers written as text are told `pandas.to_numeric`."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"y": [2, 0, 1], "price": [1.5, 2.25, 3.0]}, index=[7, 3, 5])
+    base = TensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    assert IndexedDataset(base, targets=df[["y"]]).targets.tolist() == [2, 0, 1]
+    assert IndexedDataset(base, targets=df[["y", "price"]]).targets.shape == (3, 2)  # several targets stay
+    held = IndexedDataset(base, targets=df["price"].astype(object)).targets
+    assert held.is_floating_point() and held.tolist() == [1.5, 2.25, 3.0]
+    with pytest.raises(ValueError, match=r"got str entries such as '1.5': numbers written as text: convert them, "
+                                         r"e.g. `pandas.to_numeric\(column\)`"):
+        IndexedDataset(base, targets=df["price"].astype(str))
+    with pytest.raises(ValueError, match="LabelEncoder"):
+        IndexedDataset(base, targets=pd.Series(["cat", "dog", "cat"]))
+
+
 def test_indexed_dataset_refuses_a_dataframe_and_says_what_to_pass():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"x": [0.5, 1.5, 2.5], "label": [0, 1, 0]}, index=[7, 3, 5])  # was pandas' `KeyError: 0`

@@ -218,8 +218,8 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
     reason = estimate_corruption(scores, "gmm").reason
     want = ["BatchFilter: `drop_ratio='auto'` estimated 0 corrupted samples after epoch 2 (the estimate's reason: "
             f"{reason}), so it trains on every sample. If you know the data is corrupted, the estimate did not see "
-            "it in these scores: the corrupted samples score like the clean ones, or are too few to form a group of "
-            "their own, or the model had not yet learnt to tell them apart (a longer `warmup_epochs` trains longer "
+            "it in these scores: the corrupted samples score like the clean ones, are too few to form a group of "
+            "their own, or spread over several (glitches of different sizes), or the model had not yet learnt to tell them apart (a longer `warmup_epochs` trains longer "
             "before the estimate). The highest scores tell which (the per-sample report ranks them): if they are the corrupted "
             "samples, pass `drop_ratio` instead."]
     assert reason.startswith("one component" if corrupted == 0 else "two components")
@@ -692,7 +692,7 @@ def test_an_estimate_of_zero_from_a_median_names_the_epochs_estimates(monkeypatc
     assert said == [f"RCA: `drop_ratio='auto'` estimated 0 corrupted samples after epoch 3 (the estimate's reason: the "
                     f"median of the estimates after epochs 1 (0.0 %), 2 (0.0 %), 3 ({100 * last:.1f} %)), so it "
                     "trains on every sample. If you know the data is corrupted, the estimate did not see it in these "
-                    "scores: the corrupted samples score like the clean ones, or are too few to form a group of their "
-                    "own, or the model had not yet learnt to tell them apart (a longer `warmup_epochs` trains longer "
+                    "scores: the corrupted samples score like the clean ones, are too few to form a group of their "
+                    "own, or spread over several (glitches of different sizes), or the model had not yet learnt to tell them apart (a longer `warmup_epochs` trains longer "
                     "before the estimate). The highest scores tell which (the per-sample report ranks them): if they "
                     "are the corrupted samples, pass `drop_ratio` instead."]

@@ -432,6 +432,19 @@ def test_a_ratio_in_a_tensor_of_several_values_is_still_rejected():
         BatchFilter("prl", drop_ratio=torch.tensor([True]))
 
 
+@pytest.mark.parametrize("make", [
+    lambda: __import__("lit_robust").RCA(dim=4, drop_ratio=10),
+    lambda: __import__("lit_robust").RobustRealNVP(dim=2, drop_ratio=10),
+    lambda: __import__("lit_robust").corrupt_labels(torch.tensor([0, 1]), clean_ratio=70),
+    lambda: __import__("lit_robust").DigitsDataModule(clean_ratio=70),
+], ids=["rca", "robust_realnvp", "corrupt_labels", "digits_datamodule"])
+def test_the_other_ratios_given_as_a_percent_are_told_it_is_a_fraction(make):
+    """A release checker: the anomaly models' `drop_ratio 10` and `clean_ratio 70` got the range alone."""
+    with pytest.raises(ValueError, match=r"It is a fraction, not a percent: for (10|70) % pass "
+                                         r"(drop_ratio=0\.1|clean_ratio=0\.7)\."):
+        make()
+
+
 def test_a_ratio_given_as_a_percent_is_told_it_is_a_fraction():
     """A regression user's `drop_ratio 25` got the range alone."""
     from lit_robust import ITLM, BatchFilter
@@ -450,3 +463,16 @@ def test_a_ratio_given_as_a_percent_is_told_it_is_a_fraction():
         with pytest.raises(ValueError) as err:
             check_drop_ratio(not_a_percent)
         assert "not a percent" not in str(err.value)
+
+
+def test_a_loss_broadcast_to_every_pair_is_named():
+    """A regression analyst's `[B]` output against `targets=df[["y"]]` gave `(32, 32)` losses, and "average any extra
+    dimensions" would have trained on every pair without a word."""
+    from tests.conftest import TinyModel
+
+    with pytest.raises(ValueError, match=r"A \[4, 4\] loss is what `\(output - target\) \*\* 2` gives for a \[4\] "
+                                         r"output and \[4, 1\] targets"):
+        TinyModel().reduce_loss(torch.zeros(4, 4))
+    with pytest.raises(ValueError) as err:
+        TinyModel().reduce_loss(torch.zeros(4, 3))
+    assert "broadcast" not in str(err.value)

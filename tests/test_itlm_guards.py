@@ -392,11 +392,23 @@ def test_early_stopping_beside_itlm_is_warned_before_training(tmp_path):
     """EarlyStopping fired inside a power user's round 2 (0.748 against 0.892), told only after the fit."""
     from pytorch_lightning.callbacks import EarlyStopping
 
-    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
     stop = EarlyStopping(monitor="val_loss", patience=3)
     with pytest.warns(UserWarning, match=r"ITLM: `EarlyStopping\(monitor='val_loss', patience=3\)` counts across "
-                                         r"rounds.*rounds of \[1, 1\] epochs"):
+                                         r"rounds.*rounds of \[2, 2\] epochs.*patience of at least the fit's 4 "
+                                         r"validation checks"):
         fit(tmp_path, itlm, data=BlobsData(with_val=True), callbacks=[stop])
+
+
+def test_early_stopping_that_cannot_end_the_fit_is_not_warned(tmp_path):
+    """A release checker's patience of 100 in a 10-epoch fit was warned about, against the warning's own advice."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, data=BlobsData(with_val=True), callbacks=[EarlyStopping(monitor="val_loss", patience=4)])
+    assert not [w for w in record if "EarlyStopping" in str(w.message)]
 
 
 class SizesItsSchedulePerRound(TinyModel):
@@ -422,20 +434,33 @@ class CountSteps(pl.Callback):
         self.steps[itlm.current_round] = trainer.global_step
 
 
-@pytest.mark.parametrize(("accumulate", "limit"), [(1, 1.0), (3, 1.0), (2, 0.5)])
-def test_steps_in_round_is_the_steps_each_round_takes(tmp_path, accumulate, limit):
+@pytest.mark.parametrize(("accumulate", "limit", "on_all"), [(1, 1.0, True), (3, 1.0, True), (2, 0.5, True),
+                                                          (1, 1.0, False)])
+def test_steps_in_round_is_the_steps_each_round_takes(tmp_path, accumulate, limit, on_all):
     """The README's per-step recipe, ⌈len(selection) / batch_size⌉ per epoch, left out gradient accumulation (a power
     user's OneCycle was sized for 76 steps in rounds of 40) and `limit_train_batches`. `steps_in_round` counts
     Lightning's own batches: checked against the optimizer steps each round took, and OneCycleLR, which raises when
-    stepped past its `total_steps`, ran to the end of every round."""
-    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1, 2], verbose=False, plot=False)
+    stepped past its `total_steps`, ran to the end of every round. With `initial_round_on_all=False` round 0 trains on
+    a selection made after the optimizers were configured: a release checker's schedule planned 64 steps for 44 (the
+    optimizers are configured again once that selection's loader is in place)."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1, 2], initial_round_on_all=on_all, verbose=False, plot=False)
     model, counter = SizesItsSchedulePerRound(itlm), CountSteps()
     fit(tmp_path, itlm, model=model, callbacks=[counter], accumulate_grad_batches=accumulate,
         limit_train_batches=limit)
     ends = [counter.steps[r] for r in range(3)]
     taken = [ends[0], ends[1] - ends[0], ends[2] - ends[1]]
-    assert model.sized == taken, (model.sized, taken)
-    assert taken[1] < taken[0] / 2  # the later rounds' smaller selection is counted, not the whole set
+    assert model.sized[-3:] == taken, (model.sized, taken)
+    assert len(model.sized) == (3 if on_all else 4)  # round 0 configured again after its selection
+    if on_all:
+        assert taken[1] < taken[0] / 2  # the later rounds' smaller selection is counted, not the whole set
+
+
+def test_steps_in_round_with_reinit_false_is_refused(tmp_path):
+    """With `reinit=False` the optimizers are configured once: a schedule sized for round 0 made OneCycleLR raise
+    torch's bare "Tried to step 65 times" at the first step past it (a release checker)."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], reinit=False, verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"`steps_in_round`: with `reinit=False` ITLM configures the optimizers once"):
+        fit(tmp_path, itlm, model=SizesItsSchedulePerRound(itlm))
 
 
 def test_a_fit_that_runs_all_rounds_does_not_warn(tmp_path, recwarn):

@@ -14,6 +14,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
+from lit_robust.selection.rules import percent_hint
 
 __all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio", "check_input_dim", "check_input"]
 
@@ -21,7 +22,7 @@ __all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_
 def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
     """``value`` as a float in ``[0, high)``, or a ``ValueError`` naming ``name``, the range and the value."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < high:
-        raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}.")
+        raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}." + percent_hint(name, value))
     return float(value)
 
 

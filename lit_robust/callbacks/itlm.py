@@ -527,6 +527,7 @@ class ITLM(Callback):
         self._selection: Tensor | None = None  # kept indices of the current round; None = all
         self._selection_made = False  # a selection exists for `_round`
         self._reinit_pending = False
+        self._reconfigure_pending = False  # round 0 selected after the optimizers were configured
         self._n: int | None = None
         self._current: RoundRecord | None = None
         self.history: list[RoundRecord] = []
@@ -574,15 +575,21 @@ class ITLM(Callback):
         ``accumulate_grad_batches``⌉, the batches of the round's selection as split among the processes, with
         ``limit_train_batches`` applied (Lightning's ``trainer.num_training_batches``). Call it in
         ``configure_optimizers`` to size a per-step schedule (OneCycleLR's ``total_steps``): with ``reinit=True``
-        ITLM calls ``configure_optimizers`` again at every round start. Round 0 counts the whole training set; with
-        ``initial_round_on_all=False`` its selection is made after the optimizers, so it counts what that round would
-        train on with every sample (a power user's README formula, ``ceil(len(itlm.selection) / batch_size)``, left out
-        accumulation and the processes and sized a OneCycle for 76 steps in rounds of 40)."""
+        ITLM calls ``configure_optimizers`` again at every round start (with ``initial_round_on_all=False`` also once
+        round 0's selection is made, before its first step). A power user's README formula,
+        ``ceil(len(itlm.selection) / batch_size)``, left out accumulation and the processes and sized a OneCycle for 76
+        steps in rounds of 40. With ``reinit=False`` the optimizers are configured once for the whole fit: an error
+        (torch's OneCycleLR raised at the first step past round 0)."""
+        if not self.reinit:
+            raise ValueError("`steps_in_round`: with `reinit=False` ITLM configures the optimizers once, so a schedule "
+                             "sized for one round ends after round 0; size it for the whole fit "
+                             "(`self.trainer.estimated_stepping_batches`, which counts round 0's batches for every "
+                             "epoch) or keep `reinit=True`.")
         trainer.estimated_stepping_batches  # noqa: B018 - Lightning builds the training loader here when it has not
-        batches = trainer.num_training_batches
-        if not math.isfinite(batches):
+        per_epoch = _optimizer_steps_per_epoch(trainer)
+        if per_epoch is None:
             raise ValueError("`steps_in_round`: the training loader has no length, so a round's steps cannot be told.")
-        return self.round_epochs[self._round] * max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
+        return self.round_epochs[self._round] * per_epoch
 
     @property
     def selection(self) -> Tensor | None:
@@ -718,12 +725,19 @@ class ITLM(Callback):
             # Algorithm 1 without the optional initialisation: select with the untrained model
             self._select(trainer, pl_module, round_=0)
             self._patch.request_reload()
+            # the optimizers were configured before this selection: again once its loader is in place, so that a
+            # schedule sized by `steps_in_round` counts round 0's selection (a release checker's OneCycle: 64
+            # planned, 44 trained). No step was taken yet: the optimizer and schedule start as they would have.
+            self._reconfigure_pending = True
         elif epoch_round != self._round:
             # resumed from a checkpoint written after round `self._round` ended but before its end-of-round work
             # (Lightning 2.x reruns `on_train_epoch_end` of such an epoch instead; kept for other versions)
             self._end_round(trainer, pl_module, log=False)  # `self.log` is not allowed in `on_train_start`
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._reconfigure_pending:
+            self._reconfigure_pending = False
+            trainer.strategy.setup_optimizers(trainer)
         if self._reinit_pending:
             self._reinitialize(trainer, pl_module)
             self._reinit_pending = False
@@ -789,7 +803,7 @@ class ITLM(Callback):
                 raise ValueError(
                     f"`{type(cb).__name__}(monitor={monitor!r})`: {self._title} logs its `itlm/*` metrics once per "
                     "round, in the epoch the round ends, about the selection the next round trains on, not about the "
-                    f"model; a {type(cb).__name__} needs the key it monitors at every validation (Lightning stops the "
+                    f"model; {type(cb).__name__} needs the key it monitors at every validation (Lightning stops the "
                     "fit at the first without it). Monitor a validation metric, or none: "
                     "`ModelCheckpoint(save_last=True)` keeps the final model; the per-round figures are in the "
                     "logger's metrics and `ITLM.history`.")
@@ -820,20 +834,22 @@ class ITLM(Callback):
         0.748)."""
         if self.history or self._round > 0 or self.num_rounds < 2:
             return  # from the fit's start (a resumed fit was told then)
+        checks = sum(self.round_epochs) // max(1, getattr(trainer, "check_val_every_n_epoch", None) or 1)
         for cb in trainer.early_stopping_callbacks:
-            if self.reinit:
+            # it stops after `patience` checks without improvement: a patience of the fit's checks or more cannot
+            # (a release checker's patience of 100 in a 10-epoch fit was warned about, against the warning's advice)
+            if self.reinit and getattr(cb, "patience", 0) < checks:
                 rank_zero_warn(
                     f"{self._title}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, "
                     f"patience={getattr(cb, 'patience', None)})` counts across rounds, and each round restarts from a "
                     "fresh model whose metric is worse than earlier rounds' best for a while, so it can stop the fit "
                     f"inside a round (rounds of {list(self.round_epochs)} epochs), leaving the final model an "
                     "unfinished round's. `max_epochs` = the sum of the rounds already ends the fit: leave "
-                    "EarlyStopping out, or give it a patience longer than the fit's remaining epochs.")
+                    f"EarlyStopping out, or give it a patience of at least the fit's {checks} validation checks.")
                 break
-        per_epoch = trainer.num_training_batches
-        if trainer.max_steps is None or trainer.max_steps < 0 or not math.isfinite(per_epoch):
+        steps = _optimizer_steps_per_epoch(trainer)
+        if trainer.max_steps is None or trainer.max_steps < 0 or steps is None:
             return
-        steps = math.ceil(int(per_epoch) / max(1, trainer.accumulate_grad_batches))
         # later rounds train on their selection: at least half the samples with "auto", `keep_ratio` of them otherwise
         share = 0.5 if self.keep_ratio == "auto" else float(self.keep_ratio)
         later = max(1, math.floor(steps * share))
@@ -853,8 +869,7 @@ class ITLM(Callback):
         if "scheduler" in self._said:
             return
         epochs = self.round_epochs[self._round]
-        per_epoch = math.ceil(trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)) \
-            if math.isfinite(trainer.num_training_batches) else None
+        per_epoch = _optimizer_steps_per_epoch(trainer)
         for cfg in trainer.lr_scheduler_configs:
             sched = cfg.scheduler
             length = schedule_length(sched)
@@ -1542,6 +1557,15 @@ class ITLM(Callback):
             off = "" if self._report_target is not None or self.report is False else (
                 "; the per-sample report is off (`report=True` writes it)")
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
+
+
+def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> int | None:
+    """The optimizer steps of one epoch of the current training loader on this process: ⌈its batches (as Lightning
+    counts them, `limit_train_batches` applied) / `accumulate_grad_batches`⌉, at least 1; ``None`` without a length."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        return None
+    return max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
 
 
 def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:

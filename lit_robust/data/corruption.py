@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lit_robust.selection.rules import percent_hint
+
 __all__ = ["corrupt_labels", "corrupt_targets", "NoiseKind", "TargetCorruption", "TARGET_CORRUPTIONS"]
 
 NoiseKind = Literal["random", "systematic"]
@@ -52,7 +54,7 @@ def corrupt_labels(
     if targets.ndim != 1 or targets.is_floating_point():
         raise ValueError(f"`targets` must be a 1-D integer tensor, got dtype {targets.dtype}, shape {tuple(targets.shape)}.")
     if not 0.0 <= clean_ratio <= 1.0:
-        raise ValueError(f"`clean_ratio` must be in [0, 1], got {clean_ratio!r}.")
+        raise ValueError(f"`clean_ratio` must be in [0, 1], got {clean_ratio!r}." + percent_hint("clean_ratio", clean_ratio))
     if kind not in ("random", "systematic"):
         raise ValueError(f"`kind` must be 'random' or 'systematic', got {kind!r}.")
     C = int(num_classes) if num_classes is not None else int(targets.max()) + 1

@@ -21,6 +21,7 @@ from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.data.spec import DataSpec, dataset_spec
+from lit_robust.selection.rules import percent_hint
 
 __all__ = [
     "CorruptedClassificationDataModule",
@@ -38,7 +39,8 @@ __all__ = [
 
 def _check_ratio(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"`{name}` must be in [{low}, {high}], got {value!r}.")
+        raise ValueError(f"`{name}` must be in [{low}, {high}], got {value!r}."
+                         + (percent_hint(name, value) if high == 1.0 else ""))
 
 
 def _check_test_size(test_size: int) -> int:

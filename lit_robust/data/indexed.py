@@ -52,8 +52,11 @@ class IndexedDataset(Dataset):
             except (TypeError, ValueError, RuntimeError) as err:  # strings: torch's "too many dimensions 'str'"
                 first = next(iter(targets.ravel()[:1].tolist() if isinstance(targets, np.ndarray) else targets), None)
                 raise ValueError(f"`targets` must be numbers, one per sample (integer class labels 0..C-1, or float "
-                                 f"regression targets), got {type(first).__name__} entries such as {first!r}: map "
-                                 "them to integers first, e.g. with sklearn.preprocessing.LabelEncoder.") from err
+                                 f"regression targets), got {type(first).__name__} entries such as {first!r}: "
+                                 + ("numbers written as text: convert them, e.g. `pandas.to_numeric(column)`."
+                                    if _reads_as_number(first) else
+                                    "map them to integers first, e.g. with sklearn.preprocessing.LabelEncoder.")
+                                 ) from err
             if len(targets) != n:
                 raise ValueError(f"`targets` must have one entry per sample ({n}), got {len(targets)}.")
         if corrupted is not None:
@@ -117,6 +120,14 @@ class IndexedDataset(Dataset):
         return index, x, y, self.corrupted[index]
 
 
+def _reads_as_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
 def _by_position(values: Any) -> Any:
     """``values`` (``targets`` or ``corrupted``) as a new, writable NumPy array when they are a NumPy array or an
     array-like with ``.to_numpy()`` (a pandas Series or Index, ...), so that entry ``i`` is the ``i``-th value, read by
@@ -129,9 +140,19 @@ def _by_position(values: Any) -> Any:
     caller's array out of the data set."""
     if isinstance(values, Tensor):
         return values
+    columns = getattr(values, "columns", None)
+    if columns is not None and len(columns) == 1:
+        # `df[["y"]]`, a one-column DataFrame: its column (as `[n, 1]` targets a classifier's loss failed inside torch
+        # and a `[B]` regression output broadcast against them to `[B, B]`: two release checkers)
+        values = values[columns[0]]
     to_numpy = getattr(values, "to_numpy", None)
     if callable(to_numpy) and not isinstance(values, np.ndarray):
         values = to_numpy()
+    if isinstance(values, np.ndarray) and values.dtype == object and all(
+            isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) for v in values.ravel()):
+        # numbers held in an object column (a CSV's mixed column after cleaning): their numbers, not the
+        # "map them to integers with LabelEncoder" advice a regression analyst got for float targets
+        values = np.array(values.tolist())
     return np.array(values, copy=True) if isinstance(values, np.ndarray) else values
 
 

@@ -12,6 +12,7 @@ from lit_robust._backend import pl
 from lit_robust._checks import check_int
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
+from lit_robust.selection.rules import percent_hint
 
 __all__ = ["MixedImagesDataModule", "ImageSource"]
 
@@ -67,7 +68,7 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if isinstance(clean_ratio, bool) or not isinstance(clean_ratio, (int, float)) or not 0.0 < clean_ratio <= 1.0:
-            raise ValueError(f"`clean_ratio` must be in (0, 1], got {clean_ratio!r}.")
+            raise ValueError(f"`clean_ratio` must be in (0, 1], got {clean_ratio!r}." + percent_hint("clean_ratio", clean_ratio))
         if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
             raise ValueError(f"`train_size` must be an integer >= 1, got {train_size!r}.")
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:

@@ -65,7 +65,7 @@ from lit_robust.functional.estimation import (
     estimate_from_labels,
 )
 from lit_robust.selection import distributed
-from lit_robust.selection.rules import check_drop_ratio, scheduled_drop_ratio
+from lit_robust.selection.rules import check_drop_ratio, percent_hint, scheduled_drop_ratio
 
 __all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
            "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of",
@@ -211,12 +211,15 @@ def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None =
     ...                    "drop_ratio")  # doctest: +NORMALIZE_WHITESPACE
     "BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4 (the estimate's reason: one component (BIC)), so it
     trains on every sample. If you know the data is corrupted, the estimate did not see it in these scores: the
-    corrupted samples score like the clean ones, or are too few to form a group of their own. The highest scores
-    tell which (the per-sample report ranks them): if they are the corrupted samples, pass `drop_ratio` instead."
+    corrupted samples score like the clean ones, are too few to form a group of their own, or spread over several
+    (glitches of different sizes). The highest scores tell which (the per-sample report ranks them): if they are the
+    corrupted samples, pass `drop_ratio` instead."
     """
+    # "spread over several": a regression analyst's ×10, sign-flip, shifted and copied targets read 0 although the
+    # report's top 50 were 96 % glitched
     return (f"{what} (the estimate's reason: {reason}), so it trains on every sample. If you know the data is "
             "corrupted, the estimate did not see it in these scores: the corrupted samples score like the clean "
-            "ones, or are too few to form a group of their own"
+            "ones, are too few to form a group of their own, or spread over several (glitches of different sizes)"
             + ("" if train_longer is None else f", or the model had not yet learnt to tell them apart ({train_longer} "
                "trains longer before the estimate)")
             + ". The highest scores tell which"
@@ -265,7 +268,7 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     if high is not None:
         if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)) or not 0 <= drop_ratio < high:
             raise ValueError(f"`{name}` must be a number in [0, {high:g}), got {drop_ratio!r} (or 'auto' to "
-                             "estimate it from the training scores).")
+                             "estimate it from the training scores)." + percent_hint(name, drop_ratio))
         ratio = float(drop_ratio)
     else:
         try:
