@@ -80,6 +80,7 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
     from rich.table import Table
 
     metric_names = _metric_names(history)
+    plain = None if stdout_encodes("→—") else _PLAIN
     with_loss = any(getattr(r, "first_epoch_loss", None) is not None for r in history)
     with_collapse = any(getattr(r, "collapsed", False) for r in history)
     with_estimate = any(getattr(r, "estimated_corruption", None) is not None for r in history)
@@ -104,7 +105,9 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
         row += [f"{rec.metrics[k]:.4f}{_metrics_epoch(rec)}" if k in rec.metrics else "—" for k in metric_names]
         if with_collapse:
             row.append("yes" if rec.collapsed else "")
-        table.add_row(*row)
+        # spelt as stdout will show them, so that rich sizes the columns for it ("->" is one wider than "→": a
+        # release checker's latin-1 table had its right border out of line)
+        table.add_row(*(cell if plain is None else cell.translate(plain) for cell in row))
     return table
 
 

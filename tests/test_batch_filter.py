@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import pytest
@@ -330,3 +331,29 @@ def test_prl_g_on_a_module_compiled_during_its_warm_up_filters_as_the_eager_one(
     assert runs[True][0] == runs[False][0] == [(240, 0), (240, 75)]
     for a, b in zip(runs[True][1], runs[False][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+class NaNInputs(BlobsData):
+    """Blobs with `bad` inputs NaN: their losses are NaN from the first step."""
+
+    def __init__(self, bad: int):
+        super().__init__(n=96, batch_size=16)
+        x = self.ds.dataset.tensors[0].clone()
+        x[:bad] = float("nan")
+        self.ds.dataset = torch.utils.data.TensorDataset(x, self.ds.dataset.tensors[1])
+
+
+@pytest.mark.parametrize("bad", [0, 2])
+def test_nonfinite_training_losses_are_warned_once(tmp_path, bad):
+    """A regression analyst's 2 NaN targets of 1,500 ended a BatchFilter fit with NaN weights and no word but the
+    estimator's, which they had not asked for (ITLM says so through its collapse check)."""
+    f = BatchFilter("prl", drop_ratio=0.2, warmup_epochs=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, [f], max_epochs=3, data=NaNInputs(bad))
+    said = [str(w.message) for w in record if "NaN or infinite" in str(w.message)]
+    if bad:  # the NaN samples make the weights NaN within epoch 0, and then every later loss
+        counted = re.match(r"BatchFilter: (\d+) per-sample training losses of epoch 0 were NaN or infinite", said[0])
+        assert len(said) == 1 and counted and int(counted.group(1)) >= bad, said
+    else:
+        assert not said

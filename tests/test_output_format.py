@@ -67,6 +67,22 @@ def test_round_lines_and_tables_print_on_a_stdout_that_is_not_utf8(monkeypatch):
         assert "| 1.5 -> 0.5" in out.replace("  ", " "), out
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "cp1252"])
+def test_the_round_tables_lines_are_as_wide_on_a_stdout_that_is_not_utf8(monkeypatch, encoding):
+    """Under latin-1 a release checker's round table had its train-loss cells ("->" for "→") one character wider than
+    their column, and the right border out of line: the cells are spelt as stdout shows them before rich sizes them."""
+    from lit_robust.callbacks.itlm import RoundRecord
+    from lit_robust.reporting import print_table, round_table
+
+    recs = [RoundRecord(round=r, epochs=2, kept=144, n=240, clean_precision=0.9, corrupted_recall=None,
+                        first_epoch_loss=1.5, last_epoch_loss=0.5, metrics={}) for r in range(2)]
+    buffer = _ascii_stdout(monkeypatch, encoding)
+    print_table(round_table(recs))
+    lines = [line for line in buffer.getvalue().decode(encoding).splitlines() if line.startswith(("+", "|"))]
+    assert len(lines) == 6 and len({len(line) for line in lines}) == 1, lines
+    assert "| 1.5 -> 0.5 |" in lines[3]
+
+
 def test_a_utf8_stdout_keeps_the_arrows(monkeypatch):
     from lit_robust.reporting import for_stdout
 

@@ -375,6 +375,8 @@ class BatchFilter(Callback):
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
         self._counters_epoch: int | None = None
         self._warned_small = False
+        self._nonfinite: Tensor | None = None  # this epoch's count of NaN/inf training losses, on the device
+        self._told_nonfinite = False
         # "auto": a preview's (index, scores, given, predicted), kept if no keep_mask follows
         self._pending: tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None = None
         self._collected_step = False
@@ -514,6 +516,7 @@ class BatchFilter(Callback):
                            "training step never called `reduce_loss`. Compute the loss as "
                            "`self.reduce_loss(losses, batch, outputs)` (what `per_sample_loss` returns), once per "
                            "batch (a `training_step` of your own, manual optimisation included).")
+        self._say_nonfinite(trainer, pl_module)
         self._report.end_epoch(trainer.current_epoch)
         rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
@@ -597,6 +600,8 @@ class BatchFilter(Callback):
             mask = self._select(scores, index, eps)
         if record:
             self._count(mask, ib.corrupted)
+            bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
             if self._report.active:
                 self._report.add(index, scores, ~mask, **report_fields(outputs, ib, module))
         if collect:
@@ -607,6 +612,25 @@ class BatchFilter(Callback):
             else:
                 self._pending = (index, scores, *labels)
         return mask
+
+    def _say_nonfinite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Warn once per fit when an epoch's per-sample training losses were NaN or infinite (collective). A
+        regression analyst's 2 NaN targets of 1,500 ended the fit with NaN weights and no word but the estimator's,
+        which they had not asked for; ITLM says so through its collapse check."""
+        local = torch.zeros((), dtype=torch.int64, device=pl_module.device) if self._nonfinite is None else \
+            self._nonfinite.to(pl_module.device, torch.int64)
+        self._nonfinite = None
+        if self._told_nonfinite:
+            return
+        bad = int(distributed.all_reduce_sum(local.reshape(1)).item())
+        if bad:
+            self._told_nonfinite = True
+            rank_zero_warn(
+                f"{self.owner}: {bad} per-sample training loss{'' if bad == 1 else 'es'} of epoch "
+                f"{trainer.current_epoch} {'was' if bad == 1 else 'were'} NaN or infinite. They come from NaN/inf in "
+                "some samples' inputs or targets, or from a learning rate too large; such a sample can make its "
+                "batch's gradient, and then every weight, NaN, whether the filter drops it or not. Check "
+                "`torch.isfinite` of your data.")
 
     def _auto_labels(self, outputs: Any, target: Any) -> tuple[Tensor | None, Tensor | None]:
         """``(given, predicted)`` integer labels of this batch for ``estimator="disagreement"`` (the argmax of the
