@@ -148,7 +148,7 @@ def print_table(table: Table, console: Any = None) -> None:
     from rich.measure import Measurement
 
     console = console or Console()
-    if for_stdout("→ —") != "→ —":  # stdout cannot take the table's arrows and lines: draw it in ASCII instead
+    if not stdout_encodes("→—"):  # stdout cannot take the table's arrows and lines: draw it in ASCII instead
         class _Narrow(io.StringIO):
             encoding = "ascii"  # rich then draws the table's box in ASCII
 

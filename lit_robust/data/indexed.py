@@ -50,7 +50,7 @@ class IndexedDataset(Dataset):
             try:
                 targets = torch.as_tensor(targets)
             except (TypeError, ValueError, RuntimeError) as err:  # strings: torch's "too many dimensions 'str'"
-                first = next(iter(targets.ravel()[:1].tolist() if isinstance(targets, np.ndarray) else targets), None)
+                first = next(iter(np.asarray(targets, dtype=object).ravel()), None)
                 raise ValueError(f"`targets` must be numbers, one per sample (integer class labels 0..C-1, or float "
                                  f"regression targets), got {type(first).__name__} entries such as {first!r}: "
                                  + ("numbers written as text: convert them, e.g. `pandas.to_numeric(column)`."
@@ -121,11 +121,14 @@ class IndexedDataset(Dataset):
 
 
 def _reads_as_number(value: Any) -> bool:
+    """Whether ``value`` is text that reads as a number (``"16.3"``)."""
+    if not isinstance(value, str):
+        return False
     try:
         float(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return False
-    return isinstance(value, str)
+    return True
 
 
 def _by_position(values: Any) -> Any:
