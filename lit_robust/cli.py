@@ -364,9 +364,32 @@ if _Instantiator is not None:
 _RICH_BAR_TEXT = "━•"  # what Lightning's RichProgressBar writes beside ASCII
 
 
+# what `lit-robust --help` lists and each sub-command's `--help` starts with: Lightning takes the first paragraph of
+# the Trainer method's docstring, whose line break cut test's and predict's ("... never run on your")
+SUBCOMMAND_HELP = {
+    "fit": "Train the model with the config's callbacks (ITLM, a filter, ...); checkpoints and the per-sample report "
+           "go into the run's folder, `--ckpt_path last` resumes.",
+    "validate": "One pass over the validation set with the weights of `--ckpt_path` (a file, `last` or `best`).",
+    "test": "One pass over the test set with the weights of `--ckpt_path` (a file, `last` or `best`).",
+    "predict": "Predictions with the weights of `--ckpt_path` (a file, `last` or `best`), written to predictions.csv "
+               "in the run's folder.",
+}
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        # Lightning lists each sub-command with its Trainer method's first docstring paragraph, whatever the
+        # sub-parser's description: the listed help is set here, the description through `parser_kwargs`
+        super()._add_subcommands(parser, **kwargs)
+        for choice in getattr(parser._subcommands_action, "_choices_actions", ()):
+            choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
+        for name, sub in self._subcommand_parsers.items():
+            for group in sub._action_groups:  # the method's arguments, titled with its cut docstring paragraph
+                if any(a.dest == "ckpt_path" for a in group._group_actions):
+                    group.title = f"Arguments of `{name}`"
 
     _complete = False  # `fit --ckpt_path last` found a finished fit: `fit` runs nothing (`_say_if_complete`)
 
@@ -1094,7 +1117,8 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
                                       "built on the unified `lightning` package (`import lightning as L`): run with "
                                       "LIT_ROBUST_LIGHTNING=lightning. A mistake in the input ends in one line "
                                       "and exit status 2; `--debug` (or LIT_ROBUST_DEBUG=1) shows the traceback. "
-                                      "`predict` writes predictions.csv into the run's folder."},
+                                      "`predict` writes predictions.csv into the run's folder.",
+                       **{name: {"description": text} for name, text in SUBCOMMAND_HELP.items()}},
         args=argv,
     )
 

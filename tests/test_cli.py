@@ -406,6 +406,26 @@ def test_ckpt_path_help_describes_what_lit_robust_does_with_last(command, capsys
     assert "previous ``trainer.fit`` call" not in help_text  # Lightning's wording, not what `last` means here
 
 
+def test_sub_commands_are_described_in_whole_sentences(capsys):
+    """Lightning lists each sub-command with the first docstring paragraph of its Trainer method, which a line
+    break cut in `test` and `predict` ("... to make sure you never run on your"), and titles the method's arguments
+    with the same text."""
+    from lit_robust.cli import SUBCOMMAND_HELP
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    for command, text in SUBCOMMAND_HELP.items():
+        assert f"{command} {text}" in listed
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        flat = " ".join(out.split())
+        assert flat.index(text) < flat.index("options:")  # the description, between the usage and the options
+        assert f"Arguments of `{command}`:" in out
+        assert "never run on your" not in out
+
+
 def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, monkeypatch, one_torch_thread):
     """The user's own LightningModule in ./my_module.py, named as `my_module.Class`: the console script's
     sys.path starts at its own bin folder, so without the CLI's help this was `No module named 'my_module'`."""

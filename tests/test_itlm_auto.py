@@ -195,6 +195,16 @@ def test_estimate_of_half_or_more_is_clipped_with_a_warning(tmp_path):
                                          r"keeping 120 of 240"):
         tiny_trainer(tmp_path, 2, [itlm]).fit(MostlyNaN(), BlobsData())
     assert itlm.history[1].estimated_corruption >= 0.6 and itlm.history[1].kept == 120
+    # per_class floors each class's half: the warning counts the samples kept, not floor(0.5 * n)
+    itlm = ITLM("auto", [1, 1], per_class=True, verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path / "per_class", 2, [itlm]).fit(MostlyNaN(), BlobsData(n=245))
+    kept = itlm.history[1].kept
+    assert kept < 122  # 245 // 2, which three odd classes' floors fall short of
+    assert [str(w.message).split("; keeping ")[-1] for w in caught if "clipped to 0.5" in str(w.message)] \
+        == [f"{kept} of 245 samples."]
 
 
 def test_report_shows_the_estimate():

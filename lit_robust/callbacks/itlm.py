@@ -1125,7 +1125,7 @@ class ITLM(Callback):
             scored = int(distributed.all_reduce_sum(torch.tensor([index.numel()], device=dev)).item())
             if scored != n:
                 raise ValueError(f"the scoring pass visited {scored} samples over all ranks, expected {n}.")
-        keep_ratio, estimated = self.keep_ratio, None
+        keep_ratio, estimated, auto_note = self.keep_ratio, None, None
         if keep_ratio == "auto":
             # every rank estimates on the whole (order-independent) multiset of scores: the same estimate
             # and so the same trimmed set for any world size
@@ -1139,9 +1139,7 @@ class ITLM(Callback):
                     self._say_once("nothing found", nothing_found_note(
                         f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 corrupted samples", est.reason,
                         "keep_ratio", report_pointer(self._report_target is not None)))
-            k, note = auto_keep_count(n, estimated, self.auto_margin)
-            if note is not None:
-                rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {note}; keeping {k} of {n} samples.")
+            k, auto_note = auto_keep_count(n, estimated, self.auto_margin)
             keep_ratio = k / n  # keep_count(n, k / n) == k exactly
         # exact global trimmed set: (score, index) order, non-finite last — identical for any world size
         if labels is not None:
@@ -1161,6 +1159,9 @@ class ITLM(Callback):
             rank_zero_warn(f"ITLM round {round_}: {int(nonfinite)} of {n} scores are NaN or infinite; they rank as "
                            "worst and are dropped first.")
         kept = int(selection.numel())
+        if auto_note is not None:
+            # said after the trim: per_class rounds each class's quota, so the count kept can differ from k
+            rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {auto_note}; keeping {kept} of {n} samples.")
         rec = RoundRecord(round=round_, epochs=self.round_epochs[round_], kept=kept, n=n,
                           nonfinite_scores=int(nonfinite), estimated_corruption=estimated,
                           mean_kept_score=s_kept / c_kept if c_kept else None,
