@@ -504,6 +504,7 @@ class ITLM(Callback):
         self.report_path: str | None = None  # the report written by the last fit
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
+        self._scoring_source: str | None = None  # where the scoring pass reads, when the user defines it
         self._low_classes: dict[int, int] = {}  # class -> samples kept when last warned about (`_note_emptied_classes`)
         starts = [0]
         for e in round_epochs:
@@ -1321,7 +1322,16 @@ class ITLM(Callback):
             # closing: an error in a batch leaves the precision context now, not when the generator is collected
             with torch.no_grad(), closing(evaluation_batches(trainer, loader)) as batches:
                 for batch in batches:
-                    ib = unpack_batch(batch)
+                    try:
+                        ib = unpack_batch(batch)
+                    except ValueError as err:
+                        if self._scoring_source is None:
+                            raise
+                        # an image-folder newcomer's unwrapped scoring set was blamed on their (wrapped) training set
+                        raise ValueError(f"{self._title}: {self._scoring_source}: {str(err).split('. ')[0]}. Its "
+                                         "dataset must hold the training samples wrapped in `lit_robust.IndexedDataset` "
+                                         "(the training set's indices and labels, with the evaluation transform)."
+                                         ) from err
                     if labels:
                         s, p, v = scores_and_predictions(module, batch)
                         y, t = integer_labels(ib.target), scalar_targets(ib.target)
@@ -1434,11 +1444,20 @@ class ITLM(Callback):
         return path
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
-        loader = None
+        loader, self._scoring_source = None, None
         for owner in (trainer.datamodule, pl_module):
             fn = getattr(owner, "scoring_dataloader", None) if owner is not None else None
             if callable(fn):
                 loader = fn()
+                self._scoring_source = f"`scoring_dataloader()` of your {'datamodule' if owner is trainer.datamodule else 'module'}"
+                if "augmented" not in self._said and reads_differ(getattr(loader, "dataset", None)):
+                    # an image-folder newcomer's scoring loader kept the training transform, without a word
+                    self._said.add("augmented")
+                    rank_zero_warn(
+                        f"{self._title}: two reads of sample 0 of {self._scoring_source} gave different inputs (a "
+                        "random augmentation?), so each score, and the selection, carries that noise (an image-folder "
+                        "newcomer's top-631 precision: 0.75, against 0.82 with the evaluation transform). Give its "
+                        "dataset the evaluation transform.")
                 break
         if loader is None:
             loader = getattr(self, "_train_loader", None)
