@@ -100,7 +100,7 @@ def test_the_seed_follows_seed_everything_unless_given(tmp_path, global_seed, se
     pl.seed_everything(global_seed, verbose=False)
     tiny_trainer(tmp_path, 3, [itlm]).fit(Model(), BlobsData())
     assert itlm.fit_seed == used and drawn == [used + 1, used + 2]
-    assert itlm.resume_arguments()["seed"] == used  # a resume under another global seed is refused
+    assert itlm.resume_arguments()["seed"] == used  # saved: a resumed fit goes on with it (the resume tests)
 
 
 def test_no_reinit_keeps_training_the_same_model(tmp_path):

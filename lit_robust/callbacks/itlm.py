@@ -1522,6 +1522,15 @@ class ITLM(Callback):
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
+        saved = ((checkpoint.get("callbacks") or {}).get(self.state_key) or {}).get("arguments") or {}
+        if self.seed is None and trainer.state.fn == TrainerFn.FITTING and isinstance(saved.get("seed"), int):
+            # the global seed's part: a resumed fit goes on with the seed it started with, whatever the process's
+            # global seed is now (an `ITLM(seed=...)` of yours is checked against it instead)
+            self.fit_seed = saved["seed"]
+            if self._sampler is not None:
+                self._sampler.seed = self.fit_seed
+            if self._loader_generator is not None:
+                self._loader_generator.manual_seed(self.fit_seed)
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
         if self._restore_state and self._sampler is not None:
