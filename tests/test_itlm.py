@@ -85,6 +85,24 @@ def test_reinit_redraws_parameters_and_optimizer(tmp_path):
     assert o0 != o1 and st1 == 0  # a fresh optimizer without momentum buffers
 
 
+@pytest.mark.parametrize(("global_seed", "seed", "used"), [(5, None, 5), (5, 7, 7), (0, None, 0)])
+def test_the_seed_follows_seed_everything_unless_given(tmp_path, global_seed, seed, used):
+    """A researcher's multi-seed study (`seed_everything(s)`, ITLM's seed left out) re-drew every seed's rounds from
+    seed 0 + round, silently: the default now reads the global seed, as Lightning's distributed sampler does."""
+    drawn = []
+
+    class Model(TinyModel):
+        def reinitialize(self, seed):
+            drawn.append(seed)
+            super().reinitialize(seed)
+
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1, 1], seed=seed, verbose=False, plot=False)
+    pl.seed_everything(global_seed, verbose=False)
+    tiny_trainer(tmp_path, 3, [itlm]).fit(Model(), BlobsData())
+    assert itlm.fit_seed == used and drawn == [used + 1, used + 2]
+    assert itlm.resume_arguments()["seed"] == used  # a resume under another global seed is refused
+
+
 def test_no_reinit_keeps_training_the_same_model(tmp_path):
     weights = []
 

@@ -321,7 +321,9 @@ class ITLM(Callback):
             announced on the module (:attr:`RobustMixin.model_start_epoch`): a :class:`~lit_robust.BatchFilter` on
             the same Trainer restarts its warm-up (and its ``"auto"`` estimation window) at every round start, unless
             built with ``restart_on_reinit=False``.
-        seed: seeds the per-epoch shuffling of the selection and the re-initialisations.
+        seed: seeds the per-epoch shuffling of the selection and the re-initialisations; ``None`` (default): the
+            global seed of ``seed_everything`` (``PL_GLOBAL_SEED``, as Lightning's distributed sampler reads it; 0
+            without one), read at each fit's start (:attr:`fit_seed`).
         shuffle: shuffle the selection each epoch.
         monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
             A metric that is not there at the end of a round raises ``MisconfigurationException``, as
@@ -411,7 +413,7 @@ class ITLM(Callback):
         round_epochs: Sequence[int],
         initial_round_on_all: bool = True,
         reinit: bool = True,
-        seed: int = 0,
+        seed: int | None = None,
         shuffle: bool = True,
         monitor: str | None = None,
         verbose: bool = True,
@@ -464,8 +466,8 @@ class ITLM(Callback):
                 raise TypeError(f"`{name}` must be True or False, got {value!r}.")
         if on_collapse not in _ON_COLLAPSE:
             raise ValueError(f"`on_collapse` must be one of {list(_ON_COLLAPSE)}, got {on_collapse!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, Integral):
-            raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+            raise TypeError(f"`seed` must be an integer or None (the global seed), got {seed!r}.")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
         check_report_args(report, report_dir, report_format)
@@ -489,7 +491,8 @@ class ITLM(Callback):
         self.round_epochs = [int(e) for e in round_epochs]
         self.initial_round_on_all = initial_round_on_all
         self.reinit = reinit
-        self.seed = int(seed)
+        self.seed = None if seed is None else int(seed)
+        self.fit_seed = 0 if seed is None else int(seed)  # the seed of the current fit (`seed`, or the global one)
         self.shuffle = shuffle
         self.monitor = monitor
         self.verbose = verbose
@@ -561,7 +564,7 @@ class ITLM(Callback):
         """The arguments outside :attr:`state_key` that change what a fit does; a checkpoint holds them and a resumed
         fit must have the same (checked at restore). Output-only ones (``verbose``, ``plot``, ``report``, ...) may
         change."""
-        return {"initial_round_on_all": self.initial_round_on_all, "reinit": self.reinit, "seed": self.seed,
+        return {"initial_round_on_all": self.initial_round_on_all, "reinit": self.reinit, "seed": self.fit_seed,
                 "shuffle": self.shuffle, "estimator": self.estimator, "auto_margin": self.auto_margin,
                 "reestimate": self.reestimate, "on_collapse": self.on_collapse}
 
@@ -658,7 +661,10 @@ class ITLM(Callback):
                 f"but {got}. Set the Trainer's `max_epochs` to {total} (`--trainer.max_epochs {total}` on a `lit-robust` "
                 "or LightningCLI command line) or change `round_epochs`."
             )
-        self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed,
+        # a multi-seed study's `seed_everything(s)` reaches the shuffling and the re-draws (a researcher's three
+        # seeds all re-initialised with seed 0 + round, silently)
+        self.fit_seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.fit_seed,
                                          num_replicas=trainer.world_size, rank=trainer.global_rank)
         # on every rank: under DDP `trainer.log_dir` is a collective, which the rank-0 plot at fit end cannot call
         self._plot_folder = (os.fspath(self.plot_dir) if self.plot_dir is not None
@@ -671,7 +677,7 @@ class ITLM(Callback):
         # creates the iterator twice in an epoch whose loader was reloaded (a round start) and once in a resumed fit's
         # first epoch, and the dropout etc. that follow must draw what an uninterrupted fit draws (see random_state);
         # the sampler re-seeds it every epoch, so the workers' seeds are the same either way
-        self._loader_generator = torch.Generator().manual_seed(self.seed)
+        self._loader_generator = torch.Generator().manual_seed(self.fit_seed)
         self._sampler.worker_generator = self._loader_generator
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
@@ -1479,7 +1485,7 @@ class ITLM(Callback):
 
     def _reinitialize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         module: RobustMixin = pl_module  # type: ignore[assignment]
-        module.reinitialize(self.seed + self._round)
+        module.reinitialize(self.fit_seed + self._round)
         # announce it: per-batch schedules (BatchFilter's warm-up, its "auto" window) restart from this epoch
         module.model_start_epoch = trainer.current_epoch
         trainer.strategy.setup_optimizers(trainer)
