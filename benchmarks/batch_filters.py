@@ -38,6 +38,7 @@ since removed (``--part bn``, commit ec686ea); it renders from its JSON here and
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -47,6 +48,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from harness import Benchmark, main, md_table, mean_std, pm, quiet, trainer  # noqa: E402
 
 CLS_METHODS = ["standard", "spl", "prl", "prl_g", "coteaching", "co_prl", "bootstrap"]
@@ -280,6 +282,7 @@ def _render_filters(saved: dict) -> str:
     lines = ["# Per-batch robust filters (robust_dnn_thesis Tables 4.1 / 4.2, scaled to CPU)", "",
              f"Produced by `{m['command']}` on {m['date']} ({m['machine']}, {m['jobs']} worker process(es) × 1 torch "
              f"thread(s)); wall time {m['wall_s'] / 60:.1f} min; seeds {list(p['seeds'])}.{torch_note}",
+             _reproduce(saved),
              "Each cell: mean ± std over seeds of the clean-test metric averaged over the last "
              f"{p['last']} epochs; drop ratio ε = corruption rate, warm-up T_k epochs; paper's value in parentheses.",
              ""]
@@ -331,6 +334,30 @@ def _render_filters(saved: dict) -> str:
             lines.append(f"| {corr} {pct} % | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _reproduce(saved: dict) -> str:
+    """The command that writes this table where it is committed: a full run's ``--out`` elsewhere (a scratch folder)
+    is dropped when it named ``batch_filters.md``, since full mode writes ``benchmarks/results/batch_filters.md``."""
+    argv = shlex.split(saved["meta"]["command"])
+    out = next((a.split("=", 1)[1] if a.startswith("--out=") else argv[i + 1] for i, a in enumerate(argv)
+                if a.startswith("--out=") or (a == "--out" and i + 1 < len(argv))), None)
+    if saved["mode"] == "full" and out is not None and Path(out).name == "batch_filters.md":
+        keep, skip = [], False
+        for a in argv:
+            if skip:
+                skip = False
+            elif a == "--out":
+                skip = True
+            elif not a.startswith("--out="):
+                keep.append(a)
+        argv = keep
+    cmd = shlex.join(argv)
+    path = harness.saved_json({**saved, "meta": {**saved["meta"], "command": cmd}}, "batch_filters.json")
+    if path is None:
+        return f"Reproduce: `{cmd}` (printed only: `--out FILE.md` writes the table and the saved run beside it)."
+    return (f"Reproduce: `{cmd}` (writes `{Path(path).with_suffix('.md').as_posix()}` and the saved run `{path}`; "
+            f"`--render {path}` re-prints the table without training).")
 
 
 BN_NAMES = {"standard": "Standard", "prl": "PRL(L)", "prl_refit": "PRL(L), refit_kept"}

@@ -50,6 +50,11 @@ class Protocol:
     hidden: int = 128  # --hidden
     lr: float = 0.05
     batch_size: int = 128
+    # recorded in the saved run since 2026-12-03 (older runs' JSON lacks them: their tables say so)
+    model: str = "ImageClassifier(backbone='mlp'), one hidden layer, ReLU"
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
 
 
 FULL = Protocol()
@@ -111,7 +116,8 @@ def run_one(task: dict) -> dict:
     p = Protocol(**task["settings"])
     dm = _data(task["kind"], task["rate"], task["seed"], p, task["data_root"])
     pl.seed_everything(task["seed"], verbose=False)
-    model = ImageClassifier(backbone="mlp", image_size=8 if p.data == "digits" else 28, hidden=p.hidden, lr=p.lr)
+    model = ImageClassifier(backbone="mlp", image_size=8 if p.data == "digits" else 28, hidden=p.hidden, lr=p.lr,
+                            optimizer=p.optimizer, momentum=p.momentum, weight_decay=p.weight_decay)
     variant = task["variant"]
     itlm = None
     if variant != "plain":
@@ -122,7 +128,7 @@ def run_one(task: dict) -> dict:
     t.fit(model, train_dataloaders=dm.train_dataloader())
     acc = float(t.test(model, dm, verbose=False)[0]["test_acc"])
     out = {key: task[key] for key in ("kind", "rate", "seed", "variant")}
-    out["acc"] = acc
+    out.update(acc=acc, n_train=len(dm.train_set), n_test=len(dm.test_set))
     if itlm is not None:
         labels, corrupted = dm.train_set.targets, dm.train_set.corrupted
         kept = torch.zeros(labels.numel(), dtype=torch.bool)
@@ -169,6 +175,33 @@ def _paired(saved: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def _sizes(saved: dict, key: str, sep: str = ",") -> str | None:
+    """The training or test set size the runs recorded (``n_train`` / ``n_test``), ``None`` in runs that did not."""
+    sizes = sorted({r[key] for r in saved["results"] if r.get(key) is not None})
+    return " / ".join(f"{n:{sep}}" if sep else str(n) for n in sizes) if sizes else None
+
+
+def settings_line(saved: dict) -> str:
+    """The protocol of a saved run, from its settings (and the sizes its runs recorded); what an older run's JSON
+    did not record is named as such, never filled in."""
+    p = saved["settings"]
+    missing = "not recorded in this run's JSON"
+    name = DATA[p.get("data", "fashion")]
+    n_train = _sizes(saved, "n_train") or f"{p['train_size']:,}"
+    n_test = _sizes(saved, "n_test")
+    rates = p.get("rates", [p.get("rate")])
+    epochs = list(p["round_epochs"])
+    opt = (f"{p['optimizer'].upper()} lr {p['lr']}, momentum {p['momentum']}, weight decay {p['weight_decay']}"
+           if "optimizer" in p else f"lr {p['lr']} (optimizer, momentum and weight decay {missing})")
+    return (f"Settings: model {p.get('model', missing)}, hidden width "
+            f"{p['hidden']}; {opt}; batch {p['batch_size']}; ITLM round 0 on every sample then "
+            f"{len(epochs) - 1} re-initialised rounds, epochs per round {epochs} (plain: {sum(epochs)} epochs on every "
+            f"sample); {name}: {n_train} training images, "
+            + (f"{n_test} clean test images" if n_test else f"test set size {missing}")
+            + f"; seeds {list(p['seeds'])}; noise kinds {list(p['kinds'])} at rates "
+            f"{[round(100 * r) for r in rates]} % (clean at 0).")
+
+
 def smoke_note(saved: dict) -> str | None:
     """For a ``--quick`` or ``--smoke`` run: that its figures are a smoke test, not the full tables' comparison."""
     if saved["mode"] == "full":
@@ -210,12 +243,13 @@ def render(saved: dict) -> str:
     pair_table = md_table(["noise", "ε %", "true", "true per_class", "Δ", "auto", "auto per_class", "Δ"], pair_rows)
     name = DATA[p.get("data", "fashion")]
     return "\n".join([
-        f"# ITLM: one trim vs `per_class=True` ({name} {p['train_size'] if name != 'digits' else 1300}, MLP of "
+        f"# ITLM: one trim vs `per_class=True` ({name} {_sizes(saved, 'n_train', '') or p['train_size']}, MLP of "
         f"{p['hidden']}, rounds of {list(p['round_epochs'])} epochs)", "",
         "`true` = `ITLM(keep_ratio=1 − ε)`, `auto` = `ITLM(keep_ratio='auto')` (default estimator); `per_class` "
         "trims each class by its given label to the same share. Mean over seeds "
         f"{list(p['seeds'])}; *smallest class kept* = the final selection's smallest share of one class's samples "
-        "(by given label). Settings: benchmarks/itlm_per_class.py.", "",
+        "(by given label).", "",
+        settings_line(saved), "",
         *([note, ""] if note else []),
         *table, "",
         "Test accuracy %, one trim against `per_class` (Δ = per_class − one trim, points, mean of the seeds' "
@@ -278,8 +312,13 @@ def configure(s: Protocol, args: Any) -> Protocol:
         s = replace(s, rates=tuple(args.rates))
     if args.data is not None and args.data != "fashion":
         s = replace(s, data=args.data, kinds=tuple(k for k in s.kinds if k != "pairs"))
-        if args.data == "digits":
-            s = replace(s, batch_size=64, round_epochs=tuple(args.round_epochs or (10,) * len(s.round_epochs)))
+        if args.data == "digits":  # scikit-learn's digits: its own fixed split, `train_size` does not apply
+            from lit_robust import DigitsDataModule
+
+            dm = DigitsDataModule(clean_ratio=1.0, val_size=0, seed=0)
+            dm.setup("fit")
+            s = replace(s, batch_size=64, round_epochs=tuple(args.round_epochs or (10,) * len(s.round_epochs)),
+                        train_size=len(dm.train_set))
     if args.kinds is not None:
         allowed = KINDS if s.data == "fashion" else tuple(k for k in KINDS if k != "pairs")
         if not args.kinds or any(k not in allowed for k in args.kinds):
