@@ -297,7 +297,7 @@ def _render_filters(saved: dict) -> str:
                   "|---|---|" + "---|" * len(cls_m)]
         for (ds, noise, pct), cells in sorted(agg["cls"].items()):
             paper = PAPER_CLS.get((noise, pct), {})
-            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 2))
+            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 2, n=cells[m]["n"]))
                    + (f" ({paper[m]:.2f})" if m in paper else "") for m in cls_m]
             lines.append(f"| {_data_name(ds)} | {noise} {pct} % | " + " | ".join(row) + " |")
         lines += ["", "Orderings (ours, on the means over seeds; the thesis's hold on CIFAR-10), and in how many "
@@ -326,12 +326,18 @@ def _render_filters(saved: dict) -> str:
                   f"{p['reg_epochs']} epochs, T_k = {p['reg_warmup']}, {p['reg_train_size']} training images (seeded "
                   "subsample of the offline 6,000), "
                   "4,000 clean test images; targets standardised. Paper: CelebA landmarks (Table 4.1).", "",
-                  "| corruption | " + " | ".join(LABEL[m] for m in reg_m) + " |", "|---|" + "---|" * len(reg_m)]
+                  "| corruption | " + " | ".join(LABEL[m] + (" †" if m == "spl" else "") for m in reg_m) + " |",
+                  "|---|" + "---|" * len(reg_m)]
         for (corr, pct), cells in sorted(agg["reg"].items(), key=lambda kv: (CORRUPTIONS.index(kv[0][0]), kv[0][1])):
             paper = PAPER_REG.get((corr, pct), {})
-            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 3))
+            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 3, n=cells[m]["n"]))
                    + (f" ({paper[m]:.3f})" if m in paper else "") for m in reg_m]
             lines.append(f"| {corr} {pct} % | " + " | ".join(row) + " |")
+        if "spl" in reg_m:
+            lines += ["", "† The paper's values in the SPL column are Table 4.1's PRL(L) column: the table has no SPL "
+                      "column, and the thesis says SPL has the same form as PRL(L) for regression with the mean square "
+                      "error, the loss-layer gradient norm being the loss itself (§4.3.6, and again in the list of "
+                      "baselines of §4.4)."]
         lines.append("")
     return "\n".join(lines)
 
@@ -383,7 +389,7 @@ def _render_bn(saved: dict) -> str:
              "over seeds (per seed in brackets); seconds per run (mean; the machine was shared).", "",
              *md_table(["data", "noise", *(BN_NAMES[x] for x in methods)],
                        [[_data_name(ds), f"{noise} {pct} %",
-                         *("–" if cells.get(x) is None else f"{pm(cells[x]['mean'], cells[x]['std'], 2)} "
+                         *("–" if cells.get(x) is None else f"{pm(cells[x]['mean'], cells[x]['std'], 2, n=cells[x]['n'])} "
                            f"{cells[x]['per_seed']} ({cells[x]['seconds']:.0f} s)" for x in methods)]
                         for (ds, noise, pct), cells in sorted(agg["bn"].items())]), "",
              *m["verdict"]]

@@ -333,7 +333,7 @@ def render(saved: dict[str, Any]) -> str:
     for r in rows:
         p = r["paper"] or {"baseline": float("nan"), "itlm": float("nan"), "oracle": float("nan")}
         prec = "—" if r["clean_precision"] is None else f"{100 * r['clean_precision']:.1f} %"
-        table.append([r["noise"], f"{r['clean']} %", *(pm(r[k], r[k + "_std"], 2) for k in METHODS),
+        table.append([r["noise"], f"{r['clean']} %", *(pm(r[k], r[k + "_std"], 2, n=len(r["seeds"])) for k in METHODS),
                       *(f"{p[k]:.2f}" for k in METHODS), f"{r['itlm'] - r['baseline']:+.2f}",
                       f"{p['itlm'] - p['baseline']:+.2f}", yn(r.get("itlm_target_met")),
                       yn(r.get("gain_target_met")), prec])
@@ -381,7 +381,8 @@ def render(saved: dict[str, Any]) -> str:
         "Final model of each method (no model selection at all):",
         "",
         *md_table(["noise", "clean", "Baseline", "ITLM", "Oracle"],
-                  [[r["noise"], f"{r['clean']} %", *(pm(r[k + "_final"], r[k + "_final_std"], 2) for k in METHODS)]
+                  [[r["noise"], f"{r['clean']} %", *(pm(r[k + "_final"], r[k + "_final_std"], 2, n=len(r["seeds"]))
+                                                    for k in METHODS)]
                    for r in rows]),
     ]
     if authors:
