@@ -601,6 +601,22 @@ def test_itlm_per_class_rejects_bad_options():
         mod.main(mod.BENCHMARK, ["--smoke", "--data", "mnist", "--kinds", "pairs"])
 
 
+def test_itlm_per_class_plain_last_round_trains_as_long_as_itlms_final_model(tmp_path):
+    """A researcher: ITLM was compared with plain training of the rounds' summed epochs, while its final model trains
+    only the last round's. ``--plain-last-round 1`` adds plain training of that length, and the table compares them."""
+    mod = _load("itlm_per_class")
+    out = tmp_path / "pc.md"
+    summary = mod.main(mod.BENCHMARK, ["--smoke", "--data", "digits", "--kinds", "random", "--rates", "0.2",
+                                       "--round-epochs", "1", "2", "--plain-last-round", "1", "--out", str(out)])
+    assert set(summary["itlm_minus_plain_last_round_points"]["random 20"]) == {"true", "true per_class", "auto",
+                                                                              "auto per_class"}
+    saved = json.loads(out.with_suffix(".json").read_text())
+    epochs = {r["variant"]: r["epochs"] for r in saved["results"]}
+    assert epochs["plain"] == 3 and epochs["plain last round"] == 2 and saved["settings"]["plain_last_round"] is True
+    text = out.read_text()
+    assert "| random | 20 | plain last round |" in text and "ITLM against plain training of equal length" in text
+
+
 def test_itlm_per_class_runs_other_data_at_several_rates(tmp_path):
     """``--data digits --rates``: one row per noise and rate (clean once), each with its own true keep_ratio."""
     mod = _load("itlm_per_class")
