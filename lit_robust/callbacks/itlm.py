@@ -623,6 +623,9 @@ class ITLM(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
+        # `load_report` to the run before's file
+        self.report_path = None
         module = require_mixin(self._title, pl_module)
         fresh = not continues_earlier_fit(trainer)
         if fresh:
@@ -1034,7 +1037,12 @@ class ITLM(Callback):
         reasons = collapse_reasons(rec.first_epoch_loss, rec.last_epoch_loss, fresh_model and rec.epochs >= 2,
                                    accuracy, _num_classes(trainer, pl_module))
         rec.collapsed = bool(reasons)
-        self.history.append(rec)
+        if self.history and self.history[-1].round == rec.round:
+            # a fit stopped in the scoring pass that follows, then continued on the same Trainer, ends the round
+            # again (a notebook user's history held round 0 twice)
+            self.history[-1] = rec
+        else:
+            self.history.append(rec)
         if self.verbose:
             _print_round_line(trainer, rec, self.num_rounds, self._title)
         if reasons:
@@ -1514,6 +1522,15 @@ class ITLM(Callback):
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
+        saved = ((checkpoint.get("callbacks") or {}).get(self.state_key) or {}).get("arguments") or {}
+        if self.seed is None and trainer.state.fn == TrainerFn.FITTING and isinstance(saved.get("seed"), int):
+            # the global seed's part: a resumed fit goes on with the seed it started with, whatever the process's
+            # global seed is now (an `ITLM(seed=...)` of yours is checked against it instead)
+            self.fit_seed = saved["seed"]
+            if self._sampler is not None:
+                self._sampler.seed = self.fit_seed
+            if self._loader_generator is not None:
+                self._loader_generator.manual_seed(self.fit_seed)
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
         if self._restore_state and self._sampler is not None:
