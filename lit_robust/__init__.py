@@ -14,6 +14,7 @@ from lit_robust.anomaly import (
     RealNVP,
     RobustRealNVP,
     TwoMoonsAnomalyDataModule,
+    anomaly_threshold,
     roc_auc,
 )
 from lit_robust.callbacks import (
@@ -151,6 +152,7 @@ __all__ = [
     "OneClassMNISTDataModule",
     "OneClassFashionMNISTDataModule",
     "roc_auc",
+    "anomaly_threshold",
     "AdversarialTrigger",
     "BackdoorMetrics",
     "BackdoorMNISTDataModule",

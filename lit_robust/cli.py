@@ -663,18 +663,24 @@ def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
     return f"{head}; no earlier fit with this config was found: run `lit-robust fit` first, or pass a checkpoint file."
 
 
-# a datamodule's arguments that change how the data are loaded, not which data the weights were fitted on
+# a datamodule's arguments that change how the data are loaded, not which data the weights were fitted on; and
+# any argument named `predict*`, the data a `predict` reads (an anomaly newcomer's "score tomorrow's file",
+# `--data.init_args.predict_csv new.csv`, found no fit "with this config")
 _LOADER_ONLY = frozenset({"batch_size", "eval_batch_size", "num_workers", "root", "download", "pin_memory"})
 
 
+def _loader_only(name: str) -> bool:
+    return name in _LOADER_ONLY or name.startswith("predict")
+
+
 def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
-    """The model, the data (less the loader-only arguments), the callbacks and the seed of a config: a checkpoint
+    """The model, the data (less the loader-only and ``predict*`` arguments), the callbacks and the seed of a config: a checkpoint
     fitted under another one is not "the last fit with this config" (an anomaly newcomer's seed-0 test loaded the
     seed-2 fit's weights). An argument set to ``None`` counts as unset (a datamodule that gained an optional argument
     no longer refused every earlier fit)."""
     data = config.get("data")
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
-        data = {**data, "init_args": {k: v for k, v in data["init_args"].items() if k not in _LOADER_ONLY}}
+        data = {**data, "init_args": {k: v for k, v in data["init_args"].items() if not _loader_only(k)}}
     trainer = config.get("trainer") or {}
     return _without_none({"model": config.get("model"), "data": data,
                           "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None,

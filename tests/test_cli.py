@@ -897,3 +897,10 @@ def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
         "seed_everything: 2 in that fit, 0 here"]
     newer = {**base, "data": {"class_path": "D", "init_args": {"csv": "a.csv", "predict_csv": None}}}
     assert fit_signature(newer) == fit_signature(base)
+    # the file a `predict` scores is not part of the fit (an anomaly newcomer's "score tomorrow's file")
+    tomorrow = {**base, "data": {"class_path": "D", "init_args": {"csv": "a.csv", "predict_csv": "new.csv",
+                                                                  "num_workers": 2}}}
+    assert fit_signature(tomorrow) == fit_signature(base)
+    other_data = {**base, "data": {"class_path": "D", "init_args": {"csv": "b.csv"}}}
+    assert signature_differences(fit_signature(base), fit_signature(other_data)) == [
+        "data.init_args.csv: 'b.csv' in that fit, 'a.csv' here"]

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -220,3 +221,28 @@ def test_the_pandas_report_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
     train_df, joined = scope["train_df"], scope["joined"]
     assert list(train_df.index) != list(range(len(train_df))) and len(joined) == len(train_df) == 426
     assert joined["given_label"].notna().all()
+
+
+def test_the_image_folder_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
+    """The "From an image folder" recipe (corruption-rate.md) runs as written on a small folder of PNGs, and its
+    `path` column names each row's file: the file's folder is its given class."""
+    pytest.importorskip("pandas")
+    torchvision = pytest.importorskip("torchvision")
+    from PIL import Image
+
+    text = (DOCS / "capabilities" / "corruption-rate.md").read_text(encoding="utf-8")
+    section = text.split("### From an image folder (with augmentations)", 1)[1].split("\n### ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    g = torch.Generator().manual_seed(0)
+    for c, name in enumerate(["bag", "boot", "coat"]):
+        (tmp_path / "data" / "train" / name).mkdir(parents=True)
+        for i in range(20):
+            pixels = (torch.rand(28, 28, generator=g) * 60 + 80 * c).to(torch.uint8).numpy()
+            Image.fromarray(pixels, mode="L").save(tmp_path / "data" / "train" / name / f"{i:03d}.png")
+    monkeypatch.chdir(tmp_path)  # data/, lightning_logs/ and the report
+    scope: dict = {}
+    exec(compile(code, "corruption-rate.md", "exec"), scope)
+    report, folder = scope["report"], scope["folder"]
+    assert isinstance(folder, torchvision.datasets.ImageFolder) and len(report) == 60
+    assert sorted(report["path"]) == sorted(path for path, _ in folder.samples)
+    assert all(path.split("/")[-2] == given for path, given in zip(report["path"], report["given_class"]))

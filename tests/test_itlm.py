@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import ITLM, ActivationClustering, load_report
+from lit_robust import ITLM, ActivationClustering, BatchFilter, load_report
 from lit_robust.selection.rules import trim_mask
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
 
@@ -83,6 +83,24 @@ def test_reinit_redraws_parameters_and_optimizer(tmp_path):
     ref.reinitialize(7 + 1)
     assert torch.equal(w1, ref.net[0].weight)  # round 1 starts from the seeded re-draw
     assert o0 != o1 and st1 == 0  # a fresh optimizer without momentum buffers
+
+
+@pytest.mark.parametrize(("global_seed", "seed", "used"), [(5, None, 5), (5, 7, 7), (0, None, 0)])
+def test_the_seed_follows_seed_everything_unless_given(tmp_path, global_seed, seed, used):
+    """A researcher's multi-seed study (`seed_everything(s)`, ITLM's seed left out) re-drew every seed's rounds from
+    seed 0 + round, silently: the default now reads the global seed, as Lightning's distributed sampler does."""
+    drawn = []
+
+    class Model(TinyModel):
+        def reinitialize(self, seed):
+            drawn.append(seed)
+            super().reinitialize(seed)
+
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1, 1], seed=seed, verbose=False, plot=False)
+    pl.seed_everything(global_seed, verbose=False)
+    tiny_trainer(tmp_path, 3, [itlm]).fit(Model(), BlobsData())
+    assert itlm.fit_seed == used and drawn == [used + 1, used + 2]
+    assert itlm.resume_arguments()["seed"] == used  # saved: a resumed fit goes on with it (the resume tests)
 
 
 def test_no_reinit_keeps_training_the_same_model(tmp_path):
@@ -824,3 +842,45 @@ def test_a_mean_loss_is_named_by_the_method_the_user_wrote(tmp_path):
     with pytest.raises(ValueError, match=r"^`ITLM`: `per_sample_loss` must return one loss per sample \(shape "
                                          r"\(32,\)\), got \(\)\. Use `reduction='none'`"):
         trainer.fit(MeanLoss(), BlobsData())
+
+
+def test_a_fit_stopped_in_its_scoring_pass_and_continued_records_each_round_once(tmp_path):
+    """A notebook user pressed stop while ITLM scored and re-ran the fit cell on the same Trainer: round 0's record
+    was appended twice (the round ends again when the fit goes on)."""
+    class Stopped(TinyModel):
+        calls = 0
+
+        def sample_scores(self, batch):
+            Stopped.calls += 1
+            if Stopped.calls == 5:  # the 4th of the first scoring pass's 8 batches (the 1st call checks a batch)
+                raise KeyboardInterrupt("stop pressed")  # Lightning ends the fit with SystemExit(1)
+            return super().sample_scores(batch)
+
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 2, 2], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    trainer, model, data = tiny_trainer(tmp_path, 6, [itlm]), Stopped(), BlobsData()
+    with pytest.raises(SystemExit):
+        trainer.fit(model, data)
+    trainer.fit(model, data)
+    assert [r.round for r in itlm.history] == [0, 1, 2]
+    assert [r.kept for r in itlm.history] == [240, 168, 168]
+
+
+@pytest.mark.parametrize("make", [lambda d: ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False,
+                                                 report_dir=str(d)),
+                                  lambda d: BatchFilter("prl", drop_ratio=0.2, report_dir=str(d))],
+                         ids=["ITLM", "BatchFilter"])
+def test_a_failed_fit_leaves_no_report_path_of_the_fit_before(tmp_path, make):
+    """A notebook user re-ran a fit cell with the same callback on new data; it crashed, and `report_path` still led
+    `load_report` to the previous run's file."""
+    class Crash(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            raise RuntimeError("crash")
+
+    callback = make(tmp_path / "reports")
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 2, [callback]).fit(TinyModel(), BlobsData())
+    assert callback.report_path is not None and Path(callback.report_path).exists()
+    with pytest.raises(RuntimeError, match="crash"):
+        tiny_trainer(tmp_path, 2, [callback, Crash()]).fit(TinyModel(), BlobsData())
+    assert callback.report_path is None

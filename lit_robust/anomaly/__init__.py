@@ -3,10 +3,11 @@
 * :class:`RealNVP` / :class:`RobustRealNVP` — density estimation with per-batch trimming of the
   lowest-density points and spectrally normalised couplings (thesis Alg. 2);
 * :class:`RCA` — two autoencoders exchanging their lowest-error samples (thesis Alg. 1); :class:`AutoEncoder`;
-* datamodules with contamination flags (two moons, one-class MNIST / FashionMNIST) and :func:`roc_auc`.
+* datamodules with contamination flags (two moons, one-class MNIST / FashionMNIST) and :func:`roc_auc`;
+* :func:`anomaly_threshold` (``fit_threshold`` / ``predict_anomaly`` of every detector): yes/no for new samples.
 """
 
-from lit_robust.anomaly.base import AnomalyDetector, check_finite, roc_auc
+from lit_robust.anomaly.base import AnomalyDetector, anomaly_threshold, check_finite, roc_auc
 from lit_robust.anomaly.data import (
     AnomalyDataModule,
     OneClassFashionMNISTDataModule,
@@ -28,6 +29,7 @@ from lit_robust.anomaly.rca import (
 
 __all__ = [
     "AnomalyDetector",
+    "anomaly_threshold",
     "roc_auc",
     "check_finite",
     "RealNVP",

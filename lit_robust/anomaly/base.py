@@ -3,6 +3,7 @@ and a loud failure when a score or a training loss is not finite."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,9 +15,10 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
-from lit_robust.selection.rules import percent_hint
+from lit_robust.selection.rules import keep_count, percent_hint
 
-__all__ = ["AnomalyDetector", "AnomalyAUROC", "roc_auc", "check_finite", "check_ratio", "check_input_dim", "check_input"]
+__all__ = ["AnomalyDetector", "AnomalyAUROC", "anomaly_threshold", "roc_auc", "check_finite", "check_ratio",
+           "check_input_dim", "check_input"]
 
 
 def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
@@ -55,6 +57,32 @@ def check_input(owner: str, x: Tensor, dim: int, dtype: torch.dtype, flat: bool)
             precision = ', or train in 64 bits: `Trainer(precision="64-true")`'
         raise ValueError(f"{owner} expects inputs of dtype {dtype}, its parameters' dtype, got {x.dtype}{numpy_default}: "
                          f"convert them, e.g. `torch.as_tensor(features, dtype={dtype})`{precision}.")
+
+
+def anomaly_threshold(scores: Tensor | Any, contamination: float) -> float:
+    """The score above which a sample is called anomalous, from the scores of training data of which a share
+    ``contamination`` is anomalous: the largest of the ``floor((1 - contamination) * n)`` lowest scores (at least
+    one), i.e. the largest score a trim at that rate keeps. A sample is anomalous when its score is greater (pure).
+
+    On the training scores themselves this flags ``n - floor((1 - contamination) * n)`` samples, fewer where other
+    scores tie with the threshold. NaN/inf scores rank above every finite one, as in the trimming; a threshold that
+    would fall on one raises ``ValueError``. ``contamination=0`` gives the largest training score.
+
+    >>> anomaly_threshold(torch.tensor([0.5, 9.0, 1.0, 2.0, 1.5]), 0.2)  # 4 kept: 0.5, 1.0, 1.5, 2.0
+    2.0
+    """
+    contamination = check_ratio("contamination", contamination)
+    s = torch.as_tensor(scores).detach().flatten().double().cpu()
+    if s.numel() == 0:
+        raise ValueError("`scores` must hold at least one score, got none.")
+    k = max(1, keep_count(s.numel(), 1.0 - contamination))
+    ranked = torch.sort(torch.where(torch.isfinite(s), s, torch.inf)).values
+    threshold = float(ranked[k - 1])
+    if not math.isfinite(threshold):
+        bad = int((~torch.isfinite(s)).sum())
+        raise ValueError(f"`scores`: {bad} of {s.numel()} are NaN or infinite, so the threshold at contamination="
+                         f"{contamination:g} (the largest of the {k} lowest) is not a number. Score finite data.")
+    return threshold
 
 
 def roc_auc(scores: Tensor | Any, is_anomaly: Tensor | Any) -> float:
@@ -119,12 +147,16 @@ class AnomalyDetector(pl.LightningModule):
 
     * ``test_step`` — on ``(index, x, is_anomaly)`` batches, accumulates ROC-AUC (``test_auroc``);
     * ``predict_step`` — the anomaly scores of a batch;
-    * :meth:`score_dataset` — scores of every sample of a loader, in order.
+    * :meth:`score_dataset` — scores of every sample of a loader, in order;
+    * :meth:`fit_threshold` and :meth:`predict_anomaly` — a yes/no decision for new samples, from a threshold set on
+      the training scores and kept in the checkpoints saved afterwards.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.test_auroc = AnomalyAUROC()
+        self.threshold: float | None = None  # set by `fit_threshold`
+        self.threshold_contamination: float | None = None
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)  # calls `check_data` of subclasses that have one
@@ -134,6 +166,10 @@ class AnomalyDetector(pl.LightningModule):
         raise NotImplementedError
 
     def _scores(self, batch: Any, batch_idx: int, stage: str) -> tuple[Tensor, Any]:
+        if stage != "test" and (isinstance(batch, Tensor) or (isinstance(batch, (tuple, list)) and len(batch) == 1)):
+            # new samples have no target: a loader over a tensor, or a `TensorDataset(x)`'s 1-tuples (an anomaly
+            # newcomer's production rows were refused as "a list of length 1")
+            batch = (batch if isinstance(batch, Tensor) else batch[0], None)
         b = unpack_eval_batch(batch)
         scores = self.anomaly_score(b.input)
         check_finite("anomaly score", scores, batch_idx, b.index, stage)
@@ -185,3 +221,74 @@ class AnomalyDetector(pl.LightningModule):
                            "index, so the scores are in a random order that nothing maps back to your samples: score "
                            "a loader with `shuffle=False`.")
         return out, target
+
+    # -- yes/no decisions ---------------------------------------------------------------------------------------
+    def _default_contamination(self) -> float:
+        """The contamination the model trained with: a numeric ``drop_ratio`` > 0, or ``"auto"``'s estimate."""
+        ratio = getattr(self, "drop_ratio", None)
+        name = type(self).__name__
+        if ratio == "auto":
+            estimate = getattr(self, "estimated_corruption", None)
+            if estimate is None:
+                raise ValueError(f"`contamination` must be given: {name}(drop_ratio='auto') has no estimate yet (it is "
+                                 "made during a fit's warm-up), got None.")
+            return float(estimate)
+        if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0:
+            return float(ratio)
+        raise ValueError(f"`contamination` must be given (a number in [0, 0.5), the share of anomalies in the data "
+                         f"you pass): {name} trained with drop_ratio={ratio!r}, which names none, got None.")
+
+    @torch.no_grad()
+    def _score_all(self, data: Any) -> Tensor:
+        """Every sample's score: of a ``[n, ...]`` tensor (in chunks, eval mode) or of a loader (:meth:`score_dataset`)."""
+        if not isinstance(data, Tensor):
+            return self.score_dataset(data)[0]
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [self.anomaly_score(chunk.to(self.device)).cpu() for chunk in data.split(4096)]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else data.new_zeros(0)
+
+    def fit_threshold(self, data: Any, contamination: float | None = None) -> float:
+        """Set :attr:`threshold` from the scores of ``data``, the training samples (or others drawn alike), of which
+        a share ``contamination`` is taken to be anomalous (:func:`anomaly_threshold`), and return it.
+
+        Args:
+            data: a ``DataLoader`` (scored as by :meth:`score_dataset`; the shuffled training loader works) or a
+                float tensor ``[n, dim]`` of samples.
+            contamination: the share of anomalies in ``data``, in ``[0, 0.5)``; default: the model's own — a
+                numeric ``drop_ratio`` > 0, or with ``drop_ratio="auto"`` the fit's estimate
+                (:attr:`estimated_corruption`; 0 makes the threshold the largest training score).
+
+        The model scores in eval mode, in this process (call it after ``trainer.fit``, not inside a DDP run). A
+        checkpoint saved afterwards (``trainer.save_checkpoint``) keeps the threshold for ``load_from_checkpoint``;
+        the ones ``ModelCheckpoint`` wrote during the fit predate it. RCA's score averages dropout passes: seed
+        (``torch.manual_seed``) before both calls for repeatable decisions.
+        """
+        contamination = self._default_contamination() if contamination is None else check_ratio("contamination",
+                                                                                                   contamination)
+        threshold = anomaly_threshold(self._score_all(data), contamination)
+        self.threshold, self.threshold_contamination = threshold, contamination
+        return threshold
+
+    def predict_anomaly(self, x: Tensor) -> Tensor:
+        """``[B]`` booleans: True where the score of ``x`` (a float tensor) is above :attr:`threshold` — or NaN/inf,
+        which rank as most anomalous. The scores are computed as by :meth:`anomaly_score`, without gradients."""
+        if self.threshold is None:
+            raise RuntimeError(f"{type(self).__name__}.predict_anomaly needs a threshold: call "
+                               "`model.fit_threshold(train_loader)` after training (or load a checkpoint saved after it).")
+        with torch.no_grad():
+            scores = self.anomaly_score(x)
+        return ~(scores <= self.threshold)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.threshold is not None:
+            checkpoint["anomaly_threshold"] = {"threshold": self.threshold,
+                                               "contamination": self.threshold_contamination}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("anomaly_threshold")  # absent from checkpoints saved before `fit_threshold`
+        self.threshold = None if saved is None else float(saved["threshold"])
+        self.threshold_contamination = None if saved is None else saved["contamination"]

@@ -246,6 +246,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         self.log("val_nll", losses.mean(), sync_dist=True)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         # `load_from_checkpoint` (no Trainer) restores no callback: the module's own filter gets what the fit found
         # (its history and "auto" estimate), as RCA keeps its own; a resumed fit restores it as a callback
         if self.batch_filter is not None and self._trainer is None:

@@ -295,12 +295,14 @@ class RCA(ModuleReport, AnomalyDetector):
             self.log("rca/estimated_corruption", self._auto.estimate, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self._auto is not None:
             checkpoint["rca_auto_drop"] = self._auto.state_dict()
         checkpoint["rca_report"] = self._report.state_dict()
         checkpoint["rca_random_state"] = random_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         if self._auto is not None and "rca_auto_drop" in checkpoint:
             self._auto.load_state_dict(checkpoint["rca_auto_drop"])
         self._report.load_state_dict(checkpoint.get("rca_report"))  # absent from checkpoints before the report

@@ -197,6 +197,7 @@ class ModuleReport:
     def setup_report(self, auto: Any = None) -> None:
         """At ``setup("fit")``: this fit's report path (checked on every rank; ``auto`` as in
         :meth:`EpochReport.setup`)."""
+        self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
 
     def on_train_start(self) -> None:

@@ -81,7 +81,7 @@ class ActivationClustering(ITLM):
         min_silhouette: float = 0.5,
         class_silhouette: float = 0.6,
         reinit: bool = True,
-        seed: int = 0,
+        seed: int | None = None,
         shuffle: bool = True,
         monitor: str | None = None,
         verbose: bool = True,

@@ -386,6 +386,7 @@ class BatchFilter(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
         module = require_mixin("BatchFilter", pl_module)
         warn_if_mixed_lightning(trainer)
         if not continues_earlier_fit(trainer):  # an earlier fit's epochs do not carry over; the same Trainer's go on

@@ -321,7 +321,9 @@ class ITLM(Callback):
             announced on the module (:attr:`RobustMixin.model_start_epoch`): a :class:`~lit_robust.BatchFilter` on
             the same Trainer restarts its warm-up (and its ``"auto"`` estimation window) at every round start, unless
             built with ``restart_on_reinit=False``.
-        seed: seeds the per-epoch shuffling of the selection and the re-initialisations.
+        seed: seeds the per-epoch shuffling of the selection and the re-initialisations; ``None`` (default): the
+            global seed of ``seed_everything`` (``PL_GLOBAL_SEED``, as Lightning's distributed sampler reads it; 0
+            without one), read at each fit's start (:attr:`fit_seed`).
         shuffle: shuffle the selection each epoch.
         monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
             A metric that is not there at the end of a round raises ``MisconfigurationException``, as
@@ -411,7 +413,7 @@ class ITLM(Callback):
         round_epochs: Sequence[int],
         initial_round_on_all: bool = True,
         reinit: bool = True,
-        seed: int = 0,
+        seed: int | None = None,
         shuffle: bool = True,
         monitor: str | None = None,
         verbose: bool = True,
@@ -464,8 +466,8 @@ class ITLM(Callback):
                 raise TypeError(f"`{name}` must be True or False, got {value!r}.")
         if on_collapse not in _ON_COLLAPSE:
             raise ValueError(f"`on_collapse` must be one of {list(_ON_COLLAPSE)}, got {on_collapse!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, Integral):
-            raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+            raise TypeError(f"`seed` must be an integer or None (the global seed), got {seed!r}.")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
         check_report_args(report, report_dir, report_format)
@@ -489,7 +491,8 @@ class ITLM(Callback):
         self.round_epochs = [int(e) for e in round_epochs]
         self.initial_round_on_all = initial_round_on_all
         self.reinit = reinit
-        self.seed = int(seed)
+        self.seed = None if seed is None else int(seed)
+        self.fit_seed = 0 if seed is None else int(seed)  # the seed of the current fit (`seed`, or the global one)
         self.shuffle = shuffle
         self.monitor = monitor
         self.verbose = verbose
@@ -504,6 +507,7 @@ class ITLM(Callback):
         self.report_path: str | None = None  # the report written by the last fit
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
+        self._scoring_source: str | None = None  # where the scoring pass reads, when the user defines it
         self._low_classes: dict[int, int] = {}  # class -> samples kept when last warned about (`_note_emptied_classes`)
         starts = [0]
         for e in round_epochs:
@@ -560,7 +564,7 @@ class ITLM(Callback):
         """The arguments outside :attr:`state_key` that change what a fit does; a checkpoint holds them and a resumed
         fit must have the same (checked at restore). Output-only ones (``verbose``, ``plot``, ``report``, ...) may
         change."""
-        return {"initial_round_on_all": self.initial_round_on_all, "reinit": self.reinit, "seed": self.seed,
+        return {"initial_round_on_all": self.initial_round_on_all, "reinit": self.reinit, "seed": self.fit_seed,
                 "shuffle": self.shuffle, "estimator": self.estimator, "auto_margin": self.auto_margin,
                 "reestimate": self.reestimate, "on_collapse": self.on_collapse}
 
@@ -619,6 +623,9 @@ class ITLM(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
+        # `load_report` to the run before's file
+        self.report_path = None
         module = require_mixin(self._title, pl_module)
         fresh = not continues_earlier_fit(trainer)
         if fresh:
@@ -657,7 +664,10 @@ class ITLM(Callback):
                 f"but {got}. Set the Trainer's `max_epochs` to {total} (`--trainer.max_epochs {total}` on a `lit-robust` "
                 "or LightningCLI command line) or change `round_epochs`."
             )
-        self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.seed,
+        # a multi-seed study's `seed_everything(s)` reaches the shuffling and the re-draws (a researcher's three
+        # seeds all re-initialised with seed 0 + round, silently)
+        self.fit_seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.fit_seed,
                                          num_replicas=trainer.world_size, rank=trainer.global_rank)
         # on every rank: under DDP `trainer.log_dir` is a collective, which the rank-0 plot at fit end cannot call
         self._plot_folder = (os.fspath(self.plot_dir) if self.plot_dir is not None
@@ -670,7 +680,7 @@ class ITLM(Callback):
         # creates the iterator twice in an epoch whose loader was reloaded (a round start) and once in a resumed fit's
         # first epoch, and the dropout etc. that follow must draw what an uninterrupted fit draws (see random_state);
         # the sampler re-seeds it every epoch, so the workers' seeds are the same either way
-        self._loader_generator = torch.Generator().manual_seed(self.seed)
+        self._loader_generator = torch.Generator().manual_seed(self.fit_seed)
         self._sampler.worker_generator = self._loader_generator
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
@@ -1027,7 +1037,12 @@ class ITLM(Callback):
         reasons = collapse_reasons(rec.first_epoch_loss, rec.last_epoch_loss, fresh_model and rec.epochs >= 2,
                                    accuracy, _num_classes(trainer, pl_module))
         rec.collapsed = bool(reasons)
-        self.history.append(rec)
+        if self.history and self.history[-1].round == rec.round:
+            # a fit stopped in the scoring pass that follows, then continued on the same Trainer, ends the round
+            # again (a notebook user's history held round 0 twice)
+            self.history[-1] = rec
+        else:
+            self.history.append(rec)
         if self.verbose:
             _print_round_line(trainer, rec, self.num_rounds, self._title)
         if reasons:
@@ -1321,7 +1336,16 @@ class ITLM(Callback):
             # closing: an error in a batch leaves the precision context now, not when the generator is collected
             with torch.no_grad(), closing(evaluation_batches(trainer, loader)) as batches:
                 for batch in batches:
-                    ib = unpack_batch(batch)
+                    try:
+                        ib = unpack_batch(batch)
+                    except ValueError as err:
+                        if self._scoring_source is None:
+                            raise
+                        # an image-folder newcomer's unwrapped scoring set was blamed on their (wrapped) training set
+                        raise ValueError(f"{self._title}: {self._scoring_source}: {str(err).split('. ')[0]}. Its "
+                                         "dataset must hold the training samples wrapped in `lit_robust.IndexedDataset` "
+                                         "(the training set's indices and labels, with the evaluation transform)."
+                                         ) from err
                     if labels:
                         s, p, v = scores_and_predictions(module, batch)
                         y, t = integer_labels(ib.target), scalar_targets(ib.target)
@@ -1434,11 +1458,20 @@ class ITLM(Callback):
         return path
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
-        loader = None
+        loader, self._scoring_source = None, None
         for owner in (trainer.datamodule, pl_module):
             fn = getattr(owner, "scoring_dataloader", None) if owner is not None else None
             if callable(fn):
                 loader = fn()
+                self._scoring_source = f"`scoring_dataloader()` of your {'datamodule' if owner is trainer.datamodule else 'module'}"
+                if "augmented" not in self._said and reads_differ(getattr(loader, "dataset", None)):
+                    # an image-folder newcomer's scoring loader kept the training transform, without a word
+                    self._said.add("augmented")
+                    rank_zero_warn(
+                        f"{self._title}: two reads of sample 0 of {self._scoring_source} gave different inputs (a "
+                        "random augmentation?), so each score, and the selection, carries that noise (an image-folder "
+                        "newcomer's top-631 precision: 0.75, against 0.82 with the evaluation transform). Give its "
+                        "dataset the evaluation transform.")
                 break
         if loader is None:
             loader = getattr(self, "_train_loader", None)
@@ -1460,7 +1493,7 @@ class ITLM(Callback):
 
     def _reinitialize(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         module: RobustMixin = pl_module  # type: ignore[assignment]
-        module.reinitialize(self.seed + self._round)
+        module.reinitialize(self.fit_seed + self._round)
         # announce it: per-batch schedules (BatchFilter's warm-up, its "auto" window) restart from this epoch
         module.model_start_epoch = trainer.current_epoch
         trainer.strategy.setup_optimizers(trainer)
@@ -1489,6 +1522,15 @@ class ITLM(Callback):
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
+        saved = ((checkpoint.get("callbacks") or {}).get(self.state_key) or {}).get("arguments") or {}
+        if self.seed is None and trainer.state.fn == TrainerFn.FITTING and isinstance(saved.get("seed"), int):
+            # the global seed's part: a resumed fit goes on with the seed it started with, whatever the process's
+            # global seed is now (an `ITLM(seed=...)` of yours is checked against it instead)
+            self.fit_seed = saved["seed"]
+            if self._sampler is not None:
+                self._sampler.seed = self.fit_seed
+            if self._loader_generator is not None:
+                self._loader_generator.manual_seed(self.fit_seed)
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
         if self._restore_state and self._sampler is not None:

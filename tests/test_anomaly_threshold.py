@@ -1,0 +1,158 @@
+"""A yes/no decision for new samples: `anomaly_threshold` against a slow reference, and the detectors'
+`fit_threshold` / `predict_anomaly` (defaults, bad input, checkpoints)."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_robust import RCA, IndexedDataset, RealNVP, RobustRealNVP, TwoMoonsAnomalyDataModule, anomaly_threshold
+from tests.conftest import tiny_trainer
+
+
+def slow_threshold(scores: list[float], contamination: float) -> float:
+    """Sort (NaN/inf last), keep floor((1 - c) n) (at least 1), return the largest kept."""
+    n = len(scores)
+    kept = max(1, math.floor(round((1 - contamination) * n, 9)))
+    ranked = sorted(scores, key=lambda v: (not math.isfinite(v), v if math.isfinite(v) else 0.0))
+    return ranked[kept - 1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("contamination", [0.0, 0.05, 0.1, 0.29, 0.49])
+def test_threshold_matches_the_slow_reference(seed, contamination):
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 60, (1,), generator=g))
+    scores = torch.randint(0, 8, (n,), generator=g).double() / 2  # many ties
+    if seed % 2:
+        scores[torch.randperm(n, generator=g)[: n // 10]] = math.nan  # a few non-finite, ranked above the rest
+    want = slow_threshold(scores.tolist(), contamination)
+    if not math.isfinite(want):
+        with pytest.raises(ValueError, match=r"`scores`: \d+ of \d+ are NaN or infinite"):
+            anomaly_threshold(scores, contamination)
+        return
+    t = anomaly_threshold(scores, contamination)
+    assert t == want
+    flagged = ~(scores <= t)
+    # without ties at the threshold it flags exactly the samples a trim at that rate drops
+    if int((scores == t).sum()) == 1:
+        assert int(flagged.sum()) == n - max(1, math.floor(round((1 - contamination) * n, 9)))
+
+
+def test_threshold_of_the_docstring_and_of_all_non_finite_but_one():
+    assert anomaly_threshold([0.5, 9.0, 1.0, 2.0, 1.5], 0.2) == 2.0
+    assert anomaly_threshold([0.5, 9.0, 1.0, 2.0, 1.5], 0.0) == 9.0  # nothing of the training data flagged
+    assert anomaly_threshold(torch.tensor([3.0, math.inf, math.nan]), 0.4) == 3.0  # floor(0.6 * 3) = 1 kept
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (0.5, r"`contamination` must be a number in \[0, 0.5\), got 0.5\.$"),
+    (-0.1, r"`contamination` must be a number in \[0, 0.5\), got -0.1\.$"),
+    (5, r"got 5\. It is a fraction, not a percent: for 5 % pass contamination=0\.05\."),
+    ("auto", r"`contamination` must be a number in \[0, 0.5\), got 'auto'\."),
+])
+def test_bad_contamination_is_named(value, message):
+    with pytest.raises(ValueError, match=message):
+        anomaly_threshold([1.0, 2.0], value)
+    with pytest.raises(ValueError, match=message):
+        RealNVP(2, n_couplings=2, hidden=4).fit_threshold(torch.zeros(4, 2), value)
+    with pytest.raises(ValueError, match="`scores` must hold at least one score, got none"):
+        anomaly_threshold([], 0.1)
+
+
+@pytest.fixture(scope="module")
+def moons():
+    x, flag = TwoMoonsAnomalyDataModule(n_train=400, contamination=0.1, anomalies="uniform", seed=3).build()[:2]
+    return x, flag
+
+
+def _fit(model, moons, tmp_path, epochs=3, **kw):
+    x, flag = moons
+    loader = DataLoader(IndexedDataset(TensorDataset(x, flag.long()), corrupted=flag.bool()), batch_size=64,
+                        shuffle=True)
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, epochs, **kw).fit(model, loader)
+    return loader
+
+
+def test_fit_threshold_defaults_to_the_drop_ratio_and_flags_that_share_of_the_training_data(tmp_path, moons):
+    model = RobustRealNVP(2, n_couplings=2, hidden=16, drop_ratio=0.1)
+    loader = _fit(model, moons, tmp_path)
+    t = model.fit_threshold(loader)  # the shuffled training loader, sorted back by index
+    scores = model.score_dataset(loader)[0]
+    assert (model.threshold, model.threshold_contamination) == (t, 0.1)
+    assert t == slow_threshold(scores.tolist(), 0.1)
+    assert int((scores > t).sum()) == 400 - 360
+    # the tensor form scores the same samples alike
+    assert model.fit_threshold(moons[0]) == t
+    # new samples: decided by the same threshold, not by their own batch's quantile
+    x_new = torch.tensor([[0.0, 0.25], [8.0, 8.0], [math.nan, 0.0]])
+    with torch.no_grad():
+        want = model.eval().anomaly_score(x_new[:2]) > t
+    assert model.predict_anomaly(x_new)[:2].tolist() == want.tolist()
+    assert model.predict_anomaly(x_new)[1] and model.predict_anomaly(x_new)[2]  # far away, and NaN: anomalous
+    assert model.fit_threshold(loader, contamination=0.0) == float(scores.max())
+
+
+def test_auto_uses_the_fits_estimate_and_a_model_without_a_rate_asks_for_one(tmp_path, moons):
+    auto = RealNVP(2, n_couplings=2, hidden=16, drop_ratio="auto", warmup_epochs=2)
+    with pytest.raises(ValueError, match=r"`contamination` must be given: RealNVP\(drop_ratio='auto'\) has no "
+                                         r"estimate yet"):
+        auto.fit_threshold(moons[0])
+    _fit(auto, moons, tmp_path)
+    assert auto.estimated_corruption is not None
+    auto.fit_threshold(moons[0])
+    assert auto.threshold_contamination == auto.estimated_corruption
+    plain = RealNVP(2, n_couplings=2, hidden=16)
+    with pytest.raises(ValueError, match=r"`contamination` must be given \(a number in \[0, 0.5\), .*RealNVP "
+                                         r"trained with drop_ratio=0.0, which names none, got None"):
+        plain.fit_threshold(moons[0])
+    with pytest.raises(RuntimeError, match=r"RealNVP.predict_anomaly needs a threshold: call "
+                                           r"`model.fit_threshold\(train_loader\)`"):
+        plain.predict_anomaly(moons[0])
+    assert plain.fit_threshold(moons[0], 0.1) == slow_threshold(plain.score_dataset(
+        DataLoader(TensorDataset(moons[0], moons[1])))[0].tolist(), 0.1)
+
+
+@pytest.mark.parametrize("make", [lambda: RobustRealNVP(2, n_couplings=2, hidden=16, drop_ratio=0.1),
+                                  lambda: RCA(2, hidden=16, latent=1, drop_ratio=0.1, test_passes=3)],
+                         ids=["RobustRealNVP", "RCA"])
+def test_the_threshold_travels_in_a_checkpoint_saved_after_it(tmp_path, moons, make):
+    model = make()
+    trainer = tiny_trainer(tmp_path, 2)
+    x, flag = moons
+    pl.seed_everything(0, verbose=False)
+    trainer.fit(model, DataLoader(IndexedDataset(TensorDataset(x, flag.long())), batch_size=64))
+    trainer.save_checkpoint(tmp_path / "before.ckpt")
+    torch.manual_seed(0)
+    t = model.fit_threshold(x)
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    loaded = type(model).load_from_checkpoint(tmp_path / "after.ckpt")
+    assert (loaded.threshold, loaded.threshold_contamination) == (t, 0.1)
+    torch.manual_seed(1)
+    mine = model.predict_anomaly(x)
+    torch.manual_seed(1)
+    assert torch.equal(loaded.predict_anomaly(x), mine) and 0 < int(mine.sum()) < len(x)
+    assert type(model).load_from_checkpoint(tmp_path / "before.ckpt").threshold is None  # saved before it was set
+
+
+def test_new_samples_without_a_target_are_scored_and_predicted(tmp_path):
+    """Production rows have no target: a loader over a tensor, or over `TensorDataset(x)` (1-tuples), is scored
+    (an anomaly newcomer's were refused as "a list of length 1"); `predict` writes their scores by position."""
+    from lit_robust import PredictionWriter
+
+    torch.manual_seed(0)
+    model = RealNVP(2, n_couplings=2, hidden=4).eval()
+    x = torch.randn(10, 2)
+    with torch.no_grad():
+        want = model.anomaly_score(x)
+    for loader in (DataLoader(x, batch_size=4), DataLoader(TensorDataset(x), batch_size=4)):
+        scores, targets = model.score_dataset(loader)
+        assert torch.allclose(scores, want) and targets is None
+    writer = PredictionWriter(dirpath=str(tmp_path))
+    tiny_trainer(tmp_path, 1, [writer]).predict(model, DataLoader(TensorDataset(x), batch_size=4))
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "index,prediction" and len(rows) == 11
+    assert [round(float(r.split(",")[1]), 4) for r in rows[1:]] == [round(v, 4) for v in want.tolist()]
