@@ -322,7 +322,8 @@ def render(saved: dict[str, Any]) -> str:
         ]
         table = []
         for kind, rows in agg["moons"].items():
-            cells = [pm(rows[m]["auc"], rows[m]["std"], 3) if m in rows else "—" for m in FLOWS]
+            cells = [pm(rows[m]["auc"], rows[m]["std"], 3, n=len(rows[m]["per_seed"])) if m in rows else "—"
+                     for m in FLOWS]
             trim = " / ".join(f"{rows[m].get('trimmed_anomaly_frac', float('nan')):.2f}"
                               for m in ("TrimRealNVP", "RobustRealNVP") if m in rows)
             ratio = " / ".join(f"{rows[m]['fit_s'] / rows['RealNVP']['fit_s']:.2f}x"
@@ -368,7 +369,8 @@ def render(saved: dict[str, Any]) -> str:
 
         def auc(row: dict[str, Any], mm: str) -> str:  # the digit's best mean in bold
             best = max(row[k][0] for k in MNIST_METHODS)
-            return (f"**{row[mm][0]:.3f}**" if row[mm][0] == best else f"{row[mm][0]:.3f}") + f" ± {row[mm][1]:.3f}"
+            spread = " (1 seed)" if len(onec.seeds) == 1 else f" ± {row[mm][1]:.3f}"
+            return (f"**{row[mm][0]:.3f}**" if row[mm][0] == best else f"{row[mm][0]:.3f}") + spread
 
         lines += md_table(["normal digit", *MNIST_METHODS], [
             *([d, *(auc(row, mm) for mm in MNIST_METHODS)] for d, row in m["per_digit"].items()),

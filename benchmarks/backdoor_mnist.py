@@ -232,7 +232,8 @@ def execute_table(s: Settings, args: argparse.Namespace, jobs: int) -> dict:
 
 
 def fmt(values: list[float]) -> str:
-    return pm(*mean_std(values), 2)
+    values = list(values)
+    return pm(*mean_std(values), 2, n=len(values))
 
 
 def cell(rows: list[dict], **match: Any) -> list[dict]:
@@ -327,11 +328,12 @@ def table_report(saved: dict) -> tuple[str, dict]:
                   f"{s.wm_final_epochs} epochs; seeds {list(s.wm_seeds)}. Attack success rate (ASR) on the watermarked "
                   "test images of the source class. Paper (their data: test-1 / test-2 accuracy) in brackets.", ""]
         rows, worst_asr, worst_gap = _watermark_rows(s, res)
+        n_wm = len(s.wm_seeds)
         papers = [PAPER_ITLM.get(tuple(atk), ((float("nan"),) * 2,) * 2) for atk in s.watermarks]
         lines += md_table(["shape, a → b", "poisoned", "naive clean", "naive ASR", "ITLM clean", "ITLM ASR",
                            "ITLM recall of poisoned"],
-                          [[shape, poisoned, beside(pm(*nc, 2), pn[0]), beside(pm(*na, 2), pn[1]),
-                            beside(pm(*ic, 2), pi[0]), beside(pm(*ia, 2), pi[1]), f"{rec:.1f} %"]
+                          [[shape, poisoned, beside(pm(*nc, 2, n=n_wm), pn[0]), beside(pm(*na, 2, n=n_wm), pn[1]),
+                            beside(pm(*ic, 2, n=n_wm), pi[0]), beside(pm(*ia, 2, n=n_wm), pi[1]), f"{rec:.1f} %"]
                            for (shape, poisoned, nc, na, ic, ia, rec), (pn, pi) in zip(rows, papers)])
         summary["itlm_worst_mean_asr"] = round(worst_asr, 2)
         summary["itlm_worst_clean_drop"] = round(worst_gap, 2)
@@ -677,7 +679,7 @@ def _clean_data_rows(rows: list[dict], ds: str, name: str) -> list[str]:
         acc = mean_std(r["clean"] for r in c)
         flagged = [r["flagged"] for r in c if r.get("flagged") is not None]
         sil = [r["median_silhouette"] for r in c if r.get("median_silhouette") is not None]
-        out.append(f"| {setting_label(method, setting)} | {acc[0]:.1f} ± {acc[1]:.1f} | "
+        out.append(f"| {setting_label(method, setting)} | {pm(*acc, 1, n=len(c))} | "
                    f"{f'{100 * statistics.fmean(flagged):.1f} %' if flagged else '–'} | "
                    f"{f'{min(sil):.3f}–{max(sil):.3f}' if sil else '–'} | {len(c)} |")
     return out + [""]
@@ -768,7 +770,7 @@ def margin_report(saved: dict) -> tuple[str, dict]:
                     p, cl = mean_std(r["poison"] for r in c), mean_std(r["clean"] for r in c)
                     est = [r["estimate"] for r in c if r.get("estimate") is not None]
                     extra = f"; ε̂ {statistics.fmean(est):.2f}" if est else ""
-                    row.append(f"{p[0]:.1f} ± {p[1]:.1f} / {cl[0]:.1f}{extra}")
+                    row.append(f"{pm(*p, 1, n=len(c))} / {cl[0]:.1f}{extra}")
                 row.append(f"{len(sel)}/{n_cells // len(s.attacks)}")
                 lines.append("| " + " | ".join(row) + " |")
             if mnist:

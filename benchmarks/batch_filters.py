@@ -38,6 +38,7 @@ since removed (``--part bn``, commit ec686ea); it renders from its JSON here and
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -47,6 +48,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from harness import Benchmark, main, md_table, mean_std, pm, quiet, trainer  # noqa: E402
 
 CLS_METHODS = ["standard", "spl", "prl", "prl_g", "coteaching", "co_prl", "bootstrap"]
@@ -243,6 +245,27 @@ def orderings(table: dict[tuple, dict[str, Any]]) -> dict[str, dict[str, bool]]:
     return res
 
 
+# the thesis's orderings, checked seed by seed: (label, winner, loser, strict)
+PAIRS = [("PRL(L) > SPL", "prl", "spl", True), ("SPL > Standard", "spl", "standard", True),
+         ("Co-PRL(L) ≥ Co-teaching", "co_prl", "coteaching", False)]
+
+
+def per_seed_wins(results: list[dict[str, Any]]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per classification row and ordering of ``PAIRS``: (seeds where it holds, seeds with both methods)."""
+    runs: dict[tuple, dict[str, float]] = {}
+    for r in results:
+        if r["kind"] == "cls":
+            runs.setdefault((r["dataset"], r["noise"], r["pct"], r["seed"]), {})[r["method"]] = r["last_mean"]
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for (ds, noise, pct, _seed), g in sorted(runs.items()):
+        row = out.setdefault(f"{ds}_{noise}_{pct}", {})
+        for label, a, b, strict in PAIRS:
+            if a in g and b in g:
+                won, n = row.get(label, (0, 0))
+                row[label] = (won + (g[a] > g[b] if strict else g[a] >= g[b]), n + 1)
+    return out
+
+
 def _data_name(ds: str) -> str:
     return "MNIST" if ds == "mnist" else "FashionMNIST"
 
@@ -259,6 +282,7 @@ def _render_filters(saved: dict) -> str:
     lines = ["# Per-batch robust filters (robust_dnn_thesis Tables 4.1 / 4.2, scaled to CPU)", "",
              f"Produced by `{m['command']}` on {m['date']} ({m['machine']}, {m['jobs']} worker process(es) × 1 torch "
              f"thread(s)); wall time {m['wall_s'] / 60:.1f} min; seeds {list(p['seeds'])}.{torch_note}",
+             _reproduce(saved),
              "Each cell: mean ± std over seeds of the clean-test metric averaged over the last "
              f"{p['last']} epochs; drop ratio ε = corruption rate, warm-up T_k epochs; paper's value in parentheses.",
              ""]
@@ -273,13 +297,21 @@ def _render_filters(saved: dict) -> str:
                   "|---|---|" + "---|" * len(cls_m)]
         for (ds, noise, pct), cells in sorted(agg["cls"].items()):
             paper = PAPER_CLS.get((noise, pct), {})
-            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 2))
+            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 2, n=cells[m]["n"]))
                    + (f" ({paper[m]:.2f})" if m in paper else "") for m in cls_m]
             lines.append(f"| {_data_name(ds)} | {noise} {pct} % | " + " | ".join(row) + " |")
-        lines += ["", "Orderings (ours; the thesis's hold on CIFAR-10):", ""]
+        lines += ["", "Orderings (ours, on the means over seeds; the thesis's hold on CIFAR-10), and in how many "
+                  "seeds each holds seed by seed:", ""]
+        wins = per_seed_wins(saved["results"])
         for key, checks in orderings(agg["cls"]).items():
+            seeds = "; ".join(f"{label} in {won} of {n}" for label, (won, n) in wins.get(key, {}).items())
             lines.append(f"- {key}: " + ", ".join(f"{k} **{'holds' if v else 'does not hold'}**"
-                                                  for k, v in checks.items()))
+                                                  for k, v in checks.items()) + (f" — per seed: {seeds}" if seeds else ""))
+        totals = {label: tuple(map(sum, zip(*(row[label] for row in wins.values() if label in row))))
+                  for label, *_ in PAIRS if any(label in row for row in wins.values())}
+        if totals:
+            lines += ["", "Per seed over all rows: " + "; ".join(f"{label} in {won} of {n} (row, seed) pairs"
+                                                             for label, (won, n) in totals.items()) + "."]
         filters = [m for m in cls_m if m not in ("standard", "bootstrap")]
         lines += ["", "Corrupted fraction among the samples each filter rejected in the last epoch (%; random "
                   "rejection would reach the corruption rate; Co-teaching: network 1's rejects):", "",
@@ -294,14 +326,44 @@ def _render_filters(saved: dict) -> str:
                   f"{p['reg_epochs']} epochs, T_k = {p['reg_warmup']}, {p['reg_train_size']} training images (seeded "
                   "subsample of the offline 6,000), "
                   "4,000 clean test images; targets standardised. Paper: CelebA landmarks (Table 4.1).", "",
-                  "| corruption | " + " | ".join(LABEL[m] for m in reg_m) + " |", "|---|" + "---|" * len(reg_m)]
+                  "| corruption | " + " | ".join(LABEL[m] + (" †" if m == "spl" else "") for m in reg_m) + " |",
+                  "|---|" + "---|" * len(reg_m)]
         for (corr, pct), cells in sorted(agg["reg"].items(), key=lambda kv: (CORRUPTIONS.index(kv[0][0]), kv[0][1])):
             paper = PAPER_REG.get((corr, pct), {})
-            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 3))
+            row = [("–" if cells.get(m) is None else pm(cells[m]["mean"], cells[m]["std"], 3, n=cells[m]["n"]))
                    + (f" ({paper[m]:.3f})" if m in paper else "") for m in reg_m]
             lines.append(f"| {corr} {pct} % | " + " | ".join(row) + " |")
+        if "spl" in reg_m:
+            lines += ["", "† The paper's values in the SPL column are Table 4.1's PRL(L) column: the table has no SPL "
+                      "column, and the thesis says SPL has the same form as PRL(L) for regression with the mean square "
+                      "error, the loss-layer gradient norm being the loss itself (§4.3.6, and again in the list of "
+                      "baselines of §4.4)."]
         lines.append("")
     return "\n".join(lines)
+
+
+def _reproduce(saved: dict) -> str:
+    """The command that writes this table where it is committed: a full run's ``--out`` elsewhere (a scratch folder)
+    is dropped when it named ``batch_filters.md``, since full mode writes ``benchmarks/results/batch_filters.md``."""
+    argv = shlex.split(saved["meta"]["command"])
+    out = next((a.split("=", 1)[1] if a.startswith("--out=") else argv[i + 1] for i, a in enumerate(argv)
+                if a.startswith("--out=") or (a == "--out" and i + 1 < len(argv))), None)
+    if saved["mode"] == "full" and out is not None and Path(out).name == "batch_filters.md":
+        keep, skip = [], False
+        for a in argv:
+            if skip:
+                skip = False
+            elif a == "--out":
+                skip = True
+            elif not a.startswith("--out="):
+                keep.append(a)
+        argv = keep
+    cmd = shlex.join(argv)
+    path = harness.saved_json({**saved, "meta": {**saved["meta"], "command": cmd}}, "batch_filters.json")
+    if path is None:
+        return f"Reproduce: `{cmd}` (printed only: `--out FILE.md` writes the table and the saved run beside it)."
+    return (f"Reproduce: `{cmd}` (writes `{Path(path).with_suffix('.md').as_posix()}` and the saved run `{path}`; "
+            f"`--render {path}` re-prints the table without training).")
 
 
 BN_NAMES = {"standard": "Standard", "prl": "PRL(L)", "prl_refit": "PRL(L), refit_kept"}
@@ -327,7 +389,7 @@ def _render_bn(saved: dict) -> str:
              "over seeds (per seed in brackets); seconds per run (mean; the machine was shared).", "",
              *md_table(["data", "noise", *(BN_NAMES[x] for x in methods)],
                        [[_data_name(ds), f"{noise} {pct} %",
-                         *("–" if cells.get(x) is None else f"{pm(cells[x]['mean'], cells[x]['std'], 2)} "
+                         *("–" if cells.get(x) is None else f"{pm(cells[x]['mean'], cells[x]['std'], 2, n=cells[x]['n'])} "
                            f"{cells[x]['per_seed']} ({cells[x]['seconds']:.0f} s)" for x in methods)]
                         for (ds, noise, pct), cells in sorted(agg["bn"].items())]), "",
              *m["verdict"]]

@@ -613,45 +613,65 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _estimator_figures(rows: list[dict[str, Any]], col: str, itlm_col: str, prl_col: str) -> dict[str, Any]:
+    """One estimator's figures: ε̂ in column ``col`` (``pred`` = disagreement, ``ours`` = gmm), ITLM auto with it in
+    ``itlm_col`` and PRL auto with it in ``prl_col``, each against the true rate; ``None`` where not measured."""
+    errs = [r[col + "_err"] for r in rows if r.get(col + "_err") is not None]
+    clean = [r[col] for r in rows if r["eps"] == 0 and r.get(col) is not None]
+    acc = [r for r in rows if r.get(itlm_col) is not None and r.get("itlm_true") is not None]
+    prl = [r for r in rows if r.get(prl_col) is not None and r.get("prl_true") is not None]
+    cl = [r for r in rows if r.get("cleanlab_err") is not None and r.get(col + "_err") is not None]
+    out: dict[str, Any] = {
+        "rows": len(errs),
+        "median_abs_err_pts": round(statistics.median(errs), 2) if errs else None,
+        "share_rows_err_le_5pts": round(sum(e <= 5 for e in errs) / len(errs), 3) if errs else None,
+        "max_clean_eps_hat_pct": round(max(clean), 2) if clean else None,  # None: no clean row in the run
+        "itlm_auto_ge_true_minus_1_share": (round(sum(r[itlm_col] >= r["itlm_true"] - 1 for r in acc) / len(acc), 3)
+                                            if acc else None),
+        "prl_auto_ge_true_minus_1_share": (round(sum(r[prl_col] >= r["prl_true"] - 1 for r in prl) / len(prl), 3)
+                                           if prl else None),
+        "better_than_cleanlab_rows": sum(r[col + "_err"] < r["cleanlab_err"] for r in cl),
+        "cleanlab_better_rows": sum(r["cleanlab_err"] < r[col + "_err"] for r in cl),
+    }
+    return out
+
+
+def _targets(fig: dict[str, Any], cleanlab_time_over_ours: float | None) -> dict[str, bool | None]:
+    """The issue-15 targets for one estimator's figures (``None``: not measured in the run)."""
+    def at_most(v: float | None, bound: float) -> bool | None:
+        return None if v is None else v <= bound
+
+    def at_least(v: float | None, bound: float) -> bool | None:
+        return None if v is None else v >= bound
+
+    return {
+        "median_err_le_3": at_most(fig["median_abs_err_pts"], 3),
+        "err_le_5_in_90pct_rows": at_least(fig["share_rows_err_le_5pts"], 0.9),
+        "clean_eps_hat_le_3": at_most(fig["max_clean_eps_hat_pct"], 3),
+        "itlm_auto_within_1pt_in_80pct_rows": at_least(fig["itlm_auto_ge_true_minus_1_share"], 0.8),
+        "ahead_of_cleanlab_in_more_rows_at_lower_time": (
+            None if not (fig["better_than_cleanlab_rows"] or fig["cleanlab_better_rows"])
+            else fig["better_than_cleanlab_rows"] > fig["cleanlab_better_rows"] and (cleanlab_time_over_ours or 0) > 1),
+    }
+
+
 def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    errs = [r["ours_err"] for r in rows]
-    clean = [r["ours"] for r in rows if r["eps"] == 0]
-    acc_rows = [r for r in rows if r.get("itlm_auto") is not None and r.get("itlm_true") is not None]
+    """The top level is ITLM's default estimator, ``"disagreement"`` (the gmm on rows without class labels); the
+    loss mixture's figures are under ``"gmm"``, ``"class_floor"``'s under its name where it ran."""
     cl_rows = [r for r in rows if r.get("cleanlab_err") is not None]
     ours_s = sum(r["ours_s"] for r in cl_rows)
     cl_s = sum(r["cleanlab_s"] for r in cl_rows)
-    prl_rows = [r for r in rows if r.get("prl_auto") is not None and r.get("prl_true") is not None]
-    out: dict[str, Any] = {
-        "rows": len(rows),
-        "median_abs_err_pts": round(statistics.median(errs), 2) if errs else None,
-        "share_rows_err_le_5pts": round(sum(e <= 5 for e in errs) / len(errs), 3) if errs else None,
-        "max_clean_eps_hat_pct": round(max(clean), 2) if clean else None,
-        "itlm_auto_ge_true_minus_1_share": (round(sum(r["itlm_auto"] >= r["itlm_true"] - 1 for r in acc_rows)
-                                                  / len(acc_rows), 3) if acc_rows else None),
-        "prl_auto_ge_true_minus_1_share": (round(sum(r["prl_auto"] >= r["prl_true"] - 1 for r in prl_rows)
-                                                 / len(prl_rows), 3) if prl_rows else "not measured"),
+    time_ratio = round(cl_s / ours_s, 2) if ours_s else None
+    common = {
         "cleanlab_rows": len(cl_rows),
-        "ours_better_than_cleanlab_rows": sum(r["ours_err"] < r["cleanlab_err"] for r in cl_rows),
-        "cleanlab_better_rows": sum(r["cleanlab_err"] < r["ours_err"] for r in cl_rows),
         "cleanlab_median_abs_err_pts": (round(statistics.median(r["cleanlab_err"] for r in cl_rows), 2)
                                         if cl_rows else None),
-        "cleanlab_time_over_ours": round(cl_s / ours_s, 2) if ours_s else None,
+        "cleanlab_time_over_ours": time_ratio,  # ours: the one training + scoring pass both estimators read
     }
-    # the same figures for `estimator="disagreement"` (pred = ours where a row has no predicted labels)
-    p_errs = [r["pred_err"] for r in rows if r.get("pred_err") is not None]
-    p_clean = [r["pred"] for r in rows if r["eps"] == 0 and r.get("pred") is not None]
-    p_acc = [r for r in acc_rows if r.get("itlm_pred") is not None]
-    p_cl = [r for r in cl_rows if r.get("pred_err") is not None]
-    if p_errs:
-        out["disagreement"] = {
-            "median_abs_err_pts": round(statistics.median(p_errs), 2),
-            "share_rows_err_le_5pts": round(sum(e <= 5 for e in p_errs) / len(p_errs), 3),
-            "max_clean_eps_hat_pct": round(max(p_clean), 2) if p_clean else None,
-            "itlm_auto_ge_true_minus_1_share": (round(sum(r["itlm_pred"] >= r["itlm_true"] - 1 for r in p_acc)
-                                                      / len(p_acc), 3) if p_acc else None),
-            "better_than_cleanlab_rows": sum(r["pred_err"] < r["cleanlab_err"] for r in p_cl),
-            "cleanlab_better_rows": sum(r["cleanlab_err"] < r["pred_err"] for r in p_cl),
-        }
+    dis = _estimator_figures(rows, "pred", "itlm_pred", "prl_auto_dis")
+    gmm = _estimator_figures(rows, "ours", "itlm_auto", "prl_auto")
+    out: dict[str, Any] = {"estimator": "disagreement", **dis, **common, "targets_met": _targets(dis, time_ratio),
+                           "gmm": {**gmm, "targets_met": _targets(gmm, time_ratio)}}
     f_rows = [r for r in rows if r.get("floor_err") is not None]  # computed wherever itlm_auto ran
     if f_rows:
         f_acc = [r for r in f_rows if r.get("itlm_true") is not None and r.get("itlm_floor") is not None]
@@ -670,18 +690,9 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
     itlm_rows = [r for r in rows if r.get("itlm_last_err") is not None]
     if itlm_rows:
-        out["itlm_last_median_abs_err_pts"] = round(statistics.median(r["itlm_last_err"] for r in itlm_rows), 2)
-        out["itlm_rounds_estimating_0_on_noisy_rows"] = sum(r["itlm_zero_rounds"] for r in itlm_rows if r["eps"] > 0)
-    out["targets_met"] = {
-        "median_err_le_3": out["median_abs_err_pts"] is not None and out["median_abs_err_pts"] <= 3,
-        "err_le_5_in_90pct_rows": out["share_rows_err_le_5pts"] is not None and out["share_rows_err_le_5pts"] >= 0.9,
-        "clean_eps_hat_le_3": out["max_clean_eps_hat_pct"] is not None and out["max_clean_eps_hat_pct"] <= 3,
-        "itlm_auto_within_1pt_in_80pct_rows": (out["itlm_auto_ge_true_minus_1_share"] is not None
-                                               and out["itlm_auto_ge_true_minus_1_share"] >= 0.8),
-        "ahead_of_cleanlab_in_more_rows_at_lower_time": (
-            out["ours_better_than_cleanlab_rows"] > out["cleanlab_better_rows"]
-            and (out["cleanlab_time_over_ours"] or 0) > 1),
-    }
+        out["gmm"]["itlm_last_median_abs_err_pts"] = round(statistics.median(r["itlm_last_err"] for r in itlm_rows), 2)
+        out["gmm"]["itlm_rounds_estimating_0_on_noisy_rows"] = sum(r["itlm_zero_rounds"] for r in itlm_rows
+                                                                   if r["eps"] > 0)
     return out
 
 
@@ -934,48 +945,22 @@ def _render_table(saved: dict[str, Any]) -> str:
                          f"{_f(r.get('itlm_true'))} | {_f(r['itlm_auto'])} | {_f(diff)} | {_f(r.get('itlm_pred'))} | "
                          f"{_f(pdiff)} | {_f(r.get('prl_true'))} | {prl_auto} | {prl_dis} | {r.get('itlm_estimates')} | "
                          f"{r.get('itlm_pred_estimates', '–')} |")
-    t = head["targets_met"]
-    lines += ["", "## Headline and targets", "",
-              "`estimator='gmm'` (the loss mixture; ITLM's default before issue 15, the filters' default when "
-              "this table was measured):", "",
-              f"- median |ε̂ − ε| over all {head['rows']} rows: {head['median_abs_err_pts']} points (target ≤ 3: "
-              f"{'met' if t['median_err_le_3'] else 'not met'})",
-              f"- rows within 5 points: {100 * head['share_rows_err_le_5pts']:.0f} % (target ≥ 90 %: "
-              f"{'met' if t['err_le_5_in_90pct_rows'] else 'not met'})",
-              f"- clean data: largest ε̂ {head['max_clean_eps_hat_pct']} % (target ≤ 3 %: "
-              f"{'met' if t['clean_eps_hat_le_3'] else 'not met'})"]
-    if has_cls:
-        share_gmm = head["itlm_auto_ge_true_minus_1_share"]
-        lines += [(f"- ITLM auto ≥ ITLM true − 1 point in {_f(100 * share_gmm, 0)} % of classification rows (target "
-                   f"≥ 80 %: {'met' if t['itlm_auto_within_1pt_in_80pct_rows'] else 'not met'})"
-                   if share_gmm is not None else "- ITLM auto against ITLM at the true rate: not measured in this run")
-                  + f"; PRL auto (gmm): {head['prl_auto_ge_true_minus_1_share']}",
-                  (f"- against cleanlab CV on {head['cleanlab_rows']} classification rows: ours closer in "
-                   f"{head['ours_better_than_cleanlab_rows']}, cleanlab closer in {head['cleanlab_better_rows']} "
-                   f"(median error cleanlab {head['cleanlab_median_abs_err_pts']} points); cleanlab took "
-                   f"{head['cleanlab_time_over_ours']}× our time (target: ahead in more rows at lower time: "
-                   f"{'met' if t['ahead_of_cleanlab_in_more_rows_at_lower_time'] else 'not met'})"
-                   if head["cleanlab_rows"] else "- against cleanlab CV: not measured in this run")]
-    if "disagreement" in head and has_cls:  # without labelled rows it is the gmm's figures again
-        d = head["disagreement"]
-
-        def met(ok: bool) -> str:
-            return "met" if ok else "not met"
-
-        share = d["itlm_auto_ge_true_minus_1_share"]
-        lines += ["", "`estimator='disagreement'` (ITLM's default; `estimate_corruption_from_predictions` on the same "
-                  "model's in-sample predictions, gmm on rows without labels):", "",
-                  f"- median |ε̂ − ε| {d['median_abs_err_pts']} points (target ≤ 3: "
-                  f"{met(d['median_abs_err_pts'] <= 3)}); {100 * d['share_rows_err_le_5pts']:.0f} % of rows within 5 "
-                  f"points (target ≥ 90 %: {met(d['share_rows_err_le_5pts'] >= 0.9)}); largest clean ε̂ "
-                  f"{d['max_clean_eps_hat_pct']} % (target ≤ 3 %: {met((d['max_clean_eps_hat_pct'] or 0) <= 3)})",
-                  f"- ITLM auto with it ≥ ITLM true − 1 point in {_f(100 * share, 0)} % of classification rows "
-                  f"(target ≥ 80 %: {met(share >= 0.8)})" if share is not None else
-                  "- ITLM auto with it against ITLM at the true rate: not measured in this run",
-                  (f"- against cleanlab CV: closer in {d['better_than_cleanlab_rows']} rows, cleanlab closer in "
-                   f"{d['cleanlab_better_rows']} (target: ahead in more rows: "
-                   f"{met(d['better_than_cleanlab_rows'] > d['cleanlab_better_rows'])})" if head["cleanlab_rows"] else
-                   "- against cleanlab CV: not measured in this run"), ""]
+    lines += ["", "## Headline and targets", ""]
+    if not has_cls:  # no class labels: the disagreement estimator falls back to the gmm on every row
+        lines += _estimator_lines(head, "`estimator='disagreement'` (ITLM's default) and `estimator='gmm'` (the loss "
+                                  "mixture) alike: no row has class labels, so the disagreement estimator falls back "
+                                  "to the gmm on every row (the JSON headline's top level and its `\"gmm\"` hold the "
+                                  "same figures):", has_cls)
+    else:
+        lines += _estimator_lines(head, "`estimator='disagreement'` (ITLM's default; "
+                                  "`estimate_corruption_from_predictions` on the same model's in-sample predictions, "
+                                  "gmm on rows without labels; the top level of the JSON headline):", has_cls)
+        lines += [""]
+        lines += _estimator_lines(head["gmm"] | {k: head[k] for k in ("cleanlab_rows", "cleanlab_median_abs_err_pts",
+                                                                        "cleanlab_time_over_ours")},
+                                  "`estimator='gmm'` (the loss mixture; ITLM's default before issue 15, the filters' "
+                                  "default when this table was measured; `\"gmm\"` in the JSON headline):", has_cls)
+        lines += [""]
     lines += _floor_section(rows, head)
     lines += _seed_groups(saved, {"gmm": "itlm_auto", "disagreement": "itlm_pred", "class_floor": "itlm_floor"},
                           "itlm_true", "ITLM")
@@ -986,7 +971,7 @@ def _render_table(saved: dict[str, Any]) -> str:
                   f"⌈{p.get('product_frac')} × epochs⌉)) on the {h['rows']} regression and anomaly rows: median "
                   f"|ε̂ − ε| {h['median_abs_err_pts']} points (ours, the final model's scores: "
                   f"{h['ours_median_abs_err_pts_same_rows']}); {100 * h['share_rows_err_le_5pts']:.0f} % of rows within "
-                  f"5 points; largest clean ε̂ {h['max_clean_eps_hat_pct']} %"]
+                  f"5 points; largest clean ε̂ {_clean_eps(h['max_clean_eps_hat_pct'])}"]
     if prod.get("all_rows"):
         a = prod["all_rows"]
         lines += ["", f"All rows: the {len(p['cls_rows'])} classification rows of `{a['classification_from']}` "
@@ -997,10 +982,46 @@ def _render_table(saved: dict[str, Any]) -> str:
             c = a[col]
             lines.append(f"| {label} | {c['rows']} | {c['rows_err_le_5pts']} ({100 * c['share_rows_err_le_5pts']:.0f} %)"
                          f" | {c['median_abs_err_pts']:.2f} | {c['max_clean_eps_hat_pct']:.1f} |")
-    if "itlm_last_median_abs_err_pts" in head:
-        lines.append(f"- ITLM auto (gmm)'s last-round estimate: median error {head['itlm_last_median_abs_err_pts']} points; "
-                     f"rounds that estimated 0 on noisy rows: {head['itlm_rounds_estimating_0_on_noisy_rows']}")
+    if "itlm_last_median_abs_err_pts" in head["gmm"]:
+        g = head["gmm"]
+        lines.append(f"- ITLM auto (gmm)'s last-round estimate: median error {g['itlm_last_median_abs_err_pts']} points; "
+                     f"rounds that estimated 0 on noisy rows: {g['itlm_rounds_estimating_0_on_noisy_rows']}")
     return "\n".join(lines) + "\n"
+
+
+def _met(ok: bool | None) -> str:
+    return "not measured" if ok is None else "met" if ok else "not met"
+
+
+def _clean_eps(v: float | None) -> str:
+    return "no clean row in this run" if v is None else f"{v} %"
+
+
+def _estimator_lines(h: dict[str, Any], title: str, has_cls: bool) -> list[str]:
+    """The headline bullets of one estimator (``_estimator_figures`` with its ``targets_met``)."""
+    t = h["targets_met"]
+    lines = [title, "",
+             f"- median |ε̂ − ε| over all {h['rows']} rows: {h['median_abs_err_pts']} points (target ≤ 3: "
+             f"{_met(t['median_err_le_3'])})",
+             f"- rows within 5 points: {_f(None if h['share_rows_err_le_5pts'] is None else 100 * h['share_rows_err_le_5pts'], 0)} % "
+             f"(target ≥ 90 %: {_met(t['err_le_5_in_90pct_rows'])})",
+             f"- clean data: largest ε̂ {_clean_eps(h['max_clean_eps_hat_pct'])} (target ≤ 3 %: "
+             f"{_met(t['clean_eps_hat_le_3'])})"]
+    if not has_cls:
+        return lines
+    share, prl = h["itlm_auto_ge_true_minus_1_share"], h["prl_auto_ge_true_minus_1_share"]
+    lines += [(f"- ITLM auto with it ≥ ITLM true − 1 point in {_f(100 * share, 0)} % of classification rows (target "
+               f"≥ 80 %: {_met(t['itlm_auto_within_1pt_in_80pct_rows'])})" if share is not None
+               else "- ITLM auto with it against ITLM at the true rate: not measured in this run")
+              + "; PRL auto with it ≥ PRL true − 1 point: "
+              + (f"{_f(100 * prl, 0)} % of rows" if prl is not None else "not measured in this run"),
+              (f"- against cleanlab CV on {h['cleanlab_rows']} classification rows: closer in "
+               f"{h['better_than_cleanlab_rows']}, cleanlab closer in {h['cleanlab_better_rows']} (median error "
+               f"cleanlab {h['cleanlab_median_abs_err_pts']} points); cleanlab took {h['cleanlab_time_over_ours']}× "
+               "the time of our one training and scoring pass (target: ahead in more rows at lower time: "
+               f"{_met(t['ahead_of_cleanlab_in_more_rows_at_lower_time'])})"
+               if h["cleanlab_rows"] else "- against cleanlab CV: not measured in this run")]
+    return lines
 
 
 def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any]) -> list[str]:
@@ -1034,13 +1055,22 @@ def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any]) -> list[str
     share = f["itlm_auto_ge_true_minus_1_share"]
     lines += ["", f"- over {f['rows']} rows: median |ε̂ − ε| {f['median_abs_err_pts']} points; "
               f"{100 * f['share_rows_err_le_5pts']:.0f} % of rows within 5 points; largest clean ε̂ "
-              f"{_f(f['max_clean_eps_hat_pct'], 2)} %; ITLM auto with it ≥ ITLM true − 1 point in "
-              + (f"{100 * share:.0f} % of rows" if share is not None else "(ITLM true not measured)")
+              + ("no clean row in this run" if f["max_clean_eps_hat_pct"] is None else f"{f['max_clean_eps_hat_pct']:.2f} %")
+              + (f"; ITLM auto with it ≥ ITLM true − 1 point in {100 * share:.0f} % of rows" if share is not None
+                 else f"; ITLM auto with it against ITLM true: not measured ({_floor_missing(rows)})")
               + (f"; closer than cleanlab CV in {f['better_than_cleanlab_rows']} rows, cleanlab closer in "
                  f"{f['cleanlab_better_rows']} (cleanlab CV median error {f['cleanlab_median_abs_err_pts']} points, "
                  f"{head['cleanlab_time_over_ours']}× the time of this estimate's one training and scoring pass)"
                  if cl else "")]
     return lines
+
+
+def _floor_missing(rows: list[dict[str, Any]]) -> str:
+    """Which run the class_floor accuracy comparison lacked: ITLM auto with class_floor, ITLM at the true rate."""
+    missing = [what for col, what in (("itlm_floor", "ITLM auto class_floor (`--methods itlm_auto_floor`)"),
+                                      ("itlm_true", "ITLM at the true rate (`--methods itlm_true`)"))
+               if not any(r.get(col) is not None for r in rows)]
+    return "not run: " + ", ".join(missing) if missing else "no row with both"
 
 
 def _ab_pairs(results: list[dict[str, Any]]) -> list[tuple[dict, dict]]:

@@ -292,7 +292,7 @@ def render(saved: dict[str, Any]) -> str:
         "|---|---|" + "---|" * (R + 1) + "---|",
     ]
     for r in rows:
-        ours = " | ".join(pm(*ms, 2) for ms in r["iters"])
+        ours = " | ".join(pm(*ms, 2, n=len(seeds)) for ms in r["iters"])
         met = "—" if r.get("target_met") is None else ("yes" if r["target_met"] else "**no**")
         lines.append(f"| {r['clean']} % | ours | {ours} | {met} |")
         if r["paper"]:
@@ -318,7 +318,7 @@ def render(saved: dict[str, Any]) -> str:
         f"digits, in % (judge: a small CNN trained on the two test splits, {judge_acc:.2f} % accurate on held-out "
         "test images; after round 0 = the GAN trained on the whole mixture):",
         "",
-        *md_table(rounds, [[f"{r['clean']} %", *(pm(*ms, 2) for ms in r["digit_share"])] for r in rows]),
+        *md_table(rounds, [[f"{r['clean']} %", *(pm(*ms, 2, n=len(seeds)) for ms in r["digit_share"])] for r in rows]),
     ]
     shown = [r for r in runs if r["seed"] == seeds[0] and r["grids"]
              and not Path(next(iter(r["grids"].values()))).is_absolute()]

@@ -103,8 +103,11 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = 
     return lines
 
 
-def pm(mean: float, std: float, digits: int = 1) -> str:
-    """``mean ± std`` with ``digits`` decimals."""
+def pm(mean: float, std: float, digits: int = 1, n: int | None = None) -> str:
+    """``mean ± std`` with ``digits`` decimals; ``mean (1 seed)`` when ``n`` (the number of values) is 1, whose
+    standard deviation is no measurement."""
+    if n == 1:
+        return f"{mean:.{digits}f} (1 seed)"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

@@ -346,7 +346,7 @@ def render(saved: dict[str, Any]) -> str:
                 if row is None:
                     continue
                 p = PAPER[(attack, metric)][eps]
-                ours = " | ".join(pm(*row[m][metric], 2) for m in METHODS)
+                ours = " | ".join(pm(*row[m][metric], 2, n=len(saved["settings"]["seeds"])) for m in METHODS)
                 lines.append(f"| {attack} | {metric} | {eps:.2f} | {ours} | {p[0]:.2f} | {p[1]:.2f} | "
                              f"{p[2]:.2f} / {p[4]:.2f} | {p[3]:.2f} / {p[5]:.2f} |")
     lines += [

@@ -218,7 +218,7 @@ def test_gan_mixture_smoke_ends_with_headline_json():
     row = summary["rows"]["80"]
     assert row["clean_fraction"][0] == 80.0 and len(row["clean_fraction"]) == 2  # orig, then one ITLM selection
     assert 0.0 <= row["clean_fraction"][1] <= 100.0 and 0.0 <= row["generated_digit_share_last"] <= 100.0
-    assert "| 80 % | ours | 80.00 ± 0.00 |" in run.stdout  # the markdown table was printed
+    assert "| 80 % | ours | 80.00 (1 seed) |" in run.stdout  # the markdown table was printed (one seed: no ± 0.00)
 
 
 def test_gan_mixture_rejects_bad_options():
@@ -599,6 +599,22 @@ def test_itlm_per_class_rejects_bad_options():
     with pytest.raises(SystemExit, match=r"`--kinds` must be among \['systematic', 'random', 'clean'\] with --data "
                                          r"mnist, got \['pairs'\]"):
         mod.main(mod.BENCHMARK, ["--smoke", "--data", "mnist", "--kinds", "pairs"])
+
+
+def test_itlm_per_class_plain_last_round_trains_as_long_as_itlms_final_model(tmp_path):
+    """A researcher: ITLM was compared with plain training of the rounds' summed epochs, while its final model trains
+    only the last round's. ``--plain-last-round 1`` adds plain training of that length, and the table compares them."""
+    mod = _load("itlm_per_class")
+    out = tmp_path / "pc.md"
+    summary = mod.main(mod.BENCHMARK, ["--smoke", "--data", "digits", "--kinds", "random", "--rates", "0.2",
+                                       "--round-epochs", "1", "2", "--plain-last-round", "1", "--out", str(out)])
+    assert set(summary["itlm_minus_plain_last_round_points"]["random 20"]) == {"true", "true per_class", "auto",
+                                                                              "auto per_class"}
+    saved = json.loads(out.with_suffix(".json").read_text())
+    epochs = {r["variant"]: r["epochs"] for r in saved["results"]}
+    assert epochs["plain"] == 3 and epochs["plain last round"] == 2 and saved["settings"]["plain_last_round"] is True
+    text = out.read_text()
+    assert "| random | 20 | plain last round |" in text and "ITLM against plain training of equal length" in text
 
 
 def test_itlm_per_class_runs_other_data_at_several_rates(tmp_path):
