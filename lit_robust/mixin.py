@@ -243,15 +243,7 @@ def reset_parameters(module: torch.nn.Module, seed: int) -> None:
     fresh *unconstrained* tensors: a plain copy of the layer is reset and its values become the
     parametrisation's ``original`` (the constraint, e.g. ``W / (σ/k)``, still applies on top).
     """
-    owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))
-              and not isinstance(m, parametrize.ParametrizationList)]
-    owners += [m for m in module.modules() if parametrize.is_parametrized(m) and m not in owners]
-    missing = sorted({type(m).__name__ for m in owners if not callable(getattr(m, "reset_parameters", None))})
-    if missing:
-        raise TypeError(
-            f"cannot re-initialise {missing}: these modules own parameters but have no `reset_parameters()`. "
-            "Add one, override `reinitialize(seed)` on your LightningModule, or pass `reinit=False`."
-        )
+    owners = _reset_owners(module)
     devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -259,7 +251,38 @@ def reset_parameters(module: torch.nn.Module, seed: int) -> None:
             if parametrize.is_parametrized(m):
                 _reset_parametrized(m)
             else:
-                m.reset_parameters()
+                _resetter(m)()
+
+
+def _resetter(m: torch.nn.Module) -> Any:
+    """``m.reset_parameters``, or for a module of torch's own that keeps it private (``nn.MultiheadAttention``'s
+    ``_reset_parameters``: every stock transformer) that one; ``None`` when there is neither."""
+    public = getattr(m, "reset_parameters", None)
+    if callable(public):
+        return public
+    private = getattr(m, "_reset_parameters", None)
+    return private if callable(private) and type(m).__module__.startswith("torch.nn.") else None
+
+
+def _reset_owners(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The submodules :func:`reset_parameters` resets, or a ``TypeError`` naming the classes it cannot reset."""
+    owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))
+              and not isinstance(m, parametrize.ParametrizationList)]
+    owners += [m for m in module.modules() if parametrize.is_parametrized(m) and m not in owners]
+    missing = sorted({type(m).__name__ for m in owners if _resetter(m) is None})
+    if missing:
+        raise TypeError(
+            f"cannot re-initialise {missing}: these modules own parameters but have no `reset_parameters()`. "
+            "Add one, override `reinitialize(seed)` on your LightningModule, or pass `reinit=False`."
+        )
+    return owners
+
+
+def check_reinitializable(module: Any) -> None:
+    """Raise the ``TypeError`` :meth:`RobustMixin.reinitialize` would raise at the first round start, at fit start
+    instead (an NLP newcomer's encoder failed after round 0 had trained); nothing when the module overrides it."""
+    if type(module).reinitialize is RobustMixin.reinitialize:
+        _reset_owners(module)
 
 
 def _reset_parametrized(m: torch.nn.Module) -> None:

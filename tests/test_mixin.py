@@ -88,6 +88,55 @@ def test_reset_parameters_names_modules_it_cannot_reset():
         reset_parameters(nn.Sequential(nn.Linear(2, 2), Custom()), 0)
 
 
+def test_reset_parameters_redraws_a_stock_transformer():
+    """`nn.MultiheadAttention` keeps its reset private (`_reset_parameters`): every stock transformer was refused
+    (an NLP newcomer's encoder, after round 0 had trained)."""
+    def make():
+        torch.manual_seed(1)
+        layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+        return nn.Sequential(nn.Embedding(20, 8), nn.TransformerEncoder(layer, num_layers=2,
+                                                                        enable_nested_tensor=False))
+
+    m = make()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    reset_parameters(m, 3)
+    attention = m[1].layers[0].self_attn
+    assert not torch.equal(attention.in_proj_weight, before["1.layers.0.self_attn.in_proj_weight"])
+    assert torch.equal(attention.in_proj_bias, torch.zeros(24))  # what `_reset_parameters` draws for the bias
+    again = make()
+    reset_parameters(again, 3)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
+
+
+def test_itlm_refuses_a_model_it_cannot_redraw_before_training(tmp_path):
+    """Said at fit start, not at round 1's start after round 0 has trained."""
+    import pytorch_lightning as pl
+
+    from lit_robust import ITLM
+    from tests.conftest import BlobsData, TinyModel, tiny_trainer
+
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(3))
+
+        def forward(self, x):
+            return x + self.w
+
+    class Model(TinyModel):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 3), Custom())
+
+    model = Model()
+    with pytest.raises(TypeError, match=r"^ITLM re-draws the model at each round start \(reinit=True\): cannot "
+                                        r"re-initialise \['Custom'\]"):
+        tiny_trainer(tmp_path, 2, [ITLM(0.7, [1, 1], verbose=False, plot=False)]).fit(model, BlobsData())
+    assert model.seen == []  # before any training step
+    pl.seed_everything(0, verbose=False)  # reinit=False needs no re-draw
+    tiny_trainer(tmp_path, 2, [ITLM(0.7, [1, 1], reinit=False, verbose=False, plot=False)]).fit(Model(), BlobsData())
+
+
 def test_reset_parameters_redraws_parametrised_layers_like_plain_ones():
     """A spectrally normalised model re-initialises its unconstrained weights exactly as the plain model would."""
     from torch import nn

@@ -157,10 +157,39 @@ def test_itlm_on_an_iterable_dataset_says_it_needs_a_map_style_one(tmp_path):
 
 def test_dict_samples_get_an_example_of_pairs():
     records = [{"input_ids": [5, 6], "label": 1}, {"input_ids": [7], "label": 0}]
-    with pytest.raises(ValueError, match=r"its first item is a dict with keys \['input_ids', 'label'\]; give "
+    with pytest.raises(ValueError, match=r"its first item is a dict with keys \['input_ids', 'label'\]; pass the key "
+                                         r"of its target, `IndexedDataset\(dataset, target_key='label'\)` .* or give "
                                          r"IndexedDataset a dataset whose items are pairs, e.g. "
                                          r"`\[\(s\['input_ids'\], s\['label'\]\) for s in records\]`"):
         IndexedDataset(records)
+
+
+def test_dict_samples_with_their_target_key_train_with_a_padding_collate(tmp_path):
+    """Hugging Face's samples, `{"input_ids", "attention_mask", "labels"}`: an NLP newcomer rewrote their dataset to
+    pairs. `target_key` takes the label out of each dict; the padding collate sees `(inputs, label)` pairs."""
+    g = torch.Generator().manual_seed(0)
+    records = []
+    for i in range(96):
+        length = int(torch.randint(2, 9, (1,), generator=g))
+        records.append({"input_ids": torch.randint(1, 30, (length,), generator=g), "labels": i % 2})
+    data = IndexedDataset(records, target_key="labels", corrupted=torch.arange(96) % 10 == 0)
+    index, inputs, label, flag = data[3]
+    assert (index, set(inputs), label, bool(flag)) == (3, {"input_ids"}, 1, False)
+    assert torch.equal(inputs["input_ids"], records[3]["input_ids"])
+
+    def pad(pairs):  # a user's padding collate of (dict, label) pairs
+        return pad_pairs([(x["input_ids"], y) for x, y in pairs])
+
+    loader = DataLoader(data, batch_size=16, shuffle=True, collate_fn=IndexedCollate(pad))
+    itlm = ITLM(keep_ratio=0.9, round_epochs=[1, 1], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 2, [itlm]).fit(BagOfTokens(), loader)
+    assert itlm.history[-1].kept == 86 and itlm.history[-1].clean_precision is not None
+    with pytest.raises(ValueError, match=r"`target_key` must be a key of every sample, got 'label', but item 0 has "
+                                         r"keys \['input_ids', 'labels'\]"):
+        IndexedDataset(records, target_key="label")
+    with pytest.raises(TypeError, match=r"`target_key` must be the key of the target in each dict sample"):
+        IndexedDataset(records, target_key=0)
 
 
 def test_a_keep_ratio_under_one_half_is_warned_as_the_share_kept():

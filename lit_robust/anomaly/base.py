@@ -238,19 +238,6 @@ class AnomalyDetector(pl.LightningModule):
         raise ValueError(f"`contamination` must be given (a number in [0, 0.5), the share of anomalies in the data "
                          f"you pass): {name} trained with drop_ratio={ratio!r}, which names none, got None.")
 
-    @torch.no_grad()
-    def _score_all(self, data: Any) -> Tensor:
-        """Every sample's score: of a ``[n, ...]`` tensor (in chunks, eval mode) or of a loader (:meth:`score_dataset`)."""
-        if not isinstance(data, Tensor):
-            return self.score_dataset(data)[0]
-        was_training = self.training
-        self.eval()
-        try:
-            parts = [self.anomaly_score(chunk.to(self.device)).cpu() for chunk in data.split(4096)]
-        finally:
-            self.train(was_training)
-        return torch.cat(parts) if parts else data.new_zeros(0)
-
     def fit_threshold(self, data: Any, contamination: float | None = None) -> float:
         """Set :attr:`threshold` from the scores of ``data``, the training samples (or others drawn alike), of which
         a share ``contamination`` is taken to be anomalous (:func:`anomaly_threshold`), and return it.
@@ -269,7 +256,9 @@ class AnomalyDetector(pl.LightningModule):
         """
         contamination = self._default_contamination() if contamination is None else check_ratio("contamination",
                                                                                                    contamination)
-        threshold = anomaly_threshold(self._score_all(data), contamination)
+        if isinstance(data, Tensor):  # scored as a loader of input-only batches (see `_scores`)
+            data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=4096)
+        threshold = anomaly_threshold(self.score_dataset(data)[0], contamination)
         self.threshold, self.threshold_contamination = threshold, contamination
         return threshold
 

@@ -59,6 +59,7 @@ from lit_robust.mixin import (
     RobustMixin,
     check_per_sample_at_first_batch,
     check_per_sample_scores,
+    check_reinitializable,
     require_mixin,
     scores_and_predictions,
 )
@@ -627,6 +628,11 @@ class ITLM(Callback):
         # `load_report` to the run before's file
         self.report_path = None
         module = require_mixin(self._title, pl_module)
+        if self.reinit and self.num_rounds > 1:
+            try:
+                check_reinitializable(module)
+            except TypeError as err:
+                raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
         fresh = not continues_earlier_fit(trainer)
         if fresh:
             module.model_start_epoch = None  # an earlier fit's announcement does not count

@@ -26,6 +26,25 @@ from torch.utils.data._utils import collate as _collate
 __all__ = ["IndexedDataset", "IndexedBatch", "IndexedCollate", "unpack_batch", "check_pair_dataset"]
 
 
+class DictSamples(Dataset):
+    """A dataset of dict samples as ``(inputs, target)`` pairs: each dict less ``key``, and its ``key`` entry
+    (``IndexedDataset(..., target_key=key)``)."""
+
+    def __init__(self, dataset: Any, key: str) -> None:
+        self.dataset, self.key = dataset, key
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        sample = self.dataset[index]
+        if not isinstance(sample, Mapping) or self.key not in sample:
+            keys = f"keys {sorted(map(str, sample))[:8]}" if isinstance(sample, Mapping) else _describe(sample)
+            raise ValueError(f"`target_key` must be a key of every sample, got {self.key!r}, but item {index} has "
+                             f"{keys}.")
+        return {k: v for k, v in sample.items() if k != self.key}, sample[self.key]
+
+
 class IndexedDataset(Dataset):
     """Wrap a map-style dataset so that each sample is ``(index, input, target[, is_corrupted])``.
 
@@ -34,6 +53,8 @@ class IndexedDataset(Dataset):
         targets: optional replacement targets (e.g. corrupted labels), one per sample.
         corrupted: optional ground-truth flags, one per sample. They are only ever used for metrics
             (clean precision of a selection, ...); no algorithm reads them.
+        target_key: for a dataset of dict samples (Hugging Face's ``{"input_ids", "attention_mask", "labels"}``):
+            the key of the target; each sample becomes ``(the dict less that key, sample[target_key])``.
 
     >>> ds = IndexedDataset(torch.utils.data.TensorDataset(torch.zeros(3, 2), torch.tensor([0, 1, 2])),
     ...                     corrupted=torch.tensor([False, True, False]))
@@ -42,7 +63,13 @@ class IndexedDataset(Dataset):
     (1, 1, True)
     """
 
-    def __init__(self, dataset: Any, targets: Tensor | Sequence | None = None, corrupted: Tensor | None = None) -> None:
+    def __init__(self, dataset: Any, targets: Tensor | Sequence | None = None, corrupted: Tensor | None = None,
+                 target_key: str | None = None) -> None:
+        if target_key is not None:
+            if not isinstance(target_key, str) or not target_key:
+                raise TypeError(f"`target_key` must be the key of the target in each dict sample (a non-empty str), "
+                                f"got {target_key!r}.")
+            dataset = DictSamples(dataset, target_key)
         n = check_pair_dataset(dataset)
         self.dataset = dataset
         if targets is not None:
@@ -363,8 +390,11 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
                          "(a run would train on zero samples).")
     first = dataset[0]
     if isinstance(first, Mapping):
+        label = next((k for k in ("labels", "label", "target", "y") if k in first), "label")
         raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is a dict with keys "
-                         f"{sorted(map(str, first))[:8]}; give IndexedDataset a dataset whose items are pairs, e.g. "
+                         f"{sorted(map(str, first))[:8]}; pass the key of its target, `IndexedDataset({argument}, "
+                         f"target_key={label!r})` (the rest of each dict becomes the input), or give IndexedDataset a "
+                         "dataset whose items are pairs, e.g. "
                          "`[(s['input_ids'], s['label']) for s in records]` or a `Dataset` whose `__getitem__` "
                          "returns `(s['input_ids'], s['label'])` (a dict input is fine: `({'ids': ..., 'mask': ...}, "
                          "label)`).")
