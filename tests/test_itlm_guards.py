@@ -695,3 +695,20 @@ def test_several_training_loaders_are_refused_by_name(tmp_path):
                                          r"several training DataLoaders Lightning passes one batch per loader as a "
                                          r"dict; .*ConcatDataset`\) and wrap the result in one `IndexedDataset`\.$"):
         tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.2)]).fit(TinyModel(), train_dataloaders=two)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0.7", r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.7'\.$"),
+    (70, r"`keep_ratio` must be in \(0, 1\], got 70(\.0)? .* for 70 % pass keep_ratio=0\.7\."),
+])
+def test_a_keep_ratio_set_after_the_constructor_is_checked_at_fit_start(tmp_path, value, message):
+    """A notebook user changed `itlm.keep_ratio` between cells: "0.7" ended in torch's bare "'<' not supported"."""
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False)
+    itlm.keep_ratio = value
+    model = TinyModel()
+    with pytest.raises(ValueError, match=message):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(model, BlobsData())
+    assert model.seen == []
+    itlm.keep_ratio = 0.7  # a valid value set the same way is used
+    tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), BlobsData())
+    assert itlm.history[-1].kept == 168

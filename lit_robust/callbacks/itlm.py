@@ -128,6 +128,21 @@ class RoundRecord:
     metrics_from_epoch: int | None = None
 
 
+def check_keep_ratio(keep_ratio: Any) -> float | Literal["auto"]:
+    """``keep_ratio`` as a float in (0, 1] or ``"auto"``, or a ``ValueError`` naming the range and the value; checked
+    again at each fit's start, since a notebook user's ``itlm.keep_ratio = "0.7"`` between fits ended in torch's bare
+    "'<' not supported" (pure)."""
+    keep_ratio = real_scalar(keep_ratio)
+    if isinstance(keep_ratio, str) and keep_ratio == "auto":
+        return "auto"
+    if isinstance(keep_ratio, str):
+        raise ValueError(f"`keep_ratio` must be a number in (0, 1] or 'auto', got {keep_ratio!r}.")
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r} (or 'auto' to estimate the "
+                         "corrupted fraction from the scores)." + percent_hint("keep_ratio", keep_ratio))
+    return float(keep_ratio)
+
+
 def auto_keep_count(n: int, rate: float, margin: float = 0.0) -> tuple[int, str | None]:
     """How many of ``n`` samples ``ITLM(keep_ratio="auto")`` keeps for an estimated corrupted fraction ``rate``:
     ``floor((1 - rate - margin) * n)`` (as :func:`~lit_robust.selection.rules.keep_count` floors), and a note saying
@@ -431,14 +446,8 @@ class ITLM(Callback):
         per_class: bool = False,
     ) -> None:
         super().__init__()
-        keep_ratio, auto_margin = real_scalar(keep_ratio), real_scalar(auto_margin)
-        auto = isinstance(keep_ratio, str) and keep_ratio == "auto"
-        if isinstance(keep_ratio, str) and not auto:
-            raise ValueError(f"`keep_ratio` must be a number in (0, 1] or 'auto', got {keep_ratio!r}.")
-        if not auto and (isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float))
-                         or not 0.0 < keep_ratio <= 1.0):
-            raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r} (or 'auto' to estimate the "
-                             "corrupted fraction from the scores)." + percent_hint("keep_ratio", keep_ratio))
+        keep_ratio, auto_margin = check_keep_ratio(keep_ratio), real_scalar(auto_margin)
+        auto = keep_ratio == "auto"
         if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
             raise ValueError(f"`estimator` must be one of {list(_ESTIMATORS)}, got {estimator!r}.{cleanlab_hint(estimator)}")
         if (isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float))
@@ -474,7 +483,7 @@ class ITLM(Callback):
         check_report_args(report, report_dir, report_format)
         if plot_dir is not None and not isinstance(plot_dir, (str, os.PathLike)):
             raise TypeError(f"`plot_dir` must be a folder path (str or os.PathLike) or None, got {plot_dir!r}.")
-        self.keep_ratio: float | Literal["auto"] = "auto" if auto else float(keep_ratio)
+        self.keep_ratio: float | Literal["auto"] = keep_ratio
         if len(round_epochs) == 1 and initial_round_on_all:
             # a GAN newcomer's `round_epochs: [2]` ran "round 0/0" on every sample, no trim, no word
             rank_zero_warn(f"ITLM: `round_epochs`={round_epochs} is one round, and round 0 trains on every sample: no "
@@ -627,6 +636,7 @@ class ITLM(Callback):
         # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
         # `load_report` to the run before's file
         self.report_path = None
+        self.keep_ratio = check_keep_ratio(self.keep_ratio)  # it may have been set since the constructor
         module = require_mixin(self._title, pl_module)
         if self.reinit and self.num_rounds > 1:
             try:
