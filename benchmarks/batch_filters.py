@@ -345,25 +345,11 @@ def _render_filters(saved: dict) -> str:
 def _reproduce(saved: dict) -> str:
     """The command that writes this table where it is committed: a full run's ``--out`` elsewhere (a scratch folder)
     is dropped when it named ``batch_filters.md``, since full mode writes ``benchmarks/results/batch_filters.md``."""
-    argv = shlex.split(saved["meta"]["command"])
-    out = next((a.split("=", 1)[1] if a.startswith("--out=") else argv[i + 1] for i, a in enumerate(argv)
-                if a.startswith("--out=") or (a == "--out" and i + 1 < len(argv))), None)
-    if saved["mode"] == "full" and out is not None and Path(out).name == "batch_filters.md":
-        keep, skip = [], False
-        for a in argv:
-            if skip:
-                skip = False
-            elif a == "--out":
-                skip = True
-            elif not a.startswith("--out="):
-                keep.append(a)
-        argv = keep
-    cmd = shlex.join(argv)
-    path = harness.saved_json({**saved, "meta": {**saved["meta"], "command": cmd}}, "batch_filters.json")
-    if path is None:
-        return f"Reproduce: `{cmd}` (printed only: `--out FILE.md` writes the table and the saved run beside it)."
-    return (f"Reproduce: `{cmd}` (writes `{Path(path).with_suffix('.md').as_posix()}` and the saved run `{path}`; "
-            f"`--render {path}` re-prints the table without training).")
+    argv, out = harness.split_out(saved["meta"]["command"])
+    cmd = shlex.join(argv) if saved["mode"] == "full" and out is not None and Path(out).name == "batch_filters.md" \
+        else saved["meta"]["command"]
+    return f"Reproduce: `{cmd}` " + harness.reproduce_note({**saved, "meta": {**saved["meta"], "command": cmd}},
+                                                           "batch_filters.json") + "."
 
 
 BN_NAMES = {"standard": "Standard", "prl": "PRL(L)", "prl_refit": "PRL(L), refit_kept"}

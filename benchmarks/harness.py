@@ -149,17 +149,27 @@ def meta(wall_s: float, jobs: int, argv: Sequence[str], name: str) -> dict[str, 
             "command": shlex.join(["python", f"benchmarks/{name}.py", *argv])}
 
 
+def split_out(command: str) -> tuple[list[str], str | None]:
+    """A saved command's arguments without its ``--out FILE`` / ``--out=FILE``, and that ``FILE`` (the last one given;
+    ``None`` without one)."""
+    argv, kept, out, skip = shlex.split(command), [], None, False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--out" and i + 1 < len(argv):
+            out, skip = argv[i + 1], True
+        elif arg.startswith("--out="):
+            out = arg.split("=", 1)[1]
+        else:
+            kept.append(arg)
+    return kept, out
+
+
 def saved_json(saved: dict[str, Any], default: str) -> str | None:
     """Where the command of a saved run wrote its ``.json``, for its Reproduce line: beside its ``--out`` (the path as
     given), else ``benchmarks/results/<default>`` in full mode; ``None`` when it wrote none (quick or smoke without
     ``--out``). A script whose ``configure`` picks another full-mode output names it as ``default``."""
-    argv = shlex.split(saved["meta"]["command"])
-    out = None
-    for i, arg in enumerate(argv):
-        if arg == "--out" and i + 1 < len(argv):
-            out = argv[i + 1]
-        elif arg.startswith("--out="):
-            out = arg.split("=", 1)[1]
+    out = split_out(saved["meta"]["command"])[1]
     if out:
         return Path(out).with_suffix(".json").as_posix()
     return f"benchmarks/results/{default}" if saved["mode"] == "full" else None
