@@ -519,7 +519,8 @@ def test_one_trim_that_empties_a_class_is_warned_about(tmp_path, per_class):
                         "overall: one trim can starve or empty a rare, hard or confusable class whose samples score "
                         "high (the "
                         "model then never learns it, and the report marks all of it dropped). `ITLM(per_class=True)` "
-                        "keeps the same share of every class."]
+                        "keeps the same share of every class (not against a single-target backdoor, whose poison sits in one "
+                        "class)."]
 
 
 class ClassTwoMostlyHigh(TinyModel):

@@ -87,7 +87,10 @@ _ON_COLLAPSE = ("keep", "warn", "raise")
 Estimator = Literal["gmm", "bmm", "disagreement", "class_floor"]
 _ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor")
 LOW_CLASS_SHARE = 0.5  # a class kept under this fraction of the overall share is warned about
-_PER_CLASS_ADVICE = "`ITLM(per_class=True)` keeps the same share of every class."
+# not against a single-target backdoor: its poison sits in one class, and a per-class trim keeps that class's share
+# of it (attack success 92.1 % in backdoor.md's measurement); a backdoor newcomer was told to turn it on there
+_PER_CLASS_ADVICE = ("`ITLM(per_class=True)` keeps the same share of every class (not against a single-target "
+                     "backdoor, whose poison sits in one class).")
 _MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
 
 
