@@ -1471,9 +1471,14 @@ class ITLM(Callback):
             rare = rarely_predicted_classes(given_d, predicted_d)
             if rare:
                 listed = ", ".join(f"{c} for {p} sample{'' if p == 1 else 's'} ({g} are labelled {c})" for c, p, g in rare[:3])
+                # with `per_class=True` each class kept its share, so the advice to turn it on was no advice (a CLI
+                # newcomer was given it in 4 runs with it on)
+                why = ("it did not learn that class although `per_class=True` kept its share of it (a last round "
+                       "too short? labels of that class mostly wrong?)" if self.per_class else
+                       "the selection it trained on left most of that class out")
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
-                               "the selection it trained on left most of that class out, so the report's "
-                               f"`predicted_label` is no label to relabel those samples with. {_PER_CLASS_ADVICE}")
+                               f"{why}, so the report's `predicted_label` is no label to relabel those samples with."
+                               + ("" if self.per_class else f" {_PER_CLASS_ADVICE}"))
         return path
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
