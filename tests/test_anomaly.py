@@ -286,6 +286,8 @@ def test_rca_resumed_fit_writes_the_same_report(tmp_path, with_val):
     full = run(tmp_path / "a")
     resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
     assert resumed == full
+    # from the last epoch's: Lightning skips the fit loop and its `on_train_end`; the report is written at fit end
+    assert run(tmp_path / "c", ckpt_path=tmp_path / "a" / "epoch=2.ckpt") == full
     rows = load_report(tmp_path / "b" / "rca_report.csv", as_frame=False)
     assert 1 in {r["first_dropped_epoch"] for r in rows}  # drops from before the checkpoint came through it
 

@@ -505,6 +505,11 @@ class BatchFilter(Callback):
         if path is not None:
             self.report_path = path
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self._report.write_if_skipped(trainer, getattr(self, "estimator", "gmm"))
+        if path is not None:
+            self.report_path = path
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a collective: every rank reaches this hook once per epoch
         self._follow_restart()

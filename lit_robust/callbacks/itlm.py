@@ -529,6 +529,7 @@ class ITLM(Callback):
         self._reset_fit_state()
         # fit-time helpers (not state)
         self._report_target: str | None = None  # where this fit's report goes; None: no report
+        self._train_ended = False  # `on_train_end` ran in this fit (Lightning skips it for a finished fit resumed)
         self._plot_folder: str | None = None  # where this fit's score plot goes (resolved at setup, on every rank)
         self._patch: TrainLoaderPatch | None = None
         self._sampler: SelectionSampler | None = None
@@ -692,6 +693,7 @@ class ITLM(Callback):
         self._plot_folder = (os.fspath(self.plot_dir) if self.plot_dir is not None
                              else trainer.log_dir if self.plot and trainer.logger is not None else None)
         self._report_target = None
+        self._train_ended = False
         if report_enabled(self.report, self.report_dir):
             self._report_target = resolve_report_path(trainer, self.report_dir,
                                                       f"{self._report_name}.{self.report_format}")
@@ -978,10 +980,16 @@ class ITLM(Callback):
         self._end_round(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_ended = True
         if self._report_target is not None:
             self._write_report(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._report_target is not None and not self._train_ended:
+            # Lightning skips the whole fit loop, `on_train_end` too, when a fit resumes from a checkpoint of its
+            # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
+            # fit wrote no report
+            self._write_report(trainer, pl_module)
         if len(self.history) < self.num_rounds and not trainer.interrupted:
             # e.g. `EarlyStopping` or `max_steps`/`max_time`: the model is one of an unfinished round
             rank_zero_warn(
