@@ -11,6 +11,7 @@ import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info
 from lit_robust._lightning import continues_earlier_fit
+from lit_robust.callbacks._resume import seed_persistent_workers, warn_unseeded_workers
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
     REPORT_FORMATS,
@@ -207,9 +208,11 @@ class ModuleReport:
         :meth:`EpochReport.setup`)."""
         self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
+        seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
 
     def on_train_start(self) -> None:
         self._report.start(self.trainer, self.device)
+        warn_unseeded_workers(self.trainer, type(self).__name__)
 
     def on_train_epoch_start(self) -> None:
         self._report.start_epoch(self.current_epoch)
