@@ -1234,20 +1234,21 @@ def main(args: Sequence[str] | None = None) -> None:
     argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
     command = next((a for a in argv if not a.startswith("-")), "")
     add_working_directory_to_path()
+    if not debug:
+        sys.unraisablehook = _quiet_about_terminated_workers(sys.unraisablehook)
     try:
         run(argv)
     except SystemExit as exc:
         stop = stopped_by(exc)
         if stop is None:
             raise
-        signal_name, status = stop
-        # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
-        resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
-                  if command == "fit" else "")
-        sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
-                         f"process killed by {signal_name}.\n")
-        raise SystemExit(status) from None
+        _say_stopped(command, *stop)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
+        if not debug and workers_terminated(exc):
+            # SIGTERM to the whole process group (SLURM's preemption, `timeout`): the loader workers die first and
+            # the fit ended in their RuntimeError, a traceback and exit status 1 (a reproducibility newcomer), not
+            # as a preempted fit
+            _say_stopped(command, "SIGTERM", 128 + signal.SIGTERM)
         err = user_error(exc)
         if debug:
             raise
@@ -1267,6 +1268,39 @@ def main(args: Sequence[str] | None = None) -> None:
                          "(run again with --debug for the traceback)\n")
         _remove_empty_log_dir(cli)
         raise SystemExit(2) from None
+
+
+def _say_stopped(command: str, signal_name: str, status: int) -> None:
+    """Say that the run was stopped by ``signal_name`` and exit with ``status`` (128 + the signal, the shell's)."""
+    # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
+    resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
+              if command == "fit" else "")
+    sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
+                     f"process killed by {signal_name}.\n")
+    raise SystemExit(status) from None
+
+
+def _quiet_about_terminated_workers(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``sys.unraisablehook`` less the workers' SIGTERM: PyTorch raises it from its SIGCHLD handler wherever the main
+    process is, and inside logging's lock release Python prints it as "Exception ignored in: ... Traceback ..."
+    (a reproducibility newcomer's preempted CLI fit), above the one line that says the fit was stopped."""
+    if getattr(hook, "_lit_robust_quiet", False):
+        return hook
+
+    def quiet(unraisable: Any) -> None:
+        if unraisable.exc_value is not None and workers_terminated(unraisable.exc_value):
+            return
+        hook(unraisable)
+
+    quiet._lit_robust_quiet = True  # type: ignore[attr-defined]
+    return quiet
+
+
+def workers_terminated(exc: BaseException) -> bool:
+    """Whether the run ended because its DataLoader workers were killed by SIGTERM (PyTorch's "DataLoader worker
+    (pid(s) ...) is killed by signal: Terminated."), as when the signal goes to the whole process group."""
+    return any(isinstance(e, RuntimeError) and "DataLoader worker" in str(e)
+               and "killed by signal: Terminated" in str(e) for e in _chain(exc))
 
 
 def stopped_by(exc: SystemExit) -> tuple[str, int] | None:

@@ -1002,3 +1002,39 @@ def test_ckpt_path_last_tells_the_fits_apart_in_a_shared_checkpoint_dirpath(tmp_
             fit_a.model, fit_a.datamodule, ckpt_path=str(tmp_path / "my_ckpts" / "last.ckpt"), verbose=False)
     said = [str(w.message) for w in caught if "callbacks used to create the checkpoint" in str(w.message)]
     assert said and "ITLM" in said[0] and "ConfigInCheckpoint" not in said[0], said  # the fit's own are named
+
+
+def test_loader_workers_killed_by_sigterm_end_the_run_as_a_preemption(monkeypatch, capsys):
+    """SIGTERM to the whole process group (SLURM, `timeout`) kills the loader workers first: a reproducibility
+    newcomer's `prl_mnist.yaml` with `num_workers: 2` ended in PyTorch's RuntimeError, two tracebacks and exit status
+    1, not the preemption's line and 143; with ITLM Python printed "Exception ignored in: ..." above that line."""
+    import lit_robust.cli as cli
+
+    def killed(argv):
+        try:
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+        except RuntimeError as exc:
+            raise ValueError("wrapped by a loop") from exc
+
+    monkeypatch.setattr(cli, "run", killed)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # main() wraps it; put it back afterwards
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", "any.yaml"])
+    assert done.value.code == 143
+    assert capsys.readouterr().err == ("lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: "
+                                       "resume with the same command and `--ckpt_path last`. Exit status 143, as for a "
+                                       "process killed by SIGTERM.\n")
+    # the same error raised where Python cannot raise it (in logging's lock release) is not printed; others are
+    said = []
+    hook = cli._quiet_about_terminated_workers(lambda u: said.append(str(u.exc_value)))
+    assert cli._quiet_about_terminated_workers(hook) is hook  # wrapped once, however often main() runs
+    unraisable = type("U", (), {})
+    for message in ("DataLoader worker (pid 7) is killed by signal: Terminated. ", "another failure"):
+        u = unraisable()
+        u.exc_value = RuntimeError(message)
+        hook(u)
+    assert said == ["another failure"]
+    monkeypatch.setattr(cli, "run", lambda argv: (_ for _ in ()).throw(
+        RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")))
+    with pytest.raises(RuntimeError, match="Killed"):  # a worker killed otherwise is a failure, as before
+        main(["fit", "--config", "any.yaml"])
