@@ -16,7 +16,7 @@ from lit_robust._backend import TrainerFn
 from lit_robust.selection import distributed
 
 __all__ = ["check_resumable", "random_state", "restore_random_state", "restore_random_state_in_fit",
-           "seed_persistent_workers", "warn_unseeded_workers"]
+           "seed_persistent_workers", "warn_mid_epoch_resume", "warn_unseeded_workers"]
 
 
 def random_state() -> dict[str, Any] | None:
@@ -181,3 +181,21 @@ def warn_unseeded_workers(trainer: Any, owner: str) -> None:
                        "sampler=RandomSampler(ds), generator=torch.Generator().manual_seed(0), num_workers=..., "
                        "persistent_workers=True)` (lit_robust's datamodules do), or pass the loader to `trainer.fit` "
                        "itself.")
+
+
+def warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
+    """At train start: warn when the fit resumes from a checkpoint written inside an epoch (``ModelCheckpoint(
+    every_n_train_steps=...)``, ``save_on_exception=True``): Lightning trains the rest of that epoch's steps in a new
+    order, so the fit is not the uninterrupted one, which the docs promise only from an epoch-end checkpoint (a
+    reproducibility newcomer's resume differed without a word of lit_robust's)."""
+    loop = trainer.fit_loop
+    if not getattr(loop, "restarted_mid_epoch", False):
+        return
+    from lit_robust._backend import rank_zero_warn
+
+    done = loop.epoch_loop.batch_progress.current.processed
+    rank_zero_warn(f"{owner}: this fit resumes from a checkpoint written inside epoch {trainer.current_epoch} (after "
+                   f"{done} of its batches: `every_n_train_steps`, `save_on_exception`, ...). Lightning trains the "
+                   "rest of that epoch's steps in a new order, so from here on the fit is not the uninterrupted one "
+                   "(other batches, drops and weights). For an exact resume, resume from a checkpoint written at the "
+                   "end of an epoch (ModelCheckpoint's default, `save_last: true`).")
