@@ -159,7 +159,7 @@ def seed_persistent_workers(trainer: Any) -> None:
     With a generator of its own the global one is left alone; the shuffle (``shuffle=True`` made its sampler before
     this, on the global generator) is unchanged. lit_robust's datamodules and ITLM's loader have one. A loader made
     later by a module's or datamodule's ``train_dataloader()`` is out of reach here: :func:`warn_unseeded_workers`."""
-    source = getattr(trainer.fit_loop, "_data_source", None)
+    source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
     loader = None if source is None or source.is_module() else source.instance
     if _draws_worker_seed_globally(loader):
         loader.generator = torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
@@ -168,7 +168,7 @@ def seed_persistent_workers(trainer: Any) -> None:
 def warn_unseeded_workers(trainer: Any, owner: str) -> None:
     """At train start of a resumed fit: warn when a training loader still draws its persistent workers' seed from
     torch's global generator (see :func:`seed_persistent_workers`), with the change that makes the resume exact."""
-    combined = getattr(trainer.fit_loop, "_combined_loader", None)
+    combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
     if getattr(trainer, "ckpt_path", None) is None or combined is None:
         return
     if any(_draws_worker_seed_globally(loader) for loader in combined.flattened):
@@ -188,7 +188,7 @@ def warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
     every_n_train_steps=...)``, ``save_on_exception=True``): Lightning trains the rest of that epoch's steps in a new
     order, so the fit is not the uninterrupted one, which the docs promise only from an epoch-end checkpoint (a
     reproducibility newcomer's resume differed without a word of lit_robust's)."""
-    loop = trainer.fit_loop
+    loop = getattr(trainer, "fit_loop", None)
     if not getattr(loop, "restarted_mid_epoch", False):
         return
     from lit_robust._backend import rank_zero_warn
