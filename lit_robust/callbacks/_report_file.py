@@ -11,7 +11,7 @@ import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info
 from lit_robust._lightning import continues_earlier_fit
-from lit_robust.callbacks._resume import seed_persistent_workers, warn_mid_epoch_resume, warn_unseeded_workers
+from lit_robust.callbacks._resume import seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
     REPORT_FORMATS,
@@ -212,8 +212,7 @@ class ModuleReport:
 
     def on_train_start(self) -> None:
         self._report.start(self.trainer, self.device)
-        warn_unseeded_workers(self.trainer, type(self).__name__)
-        warn_mid_epoch_resume(self.trainer, type(self).__name__)
+        warn_inexact_resume(self.trainer, type(self).__name__)
 
     def on_train_epoch_start(self) -> None:
         self._report.start_epoch(self.current_epoch)

@@ -18,8 +18,7 @@ from lit_robust.callbacks._resume import (
     random_state,
     restore_random_state,
     seed_persistent_workers,
-    warn_mid_epoch_resume,
-    warn_unseeded_workers,
+    warn_inexact_resume,
 )
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
@@ -438,8 +437,7 @@ class BatchFilter(Callback):
     # -- training hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report.start(trainer, pl_module.device)
-        warn_unseeded_workers(trainer, self.owner)
-        warn_mid_epoch_resume(trainer, self.owner)
+        warn_inexact_resume(trainer, self.owner)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:

@@ -39,7 +39,7 @@ from lit_robust.callbacks._report_file import (
     resolve_report_path,
     written_on_rank_zero,
 )
-from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state, warn_mid_epoch_resume
+from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state, warn_inexact_resume
 from lit_robust.data.indexed import (
     DICT_SAMPLES_HINT,
     IndexedDataset,
@@ -738,7 +738,7 @@ class ITLM(Callback):
 
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        warn_mid_epoch_resume(trainer, self._title)
+        warn_inexact_resume(trainer, self._title)
         self._check_swa(trainer)
         self._check_monitored_checkpoints(trainer)
         self._check_early_stops(trainer)
