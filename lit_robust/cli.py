@@ -35,7 +35,9 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from functools import update_wrapper
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import torch
@@ -231,6 +233,13 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     key = unknown.group(1).split("=")[0]
     dashed = not key.startswith("--")  # a YAML key: compare without the dashes, suggest it as written
     close = difflib.get_close_matches(f"--{key}" if dashed else key, list(options), n=1)
+    if not close and "." in key:
+        # a misspelt section (`modle:` in a YAML reads 'modle.init_args.backbone', whose whole name is far from
+        # every option's): the closest section, the rest of the key as written
+        head, _, rest = key.lstrip("-").partition(".")
+        sections = {o.lstrip("-").partition(".")[0] for o in options if "." in o}
+        near = difflib.get_close_matches(head, sorted(sections), n=1)
+        close = [f"--{near[0]}.{rest}"] if near else []
     if not close:
         return message
     return f"{message} (did you mean {close[0][2:] if dashed else close[0]}?)"
@@ -242,7 +251,10 @@ def _attribute_hint(module: str, name: str) -> str:
         names = [n for n in dir(importlib.import_module(module)) if not n.startswith("_")]
     except Exception:  # a module that does not import: jsonargparse's message says so
         return ""
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+    # the same name in another case first: difflib's ratio of 'Itlm' to 'ITLM' is 0.25 (a CLI newcomer's
+    # `lit_robust.Itlm` got no suggestion where `lit_robust.ITLN` did)
+    close = ([n for n in names if n.lower() == name.lower()]
+             or difflib.get_close_matches(name, names, n=1, cutoff=0.7))
     return f" (did you mean '{module}.{close[0]}'?)" if close else ""
 
 
@@ -320,6 +332,10 @@ def _class_entry_hint(head: str, message: str) -> str | None:
         if not loose:
             continue
         where = "a callback of `trainer.callbacks`" if name == "trainer.callbacks" else f"`{name}:`"
+        typo = [k for k in loose if isinstance(k, str) and difflib.get_close_matches(k, ["init_args"], cutoff=0.8)]
+        if typo and "class_path" in entry:  # `init_arg:` / `initargs:` (a CLI newcomer's) read as an argument
+            return (f"{head}\n  {where} has `{typo[0]}:` beside `class_path: {entry['class_path']}`: did you mean "
+                    "`init_args:`? A class's arguments go under `init_args:`.")
         if "class_path" in entry:
             return (f"{head}\n  {where} sets {', '.join(map(repr, loose))} beside `class_path: {entry['class_path']}`; "
                     "a class's arguments go one level down, under `init_args:`.")
@@ -462,6 +478,46 @@ class RobustCLI(LightningCLI):
             rank_zero_warn(f"`--ckpt_path`: the model is rebuilt from the hyper-parameters saved in the checkpoint "
                            f"(Lightning's rule), which replace the config's / command line's {listed}.")
 
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """LightningCLI's ``optimizer:`` / ``lr_scheduler:`` (``--optimizer Adam``), with a fresh optimizer and
+        scheduler at every ``configure_optimizers`` call, as a module's own method makes them. Lightning builds one
+        pair when the CLI starts and hands back the same objects on every call, so ITLM's re-drawn rounds kept the
+        whole fit's Adam moments and scheduler position (a CLI newcomer's StepLR ran 20 epochs deep by the last round:
+        learning rate 2.4e-6, test accuracy 0.441)."""
+        parser = self._parser(subcommand)
+        opt_init = self._automatic_init(parser._optimizers)
+        own = getattr(type(self.model), "cli_optimizer_note", None)
+        if opt_init and own:  # before Lightning's warning that it overrides the module's method
+            raise UserInputError(f"`optimizer:` (`--optimizer`) replaces the module's `configure_optimizers` with one "
+                                 f"optimizer, but {type(self.model).__name__} {own}")
+        super()._add_configure_optimizers_method_to_model(subcommand)
+        bound = self.model.__dict__.get("configure_optimizers")
+        made = getattr(getattr(bound, "__func__", None), "keywords", None)
+        if not opt_init or not isinstance(made, dict) or "optimizer" not in made:
+            return  # no `optimizer:` in the config: the module's own method stays
+        sched_init = self._automatic_init(parser._lr_schedulers)
+        cli = self
+
+        def configure_optimizers(module: pl.LightningModule) -> Any:
+            optimizer = _lightning_cli.instantiate_class(module.parameters(), opt_init)
+            scheduler = _lightning_cli.instantiate_class(optimizer, sched_init) if sched_init else None
+            return cli.configure_optimizers(module, optimizer, scheduler)
+
+        update_wrapper(configure_optimizers, self.configure_optimizers)  # Lightning's `is_overridden` reads it
+        self.model.configure_optimizers = MethodType(configure_optimizers, self.model)
+
+    def _automatic_init(self, registry: dict[str, Any]) -> Any:
+        """The config's ``class_path``/``init_args`` of the optimizer or scheduler group Lightning links to the
+        model's ``configure_optimizers`` (``"AUTOMATIC"``; at most one of each, which Lightning checked)."""
+        for key, (cls, link) in registry.items():
+            if link == "AUTOMATIC":
+                init = self._get(self.config_init, key)
+                if init and not isinstance(cls, tuple):
+                    init = _lightning_cli._global_add_class_path(cls, init)
+                if init:
+                    return init
+        return None
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
         callbacks = cfg.get("callbacks") or []
@@ -473,6 +529,9 @@ class RobustCLI(LightningCLI):
             added.append(RichProgressBar() if stdout_encodes(_RICH_BAR_TEXT) else TQDMProgressBar())
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
             added.append(PredictionWriter())  # LightningCLI drops what `trainer.predict` returns: write it
+        config = self._dumped_config("fit") if self.subcommand == "fit" else None
+        if config is not None:
+            added.append(_ConfigInCheckpoint(config))
         if added:  # `callbacks=` in kwargs would replace the config's list: extend it instead
             kwargs["callbacks"] = callbacks + added
         return super().instantiate_trainer(**kwargs)
@@ -761,8 +820,35 @@ def _saved_fit_signature(ckpt: str) -> dict[str, Any] | None:
     return None if config is None else fit_signature(config)
 
 
+#: the top-level checkpoint key under which ``lit-robust fit`` records its config (:class:`_ConfigInCheckpoint`)
+CONFIG_KEY = "lit_robust_fit_config"
+
+
+class _ConfigInCheckpoint(pl.Callback):
+    """Writes the fit's config into every checkpoint it saves (under :data:`CONFIG_KEY`), so that ``--ckpt_path
+    last`` can tell the fits apart in a ModelCheckpoint ``dirpath`` shared by several configs, where no
+    ``config.yaml`` sits beside the files (a CLI newcomer's `test` loaded another config's weights, test accuracy
+    0.093 against 0.930, and a never-run config's `fit` found that finished fit and trained nothing). No state of
+    its own: a checkpoint loads into a Trainer without it, in Python too, without Lightning's missing-callback
+    warning."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
 def _saved_config(ckpt: str) -> dict[str, Any] | None:
-    """The ``config.yaml`` LightningCLI saved beside the ``checkpoints`` folder of ``ckpt``, or ``None``."""
+    """The config of the ``lit-robust fit`` that wrote ``ckpt``: recorded in the checkpoint, else the
+    ``config.yaml`` LightningCLI saved beside its ``checkpoints`` folder, else ``None``."""
+    try:
+        recorded = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY)
+    except Exception:  # noqa: BLE001 - an unreadable file: Lightning reports it if it is loaded
+        recorded = None
+    if isinstance(recorded, dict):
+        return recorded
     saved = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(ckpt))), "config.yaml")
     try:
         with open(saved, encoding="utf-8") as f:
@@ -1148,20 +1234,21 @@ def main(args: Sequence[str] | None = None) -> None:
     argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
     command = next((a for a in argv if not a.startswith("-")), "")
     add_working_directory_to_path()
+    if not debug:
+        sys.unraisablehook = _quiet_about_terminated_workers(sys.unraisablehook)
     try:
         run(argv)
     except SystemExit as exc:
         stop = stopped_by(exc)
         if stop is None:
             raise
-        signal_name, status = stop
-        # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
-        resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
-                  if command == "fit" else "")
-        sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
-                         f"process killed by {signal_name}.\n")
-        raise SystemExit(status) from None
+        _say_stopped(command, *stop)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
+        if not debug and workers_terminated(exc):
+            # SIGTERM to the whole process group (SLURM's preemption, `timeout`): the loader workers die first and
+            # the fit ended in their RuntimeError, a traceback and exit status 1 (a reproducibility newcomer), not
+            # as a preempted fit
+            _say_stopped(command, "SIGTERM", 128 + signal.SIGTERM)
         err = user_error(exc)
         if debug:
             raise
@@ -1181,6 +1268,39 @@ def main(args: Sequence[str] | None = None) -> None:
                          "(run again with --debug for the traceback)\n")
         _remove_empty_log_dir(cli)
         raise SystemExit(2) from None
+
+
+def _say_stopped(command: str, signal_name: str, status: int) -> None:
+    """Say that the run was stopped by ``signal_name`` and exit with ``status`` (128 + the signal, the shell's)."""
+    # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
+    resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
+              if command == "fit" else "")
+    sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
+                     f"process killed by {signal_name}.\n")
+    raise SystemExit(status) from None
+
+
+def _quiet_about_terminated_workers(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``sys.unraisablehook`` less the workers' SIGTERM: PyTorch raises it from its SIGCHLD handler wherever the main
+    process is, and inside logging's lock release Python prints it as "Exception ignored in: ... Traceback ..."
+    (a reproducibility newcomer's preempted CLI fit), above the one line that says the fit was stopped."""
+    if getattr(hook, "_lit_robust_quiet", False):
+        return hook
+
+    def quiet(unraisable: Any) -> None:
+        if unraisable.exc_value is not None and workers_terminated(unraisable.exc_value):
+            return
+        hook(unraisable)
+
+    quiet._lit_robust_quiet = True  # type: ignore[attr-defined]
+    return quiet
+
+
+def workers_terminated(exc: BaseException) -> bool:
+    """Whether the run ended because its DataLoader workers were killed by SIGTERM (PyTorch's "DataLoader worker
+    (pid(s) ...) is killed by signal: Terminated."), as when the signal goes to the whole process group."""
+    return any(isinstance(e, RuntimeError) and "DataLoader worker" in str(e)
+               and "killed by signal: Terminated" in str(e) for e in _chain(exc))
 
 
 def stopped_by(exc: SystemExit) -> tuple[str, int] | None:

@@ -10,6 +10,7 @@ from torch.nn.utils import parametrize
 
 from lit_robust._lightning import check_datamodule_package
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
+from lit_robust.data.spec import check_first_batch
 from lit_robust.report import labels_from_outputs, values_from_outputs
 from lit_robust.selection.rules import masked_mean
 
@@ -441,6 +442,10 @@ def check_per_sample_at_first_batch(owner: str, module: Any, batch: Any, what: s
     every sample, ``[2B]`` losses) is named at once rather than after a round of training."""
     unpacked = unpack_batch(batch, owner=owner)
     check_corrupted_flags(unpacked, owner)
+    # a ready-made module's own check of what the batches hold comes first: it runs at its first training step,
+    # after this (a regression newcomer's `in_features=12` on 10 columns ended in "mat1 and mat2 shapes cannot be
+    # multiplied" under ITLM or a filter, and in its one-line misfit without them)
+    check_first_batch(module, batch, 0)
     n = int(unpacked.index.shape[0])
 
     def fn(b: Any) -> Any:

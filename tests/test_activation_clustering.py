@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import ActivationClustering, IndexedDataset, activation_clusters, load_report
-from lit_robust.functional.clustering import two_means
+from lit_robust.functional.clustering import outsized_class, two_means
 from tests.conftest import TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
 
 
@@ -261,6 +261,57 @@ def test_a_median_silhouette_close_to_the_threshold_is_warned_about(tmp_path):
             assert said[0].startswith(f"ActivationClustering: the median class silhouette {median:.3f} is within "
                                       f"0.05 of `min_silhouette`={round(threshold, 4):g}, so the decision to {side} "
                                       "could go the other way"), said[0]
+
+
+def test_outsized_class_against_a_sorted_reference():
+    import random
+    import statistics
+
+    def slow(sizes, ratio):
+        if len(sizes) < 2:
+            return None
+        median = statistics.median(sizes.values())
+        best = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        return (best[0], best[1], float(median)) if median > 0 and best[1] >= ratio * median else None
+
+    rng = random.Random(0)
+    cases = [({}, 1.5), ({3: 100}, 1.5), ({0: 0, 1: 0}, 1.5), ({0: 1072, 1: 560, 2: 558}, 1.5),
+             ({0: 5, 1: 10, 2: 10}, 1.0)]  # a tie goes to the smaller class
+    for _ in range(300):
+        k = rng.randint(1, 12)
+        cases.append(({rng.randint(0, 30): rng.randint(0, 50) for _ in range(k)}, rng.choice([1.0, 1.5, 2.0])))
+    for sizes, ratio in cases:
+        assert outsized_class(sizes, ratio) == slow(sizes, ratio), (sizes, ratio)
+    assert outsized_class({0: 5, 1: 10, 2: 10}, 1.0) == (1, 10, 10.0)
+    for bad in (0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match=rf"`ratio` must be a positive number, got {bad!r}\."):
+            outsized_class({0: 1, 1: 2}, bad)
+
+
+@pytest.mark.parametrize("sizes, warned", [((160, 60, 60), True), ((80, 80, 80), False)])
+def test_nothing_flagged_beside_an_outsized_class_is_warned_about(tmp_path, sizes, warned):
+    """A backdoor newcomer's all-to-one patch (8 % of MNIST into class 0, 1,072 samples against a median of about
+    560) flagged nothing and said nothing; the class sizes were the sign."""
+    import warnings
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.cat([torch.full((m,), c) for c, m in enumerate(sizes)])
+    centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
+    ds = IndexedDataset(TensorDataset(centers[y] + 0.5 * torch.randn(len(y), 2, generator=g), y))
+    ac = ActivationClustering(warmup_epochs=1, verbose=False, min_silhouette=0.99, class_silhouette=0.99)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [ac]).fit(TinyModel(), Data(ds))
+    assert ac.flagged.numel() == 0  # no class splits at these thresholds
+    said = [str(w.message) for w in caught if "flagged nothing" in str(w.message)]
+    if warned:
+        assert said == ["ActivationClustering flagged nothing, but class 0 holds 160 training samples, 2.7x the median "
+                        "class (60). An all-to-one backdoor moves its poison into one class, and activation clustering "
+                        "did not find one at a small rate (docs/capabilities/backdoor.md, \"Recommended settings\"). "
+                        "Unless your classes are this unbalanced by nature, look at the samples labelled 0."]
+    else:
+        assert said == []
 
 
 class ConvThenOutput(TinyModel):

@@ -78,6 +78,23 @@ def test_single_target_poisons_only_the_source_class():
     assert len(ty) == 180 and bool((ty != 7).all()) and bool((ta == 7).all())
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target=10), r"`target` must be a class in \[0, 9\], got 10\."),
+    (dict(target=-1), r"`target` must be a class in \[0, 9\], got -1\."),
+    (dict(target=3, source=12), r"`source` must be a class in \[0, 9\], got 12\."),
+    (dict(target=3, source=3), r"needs `source` != `target`"),
+])
+def test_poison_test_set_checks_classes_as_poison_does(kwargs, message):
+    """A backdoor newcomer's `poison_test_set(..., target=10)` returned attacker labels of 10 on 10 classes without a
+    word, where `poison` refused the same target."""
+    x, y = images(n=200), torch.arange(200) % 10
+    trig = PatchTrigger(value_range=(LO, HI))
+    with pytest.raises(ValueError, match=message):
+        poison_test_set(x, y, trig, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        poison(x, y, trig, 0.1, **kwargs)
+
+
 def test_all_to_one_poisons_every_other_class():
     """BadNets' attack (a newcomer could not build it: a single target needed a source class): with `target` and no
     `source`, a `rate` share of the samples of every other class gets the trigger and the target label."""

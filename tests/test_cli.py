@@ -904,3 +904,137 @@ def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
     other_data = {**base, "data": {"class_path": "D", "init_args": {"csv": "b.csv"}}}
     assert signature_differences(fit_signature(base), fit_signature(other_data)) == [
         "data.init_args.csv: 'b.csv' in that fit, 'a.csv' here"]
+
+
+def test_a_configured_optimizer_and_scheduler_are_made_anew_at_every_itlm_round(tmp_path, one_torch_thread):
+    """LightningCLI builds `--optimizer`/`--lr_scheduler` once and returns the same objects from every
+    `configure_optimizers` call: ITLM's re-drawn rounds kept the whole fit's Adam moments and a StepLR 20 epochs deep
+    by the last round (a CLI newcomer's learning rate 2.4e-6, test accuracy 0.441). Now each round starts them
+    afresh, as a module's own `configure_optimizers` does."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    cli = run(["fit", "--config", str(tmp_path / "c.yaml"), "--optimizer", "Adam", "--optimizer.lr", "0.003",
+               "--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "1", "--lr_scheduler.gamma", "0.5"])
+    trainer, model = cli.trainer, cli.model
+    assert cfg["trainer"]["max_epochs"] == 3  # three one-epoch rounds
+    opt = trainer.optimizers[0]
+    assert type(opt) is torch.optim.Adam and opt.defaults["lr"] == 0.003
+    steps = {int(s["step"]) for s in opt.state.values()}
+    assert steps == {trainer.num_training_batches}, (steps, trainer.global_step)  # the last round's steps only
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.last_epoch == 1 and opt.param_groups[0]["lr"] == pytest.approx(0.003 * 0.5)  # one epoch deep
+    first, second = model.configure_optimizers(), model.configure_optimizers()
+    assert first[0][0] is not second[0][0] and first[1][0] is not second[1][0]
+    assert first[0][0].param_groups[0]["params"] == list(model.parameters())
+
+
+def test_a_configured_optimizer_for_a_module_with_two_is_one_line(tmp_path, capsys):
+    """Co-teaching under `--optimizer Adam` ended in "TypeError: cannot unpack non-iterable LightningAdam object"
+    (a CLI newcomer): it trains two networks with an optimizer each."""
+    err = _fails(tmp_path, capsys, "coteaching_mnist.yaml", ["fit", "--optimizer", "Adam"])
+    assert ("`optimizer:` (`--optimizer`) replaces the module's `configure_optimizers` with one optimizer, but "
+            "CoTeaching trains two networks, each with its own optimizer from the wrapped module's "
+            "`configure_optimizers`: set the optimizer there") in err, err
+    err = _fails(tmp_path, capsys, "itlm_gan_mixture.yaml", ["fit", "--optimizer", "Adam"])
+    assert "but DCGAN trains a discriminator and a generator with an Adam each: set `model.init_args.lr`" in err, err
+
+
+def test_a_class_name_in_another_case_a_misspelt_section_and_init_arg_get_a_suggestion(tmp_path, capsys):
+    """A CLI newcomer's `lit_robust.Itlm` got no suggestion where `lit_robust.ITLN` did, `modle:` none where
+    `max_epoch` did, and `init_arg:` was read as an argument of the class."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["class_path"] = "lit_robust.Itlm"
+    (tmp_path / "case.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(tmp_path / "case.yaml")])
+    assert "module 'lit_robust' has no attribute 'Itlm' (did you mean 'lit_robust.ITLM'?)" in capsys.readouterr().err
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["modle"] = cfg.pop("model")
+    (tmp_path / "modle.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(tmp_path / "modle.yaml")])
+    err = capsys.readouterr().err.rstrip()
+    assert err.endswith("(did you mean model.init_args.backbone?)") and "does not accept option 'modle." in err, err
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    itlm = cfg["trainer"]["callbacks"][0]
+    itlm["init_arg"] = itlm.pop("init_args")
+    (tmp_path / "init_arg.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(tmp_path / "init_arg.yaml")])
+    assert ("a callback of `trainer.callbacks` has `init_arg:` beside `class_path: lit_robust.ITLM`: did you mean "
+            "`init_args:`?") in capsys.readouterr().err
+
+
+def test_ckpt_path_last_tells_the_fits_apart_in_a_shared_checkpoint_dirpath(tmp_path, capsys, one_torch_thread):
+    """A CLI newcomer's configs shared `ModelCheckpoint(dirpath=./my_ckpts)`: `test --config A --ckpt_path last`
+    loaded B's newer `last-v1.ckpt` (test accuracy 0.093 against 0.930), and a never-run config's `fit --ckpt_path
+    last` found B's finished fit and trained nothing, exit 0. No config.yaml sits beside such files: each checkpoint
+    now carries its fit's config."""
+    import warnings
+
+    def config(clean_ratio: float, name: str) -> Path:
+        cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+        cfg["trainer"]["callbacks"].append({"class_path": "ModelCheckpoint",
+                                            "init_args": {"dirpath": str(tmp_path / "my_ckpts"), "save_last": True}})
+        cfg["data"]["init_args"]["clean_ratio"] = clean_ratio
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    a, b, c = config(0.6, "a"), config(0.8, "b"), config(0.7, "c")
+    fit_a = run(["fit", "--config", str(a)])
+    run(["fit", "--config", str(b)])
+    lasts = sorted(p.name for p in (tmp_path / "my_ckpts").glob("last*.ckpt"))
+    assert lasts == ["last-v1.ckpt", "last.ckpt"]  # B's is the newer
+    evaluated = run(["test", "--config", str(a), "--ckpt_path", "last"])
+    assert Path(evaluated.trainer.ckpt_path).name == "last.ckpt"
+    assert torch.load(evaluated.trainer.ckpt_path, weights_only=True)["lit_robust_fit_config"]["data"]["init_args"][
+        "clean_ratio"] == 0.6
+    capsys.readouterr()
+    fresh = run(["fit", "--config", str(c), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    assert "found no checkpoint of an earlier fit with this config, so this fit starts from scratch" in err, err
+    assert fresh.trainer.current_epoch == fresh.trainer.max_epochs  # it trained
+    # the record is no callback state: the file loads into a Trainer of one's own without Lightning's warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
+            fit_a.model, fit_a.datamodule, ckpt_path=str(tmp_path / "my_ckpts" / "last.ckpt"), verbose=False)
+    said = [str(w.message) for w in caught if "callbacks used to create the checkpoint" in str(w.message)]
+    assert said and "ITLM" in said[0] and "ConfigInCheckpoint" not in said[0], said  # the fit's own are named
+
+
+def test_loader_workers_killed_by_sigterm_end_the_run_as_a_preemption(monkeypatch, capsys):
+    """SIGTERM to the whole process group (SLURM, `timeout`) kills the loader workers first: a reproducibility
+    newcomer's `prl_mnist.yaml` with `num_workers: 2` ended in PyTorch's RuntimeError, two tracebacks and exit status
+    1, not the preemption's line and 143; with ITLM Python printed "Exception ignored in: ..." above that line."""
+    import lit_robust.cli as cli
+
+    def killed(argv):
+        try:
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+        except RuntimeError as exc:
+            raise ValueError("wrapped by a loop") from exc
+
+    monkeypatch.setattr(cli, "run", killed)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # main() wraps it; put it back afterwards
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", "any.yaml"])
+    assert done.value.code == 143
+    assert capsys.readouterr().err == ("lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: "
+                                       "resume with the same command and `--ckpt_path last`. Exit status 143, as for a "
+                                       "process killed by SIGTERM.\n")
+    # the same error raised where Python cannot raise it (in logging's lock release) is not printed; others are
+    said = []
+    hook = cli._quiet_about_terminated_workers(lambda u: said.append(str(u.exc_value)))
+    assert cli._quiet_about_terminated_workers(hook) is hook  # wrapped once, however often main() runs
+    unraisable = type("U", (), {})
+    for message in ("DataLoader worker (pid 7) is killed by signal: Terminated. ", "another failure"):
+        u = unraisable()
+        u.exc_value = RuntimeError(message)
+        hook(u)
+    assert said == ["another failure"]
+    monkeypatch.setattr(cli, "run", lambda argv: (_ for _ in ()).throw(
+        RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")))
+    with pytest.raises(RuntimeError, match="Killed"):  # a worker killed otherwise is a failure, as before
+        main(["fit", "--config", "any.yaml"])

@@ -84,6 +84,10 @@ def test_patch_off_the_image_and_channel_mismatch():
         PatchTrigger(position=(6, 0), value_range=(LO, HI))(images())
     with pytest.raises(ValueError, match="`pattern` has 2 channels but the images have 3"):
         PatchTrigger(pattern=torch.ones(2, 2, 2), value_range=(LO, HI))(images(c=3))
+    # grey images: one allowed count, said once (a backdoor newcomer read "give it 1 or 1 channels")
+    with pytest.raises(ValueError, match=r"^`pattern` has 3 channels but the images have 1; give it 1 channel, or "
+                                         r"shape \[h, w\]\.$"):
+        PatchTrigger(pattern=torch.ones(3, 2, 2), value_range=(LO, HI))(images(c=1))
 
 
 @pytest.mark.parametrize("channels", [1, 3])

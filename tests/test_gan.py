@@ -262,8 +262,8 @@ def test_dcgan_names_a_wrong_image_size_before_itlm_scores_the_batch(tmp_path):
     loader = DataLoader(IndexedDataset(TensorDataset(torch.rand(16, 1, 32, 32) * 2 - 1, torch.zeros(16))),
                         batch_size=8)
     itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
-    with pytest.raises(ValueError, match=r"`model.image_size`=28 does not fit `data`: the batch yields 1×32×32 images. "
-                                         r"Set `model.image_size` to 32."):
+    with pytest.raises(ValueError, match=r"`model.image_size`=28 does not fit `data`: the first training batch yields "
+                                         r"1×32×32 images. Set `model.image_size` to 32."):
         tiny_trainer(tmp_path, 2, [itlm]).fit(DCGAN(**{**SMALL, "image_size": 28}), loader)
     with pytest.raises(ValueError, match=r"the batch yields vectors of 1024 features. DCGAN takes images of shape "
                                          r"\[batch, 1, 28, 28\]"):

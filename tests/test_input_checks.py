@@ -270,12 +270,27 @@ def test_datamodules_say_what_they_yield_once_set_up(make, spec):
      r"`model.out_features`=2 does not fit `data`: the first training batch yields float regression targets of 3"),
     (lambda: LinearRegressor(dim=5), torch.randn(8, 4), torch.randn(8, 1),
      r"`model.dim`=5 does not fit `data`: the first training batch yields vectors of 4 features"),
+    (lambda: MLPRegressor(in_features=12), torch.randn(8, 10), torch.randn(8),
+     r"`model.in_features`=12 does not fit `data`: the first training batch yields vectors of 10 features. Set "
+     r"`model.in_features` to 10\.$"),
+    (lambda: MLPRegressor(in_features=4), torch.randn(8, 4), torch.tensor([-1296, 3, 1211, 0, 5, 7, 9, 11]),
+     r"`model`=MLPRegressor is a regressor, but `data`: the first training batch yields labels up to 1211 .*If they "
+     r"are numeric values, not classes, make them floats \(`y.float\(\)`, or `.astype\('float32'\)` on a DataFrame "
+     r"column\): integer targets are read as class labels\.$"),
     (lambda: None, torch.randn(8, 4), torch.randn(8, 1), None),  # fits: no error
 ])
-def test_plain_dataloaders_are_checked_on_the_first_batch(tmp_path, one_torch_thread, make, x, y, message):
+@pytest.mark.parametrize("owner", [None, "ITLM", "BatchFilter"])
+def test_plain_dataloaders_are_checked_on_the_first_batch(tmp_path, one_torch_thread, make, x, y, message, owner):
+    """With ITLM or a filter too: their check of the per-sample losses ran the model on the first batch before the
+    module's own check (a regression newcomer's `in_features=12` on 10 columns: "mat1 and mat2 shapes cannot be
+    multiplied")."""
+    from lit_robust import ITLM, BatchFilter
+
     model = make() or LinearRegressor(dim=4)
     loader = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=8)
-    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    callbacks = {None: [], "ITLM": [ITLM(keep_ratio=0.75, round_epochs=[1], verbose=False, plot=False)],
+                 "BatchFilter": [BatchFilter("spl", drop_ratio=0.25)]}[owner]
+    trainer = tiny_trainer(tmp_path, 1, callbacks)
     if message is None:
         trainer.fit(model, train_dataloaders=loader)
         return

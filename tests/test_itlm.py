@@ -519,7 +519,8 @@ def test_one_trim_that_empties_a_class_is_warned_about(tmp_path, per_class):
                         "overall: one trim can starve or empty a rare, hard or confusable class whose samples score "
                         "high (the "
                         "model then never learns it, and the report marks all of it dropped). `ITLM(per_class=True)` "
-                        "keeps the same share of every class."]
+                        "keeps the same share of every class (not against a single-target backdoor, whose poison sits in one "
+                        "class)."]
 
 
 class ClassTwoMostlyHigh(TinyModel):
@@ -571,7 +572,32 @@ def test_a_final_model_that_rarely_predicts_a_class_is_warned_about_with_the_rep
     assert said == [f"ITLM: the final model predicts class 2 for {predicted_two} sample{'' if predicted_two == 1 else 's'} ({n_two} are labelled 2): the "
                     "selection it trained on left most of that class out, so the report's `predicted_label` is no "
                     "label to relabel those samples with. `ITLM(per_class=True)` keeps the same share of every "
-                    "class."], said
+                    "class (not against a single-target backdoor, whose poison sits in one class)."], said
+
+
+class NeverPredictsTwo(ClassTwoScoresHigh):
+    def predicted_labels(self, batch):
+        out = self(batch[1]).argmax(1)
+        return torch.where(out == 2, torch.zeros_like(out), out)
+
+
+def test_a_rarely_predicted_class_under_per_class_is_not_told_to_turn_per_class_on(tmp_path):
+    """A CLI newcomer's configs had `per_class: true` and were told in 4 runs that `ITLM(per_class=True)` keeps the
+    same share of every class, and that the selection left most of the class out: neither held."""
+    import warnings
+
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False,
+                report_dir=str(tmp_path / "rep"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [itlm]).fit(NeverPredictsTwo(), BlobsData())
+    n_two = int((BlobsData().ds.targets == 2).sum())
+    said = [str(w.message) for w in caught if "the final model predicts class" in str(w.message)]
+    assert said == [f"ITLM: the final model predicts class 2 for 0 samples ({n_two} are labelled 2): it did not learn "
+                    "that class although `per_class=True` kept its share of it (a last round too short? labels of "
+                    "that class mostly wrong?), so the report's `predicted_label` is no label to relabel those "
+                    "samples with."], said
 
 
 def test_rarely_predicted_classes_match_a_count_by_hand():

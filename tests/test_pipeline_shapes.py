@@ -96,6 +96,24 @@ def test_reads_differ_sees_augmentation_and_leaves_the_random_state_as_it_was():
     assert torch.equal(torch.rand(3), want)  # training draws what it would have drawn without the check
     assert not reads_differ(blobs(30))
     assert not reads_differ(_Stream())  # cannot be read by position: nothing to say
+    # a NaN feature read twice is the same sample (a regression newcomer's was taken for an augmentation)
+    x = torch.randn(5, 3)
+    x[0, 1] = float("nan")
+    assert not reads_differ(IndexedDataset(TensorDataset(x, torch.randn(5))))
+    assert not reads_differ([(x[0].numpy(), 1.0)])  # numpy inputs alike
+    assert reads_differ(_NaNThenNumber())  # a NaN against a number still differs
+
+
+class _NaNThenNumber(torch.utils.data.Dataset):
+    def __init__(self):
+        self.reads = 0
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return torch.tensor([float("nan") if self.reads % 2 else 1.0]), 0
 
 
 @pytest.mark.parametrize("scoring_loader", [None, "plain", "augmented"])

@@ -378,6 +378,11 @@ def test_resumed_fit_writes_the_same_report(tmp_path, with_val):
     full = run(tmp_path / "a")
     resumed = run(tmp_path / "b", ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
     assert resumed == full
+    # from the last epoch's checkpoint: a fit stopped after it, while the reports were written at its end (a
+    # reproducibility newcomer's SIGKILL in ITLM's final scoring pass), resumed, trains nothing: Lightning skips the
+    # fit loop and its `on_train_end`, and the resumed fit wrote no report at all
+    finished = run(tmp_path / "c", ckpt_path=tmp_path / "a" / "epoch=2.ckpt")
+    assert finished == full
     first_dropped = [r["first_dropped_epoch"] for r in load_report(tmp_path / "a" / "filter_spl_report.csv",
                                                                     as_frame=False)]
     assert 1 in first_dropped and 2 in first_dropped  # drops from before the checkpoint came through it

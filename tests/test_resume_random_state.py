@@ -128,8 +128,9 @@ class DigitsModel(TinyModel):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("owner,resume_epoch", [("ITLM", 1), ("ITLM", 2), ("BatchFilter", 1)],
-                         ids=["ITLM-round-start", "ITLM-mid-round", "BatchFilter-datamodule"])
+@pytest.mark.parametrize("owner,resume_epoch", [("ITLM", 1), ("ITLM", 2), ("BatchFilter", 1), ("BatchFilter-own", 2)],
+                         ids=["ITLM-round-start", "ITLM-mid-round", "BatchFilter-datamodule",
+                              "BatchFilter-own-persistent-loader"])
 def test_resume_with_loader_workers_equals_the_uninterrupted_fit(tmp_path, owner, resume_epoch):
     """``num_workers=2`` (a newcomer's resumes were not exact): with workers, the iterator draws its first indices
     when Lightning creates it, before Lightning sets the sampler's epoch (ITLM's resumed first epoch took epoch 0's
@@ -143,13 +144,20 @@ def test_resume_with_loader_workers_equals_the_uninterrupted_fit(tmp_path, owner
             module = DropoutModel()
             data = DataLoader(IndexedDataset(JitteredBlobs(), targets=blobs(160).targets), batch_size=32,
                               shuffle=True, num_workers=2)
+        elif owner == "BatchFilter-own":
+            # the user's own loader with persistent workers (a reproducibility newcomer's: its iterator, made once in
+            # an uninterrupted fit and once more on resume, drew a worker seed from torch's generator that the
+            # uninterrupted fit never drew, and every later shuffle and dropout mask differed)
+            keeper = BatchFilter("prl", drop_ratio=0.25, warmup_epochs=1, report=False)
+            module = DropoutModel()
+            data = DataLoader(blobs(160), batch_size=32, shuffle=True, num_workers=2, persistent_workers=True)
         else:  # lit_robust's datamodule: persistent workers, a validation loader
             keeper = BatchFilter("prl", drop_ratio=0.25, warmup_epochs=1, report=False)
             module = DigitsModel()
             data = DigitsDataModule(clean_ratio=0.7, val_size=100, batch_size=64, num_workers=2, seed=3)
         ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
         trainer = tiny_trainer(root, 4, [keeper, ckpt], enable_checkpointing=True)
-        if owner == "ITLM":
+        if owner != "BatchFilter":
             trainer.fit(module, data, ckpt_path=ckpt_path)
         else:
             trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
@@ -211,3 +219,74 @@ def test_itlm_says_when_it_resumes_after_an_epoch_a_stop_cut_short(tmp_path, sto
         assert "round 0's model" in said[0] and "scored the next round's selection" in said[0]
     else:
         assert said == []
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_resume_with_a_datamodules_unseeded_persistent_workers_is_warned_about(tmp_path):
+    """A loader a datamodule makes is out of reach before Lightning creates its iterator: the resumed fit that drew
+    its workers' seed from torch's generator says so, with the loader that resumes exactly."""
+    import warnings
+
+    class Own(pl.LightningDataModule):
+        def __init__(self, generator=None):
+            super().__init__()
+            self.generator = generator
+
+        def train_dataloader(self):
+            ds = blobs(160)
+            if self.generator is None:
+                return DataLoader(ds, batch_size=32, shuffle=True, num_workers=2, persistent_workers=True)
+            return DataLoader(ds, batch_size=32, sampler=torch.utils.data.RandomSampler(ds), generator=self.generator,
+                              num_workers=2, persistent_workers=True)
+
+    def run(root, data, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        f = BatchFilter("prl", drop_ratio=0.25, warmup_epochs=1, report=False)
+        module = DropoutModel()
+        trainer = tiny_trainer(root, 3, [f, ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}")],
+                               enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        return module, [str(w.message) for w in caught if "persistent workers and no `generator`" in str(w.message)]
+
+    _, said = run(tmp_path / "a", Own())
+    assert said == []  # an uninterrupted fit is not affected
+    _, said = run(tmp_path / "b", Own(), ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
+    assert len(said) == 1 and said[0].startswith("BatchFilter: this resumed fit's training DataLoader has "
+                                                 "persistent workers and no `generator`"), said
+    # the advice holds: with it, the resume is exact and nothing is said
+    full, _ = run(tmp_path / "c", Own(torch.Generator().manual_seed(0)))
+    resumed, said = run(tmp_path / "d", Own(torch.Generator().manual_seed(0)), ckpt_path=tmp_path / "c" / "epoch=1.ckpt")
+    assert said == []
+    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("owner", ["ITLM", "BatchFilter"])
+def test_a_resume_from_a_mid_epoch_checkpoint_is_warned_about(tmp_path, owner):
+    """`every_n_train_steps` or `save_on_exception` write checkpoints inside an epoch; a reproducibility newcomer's
+    resume from one differed from the uninterrupted fit (test accuracy 0.650 against 0.683) with only Lightning's
+    generic note. An epoch-end checkpoint's resume says nothing."""
+    import warnings
+
+    def run(root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        module, callbacks, data, epochs, _ = _setup(owner)
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
+        ends = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="end-{epoch}")
+        trainer = tiny_trainer(root, epochs, [*callbacks, ckpt, ends], enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, data, ckpt_path=ckpt_path)
+        return [str(w.message) for w in caught if "resumes from a checkpoint written inside epoch" in str(w.message)]
+
+    assert run(tmp_path / "a") == []
+    said = run(tmp_path / "b", tmp_path / "a" / "epoch=0-step=3.ckpt")  # 3 of epoch 0's 5 steps (160 in 32s)
+    assert len(said) == 1 and said[0].endswith(
+        "this fit resumes from a checkpoint written inside epoch 0 (after 3 of its batches: `every_n_train_steps`, "
+        "`save_on_exception`, ...). Lightning trains the rest of that epoch's steps in a new order, so from here on "
+        "the fit is not the uninterrupted one (other batches, drops and weights). For an exact resume, resume from a "
+        "checkpoint written at the end of an epoch (ModelCheckpoint's default, `save_last: true`)."), said
+    assert run(tmp_path / "c", tmp_path / "a" / "end-epoch=1.ckpt") == []

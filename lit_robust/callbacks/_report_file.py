@@ -11,6 +11,7 @@ import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info
 from lit_robust._lightning import continues_earlier_fit
+from lit_robust.callbacks._resume import seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
     REPORT_FORMATS,
@@ -121,6 +122,7 @@ class EpochReport:
         from lit_robust.selection.auto_drop import report_pointer
 
         self.target = None
+        self.written = False  # whether `write` ran in this fit (see `write_if_skipped`)
         if not continues_earlier_fit(trainer):
             self.state = None  # an earlier fit's sums do not carry over (a resumed fit restores its own after setup)
         if report_enabled(report, report_dir):
@@ -165,6 +167,7 @@ class EpochReport:
         """Write the last flushed epoch's report on rank 0 (``clean_posterior`` by ``estimator``) and return its path
         on every rank once it is written (a collective), or ``None`` when there is nothing to write (no report, or a
         fit that trained nothing)."""
+        self.written = True
         if not self.active or self.state.epoch is None:
             return None
 
@@ -176,6 +179,12 @@ class EpochReport:
             return path
 
         return written_on_rank_zero(trainer, self.target, write)
+
+    def write_if_skipped(self, trainer: Any, estimator: str) -> str | None:
+        """At fit end: :meth:`write` unless it ran at train end. Lightning skips the whole fit loop, its
+        ``on_train_end`` too, when a fit resumes from a checkpoint of its last epoch (one stopped while its report
+        was written: a reproducibility newcomer's SIGKILL), and the resumed fit wrote no report."""
+        return None if self.written else self.write(trainer, estimator)
 
     def state_dict(self) -> dict[str, Any] | None:
         return None if self.state is None else self.state.state_dict()
@@ -199,9 +208,11 @@ class ModuleReport:
         :meth:`EpochReport.setup`)."""
         self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
+        seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
 
     def on_train_start(self) -> None:
         self._report.start(self.trainer, self.device)
+        warn_inexact_resume(self.trainer, type(self).__name__)
 
     def on_train_epoch_start(self) -> None:
         self._report.start_epoch(self.current_epoch)
@@ -213,5 +224,10 @@ class ModuleReport:
 
     def on_train_end(self) -> None:
         path = self._report.write(self.trainer, self.hparams.estimator)
+        if path is not None:
+            self.report_path = path
+
+    def on_fit_end(self) -> None:
+        path = self._report.write_if_skipped(self.trainer, self.hparams.estimator)
         if path is not None:
             self.report_path = path

@@ -4,16 +4,19 @@ the random state the uninterrupted fit would have had (:func:`random_state`, :fu
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from lit_robust._backend import TrainerFn
+from lit_robust._backend import TrainerFn, rank_zero_warn
 from lit_robust.selection import distributed
 
-__all__ = ["check_resumable", "random_state", "restore_random_state", "restore_random_state_in_fit"]
+__all__ = ["check_resumable", "random_state", "restore_random_state", "restore_random_state_in_fit",
+           "seed_persistent_workers", "warn_inexact_resume"]
 
 
 def random_state() -> dict[str, Any] | None:
@@ -135,3 +138,67 @@ def restore_random_state_in_fit(module: Any, state: dict[str, Any] | None) -> No
     trainer = getattr(module, "_trainer", None)
     if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
         restore_random_state(state)
+
+
+def _draws_worker_seed_globally(loader: Any) -> bool:
+    """A loader whose one iterator per fit (persistent workers) draws its workers' base seed from torch's global
+    generator (no ``generator`` of its own)."""
+    return (isinstance(loader, DataLoader) and loader.num_workers > 0 and bool(loader.persistent_workers)
+            and loader.generator is None)
+
+
+def seed_persistent_workers(trainer: Any) -> None:
+    """At fit setup: give a training ``DataLoader`` passed to ``trainer.fit`` itself, with persistent workers and no
+    ``generator``, one of its own, seeded with the global seed (``PL_GLOBAL_SEED``, else 0).
+
+    Such a loader creates its iterator once in an uninterrupted fit and once more in a resumed one, and each
+    creation draws the workers' base seed from the loader's generator -- without one, from torch's global generator,
+    which then stood one draw further in the resumed fit: every later shuffle and dropout mask differed (a
+    reproducibility newcomer's BatchFilter with their own ``DataLoader(num_workers=2, persistent_workers=True)``).
+    With a generator of its own the global one is left alone; the shuffle (``shuffle=True`` made its sampler before
+    this, on the global generator) is unchanged. lit_robust's datamodules and ITLM's loader have one. A loader made
+    later by a module's or datamodule's ``train_dataloader()`` is out of reach here: :func:`warn_inexact_resume`."""
+    source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
+    loader = None if source is None or source.is_module() else source.instance
+    if _draws_worker_seed_globally(loader):
+        loader.generator = torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+
+
+def _warn_unseeded_workers(trainer: Any, owner: str) -> None:
+    """At train start of a resumed fit: warn when a training loader still draws its persistent workers' seed from
+    torch's global generator (see :func:`seed_persistent_workers`), with the change that makes the resume exact."""
+    combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
+    if getattr(trainer, "ckpt_path", None) is None or combined is None:
+        return
+    if any(_draws_worker_seed_globally(loader) for loader in combined.flattened):
+        rank_zero_warn(f"{owner}: this resumed fit's training DataLoader has persistent workers and no `generator`: "
+                       "creating it again drew its workers' seed from torch's global generator, so the shuffles and "
+                       "dropout masks from here on differ from the uninterrupted fit's. For an exact resume build it "
+                       "with a generator of its own and the sampler on the global one: `DataLoader(ds, "
+                       "sampler=RandomSampler(ds), generator=torch.Generator().manual_seed(0), num_workers=..., "
+                       "persistent_workers=True)` (lit_robust's datamodules do), or pass the loader to `trainer.fit` "
+                       "itself.")
+
+
+def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
+    """At train start: warn when the fit resumes from a checkpoint written inside an epoch (``ModelCheckpoint(
+    every_n_train_steps=...)``, ``save_on_exception=True``): Lightning trains the rest of that epoch's steps in a new
+    order, so the fit is not the uninterrupted one, which the docs promise only from an epoch-end checkpoint (a
+    reproducibility newcomer's resume differed without a word of lit_robust's)."""
+    loop = getattr(trainer, "fit_loop", None)
+    if not getattr(loop, "restarted_mid_epoch", False):
+        return
+    done = loop.epoch_loop.batch_progress.current.processed
+    rank_zero_warn(f"{owner}: this fit resumes from a checkpoint written inside epoch {trainer.current_epoch} (after "
+                   f"{done} of its batches: `every_n_train_steps`, `save_on_exception`, ...). Lightning trains the "
+                   "rest of that epoch's steps in a new order, so from here on the fit is not the uninterrupted one "
+                   "(other batches, drops and weights). For an exact resume, resume from a checkpoint written at the "
+                   "end of an epoch (ModelCheckpoint's default, `save_last: true`).")
+
+
+def warn_inexact_resume(trainer: Any, owner: str) -> None:
+    """At train start (the owners of a resumable state call it): say when this resumed fit cannot be the
+    uninterrupted one -- a checkpoint written inside an epoch, or a loader out of :func:`seed_persistent_workers`'
+    reach."""
+    _warn_mid_epoch_resume(trainer, owner)
+    _warn_unseeded_workers(trainer, owner)

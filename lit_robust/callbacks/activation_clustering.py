@@ -15,7 +15,7 @@ from lit_robust._lightning import evaluation_batches
 from lit_robust.callbacks._report_file import written_on_rank_zero
 from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.functional.clustering import ActivationClusters, activation_clusters
+from lit_robust.functional.clustering import ActivationClusters, activation_clusters, outsized_class
 from lit_robust.mixin import require_mixin
 from lit_robust.report import ReportFormat, build_report, integer_labels, training_source_index, write_report
 from lit_robust.selection import distributed
@@ -26,6 +26,8 @@ __all__ = ["ActivationClustering"]
 # how close the median class silhouette may come to `min_silhouette` before the decision is warned about as a
 # coin toss (the same attack read 0.495 and 0.532 with two seeds in a newcomer's runs)
 NEAR_THRESHOLD = 0.05
+# a class this many times the median class size is named when nothing was flagged (MNIST's largest class is 1.14x)
+OUTSIZED_CLASS = 1.5
 
 class ActivationClustering(ITLM):
     """Backdoor defence by activation clustering (Chen et al. 2018), without the poisoned fraction.
@@ -50,8 +52,11 @@ class ActivationClustering(ITLM):
     ranked by ``cluster_score`` (:attr:`ActivationClusters.score`: positive for the samples of their class's
     smaller cluster, larger = deeper in it, in the classes left unsplit too; ``inf`` for non-finite features,
     ranked first), with ``kept`` (False exactly for the flagged: filter on it, not on the score), ``first_dropped_round`` (1 for the flagged), ``given_label`` and the ground truth when the batches
-    carry it (no ``clean_posterior``: there is no rate estimate). With ``torch.compile(model)`` the feature pass runs the module's own (eager)
-    ``forward``: a graph compiled earlier, e.g. by a validation loop, would run without the feature hook.
+    carry it (its ``clean_posterior`` and ``predicted_label`` columns are empty: there is no rate estimate, and no
+    prediction is made). When nothing is flagged but one class holds at least 1.5x the median class size, that is
+    warned about (the sign of an all-to-one backdoor, which the rule does not find at a small rate). With
+    ``torch.compile(model)`` the feature pass runs the module's own (eager) ``forward``: a graph compiled earlier,
+    e.g. by a validation loop, would run without the feature hook.
 
     Args:
         warmup_epochs: epochs on every sample before the clustering (the features of a model trained 2 epochs
@@ -190,6 +195,16 @@ class ActivationClustering(ITLM):
                            f"{NEAR_THRESHOLD} of `min_silhouette`={self.min_silhouette:g}, so the decision to {side} "
                            "could go the other way with another seed or warm-up. Check what was flagged (per class: "
                            f"{res.flagged}), e.g. fit again with another seed or a longer warm-up and compare.")
+        big = outsized_class(res.sizes, OUTSIZED_CLASS) if rec.kept == n else None
+        if big is not None:
+            # a backdoor newcomer's all-to-one patch (8 % of MNIST into class 0: 1,072 samples against a median of
+            # about 560) flagged nothing, silently; class sizes are the sign "Did it work?" names
+            c, size, median = big
+            rank_zero_warn(f"ActivationClustering flagged nothing, but class {c} holds {size} training samples, "
+                           f"{size / median:.1f}x the median class ({median:g}). An all-to-one backdoor moves its "
+                           "poison into one class, and activation clustering did not find one at a small rate "
+                           "(docs/capabilities/backdoor.md, \"Recommended settings\"). Unless your classes are this "
+                           f"unbalanced by nature, look at the samples labelled {c}.")
         self._adopt_selection(round_, selection, rec)
 
     def _end_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> None:

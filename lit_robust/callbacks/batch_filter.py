@@ -13,7 +13,13 @@ from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if
 from lit_robust._checks import check_bool
 from lit_robust._lightning import continues_earlier_fit
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
-from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state
+from lit_robust.callbacks._resume import (
+    check_resumable,
+    random_state,
+    restore_random_state,
+    seed_persistent_workers,
+    warn_inexact_resume,
+)
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
@@ -393,6 +399,7 @@ class BatchFilter(Callback):
             self._reset_fit_state()
         self._checked_per_sample = False
         self._trainer, self._module = trainer, module
+        seed_persistent_workers(trainer)  # a resumed fit draws what the uninterrupted one draws
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, getattr(trainer, "max_epochs", None))
         if short is not None:
             rank_zero_warn(f"{self.owner}: {short}")
@@ -430,6 +437,7 @@ class BatchFilter(Callback):
     # -- training hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report.start(trainer, pl_module.device)
+        warn_inexact_resume(trainer, self.owner)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:
@@ -502,6 +510,11 @@ class BatchFilter(Callback):
                            f"(epoch {last}: {self.history[-1].drop_ratio:.3g}).")
         # the posterior of the filter's estimator (its "auto" estimate's), so that it agrees with that estimate
         path = self._report.write(trainer, getattr(self, "estimator", "gmm"))
+        if path is not None:
+            self.report_path = path
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self._report.write_if_skipped(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:
             self.report_path = path
 

@@ -127,8 +127,9 @@ def _channels(pattern: Tensor, images: Tensor, name: str) -> Tensor:
     """``pattern`` ``[h, w]`` / ``[1 or C, h, w]`` broadcast to the images' ``C`` channels."""
     c = images.shape[1]
     if pattern.ndim == 3 and pattern.shape[0] not in (1, c):
-        raise ValueError(f"`{name}` has {pattern.shape[0]} channels but the images have {c}; give it 1 or {c} "
-                         "channels, or shape [h, w].")
+        allowed = "1 channel" if c == 1 else f"1 or {c} channels"
+        raise ValueError(f"`{name}` has {pattern.shape[0]} channels but the images have {c}; give it {allowed}, or "
+                         "shape [h, w].")
     return pattern if pattern.ndim == 2 else pattern.expand(c, *pattern.shape[1:])
 
 
@@ -368,6 +369,18 @@ class WatermarkTrigger(Trigger):
         return out
 
 
+def _check_attack_classes(source: int | None, target: int | None, num_classes: int) -> None:
+    """``source`` and ``target`` of a single-target attack: classes in ``[0, num_classes)``, different."""
+    if target is None:
+        return
+    if source == target:
+        raise ValueError(f"a single-target attack needs `source` != `target` (or source=None: every other "
+                         f"class), got source={source!r}, target={target!r}.")
+    for name, v in (("source", source), ("target", target)):
+        if v is not None and not 0 <= v < num_classes:
+            raise ValueError(f"`{name}` must be a class in [0, {num_classes - 1}], got {v!r}.")
+
+
 def poison(images: Tensor, labels: Tensor, trigger: Trigger | Callable[[Tensor], Tensor], rate: float, target: int | None = None,
            source: int | None = None, num_classes: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Poison exactly ``round(rate * n_eligible)`` training samples: trigger on the image, attacker's label.
@@ -389,15 +402,10 @@ def poison(images: Tensor, labels: Tensor, trigger: Trigger | Callable[[Tensor],
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise ValueError(f"`rate` must be a number in [0, 1], got {rate!r}.")
     C = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    _check_attack_classes(source, target, C)
     if target is None:
         eligible = torch.arange(len(labels))
     else:
-        if source == target:
-            raise ValueError(f"a single-target attack needs `source` != `target` (or source=None: every other "
-                             f"class), got source={source!r}, target={target!r}.")
-        for name, v in (("source", source), ("target", target)):
-            if v is not None and not 0 <= v < C:
-                raise ValueError(f"`{name}` must be a class in [0, {C - 1}], got {v!r}.")
         eligible = torch.nonzero(labels == source if source is not None else labels != target).flatten()
     g = torch.Generator().manual_seed(seed)
     chosen = eligible[torch.randperm(len(eligible), generator=g)[: int(round(rate * len(eligible)))]]
@@ -422,6 +430,7 @@ def poison_test_set(images: Tensor, labels: Tensor, trigger: Trigger | Callable[
     trigger = as_trigger(trigger)
     labels = torch.as_tensor(labels)
     C = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    _check_attack_classes(source, target, C)  # a target of 10 on 10 classes gave attacker labels no model predicts
     if target is not None:
         keep = labels != target if source is None else labels == source
         images, labels = images[keep], labels[keep]

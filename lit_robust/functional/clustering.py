@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["ActivationClusters", "activation_clusters", "two_means"]
+__all__ = ["ActivationClusters", "activation_clusters", "outsized_class", "two_means"]
 
 
 @dataclass
@@ -215,6 +215,21 @@ def activation_clusters(features: Tensor, labels: Tensor, dims: int = 10, min_si
             out.reasons[c] = (f"silhouette {out.silhouette[c]:.3g} < class_silhouette={class_silhouette} and median "
                               f"{out.median_silhouette:.3g} < min_silhouette={min_silhouette}")
     return out
+
+
+def outsized_class(sizes: dict[int, int], ratio: float = 1.5) -> tuple[int, int, float] | None:
+    """``(class, size, median size)`` of the largest class when it holds at least ``ratio`` times the median class
+    size (the median of ``sizes.values()``, the mean of the two middle ones for an even count), else ``None``; ties
+    go to the smaller class. An all-to-one backdoor moves its poison into one class, and activation clustering
+    does not find it at a small rate: this is the sign a defender still sees. Fewer than two classes: ``None``."""
+    if ratio <= 0 or not math.isfinite(ratio):
+        raise ValueError(f"`ratio` must be a positive number, got {ratio!r}.")
+    if len(sizes) < 2:
+        return None
+    counts = sorted(sizes.values())
+    median = (counts[(len(counts) - 1) // 2] + counts[len(counts) // 2]) / 2
+    big = min(sizes, key=lambda c: (-sizes[c], c))
+    return (big, sizes[big], median) if median > 0 and sizes[big] >= ratio * median else None
 
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:

@@ -174,6 +174,11 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         pl.Trainer(max_epochs=20).fit(model, datamodule=dm)
     """
 
+    #: why LightningCLI's single ``optimizer:`` cannot stand in for this module's (see ``RobustCLI``)
+    cli_optimizer_note = ("trains two networks, each with its own optimizer from the wrapped module's "
+                          "`configure_optimizers`: set the optimizer there (e.g. `model.init_args.model.init_args."
+                          "optimizer` and `lr` for an ImageClassifier) and leave out `optimizer:` / `--optimizer`.")
+
     def __init__(
         self,
         model: pl.LightningModule,

@@ -72,6 +72,10 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     report_targets = False  # the images' targets are placeholders: the report has no label columns
 
+    #: why LightningCLI's single ``optimizer:`` cannot stand in for this module's (see ``RobustCLI``)
+    cli_optimizer_note = ("trains a discriminator and a generator with an Adam each: set `model.init_args.lr`, "
+                          "`beta1` and `beta2` instead and leave out `optimizer:` / `--optimizer`.")
+
     def __init__(
         self,
         latent_dim: int = 64,

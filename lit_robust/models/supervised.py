@@ -55,8 +55,12 @@ def check_regressor_data(spec: DataSpec, model: str, in_features: int, out_featu
                          flat_input: bool = False) -> None:
     """Raise unless a regressor from ``in_features`` inputs to ``out_features`` targets fits ``spec``."""
     if spec.target == "class":
+        # integer targets read off a batch may be numbers (a regression newcomer's CSV of whole-number prices was
+        # read as int64 and told to use a classifier for "labels up to 1211")
+        numeric = (" If they are numeric values, not classes, make them floats (`y.float()`, or `.astype('float32')` "
+                   "on a DataFrame column): integer targets are read as class labels." if spec.classes_at_least else "")
         raise ValueError(f"`model`={model} is a regressor, but `data`: {spec.source} yields {spec.targets()}; use a "
-                         "classifier (e.g. ImageClassifier) or a regression datamodule.")
+                         f"classifier (e.g. ImageClassifier) or a regression datamodule.{numeric}")
     if spec.target != "regression":
         return
     if spec.in_features != in_features or (flat_input and len(spec.input_shape) != 1):
