@@ -1,6 +1,8 @@
 """Training pipelines that are not the tutorials' tidy `(x, y)` set (a newcomer's data pipeline run): streams, extra
 fields per sample, dict samples, concatenated indexed sets, random augmentation, plain evaluation batches."""
 
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -165,3 +167,30 @@ def test_a_list_of_indexed_batches_is_named_as_several_loaders():
     with pytest.raises(ValueError, match=r"got a list of length 2\. With a list of several training DataLoaders "
                                          r"Lightning passes one batch per loader.*ConcatDataset"):
         unpack_batch([one, one], owner="BatchFilter")
+
+
+def test_nonfinite_inputs_or_targets_are_named_when_the_dataset_is_wrapped():
+    """A regression newcomer's one NaN feature made every ITLM round's loss NaN ("collapsed") and the CLI fit ended
+    with exit status 0; nothing named the row."""
+    import warnings
+
+    from lit_robust.data.indexed import nonfinite_rows
+
+    x, y = torch.randn(10, 3), torch.randn(10)
+    x[0, 1], x[6, 2] = float("nan"), float("-inf")
+    y[7] = float("inf")
+    assert nonfinite_rows(x).tolist() == [i for i in range(10) if not all(map(math.isfinite, x[i].tolist()))] == [0, 6]
+    assert nonfinite_rows(torch.arange(4)) is None and nonfinite_rows([1.0, float("nan")]) is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        IndexedDataset(TensorDataset(x, y))
+        IndexedDataset(TensorDataset(x.nan_to_num(), y), targets=y.nan_to_num(posinf=0.0))  # clean: nothing said
+    said = [str(w.message) for w in caught if "NaN or infinite" in str(w.message)]
+    assert said == [
+        "IndexedDataset: 2 of 10 samples have NaN or infinite inputs (at [0, 6]): one such sample makes its batch's "
+        "loss, and the model, NaN, even where a selection would drop it. Drop or impute them before training, e.g. "
+        "keep the rows where `torch.isfinite(t).reshape(len(t), -1).all(1)`.",
+        "IndexedDataset: 1 of 10 samples have NaN or infinite targets (at [7]): one such sample makes its batch's "
+        "loss, and the model, NaN, even where a selection would drop it. Drop or impute them before training, e.g. "
+        "keep the rows where `torch.isfinite(t).reshape(len(t), -1).all(1)`."]
+    assert all(w.filename == __file__ for w in caught if "NaN or infinite" in str(w.message))  # the user's line

@@ -14,6 +14,7 @@ and order.
 from __future__ import annotations
 
 import array
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -97,6 +98,9 @@ class IndexedDataset(Dataset):
                                  f"{tuple(corrupted.shape)}.")
         self.targets = targets
         self.corrupted = corrupted
+        base = dataset.tensors if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2 else (None, None)
+        warn_nonfinite_rows("inputs", base[0])
+        warn_nonfinite_rows("targets", targets if targets is not None else base[1])
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -359,6 +363,27 @@ def describe_item(sample: Any) -> str:
         inner = ", ".join(one(x) for x in sample[:6]) + (", ..." if len(sample) > 6 else "")
         return f"({inner})" if isinstance(sample, tuple) else f"[{inner}]"
     return one(sample)
+
+
+def nonfinite_rows(values: Any) -> Tensor | None:
+    """The positions of the rows of a floating-point ``values`` tensor that hold a NaN or an infinity (``None`` for
+    anything else: integer tensors, lazily read datasets)."""
+    if not isinstance(values, Tensor) or not (values.is_floating_point() or values.is_complex()) or values.ndim < 1:
+        return None
+    return (~torch.isfinite(values.reshape(len(values), -1)).all(1)).nonzero().flatten()
+
+
+def warn_nonfinite_rows(name: str, values: Any) -> None:
+    """Warn, naming the first few, when samples' ``name`` (inputs or targets held as one tensor) are NaN or infinite:
+    a regression newcomer's one NaN feature made every round's loss NaN ("collapsed") and the fit still ended."""
+    rows = nonfinite_rows(values)
+    if rows is None or rows.numel() == 0:
+        return
+    first = rows[:5].tolist()
+    warnings.warn(f"IndexedDataset: {rows.numel()} of {len(values)} samples have NaN or infinite {name} (at "
+                  f"{first}{' ...' if rows.numel() > 5 else ''}): one such sample makes its batch's loss, and the "
+                  "model, NaN, even where a selection would drop it. Drop or impute them before training, e.g. keep the "
+                  "rows where `torch.isfinite(t).reshape(len(t), -1).all(1)`.", stacklevel=3)
 
 
 def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
