@@ -572,6 +572,10 @@ class RobustCLI(LightningCLI):
         if found is None:
             if subcommand == "fit" and ckpt == "last":  # Lightning's own meaning: resume if there is anything
                 self._say_fresh_fit(mine, searched)
+                # and so it is: `last` passed on, Lightning would take the newest `last.ckpt` in a ModelCheckpoint
+                # `dirpath` shared with another config's fit, and resume that (a release auditor's never-run config
+                # "started from scratch", trained nothing and wrote the other fit's report)
+                cfg["ckpt_path"] = None
                 return
             others = "" if mine is None or find_last_checkpoint(self.trainer)[0] is None else (
                 " The checkpoints there come from fits with another model, data, callbacks or seed (their version "

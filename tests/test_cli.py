@@ -994,7 +994,11 @@ def test_ckpt_path_last_tells_the_fits_apart_in_a_shared_checkpoint_dirpath(tmp_
     fresh = run(["fit", "--config", str(c), "--ckpt_path", "last"])
     err = capsys.readouterr().err
     assert "found no checkpoint of an earlier fit with this config, so this fit starts from scratch" in err, err
-    assert fresh.trainer.current_epoch == fresh.trainer.max_epochs  # it trained
+    # and it does: Lightning, given `last`, took B's `last-v1.ckpt` in the shared folder, trained nothing and wrote
+    # B's report as this fit's (a release auditor)
+    assert fresh.trainer.ckpt_path is None and "Restoring states" not in err
+    newest = max((tmp_path / "my_ckpts").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    assert torch.load(newest, weights_only=True)["lit_robust_fit_config"]["data"]["init_args"]["clean_ratio"] == 0.7
     # the record is no callback state: the file loads into a Trainer of one's own without Lightning's warning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
