@@ -694,6 +694,24 @@ def test_demo_prints_table_and_json(capsys):
     assert 0.0 <= summary["itlm_auto_acc"] <= 1.0 and 0.0 <= summary["estimated_corruption"] < 1.0
 
 
+def test_demo_sums_up_the_starved_class_warnings_in_one_line_and_shows_the_others():
+    """16 multi-line warnings above the demo's table read as a failure to a docs newcomer: the ones saying that one
+    trim starved a digit become one line under the table; any other warning is shown as usual."""
+    import warnings
+
+    from lit_robust.demo import _starved_class_warnings
+
+    starved = ("ITLM round 2: the selection keeps 0 of 133 labelled 2, against 55% overall: one trim can starve ... "
+               "`ITLM(per_class=True)` keeps the same share of every class.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn(starved)
+        warnings.warn("something else entirely")
+    with pytest.warns(UserWarning) as shown:
+        assert _starved_class_warnings(caught) == ["ITLM round 2: the selection keeps 0 of 133 labelled 2"]
+    assert [str(w.message) for w in shown] == ["something else entirely"]
+
+
 def test_demo_no_auto_skips_the_auto_run(capsys):
     main(["demo", "--seeds", "0", "--early-rounds", "1", "--early-epochs", "1", "--final-epochs", "1", "--no-auto"])
     out = capsys.readouterr().out
