@@ -128,8 +128,7 @@ class _Classifier(RobustMixin, pl.LightningModule):
 
     def __init__(self, num_classes: int | None, lr: float, momentum: float, weight_decay: float,
                  milestones: Sequence[int], gamma: float, optimizer: str, loss: str, bootstrap_beta: float) -> None:
-        super().__init__()
-        check_int("num_classes", num_classes, 2, optional=True)
+        super().__init__()  # the subclass checks `num_classes` (may it be None?)
         check_number("lr", lr, 0, low_open=True)
         check_number("momentum", momentum, 0, 1, high_open=True)
         check_number("weight_decay", weight_decay, 0)
@@ -232,6 +231,7 @@ class ImageClassifier(_Classifier):
         loss: Literal["ce", "bootstrap_soft", "bootstrap_hard"] = "ce",
         bootstrap_beta: float = 0.95,
     ) -> None:
+        check_int("num_classes", num_classes, 2)
         super().__init__(num_classes, lr, momentum, weight_decay, milestones, gamma, optimizer, loss, bootstrap_beta)
         self.save_hyperparameters()
         self.net = make_backbone(backbone, in_channels, image_size, num_classes, hidden, hidden_layers)
@@ -275,6 +275,7 @@ class MLPClassifier(_Classifier):
         loss: Literal["ce", "bootstrap_soft", "bootstrap_hard"] = "ce",
         bootstrap_beta: float = 0.95,
     ) -> None:
+        check_int("num_classes", num_classes, 2, optional=True)
         super().__init__(num_classes, lr, momentum, weight_decay, milestones, gamma, optimizer, loss, bootstrap_beta)
         check_int("in_features", in_features, 1, optional=True)
         check_int("hidden", hidden, 1)
