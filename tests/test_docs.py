@@ -213,7 +213,7 @@ def test_the_pandas_report_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
     pytest.importorskip("pandas")
     text = (DOCS / "capabilities" / "corruption-rate.md").read_text(encoding="utf-8")
     section = text.split("### From a pandas DataFrame", 1)[1].split("\n### ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (code,) = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)  # not the example's, indented
     assert len(code.splitlines()) <= 25
     monkeypatch.chdir(tmp_path)  # lightning_logs/ and the report land here
     scope: dict = {}

@@ -18,6 +18,7 @@ from lit_robust.data.indexed import IndexedBatch, IndexedCollate, IndexedDataset
 from lit_robust.data.mixture import MixedImagesDataModule
 from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE, SemiSupervisedBackdoorMNISTDataModule
 from lit_robust.data.spec import DataSpec
+from lit_robust.data.table import TableDataModule, robust_scale
 
 __all__ = [
     "IndexedDataset",
@@ -41,6 +42,8 @@ __all__ = [
     "SyntheticLinearDataModule",
     "ink_landmarks",
     "MixedImagesDataModule",
+    "TableDataModule",
+    "robust_scale",
     "BackdoorMNISTDataModule",
     "BackdoorFashionMNISTDataModule",
     "ATTACKS",

@@ -5,10 +5,11 @@ from lit_robust.models.coteaching import CoTeaching, CoTeachingEpochRecord
 from lit_robust.models.gan import DCGAN
 from lit_robust.models.linear_probe import LinearProbe
 from lit_robust.models.simclr import SimCLR, random_views, simclr_backbone
-from lit_robust.models.supervised import ImageClassifier, LinearRegressor, MLPRegressor
+from lit_robust.models.supervised import ImageClassifier, LinearRegressor, MLPClassifier, MLPRegressor
 
 __all__ = [
     "ImageClassifier",
+    "MLPClassifier",
     "LinearRegressor",
     "MLPRegressor",
     "CoTeaching",

@@ -15,11 +15,12 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_int, check_int_sequence, check_number
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
-from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
+from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, datamodule_spec, misfit
 from lit_robust.functional.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
 
-__all__ = ["ImageClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp", "check_classifier_data"]
+__all__ = ["ImageClassifier", "MLPClassifier", "LinearRegressor", "MLPRegressor", "make_backbone", "make_mlp",
+           "check_classifier_data"]
 
 
 def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_channels: int | None = None,
@@ -120,40 +121,14 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
     raise ValueError(f"`backbone` must be 'cnn2', 'lenet', 'mlp' or 'resnet18', got {name!r}.")
 
 
-class ImageClassifier(RobustMixin, pl.LightningModule):
-    """Image classifier trained with per-sample cross-entropy.
+class _Classifier(RobustMixin, pl.LightningModule):
+    """What :class:`ImageClassifier` and :class:`MLPClassifier` share: checked optimiser settings, per-sample
+    cross-entropy (or bootstrapping), accuracy metrics, predictions and the optimiser. Subclasses build ``self.net``
+    and call ``save_hyperparameters`` in their own ``__init__`` (so a checkpoint holds their arguments only)."""
 
-    Args:
-        backbone: ``"cnn2"``, ``"lenet"``, ``"mlp"`` or ``"resnet18"`` (:func:`make_backbone`).
-        num_classes / in_channels / image_size: input and output shape.
-        lr / momentum / weight_decay: SGD settings.
-        milestones / gamma: MultiStepLR schedule (epochs counted from the start of each ITLM round when
-            the callback re-initialises optimizers).
-        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"`` (with ``betas=(momentum, 0.999)``; the PRL
-            experiments use Adam, lr 0.001, momentum 0.9).
-        hidden / hidden_layers: width and depth of the ``"mlp"`` backbone and of ``"lenet"``'s hidden layers.
-        loss: ``"ce"`` (cross-entropy) or the bootstrapping loss of Reed et al. (``"bootstrap_soft"``,
-            ``"bootstrap_hard"``; :func:`lit_robust.bootstrap_loss`) with weight ``bootstrap_beta``.
-    """
-
-    def __init__(
-        self,
-        backbone: Literal["cnn2", "lenet", "mlp", "resnet18"] = "cnn2",
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
-        lr: float = 0.02,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        milestones: Sequence[int] = (),
-        gamma: float = 0.2,
-        optimizer: Literal["sgd", "adam"] = "sgd",
-        hidden: int = 128,
-        hidden_layers: int = 1,
-        loss: Literal["ce", "bootstrap_soft", "bootstrap_hard"] = "ce",
-        bootstrap_beta: float = 0.95,
-    ) -> None:
-        super().__init__()
+    def __init__(self, num_classes: int | None, lr: float, momentum: float, weight_decay: float,
+                 milestones: Sequence[int], gamma: float, optimizer: str, loss: str, bootstrap_beta: float) -> None:
+        super().__init__()  # the subclass checks `num_classes` (may it be None?)
         check_number("lr", lr, 0, low_open=True)
         check_number("momentum", momentum, 0, 1, high_open=True)
         check_number("weight_decay", weight_decay, 0)
@@ -166,14 +141,14 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
             raise ValueError(f"`loss` must be 'ce', 'bootstrap_soft' or 'bootstrap_hard', got {loss!r}.")
         if not 0.0 <= bootstrap_beta <= 1.0:
             raise ValueError(f"`bootstrap_beta` must be in [0, 1], got {bootstrap_beta!r}.")
-        self.save_hyperparameters()
         # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
         # another (e.g. inside CoTeaching) with the outer module's config
         self.settings = SimpleNamespace(lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=list(milestones),
                                         gamma=gamma, optimizer=optimizer, loss=loss, bootstrap_beta=bootstrap_beta)
-        self.net = make_backbone(backbone, in_channels, image_size, num_classes, hidden, hidden_layers)
-        self.shape = SimpleNamespace(backbone=backbone, num_classes=num_classes, in_channels=in_channels,
-                                     image_size=image_size)  # what `check_data` compares with the datamodule
+        if num_classes is not None:
+            self._build_metrics(num_classes)
+
+    def _build_metrics(self, num_classes: int) -> None:
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -185,13 +160,6 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
-
-    def check_data(self, spec: DataSpec) -> None:
-        """Raise unless the images and labels ``spec`` describes fit ``in_channels``, ``image_size`` (the
-        ``"cnn2"``/``"lenet"``/``"mlp"`` backbones are built for one size) and ``num_classes``."""
-        sh = self.shape
-        check_classifier_data(spec, "ImageClassifier", sh.num_classes, sh.in_channels,
-                              None if sh.backbone == "resnet18" else sh.image_size)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
@@ -226,6 +194,137 @@ class ImageClassifier(RobustMixin, pl.LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(hp.milestones), gamma=hp.gamma)
         return {"optimizer": opt, "lr_scheduler": sched}
+
+
+class ImageClassifier(_Classifier):
+    """Image classifier trained with per-sample cross-entropy.
+
+    Args:
+        backbone: ``"cnn2"``, ``"lenet"``, ``"mlp"`` or ``"resnet18"`` (:func:`make_backbone`).
+        num_classes / in_channels / image_size: input and output shape.
+        lr / momentum / weight_decay: SGD settings.
+        milestones / gamma: MultiStepLR schedule (epochs counted from the start of each ITLM round when
+            the callback re-initialises optimizers).
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"`` (with ``betas=(momentum, 0.999)``; the PRL
+            experiments use Adam, lr 0.001, momentum 0.9).
+        hidden / hidden_layers: width and depth of the ``"mlp"`` backbone and of ``"lenet"``'s hidden layers.
+        loss: ``"ce"`` (cross-entropy) or the bootstrapping loss of Reed et al. (``"bootstrap_soft"``,
+            ``"bootstrap_hard"``; :func:`lit_robust.bootstrap_loss`) with weight ``bootstrap_beta``.
+
+    For rows of a table (vectors of features, not images) use :class:`MLPClassifier`.
+    """
+
+    def __init__(
+        self,
+        backbone: Literal["cnn2", "lenet", "mlp", "resnet18"] = "cnn2",
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        lr: float = 0.02,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        milestones: Sequence[int] = (),
+        gamma: float = 0.2,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        hidden: int = 128,
+        hidden_layers: int = 1,
+        loss: Literal["ce", "bootstrap_soft", "bootstrap_hard"] = "ce",
+        bootstrap_beta: float = 0.95,
+    ) -> None:
+        check_int("num_classes", num_classes, 2)
+        super().__init__(num_classes, lr, momentum, weight_decay, milestones, gamma, optimizer, loss, bootstrap_beta)
+        self.save_hyperparameters()
+        self.net = make_backbone(backbone, in_channels, image_size, num_classes, hidden, hidden_layers)
+        self.shape = SimpleNamespace(backbone=backbone, num_classes=num_classes, in_channels=in_channels,
+                                     image_size=image_size)  # what `check_data` compares with the datamodule
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless the images and labels ``spec`` describes fit ``in_channels``, ``image_size`` (the
+        ``"cnn2"``/``"lenet"``/``"mlp"`` backbones are built for one size) and ``num_classes``."""
+        sh = self.shape
+        check_classifier_data(spec, "ImageClassifier", sh.num_classes, sh.in_channels,
+                              None if sh.backbone == "resnet18" else sh.image_size)
+
+
+
+class MLPClassifier(_Classifier):
+    """Fully connected classifier of feature vectors (rows of a table), trained with per-sample cross-entropy.
+
+    Args:
+        in_features: the number of input features; ``None`` (default): read from the datamodule at ``setup``
+            (a :class:`~lit_robust.TableDataModule`, or any datamodule with a ``data_spec``), so one config fits any
+            table. The value read is stored in ``hparams`` and so in checkpoints.
+        num_classes: the number of classes; ``None`` (default): read from the datamodule likewise.
+        hidden / hidden_layers: width and number of the ReLU hidden layers.
+        lr / momentum / weight_decay / optimizer: Adam by default (``betas=(momentum, 0.999)``), or ``"sgd"``.
+        milestones / gamma / loss / bootstrap_beta: as :class:`ImageClassifier`'s.
+    """
+
+    def __init__(
+        self,
+        in_features: int | None = None,
+        num_classes: int | None = None,
+        hidden: int = 128,
+        hidden_layers: int = 2,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        milestones: Sequence[int] = (),
+        gamma: float = 0.2,
+        optimizer: Literal["sgd", "adam"] = "adam",
+        loss: Literal["ce", "bootstrap_soft", "bootstrap_hard"] = "ce",
+        bootstrap_beta: float = 0.95,
+    ) -> None:
+        check_int("num_classes", num_classes, 2, optional=True)
+        super().__init__(num_classes, lr, momentum, weight_decay, milestones, gamma, optimizer, loss, bootstrap_beta)
+        check_int("in_features", in_features, 1, optional=True)
+        check_int("hidden", hidden, 1)
+        check_int("hidden_layers", hidden_layers, 0)
+        self.save_hyperparameters()
+        self.net: nn.Module | None = None
+        if in_features is not None and num_classes is not None:
+            self._build(in_features, num_classes)
+
+    def _build(self, in_features: int, num_classes: int) -> None:
+        self.net = make_mlp(in_features, num_classes, self.hparams.hidden, self.hparams.hidden_layers)
+        self.shape = SimpleNamespace(in_features=in_features, num_classes=num_classes)
+        if self.hparams.num_classes is None:
+            self._build_metrics(num_classes)
+        # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
+        self.hparams.update(in_features=in_features, num_classes=num_classes)
+
+    def setup(self, stage: str) -> None:
+        if self.net is None:
+            spec = datamodule_spec(getattr(self, "_trainer", None))
+            if spec is None or spec.target != "class" or spec.num_classes is None:
+                given = {k: self.hparams[k] for k in ("in_features", "num_classes")}
+                raise ValueError(f"MLPClassifier: `in_features` and `num_classes` are read from the datamodule when "
+                                 f"left at None (got {given}), but "
+                                 + ("there is no datamodule saying what it yields (plain dataloaders)" if spec is None
+                                    else f"`data`: {spec.source} yields {spec.targets()}")
+                                 + ". Pass both, e.g. MLPClassifier(in_features=30, num_classes=2).")
+            for name, value in (("in_features", spec.in_features), ("num_classes", spec.num_classes)):
+                if self.hparams[name] not in (None, value):
+                    raise misfit(name, self.hparams[name], spec, spec.inputs() if name == "in_features"
+                                 else spec.targets(), f"Set `model.{name}` to {value} (or leave it out).")
+            self._build(spec.in_features, spec.num_classes)
+        check_fits_data(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.net is None:
+            raise RuntimeError("MLPClassifier(in_features=None) builds its layers at `setup`, from the datamodule: "
+                               "fit it with one first, or pass `in_features` and `num_classes`.")
+        return self.net(x)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Raise unless ``spec`` yields inputs of ``in_features`` values (flattened) and labels of ``num_classes``
+        classes."""
+        if self.net is None:  # built at setup from the datamodule, or from the first batch here
+            return
+        if spec.in_features != self.shape.in_features:  # an image is flattened: 8×8 digits are 64 features
+            raise misfit("in_features", self.shape.in_features, spec, spec.inputs(),
+                         f"Set `model.in_features` to {spec.in_features}.")
+        check_classifier_data(spec, "MLPClassifier", self.shape.num_classes)
 
 
 class LinearRegressor(RobustMixin, pl.LightningModule):

@@ -1,0 +1,313 @@
+"""TableDataModule (a CSV/TSV/Parquet file or a DataFrame as splits) and MLPClassifier (which reads its shape from it)."""
+
+import statistics
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lit_robust import ITLM, MLPClassifier, MLPRegressor, RobustRealNVP, TableDataModule, load_report
+from lit_robust.cli import main
+from lit_robust.data.table import robust_scale
+
+
+def table(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "id": np.arange(n) + 1000,
+        "a": rng.normal(size=n),
+        "b": rng.normal(5.0, 3.0, size=n),
+        "flag": rng.random(n) < 0.5,                # a boolean feature
+        "const": np.full(n, 7.0),                   # a constant column: scale 1
+        "kind": rng.choice(["cat", "dog", "ant"], size=n),
+        "price": rng.normal(100.0, 20.0, size=n),
+        "bad": rng.random(n) < 0.25,
+    })
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    kwargs.setdefault("max_epochs", 2)
+    return pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      accelerator="cpu", **kwargs)
+
+
+def test_robust_scale_is_the_median_and_1_4826_mad_per_column_with_fallbacks():
+    values = torch.tensor([[1.0, 3.0, 2.0], [2.0, 3.0, 2.0], [3.0, 3.0, 2.0], [4.0, 3.0, 9.0], [1000.0, 3.0, 2.0]])
+    centre, scale = robust_scale(values)
+    for j in range(3):
+        col = values[:, j].tolist()
+        med = statistics.median(col)
+        mad = 1.4826 * statistics.median(abs(v - med) for v in col)
+        sd = statistics.pstdev(col)
+        assert centre[j] == pytest.approx(med)
+        assert scale[j] == pytest.approx(mad if mad > 0 else (sd if sd > 0 else 1.0))
+    assert scale[1] == 1.0 and scale[2] == pytest.approx(statistics.pstdev([2, 2, 2, 9, 2]))  # the fallbacks used
+    c, s = robust_scale(values, "standard")
+    assert torch.allclose(c, values.double().mean(0)) and s[0] == pytest.approx(statistics.pstdev(values[:, 0].tolist()))
+    c, s = robust_scale(values, "none")
+    assert c.tolist() == [0.0] * 3 and s.tolist() == [1.0] * 3
+    with pytest.raises(ValueError, match=r"`scale` must be one of \['robust', 'standard', 'none'\], got 'minmax'"):
+        robust_scale(values, "minmax")
+
+
+def test_a_csv_becomes_scaled_classification_splits_that_remember_their_rows(tmp_path):
+    frame = table()
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    dm = TableDataModule(str(path), target="kind", corrupted="bad", drop=["id", "price"], test_size=0.25, val_size=5)
+    dm.setup()
+    assert dm.classes == ["ant", "cat", "dog"] and dm.num_classes == 3
+    assert dm.feature_names == ["a", "b", "flag", "const"] and dm.in_features == 4
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (40, 5, 15)
+    rows = torch.cat([dm.train_source_index, dm.val_source_index, dm.test_source_index])
+    assert sorted(rows.tolist()) == list(range(60))  # every row once, by its position in the file
+    train = frame.iloc[dm.train_source_index.numpy()]
+    raw = torch.tensor(train[["a", "b", "flag", "const"]].to_numpy(dtype=float))
+    for j in range(4):  # scaled with the training rows' median and 1.4826 MAD (constant column: scale 1)
+        col = raw[:, j].tolist()
+        med = statistics.median(col)
+        mad = 1.4826 * statistics.median(abs(v - med) for v in col)
+        scale = mad if mad > 0 else (statistics.pstdev(col) or 1.0)
+        x = torch.stack([dm.train_set[i][1][j] for i in range(len(dm.train_set))])
+        assert torch.allclose(x.double(), (raw[:, j] - med) / scale, atol=1e-5), j
+    for i in (0, 7, 39):
+        _, _, y, corrupted = dm.train_set[i]
+        row = frame.iloc[int(dm.train_source_index[i])]
+        assert dm.classes[int(y)] == row["kind"] and bool(corrupted) == bool(row["bad"])
+    assert len(dm.test_set[0]) == 3  # the test split carries no flags
+    # the same seed, the same split; another seed, another
+    again = TableDataModule(frame=frame, target="kind", corrupted="bad", drop=["id", "price"], test_size=0.25,
+                            val_size=5)
+    again.setup()
+    assert torch.equal(again.train_source_index, dm.train_source_index)
+    other = TableDataModule(frame=frame, target="kind", drop=["id", "price"], test_size=0.25, val_size=5, seed=1)
+    other.setup()
+    assert not torch.equal(other.train_source_index, dm.train_source_index)
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".parquet"])
+def test_tsv_and_parquet_files_read_as_the_csv_does(tmp_path, suffix):
+    frame = table()
+    path = tmp_path / f"t{suffix}"
+    frame.to_csv(path, sep="\t", index=False) if suffix == ".tsv" else frame.to_parquet(path)
+    dm, ref = (TableDataModule(str(path), target="kind", features=["a", "b"]),
+               TableDataModule(frame=frame, target="kind", features=["a", "b"]))
+    dm.setup()
+    ref.setup()
+    assert torch.equal(dm.train_set.dataset.tensors[0], ref.train_set.dataset.tensors[0])
+    assert torch.equal(dm.train_set.dataset.tensors[1], ref.train_set.dataset.tensors[1])
+
+
+def test_regression_targets_are_scaled_robustly_and_unscale_back():
+    frame = table()
+    frame.loc[3, "price"] = 1e6  # one glitched target: the robust scale barely moves
+    dm = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"])
+    dm.setup()
+    assert dm.out_features == 1 and dm.data_spec.target == "regression" and dm.num_classes is None
+    y = dm.train_set.dataset.tensors[1]
+    raw = torch.tensor(frame["price"].to_numpy()[dm.train_source_index.numpy()]).unsqueeze(1)
+    assert torch.allclose(dm.unscale_targets(y), raw, rtol=1e-6)
+    assert float(dm.target_scale[0]) < 40  # ~20 (the SD of the clean prices), not ~1e5
+    two = TableDataModule(frame=frame, target=["price", "a"], task="regression", features=["b"])
+    two.setup()
+    assert two.out_features == 2 and two.train_set[0][2].shape == (2,)
+    with pytest.raises(ValueError, match=r"`unscale_targets` is for task='regression'"):
+        TableDataModule(frame=frame, target="kind").unscale_targets(torch.zeros(1))
+
+
+def test_anomaly_tables_train_without_labels_or_test_against_the_known_ones():
+    frame = table()
+    dm = TableDataModule(frame=frame, task="anomaly", features=["a", "b"])
+    dm.setup()
+    assert len(dm.train_set) == 60 and dm.test_set is None and len(dm.train_set[0]) == 3
+    with pytest.raises(ValueError, match=r"`test_size`=0.2: task='anomaly' without a `target` column"):
+        TableDataModule(frame=frame, task="anomaly", features=["a", "b"], test_size=0.2).setup()
+    labelled = TableDataModule(frame=frame, task="anomaly", target="bad", features=["a", "b"])
+    labelled.setup()
+    _, _, y, flag = labelled.train_set[0]
+    assert bool(flag) == bool(y) == bool(frame["bad"].iloc[int(labelled.train_source_index[0])])
+    assert len(labelled.test_set) == 12
+
+
+def test_a_separate_test_table_is_scaled_with_the_training_rows_and_must_know_their_classes(tmp_path):
+    frame = table()
+    test = table(20, seed=1)
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], test_frame=test)
+    dm.setup()
+    assert len(dm.train_set) == 60 and len(dm.test_set) == 20
+    expected = (torch.tensor(test[["a", "b"]].to_numpy()) - dm.feature_centre) / dm.feature_scale
+    assert torch.allclose(dm.test_set.dataset.tensors[0], expected.float())
+    test.loc[4, "kind"] = "eel"
+    with pytest.raises(ValueError, match=r"`target` 'kind' of `test_frame` holds classes the training table does not "
+                                         r"have: \['eel'\] \(training classes: \['ant', 'cat', 'dog'\]\)"):
+        TableDataModule(frame=frame, target="kind", features=["a", "b"], test_frame=test).setup()
+
+
+def test_missing_values_are_counted_per_column_or_dropped_with_a_warning():
+    frame = table()
+    frame.loc[[2, 9], "a"] = np.nan
+    frame.loc[9, "b"] = np.inf
+    with pytest.raises(ValueError, match=r"the table: 2 of 60 rows have a missing or infinite value in a used column "
+                                         r"\('a' \(2\), 'b' \(1\)\), e.g. row 2\. Fill them, or pass `missing='drop'`"):
+        TableDataModule(frame=frame, target="kind", features=["a", "b"]).setup()
+    TableDataModule(frame=frame, target="kind", features=["price"], test_size=0).setup()  # unused columns: no matter
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], missing="drop", test_size=0)
+    with pytest.warns(UserWarning, match=r"left out 2 of 60 rows of the table with a missing or infinite value"):
+        dm.setup()
+    assert sorted(dm.train_source_index.tolist()) == [i for i in range(60) if i not in (2, 9)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target": "knd"}, r"`target` names column\(s\) \['knd'\] that the table does not have; its columns are \['id', "
+                        r".*Did you mean 'kind'\?"),
+    ({"target": "kind", "features": ["a", "kind"]}, r"`features` must not include the `target` or `corrupted`"),
+    ({"target": "price", "features": ["a"]}, r"`target` 'price' holds non-integer numbers \(e.g. .*\): for a numeric target to predict "
+                          r"pass task='regression'"),
+    ({"target": "kind", "task": "regression", "features": ["a"]}, r"`target` column\(s\) \['kind'\] do not hold "
+                                                                   r"numbers"),
+    ({"target": "kind", "features": ["a", "kind2"]}, r"`features` names column\(s\) \['kind2'\]"),
+    ({"target": "price", "task": "regression"}, r"`features`: column\(s\) \['kind'\] do not hold numbers \(kind="
+                                                r"'.*'\)\. One-hot encode categories \(`pandas.get_dummies"),
+    ({"target": "kind", "corrupted": "a", "features": ["b"]}, r"`corrupted` column 'a' must hold 0/1 \(or True/False\) "
+                                                             r"flags, got values"),
+    ({"target": "kind", "features": ["a"], "test_size": 0.6, "val_size": 0.4},
+     r"`test_size` \+ `val_size` must leave training rows: 36 \+ 24 of the table's 60 usable rows"),
+])
+def test_a_table_that_does_not_fit_the_arguments_is_named_at_setup(kwargs, message):
+    frame = table()
+    with pytest.raises(ValueError, match=message):
+        TableDataModule(frame=frame, **kwargs).setup()
+
+
+def test_one_class_is_not_a_classification():
+    frame = table()
+    frame["only"] = "x"
+    with pytest.raises(ValueError, match=r"`target` 'only' holds one class only \(\['x'\]\): a classifier needs at "
+                                         r"least two"):
+        TableDataModule(frame=frame, target="only", features=["a"]).setup()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, r"Give the table as `path` .* or, from Python, as `frame` .* exactly one of them; got path=None and "
+         r"frame=None"),
+    ({"path": "t.csv", "frame": "F"}, r"exactly one of them; got path='t.csv' and frame=a DataFrame"),
+    ({"path": "t.csv"}, r"`target` \(the column to predict\) is required for task='classification'"),
+    ({"path": "t.csv", "target": "y", "task": "ranking"}, r"`task` must be one of \['classification', 'regression', "
+                                                          r"'anomaly'\], got 'ranking'"),
+    ({"path": "t.csv", "target": ["y", "z"]}, r"`target` must be one column for task='classification', got \['y', "
+                                              r"'z'\]"),
+    ({"path": "t.csv", "task": "anomaly", "corrupted": "c"}, r"`corrupted` is not used with task='anomaly': name the "
+                                                             r"column of known anomalies as `target`"),
+    ({"path": "t.csv", "target": "y", "features": ["a"], "drop": ["b"]}, r"Pass `features` .* or `drop` .*, not both"),
+    ({"path": "t.csv", "target": "y", "scale": "minmax"}, r"`scale` must be one of \['robust', 'standard', 'none'\], "
+                                                          r"got 'minmax'"),
+    ({"path": "t.csv", "target": "y", "missing": "fill"}, r"`missing` must be 'error' or 'drop', got 'fill'"),
+    ({"path": "t.csv", "target": "y", "test_path": "u.csv", "test_size": 0.1},
+     r"`test_size` must be 0 or None with a test table \(`test_path`/`test_frame`\), got 0.1"),
+    ({"path": "t.csv", "target": "y", "test_size": 1.5}, r"`test_size` must be a fraction in \[0, 1\) of the rows or "
+                                                         r"a whole number of rows >= 0, got 1.5"),
+    ({"path": "t.csv", "target": "y", "val_size": -1}, r"`val_size` must be a fraction in \[0, 1\) .* got -1"),
+    ({"path": "t.csv", "target": "y", "batch_size": 0}, r"`batch_size` must be an integer >= 1, got 0"),
+    ({"path": "t.csv", "target": 3}, r"`target` must be a column name or a list of column names, got 3"),
+])
+def test_arguments_are_checked_when_the_module_is_made(kwargs, message):
+    if kwargs.get("frame") == "F":
+        kwargs["frame"] = table()
+    with pytest.raises(ValueError, match=message):
+        TableDataModule(**kwargs)
+
+
+def test_a_path_that_cannot_be_read_says_why(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"`path`='nothere.csv': no such file \(a relative path is read from "
+                                                rf"the current folder, {tmp_path}\)"):
+        TableDataModule("nothere.csv", target="y").setup()
+    with pytest.raises(ValueError, match=r"`path` must end in one of \['.csv', '.parquet', '.pq', '.tab', '.tsv', "
+                                         r"'.txt'\] \(it says how to read the file\), got 'data.xlsx'"):
+        TableDataModule("data.xlsx", target="y").setup()
+    with pytest.raises(ValueError, match=r"`frame` must be a pandas DataFrame, got a dict"):
+        TableDataModule(frame={"a": [1]}, target="a").setup()
+
+
+def test_mlp_classifier_reads_its_shape_from_the_table_and_its_checkpoint_keeps_it(tmp_path, one_torch_thread):
+    frame = table(80)
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b", "flag"], batch_size=16)
+    model = MLPClassifier(hidden=8)
+    assert model.net is None
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, dm)
+    assert model.net[1].in_features == 3 and model.net[-1].out_features == 3
+    assert (model.hparams.in_features, model.hparams.num_classes) == (3, 3)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = MLPClassifier.load_from_checkpoint(tmp_path / "m.ckpt")
+    x = dm.test_set.dataset.tensors[0]
+    assert torch.equal(loaded(x), model(x))
+    assert 0.0 <= trainer.test(model, dm, verbose=False)[0]["test_acc"] <= 1.0
+
+
+def test_mlp_classifier_without_a_datamodule_or_with_a_contradicting_shape_says_what_to_pass(one_torch_thread):
+    frame = table(40)
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"])
+    with pytest.raises(ValueError, match=r"`model.in_features`=5 does not fit `data`: TableDataModule yields vectors "
+                                         r"of 2 features\. Set `model.in_features` to 2 \(or leave it out\)"):
+        quiet_trainer().fit(MLPClassifier(in_features=5), dm)
+    with pytest.raises(ValueError, match=r"`model.in_features`=5 does not fit `data`: TableDataModule yields vectors "
+                                         r"of 2 features\. Set `model.in_features` to 2\.$"):
+        quiet_trainer().fit(MLPClassifier(in_features=5, num_classes=3), dm)
+    dm.setup()
+    loader = torch.utils.data.DataLoader(dm.train_set, batch_size=8)
+    with pytest.raises(ValueError, match=r"MLPClassifier: `in_features` and `num_classes` are read from the datamodule "
+                                         r"when left at None \(got \{'in_features': None, 'num_classes': None\}\), but "
+                                         r"there is no datamodule saying what it yields \(plain dataloaders\)\. Pass "
+                                         r"both, e.g. MLPClassifier\(in_features=30, num_classes=2\)"):
+        quiet_trainer().fit(MLPClassifier(), loader)
+    with pytest.raises(RuntimeError, match=r"builds its layers at `setup`, from the datamodule"):
+        MLPClassifier()(torch.zeros(1, 2))
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"])
+    with pytest.raises(ValueError, match=r"`data`: TableDataModule yields float regression targets of 1 value\(s\) "
+                                         r"per sample\. Pass both"):
+        quiet_trainer().fit(MLPClassifier(), reg)
+    quiet_trainer(max_epochs=1).fit(MLPClassifier(in_features=2, num_classes=3), loader)  # given: plain loaders work
+
+
+def test_a_regressor_and_a_detector_fit_a_table(one_torch_thread):
+    frame = table(80)
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], batch_size=16)
+    quiet_trainer(max_epochs=1).fit(MLPRegressor(in_features=2, out_features=1, hidden=8), reg)
+    ad = TableDataModule(frame=frame, task="anomaly", target="bad", features=["a", "b"], batch_size=16)
+    detector = RobustRealNVP(dim=2, hidden=8, n_couplings=2, drop_ratio=0.25)
+    quiet_trainer(max_epochs=2).fit(detector, ad)
+    assert 0.0 <= quiet_trainer().test(detector, ad, verbose=False)[0]["test_auroc"] <= 1.0
+
+
+def test_the_report_joins_back_to_the_table_by_source_index(tmp_path, one_torch_thread):
+    frame = table(120)
+    frame["label"] = (frame["a"] > 0).astype(int)
+    flip = frame.index % 5 == 0
+    frame.loc[flip, "label"] = 1 - frame.loc[flip, "label"]
+    dm = TableDataModule(frame=frame, target="label", features=["a", "b"], batch_size=16, test_size=20)
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[2, 2], verbose=False, plot=False, report=True, report_dir=str(tmp_path))
+    quiet_trainer(max_epochs=4, callbacks=[itlm]).fit(MLPClassifier(hidden=16, lr=0.01), dm)
+    report = load_report(itlm.report_path)
+    assert len(report) == 100 and sorted(report["source_index"]) == sorted(dm.train_source_index.tolist())
+    joined = report.merge(frame, how="left", left_on="source_index", right_index=True)
+    assert (joined["given_label"] == joined["label"]).all()  # the report's label is the table's, row by row
+
+
+def test_the_cli_reads_a_csv_and_names_a_misspelt_column(tmp_path, capsys, monkeypatch, one_torch_thread):
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+    monkeypatch.chdir(tmp_path)
+    frame = table(80)
+    frame.to_csv("mine.csv", index=False)
+    args = ["fit", "--data", "lit_robust.TableDataModule", "--data.path", "mine.csv", "--data.drop", "[id, bad]",
+            "--model", "lit_robust.MLPClassifier", "--trainer.max_epochs", "1", "--trainer.logger", "false",
+            "--trainer.enable_checkpointing", "false"]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--data.target", "knd"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Did you mean 'kind'?" in err and "data.init_args.target" in err, err
+    main([*args, "--data.target", "kind"])
