@@ -432,6 +432,24 @@ def test_sub_commands_are_described_in_whole_sentences(capsys):
         assert "never run on your" not in out
 
 
+def test_help_lists_demo_and_a_misspelt_command_is_one_line_with_the_closest(capsys):
+    """A docs newcomer did not find `demo` in `lit-robust --help`; `lit-robust fitt` printed jsonargparse's usage, tip
+    and "invalid choice" lines, without `demo` among the choices and without a suggestion."""
+    from lit_robust.cli import DEMO_HELP
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lit-robust [-h] [-c CONFIG] {demo,fit,validate,test,predict} ...")
+    assert f"demo {DEMO_HELP.split(';')[0]}" in " ".join(out.split())  # (argparse may wrap inside `lit-robust`)
+    for typo, says in (("fitt", " (did you mean 'fit'?)"), ("demoo", " (did you mean 'demo'?)"), ("xyz", "")):
+        with pytest.raises(SystemExit) as done:
+            main([typo])
+        assert done.value.code == 2
+        assert capsys.readouterr().err == (f"lit-robust: error: unknown command {typo!r}{says}; the commands are demo, "
+                                           "fit, validate, test, predict (`lit-robust --help`).\n")
+
+
 def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, monkeypatch, one_torch_thread):
     """The user's own LightningModule in ./my_module.py, named as `my_module.Class`: the console script's
     sys.path starts at its own bin folder, so without the CLI's help this was `No module named 'my_module'`."""
@@ -698,6 +716,24 @@ def test_demo_prints_table_and_json(capsys):
     # the third run, ITLM told nothing about the rate (40 % systematic noise by default)
     assert "ITLM auto" in out and "ε̂" in out
     assert 0.0 <= summary["itlm_auto_acc"] <= 1.0 and 0.0 <= summary["estimated_corruption"] < 1.0
+
+
+def test_demo_sums_up_the_starved_class_warnings_in_one_line_and_shows_the_others():
+    """16 multi-line warnings above the demo's table read as a failure to a docs newcomer: the ones saying that one
+    trim starved a digit become one line under the table; any other warning is shown as usual."""
+    import warnings
+
+    from lit_robust.demo import _starved_class_warnings
+
+    starved = ("ITLM round 2: the selection keeps 0 of 133 labelled 2, against 55% overall: one trim can starve ... "
+               "`ITLM(per_class=True)` keeps the same share of every class.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn(starved, stacklevel=1)
+        warnings.warn("something else entirely", stacklevel=1)
+    with pytest.warns(UserWarning) as shown:
+        assert _starved_class_warnings(caught) == ["ITLM round 2: the selection keeps 0 of 133 labelled 2"]
+    assert [str(w.message) for w in shown] == ["something else entirely"]
 
 
 def test_demo_no_auto_skips_the_auto_run(capsys):
