@@ -130,7 +130,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         target: the column(s) to predict. ``task="classification"``: one column; its distinct values, sorted, become
             the classes ``0 … k-1`` (:attr:`classes` maps them back). ``"regression"``: one or more numeric columns.
             ``"anomaly"``: an optional 0/1 column of known anomalies, never read in training — it gives the test
-            split its labels (ROC-AUC) and the per-sample report its ``is_corrupted`` column.
+            split its labels (ROC-AUC) and the per-sample report its ``corrupted`` column.
         task: ``"classification"``, ``"regression"`` or ``"anomaly"``.
         features: the input columns; ``None`` (default) = every column except ``target``, ``corrupted`` and
             ``drop``. They must hold numbers (or booleans): one-hot encode categories first (``pandas.get_dummies``).
