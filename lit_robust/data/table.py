@@ -136,7 +136,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             ``drop``. They must hold numbers (or booleans): one-hot encode categories first (``pandas.get_dummies``).
         drop: columns to leave out when ``features`` is ``None`` (row ids, free text).
         corrupted: optional 0/1 column saying which rows you know to be bad; used only for metrics and the report's
-            ``is_corrupted`` column, never in training. Not with ``task="anomaly"`` (its flags are ``target``).
+            ``corrupted`` column, never in training. Not with ``task="anomaly"`` (its flags are ``target``).
         test_size: rows held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count. They carry the
             table's corruption too; pass ``test_path`` (a table with the same columns) when you have clean ones.
             ``None`` (default): 0.2, or 0 for ``task="anomaly"`` without ``target`` (nothing to test against).
