@@ -132,6 +132,44 @@ def test_anomaly_tables_train_without_labels_or_test_against_the_known_ones():
     assert len(labelled.test_set) == 12
 
 
+def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_one_line(tmp_path, capsys,
+                                                                                       monkeypatch, one_torch_thread):
+    """A CSV newcomer's `lit-robust test` of an unlabelled anomaly table: "AssertionError: call setup() first",
+    a traceback and exit 1, where `predict` said what was missing."""
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+    monkeypatch.chdir(tmp_path)
+    table(60)[["a", "b"]].to_csv("machines.csv", index=False)
+    common = ["--data", "lit_robust.TableDataModule", "--data.path", "machines.csv", "--data.task", "anomaly",
+              "--model", "lit_robust.RobustRealNVP", "--model.dim", "2", "--model.hidden", "8",
+              "--model.n_couplings", "2", "--trainer.max_epochs", "1"]
+    main(["fit", *common])
+    for command in ("test", "predict"):
+        with pytest.raises(SystemExit) as done:
+            main([command, *common, "--ckpt_path", "last"])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 2, err
+        nothing = "nothing to test: `test`" if command == "test" else "nothing to predict: `predict`"
+        assert (f"TableDataModule has no test split, so there is {nothing} uses the test split. Name a column of "
+                "known labels as `target` (with `test_size`), or give a table with that column as `test_path`") in err
+
+
+def test_a_column_that_looks_like_a_row_id_is_warned_about():
+    frame = table(40)
+    with pytest.warns(UserWarning, match=r"column\(s\) \['id'\] look like row ids \(whole numbers, a different one in "
+                                         r"every row\) and are used as inputs; leave them out with `drop`"):
+        TableDataModule(frame=frame, target="kind", features=["id", "a"]).setup()
+    frame["row"] = np.random.default_rng(0).permutation(40)  # 0..39 shuffled, named anything
+    frame["count"] = np.random.default_rng(1).integers(0, 5, 40)  # whole numbers that repeat: a feature
+    with pytest.warns(UserWarning, match=r"\['row'\] look like row ids"):
+        TableDataModule(frame=frame, target="kind", features=["row", "count", "a"]).setup()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TableDataModule(frame=frame, target="kind", features=["count", "a", "flag"]).setup()
+
+
 def test_a_separate_test_table_is_scaled_with_the_training_rows_and_must_know_their_classes(tmp_path):
     frame = table()
     test = table(20, seed=1)

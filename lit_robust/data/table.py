@@ -108,6 +108,22 @@ def _as_names(value: Any, argument: str) -> list[str]:
     raise ValueError(f"`{argument}` must be a column name or a list of column names, got {value!r}.")
 
 
+def _looks_like_an_id(column: Any) -> bool:
+    """Whole numbers, one per row, all different and evenly spaced (1, 2, 3, … in any order), or a whole-number
+    column named like an id (``id``, ``record_id``, ``CustomerID``)."""
+    types = _pandas().api.types
+    if not types.is_integer_dtype(column) or types.is_bool_dtype(column) or len(column) < 3:
+        return False
+    name = str(column.name).lower()
+    if name == "id" or name.endswith(("_id", " id", "-id")) or (str(column.name).endswith("ID") and name != "id"):
+        return True
+    if len(column) < 20:  # a few evenly spaced counts are not yet an id
+        return False
+    values = np.sort(column.to_numpy())
+    steps = np.diff(values)
+    return bool(steps.min() > 0 and steps.min() == steps.max())
+
+
 def _numbers(frame: Any) -> Tensor:
     """The columns of ``frame`` as a float64 tensor ``[rows, columns]`` (a copy: pandas may hand out read-only arrays)."""
     return torch.tensor(np.ascontiguousarray(frame.to_numpy(dtype=np.float64, na_value=np.nan)))
@@ -157,6 +173,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     position in the table (0-based over the data rows; a CSV's line number is that + 2), which the per-sample report
     writes as ``source_index`` so that its rows join back to your table by position.
     """
+
+    no_test_split_advice = ("Name a column of known labels as `target` (with `test_size`), or give a table with that "
+                            "column as `test_path` (`--data.init_args.test_path`).")
 
     def __init__(
         self,
@@ -261,6 +280,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError(f"No input column is left: the table's columns are {[str(c) for c in frame.columns]}, "
                              f"and `target`, `corrupted` and `drop` took them all.")
         pd = _pandas()
+        ids = [c for c in features if _looks_like_an_id(frame[c])]
+        if ids:
+            # a CSV newcomer's `record_id` (1..n) went in as an input without a word, where text columns were refused
+            rank_zero_warn(f"TableDataModule: column(s) {ids} look like row ids (whole numbers, a different one in "
+                           "every row) and are used as inputs; leave them out with `drop` unless they mean something.")
         text = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or
                                             pd.api.types.is_bool_dtype(frame[c]))]
         if text:
