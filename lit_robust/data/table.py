@@ -430,6 +430,37 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self._set_up()
         return len(self.target_names) if self.task == "regression" else 1
 
+    def describe_predictions(self, table: dict[str, list], loaders: Any = None) -> dict[str, list]:
+        """``predictions.csv``'s columns (:class:`~lit_robust.PredictionWriter`) in the table's words, when they are
+        predictions of this module's test split (``loaders`` is its predict loader): ``source_index`` (each test row's
+        position in the table or test table) after ``index``; with classes, ``predicted_class`` (and
+        ``target_class``) from :attr:`classes`; for a regression, ``predicted_<column>`` (and ``given_<column>``) in
+        the table's units. Any other table comes back unchanged."""
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
+        if self.test_set is None or getattr(loader, "dataset", None) is not self.test_set or "index" not in table:
+            return table
+        out: dict[str, list] = {}
+        for column, values in table.items():
+            out[column] = values
+            if column == "index":
+                out["source_index"] = self.test_source_index[torch.as_tensor(values, dtype=torch.long)].tolist()
+        if self.classes is not None:
+            for column, name in (("prediction", "predicted_class"), ("target", "target_class")):
+                if column in table:
+                    out[name] = [None if v is None else self.classes[int(v)] for v in table[column]]
+        elif self.task == "regression":
+            names = (["prediction"] if len(self.target_names) == 1
+                     else [f"prediction_{j}" for j in range(len(self.target_names))])
+            targets = ["target"] if len(self.target_names) == 1 else [f"target_{j}" for j in range(len(self.target_names))]
+            for columns, prefix in ((names, "predicted_"), (targets, "given_")):
+                if all(c in table for c in columns):
+                    scaled = torch.tensor([[float("nan") if table[c][r] is None else float(table[c][r])
+                                            for c in columns] for r in range(len(table["index"]))], dtype=torch.float64)
+                    units = self.unscale_targets(scaled)
+                    for j, name in enumerate(self.target_names):
+                        out[f"{prefix}{name}"] = units[:, j].tolist()
+        return out
+
     def unscale_targets(self, predictions: Tensor) -> Tensor:
         """Regression predictions (or targets) ``[n, q]`` in the table's units: ``y · target_scale + target_centre``."""
         if self.task != "regression":
