@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lit_robust import ITLM, MLPClassifier, MLPRegressor, RobustRealNVP, TableDataModule, load_report
+from lit_robust import ITLM, BatchFilter, MLPClassifier, MLPRegressor, RobustRealNVP, TableDataModule, load_report
 from lit_robust.cli import main
 from lit_robust.data.table import robust_scale
 
@@ -346,3 +346,24 @@ def test_predictions_csv_names_the_table_rows_classes_and_units(tmp_path, one_to
     quiet_trainer(callbacks=[writer]).predict(model, other)
     assert list(pd.read_csv(writer.path).columns) == ["index", "prediction", "target"]
     assert dm.describe_predictions({"index": [0]}, [other]) == {"index": [0]}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp_path, fmt, one_torch_thread):
+    frame = table(100)
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], batch_size=20, test_size=0)
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, report=True, report_dir=str(tmp_path),
+                report_format=fmt)
+    quiet_trainer(max_epochs=2, callbacks=[itlm]).fit(MLPClassifier(hidden=8), dm)
+    for rows in (load_report(itlm.report_path), pd.DataFrame(load_report(itlm.report_path, as_frame=False))):
+        assert (rows["given_class"] == frame["kind"].iloc[rows["source_index"]].to_numpy()).all()
+        assert (rows["predicted_class"] == [dm.classes[i] for i in rows["predicted_label"]]).all()
+
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], batch_size=20,
+                          test_size=0)
+    spl = BatchFilter("spl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "reg"), report_format=fmt)
+    quiet_trainer(max_epochs=1, callbacks=[spl]).fit(MLPRegressor(in_features=2, out_features=1, hidden=8), reg)
+    rows = load_report(spl.report_path)
+    assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=1e-6)
+    centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
+    assert np.allclose(rows["predicted_price"], rows["predicted_target"] * scale + centre, rtol=1e-6)
