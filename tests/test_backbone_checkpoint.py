@@ -120,7 +120,8 @@ def test_wrong_architecture_lists_missing_unexpected_and_shapes(tmp_path):
 
 def test_missing_file_and_not_a_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"`backbone_checkpoint` must be an existing checkpoint file, got "
-                                                r"'.*nope.ckpt' \(no such file\)"):
+                                                r"'.*nope.ckpt' \(no such file: has the run that writes it, "
+                                                r"e.g. the pretraining, finished\?\)"):
         LinearProbe(str(tmp_path / "nope.ckpt"))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint at all")

@@ -798,14 +798,18 @@ def test_cli_rejects_bad_callback_argument(tmp_path, capsys, config, arg, value,
     assert message in str(err.value) + capsys.readouterr().err
 
 
-def test_finetune_config_without_backbone_checkpoint_file_says_so(tmp_path, capsys):
+def test_finetune_config_without_backbone_checkpoint_file_says_so(tmp_path, capsys, monkeypatch):
     cfg = shrink(yaml.safe_load((REPO / "configs" / "simclr_finetune_prl.yaml").read_text()), tmp_path)
-    cfg["model"]["init_args"]["backbone_checkpoint"] = str(tmp_path / "missing.ckpt")
+    cfg["model"]["init_args"]["backbone_checkpoint"] = "checkpoints/simclr_mnist/last.ckpt"  # the config's own
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)  # a fresh folder, the pretraining never run there (a SimCLR newcomer's first try)
     with pytest.raises((FileNotFoundError, ValueError, SystemExit)) as err:
         main(["fit", "--config", str(bad)])
-    assert "`backbone_checkpoint` must be an existing checkpoint file" in str(err.value) + capsys.readouterr().err
+    said = str(err.value) + capsys.readouterr().err
+    assert "`backbone_checkpoint` must be an existing checkpoint file" in said
+    assert (f"(no such file; a relative path is read from the current folder, {tmp_path}: has the run that writes it, "
+            "e.g. the pretraining, finished?)") in said
 
 
 @pytest.mark.parametrize(("flags", "named"), [

@@ -265,7 +265,68 @@ def test_a_probe_checkpoint_stands_without_its_pretraining_file(tmp_path, one_to
         tiny_trainer(tmp_path, 1).fit(LinearProbe(**dict(loaded.hparams)), DataLoader(ds, batch_size=40))
     # nor a probe without its architecture (`--ckpt_path last` builds it from the config first): the error says what
     # does work (a release check found `last` still failing where the CHANGELOG named `--ckpt_path`)
-    with pytest.raises(FileNotFoundError, match=r"no such file\)\. A fine-tuned probe's own checkpoint holds its "
+    with pytest.raises(FileNotFoundError, match=r"finished\?\)\. A fine-tuned probe's own checkpoint holds its "
                                                 r"backbone.*`--ckpt_path path/to/probe.ckpt` \(`last` and `best` are "
                                                 r"looked up after the model is built\)"):
         LinearProbe(backbone_checkpoint=str(backbone_file))
+
+
+# -- your own encoder ------------------------------------------------------------------------------------------
+
+
+class OwnEncoder(torch.nn.Module):
+    """A user's encoder: no `arch`, no `feature_dim` attribute (a SimCLR newcomer's had neither)."""
+
+    def __init__(self, width: int = 6) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, width, 5, stride=3)
+        self.pool = torch.nn.AdaptiveAvgPool2d(2)
+
+    def forward(self, x):
+        return self.pool(torch.relu(self.conv(x))).flatten(1)  # [N, 4 * width]
+
+
+def test_your_own_encoder_pretrains_with_simclr_and_hands_over_to_a_probe(tmp_path, one_torch_thread):
+    """A SimCLR newcomer's encoder was refused by `SimCLR` and `LinearProbe` ("`backbone` must be one of ..."), and
+    assigning it by hand crashed in `setup` on a missing `arch`."""
+    torch.manual_seed(0)
+    simclr = SimCLR(backbone=OwnEncoder(), feature_dim=24, projection_dim=8)
+    assert "backbone" not in simclr.hparams  # a module is not a hyper-parameter
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    trainer.fit(simclr, DataLoader(_images(), batch_size=32))
+    trainer.save_checkpoint(tmp_path / "pre.ckpt")
+    reloaded = SimCLR.load_from_checkpoint(tmp_path / "pre.ckpt", backbone=OwnEncoder())
+    x = _images(4).dataset.tensors[0]
+    assert torch.equal(reloaded.eval()(x), simclr.eval()(x))
+
+    encoder = OwnEncoder()
+    probe = LinearProbe(backbone_checkpoint=str(tmp_path / "pre.ckpt"), backbone=encoder, feature_dim=24,
+                        num_classes=3, lr=0.05)
+    assert probe.backbone is encoder and torch.equal(encoder(x), simclr.backbone(x))  # the pretrained weights
+    frozen = {k: v.clone() for k, v in encoder.state_dict().items()}
+    probe_trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[BatchFilter("prl", drop_ratio=0.25)])
+    probe_trainer.fit(probe, DataLoader(_labelled(), batch_size=40, shuffle=True))
+    assert all(torch.equal(frozen[k], v) for k, v in encoder.state_dict().items())  # frozen
+    probe_trainer.save_checkpoint(tmp_path / "probe.ckpt")
+    (tmp_path / "pre.ckpt").unlink()  # the probe's own checkpoint holds the encoder's weights
+    again = LinearProbe.load_from_checkpoint(tmp_path / "probe.ckpt", backbone=OwnEncoder(), feature_dim=24)
+    assert torch.equal(again.eval()(x), probe.eval()(x))
+
+
+def test_your_own_encoder_needs_its_feature_size_and_its_own_weights(tmp_path):
+    with pytest.raises(ValueError, match=r"`feature_dim` is needed with your own `backbone` \(OwnEncoder\): the size "
+                                         r"of the features it returns per image, e.g. feature_dim=128"):
+        SimCLR(backbone=OwnEncoder())
+    with pytest.raises(ValueError, match=r"`feature_dim` is needed with your own `backbone` \(OwnEncoder\)"):
+        LinearProbe(backbone=OwnEncoder())
+    with pytest.raises(ValueError, match=r"`backbone` must be one of \('cnn', 'resnet18', 'resnet50'\) or your own "
+                                         r"encoder \(an nn.Module"):
+        LinearProbe(backbone=3)
+    with_attribute = OwnEncoder()
+    with_attribute.feature_dim = 24
+    assert LinearProbe(backbone=with_attribute, num_classes=3).head.in_features == 24
+    torch.save({"state_dict": SimCLR(width=4).state_dict()}, tmp_path / "cnn.ckpt")  # another encoder's weights
+    with pytest.raises(ValueError, match=r"does not fit your backbone OwnEncoder: missing keys: \['conv.bias', "
+                                         r"'conv.weight'\]; unexpected keys: .*Pass the encoder class \(and arguments\) "
+                                         r"it was pretrained with"):
+        LinearProbe(backbone_checkpoint=str(tmp_path / "cnn.ckpt"), backbone=OwnEncoder(), feature_dim=24)

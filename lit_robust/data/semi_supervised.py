@@ -66,7 +66,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
     Args:
         root: folder holding ``MNIST/raw`` (and ``FashionMNIST/raw`` when ``unlabeled_fashion > 0``).
         mode: ``"pretrain"`` or ``"finetune"``.
-        attack: ``"patch"`` or ``"blend"`` (:func:`make_trigger`).
+        attack: ``"patch"`` or ``"blend"`` (:func:`lit_robust.data.semi_supervised.make_trigger`), each image of
+            class a relabelled a+1; all-to-one attacks are not built here (see :class:`BackdoorMNISTDataModule`).
         poison_rate: ε in [0, 1).
         labeled_fraction / labeled_size: the labelled share of MNIST's training split (``labeled_size`` wins).
         unlabeled_mnist / unlabeled_fashion: sizes of the unlabeled augmentation set's parts (``None``: all

@@ -66,7 +66,10 @@ def read_weights_only(path: str | os.PathLike, argument: str = "checkpoint") -> 
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"`{argument}` must be an existing checkpoint file, got {path!r} (no such file).")
+        # a SimCLR newcomer's fine-tuning config ran before (or in another folder than) its pretraining: say where
+        where = "" if os.path.isabs(path) else f"; a relative path is read from the current folder, {os.getcwd()}"
+        raise FileNotFoundError(f"`{argument}` must be an existing checkpoint file, got {path!r} (no such file{where}: "
+                                "has the run that writes it, e.g. the pretraining, finished?).")
     damage = _damage(path)
     if damage is None:
         try:
@@ -164,7 +167,7 @@ def _mismatch_report(model: nn.Module, sd: Mapping[str, Tensor], limit: int = 8)
     return "; ".join(parts)
 
 
-def load_backbone(checkpoint: str | os.PathLike, backbone: str | None = None, in_channels: int | None = None,
+def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | None = None, in_channels: int | None = None,
                   width: int | None = None, first_conv: bool | None = None, maxpool1: bool | None = None,
                   argument: str = "checkpoint") -> nn.Module:
     """Build the backbone a checkpoint file was trained with and load its weights (strictly).
@@ -173,6 +176,10 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | None = None, in
     agree with them (a conflict is an error), and fills in what the file does not say (then the defaults of
     :func:`~lit_robust.simclr_backbone`; lightning-bolts files: bolts' defaults ``resnet50``, ``first_conv=True``,
     ``maxpool1=True``). ``maxpool1`` has no weights, so a plain state dict cannot tell it: pass it.
+
+    ``backbone`` may be your own encoder (an ``nn.Module``): the file's backbone weights (under ``backbone.`` in a
+    :class:`~lit_robust.SimCLR` or :class:`~lit_robust.LinearProbe` checkpoint, or a plain state dict) are loaded
+    into it, strictly, and it is returned; the other architecture arguments are not used.
 
     Raises:
         FileNotFoundError: no such file.
@@ -189,6 +196,14 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | None = None, in
     16
     """
     found = backbone_state_dict(read_weights_only(checkpoint, argument), f"{argument} {os.fspath(checkpoint)!r}")
+    if isinstance(backbone, nn.Module):  # your own encoder: its weights only, strictly
+        report = _mismatch_report(backbone, found)
+        if report is not None:
+            raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} ({found.layout} layout) does not fit your "
+                             f"backbone {type(backbone).__name__}: {report}. Pass the encoder class (and arguments) "
+                             "it was pretrained with.")
+        backbone.load_state_dict(dict(found), strict=True)
+        return backbone
     given = {"backbone": backbone, "in_channels": in_channels, "width": width, "first_conv": first_conv,
              "maxpool1": maxpool1}
     conflicts = [f"`{k}`={v!r} but the checkpoint says {found.arch[k]!r}" for k, v in given.items()

@@ -16,7 +16,7 @@ from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
 from lit_robust.models.backbone_checkpoint import load_backbone
-from lit_robust.models.simclr import BackboneName, simclr_backbone
+from lit_robust.models.simclr import BackboneName, backbone_in_channels, own_backbone_dim, simclr_backbone
 from lit_robust.models.supervised import check_classifier_data
 from lit_robust.selection import distributed
 
@@ -52,7 +52,11 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     Args:
         backbone_checkpoint: path of the backbone's checkpoint, or ``None``.
         backbone / in_channels / width / first_conv / maxpool1: the architecture (see
-            :func:`lit_robust.simclr_backbone`); ``None`` = from the checkpoint, else the defaults.
+            :func:`lit_robust.simclr_backbone`); ``None`` = from the checkpoint, else the defaults. ``backbone`` may
+            also be your own encoder (an ``nn.Module`` mapping images to ``[N, feature_dim]``): the checkpoint's
+            backbone weights are loaded into it (strictly); it is left out of the hyper-parameters, so pass it again
+            to ``LinearProbe.load_from_checkpoint(path, backbone=MyEncoder())``.
+        feature_dim: the size of your own encoder's features (default: its ``feature_dim`` attribute).
         num_classes: outputs of the head.
         lr / weight_decay / optimizer: the head's optimiser (``"adam"`` or ``"sgd"`` with momentum 0.9).
         freeze_backbone: ``False`` fine-tunes the backbone too (not Algorithm 7).
@@ -62,12 +66,13 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     def __init__(
         self,
         backbone_checkpoint: str | None = None,
-        backbone: BackboneName | None = None,
+        backbone: BackboneName | nn.Module | None = None,
         in_channels: int | None = None,
         width: int | None = None,
         first_conv: bool | None = None,
         maxpool1: bool | None = None,
         num_classes: int = 10,
+        feature_dim: int | None = None,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         optimizer: Literal["adam", "sgd"] = "adam",
@@ -87,17 +92,20 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         if backbone_checkpoint is not None and not isinstance(backbone_checkpoint, (str, os.PathLike)):
             raise TypeError(f"`backbone_checkpoint` must be a file path or None, got {type(backbone_checkpoint).__name__}"
                             f" {backbone_checkpoint!r}.")
-        self.save_hyperparameters()
+        own = backbone is not None and not isinstance(backbone, str)
+        feat = own_backbone_dim(backbone, feature_dim) if own else None
+        # your own encoder stays out of the hyper-parameters (a module there is pickled into every checkpoint)
+        self.save_hyperparameters(ignore=["backbone"] if own else None)
         arch = (backbone, in_channels, width, first_conv, maxpool1)
         #: the backbone file named but absent, the architecture known: its weights must come from a checkpoint of this
         #: probe (:meth:`on_load_checkpoint`) before :meth:`features` runs; None otherwise
         self._backbone_pending: str | None = None
-        if (backbone_checkpoint is not None and all(a is not None for a in arch)
+        if (backbone_checkpoint is not None and (own or all(a is not None for a in arch))
                 and not os.path.exists(backbone_checkpoint)):
             # a probe rebuilt from its own checkpoint (`load_from_checkpoint`, `lit-robust test --ckpt_path`): its
             # hyper-parameters name the pretraining file and the architecture, its state dict holds the backbone's
             # weights. A newcomer who had moved the pretraining checkpoint could not load the probe at all.
-            net = simclr_backbone(*arch)  # type: ignore[arg-type]
+            net = backbone if own else simclr_backbone(*arch)  # type: ignore[arg-type]
             self._backbone_pending = os.fspath(backbone_checkpoint)
         elif backbone_checkpoint is not None:
             try:
@@ -110,20 +118,23 @@ class LinearProbe(RobustMixin, pl.LightningModule):
                     f"{err} A fine-tuned probe's own checkpoint holds its backbone: to evaluate one whose pretraining "
                     "file is gone, pass that checkpoint's file as `--ckpt_path path/to/probe.ckpt` (`last` and `best` "
                     "are looked up after the model is built) or use `LinearProbe.load_from_checkpoint(path)`.") from None
+        elif own:
+            net = backbone
         else:
             net = simclr_backbone(backbone or "cnn", in_channels or 1, width or 16,
                                   True if first_conv is None else first_conv, True if maxpool1 is None else maxpool1)
         # the architecture actually built goes into the hyper-parameters (and so into this module's checkpoints)
-        self.hparams.update({k: v for k, v in net.arch.items() if k in self.hparams})
+        self.hparams.update({k: v for k, v in (getattr(net, "arch", None) or {}).items() if k in self.hparams})
+        feat = feat if own else net.feature_dim
         self.backbone = net
-        self.head = nn.Linear(net.feature_dim, num_classes)
+        self.head = nn.Linear(feat, num_classes)
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
         self.standardize = standardize and freeze_backbone
-        self.register_buffer("feature_mean", torch.zeros(net.feature_dim))
-        self.register_buffer("feature_std", torch.ones(net.feature_dim))
+        self.register_buffer("feature_mean", torch.zeros(feat))
+        self.register_buffer("feature_std", torch.ones(feat))
         self.register_buffer("standardized", torch.tensor(False))
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = nn.ModuleList()  # one metric per test loader, created on demand
@@ -143,7 +154,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields labels of at most ``num_classes`` classes on images with the backbone's
         ``in_channels``."""
-        check_classifier_data(spec, "LinearProbe", self.head.out_features, self.backbone.arch["in_channels"])
+        check_classifier_data(spec, "LinearProbe", self.head.out_features, backbone_in_channels(self.backbone))
 
     def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)

@@ -117,6 +117,25 @@ def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int
     return net
 
 
+def own_backbone_dim(backbone: nn.Module, feature_dim: int | None) -> int:
+    """The feature size of a user's own encoder: ``feature_dim`` if given, else the module's ``feature_dim``
+    attribute (as :func:`simclr_backbone`'s have); one of them is needed to size the head that follows."""
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"`backbone` must be one of {BACKBONES} or your own encoder (an nn.Module mapping images to "
+                         f"[N, feature_dim] features), got {backbone!r}.")
+    dim = feature_dim if feature_dim is not None else getattr(backbone, "feature_dim", None)
+    if dim is None:
+        raise ValueError(f"`feature_dim` is needed with your own `backbone` ({type(backbone).__name__}): the size of "
+                         "the features it returns per image, e.g. feature_dim=128 (or give the module a "
+                         "`feature_dim` attribute).")
+    return _check_positive_int("feature_dim", dim)
+
+
+def backbone_in_channels(backbone: nn.Module) -> int | None:
+    """The image channels a backbone was built for (:func:`simclr_backbone`'s ``arch``), ``None`` for your own."""
+    return (getattr(backbone, "arch", None) or {}).get("in_channels")
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
@@ -200,7 +219,12 @@ class SimCLR(pl.LightningModule):
     :func:`lit_robust.load_backbone` / :class:`lit_robust.LinearProbe`.
 
     Args:
-        backbone / in_channels / width / first_conv / maxpool1: see :func:`simclr_backbone`.
+        backbone / in_channels / width / first_conv / maxpool1: see :func:`simclr_backbone`. ``backbone`` may also
+            be your own encoder, an ``nn.Module`` mapping images to ``[N, feature_dim]`` features (the other
+            architecture arguments are then not used); it is left out of the hyper-parameters, so pass it again to
+            ``SimCLR.load_from_checkpoint(path, backbone=MyEncoder())``. From a config: ``backbone: {class_path:
+            mymodel.MyEncoder}``.
+        feature_dim: the size of your own encoder's features (default: its ``feature_dim`` attribute).
         projection_dim: output size of the projection head; ``hidden_dim`` its hidden size (default: the
             backbone's feature size).
         temperature: NT-Xent temperature :math:`T > 0`.
@@ -211,11 +235,12 @@ class SimCLR(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: BackboneName = "cnn",
+        backbone: BackboneName | nn.Module = "cnn",
         in_channels: int = 1,
         width: int = 16,
         first_conv: bool = True,
         maxpool1: bool = True,
+        feature_dim: int | None = None,
         projection_dim: int = 64,
         hidden_dim: int | None = None,
         temperature: float = 0.5,
@@ -241,16 +266,21 @@ class SimCLR(pl.LightningModule):
         # validate the augmentation settings once, here, rather than at the first step
         random_views(torch.zeros(1, 1, 4, 4), crop_scale, max_rotation=max_rotation, jitter=jitter)
         NTXentLoss, SimCLRProjectionHead = _lightly()
-        self.save_hyperparameters()
-        self.backbone = simclr_backbone(backbone, in_channels, width, first_conv, maxpool1)
-        feat = self.backbone.feature_dim
+        if isinstance(backbone, str):
+            self.save_hyperparameters()
+            self.backbone = simclr_backbone(backbone, in_channels, width, first_conv, maxpool1)
+            feat = self.backbone.feature_dim
+        else:  # your own encoder: a module in the hyper-parameters would be pickled into every checkpoint twice
+            feat = own_backbone_dim(backbone, feature_dim)
+            self.save_hyperparameters(ignore=["backbone"])
+            self.backbone = backbone
         self.projection_head = SimCLRProjectionHead(feat, hidden_dim or feat, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature)
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields images with the backbone's ``in_channels`` (labels are not read)."""
-        c = self.backbone.arch["in_channels"]
-        if len(spec.input_shape) != 3 or spec.input_shape[0] != c:
+        c = backbone_in_channels(self.backbone)
+        if c is not None and (len(spec.input_shape) != 3 or spec.input_shape[0] != c):
             raise misfit("in_channels", c, spec, spec.inputs(), f"Set `model.in_channels` to {spec.input_shape[0]}."
                          if len(spec.input_shape) == 3 else "SimCLR needs [C, H, W] images.")
 
