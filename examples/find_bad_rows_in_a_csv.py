@@ -53,8 +53,8 @@ def main(fast: bool = False, folder: str | None = None) -> dict:
     report = load_report(itlm.report_path)  # a DataFrame, most suspicious first
     # `source_index` is each training sample's row in the table: join the report back to it
     joined = report.merge(table, how="left", left_on="source_index", right_index=True)
-    joined["predicted"] = [data.classes[i] for i in joined["predicted_label"]]
-    print(joined[["rank", "source_index", "diagnosis", "predicted", "clean_posterior", "flipped"]].head(10))
+    # given_class / predicted_class: the report's labels as the table names them
+    print(joined[["rank", "source_index", "given_class", "predicted_class", "clean_posterior", "flipped"]].head(10))
     dropped = joined[~joined["kept"]]
     estimated = itlm.history[-1].estimated_corruption
     precision = float(dropped["flipped"].mean()) if len(dropped) else float("nan")

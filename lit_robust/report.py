@@ -27,6 +27,9 @@ default); :func:`load_report` reads it back. The columns, in this order:
 ``predicted_label``         ITLM: the final model's :meth:`~lit_robust.RobustMixin.predicted_labels` (by default the
                             argmax of the ``[B, C]`` outputs ``per_sample_loss`` returns); filters: the argmax of those
                             outputs in the sample's last training forward of the last epoch; empty when there is none.
+``given_class`` /           with a :class:`~lit_robust.TableDataModule`: the labels as the table names them (its
+``predicted_class``         ``classes``); for its one-target regressions ``given_<column>`` / ``predicted_<column>``,
+                            the targets in the table's units.
 ``corrupted``               the ground-truth flag, when the batches carry it (``(index, x, y, is_corrupted)``).
 ``given_target`` /          regression with one floating target per sample (shape ``[B]`` or ``[B, 1]``) only: the
 ``predicted_target``        target, and the model's output for it when ``per_sample_loss`` returns ``(losses,
@@ -80,6 +83,7 @@ REPORT_FORMATS = ("csv", "parquet")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _INT_COLUMNS = ("rank", "index", "source_index", "first_dropped_round", "first_dropped_epoch", "given_label", "predicted_label")
 _BOOL_COLUMNS = ("kept", "corrupted")
+_TEXT_COLUMNS = ("given_class", "predicted_class")  # a TableDataModule's class names (`describe_report`)
 NO_LABEL = -(2**62)  # "no label" in the integer label tensors of the accumulators below
 
 
@@ -382,6 +386,16 @@ def training_source_index(trainer: Any) -> Tensor | None:
     return None if src is None else torch.as_tensor(src).long().cpu()
 
 
+def write_training_report(table: dict[str, list[Any]], path: str | os.PathLike, trainer: Any) -> str:
+    """:func:`write_report` of a training report, in the words of the trainer's datamodule: ``source_index``
+    (:func:`training_source_index`) and what its ``describe_report(table)`` adds (a
+    :class:`~lit_robust.TableDataModule`: the class names, a regression's targets in the table's units)."""
+    describe = getattr(getattr(trainer, "datamodule", None), "describe_report", None)
+    if callable(describe):
+        table = describe(table)
+    return write_report(table, path, training_source_index(trainer))
+
+
 def _publish(tmp: str, path: str) -> None:
     """Move a finished temporary file onto ``path`` with the permissions of a file opened there (``0o666`` less the
     umask): ``mkstemp`` makes it owner-only, and a newcomer's teammates could not read the report on a shared box."""
@@ -414,8 +428,8 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
         pq = _require_pyarrow("`report_format='parquet'`")
         import pyarrow as pa
 
-        types = {c: (pa.int64() if c in _INT_COLUMNS else pa.bool_() if c in _BOOL_COLUMNS else pa.float64())
-                 for c in columns}
+        types = {c: (pa.int64() if c in _INT_COLUMNS else pa.bool_() if c in _BOOL_COLUMNS else
+                     pa.string() if c in _TEXT_COLUMNS else pa.float64()) for c in columns}
         arrow = pa.table({c: pa.array(table[c], type=types[c]) for c in columns})
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".parquet", dir=folder)
         os.close(fd)
@@ -447,6 +461,8 @@ def _parse(column: str, cell: str) -> Any:
         return int(cell)
     if column in _BOOL_COLUMNS:
         return cell == "True"
+    if column in _TEXT_COLUMNS:
+        return cell
     return float(cell)
 
 

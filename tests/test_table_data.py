@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lit_robust import ITLM, MLPClassifier, MLPRegressor, RobustRealNVP, TableDataModule, load_report
+from lit_robust import ITLM, BatchFilter, MLPClassifier, MLPRegressor, RobustRealNVP, TableDataModule, load_report
 from lit_robust.cli import main
 from lit_robust.data.table import robust_scale
 
@@ -349,3 +349,59 @@ def test_the_cli_reads_a_csv_and_names_a_misspelt_column(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Did you mean 'kind'?" in err and "data.init_args.target" in err, err
     main([*args, "--data.target", "kind"])
+
+
+def test_predictions_csv_names_the_table_rows_classes_and_units(tmp_path, one_torch_thread):
+    """`lit-robust predict` on a table wrote class indices, scaled targets and test-split positions only."""
+    from lit_robust import PredictionWriter
+
+    frame = table(80)
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], batch_size=16, test_size=20)
+    model = MLPClassifier(hidden=8)
+    quiet_trainer(max_epochs=1).fit(model, dm)
+    writer = PredictionWriter(dirpath=str(tmp_path / "cls"))
+    quiet_trainer(callbacks=[writer]).predict(model, dm)
+    rows = pd.read_csv(writer.path)
+    assert list(rows.columns) == ["index", "source_index", "prediction", "target", "predicted_class", "target_class"]
+    assert (rows["source_index"] == dm.test_source_index.numpy()[rows["index"]]).all()
+    assert (rows["target_class"] == frame["kind"].iloc[rows["source_index"]].to_numpy()).all()  # the table's rows
+    assert (rows["predicted_class"] == [dm.classes[i] for i in rows["prediction"]]).all()
+
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], batch_size=16,
+                          test_size=20)
+    regressor = MLPRegressor(in_features=2, out_features=1, hidden=8)
+    quiet_trainer(max_epochs=1).fit(regressor, reg)
+    writer = PredictionWriter(dirpath=str(tmp_path / "reg"))
+    quiet_trainer(callbacks=[writer]).predict(regressor, reg)
+    rows = pd.read_csv(writer.path)
+    assert list(rows.columns) == ["index", "source_index", "prediction", "target", "predicted_price", "given_price"]
+    assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=1e-6)
+    centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
+    assert np.allclose(rows["predicted_price"], rows["prediction"] * scale + centre, rtol=1e-6)
+
+    other = torch.utils.data.DataLoader(dm.train_set, batch_size=16)  # not its test split: left as it is
+    writer = PredictionWriter(dirpath=str(tmp_path / "own"))
+    quiet_trainer(callbacks=[writer]).predict(model, other)
+    assert list(pd.read_csv(writer.path).columns) == ["index", "prediction", "target"]
+    assert dm.describe_predictions({"index": [0]}, [other]) == {"index": [0]}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp_path, fmt, one_torch_thread):
+    frame = table(100)
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], batch_size=20, test_size=0)
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, report=True, report_dir=str(tmp_path),
+                report_format=fmt)
+    quiet_trainer(max_epochs=2, callbacks=[itlm]).fit(MLPClassifier(hidden=8), dm)
+    for rows in (load_report(itlm.report_path), pd.DataFrame(load_report(itlm.report_path, as_frame=False))):
+        assert (rows["given_class"] == frame["kind"].iloc[rows["source_index"]].to_numpy()).all()
+        assert (rows["predicted_class"] == [dm.classes[i] for i in rows["predicted_label"]]).all()
+
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], batch_size=20,
+                          test_size=0)
+    spl = BatchFilter("spl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "reg"), report_format=fmt)
+    quiet_trainer(max_epochs=1, callbacks=[spl]).fit(MLPRegressor(in_features=2, out_features=1, hidden=8), reg)
+    rows = load_report(spl.report_path)
+    assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=1e-6)
+    centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
+    assert np.allclose(rows["predicted_price"], rows["predicted_target"] * scale + centre, rtol=1e-6)

@@ -18,8 +18,7 @@ from lit_robust.report import (
     EpochScores,
     folder_error,
     posterior_note,
-    training_source_index,
-    write_report,
+    write_training_report,
 )
 from lit_robust.selection import distributed
 
@@ -173,7 +172,7 @@ class EpochReport:
 
         def write() -> str:
             table = self.state.table(estimator)
-            path = write_report(table, self.target, training_source_index(trainer))
+            path = write_training_report(table, self.target, trainer)
             note = posterior_note(table)
             rank_zero_info(f"{self.owner}: per-sample report written to {path}" + (f"; {note}" if note else ""))
             return path

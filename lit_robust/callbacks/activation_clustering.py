@@ -17,7 +17,7 @@ from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.clustering import ActivationClusters, activation_clusters, outsized_class
 from lit_robust.mixin import require_mixin
-from lit_robust.report import ReportFormat, build_report, integer_labels, training_source_index, write_report
+from lit_robust.report import ReportFormat, build_report, integer_labels, write_training_report
 from lit_robust.selection import distributed
 
 __all__ = ["ActivationClustering"]
@@ -304,7 +304,7 @@ class ActivationClustering(ITLM):
             table = build_report(torch.arange(flagged.numel()), res.score, ~flagged, score_columns=["cluster_score"],
                                  first_dropped=torch.where(flagged, 1, -1), given_label=self._given,
                                  corrupted=self._truth, estimator=None)
-            path = write_report(table, target, training_source_index(trainer))
+            path = write_training_report(table, target, trainer)
             rank_zero_info(f"ActivationClustering: per-sample report written to {path}")
             return path
 

@@ -72,8 +72,7 @@ from lit_robust.report import (
     rarely_predicted_classes,
     scalar_targets,
     targets_reported,
-    training_source_index,
-    write_report,
+    write_training_report,
 )
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import UNLEARNT_NOTE, cleanlab_hint, nothing_found_note, report_pointer
@@ -1473,7 +1472,7 @@ class ITLM(Callback):
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
                             self.estimator, given_target=target_d, predicted_target=value_d)
         assert self._report_target is not None
-        path = write_report(table, self._report_target, training_source_index(trainer))
+        path = write_training_report(table, self._report_target, trainer)
         note = posterior_note(table)
         rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
         if given_d is not None and predicted_d is not None:

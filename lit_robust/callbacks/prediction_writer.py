@@ -33,7 +33,11 @@ class PredictionWriter(BasePredictionWriter):
       a score (the anomaly detectors'), a regression output — or ``prediction_0`` … ``prediction_{k-1}`` for
       ``[B, k]``;
     * ``target`` (or ``target_0`` …, as the prediction) when the batch has one: the third element of an indexed batch
-      or the second of an ``(input, target)`` pair; left empty for batches without.
+      or the second of an ``(input, target)`` pair; left empty for batches without;
+    * what the datamodule adds through its ``describe_predictions(table, loaders)`` method, when it has one and the
+      predictions come from one loader: :class:`~lit_robust.TableDataModule` adds ``source_index`` (the row of your
+      table), ``predicted_class`` / ``target_class`` (the class names) or, for a regression, ``predicted_<column>``
+      and ``given_<column>`` in the table's units.
 
     Integers are written as integers, floats at full precision (the shortest text that reads back as the same value).
 
@@ -129,7 +133,13 @@ class PredictionWriter(BasePredictionWriter):
         if not batches:
             rank_zero_warn(f"PredictionWriter: no {self.filename} written: `predict` ran no batch.")
             return
-        self.path = write_report(prediction_table(batches), os.path.join(folder, self.filename))
+        table = prediction_table(batches)
+        describe = getattr(getattr(trainer, "datamodule", None), "describe_predictions", None)
+        if callable(describe) and "dataloader_idx" not in table:
+            # the datamodule's own words for the rows (a TableDataModule: the row of the user's table, class names,
+            # targets in the table's units); it returns the table unchanged where the loader is not its own
+            table = describe(table, trainer.predict_dataloaders)
+        self.path = write_report(table, os.path.join(folder, self.filename))
         rows = sum(len(b[1]) for b in batches)
         rank_zero_info(f"PredictionWriter: {rows} predictions written to {self.path}")
 

@@ -10,6 +10,7 @@ table (the per-sample report's ``source_index``), nothing is corrupted on purpos
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -453,6 +454,56 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         """The number of target columns (regression, after :meth:`setup`): a regressor's ``out_features``."""
         self._set_up()
         return len(self.target_names) if self.task == "regression" else 1
+
+    def describe_predictions(self, table: dict[str, list], loaders: Any = None) -> dict[str, list]:
+        """``predictions.csv``'s columns (:class:`~lit_robust.PredictionWriter`) in the table's words, when they are
+        predictions of this module's test split (``loaders`` is its predict loader): ``source_index`` (each test row's
+        position in the table or test table) after ``index``; with classes, ``predicted_class`` (and
+        ``target_class``) from :attr:`classes`; for a regression, ``predicted_<column>`` (and ``given_<column>``) in
+        the table's units. Any other table comes back unchanged."""
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
+        if self.test_set is None or getattr(loader, "dataset", None) is not self.test_set or "index" not in table:
+            return table
+        out: dict[str, list] = {}
+        for column, values in table.items():
+            out[column] = values
+            if column == "index":
+                out["source_index"] = self.test_source_index[torch.as_tensor(values, dtype=torch.long)].tolist()
+        q = len(self.target_names)
+        out.update(self._in_table_terms(table, {"prediction": "predicted_class", "target": "target_class"},
+                                        {"predicted_": ["prediction"] if q == 1 else [f"prediction_{j}" for j in range(q)],
+                                         "given_": ["target"] if q == 1 else [f"target_{j}" for j in range(q)]}))
+        return out
+
+    def describe_report(self, table: dict[str, list]) -> dict[str, list]:
+        """A per-sample report's table (ITLM, the filters, …) with the class names beside the labels
+        (``given_class``, ``predicted_class``) or, for a one-target regression, the targets in the table's units
+        (``given_<column>``, ``predicted_<column>``), appended."""
+        extra = self._in_table_terms(table, {"given_label": "given_class", "predicted_label": "predicted_class"},
+                                     {"given_": ["given_target"], "predicted_": ["predicted_target"]})
+        return {**table, **extra}
+
+    def _in_table_terms(self, table: dict[str, list], labels: dict[str, str],
+                        targets: dict[str, list[str]]) -> dict[str, list]:
+        """Columns of class names (``labels``: index column → name column) or of a regression's targets in the
+        table's units (``targets``: prefix → the scaled columns, one per target column), for those present."""
+        out: dict[str, list] = {}
+        if self.classes is not None:
+            for column, name in labels.items():
+                if column in table:
+                    out[name] = [None if v is None or int(v) < 0 or int(v) >= len(self.classes)
+                                 else str(self.classes[int(v)]) for v in table[column]]
+        elif self.task == "regression":
+            for prefix, columns in targets.items():
+                if len(columns) != len(self.target_names) or not all(c in table for c in columns):
+                    continue
+                rows = len(table[columns[0]])
+                scaled = torch.tensor([[math.nan if table[c][r] is None else float(table[c][r]) for c in columns]
+                                       for r in range(rows)], dtype=torch.float64).reshape(rows, len(columns))
+                units = self.unscale_targets(scaled)
+                for j, name in enumerate(self.target_names):
+                    out[f"{prefix}{name}"] = units[:, j].tolist()
+        return out
 
     def unscale_targets(self, predictions: Tensor) -> Tensor:
         """Regression predictions (or targets) ``[n, q]`` in the table's units: ``y · target_scale + target_centre``."""
