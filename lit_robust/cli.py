@@ -85,11 +85,28 @@ class RobustArgumentParser(LightningArgumentParser):
     def print_usage(self, file: Any = None) -> None:  # the full usage of `fit` runs to ~100 lines
         (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [--KEY VALUE ...]\n")
 
+    def format_help(self) -> str:
+        # `--model.help lit_robust.ITLM` printed the docstrings' reST (``x``, :class:`~lit_robust.X`) as it is
+        return plain_text(super().format_help())
+
     def error(self, message: str, ex: Exception | None = None) -> Any:
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = suggest_option(tidy_parser_message(message), options)
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
+
+
+_REST_ROLE = re.compile(r":(class|func|meth|attr|data|mod|obj|exc|math):`~?([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """Docstring reST as a terminal shows it: a role's target without its module path, double backticks single.
+
+    >>> plain_text("a ``.csv`` file; see :class:`~lit_robust.ITLM`, :attr:`classes` and :math:`0.5 n`")
+    'a `.csv` file; see `ITLM`, `classes` and `0.5 n`'
+    """
+    text = _REST_ROLE.sub(lambda m: f"`{m[2] if m[1] == 'math' else m[2].rpartition('.')[2]}`", text)
+    return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
 def required_section_hint(message: str) -> str:

@@ -1,6 +1,7 @@
 import importlib
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -448,6 +449,17 @@ def test_help_lists_demo_and_a_misspelt_command_is_one_line_with_the_closest(cap
         assert done.value.code == 2
         assert capsys.readouterr().err == (f"lit-robust: error: unknown command {typo!r}{says}; the commands are demo, "
                                            "fit, validate, test, predict (`lit-robust --help`).\n")
+
+
+@pytest.mark.parametrize("argv", [["fit", "--trainer.callbacks.help", "lit_robust.ITLM"],
+                                  ["fit", "--model.help", "lit_robust.LinearProbe"], ["fit", "--help"]])
+def test_help_shows_the_docstrings_without_their_rest_markup(argv, capsys):
+    """`--model.help lit_robust.ITLM` printed ``keep_ratio`` and :class:`~lit_robust.X` as the docstrings spell them."""
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert len(out) > 500 and "``" not in out and not re.search(r":(class|func|meth|attr|math):`", out), out[:2000]
 
 
 def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, monkeypatch, one_torch_thread):

@@ -270,10 +270,10 @@ def test_datamodules_say_what_they_yield_once_set_up(make, spec):
      r"`model.out_features`=2 does not fit `data`: the first training batch yields float regression targets of 3"),
     (lambda: LinearRegressor(dim=5), torch.randn(8, 4), torch.randn(8, 1),
      r"`model.dim`=5 does not fit `data`: the first training batch yields vectors of 4 features"),
-    (lambda: MLPRegressor(in_features=12), torch.randn(8, 10), torch.randn(8),
+    (lambda: MLPRegressor(in_features=12, out_features=1), torch.randn(8, 10), torch.randn(8),
      r"`model.in_features`=12 does not fit `data`: the first training batch yields vectors of 10 features. Set "
      r"`model.in_features` to 10\.$"),
-    (lambda: MLPRegressor(in_features=4), torch.randn(8, 4), torch.tensor([-1296, 3, 1211, 0, 5, 7, 9, 11]),
+    (lambda: MLPRegressor(in_features=4, out_features=1), torch.randn(8, 4), torch.tensor([-1296, 3, 1211, 0, 5, 7, 9, 11]),
      r"`model`=MLPRegressor is a regressor, but `data`: the first training batch yields labels up to 1211 .*If they "
      r"are numeric values, not classes, make them floats \(`y.float\(\)`, or `.astype\('float32'\)` on a DataFrame "
      r"column\): integer targets are read as class labels\.$"),
@@ -315,7 +315,7 @@ def test_plain_dataloaders_are_checked_on_the_first_batch(tmp_path, one_torch_th
     (lambda: ImageClassifier(lr="0.1"), ValueError, r"`lr` must be a number > 0, got '0.1' \(a str\)"),
     (lambda: LinearRegressor(dim=0), ValueError, r"`dim` must be an integer >= 1, got 0"),
     (lambda: LinearRegressor(lr=0), ValueError, r"`lr` must be a number > 0, got 0"),
-    (lambda: MLPRegressor(out_features=0), ValueError, r"`out_features` must be an integer >= 1, got 0"),
+    (lambda: MLPRegressor(out_features=0), ValueError, r"`out_features` must be an integer >= 1 or None, got 0"),
     (lambda: MLPRegressor(hidden_layers=[256, 256]), ValueError, r"`hidden_layers` must be an integer >= 0, got "
                                                                  r"\[256, 256\] \(a list\)"),
     (lambda: BatchFilter("prl", 0.2, allow_large_drop="yes"), ValueError,

@@ -132,6 +132,53 @@ def test_anomaly_tables_train_without_labels_or_test_against_the_known_ones():
     assert len(labelled.test_set) == 12
 
 
+def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_one_line(tmp_path, capsys,
+                                                                                       monkeypatch, one_torch_thread):
+    """A CSV newcomer's `lit-robust test` of an unlabelled anomaly table: "AssertionError: call setup() first",
+    a traceback and exit 1, where `predict` said what was missing."""
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+    monkeypatch.chdir(tmp_path)
+    table(60)[["a", "b"]].to_csv("machines.csv", index=False)
+    common = ["--data", "lit_robust.TableDataModule", "--data.path", "machines.csv", "--data.task", "anomaly",
+              "--model", "lit_robust.RobustRealNVP", "--model.dim", "2", "--model.hidden", "8",
+              "--model.n_couplings", "2", "--trainer.max_epochs", "1", "--data.missing", "drop"]
+    main(["fit", *common])
+    for command in ("test", "predict"):
+        with pytest.raises(SystemExit) as done:
+            main([command, *common, "--ckpt_path", "last"])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 2, err
+        nothing = "nothing to test: `test`" if command == "test" else "nothing to predict: `predict`"
+        assert (f"TableDataModule has no test split, so there is {nothing} uses the test split. Name a column of "
+                "known labels as `target` (with `test_size`), or give a table with that column as `test_path` "
+                "(`--data.init_args.test_path`); rows to predict go in `predict_path`.") in err
+    # new rows, unlabelled: predicted, each with its row in that table
+    new = table(9, seed=3)[["a", "b"]]
+    new.loc[4, "a"] = np.nan
+    new.to_csv("new.csv", index=False)
+    main(["predict", *common, "--data.predict_path", "new.csv", "--ckpt_path", "last"])
+    rows = pd.read_csv(next(tmp_path.glob("lightning_logs/version_*/predictions.csv")))
+    assert list(rows.columns) == ["index", "source_index", "prediction"]
+    assert rows["source_index"].tolist() == [0, 1, 2, 3, 5, 6, 7, 8] and rows["prediction"].notna().all()
+
+
+def test_a_column_that_looks_like_a_row_id_is_warned_about():
+    frame = table(40)
+    with pytest.warns(UserWarning, match=r"column\(s\) \['id'\] look like row ids \(whole numbers, a different one in "
+                                         r"every row\) and are used as inputs; leave them out with `drop`"):
+        TableDataModule(frame=frame, target="kind", features=["id", "a"]).setup()
+    frame["row"] = np.random.default_rng(0).permutation(40)  # 0..39 shuffled, named anything
+    frame["count"] = np.random.default_rng(1).integers(0, 5, 40)  # whole numbers that repeat: a feature
+    with pytest.warns(UserWarning, match=r"\['row'\] look like row ids"):
+        TableDataModule(frame=frame, target="kind", features=["row", "count", "a"]).setup()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TableDataModule(frame=frame, target="kind", features=["count", "a", "flag"]).setup()
+
+
 def test_a_separate_test_table_is_scaled_with_the_training_rows_and_must_know_their_classes(tmp_path):
     frame = table()
     test = table(20, seed=1)
@@ -367,3 +414,47 @@ def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp
     assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=1e-6)
     centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
     assert np.allclose(rows["predicted_price"], rows["predicted_target"] * scale + centre, rtol=1e-6)
+
+
+def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, one_torch_thread):
+    """A CSV newcomer could predict new rows only by adding a fake label column to them."""
+    from lit_robust import PredictionWriter
+
+    frame = table(80)
+    new = table(7, seed=5)[["b", "a"]]  # no `kind` column, other column order
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], batch_size=16, predict_frame=new)
+    model = MLPClassifier(hidden=8)
+    quiet_trainer(max_epochs=1).fit(model, dm)
+    writer = PredictionWriter(dirpath=str(tmp_path))
+    out = quiet_trainer(callbacks=[writer]).predict(model, dm)
+    rows = pd.read_csv(writer.path)
+    assert list(rows.columns) == ["index", "source_index", "prediction", "predicted_class"]
+    assert rows["source_index"].tolist() == list(range(7))
+    x = (torch.tensor(new[["a", "b"]].to_numpy()) - dm.feature_centre) / dm.feature_scale  # training rows' scaling
+    assert torch.equal(torch.cat(out), model(x.float()).argmax(1))
+    assert (rows["predicted_class"] == [dm.classes[i] for i in rows["prediction"]]).all()
+    with pytest.raises(ValueError, match=r"`features \(in predict_frame\)` names column\(s\) \['b'\]"):
+        TableDataModule(frame=frame, target="kind", features=["a", "b"], predict_frame=new[["a"]]).setup()
+    with pytest.raises(ValueError, match=r"Give the table to predict as `predict_path` or `predict_frame`, not both"):
+        TableDataModule(frame=frame, target="kind", predict_path="x.csv", predict_frame=new)
+
+
+def test_mlp_regressor_reads_its_shape_from_the_table_too(tmp_path, one_torch_thread):
+    """A CSV newcomer met MLPRegressor's MNIST defaults (784 in, 10 out) one error per run."""
+    frame = table(60)
+    dm = TableDataModule(frame=frame, target=["price", "b"], task="regression", features=["a", "flag"], batch_size=20)
+    model = MLPRegressor(hidden=8, hidden_layers=1)
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, dm)
+    assert (model.hparams.in_features, model.hparams.out_features) == (2, 2) and model.net[1].in_features == 2
+    trainer.save_checkpoint(tmp_path / "r.ckpt")
+    x = dm.test_set.dataset.tensors[0]
+    assert torch.equal(MLPRegressor.load_from_checkpoint(tmp_path / "r.ckpt")(x), model(x))
+    with pytest.raises(ValueError, match=r"`model.out_features`=1 does not fit `data`: TableDataModule yields float "
+                                         r"regression targets of 2 value\(s\) per sample\. Set `model.out_features` to 2 "
+                                         r"\(or leave it out\)"):
+        quiet_trainer().fit(MLPRegressor(out_features=1), dm)
+    with pytest.raises(ValueError, match=r"MLPRegressor: `in_features` and `out_features` are read from the datamodule "
+                                         r"when left at None .* Pass both, e.g. MLPRegressor\(in_features=10, "
+                                         r"out_features=1\)"):
+        quiet_trainer().fit(MLPRegressor(), torch.utils.data.DataLoader(dm.train_set, batch_size=8))

@@ -94,8 +94,21 @@ class SplitLoaders:
             return []
         return self._loader(self.val_set, False, self.eval_batch_size)
 
+    #: what to do about a missing test split, appended to the error of ``test`` / ``predict``
+    no_test_split_advice = "Pass your own dataloader to `trainer.{command}(model, dataloaders=...)`."
+
+    def _no_test_split(self, command: str) -> Exception:
+        if self.train_set is None:
+            return RuntimeError(f"{type(self).__name__}: call `setup()` before `{command}_dataloader()`.")
+        # a CSV newcomer's `lit-robust test` of an unlabelled anomaly table ended in "AssertionError: call setup()
+        # first" and a traceback, where `predict` said what was missing
+        nothing = "there is nothing to predict: `predict`" if command == "predict" else "there is nothing to test: `test`"
+        return NotImplementedError(f"{type(self).__name__} has no test split, so {nothing} uses the test split. "
+                                   + self.no_test_split_advice.format(command=command))
+
     def test_dataloader(self) -> DataLoader:
-        assert self.test_set is not None, "call setup() first"
+        if self.test_set is None:
+            raise self._no_test_split("test")
         return self._loader(self.test_set, False, self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
@@ -103,9 +116,5 @@ class SplitLoaders:
         ``lit-robust predict`` predict. Batches are ``(index, input, target)`` like the test loader's (the index is
         the test sample's position in the test split)."""
         if self.test_set is None:
-            if self.train_set is None:
-                raise RuntimeError(f"{type(self).__name__}: call `setup()` before `predict_dataloader()`.")
-            raise NotImplementedError(
-                f"{type(self).__name__} has no test split, so there is nothing to predict: `predict` uses the test "
-                "split. Pass your own dataloader to `trainer.predict(model, dataloaders=...)`.")
+            raise self._no_test_split("predict")
         return self._loader(self.test_set, False, self.eval_batch_size)

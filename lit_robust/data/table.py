@@ -109,6 +109,22 @@ def _as_names(value: Any, argument: str) -> list[str]:
     raise ValueError(f"`{argument}` must be a column name or a list of column names, got {value!r}.")
 
 
+def _looks_like_an_id(column: Any) -> bool:
+    """Whole numbers, one per row, all different and evenly spaced (1, 2, 3, … in any order), or a whole-number
+    column named like an id (``id``, ``record_id``, ``CustomerID``)."""
+    types = _pandas().api.types
+    if not types.is_integer_dtype(column) or types.is_bool_dtype(column) or len(column) < 3:
+        return False
+    name = str(column.name).lower()
+    if name == "id" or name.endswith(("_id", " id", "-id")) or (str(column.name).endswith("ID") and name != "id"):
+        return True
+    if len(column) < 20:  # a few evenly spaced counts are not yet an id
+        return False
+    values = np.sort(column.to_numpy())
+    steps = np.diff(values)
+    return bool(steps.min() > 0 and steps.min() == steps.max())
+
+
 def _numbers(frame: Any) -> Tensor:
     """The columns of ``frame`` as a float64 tensor ``[rows, columns]`` (a copy: pandas may hand out read-only arrays)."""
     return torch.tensor(np.ascontiguousarray(frame.to_numpy(dtype=np.float64, na_value=np.nan)))
@@ -131,18 +147,21 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         target: the column(s) to predict. ``task="classification"``: one column; its distinct values, sorted, become
             the classes ``0 … k-1`` (:attr:`classes` maps them back). ``"regression"``: one or more numeric columns.
             ``"anomaly"``: an optional 0/1 column of known anomalies, never read in training — it gives the test
-            split its labels (ROC-AUC) and the per-sample report its ``is_corrupted`` column.
+            split its labels (ROC-AUC) and the per-sample report its ``corrupted`` column.
         task: ``"classification"``, ``"regression"`` or ``"anomaly"``.
         features: the input columns; ``None`` (default) = every column except ``target``, ``corrupted`` and
             ``drop``. They must hold numbers (or booleans): one-hot encode categories first (``pandas.get_dummies``).
         drop: columns to leave out when ``features`` is ``None`` (row ids, free text).
         corrupted: optional 0/1 column saying which rows you know to be bad; used only for metrics and the report's
-            ``is_corrupted`` column, never in training. Not with ``task="anomaly"`` (its flags are ``target``).
+            ``corrupted`` column, never in training. Not with ``task="anomaly"`` (its flags are ``target``).
         test_size: rows held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count. They carry the
             table's corruption too; pass ``test_path`` (a table with the same columns) when you have clean ones.
             ``None`` (default): 0.2, or 0 for ``task="anomaly"`` without ``target`` (nothing to test against).
         val_size: rows held out for validation (same corruption as training), a fraction or a count; default 0.
         test_path: a separate test table (then ``test_size`` must be 0 or ``None``).
+        predict_path: a table of new rows to predict, with the input columns (a target column is not needed and
+            not read): ``trainer.predict`` / ``lit-robust predict`` then predict it instead of the test split, and
+            ``predictions.csv`` names each row's position in it (``source_index``).
         scale: the inputs' scaling, fitted on the training rows: ``"robust"`` (median and 1.4826 × MAD, which
             outlying rows barely move), ``"standard"`` (mean and standard deviation) or ``"none"``.
         scale_target: the same for regression targets (default ``"robust"``: glitched targets inflate the standard
@@ -151,13 +170,23 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         missing: rows with a missing or infinite value in a used column: ``"error"`` (default, the message counts
             them per column) or ``"drop"`` (left out, with a warning; the others keep their row numbers).
         batch_size / eval_batch_size / num_workers / seed: as the other datamodules.
-        frame: a pandas DataFrame instead of ``path`` (Python only); ``test_frame`` likewise for ``test_path``.
+        frame: a pandas DataFrame instead of ``path`` (Python only); ``test_frame`` and ``predict_frame`` likewise
+            for ``test_path`` and ``predict_path``.
 
     After :meth:`setup`: :attr:`in_features`, :attr:`num_classes` and :attr:`classes` (classification),
     :attr:`out_features` (regression), :attr:`feature_names`, and ``train_source_index``: each training sample's row
     position in the table (0-based over the data rows; a CSV's line number is that + 2), which the per-sample report
     writes as ``source_index`` so that its rows join back to your table by position.
     """
+
+    @property
+    def no_test_split_advice(self) -> str:  # type: ignore[override]
+        if self.predict_path is None and self.predict_frame is None:
+            rows = "; rows to predict go in `predict_path`"
+        else:
+            rows = ""
+        return ("Name a column of known labels as `target` (with `test_size`), or give a table with that column as "
+                f"`test_path` (`--data.init_args.test_path`){rows}.")
 
     def __init__(
         self,
@@ -179,6 +208,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         seed: int = 0,
         frame: Any = None,
         test_frame: Any = None,
+        predict_path: str | None = None,
+        predict_frame: Any = None,
     ) -> None:
         super().__init__()
         if task not in _TASKS:
@@ -189,6 +220,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                              f"frame={'a ' + type(frame).__name__ if frame is not None else None}.")
         if test_path is not None and test_frame is not None:
             raise ValueError("Give the test table as `test_path` or `test_frame`, not both.")
+        if predict_path is not None and predict_frame is not None:
+            raise ValueError("Give the table to predict as `predict_path` or `predict_frame`, not both.")
         targets = _as_names(target, "target")
         if task != "regression" and len(targets) > 1:
             raise ValueError(f"`target` must be one column for task={task!r}, got {targets}.")
@@ -220,6 +253,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("num_workers", num_workers, 0)
         check_int("seed", seed)
         self.path, self.frame, self.test_path, self.test_frame = path, frame, test_path, test_frame
+        self.predict_path, self.predict_frame = predict_path, predict_frame
+        self.predict_set: IndexedDataset | None = None
+        self.predict_source_index: Tensor | None = None
         self.task, self.target_names, self.corrupted_column = task, targets, corrupted
         self.features, self.drop = (None if features is None else _as_names(features, "features")), _as_names(drop, "drop")
         self.test_size, self.val_size, self.scale, self.scale_target, self.missing = (
@@ -262,6 +298,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError(f"No input column is left: the table's columns are {[str(c) for c in frame.columns]}, "
                              f"and `target`, `corrupted` and `drop` took them all.")
         pd = _pandas()
+        ids = [c for c in features if _looks_like_an_id(frame[c])]
+        if ids:
+            # a CSV newcomer's `record_id` (1..n) went in as an input without a word, where text columns were refused
+            rank_zero_warn(f"TableDataModule: column(s) {ids} look like row ids (whole numbers, a different one in "
+                           "every row) and are used as inputs; leave them out with `drop` unless they mean something.")
         text = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or
                                             pd.api.types.is_bool_dtype(frame[c]))]
         if text:
@@ -388,6 +429,26 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             self.test_set, self.test_source_index = split(test_pos, with_flags=False), test_pos.clone()
         if has_test_table:
             self._setup_test_table(features, inputs)
+        if self.predict_path is not None or self.predict_frame is not None:
+            self._setup_predict_table(features, inputs)
+
+    def _setup_predict_table(self, features: list[str], inputs: Any) -> None:
+        """New rows to predict: the inputs only (a CSV newcomer could not predict unlabelled rows from the CLI); their
+        targets are placeholders (-1, NaN) that ``describe_predictions`` leaves out of ``predictions.csv``."""
+        argument = "predict_frame" if self.predict_path is None else "predict_path"
+        frame = self._table(self.predict_path if self.predict_frame is None else self.predict_frame, argument)
+        _columns_named(frame, features, f"features (in {argument})")
+        rows = self._usable_rows(frame, features, f"`{argument}`")
+        x = inputs(_numbers(frame[features].iloc[rows]))
+        y = (torch.full((len(rows), len(self.target_names)), float("nan")) if self.task == "regression"
+             else torch.full((len(rows),), -1, dtype=torch.long))
+        self.predict_set, self.predict_source_index = IndexedDataset(TensorDataset(x, y)), torch.from_numpy(rows)
+
+    def predict_dataloader(self) -> Any:
+        """The ``predict_path`` table's rows in order when there is one, else the test split (as every datamodule)."""
+        if self.predict_set is not None:
+            return self._loader(self.predict_set, False, self.eval_batch_size)
+        return super().predict_dataloader()
 
     def _setup_test_table(self, features: list[str], inputs: Any) -> None:
         argument = "test_frame" if self.test_path is None else "test_path"
@@ -433,20 +494,29 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
 
     def describe_predictions(self, table: dict[str, list], loaders: Any = None) -> dict[str, list]:
         """``predictions.csv``'s columns (:class:`~lit_robust.PredictionWriter`) in the table's words, when they are
-        predictions of this module's test split (``loaders`` is its predict loader): ``source_index`` (each test row's
-        position in the table or test table) after ``index``; with classes, ``predicted_class`` (and
+        predictions of this module's test split or ``predict_path`` table (``loaders`` is its predict loader):
+        ``source_index`` (each row's position in the table, test table or table to predict) after ``index``; with classes, ``predicted_class`` (and
         ``target_class``) from :attr:`classes`; for a regression, ``predicted_<column>`` (and ``given_<column>``) in
         the table's units. Any other table comes back unchanged."""
         loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
-        if self.test_set is None or getattr(loader, "dataset", None) is not self.test_set or "index" not in table:
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or "index" not in table:
+            return table
+        if dataset is self.test_set:
+            rows, labelled = self.test_source_index, True
+        elif dataset is self.predict_set:  # new rows: their targets are placeholders, left out
+            rows, labelled = self.predict_source_index, False
+        else:
             return table
         out: dict[str, list] = {}
         for column, values in table.items():
+            if not labelled and (column == "target" or column.startswith("target_")):
+                continue
             out[column] = values
             if column == "index":
-                out["source_index"] = self.test_source_index[torch.as_tensor(values, dtype=torch.long)].tolist()
+                out["source_index"] = rows[torch.as_tensor(values, dtype=torch.long)].tolist()
         q = len(self.target_names)
-        out.update(self._in_table_terms(table, {"prediction": "predicted_class", "target": "target_class"},
+        out.update(self._in_table_terms(out, {"prediction": "predicted_class", "target": "target_class"},
                                         {"predicted_": ["prediction"] if q == 1 else [f"prediction_{j}" for j in range(q)],
                                          "given_": ["target"] if q == 1 else [f"target_{j}" for j in range(q)]}))
         return out

@@ -196,6 +196,26 @@ class _Classifier(RobustMixin, pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
+def shape_from_data(module: Any, names: tuple[str, str], target: str, read: Any, example: str) -> tuple[int, int]:
+    """The two sizes ``names`` of ``module`` (hyper-parameters left at ``None`` or given) as the trainer's datamodule
+    says they are (``read(spec)``: a :class:`~lit_robust.TableDataModule`'s width and classes or targets), for a
+    model that builds its layers at ``setup``; a value given that the data contradict is a :func:`misfit`."""
+    spec = datamodule_spec(getattr(module, "_trainer", None))
+    given = {name: module.hparams[name] for name in names}
+    values = None if spec is None or spec.target != target else read(spec)
+    if values is None or None in values:
+        raise ValueError(f"{type(module).__name__}: `{names[0]}` and `{names[1]}` are read from the datamodule when "
+                         f"left at None (got {given}), but "
+                         + ("there is no datamodule saying what it yields (plain dataloaders)" if spec is None
+                            else f"`data`: {spec.source} yields {spec.targets()}")
+                         + f". Pass both, e.g. {type(module).__name__}({example}).")
+    for name, value in zip(names, values, strict=True):
+        if given[name] not in (None, value):
+            raise misfit(name, given[name], spec, spec.inputs() if name == "in_features" else spec.targets(),
+                         f"Set `model.{name}` to {value} (or leave it out).")
+    return values
+
+
 class ImageClassifier(_Classifier):
     """Image classifier trained with per-sample cross-entropy.
 
@@ -295,19 +315,9 @@ class MLPClassifier(_Classifier):
 
     def setup(self, stage: str) -> None:
         if self.net is None:
-            spec = datamodule_spec(getattr(self, "_trainer", None))
-            if spec is None or spec.target != "class" or spec.num_classes is None:
-                given = {k: self.hparams[k] for k in ("in_features", "num_classes")}
-                raise ValueError(f"MLPClassifier: `in_features` and `num_classes` are read from the datamodule when "
-                                 f"left at None (got {given}), but "
-                                 + ("there is no datamodule saying what it yields (plain dataloaders)" if spec is None
-                                    else f"`data`: {spec.source} yields {spec.targets()}")
-                                 + ". Pass both, e.g. MLPClassifier(in_features=30, num_classes=2).")
-            for name, value in (("in_features", spec.in_features), ("num_classes", spec.num_classes)):
-                if self.hparams[name] not in (None, value):
-                    raise misfit(name, self.hparams[name], spec, spec.inputs() if name == "in_features"
-                                 else spec.targets(), f"Set `model.{name}` to {value} (or leave it out).")
-            self._build(spec.in_features, spec.num_classes)
+            shape = shape_from_data(self, ("in_features", "num_classes"), "class",
+                                    lambda spec: (spec.in_features, spec.num_classes), "in_features=30, num_classes=2")
+            self._build(*shape)
         check_fits_data(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -375,7 +385,8 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
     ``(losses, predictions)`` so the PRL(L) filter gets :math:`\|\hat y_i - y_i\|_2`.
 
     Args:
-        in_features / out_features: flattened input size and number of targets ``q``.
+        in_features / out_features: flattened input size and number of targets ``q``; ``None`` (default): read
+            from the datamodule at ``setup`` (stored in ``hparams`` and so in checkpoints), as :class:`MLPClassifier`.
         hidden / hidden_layers: width and number of hidden layers.
         lr / momentum: Adam settings (``betas=(momentum, 0.999)``).
         loss: ``"mse"`` (mean over the ``q`` targets) or ``"huber"`` (Huber with ``huber_delta``).
@@ -386,8 +397,8 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
 
     def __init__(
         self,
-        in_features: int = 784,
-        out_features: int = 10,
+        in_features: int | None = None,
+        out_features: int | None = None,
         hidden: int = 256,
         hidden_layers: int = 2,
         lr: float = 3e-4,
@@ -401,21 +412,41 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         if loss not in ("mse", "huber"):
             raise ValueError(f"`loss` must be 'mse' or 'huber', got {loss!r}.")
         check_number("huber_delta", huber_delta, 0, low_open=True)
+        check_int("in_features", in_features, 1, optional=True)
+        check_int("out_features", out_features, 1, optional=True)
+        check_int("hidden", hidden, 1)
+        check_int("hidden_layers", hidden_layers, 0)
         self.save_hyperparameters()
         # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
         # another (e.g. inside CoTeaching) with the outer module's config
         self.settings = SimpleNamespace(lr=lr, momentum=momentum, loss=loss, huber_delta=huber_delta,
-                                        out_features=out_features)
-        self.net = make_mlp(in_features, out_features, hidden, hidden_layers, nn.LeakyReLU)
+                                        out_features=out_features, hidden=hidden, hidden_layers=hidden_layers)
+        self.net: nn.Module | None = None
+        if in_features is not None and out_features is not None:
+            self._build(in_features, out_features)
+
+    def _build(self, in_features: int, out_features: int) -> None:
+        hp = self.settings
+        self.net = make_mlp(in_features, out_features, hp.hidden, hp.hidden_layers, nn.LeakyReLU)
+        hp.out_features = out_features
         self.val_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
         self.test_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
         # a regression newcomer computed MSE and MAE from predictions.csv: R² alone hides the error's scale
         self.test_mse, self.test_mae = MeanSquaredError(), MeanAbsoluteError()
+        # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
+        self.hparams.update(in_features=in_features, out_features=out_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.net is None:
+            raise RuntimeError("MLPRegressor(in_features=None) builds its layers at `setup`, from the datamodule: "
+                               "fit it with one first, or pass `in_features` and `out_features`.")
         return self.net(x)
 
     def setup(self, stage: str) -> None:
+        if self.net is None:
+            shape = shape_from_data(self, ("in_features", "out_features"), "regression",
+                                    lambda spec: (spec.in_features, spec.target_dim), "in_features=10, out_features=1")
+            self._build(*shape)
         check_fits_data(self)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -423,6 +454,8 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless ``spec`` yields ``in_features`` inputs (flattened) and ``out_features`` targets."""
+        if self.net is None:  # built at setup from the datamodule
+            return
         check_regressor_data(spec, "MLPRegressor", self.net[1].in_features, self.settings.out_features)
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
