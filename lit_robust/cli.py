@@ -1263,10 +1263,13 @@ def main(args: Sequence[str] | None = None) -> None:
     argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
     command = next((a for a in argv if not a.startswith("-")), "")
     commands = ["demo", *SUBCOMMAND_HELP]
-    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+    given = _command_word(argv)
+    if given not in commands and not any(a in ("-h", "--help", "--print_config") or a.startswith("--print_config=")
+                                         for a in argv):
         # jsonargparse's three lines (usage, tip, "invalid choice") left `demo` out and suggested nothing
-        close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.6)
-        sys.stderr.write(f"lit-robust: error: unknown command {argv[0]!r}"
+        close = difflib.get_close_matches(given or "", commands, n=1, cutoff=0.6)
+        sys.stderr.write("lit-robust: error: "
+                         + (f"unknown command {given!r}" if given else "a command is needed")
                          + (f" (did you mean {close[0]!r}?)" if close else "")
                          + f"; the commands are {', '.join(commands)} (`lit-robust --help`).\n")
         raise SystemExit(2)
@@ -1305,6 +1308,20 @@ def main(args: Sequence[str] | None = None) -> None:
                          "(run again with --debug for the traceback)\n")
         _remove_empty_log_dir(cli)
         raise SystemExit(2) from None
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command of a ``lit-robust`` command line: its first word that is neither an option nor the file of a
+    ``-c``/``--config`` given before it (``lit-robust -c run.yaml fit``)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-c", "--config"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _say_stopped(command: str, signal_name: str, status: int) -> None:

@@ -443,12 +443,15 @@ def test_help_lists_demo_and_a_misspelt_command_is_one_line_with_the_closest(cap
     out = capsys.readouterr().out
     assert out.startswith("usage: lit-robust [-h] [-c CONFIG] {demo,fit,validate,test,predict} ...")
     assert f"demo {DEMO_HELP.split(';')[0]}" in " ".join(out.split())  # (argparse may wrap inside `lit-robust`)
-    for typo, says in (("fitt", " (did you mean 'fit'?)"), ("demoo", " (did you mean 'demo'?)"), ("xyz", "")):
+    for argv, says in ((["fitt"], "unknown command 'fitt' (did you mean 'fit'?)"),
+                       (["demoo"], "unknown command 'demoo' (did you mean 'demo'?)"), (["xyz"], "unknown command 'xyz'"),
+                       (["-c", "run.yaml", "fitt"], "unknown command 'fitt' (did you mean 'fit'?)"),  # an auditor's
+                       ([], "a command is needed"), (["--config", "run.yaml"], "a command is needed")):
         with pytest.raises(SystemExit) as done:
-            main([typo])
+            main(argv)
         assert done.value.code == 2
-        assert capsys.readouterr().err == (f"lit-robust: error: unknown command {typo!r}{says}; the commands are demo, "
-                                           "fit, validate, test, predict (`lit-robust --help`).\n")
+        assert capsys.readouterr().err == (f"lit-robust: error: {says}; the commands are demo, fit, validate, test, "
+                                           "predict (`lit-robust --help`).\n")
 
 
 @pytest.mark.parametrize("argv", [["fit", "--trainer.callbacks.help", "lit_robust.ITLM"],

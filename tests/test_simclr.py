@@ -330,3 +330,14 @@ def test_your_own_encoder_needs_its_feature_size_and_its_own_weights(tmp_path):
                                          r"'conv.weight'\]; unexpected keys: .*Pass the encoder class \(and arguments\) "
                                          r"it was pretrained with"):
         LinearProbe(backbone_checkpoint=str(tmp_path / "cnn.ckpt"), backbone=OwnEncoder(), feature_dim=24)
+
+
+def test_a_wrong_feature_dim_of_your_own_encoder_is_named_at_setup(tmp_path):
+    """An auditor's `--model.feature_dim 16` for a 24-feature encoder ended in a size-mismatch traceback."""
+    with pytest.raises(ValueError, match=r"`model.feature_dim`=16 does not fit `data`: .* yields 1×28×28 images, which "
+                                         r"your backbone OwnEncoder maps to features of shape \(24,\)\. Set "
+                                         r"`model.feature_dim` to 24\."):
+        tiny_trainer(tmp_path, 1).fit(SimCLR(backbone=OwnEncoder(), feature_dim=16), DataLoader(_images(), batch_size=32))
+    with pytest.raises(ValueError, match=r"`model.feature_dim`=16 .* Set `model.feature_dim` to 24\."):
+        tiny_trainer(tmp_path, 1).fit(LinearProbe(backbone=OwnEncoder(), feature_dim=16, num_classes=3),
+                                      DataLoader(_labelled(), batch_size=40))

@@ -150,9 +150,10 @@ def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_on
         err = capsys.readouterr().err
         assert "Traceback" not in err and err.count("\n") == 2, err
         nothing = "nothing to test: `test`" if command == "test" else "nothing to predict: `predict`"
-        assert (f"TableDataModule has no test split, so there is {nothing} uses the test split. Name a column of "
-                "known labels as `target` (with `test_size`), or give a table with that column as `test_path` "
-                "(`--data.init_args.test_path`); rows to predict go in `predict_path`.") in err
+        assert (f"TableDataModule has no test split, so there is {nothing} uses the test split. An anomaly table "
+                "without a `target` column of known anomalies has nothing to test against: each training row's score "
+                "is in the fit's per-sample report. New rows to score or predict go in `predict_path` "
+                "(`--data.init_args.predict_path`).") in err
     # new rows, unlabelled: predicted, each with its row in that table
     new = table(9, seed=3)[["a", "b"]]
     new.loc[4, "a"] = np.nan
@@ -161,6 +162,16 @@ def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_on
     rows = pd.read_csv(next(tmp_path.glob("lightning_logs/version_*/predictions.csv")))
     assert list(rows.columns) == ["index", "source_index", "prediction"]
     assert rows["source_index"].tolist() == [0, 1, 2, 3, 5, 6, 7, 8] and rows["prediction"].notna().all()
+
+
+def test_a_table_without_a_test_split_says_how_to_have_one():
+    dm = TableDataModule(frame=table(30), target="kind", features=["a"], test_size=0)
+    dm.setup()
+    with pytest.raises(NotImplementedError, match=r"TableDataModule has no test split, so there is nothing to test: "
+                                                  r"`test` uses the test split\. Fit with `test_size` > 0 or a "
+                                                  r"`test_path` table to have one\. New rows to score or predict go in "
+                                                  r"`predict_path`"):
+        dm.test_dataloader()
 
 
 def test_a_column_that_looks_like_a_row_id_is_warned_about():
@@ -433,7 +444,8 @@ def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, 
     x = (torch.tensor(new[["a", "b"]].to_numpy()) - dm.feature_centre) / dm.feature_scale  # training rows' scaling
     assert torch.equal(torch.cat(out), model(x.float()).argmax(1))
     assert (rows["predicted_class"] == [dm.classes[i] for i in rows["prediction"]]).all()
-    with pytest.raises(ValueError, match=r"`features \(in predict_frame\)` names column\(s\) \['b'\]"):
+    with pytest.raises(ValueError, match=r"`predict_frame` lacks column\(s\) \['b'\] of the training table \(it needs "
+                                         r"\['a', 'b'\]\); its columns are \['a'\]\.$"):
         TableDataModule(frame=frame, target="kind", features=["a", "b"], predict_frame=new[["a"]]).setup()
     with pytest.raises(ValueError, match=r"Give the table to predict as `predict_path` or `predict_frame`, not both"):
         TableDataModule(frame=frame, target="kind", predict_path="x.csv", predict_frame=new)

@@ -95,7 +95,7 @@ class SplitLoaders:
         return self._loader(self.val_set, False, self.eval_batch_size)
 
     #: what to do about a missing test split, appended to the error of ``test`` / ``predict``
-    no_test_split_advice = "Pass your own dataloader to `trainer.{command}(model, dataloaders=...)`."
+    _no_test_split_advice = "Pass your own dataloader to `trainer.{command}(model, dataloaders=...)`."
 
     def _no_test_split(self, command: str) -> Exception:
         if self.train_set is None:
@@ -104,7 +104,7 @@ class SplitLoaders:
         # first" and a traceback, where `predict` said what was missing
         nothing = "there is nothing to predict: `predict`" if command == "predict" else "there is nothing to test: `test`"
         return NotImplementedError(f"{type(self).__name__} has no test split, so {nothing} uses the test split. "
-                                   + self.no_test_split_advice.format(command=command))
+                                   + self._no_test_split_advice.format(command=command))
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:

@@ -99,6 +99,15 @@ def _columns_named(frame: Any, names: Sequence[str], argument: str) -> list[str]
     return list(names)
 
 
+def _same_columns(frame: Any, needed: Sequence[str], argument: str) -> None:
+    """Raise unless the test or prediction table ``frame`` has the training table's columns ``needed``."""
+    missing = [c for c in needed if c not in {str(k) for k in frame.columns}]
+    if missing:
+        # a closest-name hint here pointed an auditor at another column the table did have
+        raise ValueError(f"`{argument}` lacks column(s) {missing} of the training table (it needs "
+                         f"{list(needed)}); its columns are {[str(c) for c in frame.columns]}.")
+
+
 def _as_names(value: Any, argument: str) -> list[str]:
     if value is None:
         return []
@@ -180,13 +189,14 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     """
 
     @property
-    def no_test_split_advice(self) -> str:  # type: ignore[override]
-        if self.predict_path is None and self.predict_frame is None:
-            rows = "; rows to predict go in `predict_path`"
-        else:
-            rows = ""
-        return ("Name a column of known labels as `target` (with `test_size`), or give a table with that column as "
-                f"`test_path` (`--data.init_args.test_path`){rows}.")
+    def _no_test_split_advice(self) -> str:  # type: ignore[override]
+        # an auditor followed the first wording ("give a table ... as `test_path`") into dead ends: `test_path` changes
+        # the config `--ckpt_path last` looks for, and an unlabelled anomaly table has no label column to test by
+        rows = "New rows to score or predict go in `predict_path` (`--data.init_args.predict_path`)."
+        if self.task == "anomaly" and not self.target_names:
+            return ("An anomaly table without a `target` column of known anomalies has nothing to test against: each "
+                    f"training row's score is in the fit's per-sample report. {rows}")
+        return f"Fit with `test_size` > 0 or a `test_path` table to have one. {rows}"
 
     def __init__(
         self,
@@ -437,7 +447,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         targets are placeholders (-1, NaN) that ``describe_predictions`` leaves out of ``predictions.csv``."""
         argument = "predict_frame" if self.predict_path is None else "predict_path"
         frame = self._table(self.predict_path if self.predict_frame is None else self.predict_frame, argument)
-        _columns_named(frame, features, f"features (in {argument})")
+        _same_columns(frame, features, argument)
         rows = self._usable_rows(frame, features, f"`{argument}`")
         x = inputs(_numbers(frame[features].iloc[rows]))
         y = (torch.full((len(rows), len(self.target_names)), float("nan")) if self.task == "regression"
@@ -453,9 +463,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     def _setup_test_table(self, features: list[str], inputs: Any) -> None:
         argument = "test_frame" if self.test_path is None else "test_path"
         frame = self._table(self.test_path if self.test_frame is None else self.test_frame, argument)
-        _columns_named(frame, features, f"features (in {argument})")
-        if self.target_names:
-            _columns_named(frame, self.target_names, f"target (in {argument})")
+        _same_columns(frame, [*features, *self.target_names], argument)
         rows = self._usable_rows(frame, [*features, *self.target_names], f"`{argument}`")
         x = inputs(_numbers(frame[features].iloc[rows]))
         if self.task == "classification":

@@ -197,13 +197,9 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
     """
     found = backbone_state_dict(read_weights_only(checkpoint, argument), f"{argument} {os.fspath(checkpoint)!r}")
     if isinstance(backbone, nn.Module):  # your own encoder: its weights only, strictly
-        report = _mismatch_report(backbone, found)
-        if report is not None:
-            raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} ({found.layout} layout) does not fit your "
-                             f"backbone {type(backbone).__name__}: {report}. Pass the encoder class (and arguments) "
-                             "it was pretrained with.")
-        backbone.load_state_dict(dict(found), strict=True)
-        return backbone
+        return _load_strictly(backbone, found, f"`{argument}` {os.fspath(checkpoint)!r}",
+                              f"your backbone {type(backbone).__name__}",
+                              "Pass the encoder class (and arguments) it was pretrained with.")
     given = {"backbone": backbone, "in_channels": in_channels, "width": width, "first_conv": first_conv,
              "maxpool1": maxpool1}
     conflicts = [f"`{k}`={v!r} but the checkpoint says {found.arch[k]!r}" for k, v in given.items()
@@ -217,10 +213,15 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
         raise ValueError(f"`backbone` must be one of {BACKBONES}, got {arch['backbone']!r} (from "
                          f"{'the arguments' if given['backbone'] else 'the checkpoint'}).")
     model = simclr_backbone(arch["backbone"], arch["in_channels"], arch["width"], arch["first_conv"], arch["maxpool1"])
+    return _load_strictly(model, found, f"`{argument}` {os.fspath(checkpoint)!r}", f"the backbone {_describe(arch)}",
+                          "Pass the architecture it was trained with (`backbone`, `in_channels`, `width`, "
+                          "`first_conv`).")
+
+
+def _load_strictly(model: nn.Module, found: BackboneCheckpoint, source: str, what: str, fix: str) -> nn.Module:
+    """``model`` with ``found``'s weights (strict), or a ``ValueError`` listing what does not fit and ``fix``."""
     report = _mismatch_report(model, found)
     if report is not None:
-        raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} ({found.layout} layout) does not fit the backbone "
-                         f"{_describe(arch)}: {report}. Pass the architecture it was trained with (`backbone`, "
-                         "`in_channels`, `width`, `first_conv`).")
+        raise ValueError(f"{source} ({found.layout} layout) does not fit {what}: {report}. {fix}")
     model.load_state_dict(dict(found), strict=True)
     return model

@@ -16,7 +16,13 @@ from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
 from lit_robust.models.backbone_checkpoint import load_backbone
-from lit_robust.models.simclr import BackboneName, backbone_in_channels, own_backbone_dim, simclr_backbone
+from lit_robust.models.simclr import (
+    BackboneName,
+    backbone_in_channels,
+    check_own_backbone_dim,
+    own_backbone_dim,
+    simclr_backbone,
+)
 from lit_robust.models.supervised import check_classifier_data
 from lit_robust.selection import distributed
 
@@ -146,14 +152,17 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         self._backbone_pending = None  # the backbone's weights come with the checkpoint's state dict
 
     def _missing_backbone(self) -> None:
+        path = self._backbone_pending
+        where = "" if os.path.isabs(path) else f"; a relative path is read from the current folder, {os.getcwd()}"
         raise FileNotFoundError(
-            f"`backbone_checkpoint` must be an existing checkpoint file, got {self._backbone_pending!r} (no such "
-            "file). A probe's own checkpoint holds its backbone's weights: `LinearProbe.load_from_checkpoint(path)`, "
-            "or `--ckpt_path` / `ckpt_path=` of that checkpoint, needs no backbone file.")
+            f"`backbone_checkpoint` must be an existing checkpoint file, got {path!r} (no such file{where}). A probe's "
+            "own checkpoint holds its backbone's weights: `LinearProbe.load_from_checkpoint(path)`, or `--ckpt_path` "
+            "/ `ckpt_path=` of that checkpoint, needs no backbone file.")
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields labels of at most ``num_classes`` classes on images with the backbone's
         ``in_channels``."""
+        check_own_backbone_dim(self.backbone, self.head.in_features, spec)
         check_classifier_data(spec, "LinearProbe", self.head.out_features, backbone_in_channels(self.backbone))
 
     def train(self, mode: bool = True) -> LinearProbe:
@@ -180,8 +189,11 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         """Mean and standard deviation of the backbone's features over ``loader`` (summed over every DDP rank;
         call on every rank), stored in ``feature_mean`` / ``feature_std``."""
         total = torch.zeros(2 * self.feature_mean.numel() + 1, dtype=torch.float64, device=self.device)
-        for batch in loader:
+        for i, batch in enumerate(loader):
             x = unpack_batch(batch).input.to(self.device)
+            if i == 0:  # your own encoder on plain dataloaders: its features must fit the head
+                check_own_backbone_dim(self.backbone, self.head.in_features,
+                                       DataSpec("the training data", tuple(int(d) for d in x.shape[1:]), "none"))
             z = self.backbone(x).double()
             total += torch.cat([z.sum(0), (z * z).sum(0), z.new_tensor([z.shape[0]])])
         total = distributed.all_reduce_sum(total)

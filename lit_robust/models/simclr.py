@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_number, check_pair
-from lit_robust.data.spec import DataSpec, check_fits_data, misfit
+from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
 
 __all__ = ["SimCLR", "SmallCNN", "simclr_backbone", "random_views", "BackboneName", "BACKBONES"]
 
@@ -129,6 +129,27 @@ def own_backbone_dim(backbone: nn.Module, feature_dim: int | None) -> int:
                          "the features it returns per image, e.g. feature_dim=128 (or give the module a "
                          "`feature_dim` attribute).")
     return _check_positive_int("feature_dim", dim)
+
+
+def check_own_backbone_dim(backbone: nn.Module, feature_dim: int, spec: DataSpec) -> None:
+    """For your own encoder (no ``arch``), raise unless it maps ``spec``'s inputs to ``[N, feature_dim]`` (one
+    forward of two zero inputs, in eval mode): an auditor's wrong `feature_dim` ended in a size mismatch traceback."""
+    if getattr(backbone, "arch", None) is not None or not spec.input_shape:
+        return
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            out = backbone(torch.zeros(2, *spec.input_shape, device=next(backbone.parameters(), torch.zeros(0)).device))
+    finally:
+        backbone.train(was_training)
+    shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
+    if shape != (feature_dim,):
+        name = type(backbone).__name__
+        fix = (f"Set `model.feature_dim` to {shape[0]}." if shape is not None and len(shape) == 1 else
+               f"Your backbone {name} must return [N, feature_dim] features (flatten them).")
+        raise misfit("feature_dim", feature_dim, spec, f"{spec.inputs()}, which your backbone {name} maps to "
+                     + (f"features of shape {shape}" if shape is not None else f"a {type(out).__name__}"), fix)
 
 
 def backbone_in_channels(backbone: nn.Module) -> int | None:
@@ -279,6 +300,7 @@ class SimCLR(pl.LightningModule):
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields images with the backbone's ``in_channels`` (labels are not read)."""
+        check_own_backbone_dim(self.backbone, self.projection_head.layers[0].in_features, spec)
         c = backbone_in_channels(self.backbone)
         if c is not None and (len(spec.input_shape) != 3 or spec.input_shape[0] != c):
             raise misfit("in_channels", c, spec, spec.inputs(), f"Set `model.in_channels` to {spec.input_shape[0]}."
@@ -289,6 +311,15 @@ class SimCLR(pl.LightningModule):
         # negatives from every rank under DDP (lightly gathers with its own autograd-aware all-gather)
         gather = self.trainer is not None and self.trainer.world_size > 1
         self.criterion = _lightly()[0](temperature=self.hparams.temperature, gather_distributed=gather)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # your own encoder on plain dataloaders: the first batch says what the images are (a datamodule's spec was
+        # checked at setup)
+        if batch_idx == 0 and getattr(self.backbone, "arch", None) is None and datamodule_spec(self._trainer) is None:
+            x = batch_images(batch)
+            x = x[0] if isinstance(x, tuple) else x
+            check_own_backbone_dim(self.backbone, self.projection_head.layers[0].in_features,
+                                   DataSpec("the first training batch", tuple(int(d) for d in x.shape[1:]), "none"))
 
     def forward(self, x: Tensor) -> Tensor:
         """The representation :math:`h(x)` (backbone features, no projection)."""

@@ -196,24 +196,48 @@ class _Classifier(RobustMixin, pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
-def shape_from_data(module: Any, names: tuple[str, str], target: str, read: Any, example: str) -> tuple[int, int]:
-    """The two sizes ``names`` of ``module`` (hyper-parameters left at ``None`` or given) as the trainer's datamodule
-    says they are (``read(spec)``: a :class:`~lit_robust.TableDataModule`'s width and classes or targets), for a
-    model that builds its layers at ``setup``; a value given that the data contradict is a :func:`misfit`."""
-    spec = datamodule_spec(getattr(module, "_trainer", None))
-    given = {name: module.hparams[name] for name in names}
-    values = None if spec is None or spec.target != target else read(spec)
-    if values is None or None in values:
-        raise ValueError(f"{type(module).__name__}: `{names[0]}` and `{names[1]}` are read from the datamodule when "
-                         f"left at None (got {given}), but "
-                         + ("there is no datamodule saying what it yields (plain dataloaders)" if spec is None
-                            else f"`data`: {spec.source} yields {spec.targets()}")
-                         + f". Pass both, e.g. {type(module).__name__}({example}).")
-    for name, value in zip(names, values, strict=True):
-        if given[name] not in (None, value):
-            raise misfit(name, given[name], spec, spec.inputs() if name == "in_features" else spec.targets(),
-                         f"Set `model.{name}` to {value} (or leave it out).")
-    return values
+class _ShapeFromData:
+    """For a module whose ``net`` is built at ``setup`` when its two sizes ``_shape_names`` are left at ``None``: read
+    them from the trainer's datamodule (a :class:`~lit_robust.TableDataModule`'s width and classes or targets; a value
+    given that the data contradict is a :func:`misfit`) and call ``self._build(*sizes)``, which stores them in
+    ``hparams`` so that checkpoints rebuild the net."""
+
+    _shape_names: tuple[str, str]
+    _shape_target: str  # the DataSpec target kind the sizes are read from
+    _shape_example: str  # e.g. "in_features=30, num_classes=2"
+
+    @staticmethod
+    def _shape_read(spec: DataSpec) -> tuple[int | None, int | None]:  # pragma: no cover - set by each model
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        if self.net is None:
+            self._build(*self._shape_from_data())
+        check_fits_data(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.net is None:
+            a, b = self._shape_names
+            raise RuntimeError(f"{type(self).__name__}({a}=None) builds its layers at `setup`, from the datamodule: "
+                               f"fit it with one first, or pass `{a}` and `{b}`.")
+        return self.net(x)
+
+    def _shape_from_data(self) -> tuple[int, int]:
+        names, cls = self._shape_names, type(self).__name__
+        spec = datamodule_spec(getattr(self, "_trainer", None))
+        given = {name: self.hparams[name] for name in names}
+        values = None if spec is None or spec.target != self._shape_target else self._shape_read(spec)
+        if values is None or None in values:
+            raise ValueError(f"{cls}: `{names[0]}` and `{names[1]}` are read from the datamodule when left at None "
+                             f"(got {given}), but "
+                             + ("there is no datamodule saying what it yields (plain dataloaders)" if spec is None
+                                else f"`data`: {spec.source} yields {spec.targets()}")
+                             + f". Pass both, e.g. {cls}({self._shape_example}).")
+        for name, value in zip(names, values, strict=True):
+            if given[name] not in (None, value):
+                raise misfit(name, given[name], spec, spec.inputs() if name == "in_features" else spec.targets(),
+                             f"Set `model.{name}` to {value} (or leave it out).")
+        return values
 
 
 class ImageClassifier(_Classifier):
@@ -267,7 +291,7 @@ class ImageClassifier(_Classifier):
 
 
 
-class MLPClassifier(_Classifier):
+class MLPClassifier(_ShapeFromData, _Classifier):
     """Fully connected classifier of feature vectors (rows of a table), trained with per-sample cross-entropy.
 
     Args:
@@ -313,18 +337,11 @@ class MLPClassifier(_Classifier):
         # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
         self.hparams.update(in_features=in_features, num_classes=num_classes)
 
-    def setup(self, stage: str) -> None:
-        if self.net is None:
-            shape = shape_from_data(self, ("in_features", "num_classes"), "class",
-                                    lambda spec: (spec.in_features, spec.num_classes), "in_features=30, num_classes=2")
-            self._build(*shape)
-        check_fits_data(self)
+    _shape_names, _shape_target, _shape_example = ("in_features", "num_classes"), "class", "in_features=30, num_classes=2"
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.net is None:
-            raise RuntimeError("MLPClassifier(in_features=None) builds its layers at `setup`, from the datamodule: "
-                               "fit it with one first, or pass `in_features` and `num_classes`.")
-        return self.net(x)
+    @staticmethod
+    def _shape_read(spec: DataSpec) -> tuple[int | None, int | None]:
+        return spec.in_features, spec.num_classes
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless ``spec`` yields inputs of ``in_features`` values (flattened) and labels of ``num_classes``
@@ -377,7 +394,7 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.settings.lr)
 
 
-class MLPRegressor(RobustMixin, pl.LightningModule):
+class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
     r"""Fully connected regressor with per-sample squared (or Huber) loss, Adam, and :math:`R^2` metrics.
 
     The PRL regression experiments' model (robust_dnn_thesis §4.4.1: three fully connected layers, 256
@@ -436,18 +453,12 @@ class MLPRegressor(RobustMixin, pl.LightningModule):
         # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
         self.hparams.update(in_features=in_features, out_features=out_features)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.net is None:
-            raise RuntimeError("MLPRegressor(in_features=None) builds its layers at `setup`, from the datamodule: "
-                               "fit it with one first, or pass `in_features` and `out_features`.")
-        return self.net(x)
+    _shape_names, _shape_target = ("in_features", "out_features"), "regression"
+    _shape_example = "in_features=10, out_features=1"
 
-    def setup(self, stage: str) -> None:
-        if self.net is None:
-            shape = shape_from_data(self, ("in_features", "out_features"), "regression",
-                                    lambda spec: (spec.in_features, spec.target_dim), "in_features=10, out_features=1")
-            self._build(*shape)
-        check_fits_data(self)
+    @staticmethod
+    def _shape_read(spec: DataSpec) -> tuple[int | None, int | None]:
+        return spec.in_features, spec.target_dim
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
