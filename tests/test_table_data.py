@@ -395,7 +395,7 @@ def test_predictions_csv_names_the_table_rows_classes_and_units(tmp_path, one_to
     quiet_trainer(callbacks=[writer]).predict(regressor, reg)
     rows = pd.read_csv(writer.path)
     assert list(rows.columns) == ["index", "source_index", "prediction", "target", "predicted_price", "given_price"]
-    assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=1e-6)
+    assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=0, atol=1e-9)  # exact
     centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
     assert np.allclose(rows["predicted_price"], rows["prediction"] * scale + centre, rtol=1e-6)
 
@@ -422,7 +422,7 @@ def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp
     spl = BatchFilter("spl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "reg"), report_format=fmt)
     quiet_trainer(max_epochs=1, callbacks=[spl]).fit(MLPRegressor(in_features=2, out_features=1, hidden=8), reg)
     rows = load_report(spl.report_path)
-    assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=1e-6)
+    assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=0, atol=1e-9)  # exact
     centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
     assert np.allclose(rows["predicted_price"], rows["predicted_target"] * scale + centre, rtol=1e-6)
 

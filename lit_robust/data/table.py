@@ -281,6 +281,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self.classes: list[Any] | None = None
         self.feature_names: list[str] = []
         self.feature_centre = self.feature_scale = self.target_centre = self.target_scale = None
+        self._given_targets: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ reading
     def _table(self, source: Any, argument: str) -> Any:
@@ -418,6 +419,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                                  "(for labels pass task='classification').")
             raw = _numbers(frame[self.target_names])
             self.target_centre, self.target_scale = robust_scale(raw[train_pos], self.scale_target)
+            # the table's own values, for the reports' and predictions' `given_<column>` (unscaling the float32
+            # targets read 302 as 301.99999693851 to an auditor)
+            self._given_targets = {"train": raw[train_pos], "test": raw[test_pos]}
             y_all = ((raw - self.target_centre) / self.target_scale).float()
         else:
             y_all = (self._flags(frame[self.target_names[0]], "target").long() if labelled
@@ -471,6 +475,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         elif self.task == "regression":
             raw = _numbers(frame[self.target_names].iloc[rows])
             y = ((raw - self.target_centre) / self.target_scale).float()
+            self._given_targets["test"] = raw
         elif self.target_names:
             y = self._flags(frame[self.target_names[0]].iloc[rows], "target").long()
         else:
@@ -524,7 +529,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             if column == "index":
                 out["source_index"] = rows[torch.as_tensor(values, dtype=torch.long)].tolist()
         q = len(self.target_names)
-        out.update(self._in_table_terms(out, {"prediction": "predicted_class", "target": "target_class"},
+        given = self._given_targets.get("test") if labelled else None
+        out.update(self._in_table_terms(out, given, {"prediction": "predicted_class", "target": "target_class"},
                                         {"predicted_": ["prediction"] if q == 1 else [f"prediction_{j}" for j in range(q)],
                                          "given_": ["target"] if q == 1 else [f"target_{j}" for j in range(q)]}))
         return out
@@ -533,14 +539,16 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         """A per-sample report's table (ITLM, the filters, …) with the class names beside the labels
         (``given_class``, ``predicted_class``) or, for a one-target regression, the targets in the table's units
         (``given_<column>``, ``predicted_<column>``), appended."""
-        extra = self._in_table_terms(table, {"given_label": "given_class", "predicted_label": "predicted_class"},
+        extra = self._in_table_terms(table, self._given_targets.get("train"),
+                                     {"given_label": "given_class", "predicted_label": "predicted_class"},
                                      {"given_": ["given_target"], "predicted_": ["predicted_target"]})
         return {**table, **extra}
 
-    def _in_table_terms(self, table: dict[str, list], labels: dict[str, str],
+    def _in_table_terms(self, table: dict[str, list], given: Tensor | None, labels: dict[str, str],
                         targets: dict[str, list[str]]) -> dict[str, list]:
         """Columns of class names (``labels``: index column → name column) or of a regression's targets in the
-        table's units (``targets``: prefix → the scaled columns, one per target column), for those present."""
+        table's units (``targets``: prefix → the scaled columns, one per target column), for those present; the
+        ``"given_"`` ones are the table's own values (``given``: the split's targets, by ``table["index"]``)."""
         out: dict[str, list] = {}
         if self.classes is not None:
             for column, name in labels.items():
@@ -552,6 +560,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 if len(columns) != len(self.target_names) or not all(c in table for c in columns):
                     continue
                 rows = len(table[columns[0]])
+                if prefix == "given_" and given is not None and "index" in table:
+                    exact = given[torch.as_tensor(table["index"], dtype=torch.long)]
+                    for j, name in enumerate(self.target_names):
+                        out[f"{prefix}{name}"] = exact[:, j].tolist()
+                    continue
                 scaled = torch.tensor([[math.nan if table[c][r] is None else float(table[c][r]) for c in columns]
                                        for r in range(rows)], dtype=torch.float64).reshape(rows, len(columns))
                 units = self.unscale_targets(scaled)
