@@ -1261,9 +1261,9 @@ def main(args: Sequence[str] | None = None) -> None:
     of the current folder (:func:`add_working_directory_to_path`).
     """
     argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
-    command = next((a for a in argv if not a.startswith("-")), "")
-    commands = ["demo", *SUBCOMMAND_HELP]
     given = _command_word(argv)
+    command = given or ""  # for the messages below (`lit-robust fit: error: ...`)
+    commands = ["demo", *SUBCOMMAND_HELP]
     if given not in commands and not any(a in ("-h", "--help", "--print_config") or a.startswith("--print_config=")
                                          for a in argv):
         # jsonargparse's three lines (usage, tip, "invalid choice") left `demo` out and suggested nothing

@@ -102,8 +102,8 @@ class SplitLoaders:
             return RuntimeError(f"{type(self).__name__}: call `setup()` before `{command}_dataloader()`.")
         # a CSV newcomer's `lit-robust test` of an unlabelled anomaly table ended in "AssertionError: call setup()
         # first" and a traceback, where `predict` said what was missing
-        nothing = "there is nothing to predict: `predict`" if command == "predict" else "there is nothing to test: `test`"
-        return NotImplementedError(f"{type(self).__name__} has no test split, so {nothing} uses the test split. "
+        return NotImplementedError(f"{type(self).__name__} has no test split, so there is nothing to {command}: "
+                                   f"`{command}` uses the test split. "
                                    + self._no_test_split_advice.format(command=command))
 
     def test_dataloader(self) -> DataLoader:

@@ -449,10 +449,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     def _setup_predict_table(self, features: list[str], inputs: Any) -> None:
         """New rows to predict: the inputs only (a CSV newcomer could not predict unlabelled rows from the CLI); their
         targets are placeholders (-1, NaN) that ``describe_predictions`` leaves out of ``predictions.csv``."""
-        argument = "predict_frame" if self.predict_path is None else "predict_path"
-        frame = self._table(self.predict_path if self.predict_frame is None else self.predict_frame, argument)
-        _same_columns(frame, features, argument)
-        rows = self._usable_rows(frame, features, f"`{argument}`")
+        frame, rows, _ = self._other_table(self.predict_path, self.predict_frame, "predict", features)
         x = inputs(_numbers(frame[features].iloc[rows]))
         y = (torch.full((len(rows), len(self.target_names)), float("nan")) if self.task == "regression"
              else torch.full((len(rows),), -1, dtype=torch.long))
@@ -464,11 +461,17 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             return self._loader(self.predict_set, False, self.eval_batch_size)
         return super().predict_dataloader()
 
+    def _other_table(self, path: str | None, given: Any, name: str, needed: list[str]) -> tuple[Any, np.ndarray, str]:
+        """A test or prediction table (``path`` or the DataFrame ``given``): it, the positions of its usable rows
+        (with the training table's columns ``needed``), and the argument it came as."""
+        argument = f"{name}_frame" if path is None else f"{name}_path"
+        frame = self._table(given if path is None else path, argument)
+        _same_columns(frame, needed, argument)
+        return frame, self._usable_rows(frame, needed, f"`{argument}`"), argument
+
     def _setup_test_table(self, features: list[str], inputs: Any) -> None:
-        argument = "test_frame" if self.test_path is None else "test_path"
-        frame = self._table(self.test_path if self.test_frame is None else self.test_frame, argument)
-        _same_columns(frame, [*features, *self.target_names], argument)
-        rows = self._usable_rows(frame, [*features, *self.target_names], f"`{argument}`")
+        frame, rows, argument = self._other_table(self.test_path, self.test_frame, "test",
+                                                  [*features, *self.target_names])
         x = inputs(_numbers(frame[features].iloc[rows]))
         if self.task == "classification":
             y = self._class_index(frame[self.target_names[0]].iloc[rows], f"`{argument}`")
