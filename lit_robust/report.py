@@ -65,6 +65,8 @@ __all__ = [
     "build_report",
     "suspicion_order",
     "rarely_predicted_classes",
+    "class_label",
+    "datamodule_classes",
     "posterior_note",
     "labels_from_outputs",
     "integer_labels",
@@ -210,6 +212,25 @@ def rarely_predicted_classes(given: Tensor, predicted: Tensor, ratio: float = 0.
     n_given, n_pred = torch.bincount(g, minlength=size), torch.bincount(p, minlength=size)
     return [(c, int(n_pred[c]), int(n_given[c])) for c in range(size)
             if n_given[c] >= min_count and n_pred[c] < ratio * n_given[c]]
+
+
+def class_label(c: int, names: Sequence[Any] | None) -> str:
+    """Class ``c`` as a warning names it: ``"3"``, or ``"3 ('Shirt')"`` where the datamodule's ``classes`` names it
+    (a CSV user's warnings said "labelled 1" of a table whose classes are ``benign``/``malignant``).
+
+    >>> class_label(1, ["benign", "malignant"]), class_label(1, None)
+    ("1 ('malignant')", '1')
+    """
+    if names is not None and 0 <= c < len(names):
+        return f"{c} ({names[c]!r})"
+    return str(c)
+
+
+def datamodule_classes(trainer: Any) -> Sequence[Any] | None:
+    """The class names a datamodule exposes as ``classes`` (a list, e.g. :class:`~lit_robust.data.TableDataModule`'s),
+    else ``None``."""
+    names = getattr(getattr(trainer, "datamodule", None), "classes", None)
+    return names if isinstance(names, (list, tuple)) else None
 
 
 def _float32_values(t: Tensor) -> list[float | None]:
