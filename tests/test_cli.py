@@ -629,6 +629,18 @@ def test_ckpt_path_written_by_another_configured_class_is_one_line(tmp_path, cap
     assert len(err.strip().splitlines()) == 2
 
 
+def test_a_probe_checkpoint_of_your_own_encoder_without_the_encoder_is_one_line_saying_how(tmp_path, capsys):
+    """A probe fitted on one's own encoder (`--model.backbone mymodule.MyEncoder`) records its feature size but not the
+    module; `lit-robust test --ckpt_path` of it without `--model.backbone` ended in torch's missing keys."""
+    ckpt = tmp_path / "probe.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"feature_dim": 24, "num_classes": 10}}, ckpt)
+    err = _fails(tmp_path, capsys, "simclr_finetune_prl.yaml", ["test", "--ckpt_path", str(ckpt)])
+    assert ("`feature_dim` is read only with your own `backbone` (an nn.Module), got feature_dim=24 with "
+            "backbone=None.") in err, err
+    assert "on the command line, `--model.backbone mymodule.MyEncoder`" in err, err
+    assert len(err.strip().splitlines()) == 2
+
+
 def test_an_error_on_a_model_rebuilt_from_another_fits_checkpoint_names_the_rebuild(tmp_path, capsys):
     """A CLI newcomer's `test --config itlm_digits.yaml --ckpt_path <an MNIST fit's checkpoint>` said "Set
     `model.image_size` to 8" (their config's value): the checkpoint's 28 had replaced it, named only in a warning."""
