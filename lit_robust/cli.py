@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 import yaml
-from jsonargparse import ArgumentError, Namespace
+from jsonargparse import ArgumentError, DefaultHelpFormatter, Namespace
 
 from lit_robust._backend import (
     BasePredictionWriter,
@@ -79,8 +79,46 @@ class UserInputError(Exception):
     """A mistake in the command line or config, already phrased for the user (the CLI prints it and exits 2)."""
 
 
+#: a list of known subclasses longer than this in an argument's help is cut to its first few names (a backbone typed
+#: ``nn.Module`` listed torch's ~760, making `--model.help lit_robust.SimCLR` 728 lines); `fit --help`'s longest
+#: list, the callbacks with lit_robust's among them, has 35
+_MAX_SUBCLASSES_LISTED, _SUBCLASSES_SHOWN_WHEN_CUT = 60, 8
+
+
+def shorten_subclass_list(help_text: str, limit: int = _MAX_SUBCLASSES_LISTED,
+                          shown: int = _SUBCLASSES_SHOWN_WHEN_CUT) -> str:
+    """An argument's help with a ``known subclasses: a, b, ...`` list of more than ``limit`` names cut to ``shown``
+    names and a count.
+
+    >>> shorten_subclass_list("(type: Module, known subclasses: a.A, a.B, a.C)", limit=2, shown=1)
+    '(type: Module, known subclasses: a.A and 2 more; any importable class path)'
+    >>> shorten_subclass_list("(type: Module, known subclasses: a.A, a.B)", limit=2, shown=1)
+    '(type: Module, known subclasses: a.A, a.B)'
+    """
+    head, sep, tail = help_text.partition(", known subclasses: ")
+    if not sep:
+        return help_text
+    listed, close, rest = tail.rpartition(")")
+    names = listed.split(", ")
+    if len(names) <= limit:
+        return help_text
+    return (f"{head}{sep}{', '.join(names[:shown])} and {len(names) - shown} more; any importable class path"
+            f"{close}{rest}")
+
+
+class RobustHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with long lists of known subclasses shortened (:func:`shorten_subclass_list`)."""
+
+    def _get_help_string(self, action: Any) -> str:
+        return shorten_subclass_list(super()._get_help_string(action))
+
+
 class RobustArgumentParser(LightningArgumentParser):
     """A parser error shows a one-line usage and, for a class argument, only the class the user named."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", RobustHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def print_usage(self, file: Any = None) -> None:  # the full usage of `fit` runs to ~100 lines
         (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [--KEY VALUE ...]\n")

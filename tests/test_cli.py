@@ -465,6 +465,31 @@ def test_help_shows_the_docstrings_without_their_rest_markup(argv, capsys):
     assert len(out) > 500 and "``" not in out and not re.search(r":(class|func|meth|attr|math):`", out), out[:2000]
 
 
+@pytest.mark.parametrize("model", ["lit_robust.SimCLR", "lit_robust.LinearProbe"])
+def test_a_class_help_lists_a_few_of_the_modules_an_nn_module_argument_takes(model, capsys):
+    """`--model.help lit_robust.SimCLR` ran to 728 lines: its `backbone` (a name or your own `nn.Module`) listed every
+    torch module jsonargparse knows of."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", model])
+    out = capsys.readouterr().out
+    start = out.index("--model.backbone BACKBONE", out.index("--model.backbone.help"))  # past the usage lines
+    backbone = " ".join(out[start:out.index("--model.in_channels", start)].split())
+    assert "torch.nn.Module, torch.nn.Identity" in backbone, backbone  # the first few still shown
+    assert re.search(r"and \d{3} more; any importable class path\)$", backbone), backbone
+    assert len(out.splitlines()) < 100, len(out.splitlines())
+
+
+def test_fit_help_lists_every_callback_and_datamodule_lit_robust_has(capsys):
+    """The cut above is for lists no one reads; `fit --help`'s callbacks and datamodules are where users find ours."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = " ".join(capsys.readouterr().out.split()).replace(" ", "")
+    for name in ("lit_robust.ITLM", "lit_robust.BatchFilter", "lit_robust.ActivationClustering",
+                 "lit_robust.TableDataModule", "lit_robust.SemiSupervisedBackdoorMNISTDataModule"):
+        assert name in out, name
+    assert "more;anyimportableclasspath" not in out
+
+
 def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, monkeypatch, one_torch_thread):
     """The user's own LightningModule in ./my_module.py, named as `my_module.Class`: the console script's
     sys.path starts at its own bin folder, so without the CLI's help this was `No module named 'my_module'`."""
