@@ -135,15 +135,41 @@ class RobustArgumentParser(LightningArgumentParser):
 
 
 _REST_ROLE = re.compile(r":(class|func|meth|attr|data|mod|obj|exc|math):`~?([^`]+)`")
+#: the LaTeX of the docstrings' :math: roles as a terminal shows it
+_LATEX_SYMBOLS = {
+    "varepsilon": "ε", "epsilon": "ε", "alpha": "α", "beta": "β", "delta": "δ", "Delta": "Δ", "sigma": "σ", "tau": "τ",
+    "theta": "θ", "pi": "π", "ell": "ℓ", "in": "∈", "le": "≤", "ge": "≥", "ne": "≠", "sim": "~", "approx": "≈",
+    "pm": "±", "times": "×", "cdot": "·", "to": "→", "leftarrow": "←", "infty": "∞", "odot": "⊙", "circ": "∘",
+    "lfloor": "⌊", "rfloor": "⌋", "langle": "⟨", "rangle": "⟩", "sum": "Σ", "prod": "Π", "partial": "∂",
+    "nabla": "∇", "top": "ᵀ", "sqrt": "√", "max": "max", "min": "min", "log": "log", "exp": "exp", "det": "det",
+    "cos": "cos", "arg": "arg", "bmod": "mod",
+}
+
+
+def plain_math(latex: str) -> str:
+    """A :math: role's LaTeX with its common commands as Unicode (``\\hat\\varepsilon`` as ε̂).
+
+    >>> plain_math(r"\\hat\\varepsilon \\in [0, 0.5)"), plain_math(r"\\|\\nabla_\\theta \\ell_i\\|_2 \\le \\text{std}(x)")
+    ('ε̂ ∈ [0, 0.5)', '‖∇_θ ℓ_i‖_2 ≤ std(x)')
+    """
+    text = re.sub(r"\\(?:text|operatorname|mathrm|mathcal|mathbb)\s*\{([^{}]*)\}", r"\1", latex)
+    text = re.sub(r"\\(?:mathcal|mathbb)\s*([A-Za-z])", r"\1", text)
+    text = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", text)
+    text = re.sub(r"\\frac\s*([^\s{}\\])([^\s{}\\])", r"\1/\2", text)  # \frac1q
+    text = text.replace("\\|", "‖").replace("\\,", " ").replace("\\{", "{").replace("\\}", "}")
+    text = re.sub(r"\\([A-Za-z]+)", lambda m: _LATEX_SYMBOLS.get(m[1], m[0]), text)
+    # \hat x -> x̂ (a combining circumflex after the letter it covers)
+    return re.sub(r"\\hat\s*\{?([^\s{}])\}?", "\\1\u0302", text).replace("\\hat", "")
 
 
 def plain_text(text: str) -> str:
-    """Docstring reST as a terminal shows it: a role's target without its module path, double backticks single.
+    """Docstring reST as a terminal shows it: a role's target without its module path, double backticks single,
+    a :math: role's LaTeX in Unicode (:func:`plain_math`).
 
     >>> plain_text("a ``.csv`` file; see :class:`~lit_robust.ITLM`, :attr:`classes` and :math:`0.5 n`")
     'a `.csv` file; see `ITLM`, `classes` and `0.5 n`'
     """
-    text = _REST_ROLE.sub(lambda m: f"`{m[2] if m[1] == 'math' else m[2].rpartition('.')[2]}`", text)
+    text = _REST_ROLE.sub(lambda m: f"`{plain_math(m[2]) if m[1] == 'math' else m[2].rpartition('.')[2]}`", text)
     return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 

@@ -465,6 +465,16 @@ def test_help_shows_the_docstrings_without_their_rest_markup(argv, capsys):
     assert len(out) > 500 and "``" not in out and not re.search(r":(class|func|meth|attr|math):`", out), out[:2000]
 
 
+@pytest.mark.parametrize("callback", ["lit_robust.ITLM", "lit_robust.BatchFilter"])
+def test_help_shows_the_docstrings_math_in_unicode(callback, capsys):
+    """A newcomer read `\\alpha \\in (0, 1]` and `\\hat\\varepsilon` in `--trainer.callbacks.help lit_robust.ITLM`."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--trainer.callbacks.help", callback])
+    out = capsys.readouterr().out
+    assert not re.search(r"\\[A-Za-z]", out), re.findall(r".{30}\\[A-Za-z].{30}", out)
+    assert ("`α ∈ (0, 1]`" if callback.endswith("ITLM") else "`ε ∈ [0, 0.5)`") in out
+
+
 @pytest.mark.parametrize("model", ["lit_robust.SimCLR", "lit_robust.LinearProbe"])
 def test_a_class_help_lists_a_few_of_the_modules_an_nn_module_argument_takes(model, capsys):
     """`--model.help lit_robust.SimCLR` ran to 728 lines: its `backbone` (a name or your own `nn.Module`) listed every
