@@ -427,6 +427,48 @@ def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp
     assert np.allclose(rows["predicted_price"], rows["predicted_target"] * scale + centre, rtol=1e-6)
 
 
+def test_a_regression_tables_test_errors_are_in_its_units_and_new_rows_raise_no_nan_target_warning(tmp_path,
+                                                                                                     one_torch_thread):
+    """A table newcomer read `test_mae 0.152` where predictions.csv gave 11.0 kWh (the scaled units), and predicting
+    new rows without a target column warned that 50 of 50 samples had NaN targets, to drop or impute them."""
+    import warnings
+
+    frame = table(80)
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], batch_size=16,
+                          test_size=20, predict_frame=table(9, seed=4)[["a", "b"]])
+    regressor = MLPRegressor(hidden=8)
+    with warnings.catch_warnings(record=True) as caught:  # the new rows are set up with the training rows
+        warnings.simplefilter("always")
+        quiet_trainer(max_epochs=1).fit(regressor, reg)
+        predicted = quiet_trainer().predict(regressor, reg)
+    assert sum(len(p) for p in predicted) == 9
+    assert not [str(w.message) for w in caught if "NaN or infinite" in str(w.message)]
+    _, x, y = reg.test_set[:]
+    with torch.no_grad():
+        err = (reg.unscale_targets(regressor.eval()(x)) - reg.unscale_targets(y)).flatten()
+    given = frame["price"].iloc[reg.test_source_index.numpy()].to_numpy()
+    assert np.allclose(reg.unscale_targets(y).flatten().numpy(), given, rtol=1e-6)  # the table's prices
+    assert float(reg.target_scale[0]) > 5  # the table's units differ from the scaled ones
+    out = quiet_trainer().test(regressor, reg, verbose=False)[0]
+    assert out["test_mae"] == pytest.approx(float(err.abs().mean()), rel=1e-4)
+    assert out["test_mse"] == pytest.approx(float((err ** 2).mean()), rel=1e-4)
+    assert out["test_rmse"] == pytest.approx(float((err ** 2).mean()) ** 0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("model", [MLPClassifier(in_features=2, num_classes=2), MLPClassifier(),
+                                   MLPRegressor(in_features=2, out_features=1), MLPRegressor()])
+def test_a_supervised_model_on_an_anomaly_table_says_to_train_an_anomaly_model(model):
+    """A table newcomer followed `Pass both, e.g. MLPClassifier(in_features=30, num_classes=2)` for an unlabelled
+    anomaly table, and it trained silently on the all-zero placeholder flags."""
+    wants = "class labels" if isinstance(model, MLPClassifier) else "regression targets"
+    task = "classification" if isinstance(model, MLPClassifier) else "regression"
+    with pytest.raises(ValueError, match=rf"`model`={type(model).__name__} learns {wants}, but `data`: TableDataModule "
+                                         r"is an anomaly detection set \(0/1 anomaly flags as targets, placeholders "
+                                         r"where the rows are unlabelled\): train an anomaly model on it "
+                                         rf".*`TableDataModule\(task='{task}', target=\.\.\.\)`"):
+        quiet_trainer(max_epochs=1).fit(model, TableDataModule(frame=table(40), task="anomaly", features=["a", "b"]))
+
+
 def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, one_torch_thread):
     """A CSV newcomer could predict new rows only by adding a fake label column to them."""
     from lit_robust import PredictionWriter

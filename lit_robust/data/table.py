@@ -175,7 +175,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             outlying rows barely move), ``"standard"`` (mean and standard deviation) or ``"none"``.
         scale_target: the same for regression targets (default ``"robust"``: glitched targets inflate the standard
             deviation); predictions are in scaled units — multiply by :attr:`target_scale` and add
-            :attr:`target_centre` to read them in the table's.
+            :attr:`target_centre` to read them in the table's (:meth:`unscale_targets`; ``predictions.csv``, the
+            reports and :class:`~lit_robust.MLPRegressor`'s test errors are in the table's units already).
         missing: rows with a missing or infinite value in a used column: ``"error"`` (default, the message counts
             them per column) or ``"drop"`` (left out, with a warning; the others keep their row numbers).
         batch_size / eval_batch_size / num_workers / seed: as the other datamodules.
@@ -448,10 +449,12 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
 
     def _setup_predict_table(self, features: list[str], inputs: Any) -> None:
         """New rows to predict: the inputs only (a CSV newcomer could not predict unlabelled rows from the CLI); their
-        targets are placeholders (-1, NaN) that ``describe_predictions`` leaves out of ``predictions.csv``."""
+        targets are placeholders (-1, 0.0) that ``describe_predictions`` leaves out of ``predictions.csv`` (NaN ones
+        set off the warning about NaN targets, meant for training rows: a table newcomer's new rows were told to be
+        dropped or imputed)."""
         frame, rows, _ = self._other_table(self.predict_path, self.predict_frame, "predict", features)
         x = inputs(_numbers(frame[features].iloc[rows]))
-        y = (torch.full((len(rows), len(self.target_names)), float("nan")) if self.task == "regression"
+        y = (torch.zeros(len(rows), len(self.target_names)) if self.task == "regression"
              else torch.full((len(rows),), -1, dtype=torch.long))
         self.predict_set, self.predict_source_index = IndexedDataset(TensorDataset(x, y)), torch.from_numpy(rows)
 
