@@ -1,5 +1,6 @@
 """TableDataModule (a CSV/TSV/Parquet file or a DataFrame as splits) and MLPClassifier (which reads its shape from it)."""
 
+import math
 import statistics
 import sys
 
@@ -160,8 +161,12 @@ def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_on
     new.to_csv("new.csv", index=False)
     main(["predict", *common, "--data.predict_path", "new.csv", "--ckpt_path", "last"])
     rows = pd.read_csv(next(tmp_path.glob("lightning_logs/version_*/predictions.csv")))
-    assert list(rows.columns) == ["index", "source_index", "prediction"]
+    # RobustRealNVP's default drop_ratio names a rate: a threshold is set on the training rows, and each row decided
+    assert list(rows.columns) == ["index", "source_index", "prediction", "predicted_anomaly"]
     assert rows["source_index"].tolist() == [0, 1, 2, 3, 5, 6, 7, 8] and rows["prediction"].notna().all()
+    flagged, normal = rows[rows["predicted_anomaly"] == 1], rows[rows["predicted_anomaly"] == 0]
+    assert len(flagged) + len(normal) == 8 and (flagged["prediction"].min() if len(flagged) else math.inf) > (
+        normal["prediction"].max() if len(normal) else -math.inf)
 
 
 def test_a_table_without_a_test_split_says_how_to_have_one():
