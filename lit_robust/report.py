@@ -426,6 +426,19 @@ def _publish(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _arrow_type_of(values: Sequence[Any], pa: Any) -> Any:
+    """A column's Parquet type from its values where its name says none (a datamodule's own columns, e.g.
+    ``TableDataModule``'s ``id_columns``): text if any value is, whole numbers, booleans, else floats."""
+    present = [v for v in values if v is not None]
+    if any(isinstance(v, str) for v in present):
+        return pa.string()
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    return pa.float64()
+
+
 def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_index: Tensor | None = None) -> str:
     """Write a :func:`build_report` table to ``path``, as CSV or Parquet by its suffix; returns the path.
 
@@ -450,8 +463,9 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
         import pyarrow as pa
 
         types = {c: (pa.int64() if c in _INT_COLUMNS else pa.bool_() if c in _BOOL_COLUMNS else
-                     pa.string() if c in _TEXT_COLUMNS else pa.float64()) for c in columns}
-        arrow = pa.table({c: pa.array(table[c], type=types[c]) for c in columns})
+                     pa.string() if c in _TEXT_COLUMNS else _arrow_type_of(table[c], pa)) for c in columns}
+        arrow = pa.table({c: pa.array([v if v is None or types[c] != pa.string() else str(v) for v in table[c]],
+                                      type=types[c]) for c in columns})
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".parquet", dir=folder)
         os.close(fd)
         try:

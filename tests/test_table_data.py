@@ -226,7 +226,7 @@ def test_missing_values_are_counted_per_column_or_dropped_with_a_warning():
 @pytest.mark.parametrize("kwargs, message", [
     ({"target": "knd"}, r"`target` names column\(s\) \['knd'\] that the table does not have; its columns are \['id', "
                         r".*Did you mean 'kind'\?"),
-    ({"target": "kind", "features": ["a", "kind"]}, r"`features` must not include the `target` or `corrupted`"),
+    ({"target": "kind", "features": ["a", "kind"]}, r"`features` must not include the `target`, `corrupted` or `id_columns`"),
     ({"target": "price", "features": ["a"]}, r"`target` 'price' holds non-integer numbers \(e.g. .*\): for a numeric target to predict "
                           r"pass task='regression'"),
     ({"target": "kind", "task": "regression", "features": ["a"]}, r"`target` column\(s\) \['kind'\] do not hold "
@@ -472,6 +472,40 @@ def test_a_supervised_model_on_an_anomaly_table_says_to_train_an_anomaly_model(m
                                          r"where the rows are unlabelled\): train an anomaly model on it "
                                          rf".*`TableDataModule\(task='{task}', target=\.\.\.\)`"):
         quiet_trainer(max_epochs=1).fit(model, TableDataModule(frame=table(40), task="anomaly", features=["a", "b"]))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_id_columns_are_no_inputs_and_name_each_row_of_the_report_and_predictions(tmp_path, fmt, one_torch_thread):
+    """A table newcomer joined every output back on `source_index` to see their `machine_id`: the report could not
+    carry it."""
+    from lit_robust import PredictionWriter
+
+    frame = table(80).assign(name=[f"m{i:03d}" for i in range(80)], day=pd.date_range("2026-01-01", periods=80))
+    dm = TableDataModule(frame=frame, target="kind", drop=["bad", "price", "const", "flag"], id_columns=["id", "name",
+                         "day"], batch_size=16, test_size=20, predict_frame=frame.iloc[:5][["a", "b", "name"]])
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, report=True, report_dir=str(tmp_path),
+                report_format=fmt)
+    model = MLPClassifier(hidden=8)
+    quiet_trainer(max_epochs=2, callbacks=[itlm]).fit(model, dm)
+    assert dm.feature_names == ["a", "b"]  # `id`, `name`, `day` are no inputs (and `id` no longer warned about)
+    rows = load_report(itlm.report_path)
+    assert list(rows.columns[:5]) == ["rank", "index", "source_index", "id", "name"]
+    assert (rows["id"] == frame["id"].iloc[rows["source_index"]].to_numpy()).all()
+    assert (rows["name"] == frame["name"].iloc[rows["source_index"]].to_numpy()).all()
+    assert rows["day"].tolist() == [str(d) for d in frame["day"].iloc[rows["source_index"]]]  # dates as text
+    for loader, source, want in ((dm.test_dataloader(), frame, ["id", "name", "day"]),
+                                 (dm.predict_dataloader(), frame.iloc[:5], ["name"])):  # the ids each table has
+        described = dm.describe_predictions({"index": [0, 2, 1], "prediction": [0, 1, 0]}, [loader])
+        assert list(described)[:2 + len(want)] == ["index", "source_index", *want]
+        assert described["name"] == source["name"].iloc[described["source_index"]].tolist()
+    writer = PredictionWriter(dirpath=str(tmp_path / "p"))
+    quiet_trainer(callbacks=[writer]).predict(model, dm)  # the new rows
+    assert pd.read_csv(writer.path)["name"].tolist() == [f"m{i:03d}" for i in range(5)]
+    with pytest.raises(ValueError, match=r"`id_columns`.*'nmae'"):
+        TableDataModule(frame=frame, target="kind", id_columns="nmae").setup()
+    with pytest.raises(ValueError, match=r"`features` must not include the `target`, `corrupted` or `id_columns` "
+                                         r"column\(s\), got \['a'\]"):
+        TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns=["a"]).setup()
 
 
 def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, one_torch_thread):
