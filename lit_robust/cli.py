@@ -56,8 +56,10 @@ from lit_robust._backend import (
     is_overridden,
     mismatch_advice,
     pl,
+    rank_zero_only,
     rank_zero_warn,
 )
+from lit_robust._lightning import sigterm_noted, sigterm_without_collectives
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.reporting import stdout_encodes
 from lit_robust.selection.auto_drop import cleanlab_hint
@@ -623,7 +625,9 @@ class RobustCLI(LightningCLI):
             added.append(_ConfigInCheckpoint(config))
         if added:  # `callbacks=` in kwargs would replace the config's list: extend it instead
             kwargs["callbacks"] = callbacks + added
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        sigterm_without_collectives(trainer)
+        return trainer
 
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
     def before_fit(self) -> None:
@@ -1340,6 +1344,7 @@ def main(args: Sequence[str] | None = None) -> None:
     add_working_directory_to_path()
     if not debug:
         sys.unraisablehook = _quiet_about_terminated_workers(sys.unraisablehook)
+    sigterm_noted(reset=True)  # a SIGTERM of an earlier run in this process (a notebook, the tests) is not this one's
     try:
         run(argv)
     except SystemExit as exc:
@@ -1348,10 +1353,12 @@ def main(args: Sequence[str] | None = None) -> None:
             raise
         _say_stopped(command, *stop)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
-        if not debug and workers_terminated(exc):
+        if not debug and (workers_terminated(exc) or sigterm_noted()):
             # SIGTERM to the whole process group (SLURM's preemption, `timeout`): the loader workers die first and
             # the fit ended in their RuntimeError, a traceback and exit status 1 (a reproducibility newcomer), not
-            # as a preempted fit
+            # as a preempted fit. Under DDP one process may stop at its epoch's end while another, signalled a moment
+            # later, waits in a collective and fails on "Connection closed by peer" (a DDP newcomer's run): the
+            # preemption's doing too
             _say_stopped(command, "SIGTERM", 128 + signal.SIGTERM)
         err = user_error(exc)
         if debug:
@@ -1393,8 +1400,9 @@ def _say_stopped(command: str, signal_name: str, status: int) -> None:
     # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
     resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
               if command == "fit" else "")
-    sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
-                     f"process killed by {signal_name}.\n")
+    if getattr(rank_zero_only, "rank", 0) == 0:  # once, not once per DDP process (a DDP newcomer read it twice)
+        sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
+                         f"process killed by {signal_name}.\n")
     raise SystemExit(status) from None
 
 
