@@ -89,11 +89,12 @@ _MAX_SUBCLASSES_LISTED, _SUBCLASSES_SHOWN_WHEN_CUT = 60, 8
 
 def shorten_subclass_list(help_text: str, limit: int = _MAX_SUBCLASSES_LISTED,
                           shown: int = _SUBCLASSES_SHOWN_WHEN_CUT) -> str:
-    """An argument's help with a ``known subclasses: a, b, ...`` list of more than ``limit`` names cut to ``shown``
-    names and a count.
+    """An argument's help with a ``known subclasses: a, b, ...`` list of more than ``limit`` names cut to lit_robust's
+    own and the first ``shown`` others, with a count of the rest (jsonargparse lists every subclass imported, so a
+    project with many callbacks of its own would otherwise hide lit_robust's).
 
-    >>> shorten_subclass_list("(type: Module, known subclasses: a.A, a.B, a.C)", limit=2, shown=1)
-    '(type: Module, known subclasses: a.A and 2 more; any importable class path)'
+    >>> shorten_subclass_list("(type: Module, known subclasses: a.A, a.B, lit_robust.X, a.C)", limit=2, shown=1)
+    '(type: Module, known subclasses: a.A, lit_robust.X and 2 more; any importable class path)'
     >>> shorten_subclass_list("(type: Module, known subclasses: a.A, a.B)", limit=2, shown=1)
     '(type: Module, known subclasses: a.A, a.B)'
     """
@@ -104,7 +105,9 @@ def shorten_subclass_list(help_text: str, limit: int = _MAX_SUBCLASSES_LISTED,
     names = listed.split(", ")
     if len(names) <= limit:
         return help_text
-    return (f"{head}{sep}{', '.join(names[:shown])} and {len(names) - shown} more; any importable class path"
+    others = [n for n in names if not n.startswith("lit_robust.")][:shown]
+    kept = [n for n in names if n.startswith("lit_robust.") or n in others]
+    return (f"{head}{sep}{', '.join(kept)} and {len(names) - len(kept)} more; any importable class path"
             f"{close}{rest}")
 
 
