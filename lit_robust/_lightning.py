@@ -149,3 +149,39 @@ def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None
         kwargs["prefetch_factor"] = loader.prefetch_factor
         kwargs["multiprocessing_context"] = loader.multiprocessing_context
     return DataLoader(loader.dataset, **kwargs)
+
+
+_SIGTERM_NOTED = [False]  # whether a handler installed by `sigterm_without_collectives` has run in this process
+
+
+def sigterm_noted(reset: bool = False) -> bool:
+    """Whether this process received SIGTERM through the last Trainer :func:`sigterm_without_collectives` set up
+    (``reset=True``: forget it, at the start of a run)."""
+    if reset:
+        _SIGTERM_NOTED[0] = False
+    return _SIGTERM_NOTED[0]
+
+
+def sigterm_without_collectives(trainer: pl.Trainer) -> None:
+    """Make ``trainer``'s SIGTERM handler only note the signal (and forward it to the launched processes), as
+    Lightning's did before 2.5.x added a ``torch.distributed.broadcast`` inside the handler (Lightning PR #20825).
+
+    A collective inside a signal handler interrupts whatever collective each process was in: a DDP newcomer's
+    ``kill -TERM`` to a two-process fit's group hung it in 6 of 9 runs, one process in the handler's broadcast over a
+    ``barrier``, the other over an ``all_reduce``. Lightning's training loop already broadcasts rank 0's flag at every
+    step, outside the handler, so nothing is lost. Called by ``lit-robust`` on the Trainers it builds; a Trainer
+    without Lightning's signal connector (another version) is left as it is."""
+    _SIGTERM_NOTED[0] = False  # a new run
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "_sigterm_notifier_fn"):
+        return
+
+    def note_sigterm(signum: Any, frame: Any) -> None:
+        _SIGTERM_NOTED[0] = True
+        if not connector.received_sigterm:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = note_sigterm  # registered by `register_signal_handlers` when a run starts

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 import yaml
-from jsonargparse import ArgumentError, Namespace
+from jsonargparse import ArgumentError, DefaultHelpFormatter, Namespace
 
 from lit_robust._backend import (
     BasePredictionWriter,
@@ -56,8 +56,10 @@ from lit_robust._backend import (
     is_overridden,
     mismatch_advice,
     pl,
+    rank_zero_only,
     rank_zero_warn,
 )
+from lit_robust._lightning import sigterm_noted, sigterm_without_collectives
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.reporting import stdout_encodes
 from lit_robust.selection.auto_drop import cleanlab_hint
@@ -79,8 +81,49 @@ class UserInputError(Exception):
     """A mistake in the command line or config, already phrased for the user (the CLI prints it and exits 2)."""
 
 
+#: a list of known subclasses longer than this in an argument's help is cut to its first few names (a backbone typed
+#: ``nn.Module`` listed torch's ~760, making `--model.help lit_robust.SimCLR` 728 lines); `fit --help`'s longest
+#: list, the callbacks with lit_robust's among them, has 35
+_MAX_SUBCLASSES_LISTED, _SUBCLASSES_SHOWN_WHEN_CUT = 60, 8
+
+
+def shorten_subclass_list(help_text: str, limit: int = _MAX_SUBCLASSES_LISTED,
+                          shown: int = _SUBCLASSES_SHOWN_WHEN_CUT) -> str:
+    """An argument's help with a ``known subclasses: a, b, ...`` list of more than ``limit`` names cut to lit_robust's
+    own and the first ``shown`` others, with a count of the rest (jsonargparse lists every subclass imported, so a
+    project with many callbacks of its own would otherwise hide lit_robust's).
+
+    >>> shorten_subclass_list("(type: Module, known subclasses: a.A, a.B, lit_robust.X, a.C)", limit=2, shown=1)
+    '(type: Module, known subclasses: a.A, lit_robust.X and 2 more; any importable class path)'
+    >>> shorten_subclass_list("(type: Module, known subclasses: a.A, a.B)", limit=2, shown=1)
+    '(type: Module, known subclasses: a.A, a.B)'
+    """
+    head, sep, tail = help_text.partition(", known subclasses: ")
+    if not sep:
+        return help_text
+    listed, close, rest = tail.rpartition(")")
+    names = listed.split(", ")
+    if len(names) <= limit:
+        return help_text
+    others = [n for n in names if not n.startswith("lit_robust.")][:shown]
+    kept = [n for n in names if n.startswith("lit_robust.") or n in others]
+    return (f"{head}{sep}{', '.join(kept)} and {len(names) - len(kept)} more; any importable class path"
+            f"{close}{rest}")
+
+
+class RobustHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with long lists of known subclasses shortened (:func:`shorten_subclass_list`)."""
+
+    def _get_help_string(self, action: Any) -> str:
+        return shorten_subclass_list(super()._get_help_string(action))
+
+
 class RobustArgumentParser(LightningArgumentParser):
     """A parser error shows a one-line usage and, for a class argument, only the class the user named."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", RobustHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def print_usage(self, file: Any = None) -> None:  # the full usage of `fit` runs to ~100 lines
         (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [--KEY VALUE ...]\n")
@@ -97,15 +140,41 @@ class RobustArgumentParser(LightningArgumentParser):
 
 
 _REST_ROLE = re.compile(r":(class|func|meth|attr|data|mod|obj|exc|math):`~?([^`]+)`")
+#: the LaTeX of the docstrings' :math: roles as a terminal shows it
+_LATEX_SYMBOLS = {
+    "varepsilon": "ε", "epsilon": "ε", "alpha": "α", "beta": "β", "delta": "δ", "Delta": "Δ", "sigma": "σ", "tau": "τ",
+    "theta": "θ", "pi": "π", "ell": "ℓ", "in": "∈", "le": "≤", "ge": "≥", "ne": "≠", "sim": "~", "approx": "≈",
+    "pm": "±", "times": "×", "cdot": "·", "to": "→", "leftarrow": "←", "infty": "∞", "odot": "⊙", "circ": "∘",
+    "lfloor": "⌊", "rfloor": "⌋", "langle": "⟨", "rangle": "⟩", "sum": "Σ", "prod": "Π", "partial": "∂",
+    "nabla": "∇", "top": "ᵀ", "sqrt": "√", "max": "max", "min": "min", "log": "log", "exp": "exp", "det": "det",
+    "cos": "cos", "arg": "arg", "bmod": "mod",
+}
+
+
+def plain_math(latex: str) -> str:
+    """A :math: role's LaTeX with its common commands as Unicode (``\\hat\\varepsilon`` as ε̂).
+
+    >>> plain_math(r"\\hat\\varepsilon \\in [0, 0.5)"), plain_math(r"\\|\\nabla_\\theta \\ell_i\\|_2 \\le \\text{std}(x)")
+    ('ε̂ ∈ [0, 0.5)', '‖∇_θ ℓ_i‖_2 ≤ std(x)')
+    """
+    text = re.sub(r"\\(?:text|operatorname|mathrm|mathcal|mathbb)\s*\{([^{}]*)\}", r"\1", latex)
+    text = re.sub(r"\\(?:mathcal|mathbb)\s*([A-Za-z])", r"\1", text)
+    text = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", text)
+    text = re.sub(r"\\frac\s*([^\s{}\\])([^\s{}\\])", r"\1/\2", text)  # \frac1q
+    text = text.replace("\\|", "‖").replace("\\,", " ").replace("\\{", "{").replace("\\}", "}")
+    text = re.sub(r"\\([A-Za-z]+)", lambda m: _LATEX_SYMBOLS.get(m[1], m[0]), text)
+    # \hat x -> x̂ (a combining circumflex after the letter it covers)
+    return re.sub(r"\\hat\s*\{?([^\s{}])\}?", "\\1\u0302", text).replace("\\hat", "")
 
 
 def plain_text(text: str) -> str:
-    """Docstring reST as a terminal shows it: a role's target without its module path, double backticks single.
+    """Docstring reST as a terminal shows it: a role's target without its module path, double backticks single,
+    a :math: role's LaTeX in Unicode (:func:`plain_math`).
 
     >>> plain_text("a ``.csv`` file; see :class:`~lit_robust.ITLM`, :attr:`classes` and :math:`0.5 n`")
     'a `.csv` file; see `ITLM`, `classes` and `0.5 n`'
     """
-    text = _REST_ROLE.sub(lambda m: f"`{m[2] if m[1] == 'math' else m[2].rpartition('.')[2]}`", text)
+    text = _REST_ROLE.sub(lambda m: f"`{plain_math(m[2]) if m[1] == 'math' else m[2].rpartition('.')[2]}`", text)
     return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
@@ -559,7 +628,9 @@ class RobustCLI(LightningCLI):
             added.append(_ConfigInCheckpoint(config))
         if added:  # `callbacks=` in kwargs would replace the config's list: extend it instead
             kwargs["callbacks"] = callbacks + added
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        sigterm_without_collectives(trainer)
+        return trainer
 
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
     def before_fit(self) -> None:
@@ -1276,6 +1347,7 @@ def main(args: Sequence[str] | None = None) -> None:
     add_working_directory_to_path()
     if not debug:
         sys.unraisablehook = _quiet_about_terminated_workers(sys.unraisablehook)
+    sigterm_noted(reset=True)  # a SIGTERM of an earlier run in this process (a notebook, the tests) is not this one's
     try:
         run(argv)
     except SystemExit as exc:
@@ -1284,10 +1356,12 @@ def main(args: Sequence[str] | None = None) -> None:
             raise
         _say_stopped(command, *stop)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
-        if not debug and workers_terminated(exc):
+        if not debug and (workers_terminated(exc) or sigterm_noted()):
             # SIGTERM to the whole process group (SLURM's preemption, `timeout`): the loader workers die first and
             # the fit ended in their RuntimeError, a traceback and exit status 1 (a reproducibility newcomer), not
-            # as a preempted fit
+            # as a preempted fit. Under DDP one process may stop at its epoch's end while another, signalled a moment
+            # later, waits in a collective and fails on "Connection closed by peer" (a DDP newcomer's run): the
+            # preemption's doing too
             _say_stopped(command, "SIGTERM", 128 + signal.SIGTERM)
         err = user_error(exc)
         if debug:
@@ -1329,8 +1403,9 @@ def _say_stopped(command: str, signal_name: str, status: int) -> None:
     # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
     resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
               if command == "fit" else "")
-    sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
-                     f"process killed by {signal_name}.\n")
+    if getattr(rank_zero_only, "rank", 0) == 0:  # once, not once per DDP process (a DDP newcomer read it twice)
+        sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
+                         f"process killed by {signal_name}.\n")
     raise SystemExit(status) from None
 
 

@@ -65,6 +65,8 @@ __all__ = [
     "build_report",
     "suspicion_order",
     "rarely_predicted_classes",
+    "class_label",
+    "datamodule_classes",
     "posterior_note",
     "labels_from_outputs",
     "integer_labels",
@@ -210,6 +212,25 @@ def rarely_predicted_classes(given: Tensor, predicted: Tensor, ratio: float = 0.
     n_given, n_pred = torch.bincount(g, minlength=size), torch.bincount(p, minlength=size)
     return [(c, int(n_pred[c]), int(n_given[c])) for c in range(size)
             if n_given[c] >= min_count and n_pred[c] < ratio * n_given[c]]
+
+
+def class_label(c: int, names: Sequence[Any] | None) -> str:
+    """Class ``c`` as a warning names it: ``"3"``, or ``"3 ('Shirt')"`` where the datamodule's ``classes`` names it
+    (a CSV user's warnings said "labelled 1" of a table whose classes are ``benign``/``malignant``).
+
+    >>> class_label(1, ["benign", "malignant"]), class_label(1, None)
+    ("1 ('malignant')", '1')
+    """
+    if names is not None and 0 <= c < len(names):
+        return f"{c} ({names[c]!r})"
+    return str(c)
+
+
+def datamodule_classes(trainer: Any) -> Sequence[Any] | None:
+    """The class names a datamodule exposes as ``classes`` (a list, e.g. :class:`~lit_robust.data.TableDataModule`'s),
+    else ``None``."""
+    names = getattr(getattr(trainer, "datamodule", None), "classes", None)
+    return names if isinstance(names, (list, tuple)) else None
 
 
 def _float32_values(t: Tensor) -> list[float | None]:
@@ -405,6 +426,19 @@ def _publish(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _arrow_type_of(values: Sequence[Any], pa: Any) -> Any:
+    """A column's Parquet type from its values where its name says none (a datamodule's own columns, e.g.
+    ``TableDataModule``'s ``id_columns``): text if any value is, whole numbers, booleans, else floats."""
+    present = [v for v in values if v is not None]
+    if any(isinstance(v, str) for v in present):
+        return pa.string()
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    return pa.float64()
+
+
 def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_index: Tensor | None = None) -> str:
     """Write a :func:`build_report` table to ``path``, as CSV or Parquet by its suffix; returns the path.
 
@@ -429,8 +463,9 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
         import pyarrow as pa
 
         types = {c: (pa.int64() if c in _INT_COLUMNS else pa.bool_() if c in _BOOL_COLUMNS else
-                     pa.string() if c in _TEXT_COLUMNS else pa.float64()) for c in columns}
-        arrow = pa.table({c: pa.array(table[c], type=types[c]) for c in columns})
+                     pa.string() if c in _TEXT_COLUMNS else _arrow_type_of(table[c], pa)) for c in columns}
+        arrow = pa.table({c: pa.array([v if v is None or types[c] != pa.string() else str(v) for v in table[c]],
+                                      type=types[c]) for c in columns})
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".parquet", dir=folder)
         os.close(fd)
         try:

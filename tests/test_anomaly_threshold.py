@@ -156,3 +156,37 @@ def test_new_samples_without_a_target_are_scored_and_predicted(tmp_path):
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
     assert rows[0] == "index,prediction" and len(rows) == 11
     assert [round(float(r.split(",")[1]), 4) for r in rows[1:]] == [round(v, 4) for v in want.tolist()]
+
+
+def test_predict_sets_a_threshold_at_the_models_rate_and_predictions_csv_decides(tmp_path, one_torch_thread):
+    """A table newcomer found no way from `lit-robust predict` to a yes/no for new rows (PyOD's `predict`): the
+    scores only, and `fit_threshold` from Python alone."""
+    from lit_robust import PredictionWriter
+
+    pl.seed_everything(0, verbose=False)
+    data = TwoMoonsAnomalyDataModule(n_train=200, n_test=40, batch_size=50)
+    model = RobustRealNVP(dim=2, hidden=8, n_couplings=2, drop_ratio=0.1)
+    tiny_trainer(tmp_path, 1).fit(model, data)
+    assert model.threshold is None  # not set by the fit
+    writer = PredictionWriter(dirpath=str(tmp_path / "p"))
+    tiny_trainer(tmp_path, 1, [writer]).predict(model, data)
+    train_scores = model.score_dataset(data.train_dataloader())[0]
+    assert model.threshold == anomaly_threshold(train_scores, 0.1) and model.threshold_contamination == 0.1
+    import csv
+
+    rows = list(csv.DictReader(open(writer.path)))
+    assert list(rows[0]) == ["index", "prediction", "predicted_anomaly", "target"]
+    assert [int(r["predicted_anomaly"]) for r in rows] == [int(not float(r["prediction"]) <= model.threshold)
+                                                           for r in rows]
+    assert 0 < sum(int(r["predicted_anomaly"]) for r in rows) < len(rows)
+
+    # a threshold of your own is kept; a model that names no rate, or no training rows, writes the scores alone
+    model.threshold = 1e9
+    tiny_trainer(tmp_path, 1, [writer]).predict(model, data)
+    assert model.threshold == 1e9 and {r["predicted_anomaly"] for r in csv.DictReader(open(writer.path))} == {"0"}
+    plain = RealNVP(dim=2, hidden=8, n_couplings=2)  # drop_ratio=0
+    tiny_trainer(tmp_path, 1, [writer]).predict(plain, data)
+    assert plain.threshold is None and "predicted_anomaly" not in next(csv.DictReader(open(writer.path)))
+    fresh = RobustRealNVP(dim=2, hidden=8, n_couplings=2, drop_ratio=0.1)
+    tiny_trainer(tmp_path, 1, [writer]).predict(fresh, data.test_dataloader())  # no datamodule: no training rows
+    assert fresh.threshold is None and "predicted_anomaly" not in next(csv.DictReader(open(writer.path)))

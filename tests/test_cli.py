@@ -314,17 +314,85 @@ class CtrlCAfterFirstBatch(pl.Callback):
         raise KeyboardInterrupt
 
 
+def test_the_clis_sigterm_handler_runs_no_collective(monkeypatch):
+    """A DDP newcomer's `kill -TERM` to a two-process fit's group hung it in 6 of 9 runs: Lightning's handler
+    broadcasts inside the signal handler, over whatever collective each process was in."""
+    from lit_robust._lightning import sigterm_without_collectives
+
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    sigterm_without_collectives(trainer)
+
+    def no_collective(*args, **kwargs):
+        raise AssertionError("a collective inside the SIGTERM handler")
+
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "broadcast", no_collective)
+    monkeypatch.setattr(type(trainer), "world_size", property(lambda self: 2))
+    forwarded = []
+    monkeypatch.setattr(type(trainer.strategy), "launcher", property(lambda self: type("L", (), {
+        "kill": staticmethod(forwarded.append)})()))
+    trainer._signal_connector._sigterm_notifier_fn(signal.SIGTERM, None)
+    trainer._signal_connector._sigterm_notifier_fn(signal.SIGTERM, None)
+    assert trainer.received_sigterm and forwarded == [signal.SIGTERM]  # noted, forwarded to the processes once
+
+
+class SigtermHandlerAfterFirstBatch(pl.Callback):
+    """The SIGTERM handler the CLI's Trainer registers, called as a signal would (it must be lit_robust's)."""
+
+    def on_train_batch_end(self, trainer, *args):
+        handler = trainer._signal_connector._sigterm_notifier_fn
+        assert getattr(handler, "__self__", None) is None, handler  # not Lightning's bound method
+        handler(signal.SIGTERM, None)
+
+
+class SigtermThenPeerGone(SigtermHandlerAfterFirstBatch):
+    """Under DDP a process signalled a moment after the other fails in a collective, "Connection closed by peer"."""
+
+    def on_train_batch_end(self, trainer, *args):
+        super().on_train_batch_end(trainer, *args)
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:26285.")
+
+
+class PeerGone(pl.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:26285.")
+
+
+def test_a_failure_without_a_sigterm_stays_a_failure(tmp_path, capsys, one_torch_thread):
+    """After the SIGTERM'd run below in the same process, a failure is not taken for a stop."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    for callback in ("SigtermThenPeerGone", "PeerGone"):
+        cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if "tests.test_cli" not in c["class_path"]]
+        cfg["trainer"]["callbacks"].append({"class_path": f"tests.test_cli.{callback}"})
+        path = tmp_path / f"{callback}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        if callback == "PeerGone":
+            with pytest.raises(RuntimeError, match="Connection closed by peer"):
+                main(["fit", "--config", str(path)])
+        else:
+            with pytest.raises(SystemExit) as stopped:
+                main(["fit", "--config", str(path)])
+            assert stopped.value.code == 143, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("command", "callback", "said"), [
     # Lightning ends a fit that received SIGTERM with a SystemExit without a code: `lit-robust fit` exited 0 and said
     # nothing, so a scheduler requeueing failed jobs took a preempted fit for a finished one (a DDP newcomer)
     ("fit", "SigtermAfterFirstBatch", "lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: "
                                       "resume with the same command and `--ckpt_path last`. Exit status 143"),
+    ("fit", "SigtermHandlerAfterFirstBatch", "lit-robust fit: stopped by SIGTERM; the checkpoints written so far "
+                                             "remain: resume with the same command and `--ckpt_path last`. Exit "
+                                             "status 143"),
+    ("fit", "SigtermThenPeerGone", "lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: resume "
+                                   "with the same command and `--ckpt_path last`. Exit status 143"),
     # Ctrl-C: Lightning's exit status 1, a failure's, and no word on resuming (an MLOps newcomer)
     ("fit", "CtrlCAfterFirstBatch", "lit-robust fit: stopped by Ctrl-C (SIGINT); the checkpoints written so far "
                                     "remain: resume with the same command and `--ckpt_path last`. Exit status 130"),
     # `test` writes no checkpoint: a release checker's Ctrl-C'd `test` was told they remain, and to resume
     ("test", "CtrlCAfterFirstBatch", "lit-robust test: stopped by Ctrl-C (SIGINT). Exit status 130"),
-], ids=["fit-sigterm", "fit-ctrl-c", "test-ctrl-c"])
+], ids=["fit-sigterm", "fit-sigterm-handler", "fit-sigterm-then-peer-gone", "fit-ctrl-c",
+                                  "test-ctrl-c"])
 def test_a_stopped_run_exits_with_the_signals_status_and_says_what_remains(tmp_path, capsys, one_torch_thread,
                                                                           command, callback, said):
     cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
@@ -463,6 +531,44 @@ def test_help_shows_the_docstrings_without_their_rest_markup(argv, capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert len(out) > 500 and "``" not in out and not re.search(r":(class|func|meth|attr|math):`", out), out[:2000]
+
+
+@pytest.mark.parametrize("callback", ["lit_robust.ITLM", "lit_robust.BatchFilter"])
+def test_help_shows_the_docstrings_math_in_unicode(callback, capsys):
+    """A newcomer read `\\alpha \\in (0, 1]` and `\\hat\\varepsilon` in `--trainer.callbacks.help lit_robust.ITLM`."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--trainer.callbacks.help", callback])
+    out = capsys.readouterr().out
+    assert not re.search(r"\\[A-Za-z]", out), re.findall(r".{30}\\[A-Za-z].{30}", out)
+    assert ("`α ∈ (0, 1]`" if callback.endswith("ITLM") else "`ε ∈ [0, 0.5)`") in out
+
+
+@pytest.mark.parametrize("model", ["lit_robust.SimCLR", "lit_robust.LinearProbe"])
+def test_a_class_help_lists_a_few_of_the_modules_an_nn_module_argument_takes(model, capsys):
+    """`--model.help lit_robust.SimCLR` ran to 728 lines: its `backbone` (a name or your own `nn.Module`) listed every
+    torch module jsonargparse knows of."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", model])
+    out = capsys.readouterr().out
+    start = out.index("--model.backbone BACKBONE", out.index("--model.backbone.help"))  # past the usage lines
+    backbone = " ".join(out[start:out.index("--model.in_channels", start)].split())
+    assert "torch.nn.Module, torch.nn.Identity" in backbone, backbone  # the first few still shown
+    assert re.search(r"and \d{3} more; any importable class path\)$", backbone), backbone
+    assert len(out.splitlines()) < 100, len(out.splitlines())
+
+
+def test_fit_help_lists_every_callback_and_datamodule_lit_robust_has(capsys):
+    """The cut above is for lists no one reads; `fit --help`'s callbacks and datamodules are where users find ours,
+    also in a project with many callbacks of its own (jsonargparse lists every subclass imported: in the full test
+    suite, over 60 callbacks)."""
+    many = [type(f"ProjectCallback{i}", (pl.Callback,), {}) for i in range(70)]  # noqa: F841 - imported, as a project's
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = " ".join(capsys.readouterr().out.split()).replace(" ", "")
+    for name in ("lit_robust.ITLM", "lit_robust.BatchFilter", "lit_robust.ActivationClustering",
+                 "lit_robust.TableDataModule", "lit_robust.SemiSupervisedBackdoorMNISTDataModule"):
+        assert name in out, name
+    assert "more;anyimportableclasspath" in out  # the callbacks' list was cut, and ours kept
 
 
 def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, monkeypatch, one_torch_thread):
@@ -626,6 +732,18 @@ def test_ckpt_path_written_by_another_configured_class_is_one_line(tmp_path, cap
     err = _fails(tmp_path, capsys, "simclr_finetune_prl.yaml", ["test", "--ckpt_path", str(ckpt)])
     assert (f"`--ckpt_path {ckpt}` was written by a fit of lit_robust.SimCLR, but the config's model is "
             "lit_robust.LinearProbe: is it a checkpoint of another model") in err, err
+    assert len(err.strip().splitlines()) == 2
+
+
+def test_a_probe_checkpoint_of_your_own_encoder_without_the_encoder_is_one_line_saying_how(tmp_path, capsys):
+    """A probe fitted on one's own encoder (`--model.backbone mymodule.MyEncoder`) records its feature size but not the
+    module; `lit-robust test --ckpt_path` of it without `--model.backbone` ended in torch's missing keys."""
+    ckpt = tmp_path / "probe.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"feature_dim": 24, "num_classes": 10}}, ckpt)
+    err = _fails(tmp_path, capsys, "simclr_finetune_prl.yaml", ["test", "--ckpt_path", str(ckpt)])
+    assert ("`feature_dim` is read only with your own `backbone` (an nn.Module), got feature_dim=24 with "
+            "backbone=None.") in err, err
+    assert "on the command line, `--model.backbone mymodule.MyEncoder`" in err, err
     assert len(err.strip().splitlines()) == 2
 
 

@@ -575,6 +575,29 @@ def test_a_final_model_that_rarely_predicts_a_class_is_warned_about_with_the_rep
                     "class (not against a single-target backdoor, whose poison sits in one class)."], said
 
 
+class NamedBlobs(BlobsData):
+    """Blobs whose datamodule names its classes, as a table's does (``TableDataModule.classes``)."""
+
+    classes = ["cat", "dog", "eel"]
+
+
+def test_the_class_warnings_name_a_datamodules_classes(tmp_path):
+    """A CSV user's warnings said "labelled 1" and "predicts class 1" of a table whose classes are benign/malignant;
+    the datamodule knows the names."""
+    import warnings
+
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 3], verbose=False, plot=False, report_dir=str(tmp_path / "rep"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 4, [itlm]).fit(ClassTwoScoresHighAndPredicts(), NamedBlobs())
+    n_two = int((BlobsData().ds.targets == 2).sum())
+    starved = [str(w.message) for w in caught if "one trim can starve or empty" in str(w.message)]
+    rare = [str(w.message) for w in caught if "the final model predicts class" in str(w.message)]
+    assert len(starved) == 1 and f"keeps 0 of {n_two} labelled 2 ('eel'), against" in starved[0], starved
+    assert len(rare) == 1 and rare[0].startswith("ITLM: the final model predicts class 2 ('eel') for "), rare
+
+
 class NeverPredictsTwo(ClassTwoScoresHigh):
     def predicted_labels(self, batch):
         out = self(batch[1]).argmax(1)

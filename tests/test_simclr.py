@@ -296,6 +296,12 @@ def test_your_own_encoder_pretrains_with_simclr_and_hands_over_to_a_probe(tmp_pa
     trainer.fit(simclr, DataLoader(_images(), batch_size=32))
     trainer.save_checkpoint(tmp_path / "pre.ckpt")
     reloaded = SimCLR.load_from_checkpoint(tmp_path / "pre.ckpt", backbone=OwnEncoder())
+    # without the module: a newcomer got torch's "Missing key(s) in state_dict" for a built-in CNN
+    with pytest.raises(ValueError, match=r"`feature_dim` is read only with your own `backbone` \(an nn.Module\), got "
+                                         r"feature_dim=24 with backbone='cnn'\. A checkpoint of a SimCLR trained with "
+                                         r"your own encoder .* `SimCLR.load_from_checkpoint\(path, "
+                                         r"backbone=MyEncoder\(\)\)`"):
+        SimCLR.load_from_checkpoint(tmp_path / "pre.ckpt")
     x = _images(4).dataset.tensors[0]
     assert torch.equal(reloaded.eval()(x), simclr.eval()(x))
 
@@ -309,8 +315,11 @@ def test_your_own_encoder_pretrains_with_simclr_and_hands_over_to_a_probe(tmp_pa
     assert all(torch.equal(frozen[k], v) for k, v in encoder.state_dict().items())  # frozen
     probe_trainer.save_checkpoint(tmp_path / "probe.ckpt")
     (tmp_path / "pre.ckpt").unlink()  # the probe's own checkpoint holds the encoder's weights
-    again = LinearProbe.load_from_checkpoint(tmp_path / "probe.ckpt", backbone=OwnEncoder(), feature_dim=24)
+    again = LinearProbe.load_from_checkpoint(tmp_path / "probe.ckpt", backbone=OwnEncoder())
     assert torch.equal(again.eval()(x), probe.eval()(x))
+    with pytest.raises(ValueError, match=r"got feature_dim=24 with backbone=None\. A checkpoint of a LinearProbe "
+                                         r"trained with your own encoder"):
+        LinearProbe.load_from_checkpoint(tmp_path / "probe.ckpt")
 
 
 def test_your_own_encoder_needs_its_feature_size_and_its_own_weights(tmp_path):
@@ -324,7 +333,12 @@ def test_your_own_encoder_needs_its_feature_size_and_its_own_weights(tmp_path):
         LinearProbe(backbone=3)
     with_attribute = OwnEncoder()
     with_attribute.feature_dim = 24
-    assert LinearProbe(backbone=with_attribute, num_classes=3).head.in_features == 24
+    sized_by_attribute = LinearProbe(backbone=with_attribute, num_classes=3)
+    assert sized_by_attribute.head.in_features == 24
+    assert sized_by_attribute.hparams.feature_dim == 24  # recorded: the checkpoint's sign of an own encoder
+    assert SimCLR(backbone=with_attribute).hparams.feature_dim == 24
+    with pytest.raises(ValueError, match=r"`feature_dim` is read only with your own `backbone`"):
+        SimCLR(backbone="cnn", feature_dim=24)
     torch.save({"state_dict": SimCLR(width=4).state_dict()}, tmp_path / "cnn.ckpt")  # another encoder's weights
     with pytest.raises(ValueError, match=r"does not fit your backbone OwnEncoder: missing keys: \['conv.bias', "
                                          r"'conv.weight'\]; unexpected keys: .*Pass the encoder class \(and arguments\) "

@@ -1,5 +1,6 @@
 """TableDataModule (a CSV/TSV/Parquet file or a DataFrame as splits) and MLPClassifier (which reads its shape from it)."""
 
+import math
 import statistics
 import sys
 
@@ -160,8 +161,12 @@ def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_on
     new.to_csv("new.csv", index=False)
     main(["predict", *common, "--data.predict_path", "new.csv", "--ckpt_path", "last"])
     rows = pd.read_csv(next(tmp_path.glob("lightning_logs/version_*/predictions.csv")))
-    assert list(rows.columns) == ["index", "source_index", "prediction"]
+    # RobustRealNVP's default drop_ratio names a rate: a threshold is set on the training rows, and each row decided
+    assert list(rows.columns) == ["index", "source_index", "prediction", "predicted_anomaly"]
     assert rows["source_index"].tolist() == [0, 1, 2, 3, 5, 6, 7, 8] and rows["prediction"].notna().all()
+    flagged, normal = rows[rows["predicted_anomaly"] == 1], rows[rows["predicted_anomaly"] == 0]
+    assert len(flagged) + len(normal) == 8 and (flagged["prediction"].min() if len(flagged) else math.inf) > (
+        normal["prediction"].max() if len(normal) else -math.inf)
 
 
 def test_a_table_without_a_test_split_says_how_to_have_one():
@@ -221,7 +226,7 @@ def test_missing_values_are_counted_per_column_or_dropped_with_a_warning():
 @pytest.mark.parametrize("kwargs, message", [
     ({"target": "knd"}, r"`target` names column\(s\) \['knd'\] that the table does not have; its columns are \['id', "
                         r".*Did you mean 'kind'\?"),
-    ({"target": "kind", "features": ["a", "kind"]}, r"`features` must not include the `target` or `corrupted`"),
+    ({"target": "kind", "features": ["a", "kind"]}, r"`features` must not include the `target`, `corrupted` or `id_columns`"),
     ({"target": "price", "features": ["a"]}, r"`target` 'price' holds non-integer numbers \(e.g. .*\): for a numeric target to predict "
                           r"pass task='regression'"),
     ({"target": "kind", "task": "regression", "features": ["a"]}, r"`target` column\(s\) \['kind'\] do not hold "
@@ -425,6 +430,82 @@ def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp
     assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=0, atol=1e-9)  # exact
     centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
     assert np.allclose(rows["predicted_price"], rows["predicted_target"] * scale + centre, rtol=1e-6)
+
+
+def test_a_regression_tables_test_errors_are_in_its_units_and_new_rows_raise_no_nan_target_warning(tmp_path,
+                                                                                                     one_torch_thread):
+    """A table newcomer read `test_mae 0.152` where predictions.csv gave 11.0 kWh (the scaled units), and predicting
+    new rows without a target column warned that 50 of 50 samples had NaN targets, to drop or impute them."""
+    import warnings
+
+    frame = table(80)
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], batch_size=16,
+                          test_size=20, predict_frame=table(9, seed=4)[["a", "b"]])
+    regressor = MLPRegressor(hidden=8)
+    with warnings.catch_warnings(record=True) as caught:  # the new rows are set up with the training rows
+        warnings.simplefilter("always")
+        quiet_trainer(max_epochs=1).fit(regressor, reg)
+        predicted = quiet_trainer().predict(regressor, reg)
+    assert sum(len(p) for p in predicted) == 9
+    assert not [str(w.message) for w in caught if "NaN or infinite" in str(w.message)]
+    _, x, y = reg.test_set[:]
+    with torch.no_grad():
+        err = (reg.unscale_targets(regressor.eval()(x)) - reg.unscale_targets(y)).flatten()
+    given = frame["price"].iloc[reg.test_source_index.numpy()].to_numpy()
+    assert np.allclose(reg.unscale_targets(y).flatten().numpy(), given, rtol=1e-6)  # the table's prices
+    assert float(reg.target_scale[0]) > 5  # the table's units differ from the scaled ones
+    out = quiet_trainer().test(regressor, reg, verbose=False)[0]
+    assert out["test_mae"] == pytest.approx(float(err.abs().mean()), rel=1e-4)
+    assert out["test_mse"] == pytest.approx(float((err ** 2).mean()), rel=1e-4)
+    assert out["test_rmse"] == pytest.approx(float((err ** 2).mean()) ** 0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("model", [MLPClassifier(in_features=2, num_classes=2), MLPClassifier(),
+                                   MLPRegressor(in_features=2, out_features=1), MLPRegressor()])
+def test_a_supervised_model_on_an_anomaly_table_says_to_train_an_anomaly_model(model):
+    """A table newcomer followed `Pass both, e.g. MLPClassifier(in_features=30, num_classes=2)` for an unlabelled
+    anomaly table, and it trained silently on the all-zero placeholder flags."""
+    wants = "class labels" if isinstance(model, MLPClassifier) else "regression targets"
+    task = "classification" if isinstance(model, MLPClassifier) else "regression"
+    with pytest.raises(ValueError, match=rf"`model`={type(model).__name__} learns {wants}, but `data`: TableDataModule "
+                                         r"is an anomaly detection set \(0/1 anomaly flags as targets, placeholders "
+                                         r"where the rows are unlabelled\): train an anomaly model on it "
+                                         rf".*`TableDataModule\(task='{task}', target=\.\.\.\)`"):
+        quiet_trainer(max_epochs=1).fit(model, TableDataModule(frame=table(40), task="anomaly", features=["a", "b"]))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_id_columns_are_no_inputs_and_name_each_row_of_the_report_and_predictions(tmp_path, fmt, one_torch_thread):
+    """A table newcomer joined every output back on `source_index` to see their `machine_id`: the report could not
+    carry it."""
+    from lit_robust import PredictionWriter
+
+    frame = table(80).assign(name=[f"m{i:03d}" for i in range(80)], day=pd.date_range("2026-01-01", periods=80))
+    dm = TableDataModule(frame=frame, target="kind", drop=["bad", "price", "const", "flag"], id_columns=["id", "name",
+                         "day"], batch_size=16, test_size=20, predict_frame=frame.iloc[:5][["a", "b", "name"]])
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, report=True, report_dir=str(tmp_path),
+                report_format=fmt)
+    model = MLPClassifier(hidden=8)
+    quiet_trainer(max_epochs=2, callbacks=[itlm]).fit(model, dm)
+    assert dm.feature_names == ["a", "b"]  # `id`, `name`, `day` are no inputs (and `id` no longer warned about)
+    rows = load_report(itlm.report_path)
+    assert list(rows.columns[:5]) == ["rank", "index", "source_index", "id", "name"]
+    assert (rows["id"] == frame["id"].iloc[rows["source_index"]].to_numpy()).all()
+    assert (rows["name"] == frame["name"].iloc[rows["source_index"]].to_numpy()).all()
+    assert rows["day"].tolist() == [str(d) for d in frame["day"].iloc[rows["source_index"]]]  # dates as text
+    for loader, source, want in ((dm.test_dataloader(), frame, ["id", "name", "day"]),
+                                 (dm.predict_dataloader(), frame.iloc[:5], ["name"])):  # the ids each table has
+        described = dm.describe_predictions({"index": [0, 2, 1], "prediction": [0, 1, 0]}, [loader])
+        assert list(described)[:2 + len(want)] == ["index", "source_index", *want]
+        assert described["name"] == source["name"].iloc[described["source_index"]].tolist()
+    writer = PredictionWriter(dirpath=str(tmp_path / "p"))
+    quiet_trainer(callbacks=[writer]).predict(model, dm)  # the new rows
+    assert pd.read_csv(writer.path)["name"].tolist() == [f"m{i:03d}" for i in range(5)]
+    with pytest.raises(ValueError, match=r"`id_columns`.*'nmae'"):
+        TableDataModule(frame=frame, target="kind", id_columns="nmae").setup()
+    with pytest.raises(ValueError, match=r"`features` must not include the `target`, `corrupted` or `id_columns` "
+                                         r"column\(s\), got \['a'\]"):
+        TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns=["a"]).setup()
 
 
 def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, one_torch_thread):

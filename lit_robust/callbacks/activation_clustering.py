@@ -17,7 +17,14 @@ from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.clustering import ActivationClusters, activation_clusters, outsized_class
 from lit_robust.mixin import require_mixin
-from lit_robust.report import ReportFormat, build_report, integer_labels, write_training_report
+from lit_robust.report import (
+    ReportFormat,
+    build_report,
+    class_label,
+    datamodule_classes,
+    integer_labels,
+    write_training_report,
+)
 from lit_robust.selection import distributed
 
 __all__ = ["ActivationClustering"]
@@ -200,8 +207,8 @@ class ActivationClustering(ITLM):
             # a backdoor newcomer's all-to-one patch (8 % of MNIST into class 0: 1,072 samples against a median of
             # about 560) flagged nothing, silently; class sizes are the sign "Did it work?" names
             c, size, median = big
-            rank_zero_warn(f"ActivationClustering flagged nothing, but class {c} holds {size} training samples, "
-                           f"{size / median:.1f}x the median class ({median:g}). An all-to-one backdoor moves its "
+            rank_zero_warn(f"ActivationClustering flagged nothing, but class {class_label(c, datamodule_classes(trainer))}"
+                           f" holds {size} training samples, {size / median:.1f}x the median class ({median:g}). An all-to-one backdoor moves its "
                            "poison into one class, and activation clustering did not find one at a small rate "
                            "(docs/capabilities/backdoor.md, \"Recommended settings\"). Unless your classes are this "
                            f"unbalanced by nature, look at the samples labelled {c}.")

@@ -67,6 +67,8 @@ from lit_robust.report import (
     NO_LABEL,
     ReportFormat,
     RoundScores,
+    class_label,
+    datamodule_classes,
     integer_labels,
     posterior_note,
     rarely_predicted_classes,
@@ -1225,7 +1227,7 @@ class ITLM(Callback):
                                f"selection is at most {clean / kept:.1%} clean. Use keep_ratio <= {clean / n:.3g} "
                                "(a little below the clean share), or keep_ratio='auto'.")
         if not self.per_class:
-            self._note_emptied_classes(round_, selection, n)
+            self._note_emptied_classes(round_, selection, n, datamodule_classes(trainer))
         if self.plot:
             # the histograms need every score: gathered only when a plot is wanted
             all_index = distributed.all_gather_cat(index)
@@ -1296,7 +1298,8 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(given.long()).cpu(),
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
-    def _note_emptied_classes(self, round_: int, selection: Tensor, n: int) -> None:
+    def _note_emptied_classes(self, round_: int, selection: Tensor, n: int, names: Sequence[Any] | None = None
+                              ) -> None:
         """Warn when one trim keeps a class far below the overall share (the dataset's labels, where it holds them:
         ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor): once per class when it first runs
         low, and once more if a later round keeps none of it (a newcomer's Coat class went 31 → 8 → 0 of 603 after
@@ -1319,7 +1322,7 @@ class ITLM(Callback):
             return
         for c in low:
             self._low_classes[c] = int(kept[c])
-        listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {c}" for c in new[:3])
+        listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {class_label(c, names)}" for c in new[:3])
         emptied = all(kept[c] == 0 for c in new)
         rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(new) > 3 else ''}, "
                        f"against {overall:.0%} overall: one trim can starve or empty a rare, hard or confusable class "
@@ -1478,7 +1481,9 @@ class ITLM(Callback):
         if given_d is not None and predicted_d is not None:
             rare = rarely_predicted_classes(given_d, predicted_d)
             if rare:
-                listed = ", ".join(f"{c} for {p} sample{'' if p == 1 else 's'} ({g} are labelled {c})" for c, p, g in rare[:3])
+                names = datamodule_classes(trainer)
+                listed = ", ".join(f"{class_label(c, names)} for {p} sample{'' if p == 1 else 's'} ({g} are labelled "
+                                   f"{c})" for c, p, g in rare[:3])
                 # with `per_class=True` each class kept its share, so the advice to turn it on was no advice (a CLI
                 # newcomer was given it in 4 runs with it on)
                 why = ("it did not learn that class although `per_class=True` kept its share of it (a last round "

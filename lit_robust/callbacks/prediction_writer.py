@@ -37,7 +37,10 @@ class PredictionWriter(BasePredictionWriter):
     * what the datamodule adds through its ``describe_predictions(table, loaders)`` method, when it has one and the
       predictions come from one loader: :class:`~lit_robust.TableDataModule` adds ``source_index`` (the row of your
       table), ``predicted_class`` / ``target_class`` (the class names) or, for a regression, ``predicted_<column>``
-      and ``given_<column>`` in the table's units.
+      and ``given_<column>`` in the table's units;
+    * what the model adds through its own ``describe_predictions(table)``: an anomaly detector with a threshold
+      (:meth:`~lit_robust.anomaly.AnomalyDetector.fit_threshold`, or the one it sets at predict from its
+      training rows) adds ``predicted_anomaly``, 1 above it.
 
     Integers are written as integers, floats at full precision (the shortest text that reads back as the same value).
 
@@ -134,6 +137,9 @@ class PredictionWriter(BasePredictionWriter):
             rank_zero_warn(f"PredictionWriter: no {self.filename} written: `predict` ran no batch.")
             return
         table = prediction_table(batches)
+        decide = getattr(pl_module, "describe_predictions", None)
+        if callable(decide):
+            table = decide(table)  # the model's own words: an anomaly detector's decision at its threshold
         describe = getattr(getattr(trainer, "datamodule", None), "describe_predictions", None)
         if callable(describe) and "dataloader_idx" not in table:
             # the datamodule's own words for the rows (a TableDataModule: the row of the user's table, class names,

@@ -161,6 +161,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         features: the input columns; ``None`` (default) = every column except ``target``, ``corrupted`` and
             ``drop``. They must hold numbers (or booleans): one-hot encode categories first (``pandas.get_dummies``).
         drop: columns to leave out when ``features`` is ``None`` (row ids, free text).
+        id_columns: columns that name a row (an id, a machine's name, a date): never inputs, and written beside each
+            row in the per-sample report and ``predictions.csv`` (after ``source_index``), from whichever table the row
+            came from when it has them.
         corrupted: optional 0/1 column saying which rows you know to be bad; used only for metrics and the report's
             ``corrupted`` column, never in training. Not with ``task="anomaly"`` (its flags are ``target``).
         test_size: rows held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count. They carry the
@@ -175,7 +178,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             outlying rows barely move), ``"standard"`` (mean and standard deviation) or ``"none"``.
         scale_target: the same for regression targets (default ``"robust"``: glitched targets inflate the standard
             deviation); predictions are in scaled units — multiply by :attr:`target_scale` and add
-            :attr:`target_centre` to read them in the table's.
+            :attr:`target_centre` to read them in the table's (:meth:`unscale_targets`; ``predictions.csv``, the
+            reports and :class:`~lit_robust.MLPRegressor`'s test errors are in the table's units already).
         missing: rows with a missing or infinite value in a used column: ``"error"`` (default, the message counts
             them per column) or ``"drop"`` (left out, with a warning; the others keep their row numbers).
         batch_size / eval_batch_size / num_workers / seed: as the other datamodules.
@@ -205,6 +209,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         task: Task = "classification",
         features: list[str] | None = None,
         drop: list[str] | None = None,
+        id_columns: str | list[str] | None = None,
         corrupted: str | None = None,
         test_size: float | int | None = None,
         val_size: float | int = 0,
@@ -268,6 +273,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self.predict_source_index: Tensor | None = None
         self.task, self.target_names, self.corrupted_column = task, targets, corrupted
         self.features, self.drop = (None if features is None else _as_names(features, "features")), _as_names(drop, "drop")
+        self.id_columns = _as_names(id_columns, "id_columns")
         self.test_size, self.val_size, self.scale, self.scale_target, self.missing = (
             test_size, val_size, scale, scale_target, missing)
         self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
@@ -282,6 +288,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self.feature_names: list[str] = []
         self.feature_centre = self.feature_scale = self.target_centre = self.target_scale = None
         self._given_targets: dict[str, Tensor] = {}
+        #: the ``id_columns`` of each table read ("table", "test", "predict"), whole columns by row position
+        self._ids: dict[str, dict[str, list]] = {}
 
     # ------------------------------------------------------------------ reading
     def _table(self, source: Any, argument: str) -> Any:
@@ -295,25 +303,29 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     def _used_columns(self, frame: Any) -> list[str]:
         given = [*self.target_names, *([self.corrupted_column] if self.corrupted_column else [])]
         _columns_named(frame, self.target_names, "target")
+        _columns_named(frame, self.id_columns, "id_columns")
         if self.corrupted_column:
             _columns_named(frame, [self.corrupted_column], "corrupted")
         if self.features is not None:
             features = _columns_named(frame, self.features, "features")
-            clash = [c for c in features if c in given]
+            clash = [c for c in features if c in given or c in self.id_columns]
             if clash:
-                raise ValueError(f"`features` must not include the `target` or `corrupted` column(s), got {clash}.")
+                raise ValueError(f"`features` must not include the `target`, `corrupted` or `id_columns` column(s), got "
+                                 f"{clash}.")
         else:
             _columns_named(frame, self.drop, "drop")
-            features = [str(c) for c in frame.columns if str(c) not in given and str(c) not in self.drop]
+            features = [str(c) for c in frame.columns
+                        if str(c) not in given and str(c) not in self.drop and str(c) not in self.id_columns]
         if not features:
             raise ValueError(f"No input column is left: the table's columns are {[str(c) for c in frame.columns]}, "
-                             f"and `target`, `corrupted` and `drop` took them all.")
+                             f"and `target`, `corrupted`, `drop` and `id_columns` took them all.")
         pd = _pandas()
         ids = [c for c in features if _looks_like_an_id(frame[c])]
         if ids:
             # a CSV newcomer's `record_id` (1..n) went in as an input without a word, where text columns were refused
             rank_zero_warn(f"TableDataModule: column(s) {ids} look like row ids (whole numbers, a different one in "
-                           "every row) and are used as inputs; leave them out with `drop` unless they mean something.")
+                           "every row) and are used as inputs; leave them out with `drop` (or `id_columns`, to see them "
+                           "beside each row of the report) unless they mean something.")
         text = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or
                                             pd.api.types.is_bool_dtype(frame[c]))]
         if text:
@@ -376,6 +388,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         frame = self._table(self.path if self.frame is None else self.frame, "frame" if self.path is None else "path")
         features = self._used_columns(frame)
         self.feature_names = features
+        self._ids = {"table": self._id_values(frame)}
         used = [*features, *self.target_names, *([self.corrupted_column] if self.corrupted_column else [])]
         rows = self._usable_rows(frame, used, "the table")
         has_test_table = self.test_path is not None or self.test_frame is not None
@@ -448,10 +461,13 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
 
     def _setup_predict_table(self, features: list[str], inputs: Any) -> None:
         """New rows to predict: the inputs only (a CSV newcomer could not predict unlabelled rows from the CLI); their
-        targets are placeholders (-1, NaN) that ``describe_predictions`` leaves out of ``predictions.csv``."""
+        targets are placeholders (-1, 0.0) that ``describe_predictions`` leaves out of ``predictions.csv`` (NaN ones
+        set off the warning about NaN targets, meant for training rows: a table newcomer's new rows were told to be
+        dropped or imputed)."""
         frame, rows, _ = self._other_table(self.predict_path, self.predict_frame, "predict", features)
+        self._ids["predict"] = self._id_values(frame)
         x = inputs(_numbers(frame[features].iloc[rows]))
-        y = (torch.full((len(rows), len(self.target_names)), float("nan")) if self.task == "regression"
+        y = (torch.zeros(len(rows), len(self.target_names)) if self.task == "regression"
              else torch.full((len(rows),), -1, dtype=torch.long))
         self.predict_set, self.predict_source_index = IndexedDataset(TensorDataset(x, y)), torch.from_numpy(rows)
 
@@ -472,6 +488,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     def _setup_test_table(self, features: list[str], inputs: Any) -> None:
         frame, rows, argument = self._other_table(self.test_path, self.test_frame, "test",
                                                   [*features, *self.target_names])
+        self._ids["test"] = self._id_values(frame)
         x = inputs(_numbers(frame[features].iloc[rows]))
         if self.task == "classification":
             y = self._class_index(frame[self.target_names[0]].iloc[rows], f"`{argument}`")
@@ -520,8 +537,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             return table
         if dataset is self.test_set:
             rows, labelled = self.test_source_index, True
+            source = "test" if self.test_path is not None or self.test_frame is not None else "table"
         elif dataset is self.predict_set:  # new rows: their targets are placeholders, left out
-            rows, labelled = self.predict_source_index, False
+            rows, labelled, source = self.predict_source_index, False, "predict"
         else:
             return table
         out: dict[str, list] = {}
@@ -531,6 +549,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             out[column] = values
             if column == "index":
                 out["source_index"] = rows[torch.as_tensor(values, dtype=torch.long)].tolist()
+                out.update(self._ids_of(source, out["source_index"], table))
         q = len(self.target_names)
         given = self._given_targets.get("test") if labelled else None
         out.update(self._in_table_terms(out, given, {"prediction": "predicted_class", "target": "target_class"},
@@ -545,7 +564,27 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         extra = self._in_table_terms(table, self._given_targets.get("train"),
                                      {"given_label": "given_class", "predicted_label": "predicted_class"},
                                      {"given_": ["given_target"], "predicted_": ["predicted_target"]})
-        return {**table, **extra}
+        ids = {}
+        if "index" in table and self.train_source_index is not None:
+            ids = self._ids_of("table", self.train_source_index[torch.as_tensor(table["index"], dtype=torch.long)]
+                               .tolist(), table)
+        out: dict[str, list] = {}
+        for column, values in table.items():  # the ids after `source_index` (else after `index`)
+            out[column] = values
+            if column == ("source_index" if "source_index" in table else "index"):
+                out.update(ids)
+        return {**out, **extra}
+
+    def _id_values(self, frame: Any) -> dict[str, list]:
+        """``id_columns`` of a table that has them, as plain values (dates and other objects as text)."""
+        def plain(v: Any) -> Any:
+            return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+        return {c: [plain(v) for v in frame[c].tolist()] for c in self.id_columns if c in frame.columns}
+
+    def _ids_of(self, source: str, rows: list[int], table: dict[str, list]) -> dict[str, list]:
+        """The ``id_columns`` values of ``rows`` of table ``source``; a name the table already uses gains " (id)"."""
+        return {(c if c not in table else f"{c} (id)"): [values[r] for r in rows]
+                for c, values in self._ids.get(source, {}).items()}
 
     def _in_table_terms(self, table: dict[str, list], given: Tensor | None, labels: dict[str, str],
                         targets: dict[str, list[str]]) -> dict[str, list]:

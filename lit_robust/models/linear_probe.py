@@ -19,6 +19,7 @@ from lit_robust.models.backbone_checkpoint import load_backbone
 from lit_robust.models.simclr import (
     BackboneName,
     backbone_in_channels,
+    check_dim_needs_own_backbone,
     check_own_backbone_dim,
     own_backbone_dim,
     simclr_backbone,
@@ -98,10 +99,14 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         if backbone_checkpoint is not None and not isinstance(backbone_checkpoint, (str, os.PathLike)):
             raise TypeError(f"`backbone_checkpoint` must be a file path or None, got {type(backbone_checkpoint).__name__}"
                             f" {backbone_checkpoint!r}.")
+        check_dim_needs_own_backbone("LinearProbe", backbone, feature_dim)
         own = backbone is not None and not isinstance(backbone, str)
         feat = own_backbone_dim(backbone, feature_dim) if own else None
-        # your own encoder stays out of the hyper-parameters (a module there is pickled into every checkpoint)
+        # your own encoder stays out of the hyper-parameters (a module there is pickled into every checkpoint); its
+        # feature size goes in, the checkpoint's sign that one is needed to load it
         self.save_hyperparameters(ignore=["backbone"] if own else None)
+        if own:
+            self.hparams["feature_dim"] = feat
         arch = (backbone, in_channels, width, first_conv, maxpool1)
         #: the backbone file named but absent, the architecture known: its weights must come from a checkpoint of this
         #: probe (:meth:`on_load_checkpoint`) before :meth:`features` runs; None otherwise

@@ -131,6 +131,18 @@ def own_backbone_dim(backbone: nn.Module, feature_dim: int | None) -> int:
     return _check_positive_int("feature_dim", dim)
 
 
+def check_dim_needs_own_backbone(owner: str, backbone: object, feature_dim: int | None) -> None:
+    """``feature_dim`` is read only with your own encoder. A checkpoint of a model with one records its
+    ``feature_dim`` but not the module (left out of the hyper-parameters), so loading it without the module lands
+    here -- where torch's list of missing keys used to."""
+    if feature_dim is not None and not isinstance(backbone, nn.Module):
+        raise ValueError(f"`feature_dim` is read only with your own `backbone` (an nn.Module), got "
+                         f"feature_dim={feature_dim!r} with backbone={backbone!r}. A checkpoint of a {owner} trained "
+                         "with your own encoder records its feature_dim but not the module: pass the module again, "
+                         f"e.g. `{owner}.load_from_checkpoint(path, backbone=MyEncoder())` or, on the command line, "
+                         "`--model.backbone mymodule.MyEncoder` (its weights come from the checkpoint).")
+
+
 def check_own_backbone_dim(backbone: nn.Module, feature_dim: int, spec: DataSpec) -> None:
     """For your own encoder (no ``arch``), raise unless it maps ``spec``'s inputs to ``[N, feature_dim]`` (one
     forward of two zero inputs, in eval mode): an auditor's wrong `feature_dim` ended in a size mismatch traceback."""
@@ -287,6 +299,7 @@ class SimCLR(pl.LightningModule):
         # validate the augmentation settings once, here, rather than at the first step
         random_views(torch.zeros(1, 1, 4, 4), crop_scale, max_rotation=max_rotation, jitter=jitter)
         NTXentLoss, SimCLRProjectionHead = _lightly()
+        check_dim_needs_own_backbone("SimCLR", backbone, feature_dim)
         if isinstance(backbone, str):
             self.save_hyperparameters()
             self.backbone = simclr_backbone(backbone, in_channels, width, first_conv, maxpool1)
@@ -294,6 +307,7 @@ class SimCLR(pl.LightningModule):
         else:  # your own encoder: a module in the hyper-parameters would be pickled into every checkpoint twice
             feat = own_backbone_dim(backbone, feature_dim)
             self.save_hyperparameters(ignore=["backbone"])
+            self.hparams["feature_dim"] = feat  # the checkpoint's sign of an own encoder (also one sized by attribute)
             self.backbone = backbone
         self.projection_head = SimCLRProjectionHead(feat, hidden_dim or feat, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature)

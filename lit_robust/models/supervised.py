@@ -23,11 +23,24 @@ __all__ = ["ImageClassifier", "MLPClassifier", "LinearRegressor", "MLPRegressor"
            "check_classifier_data"]
 
 
+def anomaly_data_error(spec: DataSpec, model: str, wants: str) -> ValueError:
+    """A supervised model given an anomaly detection set: its 0/1 flags (placeholders where the rows are unlabelled)
+    are no ``wants`` to learn (a table newcomer's `MLPClassifier(in_features=30, num_classes=2)` trained silently on
+    an unlabelled table's all-zero flags)."""
+    return ValueError(f"`model`={model} learns {wants}, but `data`: {spec.source} is an anomaly detection set "
+                      f"({spec.targets()}, placeholders where the rows are unlabelled): train an anomaly model on it "
+                      "(`RobustRealNVP`, `RealNVP` or `RCA`; docs/capabilities/anomaly.md), or, with a column of known "
+                      f"{wants}, a datamodule that yields them (e.g. `TableDataModule(task="
+                      f"'{'classification' if 'class' in wants else 'regression'}', target=...)`).")
+
+
 def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_channels: int | None = None,
                           image_size: int | None = None) -> None:
     """Raise unless a classifier of ``num_classes`` outputs on ``in_channels``-channel images (of
     ``image_size``² pixels, when the model needs one size) fits what ``spec``'s datamodule yields; warn when the
     model has more outputs than the data has classes."""
+    if spec.target == "anomaly":
+        raise anomaly_data_error(spec, model, "class labels")
     if spec.target in ("regression", "none"):
         other = "a regressor (e.g. MLPRegressor) or " if spec.target == "regression" else ""
         raise ValueError(f"`model`={model} is a classifier, but `data`: {spec.source} yields {spec.targets()}; use "
@@ -62,6 +75,8 @@ def check_regressor_data(spec: DataSpec, model: str, in_features: int, out_featu
                    "on a DataFrame column): integer targets are read as class labels." if spec.classes_at_least else "")
         raise ValueError(f"`model`={model} is a regressor, but `data`: {spec.source} yields {spec.targets()}; use a "
                          f"classifier (e.g. ImageClassifier) or a regression datamodule.{numeric}")
+    if spec.target == "anomaly":
+        raise anomaly_data_error(spec, model, "regression targets")
     if spec.target != "regression":
         return
     if spec.in_features != in_features or (flat_input and len(spec.input_shape) != 1):
@@ -226,6 +241,9 @@ class _ShapeFromData:
         names, cls = self._shape_names, type(self).__name__
         spec = datamodule_spec(getattr(self, "_trainer", None))
         given = {name: self.hparams[name] for name in names}
+        if spec is not None and spec.target == "anomaly":
+            raise anomaly_data_error(spec, cls, "class labels" if self._shape_target == "class" else
+                                     "regression targets")
         values = None if spec is None or spec.target != self._shape_target else self._shape_read(spec)
         if values is None or None in values:
             raise ValueError(f"{cls}: `{names[0]}` and `{names[1]}` are read from the datamodule when left at None "
@@ -409,7 +427,9 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         loss: ``"mse"`` (mean over the ``q`` targets) or ``"huber"`` (Huber with ``huber_delta``).
 
     ``val_r2`` / ``test_r2``: torchmetrics ``R2Score`` averaged uniformly over the targets; ``test_mse`` /
-    ``test_mae``: the mean squared and absolute error over every target value of the test split.
+    ``test_rmse`` / ``test_mae``: the mean squared error, its root and the mean absolute error over every target
+    value of the test split, in the data's units where the datamodule scaled the targets and says how to undo it
+    (an ``unscale_targets`` method, as :class:`~lit_robust.data.TableDataModule` has), else in the targets' own.
     """
 
     def __init__(
@@ -450,6 +470,7 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         self.test_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
         # a regression newcomer computed MSE and MAE from predictions.csv: R² alone hides the error's scale
         self.test_mse, self.test_mae = MeanSquaredError(), MeanAbsoluteError()
+        self.test_rmse = MeanSquaredError(squared=False)
         # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
         self.hparams.update(in_features=in_features, out_features=out_features)
 
@@ -494,10 +515,18 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         pred, target = self._r2_update(self.test_r2, batch)
+        unscale = getattr(getattr(self._trainer, "datamodule", None), "unscale_targets", None)
+        if callable(unscale):
+            # errors in the data's units (a table newcomer read test_mae 0.152 where predictions.csv gave 11.0 kWh);
+            # R² is the same in either
+            pred, target = (unscale(t.detach()).to(device=t.device, dtype=t.dtype).reshape(t.shape)
+                            for t in (pred, target))
         self.test_mse(pred, target)
         self.test_mae(pred, target)
+        self.test_rmse(pred, target)
         self.log("test_r2", self.test_r2)
         self.log("test_mse", self.test_mse)
+        self.log("test_rmse", self.test_rmse)
         self.log("test_mae", self.test_mae)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
