@@ -207,8 +207,9 @@ class ActivationClustering(ITLM):
             # a backdoor newcomer's all-to-one patch (8 % of MNIST into class 0: 1,072 samples against a median of
             # about 560) flagged nothing, silently; class sizes are the sign "Did it work?" names
             c, size, median = big
-            rank_zero_warn(f"ActivationClustering flagged nothing, but class {class_label(c, datamodule_classes(trainer))}"
-                           f" holds {size} training samples, {size / median:.1f}x the median class ({median:g}). An all-to-one backdoor moves its "
+            name = class_label(c, datamodule_classes(trainer))
+            rank_zero_warn(f"ActivationClustering flagged nothing, but class {name} holds {size} training samples, "
+                           f"{size / median:.1f}x the median class ({median:g}). An all-to-one backdoor moves its "
                            "poison into one class, and activation clustering did not find one at a small rate "
                            "(docs/capabilities/backdoor.md, \"Recommended settings\"). Unless your classes are this "
                            f"unbalanced by nature, look at the samples labelled {c}.")
