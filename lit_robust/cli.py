@@ -156,6 +156,8 @@ def plain_math(latex: str) -> str:
 
     >>> plain_math(r"\\hat\\varepsilon \\in [0, 0.5)"), plain_math(r"\\|\\nabla_\\theta \\ell_i\\|_2 \\le \\text{std}(x)")
     ('ε̂ ∈ [0, 0.5)', '‖∇_θ ℓ_i‖_2 ≤ std(x)')
+    >>> plain_math("R^2"), plain_math("x^{3}"), plain_math("2^20")
+    ('R²', 'x³', '2^20')
     """
     text = re.sub(r"\\(?:text|operatorname|mathrm|mathcal|mathbb)\s*\{([^{}]*)\}", r"\1", latex)
     text = re.sub(r"\\(?:mathcal|mathbb)\s*([A-Za-z])", r"\1", text)
@@ -163,6 +165,7 @@ def plain_math(latex: str) -> str:
     text = re.sub(r"\\frac\s*([^\s{}\\])([^\s{}\\])", r"\1/\2", text)  # \frac1q
     text = text.replace("\\|", "‖").replace("\\,", " ").replace("\\{", "{").replace("\\}", "}")
     text = re.sub(r"\\([A-Za-z]+)", lambda m: _LATEX_SYMBOLS.get(m[1], m[0]), text)
+    text = re.sub(r"\^\{?([23])\}?(?!\d)", lambda m: "²³"[int(m[1]) - 2], text)  # R^2 -> R² (a release check)
     # \hat x -> x̂ (a combining circumflex after the letter it covers)
     return re.sub(r"\\hat\s*\{?([^\s{}])\}?", "\\1\u0302", text).replace("\\hat", "")
 

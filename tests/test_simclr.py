@@ -302,6 +302,14 @@ def test_your_own_encoder_pretrains_with_simclr_and_hands_over_to_a_probe(tmp_pa
                                          r"your own encoder .* `SimCLR.load_from_checkpoint\(path, "
                                          r"backbone=MyEncoder\(\)\)`"):
         SimCLR.load_from_checkpoint(tmp_path / "pre.ckpt")
+    # another encoder, or this one at another width: the keys that do not fit, not torch's list (a release check)
+    with pytest.raises(ValueError, match=r"The checkpoint's backbone does not fit your backbone OwnEncoder: .*shape"
+                                         r".*Pass the encoder class \(and arguments\) it was pretrained with"):
+        SimCLR.load_from_checkpoint(tmp_path / "pre.ckpt", backbone=OwnEncoder(width=4))
+    # a probe on that file without the encoder: told to pass it, not the built-in CNN's arguments
+    with pytest.raises(ValueError, match=r"was pretrained with your own encoder \(the file records its "
+                                         r"feature_dim=24, not the module\): pass it as `backbone`"):
+        LinearProbe(backbone_checkpoint=str(tmp_path / "pre.ckpt"), num_classes=3)
     x = _images(4).dataset.tensors[0]
     assert torch.equal(reloaded.eval()(x), simclr.eval()(x))
 

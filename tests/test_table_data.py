@@ -430,6 +430,15 @@ def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp
     assert np.allclose(rows["given_price"], frame["price"].iloc[rows["source_index"]], rtol=0, atol=1e-9)  # exact
     centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
     assert np.allclose(rows["predicted_price"], rows["predicted_target"] * scale + centre, rtol=1e-6)
+    # two targets: the report has no scaled target columns, but the table's values are known (a release check)
+    two = TableDataModule(frame=frame, target=["price", "b"], task="regression", features=["a"], batch_size=20,
+                          test_size=0)
+    spl = BatchFilter("spl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "two"), report_format=fmt)
+    quiet_trainer(max_epochs=1, callbacks=[spl]).fit(MLPRegressor(hidden=8), two)
+    rows = load_report(spl.report_path)
+    for column in ("price", "b"):
+        assert np.allclose(rows[f"given_{column}"], frame[column].iloc[rows["source_index"]], rtol=0, atol=1e-9)
+    assert "predicted_price" not in rows
 
 
 def test_a_regression_tables_test_errors_are_in_its_units_and_new_rows_raise_no_nan_target_warning(tmp_path,

@@ -559,8 +559,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
 
     def describe_report(self, table: dict[str, list]) -> dict[str, list]:
         """A per-sample report's table (ITLM, the filters, …) with the class names beside the labels
-        (``given_class``, ``predicted_class``) or, for a one-target regression, the targets in the table's units
-        (``given_<column>``, ``predicted_<column>``), appended."""
+        (``given_class``, ``predicted_class``) or, for a regression, the targets in the table's units
+        (``given_<column>`` for every target column; ``predicted_<column>`` for a one-target regression, whose report
+        has the model's outputs), appended."""
         extra = self._in_table_terms(table, self._given_targets.get("train"),
                                      {"given_label": "given_class", "predicted_label": "predicted_class"},
                                      {"given_": ["given_target"], "predicted_": ["predicted_target"]})
@@ -599,14 +600,16 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                                  else str(self.classes[int(v)]) for v in table[column]]
         elif self.task == "regression":
             for prefix, columns in targets.items():
-                if len(columns) != len(self.target_names) or not all(c in table for c in columns):
-                    continue
-                rows = len(table[columns[0]])
                 if prefix == "given_" and given is not None and "index" in table:
+                    # the table's own values, by the row's index: also for several targets, whose report has no
+                    # scaled target columns to unscale (a release check found a two-target report without them)
                     exact = given[torch.as_tensor(table["index"], dtype=torch.long)]
                     for j, name in enumerate(self.target_names):
                         out[f"{prefix}{name}"] = exact[:, j].tolist()
                     continue
+                if len(columns) != len(self.target_names) or not all(c in table for c in columns):
+                    continue
+                rows = len(table[columns[0]])
                 scaled = torch.tensor([[math.nan if table[c][r] is None else float(table[c][r]) for c in columns]
                                        for r in range(rows)], dtype=torch.float64).reshape(rows, len(columns))
                 units = self.unscale_targets(scaled)

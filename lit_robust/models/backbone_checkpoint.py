@@ -104,6 +104,9 @@ class BackboneCheckpoint(dict):
 
     layout: str
     arch: dict[str, Any]
+    #: the recorded ``feature_dim`` of a lit_robust checkpoint pretrained with your own encoder (its module is not in
+    #: the hyper-parameters), else ``None``
+    own_feature_dim: int | None = None
 
 
 def _tensor_dict(obj: Any) -> bool:
@@ -129,6 +132,8 @@ def backbone_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint
         out.layout = "lit_robust"
         out.update({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
         out.arch = {k: hp[k] for k in _ARCH_ARGS if k in hp and hp[k] is not None}
+        if "backbone" not in hp and hp.get("feature_dim") is not None:
+            out.own_feature_dim = int(hp["feature_dim"])
     elif any(k.startswith("encoder.") for k in sd):
         out.layout = "bolts"
         out.update({k[len("encoder."):]: v for k, v in sd.items()
@@ -151,7 +156,7 @@ def _describe(arch: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={arch[k]!r}" for k in keys)
 
 
-def _mismatch_report(model: nn.Module, sd: Mapping[str, Tensor], limit: int = 8) -> str | None:
+def mismatch_report(model: nn.Module, sd: Mapping[str, Tensor], limit: int = 8) -> str | None:
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -200,6 +205,12 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
         return _load_strictly(backbone, found, f"`{argument}` {os.fspath(checkpoint)!r}",
                               f"your backbone {type(backbone).__name__}",
                               "Pass the encoder class (and arguments) it was pretrained with.")
+    if found.own_feature_dim is not None and backbone is None:
+        # an auditor's probe on an own-encoder SimCLR file was told to pass the CNN's `width` and `in_channels`
+        raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} was pretrained with your own encoder (the file records "
+                         f"its feature_dim={found.own_feature_dim}, not the module): pass it as `backbone`, e.g. "
+                         "`backbone=MyEncoder()` or `--model.backbone mymodule.MyEncoder`, with "
+                         f"feature_dim={found.own_feature_dim}.")
     given = {"backbone": backbone, "in_channels": in_channels, "width": width, "first_conv": first_conv,
              "maxpool1": maxpool1}
     conflicts = [f"`{k}`={v!r} but the checkpoint says {found.arch[k]!r}" for k, v in given.items()
@@ -220,7 +231,7 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
 
 def _load_strictly(model: nn.Module, found: BackboneCheckpoint, source: str, what: str, fix: str) -> nn.Module:
     """``model`` with ``found``'s weights (strict), or a ``ValueError`` listing what does not fit and ``fix``."""
-    report = _mismatch_report(model, found)
+    report = mismatch_report(model, found)
     if report is not None:
         raise ValueError(f"{source} ({found.layout} layout) does not fit {what}: {report}. {fix}")
     model.load_state_dict(dict(found), strict=True)

@@ -312,6 +312,18 @@ class SimCLR(pl.LightningModule):
         self.projection_head = SimCLRProjectionHead(feat, hidden_dim or feat, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # your own encoder, another one's weights: the keys that do not fit, before torch's list of them (an auditor
+        # loaded a checkpoint with a different encoder class and got "Error(s) in loading state_dict")
+        if getattr(self.backbone, "arch", None) is None:
+            from lit_robust.models.backbone_checkpoint import backbone_state_dict, mismatch_report
+
+            report = mismatch_report(self.backbone, backbone_state_dict(checkpoint))
+            if report is not None:
+                raise ValueError(f"The checkpoint's backbone does not fit your backbone "
+                                 f"{type(self.backbone).__name__}: {report}. Pass the encoder class (and arguments) "
+                                 "it was pretrained with.")
+
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields images with the backbone's ``in_channels`` (labels are not read)."""
         check_own_backbone_dim(self.backbone, self.projection_head.layers[0].in_features, spec)
