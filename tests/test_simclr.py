@@ -303,7 +303,8 @@ def test_your_own_encoder_pretrains_with_simclr_and_hands_over_to_a_probe(tmp_pa
                                          r"backbone=MyEncoder\(\)\)`"):
         SimCLR.load_from_checkpoint(tmp_path / "pre.ckpt")
     # another encoder, or this one at another width: the keys that do not fit, not torch's list (a release check)
-    with pytest.raises(ValueError, match=r"The checkpoint's backbone does not fit your backbone OwnEncoder: .*shape"
+    with pytest.raises(ValueError, match=r"The checkpoint's backbone \(lit_robust layout\) does not fit your backbone "
+                                         r"OwnEncoder: .*shape"
                                          r".*Pass the encoder class \(and arguments\) it was pretrained with"):
         SimCLR.load_from_checkpoint(tmp_path / "pre.ckpt", backbone=OwnEncoder(width=4))
     # a probe on that file without the encoder: told to pass it, not the built-in CNN's arguments

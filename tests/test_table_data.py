@@ -517,6 +517,19 @@ def test_id_columns_are_no_inputs_and_name_each_row_of_the_report_and_prediction
         TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns=["a"]).setup()
 
 
+def test_a_separate_test_tables_given_targets_are_its_own_values():
+    """`given_<column>` of a `test_frame`'s predictions comes from that table, by its own row positions."""
+    frame, test = table(60), table(12, seed=7)
+    test.loc[3, "a"] = np.nan  # an unusable row: the others keep their positions
+    reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], test_size=0,
+                          test_frame=test, missing="drop")
+    reg.setup()
+    described = reg.describe_predictions({"index": [0, 4, 2], "prediction": [0.0, 0.0, 0.0], "target": [0.0] * 3},
+                                         [reg.test_dataloader()])
+    assert described["source_index"] == [0, 5, 2]
+    assert described["given_price"] == test["price"].iloc[[0, 5, 2]].tolist()
+
+
 def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, one_torch_thread):
     """A CSV newcomer could predict new rows only by adding a fake label column to them."""
     from lit_robust import PredictionWriter

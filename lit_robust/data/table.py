@@ -287,9 +287,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self.classes: list[Any] | None = None
         self.feature_names: list[str] = []
         self.feature_centre = self.feature_scale = self.target_centre = self.target_scale = None
-        self._given_targets: dict[str, Tensor] = {}
-        #: the ``id_columns`` of each table read ("table", "test", "predict"), whole columns by row position
+        #: what the outputs name rows by, for each table read ("table", "test", "predict"), whole columns by row
+        #: position (a split's ``*_source_index``): its ``id_columns`` and, for a regression, its own target values
+        #: (unscaling the float32 targets read 302 as 301.99999693851 to an auditor)
         self._ids: dict[str, dict[str, list]] = {}
+        self._given_targets: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ reading
     def _table(self, source: Any, argument: str) -> Any:
@@ -432,9 +434,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                                  "(for labels pass task='classification').")
             raw = _numbers(frame[self.target_names])
             self.target_centre, self.target_scale = robust_scale(raw[train_pos], self.scale_target)
-            # the table's own values, for the reports' and predictions' `given_<column>` (unscaling the float32
-            # targets read 302 as 301.99999693851 to an auditor)
-            self._given_targets = {"train": raw[train_pos], "test": raw[test_pos]}
+            self._given_targets = {"table": raw}
             y_all = ((raw - self.target_centre) / self.target_scale).float()
         else:
             y_all = (self._flags(frame[self.target_names[0]], "target").long() if labelled
@@ -493,9 +493,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if self.task == "classification":
             y = self._class_index(frame[self.target_names[0]].iloc[rows], f"`{argument}`")
         elif self.task == "regression":
-            raw = _numbers(frame[self.target_names].iloc[rows])
-            y = ((raw - self.target_centre) / self.target_scale).float()
-            self._given_targets["test"] = raw
+            self._given_targets["test"] = _numbers(frame[self.target_names])
+            y = ((self._given_targets["test"][torch.from_numpy(rows)] - self.target_centre) / self.target_scale).float()
         elif self.target_names:
             y = self._flags(frame[self.target_names[0]].iloc[rows], "target").long()
         else:
@@ -551,7 +550,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 out["source_index"] = rows[torch.as_tensor(values, dtype=torch.long)].tolist()
                 out.update(self._ids_of(source, out["source_index"], table))
         q = len(self.target_names)
-        given = self._given_targets.get("test") if labelled else None
+        given = self._given_of(source, out["source_index"]) if labelled and "source_index" in out else None
         out.update(self._in_table_terms(out, given, {"prediction": "predicted_class", "target": "target_class"},
                                         {"predicted_": ["prediction"] if q == 1 else [f"prediction_{j}" for j in range(q)],
                                          "given_": ["target"] if q == 1 else [f"target_{j}" for j in range(q)]}))
@@ -562,13 +561,12 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         (``given_class``, ``predicted_class``) or, for a regression, the targets in the table's units
         (``given_<column>`` for every target column; ``predicted_<column>`` for a one-target regression, whose report
         has the model's outputs), appended."""
-        extra = self._in_table_terms(table, self._given_targets.get("train"),
+        rows = (self.train_source_index[torch.as_tensor(table["index"], dtype=torch.long)].tolist()
+                if "index" in table and self.train_source_index is not None else None)
+        extra = self._in_table_terms(table, None if rows is None else self._given_of("table", rows),
                                      {"given_label": "given_class", "predicted_label": "predicted_class"},
                                      {"given_": ["given_target"], "predicted_": ["predicted_target"]})
-        ids = {}
-        if "index" in table and self.train_source_index is not None:
-            ids = self._ids_of("table", self.train_source_index[torch.as_tensor(table["index"], dtype=torch.long)]
-                               .tolist(), table)
+        ids = {} if rows is None else self._ids_of("table", rows, table)
         out: dict[str, list] = {}
         for column, values in table.items():  # the ids after `source_index` (else after `index`)
             out[column] = values
@@ -582,6 +580,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
         return {c: [plain(v) for v in frame[c].tolist()] for c in self.id_columns if c in frame.columns}
 
+    def _given_of(self, source: str, rows: list[int]) -> Tensor | None:
+        """A regression's own target values ``[len(rows), q]`` of ``rows`` of table ``source`` (else ``None``)."""
+        given = self._given_targets.get(source)
+        return None if given is None else given[torch.as_tensor(rows, dtype=torch.long)]
+
     def _ids_of(self, source: str, rows: list[int], table: dict[str, list]) -> dict[str, list]:
         """The ``id_columns`` values of ``rows`` of table ``source``; a name the table already uses gains " (id)"."""
         return {(c if c not in table else f"{c} (id)"): [values[r] for r in rows]
@@ -591,7 +594,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                         targets: dict[str, list[str]]) -> dict[str, list]:
         """Columns of class names (``labels``: index column → name column) or of a regression's targets in the
         table's units (``targets``: prefix → the scaled columns, one per target column), for those present; the
-        ``"given_"`` ones are the table's own values (``given``: the split's targets, by ``table["index"]``)."""
+        ``"given_"`` ones are the table's own values (``given``: ``[rows, q]``, one per row of ``table``)."""
         out: dict[str, list] = {}
         if self.classes is not None:
             for column, name in labels.items():
@@ -600,12 +603,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                                  else str(self.classes[int(v)]) for v in table[column]]
         elif self.task == "regression":
             for prefix, columns in targets.items():
-                if prefix == "given_" and given is not None and "index" in table:
-                    # the table's own values, by the row's index: also for several targets, whose report has no
-                    # scaled target columns to unscale (a release check found a two-target report without them)
-                    exact = given[torch.as_tensor(table["index"], dtype=torch.long)]
+                if prefix == "given_" and given is not None:
+                    # the table's own values: also for several targets, whose report has no scaled target columns to
+                    # unscale (a release check found a two-target report without them)
                     for j, name in enumerate(self.target_names):
-                        out[f"{prefix}{name}"] = exact[:, j].tolist()
+                        out[f"{prefix}{name}"] = given[:, j].tolist()
                     continue
                 if len(columns) != len(self.target_names) or not all(c in table for c in columns):
                     continue

@@ -203,8 +203,7 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
     found = backbone_state_dict(read_weights_only(checkpoint, argument), f"{argument} {os.fspath(checkpoint)!r}")
     if isinstance(backbone, nn.Module):  # your own encoder: its weights only, strictly
         return _load_strictly(backbone, found, f"`{argument}` {os.fspath(checkpoint)!r}",
-                              f"your backbone {type(backbone).__name__}",
-                              "Pass the encoder class (and arguments) it was pretrained with.")
+                              f"your backbone {type(backbone).__name__}", OWN_ENCODER_FIX)
     if found.own_feature_dim is not None and backbone is None:
         # an auditor's probe on an own-encoder SimCLR file was told to pass the CNN's `width` and `in_channels`
         raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} was pretrained with your own encoder (the file records "
@@ -229,10 +228,19 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
                           "`first_conv`).")
 
 
-def _load_strictly(model: nn.Module, found: BackboneCheckpoint, source: str, what: str, fix: str) -> nn.Module:
-    """``model`` with ``found``'s weights (strict), or a ``ValueError`` listing what does not fit and ``fix``."""
+OWN_ENCODER_FIX = "Pass the encoder class (and arguments) it was pretrained with."
+
+
+def check_weights_fit(model: nn.Module, found: BackboneCheckpoint, source: str, what: str, fix: str) -> None:
+    """Raise a ``ValueError`` listing what of ``found`` does not fit ``model`` (missing / unexpected keys, shapes)
+    and ``fix``; nothing when it fits."""
     report = mismatch_report(model, found)
     if report is not None:
         raise ValueError(f"{source} ({found.layout} layout) does not fit {what}: {report}. {fix}")
+
+
+def _load_strictly(model: nn.Module, found: BackboneCheckpoint, source: str, what: str, fix: str) -> nn.Module:
+    """``model`` with ``found``'s weights (strict), or :func:`check_weights_fit`'s error."""
+    check_weights_fit(model, found, source, what, fix)
     model.load_state_dict(dict(found), strict=True)
     return model

@@ -316,13 +316,10 @@ class SimCLR(pl.LightningModule):
         # your own encoder, another one's weights: the keys that do not fit, before torch's list of them (an auditor
         # loaded a checkpoint with a different encoder class and got "Error(s) in loading state_dict")
         if getattr(self.backbone, "arch", None) is None:
-            from lit_robust.models.backbone_checkpoint import backbone_state_dict, mismatch_report
+            from lit_robust.models.backbone_checkpoint import OWN_ENCODER_FIX, backbone_state_dict, check_weights_fit
 
-            report = mismatch_report(self.backbone, backbone_state_dict(checkpoint))
-            if report is not None:
-                raise ValueError(f"The checkpoint's backbone does not fit your backbone "
-                                 f"{type(self.backbone).__name__}: {report}. Pass the encoder class (and arguments) "
-                                 "it was pretrained with.")
+            check_weights_fit(self.backbone, backbone_state_dict(checkpoint), "The checkpoint's backbone",
+                              f"your backbone {type(self.backbone).__name__}", OWN_ENCODER_FIX)
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule yields images with the backbone's ``in_channels`` (labels are not read)."""
