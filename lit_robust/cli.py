@@ -1246,11 +1246,26 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     path, obj = _entry_key(cli, exc)
     if path is None:
         trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)
-        return f"trainer.{trainer_arg}: {message}" if trainer_arg else message
+        return f"trainer.{trainer_arg}: {message}{_registry_hint(message)}" if trainer_arg else message
     cls = type(obj)
     arg = next((n for n in names if n in _parameters(cls)), None)
     label = f"{path}.init_args.{arg}" if arg else path
     return f"{label} ({cls.__module__.split('.')[0]}.{cls.__qualname__}): {message}"
+
+
+def _registry_hint(message: str) -> str:
+    """`` (did you mean 'ddp_spawn'?)`` for Lightning's "invalid strategy name: `strategy='ddp_spwn'`" (or accelerator
+    name), from the names its registry holds; ``""`` when none is close (Lightning's own message lists only a few)."""
+    given = re.search(r"invalid (strategy|accelerator) name: `\w+='([^']*)'`", message)
+    if given is None:
+        return ""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    kind, name = given.groups()
+    names = StrategyRegistry.available_strategies() if kind == "strategy" else AcceleratorRegistry.available_accelerators()
+    close = difflib.get_close_matches(name.lower(), [str(n) for n in names], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _parse_debug(argv: list[str]) -> tuple[list[str], bool]:
