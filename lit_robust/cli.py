@@ -713,6 +713,28 @@ class RobustCLI(LightningCLI):
         just trained and train nothing; this skips it (:meth:`_say_if_complete` said why)."""
         if not self._complete:
             self.trainer.fit(**kwargs)
+            self._fail_if_every_round_collapsed()
+
+    def _fail_if_every_round_collapsed(self) -> None:
+        """Exit 1 when every round of an ITLM-style callback collapsed (its model did not learn): the fit exited 0
+        with a model at chance accuracy, its warnings scrolled away, and a pipeline went on to test and ship it (a
+        CLI newcomer's learning rate 80). One round that learned is enough to pass; ``on_collapse='raise'`` stops at
+        the first."""
+        from lit_robust.callbacks import ITLM
+
+        if self.trainer.interrupted:
+            return
+        for cb in [*self.trainer.callbacks, *model_callbacks(self.model)]:
+            history = getattr(cb, "history", None)
+            if not isinstance(cb, ITLM) or not history or not all(rec.collapsed for rec in history):
+                continue
+            if self.trainer.is_global_zero:
+                sys.stderr.write(
+                    f"lit-robust fit: error: every round of {type(cb).__name__} ({len(history)} of {len(history)}) "
+                    "collapsed: its model did not learn (the warnings above say why), so the fitted model is not "
+                    "usable. A common cause is a learning rate too large for a freshly initialised model "
+                    "(`--model.lr`). The checkpoints and the report were written.\n")
+            raise SystemExit(1)
 
     def _say_if_complete(self, found: str) -> bool:
         """Whether ``fit --ckpt_path last`` found a fit which already ran every epoch (it would train nothing), said
@@ -1246,11 +1268,26 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     path, obj = _entry_key(cli, exc)
     if path is None:
         trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)
-        return f"trainer.{trainer_arg}: {message}" if trainer_arg else message
+        return f"trainer.{trainer_arg}: {message}{_registry_hint(message)}" if trainer_arg else message
     cls = type(obj)
     arg = next((n for n in names if n in _parameters(cls)), None)
     label = f"{path}.init_args.{arg}" if arg else path
     return f"{label} ({cls.__module__.split('.')[0]}.{cls.__qualname__}): {message}"
+
+
+def _registry_hint(message: str) -> str:
+    """`` (did you mean 'ddp_spawn'?)`` for Lightning's "invalid strategy name: `strategy='ddp_spwn'`" (or accelerator
+    name), from the names its registry holds; ``""`` when none is close (Lightning's own message lists only a few)."""
+    given = re.search(r"invalid (strategy|accelerator) name: `\w+='([^']*)'`", message)
+    if given is None:
+        return ""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    kind, name = given.groups()
+    names = StrategyRegistry.available_strategies() if kind == "strategy" else AcceleratorRegistry.available_accelerators()
+    close = difflib.get_close_matches(name.lower(), [str(n) for n in names], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _parse_debug(argv: list[str]) -> tuple[list[str], bool]:

@@ -1221,3 +1221,28 @@ def test_loader_workers_killed_by_sigterm_end_the_run_as_a_preemption(monkeypatc
         RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")))
     with pytest.raises(RuntimeError, match="Killed"):  # a worker killed otherwise is a failure, as before
         main(["fit", "--config", "any.yaml"])
+
+
+def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, capsys, one_torch_thread):
+    """A fit at learning rate 80 collapsed in 6 of 6 rounds (val_acc 0.11-0.13 on digits) and exited 0: the warnings
+    had scrolled away and a pipeline would test and ship the model. One round that learned is enough to exit 0."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as done:
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(path), "--model.lr", "80"])
+    err = capsys.readouterr().err
+    said = " ".join(str(w.message) for w in caught)
+    assert done.value.code == 1
+    assert ("lit-robust fit: error: every round of ITLM (3 of 3) collapsed: its model did not learn (the warnings "
+            "above say why)") in err, err
+    assert "(`--model.lr`)" in err
+    # the final model's rarely predicted classes are blamed on the collapse, not on `per_class` or short rounds
+    assert "its last round collapsed (the warning above)" in said and "a last round too short?" not in said
+    assert list(tmp_path.glob("**/itlm_report.csv")) and list(tmp_path.glob("**/*.ckpt"))  # nothing lost
+    fitted = run(["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "ok")])  # the config's lr
+    assert not all(rec.collapsed for rec in next(cb for cb in fitted.trainer.callbacks if isinstance(cb, ITLM)).history)
+    assert "every round" not in capsys.readouterr().err

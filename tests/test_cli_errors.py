@@ -150,6 +150,8 @@ CASES = [
      "the last callback of the list, lit_robust.BatchFilter, takes no `drop_rato`: did you mean 'drop_ratio'? BatchFilter takes"),
     # Lightning's own checks while the Trainer is built (a newcomer got 35-line tracebacks, exit 1)
     ("trainer-strategy-misspelt", PRL, {}, ["--trainer.strategy", "dpp"], "trainer.strategy: You selected an invalid strategy name"),
+    ("trainer-strategy-suggested", PRL, {}, ["--trainer.strategy", "ddp_spwn"], "(did you mean 'ddp_spawn'?)"),
+    ("trainer-accelerator-suggested", PRL, {}, ["--trainer.accelerator", "cpuu"], "(did you mean 'cpu'?)"),
     ("trainer-devices-text", PRL, {}, ["--trainer.devices", "two"], "trainer.devices: `devices` selected with `CPUAccelerator`"),
     ("trainer-abbreviated-key-override", PRL, {}, ["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch"),
     ("checkpoint-monitor-never-logged", PRL,

@@ -573,3 +573,32 @@ def test_mlp_regressor_reads_its_shape_from_the_table_too(tmp_path, one_torch_th
                                          r"when left at None .* Pass both, e.g. MLPRegressor\(in_features=10, "
                                          r"out_features=1\)"):
         quiet_trainer().fit(MLPRegressor(), torch.utils.data.DataLoader(dm.train_set, batch_size=8))
+
+
+def test_a_two_target_regression_logs_each_targets_errors_in_its_own_units(one_torch_thread):
+    """A release check's two-target table (kWh and degrees): `test_mae` averaged the two units. Each named target now
+    gets its own R², RMSE and MAE, against a reference computed from the model's predictions by hand."""
+    frame = table(80)
+    two = TableDataModule(frame=frame, target=["price", "b"], task="regression", features=["a"], batch_size=16,
+                          test_size=20)
+    regressor = MLPRegressor(hidden=8)
+    quiet_trainer(max_epochs=1).fit(regressor, two)
+    out = quiet_trainer().test(regressor, two, verbose=False)[0]
+    _, x, y = two.test_set[:]
+    with torch.no_grad():
+        pred, given = two.unscale_targets(regressor.eval()(x)), two.unscale_targets(y)
+    err = (pred - given).reshape(-1, 2)
+    given = given.reshape(-1, 2)
+    for j, name in enumerate(["price", "b"]):
+        assert out[f"test_mae/{name}"] == pytest.approx(float(err[:, j].abs().mean()), rel=1e-4)
+        assert out[f"test_rmse/{name}"] == pytest.approx(float((err[:, j] ** 2).mean()) ** 0.5, rel=1e-4)
+        r2 = 1 - float((err[:, j] ** 2).sum()) / float(((given[:, j] - given[:, j].mean()) ** 2).sum())
+        assert out[f"test_r2/{name}"] == pytest.approx(r2, rel=1e-4, abs=1e-5)
+    assert out["test_mae"] == pytest.approx(float(err.abs().mean()), rel=1e-4)  # the average over both, as before
+    assert abs(out["test_mae/price"] - out["test_mae/b"]) > 1  # the two units differ: the average hid it
+    # one target: no per-target keys
+    one = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], batch_size=16,
+                          test_size=20)
+    single = MLPRegressor(hidden=8)
+    quiet_trainer(max_epochs=1).fit(single, one)
+    assert not [k for k in quiet_trainer().test(single, one, verbose=False)[0] if "/" in k]

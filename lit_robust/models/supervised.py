@@ -430,6 +430,9 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
     ``test_rmse`` / ``test_mae``: the mean squared error, its root and the mean absolute error over every target
     value of the test split, in the data's units where the datamodule scaled the targets and says how to undo it
     (an ``unscale_targets`` method, as :class:`~lit_robust.data.TableDataModule` has), else in the targets' own.
+    Where the datamodule names several targets (``target_names``, as a ``TableDataModule`` with a list of
+    ``target`` columns), each also gets ``test_r2/<name>``, ``test_rmse/<name>`` and ``test_mae/<name>``: the
+    averages above mix the targets' units.
     """
 
     def __init__(
@@ -471,6 +474,11 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         # a regression newcomer computed MSE and MAE from predictions.csv: R² alone hides the error's scale
         self.test_mse, self.test_mae = MeanSquaredError(), MeanAbsoluteError()
         self.test_rmse = MeanSquaredError(squared=False)
+        # per target, logged where the datamodule names the targets (a table newcomer's test_mae averaged kWh and
+        # degrees)
+        self.test_each = None if out_features == 1 else nn.ModuleDict({
+            "r2": R2Score(multioutput="raw_values"), "rmse": MeanSquaredError(squared=False, num_outputs=out_features),
+            "mae": MeanAbsoluteError(num_outputs=out_features)})
         # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
         self.hparams.update(in_features=in_features, out_features=out_features)
 
@@ -528,6 +536,27 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         self.log("test_mse", self.test_mse)
         self.log("test_rmse", self.test_rmse)
         self.log("test_mae", self.test_mae)
+        if self.test_each is not None:
+            for metric in self.test_each.values():
+                metric.update(pred, target)
+
+    def on_test_epoch_end(self) -> None:
+        each, names = getattr(self, "test_each", None), self._target_names()
+        if each is None:
+            return
+        for kind, metric in each.items():
+            # synchronised over processes, as the averaged metrics above; the same value on every rank
+            values = metric.compute() if names is not None else ()
+            metric.reset()
+            for name, value in zip(names or (), values):
+                self.log(f"test_{kind}/{name}", value, sync_dist=True)
+
+    def _target_names(self) -> list[str] | None:
+        """The datamodule's ``target_names`` when it names this model's ``out_features`` targets, else ``None``."""
+        names = getattr(getattr(self._trainer, "datamodule", None), "target_names", None)
+        if names is None or len(names) != self.settings.out_features:
+            return None
+        return [str(n) for n in names]
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self(unpack_eval_batch(batch).input)
