@@ -249,9 +249,12 @@ def _collapse_value_unions(message: str) -> str:
             block = lines[i + 1:end] if end is not None else []
             subtypes = next((b.strip()[len("Subtypes:"):] for b in block if b.strip().startswith("Subtypes:")), None)
             if end is not None and subtypes and not any("Problem with given class_path" in b for b in block):
-                given = lines[end].strip()[len("Given value:"):].strip()
+                # the value as given, spaces kept: `keep_ratio: "auto "` read "expected a number or 'auto', got 'auto'"
+                given = lines[end].lstrip()[len("Given value:"):].removeprefix(" ")
                 indent = line[: len(line) - len(line.lstrip())]
-                out.append(f"{indent}expected {_type_words(subtypes)}, got {given!r}")
+                meant = given.strip().lower()
+                hint = f" (did you mean {meant!r}?)" if meant != given and f"'{meant}'" in subtypes else ""
+                out.append(f"{indent}expected {_type_words(subtypes)}, got {given!r}{hint}")
                 i = end + 1
                 continue
         out.append(line)

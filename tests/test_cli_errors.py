@@ -76,6 +76,11 @@ CASES = [
     ("itlm-keep-ratio-above-1", DIGITS, {f"{CB0}.keep_ratio": 1.5}, [], "keep_ratio"),
     ("itlm-keep-ratio-zero", DIGITS, {}, ["--trainer.callbacks.init_args.keep_ratio", "0"], "keep_ratio"),
     ("itlm-keep-ratio-text", DIGITS, {f"{CB0}.keep_ratio": "half"}, [], "keep_ratio"),
+    # a hurried CLI user's `"auto "` read "expected a number or 'auto', got 'auto'": the space was dropped
+    ("itlm-keep-ratio-auto-with-a-space", DIGITS, {f"{CB0}.keep_ratio": "auto "}, [],
+     "expected a number or 'auto', got 'auto ' (did you mean 'auto'?)"),
+    ("itlm-keep-ratio-auto-in-capitals", DIGITS, {}, ["--trainer.callbacks.init_args.keep_ratio", "AUTO"],
+     "got 'AUTO' (did you mean 'auto'?)"),
     ("itlm-round-epochs-zero", DIGITS, {f"{CB0}.round_epochs": [0, 2]}, [], "round_epochs"),
     ("itlm-round-epochs-scalar", DIGITS, {f"{CB0}.round_epochs": 6}, [], "round_epochs"),
     ("itlm-round-epochs-vs-max-epochs", DIGITS, {}, ["--trainer.max_epochs", "5"], "round_epochs"),
