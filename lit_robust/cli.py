@@ -32,6 +32,7 @@ import inspect
 import linecache
 import os
 import re
+import shlex
 import signal
 import sys
 import warnings
@@ -491,6 +492,10 @@ class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
 
+    def __init__(self, *args: Any, given_argv: Sequence[str] | None = None, **kwargs: Any) -> None:
+        self._given_argv = None if given_argv is None else list(given_argv)  # as typed: for the next-step line
+        super().__init__(*args, **kwargs)
+
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         # Lightning lists each sub-command with its Trainer method's first docstring paragraph, whatever the
         # sub-parser's description: the listed help is set here, the description through `parser_kwargs`
@@ -717,6 +722,21 @@ class RobustCLI(LightningCLI):
         if not self._complete:
             self.trainer.fit(**kwargs)
             self._fail_if_every_round_collapsed()
+            self._say_next_step()
+
+    def _say_next_step(self) -> None:
+        """Where the fitted model is and the command that tests it: a hurried CLI user's filter fits ended on
+        "`Trainer.fit` stopped" and a report path, with no checkpoint path and no word of `test --ckpt_path last`."""
+        if self.trainer.interrupted or not self.trainer.is_global_zero or self._given_argv is None:
+            return
+        if not callable(getattr(self.model, "test_step", None)) or \
+                getattr(type(self.model), "test_step", None) is getattr(pl.LightningModule, "test_step", None):
+            return  # a GAN: nothing to test (its results are the sample grids)
+        found = find_last_checkpoint(self.trainer)[0]
+        if found is None:
+            return
+        sys.stderr.write(f"lit-robust fit: the fitted model is {found}; test it on the test split with\n"
+                         f"  {test_command(self._given_argv)}\n")
 
     def _fail_if_every_round_collapsed(self) -> None:
         """Exit 1 when every round of an ITLM-style callback collapsed (its model did not learn): the fit exited 0
@@ -838,6 +858,32 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
     *_, path, theirs = min(ranked, key=lambda r: r[:4])
     return (f"; the closest, {path}, differs in {'; '.join(signature_differences(mine, theirs))}: repeat that fit's "
             "values, or pass that file as `--ckpt_path`")
+
+
+def test_command(argv: Sequence[str]) -> str:
+    """The ``lit-robust test`` command for a fit's arguments: the same arguments, whose ``--model.*`` and other
+    overrides are part of the fit's config that ``--ckpt_path last`` looks for, with ``test`` for ``fit`` and
+    ``--ckpt_path last`` for any ``--ckpt_path`` given.
+
+    >>> test_command(["fit", "--config", "configs/itlm digits.yaml", "--ckpt_path", "x.ckpt", "--model.lr", "0.1"])
+    "lit-robust test --config 'configs/itlm digits.yaml' --model.lr 0.1 --ckpt_path last"
+    """
+    out, skip, replaced = [], False, False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--ckpt_path":
+            skip = True
+            continue
+        if arg.startswith("--ckpt_path="):
+            continue
+        if not replaced and arg == "fit" and (i == 0 or argv[i - 1] not in ("-c", "--config")):
+            out.append("test")
+            replaced = True
+            continue
+        out.append(arg)
+    return shlex.join(["lit-robust", *out, "--ckpt_path", "last"])
 
 
 def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
@@ -1336,10 +1382,11 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
 
         run_demo(argv[1:])
         return None
-    argv = config_first(argv)
+    given, argv = argv, config_first(argv)
     return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,
+        given_argv=given,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
