@@ -317,6 +317,9 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
                      lambda m: m.group(0) + _attribute_hint(m.group(3), m.group(4)), message)
     if "found character that cannot start any token" in message:
         message += "\n  (a tab? YAML indents with spaces only)"
+    indexed = re.match(r"unrecognized arguments: (--trainer\.callbacks\[\d+\]\S*)", message)
+    if indexed is not None:  # `--trainer.callbacks[0].init_args.round_epochs`: "did you mean --trainer.callbacks.help?"
+        return f"unrecognized arguments: {_NO_CALLBACK_INDEX.format(given=indexed.group(1))}"
     bare = re.match(r"unrecognized arguments: (\S+\.ya?ml)\b", message)
     if bare is not None:  # a CLI newcomer's `lit-robust fit my.yaml`
         return f"{message} (a config file goes after `--config`: --config {bare.group(1)})"
@@ -376,6 +379,12 @@ def _init_argument_hint(class_path: str, key: str, cutoff: float = 0.6) -> str:
 _BASE_CALLBACKS = ("pytorch_lightning.Callback", "lightning.pytorch.Callback", "lightning.Callback")
 
 
+#: a callback of the list picked by its position on the command line, which jsonargparse cannot do
+_NO_CALLBACK_INDEX = ("{given}: the command line cannot pick a callback of the list by its position; "
+                      "`--trainer.callbacks.init_args.X` sets `X` of the last callback of the list, so to change "
+                      "another one edit a copy of the config (or list that callback last)")
+
+
 def _callback_override_miss(head: str, message: str) -> str | None:
     """``--trainer.callbacks.init_args.X V`` goes to the *last* callback of the config's list (jsonargparse's rule);
     where that one has no ``X`` (a ModelCheckpoint closing the list, a newcomer's case), say so in one line instead
@@ -386,6 +395,8 @@ def _callback_override_miss(head: str, message: str) -> str | None:
     if not head.startswith('Parser key "trainer.callbacks"') or given is None or len(tried) != 1:
         return None
     last, key, value = tried[0], given.group(1), given.group(2)
+    if re.match(r"\d+\.", key):  # `--trainer.callbacks.0.init_args.X`: a hurried user's try at an index
+        return f"{head}\n  {_NO_CALLBACK_INDEX.format(given=f'--trainer.callbacks.{key}')}"
     if last.group(2).strip() != f"Option '{key}' is not accepted":
         return None  # it takes `key`, the value is wrong: the usual report says why
     hint = _init_argument_hint(last.group(1), key, cutoff=0.8)

@@ -155,6 +155,18 @@ CASES = [
      "the last callback of the list, lit_robust.BatchFilter, takes no `drop_rato`: did you mean 'drop_ratio'? BatchFilter takes"),
     # Lightning's own checks while the Trainer is built (a newcomer got 35-line tracebacks, exit 1)
     ("trainer-strategy-misspelt", PRL, {}, ["--trainer.strategy", "dpp"], "trainer.strategy: You selected an invalid strategy name"),
+    # a hurried CLI user tried to pick ITLM out of a list closed by a ModelCheckpoint: "did you mean
+    # --trainer.callbacks.help?" and a 15-line Union report
+    ("callback-picked-by-index", DIGITS, {"trainer.callbacks[1]": {
+        "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}},
+     ["--trainer.callbacks[0].init_args.round_epochs", "[1,1]"],
+     "--trainer.callbacks[0].init_args.round_epochs: the command line cannot pick a callback of the list by its "
+     "position; `--trainer.callbacks.init_args.X` sets `X` of the last callback"),
+    ("callback-picked-by-dotted-index", DIGITS, {"trainer.callbacks[1]": {
+        "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}},
+     ["--trainer.callbacks.0.init_args.round_epochs", "[1,1]"],
+     "--trainer.callbacks.0.init_args.round_epochs: the command line cannot pick a callback of the list by its "
+     "position"),
     ("trainer-strategy-suggested", PRL, {}, ["--trainer.strategy", "ddp_spwn"], "(did you mean 'ddp_spawn'?)"),
     ("trainer-accelerator-suggested", PRL, {}, ["--trainer.accelerator", "cpuu"], "(did you mean 'cpu'?)"),
     ("trainer-devices-text", PRL, {}, ["--trainer.devices", "two"], "trainer.devices: `devices` selected with `CPUAccelerator`"),
