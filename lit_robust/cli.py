@@ -136,8 +136,28 @@ class RobustArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> Any:
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
-        message = suggest_option(tidy_parser_message(message), options)
+        message = suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options)
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
+
+
+#: the ``--config`` files of the command line being run (:func:`run`), for :func:`_name_the_yaml_file`
+_config_files: list[str] = []
+
+
+def _name_the_yaml_file(message: str) -> str:
+    """A YAML syntax error names ``"<unicode string>"`` (jsonargparse parses the file's text): put the path of the
+    ``--config`` file that does not parse there (a hurried CLI user could not tell which of their files it was)."""
+    if '"<unicode string>"' not in message:
+        return message
+    for path in _config_files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except yaml.YAMLError:
+            return message.replace('"<unicode string>"', repr(path))
+        except OSError:
+            continue
+    return message
 
 
 _REST_ROLE = re.compile(r":(class|func|meth|attr|data|mod|obj|exc|math):`~?([^`]+)`")
@@ -1394,6 +1414,8 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         run_demo(argv[1:])
         return None
     given, argv = argv, config_first(argv)
+    _config_files[:] = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-c", "--config")] + [
+        a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
     return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,

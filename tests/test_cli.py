@@ -1264,3 +1264,15 @@ def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_p
     assert command == f"lit-robust test --config {shlex.quote(str(path))} --model.init_args.lr 0.05 --ckpt_path last"
     tested = run(shlex.split(command)[1:])
     assert tested.trainer.ckpt_path == last
+
+
+def test_a_yaml_syntax_error_names_its_file(tmp_path, capsys):
+    """A hurried CLI user's wrongly indented `lr:` read 'mapping values are not allowed ... in "<unicode string>"':
+    with two `--config` files they could not tell which."""
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("trainer:\n  max_epochs: 2\n    lr: 3\n")
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(REPO / "configs" / "itlm_digits.yaml"), "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert f"in {str(bad)!r}, line 3, column 7" in err and "<unicode string>" not in err, err
