@@ -672,6 +672,7 @@ class RobustCLI(LightningCLI):
             kwargs["callbacks"] = callbacks + added
         trainer = super().instantiate_trainer(**kwargs)
         sigterm_without_collectives(trainer)
+        _note_more_processes_than_cores(trainer)
         return trainer
 
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
@@ -889,6 +890,18 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
     *_, path, theirs = min(ranked, key=lambda r: r[:4])
     return (f"; the closest, {path}, differs in {'; '.join(signature_differences(mine, theirs))}: repeat that fit's "
             "values, or pass that file as `--ckpt_path`")
+
+
+def _note_more_processes_than_cores(trainer: pl.Trainer) -> None:
+    """A note where a CPU fit runs more processes than the machine has cores: a hurried CLI user's `--trainer.devices
+    3` on 2 cores started 3 gloo processes without a word, ran slower than one and read another val_acc (each process
+    trains on its own batches of `batch_size`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    processes = trainer.num_devices * trainer.num_nodes
+    if trainer.accelerator.__class__.__name__ == "CPUAccelerator" and processes > cores and trainer.is_global_zero:
+        sys.stderr.write(f"lit-robust: note: {processes} processes on {cores} CPU cores (`--trainer.devices` "
+                         f"{trainer.num_devices}): slower than one process here, and each trains on its own batches "
+                         "of `batch_size`, so results differ from one process's (docs/capabilities/distributed.md).\n")
 
 
 def test_command(argv: Sequence[str]) -> str:

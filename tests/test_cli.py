@@ -1276,3 +1276,21 @@ def test_a_yaml_syntax_error_names_its_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert done.value.code == 2
     assert f"in {str(bad)!r}, line 3, column 7" in err and "<unicode string>" not in err, err
+
+
+def test_more_cpu_processes_than_cores_get_a_note(capsys, monkeypatch):
+    """A hurried CLI user's `--trainer.devices 3` on a 2-core machine started 3 gloo processes without a word and read
+    another val_acc than one process."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.accelerators import CPUAccelerator
+
+    from lit_robust.cli import _note_more_processes_than_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for devices, said in ((3, True), (2, False), (1, False)):
+        _note_more_processes_than_cores(SimpleNamespace(num_devices=devices, num_nodes=1, is_global_zero=True,
+                                                        accelerator=CPUAccelerator()))
+        err = capsys.readouterr().err
+        assert ("lit-robust: note: 3 processes on 2 CPU cores (`--trainer.devices` 3): slower than one process here"
+                in err) is said, err
