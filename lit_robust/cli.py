@@ -764,6 +764,12 @@ class RobustCLI(LightningCLI):
         if not callable(getattr(self.model, "test_step", None)) or \
                 getattr(type(self.model), "test_step", None) is getattr(pl.LightningModule, "test_step", None):
             return  # a GAN: nothing to test (its results are the sample grids)
+        try:  # an unlabelled anomaly table has no test split, and says so when asked for one
+            loaders = self.datamodule.test_dataloader() if self.datamodule is not None else None
+        except Exception:  # noqa: BLE001 - no test split, whatever the datamodule raises for it
+            return
+        if not loaders:
+            return
         found = find_last_checkpoint(self.trainer)[0]
         if found is None:
             return
