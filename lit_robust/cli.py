@@ -32,6 +32,7 @@ import inspect
 import linecache
 import os
 import re
+import shlex
 import signal
 import sys
 import warnings
@@ -135,8 +136,28 @@ class RobustArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> Any:
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
-        message = suggest_option(tidy_parser_message(message), options)
+        message = suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options)
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
+
+
+#: the ``--config`` files of the command line being run (:func:`run`), for :func:`_name_the_yaml_file`
+_config_files: list[str] = []
+
+
+def _name_the_yaml_file(message: str) -> str:
+    """A YAML syntax error names ``"<unicode string>"`` (jsonargparse parses the file's text): put the path of the
+    ``--config`` file that does not parse there (a hurried CLI user could not tell which of their files it was)."""
+    if '"<unicode string>"' not in message:
+        return message
+    for path in _config_files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except yaml.YAMLError:
+            return message.replace('"<unicode string>"', repr(path))
+        except OSError:
+            continue
+    return message
 
 
 _REST_ROLE = re.compile(r":(class|func|meth|attr|data|mod|obj|exc|math):`~?([^`]+)`")
@@ -249,9 +270,12 @@ def _collapse_value_unions(message: str) -> str:
             block = lines[i + 1:end] if end is not None else []
             subtypes = next((b.strip()[len("Subtypes:"):] for b in block if b.strip().startswith("Subtypes:")), None)
             if end is not None and subtypes and not any("Problem with given class_path" in b for b in block):
-                given = lines[end].strip()[len("Given value:"):].strip()
+                # the value as given, spaces kept: `keep_ratio: "auto "` read "expected a number or 'auto', got 'auto'"
+                given = lines[end].lstrip()[len("Given value:"):].removeprefix(" ")
                 indent = line[: len(line) - len(line.lstrip())]
-                out.append(f"{indent}expected {_type_words(subtypes)}, got {given!r}")
+                meant = given.strip().lower()
+                hint = f" (did you mean {meant!r}?)" if meant != given and f"'{meant}'" in subtypes else ""
+                out.append(f"{indent}expected {_type_words(subtypes)}, got {given!r}{hint}")
                 i = end + 1
                 continue
         out.append(line)
@@ -313,6 +337,9 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
                      lambda m: m.group(0) + _attribute_hint(m.group(3), m.group(4)), message)
     if "found character that cannot start any token" in message:
         message += "\n  (a tab? YAML indents with spaces only)"
+    indexed = re.match(r"unrecognized arguments: (--trainer\.callbacks\[\d+\]\S*)", message)
+    if indexed is not None:  # `--trainer.callbacks[0].init_args.round_epochs`: "did you mean --trainer.callbacks.help?"
+        return f"unrecognized arguments: {_NO_CALLBACK_INDEX.format(given=indexed.group(1))}"
     bare = re.match(r"unrecognized arguments: (\S+\.ya?ml)\b", message)
     if bare is not None:  # a CLI newcomer's `lit-robust fit my.yaml`
         return f"{message} (a config file goes after `--config`: --config {bare.group(1)})"
@@ -372,6 +399,12 @@ def _init_argument_hint(class_path: str, key: str, cutoff: float = 0.6) -> str:
 _BASE_CALLBACKS = ("pytorch_lightning.Callback", "lightning.pytorch.Callback", "lightning.Callback")
 
 
+#: a callback of the list picked by its position on the command line, which jsonargparse cannot do
+_NO_CALLBACK_INDEX = ("{given}: the command line cannot pick a callback of the list by its position; "
+                      "`--trainer.callbacks.init_args.X` sets `X` of the last callback of the list, so to change "
+                      "another one edit a copy of the config (or list that callback last)")
+
+
 def _callback_override_miss(head: str, message: str) -> str | None:
     """``--trainer.callbacks.init_args.X V`` goes to the *last* callback of the config's list (jsonargparse's rule);
     where that one has no ``X`` (a ModelCheckpoint closing the list, a newcomer's case), say so in one line instead
@@ -382,6 +415,8 @@ def _callback_override_miss(head: str, message: str) -> str | None:
     if not head.startswith('Parser key "trainer.callbacks"') or given is None or len(tried) != 1:
         return None
     last, key, value = tried[0], given.group(1), given.group(2)
+    if re.match(r"\d+\.", key):  # `--trainer.callbacks.0.init_args.X`: a hurried user's try at an index
+        return f"{head}\n  {_NO_CALLBACK_INDEX.format(given=f'--trainer.callbacks.{key}')}"
     if last.group(2).strip() != f"Option '{key}' is not accepted":
         return None  # it takes `key`, the value is wrong: the usual report says why
     hint = _init_argument_hint(last.group(1), key, cutoff=0.8)
@@ -487,6 +522,10 @@ SUBCOMMAND_HELP = {
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
+
+    def __init__(self, *args: Any, given_argv: Sequence[str] | None = None, **kwargs: Any) -> None:
+        self._given_argv = None if given_argv is None else list(given_argv)  # as typed: for the next-step line
+        super().__init__(*args, **kwargs)
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         # Lightning lists each sub-command with its Trainer method's first docstring paragraph, whatever the
@@ -633,6 +672,7 @@ class RobustCLI(LightningCLI):
             kwargs["callbacks"] = callbacks + added
         trainer = super().instantiate_trainer(**kwargs)
         sigterm_without_collectives(trainer)
+        _note_more_processes_than_cores(trainer)
         return trainer
 
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
@@ -714,6 +754,27 @@ class RobustCLI(LightningCLI):
         if not self._complete:
             self.trainer.fit(**kwargs)
             self._fail_if_every_round_collapsed()
+            self._say_next_step()
+
+    def _say_next_step(self) -> None:
+        """Where the fitted model is and the command that tests it: a hurried CLI user's filter fits ended on
+        "`Trainer.fit` stopped" and a report path, with no checkpoint path and no word of `test --ckpt_path last`."""
+        if self.trainer.interrupted or not self.trainer.is_global_zero or self._given_argv is None:
+            return
+        if not callable(getattr(self.model, "test_step", None)) or \
+                getattr(type(self.model), "test_step", None) is getattr(pl.LightningModule, "test_step", None):
+            return  # a GAN: nothing to test (its results are the sample grids)
+        try:  # an unlabelled anomaly table has no test split, and says so when asked for one
+            loaders = self.datamodule.test_dataloader() if self.datamodule is not None else None
+        except Exception:  # noqa: BLE001 - no test split, whatever the datamodule raises for it
+            return
+        if not loaders:
+            return
+        found = find_last_checkpoint(self.trainer)[0]
+        if found is None:
+            return
+        sys.stderr.write(f"lit-robust fit: the fitted model is {found}; test it on the test split with\n"
+                         f"  {test_command(self._given_argv)}\n")
 
     def _fail_if_every_round_collapsed(self) -> None:
         """Exit 1 when every round of an ITLM-style callback collapsed (its model did not learn): the fit exited 0
@@ -835,6 +896,44 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
     *_, path, theirs = min(ranked, key=lambda r: r[:4])
     return (f"; the closest, {path}, differs in {'; '.join(signature_differences(mine, theirs))}: repeat that fit's "
             "values, or pass that file as `--ckpt_path`")
+
+
+def _note_more_processes_than_cores(trainer: pl.Trainer) -> None:
+    """A note where a CPU fit runs more processes than the machine has cores: a hurried CLI user's `--trainer.devices
+    3` on 2 cores started 3 gloo processes without a word, ran slower than one and read another val_acc (each process
+    trains on its own batches of `batch_size`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    processes = trainer.num_devices * trainer.num_nodes
+    if trainer.accelerator.__class__.__name__ == "CPUAccelerator" and processes > cores and trainer.is_global_zero:
+        sys.stderr.write(f"lit-robust: note: {processes} processes on {cores} CPU cores (`--trainer.devices` "
+                         f"{trainer.num_devices}): slower than one process here, and each trains on its own batches "
+                         "of `batch_size`, so results differ from one process's (docs/capabilities/distributed.md).\n")
+
+
+def test_command(argv: Sequence[str]) -> str:
+    """The ``lit-robust test`` command for a fit's arguments: the same arguments, whose ``--model.*`` and other
+    overrides are part of the fit's config that ``--ckpt_path last`` looks for, with ``test`` for ``fit`` and
+    ``--ckpt_path last`` for any ``--ckpt_path`` given.
+
+    >>> test_command(["fit", "--config", "configs/itlm digits.yaml", "--ckpt_path", "x.ckpt", "--model.lr", "0.1"])
+    "lit-robust test --config 'configs/itlm digits.yaml' --model.lr 0.1 --ckpt_path last"
+    """
+    out, skip, replaced = [], False, False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--ckpt_path":
+            skip = True
+            continue
+        if arg.startswith("--ckpt_path="):
+            continue
+        if not replaced and arg == "fit" and (i == 0 or argv[i - 1] not in ("-c", "--config")):
+            out.append("test")
+            replaced = True
+            continue
+        out.append(arg)
+    return shlex.join(["lit-robust", *out, "--ckpt_path", "last"])
 
 
 def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
@@ -1333,10 +1432,13 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
 
         run_demo(argv[1:])
         return None
-    argv = config_first(argv)
+    given, argv = argv, config_first(argv)
+    _config_files[:] = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-c", "--config")] + [
+        a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
     return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,
+        given_argv=given,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,

@@ -85,7 +85,7 @@ REPORT_FORMATS = ("csv", "parquet")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _INT_COLUMNS = ("rank", "index", "source_index", "first_dropped_round", "first_dropped_epoch", "given_label", "predicted_label")
 _BOOL_COLUMNS = ("kept", "corrupted")
-_TEXT_COLUMNS = ("given_class", "predicted_class")  # a TableDataModule's class names (`describe_report`)
+_TEXT_COLUMNS = ("given_class", "predicted_class", "path")  # class names (`describe_report`, image folders), files
 NO_LABEL = -(2**62)  # "no label" in the integer label tensors of the accumulators below
 
 
@@ -407,13 +407,83 @@ def training_source_index(trainer: Any) -> Tensor | None:
     return None if src is None else torch.as_tensor(src).long().cpu()
 
 
+def sample_files(dataset: Any) -> tuple[list[str], list[str] | None] | None:
+    """``(paths, class names)`` of a data set read from files — torchvision's ``ImageFolder`` / ``DatasetFolder``
+    (its ``samples``, ``classes``) inside an :class:`~lit_robust.IndexedDataset` — with ``paths[i]`` the file of the
+    sample the ``IndexedDataset`` yields as index ``i`` (through any ``Subset`` below it); ``None`` for other data sets.
+    An image-folder newcomer had only ``index`` in the report and, after moving the top files away, mapped it through a
+    fresh ``ImageFolder`` onto other files (1,850 of 2,000 rows) without an error."""
+    from torch.utils.data import Subset
+
+    from lit_robust.data.indexed import IndexedDataset
+
+    for _ in range(16):  # down to the IndexedDataset: wrappers above it do not change the indices it yields
+        if isinstance(dataset, IndexedDataset):
+            break
+        dataset = getattr(dataset, "dataset", None)
+    if not isinstance(dataset, IndexedDataset):
+        return None
+    base, positions = dataset.dataset, None
+    while isinstance(base, Subset):
+        indices = [int(i) for i in base.indices]
+        positions = indices if positions is None else [indices[p] for p in positions]
+        base = base.dataset
+    samples = getattr(base, "samples", None)
+    if not isinstance(samples, (list, tuple)) or not samples or not all(
+            isinstance(s, (list, tuple)) and s and isinstance(s[0], (str, os.PathLike)) for s in samples[:1]):
+        return None
+    files = [os.fspath(s[0]) for s in samples]
+    classes = getattr(base, "classes", None)
+    names = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else None
+    return (files if positions is None else [files[p] for p in positions]), names
+
+
+_REPORT_CLASS_COLUMNS = {"given_label": "given_class", "predicted_label": "predicted_class"}
+
+
+def with_sample_files(table: dict[str, list[Any]], dataset: Any,
+                      class_columns: dict[str, str] = _REPORT_CLASS_COLUMNS) -> dict[str, list[Any]]:
+    """``table`` with ``path`` after ``index`` and, for each of ``class_columns`` (a column of class ids → the column
+    of their names) whose values are all class ids, the class names appended, where ``dataset`` is read from files
+    (:func:`sample_files`); as it is otherwise."""
+    found = sample_files(dataset) if "index" in table and "path" not in table else None
+    if found is None:
+        return table
+    files, names = found
+    rows = [int(i) for i in table["index"]]
+    if rows and max(rows) >= len(files):
+        return table  # the report's indices are not this data set's
+    out: dict[str, list[Any]] = {}
+    for column, values in table.items():
+        out[column] = values
+        if column == "index":
+            out["path"] = [files[i] for i in rows]
+    for label, name in class_columns.items():
+        ids = table.get(label)
+        if names is None or ids is None or name in table or not all(v is None or type(v) is int for v in ids):
+            continue
+        out[name] = [names[v] if v is not None and 0 <= v < len(names) else None for v in ids]
+    return out
+
+
+def _training_dataset(trainer: Any) -> Any:
+    loader = getattr(trainer, "train_dataloader", None)
+    if isinstance(loader, (list, tuple)) and len(loader) == 1:
+        loader = loader[0]
+    return getattr(loader, "dataset", None)
+
+
 def write_training_report(table: dict[str, list[Any]], path: str | os.PathLike, trainer: Any) -> str:
     """:func:`write_report` of a training report, in the words of the trainer's datamodule: ``source_index``
     (:func:`training_source_index`) and what its ``describe_report(table)`` adds (a
-    :class:`~lit_robust.TableDataModule`: the class names, a regression's targets in the table's units)."""
+    :class:`~lit_robust.TableDataModule`: the class names, a regression's targets in the table's units); without
+    one, a training set read from files (an ``ImageFolder`` in an ``IndexedDataset``) adds each sample's ``path`` and
+    class names (:func:`sample_files`)."""
     describe = getattr(getattr(trainer, "datamodule", None), "describe_report", None)
     if callable(describe):
         table = describe(table)
+    else:
+        table = with_sample_files(table, _training_dataset(trainer))
     return write_report(table, path, training_source_index(trainer))
 
 

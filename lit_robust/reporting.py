@@ -190,7 +190,9 @@ def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> 
 
 
 def plot_score_histograms(score_history: Sequence[dict], folder: str, filename: str = "scores.png") -> str:
-    """One panel per scoring pass: histograms of clean vs corrupted samples' scores (log10 scale)."""
+    """One panel per scoring pass: histograms of clean vs corrupted samples' scores (log10 scale), or, where no pass
+    knows the ground truth, of the samples it kept vs dropped (each pass's ``"kept"`` mask; an image-folder newcomer
+    with real data got no plot and no word why)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -198,8 +200,12 @@ def plot_score_histograms(score_history: Sequence[dict], folder: str, filename: 
     import torch
 
     passes = [h for h in score_history if h.get("corrupted") is not None]
+    groups = ("clean", "corrupted")
     if not passes:
-        raise ValueError("no scoring pass with ground truth to plot.")
+        passes = [{**h, "corrupted": ~h["kept"]} for h in score_history if h.get("kept") is not None]
+        groups = ("kept", "dropped")
+    if not passes:
+        raise ValueError("no scoring pass with ground truth or a selection to plot.")
     fig, axes = plt.subplots(1, len(passes), figsize=(3.2 * len(passes), 2.8), squeeze=False)
     for ax, h in zip(axes[0], passes):
         s, c = h["scores"], h["corrupted"]
@@ -207,8 +213,8 @@ def plot_score_histograms(score_history: Sequence[dict], folder: str, filename: 
         v = torch.log10(s[finite].clamp(min=1e-8))
         cf = c[finite]
         bins = torch.linspace(float(v.min()), float(v.max()) + 1e-6, 40).tolist() if v.numel() else 10
-        ax.hist(v[~cf].tolist(), bins=bins, alpha=0.6, label="clean", color="tab:blue")
-        ax.hist(v[cf].tolist(), bins=bins, alpha=0.6, label="corrupted", color="tab:red")
+        ax.hist(v[~cf].tolist(), bins=bins, alpha=0.6, label=groups[0], color="tab:blue")
+        ax.hist(v[cf].tolist(), bins=bins, alpha=0.6, label=groups[1], color="tab:red")
         ax.set_title(f"scores before round {h['round']}")
         ax.set_xlabel("log10 score")
     axes[0][0].set_ylabel("samples")

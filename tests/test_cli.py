@@ -1246,3 +1246,51 @@ def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, ca
     fitted = run(["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "ok")])  # the config's lr
     assert not all(rec.collapsed for rec in next(cb for cb in fitted.trainer.callbacks if isinstance(cb, ITLM)).history)
     assert "every round" not in capsys.readouterr().err
+
+
+def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_path, capsys, one_torch_thread):
+    """A hurried CLI user's filter fits ended on "`Trainer.fit` stopped" and a report path: no checkpoint path and no
+    word of `test --ckpt_path last`. The printed command, run as printed, tests the fitted weights."""
+    import shlex
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "prl_mnist.yaml").read_text()), tmp_path)
+    path = tmp_path / "a b.yaml"  # a space: the command is quoted for the shell
+    path.write_text(yaml.safe_dump(cfg))
+    fitted = run(["fit", "--config", str(path), "--model.init_args.lr", "0.05"])
+    err = capsys.readouterr().err
+    last = str(next(Path(fitted.trainer.log_dir).glob("checkpoints/last.ckpt")))
+    assert f"lit-robust fit: the fitted model is {last}; test it on the test split with\n" in err, err
+    command = err.split("test it on the test split with\n", 1)[1].splitlines()[0].strip()
+    assert command == f"lit-robust test --config {shlex.quote(str(path))} --model.init_args.lr 0.05 --ckpt_path last"
+    tested = run(shlex.split(command)[1:])
+    assert tested.trainer.ckpt_path == last
+
+
+def test_a_yaml_syntax_error_names_its_file(tmp_path, capsys):
+    """A hurried CLI user's wrongly indented `lr:` read 'mapping values are not allowed ... in "<unicode string>"':
+    with two `--config` files they could not tell which."""
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("trainer:\n  max_epochs: 2\n    lr: 3\n")
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(REPO / "configs" / "itlm_digits.yaml"), "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert f"in {str(bad)!r}, line 3, column 7" in err and "<unicode string>" not in err, err
+
+
+def test_more_cpu_processes_than_cores_get_a_note(capsys, monkeypatch):
+    """A hurried CLI user's `--trainer.devices 3` on a 2-core machine started 3 gloo processes without a word and read
+    another val_acc than one process."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.accelerators import CPUAccelerator
+
+    from lit_robust.cli import _note_more_processes_than_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for devices, said in ((3, True), (2, False), (1, False)):
+        _note_more_processes_than_cores(SimpleNamespace(num_devices=devices, num_nodes=1, is_global_zero=True,
+                                                        accelerator=CPUAccelerator()))
+        err = capsys.readouterr().err
+        assert ("lit-robust: note: 3 processes on 2 CPU cores (`--trainer.devices` 3): slower than one process here"
+                in err) is said, err

@@ -76,6 +76,11 @@ CASES = [
     ("itlm-keep-ratio-above-1", DIGITS, {f"{CB0}.keep_ratio": 1.5}, [], "keep_ratio"),
     ("itlm-keep-ratio-zero", DIGITS, {}, ["--trainer.callbacks.init_args.keep_ratio", "0"], "keep_ratio"),
     ("itlm-keep-ratio-text", DIGITS, {f"{CB0}.keep_ratio": "half"}, [], "keep_ratio"),
+    # a hurried CLI user's `"auto "` read "expected a number or 'auto', got 'auto'": the space was dropped
+    ("itlm-keep-ratio-auto-with-a-space", DIGITS, {f"{CB0}.keep_ratio": "auto "}, [],
+     "expected a number or 'auto', got 'auto ' (did you mean 'auto'?)"),
+    ("itlm-keep-ratio-auto-in-capitals", DIGITS, {}, ["--trainer.callbacks.init_args.keep_ratio", "AUTO"],
+     "got 'AUTO' (did you mean 'auto'?)"),
     ("itlm-round-epochs-zero", DIGITS, {f"{CB0}.round_epochs": [0, 2]}, [], "round_epochs"),
     ("itlm-round-epochs-scalar", DIGITS, {f"{CB0}.round_epochs": 6}, [], "round_epochs"),
     ("itlm-round-epochs-vs-max-epochs", DIGITS, {}, ["--trainer.max_epochs", "5"], "round_epochs"),
@@ -150,6 +155,18 @@ CASES = [
      "the last callback of the list, lit_robust.BatchFilter, takes no `drop_rato`: did you mean 'drop_ratio'? BatchFilter takes"),
     # Lightning's own checks while the Trainer is built (a newcomer got 35-line tracebacks, exit 1)
     ("trainer-strategy-misspelt", PRL, {}, ["--trainer.strategy", "dpp"], "trainer.strategy: You selected an invalid strategy name"),
+    # a hurried CLI user tried to pick ITLM out of a list closed by a ModelCheckpoint: "did you mean
+    # --trainer.callbacks.help?" and a 15-line Union report
+    ("callback-picked-by-index", DIGITS, {"trainer.callbacks[1]": {
+        "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}},
+     ["--trainer.callbacks[0].init_args.round_epochs", "[1,1]"],
+     "--trainer.callbacks[0].init_args.round_epochs: the command line cannot pick a callback of the list by its "
+     "position; `--trainer.callbacks.init_args.X` sets `X` of the last callback"),
+    ("callback-picked-by-dotted-index", DIGITS, {"trainer.callbacks[1]": {
+        "class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}},
+     ["--trainer.callbacks.0.init_args.round_epochs", "[1,1]"],
+     "--trainer.callbacks.0.init_args.round_epochs: the command line cannot pick a callback of the list by its "
+     "position"),
     ("trainer-strategy-suggested", PRL, {}, ["--trainer.strategy", "ddp_spwn"], "(did you mean 'ddp_spawn'?)"),
     ("trainer-accelerator-suggested", PRL, {}, ["--trainer.accelerator", "cpuu"], "(did you mean 'cpu'?)"),
     ("trainer-devices-text", PRL, {}, ["--trainer.devices", "two"], "trainer.devices: `devices` selected with `CPUAccelerator`"),

@@ -246,3 +246,6 @@ def test_the_image_folder_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
     assert isinstance(folder, torchvision.datasets.ImageFolder) and len(report) == 60
     assert sorted(report["path"]) == sorted(path for path, _ in folder.samples)
     assert all(path.split("/")[-2] == given for path, given in zip(report["path"], report["given_class"]))
+    # written by the report itself (the recipe no longer adds them): the file and classes of each row's index
+    assert list(report["path"]) == [folder.samples[i][0] for i in report["index"]]
+    assert list(report["predicted_class"]) == [folder.classes[c] for c in report["predicted_label"]]

@@ -207,6 +207,28 @@ def test_round_table_and_plot(tmp_path, capsys, monkeypatch):
         f"ITLM: score histograms per round written to {tmp_path / 'p2' / 'itlm_scores.png'}"]
 
 
+def test_without_ground_truth_the_plot_shows_kept_against_dropped(tmp_path, monkeypatch):
+    """An image-folder newcomer passed `plot_dir` with real data (no corrupted flags): no file and no word why. The
+    plot now shows each pass's kept and dropped samples, and the masks it plots are the selections ITLM made."""
+    import lit_robust.reporting as reporting
+
+    drawn = []
+    real = reporting.plot_score_histograms
+    monkeypatch.setattr(reporting, "plot_score_histograms", lambda h, *a, **k: drawn.append(h) or real(h, *a, **k))
+    data = BlobsData()
+    data.ds.corrupted = None  # real data: no ground truth
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=False, plot=True, plot_dir=str(tmp_path / "plots"))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 3, [itlm]).fit(TinyModel(), data)
+    assert Path(itlm.plot_path).is_file() and Path(itlm.plot_path).stat().st_size > 1000
+    (history,) = drawn
+    assert [h["corrupted"] for h in history] == [None, None]
+    assert [int(h["kept"].sum()) for h in history] == [144, 144]
+    last = torch.zeros(240, dtype=torch.bool)
+    last[itlm.selection] = True
+    assert torch.equal(history[-1]["kept"], last)
+
+
 def test_round_table_into_a_log_file_is_not_cut_to_80_columns(capsys):
     """Piped into a log (not a terminal) rich would cut a wide table to 80 columns: "1347/1…", "corrupt…"."""
     from lit_robust.callbacks.itlm import RoundRecord, _print_round_table

@@ -167,3 +167,35 @@ def test_ready_made_models_without_a_predict_step_of_their_own_now_have_one(tmp_
     with torch.no_grad():
         assert torch.equal(probe.predict_step((torch.arange(5), images, torch.zeros(5, dtype=torch.long)), 0),
                            probe(images).argmax(1))
+
+
+def test_an_image_folders_predictions_name_each_rows_file_and_classes(tmp_path, one_torch_thread):
+    """An image-folder newcomer's predictions.csv had `index,prediction,target` only: over an `IndexedDataset` of
+    files (torchvision's `ImageFolder` holds `samples` and `classes`) each row also names its file and classes."""
+    from lit_robust import IndexedDataset
+
+    blob = blobs(12)
+    x, y = blob.dataset.tensors
+
+    names = ["ant", "bee", "cat"]
+
+    class Folder(torch.utils.data.Dataset):  # an ImageFolder's attributes over the blobs
+        classes = names
+        samples = [(f"root/{names[int(c)]}/{i:02d}.png", int(c)) for i, c in enumerate(y)]
+
+        def __len__(self):
+            return len(y)
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    writer = PredictionWriter(dirpath=str(tmp_path))
+    model = Classifier()
+    _trainer(writer).predict(model, DataLoader(IndexedDataset(Folder()), batch_size=5))
+    rows = _rows(writer.path)
+    assert list(rows[0]) == ["index", "path", "prediction", "target", "predicted_class", "target_class"]
+    with torch.no_grad():
+        argmax = model(x).argmax(1).tolist()
+    assert [r["path"] for r in rows] == [p for p, _ in Folder.samples]
+    assert [r["predicted_class"] for r in rows] == [Folder.classes[c] for c in argmax]
+    assert [r["target_class"] for r in rows] == [Folder.classes[int(c)] for c in y]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import sys
 import threading
 import warnings
@@ -808,3 +809,58 @@ def test_itlm_says_when_the_reports_posterior_counts_nothing(tmp_path, monkeypat
     assert all(r["clean_posterior"] == 1.0 for r in rows)
     written = [m for m in said if "per-sample report written" in m]
     assert len(written) == 1 and written[0].endswith("cut it at a count you trust (the fit's estimate, or your own).")
+
+
+def test_a_training_set_read_from_files_names_each_rows_file_through_subsets():
+    """An image-folder newcomer acted on `index` after moving files and mapped 1,850 of 2,000 rows onto other files:
+    `sample_files` gives the file of each index an `IndexedDataset` yields, through `Subset`s below it (which remap
+    the index) and wrappers above it (which do not)."""
+    from torch.utils.data import Subset
+
+    from lit_robust import IndexedDataset
+    from lit_robust.report import sample_files, with_sample_files
+
+    class Folder(torch.utils.data.Dataset):  # what torchvision's ImageFolder holds
+        samples = [(f"root/{'ab'[i % 2]}/{i}.png", i % 2) for i in range(6)]
+        classes = ["a", "b"]
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return torch.zeros(1), self.samples[i][1]
+
+    assert sample_files(IndexedDataset(Folder())) == ([p for p, _ in Folder.samples], ["a", "b"])
+    below = IndexedDataset(Subset(Subset(Folder(), [5, 3, 1, 0]), [2, 0]))  # index 0 -> 1 -> file 1; 1 -> 0 -> 5
+    assert sample_files(below)[0] == ["root/b/1.png", "root/b/5.png"]
+    above = Subset(IndexedDataset(Folder()), [4, 2])  # yields the IndexedDataset's own indices 4 and 2
+    assert sample_files(above)[0] == [p for p, _ in Folder.samples]
+    assert [above[j][0] for j in range(2)] == [4, 2]
+    assert sample_files(IndexedDataset(torch.utils.data.TensorDataset(torch.zeros(3, 1), torch.zeros(3)))) is None
+    table = {"rank": [1, 2], "index": [3, 0], "given_label": [1, 0], "predicted_label": [0, None]}
+    assert with_sample_files(table, IndexedDataset(Folder())) == {
+        "rank": [1, 2], "index": [3, 0], "path": ["root/b/3.png", "root/a/0.png"], "given_label": [1, 0],
+        "predicted_label": [0, None], "given_class": ["b", "a"], "predicted_class": ["a", None]}
+    assert with_sample_files({"index": [7]}, IndexedDataset(Folder())) == {"index": [7]}  # not this data set's indices
+
+
+def test_a_file_that_cannot_be_read_is_named_with_its_sample(tmp_path):
+    """An image-folder newcomer's truncated PNG stopped the fit with PIL's `OSError: image file is truncated` and no
+    file name; the error now names the sample and its file (the same exception type, the original chained)."""
+    torchvision = pytest.importorskip("torchvision")
+    from PIL import Image
+
+    from lit_robust import IndexedDataset
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("L", (8, 8), 100).save(tmp_path / name / "0.png")
+    bad = tmp_path / "b" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:30])  # truncated
+    data = IndexedDataset(torchvision.datasets.ImageFolder(str(tmp_path)))
+    assert data[0][0] == 0
+    with pytest.raises(OSError, match=rf"sample 1 \({re.escape(str(bad))}\) of the data set could not be read: ") as err:
+        data[1]
+    assert isinstance(err.value.__cause__, OSError)
+    with pytest.raises(OSError, match=r"sample 1 \("):
+        next(iter(torch.utils.data.DataLoader(data, batch_size=2)))

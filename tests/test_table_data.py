@@ -232,8 +232,8 @@ def test_missing_values_are_counted_per_column_or_dropped_with_a_warning():
     ({"target": "kind", "task": "regression", "features": ["a"]}, r"`target` column\(s\) \['kind'\] do not hold "
                                                                    r"numbers"),
     ({"target": "kind", "features": ["a", "kind2"]}, r"`features` names column\(s\) \['kind2'\]"),
-    ({"target": "price", "task": "regression"}, r"`features`: column\(s\) \['kind'\] do not hold numbers \(kind="
-                                                r"'.*'\)\. One-hot encode categories \(`pandas.get_dummies"),
+    ({"target": "price", "task": "regression"}, r"`features`: column\(s\) \['kind'\] do not hold numbers \('kind': "
+                                                r"'.*' \(row 0\), '.*' \(row 1\), '.*' \(row 2\) and 57 more\)\. One-hot encode categories \(`pandas.get_dummies"),
     ({"target": "kind", "corrupted": "a", "features": ["b"]}, r"`corrupted` column 'a' must hold 0/1 \(or True/False\) "
                                                              r"flags, got values"),
     ({"target": "kind", "features": ["a"], "test_size": 0.6, "val_size": 0.4},
@@ -602,3 +602,18 @@ def test_a_two_target_regression_logs_each_targets_errors_in_its_own_units(one_t
     single = MLPRegressor(hidden=8)
     quiet_trainer(max_epochs=1).fit(single, one)
     assert not [k for k in quiet_trainer().test(single, one, verbose=False)[0] if "/" in k]
+
+
+def test_numbers_written_as_text_are_quoted_by_their_bad_cells_and_an_empty_csv_is_named(tmp_path):
+    """A hurried CLI user's column with 'n/a' in row 5 and '12,5' in row 17 was reported by its first cell, a good
+    17.99; their 0-byte CSV ended in pandas' EmptyDataError traceback."""
+    frame = table()
+    frame["a"] = frame["a"].round(2).astype(str)
+    frame.loc[5, "a"], frame.loc[17, "a"] = "n/a", "12,5"
+    with pytest.raises(ValueError, match=r"column\(s\) \['a'\] do not hold numbers \('a': 'n/a' \(row 5\), '12,5' "
+                                         r"\(row 17\)\)\."):
+        TableDataModule(frame=frame, target="kind", features=["a", "b"]).setup()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"`path`='.*empty.csv' is empty: a table needs a header row"):
+        TableDataModule(path=str(empty), target="kind").setup()

@@ -349,9 +349,9 @@ class ITLM(Callback):
             A metric that is not there at the end of a round raises ``MisconfigurationException``, as
             ``ModelCheckpoint`` and ``EarlyStopping`` do.
         verbose: print one line after each round and the whole round table at fit end.
-        plot: write ``itlm_scores.png`` (score histograms of clean vs corrupted samples per round) at fit
-            end, when ground truth is known, into ``plot_dir`` or else the logger's directory (no logger and
-            no ``plot_dir``: no file).
+        plot: write ``itlm_scores.png`` (score histograms per scoring pass: of clean vs corrupted samples where
+            the ground truth is known, else of the samples the pass kept vs dropped) at fit end, into ``plot_dir``
+            or else the logger's directory (no logger and no ``plot_dir``: no file).
         plot_dir: folder for the plot (a ``str`` or ``os.PathLike``).
         check_per_sample: on the first scoring batch of a fit, score the batch's first samples again on
             their own and raise if their scores change (a score that is not per-sample, e.g. a batch mean
@@ -1002,7 +1002,7 @@ class ITLM(Callback):
             )
         if self.verbose and self.history:
             _print_round_table(trainer, self.history, self.monitor, self._title)
-        if self.plot and self.score_history and self.score_history[0].get("corrupted") is not None:
+        if self.plot and self.score_history:
             self._save_plot(trainer)
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -1237,7 +1237,9 @@ class ITLM(Callback):
             if has_truth:
                 truth = torch.zeros(n, dtype=torch.bool)
                 truth[all_index.cpu()] = distributed.all_gather_cat(bad.to(torch.uint8)).cpu().bool()
-            self.score_history.append({"round": round_, "scores": dense, "corrupted": truth})
+            kept_mask = torch.zeros(n, dtype=torch.bool)
+            kept_mask[selection.cpu()] = True  # the plot's kept / dropped where no ground truth is known
+            self.score_history.append({"round": round_, "scores": dense, "corrupted": truth, "kept": kept_mask})
         if self._report_target is not None:
             # round 0's selection (initial_round_on_all=False) comes from the untrained model: no score column
             self._record_for_report(round_ - 1 if round_ > 0 else None, index, scores, round_, selection)

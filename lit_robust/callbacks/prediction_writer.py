@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lit_robust._backend import BasePredictionWriter, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.report import write_report
+from lit_robust.report import with_sample_files, write_report
 from lit_robust.selection import distributed
 
 __all__ = ["PredictionWriter"]
@@ -38,6 +38,8 @@ class PredictionWriter(BasePredictionWriter):
       predictions come from one loader: :class:`~lit_robust.TableDataModule` adds ``source_index`` (the row of your
       table), ``predicted_class`` / ``target_class`` (the class names) or, for a regression, ``predicted_<column>``
       and ``given_<column>`` in the table's units;
+    * without such a method, for a loader over an ``IndexedDataset`` of files (torchvision's ``ImageFolder``):
+      ``path``, each row's file, and ``predicted_class`` / ``target_class`` for class ids;
     * what the model adds through its own ``describe_predictions(table)``: an anomaly detector with a threshold
       (:meth:`~lit_robust.anomaly.AnomalyDetector.fit_threshold`, or the one it sets at predict from its
       training rows) adds ``predicted_anomaly``, 1 above it.
@@ -145,6 +147,13 @@ class PredictionWriter(BasePredictionWriter):
             # the datamodule's own words for the rows (a TableDataModule: the row of the user's table, class names,
             # targets in the table's units); it returns the table unchanged where the loader is not its own
             table = describe(table, trainer.predict_dataloaders)
+        elif "dataloader_idx" not in table:
+            # an image folder in an IndexedDataset: each row's file and class names (an image-folder newcomer mapped
+            # `index` by hand)
+            loaders = trainer.predict_dataloaders
+            loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
+            table = with_sample_files(table, getattr(loader, "dataset", None),
+                                      {"prediction": "predicted_class", "target": "target_class"})
         self.path = write_report(table, os.path.join(folder, self.filename))
         rows = sum(len(b[1]) for b in batches)
         rank_zero_info(f"PredictionWriter: {rows} predictions written to {self.path}")

@@ -106,7 +106,7 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple:
-        x, y = self.dataset[index]
+        x, y = self._read(index)
         if self.targets is not None:
             y = self.targets[index]
         if self.corrupted is None:
@@ -129,7 +129,7 @@ class IndexedDataset(Dataset):
         columns = None if position is None else _fetch_columns(self.dataset, position)
         if columns is None:
             fetch = getattr(self.dataset, "__getitems__", None)
-            pairs = fetch(list(indices)) if callable(fetch) else [self.dataset[i] for i in indices]
+            pairs = fetch(list(indices)) if callable(fetch) else [self._read(i) for i in indices]
             return [self._with_index(i, x, y) for i, (x, y) in zip(indices, pairs, strict=True)]
         assert index is not None and position is not None
         x, y = columns
@@ -142,6 +142,22 @@ class IndexedDataset(Dataset):
         if self.corrupted is not None:
             fields.append(_take(self.corrupted, position))
         return _SampleBatch(indices, fields)
+
+    def _read(self, index: int) -> Any:
+        """``self.dataset[index]``; a file that cannot be read (a truncated PNG: PIL's ``OSError: image file is
+        truncated``, which stopped an image-folder newcomer's fit without naming the file) is named in the error."""
+        try:
+            return self.dataset[index]
+        except OSError as exc:
+            from lit_robust.report import sample_files
+
+            found = sample_files(self)
+            where = f" ({found[0][index]})" if found is not None and 0 <= index < len(found[0]) else ""
+            try:
+                named = type(exc)(f"sample {index}{where} of the data set could not be read: {exc}")
+            except Exception:  # noqa: BLE001 - an OSError subclass with other arguments: leave it as it is
+                raise exc from None
+            raise named from exc
 
     def _with_index(self, index: int, x: Any, y: Any) -> tuple:
         if self.targets is not None:

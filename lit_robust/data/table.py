@@ -85,7 +85,24 @@ def _read_table(path: str, argument: str) -> Any:
         raise FileNotFoundError(f"`{argument}`={os.fspath(path)!r}: no such file{where}.")
     if kind == "parquet":
         return pd.read_parquet(full)
-    return pd.read_csv(full, sep="\t" if kind == "tsv" else ",")
+    try:
+        return pd.read_csv(full, sep="\t" if kind == "tsv" else ",")
+    except pd.errors.EmptyDataError:  # a 0-byte file ended in pandas' traceback (a hurried CLI user)
+        raise ValueError(f"`{argument}`={os.fspath(path)!r} is empty: a table needs a header row of column names "
+                         "and at least one row.") from None
+
+
+def _cells_that_are_not_numbers(column: Any, name: str, shown: int = 3) -> str:
+    """``'mean radius': 'n/a' (row 5), '12,5' (row 17)``: the first cells of a text column that do not read as
+    numbers, with their rows (0-based positions in the table); the error quoted the column's first cell, a good
+    number, and sent a hurried user hunting."""
+    pd = _pandas()
+    present = column.notna().to_numpy()
+    bad = np.flatnonzero(present & pd.to_numeric(column, errors="coerce").isna().to_numpy())
+    if len(bad) == 0:  # e.g. booleans mixed with numbers: no cell fails alone
+        return f"{name!r}: {column[present].iloc[0]!r} (row {int(np.flatnonzero(present)[0])})"
+    cells = ", ".join(f"{column.iloc[i]!r} (row {int(i)})" for i in bad[:shown])
+    return f"{name!r}: {cells}{f' and {len(bad) - shown} more' if len(bad) > shown else ''}"
 
 
 def _columns_named(frame: Any, names: Sequence[str], argument: str) -> list[str]:
@@ -331,7 +348,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         text = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or
                                             pd.api.types.is_bool_dtype(frame[c]))]
         if text:
-            examples = ", ".join(f"{c}={frame[c].dropna().iloc[0]!r}" for c in text[:3] if frame[c].notna().any())
+            examples = "; ".join(_cells_that_are_not_numbers(frame[c], c) for c in text[:3] if frame[c].notna().any())
             raise ValueError(
                 f"`features`: column(s) {text} do not hold numbers ({examples}). One-hot encode categories "
                 "(`pandas.get_dummies(frame, columns=[...])`), convert numbers written as text "

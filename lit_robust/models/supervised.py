@@ -49,8 +49,11 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
         if len(spec.input_shape) != 3:
             raise misfit("in_channels", in_channels, spec, spec.inputs(), "The model expects [C, H, W] images.")
         if spec.input_shape[0] != in_channels:
+            grey = (" Or, for grey images opened as RGB (torchvision's `ImageFolder` opens every file so), add "
+                    "`transforms.Grayscale()` to the data's transforms and keep 1." if in_channels == 1 and
+                    spec.input_shape[0] == 3 else "")
             raise misfit("in_channels", in_channels, spec, spec.inputs(), f"Set `model.in_channels` to "
-                                                                          f"{spec.input_shape[0]}.")
+                                                                          f"{spec.input_shape[0]}.{grey}")
         if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
             raise misfit("image_size", image_size, spec, spec.inputs(),
                          f"Set `model.image_size` to {spec.input_shape[1]}." if spec.input_shape[1] ==
