@@ -761,8 +761,7 @@ class RobustCLI(LightningCLI):
         "`Trainer.fit` stopped" and a report path, with no checkpoint path and no word of `test --ckpt_path last`."""
         if self.trainer.interrupted or not self.trainer.is_global_zero or self._given_argv is None:
             return
-        if not callable(getattr(self.model, "test_step", None)) or \
-                getattr(type(self.model), "test_step", None) is getattr(pl.LightningModule, "test_step", None):
+        if type(self.model).test_step is pl.LightningModule.test_step:
             return  # a GAN: nothing to test (its results are the sample grids)
         try:  # an unlabelled anomaly table has no test split, and says so when asked for one
             loaders = self.datamodule.test_dataloader() if self.datamodule is not None else None

@@ -428,9 +428,9 @@ def sample_files(dataset: Any) -> tuple[list[str], list[str] | None] | None:
         indices = [int(i) for i in base.indices]
         positions = indices if positions is None else [indices[p] for p in positions]
         base = base.dataset
-    samples = getattr(base, "samples", None)
-    if not isinstance(samples, (list, tuple)) or not samples or not all(
-            isinstance(s, (list, tuple)) and s and isinstance(s[0], (str, os.PathLike)) for s in samples[:1]):
+    samples = getattr(base, "samples", None)  # [(path, class id), ...]
+    first = samples[0] if isinstance(samples, (list, tuple)) and samples else None
+    if not isinstance(first, (list, tuple)) or not first or not isinstance(first[0], (str, os.PathLike)):
         return None
     files = [os.fspath(s[0]) for s in samples]
     classes = getattr(base, "classes", None)

@@ -1248,7 +1248,8 @@ def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, ca
     assert "every round" not in capsys.readouterr().err
 
 
-def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_path, capsys, one_torch_thread):
+def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_path, capsys, monkeypatch,
+                                                                             one_torch_thread):
     """A hurried CLI user's filter fits ended on "`Trainer.fit` stopped" and a report path: no checkpoint path and no
     word of `test --ckpt_path last`. The printed command, run as printed, tests the fitted weights."""
     import shlex
@@ -1264,6 +1265,25 @@ def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_p
     assert command == f"lit-robust test --config {shlex.quote(str(path))} --model.init_args.lr 0.05 --ckpt_path last"
     tested = run(shlex.split(command)[1:])
     assert tested.trainer.ckpt_path == last
+    # no command where it would fail: a model without a test_step (a GAN), data without a test split
+    from types import SimpleNamespace
+
+    import lit_robust.cli as cli
+
+    class NoTestStep(pl.LightningModule):
+        pass
+
+    class WithTestStep(pl.LightningModule):
+        def test_step(self, batch, batch_idx):
+            pass
+
+    monkeypatch.setattr(cli, "find_last_checkpoint", lambda trainer: ("x.ckpt", []))
+    trainer = SimpleNamespace(interrupted=False, is_global_zero=True)
+    for model, split, said in ((WithTestStep(), [1], True), (NoTestStep(), [1], False), (WithTestStep(), [], False)):
+        capsys.readouterr()
+        cli.RobustCLI._say_next_step(SimpleNamespace(trainer=trainer, model=model, _given_argv=["fit"],
+                                                     datamodule=SimpleNamespace(test_dataloader=lambda s=split: s)))
+        assert ("the fitted model is x.ckpt; test it" in capsys.readouterr().err) is said
 
 
 def test_a_yaml_syntax_error_names_its_file(tmp_path, capsys):
