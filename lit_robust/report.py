@@ -438,11 +438,14 @@ def sample_files(dataset: Any) -> tuple[list[str], list[str] | None] | None:
     return (files if positions is None else [files[p] for p in positions]), names
 
 
-_REPORT_CLASS_COLUMNS = {"given_label": "given_class", "predicted_label": "predicted_class"}
+#: a column of class ids → the column of their names, in the per-sample report and in ``predictions.csv`` (one rule
+#: for a ``TableDataModule``'s classes and an image folder's)
+REPORT_CLASS_COLUMNS = {"given_label": "given_class", "predicted_label": "predicted_class"}
+PREDICTION_CLASS_COLUMNS = {"prediction": "predicted_class", "target": "target_class"}
 
 
 def with_sample_files(table: dict[str, list[Any]], dataset: Any,
-                      class_columns: dict[str, str] = _REPORT_CLASS_COLUMNS) -> dict[str, list[Any]]:
+                      class_columns: dict[str, str] = REPORT_CLASS_COLUMNS) -> dict[str, list[Any]]:
     """``table`` with ``path`` after ``index`` and, for each of ``class_columns`` (a column of class ids → the column
     of their names) whose values are all class ids, the class names appended, where ``dataset`` is read from files
     (:func:`sample_files`); as it is otherwise."""

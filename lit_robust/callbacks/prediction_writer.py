@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lit_robust._backend import BasePredictionWriter, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.report import with_sample_files, write_report
+from lit_robust.report import PREDICTION_CLASS_COLUMNS, with_sample_files, write_report
 from lit_robust.selection import distributed
 
 __all__ = ["PredictionWriter"]
@@ -153,7 +153,7 @@ class PredictionWriter(BasePredictionWriter):
             loaders = trainer.predict_dataloaders
             loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
             table = with_sample_files(table, getattr(loader, "dataset", None),
-                                      {"prediction": "predicted_class", "target": "target_class"})
+                                      PREDICTION_CLASS_COLUMNS)
         self.path = write_report(table, os.path.join(folder, self.filename))
         rows = sum(len(b[1]) for b in batches)
         rank_zero_info(f"PredictionWriter: {rows} predictions written to {self.path}")

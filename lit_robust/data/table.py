@@ -24,6 +24,7 @@ from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.data.base import SplitLoaders
 from lit_robust.data.indexed import IndexedDataset
+from lit_robust.report import PREDICTION_CLASS_COLUMNS, REPORT_CLASS_COLUMNS
 
 __all__ = ["TableDataModule", "robust_scale"]
 
@@ -568,7 +569,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 out.update(self._ids_of(source, out["source_index"], table))
         q = len(self.target_names)
         given = self._given_of(source, out["source_index"]) if labelled and "source_index" in out else None
-        out.update(self._in_table_terms(out, given, {"prediction": "predicted_class", "target": "target_class"},
+        out.update(self._in_table_terms(out, given, PREDICTION_CLASS_COLUMNS,
                                         {"predicted_": ["prediction"] if q == 1 else [f"prediction_{j}" for j in range(q)],
                                          "given_": ["target"] if q == 1 else [f"target_{j}" for j in range(q)]}))
         return out
@@ -581,7 +582,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         rows = (self.train_source_index[torch.as_tensor(table["index"], dtype=torch.long)].tolist()
                 if "index" in table and self.train_source_index is not None else None)
         extra = self._in_table_terms(table, None if rows is None else self._given_of("table", rows),
-                                     {"given_label": "given_class", "predicted_label": "predicted_class"},
+                                     REPORT_CLASS_COLUMNS,
                                      {"given_": ["given_target"], "predicted_": ["predicted_target"]})
         ids = {} if rows is None else self._ids_of("table", rows, table)
         out: dict[str, list] = {}
