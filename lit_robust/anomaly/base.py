@@ -146,6 +146,9 @@ class AnomalyDetector(pl.LightningModule):
     """Base LightningModule: subclasses implement :meth:`anomaly_score`; this class supplies
 
     * ``test_step`` — on ``(index, x, is_anomaly)`` batches, accumulates ROC-AUC (``test_auroc``);
+    * ``validation_step`` — the same ROC-AUC over each validation epoch (``val_auroc``), where the validation batches
+      carry the is-anomaly flag (an indexed batch's ``corrupted`` flag where it has one, else its target); on
+      unlabelled ones (a tensor, ``TensorDataset(x)``) it logs nothing and says so once;
     * ``predict_step`` — the anomaly scores of a batch;
     * :meth:`score_dataset` — scores of every sample of a loader, in order;
     * :meth:`fit_threshold` and :meth:`predict_anomaly` — a yes/no decision for new samples, from a threshold set on
@@ -155,6 +158,8 @@ class AnomalyDetector(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.test_auroc = AnomalyAUROC()
+        self.val_auroc = AnomalyAUROC()  # a list state: not in the state dict (as test_auroc)
+        self._told_val: set[str] = set()  # the notes on a validation epoch without a val_auroc, each said once
         self.threshold: float | None = None  # set by `fit_threshold`
         self.threshold_contamination: float | None = None
 
@@ -165,12 +170,16 @@ class AnomalyDetector(pl.LightningModule):
         """Per-sample anomaly score of ``x`` (shape ``[B]``, higher = more anomalous)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _with_no_target(batch: Any) -> Any:
+        """A batch of samples without a target as ``(x, None)``: a loader over a tensor, or a ``TensorDataset(x)``'s
+        1-tuples (an anomaly newcomer's production rows were refused as "a list of length 1"); others unchanged."""
+        if isinstance(batch, Tensor) or (isinstance(batch, (tuple, list)) and len(batch) == 1):
+            return (batch if isinstance(batch, Tensor) else batch[0], None)
+        return batch
+
     def _scores(self, batch: Any, batch_idx: int, stage: str) -> tuple[Tensor, Any]:
-        if stage != "test" and (isinstance(batch, Tensor) or (isinstance(batch, (tuple, list)) and len(batch) == 1)):
-            # new samples have no target: a loader over a tensor, or a `TensorDataset(x)`'s 1-tuples (an anomaly
-            # newcomer's production rows were refused as "a list of length 1")
-            batch = (batch if isinstance(batch, Tensor) else batch[0], None)
-        b = unpack_eval_batch(batch)
+        b = unpack_eval_batch(batch if stage == "test" else self._with_no_target(batch))
         scores = self.anomaly_score(b.input)
         check_finite("anomaly score", scores, batch_idx, b.index, stage)
         return scores, b
@@ -179,6 +188,46 @@ class AnomalyDetector(pl.LightningModule):
         scores, b = self._scores(batch, batch_idx, "test")
         self.test_auroc.update(scores, b.target.long())
         self.log("test_auroc", self.test_auroc, on_step=False, on_epoch=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        scores, b = self._scores(batch, batch_idx, "validation")
+        self._update_val_auroc(scores, b)
+
+    def _update_val_auroc(self, scores: Tensor, b: Any) -> None:
+        """Accumulate ``val_auroc`` from a validation batch's scores, when the batch carries an is-anomaly flag: the
+        ``corrupted`` flag of an indexed batch (the training form of one's own data has a placeholder target), else
+        the target (a plain ``(x, is_anomaly)`` pair, the datamodules' splits)."""
+        flag = b.corrupted if isinstance(b.corrupted, Tensor) else b.target
+        if isinstance(flag, Tensor):
+            self.val_auroc.update(scores, flag.long())
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val_auroc`` over the epoch (every rank's batches), or say once why there is none. Without it a
+        newcomer's RCA and AutoEncoder were given a validation loader and Lightning skipped the loop ("no
+        `validation_step`")."""
+        metric = self.val_auroc
+        try:
+            if not metric.update_called:
+                self._say_no_val_auroc("labels", "the validation batches carry no is-anomaly flag (a tensor or "
+                                       "`TensorDataset(x)`), so `val_auroc` is not logged: give them as `(x, "
+                                       "is_anomaly)` pairs, 1 = anomaly")
+                return
+            try:
+                auc = float(metric.compute())  # a collective under DDP: every rank gets here
+            except ValueError as exc:  # one class only (no anomaly among the validation rows, or placeholders)
+                self._say_no_val_auroc("classes", f"`val_auroc` is not logged: {exc} The validation flags hold one "
+                                       "value only")
+                return
+            self.log("val_auroc", auc, on_step=False, on_epoch=True)  # identical on every rank
+        finally:
+            metric.reset()
+
+    def _say_no_val_auroc(self, key: str, why: str) -> None:
+        # the few batches of the sanity check may hold one class where the whole split does not
+        if (self._trainer is not None and self._trainer.sanity_checking) or key in self._told_val:
+            return
+        self._told_val.add(key)
+        rank_zero_info(f"{type(self).__name__}: {why}.")
 
     def on_test_epoch_end(self) -> None:
         auc = float(self.test_auroc.compute())  # cached: the logged value

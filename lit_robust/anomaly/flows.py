@@ -240,10 +240,13 @@ class RealNVP(RobustMixin, AnomalyDetector):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        b = unpack_eval_batch(batch)
+        """``val_nll``, the mean :math:`-\\log\\hat p` of the validation samples, and ``val_auroc`` where the
+        batches carry the is-anomaly flag (:class:`~lit_robust.anomaly.base.AnomalyDetector`)."""
+        b = unpack_eval_batch(self._with_no_target(batch))
         losses = -self.log_prob(b.input)
         check_finite("log-density", losses, batch_idx, b.index, "validation")
         self.log("val_nll", losses.mean(), sync_dist=True)
+        self._update_val_auroc(losses, b)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
