@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
+from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 from lit_robust.selection.rules import keep_count, percent_hint
@@ -296,15 +297,23 @@ class AnomalyDetector(pl.LightningModule):
                 float tensor ``[n, dim]`` of samples.
             contamination: the share of anomalies in ``data``, in ``[0, 0.5)``; default: the model's own — a
                 numeric ``drop_ratio`` > 0, or with ``drop_ratio="auto"`` the fit's estimate
-                (:attr:`estimated_corruption`; 0 makes the threshold the largest training score).
+                (:attr:`estimated_corruption`; 0 makes the threshold the largest training score, which flags
+                almost nothing: that is warned about, pass ``contamination`` then).
 
         The model scores in eval mode, in this process (call it after ``trainer.fit``, not inside a DDP run). A
         checkpoint saved afterwards (``trainer.save_checkpoint``) keeps the threshold for ``load_from_checkpoint``;
         the ones ``ModelCheckpoint`` wrote during the fit predate it. RCA's score averages dropout passes: seed
         (``torch.manual_seed``) before both calls for repeatable decisions.
         """
+        from_auto = contamination is None and getattr(self, "drop_ratio", None) == "auto"
         contamination = self._default_contamination() if contamination is None else check_ratio("contamination",
                                                                                                    contamination)
+        if from_auto and contamination == 0.0:
+            # RCA on a newcomer's breast-cancer rows (10 % malignant) then flagged 2 of 207 test rows, 100 anomalous
+            rank_zero_warn(f"{type(self).__name__}.fit_threshold: `contamination` was not given, so it is the "
+                           "`drop_ratio='auto'` estimate, 0: the threshold is the largest training score and flags "
+                           "almost nothing. Pass the share of anomalies you expect in `data`, a number in [0, 0.5): "
+                           "`fit_threshold(data, contamination=0.05)`.")
         if isinstance(data, Tensor):  # scored as a loader of input-only batches (see `_scores`)
             data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=4096)
         threshold = anomaly_threshold(self.score_dataset(data)[0], contamination)
@@ -317,22 +326,39 @@ class AnomalyDetector(pl.LightningModule):
         ``predict``; a table newcomer found no way to a decision from ``lit-robust predict``)."""
         if self.threshold is not None:
             return
+        ratio = getattr(self, "drop_ratio", None)
         try:
             contamination = self._default_contamination()
-        except ValueError:  # no rate to set it at: the scores alone, as before
-            return
+        except ValueError:  # no rate to set it at: the scores alone
+            return self._say_no_decision("`drop_ratio='auto'` has no estimate (a fit's warm-up makes it)"
+                                         if ratio == "auto" else f"it trained with drop_ratio={ratio!r}, which names "
+                                         "no share of anomalies")
+        if ratio == "auto" and contamination == 0.0:
+            # a threshold at the largest training score says "no" to almost every row (a PyOD newcomer's CLI run)
+            return self._say_no_decision("`drop_ratio='auto'` estimated 0 anomalies in training, and a threshold at "
+                                         "that rate, the largest training score, flags almost nothing")
         datamodule = getattr(self.trainer, "datamodule", None)
         train = getattr(datamodule, "train_dataloader", None)
         if not callable(train):
-            return
+            return self._say_no_decision("no datamodule with training rows to set it on")
         try:
             loader = train()
         except Exception:  # a datamodule without training rows (or not set up for them): the scores alone
-            return
+            return self._say_no_decision("the datamodule gave no training rows to set it on")
         threshold = self.fit_threshold(loader, contamination)
         rank_zero_info(f"{type(self).__name__}: threshold {threshold:.6g} set on the training rows' scores at the "
                        f"model's contamination {contamination:.2%} (`fit_threshold`); `predicted_anomaly` is 1 above "
                        "it. Call `fit_threshold` yourself for another rate or set of rows.")
+
+    def _say_no_decision(self, reason: str) -> None:
+        """One line where ``predictions.csv`` (a :class:`~lit_robust.PredictionWriter` in the Trainer) will hold the
+        scores alone: why there is no ``predicted_anomaly`` column, and how to get one."""
+        if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
+            return
+        rank_zero_info(f"{type(self).__name__}: no threshold, so the predictions have no `predicted_anomaly` column: "
+                       f"{reason}. Set one in Python with `model.fit_threshold(train_loader, contamination=...)` (the "
+                       "share of anomalies in those rows, in [0, 0.5)), save a checkpoint after it "
+                       "(`trainer.save_checkpoint`) and predict from that checkpoint.")
 
     def describe_predictions(self, table: dict[str, list]) -> dict[str, list]:
         """``predictions.csv`` (:class:`~lit_robust.PredictionWriter`) gains ``predicted_anomaly`` (1 where the
