@@ -666,3 +666,27 @@ def test_an_unlabelled_validation_loader_logs_no_val_auroc_and_says_why(tmp_path
     assert "val_auroc" not in trainer.callback_metrics
     notes = [m for m in said if "val_auroc" in m]
     assert len(notes) == 1 and "needs both normal and anomalous samples" in notes[0], notes
+
+
+@pytest.mark.parametrize("name", ["RCA", "AutoEncoder", "RobustRealNVP"])
+def test_numpy_features_given_to_fit_or_fit_threshold_say_what_to_pass(tmp_path, name):
+    """A PyOD newcomer's `trainer.fit(RobustRealNVP(...), X)` was answered by "`BatchFilter`: lit_robust expects
+    batches ..." (a class they never created), and `fit_threshold(X)` by the batch layout."""
+    pd = pytest.importorskip("pandas")
+    x = _blobs(64)[0].numpy()
+    model = _DETECTORS[name]()
+    with pytest.raises(TypeError, match=rf"^{name}\(dim=3\) expects a DataLoader of float32 tensors, got batches of "
+                                        r"numpy.ndarray \(Lightning iterates a numpy array or a DataFrame item by "
+                                        r"item\): pass `DataLoader\(IndexedDataset\(TensorDataset\(x, torch.zeros"):
+        tiny_trainer(tmp_path, 1).fit(model, x)
+    with pytest.raises(TypeError, match=r"got batches of numpy.ndarray .*: pass `DataLoader\(TensorDataset\(x\), "):
+        tiny_trainer(tmp_path, 1).predict(model, x)
+    for data, kind in ((x, "numpy.ndarray"), (pd.DataFrame(x), r"pandas\.(core\.frame\.)?DataFrame"),
+                       (x.tolist(), "builtins.list")):
+        with pytest.raises(TypeError, match=rf"^{name}.fit_threshold: `data` must be a DataLoader or a float32 tensor "
+                                            rf"\[n, 3\] of samples, got {kind}: convert it, e.g. `fit_threshold\("
+                                            r"torch.as_tensor\(features, dtype=torch.float32\)\)`\.$"):
+            model.fit_threshold(data, contamination=0.1)
+    # what it asks for works: a tensor, and a loader (or a list of tensor batches) of them
+    t = torch.as_tensor(x, dtype=torch.float32)
+    assert model.fit_threshold(t, contamination=0.1) == model.fit_threshold([t[:32], t[32:]], contamination=0.1)

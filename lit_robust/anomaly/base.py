@@ -109,6 +109,19 @@ def roc_auc(scores: Tensor | Any, is_anomaly: Tensor | Any) -> float:
     return float(binary_auroc(unit, is_anomaly.long()))
 
 
+def _rows_not_batches(data: Any) -> bool:
+    """Whether ``data`` is feature rows rather than a loader of batches: a numpy array, a DataFrame, anything not
+    iterable, or a list of numbers or of lists of numbers (``X.tolist()``)."""
+    if isinstance(data, str) or hasattr(data, "__array__") or not hasattr(data, "__iter__"):
+        return True
+    if isinstance(data, (list, tuple)) and data:
+        first = data[0]
+        if isinstance(first, (list, tuple)) and first:
+            first = first[0]
+        return isinstance(first, (int, float)) or hasattr(first, "__array__") and not isinstance(first, Tensor)
+    return False
+
+
 class AnomalyAUROC(Metric):
     """ROC-AUC over every test batch (all ranks under DDP), computed with :func:`roc_auc`."""
 
@@ -166,6 +179,26 @@ class AnomalyDetector(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)  # calls `check_data` of subclasses that have one
+
+    def _dim(self) -> str:
+        dim = getattr(self.hparams, "dim", None)
+        return "dim" if dim is None else str(dim)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Refuse a batch that is not a tensor or a tuple, list or dict of them, naming this module: a numpy array
+        given to ``trainer.fit`` is iterated row by row (a PyOD newcomer's ``trainer.fit(RobustRealNVP(...),
+        X)`` was answered by a ``BatchFilter`` they had never created, RCA's by the batch layout)."""
+        if not isinstance(batch, (Tensor, tuple, list, dict)):
+            kind = f"{type(batch).__module__}.{type(batch).__qualname__}"
+            stage = getattr(getattr(self._trainer, "state", None), "stage", None)
+            training = stage is not None and stage.value == "train"
+            fix = ("`DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long))), batch_size=64, "
+                   "shuffle=True)`" if training else "`DataLoader(TensorDataset(x), batch_size=256)` (or `TensorDataset("
+                   "x, is_anomaly)` to score against known anomalies)")
+            raise TypeError(f"{type(self).__name__}(dim={self._dim()}) expects a DataLoader of float32 tensors, got "
+                            f"batches of {kind} (Lightning iterates a numpy array or a DataFrame item by item): pass "
+                            f"{fix}, with `x = torch.as_tensor(features, dtype=torch.float32)`.")
+        return super().on_before_batch_transfer(batch, dataloader_idx)
 
     def anomaly_score(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Per-sample anomaly score of ``x`` (shape ``[B]``, higher = more anomalous)."""
@@ -314,6 +347,11 @@ class AnomalyDetector(pl.LightningModule):
                            "`drop_ratio='auto'` estimate, 0: the threshold is the largest training score and flags "
                            "almost nothing. Pass the share of anomalies you expect in `data`, a number in [0, 0.5): "
                            "`fit_threshold(data, contamination=0.05)`.")
+        if not isinstance(data, Tensor) and _rows_not_batches(data):
+            # a numpy array (or a DataFrame) was answered with the layout of a batch (a PyOD newcomer)
+            raise TypeError(f"{type(self).__name__}.fit_threshold: `data` must be a DataLoader or a float32 tensor "
+                            f"[n, {self._dim()}] of samples, got {type(data).__module__}.{type(data).__qualname__}: "
+                            "convert it, e.g. `fit_threshold(torch.as_tensor(features, dtype=torch.float32))`.")
         if isinstance(data, Tensor):  # scored as a loader of input-only batches (see `_scores`)
             data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=4096)
         threshold = anomaly_threshold(self.score_dataset(data)[0], contamination)
