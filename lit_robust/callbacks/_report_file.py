@@ -220,6 +220,7 @@ class ModuleReport:
         # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
         if not self.trainer.sanity_checking and self.trainer.state.fn == TrainerFn.FITTING:
             self._report.flush()
+        super().on_validation_epoch_end()  # cooperative: RCA's `val_auroc` is logged by its detector base
 
     def on_train_end(self) -> None:
         path = self._report.write(self.trainer, self.hparams.estimator)
