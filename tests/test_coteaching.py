@@ -1,11 +1,13 @@
 import copy
 import math
+import warnings
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_robust import CoTeaching, CoTeachingEpochRecord
@@ -157,6 +159,27 @@ def test_validation_and_test_use_network_one(tmp_path):
     assert float(trainer.callback_metrics["val_loss"]) == pytest.approx(float(want), rel=1e-5)
     assert float(want) != pytest.approx(float(other), rel=1e-3)
     assert torch.equal(co(x), co.net1(x))
+
+
+class WithoutEvalSteps(TinyModel):
+    validation_step = pl.LightningModule.validation_step  # TinyModel's own removed: a model with training only
+
+
+def test_a_model_without_evaluation_steps_is_seen_as_one(tmp_path):
+    # a precision newcomer's model had no `validation_step`: the wrapper's own made Lightning warn of one with no
+    # `val_dataloader`, and `trainer.test` ran net1's missing `test_step` (a warning, no metric)
+    co = CoTeaching(WithoutEvalSteps(), drop_ratio=0.2)
+    loader = DataLoader(BlobsData(n=96).ds, batch_size=16)
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(co, train_dataloaders=loader)
+    assert not [w for w in caught if "validation_step" in str(w.message)]
+    with pytest.raises(MisconfigurationException, match="No `test_step"):
+        trainer.test(co, dataloaders=loader)
+    # the wrapped model's own steps are still the ones used where it has them (test above)
+    assert CoTeaching(TinyModel(), drop_ratio=0.2).validation_step.__func__ is CoTeaching._validation_step
 
 
 class WithStepLR(PlainSGD):

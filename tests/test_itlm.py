@@ -229,6 +229,25 @@ def test_without_ground_truth_the_plot_shows_kept_against_dropped(tmp_path, monk
     assert torch.equal(history[-1]["kept"], last)
 
 
+def test_the_table_says_when_its_validation_labels_are_corrupted(tmp_path, capsys):
+    """A hurried CLI user read itlm_digits' val_acc 0.44 (40 % of its validation labels corrupted) beside a clean test
+    accuracy of 0.829. Where the validation set's ground truth says its labels are corrupted, a line under the
+    table says so, with the count; with clean or unknown validation labels nothing is said."""
+    data = BlobsData(n=240, batch_size=32, with_val=True)  # validation = the (corrupted) training set
+    bad = int(data.ds.corrupted.sum())
+    assert 0 < bad < 240
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=True)]).fit(TinyModel(), data)
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines to the terminal
+    assert f"val_loss: measured against validation labels of which {bad} of 240 ({bad / 240:.1%}) are corrupted" in out
+    assert "Judge the model on clean labels (the test split)." in out
+    for flags in (torch.zeros(240, dtype=torch.bool), None):
+        data.ds.corrupted = flags
+        tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=True)]).fit(TinyModel(), data)
+        out = capsys.readouterr().out
+        assert "ITLM rounds" in out and "measured against validation labels" not in out
+
+
 def test_round_table_into_a_log_file_is_not_cut_to_80_columns(capsys):
     """Piped into a log (not a terminal) rich would cut a wide table to 80 columns: "1347/1…", "corrupt…"."""
     from lit_robust.callbacks.itlm import RoundRecord, _print_round_table

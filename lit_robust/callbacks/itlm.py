@@ -1749,13 +1749,23 @@ def _print_round_line(trainer: pl.Trainer, rec: RoundRecord, num_rounds: int, ti
 @rank_zero_only
 def _print_round_table(trainer: pl.Trainer, history: list[RoundRecord], monitor: str | None, title: str = "ITLM"
                        ) -> None:
-    from lit_robust.reporting import print_table, progress_console, round_line, round_table
+    from lit_robust.reporting import (
+        corrupted_validation_note,
+        print_line,
+        print_table,
+        progress_console,
+        round_line,
+        round_table,
+    )
 
+    bar = getattr(trainer, "progress_bar_callback", None)
+    note = corrupted_validation_note(history, getattr(trainer, "val_dataloaders", None))
     try:
         import rich  # noqa: F401
     except ImportError:  # without rich: one plain line per round
         for rec in history:
             print(round_line(rec, title=title))
-        return
-    print_table(round_table(history, monitor, title=f"{title} rounds"),
-                progress_console(getattr(trainer, "progress_bar_callback", None)))
+    else:
+        print_table(round_table(history, monitor, title=f"{title} rounds"), progress_console(bar))
+    if note is not None:
+        print_line(note, bar)

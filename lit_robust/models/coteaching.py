@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._backend import mismatch_advice, pl, rank_zero_info, rank_zero_warn
+from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
@@ -214,6 +214,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.save_hyperparameters(ignore=["model", "seed"])
         self.automatic_optimization = False
         self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope
+        self._assigned_hooks: dict[str, Callable[..., Any]] = {}  # see `validation_step`
         self.net1 = model
         self.net2 = copy.deepcopy(model)
         self.net2.reinitialize(seed)
@@ -398,10 +399,39 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.net1._current_fx_name = self._current_fx_name  # so `self.log` inside net1 is allowed
         return getattr(self.net1, hook)(*args)
 
-    def validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+    # `validation_step` and `test_step` are properties: Lightning decides whether a module has one (is there a
+    # validation loop, may `trainer.test` run) by looking the method up before any hook, and a wrapper that always
+    # had them told a precision newcomer "You defined a `validation_step` but have no `val_dataloader`" of a model
+    # that defined none, and let `trainer.test` run net1's missing `test_step` (a warning, no metric). Each is the
+    # delegate where net1 has its own, else LightningModule's, which Lightning reads as "not defined". Assigning one
+    # (as Lightning does to fit a `torch.compile`d module) replaces it.
+    @property
+    def validation_step(self) -> Callable[..., Any]:
+        return self._eval_hook("validation_step", self._validation_step)
+
+    @validation_step.setter
+    def validation_step(self, fn: Callable[..., Any]) -> None:
+        self._assigned_hooks["validation_step"] = fn
+
+    @property
+    def test_step(self) -> Callable[..., Any]:
+        return self._eval_hook("test_step", self._test_step)
+
+    @test_step.setter
+    def test_step(self, fn: Callable[..., Any]) -> None:
+        self._assigned_hooks["test_step"] = fn
+
+    def _eval_hook(self, hook: str, delegate: Callable[..., Any]) -> Callable[..., Any]:
+        if hook in self._assigned_hooks:
+            return self._assigned_hooks[hook]
+        if is_overridden(hook, self.net1, pl.LightningModule):
+            return delegate
+        return getattr(super(), hook)
+
+    def _validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
         return self._delegate("validation_step", batch, batch_idx, *args)
 
-    def test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+    def _test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
         return self._delegate("test_step", batch, batch_idx, *args)
 
     def predict_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:

@@ -58,11 +58,17 @@ class LinearProbe(RobustMixin, pl.LightningModule):
 
     Args:
         backbone_checkpoint: path of the backbone's checkpoint, or ``None``.
-        backbone / in_channels / width / first_conv / maxpool1: the architecture (see
-            :func:`lit_robust.simclr_backbone`); ``None`` = from the checkpoint, else the defaults. ``backbone`` may
-            also be your own encoder (an ``nn.Module`` mapping images to ``[N, feature_dim]``): the checkpoint's
-            backbone weights are loaded into it (strictly); it is left out of the hyper-parameters, so pass it again
-            to ``LinearProbe.load_from_checkpoint(path, backbone=MyEncoder())``.
+        backbone: ``"cnn"``, ``"resnet18"`` or ``"resnet50"`` (:func:`lit_robust.simclr_backbone`), or your own
+            encoder (an ``nn.Module`` mapping images to ``[N, feature_dim]``; on the command line its
+            ``class_path``, any importable class: the list ``--help`` shows is every module class it knows of, not
+            a list of encoders); ``None`` = the checkpoint's, else ``"cnn"``. Your own encoder gets the checkpoint's
+            backbone weights (strictly); it is left out of the hyper-parameters, so pass it again to
+            ``LinearProbe.load_from_checkpoint(path, backbone=MyEncoder())``.
+        in_channels: image channels (:func:`lit_robust.simclr_backbone`); ``None`` = from the checkpoint, else 1.
+        width: the first block's channels of ``"cnn"``; ``None`` = from the checkpoint, else 16.
+        first_conv: ResNets: ImageNet stem (``True``) or CIFAR stem (``False``); ``None`` = from the checkpoint,
+            else ``True``.
+        maxpool1: ResNets: keep the max-pool after ``conv1``; ``None`` = from the checkpoint, else ``True``.
         feature_dim: the size of your own encoder's features (default: its ``feature_dim`` attribute).
         num_classes: outputs of the head.
         lr / weight_decay / optimizer: the head's optimiser (``"adam"`` or ``"sgd"`` with momentum 0.9).
