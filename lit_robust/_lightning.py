@@ -26,6 +26,48 @@ def continues_earlier_fit(trainer: pl.Trainer) -> bool:
     return trainer.current_epoch > 0 or trainer.global_step > 0
 
 
+def earlier_fit_note(trainer: pl.Trainer) -> tuple[bool, str] | None:
+    """What to tell a user whose ``fit`` goes on from an earlier fit of the same Trainer (see
+    :func:`continues_earlier_fit`): ``(True, text)`` when that fit reached ``max_epochs`` and this one trains nothing,
+    ``(False, text)`` when this one trains the rest, ``None`` for a fit of its own. A notebook newcomer's re-run cell
+    fitted a new model on a finished Trainer (0 epochs, test accuracy 0.104, only "`max_epochs=4` reached"), and one
+    after an interrupted fit went on without a word (0.744, against 0.761 uninterrupted)."""
+    if not continues_earlier_fit(trainer):
+        return None
+    epoch, max_epochs = trainer.current_epoch, trainer.max_epochs
+    if max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs:
+        return True, (f"this Trainer's earlier fit already reached `max_epochs`={max_epochs}, so this fit trains "
+                      "nothing (a Trainer keeps its progress). Use a new Trainer for a new fit.")
+    return False, (f"this fit goes on from this Trainer's earlier fit at epoch {epoch} (a Trainer keeps its progress), "
+                   "which is not the same as one uninterrupted fit; for that, resume from a checkpoint "
+                   "(`ckpt_path=`) or start again with a new Trainer.")
+
+
+def no_training_batches(trainer: Any) -> str | None:
+    """Why a fit trained nothing, when its training loader yielded no batch (Lightning's "`Trainer.fit` stopped: No
+    training batches."), else ``None``: a notebook newcomer's ``DataLoader(1,500 samples, batch_size=4096,
+    drop_last=True)`` got ITLM's "something other than `max_epochs` stopped it (EarlyStopping, ...)" and, from a
+    ``BatchFilter``, no word at all."""
+    if trainer is None or getattr(trainer, "num_training_batches", None) != 0:
+        return None
+    loader = getattr(trainer, "train_dataloader", None)
+    size = batch = None
+    try:
+        size, batch = len(loader.dataset), loader.batch_size  # type: ignore[union-attr]
+    except (AttributeError, TypeError):
+        pass
+    if getattr(trainer, "limit_train_batches", None) == 0:
+        why = "`limit_train_batches=0`"
+    elif size is not None and batch is not None and getattr(loader, "drop_last", False) and batch > size:
+        why = (f"`drop_last=True` with `batch_size`={batch} larger than the {size} training samples: the only "
+               "batch is dropped. Use a smaller batch size or `drop_last=False`")
+    elif size == 0:
+        why = "the training set is empty"
+    else:
+        why = "check the training loader (its length is 0)"
+    return f"nothing was trained: the training loader yielded no batch ({why})."
+
+
 def evaluation_batches(trainer: pl.Trainer, loader: Any) -> Iterator[Any]:
     """``loader``'s batches as Lightning's evaluation loop hands them to a step: on the device, through the precision
     plugin's ``convert_input`` (the "true" half precisions cast floating inputs), each yielded inside its

@@ -76,6 +76,18 @@ class RobustMixin:
         if callable(hook):
             hook()
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "co_teaching" in checkpoint:
+            # a notebook newcomer's `MLP.load_from_checkpoint("cot.ckpt")` got a RuntimeError listing every `net1.*` and
+            # `net2.*` key
+            name = type(self).__name__
+            raise ValueError(f"{name}.load_from_checkpoint: this is a checkpoint of `CoTeaching`, which holds two "
+                             f"copies of your model (`net1.*` and `net2.*` in its state dict). Load it with "
+                             f"`CoTeaching.load_from_checkpoint(path, model={name}(...))` and take its `.net1`.")
+        hook = getattr(super(), "on_load_checkpoint", None)
+        if callable(hook):
+            hook(checkpoint)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # `class M(LightningModule, RobustMixin)`: LightningModule's `training_step` hides the mixin's and

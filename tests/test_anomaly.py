@@ -606,3 +606,87 @@ def test_a_flow_loaded_from_its_checkpoint_keeps_what_auto_estimated(tmp_path):
     rows = load_report(model.report_path, as_frame=False)
     assert {r["given_label"] for r in rows} == {None} and {r["predicted_label"] for r in rows} == {None}
     assert sum(r["corrupted"] for r in rows[:20]) == 20  # the anomalies still rank first
+
+
+_DETECTORS = {"RCA": lambda: RCA(3, hidden=8, latent=2, drop_ratio=0.1, dropout=0.0),
+              "AutoEncoder": lambda: AutoEncoder(3, hidden=8, latent=2),
+              "RealNVP": lambda: RealNVP(3, n_couplings=2, hidden=8),
+              "RobustRealNVP": lambda: RobustRealNVP(3, n_couplings=2, hidden=8, drop_ratio=0.1)}
+
+
+@pytest.mark.parametrize("form", ["plain", "indexed"])
+@pytest.mark.parametrize("name", list(_DETECTORS))
+def test_every_detector_logs_val_auroc_over_the_validation_epoch(tmp_path, name, form, recwarn):
+    """The README said the anomaly detectors log `val_*` metrics; RCA and AutoEncoder had no `validation_step`
+    (Lightning: "Skipping val loop") and the flows logged `val_nll` only."""
+    pl.seed_everything(0)
+    x, flag = _blobs(256)
+    train = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), corrupted=flag),
+                       batch_size=64)
+    xv, flag_v = _blobs(150, seed=1)
+    # plain `(x, is_anomaly)` pairs, or the training form (placeholder target, the flag as `corrupted`)
+    val = (DataLoader(TensorDataset(xv, flag_v.long()), batch_size=40) if form == "plain" else
+           DataLoader(IndexedDataset(TensorDataset(xv, torch.zeros(len(xv), dtype=torch.long)), corrupted=flag_v),
+                      batch_size=40))
+    model = _DETECTORS[name]()
+    before = set(model.state_dict())
+    trainer = tiny_trainer(tmp_path, 2)
+    trainer.fit(model, train, val)
+    assert not [w for w in recwarn if "validation_step" in str(w.message)]
+    logged = float(trainer.callback_metrics["val_auroc"])
+    # over the whole epoch (4 batches, the last one short), not the mean of per-batch values
+    assert logged == pytest.approx(roc_auc(model.score_dataset(val)[0], flag_v), abs=1e-6)
+    assert 0.9 < logged <= 1.0  # the anomalies sit 6 standard deviations away
+    if "RealNVP" in name:
+        assert "val_nll" in trainer.callback_metrics
+    # the metric keeps no state in checkpoints: their keys are the same as before
+    assert set(model.state_dict()) == before and not any("val_auroc" in k for k in before)
+
+
+@pytest.mark.parametrize("name", list(_DETECTORS))
+def test_an_unlabelled_validation_loader_logs_no_val_auroc_and_says_why(tmp_path, name, monkeypatch):
+    said = []
+    monkeypatch.setattr("lit_robust.anomaly.base.rank_zero_info", said.append)
+    pl.seed_everything(0)
+    x, flag = _blobs(128)
+    train = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long))), batch_size=64)
+    val = DataLoader(TensorDataset(_blobs(60, seed=1)[0]), batch_size=32)  # samples without a flag
+    trainer = tiny_trainer(tmp_path, 2)
+    trainer.fit(_DETECTORS[name](), train, val)
+    assert "val_auroc" not in trainer.callback_metrics
+    assert ("val_nll" in trainer.callback_metrics) == ("RealNVP" in name)
+    notes = [m for m in said if "val_auroc" in m]
+    assert notes == [f"{name}: the validation batches carry no is-anomaly flag (a tensor or `TensorDataset(x)`), so "
+                     "`val_auroc` is not logged: give them as `(x, is_anomaly)` pairs, 1 = anomaly."]
+    # one class only (no anomaly among the validation rows): no val_auroc either, one note, no crash
+    said.clear()
+    normal = DataLoader(TensorDataset(_blobs(60, seed=1)[0][10:], torch.zeros(50, dtype=torch.long)), batch_size=32)
+    trainer = tiny_trainer(tmp_path, 2)
+    trainer.fit(_DETECTORS[name](), train, normal)
+    assert "val_auroc" not in trainer.callback_metrics
+    notes = [m for m in said if "val_auroc" in m]
+    assert len(notes) == 1 and "needs both normal and anomalous samples" in notes[0], notes
+
+
+@pytest.mark.parametrize("name", ["RCA", "AutoEncoder", "RobustRealNVP"])
+def test_numpy_features_given_to_fit_or_fit_threshold_say_what_to_pass(tmp_path, name):
+    """A PyOD newcomer's `trainer.fit(RobustRealNVP(...), X)` was answered by "`BatchFilter`: lit_robust expects
+    batches ..." (a class they never created), and `fit_threshold(X)` by the batch layout."""
+    pd = pytest.importorskip("pandas")
+    x = _blobs(64)[0].numpy()
+    model = _DETECTORS[name]()
+    with pytest.raises(TypeError, match=rf"^{name}\(dim=3\) expects a DataLoader of float32 tensors, got batches of "
+                                        r"numpy.ndarray \(Lightning iterates a numpy array or a DataFrame item by "
+                                        r"item\): pass `DataLoader\(IndexedDataset\(TensorDataset\(x, torch.zeros"):
+        tiny_trainer(tmp_path, 1).fit(model, x)
+    with pytest.raises(TypeError, match=r"got batches of numpy.ndarray .*: pass `DataLoader\(TensorDataset\(x\), "):
+        tiny_trainer(tmp_path, 1).predict(model, x)
+    for data, kind in ((x, "numpy.ndarray"), (pd.DataFrame(x), r"pandas\.(core\.frame\.)?DataFrame"),
+                       (x.tolist(), "builtins.list")):
+        with pytest.raises(TypeError, match=rf"^{name}.fit_threshold: `data` must be a DataLoader or a float32 tensor "
+                                            rf"\[n, 3\] of samples, got {kind}: convert it, e.g. `fit_threshold\("
+                                            r"torch.as_tensor\(features, dtype=torch.float32\)\)`\.$"):
+            model.fit_threshold(data, contamination=0.1)
+    # what it asks for works: a tensor, and a loader (or a list of tensor batches) of them
+    t = torch.as_tensor(x, dtype=torch.float32)
+    assert model.fit_threshold(t, contamination=0.1) == model.fit_threshold([t[:32], t[32:]], contamination=0.1)

@@ -190,3 +190,69 @@ def test_predict_sets_a_threshold_at_the_models_rate_and_predictions_csv_decides
     fresh = RobustRealNVP(dim=2, hidden=8, n_couplings=2, drop_ratio=0.1)
     tiny_trainer(tmp_path, 1, [writer]).predict(fresh, data.test_dataloader())  # no datamodule: no training rows
     assert fresh.threshold is None and "predicted_anomaly" not in next(csv.DictReader(open(writer.path)))
+
+
+def _clean_loader(n: int = 256) -> DataLoader:
+    """Gaussian rows without anomalies: `drop_ratio="auto"` estimates 0 on them."""
+    return DataLoader(IndexedDataset(TensorDataset(torch.randn(n, 3), torch.zeros(n, dtype=torch.long))), batch_size=64)
+
+
+@pytest.mark.parametrize("make", [lambda: RCA(3, hidden=8, latent=2, drop_ratio="auto", warmup_epochs=1),
+                                  lambda: RobustRealNVP(3, n_couplings=2, hidden=8, drop_ratio="auto",
+                                                        warmup_epochs=1)], ids=["RCA", "RobustRealNVP"])
+def test_fit_threshold_warns_when_auto_estimated_no_anomalies(tmp_path, make, recwarn, one_torch_thread):
+    """A newcomer's RCA with `"auto"` on breast cancer (10 % malignant) estimated 0; `fit_threshold` then set the
+    largest training score without a word and flagged 2 of 207 test rows, 100 of them malignant."""
+    pl.seed_everything(0, verbose=False)
+    model, loader = make(), _clean_loader()
+    tiny_trainer(tmp_path, 2).fit(model, loader)
+    assert model.estimated_corruption == 0.0
+    name = type(model).__name__
+    recwarn.clear()
+    with pytest.warns(UserWarning, match=rf"^{name}.fit_threshold: `contamination` was not given, so it is the "
+                                         r"`drop_ratio='auto'` estimate, 0: the threshold is the largest training "
+                                         r"score and flags almost nothing\. Pass the share of anomalies you expect in "
+                                         r"`data`, a number in \[0, 0.5\): `fit_threshold\(data, contamination=0.05\)`") as caught:
+        model.fit_threshold(loader)
+    assert len([w for w in caught if "fit_threshold" in str(w.message)]) == 1  # once per call
+    assert model.threshold == float(model.score_dataset(loader)[0].max()) or name == "RCA"  # RCA's dropout passes
+    recwarn.clear()
+    model.fit_threshold(loader, contamination=0.0)  # asked for: no warning
+    model.fit_threshold(loader, contamination=0.1)
+    assert not [w for w in recwarn if "fit_threshold" in str(w.message)]
+
+
+def test_predict_says_why_predictions_csv_has_no_decision(tmp_path, monkeypatch, one_torch_thread):
+    """`lit-robust predict` after an `"auto"` fit that estimated 0 left `predicted_anomaly` out of predictions.csv
+    without a word (the flow's estimate was not even restored from the checkpoint under `trainer.predict`)."""
+    from lit_robust import PredictionWriter
+
+    said = []
+    monkeypatch.setattr("lit_robust.anomaly.base.rank_zero_info", said.append)
+    pl.seed_everything(0, verbose=False)
+    loader = _clean_loader()
+    data = pl.LightningDataModule.from_datasets(train_dataset=loader.dataset, predict_dataset=loader.dataset,
+                                                batch_size=64)
+    model = RobustRealNVP(3, n_couplings=2, hidden=8, drop_ratio="auto", warmup_epochs=1)
+    trainer = tiny_trainer(tmp_path, 2)
+    trainer.fit(model, loader)
+    trainer.save_checkpoint(tmp_path / "auto.ckpt")
+    fresh = RobustRealNVP(3, n_couplings=2, hidden=8, drop_ratio="auto", warmup_epochs=1)
+    writer = PredictionWriter(dirpath=str(tmp_path / "p"))
+    tiny_trainer(tmp_path, 1, [writer]).predict(fresh, data, ckpt_path=tmp_path / "auto.ckpt")  # as the CLI does
+    assert fresh.estimated_corruption == 0.0 and fresh.threshold is None  # the fit's estimate, restored
+    assert "predicted_anomaly" not in (tmp_path / "p" / "predictions.csv").read_text().splitlines()[0]
+    fix = (". Set one in Python with `model.fit_threshold(train_loader, contamination=...)` (the share of anomalies in "
+           "those rows, in [0, 0.5)), save a checkpoint after it (`trainer.save_checkpoint`) and predict from that "
+           "checkpoint.")
+    why = "RobustRealNVP: no threshold, so the predictions have no `predicted_anomaly` column: "
+    assert said == [why + "`drop_ratio='auto'` estimated 0 anomalies in training, and a threshold at that rate, the "
+                    "largest training score, flags almost nothing" + fix]
+    said.clear()
+    tiny_trainer(tmp_path, 1, [writer]).predict(RealNVP(3, n_couplings=2, hidden=8), data)
+    tiny_trainer(tmp_path, 1, [writer]).predict(RobustRealNVP(3, n_couplings=2, hidden=8), loader)
+    assert said == [why.replace("Robust", "") + "it trained with drop_ratio=0.0, which names no share of anomalies" + fix,
+                    why + "no datamodule with training rows to set it on" + fix]
+    said.clear()
+    tiny_trainer(tmp_path, 1).predict(RealNVP(3, n_couplings=2, hidden=8), data)  # no predictions.csv: nothing said
+    assert said == []

@@ -227,6 +227,29 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert 1 in {r["first_dropped_epoch"] for r in rows}  # epoch 1 was trained before the checkpoint
 
 
+def test_loading_a_checkpoint_without_the_model_or_into_the_model_says_how(tmp_path):
+    # a notebook newcomer: `CoTeaching.load_from_checkpoint(p)` -> "missing 1 required positional argument: 'model'",
+    # `MLP.load_from_checkpoint(p)` -> a RuntimeError listing every net1.* and net2.* key
+    co = CoTeaching(TinyModel(), drop_ratio=0.2)
+    trainer = fit(tmp_path, co, max_epochs=1)
+    path = tmp_path / "co.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(TypeError, match=r"pass it to load one too: `CoTeaching.load_from_checkpoint\(path, model="):
+        CoTeaching.load_from_checkpoint(path)
+    with pytest.raises(ValueError, match=r"TinyModel.load_from_checkpoint: this is a checkpoint of `CoTeaching`.*"
+                                         r"model=TinyModel\(...\)\)` and take its `.net1`"):
+        TinyModel.load_from_checkpoint(path)
+    loaded = CoTeaching.load_from_checkpoint(path, model=TinyModel())  # the way the docs give
+    for a, b in zip(co.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    # a checkpoint of the model itself still loads into it
+    plain = TinyModel()
+    plain_trainer = fit(tmp_path / "plain", plain, max_epochs=1)
+    plain_trainer.save_checkpoint(tmp_path / "tiny.ckpt")
+    reloaded = TinyModel.load_from_checkpoint(tmp_path / "tiny.ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), reloaded.state_dict().values()))
+
+
 @pytest.mark.parametrize("rule", ["spl", "prl"])
 def test_report_is_the_last_epochs_mean_score_of_both_networks(rule, tmp_path):
     """The per-sample report (a newcomer's `lit-robust fit` of a Co-teaching config wrote none): every sample once,

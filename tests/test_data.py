@@ -80,6 +80,9 @@ def test_indexed_dataset_length_checks():
     with pytest.raises(ValueError, match=r"`targets` must be numbers, one per sample .* got str entries such as "
                                          r"'class_0': map them to integers first"):
         IndexedDataset(base, targets=["class_0", "class_1", "class_0"])
+    # a notebook newcomer's re-run cell wrapped it twice: "its first item is a tuple of 3 element(s)"
+    with pytest.raises(TypeError, match=r"`dataset` is already an IndexedDataset .* or wrap its `.dataset`"):
+        IndexedDataset(IndexedDataset(base))
 
 
 # a newcomer's `targets=train_df["noisy"]`, `corrupted=train_df["flipped"]` after sklearn's `train_test_split`: a bare

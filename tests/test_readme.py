@@ -22,6 +22,12 @@ def test_readme_sections_1_to_3_run(tmp_path, monkeypatch, one_torch_thread):
     assert len(itlm.history) == 6 and itlm.history[-1].kept == int(0.65 * 1500)
     assert itlm.history[-1].clean_precision > 0.9  # the labels are 70% clean
     assert trainer.callback_metrics["test_acc"] > 0.5
+    # a notebook newcomer tested on the noisy training set, `(index, x, y, is_corrupted)` batches: the README's
+    # `test_step` (then `x, y = batch[-2:]`) took the flags for the labels and failed deep in torch
+    noisy = scope["DataLoader"](scope["train_set"], batch_size=500)
+    assert len(next(iter(noisy))) == 4
+    (result,) = trainer.test(scope["model"], noisy, verbose=False)
+    assert 0.3 < result["test_acc"] < 0.9  # agreement with labels of which 30 % are wrong
     # §3a: the per-sample report of a second fit, its head mostly the corrupted samples (30% of the labels)
     report = scope["report"]
     assert len(report) == 1500 and report["corrupted"].head(20).mean() > 0.8

@@ -554,6 +554,39 @@ def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, 
         TableDataModule(frame=frame, target="kind", predict_path="x.csv", predict_frame=new)
 
 
+def test_transform_gives_new_rows_as_the_model_saw_the_training_rows(tmp_path, one_torch_thread):
+    """An anomaly newcomer passed raw DataFrame values to `predict_anomaly` after a TableDataModule fit: all 207 rows
+    flagged, no word. `transform` scales new rows as the training rows were, one input per row, in order."""
+    from lit_robust import PredictionWriter
+
+    frame = table(80)
+    new = table(7, seed=5)[["b", "kind", "a"]]  # another column order, a target column it ignores
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], batch_size=16, predict_frame=new[["a", "b"]])
+    with pytest.raises(RuntimeError, match=r"call `setup\(\)` first"):
+        dm.transform(new)
+    model = MLPClassifier(hidden=8)
+    quiet_trainer(max_epochs=1).fit(model, dm)
+    x = dm.transform(new)
+    assert x.dtype == torch.float32 and x.shape == (7, 2)
+    # the same inputs the predict route builds from the same rows
+    assert torch.equal(x, dm.predict_set.dataset.tensors[0])
+    writer = PredictionWriter(dirpath=str(tmp_path))
+    out = quiet_trainer(callbacks=[writer]).predict(model, dm)
+    assert torch.equal(torch.cat(out), model(x).argmax(1))
+    with pytest.raises(ValueError, match=r"`frame` lacks column\(s\) \['b'\] of the training table"):
+        dm.transform(new[["a"]])
+    holes = new.copy()
+    holes.loc[holes.index[3], "a"] = float("nan")
+    with pytest.raises(ValueError, match=r"`frame`: 1 of 7 rows have a missing or infinite value in a feature column, "
+                                         r"e.g. row 3"):
+        dm.transform(holes)
+    with pytest.raises(ValueError, match=r"`frame` must be a pandas DataFrame, got a ndarray"):
+        dm.transform(new.to_numpy())
+    words = new.astype({"a": str})
+    with pytest.raises(ValueError, match=r"feature column\(s\) \['a'\] do not hold numbers"):
+        dm.transform(words)
+
+
 def test_mlp_regressor_reads_its_shape_from_the_table_too(tmp_path, one_torch_thread):
     """A CSV newcomer met MLPRegressor's MNIST defaults (784 in, 10 out) one error per run."""
     frame = table(60)

@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
+from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, misfit
 from lit_robust.selection.rules import keep_count, percent_hint
@@ -108,6 +109,19 @@ def roc_auc(scores: Tensor | Any, is_anomaly: Tensor | Any) -> float:
     return float(binary_auroc(unit, is_anomaly.long()))
 
 
+def _rows_not_batches(data: Any) -> bool:
+    """Whether ``data`` is feature rows rather than a loader of batches: a numpy array, a DataFrame, anything not
+    iterable, or a list of numbers or of lists of numbers (``X.tolist()``)."""
+    if isinstance(data, str) or hasattr(data, "__array__") or not hasattr(data, "__iter__"):
+        return True
+    if isinstance(data, (list, tuple)) and data:
+        first = data[0]
+        if isinstance(first, (list, tuple)) and first:
+            first = first[0]
+        return isinstance(first, (int, float)) or hasattr(first, "__array__") and not isinstance(first, Tensor)
+    return False
+
+
 class AnomalyAUROC(Metric):
     """ROC-AUC over every test batch (all ranks under DDP), computed with :func:`roc_auc`."""
 
@@ -146,6 +160,9 @@ class AnomalyDetector(pl.LightningModule):
     """Base LightningModule: subclasses implement :meth:`anomaly_score`; this class supplies
 
     * ``test_step`` — on ``(index, x, is_anomaly)`` batches, accumulates ROC-AUC (``test_auroc``);
+    * ``validation_step`` — the same ROC-AUC over each validation epoch (``val_auroc``), where the validation batches
+      carry the is-anomaly flag (an indexed batch's ``corrupted`` flag where it has one, else its target); on
+      unlabelled ones (a tensor, ``TensorDataset(x)``) it logs nothing and says so once;
     * ``predict_step`` — the anomaly scores of a batch;
     * :meth:`score_dataset` — scores of every sample of a loader, in order;
     * :meth:`fit_threshold` and :meth:`predict_anomaly` — a yes/no decision for new samples, from a threshold set on
@@ -155,22 +172,48 @@ class AnomalyDetector(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.test_auroc = AnomalyAUROC()
+        self.val_auroc = AnomalyAUROC()  # a list state: not in the state dict (as test_auroc)
+        self._told_val: set[str] = set()  # the notes on a validation epoch without a val_auroc, each said once
         self.threshold: float | None = None  # set by `fit_threshold`
         self.threshold_contamination: float | None = None
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)  # calls `check_data` of subclasses that have one
 
+    def _dim(self) -> str:
+        dim = getattr(self.hparams, "dim", None)
+        return "dim" if dim is None else str(dim)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Refuse a batch that is not a tensor or a tuple, list or dict of them, naming this module: a numpy array
+        given to ``trainer.fit`` is iterated row by row (a PyOD newcomer's ``trainer.fit(RobustRealNVP(...),
+        X)`` was answered by a ``BatchFilter`` they had never created, RCA's by the batch layout)."""
+        if not isinstance(batch, (Tensor, tuple, list, dict)):
+            kind = f"{type(batch).__module__}.{type(batch).__qualname__}"
+            stage = getattr(getattr(self._trainer, "state", None), "stage", None)
+            training = stage is not None and stage.value == "train"
+            fix = ("`DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long))), batch_size=64, "
+                   "shuffle=True)`" if training else "`DataLoader(TensorDataset(x), batch_size=256)` (or `TensorDataset("
+                   "x, is_anomaly)` to score against known anomalies)")
+            raise TypeError(f"{type(self).__name__}(dim={self._dim()}) expects a DataLoader of float32 tensors, got "
+                            f"batches of {kind} (Lightning iterates a numpy array or a DataFrame item by item): pass "
+                            f"{fix}, with `x = torch.as_tensor(features, dtype=torch.float32)`.")
+        return super().on_before_batch_transfer(batch, dataloader_idx)
+
     def anomaly_score(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Per-sample anomaly score of ``x`` (shape ``[B]``, higher = more anomalous)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _with_no_target(batch: Any) -> Any:
+        """A batch of samples without a target as ``(x, None)``: a loader over a tensor, or a ``TensorDataset(x)``'s
+        1-tuples (an anomaly newcomer's production rows were refused as "a list of length 1"); others unchanged."""
+        if isinstance(batch, Tensor) or (isinstance(batch, (tuple, list)) and len(batch) == 1):
+            return (batch if isinstance(batch, Tensor) else batch[0], None)
+        return batch
+
     def _scores(self, batch: Any, batch_idx: int, stage: str) -> tuple[Tensor, Any]:
-        if stage != "test" and (isinstance(batch, Tensor) or (isinstance(batch, (tuple, list)) and len(batch) == 1)):
-            # new samples have no target: a loader over a tensor, or a `TensorDataset(x)`'s 1-tuples (an anomaly
-            # newcomer's production rows were refused as "a list of length 1")
-            batch = (batch if isinstance(batch, Tensor) else batch[0], None)
-        b = unpack_eval_batch(batch)
+        b = unpack_eval_batch(batch if stage == "test" else self._with_no_target(batch))
         scores = self.anomaly_score(b.input)
         check_finite("anomaly score", scores, batch_idx, b.index, stage)
         return scores, b
@@ -179,6 +222,46 @@ class AnomalyDetector(pl.LightningModule):
         scores, b = self._scores(batch, batch_idx, "test")
         self.test_auroc.update(scores, b.target.long())
         self.log("test_auroc", self.test_auroc, on_step=False, on_epoch=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        scores, b = self._scores(batch, batch_idx, "validation")
+        self._update_val_auroc(scores, b)
+
+    def _update_val_auroc(self, scores: Tensor, b: Any) -> None:
+        """Accumulate ``val_auroc`` from a validation batch's scores, when the batch carries an is-anomaly flag: the
+        ``corrupted`` flag of an indexed batch (the training form of one's own data has a placeholder target), else
+        the target (a plain ``(x, is_anomaly)`` pair, the datamodules' splits)."""
+        flag = b.corrupted if isinstance(b.corrupted, Tensor) else b.target
+        if isinstance(flag, Tensor):
+            self.val_auroc.update(scores, flag.long())
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val_auroc`` over the epoch (every rank's batches), or say once why there is none. Without it a
+        newcomer's RCA and AutoEncoder were given a validation loader and Lightning skipped the loop ("no
+        `validation_step`")."""
+        metric = self.val_auroc
+        try:
+            if not metric.update_called:
+                self._say_no_val_auroc("labels", "the validation batches carry no is-anomaly flag (a tensor or "
+                                       "`TensorDataset(x)`), so `val_auroc` is not logged: give them as `(x, "
+                                       "is_anomaly)` pairs, 1 = anomaly")
+                return
+            try:
+                auc = float(metric.compute())  # a collective under DDP: every rank gets here
+            except ValueError as exc:  # one class only (no anomaly among the validation rows, or placeholders)
+                self._say_no_val_auroc("classes", f"`val_auroc` is not logged: {exc} The validation flags hold one "
+                                       "value only")
+                return
+            self.log("val_auroc", auc, on_step=False, on_epoch=True)  # identical on every rank
+        finally:
+            metric.reset()
+
+    def _say_no_val_auroc(self, key: str, why: str) -> None:
+        # the few batches of the sanity check may hold one class where the whole split does not
+        if (self._trainer is not None and self._trainer.sanity_checking) or key in self._told_val:
+            return
+        self._told_val.add(key)
+        rank_zero_info(f"{type(self).__name__}: {why}.")
 
     def on_test_epoch_end(self) -> None:
         auc = float(self.test_auroc.compute())  # cached: the logged value
@@ -247,15 +330,28 @@ class AnomalyDetector(pl.LightningModule):
                 float tensor ``[n, dim]`` of samples.
             contamination: the share of anomalies in ``data``, in ``[0, 0.5)``; default: the model's own — a
                 numeric ``drop_ratio`` > 0, or with ``drop_ratio="auto"`` the fit's estimate
-                (:attr:`estimated_corruption`; 0 makes the threshold the largest training score).
+                (:attr:`estimated_corruption`; 0 makes the threshold the largest training score, which flags
+                almost nothing: that is warned about, pass ``contamination`` then).
 
         The model scores in eval mode, in this process (call it after ``trainer.fit``, not inside a DDP run). A
         checkpoint saved afterwards (``trainer.save_checkpoint``) keeps the threshold for ``load_from_checkpoint``;
         the ones ``ModelCheckpoint`` wrote during the fit predate it. RCA's score averages dropout passes: seed
         (``torch.manual_seed``) before both calls for repeatable decisions.
         """
+        from_auto = contamination is None and getattr(self, "drop_ratio", None) == "auto"
         contamination = self._default_contamination() if contamination is None else check_ratio("contamination",
                                                                                                    contamination)
+        if from_auto and contamination == 0.0:
+            # RCA on a newcomer's breast-cancer rows (10 % malignant) then flagged 2 of 207 test rows, 100 anomalous
+            rank_zero_warn(f"{type(self).__name__}.fit_threshold: `contamination` was not given, so it is the "
+                           "`drop_ratio='auto'` estimate, 0: the threshold is the largest training score and flags "
+                           "almost nothing. Pass the share of anomalies you expect in `data`, a number in [0, 0.5): "
+                           "`fit_threshold(data, contamination=0.05)`.")
+        if not isinstance(data, Tensor) and _rows_not_batches(data):
+            # a numpy array (or a DataFrame) was answered with the layout of a batch (a PyOD newcomer)
+            raise TypeError(f"{type(self).__name__}.fit_threshold: `data` must be a DataLoader or a float32 tensor "
+                            f"[n, {self._dim()}] of samples, got {type(data).__module__}.{type(data).__qualname__}: "
+                            "convert it, e.g. `fit_threshold(torch.as_tensor(features, dtype=torch.float32))`.")
         if isinstance(data, Tensor):  # scored as a loader of input-only batches (see `_scores`)
             data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=4096)
         threshold = anomaly_threshold(self.score_dataset(data)[0], contamination)
@@ -268,22 +364,39 @@ class AnomalyDetector(pl.LightningModule):
         ``predict``; a table newcomer found no way to a decision from ``lit-robust predict``)."""
         if self.threshold is not None:
             return
+        ratio = getattr(self, "drop_ratio", None)
         try:
             contamination = self._default_contamination()
-        except ValueError:  # no rate to set it at: the scores alone, as before
-            return
+        except ValueError:  # no rate to set it at: the scores alone
+            return self._say_no_decision("`drop_ratio='auto'` has no estimate (a fit's warm-up makes it)"
+                                         if ratio == "auto" else f"it trained with drop_ratio={ratio!r}, which names "
+                                         "no share of anomalies")
+        if ratio == "auto" and contamination == 0.0:
+            # a threshold at the largest training score says "no" to almost every row (a PyOD newcomer's CLI run)
+            return self._say_no_decision("`drop_ratio='auto'` estimated 0 anomalies in training, and a threshold at "
+                                         "that rate, the largest training score, flags almost nothing")
         datamodule = getattr(self.trainer, "datamodule", None)
         train = getattr(datamodule, "train_dataloader", None)
         if not callable(train):
-            return
+            return self._say_no_decision("no datamodule with training rows to set it on")
         try:
             loader = train()
         except Exception:  # a datamodule without training rows (or not set up for them): the scores alone
-            return
+            return self._say_no_decision("the datamodule gave no training rows to set it on")
         threshold = self.fit_threshold(loader, contamination)
         rank_zero_info(f"{type(self).__name__}: threshold {threshold:.6g} set on the training rows' scores at the "
                        f"model's contamination {contamination:.2%} (`fit_threshold`); `predicted_anomaly` is 1 above "
                        "it. Call `fit_threshold` yourself for another rate or set of rows.")
+
+    def _say_no_decision(self, reason: str) -> None:
+        """One line where ``predictions.csv`` (a :class:`~lit_robust.PredictionWriter` in the Trainer) will hold the
+        scores alone: why there is no ``predicted_anomaly`` column, and how to get one."""
+        if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
+            return
+        rank_zero_info(f"{type(self).__name__}: no threshold, so the predictions have no `predicted_anomaly` column: "
+                       f"{reason}. Set one in Python with `model.fit_threshold(train_loader, contamination=...)` (the "
+                       "share of anomalies in those rows, in [0, 0.5)), save a checkpoint after it "
+                       "(`trainer.save_checkpoint`) and predict from that checkpoint.")
 
     def describe_predictions(self, table: dict[str, list]) -> dict[str, list]:
         """``predictions.csv`` (:class:`~lit_robust.PredictionWriter`) gains ``predicted_anomaly`` (1 where the

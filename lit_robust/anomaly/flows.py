@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lit_robust._backend import Callback
+from lit_robust._backend import Callback, TrainerFn
 from lit_robust._checks import check_bool, check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import check_report_args, report_enabled
@@ -240,16 +240,22 @@ class RealNVP(RobustMixin, AnomalyDetector):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        b = unpack_eval_batch(batch)
+        """``val_nll``, the mean :math:`-\\log\\hat p` of the validation samples, and ``val_auroc`` where the
+        batches carry the is-anomaly flag (:class:`~lit_robust.anomaly.base.AnomalyDetector`)."""
+        b = unpack_eval_batch(self._with_no_target(batch))
         losses = -self.log_prob(b.input)
         check_finite("log-density", losses, batch_idx, b.index, "validation")
         self.log("val_nll", losses.mean(), sync_dist=True)
+        self._update_val_auroc(losses, b)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        # `load_from_checkpoint` (no Trainer) restores no callback: the module's own filter gets what the fit found
-        # (its history and "auto" estimate), as RCA keeps its own; a resumed fit restores it as a callback
-        if self.batch_filter is not None and self._trainer is None:
+        # `load_from_checkpoint` (no Trainer) restores no callback, nor does `trainer.predict/test/validate(...,
+        # ckpt_path=...)`: the module's own filter gets what the fit found (its history and "auto" estimate), as RCA
+        # keeps its own (`lit-robust predict` of an "auto" flow found no estimate, so no threshold, and said nothing);
+        # a resumed fit restores it as a callback
+        fitting = self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING
+        if self.batch_filter is not None and not fitting:
             state = (checkpoint.get("callbacks") or {}).get(self.batch_filter.state_key)
             if state is not None:
                 self.batch_filter.load_outcome(state)

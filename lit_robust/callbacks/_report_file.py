@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from lit_robust._backend import TrainerFn, rank_zero_info
-from lit_robust._lightning import continues_earlier_fit
+from lit_robust._backend import TrainerFn, rank_zero_info, rank_zero_warn
+from lit_robust._lightning import continues_earlier_fit, no_training_batches
 from lit_robust.callbacks._resume import seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
@@ -220,6 +220,7 @@ class ModuleReport:
         # a checkpoint written at validation end comes after this hook: add the ranks' report sums first
         if not self.trainer.sanity_checking and self.trainer.state.fn == TrainerFn.FITTING:
             self._report.flush()
+        super().on_validation_epoch_end()  # cooperative: RCA's `val_auroc` is logged by its detector base
 
     def on_train_end(self) -> None:
         path = self._report.write(self.trainer, self.hparams.estimator)
@@ -227,6 +228,9 @@ class ModuleReport:
             self.report_path = path
 
     def on_fit_end(self) -> None:
+        empty = no_training_batches(self.trainer)
+        if empty is not None:
+            rank_zero_warn(f"{type(self).__name__}: {empty}")
         path = self._report.write_if_skipped(self.trainer, self.hparams.estimator)
         if path is not None:
             self.report_path = path

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
-from lit_robust._lightning import continues_earlier_fit
+from lit_robust._lightning import continues_earlier_fit, no_training_batches
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks._resume import (
     check_resumable,
@@ -514,6 +514,9 @@ class BatchFilter(Callback):
             self.report_path = path
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        empty = no_training_batches(trainer)
+        if empty is not None:
+            rank_zero_warn(f"{self.owner}: {empty}")
         path = self._report.write_if_skipped(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:
             self.report_path = path

@@ -29,7 +29,9 @@ from lit_robust._checks import real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
     continues_earlier_fit,
+    earlier_fit_note,
     evaluation_batches,
+    no_training_batches,
     resolve_loader,
     with_sampler,
 )
@@ -649,6 +651,10 @@ class ITLM(Callback):
             except TypeError as err:
                 raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
         fresh = not continues_earlier_fit(trainer)
+        earlier = earlier_fit_note(trainer)
+        if earlier is not None:
+            nothing, text = earlier
+            (rank_zero_warn if nothing else rank_zero_info)(f"{self._title}: {text}")
         if fresh:
             module.model_start_epoch = None  # an earlier fit's announcement does not count
         warn_if_mixed_lightning(trainer)
@@ -992,7 +998,10 @@ class ITLM(Callback):
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
             # fit wrote no report
             self._write_report(trainer, pl_module)
-        if len(self.history) < self.num_rounds and not trainer.interrupted:
+        empty = no_training_batches(trainer)
+        if empty is not None:
+            rank_zero_warn(f"{self._title}: {empty}")
+        elif len(self.history) < self.num_rounds and not trainer.interrupted:
             # e.g. `EarlyStopping` or `max_steps`/`max_time`: the model is one of an unfinished round
             rank_zero_warn(
                 f"ITLM: the fit ended after {len(self.history)} of {self.num_rounds} rounds (at epoch "

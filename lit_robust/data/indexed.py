@@ -71,6 +71,9 @@ class IndexedDataset(Dataset):
                 raise TypeError(f"`target_key` must be the key of the target in each dict sample (a non-empty str), "
                                 f"got {target_key!r}.")
             dataset = DictSamples(dataset, target_key)
+        if isinstance(dataset, IndexedDataset):  # a notebook newcomer's re-run cell: "a tuple of 3 element(s)"
+            raise TypeError("`dataset` is already an IndexedDataset (its samples carry their index): use it as it is, "
+                            "or wrap its `.dataset`, the (input, target) dataset inside it.")
         n = check_pair_dataset(dataset)
         self.dataset = dataset
         if targets is not None:

@@ -181,7 +181,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
 
     def __init__(
         self,
-        model: pl.LightningModule,
+        model: pl.LightningModule | None = None,
         rule: Literal["spl", "prl"] = "spl",
         drop_ratio: float | Literal["auto"] = 0.2,
         warmup_epochs: int = 0,
@@ -197,6 +197,10 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         report_format: ReportFormat = "csv",
     ) -> None:
         super().__init__()
+        if model is None:  # `model` is not in the hyper-parameters: a notebook newcomer's `load_from_checkpoint(path)`
+            raise TypeError("`CoTeaching` needs `model`, the LightningModule it trains two copies of; it is not saved "
+                            "in the checkpoint's hyper-parameters, so pass it to load one too: "
+                            "`CoTeaching.load_from_checkpoint(path, model=MyModel(...))`.")
         require_mixin("CoTeaching", model)
         advice = mismatch_advice(model, "`model`")
         if advice is not None:  # Lightning would train it, but its `self.log` calls would go nowhere
