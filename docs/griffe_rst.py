@@ -5,7 +5,7 @@ The docstrings are Google style with a little reST, which Markdown would mangle:
 * ``.. math:: X`` (and its indented continuation lines) -> a ``$$ X $$`` block, rendered by MathJax (arithmatex);
 * a bare doctest (``>>>`` lines and their output, outside an ``Examples:`` section) -> a fenced ``pycon`` block
   (Markdown would turn ``>>>`` into nested quotes and ``[0, 1]`` into a link);
-* ``:math:`x``` -> ``$x$``; ``:func:`x```, ``:class:`x``` and the other roles -> ```x```; a paragraph ending in ``::`` -> ``:``.
+* ``:math:`x``` -> ``$x$`` (a role wrapped over lines joined onto one); ``:func:`x```, ``:class:`x``` and the other roles -> ```x```; a paragraph ending in ``::`` -> ``:``.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ def to_markdown(text: str) -> str:
                 out.append("")
             out += [pad + "```pycon", *(pad + b for b in block), pad + "```"]
             continue
+        while ":math:`" in _MATH_ROLE.sub("", line) and i + 1 < len(lines) and lines[i + 1].strip():
+            # a role wrapped onto the next line (a docs reader found four shown raw): one line, as the math needs
+            i += 1
+            line = line.rstrip() + " " + lines[i].strip()
         line = _ROLE.sub(_role, _MATH_ROLE.sub(r"$\1$", line))
         if line.endswith("::") and not line.strip() == "::":
             line = line[:-1]

@@ -190,6 +190,9 @@ def test_rst_bits_become_markdown():
     assert to_markdown(text) == (
         "Rank $r$ visits:\n\n$$\na = b\n+ c\n$$\n\nSee `ITLM` and `f`.\n\n```pycon\n>>> [1, 2]\n[1, 2]\n```\n\n"
         "Args:\n    x: one.\n\nExamples:\n    >>> 1\n    1")
+    # a role wrapped onto the next line was shown raw (a docs reader found four on the API pages)
+    assert to_markdown("Args:\n    rule: the norm :math:`\\|a -\n      b\\|_2` for CE, :math:`c`.\n    x: one.") == (
+        "Args:\n    rule: the norm $\\|a - b\\|_2$ for CE, $c$.\n    x: one.")
 
 
 def test_docs_python_snippets_compile_and_import_public_names():

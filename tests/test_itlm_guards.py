@@ -297,7 +297,8 @@ def test_plot_without_logger_or_plot_dir_says_so(tmp_path, monkeypatch):
     said = []
     monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
     fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False))
-    assert said == ["ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`)."]
+    assert said == ["ITLM: no score plot written: there is no logger and no `plot_dir` (pass `plot_dir=...` for one, "
+                    "or `plot=False`)."]
     fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False))
     assert len(said) == 1
 

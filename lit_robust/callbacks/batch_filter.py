@@ -222,7 +222,7 @@ class BatchFilter(Callback):
             outputs gets ``"gmm"`` (one info line). ``"gmm"`` / ``"bmm"``: the Gaussian / Beta mixture of
             :func:`~lit_robust.estimate_corruption` on the scores alone (``"gmm"`` was the default before).
             Measured (``benchmarks/results/corruption_rate_prl_auto.md``, PRL(L), 21 classification rows, 3 seeds):
-            PRL auto within 1 point of PRL at the true rate in 67 % of rows with ``"disagreement"``, 62 % with
+            PRL auto at most 1 point below PRL at the true rate in 67 % of rows with ``"disagreement"``, 62 % with
             ``"gmm"``, mean difference −0.5 vs −4.0 points (``"gmm"`` estimated 0 under 40 % systematic noise and lost
             18-26 points there); median estimate error 5.1 vs 3.9 points, and on clean data ``"disagreement"``
             estimates about the training error (2.7-17.9 %, −0.5 to −2.6 points of accuracy; ``"gmm"``: 0). Over 9

@@ -1637,7 +1637,9 @@ class ITLM(Callback):
 
         folder = self._plot_folder
         if folder is None:
-            rank_zero_info("ITLM: no score plot written (`plot=True`, but no logger and no `plot_dir`).")
+            # `plot` is on by default: a docs reader who never set it read "(`plot=True`, ...)" as their doing
+            rank_zero_info("ITLM: no score plot written: there is no logger and no `plot_dir` (pass `plot_dir=...` for "
+                           "one, or `plot=False`).")
             return
         self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
         if self.plot_path is not None:

@@ -106,12 +106,14 @@ def _cells_that_are_not_numbers(column: Any, name: str, shown: int = 3) -> str:
     return f"{name!r}: {cells}{f' and {len(bad) - shown} more' if len(bad) > shown else ''}"
 
 
-def _columns_named(frame: Any, names: Sequence[str], argument: str) -> list[str]:
+def _columns_named(frame: Any, names: Sequence[str], argument: str, absent: str = "") -> list[str]:
+    """``names``, once each is a column of ``frame``; else an error naming ``argument`` (``absent``: what to say when
+    no column comes close)."""
     columns = [str(c) for c in frame.columns]
     missing = [n for n in names if n not in columns]
     if missing:
         close = difflib.get_close_matches(missing[0], columns, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = f" Did you mean {close[0]!r}?" if close else absent
         raise ValueError(f"`{argument}` names column(s) {missing} that the table does not have; its columns are "
                          f"{columns}.{hint}")
     return list(names)
@@ -325,7 +327,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         _columns_named(frame, self.target_names, "target")
         _columns_named(frame, self.id_columns, "id_columns")
         if self.corrupted_column:
-            _columns_named(frame, [self.corrupted_column], "corrupted")
+            # a docs reader's own CSV with `--config configs/itlm_table.yaml`: the example's ground-truth column
+            _columns_named(frame, [self.corrupted_column], "corrupted",
+                           " It is the ground truth of which rows are corrupted, known only for a table corrupted on "
+                           "purpose: leave it out for your own data (`--data.init_args.corrupted null` over a "
+                           "config that names one).")
         if self.features is not None:
             features = _columns_named(frame, self.features, "features")
             clash = [c for c in features if c in given or c in self.id_columns]
