@@ -179,7 +179,8 @@ def test_a_model_without_evaluation_steps_is_seen_as_one(tmp_path):
     with pytest.raises(MisconfigurationException, match="No `test_step"):
         trainer.test(co, dataloaders=loader)
     # the wrapped model's own steps are still the ones used where it has them (test above)
-    assert CoTeaching(TinyModel(), drop_ratio=0.2).validation_step.__func__ is CoTeaching._validation_step
+    step = CoTeaching(TinyModel(), drop_ratio=0.2).validation_step
+    assert step.func.__func__ is CoTeaching._delegate and step.args == ("validation_step",)
 
 
 class WithStepLR(PlainSGD):

@@ -3,6 +3,7 @@ r"""Co-teaching and Co-PRL(L): two copies of a model, each trained on the sample
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -114,6 +115,31 @@ def _draw_apart(net1: torch.nn.Module, net2: torch.nn.Module, seed: int, tries: 
     return used
 
 
+class _Net1Step:
+    """A ``CoTeaching`` evaluation step (``validation_step``, ``test_step``) that exists only where the wrapped model
+    has its own. Lightning decides whether a module has one (is there a validation loop, may ``trainer.test`` run) by
+    looking the method up before any hook: a wrapper that always had them told a precision newcomer "You defined a
+    `validation_step` but have no `val_dataloader`" of a model that defined none, and let ``trainer.test`` run net1's
+    missing ``test_step`` (a warning, no metric). Read, it is the delegate to net1 where net1 overrides the hook, else
+    LightningModule's own (which Lightning reads as "not defined"); assigned (as Lightning does to fit a
+    ``torch.compile``d module), the value assigned."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, module: Any, owner: type | None = None) -> Any:
+        if module is None:
+            return self
+        if self.name in module._assigned_hooks:
+            return module._assigned_hooks[self.name]
+        if is_overridden(self.name, module.net1, pl.LightningModule):
+            return functools.partial(module._delegate, self.name)
+        return getattr(pl.LightningModule, self.name).__get__(module, owner)
+
+    def __set__(self, module: Any, fn: Callable[..., Any]) -> None:
+        module._assigned_hooks[self.name] = fn
+
+
 class CoTeaching(ModuleReport, pl.LightningModule):
     r"""Co-teaching (Han et al., 2018) and Co-PRL(L) (robust_dnn_thesis Alg. 5) around any model.
 
@@ -218,7 +244,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.save_hyperparameters(ignore=["model", "seed"])
         self.automatic_optimization = False
         self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope
-        self._assigned_hooks: dict[str, Callable[..., Any]] = {}  # see `validation_step`
+        self._assigned_hooks: dict[str, Callable[..., Any]] = {}  # see `_Net1Step`
         self.net1 = model
         self.net2 = copy.deepcopy(model)
         self.net2.reinitialize(seed)
@@ -403,40 +429,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.net1._current_fx_name = self._current_fx_name  # so `self.log` inside net1 is allowed
         return getattr(self.net1, hook)(*args)
 
-    # `validation_step` and `test_step` are properties: Lightning decides whether a module has one (is there a
-    # validation loop, may `trainer.test` run) by looking the method up before any hook, and a wrapper that always
-    # had them told a precision newcomer "You defined a `validation_step` but have no `val_dataloader`" of a model
-    # that defined none, and let `trainer.test` run net1's missing `test_step` (a warning, no metric). Each is the
-    # delegate where net1 has its own, else LightningModule's, which Lightning reads as "not defined". Assigning one
-    # (as Lightning does to fit a `torch.compile`d module) replaces it.
-    @property
-    def validation_step(self) -> Callable[..., Any]:
-        return self._eval_hook("validation_step", self._validation_step)
-
-    @validation_step.setter
-    def validation_step(self, fn: Callable[..., Any]) -> None:
-        self._assigned_hooks["validation_step"] = fn
-
-    @property
-    def test_step(self) -> Callable[..., Any]:
-        return self._eval_hook("test_step", self._test_step)
-
-    @test_step.setter
-    def test_step(self, fn: Callable[..., Any]) -> None:
-        self._assigned_hooks["test_step"] = fn
-
-    def _eval_hook(self, hook: str, delegate: Callable[..., Any]) -> Callable[..., Any]:
-        if hook in self._assigned_hooks:
-            return self._assigned_hooks[hook]
-        if is_overridden(hook, self.net1, pl.LightningModule):
-            return delegate
-        return getattr(super(), hook)
-
-    def _validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
-        return self._delegate("validation_step", batch, batch_idx, *args)
-
-    def _test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
-        return self._delegate("test_step", batch, batch_idx, *args)
+    validation_step = _Net1Step()
+    test_step = _Net1Step()
 
     def predict_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
         return self._delegate("predict_step", batch, batch_idx, *args)
