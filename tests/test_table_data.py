@@ -614,7 +614,8 @@ def test_transform_gives_new_rows_as_the_model_saw_the_training_rows(tmp_path, o
     with pytest.raises(ValueError, match=r"`frame` must be a pandas DataFrame, got a ndarray"):
         dm.transform(new.to_numpy())
     words = new.astype({"a": str})
-    with pytest.raises(ValueError, match=r"feature column\(s\) \['a'\] do not hold numbers"):
+    words.loc[words.index[2], "a"] = "n/a"
+    with pytest.raises(ValueError, match=r"`frame`: column\(s\) \['a'\] do not hold numbers \('a': 'n/a' \(row 2\)\)"):
         dm.transform(words)
 
 

@@ -106,6 +106,15 @@ def _cells_that_are_not_numbers(column: Any, name: str, shown: int = 3) -> str:
     return f"{name!r}: {cells}{f' and {len(bad) - shown} more' if len(bad) > shown else ''}"
 
 
+def _check_numbers(frame: Any, columns: Sequence[str], argument: str, advice: str) -> None:
+    """Raise unless each of ``columns`` holds numbers (or booleans), quoting the cells that do not."""
+    types = _pandas().api.types
+    text = [c for c in columns if not (types.is_numeric_dtype(frame[c]) or types.is_bool_dtype(frame[c]))]
+    if text:
+        examples = "; ".join(_cells_that_are_not_numbers(frame[c], c) for c in text[:3] if frame[c].notna().any())
+        raise ValueError(f"`{argument}`: column(s) {text} do not hold numbers ({examples}). {advice}")
+
+
 def _columns_named(frame: Any, names: Sequence[str], argument: str, absent: str = "") -> list[str]:
     """``names``, once each is a column of ``frame``; else an error naming ``argument`` (``absent``: what to say when
     no column comes close)."""
@@ -345,21 +354,15 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if not features:
             raise ValueError(f"No input column is left: the table's columns are {[str(c) for c in frame.columns]}, "
                              f"and `target`, `corrupted`, `drop` and `id_columns` took them all.")
-        pd = _pandas()
         ids = [c for c in features if _looks_like_an_id(frame[c])]
         if ids:
             # a CSV newcomer's `record_id` (1..n) went in as an input without a word, where text columns were refused
             rank_zero_warn(f"TableDataModule: column(s) {ids} look like row ids (whole numbers, a different one in "
                            "every row) and are used as inputs; leave them out with `drop` (or `id_columns`, to see them "
                            "beside each row of the report) unless they mean something.")
-        text = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or
-                                            pd.api.types.is_bool_dtype(frame[c]))]
-        if text:
-            examples = "; ".join(_cells_that_are_not_numbers(frame[c], c) for c in text[:3] if frame[c].notna().any())
-            raise ValueError(
-                f"`features`: column(s) {text} do not hold numbers ({examples}). One-hot encode categories "
-                "(`pandas.get_dummies(frame, columns=[...])`), convert numbers written as text "
-                "(`pandas.to_numeric`), or leave the columns out with `drop`.")
+        _check_numbers(frame, features, "features", "One-hot encode categories (`pandas.get_dummies(frame, "
+                       "columns=[...])`), convert numbers written as text (`pandas.to_numeric`), or leave the columns "
+                       "out with `drop`.")
         return features
 
     def _usable_rows(self, frame: Any, columns: list[str], which: str) -> np.ndarray:
@@ -655,11 +658,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self._set_up()
         frame = self._table(frame, "frame")
         _same_columns(frame, self.feature_names, "frame")
-        text = [c for c in self.feature_names if not _pandas().api.types.is_numeric_dtype(frame[c])
-                and not _pandas().api.types.is_bool_dtype(frame[c])]
-        if text:
-            raise ValueError(f"`frame`: feature column(s) {text} do not hold numbers (as in the training table, "
-                             "they must).")
+        _check_numbers(frame, self.feature_names, "frame", "Convert them as the training table's were.")
         values = _numbers(frame[self.feature_names])
         bad = ~torch.isfinite(values).all(1)
         if bool(bad.any()):
