@@ -72,8 +72,9 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             class folder are the label noise the robust callbacks look for.
         test_root: a separate test folder with the same class sub-folders (ideally checked by hand: the clean
             data a model is meant for). ``None`` and ``test_size=0``: no test split.
-        test_size / val_size: images of ``root`` held out for testing / validation, drawn with ``seed``: a fraction
-            in [0, 1) or a count (default 0). They carry the folder's noise.
+        test_size: images of ``root`` held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count
+            (default 0). They carry the folder's noise.
+        val_size: images of ``root`` held out for validation (after the test images), likewise.
         image_size: every image is resized to ``image_size`` × ``image_size``; ``None`` (default): to the size of
             the first training image (so a folder of equal-sized images is read as it is).
         channels: 1 (grayscale) or 3 (RGB); ``None`` (default): 1 when the first training image is grayscale, else 3.
@@ -86,7 +87,10 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         predict_root: a folder of new images to predict (any layout; sub-folders are not classes here):
             ``trainer.predict`` / ``lit-robust predict`` then predict it instead of the test split, and
             ``predictions.csv`` names each file (``path``).
-        batch_size / eval_batch_size / num_workers / seed: as the other datamodules.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the scoring, validation, test and prediction loaders.
+        num_workers: DataLoader worker processes (0: read the images in the main process).
+        seed: the draw of the held-out images.
 
     After :meth:`setup`: :attr:`classes` (the class names, by label), :attr:`num_classes`, :attr:`in_channels`,
     :attr:`image_size` (height, width), ``mean`` / ``std`` and ``train_source_index`` (each training image's
