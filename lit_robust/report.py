@@ -413,7 +413,6 @@ def sample_files(dataset: Any) -> tuple[list[str], list[str] | None] | None:
     sample the ``IndexedDataset`` yields as index ``i`` (through any ``Subset`` below it); ``None`` for other data sets.
     An image-folder newcomer had only ``index`` in the report and, after moving the top files away, mapped it through a
     fresh ``ImageFolder`` onto other files (1,850 of 2,000 rows) without an error."""
-    from torch.utils.data import Subset
 
     from lit_robust.data.indexed import IndexedDataset
 
@@ -423,7 +422,15 @@ def sample_files(dataset: Any) -> tuple[list[str], list[str] | None] | None:
         dataset = getattr(dataset, "dataset", None)
     if not isinstance(dataset, IndexedDataset):
         return None
-    base, positions = dataset.dataset, None
+    return base_sample_files(dataset.dataset)
+
+
+def base_sample_files(base: Any) -> tuple[list[str], list[str] | None] | None:
+    """:func:`sample_files` of the data set an :class:`~lit_robust.IndexedDataset` wraps (``ImageFolder``, or a
+    ``Subset`` of one): ``paths[i]`` is the file of its item ``i``."""
+    from torch.utils.data import Subset
+
+    positions = None
     while isinstance(base, Subset):
         indices = [int(i) for i in base.indices]
         positions = indices if positions is None else [indices[p] for p in positions]

@@ -196,3 +196,21 @@ def test_checkpoints_carry_the_classes_and_statistics_a_later_predict_reads_with
     with pytest.raises(ValueError, match=r"trained on the classes \['cat', 'dog', 'emu'\], but `root`=.* has the "
                                          r"class sub-folders \['ant', 'bee', 'cow'\]"):
         pl.Trainer(**kwargs).predict(model, ImageFolderDataModule(str(other), test_size=6), ckpt_path=str(ckpt))
+
+
+def test_a_broken_first_file_is_named_by_its_path(tmp_path):
+    """An auditor's 40-byte PNG, first in its folder: PIL's bare "cannot identify image file" came out of the check
+    IndexedDataset makes of the first item, without the sample; the datamodule says which file sets the size."""
+    from torchvision import datasets, transforms
+
+    from lit_robust import IndexedDataset
+
+    root = _folder(tmp_path / "train")
+    broken = root / "cat" / "00.png"
+    broken.write_bytes(broken.read_bytes()[:40])
+    folder = datasets.ImageFolder(str(root), transform=transforms.ToTensor())
+    with pytest.raises(OSError, match=rf"sample 0 \({broken}\) of the data set could not be read: cannot identify"):
+        IndexedDataset(folder)
+    with pytest.raises(OSError, match=rf"The first image of `root`, {broken}, could not be read .* Move it away, or "
+                                      r"pass `image_size` and `channels`"):
+        ImageFolderDataModule(str(root)).setup("fit")

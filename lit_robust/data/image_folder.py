@@ -197,8 +197,15 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         self.classes = list(folder.classes)
         from PIL import Image
 
-        with Image.open(folder.samples[0][0]) as first:  # as stored: ImageFolder's loader converts to RGB
-            mode, size = first.mode, first.size
+        mode, size = "RGB", (self.requested_size, self.requested_size)
+        try:
+            if self.requested_size is None or self.requested_channels is None:
+                with Image.open(folder.samples[0][0]) as first:  # as stored: ImageFolder's loader converts to RGB
+                    mode, size = first.mode, first.size
+        except OSError as err:
+            raise OSError(f"The first image of `root`, {folder.samples[0][0]}, could not be read ({err}): it sets the "
+                          "size and channels the others are read at. Move it away, or pass `image_size` and "
+                          "`channels`.") from err
         self.in_channels = self.requested_channels or (1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3)
         self.image_size = ((self.requested_size, self.requested_size) if self.requested_size
                            else (size[1], size[0]))
