@@ -407,13 +407,36 @@ def training_source_index(trainer: Any) -> Tensor | None:
     return None if src is None else torch.as_tensor(src).long().cpu()
 
 
+def subset_source_index(dataset: Any) -> Tensor | None:
+    """Where the training set is an :class:`~lit_robust.IndexedDataset` around a ``Subset`` (``random_split``, a
+    chosen subset; nested ones too): each of its samples' position in the data set under the Subsets, as a long tensor
+    — the report's ``source_index`` when the datamodule has no ``train_source_index`` of its own; ``None`` without a
+    Subset. A Lightning user's own datamodule (FashionMNIST, a subset, ``random_split``) had the report's ``index``, a
+    position in the split, and mapped it back through two permutations by hand."""
+    from torch.utils.data import Subset
+
+    from lit_robust.data.indexed import IndexedDataset
+
+    for _ in range(16):
+        if isinstance(dataset, IndexedDataset):
+            break
+        dataset = getattr(dataset, "dataset", None)
+    if not isinstance(dataset, IndexedDataset) or not isinstance(dataset.dataset, Subset):
+        return None
+    base, positions = dataset.dataset, None
+    while isinstance(base, Subset):
+        indices = torch.as_tensor([int(i) for i in base.indices], dtype=torch.long)
+        positions = indices if positions is None else indices[positions]
+        base = base.dataset
+    return positions
+
+
 def sample_files(dataset: Any) -> tuple[list[str], list[str] | None] | None:
     """``(paths, class names)`` of a data set read from files — torchvision's ``ImageFolder`` / ``DatasetFolder``
     (its ``samples``, ``classes``) inside an :class:`~lit_robust.IndexedDataset` — with ``paths[i]`` the file of the
     sample the ``IndexedDataset`` yields as index ``i`` (through any ``Subset`` below it); ``None`` for other data sets.
     An image-folder newcomer had only ``index`` in the report and, after moving the top files away, mapped it through a
     fresh ``ImageFolder`` onto other files (1,850 of 2,000 rows) without an error."""
-    from torch.utils.data import Subset
 
     from lit_robust.data.indexed import IndexedDataset
 
@@ -423,7 +446,15 @@ def sample_files(dataset: Any) -> tuple[list[str], list[str] | None] | None:
         dataset = getattr(dataset, "dataset", None)
     if not isinstance(dataset, IndexedDataset):
         return None
-    base, positions = dataset.dataset, None
+    return base_sample_files(dataset.dataset)
+
+
+def base_sample_files(base: Any) -> tuple[list[str], list[str] | None] | None:
+    """:func:`sample_files` of the data set an :class:`~lit_robust.IndexedDataset` wraps (``ImageFolder``, or a
+    ``Subset`` of one): ``paths[i]`` is the file of its item ``i``."""
+    from torch.utils.data import Subset
+
+    positions = None
     while isinstance(base, Subset):
         indices = [int(i) for i in base.indices]
         positions = indices if positions is None else [indices[p] for p in positions]
@@ -481,13 +512,17 @@ def write_training_report(table: dict[str, list[Any]], path: str | os.PathLike, 
     (:func:`training_source_index`) and what its ``describe_report(table)`` adds (a
     :class:`~lit_robust.TableDataModule`: the class names, a regression's targets in the table's units); without
     one, a training set read from files (an ``ImageFolder`` in an ``IndexedDataset``) adds each sample's ``path`` and
-    class names (:func:`sample_files`)."""
+    class names (:func:`sample_files`). A datamodule without ``train_source_index`` whose training set is a ``Subset``
+    in an ``IndexedDataset`` gets ``source_index`` from the Subsets (:func:`subset_source_index`)."""
     describe = getattr(getattr(trainer, "datamodule", None), "describe_report", None)
     if callable(describe):
         table = describe(table)
     else:
         table = with_sample_files(table, _training_dataset(trainer))
-    return write_report(table, path, training_source_index(trainer))
+    source = training_source_index(trainer)
+    if source is None:
+        source = subset_source_index(_training_dataset(trainer))
+    return write_report(table, path, source)
 
 
 def _publish(tmp: str, path: str) -> None:

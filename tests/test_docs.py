@@ -235,7 +235,7 @@ def test_the_image_folder_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
 
     text = (DOCS / "capabilities" / "corruption-rate.md").read_text(encoding="utf-8")
     section = text.split("### From an image folder (with augmentations)", 1)[1].split("\n### ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (code,) = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)  # not the indented example include
     g = torch.Generator().manual_seed(0)
     for c, name in enumerate(["bag", "boot", "coat"]):
         (tmp_path / "data" / "train" / name).mkdir(parents=True)

@@ -15,7 +15,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.data.indexed import unpack_eval_batch
-from lit_robust.data.spec import DataSpec, check_fits_data, misfit
+from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
 from lit_robust.selection.rules import keep_count, percent_hint
 
 __all__ = ["AnomalyDetector", "AnomalyAUROC", "anomaly_threshold", "roc_auc", "check_finite", "check_ratio",
@@ -178,7 +178,31 @@ class AnomalyDetector(pl.LightningModule):
         self.threshold_contamination: float | None = None
 
     def setup(self, stage: str) -> None:
+        if "dim" in self.hparams and self.hparams.dim is None:
+            self._build(self._dim_from_data())
         check_fits_data(self)  # calls `check_data` of subclasses that have one
+
+    def _build(self, dim: int) -> None:  # pragma: no cover - subclasses with a `dim` build their networks here
+        raise NotImplementedError
+
+    def _dim_from_data(self) -> int:
+        """``dim`` for a model built at ``setup`` (``dim=None``): the number of input values per sample of the
+        trainer's datamodule (a :class:`~lit_robust.TableDataModule`'s feature columns), stored in ``hparams`` by
+        ``_build`` so that checkpoints rebuild the same networks."""
+        name = type(self).__name__
+        spec = datamodule_spec(getattr(self, "_trainer", None))
+        if spec is None:
+            raise ValueError(f"{name}: `dim` is read from the datamodule when left at None, but there is no datamodule "
+                             f"saying what it yields (plain dataloaders). Pass it: the number of features, e.g. "
+                             f"{name}(dim=30).")
+        return spec.in_features
+
+    def _require_built(self) -> None:
+        """Raise, naming the fix, when the networks wait for ``setup`` (``dim=None``, no fit yet)."""
+        if "dim" in self.hparams and self.hparams.dim is None:
+            name = type(self).__name__
+            raise RuntimeError(f"{name}(dim=None) builds its layers at `setup`, from the datamodule's number of "
+                               f"features: fit it with one first (`trainer.fit(model, datamodule)`), or pass `dim`.")
 
     def _dim(self) -> str:
         dim = getattr(self.hparams, "dim", None)

@@ -91,7 +91,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
     the 0/1 anomaly label in ``test_step`` (ROC-AUC, logged as ``test_auroc``).
 
     Args:
-        dim: input dimension (>= 2).
+        dim: input dimension (>= 2); ``None`` (default): the datamodule's number of features, read at ``setup``
+            (plain dataloaders: pass it).
         n_couplings: affine couplings; their masks alternate between the two halves of the coordinates.
         hidden: width of the :math:`s`/:math:`t` networks; ``layers``: their hidden layers.
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped (lowest density), or
@@ -124,15 +125,16 @@ class RealNVP(RobustMixin, AnomalyDetector):
 
     report_targets = False  # the training targets are placeholders: the report has no label columns
 
-    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
+    def __init__(self, dim: int | None = None, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
                  drop_ratio: float | Literal["auto"] = 0.0, warmup_epochs: int = 0, spectral_norm: bool = False,
                  k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
                  estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False,
                  report: bool | None = None, report_dir: str | None = None, report_format: ReportFormat = "csv"
                  ) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"`dim` must be an integer >= 2 (Real NVP splits the coordinates), got {dim!r}.")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 2):
+            raise ValueError(f"`dim` must be an integer >= 2 (Real NVP splits the coordinates) or None (read from the "
+                             f"datamodule at `setup`), got {dim!r}.")
         for name, v in (("n_couplings", n_couplings), ("hidden", hidden), ("layers", layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
@@ -145,14 +147,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
         check_number("weight_decay", weight_decay, 0)
         check_bool("spectral_norm", spectral_norm)
         self.save_hyperparameters()
-        first = torch.zeros(dim)
-        first[: dim // 2] = 1
-        masks = [first if i % 2 == 0 else 1 - first for i in range(n_couplings)]
-        self.couplings = nn.ModuleList(AffineCoupling(m, hidden, layers) for m in masks)
+        self.couplings: nn.ModuleList | None = None
         self.spectral_layers: list[str] = []
-        if spectral_norm:
-            self.spectral_layers = apply_spectral_norm(self.couplings, k=k, types=nn.Linear,
-                                                       n_power_iterations=n_power_iterations)
+        if dim is not None:
+            self._build(dim)
         check_report_args(report, report_dir, report_format)
         reporting = {"report": report, "report_dir": report_dir, "report_format": report_format}
         self.batch_filter: BatchFilter | None = None
@@ -172,6 +170,20 @@ class RealNVP(RobustMixin, AnomalyDetector):
                 if part is not None:
                     part.owner = type(self).__name__
 
+    def _build(self, dim: int) -> None:
+        if dim < 2:
+            raise ValueError(f"{type(self).__name__}: the datamodule yields {dim} feature per sample, but Real NVP "
+                             "splits the coordinates: it needs at least 2.")
+        hp = self.hparams
+        hp["dim"] = dim
+        first = torch.zeros(dim)
+        first[: dim // 2] = 1
+        masks = [first if i % 2 == 0 else 1 - first for i in range(hp.n_couplings)]
+        self.couplings = nn.ModuleList(AffineCoupling(m, hp.hidden, hp.layers) for m in masks)
+        if hp.spectral_norm:
+            self.spectral_layers = apply_spectral_norm(self.couplings, k=hp.k, types=nn.Linear,
+                                                       n_power_iterations=hp.n_power_iterations)
+
     @property
     def report_path(self) -> str | None:
         """The per-sample report the last fit wrote (its trimming filter's, ``batch_filter.report_path``; ``None``
@@ -187,6 +199,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
     # -- density ------------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(z, log|det J|)`` of the map data -> latent."""
+        self._require_built()
         log_det = x.new_zeros(x.shape[0])
         z = x
         for c in self.couplings:
@@ -196,6 +209,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
 
     def log_prob(self, x: Tensor) -> Tensor:
         r""":math:`\log \hat p(x) = \log \mathcal N(f(x); 0, I) + \log|\det \partial f/\partial x|`."""
+        self._require_built()
         check_input(f"{type(self).__name__}(dim={self.hparams.dim})", x, self.hparams.dim,
                     self.couplings[0].mask.dtype, flat=True)
         z, log_det = self(x)
@@ -204,12 +218,14 @@ class RealNVP(RobustMixin, AnomalyDetector):
 
     def layer_sigmas(self) -> list[float]:
         """Exact (SVD) spectral norms of the coupling networks' effective Linear weights, without side effects."""
+        self._require_built()
         with held_power_iteration(self):  # else reading a normalised weight in training mode would advance it
             return [float(torch.linalg.matrix_norm(m.weight.detach(), ord=2)) for m in self.couplings.modules()
                     if isinstance(m, nn.Linear)]
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
+        self._require_built()
         z = torch.randn(n, self.hparams.dim, device=self.device)
         for c in reversed(self.couplings):
             z = c.inverse(z)
@@ -275,7 +291,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
 class RobustRealNVP(RealNVP):
     r"""RealNVP with the thesis' defaults switched on: ``drop_ratio=0.1`` and ``spectral_norm=True``."""
 
-    def __init__(self, dim: int, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
+    def __init__(self, dim: int | None = None, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
                  drop_ratio: float | Literal["auto"] = 0.1, warmup_epochs: int = 0, spectral_norm: bool = True,
                  k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
                  estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False,

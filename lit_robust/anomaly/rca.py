@@ -102,7 +102,9 @@ def _dropout(module: nn.Module, active: bool) -> Iterator[None]:
 
 
 def _check_arch(dim: Any, hidden: Any, latent: Any, dropout: Any) -> None:
-    for name, v in (("dim", dim), ("hidden", hidden), ("latent", latent)):
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ValueError(f"`dim` must be an integer >= 1 or None (read from the datamodule at `setup`), got {dim!r}.")
+    for name, v in (("hidden", hidden), ("latent", latent)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
@@ -118,16 +120,24 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
     """A plain autoencoder detector: trained on every sample, score = reconstruction error (dropout off).
 
     It adopts :class:`~lit_robust.RobustMixin` (loss = reconstruction error), so per-batch filters such as
-    ``BatchFilter("spl", ...)`` apply to it as to any module.
+    ``BatchFilter("spl", ...)`` apply to it as to any module. ``dim=None`` (default): the datamodule's number of
+    input values, read at ``setup`` (plain dataloaders: pass it).
     """
 
-    def __init__(self, dim: int, hidden: int = 128, latent: int = 16, dropout: float = 0.0, lr: float = 1e-3,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(self, dim: int | None = None, hidden: int = 128, latent: int = 16, dropout: float = 0.0,
+                 lr: float = 1e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
         _check_arch(dim, hidden, latent, dropout)
         _check_optim(lr, weight_decay)
         self.save_hyperparameters()
-        self.net = MLPAutoEncoder(dim, hidden, latent, dropout)
+        self.net: MLPAutoEncoder | None = None
+        if dim is not None:
+            self._build(dim)
+
+    def _build(self, dim: int) -> None:
+        hp = self.hparams
+        hp["dim"] = dim
+        self.net = MLPAutoEncoder(dim, hp.hidden, hp.latent, hp.dropout)
 
     def per_sample_loss(self, batch: Any) -> Tensor:
         x = unpack_batch(batch).input
@@ -135,6 +145,7 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         return reconstruction_error(self.net(x), x)
 
     def _check_input(self, x: Tensor) -> None:
+        self._require_built()
         check_input(f"AutoEncoder(dim={self.hparams.dim})", x, self.hparams.dim, self.net.encoder[0].weight.dtype,
                     flat=False)
 
@@ -162,7 +173,8 @@ class RCA(ModuleReport, AnomalyDetector):
     r"""Robust Collaborative Autoencoders (thesis Alg. 1); see the module docstring.
 
     Args:
-        dim, hidden, latent: the two :class:`MLPAutoEncoder` (independent initialisations).
+        dim, hidden, latent: the two :class:`MLPAutoEncoder` (independent initialisations); ``dim=None`` (default):
+            the datamodule's number of input values, read at ``setup`` (plain dataloaders: pass it).
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the assumed anomaly ratio; :math:`\beta \to 1-\varepsilon`.
             Or ``"auto"``: :math:`\varepsilon` is estimated from the training reconstruction errors during warm-up
             as by :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.selection.auto_drop`: epoch 0 keeps every sample;
@@ -188,7 +200,8 @@ class RCA(ModuleReport, AnomalyDetector):
     share of anomalies among the samples left out of the exchange.
     """
 
-    def __init__(self, dim: int, hidden: int = 128, latent: int = 16, drop_ratio: float | Literal["auto"] = 0.1,
+    def __init__(self, dim: int | None = None, hidden: int = 128, latent: int = 16,
+                 drop_ratio: float | Literal["auto"] = 0.1,
                  warmup_epochs: int = 0, dropout: float = 0.2, test_passes: int = 10, lr: float = 1e-3,
                  weight_decay: float = 0.0, estimator: Estimator = "gmm", auto_margin: float = 0.0,
                  reestimate: bool = False, report: bool | None = None, report_dir: str | None = None,
@@ -211,8 +224,16 @@ class RCA(ModuleReport, AnomalyDetector):
         self.report, self.report_dir, self.report_format = report, report_dir, report_format
         self.report_path: str | None = None  # the report written by the last fit
         self._report = EpochReport("RCA", "rca_report")
-        self.ae1 = MLPAutoEncoder(dim, hidden, latent, dropout)
-        self.ae2 = MLPAutoEncoder(dim, hidden, latent, dropout)
+        self.ae1: MLPAutoEncoder | None = None
+        self.ae2: MLPAutoEncoder | None = None
+        if dim is not None:
+            self._build(dim)
+
+    def _build(self, dim: int) -> None:
+        hp = self.hparams
+        hp["dim"] = dim
+        self.ae1 = MLPAutoEncoder(dim, hp.hidden, hp.latent, hp.dropout)
+        self.ae2 = MLPAutoEncoder(dim, hp.hidden, hp.latent, hp.dropout)
 
     def check_data(self, spec: DataSpec) -> None:
         """Raise unless the datamodule's inputs have ``dim`` values (flattened)."""
@@ -239,6 +260,7 @@ class RCA(ModuleReport, AnomalyDetector):
         return None if self._auto is None else self._auto.estimate
 
     def _check_input(self, x: Tensor) -> None:
+        self._require_built()
         check_input(f"RCA(dim={self.hparams.dim})", x, self.hparams.dim, self.ae1.encoder[0].weight.dtype, flat=False)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

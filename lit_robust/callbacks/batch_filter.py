@@ -205,9 +205,10 @@ class BatchFilter(Callback):
     Args:
         rule: ``"prl"``, ``"spl"`` or ``"prl_g"``.
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped after warm-up
-            (the guarantee needs :math:`\varepsilon < 0.5`), or ``"auto"``: estimated from the scores of the
-            warm-up's epochs, then ramped to (the class description). Give it a warm-up of a few epochs
-            (``warmup_epochs``), so that the model has learnt the clean samples before the estimate is fixed.
+            (the guarantee needs :math:`\varepsilon < 0.5`), or ``"auto"``: epoch 0 drops nothing, each warm-up
+            epoch estimates :math:`\varepsilon` from its scores (``estimator``), and the drop ratio then ramps to the
+            median of those estimates. Give it a warm-up of a few epochs (``warmup_epochs``), so that the model has
+            learnt the clean samples before the estimate is fixed.
         warmup_epochs: :math:`T_k \ge 0`, epochs over which the drop ratio ramps up from 0.
         scope: ``"local"`` or ``"global"``.
         loss: the loss layer for ``rule="prl"``: ``"ce"`` (logits, class-index or probability targets),

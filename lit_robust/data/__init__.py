@@ -14,6 +14,7 @@ from lit_robust.data.datamodules import (
     SyntheticRegressionDataModule,
     ink_landmarks,
 )
+from lit_robust.data.image_folder import ImageFolderDataModule
 from lit_robust.data.indexed import IndexedBatch, IndexedCollate, IndexedDataset, unpack_batch, unpack_eval_batch
 from lit_robust.data.mixture import MixedImagesDataModule
 from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE, SemiSupervisedBackdoorMNISTDataModule
@@ -43,6 +44,7 @@ __all__ = [
     "ink_landmarks",
     "MixedImagesDataModule",
     "TableDataModule",
+    "ImageFolderDataModule",
     "robust_scale",
     "BackdoorMNISTDataModule",
     "BackdoorFashionMNISTDataModule",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import array
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -152,15 +152,7 @@ class IndexedDataset(Dataset):
         try:
             return self.dataset[index]
         except OSError as exc:
-            from lit_robust.report import sample_files
-
-            found = sample_files(self)
-            where = f" ({found[0][index]})" if found is not None and 0 <= index < len(found[0]) else ""
-            try:
-                named = type(exc)(f"sample {index}{where} of the data set could not be read: {exc}")
-            except Exception:  # noqa: BLE001 - an OSError subclass with other arguments: leave it as it is
-                raise exc from None
-            raise named from exc
+            _raise_named(exc, index, self.dataset)
 
     def _with_index(self, index: int, x: Any, y: Any) -> tuple:
         if self.targets is not None:
@@ -405,6 +397,20 @@ def warn_nonfinite_rows(name: str, values: Any) -> None:
                   "rows where `torch.isfinite(t).reshape(len(t), -1).all(1)`.", stacklevel=3)
 
 
+def _raise_named(exc: OSError, index: int, dataset: Any) -> NoReturn:
+    """Raise ``exc`` again as the same type, naming item ``index`` of ``dataset`` (the data set an
+    :class:`IndexedDataset` wraps) and, where it is read from files (``ImageFolder``), its file."""
+    from lit_robust.report import base_sample_files
+
+    found = base_sample_files(dataset)
+    where = f" ({found[0][index]})" if found is not None and 0 <= index < len(found[0]) else ""
+    try:
+        named = type(exc)(f"sample {index}{where} of the data set could not be read: {exc}")
+    except Exception:  # noqa: BLE001 - an OSError subclass with other arguments: leave it as it is
+        raise exc from None
+    raise named from exc
+
+
 def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     """The length of ``dataset``, after checking that it is a non-empty map-style dataset whose first item is an
     ``(input, target)`` pair; otherwise a ``TypeError``/``ValueError`` naming ``argument``."""
@@ -432,7 +438,10 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     if n == 0:
         raise ValueError(f"`{argument}` must hold at least one sample, got an empty {type(dataset).__name__} "
                          "(a run would train on zero samples).")
-    first = dataset[0]
+    try:
+        first = dataset[0]
+    except OSError as exc:  # a broken first file (an auditor's 40-byte PNG: PIL's bare "cannot identify image file")
+        _raise_named(exc, 0, dataset)
     if isinstance(first, Mapping):
         label = next((k for k in ("labels", "label", "target", "y") if k in first), "label")
         raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is a dict with keys "

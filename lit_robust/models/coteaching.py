@@ -174,7 +174,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             ``(losses, outputs)`` for ``rule="prl"``).
         rule: ``"spl"`` (Co-teaching) or ``"prl"`` (Co-PRL(L)).
         drop_ratio: :math:`\varepsilon \in [0, 0.5)` after warm-up (``[0, 1)`` with ``allow_large_drop``), or
-            ``"auto"``: estimated during warm-up as by :class:`~lit_robust.BatchFilter` (the class description).
+            ``"auto"``: estimated during warm-up from the networks' scores, as :class:`~lit_robust.BatchFilter`
+            does (the median of the warm-up epochs' estimates), then ramped to.
         warmup_epochs: :math:`T_k \ge 0`.
         loss: the loss layer for ``rule="prl"`` (``"ce"``, ``"mse"``, a callable, or ``None`` to infer it from
             the targets), as in :class:`~lit_robust.BatchFilter`.

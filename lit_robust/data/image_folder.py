@@ -1,0 +1,317 @@
+"""A folder of your own images, one sub-folder per class (torchvision's ``ImageFolder`` layout), as a
+LightningDataModule.
+
+The docs' image-folder recipe was a Python class of the user's own: ``lit-robust fit`` had no datamodule to name for a
+folder of images, so the CLI's per-sample report — which files look misfiled — was out of reach for the most common
+real data set there is. :class:`ImageFolderDataModule` is that datamodule: the folder is taken as it is (nothing is
+corrupted on purpose), the report names each row's file and classes, and ITLM scores the training images without the
+training augmentation (``scoring_dataloader``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from lit_robust._backend import pl
+from lit_robust._checks import check_int
+from lit_robust.data.base import SplitLoaders
+from lit_robust.data.indexed import IndexedDataset
+from lit_robust.report import PREDICTION_CLASS_COLUMNS, with_sample_files
+
+__all__ = ["ImageFolderDataModule"]
+
+Augment = Literal["none", "crop", "crop_flip"]
+_AUGMENTS = ("none", "crop", "crop_flip")
+_STATS_IMAGES = 512  # images read (evenly spaced over the training split) for the per-channel mean and std
+
+
+def _split_positions(n: int, size: float | int, seed: int) -> tuple[Tensor, Tensor]:
+    """``(kept, held out)`` positions of ``n`` samples, ``size`` held out (a fraction in [0, 1) or a count), drawn
+    with ``seed``; both sorted, so that the kept samples stay in the folder's order."""
+    k = int(size) if isinstance(size, int) else int(round(float(size) * n))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = perm[:k].sort().values
+    kept = perm[k:].sort().values
+    return kept, held
+
+
+class _Files(Dataset):
+    """Image files without classes (``predict_root``): ``(image, -1)`` per file, in sorted path order, with
+    ``samples``/``classes`` as ``ImageFolder`` has them so that ``predictions.csv`` names each file."""
+
+    def __init__(self, root: str, classes: list[str], transform: Any) -> None:
+        from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+
+        found = []
+        for folder, _, names in os.walk(root, followlinks=True):
+            found += [os.path.join(folder, f) for f in names if f.lower().endswith(IMG_EXTENSIONS)]
+        if not found:
+            raise ValueError(f"`predict_root`={root!r} holds no image files (looked for {', '.join(IMG_EXTENSIONS)} "
+                             "in it and its sub-folders).")
+        self.samples = [(p, -1) for p in sorted(found)]
+        self.classes, self.transform, self.loader = classes, transform, default_loader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.transform(self.loader(self.samples[i][0])), -1
+
+
+class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
+    """Your own images as training / validation / test splits: ``root/<class>/<image>`` (torchvision's
+    ``ImageFolder``: classes are the sub-folders' names, sorted; files are read in sorted order).
+
+    Args:
+        root: the training folder, one sub-folder per class. The folder is taken as it is: files in the wrong
+            class folder are the label noise the robust callbacks look for.
+        test_root: a separate test folder with the same class sub-folders (ideally checked by hand: the clean
+            data a model is meant for). ``None`` and ``test_size=0``: no test split.
+        test_size: images of ``root`` held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count
+            (default 0). They carry the folder's noise.
+        val_size: images of ``root`` held out for validation (after the test images), likewise.
+        image_size: every image is resized to ``image_size`` × ``image_size``; ``None`` (default): to the size of
+            the first training image (so a folder of equal-sized images is read as it is).
+        channels: 1 (grayscale) or 3 (RGB); ``None`` (default): 1 when the first training image is grayscale, else 3.
+        augment: the training forwards' augmentation: ``"none"`` (default), ``"crop"`` (a random crop of the padded
+            image, padding ``image_size // 8``) or ``"crop_flip"`` (and a random horizontal flip; not for digits or
+            text). Scoring passes (``scoring_dataloader``, what ITLM scores), validation, test and prediction never
+            augment.
+        normalize: subtract each channel's mean and divide by its standard deviation, both measured on up to 512
+            training images (evenly spaced over the split); ``False``: pixel values in [0, 1].
+        predict_root: a folder of new images to predict (any layout; sub-folders are not classes here):
+            ``trainer.predict`` / ``lit-robust predict`` then predict it instead of the test split, and
+            ``predictions.csv`` names each file (``path``).
+        batch_size: training batch size.
+        eval_batch_size: batch size of the scoring, validation, test and prediction loaders.
+        num_workers: DataLoader worker processes (0: read the images in the main process).
+        seed: the draw of the held-out images.
+
+    After :meth:`setup`: :attr:`classes` (the class names, by label), :attr:`num_classes`, :attr:`in_channels`,
+    :attr:`image_size` (height, width), ``mean`` / ``std`` and ``train_source_index`` (each training image's
+    position in ``ImageFolder(root).samples``, the report's ``source_index``). The per-sample report and
+    ``predictions.csv`` name each image's file (``path``) and classes (``given_class``, ``predicted_class``).
+
+    A model must fit the images: e.g. ``ImageClassifier(num_classes=<the number of class folders>,
+    in_channels=<channels>, image_size=<size>)``; a mismatch is said at ``setup`` with the values to pass.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        test_root: str | None = None,
+        test_size: float | int = 0,
+        val_size: float | int = 0,
+        image_size: int | None = None,
+        channels: int | None = None,
+        augment: Augment = "none",
+        normalize: bool = True,
+        predict_root: str | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("root", root), ("test_root", test_root), ("predict_root", predict_root)):
+            if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
+                raise ValueError(f"`{name}` must be a folder's path, got {value!r}.")
+        if test_root is not None and test_size not in (None, 0):
+            raise ValueError(f"`test_size` must be 0 with a `test_root` folder, got {test_size!r}.")
+        for name, value in (("test_size", test_size), ("val_size", val_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    isinstance(value, float) and not value < 1):
+                raise ValueError(f"`{name}` must be a fraction in [0, 1) of the images or a whole number of images "
+                                 f">= 0, got {value!r}.")
+        check_int("image_size", image_size, 1, optional=True)
+        if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+            raise ValueError(f"`channels` must be 1 (grayscale), 3 (RGB) or None (as the first image), got "
+                             f"{channels!r}.")
+        if augment not in _AUGMENTS:
+            raise ValueError(f"`augment` must be one of {list(_AUGMENTS)}, got {augment!r}.")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"`normalize` must be True or False, got {normalize!r}.")
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed)
+        self.root, self.test_root, self.predict_root = root, test_root, predict_root
+        self.test_size, self.val_size, self.augment, self.normalize = test_size, val_size, augment, normalize
+        self.requested_size, self.requested_channels = image_size, channels
+        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.target_kind = "class"
+        self.classes: list[str] | None = None
+        self.in_channels: int | None = None
+        self.image_size: tuple[int, int] | None = None
+        self.mean: list[float] | None = None
+        self.std: list[float] | None = None
+        self.train_set: IndexedDataset | None = None
+        self.val_set: IndexedDataset | None = None
+        self.test_set: IndexedDataset | None = None
+        self.predict_set: IndexedDataset | None = None
+        self.train_source_index: Tensor | None = None
+        self._scoring_set: IndexedDataset | None = None
+
+    # ------------------------------------------------------------------ reading
+    @staticmethod
+    def _folder(root: str, argument: str, transform: Any = None) -> Any:
+        from torchvision import datasets
+
+        path = os.path.expanduser(os.fspath(root))
+        if not os.path.isdir(path):
+            relative = "" if os.path.isabs(path) else f" (a relative path is read from the current folder, {os.getcwd()})"
+            raise FileNotFoundError(f"`{argument}`={root!r} is not a folder: {os.path.abspath(path)} does not exist"
+                                    f"{relative}.")
+        try:
+            return datasets.ImageFolder(path, transform=transform)
+        except (FileNotFoundError, RuntimeError) as err:  # no class sub-folders, or sub-folders without images
+            raise ValueError(f"`{argument}`={root!r} must hold one sub-folder per class with the images inside "
+                             f"(`{argument}/<class>/<image>.png`): {err}") from err
+
+    def _transform(self, train: bool) -> Any:
+        from torchvision import transforms as T
+
+        h, w = self.image_size
+        steps: list[Any] = [T.Grayscale(1) if self.in_channels == 1 else T.Lambda(_rgb), T.Resize((h, w))]
+        if train and self.augment != "none":
+            steps.append(T.RandomCrop((h, w), padding=max(1, min(h, w) // 8)))
+            if self.augment == "crop_flip":
+                steps.append(T.RandomHorizontalFlip())
+        steps.append(T.ToTensor())
+        if self.normalize and self.mean is not None:
+            steps.append(T.Normalize(self.mean, self.std))
+        return T.Compose(steps)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        folder = self._folder(self.root, "root")
+        if len(folder.classes) < 2:
+            raise ValueError(f"`root`={self.root!r} has {len(folder.classes)} class sub-folder "
+                             f"({folder.classes}): a classifier needs at least 2.")
+        self.classes = list(folder.classes)
+        from PIL import Image
+
+        mode, size = "RGB", (self.requested_size, self.requested_size)
+        try:
+            if self.requested_size is None or self.requested_channels is None:
+                with Image.open(folder.samples[0][0]) as first:  # as stored: ImageFolder's loader converts to RGB
+                    mode, size = first.mode, first.size
+        except OSError as err:
+            raise OSError(f"The first image of `root`, {folder.samples[0][0]}, could not be read ({err}): it sets the "
+                          "size and channels the others are read at. Move it away, or pass `image_size` and "
+                          "`channels`.") from err
+        self.in_channels = self.requested_channels or (1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3)
+        self.image_size = ((self.requested_size, self.requested_size) if self.requested_size
+                           else (size[1], size[0]))
+        n = len(folder)
+        for name, value in (("test_size", self.test_size), ("val_size", self.val_size)):
+            if isinstance(value, int) and value >= n:
+                raise ValueError(f"`{name}`={value} images is not fewer than the {n} images of `root`.")
+        rest, test_pos = _split_positions(n, self.test_size, self.seed)
+        train_in_rest, val_in_rest = _split_positions(len(rest), self.val_size, self.seed + 1)
+        train_pos, val_pos = rest[train_in_rest], rest[val_in_rest]
+        if len(train_pos) == 0:
+            raise ValueError(f"`test_size`={self.test_size!r} and `val_size`={self.val_size!r} leave none of the {n} "
+                             "images of `root` for training.")
+        self.mean = self.std = None
+        if self.normalize:
+            plain = self._folder(self.root, "root", self._transform(train=False))
+            step = max(1, len(train_pos) // _STATS_IMAGES)
+            x = torch.stack([plain[int(i)][0] for i in train_pos[::step][:_STATS_IMAGES]])
+            self.mean = x.mean(dim=(0, 2, 3)).tolist()
+            self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+        train_folder = self._folder(self.root, "root", self._transform(train=True))
+        eval_folder = self._folder(self.root, "root", self._transform(train=False))
+
+        def split(base: Any, pos: Tensor) -> IndexedDataset | None:
+            return IndexedDataset(Subset(base, pos.tolist())) if len(pos) else None
+
+        self.train_source_index = train_pos
+        self.train_set = split(train_folder, train_pos)
+        self._scoring_set = split(eval_folder, train_pos) if self.augment != "none" else self.train_set
+        self.val_set = split(eval_folder, val_pos)
+        self.test_set = split(eval_folder, test_pos)
+        if self.test_root is not None:
+            test = self._folder(self.test_root, "test_root", self._transform(train=False))
+            if list(test.classes) != self.classes:
+                raise ValueError(f"`test_root`={self.test_root!r} has the class sub-folders {test.classes}, but "
+                                 f"`root` has {self.classes}: the labels would not mean the same classes. Give both "
+                                 "folders the same class sub-folders (an empty one is fine).")
+            self.test_set = IndexedDataset(test)
+        if self.predict_root is not None:
+            path = os.path.expanduser(os.fspath(self.predict_root))
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"`predict_root`={self.predict_root!r} is not a folder: {os.path.abspath(path)} "
+                                        "does not exist.")
+            self.predict_set = IndexedDataset(_Files(path, self.classes, self._transform(train=False)))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """What the model was trained on, saved in Lightning's checkpoints: the classes, size, channels and the
+        normalisation statistics (so that a later ``predict`` reads images exactly as training did, even where the
+        folder has changed since: misfiled files moved away, say)."""
+        if self.classes is None:
+            return {}
+        return {"classes": list(self.classes), "image_size": list(self.image_size), "in_channels": self.in_channels,
+                "mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or self.classes is None:
+            return
+        if list(state["classes"]) != self.classes:
+            raise ValueError(f"The checkpoint's model was trained on the classes {list(state['classes'])}, but `root`="
+                             f"{self.root!r} has the class sub-folders {self.classes}: its labels would name other "
+                             "classes. Point `root` at the folder it was trained on (or one with the same sub-folders).")
+        if (list(state["image_size"]), state["in_channels"]) != (list(self.image_size), self.in_channels):
+            raise ValueError(f"The checkpoint's model was trained on {state['in_channels']}×{state['image_size'][0]}×"
+                             f"{state['image_size'][1]} images, but `root`={self.root!r} is read as {self.in_channels}×"
+                             f"{self.image_size[0]}×{self.image_size[1]}: pass the training run's `image_size` and "
+                             "`channels`.")
+        if (state["mean"], state["std"]) != (self.mean, self.std):
+            self.mean, self.std = state["mean"], state["std"]
+            for ds in (self.train_set, self._scoring_set, self.val_set, self.test_set, self.predict_set):
+                base = getattr(ds, "dataset", None)
+                while isinstance(base, Subset):
+                    base = base.dataset
+                if base is not None:
+                    base.transform = self._transform(train=ds is self.train_set and self.augment != "none")
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+    def scoring_dataloader(self) -> Any:
+        """The training images in a fixed order, evaluation batch size, without the training augmentation."""
+        assert self._scoring_set is not None, "call setup() first"
+        return self._loader(self._scoring_set, False, self.eval_batch_size)
+
+    @property
+    def _no_test_split_advice(self) -> str:  # type: ignore[override]
+        return ("Fit with `test_size` > 0 or a `test_root` folder to have one; new images to predict go in "
+                "`predict_root` (`--data.init_args.predict_root`).")
+
+    def predict_dataloader(self) -> Any:
+        """``predict_root``'s images when given (sorted by path), else the test split; fixed order."""
+        if self.predict_set is not None:
+            return self._loader(self.predict_set, False, self.eval_batch_size)
+        return super().predict_dataloader()
+
+    def describe_predictions(self, table: dict[str, list], loaders: Any = None) -> dict[str, list]:
+        """``predictions.csv``'s columns (:class:`~lit_robust.PredictionWriter`) with each image's file (``path``)
+        and class names (``predicted_class``, ``target_class``); for ``predict_root``'s images, which have no class,
+        without the placeholder ``target`` column."""
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
+        dataset = getattr(loader, "dataset", None)
+        if dataset is not None and dataset is self.predict_set:
+            table = {k: v for k, v in table.items() if k != "target"}
+        return with_sample_files(table, dataset, PREDICTION_CLASS_COLUMNS)
+
+
+def _rgb(image: Any) -> Any:
+    return image.convert("RGB")

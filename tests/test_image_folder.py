@@ -1,0 +1,216 @@
+"""ImageFolderDataModule: a folder of images per class as training / validation / test splits, through the Python
+API and `lit-robust fit` / `predict`."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from lit_robust import ITLM, ImageClassifier, ImageFolderDataModule, PredictionWriter, load_report
+from lit_robust.cli import main
+
+
+def _folder(root: Path, per_class: int = 6, classes=("cat", "dog", "emu"), size=(6, 5), mode="L", seed=0) -> Path:
+    """``root/<class>/<k>.png``: class c's images are bright in the c-th band of rows (easy to learn), with noise."""
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            img = rng.integers(0, 60, (h, w)).astype(np.uint8)
+            img[c * h // len(classes):(c + 1) * h // len(classes)] += 180
+            pil = Image.fromarray(img, mode="L")
+            (pil.convert("RGB") if mode == "RGB" else pil).save(root / name / f"{k:02d}.png")
+    return root
+
+
+def test_setup_reads_classes_channels_and_size_and_splits_in_folder_order(tmp_path):
+    dm = ImageFolderDataModule(str(_folder(tmp_path / "train")), val_size=3, test_size=0.2, seed=1)
+    dm.setup("fit")
+    assert dm.classes == ["cat", "dog", "emu"] and dm.num_classes == 3
+    assert dm.in_channels == 1 and dm.image_size == (5, 6)  # PIL's size is (w, h)
+    n_train, n_val, n_test = len(dm.train_set), len(dm.val_set), len(dm.test_set)
+    assert (n_test, n_val, n_train) == (4, 3, 11)  # round(0.2 × 18) = 4, then 3 of the other 14
+    positions = dm.train_source_index.tolist()
+    assert positions == sorted(positions) and len(set(positions)) == n_train
+    i, x, y = dm.train_set[0]
+    assert (i, tuple(x.shape), y) == (0, (1, 5, 6), positions[0] // 6)  # 6 files a class, folder order
+    spec = dm.data_spec
+    assert spec.input_shape == (1, 5, 6) and spec.num_classes == 3
+    # normalised on the training images: each channel's mean 0 and std 1 over them (all 11 are read: < 512)
+    xs = torch.stack([dm.train_set[k][1] for k in range(n_train)])
+    assert abs(float(xs.mean())) < 1e-5 and float(xs.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_rgb_files_give_three_channels_unless_asked_for_one_and_image_size_resizes(tmp_path):
+    root = str(_folder(tmp_path / "rgb", mode="RGB"))
+    dm = ImageFolderDataModule(root, image_size=4, normalize=False)
+    dm.setup("fit")
+    x = dm.train_set[0][1]
+    assert dm.in_channels == 3 and tuple(x.shape) == (3, 4, 4) and 0 <= float(x.min()) and float(x.max()) <= 1
+    grey = ImageFolderDataModule(root, channels=1)
+    grey.setup("fit")
+    assert tuple(grey.train_set[0][1].shape) == (1, 5, 6)
+
+
+def test_augmented_training_reads_differ_but_the_scoring_loader_reads_the_plain_images(tmp_path):
+    dm = ImageFolderDataModule(str(_folder(tmp_path / "train")), augment="crop_flip", normalize=False)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    reads = [dm.train_set[0][1] for _ in range(8)]
+    assert any(not torch.equal(reads[0], r) for r in reads[1:])
+    scoring = dm.scoring_dataloader().dataset
+    plain = [scoring[0][1] for _ in range(3)]
+    assert all(torch.equal(plain[0], p) for p in plain)
+    idx, _, labels = next(iter(dm.scoring_dataloader()))
+    assert idx.tolist() == list(range(18)) and labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"root": "missing"}, FileNotFoundError, ["`root`='missing' is not a folder"]),
+    ({"channels": 2}, ValueError, ["`channels` must be 1 (grayscale), 3 (RGB) or None", "got 2"]),
+    ({"augment": "flip"}, ValueError, ["`augment` must be one of ['none', 'crop', 'crop_flip'], got 'flip'"]),
+    ({"test_size": 1.5}, ValueError, ["`test_size` must be a fraction in [0, 1) of the images", "got 1.5"]),
+    ({"val_size": 18}, ValueError, ["`val_size`=18 images is not fewer than the 18 images of `root`"]),
+    ({"test_root": "t", "test_size": 0.1}, ValueError, ["`test_size` must be 0 with a `test_root` folder, got 0.1"]),
+    ({"image_size": 0}, ValueError, ["image_size", "0"]),
+    ({"normalize": "yes"}, ValueError, ["`normalize` must be True or False, got 'yes'"]),
+])
+def test_bad_arguments_are_named_with_the_value_received(tmp_path, kwargs, error, words):
+    _folder(tmp_path / "train")
+    args = {"root": str(tmp_path / "train"), **kwargs}
+    with pytest.raises(error) as info:
+        ImageFolderDataModule(**args).setup("fit")
+    assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_folders_that_are_not_a_class_layout_are_said_so(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(flat / "a.png")
+    with pytest.raises(ValueError, match=r"`root`=.* must hold one sub-folder per class"):
+        ImageFolderDataModule(str(flat)).setup("fit")
+    one = _folder(tmp_path / "one", classes=("cat",))
+    with pytest.raises(ValueError, match=r"has 1 class sub-folder \(\['cat'\]\): a classifier needs at least 2"):
+        ImageFolderDataModule(str(one)).setup("fit")
+    other = _folder(tmp_path / "other", classes=("cat", "dog", "fox"))
+    with pytest.raises(ValueError, match=r"`test_root`=.* has the class sub-folders \['cat', 'dog', 'fox'\], but "
+                                         r"`root` has \['cat', 'dog', 'emu'\]"):
+        ImageFolderDataModule(str(_folder(tmp_path / "train")), test_root=str(other)).setup("fit")
+
+
+def test_itlm_report_and_predictions_name_each_file(tmp_path, one_torch_thread):
+    """Through the Python API: the report's `path` is each training image's file and its folder the given class;
+    two files put in the wrong folder rank first; `predictions.csv` of `predict_root` names every new file."""
+    root = _folder(tmp_path / "train", per_class=12)
+    for name, wrong in (("cat/00.png", "dog/wrong_cat.png"), ("emu/00.png", "cat/wrong_emu.png")):
+        (root / name).rename(root / wrong)
+    new = tmp_path / "new" / "sub"
+    new.mkdir(parents=True)
+    for k in (3, 5):
+        (new / f"d{k}.png").write_bytes((root / "dog" / f"{k:02d}.png").read_bytes())
+    pl.seed_everything(0)
+    data = ImageFolderDataModule(str(root), predict_root=str(tmp_path / "new"), batch_size=8)
+    itlm = ITLM(keep_ratio=0.9, round_epochs=[8, 8], verbose=False, plot=False, report=True, report_dir=str(tmp_path))
+    model = ImageClassifier("mlp", num_classes=3, in_channels=1, image_size=6, optimizer="adam", lr=0.01)
+    trainer = pl.Trainer(max_epochs=16, callbacks=[itlm], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match=r"`model.image_size`=6 does not fit .*The model needs square images: set "
+                                         r"`data.image_size` \(e.g. to 6\) to resize them"):
+        trainer.fit(model, data)
+    data = ImageFolderDataModule(str(root), image_size=6, predict_root=str(tmp_path / "new"), batch_size=8)
+    trainer.fit(model, data)
+    report = load_report(itlm.report_path)
+    assert len(report) == 36
+    assert (report["path"].map(lambda p: Path(p).parent.name) == report["given_class"]).all()
+    assert set(report["path"].head(2).map(lambda p: Path(p).name)) == {"wrong_cat.png", "wrong_emu.png"}
+    writer = PredictionWriter(str(tmp_path / "pred"))
+    pl.Trainer(callbacks=[writer], logger=False, enable_progress_bar=False).predict(model, data)
+    rows = pd.read_csv(writer.path)
+    assert list(rows.columns) == ["index", "path", "prediction", "predicted_class"]  # no placeholder target
+    assert [Path(p).name for p in rows["path"]] == ["d3.png", "d5.png"] and (rows["predicted_class"] == "dog").all()
+
+
+def test_cli_fits_a_folder_and_predicts_new_images(tmp_path, monkeypatch, capsys, one_torch_thread):
+    root = _folder(tmp_path / "train", per_class=8, size=(6, 6))
+    monkeypatch.chdir(tmp_path)
+    args = ["--model", "ImageClassifier", "--model.backbone", "mlp", "--model.num_classes", "3",
+            "--model.image_size", "6", "--data", "ImageFolderDataModule", "--data.root", str(root),
+            "--data.test_size", "0.25", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+            "--trainer.callbacks+=ITLM", "--trainer.callbacks.keep_ratio", "0.8",
+            "--trainer.callbacks.round_epochs", "[1, 1]"]
+    main(["fit", *args])
+    report = sorted(tmp_path.glob("lightning_logs/version_0/itlm_report.csv"))
+    assert report and len(load_report(report[0])) == 18  # 24 images less a quarter held out for testing
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "a.png").write_bytes((root / "emu" / "03.png").read_bytes())
+    main(["predict", *args, "--data.predict_root", str(new), "--ckpt_path", "last"])
+    (written,) = tmp_path.glob("lightning_logs/version_1/predictions.csv")
+    rows = pd.read_csv(written)
+    assert list(rows.columns) == ["index", "path", "prediction", "predicted_class"] and rows["path"][0].endswith("a.png")
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model", "ImageClassifier", "--model.backbone", "mlp", "--model.num_classes", "3", "--data",
+              "ImageFolderDataModule", "--data.root", str(root), "--trainer.max_epochs", "1"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "`model.image_size`=28 does not fit" in err and "Set `model.image_size` to 6" in err
+
+
+def test_checkpoints_carry_the_classes_and_statistics_a_later_predict_reads_with(tmp_path, one_torch_thread):
+    """A user moves files out of the folder after training (the report's misfiled ones): `predict` from the
+    checkpoint reads the images with the training statistics, not the changed folder's; a folder of other classes is
+    refused with both lists."""
+    root = _folder(tmp_path / "train", per_class=8, size=(6, 6))
+    pl.seed_everything(0)
+    model = ImageClassifier("mlp", num_classes=3, in_channels=1, image_size=6)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    data = ImageFolderDataModule(str(root), test_size=6)
+    trainer.fit(model, data)
+    ckpt = tmp_path / "fitted.ckpt"
+    trainer.save_checkpoint(ckpt)
+    kwargs = {"logger": False, "enable_progress_bar": False}
+    before = torch.cat(pl.Trainer(**kwargs).predict(model, data))
+    trained_stats = (data.mean, data.std)
+    for k in range(4):  # four bright training images of one class leave: the folder's statistics change
+        (root / "emu" / f"{k:02d}.png").unlink()
+    moved = ImageFolderDataModule(str(root), test_size=6)
+    moved.setup("predict")
+    assert (moved.mean, moved.std) != trained_stats
+    after = torch.cat(pl.Trainer(**kwargs).predict(model, moved, ckpt_path=str(ckpt)))
+    assert (moved.mean, moved.std) == trained_stats
+    # each test file read by hand and normalised with the training statistics gives the same predictions
+    files = [moved.test_set.dataset.dataset.samples[i][0] for i in moved.test_set.dataset.indices]
+    x = torch.stack([torch.tensor(np.asarray(Image.open(f)), dtype=torch.float32)[None] / 255 for f in files])
+    x = (x - trained_stats[0][0]) / trained_stats[1][0]
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(after, model(x).argmax(1))
+    assert before.shape == after.shape
+    other = _folder(tmp_path / "other", per_class=8, size=(6, 6), classes=("ant", "bee", "cow"))
+    with pytest.raises(ValueError, match=r"trained on the classes \['cat', 'dog', 'emu'\], but `root`=.* has the "
+                                         r"class sub-folders \['ant', 'bee', 'cow'\]"):
+        pl.Trainer(**kwargs).predict(model, ImageFolderDataModule(str(other), test_size=6), ckpt_path=str(ckpt))
+
+
+def test_a_broken_first_file_is_named_by_its_path(tmp_path):
+    """An auditor's 40-byte PNG, first in its folder: PIL's bare "cannot identify image file" came out of the check
+    IndexedDataset makes of the first item, without the sample; the datamodule says which file sets the size."""
+    from torchvision import datasets, transforms
+
+    from lit_robust import IndexedDataset
+
+    root = _folder(tmp_path / "train")
+    broken = root / "cat" / "00.png"
+    broken.write_bytes(broken.read_bytes()[:40])
+    folder = datasets.ImageFolder(str(root), transform=transforms.ToTensor())
+    with pytest.raises(OSError, match=rf"sample 0 \({broken}\) of the data set could not be read: cannot identify"):
+        IndexedDataset(folder)
+    with pytest.raises(OSError, match=rf"The first image of `root`, {broken}, could not be read .* Move it away, or "
+                                      r"pass `image_size` and `channels`"):
+        ImageFolderDataModule(str(root)).setup("fit")
