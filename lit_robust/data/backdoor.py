@@ -149,6 +149,10 @@ class BackdoorMNISTDataModule(MNISTDataModule):
 
 
 class BackdoorFashionMNISTDataModule(BackdoorMNISTDataModule):
-    """:class:`BackdoorMNISTDataModule` on FashionMNIST."""
+    """FashionMNIST whose training (and validation) pool carries a backdoor attack; the test split stays clean.
+
+    The same attacks and arguments as :class:`BackdoorMNISTDataModule`, on FashionMNIST's images (``root`` holds
+    ``FashionMNIST/raw``).
+    """
 
     _name, _mean, _std = "FashionMNIST", 0.2860, 0.3530
