@@ -98,7 +98,15 @@ def _warn_no_anomalies(contamination: float, n_anomalies: int, n: int) -> None:
 
 
 class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
-    """Base: subclasses implement :meth:`build` returning ``(x_train, is_anomaly_train, x_test, is_anomaly_test)``."""
+    """Base: subclasses implement :meth:`build` returning ``(x_train, is_anomaly_train, x_test, is_anomaly_test)``.
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: batch size of the validation, test and prediction loaders.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        seed: the random draws of the data (samples, anomalies, subsets).
+        drop_last: drop the last, smaller training batch of each epoch.
+    """
 
     target_kind = "anomaly"
 
@@ -143,6 +151,7 @@ class TwoMoonsAnomalyDataModule(AnomalyDataModule):
         anomalies: ``"uniform"`` (a box around the moons) or ``"clustered"`` (one tight Gaussian).
         noise: standard deviation of the Gaussian noise on the moons.
         n_test: test samples, a ``test_anomaly_ratio`` share of them anomalies from the same distribution.
+        test_anomaly_ratio: the anomaly share of the test set, in (0, 1) (default 0.5); ROC-AUC needs both kinds.
     """
 
     def __init__(self, n_train: int = 2000, contamination: float = 0.05,
@@ -187,8 +196,12 @@ class OneClassMNISTDataModule(AnomalyDataModule):
         root: torchvision root holding ``MNIST/raw`` (e.g. ``../shared/data``); ``download=True`` needs internet.
         normal_class: the normal digit, 0–9.
         contamination: anomaly share of the training set, in [0, 0.5).
+        anomaly_classes: the classes the training anomalies are drawn from; ``None`` (default): every class but
+            ``normal_class``. The test set's anomalies are every other class regardless.
+        max_normal: at most this many normal training images (seeded draw); ``None`` (default): all of them.
         pca_dim: number of PCA features, or ``None`` for the 784 pixels.
         test_size: at most this many test images (seeded draw), ``None`` = all.
+        download: download the data set into ``root`` if it is missing (needs internet; default off).
     """
 
     _name = "MNIST"

@@ -85,7 +85,9 @@ class AffineCoupling(nn.Module):
 
 
 class RealNVP(RobustMixin, AnomalyDetector):
-    r"""Real NVP on vectors (``[B, dim]``) as an unsupervised anomaly detector; see the module docstring.
+    r"""Real NVP on vectors (``[B, dim]``) as an unsupervised anomaly detector: score = :math:`-\log \hat p(x)`.
+
+    See the module docstring for the three methods its switches give (Real NVP, TrimRealNVP, RobustRealNVP).
 
     Batches are ``(index, x, target[, is_anomaly])``; the target is ignored in training (unsupervised) and is
     the 0/1 anomaly label in ``test_step`` (ROC-AUC, logged as ``test_auroc``).
@@ -94,7 +96,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
         dim: input dimension (>= 2); ``None`` (default): the datamodule's number of features, read at ``setup``
             (plain dataloaders: pass it).
         n_couplings: affine couplings; their masks alternate between the two halves of the coordinates.
-        hidden: width of the :math:`s`/:math:`t` networks; ``layers``: their hidden layers.
+        hidden: width of the :math:`s`/:math:`t` networks.
+        layers: the number of hidden layers of each :math:`s`/:math:`t` network.
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped (lowest density), or
             ``"auto"``: estimated from the training :math:`-\log\hat p` during warm-up by the module's
             :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.selection.auto_drop`: epoch 0 drops nothing; logged as
@@ -105,15 +108,21 @@ class RealNVP(RobustMixin, AnomalyDetector):
         k: the per-layer Lipschitz bound (> 0).
         n_power_iterations: power iterations per training step and layer (the estimate :math:`\hat\sigma` lags
             behind fast-changing weights; see :mod:`lit_robust.functional.spectral`).
-        lr, weight_decay: Adam.
-        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
-            ``estimator`` is a score mixture here, ``"gmm"`` (default) or ``"bmm"``: there are no labels).
-        report, report_dir, report_format: the per-sample report of the module's trimming filter, as in
+        lr: Adam's learning rate.
+        weight_decay: Adam's L2 penalty (0: none).
+        estimator: how ``drop_ratio="auto"`` estimates :math:`\varepsilon` from the training :math:`-\log\hat p`: a
+            score mixture, ``"gmm"`` (default, Gaussian) or ``"bmm"`` (Beta) (:func:`~lit_robust.estimate_corruption`;
+            there are no labels here). Not used with a number as ``drop_ratio``.
+        auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``drop_ratio="auto"`` only; default 0).
+        reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only).
+        report: write the per-sample report of the module's trimming filter, as in
             :class:`~lit_robust.BatchFilter` (``filter_spl_report.csv``: every training sample ranked by its mean
             :math:`-\log\hat p` over the last epoch, most anomalous first; ``given_label`` is the datamodule's
             training target, 0 for the anomaly datamodules); ``None``: on under ``lit-robust fit`` or with
             ``report_dir``. Needs ``drop_ratio`` > 0 or ``"auto"`` (without trimming there is no filter; rank the
             samples with :meth:`score_dataset`).
+        report_dir: the report's folder (created if missing); default: the logger's folder (``trainer.log_dir``).
+        report_format: ``"csv"`` (default) or ``"parquet"`` (needs pyarrow).
 
     The trimming is the module's own :class:`~lit_robust.BatchFilter` (``rule="spl"``, kept in
     :attr:`batch_filter`, with its per-epoch ``history`` of dropped samples), returned by

@@ -120,8 +120,16 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
     """A plain autoencoder detector: trained on every sample, score = reconstruction error (dropout off).
 
     It adopts :class:`~lit_robust.RobustMixin` (loss = reconstruction error), so per-batch filters such as
-    ``BatchFilter("spl", ...)`` apply to it as to any module. ``dim=None`` (default): the datamodule's number of
-    input values, read at ``setup`` (plain dataloaders: pass it).
+    ``BatchFilter("spl", ...)`` apply to it as to any module.
+
+    Args:
+        dim: the number of input values (``dim -> hidden -> latent -> hidden -> dim``); ``None`` (default): the
+            datamodule's number of input values, read at ``setup`` (plain dataloaders: pass it).
+        hidden: width of the hidden layers.
+        latent: size of the code (bottleneck).
+        dropout: dropout rate after each hidden layer in training, in [0, 1) (default 0: none); off when scoring.
+        lr: Adam's learning rate.
+        weight_decay: Adam's L2 penalty (0: none).
     """
 
     def __init__(self, dim: int | None = None, hidden: int = 128, latent: int = 16, dropout: float = 0.0,
@@ -170,11 +178,16 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
 
 
 class RCA(ModuleReport, AnomalyDetector):
-    r"""Robust Collaborative Autoencoders (thesis Alg. 1); see the module docstring.
+    r"""Robust Collaborative Autoencoders (thesis Alg. 1): two autoencoders trained on each other's best-fit samples.
+
+    See the module docstring for the algorithm.
 
     Args:
-        dim, hidden, latent: the two :class:`MLPAutoEncoder` (independent initialisations); ``dim=None`` (default):
-            the datamodule's number of input values, read at ``setup`` (plain dataloaders: pass it).
+        dim: the number of input values of the two :class:`MLPAutoEncoder` (independent initialisations,
+            ``dim -> hidden -> latent -> hidden -> dim``); ``None`` (default): the datamodule's number of input
+            values, read at ``setup`` (plain dataloaders: pass it).
+        hidden: width of the autoencoders' hidden layers.
+        latent: size of the autoencoders' code (bottleneck).
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the assumed anomaly ratio; :math:`\beta \to 1-\varepsilon`.
             Or ``"auto"``: :math:`\varepsilon` is estimated from the training reconstruction errors during warm-up
             as by :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.selection.auto_drop`: epoch 0 keeps every sample;
@@ -184,17 +197,23 @@ class RCA(ModuleReport, AnomalyDetector):
         warmup_epochs: epochs over which :math:`\beta` decays from 1 (:func:`rca_keep_ratio`).
         dropout: :math:`r \in [0, 1)`, used in the training updates and the test ensemble.
         test_passes: :math:`v \ge 1` dropout passes averaged at test time (one pass if ``dropout == 0``).
-        lr, weight_decay: Adam over both autoencoders (Adam is per coordinate, so one optimizer over the two
+        lr: Adam's learning rate, over both autoencoders (Adam is per coordinate, so one optimizer over the two
             disjoint parameter sets equals one optimizer each).
-        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
-            ``estimator`` is a score mixture here, ``"gmm"`` (default) or ``"bmm"``: there are no labels).
-        report, report_dir, report_format: the per-sample report (:mod:`lit_robust.report`), as a
-            :class:`~lit_robust.BatchFilter`'s: ``<folder>/rca_report.csv`` at the end of training, one row per
-            training sample, most anomalous first; ``score_last_epoch`` is the mean over the last epoch of the
-            exchange's score :math:`(e_1 + e_2)/2` (dropout off), ``kept`` says no batch of the last epoch left the
-            sample out of either update, ``clean_posterior`` is ``estimator``'s mixture on those scores, and
-            ``corrupted`` the ground truth when the batches carry it. ``None`` (default): on when ``report_dir`` is
-            given or under ``lit-robust fit``; the path is :attr:`report_path`.
+        weight_decay: Adam's L2 penalty (0: none).
+        estimator: how ``drop_ratio="auto"`` estimates :math:`\varepsilon` from the reconstruction errors: a score
+            mixture, ``"gmm"`` (default, Gaussian) or ``"bmm"`` (Beta) (:func:`~lit_robust.estimate_corruption`; there
+            are no labels here). Not used with a number as ``drop_ratio``.
+        auto_margin: :math:`m \in [0, 0.5)` added to the estimate (``drop_ratio="auto"`` only; default 0).
+        reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only).
+        report: write the per-sample report (:mod:`lit_robust.report`), as a :class:`~lit_robust.BatchFilter`
+            does: ``<folder>/rca_report.csv`` at the end of training, one row per training sample, most anomalous
+            first; ``score_last_epoch`` is the mean over the last epoch of the exchange's score
+            :math:`(e_1 + e_2)/2` (dropout off), ``kept`` says no batch of the last epoch left the sample out of
+            either update, ``clean_posterior`` is ``estimator``'s mixture on those scores, and ``corrupted`` the
+            ground truth when the batches carry it. ``None`` (default): on when ``report_dir`` is given or under
+            ``lit-robust fit``; the path is :attr:`report_path`.
+        report_dir: the report's folder (created if missing); default: the logger's folder (``trainer.log_dir``).
+        report_format: ``"csv"`` (default) or ``"parquet"`` (needs pyarrow).
 
     Logged per epoch: ``rca/keep_ratio``; with ground truth in the batches, ``rca/dropped_anomaly_frac`` — the
     share of anomalies among the samples left out of the exchange.

@@ -71,10 +71,24 @@ class ActivationClustering(ITLM):
         layer: name (as in ``module.named_modules()``) of the submodule whose output are the features, flattened
             per sample; ``None``: the input of the last ``nn.Linear`` of the module (a classifier's penultimate
             activations).
-        dims, min_silhouette, class_silhouette: see :func:`~lit_robust.activation_clusters`.
-        reinit, seed, shuffle, monitor, verbose, on_collapse: as for :class:`~lit_robust.ITLM`.
-        report, report_dir, report_format: the per-sample report, as for :class:`~lit_robust.ITLM` (``None``: on
-            when ``report_dir`` is given or under ``lit-robust fit``); its path is :attr:`report_path`.
+        dims: principal components of the features kept before the 2-means clustering (Chen et al.: 10;
+            :func:`~lit_robust.activation_clusters`).
+        min_silhouette: the median class silhouette at or above which every class is split (flagged), in [0, 1].
+        class_silhouette: below that median, the silhouette at or above which a class is still split, in [0, 1].
+        reinit: after the clustering, train a re-drawn model (default) instead of continuing the warm-up model, so
+            that nothing it learned from the poison stays (as :class:`~lit_robust.ITLM`'s ``reinit``).
+        seed: seeds the per-epoch shuffling of the selection and the re-initialisation; ``None`` (default): the
+            global seed of ``seed_everything``.
+        shuffle: shuffle the selection each epoch.
+        monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
+        verbose: print one line after each round and the round table at fit end.
+        on_collapse: ``"keep"`` (default), ``"warn"`` or ``"raise"`` when a round's model did not learn (a
+            non-finite or unmoved loss, chance accuracy): as :class:`~lit_robust.ITLM`'s ``on_collapse``.
+        report: write the per-sample report ``activation_clustering_report.csv`` (see above) at the end of
+            training; ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``. Its path is
+            :attr:`report_path`.
+        report_dir: the report's folder (created if missing); default: the logger's folder (``trainer.log_dir``).
+        report_format: ``"csv"`` (default) or ``"parquet"`` (needs pyarrow).
 
     Examples:
         >>> ac = ActivationClustering(warmup_epochs=3)   # with pl.Trainer(max_epochs=20, callbacks=[ac])

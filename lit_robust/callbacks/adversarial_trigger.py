@@ -25,8 +25,10 @@ FilterIn = Literal["both", "inner", "outer"]
 
 
 class AdversarialTrigger(Callback):
-    r"""Train on ``x + c``, ``c`` the bounded universal perturbation that most increases the loss of the samples
-    the noisy-label filter trusts (the thesis's meta-algorithm: PRL-AT, SPL-AT, Bootstrap-AT).
+    r"""Adversarial training against backdoors: train on ``x + c``, ``c`` a bounded perturbation shared by the batch.
+
+    ``c`` is the perturbation that most increases the loss of the samples the noisy-label filter trusts (the
+    thesis's meta-algorithm: PRL-AT, SPL-AT, Bootstrap-AT).
 
     Before every training step (thesis Alg. 6):
 

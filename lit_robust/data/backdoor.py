@@ -61,9 +61,17 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         source: the class that is poisoned in a single-target attack; ``None`` with a ``target``: every other class
             (all-to-one).
         trigger_seed: seeds the blend trigger's noise image.
-        blend_alpha, watermark_size: trigger parameters.
-        root, download, train_size, val_size, batch_size, eval_batch_size, num_workers, seed: as
-            :class:`~lit_robust.MNISTDataModule` (``seed`` also picks the poisoned samples).
+        blend_alpha: the blend trigger's weight ``a`` of its noise image, in [0, 1] (``attack="blend"`` only).
+        watermark_size: the watermark's size in pixels (``"watermark_x"`` / ``"watermark_l"`` only).
+        root: torchvision root holding ``MNIST/raw`` (``FashionMNIST/raw`` for the FashionMNIST variant).
+        download: download the data set into ``root`` if it is missing (needs internet; default off).
+        train_size: training samples drawn (seeded) from the training pool; ``None`` = all that remain after
+            ``val_size``.
+        val_size: validation samples, poisoned as the training samples; ``0`` for none.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the validation, test, prediction and scoring loaders.
+        num_workers: ``DataLoader`` worker processes (0: load in the main process).
+        seed: seeds the subsample, the split and the choice of poisoned samples.
     """
 
     def __init__(self, root: str = "data", attack: Attack | None = None, poison_rate: float = 0.15,
@@ -141,6 +149,10 @@ class BackdoorMNISTDataModule(MNISTDataModule):
 
 
 class BackdoorFashionMNISTDataModule(BackdoorMNISTDataModule):
-    """:class:`BackdoorMNISTDataModule` on FashionMNIST."""
+    """FashionMNIST whose training (and validation) pool carries a backdoor attack; the test split stays clean.
+
+    The same attacks and arguments as :class:`BackdoorMNISTDataModule`, on FashionMNIST's images (``root`` holds
+    ``FashionMNIST/raw``).
+    """
 
     _name, _mean, _std = "FashionMNIST", 0.2860, 0.3530

@@ -177,6 +177,10 @@ class MNISTDataModule(CorruptedClassificationDataModule):
     The offline copy in ``../shared/data`` holds 6,000 training and 4,000 test digits. Inputs are ``[1, 28, 28]``
     float images normalised as ``(pixel / 255 - 0.1307) / 0.3081`` (every split): a model trained on them expects
     the same at serving time (a newcomer's exported model read raw ``[0, 1]`` images at 60.1 % for 77.7 %).
+
+    Args:
+        root: torchvision root holding ``MNIST/raw`` (e.g. ``../shared/data``).
+        download: download the data set into ``root`` if it is missing (needs internet; default off).
     """
 
     _name, _mean, _std = "MNIST", 0.1307, 0.3081
@@ -199,15 +203,27 @@ class MNISTDataModule(CorruptedClassificationDataModule):
 
 
 class FashionMNISTDataModule(MNISTDataModule):
-    """FashionMNIST through torchvision (offline copy: 60,000 training / 10,000 test images). Inputs are normalised
-    as ``(pixel / 255 - 0.2860) / 0.3530``; serve the model the same."""
+    """FashionMNIST through torchvision (offline copy: 60,000 training / 10,000 test images).
+
+    Inputs are normalised as ``(pixel / 255 - 0.2860) / 0.3530``; serve the model the same.
+
+    Args:
+        root: torchvision root holding ``FashionMNIST/raw`` (e.g. ``../shared/data``).
+        download: download the data set into ``root`` if it is missing (needs internet; default off).
+    """
 
     _name, _mean, _std = "FashionMNIST", 0.2860, 0.3530
 
 
 class DigitsDataModule(CorruptedClassificationDataModule):
-    """scikit-learn's bundled 8×8 digits (1,797 images, no download); ``test_size`` are held out clean. Inputs are
-    ``[1, 8, 8]`` float images scaled as ``pixel / 16`` (to ``[0, 1]``)."""
+    """scikit-learn's bundled 8×8 digits (1,797 images, no download); ``test_size`` are held out clean.
+
+    Inputs are ``[1, 8, 8]`` float images scaled as ``pixel / 16`` (to ``[0, 1]``).
+
+    Args:
+        test_size: images held out as the clean test split (a fixed split, whatever ``seed``); the rest is the
+            training pool.
+    """
 
     def __init__(self, test_size: int = 497, **kwargs) -> None:
         kwargs.setdefault("batch_size", 64)
@@ -230,6 +246,16 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
     Clean samples: ``y = xᵀθ* + e``; bad samples (a fraction ``1 - clean_ratio``):
     ``"random"`` — ``y = r + e`` with ``r ~ N(0, ‖θ*‖²)``; ``"mixture"`` — ``y = xᵀθ₂ + e`` for a second
     ground truth ``θ₂``. ``x ~ N(0, I_d)``, ``e ~ N(0, σ²)``, ``θ* ~ N(0, I_d)``.
+
+    Args:
+        n: the number of training samples, clean and bad.
+        dim: the number of input features ``d``.
+        clean_ratio: fraction of training samples left clean, in [0, 1].
+        bad: how the bad outputs are made: ``"random"`` or ``"mixture"`` (see above).
+        noise_std: standard deviation σ of the noise ``e``.
+        n_test: the number of clean test samples.
+        batch_size: training batch size.
+        seed: seeds the data, the ground truth and the choice of bad samples.
     """
 
     def __init__(
@@ -310,6 +336,8 @@ class CorruptedRegressionDataModule(_InMemorySplits):
         train_size: training samples drawn (seeded) from the pool; ``None`` = all that remain after ``val_size``.
         val_size: a validation split with the same corruption (``0`` = none).
         batch_size: training batch size; evaluation loaders use ``eval_batch_size``.
+        eval_batch_size: batch size of the validation, test, prediction and scoring loaders.
+        num_workers: ``DataLoader`` worker processes (0: load in the main process).
         seed: seeds the subsample, the split and the corruption.
     """
 
@@ -391,6 +419,10 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
 
     Inputs are normalised ``[1, 28, 28]`` images; targets ``[10]`` (standardised). The offline copy in
     ``../shared/data`` has 6,000 training and 4,000 test digits. All five corruptions apply.
+
+    Args:
+        root: torchvision root holding ``MNIST/raw`` (e.g. ``../shared/data``).
+        download: download MNIST into ``root`` if it is missing (needs internet; default off).
     """
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
@@ -415,6 +447,9 @@ class DiabetesDataModule(CorruptedRegressionDataModule):
 
     ``test_size`` samples are held out clean (fixed split). One target dimension: ``pairflip`` does not
     apply (``mixture`` draws from the other three).
+
+    Args:
+        test_size: samples held out as the clean test split (a fixed split, whatever ``seed``).
     """
 
     def __init__(self, test_size: int = 92, **kwargs) -> None:
@@ -433,8 +468,17 @@ class DiabetesDataModule(CorruptedRegressionDataModule):
 
 
 class SyntheticLinearDataModule(CorruptedRegressionDataModule):
-    """Synthetic multi-output regression ``y = x W + e`` (``x ~ N(0, I_d)``, ``W ~ N(0, 1/d)``,
-    ``e ~ N(0, noise_std²)``), ``n`` training and ``n_test`` clean test samples, ``q`` targets."""
+    """Synthetic multi-output regression ``y = x W + e``: ``n`` training and ``n_test`` clean test samples.
+
+    ``x ~ N(0, I_d)``, ``W ~ N(0, 1/d)``, ``e ~ N(0, noise_std²)``; the test targets are ``x W`` without noise.
+
+    Args:
+        n: the training pool's samples (the validation split, if any, is drawn from them).
+        dim: the number of input features ``d``.
+        q: the number of targets.
+        noise_std: standard deviation of the noise ``e`` of the training targets.
+        n_test: the number of clean test samples.
+    """
 
     def __init__(self, n: int = 2000, dim: int = 20, q: int = 4, noise_std: float = 0.1, n_test: int = 1000,
                  **kwargs) -> None:

@@ -64,8 +64,9 @@ class _Files(Dataset):
 
 
 class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
-    """Your own images as training / validation / test splits: ``root/<class>/<image>`` (torchvision's
-    ``ImageFolder``: classes are the sub-folders' names, sorted; files are read in sorted order).
+    """Your own images as training / validation / test splits: ``root/<class>/<image>``, one folder per class.
+
+    As torchvision's ``ImageFolder``: classes are the sub-folders' names, sorted; files are read in sorted order.
 
     Args:
         root: the training folder, one sub-folder per class. The folder is taken as it is: files in the wrong

@@ -44,8 +44,11 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         clean_ratio: fraction of clean images, in ``(0, 1]``.
         train_size: number of training images.
         val_size: number of validation images (same mixture), ``0`` for none.
-        clean / bad: which dataset is wanted and which pollutes it.
-        batch_size / eval_batch_size: training / validation and scoring batch sizes.
+        clean: the wanted images: ``"mnist"`` (default) or ``"fashion_mnist"``.
+        bad: the images that pollute them: ``"fashion_mnist"`` (default) or ``"mnist"``.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the validation and scoring loaders.
+        num_workers: ``DataLoader`` worker processes (0: load in the main process).
         seed: seeds which images are drawn and their order.
         download: let torchvision download missing datasets (needs internet).
     """

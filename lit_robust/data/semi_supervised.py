@@ -69,11 +69,17 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         attack: ``"patch"`` or ``"blend"`` (:func:`lit_robust.data.semi_supervised.make_trigger`), each image of
             class a relabelled a+1; all-to-one attacks are not built here (see :class:`BackdoorMNISTDataModule`).
         poison_rate: ε in [0, 1).
-        labeled_fraction / labeled_size: the labelled share of MNIST's training split (``labeled_size`` wins).
-        unlabeled_mnist / unlabeled_fashion: sizes of the unlabeled augmentation set's parts (``None``: all
-            remaining MNIST digits).
+        labeled_fraction: the labelled share of MNIST's training split, in (0, 1] (default 0.2, the thesis's).
+        labeled_size: the number of labelled digits instead; ``None`` (default): use ``labeled_fraction``.
+        unlabeled_mnist: MNIST digits (not labelled ones) in the unlabeled augmentation set; ``None`` (default): all
+            the remaining ones.
+        unlabeled_fashion: FashionMNIST training images in the unlabeled augmentation set (default 0: none).
         test_size: test images used (``None`` = all).
+        batch_size: training batch size.
+        eval_batch_size: batch size of the test, prediction and scoring loaders.
+        num_workers: ``DataLoader`` worker processes (0: load in the main process).
         seed: seeds the split, the poisoned samples and the FashionMNIST draw.
+        download: download MNIST (and FashionMNIST) into ``root`` if missing (needs internet; default off).
     """
 
     def __init__(

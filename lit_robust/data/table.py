@@ -211,9 +211,13 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             reports and :class:`~lit_robust.MLPRegressor`'s test errors are in the table's units already).
         missing: rows with a missing or infinite value in a used column: ``"error"`` (default, the message counts
             them per column) or ``"drop"`` (left out, with a warning; the others keep their row numbers).
-        batch_size / eval_batch_size / num_workers / seed: as the other datamodules.
-        frame: a pandas DataFrame instead of ``path`` (Python only); ``test_frame`` and ``predict_frame`` likewise
-            for ``test_path`` and ``predict_path``.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the scoring, validation, test and prediction loaders.
+        num_workers: DataLoader worker processes (0: read the rows in the main process).
+        seed: the draw of the held-out test and validation rows.
+        frame: a pandas DataFrame instead of ``path`` (Python only).
+        test_frame: a pandas DataFrame instead of ``test_path`` (Python only).
+        predict_frame: a pandas DataFrame instead of ``predict_path`` (Python only).
 
     After :meth:`setup`: :attr:`in_features`, :attr:`num_classes` and :attr:`classes` (classification),
     :attr:`out_features` (regression), :attr:`feature_names`, and ``train_source_index``: each training sample's row

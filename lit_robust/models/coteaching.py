@@ -183,16 +183,22 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             given -- one built right after ``seed_everything(seed)`` -- ``seed + 1``, ... is used, and the log says so).
         scope: ``"local"`` (each rank's own batch, the default) or ``"global"`` (the union of the ranks' batches).
         allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
-        estimator, auto_margin, reestimate: as in :class:`~lit_robust.BatchFilter` (``drop_ratio="auto"`` only;
-            ``estimator`` defaults to ``"disagreement"``, with ``net1``'s predictions).
-        report, report_dir, report_format: the per-sample report (:mod:`lit_robust.report`), as a
-            :class:`~lit_robust.BatchFilter`'s: ``<folder>/coteaching_report.csv`` at the end of training, one row
+        estimator: how ``drop_ratio="auto"`` estimates :math:`\varepsilon`, as :class:`~lit_robust.BatchFilter`'s:
+            ``"disagreement"`` (default; the share of samples whose label ``net1`` predicts otherwise, corrected for
+            its training error), ``"class_floor"``, or the score mixtures ``"gmm"`` / ``"bmm"``. Not used with a
+            number as ``drop_ratio``.
+        auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``drop_ratio="auto"`` only; default 0).
+        reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only).
+        report: write the per-sample report (:mod:`lit_robust.report`), as a :class:`~lit_robust.BatchFilter`
+            does: ``<folder>/coteaching_report.csv`` at the end of training, one row
             per training sample, ranked by the last epoch's mean score averaged over the two networks (the score
             ``"auto"`` estimates from), ``kept`` = no batch of the last epoch left the sample out of either
             network's update, the epoch first dropped, ``net1``'s prediction, the given label and the ground truth
             when the batches carry it. ``None`` (default): on when ``report_dir`` is given or under
             ``lit-robust fit``; the path is :attr:`report_path`. In epochs that drop nothing the scores are
             computed for the report anyway (no extra backward).
+        report_dir: the report's folder (created if missing); default: the logger's folder (``trainer.log_dir``).
+        report_format: ``"csv"`` (default) or ``"parquet"`` (needs pyarrow).
 
     Example::
 

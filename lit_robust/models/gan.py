@@ -59,8 +59,11 @@ class DCGAN(RobustMixin, pl.LightningModule):
         latent_dim: size of :math:`z \sim \mathcal{N}(0, I)`.
         channels: image channels.
         image_size: image side, a multiple of 4 (28 for MNIST).
-        g_width / d_width: channel width of the generator's last hidden layer / discriminator's first layer.
-        lr / beta1 / beta2: Adam settings of both networks (the DCGAN paper's defaults).
+        g_width: channel width of the generator's last hidden layer (the one before it has twice as many).
+        d_width: channel width of the discriminator's first layer.
+        lr: Adam's learning rate, for both networks (the DCGAN paper's default 0.0002).
+        beta1: Adam's beta1, for both networks (the DCGAN paper's 0.5).
+        beta2: Adam's beta2, for both networks (0.999).
         num_fixed: how many fixed latent vectors to keep for sample grids.
         seed: seeds the initial weights, the fixed latent vectors and the noise stream.
 

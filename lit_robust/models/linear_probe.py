@@ -31,8 +31,9 @@ __all__ = ["LinearProbe"]
 
 
 class LinearProbe(RobustMixin, pl.LightningModule):
-    r"""Classifier :math:`f = q \circ h`: a frozen representation :math:`h` (e.g. SimCLR's backbone) and a linear
-    head :math:`q(z) = Wz + b`, the only part fitted to the (possibly poisoned) labels.
+    r"""A linear head :math:`q` on a frozen representation :math:`h` (e.g. SimCLR's backbone): :math:`f = q \circ h`.
+
+    :math:`h` is frozen and :math:`q(z) = Wz + b` is the only part fitted to the (possibly poisoned) labels.
 
     Algorithm 7 (thesis §5.4.3): add ``BatchFilter("prl", drop_ratio=ε)`` (the noisy-label algorithm
     :math:`\mathcal A`; its per-sample loss comes from :meth:`per_sample_loss`) and
@@ -71,7 +72,9 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         maxpool1: ResNets: keep the max-pool after ``conv1``; ``None`` = from the checkpoint, else ``True``.
         feature_dim: the size of your own encoder's features (default: its ``feature_dim`` attribute).
         num_classes: outputs of the head.
-        lr / weight_decay / optimizer: the head's optimiser (``"adam"`` or ``"sgd"`` with momentum 0.9).
+        lr: learning rate of the head's optimiser.
+        weight_decay: L2 penalty of the head's optimiser (0: none).
+        optimizer: the head's optimiser: ``"adam"`` or ``"sgd"`` (with momentum 0.9).
         freeze_backbone: ``False`` fine-tunes the backbone too (not Algorithm 7).
         standardize: standardise the features with training-set statistics (frozen backbone only).
     """

@@ -252,18 +252,27 @@ class SimCLR(pl.LightningModule):
     :func:`lit_robust.load_backbone` / :class:`lit_robust.LinearProbe`.
 
     Args:
-        backbone / in_channels / width / first_conv / maxpool1: see :func:`simclr_backbone`. ``backbone`` may also
-            be your own encoder, an ``nn.Module`` mapping images to ``[N, feature_dim]`` features (the other
+        backbone: ``"cnn"`` (default, a small CNN), ``"resnet18"`` or ``"resnet50"`` (:func:`simclr_backbone`), or
+            your own encoder, an ``nn.Module`` mapping images to ``[N, feature_dim]`` features (the other
             architecture arguments are then not used); it is left out of the hyper-parameters, so pass it again to
             ``SimCLR.load_from_checkpoint(path, backbone=MyEncoder())``. From a config: ``backbone: {class_path:
             mymodel.MyEncoder}``.
+        in_channels: image channels (ResNets: ``conv1`` is rebuilt when it is not 3).
+        width: the first block's channels of ``"cnn"`` (not used by the ResNets).
+        first_conv: ResNets: ``True`` (default) = ImageNet stem (7×7 stride-2 ``conv1``), ``False`` = CIFAR stem
+            (3×3 stride 1). Not used by ``"cnn"``.
+        maxpool1: ResNets: keep the max-pool after ``conv1`` (``False`` for the CIFAR stem). Not used by ``"cnn"``.
         feature_dim: the size of your own encoder's features (default: its ``feature_dim`` attribute).
-        projection_dim: output size of the projection head; ``hidden_dim`` its hidden size (default: the
-            backbone's feature size).
+        projection_dim: output size of the projection head.
+        hidden_dim: hidden size of the projection head; ``None`` (default): the backbone's feature size.
         temperature: NT-Xent temperature :math:`T > 0`.
-        lr / weight_decay: AdamW settings.
+        lr: AdamW's learning rate.
+        weight_decay: AdamW's weight decay (0: none).
         augment: ``"grey"`` (built-in batched views) or ``"none"`` (the batches carry two views).
-        crop_scale / max_rotation / jitter: the :func:`random_views` settings.
+        crop_scale: ``(low, high)``, the range of the random crops' area fraction, ``0 < low <= high <= 1``
+            (:func:`random_views`).
+        max_rotation: the views' random rotation, at most this many degrees either way (0: none).
+        jitter: the views' brightness/contrast jitter, in [0, 1) (0: none).
     """
 
     def __init__(

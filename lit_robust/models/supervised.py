@@ -269,16 +269,27 @@ class ImageClassifier(_Classifier):
     """Image classifier trained with per-sample cross-entropy.
 
     Args:
-        backbone: ``"cnn2"``, ``"lenet"``, ``"mlp"`` or ``"resnet18"`` (:func:`make_backbone`).
-        num_classes / in_channels / image_size: input and output shape.
-        lr / momentum / weight_decay: SGD settings.
-        milestones / gamma: MultiStepLR schedule (epochs counted from the start of each ITLM round when
-            the callback re-initialises optimizers).
+        backbone: ``"cnn2"`` (default: two conv layers + linear, the ITLM paper's MNIST model), ``"lenet"`` (the same
+            conv layers, then fully connected hidden layers), ``"mlp"`` or ``"resnet18"`` (:func:`make_backbone`).
+        num_classes: the number of classes (outputs); at least 2.
+        in_channels: channels of the input images (1: grayscale, 3: RGB).
+        image_size: height and width of the (square) input images; ``"resnet18"`` takes any size.
+        lr: learning rate.
+        momentum: SGD's momentum, or Adam's beta1 with ``optimizer="adam"``; in [0, 1).
+        weight_decay: L2 penalty of the optimizer (0: none).
+        milestones: epochs at which the learning rate is multiplied by ``gamma`` (MultiStepLR; epochs counted from
+            the start of each ITLM round when the callback re-initialises optimizers); empty (default): constant.
+        gamma: the learning rate's factor at each of ``milestones``.
         optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"`` (with ``betas=(momentum, 0.999)``; the PRL
             experiments use Adam, lr 0.001, momentum 0.9).
-        hidden / hidden_layers: width and depth of the ``"mlp"`` backbone and of ``"lenet"``'s hidden layers.
+        hidden: width of the hidden layers of the ``"mlp"`` and ``"lenet"`` backbones; not used by ``"cnn2"``
+            (the default) nor ``"resnet18"``.
+        hidden_layers: the number of those hidden layers (``"mlp"`` and ``"lenet"`` only; not used by ``"cnn2"``
+            nor ``"resnet18"``).
         loss: ``"ce"`` (cross-entropy) or the bootstrapping loss of Reed et al. (``"bootstrap_soft"``,
             ``"bootstrap_hard"``; :func:`lit_robust.bootstrap_loss`) with weight ``bootstrap_beta``.
+        bootstrap_beta: the bootstrapping loss's weight of the given label, in [0, 1] (1: plain cross-entropy); not
+            used with ``loss="ce"``.
 
     For rows of a table (vectors of features, not images) use :class:`MLPClassifier`.
     """
@@ -324,9 +335,18 @@ class MLPClassifier(_ShapeFromData, _Classifier):
             (a :class:`~lit_robust.TableDataModule`, or any datamodule with a ``data_spec``), so one config fits any
             table. The value read is stored in ``hparams`` and so in checkpoints.
         num_classes: the number of classes; ``None`` (default): read from the datamodule likewise.
-        hidden / hidden_layers: width and number of the ReLU hidden layers.
-        lr / momentum / weight_decay / optimizer: Adam by default (``betas=(momentum, 0.999)``), or ``"sgd"``.
-        milestones / gamma / loss / bootstrap_beta: as :class:`ImageClassifier`'s.
+        hidden: width of the ReLU hidden layers.
+        hidden_layers: the number of hidden layers (0: a linear classifier).
+        lr: learning rate.
+        momentum: Adam's beta1 (``betas=(momentum, 0.999)``), or SGD's momentum with ``optimizer="sgd"``; in [0, 1).
+        weight_decay: L2 penalty of the optimizer (0: none).
+        milestones: epochs at which the learning rate is multiplied by ``gamma`` (MultiStepLR); empty (default):
+            constant.
+        gamma: the learning rate's factor at each of ``milestones``.
+        optimizer: ``"adam"`` (default) or ``"sgd"``.
+        loss: ``"ce"`` (cross-entropy) or the bootstrapping loss of Reed et al. (``"bootstrap_soft"``,
+            ``"bootstrap_hard"``; :func:`lit_robust.bootstrap_loss`) with weight ``bootstrap_beta``.
+        bootstrap_beta: the bootstrapping loss's weight of the given label, in [0, 1]; not used with ``loss="ce"``.
     """
 
     def __init__(
@@ -380,7 +400,12 @@ class MLPClassifier(_ShapeFromData, _Classifier):
 
 
 class LinearRegressor(RobustMixin, pl.LightningModule):
-    """Linear model ``y = xᵀθ`` with per-sample squared loss (ITLM paper §6.1)."""
+    """Linear model ``y = xᵀθ`` with per-sample squared loss (ITLM paper §6.1).
+
+    Args:
+        dim: the number of input features (the length of ``θ``; no bias term).
+        lr: learning rate of plain SGD.
+    """
 
     def __init__(self, dim: int = 100, lr: float = 0.05) -> None:
         super().__init__()
@@ -427,11 +452,15 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
     ``(losses, predictions)`` so the PRL(L) filter gets :math:`\|\hat y_i - y_i\|_2`.
 
     Args:
-        in_features / out_features: flattened input size and number of targets ``q``; ``None`` (default): read
-            from the datamodule at ``setup`` (stored in ``hparams`` and so in checkpoints), as :class:`MLPClassifier`.
-        hidden / hidden_layers: width and number of hidden layers.
-        lr / momentum: Adam settings (``betas=(momentum, 0.999)``).
+        in_features: the flattened input size; ``None`` (default): read from the datamodule at ``setup`` (stored in
+            ``hparams`` and so in checkpoints), as :class:`MLPClassifier`.
+        out_features: the number of targets ``q``; ``None`` (default): read from the datamodule likewise.
+        hidden: width of the leaky-ReLU hidden layers.
+        hidden_layers: the number of hidden layers (0: a linear model).
+        lr: Adam's learning rate.
+        momentum: Adam's beta1 (``betas=(momentum, 0.999)``), in [0, 1).
         loss: ``"mse"`` (mean over the ``q`` targets) or ``"huber"`` (Huber with ``huber_delta``).
+        huber_delta: where the Huber loss turns from quadratic to linear (``loss="huber"`` only).
 
     ``val_r2`` / ``test_r2``: torchmetrics ``R2Score`` averaged uniformly over the targets; ``test_mse`` /
     ``test_rmse`` / ``test_mae``: the mean squared error, its root and the mean absolute error over every target
