@@ -179,8 +179,14 @@ class AnomalyDetector(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if "dim" in self.hparams and self.hparams.dim is None:
-            self._build(self._dim_from_data())
+            self.hparams["dim"] = self._dim_from_data()  # saved in checkpoints: `load_from_checkpoint` builds at once
+            self._build(self.hparams.dim)
         check_fits_data(self)  # calls `check_data` of subclasses that have one
+
+    def _build_if_sized(self) -> None:
+        """Build the networks now when ``dim`` is given (else :meth:`setup` does, from the datamodule)."""
+        if self.hparams.dim is not None:
+            self._build(self.hparams.dim)
 
     def _build(self, dim: int) -> None:  # pragma: no cover - subclasses with a `dim` build their networks here
         raise NotImplementedError

@@ -158,8 +158,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         self.save_hyperparameters()
         self.couplings: nn.ModuleList | None = None
         self.spectral_layers: list[str] = []
-        if dim is not None:
-            self._build(dim)
+        self._build_if_sized()
         check_report_args(report, report_dir, report_format)
         reporting = {"report": report, "report_dir": report_dir, "report_format": report_format}
         self.batch_filter: BatchFilter | None = None
@@ -184,7 +183,6 @@ class RealNVP(RobustMixin, AnomalyDetector):
             raise ValueError(f"{type(self).__name__}: the datamodule yields {dim} feature per sample, but Real NVP "
                              "splits the coordinates: it needs at least 2.")
         hp = self.hparams
-        hp["dim"] = dim
         first = torch.zeros(dim)
         first[: dim // 2] = 1
         masks = [first if i % 2 == 0 else 1 - first for i in range(hp.n_couplings)]

@@ -139,12 +139,10 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         _check_optim(lr, weight_decay)
         self.save_hyperparameters()
         self.net: MLPAutoEncoder | None = None
-        if dim is not None:
-            self._build(dim)
+        self._build_if_sized()
 
     def _build(self, dim: int) -> None:
         hp = self.hparams
-        hp["dim"] = dim
         self.net = MLPAutoEncoder(dim, hp.hidden, hp.latent, hp.dropout)
 
     def per_sample_loss(self, batch: Any) -> Tensor:
@@ -245,12 +243,10 @@ class RCA(ModuleReport, AnomalyDetector):
         self._report = EpochReport("RCA", "rca_report")
         self.ae1: MLPAutoEncoder | None = None
         self.ae2: MLPAutoEncoder | None = None
-        if dim is not None:
-            self._build(dim)
+        self._build_if_sized()
 
     def _build(self, dim: int) -> None:
         hp = self.hparams
-        hp["dim"] = dim
         self.ae1 = MLPAutoEncoder(dim, hp.hidden, hp.latent, hp.dropout)
         self.ae2 = MLPAutoEncoder(dim, hp.hidden, hp.latent, hp.dropout)
 
