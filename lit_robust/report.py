@@ -65,6 +65,7 @@ __all__ = [
     "build_report",
     "suspicion_order",
     "rarely_predicted_classes",
+    "one_class_predicted",
     "class_label",
     "datamodule_classes",
     "posterior_note",
@@ -212,6 +213,30 @@ def rarely_predicted_classes(given: Tensor, predicted: Tensor, ratio: float = 0.
     n_given, n_pred = torch.bincount(g, minlength=size), torch.bincount(p, minlength=size)
     return [(c, int(n_pred[c]), int(n_given[c])) for c in range(size)
             if n_given[c] >= min_count and n_pred[c] < ratio * n_given[c]]
+
+
+def one_class_predicted(given: Tensor, predicted: Tensor, share: float = 0.9) -> tuple[int, int, int] | None:
+    """``(class, times predicted, samples)`` when ``predicted`` names one class for at least ``share`` of the samples
+    while ``given`` spreads them over several classes, none holding half of them — a model that did not learn, not a
+    selection's imbalance (pure); ``None`` otherwise. Samples without both labels are left out.
+
+    An image-folder user's augmented fit with too large a learning rate ended at the uniform guess's loss, its model
+    predicting one class for all 1,500 files: no round was judged collapsed (the loss had fallen to ln(5) from a
+    spike), and the only warning advised ``per_class=True``.
+
+    >>> one_class_predicted(torch.tensor([0, 1, 2, 3] * 5), torch.tensor([2] * 19 + [1]))
+    (2, 19, 20)
+    >>> one_class_predicted(torch.tensor([0, 1, 2, 3] * 5), torch.tensor([2] * 17 + [1] * 3)) is None
+    True
+    """
+    both = (given >= 0) & (predicted >= 0)
+    g, p = given[both].long(), predicted[both].long()
+    n = int(g.numel())
+    if n == 0 or int(torch.bincount(g).max()) >= 0.5 * n:
+        return None
+    counts = torch.bincount(p)
+    top = int(counts.argmax())
+    return (top, int(counts[top]), n) if int(counts[top]) >= share * n else None
 
 
 def class_label(c: int, names: Sequence[Any] | None) -> str:

@@ -1,6 +1,7 @@
 """ImageFolderDataModule: a folder of images per class as training / validation / test splits, through the Python
 API and `lit-robust fit` / `predict`."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,17 @@ def test_a_broken_first_file_is_named_by_its_path(tmp_path):
     with pytest.raises(OSError, match=rf"The first image of `root`, {broken}, could not be read .* Move it away, or "
                                       r"pass `image_size` and `channels`"):
         ImageFolderDataModule(str(root)).setup("fit")
+
+
+def test_a_root_one_level_above_the_class_folders_is_warned_about(tmp_path):
+    """An image-folder CLI user pointed `root` at `photos` (holding train/, test/, new/) and trained on those three
+    "classes" with no word about it."""
+    _folder(tmp_path / "photos" / "train")
+    _folder(tmp_path / "photos" / "test", per_class=2)
+    with pytest.warns(UserWarning, match=r"no image of `root`=.*photos' lies directly in a class folder: the classes "
+                                         r"are its sub-folders \['test', 'train'\], each holding folders \(\['cat', "
+                                         r"'dog', 'emu'\]\)\. If those are your classes, point `root` one level down"):
+        ImageFolderDataModule(str(tmp_path / "photos")).setup("fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right root: no warning
+        ImageFolderDataModule(str(tmp_path / "photos" / "train")).setup("fit")

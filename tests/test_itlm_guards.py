@@ -713,3 +713,29 @@ def test_a_keep_ratio_set_after_the_constructor_is_checked_at_fit_start(tmp_path
     itlm.keep_ratio = 0.7  # a valid value set the same way is used
     tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), BlobsData())
     assert itlm.history[-1].kept == 168
+
+
+class _OneClassModel(TinyModel):
+    """A model that learns nothing: zero weights and lr 0, so one class wins whatever the input."""
+
+    def __init__(self) -> None:
+        super().__init__(lr=0.0)
+        for p in self.net.parameters():
+            torch.nn.init.zeros_(p)
+
+
+def test_a_final_model_that_predicts_one_class_for_everything_is_warned_about(tmp_path):
+    """An image-folder user's augmented fit (lr too large) ended predicting one class for all 1,500 files: no round
+    was judged collapsed and the only warning advised `per_class=True`; the report's ranking meant nothing."""
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=True, report_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match=r"ITLM: the final model predicts class \d for 240 of the 240 training samples, "
+                                         r"whose labels spread over several classes: it did not learn .* Lower the "
+                                         r"learning rate") as caught:
+        tiny_trainer(tmp_path, 2, [itlm]).fit(_OneClassModel(), BlobsData())
+    assert not any("per_class=True" in str(w.message) for w in caught)
+    # a model that learned: no such warning
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 2], verbose=False, plot=False, report=True, report_dir=str(tmp_path))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 4, [itlm]).fit(TinyModel(), BlobsData())
+    assert not any("predicts class" in str(w.message) for w in seen)

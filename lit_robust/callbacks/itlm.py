@@ -72,6 +72,7 @@ from lit_robust.report import (
     class_label,
     datamodule_classes,
     integer_labels,
+    one_class_predicted,
     posterior_note,
     rarely_predicted_classes,
     scalar_targets,
@@ -1489,7 +1490,15 @@ class ITLM(Callback):
         path = write_training_report(table, self._report_target, trainer)
         note = posterior_note(table)
         rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
-        if given_d is not None and predicted_d is not None:
+        one = None if given_d is None or predicted_d is None else one_class_predicted(given_d, predicted_d)
+        if one is not None:
+            c, p, n = one
+            rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
+                           f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
+                           "learn (a learning rate too large for the model or the augmentation? a last round too "
+                           "short?), so the report's ranking and `predicted_label` mean nothing. Lower the learning "
+                           "rate (or give it a validation split: a collapsed round is then said at once) and fit again.")
+        elif given_d is not None and predicted_d is not None:
             rare = rarely_predicted_classes(given_d, predicted_d)
             if rare:
                 names = datamodule_classes(trainer)

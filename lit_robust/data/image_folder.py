@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from lit_robust._backend import pl
+from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.data.base import SplitLoaders
 from lit_robust.data.indexed import IndexedDataset
@@ -196,6 +196,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError(f"`root`={self.root!r} has {len(folder.classes)} class sub-folder "
                              f"({folder.classes}): a classifier needs at least 2.")
         self.classes = list(folder.classes)
+        _warn_if_root_is_a_level_up(self.root, folder)
         from PIL import Image
 
         mode, size = "RGB", (self.requested_size, self.requested_size)
@@ -312,6 +313,22 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if dataset is not None and dataset is self.predict_set:
             table = {k: v for k, v in table.items() if k != "target"}
         return with_sample_files(table, dataset, PREDICTION_CLASS_COLUMNS)
+
+
+def _warn_if_root_is_a_level_up(root: str, folder: Any) -> None:
+    """Warn when no image lies directly in its class folder (``ImageFolder`` reads sub-folders too): ``root`` then is
+    most likely the folder above the class folders — an image-folder CLI user's ``root: photos`` trained on the
+    classes ``new``, ``test`` and ``train``, with one warning about a rarely predicted class."""
+    base = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    nested = [os.path.relpath(p, base).split(os.sep) for p, _ in folder.samples]
+    if not nested or any(len(parts) <= 2 for parts in nested):
+        return
+    inner = sorted({parts[1] for parts in nested})
+    example = os.path.join(os.fspath(root), nested[0][0])
+    rank_zero_warn(f"ImageFolderDataModule: no image of `root`={root!r} lies directly in a class folder: the classes "
+                   f"are its sub-folders {folder.classes[:6]}{' ...' if len(folder.classes) > 6 else ''}, each "
+                   f"holding folders ({inner[:6]}{' ...' if len(inner) > 6 else ''}). If those are your classes, "
+                   f"point `root` one level down, e.g. {example!r}.")
 
 
 def _rgb(image: Any) -> Any:
