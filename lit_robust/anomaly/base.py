@@ -193,8 +193,8 @@ class AnomalyDetector(pl.LightningModule):
 
     def _dim_from_data(self) -> int:
         """``dim`` for a model built at ``setup`` (``dim=None``): the number of input values per sample of the
-        trainer's datamodule (a :class:`~lit_robust.TableDataModule`'s feature columns), stored in ``hparams`` by
-        ``_build`` so that checkpoints rebuild the same networks."""
+        trainer's datamodule (a :class:`~lit_robust.TableDataModule`'s feature columns), which :meth:`setup` stores
+        in ``hparams`` so that checkpoints rebuild the same networks."""
         name = type(self).__name__
         spec = datamodule_spec(getattr(self, "_trainer", None))
         if spec is None:
