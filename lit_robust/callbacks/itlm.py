@@ -1490,7 +1490,10 @@ class ITLM(Callback):
         path = write_training_report(table, self._report_target, trainer)
         note = posterior_note(table)
         rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
-        one = None if given_d is None or predicted_d is None else one_class_predicted(given_d, predicted_d)
+        # a last round already judged collapsed has been warned about (the rarely-predicted note below points at it)
+        last_collapsed = bool(self.history) and self.history[-1].collapsed
+        one = (None if given_d is None or predicted_d is None or last_collapsed
+               else one_class_predicted(given_d, predicted_d))
         if one is not None:
             c, p, n = one
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
