@@ -1509,14 +1509,13 @@ class ITLM(Callback):
                                    f"{c})" for c, p, g in rare[:3])
                 # with `per_class=True` each class kept its share, so the advice to turn it on was no advice (a CLI
                 # newcomer was given it in 4 runs with it on)
-                collapsed = bool(self.history) and self.history[-1].collapsed
-                why = ("its last round collapsed (the warning above)" if collapsed else
+                why = ("its last round collapsed (the warning above)" if last_collapsed else
                        "it did not learn that class although `per_class=True` kept its share of it (a last round "
                        "too short? labels of that class mostly wrong?)" if self.per_class else
                        "the selection it trained on left most of that class out")
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
                                f"{why}, so the report's `predicted_label` is no label to relabel those samples with."
-                               + ("" if self.per_class or collapsed else f" {_PER_CLASS_ADVICE}"))
+                               + ("" if self.per_class or last_collapsed else f" {_PER_CLASS_ADVICE}"))
         return path
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
