@@ -10,6 +10,7 @@ training augmentation (``scoring_dataloader``).
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Literal
 
@@ -223,13 +224,13 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
                              "images of `root` for training.")
         self.mean = self.std = None
         if self.normalize:
-            plain = self._folder(self.root, "root", self._transform(train=False))
+            plain = _reading(folder, self._transform(train=False))
             step = max(1, len(train_pos) // _STATS_IMAGES)
             x = torch.stack([plain[int(i)][0] for i in train_pos[::step][:_STATS_IMAGES]])
             self.mean = x.mean(dim=(0, 2, 3)).tolist()
             self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
-        train_folder = self._folder(self.root, "root", self._transform(train=True))
-        eval_folder = self._folder(self.root, "root", self._transform(train=False))
+        train_folder = _reading(folder, self._transform(train=True))
+        eval_folder = _reading(folder, self._transform(train=False))
 
         def split(base: Any, pos: Tensor) -> IndexedDataset | None:
             return IndexedDataset(Subset(base, pos.tolist())) if len(pos) else None
@@ -313,6 +314,14 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if dataset is not None and dataset is self.predict_set:
             table = {k: v for k, v in table.items() if k != "target"}
         return with_sample_files(table, dataset, PREDICTION_CLASS_COLUMNS)
+
+
+def _reading(folder: Any, transform: Any) -> Any:
+    """``folder`` (an ``ImageFolder``) reading its files through ``transform``: a shallow copy sharing its list of
+    files, so that the folder is walked once however many readings the splits need."""
+    other = copy.copy(folder)
+    other.transform = transform
+    return other
 
 
 def _warn_if_root_is_a_level_up(root: str, folder: Any) -> None:
