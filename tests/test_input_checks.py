@@ -199,6 +199,10 @@ def _fit_fails(tmp_path, model, dm, message):
                   IndexedDataset(TensorDataset(torch.rand(8, 3, 8, 8), torch.arange(8) % 2)), batch_size=4)),
      r"`model.in_channels`=1 does not fit `data`: .* yields 3×8×8 images. Set `model.in_channels` to 3. Or, for grey "
      r"images opened as RGB \(torchvision's `ImageFolder` opens every file so\), add `transforms.Grayscale\(\)`"),
+    # both at once: an image-folder CLI user fixed the channels, re-ran, and was only then told the size
+    (lambda: (ImageClassifier(backbone="cnn2", image_size=28, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images. Set `model.in_channels` to 1\. "
+     r"And `model.image_size`=28 does not fit either: Set `model.image_size` to 8\.$"),
     (lambda: (ImageClassifier(backbone="mlp", image_size=8, num_classes=5), DigitsDataModule()),
      r"`model.num_classes`=5 does not fit `data`: DigitsDataModule yields labels of 10 classes. `model.num_classes` "
      r"must be >= 10"),

@@ -48,20 +48,25 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
     if in_channels is not None:
         if len(spec.input_shape) != 3:
             raise misfit("in_channels", in_channels, spec, spec.inputs(), "The model expects [C, H, W] images.")
+        # both misfits in one message: an image-folder CLI user fixed the channels, re-ran, and only then was told
+        # the size
+        size_fix = None
+        if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
+            size_fix = (f"Set `model.image_size` to {spec.input_shape[1]}." if spec.input_shape[1] ==
+                        spec.input_shape[2] else "The model needs square images" + (
+                            f": set `data.image_size` (e.g. to {image_size}) to resize them."
+                            if spec.source == "ImageFolderDataModule" else "."))
         if spec.input_shape[0] != in_channels:
             folder = spec.source == "ImageFolderDataModule"
             grey = ("" if in_channels != 1 or spec.input_shape[0] != 3 else
                     " Or set `data.channels` to 1 to read the images as grayscale." if folder else
                     " Or, for grey images opened as RGB (torchvision's `ImageFolder` opens every file so), add "
                     "`transforms.Grayscale()` to the data's transforms and keep 1.")
+            also = "" if size_fix is None else f" And `model.image_size`={image_size!r} does not fit either: {size_fix}"
             raise misfit("in_channels", in_channels, spec, spec.inputs(), f"Set `model.in_channels` to "
-                                                                          f"{spec.input_shape[0]}.{grey}")
-        if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
-            raise misfit("image_size", image_size, spec, spec.inputs(),
-                         f"Set `model.image_size` to {spec.input_shape[1]}." if spec.input_shape[1] ==
-                         spec.input_shape[2] else "The model needs square images" + (
-                             f": set `data.image_size` (e.g. to {image_size}) to resize them."
-                             if spec.source == "ImageFolderDataModule" else "."))
+                                                                          f"{spec.input_shape[0]}.{grey}{also}")
+        if size_fix is not None:
+            raise misfit("image_size", image_size, spec, spec.inputs(), size_fix)
     if spec.target == "class" and spec.num_classes is not None:
         if num_classes < spec.num_classes:
             raise misfit("num_classes", num_classes, spec, spec.targets(),
