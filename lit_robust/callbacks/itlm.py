@@ -564,6 +564,9 @@ class ITLM(Callback):
         # per scoring pass: round, dense scores, corrupted flags (CPU). Filled only when `plot=True`, because
         # under DDP it needs every score gathered on every rank (O(n) traffic); `history` is always filled.
         self.score_history: list[dict[str, Any]] = []
+        # the final model's scores from the report's scoring pass (rank 0; not checkpointed: the pass runs again at
+        # the end of a resumed fit): the plot's last panel, so it shows the scores the report ranks by
+        self._final_scores: dict[str, Any] | None = None
         # the report's scores and drops (only on the rank that writes it, rank 0; see `report`)
         self._report_state: RoundScores | None = None
 
@@ -1483,6 +1486,10 @@ class ITLM(Callback):
         corrupted_d, given_d, predicted_d, target_d, value_d = (
             dense(fields[0], -1), dense(fields[1], NO_LABEL), dense(fields[2], NO_LABEL),
             dense(fields[3], math.nan), dense(fields[4], math.nan))
+        if self.plot:
+            last = self.score_history[-1]["kept"] if self.score_history else None
+            self._final_scores = {"round": "final", "title": "final model's scores", "scores": dense(all_scores, math.nan),
+                                  "corrupted": None if corrupted_d is None else corrupted_d == 1, "kept": last}
         table = state.table(self._round, given_d, predicted_d,
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
                             self.estimator, given_target=target_d, predicted_target=value_d)
@@ -1652,7 +1659,8 @@ class ITLM(Callback):
             rank_zero_info("ITLM: no score plot written: there is no logger and no `plot_dir` (pass `plot_dir=...` for "
                            "one, or `plot=False`).")
             return
-        self.plot_path = plot_score_histograms(self.score_history, folder, "itlm_scores.png")
+        final = [] if self._final_scores is None else [self._final_scores]
+        self.plot_path = plot_score_histograms(self.score_history + final, folder, "itlm_scores.png")
         if self.plot_path is not None:
             # a team with its own LightningCLI found the plot and looked for the report `lit-robust fit` writes
             off = "" if self._report_target is not None or self.report is False else (
