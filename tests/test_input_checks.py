@@ -202,7 +202,7 @@ def _fit_fails(tmp_path, model, dm, message):
     # both at once: an image-folder CLI user fixed the channels, re-ran, and was only then told the size
     (lambda: (ImageClassifier(backbone="cnn2", image_size=28, in_channels=3), DigitsDataModule()),
      r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images. Set `model.in_channels` to 1\. "
-     r"And `model.image_size`=28 does not fit either: Set `model.image_size` to 8\.$"),
+     r"And `model.image_size`=28 does not fit either: set `model.image_size` to 8\.$"),
     (lambda: (ImageClassifier(backbone="mlp", image_size=8, num_classes=5), DigitsDataModule()),
      r"`model.num_classes`=5 does not fit `data`: DigitsDataModule yields labels of 10 classes. `model.num_classes` "
      r"must be >= 10"),

@@ -62,7 +62,8 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
                     " Or set `data.channels` to 1 to read the images as grayscale." if folder else
                     " Or, for grey images opened as RGB (torchvision's `ImageFolder` opens every file so), add "
                     "`transforms.Grayscale()` to the data's transforms and keep 1.")
-            also = "" if size_fix is None else f" And `model.image_size`={image_size!r} does not fit either: {size_fix}"
+            also = ("" if size_fix is None else
+                    f" And `model.image_size`={image_size!r} does not fit either: {size_fix[0].lower()}{size_fix[1:]}")
             raise misfit("in_channels", in_channels, spec, spec.inputs(), f"Set `model.in_channels` to "
                                                                           f"{spec.input_shape[0]}.{grey}{also}")
         if size_fix is not None:
