@@ -73,6 +73,7 @@ def test_augmented_training_reads_differ_but_the_scoring_loader_reads_the_plain_
 
 @pytest.mark.parametrize("kwargs, error, words", [
     ({"root": "missing"}, FileNotFoundError, ["`root`='missing' is not a folder"]),
+    ({"root": None}, ValueError, ["`root` must be a folder's path, got None"]),
     ({"channels": 2}, ValueError, ["`channels` must be 1 (grayscale), 3 (RGB) or None", "got 2"]),
     ({"augment": "flip"}, ValueError, ["`augment` must be one of ['none', 'crop', 'crop_flip'], got 'flip'"]),
     ({"test_size": 1.5}, ValueError, ["`test_size` must be a fraction in [0, 1) of the images", "got 1.5"]),

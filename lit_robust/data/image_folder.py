@@ -121,7 +121,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
     ) -> None:
         super().__init__()
         for name, value in (("root", root), ("test_root", test_root), ("predict_root", predict_root)):
-            if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
+            if (value is not None or name == "root") and (not isinstance(value, (str, os.PathLike))
+                                                          or not os.fspath(value)):
                 raise ValueError(f"`{name}` must be a folder's path, got {value!r}.")
         if test_root is not None and test_size not in (None, 0):
             raise ValueError(f"`test_size` must be 0 with a `test_root` folder, got {test_size!r}.")

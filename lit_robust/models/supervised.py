@@ -167,8 +167,7 @@ class _Classifier(RobustMixin, pl.LightningModule):
             raise ValueError(f"`optimizer` must be 'sgd' or 'adam', got {optimizer!r}.")
         if loss not in ("ce", "bootstrap_soft", "bootstrap_hard"):
             raise ValueError(f"`loss` must be 'ce', 'bootstrap_soft' or 'bootstrap_hard', got {loss!r}.")
-        if not 0.0 <= bootstrap_beta <= 1.0:
-            raise ValueError(f"`bootstrap_beta` must be in [0, 1], got {bootstrap_beta!r}.")
+        check_number("bootstrap_beta", bootstrap_beta, 0, 1)
         # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
         # another (e.g. inside CoTeaching) with the outer module's config
         self.settings = SimpleNamespace(lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=list(milestones),
