@@ -4,7 +4,9 @@ guard the Python API).
 
 A sweep like this found `DCGAN(lr="0.01")` raising `'>' not supported between instances of 'str' and 'int'`,
 `DCGAN(seed=0.5)` torch's `manual_seed expected a long`, and the same for `SimCLR`, `LinearProbe` and the
-classifiers' `bootstrap_beta`. Datamodules are checked in their own tests (they read files at `setup`).
+classifiers' `bootstrap_beta`; and among the public functions `trim_mask(-1, 0.5)` raising `'int' object has no
+attribute 'numel'`, `keep_count(10, "0.5")` and `corrupt_labels(y, 0.7, seed=0.5)` Python's or torch's own errors.
+Datamodules are checked in their own tests (they read files at `setup`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import inspect
 import warnings
 
 import pytest
+import torch
 
 import lit_robust as L
 
@@ -50,4 +53,50 @@ def test_each_argument_is_accepted_or_refused_by_name(name, tmp_path, monkeypatc
                     unnamed.append(f"{arg}={value!r}: {type(e).__name__}: {str(e)[:160]}")
             except Exception as e:  # noqa: BLE001 - any other error type is the finding
                 unnamed.append(f"{arg}={value!r}: {type(e).__name__}: {str(e)[:160]}")
+    assert not unnamed, "\n".join(unnamed)
+
+
+def _function_arguments() -> dict[str, dict]:
+    g = torch.Generator().manual_seed(0)
+    scores, labels = torch.rand(100, generator=g), torch.arange(100) % 4
+    predicted = (labels + (torch.arange(100) % 7 == 0)) % 4
+    return {
+        "corrupt_labels": dict(targets=torch.arange(100) % 10, clean_ratio=0.7),
+        "bootstrap_loss": dict(logits=torch.zeros(4, 3), targets=torch.tensor([0, 1, 2, 0])),
+        "keep_count": dict(n=10, keep_ratio=0.5),
+        "global_smallest_k_mask": dict(scores=scores[:10], index=torch.arange(10), k=3),  # one process: no group
+        "global_trim_mask": dict(scores=scores[:10], index=torch.arange(10), keep_ratio=0.5),
+        "global_batch_keep_mask": dict(local_scores=scores[:10], local_index=torch.arange(10), drop_ratio=0.2),
+        "rank_order": dict(scores=scores[:10]),
+        "smallest_k_mask": dict(scores=scores[:10], k=3),
+        "trim_mask": dict(scores=scores[:10], keep_ratio=0.5),
+        "truncate_spectral_norm": dict(weight=torch.randn(4, 4, generator=g), k=1.0),
+        "roc_auc": dict(scores=scores[:10], is_anomaly=torch.tensor([0, 1] * 5)),
+        "anomaly_threshold": dict(scores=scores[:10], contamination=0.1),
+        "random_views": dict(images=torch.zeros(2, 1, 8, 8)),
+        "estimate_corruption": dict(scores=scores),
+        "estimate_corruption_from_predictions": dict(scores=scores, labels=labels, predicted=predicted),
+        "estimate_corruption_from_class_floor": dict(scores=scores, labels=labels, predicted=predicted),
+        "activation_clusters": dict(features=torch.randn(100, 5, generator=g), labels=torch.arange(100) % 2),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_function_arguments()))
+def test_each_argument_of_a_public_function_is_accepted_or_refused_by_name(name, one_torch_thread):
+    fn, valid = getattr(L, name), _function_arguments()[name]
+    fn(**valid)
+    unnamed = []
+    for arg in inspect.signature(fn).parameters:
+        for value in BAD:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fn(**{**valid, arg: value})
+            except (ValueError, TypeError) as e:
+                if f"`{arg}`" not in str(e) and f"`{arg}=" not in str(e):
+                    unnamed.append(f"{arg}={value!r}: {type(e).__name__}: {str(e)[:160]}")
+            except Exception as e:  # noqa: BLE001 - any other error type is the finding
+                unnamed.append(f"{arg}={value!r}: {type(e).__name__}: {str(e)[:160]}")
+    if name == "corrupt_labels":  # labels [0] hold one class: said of the number of classes read off them
+        unnamed = [u for u in unnamed if not u.startswith("targets=[0]: ValueError: `num_classes` must be >= 2")]
     assert not unnamed, "\n".join(unnamed)

@@ -191,14 +191,16 @@ def random_views(images: Tensor, crop_scale: tuple[float, float] = (0.5, 1.0),
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"`images` must be a floating-point batch [N, C, H, W], got {got}.")
-    lo, hi = crop_scale
+    lo, hi = check_pair("crop_scale", crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"`crop_scale` must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")
-    rlo, rhi = aspect_ratio
+    rlo, rhi = check_pair("aspect_ratio", aspect_ratio)
     if not 0.0 < rlo <= rhi:
         raise ValueError(f"`aspect_ratio` must be (low, high) with 0 < low <= high, got {aspect_ratio!r}.")
     check_number("max_rotation", max_rotation, 0, 180)  # degrees
     check_number("jitter", jitter, 0, 1, high_open=True)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"`generator` must be a torch.Generator or None, got {generator!r}.")
     n, dev, dt = images.shape[0], images.device, images.dtype
     s = _uniform(n, lo, hi, generator, dev)
     r = torch.exp(_uniform(n, math.log(rlo), math.log(rhi), generator, dev))
