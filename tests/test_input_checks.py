@@ -250,7 +250,8 @@ def test_image_classifier_vs_mnist_names_both_sides(tmp_path, one_torch_thread, 
 
 def test_more_outputs_than_classes_is_a_warning(tmp_path, one_torch_thread):
     trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
-    with pytest.warns(UserWarning, match=r"`model.num_classes`=12 is more than `data`: DigitsDataModule has"):
+    with pytest.warns(UserWarning, match=r"`model.num_classes`=12 is more than the classes of `data`: DigitsDataModule "
+                                         r"\(labels of 10 classes\); 2 output"):
         trainer.fit(ImageClassifier(backbone="mlp", image_size=8, num_classes=12), datamodule=DigitsDataModule())
 
 

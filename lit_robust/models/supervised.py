@@ -52,7 +52,11 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
         # the size
         size_fix = None
         if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
-            size_fix = (f"Set `model.image_size` to {spec.input_shape[1]}." if spec.input_shape[1] ==
+            # the data side too: a newcomer's folder of 24-64 px photos read at its first file's 60 px, and the model's
+            # 32 was the size they wanted
+            resize = (f" Or set `data.image_size` to {image_size} to read the images at the model's size."
+                      if spec.source == "ImageFolderDataModule" else "")
+            size_fix = (f"Set `model.image_size` to {spec.input_shape[1]}.{resize}" if spec.input_shape[1] ==
                         spec.input_shape[2] else "The model needs square images" + (
                             f": set `data.image_size` (e.g. to {image_size}) to resize them."
                             if spec.source == "ImageFolderDataModule" else "."))
@@ -73,7 +77,7 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
             raise misfit("num_classes", num_classes, spec, spec.targets(),
                          f"`model.num_classes` must be >= {spec.num_classes}.")
         if num_classes > spec.num_classes and not spec.classes_at_least:
-            rank_zero_warn(f"`model.num_classes`={num_classes} is more than `data`: {spec.source} has "
+            rank_zero_warn(f"`model.num_classes`={num_classes} is more than the classes of `data`: {spec.source} "
                            f"({spec.targets()}); {num_classes - spec.num_classes} output(s) never get a label.")
 
 
