@@ -1467,6 +1467,20 @@ class ITLM(Callback):
         self.report_path = written_on_rank_zero(trainer, self._report_target,
                                                 lambda: self._write_gathered(trainer, all_index, all_scores, fields))
 
+    def _count_note(self, table: dict[str, list]) -> str | None:
+        """The report's count of corrupted samples, beside the estimate the rounds dropped by: an image-folder
+        newcomer read "est. corrupted 18.68 %" (187 files) in the round table and 214 from `sum(1 - clean_posterior)`
+        in the same run, and was told nowhere which is which."""
+        posterior = [v for v in table.get("clean_posterior", []) if v is not None and not math.isnan(v)]
+        if not posterior:
+            return None
+        count = sum(1.0 - v for v in posterior)
+        estimates = [r.estimated_corruption for r in self.history if r.estimated_corruption is not None]
+        rounds = ("" if not estimates else
+                  f"; the rounds dropped by the estimate {100 * estimates[-1]:.2f} %, from an earlier model's scores")
+        return (f"its `clean_posterior` counts about {count:.0f} of the {len(posterior)} samples as corrupted "
+                f"(`sum(1 - clean_posterior)`, by the final model's scores{rounds})")
+
     def _write_gathered(self, trainer: pl.Trainer, all_index: Tensor | None, all_scores: Tensor | None,
                         fields: list[Tensor | None]) -> str:
         """Rank 0: the report of the gathered final scoring pass, written; its path."""
@@ -1496,6 +1510,8 @@ class ITLM(Callback):
         assert self._report_target is not None
         path = write_training_report(table, self._report_target, trainer)
         note = posterior_note(table)
+        if note is None:
+            note = self._count_note(table)
         rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
         # a last round already judged collapsed has been warned about (the rarely-predicted note below points at it)
         last_collapsed = bool(self.history) and self.history[-1].collapsed
