@@ -33,6 +33,7 @@ from lit_robust._lightning import (
     evaluation_batches,
     no_training_batches,
     resolve_loader,
+    sigterm_without_collectives,
     with_sampler,
 )
 from lit_robust.callbacks._report_file import (
@@ -644,6 +645,7 @@ class ITLM(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
         # `load_report` to the run before's file
         self.report_path = None
