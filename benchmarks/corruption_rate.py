@@ -798,7 +798,7 @@ def _render_prl(saved: dict[str, Any]) -> str:
     lines = [
         "# PRL(L) with `drop_ratio='auto'`: "
         + " vs ".join({"gmm": "the loss mixture (gmm)"}.get(n, n) for n in PRL_ESTIMATOR.values() if n in head)
-        + " (issue 15)", "",
+        + " (issue 15)" + "".join(f"; {part}" for part in _variant(p)), "",
         f"Run {meta['date']}{cmd} on {meta['machine']}, {meta['cpus']} CPUs (shared with other users), mode "
         f"`{saved['mode']}`, seeds {list(p['seeds'])}, wall time {meta['wall_s'] / 60:.1f} min with {meta['jobs']} "
         "worker(s).", "",
@@ -862,13 +862,41 @@ def _seed_groups(saved: dict[str, Any], cols: dict[str, str], true_col: str, wha
             "3-seed table would) and over all: " + "; ".join(parts) + "."]
 
 
+def _title(p: dict[str, Any]) -> str:
+    """The page's title, with what sets this run apart from the default one: the docs publish seven of these tables
+    and a reader met seven pages of one title."""
+    parts = []
+    groups = list(p["groups"])
+    if groups != ["cls", "reg", "ad"]:
+        parts.append(" and ".join({"cls": "classification", "reg": "regression", "ad": "anomaly"}[g] for g in groups)
+                     + " rows")
+    if p.get("with_60k"):
+        parts.append("FashionMNIST's 60,000 images")
+    elif p.get("data"):
+        parts.append(", ".join(p["data"]))
+    if any(m.endswith("_floor") for m in p["methods"]):
+        parts.append('with `estimator="class_floor"`')
+    if not any(m.endswith("_true") for m in p["methods"]):
+        parts.append("the estimates only")
+    if p["folds"] != 5:
+        parts.append(f"cleanlab on {p['folds']}-fold probabilities")
+    parts += _variant(p)
+    return "# Estimating the corrupted fraction (issue 15)" + (": " + "; ".join(parts) if parts else "")
+
+
+def _variant(p: dict[str, Any]) -> list[str]:
+    """The title's words for the noise and seeds of a run other than the default (every class alike, 3 seeds)."""
+    return ((["noise in some classes only"] if p.get("class_dependent") else [])
+            + ([f"{len(p['seeds'])} seeds"] if len(p["seeds"]) != 3 else []))
+
+
 def _render_table(saved: dict[str, Any]) -> str:
     p, meta = saved["settings"], saved["meta"]
     rows = aggregate(saved["results"])
     head = _headline(rows)
     torch_note = f" torch {meta['torch']}." if meta.get("torch") else ""
     lines = [
-        "# Estimating the corrupted fraction (issue 15)", "",
+        _title(p), "",
         f"Run {meta['date']} on {meta['machine']}, {meta['cpus']} CPUs, mode `{saved['mode']}`, seeds "
         f"{list(p['seeds'])} (FashionMNIST 60k, if run: {list(p['full60k_seeds'])}), wall time "
         f"{meta['wall_s'] / 60:.1f} min with {meta['jobs']} worker(s); 2 CPU cores shared with other users (times "

@@ -2,7 +2,7 @@
 reads a folder of images (one sub-folder per class), `ImageClassifier` fits it under `ITLM(keep_ratio="auto")`,
 and the per-sample report names each suspicious file.
 
-    python examples/find_misfiled_images.py                        # about 10 s of CPU time
+    python examples/find_misfiled_images.py                        # about 30 s of CPU time
     python examples/find_misfiled_images.py --fast                 # a few seconds (used by the tests)
     python examples/find_misfiled_images.py --write digit_folders   # only write the example folders, e.g. for
                                                                    # lit-robust fit --config configs/itlm_image_folder.yaml

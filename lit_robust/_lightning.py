@@ -211,8 +211,10 @@ def sigterm_without_collectives(trainer: pl.Trainer) -> None:
     A collective inside a signal handler interrupts whatever collective each process was in: a DDP newcomer's
     ``kill -TERM`` to a two-process fit's group hung it in 6 of 9 runs, one process in the handler's broadcast over a
     ``barrier``, the other over an ``all_reduce``. Lightning's training loop already broadcasts rank 0's flag at every
-    step, outside the handler, so nothing is lost. Called by ``lit-robust`` on the Trainers it builds; a Trainer
-    without Lightning's signal connector (another version) is left as it is."""
+    step, outside the handler, so nothing is lost. Called by ``lit-robust`` on the Trainers it builds, and at
+    ``setup`` by ITLM, BatchFilter and CoTeaching on any Trainer (the same newcomer's own script with ITLM hung for 11
+    minutes after one SIGTERM; the handler is registered after the setup hooks); a Trainer without Lightning's
+    signal connector (another version) is left as it is."""
     _SIGTERM_NOTED[0] = False  # a new run
     connector = getattr(trainer, "_signal_connector", None)
     if connector is None or not hasattr(connector, "_sigterm_notifier_fn"):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
+from lit_robust._backend import rank_zero_info
 from lit_robust._lightning import check_datamodule_package
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
 from lit_robust.data.spec import check_first_batch
@@ -84,6 +85,7 @@ class RobustMixin:
             raise ValueError(f"{name}.load_from_checkpoint: this is a checkpoint of `CoTeaching`, which holds two "
                              f"copies of your model (`net1.*` and `net2.*` in its state dict). Load it with "
                              f"`CoTeaching.load_from_checkpoint(path, model={name}(...))` and take its `.net1`.")
+        _match_compiled_keys(self, checkpoint)
         hook = getattr(super(), "on_load_checkpoint", None)
         if callable(hook):
             hook(checkpoint)
@@ -331,6 +333,28 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
         return losses, labels_from_outputs(outputs, target), values_from_outputs(outputs, target)
     scores = module.sample_scores(batch)
     return scores, module.predicted_labels(batch) if own_labels else None, None
+
+
+def _match_compiled_keys(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Rename the checkpoint's weights of a submodule compiled by assignment (``self.net = torch.compile(self.net)``:
+    keys ``net._orig_mod.*``) to this module's keys, or the other way round, so that a checkpoint loads into the
+    module compiled or not. A precision-and-compile newcomer's ``load_from_checkpoint`` and resume into the
+    uncompiled module failed on torch's "Unexpected key(s) net._orig_mod..." with no word of the fix."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        return
+    own = set(module.state_dict())
+    if not any("_orig_mod." in k for k in state) and not any("_orig_mod." in k for k in own):
+        return
+    plain = {k.replace("_orig_mod.", ""): k for k in own}
+    renamed = {k: plain[k.replace("_orig_mod.", "")] for k in state
+               if k not in own and plain.get(k.replace("_orig_mod.", "")) not in (None, *state)}
+    for old, new in renamed.items():
+        state[new] = state.pop(old)
+    if renamed:
+        rank_zero_info(f"{type(module).__name__}: {len(renamed)} weights of the checkpoint were matched to this "
+                       "module by their names without `_orig_mod.` (a submodule compiled by assignment, "
+                       "`self.net = torch.compile(self.net)`, on one side only).")
 
 
 def require_mixin(owner: str, module: Any) -> RobustMixin:

@@ -215,7 +215,8 @@ def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> 
 def plot_score_histograms(score_history: Sequence[dict], folder: str, filename: str = "scores.png") -> str:
     """One panel per scoring pass: histograms of clean vs corrupted samples' scores (log10 scale), or, where no pass
     knows the ground truth, of the samples it kept vs dropped (each pass's ``"kept"`` mask; an image-folder newcomer
-    with real data got no plot and no word why)."""
+    with real data got no plot and no word why). A pass's ``"title"``, where given, names its panel (default
+    "scores before round <round>")."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -238,7 +239,7 @@ def plot_score_histograms(score_history: Sequence[dict], folder: str, filename: 
         bins = torch.linspace(float(v.min()), float(v.max()) + 1e-6, 40).tolist() if v.numel() else 10
         ax.hist(v[~cf].tolist(), bins=bins, alpha=0.6, label=groups[0], color="tab:blue")
         ax.hist(v[cf].tolist(), bins=bins, alpha=0.6, label=groups[1], color="tab:red")
-        ax.set_title(f"scores before round {h['round']}")
+        ax.set_title(h.get("title", f"scores before round {h['round']}"))
         ax.set_xlabel("log10 score")
     axes[0][0].set_ylabel("samples")
     axes[0][0].legend()

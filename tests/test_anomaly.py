@@ -152,6 +152,8 @@ def test_flow_report_needs_its_trimming_filter(tmp_path):
     with pytest.raises(ValueError, match=r"`report` needs the module's trimming filter: drop_ratio > 0 or 'auto', "
                                          r"got drop_ratio=0.0 \(rank the samples of a plain fit with `score_dataset`\)"):
         RealNVP(2, report=True)
+    with pytest.raises(ValueError, match=r"`report_dir`='rep' \(a report\) needs the module's trimming filter"):
+        RealNVP(2, report_dir="rep")
     with pytest.raises(ValueError, match="`report_dir` only applies with a report"):
         RobustRealNVP(2, report=False, report_dir=str(tmp_path))
     assert RealNVP(2).batch_filter is None  # the default (report None, no trimming) is fine

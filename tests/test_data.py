@@ -255,3 +255,20 @@ def test_an_evaluation_batch_may_be_a_plain_pair_and_its_error_says_so():
     with pytest.raises(ValueError, match=r"got a list of length 5\. Several inputs go in one tuple or dict, .*\. A "
                                          r"validation, test or predict batch is a plain `\(input, target\)` pair or"):
         unpack_eval_batch([torch.arange(4), x, y, y, y])
+
+
+def test_datamodules_taking_keyword_arguments_name_them_in_their_help():
+    """A newcomer read `help(FashionMNISTDataModule)`: `(root, download, **kwargs)` and nothing of `clean_ratio`,
+    `noise` or `train_size`, which they copied from a config instead."""
+    from lit_robust import (
+        DiabetesDataModule,
+        DigitsDataModule,
+        FashionMNISTDataModule,
+        MNISTDataModule,
+        MNISTLandmarksDataModule,
+    )
+
+    for cls in (MNISTDataModule, FashionMNISTDataModule, DigitsDataModule):
+        assert all(f"``{a}``" in cls.__doc__ for a in ("clean_ratio", "noise", "train_size", "seed")), cls
+    for cls in (MNISTLandmarksDataModule, DiabetesDataModule):
+        assert all(f"``{a}``" in cls.__doc__ for a in ("corruption", "corrupt_ratio", "train_size", "seed")), cls

@@ -195,8 +195,12 @@ def test_per_sample_check_can_be_turned_off(mixture, tmp_path):
 @pytest.mark.parametrize(("kwargs", "message"), [
     (dict(image_size=30), "`image_size` must be a multiple of 4 and >= 8, got 30"),
     (dict(latent_dim=0), "`latent_dim` must be an integer >= 1, got 0"),
-    (dict(lr=0.0), "`lr` must be > 0, got 0.0"),
-    (dict(beta1=1.0), r"`beta1` must be in \[0, 1\), got 1.0"),
+    (dict(lr=0.0), "`lr` must be a number > 0, got 0.0"),
+    (dict(beta1=1.0), r"`beta1` must be a number in \[0, 1\), got 1.0"),
+    # wrong types through the Python API: a named message, not `'<=' not supported between ...` or torch's own
+    (dict(lr="0.01"), r"`lr` must be a number > 0, got '0.01'"),
+    (dict(beta2=None), r"`beta2` must be a number in \[0, 1\), got None"),
+    (dict(seed=0.5), r"`seed` must be an integer, got 0.5"),
 ])
 def test_dcgan_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,6 +1,7 @@
 """ImageFolderDataModule: a folder of images per class as training / validation / test splits, through the Python
 API and `lit-robust fit` / `predict`."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def test_augmented_training_reads_differ_but_the_scoring_loader_reads_the_plain_
 
 @pytest.mark.parametrize("kwargs, error, words", [
     ({"root": "missing"}, FileNotFoundError, ["`root`='missing' is not a folder"]),
+    ({"root": None}, ValueError, ["`root` must be a folder's path, got None"]),
     ({"channels": 2}, ValueError, ["`channels` must be 1 (grayscale), 3 (RGB) or None", "got 2"]),
     ({"augment": "flip"}, ValueError, ["`augment` must be one of ['none', 'crop', 'crop_flip'], got 'flip'"]),
     ({"test_size": 1.5}, ValueError, ["`test_size` must be a fraction in [0, 1) of the images", "got 1.5"]),
@@ -160,6 +162,8 @@ def test_cli_fits_a_folder_and_predicts_new_images(tmp_path, monkeypatch, capsys
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "`model.image_size`=28 does not fit" in err and "Set `model.image_size` to 6" in err
+    # or the data's side: a newcomer's photos of 24-64 px were read at the first file's 60 px, and they wanted 32
+    assert "Or set `data.image_size` to 28 to read the images at the model's size." in err
 
 
 def test_checkpoints_carry_the_classes_and_statistics_a_later_predict_reads_with(tmp_path, one_torch_thread):
@@ -215,6 +219,31 @@ def test_a_broken_first_file_is_named_by_its_path(tmp_path):
     with pytest.raises(OSError, match=rf"The first image of `root`, {broken}, could not be read .* Move it away, or "
                                       r"pass `image_size` and `channels`"):
         ImageFolderDataModule(str(root)).setup("fit")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_a_damaged_image_anywhere_in_the_folder_is_named_by_its_path(tmp_path, damage, normalize):
+    """A newcomer's truncated JPEG (its first 200 bytes) opened, then failed to decode with PIL's bare `Truncated File
+    Read`: in the statistics pass of `setup` (normalize=True) or mid-training (normalize=False), the file unnamed; an
+    empty .jpg likewise, unless it came first. Every read names the file now."""
+    from PIL import Image
+
+    root = _folder(tmp_path / "train")
+    good = tmp_path / "whole.jpg"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(good, quality=95)
+    bad = root / "dog" / "zz_damaged.jpg"
+    bad.write_bytes(good.read_bytes()[:200] if damage == "truncated" else b"")
+    dm = ImageFolderDataModule(str(root), normalize=normalize, batch_size=4, test_size=0, val_size=0)
+    message = rf"the image file {re.escape(str(bad))} could not be read \(.*\): move it out of the folder"
+    with pytest.raises(OSError, match=message):
+        dm.setup("fit")
+        for _ in dm.train_dataloader():
+            pass
+    if not normalize:  # setup read one file only; ITLM's scoring pass names it as well
+        with pytest.raises(OSError, match=message):
+            for _ in dm.scoring_dataloader():
+                pass
 
 
 def test_a_root_one_level_above_the_class_folders_is_warned_about(tmp_path):

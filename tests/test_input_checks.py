@@ -199,6 +199,10 @@ def _fit_fails(tmp_path, model, dm, message):
                   IndexedDataset(TensorDataset(torch.rand(8, 3, 8, 8), torch.arange(8) % 2)), batch_size=4)),
      r"`model.in_channels`=1 does not fit `data`: .* yields 3×8×8 images. Set `model.in_channels` to 3. Or, for grey "
      r"images opened as RGB \(torchvision's `ImageFolder` opens every file so\), add `transforms.Grayscale\(\)`"),
+    # both at once: an image-folder CLI user fixed the channels, re-ran, and was only then told the size
+    (lambda: (ImageClassifier(backbone="cnn2", image_size=28, in_channels=3), DigitsDataModule()),
+     r"`model.in_channels`=3 does not fit `data`: DigitsDataModule yields 1×8×8 images. Set `model.in_channels` to 1\. "
+     r"And `model.image_size`=28 does not fit either: set `model.image_size` to 8\.$"),
     (lambda: (ImageClassifier(backbone="mlp", image_size=8, num_classes=5), DigitsDataModule()),
      r"`model.num_classes`=5 does not fit `data`: DigitsDataModule yields labels of 10 classes. `model.num_classes` "
      r"must be >= 10"),
@@ -246,7 +250,8 @@ def test_image_classifier_vs_mnist_names_both_sides(tmp_path, one_torch_thread, 
 
 def test_more_outputs_than_classes_is_a_warning(tmp_path, one_torch_thread):
     trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
-    with pytest.warns(UserWarning, match=r"`model.num_classes`=12 is more than `data`: DigitsDataModule has"):
+    with pytest.warns(UserWarning, match=r"`model.num_classes`=12 is more than the classes of `data`: DigitsDataModule "
+                                         r"\(labels of 10 classes\); 2 output"):
         trainer.fit(ImageClassifier(backbone="mlp", image_size=8, num_classes=12), datamodule=DigitsDataModule())
 
 

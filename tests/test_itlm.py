@@ -229,6 +229,50 @@ def test_without_ground_truth_the_plot_shows_kept_against_dropped(tmp_path, monk
     assert torch.equal(history[-1]["kept"], last)
 
 
+def test_with_a_report_the_plot_ends_with_the_final_models_scores(tmp_path, monkeypatch):
+    """An image-folder CLI user's report ranks by the final model's scores, which no panel of the plot showed. With
+    a report, the plot's last panel holds exactly the report's final scores, split by the ground truth."""
+    import lit_robust.reporting as reporting
+
+    drawn = []
+    real = reporting.plot_score_histograms
+    monkeypatch.setattr(reporting, "plot_score_histograms", lambda h, *a, **k: drawn.append(h) or real(h, *a, **k))
+    data = BlobsData()
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=False, plot=True, plot_dir=str(tmp_path / "plots"),
+                report_dir=str(tmp_path / "rep"))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 3, [itlm]).fit(TinyModel(), data)
+    (history,) = drawn
+    assert [h["round"] for h in history] == [1, 2, "final"] and history[-1]["title"] == "final model's scores"
+    report = load_report(itlm.report_path).sort_values("index")
+    final = history[-1]
+    assert torch.allclose(final["scores"], torch.tensor(report["score_round_2"].to_numpy(), dtype=torch.float32))
+    assert torch.equal(final["corrupted"], data.ds.corrupted.bool())
+    assert torch.equal(final["kept"], history[-2]["kept"])
+
+
+@pytest.mark.parametrize("keep_ratio", [0.6, "auto"])
+def test_the_report_line_gives_its_count_beside_the_rounds_estimate(tmp_path, monkeypatch, keep_ratio):
+    """An image-folder newcomer read "est. corrupted 18.68 %" in the round table and 214 from the report's
+    `sum(1 - clean_posterior)` in the same run, and nothing said which is which. The report's line gives its count,
+    from the final model's scores, and (with "auto") the estimate the rounds dropped by."""
+    import lit_robust.callbacks.itlm as itlm_module
+
+    said = []
+    monkeypatch.setattr(itlm_module, "rank_zero_info", said.append)
+    itlm = ITLM(keep_ratio=keep_ratio, round_epochs=[1, 1, 1], verbose=False, plot=False,
+                report_dir=str(tmp_path / "rep"))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 3, [itlm]).fit(TinyModel(), BlobsData())
+    (line,) = [m for m in said if m.startswith("ITLM: per-sample report written to")]
+    count = float((1 - load_report(itlm.report_path)["clean_posterior"]).sum())
+    expected = (f"; its `clean_posterior` counts about {count:.0f} of the 240 samples as corrupted "
+                "(`sum(1 - clean_posterior)`, by the final model's scores")
+    if keep_ratio == "auto":
+        expected += f"; the rounds dropped by the estimate {100 * itlm.history[-1].estimated_corruption:.2f} %"
+    assert expected in line and 0 < count < 240, line
+
+
 def test_the_table_says_when_its_validation_labels_are_corrupted(tmp_path, capsys):
     """A hurried CLI user read itlm_digits' val_acc 0.44 (40 % of its validation labels corrupted) beside a clean test
     accuracy of 0.829. Where the validation set's ground truth says its labels are corrupted, a line under the

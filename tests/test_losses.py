@@ -75,6 +75,17 @@ def test_bootstrap_bad_input_messages():
     assert math.isfinite(float(bootstrap_loss(logits, y).sum()))
 
 
+def test_classifiers_name_a_bootstrap_beta_of_the_wrong_type():
+    """Not Python's `'<=' not supported between instances of 'float' and 'str'`."""
+    from lit_robust import ImageClassifier, MLPClassifier
+
+    for cls in (ImageClassifier, MLPClassifier):
+        with pytest.raises(ValueError, match=r"`bootstrap_beta` must be a number in \[0, 1\], got '0.9'"):
+            cls(bootstrap_beta="0.9")
+        with pytest.raises(ValueError, match=r"`bootstrap_beta` must be a number in \[0, 1\], got 1.5"):
+            cls(bootstrap_beta=1.5)
+
+
 def test_image_classifier_bootstrap_option_and_adam():
     from lit_robust import ImageClassifier
 

@@ -1,4 +1,5 @@
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -185,3 +186,32 @@ def test_the_mixin_after_lightning_module_is_named_at_class_definition(package):
         type("WrongOrder", (module, RobustMixin), {})
     right = type("RightOrder", (RobustMixin, module), {})
     type("Subclass", (right,), {})  # a subclass of a module built right is fine
+
+
+class _CompiledByAssignment(TinyModel):
+    """`self.net = torch.compile(self.net)`: the pattern docs/capabilities/precision-compile.md warns about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.compile(self.net, backend="eager")
+
+
+@pytest.mark.parametrize("saved, loaded", [(_CompiledByAssignment, TinyModel), (TinyModel, _CompiledByAssignment)])
+def test_a_checkpoint_loads_across_a_submodule_compiled_by_assignment(tmp_path, saved, loaded, one_torch_thread):
+    """A precision-and-compile newcomer's `load_from_checkpoint` and resume into the uncompiled module failed on
+    torch's "Unexpected key(s) net._orig_mod...": the keys are matched without `_orig_mod.` now, both ways."""
+    from tests.conftest import BlobsData, tiny_trainer
+
+    pl.seed_everything(0, verbose=False)
+    model = saved()
+    trainer = tiny_trainer(tmp_path, 1, [], limit_train_batches=2)
+    trainer.fit(model, BlobsData())
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    assert any("_orig_mod." in k for k in torch.load(path, weights_only=False)["state_dict"]) == (
+        saved is _CompiledByAssignment)
+    back = loaded.load_from_checkpoint(path)
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+    resumed = loaded()  # and a resume from it (two more batches)
+    tiny_trainer(tmp_path, 2, [], limit_train_batches=2).fit(resumed, BlobsData(), ckpt_path=str(path))

@@ -92,8 +92,10 @@ def test_keep_ratio_out_of_range(ratio):
 
 
 def test_k_out_of_range():
-    with pytest.raises(ValueError, match=r"`k` must be in \[0, 3\].*got 4"):
+    with pytest.raises(ValueError, match=r"`k` must be an integer in \[0, 3\].*got 4"):
         smallest_k_mask(torch.zeros(3), 4)
+    with pytest.raises(ValueError, match=r"`k` must be an integer in \[0, 3\].*got 1.5"):  # not a slice's TypeError
+        smallest_k_mask(torch.zeros(3), 1.5)
 
 
 def test_index_length_mismatch():

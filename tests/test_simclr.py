@@ -56,8 +56,8 @@ def test_views_are_seeded_independent_per_image_and_keep_shape():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"crop_scale": (0.0, 1.0)}, r"`crop_scale` must be \(low, high\) with 0 < low <= high <= 1, got \(0.0, 1.0\)"),
     ({"aspect_ratio": (2.0, 1.0)}, r"`aspect_ratio` must be \(low, high\) with 0 < low <= high, got \(2.0, 1.0\)"),
-    ({"max_rotation": 200.0}, r"`max_rotation` must be in \[0, 180\] degrees, got 200.0"),
-    ({"jitter": 1.0}, r"`jitter` must be in \[0, 1\), got 1.0"),
+    ({"max_rotation": 200.0}, r"`max_rotation` must be a number in \[0, 180\], got 200.0"),
+    ({"jitter": 1.0}, r"`jitter` must be a number in \[0, 1\), got 1.0"),
 ])
 def test_random_views_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -121,7 +121,11 @@ def test_simclr_gathers_negatives_under_ddp_only():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"temperature": 0.0}, "`temperature` must be > 0, got 0.0"),
+    ({"temperature": 0.0}, "`temperature` must be a number > 0, got 0.0"),
+    ({"temperature": "0.5"}, "`temperature` must be a number > 0, got '0.5'"),
+    ({"lr": None}, "`lr` must be a number > 0, got None"),
+    ({"jitter": 1.0}, r"`jitter` must be a number in \[0, 1\), got 1.0"),
+    ({"max_rotation": "10"}, r"`max_rotation` must be a number in \[0, 180\], got '10'"),
     ({"augment": "rgb"}, "`augment` must be 'grey' or 'none', got 'rgb'"),
     ({"crop_scale": (0.5, 2.0)}, r"`crop_scale` must be .* got \(0.5, 2.0\)"),
 ])
@@ -179,6 +183,8 @@ def test_linear_probe_rejects_bad_arguments():
         LinearProbe(num_classes=1)
     with pytest.raises(ValueError, match="`optimizer` must be 'adam' or 'sgd', got 'rmsprop'"):
         LinearProbe(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="`lr` must be a number > 0, got '0.1'"):  # not `'>' not supported ...`
+        LinearProbe(lr="0.1")
 
 
 # -- semi-supervised backdoor data --------------------------------------------------------------------------------

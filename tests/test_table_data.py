@@ -546,6 +546,10 @@ def test_id_columns_are_no_inputs_and_name_each_row_of_the_report_and_prediction
     with pytest.raises(ValueError, match=r"`features` must not include the `target`, `corrupted` or `id_columns` "
                                          r"column\(s\), got \['a'\]"):
         TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns=["a"]).setup()
+    # not "No input column is left: ... `target`, `corrupted`, `drop` and `id_columns` took them all"
+    with pytest.raises(ValueError, match=r"`features` must name at least one column of the table, or be None .* got "
+                                         r"\[\]"):
+        TableDataModule(frame=frame, target="kind", features=[]).setup()
 
 
 def test_a_separate_test_tables_given_targets_are_its_own_values():

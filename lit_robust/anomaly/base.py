@@ -60,6 +60,17 @@ def check_input(owner: str, x: Tensor, dim: int, dtype: torch.dtype, flat: bool)
                          f"convert them, e.g. `torch.as_tensor(features, dtype={dtype})`{precision}.")
 
 
+def _as_tensor(name: str, values: Any) -> Tensor:
+    """``values`` (a tensor, numpy array or list of numbers) as a tensor; anything else a ``ValueError`` naming it."""
+    try:
+        out = torch.as_tensor(values)
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(f"`{name}` must be a tensor, numpy array or list of numbers, got {values!r}.") from None
+    if out.ndim == 0 and not isinstance(values, Tensor):
+        raise ValueError(f"`{name}` must be a tensor, numpy array or list of numbers (one per sample), got {values!r}.")
+    return out
+
+
 def anomaly_threshold(scores: Tensor | Any, contamination: float) -> float:
     """The score above which a sample is called anomalous, from the scores of training data of which a share
     ``contamination`` is anomalous: the largest of the ``floor((1 - contamination) * n)`` lowest scores (at least
@@ -73,7 +84,7 @@ def anomaly_threshold(scores: Tensor | Any, contamination: float) -> float:
     2.0
     """
     contamination = check_ratio("contamination", contamination)
-    s = torch.as_tensor(scores).detach().flatten().double().cpu()
+    s = _as_tensor("scores", scores).detach().flatten().double().cpu()
     if s.numel() == 0:
         raise ValueError("`scores` must hold at least one score, got none.")
     k = max(1, keep_count(s.numel(), 1.0 - contamination))
@@ -97,9 +108,11 @@ def roc_auc(scores: Tensor | Any, is_anomaly: Tensor | Any) -> float:
     >>> roc_auc(torch.tensor([40.0, 90.0, 50.0, 80.0]), torch.tensor([0, 1, 0, 1]))
     1.0
     """
-    scores, is_anomaly = torch.as_tensor(scores).detach().flatten(), torch.as_tensor(is_anomaly).detach().flatten()
+    scores, is_anomaly = (_as_tensor("scores", scores).detach().flatten(),
+                          _as_tensor("is_anomaly", is_anomaly).detach().flatten())
     if scores.numel() != is_anomaly.numel():
-        raise ValueError(f"got {scores.numel()} scores for {is_anomaly.numel()} labels.")
+        raise ValueError(f"`scores` and `is_anomaly` must have one entry per sample, got {scores.numel()} scores for "
+                         f"{is_anomaly.numel()} labels.")
     n_pos = int(is_anomaly.bool().sum())
     if n_pos == 0 or n_pos == is_anomaly.numel():
         raise ValueError("ROC-AUC needs both normal and anomalous samples in the labels.")

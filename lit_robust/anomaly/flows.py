@@ -169,7 +169,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
             self.batch_filter = BatchFilter("spl", drop_ratio=self.drop_ratio, warmup_epochs=warmup_epochs,
                                             **reporting)
         elif report_enabled(report, report_dir):
-            raise ValueError(f"`report` needs the module's trimming filter: drop_ratio > 0 or 'auto', got drop_ratio="
+            asked = "`report`" if report_dir is None else f"`report_dir`={report_dir!r} (a report)"
+            raise ValueError(f"{asked} needs the module's trimming filter: drop_ratio > 0 or 'auto', got drop_ratio="
                              f"{drop_ratio!r} (rank the samples of a plain fit with `score_dataset`).")
         if self.batch_filter is not None:
             # its notes speak for this module (an anomaly newcomer on the CLI read "BatchFilter: ..." for a filter

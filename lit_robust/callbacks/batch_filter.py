@@ -11,7 +11,7 @@ from torch import Tensor
 
 from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
-from lit_robust._lightning import continues_earlier_fit, no_training_batches
+from lit_robust._lightning import continues_earlier_fit, no_training_batches, sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, check_report_args
 from lit_robust.callbacks._resume import (
     check_resumable,
@@ -395,6 +395,7 @@ class BatchFilter(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
         module = require_mixin("BatchFilter", pl_module)
         warn_if_mixed_lightning(trainer)

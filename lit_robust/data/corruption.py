@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lit_robust._checks import _is_real, check_int
 from lit_robust.selection.rules import percent_hint
 
 __all__ = ["corrupt_labels", "corrupt_targets", "NoiseKind", "TargetCorruption", "TARGET_CORRUPTIONS"]
@@ -50,13 +51,18 @@ def corrupt_labels(
     >>> int(m.sum()), bool(((y - torch.arange(10) % 5) % 5 == 1)[m].all())
     (4, True)
     """
-    targets = torch.as_tensor(targets)
+    try:
+        targets = torch.as_tensor(targets)
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(f"`targets` must be a 1-D integer tensor, got {type(targets).__name__}.") from None
     if targets.ndim != 1 or targets.is_floating_point():
         raise ValueError(f"`targets` must be a 1-D integer tensor, got dtype {targets.dtype}, shape {tuple(targets.shape)}.")
-    if not 0.0 <= clean_ratio <= 1.0:
+    if not _is_real(clean_ratio) or not 0.0 <= clean_ratio <= 1.0:
         raise ValueError(f"`clean_ratio` must be in [0, 1], got {clean_ratio!r}." + percent_hint("clean_ratio", clean_ratio))
     if kind not in ("random", "systematic"):
         raise ValueError(f"`kind` must be 'random' or 'systematic', got {kind!r}.")
+    check_int("num_classes", num_classes, 2, optional=True)
+    check_int("seed", seed)
     C = int(num_classes) if num_classes is not None else int(targets.max()) + 1
     if C < 2:
         raise ValueError(f"`num_classes` must be >= 2 to corrupt labels, got {C}.")

@@ -181,6 +181,11 @@ class MNISTDataModule(CorruptedClassificationDataModule):
     Args:
         root: torchvision root holding ``MNIST/raw`` (e.g. ``../shared/data``).
         download: download the data set into ``root`` if it is missing (needs internet; default off).
+
+    Further keyword arguments set the label corruption and the loaders (the base class
+    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of training labels left intact; the default
+    1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``), ``train_size``, ``val_size``,
+    ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     _name, _mean, _std = "MNIST", 0.1307, 0.3081
@@ -210,6 +215,11 @@ class FashionMNISTDataModule(MNISTDataModule):
     Args:
         root: torchvision root holding ``FashionMNIST/raw`` (e.g. ``../shared/data``).
         download: download the data set into ``root`` if it is missing (needs internet; default off).
+
+    Further keyword arguments set the label corruption and the loaders (the base class
+    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of training labels left intact; the default
+    1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``), ``train_size``, ``val_size``,
+    ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     _name, _mean, _std = "FashionMNIST", 0.2860, 0.3530
@@ -223,6 +233,11 @@ class DigitsDataModule(CorruptedClassificationDataModule):
     Args:
         test_size: images held out as the clean test split (a fixed split, whatever ``seed``); the rest is the
             training pool.
+
+    Further keyword arguments set the label corruption and the loaders (the base class
+    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of training labels left intact; the default
+    1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``), ``train_size``, ``val_size``,
+    ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     def __init__(self, test_size: int = 497, **kwargs) -> None:
@@ -423,6 +438,9 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
     Args:
         root: torchvision root holding ``MNIST/raw`` (e.g. ``../shared/data``).
         download: download MNIST into ``root`` if it is missing (needs internet; default off).
+
+    Further keyword arguments are ``CorruptedRegressionDataModule``'s: ``corruption``, ``corrupt_ratio``,
+    ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
@@ -450,6 +468,9 @@ class DiabetesDataModule(CorruptedRegressionDataModule):
 
     Args:
         test_size: samples held out as the clean test split (a fixed split, whatever ``seed``).
+
+    Further keyword arguments are ``CorruptedRegressionDataModule``'s: ``corruption``, ``corrupt_ratio``,
+    ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     def __init__(self, test_size: int = 92, **kwargs) -> None:

@@ -41,12 +41,30 @@ def _split_positions(n: int, size: float | int, seed: int) -> tuple[Tensor, Tens
     return kept, held
 
 
+def _read_image(path: str) -> Any:
+    """The image file ``path`` as an RGB PIL image (what torchvision's ``default_loader`` returns), decoded in full
+    here so that a damaged file is named: a truncated JPEG opens, then fails to decode with PIL's bare ``Truncated File
+    Read``, which stopped an image-folder newcomer's fit (in the statistics pass, or mid-training) without naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.load()
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three for damaged files
+        why = ("not an image PIL can identify" if isinstance(err, Image.UnidentifiedImageError)
+               else f"{type(err).__name__}: {err}")
+        raise OSError(f"the image file {path} could not be read ({why}): move it out of the folder, or repair it, "
+                      "and run again.") from err
+
+
 class _Files(Dataset):
     """Image files without classes (``predict_root``): ``(image, -1)`` per file, in sorted path order, with
     ``samples``/``classes`` as ``ImageFolder`` has them so that ``predictions.csv`` names each file."""
 
     def __init__(self, root: str, classes: list[str], transform: Any) -> None:
-        from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+        from torchvision.datasets.folder import IMG_EXTENSIONS
 
         found = []
         for folder, _, names in os.walk(root, followlinks=True):
@@ -55,7 +73,7 @@ class _Files(Dataset):
             raise ValueError(f"`predict_root`={root!r} holds no image files (looked for {', '.join(IMG_EXTENSIONS)} "
                              "in it and its sub-folders).")
         self.samples = [(p, -1) for p in sorted(found)]
-        self.classes, self.transform, self.loader = classes, transform, default_loader
+        self.classes, self.transform, self.loader = classes, transform, _read_image
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -121,7 +139,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
     ) -> None:
         super().__init__()
         for name, value in (("root", root), ("test_root", test_root), ("predict_root", predict_root)):
-            if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
+            if (value is not None or name == "root") and (not isinstance(value, (str, os.PathLike))
+                                                          or not os.fspath(value)):
                 raise ValueError(f"`{name}` must be a folder's path, got {value!r}.")
         if test_root is not None and test_size not in (None, 0):
             raise ValueError(f"`test_size` must be 0 with a `test_root` folder, got {test_size!r}.")
@@ -170,7 +189,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             raise FileNotFoundError(f"`{argument}`={root!r} is not a folder: {os.path.abspath(path)} does not exist"
                                     f"{relative}.")
         try:
-            return datasets.ImageFolder(path, transform=transform)
+            return datasets.ImageFolder(path, transform=transform, loader=_read_image)
         except (FileNotFoundError, RuntimeError) as err:  # no class sub-folders, or sub-folders without images
             raise ValueError(f"`{argument}`={root!r} must hold one sub-folder per class with the images inside "
                              f"(`{argument}/<class>/<image>.png`): {err}") from err

@@ -404,6 +404,8 @@ def _raise_named(exc: OSError, index: int, dataset: Any) -> NoReturn:
 
     found = base_sample_files(dataset)
     where = f" ({found[0][index]})" if found is not None and 0 <= index < len(found[0]) else ""
+    if str(exc).startswith("the image file "):  # ImageFolderDataModule's loader named it already
+        where = ""
     try:
         named = type(exc)(f"sample {index}{where} of the data set could not be read: {exc}")
     except Exception:  # noqa: BLE001 - an OSError subclass with other arguments: leave it as it is

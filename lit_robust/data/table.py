@@ -346,6 +346,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                            "purpose: leave it out for your own data (`--data.init_args.corrupted null` over a "
                            "config that names one).")
         if self.features is not None:
+            if not self.features:
+                raise ValueError(f"`features` must name at least one column of the table, or be None (every column "
+                                 f"but `target`, `corrupted`, `drop` and `id_columns`), got {self.features!r}.")
             features = _columns_named(frame, self.features, "features")
             clash = [c for c in features if c in given or c in self.id_columns]
             if clash:

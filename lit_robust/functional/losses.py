@@ -47,6 +47,9 @@ def bootstrap_loss(logits: Tensor, targets: Tensor, beta: float = 0.95, kind: Li
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"`logits` must have shape [batch, classes], got {got}.")
+    if not isinstance(targets, Tensor):
+        raise ValueError(f"`targets` must be a tensor of class indices [batch] or probabilities [batch, classes], got "
+                         f"{type(targets).__name__}.")
     b, c = logits.shape
     log_p = F.log_softmax(logits, dim=1)
     if targets.is_floating_point() and targets.shape == (b, c):

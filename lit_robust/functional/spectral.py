@@ -79,8 +79,13 @@ def _check_iterations(n: Any) -> int:
 # -- pure functions --------------------------------------------------------------------------------------------
 def weight_matrix(weight: Tensor, dim: int = 0) -> Tensor:
     """``weight`` as a matrix with dimension ``dim`` as rows (``[out, in * prod(kernel)]`` for a conv)."""
+    if not isinstance(weight, Tensor):
+        raise ValueError(f"`weight` must be a tensor, got {type(weight).__name__}.")
     if weight.ndim < 2:
         raise ValueError(f"a spectral norm needs a weight with >= 2 dimensions, got shape {tuple(weight.shape)}.")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -weight.ndim <= dim < weight.ndim:
+        raise ValueError(f"`dim` must be an integer in [{-weight.ndim}, {weight.ndim - 1}] (a dimension of the weight of "
+                         f"shape {tuple(weight.shape)}), got {dim!r}.")
     if dim != 0:
         weight = weight.movedim(dim, 0)
     return weight.reshape(weight.shape[0], -1)

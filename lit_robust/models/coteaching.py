@@ -13,6 +13,7 @@ from torch import Tensor
 
 from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_int
+from lit_robust._lightning import sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
 from lit_robust.callbacks.batch_filter import (
@@ -293,6 +294,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:
+            sigterm_without_collectives(self._trainer)  # Lightning's handler hangs a DDP fit: see the function
             self.setup_report(self._auto)
 
     # -- the co-teaching step -----------------------------------------------------------------------------

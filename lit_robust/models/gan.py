@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust._backend import pl
+from lit_robust._checks import check_int, check_number
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin
@@ -99,11 +100,10 @@ class DCGAN(RobustMixin, pl.LightningModule):
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8 or image_size % 4:
             raise ValueError(f"`image_size` must be a multiple of 4 and >= 8, got {image_size!r}.")
-        if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
-        for name, value in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+        check_number("lr", lr, 0, low_open=True)
+        check_number("beta1", beta1, 0, 1, high_open=True)
+        check_number("beta2", beta2, 0, 1, high_open=True)
+        check_int("seed", seed)
         self.save_hyperparameters()
         self.automatic_optimization = False
         base = image_size // 4

@@ -98,8 +98,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
-        if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
+        check_number("lr", lr, 0, low_open=True)
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {optimizer!r}.")
         check_number("weight_decay", weight_decay, 0)

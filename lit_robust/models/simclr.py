@@ -191,16 +191,16 @@ def random_views(images: Tensor, crop_scale: tuple[float, float] = (0.5, 1.0),
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"`images` must be a floating-point batch [N, C, H, W], got {got}.")
-    lo, hi = crop_scale
+    lo, hi = check_pair("crop_scale", crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"`crop_scale` must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")
-    rlo, rhi = aspect_ratio
+    rlo, rhi = check_pair("aspect_ratio", aspect_ratio)
     if not 0.0 < rlo <= rhi:
         raise ValueError(f"`aspect_ratio` must be (low, high) with 0 < low <= high, got {aspect_ratio!r}.")
-    if not 0.0 <= max_rotation <= 180.0:
-        raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation!r}.")
-    if not 0.0 <= jitter < 1.0:
-        raise ValueError(f"`jitter` must be in [0, 1), got {jitter!r}.")
+    check_number("max_rotation", max_rotation, 0, 180)  # degrees
+    check_number("jitter", jitter, 0, 1, high_open=True)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"`generator` must be a torch.Generator or None, got {generator!r}.")
     n, dev, dt = images.shape[0], images.device, images.dtype
     s = _uniform(n, lo, hi, generator, dev)
     r = torch.exp(_uniform(n, math.log(rlo), math.log(rhi), generator, dev))
@@ -294,10 +294,8 @@ class SimCLR(pl.LightningModule):
         jitter: float = 0.4,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
-        if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {lr!r}.")
+        check_number("temperature", temperature, 0, low_open=True)
+        check_number("lr", lr, 0, low_open=True)
         if augment not in ("grey", "none"):
             raise ValueError(f"`augment` must be 'grey' or 'none', got {augment!r}.")
         _check_positive_int("projection_dim", projection_dim)

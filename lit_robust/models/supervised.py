@@ -48,26 +48,36 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
     if in_channels is not None:
         if len(spec.input_shape) != 3:
             raise misfit("in_channels", in_channels, spec, spec.inputs(), "The model expects [C, H, W] images.")
+        # both misfits in one message: an image-folder CLI user fixed the channels, re-ran, and only then was told
+        # the size
+        size_fix = None
+        if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
+            # the data side too: a newcomer's folder of 24-64 px photos read at its first file's 60 px, and the model's
+            # 32 was the size they wanted
+            resize = (f" Or set `data.image_size` to {image_size} to read the images at the model's size."
+                      if spec.source == "ImageFolderDataModule" else "")
+            size_fix = (f"Set `model.image_size` to {spec.input_shape[1]}.{resize}" if spec.input_shape[1] ==
+                        spec.input_shape[2] else "The model needs square images" + (
+                            f": set `data.image_size` (e.g. to {image_size}) to resize them."
+                            if spec.source == "ImageFolderDataModule" else "."))
         if spec.input_shape[0] != in_channels:
             folder = spec.source == "ImageFolderDataModule"
             grey = ("" if in_channels != 1 or spec.input_shape[0] != 3 else
                     " Or set `data.channels` to 1 to read the images as grayscale." if folder else
                     " Or, for grey images opened as RGB (torchvision's `ImageFolder` opens every file so), add "
                     "`transforms.Grayscale()` to the data's transforms and keep 1.")
+            also = ("" if size_fix is None else
+                    f" And `model.image_size`={image_size!r} does not fit either: {size_fix[0].lower()}{size_fix[1:]}")
             raise misfit("in_channels", in_channels, spec, spec.inputs(), f"Set `model.in_channels` to "
-                                                                          f"{spec.input_shape[0]}.{grey}")
-        if image_size is not None and spec.input_shape[1:] != (image_size, image_size):
-            raise misfit("image_size", image_size, spec, spec.inputs(),
-                         f"Set `model.image_size` to {spec.input_shape[1]}." if spec.input_shape[1] ==
-                         spec.input_shape[2] else "The model needs square images" + (
-                             f": set `data.image_size` (e.g. to {image_size}) to resize them."
-                             if spec.source == "ImageFolderDataModule" else "."))
+                                                                          f"{spec.input_shape[0]}.{grey}{also}")
+        if size_fix is not None:
+            raise misfit("image_size", image_size, spec, spec.inputs(), size_fix)
     if spec.target == "class" and spec.num_classes is not None:
         if num_classes < spec.num_classes:
             raise misfit("num_classes", num_classes, spec, spec.targets(),
                          f"`model.num_classes` must be >= {spec.num_classes}.")
         if num_classes > spec.num_classes and not spec.classes_at_least:
-            rank_zero_warn(f"`model.num_classes`={num_classes} is more than `data`: {spec.source} has "
+            rank_zero_warn(f"`model.num_classes`={num_classes} is more than the classes of `data`: {spec.source} "
                            f"({spec.targets()}); {num_classes - spec.num_classes} output(s) never get a label.")
 
 
@@ -161,8 +171,7 @@ class _Classifier(RobustMixin, pl.LightningModule):
             raise ValueError(f"`optimizer` must be 'sgd' or 'adam', got {optimizer!r}.")
         if loss not in ("ce", "bootstrap_soft", "bootstrap_hard"):
             raise ValueError(f"`loss` must be 'ce', 'bootstrap_soft' or 'bootstrap_hard', got {loss!r}.")
-        if not 0.0 <= bootstrap_beta <= 1.0:
-            raise ValueError(f"`bootstrap_beta` must be in [0, 1], got {bootstrap_beta!r}.")
+        check_number("bootstrap_beta", bootstrap_beta, 0, 1)
         # behaviour reads `settings`, not `hparams`: LightningCLI overwrites the hparams of a module nested in
         # another (e.g. inside CoTeaching) with the outer module's config
         self.settings = SimpleNamespace(lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=list(milestones),

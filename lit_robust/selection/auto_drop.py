@@ -449,8 +449,17 @@ class AutoDropRatio:
             # epoch 0, then estimated right): said, not warned; the estimate the filter keeps is warned about
             (rank_zero_info if provisional else rank_zero_warn)(
                 f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}{when}.")
-        if (not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
-                and self.estimate == 0.0 and self.auto_margin == 0.0):
+        fixed_now = not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
+        if fixed_now and note is None and self.estimate:
+            # a DDP newcomer found the filter's estimate in metrics.csv only (ITLM prints its own in the round lines)
+            w = max(self.warmup_epochs, 1)
+            counted = [e for e in sorted(self.estimates) if self.start + 1 <= e < self.start + w] or [epoch]
+            each = ", ".join(f"{e} ({100 * self.estimates[e]:.1f} %)" for e in counted)
+            margin = f" plus `auto_margin` {self.auto_margin:g}" if self.auto_margin else ""
+            rank_zero_info(f"{self.owner}: `drop_ratio='auto'` estimated {100 * self.estimate:.2f} % corrupted "
+                           f"after epoch {epoch} (the median of the estimates after epoch{'s' if len(counted) > 1 else ''}"
+                           f" {each}); the drop ratio ramps to it{margin}.")
+        if fixed_now and self.estimate == 0.0 and self.auto_margin == 0.0:
             # the estimate is the median over epochs: this epoch's reason alone may say "two components" (a newcomer)
             w = max(self.warmup_epochs, 1)
             counted = [e for e in sorted(self.estimates) if self.start + 1 <= e < self.start + w] or [epoch]

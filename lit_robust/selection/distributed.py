@@ -394,6 +394,10 @@ def global_batch_keep_mask(local_scores: Tensor, local_index: Tensor, drop_ratio
     >>> global_batch_keep_mask(torch.tensor([2.0, 0.5, 1.0, 9.0]), torch.arange(4), drop_ratio=0.25).tolist()
     [True, True, True, False]
     """
+    for name, t in (("local_scores", local_scores), ("local_index", local_index)):
+        if not isinstance(t, Tensor) or t.ndim != 1:
+            got = f"shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"`{name}` must be a 1-D tensor with one entry per sample of this process, got {got}.")
     if (drop_ratio is None) == (k is None):
         raise ValueError(f"exactly one of `drop_ratio` and `k` must be given, got drop_ratio={drop_ratio!r}, k={k!r}.")
     if drop_ratio is not None:

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from lit_robust._checks import real_scalar
+from lit_robust._checks import _is_int, _is_real, real_scalar
 
 __all__ = [
     "keep_count",
@@ -46,9 +46,9 @@ def keep_count(n: int, keep_ratio: float) -> int:
     >>> keep_count(10, 0.55), keep_count(100, 0.29), keep_count(3, 1.0)
     (5, 29, 3)
     """
-    if n < 0:
-        raise ValueError(f"`n` must be >= 0, got {n}.")
-    if not 0.0 < keep_ratio <= 1.0:
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"`n` must be an integer >= 0, got {n!r}.")
+    if not _is_real(keep_ratio) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
     return min(n, int(math.floor(round(keep_ratio * n, 9))))
 
@@ -67,6 +67,8 @@ def ranking_scores(scores: Tensor) -> Tensor:
 
 
 def _check_1d(name: str, t: Tensor) -> None:
+    if not isinstance(t, Tensor):
+        raise ValueError(f"`{name}` must be a 1-D torch.Tensor with one entry per sample, got {type(t).__name__}.")
     if t.ndim != 1:
         raise ValueError(f"`{name}` must be a 1-D tensor with one entry per sample, got shape {tuple(t.shape)}.")
 
@@ -106,9 +108,10 @@ def smallest_k_mask(scores: Tensor, k: int, index: Tensor | None = None) -> Tens
     >>> smallest_k_mask(torch.tensor([3.0, 1.0, 2.0, 1.0]), 2).tolist()
     [False, True, False, True]
     """
+    _check_1d("scores", scores)
     n = scores.numel()
-    if not 0 <= k <= n:
-        raise ValueError(f"`k` must be in [0, {n}] (the number of scores), got {k}.")
+    if not _is_int(k) or not 0 <= k <= n:
+        raise ValueError(f"`k` must be an integer in [0, {n}] (the number of scores), got {k!r}.")
     order = rank_order(scores, index)
     mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
     mask.index_fill_(0, order[:k], True)
@@ -123,6 +126,7 @@ def trim_mask(scores: Tensor, keep_ratio: float, index: Tensor | None = None) ->
     >>> trim_mask(torch.tensor([0.9, 0.1, float("inf"), 0.3]), 0.5).tolist()
     [False, True, False, True]
     """
+    _check_1d("scores", scores)
     return smallest_k_mask(scores, keep_count(scores.numel(), keep_ratio), index)
 
 
