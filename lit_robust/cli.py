@@ -731,6 +731,11 @@ class RobustCLI(LightningCLI):
                                      "or a checkpoint file.")
             found = best
         cfg["ckpt_path"] = found
+        if subcommand in _EVAL_COMMANDS and self.trainer.is_global_zero:
+            # a DDP newcomer's 1-process `test` loaded their 2-process fit (another batch size) where they had two
+            # fits of the config, and nothing said which
+            sys.stderr.write(f"lit-robust {subcommand}: `--ckpt_path {ckpt}` is {found} (the newest fit with this "
+                             "model, data, callbacks and seed; its batch size, strategy and devices may differ).\n")
         if subcommand == "fit":
             self._complete = self._say_if_complete(found)
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath

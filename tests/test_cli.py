@@ -299,8 +299,13 @@ def test_ckpt_path_last_notes_a_fit_that_trained_for_another_length(tmp_path, ca
     assert (f"lit-robust test: note: `--ckpt_path last` loads the newest fit of this config, {loaded}, which trained "
             "for another length (trainer.max_epochs: 1 in that fit, 2 here). The newest that trained as long: "
             f"{full_last} (pass it as `--ckpt_path`).") in err, err
+    # which checkpoint `last` is, said on every evaluation (a DDP newcomer's 1-process `test` loaded their 2-process
+    # fit, another batch size, and nothing said which of the two fits it was)
+    assert (f"lit-robust test: `--ckpt_path last` is {loaded} (the newest fit with this model, data, callbacks and "
+            "seed; its batch size, strategy and devices may differ).") in err, err
     run(["test", "--config", str(path), "--trainer.max_epochs", "1", "--ckpt_path", "last"])
-    assert "trained for another length" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "trained for another length" not in err and f"`--ckpt_path last` is {loaded} (" in err
 
 
 class SigtermAfterFirstBatch(pl.Callback):

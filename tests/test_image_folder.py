@@ -246,6 +246,24 @@ def test_a_damaged_image_anywhere_in_the_folder_is_named_by_its_path(tmp_path, d
                 pass
 
 
+def test_images_of_mixed_sizes_are_said_to_be_read_at_the_first_ones(tmp_path, monkeypatch):
+    """An image-folder newcomer's photos of 24-64 px were read at the first file's 60 px without a word."""
+    import lit_robust.data.image_folder as image_folder
+
+    said = []
+    monkeypatch.setattr(image_folder, "rank_zero_info", said.append)
+    root = _folder(tmp_path / "train")  # 6 wide, 5 high
+    Image.new("L", (9, 4)).save(root / "dog" / "zz_wide.png")
+    ImageFolderDataModule(str(root), test_size=0, val_size=0).setup("fit")
+    assert said == ["ImageFolderDataModule: the training images differ in size (width 6-9, height 4-5 px among those "
+                    "sampled); all are read at the first one's 6×5 (width × height). Pass `image_size` to choose the "
+                    "size."]
+    said.clear()
+    ImageFolderDataModule(str(root), test_size=0, val_size=0, image_size=6).setup("fit")  # chosen: nothing to say
+    ImageFolderDataModule(str(_folder(tmp_path / "same"))).setup("fit")  # one size: nothing to say
+    assert said == []
+
+
 def test_a_root_one_level_above_the_class_folders_is_warned_about(tmp_path):
     """An image-folder CLI user pointed `root` at `photos` (holding train/, test/, new/) and trained on those three
     "classes" with no word about it."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from lit_robust._backend import pl, rank_zero_warn
+from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.data.base import SplitLoaders
 from lit_robust.data.indexed import IndexedDataset
@@ -241,6 +241,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if len(train_pos) == 0:
             raise ValueError(f"`test_size`={self.test_size!r} and `val_size`={self.val_size!r} leave none of the {n} "
                              "images of `root` for training.")
+        if self.requested_size is None:
+            _note_mixed_sizes(folder, train_pos, self.image_size)
         self.mean = self.std = None
         if self.normalize:
             plain = _reading(folder, self._transform(train=False))
@@ -341,6 +343,27 @@ def _reading(folder: Any, transform: Any) -> Any:
     other = copy.copy(folder)
     other.transform = transform
     return other
+
+
+def _note_mixed_sizes(folder: Any, positions: Tensor, size: tuple[int, int]) -> None:
+    """Say so when the training images (up to ``_STATS_IMAGES`` of them, evenly spaced; only their headers are read)
+    differ in size, as all are read at the first one's: an image-folder newcomer's phone-like photos of 24-64 px were
+    read at 60 px without a word, and they found out from a misfit with the model's 32."""
+    from PIL import Image
+
+    step = max(1, len(positions) // _STATS_IMAGES)
+    sizes = set()
+    for i in positions[::step][:_STATS_IMAGES]:
+        try:
+            with Image.open(folder.samples[int(i)][0]) as image:
+                sizes.add(image.size)
+        except OSError:
+            continue  # a damaged file is named where it is read
+    if len(sizes) > 1:
+        ws, hs = sorted(w for w, _ in sizes), sorted(h for _, h in sizes)
+        rank_zero_info(f"ImageFolderDataModule: the training images differ in size (width {ws[0]}-{ws[-1]}, height "
+                       f"{hs[0]}-{hs[-1]} px among those sampled); all are read at the first one's {size[1]}×{size[0]} "
+                       "(width × height). Pass `image_size` to choose the size.")
 
 
 def _warn_if_root_is_a_level_up(root: str, folder: Any) -> None:
