@@ -731,11 +731,12 @@ class RobustCLI(LightningCLI):
                                      "or a checkpoint file.")
             found = best
         cfg["ckpt_path"] = found
-        if subcommand in _EVAL_COMMANDS and self.trainer.is_global_zero:
+        if subcommand in _EVAL_COMMANDS:
             # a DDP newcomer's 1-process `test` loaded their 2-process fit (another batch size) where they had two
-            # fits of the config, and nothing said which
-            sys.stderr.write(f"lit-robust {subcommand}: `--ckpt_path {ckpt}` is {found} (the newest fit with this "
-                             "model, data, callbacks and seed; its batch size, strategy and devices may differ).\n")
+            # fits of the config, and nothing said which; said below the metrics (a run that fails on its config
+            # says that error alone)
+            self._loaded_note = (f"`--ckpt_path {ckpt}` is {found} (the newest fit with this model, data, callbacks "
+                                 "and seed; its batch size, strategy and devices may differ).")
         if subcommand == "fit":
             self._complete = self._say_if_complete(found)
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
@@ -745,12 +746,15 @@ class RobustCLI(LightningCLI):
 
     def after_validate(self) -> None:
         self._say_no_ckpt_note()
+        self._say_loaded()
 
     def after_test(self) -> None:
         self._say_no_ckpt_note()
+        self._say_loaded()
 
     def after_predict(self) -> None:
         self._say_no_ckpt_note()
+        self._say_loaded()
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit``, unless ``--ckpt_path last`` found a fit that already ran every epoch: Lightning would
@@ -843,6 +847,11 @@ class RobustCLI(LightningCLI):
         note = getattr(self, "_no_ckpt_note", None)
         if note is not None and self.trainer.is_global_zero:
             sys.stderr.write(f"lit-robust {self.subcommand}: note: {note}\n")
+
+    def _say_loaded(self) -> None:
+        note = getattr(self, "_loaded_note", None)
+        if note is not None and self.trainer.is_global_zero:
+            sys.stderr.write(f"lit-robust {self.subcommand}: {note}\n")
 
     def _last_fit_checkpoint(self, mine: dict[str, Any] | None) -> tuple[str | None, list[str]]:
         """The checkpoint ``--ckpt_path last`` loads -- the newest of a fit whose config has the signature
