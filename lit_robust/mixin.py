@@ -347,8 +347,12 @@ def _match_compiled_keys(module: torch.nn.Module, checkpoint: dict[str, Any]) ->
     if not any("_orig_mod." in k for k in state) and not any("_orig_mod." in k for k in own):
         return
     plain = {k.replace("_orig_mod.", ""): k for k in own}
-    renamed = {k: plain[k.replace("_orig_mod.", "")] for k in state
-               if k not in own and plain.get(k.replace("_orig_mod.", "")) not in (None, *state)}
+    saved = set(state)
+    renamed = {}
+    for key in saved - own:
+        target = plain.get(key.replace("_orig_mod.", ""))
+        if target is not None and target not in saved:
+            renamed[key] = target
     for old, new in renamed.items():
         state[new] = state.pop(old)
     if renamed:
