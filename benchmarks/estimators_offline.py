@@ -17,7 +17,8 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
 * candidates for classifiers from the structure of the in-sample confusion matrix, none adopted: ``asymmetry`` (its
   asymmetric part) and ``symmetric_floor`` (that plus a uniform-noise floor read off its symmetric part), and
   ``class_floor_q10`` / ``class_floor_q20`` (a low quantile of the per-class disagreement rates: assumes every class
-  corrupted at one rate).
+  corrupted at one rate); ``anchor_q97`` / ``anchor_q90`` / ``anchor_q99`` (the noise transition read at anchor
+  points, after Patrini et al., CVPR 2017: not adopted, the in-sample probabilities are over-confident there).
 
 Rows are split as the estimator was chosen: **choose** = MNIST and digits rows, **check** = FashionMNIST,
 regression and anomaly rows.
@@ -172,6 +173,28 @@ def _class_floor(quantile: float) -> Callable[[dict[str, np.ndarray]], float | N
     return rate
 
 
+def _anchor(quantile: float) -> Callable[[dict[str, np.ndarray]], float | None]:
+    """Candidate for classifiers: the noise transition read at anchor points (Patrini et al., CVPR 2017): for each
+    class i, the sample at the ``quantile`` of the probability of class i over all samples stands for a sample truly
+    of class i, and the probability it gives its class, ``T_ii``, is the share of class i's labels kept; the rate is
+    ``sum_i pi_i (1 - T_ii)`` with ``pi_i`` the share of samples predicted as i. It assumes probabilities calibrated
+    to the noisy labels, which a model that has fitted them in-sample is not."""
+    def rate(d: dict[str, np.ndarray]) -> float | None:
+        if "probs" not in d:
+            return None
+        p = d["probs"] / d["probs"].sum(1, keepdims=True)
+        k = p.shape[1]
+        pred = p.argmax(1)
+        t_ii = np.empty(k)
+        for c in range(k):
+            col = p[:, c]
+            anchor = np.argsort(col, kind="stable")[min(len(col) - 1, int(quantile * (len(col) - 1)))]
+            t_ii[c] = p[anchor, c]
+        pi = np.bincount(pred, minlength=k) / len(pred)
+        return float((pi * (1 - t_ii)).sum())
+    return rate
+
+
 def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     from lit_robust import estimate_corruption, estimate_corruption_from_predictions, estimate_corruption_from_probs
 
@@ -194,7 +217,8 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
            "per_class_gmm": _per_class_gmm, "gmm_d1.5": _gmm_separation(1.5), "gmm_d1": _gmm_separation(1.0),
            "mirror": _mirror, "tail_excess": _tail_excess, "asymmetry": _asymmetry,
            "symmetric_floor": _symmetric_floor, "class_floor_q10": _class_floor(0.1),
-           "class_floor_q20": _class_floor(0.2)}
+           "class_floor_q20": _class_floor(0.2), "anchor_q97": _anchor(0.97), "anchor_q90": _anchor(0.9),
+           "anchor_q99": _anchor(0.99)}
     if importlib.util.find_spec("cleanlab") is not None:
         def cleanlab_insample(d):
             if "probs" not in d:
