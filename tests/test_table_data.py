@@ -324,6 +324,12 @@ def test_a_path_that_cannot_be_read_says_why(tmp_path, monkeypatch):
         TableDataModule("data.xlsx", target="y").setup()
     with pytest.raises(ValueError, match=r"`frame` must be a pandas DataFrame, got a dict"):
         TableDataModule(frame={"a": [1]}, target="a").setup()
+    # a string where a DataFrame goes is answered about the argument given, not about `test_path`
+    with pytest.raises(ValueError, match=r"`test_frame` must be a pandas DataFrame \(or the path of a table ending in "
+                                         r"one of \['.csv', .*\]\), got 'str'"):
+        TableDataModule(frame=table(40), target="kind", test_frame="str").setup()
+    with pytest.raises(FileNotFoundError, match=r"`predict_frame`='new.csv': no such file"):
+        TableDataModule(frame=table(40), target="kind", predict_frame="new.csv").setup("predict")
 
 
 def test_mlp_classifier_reads_its_shape_from_the_table_and_its_checkpoint_keeps_it(tmp_path, one_torch_thread):

@@ -329,7 +329,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     # ------------------------------------------------------------------ reading
     def _table(self, source: Any, argument: str) -> Any:
         if isinstance(source, (str, os.PathLike)):
-            return _read_table(source, argument.replace("frame", "path"))
+            if argument.endswith("frame") and os.path.splitext(os.fspath(source))[1].lower() not in _READERS:
+                # `test_frame="str"` was answered about `test_path`, an argument the user had not given
+                raise ValueError(f"`{argument}` must be a pandas DataFrame (or the path of a table ending in one of "
+                                 f"{sorted(_READERS)}), got {os.fspath(source)!r}.")
+            return _read_table(source, argument)
         pd = _pandas()
         if not isinstance(source, pd.DataFrame):
             raise ValueError(f"`{argument}` must be a pandas DataFrame, got a {type(source).__name__}.")
