@@ -292,7 +292,7 @@ def test_one_class_is_not_a_classification():
     ({"path": "t.csv", "target": "y", "task": "ranking"}, r"`task` must be one of \['classification', 'regression', "
                                                           r"'anomaly'\], got 'ranking'"),
     ({"path": "t.csv", "target": ["y", "z"]}, r"`target` must be one column for task='classification', got \['y', "
-                                              r"'z'\]"),
+                                              r"'z'\]. Several targets are a regression: pass task='regression'"),
     ({"path": "t.csv", "task": "anomaly", "corrupted": "c"}, r"`corrupted` is not used with task='anomaly': name the "
                                                              r"column of known anomalies as `target`"),
     ({"path": "t.csv", "target": "y", "features": ["a"], "drop": ["b"]}, r"Pass `features` .* or `drop` .*, not both"),

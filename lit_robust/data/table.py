@@ -272,7 +272,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError("Give the table to predict as `predict_path` or `predict_frame`, not both.")
         targets = _as_names(target, "target")
         if task != "regression" and len(targets) > 1:
-            raise ValueError(f"`target` must be one column for task={task!r}, got {targets}.")
+            # a CLI user's three measured outputs under the default task answered only "must be one column"
+            raise ValueError(f"`target` must be one column for task={task!r}, got {targets}. Several targets are "
+                             "a regression: pass task='regression' (`--data.init_args.task regression`).")
         if task != "anomaly" and not targets:
             raise ValueError(f"`target` (the column to predict) is required for task={task!r}: name one column, e.g. "
                              "target='label'. (Only task='anomaly' trains without one.)")
