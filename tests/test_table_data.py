@@ -314,6 +314,13 @@ def test_arguments_are_checked_when_the_module_is_made(kwargs, message):
         TableDataModule(**kwargs)
 
 
+def test_a_column_named_in_another_case_is_suggested(one_torch_thread):
+    frame = pd.DataFrame({f"s{i}": np.arange(10.0) * i for i in range(1, 9)})
+    with pytest.raises(ValueError, match=r"`features` names column\(s\) \['S2'\] that the table does not have; its "
+                                         r"columns are \[.*\]\. Did you mean 's2'\?"):
+        TableDataModule(frame=frame, task="anomaly", features=["s1", "S2"]).setup("fit")
+
+
 def test_a_path_that_cannot_be_read_says_why(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=rf"`path`='nothere.csv': no such file \(a relative path is read from "
@@ -368,7 +375,7 @@ def test_mlp_classifier_without_a_datamodule_or_with_a_contradicting_shape_says_
         MLPClassifier()(torch.zeros(1, 2))
     reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"])
     with pytest.raises(ValueError, match=r"`data`: TableDataModule yields float regression targets of 1 value\(s\) "
-                                         r"per sample\. Pass both"):
+                                         r"per sample; use MLPRegressor"):  # not "pass both": no size fits
         quiet_trainer().fit(MLPClassifier(), reg)
     quiet_trainer(max_epochs=1).fit(MLPClassifier(in_features=2, num_classes=3), loader)  # given: plain loaders work
 
@@ -518,6 +525,22 @@ def test_a_supervised_model_on_an_anomaly_table_says_to_train_an_anomaly_model(m
                                          r"where the rows are unlabelled\): train an anomaly model on it "
                                          rf".*`TableDataModule\(task='{task}', target=\.\.\.\)`"):
         quiet_trainer(max_epochs=1).fit(model, TableDataModule(frame=table(40), task="anomaly", features=["a", "b"]))
+
+
+@pytest.mark.parametrize(("model", "task", "says"), [
+    (MLPClassifier(), "regression", r"`model`=MLPClassifier is a classifier, but `data`: TableDataModule yields float "
+                                    r"regression targets of 1 value\(s\) per sample; use MLPRegressor, or a table of "
+                                    r"that kind \(task='classification' with integer labels\)"),
+    (MLPRegressor(), "classification", r"`model`=MLPRegressor is a regressor, but `data`: TableDataModule yields labels "
+                                       r"of 3 classes; use MLPClassifier, or a table of that kind \(task='regression' "
+                                       r"with float targets\)")])
+def test_a_model_of_the_other_kind_is_told_which_model_fits_the_table(model, task, says):
+    """A lab newcomer's MLPClassifier on a regression table was told to "pass both, e.g. MLPClassifier(in_features=30,
+    num_classes=2)", which cannot help."""
+    target = "price" if task == "regression" else "kind"
+    with pytest.raises(ValueError, match=says):
+        quiet_trainer(max_epochs=1).fit(model, TableDataModule(frame=table(40), target=target, task=task,
+                                                               features=["a", "b"]))
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

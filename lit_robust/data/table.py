@@ -121,7 +121,9 @@ def _columns_named(frame: Any, names: Sequence[str], argument: str, absent: str 
     columns = [str(c) for c in frame.columns]
     missing = [n for n in names if n not in columns]
     if missing:
-        close = difflib.get_close_matches(missing[0], columns, n=1)
+        # a differently cased name first: difflib found no match for an anomaly newcomer's `S2` among s1 .. s8
+        close = ([c for c in columns if c.lower() == missing[0].lower()]
+                 or difflib.get_close_matches(missing[0], columns, n=1))
         hint = f" Did you mean {close[0]!r}?" if close else absent
         raise ValueError(f"`{argument}` names column(s) {missing} that the table does not have; its columns are "
                          f"{columns}.{hint}")

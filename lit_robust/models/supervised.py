@@ -266,6 +266,13 @@ class _ShapeFromData:
         if spec is not None and spec.target == "anomaly":
             raise anomaly_data_error(spec, cls, "class labels" if self._shape_target == "class" else
                                      "regression targets")
+        if spec is not None and spec.target in ("class", "regression") and spec.target != self._shape_target:
+            # a lab newcomer's MLPClassifier on a regression table was told to pass both sizes, which cannot help
+            kind, other, fix = (("a classifier", "MLPRegressor", "task='classification' with integer labels")
+                                if self._shape_target == "class" else
+                                ("a regressor", "MLPClassifier", "task='regression' with float targets"))
+            raise ValueError(f"`model`={cls} is {kind}, but `data`: {spec.source} yields {spec.targets()}; use "
+                             f"{other}, or a table of that kind ({fix}).")
         values = None if spec is None or spec.target != self._shape_target else self._shape_read(spec)
         if values is None or None in values:
             raise ValueError(f"{cls}: `{names[0]}` and `{names[1]}` are read from the datamodule when left at None "
