@@ -391,6 +391,22 @@ def test_filter_auto_digits_quick_ends_with_headline_json():
     assert 0.0 <= row["mean_abs_err_points"] <= 50.0
 
 
+def test_itlm_reinit_smoke_runs_both_arms_and_its_headline_is_the_table(tmp_path):
+    out = tmp_path / "r.md"
+    summary = _last_json(_script(["itlm_reinit.py", "--smoke", "--out", str(out)]))
+    assert summary["benchmark"] == "itlm_reinit" and summary["mode"] == "smoke"
+    assert summary["rows_true"] == summary["rows_auto"] == 1
+    saved = json.loads(out.with_suffix(".json").read_text())
+    runs = {r["variant"]: r for r in saved["results"]}
+    assert set(runs) == {"plain", "true reinit", "true keep", "auto reinit", "auto keep"}
+    assert [runs[v]["reinit"] for v in ("true reinit", "true keep", "auto reinit", "auto keep")] == [
+        True, False, True, False]
+    assert runs["true keep"]["eps_hat"] is None and 0.0 <= runs["auto keep"]["eps_hat"] < 0.5
+    expect = round(100 * (runs["true keep"]["acc"] - runs["true reinit"]["acc"]), 2)
+    assert summary["keep_minus_reinit_true_pts"] == expect
+    assert f"| {expect:+.1f} |" in out.read_text()
+
+
 def test_adversarial_trigger_profile_smoke_ends_with_headline_json():
     run = _smoke("adversarial_trigger_profile")
     summary = _last_json(run)

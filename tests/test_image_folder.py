@@ -81,7 +81,9 @@ def test_augmented_training_reads_differ_but_the_scoring_loader_reads_the_plain_
     ({"val_size": 18}, ValueError, ["`val_size`=18 images is not fewer than the 18 images of `root`"]),
     ({"test_root": "t", "test_size": 0.1}, ValueError, ["`test_size` must be 0 with a `test_root` folder, got 0.1"]),
     ({"image_size": 0}, ValueError, ["image_size", "0"]),
-    ({"normalize": "yes"}, ValueError, ["`normalize` must be True or False, got 'yes'"]),
+    ({"normalize": "yes"}, ValueError, ["`normalize` must be True (each channel's mean and standard deviation), "
+                                        "False (pixels in [0, 1]) or 'symmetric' (pixels in [-1, 1], for a GAN), "
+                                        "got 'yes'"]),
 ])
 def test_bad_arguments_are_named_with_the_value_received(tmp_path, kwargs, error, words):
     _folder(tmp_path / "train")
@@ -97,9 +99,13 @@ def test_folders_that_are_not_a_class_layout_are_said_so(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(flat / "a.png")
     with pytest.raises(ValueError, match=r"`root`=.* must hold one sub-folder per class"):
         ImageFolderDataModule(str(flat)).setup("fit")
-    one = _folder(tmp_path / "one", classes=("cat",))
-    with pytest.raises(ValueError, match=r"has 1 class sub-folder \(\['cat'\]\): a classifier needs at least 2"):
-        ImageFolderDataModule(str(one)).setup("fit")
+    one = _folder(tmp_path / "one", classes=("cat",), size=(6, 6))
+    dm = ImageFolderDataModule(str(one))  # one sub-folder: a GAN's images; a classifier says it needs two
+    dm.setup("fit")
+    with pytest.raises(ValueError, match=r"`model`=ImageClassifier is a classifier, but `data`: ImageFolderDataModule "
+                                         r"yields labels of 1 class \(one class sub-folder under `root`: put each "
+                                         r"class's images in a sub-folder of its own\); a classifier needs at least 2"):
+        ImageClassifier(num_classes=2, in_channels=dm.in_channels, image_size=dm.image_size[0]).check_data(dm.data_spec)
     other = _folder(tmp_path / "other", classes=("cat", "dog", "fox"))
     with pytest.raises(ValueError, match=r"`test_root`=.* has the class sub-folders \['cat', 'dog', 'fox'\], but "
                                          r"`root` has \['cat', 'dog', 'emu'\]"):
@@ -276,3 +282,38 @@ def test_a_root_one_level_above_the_class_folders_is_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the right root: no warning
         ImageFolderDataModule(str(tmp_path / "photos" / "train")).setup("fit")
+
+
+def test_a_gan_trains_on_one_folder_of_images_scaled_to_its_generators_range(tmp_path, one_torch_thread):
+    """A GAN user's own images through the CLI's datamodule: one sub-folder (no classes), pixels in [-1, 1] like
+    the generator's tanh with normalize='symmetric'; ITLM ranks them by -log D(x)."""
+    from lit_robust import DCGAN
+
+    root = tmp_path / "imgs"
+    (root / "all").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(12):  # dark backgrounds, bright strokes: grey levels over 0-255
+        Image.fromarray(rng.integers(0, 256, (8, 8)).astype(np.uint8), mode="L").save(root / "all" / f"{k:02d}.png")
+    dm = ImageFolderDataModule(str(root), normalize="symmetric", batch_size=6)
+    dm.setup("fit")
+    x = torch.cat([b[1] for b in dm.scoring_dataloader()])
+    assert x.shape == (12, 1, 8, 8) and dm.mean is None
+    plain = ImageFolderDataModule(str(root), normalize=False)
+    plain.setup("fit")
+    assert torch.allclose(x, 2 * torch.cat([b[1] for b in plain.scoring_dataloader()]) - 1)
+    assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.9 and x.max() > 0.9
+    itlm = ITLM(keep_ratio=0.75, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    gan = DCGAN(latent_dim=4, channels=1, image_size=8, g_width=4, d_width=4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="DCGAN: the first batch")  # in range: no word about it
+        pl.Trainer(max_epochs=2, callbacks=[itlm], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False).fit(gan, dm)
+    assert len(itlm.selection) == 9
+    # the same images in [0, 1] (the datamodule's normalize=False) are said not to fit the generator's range
+    gan = DCGAN(latent_dim=4, channels=1, image_size=8, g_width=4, d_width=4)
+    with pytest.warns(UserWarning, match=r"DCGAN: the first batch of training images ranges over \[0\.\d+, 1\], "
+                                         r"but the generator draws images in \[-1, 1\] \(tanh\)\. Scale the real "
+                                         r"images to \[-1, 1\]: `ImageFolderDataModule\(normalize='symmetric'\)`"):
+        pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False).fit(gan, ImageFolderDataModule(str(root), normalize=False, batch_size=6))
+

@@ -292,7 +292,7 @@ def test_one_class_is_not_a_classification():
     ({"path": "t.csv", "target": "y", "task": "ranking"}, r"`task` must be one of \['classification', 'regression', "
                                                           r"'anomaly'\], got 'ranking'"),
     ({"path": "t.csv", "target": ["y", "z"]}, r"`target` must be one column for task='classification', got \['y', "
-                                              r"'z'\]"),
+                                              r"'z'\]. Several targets are a regression: pass task='regression'"),
     ({"path": "t.csv", "task": "anomaly", "corrupted": "c"}, r"`corrupted` is not used with task='anomaly': name the "
                                                              r"column of known anomalies as `target`"),
     ({"path": "t.csv", "target": "y", "features": ["a"], "drop": ["b"]}, r"Pass `features` .* or `drop` .*, not both"),
@@ -314,6 +314,13 @@ def test_arguments_are_checked_when_the_module_is_made(kwargs, message):
         TableDataModule(**kwargs)
 
 
+def test_a_column_named_in_another_case_is_suggested(one_torch_thread):
+    frame = pd.DataFrame({f"s{i}": np.arange(10.0) * i for i in range(1, 9)})
+    with pytest.raises(ValueError, match=r"`features` names column\(s\) \['S2'\] that the table does not have; its "
+                                         r"columns are \[.*\]\. Did you mean 's2'\?"):
+        TableDataModule(frame=frame, task="anomaly", features=["s1", "S2"]).setup("fit")
+
+
 def test_a_path_that_cannot_be_read_says_why(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=rf"`path`='nothere.csv': no such file \(a relative path is read from "
@@ -324,6 +331,12 @@ def test_a_path_that_cannot_be_read_says_why(tmp_path, monkeypatch):
         TableDataModule("data.xlsx", target="y").setup()
     with pytest.raises(ValueError, match=r"`frame` must be a pandas DataFrame, got a dict"):
         TableDataModule(frame={"a": [1]}, target="a").setup()
+    # a string where a DataFrame goes is answered about the argument given, not about `test_path`
+    with pytest.raises(ValueError, match=r"`test_frame` must be a pandas DataFrame \(or the path of a table ending in "
+                                         r"one of \['.csv', .*\]\), got 'str'"):
+        TableDataModule(frame=table(40), target="kind", test_frame="str").setup()
+    with pytest.raises(FileNotFoundError, match=r"`predict_frame`='new.csv': no such file"):
+        TableDataModule(frame=table(40), target="kind", predict_frame="new.csv").setup("predict")
 
 
 def test_mlp_classifier_reads_its_shape_from_the_table_and_its_checkpoint_keeps_it(tmp_path, one_torch_thread):
@@ -362,7 +375,7 @@ def test_mlp_classifier_without_a_datamodule_or_with_a_contradicting_shape_says_
         MLPClassifier()(torch.zeros(1, 2))
     reg = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"])
     with pytest.raises(ValueError, match=r"`data`: TableDataModule yields float regression targets of 1 value\(s\) "
-                                         r"per sample\. Pass both"):
+                                         r"per sample; use MLPRegressor"):  # not "pass both": no size fits
         quiet_trainer().fit(MLPClassifier(), reg)
     quiet_trainer(max_epochs=1).fit(MLPClassifier(in_features=2, num_classes=3), loader)  # given: plain loaders work
 
@@ -512,6 +525,22 @@ def test_a_supervised_model_on_an_anomaly_table_says_to_train_an_anomaly_model(m
                                          r"where the rows are unlabelled\): train an anomaly model on it "
                                          rf".*`TableDataModule\(task='{task}', target=\.\.\.\)`"):
         quiet_trainer(max_epochs=1).fit(model, TableDataModule(frame=table(40), task="anomaly", features=["a", "b"]))
+
+
+@pytest.mark.parametrize(("model", "task", "says"), [
+    (MLPClassifier(), "regression", r"`model`=MLPClassifier is a classifier, but `data`: TableDataModule yields float "
+                                    r"regression targets of 1 value\(s\) per sample; use MLPRegressor, or a table of "
+                                    r"that kind \(task='classification' with integer labels\)"),
+    (MLPRegressor(), "classification", r"`model`=MLPRegressor is a regressor, but `data`: TableDataModule yields labels "
+                                       r"of 3 classes; use MLPClassifier, or a table of that kind \(task='regression' "
+                                       r"with float targets\)")])
+def test_a_model_of_the_other_kind_is_told_which_model_fits_the_table(model, task, says):
+    """A lab newcomer's MLPClassifier on a regression table was told to "pass both, e.g. MLPClassifier(in_features=30,
+    num_classes=2)", which cannot help."""
+    target = "price" if task == "regression" else "kind"
+    with pytest.raises(ValueError, match=says):
+        quiet_trainer(max_epochs=1).fit(model, TableDataModule(frame=table(40), target=target, task=task,
+                                                               features=["a", "b"]))
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

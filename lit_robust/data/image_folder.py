@@ -88,8 +88,9 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
     As torchvision's ``ImageFolder``: classes are the sub-folders' names, sorted; files are read in sorted order.
 
     Args:
-        root: the training folder, one sub-folder per class. The folder is taken as it is: files in the wrong
-            class folder are the label noise the robust callbacks look for.
+        root: the training folder, one sub-folder per class (a GAN's unlabelled images: all in one sub-folder).
+            The folder is taken as it is: files in the wrong class folder are the label noise the robust callbacks
+            look for.
         test_root: a separate test folder with the same class sub-folders (ideally checked by hand: the clean
             data a model is meant for). ``None`` and ``test_size=0``: no test split.
         test_size: images of ``root`` held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count
@@ -103,7 +104,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             text). Scoring passes (``scoring_dataloader``, what ITLM scores), validation, test and prediction never
             augment.
         normalize: subtract each channel's mean and divide by its standard deviation, both measured on up to 512
-            training images (evenly spaced over the split); ``False``: pixel values in [0, 1].
+            training images (evenly spaced over the split); ``False``: pixel values in [0, 1]; ``"symmetric"``:
+            pixel values in [-1, 1] (``2 * pixel - 1``), the range of a generator's ``tanh`` (:class:`DCGAN`).
         predict_root: a folder of new images to predict (any layout; sub-folders are not classes here):
             ``trainer.predict`` / ``lit-robust predict`` then predict it instead of the test split, and
             ``predictions.csv`` names each file (``path``).
@@ -130,7 +132,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         image_size: int | None = None,
         channels: int | None = None,
         augment: Augment = "none",
-        normalize: bool = True,
+        normalize: bool | Literal["symmetric"] = True,
         predict_root: str | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
@@ -155,8 +157,9 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
                              f"{channels!r}.")
         if augment not in _AUGMENTS:
             raise ValueError(f"`augment` must be one of {list(_AUGMENTS)}, got {augment!r}.")
-        if not isinstance(normalize, bool):
-            raise ValueError(f"`normalize` must be True or False, got {normalize!r}.")
+        if not isinstance(normalize, bool) and normalize != "symmetric":
+            raise ValueError(f"`normalize` must be True (each channel's mean and standard deviation), False (pixels "
+                             f"in [0, 1]) or 'symmetric' (pixels in [-1, 1], for a GAN), got {normalize!r}.")
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
@@ -204,17 +207,17 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             if self.augment == "crop_flip":
                 steps.append(T.RandomHorizontalFlip())
         steps.append(T.ToTensor())
-        if self.normalize and self.mean is not None:
+        if self.normalize is True and self.mean is not None:
             steps.append(T.Normalize(self.mean, self.std))
+        elif self.normalize == "symmetric":
+            steps.append(T.Normalize([0.5] * self.in_channels, [0.5] * self.in_channels))
         return T.Compose(steps)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         folder = self._folder(self.root, "root")
-        if len(folder.classes) < 2:
-            raise ValueError(f"`root`={self.root!r} has {len(folder.classes)} class sub-folder "
-                             f"({folder.classes}): a classifier needs at least 2.")
+        # one sub-folder is a GAN's unlabelled images; a classifier says at `setup` that it needs two or more
         self.classes = list(folder.classes)
         _warn_if_root_is_a_level_up(self.root, folder)
         from PIL import Image
@@ -244,7 +247,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if self.requested_size is None:
             _note_mixed_sizes(folder, train_pos, self.image_size)
         self.mean = self.std = None
-        if self.normalize:
+        if self.normalize is True:
             plain = _reading(folder, self._transform(train=False))
             step = max(1, len(train_pos) // _STATS_IMAGES)
             x = torch.stack([plain[int(i)][0] for i in train_pos[::step][:_STATS_IMAGES]])

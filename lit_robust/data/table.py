@@ -121,7 +121,9 @@ def _columns_named(frame: Any, names: Sequence[str], argument: str, absent: str 
     columns = [str(c) for c in frame.columns]
     missing = [n for n in names if n not in columns]
     if missing:
-        close = difflib.get_close_matches(missing[0], columns, n=1)
+        # a differently cased name first: difflib found no match for an anomaly newcomer's `S2` among s1 .. s8
+        close = ([c for c in columns if c.lower() == missing[0].lower()]
+                 or difflib.get_close_matches(missing[0], columns, n=1))
         hint = f" Did you mean {close[0]!r}?" if close else absent
         raise ValueError(f"`{argument}` names column(s) {missing} that the table does not have; its columns are "
                          f"{columns}.{hint}")
@@ -272,7 +274,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError("Give the table to predict as `predict_path` or `predict_frame`, not both.")
         targets = _as_names(target, "target")
         if task != "regression" and len(targets) > 1:
-            raise ValueError(f"`target` must be one column for task={task!r}, got {targets}.")
+            # a CLI user's three measured outputs under the default task answered only "must be one column"
+            raise ValueError(f"`target` must be one column for task={task!r}, got {targets}. Several targets are "
+                             "a regression: pass task='regression' (`--data.init_args.task regression`).")
         if task != "anomaly" and not targets:
             raise ValueError(f"`target` (the column to predict) is required for task={task!r}: name one column, e.g. "
                              "target='label'. (Only task='anomaly' trains without one.)")
@@ -329,7 +333,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     # ------------------------------------------------------------------ reading
     def _table(self, source: Any, argument: str) -> Any:
         if isinstance(source, (str, os.PathLike)):
-            return _read_table(source, argument.replace("frame", "path"))
+            if argument.endswith("frame") and os.path.splitext(os.fspath(source))[1].lower() not in _READERS:
+                # `test_frame="str"` was answered about `test_path`, an argument the user had not given
+                raise ValueError(f"`{argument}` must be a pandas DataFrame (or the path of a table ending in one of "
+                                 f"{sorted(_READERS)}), got {os.fspath(source)!r}.")
+            return _read_table(source, argument)
         pd = _pandas()
         if not isinstance(source, pd.DataFrame):
             raise ValueError(f"`{argument}` must be a pandas DataFrame, got a {type(source).__name__}.")

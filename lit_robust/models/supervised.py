@@ -73,6 +73,12 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
         if size_fix is not None:
             raise misfit("image_size", image_size, spec, spec.inputs(), size_fix)
     if spec.target == "class" and spec.num_classes is not None:
+        if spec.num_classes == 1 and not spec.classes_at_least:
+            # an image folder of one class sub-folder (a GAN's unlabelled images are read so) reaches a classifier
+            folder = (" (one class sub-folder under `root`: put each class's images in a sub-folder of its own)"
+                      if spec.source == "ImageFolderDataModule" else "")
+            raise ValueError(f"`model`={model} is a classifier, but `data`: {spec.source} yields labels of 1 class"
+                             f"{folder}; a classifier needs at least 2.")
         if num_classes < spec.num_classes:
             raise misfit("num_classes", num_classes, spec, spec.targets(),
                          f"`model.num_classes` must be >= {spec.num_classes}.")
@@ -260,6 +266,13 @@ class _ShapeFromData:
         if spec is not None and spec.target == "anomaly":
             raise anomaly_data_error(spec, cls, "class labels" if self._shape_target == "class" else
                                      "regression targets")
+        if spec is not None and spec.target in ("class", "regression") and spec.target != self._shape_target:
+            # a lab newcomer's MLPClassifier on a regression table was told to pass both sizes, which cannot help
+            kind, other, fix = (("a classifier", "MLPRegressor", "task='classification' with integer labels")
+                                if self._shape_target == "class" else
+                                ("a regressor", "MLPClassifier", "task='regression' with float targets"))
+            raise ValueError(f"`model`={cls} is {kind}, but `data`: {spec.source} yields {spec.targets()}; use "
+                             f"{other}, or a table of that kind ({fix}).")
         values = None if spec is None or spec.target != self._shape_target else self._shape_read(spec)
         if values is None or None in values:
             raise ValueError(f"{cls}: `{names[0]}` and `{names[1]}` are read from the datamodule when left at None "
