@@ -106,6 +106,7 @@ class Protocol:
     # classification: MLP (one hidden layer of `hidden`), SGD momentum 0.9, batch 128
     epochs: int = 5  # per round; plain training = round 0; each cleanlab fold trains this many
     rounds: int = 3  # ITLM rounds after round 0 (re-initialised)
+    reinit: bool = True  # --no-reinit: the classification rows' ITLM arms train on across rounds (reinit=False)
     train_size: int = 6000  # MNIST (the whole offline set) and the FashionMNIST subset
     hidden: int = 128
     lr: float = 0.05
@@ -351,7 +352,7 @@ def run_classification(task: dict) -> dict[str, Any]:
         keep = bool(task.get("cache_dir"))
         # the loss mixture, named: ITLM's default estimator is now "disagreement" (the itlm_auto_pred column)
         itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=keep,
-                    reestimate=bool(task.get("reestimate", False)), estimator="gmm")
+                    reestimate=bool(task.get("reestimate", False)), estimator="gmm", reinit=p.reinit)
         _trainer(sum(rounds), [probe, itlm]).fit(m, train_dataloaders=dm.train_dataloader())
         out["plain"] = probe.acc
         out["itlm_auto"] = _accuracy(m, x_test, y_test)
@@ -376,14 +377,15 @@ def run_classification(task: dict) -> dict[str, Any]:
         pl.seed_everything(seed, verbose=False)
         m = model()
         itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False,
-                    estimator=estimator)
+                    estimator=estimator, reinit=p.reinit)
         _trainer(sum(rounds), [itlm]).fit(m, train_dataloaders=dm.train_dataloader())
         out[col] = _accuracy(m, x_test, y_test)
         out[col + "_estimates"] = [h.estimated_corruption for h in itlm.history[1:]]
     if "itlm_true" in methods:
         pl.seed_everything(seed, verbose=False)
         m = model()
-        itlm = ITLM(keep_ratio=max(1.0 - eps, 1e-6), round_epochs=rounds, seed=seed, verbose=False, plot=False)
+        itlm = ITLM(keep_ratio=max(1.0 - eps, 1e-6), round_epochs=rounds, seed=seed, verbose=False, plot=False,
+                    reinit=p.reinit)
         _trainer(sum(rounds), [itlm]).fit(m, train_dataloaders=dm.train_dataloader())
         out["itlm_true"] = _accuracy(m, x_test, y_test)
     if "cleanlab" in methods:
@@ -880,6 +882,8 @@ def _title(p: dict[str, Any]) -> str:
         parts.append("the estimates only")
     if p["folds"] != 5:
         parts.append(f"cleanlab on {p['folds']}-fold probabilities")
+    if not p.get("reinit", True):
+        parts.append("ITLM with `reinit=False`")
     parts += _variant(p)
     return "# Estimating the corrupted fraction (issue 15)" + (": " + "; ".join(parts) if parts else "")
 
@@ -903,7 +907,8 @@ def _render_table(saved: dict[str, Any]) -> str:
         f"are noisy).{torch_note}", "",
         "Settings (scaled to CPU): classification MLP (one hidden layer of "
         f"{p['hidden']}), SGD lr {p['lr']} momentum 0.9, batch {p['batch_size']} (digits 64); {p['epochs']} epochs "
-        f"per round (digits {p['digits_epochs']}), ITLM round 0 on all + {p['rounds']} re-initialised rounds; "
+        f"per round (digits {p['digits_epochs']}), ITLM round 0 on all + {p['rounds']} "
+        f"{'re-initialised rounds' if p.get('reinit', True) else 'rounds trained on from the last (reinit=False)'}; "
         f"cleanlab {p['folds']}-fold CV of the same model and epochs. Regression MLP (2×256), Adam 1e-3, "
         f"Diabetes {p['diabetes_epochs']} / landmarks {p['landmarks_epochs']} epochs ({p['landmarks_size']} images). "
         f"Anomalies: RealNVP (6 couplings, width 64), Adam 1e-3, moons {p['moons_epochs']} epochs (n = "
@@ -1171,6 +1176,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--folds", type=int, default=None,
                     help="cross-validation folds of the cleanlab column (default 5; 2 = a cross-fit at about one "
                          "training's cost: two models on half the data each)")
+    ap.add_argument("--no-reinit", action="store_true",
+                    help="the classification rows' ITLM arms train on across rounds (ITLM(reinit=False)) instead of "
+                         "re-initialising the model at each round")
     ap.add_argument("--ab-reestimate", action="store_true",
                     help="ITLM auto with reestimate=True vs False, seeds 100-101 (full mode default output: "
                          "results/corruption_rate_reestimate.md)")
@@ -1197,7 +1205,7 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
             if args.folds < 2:
                 raise SystemExit(f"`--folds` must be an integer >= 2, got {args.folds}")
             p = replace(p, folds=args.folds)
-        return replace(p, methods=tuple(dict.fromkeys(methods)), groups=tuple(args.groups),
+        return replace(p, methods=tuple(dict.fromkeys(methods)), groups=tuple(args.groups), reinit=not args.no_reinit,
                        data=None if args.data is None else tuple(args.data), with_60k=args.with_60k,
                        class_dependent=args.with_class_dependent,
                        kinds=None if args.kinds is None else tuple(args.kinds),

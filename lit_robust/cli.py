@@ -30,6 +30,7 @@ import importlib
 import importlib.util
 import inspect
 import linecache
+import logging
 import os
 import re
 import shlex
@@ -1479,6 +1480,21 @@ def add_working_directory_to_path() -> None:
         sys.path.append(cwd)
 
 
+class _NoCloudTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines: an unlabelled-data newcomer found
+    a run's estimate, report path and round table buried under them, twice per command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+def _drop_cloud_tips() -> None:
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoCloudTips) for f in log.filters):
+            log.addFilter(_NoCloudTips())
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lit-robust``: ``lit-robust demo`` or ``lit-robust {fit,validate,test,predict} --config X``.
 
@@ -1500,6 +1516,7 @@ def main(args: Sequence[str] | None = None) -> None:
                          + f"; the commands are {', '.join(commands)} (`lit-robust --help`).\n")
         raise SystemExit(2)
     add_working_directory_to_path()
+    _drop_cloud_tips()
     if not debug:
         sys.unraisablehook = _quiet_about_terminated_workers(sys.unraisablehook)
     sigterm_noted(reset=True)  # a SIGTERM of an earlier run in this process (a notebook, the tests) is not this one's

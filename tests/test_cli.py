@@ -1326,3 +1326,35 @@ def test_more_cpu_processes_than_cores_get_a_note(capsys, monkeypatch):
         err = capsys.readouterr().err
         assert ("lit-robust: note: 3 processes on 2 CPU cores (`--trainer.devices` 3): slower than one process here"
                 in err) is said, err
+
+
+def test_the_cli_drops_lightnings_cloud_tips(tmp_path, monkeypatch, one_torch_thread):
+    """An unlabelled-data newcomer found each command's estimate and report path buried under Lightning's two
+    "💡 Tip: ... try installing litlogger / litmodels" lines; the CLI drops them (a plain Trainer still says them)."""
+    import logging
+
+    from lit_robust import cli
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")  # where Lightning's rank_zero_info logs
+    for f in [f for f in log.filters if isinstance(f, cli._NoCloudTips)]:  # installed by an earlier CLI test
+        log.removeFilter(f)
+    handler = Collect()
+    log.addHandler(handler)
+    try:
+        monkeypatch.chdir(tmp_path)
+        pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), enable_progress_bar=False)
+        assert any(m.startswith("💡 Tip") for m in seen), seen  # what Lightning says without us
+        seen.clear()
+        monkeypatch.setattr(sys, "argv", ["lit-robust"])
+        main(["fit", "--data", "lit_robust.DigitsDataModule", "--data.train_size", "200", "--data.val_size", "0",
+              "--model", "lit_robust.ImageClassifier", "--model.backbone", "mlp", "--model.image_size", "8",
+              "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
+        assert seen and not any(m.startswith("💡 Tip") for m in seen), seen
+    finally:
+        log.removeHandler(handler)
