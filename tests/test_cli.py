@@ -1346,6 +1346,9 @@ def test_the_cli_drops_lightnings_cloud_tips(tmp_path, monkeypatch, one_torch_th
         log.removeFilter(f)
     handler = Collect()
     log.addHandler(handler)
+    top = logging.getLogger("pytorch_lightning")  # `lit-robust demo` in this process set it to ERROR: info unsaid
+    level = top.level
+    top.setLevel(logging.INFO)
     try:
         monkeypatch.chdir(tmp_path)
         pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), enable_progress_bar=False)
@@ -1358,3 +1361,4 @@ def test_the_cli_drops_lightnings_cloud_tips(tmp_path, monkeypatch, one_torch_th
         assert seen and not any(m.startswith("💡 Tip") for m in seen), seen
     finally:
         log.removeHandler(handler)
+        top.setLevel(level)
