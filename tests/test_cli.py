@@ -1330,7 +1330,9 @@ def test_more_cpu_processes_than_cores_get_a_note(capsys, monkeypatch):
 
 def test_the_cli_drops_lightnings_cloud_tips(tmp_path, monkeypatch, one_torch_thread):
     """An unlabelled-data newcomer found each command's estimate and report path buried under Lightning's two
-    "💡 Tip: ... try installing litlogger / litmodels" lines; the CLI drops them (a plain Trainer still says them)."""
+    "💡 Tip: ... try installing litlogger / litmodels" lines (logged by `rank_zero_info`); the CLI drops them. Whether
+    Lightning says them at all depends on what ran before in this process (log level, rank), so the filter is checked
+    on a tip logged here."""
     import logging
 
     from lit_robust import cli
@@ -1350,15 +1352,18 @@ def test_the_cli_drops_lightnings_cloud_tips(tmp_path, monkeypatch, one_torch_th
     level = top.level
     top.setLevel(logging.INFO)
     try:
-        monkeypatch.chdir(tmp_path)
-        pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), enable_progress_bar=False)
-        assert any(m.startswith("💡 Tip") for m in seen), seen  # what Lightning says without us
+        log.info("💡 Tip: try installing something")
+        assert seen == ["💡 Tip: try installing something"]  # said, before the CLI ran
         seen.clear()
+        monkeypatch.chdir(tmp_path)
         monkeypatch.setattr(sys, "argv", ["lit-robust"])
         main(["fit", "--data", "lit_robust.DigitsDataModule", "--data.train_size", "200", "--data.val_size", "0",
               "--model", "lit_robust.ImageClassifier", "--model.backbone", "mlp", "--model.image_size", "8",
               "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
-        assert seen and not any(m.startswith("💡 Tip") for m in seen), seen
+        assert not any(m.startswith("💡 Tip") for m in seen), seen
+        log.info("💡 Tip: try installing something")
+        log.info("an info line of Lightning's own")
+        assert seen[-1:] == ["an info line of Lightning's own"] and not any(m.startswith("💡 Tip") for m in seen)
     finally:
         log.removeHandler(handler)
         top.setLevel(level)
