@@ -948,11 +948,11 @@ class ITLM(Callback):
             dtype = torch.float32 if loss.device.type == "mps" else torch.float64
             self._local_sum = self._local_sum + loss.detach().reshape(()).to(dtype) * size
             self._local_count += size
-        elif "no loss" not in self._said:
+        elif "no loss" not in self._said and getattr(pl_module, "single_loss", True):
             # a manual-optimisation newcomer's `training_step` returned nothing (as most such code does): the round
             # lines lost their loss and a diverged model (test accuracy 0.118) got no collapse warning
             self._said.add("no loss")
-            # said, not warned: a GAN's manual step (DCGAN's) has no one loss to return
+            # said, not warned; and not for a module with no one loss to return (`single_loss = False`: DCGAN's)
             rank_zero_info(f"{self._title}: `training_step` returned no loss, so the round lines show "
                            "none and a round whose training diverged is not warned about. Return "
                            "the loss from `training_step` (with manual optimisation too: `return loss` after "

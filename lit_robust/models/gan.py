@@ -75,6 +75,9 @@ class DCGAN(RobustMixin, pl.LightningModule):
     """
 
     report_targets = False  # the images' targets are placeholders: the report has no label columns
+    # a discriminator and a generator loss, no one loss to return: ITLM's round lines show none, and say nothing of it
+    # (an auditor read its "return the loss from `training_step`" on every run of the shipped GAN config)
+    single_loss = False
 
     #: why LightningCLI's single ``optimizer:`` cannot stand in for this module's (see ``RobustCLI``)
     cli_optimizer_note = ("trains a discriminator and a generator with an Adam each: set `model.init_args.lr`, "
