@@ -1519,9 +1519,14 @@ class ITLM(Callback):
         rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
         # a last round already judged collapsed has been warned about (the rarely-predicted note below points at it)
         last_collapsed = bool(self.history) and self.history[-1].collapsed
-        one = (None if given_d is None or predicted_d is None or last_collapsed
-               else one_class_predicted(given_d, predicted_d))
-        if one is not None:
+        one = None if given_d is None or predicted_d is None else one_class_predicted(given_d, predicted_d)
+        if one is not None and last_collapsed:
+            # an auditor's collapsed fit was told the classes it never predicted, not the one it predicted for all
+            c, p, n = one
+            rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
+                           f"{p} of the {n} training samples: its last round collapsed (the warning above), so the "
+                           "report's ranking and `predicted_label` mean nothing.")
+        elif one is not None:
             c, p, n = one
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
