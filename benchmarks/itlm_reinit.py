@@ -10,15 +10,16 @@ digits 64); ITLM rounds of 4 epochs (digits 10), round 0 on every sample, ``keep
 every sample. The clean rows run ``"auto"`` only (keep_ratio 1.0 is plain training). Per run: clean test accuracy
 (the data set's test split) and, for ITLM, the final selection's clean precision and the estimate. Seeds 0-2.
 ``--quick``: digits, random 30 %, seed 0, rounds of 3 epochs; ``--smoke`` the same in one process (smoke tests: too
-short to rank anything). Full mode writes ``results/itlm_reinit.md`` (+ ``.json``); the last line printed is one
-JSON object.
+short to rank anything). ``--round-epochs`` / ``--digits-round-epochs`` lengthen the rounds (where the model starts to
+fit the wrong labels within a round: ``results/itlm_reinit_long.md`` has rounds of 12, digits 30). Full mode writes
+``results/itlm_reinit.md`` (+ ``.json``); the last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,8 @@ def render(saved: dict) -> str:
     head = headline(saved)
     smoke = " Smoke test: too short to rank anything." if saved["mode"] != "full" else ""
     return "\n".join([
-        "# ITLM: re-initialise at each round (reinit=True) or train on (reinit=False), short fits", "",
+        "# ITLM: re-initialise at each round (reinit=True) or train on (reinit=False), rounds of "
+        f"{p['round_epochs']} epochs", "",
         f"Test accuracy, %, mean ± std over seeds {p['seeds']}; ITLM {p['rounds']} rounds of {p['round_epochs']} "
         f"epochs (digits {p['digits_round_epochs']}), round 0 on every sample; plain = the same MLP for all those "
         f"epochs. `true`: keep_ratio = 1 − ε; `auto`: keep_ratio='auto' (ε̂ its mean estimate). {p['model']}, "
@@ -171,8 +173,27 @@ def headline(saved: dict) -> dict[str, Any]:
     return out
 
 
+def add_arguments(p: Any) -> None:
+    p.add_argument("--round-epochs", type=int, default=None,
+                   help=f"epochs per round on MNIST / FashionMNIST (default {FULL.round_epochs})")
+    p.add_argument("--digits-round-epochs", type=int, default=None,
+                   help=f"epochs per round on digits (default {FULL.digits_round_epochs})")
+
+
+def configure(p: Protocol, args: Any) -> Protocol:
+    for opt in ("round_epochs", "digits_round_epochs"):
+        value = getattr(args, opt)
+        if value is None:
+            continue
+        if value < 1:
+            raise SystemExit(f"`--{opt.replace('_', '-')}` must be an integer >= 1, got {value}")
+        p = replace(p, **{opt: value})
+    return p
+
+
 BENCHMARK = Benchmark(name="itlm_reinit", doc=__doc__, modes={"full": FULL, "quick": QUICK, "smoke": QUICK},
                       tasks=tasks, run=run_one, render=render, headline=headline,
+                      add_arguments=add_arguments, configure=configure,
                       jobs={"full": 2, "quick": 2, "smoke": 1})
 
 if __name__ == "__main__":

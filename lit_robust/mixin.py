@@ -67,6 +67,11 @@ class RobustMixin:
     #: reports leave the label and target columns empty (they read ``given_label`` 0 on every row).
     report_targets: bool = True
 
+    #: Whether ``training_step`` has one loss to return (ITLM's round lines show it and warn when it diverges).
+    #: ``False`` for a module that trains several networks on losses of their own (DCGAN): ITLM then says nothing
+    #: about a step that returns no loss.
+    single_loss: bool = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._robust_selectors: list[BatchSelector] = []

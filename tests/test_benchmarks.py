@@ -393,7 +393,7 @@ def test_filter_auto_digits_quick_ends_with_headline_json():
 
 def test_itlm_reinit_smoke_runs_both_arms_and_its_headline_is_the_table(tmp_path):
     out = tmp_path / "r.md"
-    summary = _last_json(_script(["itlm_reinit.py", "--smoke", "--out", str(out)]))
+    summary = _last_json(_script(["itlm_reinit.py", "--smoke", "--digits-round-epochs", "2", "--out", str(out)]))
     assert summary["benchmark"] == "itlm_reinit" and summary["mode"] == "smoke"
     assert summary["rows_true"] == summary["rows_auto"] == 1
     saved = json.loads(out.with_suffix(".json").read_text())
@@ -405,6 +405,9 @@ def test_itlm_reinit_smoke_runs_both_arms_and_its_headline_is_the_table(tmp_path
     expect = round(100 * (runs["true keep"]["acc"] - runs["true reinit"]["acc"]), 2)
     assert summary["keep_minus_reinit_true_pts"] == expect
     assert f"| {expect:+.1f} |" in out.read_text()
+    assert {r["epochs"] for r in saved["results"]} == {4}  # 2 rounds of --digits-round-epochs 2
+    bad = _script(["itlm_reinit.py", "--smoke", "--round-epochs", "0"])
+    assert bad.returncode != 0 and "`--round-epochs` must be an integer >= 1, got 0" in bad.stderr
 
 
 def test_adversarial_trigger_profile_smoke_ends_with_headline_json():

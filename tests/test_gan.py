@@ -125,6 +125,7 @@ def test_a_gans_report_has_no_label_columns_and_auto_says_why_it_uses_the_gmm(mi
     assert ("ITLM round 1: `estimator='disagreement'` needs integer targets and `predicted_labels` of the module; the "
             "module's targets are placeholders (`report_targets = False`), so the gmm estimate is used instead."
             ) in said, said
+    assert not [m for m in said if "returned no loss" in m]  # a GAN has no one loss to return: not asked for one
 
 
 def test_itlm_makes_the_selection_cleaner(mixture, tmp_path):

@@ -933,6 +933,13 @@ def test_a_training_step_that_returns_no_loss_is_said_once(tmp_path, monkeypatch
     infos.clear()
     fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False), 2)
     assert not [m for m in infos if "returned no loss" in m]
+    # a module that says it has no one loss (DCGAN's `single_loss = False`, here on the same manual step) is not told
+    # to return it: an auditor read that advice on every run of the shipped GAN config
+    no_single = ManualStepReturnsNothing()
+    no_single.single_loss = False
+    tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)]).fit(
+        no_single, BlobsData())
+    assert not [m for m in infos if "returned no loss" in m]
 
 
 class SameItem(torch.utils.data.Dataset):

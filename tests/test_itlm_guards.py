@@ -741,3 +741,29 @@ def test_a_final_model_that_predicts_one_class_for_everything_is_warned_about(tm
         warnings.simplefilter("always")
         tiny_trainer(tmp_path, 4, [itlm]).fit(TinyModel(), BlobsData())
     assert not any("predicts class" in str(w.message) for w in seen)
+
+
+class _CollapsedOneClass(_OneClassModel):
+    """The one-class model on a constant loss, re-initialised to zeros: every round is judged collapsed."""
+
+    def training_step(self, batch, batch_idx):
+        return ConstantLoss.training_step(self, batch, batch_idx)
+
+    def reinitialize(self, seed):
+        super().reinitialize(seed)
+        for p in self.net.parameters():
+            torch.nn.init.zeros_(p)
+
+
+def test_a_collapsed_final_model_is_said_to_predict_its_one_class(tmp_path):
+    """An auditor's collapsed fit was told the classes its final model never predicted ("predicts class 1 for 0
+    samples, 2 for 0 samples ..."), not the one class it predicted for every sample."""
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 2], verbose=False, plot=False, report=True,
+                report_dir=str(tmp_path))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 4, [itlm]).fit(_CollapsedOneClass(), BlobsData())
+    assert all(r.collapsed for r in itlm.history)
+    said = [str(w.message) for w in seen if "the final model predicts" in str(w.message)]
+    assert said == ["ITLM: the final model predicts class 0 for 240 of the 240 training samples: its last round "
+                    "collapsed (the warning above), so the report's ranking and `predicted_label` mean nothing."]

@@ -529,11 +529,11 @@ def test_a_supervised_model_on_an_anomaly_table_says_to_train_an_anomaly_model(m
 
 @pytest.mark.parametrize(("model", "task", "says"), [
     (MLPClassifier(), "regression", r"`model`=MLPClassifier is a classifier, but `data`: TableDataModule yields float "
-                                    r"regression targets of 1 value\(s\) per sample; use MLPRegressor, or a table of "
-                                    r"that kind \(task='classification' with integer labels\)"),
+                                    r"regression targets of 1 value\(s\) per sample; use MLPRegressor, or a datamodule "
+                                    r"with class labels \(e.g. TableDataModule\(task='classification'\)\)\.$"),
     (MLPRegressor(), "classification", r"`model`=MLPRegressor is a regressor, but `data`: TableDataModule yields labels "
-                                       r"of 3 classes; use MLPClassifier, or a table of that kind \(task='regression' "
-                                       r"with float targets\)")])
+                                       r"of 3 classes; use MLPClassifier, or a datamodule of float targets \(e.g. "
+                                       r"TableDataModule\(task='regression'\)\)\.$")])
 def test_a_model_of_the_other_kind_is_told_which_model_fits_the_table(model, task, says):
     """A lab newcomer's MLPClassifier on a regression table was told to "pass both, e.g. MLPClassifier(in_features=30,
     num_classes=2)", which cannot help."""

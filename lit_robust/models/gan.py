@@ -75,6 +75,9 @@ class DCGAN(RobustMixin, pl.LightningModule):
     """
 
     report_targets = False  # the images' targets are placeholders: the report has no label columns
+    # a discriminator and a generator loss, no one loss to return: ITLM's round lines show none, and say nothing of it
+    # (an auditor read its "return the loss from `training_step`" on every run of the shipped GAN config)
+    single_loss = False
 
     #: why LightningCLI's single ``optimizer:`` cannot stand in for this module's (see ``RobustCLI``)
     cli_optimizer_note = ("trains a discriminator and a generator with an Adam each: set `model.init_args.lr`, "
@@ -127,13 +130,14 @@ class DCGAN(RobustMixin, pl.LightningModule):
         self._noise = torch.Generator()
         self._noise.manual_seed(seed + 2)
         self._image_shape = (channels, image_size, image_size)
+        self._range_checked = False  # the first real batch's pixel range is checked once per process
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the images are
-        if batch_idx == 0 and not getattr(self, "_range_checked", False):
+        if batch_idx == 0 and not self._range_checked:
             self._range_checked = True
             self._check_range(unpack_batch(batch).input)
 

@@ -34,6 +34,24 @@ def anomaly_data_error(spec: DataSpec, model: str, wants: str) -> ValueError:
                       f"'{'classification' if 'class' in wants else 'regression'}', target=...)`).")
 
 
+def wrong_kind_error(spec: DataSpec, model: str, learns: str, other: str | None) -> ValueError:
+    """The error for a classifier (``learns="class"``) on data without class labels, or a regressor
+    (``learns="regression"``) on class labels: it names ``other``, the model of the data's kind (None where there is
+    none, e.g. unlabelled data), and the kind of datamodule the model needs."""
+    if learns == "class":
+        kind, data = "a classifier", "a datamodule with class labels (e.g. TableDataModule(task='classification'))"
+    else:
+        kind, data = "a regressor", "a datamodule of float targets (e.g. TableDataModule(task='regression'))"
+    # integer targets read off a batch may be numbers (a regression newcomer's CSV of whole-number prices was read as
+    # int64 and told to use a classifier for "labels up to 1211")
+    numeric = (" If they are numeric values, not classes, make them floats (`y.float()`, or `.astype('float32')` on a "
+               "DataFrame column): integer targets are read as class labels."
+               if learns == "regression" and spec.target == "class" and spec.classes_at_least else "")
+    use = data if other is None else f"{other}, or {data}"
+    return ValueError(f"`model`={model} is {kind}, but `data`: {spec.source} yields {spec.targets()}; use {use}."
+                      f"{numeric}")
+
+
 def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_channels: int | None = None,
                           image_size: int | None = None) -> None:
     """Raise unless a classifier of ``num_classes`` outputs on ``in_channels``-channel images (of
@@ -42,9 +60,8 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
     if spec.target == "anomaly":
         raise anomaly_data_error(spec, model, "class labels")
     if spec.target in ("regression", "none"):
-        other = "a regressor (e.g. MLPRegressor) or " if spec.target == "regression" else ""
-        raise ValueError(f"`model`={model} is a classifier, but `data`: {spec.source} yields {spec.targets()}; use "
-                         f"{other}a datamodule with class labels.")
+        raise wrong_kind_error(spec, model, "class",
+                               "a regressor (e.g. MLPRegressor)" if spec.target == "regression" else None)
     if in_channels is not None:
         if len(spec.input_shape) != 3:
             raise misfit("in_channels", in_channels, spec, spec.inputs(), "The model expects [C, H, W] images.")
@@ -92,12 +109,7 @@ def check_regressor_data(spec: DataSpec, model: str, in_features: int, out_featu
                          flat_input: bool = False) -> None:
     """Raise unless a regressor from ``in_features`` inputs to ``out_features`` targets fits ``spec``."""
     if spec.target == "class":
-        # integer targets read off a batch may be numbers (a regression newcomer's CSV of whole-number prices was
-        # read as int64 and told to use a classifier for "labels up to 1211")
-        numeric = (" If they are numeric values, not classes, make them floats (`y.float()`, or `.astype('float32')` "
-                   "on a DataFrame column): integer targets are read as class labels." if spec.classes_at_least else "")
-        raise ValueError(f"`model`={model} is a regressor, but `data`: {spec.source} yields {spec.targets()}; use a "
-                         f"classifier (e.g. ImageClassifier) or a regression datamodule.{numeric}")
+        raise wrong_kind_error(spec, model, "regression", "a classifier (e.g. ImageClassifier)")
     if spec.target == "anomaly":
         raise anomaly_data_error(spec, model, "regression targets")
     if spec.target != "regression":
@@ -268,11 +280,8 @@ class _ShapeFromData:
                                      "regression targets")
         if spec is not None and spec.target in ("class", "regression") and spec.target != self._shape_target:
             # a lab newcomer's MLPClassifier on a regression table was told to pass both sizes, which cannot help
-            kind, other, fix = (("a classifier", "MLPRegressor", "task='classification' with integer labels")
-                                if self._shape_target == "class" else
-                                ("a regressor", "MLPClassifier", "task='regression' with float targets"))
-            raise ValueError(f"`model`={cls} is {kind}, but `data`: {spec.source} yields {spec.targets()}; use "
-                             f"{other}, or a table of that kind ({fix}).")
+            raise wrong_kind_error(spec, cls, self._shape_target,
+                                   "MLPRegressor" if self._shape_target == "class" else "MLPClassifier")
         values = None if spec is None or spec.target != self._shape_target else self._shape_read(spec)
         if values is None or None in values:
             raise ValueError(f"{cls}: `{names[0]}` and `{names[1]}` are read from the datamodule when left at None "
