@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import ITLM, ActivationClustering, BatchFilter, load_report
+from lit_robust import ITLM, ActivationClustering, BatchFilter, IndexedDataset, load_report
 from lit_robust.selection.rules import trim_mask
 from tests.conftest import BlobsData, TinyModel, tiny_trainer
 
@@ -606,6 +606,47 @@ def test_one_trim_that_empties_a_class_is_warned_about(tmp_path, per_class):
                         "model then never learns it, and the report marks all of it dropped). `ITLM(per_class=True)` "
                         "keeps the same share of every class (not against a single-target backdoor, whose poison sits in one "
                         "class)."]
+
+
+class _PairsWithoutTargets(torch.utils.data.Dataset):
+    """``(x, y)`` pairs read one at a time, with no ``targets`` to look at (as an image folder's files)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def test_the_class_share_warning_reads_the_labels_off_the_batches_when_the_dataset_holds_none(tmp_path):
+    """A newcomer's image folder (labels read with each file): one trim kept 15 % of its pullovers against 61 %
+    overall and nothing was said; the same data as tensors was warned about."""
+    import warnings
+
+    blob = BlobsData().ds
+    x, labels = blob.dataset.tensors[0], blob.targets
+    data = BlobsData()
+    data.ds = IndexedDataset(_PairsWithoutTargets(x, labels), corrupted=blob.corrupted)
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [itlm]).fit(ClassTwoScoresHigh(), data)
+    said = [str(w.message) for w in caught if "one trim can starve or empty" in str(w.message)]
+    kept_two = int((labels[itlm.selection] == 2).sum())
+    assert kept_two < 0.5 * len(itlm.selection) / len(labels) * int((labels == 2).sum())
+    assert said and said[0].startswith(f"ITLM round 1: the selection keeps {kept_two} of {int((labels == 2).sum())} "
+                                       "labelled 2, against "), said
+    # "auto" with a label estimator reads its labels from that same pass: one pass over the data per round, not two
+    passes = []
+    auto = ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False)
+    original = auto._score_pass
+    auto._score_pass = lambda *args, **kwargs: passes.append(kwargs) or original(*args, **kwargs)
+    tiny_trainer(tmp_path, 2, [auto]).fit(TinyModel(), data)
+    assert passes == [{"labels": True}] and auto.history[1].estimated_corruption is not None
 
 
 class ClassTwoMostlyHigh(TinyModel):

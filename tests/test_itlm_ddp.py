@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from lit_robust import ITLM
+from lit_robust import ITLM, IndexedDataset
 from lit_robust.selection.rules import per_class_trim_mask, trim_mask
 from tests.conftest import TinyModel, blobs, ddp_cpu_strategy
 
@@ -22,10 +22,22 @@ class TiedNaNModel(TinyModel):
         return torch.where(batch[0] % 7 == 0, torch.full_like(s, math.nan), s)
 
 
+class ClassTwoHigh(TiedNaNModel):
+    """Every sample labelled 2 scores above every other finite score: one trim drops the class whole."""
+
+    def sample_scores(self, batch):
+        return super().sample_scores(batch) + 100.0 * (batch[2] == 2).float()
+
+
 class OddBlobs(pl.LightningDataModule):
-    def __init__(self, n: int = 241) -> None:
+    def __init__(self, n: int = 241, no_targets: bool = False) -> None:
         super().__init__()
         self.ds = blobs(n)
+        if no_targets:  # labels read one sample at a time (an image folder's): the dataset holds none to look at
+            from tests.test_itlm import _PairsWithoutTargets
+
+            self.ds = IndexedDataset(_PairsWithoutTargets(self.ds.dataset.tensors[0], self.ds.targets),
+                                     corrupted=self.ds.corrupted)
 
     def train_dataloader(self):
         return DataLoader(self.ds, batch_size=16, shuffle=True)
@@ -62,11 +74,12 @@ class CheckAgainstOneProcess(pl.Callback):
                 json.dump({"records": self.records, "selection": self.itlm.selection.tolist(),
                        "said_padding": "padding" in self.itlm._said,
                            "history": [r.kept for r in self.itlm.history],
+                           "low_classes": sorted(self.itlm._low_classes.items()),
                            "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()]}, f)
 
 
 def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1, 1), strategy="ddp_spawn",
-            per_class=False):
+            per_class=False, no_targets=False):
     pl.seed_everything(0, verbose=False)
     itlm = ITLM(keep_ratio=0.6, round_epochs=list(epochs), verbose=False, plot=False, per_class=per_class)
     out = str(tmp_path / f"{name}.json")
@@ -74,7 +87,7 @@ def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1
            ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
     trainer = pl.Trainer(max_epochs=sum(epochs), accelerator="cpu", devices=2, strategy=strategy, callbacks=cbs,
                          logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
-    trainer.fit(model_cls(), OddBlobs(), ckpt_path=ckpt_path)
+    trainer.fit(model_cls(), OddBlobs(no_targets=no_targets), ckpt_path=ckpt_path)
     with open(out) as f:
         return json.load(f)
 
@@ -99,6 +112,15 @@ def test_ddp_per_class_selection_equals_one_process(tmp_path):
     assert [r["round"] for r in run["records"]] == [1, 2]
     assert all(r["equal"] for r in run["records"]), run["records"]
     assert run["said_padding"]  # 241 samples over 2 ranks: the sampler repeats one, and ITLM says so
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_class_share_warning_reads_labels_off_each_ranks_batches(tmp_path):
+    """A dataset that holds no labels (an image folder's): the class-share check gathers the labels every rank read
+    in its scoring pass, and the selection is still the one process's."""
+    run = ddp_fit(tmp_path, "no_targets", model_cls=ClassTwoHigh, strategy=ddp_cpu_strategy(), no_targets=True)
+    assert all(r["equal"] for r in run["records"]), run["records"]
+    assert [c for c, _ in run["low_classes"]] == [2]  # class 2 found kept far under the overall share
 
 
 DDP_SCRIPT = '''

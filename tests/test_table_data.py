@@ -330,11 +330,11 @@ def test_a_path_that_cannot_be_read_says_why(tmp_path, monkeypatch):
                                          r"'.txt'\] \(it says how to read the file\), got 'data.xlsx'"):
         TableDataModule("data.xlsx", target="y").setup()
     with pytest.raises(ValueError, match=r"`frame` must be a pandas DataFrame, got a dict"):
-        TableDataModule(frame={"a": [1]}, target="a").setup()
+        TableDataModule(frame={"a": [1]}, target="a")  # at construction, as every argument check
     # a string where a DataFrame goes is answered about the argument given, not about `test_path`
     with pytest.raises(ValueError, match=r"`test_frame` must be a pandas DataFrame \(or the path of a table ending in "
                                          r"one of \['.csv', .*\]\), got 'str'"):
-        TableDataModule(frame=table(40), target="kind", test_frame="str").setup()
+        TableDataModule(frame=table(40), target="kind", test_frame="str")  # at construction (an auditor's)
     with pytest.raises(FileNotFoundError, match=r"`predict_frame`='new.csv': no such file"):
         TableDataModule(frame=table(40), target="kind", predict_frame="new.csv").setup("predict")
 
@@ -578,7 +578,7 @@ def test_id_columns_are_no_inputs_and_name_each_row_of_the_report_and_prediction
     # not "No input column is left: ... `target`, `corrupted`, `drop` and `id_columns` took them all"
     with pytest.raises(ValueError, match=r"`features` must name at least one column of the table, or be None .* got "
                                          r"\[\]"):
-        TableDataModule(frame=frame, target="kind", features=[]).setup()
+        TableDataModule(frame=frame, target="kind", features=[])  # at construction (an auditor's)
 
 
 def test_a_separate_test_tables_given_targets_are_its_own_values():

@@ -1167,11 +1167,18 @@ class ITLM(Callback):
             index, scores, corrupted = label_pass.index, label_pass.scores, label_pass.corrupted
             labels = label_pass.given
             self._check_labels(labels, round_, scores.device)
+        elif self._dataset_labels() is None:
+            # the dataset holds no labels (an image folder reads each with its file): the pass reads them off the
+            # batches for the class-share warning, which a newcomer's image folder never got (one trim kept 15 % of
+            # its pullovers against 61 % overall); a label estimator reuses the pass
+            label_pass = self._score_pass(trainer, pl_module, labels=True)
+            index, scores, corrupted = label_pass.index, label_pass.scores, label_pass.corrupted
         else:
             index, scores, corrupted = self.score_training_set(trainer, pl_module)
         n = self._n
         assert n is not None
         dev = scores.device
+        batch_labels = None if self.per_class or label_pass is None else self._gathered_labels(label_pass, n, dev)
         if distributed.world_size() == 1:
             # one process: check that every sample was scored exactly once (any scoring loader)
             scores = scatter_scores(n, index, scores)
@@ -1246,7 +1253,7 @@ class ITLM(Callback):
                                f"selection is at most {clean / kept:.1%} clean. Use keep_ratio <= {clean / n:.3g} "
                                "(a little below the clean share), or keep_ratio='auto'.")
         if not self.per_class:
-            self._note_emptied_classes(round_, selection, n, datamodule_classes(trainer))
+            self._note_emptied_classes(round_, selection, n, datamodule_classes(trainer), batch_labels)
         if self.plot:
             # the histograms need every score: gathered only when a plot is wanted
             all_index = distributed.all_gather_cat(index)
@@ -1319,15 +1326,33 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(given.long()).cpu(),
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
-    def _note_emptied_classes(self, round_: int, selection: Tensor, n: int, names: Sequence[Any] | None = None
-                              ) -> None:
-        """Warn when one trim keeps a class far below the overall share (the dataset's labels, where it holds them:
-        ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor): once per class when it first runs
-        low, and once more if a later round keeps none of it (a newcomer's Coat class went 31 → 8 → 0 of 603 after
-        the round-1 warning alone)."""
+    def _dataset_labels(self) -> Tensor | None:
+        """The integer labels the training set holds without being read (:func:`_dataset_targets`), or None."""
+        return integer_labels(_dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)))
+
+    def _gathered_labels(self, scored: _ScorePass, n: int, device: torch.device) -> Tensor | None:
+        """Every sample's given label from the scoring pass's batches, by dataset index (-1 where none), gathered
+        from every rank (a collective); None where a rank's batches carry no integer labels."""
+        ok = torch.tensor([scored.given is not None], device=device).long()
+        if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
+            return None
+        assert scored.given is not None
+        index = distributed.all_gather_cat(scored.index.to(device)).cpu()
+        given = distributed.all_gather_cat(scored.given.to(device, torch.long)).cpu()
+        dense = torch.full((n,), -1, dtype=torch.long)
+        dense[index] = given
+        return dense
+
+    def _note_emptied_classes(self, round_: int, selection: Tensor, n: int, names: Sequence[Any] | None = None,
+                              labels: Tensor | None = None) -> None:
+        """Warn when one trim keeps a class far below the overall share (``labels``, one per sample, or the
+        dataset's, where it holds them: ``IndexedDataset(targets=...)`` or a ``TensorDataset``'s second tensor):
+        once per class when it first runs low, and once more if a later round keeps none of it (a newcomer's Coat
+        class went 31 → 8 → 0 of 603 after the round-1 warning alone)."""
         if not n or not selection.numel():
             return
-        labels = integer_labels(_dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)))
+        if labels is None:
+            labels = self._dataset_labels()
         if labels is None or labels.numel() != n or int(labels.min()) < 0:
             return
         labels = labels.cpu()

@@ -179,6 +179,24 @@ def _share(name: str, value: Any, n: int) -> int:
     return int(round(value * n)) if isinstance(value, float) else int(value)
 
 
+def _no_features(features: Any) -> ValueError:
+    return ValueError(f"`features` must name at least one column of the table, or be None (every column but "
+                      f"`target`, `corrupted`, `drop` and `id_columns`), got {features!r}.")
+
+
+def _check_frame(source: Any, argument: str) -> None:
+    """Raise unless ``source``, given as ``argument`` (``frame``, ``test_frame`` or ``predict_frame``), is a pandas
+    DataFrame or the path of a table file."""
+    if isinstance(source, (str, os.PathLike)):
+        if os.path.splitext(os.fspath(source))[1].lower() not in _READERS:
+            # `test_frame="str"` was answered about `test_path`, an argument the user had not given
+            raise ValueError(f"`{argument}` must be a pandas DataFrame (or the path of a table ending in one of "
+                             f"{sorted(_READERS)}), got {os.fspath(source)!r}.")
+        return
+    if not isinstance(source, _pandas().DataFrame):
+        raise ValueError(f"`{argument}` must be a pandas DataFrame, got a {type(source).__name__}.")
+
+
 class TableDataModule(SplitLoaders, pl.LightningDataModule):
     """Your own table as training / validation / test splits: one row per sample, chosen columns as the inputs.
 
@@ -285,6 +303,12 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if corrupted is not None and task == "anomaly":
             raise ValueError("`corrupted` is not used with task='anomaly': name the column of known anomalies as "
                              f"`target` instead (got corrupted={corrupted!r}).")
+        if features is not None and not _as_names(features, "features"):
+            # said at construction: an auditor's `features=[]` was accepted and refused only at `setup`
+            raise _no_features(features)
+        for name, value in (("frame", frame), ("test_frame", test_frame), ("predict_frame", predict_frame)):
+            if value is not None:
+                _check_frame(value, name)
         if features is not None and drop:
             raise ValueError(f"Pass `features` (the columns to use) or `drop` (the columns to leave out), not both; "
                              f"got features={features!r}, drop={drop!r}.")
@@ -333,14 +357,10 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     # ------------------------------------------------------------------ reading
     def _table(self, source: Any, argument: str) -> Any:
         if isinstance(source, (str, os.PathLike)):
-            if argument.endswith("frame") and os.path.splitext(os.fspath(source))[1].lower() not in _READERS:
-                # `test_frame="str"` was answered about `test_path`, an argument the user had not given
-                raise ValueError(f"`{argument}` must be a pandas DataFrame (or the path of a table ending in one of "
-                                 f"{sorted(_READERS)}), got {os.fspath(source)!r}.")
+            if argument.endswith("frame"):
+                _check_frame(source, argument)
             return _read_table(source, argument)
-        pd = _pandas()
-        if not isinstance(source, pd.DataFrame):
-            raise ValueError(f"`{argument}` must be a pandas DataFrame, got a {type(source).__name__}.")
+        _check_frame(source, argument)
         return source
 
     def _used_columns(self, frame: Any) -> list[str]:
@@ -355,8 +375,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                            "config that names one).")
         if self.features is not None:
             if not self.features:
-                raise ValueError(f"`features` must name at least one column of the table, or be None (every column "
-                                 f"but `target`, `corrupted`, `drop` and `id_columns`), got {self.features!r}.")
+                raise _no_features(self.features)  # set after the constructor
             features = _columns_named(frame, self.features, "features")
             clash = [c for c in features if c in given or c in self.id_columns]
             if clash:
