@@ -29,6 +29,7 @@ __all__ = ["ImageFolderDataModule"]
 Augment = Literal["none", "crop", "crop_flip"]
 _AUGMENTS = ("none", "crop", "crop_flip")
 _STATS_IMAGES = 512  # images read (evenly spaced over the training split) for the per-channel mean and std
+_KEEP_BYTES = 1 << 30  # read images kept in memory (see `_KeptImages`) only while a folder's fit in 1 GiB
 
 
 def _split_positions(n: int, size: float | int, seed: int) -> tuple[Tensor, Tensor]:
@@ -111,7 +112,9 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             ``predictions.csv`` names each file (``path``).
         batch_size: training batch size.
         eval_batch_size: batch size of the scoring, validation, test and prediction loaders.
-        num_workers: DataLoader worker processes (0: read the images in the main process).
+        num_workers: DataLoader worker processes (0: read the images in the main process, and keep each as first
+            read while the folder's images fit in 1 GiB as float32: later epochs and scoring passes read no file;
+            with ``augment``, only the evaluation reading is kept).
         seed: the draw of the held-out images.
 
     After :meth:`setup`: :attr:`classes` (the class names, by label), :attr:`num_classes`, :attr:`in_channels`,
@@ -253,8 +256,13 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             x = torch.stack([plain[int(i)][0] for i in train_pos[::step][:_STATS_IMAGES]])
             self.mean = x.mean(dim=(0, 2, 3)).tolist()
             self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
-        train_folder = _reading(folder, self._transform(train=True))
         eval_folder = _reading(folder, self._transform(train=False))
+        keep = self._keeps(len(folder))
+        if keep:
+            eval_folder = _KeptImages(eval_folder)
+        # without augmentation the training forwards read the images as evaluation does: one reading, kept once
+        train_folder = (eval_folder if keep and self.augment == "none"
+                        else _reading(folder, self._transform(train=True)))
 
         def split(base: Any, pos: Tensor) -> IndexedDataset | None:
             return IndexedDataset(Subset(base, pos.tolist())) if len(pos) else None
@@ -270,13 +278,19 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
                 raise ValueError(f"`test_root`={self.test_root!r} has the class sub-folders {test.classes}, but "
                                  f"`root` has {self.classes}: the labels would not mean the same classes. Give both "
                                  "folders the same class sub-folders (an empty one is fine).")
-            self.test_set = IndexedDataset(test)
+            self.test_set = IndexedDataset(_KeptImages(test) if self._keeps(len(test)) else test)
         if self.predict_root is not None:
             path = os.path.expanduser(os.fspath(self.predict_root))
             if not os.path.isdir(path):
                 raise FileNotFoundError(f"`predict_root`={self.predict_root!r} is not a folder: {os.path.abspath(path)} "
                                         "does not exist.")
             self.predict_set = IndexedDataset(_Files(path, self.classes, self._transform(train=False)))
+
+    def _keeps(self, n: int) -> bool:
+        """Whether ``n`` images read in the main process are kept in memory (:class:`_KeptImages`): no workers
+        (each worker would keep its own copy, lost at the epoch's end) and at most ``_KEEP_BYTES`` of float32."""
+        h, w = self.image_size
+        return self.num_workers == 0 and n * self.in_channels * h * w * 4 <= _KEEP_BYTES
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -338,6 +352,42 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if dataset is not None and dataset is self.predict_set:
             table = {k: v for k, v in table.items() if k != "target"}
         return with_sample_files(table, dataset, PREDICTION_CLASS_COLUMNS)
+
+
+class _KeptImages(Dataset):
+    """A reading of an image folder (an ``ImageFolder`` with a transform without randomness) that keeps each image
+    as it was first read: a newcomer's 6,000 PNGs trained 9× slower than the same images as tensors, as decoding and
+    converting them (grey, resize, to a tensor, normalise) took most of each epoch. The folder's attributes
+    (``samples``, ``classes``, ...) read through; setting ``transform`` (a checkpoint's normalisation) forgets what
+    was kept."""
+
+    def __init__(self, reading: Any) -> None:
+        self.reading = reading
+        self._kept: dict[int, tuple[Tensor, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.reading)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        got = self._kept.get(i)
+        if got is None:
+            got = self._kept[i] = self.reading[i]
+        return got[0].clone(), got[1]  # a copy: an in-place change by the caller must not reach the kept image
+
+    @property
+    def transform(self) -> Any:
+        return self.reading.transform
+
+    @transform.setter
+    def transform(self, value: Any) -> None:
+        self.reading.transform = value
+        self._kept.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        reading = self.__dict__.get("reading")  # absent while unpickling: no recursion
+        if reading is None:
+            raise AttributeError(name)
+        return getattr(reading, name)
 
 
 def _reading(folder: Any, transform: Any) -> Any:
