@@ -338,6 +338,8 @@ def test_images_are_read_once_and_kept_while_they_fit_in_memory(tmp_path, monkey
     assert 0 < read_first == len(reads) == len(set(reads)) <= len(dm.train_set)  # the second pass read no file
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     again[0].add_(1.0)  # a caller's in-place change does not reach the kept image
+    kept = len(folder._kept)
+    assert torch.equal(folder[torch.tensor(0)][0], folder[0][0]) and len(folder._kept) == kept  # a tensor index too
     assert torch.equal(dm.train_set[0][1], first[0])
     monkeypatch.setattr(image_folder, "_KEEP_BYTES", 0)  # too large to keep: read as before, the same values
     plain = ImageFolderDataModule(str(root), val_size=3)

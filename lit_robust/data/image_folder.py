@@ -369,6 +369,7 @@ class _KeptImages(Dataset):
         return len(self.reading)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        i = int(i)  # a sampler's 0-d tensor hashes by identity: it would keep a new copy at every read
         got = self._kept.get(i)
         if got is None:
             got = self._kept[i] = self.reading[i]
