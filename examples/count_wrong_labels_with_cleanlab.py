@@ -43,11 +43,15 @@ def quiet_trainer(epochs: int, callbacks=()) -> pl.Trainer:
 
 
 @torch.no_grad()
-def out_of_fold_probs(train_set, num_classes: int, folds: int, epochs: int, seed: int = 0) -> torch.Tensor:
-    """``[n, num_classes]``: each sample's probabilities from the model of the fold that held it out."""
+def out_of_fold_probs(train_set, num_classes: int, folds: int, epochs: int, seed: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([n, num_classes], [n])``: each sample's probabilities from the model of the fold that held it out, and its
+    given label as the batches carry it (an image folder's dataset holds no `.targets`: each label comes with its
+    file)."""
     n = len(train_set)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     probs = torch.full((n, num_classes), float("nan"))
+    labels = torch.full((n,), -1, dtype=torch.long)
     for f in range(folds):
         held, fit_on = order[f::folds], torch.cat([order[g::folds] for g in range(folds) if g != f])
         pl.seed_everything(seed + f)
@@ -56,9 +60,10 @@ def out_of_fold_probs(train_set, num_classes: int, folds: int, epochs: int, seed
             quiet_trainer(epochs).fit(model, DataLoader(Subset(train_set, fit_on.tolist()), batch_size=64,
                                                         shuffle=True))
         model.eval()
-        for index, x, *_ in DataLoader(Subset(train_set, held.tolist()), batch_size=256):
+        for index, x, y, *_ in DataLoader(Subset(train_set, held.tolist()), batch_size=256):
             probs[index] = model(x).softmax(1)  # IndexedDataset's index: the sample's position in train_set
-    return probs
+            labels[index] = y
+    return probs, labels
 
 
 @torch.no_grad()
@@ -73,9 +78,9 @@ def main(fast: bool = False) -> dict:
     # scikit-learn's digits, 30% of the 1,300 training labels replaced at random (ground truth kept, metrics only)
     data = DigitsDataModule(clean_ratio=0.7, noise="random", batch_size=64)
     data.setup("fit")
-    train = data.train_set  # IndexedDataset: `.targets` the given labels, `.corrupted` this example's ground truth
-    probs = out_of_fold_probs(train, 10, folds, epochs)
-    counted = estimate_corruption_from_probs(probs, train.targets)
+    train = data.train_set  # an IndexedDataset, as every lit_robust datamodule's (with `.corrupted`, the ground truth)
+    probs, labels = out_of_fold_probs(train, 10, folds, epochs)
+    counted = estimate_corruption_from_probs(probs, labels)
     truth = float(train.corrupted.float().mean())
     print(f"cleanlab on {folds}-fold probabilities: {100 * counted.rate:.1f}% of the labels wrong "
           f"(truly {100 * truth:.1f}%)")
@@ -90,7 +95,7 @@ def main(fast: bool = False) -> dict:
         results[name] = {"test_acc": accuracy(trainer.lightning_module, data), "estimate": estimate}
         said = "" if estimate is None else f" (its estimate {100 * estimate:.1f}%)"
         print(f"ITLM {name}{said}: test accuracy {100 * results[name]['test_acc']:.1f}%")
-    return {"counted": counted.rate, "truth": truth, "probs": probs, "itlm": results}
+    return {"counted": counted.rate, "truth": truth, "probs": probs, "labels": labels, "itlm": results}
 
 
 if __name__ == "__main__":

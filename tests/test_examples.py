@@ -165,6 +165,11 @@ def test_count_wrong_labels_with_cleanlab_example_counts_on_out_of_fold_probabil
     probs = out["probs"]
     assert probs.shape == (1300, 10) and torch.isfinite(probs).all()  # every sample predicted by one held-out model
     assert torch.allclose(probs.sum(1), torch.ones(1300), atol=1e-5)
+    from lit_robust import DigitsDataModule
+
+    data = DigitsDataModule(clean_ratio=0.7, noise="random")  # the example's data: its labels read off the batches
+    data.setup("fit")
+    assert torch.equal(out["labels"], data.train_set.targets)
     assert out["truth"] == pytest.approx(0.3)
     # fast mode, seed 0: 27.0 % counted for 30 %; the default run (5 folds of 10 epochs): 26.3 %
     assert 0.2 < out["counted"] < 0.4
