@@ -269,3 +269,59 @@ def test_overhead_benchmark_runs_on_cuda(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["device"].startswith("cuda")
     assert out.exists()
+
+
+# ------------------------------------------------------------------------- unknown corruption rate (issue 15)
+def cpu_trainer(tmp_path, max_epochs: int, callbacks=()) -> pl.Trainer:
+    return pl.Trainer(max_epochs=max_epochs, callbacks=list(callbacks), default_root_dir=tmp_path, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=0, accelerator="cpu", devices=1)
+
+
+def itlm_auto_fit(trainer_for, tmp_path, **trainer_kw: Any) -> tuple[lr.ITLM, Any]:
+    pl.seed_everything(0, verbose=False)
+    ds = blobs(300)
+    itlm = lr.ITLM(keep_ratio="auto", round_epochs=[3, 2, 2], plot=False, report=True, report_dir=str(tmp_path))
+    loader = DataLoader(ds, batch_size=30, shuffle=True)
+    trainer_for(tmp_path, 7, [itlm], **trainer_kw).fit(TinyModel(), loader)
+    return itlm, lr.load_report(itlm.report_path, as_frame=True)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
+def test_itlm_auto_and_its_report_on_cuda_match_a_cpu_fit(tmp_path, exact_float32, precision):
+    """`keep_ratio="auto"` estimates from scores (and predicted labels) that live on the GPU: the estimates, the
+    selection sizes and the per-sample report agree with the same seed's fit on the CPU."""
+    gpu, gpu_rows = itlm_auto_fit(gpu_trainer, tmp_path / "gpu", precision=precision)
+    cpu, cpu_rows = itlm_auto_fit(cpu_trainer, tmp_path / "cpu")
+    est = [r.estimated_corruption for r in gpu.history[1:]]
+    want = [r.estimated_corruption for r in cpu.history[1:]]
+    assert all(e is not None and 0.0 <= e < 0.5 for e in est), est
+    tol = 0.01 if precision == "32-true" else 0.04  # a sample or three may cross the cut under autocast
+    assert all(abs(a - b) <= tol for a, b in zip(est, want)), (est, want)
+    assert all(abs(a.kept - b.kept) <= tol * 300 for a, b in zip(gpu.history, cpu.history))
+    true_rate = float(blobs(300).corrupted.float().mean())
+    assert abs(est[-1] - true_rate) <= 0.06, (est[-1], true_rate)
+    assert len(gpu_rows) == len(cpu_rows) == 300 and gpu_rows["index"].is_unique
+    assert set(gpu_rows["index"]) == set(range(300))
+    assert int(gpu_rows["kept"].sum()) == gpu.history[-1].kept
+    post = gpu_rows["clean_posterior"]
+    assert post.notna().all() and ((post >= 0) & (post <= 1)).all()
+    # most suspicious first: the top rows are mostly the truly corrupted ones, as on the CPU
+    top = int(true_rate * 300)
+    assert gpu_rows["corrupted"][:top].mean() >= cpu_rows["corrupted"][:top].mean() - 0.05
+
+
+def test_batch_filter_auto_on_cuda_matches_a_cpu_fit(tmp_path, exact_float32):
+    def fit(trainer_for, folder):
+        pl.seed_everything(0, verbose=False)
+        filt = lr.BatchFilter("prl", drop_ratio="auto", warmup_epochs=4)
+        trainer_for(folder, 6, [filt]).fit(ConvNet(), DataLoader(digit_set(480), batch_size=16, shuffle=True))
+        return filt
+
+    gpu, cpu = fit(gpu_trainer, tmp_path / "gpu"), fit(cpu_trainer, tmp_path / "cpu")
+    assert gpu.estimated_corruption is not None and cpu.estimated_corruption is not None
+    assert abs(gpu.estimated_corruption - cpu.estimated_corruption) <= 0.02, (gpu.estimated_corruption,
+                                                                              cpu.estimated_corruption)
+    assert abs(gpu.estimated_corruption - 0.3) <= 0.05  # 30 % of the labels were flipped
+    assert [r.seen for r in gpu.history] == [480] * 6
+    assert abs(gpu.history[-1].dropped - cpu.history[-1].dropped) <= 10
