@@ -288,8 +288,14 @@ def scoring_vs_predict(ctx: Context, reps: int) -> list[tuple[float, float]]:
     trainer = _trainer()
     trainer.predict(module, datamodule=dm)  # attaches the datamodule (and warms up)
     itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1, 1], verbose=False, plot=False)  # scoring only
-    itlm.score_training_set(trainer, module)
-    return interleave(lambda: itlm.score_training_set(trainer, module),
+
+    def itlm_pass() -> None:
+        # Trainer.predict's teardown leaves the module on the CPU, and predict moves it to the device at its start:
+        # the ITLM side moves it too (outside a fit nothing else would; a no-op on the CPU)
+        itlm.score_training_set(trainer, module.to(DEVICE))
+
+    itlm_pass()
+    return interleave(itlm_pass,
                       lambda: trainer.predict(module, datamodule=dm), reps)
 
 
@@ -304,6 +310,7 @@ def scoring_vs_bare_loop(ctx: Context, reps: int) -> list[tuple[float, float]]:
     module = _model()
     trainer = _trainer()
     trainer.predict(module, datamodule=dm)  # attaches the datamodule
+    module.to(DEVICE)  # predict's teardown left it on the CPU
     itlm = ITLM(keep_ratio=ctx.keep_ratio, round_epochs=[1, 1], verbose=False, plot=False)  # scoring only
 
     def bare() -> None:
@@ -383,6 +390,7 @@ def itlm_fit_vs_plain(ctx: Context, reps: int) -> list[tuple[float, float]]:
         module = _model()
         trainer = _trainer(max_epochs=E * R)
         trainer.fit(module, train_dataloaders=DataLoader(subset, batch_size=ctx.batch_size, shuffle=True))
+        module.to(DEVICE)  # the fit's teardown left it on the CPU (ITLM scores inside its fit, on the device)
         loader = dm.scoring_dataloader()
         with torch.no_grad():  # the plain way to score: eval mode, no grad, one pass per round
             module.eval()
@@ -493,7 +501,7 @@ def _mlp_model():
     from lit_robust import ImageClassifier
 
     pl.seed_everything(0, verbose=False)
-    return ImageClassifier(backbone="mlp", hidden=512, hidden_layers=2, lr=0.05, momentum=0.0)
+    return ImageClassifier(backbone="mlp", hidden=512, hidden_layers=2, lr=0.05, momentum=0.0).to(DEVICE)
 
 
 def _wide_cnn_model():
@@ -502,7 +510,7 @@ def _wide_cnn_model():
     module = _model()
     module.net = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                               nn.Flatten(), nn.Linear(128 * 7 * 7, 10))
+                               nn.Flatten(), nn.Linear(128 * 7 * 7, 10)).to(DEVICE)
     return module
 
 
@@ -526,7 +534,7 @@ def _small_cnn_model():
     module = _model()
     module.net = nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
                                nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                               nn.Flatten(), nn.Linear(32 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10))
+                               nn.Flatten(), nn.Linear(32 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10)).to(DEVICE)
     return module
 
 
@@ -842,6 +850,7 @@ def run_measurements(ctx: Context, level: str, names: list[str] | None = None) -
         except Skipped as why:
             print(f"# {m.name}: skipped ({why})", flush=True)
             ctx.cache.setdefault("notes", []).append(f"`{m.name}`: not measured — {why}.")
+            continue  # no row (a GPU run without Opacus printed the previous row's figures under this one's name)
         except Exception as err:
             if DEVICE == "cpu":
                 raise

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -187,6 +188,25 @@ def test_overhead_synthetic_data_and_device_plumbing(tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="`--device cuda` needs a CUDA device"):
             mod.main(mod.BENCHMARK, ["--smoke", "--synthetic", "--device", "cuda"])
+
+
+def test_overhead_skipped_row_is_left_out(monkeypatch):
+    """A row that cannot be measured (Opacus missing) is a note, not a row: the first GPU run printed the row before
+    it again under the skipped row's name."""
+    mod = _load("overhead")
+
+    def measured(ctx, reps):
+        return [(2.0, 1.0)] * reps
+
+    def skipped(ctx, reps):
+        raise mod.Skipped("Opacus is not installed")
+
+    monkeypatch.setattr(mod, "MEASUREMENTS", [mod.Measurement("a", "measured", measured),
+                                              mod.Measurement("b", "skipped", skipped)])
+    ctx = SimpleNamespace(cache={})
+    rows = mod.run_measurements(ctx, "smoke")
+    assert [r["name"] for r in rows] == ["a"] and rows[0]["ratio"] == 2.0
+    assert ctx.cache["notes"] == ["`b`: not measured — Opacus is not installed."]
 
 
 def test_overhead_registry_has_the_issue_rows():

@@ -142,18 +142,23 @@ class FirstBatch(pl.Callback):
             self.state = cpu_state(pl_module)
 
 
-def test_prl_g_scores_on_cuda_are_exact_per_sample_gradient_norms(tmp_path, exact_float32):
+class FirstScores(lr.BatchFilter):
+    """Keeps the scores of the first batch ranked. Both PRL(G) backends rank through `_select`: the default one
+    process backend ("bookkeeping") computes them inside the backward and never calls `scores` (this test's first
+    run on a GPU found it spying on `scores`, which only "two_pass" calls)."""
+
+    first: Tensor | None = None
+
+    def _select(self, scores, index, eps):
+        if self.first is None:
+            self.first = scores.detach()
+        return super()._select(scores, index, eps)
+
+
+@pytest.mark.parametrize("backend", ["bookkeeping", "two_pass"])
+def test_prl_g_scores_on_cuda_are_exact_per_sample_gradient_norms(tmp_path, exact_float32, backend):
     pl.seed_everything(0, verbose=False)
-
-    class Spy(lr.BatchFilter):
-        def scores(self, losses, batch, outputs, module):
-            s = super().scores(losses, batch, outputs, module)
-            self.first = getattr(self, "first", None)
-            if self.first is None:
-                self.first = s.detach()
-            return s
-
-    filt, first = Spy("prl_g", drop_ratio=0.25), FirstBatch()
+    filt, first = FirstScores("prl_g", drop_ratio=0.25, prl_g_backend=backend), FirstBatch()
     trainer = gpu_trainer(tmp_path, callbacks=[first, filt], max_steps=1)
     trainer.fit(ConvNet(), DataLoader(digit_set(), batch_size=32, shuffle=True))
     assert filt.first.device.type == "cuda"
