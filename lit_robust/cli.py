@@ -763,7 +763,7 @@ class RobustCLI(LightningCLI):
         just trained and train nothing; this skips it (:meth:`_say_if_complete` said why)."""
         if not self._complete:
             self.trainer.fit(**kwargs)
-            self._fail_if_every_round_collapsed()
+            self._fail_if_the_final_model_collapsed()
             self._say_next_step()
 
     def _say_next_step(self) -> None:
@@ -785,25 +785,36 @@ class RobustCLI(LightningCLI):
         sys.stderr.write(f"lit-robust fit: the fitted model is {found}; test it on the test split with\n"
                          f"  {test_command(self._given_argv)}\n")
 
-    def _fail_if_every_round_collapsed(self) -> None:
-        """Exit 1 when every round of an ITLM-style callback collapsed (its model did not learn): the fit exited 0
-        with a model at chance accuracy, its warnings scrolled away, and a pipeline went on to test and ship it (a
-        CLI newcomer's learning rate 80). One round that learned is enough to pass; ``on_collapse='raise'`` stops at
-        the first."""
+    def _fail_if_the_final_model_collapsed(self) -> None:
+        """Exit 1 when the last round of an ITLM-style callback collapsed (its model did not learn): the fitted
+        model, the one ``last.ckpt`` holds and ``test --ckpt_path last`` tests, is that round's. The fit exited 0
+        with a model at chance accuracy, its warnings scrolled away, and a pipeline went on to test and ship it:
+        a CLI newcomer's learning rate 80 collapsed every round; a photo-folder newcomer's CNN learned in three
+        rounds and collapsed in the last, and 3 of their 7 fits exited 0 with a model testing at 0.200 on 5
+        classes. ``on_collapse='raise'`` stops at the first collapsed round."""
         from lit_robust.callbacks import ITLM
 
         if self.trainer.interrupted:
             return
         for cb in [*self.trainer.callbacks, *model_callbacks(self.model)]:
             history = getattr(cb, "history", None)
-            if not isinstance(cb, ITLM) or not history or not all(rec.collapsed for rec in history):
+            if not isinstance(cb, ITLM) or not history or not history[-1].collapsed:
                 continue
+            name, n = type(cb).__name__, len(history)
+            if all(rec.collapsed for rec in history):
+                what = f"every round of {name} ({n} of {n}) collapsed: its model did not learn"
+                cause = "A common cause is a learning rate too large for a freshly initialised model (`--model.lr`)."
+            else:
+                learned = [rec.round for rec in history if not rec.collapsed]
+                what = (f"the last round of {name} (round {history[-1].round}) collapsed: its model did not learn, "
+                        f"though round{'s' if len(learned) > 1 else ''} {', '.join(map(str, learned))} did")
+                cause = ("The fitted model is that last round's. Common causes: a learning rate too large for a "
+                         "freshly initialised model (`--model.lr`; one that a short round survives can diverge in a "
+                         "long one), or a round too short to learn in (`round_epochs`); with `reinit: false` each "
+                         "round starts from the one before instead of a fresh model.")
             if self.trainer.is_global_zero:
-                sys.stderr.write(
-                    f"lit-robust fit: error: every round of {type(cb).__name__} ({len(history)} of {len(history)}) "
-                    "collapsed: its model did not learn (the warnings above say why), so the fitted model is not "
-                    "usable. A common cause is a learning rate too large for a freshly initialised model "
-                    "(`--model.lr`). The checkpoints and the report were written.\n")
+                sys.stderr.write(f"lit-robust fit: error: {what} (the warnings above say why), so the fitted model "
+                                 f"is not usable. {cause} The checkpoints and the report were written.\n")
             raise SystemExit(1)
 
     def _say_if_complete(self, found: str) -> bool:

@@ -81,6 +81,10 @@ def shrink(cfg: dict, tmp_path: Path) -> dict:
         data["root"] = str(SHARED_DATA)
     if "train_size" in data:
         data["train_size"], data["val_size"] = 300, 100
+        if rounds and "batch_size" in data:
+            # rounds of one epoch still learn (15 steps, not 3): a round whose model stays at chance is judged
+            # collapsed, and `lit-robust fit` exits 1 when the last round collapsed
+            data["batch_size"] = 20
     if "labeled_fraction" in data:  # SemiSupervisedBackdoorMNISTDataModule
         data.update(labeled_size=200, unlabeled_mnist=200, test_size=200)
         if data.get("unlabeled_fashion"):
@@ -1233,6 +1237,32 @@ def test_loader_workers_killed_by_sigterm_end_the_run_as_a_preemption(monkeypatc
         RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")))
     with pytest.raises(RuntimeError, match="Killed"):  # a worker killed otherwise is a failure, as before
         main(["fit", "--config", "any.yaml"])
+
+
+def test_a_fit_whose_last_itlm_round_collapsed_exits_1(tmp_path, capsys, monkeypatch, one_torch_thread):
+    """The fitted model is the last round's: a photo-folder newcomer's CNN learned in three rounds and collapsed in
+    the last, and 3 of their 7 fits exited 0 with a model testing at 0.200 on 5 classes. Only the last round is
+    judged collapsed here (the judgement itself is tested with ITLM), so the exit follows the history alone."""
+    import lit_robust.callbacks.itlm as itlm_module
+
+    judged = []
+
+    def last_round_only(*args, **kwargs):
+        judged.append(len(judged))
+        return ["`val_acc` = 0.1 is at chance (<= 0.145 for 10 classes)"] if len(judged) == 3 else []
+
+    monkeypatch.setattr(itlm_module, "collapse_reasons", last_round_only)
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and len(judged) == 3
+    assert ("lit-robust fit: error: the last round of ITLM (round 2) collapsed: its model did not learn, though "
+            "rounds 0, 1 did (the warnings above say why), so the fitted model is not usable.") in err, err
+    assert "(`round_epochs`)" in err and "lit-robust fit: the fitted model is" not in err  # no "test it" advice
+    assert list(tmp_path.glob("**/itlm_report.csv")) and list(tmp_path.glob("**/*.ckpt"))  # nothing lost
 
 
 def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, capsys, one_torch_thread):
