@@ -761,10 +761,10 @@ def test_cell(case: str, device: str, precision: str, compiled: bool, tmp_path, 
         # prl/spl cells would run without PRL(G)'s recording hooks (the error says to reset, as here)
         torch._dynamo.reset()
     if compiled and device == "cuda":
-        # the first GPU run (H200, torch 2.11, inductor): every compiled bf16-mixed cell ran in under a third of its
-        # 16-mixed twin's time and deviated from eager float32 by exactly the 16-mixed figures (eager bf16 deviates
-        # ~10x more), so the graphs compiled under float16 autocast ran again under bfloat16 without a recompile.
-        # Inductor bakes the autocast dtype into its kernels; a fresh cache per precision makes each cell its own.
+        # the first GPU run (H200, torch 2.11, inductor): 8 of the 14 compiled bf16-mixed cells deviated from eager
+        # float32 by exactly their 16-mixed twin's figure (eager, bf16 deviates up to ~10x more), every one ran faster
+        # than its twin, and the PRL(G) cell, reset above, differed: the graphs compiled under float16 autocast most
+        # likely ran again under bfloat16 without a recompile. A fresh cache per precision makes each cell its own.
         # (On the CPU the backend is aot_eager, which replays ATen ops through the dispatcher, so the ambient
         # autocast applies either way: there the compiled bf16 cells deviate exactly as the eager ones.)
         if _LAST_CUDA_PRECISION not in (None, precision):
