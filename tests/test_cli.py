@@ -1265,6 +1265,33 @@ def test_a_fit_whose_last_itlm_round_collapsed_exits_1(tmp_path, capsys, monkeyp
     assert list(tmp_path.glob("**/itlm_report.csv")) and list(tmp_path.glob("**/*.ckpt"))  # nothing lost
 
 
+def test_a_fit_whose_final_model_predicts_one_class_exits_1(tmp_path, capsys, monkeypatch, one_torch_thread):
+    """No round judged collapsed, yet the final model names one class for nearly every sample: a folder newcomer's 4
+    fits at learning rates 0.1-0.5 exited 0 with models testing at 0.200 (a loss falling from a spike to ln(5)
+    passes the loss test, and they had no validation split). The report's check is made to fire here (it is tested
+    with the report); the exit follows it alone."""
+    import lit_robust.callbacks.itlm as itlm_module
+
+    monkeypatch.setattr(itlm_module, "collapse_reasons", lambda *a, **k: [])
+    monkeypatch.setattr(itlm_module, "one_class_predicted", lambda given, predicted: (3, int(given.numel()),
+                                                                                      int(given.numel())))
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 1
+    assert ("lit-robust fit: error: the final model of ITLM predicts class 3 for 1200 of the 1200 training samples, "
+            "whose labels spread over several classes: it did not learn, though its last round was not judged "
+            "collapsed") in err, err
+    assert "(`--model.lr`)" in err and "lit-robust fit: the fitted model is" not in err
+    assert list(tmp_path.glob("**/itlm_report.csv"))  # nothing lost
+    monkeypatch.undo()  # a fit whose model learned: exit 0, and the flag is cleared for the next fit
+    fitted = run(["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "ok")])
+    assert next(cb for cb in fitted.trainer.callbacks if isinstance(cb, ITLM)).final_one_class is None
+
+
 def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, capsys, one_torch_thread):
     """A fit at learning rate 80 collapsed in 6 of 6 rounds (val_acc 0.11-0.13 on digits) and exited 0: the warnings
     had scrolled away and a pipeline would test and ship the model. One round that learned is enough to exit 0."""

@@ -527,6 +527,9 @@ class ITLM(Callback):
         self.report_dir = report_dir
         self.report_format = report_format
         self.report_path: str | None = None  # the report written by the last fit
+        # (class, times predicted, samples) when the last fit's final model predicts one class for nearly every
+        # training sample (read off its report, on the rank that writes it); `lit-robust fit` then exits 1
+        self.final_one_class: tuple[int, int, int] | None = None
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
         self._scoring_source: str | None = None  # where the scoring pass reads, when the user defines it
@@ -653,6 +656,7 @@ class ITLM(Callback):
         # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
         # `load_report` to the run before's file
         self.report_path = None
+        self.final_one_class = None
         self.keep_ratio = check_keep_ratio(self.keep_ratio)  # it may have been set since the constructor
         module = require_mixin(self._title, pl_module)
         if self.reinit and self.num_rounds > 1:
@@ -1547,6 +1551,7 @@ class ITLM(Callback):
         # a last round already judged collapsed has been warned about (the rarely-predicted note below points at it)
         last_collapsed = bool(self.history) and self.history[-1].collapsed
         one = None if given_d is None or predicted_d is None else one_class_predicted(given_d, predicted_d)
+        self.final_one_class = one
         if one is not None and last_collapsed:
             # an auditor's collapsed fit was told the classes it never predicted, not the one it predicted for all
             c, p, n = one
