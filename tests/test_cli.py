@@ -1239,6 +1239,17 @@ def test_loader_workers_killed_by_sigterm_end_the_run_as_a_preemption(monkeypatc
         main(["fit", "--config", "any.yaml"])
 
 
+def failed_digits_fit(tmp_path: Path, capsys, *args: str) -> tuple[Path, str]:
+    """`lit-robust fit` of the shrunk `configs/itlm_digits.yaml` (written to ``tmp_path/a.yaml``), which must exit 1:
+    that config's path and what the fit wrote on stderr."""
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(path), *args])
+    assert done.value.code == 1
+    return path, capsys.readouterr().err
+
+
 def test_a_fit_whose_last_itlm_round_collapsed_exits_1(tmp_path, capsys, monkeypatch, one_torch_thread):
     """The fitted model is the last round's: a photo-folder newcomer's CNN learned in three rounds and collapsed in
     the last, and 3 of their 7 fits exited 0 with a model testing at 0.200 on 5 classes. Only the last round is
@@ -1252,13 +1263,8 @@ def test_a_fit_whose_last_itlm_round_collapsed_exits_1(tmp_path, capsys, monkeyp
         return ["`val_acc` = 0.1 is at chance (<= 0.145 for 10 classes)"] if len(judged) == 3 else []
 
     monkeypatch.setattr(itlm_module, "collapse_reasons", last_round_only)
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    path = tmp_path / "a.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as done:
-        main(["fit", "--config", str(path)])
-    err = capsys.readouterr().err
-    assert done.value.code == 1 and len(judged) == 3
+    _, err = failed_digits_fit(tmp_path, capsys)
+    assert len(judged) == 3
     assert ("lit-robust fit: error: the last round of ITLM (round 2) collapsed: its model did not learn, though "
             "rounds 0, 1 did (the warnings above say why), so the fitted model is not usable.") in err, err
     assert "(`round_epochs`)" in err and "lit-robust fit: the fitted model is" not in err  # no "test it" advice
@@ -1275,13 +1281,7 @@ def test_a_fit_whose_final_model_predicts_one_class_exits_1(tmp_path, capsys, mo
     monkeypatch.setattr(itlm_module, "collapse_reasons", lambda *a, **k: [])
     monkeypatch.setattr(itlm_module, "one_class_predicted", lambda given, predicted: (3, int(given.numel()),
                                                                                       int(given.numel())))
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    path = tmp_path / "a.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as done:
-        main(["fit", "--config", str(path)])
-    err = capsys.readouterr().err
-    assert done.value.code == 1
+    path, err = failed_digits_fit(tmp_path, capsys)
     assert ("lit-robust fit: error: the final model of ITLM predicts class 3 for 1200 of the 1200 training samples, "
             "whose labels spread over several classes: it did not learn, though its last round was not judged "
             "collapsed") in err, err
@@ -1295,17 +1295,12 @@ def test_a_fit_whose_final_model_predicts_one_class_exits_1(tmp_path, capsys, mo
 def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, capsys, one_torch_thread):
     """A fit at learning rate 80 collapsed in 6 of 6 rounds (val_acc 0.11-0.13 on digits) and exited 0: the warnings
     had scrolled away and a pipeline would test and ship the model. One round that learned is enough to exit 0."""
-    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
-    path = tmp_path / "a.yaml"
-    path.write_text(yaml.safe_dump(cfg))
     import warnings
 
-    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as done:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        main(["fit", "--config", str(path), "--model.lr", "80"])
-    err = capsys.readouterr().err
+        path, err = failed_digits_fit(tmp_path, capsys, "--model.lr", "80")
     said = " ".join(str(w.message) for w in caught)
-    assert done.value.code == 1
     assert ("lit-robust fit: error: every round of ITLM (3 of 3) collapsed: its model did not learn (the warnings "
             "above say why)") in err, err
     assert "(`--model.lr`)" in err
