@@ -131,7 +131,9 @@ def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
         raise ValueError(f"`loss='ce'` expects `targets` as class indices of shape [{b}] or probabilities of shape "
                          f"[{b}, {c}], got dtype {targets.dtype} and shape {tuple(targets.shape)}.")
     t = targets.to(device=p.device, dtype=torch.long)
-    if b and (int(t.min()) < 0 or int(t.max()) >= c):
+    # one read of the device per call (each read waits for the GPU): the range check was two, min and max, in
+    # every PRL(L) training step; the extremes are read only for the message
+    if b and bool(((t < 0) | (t >= c)).any()):
         raise ValueError(f"`targets` must be class indices in [0, {c - 1}], got values in "
                          f"[{int(t.min())}, {int(t.max())}].")
     # ||p - e_y||^2 = ||p||^2 - 2 p_y + 1, without forming the one-hot matrix
