@@ -17,7 +17,9 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
 * candidates for classifiers from the structure of the in-sample confusion matrix, none adopted: ``asymmetry`` (its
   asymmetric part) and ``symmetric_floor`` (that plus a uniform-noise floor read off its symmetric part), and
   ``class_floor_q10`` / ``class_floor_q20`` (a low quantile of the per-class disagreement rates: assumes every class
-  corrupted at one rate); ``anchor_q97`` / ``anchor_q90`` / ``anchor_q99`` (the noise transition read at anchor
+  corrupted at one rate); ``disagreement_or_floor`` (disagreement where the loss mixture finds two components, the
+  class floor where it finds one: the clean rows then read the floor, and so do the systematic and class-pair rows,
+  which also form one component); ``anchor_q97`` / ``anchor_q90`` / ``anchor_q99`` (the noise transition read at anchor
   points, after Patrini et al., CVPR 2017: not adopted, the in-sample probabilities are over-confident there).
 
 Rows are split as the estimator was chosen: **choose** = MNIST and digits rows, **check** = FashionMNIST,
@@ -213,7 +215,18 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
         return estimate_corruption_from_predictions(torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
                                                     torch.from_numpy(d["probs"].argmax(1))).rate
 
+    def disagreement_or_floor(d):
+        # candidate (not adopted): the disagreement estimate where the loss mixture finds two components, the class
+        # floor where it finds one -- the case in which disagreement subtracts nothing and returns the training error
+        if "probs" not in d:
+            return gmm(d)
+        s, y, p = (torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
+                   torch.from_numpy(d["probs"].argmax(1)))
+        est = estimate_corruption_from_predictions(s, y, p)
+        return est.rate if est.two_components else _class_floor(0.1)(d)
+
     out = {"gmm": gmm, "bmm": bmm, "disagree_raw": disagree_raw, "disagreement": disagreement,
+           "disagreement_or_floor": disagreement_or_floor,
            "per_class_gmm": _per_class_gmm, "gmm_d1.5": _gmm_separation(1.5), "gmm_d1": _gmm_separation(1.0),
            "mirror": _mirror, "tail_excess": _tail_excess, "asymmetry": _asymmetry,
            "symmetric_floor": _symmetric_floor, "class_floor_q10": _class_floor(0.1),

@@ -610,6 +610,35 @@ def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
 
     assert harness.render_saved(table.with_suffix(".json")) == table.read_text()
 
+def test_disagreement_or_floor_candidate_switches_on_the_mixture():
+    """The offline candidate ``disagreement_or_floor``: the disagreement estimate where the loss mixture finds two
+    components, the 10th percentile of the per-class disagreement rates where it finds one."""
+    import numpy as np
+
+    from lit_robust import estimate_corruption_from_predictions
+
+    est = _load("estimators_offline").estimators()["disagreement_or_floor"]
+    rng = np.random.default_rng(0)
+    n, k = 2000, 4
+    labels = np.arange(n) % k
+    pred = labels.copy()
+    flip = ((labels == 0) & (np.arange(n) < 800)) | ((labels == 1) & (np.arange(n) < 400))
+    pred[flip] = (labels[flip] + 1) % k  # class 0: 40 % disagree, class 1: 20 %, classes 2-3: none
+    probs = np.eye(k)[pred] * 0.9 + 0.025
+    two = {"scores": rng.random(n) + 5.0 * (pred != labels), "probs": probs, "labels": labels}
+    ref = estimate_corruption_from_predictions(torch.from_numpy(two["scores"]), torch.from_numpy(labels),
+                                               torch.from_numpy(pred))
+    assert ref.two_components and est(two) == ref.rate
+    one = dict(two, scores=rng.normal(1.0, 0.1, n))  # one mode: the disagreement would be the raw 15 %
+    assert not estimate_corruption_from_predictions(torch.from_numpy(one["scores"]), torch.from_numpy(labels),
+                                                    torch.from_numpy(pred)).two_components
+    assert (pred != labels).mean() == 0.15 and est(one) == 0.0  # the floor: classes 2 and 3 disagree nowhere
+    every = np.arange(n) % 5 == 0  # now every class disagrees on a fifth of its samples at least
+    pred[every] = (labels[every] + 2) % k
+    rates = [float((pred[labels == c] != c).mean()) for c in range(k)]
+    assert min(rates) > 0.05 and est(dict(one, probs=np.eye(k)[pred])) == pytest.approx(np.quantile(rates, 0.1))
+
+
 def test_itlm_per_class_smoke_ends_with_headline_json():
     summary = _last_json(_smoke("itlm_per_class"))
     assert summary["benchmark"] == "itlm_per_class" and summary["mode"] == "smoke"
