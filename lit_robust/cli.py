@@ -829,10 +829,24 @@ class RobustCLI(LightningCLI):
                          "freshly initialised model (`--model.lr`; one that a short round survives can diverge in a "
                          "long one), or a round too short to learn in (`round_epochs`); with `reinit: false` each "
                          "round starts from the one before instead of a fresh model.")
+            cause = cause.replace("(`--model.lr`", f"(`--model.lr`{self._fit_learning_rate()}", 1)
             if self.trainer.is_global_zero:
                 sys.stderr.write(f"lit-robust fit: error: {what} (the warnings above say why), so the fitted model "
                                  f"is not usable. {cause} The checkpoints and the report were written.\n")
             raise SystemExit(1)
+
+    def _fit_learning_rate(self) -> str:
+        """``"; this fit's was 0.5: try 0.05"`` -- the learning rate the optimizer started from (before any
+        scheduler), for the messages that blame it: a folder newcomer whose fits collapsed was told "a learning rate
+        too large" and had to look up which one the config had set."""
+        try:
+            groups = [g for opt in self.trainer.optimizers for g in opt.param_groups]
+            rates = sorted({float(g.get("initial_lr", g["lr"])) for g in groups})
+        except Exception:  # noqa: BLE001 - an optimizer without plain param groups: the advice stays general
+            return ""
+        if len(rates) == 1 and rates[0] > 0:
+            return f"; this fit's was {rates[0]:g}: try {rates[0] / 10:g}"
+        return f"; this fit's were {', '.join(f'{r:g}' for r in rates)}" if rates else ""
 
     def _say_if_complete(self, found: str) -> bool:
         """Whether ``fit --ckpt_path last`` found a fit which already ran every epoch (it would train nothing), said

@@ -1285,7 +1285,7 @@ def test_a_fit_whose_final_model_predicts_one_class_exits_1(tmp_path, capsys, mo
     assert ("lit-robust fit: error: the final model of ITLM predicts class 3 for 1200 of the 1200 training samples, "
             "whose labels spread over several classes: it did not learn, though its last round was not judged "
             "collapsed") in err, err
-    assert "(`--model.lr`)" in err and "lit-robust fit: the fitted model is" not in err
+    assert "(`--model.lr`; this fit's was 0.05: try 0.005)" in err and "lit-robust fit: the fitted model is" not in err
     assert list(tmp_path.glob("**/itlm_report.csv"))  # nothing lost
     monkeypatch.undo()  # a fit whose model learned: exit 0, and the flag is cleared for the next fit
     fitted = run(["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "ok")])
@@ -1303,7 +1303,7 @@ def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, ca
     said = " ".join(str(w.message) for w in caught)
     assert ("lit-robust fit: error: every round of ITLM (3 of 3) collapsed: its model did not learn (the warnings "
             "above say why)") in err, err
-    assert "(`--model.lr`)" in err
+    assert "(`--model.lr`; this fit's was 80: try 8)" in err  # the rate the user passed, named
     # the final model's rarely predicted classes are blamed on the collapse, not on `per_class` or short rounds
     assert "its last round collapsed (the warning above)" in said and "a last round too short?" not in said
     assert list(tmp_path.glob("**/itlm_report.csv")) and list(tmp_path.glob("**/*.ckpt"))  # nothing lost
