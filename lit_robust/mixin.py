@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -107,6 +108,20 @@ class RobustMixin:
             raise TypeError(f"`{cls.__name__}` has `LightningModule` before `RobustMixin` among its bases, so "
                             "Lightning's `training_step` and `__init__` hide the mixin's. Put the mixin first: "
                             f"`class {cls.__name__}(RobustMixin, LightningModule)`.")
+        # `class Robust(RobustMixin, MyModule)`, MyModule with a `training_step` of its own: the mixin's wins and the
+        # user's never runs -- a dict-batch newcomer's counter in theirs read 0 calls after a whole ITLM fit, with no
+        # word of it (an extra loss term, logging or manual optimisation there would be skipped)
+        if RobustMixin in cls.__bases__ and "training_step" not in cls.__dict__:
+            after = mro[mro.index(RobustMixin) + 1:]
+            hidden = next((c for c in after if "training_step" in c.__dict__
+                           and c.__module__.split(".")[0] not in ("pytorch_lightning", "lightning")), None)
+            if hidden is not None:
+                warnings.warn(f"`{cls.__name__}` takes `training_step` from RobustMixin, so `{hidden.__name__}."
+                              "training_step` never runs (anything it adds -- another loss term, logging, manual "
+                              f"optimisation -- is skipped). To keep yours, define `training_step` in `{cls.__name__}` "
+                              "and hand the per-sample losses to `self.reduce_loss(losses, batch, outputs)` there (the "
+                              "README's section 1); to use the mixin's and silence this, write `training_step = "
+                              f"RobustMixin.training_step` in `{cls.__name__}`.", UserWarning, stacklevel=2)
 
     # -- protocol -----------------------------------------------------------------------------
     def per_sample_loss(self, batch: Any) -> Tensor | tuple[Tensor, Any]:

@@ -188,6 +188,31 @@ def test_the_mixin_after_lightning_module_is_named_at_class_definition(package):
     type("Subclass", (right,), {})  # a subclass of a module built right is fine
 
 
+def test_a_training_step_the_mixin_hides_is_named_at_class_definition(recwarn):
+    """`class Robust(RobustMixin, MyModule)`, MyModule with its own `training_step`: the mixin's wins, and a dict-batch
+    newcomer's counter in theirs read 0 calls after a whole ITLM fit, with no warning. Defining `training_step` in the
+    class (theirs calling `reduce_loss`, or the mixin's named) is the choice made, and says nothing."""
+    import warnings
+
+    class MyModule(pl.LightningModule):
+        def training_step(self, batch, batch_idx):
+            raise AssertionError("hidden")
+
+    with pytest.warns(UserWarning, match=r"^`Robust` takes `training_step` from RobustMixin, so `MyModule\.training_step` "
+                                         r"never runs .* define `training_step` in `Robust` and hand the per-sample "
+                                         r"losses to `self\.reduce_loss\(losses, batch, outputs\)` there .* write "
+                                         r"`training_step = RobustMixin\.training_step` in `Robust`\.$") as caught:
+        robust = type("Robust", (RobustMixin, MyModule), {})
+    assert len(caught) == 1 and caught[0].filename == __file__  # points at the class statement
+    assert robust.training_step is RobustMixin.training_step
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        type("Sub", (robust,), {})  # said once, where the mixin is adopted
+        type("Named", (RobustMixin, MyModule), {"training_step": RobustMixin.training_step})
+        type("Own", (RobustMixin, MyModule), {"training_step": lambda self, batch, batch_idx: None})
+        type("Plain", (RobustMixin, pl.LightningModule), {})  # Lightning's own stub hides nothing
+
+
 class _CompiledByAssignment(TinyModel):
     """`self.net = torch.compile(self.net)`: the pattern docs/capabilities/precision-compile.md warns about."""
 
