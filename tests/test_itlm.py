@@ -998,7 +998,8 @@ class SameItem(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize(("item", "holds"), [
     # a newcomer's dict samples were told only to wrap them in IndexedDataset; wrapped, they met the dict advice
-    ({"x": torch.zeros(2), "y": 0}, r"a dict \(keys \['x', 'y'\]\): give `lit_robust.IndexedDataset` a dataset of "
+    ({"x": torch.zeros(2), "y": 0}, r"a dict \(keys \['x', 'y'\]\): wrap the dataset as `lit_robust.IndexedDataset\("
+                                    r"dataset, target_key='y'\)` .* or give `IndexedDataset` a dataset of "
                                     r"`\(input, target\)` pairs"),
     # a plain-PyTorch newcomer's own Dataset returned `(x, y, i)`: told only that it "returns something else"
     ((torch.zeros(2), torch.tensor(0), 5), r"\(Tensor\[2\], Tensor\[\], int\): the index must come first, "

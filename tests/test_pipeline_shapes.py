@@ -49,8 +49,11 @@ def test_an_evaluation_batch_may_be_a_plain_pair_through_either_helper():
 
 
 def test_a_dict_batch_names_dict_samples_before_several_loaders():
-    with pytest.raises(ValueError, match=r"If your samples are dicts.*\(s\['image'\], s\['label'\]\).*several training"):
+    with pytest.raises(ValueError, match=r"If your samples are dicts, wrap the dataset as `lit_robust\.IndexedDataset\("
+                                         r"dataset, target_key='label'\)`.*\(s\['image'\], s\['label'\]\).*several training"):
         unpack_batch({"image": torch.zeros(2, 2), "label": torch.zeros(2)}, owner="BatchFilter")
+    with pytest.raises(ValueError, match=r"target_key='labels'"):  # the key guessed from the batch's
+        unpack_batch({"input_ids": torch.zeros(2, 2), "labels": torch.zeros(2)}, owner="BatchFilter")
     with pytest.raises(ValueError) as err:  # an evaluation batch: no training loaders to speak of
         unpack_batch({"image": torch.zeros(2, 2)}, evaluation=True)
     assert "If your samples are dicts" in str(err.value) and "several" not in str(err.value)

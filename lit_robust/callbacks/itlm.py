@@ -44,10 +44,10 @@ from lit_robust.callbacks._report_file import (
 )
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state, warn_inexact_resume
 from lit_robust.data.indexed import (
-    DICT_SAMPLES_HINT,
     IndexedDataset,
     check_one_index_space,
     describe_item,
+    dict_samples_hint,
     reads_differ,
     unpack_batch,
 )
@@ -1788,7 +1788,7 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
         # what item 0 holds, and the advice for it: a dict sample gets the dict advice at once (a newcomer wrapped
         # theirs as told and only then read it); `(x, y, i)`, a plain-PyTorch habit, is told the index comes first
         if isinstance(sample, dict):
-            holds = f"a dict (keys {sorted(map(str, sample))[:4]}): {DICT_SAMPLES_HINT}"
+            holds = f"a dict (keys {sorted(map(str, sample))[:4]}): {dict_samples_hint(sample)}"
         elif isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[-1]):
             holds = f"{describe_item(sample)}: the index must come first, `(index, input, target)`."
         else:

@@ -532,9 +532,16 @@ def _batch_size(x: Any) -> int | None:
 
 
 #: what to do with samples that are dicts (said by :func:`unpack_batch` and ITLM's check of its training set)
-DICT_SAMPLES_HINT = ("give `lit_robust.IndexedDataset` a dataset of `(input, target)` pairs, e.g. one whose "
-                     "`__getitem__` returns `(s['image'], s['label'])` (a dict input is fine: "
-                     "`({'ids': ..., 'mask': ...}, label)`).")
+def dict_samples_hint(keys: Any = ()) -> str:
+    """The advice for dict samples: ``IndexedDataset(dataset, target_key=...)`` with the key guessed from ``keys``
+    (a dict-batch newcomer's BatchFilter error told them to write a Dataset of pairs, not the one argument that
+    does it), or a dataset of pairs."""
+    label = next((k for k in ("labels", "label", "target", "y") if k in keys), "label")
+    return (f"wrap the dataset as `lit_robust.IndexedDataset(dataset, target_key={label!r})` (the rest of each dict "
+            "becomes the input), or give `IndexedDataset` a dataset of `(input, target)` pairs, e.g. one whose "
+            "`__getitem__` returns `(s['image'], s['label'])` (a dict input is fine: `({'ids': ..., 'mask': ...}, "
+            "label)`).")
+
 
 
 def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = False) -> IndexedBatch:
@@ -563,7 +570,7 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
                     "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`.")
         if isinstance(batch, dict):  # samples that are dicts, or Lightning's batch of several training loaders
             kind = f"a dict (keys {sorted(map(str, batch))[:4]})"
-            hint = ("If your samples are dicts, " + DICT_SAMPLES_HINT + ("" if evaluation else
+            hint = ("If your samples are dicts, " + dict_samples_hint(batch) + ("" if evaluation else
                     " With several training DataLoaders Lightning passes one batch per loader as a dict; lit_robust "
                     "filters the samples of one training DataLoader: concatenate the raw data sets "
                     "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`."))
