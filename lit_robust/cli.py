@@ -1568,7 +1568,7 @@ def main(args: Sequence[str] | None = None) -> None:
         stop = stopped_by(exc)
         if stop is None:
             raise
-        _say_stopped(command, *stop)
+        _say_stopped(command, *stop, epochs_done=_epochs_if_training_ended(exc) if command == "fit" else None)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
         if not debug and (workers_terminated(exc) or sigterm_noted()):
             # SIGTERM to the whole process group (SLURM's preemption, `timeout`): the loader workers die first and
@@ -1612,11 +1612,29 @@ def _command_word(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _say_stopped(command: str, signal_name: str, status: int) -> None:
+def _epochs_if_training_ended(exc: BaseException) -> int | None:
+    """The number of epochs of a fit stopped after its last epoch had ended (in the end-of-fit work: ITLM's report
+    and plot), else ``None``."""
+    cli = next((s for s in _frames_selves(exc) if isinstance(s, RobustCLI)), None)
+    trainer = getattr(cli, "trainer", None)
+    try:
+        done = trainer.fit_loop.epoch_progress.current.processed
+        return done if trainer.max_epochs is not None and 0 < trainer.max_epochs <= done else None
+    except AttributeError:
+        return None
+
+
+def _say_stopped(command: str, signal_name: str, status: int, epochs_done: int | None = None) -> None:
     """Say that the run was stopped by ``signal_name`` and exit with ``status`` (128 + the signal, the shell's)."""
     # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
     resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
               if command == "fit" else "")
+    if epochs_done is not None:
+        # a CLI user's Ctrl-C just after ITLM's report line was told to resume, which then said the fit had run all
+        # its epochs and wrote nothing; the plot was never written
+        resume = (f" after training: its {epochs_done} epochs had run and the checkpoints were written (resuming "
+                  "would train nothing), but the work at the end of a fit was cut short, so a callback's report or "
+                  "plot (ITLM's `itlm_scores.png`) may be missing; a new fit writes them")
     if getattr(rank_zero_only, "rank", 0) == 0:  # once, not once per DDP process (a DDP newcomer read it twice)
         sys.stderr.write(f"lit-robust {command}: stopped by {signal_name}{resume}. Exit status {status}, as for a "
                          f"process killed by {signal_name}.\n")

@@ -330,6 +330,13 @@ class CtrlCAfterFirstBatch(pl.Callback):
         raise KeyboardInterrupt
 
 
+class CtrlCAfterTraining(pl.Callback):
+    """Ctrl-C after the last epoch, in the end-of-fit work (listed after ITLM: its report is written)."""
+
+    def on_train_end(self, trainer, *args):
+        raise KeyboardInterrupt
+
+
 def test_the_clis_sigterm_handler_runs_no_collective(monkeypatch):
     """A DDP newcomer's `kill -TERM` to a two-process fit's group hung it in 6 of 9 runs: Lightning's handler
     broadcasts inside the signal handler, over whatever collective each process was in."""
@@ -407,8 +414,13 @@ def test_a_failure_without_a_sigterm_stays_a_failure(tmp_path, capsys, one_torch
                                     "remain: resume with the same command and `--ckpt_path last`. Exit status 130"),
     # `test` writes no checkpoint: a release checker's Ctrl-C'd `test` was told they remain, and to resume
     ("test", "CtrlCAfterFirstBatch", "lit-robust test: stopped by Ctrl-C (SIGINT). Exit status 130"),
+    # after the last epoch: a CLI user was told to resume, and the resume said the fit had run every epoch
+    ("fit", "CtrlCAfterTraining", "lit-robust fit: stopped by Ctrl-C (SIGINT) after training: its 3 epochs had run "
+                                  "and the checkpoints were written (resuming would train nothing), but the work at "
+                                  "the end of a fit was cut short, so a callback's report or plot (ITLM's "
+                                  "`itlm_scores.png`) may be missing; a new fit writes them. Exit status 130"),
 ], ids=["fit-sigterm", "fit-sigterm-handler", "fit-sigterm-then-peer-gone", "fit-ctrl-c",
-                                  "test-ctrl-c"])
+                                  "test-ctrl-c", "fit-ctrl-c-after-training"])
 def test_a_stopped_run_exits_with_the_signals_status_and_says_what_remains(tmp_path, capsys, one_torch_thread,
                                                                           command, callback, said):
     cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
@@ -423,7 +435,7 @@ def test_a_stopped_run_exits_with_the_signals_status_and_says_what_remains(tmp_p
         signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
     err = capsys.readouterr().err
     assert stopped.value.code == int(said.rsplit(" ", 1)[-1]) and said in err, err
-    assert ("resume" in err) == (command == "fit"), err
+    assert ("resume" in err) == (command == "fit" and callback != "CtrlCAfterTraining"), err
 
 
 def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_nothing(tmp_path, capsys,
