@@ -301,7 +301,7 @@ def tidy_parser_message(message: str) -> str:
     message = _with_cleanlab_hint(message)
     if _UNION_HEAD not in message:
         return message
-    entry = _class_entry_hint(message.splitlines()[0], message)
+    entry = _class_entry_hint(message.splitlines()[0], message) or _unknown_short_class_hint(message)
     if entry is not None:
         return entry
     message = _collapse_value_unions(message)
@@ -428,6 +428,49 @@ def _callback_override_miss(head: str, message: str) -> str | None:
     return (f"{head}\n  --trainer.callbacks.init_args.{key} {value.strip(chr(39))} goes to the last callback of the list, "
             f"{last.group(1)}, which takes no `{key}` (jsonargparse's rule); to set `{key}` of another callback, "
             "edit a copy of the config (or list that callback last).")
+
+
+def _subclasses(base: type) -> list[type]:
+    """Every subclass of ``base`` imported so far (depth first, each once)."""
+    seen: dict[type, None] = {}
+    todo = list(base.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen[cls] = None
+            todo.extend(cls.__subclasses__())
+    return list(seen)
+
+
+def _unknown_short_class_hint(message: str) -> str | None:
+    """``class_path: ModelCheckPoint`` (a short name that names no class): jsonargparse's report ends in "expected
+    list[Callback] or Callback or null, got <the whole list>", naming neither the entry nor the class meant (a CLI
+    user's misspelt `ModelCheckPoint` and `ITML`); say which name is unknown and the closest class of the expected
+    kind imported here. ``None`` for any other message."""
+    name = re.search(r"Expected a dot import path string: (\S+)", message)
+    subtypes = re.search(r"^\s*Subtypes: (.*)$", message, re.M)
+    if name is None or subtypes is None:
+        return None
+    bases = []
+    for path in re.findall(r"(?:<class '|list\[)([\w.]+)", subtypes.group(1)):
+        module, _, attr = path.rpartition(".")
+        try:
+            base = getattr(importlib.import_module(module), attr)
+        except Exception:  # noqa: BLE001 - not importable here: no suggestion from it
+            continue
+        if isinstance(base, type) and base is not type(None) and base not in bases:
+            bases.append(base)
+    if not bases:
+        return None
+    given = name.group(1)
+    known = {c.__name__: c for b in bases for c in _subclasses(b) if not c.__name__.startswith("_")}
+    close = ([n for n in known if n.lower() == given.lower()]
+             or difflib.get_close_matches(given, list(known), n=1, cutoff=0.7))
+    kind = " or ".join(b.__name__ for b in bases)
+    meant = (f": did you mean `{close[0]}` (`{known[close[0]].__module__}.{close[0]}`)?" if close else ".")
+    head = message.splitlines()[0]
+    return (f"{head}\n  `class_path: {given}` names no {kind} known by that name{meant} A short name works for a class "
+            "that lit_robust or Lightning provides; name a class of your own with its module, `my_module.MyClass`.")
 
 
 #: a class the user might name, per parser key, for the example in :func:`_class_entry_hint`

@@ -1172,6 +1172,32 @@ def test_a_class_name_in_another_case_a_misspelt_section_and_init_arg_get_a_sugg
             "`init_args:`?") in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("where", "given", "said"), [
+    ("callback", "ModelCheckPoint", "Parser key \"trainer.callbacks\":\n  `class_path: ModelCheckPoint` names no Callback "
+                                    "known by that name: did you mean `ModelCheckpoint` (`pytorch_lightning.callbacks."
+                                    "model_checkpoint.ModelCheckpoint`)?"),
+    ("callback", "ITML", "`class_path: ITML` names no Callback known by that name: did you mean `ITLM` "
+                         "(`lit_robust.callbacks.itlm.ITLM`)?"),
+    ("model", "ImageClasifier", "Parser key \"model\":\n  `class_path: ImageClasifier` names no LightningModule known by "
+                                "that name: did you mean `ImageClassifier` (`lit_robust.models.supervised."
+                                "ImageClassifier`)?"),
+    ("model", "Zebra", "`class_path: Zebra` names no LightningModule known by that name. A short name works"),
+])
+def test_a_misspelt_short_class_name_is_named_with_the_class_meant(tmp_path, capsys, where, given, said):
+    """A CLI user's `class_path: ModelCheckPoint` (and `ITML`) in the callbacks list got "expected list[Callback] or
+    Callback or null, got <the whole list>": neither the entry nor the class meant."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    if where == "callback":
+        cfg["trainer"]["callbacks"].append({"class_path": given, "init_args": {"save_last": True}})
+    else:
+        cfg["model"]["class_path"] = given
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(tmp_path / "a.yaml")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and said in err and "Traceback" not in err, err
+
+
 def test_ckpt_path_last_tells_the_fits_apart_in_a_shared_checkpoint_dirpath(tmp_path, capsys, one_torch_thread):
     """A CLI newcomer's configs shared `ModelCheckpoint(dirpath=./my_ckpts)`: `test --config A --ckpt_path last`
     loaded B's newer `last-v1.ckpt` (test accuracy 0.093 against 0.930), and a never-run config's `fit --ckpt_path
