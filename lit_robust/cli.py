@@ -138,7 +138,7 @@ class RobustArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> Any:
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
-        message = suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options)
+        message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
 
 
@@ -160,6 +160,24 @@ def _name_the_yaml_file(message: str) -> str:
         except OSError:
             continue
     return message
+
+
+def _module_search_hint(message: str) -> str:
+    """``No module named 'mymodels'`` gains where modules are looked up, and, when ``mymodels.py`` lies beside a
+    ``--config`` file in another folder, how to reach it: a CLI user who ran ``lit-robust fit --config
+    project/my.yaml`` from the folder above got the bare line (the docs say the current folder is searched)."""
+    m = re.search(r"No module named '([\w.]+)'", message)
+    if m is None:
+        return message
+    # jsonargparse parses a config inside its folder: the folder searched is the one the command started in
+    top, cwd = m.group(1).split(".")[0], _start_dir or os.getcwd()
+    folders = dict.fromkeys(os.path.dirname(os.path.join(cwd, c)) for c in _config_files)
+    beside = next((os.path.normpath(d) for d in folders if os.path.normpath(d) != cwd and (
+        os.path.isfile(os.path.join(d, f"{top}.py")) or os.path.isdir(os.path.join(d, top)))), None)
+    hint = (f" (a `class_path`'s module is looked up in the current folder, {cwd}, and on PYTHONPATH"
+            + (f"; `{top}` is beside the config, in {beside}: run from there, or put `PYTHONPATH={beside}` before the "
+               "command" if beside else "") + ")")
+    return message[:m.end()] + hint + message[m.end():]
 
 
 _REST_ROLE = re.compile(r":(class|func|meth|attr|data|mod|obj|exc|math):`~?([^`]+)`")
@@ -1560,9 +1578,14 @@ def add_working_directory_to_path() -> None:
     """Let a config's ``class_path`` name a module in the current folder (``mymodel.MyModule``), as ``python -m
     lit_robust`` would: the ``lit-robust`` script's ``sys.path`` starts at its own folder, not the user's. Appended,
     so that a file there never shadows an installed package."""
-    cwd = os.getcwd()
+    global _start_dir
+    cwd = _start_dir = os.getcwd()
     if "" not in sys.path and cwd not in sys.path:
         sys.path.append(cwd)
+
+
+#: the folder ``lit-robust`` started in (:func:`add_working_directory_to_path`)
+_start_dir: str | None = None
 
 
 class _NoCloudTips(logging.Filter):

@@ -1198,6 +1198,27 @@ def test_a_misspelt_short_class_name_is_named_with_the_class_meant(tmp_path, cap
     assert done.value.code == 2 and said in err and "Traceback" not in err, err
 
 
+def test_a_module_beside_the_config_in_another_folder_is_pointed_at(tmp_path, capsys, monkeypatch):
+    """A CLI user's `lit-robust fit --config project/my.yaml`, run from the folder above, got the bare "No module named
+    'mymodels'": the module is looked up in the folder the command starts in (jsonargparse parses the config inside
+    its own folder, so that is not the folder to name)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mymodels_beside.py").write_text("raise AssertionError('not imported from here')\n")
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["model"] = {"class_path": "mymodels_beside.DigitsCNN"}
+    (project / "my.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI appends the folder it starts in
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", "project/my.yaml"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and (
+        f"No module named 'mymodels_beside' (a `class_path`'s module is looked up in the current folder, {tmp_path}, "
+        f"and on PYTHONPATH; `mymodels_beside` is beside the config, in {project}: run from there, or put "
+        f"`PYTHONPATH={project}` before the command)") in err, err
+
+
 def test_ckpt_path_last_tells_the_fits_apart_in_a_shared_checkpoint_dirpath(tmp_path, capsys, one_torch_thread):
     """A CLI newcomer's configs shared `ModelCheckpoint(dirpath=./my_ckpts)`: `test --config A --ckpt_path last`
     loaded B's newer `last-v1.ckpt` (test accuracy 0.093 against 0.930), and a never-run config's `fit --ckpt_path
