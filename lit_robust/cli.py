@@ -1357,7 +1357,11 @@ def user_error(exc: BaseException) -> BaseException | None:
         if isinstance(e, (UserInputError, MisconfigurationException)):
             return e
         if isinstance(e, _USER_ERRORS) and (_raised_by_lit_robust(e) or (
-                isinstance(e, (ValueError, TypeError)) and _raised_by_a_configured_constructor(e))):
+                isinstance(e, (ValueError, TypeError, OSError)) and _raised_by_a_configured_constructor(e))):
+            return e
+        if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)) and e.filename is not None:
+            # a path of the config that names no file, wherever it is opened (a CLI user's own datamodule reading a
+            # missing file in `setup` ended in a 44-line traceback, its `raise FileNotFoundError` in `__init__` in 31)
             return e
         if isinstance(e, (ValueError, TypeError, ImportError)) and _raised_by_lightning_building_the_trainer(e):
             return e
@@ -1479,6 +1483,8 @@ def _parameters(cls: type) -> set[str]:
 def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     """``<config key> (<class>): <message>`` for a user's mistake (the key when it can be told)."""
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, FileNotFoundError) and isinstance(exc.filename, str) and not os.path.isabs(exc.filename):
+        message += f" (a relative path is read from the current folder, {os.getcwd()})"
     # `name` or `name=value` (Lightning's "`strategy='dpp'`")
     names = [n.rsplit(".", 1)[-1] for n in re.findall(r"`([A-Za-z_][\w.]*)(?:=[^`]*)?`", message)]
     path, obj = _entry_key(cli, exc)
