@@ -369,6 +369,18 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
         return message
     key = unknown.group(1).split("=")[0]
     dashed = not key.startswith("--")  # a YAML key: compare without the dashes, suggest it as written
+    if dashed:
+        # an indentation slip that is still valid YAML (a CLI user's): `model:` indented under `trainer:` read
+        # "did you mean trainer.overfit_batches?", `init_args:` dedented to the top level got no hint
+        sections = {o[2:].partition(".")[0] for o in options}
+        first, _, rest = key.partition(".")
+        inner = rest.partition(".")[0]
+        if first in sections and inner in sections and inner != first:
+            return (f"{message} (`{inner}:` is indented under `{first}:`; it belongs at the top level of the config, "
+                    f"as `{rest}`)")
+        if first == "init_args":
+            return (f"{message} (`init_args:` is at the top level of the config; it belongs one level below a class "
+                    "entry's `class_path:`, e.g. under `model:` or `data:`)")
     close = difflib.get_close_matches(f"--{key}" if dashed else key, list(options), n=1)
     if not close and "." in key:
         # a misspelt section (`modle:` in a YAML reads 'modle.init_args.backbone', whose whole name is far from

@@ -1172,6 +1172,28 @@ def test_a_class_name_in_another_case_a_misspelt_section_and_init_arg_get_a_sugg
             "`init_args:`?") in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("slip", "said"), [
+    ("model under trainer", "does not accept option 'trainer.model.init_args.backbone' (`model:` is indented under "
+                            "`trainer:`; it belongs at the top level of the config, as `model.init_args.backbone`)"),
+    ("init_args at the top", "does not accept option 'init_args.backbone' (`init_args:` is at the top level of the "
+                             "config; it belongs one level below a class entry's `class_path:`, e.g. under `model:` "
+                             "or `data:`)"),
+])
+def test_an_indentation_slip_that_is_valid_yaml_is_named(tmp_path, capsys, slip, said):
+    """A CLI user's `model:` indented under `trainer:` read "(did you mean trainer.overfit_batches?)", and `init_args:`
+    dedented to the top level got no hint at all."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    if slip == "model under trainer":
+        cfg["trainer"]["model"] = cfg.pop("model")
+    else:
+        cfg["init_args"] = cfg["model"].pop("init_args")
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(tmp_path / "a.yaml")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and said in err and "did you mean" not in err, err
+
+
 @pytest.mark.parametrize(("where", "given", "said"), [
     ("callback", "ModelCheckPoint", "Parser key \"trainer.callbacks\":\n  `class_path: ModelCheckPoint` names no Callback "
                                     "known by that name: did you mean `ModelCheckpoint` (`pytorch_lightning.callbacks."
