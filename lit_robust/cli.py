@@ -791,13 +791,16 @@ class RobustCLI(LightningCLI):
                 # "started from scratch", trained nothing and wrote the other fit's report)
                 cfg["ckpt_path"] = None
                 return
-            others = "" if mine is None or find_last_checkpoint(self.trainer)[0] is None else (
+            known_other = None if mine is None else find_last_checkpoint(
+                self.trainer, lambda path: _saved_fit_signature(path) not in (None, mine))[0]
+            others = "" if known_other is None else (
                 " The checkpoints there come from fits with another model, data, callbacks or seed (their version "
                 "folder's config.yaml differs)" + _closest_fit_note(mine, self.trainer) + ".")
             raise UserInputError(
                 f"`--ckpt_path {ckpt}`: no checkpoint of an earlier fit with this config was found (looked in "
-                f"{', '.join(searched)}).{others} Run `lit-robust fit` with this config first (a ModelCheckpoint "
-                "of your own needs `save_last: true`, and no `monitor` for ITLM's final model), or pass the path of a checkpoint file.")
+                f"{', '.join(searched)}).{others}{self._unknown_fits_note()} Run `lit-robust fit` with this config "
+                "first (a ModelCheckpoint of your own needs `save_last: true`, and no `monitor` for ITLM's final "
+                "model), or pass the path of a checkpoint file.")
         if ckpt == "best":
             best = _best_model_path(found)
             if best is None:
@@ -955,7 +958,7 @@ class RobustCLI(LightningCLI):
         why = (f" The checkpoints found come from fits with another config; {closest}." if closest
                else f" (Looked in {' and '.join(searched)}.)")
         sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found no checkpoint of an earlier fit with this "
-                         f"config, so this fit starts from scratch.{why}\n")
+                         f"config, so this fit starts from scratch.{why}{self._unknown_fits_note()}\n")
 
     def _say_no_ckpt_note(self) -> None:
         # said before the run, and again below its metrics: the first scrolls away under Lightning's output and the
@@ -972,8 +975,22 @@ class RobustCLI(LightningCLI):
     def _last_fit_checkpoint(self, mine: dict[str, Any] | None) -> tuple[str | None, list[str]]:
         """The checkpoint ``--ckpt_path last`` loads -- the newest of a fit whose config has the signature
         ``mine`` (any, for ``None``) -- and the folders searched."""
+        # a checkpoint whose fit's config is unknown (written by a fit in Python, into the same lightning_logs) is
+        # not "an earlier fit with this config": a docs reader's `test --ckpt_path last` tested their notebook's
+        # plain baseline and said it was the newest fit with these callbacks, and `fit` resumed ITLM from it
         return find_last_checkpoint(self.trainer, None if mine is None else (
-            lambda path: _saved_fit_signature(path) in (None, mine)))
+            lambda path: _saved_fit_signature(path) == mine))
+
+    def _unknown_fits_note(self) -> str:
+        """`` N checkpoints there, e.g. <path>, were written by fits outside `lit-robust fit` ...`` -- those
+        ``--ckpt_path last`` passes over -- or ``""``."""
+        found = fit_checkpoints(self.trainer, lambda path: _saved_fit_signature(path) is None)[0]
+        if not found:
+            return ""
+        newest = max(found, key=lambda p: (os.path.getmtime(p), p))
+        many = f"{len(found)} checkpoints there, the newest {newest}, were" if len(found) > 1 else f"{newest} was"
+        return (f" {many} written by a fit outside `lit-robust fit` (no config recorded: a fit in Python, say), which "
+                "`last` does not take; pass a file's path as `--ckpt_path` to use one.")
 
     def _say_other_length(self, subcommand: str, ckpt: str, found: str, mine: dict[str, Any] | None) -> None:
         """Note when the fit ``--ckpt_path last`` loads trained for another ``max_epochs``/``max_steps`` than this
@@ -986,7 +1003,7 @@ class RobustCLI(LightningCLI):
         if budget is None or theirs is None or theirs == budget or not self.trainer.is_global_zero:
             return
         differ = "; ".join(signature_differences({"trainer": budget}, {"trainer": theirs}))
-        same = find_last_checkpoint(self.trainer, lambda p: _saved_fit_signature(p) in (None, mine)
+        same = find_last_checkpoint(self.trainer, lambda p: _saved_fit_signature(p) == mine
                                     and _saved_budget(p) == budget)[0]
         other = (f" The newest that trained as long: {same} (pass it as `--ckpt_path`)." if same else "")
         sys.stderr.write(f"lit-robust {subcommand}: note: `--ckpt_path {ckpt}` loads the newest fit of this config, "

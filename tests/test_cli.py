@@ -1275,6 +1275,35 @@ def test_a_missing_data_file_of_a_users_datamodule_is_one_line(tmp_path, capsys,
     assert done.value.code == 2 and said in err and "Traceback" not in err, err
 
 
+def test_ckpt_path_last_passes_over_a_fit_made_in_python_in_the_same_logs(tmp_path, capsys, one_torch_thread):
+    """A docs reader's notebook fit (plain training, no config recorded) in the same `lightning_logs`: `test
+    --ckpt_path last` tested it and called it "the newest fit with this model, data, callbacks and seed", and `fit
+    --ckpt_path last` resumed ITLM from its weights. `last` takes only fits whose config is known and the same."""
+    from lit_robust import DigitsDataModule, ImageClassifier
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    pl.seed_everything(0)
+    pl.Trainer(default_root_dir=str(tmp_path), max_epochs=1, limit_train_batches=2, limit_val_batches=0,
+               enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(
+        ImageClassifier(backbone="mlp", image_size=8), DigitsDataModule(clean_ratio=0.6, noise="systematic"))
+    (python_fit,) = (tmp_path / "lightning_logs").glob("version_0/checkpoints/*.ckpt")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["test", "--config", str(path), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and (f"{python_fit} was written by a fit outside `lit-robust fit` (no config recorded: "
+                                     "a fit in Python, say), which `last` does not take; pass a file's path as "
+                                     "`--ckpt_path` to use one.") in err, err
+    assert "come from fits with another model" not in err  # there is no other CLI fit to compare with
+    fresh = run(["fit", "--config", str(path), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    assert fresh.trainer.ckpt_path is None and "starts from scratch" in err and str(python_fit) in err, err
+    tested = run(["test", "--config", str(path), "--ckpt_path", "last"])  # now the CLI's own fit
+    assert "lit_robust_fit_config" in torch.load(tested.trainer.ckpt_path, weights_only=True)
+
+
 def test_ckpt_path_last_tells_the_fits_apart_in_a_shared_checkpoint_dirpath(tmp_path, capsys, one_torch_thread):
     """A CLI newcomer's configs shared `ModelCheckpoint(dirpath=./my_ckpts)`: `test --config A --ckpt_path last`
     loaded B's newer `last-v1.ckpt` (test accuracy 0.093 against 0.930), and a never-run config's `fit --ckpt_path
