@@ -44,7 +44,9 @@ def main(fast: bool = False) -> dict:
     pl.seed_everything(0)
     # digits with 40% of the labels flipped systematically (class a -> a+1); the test split stays clean
     data = DigitsDataModule(clean_ratio=0.6, noise="systematic", batch_size=64)
-    itlm = ITLM(keep_ratio=0.55, round_epochs=rounds)  # 3. keep the 55% smallest losses each round
+    # 3. keep the 55% smallest losses each round, of every class: the flips here all go to the next digit, and one
+    # trim over all classes would empty some (it kept 0 of the 133 samples labelled 2, test accuracy 0.732)
+    itlm = ITLM(keep_ratio=0.55, round_epochs=rounds, per_class=True)
     trainer = pl.Trainer(max_epochs=sum(rounds), callbacks=[itlm], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False)
     model = MyClassifier()
