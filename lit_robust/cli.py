@@ -853,14 +853,27 @@ class RobustCLI(LightningCLI):
         try:  # an unlabelled anomaly table has no test split, and says so when asked for one
             loaders = self.datamodule.test_dataloader() if self.datamodule is not None else None
         except Exception:  # noqa: BLE001 - no test split, whatever the datamodule raises for it
-            return
-        if not loaders:
-            return
+            loaders = None
         found = find_last_checkpoint(self.trainer)[0]
         if found is None:
             return
-        sys.stderr.write(f"lit-robust fit: the fitted model is {found}; test it on the test split with\n"
-                         f"  {test_command(self._given_argv)}\n")
+        if loaders:
+            sys.stderr.write(f"lit-robust fit: the fitted model is {found}; test it on the test split with\n"
+                             f"  {test_command(self._given_argv)}\n")
+            return
+        # no test split (an anomaly table without labels): an anomaly newcomer's fits ended without the checkpoint's
+        # path, and the way on is `predict` on new data, which the datamodule reads from `predict_path`/`_root`
+        params = inspect.signature(type(self.datamodule).__init__).parameters if self.datamodule is not None else {}
+        arg = next((a for a in ("predict_path", "predict_root") if a in params), None)
+        if arg is None:
+            sys.stderr.write(f"lit-robust fit: the fitted model is {found}.\n")
+            return
+        new = "NEW_ROWS.csv" if arg == "predict_path" else "NEW_IMAGES/"
+        what = ("your file of new rows, with the training table's columns" if arg == "predict_path" else
+                "your folder of new images")
+        sys.stderr.write(f"lit-robust fit: the fitted model is {found}; there is no test split to test it on: score "
+                         f"new data with\n  {test_command(self._given_argv, 'predict')} --data.{arg} {new}\n"
+                         f"  ({new}: {what}).\n")
 
     def _fail_if_the_final_model_collapsed(self) -> None:
         """Exit 1 when the last round of an ITLM-style callback collapsed (its model did not learn): the fitted
@@ -1056,10 +1069,10 @@ def _note_more_processes_than_cores(trainer: pl.Trainer) -> None:
                          "of `batch_size`, so results differ from one process's (docs/capabilities/distributed.md).\n")
 
 
-def test_command(argv: Sequence[str]) -> str:
-    """The ``lit-robust test`` command for a fit's arguments: the same arguments, whose ``--model.*`` and other
-    overrides are part of the fit's config that ``--ckpt_path last`` looks for, with ``test`` for ``fit`` and
-    ``--ckpt_path last`` for any ``--ckpt_path`` given.
+def test_command(argv: Sequence[str], subcommand: str = "test") -> str:
+    """The ``lit-robust test`` (or ``subcommand``) command for a fit's arguments: the same arguments, whose
+    ``--model.*`` and other overrides are part of the fit's config that ``--ckpt_path last`` looks for, with ``test``
+    for ``fit`` and ``--ckpt_path last`` for any ``--ckpt_path`` given.
 
     >>> test_command(["fit", "--config", "configs/itlm digits.yaml", "--ckpt_path", "x.ckpt", "--model.lr", "0.1"])
     "lit-robust test --config 'configs/itlm digits.yaml' --model.lr 0.1 --ckpt_path last"
@@ -1075,7 +1088,7 @@ def test_command(argv: Sequence[str]) -> str:
         if arg.startswith("--ckpt_path="):
             continue
         if not replaced and arg == "fit" and (i == 0 or argv[i - 1] not in ("-c", "--config")):
-            out.append("test")
+            out.append(subcommand)
             replaced = True
             continue
         out.append(arg)

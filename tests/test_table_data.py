@@ -1,6 +1,7 @@
 """TableDataModule (a CSV/TSV/Parquet file or a DataFrame as splits) and MLPClassifier (which reads its shape from it)."""
 
 import math
+import shlex
 import statistics
 import sys
 
@@ -133,7 +134,7 @@ def test_anomaly_tables_train_without_labels_or_test_against_the_known_ones():
     assert len(labelled.test_set) == 12
 
 
-def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_one_line(tmp_path, capsys,
+def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_one_line(tmp_path, capsys, recwarn,
                                                                                        monkeypatch, one_torch_thread):
     """A CSV newcomer's `lit-robust test` of an unlabelled anomaly table: "AssertionError: call setup() first",
     a traceback and exit 1, where `predict` said what was missing."""
@@ -144,6 +145,16 @@ def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_on
               "--model", "lit_robust.RobustRealNVP", "--model.dim", "2", "--model.hidden", "8",
               "--model.n_couplings", "2", "--trainer.max_epochs", "1", "--data.missing", "drop"]
     main(["fit", *common])
+    # Lightning's note that the module's `on_before_batch_transfer` (a batch-type check) is used over the datamodule's:
+    # an anomaly newcomer read it in every fit and predict with lit_robust's own model and datamodule
+    assert not [w for w in recwarn if "on_before_batch_transfer" in str(w.message)]
+    # the fit's last lines: its checkpoint, and the command that scores new rows (there is no test split to test on)
+    said = capsys.readouterr().err.splitlines()
+    head = next(i for i, line in enumerate(said) if line.startswith("lit-robust fit: the fitted model is "))
+    assert said[head].endswith("; there is no test split to test it on: score new data with"), said[head]
+    printed = said[head + 1].strip()
+    assert printed.startswith("lit-robust predict --data lit_robust.TableDataModule") and printed.endswith(
+        "--ckpt_path last --data.predict_path NEW_ROWS.csv"), printed
     for command in ("test", "predict"):
         with pytest.raises(SystemExit) as done:
             main([command, *common, "--ckpt_path", "last"])
@@ -159,7 +170,7 @@ def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_on
     new = table(9, seed=3)[["a", "b"]]
     new.loc[4, "a"] = np.nan
     new.to_csv("new.csv", index=False)
-    main(["predict", *common, "--data.predict_path", "new.csv", "--ckpt_path", "last"])
+    main(shlex.split(printed.replace("NEW_ROWS.csv", "new.csv"))[1:])  # the command the fit printed, as printed
     rows = pd.read_csv(next(tmp_path.glob("lightning_logs/version_*/predictions.csv")))
     # RobustRealNVP's default drop_ratio names a rate: a threshold is set on the training rows, and each row decided
     assert list(rows.columns) == ["index", "source_index", "prediction", "predicted_anomaly"]
@@ -265,7 +276,8 @@ def test_missing_values_are_counted_per_column_or_dropped_with_a_warning():
                                                                    r"numbers"),
     ({"target": "kind", "features": ["a", "kind2"]}, r"`features` names column\(s\) \['kind2'\]"),
     ({"target": "price", "task": "regression"}, r"`features`: column\(s\) \['kind'\] do not hold numbers \('kind': "
-                                                r"'.*' \(row 0\), '.*' \(row 1\), '.*' \(row 2\) and 57 more\)\. One-hot encode categories \(`pandas.get_dummies"),
+                                                r"'.*' \(row 0\), '.*' \(row 1\), '.*' \(row 2\) and 57 more\)\. One-hot encode categories \(`pandas.get_dummies"
+                                                r".*\(or with `id_columns`, for a column that names each row"),
     ({"target": "kind", "corrupted": "a", "features": ["b"]}, r"`corrupted` column 'a' must hold 0/1 \(or True/False\) "
                                                              r"flags, got values"),
     ({"target": "kind", "features": ["a"], "test_size": 0.6, "val_size": 0.4},

@@ -4,6 +4,7 @@ and a loud failure when a score or a training loss is not finite."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -191,6 +192,11 @@ class AnomalyDetector(pl.LightningModule):
         self.threshold_contamination: float | None = None
 
     def setup(self, stage: str) -> None:
+        # this module overrides `on_before_batch_transfer` only to check the batch type, so Lightning's note that the
+        # module's hook is used over the datamodule's says nothing here; an anomaly newcomer read it in every fit and
+        # predict with lit_robust's own model and datamodule
+        warnings.filterwarnings("ignore", message=r"You have overridden `on_before_batch_transfer` in `LightningModule` "
+                                r"but have passed in a `LightningDataModule`")
         if "dim" in self.hparams and self.hparams.dim is None:
             self.hparams["dim"] = self._dim_from_data()  # saved in checkpoints: `load_from_checkpoint` builds at once
             self._build(self.hparams.dim)

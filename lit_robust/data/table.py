@@ -396,7 +396,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                            "beside each row of the report) unless they mean something.")
         _check_numbers(frame, features, "features", "One-hot encode categories (`pandas.get_dummies(frame, "
                        "columns=[...])`), convert numbers written as text (`pandas.to_numeric`), or leave the columns "
-                       "out with `drop`.")
+                       "out with `drop` (or with `id_columns`, for a column that names each row, to see it beside each "
+                       "row of the report).")
         return features
 
     def _usable_rows(self, frame: Any, columns: list[str], which: str) -> np.ndarray:
