@@ -32,7 +32,8 @@ Usage::
     python benchmarks/estimators_offline.py --smoke   # writes a tiny cache (two smoke rows of corruption_rate) first
 
 It commits no table: full mode writes its markdown and saved run beside the cache it read (``--out`` elsewhere);
-``--quick`` is the same comparison, printed only. The last line printed is one JSON object with the figures per
+``--quick`` is the same comparison, printed only (with no cache to read, it first writes one with
+corruption_rate's quick rows in a temporary folder). The last line printed is one JSON object with the figures per
 estimator and split.
 """
 
@@ -61,10 +62,12 @@ from harness import Benchmark, load_module, main, md_table  # noqa: E402
 class Offline:
     cache: str | None = None  # the folder of .npz files read (set by `--cache`)
     write_cache: bool = False  # smoke: first write a tiny cache with corruption_rate's smoke rows (mnist, moons)
+    protocol: str = "SMOKE"  # corruption_rate's protocol for that cache: SMOKE, or QUICK (--quick without a cache)
 
 
 FULL = Offline()
 SMOKE = Offline(write_cache=True)
+QUICK = Offline(write_cache=True, protocol="QUICK")  # used only when no cache is there to read
 
 
 def _per_class_gmm(d: dict[str, np.ndarray]) -> float | None:
@@ -258,6 +261,9 @@ def configure(s: Offline, args: argparse.Namespace) -> Offline:
                              f"cache there), got {args.cache!r}: it holds .npz files")
         return replace(s, cache=args.cache)
     cache = Path(args.cache if args.cache is not None else HERE / "cache")
+    if args.quick and args.cache is None and not any(cache.glob("*.npz")):
+        # self-contained, as every benchmark's --quick: a reviewer's bare `--quick` stopped on the missing cache
+        return QUICK
     if not any(cache.glob("*.npz")):
         raise SystemExit(f"`--cache` must be a folder of .npz files written by corruption_rate.py --cache, got "
                          f"{str(cache)!r} (none found)")
@@ -266,10 +272,11 @@ def configure(s: Offline, args: argparse.Namespace) -> Offline:
     return replace(s, cache=str(cache))
 
 
-def _write_smoke_cache(folder: Path, data_root: str) -> None:
-    """corruption_rate's smoke protocol on one classification and one anomaly row, scores cached in ``folder``."""
+def _write_smoke_cache(folder: Path, data_root: str, protocol: str = "SMOKE") -> None:
+    """corruption_rate's smoke (or quick) protocol on its classification and anomaly rows, scores cached in
+    ``folder``."""
     cr = load_module("corruption_rate")
-    p = replace(cr.SMOKE, methods=("itlm_auto",), groups=("cls", "ad"))
+    p = replace(getattr(cr, protocol), methods=("itlm_auto",), groups=("cls", "ad"))
     for task in cr.tasks(p, argparse.Namespace(data_root=data_root, cache=str(folder))):
         cr.run_task(task)  # in this process: two small rows
 
@@ -280,7 +287,7 @@ def execute(s: Offline, args: argparse.Namespace, jobs: int) -> list[dict[str, A
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(s.cache if s.cache is not None else tmp)
         if s.write_cache:
-            _write_smoke_cache(folder, args.data_root)
+            _write_smoke_cache(folder, args.data_root, s.protocol)
         est = estimators()
         out = []
         for f in sorted(folder.glob("*.npz")):

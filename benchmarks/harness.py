@@ -118,9 +118,23 @@ def beside(ours: str, paper: float | str | None) -> str:
 
 def machine_line(meta: dict[str, Any]) -> str:
     """One sentence on where and when a saved run was measured (from its ``meta``)."""
+    cpu = f" ({meta['cpu']})" if meta.get("cpu") else ""  # runs saved before 2026-12-04 did not record it
     return (f"Wall time {meta['wall_s'] / 60:.1f} min ({meta['jobs']} worker process(es) x 1 torch thread); date "
-            f"{meta['date']}; machine: {meta['machine']}, {meta['cpus']} CPU cores (shared with other jobs); torch "
+            f"{meta['date']}; machine: {meta['machine']}, {meta['cpus']} CPU cores{cpu} (shared with other jobs); torch "
             f"{meta['torch']}.")
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux's /proc/cpuinfo, else the platform's): figures of the same code and seeds moved
+    by up to 3.8 points between hosts (a reviewer's re-run of itlm_reinit), and the tables named no CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 # -- the saved run --------------------------------------------------------------------------------------------------
@@ -144,7 +158,7 @@ def meta(wall_s: float, jobs: int, argv: Sequence[str], name: str) -> dict[str, 
     import torch
 
     return {"date": _dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.system()} "
-            f"{platform.release()}", "cpus": os.cpu_count(), "torch": torch.__version__, "python":
+            f"{platform.release()}", "cpus": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__, "python":
             platform.python_version(), "jobs": jobs, "wall_s": round(wall_s, 1),
             "command": shlex.join(["python", f"benchmarks/{name}.py", *argv])}
 

@@ -610,6 +610,20 @@ def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
 
     assert harness.render_saved(table.with_suffix(".json")) == table.read_text()
 
+def test_estimators_offline_quick_writes_its_own_cache_where_there_is_none(tmp_path, monkeypatch):
+    """A reviewer's bare `estimators_offline.py --quick` stopped on the missing benchmarks/cache: every other script's
+    --quick is self-contained. With no cache there it writes one with corruption_rate's quick rows; a folder named
+    with `--cache` must still hold the files."""
+    from argparse import Namespace
+
+    mod = _load("estimators_offline")
+    monkeypatch.setattr(mod, "HERE", tmp_path)  # no benchmarks/cache
+    args = Namespace(cache=None, quick=True, smoke=False, out=None)
+    assert mod.configure(mod.FULL, args) == mod.QUICK and mod.QUICK.write_cache and mod.QUICK.protocol == "QUICK"
+    with pytest.raises(SystemExit, match="must be a folder of .npz files"):
+        mod.configure(mod.FULL, Namespace(cache=str(tmp_path), quick=True, smoke=False, out=None))
+
+
 def test_disagreement_or_floor_candidate_switches_on_the_mixture():
     """The offline candidate ``disagreement_or_floor``: the disagreement estimate where the loss mixture finds two
     components, the 10th percentile of the per-class disagreement rates where it finds one."""
