@@ -969,7 +969,9 @@ def test_a_training_step_that_returns_no_loss_is_said_once(tmp_path, monkeypatch
     said = [m for m in infos if "returned no loss" in m]
     assert said == ["ITLM: `training_step` returned no loss, so the round lines show none and a round "
                     "whose training diverged is not warned about. Return the loss from `training_step` (with manual "
-                    "optimisation too: `return loss` after `self.manual_backward(loss)`)."]
+                    "optimisation too: `return loss` after `self.manual_backward(loss)`); a module that trains several "
+                    "networks on losses of their own, such as a GAN, has none to return: set `single_loss = False` on "
+                    "its class."]
     assert itlm.history[0].last_epoch_loss is None and len(itlm.selection) == 144
     infos.clear()
     fit(tmp_path, ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False), 2)

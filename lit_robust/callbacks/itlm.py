@@ -962,7 +962,8 @@ class ITLM(Callback):
             rank_zero_info(f"{self._title}: `training_step` returned no loss, so the round lines show "
                            "none and a round whose training diverged is not warned about. Return "
                            "the loss from `training_step` (with manual optimisation too: `return loss` after "
-                           "`self.manual_backward(loss)`).")
+                           "`self.manual_backward(loss)`); a module that trains several networks on losses of their "
+                           "own, such as a GAN, has none to return: set `single_loss = False` on its class.")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self._current is None:
