@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Benchmark, main, md_table, quiet  # noqa: E402
+from harness import Benchmark, main, md_table, quiet, reproduce_note  # noqa: E402
 from overhead import Context, _datamodule, _model, _quantile, pin_malloc  # noqa: E402
 
 TAU, VALUE_RANGE, DROP = 0.16, (-0.4242, 2.8215), 0.3
@@ -397,7 +397,7 @@ def render(saved: dict[str, Any]) -> str:
         f"CPU cores (shared), torch {m['torch']}.",
         "",
         "Reproduce: `python benchmarks/adversarial_trigger_profile.py`." if m.get("pre_harness") else
-        f"Reproduce: `{m['command']}` (its saved `.json` re-prints this table with `--render`).",
+        f"Reproduce: `{m['command']}` {reproduce_note(saved, 'adversarial_trigger_profile.json')}.",
         "",
     ]
     return "\n".join(lines)

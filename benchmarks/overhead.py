@@ -86,7 +86,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import DEFAULT_DATA_ROOT, Benchmark, main, md_table  # noqa: E402
+from harness import DEFAULT_DATA_ROOT, Benchmark, main, md_table, reproduce_note  # noqa: E402
 from harness import quiet as _quiet  # noqa: E402
 
 DEVICE = "cpu"  # set by execute(): "cpu" or "cuda"
@@ -979,8 +979,11 @@ def render(saved: dict[str, Any]) -> str:
         f"Mode {saved['mode']}; wall time {m['wall_s']:.0f} s; torch threads {s['threads']}; date {m['date']}; "
         f"machine: {arch}, {m['cpus']} CPU cores (shared), {system}; torch {m['torch']}.",
         "",
-        "Reproduce: `python benchmarks/overhead.py`." if m.get("pre_harness") else
-        f"Reproduce: `{m['command']}` (its saved `.json` re-prints this table with `--render`).",
+        # a run of some rows named them (a reviewer found `overhead_backdoor.md`'s one row told to run all 19, which
+        # overwrites overhead.md); a run that saved no .json says so
+        ("Reproduce: `python benchmarks/overhead.py"
+         + (f" --only {' '.join(s['only'])} --out <file>.md" if s.get("only") else "") + "`.")
+        if m.get("pre_harness") else f"Reproduce: `{m['command']}` {reproduce_note(saved, 'overhead.json')}.",
         "",
     ]
     return "\n".join(lines) + m.get("note_added_by_hand", "")

@@ -52,7 +52,7 @@ from lit_robust.selection.rules import keep_count
 from lit_robust.selection.sharded import SimulatedCollectives, sharded_smallest_k_masks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Benchmark, main, md_table  # noqa: E402
+from harness import Benchmark, main, md_table, reproduce_note  # noqa: E402
 
 KEEP_RATIO = 0.7
 BITS_PER_PASS = 11
@@ -308,7 +308,7 @@ def render(saved: dict[str, Any]) -> str:
         f"average at start {res['load_average']}.",
         "",
         "Reproduce: `python benchmarks/selection_scaling.py` (`--quick` for the reduced case)." if m.get("pre_harness")
-        else f"Reproduce: `{m['command']}` (its saved `.json` re-prints this table with `--render`).",
+        else f"Reproduce: `{m['command']}` {reproduce_note(saved, 'selection_scaling.json')}.",
         "",
     ]
     return "\n".join(lines)
