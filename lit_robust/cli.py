@@ -1807,6 +1807,13 @@ def _remove_empty_log_dir(cli: RobustCLI | None) -> None:
         for name in names:
             os.remove(os.path.join(folder, name))
         os.rmdir(folder)
+        # and the logger's own folder when the run made it and left it empty (a release check's first fit, refused
+        # for a missing data root, left an empty `lightning_logs/`), never the folder the user runs in
+        parent = os.path.dirname(os.path.abspath(folder))
+        logger_name = getattr(trainer.logger, "name", None)
+        if (logger_name and os.path.basename(parent) == logger_name and not os.listdir(parent)
+                and parent not in (os.getcwd(), os.path.abspath(str(trainer.default_root_dir)))):
+            os.rmdir(parent)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

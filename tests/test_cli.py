@@ -719,8 +719,12 @@ def test_a_mistake_caught_at_setup_leaves_no_empty_version_folder(tmp_path, caps
     folder before the callbacks' setup checks run."""
     err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.max_epochs", "99"])
     assert "`round_epochs` must add up to the Trainer's `max_epochs`" in err
-    assert (tmp_path / "lightning_logs").is_dir()  # the logger was there ...
-    assert not list((tmp_path / "lightning_logs").glob("version_*"))  # ... its empty folder is not
+    # the logger made its folders, and both are gone: the version folder and the `lightning_logs/` it left empty (a
+    # release check's refused fit left that)
+    assert not (tmp_path / "lightning_logs").exists() and tmp_path.is_dir()
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier fit's folder stays, and so its parent
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.max_epochs", "99"])
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
 
 
 def test_a_resume_with_another_callback_seed_is_one_line_and_leaves_no_version_folder(tmp_path, capsys, monkeypatch):
