@@ -86,7 +86,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RESULTS, Benchmark, main  # noqa: E402
+from harness import RESULTS, Benchmark, main, reproduce_note, saved_json  # noqa: E402
 from harness import quiet as _quiet  # noqa: E402
 from harness import trainer as _trainer  # noqa: E402
 
@@ -837,6 +837,7 @@ def _render_prl(saved: dict[str, Any]) -> str:
             lines.append(f"| {name} | {100 * h['prl_auto_ge_true_minus_1_share']:.0f} % of {head['rows']} | "
                          f"{_f(h['median_abs_err_pts'], 2)} | {h['mean_auto_minus_true_pts']:+.2f} |")
     lines += _seed_groups(saved, {name: col for col, name in PRL_ESTIMATOR.items()}, "prl_true", "PRL(L)")
+    lines += ["", _reproduce(saved)]
     return "\n".join(lines) + "\n"
 
 
@@ -1019,6 +1020,7 @@ def _render_table(saved: dict[str, Any]) -> str:
         g = head["gmm"]
         lines.append(f"- ITLM auto (gmm)'s last-round estimate: median error {g['itlm_last_median_abs_err_pts']} points; "
                      f"rounds that estimated 0 on noisy rows: {g['itlm_rounds_estimating_0_on_noisy_rows']}")
+    lines += ["", _reproduce(saved)]
     return "\n".join(lines) + "\n"
 
 
@@ -1151,7 +1153,29 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
         a = s[name]
         lines.append(f"| {label} | {a['median_last_abs_err_pts']:.2f} | {100 * a['share_last_err_le_5pts']:.0f} % | "
                      f"{a['mean_test_acc']:.2f} % |")
+    lines += ["", _reproduce(saved)]
     return "\n".join(lines) + "\n"
+
+
+def _reproduce(saved: dict[str, Any]) -> str:
+    """The table's Reproduce line: its command and which file that command writes. A run saved before the command
+    line was recorded gets the options that select its settings; one written outside ``benchmarks/results/`` and
+    copied here says so."""
+    p, cmd = saved["settings"], saved["meta"].get("command")
+    default = "corruption_rate_reestimate.json" if p["rows"] == "reestimate" else "corruption_rate.json"
+    if cmd is None:
+        extra = [m for m in p["methods"] if m != "itlm_auto"]
+        cmd = "python benchmarks/corruption_rate.py" + ("" if list(p["methods"]) == DEFAULT_METHODS else
+                                                        " --methods " + " ".join(extra))
+        return (f"Reproduce: `{cmd}` (writes `benchmarks/results/{default}` and this table; the run predates the "
+                "recorded command line, so these are the options that select the settings above, and the code has "
+                f"changed since {saved['meta']['date']}; `--render benchmarks/results/{default}` re-prints it without "
+                "training).")
+    path = saved_json(saved, default)
+    if path is not None and not path.startswith("benchmarks/results/"):
+        return (f"Reproduce: `{cmd}` (it wrote `{path}`, copied to `benchmarks/results/` under this table's name; "
+                "`--render` on the copied `.json` re-prints it without training).")
+    return f"Reproduce: `{cmd}` {reproduce_note(saved, default)}."
 
 
 # -- the script's own options and its tasks ---------------------------------------------------------------------
