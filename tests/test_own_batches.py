@@ -103,6 +103,66 @@ def test_padded_sequences_with_dict_inputs_train_under_itlm_and_a_filter(tmp_pat
     assert {int(r["given_label"]) for r in report} == {0, 1, 2}
 
 
+def offsets_collate(pairs):
+    """EmbeddingBag's input: every token of the batch in one flat tensor and each sample's offset into it."""
+    lengths = torch.tensor([len(t) for t, _ in pairs])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
+    return (torch.cat([t for t, _ in pairs]), offsets), torch.tensor([int(label) for _, label in pairs])
+
+
+def time_first_collate(pairs):
+    """A recurrent model's default layout: padded `[T, B]`, time steps first."""
+    return pad_sequence([t for t, _ in pairs]), torch.tensor([int(label) for _, label in pairs])
+
+
+class Bag(RobustMixin, pl.LightningModule):
+    def __init__(self, time_first: bool = False):
+        super().__init__()
+        self.time_first = time_first
+        self.emb = nn.EmbeddingBag(VOCAB, 8, mode="mean", padding_idx=0)
+        self.out = nn.Linear(8, CLASSES)
+
+    def forward(self, x):
+        if self.time_first:  # [T, B] padded with 0: one bag per column
+            return self.out(self.emb(x.t()))
+        tokens, offsets = x
+        return self.out(self.emb(tokens, offsets))
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        logits = self(b.input)
+        return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize("layout", ["offsets", "time_first"])
+def test_inputs_that_do_not_lead_with_one_row_per_sample_train_under_itlm(tmp_path, layout, one_torch_thread):
+    """EmbeddingBag's `(flat_tokens, offsets)` and a `[T, B]` padding: an NLP newcomer's batches were refused as "the
+    first element of a batch must be the 1-D integer sample index" (it was), since the batch size was read off the
+    input's first tensor -- every token of the batch, or the time steps."""
+    pairs, noisy, corrupted = sequences()
+    collate = offsets_collate if layout == "offsets" else time_first_collate
+    data = IndexedDataset(pairs, targets=noisy, corrupted=corrupted)
+    loader = DataLoader(data, batch_size=32, shuffle=True, collate_fn=IndexedCollate(collate))
+    cb = ITLM(keep_ratio=0.7, round_epochs=[3, 3], verbose=False, plot=False, report_dir=str(tmp_path))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 6, [cb]).fit(Bag(time_first=layout == "time_first"), loader)
+    assert cb.history[-1].clean_precision > 0.8  # the flipped labels were found (30 % of a random choice)
+
+
+def test_an_index_for_other_samples_than_the_target_is_named():
+    index, tokens, offsets = torch.arange(4), torch.arange(20), torch.tensor([0, 5, 10, 15])
+    assert unpack_batch([index, (tokens, offsets), torch.zeros(4, dtype=torch.long)]).index.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"`ITLM`: the batch's sample index holds 4 entries, but its target holds 3 "
+                                         r"samples \(its first dimension\)"):
+        unpack_batch([index, (tokens, offsets), torch.zeros(3, dtype=torch.long)], "ITLM")
+    # a target that is not a tensor: the input's first dimension counts, as before
+    with pytest.raises(ValueError, match=r"index holds 4 entries, but its input holds 20 samples"):
+        unpack_batch([index, tokens, ["a", "b", "c", "d"]])
+
+
 def test_labels_fourth_in_a_batch_are_not_read_as_corruption_flags(tmp_path, one_torch_thread):
     """`(index, ids, mask, y)`: ITLM trained, read the mask as the target and the labels as the flags, and its round
     table said 19.6 % clean precision for a selection 91.8 % clean."""
@@ -216,3 +276,53 @@ def test_the_messages_for_a_sequence_users_other_mistakes_point_at_the_fix():
     with pytest.raises(TypeError, match=r"a stream \(IterableDataset\) cannot be indexed: make it yield `\(index, "
                                         r"input, target\[, is_corrupted\]\)` itself.*works with the per-batch filters"):
         IndexedDataset(Stream())
+
+
+@pytest.mark.parametrize("who", ["itlm", "prl", "coteaching"])
+def test_a_collate_of_pairs_left_unwrapped_is_named_before_the_first_batch(tmp_path, who):
+    """An NLP newcomer gave their `(tokens, label)` padding collate to a loader over an `IndexedDataset` without
+    `IndexedCollate`: the first batch stopped in their collate with "too many values to unpack (expected 2)", no word
+    of lit_robust's."""
+    pairs, noisy, _ = sequences(40)
+    loader = DataLoader(IndexedDataset(pairs, targets=noisy), batch_size=8, collate_fn=offsets_collate)
+    model, callbacks = Bag(), []
+    if who == "itlm":
+        callbacks = [ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, report=False)]
+    elif who == "prl":
+        callbacks = [BatchFilter("prl", 0.2)]
+    else:
+        from lit_robust import CoTeaching
+        model = CoTeaching(Bag(), drop_ratio=0.2)
+    owner = {"itlm": "ITLM", "prl": "BatchFilter", "coteaching": "CoTeaching"}[who]
+    with pytest.raises(ValueError, match=rf"`{owner}`: the training DataLoader's `collate_fn` \(`offsets_collate`\) "
+                                         r"failed on the first samples of its `IndexedDataset` \(ValueError: too many "
+                                         r"values to unpack.*`lit_robust.IndexedCollate\(offsets_collate\)`"):
+        tiny_trainer(tmp_path, 2, callbacks).fit(model, loader)
+
+
+class ByLength(torch.utils.data.Sampler):
+    """Length bucketing, the NLP habit: batches of samples of similar length."""
+
+    def __init__(self, pairs, batch_size):
+        self.order, self.batch_size = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0])), batch_size
+
+    def __iter__(self):
+        return iter([self.order[i:i + self.batch_size] for i in range(0, len(self.order), self.batch_size)])
+
+    def __len__(self):
+        return -(-len(self.order) // self.batch_size)
+
+
+def test_a_bucketing_batch_sampler_is_refused_by_itlm_and_kept_by_a_filter(tmp_path, one_torch_thread):
+    pairs, noisy, corrupted = sequences()
+    data = IndexedDataset(pairs, targets=noisy, corrupted=corrupted)
+    loader = DataLoader(data, batch_sampler=ByLength(pairs, 32), collate_fn=IndexedCollate(offsets_collate))
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    with pytest.raises(ValueError, match=r"ITLM draws each round's samples through a sampler of its own, so the "
+                                         r"training loader, built with a custom `batch_sampler` \(`ByLength`\), "
+                                         r"cannot be kept: .*a per-batch filter \(`BatchFilter`, `CoTeaching`\)"):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(Bag(), loader)
+    prl = BatchFilter("prl", 0.3, warmup_epochs=1)
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 2, [prl]).fit(Bag(), loader)
+    assert prl.history[-1].dropped > 0  # it filtered inside the bucketed batches

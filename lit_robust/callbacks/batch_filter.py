@@ -20,7 +20,7 @@ from lit_robust.callbacks._resume import (
     seed_persistent_workers,
     warn_inexact_resume,
 )
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
 from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs, report_fields
@@ -442,6 +442,7 @@ class BatchFilter(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report.start(trainer, pl_module.device)
         warn_inexact_resume(trainer, self.owner)
+        check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:

@@ -45,6 +45,7 @@ from lit_robust.callbacks._report_file import (
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state, warn_inexact_resume
 from lit_robust.data.indexed import (
     IndexedDataset,
+    check_collate,
     check_one_index_space,
     describe_item,
     dict_samples_hint,
@@ -735,6 +736,7 @@ class ITLM(Callback):
         loader = resolve_loader(original)
         _check_indexed(loader.dataset, type(self).__name__)  # ActivationClustering runs on this machinery too
         _check_plain_sampler(loader, type(self).__name__)
+        check_collate(loader, type(self).__name__)
         n = len(loader.dataset)
         if self._n is not None and n != self._n:
             raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
@@ -1759,6 +1761,15 @@ def _check_plain_sampler(loader: DataLoader, owner: str) -> None:
                          f"(with `__len__` and `__getitem__`); the training loader reads an IterableDataset "
                          f"(`{type(loader.dataset).__name__}`). Load the data into a map-style dataset, or filter "
                          "the streamed batches with `BatchFilter`, which needs no index beyond the batch's.")
+    if loader.batch_size is None:
+        # said by `with_sampler` too, without the owner or what is lost (an NLP newcomer's length bucketing)
+        custom = (f"a custom `batch_sampler` (`{type(loader.batch_sampler).__name__}`)"
+                  if loader.batch_sampler is not None else "no `batch_size` (a data set that yields whole batches)")
+        raise ValueError(f"{owner} draws each round's samples through a sampler of its own, so the training loader, "
+                         f"built with {custom}, cannot be kept: build it with `batch_size=` (each round's batches "
+                         "are then drawn from its selection, so batching by length, say, is lost), or filter inside "
+                         "the batches your loader makes with a per-batch filter (`BatchFilter`, `CoTeaching`), which "
+                         "keeps the loader as it is.")
     s = loader.sampler
     plain = (isinstance(s, SequentialSampler)
              or (type(s) is RandomSampler and not s.replacement and getattr(s, "_num_samples", None) is None)

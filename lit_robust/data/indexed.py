@@ -357,6 +357,37 @@ class IndexedCollate:
         return tuple(batch)
 
 
+def check_collate(loader: Any, owner: str) -> None:
+    """Raise, naming the fix, when the training loader's ``collate_fn`` of the user's own fails on two samples of its
+    :class:`IndexedDataset`: one written for ``(input, target)`` pairs meets ``(index, input, target[,
+    is_corrupted])`` samples, and an NLP newcomer's padding collate stopped the first batch with its own "too many
+    values to unpack (expected 2)", no word of lit_robust's. Reads the two samples under a copy of the random state,
+    so the fit draws what it would without the check; a collate that works, or samples that cannot be read, pass."""
+    from lit_robust.callbacks._resume import random_state, restore_random_state
+
+    fn, dataset = getattr(loader, "collate_fn", None), getattr(loader, "dataset", None)
+    if (not isinstance(dataset, IndexedDataset) or fn is None or fn is _collate.default_collate
+            or fn is _collate.default_convert or isinstance(fn, IndexedCollate) or len(dataset) == 0):
+        return
+    state = random_state()
+    try:
+        try:
+            samples = [dataset[i] for i in range(min(2, len(dataset)))]
+        except Exception:  # noqa: BLE001 - an unreadable sample: the fit's first batch says so
+            return
+        try:
+            fn(samples)
+        except Exception as exc:  # noqa: BLE001 - the user's collate, whatever it raises
+            name = getattr(fn, "__name__", type(fn).__name__)
+            raise ValueError(f"`{owner}`: the training DataLoader's `collate_fn` (`{name}`) failed on the first "
+                             f"samples of its `IndexedDataset` ({type(exc).__name__}: {exc}). Those samples are "
+                             "`(index, input, target[, is_corrupted])`; a collate written for `(input, target)` pairs "
+                             f"goes in `lit_robust.IndexedCollate({name})`, which adds the index and flags "
+                             "around it.") from exc
+    finally:
+        restore_random_state(state)
+
+
 def _describe(obj: Any) -> str:
     if isinstance(obj, Tensor):
         return f"a tensor of shape {tuple(obj.shape)}"
@@ -531,6 +562,16 @@ def _batch_size(x: Any) -> int | None:
     return None
 
 
+def _sample_counts(input: Any, target: Any) -> dict[str, int]:
+    """How many samples a batch's target and input hold, where they say: the target's first dimension when it is a
+    tensor, else the input's (its first tensor's first dimension). The target is the surer of the two: an input
+    can lead with something else than one row per sample (EmbeddingBag's flat tokens, a sequence-first tensor)."""
+    if isinstance(target, Tensor) and target.ndim > 0:
+        return {"target": target.shape[0]}
+    n = _batch_size(input)
+    return {} if n is None else {"input": n}
+
+
 #: what to do with samples that are dicts (said by :func:`unpack_batch` and ITLM's check of its training set)
 def dict_samples_hint(keys: Any = ()) -> str:
     """The advice for dict samples: ``IndexedDataset(dataset, target_key=...)`` with the key guessed from ``keys``
@@ -577,12 +618,19 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
         raise ValueError(f"{who}lit_robust expects batches `(index, input, target[, is_corrupted])`, got {kind}.{several} "
                          f"{hint}")
     index = batch[0]
-    n = _batch_size(batch[1])
     if not (isinstance(index, Tensor) and index.ndim == 1 and not index.is_floating_point()
-            and index.dtype != torch.bool and (n is None or index.numel() == n)):
+            and index.dtype != torch.bool):
         got = f"tensor of dtype {index.dtype} and shape {tuple(index.shape)}" if isinstance(index, Tensor) \
             else type(index).__name__
         raise ValueError(f"{who}the first element of a batch must be the 1-D integer sample index, got {got}. {hint}")
+    sizes = _sample_counts(batch[1], batch[2])
+    if sizes and index.numel() not in sizes.values():
+        # an index for other samples than the batch's. The input alone cannot say how many samples it holds: an
+        # NLP newcomer's EmbeddingBag input `(flat_tokens, offsets)` starts with every token of the batch, and a
+        # GRU's `[T, B]` padding with the time steps (both were refused as "not a sample index")
+        (what, k), = sizes.items()
+        raise ValueError(f"{who}the batch's sample index holds {index.numel()} entries, but its {what} holds {k} "
+                         f"samples (its first dimension): the index must name each sample of the batch once. {hint}")
     corrupted = batch[3] if len(batch) == 4 else None
     if corrupted is not None and not (isinstance(corrupted, Tensor) and corrupted.shape == index.shape
                                       and not corrupted.is_floating_point() and not corrupted.is_complex()):

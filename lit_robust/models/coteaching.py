@@ -22,7 +22,7 @@ from lit_robust.callbacks.batch_filter import (
     small_batch_message,
     warmup_outlasts_fit,
 )
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import loss_layer_scores
 from lit_robust.mixin import require_mixin
@@ -296,6 +296,10 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if stage == "fit" and self._trainer is not None:
             sigterm_without_collectives(self._trainer)  # Lightning's handler hangs a DDP fit: see the function
             self.setup_report(self._auto)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()  # the report's start
+        check_collate(self.trainer.train_dataloader, "CoTeaching")  # before the first batch, which it builds
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
