@@ -401,6 +401,35 @@ def test_early_stopping_beside_itlm_is_warned_before_training(tmp_path):
         fit(tmp_path, itlm, data=BlobsData(with_val=True), callbacks=[stop])
 
 
+@pytest.mark.parametrize("kw, checks", [({"val_check_interval": 0.5}, 8), ({"val_check_interval": 3}, 8),
+                                         ({"check_val_every_n_epoch": 2}, 2),
+                                         ({"val_check_interval": 4, "check_val_every_n_epoch": None}, 8)],
+                         ids=["half_epoch", "every_3_batches", "every_2_epochs", "across_epochs"])
+def test_early_stopping_advice_counts_the_validation_checks(tmp_path, kw, checks):
+    """A power user's `val_check_interval=0.5` made 20 checks in 10 epochs; told "a patience of at least the fit's 10
+    validation checks", their patience of 10 stopped the last round. 240 samples / 32: 8 batches per epoch."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    stop = EarlyStopping(monitor="val_loss", patience=checks - 1)
+    with pytest.warns(UserWarning, match=rf"patience of at least the fit's {checks} validation checks"):
+        fit(tmp_path / "short", itlm, data=BlobsData(with_val=True), callbacks=[stop], **kw)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path / "enough", ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False),
+            data=BlobsData(with_val=True), callbacks=[EarlyStopping(monitor="val_loss", patience=checks)], **kw)
+    assert not [w for w in record if "EarlyStopping" in str(w.message)]
+
+
+def test_max_steps_under_auto_counts_every_sample_in_later_rounds(tmp_path):
+    """With "auto" the check counted half the samples in later rounds: a power user's `max_steps=260` was not warned
+    about and ended inside the last round of 292 steps. 240 samples / 32: 8 steps per epoch, 24 for [1, 2] at most."""
+    itlm = ITLM(keep_ratio="auto", round_epochs=[1, 2], verbose=False, plot=False)
+    with pytest.warns(UserWarning, match=r"`max_steps=20` is fewer than the up to 24 optimizer steps the rounds "
+                                         r"\[1, 2\] take \(8 per epoch; with `keep_ratio='auto'`"):
+        fit(tmp_path, itlm, max_steps=20)
+
+
 def test_early_stopping_that_cannot_end_the_fit_is_not_warned(tmp_path):
     """A release checker's patience of 100 in a 10-epoch fit was warned about, against the warning's own advice."""
     from pytorch_lightning.callbacks import EarlyStopping
@@ -462,6 +491,34 @@ def test_steps_in_round_with_reinit_false_is_refused(tmp_path):
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], reinit=False, verbose=False, plot=False)
     with pytest.raises(ValueError, match=r"`steps_in_round`: with `reinit=False` ITLM configures the optimizers once"):
         fit(tmp_path, itlm, model=SizesItsSchedulePerRound(itlm))
+
+
+class SizesItsScheduleForTheFit(TinyModel):
+    """OneCycle sized by `estimated_stepping_batches`, as `steps_in_round`'s error once advised under `reinit=False`."""
+
+    def __init__(self, total=None):
+        super().__init__()
+        self.total = total
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        total = self.total or self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_a_schedule_left_unfinished_under_reinit_false_is_warned(tmp_path):
+    """A power user followed the advice: OneCycle sized for 380 steps, a fit of 300, its rate left at 0.0101 (2e-07 at
+    its end) without a word. 240 samples / 32: 8 steps in round 0, ⌊240 × 0.6⌋ / 32 → 5 in each of 3 later epochs."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 3], reinit=False, verbose=False, plot=False)
+    with pytest.warns(UserWarning, match=r"ITLM: the fit's `OneCycleLR` is sized for 32 steps but the fit took 23, so "
+                                         r"it stopped 72 % into its schedule \(learning rate .*`reinit=False`"):
+        fit(tmp_path / "a", itlm, model=SizesItsScheduleForTheFit())
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 3], reinit=False, verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path / "b", itlm, model=SizesItsScheduleForTheFit(total=23))  # sized for the steps taken
+    assert not [w for w in record if "into its schedule" in str(w.message)]
 
 
 def test_a_fit_that_runs_all_rounds_does_not_warn(tmp_path, recwarn):
@@ -539,7 +596,7 @@ def test_a_schedule_sized_for_the_whole_fit_is_warned_about_when_rounds_re_creat
     with _warnings.catch_warnings(record=True) as record:
         _warnings.simplefilter("always")
         fit(tmp_path, itlm, OneCycle(per_round))
-    said = [str(w.message) for w in record if "is sized for" in str(w.message)]
+    said = [str(w.message) for w in record if "lasts about" in str(w.message)]  # (reinit=False: see the next test)
     assert len(said) == (1 if warned else 0), said
     if warned:
         assert said[0].startswith("ITLM: round 0 lasts about 16 steps, but its `OneCycleLR` is sized for 33")

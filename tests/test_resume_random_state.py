@@ -290,3 +290,32 @@ def test_a_resume_from_a_mid_epoch_checkpoint_is_warned_about(tmp_path, owner):
         "the fit is not the uninterrupted one (other batches, drops and weights). For an exact resume, resume from a "
         "checkpoint written at the end of an epoch (ModelCheckpoint's default, `save_last: true`)."), said
     assert run(tmp_path / "c", tmp_path / "a" / "end-epoch=1.ckpt") == []
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_resume_after_a_validation_inside_an_epoch_names_save_on_train_epoch_end(tmp_path):
+    """A power user's `val_check_interval=0.5` with `ModelCheckpoint(save_last=True)`: `last.ckpt` was written after
+    a validation inside the epoch, and the warning's advice was the `save_last: true` they had. The advice given now,
+    `save_on_train_epoch_end=True`, resumes exactly and is not warned about. 160 samples / 32: 5 batches per epoch,
+    validations after batches 2 and 4."""
+    import warnings
+
+    def run(root, ckpt_path=None, **ckpt_kw):
+        pl.seed_everything(0, verbose=False)
+        module, callbacks, data, epochs, _ = _setup("ITLM")
+        every = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}", **ckpt_kw)
+        trainer = tiny_trainer(root, epochs, [*callbacks, every], enable_checkpointing=True, val_check_interval=0.5)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, data, ckpt_path=ckpt_path)
+        return module, [str(w.message) for w in caught if "written inside epoch" in str(w.message)]
+
+    run(tmp_path / "a")
+    _, said = run(tmp_path / "b", tmp_path / "a" / "epoch=1.ckpt")
+    assert len(said) == 1 and "a validation inside the epoch (`val_check_interval`)" in said[0] and said[0].endswith(
+        "(`ModelCheckpoint(save_on_train_epoch_end=True)` writes its checkpoints at the end of each epoch only)."), said
+    full, _ = run(tmp_path / "c", save_on_train_epoch_end=True)
+    resumed, said = run(tmp_path / "d", tmp_path / "c" / "epoch=1.ckpt", save_on_train_epoch_end=True)
+    assert said == []
+    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name

@@ -189,11 +189,20 @@ def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
     if not getattr(loop, "restarted_mid_epoch", False):
         return
     done = loop.epoch_loop.batch_progress.current.processed
+    batches, interval = getattr(trainer, "num_training_batches", None), getattr(trainer, "val_check_batch", None)
+    # a validation inside the epoch: ModelCheckpoint saves after each one, `last.ckpt` too (a power user's
+    # `val_check_interval=0.5` with `save_last=True` was told to use `save_last: true`)
+    inside = isinstance(interval, int) and isinstance(batches, (int, float)) and interval < batches
+    causes = ("a validation inside the epoch (`val_check_interval`), after which ModelCheckpoint saves, "
+              "`last.ckpt` too; `every_n_train_steps`, `save_on_exception`, ..." if inside else
+              "`every_n_train_steps`, `save_on_exception`, ...")
+    fix = ("`ModelCheckpoint(save_on_train_epoch_end=True)` writes its checkpoints at the end of each epoch only"
+           if inside else "ModelCheckpoint's default, `save_last: true`")
     rank_zero_warn(f"{owner}: this fit resumes from a checkpoint written inside epoch {trainer.current_epoch} (after "
-                   f"{done} of its batches: `every_n_train_steps`, `save_on_exception`, ...). Lightning trains the "
+                   f"{done} of its batches: {causes}). Lightning trains the "
                    "rest of that epoch's steps in a new order, so from here on the fit is not the uninterrupted one "
                    "(other batches, drops and weights). For an exact resume, resume from a checkpoint written at the "
-                   "end of an epoch (ModelCheckpoint's default, `save_last: true`).")
+                   f"end of an epoch ({fix}).")
 
 
 def warn_inexact_resume(trainer: Any, owner: str) -> None:

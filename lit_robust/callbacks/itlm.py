@@ -616,9 +616,10 @@ class ITLM(Callback):
         (torch's OneCycleLR raised at the first step past round 0)."""
         if not self.reinit:
             raise ValueError("`steps_in_round`: with `reinit=False` ITLM configures the optimizers once, so a schedule "
-                             "sized for one round ends after round 0; size it for the whole fit "
-                             "(`self.trainer.estimated_stepping_batches`, which counts round 0's batches for every "
-                             "epoch) or keep `reinit=True`.")
+                             "sized for one round ends after round 0; size it for the whole fit or keep `reinit=True`. "
+                             "The whole fit is round 0's steps on every sample, then the later rounds' on their "
+                             "selections: `self.trainer.estimated_stepping_batches` counts every sample in every "
+                             "epoch, so a schedule sized to it stops before its end (ITLM says so at the fit's end).")
         trainer.estimated_stepping_batches  # noqa: B018 - Lightning builds the training loader here when it has not
         per_epoch = _optimizer_steps_per_epoch(trainer)
         if per_epoch is None:
@@ -889,8 +890,8 @@ class ITLM(Callback):
         0.748)."""
         if self.history or self._round > 0 or self.num_rounds < 2:
             return  # from the fit's start (a resumed fit was told then)
-        checks = sum(self.round_epochs) // max(1, getattr(trainer, "check_val_every_n_epoch", None) or 1)
         for cb in trainer.early_stopping_callbacks:
+            checks = _early_stopping_checks(trainer, cb, sum(self.round_epochs))
             # it stops after `patience` checks without improvement: a patience of the fit's checks or more cannot
             # (a release checker's patience of 100 in a 10-epoch fit was warned about, against the warning's advice)
             if self.reinit and getattr(cb, "patience", 0) < checks:
@@ -905,14 +906,20 @@ class ITLM(Callback):
         steps = _optimizer_steps_per_epoch(trainer)
         if trainer.max_steps is None or trainer.max_steps < 0 or steps is None:
             return
-        # later rounds train on their selection: at least half the samples with "auto", `keep_ratio` of them otherwise
-        share = 0.5 if self.keep_ratio == "auto" else float(self.keep_ratio)
+        # later rounds train on their selection: `keep_ratio` of the samples, or with "auto" as many as the estimate
+        # leaves, up to all of them (counting half, a power user's `max_steps=260` was not warned about and ended
+        # inside the last round of 292 steps)
+        share = 1.0 if self.keep_ratio == "auto" else float(self.keep_ratio)
         later = max(1, math.floor(steps * share))
         needed = self.round_epochs[0] * steps + sum(self.round_epochs[1:]) * later
         if trainer.max_steps < needed:
+            about = (f"up to {needed} optimizer steps the rounds {list(self.round_epochs)} take ({steps} per epoch; "
+                     "with `keep_ratio='auto'` a later round trains on what the estimate keeps, up to every sample)"
+                     if self.keep_ratio == "auto" else
+                     f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take ({steps} per epoch "
+                     f"in round 0, about {later} in later rounds)")
             rank_zero_warn(
-                f"{self._title}: `max_steps={trainer.max_steps}` is fewer than the about {needed} optimizer steps the "
-                f"rounds {list(self.round_epochs)} take ({steps} per epoch in round 0, about {later} in later rounds), "
+                f"{self._title}: `max_steps={trainer.max_steps}` is fewer than the {about}, "
                 "so Lightning would stop the fit inside a round and the final model would be an unfinished round's. "
                 "Leave `max_steps` at -1: `max_epochs` = the sum of the rounds ends the fit.")
 
@@ -1026,10 +1033,31 @@ class ITLM(Callback):
                 "(EarlyStopping, `max_steps`, `max_time`, `trainer.should_stop`), so the model is not the last "
                 "round's."
             )
+        elif not self.reinit and not trainer.interrupted:
+            self._warn_unfinished_schedules(trainer)
         if self.verbose and self.history:
             _print_round_table(trainer, self.history, self.monitor, self._title)
         if self.plot and self.score_history:
             self._save_plot(trainer)
+
+    def _warn_unfinished_schedules(self, trainer: pl.Trainer) -> None:
+        """After every round of a ``reinit=False`` fit: warn when a schedule of fixed length stopped well short of
+        its end. A power user sized OneCycle by ``estimated_stepping_batches`` (as ``steps_in_round``'s error had
+        said): 380 steps for a fit of 300, its learning rate left at 0.0101 instead of 2e-07, without a word."""
+        for cfg in trainer.lr_scheduler_configs:
+            sched, length = cfg.scheduler, schedule_length(cfg.scheduler)
+            taken = getattr(sched, "last_epoch", None)
+            if length is None or not isinstance(taken, int) or taken >= 0.9 * length:
+                continue
+            unit = "step" if cfg.interval == "step" else "epoch"
+            rates = ", ".join(f"{lr:.3g}" for lr in sched.get_last_lr()) if hasattr(sched, "get_last_lr") else "?"
+            rank_zero_warn(
+                f"{self._title}: the fit's `{type(sched).__name__}` is sized for {length} {unit}s but the fit took "
+                f"{taken}, so it stopped {100 * taken / length:.0f} % into its schedule (learning rate {rates}). With "
+                "`reinit=False` the later rounds train on their selections, fewer batches than round 0 "
+                "(`trainer.estimated_stepping_batches` counts every sample in every epoch): size the schedule "
+                f"for the {unit}s this fit took, or keep `reinit=True` and size it per round "
+                "(`itlm.steps_in_round(self.trainer)`).")
 
     # -- pieces ------------------------------------------------------------------------------------
     def _end_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> None:
@@ -1735,6 +1763,25 @@ def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> int | None:
     if not math.isfinite(batches):
         return None
     return max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
+
+
+def _early_stopping_checks(trainer: pl.Trainer, cb: Any, epochs: int) -> int:
+    """How many times ``cb`` (an EarlyStopping) checks its metric in ``epochs`` epochs: once per training epoch when
+    it checks at the epoch's end, else at each validation -- every ``check_val_every_n_epoch``-th epoch, as many
+    times in it as ``val_check_interval`` makes (a power user's ``val_check_interval=0.5`` doubled the checks, and
+    their patience of 10, advised for "the fit's 10 validation checks", stopped the last round)."""
+    if getattr(cb, "_check_on_train_epoch_end", None):
+        return epochs
+    every = getattr(trainer, "check_val_every_n_epoch", None)
+    batches, interval = trainer.num_training_batches, getattr(trainer, "val_check_batch", None)
+    if every is None:  # validation every `val_check_interval` batches, across epochs
+        if not math.isfinite(batches) or not isinstance(interval, int) or interval < 1:
+            return epochs
+        return max(1, int(batches) * epochs // interval)
+    per_epoch = 1
+    if math.isfinite(batches) and isinstance(interval, int) and interval >= 1:
+        per_epoch = max(1, int(batches) // interval)
+    return max(1, epochs // max(1, every)) * per_epoch
 
 
 def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:
