@@ -384,6 +384,23 @@ def posterior_note(table: dict[str, list[Any]]) -> str | None:
             "stands: cut it at a count you trust (the fit's estimate, or your own).")
 
 
+def unseen_note(table: dict[str, list[Any]]) -> str | None:
+    """A sentence for a per-batch filter's report when some rows have no score, else ``None``: the last epoch did
+    not see those samples, so their ``kept`` and ``predicted_label`` are empty too, and a per-class figure over the
+    report covers the seen rows only (a power user's ``limit_train_batches=0.8`` left 1,200 of 6,000 rows empty, a
+    stop inside the epoch 3,632, without a word)."""
+    scores = table.get("score_last_epoch")
+    if not scores:
+        return None
+    unseen = sum(v is None or (isinstance(v, float) and math.isnan(v)) for v in scores)
+    if unseen == 0:
+        return None
+    return (f"{unseen} of its {len(scores)} rows have no score: the last epoch did not see those samples "
+            "(`limit_train_batches`, a loader with `drop_last=True`, or a stop inside the epoch), so their `kept` and "
+            "`predicted_label` are empty too. Per-class figures over the report count the scored rows only: select "
+            "them with `report[report.score_last_epoch.notna()]`.")
+
+
 def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predicted: Tensor | None) -> Tensor:
     """``clean_posterior`` of the scored samples: the label estimator's where every one has both labels, else the
     score mixture's (``"gmm"`` behind the label estimators)."""

@@ -418,6 +418,25 @@ def test_batch_filter_report_is_the_last_epochs_mean_score_and_drops(tmp_path):
     assert sum(not r["kept"] for r in rows.values()) == bf.history[-1].dropped
 
 
+def test_a_filter_report_with_rows_the_last_epoch_did_not_see_says_so(tmp_path):
+    """A power user's `limit_train_batches=0.8` left 1,200 of 6,000 rows without a score, `kept` or prediction, and
+    per-class figures over the report covered the seen rows only, without a word. 240 samples / 32: 8 batches, 6 run."""
+    bf = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=1, report=True, report_dir=str(tmp_path))
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 2, [bf], limit_train_batches=6)
+    with pytest.warns(UserWarning, match=r"BatchFilter: the per-sample report .*filter_prl_report.csv: 48 of its 240 "
+                                         r"rows have no score: the last epoch did not see those samples "
+                                         r"\(`limit_train_batches`.*report.score_last_epoch.notna\(\)"):
+        trainer.fit(TinyModel(), BlobsData())
+    rows = load_report(bf.report_path, as_frame=False)
+    assert sum(r["score_last_epoch"] is None for r in rows) == 48
+    bf = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=1, report=True, report_dir=str(tmp_path / "all"))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [bf]).fit(TinyModel(), BlobsData())
+    assert not [w for w in record if "have no score" in str(w.message)]
+
+
 def test_warmup_epoch_still_gets_scores_and_prl_g_scores_its_last_epoch(tmp_path):
     bf = BatchFilter("prl_g", drop_ratio=0.0, report_dir=str(tmp_path))  # drops nothing, ever
     fit(tmp_path, [bf], 2)

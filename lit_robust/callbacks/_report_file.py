@@ -18,6 +18,7 @@ from lit_robust.report import (
     EpochScores,
     folder_error,
     posterior_note,
+    unseen_note,
     write_training_report,
 )
 from lit_robust.selection import distributed
@@ -175,6 +176,9 @@ class EpochReport:
             path = write_training_report(table, self.target, trainer)
             note = posterior_note(table)
             rank_zero_info(f"{self.owner}: per-sample report written to {path}" + (f"; {note}" if note else ""))
+            unseen = unseen_note(table)
+            if unseen is not None:
+                rank_zero_warn(f"{self.owner}: the per-sample report {path}: {unseen}")
             return path
 
         return written_on_rank_zero(trainer, self.target, write)
