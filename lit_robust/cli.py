@@ -649,7 +649,7 @@ class RobustCLI(LightningCLI):
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         if not hparams:
             return
@@ -1193,6 +1193,31 @@ def _model_args(cfg: Any) -> dict[str, Any]:
     if args is None:
         return {}
     return dict(args.as_dict() if isinstance(args, Namespace) else args)
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint at ``path`` (a file that exists), or a :class:`UserInputError` saying why it is none: an
+    auditor's `--ckpt_path` to a YAML file, a garbage or empty file, or a `torch.save`d dict ended in a 24-line
+    traceback whose last line advised loading with ``weights_only=False``, which runs whatever the file holds."""
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - whatever torch's unpickler raises, the file is not a checkpoint
+        # torch names the reason after "WeightsUnpickler error:" (e.g. "Unsupported global: GLOBAL mymod.Foo", an
+        # object of the user's own in its hyper-parameters), on that line or the next
+        text = str(exc)
+        _, found, after = text.partition("WeightsUnpickler error:")
+        reason = next((line.strip() for line in after.splitlines() if line.strip()), "") if found else ""
+        why = (reason if reason else "the file is empty" if os.path.getsize(path) == 0 else
+               f"not a file written by `torch.save`: {type(exc).__name__}")
+        raise UserInputError(f"`--ckpt_path {path}` is not a checkpoint torch reads as plain data ({why}): pass a "
+                             "`.ckpt` file written by a Lightning fit, `last` or `best`.") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        holds = f"a dict with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else \
+            f"a {type(ckpt).__name__}"
+        raise UserInputError(f"`--ckpt_path {path}` is not a Lightning checkpoint: it holds {holds}, with no "
+                             "`state_dict` (a file saved with `torch.save`?). Pass a `.ckpt` file written by a "
+                             "Lightning fit, `last` or `best`.")
+    return ckpt
 
 
 def _saved_fit_signature(ckpt: str) -> dict[str, Any] | None:

@@ -234,6 +234,34 @@ def test_invalid_config_ends_cleanly(tmp_path, capsys, config, edits, overrides,
     assert named in text, text
 
 
+@pytest.mark.parametrize("kind", ["yaml", "garbage", "empty", "plain_dict"])
+@pytest.mark.parametrize("command", ["fit", "test"])
+def test_a_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, capsys, kind, command):
+    """An auditor's `--ckpt_path` to the config itself, a garbage or empty file, or a `torch.save`d dict: 24-line
+    tracebacks ending in torch's advice to load with `weights_only=False` (which runs what the file holds)."""
+    import torch
+
+    bad = tmp_path / f"{kind}.ckpt"
+    if kind == "yaml":
+        bad.write_text("trainer:\n  max_epochs: 2\n")
+    elif kind == "garbage":
+        bad.write_bytes(bytes(range(256)) * 2)
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    else:
+        torch.save({"a": 1}, bad)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(PRL, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(config), "--ckpt_path", str(bad)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text and "weights_only" not in text, text
+    expected = ("is not a Lightning checkpoint: it holds a dict with keys ['a'], with no `state_dict`"
+                if kind == "plain_dict" else "is not a checkpoint torch reads as plain data (" +
+                {"yaml": "not a file written by `torch.save`", "garbage": "Unsupported", "empty": "the file is empty"}[kind])
+    assert f"`--ckpt_path {bad}` {expected}" in text, text
+
+
 def test_a_tab_in_the_yaml_is_named(tmp_path, capsys):
     """A tab indenting a key read "found character that cannot start any token", nothing about tabs."""
     bad = tmp_path / "tab.yaml"
