@@ -47,6 +47,15 @@ def test_corrupt_labels_custom_mapping_and_errors():
         corrupt_labels(y, 0.5, "pairs")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"mapping\[a\] != a"):
         corrupt_labels(y, 0.5, "systematic", 3, mapping=torch.tensor([0, 2, 1]))
+    # an auditor's: labels 0-9 with num_classes=5 ("random" left 5-9 alone, silently), a -1, an empty tensor
+    for kind in ("random", "systematic"):
+        with pytest.raises(ValueError, match=r"`targets` must be class labels in \[0, 4\] \(`num_classes` = 5\), got "
+                                             r"labels from 0 to 9"):
+            corrupt_labels(torch.arange(10), 0.5, kind, 5)
+    with pytest.raises(ValueError, match=r"labels in \[0, 2\] \(`num_classes` = 3\), got labels from -1 to 2"):
+        corrupt_labels(y - 1 + (y > 0).long(), 0.5, "random", 3)
+    with pytest.raises(ValueError, match=r"`targets` must hold at least one label, got an empty tensor"):
+        corrupt_labels(torch.empty(0, dtype=torch.long), 0.5)
 
 
 def test_indexed_dataset_and_unpack_batch():

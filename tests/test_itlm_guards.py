@@ -824,3 +824,13 @@ def test_a_collapsed_final_model_is_said_to_predict_its_one_class(tmp_path):
     said = [str(w.message) for w in seen if "the final model predicts" in str(w.message)]
     assert said == ["ITLM: the final model predicts class 0 for 240 of the 240 training samples: its last round "
                     "collapsed (the warning above), so the report's ranking and `predicted_label` mean nothing."]
+
+
+def test_two_callbacks_that_select_by_rounds_are_refused(tmp_path):
+    """An auditor's `callbacks=[ITLM(0.7, [1, 1]), ITLM(0.5, [1, 1])]` ran both, each printing a round table (910/1300
+    and 650/1300 kept), neither saying which selection was trained on."""
+    first = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
+    second = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"ITLM: the Trainer has another callback that selects the training samples "
+                                         r"by rounds \(ITLM\); .*Give the Trainer one of them"):
+        fit(tmp_path, first, callbacks=[second])

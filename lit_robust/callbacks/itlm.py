@@ -660,6 +660,14 @@ class ITLM(Callback):
         self.report_path = None
         self.final_one_class = None
         self.keep_ratio = check_keep_ratio(self.keep_ratio)  # it may have been set since the constructor
+        others = [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, ITLM) and cb is not self]
+        if others:
+            # each replaces the training loader's sampler with its own selection: an auditor's two ITLMs (0.7 and
+            # 0.5) both ran and printed a round table each, neither saying which selection was trained on
+            raise ValueError(f"{self._title}: the Trainer has another callback that selects the training samples by "
+                             f"rounds ({', '.join(others)}); each would replace the training loader's sampler with "
+                             "its own selection. Give the Trainer one of them (to compare settings, run one fit "
+                             "each).")
         module = require_mixin(self._title, pl_module)
         if self.reinit and self.num_rounds > 1:
             try:

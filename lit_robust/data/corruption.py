@@ -63,9 +63,17 @@ def corrupt_labels(
         raise ValueError(f"`kind` must be 'random' or 'systematic', got {kind!r}.")
     check_int("num_classes", num_classes, 2, optional=True)
     check_int("seed", seed)
-    C = int(num_classes) if num_classes is not None else int(targets.max()) + 1
+    if targets.numel() == 0:
+        raise ValueError("`targets` must hold at least one label, got an empty tensor.")
+    low, high = int(targets.min()), int(targets.max())
+    C = int(num_classes) if num_classes is not None else high + 1
     if C < 2:
         raise ValueError(f"`num_classes` must be >= 2 to corrupt labels, got {C}.")
+    if low < 0 or high >= C:
+        # an auditor's labels 0-9 with num_classes=5: "random" drew wrong labels from 0-4 only and left 5-9 as they
+        # were, silently; "systematic" raised torch's bare IndexError; a -1 stayed in the output
+        raise ValueError(f"`targets` must be class labels in [0, {C - 1}] (`num_classes` = {C}), got labels from "
+                         f"{low} to {high}.")
     n = targets.numel()
     g = torch.Generator().manual_seed(seed)
     n_bad = int(round((1.0 - clean_ratio) * n))
