@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+import lit_robust
 from lit_robust import (
     ITLM,
     RCA,
@@ -271,9 +272,9 @@ def test_datamodules_say_what_they_yield_once_set_up(make, spec):
 
 @pytest.mark.parametrize("make, x, y, message", [
     (lambda: ImageClassifier(image_size=8), torch.randn(8, 1, 28, 28), torch.arange(8),
-     r"`model.image_size`=8 does not fit `data`: the first training batch yields 1×28×28 images"),
+     r"`model.image_size`=8 does not fit `data`: the training set yields 1×28×28 images"),
     (lambda: ImageClassifier(backbone="mlp", image_size=8, num_classes=3), torch.randn(8, 1, 8, 8), torch.arange(8),
-     r"`model.num_classes`=3 does not fit `data`: the first training batch yields labels up to 7 \(so at least 8 "
+     r"`model.num_classes`=3 does not fit `data`: the training set yields labels up to 7 \(so at least 8 "
      r"classes\)"),
     (lambda: ImageClassifier(backbone="mlp", image_size=8), torch.randn(8, 1, 8, 8), torch.randn(8, 3),
      r"`model`=ImageClassifier is a classifier, but `data`: the first training batch yields float regression targets"),
@@ -285,7 +286,7 @@ def test_datamodules_say_what_they_yield_once_set_up(make, spec):
      r"`model.in_features`=12 does not fit `data`: the first training batch yields vectors of 10 features. Set "
      r"`model.in_features` to 10\.$"),
     (lambda: MLPRegressor(in_features=4, out_features=1), torch.randn(8, 4), torch.tensor([-1296, 3, 1211, 0, 5, 7, 9, 11]),
-     r"`model`=MLPRegressor is a regressor, but `data`: the first training batch yields labels up to 1211 .*If they "
+     r"`model`=MLPRegressor is a regressor, but `data`: the training set yields labels up to 1211 .*If they "
      r"are numeric values, not classes, make them floats \(`y.float\(\)`, or `.astype\('float32'\)` on a DataFrame "
      r"column\): integer targets are read as class labels\.$"),
     (lambda: None, torch.randn(8, 4), torch.randn(8, 1), None),  # fits: no error
@@ -307,6 +308,25 @@ def test_plain_dataloaders_are_checked_on_the_first_batch(tmp_path, one_torch_th
         return
     with pytest.raises(ValueError, match=message):
         trainer.fit(model, train_dataloaders=loader)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (7, r"`model.num_classes`=3 does not fit `data`: the training set yields labels up to 7 \(so at least 8 classes\)"),
+    (-1, r"the training set holds the class label -1: class labels are 0 .. C - 1 for C classes"),
+])
+@pytest.mark.parametrize("owner", [None, "ITLM"])
+def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torch_thread, bad, message, owner):
+    """An auditor's label 7 at index 50 (of labels 0-2) passed the first batch's check and stopped the fit in torch's
+    "IndexError: Target 7 is out of bounds"; a -1 passed everywhere. The training set's own labels are checked."""
+    from lit_robust import ITLM
+
+    y = torch.arange(64) % 3
+    y[50] = bad
+    loader = DataLoader(IndexedDataset(TensorDataset(torch.randn(64, 5), y)), batch_size=16)
+    callbacks = [ITLM(keep_ratio=0.75, round_epochs=[1], verbose=False, plot=False)] if owner else []
+    with pytest.raises(ValueError, match=message):
+        tiny_trainer(tmp_path, 1, callbacks).fit(lit_robust.MLPClassifier(in_features=5, num_classes=3),
+                                                 train_dataloaders=loader)
 
 
 # -- arguments: wrong type, scalar for a sequence, out of range (checked at construction) --------------------------

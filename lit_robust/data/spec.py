@@ -94,11 +94,39 @@ def batch_spec(batch: Any, source: str = "the first training batch") -> DataSpec
 def check_first_batch(module: Any, batch: Any, batch_idx: int) -> None:
     """Without a datamodule that says what it yields, check ``module`` (its ``check_data``) against the first
     training batch of every epoch instead (cheap: shapes and one ``max``)."""
-    if batch_idx != 0 or datamodule_spec(getattr(module, "_trainer", None)) is not None:
+    trainer = getattr(module, "_trainer", None)
+    if batch_idx != 0 or datamodule_spec(trainer) is not None:
         return
     spec = batch_spec(batch)
+    low = None
+    if spec is not None and spec.target == "class":
+        spec, low = _whole_set_labels(spec, trainer, batch)
     if spec is not None and callable(getattr(module, "check_data", None)):
         module.check_data(spec)
+        if low is not None and low < 0:  # a classifier's (a regressor was told of its integer targets above)
+            raise ValueError(f"{spec.source} holds the class label {low}: class labels are 0 .. C - 1 for C classes "
+                             "(the range of cross-entropy's targets). Map the labels to that range first.")
+
+
+def _whole_set_labels(spec: DataSpec, trainer: Any, batch: Any) -> tuple[DataSpec, int]:
+    """``spec`` with the largest label of the whole training set when it holds its labels as one tensor
+    (``IndexedDataset(targets=...)``, a ``TensorDataset``'s second tensor), else of the batch, and the smallest.
+    An auditor's label 7 at index 50 of 200 passed the first batch's check and stopped the fit in torch's bare
+    "IndexError: Target 7 is out of bounds"; a label of -1 passed it everywhere."""
+    from lit_robust.data.indexed import unpack_batch
+
+    dataset = getattr(getattr(trainer, "train_dataloader", None), "dataset", None)
+    targets = getattr(dataset, "targets", None)
+    inner = getattr(dataset, "dataset", None)
+    if targets is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
+        targets = inner.tensors[1]
+    whole = (isinstance(targets, Tensor) and targets.ndim == 1 and targets.numel() > 0
+             and not targets.is_floating_point() and targets.dtype != torch.bool)
+    labels = targets if whole else unpack_batch(batch).target
+    source = "the training set" if whole else spec.source
+    low, high = int(labels.min()), int(labels.max())
+    return DataSpec(source, spec.input_shape, "class", num_classes=max(spec.num_classes or 0, high + 1),
+                    classes_at_least=True), low
 
 
 def datamodule_spec(trainer: Any) -> DataSpec | None:
