@@ -33,6 +33,32 @@ class BatchSelector(Protocol):
 
 
 
+def split_loss_output(out: Any) -> tuple[Tensor, Any]:
+    """``(losses, outputs)`` of what ``per_sample_loss`` returned: the losses alone (``outputs`` ``None``) or the
+    pair. Anything else is named (an auditor's 1-tuple `(losses,)` ended in "not enough values to unpack", and
+    integer losses in torch's "mean(): could not infer output dtype")."""
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            comma = " (a trailing comma?)" if len(out) == 1 else ""
+            raise ValueError(f"`per_sample_loss` must return the per-sample losses or a pair `(losses, outputs)`, got "
+                             f"a {type(out).__name__} of {len(out)} element(s){comma}.")
+        losses, outputs = out
+    else:
+        losses, outputs = out, None
+    check_losses(losses)
+    return losses, outputs
+
+
+def check_losses(losses: Any) -> None:
+    """Raise unless ``losses`` is a floating-point tensor (its shape is checked where it is reduced)."""
+    if not isinstance(losses, Tensor):
+        raise ValueError(f"`per_sample_loss` must return the per-sample losses as a tensor of shape [batch_size], got "
+                         f"a {type(losses).__name__}.")
+    if not losses.is_floating_point():
+        raise ValueError(f"`per_sample_loss` must return floating-point losses (a loss with `reduction='none'`), got "
+                         f"dtype {losses.dtype}: a count or a 0/1 error is no loss to train on.")
+
+
 def broadcast_hint(shape: tuple[int, ...]) -> str:
     """A note for losses of shape ``[B, B]``: a ``[B]`` output against ``[B, 1]`` targets (or the reverse) broadcast
     there, and averaging would train on every pair (a regression analyst's ``targets=df[["y"]]``). ``""`` otherwise.
@@ -133,8 +159,7 @@ class RobustMixin:
 
     def sample_scores(self, batch: Any) -> Tensor:
         """Per-sample score for a round's scoring pass (lower = more trusted). Default: the loss."""
-        out = self.per_sample_loss(batch)
-        return out[0] if isinstance(out, tuple) else out
+        return split_loss_output(self.per_sample_loss(batch))[0]
 
     def predicted_labels(self, batch: Any) -> Tensor | None:
         """Predicted class per sample, for the per-sample report (``ITLM(report=True)``); ``None``: no prediction.
@@ -197,6 +222,7 @@ class RobustMixin:
         samples' mean gradient in ``.grad`` (the loss's value is then the whole batch's mean), or ``None``,
         and the mask is formed here as usual.
         """
+        check_losses(losses)
         if losses.ndim != 1:
             raise ValueError(
                 f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
@@ -252,8 +278,7 @@ class RobustMixin:
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         self._check_training_batch(batch, batch_idx)
-        out = self.per_sample_loss(batch)
-        losses, outputs = out if isinstance(out, tuple) else (out, None)
+        losses, outputs = split_loss_output(self.per_sample_loss(batch))
         loss = self.reduce_loss(losses, batch, outputs)
         self._log_train_loss(loss)
         return loss
@@ -347,8 +372,7 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
     own_scores = cls.sample_scores is not RobustMixin.sample_scores
     own_labels = cls.predicted_labels is not RobustMixin.predicted_labels
     if not own_scores and not own_labels:
-        out = module.per_sample_loss(batch)
-        losses, outputs = (out[0], out[1] if len(out) > 1 else None) if isinstance(out, tuple) else (out, None)
+        losses, outputs = split_loss_output(module.per_sample_loss(batch))
         target = unpack_batch(batch).target
         return losses, labels_from_outputs(outputs, target), values_from_outputs(outputs, target)
     scores = module.sample_scores(batch)
@@ -510,8 +534,7 @@ def check_per_sample_at_first_batch(owner: str, module: Any, batch: Any, what: s
 
     def fn(b: Any) -> Any:
         if what == "per_sample_loss":
-            out = module.per_sample_loss(b)
-            return out[0] if isinstance(out, tuple) else out
+            return split_loss_output(module.per_sample_loss(b))[0]
         return module.sample_scores(b)
 
     was = module.training

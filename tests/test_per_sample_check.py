@@ -119,6 +119,10 @@ class _Losses:
                     losses = losses.mean().expand(len(losses))
                 elif mode == "double":
                     losses = torch.cat([losses, losses])
+                elif mode == "one_tuple":
+                    return (losses,)
+                elif mode == "integer":
+                    return (logits.argmax(1) != batch[2]).long(), logits  # the 0/1 errors, not a loss
                 return losses, logits
 
             def configure_optimizers(self):
@@ -142,6 +146,24 @@ def test_batch_filter_checks_per_sample_loss_before_the_first_step(tmp_path, mod
     with pytest.raises(ValueError, match=message):
         trainer.fit(_Losses.make(mode), BlobsData())
     assert trainer.global_step == 0
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("one_tuple", r"`per_sample_loss` must return the per-sample losses or a pair `\(losses, outputs\)`, got a tuple "
+                  r"of 1 element\(s\) \(a trailing comma\?\)"),
+    ("integer", r"`per_sample_loss` must return floating-point losses .*got dtype torch.int64"),
+])
+@pytest.mark.parametrize("owner", [None, "ITLM", "BatchFilter"])
+def test_a_loss_output_of_the_wrong_form_is_named(tmp_path, mode, message, owner):
+    """An auditor's `return (losses,)` ended in "not enough values to unpack (expected 2, got 1)" inside the mixin,
+    and integer losses in torch's "mean(): could not infer output dtype"."""
+    from lit_robust import ITLM, BatchFilter
+    from tests.conftest import BlobsData, tiny_trainer
+
+    callbacks = {None: [], "ITLM": [ITLM(keep_ratio=0.7, round_epochs=[1], verbose=False, plot=False)],
+                 "BatchFilter": [BatchFilter("prl", drop_ratio=0.3)]}[owner]
+    with pytest.raises(ValueError, match=message):
+        tiny_trainer(tmp_path, 1, callbacks).fit(_Losses.make(mode), BlobsData())
 
 
 def test_the_first_batch_check_leaves_training_as_it_was(tmp_path):

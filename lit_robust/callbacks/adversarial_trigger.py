@@ -16,7 +16,7 @@ from lit_robust.functional.backdoor import (
     perturbation_from_sign_sum,
     sign_sum,
 )
-from lit_robust.mixin import RobustMixin, require_mixin
+from lit_robust.mixin import RobustMixin, require_mixin, split_loss_output
 from lit_robust.selection import distributed
 
 __all__ = ["AdversarialTrigger", "input_gradient"]
@@ -150,8 +150,7 @@ class AdversarialTrigger(Callback):
             x_var = x.detach().clone().requires_grad_(True)
             probe = list(batch)
             probe[1] = x_var
-            out = module.per_sample_loss(probe)
-            losses, outputs = out if isinstance(out, tuple) else (out, None)
+            losses, outputs = split_loss_output(module.per_sample_loss(probe))
             if self.filter_in == "outer":
                 keep = torch.ones_like(losses, dtype=torch.bool)
             else:

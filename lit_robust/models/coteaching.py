@@ -25,7 +25,7 @@ from lit_robust.callbacks.batch_filter import (
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import loss_layer_scores
-from lit_robust.mixin import require_mixin
+from lit_robust.mixin import require_mixin, split_loss_output
 from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
@@ -308,7 +308,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     @staticmethod
     def _losses(net: Any, batch: Any) -> tuple[Tensor, Any]:
         out = net.per_sample_loss(batch)
-        losses, outputs = out if isinstance(out, tuple) else (out, None)
+        losses, outputs = split_loss_output(out)
         if losses.ndim != 1:
             raise ValueError(f"`per_sample_loss` must return one loss per sample (shape [batch_size]), got shape "
                              f"{tuple(losses.shape)}.")
