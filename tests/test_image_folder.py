@@ -14,6 +14,7 @@ from PIL import Image
 
 from lit_robust import ITLM, ImageClassifier, ImageFolderDataModule, PredictionWriter, load_report
 from lit_robust.cli import main
+from tests.conftest import tiny_trainer
 
 
 def _folder(root: Path, per_class: int = 6, classes=("cat", "dog", "emu"), size=(6, 5), mode="L", seed=0) -> Path:
@@ -106,6 +107,13 @@ def test_folders_that_are_not_a_class_layout_are_said_so(tmp_path):
                                          r"yields labels of 1 class \(one class sub-folder under `root`: put each "
                                          r"class's images in a sub-folder of its own\); a classifier needs at least 2"):
         ImageClassifier(num_classes=2, in_channels=dm.in_channels, image_size=dm.image_size[0]).check_data(dm.data_spec)
+    # MLPClassifier, its sizes read from the data, said so too (it met torchmetrics' "Expected argument num_classes to
+    # be an integer larger than 1", an auditor's)
+    from lit_robust import MLPClassifier
+
+    with pytest.raises(ValueError, match=r"`model`=MLPClassifier is a classifier, but `data`: ImageFolderDataModule "
+                                         r"yields labels of 1 class"):
+        tiny_trainer(tmp_path, 1).fit(MLPClassifier(), ImageFolderDataModule(str(one), val_size=0, test_size=0))
     other = _folder(tmp_path / "other", classes=("cat", "dog", "fox"))
     with pytest.raises(ValueError, match=r"`test_root`=.* has the class sub-folders \['cat', 'dog', 'fox'\], but "
                                          r"`root` has \['cat', 'dog', 'emu'\]"):

@@ -282,6 +282,10 @@ class _ShapeFromData:
             # a lab newcomer's MLPClassifier on a regression table was told to pass both sizes, which cannot help
             raise wrong_kind_error(spec, cls, self._shape_target,
                                    "MLPRegressor" if self._shape_target == "class" else "MLPClassifier")
+        if spec is not None and spec.target == "class" == self._shape_target:
+            # one class: the classifier's own message, before a net of one output meets torchmetrics' "Expected
+            # argument num_classes to be an integer larger than 1" (an auditor's one-folder ImageFolderDataModule)
+            check_classifier_data(spec, cls, max(2, spec.num_classes or 2))
         values = None if spec is None or spec.target != self._shape_target else self._shape_read(spec)
         if values is None or None in values:
             raise ValueError(f"{cls}: `{names[0]}` and `{names[1]}` are read from the datamodule when left at None "
