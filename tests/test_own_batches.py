@@ -326,3 +326,75 @@ def test_a_bucketing_batch_sampler_is_refused_by_itlm_and_kept_by_a_filter(tmp_p
     pl.seed_everything(0, verbose=False)
     tiny_trainer(tmp_path, 2, [prl]).fit(Bag(), loader)
     assert prl.history[-1].dropped > 0  # it filtered inside the bucketed batches
+
+
+def hf_records(n: int = 150, seed: int = 0):
+    """Hugging Face-style records: dicts of `input_ids` and `attention_mask` with the label inside."""
+    pairs, noisy, corrupted = sequences(n, seed)
+    records = [{"input_ids": t, "attention_mask": torch.ones_like(t), "label": int(y)} for (t, _), y in zip(pairs, noisy)]
+    return records, corrupted
+
+
+def pad_records(records):
+    """DataCollatorWithPadding's way: records with `labels` in, one dict batch with `labels` out."""
+    ids = pad_sequence([r["input_ids"] for r in records], batch_first=True)
+    mask = pad_sequence([r["attention_mask"] for r in records], batch_first=True)
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["labels"] for r in records])}
+
+
+class HFStyle(RobustMixin, pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, 8, padding_idx=0)
+        self.out = nn.Linear(8, CLASSES)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.out((self.emb(input_ids) * mask).sum(1) / mask.sum(1))
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        logits = self(**b.input)
+        return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize("callback", ["itlm", "prl"])
+def test_a_collate_of_dict_records_trains_with_its_target_key(tmp_path, callback, one_torch_thread):
+    """An HF-style newcomer's collate of dict records (the label inside, `labels` out) fitted no `(input, target)`
+    pairs: they wrote an adapter. `IndexedCollate(collate, target_key="labels")` takes it as it is."""
+    records, corrupted = hf_records()
+    data = IndexedDataset(records, target_key="label", corrupted=corrupted)
+    loader = DataLoader(data, batch_size=32, shuffle=True, collate_fn=IndexedCollate(pad_records, target_key="labels"))
+    index, x, y, flags = next(iter(loader))
+    assert sorted(x) == ["attention_mask", "input_ids"] and y.dtype == torch.long and flags.dtype == torch.bool
+    cb = (ITLM(keep_ratio="auto", round_epochs=[3, 3], verbose=False, plot=False, report_dir=str(tmp_path))
+          if callback == "itlm" else BatchFilter("prl", 0.3, warmup_epochs=2, report=True, report_dir=str(tmp_path)))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 6, [cb]).fit(HFStyle(), loader)
+    with open(cb.report_path, newline="") as f:
+        report = list(csv.DictReader(f))
+    top = report[: int(corrupted.sum())]
+    assert sum(r["corrupted"] == "True" for r in top) / len(top) > 0.8  # 30 % for a random ranking
+
+
+def test_a_collate_of_dict_records_without_its_target_key_is_named(tmp_path):
+    """Wrapped as `IndexedCollate(collate)` (the advice for a collate of pairs), it died in the first epoch in the
+    user's collate ("tuple indices must be integers or slices, not str"), no word of lit_robust's."""
+    records, _ = hf_records(40)
+    loader = DataLoader(IndexedDataset(records, target_key="label"), batch_size=8,
+                        collate_fn=IndexedCollate(pad_records))
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    with pytest.raises(ValueError, match=r"`ITLM`: the training DataLoader's `IndexedCollate\(pad_records\)` failed on "
+                                         r"the first samples .*\(TypeError: .*it hands `pad_records` `\(input, "
+                                         r"target\)` pairs, .*pass `IndexedCollate\(pad_records, target_key='labels'\)`"):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(HFStyle(), loader)
+    loader = DataLoader(IndexedDataset(records, target_key="label"), batch_size=8,
+                        collate_fn=IndexedCollate(pad_records, target_key="label"))  # the records' key, not the batch's
+    with pytest.raises(ValueError, match=r"`BatchFilter`: .*failed on the first samples .*\(KeyError: 'labels'\): it "
+                                         r"hands `pad_records` dict records with the target under 'label'"):
+        tiny_trainer(tmp_path, 2, [BatchFilter("prl", 0.2)]).fit(HFStyle(), loader)
+    with pytest.raises(TypeError, match=r"`target_key` must be the key of the target in your collate's dict batch"):
+        IndexedCollate(pad_records, target_key=1)

@@ -322,6 +322,12 @@ class IndexedCollate:
     pads variable-length sequences, builds a dict of inputs, ...): your function collates the pairs, and the batch
     becomes ``(index, input, target[, is_corrupted])`` with the index (int64) and flags (bool) as 1-D tensors.
 
+    ``target_key``: for a collate of dict records with the label inside, Hugging Face's ``DataCollatorWithPadding``
+    style: each sample reaches ``collate_fn`` as its input dict with the target added under ``target_key``, and
+    ``collate_fn`` returns a dict batch, from which ``target_key`` is taken as the target (the rest is the input).
+    With ``IndexedDataset(records, target_key="label")`` and HF's collators, pass ``target_key="labels"``: they take
+    ``labels`` in each record and return it so.
+
     Use it for the training loader over an :class:`IndexedDataset`; evaluation loaders of plain pairs keep yours.
     Picklable (a class, not a closure) when ``collate_fn`` is, so loaders with worker processes can use it.
 
@@ -332,13 +338,25 @@ class IndexedCollate:
     >>> index, x, y = IndexedCollate(pad)([data[0], data[1]])
     >>> index.tolist(), x["ids"].tolist(), y.tolist()
     ([0, 1], [[5, 6, 7], [8, 0, 0]], [1, 0])
+
+    >>> def pad_records(records):  # yours, HF style: dict records with "labels" -> one dict batch
+    ...     ids = torch.nn.utils.rnn.pad_sequence([r["input_ids"] for r in records], batch_first=True)
+    ...     return {"input_ids": ids, "labels": torch.tensor([r["labels"] for r in records])}
+    >>> records = [{"input_ids": torch.tensor([5, 6]), "label": 1}, {"input_ids": torch.tensor([7]), "label": 0}]
+    >>> data = IndexedDataset(records, target_key="label")
+    >>> index, x, y = IndexedCollate(pad_records, target_key="labels")([data[0], data[1]])
+    >>> index.tolist(), sorted(x), x["input_ids"].tolist(), y.tolist()
+    ([0, 1], ['input_ids'], [[5, 6], [7, 0]], [1, 0])
     """
 
-    def __init__(self, collate_fn: Any) -> None:
+    def __init__(self, collate_fn: Any, target_key: str | None = None) -> None:
         if not callable(collate_fn):
             raise TypeError(f"`collate_fn` must be a function of a list of `(input, target)` pairs, got "
                             f"{_describe(collate_fn)}.")
-        self.collate_fn = collate_fn
+        if target_key is not None and not isinstance(target_key, str):
+            raise TypeError(f"`target_key` must be the key of the target in your collate's dict batch (a str, e.g. "
+                            f"'labels') or None, got {_describe(target_key)}.")
+        self.collate_fn, self.target_key = collate_fn, target_key
 
     def __call__(self, samples: Sequence[Sequence[Any]]) -> tuple:
         samples = list(samples)
@@ -346,15 +364,41 @@ class IndexedCollate:
             first = _describe(samples[0]) if samples else "no samples"
             raise ValueError(f"`IndexedCollate` collates `lit_robust.IndexedDataset` samples `(index, input, target[, "
                              f"is_corrupted])`, got {first}.")
-        pair = self.collate_fn([(s[1], s[2]) for s in samples])
+        name = getattr(self.collate_fn, "__name__", type(self.collate_fn).__name__)
+        if self.target_key is not None:
+            pair = self._collate_records(samples, name)
+        else:
+            pair = self.collate_fn([(s[1], s[2]) for s in samples])
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            name = getattr(self.collate_fn, "__name__", type(self.collate_fn).__name__)
+            records = (" A collate of dict records with the label inside (Hugging Face's style) goes in "
+                       "`IndexedCollate(your_fn, target_key='labels')`." if isinstance(pair, Mapping) else "")
             raise ValueError(f"`IndexedCollate`: `{name}` must return a batch `(input, target)`, got "
-                             f"{_describe(pair)}; several inputs go in one tuple or dict, e.g. `((ids, mask), y)`.")
+                             f"{_describe(pair)}; several inputs go in one tuple or dict, e.g. `((ids, mask), y)`."
+                             f"{records}")
         batch = [torch.tensor([int(s[0]) for s in samples], dtype=torch.int64), pair[0], pair[1]]
         if len(samples[0]) == 4:
             batch.append(torch.tensor([bool(s[3]) for s in samples], dtype=torch.bool))
         return tuple(batch)
+
+
+    def _collate_records(self, samples: list, name: str) -> tuple[Any, Any]:
+        """``target_key``: the samples as dict records with the target inside, the dict batch split."""
+        key = self.target_key
+        records = []
+        for s in samples:
+            if not isinstance(s[1], Mapping):
+                raise ValueError(f"`IndexedCollate(target_key={key!r})` hands `{name}` dict records, so the "
+                                 f"samples' inputs must be dicts (`IndexedDataset(records, target_key=...)`), got "
+                                 f"{_describe(s[1])}.")
+            records.append({**s[1], key: s[2]})
+        batch = self.collate_fn(records)
+        if not isinstance(batch, Mapping) or key not in batch:
+            keys = f" (keys {sorted(map(str, batch))[:8]})" if isinstance(batch, Mapping) else ""
+            raise ValueError(f"`IndexedCollate(target_key={key!r})`: `{name}` must return a dict batch holding the "
+                             f"target under {key!r}, got {_describe(batch)}{keys}.")
+        batch = dict(batch)
+        target = batch.pop(key)
+        return batch, target
 
 
 def check_collate(loader: Any, owner: str) -> None:
@@ -367,7 +411,7 @@ def check_collate(loader: Any, owner: str) -> None:
 
     fn, dataset = getattr(loader, "collate_fn", None), getattr(loader, "dataset", None)
     if (not isinstance(dataset, IndexedDataset) or fn is None or fn is _collate.default_collate
-            or fn is _collate.default_convert or isinstance(fn, IndexedCollate) or len(dataset) == 0):
+            or fn is _collate.default_convert or len(dataset) == 0):
         return
     state = random_state()
     try:
@@ -378,6 +422,8 @@ def check_collate(loader: Any, owner: str) -> None:
         try:
             fn(samples)
         except Exception as exc:  # noqa: BLE001 - the user's collate, whatever it raises
+            if isinstance(fn, IndexedCollate):
+                _wrapped_collate_failed(fn, samples, exc, owner)
             name = getattr(fn, "__name__", type(fn).__name__)
             raise ValueError(f"`{owner}`: the training DataLoader's `collate_fn` (`{name}`) failed on the first "
                              f"samples of its `IndexedDataset` ({type(exc).__name__}: {exc}). Those samples are "
@@ -386,6 +432,26 @@ def check_collate(loader: Any, owner: str) -> None:
                              "around it.") from exc
     finally:
         restore_random_state(state)
+
+
+def _wrapped_collate_failed(fn: IndexedCollate, samples: list, exc: Exception, owner: str) -> NoReturn:
+    """Raise for a collate inside :class:`IndexedCollate` that failed on the first samples, saying what it was
+    handed: an HF-style newcomer's collate of dict records, wrapped as told, died in the first epoch with "tuple
+    indices must be integers or slices, not str" and no word of lit_robust's."""
+    if isinstance(exc, ValueError) and str(exc).startswith("`IndexedCollate"):
+        raise ValueError(f"`{owner}`: {exc}") from exc
+    name = getattr(fn.collate_fn, "__name__", type(fn.collate_fn).__name__)
+    first = samples[0]
+    if fn.target_key is None:
+        handed = f"`(input, target)` pairs, e.g. {describe_item((first[1], first[2]))}"
+        records = (f" For a collate of dict records with the label inside (Hugging Face's style), pass "
+                   f"`IndexedCollate({name}, target_key='labels')`: it hands dicts with the target under that key "
+                   "and takes it out of the dict batch returned." if isinstance(first[1], Mapping) else "")
+    else:
+        handed = f"dict records with the target under {fn.target_key!r}"
+        records = ""
+    raise ValueError(f"`{owner}`: the training DataLoader's `IndexedCollate({name})` failed on the first samples of "
+                     f"its `IndexedDataset` ({type(exc).__name__}: {exc}): it hands `{name}` {handed}.{records}") from exc
 
 
 def _describe(obj: Any) -> str:
@@ -611,7 +677,13 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
                     "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`.")
         if isinstance(batch, dict):  # samples that are dicts, or Lightning's batch of several training loaders
             kind = f"a dict (keys {sorted(map(str, batch))[:4]})"
-            hint = ("If your samples are dicts, " + dict_samples_hint(batch) + ("" if evaluation else
+            # the batch's keys, not the samples': a collate may rename the label's (an HF-style newcomer was told
+            # `target_key='labels'` for records holding 'label')
+            label = next((k for k in ("labels", "label", "target", "y") if k in batch), "label")
+            hint = ("If your samples are dicts, " + dict_samples_hint(batch) + " If a collate of your own made this "
+                    "batch, `target_key` is the target's key in each sample, which the collate may have renamed (as "
+                    "Hugging Face's turn `label` into `labels`), and the collate goes in "
+                    f"`lit_robust.IndexedCollate(your_collate, target_key={label!r})`." + ("" if evaluation else
                     " With several training DataLoaders Lightning passes one batch per loader as a dict; lit_robust "
                     "filters the samples of one training DataLoader: concatenate the raw data sets "
                     "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`."))
