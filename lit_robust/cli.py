@@ -825,14 +825,29 @@ class RobustCLI(LightningCLI):
     def after_validate(self) -> None:
         self._say_no_ckpt_note()
         self._say_loaded()
+        self._say_if_nothing_ran("validate")
 
     def after_test(self) -> None:
         self._say_no_ckpt_note()
         self._say_loaded()
+        self._say_if_nothing_ran("test")
 
     def after_predict(self) -> None:
         self._say_no_ckpt_note()
         self._say_loaded()
+        self._say_if_nothing_ran("predict")
+
+    def _say_if_nothing_ran(self, subcommand: str) -> None:
+        """Say when the data gave the command no batch at all: an auditor's `validate` with `val_size 0` exited 0
+        after its checkpoint notes, with no word that nothing was validated."""
+        attr, split = {"validate": ("num_val_batches", "validation"), "test": ("num_test_batches", "test"),
+                       "predict": ("num_predict_batches", "predict")}[subcommand]
+        counts = getattr(self.trainer, attr, None)
+        if not isinstance(counts, list) or any(c != 0 for c in counts) or not self.trainer.is_global_zero:
+            return
+        size = {"validate": " (its `val_size` of 0, say)", "test": " (its `test_size` of 0, say)"}.get(subcommand, "")
+        sys.stderr.write(f"lit-robust {subcommand}: note: the data gave no {split} batches{size}, so nothing ran "
+                         "and no metric was computed.\n")
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit``, unless ``--ckpt_path last`` found a fit that already ran every epoch: Lightning would

@@ -655,7 +655,13 @@ def _check_report_columns(path: str | os.PathLike, fmt: str) -> None:
     """Raise unless the file has a report's ``rank`` and ``index`` columns (a newcomer's ``metrics.csv`` loaded as a
     report without a word)."""
     if fmt == "parquet":
-        columns = list(_require_pyarrow("reading a Parquet report").read_schema(os.fspath(path)).names)
+        pq = _require_pyarrow("reading a Parquet report")
+        try:
+            columns = list(pq.read_schema(os.fspath(path)).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid etc.: the file is no Parquet file
+            raise ValueError(f"`path` must be a per-sample report, but {os.fspath(path)!r} is not a Parquet file "
+                             f"pyarrow can read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).") \
+                from None
     else:
         with open(path, newline="") as f:
             columns = next(csv.reader(f), [])
@@ -679,6 +685,10 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
     """
     if as_frame not in (None, True, False):
         raise ValueError(f"`as_frame` must be True, False or None, got {as_frame!r}.")
+    if not isinstance(path, (str, os.PathLike)):  # an auditor's `load_report(None)`: os.stat's TypeError
+        raise TypeError(f"`path` must be the report file or the folder holding it (a str or path), got "
+                        f"{type(path).__name__}" + (": did the fit write no report (`report_path` is None)?"
+                                                    if path is None else "."))
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
         found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
         if len(found) != 1:  # several: the files exist, the choice is the user's (ValueError); none: not found

@@ -262,6 +262,18 @@ def test_a_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, capsys, kind, c
     assert f"`--ckpt_path {bad}` {expected}" in text, text
 
 
+def test_a_command_whose_data_give_no_batch_says_so(tmp_path, capsys, one_torch_thread):
+    """An auditor's `validate --data.init_args.val_size 0` exited 0 after its checkpoint notes, with no word that
+    nothing was validated."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    main(["validate", "--config", str(config), "--data.init_args.val_size", "0"])
+    assert ("lit-robust validate: note: the data gave no validation batches (its `val_size` of 0, say), so nothing "
+            "ran and no metric was computed.") in capsys.readouterr().err
+    main(["validate", "--config", str(config)])
+    assert "nothing ran" not in capsys.readouterr().err
+
+
 def test_a_tab_in_the_yaml_is_named(tmp_path, capsys):
     """A tab indenting a key read "found character that cannot start any token", nothing about tabs."""
     bad = tmp_path / "tab.yaml"

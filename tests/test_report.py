@@ -669,6 +669,15 @@ def test_load_report_takes_the_run_folder_and_rejects_a_file_that_is_no_report(t
         load_report(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"got none in"):
         load_report(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+    # an auditor's: `load_report(None)` (os.stat's TypeError), a `.parquet` that is none (pyarrow's ArrowInvalid)
+    with pytest.raises(TypeError, match=r"`path` must be the report file or the folder holding it \(a str or path\), "
+                                        r"got NoneType: did the fit write no report"):
+        load_report(None)
+    pytest.importorskip("pyarrow")
+    (tmp_path / "fake.parquet").write_text("rank,index\n1,0\n")
+    with pytest.raises(ValueError, match=r"`path` must be a per-sample report, but .*fake.parquet' is not a Parquet "
+                                         r"file pyarrow can read"):
+        load_report(tmp_path / "fake.parquet")
 
 
 # ------------------------------------------------------------------------------------------------ regression targets

@@ -728,3 +728,11 @@ def test_numbers_written_as_text_are_quoted_by_their_bad_cells_and_an_empty_csv_
     empty.write_text("")
     with pytest.raises(ValueError, match=r"`path`='.*empty.csv' is empty: a table needs a header row"):
         TableDataModule(path=str(empty), target="kind").setup()
+    # a header row alone: an auditor's was told "column(s) ['a', 'b'] do not hold numbers ()"
+    header = tmp_path / "header.csv"
+    header.write_text("a,b,kind\n")
+    with pytest.raises(ValueError, match=r"`path`='.*header.csv' has no rows, only the columns \['a', 'b', 'kind'\]: a "
+                                         r"table needs at least one row"):
+        TableDataModule(path=str(header), target="kind").setup()
+    with pytest.raises(ValueError, match=r"`frame` has no rows, only the columns"):
+        TableDataModule(frame=frame.iloc[:0], target="kind").setup()

@@ -359,9 +359,16 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if isinstance(source, (str, os.PathLike)):
             if argument.endswith("frame"):
                 _check_frame(source, argument)
-            return _read_table(source, argument)
-        _check_frame(source, argument)
-        return source
+            frame = _read_table(source, argument)
+            what = f"`{argument}`={os.fspath(source)!r}"
+        else:
+            _check_frame(source, argument)
+            frame, what = source, f"`{argument}`"
+        if len(frame) == 0:
+            # a header row alone: an auditor's was told its columns "do not hold numbers ()"
+            raise ValueError(f"{what} has no rows, only the columns {[str(c) for c in frame.columns][:8]}: a table "
+                             "needs at least one row.")
+        return frame
 
     def _used_columns(self, frame: Any) -> list[str]:
         given = [*self.target_names, *([self.corrupted_column] if self.corrupted_column else [])]
