@@ -468,6 +468,11 @@ def test_roc_auc_takes_numpy_arrays_and_lists():
 
     assert roc_auc(np.array([0.1, 0.9, 0.2, 0.8]), np.array([0, 1, 0, 1])) == 1.0
     assert roc_auc([3.0, 1.0, 2.0], [1, 0, 0]) == 1.0
+    assert roc_auc([3.0, 1.0, 2.0], [True, False, False]) == 1.0
+    # an auditor's labels 0/1/2: torchmetrics' "Detected the following values in target" named no argument
+    with pytest.raises(ValueError, match=r"`is_anomaly` must hold 0 \(normal\) and 1 \(anomaly\) only, got the "
+                                         r"values \[0, 1, 2\]"):
+        roc_auc(torch.tensor([0.1, 0.5, 0.2, 0.9]), torch.tensor([0, 2, 0, 1]))
 
 
 def test_a_test_auroc_below_a_half_asks_whether_the_flag_is_inverted(recwarn):

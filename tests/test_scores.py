@@ -60,6 +60,24 @@ def test_prl_l_cross_entropy_matches_reference_and_formula():
     torch.testing.assert_close(got, (logits.softmax(1) - F.one_hot(y, 5)).norm(dim=1), **TOL)
 
 
+def test_prl_l_cross_entropy_refuses_regression_targets_read_as_probabilities():
+    """An auditor's `loss: ce` on a 10-target regression scored softmax gradients of regression outputs, silently."""
+    import warnings
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 4, generator=g)
+    with pytest.raises(ValueError, match=r"`loss='ce'` reads float `targets` of the logits' shape \(6, 4\) as class "
+                                         r"probabilities \(soft labels\), but they hold negative values; for a "
+                                         r"regression output pass `loss='mse'`"):
+        prl_l_scores(logits, torch.randn(6, 4, generator=g), "ce")
+    with pytest.warns(UserWarning, match=r"some rows do not sum to 1: if they are regression targets, pass "
+                                         r"`loss='mse'`"):
+        prl_l_scores(logits, torch.rand(6, 4, generator=g) + 0.5, "ce")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prl_l_scores(logits, torch.softmax(torch.randn(6, 4, generator=g), 1), "ce")  # soft labels: nothing said
+
+
 def test_prl_l_cross_entropy_with_class_probabilities():
     g = torch.Generator().manual_seed(1)
     logits, soft = torch.randn(6, 4, generator=g), torch.rand(6, 4, generator=g)

@@ -114,6 +114,10 @@ def roc_auc(scores: Tensor | Any, is_anomaly: Tensor | Any) -> float:
     if scores.numel() != is_anomaly.numel():
         raise ValueError(f"`scores` and `is_anomaly` must have one entry per sample, got {scores.numel()} scores for "
                          f"{is_anomaly.numel()} labels.")
+    if bool(((is_anomaly != 0) & (is_anomaly != 1)).any()):  # torchmetrics' "Detected the following values in
+        # target" named no argument (an auditor's labels 0/1/2)
+        values = sorted({float(v) if is_anomaly.is_floating_point() else int(v) for v in is_anomaly.unique()[:8]})
+        raise ValueError(f"`is_anomaly` must hold 0 (normal) and 1 (anomaly) only, got the values {values}.")
     n_pos = int(is_anomaly.bool().sum())
     if n_pos == 0 or n_pos == is_anomaly.numel():
         raise ValueError("ROC-AUC needs both normal and anomalous samples in the labels.")

@@ -21,6 +21,7 @@ Nothing here imports Lightning.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -125,7 +126,19 @@ def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
                          "regression output pass `loss='mse'`.")
     p = torch.softmax(_float(logits), dim=1)
     if targets.is_floating_point() and targets.shape == logits.shape:  # class probabilities (soft labels)
-        y = targets.to(p.dtype)
+        y = targets.to(device=p.device, dtype=p.dtype)
+        # one read of the device: regression targets of the outputs' width are no probabilities (an auditor's
+        # `loss: ce` on a 10-target regression trained on meaningless scores without a word)
+        if b:
+            negative, unnormalised = (torch.stack([(y < 0).any(), ((y.sum(1) - 1).abs() > 1e-3).any()])).tolist()
+            if negative:
+                raise ValueError(f"`loss='ce'` reads float `targets` of the logits' shape {tuple(logits.shape)} as "
+                                 "class probabilities (soft labels), but they hold negative values; for a regression "
+                                 "output pass `loss='mse'`.")
+            if unnormalised:  # weights that need not sum to 1 are cross-entropy's too: said, not refused
+                warnings.warn(f"`loss='ce'` reads float `targets` of the logits' shape {tuple(logits.shape)} as class "
+                              "probabilities (soft labels), but some rows do not sum to 1: if they are regression "
+                              "targets, pass `loss='mse'`.", UserWarning, stacklevel=2)
         return (p * y.sum(1, keepdim=True) - y).norm(dim=1)
     if targets.is_floating_point() or targets.dtype == torch.bool or targets.shape != (b,):
         raise ValueError(f"`loss='ce'` expects `targets` as class indices of shape [{b}] or probabilities of shape "
