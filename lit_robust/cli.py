@@ -1839,9 +1839,26 @@ def _remove_empty_log_dir(cli: RobustCLI | None) -> None:
     (two newcomers found a trail of them; another one, whose resume was refused at restore, folders of a lone
     ``config.yaml``)."""
     trainer = getattr(cli, "trainer", None)
-    folder = None if trainer is None or not trainer.loggers else trainer.log_dir
+    # rank 0's folder, removed by rank 0 alone: under DDP every rank stopped on the mistake, and two removing it
+    # at once ended a DDP newcomer's one-line error in a 40-line FileNotFoundError traceback of rank 1's
+    if trainer is None or not trainer.loggers or not trainer.is_global_zero:
+        return
+    # rank 0's own, as `trainer.log_dir` reads it without its broadcast to the ranks (a collective, which rank 0
+    # alone would wait in)
+    logger = trainer.loggers[0]
+    try:
+        folder = logger.log_dir if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger") else logger.save_dir
+    except Exception:  # noqa: BLE001 - a logger of another kind: its folder is left alone
+        return
     if not folder or not os.path.isdir(folder):
         return
+    try:
+        _remove_if_start_files_only(trainer, folder)
+    except OSError:  # the folder changed under us (another process): nothing of the user's is at stake
+        pass
+
+
+def _remove_if_start_files_only(trainer: Any, folder: str) -> None:
     names = set(os.listdir(folder))
     if names <= _START_FILES and all(os.path.isfile(os.path.join(folder, n)) for n in names):
         for name in names:

@@ -197,3 +197,48 @@ def test_ready_made_modules_average_their_validation_loss_over_the_ranks(tmp_pat
     # each rank: one batch of 32, whose losses differ
     trainer.validate(model, DataLoader(TensorDataset(x, y), batch_size=32))
     assert float(trainer.callback_metrics["val_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+class PerRankITLM(ITLM):
+    """An ITLM whose settings (or training set) differ on rank 1, as a DDP newcomer's per-process config did."""
+
+    def __init__(self, what: str, **kw):
+        super().__init__(**kw)
+        self.what = what
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.global_rank == 1:
+            if self.what == "keep_ratio":
+                self.keep_ratio = 0.5
+            elif self.what == "round_epochs":
+                self.round_epochs = [1, 3]
+        super().setup(trainer, pl_module, stage)
+
+
+class PerRankData(OddBlobs):
+    def setup(self, stage):
+        if self.trainer.global_rank == 1:
+            self.ds = blobs(200)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("what, named", [
+    ("keep_ratio", r"ITLM: `keep_ratio` differs between the processes of this DDP fit \(rank (0 has `keep_ratio` 0.6|"
+                   r"1 has `keep_ratio` 0.5)\)"),
+    ("round_epochs", r"ITLM: `round_epochs` differs between the processes of this DDP fit \(rank (0 has `round_epochs` "
+                     r"\[2, 2\]|1 has `round_epochs` \[1, 3\])\)"),
+    ("data", r"ITLM: the training set's length differs between the processes of this DDP fit \(rank (0 has the "
+             r"training set's length 241|1 has the training set's length 200)\)"),
+])
+def test_settings_that_differ_between_the_processes_are_named_not_hung(tmp_path, what, named):
+    """A DDP newcomer's `round_epochs` differing between the processes hung the fit in a collective (SIGTERM
+    ignored, 10 min until `kill -9`); a differing `keep_ratio` trained silently on a selection of neither; training
+    sets of 1,500 and 1,400 hung. Every rank now raises at train start, naming its own value."""
+    itlm = PerRankITLM("data" if what == "data" else what, keep_ratio=0.6, round_epochs=[2, 2], verbose=False,
+                       plot=False, report=False)
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(), callbacks=[itlm],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    with pytest.raises(Exception, match=named):
+        trainer.fit(TinyModel(), PerRankData() if what == "data" else OddBlobs())
