@@ -727,6 +727,33 @@ def test_a_mistake_caught_at_setup_leaves_no_empty_version_folder(tmp_path, caps
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
 
 
+def test_only_rank_zero_removes_the_empty_log_folder_and_without_a_collective(tmp_path, monkeypatch):
+    """Under DDP both ranks removed the same empty folder: a DDP newcomer's one-line error ended in rank 1's
+    FileNotFoundError traceback; and `trainer.log_dir` is a broadcast, which rank 0 alone would wait in."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lit_robust.cli import _remove_empty_log_dir
+
+    logger = CSVLogger(str(tmp_path), name="lightning_logs", version=0)
+    folder = tmp_path / "lightning_logs" / "version_0"
+    folder.mkdir(parents=True)
+    (folder / "hparams.yaml").write_text("{}\n")
+
+    class Trainer(SimpleNamespace):
+        @property
+        def log_dir(self):
+            raise AssertionError("trainer.log_dir is a collective under DDP")
+
+    _remove_empty_log_dir(SimpleNamespace(trainer=Trainer(loggers=[logger], logger=logger, is_global_zero=False,
+                                                          default_root_dir=str(tmp_path))))
+    assert folder.is_dir()  # rank 1 leaves it
+    _remove_empty_log_dir(SimpleNamespace(trainer=Trainer(loggers=[logger], logger=logger, is_global_zero=True,
+                                                          default_root_dir=str(tmp_path))))
+    assert not folder.exists()
+
+
 def test_a_resume_with_another_callback_seed_is_one_line_and_leaves_no_version_folder(tmp_path, capsys, monkeypatch):
     """A newcomer resumed a CLI fit with another ITLM `seed`: accepted without a word (the run matched neither
     set-up); a refused resume also left a `version_N` folder holding a lone `config.yaml`."""
