@@ -39,15 +39,8 @@ def pad_pairs(pairs):
     return {"ids": ids, "mask": ids != 0}, torch.tensor([int(label) for _, label in pairs])
 
 
-class BagOfTokens(RobustMixin, pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(VOCAB, 8, padding_idx=0)
-        self.out = nn.Linear(8, CLASSES)
-
-    def forward(self, x):
-        mask = x["mask"].unsqueeze(-1).float()
-        return self.out((self.emb(x["ids"]) * mask).sum(1) / mask.sum(1))  # a mean over each sample's own tokens
+class TokenModel(RobustMixin, pl.LightningModule):
+    """The loss and optimizer of the token models below; each has its own `forward` of its batches' input."""
 
     def per_sample_loss(self, batch):
         b = unpack_batch(batch)
@@ -56,6 +49,17 @@ class BagOfTokens(RobustMixin, pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+class BagOfTokens(TokenModel):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, 8, padding_idx=0)
+        self.out = nn.Linear(8, CLASSES)
+
+    def forward(self, x):
+        mask = x["mask"].unsqueeze(-1).float()
+        return self.out((self.emb(x["ids"]) * mask).sum(1) / mask.sum(1))  # a mean over each sample's own tokens
 
 
 def test_indexed_collate_makes_an_indexed_batch_from_a_collate_of_pairs():
@@ -115,7 +119,7 @@ def time_first_collate(pairs):
     return pad_sequence([t for t, _ in pairs]), torch.tensor([int(label) for _, label in pairs])
 
 
-class Bag(RobustMixin, pl.LightningModule):
+class Bag(TokenModel):
     def __init__(self, time_first: bool = False):
         super().__init__()
         self.time_first = time_first
@@ -127,14 +131,6 @@ class Bag(RobustMixin, pl.LightningModule):
             return self.out(self.emb(x.t()))
         tokens, offsets = x
         return self.out(self.emb(tokens, offsets))
-
-    def per_sample_loss(self, batch):
-        b = unpack_batch(batch)
-        logits = self(b.input)
-        return F.cross_entropy(logits, b.target, reduction="none"), logits
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=0.05)
 
 
 @pytest.mark.parametrize("layout", ["offsets", "time_first"])
@@ -342,23 +338,11 @@ def pad_records(records):
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["labels"] for r in records])}
 
 
-class HFStyle(RobustMixin, pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(VOCAB, 8, padding_idx=0)
-        self.out = nn.Linear(8, CLASSES)
+class HFStyle(BagOfTokens):
+    """Its input is the dict batch of `input_ids` and `attention_mask`."""
 
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.unsqueeze(-1).float()
-        return self.out((self.emb(input_ids) * mask).sum(1) / mask.sum(1))
-
-    def per_sample_loss(self, batch):
-        b = unpack_batch(batch)
-        logits = self(**b.input)
-        return F.cross_entropy(logits, b.target, reduction="none"), logits
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=0.05)
+    def forward(self, x):
+        return super().forward({"ids": x["input_ids"], "mask": x["attention_mask"]})
 
 
 @pytest.mark.parametrize("callback", ["itlm", "prl"])
