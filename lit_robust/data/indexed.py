@@ -380,7 +380,6 @@ class IndexedCollate:
             batch.append(torch.tensor([bool(s[3]) for s in samples], dtype=torch.bool))
         return tuple(batch)
 
-
     def _collate_records(self, samples: list, name: str) -> tuple[Any, Any]:
         """``target_key``: the samples as dict records with the target inside, the dict batch split."""
         key = self.target_key
