@@ -115,7 +115,21 @@ def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Lit
 
 @dataclass
 class FilterEpochRecord:
-    """What a :class:`BatchFilter` dropped during one training epoch (summed over every rank)."""
+    """What a :class:`BatchFilter` dropped during one training epoch (summed over every rank; ``history``, one per
+    epoch).
+
+    Attributes:
+        epoch: the epoch, from 0.
+        drop_ratio: the scheduled drop ratio of the epoch.
+        seen: the samples that went through the filter; ``dropped``: those it dropped.
+        corrupted_seen: with the ground-truth flag (the batch's 4th element) only, else ``None``: the corrupted
+            samples seen, ``corrupted_dropped`` those dropped, ``dropped_corrupted_frac`` = corrupted_dropped /
+            dropped (how clean the rejects are), ``corrupted_frac`` = corrupted_seen / seen (what dropping at random
+            would reach).
+        estimated_corruption: with ``drop_ratio="auto"``, the estimated corrupted fraction in force at the end of
+            the epoch (made from its scores if it was an estimating epoch; before margin and clipping); it sets the
+            next epochs' drop ratio.
+    """
 
     epoch: int
     drop_ratio: float  # the scheduled drop ratio of the epoch

@@ -115,7 +115,27 @@ class _ScorePass(NamedTuple):
 
 @dataclass
 class RoundRecord:
-    """What one ITLM round trained on and how it ended."""
+    """What one ITLM round trained on and how it ended (``ITLM.history``, one per round).
+
+    Attributes:
+        round: the round's number, from 0.
+        epochs: the epochs it trained.
+        kept: the samples it trained on (its selection); ``n``: the training set's size.
+        clean_precision: the share of the kept samples that are clean, ``corrupted_recall`` the share of the corrupted
+            samples dropped, ``dropped_corrupted`` their number: known only when the batches carry the ground-truth
+            flag (``IndexedDataset(..., corrupted=...)``), else ``None``.
+        mean_kept_score: the mean score of the kept samples by the scoring pass the selection came from;
+            ``mean_dropped_score`` of the dropped ones; ``nonfinite_scores``: how many scores were NaN or infinite
+            (dropped first).
+        metrics: the logged metrics at the round's end, e.g. the monitored validation metric; ``metrics_from_epoch``
+            the epoch of the validation behind them when it is not the round's last epoch (else ``None``).
+        first_epoch_loss: the mean training loss of the round's first epoch (over all ranks); ``last_epoch_loss`` of
+            its last.
+        collapsed: the round's model did not learn (see ``ITLM(on_collapse=...)``).
+        estimated_corruption: with ``keep_ratio="auto"``, the corrupted fraction estimated from the scores the
+            round's selection came from (as estimated, before any clipping); ``None`` with a numeric ``keep_ratio``
+            and in round 0.
+    """
 
     round: int
     epochs: int

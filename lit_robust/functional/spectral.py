@@ -403,6 +403,7 @@ def apply_spectral_norm(model: nn.Module, k: float = 1.0, modules: str | Sequenc
         n_power_iterations: iterations per training forward.
         clamp: ``False``: divide by :math:`\hat\sigma/k` always (thesis); ``True``: only shrink,
             :math:`W/\max(1, \hat\sigma/k)`.
+        eps: the power iteration divides each vector by its norm, at least ``eps`` (no division by zero).
 
     Returns:
         The names of the normalised modules (modules already normalised by this function are skipped).

@@ -186,6 +186,9 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
     :class:`~lit_robust.SimCLR` or :class:`~lit_robust.LinearProbe` checkpoint, or a plain state dict) are loaded
     into it, strictly, and it is returned; the other architecture arguments are not used.
 
+    ``argument`` is the name the error messages give the file (``"checkpoint"``; a caller that takes the path as
+    another argument passes that name, e.g. ``"backbone_checkpoint"``).
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a weights-only file, no state dict in it, an architecture argument contradicting the

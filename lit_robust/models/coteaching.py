@@ -47,7 +47,16 @@ _COUNTERS = ("seen", "dropped_1", "dropped_2", "corrupted_seen", "corrupted_drop
 
 @dataclass
 class CoTeachingEpochRecord:
-    """What each network rejected during one training epoch (summed over every rank)."""
+    """What each network rejected during one training epoch (summed over every rank; ``history``, one per epoch).
+
+    Attributes:
+        epoch: the epoch, from 0; ``drop_ratio``: its scheduled drop ratio; ``seen``: the samples of its batches.
+        dropped_1: the samples network 1 rejected (so network 2 did not train on them); ``dropped_2`` the other way.
+        corrupted_seen: with the ground-truth flag (the batch's 4th element) only, else ``None``: the corrupted
+            samples seen; ``dropped_corrupted_frac_1`` / ``_2``: the corrupted share of each network's rejects;
+            ``corrupted_frac``: of all samples seen (what rejecting at random would reach).
+        estimated_corruption: with ``drop_ratio="auto"``, the estimate in force at the end of the epoch.
+    """
 
     epoch: int
     drop_ratio: float

@@ -309,8 +309,11 @@ def global_smallest_k_mask(scores: Tensor, index: Tensor, k: int, algorithm: Alg
         scores: this rank's scores, 1-D (lower is better; NaN/±inf rank last). May be empty.
         index: this rank's dataset indices, 1-D integers, same length and device as ``scores``.
         k: global number of distinct samples to keep, in ``[0, n]``; the same on every rank.
-        algorithm: ``"auto"``, ``"gather"`` or ``"histogram"``.
-        group: process group (default: the world).
+        algorithm: how the ranks find the global cut, the same selection either way: ``"gather"`` all-gathers
+            every rank's scores (traffic grows with ``n``), ``"histogram"`` narrows the cut by rounds of a
+            radix histogram (traffic independent of ``n``), ``"auto"`` the first up to ``GATHER_ALL_MAX_N`` samples
+            and the second above.
+        group: the ``torch.distributed`` process group whose ranks select together (default ``None``: the world).
 
     Returns:
         Boolean mask shaped like ``scores``.
@@ -333,6 +336,10 @@ def global_trim_mask(scores: Tensor, index: Tensor, keep_ratio: float, algorithm
 
     .. math:: S = \\arg\\min_{|S| = \\lfloor \\alpha n \\rfloor} \\sum_{i \\in S} f(s_i)
               \\quad \\text{(ties by index, non-finite last)}
+
+    Args:
+        scores, index, algorithm, group: as :func:`global_smallest_k_mask`.
+        keep_ratio: the kept fraction α, in ``(0, 1]``; the same on every rank.
 
     >>> global_trim_mask(torch.tensor([0.9, 0.1, float("nan"), 0.3]), torch.arange(4), 0.5).tolist()
     [False, True, False, True]
