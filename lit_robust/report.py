@@ -395,6 +395,9 @@ def unseen_note(table: dict[str, list[Any]]) -> str | None:
     unseen = sum(v is None or (isinstance(v, float) and math.isnan(v)) for v in scores)
     if unseen == 0:
         return None
+    if unseen == len(scores):  # a module that never hands its losses to the filter (a power user's)
+        return ("no row has a score: the filter scored no sample in the last epoch. Does the module's "
+                "`training_step` pass its per-sample losses to `self.reduce_loss(losses, batch, outputs)`?")
     return (f"{unseen} of its {len(scores)} rows have no score: the last epoch did not see those samples "
             "(`limit_train_batches`, a loader with `drop_last=True`, or a stop inside the epoch), so their `kept` and "
             "`predicted_label` are empty too. Per-class figures over the report count the scored rows only: select "

@@ -437,6 +437,21 @@ def test_a_filter_report_with_rows_the_last_epoch_did_not_see_says_so(tmp_path):
     assert not [w for w in record if "have no score" in str(w.message)]
 
 
+def test_a_filter_report_of_a_module_that_never_reduces_says_why_it_is_empty(tmp_path):
+    """A power user's `training_step` of their own never called `reduce_loss`: the report's 6,000 rows were all
+    empty, and the line that names the missing samples should not blame `limit_train_batches`."""
+
+    class MeanNotReduced(TinyModel):
+        def training_step(self, batch, batch_idx):
+            return self.per_sample_loss(batch)[0].mean()
+
+    bf = BatchFilter("prl", drop_ratio=0.3, report=True, report_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match=r"no row has a score: the filter scored no sample in the last epoch. Does "
+                                         r"the module's `training_step` pass its per-sample losses to "
+                                         r"`self.reduce_loss\(losses, batch, outputs\)`\?"):
+        tiny_trainer(tmp_path, 1, [bf]).fit(MeanNotReduced(), BlobsData())
+
+
 def test_warmup_epoch_still_gets_scores_and_prl_g_scores_its_last_epoch(tmp_path):
     bf = BatchFilter("prl_g", drop_ratio=0.0, report_dir=str(tmp_path))  # drops nothing, ever
     fit(tmp_path, [bf], 2)
