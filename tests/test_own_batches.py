@@ -151,12 +151,16 @@ def test_inputs_that_do_not_lead_with_one_row_per_sample_train_under_itlm(tmp_pa
 def test_an_index_for_other_samples_than_the_target_is_named():
     index, tokens, offsets = torch.arange(4), torch.arange(20), torch.tensor([0, 5, 10, 15])
     assert unpack_batch([index, (tokens, offsets), torch.zeros(4, dtype=torch.long)]).index.tolist() == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match=r"`ITLM`: the batch's sample index holds 4 entries, but its target holds 3 "
-                                         r"samples \(its first dimension\)"):
+    with pytest.raises(ValueError, match=r"`ITLM`: the batch's sample index holds 4 entries, but the batch holds 3 "
+                                         r"\(its target's first dimension\) or 20 \(its input's first dimension\) "
+                                         r"samples"):
         unpack_batch([index, (tokens, offsets), torch.zeros(3, dtype=torch.long)], "ITLM")
     # a target that is not a tensor: the input's first dimension counts, as before
-    with pytest.raises(ValueError, match=r"index holds 4 entries, but its input holds 20 samples"):
+    with pytest.raises(ValueError, match=r"index holds 4 entries, but the batch holds 20 \(its input's first "
+                                         r"dimension\) samples"):
         unpack_batch([index, tokens, ["a", "b", "c", "d"]])
+    # a target that leads with something else (a CTC loss's concatenated label sequences): the input's count does
+    assert unpack_batch([index, torch.zeros(4, 7, 3), torch.arange(11)]).index.tolist() == [0, 1, 2, 3]
 
 
 def test_labels_fourth_in_a_batch_are_not_read_as_corruption_flags(tmp_path, one_torch_thread):

@@ -628,13 +628,17 @@ def _batch_size(x: Any) -> int | None:
 
 
 def _sample_counts(input: Any, target: Any) -> dict[str, int]:
-    """How many samples a batch's target and input hold, where they say: the target's first dimension when it is a
-    tensor, else the input's (its first tensor's first dimension). The target is the surer of the two: an input
-    can lead with something else than one row per sample (EmbeddingBag's flat tokens, a sequence-first tensor)."""
+    """How many samples a batch's target and input may hold, where they say: the target's first dimension when it is
+    a tensor, and the input's (its first tensor's first dimension). An index that matches either is taken: an input
+    can lead with something else than one row per sample (EmbeddingBag's flat tokens, a sequence-first tensor), and
+    so can a target (a CTC loss's concatenated label sequences)."""
+    out = {}
     if isinstance(target, Tensor) and target.ndim > 0:
-        return {"target": target.shape[0]}
+        out["target"] = target.shape[0]
     n = _batch_size(input)
-    return {} if n is None else {"input": n}
+    if n is not None:
+        out["input"] = n
+    return out
 
 
 #: what to do with samples that are dicts (said by :func:`unpack_batch` and ITLM's check of its training set)
@@ -699,9 +703,9 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
         # an index for other samples than the batch's. The input alone cannot say how many samples it holds: an
         # NLP newcomer's EmbeddingBag input `(flat_tokens, offsets)` starts with every token of the batch, and a
         # GRU's `[T, B]` padding with the time steps (both were refused as "not a sample index")
-        (what, k), = sizes.items()
-        raise ValueError(f"{who}the batch's sample index holds {index.numel()} entries, but its {what} holds {k} "
-                         f"samples (its first dimension): the index must name each sample of the batch once. {hint}")
+        holds = " or ".join(f"{k} (its {what}'s first dimension)" for what, k in sizes.items())
+        raise ValueError(f"{who}the batch's sample index holds {index.numel()} entries, but the batch holds {holds} "
+                         f"samples: the index must name each sample of the batch once. {hint}")
     corrupted = batch[3] if len(batch) == 4 else None
     if corrupted is not None and not (isinstance(corrupted, Tensor) and corrupted.shape == index.shape
                                       and not corrupted.is_floating_point() and not corrupted.is_complex()):
