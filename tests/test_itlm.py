@@ -604,8 +604,10 @@ def test_one_trim_that_empties_a_class_is_warned_about(tmp_path, per_class):
                         "overall: one trim can starve or empty a rare, hard or confusable class whose samples score "
                         "high (the "
                         "model then never learns it, and the report marks all of it dropped). `ITLM(per_class=True)` "
-                        "keeps the same share of every class (not against a single-target backdoor, whose poison sits in one "
-                        "class)."]
+                        "keeps the same share of every class, wrong labels included: right for a hard or confusable "
+                        "class, not where most of the class's labels are wrong (uniform noise on a long-tailed set "
+                        "makes most of a rare class's labels flipped samples of common classes) nor against a "
+                        "single-target backdoor, whose poison sits in one class."]
 
 
 class _PairsWithoutTargets(torch.utils.data.Dataset):
@@ -698,7 +700,10 @@ def test_a_final_model_that_rarely_predicts_a_class_is_warned_about_with_the_rep
     assert said == [f"ITLM: the final model predicts class 2 for {predicted_two} sample{'' if predicted_two == 1 else 's'} ({n_two} are labelled 2): the "
                     "selection it trained on left most of that class out, so the report's `predicted_label` is no "
                     "label to relabel those samples with. `ITLM(per_class=True)` keeps the same share of every "
-                    "class (not against a single-target backdoor, whose poison sits in one class)."], said
+                    "class, wrong labels included: right for a hard or confusable class, not where most of the "
+                    "class's labels are wrong (uniform noise on a long-tailed set makes most of a rare class's labels "
+                    "flipped samples of common classes) nor against a single-target backdoor, whose poison sits in "
+                    "one class."], said
 
 
 class NamedBlobs(BlobsData):
