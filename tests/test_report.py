@@ -927,3 +927,33 @@ def test_a_subset_training_set_gets_its_source_index_from_the_subsets(tmp_path, 
     for r in rows:  # slow reference: the two index maps applied by hand
         assert r["source_index"] == chosen.indices[train.indices[r["index"]]]
         assert int(full[r["source_index"]][1]) == r["given_label"]
+
+
+def test_starved_classes_note_names_the_classes_a_filter_kept_under_half_the_overall_share():
+    """An imbalanced-data newcomer's SPL filter kept 17.7 % of the rows labelled 5 against 75 % overall, without a
+    word (ITLM says so of its selections)."""
+    from lit_robust.report import starved_classes_note
+
+    given = [0] * 60 + [1] * 20 + [2] * 8  # class 2: too few rows to judge
+    kept = [True] * 54 + [False] * 6 + [True] * 3 + [False] * 17 + [False] * 8
+    note = starved_classes_note({"given_label": given, "kept": kept})
+    overall = sum(kept) / len(kept)  # 57 of 88
+    assert 3 < 0.5 * overall * 20 and 54 >= 0.5 * overall * 60
+    assert note.startswith(f"its last epoch kept 3 of the 20 labelled 1, against {overall:.0%} overall: a rare, hard "
+                           "or confusable class's samples score high.")
+    assert "labelled 2" not in note and "labelled 0" not in note
+    assert starved_classes_note({"given_label": given, "kept": [True] * 88}) is None
+    assert starved_classes_note({"given_label": [None] * 5, "kept": [True] * 5}) is None  # no labels (regression)
+    assert starved_classes_note({"kept": kept}) is None
+
+
+def test_a_filter_that_drops_most_of_a_class_says_so_at_fit_end(tmp_path):
+    class ClassTwoHigh(TinyModel):  # every sample labelled 2 scores above the rest: SPL drops them first
+        def per_sample_loss(self, batch):
+            losses, logits = super().per_sample_loss(batch)
+            return losses + 10.0 * (batch[2] == 2).float(), logits
+
+    bf = BatchFilter("spl", drop_ratio=0.3, report=True, report_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match=r"BatchFilter: its last epoch kept \d+ of the \d+ labelled 2, against 69% "
+                                         r"overall"):
+        tiny_trainer(tmp_path, 1, [bf]).fit(ClassTwoHigh(), BlobsData())

@@ -18,6 +18,7 @@ from lit_robust.report import (
     EpochScores,
     folder_error,
     posterior_note,
+    starved_classes_note,
     unseen_note,
     write_training_report,
 )
@@ -179,6 +180,9 @@ class EpochReport:
             unseen = unseen_note(table)
             if unseen is not None:
                 rank_zero_warn(f"{self.owner}: the per-sample report {path}: {unseen}")
+            starved = starved_classes_note(table)
+            if starved is not None:
+                rank_zero_warn(f"{self.owner}: {starved}")
             return path
 
         return written_on_rank_zero(trainer, self.target, write)
