@@ -1224,8 +1224,8 @@ def read_checkpoint(path: str) -> dict[str, Any]:
         reason = next((line.strip() for line in after.splitlines() if line.strip()), "") if found else ""
         why = (reason if reason else "the file is empty" if os.path.getsize(path) == 0 else
                f"not a file written by `torch.save`: {type(exc).__name__}")
-        raise UserInputError(f"`--ckpt_path {path}` is not a checkpoint torch reads as plain data ({why}): pass a "
-                             "`.ckpt` file written by a Lightning fit, `last` or `best`.") from None
+        raise UserInputError(f"`--ckpt_path {path}` is not a checkpoint file (torch could not read it: {why}): pass "
+                             "a `.ckpt` file written by a Lightning fit, `last` or `best`.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         holds = f"a dict with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else \
             f"a {type(ckpt).__name__}"

@@ -257,7 +257,7 @@ def test_a_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, capsys, kind, c
     text = "".join(capsys.readouterr())
     assert exit_info.value.code == 2 and "Traceback" not in text and "weights_only" not in text, text
     expected = ("is not a Lightning checkpoint: it holds a dict with keys ['a'], with no `state_dict`"
-                if kind == "plain_dict" else "is not a checkpoint torch reads as plain data (" +
+                if kind == "plain_dict" else "is not a checkpoint file (torch could not read it: " +
                 {"yaml": "not a file written by `torch.save`", "garbage": "Unsupported", "empty": "the file is empty"}[kind])
     assert f"`--ckpt_path {bad}` {expected}" in text, text
 

@@ -382,7 +382,15 @@ def test_a_collate_of_dict_records_without_its_target_key_is_named(tmp_path):
     loader = DataLoader(IndexedDataset(records, target_key="label"), batch_size=8,
                         collate_fn=IndexedCollate(pad_records, target_key="label"))  # the records' key, not the batch's
     with pytest.raises(ValueError, match=r"`BatchFilter`: .*failed on the first samples .*\(KeyError: 'labels'\): it "
-                                         r"hands `pad_records` dict records with the target under 'label'"):
+                                         r"hands `pad_records` dict records with the target under 'label'. If `pad_records` "
+                                         r"collates `\(input, target\)` pairs, leave `target_key` out; if it reads "
+                                         r"the label under another key, pass that one"):
         tiny_trainer(tmp_path, 2, [BatchFilter("prl", 0.2)]).fit(HFStyle(), loader)
     with pytest.raises(TypeError, match=r"`target_key` must be the key of the target in your collate's dict batch"):
         IndexedCollate(pad_records, target_key=1)
+    # left unwrapped: both wrappings are named, the records' one with its `target_key`
+    loader = DataLoader(IndexedDataset(records, target_key="label"), batch_size=8, collate_fn=pad_records)
+    with pytest.raises(ValueError, match=r"goes in `lit_robust.IndexedCollate\(pad_records\)`, .*; one of dict records "
+                                         r"with the label inside \(Hugging Face's style\) in "
+                                         r"`lit_robust.IndexedCollate\(pad_records, target_key='labels'\)`"):
+        tiny_trainer(tmp_path, 2, [BatchFilter("prl", 0.2)]).fit(HFStyle(), loader)

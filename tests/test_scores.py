@@ -71,7 +71,7 @@ def test_prl_l_cross_entropy_refuses_regression_targets_read_as_probabilities():
                                          r"regression output pass `loss='mse'`"):
         prl_l_scores(logits, torch.randn(6, 4, generator=g), "ce")
     with pytest.warns(UserWarning, match=r"some rows do not sum to 1: if they are regression targets, pass "
-                                         r"`loss='mse'`"):
+                                         r"`loss='mse'`; multi-label \(multi-hot\) targets need a loss of their own"):
         prl_l_scores(logits, torch.rand(6, 4, generator=g) + 0.5, "ce")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

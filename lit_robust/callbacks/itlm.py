@@ -955,7 +955,8 @@ class ITLM(Callback):
                      f"in round 0, about {later} in later rounds)")
             rank_zero_warn(
                 f"{self._title}: `max_steps={trainer.max_steps}` is fewer than the {about}, "
-                "so Lightning would stop the fit inside a round and the final model would be an unfinished round's. "
+                f"so Lightning {'could' if self.keep_ratio == 'auto' else 'would'} stop the fit inside a round and the "
+                "final model would be an unfinished round's. "
                 "Leave `max_steps` at -1: `max_epochs` = the sum of the rounds ends the fit.")
 
     def _check_scheduler_length(self, trainer: pl.Trainer) -> None:

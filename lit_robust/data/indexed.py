@@ -424,11 +424,14 @@ def check_collate(loader: Any, owner: str) -> None:
             if isinstance(fn, IndexedCollate):
                 _wrapped_collate_failed(fn, samples, exc, owner)
             name = getattr(fn, "__name__", type(fn).__name__)
+            records = (f"; one of dict records with the label inside (Hugging Face's style) in "
+                       f"`lit_robust.IndexedCollate({name}, target_key='labels')`, the key its batch holds the label "
+                       "under" if isinstance(samples[0][1], Mapping) else "")
             raise ValueError(f"`{owner}`: the training DataLoader's `collate_fn` (`{name}`) failed on the first "
                              f"samples of its `IndexedDataset` ({type(exc).__name__}: {exc}). Those samples are "
                              "`(index, input, target[, is_corrupted])`; a collate written for `(input, target)` pairs "
                              f"goes in `lit_robust.IndexedCollate({name})`, which adds the index and flags "
-                             "around it.") from exc
+                             f"around it{records}.") from exc
     finally:
         restore_random_state(state)
 
@@ -448,7 +451,8 @@ def _wrapped_collate_failed(fn: IndexedCollate, samples: list, exc: Exception, o
                    "and takes it out of the dict batch returned." if isinstance(first[1], Mapping) else "")
     else:
         handed = f"dict records with the target under {fn.target_key!r}"
-        records = ""
+        records = (f" If `{name}` collates `(input, target)` pairs, leave `target_key` out; if it reads the label "
+                   "under another key, pass that one (the key its records and its batch hold the label under).")
     raise ValueError(f"`{owner}`: the training DataLoader's `IndexedCollate({name})` failed on the first samples of "
                      f"its `IndexedDataset` ({type(exc).__name__}: {exc}): it hands `{name}` {handed}.{records}") from exc
 

@@ -136,9 +136,13 @@ def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
                                  "class probabilities (soft labels), but they hold negative values; for a regression "
                                  "output pass `loss='mse'`.")
             if unnormalised:  # weights that need not sum to 1 are cross-entropy's too: said, not refused
-                warnings.warn(f"`loss='ce'` reads float `targets` of the logits' shape {tuple(logits.shape)} as class "
-                              "probabilities (soft labels), but some rows do not sum to 1: if they are regression "
-                              "targets, pass `loss='mse'`.", UserWarning, stacklevel=2)
+                # one text for every batch, so that Python's default filter says it once (a reviewer's fit printed it
+                # per batch shape)
+                warnings.warn("`loss='ce'` reads float `targets` of the logits' shape as class probabilities (soft "
+                              "labels), but some rows do not sum to 1: if they are regression targets, pass "
+                              "`loss='mse'`; multi-label (multi-hot) targets need a loss of their own, a callable "
+                              "`loss(outputs, targets) -> [B]` (e.g. binary cross-entropy summed over the labels).",
+                              UserWarning, stacklevel=2)
         return (p * y.sum(1, keepdim=True) - y).norm(dim=1)
     if targets.is_floating_point() or targets.dtype == torch.bool or targets.shape != (b,):
         raise ValueError(f"`loss='ce'` expects `targets` as class indices of shape [{b}] or probabilities of shape "
