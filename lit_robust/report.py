@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 from lit_robust.functional.estimation import LABEL_ESTIMATORS, estimate_corruption, estimate_from_labels
+from lit_robust.selection.rules import starved_classes
 
 __all__ = [
     "REPORT_FORMATS",
@@ -412,20 +413,15 @@ def starved_classes_note(table: dict[str, list[Any]], min_rows: int = 10, share:
     kept, given = table.get("kept"), table.get("given_label")
     if not kept or not given:
         return None
-    rows = [(g, k) for g, k in zip(given, kept) if g is not None and k is not None]
+    rows = [(g, k) for g, k in zip(given, kept) if g is not None and k is not None and g >= 0]
     if not rows:
         return None
-    overall = sum(k for _, k in rows) / len(rows)
-    per: dict[int, list[int]] = {}
-    for g, k in rows:
-        per.setdefault(int(g), [0, 0])
-        per[int(g)][0] += 1
-        per[int(g)][1] += int(k)
-    low = sorted((c for c, (n, k) in per.items() if n >= min_rows and k < share * overall * n),
-                 key=lambda c: per[c][1] / per[c][0])
+    labels, mask = torch.tensor([g for g, _ in rows]), torch.tensor([bool(k) for _, k in rows])
+    overall = float(mask.float().mean())
+    low = sorted(starved_classes(labels, mask, share, min_rows), key=lambda t: t[1] / t[2])
     if not low:
         return None
-    listed = ", ".join(f"{per[c][1]} of the {per[c][0]} labelled {c}" for c in low[:3])
+    listed = ", ".join(f"{k} of the {n} labelled {c}" for c, k, n in low[:3])
     return (f"its last epoch kept {listed}{' ...' if len(low) > 3 else ''}, against {overall:.0%} overall: a rare, hard "
             "or confusable class's samples score high. If their labels are right, the filter starves the class "
             "(a smaller `drop_ratio`, or ITLM with `per_class=True`); if most are wrong (uniform noise on a long-tailed "

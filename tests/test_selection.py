@@ -164,3 +164,22 @@ def test_per_class_trim_keeps_a_class_that_one_trim_would_empty():
 def test_per_class_trim_mask_bad_labels(labels, match):
     with pytest.raises(ValueError, match=match):
         per_class_trim_mask(torch.tensor([0.1, 0.2, 0.3]), labels, 0.5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_starved_classes_matches_a_slow_reference(seed):
+    from lit_robust.selection.rules import starved_classes
+
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 400, (1,), generator=g))
+    labels = torch.randint(0, 6, (n,), generator=g)
+    kept = torch.rand(n, generator=g) < torch.rand(6, generator=g)[labels]  # a kept share per class
+    overall = sum(bool(k) for k in kept) / n
+    expected = []
+    for c in range(int(labels.max()) + 1):
+        count = sum(1 for y in labels.tolist() if y == c)
+        k = sum(1 for y, s in zip(labels.tolist(), kept.tolist()) if y == c and s)
+        if count >= 10 and k < 0.5 * overall * count:
+            expected.append((c, k, count))
+    assert starved_classes(labels, kept) == expected
+    assert starved_classes(labels[:0], kept[:0]) == []

@@ -48,6 +48,7 @@ from lit_robust.data.indexed import (
     IndexedDataset,
     check_collate,
     check_one_index_space,
+    dataset_targets,
     describe_item,
     dict_samples_hint,
     reads_differ,
@@ -84,7 +85,7 @@ from lit_robust.report import (
 )
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import UNLEARNT_NOTE, cleanlab_hint, nothing_found_note, report_pointer
-from lit_robust.selection.rules import keep_count, percent_hint, scatter_scores
+from lit_robust.selection.rules import keep_count, percent_hint, scatter_scores, starved_classes
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
 __all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collapse_reasons"]
@@ -319,16 +320,6 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
 _PER_CLASS_NEEDS_LABELS = ("`per_class=True` trims each class by its given label, but the training targets are not "
                            "integer class labels (a regression's or a GAN's are not; class labels stored as floats, "
                            "e.g. 3.0: cast them to torch.long); use per_class=False otherwise.")
-
-
-def _dataset_targets(ds: Any) -> Any:
-    """The labels a training set holds without being read: ``IndexedDataset(targets=...)``'s, or the second tensor
-    of the ``TensorDataset`` it wraps; ``None`` otherwise."""
-    targets = getattr(ds, "targets", None)
-    inner = getattr(ds, "dataset", None)
-    if targets is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
-        targets = inner.tensors[1]
-    return targets
 
 
 class ITLM(Callback):
@@ -782,7 +773,7 @@ class ITLM(Callback):
                 f"`keep_ratio` must keep at least one of the {n} training samples: floor({self.keep_ratio} * {n}) = 0. "
                 f"Use `keep_ratio` >= 1/{n} = {1 / n:.4g}, got {self.keep_ratio!r}."
             )
-        targets = _dataset_targets(loader.dataset)
+        targets = dataset_targets(loader.dataset)
         if self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.is_floating_point():
             # before round 0 trains (the scoring pass at its end found them a whole round later)
             raise ValueError(f"the training set's targets are {targets.dtype}: {_PER_CLASS_NEEDS_LABELS}")
@@ -1422,8 +1413,9 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
     def _dataset_labels(self) -> Tensor | None:
-        """The integer labels the training set holds without being read (:func:`_dataset_targets`), or None."""
-        return integer_labels(_dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)))
+        """The integer labels the training set holds without being read
+        (:func:`~lit_robust.data.indexed.dataset_targets`), or None."""
+        return integer_labels(dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)))
 
     def _gathered_labels(self, scored: _ScorePass, n: int, device: torch.device) -> Tensor | None:
         """Every sample's given label from the scoring pass's batches, by dataset index (-1 where none), gathered
@@ -1451,20 +1443,20 @@ class ITLM(Callback):
         if labels is None or labels.numel() != n or int(labels.min()) < 0:
             return
         labels = labels.cpu()
-        counts = torch.bincount(labels)
-        kept = torch.bincount(labels[selection.cpu()], minlength=counts.numel())
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[selection.cpu()] = True
         overall = selection.numel() / n
         # under half the overall share (a quarter missed a newcomer's FashionMNIST Shirts under random noise: 24 % kept
         # against 65.5 % overall, about 80 % of them correctly labelled; test accuracy on Shirt 27 % against 53 %)
-        low = [c for c in range(counts.numel()) if counts[c] >= 10 and kept[c] < LOW_CLASS_SHARE * overall * counts[c]]
+        low = {c: (kept, count) for c, kept, count in starved_classes(labels, mask, LOW_CLASS_SHARE)}
         # said when it first runs low, and again only when it goes from some kept to none
-        new = [c for c in low if c not in self._low_classes or int(kept[c]) == 0 < self._low_classes[c]]
+        new = [c for c in low if c not in self._low_classes or low[c][0] == 0 < self._low_classes[c]]
         if not new:
             return
-        for c in low:
-            self._low_classes[c] = int(kept[c])
-        listed = ", ".join(f"{int(kept[c])} of {int(counts[c])} labelled {class_label(c, names)}" for c in new[:3])
-        emptied = all(kept[c] == 0 for c in new)
+        for c, (kept, _) in low.items():
+            self._low_classes[c] = kept
+        listed = ", ".join(f"{low[c][0]} of {low[c][1]} labelled {class_label(c, names)}" for c in new[:3])
+        emptied = all(low[c][0] == 0 for c in new)
         rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(new) > 3 else ''}, "
                        f"against {overall:.0%} overall: one trim can starve or empty a rare, hard or confusable class "
                        "whose samples score high"

@@ -545,7 +545,7 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     except OSError as exc:  # a broken first file (an auditor's 40-byte PNG: PIL's bare "cannot identify image file")
         _raise_named(exc, 0, dataset)
     if isinstance(first, Mapping):
-        label = next((k for k in ("labels", "label", "target", "y") if k in first), "label")
+        label = label_key_of(first)
         raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is a dict with keys "
                          f"{sorted(map(str, first))[:8]}; pass the key of its target, `IndexedDataset({argument}, "
                          f"target_key={label!r})` (the rest of each dict becomes the input), or give IndexedDataset a "
@@ -645,12 +645,28 @@ def _sample_counts(input: Any, target: Any) -> dict[str, int]:
     return out
 
 
+def dataset_targets(ds: Any) -> Any:
+    """The labels a training set holds without being read: ``IndexedDataset(targets=...)``'s, or the second tensor
+    of the ``TensorDataset`` it wraps; ``None`` otherwise."""
+    targets = getattr(ds, "targets", None)
+    inner = getattr(ds, "dataset", None)
+    if targets is None and isinstance(inner, TensorDataset) and len(inner.tensors) >= 2:
+        targets = inner.tensors[1]
+    return targets
+
+
+def label_key_of(keys: Any) -> str:
+    """The key among ``keys`` that most likely holds the label (``labels``, ``label``, ``target``, ``y``), for the
+    messages' examples; ``"label"`` when none does."""
+    return next((k for k in ("labels", "label", "target", "y") if k in keys), "label")
+
+
 #: what to do with samples that are dicts (said by :func:`unpack_batch` and ITLM's check of its training set)
 def dict_samples_hint(keys: Any = ()) -> str:
     """The advice for dict samples: ``IndexedDataset(dataset, target_key=...)`` with the key guessed from ``keys``
     (a dict-batch newcomer's BatchFilter error told them to write a Dataset of pairs, not the one argument that
     does it), or a dataset of pairs."""
-    label = next((k for k in ("labels", "label", "target", "y") if k in keys), "label")
+    label = label_key_of(keys)
     return (f"wrap the dataset as `lit_robust.IndexedDataset(dataset, target_key={label!r})` (the rest of each dict "
             "becomes the input), or give `IndexedDataset` a dataset of `(input, target)` pairs, e.g. one whose "
             "`__getitem__` returns `(s['image'], s['label'])` (a dict input is fine: `({'ids': ..., 'mask': ...}, "
@@ -686,7 +702,7 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
             kind = f"a dict (keys {sorted(map(str, batch))[:4]})"
             # the batch's keys, not the samples': a collate may rename the label's (an HF-style newcomer was told
             # `target_key='labels'` for records holding 'label')
-            label = next((k for k in ("labels", "label", "target", "y") if k in batch), "label")
+            label = label_key_of(batch)
             hint = ("If your samples are dicts, " + dict_samples_hint(batch) + " If a collate of your own made this "
                     "batch, `target_key` is the target's key in each sample, which the collate may have renamed (as "
                     "Hugging Face's turn `label` into `labels`), and the collate goes in "

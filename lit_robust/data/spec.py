@@ -113,13 +113,9 @@ def _whole_set_labels(spec: DataSpec, trainer: Any, batch: Any) -> tuple[DataSpe
     (``IndexedDataset(targets=...)``, a ``TensorDataset``'s second tensor), else of the batch, and the smallest.
     An auditor's label 7 at index 50 of 200 passed the first batch's check and stopped the fit in torch's bare
     "IndexError: Target 7 is out of bounds"; a label of -1 passed it everywhere."""
-    from lit_robust.data.indexed import unpack_batch
+    from lit_robust.data.indexed import dataset_targets, unpack_batch
 
-    dataset = getattr(getattr(trainer, "train_dataloader", None), "dataset", None)
-    targets = getattr(dataset, "targets", None)
-    inner = getattr(dataset, "dataset", None)
-    if targets is None and isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) >= 2:
-        targets = inner.tensors[1]
+    targets = dataset_targets(getattr(getattr(trainer, "train_dataloader", None), "dataset", None))
     whole = (isinstance(targets, Tensor) and targets.ndim == 1 and targets.numel() > 0
              and not targets.is_floating_point() and targets.dtype != torch.bool)
     labels = targets if whole else unpack_batch(batch).target

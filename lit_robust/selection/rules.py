@@ -34,6 +34,7 @@ __all__ = [
     "scheduled_drop_ratio",
     "batch_keep_count",
     "masked_mean",
+    "starved_classes",
 ]
 
 
@@ -260,3 +261,25 @@ def masked_mean(values: Tensor, keep: Tensor) -> Tensor:
     """Mean of ``values`` over ``keep`` (``torch.where``, so a dropped NaN cannot leak into the sum);
     an all-dropped input gives ``0`` that still has a graph."""
     return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum().clamp(min=1)
+
+
+def starved_classes(labels: Tensor, kept: Tensor, share: float = 0.5, min_count: int = 10) -> list[tuple[int, int, int]]:
+    """The classes a selection starved: ``(class, kept, count)`` for every label ``c`` with at least ``min_count``
+    samples whose kept share is under ``share`` times the overall kept share, in class order (pure). ITLM warns of
+    its selections with it, the per-batch filters of their reports' last epoch.
+
+    Args:
+        labels: one integer label per sample, ``>= 0``.
+        kept: one boolean per sample, the same length.
+
+    >>> starved_classes(torch.tensor([0] * 10 + [1] * 10), torch.tensor([True] * 10 + [True] + [False] * 9))
+    [(1, 1, 10)]
+    """
+    if labels.numel() == 0:
+        return []
+    labels, kept = labels.long().cpu(), kept.bool().cpu()
+    counts = torch.bincount(labels)
+    kept_counts = torch.bincount(labels[kept], minlength=counts.numel())
+    overall = int(kept.sum()) / labels.numel()
+    return [(c, int(kept_counts[c]), int(counts[c])) for c in range(counts.numel())
+            if counts[c] >= min_count and kept_counts[c] < share * overall * counts[c]]
