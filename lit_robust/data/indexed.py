@@ -364,7 +364,7 @@ class IndexedCollate:
             first = _describe(samples[0]) if samples else "no samples"
             raise ValueError(f"`IndexedCollate` collates `lit_robust.IndexedDataset` samples `(index, input, target[, "
                              f"is_corrupted])`, got {first}.")
-        name = getattr(self.collate_fn, "__name__", type(self.collate_fn).__name__)
+        name = _name_of(self.collate_fn)
         if self.target_key is not None:
             pair = self._collate_records(samples, name)
         else:
@@ -423,7 +423,7 @@ def check_collate(loader: Any, owner: str) -> None:
         except Exception as exc:  # noqa: BLE001 - the user's collate, whatever it raises
             if isinstance(fn, IndexedCollate):
                 _wrapped_collate_failed(fn, samples, exc, owner)
-            name = getattr(fn, "__name__", type(fn).__name__)
+            name = _name_of(fn)
             records = (f"; one of dict records with the label inside (Hugging Face's style) in "
                        f"`lit_robust.IndexedCollate({name}, target_key='labels')`, the key its batch holds the label "
                        "under" if isinstance(samples[0][1], Mapping) else "")
@@ -442,7 +442,7 @@ def _wrapped_collate_failed(fn: IndexedCollate, samples: list, exc: Exception, o
     indices must be integers or slices, not str" and no word of lit_robust's."""
     if isinstance(exc, ValueError) and str(exc).startswith("`IndexedCollate"):
         raise ValueError(f"`{owner}`: {exc}") from exc
-    name = getattr(fn.collate_fn, "__name__", type(fn.collate_fn).__name__)
+    name = _name_of(fn.collate_fn)
     first = samples[0]
     if fn.target_key is None:
         handed = f"`(input, target)` pairs, e.g. {describe_item((first[1], first[2]))}"
@@ -455,6 +455,11 @@ def _wrapped_collate_failed(fn: IndexedCollate, samples: list, exc: Exception, o
                    "under another key, pass that one (the key its records and its batch hold the label under).")
     raise ValueError(f"`{owner}`: the training DataLoader's `IndexedCollate({name})` failed on the first samples of "
                      f"its `IndexedDataset` ({type(exc).__name__}: {exc}): it hands `{name}` {handed}.{records}") from exc
+
+
+def _name_of(fn: Any) -> str:
+    """A function's name, or its class's for a callable object, for the messages."""
+    return getattr(fn, "__name__", type(fn).__name__)
 
 
 def _describe(obj: Any) -> str:
