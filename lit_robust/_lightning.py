@@ -6,6 +6,7 @@ reload at an arbitrary epoch; round-based selection needs both. Everything versi
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,24 @@ def continues_earlier_fit(trainer: pl.Trainer) -> bool:
     starts from the callbacks' fresh state. (A notebook user's second ``trainer.fit`` cell emptied ITLM's ``history``,
     with a warning that the fit had ended after 0 of its rounds.)"""
     return trainer.current_epoch > 0 or trainer.global_step > 0
+
+
+def fit_state_is_fresh(holder: Any, trainer: Any, owner: str) -> bool:
+    """Whether this fit starts ``holder``'s running state afresh (a fit of its own, see :func:`continues_earlier_fit`),
+    remembering ``trainer`` as the one that state is of. Raises when the fit goes on from ``trainer``'s earlier fit but
+    ``holder`` has served another Trainer's fit since: what it holds is that fit's. A notebook user's callback went
+    from Trainer A to Trainer B and back to A: A's report was rewritten with B's selection and estimate."""
+    ref = getattr(holder, "_state_trainer", None)
+    earlier = ref() if ref is not None else None
+    goes_on = continues_earlier_fit(trainer)
+    if goes_on and earlier is not None and earlier is not trainer:
+        raise RuntimeError(
+            f"{owner}: this fit goes on from this Trainer's earlier fit (at epoch {trainer.current_epoch}), but this "
+            f"{owner} has served another Trainer's fit since, so its state (epochs, selections, estimate, report) is "
+            f"that fit's, not this Trainer's. Fit with a new Trainer (a fit of its own), or give this Trainer a new "
+            f"{owner}.")
+    holder._state_trainer = weakref.ref(trainer)
+    return not goes_on
 
 
 def earlier_fit_note(trainer: pl.Trainer) -> tuple[bool, str] | None:

@@ -128,3 +128,75 @@ def test_a_filter_fitted_on_for_more_epochs_keeps_the_earlier_epochs(tmp_path):
     assert len(rows) == 240
     # the report's "first dropped" epochs span both fits: some sample was first dropped in the first fit (epoch 1)
     assert {r["first_dropped_epoch"] for r in rows} >= {1}
+
+
+@pytest.mark.parametrize("name", ["itlm", "prl"])
+def test_going_back_to_an_earlier_trainer_after_another_one_is_refused(tmp_path, name):
+    """A notebook user's callback served Trainer A, then Trainer B, then A again (A had reached `max_epochs`): A's
+    report was rewritten with B's selection and estimate, with no error."""
+    cb = MAKERS[name](tmp_path / "reports")
+    pl.seed_everything(0, verbose=False)
+    first, second = tiny_trainer(tmp_path, 4, [cb]), tiny_trainer(tmp_path, 4, [cb])
+    first.fit(TinyModel(), BlobsData(n=240))
+    second.fit(TinyModel(), BlobsData(n=240))
+    written = cb.report_path
+    before = load_report(written, as_frame=False)
+    with pytest.raises(RuntimeError, match=rf"{type(cb).__name__}: this fit goes on from this Trainer's earlier fit "
+                                           r"\(at epoch 4\), but this .* has served another Trainer's fit since"):
+        first.fit(TinyModel(), BlobsData(n=240))
+    assert load_report(written, as_frame=False) == before
+    # the Trainer it served last goes on as before (nothing to train: it reached max_epochs)
+    second.fit(TinyModel(), BlobsData(n=240))
+
+
+class InterruptAt(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            self.step = -1
+            raise RuntimeError("stopped by the user")
+
+
+def _co_teaching(report_dir):
+    from lit_robust import CoTeaching
+
+    return CoTeaching(TinyModel(), drop_ratio="auto", warmup_epochs=2, report=True, report_dir=str(report_dir))
+
+
+@pytest.mark.parametrize("name", ["prl", "prl_auto", "coteaching"])
+def test_an_epoch_a_failed_fit_left_unfinished_is_counted_once_when_the_same_trainer_goes_on(tmp_path, name):
+    """A notebook user's KeyboardInterrupt inside an epoch, then `trainer.fit` again: Lightning trains that epoch again
+    from its first batch, and BatchFilter's and CoTeaching's records added it to what the stopped fit had counted
+    (`seen=2012` of 1,500 samples)."""
+    module = _co_teaching(tmp_path / "rep") if name == "coteaching" else TinyModel()
+    cb = None if name == "coteaching" else MAKERS[name](tmp_path / "rep")
+    owner = module if cb is None else cb
+    pl.seed_everything(0, verbose=False)
+    stop = InterruptAt(22 if cb is None else 11)  # CoTeaching's two optimizers step twice per batch
+    trainer = tiny_trainer(tmp_path, 4, [c for c in (cb, stop) if c is not None])
+    with pytest.raises(RuntimeError, match="stopped by the user"):
+        trainer.fit(module, BlobsData(n=240))  # 8 batches an epoch: stopped inside epoch 1
+    assert trainer.current_epoch == 1 and [r.epoch for r in owner.history] == [0]
+    trainer.fit(module, BlobsData(n=240))
+    assert [r.epoch for r in owner.history] == [0, 1, 2, 3]
+    assert [r.seen for r in owner.history] == [240] * 4
+    rows = load_report(owner.report_path, as_frame=False)
+    assert len(rows) == 240
+    if name != "prl":  # the estimate of epoch 1 (the warm-up's last) from its 240 samples only, once each
+        assert owner.history[1].estimated_corruption == owner.history[3].estimated_corruption is not None
+
+
+def test_a_co_teaching_module_fitted_by_a_new_trainer_starts_its_records_again(tmp_path):
+    """A notebook user's CoTeaching, fitted again by a new Trainer, listed epochs 0-14 twice in `history`, and the new
+    fit's epoch 0 showed the first fit's estimate."""
+    module = _co_teaching(tmp_path / "rep")
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 3, []).fit(module, BlobsData(n=240))
+    assert [r.epoch for r in module.history] == [0, 1, 2]
+    tiny_trainer(tmp_path, 2, []).fit(module, BlobsData(n=240))
+    assert [r.epoch for r in module.history] == [0, 1]
+    # the estimates are this fit's epochs' only (the first fit's third epoch gone), and the records show them
+    assert sorted(module._auto.estimates) == [0, 1]
+    assert [r.estimated_corruption for r in module.history] == [module._auto.estimates[0], module._auto.estimates[1]]

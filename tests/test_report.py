@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import re
 import sys
 import threading
@@ -323,6 +324,33 @@ def fit(tmp_path, callbacks, max_epochs, model=None, data=None, seed=0, **kw):
         warnings.simplefilter("ignore")
         trainer.fit(model, data, ckpt_path=ckpt_path)
     return model, data, trainer
+
+
+class StopAfterEpoch(pl.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("reinit", [True, False])
+def test_itlm_report_of_a_fit_stopped_at_a_round_end_has_no_column_of_a_round_that_never_trained(tmp_path, reinit):
+    # a power user's `trainer.should_stop` at round 0's end: the report had `score_round_1`, round 0's scores again
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 2, 1], verbose=False, plot=True, plot_dir=str(tmp_path),
+                report=True, report_dir=str(tmp_path / "rep"), reinit=reinit)
+    model, data, _ = fit(tmp_path, [itlm, StopAfterEpoch(1)], 5)
+    assert len(itlm.history) == 1
+    rows = load_report(itlm.report_path, as_frame=False)
+    assert [k for k in rows[0] if k.startswith("score_round_")] == ["score_round_0"]
+    round0 = itlm.score_history[0]["scores"]
+    assert [r["index"] for r in rows] == sorted(range(240), key=lambda i: (-float(round0[i]), i))
+    # one round further, stopped inside it: that round's model trained, so its column is there
+    model, data, _ = fit(tmp_path, [itlm, StopAfterEpoch(2)], 5)
+    rows = load_report(itlm.report_path, as_frame=False)
+    assert [k for k in rows[0] if k.startswith("score_round_")] == ["score_round_0", "score_round_1"]
+    assert any(r["score_round_0"] != r["score_round_1"] for r in rows)
 
 
 def test_itlm_report_holds_what_the_rounds_did(tmp_path):
@@ -957,3 +985,30 @@ def test_a_filter_that_drops_most_of_a_class_says_so_at_fit_end(tmp_path):
     with pytest.warns(UserWarning, match=r"BatchFilter: its last epoch kept \d+ of the \d+ labelled 2, against 69% "
                                          r"overall"):
         tiny_trainer(tmp_path, 1, [bf]).fit(ClassTwoHigh(), BlobsData())
+
+
+class FolderlessLogger(pl.loggers.Logger):
+    """A team's logger writing elsewhere (a database, a service): Lightning's `save_dir` None, so no `log_dir`."""
+
+    name, version = "team", "run-7"
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_hyperparams(self, *args, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize("owner", ["itlm", "prl"])
+def test_a_logger_without_a_folder_puts_the_report_in_the_default_root_dir(tmp_path, owner, monkeypatch):
+    # it crashed the fit at setup: `os.makedirs(None)` in the report's folder check
+    cb = (ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, report=True) if owner == "itlm"
+          else BatchFilter("prl", drop_ratio=0.2, report=True))
+    said = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    _, _, trainer = fit(tmp_path / "root", [cb], 2, logger=FolderlessLogger())
+    assert trainer.log_dir is None
+    assert cb.report_path == os.path.join(str(tmp_path / "root"), os.path.basename(cb.report_path))
+    assert len(load_report(cb.report_path, as_frame=False)) == 240
+    if owner == "itlm":  # its plot has no folder: said as such, not as "there is no logger"
+        assert any("no score plot written: the logger (FolderlessLogger) has no folder" in t for t in said)

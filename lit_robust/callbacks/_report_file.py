@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info, rank_zero_warn
-from lit_robust._lightning import continues_earlier_fit, no_training_batches
+from lit_robust._lightning import continues_earlier_fit, fit_state_is_fresh, no_training_batches
 from lit_robust.callbacks._resume import seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
@@ -73,10 +73,14 @@ def written_on_rank_zero(trainer: Any, target: str, write: Callable[[], str]) ->
 
 def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
     """The report's path: ``report_dir`` or the logger's folder (``trainer.log_dir``; the Trainer's
-    ``default_root_dir`` without a logger), checked to be writable on rank 0. Call on every rank (both
+    ``default_root_dir`` without a logger, or with one that has no folder), checked to be writable on rank 0. Call on every rank (both
     ``trainer.log_dir`` and the outcome are broadcast); every rank raises the same ``ValueError`` when the folder
     cannot be written."""
     folder = os.fspath(report_dir) if report_dir is not None else trainer.log_dir
+    if folder is None:
+        # a logger with no folder of its own (`save_dir` None: a team's logger writing to a database) crashed the fit
+        # at setup in `os.makedirs(None)`
+        folder = trainer.default_root_dir
     problem = folder_error(folder) if trainer.global_rank == 0 else None
     problem = trainer.strategy.broadcast(problem)
     if problem is not None:
@@ -142,6 +146,12 @@ class EpochReport:
         if self.state is None:
             self.state = EpochScores(n, device)
         self.state.to(device)
+
+    def drop_partial_epoch(self, epoch: int) -> None:
+        """Forget the sums of ``epoch`` when a stopped fit did not finish it: a fit going on from it on the same
+        Trainer trains it again from its first batch."""
+        if self.state is not None and self.state.epoch == epoch:
+            self.state.epoch = None  # `start_epoch` then starts its sums from zero
 
     def start_epoch(self, epoch: int) -> None:
         if self.active:
@@ -210,10 +220,28 @@ class ModuleReport:
 
     report_path: str | None
 
+    def _reset_fit_state(self) -> None:
+        """The running state as before a fit (the module's estimate; a module with more state extends this)."""
+        auto = getattr(self, "_auto", None)
+        if auto is not None:
+            auto.reset()
+
+    def _drop_partial_epoch(self, epoch: int) -> None:
+        """What a stopped fit counted of ``epoch``, which it did not finish, goes: a fit going on from it on the same
+        Trainer trains that epoch again from its first batch."""
+        self._report.drop_partial_epoch(epoch)
+        auto = getattr(self, "_auto", None)
+        if auto is not None:
+            auto.drop_partial_epoch()
+
     def setup_report(self, auto: Any = None) -> None:
         """At ``setup("fit")``: this fit's report path (checked on every rank; ``auto`` as in
         :meth:`EpochReport.setup`)."""
         self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
+        if fit_state_is_fresh(self, self._trainer, type(self).__name__):
+            self._reset_fit_state()  # a new Trainer's fit: an earlier fit's epochs and estimates do not carry over
+        else:  # the same Trainer's fit goes on: a stopped fit's unfinished epoch is trained again from its start
+            self._drop_partial_epoch(self._trainer.current_epoch)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
         seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
 

@@ -29,9 +29,9 @@ from lit_robust._backend import (
 from lit_robust._checks import real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
-    continues_earlier_fit,
     earlier_fit_note,
     evaluation_batches,
+    fit_state_is_fresh,
     no_training_batches,
     resolve_loader,
     sigterm_without_collectives,
@@ -576,6 +576,7 @@ class ITLM(Callback):
         self._selection_made = False  # a selection exists for `_round`
         self._reinit_pending = False
         self._reconfigure_pending = False  # round 0 selected after the optimizers were configured
+        self._round_end_step: int | None = None  # `trainer.global_step` when the last round ended
         self._n: int | None = None
         self._current: RoundRecord | None = None
         self.history: list[RoundRecord] = []
@@ -691,7 +692,7 @@ class ITLM(Callback):
                 check_reinitializable(module)
             except TypeError as err:
                 raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
-        fresh = not continues_earlier_fit(trainer)
+        fresh = fit_state_is_fresh(self, trainer, self._title)
         earlier = earlier_fit_note(trainer)
         if earlier is not None:
             nothing, text = earlier
@@ -706,6 +707,8 @@ class ITLM(Callback):
                              f"{spec.target} targets, not class labels; use per_class=False.")
         if fresh:  # an earlier fit's rounds do not carry over (a resumed fit restores its own); the same Trainer's go on
             self._reset_fit_state()
+        else:  # from the start of the epoch a stopped fit did not finish: its loss so far goes
+            self._loss_sum, self._loss_count = 0.0, 0
         self._checked_per_sample = False
         self._trained_this_fit = False
         self._said = set()
@@ -1122,6 +1125,7 @@ class ITLM(Callback):
         else:
             self._select(trainer, pl_module, round_=finished + 1)
         self._reinit_pending = self.reinit
+        self._round_end_step = trainer.global_step
         self._patch.request_reload()
         if not log:
             return
@@ -1585,6 +1589,14 @@ class ITLM(Callback):
         self.report_path = written_on_rank_zero(trainer, self._report_target,
                                                 lambda: self._write_gathered(trainer, all_index, all_scores, fields))
 
+    def _final_model_round(self, trainer: pl.Trainer) -> int:
+        """The round whose model the fit ends with: the previous one when the fit stopped at a round's end, before the
+        next round trained a step (its model not yet re-drawn). A power user's `trainer.should_stop` at round 0's end
+        got a report with a `score_round_1` column, round 0's scores again under a round that never trained."""
+        untrained = (self._round > 0 and self._round_end_step == trainer.global_step
+                     and (self._reinit_pending or not self.reinit))
+        return self._round - 1 if untrained else self._round
+
     def _count_note(self, table: dict[str, list]) -> str | None:
         """The report's count of corrupted samples, beside the estimate the rounds dropped by: an image-folder
         newcomer read "est. corrupted 18.68 %" (187 files) in the round table and 214 from `sum(1 - clean_posterior)`
@@ -1606,7 +1618,8 @@ class ITLM(Callback):
         if self._report_state is None:  # a fit of one round: no selection was made
             self._report_state = RoundScores(self._n, self.num_rounds)
         state = self._report_state
-        state.set_scores(self._round, all_index, all_scores)
+        scored_round = self._final_model_round(trainer)
+        state.set_scores(scored_round, all_index, all_scores)
 
         def dense(values: Tensor | None, fill: float) -> Tensor | None:
             if values is None:
@@ -1622,7 +1635,7 @@ class ITLM(Callback):
             last = self.score_history[-1]["kept"] if self.score_history else None
             self._final_scores = {"round": "final", "title": "final model's scores", "scores": dense(all_scores, math.nan),
                                   "corrupted": None if corrupted_d is None else corrupted_d == 1, "kept": last}
-        table = state.table(self._round, given_d, predicted_d,
+        table = state.table(scored_round, given_d, predicted_d,
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
                             self.estimator, given_target=target_d, predicted_target=value_d)
         assert self._report_target is not None
@@ -1708,6 +1721,7 @@ class ITLM(Callback):
             "selection": self._selection,
             "selection_made": self._selection_made,
             "reinit_pending": self._reinit_pending,
+            "round_end_step": self._round_end_step,
             "n": self._n,
             "current": None if self._current is None else asdict(self._current),
             "history": [asdict(r) for r in self.history],
@@ -1753,6 +1767,7 @@ class ITLM(Callback):
         self._selection = state_dict["selection"]
         self._selection_made = state_dict["selection_made"]
         self._reinit_pending = state_dict["reinit_pending"]
+        self._round_end_step = state_dict.get("round_end_step")  # absent from checkpoints of 2026-12-04 and before
         self._n = state_dict["n"]
         if self._sampler is not None and self._n is not None:
             # a DataLoader passed to `fit` was wrapped at `setup`, before this state arrived: its sampler must
@@ -1796,7 +1811,9 @@ class ITLM(Callback):
         folder = self._plot_folder
         if folder is None:
             # `plot` is on by default: a docs reader who never set it read "(`plot=True`, ...)" as their doing
-            rank_zero_info("ITLM: no score plot written: there is no logger and no `plot_dir` (pass `plot_dir=...` for "
+            why = ("there is no logger" if trainer.logger is None
+                   else f"the logger ({type(trainer.logger).__name__}) has no folder")
+            rank_zero_info(f"ITLM: no score plot written: {why} and no `plot_dir` (pass `plot_dir=...` for "
                            "one, or `plot=False`).")
             return
         final = [] if self._final_scores is None else [self._final_scores]

@@ -306,6 +306,18 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             sigterm_without_collectives(self._trainer)  # Lightning's handler hangs a DDP fit: see the function
             self.setup_report(self._auto)
 
+    def _reset_fit_state(self) -> None:
+        # a module fitted again by a new Trainer: a notebook user's `history` listed epochs 0-14 twice, and the new
+        # fit's epoch 0 showed the first fit's estimate
+        super()._reset_fit_state()
+        self.history = []
+        self._counters = None
+        self._warned_small = False
+
+    def _drop_partial_epoch(self, epoch: int) -> None:
+        super()._drop_partial_epoch(epoch)
+        self._counters = None  # the stopped epoch's counts (a notebook user's epoch read `seen=1756` of 1,500)
+
     def on_train_start(self) -> None:
         super().on_train_start()  # the report's start
         check_collate(self.trainer.train_dataloader, "CoTeaching")  # before the first batch, which it builds
