@@ -594,6 +594,15 @@ def write_training_report(table: dict[str, list[Any]], path: str | os.PathLike, 
     return write_report(table, path, source)
 
 
+def replaced_note(path: str | os.PathLike) -> str:
+    """What to add to "report written to ``path``" when a file is there already (call before writing): a user's two
+    fits with `logger=False` in one folder replaced the first fit's report without a word, while Lightning named the
+    second checkpoint `-v1`."""
+    if not os.path.exists(path):
+        return ""
+    return " (replacing the file there, from an earlier fit or an earlier part of this one: pass `report_dir` for a folder of each fit's own)"
+
+
 def _publish(tmp: str, path: str) -> None:
     """Move a finished temporary file onto ``path`` with the permissions of a file opened there (``0o666`` less the
     umask): ``mkstemp`` makes it owner-only, and a newcomer's teammates could not read the report on a shared box."""

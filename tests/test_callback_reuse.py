@@ -200,3 +200,30 @@ def test_a_co_teaching_module_fitted_by_a_new_trainer_starts_its_records_again(t
     # the estimates are this fit's epochs' only (the first fit's third epoch gone), and the records show them
     assert sorted(module._auto.estimates) == [0, 1]
     assert [r.estimated_corruption for r in module.history] == [module._auto.estimates[0], module._auto.estimates[1]]
+
+
+def test_arguments_changed_on_a_reused_instance_are_what_the_next_fit_uses(tmp_path):
+    """A notebook user's `itlm.round_epochs = [3, 3, 3, 6]` on a reused ITLM trained on the old 5-epoch boundaries
+    (and was told something else had stopped the fit); `prl.warmup_epochs = 3` and `drop_ratio = 0.25` on a reused
+    `"auto"` filter were ignored."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    _fit(tmp_path, itlm, 240)
+    itlm.round_epochs = [1, 1, 2]
+    _fit(tmp_path, itlm, 240)
+    assert [(r.round, r.epochs) for r in itlm.history] == [(0, 1), (1, 1), (2, 2)]
+    itlm.round_epochs = [0, 4]
+    with pytest.raises(ValueError, match=r"`round_epochs` must be a non-empty list of integers >= 1, got \[0, 4\]"):
+        _fit(tmp_path, itlm, 240)
+
+    prl = BatchFilter("prl", drop_ratio="auto", warmup_epochs=1)
+    _fit(tmp_path, prl, 240)
+    assert prl.history[0].estimated_corruption is not None and prl.history[1].drop_ratio > 0  # fixed after epoch 0
+    prl.warmup_epochs = 3
+    _fit(tmp_path, prl, 240)
+    ratios = [r.drop_ratio for r in prl.history]
+    assert ratios[0] == 0 and 0 < ratios[1] < ratios[2] < ratios[3]  # ramped over three epochs, fixed after the third
+    assert prl.history[3].estimated_corruption == prl.history[2].estimated_corruption != prl.history[1].estimated_corruption
+    prl.drop_ratio = 0.3
+    _fit(tmp_path, prl, 240)
+    assert [r.drop_ratio for r in prl.history] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert prl.estimated_corruption is None and all(r.estimated_corruption is None for r in prl.history)

@@ -1012,3 +1012,19 @@ def test_a_logger_without_a_folder_puts_the_report_in_the_default_root_dir(tmp_p
     assert len(load_report(cb.report_path, as_frame=False)) == 240
     if owner == "itlm":  # its plot has no folder: said as such, not as "there is no logger"
         assert any("no score plot written: the logger (FolderlessLogger) has no folder" in t for t in said)
+
+
+@pytest.mark.parametrize("owner", ["itlm", "prl"])
+def test_a_report_that_replaces_an_earlier_fits_file_says_so(tmp_path, owner, monkeypatch):
+    # a user's two fits with logger=False in one folder: the second replaced the first's report without a word
+    said = []
+    module = "lit_robust.callbacks.itlm" if owner == "itlm" else "lit_robust.callbacks._report_file"
+    monkeypatch.setattr(f"{module}.rank_zero_info", said.append)
+    for _ in range(2):
+        cb = (ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=True,
+                   report_dir=str(tmp_path / "rep")) if owner == "itlm"
+              else BatchFilter("prl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "rep")))
+        fit(tmp_path, [cb], 2)
+    lines = [t for t in said if "per-sample report written to" in t]
+    assert len(lines) == 2
+    assert "replacing the file there" not in lines[0] and "replacing the file there" in lines[1]

@@ -18,6 +18,7 @@ from lit_robust.report import (
     EpochScores,
     folder_error,
     posterior_note,
+    replaced_note,
     starved_classes_note,
     unseen_note,
     write_training_report,
@@ -184,9 +185,10 @@ class EpochReport:
 
         def write() -> str:
             table = self.state.table(estimator)
+            replaced = replaced_note(self.target)
             path = write_training_report(table, self.target, trainer)
             note = posterior_note(table)
-            rank_zero_info(f"{self.owner}: per-sample report written to {path}" + (f"; {note}" if note else ""))
+            rank_zero_info(f"{self.owner}: per-sample report written to {path}{replaced}" + (f"; {note}" if note else ""))
             unseen = unseen_note(table)
             if unseen is not None:
                 rank_zero_warn(f"{self.owner}: the per-sample report {path}: {unseen}")

@@ -23,6 +23,7 @@ from lit_robust.report import (
     class_label,
     datamodule_classes,
     integer_labels,
+    replaced_note,
     write_training_report,
 )
 from lit_robust.selection import distributed
@@ -156,7 +157,6 @@ class ActivationClustering(ITLM):
                                  f"`max_epochs` > {self.warmup_epochs} (the epochs after the clustering), got "
                                  f"max_epochs={total}.")
             self.round_epochs = [self.warmup_epochs, total - self.warmup_epochs]
-            self._round_starts = [0, self.warmup_epochs, total]
         super().setup(trainer, pl_module, stage)
 
     # -- the selection ---------------------------------------------------------------------------------
@@ -326,8 +326,9 @@ class ActivationClustering(ITLM):
             table = build_report(torch.arange(flagged.numel()), res.score, ~flagged, score_columns=["cluster_score"],
                                  first_dropped=torch.where(flagged, 1, -1), given_label=self._given,
                                  corrupted=self._truth, estimator=None)
+            replaced = replaced_note(target)
             path = write_training_report(table, target, trainer)
-            rank_zero_info(f"ActivationClustering: per-sample report written to {path}")
+            rank_zero_info(f"ActivationClustering: per-sample report written to {path}{replaced}")
             return path
 
         self.report_path = written_on_rank_zero(trainer, target, write)

@@ -303,22 +303,17 @@ class BatchFilter(Callback):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
         if prl_g_backend not in _BACKENDS:
             raise ValueError(f"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got {prl_g_backend!r}.")
-        drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, allow_large_drop,
-                                     estimators=FILTER_ESTIMATORS, default_estimator=DEFAULT_FILTER_ESTIMATOR)
-        check_filter_args(warmup_epochs, scope, loss)
-        check_report_args(report, report_dir, report_format)
         self.restart_on_reinit = check_bool("restart_on_reinit", restart_on_reinit)
         self.rule = rule
         self.drop_ratio: float | Literal["auto"] = drop_ratio
-        self.estimator, self.auto_margin, self.reestimate = estimator, float(auto_margin), reestimate
-        self._auto: AutoDropRatio | None = None
-        if drop_ratio == "auto":
-            self._auto = AutoDropRatio("BatchFilter", estimator, auto_margin, reestimate, warmup_epochs,
-                                       high=1.0 if allow_large_drop else 0.5, ranked_by=REPORT_RANKS)
+        self.estimator, self.auto_margin, self.reestimate = estimator, auto_margin, reestimate
         self.warmup_epochs = warmup_epochs
         self.scope = scope
         self.loss = loss
         self.allow_large_drop = allow_large_drop
+        self._auto: AutoDropRatio | None = None
+        self._apply_arguments()
+        check_report_args(report, report_dir, report_format)
         self.prl_g_backend = prl_g_backend
         self.report = report
         self.report_dir = report_dir
@@ -413,6 +408,7 @@ class BatchFilter(Callback):
         self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
         module = require_mixin("BatchFilter", pl_module)
         warn_if_mixed_lightning(trainer)
+        self._apply_arguments()
         if fit_state_is_fresh(self, trainer, self.owner):  # an earlier fit's epochs do not carry over
             self._reset_fit_state()
         else:  # the same Trainer's go on
@@ -433,6 +429,24 @@ class BatchFilter(Callback):
             self._recorder.pause()
         self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto)
         module.add_batch_selector(self)
+
+    def _apply_arguments(self) -> None:
+        """Check the schedule's arguments as they are now and build the ``"auto"`` estimator for them (at construction
+        and at each fit's setup: a notebook user's `prl.warmup_epochs = 3` and `drop_ratio = 0.25` on a reused
+        ``"auto"`` filter were ignored)."""
+        self.drop_ratio = check_auto_args(self.drop_ratio, self.estimator, self.auto_margin, self.reestimate,
+                                          self.allow_large_drop, estimators=FILTER_ESTIMATORS,
+                                          default_estimator=DEFAULT_FILTER_ESTIMATOR)
+        check_filter_args(self.warmup_epochs, self.scope, self.loss)
+        self.auto_margin = float(self.auto_margin)
+        if self.drop_ratio != "auto":
+            self._auto = None
+            return
+        high = 1.0 if self.allow_large_drop else 0.5
+        if self._auto is None or not self._auto.built_for(self.estimator, self.auto_margin, self.reestimate,
+                                                          self.warmup_epochs, high):
+            self._auto = AutoDropRatio("BatchFilter", self.estimator, self.auto_margin, self.reestimate,
+                                       self.warmup_epochs, high=high, ranked_by=REPORT_RANKS)
 
     def _drop_partial_epoch(self, epoch: int) -> None:
         """A fit going on from an earlier fit of the same Trainer that stopped inside ``epoch`` (an exception, a

@@ -79,6 +79,7 @@ from lit_robust.report import (
     one_class_predicted,
     posterior_note,
     rarely_predicted_classes,
+    replaced_note,
     scalar_targets,
     targets_reported,
     write_training_report,
@@ -117,6 +118,14 @@ class _ScorePass(NamedTuple):
     predicted: Tensor | None = None
     given_target: Tensor | None = None  # a regression's one target per sample
     predicted_target: Tensor | None = None
+
+
+def _round_epochs_arg(given: Any) -> list[int]:
+    """``round_epochs`` as a list of ints, or the error naming it."""
+    round_epochs = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else []
+    if not round_epochs or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 1 for e in round_epochs):
+        raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {given!r}.")
+    return [int(e) for e in round_epochs]
 
 
 @dataclass
@@ -494,11 +503,7 @@ class ITLM(Callback):
         if auto and initial_round_on_all is False:
             raise ValueError("`keep_ratio='auto'` needs `initial_round_on_all=True`: round 0's selection would come "
                              "from the untrained model's scores, which say nothing about the corrupted fraction.")
-        given = round_epochs
-        round_epochs = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else []
-        if not round_epochs or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 1
-                                       for e in round_epochs):
-            raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {given!r}.")
+        round_epochs = _round_epochs_arg(round_epochs)
         for name, value in (("initial_round_on_all", initial_round_on_all), ("reinit", reinit), ("shuffle", shuffle),
                             ("verbose", verbose), ("plot", plot), ("check_per_sample", check_per_sample),
                             ("per_class", per_class)):
@@ -552,10 +557,6 @@ class ITLM(Callback):
         self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
         self._scoring_source: str | None = None  # where the scoring pass reads, when the user defines it
         self._low_classes: dict[int, int] = {}  # class -> samples kept when last warned about (`_note_emptied_classes`)
-        starts = [0]
-        for e in round_epochs:
-            starts.append(starts[-1] + e)
-        self._round_starts = starts
         self._reset_fit_state()
         # fit-time helpers (not state)
         self._report_target: str | None = None  # where this fit's report goes; None: no report
@@ -601,6 +602,15 @@ class ITLM(Callback):
     @property
     def num_rounds(self) -> int:
         return len(self.round_epochs)
+
+    @property
+    def _round_starts(self) -> list[int]:
+        """The first epoch of each round, and the fit's length last: read off `round_epochs` as it is now (a notebook
+        user's `itlm.round_epochs = [3, 3, 3, 6]` on a reused instance trained on the old 5-epoch boundaries)."""
+        starts = [0]
+        for e in self.round_epochs:
+            starts.append(starts[-1] + e)
+        return starts
 
     @property
     def state_key(self) -> str:
@@ -692,6 +702,7 @@ class ITLM(Callback):
                 check_reinitializable(module)
             except TypeError as err:
                 raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
+        self.round_epochs = _round_epochs_arg(self.round_epochs)  # as set now: an attribute changed since is checked
         fresh = fit_state_is_fresh(self, trainer, self._title)
         earlier = earlier_fit_note(trainer)
         if earlier is not None:
@@ -1639,11 +1650,12 @@ class ITLM(Callback):
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
                             self.estimator, given_target=target_d, predicted_target=value_d)
         assert self._report_target is not None
+        replaced = replaced_note(self._report_target)
         path = write_training_report(table, self._report_target, trainer)
         note = posterior_note(table)
         if note is None:
             note = self._count_note(table)
-        rank_zero_info(f"ITLM: per-sample report written to {path}" + (f"; {note}" if note else ""))
+        rank_zero_info(f"ITLM: per-sample report written to {path}{replaced}" + (f"; {note}" if note else ""))
         # a last round already judged collapsed has been warned about (the rarely-predicted note below points at it)
         last_collapsed = bool(self.history) and self.history[-1].collapsed
         one = None if given_d is None or predicted_d is None else one_class_predicted(given_d, predicted_d)

@@ -338,6 +338,11 @@ class AutoDropRatio:
         self._index, self._scores = [], []
         self._steps, self._step, self._given, self._predicted, self._missing = 0, [], [], [], False
 
+    def built_for(self, estimator: str, auto_margin: float, reestimate: bool, warmup_epochs: int, high: float) -> bool:
+        """Whether this object was built with these arguments (an owner's attributes changed since: it was not)."""
+        return (self.estimator, self.auto_margin, self.reestimate, self.warmup_epochs, self.cap) == (
+            estimator, float(auto_margin), reestimate, warmup_epochs, round(high - _CAP_BELOW, 9))
+
     def drop_partial_epoch(self) -> None:
         """Forget what was collected of an epoch a stopped fit did not finish (a fit going on from it on the same
         Trainer trains that epoch again from its first batch)."""
