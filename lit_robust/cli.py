@@ -139,11 +139,21 @@ class RobustArgumentParser(LightningArgumentParser):
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
+        message = _function_type_hint(message)
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
 
 
 #: the ``--config`` files of the command line being run (:func:`run`), for :func:`_name_the_yaml_file`
 _config_files: list[str] = []
+
+
+def _function_type_hint(message: str) -> str:
+    """A function named by its import path (``trigger: mymodel.white_patch``) is refused by jsonargparse unless its
+    type hints match the argument's: say so (a backdoor user's unannotated trigger cost them a debug session)."""
+    if "to be a function that returns" not in message or "needs type hints that match" in message:
+        return message
+    return (message + "\n  A function given by its import path needs type hints that match, e.g. "
+            "`def white_patch(x: torch.Tensor) -> torch.Tensor:`.")
 
 
 def _name_the_yaml_file(message: str) -> str:
@@ -337,6 +347,8 @@ def tidy_parser_message(message: str) -> str:
         indent = len(m.group(1))
         block = [line.strip()[2:]]
         for nxt in lines[i + 1:]:
+            if not nxt.strip():
+                continue  # jsonargparse puts a blank line under a nested key, before its reasons
             if len(nxt) - len(nxt.lstrip()) <= indent:
                 break
             block.append(nxt.strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -50,9 +51,17 @@ def fmt_pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
-def _fmt_loss(first: float | None, last: float | None) -> str:
+def percent_at_most(x: float) -> str:
+    """``x`` as a percentage with one decimal, rounded down: an upper bound that reads as one (a backdoor user's
+    5,699 clean of 5,700 kept read "at most 100.0% clean")."""
+    return f"{math.floor(1000 * x) / 10:.1f}%"
+
+
+def _fmt_loss(first: float | None, last: float | None, epochs: int = 2) -> str:
     if first is None and last is None:
         return "—"
+    if epochs == 1 and first is not None:  # its first epoch is its last (a backdoor user read "0.7009 → 0.7009")
+        return f"{first:.4g}"
     return f"{'—' if first is None else f'{first:.4g}'} → {'—' if last is None else f'{last:.4g}'}"
 
 
@@ -102,7 +111,7 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
         if with_estimate:
             row.append(fmt_pct(getattr(rec, "estimated_corruption", None)))
         if with_loss:
-            row.append(_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss))
+            row.append(_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss, rec.epochs))
         row += [f"{rec.metrics[k]:.4f}{_metrics_epoch(rec)}" if k in rec.metrics else "—" for k in metric_names]
         if with_collapse:
             row.append("yes" if rec.collapsed else "")
@@ -205,7 +214,7 @@ def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> 
     if rec.corrupted_recall is not None:
         parts.append(f"corrupted dropped {fmt_pct(rec.corrupted_recall)}")
     if getattr(rec, "first_epoch_loss", None) is not None or getattr(rec, "last_epoch_loss", None) is not None:
-        parts.append(f"train loss {_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss)}")
+        parts.append(f"train loss {_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss, rec.epochs)}")
     parts += [f"{k} {v:.4f}{_metrics_epoch(rec)}" for k, v in rec.metrics.items()]
     if getattr(rec, "collapsed", False):
         parts.append("COLLAPSED")

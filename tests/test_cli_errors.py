@@ -349,3 +349,23 @@ def test_a_logger_whose_package_is_missing_is_named(tmp_path, capsys):
     assert exit_info.value.code == 2 and "Traceback" not in text, text
     assert f"error: trainer.logger (pytorch_lightning.{logger}): Requirement '" in text, text
     assert "not met" in text and "pip install" in text, text
+
+
+def test_a_function_trigger_without_type_hints_is_refused_with_the_reason(tmp_path, capsys, monkeypatch):
+    """A backdoor user's `trigger: mymodel.white_patch` (a plain function, no type hints) got `Parser key "trigger":`
+    and nothing after it: the reason, under a blank line in jsonargparse's report, was cut off."""
+    (tmp_path / "mymodel_unannotated.py").write_text(
+        "def white_patch(x):\n    x = x.clone()\n    x[..., -3:, -3:] = 1.0\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _small(PATCH, tmp_path)
+    _set(cfg, f"{D}.trigger", "mymodel_unannotated.white_patch")
+    _set(cfg, f"{D}.attack", None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert 'Parser key "trigger":' in err
+    assert "Expected 'mymodel_unannotated.white_patch' to be a function that returns" in err
+    assert err.count("needs type hints that match, e.g. `def white_patch(x: torch.Tensor) -> torch.Tensor:`") == 1

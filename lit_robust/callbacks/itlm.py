@@ -1348,10 +1348,12 @@ class ITLM(Callback):
             clean = n - int(total_bad)
             if self.keep_ratio != "auto" and kept > clean and "keeps more than clean" not in self._said:
                 # a GAN newcomer raised the pollution to 40 % and left keep_ratio at 0.65: capped at 92 % clean
+                from lit_robust.reporting import percent_at_most
+
                 self._said.add("keeps more than clean")
                 rank_zero_warn(f"ITLM round {round_}: `keep_ratio`={self.keep_ratio:g} keeps {kept} of {n} samples, "
                                f"more than the {clean} ({clean / n:.1%}) the ground truth flags as clean: the "
-                               f"selection is at most {clean / kept:.1%} clean. Use keep_ratio <= {clean / n:.3g} "
+                               f"selection is at most {percent_at_most(clean / kept)} clean. Use keep_ratio <= {clean / n:.3g} "
                                "(a little below the clean share), or keep_ratio='auto'.")
         if not self.per_class:
             self._note_emptied_classes(round_, selection, n, datamodule_classes(trainer), batch_labels)
