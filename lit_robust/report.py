@@ -413,19 +413,25 @@ def starved_classes_note(table: dict[str, list[Any]], min_rows: int = 10, share:
     kept, given = table.get("kept"), table.get("given_label")
     if not kept or not given:
         return None
+    scored = [bool(k) for k in kept if k is not None]
     rows = [(g, k) for g, k in zip(given, kept) if g is not None and k is not None and g >= 0]
-    if not rows:
+    if not rows or not scored:
         return None
     labels, mask = torch.tensor([g for g, _ in rows]), torch.tensor([bool(k) for _, k in rows])
-    overall = float(mask.float().mean())
+    # over every scored row: a regression newcomer's integer targets read "against 71% overall" of the non-negative
+    # ones while the filter had kept 79.7 %
+    overall = sum(scored) / len(scored)
     low = sorted(starved_classes(labels, mask, share, min_rows), key=lambda t: t[1] / t[2])
     if not low:
         return None
     listed = ", ".join(f"{k} of the {n} labelled {c}" for c, k, n in low[:3])
+    negative = any(g is not None and g < 0 for g in given)
+    targets = (" (Integer targets are read as class labels, and some here are negative: if they are regression "
+               "targets, cast them to float.)" if negative else "")
     return (f"its last epoch kept {listed}{' ...' if len(low) > 3 else ''}, against {overall:.0%} overall: a rare, hard "
             "or confusable class's samples score high. If their labels are right, the filter starves the class "
             "(a smaller `drop_ratio`, or ITLM with `per_class=True`); if most are wrong (uniform noise on a long-tailed "
-            "set flips common classes' samples into the rare ones), dropping them is right.")
+            f"set flips common classes' samples into the rare ones), dropping them is right.{targets}")
 
 
 def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predicted: Tensor | None) -> Tensor:

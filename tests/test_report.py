@@ -1028,3 +1028,17 @@ def test_a_report_that_replaces_an_earlier_fits_file_says_so(tmp_path, owner, mo
     lines = [t for t in said if "per-sample report written to" in t]
     assert len(lines) == 2
     assert "replacing the file there" not in lines[0] and "replacing the file there" in lines[1]
+
+
+def test_starved_classes_note_counts_every_scored_row_and_names_negative_integer_targets():
+    """A regression newcomer's integer targets (`(y * 10).round().long()`): the note read "against 71% overall",
+    the share of the non-negative ones, while the filter had kept 79.7 %, and spoke of classes only."""
+    from lit_robust.report import starved_classes_note
+
+    given = [-5] * 40 + [0] * 60 + [1] * 20
+    kept = [True] * 40 + [True] * 50 + [False] * 10 + [True] * 2 + [False] * 18
+    note = starved_classes_note({"given_label": given, "kept": kept})
+    assert f"against {92 / 120:.0%} overall" in note and "kept 2 of the 20 labelled 1" in note
+    assert note.endswith("(Integer targets are read as class labels, and some here are negative: if they are "
+                         "regression targets, cast them to float.)")
+    assert "cast them to float" not in starved_classes_note({"given_label": given[40:], "kept": kept[40:]})

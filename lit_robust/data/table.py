@@ -228,7 +228,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         scale_target: the same for regression targets (default ``"robust"``: glitched targets inflate the standard
             deviation); predictions are in scaled units — multiply by :attr:`target_scale` and add
             :attr:`target_centre` to read them in the table's (:meth:`unscale_targets`; ``predictions.csv``, the
-            reports and :class:`~lit_robust.MLPRegressor`'s test errors are in the table's units already).
+            reports' ``given_<column>`` / ``predicted_<column>`` and :class:`~lit_robust.MLPRegressor`'s test errors
+            are in the table's units already; the reports' ``given_target`` / ``predicted_target`` are the model's,
+            scaled).
         missing: rows with a missing or infinite value in a used column: ``"error"`` (default, the message counts
             them per column) or ``"drop"`` (left out, with a warning; the others keep their row numbers).
         batch_size: training batch size.
