@@ -227,3 +227,26 @@ def test_arguments_changed_on_a_reused_instance_are_what_the_next_fit_uses(tmp_p
     _fit(tmp_path, prl, 240)
     assert [r.drop_ratio for r in prl.history] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     assert prl.estimated_corruption is None and all(r.estimated_corruption is None for r in prl.history)
+
+
+@pytest.mark.parametrize("name", ["itlm", "prl"])
+def test_a_fit_stopped_while_training_says_it_wrote_no_report(tmp_path, name):
+    """A notebook user's interrupted fit left no report and said nothing of it: they found out cells later, from
+    `report_path` being None. A fit refused before training says nothing of a report."""
+    import warnings
+
+    cb = MAKERS[name](tmp_path / "rep")
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 4, [cb, InterruptAt(11)])
+    with pytest.warns(UserWarning, match=rf"{type(cb).__name__}: the fit stopped \(RuntimeError\) before its end, so "
+                                         r"no per-sample report was written \(`report_path` is None\)"):
+        with pytest.raises(RuntimeError, match="stopped by the user"):
+            trainer.fit(TinyModel(), BlobsData(n=240))
+    assert cb.report_path is None
+    (tmp_path / "a_file").write_text("")
+    refused = MAKERS[name](tmp_path / "a_file")  # its report folder is a file: refused at setup
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="`report_dir` must be a folder"):
+            tiny_trainer(tmp_path, 4, [refused]).fit(TinyModel(), BlobsData(n=240))
+    assert not [w for w in caught if "no per-sample report was written" in str(w.message)]

@@ -729,3 +729,33 @@ def test_auto_with_a_warm_up_of_one_epoch_or_none_is_warned_at_construction():
         BatchFilter("prl", drop_ratio="auto", warmup_epochs=3)
         BatchFilter("prl", drop_ratio="auto", reestimate=True)  # estimates again every epoch
         BatchFilter("prl", drop_ratio=0.2)
+
+
+@pytest.mark.parametrize("owner", ["itlm", "prl"])
+def test_a_regression_datamodule_fall_back_to_the_loss_mixture_goes_unsaid(tmp_path, owner, monkeypatch):
+    """A regression user's `TableDataModule(task="regression")` fit said in every run that the default estimator
+    needs integer targets: the datamodule says there are none, and the docs say the gmm is used then."""
+    import pytorch_lightning as pl
+
+    from lit_robust import ITLM, BatchFilter, MLPRegressor, SyntheticLinearDataModule
+
+    said = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    for data in (SyntheticLinearDataModule(n=200, dim=5, q=1, n_test=20, batch_size=50), None):
+        cb = (ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False) if owner == "itlm"
+              else BatchFilter("prl", drop_ratio="auto", warmup_epochs=2))
+        pl.seed_everything(0, verbose=False)
+        model = MLPRegressor(in_features=5, out_features=1)
+        trainer = pl.Trainer(max_epochs=2, callbacks=[cb], logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        if data is None:  # the same rows from a plain loader: nothing says they are no class labels
+            data = SyntheticLinearDataModule(n=200, dim=5, q=1, n_test=20, batch_size=50)
+            data.setup("fit")
+            trainer.fit(model, data.train_dataloader())
+        else:
+            trainer.fit(model, data)
+        assert cb.history[-1].estimated_corruption is not None
+        fallback = [t for t in said if "needs integer" in t]
+        assert len(fallback) == (0 if data is not None and trainer.datamodule is not None else 1), said
+        said.clear()

@@ -50,6 +50,14 @@ def check_report_args(report: Any, report_dir: Any, report_format: Any) -> None:
                              "(or `pip install \"lit-robust[report]\"`), or use report_format='csv'.") from err
 
 
+def unwritten_report_note(owner: str, exception: BaseException) -> str:
+    """What a fit stopped by ``exception`` after it began training says of its report: a notebook user's interrupted
+    fit left none, and they found out cells later, from ``report_path`` being ``None``."""
+    return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
+            "written (`report_path` is None). Fit on with this Trainer (`trainer.fit` again: it trains the rest) or "
+            "resume from a checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")
+
+
 def report_enabled(report: bool | None, report_dir: Any) -> bool:
     """``report=True``, or ``None`` with a ``report_dir`` (``lit-robust fit`` sets ``None`` to ``True``)."""
     return report is True or (report is None and report_dir is not None)
@@ -245,6 +253,8 @@ class ModuleReport:
         else:  # the same Trainer's fit goes on: a stopped fit's unfinished epoch is trained again from its start
             self._drop_partial_epoch(self._trainer.current_epoch)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
+        if auto is not None:
+            auto.no_labels_expected(self._trainer)
         seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
 
     def on_train_start(self) -> None:

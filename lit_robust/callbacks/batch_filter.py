@@ -12,7 +12,7 @@ from torch import Tensor
 from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
 from lit_robust._lightning import fit_state_is_fresh, no_training_batches, sigterm_without_collectives
-from lit_robust.callbacks._report_file import EpochReport, check_report_args
+from lit_robust.callbacks._report_file import EpochReport, check_report_args, unwritten_report_note
 from lit_robust.callbacks._resume import (
     check_resumable,
     random_state,
@@ -428,7 +428,13 @@ class BatchFilter(Callback):
             self._recorder.attach()
             self._recorder.pause()
         self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto)
+        if self._auto is not None:
+            self._auto.no_labels_expected(trainer)
         module.add_batch_selector(self)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._report.active and not self._report.written:
+            rank_zero_warn(unwritten_report_note(self.owner, exception))
 
     def _apply_arguments(self) -> None:
         """Check the schedule's arguments as they are now and build the ``"auto"`` estimator for them (at construction

@@ -41,6 +41,7 @@ from lit_robust.callbacks._report_file import (
     check_report_args,
     report_enabled,
     resolve_report_path,
+    unwritten_report_note,
     written_on_rank_zero,
 )
 from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state, warn_inexact_resume
@@ -1081,6 +1082,10 @@ class ITLM(Callback):
         if self.plot and self.score_history:
             self._save_plot(trainer)
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._report_target is not None and self._trained_this_fit and self.report_path is None:
+            rank_zero_warn(unwritten_report_note(self._title, exception))
+
     def _check_same_on_every_rank(self) -> None:
         """Under DDP, raise on every rank when the processes' settings or training sets differ: each selects the same
         samples for all, so each must have the same. A DDP newcomer's `round_epochs` differing between two processes
@@ -1421,8 +1426,11 @@ class ITLM(Callback):
                      if not targets_reported(pl_module) else
                      "the batches carry no integer targets" if given is None else
                      "the module predicts no labels (`predicted_labels` returns None)")
-            self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer targets "
-                           f"and `predicted_labels` of the module; {lacks}, so the gmm estimate is used instead.")
+            spec = datamodule_spec(trainer)
+            if spec is None or spec.target == "class":  # a regression datamodule's fall-back goes unsaid (see docs)
+                self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer "
+                               f"targets and `predicted_labels` of the module; {lacks}, so the gmm estimate is used "
+                               "instead.")
             return estimate_corruption(all_scores, "gmm")
         assert given is not None and predicted is not None
         return estimate_from_labels(self.estimator, distributed.all_gather_cat(scores2.float()).cpu(),

@@ -334,6 +334,16 @@ class AutoDropRatio:
         self._missing = False  # a batch of this epoch came without labels: this epoch falls back to gmm
         self._told_fallback = False  # the fallback's info line was printed (once per fit)
 
+    def no_labels_expected(self, trainer: Any) -> None:
+        """At fit setup, after :meth:`reset`: when ``trainer``'s datamodule says it yields no class labels (regression
+        targets, anomaly flags), the fall-back of a label estimator to the gmm goes unsaid: a regression user's
+        ``TableDataModule(task="regression")`` fit said in every run that the default estimator needs integer targets."""
+        from lit_robust.data.spec import datamodule_spec
+
+        spec = datamodule_spec(trainer)
+        if spec is not None and spec.target != "class":
+            self._told_fallback = True
+
     def _clear(self) -> None:
         self._index, self._scores = [], []
         self._steps, self._step, self._given, self._predicted, self._missing = 0, [], [], [], False
