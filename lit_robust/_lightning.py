@@ -41,7 +41,10 @@ def fit_state_is_fresh(holder: Any, trainer: Any, owner: str) -> bool:
             f"{owner} has served another Trainer's fit since, so its state (epochs, selections, estimate, report) is "
             f"that fit's, not this Trainer's. Fit with a new Trainer (a fit of its own), or give this Trainer a new "
             f"{owner}.")
-    holder._state_trainer = weakref.ref(trainer)
+    try:
+        holder._state_trainer = weakref.ref(trainer)
+    except TypeError:  # a stand-in without weak references (a benchmark's `SimpleNamespace` trainer)
+        holder._state_trainer = lambda: trainer
     return not goes_on
 
 
