@@ -216,8 +216,19 @@ class ActivationClustering(ITLM):
                            f"{NEAR_THRESHOLD} of `min_silhouette`={self.min_silhouette:g}, so the decision to {side} "
                            "could go the other way with another seed or warm-up. Check what was flagged (per class: "
                            f"{res.flagged}), e.g. fit again with another seed or a longer warm-up and compare.")
-        big = outsized_class(res.sizes, OUTSIZED_CLASS) if rec.kept == n else None
-        if big is not None:
+        big = outsized_class(res.sizes, OUTSIZED_CLASS)
+        if big is not None and rec.kept < n and res.flagged.get(big[0], 0) > 0:
+            # a backdoor user's 10 % all-to-one poison was 601 of class 0's 1,193 samples: the smaller cluster, the
+            # one flagged, was the clean zeros (592 dropped, clean accuracy 0.971 -> 0.832), without a word
+            c, size, median = big
+            name = class_label(c, datamodule_classes(trainer))
+            rank_zero_warn(f"ActivationClustering flagged {res.flagged[c]} of the {size} samples labelled {name}, a "
+                           f"class {size / median:.1f}x the median class ({median:g}). If it is an all-to-one "
+                           "backdoor's target and the poison is more than half of it, the smaller cluster, the one "
+                           "flagged, is the clean part. Look at a few flagged and a few kept samples of the class "
+                           "(the report's `cluster_score` ranks them) before you trust the selection.")
+            big = None
+        if big is not None and rec.kept == n:
             # a backdoor newcomer's all-to-one patch (8 % of MNIST into class 0: 1,072 samples against a median of
             # about 560) flagged nothing, silently; class sizes are the sign "Did it work?" names
             c, size, median = big
