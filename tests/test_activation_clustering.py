@@ -3,6 +3,7 @@
 import json
 import math
 from dataclasses import asdict
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -288,23 +289,30 @@ def test_outsized_class_against_a_sorted_reference():
             outsized_class({0: 1, 1: 2}, bad)
 
 
-@pytest.mark.parametrize("sizes, warned", [((160, 60, 60), True), ((80, 80, 80), False)])
-def test_nothing_flagged_beside_an_outsized_class_is_warned_about(tmp_path, sizes, warned):
-    """A backdoor newcomer's all-to-one patch (8 % of MNIST into class 0, 1,072 samples against a median of about
-    560) flagged nothing and said nothing; the class sizes were the sign."""
+def _blobs_fit(tmp_path, where: torch.Tensor, y: torch.Tensor, class_silhouette: float) -> tuple[Any, list[str]]:
+    """ActivationClustering after one warm-up epoch on 2-D blobs (sample i around centre ``where[i]``, labelled
+    ``y[i]``); the callback and the warnings the fit gave."""
     import warnings
 
     g = torch.Generator().manual_seed(0)
-    y = torch.cat([torch.full((m,), c) for c, m in enumerate(sizes)])
-    centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
-    ds = IndexedDataset(TensorDataset(centers[y] + 0.5 * torch.randn(len(y), 2, generator=g), y))
-    ac = ActivationClustering(warmup_epochs=1, verbose=False, min_silhouette=0.99, class_silhouette=0.99)
+    centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0], [0.0, 12.0]])
+    ds = IndexedDataset(TensorDataset(centers[where] + 0.5 * torch.randn(len(y), 2, generator=g), y))
+    ac = ActivationClustering(warmup_epochs=1, verbose=False, min_silhouette=0.99, class_silhouette=class_silhouette)
     pl.seed_everything(0, verbose=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiny_trainer(tmp_path, 2, [ac]).fit(TinyModel(), Data(ds))
+    return ac, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("sizes, warned", [((160, 60, 60), True), ((80, 80, 80), False)])
+def test_nothing_flagged_beside_an_outsized_class_is_warned_about(tmp_path, sizes, warned):
+    """A backdoor newcomer's all-to-one patch (8 % of MNIST into class 0, 1,072 samples against a median of about
+    560) flagged nothing and said nothing; the class sizes were the sign."""
+    y = torch.cat([torch.full((m,), c) for c, m in enumerate(sizes)])
+    ac, caught = _blobs_fit(tmp_path, y, y, class_silhouette=0.99)
     assert ac.flagged.numel() == 0  # no class splits at these thresholds
-    said = [str(w.message) for w in caught if "flagged nothing" in str(w.message)]
+    said = [m for m in caught if "flagged nothing" in m]
     if warned:
         assert said == ["ActivationClustering flagged nothing, but class 0 holds 160 training samples, 2.7x the median "
                         "class (60). An all-to-one backdoor moves its poison into one class, and activation clustering "
@@ -562,21 +570,12 @@ def test_the_feature_pass_runs_in_the_trainers_precision(tmp_path, precision):
 def test_a_flagged_part_of_an_outsized_class_is_warned_about(tmp_path):
     """A backdoor user's 10 % all-to-one poison was 601 of class 0's 1,193 samples: the smaller cluster, the one
     flagged, was the clean zeros (clean accuracy 0.971 -> 0.832), without a word."""
-    import warnings
-
-    g = torch.Generator().manual_seed(0)
-    sizes, y = (100, 60, 60), []
-    centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0], [0.0, 12.0]])
+    sizes = (100, 60, 60)  # and 70 more labelled 0 around a fourth centre: class 0 is two blobs
     y = torch.cat([torch.full((m,), c) for c, m in enumerate(sizes)] + [torch.zeros(70, dtype=torch.long)])
     where = torch.cat([torch.full((m,), c) for c, m in enumerate(sizes)] + [torch.full((70,), 3)])
-    ds = IndexedDataset(TensorDataset(centers[where] + 0.5 * torch.randn(len(y), 2, generator=g), y))
-    ac = ActivationClustering(warmup_epochs=1, verbose=False, min_silhouette=0.99, class_silhouette=0.7)
-    pl.seed_everything(0, verbose=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tiny_trainer(tmp_path, 2, [ac]).fit(TinyModel(), Data(ds))
+    ac, caught = _blobs_fit(tmp_path, where, y, class_silhouette=0.7)
     assert ac.clusters.flagged[0] > 0 and ac.clusters.flagged[1] == ac.clusters.flagged[2] == 0
-    said = [str(w.message) for w in caught if "the smaller cluster, the one flagged, is the clean part" in str(w.message)]
+    said = [m for m in caught if "the smaller cluster, the one flagged, is the clean part" in m]
     assert said == [f"ActivationClustering flagged {ac.clusters.flagged[0]} of the 170 samples labelled 0, a class 2.8x "
                     "the median class (60). If it is an all-to-one backdoor's target and the poison is more than half "
                     "of it, the smaller cluster, the one flagged, is the clean part. Look at a few flagged and a few "

@@ -216,29 +216,31 @@ class ActivationClustering(ITLM):
                            f"{NEAR_THRESHOLD} of `min_silhouette`={self.min_silhouette:g}, so the decision to {side} "
                            "could go the other way with another seed or warm-up. Check what was flagged (per class: "
                            f"{res.flagged}), e.g. fit again with another seed or a longer warm-up and compare.")
+        self._warn_of_an_outsized_class(trainer, res, flagged_any=rec.kept < n)
+        self._adopt_selection(round_, selection, rec)
+
+    def _warn_of_an_outsized_class(self, trainer: pl.Trainer, res: Any, flagged_any: bool) -> None:
+        """A class at least 1.5x the median class size, the sign of an all-to-one backdoor: warned about when nothing
+        was flagged (a backdoor newcomer's 8 % patch into class 0, 1,072 samples against a median of about 560, went
+        unflagged, silently), and when part of it was (a backdoor user's 10 % poison was 601 of class 0's 1,193: the
+        smaller cluster, the one flagged, was the clean zeros, clean accuracy 0.971 -> 0.832, without a word)."""
         big = outsized_class(res.sizes, OUTSIZED_CLASS)
-        if big is not None and rec.kept < n and res.flagged.get(big[0], 0) > 0:
-            # a backdoor user's 10 % all-to-one poison was 601 of class 0's 1,193 samples: the smaller cluster, the
-            # one flagged, was the clean zeros (592 dropped, clean accuracy 0.971 -> 0.832), without a word
-            c, size, median = big
-            name = class_label(c, datamodule_classes(trainer))
+        if big is None or (flagged_any and res.flagged.get(big[0], 0) == 0):
+            return
+        c, size, median = big
+        name = class_label(c, datamodule_classes(trainer))
+        if flagged_any:
             rank_zero_warn(f"ActivationClustering flagged {res.flagged[c]} of the {size} samples labelled {name}, a "
                            f"class {size / median:.1f}x the median class ({median:g}). If it is an all-to-one "
                            "backdoor's target and the poison is more than half of it, the smaller cluster, the one "
                            "flagged, is the clean part. Look at a few flagged and a few kept samples of the class "
                            "(the report's `cluster_score` ranks them) before you trust the selection.")
-            big = None
-        if big is not None and rec.kept == n:
-            # a backdoor newcomer's all-to-one patch (8 % of MNIST into class 0: 1,072 samples against a median of
-            # about 560) flagged nothing, silently; class sizes are the sign "Did it work?" names
-            c, size, median = big
-            name = class_label(c, datamodule_classes(trainer))
+        else:
             rank_zero_warn(f"ActivationClustering flagged nothing, but class {name} holds {size} training samples, "
                            f"{size / median:.1f}x the median class ({median:g}). An all-to-one backdoor moves its "
                            "poison into one class, and activation clustering did not find one at a small rate "
                            "(docs/capabilities/backdoor.md, \"Recommended settings\"). Unless your classes are this "
                            f"unbalanced by nature, look at the samples labelled {c}.")
-        self._adopt_selection(round_, selection, rec)
 
     def _end_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> None:
         super()._end_round(trainer, pl_module, log)
