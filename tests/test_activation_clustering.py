@@ -576,7 +576,8 @@ def test_a_flagged_part_of_an_outsized_class_is_warned_about(tmp_path):
     ac, caught = _blobs_fit(tmp_path, where, y, class_silhouette=0.7)
     assert ac.clusters.flagged[0] > 0 and ac.clusters.flagged[1] == ac.clusters.flagged[2] == 0
     said = [m for m in caught if "the smaller cluster, the one flagged, is the clean part" in m]
-    assert said == [f"ActivationClustering flagged {ac.clusters.flagged[0]} of the 170 samples labelled 0, a class 2.8x "
+    assert said == [f"ActivationClustering flagged {ac.clusters.flagged[0]} of the 170 samples labelled 0, a class "
+                    "2.8x "
                     "the median class (60). If it is an all-to-one backdoor's target and the poison is more than half "
                     "of it, the smaller cluster, the one flagged, is the clean part. Look at a few flagged and a few "
                     "kept samples of the class (the report's `cluster_score` ranks them) before you trust the "

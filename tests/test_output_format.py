@@ -117,7 +117,8 @@ def test_an_upper_bound_in_percent_is_rounded_down_and_a_one_epoch_loss_shown_on
     from lit_robust.reporting import _fmt_loss, percent_at_most
 
     # a backdoor user's 5,699 clean of 5,700 kept read "the selection is at most 100.0% clean"
-    assert percent_at_most(5699 / 5700) == "99.9%" and percent_at_most(0.875) == "87.5%" and percent_at_most(1) == "100.0%"
+    assert percent_at_most(5699 / 5700) == "99.9%" and percent_at_most(0.875) == "87.5%"
+    assert percent_at_most(1) == "100.0%"
     # a round of one epoch read "train loss 0.7009 → 0.7009"
     assert _fmt_loss(0.7009, 0.7009, epochs=1) == "0.7009" and _fmt_loss(1.5, 0.5, epochs=3) == "1.5 → 0.5"
     assert _fmt_loss(1.5, 1.5, epochs=2) == "1.5 → 1.5"  # two epochs that did not lower it: said as such

@@ -82,9 +82,9 @@ def written_on_rank_zero(trainer: Any, target: str, write: Callable[[], str]) ->
 
 def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
     """The report's path: ``report_dir`` or the logger's folder (``trainer.log_dir``; the Trainer's
-    ``default_root_dir`` without a logger, or with one that has no folder), checked to be writable on rank 0. Call on every rank (both
-    ``trainer.log_dir`` and the outcome are broadcast); every rank raises the same ``ValueError`` when the folder
-    cannot be written."""
+    ``default_root_dir`` without a logger, or with one that has no folder), checked to be writable on rank 0. Call on
+    every rank (both ``trainer.log_dir`` and the outcome are broadcast); every rank raises the same ``ValueError``
+    when the folder cannot be written."""
     folder = os.fspath(report_dir) if report_dir is not None else trainer.log_dir
     if folder is None:
         # a logger with no folder of its own (`save_dir` None: a team's logger writing to a database) crashed the fit
@@ -196,7 +196,8 @@ class EpochReport:
             replaced = replaced_note(self.target)
             path = write_training_report(table, self.target, trainer)
             note = posterior_note(table)
-            rank_zero_info(f"{self.owner}: per-sample report written to {path}{replaced}" + (f"; {note}" if note else ""))
+            rank_zero_info(f"{self.owner}: per-sample report written to {path}{replaced}"
+                           + (f"; {note}" if note else ""))
             unseen = unseen_note(table)
             if unseen is not None:
                 rank_zero_warn(f"{self.owner}: the per-sample report {path}: {unseen}")

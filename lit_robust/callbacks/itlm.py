@@ -124,7 +124,8 @@ class _ScorePass(NamedTuple):
 def _round_epochs_arg(given: Any) -> list[int]:
     """``round_epochs`` as a list of ints, or the error naming it."""
     round_epochs = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else []
-    if not round_epochs or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 1 for e in round_epochs):
+    if not round_epochs or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 1
+                                   for e in round_epochs):
         raise ValueError(f"`round_epochs` must be a non-empty list of integers >= 1, got {given!r}.")
     return [int(e) for e in round_epochs]
 
@@ -1358,7 +1359,8 @@ class ITLM(Callback):
                 self._said.add("keeps more than clean")
                 rank_zero_warn(f"ITLM round {round_}: `keep_ratio`={self.keep_ratio:g} keeps {kept} of {n} samples, "
                                f"more than the {clean} ({clean / n:.1%}) the ground truth flags as clean: the "
-                               f"selection is at most {percent_at_most(clean / kept)} clean. Use keep_ratio <= {clean / n:.3g} "
+                               f"selection is at most {percent_at_most(clean / kept)} clean. Use keep_ratio <= "
+                               f"{clean / n:.3g} "
                                "(a little below the clean share), or keep_ratio='auto'.")
         if not self.per_class:
             self._note_emptied_classes(round_, selection, n, datamodule_classes(trainer), batch_labels)

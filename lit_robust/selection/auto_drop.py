@@ -317,7 +317,8 @@ class AutoDropRatio:
             # info line among the fit's
             rank_zero_warn(f"{owner}: `drop_ratio='auto'` with `warmup_epochs={warmup_epochs}` fixes its estimate "
                            "after epoch 0, from the scores of a model trained one epoch, which tend to over-count "
-                           "(a text classifier with 20.8 % wrong labels read 40.1 %; with `warmup_epochs=3`, 18.5 %). Give it a warm-up "
+                           "(a text classifier with 20.8 % wrong labels read 40.1 %; with `warmup_epochs=3`, 18.5 %). "
+                           "Give it a warm-up "
                            "of a few epochs, so that the model has learnt the clean samples first.")
 
     def reset(self) -> None:
@@ -337,7 +338,8 @@ class AutoDropRatio:
     def no_labels_expected(self, trainer: Any) -> None:
         """At fit setup, after :meth:`reset`: when ``trainer``'s datamodule says it yields no class labels (regression
         targets, anomaly flags), the fall-back of a label estimator to the gmm goes unsaid: a regression user's
-        ``TableDataModule(task="regression")`` fit said in every run that the default estimator needs integer targets."""
+        ``TableDataModule(task="regression")`` fit said in every run that the default estimator needs integer
+        targets."""
         from lit_robust.data.spec import datamodule_spec
 
         spec = datamodule_spec(trainer)
