@@ -28,24 +28,50 @@ def continues_earlier_fit(trainer: pl.Trainer) -> bool:
 
 
 def fit_state_is_fresh(holder: Any, trainer: Any, owner: str) -> bool:
-    """Whether this fit starts ``holder``'s running state afresh (a fit of its own, see :func:`continues_earlier_fit`),
-    remembering ``trainer`` as the one that state is of. Raises when the fit goes on from ``trainer``'s earlier fit but
-    ``holder`` has served another Trainer's fit since: what it holds is that fit's. A notebook user's callback went
-    from Trainer A to Trainer B and back to A: A's report was rewritten with B's selection and estimate."""
+    """At a fit's setup: whether ``holder``'s running state starts afresh (a fit of its own, see
+    :func:`continues_earlier_fit`), remembering ``trainer`` as the one that state is of. A fit that goes on from
+    ``trainer``'s earlier fit keeps the state, unless ``holder`` has served another Trainer's fit since: what it holds
+    is then that fit's, so it starts afresh and :func:`check_state_owner` refuses the fit at train start unless a
+    checkpoint restored the state (:func:`mark_restored`). A notebook user's callback went from Trainer A to Trainer B
+    and back to A: A's report was rewritten with B's selection and estimate. Records too whether the fit trains
+    nothing (the Trainer's earlier fit reached ``max_epochs``: :func:`writes_no_report`)."""
     ref = getattr(holder, "_state_trainer", None)
     earlier = ref() if ref is not None else None
     goes_on = continues_earlier_fit(trainer)
-    if goes_on and earlier is not None and earlier is not trainer:
-        raise RuntimeError(
-            f"{owner}: this fit goes on from this Trainer's earlier fit (at epoch {trainer.current_epoch}), but this "
-            f"{owner} has served another Trainer's fit since, so its state (epochs, selections, estimate, report) is "
-            f"that fit's, not this Trainer's. Fit with a new Trainer (a fit of its own), or give this Trainer a new "
-            f"{owner}.")
+    foreign = goes_on and earlier is not None and earlier is not trainer
+    holder._foreign_state = (None if not foreign else
+                             f"{owner}: this fit goes on from this Trainer's earlier fit (at epoch {trainer.current_epoch}), "
+                             f"but this {owner} has served another Trainer's fit since, so its state (epochs, selections, "
+                             "estimate, report) was that fit's, not this Trainer's. Fit with a new Trainer (a fit of its "
+                             f"own), resume from a checkpoint (`ckpt_path=`), or give this Trainer a new {owner}.")
+    note = earlier_fit_note(trainer)
+    holder._nothing_to_train = note is not None and note[0]
+    holder._restored = False
     try:
         holder._state_trainer = weakref.ref(trainer)
     except TypeError:  # a stand-in without weak references (a benchmark's `SimpleNamespace` trainer)
         holder._state_trainer = lambda: trainer
-    return not goes_on
+    return not goes_on or foreign
+
+
+def mark_restored(holder: Any) -> None:
+    """A checkpoint restored ``holder``'s state in this fit (after its setup)."""
+    holder._restored = True
+
+
+def check_state_owner(holder: Any) -> None:
+    """At train start: refuse a fit that goes on from an earlier fit of its Trainer while ``holder``'s state was
+    another Trainer's fit's (see :func:`fit_state_is_fresh`), unless a checkpoint restored it."""
+    note = getattr(holder, "_foreign_state", None)
+    if note is not None and not getattr(holder, "_restored", False):
+        raise RuntimeError(note)
+
+
+def writes_no_report(holder: Any) -> bool:
+    """Whether this fit trains nothing on a Trainer whose earlier fit reached ``max_epochs``, and no checkpoint
+    restored ``holder``: its report would be the earlier fit's, or a mix with other data (a notebook user's re-run
+    cell with re-corrupted labels got the old report rewritten, "replacing the file there")."""
+    return bool(getattr(holder, "_nothing_to_train", False)) and not getattr(holder, "_restored", False)
 
 
 def earlier_fit_note(trainer: pl.Trainer) -> tuple[bool, str] | None:

@@ -876,7 +876,16 @@ class RobustCLI(LightningCLI):
         if self.trainer.interrupted or not self.trainer.is_global_zero or self._given_argv is None:
             return
         if type(self.model).test_step is pl.LightningModule.test_step:
-            return  # a GAN: nothing to test (its results are the sample grids)
+            # nothing to test (a GAN's results are its sample grids); a SimCLR user's pretraining ended without the
+            # path of the checkpoint the fine-tuning needs, found with `ls`
+            found = find_last_checkpoint(self.trainer)[0]
+            if found is not None:
+                from lit_robust.models.simclr import SimCLR
+
+                after = (f"; fine-tune on it with `--model.backbone_checkpoint {found}`"
+                         if isinstance(self.model, SimCLR) else "")
+                sys.stderr.write(f"lit-robust fit: the fitted model is {found}{after}.\n")
+            return
         try:  # an unlabelled anomaly table has no test split, and says so when asked for one
             loaders = self.datamodule.test_dataloader() if self.datamodule is not None else None
         except Exception:  # noqa: BLE001 - no test split, whatever the datamodule raises for it

@@ -173,3 +173,15 @@ def test_linear_probe_checkpoint_records_the_backbone_it_read(tmp_path):
     again = tmp_path / "probe.ckpt"
     torch.save({"state_dict": probe.state_dict(), "hyper_parameters": dict(probe.hparams)}, again)
     assert load_backbone(again).feature_dim == 32  # a LinearProbe checkpoint serves as a backbone source too
+
+
+def test_resnet_only_arguments_beside_a_cnn_checkpoint_are_no_conflict(tmp_path):
+    """A SimCLR user's `LinearProbe(backbone_checkpoint=<cnn ckpt>, first_conv=False)` was refused as "trained with
+    another architecture", for an argument the docstring says the cnn does not use."""
+    path = tmp_path / "simclr.ckpt"
+    model = SimCLR(width=4)  # its saved hyper-parameters hold the resnet stem's defaults too
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    assert model.hparams["first_conv"] is True and model.hparams["maxpool1"] is True
+    assert load_backbone(path, first_conv=False, maxpool1=False).feature_dim == 16
+    with pytest.raises(ValueError, match=r"another architecture: `width`=8 but the checkpoint says 4"):
+        load_backbone(path, width=8, first_conv=False)

@@ -131,9 +131,12 @@ def test_a_filter_fitted_on_for_more_epochs_keeps_the_earlier_epochs(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["itlm", "prl"])
-def test_going_back_to_an_earlier_trainer_after_another_one_is_refused(tmp_path, name):
-    """A notebook user's callback served Trainer A, then Trainer B, then A again (A had reached `max_epochs`): A's
-    report was rewritten with B's selection and estimate, with no error."""
+def test_going_back_to_an_earlier_trainer_after_another_one(tmp_path, name):
+    """A notebook user's callback served Trainer A, then Trainer B, then A again: A's report was rewritten with B's
+    selection and estimate, with no error. A finished A now trains nothing and writes nothing; an A stopped halfway is
+    refused at train start, unless a checkpoint restores its fit."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
     cb = MAKERS[name](tmp_path / "reports")
     pl.seed_everything(0, verbose=False)
     first, second = tiny_trainer(tmp_path, 4, [cb]), tiny_trainer(tmp_path, 4, [cb])
@@ -141,12 +144,20 @@ def test_going_back_to_an_earlier_trainer_after_another_one_is_refused(tmp_path,
     second.fit(TinyModel(), BlobsData(n=240))
     written = cb.report_path
     before = load_report(written, as_frame=False)
+    first.fit(TinyModel(), BlobsData(n=240))  # A reached max_epochs: nothing to train, no report
+    assert cb.report_path is None and load_report(written, as_frame=False) == before
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    a = tiny_trainer(tmp_path / "a", 4, [cb, InterruptAt(19), ckpt], enable_checkpointing=True)
+    with pytest.raises(RuntimeError, match="stopped by the user"):
+        a.fit(TinyModel(), BlobsData(n=240))  # stopped in epoch 2 (8 batches an epoch), after epoch 1's checkpoint
+    tiny_trainer(tmp_path, 4, [cb]).fit(TinyModel(), BlobsData(n=240))  # B: another Trainer's fit
     with pytest.raises(RuntimeError, match=rf"{type(cb).__name__}: this fit goes on from this Trainer's earlier fit "
-                                           r"\(at epoch 4\), but this .* has served another Trainer's fit since"):
-        first.fit(TinyModel(), BlobsData(n=240))
-    assert load_report(written, as_frame=False) == before
-    # the Trainer it served last goes on as before (nothing to train: it reached max_epochs)
-    second.fit(TinyModel(), BlobsData(n=240))
+                                           r"\(at epoch 2\), but this .* has served another Trainer's fit since"):
+        a.fit(TinyModel(), BlobsData(n=240))
+    # from A's checkpoint the state is A's fit's again: allowed, and the fit ends as A's uninterrupted one would
+    a.fit(TinyModel(), BlobsData(n=240), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert len(load_report(cb.report_path, as_frame=False)) == 240
 
 
 class InterruptAt(pl.Callback):
@@ -251,3 +262,46 @@ def test_a_fit_stopped_while_training_says_it_wrote_no_report(tmp_path, name):
         with pytest.raises(ValueError, match="`report_dir` must be a folder"):
             tiny_trainer(tmp_path, 4, [refused]).fit(TinyModel(), BlobsData(n=240))
     assert not [w for w in caught if "no per-sample report was written" in str(w.message)]
+
+
+@pytest.mark.parametrize("name", ["itlm", "prl", "coteaching"])
+def test_a_fit_on_a_finished_trainer_writes_no_report_and_keeps_the_earlier_path(tmp_path, name, monkeypatch):
+    """A notebook user's re-run cell fitted other labels on a finished Trainer: Lightning trained nothing, and the
+    report was rewritten from the old fit ("replacing the file there"), or mixed with the new labels (ITLM)."""
+    said = []
+    for module in ("lit_robust.callbacks._report_file", "lit_robust.callbacks.itlm", "lit_robust.callbacks.batch_filter"):
+        monkeypatch.setattr(f"{module}.rank_zero_info", said.append)
+    module = _co_teaching(tmp_path / "rep") if name == "coteaching" else TinyModel()
+    cb = None if name == "coteaching" else MAKERS[name](tmp_path / "rep")
+    owner = module if cb is None else cb
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 4, [] if cb is None else [cb])
+    trainer.fit(module, BlobsData(n=240))
+    path = owner.report_path
+    before = open(path).read()
+    said.clear()
+    other = BlobsData(n=240)
+    other.ds.targets = (other.ds.targets + 1) % 3  # other labels
+    trainer.fit(module, other)
+    assert open(path).read() == before and owner.report_path == path
+    assert any(f"no per-sample report written: this fit trained nothing; the earlier fit's is {path}" in t
+               for t in said), said
+
+
+def test_a_resume_on_the_same_trainer_is_not_called_a_fit_that_goes_on(tmp_path, monkeypatch):
+    """A notebook user's `trainer.fit(..., ckpt_path="last")` after an interruption was told "this fit goes on from
+    this Trainer's earlier fit ... for that, resume from a checkpoint", although it did, and it was exact."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    said = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    cb = MAKERS["itlm"](tmp_path / "rep")
+    pl.seed_everything(0, verbose=False)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = tiny_trainer(tmp_path, 4, [cb, InterruptAt(19), ckpt], enable_checkpointing=True)
+    model = TinyModel()
+    with pytest.raises(RuntimeError, match="stopped by the user"):
+        trainer.fit(model, BlobsData(n=240))
+    trainer.fit(model, BlobsData(n=240), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert not [t for t in said if "goes on from this Trainer's earlier fit" in t]
+    assert len(cb.history) == 3

@@ -1523,6 +1523,15 @@ def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_p
         cli.RobustCLI._say_next_step(SimpleNamespace(trainer=trainer, model=model, _given_argv=["fit"],
                                                      datamodule=SimpleNamespace(test_dataloader=lambda s=split: s)))
         assert ("the fitted model is x.ckpt; test it" in capsys.readouterr().err) is said
+    # a model with nothing to test still gets its checkpoint's path; a SimCLR pretraining the way on (a SimCLR user
+    # found the checkpoint the fine-tuning needs with `ls`)
+    from lit_robust import SimCLR
+
+    for model, line in ((NoTestStep(), "lit-robust fit: the fitted model is x.ckpt.\n"),
+                        (SimCLR(), "lit-robust fit: the fitted model is x.ckpt; fine-tune on it with "
+                                   "`--model.backbone_checkpoint x.ckpt`.\n")):
+        cli.RobustCLI._say_next_step(SimpleNamespace(trainer=trainer, model=model, _given_argv=["fit"], datamodule=None))
+        assert capsys.readouterr().err == line
 
 
 def test_a_yaml_syntax_error_names_its_file(tmp_path, capsys):

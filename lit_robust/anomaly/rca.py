@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import rank_zero_warn
 from lit_robust._checks import check_number
+from lit_robust._lightning import mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
@@ -340,6 +341,7 @@ class RCA(ModuleReport, AnomalyDetector):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         if self._auto is not None and "rca_auto_drop" in checkpoint:
             self._auto.load_state_dict(checkpoint["rca_auto_drop"])
         self._report.load_state_dict(checkpoint.get("rca_report"))  # absent from checkpoints before the report

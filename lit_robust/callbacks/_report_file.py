@@ -10,7 +10,13 @@ from typing import Any
 import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info, rank_zero_warn
-from lit_robust._lightning import continues_earlier_fit, fit_state_is_fresh, no_training_batches
+from lit_robust._lightning import (
+    check_state_owner,
+    continues_earlier_fit,
+    fit_state_is_fresh,
+    no_training_batches,
+    writes_no_report,
+)
 from lit_robust.callbacks._resume import seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
@@ -56,6 +62,13 @@ def unwritten_report_note(owner: str, exception: BaseException) -> str:
     return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
             "written (`report_path` is None). Fit on with this Trainer (`trainer.fit` again: it trains the rest) or "
             "resume from a checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")
+
+
+def trained_nothing_note(owner: str, earlier_path: str | None) -> str:
+    """What a fit that trained nothing (its Trainer's earlier fit reached ``max_epochs``) says of the report it did
+    not write."""
+    return (f"{owner}: no per-sample report written: this fit trained nothing"
+            + (f"; the earlier fit's is {earlier_path}" if earlier_path else "") + ".")
 
 
 def report_enabled(report: bool | None, report_dir: Any) -> bool:
@@ -109,8 +122,20 @@ def training_set_size(trainer: Any, owner: str) -> int:
     try:
         return len(dataset)  # type: ignore[arg-type]
     except TypeError:
-        raise ValueError("`report=True` needs one training dataloader over a sized (map-style) dataset, got "
-                         f"{type(loader).__name__} over {type(dataset).__name__}.") from None
+        pass
+    if dataset is None and isinstance(loader, (dict, list, tuple)) or hasattr(loader, "iterables"):
+        # a streaming user's dict of two loaders read "got dict over NoneType"
+        raise ValueError(f"`{owner}(report=True)` needs one training dataloader, got several ({type(loader).__name__})"
+                         ": the report has one row per sample of one data set. Join the data sets into one "
+                         "(`torch.utils.data.ConcatDataset`) and train on one loader.")
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        # a streaming user was told by IndexedDataset's message that a stream yielding its own indices works with the
+        # per-batch filters, then this; a `__len__` was the way, found by guessing
+        raise ValueError(f"`{owner}(report=True)` needs the number of training samples, and the stream "
+                         f"{type(dataset).__name__} (an IterableDataset) has no `__len__`: give it one returning n, "
+                         "with each sample's index in 0 .. n - 1 and unique, or pass report=False.")
+    raise ValueError(f"`{owner}(report=True)` needs one training dataloader over a sized (map-style) dataset, got "
+                     f"{type(loader).__name__} over {type(dataset).__name__}.")
 
 
 class EpochReport:
@@ -248,17 +273,21 @@ class ModuleReport:
     def setup_report(self, auto: Any = None) -> None:
         """At ``setup("fit")``: this fit's report path (checked on every rank; ``auto`` as in
         :meth:`EpochReport.setup`)."""
-        self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
-        if fit_state_is_fresh(self, self._trainer, type(self).__name__):
+        earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
+        fresh = fit_state_is_fresh(self, self._trainer, type(self).__name__)
+        if self._nothing_to_train and self._foreign_state is None:
+            self.report_path = earlier_path  # a fit that trains nothing writes none: the earlier fit's stays
+        if fresh:
             self._reset_fit_state()  # a new Trainer's fit: an earlier fit's epochs and estimates do not carry over
         else:  # the same Trainer's fit goes on: a stopped fit's unfinished epoch is trained again from its start
             self._drop_partial_epoch(self._trainer.current_epoch)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
         if auto is not None:
-            auto.no_labels_expected(self._trainer)
+            auto.regression_expected(self._trainer)
         seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
 
     def on_train_start(self) -> None:
+        check_state_owner(self)
         self._report.start(self.trainer, self.device)
         warn_inexact_resume(self.trainer, type(self).__name__)
 
@@ -280,6 +309,9 @@ class ModuleReport:
         empty = no_training_batches(self.trainer)
         if empty is not None:
             rank_zero_warn(f"{type(self).__name__}: {empty}")
+        if self._report.target is not None and writes_no_report(self):
+            rank_zero_info(trained_nothing_note(type(self).__name__, self.report_path))
+            return
         path = self._report.write_if_skipped(self.trainer, self.hparams.estimator)
         if path is not None:
             self.report_path = path

@@ -9,10 +9,22 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
+from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_info, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
-from lit_robust._lightning import fit_state_is_fresh, no_training_batches, sigterm_without_collectives
-from lit_robust.callbacks._report_file import EpochReport, check_report_args, unwritten_report_note
+from lit_robust._lightning import (
+    check_state_owner,
+    fit_state_is_fresh,
+    mark_restored,
+    no_training_batches,
+    sigterm_without_collectives,
+    writes_no_report,
+)
+from lit_robust.callbacks._report_file import (
+    EpochReport,
+    check_report_args,
+    trained_nothing_note,
+    unwritten_report_note,
+)
 from lit_robust.callbacks._resume import (
     check_resumable,
     random_state,
@@ -393,6 +405,7 @@ class BatchFilter(Callback):
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
         self._counters_epoch: int | None = None
         self._warned_small = False
+        self._told_repeats = False
         self._nonfinite: Tensor | None = None  # this epoch's count of NaN/inf training losses, on the device
         self._told_nonfinite = False
         # "auto": a preview's (index, scores, given, predicted), kept if no keep_mask follows
@@ -405,11 +418,14 @@ class BatchFilter(Callback):
         if stage != "fit":
             return
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
-        self.report_path = None  # this fit's, once written (not a stale one after a failed fit)
+        earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
         module = require_mixin("BatchFilter", pl_module)
         warn_if_mixed_lightning(trainer)
         self._apply_arguments()
-        if fit_state_is_fresh(self, trainer, self.owner):  # an earlier fit's epochs do not carry over
+        fresh = fit_state_is_fresh(self, trainer, self.owner)
+        if self._nothing_to_train and self._foreign_state is None:
+            self.report_path = earlier_path  # a fit that trains nothing writes none: the earlier fit's stays
+        if fresh:  # an earlier fit's epochs do not carry over
             self._reset_fit_state()
         else:  # the same Trainer's go on
             self._drop_partial_epoch(trainer.current_epoch)
@@ -429,8 +445,26 @@ class BatchFilter(Callback):
             self._recorder.pause()
         self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto)
         if self._auto is not None:
-            self._auto.no_labels_expected(trainer)
+            self._auto.regression_expected(trainer)
         module.add_batch_selector(self)
+
+    def _say_repeated_indices(self, epoch: int) -> None:
+        """Warn once per fit when a stream (IterableDataset) yielded an index more than once in ``epoch``: a streaming
+        user's shard-local indices and unsplit workers read ε̂ 27.33 % for 20 % and a report whose rows mixed
+        several samples each, told only that some rows had no score."""
+        if not getattr(self, "_stream", False) or self._told_repeats:
+            return
+        repeated = 0 if self._auto is None or not self._auto.collects(epoch) else self._auto.repeated
+        if self._report.active:
+            state = self._report.state
+            repeated = max(repeated, int((state.sums[1, : state.n] > 1).sum()))
+        if repeated:
+            self._told_repeats = True
+            rank_zero_warn(f"{self.owner}: epoch {epoch} saw {repeated} dataset indices more than once from the stream "
+                           "(IterableDataset): each sample must carry an index of its own, unique in the data set. "
+                           "With DataLoader workers each worker must yield its own share (split the shards by "
+                           "`torch.utils.data.get_worker_info()`). A repeated index merges different samples in the "
+                           "report and the `\"auto\"` estimate.")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self._report.active and not self._report.written:
@@ -486,6 +520,9 @@ class BatchFilter(Callback):
 
     # -- training hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_state_owner(self)
+        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)
         warn_inexact_resume(trainer, self.owner)
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
@@ -568,6 +605,9 @@ class BatchFilter(Callback):
         empty = no_training_batches(trainer)
         if empty is not None:
             rank_zero_warn(f"{self.owner}: {empty}")
+        if self._report.target is not None and writes_no_report(self):
+            rank_zero_info(trained_nothing_note(self.owner, self.report_path))
+            return
         path = self._report.write_if_skipped(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:
             self.report_path = path
@@ -592,6 +632,7 @@ class BatchFilter(Callback):
             rec.estimated_corruption = self._auto.estimate
         self.history.append(rec)
         self._counters = None
+        self._say_repeated_indices(trainer.current_epoch)
         for key, value in (("filter/drop_ratio", rec.drop_ratio),
                            ("filter/dropped_corrupted_frac", rec.dropped_corrupted_frac),
                            ("filter/estimated_corruption", rec.estimated_corruption)):
@@ -781,6 +822,7 @@ class BatchFilter(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not getattr(self, "_restore_state", True):
             return
+        mark_restored(self)
         self.load_outcome(state_dict)
         counters = state_dict["counters"]
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)

@@ -29,18 +29,22 @@ from lit_robust._backend import (
 from lit_robust._checks import real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
+    check_state_owner,
     earlier_fit_note,
     evaluation_batches,
     fit_state_is_fresh,
+    mark_restored,
     no_training_batches,
     resolve_loader,
     sigterm_without_collectives,
     with_sampler,
+    writes_no_report,
 )
 from lit_robust.callbacks._report_file import (
     check_report_args,
     report_enabled,
     resolve_report_path,
+    trained_nothing_note,
     unwritten_report_note,
     written_on_rank_zero,
 )
@@ -687,7 +691,7 @@ class ITLM(Callback):
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
         # `load_report` to the run before's file
-        self.report_path = None
+        earlier_path, self.report_path = self.report_path, None
         self.final_one_class = None
         self.keep_ratio = check_keep_ratio(self.keep_ratio)  # it may have been set since the constructor
         others = [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, ITLM) and cb is not self]
@@ -706,10 +710,16 @@ class ITLM(Callback):
                 raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
         self.round_epochs = _round_epochs_arg(self.round_epochs)  # as set now: an attribute changed since is checked
         fresh = fit_state_is_fresh(self, trainer, self._title)
+        if self._nothing_to_train and self._foreign_state is None:
+            self.report_path = earlier_path  # a fit that trains nothing writes none: the earlier fit's stays
         earlier = earlier_fit_note(trainer)
+        self._goes_on_note = None
         if earlier is not None:
             nothing, text = earlier
-            (rank_zero_warn if nothing else rank_zero_info)(f"{self._title}: {text}")
+            if nothing:
+                rank_zero_warn(f"{self._title}: {text}")
+            else:  # said at train start, unless a checkpoint restores the fit (`ckpt_path=`: then it is not so)
+                self._goes_on_note = f"{self._title}: {text}"
         if fresh:
             module.model_start_epoch = None  # an earlier fit's announcement does not count
         warn_if_mixed_lightning(trainer)
@@ -781,7 +791,10 @@ class ITLM(Callback):
         check_collate(loader, type(self).__name__)
         n = len(loader.dataset)
         if self._n is not None and n != self._n:
-            raise ValueError(f"the training set changed size between rounds ({self._n} -> {n}).")
+            # a notebook user's new data on a finished Trainer read "changed size between rounds"
+            raise ValueError(f"the training set changed size ({self._n} -> {n}) since the rounds began: ITLM selects "
+                             "by dataset index, so each round, and each fit a Trainer goes on with, needs the same "
+                             "samples. For another data set use a new Trainer.")
         if n == 0:
             raise ValueError("ITLM needs a non-empty training set: the training dataloader's dataset has 0 samples.")
         if self.keep_ratio != "auto" and keep_count(n, self.keep_ratio) == 0:
@@ -803,6 +816,9 @@ class ITLM(Callback):
 
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_state_owner(self)
+        if getattr(self, "_goes_on_note", None) is not None and not self._restored:
+            rank_zero_info(self._goes_on_note)
         self._check_same_on_every_rank()
         warn_inexact_resume(trainer, self._title)
         self._check_swa(trainer)
@@ -1060,7 +1076,9 @@ class ITLM(Callback):
             self._write_report(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._report_target is not None and not self._train_ended:
+        if self._report_target is not None and writes_no_report(self):
+            rank_zero_info(trained_nothing_note(self._title, self.report_path))
+        elif self._report_target is not None and not self._train_ended:
             # Lightning skips the whole fit loop, `on_train_end` too, when a fit resumes from a checkpoint of its
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
             # fit wrote no report
@@ -1429,7 +1447,7 @@ class ITLM(Callback):
                      "the batches carry no integer targets" if given is None else
                      "the module predicts no labels (`predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
-            if spec is None or spec.target == "class":  # a regression datamodule's fall-back goes unsaid (see docs)
+            if spec is None or spec.target != "regression":  # a regression datamodule's fall-back goes unsaid
                 self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer "
                                f"targets and `predicted_labels` of the module; {lacks}, so the gmm estimate is used "
                                "instead.")
@@ -1787,6 +1805,7 @@ class ITLM(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not getattr(self, "_restore_state", True):
             return
+        mark_restored(self)
         self._round = state_dict["round"]
         self._selection = state_dict["selection"]
         self._selection_made = state_dict["selection_made"]

@@ -537,8 +537,9 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     if stream or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         # torch's IterableDataset has a `__getitem__` that raises NotImplementedError (a newcomer's stream met that)
         stream = ("; a stream (IterableDataset) cannot be indexed: make it yield `(index, input, target[, "
-                  "is_corrupted])` itself, the index unique within the data set (0 .. n - 1 for a report), and it works "
-                  "with the per-batch filters (`BatchFilter`) as it is; ITLM needs a map-style set") if stream else ""
+                  "is_corrupted])` itself, the index unique within the data set, and it works with the per-batch "
+                  "filters (`BatchFilter`) as it is (for `report=True` the indices 0 .. n - 1 and a `__len__` "
+                  "returning n); ITLM needs a map-style set") if stream else ""
         raise TypeError(f"`{argument}` must be a map-style dataset (with `__len__` and `__getitem__`) of "
                         f"`(input, target)` pairs, got {_describe(dataset)}; {_PAIR_HINT}{stream}.")
     n = len(dataset)

@@ -215,12 +215,16 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
                          f"feature_dim={found.own_feature_dim}.")
     given = {"backbone": backbone, "in_channels": in_channels, "width": width, "first_conv": first_conv,
              "maxpool1": maxpool1}
+    defaults = {**_DEFAULTS, **(_BOLTS_DEFAULTS if found.layout == "bolts" else {})}
+    kind = backbone if backbone is not None else found.arch.get("backbone", defaults["backbone"])
+    # `first_conv` and `maxpool1` shape the resnets only: a SimCLR user's `first_conv=False` beside a cnn checkpoint
+    # was refused as "another architecture"
+    unused = ("first_conv", "maxpool1") if kind == "cnn" else ()
     conflicts = [f"`{k}`={v!r} but the checkpoint says {found.arch[k]!r}" for k, v in given.items()
-                 if v is not None and k in found.arch and found.arch[k] != v]
+                 if v is not None and k in found.arch and found.arch[k] != v and k not in unused]
     if conflicts:
         raise ValueError(f"`{argument}` {os.fspath(checkpoint)!r} ({found.layout} layout) was trained with another "
                          f"architecture: {'; '.join(conflicts)}. Leave these arguments unset to use the checkpoint's.")
-    defaults = {**_DEFAULTS, **(_BOLTS_DEFAULTS if found.layout == "bolts" else {})}
     arch = {k: given[k] if given[k] is not None else found.arch.get(k, defaults[k]) for k in _ARCH_ARGS}
     if arch["backbone"] not in BACKBONES:
         raise ValueError(f"`backbone` must be one of {BACKBONES}, got {arch['backbone']!r} (from "

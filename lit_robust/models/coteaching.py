@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_int
-from lit_robust._lightning import sigterm_without_collectives
+from lit_robust._lightning import mark_restored, sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
 from lit_robust.callbacks.batch_filter import (
@@ -490,6 +490,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         state = checkpoint.get("co_teaching")
         if state is None:
             return
+        mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         restore_random_state_in_fit(self, state.get("random"))
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
         self._counters = None if state["counters"] is None else torch.tensor(state["counters"], dtype=torch.int64)

@@ -334,16 +334,17 @@ class AutoDropRatio:
         self._predicted: list[Tensor] = []
         self._missing = False  # a batch of this epoch came without labels: this epoch falls back to gmm
         self._told_fallback = False  # the fallback's info line was printed (once per fit)
+        self.repeated = 0  # indices the last estimating epoch saw more than once (their scores were averaged)
 
-    def no_labels_expected(self, trainer: Any) -> None:
-        """At fit setup, after :meth:`reset`: when ``trainer``'s datamodule says it yields no class labels (regression
-        targets, anomaly flags), the fall-back of a label estimator to the gmm goes unsaid: a regression user's
+    def regression_expected(self, trainer: Any) -> None:
+        """At fit setup, after :meth:`reset`: when ``trainer``'s datamodule says it yields regression targets, the
+        fall-back of a label estimator to the gmm goes unsaid: a regression user's
         ``TableDataModule(task="regression")`` fit said in every run that the default estimator needs integer
         targets."""
         from lit_robust.data.spec import datamodule_spec
 
         spec = datamodule_spec(trainer)
-        if spec is not None and spec.target != "class":
+        if spec is not None and spec.target == "regression":
             self._told_fallback = True
 
     def _clear(self) -> None:
@@ -452,6 +453,10 @@ class AutoDropRatio:
         if index.numel() == 0:
             return None  # no training batch this epoch: keep the estimate there is
         _, means = per_index_mean(index, scores)
+        if index.numel() != means.numel():  # indices seen more than once (a replacement sampler, or a faulty stream)
+            self.repeated = int((torch.unique(index, return_counts=True)[1] > 1).sum())
+        else:
+            self.repeated = 0
         if use_labels:
             _, given_i, predicted_i = per_index_labels(index, step, given, predicted)
             est = estimate_from_labels(self.estimator, means, given_i, predicted_i)
