@@ -608,8 +608,8 @@ def replaced_note(path: str | os.PathLike) -> str:
     second checkpoint `-v1`."""
     if not os.path.exists(path):
         return ""
-    return (" (replacing the file there, from an earlier fit or an earlier part of this one: pass `report_dir` for a "
-            "folder of each fit's own)")
+    return (" (replacing the file there, from an earlier fit or an earlier part of this one: give each fit a "
+            "`report_dir` of its own to keep both)")
 
 
 def _publish(tmp: str, path: str) -> None:

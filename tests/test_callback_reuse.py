@@ -305,3 +305,31 @@ def test_a_resume_on_the_same_trainer_is_not_called_a_fit_that_goes_on(tmp_path,
     trainer.fit(model, BlobsData(n=240), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert not [t for t in said if "goes on from this Trainer's earlier fit" in t]
     assert len(cb.history) == 3
+
+
+def test_co_teaching_and_rca_use_their_arguments_as_changed_between_fits(tmp_path):
+    """A notebook user's `co.drop_ratio = 0.25; co.warmup_epochs = 1` on a module fitted before with "auto" still
+    estimated (and `rca.drop_ratio = 0.1` too); BatchFilter and ITLM honoured such changes."""
+    from lit_robust import RCA
+
+    co = _co_teaching(tmp_path / "rep")
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 3, []).fit(co, BlobsData(n=240))
+    assert co.history[-1].estimated_corruption is not None
+    co.drop_ratio, co.warmup_epochs = 0.25, 1
+    tiny_trainer(tmp_path, 3, []).fit(co, BlobsData(n=240))
+    assert co.estimated_corruption is None and [r.drop_ratio for r in co.history] == pytest.approx([0.0, 0.25, 0.25])
+    assert co.hparams.drop_ratio == 0.25 and co.hparams.warmup_epochs == 1  # what a checkpoint rebuilds
+    co.drop_ratio = 0.7
+    with pytest.raises(ValueError, match="drop_ratio"):
+        tiny_trainer(tmp_path, 3, []).fit(co, BlobsData(n=240))
+
+    from lit_robust import TwoMoonsAnomalyDataModule
+
+    rca = RCA(2, hidden=8, latent=1, drop_ratio="auto", warmup_epochs=1, dropout=0.0)
+    moons = TwoMoonsAnomalyDataModule(n_train=200, contamination=0.1, anomalies="uniform", n_test=100, seed=0)
+    tiny_trainer(tmp_path, 2, []).fit(rca, moons)
+    assert rca.estimated_corruption is not None
+    rca.drop_ratio = 0.1
+    tiny_trainer(tmp_path, 2, []).fit(rca, moons)
+    assert rca.estimated_corruption is None and rca.keep_ratio_at(1) == pytest.approx(0.9)

@@ -28,7 +28,7 @@ from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.report import ReportFormat
-from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, check_auto_args
+from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, auto_for, check_auto_args
 from lit_robust.selection.rules import keep_count, smallest_k_mask
 
 __all__ = ["AutoEncoder", "RCA", "rca_keep_ratio", "rca_exchange_masks", "reconstruction_error", "MLPAutoEncoder"]
@@ -231,10 +231,8 @@ class RCA(ModuleReport, AnomalyDetector):
         self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
-        self._auto: AutoDropRatio | None = None
-        if self.drop_ratio == "auto":
-            self._auto = AutoDropRatio("RCA", estimator, auto_margin, reestimate, warmup_epochs,
-                                       ranked_by=REPORT_RANKS)
+        self._auto: AutoDropRatio | None = auto_for(None, "RCA", self.drop_ratio, estimator, auto_margin, reestimate,
+                                                    warmup_epochs, ranked_by=REPORT_RANKS)
         if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
             raise ValueError(f"`test_passes` must be an integer >= 1, got {test_passes!r}.")
         self.save_hyperparameters()
@@ -268,6 +266,12 @@ class RCA(ModuleReport, AnomalyDetector):
         if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
             rank_zero_warn(f"RCA: {short}")
         if stage == "fit" and self._trainer is not None:
+            hp = self.hparams  # the arguments as they are now (a notebook user's `rca.drop_ratio = 0.1` was ignored)
+            self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate, False,
+                                              high=0.5)
+            hp["drop_ratio"] = self.drop_ratio
+            self._auto = auto_for(self._auto, "RCA", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
+                                  hp.warmup_epochs, ranked_by=REPORT_RANKS)
             self.setup_report(self._auto)
 
     @property

@@ -43,6 +43,7 @@ from lit_robust.selection.auto_drop import (
     REPORT_RANKS,
     AutoDropRatio,
     FilterEstimator,
+    auto_for,
     check_auto_args,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
@@ -274,7 +275,9 @@ class BatchFilter(Callback):
             that drop nothing (warm-up) the ``"prl"``/``"spl"`` scores are computed for the report anyway (they
             cost no backward); ``"prl_g"``'s extra backward is then run in the Trainer's last epoch only.
             ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``, else off; the path
-            is :attr:`report_path`. A fit that trains nothing (resumed from its last checkpoint) writes none.
+            is :attr:`report_path`. A ``fit`` again on a Trainer that reached ``max_epochs`` trains nothing and
+            writes none (:attr:`report_path` stays the earlier fit's); one resumed with ``ckpt_path`` from a
+            finished fit's checkpoint writes the same report again.
         report_dir: the report's folder (created if missing); default: the logger's folder
             (``trainer.log_dir``; the Trainer's ``default_root_dir`` without a logger). Checked at setup, before
             training: a folder that cannot be written is a ``ValueError``.
@@ -479,14 +482,9 @@ class BatchFilter(Callback):
                                           default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(self.warmup_epochs, self.scope, self.loss)
         self.auto_margin = float(self.auto_margin)
-        if self.drop_ratio != "auto":
-            self._auto = None
-            return
-        high = 1.0 if self.allow_large_drop else 0.5
-        if self._auto is None or not self._auto.built_for(self.estimator, self.auto_margin, self.reestimate,
-                                                          self.warmup_epochs, high):
-            self._auto = AutoDropRatio("BatchFilter", self.estimator, self.auto_margin, self.reestimate,
-                                       self.warmup_epochs, high=high, ranked_by=REPORT_RANKS)
+        self._auto = auto_for(self._auto, "BatchFilter", self.drop_ratio, self.estimator, self.auto_margin,
+                              self.reestimate, self.warmup_epochs, high=1.0 if self.allow_large_drop else 0.5,
+                              ranked_by=REPORT_RANKS)
 
     def _drop_partial_epoch(self, epoch: int) -> None:
         """A fit going on from an earlier fit of the same Trainer that stopped inside ``epoch`` (an exception, a

@@ -452,8 +452,9 @@ class ITLM(Callback):
             the ground truth when the batches carry it. Written once, by rank 0 (the scores are gathered there;
             one float per sample and round is kept, and checkpointed so that a resumed fit writes the same
             report). ``None`` (default): on when ``report_dir`` is given or under ``lit-robust fit``, else off;
-            the path is :attr:`report_path`. A fit that trains nothing (resumed from its last checkpoint) writes
-            none.
+            the path is :attr:`report_path`. A ``fit`` again on a Trainer that reached ``max_epochs`` trains
+            nothing and writes none (:attr:`report_path` stays the earlier fit's); one resumed with ``ckpt_path``
+            from a finished fit's checkpoint writes the same report again.
         report_dir: the report's folder (created if missing); default: the logger's folder
             (``trainer.log_dir``; the Trainer's ``default_root_dir`` without a logger). It is checked at setup,
             before training: a folder that cannot be written is a ``ValueError``.

@@ -33,6 +33,7 @@ from lit_robust.selection.auto_drop import (
     FILTER_ESTIMATORS,
     AutoDropRatio,
     FilterEstimator,
+    auto_for,
     check_auto_args,
 )
 from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
@@ -274,10 +275,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.report, self.report_dir, self.report_format = report, report_dir, report_format
         self.report_path: str | None = None  # the report written by the last fit
         self._report = EpochReport("CoTeaching", "coteaching_report")
-        self._auto: AutoDropRatio | None = None
-        if self.drop_ratio == "auto":
-            self._auto = AutoDropRatio("CoTeaching", estimator, auto_margin, reestimate, warmup_epochs,
-                                       high=1.0 if allow_large_drop else 0.5)
+        self._auto: AutoDropRatio | None = auto_for(None, "CoTeaching", self.drop_ratio, estimator, auto_margin,
+                                                    reestimate, warmup_epochs, high=1.0 if allow_large_drop else 0.5)
 
     # -- schedule -----------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
@@ -304,7 +303,21 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:
             sigterm_without_collectives(self._trainer)  # Lightning's handler hangs a DDP fit: see the function
+            self._apply_arguments()
             self.setup_report(self._auto)
+
+    def _apply_arguments(self) -> None:
+        """The schedule's arguments as they are now (`drop_ratio`, `warmup_epochs`, the ``"auto"`` ones in
+        ``hparams``), checked, recorded in ``hparams`` and applied: a notebook user's `co.drop_ratio = 0.25` on a
+        module fitted before with ``"auto"`` was ignored."""
+        hp = self.hparams
+        self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
+                                          hp.allow_large_drop, estimators=FILTER_ESTIMATORS,
+                                          default_estimator=DEFAULT_FILTER_ESTIMATOR)
+        check_filter_args(self.warmup_epochs, self.scope, self.loss)
+        hp["drop_ratio"], hp["warmup_epochs"] = self.drop_ratio, self.warmup_epochs
+        self._auto = auto_for(self._auto, "CoTeaching", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
+                              self.warmup_epochs, high=1.0 if hp.allow_large_drop else 0.5)
 
     def _reset_fit_state(self) -> None:
         # a module fitted again by a new Trainer: a notebook user's `history` listed epochs 0-14 twice, and the new

@@ -240,6 +240,19 @@ def cleanlab_hint(estimator: object) -> str:
             "and pass it as the ratio (`keep_ratio=1 - rate` for ITLM, `drop_ratio=rate` for the filters).")
 
 
+def auto_for(current: AutoDropRatio | None, owner: str, drop_ratio: float | str, estimator: str, auto_margin: float,
+             reestimate: bool, warmup_epochs: int, high: float = 0.5, ranked_by: str | None = None
+             ) -> AutoDropRatio | None:
+    """An owner's :class:`AutoDropRatio` for its arguments as they are now: ``None`` for a numeric ``drop_ratio``,
+    ``current`` when it was built with these, else a new one (a notebook user's ``drop_ratio`` and ``warmup_epochs``
+    changed on a reused filter or module between fits were ignored)."""
+    if drop_ratio != "auto":
+        return None
+    if current is not None and current.built_for(estimator, auto_margin, reestimate, warmup_epochs, high):
+        return current
+    return AutoDropRatio(owner, estimator, auto_margin, reestimate, warmup_epochs, high=high, ranked_by=ranked_by)
+
+
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
                     name: str = "drop_ratio", high: float | None = None,
                     estimators: tuple[str, ...] = _ESTIMATORS, default_estimator: str = "gmm"
