@@ -6,14 +6,14 @@ reload at an arbitrary epoch; round-based selection needs both. Everything versi
 
 from __future__ import annotations
 
-import weakref
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from lit_robust._backend import pl
+from lit_robust._backend import pl, rank_zero_warn
 
 _MISSING = object()
 
@@ -27,18 +27,29 @@ def continues_earlier_fit(trainer: pl.Trainer) -> bool:
     return trainer.current_epoch > 0 or trainer.global_step > 0
 
 
-def fit_state_is_fresh(holder: Any, trainer: Any, owner: str) -> bool:
+def _trainer_token(trainer: Any) -> str:
+    """A token naming ``trainer`` (kept on it): a holder remembers the token, not the Trainer, so that a fitted module
+    or callback still pickles (a weak reference did not: `torch.save` of a fitted `CoTeaching`)."""
+    token = getattr(trainer, "_lit_robust_token", None)
+    if token is None:
+        token = uuid.uuid4().hex
+        trainer._lit_robust_token = token
+    return token
+
+
+def begin_fit(holder: Any, trainer: Any, owner: str, earlier_path: str | None = None) -> bool:
     """At a fit's setup: whether ``holder``'s running state starts afresh (a fit of its own, see
-    :func:`continues_earlier_fit`), remembering ``trainer`` as the one that state is of. A fit that goes on from
-    ``trainer``'s earlier fit keeps the state, unless ``holder`` has served another Trainer's fit since: what it holds
-    is then that fit's, so it starts afresh and :func:`check_state_owner` refuses the fit at train start unless a
-    checkpoint restored the state (:func:`mark_restored`). A notebook user's callback went from Trainer A to Trainer B
-    and back to A: A's report was rewritten with B's selection and estimate. Records too whether the fit trains
-    nothing (the Trainer's earlier fit reached ``max_epochs``: :func:`writes_no_report`)."""
-    ref = getattr(holder, "_state_trainer", None)
-    earlier = ref() if ref is not None else None
+    :func:`continues_earlier_fit`), remembering ``trainer`` as the one that state is of. The caller has cleared
+    ``holder.report_path`` (a fit that fails has none); it is set back to ``earlier_path`` when the fit trains nothing. A fit that goes on from ``trainer``'s earlier fit
+    keeps the state, unless ``holder`` has served another Trainer's fit since: what it holds is then that fit's, so it
+    starts afresh and :func:`check_state_owner` refuses the fit at train start unless a checkpoint restored the state
+    (:func:`mark_restored`). A notebook user's callback went from Trainer A to Trainer B and back to A: A's report was
+    rewritten with B's selection and estimate. A fit that trains nothing (the Trainer's earlier fit reached
+    ``max_epochs`` or ``max_steps``) keeps any state and writes no report (:func:`writes_no_report`)."""
+    earlier = getattr(holder, "_state_trainer", None)
     goes_on = continues_earlier_fit(trainer)
-    foreign = goes_on and earlier is not None and earlier is not trainer
+    token = _trainer_token(trainer)
+    foreign = goes_on and earlier is not None and earlier != token
     holder._foreign_state = (None if not foreign else
                              f"{owner}: this fit goes on from this Trainer's earlier fit (at epoch {trainer.current_epoch}), "
                              f"but this {owner} has served another Trainer's fit since, so its state (epochs, selections, "
@@ -46,12 +57,12 @@ def fit_state_is_fresh(holder: Any, trainer: Any, owner: str) -> bool:
                              f"own), resume from a checkpoint (`ckpt_path=`), or give this Trainer a new {owner}.")
     note = earlier_fit_note(trainer)
     holder._nothing_to_train = note is not None and note[0]
+    holder._nothing_note = note[1] if holder._nothing_to_train else None
     holder._restored = False
-    try:
-        holder._state_trainer = weakref.ref(trainer)
-    except TypeError:  # a stand-in without weak references (a benchmark's `SimpleNamespace` trainer)
-        holder._state_trainer = lambda: trainer
-    return not goes_on or foreign
+    holder._state_trainer = token
+    if holder._nothing_to_train and not foreign:
+        holder.report_path = earlier_path  # this fit writes none: the earlier fit's stays
+    return not goes_on or (foreign and not holder._nothing_to_train)
 
 
 def mark_restored(holder: Any) -> None:
@@ -65,6 +76,20 @@ def check_state_owner(holder: Any) -> None:
     note = getattr(holder, "_foreign_state", None)
     if note is not None and not getattr(holder, "_restored", False):
         raise RuntimeError(note)
+
+
+def say_trained_nothing(holder: Any, owner: str, reports: bool) -> bool:
+    """At fit end: when this fit trained nothing on a finished Trainer and no checkpoint restored ``holder``
+    (:func:`writes_no_report`), say so (with the earlier fit's report when ``reports``) and return ``True``: write
+    no report. Said at the end, not at setup: a fit resumed with ``ckpt_path`` trains (a reviewer's resume of a
+    finished Trainer from an earlier epoch was told it trained nothing, and trained two rounds)."""
+    if not writes_no_report(holder):
+        return False
+    earlier = getattr(holder, "report_path", None) if reports else None
+    said = ("" if not reports else " No per-sample report written"
+            + (f" (the earlier fit's is {earlier})" if earlier else "") + ".")
+    rank_zero_warn(f"{owner}: {holder._nothing_note}{said}")
+    return True
 
 
 def writes_no_report(holder: Any) -> bool:
@@ -82,9 +107,14 @@ def earlier_fit_note(trainer: pl.Trainer) -> tuple[bool, str] | None:
     after an interrupted fit went on without a word (0.744, against 0.761 uninterrupted)."""
     if not continues_earlier_fit(trainer):
         return None
-    epoch, max_epochs = trainer.current_epoch, trainer.max_epochs
+    # (getattr: a benchmark's stand-in Trainer holds only what the callbacks read in a step)
+    epoch, max_epochs = trainer.current_epoch, getattr(trainer, "max_epochs", None)
     if max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs:
         return True, (f"this Trainer's earlier fit already reached `max_epochs`={max_epochs}, so this fit trains "
+                      "nothing (a Trainer keeps its progress). Use a new Trainer for a new fit.")
+    max_steps = getattr(trainer, "max_steps", -1)
+    if max_steps is not None and max_steps >= 0 and getattr(trainer, "global_step", 0) >= max_steps:
+        return True, (f"this Trainer's earlier fit already reached `max_steps`={max_steps}, so this fit trains "
                       "nothing (a Trainer keeps its progress). Use a new Trainer for a new fit.")
     return False, (f"this fit goes on from this Trainer's earlier fit at epoch {epoch} (a Trainer keeps its progress), "
                    "which is not the same as one uninterrupted fit; for that, resume from a checkpoint "

@@ -327,6 +327,14 @@ def build_report(
                     ("predicted_target", predicted_target)):
         if t is not None and tuple(t.shape) != (n,):
             raise ValueError(f"`{name}` must have shape ({n},), got {tuple(t.shape)}.")
+    # a plain-loop user's `estimator="Disagreement"` gave every row P(clean) 1.0, and float labels were truncated
+    if estimator not in (None, "gmm", "bmm", "disagreement", "class_floor"):
+        raise ValueError(f"`estimator` must be one of 'gmm', 'bmm', 'disagreement', 'class_floor' or None, got "
+                         f"{estimator!r}.")
+    for name, t in (("given_label", given_label), ("predicted_label", predicted_label)):
+        if t is not None and (t.is_floating_point() or t.is_complex()):
+            raise ValueError(f"`{name}` must hold integer class labels, got dtype {t.dtype}: cast them with "
+                             "`.long()` if they are whole numbers.")
     scored = torch.ones(n, dtype=torch.bool) if scored is None else scored.detach().cpu().bool()
     known = torch.ones(scores.shape, dtype=torch.bool) if score_known is None else score_known.detach().cpu().bool()
     known = known.clone()

@@ -1042,3 +1042,19 @@ def test_starved_classes_note_counts_every_scored_row_and_names_negative_integer
     assert note.endswith("(Integer targets are read as class labels, and some here are negative: if they are "
                          "regression targets, cast them to float.)")
     assert "cast them to float" not in starved_classes_note({"given_label": given[40:], "kept": kept[40:]})
+
+
+def test_build_report_refuses_an_unknown_estimator_and_float_labels():
+    """A plain-loop user's `estimator="Disagreement"` gave every row P(clean) 1.0; `given_label=y + 0.5` was
+    truncated to integers without a word (the estimators refuse both)."""
+    from lit_robust.report import build_report
+
+    index, scores, kept = torch.arange(4), torch.tensor([0.1, 0.9, 0.3, 0.2]), torch.tensor([True, False, True, True])
+    labels = torch.tensor([0, 1, 2, 1])
+    with pytest.raises(ValueError, match=r"`estimator` must be one of 'gmm', 'bmm', 'disagreement', 'class_floor' or "
+                                         r"None, got 'Disagreement'"):
+        build_report(index, scores, kept, score_columns=["s"], given_label=labels, predicted_label=labels,
+                     estimator="Disagreement")
+    with pytest.raises(ValueError, match=r"`given_label` must hold integer class labels, got dtype torch.float32"):
+        build_report(index, scores, kept, score_columns=["s"], given_label=labels + 0.5, estimator=None)
+    assert len(build_report(index, scores, kept, score_columns=["s"], given_label=labels)["rank"]) == 4

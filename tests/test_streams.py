@@ -80,3 +80,22 @@ def test_a_stream_without_a_length_and_several_loaders_are_named_for_the_report(
     with pytest.raises(ValueError, match=r"`BatchFilter\(report=True\)` needs one training dataloader, got several "
                                          r"\(dict\).*`torch.utils.data.ConcatDataset`"):
         _fit(tmp_path, loaders)
+
+
+def test_a_stream_resumed_inside_an_epoch_is_not_taken_for_repeated_indices(tmp_path):
+    """A reviewer's stream with unique indices, resumed from a checkpoint written inside epoch 1, was told it "saw 128
+    dataset indices more than once": Lightning starts a stream again from its first sample, the restored sums count
+    the replayed ones twice. That is the resume's doing, not the stream's."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=12, save_top_k=-1)
+    cb = BatchFilter("prl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "rep"))
+    pl.seed_everything(0, verbose=False)
+    tiny_trainer(tmp_path, 2, [cb, ckpt], enable_checkpointing=True).fit(TinyModel(), DataLoader(Stream(), batch_size=32))
+    resumed = BatchFilter("prl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "rep2"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [resumed], enable_checkpointing=True).fit(
+            TinyModel(), DataLoader(Stream(), batch_size=32), ckpt_path=str(tmp_path / "ckpt" / "epoch=1-step=12.ckpt"))
+    assert [r.epoch for r in resumed.history] == [0, 1]
+    assert not [w for w in caught if "more than once" in str(w.message)]

@@ -28,7 +28,14 @@ from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.report import ReportFormat
-from lit_robust.selection.auto_drop import REPORT_RANKS, AutoDropRatio, Estimator, auto_for, check_auto_args
+from lit_robust.selection.auto_drop import (
+    REPORT_RANKS,
+    AutoDropRatio,
+    Estimator,
+    auto_for,
+    check_auto_args,
+    kept_on_a_fit_that_goes_on,
+)
 from lit_robust.selection.rules import keep_count, smallest_k_mask
 
 __all__ = ["AutoEncoder", "RCA", "rca_keep_ratio", "rca_exchange_masks", "reconstruction_error", "MLPAutoEncoder"]
@@ -176,6 +183,11 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
+def _check_warmup(warmup_epochs: object) -> None:
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+
+
 class RCA(ModuleReport, AnomalyDetector):
     r"""Robust Collaborative Autoencoders (thesis Alg. 1): two autoencoders trained on each other's best-fit samples.
 
@@ -229,8 +241,7 @@ class RCA(ModuleReport, AnomalyDetector):
         _check_optim(lr, weight_decay)
         check_report_args(report, report_dir, report_format)
         self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+        _check_warmup(warmup_epochs)
         self._auto: AutoDropRatio | None = auto_for(None, "RCA", self.drop_ratio, estimator, auto_margin, reestimate,
                                                     warmup_epochs, ranked_by=REPORT_RANKS)
         if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
@@ -266,13 +277,19 @@ class RCA(ModuleReport, AnomalyDetector):
         if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
             rank_zero_warn(f"RCA: {short}")
         if stage == "fit" and self._trainer is not None:
-            hp = self.hparams  # the arguments as they are now (a notebook user's `rca.drop_ratio = 0.1` was ignored)
-            self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate, False,
-                                              high=0.5)
-            hp["drop_ratio"] = self.drop_ratio
-            self._auto = auto_for(self._auto, "RCA", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
-                                  hp.warmup_epochs, ranked_by=REPORT_RANKS)
-            self.setup_report(self._auto)
+            self.setup_report()
+
+    def _apply_arguments(self, goes_on: bool = False) -> None:
+        """At fit setup: ``drop_ratio`` and ``hparams.warmup_epochs`` (and the ``"auto"`` ones in ``hparams``) as they
+        are now, checked and applied (a notebook user's `rca.drop_ratio = 0.1` on a module fitted before with ``"auto"``
+        was ignored); on a fit that goes on, changed ``"auto"`` arguments are refused."""
+        hp = self.hparams
+        self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate, False, high=0.5)
+        _check_warmup(hp.warmup_epochs)
+        hp["drop_ratio"] = self.drop_ratio
+        new = auto_for(self._auto, "RCA", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
+                       hp.warmup_epochs, ranked_by=REPORT_RANKS)
+        self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "RCA", goes_on)
 
     @property
     def estimated_corruption(self) -> float | None:

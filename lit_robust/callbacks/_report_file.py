@@ -11,11 +11,11 @@ import torch
 
 from lit_robust._backend import TrainerFn, rank_zero_info, rank_zero_warn
 from lit_robust._lightning import (
+    begin_fit,
     check_state_owner,
     continues_earlier_fit,
-    fit_state_is_fresh,
     no_training_batches,
-    writes_no_report,
+    say_trained_nothing,
 )
 from lit_robust.callbacks._resume import seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
@@ -62,13 +62,6 @@ def unwritten_report_note(owner: str, exception: BaseException) -> str:
     return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
             "written (`report_path` is None). Fit on with this Trainer (`trainer.fit` again: it trains the rest) or "
             "resume from a checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")
-
-
-def trained_nothing_note(owner: str, earlier_path: str | None) -> str:
-    """What a fit that trained nothing (its Trainer's earlier fit reached ``max_epochs``) says of the report it did
-    not write."""
-    return (f"{owner}: no per-sample report written: this fit trained nothing"
-            + (f"; the earlier fit's is {earlier_path}" if earlier_path else "") + ".")
 
 
 def report_enabled(report: bool | None, report_dir: Any) -> bool:
@@ -154,15 +147,17 @@ class EpochReport:
         """This fit writes a report and its sums exist (from :meth:`start` on)."""
         return self.target is not None and self.state is not None
 
-    def setup(self, trainer: Any, report: bool | None, report_dir: Any, report_format: str, auto: Any = None) -> None:
+    def setup(self, trainer: Any, report: bool | None, report_dir: Any, report_format: str, auto: Any = None,
+              fresh: bool | None = None) -> None:
         """Resolve (and check) this fit's report path; on every rank. ``auto``, the owner's
         :class:`~lit_robust.selection.auto_drop.AutoDropRatio` if any, learns whether its "estimated 0" note may point
-        to the report this fit writes."""
+        to the report this fit writes. ``fresh``: the owner's fit starts its state afresh
+        (:func:`~lit_robust._lightning.begin_fit`; ``None``: unless it goes on from an earlier fit of ``trainer``)."""
         from lit_robust.selection.auto_drop import report_pointer
 
         self.target = None
         self.written = False  # whether `write` ran in this fit (see `write_if_skipped`)
-        if not continues_earlier_fit(trainer):
+        if fresh if fresh is not None else not continues_earlier_fit(trainer):
             self.state = None  # an earlier fit's sums do not carry over (a resumed fit restores its own after setup)
         if report_enabled(report, report_dir):
             self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
@@ -270,18 +265,20 @@ class ModuleReport:
         if auto is not None:
             auto.drop_partial_epoch()
 
-    def setup_report(self, auto: Any = None) -> None:
-        """At ``setup("fit")``: this fit's report path (checked on every rank; ``auto`` as in
-        :meth:`EpochReport.setup`)."""
+    def setup_report(self) -> None:
+        """At ``setup("fit")``: this fit's state (fresh, or going on), arguments (``_apply_arguments`` where the module
+        has one) and report path (checked on every rank; the module's ``_auto`` as in :meth:`EpochReport.setup`)."""
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
-        fresh = fit_state_is_fresh(self, self._trainer, type(self).__name__)
-        if self._nothing_to_train and self._foreign_state is None:
-            self.report_path = earlier_path  # a fit that trains nothing writes none: the earlier fit's stays
+        fresh = begin_fit(self, self._trainer, type(self).__name__, earlier_path)
+        apply = getattr(self, "_apply_arguments", None)
+        if apply is not None:  # the module's schedule arguments as they are now
+            apply(goes_on=not fresh)
+        auto = getattr(self, "_auto", None)
         if fresh:
             self._reset_fit_state()  # a new Trainer's fit: an earlier fit's epochs and estimates do not carry over
         else:  # the same Trainer's fit goes on: a stopped fit's unfinished epoch is trained again from its start
             self._drop_partial_epoch(self._trainer.current_epoch)
-        self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto)
+        self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto, fresh=fresh)
         if auto is not None:
             auto.regression_expected(self._trainer)
         seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
@@ -309,8 +306,7 @@ class ModuleReport:
         empty = no_training_batches(self.trainer)
         if empty is not None:
             rank_zero_warn(f"{type(self).__name__}: {empty}")
-        if self._report.target is not None and writes_no_report(self):
-            rank_zero_info(trained_nothing_note(type(self).__name__, self.report_path))
+        if say_trained_nothing(self, type(self).__name__, reports=self._report.target is not None):
             return
         path = self._report.write_if_skipped(self.trainer, self.hparams.estimator)
         if path is not None:

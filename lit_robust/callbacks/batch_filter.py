@@ -9,20 +9,19 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_info, rank_zero_warn, warn_if_mixed_lightning
+from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
 from lit_robust._lightning import (
+    begin_fit,
     check_state_owner,
-    fit_state_is_fresh,
     mark_restored,
     no_training_batches,
+    say_trained_nothing,
     sigterm_without_collectives,
-    writes_no_report,
 )
 from lit_robust.callbacks._report_file import (
     EpochReport,
     check_report_args,
-    trained_nothing_note,
     unwritten_report_note,
 )
 from lit_robust.callbacks._resume import (
@@ -45,6 +44,7 @@ from lit_robust.selection.auto_drop import (
     FilterEstimator,
     auto_for,
     check_auto_args,
+    kept_on_a_fit_that_goes_on,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 
@@ -424,10 +424,10 @@ class BatchFilter(Callback):
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
         module = require_mixin("BatchFilter", pl_module)
         warn_if_mixed_lightning(trainer)
-        self._apply_arguments()
-        fresh = fit_state_is_fresh(self, trainer, self.owner)
-        if self._nothing_to_train and self._foreign_state is None:
-            self.report_path = earlier_path  # a fit that trains nothing writes none: the earlier fit's stays
+        fresh = begin_fit(self, trainer, self.owner, earlier_path)
+        self._apply_arguments(goes_on=not fresh)
+        self._trained_this_fit = False
+        self._resumed_epoch: int | None = None  # the epoch a checkpoint written inside it resumes
         if fresh:  # an earlier fit's epochs do not carry over
             self._reset_fit_state()
         else:  # the same Trainer's go on
@@ -446,7 +446,7 @@ class BatchFilter(Callback):
             # warm-up went unseen (a newcomer's compiled fit failed at its first filtering step)
             self._recorder.attach()
             self._recorder.pause()
-        self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto)
+        self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto, fresh=fresh)
         if self._auto is not None:
             self._auto.regression_expected(trainer)
         module.add_batch_selector(self)
@@ -455,8 +455,8 @@ class BatchFilter(Callback):
         """Warn once per fit when a stream (IterableDataset) yielded an index more than once in ``epoch``: a streaming
         user's shard-local indices and unsplit workers read ε̂ 27.33 % for 20 % and a report whose rows mixed
         several samples each, told only that some rows had no score."""
-        if not getattr(self, "_stream", False) or self._told_repeats:
-            return
+        if not getattr(self, "_stream", False) or self._told_repeats or epoch == getattr(self, "_resumed_epoch", None):
+            return  # (a stream resumed inside an epoch starts again from its first sample: its repeats are the resume's)
         repeated = 0 if self._auto is None or not self._auto.collects(epoch) else self._auto.repeated
         if self._report.active:
             state = self._report.state
@@ -470,21 +470,22 @@ class BatchFilter(Callback):
                            "report and the `\"auto\"` estimate.")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self._report.active and not self._report.written:
+        # only after a batch of this fit trained (a reviewer's fit refused at train start was told to fit on)
+        if self._report.active and not self._report.written and getattr(self, "_trained_this_fit", False):
             rank_zero_warn(unwritten_report_note(self.owner, exception))
 
-    def _apply_arguments(self) -> None:
+    def _apply_arguments(self, goes_on: bool = False) -> None:
         """Check the schedule's arguments as they are now and build the ``"auto"`` estimator for them (at construction
         and at each fit's setup: a notebook user's `prl.warmup_epochs = 3` and `drop_ratio = 0.25` on a reused
-        ``"auto"`` filter were ignored)."""
+        ``"auto"`` filter were ignored); on a fit that goes on, changed ``"auto"`` arguments are refused."""
         self.drop_ratio = check_auto_args(self.drop_ratio, self.estimator, self.auto_margin, self.reestimate,
                                           self.allow_large_drop, estimators=FILTER_ESTIMATORS,
                                           default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(self.warmup_epochs, self.scope, self.loss)
         self.auto_margin = float(self.auto_margin)
-        self._auto = auto_for(self._auto, "BatchFilter", self.drop_ratio, self.estimator, self.auto_margin,
-                              self.reestimate, self.warmup_epochs, high=1.0 if self.allow_large_drop else 0.5,
-                              ranked_by=REPORT_RANKS)
+        new = auto_for(self._auto, "BatchFilter", self.drop_ratio, self.estimator, self.auto_margin, self.reestimate,
+                       self.warmup_epochs, high=1.0 if self.allow_large_drop else 0.5, ranked_by=REPORT_RANKS)
+        self._auto = kept_on_a_fit_that_goes_on(self._auto, new, getattr(self, "owner", "BatchFilter"), goes_on)
 
     def _drop_partial_epoch(self, epoch: int) -> None:
         """A fit going on from an earlier fit of the same Trainer that stopped inside ``epoch`` (an exception, a
@@ -553,6 +554,7 @@ class BatchFilter(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._batches_run += 1
+        self._trained_this_fit = True
         if self._recorder is not None:
             self._recorder.pause()
         if self._auto is not None and self._pending is not None and not self._collected_step:
@@ -603,8 +605,7 @@ class BatchFilter(Callback):
         empty = no_training_batches(trainer)
         if empty is not None:
             rank_zero_warn(f"{self.owner}: {empty}")
-        if self._report.target is not None and writes_no_report(self):
-            rank_zero_info(trained_nothing_note(self.owner, self.report_path))
+        if say_trained_nothing(self, self.owner, reports=self._report.target is not None):
             return
         path = self._report.write_if_skipped(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:
@@ -825,6 +826,7 @@ class BatchFilter(Callback):
         counters = state_dict["counters"]
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._counters_epoch = state_dict["counters_epoch"]
+        self._resumed_epoch = None if counters is None else self._counters_epoch
         self._warned_small = state_dict["warned_small"]
         self._schedule_start = int(state_dict.get("schedule_start", 0))  # absent from older checkpoints
         # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle

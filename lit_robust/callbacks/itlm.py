@@ -29,22 +29,21 @@ from lit_robust._backend import (
 from lit_robust._checks import real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
+    begin_fit,
     check_state_owner,
     earlier_fit_note,
     evaluation_batches,
-    fit_state_is_fresh,
     mark_restored,
     no_training_batches,
     resolve_loader,
+    say_trained_nothing,
     sigterm_without_collectives,
     with_sampler,
-    writes_no_report,
 )
 from lit_robust.callbacks._report_file import (
     check_report_args,
     report_enabled,
     resolve_report_path,
-    trained_nothing_note,
     unwritten_report_note,
     written_on_rank_zero,
 )
@@ -710,17 +709,18 @@ class ITLM(Callback):
             except TypeError as err:
                 raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
         self.round_epochs = _round_epochs_arg(self.round_epochs)  # as set now: an attribute changed since is checked
-        fresh = fit_state_is_fresh(self, trainer, self._title)
-        if self._nothing_to_train and self._foreign_state is None:
-            self.report_path = earlier_path  # a fit that trains nothing writes none: the earlier fit's stays
+        fresh = begin_fit(self, trainer, self._title, earlier_path)
+        if fresh:
+            self._fit_round_epochs = list(self.round_epochs)
+        elif self.round_epochs != getattr(self, "_fit_round_epochs", self.round_epochs):
+            # a reviewer's [2, 2] stopped after epoch 0, then [1, 3]: a history of 5 epochs in a 4-epoch fit
+            raise ValueError(f"`round_epochs` changed from {self._fit_round_epochs} to {self.round_epochs} since this "
+                             "Trainer's earlier fit, which this fit goes on from: its rounds are the earlier ones. "
+                             "Set them back, or use a new Trainer for a fit with the new rounds.")
         earlier = earlier_fit_note(trainer)
-        self._goes_on_note = None
-        if earlier is not None:
-            nothing, text = earlier
-            if nothing:
-                rank_zero_warn(f"{self._title}: {text}")
-            else:  # said at train start, unless a checkpoint restores the fit (`ckpt_path=`: then it is not so)
-                self._goes_on_note = f"{self._title}: {text}"
+        # said at train start, unless a checkpoint restores the fit (`ckpt_path=`: then it is not so); a fit that
+        # trains nothing says so at its end
+        self._goes_on_note = None if earlier is None or earlier[0] else f"{self._title}: {earlier[1]}"
         if fresh:
             module.model_start_epoch = None  # an earlier fit's announcement does not count
         warn_if_mixed_lightning(trainer)
@@ -1077,8 +1077,8 @@ class ITLM(Callback):
             self._write_report(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._report_target is not None and writes_no_report(self):
-            rank_zero_info(trained_nothing_note(self._title, self.report_path))
+        if say_trained_nothing(self, self._title, reports=self._report_target is not None):
+            pass
         elif self._report_target is not None and not self._train_ended:
             # Lightning skips the whole fit loop, `on_train_end` too, when a fit resumes from a checkpoint of its
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed

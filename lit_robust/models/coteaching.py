@@ -35,6 +35,7 @@ from lit_robust.selection.auto_drop import (
     FilterEstimator,
     auto_for,
     check_auto_args,
+    kept_on_a_fit_that_goes_on,
 )
 from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
 
@@ -303,21 +304,22 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:
             sigterm_without_collectives(self._trainer)  # Lightning's handler hangs a DDP fit: see the function
-            self._apply_arguments()
-            self.setup_report(self._auto)
+            self.setup_report()
 
-    def _apply_arguments(self) -> None:
-        """The schedule's arguments as they are now (`drop_ratio`, `warmup_epochs`, the ``"auto"`` ones in
-        ``hparams``), checked, recorded in ``hparams`` and applied: a notebook user's `co.drop_ratio = 0.25` on a
-        module fitted before with ``"auto"`` was ignored."""
+    def _apply_arguments(self, goes_on: bool = False) -> None:
+        """At fit setup: the schedule's arguments as they are now (`drop_ratio`, `warmup_epochs`, the ``"auto"`` ones
+        in ``hparams``), checked, recorded in ``hparams`` and applied: a notebook user's `co.drop_ratio = 0.25` on a
+        module fitted before with ``"auto"`` was ignored. On a fit that goes on, changed ``"auto"`` arguments are
+        refused (:func:`~lit_robust.selection.auto_drop.kept_on_a_fit_that_goes_on`)."""
         hp = self.hparams
         self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
                                           hp.allow_large_drop, estimators=FILTER_ESTIMATORS,
                                           default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(self.warmup_epochs, self.scope, self.loss)
         hp["drop_ratio"], hp["warmup_epochs"] = self.drop_ratio, self.warmup_epochs
-        self._auto = auto_for(self._auto, "CoTeaching", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
-                              self.warmup_epochs, high=1.0 if hp.allow_large_drop else 0.5)
+        new = auto_for(self._auto, "CoTeaching", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
+                       self.warmup_epochs, high=1.0 if hp.allow_large_drop else 0.5)
+        self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "CoTeaching", goes_on)
 
     def _reset_fit_state(self) -> None:
         # a module fitted again by a new Trainer: a notebook user's `history` listed epochs 0-14 twice, and the new

@@ -253,6 +253,20 @@ def auto_for(current: AutoDropRatio | None, owner: str, drop_ratio: float | str,
     return AutoDropRatio(owner, estimator, auto_margin, reestimate, warmup_epochs, high=high, ranked_by=ranked_by)
 
 
+def kept_on_a_fit_that_goes_on(current: AutoDropRatio | None, new: AutoDropRatio | None, owner: str,
+                                goes_on: bool) -> AutoDropRatio | None:
+    """``new`` (from :func:`auto_for`), unless the fit goes on from an earlier fit of its Trainer and the ``"auto"``
+    arguments changed since: then refused, because the estimate that fit made is the schedule's (a reviewer's
+    `auto_margin` set between two fits of one Trainer built a new estimator after the warm-up, which never estimated:
+    two epochs dropped nothing, without a word)."""
+    if goes_on and new is not current:
+        raise ValueError(f"{owner}: its `drop_ratio` or `\"auto\"` arguments (`estimator`, `auto_margin`, `reestimate`, "
+                         "`warmup_epochs`) changed since this Trainer's earlier fit, which this fit goes on from with "
+                         "the estimate and schedule that fit made. Set them back, or use a new Trainer for a fit with "
+                         "the new ones.")
+    return new
+
+
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
                     name: str = "drop_ratio", high: float | None = None,
                     estimators: tuple[str, ...] = _ESTIMATORS, default_estimator: str = "gmm"
