@@ -40,21 +40,22 @@ def _trainer_token(trainer: Any) -> str:
 def begin_fit(holder: Any, trainer: Any, owner: str, earlier_path: str | None = None) -> bool:
     """At a fit's setup: whether ``holder``'s running state starts afresh (a fit of its own, see
     :func:`continues_earlier_fit`), remembering ``trainer`` as the one that state is of. The caller has cleared
-    ``holder.report_path`` (a fit that fails has none); it is set back to ``earlier_path`` when the fit trains nothing. A fit that goes on from ``trainer``'s earlier fit
-    keeps the state, unless ``holder`` has served another Trainer's fit since: what it holds is then that fit's, so it
-    starts afresh and :func:`check_state_owner` refuses the fit at train start unless a checkpoint restored the state
-    (:func:`mark_restored`). A notebook user's callback went from Trainer A to Trainer B and back to A: A's report was
-    rewritten with B's selection and estimate. A fit that trains nothing (the Trainer's earlier fit reached
-    ``max_epochs`` or ``max_steps``) keeps any state and writes no report (:func:`writes_no_report`)."""
+    ``holder.report_path`` (a fit that fails has none); it is set back to ``earlier_path`` when the fit trains
+    nothing. A fit that goes on from ``trainer``'s earlier fit keeps the state, unless ``holder`` has served another
+    Trainer's fit since: what it holds is then that fit's, so it starts afresh and :func:`check_state_owner` refuses
+    the fit at train start unless a checkpoint restored the state (:func:`mark_restored`). A notebook user's
+    callback went from Trainer A to Trainer B and back to A: A's report was rewritten with B's selection and
+    estimate. A fit that trains nothing (the Trainer's earlier fit reached ``max_epochs`` or ``max_steps``) keeps
+    any state and writes no report (:func:`writes_no_report`)."""
     earlier = getattr(holder, "_state_trainer", None)
     goes_on = continues_earlier_fit(trainer)
     token = _trainer_token(trainer)
     foreign = goes_on and earlier is not None and earlier != token
-    holder._foreign_state = (None if not foreign else
-                             f"{owner}: this fit goes on from this Trainer's earlier fit (at epoch {trainer.current_epoch}), "
-                             f"but this {owner} has served another Trainer's fit since, so its state (epochs, selections, "
-                             "estimate, report) was that fit's, not this Trainer's. Fit with a new Trainer (a fit of its "
-                             f"own), resume from a checkpoint (`ckpt_path=`), or give this Trainer a new {owner}.")
+    holder._foreign_state = None if not foreign else (
+        f"{owner}: this fit goes on from this Trainer's earlier fit (at epoch {trainer.current_epoch}), but this "
+        f"{owner} has served another Trainer's fit since, so its state (epochs, selections, estimate, report) was that "
+        "fit's, not this Trainer's. Fit with a new Trainer (a fit of its own), resume from a checkpoint "
+        f"(`ckpt_path=`), or give this Trainer a new {owner}.")
     note = earlier_fit_note(trainer)
     holder._nothing_to_train = note is not None and note[0]
     holder._nothing_note = note[1] if holder._nothing_to_train else None
@@ -72,7 +73,7 @@ def mark_restored(holder: Any) -> None:
 
 def check_state_owner(holder: Any) -> None:
     """At train start: refuse a fit that goes on from an earlier fit of its Trainer while ``holder``'s state was
-    another Trainer's fit's (see :func:`fit_state_is_fresh`), unless a checkpoint restored it."""
+    another Trainer's fit's (see :func:`begin_fit`), unless a checkpoint restored it."""
     note = getattr(holder, "_foreign_state", None)
     if note is not None and not getattr(holder, "_restored", False):
         raise RuntimeError(note)
@@ -93,7 +94,7 @@ def say_trained_nothing(holder: Any, owner: str, reports: bool) -> bool:
 
 
 def writes_no_report(holder: Any) -> bool:
-    """Whether this fit trains nothing on a Trainer whose earlier fit reached ``max_epochs``, and no checkpoint
+    """Whether this fit trains nothing on a Trainer whose earlier fit reached its end, and no checkpoint
     restored ``holder``: its report would be the earlier fit's, or a mix with other data (a notebook user's re-run
     cell with re-corrupted labels got the old report rewritten, "replacing the file there")."""
     return bool(getattr(holder, "_nothing_to_train", False)) and not getattr(holder, "_restored", False)

@@ -455,8 +455,9 @@ class BatchFilter(Callback):
         """Warn once per fit when a stream (IterableDataset) yielded an index more than once in ``epoch``: a streaming
         user's shard-local indices and unsplit workers read ε̂ 27.33 % for 20 % and a report whose rows mixed
         several samples each, told only that some rows had no score."""
+        # a stream resumed inside an epoch starts again from its first sample: that epoch's repeats are the resume's
         if not getattr(self, "_stream", False) or self._told_repeats or epoch == getattr(self, "_resumed_epoch", None):
-            return  # (a stream resumed inside an epoch starts again from its first sample: its repeats are the resume's)
+            return
         repeated = 0 if self._auto is None or not self._auto.collects(epoch) else self._auto.repeated
         if self._report.active:
             state = self._report.state

@@ -260,10 +260,10 @@ def kept_on_a_fit_that_goes_on(current: AutoDropRatio | None, new: AutoDropRatio
     `auto_margin` set between two fits of one Trainer built a new estimator after the warm-up, which never estimated:
     two epochs dropped nothing, without a word)."""
     if goes_on and new is not current:
-        raise ValueError(f"{owner}: its `drop_ratio` or `\"auto\"` arguments (`estimator`, `auto_margin`, `reestimate`, "
-                         "`warmup_epochs`) changed since this Trainer's earlier fit, which this fit goes on from with "
-                         "the estimate and schedule that fit made. Set them back, or use a new Trainer for a fit with "
-                         "the new ones.")
+        raise ValueError(f"{owner}: its `drop_ratio` or `\"auto\"` arguments (`estimator`, `auto_margin`, "
+                         "`reestimate`, `warmup_epochs`) changed since this Trainer's earlier fit, which this fit goes "
+                         "on from with the estimate and schedule that fit made. Set them back, or use a new Trainer "
+                         "for a fit with the new ones.")
     return new
 
 
