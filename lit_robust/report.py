@@ -327,6 +327,10 @@ def build_report(
                     ("predicted_target", predicted_target)):
         if t is not None and tuple(t.shape) != (n,):
             raise ValueError(f"`{name}` must have shape ({n},), got {tuple(t.shape)}.")
+    if index.is_floating_point() or (n and torch.unique(index).numel() != n):
+        # a plain-loop user's 50 rows all with index 0 were written as 50 rows of one sample
+        raise ValueError(f"`index` must hold {n} distinct integer dataset indices, got dtype {index.dtype} with "
+                         f"{torch.unique(index).numel() if n else 0} distinct values.")
     # a plain-loop user's `estimator="Disagreement"` gave every row P(clean) 1.0, and float labels were truncated
     if estimator not in (None, "gmm", "bmm", "disagreement", "class_floor"):
         raise ValueError(f"`estimator` must be one of 'gmm', 'bmm', 'disagreement', 'class_floor' or None, got "
