@@ -46,7 +46,9 @@ def begin_fit(holder: Any, trainer: Any, owner: str, earlier_path: str | None = 
     the fit at train start unless a checkpoint restored the state (:func:`mark_restored`). A notebook user's
     callback went from Trainer A to Trainer B and back to A: A's report was rewritten with B's selection and
     estimate. A fit that trains nothing (the Trainer's earlier fit reached ``max_epochs`` or ``max_steps``) keeps
-    any state and writes no report (:func:`writes_no_report`)."""
+    any state and writes no report (:func:`writes_no_report`). Another Trainer's state is kept as it is, and so is
+    ``report_path``, until a checkpoint restores this Trainer's (:func:`mark_restored`): a refused fit, or one tried
+    again, must not lose it or go on from it (a reviewer's second try went on with wiped state)."""
     earlier = getattr(holder, "_state_trainer", None)
     goes_on = continues_earlier_fit(trainer)
     token = _trainer_token(trainer)
@@ -60,15 +62,20 @@ def begin_fit(holder: Any, trainer: Any, owner: str, earlier_path: str | None = 
     holder._nothing_to_train = note is not None and note[0]
     holder._nothing_note = note[1] if holder._nothing_to_train else None
     holder._restored = False
-    holder._state_trainer = token
-    if holder._nothing_to_train and not foreign:
-        holder.report_path = earlier_path  # this fit writes none: the earlier fit's stays
-    return not goes_on or (foreign and not holder._nothing_to_train)
+    holder._fit_token = token
+    if not foreign:
+        holder._state_trainer = token
+    if holder._nothing_to_train or foreign:
+        holder.report_path = earlier_path  # this fit writes none (yet): the earlier one stays
+    return not goes_on
 
 
 def mark_restored(holder: Any) -> None:
-    """A checkpoint restored ``holder``'s state in this fit (after its setup)."""
+    """A checkpoint restored ``holder``'s state in this fit (after its setup): the state is this fit's Trainer's."""
     holder._restored = True
+    token = getattr(holder, "_fit_token", None)
+    if token is not None:
+        holder._state_trainer = token
 
 
 def check_state_owner(holder: Any) -> None:

@@ -145,16 +145,19 @@ def test_going_back_to_an_earlier_trainer_after_another_one(tmp_path, name):
     written = cb.report_path
     before = load_report(written, as_frame=False)
     first.fit(TinyModel(), BlobsData(n=240))  # A reached max_epochs: nothing to train, no report
-    assert cb.report_path is None and load_report(written, as_frame=False) == before
+    assert cb.report_path == written and load_report(written, as_frame=False) == before  # B's, as it was
 
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     a = tiny_trainer(tmp_path / "a", 4, [cb, InterruptAt(19), ckpt], enable_checkpointing=True)
     with pytest.raises(RuntimeError, match="stopped by the user"):
         a.fit(TinyModel(), BlobsData(n=240))  # stopped in epoch 2 (8 batches an epoch), after epoch 1's checkpoint
     tiny_trainer(tmp_path, 4, [cb]).fit(TinyModel(), BlobsData(n=240))  # B: another Trainer's fit
-    with pytest.raises(RuntimeError, match=rf"{type(cb).__name__}: this fit goes on from this Trainer's earlier fit "
-                                           r"\(at epoch 2\), but this .* has served another Trainer's fit since"):
-        a.fit(TinyModel(), BlobsData(n=240))
+    b_history, b_report = [repr(r) for r in cb.history], cb.report_path
+    for _ in range(2):  # refused, and refused again (a reviewer's second try went on with wiped state)
+        with pytest.raises(RuntimeError, match=rf"{type(cb).__name__}: this fit goes on from this Trainer's earlier "
+                                               r"fit \(at epoch 2\), but this .* has served another Trainer's fit"):
+            a.fit(TinyModel(), BlobsData(n=240))
+        assert [repr(r) for r in cb.history] == b_history and cb.report_path == b_report  # B's results kept
     # from A's checkpoint the state is A's fit's again: allowed, and the fit ends as A's uninterrupted one would
     a.fit(TinyModel(), BlobsData(n=240), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert len(load_report(cb.report_path, as_frame=False)) == 240
@@ -423,3 +426,32 @@ def test_rca_reads_hparams_warmup_epochs_at_each_fit_and_checks_it(tmp_path):
     rca.hparams.warmup_epochs = -3
     with pytest.raises(ValueError, match=r"`warmup_epochs` must be an integer >= 0, got -3"):
         tiny_trainer(tmp_path, 2, []).fit(rca, moons)
+
+
+
+def test_a_no_op_fit_of_a_finished_trainer_after_another_trainer_uses_nothing_of_its_state(tmp_path):
+    """A reviewer's finished Trainer A, then B on a set of another size, then A again (nothing to train): it crashed on
+    "the training set changed size (150 -> 120)", and with equal sizes rewrote A's score plot with B's rounds."""
+    cb = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=True, plot_dir=str(tmp_path / "plot"))
+    pl.seed_everything(0, verbose=False)
+    a = tiny_trainer(tmp_path, 2, [cb])
+    a.fit(TinyModel(), BlobsData(n=120))
+    tiny_trainer(tmp_path, 2, [cb]).fit(TinyModel(), BlobsData(n=150))
+    b_history, plot = [repr(r) for r in cb.history], open(cb.plot_path, "rb").read()
+    with pytest.warns(UserWarning, match="already reached `max_epochs`=2, so this fit trains nothing"):
+        a.fit(TinyModel(), BlobsData(n=120))
+    assert [repr(r) for r in cb.history] == b_history and open(cb.plot_path, "rb").read() == plot
+
+
+def test_a_longer_last_round_on_a_fit_that_goes_on_is_allowed(tmp_path):
+    """"Train more epochs" on the same Trainer: only the last round grows (ActivationClustering's last round follows
+    `max_epochs`, and a reviewer's longer fit was refused over a `round_epochs` its user never set)."""
+    from lit_robust import ActivationClustering
+
+    ac = ActivationClustering(warmup_epochs=1, verbose=False)
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 2, [ac])
+    trainer.fit(TinyModel(), BlobsData(n=240))
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(TinyModel(), BlobsData(n=240))
+    assert ac.round_epochs == [1, 3] and [(r.round, r.epochs) for r in ac.history] == [(0, 1), (1, 3)]

@@ -276,7 +276,7 @@ class ModuleReport:
         auto = getattr(self, "_auto", None)
         if fresh:
             self._reset_fit_state()  # a new Trainer's fit: an earlier fit's epochs and estimates do not carry over
-        else:  # the same Trainer's fit goes on: a stopped fit's unfinished epoch is trained again from its start
+        elif self._foreign_state is None:  # the same Trainer's fit goes on: its unfinished epoch trains again
             self._drop_partial_epoch(self._trainer.current_epoch)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto, fresh=fresh)
         if auto is not None:

@@ -430,7 +430,7 @@ class BatchFilter(Callback):
         self._resumed_epoch: int | None = None  # the epoch a checkpoint written inside it resumes
         if fresh:  # an earlier fit's epochs do not carry over
             self._reset_fit_state()
-        else:  # the same Trainer's go on
+        elif self._foreign_state is None:  # the same Trainer's go on
             self._drop_partial_epoch(trainer.current_epoch)
         self._checked_per_sample = False
         self._trainer, self._module = trainer, module

@@ -39,6 +39,7 @@ from lit_robust._lightning import (
     say_trained_nothing,
     sigterm_without_collectives,
     with_sampler,
+    writes_no_report,
 )
 from lit_robust.callbacks._report_file import (
     check_report_args,
@@ -710,13 +711,16 @@ class ITLM(Callback):
                 raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
         self.round_epochs = _round_epochs_arg(self.round_epochs)  # as set now: an attribute changed since is checked
         fresh = begin_fit(self, trainer, self._title, earlier_path)
-        if fresh:
-            self._fit_round_epochs = list(self.round_epochs)
-        elif self.round_epochs != getattr(self, "_fit_round_epochs", self.round_epochs):
-            # a reviewer's [2, 2] stopped after epoch 0, then [1, 3]: a history of 5 epochs in a 4-epoch fit
-            raise ValueError(f"`round_epochs` changed from {self._fit_round_epochs} to {self.round_epochs} since this "
-                             "Trainer's earlier fit, which this fit goes on from: its rounds are the earlier ones. "
-                             "Set them back, or use a new Trainer for a fit with the new rounds.")
+        before = getattr(self, "_fit_round_epochs", self.round_epochs)
+        if not fresh and (len(before) != len(self.round_epochs) or before[:-1] != self.round_epochs[:-1]):
+            # a reviewer's [2, 2] stopped after epoch 0, then [1, 3]: a history of 5 epochs in a 4-epoch fit. A
+            # longer last round is fine ("train more epochs"; ActivationClustering's follows `max_epochs`)
+            raise ValueError(f"`round_epochs` changed from {before} to {self.round_epochs} since this Trainer's "
+                             "earlier fit, which this fit goes on from: its rounds are the earlier ones (only the last "
+                             "may grow). Set them back, or use a new Trainer for a fit with the new rounds.")
+        self._fit_round_epochs = list(self.round_epochs)
+        if not fresh and self._current is not None and self._current.round == self.num_rounds - 1:
+            self._current.epochs = self.round_epochs[-1]
         earlier = earlier_fit_note(trainer)
         # said at train start, unless a checkpoint restores the fit (`ckpt_path=`: then it is not so); a fit that
         # trains nothing says so at its end
@@ -731,7 +735,7 @@ class ITLM(Callback):
                              f"{spec.target} targets, not class labels; use per_class=False.")
         if fresh:  # an earlier fit's rounds do not carry over (a resumed fit restores its own); the same Trainer's go on
             self._reset_fit_state()
-        else:  # from the start of the epoch a stopped fit did not finish: its loss so far goes
+        elif self._foreign_state is None:  # from the start of the epoch a stopped fit did not finish: its loss goes
             self._loss_sum, self._loss_count = 0.0, 0
         self._checked_per_sample = False
         self._trained_this_fit = False
@@ -791,6 +795,10 @@ class ITLM(Callback):
         _check_plain_sampler(loader, type(self).__name__)
         check_collate(loader, type(self).__name__)
         n = len(loader.dataset)
+        if writes_no_report(self) or (self._foreign_state is not None and not self._restored):
+            # a fit that trains nothing (a reviewer's no-op fit of a finished Trainer crashed on another Trainer's
+            # training-set size), or one about to be refused at train start: the loader as it is
+            return loader
         if self._n is not None and n != self._n:
             # a notebook user's new data on a finished Trainer read "changed size between rounds"
             raise ValueError(f"the training set changed size ({self._n} -> {n}) since the rounds began: ITLM selects "
@@ -1078,8 +1086,8 @@ class ITLM(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if say_trained_nothing(self, self._title, reports=self._report_target is not None):
-            pass
-        elif self._report_target is not None and not self._train_ended:
+            return  # nor its round table, plot or warnings: the state may be another Trainer's fit's
+        if self._report_target is not None and not self._train_ended:
             # Lightning skips the whole fit loop, `on_train_end` too, when a fit resumes from a checkpoint of its
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
             # fit wrote no report
