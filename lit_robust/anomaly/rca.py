@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust._backend import rank_zero_warn
-from lit_robust._checks import check_number
+from lit_robust._checks import check_int, check_number
 from lit_robust._lightning import mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
@@ -183,11 +183,6 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
-def _check_warmup(warmup_epochs: object) -> None:
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
-
-
 class RCA(ModuleReport, AnomalyDetector):
     r"""Robust Collaborative Autoencoders (thesis Alg. 1): two autoencoders trained on each other's best-fit samples.
 
@@ -241,7 +236,7 @@ class RCA(ModuleReport, AnomalyDetector):
         _check_optim(lr, weight_decay)
         check_report_args(report, report_dir, report_format)
         self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
-        _check_warmup(warmup_epochs)
+        check_int("warmup_epochs", warmup_epochs, 0)
         self._auto: AutoDropRatio | None = auto_for(None, "RCA", self.drop_ratio, estimator, auto_margin, reestimate,
                                                     warmup_epochs, ranked_by=REPORT_RANKS)
         if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
@@ -285,7 +280,7 @@ class RCA(ModuleReport, AnomalyDetector):
         was ignored); on a fit that goes on, changed ``"auto"`` arguments are refused."""
         hp = self.hparams
         self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate, False, high=0.5)
-        _check_warmup(hp.warmup_epochs)
+        check_int("warmup_epochs", hp.warmup_epochs, 0)
         hp["drop_ratio"] = self.drop_ratio
         new = auto_for(self._auto, "RCA", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
                        hp.warmup_epochs, ranked_by=REPORT_RANKS)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
-from lit_robust._checks import check_bool
+from lit_robust._checks import check_bool, check_int
 from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
@@ -61,8 +61,7 @@ _COUNTERS = ("seen", "dropped", "corrupted_seen", "corrupted_dropped", "batches"
 
 def check_filter_args(warmup_epochs: Any, scope: Any, loss: Any) -> None:
     """Validate the arguments every per-batch filter shares (besides the drop ratio)."""
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+    check_int("warmup_epochs", warmup_epochs, 0)
     if scope not in ("local", "global"):
         raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
     if loss is not None and not callable(loss) and loss not in ("ce", "mse"):
