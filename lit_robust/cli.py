@@ -26,6 +26,7 @@ import argparse
 import ast
 import difflib
 import glob
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -36,6 +37,8 @@ import re
 import shlex
 import signal
 import sys
+import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import update_wrapper
@@ -1737,6 +1740,11 @@ def main(args: Sequence[str] | None = None) -> None:
     if not debug:
         sys.unraisablehook = _quiet_about_terminated_workers(sys.unraisablehook)
     sigterm_noted(reset=True)  # a SIGTERM of an earlier run in this process (a notebook, the tests) is not this one's
+    # this command's id; Lightning's launcher passes it on to the processes it starts (torchrun's share their own)
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    started_here = RUN_ID_VARIABLE not in os.environ
+    if started_here:
+        os.environ[RUN_ID_VARIABLE] = uuid.uuid4().hex if elastic == "none" else f"torchrun-{elastic}"
     try:
         run(argv)
     except SystemExit as exc:
@@ -1767,10 +1775,38 @@ def main(args: Sequence[str] | None = None) -> None:
         # told to set `model.image_size` to the 8 their config said, the checkpoint's 28 named only in a warning)
         also = ("" if rebuilt is None else f" (the model was rebuilt from the hyper-parameters saved in `--ckpt_path`, "
                 f"which replaced the config's {rebuilt}: is it a checkpoint of another fit?)")
-        sys.stderr.write(f"lit-robust {command}: error: {describe(cli, err)}{also}\n"
-                         "(run again with --debug for the traceback)\n")
+        message = f"lit-robust {command}: error: {describe(cli, err)}{also}\n"
+        if first_process_to_say(message):  # a DDP newcomer read each config mistake once per process
+            sys.stderr.write(message + "(run again with --debug for the traceback)\n")
         _remove_empty_log_dir(cli)
         raise SystemExit(2) from None
+    finally:
+        if started_here:  # a later command in this process (a notebook, the tests) is another command
+            os.environ.pop(RUN_ID_VARIABLE, None)
+
+
+RUN_ID_VARIABLE = "LIT_ROBUST_COMMAND_ID"  # one ``lit-robust`` command's id, shared by the processes it starts
+
+
+def first_process_to_say(message: str) -> bool:
+    """Whether this process is the first of its ``lit-robust`` command's processes to say ``message`` (always true
+    outside a multi-process run). Under DDP every process meets the same config mistake and printed it: a DDP
+    newcomer read each error twice. A message only one process meets is still said, by that process. The processes
+    of one command share :data:`RUN_ID_VARIABLE` (Lightning's launcher copies the environment into the processes
+    it starts); the first to create an empty marker file named after the command and the message says it."""
+    run = os.environ.get(RUN_ID_VARIABLE)
+    # Lightning's and torchrun's processes have LOCAL_RANK (WORLD_SIZE is gone by now: Lightning's teardown drops it)
+    if not run or ("LOCAL_RANK" not in os.environ and getattr(rank_zero_only, "rank", 0) == 0):
+        return True
+    digest = hashlib.sha1(message.encode()).hexdigest()[:16]
+    marker = os.path.join(tempfile.gettempdir(), f"lit-robust-{run}-{digest}")
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    except OSError:  # an unwritable temporary folder: better twice than never
+        return True
+    return True
 
 
 def _command_word(argv: Sequence[str]) -> str | None:

@@ -6,7 +6,9 @@ mistake, in the YAML or as a command-line override, the way a user would.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -369,3 +371,56 @@ def test_a_function_trigger_without_type_hints_is_refused_with_the_reason(tmp_pa
     assert 'Parser key "trigger":' in err
     assert "Expected 'mymodel_unannotated.white_patch' to be a function that returns" in err
     assert err.count("needs type hints that match, e.g. `def white_patch(x: torch.Tensor) -> torch.Tensor:`") == 1
+
+
+def test_a_message_is_said_by_the_first_process_of_a_command_only(tmp_path, monkeypatch):
+    """Under DDP each process meets the same config mistake; the first to say a message says it, the others keep
+    quiet, and a message only one process meets is still said."""
+    from lit_robust import cli
+
+    monkeypatch.setattr(cli.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv(cli.RUN_ID_VARIABLE, "run-a")
+    assert cli.first_process_to_say("error: x") and cli.first_process_to_say("error: x")  # one process: always
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert cli.first_process_to_say("error: x")
+    assert not cli.first_process_to_say("error: x")  # another process of the same command
+    assert cli.first_process_to_say("error: y")  # another message
+    monkeypatch.setenv(cli.RUN_ID_VARIABLE, "run-b")
+    assert cli.first_process_to_say("error: x")  # another command
+
+
+def test_each_command_in_one_process_has_its_own_id(tmp_path, capsys, monkeypatch):
+    """A notebook (or these tests) running the same wrong command twice in one process read the error twice: the
+    second command must not take the first's marker for its own."""
+    from lit_robust import cli
+
+    monkeypatch.setattr(cli.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("LOCAL_RANK", "0")  # left behind by an earlier DDP fit in this process
+    monkeypatch.delenv(cli.RUN_ID_VARIABLE, raising=False)
+    cfg = _small("itlm_digits.yaml", tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    for _ in range(2):
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", str(bad), "--trainer.max_epochs", "5"])
+        assert capsys.readouterr().err.count("must add up to the Trainer's `max_epochs`") == 1
+        assert cli.RUN_ID_VARIABLE not in os.environ
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo DDP subprocesses")
+def test_a_ddp_fit_says_a_config_mistake_once(tmp_path):
+    """A DDP newcomer's 2-process CPU fit printed each config mistake twice, once per process."""
+    cfg = _small("itlm_digits.yaml", tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "lit_robust", "fit", "--config", str(bad), "--trainer.strategy", "ddp",
+                          "--trainer.devices", "2", "--trainer.max_epochs", "5"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    text = run.stdout + run.stderr
+    assert run.returncode == 2, text
+    assert "Starting with 2 processes" in text, text  # the mistake is met after both processes started
+    assert text.count("must add up to the Trainer's `max_epochs`") == 1, text
+    assert "Traceback" not in text, text
