@@ -256,7 +256,7 @@ def test_bad_scores():
     with pytest.raises(ValueError, match=re.escape("`scores` must be a 1-D tensor with one score per sample, got "
                                                    "shape (10, 2).")):
         estimate_corruption(torch.rand(10, 2))
-    with pytest.raises(ValueError, match=re.escape("`scores` must be a torch.Tensor, got list.")):
+    with pytest.raises(ValueError, match=re.escape("`scores` must be a torch.Tensor or a NumPy array, got list.")):
         estimate_corruption([0.1, 0.2])
 
 

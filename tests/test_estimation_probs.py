@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,7 +119,8 @@ def test_too_few_rows_warn_and_count_nothing():
     ((torch.full((30, 2), 0.5), torch.zeros(30)), "`labels` must be integer class indices, got dtype torch.float32"),
     ((torch.full((30, 2), 0.5), torch.full((30,), 2)), "`labels` must be in [0, 1]"),
     ((torch.full((30, 2), 2.0), torch.zeros(30, dtype=torch.long)), "`probs` must hold class probabilities"),
-    ((torch.full((30, 2), 0.5).numpy(), torch.zeros(30, dtype=torch.long)), "`probs` and `labels` must be torch"),
+    (([[0.5, 0.5]] * 30, torch.zeros(30, dtype=torch.long)), "`probs` must be a torch.Tensor or a NumPy array, got list"),
+    ((torch.full((30, 2), 0.5), np.array(["a"] * 30)), "`labels` must hold numbers, got an array of dtype <U1"),
 ])
 def test_bad_arguments(args, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -131,3 +133,24 @@ def test_bad_method_and_min_samples():
         estimate_corruption_from_probs(probs, labels, "gmm")
     with pytest.raises(ValueError, match="`min_samples` must be an integer >= 2, got 1"):
         estimate_corruption_from_probs(probs, labels, min_samples=1)
+
+
+def test_numpy_arrays_and_pandas_series_are_taken_as_tensors():
+    """A cleanlab user's `cross_val_predict` probabilities and labels are NumPy arrays (their labels a DataFrame
+    column): they were refused. Every estimator now reads them as it reads tensors."""
+    import pandas as pd
+
+    from lit_robust import estimate_corruption, estimate_corruption_from_predictions
+    from lit_robust.functional.estimation import estimate_corruption_from_class_floor
+
+    probs, labels = random_case(3, n=300)
+    want = estimate_corruption_from_probs(probs, labels)
+    got = estimate_corruption_from_probs(probs.numpy(), pd.Series(labels.numpy()))
+    assert got.rate == want.rate and torch.equal(got.clean_posterior, want.clean_posterior)
+    scores = -torch.log(probs[torch.arange(300), labels])
+    predicted = probs.argmax(1)
+    assert estimate_corruption(scores.numpy()).rate == estimate_corruption(scores).rate
+    for estimator in (estimate_corruption_from_predictions, estimate_corruption_from_class_floor):
+        want = estimator(scores, labels, predicted)
+        got = estimator(scores.numpy(), labels.numpy(), predicted.numpy())
+        assert got.rate == want.rate and torch.equal(got.clean_posterior, want.clean_posterior)

@@ -137,6 +137,22 @@ class CorruptionEstimate:
     converged: bool = False
 
 
+def as_tensor(name: str, x: object) -> Tensor:
+    """``x`` as a tensor: a tensor as it is, a NumPy array or pandas Series (anything with ``__array__``: what
+    scikit-learn's ``cross_val_predict`` and cleanlab hand over; a cleanlab user's arrays were refused) converted;
+    anything else refused naming the argument."""
+    if isinstance(x, Tensor):
+        return x
+    if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
+        import numpy as np
+
+        array = np.asarray(x)
+        if array.dtype.kind in "biuf":
+            return torch.from_numpy(np.ascontiguousarray(array))
+        raise ValueError(f"`{name}` must hold numbers, got an array of dtype {array.dtype}.")
+    raise ValueError(f"`{name}` must be a torch.Tensor or a NumPy array, got {type(x).__name__}.")
+
+
 def estimate_corruption(
     scores: Tensor,
     method: Literal["gmm", "bmm"] = "gmm",
@@ -170,8 +186,7 @@ def estimate_corruption(
     """
     if method not in _METHODS:
         raise ValueError(f"`method` must be 'gmm' or 'bmm', got {method!r}.")
-    if not isinstance(scores, Tensor):
-        raise ValueError(f"`scores` must be a torch.Tensor, got {type(scores).__name__}.")
+    scores = as_tensor("scores", scores)
     if scores.ndim != 1:
         raise ValueError(f"`scores` must be a 1-D tensor with one score per sample, got shape {tuple(scores.shape)}.")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -382,8 +397,9 @@ def estimate_corruption_from_probs(
     than ``min_samples`` finite rows nothing is counted (warned) and the finite rows count as clean.
 
     Args:
-        probs: ``[n, K]`` predicted class probabilities (rows sum to 1), ``K >= 2``.
-        labels: ``[n]`` given (possibly wrong) integer labels in ``[0, K)``.
+        probs: ``[n, K]`` predicted class probabilities (rows sum to 1), ``K >= 2``: a tensor or a NumPy array
+            (e.g. scikit-learn's ``cross_val_predict(..., method="predict_proba")``).
+        labels: ``[n]`` given (possibly wrong) integer labels in ``[0, K)`` (a tensor, NumPy array or pandas Series).
         method: ``"cleanlab"`` (the only one; needs ``pip install "lit-robust[cleanlab]"``).
         min_samples: least number of finite rows to count on (>= 2).
 
@@ -398,9 +414,7 @@ def estimate_corruption_from_probs(
     """
     if method != "cleanlab":
         raise ValueError(f"`method` must be 'cleanlab', got {method!r}.")
-    if not isinstance(probs, Tensor) or not isinstance(labels, Tensor):
-        raise ValueError(f"`probs` and `labels` must be torch.Tensors, got {type(probs).__name__} and "
-                         f"{type(labels).__name__}.")
+    probs, labels = as_tensor("probs", probs), as_tensor("labels", labels)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"`probs` must be a [n, K] tensor of class probabilities with K >= 2, got shape "
                          f"{tuple(probs.shape)}.")
@@ -515,6 +529,8 @@ def estimate_corruption_from_predictions(
         >>> round(estimate_corruption_from_predictions(scores, labels, predicted).rate, 2)
         0.19
     """
+    scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
+                                                                 ("predicted", predicted)))
     fit, done = _label_fit(scores, labels, predicted, method, min_samples, "disagreement")
     if done:
         return fit
@@ -608,6 +624,8 @@ def estimate_corruption_from_class_floor(
     """
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile <= 0.5:
         raise ValueError(f"`quantile` must be a number in [0, 0.5], got {quantile!r}.")
+    scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
+                                                                 ("predicted", predicted)))
     fit, done = _label_fit(scores, labels, predicted, method, min_samples, "class floor")
     if done:
         return fit
@@ -682,8 +700,6 @@ def _label_fit(scores: Tensor, labels: Tensor, predicted: Tensor, method: str, m
     """The label estimators' argument checks and score mixture: ``(fit, done)``, ``done`` (the fit, its reason
     prefixed by ``name``, is the answer) when there is nothing to count -- no sample, too few, or none finite."""
     for arg, t in (("labels", labels), ("predicted", predicted)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"`{arg}` must be a torch.Tensor, got {type(t).__name__}.")
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"`{arg}` must hold integer class indices, got dtype {t.dtype}.")
     if isinstance(scores, Tensor) and (labels.shape != scores.shape or predicted.shape != scores.shape):
