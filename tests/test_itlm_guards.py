@@ -18,6 +18,7 @@ from lit_robust.callbacks.itlm import (
     chance_accuracy,
     collapse_reasons,
     schedule_length,
+    stall_cause,
     swa_start_epoch,
 )
 from lit_robust.reporting import round_line
@@ -86,6 +87,8 @@ def collapse_warnings(record):
     (None, None, True, ("val_acc", 0.10), None, []),  # chance unknown without the number of classes
     (None, None, True, ("val_acc", math.nan), 10, []),
     (2.3, 2.31, True, ("val_acc", 0.1), 10, ["no better than a uniform guess", "at chance"]),
+    (2.301012704849243, 2.3009953467051187, True, None, 10, ["did not change"]),  # lr 6e-7: moved by 0.0008 %
+    (2.301, 2.2987, True, None, 10, []),  # moved by 0.1 %: learning, slowly
 ])
 def test_collapse_reasons(first, last, must_fall, acc, k, expected):
     reasons = collapse_reasons(first, last, must_fall, acc, k)
@@ -541,12 +544,12 @@ def test_a_nan_input_is_named_as_a_cause_of_a_non_finite_loss(tmp_path):
     messages = collapse_warnings(record)
     assert messages and "training loss is not finite" in messages[0], messages
     assert "NaN/inf in some samples' inputs or targets" in messages[0] and "torch.isfinite" in messages[0]
-    # a loss that is finite but does not fall keeps the learning-rate hint alone
+    # a loss that is finite but does not move keeps the learning-rate hint alone
     with _warnings.catch_warnings(record=True) as record:
         _warnings.simplefilter("always")
         fit(tmp_path, ITLM(keep_ratio=0.5, round_epochs=[2, 1], verbose=False, plot=False), ConstantLoss())
     messages = collapse_warnings(record)
-    assert messages and "NaN/inf" not in messages[0] and "learning rate too large" in messages[0]
+    assert messages and "NaN/inf" not in messages[0] and "Check the learning rate" in messages[0]
 
 
 @pytest.mark.parametrize("sampler", ["subset", "weighted", "replacement"])
@@ -789,8 +792,8 @@ def test_a_final_model_that_predicts_one_class_for_everything_is_warned_about(tm
     itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], reinit=False, verbose=False, plot=False, report=True,
                 report_dir=str(tmp_path))
     with pytest.warns(UserWarning, match=r"ITLM: the final model predicts class 0 for 240 of the 240 training samples, "
-                                         r"whose labels spread over several classes: it did not learn .* Lower the "
-                                         r"learning rate") as caught:
+                                         r"whose labels spread over several classes: it did not learn.* a learning "
+                                         r"rate too large") as caught:
         tiny_trainer(tmp_path, 2, [itlm]).fit(_OneClassModel(), BlobsData())
     assert not any("per_class=True" in str(w.message) for w in caught)
     # a model that learned: no such warning
@@ -835,3 +838,56 @@ def test_two_callbacks_that_select_by_rounds_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"ITLM: the Trainer has another callback that selects the training samples "
                                          r"by rounds \(ITLM\); .*Give the Trainer one of them"):
         fit(tmp_path, first, callbacks=[second])
+
+
+@pytest.mark.parametrize(("first", "last", "steps", "said", "not_said"), [
+    (2.303, 2.302, 1, "Lower the batch size", "too large"),  # a tuner's batch of 8,192 for 6,000 samples
+    (2.301, 2.30099, 94, "a learning rate too small", "batch size"),  # an lr finder's 6e-7
+    (2.3, 2.6, 94, "a learning rate too large", "too small"),
+    (2.3, 1.9, 1, "too few steps: 1 optimizer step per epoch", "barely moved"),
+    (1.0, math.nan, 94, "NaN/inf in some samples' inputs or targets", "batch size"),
+    (None, None, None, "a learning rate too large", "barely moved"),
+    (2.303, 2.303, 94, "a learning rate too large", "barely moved"),  # one epoch: its first is its last (below)
+])
+def test_stall_cause_names_what_the_loss_and_steps_point_at(first, last, steps, said, not_said):
+    """A tuner user's flat loss (one step per epoch, or a learning rate of 6e-7) was blamed on "a learning rate too
+    large"."""
+    cause = stall_cause(first, last, steps, epochs=1 if first == last else 2)
+    assert said in cause and not_said not in cause, cause
+
+
+@pytest.mark.parametrize(("lr", "batch_size", "said"), [
+    (0.0, 240, "in 1 optimizer step per epoch: a batch about as large as the training set"),
+    (1e-9, 16, "in 15 optimizer steps per epoch: a learning rate too small"),
+])
+def test_a_round_whose_loss_did_not_move_is_said_with_its_cause(tmp_path, lr, batch_size, said):
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[2, 2], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, model=TinyModel(lr=lr), data=BlobsData(batch_size=batch_size))
+    told = collapse_warnings(caught)
+    assert told and "training loss did not change" in told[0] and said in told[0], told
+    assert "A common cause is a learning rate too large" not in told[0], told
+
+
+class NeverPredictsTwo(TinyModel):
+    """A final model that does not learn class 2 although the selection keeps nearly all of it."""
+
+    def predicted_labels(self, batch):
+        logits = self(batch[1])
+        logits[:, 2] = -math.inf
+        return logits.argmax(1)
+
+
+def test_a_rarely_predicted_class_the_selection_kept_is_not_blamed_on_the_selection(tmp_path):
+    """A tuner user's fit kept every sample in every round, and the final model's rarely predicted class was said
+    to come from "the selection it trained on left most of that class out", with `per_class=True` advised."""
+    itlm = ITLM(keep_ratio=0.95, round_epochs=[1, 1], verbose=False, plot=False, report_dir=str(tmp_path / "rep"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, model=NeverPredictsTwo())
+    labels = BlobsData().ds.targets
+    assert int((labels[itlm.selection] == 2).sum()) >= 0.5 * int((labels == 2).sum())
+    said = [str(w.message) for w in caught if "the final model predicts class" in str(w.message)]
+    assert len(said) == 1 and "although the last round's selection kept most of it" in said[0], said
+    assert "left most of that class out" not in said[0] and "per_class=True" not in said[0], said

@@ -320,7 +320,8 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     if any(not math.isfinite(v) for v in losses):
         reasons.append(f"training loss is not finite ({figures})")
     elif loss_must_fall and first_loss is not None and last_loss is not None:
-        if abs(last_loss - first_loss) <= 1e-6 * max(abs(first_loss), 1e-12):
+        # moved by less than 0.01 %: a learning rate of 6e-7 (an lr finder's) took 2.30101 to 2.30100 in 3 epochs
+        if abs(last_loss - first_loss) <= 1e-4 * max(abs(first_loss), 1e-12):
             reasons.append(f"training loss did not change ({figures})")
         elif k is not None and last_loss >= first_loss and last_loss >= math.log(k):
             reasons.append(f"training loss did not fall and is no better than a uniform guess ({figures}; "
@@ -330,6 +331,43 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
         if accuracy[1] <= limit:
             reasons.append(f"`{accuracy[0]}` = {accuracy[1]:.4g} is at chance (<= {limit:.4g} for {k} classes)")
     return reasons
+
+
+def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epoch: int | None, epochs: int = 2
+                ) -> str:
+    """The likely cause of a round (or fit) whose model did not learn, from its mean training loss in the first and
+    last epoch and its optimizer steps per epoch (pure): a non-finite loss points at the data or a learning rate too
+    large, a loss that rose at a learning rate too large, and one that barely moved (less than 1 %) at too few steps
+    or a learning rate too small. A tuner's `scale_batch_size` chose a batch of 8,192 for 6,000 samples (one step per
+    epoch) and the lr finder a learning rate of 6e-7: both were told "a learning rate too large". How the loss moved
+    is judged over ``epochs`` >= 2 only (a one-epoch round's first epoch is its last).
+
+    >>> stall_cause(2.303, 2.302, 1)[:72]
+    'Its training loss barely moved (2.303 -> 2.302) in 1 optimizer step per '
+    >>> stall_cause(2.3, 2.6, 40)
+    'A common cause is a learning rate too large for a freshly initialised model.'
+    """
+    known = first_loss is not None and last_loss is not None
+    if known and not (math.isfinite(first_loss) and math.isfinite(last_loss)):
+        # a newcomer's NaN features got the learning-rate hint only
+        return ("A non-finite loss comes from a learning rate too large, or from NaN/inf in some samples' inputs or "
+                "targets: one such sample makes its whole batch's gradient NaN, even where a selection drops it. "
+                "Check `torch.isfinite` of your data.")
+    few = steps_per_epoch is not None and steps_per_epoch <= 2
+    steps = ("" if steps_per_epoch is None else
+             f" in {steps_per_epoch} optimizer step{'' if steps_per_epoch == 1 else 's'} per epoch")
+    if known and epochs >= 2 and abs(last_loss - first_loss) <= 0.01 * abs(first_loss):
+        figures = f"({first_loss:.4g} -> {last_loss:.4g}){steps}"
+        if few:
+            return (f"Its training loss barely moved {figures}: a batch about as large as the training set (a "
+                    "batch-size finder such as Lightning's `scale_batch_size` may choose one) leaves too few steps "
+                    "to learn. Lower the batch size.")
+        return (f"Its training loss barely moved {figures}: a learning rate too small (an lr finder's suggestion "
+                "can be), or much too large, for a freshly initialised model. Check the learning rate.")
+    if few:
+        return (f"A common cause is a learning rate too large for a freshly initialised model, or too few steps:"
+                f"{steps.removeprefix(' in')} (a batch about as large as the training set? lower the batch size).")
+    return "A common cause is a learning rate too large for a freshly initialised model."
 
 
 _PER_CLASS_NEEDS_LABELS = ("`per_class=True` trims each class by its given label, but the training targets are not "
@@ -1229,13 +1267,8 @@ class ITLM(Callback):
             _print_round_line(trainer, rec, self.num_rounds, self._title)
         if reasons:
             what = f"ITLM round {rec.round} collapsed (its model did not learn): {'; '.join(reasons)}."
-            if any(r.startswith("training loss is not finite") for r in reasons):
-                # a newcomer's NaN features got the learning-rate hint only
-                cause = ("A non-finite loss comes from a learning rate too large, or from NaN/inf in some samples' "
-                         "inputs or targets: one such sample makes its whole batch's gradient NaN, even where a "
-                         "selection drops it. Check `torch.isfinite` of your data.")
-            else:
-                cause = "A common cause is a learning rate too large for a freshly initialised model."
+            cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer),
+                                rec.epochs)
             if self.on_collapse == "raise":
                 raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
             if rec.round + 1 >= self.num_rounds:
@@ -1707,11 +1740,13 @@ class ITLM(Callback):
                            "report's ranking and `predicted_label` mean nothing.")
         elif one is not None:
             c, p, n = one
+            last = self.history[-1] if self.history else None
+            loss = (None, None, 0) if last is None else (last.first_epoch_loss, last.last_epoch_loss, last.epochs)
+            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer), loss[2])
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
-                           "learn (a learning rate too large for the model or the augmentation? a last round too "
-                           "short?), so the report's ranking and `predicted_label` mean nothing. Lower the learning "
-                           "rate (or give it a validation split: a collapsed round is then said at once) and fit again.")
+                           f"learn, so the report's ranking and `predicted_label` mean nothing. {cause} (A validation "
+                           "split has a collapsed round said at once.)")
         elif given_d is not None and predicted_d is not None:
             rare = rarely_predicted_classes(given_d, predicted_d)
             if rare:
@@ -1720,14 +1755,29 @@ class ITLM(Callback):
                                    f"{c})" for c, p, g in rare[:3])
                 # with `per_class=True` each class kept its share, so the advice to turn it on was no advice (a CLI
                 # newcomer was given it in 4 runs with it on)
+                # a tuner user's fit that kept every sample in every round was told its selection had left the
+                # class out
+                starved = [c for c, _, _ in rare if self._selection_starved(c, given_d)]
                 why = ("its last round collapsed (the warning above)" if last_collapsed else
                        "it did not learn that class although `per_class=True` kept its share of it (a last round "
                        "too short? labels of that class mostly wrong?)" if self.per_class else
-                       "the selection it trained on left most of that class out")
+                       "the selection it trained on left most of that class out" if starved else
+                       "it did not learn that class although the last round's selection kept most of it (a last "
+                       "round too short? labels of that class mostly wrong?)")
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
                                f"{why}, so the report's `predicted_label` is no label to relabel those samples with."
-                               + ("" if self.per_class or last_collapsed else f" {_PER_CLASS_ADVICE}"))
+                               + ("" if self.per_class or last_collapsed or not starved else f" {_PER_CLASS_ADVICE}"))
         return path
+
+    def _selection_starved(self, label: int, given: Tensor) -> bool:
+        """Whether the last round's selection kept less than half of the samples labelled ``label`` (``given``: the
+        given label of each dataset index, :data:`NO_LABEL` where unknown)."""
+        members = given == label
+        total = int(members.sum())
+        if self._selection is None or not total:
+            return False
+        kept = int(members[self._selection.to(given.device)].sum())
+        return kept < 0.5 * total
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
         loader, self._scoring_source = None, None
