@@ -418,3 +418,22 @@ def test_a_datamodule_with_its_own_seed_hyperparameter_fits_with_a_logger(tmp_pa
     model = CoTeaching(PlainSGD(), drop_ratio=0.2, seed=1)
     trainer = fit(tmp_path, model, max_epochs=1, data=SeededBlobs(seed=0), logger=CSVLogger(tmp_path))
     assert trainer.current_epoch == 1 and trainer.datamodule.hparams.seed == 0
+
+
+def test_a_models_own_training_step_is_said_to_be_unused():
+    """A manual-optimisation researcher's `training_step` (with its gradient clipping) ran 0 times under CoTeaching
+    without a word: CoTeaching trains both networks from `per_sample_loss`."""
+    import warnings
+
+    from lit_robust import ImageClassifier
+
+    class OwnStep(TinyModel):
+        def training_step(self, batch, batch_idx):
+            raise AssertionError("never called")
+
+    with pytest.warns(UserWarning, match=r"CoTeaching: `.*OwnStep.training_step` is not called: CoTeaching trains its "
+                                         r"two copies of the model itself, each from `per_sample_loss`"):
+        CoTeaching(OwnStep())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the package's own models: their steps are the mixin's or its own
+        CoTeaching(ImageClassifier("mlp", num_classes=3, in_channels=1, image_size=2))

@@ -152,6 +152,23 @@ class _Net1Step:
         module._assigned_hooks[self.name] = fn
 
 
+def _say_own_training_step_unused(model: pl.LightningModule) -> None:
+    """Warn when ``model``'s class has a ``training_step`` of its own: CoTeaching trains both networks from
+    ``per_sample_loss`` and never calls it (a manual-optimisation researcher's step, with its gradient clipping, ran
+    0 times without a word)."""
+    from lit_robust.mixin import RobustMixin
+
+    owner = next((k for k in type(model).__mro__ if "training_step" in vars(k)), None)
+    if owner is None or owner is RobustMixin or owner.__module__.split(".")[0] in ("lit_robust", "pytorch_lightning",
+                                                                                    "lightning"):
+        return
+    name = owner.__qualname__
+    rank_zero_warn(f"CoTeaching: `{name}.training_step` is not called: CoTeaching trains its two copies of the model "
+                   f"itself, each from `per_sample_loss` and the optimizer of `configure_optimizers`, so anything "
+                   "else that step does (logging, gradient clipping, a second optimizer, manual optimisation) does "
+                   "not happen; CoTeaching logs its own training figures (`coteach/...`).")
+
+
 class CoTeaching(ModuleReport, pl.LightningModule):
     r"""Co-teaching (Han et al., 2018) and Co-PRL(L) (robust_dnn_thesis Alg. 5) around any model.
 
@@ -165,7 +182,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     :class:`~lit_robust.BatchFilter`: :math:`R(t) = 1 - \varepsilon \min(t / T_k, 1)`.
 
     Each network keeps its own optimizer (and LR scheduler) from the wrapped module's
-    ``configure_optimizers`` (one optimizer, at most one scheduler; stepped here, per epoch or per step).
+    ``configure_optimizers`` (one optimizer, at most one scheduler; stepped here, per epoch or per step). The
+    wrapped module's own ``training_step``, if it has one, is not called (warned).
     Validation, test, prediction and ``forward`` use ``net1`` (the wrapped module's own
     ``validation_step``/``test_step``/``predict_step``, so it logs the metrics it always logs).
 
@@ -247,6 +265,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
                             "in the checkpoint's hyper-parameters, so pass it to load one too: "
                             "`CoTeaching.load_from_checkpoint(path, model=MyModel(...))`.")
         require_mixin("CoTeaching", model)
+        _say_own_training_step_unused(model)
         advice = mismatch_advice(model, "`model`")
         if advice is not None:  # Lightning would train it, but its `self.log` calls would go nowhere
             raise TypeError(f"`CoTeaching`: {advice}")
