@@ -411,6 +411,38 @@ def test_filter_auto_digits_quick_ends_with_headline_json():
     assert 0.0 <= row["mean_abs_err_points"] <= 50.0
 
 
+def test_batch_filter_per_class_smoke_ends_with_headline_json():
+    run = _smoke("batch_filter_per_class")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "batch_filter_per_class" and summary["mode"] == "smoke"
+    assert summary["rows"] == 1 and list(summary["per_class_minus_one_ranking_points"]) == ["systematic 40"]
+    assert "| systematic | 40 |" in run.stdout
+
+
+def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():
+    """The rejected candidate does what its table says: against a slow reference, drop counts per class that add up
+    to the batch's and differ from the exact shares by less than one; in each class its highest (score, index)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import harness
+
+    mod = harness.load_module("batch_filter_per_class")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        n = int(torch.randint(1, 60, (1,), generator=g))
+        labels = torch.randint(0, 4, (n,), generator=g)
+        scores = torch.randint(0, 5, (n,), generator=g).double()  # ties: broken by index
+        index = torch.randperm(1000, generator=g)[:n]
+        keep = int(torch.randint(0, n + 1, (1,), generator=g))
+        mask = mod.per_class_batch_mask(scores, labels, index, keep)
+        assert int(mask.sum()) == keep
+        for c in labels.unique().tolist():
+            members = (labels == c).nonzero().flatten().tolist()
+            dropped = [i for i in members if not mask[i]]
+            assert abs(len(dropped) - len(members) * (n - keep) / n) < 1
+            worst = sorted(members, key=lambda i: (float(scores[i]), int(index[i])))[len(members) - len(dropped):]
+            assert sorted(dropped) == sorted(worst)
+
+
 def test_itlm_reinit_smoke_runs_both_arms_and_its_headline_is_the_table(tmp_path):
     out = tmp_path / "r.md"
     summary = _last_json(_script(["itlm_reinit.py", "--smoke", "--digits-round-epochs", "2", "--out", str(out)]))
