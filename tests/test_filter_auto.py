@@ -759,3 +759,30 @@ def test_a_regression_datamodule_fall_back_to_the_loss_mixture_goes_unsaid(tmp_p
         fallback = [t for t in said if "needs integer" in t]
         assert len(fallback) == (0 if data is not None and trainer.datamodule is not None else 1), said
         said.clear()
+
+
+@pytest.mark.parametrize("owner", ["filter", "coteaching"])
+def test_fast_dev_run_writes_no_report_and_estimates_nothing(tmp_path, owner, monkeypatch):
+    """A tuner user's `fast_dev_run` (one batch) left a report of 6,000 rows, 5,872 unscored, beside the real run's,
+    estimated 0.89 from that batch (clipped, "pass a longer warm-up") and was told to train longer than the
+    `max_epochs=1` they had never set."""
+    infos: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks._report_file.rank_zero_info", infos.append)
+    pl.seed_everything(0, verbose=False)
+    if owner == "filter":
+        f = BatchFilter("prl", drop_ratio="auto", warmup_epochs=3, report=True)
+        model, callbacks = TinyModel(), [f]
+    else:
+        model = f = CoTeaching(TinyModel(), drop_ratio="auto", warmup_epochs=3, report=True)
+        callbacks = []
+    trainer = pl.Trainer(fast_dev_run=True, callbacks=callbacks, default_root_dir=tmp_path, accelerator="cpu",
+                         enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, BlobsData())
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "max_epochs" in m or "clipped" in m or "estimate" in m], said
+    assert f.report_path is None and f.estimated_corruption is None
+    assert not list(tmp_path.rglob("*report*"))
+    owner_name = "BatchFilter" if owner == "filter" else "CoTeaching"
+    assert infos == [f"{owner_name}: `fast_dev_run` trains one batch, so no per-sample report is written."]

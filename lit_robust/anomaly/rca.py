@@ -23,7 +23,7 @@ from lit_robust._lightning import mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
-from lit_robust.callbacks.batch_filter import warmup_outlasts_fit
+from lit_robust.callbacks.batch_filter import planned_epochs, warmup_outlasts_fit
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
@@ -268,7 +268,7 @@ class RCA(ModuleReport, AnomalyDetector):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
-            self.drop_ratio, self.hparams.warmup_epochs, getattr(self._trainer, "max_epochs", None))
+            self.drop_ratio, self.hparams.warmup_epochs, planned_epochs(self._trainer))
         if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
             rank_zero_warn(f"RCA: {short}")
         if stage == "fit" and self._trainer is not None:

@@ -160,7 +160,12 @@ class EpochReport:
         if fresh if fresh is not None else not continues_earlier_fit(trainer):
             self.state = None  # an earlier fit's sums do not carry over (a resumed fit restores its own after setup)
         if report_enabled(report, report_dir):
-            self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
+            if getattr(trainer, "fast_dev_run", False):
+                # a smoke run of one batch: a tuner user's fast_dev_run left a report of 6,000 rows, 5,872 unscored,
+                # beside the real run's (Lightning writes no logs or checkpoints in it either)
+                rank_zero_info(f"{self.owner}: `fast_dev_run` trains one batch, so no per-sample report is written.")
+            else:
+                self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
         if auto is not None:
             auto.ranked_by = report_pointer(self.target is not None)
 
@@ -280,7 +285,7 @@ class ModuleReport:
             self._drop_partial_epoch(self._trainer.current_epoch)
         self._report.setup(self._trainer, self.report, self.report_dir, self.report_format, auto, fresh=fresh)
         if auto is not None:
-            auto.regression_expected(self._trainer)
+            auto.setup_fit(self._trainer)
         seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
 
     def on_train_start(self) -> None:

@@ -75,6 +75,15 @@ def small_batch_message(owner: str, n: int, eps: float) -> str:
             "Use `drop_last=True` or a larger batch size. (Warned once.)")
 
 
+def planned_epochs(trainer: Any) -> int | None:
+    """The epochs the fit is set to train, for :func:`warmup_outlasts_fit`: ``max_epochs``, or ``None`` (not judged)
+    under ``fast_dev_run``, a smoke run of one batch whose ``max_epochs`` of 1 the user never set (a tuner user was
+    told to train longer than the ``max_epochs=1`` they had not written)."""
+    if getattr(trainer, "fast_dev_run", False):
+        return None
+    return getattr(trainer, "max_epochs", None)
+
+
 def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int, max_epochs: int | None) -> str | None:
     """Why a fit of ``max_epochs`` ends before the filter drops its full ``drop_ratio`` (the warm-up ramps it
     up from 0 in epoch 0; ``"auto"`` estimates in epoch 0 and drops from epoch 1), or ``None`` when it does not.
@@ -434,7 +443,7 @@ class BatchFilter(Callback):
         self._checked_per_sample = False
         self._trainer, self._module = trainer, module
         seed_persistent_workers(trainer)  # a resumed fit draws what the uninterrupted one draws
-        short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, getattr(trainer, "max_epochs", None))
+        short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, planned_epochs(trainer))
         if short is not None:
             rank_zero_warn(f"{self.owner}: {short}")
         if self.rule == "prl_g":
@@ -447,7 +456,7 @@ class BatchFilter(Callback):
             self._recorder.pause()
         self._report.setup(trainer, self.report, self.report_dir, self.report_format, self._auto, fresh=fresh)
         if self._auto is not None:
-            self._auto.regression_expected(trainer)
+            self._auto.setup_fit(trainer)
         module.add_batch_selector(self)
 
     def _say_repeated_indices(self, epoch: int) -> None:

@@ -18,6 +18,7 @@ from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_r
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
+    planned_epochs,
     select_in_batch,
     small_batch_message,
     warmup_outlasts_fit,
@@ -318,7 +319,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def setup(self, stage: str) -> None:
         check_fits_data(self.net1, self._trainer)  # the wrapped model's own `setup` is not called by Lightning
         short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
-            self.drop_ratio, self.warmup_epochs, getattr(self._trainer, "max_epochs", None))
+            self.drop_ratio, self.warmup_epochs, planned_epochs(self._trainer))
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:

@@ -363,13 +363,15 @@ class AutoDropRatio:
         self._told_fallback = False  # the fallback's info line was printed (once per fit)
         self.repeated = 0  # indices the last estimating epoch saw more than once (their scores were averaged)
 
-    def regression_expected(self, trainer: Any) -> None:
-        """At fit setup, after :meth:`reset`: when ``trainer``'s datamodule says it yields regression targets, the
+    def setup_fit(self, trainer: Any) -> None:
+        """At fit setup, after :meth:`reset`. When ``trainer``'s datamodule says it yields regression targets, the
         fall-back of a label estimator to the gmm goes unsaid: a regression user's
         ``TableDataModule(task="regression")`` fit said in every run that the default estimator needs integer
-        targets."""
+        targets. Under ``fast_dev_run`` (one batch) nothing is collected or estimated: a tuner user's smoke run
+        estimated 0.89 from one batch and was told to lengthen the warm-up."""
         from lit_robust.data.spec import datamodule_spec
 
+        self._smoke = bool(getattr(trainer, "fast_dev_run", False))
         spec = datamodule_spec(trainer)
         if spec is not None and spec.target == "regression":
             self._told_fallback = True
@@ -417,6 +419,8 @@ class AutoDropRatio:
 
     def collects(self, epoch: int) -> bool:
         """Whether the scores of ``epoch`` are collected (and estimated from at its end)."""
+        if getattr(self, "_smoke", False):
+            return False
         return self.reestimate or epoch - self.start < max(self.warmup_epochs, 1)
 
     def add(self, index: Tensor, scores: Tensor, given: Tensor | None = None,
