@@ -220,6 +220,25 @@ def test_prl_without_outputs_is_explained(tmp_path):
         fit(tmp_path, [BatchFilter("prl", drop_ratio=0.2)], max_epochs=1, model=LossOnly())
 
 
+def test_prl_without_outputs_is_refused_at_the_first_batch_of_a_warm_up(tmp_path):
+    """A researcher's `self.reduce_loss(losses, batch)` (no outputs) trained the 2 warm-up epochs, then failed."""
+
+    class NoOutputsPassed(TinyModel):
+        def training_step(self, batch, batch_idx):
+            losses, _ = self.per_sample_loss(batch)
+            return self.reduce_loss(losses, batch)
+
+    seen = []
+
+    class Counting(NoOutputsPassed):
+        def on_train_batch_end(self, *args):
+            seen.append(self.global_step)
+
+    with pytest.raises(ValueError, match=r"pass them on: `self.reduce_loss\(losses, batch, outputs\)`"):
+        fit(tmp_path, [BatchFilter("prl", drop_ratio=0.2, warmup_epochs=2)], max_epochs=3, model=Counting())
+    assert seen == []  # not one step trained
+
+
 def test_prl_g_with_batchnorm_in_training_mode_is_explained(tmp_path):
     model = TinyModel()
     model.net = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))

@@ -344,6 +344,7 @@ class BatchFilter(Callback):
         self.report_path: str | None = None  # the report written by the last fit
         self.check_per_sample = check_bool("check_per_sample", check_per_sample)
         self._checked_per_sample = False  # once per fit, at its first training batch
+        self._scored_once = False  # whether this fit scored a training batch (`_mask` scores the first one)
         self.owner = "BatchFilter"  # the name its notes speak for (a module that brings the filter sets its own)
         # whether the epoch's training batches went through the filter (said once when none did)
         self._consulted, self._batches_run, self._told_unconsulted = True, 0, False
@@ -441,6 +442,7 @@ class BatchFilter(Callback):
         elif self._foreign_state is None:  # the same Trainer's go on
             self._drop_partial_epoch(trainer.current_epoch)
         self._checked_per_sample = False
+        self._scored_once = False
         self._trainer, self._module = trainer, module
         seed_persistent_workers(trainer)  # a resumed fit draws what the uninterrupted one draws
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, planned_epochs(trainer))
@@ -710,12 +712,16 @@ class BatchFilter(Callback):
         scores = None
         if eps == 0.0:
             mask = keep_all
-            if collect or (record and self._report_scores_now):
+            if collect or (record and self._report_scores_now) or (
+                    record and not self._scored_once and self.rule == "prl"):
+                # the first batch is scored whatever the schedule: a `reduce_loss(losses, batch)` without the outputs
+                # PRL needs failed only when the warm-up ended (a researcher lost its 2 epochs)
                 scores = self.scores(losses, batch, outputs, module)
         else:
             scores = self.scores(losses, batch, outputs, module)
             mask = self._select(scores, index, eps)
         if record:
+            self._scored_once = True
             self._count(mask, ib.corrupted)
             bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
             self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
