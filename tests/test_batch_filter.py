@@ -376,3 +376,24 @@ def test_nonfinite_training_losses_are_warned_once(tmp_path, bad):
         assert len(said) == 1 and counted and int(counted.group(1)) >= bad, said
     else:
         assert not said
+
+
+def test_a_batch_counted_twice_is_warned_about(tmp_path):
+    """A two-optimizer step called `reduce_loss` once per optimizer: `seen=2800` for 1,400 samples, silently."""
+
+    class Twice(TinyModel):
+        def training_step(self, batch, batch_idx):
+            losses, outputs = self.per_sample_loss(batch)
+            self.reduce_loss(losses, batch, outputs)
+            return self.reduce_loss(losses, batch, outputs)
+
+    f = BatchFilter("spl", drop_ratio=0.2)
+    with pytest.warns(UserWarning, match=r"BatchFilter: one training batch went through the filter twice") as caught:
+        fit(tmp_path, [f], max_epochs=2, model=Twice())
+    assert sum("went through the filter twice" in str(w.message) for w in caught) == 1  # once per fit
+    assert f.history[0].seen == 2 * 96  # what it warns of
+    g = BatchFilter("spl", drop_ratio=0.2)
+    with warnings.catch_warnings(record=True) as once:
+        warnings.simplefilter("always")
+        fit(tmp_path, [g], max_epochs=2)
+    assert not [w for w in once if "twice" in str(w.message)] and g.history[0].seen == 96

@@ -348,6 +348,7 @@ class BatchFilter(Callback):
         self.owner = "BatchFilter"  # the name its notes speak for (a module that brings the filter sets its own)
         # whether the epoch's training batches went through the filter (said once when none did)
         self._consulted, self._batches_run, self._told_unconsulted = True, 0, False
+        self._records_this_batch, self._told_twice = 0, False  # `keep_mask` calls in this training batch
         self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
         self._reset_fit_state()
         # fit-time helpers (not state)
@@ -552,6 +553,7 @@ class BatchFilter(Callback):
                 # a batch mean broadcast to every sample would make every trim the same mean: silently no filter
                 check_per_sample_at_first_batch("BatchFilter", pl_module, batch, what="per_sample_loss")
                 self._checked_per_sample = True
+        self._records_this_batch = 0
         self._follow_restart()
         epoch = trainer.current_epoch
         filtering = self.drop_ratio_at(epoch) > 0
@@ -688,6 +690,7 @@ class BatchFilter(Callback):
             return self._select(scores, index, eps)
 
         def on_selected(scores: Tensor, mask: Tensor) -> None:
+            self._say_counted_twice()
             self._count(mask, ib.corrupted)
             if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target))
@@ -722,6 +725,7 @@ class BatchFilter(Callback):
             mask = self._select(scores, index, eps)
         if record:
             self._scored_once = True
+            self._say_counted_twice()
             self._count(mask, ib.corrupted)
             bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
             self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
@@ -735,6 +739,19 @@ class BatchFilter(Callback):
             else:
                 self._pending = (index, scores, *labels)
         return mask
+
+    def _say_counted_twice(self) -> None:
+        """Warn once per fit when one training batch is counted a second time: a researcher's two-optimizer step
+        called ``reduce_loss`` once per optimizer and read ``seen=2800`` for 1,400 samples without a word."""
+        self._records_this_batch += 1
+        if self._records_this_batch == 2 and not self._told_twice:
+            self._told_twice = True
+            rank_zero_warn(
+                f"{self.owner}: one training batch went through the filter twice (`reduce_loss` or `keep_mask` "
+                "called twice in one `training_step`, e.g. once per optimizer): it is counted twice in `history`, "
+                "the report and the `\"auto\"` estimate. Ask once per batch and reuse the mask for the second loss "
+                "(`keep = self.batch_keep_mask(losses, batch, outputs)`, then `losses[keep].mean()`), or ask the "
+                "second time with `record=False`.")
 
     def _say_nonfinite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Warn once per fit when an epoch's per-sample training losses were NaN or infinite (collective). A
