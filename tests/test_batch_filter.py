@@ -397,3 +397,27 @@ def test_a_batch_counted_twice_is_warned_about(tmp_path):
         warnings.simplefilter("always")
         fit(tmp_path, [g], max_epochs=2)
     assert not [w for w in once if "twice" in str(w.message)] and g.history[0].seen == 96
+
+
+@pytest.mark.parametrize("patience, warned", [(1, True), (3, False)])
+def test_an_early_stopping_that_can_stop_inside_the_warm_up_is_warned_about_before_training(tmp_path, patience,
+                                                                                            warned):
+    """A tuner user's `EarlyStopping(monitor="val_loss", patience=2)` stopped a fit inside the warm-up; ITLM warned
+    of its rounds before training, the filter only after the fit."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    pl.seed_everything(0, verbose=False)
+    f = BatchFilter("spl", drop_ratio=0.2, warmup_epochs=3)
+    stop = EarlyStopping(monitor="val_loss", patience=patience)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 4, [f, stop], limit_train_batches=1).fit(TinyModel(), BlobsData(with_val=True))
+    said = [str(w.message) for w in caught if "can stop the fit before the filter drops" in str(w.message)]
+    if warned:
+        assert said == [f"BatchFilter: `EarlyStopping(monitor='val_loss', patience={patience})` can stop the fit before "
+                        "the filter drops at full strength: it ramps up over the first 3 epochs (3 validation "
+                        "checks), dropping nothing in epoch 0. On a validation split with corrupted labels the loss "
+                        "often rises while the model still improves on the clean samples. Give it a patience of at "
+                        "least 3, or monitor a validation accuracy."], said
+    else:
+        assert said == []

@@ -537,6 +537,28 @@ class BatchFilter(Callback):
         self._report.start(trainer, pl_module.device)
         warn_inexact_resume(trainer, self.owner)
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
+        self._check_early_stopping(trainer)
+
+    def _check_early_stopping(self, trainer: pl.Trainer) -> None:
+        """Warn before training when an ``EarlyStopping`` may end the fit inside the warm-up, before the filter drops
+        at full strength (ITLM warns of its rounds alike): a tuner user's ``EarlyStopping(monitor="val_loss",
+        patience=2)`` on a noisy validation split stopped the fit after epoch 2 of 8, and was told only then."""
+        from lit_robust.callbacks.itlm import _early_stopping_checks
+
+        ramp = max(self.warmup_epochs, 1 if self._auto is not None else 0)  # "auto": epoch 0 drops nothing
+        if trainer.current_epoch > 0 or ramp < 1 or (self._auto is None and self.drop_ratio == 0):
+            return
+        for cb in trainer.early_stopping_callbacks:
+            checks = _early_stopping_checks(trainer, cb, ramp)
+            if getattr(cb, "patience", 0) < checks:
+                rank_zero_warn(
+                    f"{self.owner}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, patience="
+                    f"{getattr(cb, 'patience', None)})` can stop the fit before the filter drops at full strength: it "
+                    f"ramps up over the first {ramp} epoch{'' if ramp == 1 else 's'} ({checks} validation "
+                    f"check{'' if checks == 1 else 's'}), dropping nothing in epoch 0. On a validation split with "
+                    "corrupted labels the loss often rises while the model still improves on the clean samples. Give "
+                    f"it a patience of at least {checks}, or monitor a validation accuracy.")
+                break
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:
