@@ -38,6 +38,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -1744,7 +1745,10 @@ def main(args: Sequence[str] | None = None) -> None:
     elastic = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     started_here = RUN_ID_VARIABLE not in os.environ
     if started_here:
-        os.environ[RUN_ID_VARIABLE] = uuid.uuid4().hex if elastic == "none" else f"torchrun-{elastic}"
+        # torchrun's run id may be the same for every launch (a fixed `--rdzv-id`, a job id): its agent's pid, the
+        # parent of every process of this launch on this node, tells launches apart
+        os.environ[RUN_ID_VARIABLE] = (uuid.uuid4().hex if elastic == "none"
+                                       else f"torchrun-{elastic}-{os.getppid()}")
     try:
         run(argv)
     except SystemExit as exc:
@@ -1798,15 +1802,33 @@ def first_process_to_say(message: str) -> bool:
     # Lightning's and torchrun's processes have LOCAL_RANK (WORLD_SIZE is gone by now: Lightning's teardown drops it)
     if not run or ("LOCAL_RANK" not in os.environ and getattr(rank_zero_only, "rank", 0) == 0):
         return True
+    folder = tempfile.gettempdir()
+    _remove_stale_markers(folder)
     digest = hashlib.sha1(message.encode()).hexdigest()[:16]
-    marker = os.path.join(tempfile.gettempdir(), f"lit-robust-{run}-{digest}")
+    marker = os.path.join(folder, f"{_MARKER_PREFIX}{run}-{digest}")
     try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
         return False
     except OSError:  # an unwritable temporary folder: better twice than never
         return True
     return True
+
+
+_MARKER_PREFIX = "lit-robust-said-"
+_MARKER_LIFETIME_S = 3600.0  # the processes of one command meet its mistake within seconds of each other
+
+
+def _remove_stale_markers(folder: str) -> None:
+    """Remove the markers of :func:`first_process_to_say` older than an hour: nothing can know when the last process
+    of a command has spoken, so each command's markers stay until a later command clears them."""
+    now = time.time()
+    for path in glob.glob(os.path.join(glob.escape(folder), f"{_MARKER_PREFIX}*")):
+        try:
+            if now - os.stat(path).st_mtime > _MARKER_LIFETIME_S:
+                os.remove(path)
+        except OSError:  # removed by another process meanwhile, or not ours to remove
+            pass
 
 
 def _command_word(argv: Sequence[str]) -> str | None:

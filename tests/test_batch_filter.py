@@ -237,6 +237,10 @@ def test_prl_without_outputs_is_refused_at_the_first_batch_of_a_warm_up(tmp_path
     with pytest.raises(ValueError, match=r"pass them on: `self.reduce_loss\(losses, batch, outputs\)`"):
         fit(tmp_path, [BatchFilter("prl", drop_ratio=0.2, warmup_epochs=2)], max_epochs=3, model=Counting())
     assert seen == []  # not one step trained
+    # a filter set to drop nothing never needs the outputs: it trains as before (a reviewer's no-op filter)
+    f = BatchFilter("prl", drop_ratio=0.0)
+    fit(tmp_path, [f], max_epochs=1, model=NoOutputsPassed())
+    assert f.history[0].seen == 96 and f.history[0].dropped == 0
 
 
 def test_prl_g_with_batchnorm_in_training_mode_is_explained(tmp_path):
@@ -392,6 +396,8 @@ def test_a_batch_counted_twice_is_warned_about(tmp_path):
         fit(tmp_path, [f], max_epochs=2, model=Twice())
     assert sum("went through the filter twice" in str(w.message) for w in caught) == 1  # once per fit
     assert f.history[0].seen == 2 * 96  # what it warns of
+    with pytest.warns(UserWarning, match="went through the filter twice"):  # and again in the next fit
+        fit(tmp_path, [f], max_epochs=2, model=Twice())
     g = BatchFilter("spl", drop_ratio=0.2)
     with warnings.catch_warnings(record=True) as once:
         warnings.simplefilter("always")
@@ -399,9 +405,9 @@ def test_a_batch_counted_twice_is_warned_about(tmp_path):
     assert not [w for w in once if "twice" in str(w.message)] and g.history[0].seen == 96
 
 
-@pytest.mark.parametrize("patience, warned", [(1, True), (3, False)])
+@pytest.mark.parametrize("patience, warned, min_epochs", [(1, True, None), (3, False, None), (1, False, 3)])
 def test_an_early_stopping_that_can_stop_inside_the_warm_up_is_warned_about_before_training(tmp_path, patience,
-                                                                                            warned):
+                                                                                            warned, min_epochs):
     """A tuner user's `EarlyStopping(monitor="val_loss", patience=2)` stopped a fit inside the warm-up; ITLM warned
     of its rounds before training, the filter only after the fit."""
     from pytorch_lightning.callbacks import EarlyStopping
@@ -411,7 +417,8 @@ def test_an_early_stopping_that_can_stop_inside_the_warm_up_is_warned_about_befo
     stop = EarlyStopping(monitor="val_loss", patience=patience)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tiny_trainer(tmp_path, 4, [f, stop], limit_train_batches=1).fit(TinyModel(), BlobsData(with_val=True))
+        tiny_trainer(tmp_path, 4, [f, stop], limit_train_batches=1, min_epochs=min_epochs).fit(
+            TinyModel(), BlobsData(with_val=True))  # Lightning stops nothing before `min_epochs`
     said = [str(w.message) for w in caught if "can stop the fit before the filter drops" in str(w.message)]
     if warned:
         assert said == [f"BatchFilter: `EarlyStopping(monitor='val_loss', patience={patience})` can stop the fit before "

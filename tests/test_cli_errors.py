@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +389,32 @@ def test_a_message_is_said_by_the_first_process_of_a_command_only(tmp_path, monk
     assert cli.first_process_to_say("error: y")  # another message
     monkeypatch.setenv(cli.RUN_ID_VARIABLE, "run-b")
     assert cli.first_process_to_say("error: x")  # another command
+    markers = sorted(tmp_path.glob("lit-robust-said-*"))
+    assert len(markers) == 3 and all(m.stat().st_mode & 0o777 == 0o600 for m in markers)
+    # nothing can tell when a command's last process has spoken: its markers go when a later command finds them
+    # older than an hour (a reviewer found them left in /tmp, one per failing DDP command)
+    old = time.time() - 2 * 3600
+    for m in markers[:2]:
+        os.utime(m, (old, old))
+    assert cli.first_process_to_say("error: z")
+    assert not markers[0].exists() and not markers[1].exists() and markers[2].exists()
+    assert len(list(tmp_path.glob("lit-robust-said-*"))) == 2  # run-b's two
+
+
+def test_torchrun_launches_with_one_run_id_are_told_apart(tmp_path, monkeypatch):
+    """A fixed `--rdzv-id` (or a job id) gives every torchrun launch the same TORCHELASTIC_RUN_ID: the second
+    launch's error went unsaid by every process. The agent's pid, the processes' parent, tells launches apart."""
+    from lit_robust import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "run", lambda argv: seen.append(os.environ[cli.RUN_ID_VARIABLE]))
+    monkeypatch.delenv(cli.RUN_ID_VARIABLE, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
+    for parent in (101, 202):
+        monkeypatch.setattr(cli.os, "getppid", lambda parent=parent: parent)
+        main(["fit"])
+    assert seen == ["torchrun-job42-101", "torchrun-job42-202"]
+    assert cli.RUN_ID_VARIABLE not in os.environ
 
 
 def test_each_command_in_one_process_has_its_own_id(tmp_path, capsys, monkeypatch):

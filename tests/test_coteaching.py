@@ -420,20 +420,33 @@ def test_a_datamodule_with_its_own_seed_hyperparameter_fits_with_a_logger(tmp_pa
     assert trainer.current_epoch == 1 and trainer.datamodule.hparams.seed == 0
 
 
-def test_a_models_own_training_step_is_said_to_be_unused():
+def test_a_models_own_training_step_is_said_to_be_unused(tmp_path):
     """A manual-optimisation researcher's `training_step` (with its gradient clipping) ran 0 times under CoTeaching
     without a word: CoTeaching trains both networks from `per_sample_loss`."""
     import warnings
 
-    from lit_robust import ImageClassifier
+    from lit_robust import ImageClassifier, RobustMixin
 
     class OwnStep(TinyModel):
         def training_step(self, batch, batch_idx):
             raise AssertionError("never called")
 
-    with pytest.warns(UserWarning, match=r"CoTeaching: `.*OwnStep.training_step` is not called: CoTeaching trains its "
-                                         r"two copies of the model itself, each from `per_sample_loss`"):
-        CoTeaching(OwnStep())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the package's own models: their steps are the mixin's or its own
-        CoTeaching(ImageClassifier("mlp", num_classes=3, in_channels=1, image_size=2))
+    class AssignsTheMixins(TinyModel):
+        training_step = RobustMixin.training_step
+
+    co = CoTeaching(OwnStep())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 1, limit_train_batches=1).validate(co, BlobsData(with_val=True))
+    assert not [w for w in caught if "is not called" in str(w.message)]  # nothing trains in a validate run
+    with pytest.warns(UserWarning, match=r"CoTeaching: `.*OwnStep\.training_step` is not called: CoTeaching trains "
+                                         r"its two copies of the model itself, each from `per_sample_loss`"):
+        tiny_trainer(tmp_path, 1, limit_train_batches=1).fit(co, BlobsData())
+    from lit_robust.models.coteaching import _say_own_training_step_unused
+
+    for quiet in (ImageClassifier("mlp", num_classes=3, in_channels=1, image_size=2), AssignsTheMixins()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the package's models, and a class that takes the mixin's step
+            _say_own_training_step_unused(quiet)
+    with pytest.warns(UserWarning, match="is not called"):
+        _say_own_training_step_unused(OwnStep())

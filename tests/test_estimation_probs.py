@@ -5,6 +5,7 @@ clean probabilities, degenerate inputs and argument checks."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -145,8 +146,12 @@ def test_numpy_arrays_and_pandas_series_are_taken_as_tensors():
 
     probs, labels = random_case(3, n=300)
     want = estimate_corruption_from_probs(probs, labels)
-    got = estimate_corruption_from_probs(probs.numpy(), pd.Series(labels.numpy()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a read-only array (a Series under copy-on-write) made torch warn
+        got = estimate_corruption_from_probs(probs.numpy(), pd.Series(labels.numpy()))
+        big_endian = estimate_corruption_from_probs(probs.numpy().astype(">f8"), labels.numpy().astype(">i8"))
     assert got.rate == want.rate and torch.equal(got.clean_posterior, want.clean_posterior)
+    assert big_endian.rate == want.rate
     scores = -torch.log(probs[torch.arange(300), labels])
     predicted = probs.argmax(1)
     assert estimate_corruption(scores.numpy()).rate == estimate_corruption(scores).rate

@@ -761,8 +761,8 @@ def test_a_regression_datamodule_fall_back_to_the_loss_mixture_goes_unsaid(tmp_p
         said.clear()
 
 
-@pytest.mark.parametrize("owner", ["filter", "coteaching"])
-def test_fast_dev_run_writes_no_report_and_estimates_nothing(tmp_path, owner, monkeypatch):
+@pytest.mark.parametrize("owner, batches", [("filter", True), ("coteaching", True), ("filter", 2)])
+def test_fast_dev_run_writes_no_report_and_estimates_nothing(tmp_path, owner, batches, monkeypatch):
     """A tuner user's `fast_dev_run` (one batch) left a report of 6,000 rows, 5,872 unscored, beside the real run's,
     estimated 0.89 from that batch (clipped, "pass a longer warm-up") and was told to train longer than the
     `max_epochs=1` they had never set."""
@@ -775,7 +775,7 @@ def test_fast_dev_run_writes_no_report_and_estimates_nothing(tmp_path, owner, mo
     else:
         model = f = CoTeaching(TinyModel(), drop_ratio="auto", warmup_epochs=3, report=True)
         callbacks = []
-    trainer = pl.Trainer(fast_dev_run=True, callbacks=callbacks, default_root_dir=tmp_path, accelerator="cpu",
+    trainer = pl.Trainer(fast_dev_run=batches, callbacks=callbacks, default_root_dir=tmp_path, accelerator="cpu",
                          enable_progress_bar=False, enable_model_summary=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -785,4 +785,5 @@ def test_fast_dev_run_writes_no_report_and_estimates_nothing(tmp_path, owner, mo
     assert f.report_path is None and f.estimated_corruption is None
     assert not list(tmp_path.rglob("*report*"))
     owner_name = "BatchFilter" if owner == "filter" else "CoTeaching"
-    assert infos == [f"{owner_name}: `fast_dev_run` trains one batch, so no per-sample report is written."]
+    what = "1 batch" if batches is True else f"{batches} batches"
+    assert infos == [f"{owner_name}: `fast_dev_run` trains {what}, so no per-sample report is written."]

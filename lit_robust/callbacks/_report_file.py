@@ -160,10 +160,13 @@ class EpochReport:
         if fresh if fresh is not None else not continues_earlier_fit(trainer):
             self.state = None  # an earlier fit's sums do not carry over (a resumed fit restores its own after setup)
         if report_enabled(report, report_dir):
-            if getattr(trainer, "fast_dev_run", False):
-                # a smoke run of one batch: a tuner user's fast_dev_run left a report of 6,000 rows, 5,872 unscored,
-                # beside the real run's (Lightning writes no logs or checkpoints in it either)
-                rank_zero_info(f"{self.owner}: `fast_dev_run` trains one batch, so no per-sample report is written.")
+            smoke = getattr(trainer, "fast_dev_run", False)
+            if smoke:
+                # a smoke run of a few batches: a tuner user's fast_dev_run left a report of 6,000 rows, 5,872
+                # unscored, beside the real run's (Lightning writes no logs or checkpoints in it either)
+                batches = 1 if smoke is True else int(smoke)
+                rank_zero_info(f"{self.owner}: `fast_dev_run` trains {batches} batch{'' if batches == 1 else 'es'}, "
+                               "so no per-sample report is written.")
             else:
                 self.target = resolve_report_path(trainer, report_dir, f"{self.filename}.{report_format}")
         if auto is not None:

@@ -444,6 +444,7 @@ class BatchFilter(Callback):
             self._drop_partial_epoch(trainer.current_epoch)
         self._checked_per_sample = False
         self._scored_once = False
+        self._told_twice = False  # once per fit (a reviewer's second fit double-counted again without a word)
         self._trainer, self._module = trainer, module
         seed_persistent_workers(trainer)  # a resumed fit draws what the uninterrupted one draws
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, planned_epochs(trainer))
@@ -547,6 +548,8 @@ class BatchFilter(Callback):
 
         ramp = max(self.warmup_epochs, 1 if self._auto is not None else 0)  # "auto": epoch 0 drops nothing
         if trainer.current_epoch > 0 or ramp < 1 or (self._auto is None and self.drop_ratio == 0):
+            return
+        if (trainer.min_epochs or 0) >= ramp:  # Lightning does not stop before `min_epochs` (a reviewer's 4 of 3)
             return
         for cb in trainer.early_stopping_callbacks:
             checks = _early_stopping_checks(trainer, cb, ramp)
@@ -738,7 +741,7 @@ class BatchFilter(Callback):
         if eps == 0.0:
             mask = keep_all
             if collect or (record and self._report_scores_now) or (
-                    record and not self._scored_once and self.rule == "prl"):
+                    record and not self._scored_once and self.rule == "prl" and self.drop_ratio != 0):
                 # the first batch is scored whatever the schedule: a `reduce_loss(losses, batch)` without the outputs
                 # PRL needs failed only when the warm-up ended (a researcher lost its 2 epochs)
                 scores = self.scores(losses, batch, outputs, module)

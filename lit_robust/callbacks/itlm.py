@@ -333,14 +333,15 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     return reasons
 
 
-def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epoch: int | None, epochs: int = 2
-                ) -> str:
+def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epoch: int | None, epochs: int = 2,
+                accumulation: int = 1) -> str:
     """The likely cause of a round (or fit) whose model did not learn, from its mean training loss in the first and
     last epoch and its optimizer steps per epoch (pure): a non-finite loss points at the data or a learning rate too
     large, a loss that rose at a learning rate too large, and one that barely moved (less than 1 %) at too few steps
     or a learning rate too small. A tuner's `scale_batch_size` chose a batch of 8,192 for 6,000 samples (one step per
     epoch) and the lr finder a learning rate of 6e-7: both were told "a learning rate too large". How the loss moved
-    is judged over ``epochs`` >= 2 only (a one-epoch round's first epoch is its last).
+    is judged over ``epochs`` >= 2 only (a one-epoch round's first epoch is its last). ``accumulation``: the
+    Trainer's ``accumulate_grad_batches``, named among the causes of few steps when above 1.
 
     >>> stall_cause(2.303, 2.302, 1)[:72]
     'Its training loss barely moved (2.303 -> 2.302) in 1 optimizer step per '
@@ -356,17 +357,20 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
     few = steps_per_epoch is not None and steps_per_epoch <= 2
     steps = ("" if steps_per_epoch is None else
              f" in {steps_per_epoch} optimizer step{'' if steps_per_epoch == 1 else 's'} per epoch")
+    # a reviewer's batch of 16 with `accumulate_grad_batches=15` was told to lower the batch size
+    batch = ("a batch about as large as the training set (a batch-size finder such as Lightning's `scale_batch_size` "
+             "may choose one)" if accumulation <= 1 else
+             f"a batch times `accumulate_grad_batches`={accumulation} about as large as the training set")
+    lower = "Lower the batch size" + ("" if accumulation <= 1 else " or the accumulation")
     if known and epochs >= 2 and abs(last_loss - first_loss) <= 0.01 * abs(first_loss):
         figures = f"({first_loss:.4g} -> {last_loss:.4g}){steps}"
         if few:
-            return (f"Its training loss barely moved {figures}: a batch about as large as the training set (a "
-                    "batch-size finder such as Lightning's `scale_batch_size` may choose one) leaves too few steps "
-                    "to learn. Lower the batch size.")
+            return f"Its training loss barely moved {figures}: {batch} leaves too few steps to learn. {lower}."
         return (f"Its training loss barely moved {figures}: a learning rate too small (an lr finder's suggestion "
                 "can be), or much too large, for a freshly initialised model. Check the learning rate.")
     if few:
         return (f"A common cause is a learning rate too large for a freshly initialised model, or too few steps:"
-                f"{steps.removeprefix(' in')} (a batch about as large as the training set? lower the batch size).")
+                f"{steps.removeprefix(' in')} ({batch}? {lower.lower()}).")
     return "A common cause is a learning rate too large for a freshly initialised model."
 
 
@@ -995,7 +999,9 @@ class ITLM(Callback):
         0.748)."""
         if self.history or self._round > 0 or self.num_rounds < 2:
             return  # from the fit's start (a resumed fit was told then)
-        for cb in trainer.early_stopping_callbacks:
+        # Lightning does not stop before `min_epochs`: one at the fit's length leaves EarlyStopping nothing to end
+        stoppable = (trainer.min_epochs or 0) < sum(self.round_epochs)
+        for cb in trainer.early_stopping_callbacks if stoppable else []:
             checks = _early_stopping_checks(trainer, cb, sum(self.round_epochs))
             # it stops after `patience` checks without improvement: a patience of the fit's checks or more cannot
             # (a release checker's patience of 100 in a 10-epoch fit was warned about, against the warning's advice)
@@ -1268,7 +1274,7 @@ class ITLM(Callback):
         if reasons:
             what = f"ITLM round {rec.round} collapsed (its model did not learn): {'; '.join(reasons)}."
             cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer),
-                                rec.epochs)
+                                rec.epochs, trainer.accumulate_grad_batches)
             if self.on_collapse == "raise":
                 raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
             if rec.round + 1 >= self.num_rounds:
@@ -1742,7 +1748,7 @@ class ITLM(Callback):
             c, p, n = one
             last = self.history[-1] if self.history else None
             loss = (None, None, 0) if last is None else (last.first_epoch_loss, last.last_epoch_loss, last.epochs)
-            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer), loss[2])
+            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer), loss[2], trainer.accumulate_grad_batches)
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
                            f"learn, so the report's ranking and `predicted_label` mean nothing. {cause} (A validation "
@@ -1762,7 +1768,7 @@ class ITLM(Callback):
                        "it did not learn that class although `per_class=True` kept its share of it (a last round "
                        "too short? labels of that class mostly wrong?)" if self.per_class else
                        "the selection it trained on left most of that class out" if starved else
-                       "it did not learn that class although the last round's selection kept most of it (a last "
+                       "it did not learn that class although the last round's selection did not leave it out (a last "
                        "round too short? labels of that class mostly wrong?)")
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
                                f"{why}, so the report's `predicted_label` is no label to relabel those samples with."
@@ -1770,14 +1776,15 @@ class ITLM(Callback):
         return path
 
     def _selection_starved(self, label: int, given: Tensor) -> bool:
-        """Whether the last round's selection kept less than half of the samples labelled ``label`` (``given``: the
-        given label of each dataset index, :data:`NO_LABEL` where unknown)."""
+        """Whether the last round's selection kept the samples labelled ``label`` under half the overall share, as
+        the round lines' starved-class note counts (``given``: the given label of each dataset index,
+        :data:`NO_LABEL` where unknown; a reviewer's ``keep_ratio=0.4`` had every class called starved)."""
         members = given == label
         total = int(members.sum())
-        if self._selection is None or not total:
+        if self._selection is None or not total or not given.numel():
             return False
         kept = int(members[self._selection.to(given.device)].sum())
-        return kept < 0.5 * total
+        return kept / total < 0.5 * self._selection.numel() / given.numel()
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
         loader, self._scoring_source = None, None

@@ -148,6 +148,10 @@ def as_tensor(name: str, x: object) -> Tensor:
 
         array = np.asarray(x)
         if array.dtype.kind in "biuf":
+            if not array.flags.writeable or not array.dtype.isnative:
+                # a pandas Series under copy-on-write reads as a read-only array (torch warns of it), and torch
+                # refuses a non-native byte order: a native copy for both (the caller's array is never written)
+                array = array.astype(array.dtype.newbyteorder("="), copy=True)
             return torch.from_numpy(np.ascontiguousarray(array))
         raise ValueError(f"`{name}` must hold numbers, got an array of dtype {array.dtype}.")
     raise ValueError(f"`{name}` must be a torch.Tensor or a NumPy array, got {type(x).__name__}.")

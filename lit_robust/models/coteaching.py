@@ -157,13 +157,11 @@ def _say_own_training_step_unused(model: pl.LightningModule) -> None:
     """Warn when ``model``'s class has a ``training_step`` of its own: CoTeaching trains both networks from
     ``per_sample_loss`` and never calls it (a manual-optimisation researcher's step, with its gradient clipping, ran
     0 times without a word)."""
-    from lit_robust.mixin import RobustMixin
-
-    owner = next((k for k in type(model).__mro__ if "training_step" in vars(k)), None)
-    if owner is None or owner is RobustMixin or owner.__module__.split(".")[0] in ("lit_robust", "pytorch_lightning",
-                                                                                    "lightning"):
-        return
-    name = owner.__qualname__
+    step = getattr(type(model), "training_step", None)
+    if step is None or getattr(step, "__module__", "").split(".")[0] in ("lit_robust", "pytorch_lightning",
+                                                                          "lightning"):
+        return  # the mixin's own step (or the package's models', or Lightning's)
+    name = getattr(step, "__qualname__", "training_step").removesuffix(".training_step")
     rank_zero_warn(f"CoTeaching: `{name}.training_step` is not called: CoTeaching trains its two copies of the model "
                    f"itself, each from `per_sample_loss` and the optimizer of `configure_optimizers`, so anything "
                    "else that step does (logging, gradient clipping, a second optimizer, manual optimisation) does "
@@ -266,7 +264,6 @@ class CoTeaching(ModuleReport, pl.LightningModule):
                             "in the checkpoint's hyper-parameters, so pass it to load one too: "
                             "`CoTeaching.load_from_checkpoint(path, model=MyModel(...))`.")
         require_mixin("CoTeaching", model)
-        _say_own_training_step_unused(model)
         advice = mismatch_advice(model, "`model`")
         if advice is not None:  # Lightning would train it, but its `self.log` calls would go nowhere
             raise TypeError(f"`CoTeaching`: {advice}")
@@ -318,6 +315,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self.net1, self._trainer)  # the wrapped model's own `setup` is not called by Lightning
+        if stage == "fit":  # (not for a validate-only run of a loaded checkpoint, where nothing trains)
+            _say_own_training_step_unused(self.net1)
         short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
             self.drop_ratio, self.warmup_epochs, planned_epochs(self._trainer))
         if short is not None:
