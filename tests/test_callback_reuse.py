@@ -267,6 +267,49 @@ def test_a_fit_stopped_while_training_says_it_wrote_no_report(tmp_path, name):
     assert not [w for w in caught if "no per-sample report was written" in str(w.message)]
 
 
+@pytest.mark.parametrize("name", ["coteaching", "rca"])
+def test_a_module_whose_fit_stopped_while_training_says_it_wrote_no_report(tmp_path, name):
+    """ITLM and BatchFilter said so through their `on_exception`; a module gets none, so CoTeaching and RCA bring a
+    callback of their own (`configure_callbacks`)."""
+    import warnings
+
+    from lit_robust import RCA, TwoMoonsAnomalyDataModule
+
+    pl.seed_everything(0, verbose=False)
+    if name == "coteaching":
+        module, data, owner = _co_teaching(tmp_path / "rep"), BlobsData(n=240), "CoTeaching"
+    else:
+        module, data, owner = RCA(dim=2, drop_ratio=0.1, report_dir=str(tmp_path / "rep")), \
+            TwoMoonsAnomalyDataModule(n_train=200, n_test=50, batch_size=32), "RCA"
+    with pytest.warns(UserWarning, match=rf"{owner}: the fit stopped \(RuntimeError\) before its end, so no "
+                                         r"per-sample report was written \(`report_path` is None\)"):
+        with pytest.raises(RuntimeError, match="stopped by the user"):
+            tiny_trainer(tmp_path, 4, [InterruptAfterBatches(3)]).fit(module, data)
+    assert module.report_path is None
+    with warnings.catch_warnings(record=True) as caught:  # a fit stopped before training says nothing of a report
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="stopped before training"):
+            tiny_trainer(tmp_path, 4, [StopAtTrainStart()]).fit(module, data)
+    assert not [w for w in caught if "no per-sample report was written" in str(w.message)]
+
+
+class InterruptAfterBatches(pl.Callback):
+    """Raise after ``n`` training batches (a manual-optimisation module's `global_step` counts its optimizers)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_train_batch_end(self, *args):
+        self.n -= 1
+        if self.n == 0:
+            raise RuntimeError("stopped by the user")
+
+
+class StopAtTrainStart(pl.Callback):
+    def on_train_start(self, trainer, pl_module):
+        raise RuntimeError("stopped before training")
+
+
 @pytest.mark.parametrize("name", ["itlm", "prl", "coteaching"])
 def test_a_fit_on_a_finished_trainer_writes_no_report_and_keeps_the_earlier_path(tmp_path, name):
     """A notebook user's re-run cell fitted other labels on a finished Trainer: Lightning trained nothing, and the

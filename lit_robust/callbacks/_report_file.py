@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lit_robust._backend import TrainerFn, rank_zero_info, rank_zero_warn
+from lit_robust._backend import Callback, TrainerFn, rank_zero_info, rank_zero_warn
 from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
@@ -249,6 +249,26 @@ class EpochReport:
         self.state = None if state is None else EpochScores.from_state_dict(state)
 
 
+class _UnwrittenReportNote(Callback):
+    """The exception hook a module lacks: Lightning calls ``on_exception`` of callbacks only, so a module that writes
+    a report (:class:`ModuleReport`) brings this one (``configure_callbacks``) to say that a stopped fit wrote none,
+    as ``ITLM`` and ``BatchFilter`` say."""
+
+    def __init__(self, module: Any) -> None:
+        self.module, self.trained = module, False
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self.trained = False
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.trained = True
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        report = self.module._report
+        if self.trained and report.active and not report.written:  # only after a batch of this fit trained
+            rank_zero_warn(unwritten_report_note(type(self.module).__name__, exception))
+
+
 class ModuleReport:
     """The hooks of a LightningModule that writes its own per-sample report (``RCA``, ``CoTeaching``): an
     :class:`EpochReport` in ``self._report``, its arguments in ``self.report``, ``report_dir``, ``report_format`` and
@@ -290,6 +310,16 @@ class ModuleReport:
         if auto is not None:
             auto.setup_fit(self._trainer)
         seed_persistent_workers(self._trainer)  # a resumed fit draws what the uninterrupted one draws
+
+    def configure_callbacks(self) -> Any:
+        # a module gets no `on_exception`: its own callback says that a stopped fit wrote no report (a subclass that
+        # brings callbacks adds them to this list)
+        theirs = super().configure_callbacks()  # type: ignore[misc]
+        theirs = [] if theirs is None else list(theirs) if isinstance(theirs, (list, tuple)) else [theirs]
+        note = self.__dict__.get("_unwritten_report_note")
+        if note is None:  # one per module: asked again (the CLI asks), it is the same callback
+            note = self._unwritten_report_note = _UnwrittenReportNote(self)
+        return [*theirs, note]
 
     def on_train_start(self) -> None:
         check_state_owner(self)
