@@ -428,3 +428,31 @@ def test_an_early_stopping_that_can_stop_inside_the_warm_up_is_warned_about_befo
                         "least 3, or monitor a validation accuracy."], said
     else:
         assert said == []
+
+
+def test_one_hot_float_targets_are_ranked_as_class_labels(tmp_path):
+    """A soft-label user's one-hot float targets were read as a regression: PRL inferred MSE, dropped mostly clean
+    samples and lost 14 points; the report's `given_label` and `predicted_label` were empty on every row."""
+    from torch.utils.data import TensorDataset
+
+    from lit_robust import IndexedDataset, load_report
+
+    integer = blobs(96)
+    one_hot = IndexedDataset(TensorDataset(integer.dataset.tensors[0], F.one_hot(integer.targets, 3).float()),
+                             corrupted=integer.corrupted)
+
+    class Data(BlobsData):
+        def __init__(self, ds):
+            super().__init__(n=96, batch_size=16)
+            self.ds = ds
+
+    runs = {}
+    for name, ds in (("integer", integer), ("one_hot", one_hot)):
+        f = BatchFilter("prl", drop_ratio=0.3, report=True, report_dir=str(tmp_path / name))
+        fit(tmp_path, [f], max_epochs=2, data=Data(ds))
+        runs[name] = (f.history, load_report(f.report_path, as_frame=False))
+    assert runs["one_hot"][0] == runs["integer"][0]  # the same drops, epoch by epoch
+    rows = {r["index"]: r for r in runs["one_hot"][1]}
+    for r in runs["integer"][1]:
+        assert rows[r["index"]]["given_label"] == r["given_label"] == int(integer.targets[r["index"]])
+        assert rows[r["index"]]["predicted_label"] == r["predicted_label"] is not None

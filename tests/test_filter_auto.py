@@ -199,8 +199,9 @@ def test_disagreement_without_labels_falls_back_to_gmm_with_one_info_line(monkey
                  torch.zeros(100, dtype=torch.int64))
         auto.add(torch.arange(100, 200), scores[100:])  # one batch without labels: the epoch uses gmm
         assert auto.end_epoch(epoch) == pytest.approx(estimate_corruption(scores, "gmm").rate, abs=1e-12)
-    assert said == ["BatchFilter: `estimator='disagreement'` needs integer targets and [batch, classes] outputs "
-                     "from `per_sample_loss`; the module has none, the gmm estimate is used instead."]
+    assert said == ["BatchFilter: `estimator='disagreement'` needs class labels as targets (integers or one-hot rows, "
+                    "not soft labels such as mixup's or regression targets) and [batch, classes] outputs from "
+                    "`per_sample_loss`; without both the gmm estimate is used instead."]
     with pytest.raises(ValueError, match=r"BatchFilter: `given` and `predicted` must hold one label per sample of "
                                          r"the batch \(4\), got 3 and 4\."):
         auto.add(torch.arange(4), torch.ones(4), torch.zeros(3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
@@ -756,7 +757,7 @@ def test_a_regression_datamodule_fall_back_to_the_loss_mixture_goes_unsaid(tmp_p
         else:
             trainer.fit(model, data)
         assert cb.history[-1].estimated_corruption is not None
-        fallback = [t for t in said if "needs integer" in t]
+        fallback = [t for t in said if "needs integer" in t or "needs class labels" in t]
         assert len(fallback) == (0 if data is not None and trainer.datamodule is not None else 1), said
         said.clear()
 

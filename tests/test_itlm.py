@@ -536,7 +536,7 @@ def test_per_class_needs_class_labels(tmp_path):
     pl.seed_everything(0, verbose=False)
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
     with pytest.raises(ValueError, match=r"ITLM round 1: `per_class=True` trims each class by its given label, but "
-                                         r"the training targets are not integer class labels"):
+                                         r"the training targets are not class labels -- integers or one-hot rows"):
         x = torch.randn(40, 3)
         data = DataLoader(IndexedDataset(TensorDataset(x, x.sum(1, keepdim=True))), batch_size=8)
         tiny_trainer(tmp_path, 2, [itlm]).fit(LinearRegressor(), data)

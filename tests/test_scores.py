@@ -356,3 +356,17 @@ def test_prl_l_scores_read_the_device_once(monkeypatch):
     assert len(reads) == 1, reads
     monkeypatch.undo()
     torch.testing.assert_close(scores, (torch.softmax(logits, 1) - torch.nn.functional.one_hot(y, 10)).norm(dim=1))
+
+
+@pytest.mark.parametrize("targets, outputs, want", [
+    (torch.tensor([2, 0]), torch.zeros(2, 3), "ce"),  # class indices
+    (torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), torch.zeros(2, 3), "ce"),  # one-hot floats
+    (torch.tensor([[0.3, 0.7, 0.0], [0.05, 0.05, 0.9]]), torch.zeros(2, 3), "ce"),  # mixup / smoothed labels
+    (torch.tensor([[0.3], [2.0]]), torch.zeros(2, 1), "mse"),  # one regression target
+    (torch.tensor([[0.3, 0.9], [2.0, -1.0]]), torch.zeros(2, 2), "mse"),  # rows that are no distributions
+    (torch.tensor([[0.5, 0.5, 0.0]]), torch.zeros(1, 2), "mse"),  # not shaped like the outputs
+])
+def test_infer_loss_layer(targets, outputs, want):
+    from lit_robust.functional.scores import infer_loss_layer
+
+    assert infer_loss_layer(outputs, targets) == want

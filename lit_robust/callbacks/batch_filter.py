@@ -248,7 +248,9 @@ class BatchFilter(Callback):
         scope: ``"local"`` or ``"global"``.
         loss: the loss layer for ``rule="prl"``: ``"ce"`` (logits, class-index or probability targets),
             ``"mse"`` (:math:`\frac1q\sum_j(\hat y_{ij}-y_{ij})^2`), a callable ``loss(outputs, targets) -> [B]``,
-            or ``None`` to infer it from the targets (integer → ``"ce"``, floating point → ``"mse"``).
+            or ``None`` to infer it from the targets (integer labels or ``[B, C]`` class probabilities such as
+            one-hot or mixup targets → ``"ce"``, other floating point → ``"mse"``:
+            :func:`~lit_robust.functional.scores.infer_loss_layer`).
             Ignored by the other rules.
         allow_large_drop: allow :math:`\varepsilon \in [0.5, 1)` (no guarantee).
         prl_g_backend: ``"auto"``, ``"bookkeeping"`` or ``"two_pass"`` (``rule="prl_g"`` only; see above).

@@ -375,8 +375,9 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
 
 
 _PER_CLASS_NEEDS_LABELS = ("`per_class=True` trims each class by its given label, but the training targets are not "
-                           "integer class labels (a regression's or a GAN's are not; class labels stored as floats, "
-                           "e.g. 3.0: cast them to torch.long); use per_class=False otherwise.")
+                           "class labels -- integers or one-hot rows (a regression's, a GAN's or soft labels such as "
+                           "mixup's are not; class labels stored as floats, e.g. 3.0: cast them to torch.long); use "
+                           "per_class=False otherwise.")
 
 
 class ITLM(Callback):

@@ -79,6 +79,8 @@ DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "disagreement"  # measured: benchmar
 # why an estimate reaches the cap, said in the clipping warnings (a newcomer's one-step epochs read 72-82 % noise)
 UNLEARNT_NOTE = ("an estimate this high usually means the model had not learned yet when it was made: too few steps, "
                  "e.g. a batch as large as the data set, or a short warm-up")
+# a per-batch filter reads the training step's predictions: a soft-label user's mixup read 0.61 for 30 % noise
+MIXED_INPUTS_NOTE = "or inputs mixed in the training step (mixup, cutmix), whose predictions the filter reads"
 _CAP_BELOW = 0.01  # the clip value is this far below the module's (open) upper bound on the drop ratio
 
 
@@ -163,7 +165,7 @@ def auto_drop_ratio(rate: float, margin: float = 0.0, cap: float = 0.49) -> tupl
     target = rate + margin
     if not target <= cap:  # NaN included
         return cap, (f"the estimate {rate:.4g} (+ auto_margin {margin:.4g}) is >= {cap:.4g}, the largest drop "
-                     f"ratio allowed here ({UNLEARNT_NOTE}); clipped to {cap:.4g}")
+                     f"ratio allowed here ({UNLEARNT_NOTE}, {MIXED_INPUTS_NOTE}); clipped to {cap:.4g}")
     return float(target), None
 
 
@@ -494,8 +496,10 @@ class AutoDropRatio:
         else:
             if missing and not self._told_fallback:
                 self._told_fallback = True
-                rank_zero_info(f"{self.owner}: `estimator='{self.estimator}'` needs integer targets and [batch, "
-                               "classes] outputs from `per_sample_loss`; the module has none, the gmm estimate is used "
+                # a soft-label user's [B, C] outputs were said to be missing: their targets were the reason
+                rank_zero_info(f"{self.owner}: `estimator='{self.estimator}'` needs class labels as targets (integers "
+                               "or one-hot rows, not soft labels such as mixup's or regression targets) and [batch, "
+                               "classes] outputs from `per_sample_loss`; without both the gmm estimate is used "
                                "instead.")
             est = estimate_corruption(means, mixture_of(self.estimator))
         rate = float(est.rate)
