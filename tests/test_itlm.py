@@ -535,11 +535,20 @@ def test_per_class_needs_class_labels(tmp_path):
         ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class="yes")
     pl.seed_everything(0, verbose=False)
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
-    with pytest.raises(ValueError, match=r"ITLM round 1: `per_class=True` trims each class by its given label, but "
-                                         r"the training targets are not class labels -- integers or one-hot rows"):
+    # refused at the first batch, not when round 1 begins (a soft-label user's mixup targets lost round 0's 4 epochs)
+    model = LinearRegressor()
+    with pytest.raises(ValueError, match=r"^the first training batch's targets are torch.float32 of shape \(8, 1\): "
+                                         r"`per_class=True` trims each class by its given label, but the training "
+                                         r"targets are not class labels -- integers or one-hot rows"):
         x = torch.randn(40, 3)
         data = DataLoader(IndexedDataset(TensorDataset(x, x.sum(1, keepdim=True))), batch_size=8)
-        tiny_trainer(tmp_path, 2, [itlm]).fit(LinearRegressor(), data)
+        tiny_trainer(tmp_path, 2, [itlm]).fit(model, data)
+    assert model.trainer.global_step == 0
+    soft = torch.softmax(torch.randn(40, 3), 1)  # mixup's or smoothed labels: no class per row
+    with pytest.raises(ValueError, match=r"^the first training batch's targets are torch.float32 of shape \(8, 3\)"):
+        data = DataLoader(IndexedDataset(TensorDataset(torch.randn(40, 2), soft)), batch_size=8)
+        tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False,
+                                        plot=False)]).fit(TinyModel(), data)
     # class labels stored as floats in the user's own loader: refused before round 0 trains (a release checker's
     # own loader got the hint only after a whole round)
     blobs_data = BlobsData()
@@ -1074,3 +1083,25 @@ def test_a_failed_fit_leaves_no_report_path_of_the_fit_before(tmp_path, make):
     with pytest.raises(RuntimeError, match="crash"):
         tiny_trainer(tmp_path, 2, [callback, Crash()]).fit(TinyModel(), BlobsData())
     assert callback.report_path is None
+
+
+def test_per_class_with_one_hot_targets_trims_as_with_integer_labels(tmp_path):
+    """One-hot rows are class labels: `per_class=True` trims each class by them, as with the integer labels (a
+    soft-label user's one-hot targets were refused after round 0)."""
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    base = BlobsData().ds
+    x, y = base.dataset.tensors[0], base.targets
+    selections = []
+    for targets in (y, F.one_hot(y, 3).float()):
+        pl.seed_everything(0, verbose=False)
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
+        data = DataLoader(IndexedDataset(TensorDataset(x, targets)), batch_size=32, shuffle=True)
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), data)
+        selections.append(itlm.selection)
+    assert torch.equal(selections[0], selections[1])
+    kept = y[selections[1]]
+    assert [int((kept == c).sum()) for c in range(3)] == [int(0.6 * int((y == c).sum())) for c in range(3)]

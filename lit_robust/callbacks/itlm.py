@@ -1108,6 +1108,13 @@ class ITLM(Callback):
             check_per_sample_at_first_batch(type(self).__name__, pl_module, batch,
                                             what="sample_scores" if own_scores else "per_sample_loss")
             self._checked_per_sample = True
+        if self.per_class and batch_idx == 0 and trainer.current_epoch == 0:
+            # soft (mixup) targets were refused only when round 1 began: a soft-label user lost round 0's 4 epochs
+            target = unpack_batch(batch, owner="ITLM").target
+            if integer_labels(target) is None:
+                what = (f"{target.dtype} of shape {tuple(target.shape)}" if isinstance(target, Tensor)
+                        else type(target).__name__)
+                raise ValueError(f"the first training batch's targets are {what}: {_PER_CLASS_NEEDS_LABELS}")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
