@@ -394,6 +394,25 @@ def build_report(
     return table
 
 
+def top_rows_dropped(kept: Sequence[Any]) -> tuple[int, float, float] | None:
+    """How the ranking agrees with a selection (pure): for ``kept``, the rows' kept flags in rank order (most
+    suspicious first; ``None`` for a row without one), ``(k, share, chance)``: ``k`` rows were dropped, ``share`` of
+    the top ``k`` rows were dropped ones, ``chance`` = k / n is what a random order gives. ``None`` when nothing or
+    everything was dropped.
+
+    >>> top_rows_dropped([False, False, True, True, True, True, True, True, True, True])
+    (2, 1.0, 0.2)
+    >>> top_rows_dropped([True, True, True, False, False])[1]
+    0.0
+    """
+    flags = [bool(v) for v in kept if v is not None]
+    n = len(flags)
+    k = flags.count(False)
+    if k == 0 or k == n:
+        return None
+    return k, flags[:k].count(False) / k, k / n
+
+
 def posterior_note(table: dict[str, list[Any]]) -> str | None:
     """A sentence for the log when the report's ``clean_posterior`` is 1 on every scored row (its estimator found one
     component in the final scores), else ``None``. Without it a plain-PyTorch newcomer, whose ``per_sample_loss``
