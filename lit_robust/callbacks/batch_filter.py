@@ -77,7 +77,7 @@ def small_batch_message(owner: str, n: int, eps: float) -> str:
 
 def planned_epochs(trainer: Any) -> int | None:
     """The epochs the fit is set to train, for :func:`warmup_outlasts_fit`: ``max_epochs``, or ``None`` (not judged)
-    under ``fast_dev_run``, a smoke run of one batch whose ``max_epochs`` of 1 the user never set (a tuner user was
+    under ``fast_dev_run``, a smoke run of a few batches whose ``max_epochs`` of 1 the user never set (a tuner user was
     told to train longer than the ``max_epochs=1`` they had not written)."""
     if getattr(trainer, "fast_dev_run", False):
         return None

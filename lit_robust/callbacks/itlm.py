@@ -1758,7 +1758,8 @@ class ITLM(Callback):
             c, p, n = one
             last = self.history[-1] if self.history else None
             loss = (None, None, 0) if last is None else (last.first_epoch_loss, last.last_epoch_loss, last.epochs)
-            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer), loss[2], trainer.accumulate_grad_batches)
+            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer), loss[2],
+                                trainer.accumulate_grad_batches)
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
                            f"learn, so the report's ranking and `predicted_label` mean nothing. {cause} (A validation "

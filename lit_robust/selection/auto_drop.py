@@ -369,7 +369,7 @@ class AutoDropRatio:
         """At fit setup, after :meth:`reset`. When ``trainer``'s datamodule says it yields regression targets, the
         fall-back of a label estimator to the gmm goes unsaid: a regression user's
         ``TableDataModule(task="regression")`` fit said in every run that the default estimator needs integer
-        targets. Under ``fast_dev_run`` (one batch) nothing is collected or estimated: a tuner user's smoke run
+        targets. Under ``fast_dev_run`` (a few batches) nothing is collected or estimated: a tuner user's smoke run
         estimated 0.89 from one batch and was told to lengthen the warm-up."""
         from lit_robust.data.spec import datamodule_spec
 
