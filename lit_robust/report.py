@@ -93,31 +93,22 @@ NO_LABEL = -(2**62)  # "no label" in the integer label tensors of the accumulato
 
 # -- labels ------------------------------------------------------------------------------------------------------
 def integer_labels(target: Any) -> Tensor | None:
-    """``target`` when it is a 1-D tensor of integer class labels; the class of each row of one-hot targets
-    (``[B, C]``, ``C >= 2``, every row one 1 and zeros, in any dtype); else ``None`` (regression targets, soft
-    labels such as mixup's, a non-tensor). A soft-label user's one-hot targets left the report's `given_label` and
-    `predicted_label` empty on every row.
+    """``target`` when it is a 1-D tensor of integer class labels, else ``None`` (regression targets, soft labels,
+    one-hot rows, a non-tensor). One-hot rows are not read as labels: telling them from multi-label or regression
+    rows needs their values, a host read in every training step (a reviewer counted 2-4 per batch).
 
     >>> integer_labels(torch.tensor([2, 0])).tolist(), integer_labels(torch.tensor([0.5, 1.0]))
     ([2, 0], None)
-    >>> integer_labels(torch.tensor([[0.0, 1.0], [1.0, 0.0]])).tolist(), integer_labels(torch.tensor([[0.3, 0.7]]))
-    ([1, 0], None)
     """
-    if not isinstance(target, Tensor) or target.is_complex():
-        return None
-    if target.ndim == 1 and not target.is_floating_point() and target.dtype != torch.bool:
+    if isinstance(target, Tensor) and target.ndim == 1 and not target.is_floating_point() \
+            and not target.is_complex() and target.dtype != torch.bool:
         return target
-    if target.ndim == 2 and target.shape[1] >= 2 and target.shape[0]:
-        t = target.detach()
-        if bool(((t == 0) | (t == 1)).all()) and bool((t.to(torch.int64).sum(1) == 1).all()):
-            return t.to(torch.int64).argmax(1)
     return None
 
 
 def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
     """A classifier's predicted class per sample: ``outputs.argmax(1)`` when ``outputs`` are ``[B, C]`` floating
-    scores (logits or probabilities, ``C >= 2``) and ``target`` holds class labels (:func:`integer_labels`: ``[B]``
-    integers or one-hot rows); else ``None``
+    scores (logits or probabilities, ``C >= 2``) and ``target`` is a ``[B]`` integer label tensor; else ``None``
     (regression, a GAN's or a flow's outputs, a single binary logit).
 
     >>> labels_from_outputs(torch.tensor([[0.1, 2.0], [3.0, -1.0]]), torch.tensor([1, 1])).tolist()

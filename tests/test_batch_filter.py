@@ -92,6 +92,8 @@ def test_prl_infers_mse_from_floating_targets_and_ce_from_class_indices():
     f._trainer = fake_trainer()
     mask = f.keep_mask(torch.zeros(10), (index, None, y), pred, None)
     assert torch.equal(mask, smallest_k_mask((pred - y).norm(dim=1), 7, index))
+    assert f._inferred_loss == "mse"
+    f._inferred_loss = None  # decided once per fit: the next fit (here, other targets) decides again
     logits, labels = torch.randn(10, 4, generator=g), torch.randint(0, 4, (10,), generator=g)
     mask = f.keep_mask(torch.zeros(10), (index, None, labels), logits, None)
     assert torch.equal(mask, smallest_k_mask((logits.softmax(1) - F.one_hot(labels, 4)).norm(dim=1), 7, index))
@@ -432,7 +434,8 @@ def test_an_early_stopping_that_can_stop_inside_the_warm_up_is_warned_about_befo
 
 def test_one_hot_float_targets_are_ranked_as_class_labels(tmp_path):
     """A soft-label user's one-hot float targets were read as a regression: PRL inferred MSE, dropped mostly clean
-    samples and lost 14 points; the report's `given_label` and `predicted_label` were empty on every row."""
+    samples and lost 14 points. (The report's label columns stay empty for them: telling one-hot rows from multi-label
+    ones would read the targets in every step.)"""
     from torch.utils.data import TensorDataset
 
     from lit_robust import IndexedDataset, load_report
@@ -454,5 +457,31 @@ def test_one_hot_float_targets_are_ranked_as_class_labels(tmp_path):
     assert runs["one_hot"][0] == runs["integer"][0]  # the same drops, epoch by epoch
     rows = {r["index"]: r for r in runs["one_hot"][1]}
     for r in runs["integer"][1]:
-        assert rows[r["index"]]["given_label"] == r["given_label"] == int(integer.targets[r["index"]])
-        assert rows[r["index"]]["predicted_label"] == r["predicted_label"] is not None
+        assert rows[r["index"]]["score_last_epoch"] == pytest.approx(r["score_last_epoch"], rel=1e-2, abs=1e-3)
+        assert rows[r["index"]]["given_label"] is None and r["given_label"] == int(integer.targets[r["index"]])
+
+
+def test_the_inferred_loss_layer_is_decided_once_per_fit(tmp_path):
+    """Deciding per batch read the targets' values in every step (a host sync on a GPU) and could switch between
+    cross-entropy and MSE from batch to batch (a reviewer's multi-label rows): decided at the fit's first batch."""
+    from lit_robust.functional import scores
+
+    calls = []
+    real = scores.infer_loss_layer
+
+    def counting(outputs, targets):
+        calls.append(1)
+        return real(outputs, targets)
+
+    import lit_robust.functional.scores as module
+
+    original = module.infer_loss_layer
+    module.infer_loss_layer = counting
+    try:
+        f = BatchFilter("prl", drop_ratio=0.3)
+        fit(tmp_path, [f], max_epochs=2)
+        assert len(calls) == 1 and f._inferred_loss == "ce"
+        fit(tmp_path, [f], max_epochs=2)  # a new fit decides again
+        assert len(calls) == 2
+    finally:
+        module.infer_loss_layer = original

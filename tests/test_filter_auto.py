@@ -199,8 +199,8 @@ def test_disagreement_without_labels_falls_back_to_gmm_with_one_info_line(monkey
                  torch.zeros(100, dtype=torch.int64))
         auto.add(torch.arange(100, 200), scores[100:])  # one batch without labels: the epoch uses gmm
         assert auto.end_epoch(epoch) == pytest.approx(estimate_corruption(scores, "gmm").rate, abs=1e-12)
-    assert said == ["BatchFilter: `estimator='disagreement'` needs class labels as targets (integers or one-hot rows, "
-                    "not soft labels such as mixup's or regression targets) and [batch, classes] outputs from "
+    assert said == ["BatchFilter: `estimator='disagreement'` needs integer class labels as targets (not one-hot rows, "
+                    "soft labels such as mixup's, or regression targets) and [batch, classes] outputs from "
                     "`per_sample_loss`; without both the gmm estimate is used instead."]
     with pytest.raises(ValueError, match=r"BatchFilter: `given` and `predicted` must hold one label per sample of "
                                          r"the batch \(4\), got 3 and 4\."):

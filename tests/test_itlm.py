@@ -539,7 +539,7 @@ def test_per_class_needs_class_labels(tmp_path):
     model = LinearRegressor()
     with pytest.raises(ValueError, match=r"^the first training batch's targets are torch.float32 of shape \(8, 1\): "
                                          r"`per_class=True` trims each class by its given label, but the training "
-                                         r"targets are not class labels -- integers or one-hot rows"):
+                                         r"targets are not integer class labels"):
         x = torch.randn(40, 3)
         data = DataLoader(IndexedDataset(TensorDataset(x, x.sum(1, keepdim=True))), batch_size=8)
         tiny_trainer(tmp_path, 2, [itlm]).fit(model, data)
@@ -1085,9 +1085,9 @@ def test_a_failed_fit_leaves_no_report_path_of_the_fit_before(tmp_path, make):
     assert callback.report_path is None
 
 
-def test_per_class_with_one_hot_targets_trims_as_with_integer_labels(tmp_path):
-    """One-hot rows are class labels: `per_class=True` trims each class by them, as with the integer labels (a
-    soft-label user's one-hot targets were refused after round 0)."""
+def test_per_class_with_soft_training_targets_and_a_scoring_loader_of_labels_trains(tmp_path):
+    """A reviewer's label-smoothed training targets with a `scoring_dataloader` of the integer labels (the labels the
+    trim reads) were refused by the first-batch check; they worked before it."""
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -1095,15 +1095,19 @@ def test_per_class_with_one_hot_targets_trims_as_with_integer_labels(tmp_path):
 
     base = BlobsData().ds
     x, y = base.dataset.tensors[0], base.targets
-    selections = []
-    for targets in (y, F.one_hot(y, 3).float()):
-        pl.seed_everything(0, verbose=False)
-        itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
-        data = DataLoader(IndexedDataset(TensorDataset(x, targets)), batch_size=32, shuffle=True)
-        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), data)
-        selections.append(itlm.selection)
-    assert torch.equal(selections[0], selections[1])
-    kept = y[selections[1]]
+    smooth = F.one_hot(y, 3).float() * 0.9 + 0.1 / 3
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(IndexedDataset(TensorDataset(x, smooth)), batch_size=32, shuffle=True)
+
+        def scoring_dataloader(self):
+            return DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=64)
+
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], per_class=True, verbose=False, plot=False)
+    tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), Data())
+    kept = y[itlm.selection]
     assert [int((kept == c).sum()) for c in range(3)] == [int(0.6 * int((y == c).sum())) for c in range(3)]
 
 

@@ -930,14 +930,15 @@ def test_a_final_ranking_that_disagrees_with_the_last_selection_is_warned_about(
     from lit_robust.report import top_rows_dropped
 
     itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 2], verbose=False, plot=False, report_dir=str(tmp_path / "rep"))
-    with pytest.warns(UserWarning, match=r"ITLM: the report ranks by the final model's scores, and they disagree with "
-                                         r"the last selection: of its top 72 rows only \d+% are ones the selection "
-                                         r"dropped, fewer than a random order's 30%.* sort the report by "
-                                         r"`score_round_0`, the scores the last selection was made by"):
+    with pytest.warns(UserWarning, match=r"ITLM: the report's ranking \(the final model's scores\) and the last "
+                                         r"selection disagree: of its top 72 rows \d+% are ones the selection dropped, "
+                                         r"against 30% for a random order. One of them is wrong: .* Look at the top "
+                                         r"rows by `rank` and by `score_round_0` \(the scores the last selection was "
+                                         r"made by\) before you act on either."):
         fit(tmp_path, itlm, model=FinalScoresInverted())
     kept = [r["kept"] for r in load_report(itlm.report_path, as_frame=False)]
     k, share, chance = top_rows_dropped(kept)
-    assert k == 72 and share < chance
+    assert k == 72 and share < 1.5 * chance
     itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 2], verbose=False, plot=False, report_dir=str(tmp_path / "ok"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

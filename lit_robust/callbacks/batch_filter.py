@@ -32,7 +32,7 @@ from lit_robust.callbacks._resume import (
     warn_inexact_resume,
 )
 from lit_robust.data.indexed import check_collate, unpack_batch
-from lit_robust.functional.scores import GradNormRecorder, loss_layer_scores
+from lit_robust.functional.scores import GradNormRecorder, fit_loss_layer, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
 from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs, report_fields
 from lit_robust.selection import distributed
@@ -447,6 +447,7 @@ class BatchFilter(Callback):
         self._checked_per_sample = False
         self._scored_once = False
         self._told_twice = False  # once per fit (a reviewer's second fit double-counted again without a word)
+        self._inferred_loss = None  # `loss=None`: PRL's loss layer, decided at this fit's first batch
         self._trainer, self._module = trainer, module
         seed_persistent_workers(trainer)  # a resumed fit draws what the uninterrupted one draws
         short = warmup_outlasts_fit(self.drop_ratio, self.warmup_epochs, planned_epochs(trainer))
@@ -809,7 +810,9 @@ class BatchFilter(Callback):
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
         """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""
         if self.rule in ("prl", "spl"):
-            return loss_layer_scores(self.rule, losses, outputs, unpack_batch(batch).target, self.loss)
+            target = unpack_batch(batch).target
+            return loss_layer_scores(self.rule, losses, outputs, target,
+                                     fit_loss_layer(self, self.rule, self.loss, outputs, target))
         if self._recorder is None:  # called outside a fit: record nothing, so compute the norms directly
             raise RuntimeError("`rule='prl_g'` computes its scores during `trainer.fit` only (the forward of the "
                                "training step is recorded); outside a fit use `lit_robust.functional.scores.prl_g_scores`.")

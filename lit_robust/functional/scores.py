@@ -200,7 +200,8 @@ def infer_loss_layer(outputs: Tensor, targets: Any) -> LossLayer:
     summing to 1 (one-hot, label-smoothed, mixup's mixed labels) -- and ``"mse"`` for other floating targets
     (regression). A soft-label user's one-hot float targets were read as a regression: the filter dropped mostly
     clean samples (24 % of its drops corrupted for 30 % noise) and test accuracy fell from 0.912 to 0.768. Pass
-    ``loss="mse"`` for a regression whose targets happen to be such rows (e.g. proportions).
+    ``loss="mse"`` for a regression whose targets happen to be such rows (e.g. proportions), and a callable for
+    multi-label 0/1 rows (a batch whose rows each hold one tag would read as class probabilities).
 
     >>> infer_loss_layer(torch.zeros(2, 3), torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]]))
     'ce'
@@ -215,6 +216,18 @@ def infer_loss_layer(outputs: Tensor, targets: Any) -> LossLayer:
         if bool((t >= 0).all()) and float((t.sum(1) - 1).abs().max()) <= 1e-3:
             return "ce"
     return "mse"
+
+
+def fit_loss_layer(owner: Any, rule: str, loss: Any, outputs: Any, targets: Any) -> Any:
+    """The loss layer a PRL(L) owner passes on: ``loss`` when given; else :func:`infer_loss_layer` decided once per
+    fit, at the first batch with tensor outputs, and kept in ``owner._inferred_loss`` (reset to ``None`` at each
+    fit's setup). Deciding per batch read the targets' values in every training step (a host sync on a GPU: a
+    reviewer counted them) and could switch between cross-entropy and MSE from batch to batch (multi-label rows)."""
+    if loss is not None or rule != "prl":
+        return loss
+    if getattr(owner, "_inferred_loss", None) is None and isinstance(outputs, Tensor):
+        owner._inferred_loss = infer_loss_layer(outputs, targets)
+    return getattr(owner, "_inferred_loss", None)
 
 
 def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any, targets: Any,

@@ -25,7 +25,7 @@ from lit_robust.callbacks.batch_filter import (
 )
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.data.spec import check_fits_data
-from lit_robust.functional.scores import loss_layer_scores
+from lit_robust.functional.scores import fit_loss_layer, loss_layer_scores
 from lit_robust.mixin import require_mixin, split_loss_output
 from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs
 from lit_robust.selection import distributed
@@ -317,6 +317,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         check_fits_data(self.net1, self._trainer)  # the wrapped model's own `setup` is not called by Lightning
         if stage == "fit":  # (not for a validate-only run of a loaded checkpoint, where nothing trains)
             _say_own_training_step_unused(self.net1)
+            self._inferred_loss = None  # `loss=None`: PRL's loss layer, decided at this fit's first batch
         short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
             self.drop_ratio, self.warmup_epochs, planned_epochs(self._trainer))
         if short is not None:
@@ -379,7 +380,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         keep = torch.ones_like(losses[0], dtype=torch.bool)
         if drop_ratio == 0.0 and not collect and not report:
             return keep, keep
-        scores = [loss_layer_scores(self.rule, l_i, o_i, ib.target, self.loss) for l_i, o_i in zip(losses, outputs)]
+        loss = fit_loss_layer(self, self.rule, self.loss, outputs[0], ib.target)
+        scores = [loss_layer_scores(self.rule, l_i, o_i, ib.target, loss) for l_i, o_i in zip(losses, outputs)]
         mean_score = 0.5 * (scores[0].double() + scores[1].double()) if collect or report else None
         given = predicted = None
         if report or (collect and self._auto.uses_labels):  # net1's prediction (the network `forward` uses)

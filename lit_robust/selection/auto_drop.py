@@ -497,8 +497,8 @@ class AutoDropRatio:
             if missing and not self._told_fallback:
                 self._told_fallback = True
                 # a soft-label user's [B, C] outputs were said to be missing: their targets were the reason
-                rank_zero_info(f"{self.owner}: `estimator='{self.estimator}'` needs class labels as targets (integers "
-                               "or one-hot rows, not soft labels such as mixup's or regression targets) and [batch, "
+                rank_zero_info(f"{self.owner}: `estimator='{self.estimator}'` needs integer class labels as targets "
+                               "(not one-hot rows, soft labels such as mixup's, or regression targets) and [batch, "
                                "classes] outputs from `per_sample_loss`; without both the gmm estimate is used "
                                "instead.")
             est = estimate_corruption(means, mixture_of(self.estimator))
