@@ -1443,7 +1443,8 @@ class ITLM(Callback):
                               "share), or an `auto_margin`.")
                 else:
                     what = f"`keep_ratio`={self.keep_ratio:g}"
-                    advice = f"Use keep_ratio <= {clean / n:.3g} (a little below the clean share), or keep_ratio='auto'."
+                    advice = (f"Use keep_ratio <= {clean / n:.3g} (a little below the clean share), or "
+                              "keep_ratio='auto'.")
                 rank_zero_warn(f"ITLM round {round_}: {what} keeps {kept} of {n} samples, more than the {clean} "
                                f"({clean / n:.1%}) the ground truth flags as clean: the selection is at most "
                                f"{percent_at_most(clean / kept)} clean. {advice}")
