@@ -921,12 +921,19 @@ def test_demo_sums_up_the_starved_class_warnings_in_one_line_and_shows_the_other
 
     starved = ("ITLM round 2: the selection keeps 0 of 133 labelled 2, against 55% overall: one trim can starve ... "
                "`ITLM(per_class=True)` keeps the same share of every class.")
+    # and the "auto kept more than are clean" warning of a seed, new this stop, printed raw above the demo's table
+    under = ("ITLM round 1: `keep_ratio='auto'` (estimate 35.18 %) keeps 842 of 1300 samples, more than the 780 "
+             "(60.0%) the ground truth flags as clean: the selection is at most 92.6% clean. The estimate is low: ...")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.warn(starved, stacklevel=1)
+        warnings.warn(under, stacklevel=1)
         warnings.warn("something else entirely", stacklevel=1)
     with pytest.warns(UserWarning) as shown:
-        assert _starved_class_warnings(caught) == ["ITLM round 2: the selection keeps 0 of 133 labelled 2"]
+        assert _starved_class_warnings(caught) == (
+            ["ITLM round 2: the selection keeps 0 of 133 labelled 2"],
+            ["ITLM round 1: `keep_ratio='auto'` (estimate 35.18 %) keeps 842 of 1300 samples, more than the 780 "
+             "(60.0%) the ground truth flags as clean"])
     assert [str(w.message) for w in shown] == ["something else entirely"]
 
 
