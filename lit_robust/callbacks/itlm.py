@@ -1109,9 +1109,8 @@ class ITLM(Callback):
             check_per_sample_at_first_batch(type(self).__name__, pl_module, batch,
                                             what="sample_scores" if own_scores else "per_sample_loss")
             self._checked_per_sample = True
-        own_scoring = any(callable(getattr(o, "scoring_dataloader", None)) for o in (trainer.datamodule, pl_module)
-                          if o is not None)
-        if self.per_class and batch_idx == 0 and trainer.current_epoch == 0 and not own_scoring:
+        if (self.per_class and batch_idx == 0 and trainer.current_epoch == 0
+                and _scoring_dataloader_owner(trainer, pl_module) is None):
             # soft (mixup) targets were refused only when round 1 began: a soft-label user lost round 0's 4 epochs.
             # (A `scoring_dataloader` may give the labels the trim reads while training reads soft ones.)
             target = unpack_batch(batch, owner="ITLM").target
@@ -1835,12 +1834,10 @@ class ITLM(Callback):
 
     def _scoring_loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> DataLoader:
         loader, self._scoring_source = None, None
-        for owner in (trainer.datamodule, pl_module):
-            fn = getattr(owner, "scoring_dataloader", None) if owner is not None else None
-            if callable(fn):
-                loader = fn()
-                self._scoring_source = f"`scoring_dataloader()` of your {'datamodule' if owner is trainer.datamodule else 'module'}"
-                break
+        owner = _scoring_dataloader_owner(trainer, pl_module)
+        if owner is not None:
+            loader = owner.scoring_dataloader()
+            self._scoring_source = f"`scoring_dataloader()` of your {'datamodule' if owner is trainer.datamodule else 'module'}"
         if loader is None:
             loader = getattr(self, "_train_loader", None)
             if loader is None:
@@ -1979,6 +1976,14 @@ class ITLM(Callback):
             off = "" if self._report_target is not None or self.report is False else (
                 "; the per-sample report is off (`report=True` writes it)")
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
+
+
+def _scoring_dataloader_owner(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+    """The datamodule, else the module, that has a ``scoring_dataloader()`` (what ITLM scores), or ``None``."""
+    for owner in (trainer.datamodule, pl_module):
+        if owner is not None and callable(getattr(owner, "scoring_dataloader", None)):
+            return owner
+    return None
 
 
 def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> int | None:

@@ -364,6 +364,7 @@ class AutoDropRatio:
         self._missing = False  # a batch of this epoch came without labels: this epoch falls back to gmm
         self._told_fallback = False  # the fallback's info line was printed (once per fit)
         self.repeated = 0  # indices the last estimating epoch saw more than once (their scores were averaged)
+        self._smoke = False  # a `fast_dev_run` fit (set by `setup_fit`): nothing is collected
 
     def setup_fit(self, trainer: Any) -> None:
         """At fit setup, after :meth:`reset`. When ``trainer``'s datamodule says it yields regression targets, the
@@ -421,7 +422,7 @@ class AutoDropRatio:
 
     def collects(self, epoch: int) -> bool:
         """Whether the scores of ``epoch`` are collected (and estimated from at its end)."""
-        if getattr(self, "_smoke", False):
+        if self._smoke:
             return False
         return self.reestimate or epoch - self.start < max(self.warmup_epochs, 1)
 
