@@ -181,7 +181,7 @@ def _module_search_hint(message: str) -> str:
     ``--config`` file in another folder, how to reach it: a CLI user who ran ``lit-robust fit --config
     project/my.yaml`` from the folder above got the bare line (the docs say the current folder is searched)."""
     m = re.search(r"No module named '([\w.]+)'", message)
-    if m is None:
+    if m is None or message[m.end():].startswith(" (a `class_path`'s module is looked up"):  # said already
         return message
     # jsonargparse parses a config inside its folder: the folder searched is the one the command started in
     top, cwd = m.group(1).split(".")[0], _start_dir or os.getcwd()
@@ -279,14 +279,31 @@ _TYPE_WORDS = {"<class 'float'>": "a number", "<class 'int'>": "an integer", "<c
                "<class 'bool'>": "true or false", "<class 'NoneType'>": "null"}
 
 
+def _top_level_parts(listing: str) -> list[str]:
+    """``"[a, b[c, d], e]"`` -> ``["a", "b[c, d]", "e"]``: split at the commas outside brackets."""
+    parts, depth, start, inner = [], 0, 0, listing.strip()[1:-1]
+    for i, ch in enumerate(inner):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            parts.append(inner[start:i])
+            start = i + 1
+    return [p.strip() for p in [*parts, inner[start:]] if p.strip()]
+
+
 def _type_words(subtypes: str) -> str:
-    """``[<class 'float'>, typing.Literal['auto']]`` -> ``a number or 'auto'``."""
+    """``[<class 'float'>, typing.Literal['auto']]`` -> ``a number or 'auto'``; a ``Callable[...]`` reads "a
+    function (its import path)" (a segmentation user's loss read "collections.abc.Callable[[torch.Tensor,
+    torch.Tensor] or torch.Tensor")."""
     words: list[str] = []
-    for part in re.findall(r"<class '[^']+'>|typing\.Literal\[[^\]]*\]|[^,\[\]\s][^,\[\]]*(?:\[[^\]]*\])?",
-                           subtypes.strip()[1:-1]):
-        part = part.strip()
+    for part in _top_level_parts(subtypes):
         literal = re.fullmatch(r"typing\.Literal\[(.*)\]", part)
-        words.append(literal.group(1) if literal else _TYPE_WORDS.get(part, part))
+        if literal:
+            words.append(literal.group(1))
+        elif re.match(r"(?:collections\.abc|typing)\.Callable\b", part):
+            words.append("a function (its import path, e.g. mymodule.my_function)")
+        else:
+            words.append(_TYPE_WORDS.get(part, part))
     return " or ".join(dict.fromkeys(words))
 
 
@@ -309,7 +326,11 @@ def _collapse_value_unions(message: str) -> str:
                 indent = line[: len(line) - len(line.lstrip())]
                 meant = given.strip().lower()
                 hint = f" (did you mean {meant!r}?)" if meant != given and f"'{meant}'" in subtypes else ""
-                out.append(f"{indent}expected {_type_words(subtypes)}, got {given!r}{hint}")
+                # why a function's import path did not do: the module or name missing (jsonargparse's reason)
+                why = next((b.split("expects a function or a callable class:", 1)[1].strip() for b in block
+                            if "expects a function or a callable class:" in b), "")
+                why = f" (as a function: {why})" if why else ""
+                out.append(f"{indent}expected {_type_words(subtypes)}, got {given!r}{hint}{why}")
                 i = end + 1
                 continue
         out.append(line)

@@ -11,6 +11,7 @@ from torch.nn.utils import parametrize
 
 from lit_robust._backend import rank_zero_info
 from lit_robust._lightning import check_datamodule_package
+from lit_robust._modes import evaluating
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
 from lit_robust.data.spec import check_first_batch
 from lit_robust.report import labels_from_outputs, values_from_outputs
@@ -269,10 +270,12 @@ class RobustMixin:
         self._robust_model_start_epoch = None if epoch is None else int(epoch)
 
     def reinitialize(self, seed: int) -> None:
-        """Re-draw every parameter (used by round-based callbacks such as ITLM at each round start).
+        """Re-draw every trainable parameter (used by round-based callbacks such as ITLM at each round start).
 
-        The default calls ``reset_parameters()`` on every submodule that owns parameters, under a forked
-        RNG seeded with ``seed`` (the global RNG is untouched). Override it for custom layers.
+        The default calls ``reset_parameters()`` on every submodule that owns trainable parameters, under a forked
+        RNG seeded with ``seed`` (the global RNG is untouched). Frozen parameters (``requires_grad=False``, e.g. a
+        pretrained backbone kept fixed) keep their values, and a submodule whose parameters are all frozen keeps its
+        buffers too. Override it for custom layers.
         """
         reset_parameters(self, seed)  # type: ignore[arg-type]
 
@@ -308,10 +311,14 @@ def reset_parameters(module: torch.nn.Module, seed: int) -> None:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for m in owners:
+            frozen = [(p, p.detach().clone()) for p in _own_parameters(m) if not p.requires_grad]
             if parametrize.is_parametrized(m):
                 _reset_parametrized(m)
             else:
                 _resetter(m)()
+            with torch.no_grad():
+                for p, value in frozen:  # a layer with some parameters frozen: those keep their values
+                    p.copy_(value)
 
 
 def _resetter(m: torch.nn.Module) -> Any:
@@ -324,11 +331,24 @@ def _resetter(m: torch.nn.Module) -> Any:
     return private if callable(private) and type(m).__module__.startswith("torch.nn.") else None
 
 
+def _own_parameters(m: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """``m``'s own parameters, with the unconstrained ``original`` tensors of a parametrised layer."""
+    own = list(m.parameters(recurse=False))
+    if parametrize.is_parametrized(m):
+        own += list(m.parametrizations.parameters())
+    return own
+
+
 def _reset_owners(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """The submodules :func:`reset_parameters` resets, or a ``TypeError`` naming the classes it cannot reset."""
+    """The submodules :func:`reset_parameters` resets, or a ``TypeError`` naming the classes it cannot reset.
+
+    A submodule whose parameters are all frozen (``requires_grad=False``: a pretrained backbone kept fixed) is not
+    one of them: re-drawn, it would never train again. Its buffers (a frozen BatchNorm's running statistics) are
+    kept too. A fine-tuner's frozen backbone was re-drawn at random at each ITLM round start, without a word."""
     owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))
               and not isinstance(m, parametrize.ParametrizationList)]
     owners += [m for m in module.modules() if parametrize.is_parametrized(m) and m not in owners]
+    owners = [m for m in owners if any(p.requires_grad for p in _own_parameters(m))]
     missing = sorted({type(m).__name__ for m in owners if _resetter(m) is None})
     if missing:
         raise TypeError(
@@ -537,19 +557,14 @@ def check_per_sample_at_first_batch(owner: str, module: Any, batch: Any, what: s
             return split_loss_output(module.per_sample_loss(b))[0]
         return module.sample_scores(b)
 
-    was = module.training
     cuda = [module.device.index or 0] if module.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), torch.no_grad():
-        module.eval()
-        try:
-            values = fn(batch)
-            if not isinstance(values, Tensor) or tuple(values.shape) != (n,):
-                got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-                noun = "loss" if what == "per_sample_loss" else "score"
-                raise ValueError(f"`{owner}`: `{what}` must return one {noun} per sample (shape ({n},)), got {got}. "
-                                 "Use `reduction='none'` and flatten a `[B, 1]` output (e.g. a discriminator's logits) "
-                                 "or average any extra dimensions."
-                                 + (broadcast_hint(got) if isinstance(got, tuple) else ""))
-            check_per_sample_scores(owner, fn, batch, values, what=what)
-        finally:
-            module.train(was)
+    with torch.random.fork_rng(devices=cuda), torch.no_grad(), evaluating(module):
+        values = fn(batch)
+        if not isinstance(values, Tensor) or tuple(values.shape) != (n,):
+            got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            noun = "loss" if what == "per_sample_loss" else "score"
+            raise ValueError(f"`{owner}`: `{what}` must return one {noun} per sample (shape ({n},)), got {got}. "
+                             "Use `reduction='none'` and flatten a `[B, 1]` output (e.g. a discriminator's logits) "
+                             "or average any extra dimensions."
+                             + (broadcast_hint(got) if isinstance(got, tuple) else ""))
+        check_per_sample_scores(owner, fn, batch, values, what=what)

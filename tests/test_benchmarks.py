@@ -419,6 +419,16 @@ def test_batch_filter_per_class_smoke_ends_with_headline_json():
     assert "| systematic | 40 |" in run.stdout
 
 
+def test_itlm_finetune_smoke_ends_with_headline_json():
+    run = _smoke("itlm_finetune")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "itlm_finetune" and summary["mode"] == "smoke"
+    assert len(summary["test_acc"]) == 10 and all(0 <= a <= 100 for a in summary["test_acc"].values())
+    # the table's "frozen backbone kept" column: kept by ITLM's default now, re-drawn by the emulated old default
+    assert "| frozen backbone: ITLM reinit=True | " in run.stdout and " | yes | – |" in run.stdout
+    assert "| frozen backbone: ITLM re-drawing it (before the fix) |" in run.stdout and " | no | – |" in run.stdout
+
+
 def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():
     """The rejected candidate does what its table says: against a slow reference, drop counts per class that add up
     to the batch's and differ from the exact shares by less than one; in each class its highest (score, index)."""

@@ -354,24 +354,44 @@ def test_a_logger_whose_package_is_missing_is_named(tmp_path, capsys):
     assert "not met" in text and "pip install" in text, text
 
 
-def test_a_function_trigger_without_type_hints_is_refused_with_the_reason(tmp_path, capsys, monkeypatch):
-    """A backdoor user's `trigger: mymodel.white_patch` (a plain function, no type hints) got `Parser key "trigger":`
-    and nothing after it: the reason, under a blank line in jsonargparse's report, was cut off."""
+def test_functions_without_type_hints_are_accepted_by_their_import_path(tmp_path, capsys, monkeypatch):
+    """A backdoor user's `trigger: mymodel.white_patch` and a segmentation user's `loss: segmodel.pixel_ce` (plain
+    functions, no type hints) were refused: jsonargparse wants a function's return annotation to match the argument's
+    (the docs told them to add type hints). The arguments now ask for a function of any return type."""
     (tmp_path / "mymodel_unannotated.py").write_text(
-        "def white_patch(x):\n    x = x.clone()\n    x[..., -3:, -3:] = 1.0\n    return x\n")
+        "import torch.nn.functional as F\n"
+        "def white_patch(x):\n    x = x.clone()\n    x[..., -3:, -3:] = 1.0\n    return x\n"
+        "def loss(o, t):\n    return F.cross_entropy(o, t, reduction='none')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = _small(PATCH, tmp_path)
     _set(cfg, f"{D}.trigger", "mymodel_unannotated.white_patch")
     _set(cfg, f"{D}.attack", None)
+    _set(cfg, f"{CB0}.loss", "mymodel_unannotated.loss")
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(good)])
+    out = capsys.readouterr()
+    assert "train_loss" in out.out and "Traceback" not in out.err  # it trained
+
+
+@pytest.mark.parametrize(("path", "reason"), [("mymodel_typo.lsos", "module 'mymodel_typo' has no attribute 'lsos'"),
+                                              ("no_such_module.loss", "No module named 'no_such_module'")])
+def test_a_function_path_that_does_not_import_is_named_with_the_reason(tmp_path, capsys, monkeypatch, path, reason):
+    """The segmentation user's message read "expected 'ce', 'mse' or collections.abc.Callable[[torch.Tensor,
+    torch.Tensor] or torch.Tensor or null", and dropped why the path did not do."""
+    (tmp_path / "mymodel_typo.py").write_text("def loss(o, t):\n    return o\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _small(PATCH, tmp_path)
+    _set(cfg, f"{CB0}.loss", path)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(bad)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
-    assert 'Parser key "trigger":' in err
-    assert "Expected 'mymodel_unannotated.white_patch' to be a function that returns" in err
-    assert err.count("needs type hints that match, e.g. `def white_patch(x: torch.Tensor) -> torch.Tensor:`") == 1
+    assert (f"expected 'ce', 'mse' or a function (its import path, e.g. mymodule.my_function) or null, got {path!r} "
+            f"(as a function: {reason}") in err
+    assert err.count("is looked up in the current folder") == (1 if "No module" in reason else 0)
 
 
 def test_a_message_is_said_by_the_first_process_of_a_command_only(tmp_path, monkeypatch):

@@ -580,6 +580,9 @@ def test_a_keep_ratio_above_the_clean_share_and_a_single_round_are_warned_about(
         warnings.simplefilter("always")
         ITLM(keep_ratio=0.7, round_epochs=[2], initial_round_on_all=False)  # one round on the untrained selection
         fit(tmp_path, ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False), 2)  # 0.7 = the clean share
+        # 170 kept for 168 clean: within 2 % of the samples, as close as "auto" estimates (a fine-tuner's 29.65 % for
+        # 30 % was warned about 21 samples of 6,000)
+        fit(tmp_path, ITLM(keep_ratio=0.71, round_epochs=[1, 1], verbose=False, plot=False), 2)
     said = [str(w.message) for w in caught if "clean share" in str(w.message) or "is one round" in str(w.message)]
     assert not said, said
 

@@ -237,7 +237,7 @@ def test_resume_with_checkpoint_at_validation_end_keeps_round_metrics(tmp_path, 
     ({"monitor": ""}, TypeError, r"`monitor` must be a metric name"),
     ({"plot_dir": 3}, TypeError, r"`plot_dir` must be a folder path \(str or os.PathLike\) or None, got 3\."),
     ({"verbose": "no"}, TypeError, r"`verbose` must be True or False, got 'no'\."),
-    ({"reinit": 0}, TypeError, r"`reinit` must be True or False, got 0\."),
+    ({"reinit": 0}, ValueError, r"`reinit` must be True, False or 'restore', got 0\."),
     ({"on_collapse": "ignore"}, ValueError,
      r"`on_collapse` must be one of \['keep', 'warn', 'raise'\], got 'ignore'\."),
 ])

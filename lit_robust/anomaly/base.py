@@ -14,6 +14,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
+from lit_robust._modes import enter_eval, restore_modes
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
@@ -335,8 +336,7 @@ class AnomalyDetector(pl.LightningModule):
 
         An anomaly newcomer scored the shuffled training loader and paired the scores with their own labels: AUROC
         0.49 for a true 0.94, without a word. A loader that shuffles batches without an index is warned about."""
-        was_training = self.training
-        self.eval()
+        modes = enter_eval(self)
         scores, targets, indices = [], [], []
         try:
             for i, batch in enumerate(loader):
@@ -347,7 +347,7 @@ class AnomalyDetector(pl.LightningModule):
                     targets.append(b.target.cpu())
                 indices.append(b.index.cpu() if isinstance(b.index, Tensor) else None)
         finally:
-            self.train(was_training)
+            restore_modes(modes)
         out, target = torch.cat(scores), (torch.cat(targets) if targets else None)
         if indices and all(ix is not None for ix in indices):
             order = torch.argsort(torch.cat(indices).flatten(), stable=True)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
 from lit_robust._lightning import evaluation_batches
+from lit_robust._modes import enter_eval, restore_modes
 from lit_robust.callbacks._report_file import written_on_rank_zero
 from lit_robust.callbacks.itlm import ITLM, OnCollapse, RoundRecord
 from lit_robust.data.indexed import unpack_batch
@@ -290,8 +291,7 @@ class ActivationClustering(ITLM):
 
         handle = layer.register_forward_pre_hook(pre_hook) if take_input else layer.register_forward_hook(hook)
         loader = self._scoring_loader(trainer, pl_module)
-        was_training = pl_module.training
-        pl_module.eval()
+        modes = enter_eval(pl_module)
         idx, feats, given, flags = [], [], [], []
         what = f"the {'input' if take_input else 'output'} of `{name}`"
         try:
@@ -323,7 +323,7 @@ class ActivationClustering(ITLM):
                         flags.append(ib.corrupted.bool())
         finally:
             handle.remove()
-            pl_module.train(was_training)
+            restore_modes(modes)
         if not idx:
             raise ValueError("the feature pass's loader yielded no batches.")
         corrupted = torch.cat(flags) if len(flags) == len(idx) else None

@@ -84,9 +84,9 @@ class BackdoorMetrics(Callback):
         predict: ``predict(module, images) -> logits``; default ``module(images)``.
     """
 
-    def __init__(self, trigger: Trigger | Callable[[Tensor], Tensor] | None = None, target: int | None | str = "datamodule",
+    def __init__(self, trigger: Trigger | Callable[[Tensor], Any] | None = None, target: int | None | str = "datamodule",
                  source: int | None = None, num_classes: int | None = None,
-                 predict: Callable[[pl.LightningModule, Tensor], Tensor] | None = None) -> None:
+                 predict: Callable[[pl.LightningModule, Tensor], Any] | None = None) -> None:
         super().__init__()
         if trigger is not None:
             trigger = as_trigger(trigger)  # a non-callable: TypeError naming `trigger`

@@ -311,7 +311,7 @@ class BatchFilter(Callback):
         drop_ratio: float | Literal["auto"],
         warmup_epochs: int = 0,
         scope: Literal["local", "global"] = "local",
-        loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
+        loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Any] | None = None,
         allow_large_drop: bool = False,
         prl_g_backend: PrlGBackend = "auto",
         estimator: FilterEstimator = DEFAULT_FILTER_ESTIMATOR,

@@ -9,6 +9,7 @@ import torch
 
 from lit_robust._backend import Callback, pl, rank_zero_info, rank_zero_only
 from lit_robust._lightning import continues_earlier_fit
+from lit_robust._modes import evaluating
 
 __all__ = ["SampleGrid", "save_grid"]
 
@@ -91,13 +92,8 @@ class SampleGrid(Callback):
     @rank_zero_only
     def _save(self, pl_module: Any, folder: str, key: int, filename: str) -> None:
         os.makedirs(folder, exist_ok=True)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            with torch.no_grad():
-                images = pl_module.generate(pl_module.fixed_z).float().cpu()
-        finally:
-            pl_module.train(was_training)
+        with evaluating(pl_module), torch.no_grad():
+            images = pl_module.generate(pl_module.fixed_z).float().cpu()
         path = os.path.join(folder, filename)
         save_grid(images, path, self.nrow)
         if not self.paths:  # once per fit: where the grids go

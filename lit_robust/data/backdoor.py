@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -79,7 +79,7 @@ class BackdoorMNISTDataModule(MNISTDataModule):
                  blend_alpha: float = 0.1, watermark_size: int = 7, download: bool = False,
                  train_size: int | None = None, val_size: int = 0, batch_size: int = 128,
                  eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
-                 trigger: Trigger | Callable[[Tensor], Tensor] | None = None) -> None:
+                 trigger: Trigger | Callable[[Tensor], Any] | None = None) -> None:
         super().__init__(root=root, download=download, train_size=train_size, val_size=val_size,
                          batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed)
         if trigger is not None and attack is not None:

@@ -228,7 +228,9 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         return F.cross_entropy(logits, b.target, reduction="none"), logits
 
     def reinitialize(self, seed: int) -> None:
-        """Re-draw the head only (the pretrained backbone is the point of the module)."""
+        """Re-draw the head only (the pretrained backbone is the point of the module) when the backbone is frozen;
+        with ``freeze_backbone=False`` every parameter (for ITLM, ``reinit="restore"`` keeps the pretrained
+        backbone: each round starts from the weights the fit started with)."""
         if self.freeze_backbone:
             reset_parameters(self.head, seed)
         else:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_number, check_pair
+from lit_robust._modes import evaluating
 from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
 
 __all__ = ["SimCLR", "SmallCNN", "simclr_backbone", "random_views", "BackboneName", "BACKBONES"]
@@ -148,13 +149,8 @@ def check_own_backbone_dim(backbone: nn.Module, feature_dim: int, spec: DataSpec
     forward of two zero inputs, in eval mode): an auditor's wrong `feature_dim` ended in a size mismatch traceback."""
     if getattr(backbone, "arch", None) is not None or not spec.input_shape:
         return
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            out = backbone(torch.zeros(2, *spec.input_shape, device=next(backbone.parameters(), torch.zeros(0)).device))
-    finally:
-        backbone.train(was_training)
+    with evaluating(backbone), torch.no_grad():
+        out = backbone(torch.zeros(2, *spec.input_shape, device=next(backbone.parameters(), torch.zeros(0)).device))
     shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
     if shape != (feature_dim,):
         name = type(backbone).__name__
