@@ -275,7 +275,8 @@ class RobustMixin:
         The default calls ``reset_parameters()`` on every submodule that owns trainable parameters, under a forked
         RNG seeded with ``seed`` (the global RNG is untouched). Frozen parameters (``requires_grad=False``, e.g. a
         pretrained backbone kept fixed) keep their values, and a submodule whose parameters are all frozen keeps its
-        buffers too. Override it for custom layers.
+        buffers too. Override it for custom layers, or for frozen parameters that are not fixed (an EMA teacher
+        updated by hand: it would carry over from round to round).
         """
         reset_parameters(self, seed)  # type: ignore[arg-type]
 

@@ -212,3 +212,63 @@ def test_a_linear_probe_fine_tuning_its_backbone_is_warned_about_the_redraw(tmp_
     said = fit(False, True)
     assert len(said) == 1 and "Pass `ITLM(reinit='restore')`" in said[0]
     assert fit(False, "restore") == [] and fit(True, True) == []
+
+
+def test_reinit_restore_copies_the_weights_after_the_modules_own_train_start(tmp_path):
+    """A LinearProbe computes its feature statistics in its own `on_train_start`, which Lightning calls after the
+    callbacks': a copy taken in ITLM's put back zeros, ones and `standardized=False` at every round start."""
+    from lit_robust import LinearProbe
+
+    pl.seed_everything(0, verbose=False)
+    probe = LinearProbe(backbone=nn.Sequential(nn.Linear(2, 8), nn.ReLU()), feature_dim=8, num_classes=3)
+    spy = RoundStarts()
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1, 1], reinit="restore", verbose=False, plot=False)
+    _fit(tmp_path, itlm, probe, [spy])
+    assert [bool(s["standardized"]) for s in spy.states] == [True, True, True]
+    assert all(torch.equal(s["feature_mean"], spy.states[0]["feature_mean"]) for s in spy.states)
+    assert bool(probe.standardized) and not torch.equal(probe.feature_mean, torch.zeros(8))
+
+
+def test_reinit_restore_refuses_lazy_layers_not_initialised_at_the_start(tmp_path):
+    class Lazy(TinyModel):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, 3))
+
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], reinit="restore", verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"ITLM\(reinit='restore'\) copies the weights the fit starts with, but "
+                                         r"net.0.weight, net.0.bias are not initialised yet \(lazy layers\): run one "
+                                         r"forward on an example batch before `fit`"):
+        _fit(tmp_path, itlm, Lazy())
+    model = Lazy()
+    model(torch.zeros(1, 2))  # initialised: fine
+    _fit(tmp_path, ITLM(keep_ratio=0.8, round_epochs=[1, 1], reinit="restore", verbose=False, plot=False), model)
+
+
+def test_a_layer_unfrozen_after_setup_without_reset_parameters_is_named_by_itlm(tmp_path):
+    """The set-up check skips frozen layers (they are kept); one unfrozen since failed at the round start with a
+    bare `cannot re-initialise`."""
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3), requires_grad=False)
+
+        def forward(self, x):
+            return x * self.w
+
+    class Model(TinyModel):
+        def __init__(self):
+            super().__init__()
+            self.scale = Scale()
+
+        def forward(self, x):
+            return self.scale(self.net(x))
+
+    class Unfreeze(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            pl_module.scale.w.requires_grad = True
+
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False)
+    with pytest.raises(TypeError, match=r"^ITLM re-draws the model at each round start \(reinit=True\): cannot "
+                                        r"re-initialise \['Scale'\]"):
+        _fit(tmp_path, itlm, Model(), [Unfreeze()])

@@ -878,10 +878,6 @@ class ITLM(Callback):
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_state_owner(self)
-        if self.reinit == "restore" and self._start_weights is None:
-            # after the strategy's set-up (DDP has broadcast rank 0's weights) and before any step; a resumed fit has
-            # the checkpoint's copy instead
-            self._start_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
         if getattr(self, "_goes_on_note", None) is not None and not self._restored:
             rank_zero_info(self._goes_on_note)
         self._check_same_on_every_rank()
@@ -915,6 +911,8 @@ class ITLM(Callback):
             self._end_round(trainer, pl_module, log=False)  # `self.log` is not allowed in `on_train_start`
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.reinit == "restore" and self._start_weights is None:
+            self._start_weights = self._snapshot(pl_module)
         if self._reconfigure_pending:
             self._reconfigure_pending = False
             trainer.strategy.setup_optimizers(trainer)
@@ -923,6 +921,24 @@ class ITLM(Callback):
             self._reinit_pending = False
         if self.reinit and trainer.current_epoch == self._round_starts[self._round]:
             self._check_scheduler_length(trainer)
+
+    def _snapshot(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
+        """``reinit="restore"``'s copy of the module's state dict (CPU), taken at the fit's first epoch start: after
+        the strategy's set-up (DDP has broadcast rank 0's weights) and after the module's own ``on_train_start`` (a
+        ``LinearProbe`` computes its feature statistics there: a copy taken before it put back zeros and ones at
+        every round start), before any step. A resumed fit has the checkpoint's copy instead."""
+        state = pl_module.state_dict()
+        lazy = [k for k, v in state.items() if isinstance(v, torch.nn.parameter.UninitializedTensorMixin)]
+        if lazy:
+            raise ValueError(f"{self._title}(reinit='restore') copies the weights the fit starts with, but "
+                             f"{', '.join(lazy[:3])}{' ...' if len(lazy) > 3 else ''} are not initialised yet (lazy "
+                             "layers): run one forward on an example batch before `fit`, or use `reinit=True`.")
+        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+    @property
+    def _restarts(self) -> str:
+        """How a round start treats the model, for the messages: ``"re-draws"`` or ``"restores"``."""
+        return "restores" if self.reinit == "restore" else "re-draws"
 
     def _check_swa(self, trainer: pl.Trainer) -> None:
         """Warn when ``StochasticWeightAveraging`` starts before the last round while ITLM re-draws the model at each
@@ -938,9 +954,10 @@ class ITLM(Callback):
                 continue
             rank_zero_warn(
                 f"ITLM: `StochasticWeightAveraging` starts averaging at epoch {start}, in round "
-                f"{self.round_of_epoch(start)}, but ITLM re-draws the model, optimizer and scheduler at each round "
-                "start (`reinit=True`): SWA would average the networks of different rounds into the final model, and "
-                f"its SWALR schedule is dropped. Start it in the last round (`swa_epoch_start={last_round + 1}` or "
+                f"{self.round_of_epoch(start)}, but ITLM {self._restarts} the model and re-creates the optimizer and "
+                f"scheduler at each round start (`reinit={self.reinit!r}`): SWA would average the networks of "
+                "different rounds into the final model, and its SWALR schedule is dropped. Start it in the last round "
+                f"(`swa_epoch_start={last_round + 1}` or "
                 "later: the epoch number, counted from 1), or pass `ITLM(reinit=False)`.")
             return
 
@@ -1025,7 +1042,8 @@ class ITLM(Callback):
                 continue
             rank_zero_warn(
                 f"{self._title}: `ModelCheckpoint(monitor={monitor!r})` ranks the checkpoints of different rounds, each "
-                "trained from a fresh model (its best may be round 0's, trained on every sample)"
+                f"trained from a {'restored' if self.reinit == 'restore' else 'fresh'} model (its best may be round "
+                "0's, trained on every sample)"
                 + (": its best need not be the final model (your unmonitored `ModelCheckpoint(save_last=True)` keeps "
                    "that one)." if final_kept else
                    ", and Lightning writes its `last.ckpt` only when the monitored value improves, so `last.ckpt` need "
@@ -1050,7 +1068,8 @@ class ITLM(Callback):
                 rank_zero_warn(
                     f"{self._title}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, "
                     f"patience={getattr(cb, 'patience', None)})` counts across rounds, and each round restarts from a "
-                    "fresh model whose metric is worse than earlier rounds' best for a while, so it can stop the fit "
+                    f"{'restored' if self.reinit == 'restore' else 'fresh'} model whose metric is worse than earlier "
+                    "rounds' best for a while, so it can stop the fit "
                     f"inside a round (rounds of {list(self.round_epochs)} epochs), leaving the final model an "
                     "unfinished round's. `max_epochs` = the sum of the rounds already ends the fit: leave "
                     f"EarlyStopping out, or give it a patience of at least the fit's {checks} validation checks.")
@@ -1095,7 +1114,8 @@ class ITLM(Callback):
             self._said.add("scheduler")
             rank_zero_warn(
                 f"ITLM: round {self._round} lasts about {span} {unit}s, but its `{type(sched).__name__}` is sized for "
-                f"{length}: ITLM re-creates the model, optimizer and scheduler at every round start (`reinit=True`), so "
+                f"{length}: ITLM {self._restarts} the model and re-creates the optimizer and scheduler at every round "
+                f"start (`reinit={self.reinit!r}`), so "
                 "the schedule never reaches its end (a OneCycle run ended each round near its maximum rate). Size it per "
                 "round in `configure_optimizers` (the round's epochs: `itlm.round_epochs[itlm.current_round]`; its "
                 "optimizer steps: `itlm.steps_in_round(self.trainer)`), or pass `reinit=False` to train on through "
@@ -1907,7 +1927,10 @@ class ITLM(Callback):
                                    "was not seen (a checkpoint written without them?). Resume from the fit's start.")
             module.load_state_dict(self._start_weights)  # type: ignore[attr-defined]
         else:
-            module.reinitialize(self.fit_seed + self._round)
+            try:
+                module.reinitialize(self.fit_seed + self._round)
+            except TypeError as err:  # a layer frozen at setup (not checked then) and unfrozen since
+                raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
         # announce it: per-batch schedules (BatchFilter's warm-up, its "auto" window) restart from this epoch
         module.model_start_epoch = trainer.current_epoch
         trainer.strategy.setup_optimizers(trainer)
