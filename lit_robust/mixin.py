@@ -14,7 +14,7 @@ from lit_robust._lightning import check_datamodule_package
 from lit_robust._modes import evaluating
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
 from lit_robust.data.spec import check_first_batch
-from lit_robust.report import labels_from_outputs, values_from_outputs
+from lit_robust.report import label_part, labels_from_outputs, values_from_outputs
 from lit_robust.selection.rules import masked_mean
 
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
@@ -95,6 +95,12 @@ class RobustMixin:
     #: reports leave the label and target columns empty (they read ``given_label`` 0 on every row).
     report_targets: bool = True
 
+    #: Where the class labels are in targets of several parts (a multi-task model's ``{"digit": y, "ink": v}`` or
+    #: ``(y, v)``): their key or position, e.g. ``label_key = "digit"``; the same key picks that head's outputs when
+    #: ``per_sample_loss`` returns a dict or tuple of outputs. The report's ``given_label`` / ``predicted_label`` and
+    #: the label estimators (``"disagreement"``) read them; ``None`` (default): the targets themselves.
+    label_key: str | int | None = None
+
     #: Whether ``training_step`` has one loss to return (ITLM's round lines show it and warn when it diverges).
     #: ``False`` for a module that trains several networks on losses of their own (DCGAN): ITLM then says nothing
     #: about a step that returns no loss.
@@ -173,7 +179,7 @@ class RobustMixin:
         """
         out = self.per_sample_loss(batch)
         outputs = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-        return labels_from_outputs(outputs, unpack_batch(batch).target)
+        return labels_from_outputs(label_part(outputs, self), label_part(unpack_batch(batch).target, self))
 
     # -- selectors ----------------------------------------------------------------------------
     @property
@@ -395,7 +401,8 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
     if not own_scores and not own_labels:
         losses, outputs = split_loss_output(module.per_sample_loss(batch))
         target = unpack_batch(batch).target
-        return losses, labels_from_outputs(outputs, target), values_from_outputs(outputs, target)
+        return (losses, labels_from_outputs(label_part(outputs, module), label_part(target, module)),
+                values_from_outputs(outputs, target))
     scores = module.sample_scores(batch)
     return scores, module.predicted_labels(batch) if own_labels else None, None
 

@@ -71,6 +71,7 @@ __all__ = [
     "datamodule_classes",
     "posterior_note",
     "labels_from_outputs",
+    "label_part",
     "integer_labels",
     "scalar_targets",
     "values_from_outputs",
@@ -104,6 +105,24 @@ def integer_labels(target: Any) -> Tensor | None:
             and not target.is_complex() and target.dtype != torch.bool:
         return target
     return None
+
+
+def label_part(value: Any, module: Any) -> Any:
+    """The class-label part of a target (or of outputs) of several parts: ``value[module.label_key]`` when the module
+    names one (:attr:`~lit_robust.RobustMixin.label_key`) and ``value`` is a dict, list or tuple holding it; ``value``
+    itself otherwise (a tensor, or no key named), ``None`` when the key is missing.
+
+    >>> class Module: label_key = "digit"
+    >>> label_part({"digit": torch.tensor([3]), "ink": torch.tensor([0.2])}, Module()).tolist()
+    [3]
+    """
+    key = getattr(module, "label_key", None)
+    if key is None or isinstance(value, Tensor) or not isinstance(value, (dict, list, tuple)):
+        return value
+    try:
+        return value[key]
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
@@ -167,7 +186,8 @@ def report_fields(outputs: Any, batch: Any, module: Any = None) -> dict[str, Ten
     alone where ``module``'s targets are not reported (:func:`targets_reported`)."""
     if not targets_reported(module):
         return {"corrupted": batch.corrupted}
-    return {"predicted": labels_from_outputs(outputs, batch.target), "given": integer_labels(batch.target),
+    label = label_part(batch.target, module)
+    return {"predicted": labels_from_outputs(label_part(outputs, module), label), "given": integer_labels(label),
             "corrupted": batch.corrupted, "given_target": scalar_targets(batch.target),
             "predicted_target": values_from_outputs(outputs, batch.target)}
 

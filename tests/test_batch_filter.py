@@ -332,8 +332,8 @@ def test_prl_on_a_tuple_of_outputs_says_how_to_carry_a_second_head():
     from lit_robust.functional.scores import loss_layer_scores
 
     logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
-    with pytest.raises(ValueError, match=r"got outputs of type tuple\. PRL needs one tensor, the input of the one "
-                                         r"loss whose gradient it measures: .* samples `\(\(x, aux\), label\)`"):
+    with pytest.raises(ValueError, match=r"got outputs of type tuple\. PRL measures the gradient of one loss with "
+                                         r"respect to its input: .* samples `\(\(x, aux\), label\)`"):
         loss_layer_scores("prl", torch.ones(4), (logits, torch.randn(4)), y)
     with pytest.raises(ValueError, match=r"got outputs of type NoneType\. In a `training_step` of your own, pass "
                                          r"them on: `self.reduce_loss\(losses, batch, outputs\)`"):

@@ -34,7 +34,7 @@ from lit_robust.callbacks._resume import (
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, fit_loss_layer, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
-from lit_robust.report import ReportFormat, integer_labels, labels_from_outputs, report_fields
+from lit_robust.report import ReportFormat, integer_labels, label_part, labels_from_outputs, report_fields
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -721,7 +721,7 @@ class BatchFilter(Callback):
             self._say_counted_twice()
             self._count(mask, ib.corrupted)
             if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
-                self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target))
+                self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target, module))
                 self._collected_step = True
             if report:
                 self._report.add(index, scores.detach(), ~mask, **report_fields(outputs, ib, module))
@@ -760,7 +760,7 @@ class BatchFilter(Callback):
             if self._report.active:
                 self._report.add(index, scores, ~mask, **report_fields(outputs, ib, module))
         if collect:
-            labels = self._auto_labels(outputs, ib.target)
+            labels = self._auto_labels(outputs, ib.target, module)
             if record:
                 self._auto.add(index, scores, *labels)
                 self._collected_step = True
@@ -800,12 +800,14 @@ class BatchFilter(Callback):
                 "batch's gradient, and then every weight, NaN, whether the filter drops it or not. Check "
                 "`torch.isfinite` of your data.")
 
-    def _auto_labels(self, outputs: Any, target: Any) -> tuple[Tensor | None, Tensor | None]:
+    def _auto_labels(self, outputs: Any, target: Any, module: Any) -> tuple[Tensor | None, Tensor | None]:
         """``(given, predicted)`` integer labels of this batch for ``estimator="disagreement"`` (the argmax of the
-        training forward's ``[B, C]`` outputs; ``None`` where the module has none), else ``(None, None)``."""
+        training forward's ``[B, C]`` outputs; ``None`` where the module has none; the module's ``label_key`` part
+        of targets and outputs of several parts), else ``(None, None)``."""
         if self._auto is None or not self._auto.uses_labels:
             return None, None
-        return integer_labels(target), labels_from_outputs(outputs, target)
+        label = label_part(target, module)
+        return integer_labels(label), labels_from_outputs(label_part(outputs, module), label)
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
         """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""

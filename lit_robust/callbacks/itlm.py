@@ -82,6 +82,7 @@ from lit_robust.report import (
     class_label,
     datamodule_classes,
     integer_labels,
+    label_part,
     one_class_predicted,
     posterior_note,
     rarely_predicted_classes,
@@ -1572,7 +1573,8 @@ class ITLM(Callback):
             # which of the two is missing (a GAN newcomer's integer placeholder targets were "none")
             lacks = ("the module's targets are placeholders (`report_targets = False`)"
                      if not targets_reported(pl_module) else
-                     "the batches carry no integer class label per sample (targets of shape [batch])" if given is None else
+                     ("the batches carry no integer class label per sample (targets of shape [batch]; for targets "
+                      "of several parts set the module's `label_key`)") if given is None else
                      "the module predicts no labels (`predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
             if spec is None or spec.target != "regression":  # a regression datamodule's fall-back goes unsaid
@@ -1683,7 +1685,7 @@ class ITLM(Callback):
                                          ) from err
                     if labels:
                         s, p, v = scores_and_predictions(module, batch)
-                        y, t = integer_labels(ib.target), scalar_targets(ib.target)
+                        y, t = integer_labels(label_part(ib.target, module)), scalar_targets(ib.target)
                         if not targets_reported(module):  # placeholders (a GAN's images' zeros)
                             y = t = p = v = None
                         for kept, got in ((given, y), (targets, t), (values, v)):

@@ -86,7 +86,8 @@ def prl_l_scores(outputs: Tensor, targets: Tensor,
 
     Args:
         outputs: the loss layer's input (logits or predictions), batch first; not modified.
-        targets: the (possibly corrupted) supervision.
+        targets: the (possibly corrupted) supervision: a tensor, or for a callable ``loss`` whatever it takes (a dict
+            or tuple of several targets).
         loss: ``"ce"``, ``"mse"`` or a callable as above.
 
     Returns:
@@ -97,14 +98,18 @@ def prl_l_scores(outputs: Tensor, targets: Tensor,
     >>> prl_l_scores(torch.tensor([[1.0], [4.0]]), torch.tensor([[1.0], [2.0]]), "mse")
     tensor([0., 4.])
     """
+    if callable(loss) and not isinstance(outputs, Tensor) and _tensor_parts(outputs) is not None:
+        return _autograd_loss_layer_norm(outputs, targets, loss)  # a multi-task model's dict or tuple of outputs
     if not isinstance(outputs, Tensor) or outputs.ndim == 0:
         got = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
         raise ValueError(f"`outputs` must be a tensor with the batch in dimension 0, got {got}.")
-    if not isinstance(targets, Tensor):
-        raise ValueError(f"`targets` must be a tensor, got {type(targets).__name__}.")
     out = outputs.detach()
-    if callable(loss):
+    if callable(loss):  # it takes the targets as they come (a multi-task model's dict of targets)
         return _autograd_loss_layer_norm(out, targets, loss)
+    if not isinstance(targets, Tensor):
+        raise ValueError(f"`targets` must be a tensor for loss={loss!r}, got {type(targets).__name__}; for targets of "
+                         "several parts (a dict or tuple) pass a callable `loss(outputs, targets) -> [B]` that picks "
+                         "its part.")
     if loss == "ce":
         return _ce_grad_norm(out, targets)
     if loss == "mse":
@@ -169,17 +174,40 @@ def _mse_grad_norm(pred: Tensor, targets: Tensor) -> Tensor:
     return (2.0 / q) * diff.norm(dim=1) if q else diff.new_zeros(b)
 
 
-def _autograd_loss_layer_norm(outputs: Tensor, targets: Tensor, loss: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    o = outputs.clone().requires_grad_(True)
+def _tensor_parts(outputs: Any) -> list[Tensor] | None:
+    """The tensors of a dict, list or tuple of batch-first tensors of one batch size (several heads' outputs), else
+    ``None``."""
+    parts = list(outputs.values()) if isinstance(outputs, dict) else list(outputs) \
+        if isinstance(outputs, (list, tuple)) else None
+    if not parts or not all(isinstance(p, Tensor) and p.ndim >= 1 and p.is_floating_point() for p in parts):
+        return None
+    return parts if len({p.shape[0] for p in parts}) == 1 else None
+
+
+def _autograd_loss_layer_norm(outputs: Any, targets: Any, loss: Callable[[Any, Any], Tensor]) -> Tensor:
+    """``||d loss_i / d outputs_i||`` by autograd on detached copies of the outputs: one tensor, or a dict / list /
+    tuple of several heads' (the norm then spans all of them: ``sqrt(sum over heads of |grad_i|^2)``)."""
+    if isinstance(outputs, Tensor):
+        o: Any = outputs.detach().clone().requires_grad_(True)
+        leaves = [o]
+    else:
+        leaves = [p.detach().clone().requires_grad_(True) for p in _tensor_parts(outputs) or []]
+        o = dict(zip(outputs, leaves)) if isinstance(outputs, dict) else type(outputs)(leaves) \
+            if isinstance(outputs, tuple) else list(leaves)
+    b = leaves[0].shape[0]
     with torch.enable_grad():
         losses = loss(o, targets)
-        if not isinstance(losses, Tensor) or losses.shape != (o.shape[0],):
+        if not isinstance(losses, Tensor) or losses.shape != (b,):
             got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
-            raise ValueError(f"the callable `loss` must return one loss per sample (shape [{o.shape[0]}]), got {got}.")
-        (g,) = torch.autograd.grad(losses.sum(), o, allow_unused=True)
-    if g is None:
-        return o.new_zeros(o.shape[0]).detach()
-    return _float(g).reshape(o.shape[0], -1).norm(dim=1)
+            raise ValueError(f"the callable `loss` must return one loss per sample (shape [{b}]), got {got}.")
+        grads = torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
+    if isinstance(outputs, Tensor):  # one tensor: its gradient's norm, as before several were taken
+        (g,) = grads
+        return o.new_zeros(b).detach() if g is None else _float(g).reshape(b, -1).norm(dim=1)
+    squares = [_float(g).reshape(b, -1).square().sum(1) for g in grads if g is not None]
+    if not squares:
+        return leaves[0].new_zeros(b).float().detach()
+    return torch.stack(squares).sum(0).sqrt()
 
 
 def spl_scores(losses: Tensor) -> Tensor:
@@ -242,11 +270,15 @@ def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any,
         return spl_scores(losses)
     if rule != "prl":
         raise ValueError(f"`rule` must be 'prl' or 'spl', got {rule!r}.")
+    if callable(loss) and _tensor_parts(outputs) is not None:
+        return prl_l_scores(outputs, targets, loss)  # several heads' outputs: the callable takes them all
     if not isinstance(outputs, Tensor):
-        several = (" PRL needs one tensor, the input of the one loss whose gradient it measures: for several heads "
-                   "(e.g. class logits and an auxiliary regression) return the main head's, and carry an auxiliary "
-                   "target in the input, e.g. samples `((x, aux), label)` (a multi-task newcomer's tuple of outputs)."
-                   if isinstance(outputs, (tuple, list)) else
+        several = (" PRL measures the gradient of one loss with respect to its input: for several heads (e.g. class "
+                   "logits and an auxiliary regression) pass a callable `loss(outputs, targets) -> [B]` taking the "
+                   "dict or tuple of outputs (the norm is over all of them), or return the main head's outputs only "
+                   "and carry an auxiliary target in the input, e.g. samples `((x, aux), label)` (a multi-task "
+                   "newcomer's tuple of outputs)."
+                   if isinstance(outputs, (tuple, list, dict)) else
                    " In a `training_step` of your own, pass them on: `self.reduce_loss(losses, batch, outputs)` (a "
                    "release check followed a hint that left them out)." if outputs is None else "")
         raise ValueError("`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "

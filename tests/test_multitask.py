@@ -1,0 +1,117 @@
+"""A multi-task model (one trunk, two heads, targets `{"digit": y, "ink": v}`): the report's label columns and the
+label estimators read the part `label_key` names, and PRL(L) takes a callable loss over a dict of targets and of
+outputs (a multi-task user got empty label columns without a word, and `targets must be a tensor, got dict`)."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lit_robust import ITLM, BatchFilter, IndexedDataset, RobustMixin, load_report, unpack_batch
+from lit_robust.functional.scores import loss_layer_scores, prl_l_scores
+from tests.conftest import blobs, tiny_trainer
+
+
+def _two_head_loss(o, t):
+    return F.cross_entropy(o["digit"], t["digit"], reduction="none") + F.mse_loss(o["ink"], t["ink"], reduction="none")
+
+
+def test_prl_scores_over_several_heads_match_per_sample_autograd():
+    g = torch.Generator().manual_seed(0)
+    out = {"digit": torch.randn(6, 4, generator=g), "ink": torch.randn(6, generator=g)}
+    tgt = {"digit": torch.randint(0, 4, (6,), generator=g), "ink": torch.randn(6, generator=g)}
+    got = prl_l_scores(out, tgt, _two_head_loss)
+    for i in range(6):  # slow reference: one sample at a time, the gradient over both heads' outputs
+        a = out["digit"][i:i + 1].clone().requires_grad_(True)
+        b = out["ink"][i:i + 1].clone().requires_grad_(True)
+        loss = _two_head_loss({"digit": a, "ink": b}, {"digit": tgt["digit"][i:i + 1], "ink": tgt["ink"][i:i + 1]})
+        ga, gb = torch.autograd.grad(loss.sum(), [a, b])
+        assert got[i].item() == pytest.approx(torch.cat([ga.flatten(), gb.flatten()]).norm().item(), rel=1e-6)
+    as_tuple = prl_l_scores((out["digit"], out["ink"]), tgt,
+                            lambda o, t: _two_head_loss({"digit": o[0], "ink": o[1]}, t))
+    assert torch.allclose(as_tuple, got)
+    assert not out["digit"].requires_grad  # the outputs are not touched
+
+
+def test_prl_with_targets_of_several_parts_needs_a_callable_and_says_so():
+    logits = torch.randn(3, 4)
+    tgt = {"digit": torch.tensor([0, 1, 2]), "ink": torch.zeros(3)}
+    got = prl_l_scores(logits, tgt, lambda o, t: F.cross_entropy(o, t["digit"], reduction="none"))
+    assert torch.allclose(got, prl_l_scores(logits, tgt["digit"], "ce"))
+    with pytest.raises(ValueError, match=r"`targets` must be a tensor for loss='ce', got dict; for targets of several "
+                                         r"parts \(a dict or tuple\) pass a callable"):
+        prl_l_scores(logits, tgt, "ce")
+    with pytest.raises(ValueError, match=r"got outputs of type dict\. PRL measures the gradient of one loss .* pass a "
+                                         r"callable `loss\(outputs, targets\) -> \[B\]` taking the dict or tuple"):
+        loss_layer_scores("prl", torch.zeros(3), {"digit": logits}, tgt)
+
+
+class TwoHeads(Dataset):
+    """Blobs with a second, clean target per sample (the "ink")."""
+
+    def __init__(self):
+        self.base = blobs()
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        _, x, y, _ = self.base[i]
+        return x, {"digit": y, "ink": x.sum()}
+
+
+class MultiTask(RobustMixin, pl.LightningModule):
+    label_key = "digit"
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(2, 16), nn.ReLU())
+        self.a, self.b = nn.Linear(16, 3), nn.Linear(16, 1)
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        h = self.trunk(b.input)
+        out = {"digit": self.a(h), "ink": self.b(h).squeeze(-1)}
+        return _two_head_loss(out, b.target), out
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def _data():
+    ds = TwoHeads()
+    return ds, DataLoader(IndexedDataset(ds, corrupted=ds.base.corrupted), batch_size=32, shuffle=True)
+
+
+@pytest.mark.parametrize("owner", ["itlm", "prl"])
+def test_label_key_fills_the_reports_label_columns(tmp_path, owner, monkeypatch):
+    said = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    pl.seed_everything(0, verbose=False)
+    ds, loader = _data()
+    cb = (ITLM(keep_ratio="auto", round_epochs=[2, 2], report=True, report_dir=str(tmp_path), plot=False)
+          if owner == "itlm" else BatchFilter("prl", 0.3, warmup_epochs=1, loss=_two_head_loss, report=True,
+                                              report_dir=str(tmp_path)))
+    tiny_trainer(tmp_path, 4, [cb]).fit(MultiTask(), loader)
+    report = load_report(cb.report_path)
+    assert report.given_label.notna().all() and report.predicted_label.notna().all()
+    noisy = {int(i): int(ds.base.targets[i]) for i in range(len(ds))}
+    assert all(int(r.given_label) == noisy[int(r.index)] for r in report.itertuples())
+    if owner == "itlm":  # the default "disagreement" estimate ran (no fall-back to gmm)
+        assert cb.history[1].estimated_corruption is not None and not [m for m in said if "needs integer" in m]
+
+
+def test_without_label_key_the_note_names_it(tmp_path, monkeypatch):
+    class NoKey(MultiTask):
+        label_key = None
+
+    _, loader = _data()
+    said = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    itlm = ITLM(keep_ratio="auto", round_epochs=[2, 2], plot=False, report_dir=str(tmp_path))
+    tiny_trainer(tmp_path, 4, [itlm]).fit(NoKey(), loader)
+    assert any("needs integer targets" in m and "for targets of several parts set the module's `label_key`" in m
+               for m in said), said
+    assert load_report(itlm.report_path).given_label.isna().all()
