@@ -6,6 +6,7 @@ reload at an arbitrary epoch; round-based selection needs both. Everything versi
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -315,3 +316,22 @@ def sigterm_without_collectives(trainer: pl.Trainer) -> None:
         connector.received_sigterm = True
 
     connector._sigterm_notifier_fn = note_sigterm  # registered by `register_signal_handlers` when a run starts
+
+
+def early_stopping_checks(trainer: pl.Trainer, cb: Any, epochs: int) -> int:
+    """How many times ``cb`` (an EarlyStopping) checks its metric in ``epochs`` epochs: once per training epoch when
+    it checks at the epoch's end, else at each validation -- every ``check_val_every_n_epoch``-th epoch, as many
+    times in it as ``val_check_interval`` makes (a power user's ``val_check_interval=0.5`` doubled the checks, and
+    their patience of 10, advised for "the fit's 10 validation checks", stopped the last round)."""
+    if getattr(cb, "_check_on_train_epoch_end", None):
+        return epochs
+    every = getattr(trainer, "check_val_every_n_epoch", None)
+    batches, interval = trainer.num_training_batches, getattr(trainer, "val_check_batch", None)
+    if every is None:  # validation every `val_check_interval` batches, across epochs
+        if not math.isfinite(batches) or not isinstance(interval, int) or interval < 1:
+            return epochs
+        return max(1, int(batches) * epochs // interval)
+    per_epoch = 1
+    if math.isfinite(batches) and isinstance(interval, int) and interval >= 1:
+        per_epoch = max(1, int(batches) // interval)
+    return max(1, epochs // max(1, every)) * per_epoch

@@ -14,6 +14,7 @@ from lit_robust._checks import check_bool, check_int
 from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
+    early_stopping_checks,
     mark_restored,
     no_training_batches,
     say_trained_nothing,
@@ -547,7 +548,6 @@ class BatchFilter(Callback):
         """Warn before training when an ``EarlyStopping`` may end the fit inside the warm-up, before the filter drops
         at full strength (ITLM warns of its rounds alike): a tuner user's ``EarlyStopping(monitor="val_loss",
         patience=2)`` on a noisy validation split stopped the fit after epoch 2 of 8, and was told only then."""
-        from lit_robust.callbacks.itlm import _early_stopping_checks
 
         ramp = max(self.warmup_epochs, 1 if self._auto is not None else 0)  # "auto": epoch 0 drops nothing
         if trainer.current_epoch > 0 or ramp < 1 or (self._auto is None and self.drop_ratio == 0):
@@ -555,7 +555,7 @@ class BatchFilter(Callback):
         if (trainer.min_epochs or 0) >= ramp:  # Lightning does not stop before `min_epochs` (a reviewer's 4 of 3)
             return
         for cb in trainer.early_stopping_callbacks:
-            checks = _early_stopping_checks(trainer, cb, ramp)
+            checks = early_stopping_checks(trainer, cb, ramp)
             if getattr(cb, "patience", 0) < checks:
                 rank_zero_warn(
                     f"{self.owner}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, patience="

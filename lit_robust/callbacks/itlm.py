@@ -32,6 +32,7 @@ from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
     earlier_fit_note,
+    early_stopping_checks,
     evaluation_batches,
     mark_restored,
     no_training_batches,
@@ -1062,7 +1063,7 @@ class ITLM(Callback):
         # Lightning does not stop before `min_epochs`: one at the fit's length leaves EarlyStopping nothing to end
         stoppable = (trainer.min_epochs or 0) < sum(self.round_epochs)
         for cb in trainer.early_stopping_callbacks if stoppable else []:
-            checks = _early_stopping_checks(trainer, cb, sum(self.round_epochs))
+            checks = early_stopping_checks(trainer, cb, sum(self.round_epochs))
             # it stops after `patience` checks without improvement: a patience of the fit's checks or more cannot
             # (a release checker's patience of 100 in a 10-epoch fit was warned about, against the warning's advice)
             if self.reinit and getattr(cb, "patience", 0) < checks:
@@ -2066,25 +2067,6 @@ def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> int | None:
     if not math.isfinite(batches):
         return None
     return max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
-
-
-def _early_stopping_checks(trainer: pl.Trainer, cb: Any, epochs: int) -> int:
-    """How many times ``cb`` (an EarlyStopping) checks its metric in ``epochs`` epochs: once per training epoch when
-    it checks at the epoch's end, else at each validation -- every ``check_val_every_n_epoch``-th epoch, as many
-    times in it as ``val_check_interval`` makes (a power user's ``val_check_interval=0.5`` doubled the checks, and
-    their patience of 10, advised for "the fit's 10 validation checks", stopped the last round)."""
-    if getattr(cb, "_check_on_train_epoch_end", None):
-        return epochs
-    every = getattr(trainer, "check_val_every_n_epoch", None)
-    batches, interval = trainer.num_training_batches, getattr(trainer, "val_check_batch", None)
-    if every is None:  # validation every `val_check_interval` batches, across epochs
-        if not math.isfinite(batches) or not isinstance(interval, int) or interval < 1:
-            return epochs
-        return max(1, int(batches) * epochs // interval)
-    per_epoch = 1
-    if math.isfinite(batches) and isinstance(interval, int) and interval >= 1:
-        per_epoch = max(1, int(batches) // interval)
-    return max(1, epochs // max(1, every)) * per_epoch
 
 
 def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:
