@@ -115,3 +115,18 @@ def test_without_label_key_the_note_names_it(tmp_path, monkeypatch):
     assert any("needs integer targets" in m and "for targets of several parts set the module's `label_key`" in m
                for m in said), said
     assert load_report(itlm.report_path).given_label.isna().all()
+
+
+@pytest.mark.parametrize("targets", [[(1, 0.5), (2, 0.1), (0, 0.3)], {"digit": [1, 2, 0], "ink": [0.5, 0.1, 0.3]}],
+                         ids=["tuples", "dict"])
+def test_indexed_dataset_refuses_targets_of_several_parts_and_says_where_they_go(targets):
+    """`targets=list(zip(digit, ink))` became float [N, 2] targets (the digit 0.0, 1.0, ...) without a word; a dict
+    was told to use LabelEncoder."""
+    from torch.utils.data import TensorDataset
+
+    ds = TensorDataset(torch.zeros(3, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"`targets` replaces one target per sample: .* let the dataset return them as "
+                                         r"each sample's target .* set `label_key`"):
+        IndexedDataset(ds, targets=targets)
+    rows = IndexedDataset(ds, targets=[(0.1, 0.2)] * 3)  # rows of floats: several regression targets, as before
+    assert torch.allclose(rows[0][2], torch.tensor([0.1, 0.2]))

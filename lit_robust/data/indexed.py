@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import warnings
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
@@ -77,6 +78,16 @@ class IndexedDataset(Dataset):
         n = check_pair_dataset(dataset)
         self.dataset = dataset
         if targets is not None:
+            if isinstance(targets, dict) or (isinstance(targets, (list, tuple)) and targets
+                                             and _several_parts(targets[0])):
+                # a multi-task user's `list(zip(digit, ink))` became float [N, 2] targets (the digit 0.0), a dict was
+                # told to use LabelEncoder
+                raise ValueError("`targets` replaces one target per sample: a tensor, array or sequence of numbers "
+                                 "(rows of numbers for several regression targets). For targets of several parts "
+                                 f"({'a dict of columns' if isinstance(targets, dict) else 'a tuple or dict per sample'}"
+                                 ", e.g. a class label and a value) let the dataset return them as each sample's target "
+                                 "(`(input, {\"label\": y, \"value\": v})`), and set `label_key` on your RobustMixin "
+                                 "module to the label's key.")
             targets = _by_position(targets)
             try:
                 targets = torch.as_tensor(targets)
@@ -171,6 +182,17 @@ def _reads_as_number(value: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _several_parts(entry: Any) -> bool:
+    """Whether one entry of ``targets`` holds parts of different kinds: a dict, or a tuple or list mixing integers and
+    floats (a class label and a value; a row of floats is several regression targets)."""
+    if isinstance(entry, dict):
+        return True
+    if not isinstance(entry, (tuple, list)):
+        return False
+    ints = any(isinstance(v, Integral) and not isinstance(v, bool) for v in entry)
+    return ints and any(isinstance(v, float) for v in entry)
 
 
 def _by_position(values: Any) -> Any:
