@@ -20,6 +20,12 @@ def test_itlm_example_runs_and_selects():
     assert [r.kept for r in out["history"]][1:] == [711, 711]
 
 
+def test_finetune_example_keeps_the_pretraining(one_torch_thread):
+    out = load("itlm_finetune_pretrained").main(fast=True)
+    assert 0.0 <= out["redrawn"] <= 1.0 and 0.0 <= out["restore"] <= 1.0
+    assert out["restore"] > out["redrawn"]  # seed 0, --fast: 0.932 against 0.901
+
+
 def test_find_bad_samples_example_ranks_mislabelled_samples_first(tmp_path, one_torch_thread):
     out = load("find_bad_samples").main(fast=True, report_dir=str(tmp_path))
     rows = out["rows"]
