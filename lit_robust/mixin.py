@@ -179,7 +179,8 @@ class RobustMixin:
         """
         out = self.per_sample_loss(batch)
         outputs = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-        return labels_from_outputs(label_part(outputs, self), label_part(unpack_batch(batch).target, self))
+        target = label_part(unpack_batch(batch).target, self)
+        return labels_from_outputs(label_part(outputs, self, strict=False), target)
 
     # -- selectors ----------------------------------------------------------------------------
     @property
@@ -299,7 +300,8 @@ class RobustMixin:
     def _check_training_batch(self, batch: Any, batch_idx: int) -> None:
         # before `per_sample_loss` unpacks it: a batch without indices gets the hint, not a crash
         if batch_idx == 0:
-            unpack_batch(batch, owner=f"{type(self).__name__}.training_step")
+            b = unpack_batch(batch, owner=f"{type(self).__name__}.training_step")
+            label_part(b.target, self)  # a wrong `label_key` is named now, not once the report is written
 
     @torch.compiler.disable
     def _log_train_loss(self, loss: Tensor) -> None:
@@ -401,10 +403,12 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
     if not own_scores and not own_labels:
         losses, outputs = split_loss_output(module.per_sample_loss(batch))
         target = unpack_batch(batch).target
-        return (losses, labels_from_outputs(label_part(outputs, module), label_part(target, module)),
-                values_from_outputs(outputs, target))
+        predicted = labels_from_outputs(label_part(outputs, module, strict=False), label_part(target, module))
+        return losses, predicted, values_from_outputs(outputs, target)
     scores = module.sample_scores(batch)
-    return scores, module.predicted_labels(batch) if own_labels else None, None
+    # a multi-task module scoring by one head (`sample_scores`) still predicts labels (`label_key` says it has them)
+    wants_labels = own_labels or getattr(module, "label_key", None) is not None
+    return scores, module.predicted_labels(batch) if wants_labels else None, None
 
 
 def _match_compiled_keys(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:

@@ -107,10 +107,11 @@ def integer_labels(target: Any) -> Tensor | None:
     return None
 
 
-def label_part(value: Any, module: Any) -> Any:
+def label_part(value: Any, module: Any, strict: bool = True) -> Any:
     """The class-label part of a target (or of outputs) of several parts: ``value[module.label_key]`` when the module
     names one (:attr:`~lit_robust.RobustMixin.label_key`) and ``value`` is a dict, list or tuple holding it; ``value``
-    itself otherwise (a tensor, or no key named), ``None`` when the key is missing.
+    itself otherwise (a tensor, or no key named). A missing key raises a ``ValueError`` naming the keys there are;
+    with ``strict=False`` (outputs, which need not hold every head) it gives ``None``.
 
     >>> class Module: label_key = "digit"
     >>> label_part({"digit": torch.tensor([3]), "ink": torch.tensor([0.2])}, Module()).tolist()
@@ -119,10 +120,20 @@ def label_part(value: Any, module: Any) -> Any:
     key = getattr(module, "label_key", None)
     if key is None or isinstance(value, Tensor) or not isinstance(value, (dict, list, tuple)):
         return value
-    try:
-        return value[key]
-    except (KeyError, IndexError, TypeError):
+    if isinstance(key, str) and hasattr(value, "_fields"):  # a namedtuple (default_collate keeps its type)
+        if key in value._fields:
+            return getattr(value, key)
+    else:
+        try:
+            return value[key]
+        except (KeyError, IndexError, TypeError):
+            pass
+    if not strict:
         return None
+    # a wrong key emptied the label columns without a word (a reviewer's `label_key="label"` for "digit")
+    keys = list(value) if isinstance(value, dict) else list(getattr(value, "_fields", range(len(value))))
+    raise ValueError(f"`label_key`={key!r} of {type(module).__name__} is not among its targets' keys or positions "
+                     f"{keys}: set it to the one that holds the class labels.")
 
 
 def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
@@ -187,7 +198,8 @@ def report_fields(outputs: Any, batch: Any, module: Any = None) -> dict[str, Ten
     if not targets_reported(module):
         return {"corrupted": batch.corrupted}
     label = label_part(batch.target, module)
-    return {"predicted": labels_from_outputs(label_part(outputs, module), label), "given": integer_labels(label),
+    return {"predicted": labels_from_outputs(label_part(outputs, module, strict=False), label),
+            "given": integer_labels(label),
             "corrupted": batch.corrupted, "given_target": scalar_targets(batch.target),
             "predicted_target": values_from_outputs(outputs, batch.target)}
 

@@ -201,7 +201,8 @@ def test_disagreement_without_labels_falls_back_to_gmm_with_one_info_line(monkey
         assert auto.end_epoch(epoch) == pytest.approx(estimate_corruption(scores, "gmm").rate, abs=1e-12)
     assert said == ["BatchFilter: `estimator='disagreement'` needs integer class labels as targets (not one-hot rows, "
                     "soft labels such as mixup's, or regression targets) and [batch, classes] outputs from "
-                    "`per_sample_loss`; without both the gmm estimate is used instead."]
+                    "`per_sample_loss` (for targets of several parts set the module's `label_key`); without both the "
+                    "gmm estimate is used instead."]
     with pytest.raises(ValueError, match=r"BatchFilter: `given` and `predicted` must hold one label per sample of "
                                          r"the batch \(4\), got 3 and 4\."):
         auto.add(torch.arange(4), torch.ones(4), torch.zeros(3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))

@@ -130,3 +130,81 @@ def test_indexed_dataset_refuses_targets_of_several_parts_and_says_where_they_go
         IndexedDataset(ds, targets=targets)
     rows = IndexedDataset(ds, targets=[(0.1, 0.2)] * 3)  # rows of floats: several regression targets, as before
     assert torch.allclose(rows[0][2], torch.tensor([0.1, 0.2]))
+
+
+def test_prl_over_heads_keeps_a_namedtuples_type_and_passes_integer_parts_through():
+    from collections import namedtuple
+
+    Out = namedtuple("Out", ["digit", "ink", "pred"])
+    logits, ink = torch.randn(4, 3), torch.randn(4)
+    tgt = {"digit": torch.tensor([0, 1, 2, 0]), "ink": torch.zeros(4)}
+    seen = []
+
+    def loss(o, t):
+        seen.append((type(o), o.pred.dtype))
+        return _two_head_loss({"digit": o.digit, "ink": o.ink}, t)
+
+    got = prl_l_scores(Out(logits, ink, logits.argmax(1)), tgt, loss)
+    assert seen == [(Out, torch.int64)]
+    assert torch.allclose(got, prl_l_scores({"digit": logits, "ink": ink}, tgt, _two_head_loss))
+    with pytest.raises(ValueError, match=r"infers its loss layer from tensor targets, got dict: .* pass a callable"):
+        loss_layer_scores("prl", torch.zeros(4), logits, tgt)
+
+
+def test_a_label_key_the_targets_lack_is_named_at_the_first_batch(tmp_path):
+    class Wrong(MultiTask):
+        label_key = "label"
+
+    _, loader = _data()
+    with pytest.raises(ValueError, match=r"`label_key`='label' of Wrong is not among its targets' keys or positions "
+                                         r"\['digit', 'ink'\]"):
+        tiny_trainer(tmp_path, 1, []).fit(Wrong(), loader)
+
+
+def test_per_class_and_a_single_head_score_read_the_label_key(tmp_path, monkeypatch):
+    """`ITLM(per_class=True)` refused a multi-task model at its first batch, and scoring by one head
+    (`sample_scores`) left `predicted_label` empty and the estimate on the gmm."""
+    class ScoreByDigit(MultiTask):
+        def sample_scores(self, batch):
+            b = unpack_batch(batch)
+            return F.cross_entropy(self.a(self.trunk(b.input)), b.target["digit"], reduction="none")
+
+    said = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    pl.seed_everything(0, verbose=False)
+    _, loader = _data()
+    itlm = ITLM(keep_ratio="auto", round_epochs=[2, 2], per_class=True, report_dir=str(tmp_path), plot=False)
+    tiny_trainer(tmp_path, 4, [itlm]).fit(ScoreByDigit(), loader)
+    report = load_report(itlm.report_path)
+    assert report.given_label.notna().all() and report.predicted_label.notna().all()
+    assert not [m for m in said if "needs integer" in m]
+
+
+def test_tuple_targets_with_a_position_fill_the_filters_report(tmp_path):
+    class Pair(Dataset):
+        def __init__(self):
+            self.base = blobs()
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            _, x, y, _ = self.base[i]
+            return x, (y, x.sum())
+
+    class TupleTask(MultiTask):
+        label_key = 0
+
+        def per_sample_loss(self, batch):
+            b = unpack_batch(batch)
+            h = self.trunk(b.input)
+            out = (self.a(h), self.b(h).squeeze(-1))
+            y, v = b.target
+            return F.cross_entropy(out[0], y, reduction="none") + F.mse_loss(out[1], v, reduction="none"), out
+
+    pl.seed_everything(0, verbose=False)
+    ds = Pair()
+    f = BatchFilter("spl", "auto", warmup_epochs=1, report=True, report_dir=str(tmp_path))
+    tiny_trainer(tmp_path, 3, [f]).fit(TupleTask(), DataLoader(IndexedDataset(ds), batch_size=32, shuffle=True))
+    report = load_report(f.report_path)
+    assert report.given_label.notna().all() and report.predicted_label.notna().all()

@@ -24,6 +24,7 @@ from lit_robust.report import (
     class_label,
     datamodule_classes,
     integer_labels,
+    label_part,
     replaced_note,
     write_training_report,
 )
@@ -298,15 +299,17 @@ class ActivationClustering(ITLM):
             with torch.no_grad(), _eager_forward(pl_module), closing(evaluation_batches(trainer, loader)) as batches:
                 for batch in batches:
                     ib = unpack_batch(batch)
-                    y = integer_labels(ib.target)
+                    t = label_part(ib.target, pl_module)
+                    y = integer_labels(t)
                     if y is None:
-                        t = ib.target
                         got = (f"{t.dtype} targets of shape {tuple(t.shape)}" if isinstance(t, Tensor)
                                else f"targets of type {type(t).__name__}")
                         fix = (" (class labels held as floats? cast them with `.long()` in your dataset)"
                                if isinstance(t, Tensor) and t.is_floating_point() and t.ndim == 1 else "")
                         raise ValueError("ActivationClustering needs integer class targets, one per sample (it "
-                                         f"clusters each class's features); the training batches have {got}{fix}.")
+                                         f"clusters each class's features); the training batches have {got}{fix}."
+                                         + ("" if isinstance(t, Tensor) else " For targets of several parts set the "
+                                            "module's `label_key`."))
                     captured.clear()
                     module.sample_scores(batch)
                     b = ib.index.shape[0]

@@ -807,7 +807,7 @@ class BatchFilter(Callback):
         if self._auto is None or not self._auto.uses_labels:
             return None, None
         label = label_part(target, module)
-        return integer_labels(label), labels_from_outputs(label_part(outputs, module), label)
+        return integer_labels(label), labels_from_outputs(label_part(outputs, module, strict=False), label)
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
         """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""

@@ -381,7 +381,8 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
 _PER_CLASS_NEEDS_LABELS = ("`per_class=True` trims each class by its given label, but the training targets are not "
                            "integer class labels (a regression's, a GAN's, one-hot rows or soft labels such as mixup's "
                            "are not: pass `y.argmax(1)`; class labels stored as floats, e.g. 3.0: cast them to "
-                           "torch.long); use per_class=False otherwise.")
+                           "torch.long; for targets of several parts set the module's `label_key`); use "
+                           "per_class=False otherwise.")
 
 
 class ITLM(Callback):
@@ -1174,7 +1175,7 @@ class ITLM(Callback):
                 and _scoring_dataloader_owner(trainer, pl_module) is None):
             # soft (mixup) targets were refused only when round 1 began: a soft-label user lost round 0's 4 epochs.
             # (A `scoring_dataloader` may give the labels the trim reads while training reads soft ones.)
-            target = unpack_batch(batch, owner="ITLM").target
+            target = label_part(unpack_batch(batch, owner="ITLM").target, pl_module)
             if integer_labels(target) is None:
                 what = (f"{target.dtype} of shape {tuple(target.shape)}" if isinstance(target, Tensor)
                         else type(target).__name__)

@@ -98,7 +98,7 @@ def prl_l_scores(outputs: Tensor, targets: Tensor,
     >>> prl_l_scores(torch.tensor([[1.0], [4.0]]), torch.tensor([[1.0], [2.0]]), "mse")
     tensor([0., 4.])
     """
-    if callable(loss) and not isinstance(outputs, Tensor) and _tensor_parts(outputs) is not None:
+    if callable(loss) and not isinstance(outputs, Tensor) and _float_parts(outputs) is not None:
         return _autograd_loss_layer_norm(outputs, targets, loss)  # a multi-task model's dict or tuple of outputs
     if not isinstance(outputs, Tensor) or outputs.ndim == 0:
         got = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
@@ -174,26 +174,34 @@ def _mse_grad_norm(pred: Tensor, targets: Tensor) -> Tensor:
     return (2.0 / q) * diff.norm(dim=1) if q else diff.new_zeros(b)
 
 
-def _tensor_parts(outputs: Any) -> list[Tensor] | None:
-    """The tensors of a dict, list or tuple of batch-first tensors of one batch size (several heads' outputs), else
-    ``None``."""
-    parts = list(outputs.values()) if isinstance(outputs, dict) else list(outputs) \
-        if isinstance(outputs, (list, tuple)) else None
-    if not parts or not all(isinstance(p, Tensor) and p.ndim >= 1 and p.is_floating_point() for p in parts):
-        return None
-    return parts if len({p.shape[0] for p in parts}) == 1 else None
+def _float_parts(outputs: Any) -> list[tuple[Any, Tensor]] | None:
+    """``(key or position, tensor)`` of the floating batch-first tensors of a dict, list or tuple of several heads'
+    outputs (all of one batch size), else ``None``; other parts (an integer tensor, ``None``) are not among them."""
+    items = list(outputs.items()) if isinstance(outputs, dict) else list(enumerate(outputs)) \
+        if isinstance(outputs, (list, tuple)) else []
+    parts = [(k, v) for k, v in items if isinstance(v, Tensor) and v.ndim >= 1 and v.is_floating_point()]
+    return parts if parts and len({v.shape[0] for _, v in parts}) == 1 else None
+
+
+def _rebuilt(outputs: Any, replaced: dict[Any, Tensor]) -> Any:
+    """``outputs`` with the parts at the keys of ``replaced`` swapped in, of the same type (a namedtuple too)."""
+    if isinstance(outputs, dict):
+        return {k: replaced.get(k, v) for k, v in outputs.items()}
+    values = [replaced.get(i, v) for i, v in enumerate(outputs)]
+    if hasattr(outputs, "_fields"):
+        return type(outputs)(*values)
+    return type(outputs)(values) if isinstance(outputs, tuple) else values
 
 
 def _autograd_loss_layer_norm(outputs: Any, targets: Any, loss: Callable[[Any, Any], Tensor]) -> Tensor:
     """``||d loss_i / d outputs_i||`` by autograd on detached copies of the outputs: one tensor, or a dict / list /
-    tuple of several heads' (the norm then spans all of them: ``sqrt(sum over heads of |grad_i|^2)``)."""
+    tuple of several heads' (the norm then spans their floating parts: ``sqrt(sum over heads of |grad_i|^2)``)."""
     if isinstance(outputs, Tensor):
         o: Any = outputs.detach().clone().requires_grad_(True)
         leaves = [o]
     else:
-        leaves = [p.detach().clone().requires_grad_(True) for p in _tensor_parts(outputs) or []]
-        o = dict(zip(outputs, leaves)) if isinstance(outputs, dict) else type(outputs)(leaves) \
-            if isinstance(outputs, tuple) else list(leaves)
+        copies = {k: v.detach().clone().requires_grad_(True) for k, v in _float_parts(outputs) or []}
+        leaves, o = list(copies.values()), _rebuilt(outputs, copies)
     b = leaves[0].shape[0]
     with torch.enable_grad():
         losses = loss(o, targets)
@@ -204,7 +212,8 @@ def _autograd_loss_layer_norm(outputs: Any, targets: Any, loss: Callable[[Any, A
     if isinstance(outputs, Tensor):  # one tensor: its gradient's norm, as before several were taken
         (g,) = grads
         return o.new_zeros(b).detach() if g is None else _float(g).reshape(b, -1).norm(dim=1)
-    squares = [_float(g).reshape(b, -1).square().sum(1) for g in grads if g is not None]
+    device = leaves[0].device
+    squares = [_float(g).reshape(b, -1).square().sum(1).to(device) for g in grads if g is not None]
     if not squares:
         return leaves[0].new_zeros(b).float().detach()
     return torch.stack(squares).sum(0).sqrt()
@@ -270,7 +279,7 @@ def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any,
         return spl_scores(losses)
     if rule != "prl":
         raise ValueError(f"`rule` must be 'prl' or 'spl', got {rule!r}.")
-    if callable(loss) and _tensor_parts(outputs) is not None:
+    if callable(loss) and _float_parts(outputs) is not None:
         return prl_l_scores(outputs, targets, loss)  # several heads' outputs: the callable takes them all
     if not isinstance(outputs, Tensor):
         several = (" PRL measures the gradient of one loss with respect to its input: for several heads (e.g. class "
@@ -284,6 +293,10 @@ def loss_layer_scores(rule: Literal["prl", "spl"], losses: Tensor, outputs: Any,
         raise ValueError("`rule='prl'` needs the loss layer's input: make `per_sample_loss` return "
                          f"`(losses, outputs)` (e.g. the logits), got outputs of type {type(outputs).__name__}.{several}")
     if loss is None:
+        if not isinstance(targets, Tensor):
+            raise ValueError(f"`rule='prl'` infers its loss layer from tensor targets, got {type(targets).__name__}: "
+                             "for targets of several parts (a dict or tuple) pass a callable `loss(outputs, targets) "
+                             "-> [B]` that picks its part.")
         loss = infer_loss_layer(outputs, targets)
         if loss == "ce" and outputs.ndim != 2:
             # a regression user's integer targets made the inferred loss cross-entropy; the message named a `loss='ce'`

@@ -386,7 +386,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         given = predicted = None
         if report or (collect and self._auto.uses_labels):  # net1's prediction (the network `forward` uses)
             label = label_part(ib.target, self.net1)  # the wrapped model's `label_key`
-            given, predicted = integer_labels(label), labels_from_outputs(label_part(outputs[0], self.net1), label)
+            given = integer_labels(label)
+            predicted = labels_from_outputs(label_part(outputs[0], self.net1, strict=False), label)
         if collect:
             labels = (given, predicted) if self._auto.uses_labels else (None, None)
             self._auto.add(index, mean_score, *labels)

@@ -500,8 +500,8 @@ class AutoDropRatio:
                 # a soft-label user's [B, C] outputs were said to be missing: their targets were the reason
                 rank_zero_info(f"{self.owner}: `estimator='{self.estimator}'` needs integer class labels as targets "
                                "(not one-hot rows, soft labels such as mixup's, or regression targets) and [batch, "
-                               "classes] outputs from `per_sample_loss`; without both the gmm estimate is used "
-                               "instead.")
+                               "classes] outputs from `per_sample_loss` (for targets of several parts set the "
+                               "module's `label_key`); without both the gmm estimate is used instead.")
             est = estimate_corruption(means, mixture_of(self.estimator))
         rate = float(est.rate)
         self.estimates[int(epoch)] = rate
