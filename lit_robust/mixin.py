@@ -396,7 +396,8 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
     ``per_sample_loss`` when the module overrides neither; the predicted values are a regression's ``[B]``
     outputs for one target per sample (:func:`lit_robust.report.values_from_outputs`), else ``None``. A module
     that overrides ``sample_scores`` only (a GAN's discriminator loss, a flow's ``-log p``) gets ``None`` for
-    both predictions (its ``per_sample_loss`` outputs are no predictions) without a second forward."""
+    both predictions (its ``per_sample_loss`` outputs are no predictions) without a second forward -- unless it sets
+    ``label_key`` (a multi-task module scoring by one head): its predictions then take a second forward."""
     cls = type(module)
     own_scores = cls.sample_scores is not RobustMixin.sample_scores
     own_labels = cls.predicted_labels is not RobustMixin.predicted_labels

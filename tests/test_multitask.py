@@ -2,6 +2,7 @@
 label estimators read the part `label_key` names, and PRL(L) takes a callable loss over a dict of targets and of
 outputs (a multi-task user got empty label columns without a word, and `targets must be a tensor, got dict`)."""
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -130,6 +131,17 @@ def test_indexed_dataset_refuses_targets_of_several_parts_and_says_where_they_go
         IndexedDataset(ds, targets=targets)
     rows = IndexedDataset(ds, targets=[(0.1, 0.2)] * 3)  # rows of floats: several regression targets, as before
     assert torch.allclose(rows[0][2], torch.tensor([0.1, 0.2]))
+    # a JSON or CSV row writes 0 for 0.0, a box a 0 coordinate: lists are rows of numbers (a reviewer's were refused)
+    assert IndexedDataset(ds, targets=[[0, 1.5], [2.25, 3], [1.0, 0.5]])[0][2].tolist() == [0.0, 1.5]
+
+
+@pytest.mark.parametrize("pair", [lambda: (np.int64(1), np.float32(0.5)), lambda: (torch.tensor(1), torch.tensor(0.5))],
+                         ids=["numpy", "tensor"])
+def test_zipped_label_and_value_scalars_of_numpy_or_torch_are_refused_too(pair):
+    from torch.utils.data import TensorDataset
+
+    with pytest.raises(ValueError, match=r"`targets` replaces one target per sample"):
+        IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), targets=[pair()] * 3)
 
 
 def test_prl_over_heads_keeps_a_namedtuples_type_and_passes_integer_parts_through():
@@ -159,6 +171,23 @@ def test_a_label_key_the_targets_lack_is_named_at_the_first_batch(tmp_path):
     with pytest.raises(ValueError, match=r"`label_key`='label' of Wrong is not among its targets' keys or positions "
                                          r"\['digit', 'ink'\]"):
         tiny_trainer(tmp_path, 1, []).fit(Wrong(), loader)
+
+
+def test_a_wrong_label_key_under_an_own_training_step_is_named_by_itlm_at_the_first_batch(tmp_path):
+    class OwnStep(MultiTask):
+        label_key = "label"
+        trained = 0
+
+        def training_step(self, batch, batch_idx):
+            losses, outputs = self.per_sample_loss(batch)
+            OwnStep.trained += 1
+            return self.reduce_loss(losses, batch, outputs)
+
+    _, loader = _data()
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], plot=False)
+    with pytest.raises(ValueError, match=r"`label_key`='label' of OwnStep is not among"):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(OwnStep(), loader)
+    assert OwnStep.trained == 0
 
 
 def test_per_class_and_a_single_head_score_read_the_label_key(tmp_path, monkeypatch):

@@ -1171,6 +1171,8 @@ class ITLM(Callback):
             check_per_sample_at_first_batch(type(self).__name__, pl_module, batch,
                                             what="sample_scores" if own_scores else "per_sample_loss")
             self._checked_per_sample = True
+            # a wrong `label_key` under a `training_step` of the user's own: named now, not when round 0 ends
+            label_part(unpack_batch(batch, owner="ITLM").target, pl_module)
         if (self.per_class and batch_idx == 0 and trainer.current_epoch == 0
                 and _scoring_dataloader_owner(trainer, pl_module) is None):
             # soft (mixup) targets were refused only when round 1 began: a soft-label user lost round 0's 4 epochs.

@@ -185,14 +185,22 @@ def _reads_as_number(value: Any) -> bool:
 
 
 def _several_parts(entry: Any) -> bool:
-    """Whether one entry of ``targets`` holds parts of different kinds: a dict, or a tuple or list mixing integers and
-    floats (a class label and a value; a row of floats is several regression targets)."""
+    """Whether one entry of ``targets`` holds parts of different kinds: a dict, or a tuple (what ``zip`` makes) mixing
+    integers and floats -- Python, NumPy or 0-d tensor ones (a class label and a value). A list is a row of numbers
+    (several regression targets, a JSON row that writes 0 for 0.0, a box with a 0 coordinate) and is taken."""
     if isinstance(entry, dict):
         return True
-    if not isinstance(entry, (tuple, list)):
+    if not isinstance(entry, tuple):
         return False
-    ints = any(isinstance(v, Integral) and not isinstance(v, bool) for v in entry)
-    return ints and any(isinstance(v, float) for v in entry)
+    kinds = set()
+    for v in entry:
+        if isinstance(v, Tensor) and v.ndim == 0:
+            kinds.add("float" if v.is_floating_point() else "int" if v.dtype != torch.bool else "bool")
+        elif isinstance(v, (float, np.floating)):
+            kinds.add("float")
+        elif isinstance(v, (Integral, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            kinds.add("int")
+    return {"int", "float"} <= kinds
 
 
 def _by_position(values: Any) -> Any:

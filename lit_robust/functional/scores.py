@@ -186,7 +186,11 @@ def _float_parts(outputs: Any) -> list[tuple[Any, Tensor]] | None:
 def _rebuilt(outputs: Any, replaced: dict[Any, Tensor]) -> Any:
     """``outputs`` with the parts at the keys of ``replaced`` swapped in, of the same type (a namedtuple too)."""
     if isinstance(outputs, dict):
-        return {k: replaced.get(k, v) for k, v in outputs.items()}
+        new = {k: replaced.get(k, v) for k, v in outputs.items()}
+        try:  # a dict subclass (an OrderedDict, Hugging Face's ModelOutput) keeps its type and attributes
+            return new if type(outputs) is dict else type(outputs)(new)
+        except Exception:
+            return new
     values = [replaced.get(i, v) for i, v in enumerate(outputs)]
     if hasattr(outputs, "_fields"):
         return type(outputs)(*values)
