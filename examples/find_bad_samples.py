@@ -75,7 +75,8 @@ def main(fast: bool = False, report_dir: str | None = None) -> dict:
     print(f"estimated bad samples: {estimated} (truly: {truly_bad} of {len(rows)})")
 
     # fix the data: relabel the top rows with the final model's prediction (to drop them instead, train on
-    # torch.utils.data.Subset(data.train_set, [i for i in range(n) if i not in top]))
+    # IndexedDataset(Subset(data.train_set.dataset, keep), targets=data.train_set.targets[keep]), `keep` the rows
+    # left; a Subset of data.train_set itself would keep the full set's indices)
     train = data.train_set                     # IndexedDataset: `.dataset` holds the inputs, `.targets` the labels
     fixed = train.targets.clone()
     for r in rows[:estimated]:

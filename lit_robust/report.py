@@ -1019,7 +1019,9 @@ class EpochScores:
         if bad:
             raise ValueError(f"the report needs dataset indices in [0, {self.n}) (the training set's length), but "
                              f"{bad} training samples had an index outside it; wrap the training set in "
-                             "`lit_robust.IndexedDataset`.")
+                             "`lit_robust.IndexedDataset` (a `Subset` of one keeps the full set's indices: put the "
+                             "Subset inside, `IndexedDataset(Subset(train_set.dataset, keep), "
+                             "targets=train_set.targets[keep])`).")
 
     def end_epoch(self, epoch: int) -> None:
         """After the flush at the end of ``epoch``: a sample dropped in it for the first time gets ``epoch``."""

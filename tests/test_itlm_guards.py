@@ -944,3 +944,23 @@ def test_a_final_ranking_that_disagrees_with_the_last_selection_is_warned_about(
         warnings.simplefilter("always")
         fit(tmp_path, itlm)
     assert not [w for w in caught if "disagree with the last selection" in str(w.message)]
+
+
+def test_a_subset_of_an_indexed_training_set_is_refused_before_round_0(tmp_path):
+    """A data-centric user dropped rows with `Subset(train_set, keep)` (the find_bad_samples example's comment said
+    so): row 0 was kept, so the item-0 check passed, round 0 trained, and its end raised an IndexError."""
+    from torch.utils.data import Subset
+
+    from lit_robust import IndexedDataset
+    from tests.conftest import blobs
+
+    full = blobs()
+    keep = [i for i in range(len(full)) if i % 7]  # row 0 kept
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], plot=False)
+    with pytest.raises(ValueError, match=r"`Subset` of an `IndexedDataset` keeps the full set's indices \(240 samples\) "
+                                         r"for its 205\. Put the Subset inside instead: `IndexedDataset\(Subset\("):
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), DataLoader(Subset(full, keep), batch_size=32))
+    # the construction it names trains
+    inside = IndexedDataset(Subset(full.dataset, keep), targets=full.targets[keep], corrupted=full.corrupted[keep])
+    tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.7, round_epochs=[1, 1], plot=False)]).fit(
+        TinyModel(), DataLoader(inside, batch_size=32))

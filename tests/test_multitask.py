@@ -237,3 +237,4 @@ def test_tuple_targets_with_a_position_fill_the_filters_report(tmp_path):
     tiny_trainer(tmp_path, 3, [f]).fit(TupleTask(), DataLoader(IndexedDataset(ds), batch_size=32, shuffle=True))
     report = load_report(f.report_path)
     assert report.given_label.notna().all() and report.predicted_label.notna().all()
+

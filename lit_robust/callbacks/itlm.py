@@ -59,6 +59,7 @@ from lit_robust.data.indexed import (
     describe_item,
     dict_samples_hint,
     reads_differ,
+    subset_of_indexed_hint,
     unpack_batch,
 )
 from lit_robust.data.spec import datamodule_spec
@@ -2120,17 +2121,26 @@ def _check_indexed(dataset: Any, owner: str = "ITLM") -> None:
     check_one_index_space(dataset, owner)
     if isinstance(dataset, IndexedDataset):
         return
+    subset = subset_of_indexed_hint(dataset)
+    if subset is not None:
+        # a data-centric user dropped rows with `Subset(train_set, keep)`: row 0 kept, round 0 trained, then an
+        # IndexError at its end (item 0 alone had been checked)
+        raise ValueError(f"{owner} needs each sample's index to be its position in the training set (0 .. len - 1): "
+                         f"{subset}")
     try:
         sample = dataset[0]
+        last = dataset[len(dataset) - 1] if len(dataset) > 1 else sample
     except Exception:  # iterable or exotic datasets: checked on the first batch instead
         return
     shaped = isinstance(sample, (tuple, list)) and len(sample) in (3, 4) and _is_int_like(sample[0])
-    if shaped and int(sample[0]) != 0:
-        raise ValueError(
-            f"{owner} needs each sample's index to be its position in the training set (0 .. len - 1), but item 0 of "
-            f"`{type(dataset).__name__}` has index {int(sample[0])}. Wrap the data set without its own ids in "
-            "`lit_robust.IndexedDataset`, which adds the positions."
-        )
+    for item, at in ((sample, 0), (last, len(dataset) - 1)):
+        index = item[0] if shaped and isinstance(item, (tuple, list)) and item else None
+        if shaped and _is_int_like(index) and int(index) != at:
+            raise ValueError(
+                f"{owner} needs each sample's index to be its position in the training set (0 .. len - 1), but item "
+                f"{at} of `{type(dataset).__name__}` has index {int(index)}. Wrap the data set without its own ids in "
+                "`lit_robust.IndexedDataset`, which adds the positions."
+            )
     if not shaped:
         # what item 0 holds, and the advice for it: a dict sample gets the dict advice at once (a newcomer wrapped
         # theirs as told and only then read it); `(x, y, i)`, a plain-PyTorch habit, is told the index comes first

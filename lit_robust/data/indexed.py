@@ -184,6 +184,23 @@ def _reads_as_number(value: Any) -> bool:
     return True
 
 
+def subset_of_indexed_hint(dataset: Any) -> str | None:
+    """What to do when ``dataset`` is a ``Subset`` (at any depth) of an :class:`IndexedDataset`, else ``None``: its
+    samples keep the indices of the full set, which are no positions in the subset."""
+    inner, positions = dataset, range(len(dataset))
+    while isinstance(inner, torch.utils.data.Subset):
+        positions = [inner.indices[i] for i in positions]
+        inner = inner.dataset
+    if inner is dataset or not isinstance(inner, IndexedDataset):
+        return None
+    if all(p == i for i, p in enumerate(positions)):  # a prefix (`Subset(ds, range(k))`): the indices are positions
+        return None
+    return (f"`{type(dataset).__name__}` of an `IndexedDataset` keeps the full set's indices ({len(inner)} samples) "
+            f"for its {len(dataset)}. Put the Subset inside instead: `IndexedDataset(Subset(train_set.dataset, keep), "
+            "targets=train_set.targets[keep])` (the report's `source_index` then gives each row's position in "
+            "`train_set`).")
+
+
 def _several_parts(entry: Any) -> bool:
     """Whether one entry of ``targets`` holds parts of different kinds: a dict, or a tuple (what ``zip`` makes) mixing
     integers and floats -- Python, NumPy or 0-d tensor ones (a class label and a value). A list is a row of numbers
