@@ -4,7 +4,7 @@ ITLM's default re-draws the model at random at each round start (the paper's pro
 For a pretrained network pass `reinit="restore"`: every round starts again from the weights the fit started with.
 Frozen parameters (`requires_grad=False`) are never re-drawn.
 
-    python examples/itlm_finetune_pretrained.py            # ~1 minute on 2 CPU cores
+    python examples/itlm_finetune_pretrained.py            # 15-30 s on 2 CPU cores
     python examples/itlm_finetune_pretrained.py --fast     # a few seconds (used by the tests)
 """
 

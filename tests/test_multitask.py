@@ -118,8 +118,9 @@ def test_without_label_key_the_note_names_it(tmp_path, monkeypatch):
     assert load_report(itlm.report_path).given_label.isna().all()
 
 
-@pytest.mark.parametrize("targets", [[(1, 0.5), (2, 0.1), (0, 0.3)], {"digit": [1, 2, 0], "ink": [0.5, 0.1, 0.3]}],
-                         ids=["tuples", "dict"])
+@pytest.mark.parametrize("targets", [[(1, 0.5), (2, 0.1), (0, 0.3)], [(0, 1), (1, 0.5), (2, 0.3)],
+                                     {"digit": [1, 2, 0], "ink": [0.5, 0.1, 0.3]}],
+                         ids=["tuples", "tuples-first-all-int", "dict"])
 def test_indexed_dataset_refuses_targets_of_several_parts_and_says_where_they_go(targets):
     """`targets=list(zip(digit, ink))` became float [N, 2] targets (the digit 0.0, 1.0, ...) without a word; a dict
     was told to use LabelEncoder."""

@@ -79,7 +79,8 @@ class IndexedDataset(Dataset):
         self.dataset = dataset
         if targets is not None:
             if isinstance(targets, dict) or (isinstance(targets, (list, tuple)) and targets
-                                             and _several_parts(targets[0])):
+                                             and isinstance(targets[0], (tuple, dict))
+                                             and any(_several_parts(t) for t in targets)):
                 # a multi-task user's `list(zip(digit, ink))` became float [N, 2] targets (the digit 0.0), a dict was
                 # told to use LabelEncoder
                 raise ValueError("`targets` replaces one target per sample: a tensor, array or sequence of numbers "
