@@ -188,6 +188,8 @@ def _reads_as_number(value: Any) -> bool:
 def subset_of_indexed_hint(dataset: Any) -> str | None:
     """What to do when ``dataset`` is a ``Subset`` (at any depth) of an :class:`IndexedDataset`, else ``None``: its
     samples keep the indices of the full set, which are no positions in the subset."""
+    if not isinstance(dataset, torch.utils.data.Subset):
+        return None
     inner, positions = dataset, range(len(dataset))
     while isinstance(inner, torch.utils.data.Subset):
         positions = [inner.indices[i] for i in positions]
