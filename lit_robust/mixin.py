@@ -14,7 +14,7 @@ from lit_robust._lightning import check_datamodule_package
 from lit_robust._modes import evaluating
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
 from lit_robust.data.spec import check_first_batch
-from lit_robust.report import label_part, labels_from_outputs, values_from_outputs
+from lit_robust.report import given_and_predicted, label_part, values_from_outputs
 from lit_robust.selection.rules import masked_mean
 
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
@@ -179,8 +179,7 @@ class RobustMixin:
         """
         out = self.per_sample_loss(batch)
         outputs = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-        target = label_part(unpack_batch(batch).target, self)
-        return labels_from_outputs(label_part(outputs, self, strict=False), target)
+        return given_and_predicted(outputs, unpack_batch(batch).target, self)[1]
 
     # -- selectors ----------------------------------------------------------------------------
     @property
@@ -404,8 +403,7 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
     if not own_scores and not own_labels:
         losses, outputs = split_loss_output(module.per_sample_loss(batch))
         target = unpack_batch(batch).target
-        predicted = labels_from_outputs(label_part(outputs, module, strict=False), label_part(target, module))
-        return losses, predicted, values_from_outputs(outputs, target)
+        return losses, given_and_predicted(outputs, target, module)[1], values_from_outputs(outputs, target)
     scores = module.sample_scores(batch)
     # a multi-task module scoring by one head (`sample_scores`) still predicts labels (`label_key` says it has them)
     wants_labels = own_labels or getattr(module, "label_key", None) is not None

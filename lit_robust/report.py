@@ -72,6 +72,7 @@ __all__ = [
     "posterior_note",
     "labels_from_outputs",
     "label_part",
+    "given_and_predicted",
     "integer_labels",
     "scalar_targets",
     "values_from_outputs",
@@ -136,6 +137,13 @@ def label_part(value: Any, module: Any, strict: bool = True) -> Any:
                      f"{keys}: set it to the one that holds the class labels.")
 
 
+def given_and_predicted(outputs: Any, target: Any, module: Any) -> tuple[Tensor | None, Tensor | None]:
+    """``(given, predicted)`` class labels of one batch: :func:`integer_labels` of the targets and
+    :func:`labels_from_outputs` of the outputs, both read at the module's ``label_key`` (:func:`label_part`)."""
+    label = label_part(target, module)
+    return integer_labels(label), labels_from_outputs(label_part(outputs, module, strict=False), label)
+
+
 def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
     """A classifier's predicted class per sample: ``outputs.argmax(1)`` when ``outputs`` are ``[B, C]`` floating
     scores (logits or probabilities, ``C >= 2``) and ``target`` is a ``[B]`` integer label tensor; else ``None``
@@ -197,9 +205,8 @@ def report_fields(outputs: Any, batch: Any, module: Any = None) -> dict[str, Ten
     alone where ``module``'s targets are not reported (:func:`targets_reported`)."""
     if not targets_reported(module):
         return {"corrupted": batch.corrupted}
-    label = label_part(batch.target, module)
-    return {"predicted": labels_from_outputs(label_part(outputs, module, strict=False), label),
-            "given": integer_labels(label),
+    given, predicted = given_and_predicted(outputs, batch.target, module)
+    return {"predicted": predicted, "given": given,
             "corrupted": batch.corrupted, "given_target": scalar_targets(batch.target),
             "predicted_target": values_from_outputs(outputs, batch.target)}
 

@@ -35,7 +35,7 @@ from lit_robust.callbacks._resume import (
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, fit_loss_layer, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
-from lit_robust.report import ReportFormat, integer_labels, label_part, labels_from_outputs, report_fields
+from lit_robust.report import ReportFormat, given_and_predicted, report_fields
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -806,8 +806,7 @@ class BatchFilter(Callback):
         of targets and outputs of several parts), else ``(None, None)``."""
         if self._auto is None or not self._auto.uses_labels:
             return None, None
-        label = label_part(target, module)
-        return integer_labels(label), labels_from_outputs(label_part(outputs, module, strict=False), label)
+        return given_and_predicted(outputs, target, module)
 
     def scores(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
         """This rule's per-sample scores of one batch (lower = more trusted), detached, shape ``[B]``."""

@@ -944,6 +944,11 @@ class ITLM(Callback):
         """How a round start treats the model, for the messages: ``"re-draws"`` or ``"restores"``."""
         return "restores" if self.reinit == "restore" else "re-draws"
 
+    @property
+    def _restarted(self) -> str:
+        """The model a round starts from, for the messages: ``"fresh"`` or ``"restored"``."""
+        return "restored" if self.reinit == "restore" else "fresh"
+
     def _check_swa(self, trainer: pl.Trainer) -> None:
         """Warn when ``StochasticWeightAveraging`` starts before the last round while ITLM re-draws the model at each
         round start: SWA then averages networks of different rounds into the final model, and the optimizer each
@@ -1046,7 +1051,7 @@ class ITLM(Callback):
                 continue
             rank_zero_warn(
                 f"{self._title}: `ModelCheckpoint(monitor={monitor!r})` ranks the checkpoints of different rounds, each "
-                f"trained from a {'restored' if self.reinit == 'restore' else 'fresh'} model (its best may be round "
+                f"trained from a {self._restarted} model (its best may be round "
                 "0's, trained on every sample)"
                 + (": its best need not be the final model (your unmonitored `ModelCheckpoint(save_last=True)` keeps "
                    "that one)." if final_kept else
@@ -1072,7 +1077,7 @@ class ITLM(Callback):
                 rank_zero_warn(
                     f"{self._title}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, "
                     f"patience={getattr(cb, 'patience', None)})` counts across rounds, and each round restarts from a "
-                    f"{'restored' if self.reinit == 'restore' else 'fresh'} model whose metric is worse than earlier "
+                    f"{self._restarted} model whose metric is worse than earlier "
                     "rounds' best for a while, so it can stop the fit "
                     f"inside a round (rounds of {list(self.round_epochs)} epochs), leaving the final model an "
                     "unfinished round's. `max_epochs` = the sum of the rounds already ends the fit: leave "

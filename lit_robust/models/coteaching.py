@@ -27,7 +27,7 @@ from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import fit_loss_layer, loss_layer_scores
 from lit_robust.mixin import require_mixin, split_loss_output
-from lit_robust.report import ReportFormat, integer_labels, label_part, labels_from_outputs
+from lit_robust.report import ReportFormat, given_and_predicted
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -385,9 +385,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         mean_score = 0.5 * (scores[0].double() + scores[1].double()) if collect or report else None
         given = predicted = None
         if report or (collect and self._auto.uses_labels):  # net1's prediction (the network `forward` uses)
-            label = label_part(ib.target, self.net1)  # the wrapped model's `label_key`
-            given = integer_labels(label)
-            predicted = labels_from_outputs(label_part(outputs[0], self.net1, strict=False), label)
+            given, predicted = given_and_predicted(outputs[0], ib.target, self.net1)  # the wrapped model's `label_key`
         if collect:
             labels = (given, predicted) if self._auto.uses_labels else (None, None)
             self._auto.add(index, mean_score, *labels)
