@@ -145,6 +145,20 @@ def test_zipped_label_and_value_scalars_of_numpy_or_torch_are_refused_too(pair):
         IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), targets=[pair()] * 3)
 
 
+def test_a_dataframe_of_a_label_and_a_value_column_is_refused_and_one_kind_of_columns_taken():
+    """`targets=df[["digit", "ink"]]` became float [N, 2] targets (the digit 3 read as 3.0) without a word."""
+    pd = pytest.importorskip("pandas")
+    from torch.utils.data import TensorDataset
+
+    ds = TensorDataset(torch.zeros(3, 2), torch.zeros(3))
+    df = pd.DataFrame({"digit": [1, 2, 0], "ink": [0.5, 0.1, 0.3]}, index=[10, 11, 12])
+    with pytest.raises(ValueError, match=r"a table whose columns mix kinds \(digit, ink\).* set `label_key`"):
+        IndexedDataset(ds, targets=df)
+    floats = IndexedDataset(ds, targets=df[["ink", "ink"]])  # several regression targets, as before
+    assert floats.targets.dtype == torch.float64 and floats[0][2].tolist() == [0.5, 0.5]
+    assert IndexedDataset(ds, targets=df[["digit"]]).targets.tolist() == [1, 2, 0]
+
+
 def test_prl_over_heads_keeps_a_namedtuples_type_and_passes_integer_parts_through():
     from collections import namedtuple
 

@@ -78,14 +78,14 @@ class IndexedDataset(Dataset):
         n = check_pair_dataset(dataset)
         self.dataset = dataset
         if targets is not None:
-            if isinstance(targets, dict) or (isinstance(targets, (list, tuple)) and targets
-                                             and isinstance(targets[0], (tuple, dict))
-                                             and any(_several_parts(t) for t in targets)):
+            if isinstance(targets, dict) or _mixed_columns(targets) or (
+                    isinstance(targets, (list, tuple)) and targets and isinstance(targets[0], (tuple, dict))
+                    and any(_several_parts(t) for t in targets)):
                 # a multi-task user's `list(zip(digit, ink))` became float [N, 2] targets (the digit 0.0), a dict was
                 # told to use LabelEncoder
                 raise ValueError("`targets` replaces one target per sample: a tensor, array or sequence of numbers "
                                  "(rows of numbers for several regression targets). For targets of several parts "
-                                 f"({'a dict of columns' if isinstance(targets, dict) else 'a tuple or dict per sample'}"
+                                 f"({_parts_kind(targets)}"
                                  ", e.g. a class label and a value) let the dataset return them as each sample's target "
                                  "(`(input, {\"label\": y, \"value\": v})`), and set `label_key` on your RobustMixin "
                                  "module to the label's key.")
@@ -202,6 +202,25 @@ def subset_of_indexed_hint(dataset: Any) -> str | None:
             f"for its {len(dataset)}. Put the Subset inside instead: `IndexedDataset(Subset(train_set.dataset, keep), "
             "targets=train_set.targets[keep])` (the report's `source_index` then gives each row's position in "
             "`train_set`).")
+
+
+def _mixed_columns(targets: Any) -> bool:
+    """Whether ``targets`` is a table (a pandas DataFrame, ...) whose columns mix integer and float dtypes: a class
+    label beside a value, which ``to_numpy()`` would turn into one float array (the label 3 read as 3.0)."""
+    dtypes = getattr(targets, "dtypes", None)
+    if getattr(targets, "columns", None) is None or dtypes is None or not hasattr(dtypes, "__iter__"):
+        return False
+    kinds = {np.dtype(d).kind if isinstance(d, np.dtype) else getattr(d, "kind", "O") for d in dtypes}
+    return bool(kinds & {"i", "u", "b"}) and bool(kinds & {"f", "O"})
+
+
+def _parts_kind(targets: Any) -> str:
+    """How the caller's ``targets`` hold several parts, for the message refusing them."""
+    if isinstance(targets, dict):
+        return "a dict of columns"
+    if getattr(targets, "columns", None) is not None:
+        return f"a table whose columns mix kinds ({', '.join(map(str, list(targets.columns)[:4]))})"
+    return "a tuple or dict per sample"
 
 
 def _several_parts(entry: Any) -> bool:
