@@ -127,7 +127,8 @@ def test_indexed_dataset_takes_a_one_column_frame_and_numbers_held_as_objects():
     df = pd.DataFrame({"y": [2, 0, 1], "price": [1.5, 2.25, 3.0]}, index=[7, 3, 5])
     base = TensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
     assert IndexedDataset(base, targets=df[["y"]]).targets.tolist() == [2, 0, 1]
-    assert IndexedDataset(base, targets=df[["y", "price"]]).targets.shape == (3, 2)  # several targets stay
+    with pytest.warns(UserWarning, match=r"integer column\(s\) \['y'\] beside float ones"):  # several targets stay
+        assert IndexedDataset(base, targets=df[["y", "price"]]).targets.shape == (3, 2)
     held = IndexedDataset(base, targets=df["price"].astype(object)).targets
     assert held.is_floating_point() and held.tolist() == [1.5, 2.25, 3.0]
     with pytest.raises(ValueError, match=r"got str entries such as '1.5': numbers written as text: convert them, "
@@ -135,6 +136,11 @@ def test_indexed_dataset_takes_a_one_column_frame_and_numbers_held_as_objects():
         IndexedDataset(base, targets=df["price"].astype(str))
     with pytest.raises(ValueError, match="LabelEncoder"):
         IndexedDataset(base, targets=pd.Series(["cat", "dog", "cat"]))
+    with pytest.raises(ValueError, match=r"got str entries such as 'cat': a categorical column's integer codes are "
+                                         r"`column.cat.codes`"):
+        IndexedDataset(base, targets=pd.Series(["cat", "dog", "cat"], dtype="category"))
+    with pytest.raises(ValueError, match=r"got str entries such as 'cat' in 2 columns: map them"):
+        IndexedDataset(base, targets=pd.DataFrame({"a": ["cat", "dog", "cat"], "b": ["x", "y", "x"]}))
 
 
 def test_indexed_dataset_refuses_a_dataframe_and_says_what_to_pass():

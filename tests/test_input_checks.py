@@ -29,6 +29,7 @@ from lit_robust import (
     LinearProbe,
     LinearRegressor,
     MixedImagesDataModule,
+    MLPClassifier,
     MLPRegressor,
     MNISTDataModule,
     OneClassMNISTDataModule,
@@ -289,6 +290,9 @@ def test_datamodules_say_what_they_yield_once_set_up(make, spec):
      r"`model`=MLPRegressor is a regressor, but `data`: the training set yields labels up to 1211 .*If they "
      r"are numeric values, not classes, make them floats \(`y.float\(\)`, or `.astype\('float32'\)` on a DataFrame "
      r"column\): integer targets are read as class labels\.$"),
+    (lambda: MLPClassifier(in_features=4, num_classes=2), torch.randn(8, 4), torch.randint(0, 2, (8, 2)),
+     r"`model`=MLPClassifier is a classifier of one integer label per sample, but `data`: the first training batch "
+     r"yields integer labels of shape \[2\] per sample. Pass one column as `targets` \(e.g. `df\[.label.\]`"),
     (lambda: None, torch.randn(8, 4), torch.randn(8, 1), None),  # fits: no error
 ])
 @pytest.mark.parametrize("owner", [None, "ITLM", "BatchFilter"])

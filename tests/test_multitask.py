@@ -2,6 +2,8 @@
 label estimators read the part `label_key` names, and PRL(L) takes a callable loss over a dict of targets and of
 outputs (a multi-task user got empty label columns without a word, and `targets must be a tensor, got dict`)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -145,18 +147,24 @@ def test_zipped_label_and_value_scalars_of_numpy_or_torch_are_refused_too(pair):
         IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), targets=[pair()] * 3)
 
 
-def test_a_dataframe_of_a_label_and_a_value_column_is_refused_and_one_kind_of_columns_taken():
-    """`targets=df[["digit", "ink"]]` became float [N, 2] targets (the digit 3 read as 3.0) without a word."""
+def test_a_dataframe_of_a_label_and_a_value_column_is_warned_about_and_one_kind_of_columns_taken_quietly():
+    """`targets=df[["digit", "ink"]]` became float [N, 2] targets (the digit 3 read as 3.0) without a word. Refusing
+    it would refuse regression targets of counts beside prices, so it is a warning naming the integer column."""
     pd = pytest.importorskip("pandas")
     from torch.utils.data import TensorDataset
 
     ds = TensorDataset(torch.zeros(3, 2), torch.zeros(3))
     df = pd.DataFrame({"digit": [1, 2, 0], "ink": [0.5, 0.1, 0.3]}, index=[10, 11, 12])
-    with pytest.raises(ValueError, match=r"a table whose columns mix kinds \(digit, ink\).* set `label_key`"):
-        IndexedDataset(ds, targets=df)
-    floats = IndexedDataset(ds, targets=df[["ink", "ink"]])  # several regression targets, as before
+    with pytest.warns(UserWarning, match=r"`targets` has integer column\(s\) \['digit'\] beside float ones: all are "
+                                         r"read as float regression targets, shape \[3, 2\]\. If 'digit' holds class "
+                                         r"labels.* set `label_key`"):
+        mixed = IndexedDataset(ds, targets=df)
+    assert mixed.targets.dtype == torch.float64 and mixed[0][2].tolist() == [1.0, 0.5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        floats = IndexedDataset(ds, targets=df[["ink", "ink"]])  # several regression targets, as before
+        assert IndexedDataset(ds, targets=df[["digit"]]).targets.tolist() == [1, 2, 0]
     assert floats.targets.dtype == torch.float64 and floats[0][2].tolist() == [0.5, 0.5]
-    assert IndexedDataset(ds, targets=df[["digit"]]).targets.tolist() == [1, 2, 0]
 
 
 def test_prl_over_heads_keeps_a_namedtuples_type_and_passes_integer_parts_through():

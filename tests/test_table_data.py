@@ -289,6 +289,17 @@ def test_a_table_that_does_not_fit_the_arguments_is_named_at_setup(kwargs, messa
         TableDataModule(frame=frame, **kwargs).setup()
 
 
+def test_an_id_column_that_is_the_dataframes_index_is_named_so():
+    """A pandas user's `id_columns="customer_id"` was the DataFrame's index: the message listed the columns only."""
+    frame = table().set_index("id")
+    with pytest.raises(ValueError, match=r"`id_columns` names column\(s\) \['id'\] .* 'id' is the DataFrame's index: "
+                                         r"make it a column with `frame.reset_index\(\)`"):
+        TableDataModule(frame=frame, target="kind", features=["a"], id_columns="id").setup()
+    dm = TableDataModule(frame=frame.reset_index(), target="kind", features=["a"], id_columns="id", test_size=0)
+    dm.setup()
+    assert len(dm.train_source_index) == 60
+
+
 def test_one_class_is_not_a_classification():
     frame = table()
     frame["only"] = "x"

@@ -78,26 +78,31 @@ class IndexedDataset(Dataset):
         n = check_pair_dataset(dataset)
         self.dataset = dataset
         if targets is not None:
-            if isinstance(targets, dict) or _mixed_columns(targets) or (
-                    isinstance(targets, (list, tuple)) and targets and isinstance(targets[0], (tuple, dict))
-                    and any(_several_parts(t) for t in targets)):
+            if isinstance(targets, dict) or (isinstance(targets, (list, tuple)) and targets
+                                             and isinstance(targets[0], (tuple, dict))
+                                             and any(_several_parts(t) for t in targets)):
                 # a multi-task user's `list(zip(digit, ink))` became float [N, 2] targets (the digit 0.0), a dict was
                 # told to use LabelEncoder
                 raise ValueError("`targets` replaces one target per sample: a tensor, array or sequence of numbers "
                                  "(rows of numbers for several regression targets). For targets of several parts "
-                                 f"({_parts_kind(targets)}"
+                                 f"({'a dict of columns' if isinstance(targets, dict) else 'a tuple or dict per sample'}"
                                  ", e.g. a class label and a value) let the dataset return them as each sample's target "
                                  "(`(input, {\"label\": y, \"value\": v})`), and set `label_key` on your RobustMixin "
                                  "module to the label's key.")
+            _warn_mixed_columns(targets)
+            categorical = str(getattr(targets, "dtype", "")) == "category"
             targets = _by_position(targets)
             try:
                 targets = torch.as_tensor(targets)
             except (TypeError, ValueError, RuntimeError) as err:  # strings: torch's "too many dimensions 'str'"
-                first = next(iter(np.asarray(targets, dtype=object).ravel()), None)
+                table = np.asarray(targets, dtype=object)
+                first = next(iter(table.ravel()), None)
                 raise ValueError(f"`targets` must be numbers, one per sample (integer class labels 0..C-1, or float "
-                                 f"regression targets), got {type(first).__name__} entries such as {first!r}: "
+                                 f"regression targets), got {type(first).__name__} entries such as {first!r}"
+                                 + (f" in {table.shape[1]} columns" if table.ndim == 2 else "") + ": "
                                  + ("numbers written as text: convert them, e.g. `pandas.to_numeric(column)`."
                                     if _reads_as_number(first) else
+                                    "a categorical column's integer codes are `column.cat.codes`." if categorical else
                                     "map them to integers first, e.g. with sklearn.preprocessing.LabelEncoder.")
                                  ) from err
             if len(targets) != n:
@@ -204,23 +209,20 @@ def subset_of_indexed_hint(dataset: Any) -> str | None:
             "`train_set`).")
 
 
-def _mixed_columns(targets: Any) -> bool:
-    """Whether ``targets`` is a table (a pandas DataFrame, ...) whose columns mix integer and float dtypes: a class
-    label beside a value, which ``to_numpy()`` would turn into one float array (the label 3 read as 3.0)."""
+def _warn_mixed_columns(targets: Any) -> None:
+    """Warn when ``targets`` is a table (a pandas DataFrame, ...) whose columns mix integer and float dtypes: they are
+    read as one float array, right for several regression targets, wrong for a class label beside a value (the label
+    3 becomes 3.0 without a word, as a multi-task user's did). Not refused: counts beside prices are regression too."""
     dtypes = getattr(targets, "dtypes", None)
     if getattr(targets, "columns", None) is None or dtypes is None or not hasattr(dtypes, "__iter__"):
-        return False
-    kinds = {np.dtype(d).kind if isinstance(d, np.dtype) else getattr(d, "kind", "O") for d in dtypes}
-    return bool(kinds & {"i", "u", "b"}) and bool(kinds & {"f", "O"})
-
-
-def _parts_kind(targets: Any) -> str:
-    """How the caller's ``targets`` hold several parts, for the message refusing them."""
-    if isinstance(targets, dict):
-        return "a dict of columns"
-    if getattr(targets, "columns", None) is not None:
-        return f"a table whose columns mix kinds ({', '.join(map(str, list(targets.columns)[:4]))})"
-    return "a tuple or dict per sample"
+        return
+    kinds = {str(c): getattr(d, "kind", "O") for c, d in zip(targets.columns, dtypes)}
+    whole = [c for c, k in kinds.items() if k in "iub"]
+    if whole and any(k == "f" for k in kinds.values()):
+        warnings.warn(f"IndexedDataset: `targets` has integer column(s) {whole[:4]} beside float ones: all are read "
+                      f"as float regression targets, shape [{len(targets)}, {len(kinds)}]. If {whole[0]!r} holds class "
+                      "labels, let the dataset return each sample's target as a dict (`(input, {\"label\": y, "
+                      "\"value\": v})`) and set `label_key` on your RobustMixin module.", UserWarning, stacklevel=3)
 
 
 def _several_parts(entry: Any) -> bool:

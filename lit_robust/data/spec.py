@@ -39,6 +39,8 @@ class DataSpec:
     target_dim: int | None = None
     #: ``num_classes`` is only a lower bound (the largest label seen + 1, e.g. read from one batch)
     classes_at_least: bool = False
+    #: with ``target="class"`` read from a batch: the shape of one sample's labels (``()``: one label per sample)
+    label_shape: tuple[int, ...] = ()
 
     @property
     def in_features(self) -> int:
@@ -88,7 +90,8 @@ def batch_spec(batch: Any, source: str = "the first training batch") -> DataSpec
         return DataSpec(source, shape, "regression", target_dim=math.prod(y.shape[1:]) if y.ndim > 1 else 1)
     if y.numel() == 0:
         return None
-    return DataSpec(source, shape, "class", num_classes=int(y.max()) + 1, classes_at_least=True)
+    return DataSpec(source, shape, "class", num_classes=int(y.max()) + 1, classes_at_least=True,
+                    label_shape=tuple(int(d) for d in y.shape[1:]))
 
 
 def check_first_batch(module: Any, batch: Any, batch_idx: int) -> None:
@@ -122,7 +125,7 @@ def _whole_set_labels(spec: DataSpec, trainer: Any, batch: Any) -> tuple[DataSpe
     source = "the training set" if whole else spec.source
     low, high = int(labels.min()), int(labels.max())
     return DataSpec(source, spec.input_shape, "class", num_classes=max(spec.num_classes or 0, high + 1),
-                    classes_at_least=True), low
+                    classes_at_least=True, label_shape=spec.label_shape), low
 
 
 def datamodule_spec(trainer: Any) -> DataSpec | None:

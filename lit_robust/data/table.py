@@ -125,6 +125,9 @@ def _columns_named(frame: Any, names: Sequence[str], argument: str, absent: str 
         close = ([c for c in columns if c.lower() == missing[0].lower()]
                  or difflib.get_close_matches(missing[0], columns, n=1))
         hint = f" Did you mean {close[0]!r}?" if close else absent
+        index_names = [str(n) for n in getattr(getattr(frame, "index", None), "names", []) or [] if n is not None]
+        if missing[0] in index_names:  # a pandas user's `customer_id` was the DataFrame's index, not a column
+            hint = f" {missing[0]!r} is the DataFrame's index: make it a column with `frame.reset_index()`."
         raise ValueError(f"`{argument}` names column(s) {missing} that the table does not have; its columns are "
                          f"{columns}.{hint}")
     return list(names)

@@ -89,6 +89,13 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
                                                                           f"{spec.input_shape[0]}.{grey}{also}")
         if size_fix is not None:
             raise misfit("image_size", image_size, spec, spec.inputs(), size_fix)
+    if spec.target == "class" and spec.label_shape:
+        # a pandas user's `targets=df[["churn", "plan"]]`: torch's "Expected floating point type for target with class
+        # probabilities, got Long" from inside the loss
+        raise ValueError(f"`model`={model} is a classifier of one integer label per sample, but `data`: {spec.source} "
+                         f"yields integer labels of shape {list(spec.label_shape)} per sample. Pass one column as "
+                         "`targets` (e.g. `df[\"label\"]`, not `df[[\"label\", ...]]`); for one-hot rows, their "
+                         "`.argmax(1)`.")
     if spec.target == "class" and spec.num_classes is not None:
         if spec.num_classes == 1 and not spec.classes_at_least:
             # an image folder of one class sub-folder (a GAN's unlabelled images are read so) reaches a classifier
