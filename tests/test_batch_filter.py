@@ -461,6 +461,30 @@ def test_one_hot_float_targets_are_ranked_as_class_labels(tmp_path):
         assert rows[r["index"]]["given_label"] is None and r["given_label"] == int(integer.targets[r["index"]])
 
 
+def test_multi_hot_targets_stop_prl_at_the_first_batch_and_a_callable_loss_runs(tmp_path):
+    """A multi-label user's PRL(L) inferred MSE from multi-hot rows and filtered at random without a word."""
+    from torch.utils.data import TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    integer = blobs(96)
+    tags = F.one_hot(integer.targets, 3).float()
+    tags[:, 2] = 1.0  # every sample carries tag 2 besides its class's: rows sum to 2
+    multi = IndexedDataset(TensorDataset(integer.dataset.tensors[0], tags), corrupted=integer.corrupted)
+
+    class Data(BlobsData):
+        def __init__(self, ds):
+            super().__init__(n=96, batch_size=16)
+            self.ds = ds
+
+    with pytest.raises(ValueError, match=r"cannot infer its loss layer from multi-label 0/1 targets"):
+        fit(tmp_path, [BatchFilter("prl", drop_ratio=0.3)], max_epochs=1, data=Data(multi))
+    f = BatchFilter("prl", drop_ratio=0.3, loss=lambda o, y: F.binary_cross_entropy_with_logits(
+        o, y, reduction="none").sum(1))
+    fit(tmp_path, [f], max_epochs=2, data=Data(multi))
+    assert len(f.history) == 2
+
+
 def test_the_inferred_loss_layer_is_decided_once_per_fit(tmp_path):
     """Deciding per batch read the targets' values in every step (a host sync on a GPU) and could switch between
     cross-entropy and MSE from batch to batch (a reviewer's multi-label rows): decided at the fit's first batch."""

@@ -1583,8 +1583,9 @@ class ITLM(Callback):
             # which of the two is missing (a GAN newcomer's integer placeholder targets were "none")
             lacks = ("the module's targets are placeholders (`report_targets = False`)"
                      if not targets_reported(pl_module) else
-                     ("the batches carry no integer class label per sample (targets of shape [batch]; for targets "
-                      "of several parts set the module's `label_key`)") if given is None else
+                     ("the batches carry no integer class label per sample (it reads targets of shape [batch], not "
+                      "one-hot, soft or multi-label rows; for targets of several parts set the module's `label_key`)")
+                     if given is None else
                      "the module predicts no labels (`predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
             if spec is None or spec.target != "regression":  # a regression datamodule's fall-back goes unsaid
