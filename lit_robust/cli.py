@@ -789,8 +789,8 @@ class RobustCLI(LightningCLI):
 
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
     def before_fit(self) -> None:
-        self._resolve_ckpt_path("fit")
         enable_reports([*self.trainer.callbacks, *model_callbacks(self.model), self.model])
+        self._resolve_ckpt_path("fit")  # after: it looks for the reports of a fit that `last` found
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path("validate")
@@ -845,6 +845,7 @@ class RobustCLI(LightningCLI):
                                      "no best model (its ModelCheckpoint has no `monitor`); use `--ckpt_path last` "
                                      "or a checkpoint file.")
             found = best
+        epoch = self._readable_epoch(ckpt, found)
         cfg["ckpt_path"] = found
         if subcommand in _EVAL_COMMANDS:
             # a DDP newcomer's 1-process `test` loaded their 2-process fit (another batch size) where they had two
@@ -853,7 +854,7 @@ class RobustCLI(LightningCLI):
             self._loaded_note = (f"`--ckpt_path {ckpt}` is {found} (the newest fit with this model, data, callbacks "
                                  "and seed; its batch size, strategy and devices may differ).")
         if subcommand == "fit":
-            self._complete = self._say_if_complete(found)
+            self._complete = self._say_if_complete(found, epoch)
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
         # changed is expected here, not news
         warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
@@ -998,16 +999,50 @@ class RobustCLI(LightningCLI):
             return f"; this fit's was {rates[0]:g}: try {rates[0] / 10:g}"
         return f"; this fit's were {', '.join(f'{r:g}' for r in rates)}" if rates else ""
 
-    def _say_if_complete(self, found: str) -> bool:
+    @staticmethod
+    def _readable_epoch(ckpt: str, found: str) -> Any:
+        """The ``epoch`` recorded in the checkpoint ``--ckpt_path last``/``best`` found, or a :class:`UserInputError`
+        when torch cannot read it: a preemptible-cluster user's fit killed while it wrote one ended the resume in
+        "OSError: [Errno 22] Invalid argument" and a traceback."""
+        try:
+            return torch.load(found, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+        except Exception as exc:  # noqa: BLE001 - whatever torch raises, the file cannot be resumed from
+            why = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise UserInputError(f"`--ckpt_path {ckpt}` found {found}, but torch cannot read it ({type(exc).__name__}"
+                                 f"{': ' + why if why else ''}; {os.path.getsize(found)} bytes): a fit stopped while "
+                                 "writing it leaves such a file. Pass an earlier checkpoint of that fit as "
+                                 "`--ckpt_path FILE`, or move the damaged file away and run again.") from None
+
+    def _missing_reports(self, found: str) -> list[str]:
+        """The callbacks set to write a per-sample report whose file is not in the folder of the fit that wrote
+        ``found`` (or in their ``report_dir``): a fit killed after its last checkpoint and before its report."""
+        from lit_robust.callbacks._report_file import report_enabled
+
+        run = Path(found).parent
+        run = run.parent if run.name == "checkpoints" else run
+        missing = []
+        for cb in [*self.trainer.callbacks, *model_callbacks(self.model), self.model]:
+            if not report_enabled(getattr(cb, "report", None), getattr(cb, "report_dir", None)):
+                continue
+            folder = Path(cb.report_dir) if getattr(cb, "report_dir", None) else run
+            if not any(folder.glob("*_report.csv")) and not any(folder.glob("*_report.parquet")):
+                missing.append(type(cb).__name__)
+        return missing
+
+    def _say_if_complete(self, found: str, epoch: Any) -> bool:
         """Whether ``fit --ckpt_path last`` found a fit which already ran every epoch (it would train nothing), said
         on stderr (a DDP newcomer's requeued job "resumed" an earlier, finished fit, printed its round table as if
-        just trained and exited 0)."""
-        try:
-            epoch = torch.load(found, map_location="cpu", weights_only=True, mmap=True).get("epoch")
-        except Exception:  # noqa: BLE001 - Lightning reports an unreadable checkpoint itself
-            return False
+        just trained and exited 0). Not when that fit's per-sample report is missing: the resumed fit, which trains
+        nothing, writes it (a preemptible-cluster user's kill after the last checkpoint lost it for good)."""
         max_epochs = self.trainer.max_epochs
         complete = isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
+        missing = self._missing_reports(found) if complete else []
+        if missing:
+            if self.trainer.is_global_zero:
+                sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
+                                 f"{epoch + 1} epochs but stopped before writing the per-sample report of "
+                                 f"{', '.join(missing)}: this run trains nothing and writes it.\n")
+            return False
         if complete and self.trainer.is_global_zero:
             # ITLM's rounds add up to `max_epochs`: raising it alone is refused, raising both starts a new fit (a docs
             # auditor followed "raise `--trainer.max_epochs`" into that error)

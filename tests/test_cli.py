@@ -472,6 +472,39 @@ def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_no
     assert len(list(logs.iterdir())) == len(before) + 1  # one epoch more: it trains
 
 
+def test_fit_ckpt_path_last_writes_the_report_a_killed_fit_did_not_and_names_a_damaged_checkpoint(
+        tmp_path, capsys, one_torch_thread):
+    """A preemptible-cluster user's fit was killed after its last checkpoint and before its report: `fit --ckpt_path
+    last` said "nothing to train ... nothing is written" and the report was gone for good. A checkpoint cut short by
+    a kill ended the resume in "OSError: [Errno 22] Invalid argument" and a traceback."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    first = run(["fit", "--config", str(path)])
+    report = Path(first.trainer.log_dir) / "itlm_report.csv"
+    written = report.read_text()
+    report.unlink()  # as if killed before the end of the fit
+    capsys.readouterr()
+    again = run(["fit", "--config", str(path), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    found = again.config_init["fit"]["ckpt_path"]
+    assert (f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
+            f"{cfg['trainer']['max_epochs']} epochs but stopped before writing the per-sample report of ITLM: this run "
+            "trains nothing and writes it.") in err, err
+    assert again.trainer.state.finished
+    rewritten = [c for c in again.trainer.callbacks if type(c).__name__ == "ITLM"][0].report_path
+    assert Path(rewritten).read_text() == written
+
+    Path(found).write_bytes(Path(found).read_bytes()[:4000])  # cut short while written
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(path), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err, err
+    assert (f"`--ckpt_path last` found {found}, but torch cannot read it (") in err and (
+        "a fit stopped while writing it leaves such a file. Pass an earlier checkpoint of that fit as `--ckpt_path "
+        "FILE`, or move the damaged file away and run again.") in err, err
+
+
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
     """`lit-robust test --config X` without `--ckpt_path` evaluates the config's own (untrained) model, as
     LightningCLI does; the metrics are what a user reads, so the note must follow them, and name the last fit."""
