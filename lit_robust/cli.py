@@ -815,6 +815,8 @@ class RobustCLI(LightningCLI):
             if not os.path.isfile(ckpt) and not ckpt.startswith(("hpc", "registry")) and "://" not in ckpt:
                 raise UserInputError(f"`--ckpt_path` must be an existing checkpoint file, `last` or `best`; "
                                      f"{ckpt!r} does not exist.")
+            if subcommand == "fit" and os.path.isfile(ckpt):
+                self._refuse_another_seed(ckpt)
             return
         mine = self._fit_signature(subcommand)
         found, searched = self._last_fit_checkpoint(mine)
@@ -998,6 +1000,20 @@ class RobustCLI(LightningCLI):
         if len(rates) == 1 and rates[0] > 0:
             return f"; this fit's was {rates[0]:g}: try {rates[0] / 10:g}"
         return f"; this fit's were {', '.join(f'{r:g}' for r in rates)}" if rates else ""
+
+    def _refuse_another_seed(self, ckpt: str) -> None:
+        """Raise when ``fit --ckpt_path FILE`` resumes a fit of another ``seed_everything``: the resume goes on with
+        that fit's seed, while the new run folder's config.yaml records this one, and a preemptible-cluster user's
+        ``test --seed_everything 1 --ckpt_path last`` then tested the seed-0 fit as seed 1's (0.829 for 0.887)."""
+        theirs, mine = _saved_fit_signature(ckpt), self._fit_signature("fit")
+        seeds = (None if theirs is None else theirs.get("seed_everything"),
+                 None if mine is None else mine.get("seed_everything"))
+        if None in seeds or seeds[0] == seeds[1] or not all(isinstance(v, int) for v in seeds):
+            return
+        raise UserInputError(f"`--ckpt_path {ckpt}` resumes a fit with `seed_everything` {seeds[0]}, but this run's is "
+                             f"{seeds[1]}: a resumed fit goes on with its own seed, and this run's folder would record "
+                             f"{seeds[1]}. Pass `--seed_everything {seeds[0]}` to resume that fit, or leave out "
+                             f"`--ckpt_path` for a new fit with seed {seeds[1]}.")
 
     @staticmethod
     def _readable_epoch(ckpt: str, found: str) -> Any:

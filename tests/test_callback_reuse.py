@@ -267,6 +267,20 @@ def test_a_fit_stopped_while_training_says_it_wrote_no_report(tmp_path, name):
     assert not [w for w in caught if "no per-sample report was written" in str(w.message)]
 
 
+def test_a_fit_stopped_by_sigterm_says_the_process_exits_and_how_the_next_one_resumes():
+    """After Lightning's SIGTERMException the process exits (status 0 unless caught): "fit on with this Trainer"
+    could not be followed (a preemptible-cluster user's script)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lit_robust.callbacks._report_file import unwritten_report_note
+
+    said = unwritten_report_note("ITLM", SIGTERMException())
+    assert said.startswith("ITLM: the fit stopped (SIGTERMException) before its end, so no per-sample report was "
+                           "written. The process exits now (Lightning raises `SystemExit`, status 0 unless you catch "
+                           "it): in the next process resume from the last checkpoint") and "this Trainer" not in said
+    assert "Fit on with this Trainer" in unwritten_report_note("ITLM", KeyboardInterrupt())
+
+
 @pytest.mark.parametrize("name", ["coteaching", "rca"])
 def test_a_module_whose_fit_stopped_while_training_says_it_wrote_no_report(tmp_path, name):
     """ITLM and BatchFilter said so through their `on_exception`; a module gets none, so CoTeaching and RCA bring a

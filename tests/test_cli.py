@@ -806,6 +806,23 @@ def test_a_resume_with_another_callback_seed_is_one_line_and_leaves_no_version_f
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
 
 
+def test_a_resume_of_a_file_under_another_seed_everything_is_refused(tmp_path, capsys, monkeypatch):
+    """A preemptible-cluster user's `fit --seed_everything 1 --ckpt_path FILE` resumed the seed-0 fit into a folder
+    whose config.yaml says 1; `test --seed_everything 1 --ckpt_path last` then tested it as seed 1's."""
+    monkeypatch.chdir(tmp_path)
+    small = tmp_path / "itlm_digits.yaml"
+    small.write_text(yaml.safe_dump(shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()),
+                                           tmp_path)))
+    main(["fit", "--config", str(small)])
+    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+    capsys.readouterr()
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--seed_everything", "1", "--ckpt_path", str(ckpt)])
+    assert (f"`--ckpt_path {ckpt}` resumes a fit with `seed_everything` 0, but this run's is 1: a resumed fit goes "
+            "on with its own seed, and this run's folder would record 1. Pass `--seed_everything 0` to resume that "
+            "fit, or leave out `--ckpt_path` for a new fit with seed 1.") in err, err
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+
+
 def test_a_callback_override_that_reaches_a_checkpoint_says_which_callback_it_went_to(tmp_path, capsys):
     """`--trainer.callbacks.init_args.drop_ratio 0.7` on a backdoor config (a ModelCheckpoint last) was jsonargparse's
     Union report of ModelCheckpoint, Callback and None (a newcomer's run); now one line naming where it went."""

@@ -107,6 +107,29 @@ def test_resumed_fit_with_shuffle_and_dropout_equals_the_uninterrupted_one(tmp_p
         assert [asdict(r) for r in resumed_keeper.history] == [asdict(r) for r in full_keeper.history]
 
 
+def test_a_resume_under_another_global_seed_says_it_goes_on_with_the_fits_own(tmp_path):
+    """A preemptible-cluster user's `seed_everything(1)` resumed the seed-0 fit without a word (bit-identical to
+    it), and the run was filed as seed 1's."""
+    import warnings
+
+    def run(root, seed, ckpt_path=None):
+        pl.seed_everything(seed, verbose=False)
+        module, callbacks, data, epochs, _ = _setup("ITLM")
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            tiny_trainer(root, epochs, [*callbacks, ckpt], enable_checkpointing=True).fit(module, data,
+                                                                                          ckpt_path=ckpt_path)
+        return [str(w.message) for w in said if "global seed" in str(w.message)]
+
+    assert run(tmp_path / "a", seed=0) == []
+    assert run(tmp_path / "b", seed=0, ckpt_path=tmp_path / "a" / "epoch=1.ckpt") == []
+    assert run(tmp_path / "c", seed=1, ckpt_path=tmp_path / "a" / "epoch=1.ckpt") == [
+        "ITLM: this process's global seed is 1, but the fit this checkpoint resumes started with seed 0: it goes on "
+        "with 0 (its rounds' order and re-initialisations). For a fit with seed 1 start a new one, without "
+        "`ckpt_path`."]
+
+
 class JitteredBlobs(torch.utils.data.Dataset):
     """Blobs with a random jitter drawn per sample in ``__getitem__`` (an augmentation: in the workers' generators)."""
 

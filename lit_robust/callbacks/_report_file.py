@@ -59,6 +59,13 @@ def check_report_args(report: Any, report_dir: Any, report_format: Any) -> None:
 def unwritten_report_note(owner: str, exception: BaseException) -> str:
     """What a fit stopped by ``exception`` after it began training says of its report: a notebook user's interrupted
     fit left none, and they found out cells later, from ``report_path`` being ``None``."""
+    if isinstance(exception, SystemExit):
+        # Lightning's SIGTERMException: the process exits next (with status 0 unless caught), so "fit on with this
+        # Trainer" could not be followed (a preemptible-cluster user's script)
+        return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
+                "written. The process exits now (Lightning raises `SystemExit`, status 0 unless you catch it): in "
+                "the next process resume from the last checkpoint (`trainer.fit(..., ckpt_path=\"last\")` with "
+                "`ModelCheckpoint(save_last=True)`), and the report is written at the fit's end.")
     return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
             "written (`report_path` is None). Fit on with this Trainer (`trainer.fit` again: it trains the rest) or "
             "resume from a checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")

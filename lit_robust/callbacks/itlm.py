@@ -1978,6 +1978,13 @@ class ITLM(Callback):
         if self.seed is None and trainer.state.fn == TrainerFn.FITTING and isinstance(saved.get("seed"), int):
             # the global seed's part: a resumed fit goes on with the seed it started with, whatever the process's
             # global seed is now (an `ITLM(seed=...)` of yours is checked against it instead)
+            now = os.environ.get("PL_GLOBAL_SEED")
+            if now is not None and now.lstrip("-").isdigit() and int(now) != saved["seed"]:
+                # a preemptible-cluster user's `seed_everything(1)` resumed the seed-0 fit without a word
+                rank_zero_warn(f"ITLM: this process's global seed is {int(now)}, but the fit this checkpoint resumes "
+                               f"started with seed {saved['seed']}: it goes on with {saved['seed']} (its rounds' "
+                               f"order and re-initialisations). For a fit with seed {int(now)} start a new one, "
+                               "without `ckpt_path`.")
             self.fit_seed = saved["seed"]
             if self._sampler is not None:
                 self._sampler.seed = self.fit_seed
