@@ -33,6 +33,7 @@ import inspect
 import linecache
 import logging
 import os
+import pickle
 import re
 import shlex
 import signal
@@ -1008,41 +1009,50 @@ class RobustCLI(LightningCLI):
         theirs, mine = _saved_fit_signature(ckpt), self._fit_signature("fit")
         seeds = (None if theirs is None else theirs.get("seed_everything"),
                  None if mine is None else mine.get("seed_everything"))
-        if None in seeds or seeds[0] == seeds[1] or not all(isinstance(v, int) for v in seeds):
+        if not all(type(v) is int for v in seeds) or seeds[0] == seeds[1]:  # `false`/None: no seed to compare
             return
         raise UserInputError(f"`--ckpt_path {ckpt}` resumes a fit with `seed_everything` {seeds[0]}, but this run's is "
-                             f"{seeds[1]}: a resumed fit goes on with its own seed, and this run's folder would record "
-                             f"{seeds[1]}. Pass `--seed_everything {seeds[0]}` to resume that fit, or leave out "
+                             f"{seeds[1]}: the resume continues that fit (lit_robust's callbacks restore its random state), "
+                             f"while this run's folder would record {seeds[1]}. Pass `--seed_everything {seeds[0]}` to resume that fit, or leave out "
                              f"`--ckpt_path` for a new fit with seed {seeds[1]}.")
 
     @staticmethod
     def _readable_epoch(ckpt: str, found: str) -> Any:
-        """The ``epoch`` recorded in the checkpoint ``--ckpt_path last``/``best`` found, or a :class:`UserInputError`
-        when torch cannot read it: a preemptible-cluster user's fit killed while it wrote one ended the resume in
-        "OSError: [Errno 22] Invalid argument" and a traceback."""
+        """The ``epoch`` recorded in the checkpoint ``--ckpt_path last``/``best`` found (``None`` when it holds more
+        than weights, which Lightning loads itself), or a :class:`UserInputError` when the file cannot be read: a
+        preemptible-cluster user's fit killed while it wrote one ended the resume in "OSError: [Errno 22] Invalid
+        argument" and a traceback."""
         try:
             return torch.load(found, map_location="cpu", weights_only=True, mmap=True).get("epoch")
-        except Exception as exc:  # noqa: BLE001 - whatever torch raises, the file cannot be resumed from
+        except pickle.UnpicklingError:  # readable, but not weights only (a reviewer's `Path` in the checkpoint)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a zip archive cut short, an empty file: no checkpoint to resume
             why = (str(exc).strip().splitlines() or [""])[0][:160]
             raise UserInputError(f"`--ckpt_path {ckpt}` found {found}, but torch cannot read it ({type(exc).__name__}"
                                  f"{': ' + why if why else ''}; {os.path.getsize(found)} bytes): a fit stopped while "
                                  "writing it leaves such a file. Pass an earlier checkpoint of that fit as "
                                  "`--ckpt_path FILE`, or move the damaged file away and run again.") from None
 
-    def _missing_reports(self, found: str) -> list[str]:
-        """The callbacks set to write a per-sample report whose file is not in the folder of the fit that wrote
-        ``found`` (or in their ``report_dir``): a fit killed after its last checkpoint and before its report."""
+    def _missing_reports(self, found: str) -> list[Any]:
+        """The callbacks (or module) set to write a per-sample report into the run folder, whose file is not in the
+        folder of the fit that wrote ``found``: a fit killed after its last checkpoint and before its report. Only
+        for a checkpoint in its fit's own folder (``<run>/checkpoints/``): with a ModelCheckpoint ``dirpath``
+        elsewhere the run folder is not known, and a reviewer's finished fits were "resumed" again and again."""
         from lit_robust.callbacks._report_file import report_enabled
 
-        run = Path(found).parent
-        run = run.parent if run.name == "checkpoints" else run
+        if Path(found).parent.name != "checkpoints":
+            return []
+        run = Path(found).parent.parent
         missing = []
         for cb in [*self.trainer.callbacks, *model_callbacks(self.model), self.model]:
-            if not report_enabled(getattr(cb, "report", None), getattr(cb, "report_dir", None)):
+            if getattr(cb, "report_dir", None) is not None:
+                continue  # a folder of the user's own: a report there may be another fit's
+            if not report_enabled(getattr(cb, "report", None), None):
                 continue
-            folder = Path(cb.report_dir) if getattr(cb, "report_dir", None) else run
-            if not any(folder.glob("*_report.csv")) and not any(folder.glob("*_report.parquet")):
-                missing.append(type(cb).__name__)
+            name = getattr(cb, "_report_name", None) or getattr(getattr(cb, "_report", None), "filename", None)
+            fmt = getattr(cb, "report_format", None)
+            if isinstance(name, str) and isinstance(fmt, str) and not (run / f"{name}.{fmt}").is_file():
+                missing.append(cb)
         return missing
 
     def _say_if_complete(self, found: str, epoch: Any) -> bool:
@@ -1054,10 +1064,14 @@ class RobustCLI(LightningCLI):
         complete = isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
         missing = self._missing_reports(found) if complete else []
         if missing:
+            run = str(Path(found).parent.parent)
+            for cb in missing:  # into the killed fit's folder, where the next `--ckpt_path last` looks for it
+                cb.report_dir = run
             if self.trainer.is_global_zero:
                 sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
                                  f"{epoch + 1} epochs but stopped before writing the per-sample report of "
-                                 f"{', '.join(missing)}: this run trains nothing and writes it.\n")
+                                 f"{', '.join(type(cb).__name__ for cb in missing)}: this run trains nothing and "
+                                 f"writes it into {run}.\n")
             return False
         if complete and self.trainer.is_global_zero:
             # ITLM's rounds add up to `max_epochs`: raising it alone is refused, raising both starts a new fit (a docs

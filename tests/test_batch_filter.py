@@ -461,8 +461,10 @@ def test_one_hot_float_targets_are_ranked_as_class_labels(tmp_path):
         assert rows[r["index"]]["given_label"] is None and r["given_label"] == int(integer.targets[r["index"]])
 
 
-def test_multi_hot_targets_stop_prl_at_the_first_batch_and_a_callable_loss_runs(tmp_path):
+def test_multi_hot_targets_are_warned_about_at_the_first_batch_and_a_callable_loss_runs_quietly(tmp_path):
     """A multi-label user's PRL(L) inferred MSE from multi-hot rows and filtered at random without a word."""
+    import warnings
+
     from torch.utils.data import TensorDataset
 
     from lit_robust import IndexedDataset
@@ -477,12 +479,16 @@ def test_multi_hot_targets_stop_prl_at_the_first_batch_and_a_callable_loss_runs(
             super().__init__(n=96, batch_size=16)
             self.ds = ds
 
-    with pytest.raises(ValueError, match=r"cannot infer its loss layer from multi-label 0/1 targets"):
-        fit(tmp_path, [BatchFilter("prl", drop_ratio=0.3)], max_epochs=1, data=Data(multi))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fit(tmp_path, [BatchFilter("prl", drop_ratio=0.3)], max_epochs=2, data=Data(multi))
+    assert sum("If they are multi-label tags" in str(w.message) for w in said) == 1  # once per fit
     f = BatchFilter("prl", drop_ratio=0.3, loss=lambda o, y: F.binary_cross_entropy_with_logits(
         o, y, reduction="none").sum(1))
-    fit(tmp_path, [f], max_epochs=2, data=Data(multi))
-    assert len(f.history) == 2
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fit(tmp_path, [f], max_epochs=2, data=Data(multi))
+    assert len(f.history) == 2 and not [w for w in said if "multi-label" in str(w.message)]
 
 
 def test_the_inferred_loss_layer_is_decided_once_per_fit(tmp_path):

@@ -490,10 +490,12 @@ def test_fit_ckpt_path_last_writes_the_report_a_killed_fit_did_not_and_names_a_d
     found = again.config_init["fit"]["ckpt_path"]
     assert (f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
             f"{cfg['trainer']['max_epochs']} epochs but stopped before writing the per-sample report of ITLM: this run "
-            "trains nothing and writes it.") in err, err
+            f"trains nothing and writes it into {first.trainer.log_dir}.") in err, err
     assert again.trainer.state.finished
-    rewritten = [c for c in again.trainer.callbacks if type(c).__name__ == "ITLM"][0].report_path
-    assert Path(rewritten).read_text() == written
+    assert report.read_text() == written  # where the killed fit would have written it
+    capsys.readouterr()
+    run(["fit", "--config", str(path), "--ckpt_path", "last"])  # a reviewer's second resume wrote it once more
+    assert "nothing to train, so nothing runs and nothing is written" in capsys.readouterr().err
 
     Path(found).write_bytes(Path(found).read_bytes()[:4000])  # cut short while written
     with pytest.raises(SystemExit) as stopped:
@@ -503,6 +505,34 @@ def test_fit_ckpt_path_last_writes_the_report_a_killed_fit_did_not_and_names_a_d
     assert (f"`--ckpt_path last` found {found}, but torch cannot read it (") in err and (
         "a fit stopped while writing it leaves such a file. Pass an earlier checkpoint of that fit as `--ckpt_path "
         "FILE`, or move the damaged file away and run again.") in err, err
+
+
+def test_the_missing_report_check_reads_only_a_fits_own_folder_and_a_full_checkpoint_is_not_damaged(tmp_path):
+    """A reviewer's findings: with a ModelCheckpoint `dirpath` outside the run folder a finished fit with its report
+    was "resumed" again at every `--ckpt_path last`; a checkpoint holding a `Path` (readable, not weights only) was
+    refused as damaged."""
+    import pathlib
+    from types import SimpleNamespace
+
+    from lit_robust import ITLM
+    from lit_robust.cli import RobustCLI
+
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1], report=True)
+    cli = SimpleNamespace(trainer=SimpleNamespace(callbacks=[itlm]), model=pl.LightningModule())
+    (tmp_path / "ckpts").mkdir()
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    assert RobustCLI._missing_reports(cli, str(tmp_path / "ckpts" / "last.ckpt")) == []  # run folder unknown
+    assert RobustCLI._missing_reports(cli, str(tmp_path / "run" / "checkpoints" / "last.ckpt")) == [itlm]
+    (tmp_path / "run" / "filter_spl_report.csv").write_text("")  # another callback's report does not count
+    assert RobustCLI._missing_reports(cli, str(tmp_path / "run" / "checkpoints" / "last.ckpt")) == [itlm]
+    (tmp_path / "run" / "itlm_report.csv").write_text("")
+    assert RobustCLI._missing_reports(cli, str(tmp_path / "run" / "checkpoints" / "last.ckpt")) == []
+
+    full = tmp_path / "full.ckpt"
+    torch.save({"epoch": 3, "state_dict": {}, "where": pathlib.Path("x")}, full)
+    assert RobustCLI._readable_epoch("last", str(full)) is None  # Lightning loads it (`--weights_only false`)
+    torch.save({"epoch": 3, "state_dict": {}}, full)
+    assert RobustCLI._readable_epoch("last", str(full)) == 3
 
 
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
@@ -817,10 +847,25 @@ def test_a_resume_of_a_file_under_another_seed_everything_is_refused(tmp_path, c
     ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
     capsys.readouterr()
     err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--seed_everything", "1", "--ckpt_path", str(ckpt)])
-    assert (f"`--ckpt_path {ckpt}` resumes a fit with `seed_everything` 0, but this run's is 1: a resumed fit goes "
-            "on with its own seed, and this run's folder would record 1. Pass `--seed_everything 0` to resume that "
+    assert (f"`--ckpt_path {ckpt}` resumes a fit with `seed_everything` 0, but this run's is 1: the resume continues "
+            "that fit (lit_robust's callbacks restore its random state), while this run's folder would record 1. Pass `--seed_everything 0` to resume that "
             "fit, or leave out `--ckpt_path` for a new fit with seed 1.") in err, err
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+
+
+@pytest.mark.parametrize("saved, now", [(1, False), (False, 1), (0, False), (0, 0), (None, 1)])
+def test_a_seed_of_false_or_none_is_no_seed_to_compare_on_resume(monkeypatch, saved, now):
+    """A reviewer's `seed_everything: false` was compared as the integer 0 (`isinstance(False, int)`)."""
+    from types import SimpleNamespace
+
+    from lit_robust import cli
+
+    monkeypatch.setattr(cli, "_saved_fit_signature", lambda ckpt: {"seed_everything": saved})
+    stand_in = SimpleNamespace(_fit_signature=lambda subcommand: {"seed_everything": now})
+    cli.RobustCLI._refuse_another_seed(stand_in, "x.ckpt")  # none of these is refused
+    monkeypatch.setattr(cli, "_saved_fit_signature", lambda ckpt: {"seed_everything": 2})
+    with pytest.raises(cli.UserInputError, match=r"resumes a fit with `seed_everything` 2, but this run's is 3"):
+        cli.RobustCLI._refuse_another_seed(SimpleNamespace(_fit_signature=lambda s: {"seed_everything": 3}), "x")
 
 
 def test_a_callback_override_that_reaches_a_checkpoint_says_which_callback_it_went_to(tmp_path, capsys):

@@ -139,6 +139,8 @@ def test_indexed_dataset_takes_a_one_column_frame_and_numbers_held_as_objects():
     with pytest.raises(ValueError, match=r"got str entries such as 'cat': a categorical column's integer codes are "
                                          r"`column.cat.codes`"):
         IndexedDataset(base, targets=pd.Series(["cat", "dog", "cat"], dtype="category"))
+    with pytest.raises(ValueError, match=r"`column.cat.codes`"):  # a one-column frame of it too (a reviewer's)
+        IndexedDataset(base, targets=pd.DataFrame({"plan": pd.Series(["a", "b", "a"], dtype="category")}))
     with pytest.raises(ValueError, match=r"got str entries such as 'cat' in 2 columns: map them"):
         IndexedDataset(base, targets=pd.DataFrame({"a": ["cat", "dog", "cat"], "b": ["x", "y", "x"]}))
 

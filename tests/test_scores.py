@@ -372,15 +372,22 @@ def test_infer_loss_layer(targets, outputs, want):
     assert infer_loss_layer(outputs, targets) == want
 
 
-def test_multi_label_rows_ask_for_a_callable_instead_of_being_read_as_a_regression():
+def test_multi_label_rows_read_as_a_regression_are_warned_about():
     """A multi-label user's `BatchFilter("prl")` inferred MSE from multi-hot rows and dropped corrupted samples at
-    their base rate (top-1500 precision 0.27 for 25 % corrupted), without a word."""
+    their base rate (top-1500 precision 0.27 for 25 % corrupted), without a word. Not refused: 0/1 indicators and
+    small counts are regression targets too (a reviewer's)."""
+    import warnings
+
     from lit_robust.functional.scores import infer_loss_layer
 
     multi_hot = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-    with pytest.raises(ValueError, match=r"cannot infer its loss layer from multi-label 0/1 targets of the outputs' "
-                                         r"shape \(3, 3\) .* pass a callable `loss\(outputs, targets\) -> \[B\]`.*"
-                                         r"or `loss='mse'` if they are regression targets"):
-        infer_loss_layer(torch.zeros(3, 3), multi_hot)
-    assert infer_loss_layer(torch.zeros(3, 4), multi_hot) == "mse"  # not the outputs' shape: as before
-    assert infer_loss_layer(torch.zeros(2, 3), multi_hot[:2] * 0.5 + 0.25) == "mse"  # not 0/1: a regression
+    with pytest.warns(UserWarning, match=r"infers `loss='mse'` from float targets of 0s and 1s shaped like the "
+                                         r"outputs \(3, 3\), .* If they are multi-label tags, .* pass a callable "
+                                         r"`loss\(outputs, targets\) -> \[B\]`.*if they are regression targets, "
+                                         r"pass `loss='mse'`"):
+        assert infer_loss_layer(torch.zeros(3, 3), multi_hot) == "mse"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert infer_loss_layer(torch.zeros(3, 4), multi_hot) == "mse"  # not the outputs' shape: as before
+        assert infer_loss_layer(torch.zeros(2, 3), multi_hot[:2] * 0.5 + 0.25) == "mse"  # not 0/1: a regression
+        assert infer_loss_layer(torch.zeros(2, 3), multi_hot[:2] / multi_hot[:2].sum(1, keepdim=True)) == "ce"

@@ -90,7 +90,10 @@ class IndexedDataset(Dataset):
                                  "(`(input, {\"label\": y, \"value\": v})`), and set `label_key` on your RobustMixin "
                                  "module to the label's key.")
             _warn_mixed_columns(targets)
-            categorical = str(getattr(targets, "dtype", "")) == "category"
+            dtypes = getattr(targets, "dtypes", None)  # a one-column DataFrame's column is read below
+            categorical = str(getattr(targets, "dtype", "")) == "category" or (
+                getattr(targets, "columns", None) is not None and len(targets.columns) == 1
+                and str(list(dtypes)[0]) == "category")
             targets = _by_position(targets)
             try:
                 targets = torch.as_tensor(targets)
@@ -217,7 +220,7 @@ def _warn_mixed_columns(targets: Any) -> None:
     if getattr(targets, "columns", None) is None or dtypes is None or not hasattr(dtypes, "__iter__"):
         return
     kinds = {str(c): getattr(d, "kind", "O") for c, d in zip(targets.columns, dtypes)}
-    whole = [c for c, k in kinds.items() if k in "iub"]
+    whole = [c for c, k in kinds.items() if k in "iu"]
     if whole and any(k == "f" for k in kinds.values()):
         warnings.warn(f"IndexedDataset: `targets` has integer column(s) {whole[:4]} beside float ones: all are read "
                       f"as float regression targets, shape [{len(targets)}, {len(kinds)}]. If {whole[0]!r} holds class "

@@ -241,10 +241,10 @@ def infer_loss_layer(outputs: Tensor, targets: Any) -> LossLayer:
     summing to 1 (one-hot, label-smoothed, mixup's mixed labels) -- and ``"mse"`` for other floating targets
     (regression). A soft-label user's one-hot float targets were read as a regression: the filter dropped mostly
     clean samples (24 % of its drops corrupted for 30 % noise) and test accuracy fell from 0.912 to 0.768. Pass
-    ``loss="mse"`` for a regression whose targets happen to be such rows (e.g. proportions). Multi-label 0/1 rows
-    of the outputs' shape (some row not summing to 1) raise a ``ValueError`` asking for a callable: read as a
-    regression, a multi-label user's filter dropped corrupted samples at their base rate, without a word (a batch
-    whose rows each hold one tag still reads as class probabilities).
+    ``loss="mse"`` for a regression whose targets happen to be such rows (e.g. proportions). Rows of 0s and 1s of
+    the outputs' shape that do not all sum to 1 are read as a regression with a warning that names multi-label tags
+    and the callable they need: a multi-label user's filter dropped corrupted samples at their base rate, without a
+    word (a batch whose rows each hold one tag still reads as class probabilities).
 
     >>> infer_loss_layer(torch.zeros(2, 3), torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]]))
     'ce'
@@ -259,10 +259,14 @@ def infer_loss_layer(outputs: Tensor, targets: Any) -> LossLayer:
         if bool((t >= 0).all()) and float((t.sum(1) - 1).abs().max()) <= 1e-3:
             return "ce"
         if bool(((t == 0) | (t == 1)).all()):
-            raise ValueError(f"`rule='prl'` cannot infer its loss layer from multi-label 0/1 targets of the outputs' "
-                             f"shape {tuple(outputs.shape)} (rows that do not sum to 1): pass a callable "
-                             "`loss(outputs, targets) -> [B]`, e.g. `lambda o, y: F.binary_cross_entropy_with_logits("
-                             "o, y, reduction='none').sum(1)`, or `loss='mse'` if they are regression targets.")
+            # not refused: 0/1 indicators or small counts are regression targets too (a reviewer's Poisson counts
+            # read so in 31 % of first batches)
+            warnings.warn(f"`rule='prl'` infers `loss='mse'` from float targets of 0s and 1s shaped like the outputs "
+                          f"{tuple(outputs.shape)}, with rows that do not sum to 1 (read at the fit's first batch). If "
+                          "they are multi-label tags, MSE on logits ranks the samples about at random: pass a callable "
+                          "`loss(outputs, targets) -> [B]`, e.g. `lambda o, y: F.binary_cross_entropy_with_logits(o, "
+                          "y, reduction='none').sum(1)`; if they are regression targets, pass `loss='mse'`.",
+                          UserWarning, stacklevel=2)
     return "mse"
 
 
