@@ -1012,9 +1012,10 @@ class RobustCLI(LightningCLI):
         if not all(type(v) is int for v in seeds) or seeds[0] == seeds[1]:  # `false`/None: no seed to compare
             return
         raise UserInputError(f"`--ckpt_path {ckpt}` resumes a fit with `seed_everything` {seeds[0]}, but this run's is "
-                             f"{seeds[1]}: the resume continues that fit (lit_robust's callbacks restore its random state), "
-                             f"while this run's folder would record {seeds[1]}. Pass `--seed_everything {seeds[0]}` to resume that fit, or leave out "
-                             f"`--ckpt_path` for a new fit with seed {seeds[1]}.")
+                             f"{seeds[1]}: the resume continues that fit (lit_robust's callbacks restore its random "
+                             f"state), while this run's folder would record {seeds[1]}. Pass `--seed_everything "
+                             f"{seeds[0]}` to resume that fit, or leave out `--ckpt_path` for a new fit with seed "
+                             f"{seeds[1]}.")
 
     @staticmethod
     def _readable_epoch(ckpt: str, found: str) -> Any:
