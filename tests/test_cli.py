@@ -819,16 +819,21 @@ def test_only_rank_zero_removes_the_empty_log_folder_and_without_a_collective(tm
     assert not folder.exists()
 
 
-def test_a_resume_with_another_callback_seed_is_one_line_and_leaves_no_version_folder(tmp_path, capsys, monkeypatch):
-    """A newcomer resumed a CLI fit with another ITLM `seed`: accepted without a word (the run matched neither
-    set-up); a refused resume also left a `version_N` folder holding a lone `config.yaml`."""
+def _fitted_small_digits(tmp_path, capsys, monkeypatch) -> Path:
+    """A checkpoint of the shrunk `itlm_digits.yaml` fitted in `tmp_path` (the current folder), its output cleared."""
     monkeypatch.chdir(tmp_path)
     small = tmp_path / "itlm_digits.yaml"
     small.write_text(yaml.safe_dump(shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()),
                                            tmp_path)))
     main(["fit", "--config", str(small)])
-    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
     capsys.readouterr()
+    return next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+
+
+def test_a_resume_with_another_callback_seed_is_one_line_and_leaves_no_version_folder(tmp_path, capsys, monkeypatch):
+    """A newcomer resumed a CLI fit with another ITLM `seed`: accepted without a word (the run matched neither
+    set-up); a refused resume also left a `version_N` folder holding a lone `config.yaml`."""
+    ckpt = _fitted_small_digits(tmp_path, capsys, monkeypatch)
     err = _fails(tmp_path, capsys, "itlm_digits.yaml",
                  ["fit", "--trainer.callbacks.init_args.seed", "5", "--ckpt_path", str(ckpt)])
     assert "the checkpoint was written by ITLM with `seed` 0 (this fit: 5)" in err, err
@@ -839,13 +844,7 @@ def test_a_resume_with_another_callback_seed_is_one_line_and_leaves_no_version_f
 def test_a_resume_of_a_file_under_another_seed_everything_is_refused(tmp_path, capsys, monkeypatch):
     """A preemptible-cluster user's `fit --seed_everything 1 --ckpt_path FILE` resumed the seed-0 fit into a folder
     whose config.yaml says 1; `test --seed_everything 1 --ckpt_path last` then tested it as seed 1's."""
-    monkeypatch.chdir(tmp_path)
-    small = tmp_path / "itlm_digits.yaml"
-    small.write_text(yaml.safe_dump(shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()),
-                                           tmp_path)))
-    main(["fit", "--config", str(small)])
-    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
-    capsys.readouterr()
+    ckpt = _fitted_small_digits(tmp_path, capsys, monkeypatch)
     err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--seed_everything", "1", "--ckpt_path", str(ckpt)])
     assert (f"`--ckpt_path {ckpt}` resumes a fit with `seed_everything` 0, but this run's is 1: the resume continues "
             "that fit (lit_robust's callbacks restore its random state), while this run's folder would record 1. "
