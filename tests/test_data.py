@@ -127,7 +127,7 @@ def test_indexed_dataset_takes_a_one_column_frame_and_numbers_held_as_objects():
     df = pd.DataFrame({"y": [2, 0, 1], "price": [1.5, 2.25, 3.0]}, index=[7, 3, 5])
     base = TensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
     assert IndexedDataset(base, targets=df[["y"]]).targets.tolist() == [2, 0, 1]
-    with pytest.warns(UserWarning, match=r"integer column\(s\) \['y'\] beside float ones"):  # several targets stay
+    with pytest.warns(UserWarning, match=r"integer or boolean column\(s\) \[.y.\] beside float ones"):  # several stay
         assert IndexedDataset(base, targets=df[["y", "price"]]).targets.shape == (3, 2)
     held = IndexedDataset(base, targets=df["price"].astype(object)).targets
     assert held.is_floating_point() and held.tolist() == [1.5, 2.25, 3.0]
@@ -143,6 +143,25 @@ def test_indexed_dataset_takes_a_one_column_frame_and_numbers_held_as_objects():
         IndexedDataset(base, targets=pd.DataFrame({"plan": pd.Series(["a", "b", "a"], dtype="category")}))
     with pytest.raises(ValueError, match=r"got str entries such as 'cat' in 2 columns: map them"):
         IndexedDataset(base, targets=pd.DataFrame({"a": ["cat", "dog", "cat"], "b": ["x", "y", "x"]}))
+
+
+def test_indexed_dataset_reads_true_false_targets_as_class_labels_0_and_1():
+    """A pandas user's `targets=df["churned"]` (True/False) became bool targets, and the classifier's loss failed inside
+    torch ("expected target dtype to be Long or Byte, but got Bool"); a bool column beside a float one was told to use
+    LabelEncoder. Now class labels 0/1, and the frame of both is read as floats with the mixed-columns warning."""
+    pd = pytest.importorskip("pandas")
+    base = TensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    df = pd.DataFrame({"churned": [True, False, True], "spend": [1.5, 2.25, 3.0]}, index=[7, 3, 5])
+    for given in (df["churned"], df[["churned"]], [True, False, True], torch.tensor([True, False, True])):
+        got = IndexedDataset(base, targets=given).targets
+        assert got.dtype == torch.int64 and got.tolist() == [1, 0, 1], type(given)
+    with pytest.warns(UserWarning, match=r"integer or boolean column\(s\) \['churned'\] beside float ones"):
+        both = IndexedDataset(base, targets=df).targets
+    assert both.is_floating_point() and both.tolist() == [[1.0, 1.5], [0.0, 2.25], [1.0, 3.0]]
+    from lit_robust.models import MLPClassifier
+
+    batch = next(iter(DataLoader(IndexedDataset(base, targets=df["churned"]), batch_size=3)))
+    assert MLPClassifier(in_features=2, num_classes=2).per_sample_loss(batch)[0].shape == (3,)
 
 
 def test_indexed_dataset_refuses_a_dataframe_and_says_what_to_pass():

@@ -155,9 +155,9 @@ def test_a_dataframe_of_a_label_and_a_value_column_is_warned_about_and_one_kind_
 
     ds = TensorDataset(torch.zeros(3, 2), torch.zeros(3))
     df = pd.DataFrame({"digit": [1, 2, 0], "ink": [0.5, 0.1, 0.3]}, index=[10, 11, 12])
-    with pytest.warns(UserWarning, match=r"`targets` has integer column\(s\) \['digit'\] beside float ones: all are "
-                                         r"read as float regression targets, shape \[3, 2\]\. If 'digit' holds class "
-                                         r"labels.* set `label_key`"):
+    with pytest.warns(UserWarning, match=r"`targets` has integer or boolean column\(s\) \[.digit.\] beside float ones: "
+                                         r"all are read as float regression targets, shape \[3, 2\]\. If 'digit' "
+                                         r"holds class labels.* set `label_key`"):
         mixed = IndexedDataset(ds, targets=df)
     assert mixed.targets.dtype == torch.float64 and mixed[0][2].tolist() == [1.0, 0.5]
     with warnings.catch_warnings():

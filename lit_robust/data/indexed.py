@@ -52,7 +52,8 @@ class IndexedDataset(Dataset):
 
     Args:
         dataset: a map-style dataset returning ``(input, target)``.
-        targets: optional replacement targets (e.g. corrupted labels), one per sample.
+        targets: optional replacement targets (e.g. corrupted labels), one per sample; True/False ones become the
+            class labels 1/0.
         corrupted: optional ground-truth flags, one per sample. They are only ever used for metrics
             (clean precision of a selection, ...); no algorithm reads them.
         target_key: for a dataset of dict samples (Hugging Face's ``{"input_ids", "attention_mask", "labels"}``):
@@ -108,6 +109,10 @@ class IndexedDataset(Dataset):
                                     "a categorical column's integer codes are `column.cat.codes`." if categorical else
                                     "map them to integers first, e.g. with sklearn.preprocessing.LabelEncoder.")
                                  ) from err
+            if targets.dtype == torch.bool:
+                # a pandas user's `df["churned"]`: class labels 0/1 (a classifier's loss refuses bool targets from
+                # inside torch, "expected target dtype to be Long or Byte, but got Bool")
+                targets = targets.long()
             if len(targets) != n:
                 raise ValueError(f"`targets` must have one entry per sample ({n}), got {len(targets)}.")
         if corrupted is not None:
@@ -215,17 +220,19 @@ def subset_of_indexed_hint(dataset: Any) -> str | None:
 def _warn_mixed_columns(targets: Any) -> None:
     """Warn when ``targets`` is a table (a pandas DataFrame, ...) whose columns mix integer and float dtypes: they are
     read as one float array, right for several regression targets, wrong for a class label beside a value (the label
-    3 becomes 3.0 without a word, as a multi-task user's did). Not refused: counts beside prices are regression too."""
+    3 becomes 3.0 without a word, as a multi-task user's did). Boolean columns count as integer ones (True is 1.0).
+    Not refused: counts beside prices are regression too."""
     dtypes = getattr(targets, "dtypes", None)
     if getattr(targets, "columns", None) is None or dtypes is None or not hasattr(dtypes, "__iter__"):
         return
     kinds = {str(c): getattr(d, "kind", "O") for c, d in zip(targets.columns, dtypes)}
-    whole = [c for c, k in kinds.items() if k in "iu"]
+    whole = [c for c, k in kinds.items() if k in "iub"]
     if whole and any(k == "f" for k in kinds.values()):
-        warnings.warn(f"IndexedDataset: `targets` has integer column(s) {whole[:4]} beside float ones: all are read "
-                      f"as float regression targets, shape [{len(targets)}, {len(kinds)}]. If {whole[0]!r} holds class "
-                      "labels, let the dataset return each sample's target as a dict (`(input, {\"label\": y, "
-                      "\"value\": v})`) and set `label_key` on your RobustMixin module.", UserWarning, stacklevel=3)
+        warnings.warn(f"IndexedDataset: `targets` has integer or boolean column(s) {whole[:4]} beside float ones: "
+                      f"all are read as float regression targets, shape [{len(targets)}, {len(kinds)}]. If "
+                      f"{whole[0]!r} holds class labels, let the dataset return each sample's target as a dict "
+                      "(`(input, {\"label\": y, \"value\": v})`) and set `label_key` on your RobustMixin module.",
+                      UserWarning, stacklevel=3)
 
 
 def _several_parts(entry: Any) -> bool:
@@ -268,9 +275,10 @@ def _by_position(values: Any) -> Any:
     if callable(to_numpy) and not isinstance(values, np.ndarray):
         values = to_numpy()
     if isinstance(values, np.ndarray) and values.dtype == object and all(
-            isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) for v in values.ravel()):
-        # numbers held in an object column (a CSV's mixed column after cleaning): their numbers, not the
-        # "map them to integers with LabelEncoder" advice a regression analyst got for float targets
+            isinstance(v, (int, float, np.number, bool, np.bool_)) for v in values.ravel()):
+        # numbers held in an object column (a CSV's mixed column after cleaning, a frame of a bool and a float
+        # column): their numbers, not the "map them to integers with LabelEncoder" advice a regression analyst got for
+        # float targets and a pandas user for a True/False column beside a float one
         values = np.array(values.tolist())
     return np.array(values, copy=True) if isinstance(values, np.ndarray) else values
 
