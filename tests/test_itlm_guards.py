@@ -22,7 +22,7 @@ from lit_robust.callbacks.itlm import (
     swa_start_epoch,
 )
 from lit_robust.reporting import round_line
-from tests.conftest import BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
+from tests.conftest import BlobsData, MixinStep, TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
 from tests.test_itlm_ddp import OddBlobs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -964,3 +964,69 @@ def test_a_subset_of_an_indexed_training_set_is_refused_before_round_0(tmp_path)
     inside = IndexedDataset(Subset(full.dataset, keep), targets=full.targets[keep], corrupted=full.corrupted[keep])
     tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.7, round_epochs=[1, 1], plot=False)]).fit(
         TinyModel(), DataLoader(inside, batch_size=32))
+
+
+class _DropLastBlobs(BlobsData):
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True, drop_last=True)
+
+
+def test_a_round_smaller_than_one_batch_with_drop_last_trains_its_one_batch_and_says_so(tmp_path):
+    """A reviewer's batch of 200 with `drop_last=True` over 240 samples, keep_ratio 0.7: rounds 1 and 2 kept 168, fewer
+    than one batch, so their loader had no batch, Lightning ended the fit after round 0 (plain training on every
+    sample) and the note blamed "the training loader (its length is 0)"."""
+    itlm = ITLM(0.7, [2, 2, 2], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 6, [itlm])
+    with pytest.warns(UserWarning, match=r"ITLM round 1: its 168 training samples are fewer than one batch "
+                                         r"\(`batch_size` 200\), and the training loader has `drop_last=True`: this "
+                                         r"round keeps its one smaller batch \(`drop_last=False`\)"):
+        trainer.fit(MixinStep(), _DropLastBlobs(batch_size=200))
+    assert [r.kept for r in itlm.history] == [240, 168, 168] and trainer.global_step == 6
+    itlm = ITLM(0.7, [1, 1], verbose=False, plot=False)  # a batch the round fills: drop_last kept, no word
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*fewer than one batch")
+        trainer = tiny_trainer(tmp_path, 2, [itlm])
+        trainer.fit(MixinStep(), _DropLastBlobs(batch_size=100))
+    assert trainer.global_step == 2 + 1  # round 0: 240 // 100 batches; round 1: 168 // 100
+
+
+def test_per_class_trimming_that_keeps_no_sample_is_refused_before_it_trains():
+    """`per_class=True` floors each class's quota, so a keep_ratio whose global count is at least 1 could keep 0 in
+    every class (a reviewer's 3 samples of 3 classes at 0.7): the round had no batch and the fit ended as plain
+    training with a note blaming the loader."""
+    from torch.utils.data import TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    ds = IndexedDataset(TensorDataset(torch.randn(3, 2), torch.arange(3)))
+    itlm = ITLM(0.7, [1, 1], per_class=True, verbose=False, plot=False)
+    trainer = tiny_trainer(None, 2, [itlm])
+    with pytest.raises(ValueError, match=r"`per_class=True` keeps floor\(keep_ratio \* n_c\) of each class's n_c "
+                                         r"samples, and with `keep_ratio`=0.7 that is 0 in every class: none of the 3 "
+                                         r"training samples; its classes hold \[1\]\. Use a larger `keep_ratio`, or "
+                                         r"`per_class=False`\."):
+        trainer.fit(MixinStep(), DataLoader(ds, batch_size=2))
+    assert trainer.global_step == 0
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
+def test_a_seed_outside_lightnings_range_is_refused_when_itlm_is_made(seed):
+    """`seed=2**64` was taken and failed at fit start inside torch ("Overflow when unpacking long long")."""
+    with pytest.raises(ValueError, match=rf"`seed` must be in \[0, 4294967295\] \(the range of Lightning's "
+                                         rf"`seed_everything`\) or None, got {seed}\."):
+        ITLM(0.7, [1, 1], seed=seed)
+    assert ITLM(0.7, [1, 1], seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_a_per_class_round_that_keeps_no_sample_under_auto_is_refused_at_its_selection(monkeypatch):
+    """The check before round 0 reads a numeric `keep_ratio`; `"auto"`'s count is known only at the selection, where
+    each class's floor can still make 0 (here forced: every class's trim keeps none)."""
+    import lit_robust.callbacks.itlm as itlm_module
+
+    monkeypatch.setattr(itlm_module.distributed, "global_per_class_trim_mask",
+                        lambda scores, *a, **k: torch.zeros_like(scores, dtype=torch.bool))
+    itlm = ITLM("auto", [1, 1], per_class=True, verbose=False, plot=False)
+    with pytest.raises(ValueError, match=r"`per_class=True` keeps floor\(keep_ratio \* n_c\) .* none of the 240 "
+                                         r"training samples\. Use a larger"):
+        tiny_trainer(None, 2, [itlm]).fit(MixinStep(), BlobsData())

@@ -118,6 +118,16 @@ _PER_CLASS_ADVICE = ("`ITLM(per_class=True)` keeps the same share of every class
 _MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
 
 
+_MAX_SEED = 2**32 - 1
+
+
+def _per_class_keeps_none(keep_ratio: float, n: int, counts: Tensor | None = None) -> str:
+    sizes = "" if counts is None else f"; its classes hold {sorted({int(c) for c in counts if c}, reverse=True)[:6]}"
+    return (f"`per_class=True` keeps floor(keep_ratio * n_c) of each class's n_c samples, and with `keep_ratio`="
+            f"{keep_ratio:g} that is 0 in every class: none of the {n} training samples{sizes}. Use a larger "
+            "`keep_ratio`, or `per_class=False`.")
+
+
 class _ScorePass(NamedTuple):
     """One pass over the training set in eval mode: this rank's samples, in loader order."""
 
@@ -438,7 +448,8 @@ class ITLM(Callback):
         seed: seeds the per-epoch shuffling of the selection and the re-initialisations; ``None`` (default): the
             global seed of ``seed_everything`` (``PL_GLOBAL_SEED``, as Lightning's distributed sampler reads it; 0
             without one), read at each fit's start (:attr:`fit_seed`).
-        shuffle: shuffle the selection each epoch.
+        shuffle: shuffle the selection each epoch (every sample in round 0), in an order seeded by ``seed``. It
+            replaces the training loader's own ``shuffle``: ITLM iterates its own sampler.
         monitor: metric from ``trainer.callback_metrics`` reported per round (default: every ``val*`` metric).
             A metric that is not there at the end of a round raises ``MisconfigurationException``, as
             ``ModelCheckpoint`` and ``EarlyStopping`` do.
@@ -574,6 +585,10 @@ class ITLM(Callback):
             raise ValueError(f"`on_collapse` must be one of {list(_ON_COLLAPSE)}, got {on_collapse!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
             raise TypeError(f"`seed` must be an integer or None (the global seed), got {seed!r}.")
+        if seed is not None and not 0 <= seed <= _MAX_SEED:
+            # 2**64 passed here and failed at fit start inside torch ("Overflow when unpacking long long")
+            raise ValueError(f"`seed` must be in [0, {_MAX_SEED}] (the range of Lightning's `seed_everything`) or "
+                             f"None, got {seed!r}.")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
         check_report_args(report, report_dir, report_format)
@@ -871,13 +886,30 @@ class ITLM(Callback):
         if self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.is_floating_point():
             # before round 0 trains (the scoring pass at its end found them a whole round later)
             raise ValueError(f"the training set's targets are {targets.dtype}: {_PER_CLASS_NEEDS_LABELS}")
+        if (self.per_class and self.keep_ratio != "auto" and isinstance(targets, Tensor) and targets.ndim == 1
+                and targets.numel() == n and not targets.is_floating_point() and n and int(targets.min()) >= 0):
+            counts = torch.bincount(targets.long().cpu())
+            if not any(keep_count(int(c), self.keep_ratio) for c in counts):  # before round 0 trains, not after it
+                raise ValueError(_per_class_keeps_none(self.keep_ratio, n, counts))
         self._n = n
         assert self._sampler is not None
         self._sampler.n = n
         self._sampler.set_selection(self._selection)
-        self._note_padding(n if self._selection is None else int(self._selection.numel()))
+        size = n if self._selection is None else int(self._selection.numel())
+        self._note_padding(size)
         self._train_loader = loader
-        return with_sampler(loader, self._sampler, generator=self._loader_generator)
+        drop_last = None
+        if loader.drop_last and 0 < len(self._sampler) < loader.batch_size:
+            # a round of fewer samples than one batch trained no batch, Lightning ended the fit after round 0 and the
+            # user got plain training with a note blaming "the training loader" (a reviewer's 168 kept of batch 200)
+            drop_last = False
+            self._say_once(f"drop_last {self._round}", (
+                f"ITLM round {self._round}: its {size} training samples"
+                + (f" ({len(self._sampler)} per process)" if self._sampler.num_replicas > 1 else "")
+                + f" are fewer than one batch (`batch_size` {loader.batch_size}), and the training loader has "
+                "`drop_last=True`: this round keeps its one smaller batch (`drop_last=False`) rather than train "
+                "nothing."), warn=True)
+        return with_sampler(loader, self._sampler, drop_last=drop_last, generator=self._loader_generator)
 
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -1483,6 +1515,10 @@ class ITLM(Callback):
             rank_zero_warn(f"ITLM round {round_}: {int(nonfinite)} of {n} scores are NaN or infinite; they rank as "
                            "worst and are dropped first.")
         kept = int(selection.numel())
+        if not kept and labels is not None:
+            # the global trim refuses a count of 0 at setup and "auto" raises it to 1; each class's floor can still
+            # make 0 (a round of no batch, which ended the fit as plain training with a note blaming the loader)
+            raise ValueError(_per_class_keeps_none(keep_ratio, n))
         if auto_note is not None:
             # said after the trim: per_class rounds each class's quota, so the count kept can differ from k
             rank_zero_warn(f"ITLM round {round_}: `keep_ratio='auto'`: {auto_note}; keeping {kept} of {n} samples.")
@@ -1559,10 +1595,11 @@ class ITLM(Callback):
                            "shares, so the training differs slightly from a run on another number of processes "
                            "(the selection does not).")
 
-    def _say_once(self, key: str, message: str) -> None:
-        """An info line said once per fit: every round would repeat it (a newcomer's 4-round fit said both 3 times)."""
+    def _say_once(self, key: str, message: str, warn: bool = False) -> None:
+        """An info line (a warning: ``warn``) said once per fit: every round would repeat it (a newcomer's 4-round
+        fit said both 3 times)."""
         if key not in self._said:
-            rank_zero_info(message)
+            (rank_zero_warn if warn else rank_zero_info)(message)
             self._said.add(key)
 
     def _estimate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, round_: int,
