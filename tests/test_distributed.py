@@ -257,9 +257,6 @@ def test_simulated_bad_input():
     with pytest.raises(ValueError, match=r"rank 1: `index` must have one entry per score: its length must be in "
                                          r"\[2, 2\].*got 3"):
         sharded_smallest_k_masks(s, i, 1, comm)
-    with pytest.raises(ValueError, match=r"`scores` must hold at least one distinct sample per rank.*\[2, inf\).*"
-                                         r"got n = 1"):
-        sharded_smallest_k_masks([torch.rand(1), torch.rand(0)], [torch.arange(1), torch.arange(0)], 1, comm)
     with pytest.raises(ValueError, match=r"`k` must be in \[0, 5\].*got 6"):
         sharded_smallest_k_masks([torch.rand(3), torch.rand(2)], [torch.arange(3), torch.arange(3, 5)], 6, comm)
     with pytest.raises(ValueError, match=r"`scores` must have one dtype on every rank"):
@@ -269,6 +266,27 @@ def test_simulated_bad_input():
     with pytest.raises(ValueError, match=r"`algorithm` must be in \['auto', 'gather', 'histogram'\], got 'sort'"):
         sharded_smallest_k_masks(s, i, 1, comm, algorithm="sort")  # type: ignore[arg-type]
 
+
+
+@pytest.mark.parametrize("algorithm", ["gather", "histogram"])
+def test_fewer_distinct_samples_than_ranks_select_what_one_process_selects(algorithm):
+    """It was refused ("at least one distinct sample per rank"), and so a DDP fit with `ITLM(per_class=True)` crashed
+    at a class of one sample, which one process selects without a word (a reviewer's, 2 and 3 gloo ranks)."""
+    for world, scores, index in ((2, [torch.tensor([0.4]), torch.tensor([])], [torch.tensor([7]), torch.tensor([])]),
+                                 (3, [torch.tensor([0.9]), torch.tensor([0.9]), torch.tensor([0.1])],
+                                  [torch.tensor([4]), torch.tensor([4]), torch.tensor([2])])):
+        comm = SimulatedCollectives(world)
+        for k in range(3):
+            distinct = torch.cat(index).unique().numel()
+            if k > distinct:
+                continue
+            masks = sharded_smallest_k_masks(scores, [i.long() for i in index], k, comm, algorithm=algorithm)[0]
+            kept = sorted({int(i) for m, ix in zip(masks, index) for i in ix[m]})
+            expected = [2, 4][:k] if world == 3 else [7][:k]
+            assert kept == expected, (world, k, kept)
+    per_class = [torch.tensor([0.5, 0.2]), torch.tensor([0.3])], [torch.arange(2), torch.tensor([2])]
+    assert sum(int(m.sum()) for m in sharded_smallest_k_masks(*per_class, 1, SimulatedCollectives(2),
+                                                              algorithm=algorithm)[0]) == 1
 
 def test_device_is_checked_against_the_backend(monkeypatch):
     monkeypatch.setattr(D, "backend", lambda group=None: "nccl")
@@ -369,7 +387,7 @@ def _rank_main(r: int, world: int, init_file: str, out_dir: str) -> None:
         for label, args in [
             ("lengths", (good_s, good_i[:3] if r == 1 else good_i, 2)),
             ("k-differs", (good_s, good_i, 2 + (r == 1))),
-            ("world>n", (torch.rand(1 if r == 0 else 0), torch.arange(1 if r == 0 else 0), 1)),
+            ("world>n", (torch.rand(1 if r == 0 else 0), torch.arange(1 if r == 0 else 0), 2)),
             ("dtype", (good_s.double() if r == 1 else good_s, good_i, 2)),
             ("k-range", (good_s, good_i, 4 * world + 1)),
         ]:
@@ -379,6 +397,17 @@ def _rank_main(r: int, world: int, init_file: str, out_dir: str) -> None:
             except ValueError as e:
                 errors[label] = str(e)
         results["errors"] = errors
+        # per class: a rank's float labels raise on every rank (the others hung in the collective); a rank with no
+        # samples passes `torch.tensor([])` (float); a class of one sample among 2-3 ranks (it crashed)
+        try:
+            D.global_per_class_trim_mask(good_s, good_i, good_i.float() if r == 1 else good_i % 2, 0.5)
+            results["per_class_bad"] = "no error"
+        except ValueError as e:
+            results["per_class_bad"] = str(e)
+        s3, i3, l3 = torch.tensor([0.3, 0.1, 0.2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])
+        results["per_class_small"] = (D.global_per_class_trim_mask(s3, i3, l3, 0.5).tolist() if r == 0 else
+                                      D.global_per_class_trim_mask(torch.tensor([]), torch.tensor([], dtype=torch.long),
+                                                                   torch.tensor([]), 0.5).tolist())
         results["alive"] = D.all_reduce_sum(torch.tensor([1])).tolist()
     except Exception:  # report instead of dying silently
         results["crash"] = traceback.format_exc()
@@ -449,7 +478,7 @@ def test_gloo_bad_input_raises_on_every_rank(gloo_run):
     patterns = {
         "lengths": r"`index` must have one entry per score: its length must be in \[4, 4\].*got 3",
         "k-differs": r"`k` must be the same on every rank, got \[2, 3\]",
-        "world>n": rf"n must be in \[{world}, inf\) for world size {world}, got n = 1",
+        "world>n": r"`k` must be in \[0, 1\] \(the global number of distinct samples\), got 2",  # 1 sample, 2+ ranks
         "dtype": r"`scores` must have one dtype on every rank",
         "k-range": rf"`k` must be in \[0, {4 * world}\].*got {4 * world + 1}",
     }
@@ -458,6 +487,26 @@ def test_gloo_bad_input_raises_on_every_rank(gloo_run):
     for r in range(world):
         for label, pattern in patterns.items():
             assert re.search(pattern, results[r]["errors"][label]), (r, label, results[r]["errors"][label])
+    own = "`labels` must be integer class labels, got dtype torch.float32."
+    other = "another rank's `labels` are not class labels for its scores (its error says why)."
+    assert [results[r]["per_class_bad"] for r in range(world)] == [other] + [own] + [other] * (world - 2)
+    # rank 0's 3 samples, the others none: what one process keeps (class 1's one sample keeps floor(0.5) = 0)
+    assert results[0]["per_class_small"] == [False, True, False] and results[1]["per_class_small"] == []
     # the rank with the bad lengths reports its own message; the others say which rank it was
     assert results[1]["errors"]["lengths"].startswith("`index`")
     assert results[0]["errors"]["lengths"].startswith("rank 1: ")
+
+
+def test_global_entry_points_take_numpy_and_0d_tensor_ratios_as_the_one_process_rules_do():
+    """`trim_mask(s, np.float32(0.5))` worked; `global_trim_mask` said "`keep_ratio` must be in (0, 1], got
+    np.float32(0.5)", a reviewer's contradiction."""
+    import numpy as np
+
+    s, i = torch.tensor([0.9, 0.1, 0.4, 0.3]), torch.arange(4)
+    want = trim_mask(s, 0.5, i).tolist()
+    for ratio in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5)):
+        assert D.global_trim_mask(s, i, ratio).tolist() == want
+        assert D.global_per_class_trim_mask(s, i, torch.zeros(4, dtype=torch.long), ratio).tolist() == want
+        assert D.global_batch_keep_mask(s, i, drop_ratio=ratio).tolist() == want
+    with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\], got 1.5"):
+        D.global_trim_mask(s, i, np.float64(1.5))

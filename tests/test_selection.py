@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 import torch
@@ -83,6 +84,24 @@ def test_keep_count_is_floor_without_float_error():
     assert keep_count(1000, 0.55) == 550
     assert keep_count(7, 0.5) == 3
     assert keep_count(0, 0.5) == 0
+
+
+def test_keep_count_is_exact_at_large_n_and_round_trips_k_over_n():
+    """Rounding to 9 decimals stopped absorbing the float error above n ~ 10**7 (a reviewer's keep_count(10**8, 0.29)
+    = 28999999), and ITLM's "auto" keeps k as k / n: one sample fewer for a few n above 10**6 (n=9448373, k=8380971).
+    The exact floor of the decimal product, from Fraction, is the reference."""
+    from fractions import Fraction
+
+    assert keep_count(10**8, 0.29) == 29000000 and keep_count(10**7, 0.57) == 5700000
+    assert keep_count(9448373, 8380971 / 9448373) == 8380971
+    rng = random.Random(0)
+    for _ in range(20000):
+        n = rng.randint(1, 10**9)
+        k = rng.randint(1, n)
+        assert keep_count(n, k / n) == k, (n, k)
+        pct = rng.randint(1, 99)
+        assert keep_count(n, pct / 100) == math.floor(Fraction(pct, 100) * n), (n, pct)
+    assert keep_count(3, 0.333333333) == 0  # 0.999999999: a product 1e-9 below 1 is not 1
 
 
 @pytest.mark.parametrize("ratio", [0.0, -0.1, 1.01, math.nan])

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lit_robust._checks import real_scalar
 from lit_robust.selection.rules import keep_count
 from lit_robust.selection.sharded import (
     Algorithm,
@@ -344,6 +345,7 @@ def global_trim_mask(scores: Tensor, index: Tensor, keep_ratio: float, algorithm
     >>> global_trim_mask(torch.tensor([0.9, 0.1, float("nan"), 0.3]), torch.arange(4), 0.5).tolist()
     [False, True, False, True]
     """
+    keep_ratio = real_scalar(keep_ratio)  # np.float32(0.5), as `trim_mask` takes it
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
     return global_selection(scores, index, lambda n: keep_count(n, float(keep_ratio)), algorithm, group)[0]
@@ -363,9 +365,19 @@ def global_per_class_trim_mask(scores: Tensor, index: Tensor, labels: Tensor, ke
     """
     from lit_robust.selection.rules import check_class_labels
 
-    check_class_labels(labels, scores.numel())
+    keep_ratio = real_scalar(keep_ratio)
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
+    # a rank's bad labels raise on every rank (the others waited in the collective below until the timeout, 30
+    # minutes under NCCL); a rank with no samples may pass empty labels of any dtype (`torch.tensor([])`)
+    error = None
+    try:
+        empty = isinstance(labels, Tensor) and labels.ndim == 1 and not labels.numel()
+        check_class_labels(labels.long() if empty else labels, scores.numel())
+    except ValueError as err:
+        error = str(err)
+    if int(all_reduce_max(torch.tensor([int(error is not None)], device=scores.device), group).item()):
+        raise ValueError(error or "another rank's `labels` are not class labels for its scores (its error says why).")
     labels = labels.to(device=scores.device, dtype=torch.long)
     top = labels.max() + 1 if labels.numel() else torch.zeros((), dtype=torch.long, device=scores.device)
     num_classes = int(all_reduce_max(top.reshape(1), group).item())
@@ -408,6 +420,7 @@ def global_batch_keep_mask(local_scores: Tensor, local_index: Tensor, drop_ratio
     if (drop_ratio is None) == (k is None):
         raise ValueError(f"exactly one of `drop_ratio` and `k` must be given, got drop_ratio={drop_ratio!r}, k={k!r}.")
     if drop_ratio is not None:
+        drop_ratio = real_scalar(drop_ratio)
         if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)) or not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"`drop_ratio` must be in [0, 1), got {drop_ratio!r}.")
         keep_ratio = 1.0 - float(drop_ratio)

@@ -41,17 +41,23 @@ __all__ = [
 def keep_count(n: int, keep_ratio: float) -> int:
     """Number of samples kept out of ``n``: ``floor(keep_ratio * n)``.
 
-    The product is rounded to 9 decimals before the floor, so that ``0.29 * 100`` keeps 29 and not
-    28 because of binary floating point.
+    A product just below a whole number counts as that number -- within 5e-10, or 1e-12 of the product where that is
+    more -- so that ``0.29 * 100`` keeps 29 and not 28 because of binary floating point, at any ``n`` (rounding to 9
+    decimals alone kept 28999999 of 10**8 at 0.29, and ITLM's ``"auto"``, which keeps ``k`` as ``k / n``, one
+    sample fewer than ``k`` for a few ``n`` above 10**6).
 
-    >>> keep_count(10, 0.55), keep_count(100, 0.29), keep_count(3, 1.0)
-    (5, 29, 3)
+    >>> keep_count(10, 0.55), keep_count(100, 0.29), keep_count(3, 1.0), keep_count(10**8, 0.29)
+    (5, 29, 3, 29000000)
     """
     if not _is_int(n) or n < 0:
         raise ValueError(f"`n` must be an integer >= 0, got {n!r}.")
     if not _is_real(keep_ratio) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
-    return min(n, int(math.floor(round(keep_ratio * n, 9))))
+    product = keep_ratio * n
+    whole = math.floor(product)
+    if whole + 1 - product <= max(5e-10, 1e-12 * product):
+        whole += 1
+    return min(n, int(whole))
 
 
 def nonfinite_count(scores: Tensor) -> int:

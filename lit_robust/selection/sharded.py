@@ -348,10 +348,9 @@ def _meta_row(scores: Tensor, index: Tensor, error: str | None, k: int | None) -
     return row
 
 
-def _resolve_k(k: KeepSpec, n: int, world_size: int) -> int:
-    if world_size > 1 and n < world_size:
-        raise ValueError(f"`scores` must hold at least one distinct sample per rank over all ranks: n must be in "
-                         f"[{world_size}, inf) for world size {world_size}, got n = {n}.")
+def _resolve_k(k: KeepSpec, n: int) -> int:
+    # fewer distinct samples than ranks is a valid selection (ranks with none contribute nothing): refusing it crashed
+    # a DDP fit with `per_class=True` at a class of one sample, which one process selects (a reviewer's)
     kk = k(n) if callable(k) else k
     if not isinstance(kk, int) or isinstance(kk, bool) or not 0 <= kk <= n:
         raise ValueError(f"`k` must be in [0, {n}] (the global number of distinct samples), got {kk!r}.")
@@ -366,7 +365,7 @@ def _gather_select(scores: list[Tensor], index: list[Tensor], k: KeepSpec, comm:
     all_scores = torch.cat(comm.all_gather_uneven([s.detach().to(dtype) for s in scores], sizes))
     first = first_occurrence_mask(all_index)
     n = int(first.sum())
-    kk = _resolve_k(k, n, comm.world_size)
+    kk = _resolve_k(k, n)
     keep = torch.zeros(all_index.numel(), dtype=torch.bool, device=all_index.device)
     keep[first] = smallest_k_mask(all_scores[first], kk, all_index[first])
     offsets = [0]
@@ -412,7 +411,7 @@ def _histogram_select(scores: list[Tensor], index: list[Tensor], k: KeepSpec, co
         for r, i in zip(comm.local_ranks, index):
             v = first[offsets[r]: offsets[r + 1]].to(i.device)
             valid.append(None if bool(v.all()) else v)
-    kk = _resolve_k(k, n, world)
+    kk = _resolve_k(k, n)
     info = SelectionInfo("histogram", n, kk, world, dedupe=dedupe)
 
     def everything(v: Tensor | None, s: Tensor) -> Tensor:
