@@ -548,7 +548,8 @@ class AutoDropRatio:
         step, given, predicted = self._local_labels(torch.device("cpu"))
         return {"estimates": dict(self.estimates), "start": self.start,
                 # this rank's scores (and labels) of a collecting epoch so far (a checkpoint written mid-epoch or at
-                # validation end); under DDP only rank 0's part is saved, like the filters' running counts
+                # validation end); under DDP only rank 0's part is saved, like the filters' running counts, and
+                # restored on rank 0 alone
                 "index": index, "scores": scores,
                 "steps": self._steps, "step": step, "given": given, "predicted": predicted, "missing": self._missing}
 
@@ -557,6 +558,11 @@ class AutoDropRatio:
         self.start = int(state.get("start", 0))  # absent from checkpoints written before restarts existed
         self._clear()
         index, scores = state["index"], state["scores"]
+        if distributed.world_size() > 1 and distributed.rank() != 0:
+            # every rank loads the file rank 0 wrote: its part of a collecting epoch is kept once, on rank 0 (each rank
+            # kept it, and the epoch's estimate read rank 0's samples once per rank: 0.225 for 0.200, a reviewer's)
+            index, scores = index[:0], scores[:0]
+            state = {**state, "step": None}
         self._index = [index] if index.numel() else []
         self._scores = [scores] if scores.numel() else []
         # absent from checkpoints written before estimator="disagreement" existed
