@@ -494,7 +494,9 @@ def estimate_corruption_from_predictions(
 
     with :math:`\pi_i` the clean posterior of :func:`estimate_corruption` (``method``) on ``scores``. When that
     mixture finds a single component (``two_components=False``) training error and noise cannot be told apart and
-    :math:`\hat e_c = 0`: :math:`\hat\varepsilon = d`, the disagreement rate itself.
+    :math:`\hat e_c = 0`: :math:`\hat\varepsilon = d`, the disagreement rate itself. When the clean component
+    disagrees everywhere (:math:`\hat e_c = 1`, a model that predicts no label it was given) the ratio is 0/0 and the
+    estimate is 0: such a model tells noise from nothing.
 
     Why: under class-pair (systematic) noise the loss of a wrongly labelled sample is only moderately higher
     than a clean one's (the model splits its probability between the pair), the loss mixture is not bimodal and
