@@ -41,7 +41,8 @@ default); :func:`load_report` reads it back. The columns, in this order:
 Ranking, the project's one tie rule turned around: a NaN/inf score first (the selections drop those first), then
 finite scores descending, ties by ascending index; samples without a ranking score last, by index.
 
-CSV is written with the standard library (``pandas.read_csv`` opens it); Parquet needs ``pyarrow``.
+CSV is written with the standard library, in UTF-8 (``pandas.read_csv`` opens it; :func:`load_report` reads the text
+columns as text, so a class "None" or an id "007" comes back as written, as from Parquet); Parquet needs ``pyarrow``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -457,25 +459,26 @@ def posterior_note(table: dict[str, list[Any]]) -> str | None:
 
 
 def unseen_note(table: dict[str, list[Any]]) -> str | None:
-    """A sentence for a per-batch filter's report when some rows have no score, else ``None``: the last epoch did
-    not see those samples, so their ``kept`` and ``predicted_label`` are empty too, and a per-class figure over the
+    """A sentence for a per-batch filter's report when the last epoch did not see some rows, else ``None``: those
+    samples have no score, so their ``kept`` and ``predicted_label`` are empty too, and a per-class figure over the
     report covers the seen rows only (a power user's ``limit_train_batches=0.8`` left 1,200 of 6,000 rows empty, a
-    stop inside the epoch 3,632, without a word)."""
-    scores = table.get("score_last_epoch")
-    if not scores:
+    stop inside the epoch 3,632, without a word). Unseen rows are those without ``kept``: a seen sample whose score
+    is NaN is scored (ranked first and dropped), not unseen."""
+    scores, kept = table.get("score_last_epoch"), table.get("kept")
+    if not scores or not kept:
         return None
-    unseen = sum(v is None or (isinstance(v, float) and math.isnan(v)) for v in scores)
+    unseen = sum(v is None for v in kept)
     if unseen == 0:
         return None
-    if unseen == len(scores):  # a module that never hands its losses to the filter (a power user's)
+    if unseen == len(kept):  # a module that never hands its losses to the filter (a power user's)
         return ("no row has a score: the filter scored no sample in the last epoch. Does the module's "
                 "`training_step` pass its per-sample losses to `self.reduce_loss(losses, batch, outputs)`?")
     return (f"{unseen} of its {len(scores)} rows have no score: the last epoch did not see those samples "
             "(`limit_train_batches`, a loader with `drop_last=True`, a stop inside the epoch, a sampler that draws "
             "with replacement such as `WeightedRandomSampler`, or a stream that yields fewer samples than its "
             "`__len__`), so their `kept` and "
-            "`predicted_label` are empty too. Per-class figures over the report count the scored rows only: select "
-            "them with `report[report.score_last_epoch.notna()]`.")
+            "`predicted_label` are empty too. Per-class figures over the report count the seen rows only: select "
+            "them with `report[report.kept.notna()]`.")
 
 
 def starved_classes_note(table: dict[str, list[Any]], min_rows: int = 10, share: float = 0.5) -> str | None:
@@ -546,6 +549,29 @@ def _csv_cell(v: Any) -> str:
     if isinstance(v, float):
         return repr(v)  # full precision; nan / inf / -inf as pandas reads them
     return str(v)
+
+
+def _is_text_column(column: str, values: Sequence[Any]) -> bool:
+    """A column written as text: the known text columns, and one the report does not know with any ``str`` value."""
+    if column in _TEXT_COLUMNS:
+        return True
+    return column not in _INT_COLUMNS and column not in _BOOL_COLUMNS and any(isinstance(v, str) for v in values)
+
+
+def _text_cell(v: Any) -> str | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _csv_line(cells: Sequence[str], quote: Sequence[bool]) -> str:
+    """One CSV line as ``csv.writer`` writes it (``"\\r\\n"``, quoting where needed), with the ``quote`` cells
+    that are not empty always quoted: the standard writer cannot quote some cells and not others."""
+    out = []
+    for cell, forced in zip(cells, quote):
+        needs = (forced and cell != "") or any(ch in cell for ch in ',"\r\n')
+        out.append('"' + cell.replace('"', '""') + '"' if needs else cell)
+    if out == [""]:  # a one-column row with an empty cell: an empty line would be skipped by readers
+        out = ['""']
+    return ",".join(out) + "\r\n"
 
 
 def training_source_index(trainer: Any) -> Tensor | None:
@@ -705,13 +731,19 @@ def _arrow_type_of(values: Sequence[Any], pa: Any) -> Any:
     return pa.float64()
 
 
-def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_index: Tensor | None = None) -> str:
-    """Write a :func:`build_report` table to ``path``, as CSV or Parquet by its suffix; returns the path.
+def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_index: Tensor | None = None, *,
+                 quote_text: bool = True) -> str:
+    """Write a :func:`build_report` table to ``path``, as CSV (UTF-8) or Parquet by its suffix; returns the path.
 
     ``source_index`` (one entry per training sample, :func:`training_source_index`) adds the column ``source_index``
     after ``index``: where each row's sample sits in the data set the datamodule read (a datamodule that draws and
     shuffles its training split has ``index`` ≠ that position). The file is written next to its final name and then
     renamed, so a reader never sees half a report.
+
+    A column of text (the class names, ``path``, and a column with any ``str`` value, e.g. a datamodule's id column)
+    has its missing values (``None``, a float NaN) as empty cells. In a CSV, with ``quote_text`` (default), the text
+    cells of a column :func:`load_report` does not know by name are quoted, which is how it reads ``"007"`` back as
+    text where Parquet has the column's type.
     """
     if source_index is not None and "index" in table:
         mapped = source_index[torch.as_tensor(table["index"], dtype=torch.long)].tolist()
@@ -724,14 +756,17 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     columns = list(table)
+    text = {c for c in columns if _is_text_column(c, table[c])}
+    # a missing value of a text column (a float NaN from pandas, e.g. an id column's empty cell) is an empty cell,
+    # not the text "nan" (which Parquet kept as text while CSV read it back as missing)
+    table = {c: [_text_cell(v) for v in table[c]] if c in text else table[c] for c in columns}
     if fmt == "parquet":
         pq = _require_pyarrow("`report_format='parquet'`")
         import pyarrow as pa
 
         types = {c: (pa.int64() if c in _INT_COLUMNS else pa.bool_() if c in _BOOL_COLUMNS else
-                     pa.string() if c in _TEXT_COLUMNS else _arrow_type_of(table[c], pa)) for c in columns}
-        arrow = pa.table({c: pa.array([v if v is None or types[c] != pa.string() else str(v) for v in table[c]],
-                                      type=types[c]) for c in columns})
+                     pa.string() if c in text else _arrow_type_of(table[c], pa)) for c in columns}
+        arrow = pa.table({c: pa.array(table[c], type=types[c]) for c in columns})
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".parquet", dir=folder)
         os.close(fd)
         try:
@@ -741,13 +776,16 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
             if os.path.exists(tmp):
                 os.remove(tmp)
         return path
+    # the text cells of the columns `load_report` does not know by name are quoted: that is how it tells an id
+    # column's "007" or "1" (text) from a number, as Parquet's column type does
+    quote = [quote_text and c in text and c not in _TEXT_COLUMNS for c in columns]
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".csv", dir=folder)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
+        # UTF-8 whatever the locale: under LC_ALL=C a class named "café" failed the fit at its end
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            f.write(_csv_line(columns, [False] * len(columns)))
             for row in zip(*(table[c] for c in columns)):
-                writer.writerow([_csv_cell(v) for v in row])
+                f.write(_csv_line([_csv_cell(v) for v in row], quote))
         _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -755,14 +793,80 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
     return path
 
 
-def _parse(column: str, cell: str) -> Any:
+# one CSV field (quoted, with "" for a quote, or plain) and what ends it
+_CSV_FIELD = re.compile(r'("(?:[^"]|"")*"|[^,"\r\n]*)(,|\r\n|\n|\r|$)')
+
+
+def _quoted_columns(path: str | os.PathLike) -> set[int] | None:
+    """The positions of the columns whose first non-empty cell is quoted (:func:`write_report` quotes every text cell
+    of a column it does not know by name), or ``None`` for a file this scanner cannot split (then the cells decide)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        text = f.read()
+    first: dict[int, bool] = {}
+    width, row, column, pos = None, 0, 0, 0
+    while pos < len(text) and (width is None or len(first) < width):
+        m = _CSV_FIELD.match(text, pos)
+        if m is None:
+            return None
+        field, end = m.group(1), m.group(2)
+        if row > 0 and field not in ("", '""') and column not in first:
+            first[column] = field.startswith('"')
+        column += 1
+        if end != ",":
+            if width is None:
+                width = column
+            row, column = row + 1, 0
+        if m.end() == pos:
+            break
+        pos = m.end()
+    return {c for c, quoted in first.items() if quoted}
+
+
+def _is_number_text(cell: str) -> bool:
+    """``cell`` is how :func:`write_report` writes a number (``str`` of an int, ``repr`` of a float); "007", "1e3"
+    and "NA" are not, so a report written before text cells were quoted still reads its ids back as text."""
+    try:
+        return str(int(cell)) == cell
+    except ValueError:
+        pass
+    try:
+        return repr(float(cell)) == cell
+    except ValueError:
+        return False
+
+
+def _column_kind(column: str, cells: Sequence[str], quoted: bool) -> str:
+    """How :func:`load_report` reads a CSV column: ``"int"``, ``"bool"``, ``"text"`` or ``"float"``, by its name where
+    the report knows it, else by its cells (``cells``: the non-empty ones; ``quoted``: its text cells were quoted)."""
+    if column in _INT_COLUMNS:
+        return "int"
+    if column in _BOOL_COLUMNS:
+        return "bool"
+    if column in _TEXT_COLUMNS or quoted:
+        return "text"
+    if cells and all(c in ("True", "False") for c in cells):
+        return "bool"
+    if not all(_is_number_text(c) for c in cells):
+        return "text"
+    return "int" if all(_is_int_text(c) for c in cells) and cells else "float"
+
+
+def _is_int_text(cell: str) -> bool:
+    try:
+        int(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse(kind: str, cell: str) -> Any:
     if cell == "":
         return None
-    if column in _INT_COLUMNS:
+    if kind == "int":
         return int(cell)
-    if column in _BOOL_COLUMNS:
+    if kind == "bool":
         return cell == "True"
-    if column in _TEXT_COLUMNS:
+    if kind == "text":
         return cell
     return float(cell)
 
@@ -779,7 +883,7 @@ def _check_report_columns(path: str | os.PathLike, fmt: str) -> None:
                              f"pyarrow can read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).") \
                 from None
     else:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             columns = next(csv.reader(f), [])
     if not {"rank", "index"} <= set(columns):
         raise ValueError(f"`path` must be a per-sample report (with `rank` and `index` columns), but "
@@ -834,16 +938,44 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
         if pd is None:
             return arrow.to_pylist()
         frame = arrow.to_pandas()
-    elif pd is None:
-        with open(path, newline="") as f:
-            return [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
     else:
-        frame = pd.read_csv(path)
+        return _read_csv_report(path, pd)
     for c in frame.columns:
         if c in _INT_COLUMNS:
             frame[c] = frame[c].astype("Int64")
         elif c in _BOOL_COLUMNS:
             frame[c] = frame[c].astype("boolean")
+    return frame
+
+
+def _read_csv_report(path: str | os.PathLike, pd: Any) -> Any:
+    """A CSV report as a DataFrame (``pd``) or, without pandas, a list of dicts, each column read as its kind
+    (:func:`_column_kind`) so that it equals the Parquet report: every cell is read as text first, only the empty
+    one missing (pandas' defaults read the class "None" and the id "NA" as NaN, the id "007" as 7)."""
+    quoted = _quoted_columns(path)
+    if pd is None:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = list(reader)
+        kinds = [_column_kind(c, [r[j] for r in rows if r[j] != ""], quoted is not None and j in quoted)
+                 for j, c in enumerate(header)]
+        return [{c: _parse(k, v) for c, k, v in zip(header, kinds, r)} for r in rows]
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    for j, c in enumerate(list(frame.columns)):
+        cells = frame[c].dropna().tolist()
+        kind = _column_kind(c, cells, quoted is not None and j in quoted)
+        if kind == "text":
+            continue
+        if kind == "bool":
+            values = frame[c].map({"True": True, "False": False})
+            frame[c] = values.astype("boolean") if c in _BOOL_COLUMNS or values.isna().any() else values.astype(bool)
+        elif kind == "float":
+            frame[c] = frame[c].astype("float64")  # "nan" / "inf" as written (pandas.to_numeric refuses "nan")
+        else:
+            frame[c] = pd.to_numeric(frame[c])
+            if c in _INT_COLUMNS:
+                frame[c] = frame[c].astype("Int64")
     return frame
 
 

@@ -37,6 +37,7 @@ from lit_robust.report import (
     labels_from_outputs,
     scalar_targets,
     suspicion_order,
+    unseen_note,
     values_from_outputs,
     write_report,
 )
@@ -454,7 +455,7 @@ def test_a_filter_report_with_rows_the_last_epoch_did_not_see_says_so(tmp_path):
     trainer = tiny_trainer(tmp_path, 2, [bf], limit_train_batches=6)
     with pytest.warns(UserWarning, match=r"BatchFilter: the per-sample report .*filter_prl_report.csv: 48 of its 240 "
                                          r"rows have no score: the last epoch did not see those samples "
-                                         r"\(`limit_train_batches`.*report.score_last_epoch.notna\(\)"):
+                                         r"\(`limit_train_batches`.*report.kept.notna\(\)"):
         trainer.fit(TinyModel(), BlobsData())
     rows = load_report(bf.report_path, as_frame=False)
     assert sum(r["score_last_epoch"] is None for r in rows) == 48
@@ -1061,3 +1062,89 @@ def test_build_report_refuses_an_unknown_estimator_and_float_labels():
                                          r"with 1 distinct values"):
         build_report(torch.zeros(4, dtype=torch.long), scores, kept, score_columns=["s"])
     assert len(build_report(index, scores, kept, score_columns=["s"], given_label=labels)["rank"]) == 4
+
+
+def _text_table():
+    table = build_report(torch.arange(4), torch.tensor([0.5, 0.1, 0.3, 2.0]), torch.ones(4, dtype=torch.bool),
+                         score_columns=["score_last_epoch"], given_label=torch.tensor([0, 2, 1, 0]),
+                         predicted_label=torch.tensor([0, 2, 0, 0]))
+    order = table["index"]
+    table["given_class"] = [["0", "1", "None"][g] for g in table["given_label"]]  # image folders 0/, 1/, None/
+    table["cust"] = [["007", "NA", "1", "A1"][i] for i in order]  # a datamodule's text id column
+    table["num"] = [[10, 11, 12, 13][i] for i in order]  # a numeric id column
+    table["code"] = [str(i + 1) for i in order]  # text ids that read as numbers: the writer quotes them
+    return table
+
+
+def test_csv_report_reads_text_columns_as_text_like_parquet(tmp_path):
+    """Reviewer: with class folders `0/`, `1/`, `None/` a CSV report gave `given_class` float64 [0.0, nan, 1.0]
+    where Parquet gave the names, and ids "007" came back as 7 (pandas' defaults: numbers, NA words)."""
+    pd = pytest.importorskip("pandas")
+    frame = load_report(write_report(_text_table(), tmp_path / "r.csv"))
+    assert frame.sort_values("index")["given_class"].tolist() == ["0", "None", "1", "0"]
+    assert frame.sort_values("index")["cust"].tolist() == ["007", "NA", "1", "A1"]
+    assert frame.sort_values("index")["code"].tolist() == ["1", "2", "3", "4"]
+    assert frame["num"].dtype == "int64" and frame["score_last_epoch"].dtype == "float64"
+    pytest.importorskip("pyarrow")
+    pd.testing.assert_frame_equal(frame, load_report(write_report(_text_table(), tmp_path / "r.parquet")))
+
+
+def test_csv_report_as_dicts_reads_unknown_text_and_int_columns(tmp_path, monkeypatch):
+    """Reviewer: `load_report(as_frame=False)` failed (`could not convert string to float: 'A1'`) on an id column
+    of names, and read numeric ids as floats where the frame gives ints; without pandas too."""
+    path = write_report(_text_table(), tmp_path / "r.csv")
+    rows = sorted(load_report(path, as_frame=False), key=lambda r: r["index"])
+    assert [r["cust"] for r in rows] == ["007", "NA", "1", "A1"]
+    assert [r["num"] for r in rows] == [10, 11, 12, 13] and all(type(r["num"]) is int for r in rows)
+    assert [r["code"] for r in rows] == ["1", "2", "3", "4"]
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    assert sorted(load_report(path), key=lambda r: r["index"]) == rows
+    pytest.importorskip("pyarrow")
+    assert load_report(write_report(_text_table(), tmp_path / "r.parquet"), as_frame=False) == load_report(path)
+
+
+def test_a_report_written_before_text_was_quoted_reads_non_numbers_as_text(tmp_path):
+    """Files of earlier versions have no quotes: a cell that is not a number as the writer writes one ("007",
+    "1e3") keeps its column text."""
+    (tmp_path / "old_report.csv").write_text("rank,index,score,cust\n1,0,0.5,007\n2,1,0.25,1e3\n", encoding="utf-8")
+    rows = load_report(tmp_path / "old_report.csv", as_frame=False)
+    assert [r["cust"] for r in rows] == ["007", "1e3"] and [r["score"] for r in rows] == [0.5, 0.25]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_missing_id_is_missing_not_the_text_nan(tmp_path, suffix):
+    """Reviewer: a missing id value (pandas' NaN in a text column) became the text "nan" in Parquet while CSV read
+    an empty cell."""
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    table = _text_table()
+    table["cust"] = ["a", float("nan"), None, "b"]
+    rows = load_report(write_report(table, tmp_path / f"r.{suffix}"), as_frame=False)
+    assert [r["cust"] for r in rows] == ["a", None, None, "b"]
+
+
+def test_report_files_are_utf8_whatever_the_locale(tmp_path):
+    """Reviewer: under LC_ALL=C a class named "café" raised UnicodeEncodeError at the fit's end (the locale's
+    encoding); the report is written and read as UTF-8."""
+    import subprocess
+    code = ("import sys, torch; from lit_robust.report import build_report, write_report, load_report\n"
+            "t = build_report(torch.arange(2), torch.tensor([1., 2.]), torch.ones(2, dtype=torch.bool), "
+            "score_columns=['s'])\n"
+            "t['given_class'] = ['caf\\u00e9', '\\u65e5\\u672c']\n"  # escaped: the command line is ASCII too
+            "r = load_report(write_report(t, sys.argv[1]), as_frame=False)\n"
+            "assert [x['given_class'] for x in r] == ['caf\\u00e9', '\\u65e5\\u672c'], ascii(r)\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-X", "utf8=0", "-c", code, str(tmp_path / "r.csv")], env=env,
+                         capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "r.csv").read_text(encoding="utf-8").count("café") == 1
+
+
+def test_unseen_rows_are_counted_by_kept_not_by_a_nan_score():
+    """Reviewer: a sample whose loss was NaN (ranked first, dropped) was reported as "not seen by the last epoch",
+    and the advice `report[report.score_last_epoch.notna()]` dropped it; unseen rows are those without `kept`."""
+    table = {"score_last_epoch": [math.nan, 2.0, 1.0], "kept": [False, True, True]}
+    assert unseen_note(table) is None
+    note = unseen_note({"score_last_epoch": [math.nan, 2.0, None], "kept": [False, True, None]})
+    assert note.startswith("1 of its 3 rows have no score") and "report[report.kept.notna()]" in note

@@ -154,7 +154,8 @@ class PredictionWriter(BasePredictionWriter):
             loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
             table = with_sample_files(table, getattr(loader, "dataset", None),
                                       PREDICTION_CLASS_COLUMNS)
-        self.path = write_report(table, os.path.join(folder, self.filename))
+        # its float cells are text already (float32's shortest form): quoting text would only mark them as text
+        self.path = write_report(table, os.path.join(folder, self.filename), quote_text=False)
         rows = sum(len(b[1]) for b in batches)
         rank_zero_info(f"PredictionWriter: {rows} predictions written to {self.path}")
 
