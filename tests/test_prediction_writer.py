@@ -199,3 +199,21 @@ def test_an_image_folders_predictions_name_each_rows_file_and_classes(tmp_path, 
     assert [r["path"] for r in rows] == [p for p, _ in Folder.samples]
     assert [r["predicted_class"] for r in rows] == [Folder.classes[c] for c in argmax]
     assert [r["target_class"] for r in rows] == [Folder.classes[int(c)] for c in y]
+
+
+def test_a_dirpath_that_cannot_be_written_is_refused_before_predicting(tmp_path):
+    """Reviewer: a `dirpath` under a regular file ran the whole predict, then raised a bare NotADirectoryError; it is
+    checked at setup, a ValueError naming `dirpath`, before any batch."""
+    (tmp_path / "afile").write_text("")
+    calls = []
+
+    class Counting(Classifier):
+        def predict_step(self, batch, batch_idx):
+            calls.append(batch_idx)
+            return super().predict_step(batch, batch_idx)
+
+    writer = PredictionWriter(dirpath=str(tmp_path / "afile" / "sub"))
+    with pytest.raises(ValueError, match=r"`dirpath` must be a folder predictions.csv can be written into, got "
+                                         r"'.*afile/sub' \(NotADirectoryError"):
+        _trainer(writer).predict(Counting(), DataLoader(blobs(20), batch_size=8))
+    assert calls == []

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lit_robust._backend import BasePredictionWriter, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust.data.indexed import unpack_batch
-from lit_robust.report import PREDICTION_CLASS_COLUMNS, with_sample_files, write_report
+from lit_robust.report import PREDICTION_CLASS_COLUMNS, folder_error, with_sample_files, write_report
 from lit_robust.selection import distributed
 
 __all__ = ["PredictionWriter"]
@@ -92,6 +92,17 @@ class PredictionWriter(BasePredictionWriter):
             self.problem = "`predict_step` takes `dataloader_iter`, so the batches and their indices are unknown"
         # the other package's Trainer does not hand a writer of this one the batch indices
         self.problem = mismatch_advice(trainer, "the Trainer") or self.problem
+        # the folder is checked before predicting: a `dirpath` under a file predicted every batch, then failed with a
+        # bare NotADirectoryError (the folder is made here, as the report callbacks make theirs at setup)
+        folder = os.fspath(self.dirpath) if self.dirpath is not None else (trainer.log_dir or trainer.default_root_dir)
+        problem = folder_error(folder) if trainer.global_rank == 0 else None
+        problem = trainer.strategy.broadcast(problem)
+        if problem is not None:
+            if self.dirpath is not None:
+                raise ValueError(f"`dirpath` must be a folder {self.filename} can be written into, got {folder!r} "
+                                 f"({problem}).")
+            raise ValueError(f"{self.filename} goes into the logger's folder (`trainer.log_dir`) when `dirpath` is not "
+                             f"given, and {folder!r} cannot be written ({problem}); pass `dirpath`.")
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
