@@ -747,3 +747,31 @@ def test_numbers_written_as_text_are_quoted_by_their_bad_cells_and_an_empty_csv_
         TableDataModule(path=str(header), target="kind").setup()
     with pytest.raises(ValueError, match=r"`frame` has no rows, only the columns"):
         TableDataModule(frame=frame.iloc[:0], target="kind").setup()
+
+
+def _ids_in_report(dm: TableDataModule, column: str) -> list:
+    """The `column` id of each training row, as the report gets it, in table order."""
+    dm.setup("fit")
+    n = len(dm.train_source_index)
+    ids = dm.describe_report({"index": list(range(n))})[column]
+    return [v for _, v in sorted(zip(dm.train_source_index.tolist(), ids))]
+
+
+def test_id_columns_of_a_csv_are_read_as_text(tmp_path):
+    """Reviewer: ids "000".."029" of a CSV appeared in the report as 0..29 (and the id "NA" as missing): pandas read
+    the id column as numbers. An empty cell is still a missing id; the other columns keep pandas' reading."""
+    frame = table(8).assign(cust=[f"{i:03d}" for i in range(7)] + ["NA"])
+    frame.loc[3, "cust"] = None
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    dm = TableDataModule(path=str(tmp_path / "t.csv"), target="kind", features=["a", "b"], id_columns="cust",
+                         test_size=0)
+    assert _ids_in_report(dm, "cust") == ["000", "001", "002", None, "004", "005", "006", "NA"]
+
+
+def test_a_missing_id_of_a_frame_is_missing_not_text():
+    """Reviewer: a missing id became the text "nan" (a float NaN) or "<NA>" (pandas' NA of an Int64 column)."""
+    frame = table(6).assign(cust=pd.array([1, None, 3, 4, 5, 6], dtype="Int64"),
+                            name=["a", np.nan, "c", "d", "e", "f"])
+    dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns=["cust", "name"], test_size=0)
+    assert _ids_in_report(dm, "cust") == [1, None, 3, 4, 5, 6]
+    assert _ids_in_report(dm, "name") == ["a", None, "c", "d", "e", "f"]

@@ -71,7 +71,9 @@ def _pandas() -> Any:
     return pd
 
 
-def _read_table(path: str, argument: str) -> Any:
+def _read_table(path: str, argument: str, text_columns: Sequence[str] = ()) -> Any:
+    """The table at ``path``; from a CSV/TSV, ``text_columns`` (the ``id_columns``) are read as text, only an empty
+    cell missing: pandas read the ids "000".."029" as 0..29 and the id "NA" as missing."""
     pd = _pandas()
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"`{argument}` must be the path of a .csv, .tsv or .parquet file, got {path!r}.")
@@ -86,8 +88,14 @@ def _read_table(path: str, argument: str) -> Any:
         raise FileNotFoundError(f"`{argument}`={os.fspath(path)!r}: no such file{where}.")
     if kind == "parquet":
         return pd.read_parquet(full)
+    sep = "\t" if kind == "tsv" else ","
     try:
-        return pd.read_csv(full, sep="\t" if kind == "tsv" else ",")
+        frame = pd.read_csv(full, sep=sep)
+        ids = [c for c in text_columns if c in frame.columns]
+        if ids:  # a second read of those columns alone: the others keep pandas' reading (its NA words, numbers)
+            text = pd.read_csv(full, sep=sep, usecols=ids, dtype=str, keep_default_na=False, na_values=[""])
+            frame[ids] = text[ids]
+        return frame
     except pd.errors.EmptyDataError:  # a 0-byte file ended in pandas' traceback (a hurried CLI user)
         raise ValueError(f"`{argument}`={os.fspath(path)!r} is empty: a table needs a header row of column names "
                          "and at least one row.") from None
@@ -364,7 +372,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if isinstance(source, (str, os.PathLike)):
             if argument.endswith("frame"):
                 _check_frame(source, argument)
-            frame = _read_table(source, argument)
+            frame = _read_table(source, argument, self.id_columns)
             what = f"`{argument}`={os.fspath(source)!r}"
         else:
             _check_frame(source, argument)
@@ -650,8 +658,13 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
 
     def _id_values(self, frame: Any) -> dict[str, list]:
         """``id_columns`` of a table that has them, as plain values (dates and other objects as text)."""
+        pd = _pandas()
+
         def plain(v: Any) -> Any:
-            return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+            # a missing id (None, NaN, pandas' NA/NaT) stays missing: str() made it the id "nan" / "<NA>"
+            if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
+                return None
+            return v if isinstance(v, (bool, int, float, str)) else str(v)
         return {c: [plain(v) for v in frame[c].tolist()] for c in self.id_columns if c in frame.columns}
 
     def _given_of(self, source: str, rows: list[int]) -> Tensor | None:
