@@ -1103,12 +1103,16 @@ def test_csv_report_as_dicts_reads_unknown_text_and_int_columns(tmp_path, monkey
     assert load_report(write_report(_text_table(), tmp_path / "r.parquet"), as_frame=False) == load_report(path)
 
 
-def test_a_report_written_before_text_was_quoted_reads_non_numbers_as_text(tmp_path):
-    """Files of earlier versions have no quotes: a cell that is not a number as the writer writes one ("007",
-    "1e3") keeps its column text."""
-    (tmp_path / "old_report.csv").write_text("rank,index,score,cust\n1,0,0.5,007\n2,1,0.25,1e3\n", encoding="utf-8")
+def test_a_report_written_before_text_was_quoted_reads_its_columns_as_pandas_does(tmp_path):
+    """Files of earlier versions have no quotes: an unknown column is text where a cell is no number, else numbers
+    (ids "007" then read as 7, as `pandas.read_csv` reads them), the same with and without pandas."""
+    pd = pytest.importorskip("pandas")
+    (tmp_path / "old_report.csv").write_text("rank,index,score,cust,n\n1,0,0.5,A1,007\n2,1,0.25,NA,3\n",
+                                             encoding="utf-8")
     rows = load_report(tmp_path / "old_report.csv", as_frame=False)
-    assert [r["cust"] for r in rows] == ["007", "1e3"] and [r["score"] for r in rows] == [0.5, 0.25]
+    assert [(r["cust"], r["n"], r["score"]) for r in rows] == [("A1", 7, 0.5), ("NA", 3, 0.25)]
+    frame = load_report(tmp_path / "old_report.csv")
+    assert frame.cust.tolist() == ["A1", "NA"] and frame.n.tolist() == [7, 3] and isinstance(frame, pd.DataFrame)
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
