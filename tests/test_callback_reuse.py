@@ -512,3 +512,45 @@ def test_a_longer_last_round_on_a_fit_that_goes_on_is_allowed(tmp_path):
     trainer.fit_loop.max_epochs = 4
     trainer.fit(TinyModel(), BlobsData(n=240))
     assert ac.round_epochs == [1, 3] and [(r.round, r.epochs) for r in ac.history] == [(0, 1), (1, 3)]
+
+
+class _RangedBlobs(BlobsData):
+    """Blobs declaring `value_range`; with `clamp` their inputs are clamped into it (else they span about [-5, 5])."""
+
+    def __init__(self, value_range, clamp: bool = True) -> None:
+        super().__init__(n=96)
+        self.value_range = value_range
+        if clamp:
+            self.ds.dataset.tensors[0].clamp_(*value_range)
+
+
+def _fit_trigger(tmp_path, at, data):
+    pl.seed_everything(0, verbose=False)
+    model = TinyModel()
+    tiny_trainer(tmp_path, 1, [at]).fit(model, data)
+    return model
+
+
+def test_a_reused_adversarial_trigger_clips_into_each_fits_own_datamodule_range(tmp_path):
+    """A reviewer's `AdversarialTrigger()` (value_range "datamodule") reused for a second datamodule kept the first
+    one's range: the second fit trained on inputs clipped into [-1, 6] though its data declared [-10, 10]."""
+    from lit_robust import AdversarialTrigger
+
+    reused = AdversarialTrigger(tau=0.5)
+    _fit_trigger(tmp_path, reused, _RangedBlobs((-1.0, 6.0)))
+    got = _fit_trigger(tmp_path, reused, _RangedBlobs((-10.0, 10.0)))
+    expected = _fit_trigger(tmp_path, AdversarialTrigger(tau=0.5), _RangedBlobs((-10.0, 10.0)))
+    for a, b in zip(got.parameters(), expected.parameters()):
+        assert torch.equal(a, b)
+    assert reused.value_range == "datamodule" and reused.clip_range == (-10.0, 10.0)  # the argument kept as given
+
+
+def test_a_reused_adversarial_trigger_checks_the_range_of_each_fits_first_batch(tmp_path):
+    """The first fit's epoch-0 range check stood for the second fit's epoch 0 too: inputs outside `value_range` were
+    clipped into it without the error a new instance gives."""
+    from lit_robust import AdversarialTrigger
+
+    at = AdversarialTrigger(tau=0.1, value_range=(-1.0, 6.0))
+    _fit_trigger(tmp_path, at, _RangedBlobs((-1.0, 6.0)))
+    with pytest.raises(ValueError, match=r"`training inputs` must lie in the declared `value_range` \[-1, 6\]"):
+        _fit_trigger(tmp_path, at, _RangedBlobs((-1.0, 6.0), clamp=False))

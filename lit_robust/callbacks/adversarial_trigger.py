@@ -60,9 +60,10 @@ class AdversarialTrigger(Callback):
     Args:
         tau: :math:`\tau \ge 0`, the :math:`\ell_\infty` bound of ``c`` in the inputs' own scale (the thesis uses
             0.05 on [0, 1] pixels, i.e. ``0.05 / 0.3081`` for MNIST normalised by its std). ``0`` disables it.
-        value_range: ``(low, high)`` of valid inputs; perturbed inputs are clipped into it and the first batch of
-            every epoch is checked to lie in it. ``"datamodule"`` (default) takes the datamodule's ``value_range``
-            (e.g. :class:`lit_robust.BackdoorMNISTDataModule`'s); ``None`` = no clipping.
+        value_range: ``(low, high)`` of valid inputs, two numbers with ``low < high``; perturbed inputs are clipped
+            into it and the first batch of every epoch is checked to lie in it. ``"datamodule"`` (default) takes the
+            datamodule's ``value_range`` (e.g. :class:`lit_robust.BackdoorMNISTDataModule`'s), read at every fit's
+            setup (a reused callback follows each fit's datamodule); ``None`` = no clipping.
         filter_in: ``"both"``, ``"inner"`` or ``"outer"``.
         scope: ``"local"`` (default): each DDP rank's ``c`` comes from its own batch, as the paper did per GPU;
             ``"global"``: the two sums of eq. 5.5 (signs and kept count) are added over the ranks, so every rank
@@ -72,34 +73,42 @@ class AdversarialTrigger(Callback):
 
     Attributes:
         last_perturbation: ``c`` of the latest training batch (detached), for inspection and tests.
+        clip_range: the ``(low, high)`` the current or latest fit clips into (``value_range`` resolved at setup;
+            ``None``: no clipping, or ``"datamodule"`` before the first fit).
     """
 
     def __init__(self, tau: float, value_range: tuple[float, float] | str | None = "datamodule",
                  filter_in: FilterIn = "both", scope: Literal["local", "global"] = "local") -> None:
         super().__init__()
         self.tau = check_tau(tau)
-        if value_range != "datamodule":
+        if not _from_datamodule(value_range):
             value_range = _check_range(value_range)
         if filter_in not in ("both", "inner", "outer"):
             raise ValueError(f"`filter_in` must be 'both', 'inner' or 'outer', got {filter_in!r}.")
         if scope not in ("local", "global"):
             raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
-        self.value_range = value_range
+        self.value_range = value_range  # as given: "datamodule" is read again at every fit's setup
         self.filter_in = filter_in
         self.scope = scope
         self.last_perturbation: Tensor | None = None
+        self.clip_range: tuple[float, float] | None = None if _from_datamodule(value_range) else value_range
         self._checked_epoch: int | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if self.value_range == "datamodule":
+        # per fit: a reused instance clipped a second datamodule's inputs into the first one's range, and skipped the
+        # second fit's epoch-0 range check (the first fit had checked its epoch 0)
+        self._checked_epoch = None
+        if _from_datamodule(self.value_range):
             vr = getattr(getattr(trainer, "datamodule", None), "value_range", None)
             if vr is None:
                 raise ValueError("`AdversarialTrigger(value_range='datamodule')` needs a datamodule with a `value_range` "
                                  "(e.g. lit_robust.BackdoorMNISTDataModule); pass `value_range=(low, high)`, or None "
                                  "for no clipping.")
-            self.value_range = _check_range(vr)
+            self.clip_range = _check_range(vr)
+        else:
+            self.clip_range = _check_range(self.value_range)  # as set now (an attribute changed between fits too)
         module = require_mixin("AdversarialTrigger", pl_module)
         if not pl_module.automatic_optimization:
             raise TypeError(f"`AdversarialTrigger` perturbs the batch of the module's own training step and needs "
@@ -123,13 +132,13 @@ class AdversarialTrigger(Callback):
         if not isinstance(x, Tensor) or not x.is_floating_point():
             got = f"a tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"`AdversarialTrigger` perturbs a floating-point input tensor, got {got}.")
-        if self.value_range is not None and self._checked_epoch != trainer.current_epoch:
-            check_value_range(x, self.value_range, name="training inputs")
+        if self.clip_range is not None and self._checked_epoch != trainer.current_epoch:
+            check_value_range(x, self.clip_range, name="training inputs")
             self._checked_epoch = trainer.current_epoch
         module.selectors_paused = False
         c = self.perturbation(module, batch)
         self.last_perturbation = c.detach()
-        x_adv = perturb_inputs(x.detach(), c, self.value_range)
+        x_adv = perturb_inputs(x.detach(), c, self.clip_range)
         if isinstance(batch, list):
             batch[1] = x_adv
         else:
@@ -224,6 +233,10 @@ def input_gradient(total: Tensor, inputs: Tensor) -> Tensor:
         torch.backends.mkldnn.enabled = True
         for h in handles:
             h.remove()
+
+
+def _from_datamodule(value_range: Any) -> bool:
+    return isinstance(value_range, str) and value_range == "datamodule"
 
 
 def _check_range(value_range: Any) -> tuple[float, float] | None:
