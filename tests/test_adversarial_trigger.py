@@ -74,10 +74,25 @@ def test_perturb_inputs_clips_into_range():
     ({"filter_in": "middle"}, "`filter_in` must be 'both', 'inner' or 'outer', got 'middle'"),
     ({"value_range": (1.0, 0.0)}, r"`value_range` must be \(low, high\) with low < high"),
     ({"value_range": "auto"}, r"`value_range` must be \(low, high\), 'datamodule' or None, got 'auto'"),
+    # a reviewer's "01" was iterated into (0.0, 1.0); b"01" would have been (48.0, 49.0)
+    ({"value_range": "01"}, r"`value_range` must be \(low, high\), 'datamodule' or None, got '01' \(a str\): "
+                            r"\(low, high\) is two numbers"),
+    ({"value_range": b"01"}, r"`value_range` must be \(low, high\), 'datamodule' or None, got b'01' \(a bytes\)"),
+    ({"value_range": (False, True)}, r"got \(False, True\) \(a tuple\)"),
+    ({"value_range": ("0", "1")}, r"got \('0', '1'\) \(a tuple\)"),
+    ({"value_range": (0.0, 1.0, 2.0)}, r"got \(0.0, 1.0, 2.0\) \(a tuple\)"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         lr.AdversarialTrigger(tau=0.1, **kwargs)
+
+
+def test_value_range_takes_any_two_real_numbers():
+    """numpy and 0-d torch scalars are numbers (a range read off a tensor's min/max), as are infinite bounds."""
+    import numpy as np
+
+    assert lr.AdversarialTrigger(0.1, value_range=(np.float32(0.0), torch.tensor(1.0))).clip_range == (0.0, 1.0)
+    assert lr.AdversarialTrigger(0.1, value_range=[0, float("inf")]).clip_range == (0.0, float("inf"))
 
 
 # ------------------------------------------------------------------------------------------------ the callback

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from lit_robust._backend import Callback, pl
+from lit_robust._checks import real_scalar
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.functional.backdoor import (
     check_tau,
@@ -240,12 +242,20 @@ def _from_datamodule(value_range: Any) -> bool:
 
 
 def _check_range(value_range: Any) -> tuple[float, float] | None:
+    """``(low, high)`` as two floats with ``low < high`` (infinite bounds allowed: a one-sided range), or ``None``."""
     if value_range is None:
         return None
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"`value_range` must be (low, high), 'datamodule' or None, got {value_range!r}.") from None
-    if not lo < hi:
+    pair = None
+    if not isinstance(value_range, (str, bytes)):  # a string is iterable: "01" was read as (0.0, 1.0)
+        try:
+            items = [real_scalar(v) for v in value_range]
+        except TypeError:
+            items = []
+        if len(items) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
+            pair = float(items[0]), float(items[1])
+    if pair is None:
+        raise ValueError(f"`value_range` must be (low, high), 'datamodule' or None, got {value_range!r} (a "
+                         f"{type(value_range).__name__}): (low, high) is two numbers, e.g. (0.0, 1.0).")
+    if not pair[0] < pair[1]:
         raise ValueError(f"`value_range` must be (low, high) with low < high, got {value_range!r}.")
-    return lo, hi
+    return pair
