@@ -302,6 +302,25 @@ def test_a_fit_stopped_inside_the_warm_up_is_warned_about(tmp_path, max_epochs, 
                       "the filter never dropped its full share (epoch 1: 0.1).")] if warned else []), said
 
 
+@pytest.mark.parametrize("warmup_epochs", [0, 1])
+def test_an_auto_fit_stopped_before_its_first_dropping_epoch_is_warned_about_for_either_warm_up(tmp_path,
+                                                                                                warmup_epochs):
+    """A reviewer's `drop_ratio="auto"` fit with `warmup_epochs=0`, stopped by `max_steps` in epoch 0 (which only
+    estimates), was not warned, though warm-ups of 0 and 1 are the same "auto" schedule and 1 was warned."""
+    import warnings as _warnings
+
+    from tests.conftest import BlobsData, TinyModel, tiny_trainer
+
+    f = BatchFilter("prl", drop_ratio="auto", warmup_epochs=warmup_epochs)
+    with _warnings.catch_warnings(record=True) as record:
+        _warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 5, [f], max_steps=8).fit(TinyModel(), BlobsData())  # 8 steps/epoch: epoch 0 only
+    said = [str(w.message) for w in record if "inside the warm-up" in str(w.message)]
+    assert said == ["BatchFilter: the fit ended after epoch 0 of 5, inside the warm-up (full drop ratio from epoch 1 "
+                    "on): something other than `max_epochs` stopped it (EarlyStopping, `max_steps`, `max_time`), so "
+                    "the filter never dropped its full share (epoch 0: 0)."], said
+
+
 class MeanNotReduced(TinyModel):
     """A `training_step` of the user's own that takes the plain mean: the filter is never asked."""
 

@@ -627,10 +627,13 @@ class BatchFilter(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = self.history[-1].epoch if self.history else None
-        ends = self._schedule_start + self.warmup_epochs  # the first epoch at the full drop ratio
+        # "auto" drops its estimate from epoch max(warmup_epochs, 1): warm-ups of 0 and 1 are one schedule (a
+        # reviewer's warmup_epochs=0 fit stopped in epoch 0 by `max_steps` was not warned; 1 was)
+        ramp = max(self.warmup_epochs, 1) if self._auto is not None else self.warmup_epochs
+        ends = self._schedule_start + ramp  # the first epoch at the full drop ratio
         unlimited = trainer.max_epochs in (None, -1)  # `max_steps` alone (a release check's fit was not warned)
         if (last is not None and (unlimited or last + 1 < trainer.max_epochs) and last < ends
-                and not trainer.interrupted and self.warmup_epochs > 0):
+                and not trainer.interrupted and ramp > 0):
             # a newcomer's EarlyStopping ended a PRL fit at epoch 5 of a 5-epoch warm-up, silently
             of = "" if unlimited else f" of {trainer.max_epochs}"
             rank_zero_warn(f"{self.owner}: the fit ended after epoch {last}{of}, inside the "
