@@ -697,3 +697,32 @@ def test_numpy_features_given_to_fit_or_fit_threshold_say_what_to_pass(tmp_path,
     # what it asks for works: a tensor, and a loader (or a list of tensor batches) of them
     t = torch.as_tensor(x, dtype=torch.float32)
     assert model.fit_threshold(t, contamination=0.1) == model.fit_threshold([t[:32], t[32:]], contamination=0.1)
+
+
+@pytest.mark.parametrize("changed", [{"warmup_epochs": 2}, {"auto_margin": 0.1}, {"estimator": "bmm"},
+                                     {"drop_ratio": 0.2}])
+def test_rca_resumed_with_other_schedule_arguments_is_an_error_naming_them(tmp_path, changed):
+    """A reviewer's RCA resumed with another `warmup_epochs` or `auto_margin` was accepted without a word, a run equal
+    to neither; BatchFilter refuses the same. Checkpoints written before RCA saved these arguments still resume."""
+    import re
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(root, epochs, ckpt_path=None, save=False, **kw):
+        pl.seed_everything(0, verbose=False)
+        model = RCA(2, hidden=8, latent=1, **{"drop_ratio": "auto", "warmup_epochs": 3, "dropout": 0.0, **kw})
+        cb = [ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")] if save else []
+        tiny_trainer(root, epochs, cb, enable_checkpointing=save).fit(model, _moons_loader(100, 50),
+                                                                      ckpt_path=ckpt_path)
+        return model
+
+    run(tmp_path / "a", 2, save=True)
+    (name, value), = changed.items()
+    was = {"warmup_epochs": 3, "auto_margin": 0.0, "estimator": "gmm", "drop_ratio": "auto"}[name]
+    with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by RCA with `{name}` {was!r} (this "
+                                                   f"fit: {value!r}): a resumed fit needs the RCA arguments")):
+        run(tmp_path / "b", 3, ckpt_path=tmp_path / "a" / "epoch=1.ckpt", **changed)
+    old = torch.load(tmp_path / "a" / "epoch=1.ckpt", weights_only=False)
+    del old["rca_arguments"]  # as written before the arguments were saved
+    torch.save(old, tmp_path / "old.ckpt")
+    assert run(tmp_path / "c", 3, ckpt_path=tmp_path / "old.ckpt", **changed).current_epoch == 3

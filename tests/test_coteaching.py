@@ -450,3 +450,44 @@ def test_a_models_own_training_step_is_said_to_be_unused(tmp_path):
             _say_own_training_step_unused(quiet)
     with pytest.warns(UserWarning, match="is not called"):
         _say_own_training_step_unused(OwnStep())
+
+
+def _co_checkpoint_run(path, epochs, ckpt=None, save=False, **changed):
+    """A seeded CoTeaching "auto" fit (warm-up 3 epochs) on 96 blobs, from `ckpt` if given; `save`: a checkpoint of
+    every epoch in `path / "ck"`."""
+    args = {"rule": "spl", "drop_ratio": "auto", "warmup_epochs": 3, **changed}
+    pl.seed_everything(0, verbose=False)
+    co = CoTeaching(TinyModel(), **args)
+    cb = [ModelCheckpoint(dirpath=path / "ck", save_top_k=-1, every_n_epochs=1, filename="{epoch}")] if save else []
+    tiny_trainer(path, epochs, callbacks=cb, enable_checkpointing=save).fit(co, BlobsData(n=96, batch_size=16),
+                                                                            ckpt_path=ckpt)
+    return co
+
+
+@pytest.mark.parametrize("changed", [{"warmup_epochs": 2}, {"auto_margin": 0.1}, {"reestimate": True},
+                                     {"drop_ratio": 0.3}, {"rule": "prl"}])
+def test_resuming_with_other_schedule_arguments_is_an_error_naming_them(tmp_path, changed):
+    """A reviewer's CoTeaching resumed with another `warmup_epochs`, `auto_margin` or `reestimate` was accepted without
+    a word and ramped the old estimates on the new schedule, a run equal to neither; BatchFilter refuses the same."""
+    import re
+
+    _co_checkpoint_run(tmp_path / "first", 2, save=True)
+    (name, value), = changed.items()
+    was = {"warmup_epochs": 3, "auto_margin": 0.0, "reestimate": False, "drop_ratio": "auto", "rule": "spl"}[name]
+    with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by CoTeaching with `{name}` {was!r} "
+                                                   f"(this fit: {value!r}): a resumed fit needs the CoTeaching "
+                                                   "arguments it was written with")):
+        _co_checkpoint_run(tmp_path / "other", 3, ckpt=str(tmp_path / "first" / "ck" / "epoch=1.ckpt"), **changed)
+
+
+def test_a_checkpoint_without_saved_arguments_still_resumes(tmp_path):
+    """Checkpoints written before CoTeaching saved its schedule arguments carry none: nothing to compare, they load;
+    the report arguments (output only) may change on a resume."""
+    _co_checkpoint_run(tmp_path / "first", 2, save=True)
+    path = tmp_path / "first" / "ck" / "epoch=1.ckpt"
+    _co_checkpoint_run(tmp_path / "report", 3, ckpt=str(path), report=False)
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["co_teaching"]["arguments"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    co = _co_checkpoint_run(tmp_path / "old", 3, ckpt=str(tmp_path / "old.ckpt"), warmup_epochs=2)
+    assert [r.epoch for r in co.history] == [0, 1, 2]

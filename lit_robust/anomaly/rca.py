@@ -22,7 +22,7 @@ from lit_robust._checks import check_int, check_number
 from lit_robust._lightning import mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
-from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
+from lit_robust.callbacks._resume import check_resume_arguments_in_fit, random_state, restore_random_state_in_fit
 from lit_robust.callbacks.batch_filter import planned_epochs, warmup_outlasts_fit
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
@@ -286,6 +286,13 @@ class RCA(ModuleReport, AnomalyDetector):
                        hp.warmup_epochs, ranked_by=REPORT_RANKS)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "RCA", goes_on)
 
+    def resume_arguments(self) -> dict[str, Any]:
+        """The arguments that shape the exchange's schedule; a checkpoint holds them and a resumed fit must have the same
+        (checked at restore, as :class:`~lit_robust.BatchFilter`'s are)."""
+        hp = self.hparams
+        return {"drop_ratio": self.drop_ratio, "warmup_epochs": hp.warmup_epochs, "estimator": hp.estimator,
+                "auto_margin": hp.auto_margin, "reestimate": hp.reestimate}
+
     @property
     def estimated_corruption(self) -> float | None:
         """``drop_ratio="auto"``: the latest estimate (``None`` before the first one and with a numeric ratio)."""
@@ -354,8 +361,11 @@ class RCA(ModuleReport, AnomalyDetector):
             checkpoint["rca_auto_drop"] = self._auto.state_dict()
         checkpoint["rca_report"] = self._report.state_dict()
         checkpoint["rca_random_state"] = random_state()
+        checkpoint["rca_arguments"] = self.resume_arguments()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # before anything is restored; absent from older checkpoints
+        check_resume_arguments_in_fit(self, {"arguments": checkpoint.get("rca_arguments")})
         super().on_load_checkpoint(checkpoint)
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         if self._auto is not None and "rca_auto_drop" in checkpoint:

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from lit_robust._backend import TrainerFn, rank_zero_warn
 from lit_robust.selection import distributed
 
-__all__ = ["check_resumable", "random_state", "restore_random_state", "restore_random_state_in_fit",
-           "seed_persistent_workers", "warn_inexact_resume"]
+__all__ = ["check_resumable", "check_resume_arguments_in_fit", "loss_argument", "random_state", "restore_random_state",
+           "restore_random_state_in_fit", "seed_persistent_workers", "warn_inexact_resume"]
 
 
 def random_state() -> dict[str, Any] | None:
@@ -129,6 +129,23 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
                          "arguments it was written with (what it selects and estimates depends on them). Resume "
                          "with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. "
                          "`MyModel.load_from_checkpoint(path)`.")
+
+
+def loss_argument(loss: Any) -> Any:
+    """A ``loss`` argument as a checkpoint keeps it for :func:`_check_same_arguments`: ``None``, the name, or a
+    callable's qualified name (a function object differs from run to run)."""
+    return loss if loss is None or isinstance(loss, str) else getattr(loss, "__qualname__", type(loss).__qualname__)
+
+
+def check_resume_arguments_in_fit(module: Any, state: Any) -> None:
+    """From a LightningModule's ``on_load_checkpoint`` (``CoTeaching``, ``RCA``): in a resumed fit only, raise as a
+    callback's :func:`check_resumable` does when ``module.resume_arguments()`` differ from the ``"arguments"`` its
+    checkpointed ``state`` was written with (a reviewer's CoTeaching resumed with another ``warmup_epochs`` ramped on
+    the new schedule from the old estimates, a run equal to neither). Loaded for ``test``/``validate``/``predict`` or
+    by ``load_from_checkpoint`` (no trainer), the weights are what is used: nothing is checked."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+        _check_same_arguments(module, state)
 
 
 def restore_random_state_in_fit(module: Any, state: dict[str, Any] | None) -> None:

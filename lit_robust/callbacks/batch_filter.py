@@ -27,6 +27,7 @@ from lit_robust.callbacks._report_file import (
 )
 from lit_robust.callbacks._resume import (
     check_resumable,
+    loss_argument,
     random_state,
     restore_random_state,
     seed_persistent_workers,
@@ -406,9 +407,8 @@ class BatchFilter(Callback):
     def resume_arguments(self) -> dict[str, Any]:
         """The arguments outside :attr:`state_key` that change what a fit does; a checkpoint holds them and a resumed
         fit must have the same (checked at restore). Output-only ones (``report``, ...) may change."""
-        loss = self.loss if self.loss is None or isinstance(self.loss, str) else \
-            getattr(self.loss, "__qualname__", type(self.loss).__qualname__)
-        return {"warmup_epochs": self.warmup_epochs, "loss": loss, "allow_large_drop": self.allow_large_drop,
+        return {"warmup_epochs": self.warmup_epochs, "loss": loss_argument(self.loss),
+                "allow_large_drop": self.allow_large_drop,
                 "estimator": self.estimator, "auto_margin": self.auto_margin, "reestimate": self.reestimate,
                 "restart_on_reinit": self.restart_on_reinit}
 

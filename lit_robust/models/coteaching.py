@@ -15,7 +15,12 @@ from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_in
 from lit_robust._checks import check_int
 from lit_robust._lightning import mark_restored, sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
-from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
+from lit_robust.callbacks._resume import (
+    check_resume_arguments_in_fit,
+    loss_argument,
+    random_state,
+    restore_random_state_in_fit,
+)
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
     planned_epochs,
@@ -341,6 +346,15 @@ class CoTeaching(ModuleReport, pl.LightningModule):
                        self.warmup_epochs, high=1.0 if hp.allow_large_drop else 0.5)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "CoTeaching", goes_on)
 
+    def resume_arguments(self) -> dict[str, Any]:
+        """The arguments that shape the selection and its schedule; a checkpoint holds them and a resumed fit must have
+        the same (checked at restore, as :class:`~lit_robust.BatchFilter`'s are). ``seed`` is not among them: it only
+        draws ``net2``, whose weights the checkpoint restores."""
+        hp = self.hparams
+        return {"rule": self.rule, "drop_ratio": self.drop_ratio, "warmup_epochs": self.warmup_epochs,
+                "loss": loss_argument(self.loss), "scope": self.scope, "allow_large_drop": hp.allow_large_drop,
+                "estimator": hp.estimator, "auto_margin": hp.auto_margin, "reestimate": hp.reestimate}
+
     def _reset_fit_state(self) -> None:
         # a module fitted again by a new Trainer: a notebook user's `history` listed epochs 0-14 twice, and the new
         # fit's epoch 0 showed the first fit's estimate
@@ -520,12 +534,14 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             "auto": None if self._auto is None else self._auto.state_dict(),
             "report": self._report.state_dict(),
             "random": random_state(),
+            "arguments": self.resume_arguments(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("co_teaching")
         if state is None:
             return
+        check_resume_arguments_in_fit(self, state)  # before anything is restored (absent from older checkpoints)
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         restore_random_state_in_fit(self, state.get("random"))
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
