@@ -427,3 +427,38 @@ def test_resumed_prl_at_run_reproduces_an_uninterrupted_one(tmp_path):
     for a, b in zip(full.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert [r.dropped for r in full_filter.history] == [r.dropped for r in resumed_filter.history] == [0, 12, 12]
+
+
+@pytest.mark.parametrize("trigger_first", [False, True])  # the callbacks' order does not matter
+@pytest.mark.parametrize("drop_ratio", [0.3, "auto"])
+def test_filter_in_inner_counts_every_sample_and_reports_the_inner_steps_scores(tmp_path, drop_ratio, trigger_first):
+    """A reviewer's `BatchFilter(report=True)` beside `AdversarialTrigger(filter_in="inner")`: `history` read seen=0 and
+    the report had no score, with a warning asking whether `training_step` calls `reduce_loss` (it does, with the
+    filter paused). The filter's only look at each batch, the inner step's preview, is what it records now: every
+    sample seen, none dropped (the outer loss averages them all), the report ranked by the preview's scores."""
+    import warnings
+
+    from tests.conftest import BlobsData, TinyModel, tiny_trainer
+
+    f = lr.BatchFilter("prl", drop_ratio, warmup_epochs=1, report=True, report_dir=str(tmp_path / "rep"))
+    scored = {}  # index -> the score of its latest preview (one per sample and epoch)
+    rank = f.scores
+
+    def spy(losses, batch, outputs, module):
+        out = rank(losses, batch, outputs, module)
+        scored.update(zip(batch[0].tolist(), out.tolist()))
+        return out
+
+    f.scores = spy
+    data = BlobsData(n=96, batch_size=32)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        callbacks = [f, lr.AdversarialTrigger(0.1, value_range=None, filter_in="inner")]
+        tiny_trainer(tmp_path, 2, callbacks[::-1] if trigger_first else callbacks).fit(TinyModel(), data)
+    corrupted = int(data.ds.corrupted.sum())
+    assert [(r.seen, r.dropped, r.corrupted_seen) for r in f.history] == [(96, 0, corrupted)] * 2
+    rows = lr.load_report(f.report_path, as_frame=False)
+    assert len(rows) == 96 and all(r["kept"] for r in rows)
+    assert {r["index"]: r["score_last_epoch"] for r in rows} == pytest.approx(scored)
+    assert not [w for w in caught if "BatchFilter" in str(w.message) and "score" in str(w.message)]

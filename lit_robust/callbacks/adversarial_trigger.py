@@ -49,7 +49,8 @@ class AdversarialTrigger(Callback):
     Bootstrap-AT, or nothing for plain adversarial training (AT). ``filter_in`` is the thesis's ablation
     (Tables 5.6–5.7): ``"both"`` (default) uses the filter in both steps, ``"inner"`` only to pick :math:`K`
     (the outer step averages over every sample), ``"outer"`` only in the outer step (:math:`K` = the whole
-    batch; with ``"inner"`` the filter drops nothing from the loss, so its epoch records count no drops). A
+    batch; with ``"inner"`` the filter drops nothing from the loss, so its epoch records count every sample seen and
+    none dropped, and its report ranks the inner step's scores, every row kept). A
     loss-based method such as Bootstrap is part of ``per_sample_loss`` and so acts in both steps
     whatever ``filter_in`` says.
 

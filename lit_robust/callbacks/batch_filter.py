@@ -353,6 +353,7 @@ class BatchFilter(Callback):
         # whether the epoch's training batches went through the filter (said once when none did)
         self._consulted, self._batches_run, self._told_unconsulted = True, 0, False
         self._records_this_batch, self._told_twice = 0, False  # `keep_mask` calls in this training batch
+        self._unrecorded_preview: Callable[[], None] | None = None  # see `on_before_backward`
         self._report = EpochReport("BatchFilter", f"filter_{self.rule}_report")  # the per-sample report's sums
         self._reset_fit_state()
         # fit-time helpers (not state)
@@ -533,6 +534,7 @@ class BatchFilter(Callback):
             self._recorder = None
         self._backend = None
         self._trainer = self._module = None
+        self._unrecorded_preview = None  # holds the batch (and a closure: no pickling) of a fit stopped in a step
 
     # -- training hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -601,6 +603,7 @@ class BatchFilter(Callback):
         if self._auto is not None and self._pending is not None and not self._collected_step:
             self._auto.add(*self._pending)  # only a preview ranked this step (AdversarialTrigger, filter_in="inner")
         self._pending, self._collected_step = None, False
+        self._unrecorded_preview = None  # (a step that skipped its backward records nothing)
 
     def epoch_record(self, epoch: int) -> FilterEpochRecord:
         """The record of ``epoch``: from :attr:`history` once the epoch has ended, else from the running counts
@@ -689,7 +692,9 @@ class BatchFilter(Callback):
         return self._mask(losses, batch, outputs, module, record=True)
 
     def preview_mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
-        """The same mask as :meth:`keep_mask`, without counting it (e.g. for an inner maximisation step)."""
+        """The same mask as :meth:`keep_mask`, without counting it (e.g. for an inner maximisation step). A training
+        step whose loss then averages every sample with the selectors paused (``AdversarialTrigger(filter_in=
+        "inner")``) is counted from this preview, every sample kept."""
         return self._mask(losses, batch, outputs, module, record=False)
 
     def reduce_in_backward(self, losses: Tensor, batch: Any, outputs: Any, module: Any,
@@ -744,9 +749,12 @@ class BatchFilter(Callback):
         index = ib.index.to(losses.device)
         collect = self._collects(epoch)
         scores = None
+        # a preview scores for the report whenever there is one: it may be all the filter sees of the batch (see
+        # `on_before_backward`), and `_report_scores_now` may not be set yet (the callbacks' order)
+        report_scores = self._report_scores_now if record else self._report.active
         if eps == 0.0:
             mask = keep_all
-            if collect or (record and self._report_scores_now) or (
+            if collect or report_scores or (
                     record and not self._scored_once and self.rule == "prl" and self.drop_ratio != 0):
                 # the first batch is scored whatever the schedule: a `reduce_loss(losses, batch)` without the outputs
                 # PRL needs failed only when the warm-up ended (a researcher lost its 2 epochs)
@@ -755,13 +763,11 @@ class BatchFilter(Callback):
             scores = self.scores(losses, batch, outputs, module)
             mask = self._select(scores, index, eps)
         if record:
-            self._scored_once = True
-            self._say_counted_twice()
-            self._count(mask, ib.corrupted)
-            bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
-            self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
-            if self._report.active:
-                self._report.add(index, scores, ~mask, **report_fields(outputs, ib, module))
+            self._record(mask, index, scores, losses, ib, outputs, module)
+        else:
+            # recorded, as keeping every sample, if the step's loss then averages the whole batch
+            seen = (index, scores, losses.detach(), ib, outputs, module)
+            self._unrecorded_preview = lambda: self._record(keep_all, *seen)
         if collect:
             labels = self._auto_labels(outputs, ib.target, module)
             if record:
@@ -770,6 +776,27 @@ class BatchFilter(Callback):
             else:
                 self._pending = (index, scores, *labels)
         return mask
+
+    def _record(self, mask: Tensor, index: Tensor, scores: Tensor | None, losses: Tensor, ib: Any, outputs: Any,
+                module: Any) -> None:
+        """Count one training batch's ``mask`` in this epoch's record, the report and the non-finite losses."""
+        self._scored_once = True
+        self._say_counted_twice()
+        self._count(mask, ib.corrupted)
+        bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
+        if self._report.active:
+            self._report.add(index, scores, ~mask, **report_fields(outputs, ib, module))
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        # `AdversarialTrigger(filter_in="inner")`: the filter only previewed the batch (to pick the inner step's
+        # samples) and the training step's loss averaged every sample, with the selectors paused; a reviewer's
+        # `history` then read seen=0 and the report had no score. Such a step is recorded from its preview, every
+        # sample kept (nothing was dropped from the loss). Here, inside the step: the trigger resumes the selectors at
+        # batch end, whichever callback's hook runs first.
+        preview, self._unrecorded_preview = self._unrecorded_preview, None
+        if preview is not None and self._records_this_batch == 0 and getattr(pl_module, "selectors_paused", False):
+            preview()
 
     def _say_counted_twice(self) -> None:
         """Warn once per fit when one training batch is counted a second time: a researcher's two-optimizer step
