@@ -287,8 +287,8 @@ class RCA(ModuleReport, AnomalyDetector):
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "RCA", goes_on)
 
     def resume_arguments(self) -> dict[str, Any]:
-        """The arguments that shape the exchange's schedule; a checkpoint holds them and a resumed fit must have the same
-        (checked at restore, as :class:`~lit_robust.BatchFilter`'s are)."""
+        """The arguments that shape the exchange's schedule; a checkpoint holds them and a resumed fit must have the
+        same (checked at restore, as :class:`~lit_robust.BatchFilter`'s are)."""
         hp = self.hparams
         return {"drop_ratio": self.drop_ratio, "warmup_epochs": hp.warmup_epochs, "estimator": hp.estimator,
                 "auto_margin": hp.auto_margin, "reestimate": hp.reestimate}
