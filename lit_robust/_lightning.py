@@ -130,6 +130,17 @@ def earlier_fit_note(trainer: pl.Trainer) -> tuple[bool, str] | None:
                    "(`ckpt_path=`) or start again with a new Trainer.")
 
 
+def refuse_no_training(trainer: Any, owner: str) -> None:
+    """Raise when ``trainer`` is set to train no batch (``limit_train_batches=0``): Lightning then skips the fit loop,
+    and ``owner`` has nothing to select from or report (a CLI user's ITLM ended in an ``AssertionError`` traceback
+    at fit end; a ``BatchFilter`` exited 0 with no report and no word)."""
+    limit = getattr(trainer, "limit_train_batches", None)
+    if limit is not None and not isinstance(limit, bool) and limit == 0:
+        raise ValueError(f"{owner}: `limit_train_batches` must be > 0 (a number of batches, or a fraction of each "
+                         f"epoch's), got {limit!r}: it trains no batch, so {owner} has nothing to select or report. "
+                         "Leave it out to train on every batch.")
+
+
 def no_training_batches(trainer: Any) -> str | None:
     """Why a fit trained nothing, when its training loader yielded no batch (Lightning's "`Trainer.fit` stopped: No
     training batches."), else ``None``: a notebook newcomer's ``DataLoader(1,500 samples, batch_size=4096,

@@ -675,7 +675,10 @@ class RobustCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # LightningCLI warns whenever `args` and `sys.argv` are both given; `main` always passes the argv it read
-        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        try:
+            self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        except UnicodeDecodeError as err:  # a checkpoint given as `--config`, a UTF-16 YAML: a traceback
+            raise UserInputError(_undecodable_config(err)) from None
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI rebuilds the model from the hyper-parameters saved in a checkpoint *file* given as
@@ -1563,6 +1566,10 @@ def user_error(exc: BaseException) -> BaseException | None:
             # `--trainer.logger WandbLogger` without wandb: Lightning's own "Requirement 'wandb>=0.12.10' not met"
             # and its pip hint, which an MLOps newcomer found at the end of a 70-line jsonargparse traceback
             return e
+        if isinstance(e, RuntimeError) and str(e).startswith("Early stopping conditioned on metric"):
+            # EarlyStopping's monitor names no logged metric (ModelCheckpoint's says so in a MisconfigurationException,
+            # one line; EarlyStopping's RuntimeError was a traceback, a reviewer's `val_accuracy`)
+            return e
         if isinstance(e, RuntimeError) and str(e).startswith("Error(s) in loading state_dict"):
             # `--ckpt_path` names a checkpoint of another model: torch's message, shortened to its first lines
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
@@ -1576,6 +1583,23 @@ def user_error(exc: BaseException) -> BaseException | None:
         if missing is not None:
             return UserInputError(f"`{missing.group(1)}`: {missing.group(2).strip()}")
     return None
+
+
+def _undecodable_config(err: UnicodeDecodeError) -> str:
+    """What is wrong with the ``--config`` file that is no UTF-8 text (a reviewer passed a checkpoint as the config,
+    and a YAML saved as UTF-16 by Notepad; each ended in a ``UnicodeDecodeError`` traceback)."""
+    for path in _config_files:
+        try:
+            head = Path(path).read_bytes()
+            head.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            kind = (" It looks like a checkpoint: pass it as `--ckpt_path`." if head[:2] == b"PK" or head[:1] == b"\x80"
+                    else " It is UTF-16: save it as UTF-8." if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "")
+            return (f"`--config` must be a YAML or JSON file in UTF-8 text, got {path!r}, whose byte "
+                    f"{bad.start} ({head[bad.start]:#04x}) is not UTF-8.{kind}")
+        except OSError:
+            continue
+    return f"a config file is not UTF-8 text ({err}): save it as UTF-8."
 
 
 _MISSING_PACKAGE = re.compile(r"Problem with given class_path '([^']+)':\s*(Requirement '[^']+' not met\.[^\n]*)")
@@ -1811,6 +1835,11 @@ def main(args: Sequence[str] | None = None) -> None:
     of the current folder (:func:`add_working_directory_to_path`).
     """
     argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
+    if argv in (["--version"], ["-V"]):  # was "a command is needed"
+        from lit_robust import __version__
+
+        print(f"lit-robust {__version__}")
+        return
     given = _command_word(argv)
     command = given or ""  # for the messages below (`lit-robust fit: error: ...`)
     commands = ["demo", *SUBCOMMAND_HELP]

@@ -188,6 +188,14 @@ CASES = [
     ("early-stopping-monitors-an-itlm-metric", DIGITS, {"trainer.callbacks[1]": {
         "class_path": "pytorch_lightning.callbacks.EarlyStopping", "init_args": {"monitor": "itlm/kept"}}},
      [], "`EarlyStopping(monitor='itlm/kept')`: ITLM logs its `itlm/*` metrics once per round"),
+    # EarlyStopping's monitor typo raised a RuntimeError, a traceback (ModelCheckpoint's is one line; a reviewer's)
+    ("early-stopping-monitor-never-logged", PRL, {"trainer.callbacks[1]": {
+        "class_path": "pytorch_lightning.callbacks.EarlyStopping", "init_args": {"monitor": "val_accuracy"}}},
+     [], "trainer.callbacks[1] (pytorch_lightning.EarlyStopping): Early stopping conditioned on metric `val_accuracy` "
+         "which is not available"),
+    # `limit_train_batches 0` skips the fit loop: ITLM's report ended in an AssertionError traceback (a reviewer's)
+    ("limit-train-batches-zero", DIGITS, {}, ["--trainer.limit_train_batches", "0"],
+     "`limit_train_batches` must be > 0 (a number of batches, or a fraction of each epoch's), got 0"),
     # a class entry written without `class_path`, or with its arguments beside it (jsonargparse reported an attempt
     # at Lightning's base class: "Option 'lr' is not accepted")
     ("model-without-class-path", PRL, {"model": {"lr": 0.1}}, [], "`model:` needs `class_path:`"),
@@ -287,6 +295,33 @@ def test_a_tab_in_the_yaml_is_named(tmp_path, capsys):
     assert exit_info.value.code == 2 and "Traceback" not in text
     assert "line 2, column 1" in text and "(a tab? YAML indents with spaces only)" in text
 
+
+@pytest.mark.parametrize(("content", "named"), [
+    (b"PK\x03\x04archive/data.pkl\x80\x02", "byte 20 (0x80) is not UTF-8. It looks like a checkpoint: pass it as "
+                                             "`--ckpt_path`"),
+    ("trainer:\n  max_epochs: 1\n".encode("utf-16"), "byte 0 (0xff) is not UTF-8. It is UTF-16: save it as UTF-8"),
+    ("# r\xe9sum\xe9\ntrainer:\n  max_epochs: 1\n".encode("cp1252"), "byte 3 (0xe9) is not UTF-8."),
+])
+def test_a_config_that_is_no_utf8_text_is_one_line(tmp_path, capsys, content, named):
+    """A checkpoint given as `--config`, a YAML saved as UTF-16 (Notepad) or cp1252 ended in a UnicodeDecodeError
+    traceback (a reviewer's)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert f"lit-robust fit: error: `--config` must be a YAML or JSON file in UTF-8 text, got '{bad}', whose " in text
+    assert named in text
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_is_printed(capsys, flag):
+    """`lit-robust --version` said "a command is needed" (a reviewer's)."""
+    from lit_robust import __version__
+
+    main([flag])
+    assert capsys.readouterr().out == f"lit-robust {__version__}\n"
 
 @pytest.mark.parametrize("key", ["trainer.callbacks", "model"])
 def test_arguments_beside_class_path_in_a_second_config_are_named(tmp_path, capsys, key):

@@ -1030,3 +1030,17 @@ def test_a_per_class_round_that_keeps_no_sample_under_auto_is_refused_at_its_sel
     with pytest.raises(ValueError, match=r"`per_class=True` keeps floor\(keep_ratio \* n_c\) .* none of the 240 "
                                          r"training samples\. Use a larger"):
         tiny_trainer(None, 2, [itlm]).fit(MixinStep(), BlobsData())
+
+
+@pytest.mark.parametrize("limit", [0, 0.0])
+def test_limit_train_batches_zero_is_refused_by_itlm_and_the_filters_at_setup(limit):
+    """Lightning skips the whole fit loop: a CLI user's ITLM ended in an AssertionError traceback at fit end (its
+    report had no scoring pass), and a BatchFilter exited 0 with no report and no word."""
+    from lit_robust import BatchFilter
+
+    for callback, owner in ((ITLM(0.7, [1, 1], verbose=False, plot=False, report=True), "ITLM"),
+                            (BatchFilter("prl", drop_ratio=0.2, report=True), "BatchFilter")):
+        trainer = tiny_trainer(None, 2, [callback], limit_train_batches=limit)
+        with pytest.raises(ValueError, match=rf"{owner}: `limit_train_batches` must be > 0 \(a number of batches, or "
+                                             rf"a fraction of each epoch's\), got {limit}: it trains no batch"):
+            trainer.fit(MixinStep(), BlobsData())

@@ -17,6 +17,7 @@ from lit_robust._lightning import (
     early_stopping_checks,
     mark_restored,
     no_training_batches,
+    refuse_no_training,
     say_trained_nothing,
     sigterm_without_collectives,
 )
@@ -434,6 +435,7 @@ class BatchFilter(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        refuse_no_training(trainer, self.owner)
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
         module = require_mixin("BatchFilter", pl_module)

@@ -36,6 +36,7 @@ from lit_robust._lightning import (
     evaluation_batches,
     mark_restored,
     no_training_batches,
+    refuse_no_training,
     resolve_loader,
     say_trained_nothing,
     sigterm_without_collectives,
@@ -760,6 +761,7 @@ class ITLM(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        refuse_no_training(trainer, type(self).__name__)
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
         # `load_report` to the run before's file
@@ -899,9 +901,11 @@ class ITLM(Callback):
         self._note_padding(size)
         self._train_loader = loader
         drop_last = None
-        if loader.drop_last and 0 < len(self._sampler) < loader.batch_size:
+        full = -(-n // self._sampler.num_replicas)  # each process's share of every sample
+        if loader.drop_last and 0 < len(self._sampler) < loader.batch_size <= full:
             # a round of fewer samples than one batch trained no batch, Lightning ended the fit after round 0 and the
-            # user got plain training with a note blaming "the training loader" (a reviewer's 168 kept of batch 200)
+            # user got plain training with a note blaming "the training loader" (a reviewer's 168 kept of batch 200).
+            # Not where the loader itself yields no batch: that is the user's to fix, and said at fit end
             drop_last = False
             self._say_once(f"drop_last {self._round}", (
                 f"ITLM round {self._round}: its {size} training samples"
