@@ -679,6 +679,18 @@ class RobustCLI(LightningCLI):
             self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
         except UnicodeDecodeError as err:  # a checkpoint given as `--config`, a UTF-16 YAML: a traceback
             raise UserInputError(_undecodable_config(err)) from None
+        sub = self.config.get("subcommand") if isinstance(self.config, Namespace) else None
+        dropped = _replaced_callbacks(self.config[sub].get("trainer.callbacks") if sub else None)
+        if dropped:
+            # a list replaces a list: a second `--config`, or `--trainer.callbacks X`, dropped the first config's ITLM
+            # and the fit ran plain training without a word (a reviewer's)
+            message = (f"lit-robust {sub}: note: `trainer.callbacks` of "
+                       + "; ".join(f"{path} ({', '.join(names)})" for path, names in dropped)
+                       + " were replaced by a later `--config` or `--trainer.callbacks`, so they do not run. To add "
+                       "callbacks to a config's list write `callbacks+:` in the later YAML, or "
+                       "`--trainer.callbacks+=CLASS` on the command line.\n")
+            if first_process_to_say(message):
+                sys.stderr.write(message)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI rebuilds the model from the hyper-parameters saved in a checkpoint *file* given as
@@ -1583,6 +1595,29 @@ def user_error(exc: BaseException) -> BaseException | None:
         if missing is not None:
             return UserInputError(f"`{missing.group(1)}`: {missing.group(2).strip()}")
     return None
+
+
+def _replaced_callbacks(final: Any) -> list[tuple[str, list[str]]]:
+    """``(config file, [class names])`` of the callbacks a ``--config`` file lists that the parsed config ``final``
+    (its ``trainer.callbacks``) no longer holds: a later list replaced theirs."""
+    def name(entry: Any) -> str:
+        path = entry.get("class_path") if isinstance(entry, (dict, Namespace)) else entry
+        return str(path or "").rsplit(".", 1)[-1]
+
+    kept = {name(c) for c in final} if isinstance(final, list) else set()
+    dropped = []
+    for path in _config_files:
+        try:
+            doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        listed = (doc.get("trainer") or {}).get("callbacks") if isinstance(doc, dict) and isinstance(
+            doc.get("trainer"), dict) else None
+        names = [name(c) for c in listed] if isinstance(listed, list) else []
+        gone = [n for n in names if n and n not in kept]
+        if gone:
+            dropped.append((path, gone))
+    return dropped
 
 
 def _undecodable_config(err: UnicodeDecodeError) -> str:

@@ -506,3 +506,26 @@ def test_a_ddp_fit_says_a_config_mistake_once(tmp_path):
     assert "Starting with 2 processes" in text, text  # the mistake is met after both processes started
     assert text.count("must add up to the Trainer's `max_epochs`") == 1, text
     assert "Traceback" not in text, text
+
+
+@pytest.mark.parametrize("how", ["second config", "command line", "appended"])
+def test_callbacks_a_later_list_replaces_are_named(tmp_path, capsys, how, one_torch_thread):
+    """A list replaces a list: a second `--config` with its own `trainer.callbacks`, or `--trainer.callbacks X`, dropped
+    the first config's ITLM and the fit ran plain training, exit 0, without a word (a reviewer's). `callbacks+:`
+    appends, and is not named. (`limit_train_batches 0` ends the command at setup, after the note.)"""
+    first = tmp_path / "itlm.yaml"
+    first.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    filter_entry = {"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": 0.2}}
+    second = tmp_path / "filter.yaml"
+    second.write_text(yaml.safe_dump({"trainer": {("callbacks+" if how == "appended" else "callbacks"):
+                                                  [filter_entry] if how != "appended" else filter_entry}}))
+    extra = (["--config", str(second)] if how != "command line" else
+             ["--trainer.callbacks", "lit_robust.BatchFilter", "--trainer.callbacks.rule", "prl",
+              "--trainer.callbacks.drop_ratio", "0.2"])
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(first), *extra, "--trainer.limit_train_batches", "0"])
+    err = capsys.readouterr().err
+    note = (f"lit-robust fit: note: `trainer.callbacks` of {first} (ITLM) were replaced by a later `--config` or "
+            "`--trainer.callbacks`, so they do not run. To add callbacks to a config's list write `callbacks+:`")
+    assert (note in err) == (how != "appended"), err
+    assert "`limit_train_batches` must be > 0" in err
