@@ -830,7 +830,8 @@ class RobustCLI(LightningCLI):
         if ckpt not in ("last", "best"):
             if not os.path.isfile(ckpt) and not ckpt.startswith(("hpc", "registry")) and "://" not in ckpt:
                 raise UserInputError(f"`--ckpt_path` must be an existing checkpoint file, `last` or `best`; "
-                                     f"{ckpt!r} does not exist.")
+                                     f"{ckpt!r} " + ("is a folder" if os.path.isdir(ckpt) else "does not exist")
+                                     + ".")
             if subcommand == "fit" and os.path.isfile(ckpt):
                 self._refuse_another_seed(ckpt)
             return
@@ -1741,6 +1742,15 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     # `name` or `name=value` (Lightning's "`strategy='dpp'`")
     names = [n.rsplit(".", 1)[-1] for n in re.findall(r"`([A-Za-z_][\w.]*)(?:=[^`]*)?`", message)]
     path, obj = _entry_key(cli, exc)
+    if path is None and message.startswith("No supported gpu backend found"):  # Lightning names no argument
+        return (f"trainer.accelerator: {message} torch finds no GPU on this machine: use `--trainer.accelerator cpu` "
+                "(or `auto`).")
+    root = _default_root_dir(cli)
+    if path is None and root and isinstance(exc, OSError) and isinstance(exc.filename, str) and (
+            os.path.abspath(exc.filename) + os.sep).startswith(os.path.abspath(root) + os.sep):
+        # `--trainer.default_root_dir /proc/x`: "[Errno 2] No such file or directory: '/proc/x'", no argument named
+        return (f"trainer.default_root_dir: must be a folder that can be created and written into, got {root!r}: "
+                f"{message}")
     if path is None:
         trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)
         return f"trainer.{trainer_arg}: {message}{_registry_hint(message)}" if trainer_arg else message
@@ -1748,6 +1758,16 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     arg = next((n for n in names if n in _parameters(cls)), None)
     label = f"{path}.init_args.{arg}" if arg else path
     return f"{label} ({cls.__module__.split('.')[0]}.{cls.__qualname__}): {message}"
+
+
+def _default_root_dir(cli: RobustCLI | None) -> str | None:
+    """The ``trainer.default_root_dir`` the command's config gives, if any."""
+    config, sub = getattr(cli, "config", None), getattr(cli, "subcommand", None)
+    try:
+        root = config.get(f"{sub}.trainer.default_root_dir") if config is not None and sub else None
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return str(root) if root else None
 
 
 def _registry_hint(message: str) -> str:

@@ -315,6 +315,41 @@ def test_a_config_that_is_no_utf8_text_is_one_line(tmp_path, capsys, content, na
     assert named in text
 
 
+@pytest.mark.parametrize("command", ["fit", "test"])
+def test_a_ckpt_path_that_is_a_folder_is_named_so(tmp_path, capsys, command):
+    """`--ckpt_path adir`, a folder, read "'adir' does not exist" (a reviewer's)."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(PRL, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(config), "--ckpt_path", str(tmp_path)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert f"`--ckpt_path` must be an existing checkpoint file, `last` or `best`; '{tmp_path}' is a folder." in text
+
+
+def test_a_log_folder_that_cannot_be_made_and_a_missing_gpu_name_their_trainer_argument(tmp_path, capsys):
+    """`--trainer.default_root_dir` under a file read "[Errno 20] Not a directory: ...", and `--trainer.accelerator gpu`
+    on a machine without one "No supported gpu backend found!": neither named the argument (a reviewer's)."""
+    import torch
+
+    (tmp_path / "afile").write_text("x")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({**_small(PRL, tmp_path), "trainer": {**_small(PRL, tmp_path)["trainer"],
+                                                                          "logger": True}}))
+    cases = [(["--trainer.default_root_dir", str(tmp_path / "afile" / "logs")],
+              f"trainer.default_root_dir: must be a folder that can be created and written into, got "
+              f"'{tmp_path / 'afile' / 'logs'}': [Errno 20] Not a directory")]
+    if not torch.cuda.is_available():
+        cases.append((["--trainer.accelerator", "gpu"],
+                      "trainer.accelerator: No supported gpu backend found! torch finds no GPU on this machine: use "
+                      "`--trainer.accelerator cpu`"))
+    for extra, named in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(config), *extra])
+        text = "".join(capsys.readouterr())
+        assert exit_info.value.code == 2 and "Traceback" not in text and named in text, text
+
+
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_is_printed(capsys, flag):
     """`lit-robust --version` said "a command is needed" (a reviewer's)."""

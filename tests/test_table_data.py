@@ -260,6 +260,10 @@ def test_missing_values_are_counted_per_column_or_dropped_with_a_warning():
                                          r"\('a' \(2\), 'b' \(1\)\), e.g. row 2\. Fill them, or pass `missing='drop'`"):
         TableDataModule(frame=frame, target="kind", features=["a", "b"]).setup()
     TableDataModule(frame=frame, target="kind", features=["price"], test_size=0).setup()  # unused columns: no matter
+    frame["empty"] = np.nan  # `missing='drop'` then left no row, and the error blamed `test_size` (a reviewer's)
+    with pytest.raises(ValueError, match=r"the table: column\(s\) \['empty'\] have no value in any of the 60 rows: "
+                                         r"leave it out with `drop` \(e.g. `drop=\['empty'\]`\), or fill them\."):
+        TableDataModule(frame=frame.drop(columns=["a", "b"]), target="kind").setup()
     dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], missing="drop", test_size=0)
     with pytest.warns(UserWarning, match=r"left out 2 of 60 rows of the table with a missing or infinite value"):
         dm.setup()
@@ -350,6 +354,9 @@ def test_a_path_that_cannot_be_read_says_why(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=rf"`path`='nothere.csv': no such file \(a relative path is read from "
                                                 rf"the current folder, {tmp_path}\)"):
         TableDataModule("nothere.csv", target="y").setup()
+    (tmp_path / "folder.csv").mkdir()  # a folder named like a file was "no such file" (a reviewer's)
+    with pytest.raises(FileNotFoundError, match=r"`path`='folder.csv': a folder, not a file \(a relative path"):
+        TableDataModule("folder.csv", target="y").setup()
     with pytest.raises(ValueError, match=r"`path` must end in one of \['.csv', '.parquet', '.pq', '.tab', '.tsv', "
                                          r"'.txt'\] \(it says how to read the file\), got 'data.xlsx'"):
         TableDataModule("data.xlsx", target="y").setup()

@@ -85,7 +85,8 @@ def _read_table(path: str, argument: str, text_columns: Sequence[str] = ()) -> A
                          f"{os.fspath(path)!r}.")
     if not os.path.isfile(full):
         where = "" if os.path.isabs(full) else f" (a relative path is read from the current folder, {os.getcwd()})"
-        raise FileNotFoundError(f"`{argument}`={os.fspath(path)!r}: no such file{where}.")
+        what = "a folder, not a file" if os.path.isdir(full) else "no such file"
+        raise FileNotFoundError(f"`{argument}`={os.fspath(path)!r}: {what}{where}.")
     if kind == "parquet":
         return pd.read_parquet(full)
     sep = "\t" if kind == "tsv" else ","
@@ -436,6 +437,12 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if not bad.any():
             return np.arange(len(frame))
         per_column = ", ".join(f"{c!r} ({k})" for c, k in counts.items())
+        empty = [c for c, k in counts.items() if k == len(frame) and c not in self.target_names]
+        if empty and self.missing == "error":
+            # `missing='drop'` left no row then, and the error blamed `test_size` (a reviewer's all-NaN column)
+            raise ValueError(f"{which}: column(s) {empty[:4]} have no value in any of the {len(frame)} rows: leave "
+                             f"{'it' if len(empty) == 1 else 'them'} out with `drop` (e.g. `drop=[{empty[0]!r}]`), "
+                             "or fill them.")
         if self.missing == "error":
             raise ValueError(f"{which}: {int(bad.sum())} of {len(frame)} rows have a missing or infinite value in a "
                              f"used column ({per_column}), e.g. row {int(np.flatnonzero(bad)[0])}. Fill them, or pass "
