@@ -836,9 +836,10 @@ def _first_quoted(text: str) -> tuple[set[int], bool] | None:
     return {c for c, quoted in first.items() if quoted}, done
 
 
-def _is_float_text(cell: str) -> bool:
+def _reads_as(kind: type, cell: str) -> bool:
+    """Whether ``kind(cell)`` (``int`` or ``float``) reads the text ``cell``."""
     try:
-        float(cell)
+        kind(cell)
     except ValueError:
         return False
     return True
@@ -855,17 +856,9 @@ def _column_kind(column: str, cells: Sequence[str], quoted: bool) -> str:
         return "text"
     if cells and all(c in ("True", "False") for c in cells):
         return "bool"
-    if not all(_is_float_text(c) for c in cells):  # as pandas reads a column it is not told the type of
+    if not all(_reads_as(float, c) for c in cells):  # as pandas reads a column it is not told the type of
         return "text"
-    return "int" if all(_is_int_text(c) for c in cells) and cells else "float"
-
-
-def _is_int_text(cell: str) -> bool:
-    try:
-        int(cell)
-    except ValueError:
-        return False
-    return True
+    return "int" if all(_reads_as(int, c) for c in cells) and cells else "float"
 
 
 def _parse(kind: str, cell: str) -> Any:
@@ -948,7 +941,9 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
             return arrow.to_pylist()
         frame = arrow.to_pandas()
     else:
-        return _read_csv_report(path, pd)
+        frame = _read_csv_report(path, pd)
+        if pd is None:
+            return frame
     for c in frame.columns:
         if c in _INT_COLUMNS:
             frame[c] = frame[c].astype("Int64")
@@ -958,10 +953,10 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
 
 
 def _read_csv_report(path: str | os.PathLike, pd: Any) -> Any:
-    """A CSV report as a DataFrame (``pd``) or, without pandas, a list of dicts (each column read as its kind,
-    :func:`_column_kind`), so that it equals the Parquet report: the text columns -- known by name, or quoted by the
-    writer -- as text with only the empty cell missing (pandas' defaults read the class "None" and the id "NA" as
-    NaN, the id "007" as 7)."""
+    """A CSV report as a DataFrame (``pd``; :func:`load_report` gives the known columns their dtypes) or, without
+    pandas, a list of dicts (each column read as its kind, :func:`_column_kind`), so that it equals the Parquet
+    report: the text columns -- known by name, or quoted by the writer -- as text with only the empty cell missing
+    (pandas' defaults read the class "None" and the id "NA" as NaN, the id "007" as 7)."""
     quoted = _quoted_columns(path)
     if pd is None:
         with open(path, newline="", encoding="utf-8") as f:
@@ -976,14 +971,8 @@ def _read_csv_report(path: str | os.PathLike, pd: Any) -> Any:
     text = {c for j, c in enumerate(header) if c in _TEXT_COLUMNS or (quoted is not None and j in quoted)}
     # text columns keep every cell but the empty one; the others read "nan" (how a NaN is written) as missing too.
     # pandas parses the numbers: per cell in Python the read took 35x pandas' own at 60,000 rows
-    frame = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, encoding="utf-8",
-                        na_values={c: [""] if c in text else ["", "nan"] for c in header})
-    for c in frame.columns:
-        if c in _INT_COLUMNS:
-            frame[c] = frame[c].astype("Int64")
-        elif c in _BOOL_COLUMNS:
-            frame[c] = frame[c].astype("boolean")
-    return frame
+    return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, encoding="utf-8",
+                       na_values={c: [""] if c in text else ["", "nan"] for c in header})
 
 
 def folder_error(folder: str | os.PathLike) -> str | None:
