@@ -797,28 +797,25 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
 _CSV_FIELD = re.compile(r'("(?:[^"]|"")*"|[^,"\r\n]*)(,|\r\n|\n|\r|$)')
 
 
-def _quoted_columns(path: str | os.PathLike) -> set[int] | None:
-    """The positions of the columns whose first non-empty cell is quoted (:func:`write_report` quotes every text cell
-    of a column it does not know by name), or ``None`` for a file this scanner cannot split (then the cells decide)."""
+_SCANNED = 1 << 20  # characters of a CSV report :func:`_quoted_columns` reads
+
+
+def _quoted_columns(path: str | os.PathLike) -> set[int]:
+    """The positions of the columns whose first non-empty cell in the file's first MiB is quoted (:func:`write_report`
+    quotes every text cell of a column it does not know by name). A column without a non-empty cell there counts as
+    unquoted, and pandas reads it by its cells. Bounded: going on cell by cell in Python through a report with a
+    column empty in every row took 26x pandas' read of the file (a reviewer's, 300,000 rows)."""
     with open(path, newline="", encoding="utf-8") as f:
-        text = f.read(1 << 20)  # the first cells of every column are near the top: the whole file only if not
-        found = _first_quoted(text)
-        if found is None or found[1]:
-            return found[0] if found is not None else None
-        text += f.read()
-    found = _first_quoted(text)
-    return None if found is None else found[0]
-
-
-def _first_quoted(text: str) -> tuple[set[int], bool] | None:
-    """:func:`_quoted_columns` of the CSV ``text`` and whether every column had a non-empty cell in it (``None``: a
-    text the scanner cannot split)."""
+        text = f.read(_SCANNED)
+        whole = not f.read(1)
     first: dict[int, bool] = {}
     width, row, column, pos = None, 0, 0, 0
     while pos < len(text) and (width is None or len(first) < width):
         m = _CSV_FIELD.match(text, pos)
-        if m is None:
-            return None
+        if m is None or (not whole and m.end() == len(text)):
+            # a quoted cell cut by the end of what was read (no match), or a last cell that may be cut: undecided
+            # (returning nothing here read every column by its cells past 1 MiB: ids "007" came back as 7)
+            break
         field, end = m.group(1), m.group(2)
         if row > 0 and field not in ("", '""') and column not in first:
             first[column] = field.startswith('"')
@@ -830,10 +827,7 @@ def _first_quoted(text: str) -> tuple[set[int], bool] | None:
         if m.end() == pos:
             break
         pos = m.end()
-    # a cell cut by the end of `text` may look unquoted: a column decided only in the text's last line counts as not
-    # found, so the caller reads on
-    done = width is not None and len(first) == width and pos < len(text)
-    return {c for c, quoted in first.items() if quoted}, done
+    return {c for c, quoted in first.items() if quoted}
 
 
 def _reads_as(kind: type, cell: str) -> bool:
@@ -963,12 +957,12 @@ def _read_csv_report(path: str | os.PathLike, pd: Any) -> Any:
             reader = csv.reader(f)
             header = next(reader, [])
             rows = list(reader)
-        kinds = [_column_kind(c, [r[j] for r in rows if r[j] != ""], quoted is not None and j in quoted)
+        kinds = [_column_kind(c, [r[j] for r in rows if r[j] != ""], j in quoted)
                  for j, c in enumerate(header)]
         return [{c: _parse(k, v) for c, k, v in zip(header, kinds, r)} for r in rows]
     with open(path, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), [])
-    text = {c for j, c in enumerate(header) if c in _TEXT_COLUMNS or (quoted is not None and j in quoted)}
+    text = {c for j, c in enumerate(header) if c in _TEXT_COLUMNS or (j in quoted)}
     # text columns keep every cell but the empty one; the others read "nan" (how a NaN is written) as missing too.
     # pandas parses the numbers: per cell in Python the read took 35x pandas' own at 60,000 rows
     return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, encoding="utf-8",

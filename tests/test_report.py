@@ -1152,3 +1152,23 @@ def test_unseen_rows_are_counted_by_kept_not_by_a_nan_score():
     assert unseen_note(table) is None
     note = unseen_note({"score_last_epoch": [math.nan, 2.0, None], "kept": [False, True, None]})
     assert note.startswith("1 of its 3 rows have no score") and "report[report.kept.notna()]" in note
+
+
+def test_a_csv_report_over_the_scanned_mib_keeps_its_quoted_text_ids(tmp_path, monkeypatch):
+    """A reviewer's 30,000 rows with a column empty throughout (nothing dropped): the scan of the first MiB ended inside
+    a quoted id at some widths and gave up, and every column was read by its cells: ids "0000000005" came back as 5
+    (9 of 20 widths). The scan is bounded to that MiB (here 2,000 characters), and a cell it cuts is left
+    undecided."""
+    import lit_robust.report as report_module
+
+    monkeypatch.setattr(report_module, "_SCANNED", 2000)
+    n = 300
+    for width in range(6, 16):
+        table = {"rank": list(range(1, n + 1)), "index": list(range(n)), "score": [0.5] * n,
+                 "first_dropped_round": [None] * n, "sample_id": [f"{i:0{width}d}" for i in range(n)]}
+        path = write_report(table, tmp_path / f"wide{width}.csv")
+        assert os.path.getsize(path) > 2000
+        rows = load_report(path, as_frame=False)
+        assert [r["sample_id"] for r in rows[:3]] == [f"{i:0{width}d}" for i in range(3)], width
+        frame = load_report(path)
+        assert frame.sample_id.iloc[5] == f"{5:0{width}d}" and frame.first_dropped_round.isna().all(), width
