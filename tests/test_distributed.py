@@ -22,7 +22,7 @@ from lit_robust.selection.radix import (
     radix_digit,
     select_bin,
 )
-from lit_robust.selection.rules import keep_count, per_class_trim_mask, smallest_k_mask, trim_mask
+from lit_robust.selection.rules import keep_count, per_class_trim_mask, rank_order, smallest_k_mask, trim_mask
 from lit_robust.selection.samplers import ShardedSampler
 from lit_robust.selection.sharded import SimulatedCollectives, first_occurrence_mask, sharded_smallest_k_masks
 from tests.conftest import start_ranks
@@ -223,6 +223,26 @@ def test_simulated_ranks_other_dtypes(dtype):
         for algorithm in ["gather", "histogram"]:
             masks, _ = sharded_smallest_k_masks(scores, index, k, SimulatedCollectives(3), algorithm=algorithm)
             assert [m.tolist() for m in masks] == want
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_wide_integer_scores_do_not_round_into_ties(dtype):
+    """A reviewer's case: integer scores above 2**24 (counts, hashed ids) were ranked as float32, so 2**24 + 1 tied
+    2**24 and the index, not the score, decided. They rank as float64 now, exactly, on every path."""
+    base = 1 << 24
+    values = [base + 3, base + 1, base + 2, base, base + 1, base + 5, base + 4]
+    index = [torch.tensor([6, 0, 4, 2]), torch.tensor([1, 5, 3])]
+    scores = [torch.tensor([values[i] for i in ii.tolist()], dtype=dtype) for ii in index]
+    assert ordered_key(scores[0]).dtype == torch.int64 and key_bits(dtype) == 64
+    assert key_bits(torch.int16) == 32 and key_bits(torch.bool) == 32
+    for k in [1, 2, 3, 5]:
+        want = reference_masks(scores, index, k)
+        for algorithm in ["gather", "histogram"]:
+            masks, _ = sharded_smallest_k_masks(scores, index, k, SimulatedCollectives(2), algorithm=algorithm)
+            assert [m.tolist() for m in masks] == want, (algorithm, k)
+    flat, flat_index = torch.cat(scores), torch.cat(index)
+    assert flat_index[rank_order(flat, flat_index)].tolist() == [3, 1, 4, 2, 0, 6, 5]
+    assert flat_index[trim_mask(flat, 2 / 7, flat_index)].tolist() == [1, 3]
 
 
 def test_one_shard_equals_smallest_k_mask_and_callable_k():

@@ -13,7 +13,8 @@ The keys follow :mod:`lit_robust.selection.rules`'s ordering rule exactly:
     ``ordered_key(a) == ordered_key(b)`` iff  they tie (``-0.0`` ties ``+0.0``; every NaN/±inf
     ties every other non-finite score and ranks after all finite scores).
 
-Float64 scores get 64-bit keys (``int64``); every other dtype is ranked as float32 (as
+Float64 scores, and integer scores of 32 or 64 bits (ranked as float64, which holds every integer up to
+``2**53`` exactly), get 64-bit keys (``int64``); every other dtype is ranked as float32 (as
 :func:`lit_robust.selection.rules.ranking_scores` does) and gets 32-bit keys (``int32``). Keys are
 *signed* integers that compare like the scores; the radix digits are taken from the unsigned
 pattern ``u = key + 2**(bits - 1)``, so bin ``0`` holds the smallest keys.
@@ -41,9 +42,17 @@ __all__ = [
 _MAX_FINITE_MAGNITUDE = {32: 0x7F7FFFFF, 64: 0x7FEFFFFFFFFFFFFF}
 
 
+def _wide(dtype: torch.dtype) -> bool:
+    """Whether scores of ``dtype`` are ranked as float64: float64 itself, and integers too wide for float32's
+    24-bit significand (``int32``, ``int64``), which float32 would round into ties."""
+    if dtype == torch.float64:
+        return True
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool and dtype.itemsize >= 4
+
+
 def key_bits(dtype: torch.dtype) -> int:
-    """Width of the ordered keys of scores of ``dtype``: 64 for ``float64``, 32 for everything else."""
-    return 64 if dtype == torch.float64 else 32
+    """Width of the ordered keys of scores of ``dtype``: 64 for ``float64``, ``int32`` and ``int64``, else 32."""
+    return 64 if _wide(dtype) else 32
 
 
 def nonfinite_key(bits: int) -> int:
@@ -69,13 +78,15 @@ def ordered_key(scores: Tensor) -> Tensor:
         scores: 1-D tensor of scores (any real dtype).
 
     Returns:
-        ``int64`` keys for ``float64`` scores, ``int32`` keys otherwise; same shape and device.
+        ``int64`` keys for ``float64``, ``int32`` and ``int64`` scores, ``int32`` keys otherwise; same shape and
+        device.
 
     >>> ordered_key(torch.tensor([-1.0, -0.0, 0.0, 1.0, float("nan"), -float("inf")])).tolist()
     [-1065353216, 0, 0, 1065353216, 2147483647, 2147483647]
     """
     s = scores.detach()
-    if s.dtype == torch.float64:
+    if _wide(s.dtype):
+        s = s.to(torch.float64)
         bits, int_type = 64, torch.int64
     else:
         if s.dtype != torch.float32:

@@ -20,10 +20,12 @@ import torch
 from torch import Tensor
 
 from lit_robust._checks import _is_int, _is_real, real_scalar
+from lit_robust.selection.radix import key_bits
 
 __all__ = [
     "keep_count",
     "nonfinite_count",
+    "ranking_dtype",
     "ranking_scores",
     "rank_order",
     "smallest_k_mask",
@@ -65,11 +67,19 @@ def nonfinite_count(scores: Tensor) -> int:
     return int((~torch.isfinite(scores)).sum().item())
 
 
+def ranking_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The float dtype scores of ``dtype`` are ranked in: their own if floating; float64 for ``int32``/``int64``
+    (float32 would round integers above ``2**24`` into ties); float32 for narrower integers and booleans."""
+    if dtype.is_floating_point:
+        return dtype
+    return torch.float64 if key_bits(dtype) == 64 else torch.float32
+
+
 def ranking_scores(scores: Tensor) -> Tensor:
-    """Scores as ranked: float, with every non-finite value replaced by ``+inf`` (worst)."""
+    """Scores as ranked: float (see :func:`ranking_dtype`), with every non-finite value replaced by ``+inf``."""
     s = scores.detach()
     if not s.is_floating_point():
-        s = s.to(torch.float32)
+        s = s.to(ranking_dtype(s.dtype))
     return torch.where(torch.isfinite(s), s, torch.full_like(s, math.inf))
 
 
@@ -189,8 +199,7 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
         raise ValueError(
             f"sample indices must be in [0, {n}), got values in [{int(index.min())}, {int(index.max())}]."
         )
-    dense = torch.full((n,), math.nan, dtype=scores.dtype if scores.is_floating_point() else torch.float32,
-                       device=scores.device)
+    dense = torch.full((n,), math.nan, dtype=ranking_dtype(scores.dtype), device=scores.device)
     seen = torch.zeros(n, dtype=torch.bool, device=scores.device)
     dense[index] = scores.to(dense.dtype)
     seen[index] = True
