@@ -181,6 +181,21 @@ def test_gmm_is_scale_and_shift_free():
     assert b.rate == pytest.approx(a.rate, abs=1e-9)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_scores_whose_span_overflows_float64_give_the_rescaled_estimate(method):
+    """A reviewer's case: scores spread over +-1e308 made ``s - min(s)`` infinite, the fit NaN, and the estimate a
+    silent 0 ("one component (BIC)"). Both transforms are scale-free, so such scores now give the estimate of the
+    same scores rescaled."""
+    s = synthetic("gamma2", 0.2, 1500, 2)
+    s = s - (s.max() + s.min()) / 2
+    big = s * (1.5e308 / float(s.abs().max()))
+    assert not math.isfinite(float(big.max() - big.min())) and bool(torch.isfinite(big).all())
+    a, b = estimate_corruption(s, method), estimate_corruption(big, method)
+    assert b.means is not None and all(math.isfinite(v) for v in b.means)
+    assert b.reason == a.reason and b.rate == pytest.approx(a.rate, abs=1e-9) and a.rate > 0.1
+    assert torch.allclose(b.clean_posterior, a.clean_posterior, atol=1e-9)
+
+
 def test_float32_and_integer_scores_are_accepted():
     s = synthetic("exp", 0.3, 1000, 5)
     assert estimate_corruption(s.float()).rate == pytest.approx(estimate_corruption(s).rate, abs=1e-3)

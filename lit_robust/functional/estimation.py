@@ -232,6 +232,9 @@ def estimate_corruption(
         return result(ones, "too few samples", False)
     if xs[0] == xs[-1]:
         return result(ones, "all equal", False)
+    if not math.isfinite(float(xs[-1] - xs[0])):
+        # the span overflows float64 (scores near +-1e308): both transforms are scale-free, so rescale first
+        xs = xs / xs.abs().max()
 
     if method == "gmm":
         x = gmm_transform(xs)
