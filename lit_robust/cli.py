@@ -144,12 +144,39 @@ class RobustArgumentParser(LightningArgumentParser):
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
-        message = _function_type_hint(message)
+        message = _config_place_hint(_empty_config_hint(_function_type_hint(message)))
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
 
 
 #: the ``--config`` files of the command line being run (:func:`run`), for :func:`_name_the_yaml_file`
 _config_files: list[str] = []
+
+
+def _empty_config_hint(message: str) -> str:
+    """jsonargparse's whole report on an empty ``--config`` file is "Unexpected config: " (a reviewer's): name it."""
+    if message.strip() != "Unexpected config:":
+        return message
+    empty = []
+    for path in _config_files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                if yaml.safe_load(f) is None:
+                    empty.append(path)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+    where = f"--config {empty[0]!r} is empty" if empty else "a --config holds no settings"
+    return f"{where}: a config is a YAML mapping of `model:`, `data:` and `trainer:` (see configs/ for examples)."
+
+
+def _config_place_hint(message: str) -> str:
+    """``lit-robust --config X fit``: jsonargparse says "Option 'model...' is not accepted before subcommand 'fit'",
+    which did not tell a CLI user that the file belongs after the command (a reviewer's)."""
+    m = re.search(r"is not accepted before subcommand '(\w+)'", message)
+    if m is None:
+        return message
+    return (message + f"\n  A `--config` before the command is read as a file of commands (`{m.group(1)}:` at its "
+            f"top); a config of `model:`, `data:` and `trainer:` goes after it: `lit-robust {m.group(1)} --config "
+            "FILE`.")
 
 
 def _function_type_hint(message: str) -> str:
@@ -651,7 +678,13 @@ class RobustCLI(LightningCLI):
             # `demo` is run before LightningCLI parses anything (`run`); listed here only, a docs newcomer did not
             # find it in `lit-robust --help`
             listed.insert(0, argparse._SubParsersAction._ChoicesPseudoAction("demo", (), DEMO_HELP))
+        if parser is self.parser:
+            parser.prog = "lit-robust"  # `python -m lit_robust` named itself `__main__.py`
         for name, sub in self._subcommand_parsers.items():
+            # argparse builds a sub-command's name from the parent's usage: every parser error began
+            # "usage: lit-robust [-h] [-c CONFIG] {demo,fit,...} ... [options] fit", and its tip told the user to run
+            # that line with `--help` (a reviewer's)
+            sub.prog = f"lit-robust {name}"
             for group in sub._action_groups:  # the method's arguments, titled with its cut docstring paragraph
                 if any(a.dest == "ckpt_path" for a in group._group_actions):
                     group.title = f"Arguments of `{name}`"

@@ -350,6 +350,31 @@ def test_a_log_folder_that_cannot_be_made_and_a_missing_gpu_name_their_trainer_a
         assert exit_info.value.code == 2 and "Traceback" not in text and named in text, text
 
 
+def test_parser_errors_name_the_command_and_an_empty_or_misplaced_config(tmp_path, capsys):
+    """A reviewer's three: every parser error began "usage: lit-robust [-h] [-c CONFIG] {demo,fit,...} ... [options]
+    fit" and its tip said to run that line with `--help`; an empty `--config` read "Unexpected config: "; and
+    `lit-robust --config X fit` read "Option 'model...' is not accepted before subcommand 'fit'", nothing more."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(PRL, tmp_path)))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    cases = [(["fit", "--nope"], "error: unrecognized arguments: --nope"),
+             (["fit", "--config", str(empty)], f"error: --config {str(empty)!r} is empty: a config is a YAML mapping "
+                                               "of `model:`, `data:` and `trainer:`"),
+             (["--config", str(config), "fit"], "A `--config` before the command is read as a file of commands (`fit:` "
+                                                "at its top); a config of `model:`, `data:` and `trainer:` goes after "
+                                                "it: `lit-robust fit --config FILE`.")]
+    for argv, named in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err and named in err, err
+        assert "{demo," not in err and "[options]" not in err, err
+        if argv[0] == "fit":
+            assert err.startswith("usage: lit-robust fit [--config CONFIG]")
+            assert "tip: For details of accepted options run: lit-robust fit --help\n" in err
+
+
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_is_printed(capsys, flag):
     """`lit-robust --version` said "a command is needed" (a reviewer's)."""
