@@ -1,6 +1,6 @@
 """A fit resumed from an epoch-end checkpoint draws what the uninterrupted fit drew: the next epoch's shuffle of a plain
 ``DataLoader(shuffle=True)``, dropout masks, augmentations. Lightning saves no random state; every owner of a resumable
-state (ITLM, BatchFilter, CoTeaching, RCA) saves the process's with it and puts it back on resume. Before, a
+state (ITLM, BatchFilter, CoTeaching, RCA, SimCLR) saves the process's with it and puts it back on resume. Before, a
 newcomer's filter-only resume with ``shuffle=True`` kept 128 of 2,400 samples differently, and any model with dropout
 ended with other weights even under ITLM (whose own sampler fixed the batches)."""
 
@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import ITLM, RCA, BatchFilter, CoTeaching, DigitsDataModule, IndexedDataset
+from lit_robust import ITLM, RCA, BatchFilter, CoTeaching, DigitsDataModule, IndexedDataset, SimCLR
 from lit_robust.callbacks import _resume
 from lit_robust.callbacks._resume import random_state, restore_random_state
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
@@ -81,14 +81,20 @@ def _setup(owner: str):
     if owner == "CoTeaching":
         co = CoTeaching(DropoutModel(), rule="prl", drop_ratio=0.25, warmup_epochs=1, report=False)
         return co, [], BlobsData(n=160, batch_size=32, with_val=True), 4, co
+    if owner == "SimCLR":
+        # its views (crops, rotations, jitter) come from the global generators (a reviewer's resumed pretraining
+        # ended up to 0.0045 away from the uninterrupted one's weights)
+        images = torch.rand(48, 1, 12, 12, generator=torch.Generator().manual_seed(5))
+        data = DataLoader(TensorDataset(images, torch.zeros(48)), batch_size=16, shuffle=True)
+        return SimCLR(width=2, projection_dim=4), [], data, 3, None
     rca = RCA(2, hidden=16, latent=1, drop_ratio=0.2, warmup_epochs=1, dropout=0.3, report=False)
     return rca, [], _moons(), 4, None  # no history: its weights hold what it trained on
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("owner,resume_epoch", [("BatchFilter", 1), ("ITLM", 1), ("ITLM", 2), ("CoTeaching", 1),
-                                                ("RCA", 1)], ids=["BatchFilter", "ITLM-round-start",
-                                                                  "ITLM-mid-round", "CoTeaching", "RCA"])
+                                                ("RCA", 1), ("SimCLR", 1)],
+                         ids=["BatchFilter", "ITLM-round-start", "ITLM-mid-round", "CoTeaching", "RCA", "SimCLR"])
 def test_resumed_fit_with_shuffle_and_dropout_equals_the_uninterrupted_one(tmp_path, owner, resume_epoch):
     def run(root, seed, ckpt_path=None):
         pl.seed_everything(seed, verbose=False)

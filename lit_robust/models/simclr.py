@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_number, check_pair
 from lit_robust._modes import evaluating
+from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
 from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
 
 __all__ = ["SimCLR", "SmallCNN", "simclr_backbone", "random_views", "BackboneName", "BACKBONES"]
@@ -245,7 +246,9 @@ class SimCLR(pl.LightningModule):
     Labels are never read.
 
     After fitting, ``module.backbone`` is the representation :math:`h`; a checkpoint of this module is read by
-    :func:`lit_robust.load_backbone` / :class:`lit_robust.LinearProbe`.
+    :func:`lit_robust.load_backbone` / :class:`lit_robust.LinearProbe`. Its checkpoints also carry the process's
+    random state (in one process), so a fit resumed from an epoch-end checkpoint draws the views the uninterrupted
+    fit drew and ends with its weights.
 
     Args:
         backbone: ``"cnn"`` (default, a small CNN), ``"resnet18"`` or ``"resnet50"`` (:func:`simclr_backbone`), or
@@ -315,7 +318,13 @@ class SimCLR(pl.LightningModule):
         self.projection_head = SimCLRProjectionHead(feat, hidden_dim or feat, projection_dim)
         self.criterion = NTXentLoss(temperature=temperature)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the views are drawn from the global generators, which Lightning does not save: without them a resumed
+        # pretraining drew other crops and ended with other weights (a reviewer's: up to 0.0045 apart)
+        checkpoint["simclr_random_state"] = random_state()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_random_state_in_fit(self, checkpoint.get("simclr_random_state"))  # absent from older checkpoints
         # your own encoder, another one's weights: the keys that do not fit, before torch's list of them (an auditor
         # loaded a checkpoint with a different encoder class and got "Error(s) in loading state_dict")
         if getattr(self.backbone, "arch", None) is None:
