@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_number
+from lit_robust._lightning import with_sampler
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
@@ -26,6 +27,7 @@ from lit_robust.models.simclr import (
 )
 from lit_robust.models.supervised import check_classifier_data
 from lit_robust.selection import distributed
+from lit_robust.selection.samplers import ShardedSampler
 
 __all__ = ["LinearProbe"]
 
@@ -50,8 +52,8 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     *input* still flow through it (input-perturbation callbacks work). :meth:`reinitialize` re-draws the head only.
 
     ``standardize=True`` (default, frozen backbone only) standardises every feature by its mean and standard
-    deviation over the training set, computed once without labels at the start of the first fit (and kept in the
-    state dict): the head then sees unit-scale features, so a bound :math:`\sigma_{\max}(W) \le k` means the same
+    deviation over the training set (each sample once, on any number of DDP processes), computed once without
+    labels at the start of the first fit (and kept in the state dict): the head then sees unit-scale features, so a bound :math:`\sigma_{\max}(W) \le k` means the same
     for any backbone. The standardisation is part of :math:`h` (it uses no labels).
 
     Validation and test log the accuracy as ``val_acc`` / ``test_acc`` (several test loaders: one value per
@@ -195,12 +197,14 @@ class LinearProbe(RobustMixin, pl.LightningModule):
 
     def on_train_start(self) -> None:
         if self.standardize and not bool(self.standardized):
-            self.fit_feature_statistics(self.trainer.train_dataloader)
+            self.fit_feature_statistics(_each_sample_once(self.trainer))
 
     @torch.no_grad()
     def fit_feature_statistics(self, loader: Any) -> None:
         """Mean and standard deviation of the backbone's features over ``loader`` (summed over every DDP rank;
-        call on every rank), stored in ``feature_mean`` / ``feature_std``."""
+        call on every rank), stored in ``feature_mean`` / ``feature_std``. In a fit, ``loader`` visits each training
+        sample once: under DDP every rank reads one contiguous, unpadded block of the training set, so the
+        statistics do not depend on the number of processes."""
         total = torch.zeros(2 * self.feature_mean.numel() + 1, dtype=torch.float64, device=self.device)
         for i, batch in enumerate(loader):
             x = unpack_batch(batch).input.to(self.device)
@@ -261,3 +265,19 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         if hp.optimizer == "sgd":
             return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
         return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def _each_sample_once(trainer: Any) -> Any:
+    """The training loader for the feature statistics: each sample of its dataset once, split into unpadded blocks
+    among the ranks (:class:`~lit_robust.selection.samplers.ShardedSampler`). Lightning's ``DistributedSampler``
+    repeats samples to even out the ranks, which counted them twice (a reviewer's 5 samples on 2 ranks: other
+    statistics than on one). A loader whose samples cannot be addressed by index (an iterable dataset, a custom
+    ``batch_sampler``) is read as the training loop reads it."""
+    loader = trainer.train_dataloader
+    dataset = getattr(loader, "dataset", None)
+    if (not isinstance(loader, torch.utils.data.DataLoader) or loader.batch_size is None
+            or isinstance(dataset, torch.utils.data.IterableDataset)):
+        return loader
+    sampler = ShardedSampler(len(dataset), num_replicas=trainer.world_size, rank=trainer.global_rank)
+    # a generator of its own: the pass leaves the global one (the fit's shuffles and dropout) where it was
+    return with_sampler(loader, sampler, drop_last=False, generator=torch.Generator().manual_seed(0))
