@@ -18,6 +18,7 @@ from lit_robust import (
     random_views,
     simclr_backbone,
 )
+from lit_robust.data.base import torchvision_split
 from lit_robust.data.semi_supervised import MNIST_VALUE_RANGE
 from tests.conftest import tiny_trainer
 
@@ -220,6 +221,23 @@ def test_semi_supervised_backdoor_rejects_bad_arguments(shared_data):
     dm = SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_size=5000, unlabeled_mnist=2000)
     with pytest.raises(ValueError, match=r"`labeled_size` \(5000\) \+ `unlabeled_mnist` \(2000\) must be <= 6000"):
         dm.setup()
+
+
+@pytest.mark.parametrize("mode", ["finetune", "pretrain"])
+def test_semi_supervised_sizes_beyond_the_data_are_named(shared_data, mode):
+    """A reviewer's `labeled_size=100000` was taken as every digit (finetune) or failed in torch ("zeros: Dimension
+    size must be non-negative", pretrain), and `test_size=10**9` was cut to the test split silently."""
+    with pytest.raises(ValueError, match=r"`labeled_size` must be <= 6000, the MNIST training digits under .*, got "
+                                         r"100000\."):
+        SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), mode=mode, labeled_size=100000).setup()
+    n_test = len(torchvision_split("MNIST", str(shared_data), False, False).targets)
+    with pytest.raises(ValueError, match=rf"`test_size` must be <= {n_test}, the MNIST test digits under .* \(or "
+                                         rf"None: all\), got {n_test + 1}\."):
+        SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), mode=mode, labeled_size=20,
+                                              test_size=n_test + 1).setup()
+    dm = SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), mode=mode, labeled_size=20, test_size=n_test)
+    dm.setup()
+    assert len(dm.test_set) == n_test  # the whole split is still allowed
 
 
 def test_linear_probe_takes_the_adversarial_trigger_through_the_frozen_backbone(tmp_path, one_torch_thread):

@@ -70,11 +70,12 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
             class a relabelled a+1; all-to-one attacks are not built here (see :class:`BackdoorMNISTDataModule`).
         poison_rate: ε in [0, 1).
         labeled_fraction: the labelled share of MNIST's training split, in (0, 1] (default 0.2, the thesis's).
-        labeled_size: the number of labelled digits instead; ``None`` (default): use ``labeled_fraction``.
+        labeled_size: the number of labelled digits instead, at most MNIST's training digits; ``None`` (default):
+            use ``labeled_fraction``.
         unlabeled_mnist: MNIST digits (not labelled ones) in the unlabeled augmentation set; ``None`` (default): all
             the remaining ones.
         unlabeled_fashion: FashionMNIST training images in the unlabeled augmentation set (default 0: none).
-        test_size: test images used (``None`` = all).
+        test_size: test images used, at most MNIST's test digits (``None`` = all).
         batch_size: training batch size.
         eval_batch_size: batch size of the test, prediction and scoring loaders.
         num_workers: ``DataLoader`` worker processes (0: load in the main process).
@@ -151,6 +152,12 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         test = torchvision_split("MNIST", self.root, False, self.download)
         n = len(train.targets)
         n_lab = self.labeled_size if self.labeled_size is not None else int(round(self.labeled_fraction * n))
+        if n_lab > n:  # finetune took every digit without a word, pretrain failed in torch ("zeros: Dimension size")
+            raise ValueError(f"`labeled_size` must be <= {n}, the MNIST training digits under {self.root!r}, got "
+                             f"{n_lab}.")
+        if self.test_size is not None and self.test_size > len(test.targets):  # was cut to the digits there, silently
+            raise ValueError(f"`test_size` must be <= {len(test.targets)}, the MNIST test digits under {self.root!r} "
+                             f"(or None: all), got {self.test_size}.")
         if n_lab < 1:
             raise ValueError(f"`labeled_fraction`={self.labeled_fraction!r} of the {n} MNIST training digits under "
                              f"{self.root!r} gives 0 labelled samples; it must be >= {0.5 / n:.3g} (or pass "
