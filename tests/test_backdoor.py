@@ -95,6 +95,34 @@ def test_poison_test_set_checks_classes_as_poison_does(kwargs, message):
         poison(x, y, trig, 0.1, **kwargs)
 
 
+@pytest.mark.parametrize("labels, kwargs, message", [
+    (torch.arange(10) % 5, dict(source=3), r"`source`=3 needs a single-target attack, but `target` is None"),
+    (torch.arange(10) % 5, dict(num_classes=3), r"`labels` must be classes in \[0, 2\] \(`num_classes`=3\), got 4\."),
+    (torch.arange(10) % 5 - 2, {}, r"`labels` must be classes >= 0, got -2\."),
+    (torch.arange(10) % 5, dict(target=1.5), r"`target` must be an integer class or None, got 1.5 \(a float\)\."),
+    (torch.arange(10) % 5, dict(target=True), r"`target` must be an integer class or None, got True \(a bool\)\."),
+    (torch.arange(10) % 5, dict(target=2, source=1.0), r"`source` must be an integer class or None, got 1.0"),
+    (torch.arange(10) % 5, dict(num_classes=1), r"`num_classes` must be an integer >= 2 or None, got 1\."),
+])
+def test_poison_rejects_what_it_used_to_ignore_or_misread(labels, kwargs, message):
+    """A reviewer's `source` without `target` was ignored (every class poisoned), labels outside [0, num_classes)
+    and negative ones were flipped into other classes, and `target=1.5` / `True` relabelled samples as 1."""
+    x, trig = images(n=10, h=8, w=8), PatchTrigger(value_range=(LO, HI))
+    with pytest.raises(ValueError, match=message):
+        poison(x, labels, trig, 1.0, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        poison_test_set(x, labels, trig, **kwargs)
+
+
+def test_an_empty_batch_gives_empty_outputs():
+    """A reviewer's empty batch failed inside torch ("max(): Expected reduction dim to be specified")."""
+    x, y, trig = images(n=0, h=8, w=8), torch.zeros(0, dtype=torch.long), PatchTrigger(value_range=(LO, HI))
+    px, py, mask = poison(x, y, trig, 0.5)
+    assert px.shape == (0, 1, 8, 8) and py.shape == (0,) and mask.shape == (0,) and mask.dtype == torch.bool
+    tx, ty, ta = poison_test_set(x, y, trig, target=2)
+    assert tx.shape == (0, 1, 8, 8) and ty.shape == (0,) and ta.shape == (0,)
+
+
 def test_all_to_one_poisons_every_other_class():
     """BadNets' attack (a newcomer could not build it: a single target needed a source class): with `target` and no
     `source`, a `rate` share of the samples of every other class gets the trigger and the target label."""

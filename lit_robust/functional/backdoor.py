@@ -369,16 +369,36 @@ class WatermarkTrigger(Trigger):
         return out
 
 
-def _check_attack_classes(source: int | None, target: int | None, num_classes: int) -> None:
-    """``source`` and ``target`` of a single-target attack: classes in ``[0, num_classes)``, different."""
-    if target is None:
-        return
-    if source == target:
+def _attack_labels(labels: Any, n: int, source: Any, target: Any, num_classes: Any) -> tuple[Tensor, int | None]:
+    """``(labels, C)`` after checking the attack's arguments: ``labels`` integer classes ``[n]`` in ``[0, C)``,
+    ``num_classes`` an integer >= 2 (``None``: ``max(labels) + 1``; ``C`` is ``None`` for an empty batch),
+    ``source`` / ``target`` integer classes (``source`` only with ``target``, and different from it)."""
+    labels = torch.as_tensor(labels)
+    if labels.shape != (n,) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"`labels` must be integer class indices of shape [{n}], got dtype "
+                         f"{labels.dtype}, shape {tuple(labels.shape)}.")
+    if num_classes is not None and (not _is_int(num_classes) or num_classes < 2):
+        raise ValueError(f"`num_classes` must be an integer >= 2 or None, got {num_classes!r}.")
+    for name, v in (("target", target), ("source", source)):
+        # 1.5 relabelled samples as 1 and True as 1 without a word (a reviewer's)
+        if v is not None and not _is_int(v):
+            raise ValueError(f"`{name}` must be an integer class or None, got {v!r} (a {type(v).__name__}).")
+    if source is not None and target is None:  # was ignored: a multi-target attack poisons every class
+        raise ValueError(f"`source`={source!r} needs a single-target attack, but `target` is None (multi-target "
+                         "a -> a+1 poisons every class); pass `target`, or `source=None`.")
+    if target is not None and source == target:
         raise ValueError(f"a single-target attack needs `source` != `target` (or source=None: every other "
                          f"class), got source={source!r}, target={target!r}.")
+    if n and int(labels.min()) < 0:  # a negative label was flipped to (a+1) mod C, another class
+        raise ValueError(f"`labels` must be classes >= 0, got {int(labels.min())}.")
+    C = int(num_classes) if num_classes is not None else (int(labels.max()) + 1 if n else None)
+    if n and int(labels.max()) >= C:
+        raise ValueError(f"`labels` must be classes in [0, {C - 1}] (`num_classes`={C}), got {int(labels.max())}.")
     for name, v in (("source", source), ("target", target)):
-        if v is not None and not 0 <= v < num_classes:
-            raise ValueError(f"`{name}` must be a class in [0, {num_classes - 1}], got {v!r}.")
+        if v is not None and (v < 0 or (C is not None and v >= C)):
+            rng = f"[0, {C - 1}]" if C is not None else ">= 0"
+            raise ValueError(f"`{name}` must be a class in {rng}, got {v!r}.")
+    return labels, C
 
 
 def poison(images: Tensor, labels: Tensor, trigger: Trigger | Callable[[Tensor], Tensor], rate: float, target: int | None = None,
@@ -391,18 +411,16 @@ def poison(images: Tensor, labels: Tensor, trigger: Trigger | Callable[[Tensor],
       every sample not of class ``b`` (``rate`` is their poisoned fraction).
 
     Returns ``(images, labels, poisoned_mask)`` (copies; the inputs are untouched). ``trigger``: a
-    :class:`Trigger` or a function ``images -> images`` (:func:`as_trigger`).
+    :class:`Trigger` or a function ``images -> images`` (:func:`as_trigger`). ``labels`` must be classes in
+    ``[0, num_classes)`` (default ``num_classes``: ``max(labels) + 1``); an empty batch returns empty copies.
     """
     _check_images(images)
     trigger = as_trigger(trigger)
-    labels = torch.as_tensor(labels)
-    if labels.shape != (images.shape[0],) or labels.is_floating_point():
-        raise ValueError(f"`labels` must be integer class indices of shape [{images.shape[0]}], got dtype "
-                         f"{labels.dtype}, shape {tuple(labels.shape)}.")
+    labels, C = _attack_labels(labels, images.shape[0], source, target, num_classes)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise ValueError(f"`rate` must be a number in [0, 1], got {rate!r}.")
-    C = int(num_classes) if num_classes is not None else int(labels.max()) + 1
-    _check_attack_classes(source, target, C)
+    if C is None:  # an empty batch: nothing to poison
+        return images.clone(), labels.clone(), torch.zeros(0, dtype=torch.bool)
     if target is None:
         eligible = torch.arange(len(labels))
     else:
@@ -425,12 +443,14 @@ def poison_test_set(images: Tensor, labels: Tensor, trigger: Trigger | Callable[
     Attacker labels: ``(a+1) mod C`` (multi-target) or ``target`` (single-target: only the images of class
     ``source`` are kept when one is given — the attack was planted on that class, itlm_paper Table 4 — else every
     image not already of class ``target``). ``trigger``: a :class:`Trigger` or a function (:func:`as_trigger`).
+    ``labels``, ``target`` and ``source`` are checked as by :func:`poison`; an empty batch gives empty outputs.
     """
     _check_images(images)
     trigger = as_trigger(trigger)
-    labels = torch.as_tensor(labels)
-    C = int(num_classes) if num_classes is not None else int(labels.max()) + 1
-    _check_attack_classes(source, target, C)  # a target of 10 on 10 classes gave attacker labels no model predicts
+    # a target of 10 on 10 classes gave attacker labels no model predicts
+    labels, C = _attack_labels(labels, images.shape[0], source, target, num_classes)
+    if C is None:  # an empty batch
+        return images.clone(), labels.clone(), labels.clone()
     if target is not None:
         keep = labels != target if source is None else labels == source
         images, labels = images[keep], labels[keep]
