@@ -347,6 +347,16 @@ def test_metrics_bad_arguments():
         lr.BackdoorMetrics(num_classes=1)
 
 
+def test_metrics_refuse_a_source_that_the_datamodule_would_replace():
+    """A reviewer's `BackdoorMetrics(source=3)` with the default `target="datamodule"` measured the datamodule's
+    attack, its `attack_source` in place of 3, without a word."""
+    with pytest.raises(ValueError, match=r"`source`=3 is given, but `target`='datamodule' \(the default\) takes the "
+                                         r"attack, `attack_source` included, from the datamodule; pass the attack's "
+                                         r"`target` too"):
+        lr.BackdoorMetrics(source=3)
+    assert lr.BackdoorMetrics(target=2, source=3).source == 3  # with an explicit target it is the one measured
+
+
 # ------------------------------------------------------------------------------------------------ datamodule
 
 

@@ -79,7 +79,8 @@ class BackdoorMetrics(Callback):
         target: the attacker's label for a single-target attack, ``None`` for multi-target ``a → a+1``;
             ``"datamodule"`` (default) takes the datamodule's ``attack_target`` (and ``attack_source``).
         source: the attacked class of a single-target attack (ASR is measured on its images); ``None`` = every
-            class but ``target``. Taken from the datamodule with ``target="datamodule"``.
+            class but ``target``. Taken from the datamodule with ``target="datamodule"`` (a ``source`` given then
+            is an error: pass the attack's ``target`` with it).
         num_classes: number of classes (default: the datamodule's ``num_classes``, else 10).
         predict: ``predict(module, images) -> logits``; default ``module(images)``.
     """
@@ -93,6 +94,11 @@ class BackdoorMetrics(Callback):
         if target != "datamodule":
             check_int("target", target, 0, optional=True)  # the class index of a single-target attack
         check_int("source", source, 0, optional=True)
+        if source is not None and target == "datamodule":
+            # the datamodule's attack_source replaced it without a word (a reviewer's); one attack, from one place
+            raise ValueError(f"`source`={source!r} is given, but `target`='datamodule' (the default) takes the attack, "
+                             "`attack_source` included, from the datamodule; pass the attack's `target` too (e.g. "
+                             f"BackdoorMetrics(target=2, source={source!r})), or leave `source=None`.")
         if source is not None and target is None:
             raise ValueError(f"`source`={source!r} needs a single-target attack, but `target` is None (multi-target "
                              "a -> a+1 attacks every class); pass `target`, or `source=None`.")
