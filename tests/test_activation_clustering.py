@@ -435,6 +435,42 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert (tmp_path / "b" / report).read_text() == (tmp_path / "a" / report).read_text()
 
 
+def test_classes_below_min_class_size_are_warned_about_and_the_size_can_be_set(tmp_path):
+    """A reviewer's 15 samples per class (30 % poisoned) were never clustered: `min_class_size=20` of the
+    clustering could not be set from the callback, and nothing was flagged without a word."""
+    import warnings
+
+    def run(root, **kw):
+        ac = ActivationClustering(warmup_epochs=1, verbose=False, **kw)
+        pl.seed_everything(0, verbose=False)
+        ds = poisoned_set(n_per_class=15, share=0.3)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tiny_trainer(root, 2, [ac]).fit(TinyModel(), Data(ds))
+        return ac, ds, [str(w.message) for w in caught if "`min_class_size`" in str(w.message)]
+
+    ac, _, said = run(tmp_path / "a")
+    assert ac.flagged.numel() == 0
+    assert said == ["ActivationClustering: 3 of 3 classes have fewer than `min_class_size`=20 samples with finite "
+                    "features (0: 15, 1: 15, 2: 15), so they were not clustered and none of their samples can be "
+                    "flagged. Lower `min_class_size` (>= 4; a 2-means of a few samples splits at random) or train on "
+                    "more samples per class."]
+    ac, ds, said = run(tmp_path / "b", min_class_size=10)
+    assert said == [] and ac.flagged.numel() > 0
+    assert torch.equal(ac.flagged, ds.corrupted.nonzero().squeeze(1))  # the far-away groups, exactly
+
+
+def test_a_resume_with_another_min_class_size_is_refused(tmp_path):
+    """The clustering's thresholds decide what is flagged: a fit resumed before the clustering with another
+    `min_class_size` (or silhouette threshold) would match neither set-up, so it is refused like ITLM's arguments."""
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "a", save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    fit(tmp_path / "a", ActivationClustering(warmup_epochs=2, verbose=False), 3, callbacks=[ckpt],
+        enable_checkpointing=True)
+    with pytest.raises(ValueError, match=r"written by ActivationClustering with `min_class_size` 20 \(this fit: 10\)"):
+        fit(tmp_path / "b", ActivationClustering(warmup_epochs=2, verbose=False, min_class_size=10), 3,
+            ckpt_path=tmp_path / "a" / "epoch=0.ckpt")
+
+
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"`warmup_epochs` must be an integer >= 1, got 0"):
         ActivationClustering(warmup_epochs=0)
@@ -442,6 +478,8 @@ def test_bad_settings_are_named(tmp_path):
         ActivationClustering(min_silhouette=2)
     with pytest.raises(ValueError, match=r"`layer` must be a submodule name"):
         ActivationClustering(layer="")
+    with pytest.raises(ValueError, match=r"`min_class_size` must be an integer >= 4, got 3"):
+        ActivationClustering(min_class_size=3)
     with pytest.raises(ValueError, match=r"needs the Trainer's `max_epochs` > 3 .* got max_epochs=3"):
         fit(tmp_path, ActivationClustering(warmup_epochs=3), 3)
 
