@@ -166,6 +166,35 @@ def test_bad_input(make, message):
         make()
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: BlendTrigger(seed="a"), r"^`seed` must be an integer, got 'a' \(a str\)\.$"),
+    (lambda: BlendTrigger(seed=1.5), r"^`seed` must be an integer, got 1.5\.$"),
+    (lambda: WatermarkTrigger(top="a"), r"^`top` must be an integer >= 0 or None, got 'a' \(a str\)\.$"),
+    (lambda: WatermarkTrigger(top=1.5), r"^`top` must be an integer >= 0 or None, got 1.5\.$"),
+    (lambda: WatermarkTrigger(left=-1), r"^`left` must be an integer >= 0 or None, got -1\.$"),
+])
+def test_trigger_arguments_are_checked_when_the_trigger_is_built(make, message):
+    """A reviewer's `BlendTrigger(seed='a')` and `WatermarkTrigger(top='a')` were accepted, `seed=1.5` failed in
+    torch's manual_seed when first applied, and `top=1.5` was reported as a watermark that "does not fit"."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(attack="watermark_x", watermark_size=1), r"^`watermark_size` must be an integer in \[2, 28\], got 1\.$"),
+    (dict(attack="watermark_l", watermark_size=40), r"^`watermark_size` must be an integer in \[2, 28\], got 40\.$"),
+    (dict(attack="blend", trigger_seed=1.5), r"^`trigger_seed` must be an integer, got 1.5\.$"),
+    (dict(attack="blend", trigger_seed="x"), r"^`trigger_seed` must be an integer, got 'x' \(a str\)\.$"),
+])
+def test_the_datamodules_trigger_arguments_are_named_as_it_takes_them(kwargs, message):
+    """A reviewer's `watermark_size=1` was refused as "`size` must be ...", a name the datamodule does not take;
+    `trigger_seed=1.5` failed in torch at setup and `'x'` was accepted."""
+    from lit_robust import BackdoorMNISTDataModule
+
+    with pytest.raises(ValueError, match=message):
+        BackdoorMNISTDataModule(**kwargs)
+
+
 def test_the_datamodules_blend_alpha_is_named_as_the_datamodule_takes_it():
     """`--data.blend_alpha 2` was refused as "`alpha` must be in (0, 1]", a name the datamodule does not take."""
     from lit_robust import BackdoorMNISTDataModule

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from lit_robust._backend import rank_zero_warn
+from lit_robust._checks import check_int
 from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
 from lit_robust.functional.backdoor import (
     BlendTrigger,
@@ -60,9 +61,9 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         target: the attacker's label (single-target) or ``None`` (multi-target).
         source: the class that is poisoned in a single-target attack; ``None`` with a ``target``: every other class
             (all-to-one).
-        trigger_seed: seeds the blend trigger's noise image.
+        trigger_seed: seeds the blend trigger's noise image (an integer).
         blend_alpha: the blend trigger's weight ``a`` of its noise image, in [0, 1] (``attack="blend"`` only).
-        watermark_size: the watermark's size in pixels (``"watermark_x"`` / ``"watermark_l"`` only).
+        watermark_size: the watermark's size in pixels, in [2, 28] (``"watermark_x"`` / ``"watermark_l"`` only).
         root: torchvision root holding ``MNIST/raw`` (``FashionMNIST/raw`` for the FashionMNIST variant).
         download: download the data set into ``root`` if it is missing (needs internet; default off).
         train_size: training samples drawn (seeded) from the training pool; ``None`` = all that remain after
@@ -93,6 +94,10 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         if attack == "blend" and not (isinstance(blend_alpha, numbers.Real) and 0 < blend_alpha <= 1):
             # the trigger's own check said `alpha`, a name the datamodule does not take (a backdoor newcomer)
             raise ValueError(f"`blend_alpha` must be in (0, 1], got {blend_alpha!r}.")
+        # in the datamodule's names: the triggers' own checks said `size` (a backdoor reviewer's watermark_size=1),
+        # and a float seed failed in torch at setup; the MNIST-family images are 28x28
+        check_int("trigger_seed", trigger_seed)
+        check_int("watermark_size", watermark_size, 2, 28)
         if target is not None and source == target:
             raise ValueError(f"a single-target attack (`target`={target!r}) needs a `source` class != `target` (or "
                              f"source=None: every other class), got source={source!r}.")

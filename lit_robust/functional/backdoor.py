@@ -33,6 +33,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lit_robust._checks import check_int
+
 __all__ = ["Trigger", "PatchTrigger", "BlendTrigger", "WatermarkTrigger", "FunctionTrigger", "as_trigger", "poison", "poison_test_set",
            "accuracy", "attack_success_rate", "check_value_range", "check_tau", "trigger_perturbation",
            "sign_sum", "perturbation_from_sign_sum", "perturb_inputs"]
@@ -252,7 +254,8 @@ class BlendTrigger(Trigger):
         super().__init__(value_range)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha <= 1.0:
             raise ValueError(f"`alpha` must be in (0, 1], got {alpha!r}.")
-        self.alpha, self.seed = float(alpha), seed
+        # a float failed in torch's manual_seed when first applied, a string was kept
+        self.alpha, self.seed = float(alpha), check_int("seed", seed)
         self._pattern = None if pattern is None else _intensities("pattern", pattern)
 
     def _fields(self) -> dict[str, object]:
@@ -344,6 +347,8 @@ class WatermarkTrigger(Trigger):
             raise ValueError(f"`shape` must be 'X' or 'L', got {shape!r}.")
         if isinstance(size, bool) or not isinstance(size, int) or size < 2:
             raise ValueError(f"`size` must be an integer >= 2, got {size!r}.")
+        # 'a' was kept and 1.5 reported as "does not fit" when applied
+        top, left = check_int("top", top, 0, optional=True), check_int("left", left, 0, optional=True)
         self.shape, self.size, self.top, self.left = shape, size, top, left
 
     def _fields(self) -> dict[str, object]:
