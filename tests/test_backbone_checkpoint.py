@@ -185,3 +185,17 @@ def test_resnet_only_arguments_beside_a_cnn_checkpoint_are_no_conflict(tmp_path)
     assert load_backbone(path, first_conv=False, maxpool1=False).feature_dim == 16
     with pytest.raises(ValueError, match=r"another architecture: `width`=8 but the checkpoint says 4"):
         load_backbone(path, width=8, first_conv=False)
+
+
+def test_width_beside_a_resnet_checkpoint_is_no_conflict(tmp_path):
+    """A reviewer's `load_backbone(resnet_ckpt, width=99)` was refused as "trained with another architecture", for an
+    argument the ResNets do not use; the resnet arguments still conflict."""
+    path = tmp_path / "simclr.ckpt"
+    model = SimCLR(backbone="resnet18", width=4, in_channels=1, first_conv=False, maxpool1=False)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    net = load_backbone(path, width=99).eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x), model.backbone.eval()(x))
+    with pytest.raises(ValueError, match=r"another architecture: `maxpool1`=True but the checkpoint says False"):
+        load_backbone(path, width=99, maxpool1=True)

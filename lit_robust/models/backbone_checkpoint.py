@@ -178,7 +178,8 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
     """Build the backbone a checkpoint file was trained with and load its weights (strictly).
 
     The architecture comes from the file's hyper-parameters where it has them; an argument given here must
-    agree with them (a conflict is an error), and fills in what the file does not say (then the defaults of
+    agree with them (a conflict is an error; an argument the architecture does not use, ``width`` of a ResNet,
+    ``first_conv`` / ``maxpool1`` of the cnn, is none), and fills in what the file does not say (then the defaults of
     :func:`~lit_robust.simclr_backbone`; lightning-bolts files: bolts' defaults ``resnet50``, ``first_conv=True``,
     ``maxpool1=True``). ``maxpool1`` has no weights, so a plain state dict cannot tell it: pass it.
 
@@ -217,9 +218,9 @@ def load_backbone(checkpoint: str | os.PathLike, backbone: str | nn.Module | Non
              "maxpool1": maxpool1}
     defaults = {**_DEFAULTS, **(_BOLTS_DEFAULTS if found.layout == "bolts" else {})}
     kind = backbone if backbone is not None else found.arch.get("backbone", defaults["backbone"])
-    # `first_conv` and `maxpool1` shape the resnets only: a SimCLR user's `first_conv=False` beside a cnn checkpoint
-    # was refused as "another architecture"
-    unused = ("first_conv", "maxpool1") if kind == "cnn" else ()
+    # `first_conv` and `maxpool1` shape the resnets only, `width` the cnn only: a SimCLR user's `first_conv=False`
+    # beside a cnn checkpoint, and a reviewer's `width=99` beside a resnet one, were refused as "another architecture"
+    unused = ("first_conv", "maxpool1") if kind == "cnn" else ("width",)
     conflicts = [f"`{k}`={v!r} but the checkpoint says {found.arch[k]!r}" for k, v in given.items()
                  if v is not None and k in found.arch and found.arch[k] != v and k not in unused]
     if conflicts:
