@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from lit_robust.functional.backdoor import (
     attack_success_rate,
     poison,
     poison_test_set,
+    sign_sum,
 )
 
 LO, HI = -0.4242, 2.8215  # MNIST black/white after normalisation
@@ -193,6 +195,35 @@ def test_the_datamodules_trigger_arguments_are_named_as_it_takes_them(kwargs, me
 
     with pytest.raises(ValueError, match=message):
         BackdoorMNISTDataModule(**kwargs)
+
+
+def test_a_small_channels_first_batch_is_not_taken_for_channels_last():
+    """A reviewer's real [2, 8, 4, 4] batch (8-channel 4x4 maps) was refused as channels-last; an image at most 4
+    pixels wide cannot be told apart, so it is read as given, and a [N, 28, 28, 3] batch is still refused."""
+    x = torch.rand(2, 8, 4, 4)
+    out = PatchTrigger()(x)
+    assert torch.equal(out[..., 1:, 1:], PatchTrigger().pattern().expand(2, 8, 3, 3))
+    assert torch.equal(out[..., :1, :], x[..., :1, :]) and torch.equal(out[..., :, :1], x[..., :, :1])
+    with pytest.raises(ValueError, match=r"look channels-last"):
+        PatchTrigger()(torch.rand(2, 28, 28, 3))
+
+
+@pytest.mark.parametrize("value_range", [(0.0, float("inf")), (float("-inf"), 1.0), (0.0, 1.0, 2.0)])
+def test_value_range_must_be_two_finite_numbers(value_range):
+    """A reviewer's `value_range=(0, inf)` pasted inf pixels; three numbers failed with "too many values to
+    unpack"."""
+    with pytest.raises(ValueError, match=r"^`value_range` must be \(low, high\) with low < high, both finite, got "):
+        PatchTrigger(value_range=value_range)
+    assert PatchTrigger(value_range=(torch.tensor(-1.0), np.float32(2.0))).value_range == (-1.0, 2.0)
+
+
+def test_sign_sum_takes_a_boolean_mask_not_indices():
+    """A reviewer's index tensor [0, 2, 1] was read as the mask "all but the first", silently."""
+    g = torch.tensor([[1.0, -2.0], [3.0, 0.5], [-1.0, -1.0]])
+    with pytest.raises(ValueError, match=r"`keep` must be a boolean mask of shape \[3\], got dtype torch.int64"):
+        sign_sum(g, torch.tensor([0, 2, 1]))
+    signs, k = sign_sum(g, torch.tensor([True, False, True]))
+    assert torch.equal(signs, torch.tensor([0.0, -2.0])) and int(k) == 2
 
 
 def test_the_datamodules_blend_alpha_is_named_as_the_datamodule_takes_it():

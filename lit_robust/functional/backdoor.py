@@ -27,13 +27,13 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from lit_robust._checks import check_int
+from lit_robust._checks import check_int, real_scalar
 
 __all__ = ["Trigger", "PatchTrigger", "BlendTrigger", "WatermarkTrigger", "FunctionTrigger", "as_trigger", "poison", "poison_test_set",
            "accuracy", "attack_success_rate", "check_value_range", "check_tau", "trigger_perturbation",
@@ -56,13 +56,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_images(images: Tensor) -> None:
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         got = f"dtype {images.dtype}, shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"`images` must be a floating-point batch [N, C, H, W], got {got}.")
-    _, c, _, w = images.shape
-    if w in (1, 3, 4) and c > 4:
-        # channels last: a 3x3 patch went down a whole column of a newcomer's [N, 28, 28, 3] images, silently
+    _, c, h, w = images.shape
+    # channels last ([N, H, W, C] read as C=H, H=W, W=C): a 3x3 patch went down a whole column of a newcomer's
+    # [N, 28, 28, 3] images, silently. An image at most 4 pixels wide (h <= 4 here) is read as it is given: a real
+    # [2, 8, 4, 4] batch of 8-channel 4x4 maps was refused
+    if w in (1, 3, 4) and c > 4 and h > 4:
         raise ValueError(f"`images` of shape {tuple(images.shape)} look channels-last ([N, H, W, C]); the triggers take "
                          "[N, C, H, W]: pass `images.permute(0, 3, 1, 2)` (and keep your dataset's images that way).")
 
@@ -77,10 +83,13 @@ class Trigger:
 
     def __init__(self, value_range: tuple[float, float] | None = None) -> None:
         self.value_range_given = value_range is not None
-        lo, hi = (float(v) for v in (value_range if value_range is not None else (0.0, 1.0)))
-        if not lo < hi:
-            raise ValueError(f"`value_range` must be (low, high) with low < high, got {value_range!r}.")
-        self.value_range = (lo, hi)
+        pair = value_range if value_range is not None else (0.0, 1.0)
+        # (0, inf) pasted inf pixels; three numbers failed with "too many values to unpack"
+        ok = not isinstance(pair, (str, bytes)) and isinstance(pair, Sequence) and len(pair) == 2
+        lo, hi = (real_scalar(v) for v in pair) if ok else (None, None)  # numpy / 0-d tensor bounds as floats
+        if not (ok and _is_real(lo) and _is_real(hi) and math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"`value_range` must be (low, high) with low < high, both finite, got {value_range!r}.")
+        self.value_range = (float(lo), float(hi))
 
     def __call__(self, images: Tensor) -> Tensor:
         _check_images(images)
@@ -510,8 +519,12 @@ def trigger_perturbation(input_grads: Tensor, keep: Tensor, tau: float) -> Tenso
 
 
 def sign_sum(input_grads: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-    """``(Σ_{i∈K} sign ∇ₓℓᵢ, |K|)`` — the two sums of eq. 5.5, which ranks can add up before dividing."""
-    keep = torch.as_tensor(keep, dtype=torch.bool, device=input_grads.device)
+    """``(Σ_{i∈K} sign ∇ₓℓᵢ, |K|)`` — the two sums of eq. 5.5, which ranks can add up before dividing; ``keep`` is
+    a boolean mask ``[B]`` (indices are refused)."""
+    keep = torch.as_tensor(keep, device=input_grads.device)
+    if keep.dtype != torch.bool:  # indices [0, 2, 1] were read as the mask "all but the first", silently
+        raise ValueError(f"`keep` must be a boolean mask of shape [{input_grads.shape[0]}], got dtype {keep.dtype} "
+                         "(indices? make a mask: `torch.zeros(B, dtype=torch.bool).index_fill_(0, idx, True)`).")
     if keep.shape != input_grads.shape[:1]:
         raise ValueError(f"`keep` must have shape [{input_grads.shape[0]}], got {tuple(keep.shape)}.")
     return torch.sign(input_grads[keep]).sum(0), keep.sum()
