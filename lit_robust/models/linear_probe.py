@@ -53,8 +53,9 @@ class LinearProbe(RobustMixin, pl.LightningModule):
 
     ``standardize=True`` (default, frozen backbone only) standardises every feature by its mean and standard
     deviation over the training set (each sample once, on any number of DDP processes), computed once without
-    labels at the start of the first fit (and kept in the state dict): the head then sees unit-scale features, so a bound :math:`\sigma_{\max}(W) \le k` means the same
-    for any backbone. The standardisation is part of :math:`h` (it uses no labels).
+    labels at the start of the first fit (and kept in the state dict): the head then sees unit-scale features, so a
+    bound :math:`\sigma_{\max}(W) \le k` means the same for any backbone. The standardisation is part of :math:`h`
+    (it uses no labels).
 
     Validation and test log the accuracy as ``val_acc`` / ``test_acc`` (several test loaders: one value per
     loader, Lightning adds ``/dataloader_idx_k``).
