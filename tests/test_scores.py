@@ -1,5 +1,7 @@
 """Every score against a slow per-sample autograd reference (a loop over samples, torch.autograd.grad, norm)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ from lit_robust.functional.scores import (
     prl_l_scores,
     spl_scores,
 )
+from lit_robust.selection.rules import trim_mask
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -76,6 +79,57 @@ def test_prl_l_cross_entropy_refuses_regression_targets_read_as_probabilities():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prl_l_scores(logits, torch.softmax(torch.randn(6, 4, generator=g), 1), "ce")  # soft labels: nothing said
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("lead", [8.0, 12.0, 16.0, 20.0])
+def test_prl_l_cross_entropy_is_exact_for_confident_samples(lead, soft, dtype):
+    """A reviewer's 12-logit lead scored 0.0 (exact 2.748e-05; a lead of 8 was 1-2 % off): ||p||^2 - 2 p_y + 1
+    cancelled in float32. Every score, for class indices and one-hot float targets, within 1e-5 of float64."""
+    g = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 5, (6,), generator=g)
+    logits = 0.5 * torch.randn(6, 5, generator=g)
+    logits[torch.arange(6), y] += lead
+    logits[1, (y[1] + 1) % 5] = lead - 1  # a runner-up close behind: a score of ~0.38 among the tiny ones
+    logits = logits.to(dtype)
+    targets = F.one_hot(y, 5).float() if soft else y
+    want = ref_loss_layer_norms(logits.double(), targets.double() if soft else y, ce)
+    got = prl_l_scores(logits, targets)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0.0)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("lead", [30.0, 45.0, 60.0])
+def test_prl_l_cross_entropy_beyond_float64_cancellation(lead, soft):
+    """Past a 44-logit lead the squared probabilities of the other classes are float32 denormals (and float64's own
+    1 - p_y is gone): the closed form of logits [lead, 0, ..., 0], ||p - e_0|| = sqrt(m + m^2) e^-L / (1 + m e^-L)
+    with m = C - 1 other classes, within 1e-5."""
+    c, m = 6, 5
+    logits = torch.zeros(2, c)
+    logits[:, 0] = lead
+    y = torch.zeros(2, dtype=torch.long)
+    e = math.exp(-lead)
+    want = math.sqrt(m + m * m) * e / (1 + m * e)
+    got = prl_l_scores(logits, F.one_hot(y, c).float() if soft else y)
+    torch.testing.assert_close(got.double(), torch.full((2,), want, dtype=torch.float64), rtol=1e-5, atol=0.0)
+
+
+def test_prl_l_ranking_of_a_memorised_batch_follows_the_exact_scores():
+    """A memorised batch (leads 11.5-16) tied at score 0 and the tie rule dropped the highest dataset indices every
+    epoch (reviewer's t2_rank.py): the kept set must be the one the exact float64 scores keep."""
+    g = torch.Generator().manual_seed(0)
+    leads = torch.linspace(11.5, 16.0, 10)[torch.randperm(10, generator=g)]
+    y = torch.randint(0, 10, (10,), generator=g)
+    logits = 0.3 * torch.randn(10, 10, generator=g)
+    logits[torch.arange(10), y] += leads
+    exact = (logits.double().softmax(1) - F.one_hot(y, 10).double()).norm(dim=1)
+    got = prl_l_scores(logits, y)
+    assert torch.equal(got.argsort(), exact.argsort())
+    index = torch.arange(10)
+    assert torch.equal(trim_mask(got, 0.7, index), trim_mask(exact, 0.7, index))
+    assert trim_mask(got, 0.7, index).tolist() != [True] * 7 + [False] * 3  # not the index order of a tie
 
 
 def test_prl_l_cross_entropy_with_class_probabilities():

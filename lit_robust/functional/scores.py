@@ -148,7 +148,7 @@ def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
                               "`loss='mse'`; multi-label (multi-hot) targets need a loss of their own, a callable "
                               "`loss(outputs, targets) -> [B]` (e.g. binary cross-entropy summed over the labels).",
                               UserWarning, stacklevel=2)
-        return (p * y.sum(1, keepdim=True) - y).norm(dim=1)
+        return _soft_ce_grad_norm(p, y)
     if targets.is_floating_point() or targets.dtype == torch.bool or targets.shape != (b,):
         raise ValueError(f"`loss='ce'` expects `targets` as class indices of shape [{b}] or probabilities of shape "
                          f"[{b}, {c}], got dtype {targets.dtype} and shape {tuple(targets.shape)}.")
@@ -158,9 +158,31 @@ def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
     if b and bool(((t < 0) | (t >= c)).any()):
         raise ValueError(f"`targets` must be class indices in [0, {c - 1}], got values in "
                          f"[{int(t.min())}, {int(t.max())}].")
-    # ||p - e_y||^2 = ||p||^2 - 2 p_y + 1, without forming the one-hot matrix
-    p_y = p.gather(1, t[:, None]).squeeze(1)
-    return ((p * p).sum(1) - 2.0 * p_y + 1.0).clamp_min(0.0).sqrt()
+    # ||p - e_y||^2 = sum_{c != y} p_c^2 + (1 - p_y)^2 with 1 - p_y summed from the other classes: the shorter
+    # ||p||^2 - 2 p_y + 1 cancelled to 0 in float32 once p_y > 0.9999 (a 12-logit lead), and a memorised batch then
+    # tied at 0 and was trimmed by index
+    others = p.scatter(1, t[:, None], 0.0)
+    return _norm_with_last(others, others.sum(1))
+
+
+def _norm_with_last(v: Tensor, last: Tensor) -> Tensor:
+    """``sqrt(||v_i||^2 + last_i^2)`` per row for ``0 <= v_ic <= last_i`` (no overflow, no underflow)."""
+    # divided by `last` first: the squares of probabilities below 1e-19 (a 44-logit lead) are float32 denormals
+    scale = last.clamp_min(torch.finfo(last.dtype).tiny)
+    return last * ((v / scale[:, None]).square().sum(1) + 1.0).sqrt()
+
+
+def _soft_ce_grad_norm(p: Tensor, y: Tensor) -> Tensor:
+    """``||p_i sum_c y_ic - y_i||`` per row, without the cancellation of ``p_a S - y_a`` at the likeliest class."""
+    total = y.sum(1)
+    g = p * total[:, None] - y
+    # only the likeliest class a can have p_a near 1: there p_a S - y_a = sum_{c != a} y_c - S sum_{c != a} p_c,
+    # both sums of the other classes (a one-hot float target of a memorised sample scored 0, as for class indices)
+    a = p.argmax(1, keepdim=True)
+    g_a = y.scatter(1, a, 0.0).sum(1) - total * p.scatter(1, a, 0.0).sum(1)
+    g = g.scatter(1, a, g_a[:, None])
+    scale = g.abs().amax(1).clamp_min(torch.finfo(g.dtype).tiny)  # scaled: no underflow of tiny entries' squares
+    return (g / scale[:, None]).norm(dim=1) * scale
 
 
 def _mse_grad_norm(pred: Tensor, targets: Tensor) -> Tensor:
