@@ -323,6 +323,32 @@ def test_prl_g_rejects_batchnorm_in_training_mode():
     torch.testing.assert_close(scores_of(model, x, y, ce)[0], ref_grad_norms(model, x, y, ce), **TOL)
 
 
+@pytest.mark.parametrize("bn", ["2d", "1d"])
+def test_prl_g_rejects_eval_batchnorm_without_running_statistics(bn):
+    """An eval-mode BatchNorm built with `track_running_stats=False` still normalises with the batch's statistics:
+    a reviewer's PRL(G) scores were silently wrong for BatchNorm2d (3.754 against 3.553), and BatchNorm1d on [B, C]
+    crashed inside vmap. Both entry points refuse it, with advice that holds for it (`.eval()` does not help)."""
+    if bn == "2d":
+        model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
+                              nn.Linear(8, 2))
+        x = torch.randn(4, 1, 4, 4)
+    else:
+        model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 2))
+        x = torch.randn(4, 3)
+    model.eval()
+    y = torch.randint(0, 2, (4,))
+    match = (rf"layer `1` \(BatchNorm{bn} with `track_running_stats=False`\).*eval mode too.*`\.eval\(\)` does not "
+             r"help.*GroupNorm")
+    with pytest.raises(ValueError, match=match):
+        scores_of(model, x, y, ce)
+    with pytest.raises(ValueError, match=match):
+        check_per_sample_gradients(model)
+    rec = GradNormRecorder(model).attach()
+    with pytest.raises(ValueError, match=match):
+        rec.filtered_mean(ce(model(x), y), lambda s: torch.ones_like(s, dtype=torch.bool), 4)
+    rec.detach()
+
+
 class WithTemperature(nn.Module):
     def __init__(self):
         super().__init__()

@@ -183,8 +183,9 @@ class BatchFilter(Callback):
       ``(losses, outputs)``; costs no extra backward.
     * ``"spl"`` — self-paced learning: the loss :math:`\ell_i`.
     * ``"prl_g"`` — PRL(G) (prl_paper Alg. 2; thesis Alg. 3): the exact per-sample gradient norm
-      :math:`\|\nabla_\theta \ell_i\|_2` (:class:`~lit_robust.functional.scores.GradNormRecorder`). No BatchNorm in
-      training mode (use GroupNorm or freeze it with ``.eval()``). ``prl_g_backend="bookkeeping"`` takes the
+      :math:`\|\nabla_\theta \ell_i\|_2` (:class:`~lit_robust.functional.scores.GradNormRecorder`). No BatchNorm that
+      normalises with the batch's statistics: in training mode (use GroupNorm or freeze it with ``.eval()``) or built
+      with ``track_running_stats=False`` (use GroupNorm). ``prl_g_backend="bookkeeping"`` takes the
       norms, the selection and the kept samples' gradient from the step's **one** backward (Bu et al. 2023's
       book-keeping; :meth:`~lit_robust.functional.scores.GradNormRecorder.filtered_mean`): the loss the mixin returns
       then has the value of the whole batch's mean (the selection is made during the backward), and the

@@ -353,12 +353,32 @@ _BN_FIX = ("Per-sample gradients are undefined for BatchNorm in training mode (i
            "before fitting.")
 
 
+_BN_NO_STATS_FIX = ("Per-sample gradients are undefined for it: built with `track_running_stats=False` it "
+                    "normalises with the batch's statistics in eval mode too, so they mix the samples and `.eval()` "
+                    "does not help. "
+                    "Replace it by GroupNorm (e.g. `nn.GroupNorm(8, channels)`) or LayerNorm, or build it with "
+                    "`track_running_stats=True` and call `.eval()` on it once its running statistics are trained.")
+
+
+def _check_batch_norm(name: str, m: nn.Module) -> None:
+    """Raise ``ValueError`` if ``m`` is a BatchNorm layer whose forward uses the batch's statistics."""
+    if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return
+    label = name or type(m).__name__
+    if m.training:
+        raise ValueError(f"`rule='prl_g'` cannot use layer `{label}` ({type(m).__name__} in training mode). {_BN_FIX}")
+    # torch's own rule: without running statistics BatchNorm normalises with the batch's in eval mode too (a
+    # reviewer's scores were silently wrong, and BatchNorm1d on [B, C] failed inside vmap)
+    if m.running_mean is None and m.running_var is None:
+        raise ValueError(f"`rule='prl_g'` cannot use layer `{label}` ({type(m).__name__} with "
+                         f"`track_running_stats=False`). {_BN_NO_STATS_FIX}")
+
+
 def check_per_sample_gradients(module: nn.Module) -> None:
-    """Raise ``ValueError`` if a BatchNorm layer of ``module`` is in training mode (per-sample gradients undefined)."""
+    """Raise ``ValueError`` if a BatchNorm layer of ``module`` normalises with the batch's statistics (in training
+    mode, or built with ``track_running_stats=False``): per-sample gradients are then undefined."""
     for name, m in module.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            raise ValueError(f"`rule='prl_g'` cannot use layer `{name or type(m).__name__}` "
-                             f"({type(m).__name__} in training mode). {_BN_FIX}")
+        _check_batch_norm(name, m)
 
 
 @dataclass
@@ -401,8 +421,8 @@ class GradNormRecorder:
       Conv2d of height 1): the same with :math:`A_i`
       the unfolded input patches, per group (the per-layer form comes from one grouped convolution
       backward with the batch folded into the groups, without unfolding);
-    * any other layer with its own parameters (LayerNorm, GroupNorm, eval-mode BatchNorm, Embedding,
-      custom modules, ...): ``torch.func.vmap`` of ``torch.func.grad`` of
+    * any other layer with its own parameters (LayerNorm, GroupNorm, eval-mode BatchNorm with running statistics,
+      Embedding, custom modules, ...): ``torch.func.vmap`` of ``torch.func.grad`` of
       :math:`\langle \text{layer}(a_i), \delta_i\rangle` over the layer's own parameters.
 
     The total is :math:`\sqrt{\sum_\text{layers} \|g_i\|^2}`. For Linear/Conv with :math:`T > 1`
@@ -413,7 +433,8 @@ class GradNormRecorder:
     network is never formed.
 
     Requirements (checked where possible): the batch is dimension 0 of every hooked layer's input; no
-    BatchNorm in training mode (:func:`check_per_sample_gradients`); every trainable parameter is used
+    BatchNorm that uses the batch's statistics, i.e. in training mode or built with ``track_running_stats=False``
+    (:func:`check_per_sample_gradients`); every trainable parameter is used
     through its own module's forward (not, e.g., ``F.linear(x, other.weight)``) and is not shared
     between modules; layers handled by ``torch.func`` are deterministic (no dropout inside them).
 
@@ -768,9 +789,7 @@ class GradNormRecorder:
             self._batch_norms = [(name, m) for name, m in self.module.named_modules()
                                  if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         for name, m in self._batch_norms:
-            if m.training:
-                raise ValueError(f"`rule='prl_g'` cannot use layer `{name or type(m).__name__}` "
-                                 f"({type(m).__name__} in training mode). {_BN_FIX}")
+            _check_batch_norm(name, m)
 
     def _check_batch(self, calls: dict[str, list[_Call]], b: int) -> None:
         for name, cs in calls.items():
