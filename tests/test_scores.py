@@ -349,6 +349,56 @@ def test_prl_g_rejects_eval_batchnorm_without_running_statistics(bn):
     rec.detach()
 
 
+class WithSideOutput(nn.Module):
+    """A layer with a second output that has no batch dimension (like an RNN's h_n), unused by the loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.5, 1.5, 3))
+
+    def forward(self, x):
+        return torch.tanh(x * self.w), self.w.sum().reshape(1, 1)
+
+
+class SideOutputNet(nn.Module):
+    def __init__(self, use_side):
+        super().__init__()
+        self.side, self.head, self.use_side = WithSideOutput(), nn.Linear(3, 2), use_side
+
+    def forward(self, x):
+        out, side = self.side(x)
+        return self.head(out) + (side if self.use_side else 0)
+
+
+def test_prl_g_leaves_out_unused_outputs_and_names_a_used_one_without_the_batch():
+    """A batch-first LSTM read through h_n (batch in dimension 1) failed with a bare vmap size error, and an unused
+    output was given a zero gradient of its own shape, which failed alike: an unused output is left out (exact
+    scores), a used one without the batch in dimension 0 is refused naming the layer and the shape (and, for an
+    RNN, that PRL(G) does not support it: torch.func cannot batch a GRU read through its output sequence either)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+    net = SideOutputNet(use_side=False)
+    torch.testing.assert_close(scores_of(net, x, y, ce)[0], ref_grad_norms(net, x, y, ce), **TOL)
+    net.use_side = True
+    with pytest.raises(ValueError, match=r"layer `side` \(WithSideOutput\) returns an output of shape \(1, 1\) "
+                                         r"that the loss uses, but the batch has 5 samples"):
+        scores_of(net, x, y, ce)
+
+    class LastHidden(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.LSTM(4, 6, batch_first=True), nn.Linear(6, 3)
+
+        def forward(self, x):
+            _, (h, _) = self.rnn(x)
+            return self.head(h[-1])
+
+    lstm = LastHidden()
+    with pytest.raises(ValueError, match=r"layer `rnn` \(LSTM\) returns an output of shape \(1, 5, 6\).*"
+                                         r"Recurrent layers.*not supported.*`rule='prl'`"):
+        scores_of(lstm, torch.randn(5, 7, 4), torch.randint(0, 3, (5,)), ce)
+
+
 class WithTemperature(nn.Module):
     def __init__(self):
         super().__init__()
@@ -471,3 +521,21 @@ def test_multi_label_rows_read_as_a_regression_are_warned_about():
         assert infer_loss_layer(torch.zeros(3, 4), multi_hot) == "mse"  # not the outputs' shape: as before
         assert infer_loss_layer(torch.zeros(2, 3), multi_hot[:2] * 0.5 + 0.25) == "mse"  # not 0/1: a regression
         assert infer_loss_layer(torch.zeros(2, 3), multi_hot[:2] / multi_hot[:2].sum(1, keepdim=True)) == "ce"
+
+
+def test_prl_g_names_a_recurrent_layer_that_torch_func_cannot_batch():
+    """A GRU read through its batch-first output sequence failed inside vmap with torch's bare 'output with shape
+    [1, 6] doesn't match the broadcast shape' (reviewer's t8): the error names the layer and says RNNs are not
+    supported by PRL(G)."""
+
+    class LastOutput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.GRU(4, 6, batch_first=True), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    with pytest.raises(ValueError, match=r"layer `rnn` \(GRU\) cannot be computed with torch\.func\.vmap.*Recurrent "
+                                         r"layers.*`rule='prl'`"):
+        scores_of(LastOutput(), torch.randn(5, 7, 4), torch.randint(0, 3, (5,)), ce)

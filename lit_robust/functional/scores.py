@@ -641,9 +641,19 @@ class GradNormRecorder:
         self._recording = False  # the functional calls below run the layer's forward (and its hooks) again
         try:
             for call in calls:
-                deltas = [torch.zeros_like(z) if g is None else g for (z, *_), g in zip(call.outs, call.grads)]
+                # outputs the loss does not use are left out (an LSTM's unused h_n/c_n, batch in dimension 1, made vmap
+                # fail); a used one must have the batch in dimension 0, as vmap maps it
+                used = [(pos, z, g) for pos, (z, *_), g in zip(call.positions, call.outs, call.grads) if g is not None]
+                for _, z, _ in used:
+                    if z.ndim == 0 or z.shape[0] != b:
+                        raise ValueError(
+                            f"`rule='prl_g'`: layer `{name}` ({type(layer).__name__}) returns an output of shape "
+                            f"{tuple(z.shape)} that the loss uses, but the batch has {b} samples: PRL(G) needs the "
+                            f"batch in dimension 0 of every used output of a layer with parameters.{_rnn_hint(layer)}")
+                deltas = [g for _, _, g in used]
+                positions = [pos for pos, _, _ in used]
                 batched = [isinstance(a, Tensor) and a.ndim > 0 and a.shape[0] == b for a in call.args]
-                kwargs, positions = call.kwargs, call.positions
+                kwargs = call.kwargs
 
                 # `inner` is called (through vmap) inside this same iteration, so the loop variables it
                 # reads (layer, batched, kwargs, positions) cannot go stale
@@ -660,7 +670,10 @@ class GradNormRecorder:
                         raise ValueError(f"`rule='prl_g'`: layer `{name}` ({type(layer).__name__}) draws random numbers "
                                          "in its forward (e.g. dropout inside it); its per-sample gradients cannot be "
                                          "recomputed exactly. Move the randomness into a separate module.") from err
-                    raise
+                    # e.g. a GRU/LSTM, which torch.func cannot batch: name the layer rather than leave a bare vmap error
+                    raise ValueError(f"`rule='prl_g'`: the per-sample gradients of layer `{name}` "
+                                     f"({type(layer).__name__}) cannot be computed with torch.func.vmap: "
+                                     f"{err}.{_rnn_hint(layer)}") from err
                 for n, g in per_sample.items():
                     acc[n] = acc[n] + g if n in acc else g
         finally:
@@ -798,6 +811,15 @@ class GradNormRecorder:
                 if lead is not None and (lead.ndim == 0 or lead.shape[0] != b):
                     raise ValueError(f"layer `{name}` saw an input of shape {tuple(lead.shape)} but the batch has {b} "
                                      "losses; `rule='prl_g'` needs the batch in dimension 0 of every layer's input.")
+
+
+def _rnn_hint(layer: nn.Module) -> str:
+    # torch.func cannot batch nn.LSTM/GRU/RNN (measured: a GRU read through its batch-first output sequence fails
+    # inside torch), so reading `output` instead of `h_n` would not help
+    if not isinstance(layer, nn.RNNBase):
+        return ""
+    return (" Recurrent layers (nn.LSTM, nn.GRU, nn.RNN) are not supported by PRL(G): torch.func cannot batch their "
+            "per-sample gradients. Use `rule='prl'` (PRL(L)) or `rule='spl'`, which need no per-sample gradients.")
 
 
 def _capture(store: dict, key: tuple[int, int], output_nr: int) -> Callable:
