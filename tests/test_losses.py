@@ -49,6 +49,28 @@ def test_bootstrap_with_probability_targets_and_beta_one_is_cross_entropy():
     torch.testing.assert_close(bootstrap_loss(logits, y, beta=1.0), F.cross_entropy(logits, y, reduction="none"))
 
 
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+@pytest.mark.parametrize("beta", [0.8, 1.0])
+def test_bootstrap_with_a_masked_class_is_finite(kind, beta):
+    """A class masked with a logit of -inf made bootstrap_loss NaN (0 * log 0), beta=1 too, though documented as plain
+    cross-entropy (reviewer's t11): the masked class contributes nothing, to the loss and to the gradient, so the
+    loss and gradient equal those over the other classes, and beta=1 equals F.cross_entropy."""
+    g = torch.Generator().manual_seed(4)
+    rest = torch.randn(4, 3, generator=g)
+    logits = torch.cat([torch.full((4, 1), float("-inf")), rest], 1).requires_grad_(True)
+    y = torch.tensor([1, 2, 3, 1])
+    got = bootstrap_loss(logits, y, beta, kind)
+    rest = rest.clone().requires_grad_(True)
+    want = bootstrap_loss(rest, y - 1, beta, kind)
+    torch.testing.assert_close(got, want)
+    if beta == 1.0:
+        torch.testing.assert_close(got, F.cross_entropy(logits, y, reduction="none"))
+    (g_got,) = torch.autograd.grad(got.sum(), logits)
+    (g_want,) = torch.autograd.grad(want.sum(), rest)
+    assert torch.equal(g_got[:, 0], torch.zeros(4))
+    torch.testing.assert_close(g_got[:, 1:], g_want)
+
+
 def test_bootstrap_detached_prediction_is_cross_entropy_with_a_fixed_mixed_target():
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(4, 5, generator=g, requires_grad=True)

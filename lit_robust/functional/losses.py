@@ -69,4 +69,6 @@ def bootstrap_loss(logits: Tensor, targets: Tensor, beta: float = 0.95, kind: Li
     if detach_prediction:
         pred = pred.detach()
     target = beta * y + (1.0 - beta) * pred
-    return -(target * log_p).sum(1)
+    # 0 * log 0 counts as 0, as in cross-entropy: a masked class (logit -inf) made every loss NaN, beta=1 too; the
+    # log is replaced rather than the product, so that the gradient through the target stays finite as well
+    return -(target * torch.where(target == 0, torch.zeros_like(log_p), log_p)).sum(1)
