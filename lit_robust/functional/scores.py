@@ -714,7 +714,11 @@ class GradNormRecorder:
         backward keeps the graph for it). Requirements beyond :meth:`compute`'s: one backward through the
         returned loss; on the full-backward path (compiled module) the recorded layers reach the loss only
         through ``losses`` (a term computed from the activations would be filtered too). A sample whose loss is
-        NaN/inf gets no gradient at all and the score NaN (ranked last).
+        NaN/inf gets the score NaN (ranked last) and is never kept. Its gradient is left out of ``.grad`` when its
+        backward is otherwise finite (a non-finite term of the loss itself), and on the inner-backward path also when
+        the forward made it non-finite (a NaN input). On the full-backward path (torch < 2.4, or a compiled module)
+        such a sample's zero weight still meets its non-finite activations, and 0 · NaN makes ``.grad`` NaN, as
+        back-propagating ``masked_mean(losses, mask)`` would.
         """
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
