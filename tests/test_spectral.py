@@ -8,7 +8,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_robust import SpectralNorm, apply_spectral_norm, remove_spectral_norm, truncate_spectral_norm
-from lit_robust.functional.spectral import k_lipschitz_normalize, power_iteration, select_modules
+from lit_robust.functional.spectral import (
+    held_power_iteration,
+    k_lipschitz_normalize,
+    power_iteration,
+    select_modules,
+)
 from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: intra-op threads only contend
@@ -116,6 +121,41 @@ def test_operator_state_is_saved_and_restored():
     torch.testing.assert_close(a.weight, b.weight)
     assert remove_spectral_norm(b) == [""] and not hasattr(b, "parametrizations")
     torch.testing.assert_close(b.weight, a.weight)
+
+
+@pytest.mark.parametrize("how", ["eval", "held"])
+def test_operator_forward_at_another_size_in_eval_or_held_mode_keeps_the_training_state(how):
+    """One eval-mode or held_power_iteration forward at another input size replaced `_u` (documented to change no
+    state), and the next training step restarted the power iteration (a reviewer's sigma_hat 1.102 -> 1.089): the
+    training state, its checkpoint keys, and the next training steps equal those of a run without that forward,
+    while the forward itself is normalised by its own size's operator norm."""
+    torch.manual_seed(0)
+    a = nn.Conv2d(3, 4, 3, padding=1)
+    apply_spectral_norm(a, k=1.0, conv_norm="operator")
+    b = nn.Conv2d(3, 4, 3, padding=1)
+    apply_spectral_norm(b, k=1.0, conv_norm="operator")
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 6, 6)
+    for _ in range(5):
+        a(x), b(x)
+    keys = set(a.state_dict())
+    big = torch.randn(1, 3, 9, 9)
+    if how == "eval":
+        a.eval()
+        a(big)
+        a.train()
+    else:
+        with held_power_iteration(a):
+            a(big)
+    assert a.training and set(a.state_dict()) == keys
+    norm_a, norm_b = a.parametrizations.weight[0], b.parametrizations.weight[0]
+    assert torch.equal(norm_a._u, norm_b._u)
+    # the forward at 9x9 used a 9x9 estimate (15 iterations, within 2 % of that size's operator norm)
+    sigma_9 = float(norm_a.sigma)
+    assert sigma_9 == pytest.approx(conv_operator_norm(a, a.parametrizations.weight.original, (3, 9, 9)), rel=2e-2)
+    for _ in range(3):
+        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    assert torch.equal(norm_a._u, norm_b._u) and float(norm_a.sigma) == float(norm_b.sigma)
 
 
 def slow_clip(w: torch.Tensor, k: float) -> torch.Tensor:

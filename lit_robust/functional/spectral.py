@@ -179,7 +179,9 @@ class KLipschitzWeight(nn.Module):
 
     Holds the power-iteration state as buffers (``_u``, ``_v``; ``_u`` alone in ``"operator"`` mode, a
     tensor with the layer's input shape) and the last estimate ``sigma`` (for reporting). The vectors are
-    updated in training mode only, as in torch's ``spectral_norm``.
+    updated in training mode only, as in torch's ``spectral_norm``. In operator mode a forward at another input
+    size in eval mode (or under :func:`held_power_iteration`) uses an estimate of its own for that size, kept aside
+    until the next training forward and not saved, so ``_u`` stays the training size's.
 
     Build it through :func:`apply_spectral_norm`.
     """
@@ -203,6 +205,10 @@ class KLipschitzWeight(nn.Module):
             self._in_channels = conv.in_channels
             # the input shape is known at the first forward (see _record_input_shape); empty until then
             self.register_buffer("_u", torch.empty(0, dtype=weight.dtype, device=weight.device))
+            # an eval-mode (or held) forward at another input size: its own estimate, kept aside (not a buffer: the
+            # checkpoint holds the training state only) so that `_u` stays the training size's
+            self._size_u: Tensor | None = None  # the one this forward uses, set by the pre-hook
+            self._size_cache: tuple[tuple[int, ...], Tensor] | None = None  # the last such size's, until training
         else:
             mat = weight_matrix(weight.detach(), dim)
             g = torch.Generator(device="cpu").manual_seed(0)
@@ -217,19 +223,35 @@ class KLipschitzWeight(nn.Module):
         x = args[0]
         spatial = tuple(x.shape[-self._spatial_dims:])
         shape = (1, self._in_channels, *spatial)
-        if tuple(self._u.shape) != shape:
-            g = torch.Generator(device="cpu").manual_seed(0)
-            u = torch.randn(shape, generator=g).to(device=self._u.device, dtype=self._u.dtype)
-            self._u = _normalize(u, self.eps)
-            with torch.no_grad():
-                self._operator_iterate(module.parametrizations.weight.original, 15)
+        self._size_u = None
+        if tuple(self._u.shape) == shape:
+            return
+        weight = module.parametrizations.weight.original
+        if self._u.numel() and not self.training:
+            # eval mode or held_power_iteration: one forward at another size replaced the training state, and the
+            # next training step restarted its power iteration from scratch (a reviewer's sigma_hat 1.102 -> 1.089)
+            cached = self._size_cache
+            if cached is None or cached[0] != shape or cached[1].device != self._u.device:
+                with torch.no_grad():
+                    cached = (shape, self._operator_iterate(weight, 15, self._seeded_u(shape)))
+                self._size_cache = cached
+            self._size_u = cached[1]
+            return
+        self._u = self._seeded_u(shape)
+        with torch.no_grad():
+            self._operator_iterate(weight, 15)
+
+    def _seeded_u(self, shape: tuple[int, ...]) -> Tensor:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        return _normalize(torch.randn(shape, generator=g).to(device=self._u.device, dtype=self._u.dtype), self.eps)
 
     def _apply_conv(self, x: Tensor, weight: Tensor) -> Tensor:
         return self._conv_fn(x, weight, None, **self._conv_args)
 
     @torch.no_grad()
-    def _operator_iterate(self, weight: Tensor, n: int) -> None:
-        u = self._u
+    def _operator_iterate(self, weight: Tensor, n: int, start: Tensor | None = None) -> Tensor:
+        """``n`` power iterations from ``start``, or from ``_u`` (then stored in it); returns the new vector."""
+        u = self._u if start is None else start
         w = weight.detach()
         for _ in range(n):
             with torch.enable_grad():
@@ -238,7 +260,9 @@ class KLipschitzWeight(nn.Module):
                 v = _normalize(y.detach(), self.eps)
                 (adj,) = torch.autograd.grad(y, x, grad_outputs=v)  # the adjoint A^T v
             u = _normalize(adj, self.eps)
-        self._u.copy_(u)
+        if start is None:
+            self._u.copy_(u)
+        return u
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         key = prefix + "_u"
@@ -254,7 +278,8 @@ class KLipschitzWeight(nn.Module):
                                    "pass through the model before reading the normalised weight.")
             if self.training:
                 self._operator_iterate(weight, self.n_power_iterations)
-            u = self._u.clone()
+                self._size_cache = None  # estimated for weights that are now moving on
+            u = (self._size_u if self._size_u is not None and not self.training else self._u).clone()
             y = self._apply_conv(u, weight)
             sigma = (y * _normalize(y.detach(), self.eps)).sum()  # <A u, v> with v = A u / |A u|, grad via W
         else:
