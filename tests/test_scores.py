@@ -178,6 +178,21 @@ def test_prl_l_bad_input_messages():
         prl_l_scores(torch.zeros(2, 3), torch.zeros(2, 3), lambda o, t: (o - t).sum())
 
 
+def test_prl_l_empty_mse_batch_and_a_loss_without_gradient():
+    """An empty MSE batch crashed in reshape(0, -1), and a callable loss that cannot be differentiated (an error
+    rate) gave autograd's bare "does not require grad" traceback instead of an error naming `loss` (reviewer's
+    t11_err.py)."""
+    assert prl_l_scores(torch.zeros(0, 2), torch.zeros(0, 2), "mse").shape == (0,)
+    assert prl_l_scores(torch.zeros(0, 2, 3), torch.zeros(0, 6), "mse").shape == (0,)
+
+    def error_rate(o, t):
+        return (o.argmax(1) != t).float()
+
+    with pytest.raises(ValueError, match=r"callable `loss` must be differentiable.*losses of error_rate do not "
+                                         r"require grad"):
+        prl_l_scores(torch.randn(3, 4), torch.tensor([0, 3, 1]), error_rate)
+
+
 def test_spl_scores_are_the_detached_losses():
     losses = torch.tensor([0.5, 3.0, 1.0], requires_grad=True)
     s = spl_scores(losses)

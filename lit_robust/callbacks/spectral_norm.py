@@ -39,7 +39,7 @@ class SpectralNorm(Callback):
     * ``mode="truncate"`` (thesis Alg. 7): after every optimizer step (checked at every training batch end;
       the operation is idempotent, so batches without a step change nothing) and once at fit start, each
       chosen weight is replaced by :func:`truncate_spectral_norm` — its exact largest singular value is then
-      at most :math:`k`. No extra state.
+      at most :math:`k` (up to the rounding of a float16 / bfloat16 weight). No extra state.
 
     Args:
         k: the bound per layer (> 0).

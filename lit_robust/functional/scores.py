@@ -20,6 +20,7 @@ Nothing here imports Lightning.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -191,7 +192,8 @@ def _mse_grad_norm(pred: Tensor, targets: Tensor) -> Tensor:
     if y.ndim == 0 or y.shape[0] != b or y.numel() != pred.numel():
         raise ValueError(f"`loss='mse'` needs `targets` with the same number of elements per sample as `outputs`: "
                          f"outputs {tuple(pred.shape)}, targets {tuple(y.shape)}.")
-    diff = _float(pred).reshape(b, -1) - y.to(device=pred.device, dtype=_float(pred).dtype).reshape(b, -1)
+    q = math.prod(pred.shape[1:])  # not reshape(b, -1): an empty batch has no -1 to infer
+    diff = _float(pred).reshape(b, q) - y.to(device=pred.device, dtype=_float(pred).dtype).reshape(b, q)
     q = diff.shape[1]
     return (2.0 / q) * diff.norm(dim=1) if q else diff.new_zeros(b)
 
@@ -234,12 +236,17 @@ def _autograd_loss_layer_norm(outputs: Any, targets: Any, loss: Callable[[Any, A
         if not isinstance(losses, Tensor) or losses.shape != (b,):
             got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
             raise ValueError(f"the callable `loss` must return one loss per sample (shape [{b}]), got {got}.")
+        if not losses.requires_grad:  # autograd's own error named no argument of ours
+            raise ValueError(f"the callable `loss` must be differentiable with respect to `outputs` (PRL(L) scores "
+                             f"are the norms of its gradient), but the losses of {getattr(loss, '__name__', loss)!s} "
+                             "do not require grad: e.g. an accuracy, or a loss computed from `outputs.detach()` or "
+                             "`argmax`.")
         grads = torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
     if isinstance(outputs, Tensor):  # one tensor: its gradient's norm, as before several were taken
         (g,) = grads
-        return o.new_zeros(b).detach() if g is None else _float(g).reshape(b, -1).norm(dim=1)
+        return o.new_zeros(b).detach() if g is None else _float(g).reshape(b, math.prod(g.shape[1:])).norm(dim=1)
     device = leaves[0].device
-    squares = [_float(g).reshape(b, -1).square().sum(1).to(device) for g in grads if g is not None]
+    squares = [_float(g).reshape(b, math.prod(g.shape[1:])).square().sum(1).to(device) for g in grads if g is not None]
     if not squares:
         return leaves[0].new_zeros(b).float().detach()
     return torch.stack(squares).sum(0).sqrt()

@@ -144,7 +144,9 @@ def truncate_spectral_norm(weight: Tensor, k: float, method: Literal["scale", "c
     * ``"clip"``: :math:`U \min(S, k) V^\top` — only the singular values above :math:`k` are cut; the
       nearest matrix (Frobenius norm) with :math:`\sigma_{\max} \le k`.
 
-    A weight already within the bound is returned unchanged (the operation is idempotent).
+    A weight already within the bound is returned unchanged (the operation is idempotent). A float16 / bfloat16
+    weight is truncated in float64 and rounded back to its dtype, which can move its largest singular value
+    slightly above ``k`` (by about that format's rounding: a reviewer's bfloat16 weight had 1.5018 for ``k=1.5``).
 
     >>> truncate_spectral_norm(torch.tensor([[3.0, 0.0], [0.0, 1.0]]), 1.5, "clip").tolist()
     [[1.5, 0.0], [0.0, 1.0]]
