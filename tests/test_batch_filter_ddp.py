@@ -2,8 +2,10 @@
 every step's masks equal a one-process trim of the union of the ranks' batches (first occurrence of a repeated index
 only)."""
 
+import csv
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import pytorch_lightning as pl
@@ -41,8 +43,10 @@ class SpyFilter(BatchFilter):
         return mask
 
     def on_train_end(self, trainer, pl_module):
+        super().on_train_end(trainer, pl_module)  # writes the report
         with open(f"{self.out}.{trainer.global_rank}", "w") as f:
             json.dump(self.steps, f)
+        dump_outcome(self, trainer.global_rank)
 
 
 class SpyCoTeaching(CoTeaching):
@@ -59,8 +63,15 @@ class SpyCoTeaching(CoTeaching):
         return keep1, keep2
 
     def on_train_end(self):
+        super().on_train_end()  # writes the report
         with open(f"{self.out}.{self.trainer.global_rank}", "w") as f:
             json.dump(self.steps, f)
+        dump_outcome(self, self.trainer.global_rank)
+
+
+def dump_outcome(owner, rank: int) -> None:
+    with open(f"{owner.out}.end.{rank}", "w") as f:
+        json.dump({"history": [asdict(h) for h in owner.history], "report": owner.report_path}, f)
 
 
 def reference_masks(steps_by_rank, which):
@@ -83,15 +94,19 @@ def reference_masks(steps_by_rank, which):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("kind", ["batch_filter", "coteaching"])
 def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
+    """The masks equal one process's; and the counts and the report leave the padding repeat out (a reviewer's
+    DistributedSampler repeat was counted seen and dropped, 10/4 for 9/3, and marked its sample dropped in the report
+    although the rank holding it first kept it)."""
     out = str(tmp_path / "steps")
+    report = dict(report=True, report_dir=str(tmp_path / "report"))
 
     def make():
         if kind == "batch_filter":
             module, callbacks = TinyModel(), [SpyFilter("spl", drop_ratio=0.3, warmup_epochs=1, scope="global",
-                                                        out=out)]
+                                                        out=out, **report)]
         else:
             module, callbacks = SpyCoTeaching(TinyModel(), rule="spl", drop_ratio=0.3, warmup_epochs=1,
-                                              scope="global", out=out), []
+                                              scope="global", out=out, **report), []
         trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
                              callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, deterministic=True)
@@ -109,6 +124,16 @@ def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
             want = reference_masks([a, b], which)
             assert [a["masks"][which], b["masks"][which]] == want
     assert repeats == 2  # the padding repeat was in every filtered step (and the reference keeps it at most once)
+    # one step per rank and epoch: each filtered epoch saw the 241 distinct samples and dropped 241 - floor(0.7 * 241)
+    end = json.load(open(f"{out}.end.0"))
+    for record in end["history"][1:]:
+        dropped = [record["dropped"]] if kind == "batch_filter" else [record["dropped_1"], record["dropped_2"]]
+        assert (record["seen"], dropped) == (241, [241 - 168] * len(dropped)), record
+    # the report's `kept` is the last epoch's: a sample is kept where some rank's step kept it
+    a, b = filtered[-1]
+    kept = {i for step in (a, b) for i, m1, m2 in zip(step["index"], step["masks"][0], step["masks"][-1]) if m1 and m2}
+    rows = list(csv.DictReader(open(end["report"])))
+    assert len(rows) == 241 and {int(r["index"]) for r in rows if r["kept"] == "True"} == kept
 
 
 class SpyTrigger(AdversarialTrigger):

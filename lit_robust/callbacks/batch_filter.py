@@ -124,6 +124,16 @@ def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Lit
     """Keep-mask of one training batch: the ``floor((1-ε) B)`` smallest ``(score, index)``, over this rank's
     batch (``"local"``) or over the batches of all ranks (``"global"``, :func:`lit_robust.selection.distributed.global_selection`).
     A batch that would keep nothing is kept whole and reported to ``on_too_small(n, ε)``."""
+    return select_and_count(scores, index, drop_ratio, scope, on_too_small)[0]
+
+
+def select_and_count(scores: Tensor, index: Tensor, drop_ratio: float,
+                     scope: Literal["local", "global"] = "local",
+                     on_too_small: Callable[[int, float], None] | None = None) -> tuple[Tensor, Tensor | None]:
+    """:func:`select_in_batch`'s mask and which entries count as samples: ``None`` (all of them), or under
+    ``"global"`` the first occurrences of each index over the ranks. A repeat that ``DistributedSampler`` pads a rank
+    with is left out of the selection, so it must be left out of the counts and the report too: it was counted seen
+    and dropped, and marked its sample dropped in the report while the rank that held it first kept it."""
 
     def k_of(n: int) -> int:
         k, too_small = batch_keep_count(n, drop_ratio)
@@ -132,9 +142,22 @@ def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Lit
         return k
 
     if scope == "global":
-        mask, _ = distributed.global_selection(scores, index, k_of, algorithm="gather")
-        return mask
-    return smallest_k_mask(scores, k_of(scores.numel()), index)
+        mask, info = distributed.global_selection(scores, index, k_of, algorithm="gather")
+        first = info.first[0] if info.first else None
+        return mask, None if first is None or bool(first.all()) else first
+    return smallest_k_mask(scores, k_of(scores.numel()), index), None
+
+
+def only_counted(counted: Tensor | None, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """``tensors`` (``[B]`` or ``None``) at the ``counted`` entries of :func:`select_and_count` (all if ``None``)."""
+    if counted is None:
+        return tensors
+    return tuple(None if t is None else t[counted.to(t.device)] for t in tensors)
+
+
+def only_counted_fields(counted: Tensor | None, fields: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
+    """:func:`only_counted` of the report's per-sample keyword arguments."""
+    return dict(zip(fields, only_counted(counted, *fields.values())))
 
 
 @dataclass
@@ -722,20 +745,23 @@ class BatchFilter(Callback):
         ib = unpack_batch(batch)
         index = ib.index.to(losses.device)
         k_guess, _ = batch_keep_count(losses.shape[0], eps)
+        counted: list[Tensor | None] = [None]  # the selection's first occurrences, for the counts and the report
 
         def select(scores: Tensor) -> Tensor:
             if eps == 0.0:  # "auto" before its estimate, or the report's scores: score (below) and keep all
                 return torch.ones_like(scores, dtype=torch.bool)
-            return self._select(scores, index, eps)
+            mask, counted[0] = self._select(scores, index, eps)
+            return mask
 
         def on_selected(scores: Tensor, mask: Tensor) -> None:
             self._say_counted_twice()
-            self._count(mask, ib.corrupted)
+            self._count(mask, ib.corrupted, counted[0])
             if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target, module))
                 self._collected_step = True
             if report:
-                self._report.add(index, scores.detach(), ~mask, **report_fields(outputs, ib, module))
+                self._report.add(*only_counted(counted[0], index, scores.detach(), ~mask),
+                                 **only_counted_fields(counted[0], report_fields(outputs, ib, module)))
 
         return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
 
@@ -752,6 +778,7 @@ class BatchFilter(Callback):
         index = ib.index.to(losses.device)
         collect = self._collects(epoch)
         scores = None
+        counted = None  # all entries count, unless the global selection left repeats out
         # a preview scores for the report whenever there is one: it may be all the filter sees of the batch (see
         # `on_before_backward`), and `_report_scores_now` may not be set yet (the callbacks' order)
         report_scores = self._report_scores_now if record else self._report.active
@@ -764,9 +791,9 @@ class BatchFilter(Callback):
                 scores = self.scores(losses, batch, outputs, module)
         else:
             scores = self.scores(losses, batch, outputs, module)
-            mask = self._select(scores, index, eps)
+            mask, counted = self._select(scores, index, eps)
         if record:
-            self._record(mask, index, scores, losses, ib, outputs, module)
+            self._record(mask, index, scores, losses, ib, outputs, module, counted)
         else:
             # recorded, as keeping every sample, if the step's loss then averages the whole batch
             seen = (index, scores, losses.detach(), ib, outputs, module)
@@ -781,15 +808,17 @@ class BatchFilter(Callback):
         return mask
 
     def _record(self, mask: Tensor, index: Tensor, scores: Tensor | None, losses: Tensor, ib: Any, outputs: Any,
-                module: Any) -> None:
-        """Count one training batch's ``mask`` in this epoch's record, the report and the non-finite losses."""
+                module: Any, counted: Tensor | None = None) -> None:
+        """Count one training batch's ``mask`` in this epoch's record, the report and the non-finite losses (the
+        entries in ``counted`` only, see :func:`select_and_count`)."""
         self._scored_once = True
         self._say_counted_twice()
-        self._count(mask, ib.corrupted)
+        self._count(mask, ib.corrupted, counted)
         bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
         if self._report.active:
-            self._report.add(index, scores, ~mask, **report_fields(outputs, ib, module))
+            self._report.add(*only_counted(counted, index, scores, ~mask),
+                             **only_counted_fields(counted, report_fields(outputs, ib, module)))
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         # `AdversarialTrigger(filter_in="inner")`: the filter only previewed the batch (to pick the inner step's
@@ -859,16 +888,20 @@ class BatchFilter(Callback):
                              "backward needs the compiled graph twice, which torch.compile's backward does not allow. "
                              "Use `prl_g_backend='bookkeeping'` (one backward; the default in one process).") from err
 
-    def _select(self, scores: Tensor, index: Tensor, eps: float) -> Tensor:
-        return select_in_batch(scores, index, eps, self.scope, self._warn_small)
+    def _select(self, scores: Tensor, index: Tensor, eps: float) -> tuple[Tensor, Tensor | None]:
+        return select_and_count(scores, index, eps, self.scope, self._warn_small)
 
     def _warn_small(self, n: int, eps: float) -> None:
         if not self._warned_small:
             self._warned_small = True
             rank_zero_warn(small_batch_message("BatchFilter", n, eps))
 
-    def _count(self, mask: Tensor, corrupted: Tensor | None) -> None:
+    def _count(self, mask: Tensor, corrupted: Tensor | None, counted: Tensor | None = None) -> None:
         dev = mask.device
+        if counted is not None:  # a padding repeat is neither seen nor dropped (see `select_and_count`)
+            counted = counted.to(dev)
+            mask = mask[counted]
+            corrupted = None if corrupted is None else corrupted.to(dev).reshape(-1)[counted]
         if self._counters is None:
             self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
             self._counters_epoch = self._trainer.current_epoch if self._trainer is not None else 0
@@ -920,6 +953,10 @@ class BatchFilter(Callback):
         mark_restored(self)
         self.load_outcome(state_dict)
         counters = state_dict["counters"]
+        if counters is not None and distributed.rank() != 0:
+            # every rank loads rank 0's unreduced counts: kept on rank 0 alone, so the epoch's sum counts them once
+            # (loaded everywhere, seen 39 of 38); the other ranks' counts before the checkpoint are not in the file
+            counters = [0] * len(counters)
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._counters_epoch = state_dict["counters_epoch"]
         self._resumed_epoch = None if counters is None else self._counters_epoch

@@ -23,8 +23,9 @@ from lit_robust.callbacks._resume import (
 )
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
+    only_counted,
     planned_epochs,
-    select_in_batch,
+    select_and_count,
     small_batch_message,
     warmup_outlasts_fit,
 )
@@ -292,6 +293,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self._peer_seed = _draw_apart(self.net1, self.net2, seed)
         self.history: list[CoTeachingEpochRecord] = []
         self._counters: Tensor | None = None
+        self._counted: Tensor | None = None  # the last batch's entries that count (`select_and_count`)
         self._warned_small = False
         self._sched_cfgs: list[dict | None] = [None, None]
         # attributes, not only hyperparameters: `lit-robust fit` turns a `report` left at None on
@@ -392,6 +394,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         collect = self._auto is not None and self.training and self._auto.collects(self.current_epoch)
         report = self._report.active and self.training
         keep = torch.ones_like(losses[0], dtype=torch.bool)
+        self._counted = None
         if drop_ratio == 0.0 and not collect and not report:
             return keep, keep
         loss = fit_loss_layer(self, self.rule, self.loss, outputs[0], ib.target)
@@ -403,10 +406,16 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if collect:
             labels = (given, predicted) if self._auto.uses_labels else (None, None)
             self._auto.add(index, mean_score, *labels)
-        masks = (keep, keep) if drop_ratio == 0.0 else tuple(
-            select_in_batch(s, index, drop_ratio, self.scope, self._warn_small) for s in scores)
+        masks = (keep, keep)
+        if drop_ratio != 0.0:
+            # both networks rank the same indices: one first-occurrence mask; a padding repeat is neither seen nor
+            # dropped in the counts and the report (it was, and marked its sample dropped where rank 0 kept it)
+            (m1, self._counted), (m2, _) = (select_and_count(s, index, drop_ratio, self.scope, self._warn_small)
+                                            for s in scores)
+            masks = (m1, m2)
         if report:
-            self._report.add(index, mean_score, ~(masks[0] & masks[1]), predicted, given, ib.corrupted)
+            self._report.add(*only_counted(self._counted, index, mean_score, ~(masks[0] & masks[1]), predicted,
+                                           given, ib.corrupted))
         return masks[0], masks[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -459,6 +468,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if self._counters is None:
             self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
         self._counters = self._counters.to(dev)
+        keep1, keep2, corrupted = only_counted(self._counted, keep1, keep2,
+                                               None if corrupted is None else corrupted.reshape(-1))
         d1, d2 = ~keep1, ~keep2
         one = torch.ones((), dtype=torch.int64, device=dev)
         seen = torch.full((), keep1.numel(), dtype=torch.int64, device=dev)
@@ -545,7 +556,10 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         restore_random_state_in_fit(self, state.get("random"))
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
-        self._counters = None if state["counters"] is None else torch.tensor(state["counters"], dtype=torch.int64)
+        counters = state["counters"]
+        if counters is not None and distributed.rank() != 0:  # rank 0's unreduced counts, once (as BatchFilter's)
+            counters = [0] * len(counters)
+        self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._warned_small = state["warned_small"]
         if self._auto is not None and state.get("auto") is not None:
             self._auto.load_state_dict(state["auto"])

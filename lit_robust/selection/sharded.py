@@ -33,8 +33,9 @@ Nothing here imports Lightning or ``torch.distributed``.
 from __future__ import annotations
 
 import abc
+import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -195,6 +196,9 @@ class SelectionInfo:
             ``"gather-index"`` (indices all-gathered to find repeats) or ``"gather"`` (gather path).
         bytes_sent: bytes one rank contributed to collectives.
         bytes_received: bytes one rank received.
+        first: per local shard, ``True`` at the first occurrence of each index (in rank order), ``False`` at the
+            repeats the selection leaves out (``None``: no repeat in that shard). Unlike the other fields it is this
+            process's own, not the same on every rank.
     """
 
     algorithm: str
@@ -205,6 +209,7 @@ class SelectionInfo:
     dedupe: str = "gather"
     bytes_sent: int = 0
     bytes_received: int = 0
+    first: list[Tensor | None] = field(default_factory=list, repr=False, compare=False)
 
 
 def first_occurrence_mask(index: Tensor) -> Tensor:
@@ -277,11 +282,12 @@ def sharded_smallest_k_masks(
 
     # 1. local checks + one small all-gather, so that every rank raises together instead of hanging
     errors = [_local_error(s, i, comm) for s, i in zip(scores, index)]
-    k_int = k if isinstance(k, int) and not isinstance(k, bool) else None
+    # numpy integers count, as the numpy ratios of the global entry points do (np.int64(2) was refused)
+    k_int = int(k) if isinstance(k, numbers.Integral) and not isinstance(k, bool) else None
     if k_int is None and not callable(k):
         errors = [f"`k` must be an int in [0, n] or a function of n, got {k!r}."] * len(errors)
-    elif k_int is not None and k_int < 0:
-        errors = [f"`k` must be in [0, n], got {k_int}."] * len(errors)
+    elif k_int is not None and not 0 <= k_int <= _INT64_MAX:  # 2**70 failed in the meta row: "Overflow when unpacking"
+        errors = [f"`k` must be in [0, n] (the global number of distinct samples), got {k_int}."] * len(errors)
     rows = []
     for s, i, err in zip(scores, index, errors):
         rows.append(_meta_row(s, i, err, k_int))
@@ -352,8 +358,28 @@ def _resolve_k(k: KeepSpec, n: int) -> int:
     # fewer distinct samples than ranks is a valid selection (ranks with none contribute nothing): refusing it crashed
     # a DDP fit with `per_class=True` at a class of one sample, which one process selects (a reviewer's)
     kk = k(n) if callable(k) else k
-    if not isinstance(kk, int) or isinstance(kk, bool) or not 0 <= kk <= n:
+    if not isinstance(kk, numbers.Integral) or isinstance(kk, bool) or not 0 <= kk <= n:
         raise ValueError(f"`k` must be in [0, {n}] (the global number of distinct samples), got {kk!r}.")
+    return int(kk)
+
+
+def _agreed_k(k: KeepSpec, n: int, comm: Collectives) -> int:
+    """``_resolve_k`` on every rank, raising on every rank when a ``k`` computed from ``n`` differs between them (an
+    int ``k`` was compared in the meta row already). A ratio that differed per rank (0.7 and 0.4) kept 6 of 10: each
+    rank cut its own part at its own ``k``, neither ratio's selection."""
+    if not callable(k):
+        return _resolve_k(k, n)  # n is global: every rank raises or not alike
+    try:
+        kk, error = _resolve_k(k, n), None
+    except ValueError as err:
+        kk, error = -1, str(err)
+    ks = [int(t) for t in comm.all_gather([torch.tensor([kk], dtype=torch.int64) for _ in comm.local_ranks])]
+    if error is not None:
+        raise ValueError(error)
+    if len(set(ks)) > 1:
+        shown = [("error" if v < 0 else v) for v in ks]
+        raise ValueError(f"`k` must be the same on every rank, got {shown} (in rank order, from the global n = {n}): "
+                         "pass the same `keep_ratio` / `drop_ratio` / `k` on every rank.")
     return kk
 
 
@@ -365,14 +391,15 @@ def _gather_select(scores: list[Tensor], index: list[Tensor], k: KeepSpec, comm:
     all_scores = torch.cat(comm.all_gather_uneven([s.detach().to(dtype) for s in scores], sizes))
     first = first_occurrence_mask(all_index)
     n = int(first.sum())
-    kk = _resolve_k(k, n)
+    kk = _agreed_k(k, n, comm)
     keep = torch.zeros(all_index.numel(), dtype=torch.bool, device=all_index.device)
     keep[first] = smallest_k_mask(all_scores[first], kk, all_index[first])
     offsets = [0]
     for m in sizes:
         offsets.append(offsets[-1] + m)
     masks = [keep[offsets[r]: offsets[r + 1]].to(s.device) for r, s in zip(comm.local_ranks, scores)]
-    return masks, SelectionInfo("gather", n, kk, comm.world_size)
+    firsts = [first[offsets[r]: offsets[r + 1]].to(s.device) for r, s in zip(comm.local_ranks, scores)]
+    return masks, SelectionInfo("gather", n, kk, comm.world_size, first=firsts)
 
 
 # -- histogram --------------------------------------------------------------------------------------------
@@ -411,8 +438,8 @@ def _histogram_select(scores: list[Tensor], index: list[Tensor], k: KeepSpec, co
         for r, i in zip(comm.local_ranks, index):
             v = first[offsets[r]: offsets[r + 1]].to(i.device)
             valid.append(None if bool(v.all()) else v)
-    kk = _resolve_k(k, n)
-    info = SelectionInfo("histogram", n, kk, world, dedupe=dedupe)
+    kk = _agreed_k(k, n, comm)
+    info = SelectionInfo("histogram", n, kk, world, dedupe=dedupe, first=list(valid))
 
     def everything(v: Tensor | None, s: Tensor) -> Tensor:
         return torch.ones(s.numel(), dtype=torch.bool, device=s.device) if v is None else v.clone()
