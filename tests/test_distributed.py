@@ -8,6 +8,7 @@ import random
 import struct
 import traceback
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ from lit_robust.selection.radix import (
     select_bin,
 )
 from lit_robust.selection.rules import keep_count, per_class_trim_mask, rank_order, smallest_k_mask, trim_mask
-from lit_robust.selection.samplers import ShardedSampler
+from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 from lit_robust.selection.sharded import SimulatedCollectives, first_occurrence_mask, sharded_smallest_k_masks
 from tests.conftest import start_ranks
 
@@ -344,10 +345,30 @@ def test_sharded_sampler_covers_every_index_once():
             parts = [list(ShardedSampler(n, world, r)) for r in range(world)]
             assert sum(parts, []) == list(range(n))
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    with pytest.raises(ValueError, match=r"`rank` must be in \[0, 1\], got 2"):
+    with pytest.raises(ValueError, match=r"`rank` must be an integer in \[0, 1\], got 2"):
         ShardedSampler(5, num_replicas=2, rank=2)
-    with pytest.raises(ValueError, match=r"`n` must be an int in \[0, inf\), got -1"):
+    with pytest.raises(ValueError, match=r"`n` must be an integer >= 0, got -1"):
         ShardedSampler(-1, 1, 0)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SelectionSampler(5.0, shuffle=False), r"`n` must be an integer >= 0, got 5.0\."),
+    (lambda: SelectionSampler(5, selection=torch.tensor([0.5, 1.7])),
+     r"`selection` must hold integer dataset indices, got dtype torch.float32\."),
+    (lambda: SelectionSampler(5, selection=torch.tensor([1, 7])),
+     r"`selection` indices must be in \[0, 4\] \(the dataset's length is 5\), got 7\."),
+    (lambda: SelectionSampler(5, num_replicas=2, rank=True), r"`rank` must be an integer in \[0, 1\], got True"),
+    (lambda: SelectionSampler(5, num_replicas=2.5, rank=0), r"`num_replicas` must be an integer >= 1, got 2.5\."),
+    (lambda: ShardedSampler(10, num_replicas=True, rank=0), r"`num_replicas` must be an integer >= 1, got True"),
+    (lambda: ShardedSampler(10, num_replicas=2.0, rank=1), r"`num_replicas` must be an integer >= 1, got 2.0\."),
+    (lambda: ShardedSampler(10, num_replicas=3, rank=1.5), r"`rank` must be an integer in \[0, 2\], got 1.5\."),
+])
+def test_samplers_take_integers_only_and_name_the_value(make, message):
+    """A reviewer's `SelectionSampler(5.0)` yielded float indices, a float `selection` was truncated (0.5, 1.7 ->
+    0, 1), `rank=True` / `num_replicas=True` passed as 1, and the out-of-range error named no value."""
+    with pytest.raises(ValueError, match=message):
+        make()
+    assert list(SelectionSampler(np.int64(5), selection=np.array([3, 1]), shuffle=False)) == [1, 3]
 
 
 # -- real ranks (gloo on CPU) ---------------------------------------------------------------------------------
@@ -413,6 +434,18 @@ def _rank_main(r: int, world: int, init_file: str, out_dir: str) -> None:
         ]:
             try:
                 D.global_smallest_k_mask(*args, algorithm="histogram")
+                errors[label] = "no error"
+            except ValueError as e:
+                errors[label] = str(e)
+        # a ratio that differs between ranks resolves to another k on each: every rank raises (it kept 6 of 10)
+        for label, call in [
+            ("trim-ratio-differs", lambda: D.global_trim_mask(good_s, good_i, 0.4 if r == 1 else 0.7, "histogram")),
+            ("batch-ratio-differs", lambda: D.global_batch_keep_mask(good_s, good_i, drop_ratio=0.6 if r == 1 else 0.3)),
+            ("per-class-short-index", lambda: D.global_per_class_trim_mask(good_s, good_i[:3] if r == 1 else good_i,
+                                                                           good_i % 2, 0.5)),
+        ]:
+            try:
+                call()
                 errors[label] = "no error"
             except ValueError as e:
                 errors[label] = str(e)
@@ -501,6 +534,9 @@ def test_gloo_bad_input_raises_on_every_rank(gloo_run):
         "world>n": r"`k` must be in \[0, 1\] \(the global number of distinct samples\), got 2",  # 1 sample, 2+ ranks
         "dtype": r"`scores` must have one dtype on every rank",
         "k-range": rf"`k` must be in \[0, {4 * world}\].*got {4 * world + 1}",
+        "trim-ratio-differs": r"`k` must be the same on every rank, got \[\d+, \d+.*\]",
+        "batch-ratio-differs": r"`k` must be the same on every rank, got \[\d+, \d+.*\]",
+        "per-class-short-index": r"`index`|another rank's `scores`, `index` or `labels` are bad",
     }
     import re
 
@@ -508,19 +544,26 @@ def test_gloo_bad_input_raises_on_every_rank(gloo_run):
         for label, pattern in patterns.items():
             assert re.search(pattern, results[r]["errors"][label]), (r, label, results[r]["errors"][label])
     own = "`labels` must be integer class labels, got dtype torch.float32."
-    other = "another rank's `labels` are not class labels for its scores (its error says why)."
+    other = "another rank's `scores`, `index` or `labels` are bad (its error says why)."
     assert [results[r]["per_class_bad"] for r in range(world)] == [other] + [own] + [other] * (world - 2)
     # rank 0's 3 samples, the others none: what one process keeps (class 1's one sample keeps floor(0.5) = 0)
     assert results[0]["per_class_small"] == [False, True, False] and results[1]["per_class_small"] == []
     # the rank with the bad lengths reports its own message; the others say which rank it was
     assert results[1]["errors"]["lengths"].startswith("`index`")
     assert results[0]["errors"]["lengths"].startswith("rank 1: ")
+    # a ratio differing per rank (0.7 and 0.4 kept 6 of 10, neither) and a short `index` of one rank under per-class
+    # trimming (a bare IndexError on that rank while the others waited): the same kind of error on every rank
+    assert results[1]["errors"]["per-class-short-index"].startswith("`index` must have one entry per score")
+    n = 4 * world
+    ks = [math.floor((0.4 if r == 1 else 0.7) * n) for r in range(world)]
+    assert {results[r]["errors"]["trim-ratio-differs"] for r in range(world)} == {
+        f"`k` must be the same on every rank, got {ks} (in rank order, from the global n = {n}): pass the same "
+        "`keep_ratio` / `drop_ratio` / `k` on every rank."}
 
 
 def test_global_entry_points_take_numpy_and_0d_tensor_ratios_as_the_one_process_rules_do():
     """`trim_mask(s, np.float32(0.5))` worked; `global_trim_mask` said "`keep_ratio` must be in (0, 1], got
     np.float32(0.5)", a reviewer's contradiction."""
-    import numpy as np
 
     s, i = torch.tensor([0.9, 0.1, 0.4, 0.3]), torch.arange(4)
     want = trim_mask(s, 0.5, i).tolist()
@@ -530,3 +573,18 @@ def test_global_entry_points_take_numpy_and_0d_tensor_ratios_as_the_one_process_
         assert D.global_batch_keep_mask(s, i, drop_ratio=ratio).tolist() == want
     with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\], got 1.5"):
         D.global_trim_mask(s, i, np.float64(1.5))
+
+
+def test_global_k_takes_numpy_integers_and_names_k_when_it_overflows():
+    """A reviewer's `k=np.int64(2)` was refused while numpy ratios were taken, and `k=2**70` failed with "Overflow
+    when unpacking long long" instead of naming `k`."""
+
+    s, i = torch.tensor([0.9, 0.1, 0.4, 0.3]), torch.arange(4)
+    want = smallest_k_mask(s, 2, i).tolist()
+    for k in (np.int64(2), np.int32(2)):
+        assert D.global_smallest_k_mask(s, i, k).tolist() == want
+        assert D.global_batch_keep_mask(s, i, k=k).tolist() == want
+    assert D.global_trim_mask(s, i, 0.5).tolist() == want  # a ratio resolved to k, checked against the other ranks
+    with pytest.raises(ValueError, match=r"`k` must be in \[0, n\] \(the global number of distinct samples\), got "
+                                         rf"{2**70}\."):
+        D.global_smallest_k_mask(s, i, 2**70)

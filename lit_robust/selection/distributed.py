@@ -33,6 +33,7 @@ from lit_robust.selection.sharded import (
     Collectives,
     SelectionInfo,
     SimulatedCollectives,
+    _local_error,
     sharded_smallest_k_masks,
 )
 
@@ -309,7 +310,8 @@ def global_smallest_k_mask(scores: Tensor, index: Tensor, k: int, algorithm: Alg
     Args:
         scores: this rank's scores, 1-D (lower is better; NaN/±inf rank last). May be empty.
         index: this rank's dataset indices, 1-D integers, same length and device as ``scores``.
-        k: global number of distinct samples to keep, in ``[0, n]``; the same on every rank.
+        k: global number of distinct samples to keep, in ``[0, n]`` (an int, numpy integers included); the same on
+            every rank.
         algorithm: how the ranks find the global cut, the same selection either way: ``"gather"`` all-gathers
             every rank's scores (traffic grows with ``n``), ``"histogram"`` narrows the cut by rounds of a
             radix histogram (traffic independent of ``n``), ``"auto"`` the first up to ``GATHER_ALL_MAX_N`` samples
@@ -340,7 +342,8 @@ def global_trim_mask(scores: Tensor, index: Tensor, keep_ratio: float, algorithm
 
     Args:
         scores, index, algorithm, group: as :func:`global_smallest_k_mask`.
-        keep_ratio: the kept fraction α, in ``(0, 1]``; the same on every rank.
+        keep_ratio: the kept fraction α, in ``(0, 1]``; the same on every rank (a ratio that resolves to another
+            ``k`` on some rank raises ``ValueError`` on every rank).
 
     >>> global_trim_mask(torch.tensor([0.9, 0.1, float("nan"), 0.3]), torch.arange(4), 0.5).tolist()
     [False, True, False, True]
@@ -368,16 +371,21 @@ def global_per_class_trim_mask(scores: Tensor, index: Tensor, labels: Tensor, ke
     keep_ratio = real_scalar(keep_ratio)
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
-    # a rank's bad labels raise on every rank (the others waited in the collective below until the timeout, 30
-    # minutes under NCCL); a rank with no samples may pass empty labels of any dtype (`torch.tensor([])`)
-    error = None
-    try:
-        empty = isinstance(labels, Tensor) and labels.ndim == 1 and not labels.numel()
-        check_class_labels(labels.long() if empty else labels, scores.numel())
-    except ValueError as err:
-        error = str(err)
-    if int(all_reduce_max(torch.tensor([int(error is not None)], device=scores.device), group).item()):
-        raise ValueError(error or "another rank's `labels` are not class labels for its scores (its error says why).")
+    # a rank's bad labels or index raise on every rank (the others waited in the collective below until the timeout,
+    # 30 minutes under NCCL; a short `index` raised a bare IndexError on one rank); a rank with no samples may pass
+    # empty labels and index of any dtype (`torch.tensor([])`)
+    def empty(t: Any) -> bool:
+        return isinstance(t, Tensor) and t.ndim == 1 and not t.numel()
+
+    error = _local_error(scores, index.long() if empty(index) else index, collectives(group))
+    if error is None:
+        try:
+            check_class_labels(labels.long() if empty(labels) else labels, scores.numel())
+        except ValueError as err:
+            error = str(err)
+    device = scores.device if isinstance(scores, Tensor) else None
+    if int(all_reduce_max(torch.tensor([int(error is not None)], device=device), group).item()):
+        raise ValueError(error or "another rank's `scores`, `index` or `labels` are bad (its error says why).")
     labels = labels.to(device=scores.device, dtype=torch.long)
     top = labels.max() + 1 if labels.numel() else torch.zeros((), dtype=torch.long, device=scores.device)
     num_classes = int(all_reduce_max(top.reshape(1), group).item())
@@ -406,8 +414,9 @@ def global_batch_keep_mask(local_scores: Tensor, local_index: Tensor, drop_ratio
     Args:
         local_scores: this rank's per-sample scores (e.g. losses), 1-D.
         local_index: this rank's dataset indices, same length.
-        drop_ratio: fraction :math:`\\varepsilon \\in [0, 1)` of the global batch to drop.
-        k: number to keep instead of ``drop_ratio`` (exactly one of the two).
+        drop_ratio: fraction :math:`\\varepsilon \\in [0, 1)` of the global batch to drop; the same on every rank
+            (one that resolves to another ``k`` on some rank raises ``ValueError`` on every rank).
+        k: number to keep instead of ``drop_ratio`` (exactly one of the two; an int, numpy integers included).
         group: process group (default: the world).
 
     >>> global_batch_keep_mask(torch.tensor([2.0, 0.5, 1.0, 9.0]), torch.arange(4), drop_ratio=0.25).tolist()

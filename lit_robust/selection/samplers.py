@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler
 
+from lit_robust._checks import check_int
 from lit_robust.selection import distributed
 
 __all__ = ["SelectionSampler", "ShardedSampler", "epoch_seed"]
@@ -49,11 +50,10 @@ class SelectionSampler(DistributedSampler):
 
     def __init__(self, n: int, selection: Tensor | None = None, shuffle: bool = True, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0) -> None:
-        if n < 0:
-            raise ValueError(f"`n` must be >= 0, got {n}.")
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"`rank` must be in [0, {num_replicas - 1}] and `num_replicas` >= 1, got "
-                             f"rank={rank}, num_replicas={num_replicas}.")
+        # integers only: n=5.0 yielded float indices, rank=True passed as rank 1
+        n = check_int("n", n, 0)
+        num_replicas = check_int("num_replicas", num_replicas, 1)
+        rank = check_int("rank", rank, 0, num_replicas - 1)
         self.n = n
         self.shuffle = shuffle
         self.seed = seed
@@ -70,9 +70,16 @@ class SelectionSampler(DistributedSampler):
 
     def set_selection(self, selection: Tensor | None) -> None:
         if selection is not None:
-            selection = torch.as_tensor(selection, dtype=torch.long).flatten().cpu()
+            selection = torch.as_tensor(selection).flatten().cpu()
+            # a float tensor was truncated to the indices below it (0.5 -> 0, 1.7 -> 1) without a word
+            if selection.numel() and (selection.dtype.is_floating_point or selection.dtype.is_complex
+                                      or selection.dtype == torch.bool):
+                raise ValueError(f"`selection` must hold integer dataset indices, got dtype {selection.dtype}.")
+            selection = selection.long()
             if selection.numel() and (int(selection.min()) < 0 or int(selection.max()) >= self.n):
-                raise ValueError(f"selection indices must be in [0, {self.n}).")
+                bad = selection[(selection < 0) | (selection >= self.n)][0]
+                raise ValueError(f"`selection` indices must be in [0, {self.n - 1}] (the dataset's length is "
+                                 f"{self.n}), got {int(bad)}.")
             selection = torch.sort(selection).values
         self.selection = selection
 
@@ -125,14 +132,10 @@ class ShardedSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"`n` must be an int in [0, inf), got {n!r}.")
-        num_replicas = distributed.world_size() if num_replicas is None else num_replicas
-        rank = distributed.rank() if rank is None else rank
-        if num_replicas < 1:
-            raise ValueError(f"`num_replicas` must be in [1, inf), got {num_replicas}.")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"`rank` must be in [0, {num_replicas - 1}], got {rank}.")
+        # integers only: num_replicas=2.0 or rank=1.5 made float block bounds, num_replicas=True passed as 1
+        n = check_int("n", n, 0)
+        num_replicas = check_int("num_replicas", distributed.world_size() if num_replicas is None else num_replicas, 1)
+        rank = check_int("rank", distributed.rank() if rank is None else rank, 0, num_replicas - 1)
         self.n = n
         self.num_replicas = num_replicas
         self.rank = rank
