@@ -1765,13 +1765,24 @@ class ITLM(Callback):
                         flags.append(ib.corrupted.bool())
         finally:
             restore_modes(modes)
-        if not idx:
+        optional = (flags, given, predicted, targets, values)
+        # a collective: with fewer training samples than ranks a rank's ShardedSampler block is empty; it raised
+        # alone and the other ranks died waiting. It returns empty tensors instead (the fields the other ranks have,
+        # in the dtypes the gathers after the pass convert to), and the pass fails only if no rank scored a batch.
+        dev = pl_module.device
+        local = [int(bool(idx))] + [int(bool(idx) and len(parts) == len(idx)) for parts in optional]
+        busy, *having = distributed.all_reduce_sum(torch.tensor(local, device=dev)).tolist()
+        if not busy:
             raise ValueError("the scoring loader yielded no batches.")
+        if not idx:
+            empty_dtypes = (torch.bool, torch.long, torch.long, torch.float32, torch.float32)
+            empty = [torch.empty(0, dtype=dt, device=dev) if h == busy else None for h, dt in zip(having, empty_dtypes)]
+            return _ScorePass(torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, device=dev), *empty)
+
         def every_batch(parts: list[Tensor]) -> Tensor | None:
             return torch.cat(parts) if len(parts) == len(idx) else None
 
-        return _ScorePass(torch.cat(idx), torch.cat(scores), every_batch(flags), every_batch(given),
-                          every_batch(predicted), every_batch(targets), every_batch(values))
+        return _ScorePass(torch.cat(idx), torch.cat(scores), *(every_batch(parts) for parts in optional))
 
     # -- the per-sample report -----------------------------------------------------------------------------
     def _record_for_report(self, scored_round: int | None, index: Tensor, scores: Tensor, round_: int,
