@@ -254,6 +254,11 @@ class EpochReport:
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         self.state = None if state is None else EpochScores.from_state_dict(state)
+        if self.state is not None and distributed.rank() != 0:
+            # the file holds rank 0's unflushed sums of a checkpoint written mid-epoch: kept on rank 0 alone, so the
+            # next flush adds them once (every rank added them: W times); the merged sums are the same on every rank
+            self.state.local_sums.zero_()
+            self.state.local_values.zero_()
 
 
 class _UnwrittenReportNote(Callback):

@@ -336,7 +336,7 @@ def _local_error(scores: Tensor, index: Tensor, comm: Collectives) -> str | None
 
 def _meta_row(scores: Tensor, index: Tensor, error: str | None, k: int | None) -> Tensor:
     row = torch.zeros(_META, dtype=torch.int64)
-    row[3] = -1 if k is None else k
+    row[3] = -1 if k is None or not 0 <= k <= _INT64_MAX else k  # an out-of-range k is in `error`
     if error is not None:
         row[0] = 1
         return row
