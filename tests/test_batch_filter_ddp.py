@@ -136,6 +136,46 @@ def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
     assert len(rows) == 241 and {int(r["index"]) for r in rows if r["kept"] == "True"} == kept
 
 
+class SixtyFour(pl.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ds = blobs(64)
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=8, shuffle=True)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_mid_epoch_ddp_checkpoint_counts_rank_0s_part_once(tmp_path):
+    """A reviewer's: resumed at 2 ranks from a checkpoint written inside the epoch, every rank loaded rank 0's running
+    counts, and the all-reduce at the epoch's end added them once per rank. Rank 0's 16 samples before the checkpoint
+    now count once and rank 1's 16 are lost, as docs/checkpoints.md says: 16 + 32 seen, not 16 * 2 + 32."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def fit(name, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        out = str(tmp_path / name)
+        spy = SpyFilter("spl", drop_ratio=0.25, warmup_epochs=0, scope="global", out=out, report=True,
+                        report_dir=str(tmp_path / f"{name}_report"))
+        saves = ModelCheckpoint(dirpath=tmp_path / f"{name}_ckpt", save_top_k=-1, every_n_train_steps=2,
+                                filename="{step}")
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=[spy, saves], logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, deterministic=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            trainer.fit(TinyModel(), SixtyFour(), ckpt_path=ckpt_path)
+        finally:
+            torch.set_num_threads(threads)
+        return json.load(open(f"{out}.end.0"))["history"][-1]
+
+    full = fit("full")
+    assert full["seen"] == 64
+    resumed = fit("resumed", ckpt_path=tmp_path / "full_ckpt" / "step=2.ckpt")
+    assert resumed["seen"] == 16 + 32, resumed
+
+
 class SpyTrigger(AdversarialTrigger):
     def __init__(self, *args, out: str, **kwargs):
         super().__init__(*args, **kwargs)

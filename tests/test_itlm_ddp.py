@@ -242,3 +242,46 @@ def test_settings_that_differ_between_the_processes_are_named_not_hung(tmp_path,
                          enable_model_summary=False)
     with pytest.raises(Exception, match=named):
         trainer.fit(TinyModel(), PerRankData() if what == "data" else OddBlobs())
+
+
+class TwoSamples(pl.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ds = blobs(2)
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=4, shuffle=True)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_with_fewer_samples_than_ranks_selects_as_one_process(tmp_path):
+    """A reviewer's 2 samples on 3 ranks: the rank whose scoring block is empty raised "the scoring loader yielded no
+    batches." alone, and the others died. It now scores nothing, and the selection is one process's."""
+    out = tmp_path / "selection.json"
+
+    class Record(pl.Callback):
+        def __init__(self, itlm):
+            self.itlm = itlm
+
+        def on_fit_end(self, trainer, pl_module):
+            if trainer.global_rank == 0:
+                out.write_text(json.dumps({"selection": self.itlm.selection.tolist(),
+                                           "kept": [r.kept for r in self.itlm.history]}))
+
+    def fit(devices, strategy):
+        pl.seed_everything(0, verbose=False)
+        itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, strategy=strategy,
+                             callbacks=[itlm, Record(itlm)], logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            trainer.fit(TinyModel(), TwoSamples())
+        finally:
+            torch.set_num_threads(threads)
+        return json.loads(out.read_text())
+
+    one = fit(1, "auto")
+    three = fit(3, ddp_cpu_strategy())
+    assert one["kept"] == three["kept"] == [2, 1] and three["selection"] == one["selection"]
