@@ -107,3 +107,21 @@ def test_mlp_regressor_logs_test_mse_and_mae_as_computed_by_hand(tmp_path, targe
         err = model(x) - y
     assert out["test_mse"] == pytest.approx(float((err ** 2).mean()), rel=1e-5)
     assert out["test_mae"] == pytest.approx(float(err.abs().mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", ["[N]", "[N, 1]"])
+def test_linear_regressor_takes_targets_of_one_value_per_sample_in_either_shape(shape):
+    """Reviewer: `LinearRegressor` with targets of shape [N] broadcast the [B, 1] prediction against them to a [B, B]
+    table and trained on every pair; its loss (and `test_mse`) is the squared error of each sample's own target."""
+    from lit_robust import LinearRegressor
+
+    torch.manual_seed(0)
+    model = LinearRegressor(dim=3)
+    x, y = torch.randn(4, 3), torch.tensor([1.0, -2.0, 0.5, 3.0])
+    target = y if shape == "[N]" else y[:, None]
+    losses, pred = model.per_sample_loss((torch.arange(4), x, target))
+    torch.testing.assert_close(losses, (pred.squeeze(1) - y) ** 2)
+    logged = {}
+    model.log = lambda name, value, **kw: logged.update({name: value})
+    model.test_step((x, target), 0)
+    torch.testing.assert_close(logged["test_mse"], ((pred.squeeze(1) - y) ** 2).mean())

@@ -473,11 +473,15 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
         pred = self(b.input)
-        return ((pred - b.target) ** 2).flatten(1).mean(1), pred
+        # targets of shape [B] against the [B, 1] prediction broadcast to a [B, B] table of every pair (a reviewer's
+        # fit trained on that without a word): one target per sample, in the prediction's shape, as MLPRegressor
+        target = b.target.reshape(pred.shape)
+        return ((pred - target) ** 2).flatten(1).mean(1), pred
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         b = unpack_eval_batch(batch)
-        self.log("test_mse", F.mse_loss(self(b.input), b.target), sync_dist=True)
+        pred = self(b.input)
+        self.log("test_mse", F.mse_loss(pred, b.target.reshape(pred.shape)), sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self(unpack_eval_batch(batch).input)
