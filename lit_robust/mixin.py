@@ -177,8 +177,8 @@ class RobustMixin:
         gradients; with both this and :meth:`sample_scores` left as they are, ITLM's report pass takes the score
         and the prediction from one forward.
         """
-        out = self.per_sample_loss(batch)
-        outputs = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        # the same reading of the return as everywhere else: a list `[losses, outputs]` carries outputs too
+        outputs = split_loss_output(self.per_sample_loss(batch))[1]
         return given_and_predicted(outputs, unpack_batch(batch).target, self)[1]
 
     # -- selectors ----------------------------------------------------------------------------
@@ -228,6 +228,10 @@ class RobustMixin:
         last, with the others' mask: it returns a loss whose backward makes the selection and leaves the kept
         samples' mean gradient in ``.grad`` (the loss's value is then the whole batch's mean), or ``None``,
         and the mask is formed here as usual.
+
+        Pass ``batch`` (and ``outputs``, what :meth:`per_sample_loss` returned with the losses) whenever a batch
+        selector may be active, e.g. ``self.reduce_loss(losses, batch, outputs)``: the selectors read the sample
+        indices and the loss layer's input from them, and a ``ValueError`` says so when ``batch`` is missing.
         """
         check_losses(losses)
         if losses.ndim != 1:
@@ -238,6 +242,13 @@ class RobustMixin:
             )
         if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
+        if batch is None:
+            # a user's `reduce_loss(losses)` reached a selector's batch check, which told them to wrap their data set
+            # in IndexedDataset
+            names = ", ".join(type(s).__name__ for s in self.batch_selectors)
+            raise ValueError(f"`reduce_loss` needs `batch` (and `outputs`) when a batch selector is active ({names}): "
+                             "call `self.reduce_loss(losses, batch, outputs)` with what `per_sample_loss(batch)` "
+                             "returned, got batch=None.")
         return self._selected_mean(losses, batch, outputs)
 
     @torch.compiler.disable
@@ -514,8 +525,7 @@ def check_per_sample_scores(owner: str, score_fn: Any, batch: Any, scores: Tenso
         if size < 1:
             return
         try:
-            head = (type(batch)(_head(x, size, n) for x in batch) if isinstance(batch, (tuple, list))
-                    else _head(batch, size, n))
+            head = _head(batch, size, n)  # a namedtuple batch is rebuilt field by field, as `_head` does
         except _Unsliceable:
             return
         again = score_fn(head)

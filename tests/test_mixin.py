@@ -25,7 +25,8 @@ def test_reduce_loss_without_selectors_is_the_mean():
 def test_reduce_loss_with_selector_averages_kept_only_and_ignores_dropped_nan():
     m = TinyModel()
     m.add_batch_selector(DropLargest())
-    assert m.reduce_loss(torch.tensor([1.0, 2.0, 6.0])) == pytest.approx(1.5)
+    batch = (torch.arange(3), torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    assert m.reduce_loss(torch.tensor([1.0, 2.0, 6.0]), batch) == pytest.approx(1.5)
     losses = torch.tensor([1.0, float("nan"), 3.0], requires_grad=True)
 
     class DropNaN:
@@ -34,7 +35,7 @@ def test_reduce_loss_with_selector_averages_kept_only_and_ignores_dropped_nan():
 
     m2 = TinyModel()
     m2.add_batch_selector(DropNaN())
-    out = m2.reduce_loss(losses)
+    out = m2.reduce_loss(losses, batch)
     out.backward()
     assert out.item() == pytest.approx(2.0)
     assert torch.isfinite(losses.grad).all()
@@ -240,3 +241,35 @@ def test_a_checkpoint_loads_across_a_submodule_compiled_by_assignment(tmp_path, 
     torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
     resumed = loaded()  # and a resume from it (two more batches)
     tiny_trainer(tmp_path, 2, [], limit_train_batches=2).fit(resumed, BlobsData(), ckpt_path=str(path))
+
+
+def test_reduce_loss_without_batch_under_an_active_selector_names_the_missing_argument(tmp_path):
+    """Reviewer: a `training_step` returning `self.reduce_loss(losses)` under a BatchFilter was told its batches were
+    `NoneType` and to wrap the data set in IndexedDataset; it is the `batch` argument that is missing."""
+    from lit_robust import BatchFilter
+    from tests.conftest import blobs, tiny_trainer
+
+    class NoBatch(TinyModel):
+        def training_step(self, batch, batch_idx):
+            return self.reduce_loss(self.per_sample_loss(batch)[0])
+
+    with pytest.raises(ValueError, match=r"`reduce_loss` needs `batch` \(and `outputs`\) when a batch selector is "
+                                         r"active \(BatchFilter\).*got batch=None"):
+        tiny_trainer(tmp_path, 1, [BatchFilter("prl", 0.25, report=False)]).fit(
+            NoBatch(), torch.utils.data.DataLoader(blobs(32), batch_size=16))
+    m = TinyModel()  # without a selector the batch is not needed
+    assert m.reduce_loss(torch.tensor([1.0, 3.0])) == pytest.approx(2.0)
+
+
+def test_predicted_labels_reads_the_outputs_of_a_list_return():
+    """Reviewer: `per_sample_loss` returning the list `[losses, outputs]` (accepted everywhere else) gave
+    `predicted_labels` None, as if there were no outputs."""
+
+    class ListReturn(TinyModel):
+        def per_sample_loss(self, batch):
+            return list(super().per_sample_loss(batch))
+
+    torch.manual_seed(0)
+    m = ListReturn()
+    batch = (torch.arange(5), torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 1]))
+    assert torch.equal(m.predicted_labels(batch), m(batch[1]).argmax(1))

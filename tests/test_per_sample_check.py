@@ -204,3 +204,22 @@ def test_a_regressions_broadcast_output_is_named():
     with pytest.raises(ValueError, match=r"a layer that mixes samples does this\. If the difference"):
         check_per_sample_scores("ITLM", lambda b: per_sample(b) - per_sample(b).mean(), labels,
                                 per_sample(labels) - per_sample(labels).mean())
+
+
+def test_a_namedtuple_batch_is_checked_field_by_field():
+    """Reviewer: namedtuple batches (a Dataset returning `S(index, x, y)`) crashed the per-sample check with a
+    TypeError from `type(batch)(generator)`; the head of the batch is a namedtuple again, and a mixing score is caught."""
+    from collections import namedtuple
+
+    S = namedtuple("S", "index x y")
+    batch = S(torch.arange(8), torch.arange(8.0), torch.zeros(8))
+    seen = []
+
+    def per_sample(b):
+        seen.append(type(b))
+        return b.x * 2
+
+    check_per_sample_scores("BatchFilter", per_sample, batch, per_sample(batch))
+    assert seen == [S, S, S]
+    with pytest.raises(ValueError, match="must score each sample on its own"):
+        check_per_sample_scores("BatchFilter", lambda b: b.x - b.x.mean(), batch, batch.x - batch.x.mean())
