@@ -292,7 +292,9 @@ class RobustMixin:
         The default calls ``reset_parameters()`` on every submodule that owns trainable parameters, under a forked
         RNG seeded with ``seed`` (the global RNG is untouched). Frozen parameters (``requires_grad=False``, e.g. a
         pretrained backbone kept fixed) keep their values, and a submodule whose parameters are all frozen keeps its
-        buffers too. Override it for custom layers, or for frozen parameters that are not fixed (an EMA teacher
+        buffers too. Running statistics start afresh (``reset_running_stats``) in every norm layer that is re-drawn,
+        and in parameter-free ones (``BatchNorm(affine=False)``, ``InstanceNorm(track_running_stats=True)``) unless
+        they sit in a submodule whose parameters are all frozen. Override it for custom layers, or for frozen parameters that are not fixed (an EMA teacher
         updated by hand: it would carry over from round to round).
         """
         reset_parameters(self, seed)  # type: ignore[arg-type]
@@ -338,6 +340,8 @@ def reset_parameters(module: torch.nn.Module, seed: int) -> None:
             with torch.no_grad():
                 for p, value in frozen:  # a layer with some parameters frozen: those keep their values
                     p.copy_(value)
+        for m in _stat_only_norms(module):
+            m.reset_running_stats()
 
 
 def _resetter(m: torch.nn.Module) -> Any:
@@ -375,6 +379,29 @@ def _reset_owners(module: torch.nn.Module) -> list[torch.nn.Module]:
             "Add one, override `reinitialize(seed)` on your LightningModule, or pass `reinit=False`."
         )
     return owners
+
+
+def _stat_only_norms(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The norm layers with running statistics but no parameters (``BatchNorm(affine=False)``, ``InstanceNorm(
+    track_running_stats=True)``) that a re-initialisation resets: owning no parameter, they are no owner of
+    :func:`_reset_owners`, and their statistics of the old model carried over into the fresh one (a reviewer's
+    ``num_batches_tracked`` counted on over ITLM's rounds). Frozen, and kept, is one inside a submodule whose
+    parameters are all frozen: the nearest enclosing module that holds any parameter holds no trainable one."""
+    parents: dict[torch.nn.Module, torch.nn.Module] = {}
+    for parent in module.modules():
+        for child in parent.children():
+            parents.setdefault(child, parent)
+    found = []
+    for m in module.modules():
+        if (not isinstance(m, torch.nn.modules.batchnorm._NormBase) or not m.track_running_stats
+                or any(True for _ in m.parameters())):
+            continue
+        up = parents.get(m)
+        while up is not None and not any(True for _ in up.parameters()):
+            up = parents.get(up)
+        if up is None or any(p.requires_grad for p in up.parameters()):
+            found.append(m)
+    return found
 
 
 def check_reinitializable(module: Any) -> None:

@@ -261,6 +261,45 @@ def test_reduce_loss_without_batch_under_an_active_selector_names_the_missing_ar
     assert m.reduce_loss(torch.tensor([1.0, 3.0])) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_reinitialize_resets_the_running_statistics_of_every_trainable_norm_layer(affine):
+    """Reviewer: re-initialisation kept the running statistics of `BatchNorm1d(affine=False)` (no parameters, so no
+    owner to reset), and ITLM's fresh model of a round went on with the old model's `num_batches_tracked`."""
+
+    class BN(TinyModel):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4, affine=affine), nn.Linear(4, 3))
+            self.inorm = nn.InstanceNorm1d(4, affine=affine, track_running_stats=True)
+
+    m = BN().train()
+    for _ in range(3):
+        m.net(torch.randn(8, 2) * 3 + 2)
+        m.inorm(torch.randn(8, 4, 5) * 3 + 2)
+    m.reinitialize(0)
+    for norm in (m.net[1], m.inorm):
+        assert int(norm.num_batches_tracked) == 0
+        assert torch.equal(norm.running_mean, torch.zeros(4)) and torch.equal(norm.running_var, torch.ones(4))
+
+
+def test_reinitialize_keeps_the_statistics_of_a_parameter_free_norm_layer_in_a_frozen_submodule():
+    """The docstring's rule for a frozen backbone (its buffers are kept) holds for its parameter-free norm layers too,
+    while the same layer in the trainable head starts afresh."""
+
+    class Frozen(TinyModel):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4, affine=False)).requires_grad_(False)
+            self.head = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False), nn.Linear(4, 3))
+
+    m = Frozen().train()
+    m.head(m.backbone(torch.randn(8, 2) + 2))
+    kept = m.backbone[1].running_mean.clone()
+    m.reinitialize(0)
+    assert torch.equal(m.backbone[1].running_mean, kept) and int(m.backbone[1].num_batches_tracked) == 1
+    assert int(m.head[1].num_batches_tracked) == 0
+
+
 def test_predicted_labels_reads_the_outputs_of_a_list_return():
     """Reviewer: `per_sample_loss` returning the list `[losses, outputs]` (accepted everywhere else) gave
     `predicted_labels` None, as if there were no outputs."""
