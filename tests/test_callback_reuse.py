@@ -554,3 +554,37 @@ def test_a_reused_adversarial_trigger_checks_the_range_of_each_fits_first_batch(
     _fit_trigger(tmp_path, at, _RangedBlobs((-1.0, 6.0)))
     with pytest.raises(ValueError, match=r"`training inputs` must lie in the declared `value_range` \[-1, 6\]"):
         _fit_trigger(tmp_path, at, _RangedBlobs((-1.0, 6.0), clamp=False))
+
+
+class FailAtEpochStart(pl.Callback):
+    def __init__(self, epoch: int, exc: type[BaseException]) -> None:
+        self.epoch, self.exc = epoch, exc
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise self.exc("stopped by the user")
+
+
+@pytest.mark.parametrize("owner, exc", [("ITLM", RuntimeError), ("ITLM", KeyboardInterrupt),
+                                        ("ActivationClustering", RuntimeError)])
+def test_a_failed_round_fit_gives_the_datamodule_its_own_train_dataloader_back(tmp_path, owner, exc):
+    """Reviewer: an ITLM fit that raised in round 1 left the datamodule's `train_dataloader` patched (Lightning calls
+    no callback `teardown` after a fit that raised, nor after a KeyboardInterrupt), and a later plain fit on the same
+    datamodule trained on ITLM's old selection only (32 of 64 samples)."""
+    import signal
+
+    from lit_robust import ActivationClustering
+
+    data = BlobsData(n=96, batch_size=32)
+    cb = (ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False, report=False) if owner == "ITLM"
+          else ActivationClustering(warmup_epochs=1, verbose=False, report=False))
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after a KeyboardInterrupt
+    try:
+        with pytest.raises(SystemExit if exc is KeyboardInterrupt else RuntimeError):
+            tiny_trainer(tmp_path, 2, [cb, FailAtEpochStart(1, exc)]).fit(TinyModel(), data)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert "train_dataloader" not in vars(data)
+    module = TinyModel()
+    tiny_trainer(tmp_path, 1).fit(module, data)
+    assert torch.cat(module.seen).unique().numel() == 96

@@ -858,6 +858,10 @@ class ITLM(Callback):
         self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._undo_patch()
+
+    def _undo_patch(self) -> None:
+        """Give the user's datamodule (or module) its own ``train_dataloader`` back."""
         if self._patch is not None:
             self._patch.undo()
             self._patch = None
@@ -1272,6 +1276,9 @@ class ITLM(Callback):
             self._save_plot(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning calls no `teardown` after a fit that raised (nor after a KeyboardInterrupt or SIGTERM, which also
+        # come here): a reviewer's later plain fit on the same datamodule trained on ITLM's old selection, 32 of 64
+        self._undo_patch()
         if self._report_target is not None and self._trained_this_fit and self.report_path is None:
             rank_zero_warn(unwritten_report_note(self._title, exception))
 
