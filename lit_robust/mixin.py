@@ -272,7 +272,9 @@ class RobustMixin:
     @property
     def model_start_epoch(self) -> int | None:
         """The epoch at whose start a round-based callback last re-drew this model's parameters in the current fit
-        (``ITLM(reinit=True)`` sets it after :meth:`reinitialize`); ``None`` when none has in this process.
+        (``ITLM(reinit=True)`` sets it after :meth:`reinitialize`); ``None`` when none has. A fit that starts afresh
+        (not one that goes on with the same Trainer) sets it back to ``None`` at the setup of its ITLM or
+        BatchFilter, so an earlier fit's announcement does not shift a later fit's schedules.
 
         Per-batch schedules that count epochs (:class:`~lit_robust.BatchFilter`'s warm-up and its
         ``drop_ratio="auto"`` estimation window, hence :class:`~lit_robust.AdversarialTrigger`'s use of the filter)

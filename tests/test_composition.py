@@ -118,3 +118,16 @@ def test_resumed_composed_fit_reproduces_the_uninterrupted_one(tmp_path, resume_
 def test_restart_on_reinit_is_checked():
     with pytest.raises(ValueError, match=r"`restart_on_reinit` must be True or False, got 1"):
         BatchFilter("prl", 0.2, restart_on_reinit=1)
+
+
+def test_an_earlier_fits_reinitialisation_does_not_shift_a_later_fits_warmup(tmp_path):
+    """Reviewer: after an ITLM fit (model re-drawn at epoch 2, announced as `model_start_epoch`), a BatchFilter fit of
+    the same module with a new Trainer restarted its warm-up at epoch 2 as if ITLM had re-drawn the model there."""
+    model = TinyModel(lr=0.05)
+    itlm = ITLM(keep_ratio=KEEP, round_epochs=ROUNDS, verbose=False, plot=False, report=False)
+    tiny_trainer(tmp_path, EPOCHS, [itlm]).fit(model, BlobsData(n=N, batch_size=BATCH))
+    assert model.model_start_epoch == 2
+    f = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=2, report=False)
+    tiny_trainer(tmp_path, 4, [f]).fit(model, BlobsData(n=N, batch_size=BATCH))
+    assert [r.drop_ratio for r in f.history] == [0.0, 0.15, 0.3, 0.3]
+    assert f.schedule_start == 0 and model.model_start_epoch is None

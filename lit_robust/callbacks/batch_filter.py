@@ -470,6 +470,10 @@ class BatchFilter(Callback):
         self._resumed_epoch: int | None = None  # the epoch a checkpoint written inside it resumes
         if fresh:  # an earlier fit's epochs do not carry over
             self._reset_fit_state()
+            # nor its re-initialisation, announced on the module (a reviewer's ITLM fit left epoch 1 there, and this
+            # filter's warm-up on the reused module restarted at epoch 1 of a fit without ITLM); a resumed fit's
+            # filter restores the epoch it counts from with its own state
+            module.model_start_epoch = None
         elif self._foreign_state is None:  # the same Trainer's go on
             self._drop_partial_epoch(trainer.current_epoch)
         self._checked_per_sample = False
