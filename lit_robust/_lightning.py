@@ -270,6 +270,31 @@ class TrainLoaderPatch:
             self.source.instance = self.original
 
 
+def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:
+    """Raise, naming the argument, the allowed range and the value, when a fractional ``limit_train_batches`` or an
+    integer ``val_check_interval`` does not fit an epoch of ``batches`` training batches (``where`` says whose).
+
+    Lightning checks both against each train loader it loads, with its own words: against a round's loader smaller
+    than round 0's only after round 0 had trained (a reviewer's ``val_check_interval=4`` failed at round 1, of 2
+    batches). The conditions are Lightning's own (``_FitLoop.setup_data``, ``_parse_num_batches``)."""
+    if batches <= 0:
+        return  # a loader that yields no batch is named elsewhere (at fit end)
+    limit = trainer.limit_train_batches
+    if isinstance(limit, float) and limit > 0 and int(batches * limit) == 0:
+        raise ValueError(f"`limit_train_batches` as a fraction must be at least 1/{batches} = {1 / batches:.4g} (or an "
+                         f"integer number of batches >= 1): {where} has {batches} training batches an epoch, and "
+                         f"floor({limit} * {batches}) = 0 would train none of them; got limit_train_batches={limit}.")
+    used = min(batches, limit) if isinstance(limit, int) else int(batches * limit) if isinstance(limit, float) \
+        else batches
+    interval = trainer.val_check_interval
+    if (isinstance(interval, int) and not isinstance(interval, bool)
+            and getattr(trainer, "_val_check_time_interval", None) is None
+            and trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0 and interval > used):
+        raise ValueError(f"`val_check_interval` as an integer must be in [1, {used}], the training batches an epoch of "
+                         f"{where}; got val_check_interval={interval}. Use at most {used}, a fraction of each epoch "
+                         "(e.g. 0.5), or `check_val_every_n_epoch=None` to count batches across epochs.")
+
+
 def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None,
                  generator: torch.Generator | None = None) -> DataLoader:
     """A copy of ``loader`` (same dataset, batch size, workers, collate) iterating ``sampler``; ``generator``: the

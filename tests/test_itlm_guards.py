@@ -1044,3 +1044,32 @@ def test_limit_train_batches_zero_is_refused_by_itlm_and_the_filters_at_setup(li
         with pytest.raises(ValueError, match=rf"{owner}: `limit_train_batches` must be > 0 \(a number of batches, or "
                                              rf"a fraction of each epoch's\), got {limit}: it trains no batch"):
             trainer.fit(MixinStep(), BlobsData())
+
+
+@pytest.mark.parametrize("trainer_kw, message", [
+    (dict(val_check_interval=4), r"`val_check_interval` as an integer must be in \[1, 2\], the training batches an "
+     r"epoch of ITLM's smallest planned round \(32 of the 64 samples kept, keep_ratio=0.5\); got val_check_interval=4"),
+    (dict(limit_train_batches=0.3), r"`limit_train_batches` as a fraction must be at least 1/2 = 0.5 \(or an integer "
+     r"number of batches >= 1\): ITLM's smallest planned round \(32 of the 64 samples kept, keep_ratio=0.5\) has 2 "
+     r"training batches an epoch, and floor\(0.3 \* 2\) = 0 would train none of them; got limit_train_batches=0.3"),
+])
+def test_epoch_arguments_that_misfit_a_smaller_round_are_named_before_round_0_trains(tmp_path, trainer_kw, message):
+    """Reviewer: `val_check_interval=4` (round 0: 4 batches) or `limit_train_batches=0.3` (round 0: 1 batch) crashed
+    the fit only after round 0 had trained, with Lightning's words, at round 1's loader of 2 batches."""
+    trainer = tiny_trainer(tmp_path, 2, [ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False,
+                                              report=False)], num_sanity_val_steps=0, **trainer_kw)
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(TinyModel(), BlobsData(n=64, batch_size=16, with_val=True))
+    assert trainer.global_step == 0
+
+
+def test_val_check_interval_is_checked_against_each_auto_round_before_lightning(tmp_path):
+    """With `keep_ratio="auto"` a round's size is known only at its start: there the interval is named with our words,
+    not Lightning's "must be less than or equal to the number of the training batches"."""
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    trainer = tiny_trainer(tmp_path, 2, [itlm], num_sanity_val_steps=0, val_check_interval=4)
+    with pytest.raises(ValueError, match=r"`val_check_interval` as an integer must be in \[1, [1-3]\], the training "
+                                         r"batches an epoch of ITLM round 1 \(\d+ of the 64 samples kept\)"):
+        trainer.fit(TinyModel(), BlobsData(n=64, batch_size=16, with_val=True))
+    assert trainer.global_step == 4  # round 0 trained: its size was the only one known

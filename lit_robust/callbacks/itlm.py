@@ -30,6 +30,7 @@ from lit_robust._checks import real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
     begin_fit,
+    check_epoch_batches,
     check_state_owner,
     earlier_fit_note,
     early_stopping_checks,
@@ -433,6 +434,11 @@ class ITLM(Callback):
         round_epochs: epochs of each round; ``sum(round_epochs) == Trainer(max_epochs=...)``.
         initial_round_on_all: round 0 trains on every sample (Algorithm 1's optional initialisation);
             if ``False`` round 0 already trains on the selection scored by the untrained model.
+
+            A round trains on fewer batches than the whole set: a fractional ``limit_train_batches`` and an integer
+            ``val_check_interval`` must fit its epoch. With a numeric ``keep_ratio`` they are checked against the
+            smallest round before round 0 trains; with ``"auto"``, whose round sizes come from the scoring passes,
+            at each round's start (a ``ValueError`` naming the argument, its range and the value either way).
         reinit: re-initialise model, optimizers and LR schedulers at the start of rounds ``t >= 1``
             (model re-drawn by :meth:`RobustMixin.reinitialize` with seed ``seed + t``; the paper's protocol).
             Frozen parameters (``requires_grad=False``) keep their values. ``"restore"`` (fine-tuning a pretrained
@@ -855,7 +861,7 @@ class ITLM(Callback):
         # the sampler re-seeds it every epoch, so the workers' seeds are the same either way
         self._loader_generator = torch.Generator().manual_seed(self.fit_seed)
         self._sampler.worker_generator = self._loader_generator
-        self._patch = TrainLoaderPatch(trainer, self._make_train_loader)
+        self._patch = TrainLoaderPatch(trainer, lambda original: self._make_train_loader(original, trainer))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._undo_patch()
@@ -866,7 +872,7 @@ class ITLM(Callback):
             self._patch.undo()
             self._patch = None
 
-    def _make_train_loader(self, original: Any) -> DataLoader:
+    def _make_train_loader(self, original: Any, trainer: pl.Trainer) -> DataLoader:
         loader = resolve_loader(original)
         _check_indexed(loader.dataset, type(self).__name__)  # ActivationClustering runs on this machinery too
         _check_plain_sampler(loader, type(self).__name__)
@@ -917,7 +923,29 @@ class ITLM(Callback):
                 + f" are fewer than one batch (`batch_size` {loader.batch_size}), and the training loader has "
                 "`drop_last=True`: this round keeps its one smaller batch (`drop_last=False`) rather than train "
                 "nothing."), warn=True)
-        return with_sampler(loader, self._sampler, drop_last=drop_last, generator=self._loader_generator)
+        out = with_sampler(loader, self._sampler, drop_last=drop_last, generator=self._loader_generator)
+        # `limit_train_batches` and an integer `val_check_interval` against the smallest round planned, before round 0
+        # trains (Lightning checks each loader it loads, so a smaller round failed only after round 0 had trained);
+        # and against each round's own loader, before Lightning does (a round of "auto", or ActivationClustering's)
+        planned = self._smallest_planned_round(n, targets)
+        if planned is not None:
+            batches = round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
+            check_epoch_batches(trainer, batches, f"{self._title}'s smallest planned round ({planned} of the {n} samples "
+                                f"kept, keep_ratio={self.keep_ratio})")
+        check_epoch_batches(trainer, len(out), f"{self._title} round {self._round} ({size} of the {n} samples kept)")
+        return out
+
+    def _smallest_planned_round(self, n: int, targets: Any) -> int | None:
+        """The fewest samples a round keeps, where the arguments fix it: a numeric ``keep_ratio`` with a round that
+        trains on a selection; ``None`` with ``"auto"`` (an estimate of each scoring pass), and where every round
+        trains on all samples."""
+        if self.keep_ratio == "auto" or (self.num_rounds < 2 and self.initial_round_on_all):
+            return None
+        if (self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.numel() == n
+                and not targets.is_floating_point() and int(targets.min()) >= 0):
+            # each class keeps floor(alpha * n_c): together no more, often fewer, than floor(alpha * n)
+            return sum(keep_count(int(c), self.keep_ratio) for c in torch.bincount(targets.long().cpu()))
+        return keep_count(n, self.keep_ratio)
 
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -2126,6 +2154,23 @@ class ITLM(Callback):
             off = "" if self._report_target is not None or self.report is False else (
                 "; the per-sample report is off (`report=True` writes it)")
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
+
+
+def round_batches(kept: int, n: int, world: int, batch_size: int, drop_last: bool) -> int:
+    """Training batches each of ``world`` processes gets an epoch from a round keeping ``kept`` of ``n`` samples, as
+    ITLM's loader makes them: :class:`SelectionSampler` gives each process ``ceil(kept / world)`` samples, and a round
+    under one batch keeps its smaller batch despite ``drop_last`` (see ``_make_train_loader``) (pure).
+
+    >>> round_batches(32, 64, 1, 16, False), round_batches(33, 64, 1, 16, True), round_batches(8, 64, 1, 16, True)
+    (2, 2, 1)
+    >>> round_batches(33, 64, 2, 16, False)
+    2
+    """
+    per = kept if world == 1 else -(-kept // world)
+    full = -(-n // world)
+    if drop_last and not 0 < per < batch_size <= full:
+        return per // batch_size
+    return -(-per // batch_size)
 
 
 def _scoring_dataloader_owner(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
