@@ -296,8 +296,8 @@ class RobustMixin:
         pretrained backbone kept fixed) keep their values, and a submodule whose parameters are all frozen keeps its
         buffers too. Running statistics start afresh (``reset_running_stats``) in every norm layer that is re-drawn,
         and in parameter-free ones (``BatchNorm(affine=False)``, ``InstanceNorm(track_running_stats=True)``) unless
-        they sit in a submodule whose parameters are all frozen. Override it for custom layers, or for frozen parameters that are not fixed (an EMA teacher
-        updated by hand: it would carry over from round to round).
+        they sit in a submodule whose parameters are all frozen. Override it for custom layers, or for frozen
+        parameters that are not fixed (an EMA teacher updated by hand: it would carry over from round to round).
         """
         reset_parameters(self, seed)  # type: ignore[arg-type]
 

@@ -440,7 +440,8 @@ def _rank_main(r: int, world: int, init_file: str, out_dir: str) -> None:
         # a ratio that differs between ranks resolves to another k on each: every rank raises (it kept 6 of 10)
         for label, call in [
             ("trim-ratio-differs", lambda: D.global_trim_mask(good_s, good_i, 0.4 if r == 1 else 0.7, "histogram")),
-            ("batch-ratio-differs", lambda: D.global_batch_keep_mask(good_s, good_i, drop_ratio=0.6 if r == 1 else 0.3)),
+            ("batch-ratio-differs",
+             lambda: D.global_batch_keep_mask(good_s, good_i, drop_ratio=0.6 if r == 1 else 0.3)),
             ("per-class-short-index", lambda: D.global_per_class_trim_mask(good_s, good_i[:3] if r == 1 else good_i,
                                                                            good_i % 2, 0.5)),
         ]:

@@ -208,7 +208,8 @@ def test_a_regressions_broadcast_output_is_named():
 
 def test_a_namedtuple_batch_is_checked_field_by_field():
     """Reviewer: namedtuple batches (a Dataset returning `S(index, x, y)`) crashed the per-sample check with a
-    TypeError from `type(batch)(generator)`; the head of the batch is a namedtuple again, and a mixing score is caught."""
+    TypeError from `type(batch)(generator)`; the head of the batch is a namedtuple again, and a mixing score is
+    caught."""
     from collections import namedtuple
 
     S = namedtuple("S", "index x y")

@@ -930,8 +930,8 @@ class ITLM(Callback):
         planned = self._smallest_planned_round(n, targets)
         if planned is not None:
             batches = round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
-            check_epoch_batches(trainer, batches, f"{self._title}'s smallest planned round ({planned} of the {n} samples "
-                                f"kept, keep_ratio={self.keep_ratio})")
+            check_epoch_batches(trainer, batches, f"{self._title}'s smallest planned round ({planned} of the {n} "
+                                f"samples kept, keep_ratio={self.keep_ratio})")
         check_epoch_batches(trainer, len(out), f"{self._title} round {self._round} ({size} of the {n} samples kept)")
         return out
 
