@@ -365,3 +365,35 @@ def test_images_are_read_once_and_kept_while_they_fit_in_memory(tmp_path, monkey
         other = ImageFolderDataModule(str(root), **kwargs)
         other.setup("fit")
         assert not isinstance(other.train_set.dataset.dataset, image_folder._KeptImages), kwargs
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_16_bit_32_bit_and_float_images_are_scaled_to_0_1_by_their_range_not_clipped(tmp_path, channels):
+    """Reviewer: 16-bit PNGs (PIL mode I;16), 32-bit integer (I) and float (F) TIFFs went through `convert("RGB")`,
+    which clips them to 0 or 255: every pixel of a 16-bit folder read as 1.0. I;16 and I are divided by 65,535 and F
+    is taken as [0, 1], at full precision, as one grey channel (three equal ones with `channels=3`)."""
+    values = {("a", 0): np.array([[0, 1000], [30000, 65535]], np.uint16),
+              ("a", 1): np.array([[0, 7], [60000, 65535]], np.int32),  # mode I
+              ("b", 0): np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)}  # mode F
+    for (c, k), v in values.items():
+        (tmp_path / "deep" / c).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(v).save(tmp_path / "deep" / c / f"{k}.{'png' if v.dtype == np.uint16 else 'tif'}")
+    assert [Image.open(p).mode for p in sorted((tmp_path / "deep").rglob("*.*"))] == ["I;16", "I", "F"]
+    dm = ImageFolderDataModule(str(tmp_path / "deep"), normalize=False, channels=channels)
+    dm.setup("fit")
+    assert dm.in_channels == (channels or 1)  # 16-bit grey is grey
+    for i, v in enumerate(values.values()):
+        x = dm.train_set[i][1]
+        want = torch.from_numpy(v.astype(np.float64) / (1.0 if v.dtype == np.float32 else 65535.0)).float()
+        assert x.shape == (dm.in_channels, 2, 2) and all(torch.allclose(ch, want, atol=1e-6) for ch in x), (i, x)
+
+
+def test_a_float_image_outside_0_1_is_named_not_clipped(tmp_path):
+    """Reviewer: a float TIFF with pixels in [0, 60] was clipped without a word; such a file is named, with its range
+    and the fix."""
+    root = _folder(tmp_path / "train")
+    bad = root / "dog" / "zz_float.tif"
+    Image.fromarray(np.array([[0.0, 60.0]], np.float32)).save(bad)
+    with pytest.raises(ValueError, match=rf"the image file {re.escape(str(bad))} is a float image \(PIL mode F\) with "
+                                         r"pixel values from 0 to 60, outside the \[0, 1\] it is read from"):
+        ImageFolderDataModule(str(root)).setup("fit")

@@ -45,19 +45,54 @@ def _split_positions(n: int, size: float | int, seed: int) -> tuple[Tensor, Tens
 def _read_image(path: str) -> Any:
     """The image file ``path`` as an RGB PIL image (what torchvision's ``default_loader`` returns), decoded in full
     here so that a damaged file is named: a truncated JPEG opens, then fails to decode with PIL's bare ``Truncated File
-    Read``, which stopped an image-folder newcomer's fit (in the statistics pass, or mid-training) without naming it."""
+    Read``, which stopped an image-folder newcomer's fit (in the statistics pass, or mid-training) without naming it.
+
+    A 16-bit or 32-bit integer or a float image (PIL modes ``I;16``, ``I``, ``F``) comes back as one float channel
+    (mode ``F``) in [0, 1] instead (:func:`_unit_range`): PIL's ``convert("RGB")`` clips such pixels to 0 or 255."""
     from PIL import Image
 
     try:
         with open(path, "rb") as f:
             image = Image.open(f)
             image.load()
-            return image.convert("RGB")
+            if not _is_deep(image.mode):
+                return image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three for damaged files
         why = ("not an image PIL can identify" if isinstance(err, Image.UnidentifiedImageError)
                else f"{type(err).__name__}: {err}")
         raise OSError(f"the image file {path} could not be read ({why}): move it out of the folder, or repair it, "
                       "and run again.") from err
+    return _unit_range(image, path)
+
+
+def _is_deep(mode: str) -> bool:
+    """Whether PIL's ``mode`` holds more than 8 bits a pixel (``I;16``, ``I;16B``, ... , ``I``, ``F``)."""
+    return mode in ("I", "F") or mode.startswith("I;16")
+
+
+def _is_grey(mode: str) -> bool:
+    return mode in ("1", "L", "LA") or _is_deep(mode)  # the deep modes are all one channel
+
+
+def _unit_range(image: Any, path: str) -> Any:
+    """A one-channel image of more than 8 bits as a float image (PIL mode ``F``) in [0, 1], at full precision.
+
+    Integer images (``I;16`` and ``I``, which older Pillow gives 16-bit PNGs) are divided by 65,535: a 16-bit range
+    for ``I`` as well, since 32-bit integer images are nearly always 16-bit data widened. Float images (``F``) are
+    taken as already in [0, 1]. Pixels outside that range are an error naming the file, not clipped: clipping made
+    a 16-bit folder read as all-white images (every pixel 1.0) without a word."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image, dtype=np.float64)
+    high, kind = (1.0, "a float image") if image.mode == "F" else (65535.0, "a 16-bit or 32-bit integer image")
+    low_seen, high_seen = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if not (np.isfinite(pixels).all() and 0 <= low_seen and high_seen <= high):
+        raise ValueError(
+            f"the image file {path} is {kind} (PIL mode {image.mode}) with pixel values from {low_seen:g} to "
+            f"{high_seen:g}, outside the [0, {high:g}] it is read from (as [0, 1]): rescale it to [0, {high:g}] "
+            "(or save it as an 8-bit image), or move it out of the folder.")
+    return Image.fromarray((pixels / high).astype(np.float32))
 
 
 class _Files(Dataset):
@@ -87,6 +122,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
     """Your own images as training / validation / test splits: ``root/<class>/<image>``, one folder per class.
 
     As torchvision's ``ImageFolder``: classes are the sub-folders' names, sorted; files are read in sorted order.
+    Pixels are read in [0, 1]: 8-bit images as ``pixel / 255``, 16-bit and 32-bit integer grey images (PIL modes
+    ``I;16``, ``I``) as ``pixel / 65535``, float images (``F``) as they are (they must lie in [0, 1]).
 
     Args:
         root: the training folder, one sub-folder per class (a GAN's unlabelled images: all in one sub-folder).
@@ -205,12 +242,14 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         from torchvision import transforms as T
 
         h, w = self.image_size
-        steps: list[Any] = [T.Grayscale(1) if self.in_channels == 1 else T.Lambda(_rgb), T.Resize((h, w))]
+        steps: list[Any] = [T.Lambda(_grey if self.in_channels == 1 else _rgb), T.Resize((h, w))]
         if train and self.augment != "none":
             steps.append(T.RandomCrop((h, w), padding=max(1, min(h, w) // 8)))
             if self.augment == "crop_flip":
                 steps.append(T.RandomHorizontalFlip())
         steps.append(T.ToTensor())
+        if self.in_channels == 3:
+            steps.append(T.Lambda(_three_channels))  # a deep image is read as one float channel (`_read_image`)
         if self.normalize is True and self.mean is not None:
             steps.append(T.Normalize(self.mean, self.std))
         elif self.normalize == "symmetric":
@@ -235,7 +274,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             raise OSError(f"The first image of `root`, {folder.samples[0][0]}, could not be read ({err}): it sets the "
                           "size and channels the others are read at. Move it away, or pass `image_size` and "
                           "`channels`.") from err
-        self.in_channels = self.requested_channels or (1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3)
+        self.in_channels = self.requested_channels or (1 if _is_grey(mode) else 3)
         self.image_size = ((self.requested_size, self.requested_size) if self.requested_size
                            else (size[1], size[0]))
         n = len(folder)
@@ -437,5 +476,15 @@ def _warn_if_root_is_a_level_up(root: str, folder: Any) -> None:
                    f"point `root` one level down, e.g. {example!r}.")
 
 
+def _grey(image: Any) -> Any:
+    """One channel, as ``T.Grayscale(1)``; a float image (a deep one, `_read_image`) stays as it is: PIL's
+    ``convert("L")`` would clip it to 0 or 1 of 255."""
+    return image if image.mode == "F" else image.convert("L")
+
+
 def _rgb(image: Any) -> Any:
-    return image.convert("RGB")
+    return image if image.mode == "F" else image.convert("RGB")  # a float image: made three channels as a tensor
+
+
+def _three_channels(x: Tensor) -> Tensor:
+    return x.expand(3, -1, -1).clone() if x.shape[0] == 1 else x
