@@ -397,3 +397,30 @@ def test_a_float_image_outside_0_1_is_named_not_clipped(tmp_path):
     with pytest.raises(ValueError, match=rf"the image file {re.escape(str(bad))} is a float image \(PIL mode F\) with "
                                          r"pixel values from 0 to 60, outside the \[0, 1\] it is read from"):
         ImageFolderDataModule(str(root)).setup("fit")
+
+
+def test_a_test_folder_with_an_empty_class_folder_is_read_as_the_mismatch_error_advises(tmp_path, monkeypatch):
+    """Reviewer: a `test_root` missing a class was told "Give both folders the same class sub-folders (an empty one is
+    fine)", and the empty folder then failed (torchvision's ImageFolder rejects empty class folders). It is read now
+    (allow_empty, torchvision >= 0.18); older torchvision is not promised it; a test folder of empty ones is said."""
+    import lit_robust.data.image_folder as image_folder
+
+    root = str(_folder(tmp_path / "train"))
+    test = _folder(tmp_path / "test", per_class=2, classes=("cat", "emu"))
+    with pytest.raises(ValueError, match=r"has the class sub-folders \['cat', 'emu'\], but `root` has \['cat', 'dog', "
+                                         r"'emu'\].* same class sub-folders \(an empty one is fine\)"):
+        ImageFolderDataModule(root, test_root=str(test)).setup("fit")
+    (test / "dog").mkdir()  # as advised
+    dm = ImageFolderDataModule(root, test_root=str(test))
+    dm.setup("fit")
+    assert [y for _, _, y in dm.test_set] == [0, 0, 2, 2]  # "emu" keeps label 2
+    for name in ("cat", "emu"):
+        for f in (test / name).iterdir():
+            f.unlink()
+    with pytest.raises(ValueError, match=r"`test_root`=.* holds no images \(its class sub-folders are all empty\)"):
+        ImageFolderDataModule(root, test_root=str(test)).setup("fit")
+    monkeypatch.setattr(image_folder, "_allows_empty_class_folders", lambda: False)  # torchvision < 0.18
+    two = _folder(tmp_path / "test2", per_class=2, classes=("cat", "emu"))
+    with pytest.raises(ValueError, match=r"same class sub-folders \(each with an image or more: an empty one needs "
+                                         r"torchvision >= 0.18\)"):
+        ImageFolderDataModule(root, test_root=str(two)).setup("fit")

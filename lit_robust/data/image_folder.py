@@ -11,6 +11,7 @@ training augmentation (``scoring_dataloader``).
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from typing import Any, Literal
 
@@ -40,6 +41,16 @@ def _split_positions(n: int, size: float | int, seed: int) -> tuple[Tensor, Tens
     held = perm[:k].sort().values
     kept = perm[k:].sort().values
     return kept, held
+
+
+@functools.cache
+def _allows_empty_class_folders() -> bool:
+    """Whether torchvision's ``ImageFolder`` takes ``allow_empty`` (0.18 and later; the project supports 0.16)."""
+    import inspect
+
+    from torchvision import datasets
+
+    return "allow_empty" in inspect.signature(datasets.ImageFolder.__init__).parameters
 
 
 def _read_image(path: str) -> Any:
@@ -130,7 +141,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             The folder is taken as it is: files in the wrong class folder are the label noise the robust callbacks
             look for.
         test_root: a separate test folder with the same class sub-folders (ideally checked by hand: the clean
-            data a model is meant for). ``None`` and ``test_size=0``: no test split.
+            data a model is meant for); a class's may be empty (with torchvision >= 0.18). ``None`` and
+            ``test_size=0``: no test split.
         test_size: images of ``root`` held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count
             (default 0). They carry the folder's noise.
         val_size: images of ``root`` held out for validation (after the test images), likewise.
@@ -224,7 +236,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
 
     # ------------------------------------------------------------------ reading
     @staticmethod
-    def _folder(root: str, argument: str, transform: Any = None) -> Any:
+    def _folder(root: str, argument: str, transform: Any = None, allow_empty: bool = False) -> Any:
         from torchvision import datasets
 
         path = os.path.expanduser(os.fspath(root))
@@ -233,7 +245,9 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             raise FileNotFoundError(f"`{argument}`={root!r} is not a folder: {os.path.abspath(path)} does not exist"
                                     f"{relative}.")
         try:
-            return datasets.ImageFolder(path, transform=transform, loader=_read_image)
+            # an empty class folder (`allow_empty`, torchvision >= 0.18) lets a test folder lack a class's images
+            empty = {"allow_empty": True} if allow_empty and _allows_empty_class_folders() else {}
+            return datasets.ImageFolder(path, transform=transform, loader=_read_image, **empty)
         except (FileNotFoundError, RuntimeError) as err:  # no class sub-folders, or sub-folders without images
             raise ValueError(f"`{argument}`={root!r} must hold one sub-folder per class with the images inside "
                              f"(`{argument}/<class>/<image>.png`): {err}") from err
@@ -313,11 +327,16 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         self.val_set = split(eval_folder, val_pos)
         self.test_set = split(eval_folder, test_pos)
         if self.test_root is not None:
-            test = self._folder(self.test_root, "test_root", self._transform(train=False))
+            test = self._folder(self.test_root, "test_root", self._transform(train=False), allow_empty=True)
             if list(test.classes) != self.classes:
+                empty = ("an empty one is fine" if _allows_empty_class_folders() else
+                         "each with an image or more: an empty one needs torchvision >= 0.18")
                 raise ValueError(f"`test_root`={self.test_root!r} has the class sub-folders {test.classes}, but "
                                  f"`root` has {self.classes}: the labels would not mean the same classes. Give both "
-                                 "folders the same class sub-folders (an empty one is fine).")
+                                 f"folders the same class sub-folders ({empty}).")
+            if len(test) == 0:
+                raise ValueError(f"`test_root`={self.test_root!r} holds no images (its class sub-folders are all "
+                                 "empty): put the test images in them, or pass `test_root=None`.")
             self.test_set = IndexedDataset(_KeptImages(test) if self._keeps(len(test)) else test)
         if self.predict_root is not None:
             path = os.path.expanduser(os.fspath(self.predict_root))
