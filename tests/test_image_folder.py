@@ -424,3 +424,20 @@ def test_a_test_folder_with_an_empty_class_folder_is_read_as_the_mismatch_error_
     with pytest.raises(ValueError, match=r"same class sub-folders \(each with an image or more: an empty one needs "
                                          r"torchvision >= 0.18\)"):
         ImageFolderDataModule(root, test_root=str(two)).setup("fit")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"test_size": 0.02}, "`test_size`=0.02 of the 18 images of `root` rounds to 0 images: pass a fraction >= 0.0556 "
+                          "or a number of images (e.g. `test_size=1`), or 0 for no such split."),
+    ({"test_size": 4, "val_size": 0.03}, "`val_size`=0.03 of the 14 images of `root` left after the test images rounds "
+                                         "to 0 images: pass a fraction >= 0.0714"),
+])
+def test_a_held_out_fraction_that_rounds_to_no_image_is_an_error_at_setup(tmp_path, kwargs, words):
+    """Reviewer: `test_size=0.01` of a small folder rounded to 0 images and silently dropped the test split; `test`
+    later advised "Fit with `test_size` > 0", which the user had done."""
+    with pytest.raises(ValueError) as info:
+        ImageFolderDataModule(str(_folder(tmp_path / "train")), **kwargs).setup("fit")
+    assert words in str(info.value), str(info.value)
+    dm = ImageFolderDataModule(str(tmp_path / "train"), test_size=0.0556, val_size=0.0714)  # the least that hold one
+    dm.setup("fit")
+    assert (len(dm.test_set), len(dm.val_set)) == (1, 1)

@@ -144,7 +144,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             data a model is meant for); a class's may be empty (with torchvision >= 0.18). ``None`` and
             ``test_size=0``: no test split.
         test_size: images of ``root`` held out for testing, drawn with ``seed``: a fraction in [0, 1) or a count
-            (default 0). They carry the folder's noise.
+            (default 0; a fraction that rounds to no image is an error). They carry the folder's noise.
         val_size: images of ``root`` held out for validation (after the test images), likewise.
         image_size: every image is resized to ``image_size`` × ``image_size``; ``None`` (default): to the size of
             the first training image (so a folder of equal-sized images is read as it is).
@@ -296,7 +296,10 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             if isinstance(value, int) and value >= n:
                 raise ValueError(f"`{name}`={value} images is not fewer than the {n} images of `root`.")
         rest, test_pos = _split_positions(n, self.test_size, self.seed)
+        _check_rounds_to_some("test_size", self.test_size, n, len(test_pos), "")
         train_in_rest, val_in_rest = _split_positions(len(rest), self.val_size, self.seed + 1)
+        _check_rounds_to_some("val_size", self.val_size, len(rest), len(val_in_rest),
+                              " left after the test images" if len(test_pos) else "")
         train_pos, val_pos = rest[train_in_rest], rest[val_in_rest]
         if len(train_pos) == 0:
             raise ValueError(f"`test_size`={self.test_size!r} and `val_size`={self.val_size!r} leave none of the {n} "
@@ -456,6 +459,14 @@ def _reading(folder: Any, transform: Any) -> Any:
     other = copy.copy(folder)
     other.transform = transform
     return other
+
+
+def _check_rounds_to_some(name: str, size: float | int, n: int, held: int, which: str) -> None:
+    """A fraction ``size`` > 0 that rounds to no image is an error: the split asked for would silently be absent (a
+    `test` then said to fit with `test_size` > 0, which it had)."""
+    if isinstance(size, float) and size > 0 and held == 0:
+        raise ValueError(f"`{name}`={size!r} of the {n} images of `root`{which} rounds to 0 images: pass a fraction "
+                         f">= {1 / n:.3g} or a number of images (e.g. `{name}=1`), or 0 for no such split.")
 
 
 def _note_mixed_sizes(folder: Any, positions: Tensor, size: tuple[int, int]) -> None:
