@@ -441,3 +441,21 @@ def test_a_held_out_fraction_that_rounds_to_no_image_is_an_error_at_setup(tmp_pa
     dm = ImageFolderDataModule(str(tmp_path / "train"), test_size=0.0556, val_size=0.0714)  # the least that hold one
     dm.setup("fit")
     assert (len(dm.test_set), len(dm.val_set)) == (1, 1)
+
+
+def test_size_and_channels_come_from_the_folders_first_image_even_when_it_is_held_out(tmp_path):
+    """Reviewer: the docstring said "the first training image", the code read the folder's first file (an RGB file
+    held out as the test image made grey training images read as RGB). The folder's first file it is — the same
+    reading whatever `seed` holds out — and the docstring says so."""
+    root = _folder(tmp_path / "train")  # grey, 6×5
+    Image.new("RGB", (6, 5), (200, 10, 10)).save(root / "cat" / "00.png")  # the folder's first file
+    for seed in range(4):
+        dm = ImageFolderDataModule(str(root), test_size=1, seed=seed)
+        dm.setup("fit")
+        assert (dm.in_channels, dm.image_size) == (3, (5, 6))
+        if dm.test_set.dataset.indices == [0]:
+            break
+    assert dm.test_set.dataset.indices == [0]  # held out, and still the one read
+    doc = " ".join(ImageFolderDataModule.__doc__.split())
+    assert "to the size of the folder's first image, ``ImageFolder(root).samples[0]``, whether or not it is held out" in doc
+    assert "first training image" not in doc

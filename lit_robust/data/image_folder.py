@@ -147,8 +147,10 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             (default 0; a fraction that rounds to no image is an error). They carry the folder's noise.
         val_size: images of ``root`` held out for validation (after the test images), likewise.
         image_size: every image is resized to ``image_size`` × ``image_size``; ``None`` (default): to the size of
-            the first training image (so a folder of equal-sized images is read as it is).
-        channels: 1 (grayscale) or 3 (RGB); ``None`` (default): 1 when the first training image is grayscale, else 3.
+            the folder's first image, ``ImageFolder(root).samples[0]``, whether or not it is held out (so a folder of
+            equal-sized images is read as it is, and ``seed`` and the splits do not change the size).
+        channels: 1 (grayscale) or 3 (RGB); ``None`` (default): 1 when the folder's first image (as above) is
+            grayscale, else 3.
         augment: the training forwards' augmentation: ``"none"`` (default), ``"crop"`` (a random crop of the padded
             image, padding ``image_size // 8``) or ``"crop_flip"`` (and a random horizontal flip; not for digits or
             text). Scoring passes (``scoring_dataloader``, what ITLM scores), validation, test and prediction never
@@ -282,6 +284,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         mode, size = "RGB", (self.requested_size, self.requested_size)
         try:
             if self.requested_size is None or self.requested_channels is None:
+                # the folder's first file, not the first training one: the same reading whatever `seed` holds out
                 with Image.open(folder.samples[0][0]) as first:  # as stored: ImageFolder's loader converts to RGB
                     mode, size = first.mode, first.size
         except OSError as err:
