@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "real_scalar"]
+__all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "check_seed", "real_scalar"]
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator().manual_seed takes
 
 
 def _is_int(value: Any) -> bool:  # numpy integers count, booleans do not
@@ -66,6 +68,19 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
             rng = "an integer"
         raise ValueError(f"`{name}` must be {rng}{' or None' if optional else ''}, got {value!r}{_kind(value)}.")
     return int(value)
+
+
+def check_seed(name: str, value: Any, offset: int = 0) -> int:
+    """``value`` as an int that ``torch.Generator().manual_seed`` takes, also once ``offset`` is added to it (a
+    module seeding a second draw with ``seed + 1`` passes 1): torch's bare "Overflow when unpacking long long" named
+    no argument.
+
+    >>> check_seed("seed", 2**64 - 1, offset=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: `seed` must be an integer in [-9223372036854775808, 18446744073709551614], got 18446744073709551615.
+    """
+    return check_int(name, value, SEED_RANGE[0], SEED_RANGE[1] - offset)
 
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,

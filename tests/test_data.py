@@ -58,6 +58,25 @@ def test_corrupt_labels_custom_mapping_and_errors():
         corrupt_labels(torch.empty(0, dtype=torch.long), 0.5)
 
 
+@pytest.mark.parametrize("mapping", [[1, 5, 0], [1.7, 2.2, 0.4], [-1, 2, 0], [True, False, True], [1, 2], "abc"])
+def test_corrupt_labels_rejects_a_mapping_that_is_not_c_classes(mapping):
+    """Reviewer: `kind="systematic"` took out-of-range (5), float (1.7 read as class 1) and negative mappings into the
+    labels; each is an error naming `mapping`, the allowed classes and the value."""
+    y = torch.arange(12) % 3
+    with pytest.raises(ValueError, match=r"`mapping` must hold 3 integer classes in \[0, 2\] \(`num_classes` = 3\) "
+                                         r"with mapping\[a\] != a, got "):
+        corrupt_labels(y, 0.5, "systematic", mapping=torch.tensor(mapping) if mapping != "abc" else mapping)
+    noisy, _ = corrupt_labels(y, 0.0, "systematic", mapping=[2, 0, 1])  # a list of classes is fine
+    assert noisy.tolist() == [2, 0, 1] * 4
+
+
+def test_corrupt_labels_says_a_mapping_does_not_apply_to_random_noise():
+    """Reviewer: a `mapping` with kind="random" was ignored without a word."""
+    with pytest.raises(ValueError, match=r"`mapping` applies to kind='systematic' only, got a mapping with "
+                                         r"kind='random': pass kind='systematic', or no `mapping`"):
+        corrupt_labels(torch.arange(10) % 2, 0.5, "random", mapping=torch.tensor([1, 0]))
+
+
 def test_indexed_dataset_and_unpack_batch():
     base = TensorDataset(torch.randn(10, 3), torch.arange(10))
     ds = IndexedDataset(base, targets=torch.arange(10) + 100, corrupted=torch.arange(10) % 2 == 0)

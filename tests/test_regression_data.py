@@ -63,7 +63,7 @@ def test_mixture_uses_all_four_kinds_and_each_row_is_its_kind():
     [
         (dict(rate=1.5), r"`rate` must be a number in \[0, 1\], got 1.5"),
         (dict(kind="flip"), r"`kind` must be one of \['linadv', .*got 'flip'"),
-        (dict(uniform_bound=0.0), r"`uniform_bound` must be > 0, got 0.0"),
+        (dict(uniform_bound=0.0), r"`uniform_bound` must be a number > 0, got 0.0"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -80,6 +80,30 @@ def test_bad_shapes():
         corrupt_targets(torch.zeros(5, 2), torch.zeros(4), 0.5, "signflip")
     with pytest.raises(ValueError, match=r"`kind='pairflip'` .* needs targets of shape \[n, q\] with q >= 2"):
         corrupt_targets(torch.zeros(4, 2), torch.zeros(4), 0.5, "pairflip")
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    ((torch.zeros(0, 3), torch.zeros(0, 2)), {}, r"`targets` must hold at least one target, got an empty tensor of "
+                                                 r"shape \(0, 2\)"),
+    ((torch.zeros(0), torch.zeros(0)), {}, r"`targets` must hold at least one target, got an empty tensor"),
+    (data(), dict(seed=1.5), r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551615\], got 1.5"),
+    (data(), dict(seed=2**64), r"`seed` must be an integer in .*, got 18446744073709551616"),
+    (data(), dict(kind="uninoise", uniform_bound=float("inf")), r"`uniform_bound` must be a number > 0, got inf"),
+])
+def test_corrupt_targets_names_the_bad_argument_not_torch(args, kwargs, message):
+    """Reviewer: empty targets raised torch's reshape error, seed=1.5 torch's "manual_seed expected a long", and
+    uniform_bound=inf was taken (every uninoise target -inf); each is now an error naming the argument."""
+    with pytest.raises(ValueError, match=message):
+        corrupt_targets(*args, **(dict(rate=0.5, kind="signflip") | kwargs))
+
+
+def test_numpy_floats_are_rates_as_they_are_clean_ratios():
+    """Reviewer: np.float32 was taken as `corrupt_labels`' clean_ratio but rejected as `corrupt_targets`' rate."""
+    import numpy as np
+
+    x, y = data(n=10)
+    _, mask, _ = corrupt_targets(x, y, np.float32(0.7), "signflip", seed=3)
+    assert torch.equal(mask, corrupt_targets(x, y, 0.7, "signflip", seed=3)[1]) and int(mask.sum()) == 7
 
 
 def test_ink_landmarks_against_a_loop():

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lit_robust._checks import _is_real, check_int
+from lit_robust._checks import _is_real, check_int, check_number, check_seed, real_scalar
 from lit_robust.selection.rules import percent_hint
 
 __all__ = ["corrupt_labels", "corrupt_targets", "NoiseKind", "TargetCorruption", "TARGET_CORRUPTIONS"]
@@ -57,12 +57,16 @@ def corrupt_labels(
         raise ValueError(f"`targets` must be a 1-D integer tensor, got {type(targets).__name__}.") from None
     if targets.ndim != 1 or targets.is_floating_point():
         raise ValueError(f"`targets` must be a 1-D integer tensor, got dtype {targets.dtype}, shape {tuple(targets.shape)}.")
+    clean_ratio = real_scalar(clean_ratio)  # np.float32(0.7) as 0.7, as `corrupt_targets`' rate
     if not _is_real(clean_ratio) or not 0.0 <= clean_ratio <= 1.0:
         raise ValueError(f"`clean_ratio` must be in [0, 1], got {clean_ratio!r}." + percent_hint("clean_ratio", clean_ratio))
     if kind not in ("random", "systematic"):
         raise ValueError(f"`kind` must be 'random' or 'systematic', got {kind!r}.")
+    if mapping is not None and kind != "systematic":  # it used to be ignored without a word
+        raise ValueError(f"`mapping` applies to kind='systematic' only, got a mapping with kind={kind!r}: pass "
+                         "kind='systematic', or no `mapping`.")
     check_int("num_classes", num_classes, 2, optional=True)
-    check_int("seed", seed)
+    check_seed("seed", seed)
     if targets.numel() == 0:
         raise ValueError("`targets` must hold at least one label, got an empty tensor.")
     low, high = int(targets.min()), int(targets.max())
@@ -84,13 +88,26 @@ def corrupt_labels(
         offset = torch.randint(1, C, (n,), generator=g)
         noisy[mask] = (targets[mask] + offset[mask]) % C
     else:
-        if mapping is None:
-            mapping = (torch.arange(C) + 1) % C
-        mapping = torch.as_tensor(mapping, dtype=torch.long)
-        if mapping.shape != (C,) or bool((mapping == torch.arange(C)).any()):
-            raise ValueError(f"`mapping` must have {C} entries with mapping[a] != a, got {mapping.tolist()}.")
+        mapping = (torch.arange(C) + 1) % C if mapping is None else _check_mapping(mapping, C)
         noisy[mask] = mapping[targets[mask]]
     return noisy, mask
+
+
+def _check_mapping(mapping: Tensor, C: int) -> Tensor:
+    """``mapping`` as a long tensor of ``C`` classes in ``[0, C - 1]`` with ``mapping[a] != a``, else a ValueError:
+    out-of-range, negative and float entries (1.7 read as class 1) used to go through into the labels."""
+    try:
+        m = torch.as_tensor(mapping)
+    except (TypeError, RuntimeError, ValueError):
+        m = None
+    ok = m is not None and m.shape == (C,) and not m.is_floating_point() and not m.is_complex() and m.dtype != torch.bool
+    if ok:
+        m = m.long()
+        ok = bool(((m >= 0) & (m < C) & (m != torch.arange(C))).all())
+    if not ok:
+        raise ValueError(f"`mapping` must hold {C} integer classes in [0, {C - 1}] (`num_classes` = {C}) with "
+                         f"mapping[a] != a, got {mapping!r}.")
+    return m
 
 
 def _derangement(q: int, g: torch.Generator) -> Tensor:
@@ -142,28 +159,52 @@ def corrupt_targets(
     >>> int(m.sum()), bool(torch.equal(y2[m], -y[m])), bool(torch.equal(y2[~m], y[~m]))
     (2, True, True)
     """
+    features, targets, rate, uniform_bound = _check_target_corruption(features, targets, rate, kind, uniform_bound)
+    check_seed("seed", seed)
+    g = torch.Generator().manual_seed(seed)
+    mask = _exact_mask(len(targets), rate, g)
+    out, kinds = _corrupt_rows(features, targets, mask, kind, g, uniform_bound)
+    return out, mask, kinds
+
+
+def _check_target_corruption(features: Tensor, targets: Tensor, rate: float, kind: str,
+                             uniform_bound: float) -> tuple[Tensor, Tensor, float, float]:
+    """:func:`corrupt_targets`' arguments checked: ``(features, targets, rate, uniform_bound)``."""
     features, targets = torch.as_tensor(features), torch.as_tensor(targets)
     if not targets.is_floating_point() or targets.ndim not in (1, 2):
         raise ValueError(f"`targets` must be a floating-point tensor of shape [n] or [n, q], got dtype "
                          f"{targets.dtype}, shape {tuple(targets.shape)}.")
     n = targets.shape[0]
+    if n == 0 or targets.numel() == 0:  # torch's reshape error named neither
+        raise ValueError(f"`targets` must hold at least one target, got an empty tensor of shape "
+                         f"{tuple(targets.shape)}.")
     if features.ndim < 1 or features.shape[0] != n:
         raise ValueError(f"`features` must have one row per target ({n}), got shape {tuple(features.shape)}.")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-        raise ValueError(f"`rate` must be a number in [0, 1], got {rate!r}.")
+    rate = check_number("rate", real_scalar(rate), 0, 1)  # a numpy float, as `corrupt_labels`' clean_ratio
     if kind not in TARGET_CORRUPTIONS:
         raise ValueError(f"`kind` must be one of {list(TARGET_CORRUPTIONS)}, got {kind!r}.")
-    if not uniform_bound > 0:
-        raise ValueError(f"`uniform_bound` must be > 0, got {uniform_bound!r}.")
-    y = targets.reshape(n, -1)
-    q = y.shape[1]
-    if kind == "pairflip" and q < 2:
+    uniform_bound = check_number("uniform_bound", real_scalar(uniform_bound), 0, low_open=True)  # inf: -inf targets
+    if kind == "pairflip" and (targets.ndim < 2 or targets.shape[1] < 2):
         raise ValueError(f"`kind='pairflip'` shuffles target coordinates and needs targets of shape [n, q] with "
                          f"q >= 2, got shape {tuple(targets.shape)}.")
-    g = torch.Generator().manual_seed(seed)
-    n_bad = int(round(rate * n))
+    return features, targets, rate, uniform_bound
+
+
+def _exact_mask(n: int, rate: float, g: torch.Generator) -> Tensor:
+    """The first ``round(rate * n)`` of ``torch.randperm(n, generator=g)`` as a boolean mask of ``n`` samples."""
     mask = torch.zeros(n, dtype=torch.bool)
-    mask[torch.randperm(n, generator=g)[:n_bad]] = True
+    mask[torch.randperm(n, generator=g)[: int(round(rate * n))]] = True
+    return mask
+
+
+def _corrupt_rows(features: Tensor, targets: Tensor, mask: Tensor, kind: str, g: torch.Generator,
+                  uniform_bound: float) -> tuple[Tensor, Tensor]:
+    """``(corrupted targets, kinds)``: :func:`corrupt_targets` applied to the rows of ``mask``, the candidates drawn
+    from ``g``; a datamodule draws one mask per split (exact counts in each) and one set of candidates, so that the
+    training and validation splits share one ``linadv`` relation and one ``pairflip`` derangement."""
+    n = len(targets)
+    y = targets.reshape(n, -1)
+    q = y.shape[1]
     # every candidate is drawn for all samples (so one seed gives the same draw whatever the kind)
     x = features.reshape(n, -1).to(y.dtype)
     d = x.shape[1]
@@ -185,4 +226,4 @@ def corrupt_targets(
     for i, name in enumerate(TARGET_CORRUPTIONS[:4]):
         rows = kinds == i
         out[rows] = candidates[name][rows]
-    return out.reshape(targets.shape), mask, kinds
+    return out.reshape(targets.shape), kinds
