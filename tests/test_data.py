@@ -208,6 +208,23 @@ def test_digits_datamodule_noise_and_splits():
     assert len(next(iter(dm.test_dataloader()))) == 3  # clean test set: no flag
 
 
+def test_seeds_beyond_what_the_datamodules_draw_with_are_named():
+    """Reviewer: a seed of 2**64 - 1 (torch's largest) overflowed at `seed + 1` with torch's "Overflow when unpacking
+    long long", naming no argument."""
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551614\]"
+                                         r", got 18446744073709551615"):
+        DigitsDataModule(seed=2**64 - 1)
+    DigitsDataModule(seed=2**64 - 2, clean_ratio=0.9, train_size=10).setup("fit")  # the largest: seed + 1 draws
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551615\]"
+                                         r", got 18446744073709551616"):
+        SyntheticRegressionDataModule(seed=2**64)
+    from lit_robust import ImageFolderDataModule
+
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551614\]"
+                                         r", got 18446744073709551615"):
+        ImageFolderDataModule("photos", seed=2**64 - 1)  # its validation images are drawn with seed + 1
+
+
 def test_a_datamodule_without_a_validation_split_fits_without_lightnings_empty_list_warning(tmp_path):
     """`val_size=0` (the default) returns `[]`, Lightning's way to skip validation, and Lightning asked "Total length
     of `list` across ranks is zero. Please make sure this was your intention." on every fit (a newcomer's CLI run)."""

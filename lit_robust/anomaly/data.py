@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lit_robust._backend import pl, rank_zero_warn
-from lit_robust._checks import check_bool, check_int, check_number
+from lit_robust._checks import check_bool, check_int, check_number, check_seed
 from lit_robust.anomaly.base import check_ratio
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
@@ -116,7 +116,7 @@ class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
-        check_int("seed", seed)
+        check_seed("seed", seed)
         check_bool("drop_last", drop_last)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed, self.drop_last = num_workers, seed, drop_last

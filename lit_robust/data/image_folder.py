@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
-from lit_robust._checks import check_int
+from lit_robust._checks import check_int, check_seed
 from lit_robust.data.base import SplitLoaders
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.report import PREDICTION_CLASS_COLUMNS, with_sample_files
@@ -218,7 +218,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
-        check_int("seed", seed)
+        check_seed("seed", seed, offset=1)  # the validation images are drawn with seed + 1
         self.root, self.test_root, self.predict_root = root, test_root, predict_root
         self.test_size, self.val_size, self.augment, self.normalize = test_size, val_size, augment, normalize
         self.requested_size, self.requested_channels = image_size, channels

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_int
+from lit_robust._checks import check_int, check_seed
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.selection.rules import percent_hint
@@ -84,7 +84,7 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
-        check_int("seed", seed)
+        check_seed("seed", seed)
         self.root = root
         self.clean_ratio = float(clean_ratio)
         self.train_size = train_size

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_int, check_number
+from lit_robust._checks import check_number, check_seed
 from lit_robust.data.base import SplitLoaders, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.functional.backdoor import BlendTrigger, PatchTrigger, Trigger, poison, poison_test_set
@@ -115,7 +115,7 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         _check_int("batch_size", batch_size, 1)
         _check_int("eval_batch_size", eval_batch_size, 1)
         _check_int("num_workers", num_workers, 0)
-        check_int("seed", seed)
+        check_seed("seed", seed, offset=1)  # the poisoned samples are drawn with seed + 1
         self.root, self.mode, self.attack, self.poison_rate = root, mode, attack, float(poison_rate)
         self.labeled_fraction, self.labeled_size = labeled_fraction, labeled_size
         self.unlabeled_mnist, self.unlabeled_fashion, self.test_size = unlabeled_mnist, unlabeled_fashion, test_size

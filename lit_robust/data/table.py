@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lit_robust._backend import pl, rank_zero_warn
-from lit_robust._checks import check_int
+from lit_robust._checks import check_int, check_seed
 from lit_robust.data.base import SplitLoaders
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.report import PREDICTION_CLASS_COLUMNS, REPORT_CLASS_COLUMNS
@@ -341,7 +341,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
-        check_int("seed", seed)
+        check_seed("seed", seed)
         self.path, self.frame, self.test_path, self.test_frame = path, frame, test_path, test_frame
         self.predict_path, self.predict_frame = predict_path, predict_frame
         self.predict_set: IndexedDataset | None = None
