@@ -208,13 +208,29 @@ def test_digits_datamodule_noise_and_splits():
     assert len(next(iter(dm.test_dataloader()))) == 3  # clean test set: no flag
 
 
+def test_digits_source_index_names_the_load_digits_row_of_each_sample():
+    """Reviewer: `train_source_index` / `val_source_index` indexed the pool left after the fixed test split, not
+    `load_digits()`'s rows as README and the attribute's comment say, so the report's rows named other digits."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0 - 0.3) / 0.4
+    dm = DigitsDataModule(val_size=100, seed=0)
+    dm.setup("fit")
+    for split, rows in ((dm.train_set, dm.train_source_index), (dm.val_set, dm.val_source_index)):
+        x = torch.stack([split[i][1] for i in range(len(split))])
+        assert torch.equal(x, images[rows])
+        assert torch.equal(split.dataset.tensors[1], torch.as_tensor(d.target)[rows])  # the clean labels too
+    assert int(dm.train_source_index.max()) > 1300  # rows of all 1,797, not of the 1,300 left after the test split
+
+
 def test_seeds_beyond_what_the_datamodules_draw_with_are_named():
     """Reviewer: a seed of 2**64 - 1 (torch's largest) overflowed at `seed + 1` with torch's "Overflow when unpacking
     long long", naming no argument."""
-    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551614\]"
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551613\]"
                                          r", got 18446744073709551615"):
         DigitsDataModule(seed=2**64 - 1)
-    DigitsDataModule(seed=2**64 - 2, clean_ratio=0.9, train_size=10).setup("fit")  # the largest: seed + 1 draws
+    DigitsDataModule(seed=2**64 - 3, clean_ratio=0.9, train_size=10).setup("fit")  # the largest: seed + 2 draws
     with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551615\]"
                                          r", got 18446744073709551616"):
         SyntheticRegressionDataModule(seed=2**64)

@@ -665,7 +665,11 @@ def test_the_report_says_where_each_sample_sits_in_the_data_set_the_datamodule_r
     tiny_trainer(tmp_path, 2, [cb]).fit(ImageClassifier(backbone="mlp", image_size=8), dm)
     rows = load_report(cb.report_path, as_frame=False)
     assert list(rows[0])[:3] == ["rank", "index", "source_index"]
-    x, y, _, _ = dm.load()  # the data set as read: images and clean labels in its own order
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # the data set as read: images and clean labels in its own order (all 1,797 rows)
+    x = (torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0 - 0.3) / 0.4
+    y = torch.as_tensor(digits.target)
     for r in rows:
         sample = dm.train_set[r["index"]]
         assert torch.equal(x[r["source_index"]], sample[1])

@@ -47,13 +47,14 @@ def _check_test_size(test_size: int) -> int:
     return check_int("test_size", test_size, 1)
 
 
-def _fixed_test_split(x: Tensor, y: Tensor, test_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(x_train, y_train, x_test, y_test)`` with ``test_size`` samples held out by a fixed permutation."""
+def _fixed_test_split(x: Tensor, y: Tensor, test_size: int) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """``((x_train, y_train, x_test, y_test), rows)`` with ``test_size`` samples held out by a fixed permutation;
+    ``rows[i]`` is the row of ``x`` that training-pool sample ``i`` is (what ``source_index`` composes with)."""
     if test_size >= len(y):
         raise ValueError(f"`test_size` must be < {len(y)}, got {test_size}.")
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
     te, tr = perm[:test_size], perm[test_size:]
-    return x[tr], y[tr], x[te], y[te]
+    return (x[tr], y[tr], x[te], y[te]), tr
 
 
 class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
@@ -77,10 +78,14 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
         self.val_set: IndexedDataset | None = None
         self.test_set: IndexedDataset | None = None
         #: after ``setup``: ``train_set[i]`` is sample ``train_source_index[i]`` of the data set the module read
-        #: (e.g. ``torchvision.datasets.FashionMNIST(root, train=True)``); the per-sample reports add it as the
-        #: column ``source_index``. The test split keeps that data set's order.
+        #: (e.g. ``torchvision.datasets.FashionMNIST(root, train=True)``, or ``load_digits()``'s rows); the per-sample
+        #: reports add it as the column ``source_index``. The test split keeps that data set's order (Digits and
+        #: Diabetes: their fixed test split's).
         self.train_source_index: Tensor | None = None
         self.val_source_index: Tensor | None = None
+        #: the data set's row of each training-pool sample ``load`` returns, where ``load`` held a test split out of
+        #: it (``None``: the pool is the data set, row for row)
+        self._pool_rows: Tensor | None = None
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -96,9 +101,11 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
             raise ValueError(
                 f"`train_size` + `val_size` must be <= {n} (the training pool), got {n_train} + {self.val_size}."
             )
-        # where each training / validation sample sits in the data set `load` read (the reports' `source_index`)
-        self.train_source_index = perm[:n_train].clone()
-        self.val_source_index = perm[n_train: n_train + self.val_size].clone()
+        # where each training / validation sample sits in the data set `load` read (the reports' `source_index`):
+        # through the rows the pool came from, else a Digits row would name another digit of load_digits()
+        rows = perm if self._pool_rows is None else self._pool_rows[perm]
+        self.train_source_index = rows[:n_train].clone()
+        self.val_source_index = rows[n_train: n_train + self.val_size].clone()
         return perm[: n_train + self.val_size], n_train
 
     def _make_splits(self, x: Tensor, y: Tensor, noisy: Tensor, mask: Tensor, n_train: int, x_test: Tensor,
@@ -252,7 +259,8 @@ class DigitsDataModule(CorruptedClassificationDataModule):
         x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
         x = (x - 0.3) / 0.4
         y = torch.tensor(d.target, dtype=torch.long)
-        return _fixed_test_split(x, y, self.test_size)
+        splits, self._pool_rows = _fixed_test_split(x, y, self.test_size)
+        return splits
 
 
 class SyntheticRegressionDataModule(pl.LightningDataModule):
@@ -485,7 +493,8 @@ class DiabetesDataModule(CorruptedRegressionDataModule):
         x = torch.tensor(d.data, dtype=torch.float32)
         x = (x - x.mean(0)) / x.std(0)
         y = torch.tensor(d.target, dtype=torch.float32).unsqueeze(1)
-        return _fixed_test_split(x, y, self.test_size)
+        splits, self._pool_rows = _fixed_test_split(x, y, self.test_size)
+        return splits
 
 
 class SyntheticLinearDataModule(CorruptedRegressionDataModule):
