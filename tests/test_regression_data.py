@@ -146,6 +146,16 @@ def test_diabetes_and_synthetic_modules():
         SyntheticLinearDataModule(corrupt_ratio=2)
 
 
+def test_one_training_sample_gives_finite_standardised_targets():
+    """Reviewer: the targets were standardised with `y.std(0)`, NaN for one sample: every target, training and test,
+    was NaN. A column without spread keeps its scale (divided by 1)."""
+    dm = DiabetesDataModule(train_size=1, seed=0)
+    dm.setup()
+    assert dm.train_set[0][2].tolist() == [0.0] and dm.target_std.tolist() == [1.0]
+    y_test = torch.stack([dm.test_set[i][2] for i in range(len(dm.test_set))])
+    assert bool(torch.isfinite(y_test).all())
+
+
 def test_mlp_regressor_fits_clean_synthetic_data(tmp_path):
     pl.seed_everything(0, verbose=False)
     dm = SyntheticLinearDataModule(n=1000, dim=8, q=3, corrupt_ratio=0.0, batch_size=100)

@@ -402,7 +402,10 @@ class CorruptedRegressionDataModule(_InMemorySplits):
         y, y_test = y.reshape(len(y), -1).float(), y_test.reshape(len(y_test), -1).float()
         pool, n_train = self._pool(len(y))
         x, y = x[pool], y[pool]
-        mean, std = y.mean(0), y.std(0).clamp(min=1e-12)
+        mean = y.mean(0)
+        # one pool sample has no spread (std NaN: every target NaN) and a constant column none: keep their scale
+        std = y.std(0) if len(y) > 1 else torch.ones_like(mean)
+        std = torch.where(std > 1e-12, std, torch.ones_like(std))
         y, y_test = (y - mean) / std, (y_test - mean) / std
         self.target_mean, self.target_std = mean, std
         noisy, mask, _ = corrupt_targets(x, y, self.corrupt_ratio, self.corruption, seed=self.seed + 1)
