@@ -386,6 +386,23 @@ def test_one_class_mnist(shared_data):
         assert set(train.targets[(pixels == a).all(1)].tolist()) == {8}
 
 
+def test_one_class_mnist_says_at_setup_what_its_test_draw_and_pca_dim_cannot_give(shared_data):
+    """Reviewer: `test_size=10` (seed 0) drew no image of the normal class, and the fit ran before `test` failed on
+    ROC-AUC; `pca_dim=10` of 6 training images was silently lowered to 6 features. Both are said at `setup`."""
+    with pytest.raises(ValueError, match=r"`test_size`=10 draws no normal \(class 0\) test image of the 4000 \(with "
+                                         r"`seed`=0\): the test ROC-AUC needs both kinds"):
+        OneClassMNISTDataModule(root=str(shared_data), max_normal=50, test_size=10, seed=0).setup()
+    ok = OneClassMNISTDataModule(root=str(shared_data), max_normal=50, test_size=10, seed=1)  # one normal of 10
+    ok.setup()
+    assert 0 < int(ok.test_is_anomaly.sum()) < 10
+    with pytest.raises(ValueError, match=r"`pca_dim` must be at most 5, one less than the 6 training images .*, got "
+                                         r"10\. Lower `pca_dim` or raise `max_normal`"):
+        OneClassMNISTDataModule(root=str(shared_data), max_normal=5, pca_dim=10).setup()
+    most = OneClassMNISTDataModule(root=str(shared_data), max_normal=5, pca_dim=5)
+    most.setup()
+    assert most.dim == 5
+
+
 def test_spectral_norm_keeps_the_flow_smooth_inside_training(tmp_path):
     """The couplings' Linear layers are at sigma = k after training (the normalisation is active in fit)."""
     pl.seed_everything(0)

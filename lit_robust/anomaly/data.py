@@ -199,8 +199,9 @@ class OneClassMNISTDataModule(AnomalyDataModule):
         anomaly_classes: the classes the training anomalies are drawn from; ``None`` (default): every class but
             ``normal_class``. The test set's anomalies are every other class regardless.
         max_normal: at most this many normal training images (seeded draw); ``None`` (default): all of them.
-        pca_dim: number of PCA features, or ``None`` for the 784 pixels.
-        test_size: at most this many test images (seeded draw), ``None`` = all.
+        pca_dim: number of PCA features, or ``None`` for the 784 pixels; at most the training images less one.
+        test_size: at most this many test images (seeded draw), ``None`` = all; the draw must hold normal and
+            anomalous images (ROC-AUC needs both), else ``setup`` says so.
         download: download the data set into ``root`` if it is missing (needs internet; default off).
     """
 
@@ -262,11 +263,21 @@ class OneClassMNISTDataModule(AnomalyDataModule):
         test_idx = torch.arange(len(test_labels))
         if self.test_size is not None and self.test_size < len(test_idx):
             test_idx = torch.randperm(len(test_idx), generator=g)[: self.test_size].sort().values
+        test_flag = test_labels[test_idx] != self.normal_class
+        if bool(test_flag.all()) or not bool(test_flag.any()):  # else the fit ran, and `test` failed at its end
+            missing = f"normal (class {self.normal_class})" if bool(test_flag.all()) else "anomalous"
+            raise ValueError(f"`test_size`={self.test_size} draws no {missing} test image of the {len(test_labels)} "
+                             f"(with `seed`={self.seed}): the test ROC-AUC needs both kinds. Raise `test_size` (None: "
+                             "the whole test set) or pick another `seed`.")
         x = images[chosen].flatten(1).float() / 255.0
         x_test = test_images[test_idx].flatten(1).float() / 255.0
         if self.pca_dim is not None:
+            if self.pca_dim > len(x) - 1:  # pca_features would silently give fewer features than asked for
+                raise ValueError(f"`pca_dim` must be at most {len(x) - 1}, one less than the {len(x)} training images "
+                                 f"(their centred pixels span no more directions), got {self.pca_dim}. Lower `pca_dim`"
+                                 " or raise `max_normal`.")
             x, (x_test,) = pca_features(x, [x_test], self.pca_dim)
-        return x, flag, x_test, test_labels[test_idx] != self.normal_class
+        return x, flag, x_test, test_flag
 
 
 class OneClassFashionMNISTDataModule(OneClassMNISTDataModule):
