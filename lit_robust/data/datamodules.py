@@ -130,7 +130,9 @@ class CorruptedClassificationDataModule(_InMemorySplits):
     Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)``.
 
     Args:
-        clean_ratio: fraction of training (and validation) labels left intact.
+        clean_ratio: fraction of labels left intact, counted exactly over the training and validation samples
+            together: with ``val_size > 0`` each split holds its share up to the random draw (a reviewer's MNIST,
+            0.6 over 300 + 100: 126 and 34 wrong labels for 120 and 40). ``is_corrupted`` gives each split's own.
         noise: ``"random"`` or ``"systematic"`` label errors (ITLM paper §6.2).
         train_size: number of training samples drawn (seeded) from the training pool; ``None`` = all
             that remain after the validation split.
@@ -190,9 +192,9 @@ class MNISTDataModule(CorruptedClassificationDataModule):
         download: download the data set into ``root`` if it is missing (needs internet; default off).
 
     Further keyword arguments set the label corruption and the loaders (the base class
-    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of training labels left intact; the default
-    1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``), ``train_size``, ``val_size``,
-    ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
+    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of labels left intact, over training and
+    validation together; the default 1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``),
+    ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     _name, _mean, _std = "MNIST", 0.1307, 0.3081
@@ -224,9 +226,9 @@ class FashionMNISTDataModule(MNISTDataModule):
         download: download the data set into ``root`` if it is missing (needs internet; default off).
 
     Further keyword arguments set the label corruption and the loaders (the base class
-    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of training labels left intact; the default
-    1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``), ``train_size``, ``val_size``,
-    ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
+    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of labels left intact, over training and
+    validation together; the default 1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``),
+    ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     _name, _mean, _std = "FashionMNIST", 0.2860, 0.3530
@@ -242,9 +244,9 @@ class DigitsDataModule(CorruptedClassificationDataModule):
             training pool.
 
     Further keyword arguments set the label corruption and the loaders (the base class
-    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of training labels left intact; the default
-    1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``), ``train_size``, ``val_size``,
-    ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
+    ``CorruptedClassificationDataModule``'s): ``clean_ratio`` (fraction of labels left intact, over training and
+    validation together; the default 1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``),
+    ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
     def __init__(self, test_size: int = 497, **kwargs) -> None:
@@ -350,7 +352,8 @@ class CorruptedRegressionDataModule(_InMemorySplits):
     Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)`` with targets of
     shape ``[n, q]``. Targets are standardised with the clean training pool's mean and standard deviation
     (so ``uninoise``'s :math:`U[-5, 5]` is on the papers' scale); then a fraction ``corrupt_ratio`` of the
-    training (and validation) targets is corrupted by :func:`~lit_robust.corrupt_targets`. The test split
+    training and validation targets together (exactly; each split its share up to the random draw) is corrupted by
+    :func:`~lit_robust.corrupt_targets`. The test split
     stays clean. Batches are ``(index, x, y[, is_corrupted])``.
 
     Args:
