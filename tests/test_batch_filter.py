@@ -28,8 +28,8 @@ class SpyFilter(BatchFilter):
         params = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
         self._step = dict(params=params, batch=[t.clone() for t in batch], epoch=trainer.current_epoch)
 
-    def _count(self, mask, corrupted):
-        super()._count(mask, corrupted)
+    def _count(self, mask, corrupted, counted=None):
+        super()._count(mask, corrupted, counted)
         self.steps.append(dict(self._step, mask=mask.clone()))
 
 

@@ -376,8 +376,8 @@ class Spy(BatchFilter):
         super().__init__(*args, **kwargs)
         self.masks = []
 
-    def _count(self, mask, corrupted):
-        super()._count(mask, corrupted)
+    def _count(self, mask, corrupted, counted=None):
+        super()._count(mask, corrupted, counted)
         self.masks.append(mask.clone())
 
 
