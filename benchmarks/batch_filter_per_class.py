@@ -81,9 +81,9 @@ def run_one(task: dict) -> dict:
             self._labels = unpack_batch(batch).target
             return super()._mask(losses, batch, outputs, module, record)
 
-        def _select(self, scores, index, eps):
+        def _select(self, scores, index, eps):  # one process: every entry is counted (no padding repeats)
             keep, _ = batch_keep_count(scores.numel(), eps)
-            return per_class_batch_mask(scores, self._labels.to(scores.device), index, keep)
+            return per_class_batch_mask(scores, self._labels.to(scores.device), index, keep), None
 
     quiet()
     torch.set_num_threads(1)
