@@ -222,9 +222,10 @@ def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
                    f"end of an epoch ({fix}).")
 
 
-def warn_inexact_resume(trainer: Any, owner: str) -> None:
+def warn_inexact_resume(trainer: Any, owner: str, mid_epoch: bool = True) -> None:
     """At train start (the owners of a resumable state call it): say when this resumed fit cannot be the
-    uninterrupted one -- a checkpoint written inside an epoch, or a loader out of :func:`seed_persistent_workers`'
-    reach."""
-    _warn_mid_epoch_resume(trainer, owner)
+    uninterrupted one -- a checkpoint written inside an epoch (unless ``mid_epoch=False``: ITLM's own loader resumes
+    such an epoch where it stopped), or a loader out of :func:`seed_persistent_workers`' reach."""
+    if mid_epoch:
+        _warn_mid_epoch_resume(trainer, owner)
     _warn_unseeded_workers(trainer, owner)

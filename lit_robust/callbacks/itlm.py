@@ -923,6 +923,7 @@ class ITLM(Callback):
                 + f" are fewer than one batch (`batch_size` {loader.batch_size}), and the training loader has "
                 "`drop_last=True`: this round keeps its one smaller batch (`drop_last=False`) rather than train "
                 "nothing."), warn=True)
+        self._sampler.batch_size = loader.batch_size or 1
         out = with_sampler(loader, self._sampler, drop_last=drop_last, generator=self._loader_generator)
         # `limit_train_batches` and an integer `val_check_interval` against the smallest round planned, before round 0
         # trains (Lightning checks each loader it loads, so a smaller round failed only after round 0 had trained);
@@ -953,7 +954,8 @@ class ITLM(Callback):
         if getattr(self, "_goes_on_note", None) is not None and not self._restored:
             rank_zero_info(self._goes_on_note)
         self._check_same_on_every_rank()
-        warn_inexact_resume(trainer, self._title)
+        warn_inexact_resume(trainer, self._title, mid_epoch=False)
+        self._warn_mid_epoch_workers(trainer)
         self._check_swa(trainer)
         self._check_fine_tuning(trainer, pl_module)
         self._check_monitored_checkpoints(trainer)
@@ -993,6 +995,20 @@ class ITLM(Callback):
             self._reinit_pending = False
         if self.reinit and trainer.current_epoch == self._round_starts[self._round]:
             self._check_scheduler_length(trainer)
+
+    def _warn_mid_epoch_workers(self, trainer: pl.Trainer) -> None:
+        """A fit resumed inside an epoch takes up that epoch's order where the checkpoint stopped (``skip_batches``),
+        so it is the uninterrupted fit, except for random draws inside the loader's worker processes (augmentation):
+        they start that epoch afresh, at the samples left."""
+        loop = getattr(trainer, "fit_loop", None)
+        workers = getattr(getattr(self, "_train_loader", None), "num_workers", 0)
+        if not getattr(loop, "restarted_mid_epoch", False) or not workers:
+            return
+        rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written inside epoch {trainer.current_epoch} "
+                       f"(after {loop.epoch_loop.batch_progress.current.processed} of its batches). ITLM takes that "
+                       f"epoch's order up where it stopped, but the loader's {workers} worker processes start afresh: "
+                       "random draws inside them (augmentation) differ from the uninterrupted fit's for the rest of "
+                       "that epoch. With no randomness in the dataset the fit is the uninterrupted one.")
 
     def _snapshot(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
         """``reinit="restore"``'s copy of the module's state dict (CPU), taken at the fit's first epoch start: after
@@ -2088,6 +2104,9 @@ class ITLM(Callback):
                 epoch = None
             if isinstance(epoch, int):
                 self._sampler.set_epoch(epoch)
+            # written inside an epoch: Lightning restarts that epoch's loader and trains the steps left, which took the
+            # epoch's first batches again and never its last ones (a reviewer's); the order resumes where it stopped
+            self._sampler.skip_batches = _batches_done_mid_epoch(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not getattr(self, "_restore_state", True):
@@ -2154,6 +2173,21 @@ class ITLM(Callback):
             off = "" if self._report_target is not None or self.report is False else (
                 "; the per-sample report is off (`report=True` writes it)")
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
+
+
+def _batches_done_mid_epoch(checkpoint: dict[str, Any]) -> int:
+    """Batches of its epoch a checkpoint written inside that epoch had trained: the steps Lightning skips when it
+    resumes there (its "restarted mid-epoch" stage, read off its own progress counters as it reads them); 0 for a
+    checkpoint written at an epoch's end or of an epoch a stop cut short (Lightning resumes at the next epoch)."""
+    try:
+        loop = checkpoint["loops"]["fit_loop"]
+        epochs, batches = loop["epoch_progress"]["total"], loop["epoch_loop.batch_progress"]
+        done, last = batches["current"]["ready"], batches.get("is_last_batch", False)
+        mid = (epochs["started"] == epochs["ready"] and epochs["processed"] == epochs["started"] - 1
+               and epochs["completed"] == epochs["processed"])
+    except (KeyError, TypeError):
+        return 0
+    return done if mid and not last and isinstance(done, int) and done > 0 else 0
 
 
 def round_batches(kept: int, n: int, world: int, batch_size: int, drop_last: bool) -> int:

@@ -66,6 +66,11 @@ class SelectionSampler(DistributedSampler):
         #: seed; :meth:`set_epoch` re-seeds it from ``(seed, epoch)``, so the workers' seeds do not depend on how many
         #: iterators Lightning created before (two in an epoch whose loader was reloaded, one in a resumed epoch)
         self.worker_generator: torch.Generator | None = None
+        #: batches of the next iteration's order to leave out, once (a fit resumed from a checkpoint written inside an
+        #: epoch: Lightning restarts the epoch's loader and trains only the steps left, so the order must start where
+        #: the checkpoint stopped), and the loader's batch size they are counted in
+        self.skip_batches = 0
+        self.batch_size = 1
         self.set_selection(selection)
 
     def set_selection(self, selection: Tensor | None) -> None:
@@ -103,7 +108,10 @@ class SelectionSampler(DistributedSampler):
         return padded[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
+        order = self.indices()
+        if self.skip_batches:
+            order, self.skip_batches = order[self.skip_batches * self.batch_size:], 0
+        return iter(order.tolist())
 
     def __len__(self) -> int:
         size = self._size()
