@@ -381,3 +381,33 @@ def test_itlm_resumed_inside_an_epoch_equals_the_uninterrupted_fit(tmp_path):
             assert torch.equal(p, q), (name, key)
         assert torch.equal(itlm.selection, full_itlm.selection), name
         assert [h.kept for h in itlm.history] == [h.kept for h in full_itlm.history], name
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_itlm_resumed_from_the_last_batch_of_the_fit_records_its_last_round(tmp_path):
+    """A checkpoint written at the last epoch's last batch (`every_n_train_steps`): Lightning counts that epoch done
+    and trains nothing, without its `on_train_epoch_end`, so the resumed fit's history held 1 of 2 rounds and ITLM
+    warned that something had stopped the fit. The last round's end now runs: its record equals the uninterrupted
+    fit's but for the metrics of the validation Lightning skipped (epoch 2's are kept, and said)."""
+    import dataclasses
+    import warnings
+
+    def run(root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        module, callbacks, data, epochs, itlm = _setup("ITLM")
+        every = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
+        trainer = tiny_trainer(root, epochs, [*callbacks, every], enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, data, ckpt_path=ckpt_path)
+        return itlm, [str(w.message) for w in caught]
+
+    full, _ = run(tmp_path / "a")
+    resumed, said = run(tmp_path / "b", tmp_path / "a" / "epoch=3-step=18.ckpt")  # 5 + 5 + 4 + 4 steps
+    assert len(resumed.history) == len(full.history) == 2
+    skip = {"metrics", "metrics_from_epoch"}
+    for a, b in zip(full.history, resumed.history):
+        da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+        assert {k: v for k, v in da.items() if k not in skip} == {k: v for k, v in db.items() if k not in skip}
+    assert not any("the fit ended after 1 of 2 rounds" in s for s in said), said
+    assert any("round 1 ended at epoch 3 without a validation" in s for s in said), said

@@ -1274,7 +1274,9 @@ class ITLM(Callback):
                 raise ValueError(f"the first training batch's targets are {what}: {_PER_CLASS_NEEDS_LABELS}")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
+        self._epoch_end(trainer, pl_module, trainer.current_epoch)
+
+    def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, log: bool = True) -> None:
         self._short_epoch = _short_epoch(trainer)
         self._add_local_loss(pl_module)
         rec = self._current
@@ -1286,16 +1288,28 @@ class ITLM(Callback):
         self._loss_sum, self._loss_count = 0.0, 0
         if epoch + 1 != self._round_starts[self._round + 1]:
             return
-        self._end_round(trainer, pl_module)
+        self._end_round(trainer, pl_module, log=log)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_skipped_last_epoch(trainer, pl_module)
         self._train_ended = True
         if self._report_target is not None:
             self._write_report(trainer, pl_module)
 
+    def _close_skipped_last_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A fit resumed from a checkpoint written at the last epoch's last batch (`every_n_train_steps`): Lightning
+        counts that epoch done and trains nothing, without its ``on_train_epoch_end``, so the last round had no record
+        (a reviewer's history of 1 of 2 rounds, and a warning that something had stopped the fit). Run its end here,
+        before the report, as the uninterrupted fit did."""
+        last = sum(self.round_epochs) - 1
+        if (self._current is not None and self._round == self.num_rounds - 1 and len(self.history) < self.num_rounds
+                and trainer.current_epoch > last and not trainer.interrupted and self._restored):
+            self._epoch_end(trainer, pl_module, last, log=False)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if say_trained_nothing(self, self._title, reports=self._report_target is not None):
             return  # nor its round table, plot or warnings: the state may be another Trainer's fit's
+        self._close_skipped_last_epoch(trainer, pl_module)
         if self._report_target is not None and not self._train_ended:
             # Lightning skips the whole fit loop, `on_train_end` too, when a fit resumes from a checkpoint of its
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
