@@ -350,6 +350,20 @@ def test_a_resume_after_a_validation_inside_an_epoch_names_save_on_train_epoch_e
         assert torch.equal(p, q), name
 
 
+def _itlm_saving_every_3_steps(root, seed, ckpt_path=None):
+    """``(module, itlm, warnings)`` of an ITLM fit (``_setup("ITLM")``) checkpointing every 3 steps into ``root``."""
+    import warnings
+
+    pl.seed_everything(seed, verbose=False)
+    module, callbacks, data, epochs, itlm = _setup("ITLM")
+    every = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
+    trainer = tiny_trainer(root, epochs, [*callbacks, every], enable_checkpointing=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, data, ckpt_path=ckpt_path)
+    return module, itlm, [str(w.message) for w in caught]
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_itlm_resumed_inside_an_epoch_equals_the_uninterrupted_fit(tmp_path):
     """A reviewer's: resumed from a checkpoint written inside an epoch, Lightning restarted that epoch's loader and
@@ -358,17 +372,10 @@ def test_itlm_resumed_inside_an_epoch_equals_the_uninterrupted_fit(tmp_path):
     stopped: from every checkpoint written every 3 steps (inside round 0 and round 1, after a validation, at and
     between round starts; dropout, shuffling) the fit ends with the uninterrupted one's weights and selection, and
     nothing is warned."""
-    import warnings
 
     def run(root, seed, ckpt_path=None):
-        pl.seed_everything(seed, verbose=False)
-        module, callbacks, data, epochs, itlm = _setup("ITLM")
-        every = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
-        trainer = tiny_trainer(root, epochs, [*callbacks, every], enable_checkpointing=True)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            trainer.fit(module, data, ckpt_path=ckpt_path)
-        return module, itlm, [str(w.message) for w in caught if "written inside epoch" in str(w.message)]
+        module, itlm, said = _itlm_saving_every_3_steps(root, seed, ckpt_path)
+        return module, itlm, [s for s in said if "written inside epoch" in s]
 
     full, full_itlm, _ = run(tmp_path / "a", 0)
     inside = ["epoch=0-step=3.ckpt", "epoch=1-step=6.ckpt", "epoch=1-step=9.ckpt", "epoch=2-step=12.ckpt",
@@ -390,20 +397,9 @@ def test_itlm_resumed_from_the_last_batch_of_the_fit_records_its_last_round(tmp_
     warned that something had stopped the fit. The last round's end now runs: its record equals the uninterrupted
     fit's but for the metrics of the validation Lightning skipped (epoch 2's are kept, and said)."""
     import dataclasses
-    import warnings
 
-    def run(root, ckpt_path=None):
-        pl.seed_everything(0, verbose=False)
-        module, callbacks, data, epochs, itlm = _setup("ITLM")
-        every = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
-        trainer = tiny_trainer(root, epochs, [*callbacks, every], enable_checkpointing=True)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            trainer.fit(module, data, ckpt_path=ckpt_path)
-        return itlm, [str(w.message) for w in caught]
-
-    full, _ = run(tmp_path / "a")
-    resumed, said = run(tmp_path / "b", tmp_path / "a" / "epoch=3-step=18.ckpt")  # 5 + 5 + 4 + 4 steps
+    _, full, _ = _itlm_saving_every_3_steps(tmp_path / "a", 0)
+    _, resumed, said = _itlm_saving_every_3_steps(tmp_path / "b", 0, tmp_path / "a" / "epoch=3-step=18.ckpt")  # 5+5+4+4
     assert len(resumed.history) == len(full.history) == 2
     skip = {"metrics", "metrics_from_epoch"}
     for a, b in zip(full.history, resumed.history):
