@@ -26,7 +26,9 @@ class BatchSelector(Protocol):
     """Anything that decides, inside one training batch, which samples the loss keeps.
 
     Per-batch filters (PRL, SPL, co-teaching, ...) implement this and register themselves with
-    :meth:`RobustMixin.add_batch_selector`; :meth:`RobustMixin.reduce_loss` combines their masks.
+    :meth:`RobustMixin.add_batch_selector`; :meth:`RobustMixin.reduce_loss` combines their masks. A selector that
+    reads ``batch`` (its indices, targets) sets a class attribute ``needs_batch = True``: ``reduce_loss`` then
+    refuses a call without it by name; one that reads the losses alone gets ``batch=None``.
     """
 
     def keep_mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any) -> Tensor:
@@ -242,10 +244,11 @@ class RobustMixin:
             )
         if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
-        if batch is None:
+        needs = [s for s in self.batch_selectors if getattr(s, "needs_batch", False)]
+        if batch is None and needs:
             # a user's `reduce_loss(losses)` reached a selector's batch check, which told them to wrap their data set
-            # in IndexedDataset
-            names = ", ".join(type(s).__name__ for s in self.batch_selectors)
+            # in IndexedDataset; a user's own selector of the losses alone works without it (the diff reviewer's)
+            names = ", ".join(type(s).__name__ for s in needs)
             raise ValueError(f"`reduce_loss` needs `batch` (and `outputs`) when a batch selector is active ({names}): "
                              "call `self.reduce_loss(losses, batch, outputs)` with what `per_sample_loss(batch)` "
                              "returned, got batch=None.")

@@ -246,6 +246,30 @@ def test_wide_integer_scores_do_not_round_into_ties(dtype):
     assert flat_index[trim_mask(flat, 2 / 7, flat_index)].tolist() == [1, 3]
 
 
+def test_a_ratio_is_checked_in_the_meta_row_without_another_collective():
+    """The diff reviewer's: checking a per-rank ratio cost one more all-gather per global selection (every training
+    step under `scope="global"`, two for Co-teaching). A ratio's `k` travels in the meta row exchanged anyway; a plain
+    function of n still gets the extra check."""
+    from lit_robust.selection.sharded import RatioK
+
+    class Counting(SimulatedCollectives):
+        calls = 0
+
+        def all_gather(self, tensors):
+            Counting.calls += 1
+            return super().all_gather(tensors)
+
+    index = split(30, 2, "strided", 1)
+    scores = shard_scores(index, 1, "ties", torch.float32)
+    counts = {}
+    for name, k in [("ratio", RatioK(lambda n: keep_count(n, 0.7), 0.7)), ("function", lambda n: keep_count(n, 0.7))]:
+        Counting.calls = 0
+        masks, _ = sharded_smallest_k_masks(scores, index, k, Counting(2), algorithm="gather")
+        counts[name] = Counting.calls
+        assert [m.tolist() for m in masks] == reference_masks(scores, index, keep_count(30, 0.7))
+    assert counts["ratio"] == counts["function"] - 1
+
+
 def test_one_shard_equals_smallest_k_mask_and_callable_k():
     s = make_scores(1000, 3, "ties")
     idx = torch.randperm(1000, generator=torch.Generator().manual_seed(3)) * 7 - 500
@@ -535,8 +559,8 @@ def test_gloo_bad_input_raises_on_every_rank(gloo_run):
         "world>n": r"`k` must be in \[0, 1\] \(the global number of distinct samples\), got 2",  # 1 sample, 2+ ranks
         "dtype": r"`scores` must have one dtype on every rank",
         "k-range": rf"`k` must be in \[0, {4 * world}\].*got {4 * world + 1}",
-        "trim-ratio-differs": r"`k` must be the same on every rank, got \[\d+, \d+.*\]",
-        "batch-ratio-differs": r"`k` must be the same on every rank, got \[\d+, \d+.*\]",
+        "trim-ratio-differs": r"`k` must be the same on every rank, but its ratio differs: \[0\.7, 0\.4.*\]",
+        "batch-ratio-differs": r"`k` must be the same on every rank, but its ratio differs: \[0\.7, 0\.4.*\]",
         "per-class-short-index": r"`index`|another rank's `scores`, `index` or `labels` are bad",
     }
     import re
@@ -555,11 +579,10 @@ def test_gloo_bad_input_raises_on_every_rank(gloo_run):
     # a ratio differing per rank (0.7 and 0.4 kept 6 of 10, neither) and a short `index` of one rank under per-class
     # trimming (a bare IndexError on that rank while the others waited): the same kind of error on every rank
     assert results[1]["errors"]["per-class-short-index"].startswith("`index` must have one entry per score")
-    n = 4 * world
-    ks = [math.floor((0.4 if r == 1 else 0.7) * n) for r in range(world)]
+    ratios = [0.4 if r == 1 else 0.7 for r in range(world)]
     assert {results[r]["errors"]["trim-ratio-differs"] for r in range(world)} == {
-        f"`k` must be the same on every rank, got {ks} (in rank order, from the global n = {n}): pass the same "
-        "`keep_ratio` / `drop_ratio` / `k` on every rank."}
+        f"`k` must be the same on every rank, but its ratio differs: {ratios} (in rank order): pass the same "
+        "`keep_ratio` / `drop_ratio` on every rank."}
 
 
 def test_global_entry_points_take_numpy_and_0d_tensor_ratios_as_the_one_process_rules_do():

@@ -50,6 +50,7 @@ from lit_robust.selection.auto_drop import (
     kept_on_a_fit_that_goes_on,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
+from lit_robust.selection.sharded import RatioK
 
 _BACKENDS = ("auto", "bookkeeping", "two_pass")
 
@@ -142,7 +143,7 @@ def select_and_count(scores: Tensor, index: Tensor, drop_ratio: float,
         return k
 
     if scope == "global":
-        mask, info = distributed.global_selection(scores, index, k_of, algorithm="gather")
+        mask, info = distributed.global_selection(scores, index, RatioK(k_of, drop_ratio), algorithm="gather")
         first = info.first[0] if info.first else None
         return mask, None if first is None or bool(first.all()) else first
     return smallest_k_mask(scores, k_of(scores.numel()), index), None
@@ -331,6 +332,8 @@ class BatchFilter(Callback):
         >>> [round(f.keep_ratio_at(t), 2) for t in (0, 5, 10, 20)]
         [1.0, 0.85, 0.7, 0.7]
     """
+
+    needs_batch = True  # its scores read the batch's indices and targets (`RobustMixin.reduce_loss`)
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from lit_robust.selection.rules import keep_count
 from lit_robust.selection.sharded import (
     Algorithm,
     Collectives,
+    RatioK,
     SelectionInfo,
     SimulatedCollectives,
     _local_error,
@@ -351,7 +352,8 @@ def global_trim_mask(scores: Tensor, index: Tensor, keep_ratio: float, algorithm
     keep_ratio = real_scalar(keep_ratio)  # np.float32(0.5), as `trim_mask` takes it
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
-    return global_selection(scores, index, lambda n: keep_count(n, float(keep_ratio)), algorithm, group)[0]
+    keep = float(keep_ratio)
+    return global_selection(scores, index, RatioK(lambda n: keep_count(n, keep), keep), algorithm, group)[0]
 
 
 def global_per_class_trim_mask(scores: Tensor, index: Tensor, labels: Tensor, keep_ratio: float,
@@ -433,5 +435,6 @@ def global_batch_keep_mask(local_scores: Tensor, local_index: Tensor, drop_ratio
         if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)) or not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"`drop_ratio` must be in [0, 1), got {drop_ratio!r}.")
         keep_ratio = 1.0 - float(drop_ratio)
-        return global_selection(local_scores, local_index, lambda n: keep_count(n, keep_ratio), "gather", group)[0]
+        k_of = RatioK(lambda n: keep_count(n, keep_ratio), keep_ratio)
+        return global_selection(local_scores, local_index, k_of, "gather", group)[0]
     return global_selection(local_scores, local_index, k, "gather", group)[0]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import numbers
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,6 +48,7 @@ from lit_robust.selection.rules import smallest_k_mask
 __all__ = [
     "GATHER_ALL_MAX_N",
     "Algorithm",
+    "RatioK",
     "Collectives",
     "SimulatedCollectives",
     "SelectionInfo",
@@ -65,8 +67,9 @@ Algorithm = Literal["auto", "gather", "histogram"]
 _SCORE_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
                  torch.int16, torch.int8, torch.uint8, torch.bool]
 _INT64_MAX = (1 << 63) - 1
-# meta row exchanged before every selection: [error, n_local, dtype code, k (-1: from n), lo, hi, increasing]
-_META = 7
+# meta row exchanged before every selection: [error, n_local, dtype code, k (-1: from n, -2: a RatioK), lo, hi,
+# increasing, the RatioK's ratio as its float64 bits]
+_META = 8
 
 
 class Collectives(abc.ABC):
@@ -235,6 +238,24 @@ def first_occurrence_mask(index: Tensor) -> Tensor:
 KeepSpec = int | Callable[[int], int]
 
 
+class RatioK:
+    """A ``k`` that is a function of the global ``n`` for one ratio (``keep_count(n, keep_ratio)``): the ratio travels
+    in the meta row every selection exchanges anyway, so ranks given different ratios all raise without the extra
+    all-gather that checks a plain function's ``k`` (one more collective per training step under
+    ``scope="global"``)."""
+
+    def __init__(self, fn: Callable[[int], int], ratio: float) -> None:
+        self.fn, self.ratio = fn, float(ratio)
+
+    def __call__(self, n: int) -> int:
+        return self.fn(n)
+
+    @property
+    def bits(self) -> int:
+        """The ratio's float64 bit pattern as a signed int64: equal iff the ratios are the same number."""
+        return struct.unpack("<q", struct.pack("<d", self.ratio))[0]
+
+
 def sharded_smallest_k_masks(
     scores: Sequence[Tensor],
     index: Sequence[Tensor],
@@ -290,7 +311,7 @@ def sharded_smallest_k_masks(
         errors = [f"`k` must be in [0, n] (the global number of distinct samples), got {k_int}."] * len(errors)
     rows = []
     for s, i, err in zip(scores, index, errors):
-        rows.append(_meta_row(s, i, err, k_int))
+        rows.append(_meta_row(s, i, err, k_int, k.bits if isinstance(k, RatioK) else None))
     meta = torch.stack(comm.all_gather(rows)).cpu()
     if bool(meta[:, 0].any()):
         messages = comm.all_gather_objects(errors)
@@ -305,6 +326,10 @@ def sharded_smallest_k_masks(
     ks = sorted(set(meta[:, 3].tolist()))
     if len(ks) > 1:
         raise ValueError(f"`k` must be the same on every rank, got {ks}.")
+    if ks == [-2] and len(set(meta[:, 7].tolist())) > 1:
+        ratios = [struct.unpack("<d", struct.pack("<q", int(b)))[0] for b in meta[:, 7].tolist()]
+        raise ValueError(f"`k` must be the same on every rank, but its ratio differs: {ratios} (in rank order): pass "
+                         "the same `keep_ratio` / `drop_ratio` on every rank.")
     if algorithm == "auto":
         algorithm = "gather" if total <= gather_max_n else "histogram"
     run = _gather_select if algorithm == "gather" else _histogram_select
@@ -334,9 +359,12 @@ def _local_error(scores: Tensor, index: Tensor, comm: Collectives) -> str | None
     return comm.device_error("scores", scores)
 
 
-def _meta_row(scores: Tensor, index: Tensor, error: str | None, k: int | None) -> Tensor:
+def _meta_row(scores: Tensor, index: Tensor, error: str | None, k: int | None, ratio_bits: int | None = None
+              ) -> Tensor:
     row = torch.zeros(_META, dtype=torch.int64)
     row[3] = -1 if k is None or not 0 <= k <= _INT64_MAX else k  # an out-of-range k is in `error`
+    if ratio_bits is not None:
+        row[3], row[7] = -2, ratio_bits
     if error is not None:
         row[0] = 1
         return row
@@ -367,8 +395,8 @@ def _agreed_k(k: KeepSpec, n: int, comm: Collectives) -> int:
     """``_resolve_k`` on every rank, raising on every rank when a ``k`` computed from ``n`` differs between them (an
     int ``k`` was compared in the meta row already). A ratio that differed per rank (0.7 and 0.4) kept 6 of 10: each
     rank cut its own part at its own ``k``, neither ratio's selection."""
-    if not callable(k):
-        return _resolve_k(k, n)  # n is global: every rank raises or not alike
+    if not callable(k) or isinstance(k, RatioK):
+        return _resolve_k(k, n)  # n is global, and a RatioK's ratio was compared in the meta row: alike on every rank
     try:
         kk, error = _resolve_k(k, n), None
     except ValueError as err:
