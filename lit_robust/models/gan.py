@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust._backend import pl, rank_zero_warn
-from lit_robust._checks import check_int, check_number
+from lit_robust._checks import check_number, check_seed
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin
@@ -66,7 +66,8 @@ class DCGAN(RobustMixin, pl.LightningModule):
         beta1: Adam's beta1, for both networks (the DCGAN paper's 0.5).
         beta2: Adam's beta2, for both networks (0.999).
         num_fixed: how many fixed latent vectors to keep for sample grids.
-        seed: seeds the initial weights, the fixed latent vectors and the noise stream.
+        seed: seeds the initial weights, the fixed latent vectors (``seed + 1``) and the noise stream
+            (``seed + 2``); an integer in ``[-2**63, 2**64 - 3]``.
 
     Examples:
         >>> gan = DCGAN(latent_dim=8, g_width=4, d_width=4)
@@ -106,7 +107,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
         check_number("lr", lr, 0, low_open=True)
         check_number("beta1", beta1, 0, 1, high_open=True)
         check_number("beta2", beta2, 0, 1, high_open=True)
-        check_int("seed", seed)
+        check_seed("seed", seed, offset=2)  # the fixed latents draw with seed + 1, the noise stream with seed + 2
         self.save_hyperparameters()
         self.automatic_optimization = False
         base = image_size // 4
