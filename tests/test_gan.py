@@ -1,5 +1,6 @@
 """DCGAN under ITLM: the per-sample score, manual optimisation, re-initialisation, grids, resume, bad scores."""
 
+import contextlib
 import math
 
 import pytest
@@ -240,6 +241,57 @@ def test_sample_grid_without_itlm_saves_at_the_end_or_every_epoch(mixture, tmp_p
     # each says once where its grids go
     assert sorted(said) == [f"SampleGrid: sample grids written to {tmp_path / 'e'}",
                             f"SampleGrid: sample grids written to {tmp_path / 'samples'}"]
+
+
+def _count_grids(monkeypatch) -> list[str]:
+    """The file names `SampleGrid` draws, in order (the grids are still written)."""
+    import os
+
+    import lit_robust.callbacks.sample_grid as sample_grid
+
+    drawn, save = [], sample_grid.save_grid
+    monkeypatch.setattr(sample_grid, "save_grid", lambda images, path, nrow=8: (drawn.append(os.path.basename(path)),
+                                                                              save(images, path, nrow)))
+    return drawn
+
+
+@pytest.mark.parametrize(("itlm", "every", "kw", "expected"), [
+    (False, "round", dict(max_epochs=None, max_steps=6), ["round0.png"]),  # Lightning sets max_epochs=-1
+    (False, "round", dict(max_epochs=2), ["round0.png"]),  # the fit's end draws no second grid
+    (True, "round", dict(max_epochs=3, max_steps=6), ["round0.png", "round1.png"]),  # stopped in round 1's 1st epoch
+    (False, "epoch", dict(max_epochs=None, max_steps=6), ["epoch0.png", "epoch1.png"]),
+])
+def test_sample_grid_writes_the_last_grid_of_a_fit_that_ends_inside_a_round(mixture, tmp_path, monkeypatch, itlm,
+                                                                           every, kw, expected):
+    """A reviewer's `Trainer(max_steps=6)` without ITLM wrote no grid at all (paths {}, no folder, no warning): the
+    grid came only when epoch + 1 == max_epochs, -1 there. An ITLM fit stopped inside its last round lacked that
+    round's. Each grid is drawn once, under its round's (or epoch's) name."""
+    drawn = _count_grids(monkeypatch)
+    grid = SampleGrid(every=every)
+    callbacks = [ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False), grid] if itlm else [grid]
+    with pytest.warns() if itlm else contextlib.nullcontext():  # ITLM says the fit may stop inside a round
+        tiny_trainer(tmp_path, callbacks=callbacks, limit_train_batches=2, **kw).fit(DCGAN(**SMALL), fresh(mixture))
+    assert drawn == expected  # 4 global steps an epoch: two optimizer steps a batch
+    assert grid.paths == {i: str(tmp_path / "samples" / name) for i, name in enumerate(expected)}
+    assert all((tmp_path / "samples" / name).is_file() for name in expected)
+
+
+def test_sample_grid_resumed_after_an_early_end_draws_the_new_end_once(mixture, tmp_path, monkeypatch):
+    """Resuming a fit that `max_steps` ended (its grid drawn at the end, then saved): the same `max_steps` trains
+    nothing and draws nothing; a larger one draws the new end's grid once, under the same name."""
+    drawn = _count_grids(monkeypatch)
+
+    def fit(max_steps, ckpt_path=None):
+        grid = SampleGrid()
+        trainer = tiny_trainer(tmp_path, None, [grid], max_steps=max_steps, limit_train_batches=2)
+        trainer.fit(DCGAN(**SMALL), fresh(mixture), ckpt_path=ckpt_path)
+        return trainer, grid
+
+    trainer, grid = fit(6)
+    trainer.save_checkpoint(tmp_path / "end.ckpt")
+    assert drawn == ["round0.png"]
+    assert fit(6, tmp_path / "end.ckpt")[1].paths == grid.paths and drawn == ["round0.png"]
+    assert fit(10, tmp_path / "end.ckpt")[1].paths == grid.paths and drawn == ["round0.png", "round0.png"]
 
 
 def test_dcgan_checks_the_datamodule_images_at_setup(tmp_path, shared_data):

@@ -35,8 +35,9 @@ class SampleGrid(Callback):
     vectors, as :class:`~lit_robust.DCGAN` does. With ``every="round"`` a grid is written at the end of
     each :class:`~lit_robust.ITLM` round (found among the Trainer's callbacks; without one, the whole fit
     is one round) as ``round{r}.png``; with ``every="epoch"`` after every epoch as ``epoch{e}.png``.
-    The generator runs in evaluation mode, without gradients. Written paths are kept in :attr:`paths`
-    (``{round or epoch: path}``).
+    A fit that ends inside a round (``max_steps``, ``max_time``, ``EarlyStopping``) writes its last round's
+    grid, under that round's name, when training ends. The generator runs in evaluation mode, without
+    gradients. Written paths are kept in :attr:`paths` (``{round or epoch: path}``).
 
     Args:
         dirpath: output folder; default ``<trainer.log_dir>/samples`` (``log_dir`` is the
@@ -55,6 +56,10 @@ class SampleGrid(Callback):
         self.every = every
         self.nrow = nrow
         self.paths: dict[int, str] = {}
+        # the global step at which each key's grid was drawn, on every rank (the write decision asks for the
+        # broadcast `log_dir`, so all ranks must take it alike): a grid already drawn from the final weights is
+        # not drawn again when training ends
+        self._steps: dict[int, int] = {}
 
     @property
     def state_key(self) -> str:
@@ -65,6 +70,7 @@ class SampleGrid(Callback):
             return
         if not continues_earlier_fit(trainer):  # a second fit on the same Trainer goes on, as ITLM does
             self.paths = {}  # this fit's grids (a resumed fit restores the earlier ones after setup)
+            self._steps = {}
         z = getattr(pl_module, "fixed_z", None)
         if not callable(getattr(pl_module, "generate", None)) or not isinstance(z, torch.Tensor) or z.ndim < 2:
             raise TypeError(f"`SampleGrid` needs a module with `generate(z)` and a `fixed_z` tensor of latent vectors "
@@ -72,9 +78,7 @@ class SampleGrid(Callback):
 
     def _round_end(self, trainer: pl.Trainer, epoch: int) -> int | None:
         """The round that ``epoch`` ends, or ``None`` when the epoch is inside a round."""
-        from lit_robust.callbacks.itlm import ITLM
-
-        itlm = next((cb for cb in trainer.callbacks if isinstance(cb, ITLM)), None)
+        itlm = self._itlm(trainer)
         if itlm is None:
             return 0 if trainer.max_epochs is not None and epoch + 1 == trainer.max_epochs else None
         r = itlm.round_of_epoch(epoch)
@@ -83,10 +87,32 @@ class SampleGrid(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         key = epoch if self.every == "epoch" else self._round_end(trainer, epoch)
-        if key is None:
-            return
+        if key is not None:
+            self._write(trainer, pl_module, key)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # `max_steps` (Lightning then sets max_epochs=-1), `max_time` or early stopping end the fit inside a round,
+        # whose end never came: a reviewer's max_steps fit wrote no grid at all. (A resumed fit that had already
+        # finished trains nothing and never gets here.)
+        epoch = max(trainer.current_epoch - 1, 0)  # the last epoch trained, counted once it has ended
+        if self.every == "epoch":
+            key = epoch
+        else:
+            itlm = self._itlm(trainer)
+            key = 0 if itlm is None else itlm.round_of_epoch(epoch)
+        if self._steps.get(key) != trainer.global_step:  # else the last epoch's end drew these very weights
+            self._write(trainer, pl_module, key)
+
+    @staticmethod
+    def _itlm(trainer: pl.Trainer) -> Any:
+        from lit_robust.callbacks.itlm import ITLM
+
+        return next((cb for cb in trainer.callbacks if isinstance(cb, ITLM)), None)
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, key: int) -> None:
         # `log_dir` broadcasts, so every rank asks for it; only rank 0 writes
         folder = self.dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "samples")
+        self._steps[key] = trainer.global_step
         self._save(pl_module, folder, key, f"{self.every}{key}.png")
 
     @rank_zero_only
@@ -101,7 +127,8 @@ class SampleGrid(Callback):
         self.paths[key] = path
 
     def state_dict(self) -> dict[str, Any]:
-        return {"paths": dict(self.paths)}
+        return {"paths": dict(self.paths), "steps": dict(self._steps)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.paths = dict(state_dict["paths"])
+        self._steps = dict(state_dict.get("steps", {}))  # checkpoints from before the steps were kept have none
