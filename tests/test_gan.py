@@ -3,6 +3,7 @@
 import contextlib
 import math
 
+import numpy
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -292,6 +293,41 @@ def test_sample_grid_resumed_after_an_early_end_draws_the_new_end_once(mixture, 
     assert drawn == ["round0.png"]
     assert fit(6, tmp_path / "end.ckpt")[1].paths == grid.paths and drawn == ["round0.png"]
     assert fit(10, tmp_path / "end.ckpt")[1].paths == grid.paths and drawn == ["round0.png", "round0.png"]
+
+
+@pytest.mark.parametrize("channels", [2, 4, 5])
+def test_save_grid_draws_other_channel_counts_as_one_grayscale_grid_per_channel(tmp_path, channels):
+    """A reviewer's DCGAN with 2 or 4 channels got 'LA' / 'RGBA' grids (a channel read as transparency), and with 5
+    a PIL TypeError at the end of round 0, after the training time was spent."""
+    from lit_robust.callbacks.sample_grid import save_grid
+
+    images = torch.rand(6, channels, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    save_grid(images, str(tmp_path / "all.png"), nrow=4)
+    blocks = []
+    for c in range(channels):  # the reference: each channel on its own, a one-channel (grayscale) grid
+        save_grid(images[:, c : c + 1], str(tmp_path / f"c{c}.png"), nrow=4)
+        with Image.open(tmp_path / f"c{c}.png") as one:
+            blocks.append(torch.from_numpy(numpy.asarray(one)))
+    with Image.open(tmp_path / "all.png") as img:
+        assert img.mode == "L" and img.size == (4 * 10 + 2, channels * (2 * 10 + 2))
+        assert torch.equal(torch.from_numpy(numpy.asarray(img)), torch.cat(blocks))
+    save_grid(images[:, :1].repeat(1, 3, 1, 1), str(tmp_path / "rgb.png"))
+    with Image.open(tmp_path / "rgb.png") as img:
+        assert img.mode == "RGB"  # three channels stay one colour grid
+
+
+def test_sample_grid_of_a_five_channel_dcgan_is_written(tmp_path):
+    """The end-to-end path of the reviewer's 5-channel DCGAN: round 0's grid is written instead of crashing."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    loader = DataLoader(IndexedDataset(TensorDataset(torch.rand(16, 5, 8, 8) * 2 - 1, torch.zeros(16))), batch_size=8)
+    grid = SampleGrid(dirpath=str(tmp_path))
+    tiny_trainer(tmp_path, 1, [grid]).fit(DCGAN(latent_dim=4, channels=5, image_size=8, g_width=4, d_width=4,
+                                                num_fixed=4), loader)
+    with Image.open(grid.paths[0]) as img:
+        assert img.mode == "L" and img.size == (4 * 10 + 2, 5 * (10 + 2))
 
 
 def test_dcgan_checks_the_datamodule_images_at_setup(tmp_path, shared_data):

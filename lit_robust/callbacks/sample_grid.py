@@ -14,17 +14,36 @@ from lit_robust._modes import evaluating
 __all__ = ["SampleGrid", "save_grid"]
 
 
-def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
-    """Write images in ``[-1, 1]`` (``[N, C, H, W]``) as one PNG grid, grayscale when ``C == 1`` (small files)."""
-    from PIL import Image
+def _grid_pixels(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """``[3, H', W']`` uint8 grid of images in ``[-1, 1]`` with one or three channels (one is repeated)."""
     from torchvision.utils import make_grid
 
     grid = make_grid(images, nrow=nrow, normalize=True, value_range=(-1.0, 1.0), padding=2, pad_value=1.0)
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-    if images.shape[1] == 1:
-        img = Image.fromarray(pixels[0].numpy())  # 2-D uint8: mode "L"
+    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
+    """Write images in ``[-1, 1]`` (``[N, C, H, W]``) as one PNG grid: grayscale when ``C == 1`` (small files), RGB
+    when ``C == 3``, and for any other ``C`` one grayscale grid per channel, stacked top to bottom in channel order.
+
+    Any other channel count has no faithful PNG mode: 2 and 4 channels became 'LA' and 'RGBA' (a channel read as
+    transparency), 5 or more crashed PIL after the training time was spent.
+
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "grid.png")
+    >>> save_grid(torch.zeros(4, 5, 8, 8), path, nrow=2)
+    >>> Image.open(path).mode, Image.open(path).size  # 5 grids of 2 x 2 images (8 px + 2 px padding) on each other
+    ('L', (22, 110))
+    """
+    from PIL import Image
+
+    channels = images.shape[1]
+    if channels == 3:
+        img = Image.fromarray(_grid_pixels(images, nrow).permute(1, 2, 0).contiguous().numpy())  # mode "RGB"
     else:
-        img = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())  # H x W x 3 uint8: mode "RGB"
+        grids = [_grid_pixels(images[:, c : c + 1], nrow)[0] for c in range(channels)]
+        img = Image.fromarray(torch.cat(grids, dim=0).numpy())  # 2-D uint8: mode "L"
     img.save(path, optimize=True)
 
 
@@ -35,7 +54,8 @@ class SampleGrid(Callback):
     vectors, as :class:`~lit_robust.DCGAN` does. With ``every="round"`` a grid is written at the end of
     each :class:`~lit_robust.ITLM` round (found among the Trainer's callbacks; without one, the whole fit
     is one round) as ``round{r}.png``; with ``every="epoch"`` after every epoch as ``epoch{e}.png``.
-    A fit that ends inside a round (``max_steps``, ``max_time``, ``EarlyStopping``) writes its last round's
+    Images of one channel are drawn in grayscale, of three in RGB, of any other count as one grayscale grid per
+    channel, stacked top to bottom (see :func:`save_grid`). A fit that ends inside a round (``max_steps``, ``max_time``, ``EarlyStopping``) writes its last round's
     grid, under that round's name, when training ends. The generator runs in evaluation mode, without
     gradients. Written paths are kept in :attr:`paths` (``{round or epoch: path}``).
 

@@ -58,7 +58,8 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     Args:
         latent_dim: size of :math:`z \sim \mathcal{N}(0, I)`.
-        channels: image channels.
+        channels: image channels (:class:`~lit_robust.SampleGrid` draws 1 in grayscale, 3 in RGB, any other count
+            as one grayscale grid per channel).
         image_size: image side, a multiple of 4 (28 for MNIST).
         g_width: channel width of the generator's last hidden layer (the one before it has twice as many).
         d_width: channel width of the discriminator's first layer.
