@@ -250,6 +250,36 @@ def test_gan_mixture_rejects_bad_options():
         mod.main(mod.BENCHMARK, ["--smoke", "--first-epochs", "0"])
 
 
+def test_gan_mixture_quick_text_follows_its_out_folder_protocol_and_seeds():
+    """A reviewer's `gan_mixture.py --quick --out X.md` said its grids were in `gan_mixture/`, "a GAN trained 5
+    epochs" (quick round 0 is 4), "spread widely over seeds (46.2–46.2 %)" with one seed, "met in 0 of 0 rows", and
+    its headline's `paper_last` paired the paper's iter-5 with its own iter-2. Rendered from the committed run's
+    80 % seed-0 row cut to the quick protocol (no training)."""
+    from dataclasses import asdict
+
+    mod = _load("gan_mixture")
+    saved = json.loads((REPO / "benchmarks" / "results" / "gan_mixture.json").read_text())
+    run = next(r for r in saved["results"]["runs"] if r["clean"] == 80 and r["seed"] == 0)
+    keep = mod.QUICK.rounds + 1  # orig / round 0, then iter-1, iter-2
+    run.update({key: run[key][:keep] for key in ("round_epochs", "clean_fraction", "corrupted_dropped",
+                                                 "generated_digit_share")},
+               grids={str(k): f"runs/X/clean80_round{k}.png" for k in range(keep)})
+    saved.update(mode="quick", settings={"protocol": asdict(mod.QUICK), "rows": [80], "seeds": [0]})
+    saved["results"]["runs"] = [run]
+    saved["meta"].pop("pre_harness", None)
+    saved["meta"]["command"] = "python benchmarks/gan_mixture.py --quick --out runs/X.md"
+    text = mod.BENCHMARK.render(saved)
+    assert "(files in `runs/X/`)" in text and "gan_mixture/" not in text
+    assert "a GAN trained 4 epochs on the mixture" in text and "trained 5 epochs" not in text
+    share = run["generated_digit_share"][0]
+    assert f"The judge's share after round 0 ({share:.1f} %) comes from one seed: no spread" in text
+    assert "spread widely" not in text
+    assert ("Target (iter-5 within 1 point of the paper's, or above): not judged, this run has 2 ITLM rounds, the "
+            "paper's table 5. Per seed") in text and "of 0 rows" not in text
+    assert "(paper, iter-2 − iter-1: " in text
+    assert mod.BENCHMARK.headline(saved)["rows"]["80"]["paper_last"] == mod.PAPER_TABLE3[80][1]  # iter-2: 91.95
+
+
 def test_backdoor_mnist_smoke_ends_with_headline_json(smoke_runs):
     summary = _last_json(smoke_runs["backdoor_mnist"])
     assert summary["benchmark"] == "backdoor_mnist" and summary["mode"] == "smoke"
