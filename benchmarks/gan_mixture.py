@@ -411,8 +411,8 @@ def _commentary(rows: list[dict[str, Any]], results: list[dict[str, Any]], proto
         out.append(f"Unlike the paper, nearly all of the cleaning happens in the first selection: iter-1 is "
                    f"{min(first):.2f}–{max(first):.2f} % clean over the rows (paper: {min(paper_first):.2f}–"
                    f"{max(paper_first):.2f} %), and iter-{R} − iter-1 is {min(gains):+.2f} to {max(gains):+.2f} "
-                   f"points (paper, iter-{last} − iter-1: {min(paper_gains):+.2f} to {max(paper_gains):+.2f}). The short, "
-                   "early-stopped round 0 already ranks the images well; the later rounds hold that level.")
+                   f"points (paper, iter-{last} − iter-1: {min(paper_gains):+.2f} to {max(paper_gains):+.2f}). "
+                   "The short, early-stopped round 0 already ranks the images well; the later rounds hold that level.")
     sixty = next((r for r in rows if r["clean"] == 60), None)
     if sixty is not None and R >= 1:
         m = sixty["iters"][-1][0]

@@ -55,8 +55,8 @@ class SampleGrid(Callback):
     each :class:`~lit_robust.ITLM` round (found among the Trainer's callbacks; without one, the whole fit
     is one round) as ``round{r}.png``; with ``every="epoch"`` after every epoch as ``epoch{e}.png``.
     Images of one channel are drawn in grayscale, of three in RGB, of any other count as one grayscale grid per
-    channel, stacked top to bottom (see :func:`save_grid`). A fit that ends inside a round (``max_steps``, ``max_time``, ``EarlyStopping``) writes its last round's
-    grid, under that round's name, when training ends. The generator runs in evaluation mode, without
+    channel, stacked top to bottom (see :func:`save_grid`). A fit that ends inside a round (``max_steps``,
+    ``max_time``, ``EarlyStopping``) writes its last round's grid, under that round's name, when training ends. The generator runs in evaluation mode, without
     gradients. Written paths are kept in :attr:`paths` (``{round or epoch: path}``).
 
     Args:
