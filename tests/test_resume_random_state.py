@@ -350,14 +350,15 @@ def test_a_resume_after_a_validation_inside_an_epoch_names_save_on_train_epoch_e
         assert torch.equal(p, q), name
 
 
-def _itlm_saving_every_3_steps(root, seed, ckpt_path=None):
-    """``(module, itlm, warnings)`` of an ITLM fit (``_setup("ITLM")``) checkpointing every 3 steps into ``root``."""
+def _itlm_saving_every_3_steps(root, seed, ckpt_path=None, every=3):
+    """``(module, itlm, warnings)`` of an ITLM fit (``_setup("ITLM")``) checkpointing every 3 steps (or ``every``)
+    into ``root``."""
     import warnings
 
     pl.seed_everything(seed, verbose=False)
     module, callbacks, data, epochs, itlm = _setup("ITLM")
-    every = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
-    trainer = tiny_trainer(root, epochs, [*callbacks, every], enable_checkpointing=True)
+    saves = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=every, filename="{epoch}-{step}")
+    trainer = tiny_trainer(root, epochs, [*callbacks, saves], enable_checkpointing=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(module, data, ckpt_path=ckpt_path)
@@ -407,3 +408,27 @@ def test_itlm_resumed_from_the_last_batch_of_the_fit_records_its_last_round(tmp_
         assert {k: v for k, v in da.items() if k not in skip} == {k: v for k, v in db.items() if k not in skip}
     assert not any("the fit ended after 1 of 2 rounds" in s for s in said), said
     assert any("round 1 ended at epoch 3 without a validation" in s for s in said), said
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_itlm_resumed_from_the_last_batch_of_an_epoch_goes_on_as_the_uninterrupted_fit(tmp_path):
+    """The diff reviewer's: from a checkpoint written at an epoch's last batch (every 5 steps, 5 an epoch), Lightning
+    goes on without that epoch's end and, measured on 2.6, without the next epoch's start. At the end of round 0 the
+    scoring pass never ran: round 1 trained on all 160 samples (not 112) and was called collapsed. ITLM now runs that
+    epoch's end and the next one's start itself: the weights, selection and rounds are the uninterrupted fit's (but
+    for the skipped validation's metrics), and it says what Lightning skipped."""
+    import dataclasses
+
+    full, full_itlm, _ = _itlm_saving_every_3_steps(tmp_path / "a", 0, every=5)
+    skip = {"metrics", "metrics_from_epoch"}
+
+    def rounds(itlm):
+        return [{k: v for k, v in dataclasses.asdict(h).items() if k not in skip} for h in itlm.history]
+
+    for name, epoch in [("epoch=0-step=5.ckpt", 0), ("epoch=1-step=10.ckpt", 1)]:  # inside round 0; its end
+        resumed, itlm, said = _itlm_saving_every_3_steps(tmp_path / name, 99, tmp_path / "a" / name, every=5)
+        for (key, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(p, q), (name, key)
+        assert torch.equal(itlm.selection, full_itlm.selection) and rounds(itlm) == rounds(full_itlm), name
+        assert any(f"written at the last batch of epoch {epoch}, before that epoch's end" in s for s in said), said
+        assert not any("collapsed" in s for s in said), said

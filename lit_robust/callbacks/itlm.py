@@ -647,6 +647,7 @@ class ITLM(Callback):
         self._plot_folder: str | None = None  # where this fit's score plot goes (resolved at setup, on every rank)
         self._patch: TrainLoaderPatch | None = None
         self._sampler: SelectionSampler | None = None
+        self._skipped_epoch_end: int | None = None  # see `_close_skipped_epoch`
         self._loader_generator: torch.Generator | None = None
         self._local_sum: Tensor | float = 0.0  # this rank's part since the last addition over the ranks
         self._local_count = 0
@@ -955,7 +956,20 @@ class ITLM(Callback):
             rank_zero_info(self._goes_on_note)
         self._check_same_on_every_rank()
         warn_inexact_resume(trainer, self._title, mid_epoch=False)
-        self._warn_mid_epoch_workers(trainer)
+        if self._skipped_epoch_end is None:
+            self._warn_mid_epoch_workers(trainer)
+        else:
+            closed = self._skipped_epoch_end
+            self._close_skipped_epoch(trainer, pl_module)
+            # ... and Lightning 2.6 does not call `on_train_epoch_start` of the epoch it goes on with either (measured):
+            # a new round's re-initialisation waited for the epoch after
+            self.on_train_epoch_start(trainer, pl_module)
+            rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written at the last batch of epoch "
+                           f"{closed}, before that epoch's end: Lightning goes on without that epoch's validation and "
+                           "end hooks, nor the next epoch's start hooks. ITLM runs its own, so its rounds go on as in "
+                           "the uninterrupted fit, but that epoch's validation metrics are missing and other callbacks' "
+                           "epoch hooks did not run. For an exact resume, resume from a checkpoint written at the end "
+                           "of an epoch (ModelCheckpoint's default, `save_last: true`).")
         self._check_swa(trainer)
         self._check_fine_tuning(trainer, pl_module)
         self._check_monitored_checkpoints(trainer)
@@ -1291,25 +1305,25 @@ class ITLM(Callback):
         self._end_round(trainer, pl_module, log=log)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close_skipped_last_epoch(trainer, pl_module)
+        self._close_skipped_epoch(trainer, pl_module)
         self._train_ended = True
         if self._report_target is not None:
             self._write_report(trainer, pl_module)
 
-    def _close_skipped_last_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """A fit resumed from a checkpoint written at the last epoch's last batch (`every_n_train_steps`): Lightning
-        counts that epoch done and trains nothing, without its ``on_train_epoch_end``, so the last round had no record
-        (a reviewer's history of 1 of 2 rounds, and a warning that something had stopped the fit). Run its end here,
-        before the report, as the uninterrupted fit did."""
-        last = sum(self.round_epochs) - 1
-        if (self._current is not None and self._round == self.num_rounds - 1 and len(self.history) < self.num_rounds
-                and trainer.current_epoch > last and not trainer.interrupted and self._restored):
-            self._epoch_end(trainer, pl_module, last, log=False)
+    def _close_skipped_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A fit resumed from a checkpoint written at an epoch's last batch (`every_n_train_steps`): Lightning counts
+        that epoch done and goes on without its ``on_train_epoch_end``. Run that epoch's end here (at train start; at
+        train or fit end where Lightning runs nothing more, the fit's last batch), as the uninterrupted fit did: a
+        round that ended there was neither recorded nor followed by its selection (the next round trained on every
+        sample, and was called collapsed), and its loss sums ran into the next epoch's (two reviewers')."""
+        epoch, self._skipped_epoch_end = self._skipped_epoch_end, None
+        if epoch is not None and self._current is not None:
+            self._epoch_end(trainer, pl_module, epoch, log=False)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if say_trained_nothing(self, self._title, reports=self._report_target is not None):
             return  # nor its round table, plot or warnings: the state may be another Trainer's fit's
-        self._close_skipped_last_epoch(trainer, pl_module)
+        self._close_skipped_epoch(trainer, pl_module)
         if self._report_target is not None and not self._train_ended:
             # Lightning skips the whole fit loop, `on_train_end` too, when a fit resumes from a checkpoint of its
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
@@ -2121,6 +2135,7 @@ class ITLM(Callback):
             # written inside an epoch: Lightning restarts that epoch's loader and trains the steps left, which took the
             # epoch's first batches again and never its last ones (a reviewer's); the order resumes where it stopped
             self._sampler.skip_batches = _batches_done_mid_epoch(checkpoint)
+            self._skipped_epoch_end = _epoch_whose_end_was_skipped(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not getattr(self, "_restore_state", True):
@@ -2202,6 +2217,21 @@ def _batches_done_mid_epoch(checkpoint: dict[str, Any]) -> int:
     except (KeyError, TypeError):
         return 0
     return done if mid and not last and isinstance(done, int) and done > 0 else 0
+
+
+def _epoch_whose_end_was_skipped(checkpoint: dict[str, Any]) -> int | None:
+    """The epoch a checkpoint was written at the last batch of, before its end (``every_n_train_steps``): Lightning
+    resumes after it without calling ``on_train_epoch_end``; ``None`` for any other checkpoint."""
+    try:
+        loop = checkpoint["loops"]["fit_loop"]
+        epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
+        total, epoch = epochs["total"], epochs["current"]["processed"]
+        mid = (total["started"] == total["ready"] and total["processed"] == total["started"] - 1
+               and total["completed"] == total["processed"])
+        last = bool(batches.get("is_last_batch", False))
+    except (KeyError, TypeError):
+        return None
+    return epoch if mid and last and isinstance(epoch, int) else None
 
 
 def round_batches(kept: int, n: int, world: int, batch_size: int, drop_last: bool) -> int:
