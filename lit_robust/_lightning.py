@@ -270,6 +270,16 @@ class TrainLoaderPatch:
             self.source.instance = self.original
 
 
+def count_epoch_started(trainer: pl.Trainer) -> None:
+    """Count the fit loop's current epoch as started, as Lightning's ``on_advance_start`` does. After a checkpoint
+    written at an epoch's last batch Lightning 2.6 goes on with the next epoch without that count (and without its
+    ``on_train_epoch_start``, which ITLM then runs itself): a checkpoint written inside that epoch read as one of an
+    epoch not begun, and its resume trained the epoch again from its first batch (a reviewer's 20 steps for 18)."""
+    progress = trainer.fit_loop.epoch_progress
+    progress.increment_ready()
+    progress.increment_started()
+
+
 def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:
     """Raise, naming the argument, the allowed range and the value, when a fractional ``limit_train_batches`` or an
     integer ``val_check_interval`` does not fit an epoch of ``batches`` training batches (``where`` says whose).

@@ -268,6 +268,8 @@ def test_a_ratio_is_checked_in_the_meta_row_without_another_collective():
         counts[name] = Counting.calls
         assert [m.tolist() for m in masks] == reference_masks(scores, index, keep_count(30, 0.7))
     assert counts["ratio"] == counts["function"] - 1
+    # -0.0 is the ratio 0.0 (a reviewer's two ranks were refused: "ratio differs: [0.0, -0.0]")
+    assert RatioK(lambda n: n, -0.0).bits == RatioK(lambda n: n, 0.0).bits
 
 
 def test_one_shard_equals_smallest_k_mask_and_callable_k():

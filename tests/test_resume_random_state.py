@@ -350,14 +350,15 @@ def test_a_resume_after_a_validation_inside_an_epoch_names_save_on_train_epoch_e
         assert torch.equal(p, q), name
 
 
-def _itlm_saving_every_3_steps(root, seed, ckpt_path=None, every=3):
-    """``(module, itlm, warnings)`` of an ITLM fit (``_setup("ITLM")``) checkpointing every 3 steps (or ``every``)
-    into ``root``."""
+def _itlm_saving_every_3_steps(root, seed, ckpt_path=None, every=3, **checkpoint):
+    """``(module, itlm, warnings)`` of an ITLM fit (``_setup("ITLM")``) checkpointing every 3 steps (or ``every``;
+    or as ``checkpoint`` says) into ``root``."""
     import warnings
 
     pl.seed_everything(seed, verbose=False)
     module, callbacks, data, epochs, itlm = _setup("ITLM")
-    saves = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=every, filename="{epoch}-{step}")
+    saves = ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}-{step}",
+                            **(checkpoint or {"every_n_train_steps": every}))
     trainer = tiny_trainer(root, epochs, [*callbacks, saves], enable_checkpointing=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -432,3 +433,36 @@ def test_itlm_resumed_from_the_last_batch_of_an_epoch_goes_on_as_the_uninterrupt
         assert torch.equal(itlm.selection, full_itlm.selection) and rounds(itlm) == rounds(full_itlm), name
         assert any(f"written at the last batch of epoch {epoch}, before that epoch's end" in s for s in said), said
         assert not any("collapsed" in s for s in said), said
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_itlm_resumes_after_a_last_batch_resume_and_from_a_validation_end_checkpoint_as_uninterrupted(tmp_path):
+    """A reviewer's two: (1) a fit resumed from an epoch's last batch went on without Lightning counting the next epoch
+    started, so a checkpoint written inside that epoch read as one of an epoch not begun and its resume trained the
+    epoch again (20 steps for 18); (2) a checkpoint written after the validation at an epoch's last batch was taken
+    for one whose epoch end Lightning skips, and ITLM ran the round's end twice (weights 0.178 apart)."""
+    import dataclasses
+
+    full, full_itlm, _ = _itlm_saving_every_3_steps(tmp_path / "a", 0, every=5)
+    skip = {"metrics", "metrics_from_epoch"}
+
+    def same(module, itlm, name):
+        for (key, p), q in zip(full.state_dict().items(), module.state_dict().values()):
+            assert torch.equal(p, q), (name, key)
+        assert torch.equal(itlm.selection, full_itlm.selection), name
+        assert ([{k: v for k, v in dataclasses.asdict(h).items() if k not in skip} for h in itlm.history]
+                == [{k: v for k, v in dataclasses.asdict(h).items() if k not in skip} for h in full_itlm.history]), name
+
+    # (1) resume from epoch 0's last batch, saving every 3 steps, then resume from each of that fit's checkpoints
+    _itlm_saving_every_3_steps(tmp_path / "b", 99, tmp_path / "a" / "epoch=0-step=5.ckpt", every=3)
+    second = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert "epoch=1-step=6.ckpt" in second and "epoch=1-step=9.ckpt" in second
+    for name in second:
+        module, itlm, _ = _itlm_saving_every_3_steps(tmp_path / f"c{name}", 7, tmp_path / "b" / name, every=3)
+        same(module, itlm, name)
+    # (2) checkpoints written after each validation (at each epoch's last batch, before the epoch's end)
+    _, _, _ = _itlm_saving_every_3_steps(tmp_path / "v", 0, save_on_train_epoch_end=False)
+    for name in sorted(p.name for p in (tmp_path / "v").iterdir()):
+        module, itlm, said = _itlm_saving_every_3_steps(tmp_path / f"w{name}", 99, tmp_path / "v" / name, every=5)
+        same(module, itlm, name)
+        assert not any("before that epoch's end" in s for s in said), (name, said)

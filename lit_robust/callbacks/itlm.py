@@ -32,6 +32,7 @@ from lit_robust._lightning import (
     begin_fit,
     check_epoch_batches,
     check_state_owner,
+    count_epoch_started,
     earlier_fit_note,
     early_stopping_checks,
     evaluation_batches,
@@ -962,8 +963,10 @@ class ITLM(Callback):
             closed = self._skipped_epoch_end
             self._close_skipped_epoch(trainer, pl_module)
             # ... and Lightning 2.6 does not call `on_train_epoch_start` of the epoch it goes on with either (measured):
-            # a new round's re-initialisation waited for the epoch after
+            # a new round's re-initialisation waited for the epoch after. Nor does it count that epoch started, so a
+            # checkpoint written inside it read as one of an epoch not begun, and its resume trained it again
             self.on_train_epoch_start(trainer, pl_module)
+            count_epoch_started(trainer)
             rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written at the last batch of epoch "
                            f"{closed}, before that epoch's end: Lightning goes on without that epoch's validation and "
                            "end hooks, nor the next epoch's start hooks. ITLM runs its own, so its rounds go on as in "
@@ -2220,18 +2223,21 @@ def _batches_done_mid_epoch(checkpoint: dict[str, Any]) -> int:
 
 
 def _epoch_whose_end_was_skipped(checkpoint: dict[str, Any]) -> int | None:
-    """The epoch a checkpoint was written at the last batch of, before its end (``every_n_train_steps``): Lightning
-    resumes after it without calling ``on_train_epoch_end``; ``None`` for any other checkpoint."""
+    """The epoch a checkpoint was written at the last batch of, in that batch's ``on_train_batch_end``
+    (``every_n_train_steps``): Lightning resumes after it without calling ``on_train_epoch_end``; ``None`` for any
+    other checkpoint. One written after a validation at the last batch has the batch completed: Lightning runs that
+    epoch's end itself (a reviewer's, where ITLM ran it twice)."""
     try:
         loop = checkpoint["loops"]["fit_loop"]
         epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
         total, epoch = epochs["total"], epochs["current"]["processed"]
         mid = (total["started"] == total["ready"] and total["processed"] == total["started"] - 1
                and total["completed"] == total["processed"])
+        in_batch_end = batches["total"]["completed"] == batches["total"]["processed"] - 1
         last = bool(batches.get("is_last_batch", False))
     except (KeyError, TypeError):
         return None
-    return epoch if mid and last and isinstance(epoch, int) else None
+    return epoch if mid and last and in_batch_end and isinstance(epoch, int) else None
 
 
 def round_batches(kept: int, n: int, world: int, batch_size: int, drop_last: bool) -> int:

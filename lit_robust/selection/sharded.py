@@ -245,7 +245,7 @@ class RatioK:
     ``scope="global"``)."""
 
     def __init__(self, fn: Callable[[int], int], ratio: float) -> None:
-        self.fn, self.ratio = fn, float(ratio)
+        self.fn, self.ratio = fn, float(ratio) + 0.0  # -0.0 is 0.0 (its bits are not): equal ratios compare equal
 
     def __call__(self, n: int) -> int:
         return self.fn(n)
@@ -325,7 +325,8 @@ def sharded_smallest_k_masks(
     dtype = _SCORE_DTYPES[codes[0]] if codes else torch.float32
     ks = sorted(set(meta[:, 3].tolist()))
     if len(ks) > 1:
-        raise ValueError(f"`k` must be the same on every rank, got {ks}.")
+        kinds = {-2: "a ratio", -1: "a function of n"}
+        raise ValueError(f"`k` must be the same on every rank, got {[kinds.get(v, v) for v in ks]}.")
     if ks == [-2] and len(set(meta[:, 7].tolist())) > 1:
         ratios = [struct.unpack("<d", struct.pack("<q", int(b)))[0] for b in meta[:, 7].tolist()]
         raise ValueError(f"`k` must be the same on every rank, but its ratio differs: {ratios} (in rank order): pass "
