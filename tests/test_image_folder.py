@@ -457,5 +457,6 @@ def test_size_and_channels_come_from_the_folders_first_image_even_when_it_is_hel
             break
     assert dm.test_set.dataset.indices == [0]  # held out, and still the one read
     doc = " ".join(ImageFolderDataModule.__doc__.split())
-    assert "to the size of the folder's first image, ``ImageFolder(root).samples[0]``, whether or not it is held out" in doc
+    assert ("to the size of the folder's first image, ``ImageFolder(root).samples[0]``, whether or not it is held out"
+            in doc)
     assert "first training image" not in doc

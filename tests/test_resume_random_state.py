@@ -466,3 +466,30 @@ def test_itlm_resumes_after_a_last_batch_resume_and_from_a_validation_end_checkp
         module, itlm, said = _itlm_saving_every_3_steps(tmp_path / f"w{name}", 99, tmp_path / "v" / name, every=5)
         same(module, itlm, name)
         assert not any("before that epoch's end" in s for s in said), (name, said)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_itlm_resumed_inside_an_epoch_with_loader_workers_says_their_draws_restart(tmp_path):
+    """ITLM takes a resumed epoch's order up where the checkpoint stopped, but the loader's worker processes start
+    afresh there: random draws inside them (augmentation) are not the uninterrupted fit's, and ITLM says so."""
+    from tests.conftest import BlobsData
+
+    class Workers(BlobsData):
+        def train_dataloader(self):
+            return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True, num_workers=1)
+
+    def run(root, ckpt_path=None):
+        import warnings
+
+        pl.seed_everything(0, verbose=False)
+        itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+        saves = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=2, filename="{epoch}-{step}")
+        trainer = tiny_trainer(root, 2, [itlm, saves], enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(DropoutModel(), Workers(n=160, batch_size=32), ckpt_path=ckpt_path)
+        return [str(w.message) for w in caught if "worker processes start afresh" in str(w.message)]
+
+    assert run(tmp_path / "a") == []
+    said = run(tmp_path / "b", tmp_path / "a" / "epoch=0-step=2.ckpt")
+    assert len(said) == 1 and "inside epoch 0 (after 2 of its batches)" in said[0], said

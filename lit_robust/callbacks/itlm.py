@@ -970,8 +970,8 @@ class ITLM(Callback):
             rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written at the last batch of epoch "
                            f"{closed}, before that epoch's end: Lightning goes on without that epoch's validation and "
                            "end hooks, nor the next epoch's start hooks. ITLM runs its own, so its rounds go on as in "
-                           "the uninterrupted fit, but that epoch's validation metrics are missing and other callbacks' "
-                           "epoch hooks did not run. For an exact resume, resume from a checkpoint written at the end "
+                           "the uninterrupted fit, but that epoch's validation metrics are missing and other "
+                           "callbacks' epoch hooks did not run. For an exact resume, resume from a checkpoint written at the end "
                            "of an epoch (ModelCheckpoint's default, `save_last: true`).")
         self._check_swa(trainer)
         self._check_fine_tuning(trainer, pl_module)
@@ -1021,8 +1021,9 @@ class ITLM(Callback):
         workers = getattr(getattr(self, "_train_loader", None), "num_workers", 0)
         if not getattr(loop, "restarted_mid_epoch", False) or not workers:
             return
-        rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written inside epoch {trainer.current_epoch} "
-                       f"(after {loop.epoch_loop.batch_progress.current.processed} of its batches). ITLM takes that "
+        done = loop.epoch_loop.batch_progress.current.processed
+        rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written inside epoch "
+                       f"{trainer.current_epoch} (after {done} of its batches). ITLM takes that "
                        f"epoch's order up where it stopped, but the loader's {workers} worker processes start afresh: "
                        "random draws inside them (augmentation) differ from the uninterrupted fit's for the rest of "
                        "that epoch. With no randomness in the dataset the fit is the uninterrupted one.")

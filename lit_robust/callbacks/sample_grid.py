@@ -56,8 +56,8 @@ class SampleGrid(Callback):
     is one round) as ``round{r}.png``; with ``every="epoch"`` after every epoch as ``epoch{e}.png``.
     Images of one channel are drawn in grayscale, of three in RGB, of any other count as one grayscale grid per
     channel, stacked top to bottom (see :func:`save_grid`). A fit that ends inside a round (``max_steps``,
-    ``max_time``, ``EarlyStopping``) writes its last round's grid, under that round's name, when training ends. The generator runs in evaluation mode, without
-    gradients. Written paths are kept in :attr:`paths` (``{round or epoch: path}``).
+    ``max_time``, ``EarlyStopping``) writes its last round's grid, under that round's name, when training ends.
+    The generator runs in evaluation mode, without gradients. Written paths are kept in :attr:`paths` (``{round or epoch: path}``).
 
     Args:
         dirpath: output folder; default ``<trainer.log_dir>/samples`` (``log_dir`` is the

@@ -100,7 +100,8 @@ def _check_mapping(mapping: Tensor, C: int) -> Tensor:
         m = torch.as_tensor(mapping)
     except (TypeError, RuntimeError, ValueError):
         m = None
-    ok = m is not None and m.shape == (C,) and not m.is_floating_point() and not m.is_complex() and m.dtype != torch.bool
+    ok = (m is not None and m.shape == (C,) and not m.is_floating_point() and not m.is_complex()
+          and m.dtype != torch.bool)
     if ok:
         m = m.long()
         ok = bool(((m >= 0) & (m < C) & (m != torch.arange(C))).all())
