@@ -892,7 +892,8 @@ class BatchFilter(Callback):
             if "donated buffers" not in str(err):
                 raise
             raise ValueError("`prl_g_backend='two_pass'` cannot rank a batch of a `torch.compile`d module: its extra "
-                             "backward needs the compiled graph twice, which torch.compile's backward does not allow. "
+                             "backward needs the compiled graph twice, which this graph's backward does not allow (it "
+                             "was compiled for one backward, e.g. by an earlier fit of the module in this process). "
                              "Use `prl_g_backend='bookkeeping'` (one backward; the default in one process).") from err
 
     def _select(self, scores: Tensor, index: Tensor, eps: float) -> tuple[Tensor, Tensor | None]:
