@@ -54,7 +54,7 @@ from lit_robust.selection.sharded import RatioK
 
 _BACKENDS = ("auto", "bookkeeping", "two_pass")
 
-__all__ = ["BatchFilter", "FilterEpochRecord", "select_in_batch"]
+__all__ = ["BatchFilter", "FilterEpochRecord", "select_and_count"]
 
 Rule = Literal["prl", "spl", "prl_g"]
 PrlGBackend = Literal["auto", "bookkeeping", "two_pass"]
@@ -120,21 +120,16 @@ def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int, max_epochs:
             f"{reached}. {advice}.")
 
 
-def select_in_batch(scores: Tensor, index: Tensor, drop_ratio: float, scope: Literal["local", "global"] = "local",
-                    on_too_small: Callable[[int, float], None] | None = None) -> Tensor:
-    """Keep-mask of one training batch: the ``floor((1-ε) B)`` smallest ``(score, index)``, over this rank's
-    batch (``"local"``) or over the batches of all ranks (``"global"``, :func:`lit_robust.selection.distributed.global_selection`).
-    A batch that would keep nothing is kept whole and reported to ``on_too_small(n, ε)``."""
-    return select_and_count(scores, index, drop_ratio, scope, on_too_small)[0]
-
-
 def select_and_count(scores: Tensor, index: Tensor, drop_ratio: float,
                      scope: Literal["local", "global"] = "local",
                      on_too_small: Callable[[int, float], None] | None = None) -> tuple[Tensor, Tensor | None]:
-    """:func:`select_in_batch`'s mask and which entries count as samples: ``None`` (all of them), or under
-    ``"global"`` the first occurrences of each index over the ranks. A repeat that ``DistributedSampler`` pads a rank
-    with is left out of the selection, so it must be left out of the counts and the report too: it was counted seen
-    and dropped, and marked its sample dropped in the report while the rank that held it first kept it."""
+    """Keep-mask of one training batch, the ``floor((1-ε) B)`` smallest ``(score, index)`` over this rank's batch
+    (``"local"``) or over the batches of all ranks (``"global"``,
+    :func:`lit_robust.selection.distributed.global_selection`), and which entries count as samples: ``None`` (all of
+    them), or under ``"global"`` the first occurrences of each index over the ranks. A batch that would keep nothing
+    is kept whole and reported to ``on_too_small(n, ε)``. A repeat that ``DistributedSampler`` pads a rank with is
+    left out of the selection, so it must be left out of the counts and the report too: it was counted seen and
+    dropped, and marked its sample dropped in the report while the rank that held it first kept it."""
 
     def k_of(n: int) -> int:
         k, too_small = batch_keep_count(n, drop_ratio)
