@@ -274,8 +274,11 @@ def count_epoch_started(trainer: pl.Trainer) -> None:
     """Count the fit loop's current epoch as started, as Lightning's ``on_advance_start`` does. After a checkpoint
     written at an epoch's last batch Lightning 2.6 goes on with the next epoch without that count (and without its
     ``on_train_epoch_start``, which ITLM then runs itself): a checkpoint written inside that epoch read as one of an
-    epoch not begun, and its resume trained the epoch again from its first batch (a reviewer's 20 steps for 18)."""
+    epoch not begun, and its resume trained the epoch again from its first batch (a reviewer's 20 steps for 18).
+    Counts it once, whichever owners call it."""
     progress = trainer.fit_loop.epoch_progress
+    if progress.total.started > progress.total.processed:
+        return  # counted already (ITLM and a BatchFilter in one fit each count it: once)
     progress.increment_ready()
     progress.increment_started()
 

@@ -493,3 +493,49 @@ def test_itlm_resumed_inside_an_epoch_with_loader_workers_says_their_draws_resta
     assert run(tmp_path / "a") == []
     said = run(tmp_path / "b", tmp_path / "a" / "epoch=0-step=2.ckpt")
     assert len(said) == 1 and "inside epoch 0 (after 2 of its batches)" in said[0], said
+
+
+def _auto_owner_saving_last_batches(owner, root, seed, ckpt_path=None):
+    """``(module, record keeper, warnings)`` of a 4-epoch ``drop_ratio="auto"`` fit of ``owner`` (BatchFilter,
+    CoTeaching or RCA, 5 batches an epoch) checkpointing at each epoch's last batch (`every_n_train_steps`)."""
+    import warnings
+
+    pl.seed_everything(seed, verbose=False)
+    every = 5
+    if owner == "BatchFilter":
+        keeper = BatchFilter("prl", drop_ratio="auto", warmup_epochs=2, report=False)
+        module, callbacks, data = TinyModel(), [keeper], BlobsData(n=160, batch_size=32)
+    elif owner == "CoTeaching":
+        module = keeper = CoTeaching(TinyModel(), rule="prl", drop_ratio="auto", warmup_epochs=2, report=False)
+        callbacks, data, every = [], BlobsData(n=160, batch_size=32), 10  # two optimizer steps a batch
+    else:
+        module = keeper = RCA(2, hidden=16, latent=1, drop_ratio="auto", warmup_epochs=2, report=False)
+        callbacks, data = [], _moons(160)
+    saves = ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}", every_n_train_steps=every)
+    trainer = tiny_trainer(root, 4, [*callbacks, saves], enable_checkpointing=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, data, ckpt_path=ckpt_path)
+    return module, keeper, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("owner", ["BatchFilter", "CoTeaching", "RCA"])
+def test_auto_owners_resumed_from_an_epochs_last_batch_go_on_as_the_uninterrupted_fit(tmp_path, owner):
+    """From a checkpoint written at an epoch's last batch Lightning 2.6 runs neither that epoch's
+    `on_train_epoch_end` nor the next epoch's `on_train_epoch_start`: a BatchFilter's (CoTeaching's, RCA's) counts and
+    `"auto"` scores of that epoch ran into the next one's (epoch 0 had no estimate, epoch 1 read `seen=320` of 160 and
+    estimated from both epochs' scores; other weights), and the resume was said to be "inside epoch 1, after 5 of its
+    batches". Each owner now runs the skipped epoch's end itself: from epoch 0's (warm-up) and from the fit's last
+    batch (Lightning then trains nothing) the weights, records and estimates are the uninterrupted fit's."""
+    full, full_keeper, _ = _auto_owner_saving_last_batches(owner, tmp_path / "a", 0)
+    assert len(full_keeper._auto.estimates) == 2  # warm-up: epochs 0 and 1 estimate
+    for name, epoch in [("epoch=0.ckpt", 0), ("epoch=3.ckpt", 3)]:
+        resumed, keeper, said = _auto_owner_saving_last_batches(owner, tmp_path / name, 99, tmp_path / "a" / name)
+        for (key, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(p, q), (name, key)
+        assert keeper._auto.estimates == full_keeper._auto.estimates, name
+        if owner != "RCA":  # RCA keeps no per-epoch history
+            assert [asdict(r) for r in keeper.history] == [asdict(r) for r in full_keeper.history], name
+        if epoch == 0:
+            assert any(f"written at the last batch of epoch {epoch}, before that epoch's end" in s for s in said), said
+            assert not any("written inside epoch" in s for s in said), said

@@ -347,11 +347,14 @@ class RCA(ModuleReport, AnomalyDetector):
                          on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
-        self._report.end_epoch(self.current_epoch)  # a collective, before an epoch-end checkpoint
+        self._epoch_end(self.current_epoch)
+
+    def _epoch_end(self, epoch: int, log: bool = True) -> None:
+        self._report.end_epoch(epoch)  # a collective, before an epoch-end checkpoint
         if self._auto is None:
             return
-        self._auto.end_epoch(self.current_epoch, self.device)  # a collective: every rank, every epoch
-        if self._auto.estimate is not None:
+        self._auto.end_epoch(epoch, self.device)  # a collective: every rank, every epoch
+        if log and self._auto.estimate is not None:
             # identical on every rank
             self.log("rca/estimated_corruption", self._auto.estimate, on_step=False, on_epoch=True, sync_dist=True)
 
@@ -368,6 +371,7 @@ class RCA(ModuleReport, AnomalyDetector):
         check_resume_arguments_in_fit(self, {"arguments": checkpoint.get("rca_arguments")})
         super().on_load_checkpoint(checkpoint)
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
+        self._note_skipped_epoch_end(checkpoint)
         if self._auto is not None and "rca_auto_drop" in checkpoint:
             self._auto.load_state_dict(checkpoint["rca_auto_drop"])
         self._report.load_state_dict(checkpoint.get("rca_report"))  # absent from checkpoints before the report

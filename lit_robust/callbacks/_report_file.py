@@ -14,10 +14,11 @@ from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
     continues_earlier_fit,
+    count_epoch_started,
     no_training_batches,
     say_trained_nothing,
 )
-from lit_robust.callbacks._resume import seed_persistent_workers, warn_inexact_resume
+from lit_robust.callbacks._resume import epoch_whose_end_was_skipped, seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
     REPORT_FORMATS,
@@ -287,9 +288,33 @@ class ModuleReport:
     ``hparams.estimator``. :meth:`setup_report` resolves the path at fit setup; the sums start with training, are
     flushed before a checkpoint written at validation end, and the file is written at train end
     (:attr:`report_path`). The module adds its batches (``self._report.add``) and ends its epochs
-    (``self._report.end_epoch``) itself."""
+    (``self._report.end_epoch``) itself, in ``_epoch_end(epoch, log)``, which its ``on_train_epoch_end`` calls; its
+    ``on_load_checkpoint`` calls :meth:`_note_skipped_epoch_end`."""
 
     report_path: str | None
+
+    def _epoch_end(self, epoch: int, log: bool = True) -> None:
+        """The module's end of ``epoch`` (a collective); ``log=False`` where Lightning allows no ``self.log``."""
+        raise NotImplementedError
+
+    def _note_skipped_epoch_end(self, checkpoint: dict[str, Any]) -> None:
+        """From ``on_load_checkpoint``, in a resumed fit: the epoch whose end Lightning will skip (a checkpoint written
+        at its last batch, :func:`~lit_robust.callbacks._resume.epoch_whose_end_was_skipped`), for
+        :meth:`_close_skipped_epoch`."""
+        trainer = getattr(self, "_trainer", None)
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        self._skipped_end = epoch_whose_end_was_skipped(checkpoint) if fitting else None
+
+    def _close_skipped_epoch(self) -> bool:
+        """Run the end of the epoch Lightning skipped (see :meth:`_note_skipped_epoch_end`; at train start, or at
+        train or fit end where Lightning trains nothing more), without logging: its counts and ``"auto"`` scores ran
+        into the next epoch's (CoTeaching's epoch 1 read ``seen=320`` of 160 and epoch 0 had no estimate), and
+        CoTeaching's epoch-interval schedulers stepped one epoch late. Returns whether it ran."""
+        epoch, self._skipped_end = getattr(self, "_skipped_end", None), None
+        if epoch is None:
+            return False
+        self._epoch_end(epoch, log=False)
+        return True
 
     def _reset_fit_state(self) -> None:
         """The running state as before a fit (the module's estimate; a module with more state extends this)."""
@@ -310,6 +335,7 @@ class ModuleReport:
         has one) and report path (checked on every rank; the module's ``_auto`` as in :meth:`EpochReport.setup`)."""
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
         fresh = begin_fit(self, self._trainer, type(self).__name__, earlier_path)
+        self._skipped_end: int | None = None  # a resumed fit's checkpoint sets it (`_note_skipped_epoch_end`)
         apply = getattr(self, "_apply_arguments", None)
         if apply is not None:  # the module's schedule arguments as they are now
             apply(goes_on=not fresh)
@@ -336,7 +362,11 @@ class ModuleReport:
     def on_train_start(self) -> None:
         check_state_owner(self)
         self._report.start(self.trainer, self.device)
-        warn_inexact_resume(self.trainer, type(self).__name__)
+        warn_inexact_resume(self.trainer, type(self).__name__, skipped_end=getattr(self, "_skipped_end", None))
+        if self._close_skipped_epoch():
+            # ... and Lightning 2.6 runs neither the next epoch's `on_train_epoch_start` nor counts that epoch started
+            ModuleReport.on_train_epoch_start(self)
+            count_epoch_started(self.trainer)
 
     def on_train_epoch_start(self) -> None:
         self._report.start_epoch(self.current_epoch)
@@ -348,6 +378,7 @@ class ModuleReport:
         super().on_validation_epoch_end()  # cooperative: RCA's `val_auroc` is logged by its detector base
 
     def on_train_end(self) -> None:
+        self._close_skipped_epoch()
         path = self._report.write(self.trainer, self.hparams.estimator)
         if path is not None:
             self.report_path = path
@@ -358,6 +389,7 @@ class ModuleReport:
             rank_zero_warn(f"{type(self).__name__}: {empty}")
         if say_trained_nothing(self, type(self).__name__, reports=self._report.target is not None):
             return
+        self._close_skipped_epoch()  # resumed from the fit's last batch: Lightning skips the fit loop, its hooks too
         path = self._report.write_if_skipped(self.trainer, self.hparams.estimator)
         if path is not None:
             self.report_path = path

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 from lit_robust._backend import TrainerFn, rank_zero_warn
 from lit_robust.selection import distributed
 
-__all__ = ["check_resumable", "check_resume_arguments_in_fit", "loss_argument", "random_state", "restore_random_state",
-           "restore_random_state_in_fit", "seed_persistent_workers", "warn_inexact_resume"]
+__all__ = ["MidEpochCheckpoint", "check_resumable", "check_resume_arguments_in_fit", "epoch_whose_end_was_skipped",
+           "loss_argument", "mid_epoch_checkpoint", "random_state", "restore_random_state", "restore_random_state_in_fit",
+           "seed_persistent_workers", "skipped_epoch_end_note", "warn_inexact_resume"]
 
 
 def random_state() -> dict[str, Any] | None:
@@ -222,10 +223,65 @@ def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
                    f"end of an epoch ({fix}).")
 
 
-def warn_inexact_resume(trainer: Any, owner: str, mid_epoch: bool = True) -> None:
+class MidEpochCheckpoint(NamedTuple):
+    """Where in its epoch a checkpoint written inside one stopped, read off Lightning's own progress counters as its
+    "restarted mid-epoch" stage reads them."""
+
+    epoch: int
+    batches_done: int
+    last_batch: bool  # it stopped after the epoch's last batch
+    in_batch_end: bool  # written in that batch's `on_train_batch_end` (not after a validation)
+
+
+def mid_epoch_checkpoint(checkpoint: dict[str, Any]) -> MidEpochCheckpoint | None:
+    """:class:`MidEpochCheckpoint` of a checkpoint written inside an epoch; ``None`` for one written at an epoch's
+    end, or of an epoch a stop cut short (Lightning resumes at the next epoch)."""
+    try:
+        loop = checkpoint["loops"]["fit_loop"]
+        epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
+        total = epochs["total"]
+        mid = (total["started"] == total["ready"] and total["processed"] == total["started"] - 1
+               and total["completed"] == total["processed"])
+        point = MidEpochCheckpoint(epochs["current"]["processed"], batches["current"]["ready"],
+                                    bool(batches.get("is_last_batch", False)),
+                                    batches["total"]["completed"] == batches["total"]["processed"] - 1)
+    except (KeyError, TypeError):
+        return None
+    return point if mid and isinstance(point.epoch, int) and isinstance(point.batches_done, int) else None
+
+
+
+def epoch_whose_end_was_skipped(checkpoint: dict[str, Any]) -> int | None:
+    """The epoch a checkpoint was written at the last batch of, in that batch's ``on_train_batch_end``
+    (``every_n_train_steps``): Lightning resumes after it without calling ``on_train_epoch_end``; ``None`` for any
+    other checkpoint. One written after a validation at the last batch has the batch completed: Lightning runs that
+    epoch's end itself (a reviewer's, where ITLM ran it twice). Nor does Lightning 2.6 run the next epoch's
+    ``on_train_epoch_start`` or count that epoch started (:func:`lit_robust._lightning.count_epoch_started`): each
+    owner of an epoch-by-epoch state (ITLM, BatchFilter, CoTeaching, RCA) runs both itself at train start."""
+    point = mid_epoch_checkpoint(checkpoint)
+    return point.epoch if point is not None and point.last_batch and point.in_batch_end else None
+
+
+def skipped_epoch_end_note(owner: str, epoch: int) -> str:
+    """The warning of an owner that ran the end of ``epoch`` itself (:func:`epoch_whose_end_was_skipped`): its own
+    record goes on as in the uninterrupted fit, what Lightning skipped does not."""
+    return (f"{owner}: this fit resumes from a checkpoint written at the last batch of epoch {epoch}, before that "
+            "epoch's end: Lightning goes on without that epoch's validation and end hooks, nor the next epoch's start "
+            f"hooks. {owner} runs its own, so its epoch records and `\"auto\"` estimates go on as in the uninterrupted "
+            "fit, but that epoch's validation and logged metrics are missing and other callbacks' epoch hooks did not "
+            "run. For an exact resume, resume from a checkpoint written at the end of an epoch (ModelCheckpoint's "
+            "default, `save_last: true`).")
+
+
+def warn_inexact_resume(trainer: Any, owner: str, mid_epoch: bool = True, skipped_end: int | None = None) -> None:
     """At train start (the owners of a resumable state call it): say when this resumed fit cannot be the
     uninterrupted one -- a checkpoint written inside an epoch (unless ``mid_epoch=False``: ITLM's own loader resumes
-    such an epoch where it stopped), or a loader out of :func:`seed_persistent_workers`' reach."""
-    if mid_epoch:
+    such an epoch where it stopped), or a loader out of :func:`seed_persistent_workers`' reach. ``skipped_end``: the
+    epoch whose end the owner ran itself (a checkpoint of its last batch, :func:`skipped_epoch_end_note`), said
+    instead of the mid-epoch note (which named the next epoch, "after 5 of its batches", and a new order that is not
+    there: the checkpoint's epoch was over)."""
+    if skipped_end is not None:
+        rank_zero_warn(skipped_epoch_end_note(owner, skipped_end))
+    elif mid_epoch:
         _warn_mid_epoch_resume(trainer, owner)
     _warn_unseeded_workers(trainer, owner)

@@ -14,6 +14,7 @@ from lit_robust._checks import check_bool, check_int
 from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
+    count_epoch_started,
     early_stopping_checks,
     mark_restored,
     no_training_batches,
@@ -28,6 +29,7 @@ from lit_robust.callbacks._report_file import (
 )
 from lit_robust.callbacks._resume import (
     check_resumable,
+    epoch_whose_end_was_skipped,
     loss_argument,
     random_state,
     restore_random_state,
@@ -466,6 +468,7 @@ class BatchFilter(Callback):
         self._apply_arguments(goes_on=not fresh)
         self._trained_this_fit = False
         self._resumed_epoch: int | None = None  # the epoch a checkpoint written inside it resumes
+        self._skipped_end: int | None = None  # see `_close_skipped_epoch`
         if fresh:  # an earlier fit's epochs do not carry over
             self._reset_fit_state()
             # nor its re-initialisation, announced on the module (a reviewer's ITLM fit left epoch 1 there, and this
@@ -570,7 +573,11 @@ class BatchFilter(Callback):
         dataset = getattr(trainer.train_dataloader, "dataset", None)
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)
-        warn_inexact_resume(trainer, self.owner)
+        warn_inexact_resume(trainer, self.owner, skipped_end=getattr(self, "_skipped_end", None))
+        if self._close_skipped_epoch(trainer, pl_module):
+            # ... and Lightning 2.6 runs neither the next epoch's `on_train_epoch_start` nor counts that epoch started
+            self.on_train_epoch_start(trainer, pl_module)
+            count_epoch_started(trainer)
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
         self._check_early_stopping(trainer)
 
@@ -656,7 +663,22 @@ class BatchFilter(Callback):
         if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
             self._report.flush()
 
+    def _close_skipped_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """A fit resumed from a checkpoint written at an epoch's last batch (``every_n_train_steps``): Lightning counts
+        that epoch done and goes on without its ``on_train_epoch_end``
+        (:func:`~lit_robust.callbacks._resume.epoch_whose_end_was_skipped`). Run that epoch's end here (at train start;
+        at train or fit end where Lightning trains nothing more), without logging, which Lightning allows in epoch
+        hooks only: its counts and ``"auto"`` scores ran into the next epoch's record and estimate (epoch 0 got no
+        estimate, epoch 1 read ``seen=320`` of 160 and estimated from both epochs' scores). Returns whether it ran
+        (a collective then: every rank loaded the same checkpoint)."""
+        epoch, self._skipped_end = getattr(self, "_skipped_end", None), None
+        if epoch is None:
+            return False
+        self._epoch_end(trainer, pl_module, epoch, log=False)
+        return True
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_skipped_epoch(trainer, pl_module)
         last = self.history[-1].epoch if self.history else None
         # "auto" drops its estimate from epoch max(warmup_epochs, 1): warm-ups of 0 and 1 are one schedule (a
         # reviewer's warmup_epochs=0 fit stopped in epoch 0 by `max_steps` was not warned; 1 was)
@@ -682,31 +704,38 @@ class BatchFilter(Callback):
             rank_zero_warn(f"{self.owner}: {empty}")
         if say_trained_nothing(self, self.owner, reports=self._report.target is not None):
             return
+        # resumed from the fit's last batch, Lightning skips the whole fit loop, `on_train_end` too
+        self._close_skipped_epoch(trainer, pl_module)
         path = self._report.write_if_skipped(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:
             self.report_path = path
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # a collective: every rank reaches this hook once per epoch
+        self._epoch_end(trainer, pl_module, trainer.current_epoch)
+
+    def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, log: bool = True) -> None:
+        # a collective: every rank reaches this once per epoch
         self._follow_restart()
         if self._batches_run and not self._consulted and not self._told_unconsulted:
             # a manual-optimisation newcomer's `training_step` took `losses.mean()`: 24 epochs of `seen: 0`, test
             # accuracy that of plain training, and "per-sample report written" for a report without a score
             self._told_unconsulted = True
             rank_zero_warn(f"{self.owner}: none of the {self._batches_run} training batches of epoch "
-                           f"{trainer.current_epoch} went through the filter, so it filters nothing: the module's "
+                           f"{epoch} went through the filter, so it filters nothing: the module's "
                            "training step never called `reduce_loss`. Compute the loss as "
                            "`self.reduce_loss(losses, batch, outputs)` (what `per_sample_loss` returns), once per "
                            "batch (a `training_step` of your own, manual optimisation included).")
-        self._say_nonfinite(trainer, pl_module)
-        self._report.end_epoch(trainer.current_epoch)
-        rec = self._record_from_counts(trainer.current_epoch)  # the drop ratio of this epoch, before a new estimate
+        self._say_nonfinite(epoch, pl_module)
+        self._report.end_epoch(epoch)
+        rec = self._record_from_counts(epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
-            self._auto.end_epoch(trainer.current_epoch, pl_module.device)  # a collective too
+            self._auto.end_epoch(epoch, pl_module.device)  # a collective too
             rec.estimated_corruption = self._auto.estimate
         self.history.append(rec)
         self._counters = None
-        self._say_repeated_indices(trainer.current_epoch)
+        self._say_repeated_indices(epoch)
+        if not log:
+            return
         for key, value in (("filter/drop_ratio", rec.drop_ratio),
                            ("filter/dropped_corrupted_frac", rec.dropped_corrupted_frac),
                            ("filter/estimated_corruption", rec.estimated_corruption)):
@@ -845,7 +874,7 @@ class BatchFilter(Callback):
                 "(`keep = self.batch_keep_mask(losses, batch, outputs)`, then `losses[keep].mean()`), or ask the "
                 "second time with `record=False`.")
 
-    def _say_nonfinite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _say_nonfinite(self, epoch: int, pl_module: pl.LightningModule) -> None:
         """Warn once per fit when an epoch's per-sample training losses were NaN or infinite (collective). A
         regression analyst's 2 NaN targets of 1,500 ended the fit with NaN weights and no word but the estimator's,
         which they had not asked for; ITLM says so through its collapse check."""
@@ -859,7 +888,7 @@ class BatchFilter(Callback):
             self._told_nonfinite = True
             rank_zero_warn(
                 f"{self.owner}: {bad} per-sample training loss{'' if bad == 1 else 'es'} of epoch "
-                f"{trainer.current_epoch} {'was' if bad == 1 else 'were'} NaN or infinite. They come from NaN/inf in "
+                f"{epoch} {'was' if bad == 1 else 'were'} NaN or infinite. They come from NaN/inf in "
                 "some samples' inputs or targets, or from a learning rate too large; such a sample can make its "
                 "batch's gradient, and then every weight, NaN, whether the filter drops it or not. Check "
                 "`torch.isfinite` of your data.")
@@ -939,6 +968,8 @@ class BatchFilter(Callback):
                            ) -> None:
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
+        # written at an epoch's last batch: that epoch's end is this filter's to run (`_close_skipped_epoch`)
+        self._skipped_end = epoch_whose_end_was_skipped(checkpoint) if self._restore_state else None
 
     def load_outcome(self, state_dict: dict[str, Any]) -> None:
         """What a fit found, from this filter's checkpointed state: ``history``, the ``"auto"`` estimate and the

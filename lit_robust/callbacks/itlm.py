@@ -53,7 +53,14 @@ from lit_robust.callbacks._report_file import (
     unwritten_report_note,
     written_on_rank_zero,
 )
-from lit_robust.callbacks._resume import check_resumable, random_state, restore_random_state, warn_inexact_resume
+from lit_robust.callbacks._resume import (
+    check_resumable,
+    random_state,
+    restore_random_state,
+    warn_inexact_resume,
+)
+from lit_robust.callbacks._resume import epoch_whose_end_was_skipped as _epoch_whose_end_was_skipped
+from lit_robust.callbacks._resume import mid_epoch_checkpoint as _mid_epoch_checkpoint
 from lit_robust.data.indexed import (
     IndexedDataset,
     check_collate,
@@ -2208,47 +2215,11 @@ class ITLM(Callback):
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
 
 
-class _MidEpochCheckpoint(NamedTuple):
-    """Where in its epoch a checkpoint written inside one stopped, read off Lightning's own progress counters as its
-    "restarted mid-epoch" stage reads them."""
-
-    epoch: int
-    batches_done: int
-    last_batch: bool  # it stopped after the epoch's last batch
-    in_batch_end: bool  # written in that batch's `on_train_batch_end` (not after a validation)
-
-
-def _mid_epoch_checkpoint(checkpoint: dict[str, Any]) -> _MidEpochCheckpoint | None:
-    """:class:`_MidEpochCheckpoint` of a checkpoint written inside an epoch; ``None`` for one written at an epoch's
-    end, or of an epoch a stop cut short (Lightning resumes at the next epoch)."""
-    try:
-        loop = checkpoint["loops"]["fit_loop"]
-        epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
-        total = epochs["total"]
-        mid = (total["started"] == total["ready"] and total["processed"] == total["started"] - 1
-               and total["completed"] == total["processed"])
-        point = _MidEpochCheckpoint(epochs["current"]["processed"], batches["current"]["ready"],
-                                    bool(batches.get("is_last_batch", False)),
-                                    batches["total"]["completed"] == batches["total"]["processed"] - 1)
-    except (KeyError, TypeError):
-        return None
-    return point if mid and isinstance(point.epoch, int) and isinstance(point.batches_done, int) else None
-
-
 def _batches_done_mid_epoch(checkpoint: dict[str, Any]) -> int:
     """Batches of its epoch a checkpoint written inside that epoch had trained: the steps Lightning skips when it
     resumes there; 0 for any other checkpoint, or one written after the epoch's last batch."""
     point = _mid_epoch_checkpoint(checkpoint)
     return point.batches_done if point is not None and not point.last_batch and point.batches_done > 0 else 0
-
-
-def _epoch_whose_end_was_skipped(checkpoint: dict[str, Any]) -> int | None:
-    """The epoch a checkpoint was written at the last batch of, in that batch's ``on_train_batch_end``
-    (``every_n_train_steps``): Lightning resumes after it without calling ``on_train_epoch_end``; ``None`` for any
-    other checkpoint. One written after a validation at the last batch has the batch completed: Lightning runs that
-    epoch's end itself (a reviewer's, where ITLM ran it twice)."""
-    point = _mid_epoch_checkpoint(checkpoint)
-    return point.epoch if point is not None and point.last_batch and point.in_batch_end else None
 
 
 def round_batches(kept: int, n: int, world: int, batch_size: int, drop_last: bool) -> int:

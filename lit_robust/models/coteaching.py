@@ -482,13 +482,16 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self._counters += torch.stack(parts)
 
     def on_train_epoch_end(self) -> None:
-        self._report.end_epoch(self.current_epoch)  # a collective, before an epoch-end checkpoint
+        self._epoch_end(self.current_epoch)
+
+    def _epoch_end(self, epoch: int, log: bool = True) -> None:
+        self._report.end_epoch(epoch)  # a collective, before an epoch-end checkpoint
         counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
         seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
-        rec = CoTeachingEpochRecord(epoch=self.current_epoch, drop_ratio=self.drop_ratio_at(self.current_epoch),
+        rec = CoTeachingEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch),
                                     seen=seen, dropped_1=d1, dropped_2=d2)
         if self._auto is not None:
-            self._auto.end_epoch(self.current_epoch, self.device)  # a collective: every rank, every epoch
+            self._auto.end_epoch(epoch, self.device)  # a collective: every rank, every epoch
             rec.estimated_corruption = self._auto.estimate
         if batches and truth == batches:
             rec.corrupted_seen = c_seen
@@ -497,13 +500,13 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             rec.corrupted_frac = c_seen / seen if seen else None
         self.history.append(rec)
         self._counters = None
-        for key, value in (("coteach/drop_ratio", rec.drop_ratio),
+        for key, value in () if not log else (("coteach/drop_ratio", rec.drop_ratio),
                            ("coteach/dropped_corrupted_frac_1", rec.dropped_corrupted_frac_1),
                            ("coteach/dropped_corrupted_frac_2", rec.dropped_corrupted_frac_2),
                            ("coteach/estimated_corruption", rec.estimated_corruption)):
             if value is not None:
                 self.log(key, float(value), on_step=False, on_epoch=True, sync_dist=True)
-        self._step_schedulers("epoch")
+        self._step_schedulers("epoch", epoch)
 
     # -- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -514,13 +517,15 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             confs.append({"optimizer": opt} if sched is None else {"optimizer": opt, "lr_scheduler": sched})
         return confs
 
-    def _step_schedulers(self, interval: str) -> None:
+    def _step_schedulers(self, interval: str, epoch: int | None = None) -> None:
+        """Step the schedulers of ``interval`` due now (``"epoch"``: at the end of ``epoch``, default the current)."""
         if not any(self._sched_cfgs):
             return
         schedulers = self.lr_schedulers()
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         active = [cfg for cfg in self._sched_cfgs if cfg is not None]
-        count = self.current_epoch + 1 if interval == "epoch" else self.global_step // 2  # two optimizers step
+        epoch = self.current_epoch if epoch is None else epoch
+        count = epoch + 1 if interval == "epoch" else self.global_step // 2  # two optimizers step
         for cfg, sched in zip(active, schedulers):
             if cfg["interval"] == interval and count % int(cfg["frequency"]) == 0:
                 sched.step()
@@ -553,6 +558,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if state is None:
             return
         check_resume_arguments_in_fit(self, state)  # before anything is restored (absent from older checkpoints)
+        self._note_skipped_epoch_end(checkpoint)
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         restore_random_state_in_fit(self, state.get("random"))
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
