@@ -539,3 +539,21 @@ def test_auto_owners_resumed_from_an_epochs_last_batch_go_on_as_the_uninterrupte
         if epoch == 0:
             assert any(f"written at the last batch of epoch {epoch}, before that epoch's end" in s for s in said), said
             assert not any("written inside epoch" in s for s in said), said
+
+
+def test_count_epoch_started_counts_an_epoch_once_whichever_owners_call_it():
+    """ITLM and a BatchFilter in one fit resumed from an epoch's last batch each count the next epoch started: counted
+    twice, Lightning would read a later checkpoint of that epoch as one of an epoch not begun."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loops.progress import _Progress
+
+    from lit_robust._lightning import count_epoch_started
+
+    progress = _Progress()
+    for step in ("ready", "started", "processed", "completed"):  # epoch 0 done, as Lightning restores it
+        getattr(progress, f"increment_{step}")()
+    trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_progress=progress))
+    count_epoch_started(trainer)
+    count_epoch_started(trainer)
+    assert (progress.total.ready, progress.total.started, progress.total.processed) == (2, 2, 1)
