@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "check_seed", "real_scalar"]
 
@@ -24,22 +25,42 @@ def _is_real(value: Any) -> bool:
 
 def real_scalar(value: Any) -> Any:
     """A real scalar of any kind as a Python float (a numpy float, a 0-d tensor or array such as
-    ``1 - mask.float().mean()``); anything else as given, for the caller's check to reject.
+    ``1 - mask.float().mean()``); anything else as given, for the caller's check to reject. A 32- or 16-bit float
+    becomes the shortest decimal that reads back as it in its own dtype (``np.float32(0.7)`` is 0.7, not
+    0.699999988).
 
     >>> import numpy as np, torch
     >>> real_scalar(np.float32(0.7)), real_scalar(torch.tensor(0.7)), real_scalar("auto"), real_scalar(True)
     (0.7, 0.7, 'auto', True)
+    >>> real_scalar(torch.tensor(0.7, dtype=torch.bfloat16)), real_scalar(np.float16(0.3))
+    (0.7, 0.3)
     """
     item = value
     if not _is_real(value) and getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
         item = value.item()
     if not _is_real(item):
         return value
-    if "float64" not in str(getattr(value, "dtype", "float64")):
-        # a 32- or 16-bit float: its shortest decimal (np.float32(0.7) is 0.699999988 as a double, which would keep
+    dtype = str(getattr(value, "dtype", "float64"))
+    if "float16" in dtype:  # float16 and bfloat16
+        # float32's shortest decimal of a 16-bit float is its float32 expansion (bfloat16's 0.7 read 0.69921875 and
+        # kept 69 of 100): the shortest decimal that reads back as the same 16-bit value instead
+        return _shortest_decimal(item, value)
+    if "float64" not in dtype:
+        # a 32-bit float: its shortest decimal (np.float32(0.7) is 0.699999988 as a double, which would keep
         # 69 of 100 samples, not 70)
         return float(str(np.float32(item)))
     return float(item)
+
+
+def _shortest_decimal(item: float, value: Any) -> float:
+    """The decimal with the fewest significant digits that ``value``'s 16-bit dtype rounds to ``item``."""
+    # a torch dtype, or numpy's float16 (numpy has no bfloat16)
+    dtype = value.dtype if isinstance(value.dtype, torch.dtype) else getattr(torch, str(value.dtype))
+    for digits in range(1, 17):
+        candidate = float(f"{item:.{digits}g}")
+        if torch.tensor(candidate, dtype=dtype).item() == item:
+            return candidate
+    return float(item)  # not reached: 17 significant digits read back as any double
 
 
 def _kind(value: Any) -> str:

@@ -526,3 +526,20 @@ def test_a_loss_broadcast_to_every_pair_is_named():
     with pytest.raises(ValueError) as err:
         TinyModel().reduce_loss(torch.zeros(4, 3))
     assert "broadcast" not in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", ["torch.bfloat16", "torch.float16", "numpy.float16"])
+@pytest.mark.parametrize("ratio, kept", [(0.7, 70), (0.29, 29), (0.3, 30)])
+def test_a_16_bit_ratio_counts_as_its_shortest_decimal(dtype, ratio, kept):
+    """`real_scalar` promised 16-bit floats their shortest decimal but read them through float32: bfloat16's 0.7
+    became 0.69921875, and `keep_ratio` 0.7 kept 69 of 100 samples (0.29: 28)."""
+    import numpy as np
+
+    from lit_robust._checks import real_scalar
+    from lit_robust.selection.rules import keep_count
+
+    value = np.float16(ratio) if dtype == "numpy.float16" else torch.tensor(ratio, dtype=getattr(torch, dtype[6:]))
+    assert real_scalar(value) == ratio
+    assert keep_count(100, ITLM(keep_ratio=value, round_epochs=[1, 1]).keep_ratio) == kept
+    if ratio < 0.5:
+        assert BatchFilter("prl", drop_ratio=value).drop_ratio == ratio
