@@ -620,3 +620,21 @@ def test_a_flagged_part_of_an_outsized_class_is_warned_about(tmp_path):
                     "of it, the smaller cluster, the one flagged, is the clean part. Look at a few flagged and a few "
                     "kept samples of the class (the report's `cluster_score` ranks them) before you trust the "
                     "selection."]
+
+
+def test_numpy_settings_count_and_degenerate_inputs_are_named():
+    """`dims=np.int64(3)` and `min_silhouette=np.float32(0.5)` were refused ("must be an integer >= 1, got
+    np.int64(3)"), unlike every other check of the package; `two_means` of points without a coordinate raised a bare
+    IndexError and `outsized_class(sizes, "x")` a bare TypeError."""
+    import numpy as np
+
+    x, y = planted(0)[:2]
+    res = activation_clusters(x, y, dims=np.int64(3), min_silhouette=np.float32(0.5), min_class_size=np.int64(20))
+    same = activation_clusters(x, y, dims=3, min_silhouette=0.5)
+    assert torch.equal(res.suspicious, same.suspicious) and res.silhouette == same.silhouette
+    ac = ActivationClustering(warmup_epochs=np.int64(2), dims=np.int64(3))
+    assert type(ac.warmup_epochs) is int and type(ac.dims) is int and "np." not in ac.state_key
+    with pytest.raises(ValueError, match=r"`points` must be a 2-D tensor \[m, q\] with q >= 1, got shape \(3, 0\)"):
+        two_means(torch.zeros(3, 0))
+    with pytest.raises(ValueError, match=r"`ratio` must be a positive number, got 'x'"):
+        outsized_class({0: 1, 1: 2}, "x")

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
+from lit_robust._checks import check_int
 from lit_robust._lightning import evaluation_batches
 from lit_robust._modes import enter_eval, restore_modes
 from lit_robust.callbacks._report_file import written_on_rank_zero
@@ -124,8 +125,7 @@ class ActivationClustering(ITLM):
         report_dir: str | None = None,
         report_format: ReportFormat = "csv",
     ) -> None:
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 1:
-            raise ValueError(f"`warmup_epochs` must be an integer >= 1, got {warmup_epochs!r}.")
+        warmup_epochs = check_int("warmup_epochs", warmup_epochs, 1)
         if layer is not None and (not isinstance(layer, str) or not layer):
             raise ValueError(f"`layer` must be a submodule name (a non-empty string) or None, got {layer!r}.")
         # the same checks as the clustering itself, before any training
@@ -139,7 +139,7 @@ class ActivationClustering(ITLM):
                          report_format=report_format)
         self.warmup_epochs = warmup_epochs
         self.layer = layer
-        self.dims = dims
+        self.dims = int(dims)  # np.int64(10) would read "np.int64(10)" in the state key, and refuse a resume
         self.min_silhouette = float(min_silhouette)
         self.class_silhouette = float(class_silhouette)
         self.min_class_size = int(min_class_size)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lit_robust._checks import _is_real, check_int, check_number
+
 __all__ = ["ActivationClusters", "activation_clusters", "outsized_class", "two_means"]
 
 
@@ -57,12 +59,6 @@ class ActivationClusters:
     split_all: bool = False
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-    return value
-
-
 def two_means(points: Tensor, max_iter: int = 100) -> Tensor:
     """Deterministic 2-means (Lloyd) on the rows of ``points`` ``[m, q]``; returns the cluster (0/1) of each row.
 
@@ -74,9 +70,9 @@ def two_means(points: Tensor, max_iter: int = 100) -> Tensor:
     >>> two_means(torch.tensor([[-2.0], [-1.0], [1.0], [5.0], [6.0]])).tolist()
     [0, 0, 0, 1, 1]
     """
-    if points.dim() != 2:
-        raise ValueError(f"`points` must be a 2-D tensor [m, q], got shape {tuple(points.shape)}.")
-    _check_int("max_iter", max_iter, 1)
+    if points.dim() != 2 or points.shape[1] == 0:  # no coordinate: no first one to start from
+        raise ValueError(f"`points` must be a 2-D tensor [m, q] with q >= 1, got shape {tuple(points.shape)}.")
+    check_int("max_iter", max_iter, 1)
     assign = (points[:, 0] >= 0).long()
     for _ in range(max_iter):
         counts = torch.bincount(assign, minlength=2)
@@ -161,12 +157,12 @@ def activation_clusters(features: Tensor, labels: Tensor, dims: int = 10, min_si
                          f"`features`), got {got}.")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"`labels` must hold integer class indices, got dtype {labels.dtype}.")
-    _check_int("dims", dims, 1)
-    for name, v in (("min_silhouette", min_silhouette), ("class_silhouette", class_silhouette)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"`{name}` must be a number in [0, 1], got {v!r}.")
-    _check_int("min_class_size", min_class_size, 4)
-    _check_int("max_iter", max_iter, 1)
+    # the package's checks: numpy numbers count, as everywhere else (np.int64(10) dims was refused)
+    dims = check_int("dims", dims, 1)
+    min_silhouette = check_number("min_silhouette", min_silhouette, 0, 1)
+    class_silhouette = check_number("class_silhouette", class_silhouette, 0, 1)
+    min_class_size = check_int("min_class_size", min_class_size, 4)
+    max_iter = check_int("max_iter", max_iter, 1)
     x = features.detach().to(device="cpu", dtype=torch.float64)
     y = labels.detach().to("cpu").long()
     n = x.shape[0]
@@ -222,7 +218,7 @@ def outsized_class(sizes: dict[int, int], ratio: float = 1.5) -> tuple[int, int,
     size (the median of ``sizes.values()``, the mean of the two middle ones for an even count), else ``None``; ties
     go to the smaller class. An all-to-one backdoor moves its poison into one class, and activation clustering
     does not find it at a small rate: this is the sign a defender still sees. Fewer than two classes: ``None``."""
-    if ratio <= 0 or not math.isfinite(ratio):
+    if not _is_real(ratio) or ratio <= 0 or not math.isfinite(ratio):  # "x" raised a bare TypeError
         raise ValueError(f"`ratio` must be a positive number, got {ratio!r}.")
     if len(sizes) < 2:
         return None
