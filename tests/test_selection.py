@@ -177,7 +177,7 @@ def test_per_class_trim_keeps_a_class_that_one_trim_would_empty():
 @pytest.mark.parametrize("labels,match", [
     (torch.tensor([0.0, 1.0, 1.0]), r"`labels` must be integer class labels, got dtype torch.float32"),
     (torch.tensor([0, -1, 1]), r"`labels` must be class labels >= 0, got -1"),
-    (torch.tensor([0, 1]), r"got 2 labels for 3 scores"),
+    (torch.tensor([0, 1]), r"`labels` must have one entry per score: got 2 labels for 3 scores"),
     (torch.tensor([[0, 1, 1]]), r"`labels` must be a 1-D tensor"),
 ])
 def test_per_class_trim_mask_bad_labels(labels, match):
@@ -202,3 +202,17 @@ def test_starved_classes_matches_a_slow_reference(seed):
             expected.append((c, k, count))
     assert starved_classes(labels, kept) == expected
     assert starved_classes(labels[:0], kept[:0]) == []
+
+
+def test_mismatched_or_float_indices_are_named():
+    """`per_class_trim_mask` and `scatter_scores` said "got 2 indices for 3 scores; they must match" without naming
+    the argument, and `scatter_scores` with float indices raised torch's bare IndexError."""
+    from lit_robust.selection.rules import scatter_scores
+
+    y = torch.tensor([0, 0, 1])
+    with pytest.raises(ValueError, match=r"`index` must have one entry per score: got 2 indices for 3 scores"):
+        per_class_trim_mask(torch.ones(3), y, 0.5, torch.arange(2))
+    with pytest.raises(ValueError, match=r"`index` must have one entry per score: got 2 indices for 3 scores"):
+        scatter_scores(3, torch.arange(2), torch.ones(3))
+    with pytest.raises(ValueError, match=r"`index` must hold integer sample indices, got dtype torch.float32"):
+        scatter_scores(3, torch.tensor([0.0, 1.0, 2.0]), torch.ones(3))

@@ -58,7 +58,7 @@ def key_bits(dtype: torch.dtype) -> int:
 def nonfinite_key(bits: int) -> int:
     """The key of every NaN/±inf score: the largest value of the key type, ``2**(bits-1) - 1``."""
     if bits not in (32, 64):
-        raise ValueError(f"`bits` must be in [32, 64], got {bits}.")
+        raise ValueError(f"`bits` must be 32 or 64, got {bits}.")  # "in [32, 64]" read as if 48 were allowed
     return (1 << (bits - 1)) - 1
 
 
