@@ -1826,14 +1826,24 @@ def _parse_debug(argv: list[str]) -> tuple[list[str], bool]:
     return argv, debug
 
 
+def _attached_config(arg: str) -> str | None:
+    """The file of a config option written in one word (``--config=X``, ``-c=X``, ``-cX``), else ``None``."""
+    for prefix in ("--config=", "-c="):
+        if arg.startswith(prefix):
+            return arg[len(prefix):]
+    return arg[2:] if arg.startswith("-c") and not arg.startswith("--") and len(arg) > 2 else None
+
+
 def config_first(argv: list[str]) -> list[str]:
-    """``argv`` with every ``--config X`` (or ``--config=X``) of the subcommand moved right after it, in their order:
-    jsonargparse applies the arguments in order, so an override written before ``--config`` was replaced by the
-    config or failed (a newcomer's ``--trainer.callbacks.init_args.warmup_epochs 1 --config my.yaml``: a 13-line
-    ``NestedArg`` report, the callbacks not existing yet). Overrides then always win over the config.
+    """``argv`` with every ``--config X`` (or ``-c X``, ``--config=X``, ``-c=X``) of the subcommand moved right after
+    it, in their order: jsonargparse applies the arguments in order, so an override written before ``--config`` was
+    replaced by the config or failed (a newcomer's ``--trainer.callbacks.init_args.warmup_epochs 1 --config my.yaml``:
+    a 13-line ``NestedArg`` report, the callbacks not existing yet). Overrides then always win over the config.
 
     >>> config_first(["fit", "--trainer.max_epochs", "2", "--config", "a.yaml", "--config=b.yaml"])
     ['fit', '--config', 'a.yaml', '--config=b.yaml', '--trainer.max_epochs', '2']
+    >>> config_first(["fit", "--trainer.max_epochs", "2", "-c", "a.yaml", "-c=b.yaml"])
+    ['fit', '-c', 'a.yaml', '-c=b.yaml', '--trainer.max_epochs', '2']
     """
     if not argv or argv[0].startswith("-"):
         return argv
@@ -1842,13 +1852,34 @@ def config_first(argv: list[str]) -> list[str]:
     rest = argv[1:]
     i = 0
     while i < len(rest):
-        if rest[i] == "--config" and i + 1 < len(rest):
+        # `-c` too: LightningCLI's short form (`lit-robust fit --help` lists it) was left in place, and an override
+        # written before it was silently replaced by the config's value
+        if rest[i] in ("-c", "--config") and i + 1 < len(rest):
             configs += rest[i:i + 2]
             i += 2
             continue
-        (configs if rest[i].startswith("--config=") else others).append(rest[i])
+        (configs if _attached_config(rest[i]) is not None else others).append(rest[i])
         i += 1
     return [argv[0], *configs, *others]
+
+
+def _config_file_args(argv: Sequence[str]) -> list[str]:
+    """The ``--config`` / ``-c`` files of a command line, in their order (``-c=X`` and ``--config=X`` included).
+
+    >>> _config_file_args(["fit", "--config=a.yaml", "-c", "b.yaml", "-cc.yaml", "--trainer.max_epochs", "2"])
+    ['a.yaml', 'b.yaml', 'c.yaml']
+    """
+    files, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg in ("-c", "--config"):
+            if i + 1 < len(argv):
+                files.append(argv[i + 1])
+            skip = True
+        elif _attached_config(arg) is not None:
+            files.append(_attached_config(arg))
+    return files
 
 
 def run(args: Sequence[str] | None = None) -> RobustCLI | None:
@@ -1862,8 +1893,7 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         run_demo(argv[1:])
         return None
     given, argv = argv, config_first(argv)
-    _config_files[:] = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-c", "--config")] + [
-        a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    _config_files[:] = _config_file_args(argv)
     return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,

@@ -1707,3 +1707,17 @@ def test_the_cli_drops_lightnings_cloud_tips(tmp_path, monkeypatch, one_torch_th
     finally:
         log.removeHandler(handler)
         top.setLevel(level)
+
+
+def test_overrides_written_before_a_short_config_option_apply_after_it(tmp_path, capsys):
+    """`lit-robust fit --trainer.max_epochs 2 -c my.yaml`: `config_first` moved `--config` files only, so the short
+    form `-c` (LightningCLI's, listed by `--help`) stayed after the override and the config's `max_epochs: 30`
+    silently replaced it."""
+    from lit_robust.cli import config_first
+
+    assert config_first(["fit", "--trainer.max_epochs", "2", "-c", "a.yaml", "-c=b.yaml", "-cc.yaml"]) == [
+        "fit", "-c", "a.yaml", "-c=b.yaml", "-cc.yaml", "--trainer.max_epochs", "2"]
+    with pytest.raises(SystemExit) as exc:  # the parsed config, as `--print_config` shows it
+        run(["fit", "--trainer.max_epochs", "2", "-c", str(REPO / "configs" / "itlm_digits.yaml"), "--print_config"])
+    assert exc.value.code == 0
+    assert yaml.safe_load(capsys.readouterr().out)["trainer"]["max_epochs"] == 2
