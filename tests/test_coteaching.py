@@ -491,3 +491,25 @@ def test_a_checkpoint_without_saved_arguments_still_resumes(tmp_path):
     torch.save(ckpt, tmp_path / "old.ckpt")
     co = _co_checkpoint_run(tmp_path / "old", 3, ckpt=str(tmp_path / "old.ckpt"), warmup_epochs=2)
     assert [r.epoch for r in co.history] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("seed", [2**64 - 8, -(2**63) - 1])
+def test_a_seed_torch_cannot_take_is_named(seed):
+    """`CoTeaching(seed=2**64)` (`--model.init_args.seed` on the CLI) ended in torch's bare "Overflow when unpacking
+    long long" traceback, naming no argument; the seeds after it that `_draw_apart` may try count too."""
+    seeds = r"\[-9223372036854775808, 18446744073709551607\]"  # 2**64 - 1 less the 8 seeds tried after it
+    with pytest.raises(ValueError, match=rf"^`seed` must be an integer in {seeds}, got {seed}\.$"):
+        CoTeaching(TinyModel(), seed=seed)
+    assert CoTeaching(TinyModel(), seed=2**64 - 9).net2 is not None  # the largest seed that fits
+
+
+def test_a_model_without_parameters_yet_is_named_as_such():
+    """`CoTeaching(model=MLPClassifier())` (its shape read from the data at setup) was refused with "re-drawing it
+    with seeds 1..9 gave the same parameters each time: make the model's `reinitialize(seed)` draw fresh parameters",
+    which blamed the model's re-initialisation: the model had no parameters to draw yet."""
+    from lit_robust import MLPClassifier
+
+    with pytest.raises(ValueError, match=r"^`model` \(MLPClassifier\) has no parameters yet: CoTeaching copies it .*"
+                                         r"MLPClassifier\(in_features=\.\.\., num_classes=\.\.\.\)"):
+        CoTeaching(MLPClassifier())
+    assert CoTeaching(MLPClassifier(in_features=4, num_classes=3)).net2 is not None

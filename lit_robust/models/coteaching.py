@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
-from lit_robust._checks import check_int
+from lit_robust._checks import check_seed
 from lit_robust._lightning import mark_restored, sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import (
@@ -110,7 +110,11 @@ def _split_optimizer_config(conf: Any, owner: str) -> tuple[torch.optim.Optimize
     return opt, cfg
 
 
-def _draw_apart(net1: torch.nn.Module, net2: torch.nn.Module, seed: int, tries: int = 8) -> int:
+#: how many seeds after ``seed`` :func:`_draw_apart` may try (``seed`` is checked so that each is a valid torch seed)
+_DRAW_TRIES = 8
+
+
+def _draw_apart(net1: torch.nn.Module, net2: torch.nn.Module, seed: int, tries: int = _DRAW_TRIES) -> int:
     """Re-draw ``net2`` (already drawn with ``seed``) with ``seed + 1``, ``seed + 2``, ... while it equals ``net1``
     parameter for parameter; returns the seed it was drawn with. A model built right after
     ``seed_everything(s)`` is what ``reinitialize(s)`` draws: with ``s == seed`` the two networks started identical
@@ -206,7 +210,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
 
     Args:
         model: a LightningModule adopting :class:`~lit_robust.RobustMixin` (``per_sample_loss`` returning
-            ``(losses, outputs)`` for ``rule="prl"``).
+            ``(losses, outputs)`` for ``rule="prl"``), with its layers built (a model that reads its shape from
+            the data at setup, such as ``MLPClassifier()`` without ``in_features``, is refused: give its shape).
         rule: ``"spl"`` (Co-teaching) or ``"prl"`` (Co-PRL(L)).
         drop_ratio: :math:`\varepsilon \in [0, 0.5)` after warm-up (``[0, 1)`` with ``allow_large_drop``), or
             ``"auto"``: estimated during warm-up from the networks' scores, as :class:`~lit_robust.BatchFilter`
@@ -215,7 +220,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         loss: the loss layer for ``rule="prl"`` (``"ce"``, ``"mse"``, a callable, or ``None`` to infer it from
             the targets), as in :class:`~lit_robust.BatchFilter`.
         seed: seeds ``net2``'s re-initialisation (the two networks must start apart: where it draws the model
-            given -- one built right after ``seed_everything(seed)`` -- ``seed + 1``, ... is used, and the log says so).
+            given -- one built right after ``seed_everything(seed)`` -- ``seed + 1``, ... is used, and the log says so);
+            an integer that torch takes as a seed, also once 8 is added.
         scope: ``"local"`` (each rank's own batch, the default) or ``"global"`` (the union of the ranks' batches).
         allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
         estimator: how ``drop_ratio="auto"`` estimates :math:`\varepsilon`, as :class:`~lit_robust.BatchFilter`'s:
@@ -280,13 +286,22 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             drop_ratio, estimator, auto_margin, reestimate, allow_large_drop, estimators=FILTER_ESTIMATORS,
             default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(warmup_epochs, scope, loss)
-        check_int("seed", seed)
+        # in torch's range, also for the seeds after it that `_draw_apart` may try: 2**64 ended in torch's bare
+        # "Overflow when unpacking long long", naming no argument (a traceback under lit-robust too)
+        check_seed("seed", seed, offset=_DRAW_TRIES)
         # `seed` only draws net2 (its weights are in the state dict): saved as a hyper-parameter it clashed with a
         # datamodule's own `seed` (Lightning: "Error while merging hparams") as soon as a logger was attached
         self.save_hyperparameters(ignore=["model", "seed"])
         self.automatic_optimization = False
         self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope
         self._assigned_hooks: dict[str, Callable[..., Any]] = {}  # see `_Net1Step`
+        if next(iter(model.parameters()), None) is None:
+            # a model that builds its layers from the data at setup (MLPClassifier without `in_features`): the
+            # copy has nothing to re-draw, and `_draw_apart` blamed the model's `reinitialize` instead
+            raise ValueError(f"`model` ({type(model).__name__}) has no parameters yet: CoTeaching copies it and "
+                             "re-draws the copy when it is built, so build its layers in `__init__` (e.g. "
+                             "MLPClassifier(in_features=..., num_classes=...) or MLPRegressor(in_features=..., "
+                             "out_features=...): they are read from the data only at setup).")
         self.net1 = model
         self.net2 = copy.deepcopy(model)
         self.net2.reinitialize(seed)
