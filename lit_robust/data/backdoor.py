@@ -9,7 +9,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from lit_robust._backend import rank_zero_warn
-from lit_robust._checks import check_int
+from lit_robust._checks import check_int, check_seed
 from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
 from lit_robust.functional.backdoor import (
     BlendTrigger,
@@ -96,7 +96,7 @@ class BackdoorMNISTDataModule(MNISTDataModule):
             raise ValueError(f"`blend_alpha` must be in (0, 1], got {blend_alpha!r}.")
         # in the datamodule's names: the triggers' own checks said `size` (a backdoor reviewer's watermark_size=1),
         # and a float seed failed in torch at setup; the MNIST-family images are 28x28
-        check_int("trigger_seed", trigger_seed)
+        check_seed("trigger_seed", trigger_seed)  # the BlendTrigger's `seed`: a torch seed
         check_int("watermark_size", watermark_size, 2, 28)
         if target is not None and source == target:
             raise ValueError(f"a single-target attack (`target`={target!r}) needs a `source` class != `target` (or "

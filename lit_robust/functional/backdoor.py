@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._checks import check_int, real_scalar
+from lit_robust._checks import check_int, check_seed, real_scalar
 
 __all__ = ["Trigger", "PatchTrigger", "BlendTrigger", "WatermarkTrigger", "FunctionTrigger", "as_trigger", "poison", "poison_test_set",
            "accuracy", "attack_success_rate", "check_value_range", "check_tau", "trigger_perturbation",
@@ -263,8 +263,8 @@ class BlendTrigger(Trigger):
         super().__init__(value_range)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha <= 1.0:
             raise ValueError(f"`alpha` must be in (0, 1], got {alpha!r}.")
-        # a float failed in torch's manual_seed when first applied, a string was kept
-        self.alpha, self.seed = float(alpha), check_int("seed", seed)
+        # a float failed in torch's manual_seed when first applied, a string was kept; 2**64 failed there too
+        self.alpha, self.seed = float(alpha), check_seed("seed", seed)
         self._pattern = None if pattern is None else _intensities("pattern", pattern)
 
     def _fields(self) -> dict[str, object]:
