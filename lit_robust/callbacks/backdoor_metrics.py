@@ -92,7 +92,10 @@ class BackdoorMetrics(Callback):
         if trigger is not None:
             trigger = as_trigger(trigger)  # a non-callable: TypeError naming `trigger`
         if target != "datamodule":
-            check_int("target", target, 0, optional=True)  # the class index of a single-target attack
+            try:
+                check_int("target", target, 0, optional=True)  # the class index of a single-target attack
+            except ValueError as err:  # the message left out the default, 'datamodule' (a misspelt 'datamodul')
+                raise ValueError(str(err).replace("or None,", "or None or 'datamodule',", 1)) from None
         check_int("source", source, 0, optional=True)
         if source is not None and target == "datamodule":
             # the datamodule's attack_source replaced it without a word (a reviewer's); one attack, from one place
