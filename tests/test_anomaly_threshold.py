@@ -62,6 +62,46 @@ def test_bad_contamination_is_named(value, message):
         anomaly_threshold([], 0.1)
 
 
+def test_contamination_as_a_numpy_float_or_a_0d_tensor_is_a_number():
+    """A PyOD user's `contamination=y.float().mean()` (a 0-d tensor) or a numpy float32 was refused as "must be a
+    number in [0, 0.5), got tensor(0.1000)" although `drop_ratio` takes them: they are read as the number they hold
+    (float32's shortest decimal, so 0.1 flags 1 of 10 as 0.1 does)."""
+    import numpy as np
+
+    scores = torch.arange(10.0)
+    for value in (np.float32(0.1), torch.tensor(0.1), np.float64(0.1)):
+        assert anomaly_threshold(scores, value) == anomaly_threshold(scores, 0.1) == 8.0
+    model = RealNVP(2, n_couplings=2, hidden=4)
+    model.fit_threshold(torch.zeros(4, 2), torch.tensor(0.25))
+    assert model.threshold_contamination == 0.25 and type(model.threshold_contamination) is float
+    with pytest.raises(ValueError, match=r"`contamination` must be a number in \[0, 0.5\), got tensor\(\[0.1000\]\)"):
+        anomaly_threshold(scores, torch.tensor([0.1]))  # one per sample is not a rate
+
+
+def test_score_dataset_takes_a_tensor_refuses_rows_and_empty_data():
+    """`score_dataset` (PyOD's `decision_scores_`) iterated a tensor row by row ("expects inputs of shape (2,)... Set
+    `dim`") and a DataFrame by column name ("got a int"), and empty data ended in torch.cat's "expected a non-empty
+    list of Tensors": a tensor is scored as `fit_threshold` scores one, the others are named."""
+    import numpy as np
+    import pandas as pd
+
+    torch.manual_seed(0)
+    model = RealNVP(2, n_couplings=2, hidden=4).eval()
+    x = torch.randn(5, 2)
+    scores, targets = model.score_dataset(x)
+    assert torch.equal(scores, model.score_dataset(DataLoader(TensorDataset(x), batch_size=2))[0]) and targets is None
+    for rows, kind in ((x.numpy(), "numpy.ndarray"), (pd.DataFrame(x.numpy()), "pandas.DataFrame")):
+        with pytest.raises(TypeError, match=rf"RealNVP.score_dataset: `loader` must be a DataLoader or a float32 tensor "
+                                            rf"\[n, 2\] of samples, got {kind}: convert it"):
+            model.score_dataset(rows)
+    for empty in (x[:0], DataLoader(TensorDataset(x[:0]), batch_size=2)):
+        with pytest.raises(ValueError, match=r"RealNVP.score_dataset: `loader` must hold at least one sample, got none"):
+            model.score_dataset(empty)
+        with pytest.raises(ValueError, match=r"RealNVP.fit_threshold: `data` must hold at least one sample, got none"):
+            model.fit_threshold(empty, 0.1)
+    assert np.isfinite(model.fit_threshold(x, 0.2))
+
+
 @pytest.fixture(scope="module")
 def moons():
     x, flag = TwoMoonsAnomalyDataModule(n_train=400, contamination=0.1, anomalies="uniform", seed=3).build()[:2]

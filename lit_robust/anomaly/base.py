@@ -14,6 +14,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
+from lit_robust._checks import real_scalar
 from lit_robust._modes import enter_eval, restore_modes
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.data.indexed import unpack_eval_batch
@@ -25,10 +26,13 @@ __all__ = ["AnomalyDetector", "AnomalyAUROC", "anomaly_threshold", "roc_auc", "c
 
 
 def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
-    """``value`` as a float in ``[0, high)``, or a ``ValueError`` naming ``name``, the range and the value."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < high:
-        raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}." + percent_hint(name, value))
-    return float(value)
+    """``value`` as a float in ``[0, high)``, or a ``ValueError`` naming ``name``, the range and the value. A numpy
+    float or a 0-d tensor counts as a number (``drop_ratio`` takes them too): a PyOD user's ``contamination=
+    y.float().mean()`` was told it "must be a number in [0, 0.5), got tensor(0.1000)"."""
+    number = real_scalar(value)
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0.0 <= number < high:
+        raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}." + percent_hint(name, number))
+    return float(number)
 
 
 def check_input_dim(spec: DataSpec, dim: int, flatten: bool) -> None:
@@ -332,10 +336,27 @@ class AnomalyDetector(pl.LightningModule):
     def score_dataset(self, loader: Any) -> tuple[Tensor, Tensor | None]:
         """``(scores, targets)`` of every sample of ``loader``, in dataset order: sorted by the dataset index where
         the batches carry one (the indexed loaders of lit_robust's datamodules, ``train_dataloader()`` included,
-        shuffled or not), else in the loader's order. The model is put in eval mode, then restored.
+        shuffled or not), else in the loader's order. The model is put in eval mode, then restored. A float tensor
+        ``[n, dim]`` of samples is scored as a loader over it (``targets`` ``None``), as :meth:`fit_threshold` takes
+        one; a numpy array or a DataFrame is refused with the conversion to make, and data without a sample with a
+        ``ValueError``.
 
         An anomaly newcomer scored the shuffled training loader and paired the scores with their own labels: AUROC
         0.49 for a true 0.94, without a word. A loader that shuffles batches without an index is warned about."""
+        return self._score_all(loader, "score_dataset", "loader")
+
+    @torch.no_grad()
+    def _score_all(self, loader: Any, method: str, argument: str) -> tuple[Tensor, Tensor | None]:
+        """:meth:`score_dataset` for ``method`` (its errors name ``method`` and its ``argument``)."""
+        if isinstance(loader, Tensor):
+            # scored as a loader of input-only batches (see `_scores`); iterated as it is, a tensor gave its rows one by
+            # one, refused as "inputs of shape (3,)" with the advice to change `dim` (a PyOD user's decision_scores_)
+            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(loader), batch_size=4096)
+        elif _rows_not_batches(loader):
+            # a DataFrame was iterated by column name: "expects batches ..., got a int"
+            raise TypeError(f"{type(self).__name__}.{method}: `{argument}` must be a DataLoader or a float32 tensor "
+                            f"[n, {self._dim()}] of samples, got {type(loader).__module__}.{type(loader).__qualname__}"
+                            f": convert it, e.g. `{method}(torch.as_tensor(features, dtype=torch.float32))`.")
         modes = enter_eval(self)
         scores, targets, indices = [], [], []
         try:
@@ -348,12 +369,15 @@ class AnomalyDetector(pl.LightningModule):
                 indices.append(b.index.cpu() if isinstance(b.index, Tensor) else None)
         finally:
             restore_modes(modes)
+        if not scores:  # torch.cat's "expected a non-empty list of Tensors" named nothing
+            raise ValueError(f"{type(self).__name__}.{method}: `{argument}` must hold at least one sample, got none "
+                             "(an empty dataset, loader or tensor).")
         out, target = torch.cat(scores), (torch.cat(targets) if targets else None)
         if indices and all(ix is not None for ix in indices):
             order = torch.argsort(torch.cat(indices).flatten(), stable=True)
             return out[order], (None if target is None or len(target) != len(out) else target[order])
         if isinstance(getattr(loader, "sampler", None), torch.utils.data.RandomSampler):
-            rank_zero_warn(f"{type(self).__name__}.score_dataset: the loader shuffles and its batches carry no dataset "
+            rank_zero_warn(f"{type(self).__name__}.{method}: the loader shuffles and its batches carry no dataset "
                            "index, so the scores are in a random order that nothing maps back to your samples: score "
                            "a loader with `shuffle=False`.")
         return out, target
@@ -400,14 +424,7 @@ class AnomalyDetector(pl.LightningModule):
                            "`drop_ratio='auto'` estimate, 0: the threshold is the largest training score and flags "
                            "almost nothing. Pass the share of anomalies you expect in `data`, a number in [0, 0.5): "
                            "`fit_threshold(data, contamination=0.05)`.")
-        if not isinstance(data, Tensor) and _rows_not_batches(data):
-            # a numpy array (or a DataFrame) was answered with the layout of a batch (a PyOD newcomer)
-            raise TypeError(f"{type(self).__name__}.fit_threshold: `data` must be a DataLoader or a float32 tensor "
-                            f"[n, {self._dim()}] of samples, got {type(data).__module__}.{type(data).__qualname__}: "
-                            "convert it, e.g. `fit_threshold(torch.as_tensor(features, dtype=torch.float32))`.")
-        if isinstance(data, Tensor):  # scored as a loader of input-only batches (see `_scores`)
-            data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=4096)
-        threshold = anomaly_threshold(self.score_dataset(data)[0], contamination)
+        threshold = anomaly_threshold(self._score_all(data, "fit_threshold", "data")[0], contamination)
         self.threshold, self.threshold_contamination = threshold, contamination
         return threshold
 
