@@ -395,6 +395,35 @@ def test_co_teaching_and_rca_use_their_arguments_as_changed_between_fits(tmp_pat
     assert rca.estimated_corruption is None and rca.keep_ratio_at(1) == pytest.approx(0.9)
 
 
+def test_a_flows_drop_ratio_changed_between_fits_is_the_one_it_trims_at(tmp_path):
+    """A notebook user's `flow.drop_ratio = 0.3` on a RobustRealNVP(drop_ratio=0.1) trimmed 10 of 100 samples (the
+    constructor's filter) while `fit_threshold` defaulted to 0.3 and `hparams` kept 0.1: the change reaches the
+    trimming filter, `hparams` (what a checkpoint rebuilds) and the default contamination alike; a flow built with
+    drop_ratio=0 gains a filter, and a bad value is refused when set."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset, RealNVP, RobustRealNVP
+
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(100, dtype=torch.long))), batch_size=20)
+    for flow, before, after in ((RobustRealNVP(2, n_couplings=2, hidden=4, drop_ratio=0.1), 0.1, 0.3),
+                                (RealNVP(2, n_couplings=2, hidden=4), 0.0, 0.2),
+                                (RealNVP(2, n_couplings=2, hidden=4, drop_ratio=0.1), 0.1, "auto")):
+        assert flow.drop_ratio == before
+        flow.drop_ratio = after
+        tiny_trainer(tmp_path, 1, []).fit(flow, loader)
+        assert flow.drop_ratio == flow.hparams.drop_ratio == flow.batch_filter.drop_ratio == after
+        if after == "auto":  # the module's score mixture, not a filter's default (label disagreement: no labels here)
+            assert flow.batch_filter.estimator == "gmm" and flow.estimated_corruption is not None
+        else:
+            assert flow.batch_filter.history[-1].dropped == round(100 * after)
+            flow.fit_threshold(x)
+            assert flow.threshold_contamination == after
+    with pytest.raises(ValueError, match=r"`drop_ratio` must be a number in \[0, 0.5\), got 0.5"):
+        flow.drop_ratio = 0.5
+    assert flow.drop_ratio == "auto"
+
+
 def test_a_fitted_callback_and_module_still_pickle(tmp_path):
     """`torch.save` of a fitted CoTeaching failed ("cannot pickle 'weakref.ReferenceType' object") once the state
     remembered its Trainer by a weak reference; so did pickling a fitted BatchFilter."""

@@ -147,7 +147,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         for name, v in (("n_couplings", n_couplings), ("hidden", hidden), ("layers", layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
-        self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
+        self._drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
         self.k = _check_k(k)
@@ -160,24 +160,51 @@ class RealNVP(RobustMixin, AnomalyDetector):
         self.spectral_layers: list[str] = []
         self._build_if_sized()
         check_report_args(report, report_dir, report_format)
-        reporting = {"report": report, "report_dir": report_dir, "report_format": report_format}
         self.batch_filter: BatchFilter | None = None
-        if self.drop_ratio == "auto":
-            self.batch_filter = BatchFilter("spl", drop_ratio="auto", warmup_epochs=warmup_epochs, estimator=estimator,
-                                            auto_margin=auto_margin, reestimate=reestimate, **reporting)
-        elif self.drop_ratio > 0:
-            self.batch_filter = BatchFilter("spl", drop_ratio=self.drop_ratio, warmup_epochs=warmup_epochs,
-                                            **reporting)
+        if self._drop_ratio != 0:
+            self.batch_filter = self._trimming_filter(self._drop_ratio)
         elif report_enabled(report, report_dir):
             asked = "`report`" if report_dir is None else f"`report_dir`={report_dir!r} (a report)"
             raise ValueError(f"{asked} needs the module's trimming filter: drop_ratio > 0 or 'auto', got drop_ratio="
                              f"{drop_ratio!r} (rank the samples of a plain fit with `score_dataset`).")
+
+    def _trimming_filter(self, drop_ratio: float | Literal["auto"]) -> BatchFilter:
+        """The module's ``BatchFilter("spl")`` at ``drop_ratio`` (> 0 or ``"auto"``), from the other arguments."""
+        hp = self.hparams
+        reporting = {"report": hp.report, "report_dir": hp.report_dir, "report_format": hp.report_format}
+        if drop_ratio == "auto":
+            bf = BatchFilter("spl", drop_ratio="auto", warmup_epochs=hp.warmup_epochs, estimator=hp.estimator,
+                             auto_margin=hp.auto_margin, reestimate=hp.reestimate, **reporting)
+        else:
+            bf = BatchFilter("spl", drop_ratio=drop_ratio, warmup_epochs=hp.warmup_epochs, **reporting)
+        # its notes speak for this module (an anomaly newcomer on the CLI read "BatchFilter: ..." for a filter they
+        # had never configured)
+        for part in (bf, bf._auto, bf._report):
+            if part is not None:
+                part.owner = type(self).__name__
+        return bf
+
+    @property
+    def drop_ratio(self) -> float | Literal["auto"]:
+        """:math:`\\varepsilon` of the trimming (``"auto"``: estimated in the fit). Setting it re-checks it and hands
+        it to the trimming filter (built if the module had none; :math:`\\varepsilon = 0` keeps a filter that
+        drops nothing), for the next fit and :meth:`fit_threshold`'s default, and records it in ``hparams`` for the
+        checkpoints, as ``RCA.drop_ratio``: a notebook user's ``flow.drop_ratio = 0.3`` trained at the
+        constructor's 0.1 while ``fit_threshold`` used 0.3."""
+        return self._drop_ratio
+
+    @drop_ratio.setter
+    def drop_ratio(self, value: Any) -> None:
+        hp = self.hparams
+        value = check_auto_args(value, hp.estimator, hp.auto_margin, hp.reestimate, False, high=0.5)
         if self.batch_filter is not None:
-            # its notes speak for this module (an anomaly newcomer on the CLI read "BatchFilter: ..." for a filter
-            # they had never configured)
-            for part in (self.batch_filter, self.batch_filter._auto, self.batch_filter._report):
-                if part is not None:
-                    part.owner = type(self).__name__
+            self.batch_filter.drop_ratio = value  # checked and applied at the filter's setup of the next fit
+            if value == "auto":  # a filter built for a number has the filter's estimator, not this module's
+                bf = self.batch_filter
+                bf.estimator, bf.auto_margin, bf.reestimate = hp.estimator, hp.auto_margin, hp.reestimate
+        elif value != 0:
+            self.batch_filter = self._trimming_filter(value)
+        self._drop_ratio = hp["drop_ratio"] = value
 
     def _build(self, dim: int) -> None:
         if dim < 2:
