@@ -480,6 +480,31 @@ def test_float64_features_and_a_wrong_width_are_named_not_a_matmul_error(tmp_pat
     assert model.anomaly_score(x).dtype == torch.float64  # or in 64 bits, as the message says
 
 
+@pytest.mark.parametrize("make", [lambda d: RobustRealNVP(d, hidden=8), lambda d: RCA(d, hidden=8, latent=2)],
+                         ids=["RobustRealNVP", "RCA"])
+def test_a_64_bit_model_reloaded_from_its_checkpoint_stays_64_bit(tmp_path, make):
+    """`load_from_checkpoint` built float32 layers, so a detector trained with `precision="64-true"` came back with
+    its weights rounded to float32 and refused the float64 rows it was trained on (a PyOD user's): it is float64
+    again and scores as the saved model did; a float32 model's checkpoint still loads as float32."""
+    x = torch.randn(32, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    pl.seed_everything(0)
+    model = make(4)
+    trainer = pl.Trainer(max_epochs=1, precision="64-true", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(32, dtype=torch.long))), batch_size=16))
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = type(model).load_from_checkpoint(tmp_path / "m.ckpt")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float64}
+    torch.manual_seed(1)  # RCA averages dropout passes
+    want = model.anomaly_score(x).detach()
+    torch.manual_seed(1)
+    assert torch.equal(loaded.anomaly_score(x).detach(), want)
+    model32 = make(4)
+    torch.save({"state_dict": model32.state_dict(), "hyper_parameters": dict(model32.hparams),
+                "pytorch-lightning_version": pl.__version__}, tmp_path / "m32.ckpt")
+    assert {p.dtype for p in type(model32).load_from_checkpoint(tmp_path / "m32.ckpt").parameters()} == {torch.float32}
+
+
 def test_roc_auc_takes_numpy_arrays_and_lists():
     import numpy as np
 

@@ -496,6 +496,13 @@ class AnomalyDetector(pl.LightningModule):
                                                "contamination": self.threshold_contamination}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # before Lightning copies the weights in: `load_from_checkpoint` builds float32 layers, so a detector trained
+        # with precision="64-true" came back rounded to float32 and refused the float64 rows it was trained on (a
+        # PyOD user's); inside a Trainer its precision decides, as for any module
+        saved_dtypes = {v.dtype for v in (checkpoint.get("state_dict") or {}).values()
+                        if isinstance(v, Tensor) and v.is_floating_point()}
+        if self._trainer is None and saved_dtypes == {torch.float64}:
+            self.double()
         saved = checkpoint.get("anomaly_threshold")  # absent from checkpoints saved before `fit_threshold`
         self.threshold = None if saved is None else float(saved["threshold"])
         self.threshold_contamination = None if saved is None else saved["contamination"]
