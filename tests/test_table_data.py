@@ -782,3 +782,56 @@ def test_a_missing_id_of_a_frame_is_missing_not_text():
     dm = TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns=["cust", "name"], test_size=0)
     assert _ids_in_report(dm, "cust") == [1, None, 3, 4, 5, 6]
     assert _ids_in_report(dm, "name") == ["a", None, "c", "d", "e", "f"]
+
+
+@pytest.mark.parametrize("task,column", [("classification", "bad"), ("anomaly", "bad")])
+def test_missing_drop_leaves_out_rows_whose_flag_is_empty(task, column):
+    """`missing="drop"` with an empty cell in the `corrupted` column (or an anomaly `target` of 0/1 flags) leaves that
+    row out, as for any used column; the whole column's flags, NaN included, were refused ("must hold 0/1 flags")."""
+    frame = table(20)[["a", "b", "kind", "bad"]].astype({"bad": float})
+    frame.loc[3, "bad"] = np.nan
+    kw = dict(target="kind", corrupted="bad") if task == "classification" else dict(target="bad", task="anomaly")
+    with pytest.warns(UserWarning, match="left out 1 of 20 rows"):
+        dm = TableDataModule(frame=frame, features=["a", "b"], missing="drop", test_size=0, **kw)
+        dm.setup()
+    rows = dm.train_source_index
+    assert sorted(rows.tolist()) == [r for r in range(20) if r != 3]
+    assert dm.train_set.corrupted.tolist() == frame["bad"].to_numpy()[rows.numpy()].astype(bool).tolist()
+
+
+def test_a_frame_of_integer_column_names_is_read_by_their_names_as_text():
+    """`pandas.DataFrame(array)` names its columns 0 .. d-1; `target="2"` (names are text, as a CSV's header) was
+    pandas' bare `KeyError: '0'`."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(12, 2)))
+    frame[2] = [0, 1] * 6
+    dm = TableDataModule(frame=frame, target="2", test_size=0)
+    dm.setup()
+    assert dm.feature_names == ["0", "1"] and dm.in_features == 2 and dm.num_classes == 2
+    assert list(frame.columns) == [0, 1, 2]  # the caller's frame is left as it is
+    assert dm.transform(frame).shape == (12, 2)
+
+
+@pytest.mark.parametrize("names,twice", [(["a", "a", "kind"], "a"), (["a", "kind", "kind"], "kind")])
+def test_duplicated_column_names_are_refused_naming_them(names, twice):
+    """Two columns of one name (an input or the target) failed inside numpy or pandas ("The truth value of a Series is
+    ambiguous"); the error names the column."""
+    frame = table(12)[["a", "b", "kind"]]
+    frame.columns = names
+    with pytest.raises(ValueError, match=rf"`frame` has several columns named \['{twice}'\]"):
+        TableDataModule(frame=frame, target="kind", test_size=0).setup()
+    # one not read is no matter
+    frame = table(12)[["a", "b", "price", "kind"]]
+    frame.columns = ["a", "a", "price", "kind"]
+    TableDataModule(frame=frame, target="kind", drop=["a"], test_size=0).setup()
+
+
+def test_split_sizes_take_numpy_numbers():
+    """`test_size=np.int64(3)` (a count computed with numpy) and `val_size=np.float32(0.25)` were refused as "must be
+    a fraction in [0, 1) ... or a whole number", though the other arguments' checks take numpy numbers."""
+    dm = TableDataModule(frame=table(20), target="kind", features=["a"], test_size=np.int64(3),
+                         val_size=np.float32(0.25))
+    dm.setup()
+    assert (len(dm.test_set), len(dm.val_set), len(dm.train_set)) == (3, 5, 12)
+    with pytest.raises(ValueError, match=r"`val_size` must be a fraction in \[0, 1\).*got np.float64\(1.5\)"):
+        TableDataModule(frame=table(20), target="kind", val_size=np.float64(1.5))

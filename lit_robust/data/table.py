@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -151,6 +153,17 @@ def _same_columns(frame: Any, needed: Sequence[str], argument: str) -> None:
                          f"{list(needed)}); its columns are {[str(c) for c in frame.columns]}.")
 
 
+def _unique_columns(frame: Any, names: Sequence[str], which: str) -> None:
+    """Raise when a column of ``names`` (those read) appears more than once in ``frame``: pandas then reads the name as
+    all of them at once, and a DataFrame with two ``x`` columns failed in numpy ("operands could not be broadcast") or
+    pandas ("The truth value of a Series is ambiguous")."""
+    counts = Counter(str(c) for c in frame.columns)
+    twice = [c for c in dict.fromkeys(names) if counts[c] > 1]
+    if twice:
+        raise ValueError(f"{which} has several columns named {twice[:4]}, and a name must pick one column: rename them "
+                         "apart (e.g. `frame.columns = [...]`), or leave them out with `drop` if they are inputs.")
+
+
 def _as_names(value: Any, argument: str) -> list[str]:
     if value is None:
         return []
@@ -183,12 +196,14 @@ def _numbers(frame: Any) -> Tensor:
 
 
 def _share(name: str, value: Any, n: int) -> int:
-    """A row count from ``value``: a fraction in [0, 1) of ``n`` (rounded) or a whole number of rows."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-            isinstance(value, float) and not value < 1):
+    """A row count from ``value``: a fraction in [0, 1) of ``n`` (rounded) or a whole number of rows. NumPy numbers
+    count as Python's (``np.int64(40)`` from a computed count was refused, as the other arguments' checks take it)."""
+    whole = isinstance(value, numbers.Integral)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not value >= 0 or (
+            not whole and not value < 1):
         raise ValueError(f"`{name}` must be a fraction in [0, 1) of the rows or a whole number of rows >= 0, got "
                          f"{value!r}.")
-    return int(round(value * n)) if isinstance(value, float) else int(value)
+    return int(value) if whole else int(round(float(value) * n))
 
 
 def _no_features(features: Any) -> ValueError:
@@ -378,6 +393,10 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         else:
             _check_frame(source, argument)
             frame, what = source, f"`{argument}`"
+        if not all(isinstance(c, str) for c in frame.columns):
+            # `pandas.DataFrame(array)` names its columns 0 .. d-1: the names given here are str (as a CSV's header),
+            # and `frame["0"]` was pandas' bare `KeyError: '0'`. A renamed copy; the caller's frame is left as it is
+            frame = frame.rename(columns=str)
         if len(frame) == 0:
             # a header row alone: an auditor's was told its columns "do not hold numbers ()"
             raise ValueError(f"{what} has no rows, only the columns {[str(c) for c in frame.columns][:8]}: a table "
@@ -406,6 +425,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             _columns_named(frame, self.drop, "drop")
             features = [str(c) for c in frame.columns
                         if str(c) not in given and str(c) not in self.drop and str(c) not in self.id_columns]
+        _unique_columns(frame, [*features, *given, *self.id_columns], f"`{'path' if self.frame is None else 'frame'}`")
         if not features:
             raise ValueError(f"No input column is left: the table's columns are {[str(c) for c in frame.columns]}, "
                              f"and `target`, `corrupted`, `drop` and `id_columns` took them all.")
@@ -472,6 +492,14 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                              f"{seen}.")
         return torch.from_numpy(numeric.astype(bool))
 
+    def _usable_flags(self, column: Any, rows: np.ndarray, argument: str) -> Tensor:
+        """:meth:`_flags` of the usable ``rows`` of ``column``, as a mask over every row of the table (False at the
+        others): with ``missing="drop"`` a flag left empty is a row left out, not a bad flag (its NaN was refused as
+        "must hold 0/1 flags")."""
+        flags = torch.zeros(len(column), dtype=torch.bool)
+        flags[torch.from_numpy(rows)] = self._flags(column.iloc[rows], argument)
+        return flags
+
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -526,11 +554,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             self._given_targets = {"table": raw}
             y_all = ((raw - self.target_centre) / self.target_scale).float()
         else:
-            y_all = (self._flags(frame[self.target_names[0]], "target").long() if labelled
+            y_all = (self._usable_flags(frame[self.target_names[0]], rows, "target").long() if labelled
                      else torch.zeros(len(frame), dtype=torch.long))
         flags = None
         if self.corrupted_column:
-            flags = self._flags(frame[self.corrupted_column], "corrupted")
+            flags = self._usable_flags(frame[self.corrupted_column], rows, "corrupted")
         elif self.task == "anomaly" and labelled:
             flags = y_all.bool()
 
@@ -572,6 +600,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         argument = f"{name}_frame" if path is None else f"{name}_path"
         frame = self._table(given if path is None else path, argument)
         _same_columns(frame, needed, argument)
+        _unique_columns(frame, [*needed, *(c for c in self.id_columns if c in frame.columns)], f"`{argument}`")
         return frame, self._usable_rows(frame, needed, f"`{argument}`"), argument
 
     def _setup_test_table(self, features: list[str], inputs: Any) -> None:
@@ -725,6 +754,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self._set_up()
         frame = self._table(frame, "frame")
         _same_columns(frame, self.feature_names, "frame")
+        _unique_columns(frame, self.feature_names, "`frame`")
         _check_numbers(frame, self.feature_names, "frame", "Convert them as the training table's were.")
         values = _numbers(frame[self.feature_names])
         bad = ~torch.isfinite(values).all(1)
