@@ -183,6 +183,37 @@ def test_indexed_dataset_reads_true_false_targets_as_class_labels_0_and_1():
     assert MLPClassifier(in_features=2, num_classes=2).per_sample_loss(batch)[0].shape == (3,)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32])
+def test_indexed_dataset_reads_narrow_integer_targets_as_int64_class_labels(dtype):
+    """`targets=column.cat.codes` (int8, what the error for a categorical column advises) or any integer labels
+    narrower than int64 stopped the classifier's loss inside torch ("expected target dtype to be Long or Byte, but
+    got Char"); now int64 class labels."""
+    base = TensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    got = IndexedDataset(base, targets=np.array([1, 0, 2], dtype=dtype)).targets
+    assert got.dtype == torch.int64 and got.tolist() == [1, 0, 2]
+    from lit_robust.models import MLPClassifier
+
+    batch = next(iter(DataLoader(IndexedDataset(base, targets=np.array([1, 0, 2], dtype=dtype)), batch_size=3)))
+    assert MLPClassifier(in_features=2, num_classes=3).per_sample_loss(batch)[0].shape == (3,)
+
+
+def test_indexed_dataset_names_the_argument_for_targets_and_flags_it_cannot_read():
+    """A single number as `targets` was torch's bare "len() of a 0-d tensor"; text flags or a pandas "boolean" column
+    with <NA> as `corrupted`, torch's "too many dimensions 'str'" / "can't convert np.ndarray of type numpy.object_";
+    a `None` among integer targets was reported as "int entries such as 0"."""
+    pd = pytest.importorskip("pandas")
+    base = TensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"`targets` must hold one entry per sample \(3\), got a single number 2"):
+        IndexedDataset(base, targets=2)
+    with pytest.raises(ValueError, match=r"`corrupted` must be a boolean \(or 0/1\) mask, one flag per sample, got "
+                                         r"NAType entries such as <NA>"):
+        IndexedDataset(base, corrupted=pd.Series([True, None, False], dtype="boolean"))
+    with pytest.raises(ValueError, match=r"`corrupted` must be .* got str entries such as 'yes'"):
+        IndexedDataset(base, corrupted=["yes", "no", "no"])
+    with pytest.raises(ValueError, match=r"got NoneType entries such as None: a missing target"):
+        IndexedDataset(base, targets=[0, None, 1])
+
+
 def test_indexed_dataset_refuses_a_dataframe_and_says_what_to_pass():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"x": [0.5, 1.5, 2.5], "label": [0, 1, 0]}, index=[7, 3, 5])  # was pandas' `KeyError: 0`

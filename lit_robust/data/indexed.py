@@ -53,7 +53,8 @@ class IndexedDataset(Dataset):
     Args:
         dataset: a map-style dataset returning ``(input, target)``.
         targets: optional replacement targets (e.g. corrupted labels), one per sample; True/False ones become the
-            class labels 1/0.
+            class labels 1/0, and integer ones of a narrower dtype (``column.cat.codes``' int8, int32, ...) int64,
+            the dtype losses take class labels in.
         corrupted: optional ground-truth flags, one per sample. They are only ever used for metrics
             (clean precision of a selection, ...); no algorithm reads them.
         target_key: for a dataset of dict samples (Hugging Face's ``{"input_ids", "attention_mask", "labels"}``):
@@ -100,12 +101,15 @@ class IndexedDataset(Dataset):
                 targets = torch.as_tensor(targets)
             except (TypeError, ValueError, RuntimeError) as err:  # strings: torch's "too many dimensions 'str'"
                 table = np.asarray(targets, dtype=object)
-                first = next(iter(table.ravel()), None)
+                # the first entry that is no number (`None` among ints was told "got int entries such as 0")
+                first = next((v for v in table.ravel() if not isinstance(v, (Integral, float, np.number))),
+                             next(iter(table.ravel()), None))
                 raise ValueError(f"`targets` must be numbers, one per sample (integer class labels 0..C-1, or float "
                                  f"regression targets), got {type(first).__name__} entries such as {first!r}"
                                  + (f" in {table.shape[1]} columns" if table.ndim == 2 else "") + ": "
                                  + ("numbers written as text: convert them, e.g. `pandas.to_numeric(column)`."
                                     if _reads_as_number(first) else
+                                    "a missing target: fill it, or leave those samples out." if first is None else
                                     "a categorical column's integer codes are `column.cat.codes`." if categorical else
                                     "map them to integers first, e.g. with sklearn.preprocessing.LabelEncoder.")
                                  ) from err
@@ -113,10 +117,27 @@ class IndexedDataset(Dataset):
                 # a pandas user's `df["churned"]`: class labels 0/1 (a classifier's loss refuses bool targets from
                 # inside torch, "expected target dtype to be Long or Byte, but got Bool")
                 targets = targets.long()
+            if targets.dtype in _NARROW_INTEGERS:
+                # integer class labels as int64, as losses and `one_hot` take them: `column.cat.codes` (int8, the
+                # advice above) stopped the fit in torch's "expected target dtype to be Long or Byte, but got Char"
+                targets = targets.long()
+            if targets.ndim == 0:  # one number (`targets=3`) was torch's bare "len() of a 0-d tensor"
+                raise ValueError(f"`targets` must hold one entry per sample ({n}), got a single number "
+                                 f"{targets.item()!r}.")
             if len(targets) != n:
                 raise ValueError(f"`targets` must have one entry per sample ({n}), got {len(targets)}.")
         if corrupted is not None:
-            raw = torch.as_tensor(_by_position(corrupted))
+            try:
+                raw = torch.as_tensor(_by_position(corrupted))
+            except (TypeError, ValueError, RuntimeError) as err:
+                # text flags or a pandas "boolean" column with missing values (<NA>) were torch's bare "too many
+                # dimensions 'str'" / "can't convert np.ndarray of type numpy.object_"
+                table = np.asarray(_by_position(corrupted), dtype=object).ravel()
+                odd = next((v for v in table if not isinstance(v, (bool, np.bool_, Integral, float, np.floating))),
+                           table[0] if len(table) else None)
+                raise ValueError(f"`corrupted` must be a boolean (or 0/1) mask, one flag per sample, got "
+                                 f"{type(odd).__name__} entries such as {odd!r}; a flag that is not known is no "
+                                 "flag: fill it (e.g. `column.fillna(False)`) or leave those samples out.") from err
             if raw.dtype != torch.bool and bool(((raw != 0) & (raw != 1)).any()):
                 raise ValueError(f"`corrupted` must be a boolean (or 0/1) mask, got values "
                                  f"{sorted(set(raw.flatten().tolist()))[:6]}.")
@@ -185,6 +206,10 @@ class IndexedDataset(Dataset):
         if self.corrupted is None:
             return index, x, y
         return index, x, y, self.corrupted[index]
+
+
+#: integer dtypes of class labels widened to int64 (``uint64`` is left: its values may not fit)
+_NARROW_INTEGERS = (torch.int8, torch.int16, torch.int32, torch.uint8, torch.uint16, torch.uint32)
 
 
 def _reads_as_number(value: Any) -> bool:
