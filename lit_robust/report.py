@@ -600,6 +600,8 @@ def subset_source_index(dataset: Any) -> Tensor | None:
     base, positions = dataset.dataset, None
     while isinstance(base, Subset):
         indices = torch.as_tensor([int(i) for i in base.indices], dtype=torch.long)
+        # a negative index reads from the end, as `Subset` reads it: `Subset(ds, [-1])`'s sample is row n - 1, not -1
+        indices = torch.where(indices < 0, indices + len(base.dataset), indices)
         positions = indices if positions is None else indices[positions]
         base = base.dataset
     return positions

@@ -1176,3 +1176,18 @@ def test_a_csv_report_over_the_scanned_mib_keeps_its_quoted_text_ids(tmp_path, m
         assert [r["sample_id"] for r in rows[:3]] == [f"{i:0{width}d}" for i in range(3)], width
         frame = load_report(path)
         assert frame.sample_id.iloc[5] == f"{5:0{width}d}" and frame.first_dropped_round.isna().all(), width
+
+
+def test_subset_source_index_reads_negative_subset_indices_from_the_end():
+    """`Subset(ds, [-1, 0, -2])` yields ds's rows n-1, 0, n-2 (Python's indexing), but the report's `source_index` said
+    -1, 0, -2, which name no row of the user's data set."""
+    from torch.utils.data import Subset
+
+    from lit_robust.report import subset_source_index
+
+    base = TensorDataset(torch.arange(5.0).unsqueeze(1), torch.arange(5))
+    ds = IndexedDataset(Subset(base, [-1, 0, -2]))
+    assert [int(ds[i][2]) for i in range(3)] == [4, 0, 3]
+    assert subset_source_index(ds).tolist() == [4, 0, 3]
+    nested = IndexedDataset(Subset(Subset(base, [-1, 1, 2]), [0, -1]))
+    assert [int(nested[i][2]) for i in range(2)] == subset_source_index(nested).tolist() == [4, 2]
