@@ -547,3 +547,17 @@ def test_a_16_bit_ratio_counts_as_its_shortest_decimal(dtype, ratio, kept):
     assert keep_count(100, ITLM(keep_ratio=value, round_epochs=[1, 1]).keep_ratio) == kept
     if ratio < 0.5:
         assert BatchFilter("prl", drop_ratio=value).drop_ratio == ratio
+
+
+def test_semi_supervised_sizes_take_numpy_numbers(shared_data):
+    """`labeled_size=np.int64(40)` and `poison_rate=np.float32(0.25)` (computed with numpy) were refused as "must be an
+    integer >= 1" / "must be in [0, 1)"; the other datamodules' checks (lit_robust._checks) take numpy numbers."""
+    np = pytest.importorskip("numpy")
+    dm = SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_size=np.int64(40),
+                                               unlabeled_mnist=np.int32(10), test_size=np.int64(5),
+                                               poison_rate=np.float32(0.25), batch_size=np.int64(8))
+    dm.setup("fit")
+    assert len(dm.train_set) == 40 and int(dm.train_set.corrupted.sum()) == 10 and len(dm.test_set) == 5
+    assert type(dm.labeled_size) is int and type(dm.batch_size) is int
+    with pytest.raises(ValueError, match=r"`labeled_size` must be an integer >= 1, got np.int64\(0\)"):
+        SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_size=np.int64(0))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
@@ -37,7 +39,8 @@ def _normalise(images: Tensor) -> Tensor:
 
 
 def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    # numpy integers count (a computed `labeled_size=np.int64(600)` was refused), as in lit_robust._checks
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
 
 
@@ -104,7 +107,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         if mode not in ("pretrain", "finetune"):
             raise ValueError(f"`mode` must be 'pretrain' or 'finetune', got {mode!r}.")
         make_trigger(attack)
-        if isinstance(poison_rate, bool) or not isinstance(poison_rate, (int, float)) or not 0.0 <= poison_rate < 1.0:
+        if (isinstance(poison_rate, (bool, np.bool_)) or not isinstance(poison_rate, numbers.Real)
+                or not 0.0 <= poison_rate < 1.0):
             raise ValueError(f"`poison_rate` must be in [0, 1), got {poison_rate!r}.")
         check_number("labeled_fraction", labeled_fraction, 0, 1, low_open=True)
         for name, value, low in (("labeled_size", labeled_size, 1), ("unlabeled_mnist", unlabeled_mnist, 0),
@@ -117,9 +121,12 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         _check_int("num_workers", num_workers, 0)
         check_seed("seed", seed, offset=1)  # the poisoned samples are drawn with seed + 1
         self.root, self.mode, self.attack, self.poison_rate = root, mode, attack, float(poison_rate)
-        self.labeled_fraction, self.labeled_size = labeled_fraction, labeled_size
-        self.unlabeled_mnist, self.unlabeled_fashion, self.test_size = unlabeled_mnist, unlabeled_fashion, test_size
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        def whole(v: int | None) -> int | None:
+            return None if v is None else int(v)
+        self.labeled_fraction, self.labeled_size = labeled_fraction, whole(labeled_size)
+        self.unlabeled_mnist, self.unlabeled_fashion = whole(unlabeled_mnist), int(unlabeled_fashion)
+        self.test_size = whole(test_size)
+        self.batch_size, self.eval_batch_size, self.num_workers = int(batch_size), int(eval_batch_size), int(num_workers)
         self.seed, self.download = seed, download
         self.value_range = MNIST_VALUE_RANGE
         self.trigger = make_trigger(attack, self.value_range, seed)
