@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -293,6 +294,52 @@ def test_a_probe_checkpoint_stands_without_its_pretraining_file(tmp_path, one_to
                                                 r"backbone.*`--ckpt_path path/to/probe.ckpt` \(`last` and `best` are "
                                                 r"looked up after the model is built\)"):
         LinearProbe(backbone_checkpoint=str(backbone_file))
+
+
+
+@pytest.mark.parametrize("rewrite", ["another_width", "damaged"])
+def test_a_probe_checkpoint_stands_after_its_pretraining_file_is_rewritten(tmp_path, rewrite):
+    """The pretraining config overwrites its `last.ckpt` when re-run: a file of another `width` (or a damaged one) at
+    the path the probe's hyper-parameters name made `LinearProbe.load_from_checkpoint(probe.ckpt)` fail ("trained
+    with another architecture"), though the probe's checkpoint holds every weight. A probe that is not loaded from its
+    checkpoint still meets the file's error, at its first forward pass."""
+    torch.manual_seed(0)
+    backbone_file = tmp_path / "simclr.ckpt"
+    torch.save({"state_dict": SimCLR(width=4).state_dict(), "hyper_parameters": {"backbone": "cnn", "width": 4}},
+               backbone_file)
+    probe = LinearProbe(backbone_checkpoint=str(backbone_file), num_classes=3).eval()
+    probe_ckpt = tmp_path / "probe.ckpt"
+    torch.save({"state_dict": probe.state_dict(), "hyper_parameters": dict(probe.hparams),
+                "pytorch-lightning_version": "2.0.0"}, probe_ckpt)
+    if rewrite == "another_width":
+        torch.save({"state_dict": SimCLR(width=8).state_dict(), "hyper_parameters": {"backbone": "cnn", "width": 8}},
+                   backbone_file)
+        message = r"trained with another architecture: `width`=4 but the checkpoint says 8"
+    else:
+        backbone_file.write_bytes(b"PK\x03\x04 cut short")
+        message = "is damaged or not a checkpoint"
+    x = torch.randn(3, 1, 28, 28)
+    loaded = LinearProbe.load_from_checkpoint(str(probe_ckpt)).eval()
+    assert torch.equal(loaded(x), probe(x))
+    rebuilt = LinearProbe(**dict(loaded.hparams))  # not loaded: the file's own error, never an untrained backbone
+    with pytest.raises(ValueError, match=message):
+        rebuilt(x)
+    if rewrite == "damaged":  # without every architecture argument: at once, as before
+        with pytest.raises(ValueError, match=message):
+            LinearProbe(backbone_checkpoint=str(backbone_file), num_classes=3)
+    else:  # ... and a new probe reads the file's architecture
+        assert LinearProbe(backbone_checkpoint=str(backbone_file), num_classes=3).hparams.width == 8
+
+
+def test_linear_probe_architecture_arguments_of_zero_are_refused_and_numpy_classes_taken():
+    """`in_channels=0` and `width=0` were read as "not given" (`in_channels or 1`) and silently built a 1-channel,
+    16-wide backbone; a NumPy integer `num_classes` was refused, as no other model refuses it."""
+    with pytest.raises(ValueError, match=r"`in_channels` must be an integer >= 1, got 0"):
+        LinearProbe(in_channels=0)
+    with pytest.raises(ValueError, match=r"`width` must be an integer >= 1, got 0"):
+        LinearProbe(width=0)
+    probe = LinearProbe(num_classes=np.int64(3), width=4)
+    assert probe.head.out_features == 3 and type(probe.hparams.num_classes) is int
 
 
 # -- your own encoder ------------------------------------------------------------------------------------------

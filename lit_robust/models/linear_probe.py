@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_bool, check_number
+from lit_robust._checks import check_bool, check_int, check_number
 from lit_robust._lightning import with_sampler
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data
@@ -45,7 +45,10 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     The backbone is read from ``backbone_checkpoint`` (:func:`lit_robust.load_backbone`: this project's SimCLR or
     LinearProbe checkpoints, lightning-bolts SimCLR checkpoints, or a plain state dict — weights-only), or, without
     a checkpoint, freshly initialised (useful for tests; a random frozen backbone is a random-features baseline).
-    The architecture arguments default to what the checkpoint says.
+    The architecture arguments default to what the checkpoint says. A probe's own checkpoint holds its backbone's
+    weights, so it loads (``load_from_checkpoint``) when the file its ``backbone_checkpoint`` names is gone, damaged
+    or re-written with another architecture; given every architecture argument, such a file's error is raised at
+    the first forward pass instead, unless a checkpoint of this probe supplied the weights.
 
     With ``freeze_backbone=True`` (default) the backbone has ``requires_grad=False`` and stays in eval mode
     (BatchNorm uses its pretrained statistics) even while the module trains; gradients with respect to the
@@ -99,8 +102,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         standardize: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        num_classes = check_int("num_classes", num_classes, 2)  # a NumPy integer too, as the other models
         check_number("lr", lr, 0, low_open=True)
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {optimizer!r}.")
@@ -119,9 +121,11 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         if own:
             self.hparams["feature_dim"] = feat
         arch = (backbone, in_channels, width, first_conv, maxpool1)
-        #: the backbone file named but absent, the architecture known: its weights must come from a checkpoint of this
-        #: probe (:meth:`on_load_checkpoint`) before :meth:`features` runs; None otherwise
+        #: the backbone file named but absent (or unusable, see below), the architecture known: its weights must come
+        #: from a checkpoint of this probe (:meth:`on_load_checkpoint`) before :meth:`features` runs; None otherwise
         self._backbone_pending: str | None = None
+        #: why the file named could not be read, raised by :meth:`features` in place of "no such file"
+        self._backbone_error: Exception | None = None
         if (backbone_checkpoint is not None and (own or all(a is not None for a in arch))
                 and not os.path.exists(backbone_checkpoint)):
             # a probe rebuilt from its own checkpoint (`load_from_checkpoint`, `lit-robust test --ckpt_path`): its
@@ -133,6 +137,15 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             try:
                 net = load_backbone(backbone_checkpoint, backbone, in_channels, width, first_conv, maxpool1,
                                     argument="backbone_checkpoint")
+            except ValueError as err:
+                if own or not all(a is not None for a in arch):
+                    raise
+                # every architecture argument given: a probe rebuilt from its own checkpoint, whose state dict holds
+                # the backbone's weights. The pretraining file it names was re-written since (the pretraining config
+                # overwrites its last.ckpt; another `width` was "another architecture") or damaged: that made the
+                # probe's own checkpoint unloadable. The error waits for `features`, unless that checkpoint loads.
+                net = simclr_backbone(*arch)  # type: ignore[arg-type]
+                self._backbone_pending, self._backbone_error = os.fspath(backbone_checkpoint), err
             except FileNotFoundError as err:
                 # `lit-robust test --ckpt_path last` builds the probe from the config before it finds the checkpoint
                 # (a release check): only a file given as `--ckpt_path` brings the saved architecture in time
@@ -143,8 +156,10 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         elif own:
             net = backbone
         else:
-            net = simclr_backbone(backbone or "cnn", in_channels or 1, width or 16,
-                                  True if first_conv is None else first_conv, True if maxpool1 is None else maxpool1)
+            # `is None`, not `or`: `in_channels=0` and `width=0` were silently built as 1 and 16 channels
+            net = simclr_backbone("cnn" if backbone is None else backbone, 1 if in_channels is None else in_channels,
+                                  16 if width is None else width, True if first_conv is None else first_conv,
+                                  True if maxpool1 is None else maxpool1)
         # the architecture actually built goes into the hyper-parameters (and so into this module's checkpoints)
         self.hparams.update({k: v for k, v in (getattr(net, "arch", None) or {}).items() if k in self.hparams})
         feat = feat if own else net.feature_dim
@@ -165,9 +180,12 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         check_fits_data(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._backbone_pending = None  # the backbone's weights come with the checkpoint's state dict
+        # the backbone's weights come with the checkpoint's state dict
+        self._backbone_pending, self._backbone_error = None, None
 
     def _missing_backbone(self) -> None:
+        if self._backbone_error is not None:
+            raise self._backbone_error
         path = self._backbone_pending
         where = "" if os.path.isabs(path) else f"; a relative path is read from the current folder, {os.getcwd()}"
         raise FileNotFoundError(
