@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from lit_robust.models.supervised import ImageClassifier
 from lit_robust.reporting import print_table
 
 __all__ = ["run_demo"]
+
+MAX_SEED = 2**32 - 1  # the largest seed `pl.seed_everything` takes
 
 
 def _quiet() -> None:
@@ -70,10 +73,11 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                         ("--final-epochs", args.final_epochs)):
         if value < 1:  # no early round would make the "ITLM" run plain training
             p.error(f"argument {flag} must be an integer >= 1, got {value}")
-    if not args.lr > 0:
-        p.error(f"argument --lr must be > 0, got {args.lr}")
-    if any(s < 0 for s in args.seeds):
-        p.error(f"argument --seeds must be integers >= 0, got {args.seeds}")
+    if not 0 < args.lr < math.inf:  # inf passed here and was refused by the model, after the header
+        p.error(f"argument --lr must be a finite number > 0, got {args.lr}")
+    if any(not 0 <= s <= MAX_SEED for s in args.seeds):
+        # seed_everything's bound (NumPy's): 2**32 ended in Lightning's traceback after the header
+        p.error(f"argument --seeds must be integers in [0, {MAX_SEED}], got {args.seeds}")
 
 
 def _seed_row(seed: int, args: argparse.Namespace, keep: float, rounds: list[int]) -> dict[str, Any]:

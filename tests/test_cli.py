@@ -1115,14 +1115,18 @@ def test_finetune_config_without_backbone_checkpoint_file_says_so(tmp_path, caps
     (["--final-epochs", "0"], "--final-epochs"),
     (["--lr", "-1"], "--lr"),
     (["--seeds", "-1"], "--seeds"),
+    (["--seeds", "4294967296"], "--seeds"),  # beyond seed_everything's range: Lightning's traceback after the header
+    (["--lr", "inf"], "--lr"),  # refused by the model only, as `lr`, after the header
     (["--noise", "gaussian"], "--noise"),
 ])
 def test_demo_rejects_bad_flags_before_training(capsys, flags, named):
+    """Every bad flag is named, in one line, before anything runs (no header, no traceback)."""
     with pytest.raises(SystemExit) as err:
         main(["demo", *flags])
     assert err.value.code == 2
-    msg = capsys.readouterr().err
-    assert f"argument {named}" in msg and "Traceback" not in msg
+    out = capsys.readouterr()
+    msg = out.err
+    assert f"argument {named}" in msg and "Traceback" not in msg and "lit-robust demo" not in out.out
 
 
 def test_the_error_shown_in_the_cli_page_is_the_one_printed(capsys, monkeypatch):
