@@ -125,3 +125,36 @@ def test_linear_regressor_takes_targets_of_one_value_per_sample_in_either_shape(
     model.log = lambda name, value, **kw: logged.update({name: value})
     model.test_step((x, target), 0)
     torch.testing.assert_close(logged["test_mse"], ((pred.squeeze(1) - y) ** 2).mean())
+
+
+@pytest.mark.parametrize("kind", ["classifier", "mlp_regressor", "linear_regressor"])
+def test_several_predict_loaders_and_test_loaders_each_get_their_own_rows_and_values(tmp_path, kind):
+    """The ready-made classifiers' and regressors' `predict_step` (and the classifiers' and LinearRegressor's
+    `test_step`) took no `dataloader_idx`: Lightning refused several loaders ("no `dataloader_idx` argument in
+    `MLPClassifier.predict_step()`"), so PredictionWriter's `dataloader_idx` column was out of reach. Each test
+    loader gets its own value, the one a single-loader run gives (one metric fed by both would mix them)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import LinearRegressor, MLPRegressor, PredictionWriter
+    from tests.conftest import tiny_trainer
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 6)
+    if kind == "classifier":
+        from lit_robust import MLPClassifier
+
+        model, y, key = MLPClassifier(6, 3, hidden=4, hidden_layers=1), torch.arange(12) % 3, "test_acc"
+    elif kind == "mlp_regressor":
+        model, y, key = MLPRegressor(6, 1, hidden=4, hidden_layers=1), torch.randn(12), None
+    else:
+        model, y, key = LinearRegressor(6), torch.randn(12), "test_mse"
+    loaders = [DataLoader(TensorDataset(x, y), batch_size=5), DataLoader(TensorDataset(x[:4], y[:4]), batch_size=5)]
+    writer = PredictionWriter(dirpath=str(tmp_path))
+    tiny_trainer(tmp_path, 1, [writer]).predict(model, loaders, return_predictions=False)
+    lines = open(writer.path).read().splitlines()
+    assert lines[0].startswith("index,dataloader_idx,prediction") and len(lines) == 1 + 12 + 4
+    assert [line.split(",")[1] for line in lines[1:]] == ["0"] * 12 + ["1"] * 4
+    if key is not None:
+        both = tiny_trainer(tmp_path, 1).test(model, loaders, verbose=False)
+        alone = [tiny_trainer(tmp_path, 1).test(model, loader, verbose=False)[0][key] for loader in loaders]
+        assert [both[k][f"{key}/dataloader_idx_{k}"] for k in (0, 1)] == alone

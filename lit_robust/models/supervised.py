@@ -207,6 +207,9 @@ class _Classifier(RobustMixin, pl.LightningModule):
     def _build_metrics(self, num_classes: int) -> None:
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # the test loaders after the first, one metric each, made on demand: one metric fed by every loader gave each
+        # `test_acc/dataloader_idx_k` the accuracy over all of them
+        self.test_acc_more = nn.ModuleList()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -232,12 +235,19 @@ class _Classifier(RobustMixin, pl.LightningModule):
         self.log("val_loss", F.cross_entropy(logits, b.target), sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)
-        self.test_acc(self(b.input), b.target)
-        self.log("test_acc", self.test_acc)
+        if dataloader_idx == 0:
+            metric, name = self.test_acc, "test_acc"
+        else:
+            while len(self.test_acc_more) < dataloader_idx:
+                self.test_acc_more.append(MulticlassAccuracy(self.test_acc.num_classes, average="micro").to(self.device))
+            metric, name = self.test_acc_more[dataloader_idx - 1], f"test_acc_more.{dataloader_idx - 1}"
+        metric(self(b.input), b.target)
+        self.log("test_acc", metric, metric_attribute=name)  # Lightning adds `/dataloader_idx_k` for several
 
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The predicted class of each sample (several predict loaders too: Lightning passes ``dataloader_idx``)."""
         return self(unpack_eval_batch(batch).input).argmax(-1)
 
     def configure_optimizers(self) -> Any:
@@ -478,12 +488,12 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
         target = b.target.reshape(pred.shape)
         return ((pred - target) ** 2).flatten(1).mean(1), pred
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)
         pred = self(b.input)
         self.log("test_mse", F.mse_loss(pred, b.target.reshape(pred.shape)), sync_dist=True)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self(unpack_eval_batch(batch).input)
 
     def configure_optimizers(self) -> Any:
@@ -640,7 +650,7 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
             return None
         return [str(n) for n in names]
 
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self(unpack_eval_batch(batch).input)
 
     def configure_optimizers(self) -> Any:
