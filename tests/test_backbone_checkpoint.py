@@ -199,3 +199,16 @@ def test_width_beside_a_resnet_checkpoint_is_no_conflict(tmp_path):
         assert torch.equal(net(x), model.backbone.eval()(x))
     with pytest.raises(ValueError, match=r"another architecture: `maxpool1`=True but the checkpoint says False"):
         load_backbone(path, width=99, maxpool1=True)
+
+
+def test_a_probe_given_a_path_object_writes_checkpoints_that_read_weights_only(tmp_path):
+    """`LinearProbe(backbone_checkpoint=pathlib.Path(...))` kept the Path in its hyper-parameters, so its own
+    checkpoints were refused by `load_backbone` (and any `torch.load(..., weights_only=True)`): "Unsupported global:
+    pathlib.PosixPath"."""
+    torch.save({"state_dict": SimCLR(width=4).state_dict(), "hyper_parameters": {"backbone": "cnn", "width": 4}},
+               tmp_path / "simclr.ckpt")
+    probe = LinearProbe(backbone_checkpoint=tmp_path / "simclr.ckpt", num_classes=3)
+    assert probe.hparams.backbone_checkpoint == str(tmp_path / "simclr.ckpt")
+    torch.save({"state_dict": probe.state_dict(), "hyper_parameters": dict(probe.hparams)}, tmp_path / "probe.ckpt")
+    again = load_backbone(tmp_path / "probe.ckpt")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in probe.backbone.state_dict().items())

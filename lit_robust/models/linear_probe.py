@@ -112,6 +112,10 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         if backbone_checkpoint is not None and not isinstance(backbone_checkpoint, (str, os.PathLike)):
             raise TypeError(f"`backbone_checkpoint` must be a file path or None, got {type(backbone_checkpoint).__name__}"
                             f" {backbone_checkpoint!r}.")
+        if backbone_checkpoint is not None:
+            # a str in the hyper-parameters: a `pathlib.Path` there made this probe's checkpoints unreadable
+            # weights-only ("Unsupported global: pathlib.PosixPath"), by `load_backbone` too
+            backbone_checkpoint = os.fspath(backbone_checkpoint)
         check_dim_needs_own_backbone("LinearProbe", backbone, feature_dim)
         own = backbone is not None and not isinstance(backbone, str)
         feat = own_backbone_dim(backbone, feature_dim) if own else None
