@@ -617,3 +617,46 @@ def test_a_failed_round_fit_gives_the_datamodule_its_own_train_dataloader_back(t
     module = TinyModel()
     tiny_trainer(tmp_path, 1).fit(module, data)
     assert torch.cat(module.seen).unique().numel() == 96
+
+
+class RaiseInStep(TinyModel):
+    """Raises inside its training step (after the callbacks' batch-start hooks) at global step ``at``."""
+
+    at: int | None = 3
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.at:
+            raise RuntimeError("a bug in the step")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("rule", ["prl", "prl_g"])
+def test_a_filter_whose_fit_raised_leaves_the_module_as_it_found_it(tmp_path, rule):
+    """Sweep user: Lightning calls no `teardown` after a fit that raised, so the filter stayed among the module's
+    selectors and PRL(G)'s hooks, left recording by the step that raised, kept every later forward of the module
+    (its autograd graph too) in a list nothing cleared (42 calls after one more epoch on digits)."""
+    module = RaiseInStep()
+    with pytest.raises(RuntimeError, match="a bug in the step"):
+        tiny_trainer(tmp_path, 2, [BatchFilter(rule, drop_ratio=0.3)]).fit(module, BlobsData(n=96))
+    assert module.batch_selectors == []
+    assert all(not m._forward_hooks for m in module.modules())
+    module.at = None
+    tiny_trainer(tmp_path, 1).fit(module, BlobsData(n=96))  # the same module goes on, plainly
+    assert module.batch_selectors == []
+
+
+def test_an_adversarial_trigger_whose_fit_raised_does_not_leave_the_selectors_paused(tmp_path):
+    """Sweep user: a step that raised under `AdversarialTrigger(filter_in="inner")` left the module's selectors paused
+    (Lightning calls no `teardown` after a fit that raised), and the next fit of the module under a BatchFilter
+    filtered nothing (`seen=0`), told only that its training step never called `reduce_loss`."""
+    from lit_robust import AdversarialTrigger
+
+    module = RaiseInStep()
+    trigger = AdversarialTrigger(0.1, value_range=None, filter_in="inner")
+    with pytest.raises(RuntimeError, match="a bug in the step"):
+        tiny_trainer(tmp_path, 2, [BatchFilter("prl", drop_ratio=0.3), trigger]).fit(module, BlobsData(n=96))
+    assert not module.selectors_paused
+    module.at = None
+    again = BatchFilter("prl", drop_ratio=0.25)
+    tiny_trainer(tmp_path, 1, [again]).fit(module, BlobsData(n=96))
+    assert (again.history[0].seen, again.history[0].dropped) == (96, 24)

@@ -127,6 +127,12 @@ class AdversarialTrigger(Callback):
         if stage == "fit" and isinstance(pl_module, RobustMixin):
             pl_module.selectors_paused = False
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning calls no `teardown` after a fit that raised: a step that raised with the selectors paused
+        # (`filter_in="inner"`) left them paused, and a later BatchFilter fit of the module filtered nothing
+        if isinstance(pl_module, RobustMixin):
+            pl_module.selectors_paused = False
+
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         module: RobustMixin = pl_module  # type: ignore[assignment]

@@ -522,6 +522,10 @@ class BatchFilter(Callback):
         # only after a batch of this fit trained (a reviewer's fit refused at train start was told to fit on)
         if self._report.active and not self._report.written and getattr(self, "_trained_this_fit", False):
             rank_zero_warn(unwritten_report_note(self.owner, exception))
+        # Lightning calls no `teardown` after a fit that raised: the filter stayed among the module's selectors and
+        # PRL(G)'s hooks kept recording every later forward of the module (with its autograd graph) into a list
+        # nothing cleared; a fit that goes on sets both up again
+        self._release(pl_module)
 
     def _apply_arguments(self, goes_on: bool = False) -> None:
         """Check the schedule's arguments as they are now and build the ``"auto"`` estimator for them (at construction
@@ -556,8 +560,12 @@ class BatchFilter(Callback):
         return "bookkeeping"
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+        if stage == "fit":
+            self._release(pl_module)
+
+    def _release(self, pl_module: pl.LightningModule) -> None:
+        """Leave the module as it was before this fit's setup (at teardown, and at an exception, after which
+        Lightning calls no teardown)."""
         if isinstance(pl_module, RobustMixin):
             pl_module.remove_batch_selector(self)
         if self._recorder is not None:
