@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_robust._backend import TrainerFn, rank_zero_warn
+from lit_robust._lightning import continues_earlier_fit
 from lit_robust.selection import distributed
 
 __all__ = ["MidEpochCheckpoint", "check_resumable", "check_resume_arguments_in_fit", "epoch_whose_end_was_skipped",
@@ -175,11 +176,22 @@ def seed_persistent_workers(trainer: Any) -> None:
     reproducibility newcomer's BatchFilter with their own ``DataLoader(num_workers=2, persistent_workers=True)``).
     With a generator of its own the global one is left alone; the shuffle (``shuffle=True`` made its sampler before
     this, on the global generator) is unchanged. lit_robust's datamodules and ITLM's loader have one. A loader made
-    later by a module's or datamodule's ``train_dataloader()`` is out of reach here: :func:`warn_inexact_resume`."""
+    later by a module's or datamodule's ``train_dataloader()`` is out of reach here: :func:`warn_inexact_resume`.
+
+    The generator given is seeded again at the setup of each later fit of the same loader that does not go on from
+    an earlier fit of its Trainer, so that each fit of a sweep draws what it draws in a process of its own."""
     source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
     loader = None if source is None or source.is_module() else source.instance
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     if _draws_worker_seed_globally(loader):
-        loader.generator = torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        loader.generator = torch.Generator().manual_seed(seed)
+        loader._lit_robust_generator = loader.generator  # ours to seed again at the next fit (see below)
+    elif (loader is not None and loader.generator is not None
+          and loader.generator is getattr(loader, "_lit_robust_generator", None)
+          and not continues_earlier_fit(trainer)):
+        # a sweep's second fit of the same loader went on from where the first fit left this generator: its
+        # workers' seeds (random augmentation) differed from the same seed's fit in a fresh process
+        loader.generator.manual_seed(seed)
 
 
 def _warn_unseeded_workers(trainer: Any, owner: str) -> None:
