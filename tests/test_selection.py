@@ -104,6 +104,23 @@ def test_keep_count_is_exact_at_large_n_and_round_trips_k_over_n():
     assert keep_count(3, 0.333333333) == 0  # 0.999999999: a product 1e-9 below 1 is not 1
 
 
+def test_keep_count_does_not_count_one_too_many_above_10_to_the_8():
+    """A margin of 1e-12 of the product (4e-4 at 4e8) counted exact products such as 434740757.9996 as the next whole
+    number (a reviewer's keep_count(862409756, 0.5041) = 434740758, 3 in 200,000 random draws). The margin is now a
+    few units in the last place: the exact floor of the decimal product (Fraction) is the reference, with ratios of 4
+    and 6 decimals, and k / n still round-trips."""
+    from fractions import Fraction
+
+    assert keep_count(862409756, 0.5041) == 434740757
+    rng = random.Random(1)
+    for _ in range(20000):
+        n = rng.randint(10**7, 10**9)
+        ratio = Fraction(rng.randint(1, 10**4), 10**4) if rng.random() < 0.5 else Fraction(rng.randint(1, 10**6), 10**6)
+        assert keep_count(n, float(ratio)) == math.floor(ratio * n), (n, ratio)
+        k = rng.randint(1, n)
+        assert keep_count(n, k / n) == k, (n, k)
+
+
 @pytest.mark.parametrize("ratio", [0.0, -0.1, 1.01, math.nan])
 def test_keep_ratio_out_of_range(ratio):
     with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\], got"):

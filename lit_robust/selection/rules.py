@@ -43,10 +43,12 @@ __all__ = [
 def keep_count(n: int, keep_ratio: float) -> int:
     """Number of samples kept out of ``n``: ``floor(keep_ratio * n)``.
 
-    A product just below a whole number counts as that number -- within 5e-10, or 1e-12 of the product where that is
-    more -- so that ``0.29 * 100`` keeps 29 and not 28 because of binary floating point, at any ``n`` (rounding to 9
-    decimals alone kept 28999999 of 10**8 at 0.29, and ITLM's ``"auto"``, which keeps ``k`` as ``k / n``, one
-    sample fewer than ``k`` for a few ``n`` above 10**6).
+    A product just below a whole number counts as that number -- within 5e-10, or 4 units in the last place of the
+    product where that is more -- so that ``0.29 * 100`` keeps 29 and not 28 because of binary floating point, at
+    any ``n`` (rounding to 9 decimals alone kept 28999999 of 10**8 at 0.29, and ITLM's ``"auto"``, which keeps ``k``
+    as ``k / n``, one sample fewer than ``k`` for a few ``n`` above 10**6). The float error of ``keep_ratio * n`` is
+    about one unit in the last place; a margin of 1e-12 of the product, used before, kept one sample too many above
+    about 10**8 samples (``keep_count(862409756, 0.5041)`` read 434740758 for the exact 434740757.9996).
 
     >>> keep_count(10, 0.55), keep_count(100, 0.29), keep_count(3, 1.0), keep_count(10**8, 0.29)
     (5, 29, 3, 29000000)
@@ -57,7 +59,7 @@ def keep_count(n: int, keep_ratio: float) -> int:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r}.")
     product = keep_ratio * n
     whole = math.floor(product)
-    if whole + 1 - product <= max(5e-10, 1e-12 * product):
+    if whole + 1 - product <= max(5e-10, 4 * math.ulp(product)):
         whole += 1
     return min(n, int(whole))
 
