@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ import harness  # noqa: E402
 from harness import Benchmark, main, md_table  # noqa: E402
 
 FULL, QUICK, SMOKE = backdoor_mnist.FULL, backdoor_mnist.QUICK, backdoor_mnist.SMOKE
+
+
+def configure(s: Any, args: Any) -> Any:
+    """``--seeds`` names the watermark runs' seeds (``wm_seeds``): the only runs this script makes."""
+    return replace(s, wm_seeds=tuple(args.seeds)) if args.seeds is not None else s
 
 
 def tasks(s: Any, args: Any) -> list[dict]:
@@ -86,7 +92,7 @@ def headline(saved: dict) -> dict:
 
 
 BENCHMARK = Benchmark(name="itlm_per_class_backdoor", doc=__doc__, modes={"full": FULL, "quick": QUICK, "smoke": SMOKE},
-                      tasks=tasks, run=run_one, render=render, headline=headline,
+                      tasks=tasks, run=run_one, render=render, headline=headline, configure=configure,
                       jobs={"full": 2, "quick": 2, "smoke": 1})
 
 if __name__ == "__main__":

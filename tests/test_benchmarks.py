@@ -743,6 +743,20 @@ def test_itlm_per_class_backdoor_smoke_ends_with_headline_json():
     assert all(0 <= v["asr"] <= 100 and 0 <= v["dropped_poisoned"] <= 100 for v in row.values())
 
 
+def test_itlm_per_class_backdoor_seeds_option_sets_the_runs_seeds():
+    """`--seeds` was accepted and silently ignored: the script's only runs take `wm_seeds`, so `--quick --seeds 4 5`
+    ran seed 0 (and its table said so). The option now names the watermark runs' seeds."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import harness
+
+    bench = harness.load_module("itlm_per_class_backdoor").BENCHMARK
+    for argv, seeds in ((["--quick", "--seeds", "4", "5"], [4, 5]), (["--quick"], [0]), ([], [0, 1, 2])):
+        args = bench.parser().parse_args(argv)
+        settings = bench.settings(harness.mode_of(args), args)
+        assert sorted({t["seed"] for t in bench.tasks(settings, args)}) == seeds
+        assert list(settings.wm_seeds) == seeds
+
+
 def test_itlm_per_class_rejects_bad_options():
     mod = _load("itlm_per_class")
     with pytest.raises(SystemExit, match=r"`--round-epochs` must be two or more integers >= 1, got \[4\]"):
