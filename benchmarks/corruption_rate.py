@@ -1159,8 +1159,8 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
 
 def _reproduce(saved: dict[str, Any]) -> str:
     """The table's Reproduce line: its command and which file that command writes. A run saved before the command
-    line was recorded gets the options that select its settings; one written outside ``benchmarks/results/`` and
-    copied here says so."""
+    line was recorded gets the options that select its settings; a full run written outside ``benchmarks/results/``
+    (a committed table copied here) says so. A quick or smoke run is never copied: it names the file it wrote."""
     p, cmd = saved["settings"], saved["meta"].get("command")
     default = "corruption_rate_reestimate.json" if p["rows"] == "reestimate" else "corruption_rate.json"
     if cmd is None:
@@ -1172,7 +1172,7 @@ def _reproduce(saved: dict[str, Any]) -> str:
                 f"changed since {saved['meta']['date']}; `--render benchmarks/results/{default}` re-prints it without "
                 "training).")
     path = saved_json(saved, default)
-    if path is not None and not path.startswith("benchmarks/results/"):
+    if path is not None and not path.startswith("benchmarks/results/") and saved["mode"] == "full":
         return (f"Reproduce: `{cmd}` (it wrote `{path}`, copied to `benchmarks/results/` under this table's name; "
                 "`--render` on the copied `.json` re-prints it without training).")
     return f"Reproduce: `{cmd}` {reproduce_note(saved, default)}."

@@ -159,6 +159,18 @@ def test_reproduce_line_names_the_json_its_command_wrote(name, default):
             assert default not in line.replace(written, ""), line
 
 
+def test_corruption_rate_quick_reproduce_line_names_the_file_it_wrote():
+    """`corruption_rate.py --quick --out DIR/X.md` said it wrote DIR/X.json, "copied to `benchmarks/results/` under
+    this table's name": nothing was copied. Only a full run (a committed table written elsewhere) says so."""
+    mod = _load("corruption_rate")
+    saved = json.loads((REPO / "benchmarks" / "results" / "corruption_rate_prl_auto.json").read_text())
+    committed = next(x for x in mod.BENCHMARK.render(saved).splitlines() if x.startswith("Reproduce:"))
+    assert "copied to `benchmarks/results/`" in committed  # the committed table's own words stay
+    saved["mode"], saved["meta"]["command"] = "quick", "python benchmarks/corruption_rate.py --quick --out runs/X.md"
+    line = next(x for x in mod.BENCHMARK.render(saved).splitlines() if x.startswith("Reproduce:"))
+    assert "copied" not in line and "`runs/X.json`" in line and "`--render runs/X.json`" in line, line
+
+
 def test_overhead_rejects_bad_options():
     mod = _load("overhead")
     with pytest.raises(SystemExit, match=r"`--only` must name measurements among \[.*'mixin/training_step'.*got \['nope'\]"):
