@@ -284,7 +284,12 @@ class Benchmark:
         s = self.modes[mode]
         if args.seeds is not None:
             if not (dataclasses.is_dataclass(s) and any(f.name == "seeds" for f in dataclasses.fields(s))):
-                raise SystemExit(f"`--seeds` is not an option of {self.name}: its protocol has no seeds")
+                # a protocol of parts (anomaly.py: moons, MNIST) has seeds per part, which `--seeds` does not reach
+                parts = {f.name: list(getattr(s, f.name).seeds) for f in dataclasses.fields(s)
+                         if hasattr(getattr(s, f.name), "seeds")} if dataclasses.is_dataclass(s) else {}
+                why = ("each part of its protocol fixes its own seeds (" + "; ".join(
+                    f"{name} {seeds}" for name, seeds in parts.items()) + ")") if parts else "its protocol has no seeds"
+                raise SystemExit(f"`--seeds` is not an option of {self.name}: {why}; got --seeds {args.seeds}")
             bad = [x for x in args.seeds if x < 0]
             if bad:
                 raise SystemExit(f"`--seeds` must be integers >= 0, got {args.seeds}")

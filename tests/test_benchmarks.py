@@ -130,6 +130,21 @@ def test_anomaly_rejects_bad_options():
         mod.main(mod.BENCHMARK, ["--smoke", "--parts", "moons", "cifar"])
 
 
+def test_seeds_refusal_says_where_the_seeds_are():
+    """`anomaly.py --seeds 3` was refused with "its protocol has no seeds", though its two parts run 5 and 3 seeds:
+    the refusal names each part's seeds and the value received."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import harness
+
+    for name, words in (("anomaly", "each part of its protocol fixes its own seeds (moons [0, 1, 2, 3, 4]; mnist "
+                                    "[0, 1, 2]); got --seeds [3]"),
+                        ("overhead", "its protocol has no seeds; got --seeds [3]")):
+        bench = harness.load_module(name).BENCHMARK
+        args = bench.parser().parse_args(["--seeds", "3"])
+        with pytest.raises(SystemExit, match=re.escape(f"`--seeds` is not an option of {name}: {words}")):
+            bench.settings("full", args)
+
+
 def test_anomaly_render_reprints_the_saved_run(capsys):
     mod = _load("anomaly")
     summary = mod.main(mod.BENCHMARK, ["--render", str(REPO / "benchmarks" / "results" / "anomaly.json")])
