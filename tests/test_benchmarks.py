@@ -186,26 +186,6 @@ def test_corruption_rate_quick_reproduce_line_names_the_file_it_wrote():
     assert "copied" not in line and "`runs/X.json`" in line and "`--render runs/X.json`" in line, line
 
 
-def test_selection_scaling_bound_counts_the_meta_row_the_selection_sends():
-    """The meta row grew from 7 to 8 int64 (2026-12-05) but the benchmark's per-rank byte bound and its text kept
-    56 bytes: the bound sat 8 bytes under what a selection running every pass sends. Both follow the row now; the
-    committed run (saved before) still renders its 56."""
-    from lit_robust.selection.radix import pass_schedule
-    from lit_robust.selection.sharded import _META
-
-    mod = _load("selection_scaling")
-    row = dict(world=2, dist="normal", n=10**6, hist_sent=41024, ratio=1.0, gather_received=None, exact=None,
-               kept_ok=True, hist_s=0.1, kth_s=0.1, topk_s=None, gather_s=None)
-    summary = mod.summarise([row], [10**6], mod.QUICK)
-    passes = pass_schedule(32, mod.QUICK.bits_per_pass) + pass_schedule(64, mod.QUICK.bits_per_pass)
-    assert summary["meta_row_bytes"] == 8 * _META == 64
-    assert summary["hist_bytes_sent_bound"] == 8 * _META + 8 + 24 + sum(8 << w for _, w in passes)
-    saved = json.loads((REPO / "benchmarks" / "results" / "selection_scaling.json").read_text())
-    assert "one 56-byte metadata row" in mod.BENCHMARK.render(saved)
-    saved["results"]["summary"].update(summary)
-    assert "one 64-byte metadata row" in mod.BENCHMARK.render(saved)
-
-
 def test_overhead_rejects_bad_options():
     mod = _load("overhead")
     with pytest.raises(SystemExit, match=r"`--only` must name measurements among \[.*'mixin/training_step'.*got \['nope'\]"):
