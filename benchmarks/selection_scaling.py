@@ -287,7 +287,8 @@ def render(saved: dict[str, Any]) -> str:
         "",
         f"* Histogram bytes per rank independent of n: **{'met' if h['hist_bytes_independent_of_n'] else 'NOT met'}**. "
         f"Every row sends at most {fmt_bytes(h['hist_bytes_sent_bound'])} per rank, a bound that holds for any n: one "
-        f"{h.get('meta_row_bytes', 56)}-byte metadata row, at most {h['key_passes_max']} key passes and {h['index_passes_max']} index passes of "
+        f"{h.get('meta_row_bytes', 56)}-byte metadata row, at most {h['key_passes_max']} key passes and "
+        f"{h['index_passes_max']} index passes of "
         f"at most 16 KiB each, and 32 bytes of counts/spans. Measured: {fmt_bytes(h['hist_bytes_sent_min'])} – "
         f"{fmt_bytes(h['hist_bytes_sent_max'])} sent per rank over all rows; the number of passes depends "
         "on the data (a pass can settle the threshold early; index passes run only when the threshold score is "
