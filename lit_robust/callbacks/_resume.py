@@ -186,8 +186,8 @@ def seed_persistent_workers(trainer: Any) -> None:
     if _draws_worker_seed_globally(loader):
         loader.generator = torch.Generator().manual_seed(seed)
         loader._lit_robust_generator = loader.generator  # ours to seed again at the next fit (see below)
-    elif (loader is not None and loader.generator is not None
-          and loader.generator is getattr(loader, "_lit_robust_generator", None)
+    elif (isinstance(loader, DataLoader) and loader.generator is not None  # not a dict of loaders or an array,
+          and loader.generator is getattr(loader, "_lit_robust_generator", None)  # which are refused later by name
           and not continues_earlier_fit(trainer)):
         # a sweep's second fit of the same loader went on from where the first fit left this generator: its
         # workers' seeds (random augmentation) differed from the same seed's fit in a fresh process
