@@ -460,3 +460,22 @@ def test_size_and_channels_come_from_the_folders_first_image_even_when_it_is_hel
     assert ("to the size of the folder's first image, ``ImageFolder(root).samples[0]``, whether or not it is held out"
             in doc)
     assert "first training image" not in doc
+
+
+def test_held_out_counts_given_on_the_command_line_are_counts_not_refused_fractions(tmp_path):
+    """`lit-robust fit --data.init_args.test_size 2 --data.init_args.val_size 3` was refused ("must be a fraction in
+    [0, 1) ... or a whole number of images >= 0, got 2.0"): jsonargparse reads a count given to a `float | int` as a
+    float, so a count of held-out images could not be given from the CLI or a config at all."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(ImageFolderDataModule, "data")
+    cfg = parser.parse_args(["--data.root", str(_folder(tmp_path / "train")), "--data.test_size", "2",
+                             "--data.val_size", "3"])
+    assert (cfg.data.test_size, cfg.data.val_size) == (2.0, 3.0)  # what the CLI hands the datamodule
+    dm = parser.instantiate_classes(cfg).data
+    dm.setup("fit")
+    assert (len(dm.test_set), len(dm.val_set), len(dm.train_set)) == (2, 3, 13)
+    with pytest.raises(ValueError, match=r"`test_size` must be a fraction in \[0, 1\) of the images or a whole number "
+                                         r"of images >= 0, got 2.5\."):
+        ImageFolderDataModule(str(tmp_path / "train"), test_size=2.5)

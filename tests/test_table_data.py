@@ -835,3 +835,21 @@ def test_split_sizes_take_numpy_numbers():
     assert (len(dm.test_set), len(dm.val_set), len(dm.train_set)) == (3, 5, 12)
     with pytest.raises(ValueError, match=r"`val_size` must be a fraction in \[0, 1\).*got np.float64\(1.5\)"):
         TableDataModule(frame=table(20), target="kind", val_size=np.float64(1.5))
+
+
+def test_held_out_counts_given_on_the_command_line_are_counts_not_refused_fractions(tmp_path):
+    """`lit-robust fit --data.init_args.val_size 2` was refused ("must be a fraction in [0, 1) of the rows or a whole
+    number of rows >= 0, got 2.0"): jsonargparse reads a count given to `val_size: float | int` as a float, so a
+    number of validation rows could not be given from the CLI or a config at all."""
+    from jsonargparse import ArgumentParser
+
+    path = tmp_path / "t.csv"
+    table(30).to_csv(path, index=False)
+    parser = ArgumentParser()
+    parser.add_class_arguments(TableDataModule, "data")
+    cfg = parser.parse_args(["--data.path", str(path), "--data.target", "kind", "--data.features", "[a, b]",
+                             "--data.val_size", "2", "--data.test_size", "3"])
+    assert cfg.data.val_size == 2.0 and isinstance(cfg.data.val_size, float)  # what the CLI hands the datamodule
+    dm = parser.instantiate_classes(cfg).data
+    dm.setup("fit")
+    assert (len(dm.val_set), len(dm.test_set), len(dm.train_set)) == (2, 3, 25)

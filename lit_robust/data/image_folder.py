@@ -202,10 +202,13 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if test_root is not None and test_size not in (None, 0):
             raise ValueError(f"`test_size` must be 0 with a `test_root` folder, got {test_size!r}.")
         for name, value in (("test_size", test_size), ("val_size", val_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                    isinstance(value, float) and not value < 1):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or (
+                    isinstance(value, float) and not value < 1 and not value.is_integer()):
                 raise ValueError(f"`{name}` must be a fraction in [0, 1) of the images or a whole number of images "
                                  f">= 0, got {value!r}.")
+        # a count, also given as a whole float: jsonargparse reads `--data.init_args.test_size 2` (a `float | int`)
+        # as 2.0, which the CLI and configs refused as neither a fraction nor a count
+        test_size, val_size = (int(v) if isinstance(v, float) and v >= 1 else v for v in (test_size, val_size))
         check_int("image_size", image_size, 1, optional=True)
         if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
             raise ValueError(f"`channels` must be 1 (grayscale), 3 (RGB) or None (as the first image), got "

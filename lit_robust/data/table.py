@@ -197,8 +197,12 @@ def _numbers(frame: Any) -> Tensor:
 
 def _share(name: str, value: Any, n: int) -> int:
     """A row count from ``value``: a fraction in [0, 1) of ``n`` (rounded) or a whole number of rows. NumPy numbers
-    count as Python's (``np.int64(40)`` from a computed count was refused, as the other arguments' checks take it)."""
-    whole = isinstance(value, numbers.Integral)
+    count as Python's (``np.int64(40)`` from a computed count was refused, as the other arguments' checks take it), and
+    so does a whole float >= 1 (``2.0``): jsonargparse reads ``--data.init_args.val_size 2`` (a ``float | int``) as
+    ``2.0``, which was refused from the CLI and configs as neither a fraction nor a count."""
+    whole = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and value >= 1
+        and float(value).is_integer())
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not value >= 0 or (
             not whole and not value < 1):
         raise ValueError(f"`{name}` must be a fraction in [0, 1) of the rows or a whole number of rows >= 0, got "
