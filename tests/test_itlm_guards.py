@@ -155,6 +155,32 @@ def test_validation_accuracy_at_chance_is_a_collapse(tmp_path):
     assert itlm.selection is None  # round 0 trained on all samples; round 1 again
 
 
+class FewValidationSamples(BlobsData):
+    def __init__(self, m: int) -> None:
+        super().__init__(with_val=True)
+        self.m = m
+
+    def val_dataloader(self):
+        return DataLoader(torch.utils.data.Subset(self.ds, range(self.m)), batch_size=8)
+
+
+@pytest.mark.parametrize("m", [1, 19, 20])
+def test_validation_accuracy_over_fewer_than_20_samples_is_not_judged_at_chance(tmp_path, m):
+    """A table's `val_size=1` read `val_acc` 0 over its one sample: every round whose training loss fell from 0.69 to
+    0.24 was judged collapsed, and `on_collapse='keep'` made ITLM train on all samples in every round (no trim)."""
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, ChanceAccuracy(), FewValidationSamples(m))
+    few = [str(w.message) for w in record if "fewer than the 20 needed" in str(w.message)]
+    if m < 20:
+        assert [r.collapsed for r in itlm.history] == [False, False] and collapse_warnings(record) == few
+        assert len(few) == 1 and f"the validation split holds {m} sample(s)" in few[0] and "`val_acc`" in few[0]
+        assert itlm.history[1].kept == 120  # round 0's model scored the data and round 1 trained on its trim
+    else:
+        assert [r.collapsed for r in itlm.history] == [True, True] and few == []
+
+
 def test_healthy_run_does_not_warn(tmp_path):
     from lit_robust import DigitsDataModule, ImageClassifier
 

@@ -126,6 +126,7 @@ _PER_CLASS_ADVICE = ("`ITLM(per_class=True)` keeps the same share of every class
                      "long-tailed set makes most of a rare class's labels flipped samples of common classes) nor "
                      "against a single-target backdoor, whose poison sits in one class.")
 _MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
+_MIN_VALIDATION_SAMPLES = 20  # fewer: a validation accuracy is not judged "at chance" (see `_finish_round`)
 
 
 _MAX_SEED = 2**32 - 1
@@ -483,7 +484,8 @@ class ITLM(Callback):
             training loss is not finite; or it trained a fresh model (round 0, or ``reinit=True``) for two
             epochs or more and its loss did not move, or did not fall and stayed no better than a uniform
             guess; or a validation accuracy (``monitor`` if it names one, else the first ``val*acc*`` metric)
-            measured in the round's last epoch is at chance. The training loss is the mean of what
+            measured in the round's last epoch is at chance (judged only over a validation split of 20 samples
+            or more: a smaller one is warned about and its accuracy left out). The training loss is the mean of what
             ``training_step`` returns over the epoch's batches and all ranks; the number of classes comes
             from the module's ``hparams.num_classes`` or ``num_classes``, or the datamodule's (unknown: the
             rules that need it are skipped). ``"keep"`` (default): warn, and the next round trains on the
@@ -1459,6 +1461,17 @@ class ITLM(Callback):
             self._note_stale_metrics(rec, last_epoch, trainer)
         name = self._accuracy_name(rec)
         known = name is not None and self._val_epoch == last_epoch
+        few = _validation_samples(trainer) if known else None
+        if few is not None and few < _MIN_VALIDATION_SAMPLES:
+            # an accuracy over a handful of samples says nothing of chance: a 1-sample validation split (a table's
+            # `val_size=1`) read 0 and judged every learning round collapsed, so ITLM never trimmed at all
+            known = False
+            if "few validation samples" not in self._said:
+                self._said.add("few validation samples")
+                rank_zero_warn(f"ITLM: the validation split holds {few} sample(s), fewer than the "
+                               f"{_MIN_VALIDATION_SAMPLES} needed to tell a model at chance from one that learned: "
+                               f"`{name}` is not used to judge whether a round collapsed (its training loss still "
+                               "is). Give the validation split more samples for that check.")
         # the decision must be the same on every rank (the scoring pass that may follow is collective), so
         # every rank takes rank 0's figure
         dtype = torch.float32 if pl_module.device.type == "mps" else torch.float64
@@ -2353,6 +2366,27 @@ def _batch_size(batch: Any) -> int:
         return int(unpack_batch(batch).index.shape[0])
     except Exception:  # a batch of another layout: weigh it as one
         return 1
+
+
+def _validation_samples(trainer: pl.Trainer) -> int | None:
+    """The samples one validation run reads (every validation loader's, `limit_val_batches` applied, all processes
+    together), or ``None`` when a loader has no length or batch size to count them by."""
+    loaders = trainer.val_dataloaders
+    loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+    batches = list(trainer.num_val_batches)
+    if not loaders or len(batches) != len(loaders):
+        return None
+    total = 0
+    for loader, n_batches in zip(loaders, batches):
+        dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+        if not isinstance(batch_size, int) or not math.isfinite(n_batches):
+            return None
+        try:
+            size = len(dataset)  # type: ignore[arg-type]
+        except TypeError:  # an iterable dataset
+            return None
+        total += min(size, int(n_batches) * batch_size * trainer.world_size)
+    return total
 
 
 def _num_classes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
