@@ -541,6 +541,20 @@ def test_the_flows_trimming_filter_speaks_for_the_flow():
     assert model.batch_filter._auto.owner == "RealNVP" and model.batch_filter._report.owner == "RealNVP"
 
 
+def test_the_flows_short_auto_warm_up_warning_speaks_for_the_flow():
+    """`RealNVP(drop_ratio="auto")` (a warm-up of 0) was warned at construction "BatchFilter: `drop_ratio='auto'` with
+    `warmup_epochs=0` fixes its estimate ...", naming a filter the user never made (its later notes said RealNVP)."""
+    import warnings
+
+    from lit_robust import RealNVP
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        RealNVP(dim=2, drop_ratio="auto")
+    said = [str(w.message) for w in caught if "fixes its estimate" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("RealNVP: `drop_ratio='auto'` with `warmup_epochs=0`"), said
+
+
 def test_the_flows_warm_up_warning_speaks_for_the_flow(tmp_path):
     """A release checker's `RobustRealNVP(warmup_epochs=10)` under `max_epochs=3` was warned by "BatchFilter: the
     Trainer's `max_epochs`=3 ends the fit ...", a filter they had not configured."""

@@ -21,6 +21,7 @@ done by :class:`lit_robust.BatchFilter` (``rule="spl"``), which the module adds 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -173,8 +174,17 @@ class RealNVP(RobustMixin, AnomalyDetector):
         hp = self.hparams
         reporting = {"report": hp.report, "report_dir": hp.report_dir, "report_format": hp.report_format}
         if drop_ratio == "auto":
-            bf = BatchFilter("spl", drop_ratio="auto", warmup_epochs=hp.warmup_epochs, estimator=hp.estimator,
-                             auto_margin=hp.auto_margin, reestimate=hp.reestimate, **reporting)
+            # its construction warns of a short warm-up as "BatchFilter: ...", a filter the user never made: said
+            # again in this module's name
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                bf = BatchFilter("spl", drop_ratio="auto", warmup_epochs=hp.warmup_epochs, estimator=hp.estimator,
+                                 auto_margin=hp.auto_margin, reestimate=hp.reestimate, **reporting)
+            for w in said:
+                message = str(w.message)
+                if message.startswith("BatchFilter: "):
+                    message = f"{type(self).__name__}: {message[len('BatchFilter: '):]}"
+                warnings.warn(message, w.category, stacklevel=3)
         else:
             bf = BatchFilter("spl", drop_ratio=drop_ratio, warmup_epochs=hp.warmup_epochs, **reporting)
         # its notes speak for this module (an anomaly newcomer on the CLI read "BatchFilter: ..." for a filter they
