@@ -283,6 +283,20 @@ def count_epoch_started(trainer: pl.Trainer) -> None:
     progress.increment_started()
 
 
+def trains_another_epoch(trainer: pl.Trainer) -> bool:
+    """Whether the fit loop goes on to train an epoch after ``on_train_start``: its ``done`` (training batches,
+    ``max_steps``, ``max_epochs``), read without the "`Trainer.fit` stopped" line that property logs. Lightning calls
+    ``on_train_start`` and ``on_train_end`` of a fit resumed from the checkpoint of its last batch, which trains
+    nothing: the owners that start the next epoch themselves there (:func:`count_epoch_started`) must not start one
+    that never runs."""
+    loop = trainer.fit_loop
+    if trainer.num_training_batches == 0:
+        return False
+    if loop.max_steps not in (None, -1) and loop.epoch_loop.global_step >= loop.max_steps:
+        return False
+    return loop.max_epochs in (None, -1) or loop.epoch_progress.current.processed < loop.max_epochs
+
+
 def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:
     """Raise, naming the argument, the allowed range and the value, when a fractional ``limit_train_batches`` or an
     integer ``val_check_interval`` does not fit an epoch of ``batches`` training batches (``where`` says whose).

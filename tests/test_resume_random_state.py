@@ -582,3 +582,36 @@ def test_each_fit_of_a_sweep_reusing_one_loader_seeds_its_workers_as_a_fresh_pro
         pl.seed_everything(seed, verbose=False)
         tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.25), seen]).fit(TinyModel(), data)
     assert torch.equal(swept.states[1], fresh.states[0])
+
+
+@pytest.mark.parametrize("owner", ["BatchFilter", "CoTeaching", "RCA"])
+def test_a_report_resumed_from_the_fits_last_batch_is_the_uninterrupted_fits(tmp_path, owner):
+    """Resumed from the checkpoint of the fit's very last batch (`every_n_train_steps`), Lightning still calls
+    `on_train_start` but trains nothing: the owner closed the last epoch, then started an epoch after it that never
+    ran, whose start cleared the sums, so the per-sample report had every `score_last_epoch`, `kept` and
+    `clean_posterior` empty, and the Trainer's counters read one epoch more started than processed."""
+
+    def run(root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        every, data = 5, BlobsData(n=160, batch_size=32)
+        if owner == "BatchFilter":
+            keeper = BatchFilter("prl", drop_ratio=0.2, warmup_epochs=1, report_dir=str(root / "report"))
+            module, callbacks = TinyModel(), [keeper]
+        elif owner == "CoTeaching":
+            module = keeper = CoTeaching(TinyModel(), rule="prl", drop_ratio=0.2, warmup_epochs=1,
+                                         report_dir=str(root / "report"))
+            callbacks, every = [], 10  # two optimizer steps a batch
+        else:
+            module = keeper = RCA(2, hidden=16, latent=1, drop_ratio=0.2, warmup_epochs=1,
+                                  report_dir=str(root / "report"))
+            callbacks, data = [], _moons(160)
+        saves = ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}", every_n_train_steps=every)
+        trainer = tiny_trainer(root, 2, [*callbacks, saves], enable_checkpointing=True)
+        trainer.fit(module, data, ckpt_path=ckpt_path)
+        total = trainer.fit_loop.epoch_progress.total
+        return open(keeper.report_path).read(), (total.ready, total.started, total.processed, total.completed)
+
+    full = run(tmp_path / "a")
+    resumed = run(tmp_path / "b", tmp_path / "a" / "epoch=1.ckpt")
+    assert resumed[0].splitlines()[1] == full[0].splitlines()[1]  # the first row (fewest words on a failure)
+    assert resumed == full

@@ -17,6 +17,7 @@ from lit_robust._lightning import (
     count_epoch_started,
     no_training_batches,
     say_trained_nothing,
+    trains_another_epoch,
 )
 from lit_robust.callbacks._resume import epoch_whose_end_was_skipped, seed_persistent_workers, warn_inexact_resume
 from lit_robust.data.indexed import check_one_index_space
@@ -363,8 +364,9 @@ class ModuleReport:
         check_state_owner(self)
         self._report.start(self.trainer, self.device)
         warn_inexact_resume(self.trainer, type(self).__name__, skipped_end=getattr(self, "_skipped_end", None))
-        if self._close_skipped_epoch():
+        if self._close_skipped_epoch() and trains_another_epoch(self.trainer):
             # ... and Lightning 2.6 runs neither the next epoch's `on_train_epoch_start` nor counts that epoch started
+            # (none after the fit's last batch: that epoch's start cleared the sums the report is written from)
             ModuleReport.on_train_epoch_start(self)
             count_epoch_started(self.trainer)
 

@@ -21,6 +21,7 @@ from lit_robust._lightning import (
     refuse_no_training,
     say_trained_nothing,
     sigterm_without_collectives,
+    trains_another_epoch,
 )
 from lit_robust.callbacks._report_file import (
     EpochReport,
@@ -582,8 +583,9 @@ class BatchFilter(Callback):
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)
         warn_inexact_resume(trainer, self.owner, skipped_end=getattr(self, "_skipped_end", None))
-        if self._close_skipped_epoch(trainer, pl_module):
+        if self._close_skipped_epoch(trainer, pl_module) and trains_another_epoch(trainer):
             # ... and Lightning 2.6 runs neither the next epoch's `on_train_epoch_start` nor counts that epoch started
+            # (none after the fit's last batch: that epoch's start cleared the sums the report is written from)
             self.on_train_epoch_start(trainer, pl_module)
             count_epoch_started(trainer)
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds

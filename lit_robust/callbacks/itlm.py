@@ -42,6 +42,7 @@ from lit_robust._lightning import (
     resolve_loader,
     say_trained_nothing,
     sigterm_without_collectives,
+    trains_another_epoch,
     with_sampler,
     writes_no_report,
 )
@@ -974,8 +975,9 @@ class ITLM(Callback):
             # ... and Lightning 2.6 does not call `on_train_epoch_start` of the epoch it goes on with either (measured):
             # a new round's re-initialisation waited for the epoch after. Nor does it count that epoch started, so a
             # checkpoint written inside it read as one of an epoch not begun, and its resume trained it again
-            self.on_train_epoch_start(trainer, pl_module)
-            count_epoch_started(trainer)
+            if trains_another_epoch(trainer):  # not after the fit's last batch: no epoch follows it
+                self.on_train_epoch_start(trainer, pl_module)
+                count_epoch_started(trainer)
             rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written at the last batch of epoch "
                            f"{closed}, before that epoch's end: Lightning goes on without that epoch's validation and "
                            "end hooks, nor the next epoch's start hooks. ITLM runs its own, so its rounds go on as in "
