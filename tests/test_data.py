@@ -197,6 +197,21 @@ def test_indexed_dataset_reads_narrow_integer_targets_as_int64_class_labels(dtyp
     assert MLPClassifier(in_features=2, num_classes=3).per_sample_loss(batch)[0].shape == (3,)
 
 
+def test_lit_robust_imports_on_a_torch_without_uint16_and_uint32():
+    """pyproject.toml allows torch 2.1 and 2.2, which have no `torch.uint16` / `torch.uint32` (added in 2.3): the
+    narrow-integer widening named them at import, and `import lit_robust` failed there with an AttributeError."""
+    import subprocess
+    import sys
+
+    # the packages built for this torch first (its own `torch.onnx` names uint16), then the two dtypes go
+    code = ("import torch, torchvision, torchmetrics, pytorch_lightning\nimport torchmetrics.functional.image\n"
+            "del torch.uint16, torch.uint32\nimport lit_robust.data.indexed as m\n"
+            "print(sorted(str(d) for d in m._NARROW_INTEGERS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == str(sorted(f"torch.{t}" for t in ("int8", "int16", "int32", "uint8")))
+
+
 def test_indexed_dataset_names_the_argument_for_targets_and_flags_it_cannot_read():
     """A single number as `targets` was torch's bare "len() of a 0-d tensor"; text flags or a pandas "boolean" column
     with <NA> as `corrupted`, torch's "too many dimensions 'str'" / "can't convert np.ndarray of type numpy.object_";

@@ -208,8 +208,11 @@ class IndexedDataset(Dataset):
         return index, x, y, self.corrupted[index]
 
 
-#: integer dtypes of class labels widened to int64 (``uint64`` is left: its values may not fit)
-_NARROW_INTEGERS = (torch.int8, torch.int16, torch.int32, torch.uint8, torch.uint16, torch.uint32)
+#: integer dtypes of class labels widened to int64 (``uint64`` is left: its values may not fit). ``uint16`` and
+#: ``uint32`` exist from torch 2.3 on: named directly, they made ``import lit_robust`` fail on the torch 2.1 and 2.2
+#: that pyproject.toml allows
+_NARROW_INTEGERS = tuple(getattr(torch, name) for name in ("int8", "int16", "int32", "uint8", "uint16", "uint32")
+                         if hasattr(torch, name))
 
 
 def _reads_as_number(value: Any) -> bool:
