@@ -424,6 +424,29 @@ def test_a_flows_drop_ratio_changed_between_fits_is_the_one_it_trims_at(tmp_path
     assert flow.drop_ratio == "auto"
 
 
+def test_a_flows_drop_ratio_set_to_auto_speaks_for_the_flow(tmp_path):
+    """`flow.drop_ratio = "auto"` on a RealNVP built with a number: the trimming filter built its `"auto"` estimator
+    at the fit's setup under the name "BatchFilter", so its notes ("BatchFilter: `drop_ratio='auto'` with
+    `warmup_epochs=0` fixes its estimate ...") named a filter the user never configured; they name the flow."""
+    import warnings
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset, RealNVP
+
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(100, dtype=torch.long))), batch_size=20)
+    flow = RealNVP(2, n_couplings=2, hidden=4, drop_ratio=0.1)
+    flow.drop_ratio = "auto"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 1, []).fit(flow, loader)
+    said = [str(w.message) for w in caught]
+    assert flow.batch_filter._auto.owner == "RealNVP"
+    assert any(s.startswith("RealNVP: `drop_ratio='auto'`") for s in said), said
+    assert not any(s.startswith("BatchFilter") for s in said), said
+
+
 def test_a_fitted_callback_and_module_still_pickle(tmp_path):
     """`torch.save` of a fitted CoTeaching failed ("cannot pickle 'weakref.ReferenceType' object") once the state
     remembered its Trainer by a weak reference; so did pickling a fitted BatchFilter."""

@@ -537,8 +537,11 @@ class BatchFilter(Callback):
                                           default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(self.warmup_epochs, self.scope, self.loss)
         self.auto_margin = float(self.auto_margin)
-        new = auto_for(self._auto, "BatchFilter", self.drop_ratio, self.estimator, self.auto_margin, self.reestimate,
-                       self.warmup_epochs, high=1.0 if self.allow_large_drop else 0.5, ranked_by=REPORT_RANKS)
+        # its notes speak for the filter's owner: RealNVP's `drop_ratio = "auto"` set on a filter built for a number
+        # builds the estimator here, and it said "BatchFilter: ..." for a filter the user never configured
+        new = auto_for(self._auto, getattr(self, "owner", "BatchFilter"), self.drop_ratio, self.estimator,
+                       self.auto_margin, self.reestimate, self.warmup_epochs,
+                       high=1.0 if self.allow_large_drop else 0.5, ranked_by=REPORT_RANKS)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, getattr(self, "owner", "BatchFilter"), goes_on)
 
     def _drop_partial_epoch(self, epoch: int) -> None:
