@@ -269,7 +269,8 @@ def epoch_whose_end_was_skipped(checkpoint: dict[str, Any]) -> int | None:
     other checkpoint. One written after a validation at the last batch has the batch completed: Lightning runs that
     epoch's end itself (a reviewer's, where ITLM ran it twice). Nor does Lightning 2.6 run the next epoch's
     ``on_train_epoch_start`` or count that epoch started (:func:`lit_robust._lightning.count_epoch_started`): each
-    owner of an epoch-by-epoch state (ITLM, BatchFilter, CoTeaching, RCA) runs both itself at train start."""
+    owner of an epoch-by-epoch state (ITLM, BatchFilter, CoTeaching, RCA) runs both itself at train start, the
+    next epoch's only where one follows (:func:`lit_robust._lightning.trains_another_epoch`)."""
     point = mid_epoch_checkpoint(checkpoint)
     return point.epoch if point is not None and point.last_batch and point.in_batch_end else None
 
