@@ -10,9 +10,9 @@ from dataclasses import asdict
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
-from lit_robust import AdversarialTrigger, BatchFilter, CoTeaching
+from lit_robust import AdversarialTrigger, BatchFilter, CoTeaching, IndexedDataset
 from tests.conftest import TinyModel, blobs, ddp_cpu_strategy, fit_ranks
 
 
@@ -137,9 +137,13 @@ def test_global_scope_equals_one_process_trim_of_the_union(kind, tmp_path):
 
 
 class SixtyFour(pl.LightningDataModule):
-    def __init__(self) -> None:
+    def __init__(self, anomalies: bool = False) -> None:
         super().__init__()
         self.ds = blobs(64)
+        if anomalies:  # RCA's: 4 values, 8 of the 64 samples far from the rest (an estimate of about 1/8, not 0)
+            x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+            x[::8] += 5.0
+            self.ds = IndexedDataset(TensorDataset(x, torch.zeros(64)), corrupted=torch.arange(64) % 8 == 0)
 
     def train_dataloader(self):
         return DataLoader(self.ds, batch_size=8, shuffle=True)
@@ -218,3 +222,65 @@ def test_adversarial_trigger_global_scope_shares_one_perturbation(scope, tmp_pat
         steps = torch.tensor(a["c"]) * k / tau  # eq. 5.5 over the union's k kept samples: integer sign sums
         assert torch.allclose(steps, steps.round(), atol=1e-4) and bool((steps.abs() <= k).all())
         assert bool((steps != 0).any())
+
+
+class Outcome(pl.Callback):
+    """Rank 0 writes the owner's records, ``"auto"`` estimates, report and weights at fit end."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_fit_end(self, trainer, pl_module):
+        owner = next((cb for cb in trainer.callbacks if isinstance(cb, BatchFilter)), pl_module)
+        if trainer.global_rank == 0:
+            with open(self.out, "w") as f:
+                json.dump({"history": [asdict(h) for h in getattr(owner, "history", [])],
+                           "estimates": {str(k): v for k, v in owner._auto.estimates.items()},
+                           "report": open(owner.report_path).read(),
+                           "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()]}, f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("kind", ["batch_filter", "coteaching", "rca"])
+def test_a_ddp_checkpoint_at_an_epochs_last_batch_resumes_the_uninterrupted_fit(kind, tmp_path):
+    """docs/checkpoints.md: from a checkpoint written at an epoch's last batch a resumed fit goes on with the
+    uninterrupted fit's weights, records and estimates. Under DDP that checkpoint held rank 0's part only of the
+    epoch's counts, ``"auto"`` scores and report sums, and the resumed fit closed the epoch on it: epoch 1 read
+    ``seen=32`` of 64, and its estimate, the drops after it and the report differed. Now every rank's part is on rank
+    0 when the checkpoint is written."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lit_robust import RCA
+
+    per_batch = 2 if kind == "coteaching" else 1  # Co-teaching's two optimizers step twice a batch
+
+    def fit(name, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        auto = dict(drop_ratio="auto", warmup_epochs=2, report=True, report_dir=str(tmp_path / f"{name}_report"))
+        callbacks = [Outcome(str(tmp_path / f"{name}.json")),
+                     ModelCheckpoint(dirpath=tmp_path / f"{name}_ckpt", save_top_k=-1, filename="{step}",
+                                     every_n_train_steps=4 * per_batch)]  # 64 samples, 2 ranks of 8: 4 batches
+        if kind == "batch_filter":
+            module = TinyModel()
+            callbacks.append(BatchFilter("spl", scope="global", **auto))
+        elif kind == "coteaching":
+            module = CoTeaching(TinyModel(), scope="global", **auto)
+        else:
+            module = RCA(dim=4, hidden=8, latent=1, dropout=0.0, lr=0.01, estimator="gmm", **auto)
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=callbacks, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, deterministic=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            trainer.fit(module, SixtyFour(anomalies=kind == "rca"), ckpt_path=ckpt_path)
+        finally:
+            torch.set_num_threads(threads)
+        return json.load(open(tmp_path / f"{name}.json"))
+
+    full = fit("full")
+    resumed = fit("resumed", ckpt_path=tmp_path / "full_ckpt" / f"step={8 * per_batch}.ckpt")  # epoch 1's last
+    if kind != "rca":
+        assert [h["seen"] for h in resumed["history"]] == [64, 64, 64]
+    assert resumed["estimates"] == full["estimates"], (resumed["estimates"], full["estimates"])
+    assert resumed == full

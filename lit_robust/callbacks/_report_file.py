@@ -19,7 +19,12 @@ from lit_robust._lightning import (
     say_trained_nothing,
     trains_another_epoch,
 )
-from lit_robust.callbacks._resume import epoch_whose_end_was_skipped, seed_persistent_workers, warn_inexact_resume
+from lit_robust.callbacks._resume import (
+    at_last_batch_under_ddp,
+    epoch_whose_end_was_skipped,
+    seed_persistent_workers,
+    warn_inexact_resume,
+)
 from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
     REPORT_FORMATS,
@@ -274,8 +279,11 @@ class _UnwrittenReportNote(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self.trained = False
 
-    def on_train_batch_end(self, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
         self.trained = True
+        # a module's own `on_train_batch_end` runs after the callbacks, ModelCheckpoint's save included: too late
+        if at_last_batch_under_ddp(trainer):
+            self.module._gather_epoch_to_rank_zero(trainer.current_epoch)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         report = self.module._report
@@ -322,6 +330,16 @@ class ModuleReport:
         auto = getattr(self, "_auto", None)
         if auto is not None:
             auto.reset()
+
+    def _gather_epoch_to_rank_zero(self, epoch: int) -> None:
+        """At the last training batch of ``epoch`` under DDP (a collective; this module's report callback calls it
+        before a ModelCheckpoint saves, :func:`~lit_robust.callbacks._resume.at_last_batch_under_ddp`): every rank's
+        report sums and ``"auto"`` scores of the epoch onto rank 0, whose state a checkpoint holds (a module with more
+        running state extends this)."""
+        self._report.flush()
+        auto = getattr(self, "_auto", None)
+        if auto is not None:
+            auto.gather_to_rank_zero(epoch, self.device)  # type: ignore[attr-defined]
 
     def _drop_partial_epoch(self, epoch: int) -> None:
         """What a stopped fit counted of ``epoch``, which it did not finish, goes: a fit going on from it on the same

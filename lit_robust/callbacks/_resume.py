@@ -16,8 +16,9 @@ from lit_robust._backend import TrainerFn, rank_zero_warn
 from lit_robust._lightning import continues_earlier_fit
 from lit_robust.selection import distributed
 
-__all__ = ["MidEpochCheckpoint", "check_resumable", "check_resume_arguments_in_fit", "epoch_whose_end_was_skipped",
-           "loss_argument", "mid_epoch_checkpoint", "random_state", "restore_random_state", "restore_random_state_in_fit",
+__all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_resumable", "check_resume_arguments_in_fit",
+           "epoch_whose_end_was_skipped", "loss_argument", "mid_epoch_checkpoint", "random_state",
+           "reduce_counters_to_rank_zero", "restore_random_state", "restore_random_state_in_fit",
            "seed_persistent_workers", "skipped_epoch_end_note", "warn_inexact_resume"]
 
 
@@ -273,6 +274,30 @@ def epoch_whose_end_was_skipped(checkpoint: dict[str, Any]) -> int | None:
     next epoch's only where one follows (:func:`lit_robust._lightning.trains_another_epoch`)."""
     point = mid_epoch_checkpoint(checkpoint)
     return point.epoch if point is not None and point.last_batch and point.in_batch_end else None
+
+
+def at_last_batch_under_ddp(trainer: Any) -> bool:
+    """Whether the training batch that just ended is its epoch's last (Lightning's own ``is_last_batch``, the one
+    :func:`epoch_whose_end_was_skipped` reads off a checkpoint), in a fit of several processes.
+
+    There, in ``on_train_batch_end``, the owners of an epoch's running state (BatchFilter, CoTeaching, RCA) move every
+    rank's part of it onto rank 0 (a collective: every rank reaches that batch), before a ModelCheckpoint after them
+    saves rank 0's state: a fit resumed from such a checkpoint (``every_n_train_steps`` of an epoch's length) ran that
+    epoch's end on rank 0's part alone (a 2-rank fit's record read ``seen=151`` of 302, and its ``"auto"`` estimate and
+    everything after it differed from the uninterrupted fit's)."""
+    if distributed.world_size() <= 1:
+        return False
+    progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+    return bool(getattr(progress, "is_last_batch", False))
+
+
+def reduce_counters_to_rank_zero(counters: torch.Tensor | None) -> torch.Tensor | None:
+    """Every rank's running counts summed onto rank 0, zeros elsewhere (a collective: see
+    :func:`at_last_batch_under_ddp`); the epoch's end sums the ranks again and reads the same totals."""
+    if counters is None:
+        return None
+    total = distributed.all_reduce_sum(counters)
+    return total if distributed.rank() == 0 else torch.zeros_like(total)
 
 
 def skipped_epoch_end_note(owner: str, epoch: int) -> str:

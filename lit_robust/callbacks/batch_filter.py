@@ -29,10 +29,12 @@ from lit_robust.callbacks._report_file import (
     unwritten_report_note,
 )
 from lit_robust.callbacks._resume import (
+    at_last_batch_under_ddp,
     check_resumable,
     epoch_whose_end_was_skipped,
     loss_argument,
     random_state,
+    reduce_counters_to_rank_zero,
     restore_random_state,
     seed_persistent_workers,
     warn_inexact_resume,
@@ -652,6 +654,16 @@ class BatchFilter(Callback):
             self._auto.add(*self._pending)  # only a preview ranked this step (AdversarialTrigger, filter_in="inner")
         self._pending, self._collected_step = None, False
         self._unrecorded_preview = None  # (a step that skipped its backward records nothing)
+        if at_last_batch_under_ddp(trainer):  # before a checkpoint of this batch saves rank 0's state
+            self._gather_epoch_to_rank_zero(trainer.current_epoch, pl_module.device)
+
+    def _gather_epoch_to_rank_zero(self, epoch: int, device: torch.device) -> None:
+        """Every rank's counts, report sums and ``"auto"`` scores of ``epoch`` onto rank 0 (a collective; see
+        :func:`~lit_robust.callbacks._resume.at_last_batch_under_ddp`): the epoch's end reads the same totals."""
+        self._counters = reduce_counters_to_rank_zero(self._counters)
+        self._report.flush()
+        if self._auto is not None:
+            self._auto.gather_to_rank_zero(epoch, device)
 
     def epoch_record(self, epoch: int) -> FilterEpochRecord:
         """The record of ``epoch``: from :attr:`history` once the epoch has ended, else from the running counts

@@ -19,6 +19,7 @@ from lit_robust.callbacks._resume import (
     check_resume_arguments_in_fit,
     loss_argument,
     random_state,
+    reduce_counters_to_rank_zero,
     restore_random_state_in_fit,
 )
 from lit_robust.callbacks.batch_filter import (
@@ -495,6 +496,11 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             zero = torch.zeros((), dtype=torch.int64, device=dev)
             parts = [seen, d1.sum(), d2.sum(), zero, zero, zero, one, zero]
         self._counters += torch.stack(parts)
+
+    def _gather_epoch_to_rank_zero(self, epoch: int) -> None:
+        """:meth:`ModuleReport._gather_epoch_to_rank_zero`, with the epoch's running counts of :attr:`history`."""
+        self._counters = reduce_counters_to_rank_zero(self._counters)
+        super()._gather_epoch_to_rank_zero(epoch)
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end(self.current_epoch)
