@@ -181,6 +181,31 @@ def test_other_bad_arguments_are_rejected():
         RealNVP(3).log_prob(torch.zeros(2, 4))
 
 
+
+@pytest.mark.parametrize(("cls", "kwargs"), [
+    (RCA, {"dim": 3, "hidden": 8, "latent": 2, "test_passes": 2, "warmup_epochs": 1}),
+    (AutoEncoder, {"dim": 3, "hidden": 8, "latent": 2}),
+    (RealNVP, {"dim": 4, "n_couplings": 2, "hidden": 8, "layers": 1, "warmup_epochs": 1, "n_power_iterations": 2}),
+    (RobustRealNVP, {"dim": 4, "n_couplings": 2, "hidden": 8, "layers": 1, "warmup_epochs": 1,
+                     "n_power_iterations": 2}),
+])
+def test_numpy_integer_sizes_are_taken_and_saved_as_python_ints(cls, kwargs):
+    """`RCA(dim=np.int64(3))` (a size computed with numpy) was refused as "must be an integer >= 1, got
+    np.int64(3)", unlike `lit_robust._checks.check_int` everywhere else; and the numpy `warmup_epochs` RCA did take
+    went into `hparams` as is, which made its checkpoints unreadable weights-only."""
+    import io
+
+    import numpy as np
+
+    model = cls(**{k: np.int64(v) for k, v in kwargs.items()})
+    assert {k: (type(model.hparams[k]), model.hparams[k]) for k in kwargs} == {k: (int, v) for k, v in kwargs.items()}
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": dict(model.hparams)}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["hyper_parameters"]["warmup_epochs" if "warmup_epochs" in kwargs
+                                                                     else "dim"] == kwargs.get("warmup_epochs", 3)
+
+
 # -- RCA and the autoencoder ---------------------------------------------------------------------------------------
 def test_rca_trains_on_exchanged_selections_and_beats_chance(tmp_path):
     pl.seed_everything(0)

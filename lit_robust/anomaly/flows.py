@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust._backend import Callback, TrainerFn
-from lit_robust._checks import check_bool, check_number
+from lit_robust._checks import _is_int, check_bool, check_int, check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import check_report_args, report_enabled
 from lit_robust.callbacks.batch_filter import BatchFilter
@@ -142,21 +142,26 @@ class RealNVP(RobustMixin, AnomalyDetector):
                  report: bool | None = None, report_dir: str | None = None, report_format: ReportFormat = "csv"
                  ) -> None:
         super().__init__()
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 2):
+        # numpy integers count, as in `lit_robust._checks.check_int`, and are saved as Python ints: a numpy integer in
+        # `hparams` makes a checkpoint unreadable weights-only
+        if dim is not None and (not _is_int(dim) or dim < 2):
             raise ValueError(f"`dim` must be an integer >= 2 (Real NVP splits the coordinates) or None (read from the "
                              f"datamodule at `setup`), got {dim!r}.")
-        for name, v in (("n_couplings", n_couplings), ("hidden", hidden), ("layers", layers)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
+        dim = None if dim is None else int(dim)
+        n_couplings, hidden, layers = (check_int(name, v, 1) for name, v in (
+            ("n_couplings", n_couplings), ("hidden", hidden), ("layers", layers)))
         self._drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}.")
+        warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
         self.k = _check_k(k)
-        _check_iterations(n_power_iterations)  # checked even with spectral_norm=False: it is saved with the model
+        # checked even with spectral_norm=False: it is saved with the model
+        n_power_iterations = _check_iterations(n_power_iterations)
         check_number("lr", lr, 0, low_open=True)
         check_number("weight_decay", weight_decay, 0)
         check_bool("spectral_norm", spectral_norm)
         self.save_hyperparameters()
+        # `save_hyperparameters` reads the arguments of the most derived constructor (RobustRealNVP's, unconverted)
+        self.hparams.update(dim=dim, n_couplings=n_couplings, hidden=hidden, layers=layers, warmup_epochs=warmup_epochs,
+                            n_power_iterations=n_power_iterations)
         self.couplings: nn.ModuleList | None = None
         self.spectral_layers: list[str] = []
         self._build_if_sized()

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust._backend import rank_zero_warn
-from lit_robust._checks import check_int, check_number
+from lit_robust._checks import _is_int, check_int, check_number
 from lit_robust._lightning import mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
@@ -109,14 +109,15 @@ def _dropout(module: nn.Module, active: bool) -> Iterator[None]:
             m.train(mode)
 
 
-def _check_arch(dim: Any, hidden: Any, latent: Any, dropout: Any) -> None:
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+def _check_arch(dim: Any, hidden: Any, latent: Any, dropout: Any) -> tuple[int | None, int, int]:
+    """``(dim, hidden, latent)`` as Python ints: numpy integers count, as in :func:`~lit_robust._checks.check_int`,
+    and go into ``hparams`` as ints (a numpy integer there makes a checkpoint unreadable weights-only)."""
+    if dim is not None and (not _is_int(dim) or dim < 1):
         raise ValueError(f"`dim` must be an integer >= 1 or None (read from the datamodule at `setup`), got {dim!r}.")
-    for name, v in (("hidden", hidden), ("latent", latent)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}.")
+    hidden, latent = check_int("hidden", hidden, 1), check_int("latent", latent, 1)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    return (None if dim is None else int(dim)), hidden, latent
 
 
 def _check_optim(lr: Any, weight_decay: Any) -> None:
@@ -143,7 +144,7 @@ class AutoEncoder(RobustMixin, AnomalyDetector):
     def __init__(self, dim: int | None = None, hidden: int = 128, latent: int = 16, dropout: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
-        _check_arch(dim, hidden, latent, dropout)
+        dim, hidden, latent = _check_arch(dim, hidden, latent, dropout)  # plain ints for `save_hyperparameters`
         _check_optim(lr, weight_decay)
         self.save_hyperparameters()
         self.net: MLPAutoEncoder | None = None
@@ -232,15 +233,14 @@ class RCA(ModuleReport, AnomalyDetector):
                  reestimate: bool = False, report: bool | None = None, report_dir: str | None = None,
                  report_format: ReportFormat = "csv") -> None:
         super().__init__()
-        _check_arch(dim, hidden, latent, dropout)
+        dim, hidden, latent = _check_arch(dim, hidden, latent, dropout)  # plain ints for `save_hyperparameters`
         _check_optim(lr, weight_decay)
         check_report_args(report, report_dir, report_format)
         self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
-        check_int("warmup_epochs", warmup_epochs, 0)
+        warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
         self._auto: AutoDropRatio | None = auto_for(None, "RCA", self.drop_ratio, estimator, auto_margin, reestimate,
                                                     warmup_epochs, ranked_by=REPORT_RANKS)
-        if isinstance(test_passes, bool) or not isinstance(test_passes, int) or test_passes < 1:
-            raise ValueError(f"`test_passes` must be an integer >= 1, got {test_passes!r}.")
+        test_passes = check_int("test_passes", test_passes, 1)
         self.save_hyperparameters()
         # attributes, not only hyperparameters: `lit-robust fit` turns a `report` left at None on
         self.report, self.report_dir, self.report_format = report, report_dir, report_format

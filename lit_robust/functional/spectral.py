@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -71,9 +72,10 @@ def _check_k(k: Any) -> float:
 
 
 def _check_iterations(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    # numpy integers count (as in lit_robust._checks), returned as a Python int for the hyper-parameters
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"`n_power_iterations` must be an integer >= 1, got {n!r}.")
-    return n
+    return int(n)
 
 
 # -- pure functions --------------------------------------------------------------------------------------------
