@@ -561,3 +561,27 @@ def test_semi_supervised_sizes_take_numpy_numbers(shared_data):
     assert type(dm.labeled_size) is int and type(dm.batch_size) is int
     with pytest.raises(ValueError, match=r"`labeled_size` must be an integer >= 1, got np.int64\(0\)"):
         SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), labeled_size=np.int64(0))
+
+
+def test_a_percent_hint_offers_only_a_fraction_the_argument_takes():
+    """`check_drop_ratio(50)` said "for 50 % pass drop_ratio=0.5", itself refused without `allow_large_drop`, and
+    RCA's `drop_ratio=50` and `contamination=50` were offered 0.5, which nothing lets them take."""
+    from lit_robust import RCA, anomaly_threshold
+    from lit_robust.selection.rules import check_drop_ratio
+
+    with pytest.raises(ValueError, match=r"got 50\.0\. It is a fraction, not a percent: for 50 % pass "
+                                         r"drop_ratio=0\.5 with `allow_large_drop=True`\.$"):
+        check_drop_ratio(50)
+    check_drop_ratio(0.5, allow_large_drop=True)  # what the hint says is taken
+    with pytest.raises(ValueError, match=r"got 30\.0\. It is a fraction, not a percent: for 30 % pass "
+                                         r"drop_ratio=0\.3\.$"):
+        check_drop_ratio(30)
+    with pytest.raises(ValueError, match=r"got 100\.0\. It is a fraction, not a percent, and 100 % is out of its "
+                                         r"range too \(drop_ratio < 1\)\.$"):
+        check_drop_ratio(100, allow_large_drop=True)
+    with pytest.raises(ValueError, match=r"It is a fraction, not a percent, and 50 % is out of its range too "
+                                         r"\(drop_ratio < 0\.5\)\.$"):
+        RCA(dim=4, drop_ratio=50)
+    with pytest.raises(ValueError, match=r"got 50\. It is a fraction, not a percent, and 50 % is out of its range "
+                                         r"too \(contamination < 0\.5\)\.$"):
+        anomaly_threshold(torch.rand(10), 50)

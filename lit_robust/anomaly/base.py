@@ -31,7 +31,8 @@ def check_ratio(name: str, value: Any, high: float = 0.5) -> float:
     y.float().mean()`` was told it "must be a number in [0, 0.5), got tensor(0.1000)"."""
     number = real_scalar(value)
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0.0 <= number < high:
-        raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}." + percent_hint(name, number))
+        raise ValueError(f"`{name}` must be a number in [0, {high}), got {value!r}."
+                         + percent_hint(name, number, high, high_open=True))
     return float(number)
 
 

@@ -297,7 +297,8 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     if high is not None:
         if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)) or not 0 <= drop_ratio < high:
             raise ValueError(f"`{name}` must be a number in [0, {high:g}), got {drop_ratio!r} (or 'auto' to "
-                             "estimate it from the training scores)." + percent_hint(name, drop_ratio))
+                             "estimate it from the training scores)."
+                             + percent_hint(name, drop_ratio, high, high_open=True))
         ratio = float(drop_ratio)
     else:
         try:

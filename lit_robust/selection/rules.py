@@ -225,12 +225,27 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
     return dense
 
 
-def percent_hint(name: str, value: object) -> str:
+def percent_hint(name: str, value: object, high: float = 1.0, high_open: bool = False, opt_in: str = "") -> str:
     """" It is a fraction: ..." when ``value`` reads as a percent (2 <= value <= 100; 1.5 reads as a slip), else
-    ``""``: a regression user's `--trainer.callbacks.init_args.drop_ratio 25` got the range alone."""
+    ``""``: a regression user's `--trainer.callbacks.init_args.drop_ratio 25` got the range alone. The fraction is
+    offered only where the argument takes it (at most ``high``, below it with ``high_open``), or with ``opt_in``
+    (e.g. ``"`allow_large_drop=True`"``) where that makes it allowed below 1: ``drop_ratio=50`` was told to pass
+    0.5, which is refused too.
+
+    >>> percent_hint("drop_ratio", 50, 0.5, high_open=True, opt_in="`allow_large_drop=True`")
+    ' It is a fraction, not a percent: for 50 % pass drop_ratio=0.5 with `allow_large_drop=True`.'
+    >>> percent_hint("contamination", 50, 0.5, high_open=True)
+    ' It is a fraction, not a percent, and 50 % is out of its range too (contamination < 0.5).'
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 2.0 <= value <= 100.0:
         return ""
-    return f" It is a fraction, not a percent: for {value:g} % pass {name}={value / 100:g}."
+    fraction = value / 100
+    if fraction < high or (fraction == high and not high_open):
+        return f" It is a fraction, not a percent: for {value:g} % pass {name}={fraction:g}."
+    if opt_in and fraction < 1.0:
+        return f" It is a fraction, not a percent: for {value:g} % pass {name}={fraction:g} with {opt_in}."
+    return (f" It is a fraction, not a percent, and {value:g} % is out of its range too ({name} "
+            f"{'<' if high_open else '<='} {high:g}).")
 
 
 def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: str = "drop_ratio") -> float:
@@ -241,13 +256,13 @@ def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: st
     if allow_large_drop:
         if not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"`{name}` must be in [0, 1) with `allow_large_drop=True`, got {drop_ratio!r}."
-                             + percent_hint(name, drop_ratio))
+                             + percent_hint(name, drop_ratio, 1.0, high_open=True))
     elif not 0.0 <= drop_ratio < 0.5:
         hint = " Pass `allow_large_drop=True` to drop more (the guarantee needs ε < 0.5)." \
             if 0.5 <= drop_ratio < 1.0 else ""
         if 0.5 < drop_ratio < 1.0:  # a newcomer's 0.7 meant "keep 70 %"
             hint += f" It is the share dropped: to keep {drop_ratio:.0%}, pass {name}={1 - drop_ratio:.4g}."
-        hint += percent_hint(name, drop_ratio)
+        hint += percent_hint(name, drop_ratio, 0.5, high_open=True, opt_in="`allow_large_drop=True`")
         raise ValueError(f"`{name}` must be in [0, 0.5), got {drop_ratio!r}.{hint}")
     return float(drop_ratio)
 
