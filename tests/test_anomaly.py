@@ -807,3 +807,13 @@ def test_rca_resumed_with_other_schedule_arguments_is_an_error_naming_them(tmp_p
     del old["rca_arguments"]  # as written before the arguments were saved
     torch.save(old, tmp_path / "old.ckpt")
     assert run(tmp_path / "c", 3, ckpt_path=tmp_path / "old.ckpt", **changed).current_epoch == 3
+
+
+@pytest.mark.parametrize("wrap", [lambda x: x, TensorDataset], ids=["tensor", "TensorDataset(x)"])
+def test_testing_on_unlabelled_batches_says_test_needs_is_anomaly_labels(tmp_path, wrap):
+    """`trainer.test` of a detector on batches of inputs alone was answered by the generic batch-layout error
+    ("expects batches `(index, input, target[, is_corrupted])`"), which said nothing of the labels ROC-AUC needs."""
+    x = torch.randn(8, 4)
+    with pytest.raises(ValueError, match=r"^RCA\(dim=4\): `trainer.test` measures ROC-AUC against is-anomaly labels, "
+                                         r"and the test batches carry none .*`TensorDataset\(x, is_anomaly\)`"):
+        tiny_trainer(tmp_path, 1).test(RCA(dim=4, hidden=8, latent=2), DataLoader(wrap(x), batch_size=4))

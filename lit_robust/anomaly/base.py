@@ -183,7 +183,8 @@ def check_finite(what: str, values: Tensor, batch_idx: int | None = None, index:
 class AnomalyDetector(pl.LightningModule):
     """Base LightningModule: subclasses implement :meth:`anomaly_score`; this class supplies
 
-    * ``test_step`` — on ``(index, x, is_anomaly)`` batches, accumulates ROC-AUC (``test_auroc``);
+    * ``test_step`` — on ``(index, x, is_anomaly)`` batches, accumulates ROC-AUC (``test_auroc``); batches without
+      labels (a tensor, ``TensorDataset(x)``) raise a ``ValueError`` saying so;
     * ``validation_step`` — the same ROC-AUC over each validation epoch (``val_auroc``), where the validation batches
       carry the is-anomaly flag (an indexed batch's ``corrupted`` flag where it has one, else its target); on
       unlabelled ones (a tensor, ``TensorDataset(x)``) it logs nothing and says so once;
@@ -278,6 +279,13 @@ class AnomalyDetector(pl.LightningModule):
         return scores, b
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
+        if self._with_no_target(batch) is not batch:
+            # a batch of inputs alone (a tensor, `TensorDataset(x)`): the batch-layout error said nothing of the labels
+            # that ROC-AUC needs, nor of where unlabelled rows are scored
+            raise ValueError(f"{type(self).__name__}(dim={self._dim()}): `trainer.test` measures ROC-AUC against "
+                             "is-anomaly labels, and the test batches carry none (a tensor or `TensorDataset(x)`): give "
+                             "them as `(x, is_anomaly)` pairs, 1 = anomaly (`TensorDataset(x, is_anomaly)`), or score "
+                             "unlabelled rows with `trainer.predict` or `model.score_dataset`.")
         scores, b = self._scores(batch, batch_idx, "test")
         self.test_auroc.update(scores, b.target.long())
         self.log("test_auroc", self.test_auroc, on_step=False, on_epoch=True)
