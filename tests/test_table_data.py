@@ -853,3 +853,42 @@ def test_held_out_counts_given_on_the_command_line_are_counts_not_refused_fracti
     dm = parser.instantiate_classes(cfg).data
     dm.setup("fit")
     assert (len(dm.val_set), len(dm.test_set), len(dm.train_set)) == (2, 3, 25)
+
+
+def test_complex_columns_are_refused_not_cut_to_their_real_part():
+    """A complex feature (or regression target) column was taken as numeric and read as float64, which kept its real
+    part and dropped the imaginary one with numpy's ComplexWarning only."""
+    df = table(20)
+    df["z"] = df["a"] + 1j * df["b"]
+    with pytest.raises(ValueError, match=r"^`features`: column\(s\) \['z'\] hold complex numbers, and a model reads "
+                                         r"real ones: split each into two columns"):
+        TableDataModule(frame=df, target="kind", features=["a", "z"]).setup()
+    with pytest.raises(ValueError, match=r"^`target` column\(s\) \['z'\] hold complex numbers"):
+        TableDataModule(frame=df, target="z", task="regression", features=["a"]).setup()
+
+
+def test_labels_that_print_the_same_are_refused():
+    """`kind` holding both 1 and "1" (numbers and text in one column) became two classes that every output printed
+    as "1"."""
+    df = table(20)
+    df["kind"] = [1, "1"] * 10
+    with pytest.raises(ValueError, match=r"^`target` 'kind' holds labels that read the same but differ in type: 1 "
+                                         r"\(int\), '1' \(str\): make them one type"):
+        TableDataModule(frame=df, target="kind", features=["a"]).setup()
+
+
+def test_an_integer_label_column_with_a_gap_keeps_integer_class_names(tmp_path):
+    """pandas reads an integer label column with an empty cell as float64: with `missing="drop"` its classes were
+    0.0 and 1.0, named "0.0" and "1.0" in the reports and predictions."""
+    df = table(20)[["a", "b"]]
+    df["label"] = [0, 1] * 10
+    path = tmp_path / "gap.csv"
+    df.to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0] + ","  # row 3's label left empty
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="left out 1 of 20 rows"):
+        dm = TableDataModule(path=str(path), target="label", missing="drop", test_size=0)
+        dm.setup()
+    assert dm.classes == [0, 1] and [type(c) for c in dm.classes] == [int, int]
+    assert dm.describe_report({"index": [0, 1], "given_label": [0, 1]})["given_class"] == ["0", "1"]

@@ -120,6 +120,12 @@ def _cells_that_are_not_numbers(column: Any, name: str, shown: int = 3) -> str:
 def _check_numbers(frame: Any, columns: Sequence[str], argument: str, advice: str) -> None:
     """Raise unless each of ``columns`` holds numbers (or booleans), quoting the cells that do not."""
     types = _pandas().api.types
+    complex_ = [c for c in columns if types.is_complex_dtype(frame[c])]
+    if complex_:
+        # numeric to pandas, but reading them as float64 kept the real part and dropped the imaginary one unsaid
+        raise ValueError(f"`{argument}`: column(s) {complex_} hold complex numbers, and a model reads real ones: "
+                         f"split each into two columns (e.g. `frame[{complex_[0] + '_re'!r}] = frame[{complex_[0]!r}]"
+                         f".to_numpy().real` and `.imag`), or leave them out with `drop`.")
     text = [c for c in columns if not (types.is_numeric_dtype(frame[c]) or types.is_bool_dtype(frame[c]))]
     if text:
         examples = "; ".join(_cells_that_are_not_numbers(frame[c], c) for c in text[:3] if frame[c].notna().any())
@@ -439,6 +445,10 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             rank_zero_warn(f"TableDataModule: column(s) {ids} look like row ids (whole numbers, a different one in "
                            "every row) and are used as inputs; leave them out with `drop` (or `id_columns`, to see them "
                            "beside each row of the report) unless they mean something.")
+        complex_targets = [c for c in self.target_names if _pandas().api.types.is_complex_dtype(frame[c])]
+        if complex_targets:  # read as float64 they lost their imaginary part, unsaid
+            raise ValueError(f"`target` column(s) {complex_targets} hold complex numbers, and a model predicts real "
+                             "ones: split each into two real columns (`.to_numpy().real` and `.imag`) and name both.")
         _check_numbers(frame, features, "features", "One-hot encode categories (`pandas.get_dummies(frame, "
                        "columns=[...])`), convert numbers written as text (`pandas.to_numeric`), or leave the columns "
                        "out with `drop` (or with `id_columns`, for a column that names each row, to see it beside each "
@@ -542,12 +552,25 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 example = next(v for v in values[rows] if v % 1)
                 raise ValueError(f"`target` {self.target_names[0]!r} holds non-integer numbers (e.g. {example!r}): "
                                  "for a numeric target to predict pass task='regression'.")
-            self.classes = sorted(set(column.iloc[rows].tolist()), key=lambda v: (str(type(v)), v))
+            labels = column.iloc[rows]
+            if np.issubdtype(values.dtype, np.floating) and bool(column.isna().any()):
+                # whole numbers made float by their missing cells, left out with `missing="drop"`: pandas reads an
+                # integer column with a gap as float64, and the classes were named "0.0", "1.0"
+                labels = labels.astype(np.int64)
+            self.classes = sorted(set(labels.tolist()), key=lambda v: (str(type(v)), v))
+            alike = Counter(str(v) for v in self.classes)
+            twins = [c for c in self.classes if alike[str(c)] > 1]
+            if twins:
+                # 1 and "1" (numbers and text in one column) were two classes that every output printed the same
+                raise ValueError(f"`target` {self.target_names[0]!r} holds labels that read the same but differ in "
+                                 f"type: {', '.join(f'{v!r} ({type(v).__name__})' for v in twins[:4])}: make them one "
+                                 f"type, e.g. `frame[{self.target_names[0]!r}] = frame[{self.target_names[0]!r}]"
+                                 ".astype(str)`.")
             if len(self.classes) < 2:
                 raise ValueError(f"`target` {self.target_names[0]!r} holds one class only ({self.classes}): a "
                                  "classifier needs at least two.")
             y_all = torch.zeros(len(frame), dtype=torch.long)
-            y_all[torch.from_numpy(rows)] = self._class_index(column.iloc[rows], "the table")
+            y_all[torch.from_numpy(rows)] = self._class_index(labels, "the table")
         elif self.task == "regression":
             text = [c for c in self.target_names if not _pandas().api.types.is_numeric_dtype(frame[c])]
             if text:
