@@ -418,3 +418,40 @@ def test_clean_ratio_is_exact_over_training_and_validation_together():
         dm.setup("fit")
         wrong = int(dm.train_set.corrupted.sum()) + int(dm.val_set.corrupted.sum())
         assert wrong == round(0.3 * 400)
+
+
+def test_a_setting_changed_after_setup_is_warned_about_once_not_ignored_silently():
+    """`setup` returns at once when the splits exist, so a notebook user's `dm.clean_ratio = 0.5` (or `seed`) after a
+    first fit was ignored without a word; an unchanged datamodule set up again (each stage) says nothing."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from lit_robust import DigitsDataModule, TableDataModule
+
+    dm = DigitsDataModule(clean_ratio=0.8, train_size=100)
+    dm.setup("fit")
+    corrupted = dm.train_set.corrupted.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.setup("test")  # nothing changed: silent
+    dm.clean_ratio, dm.seed = 0.5, 3
+    with pytest.warns(UserWarning, match=r"^DigitsDataModule: `seed` \(now 3, built with 0\), `clean_ratio` \(now 0\.5, "
+                                         r"built with 0\.8\) changed after `setup` built the splits.*the change is "
+                                         r"ignored\. For splits with the new settings make a new DigitsDataModule"):
+        dm.setup("fit")
+    assert torch.equal(dm.train_set.corrupted, corrupted)  # what the warning says: the splits are as they were
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.setup("fit")  # said once
+
+    frame = pd.DataFrame({"a": np.arange(20.0) % 7, "y": [0, 1] * 10})
+    table = TableDataModule(frame=frame, target="y", features=["a"])
+    table.setup()
+    table.frame = frame.copy()
+    table.features.append("y")  # a list changed in place counts too
+    with pytest.warns(UserWarning, match=r"^TableDataModule: `frame` \(now another DataFrame, built with the "
+                                         r"DataFrame given before\), `features` \(now \['a', 'y'\], built with "
+                                         r"\('a',\)\) changed after `setup`"):
+        table.setup()

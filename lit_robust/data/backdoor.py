@@ -10,6 +10,7 @@ from torch import Tensor
 
 from lit_robust._backend import rank_zero_warn
 from lit_robust._checks import check_int, check_seed
+from lit_robust.data.base import built_already
 from lit_robust.data.datamodules import MNISTDataModule, _check_ratio
 from lit_robust.functional.backdoor import (
     BlendTrigger,
@@ -75,6 +76,8 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         seed: seeds the subsample, the split and the choice of poisoned samples.
     """
 
+    _settings = (*MNISTDataModule._settings, "poison_rate", "attack_target", "attack_source", "trigger")
+
     def __init__(self, root: str = "data", attack: Attack | None = None, poison_rate: float = 0.15,
                  target: int | None = None, source: int | None = None, trigger_seed: int = 0,
                  blend_alpha: float = 0.1, watermark_size: int = 7, download: bool = False,
@@ -131,7 +134,7 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         return WatermarkTrigger(shape="X" if attack == "watermark_x" else "L", size=size, value_range=vr)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         x, y, x_test, y_test = self.load()
         pool, n_train = self._pool(len(y))

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from lit_robust._backend import rank_zero_warn
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.data.spec import DataSpec, TargetKind, dataset_spec
 
-__all__ = ["torchvision_split", "SplitLoaders"]
+__all__ = ["torchvision_split", "SplitLoaders", "built_already", "remember_settings"]
 
 
 def torchvision_split(name: str, root: str, train: bool, download: bool = False) -> Any:
@@ -37,6 +39,61 @@ def torchvision_split(name: str, root: str, train: bool, download: bool = False)
         ) from err
 
 
+
+class _Same:
+    """A setting compared by identity (a DataFrame, a tensor): ``==`` on it is elementwise, and a copy is costly."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.value is self.value
+
+    def __repr__(self) -> str:
+        return f"the {type(self.value).__name__} given before"
+
+
+def _setting(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str, os.PathLike)):
+        return value
+    if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return tuple(value)  # a copy: a list changed in place is a change too
+    return _Same(value)
+
+
+def _shown(value: Any) -> str:
+    """``value`` for the warning: its repr, or ``another DataFrame`` for one compared by identity (its repr is long)."""
+    return f"another {type(value).__name__}" if isinstance(_setting(value), _Same) else repr(value)
+
+
+def remember_settings(datamodule: Any, names: Sequence[str]) -> None:
+    """Record the attributes ``names`` that ``datamodule.setup`` has just built the splits from, for
+    :func:`built_already`."""
+    datamodule._built_from = {name: _setting(getattr(datamodule, name, None)) for name in names}
+
+
+def built_already(datamodule: Any) -> bool:
+    """Whether ``datamodule.setup`` has built the splits already (``train_set`` is set), so that it returns at once:
+    they are built once per datamodule. A setting recorded by :func:`remember_settings` that has changed since is
+    warned about, once per value: a notebook user's ``dm.clean_ratio = 0.5`` (or ``seed``) before the next fit was
+    ignored without a word."""
+    if getattr(datamodule, "train_set", None) is None:
+        return False
+    built = getattr(datamodule, "_built_from", {})
+    changed = {name: was for name, was in built.items() if _setting(getattr(datamodule, name, None)) != was}
+    said = datamodule.__dict__.setdefault("_said_changed", set())
+    now = {name: _shown(getattr(datamodule, name, None)) for name in changed}
+    news = [f"`{name}` (now {now[name]}, built with {was!r})" for name, was in changed.items()
+            if (name, now[name]) not in said]
+    if news:
+        said.update(now.items())
+        cls = type(datamodule).__name__
+        rank_zero_warn(f"{cls}: {', '.join(news)} changed after `setup` built the splits, which are built once per "
+                       f"datamodule and keep their settings; the change is ignored. For splits with the new settings "
+                       f"make a new {cls}(...).")
+    return True
+
+
 class SplitLoaders:
     """Loaders of a datamodule holding ``train_set`` / ``val_set`` / ``test_set`` (:class:`IndexedDataset` or
     ``None``) with ``batch_size``, ``eval_batch_size``, ``num_workers`` and optionally ``drop_last``:
@@ -45,7 +102,12 @@ class SplitLoaders:
 
     ``trainer.predict`` / ``lit-robust predict`` predict the **test split** (clean: the data a trained model is
     meant for), in a fixed order (no shuffling, evaluation batch size), so the n-th prediction is the test sample
-    of index n. A datamodule without a test split says so when asked for one."""
+    of index n. A datamodule without a test split says so when asked for one.
+
+    ``setup`` builds the splits once per datamodule: a setting they are built from (``clean_ratio``, ``seed``,
+    ``val_size``, ...) changed afterwards is ignored, with a warning (:func:`built_already`); make a new datamodule
+    for other splits. The loaders' settings (``batch_size``, ``eval_batch_size``, ``num_workers``) are read at each
+    loader and may change."""
 
     train_set: IndexedDataset | None = None
     val_set: IndexedDataset | None = None

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_int, check_number, check_seed
-from lit_robust.data.base import SplitLoaders, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.data.spec import DataSpec, dataset_spec
@@ -62,6 +62,9 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
 
     Subclasses implement :meth:`load` returning ``(x_train, y_train, x_test, y_test)`` and :meth:`_corrupt`.
     """
+
+    #: the attributes `setup` builds the splits from (a change after it is warned about, `built_already`)
+    _settings: tuple[str, ...] = ("train_size", "val_size", "seed")
 
     def __init__(self, train_size: int | None, val_size: int, batch_size: int, eval_batch_size: int,
                  num_workers: int, seed: int) -> None:
@@ -122,6 +125,7 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
         if self.val_size:
             self.val_set = split(va)
         self.test_set = IndexedDataset(TensorDataset(x_test, y_test))
+        remember_settings(self, self._settings)
 
 
 class CorruptedClassificationDataModule(_InMemorySplits):
@@ -146,6 +150,8 @@ class CorruptedClassificationDataModule(_InMemorySplits):
     The default ``clean_ratio=1.0`` corrupts nothing: pass e.g. ``clean_ratio=0.7`` for 30 % wrong labels.
     """
 
+    _settings = (*_InMemorySplits._settings, "clean_ratio", "noise")
+
     num_classes: int = 10
 
     def __init__(
@@ -167,7 +173,7 @@ class CorruptedClassificationDataModule(_InMemorySplits):
         self.noise = noise
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         x, y, x_test, y_test = self.load()
         pool, n_train = self._pool(len(y))
@@ -196,6 +202,8 @@ class MNISTDataModule(CorruptedClassificationDataModule):
     validation together; the default 1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``),
     ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
+
+    _settings = (*CorruptedClassificationDataModule._settings, "root")
 
     _name, _mean, _std = "MNIST", 0.1307, 0.3081
 
@@ -248,6 +256,8 @@ class DigitsDataModule(CorruptedClassificationDataModule):
     validation together; the default 1.0 corrupts nothing), ``noise`` (``"random"`` or ``"systematic"``),
     ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
+
+    _settings = (*CorruptedClassificationDataModule._settings, "test_size")
 
     def __init__(self, test_size: int = 497, **kwargs) -> None:
         kwargs.setdefault("batch_size", 64)
@@ -307,7 +317,7 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         self.train_set: IndexedDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         g = torch.Generator().manual_seed(self.seed)
         d = self.dim
@@ -325,6 +335,7 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         self.train_set = IndexedDataset(TensorDataset(x, y.unsqueeze(1)), corrupted=mask)
         x_test = torch.randn(self.n_test, d, generator=g)
         self.test_set = IndexedDataset(TensorDataset(x_test, (x_test @ self.theta).unsqueeze(1)))
+        remember_settings(self, ("n", "dim", "clean_ratio", "bad", "noise_std", "n_test", "seed"))
 
     @property
     def data_spec(self) -> DataSpec | None:
@@ -367,6 +378,8 @@ class CorruptedRegressionDataModule(_InMemorySplits):
         seed: seeds the subsample, the split and the corruption.
     """
 
+    _settings = (*_InMemorySplits._settings, "corruption", "corrupt_ratio")
+
     target_kind = "regression"
 
     def __init__(
@@ -399,7 +412,7 @@ class CorruptedRegressionDataModule(_InMemorySplits):
         return int(self.train_set[0][2].numel())
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         x, y, x_test, y_test = self.load()
         y, y_test = y.reshape(len(y), -1).float(), y_test.reshape(len(y_test), -1).float()
@@ -457,6 +470,8 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
     ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
+    _settings = (*CorruptedRegressionDataModule._settings, "root")
+
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.root, self.download = root, download
@@ -487,6 +502,8 @@ class DiabetesDataModule(CorruptedRegressionDataModule):
     ``train_size``, ``val_size``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed``.
     """
 
+    _settings = (*CorruptedRegressionDataModule._settings, "test_size")
+
     def __init__(self, test_size: int = 92, **kwargs) -> None:
         kwargs.setdefault("batch_size", 64)
         super().__init__(**kwargs)
@@ -515,6 +532,8 @@ class SyntheticLinearDataModule(CorruptedRegressionDataModule):
         noise_std: standard deviation of the noise ``e`` of the training targets.
         n_test: the number of clean test samples.
     """
+
+    _settings = (*CorruptedRegressionDataModule._settings, "n", "dim", "q", "noise_std", "n_test")
 
     def __init__(self, n: int = 2000, dim: int = 20, q: int = 4, noise_std: float = 0.1, n_test: int = 1000,
                  **kwargs) -> None:

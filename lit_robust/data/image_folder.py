@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Subset
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_int, check_seed
-from lit_robust.data.base import SplitLoaders
+from lit_robust.data.base import SplitLoaders, built_already, remember_settings
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.report import PREDICTION_CLASS_COLUMNS, with_sample_files
 
@@ -276,7 +276,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         return T.Compose(steps)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         folder = self._folder(self.root, "root")
         # one sub-folder is a GAN's unlabelled images; a classifier says at `setup` that it needs two or more
@@ -353,6 +353,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
                 raise FileNotFoundError(f"`predict_root`={self.predict_root!r} is not a folder: {os.path.abspath(path)} "
                                         "does not exist.")
             self.predict_set = IndexedDataset(_Files(path, self.classes, self._transform(train=False)))
+        remember_settings(self, ("root", "test_root", "predict_root", "test_size", "val_size", "augment", "normalize",
+                                 "requested_size", "requested_channels", "seed"))
 
     def _keeps(self, n: int) -> bool:
         """Whether ``n`` images read in the main process are kept in memory (:class:`_KeptImages`): no workers

@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_int, check_seed
-from lit_robust.data.base import SplitLoaders
+from lit_robust.data.base import SplitLoaders, built_already, remember_settings
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.report import PREDICTION_CLASS_COLUMNS, REPORT_CLASS_COLUMNS
 
@@ -516,7 +516,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         frame = self._table(self.path if self.frame is None else self.frame, "frame" if self.path is None else "path")
         features = self._used_columns(frame)
@@ -602,6 +602,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             self._setup_test_table(features, inputs)
         if self.predict_path is not None or self.predict_frame is not None:
             self._setup_predict_table(features, inputs)
+        remember_settings(self, ("path", "frame", "target_names", "task", "features", "drop", "id_columns",
+                                 "corrupted_column", "test_size", "val_size", "test_path", "test_frame", "predict_path",
+                                 "predict_frame", "scale", "scale_target", "missing", "seed"))
 
     def _setup_predict_table(self, features: list[str], inputs: Any) -> None:
         """New rows to predict: the inputs only (a CSV newcomer could not predict unlabelled rows from the CLI); their
