@@ -176,7 +176,8 @@ def estimate_corruption(
         max_iter: maximum EM iterations (>= 1).
         tol: stop when the mean log-likelihood per sample changes by less than this (>= 0).
         min_samples: with fewer finite scores no mixture is fitted: the finite part counts as clean
-            and a warning says so (>= 2).
+            and a warning says so (>= 2). Empty ``scores`` give ``rate`` 0 (reason ``"too few samples"``) without
+            a warning, as every estimator here: there is nothing to estimate.
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
