@@ -158,3 +158,33 @@ def test_several_predict_loaders_and_test_loaders_each_get_their_own_rows_and_va
         both = tiny_trainer(tmp_path, 1).test(model, loaders, verbose=False)
         alone = [tiny_trainer(tmp_path, 1).test(model, loader, verbose=False)[0][key] for loader in loaders]
         assert [both[k][f"{key}/dataloader_idx_{k}"] for k in (0, 1)] == alone
+
+
+@pytest.mark.parametrize("inner", ["LinearProbe", "MLPClassifier", "MLPRegressor"])
+def test_modules_nested_in_coteaching_under_a_plain_lightning_cli_read_their_own_settings(inner):
+    """A plain LightningCLI gives a module nested under CoTeaching's `model:` the wrapper's config as its hparams.
+    LinearProbe's `configure_optimizers` / `test_step` read `self.hparams` ("'AttributeDict' object has no attribute
+    'optimizer'"), and MLPClassifier's net was built from `hparams.hidden` (the config was refused): each now reads
+    what it was given."""
+    from lit_robust._backend import import_submodule, pl
+
+    args = {"LinearProbe": ["backbone=cnn", "in_channels=1", "width=4", "num_classes=3", "optimizer=sgd", "lr=0.5"],
+            "MLPClassifier": ["in_features=4", "num_classes=3", "hidden=5", "optimizer=sgd", "lr=0.5"],
+            "MLPRegressor": ["in_features=4", "out_features=3", "hidden=5", "lr=0.5"]}[inner]
+    cli = import_submodule("cli").LightningCLI(
+        pl.LightningModule, None, subclass_mode_model=True, run=False, save_config_kwargs={"overwrite": True},
+        args=["--model=lit_robust.CoTeaching", f"--model.model=lit_robust.{inner}"]
+        + [f"--model.model.init_args.{a}" for a in args], trainer_defaults={"logger": False, "accelerator": "cpu"})
+    net = cli.model.net1
+    assert "lr" not in net.hparams  # the wrapper's config: what this test is about
+    opt = net.configure_optimizers()
+    assert opt.param_groups[0]["lr"] == 0.5
+    x = torch.randn(2, 1, 8, 8) if inner == "LinearProbe" else torch.randn(2, 4)
+    assert net(x).shape == (2, 3)
+    if inner == "LinearProbe":
+        logged = {}
+        net.log = lambda name, value, **kw: logged.update({name: value})
+        net.test_step((x, torch.tensor([0, 2])), 0)
+        assert "test_acc" in logged
+    else:
+        assert net.net[1].out_features == 5

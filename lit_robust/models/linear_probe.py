@@ -3,6 +3,7 @@ r"""A linear head on a frozen pretrained backbone: the supervised half of robust
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -174,6 +175,9 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             self.backbone.requires_grad_(False)
             self.backbone.eval()
         self.standardize = standardize and freeze_backbone
+        # behaviour reads `settings`, not `hparams`: a plain LightningCLI gives a module nested in another (e.g.
+        # inside CoTeaching) the outer module's config as its hparams
+        self.settings = SimpleNamespace(num_classes=num_classes, lr=lr, weight_decay=weight_decay, optimizer=optimizer)
         self.register_buffer("feature_mean", torch.zeros(feat))
         self.register_buffer("feature_std", torch.ones(feat))
         self.register_buffer("standardized", torch.tensor(False))
@@ -273,7 +277,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)
         while len(self.test_acc) <= dataloader_idx:
-            self.test_acc.append(MulticlassAccuracy(self.hparams.num_classes, average="micro").to(self.device))
+            self.test_acc.append(MulticlassAccuracy(self.settings.num_classes, average="micro").to(self.device))
         metric = self.test_acc[dataloader_idx]
         metric(self(b.input), b.target)
         self.log("test_acc", metric, metric_attribute=f"test_acc.{dataloader_idx}")
@@ -284,7 +288,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
-        hp = self.hparams
+        hp = self.settings
         if hp.optimizer == "sgd":
             return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
         return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)

@@ -422,14 +422,16 @@ class MLPClassifier(_ShapeFromData, _Classifier):
         check_int("hidden", hidden, 1)
         check_int("hidden_layers", hidden_layers, 0)
         self.save_hyperparameters()
+        # `settings` as `_Classifier`'s (num_classes as given: None builds the metrics with the net, at setup)
+        self.settings.__dict__.update(num_classes=num_classes, hidden=hidden, hidden_layers=hidden_layers)
         self.net: nn.Module | None = None
         if in_features is not None and num_classes is not None:
             self._build(in_features, num_classes)
 
     def _build(self, in_features: int, num_classes: int) -> None:
-        self.net = make_mlp(in_features, num_classes, self.hparams.hidden, self.hparams.hidden_layers)
+        self.net = make_mlp(in_features, num_classes, self.settings.hidden, self.settings.hidden_layers)
         self.shape = SimpleNamespace(in_features=in_features, num_classes=num_classes)
-        if self.hparams.num_classes is None:
+        if self.settings.num_classes is None:
             self._build_metrics(num_classes)
         # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
         self.hparams.update(in_features=in_features, num_classes=num_classes)
