@@ -188,3 +188,64 @@ def test_modules_nested_in_coteaching_under_a_plain_lightning_cli_read_their_own
         assert "test_acc" in logged
     else:
         assert net.net[1].out_features == 5
+
+
+@pytest.mark.parametrize("kind", ["classifier", "image_classifier", "mlp_regressor", "linear_probe"])
+def test_several_validation_loaders_each_get_their_own_value(tmp_path, kind):
+    """The classifiers', MLPRegressor's and LinearProbe's `validation_step` took no `dataloader_idx`: Lightning
+    refused several validation loaders ("no `dataloader_idx` argument in `MLPClassifier.validation_step()`"). Each
+    loader now gets its own value, the one a single-loader run gives."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import LinearProbe, MLPClassifier, MLPRegressor
+    from tests.conftest import tiny_trainer
+
+    torch.manual_seed(0)
+    x, y, key = torch.randn(12, 6), torch.arange(12) % 3, "val_acc"
+    if kind == "classifier":
+        model = MLPClassifier(6, 3, hidden=4, hidden_layers=1)
+    elif kind == "image_classifier":
+        model, x = ImageClassifier("mlp", 3, 1, 4, hidden=4), torch.randn(12, 1, 4, 4)
+    elif kind == "mlp_regressor":
+        model, y, key = MLPRegressor(6, 1, hidden=4, hidden_layers=1), torch.randn(12), "val_r2"
+    else:
+        model, x = LinearProbe(backbone="cnn", in_channels=1, width=4, num_classes=3), torch.randn(12, 1, 8, 8)
+    loaders = [DataLoader(TensorDataset(x, y), batch_size=5), DataLoader(TensorDataset(x[:5], y[:5]), batch_size=5)]
+    both = tiny_trainer(tmp_path, 1).validate(model, loaders, verbose=False)
+    alone = [tiny_trainer(tmp_path, 1).validate(model, loader, verbose=False)[0][key] for loader in loaders]
+    assert [both[k][f"{key}/dataloader_idx_{k}"] for k in (0, 1)] == alone
+    assert alone[0] != alone[1]  # the loaders' values differ: a metric shared by both would not give these
+
+
+def test_mlp_regressor_takes_several_test_loaders_with_per_target_values_each(tmp_path):
+    """MLPRegressor's `test_step` took no `dataloader_idx` (Lightning refused several test loaders). Each loader now
+    gets its own averaged and per-target metrics (`test_mae/<name>/dataloader_idx_k`), those a single-loader run
+    gives."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import MLPRegressor
+    from lit_robust._backend import pl
+    from tests.conftest import tiny_trainer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 6), torch.randn(12, 2)
+    loaders = [DataLoader(TensorDataset(x, y), batch_size=5), DataLoader(TensorDataset(x[:5], 3 * y[:5]), batch_size=5)]
+
+    class Data(pl.LightningDataModule):
+        target_names = ["a", "b"]
+
+        def __init__(self, test):
+            super().__init__()
+            self.test = test
+
+        def test_dataloader(self):
+            return self.test
+
+    model = MLPRegressor(6, 2, hidden=4, hidden_layers=1)
+    both = tiny_trainer(tmp_path, 1).test(model, datamodule=Data(loaders), verbose=False)
+    for k, loader in enumerate(loaders):
+        alone = tiny_trainer(tmp_path, 1).test(model, datamodule=Data(loader), verbose=False)[0]
+        assert set(alone) == {"test_r2", "test_mse", "test_rmse", "test_mae", "test_r2/a", "test_r2/b", "test_rmse/a",
+                              "test_rmse/b", "test_mae/a", "test_mae/b"}
+        # (the per-target values, logged at the epoch's end, appear in each loader's dict, as Lightning does)
+        assert {f"{name}/dataloader_idx_{k}": value for name, value in alone.items()}.items() <= both[k].items()

@@ -26,7 +26,7 @@ from lit_robust.models.simclr import (
     own_backbone_dim,
     simclr_backbone,
 )
-from lit_robust.models.supervised import check_classifier_data
+from lit_robust.models.supervised import check_classifier_data, loader_metric
 from lit_robust.selection import distributed
 from lit_robust.selection.samplers import ShardedSampler
 
@@ -61,8 +61,8 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     bound :math:`\sigma_{\max}(W) \le k` means the same for any backbone. The standardisation is part of :math:`h`
     (it uses no labels).
 
-    Validation and test log the accuracy as ``val_acc`` / ``test_acc`` (several test loaders: one value per
-    loader, Lightning adds ``/dataloader_idx_k``).
+    Validation and test log the accuracy as ``val_acc`` / ``test_acc`` (several validation or test loaders: one value
+    per loader, Lightning adds ``/dataloader_idx_k``).
 
     Args:
         backbone_checkpoint: path of the backbone's checkpoint, or ``None``.
@@ -182,6 +182,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         self.register_buffer("feature_std", torch.ones(feat))
         self.register_buffer("standardized", torch.tensor(False))
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_more = nn.ModuleList()  # the validation loaders after the first, one metric each, on demand
         self.test_acc = nn.ModuleList()  # one metric per test loader, created on demand
 
     def setup(self, stage: str) -> None:
@@ -267,12 +268,14 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         else:
             super().reinitialize(seed)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)
         logits = self(b.input)
-        self.val_acc(logits, b.target)
+        metric, name = loader_metric(self, "val_acc", "val_acc_more", dataloader_idx,
+                                     lambda: MulticlassAccuracy(self.settings.num_classes, average="micro"))
+        metric(logits, b.target)
         self.log("val_loss", F.cross_entropy(logits, b.target), sync_dist=True)
-        self.log("val_acc", self.val_acc, prog_bar=True)
+        self.log("val_acc", metric, metric_attribute=name, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)

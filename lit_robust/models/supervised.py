@@ -178,6 +178,19 @@ def make_backbone(name: str, in_channels: int, image_size: int, num_classes: int
     raise ValueError(f"`backbone` must be 'cnn2', 'lenet', 'mlp' or 'resnet18', got {name!r}.")
 
 
+def loader_metric(module: nn.Module, first: str, more: str, dataloader_idx: int, make: Any) -> tuple[Any, str]:
+    """The metric (or group of metrics) of evaluation loader ``dataloader_idx`` and its attribute name for
+    ``self.log(..., metric_attribute=...)``: loader 0 gets ``module.<first>``, loader k > 0 the k-th of the
+    ``nn.ModuleList`` ``module.<more>``, which ``make()`` fills on demand (on the module's device). One metric fed by
+    every loader gave each ``<name>/dataloader_idx_k`` the value over all of them."""
+    if dataloader_idx == 0:
+        return getattr(module, first), first
+    extra = getattr(module, more)
+    while len(extra) < dataloader_idx:
+        extra.append(make().to(module.device))
+    return extra[dataloader_idx - 1], f"{more}.{dataloader_idx - 1}"
+
+
 class _Classifier(RobustMixin, pl.LightningModule):
     """What :class:`ImageClassifier` and :class:`MLPClassifier` share: checked optimiser settings, per-sample
     cross-entropy (or bootstrapping), accuracy metrics, predictions and the optimiser. Subclasses build ``self.net``
@@ -207,9 +220,12 @@ class _Classifier(RobustMixin, pl.LightningModule):
     def _build_metrics(self, num_classes: int) -> None:
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        # the test loaders after the first, one metric each, made on demand: one metric fed by every loader gave each
-        # `test_acc/dataloader_idx_k` the accuracy over all of them
-        self.test_acc_more = nn.ModuleList()
+        # the validation and test loaders after the first, one metric each, made on demand (`loader_metric`)
+        self.val_acc_more, self.test_acc_more = nn.ModuleList(), nn.ModuleList()
+
+    def _accuracy(self, stage: str, dataloader_idx: int) -> tuple[MulticlassAccuracy, str]:
+        return loader_metric(self, f"{stage}_acc", f"{stage}_acc_more", dataloader_idx,
+                             lambda: MulticlassAccuracy(self.test_acc.num_classes, average="micro"))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -228,21 +244,19 @@ class _Classifier(RobustMixin, pl.LightningModule):
         kind = "soft" if self.settings.loss == "bootstrap_soft" else "hard"
         return bootstrap_loss(logits, b.target, self.settings.bootstrap_beta, kind), logits
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """``val_loss`` and ``val_acc`` (several validation loaders: one value each, Lightning adds
+        ``/dataloader_idx_k``)."""
         b = unpack_eval_batch(batch)
         logits = self(b.input)
-        self.val_acc(logits, b.target)
+        metric, name = self._accuracy("val", dataloader_idx)
+        metric(logits, b.target)
         self.log("val_loss", F.cross_entropy(logits, b.target), sync_dist=True)
-        self.log("val_acc", self.val_acc, prog_bar=True)
+        self.log("val_acc", metric, metric_attribute=name, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)
-        if dataloader_idx == 0:
-            metric, name = self.test_acc, "test_acc"
-        else:
-            while len(self.test_acc_more) < dataloader_idx:
-                self.test_acc_more.append(MulticlassAccuracy(self.test_acc.num_classes, average="micro").to(self.device))
-            metric, name = self.test_acc_more[dataloader_idx - 1], f"test_acc_more.{dataloader_idx - 1}"
+        metric, name = self._accuracy("test", dataloader_idx)
         metric(self(b.input), b.target)
         self.log("test_acc", metric, metric_attribute=name)  # Lightning adds `/dataloader_idx_k` for several
 
@@ -563,18 +577,35 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         hp = self.settings
         self.net = make_mlp(in_features, out_features, hp.hidden, hp.hidden_layers, nn.LeakyReLU)
         hp.out_features = out_features
-        self.val_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
-        self.test_r2 = R2Score(multioutput="uniform_average") if out_features > 1 else R2Score()
-        # a regression newcomer computed MSE and MAE from predictions.csv: R² alone hides the error's scale
-        self.test_mse, self.test_mae = MeanSquaredError(), MeanAbsoluteError()
-        self.test_rmse = MeanSquaredError(squared=False)
-        # per target, logged where the datamodule names the targets (a table newcomer's test_mae averaged kWh and
-        # degrees)
-        self.test_each = None if out_features == 1 else nn.ModuleDict({
-            "r2": R2Score(multioutput="raw_values"), "rmse": MeanSquaredError(squared=False, num_outputs=out_features),
-            "mae": MeanAbsoluteError(num_outputs=out_features)})
+        self.val_r2 = self._new_r2()
+        # the test loader's metrics (the first one's; `_test_metrics`), each made by `_new_test_metrics`
+        self.test_r2, self.test_mse, self.test_rmse, self.test_mae, self.test_each = self._new_test_metrics().values()
+        # the validation and test loaders after the first, one metric (group) each, made on demand (`loader_metric`)
+        self.val_r2_more, self.test_more = nn.ModuleList(), nn.ModuleList()
         # stored, so that the checkpoint rebuilds this net (`load_from_checkpoint`, `lit-robust test`)
         self.hparams.update(in_features=in_features, out_features=out_features)
+
+    def _new_r2(self) -> R2Score:
+        return R2Score(multioutput="uniform_average") if self.settings.out_features > 1 else R2Score()
+
+    def _new_test_metrics(self) -> nn.ModuleDict:
+        """One test loader's metrics: ``r2``, ``mse``, ``rmse``, ``mae`` and ``each`` (per target; ``None`` for one)."""
+        q = self.settings.out_features
+        # a regression newcomer computed MSE and MAE from predictions.csv: R² alone hides the error's scale; per
+        # target, logged where the datamodule names the targets (a table newcomer's test_mae averaged kWh and degrees)
+        each = None if q == 1 else nn.ModuleDict({
+            "r2": R2Score(multioutput="raw_values"), "rmse": MeanSquaredError(squared=False, num_outputs=q),
+            "mae": MeanAbsoluteError(num_outputs=q)})
+        return nn.ModuleDict({"r2": self._new_r2(), "mse": MeanSquaredError(), "rmse": MeanSquaredError(squared=False),
+                              "mae": MeanAbsoluteError(), "each": each})
+
+    def _test_metrics(self, dataloader_idx: int) -> tuple[dict[str, Any], str]:
+        """Test loader ``dataloader_idx``'s metrics (as :meth:`_new_test_metrics`) and their attribute prefix."""
+        if dataloader_idx == 0:
+            return {"r2": self.test_r2, "mse": self.test_mse, "rmse": self.test_rmse, "mae": self.test_mae,
+                    "each": self.test_each}, "test_"
+        group, name = loader_metric(self, "test_more", "test_more", dataloader_idx, self._new_test_metrics)
+        return dict(group.items()), f"{name}."
 
     _shape_names, _shape_target = ("in_features", "out_features"), "regression"
     _shape_example = "in_features=10, out_features=1"
@@ -611,39 +642,45 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         metric(pred, target)
         return pred, target
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._r2_update(self.val_r2, batch)
-        self.log("val_r2", self.val_r2, prog_bar=True)
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """``val_r2`` (several validation loaders: one value each, Lightning adds ``/dataloader_idx_k``)."""
+        metric, name = loader_metric(self, "val_r2", "val_r2_more", dataloader_idx, self._new_r2)
+        self._r2_update(metric, batch)
+        self.log("val_r2", metric, metric_attribute=name, prog_bar=True)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        pred, target = self._r2_update(self.test_r2, batch)
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """The test metrics of the class docstring (several test loaders: one value each, Lightning adds
+        ``/dataloader_idx_k``)."""
+        metrics, prefix = self._test_metrics(dataloader_idx)
+        pred, target = self._r2_update(metrics["r2"], batch)
         unscale = getattr(getattr(self._trainer, "datamodule", None), "unscale_targets", None)
         if callable(unscale):
             # errors in the data's units (a table newcomer read test_mae 0.152 where predictions.csv gave 11.0 kWh);
             # R² is the same in either
             pred, target = (unscale(t.detach()).to(device=t.device, dtype=t.dtype).reshape(t.shape)
                             for t in (pred, target))
-        self.test_mse(pred, target)
-        self.test_mae(pred, target)
-        self.test_rmse(pred, target)
-        self.log("test_r2", self.test_r2)
-        self.log("test_mse", self.test_mse)
-        self.log("test_rmse", self.test_rmse)
-        self.log("test_mae", self.test_mae)
-        if self.test_each is not None:
-            for metric in self.test_each.values():
+        for kind in ("mse", "mae", "rmse"):
+            metrics[kind](pred, target)
+        for kind in ("r2", "mse", "rmse", "mae"):
+            self.log(f"test_{kind}", metrics[kind], metric_attribute=f"{prefix}{kind}")
+        if metrics["each"] is not None:
+            for metric in metrics["each"].values():
                 metric.update(pred, target)
 
     def on_test_epoch_end(self) -> None:
-        each, names = getattr(self, "test_each", None), self._target_names()
-        if each is None:
+        if getattr(self, "test_each", None) is None:
             return
-        for kind, metric in each.items():
-            # synchronised over processes, as the averaged metrics above; the same value on every rank
-            values = metric.compute() if names is not None else ()
-            metric.reset()
-            for name, value in zip(names or (), values):
-                self.log(f"test_{kind}/{name}", value, sync_dist=True)
+        names = self._target_names()
+        loaders = len(self.trainer.num_test_batches)
+        for k in range(loaders):
+            # logged here, out of a step, so without Lightning's `/dataloader_idx_k`: added as it adds it to the rest
+            suffix = f"/dataloader_idx_{k}" if loaders > 1 else ""
+            for kind, metric in self._test_metrics(k)[0]["each"].items():
+                # synchronised over processes, as the averaged metrics above; the same value on every rank
+                values = metric.compute() if names is not None else ()
+                metric.reset()
+                for name, value in zip(names or (), values):
+                    self.log(f"test_{kind}/{name}{suffix}", value, sync_dist=True, add_dataloader_idx=False)
 
     def _target_names(self) -> list[str] | None:
         """The datamodule's ``target_names`` when it names this model's ``out_features`` targets, else ``None``."""
