@@ -249,3 +249,78 @@ def test_mlp_regressor_takes_several_test_loaders_with_per_target_values_each(tm
                               "test_rmse/b", "test_mae/a", "test_mae/b"}
         # (the per-target values, logged at the epoch's end, appear in each loader's dict, as Lightning does)
         assert {f"{name}/dataloader_idx_{k}": value for name, value in alone.items()}.items() <= both[k].items()
+
+
+def _models_on_features():
+    from lit_robust import LinearRegressor, MLPClassifier, MLPRegressor
+
+    return {"MLPClassifier": (MLPClassifier(4, 3, hidden=4), (6, 4)),
+            "MLPRegressor": (MLPRegressor(4, 1, hidden=4), (6, 4)), "LinearRegressor": (LinearRegressor(4), (6, 4)),
+            "ImageClassifier": (ImageClassifier("mlp", 3, 1, 4, hidden=4), (6, 1, 4, 4))}
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor", "LinearRegressor", "ImageClassifier"])
+def test_float64_and_integer_inputs_are_refused_with_the_conversion_to_make(name):
+    """`torch.from_numpy` of scikit-learn's float64 arrays stopped training, test and predict in torch's "mat1 and
+    mat2 must have the same dtype": refused in `forward` (all three go through it) naming the conversion and
+    `precision="64-true"`, as the anomaly detectors do; integer inputs likewise."""
+    model, shape = _models_on_features()[name]
+    with pytest.raises(ValueError, match=rf"{name} expects inputs of dtype torch.float32, its parameters' dtype, got "
+                                         r"torch.float64 \(numpy's default\): convert them.*precision=\"64-true\""):
+        model(torch.randn(shape, dtype=torch.float64))
+    with pytest.raises(ValueError, match=rf"{name} expects floating-point inputs .* got torch.uint8.* / 255"):
+        model(torch.zeros(shape, dtype=torch.uint8))
+    assert model(torch.randn(shape)).shape[0] == 6
+    assert model.double()(torch.randn(shape, dtype=torch.float64)).dtype == torch.float64  # 64-bit parameters
+
+
+def test_float64_inputs_train_under_precision_64_true(tmp_path):
+    """The fix the message names works: Lightning's "64-true" makes the parameters float64 (and converts inputs)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset, MLPClassifier
+    from tests.conftest import tiny_trainer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.arange(8) % 2
+    model = MLPClassifier(4, 2, hidden=4)
+    tiny_trainer(tmp_path, 1, precision="64-true").fit(model, DataLoader(IndexedDataset(TensorDataset(x, y)),
+                                                                         batch_size=4))
+    assert model.net[1].weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize(("name", "target", "message"), [
+    ("MLPClassifier", torch.tensor([0, -1, 2, 1, 0, 1]), r"class labels in 0 \.\. 2 \(`num_classes`=3\), got -1\. Map"),
+    ("MLPClassifier", torch.tensor([0, 3, 2, 1, 0, 1]), r"class labels in 0 \.\. 2 \(`num_classes`=3\), got 3\."),
+    ("MLPClassifier", torch.tensor([0., 1, 2, 1, 0, 1]), r"integer class labels 0 \.\. 2, got dtype torch.float32"),
+    ("MLPClassifier", torch.eye(3, dtype=torch.long)[[0, 1, 2, 0, 1, 2]],
+     r"one class label per sample \(shape \[6\]\), got shape \[6, 3\]; for one-hot"),
+    ("ImageClassifier", torch.tensor([0, 1, 2, 1, 0, 7]), r"class labels in 0 \.\. 2 \(`num_classes`=3\), got 7\."),
+    ("MLPRegressor", torch.randn(6, 2),
+     r"must hold `out_features`=1 value\(s\) per sample, got 2 value\(s\) per sample \(shape \[6, 2\]\)\. Set "
+     r"`model.out_features` to 2"),
+    ("LinearRegressor", torch.randn(6, 2), r"must hold 1 value\(s\) per sample, got 2 value\(s\) per sample"),
+])
+@pytest.mark.parametrize("stage", ["validation", "test"])
+def test_evaluation_targets_are_checked_on_plain_loaders(name, target, message, stage):
+    """Only the first training batch was checked: validating a classifier on label -1 gave torch's "IndexError:
+    Target -1 is out of bounds", testing it on float, out-of-range or one-hot targets gave a `test_acc` without a
+    word, and a regressor's targets of another width a reshape RuntimeError. Each is now named."""
+    model, shape = _models_on_features()[name]
+    model.log = lambda *args, **kwargs: None
+    if name == "LinearRegressor" and stage == "validation":
+        pytest.skip("LinearRegressor has no validation_step")
+    step = getattr(model, f"{stage}_step")
+    with pytest.raises(ValueError, match=rf"{name}'s {stage} targets .*{message}"):
+        step((torch.randn(shape), target), 0)
+
+
+@pytest.mark.parametrize("stage", ["validation", "test"])
+def test_linear_probe_checks_its_evaluation_labels(stage):
+    """LinearProbe's validation and test labels are checked as the classifiers' (label -1: torch's IndexError)."""
+    from lit_robust import LinearProbe
+
+    model = LinearProbe(backbone="cnn", in_channels=1, width=4, num_classes=3)
+    model.log = lambda *args, **kwargs: None
+    with pytest.raises(ValueError, match=rf"LinearProbe's {stage} targets must be class labels in 0 \.\. 2 .*got -1"):
+        getattr(model, f"{stage}_step")((torch.randn(2, 1, 8, 8), torch.tensor([0, -1])), 0)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["DataSpec", "TargetKind", "dataset_spec", "datamodule_spec", "batch_spec", "check_fits_data",
-           "check_first_batch", "misfit"]
+           "check_first_batch", "check_input_dtype", "check_eval_labels", "check_eval_targets", "misfit"]
 
 TargetKind = Literal["class", "regression", "anomaly", "none"]
 
@@ -148,3 +148,64 @@ def check_fits_data(module: Any, trainer: Any = None) -> None:
     spec = datamodule_spec(trainer)
     if spec is not None and callable(getattr(module, "check_data", None)):
         module.check_data(spec)
+
+
+def check_input_dtype(owner: str, x: Any, dtype: torch.dtype) -> None:
+    """Raise a ``ValueError`` naming ``owner`` (e.g. ``"MLPClassifier"``) unless the tensor ``x`` has ``dtype``, the
+    parameters' (other inputs pass: the network says what it takes). A float64 feature matrix (numpy's default, e.g.
+    ``torch.from_numpy`` of scikit-learn's arrays) ended in torch's "mat1 and mat2 must have the same dtype" in
+    training, test and predict alike. Refused, not cast, as the anomaly detectors refuse it: a cast would hide
+    that the 64-bit values are computed in 32 bits. Lightning's true-precision settings (``"64-true"``,
+    ``"16-true"``, ...) convert the inputs to the parameters' dtype before this; autocast keeps float32 parameters."""
+    if not isinstance(x, Tensor) or x.dtype == dtype:
+        return
+    if x.is_floating_point():
+        numpy_default = " (numpy's default)" if x.dtype == torch.float64 else ""
+        precision = ', or train in 64 bits: `Trainer(precision="64-true")`' if x.dtype == torch.float64 else ""
+        raise ValueError(f"{owner} expects inputs of dtype {dtype}, its parameters' dtype, got {x.dtype}"
+                         f"{numpy_default}: convert them, e.g. `torch.as_tensor(features, dtype={dtype})` or "
+                         f"`x.to({dtype})`{precision}.")
+    raise ValueError(f"{owner} expects floating-point inputs of dtype {dtype}, its parameters' dtype, got {x.dtype}: "
+                     f"convert them, e.g. `x.to({dtype})` (8-bit images: `x.to({dtype}) / 255`).")
+
+
+def check_eval_labels(owner: str, stage: str, target: Any, num_samples: int, num_classes: int) -> None:
+    """Raise unless a ``stage`` (``"validation"``, ``"test"``) batch of ``num_samples`` samples holds one integer
+    class label in ``0 .. num_classes - 1`` per sample. The training batches are checked by
+    :func:`check_first_batch`; evaluation batches were not: a label of -1 stopped validation in torch's
+    "IndexError: Target -1 is out of bounds", and float, out-of-range or one-hot targets gave a test accuracy without
+    a word. One ``aminmax`` per batch (torchmetrics' own checks of the batch synchronise already)."""
+    where = f"{owner}'s {stage} targets"
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{where} must be a tensor of class labels, got {type(target).__name__}.")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        kind = ("float regression targets? A classifier needs class labels; for regression use MLPRegressor"
+                if target.is_floating_point() else "convert them")
+        raise ValueError(f"{where} must be integer class labels 0 .. {num_classes - 1}, got dtype {target.dtype} "
+                         f"({kind}; labels stored as floats: `y.long()`).")
+    if tuple(target.shape) != (num_samples,):
+        raise ValueError(f"{where} must be one class label per sample (shape [{num_samples}]), got shape "
+                         f"{list(target.shape)}; for one-hot rows, pass their `.argmax(1)`.")
+    if target.numel() == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(target))
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"{where} must be class labels in 0 .. {num_classes - 1} (`num_classes`={num_classes}), got "
+                         f"{low if low < 0 else high}. Map the labels to that range (or raise `num_classes`).")
+
+
+def check_eval_targets(owner: str, stage: str, target: Any, num_samples: int, width: int,
+                       argument: str | None = "out_features") -> None:
+    """Raise unless a ``stage`` batch of ``num_samples`` samples holds ``width`` regression target values per sample
+    (any shape of ``num_samples × width`` values: ``[B]`` and ``[B, 1]`` alike for one). A test batch of two targets
+    per sample for one ended in torch's "shape '[8, 1]' is invalid for input of size 16"."""
+    where = f"{owner}'s {stage} targets"
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{where} must be a tensor of regression targets, got {type(target).__name__}.")
+    if target.ndim == 0 or target.shape[0] != num_samples or target.numel() != num_samples * width:
+        values = target[0].numel() if target.ndim > 0 and target.shape[0] == num_samples else None
+        got = (f"{values} value(s) per sample (shape {list(target.shape)})" if values is not None else
+               f"shape {list(target.shape)} for {num_samples} samples")
+        fix = f" Set `model.{argument}` to {values}, or pass the model's targets." if argument and values else ""
+        what = f"`{argument}`={width}" if argument else str(width)
+        raise ValueError(f"{where} must hold {what} value(s) per sample, got {got}.{fix}")

@@ -15,7 +15,7 @@ from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_int, check_number
 from lit_robust._lightning import with_sampler
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
-from lit_robust.data.spec import DataSpec, check_fits_data
+from lit_robust.data.spec import DataSpec, check_eval_labels, check_fits_data
 from lit_robust.mixin import RobustMixin, reset_parameters
 from lit_robust.models.backbone_checkpoint import load_backbone
 from lit_robust.models.simclr import (
@@ -271,6 +271,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)
         logits = self(b.input)
+        check_eval_labels("LinearProbe", "validation", b.target, logits.shape[0], self.settings.num_classes)
         metric, name = loader_metric(self, "val_acc", "val_acc_more", dataloader_idx,
                                      lambda: MulticlassAccuracy(self.settings.num_classes, average="micro"))
         metric(logits, b.target)
@@ -282,7 +283,9 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         while len(self.test_acc) <= dataloader_idx:
             self.test_acc.append(MulticlassAccuracy(self.settings.num_classes, average="micro").to(self.device))
         metric = self.test_acc[dataloader_idx]
-        metric(self(b.input), b.target)
+        logits = self(b.input)
+        check_eval_labels("LinearProbe", "test", b.target, logits.shape[0], self.settings.num_classes)
+        metric(logits, b.target)
         self.log("test_acc", metric, metric_attribute=f"test_acc.{dataloader_idx}")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:

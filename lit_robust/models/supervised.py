@@ -15,7 +15,16 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_int, check_int_sequence, check_number
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
-from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, datamodule_spec, misfit
+from lit_robust.data.spec import (
+    DataSpec,
+    check_eval_labels,
+    check_eval_targets,
+    check_first_batch,
+    check_fits_data,
+    check_input_dtype,
+    datamodule_spec,
+    misfit,
+)
 from lit_robust.functional.losses import bootstrap_loss
 from lit_robust.mixin import RobustMixin
 
@@ -228,6 +237,7 @@ class _Classifier(RobustMixin, pl.LightningModule):
                              lambda: MulticlassAccuracy(self.test_acc.num_classes, average="micro"))
 
     def forward(self, x: Tensor) -> Tensor:
+        check_input_dtype(type(self).__name__, x, next(self.net.parameters()).dtype)
         return self.net(x)
 
     def setup(self, stage: str) -> None:
@@ -235,6 +245,13 @@ class _Classifier(RobustMixin, pl.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the data is
+
+    def _eval_logits(self, batch: Any, stage: str) -> tuple[Tensor, Tensor]:
+        """The logits and labels of a validation or test batch, its labels checked (:func:`check_eval_labels`)."""
+        b = unpack_eval_batch(batch)
+        logits = self(b.input)
+        check_eval_labels(type(self).__name__, stage, b.target, logits.shape[0], self.test_acc.num_classes)
+        return logits, b.target
 
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         b = unpack_batch(batch)
@@ -247,17 +264,16 @@ class _Classifier(RobustMixin, pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """``val_loss`` and ``val_acc`` (several validation loaders: one value each, Lightning adds
         ``/dataloader_idx_k``)."""
-        b = unpack_eval_batch(batch)
-        logits = self(b.input)
+        logits, target = self._eval_logits(batch, "validation")
         metric, name = self._accuracy("val", dataloader_idx)
-        metric(logits, b.target)
-        self.log("val_loss", F.cross_entropy(logits, b.target), sync_dist=True)
+        metric(logits, target)
+        self.log("val_loss", F.cross_entropy(logits, target), sync_dist=True)
         self.log("val_acc", metric, metric_attribute=name, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        b = unpack_eval_batch(batch)
+        logits, target = self._eval_logits(batch, "test")
         metric, name = self._accuracy("test", dataloader_idx)
-        metric(self(b.input), b.target)
+        metric(logits, target)
         self.log("test_acc", metric, metric_attribute=name)  # Lightning adds `/dataloader_idx_k` for several
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -300,6 +316,7 @@ class _ShapeFromData:
             a, b = self._shape_names
             raise RuntimeError(f"{type(self).__name__}({a}=None) builds its layers at `setup`, from the datamodule: "
                                f"fit it with one first, or pass `{a}` and `{b}`.")
+        check_input_dtype(type(self).__name__, x, next(self.net.parameters()).dtype)
         return self.net(x)
 
     def _shape_from_data(self) -> tuple[int, int]:
@@ -358,6 +375,12 @@ class ImageClassifier(_Classifier):
             used with ``loss="ce"``.
 
     For rows of a table (vectors of features, not images) use :class:`MLPClassifier`.
+
+    Inputs are float32, the parameters' dtype: float64 ones (numpy's default, e.g. ``torch.from_numpy`` of
+    scikit-learn's arrays) are refused with the conversion to make (or train in 64 bits:
+    ``Trainer(precision="64-true")``). Validation and test labels must be integers ``0 .. num_classes - 1``, one per
+    sample (checked on every batch); several validation or test loaders each get their own ``val_acc`` /
+    ``test_acc`` (Lightning adds ``/dataloader_idx_k``).
     """
 
     def __init__(
@@ -413,6 +436,12 @@ class MLPClassifier(_ShapeFromData, _Classifier):
         loss: ``"ce"`` (cross-entropy) or the bootstrapping loss of Reed et al. (``"bootstrap_soft"``,
             ``"bootstrap_hard"``; :func:`lit_robust.bootstrap_loss`) with weight ``bootstrap_beta``.
         bootstrap_beta: the bootstrapping loss's weight of the given label, in [0, 1]; not used with ``loss="ce"``.
+
+    Inputs are float32, the parameters' dtype: float64 ones (numpy's default, e.g. ``torch.from_numpy`` of
+    scikit-learn's arrays) are refused with the conversion to make (or train in 64 bits:
+    ``Trainer(precision="64-true")``). Validation and test labels must be integers ``0 .. num_classes - 1``, one per
+    sample (checked on every batch); several validation or test loaders each get their own ``val_acc`` /
+    ``test_acc`` (Lightning adds ``/dataloader_idx_k``).
     """
 
     def __init__(
@@ -473,6 +502,8 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
     Args:
         dim: the number of input features (the length of ``θ``; no bias term).
         lr: learning rate of plain SGD.
+
+    Inputs are float32 as :class:`MLPClassifier`'s; test targets hold one value per sample (checked).
     """
 
     def __init__(self, dim: int = 100, lr: float = 0.05) -> None:
@@ -484,6 +515,7 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
         self.linear = nn.Linear(dim, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_input_dtype("LinearRegressor", x, self.linear.weight.dtype)
         return self.linear(x)
 
     def setup(self, stage: str) -> None:
@@ -507,6 +539,7 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         b = unpack_eval_batch(batch)
         pred = self(b.input)
+        check_eval_targets("LinearRegressor", "test", b.target, pred.shape[0], 1, None)
         self.log("test_mse", F.mse_loss(pred, b.target.reshape(pred.shape)), sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -540,7 +573,9 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
     (an ``unscale_targets`` method, as :class:`~lit_robust.data.TableDataModule` has), else in the targets' own.
     Where the datamodule names several targets (``target_names``, as a ``TableDataModule`` with a list of
     ``target`` columns), each also gets ``test_r2/<name>``, ``test_rmse/<name>`` and ``test_mae/<name>``: the
-    averages above mix the targets' units.
+    averages above mix the targets' units. Several validation or test loaders each get their own values (Lightning
+    adds ``/dataloader_idx_k``). Inputs are float32 as :class:`MLPClassifier`'s; validation and test targets must
+    hold ``out_features`` values per sample (checked).
     """
 
     def __init__(
@@ -633,9 +668,10 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
             losses = F.huber_loss(pred, target, reduction="none", delta=self.settings.huber_delta)
         return losses.mean(1), pred
 
-    def _r2_update(self, metric: R2Score, batch: Any) -> tuple[Tensor, Tensor]:
+    def _r2_update(self, metric: R2Score, batch: Any, stage: str) -> tuple[Tensor, Tensor]:
         b = unpack_eval_batch(batch)
         pred = self(b.input)
+        check_eval_targets("MLPRegressor", stage, b.target, pred.shape[0], self.settings.out_features)
         target = b.target.reshape(pred.shape)
         if self.settings.out_features == 1:
             pred, target = pred.reshape(-1), target.reshape(-1)
@@ -645,14 +681,14 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """``val_r2`` (several validation loaders: one value each, Lightning adds ``/dataloader_idx_k``)."""
         metric, name = loader_metric(self, "val_r2", "val_r2_more", dataloader_idx, self._new_r2)
-        self._r2_update(metric, batch)
+        self._r2_update(metric, batch, "validation")
         self.log("val_r2", metric, metric_attribute=name, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """The test metrics of the class docstring (several test loaders: one value each, Lightning adds
         ``/dataloader_idx_k``)."""
         metrics, prefix = self._test_metrics(dataloader_idx)
-        pred, target = self._r2_update(metrics["r2"], batch)
+        pred, target = self._r2_update(metrics["r2"], batch, "test")
         unscale = getattr(getattr(self._trainer, "datamodule", None), "unscale_targets", None)
         if callable(unscale):
             # errors in the data's units (a table newcomer read test_mae 0.152 where predictions.csv gave 11.0 kWh);
