@@ -907,6 +907,7 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
         raise TypeError(f"`path` must be the report file or the folder holding it (a str or path), got "
                         f"{type(path).__name__}" + (": did the fit write no report (`report_path` is None)?"
                                                     if path is None else "."))
+    path = os.path.expanduser(path)  # `~` is the home folder, as `report_dir` and `pandas.read_csv` read it
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
         found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
         if len(found) != 1:  # several: the files exist, the choice is the user's (ValueError); none: not found

@@ -217,3 +217,16 @@ def test_a_dirpath_that_cannot_be_written_is_refused_before_predicting(tmp_path)
                                          r"'.*afile/sub' \(NotADirectoryError"):
         _trainer(writer).predict(Counting(), DataLoader(blobs(20), batch_size=8))
     assert calls == []
+
+
+def test_a_dirpath_with_a_leading_tilde_is_under_the_home_folder(tmp_path, monkeypatch, one_torch_thread):
+    """`PredictionWriter(dirpath="~/preds")` wrote into a folder named `~` under the current one, where Lightning's
+    `ModelCheckpoint(dirpath)` reads `~` as the home folder."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    writer = PredictionWriter(dirpath="~/preds")
+    _trainer(writer).predict(Classifier(), DataLoader(blobs(20), batch_size=8))
+    assert writer.path == str(home / "preds" / "predictions.csv") and len(_rows(writer.path)) == 20
+    assert not (cwd / "~").exists()

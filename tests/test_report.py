@@ -1191,3 +1191,32 @@ def test_subset_source_index_reads_negative_subset_indices_from_the_end():
     assert subset_source_index(ds).tolist() == [4, 0, 3]
     nested = IndexedDataset(Subset(Subset(base, [-1, 1, 2]), [0, -1]))
     assert [int(nested[i][2]) for i in range(2)] == subset_source_index(nested).tolist() == [4, 2]
+
+
+def test_report_dir_plot_dir_and_load_report_read_a_leading_tilde_as_the_home_folder(tmp_path, monkeypatch):
+    """`report_dir="~/reports"` (a config's `report_dir: ~/reports`) wrote the report into a folder named `~` under the
+    current one, where Lightning's `default_root_dir` and `ModelCheckpoint(dirpath)` read `~` as the home folder;
+    `plot_dir` likewise, and `load_report("~/...")` said the file did not exist."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, report_dir="~/reports", plot_dir="~/plots")
+    fit(tmp_path, [itlm], 2)
+    assert itlm.report_path == str(home / "reports" / "itlm_report.csv") and os.path.isfile(itlm.report_path)
+    assert itlm.plot_path == str(home / "plots" / "itlm_scores.png") and os.path.isfile(itlm.plot_path)
+    assert not (cwd / "~").exists()
+    assert len(load_report("~/reports/itlm_report.csv")) == len(load_report(itlm.report_path)) > 0
+
+
+def test_a_plot_dir_that_cannot_be_written_is_an_error_at_setup_not_after_training(tmp_path):
+    """`ITLM(plot_dir=<a file>)` trained every round, then failed the fit at its end with a bare `FileExistsError`
+    from `os.makedirs` (`report_dir` was checked at setup, `plot_dir` was not)."""
+    (tmp_path / "a_file").write_text("")
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot_dir=str(tmp_path / "a_file"))
+    with pytest.raises(ValueError, match=r"`plot_dir` must be a folder a file can be written into, got '.*a_file' "
+                                         r"\(FileExistsError"):
+        _, _, trainer = fit(tmp_path, [itlm], 2)
+    off = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, plot_dir=str(tmp_path / "a_file"))
+    _, _, trainer = fit(tmp_path, [off], 2)  # no plot: the folder is not used, so not checked
+    assert trainer.current_epoch == 2 and off.plot_path is None

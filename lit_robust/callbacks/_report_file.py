@@ -38,7 +38,8 @@ from lit_robust.report import (
 )
 from lit_robust.selection import distributed
 
-__all__ = ["check_report_args", "report_enabled", "written_on_rank_zero", "resolve_report_path", "training_set_size", "EpochReport",
+__all__ = ["check_report_args", "report_enabled", "written_on_rank_zero", "resolve_report_path", "checked_folder",
+           "training_set_size", "EpochReport",
            "ModuleReport"]
 
 
@@ -105,7 +106,9 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
     ``default_root_dir`` without a logger, or with one that has no folder), checked to be writable on rank 0. Call on
     every rank (both ``trainer.log_dir`` and the outcome are broadcast); every rank raises the same ``ValueError``
     when the folder cannot be written."""
-    folder = os.fspath(report_dir) if report_dir is not None else trainer.log_dir
+    # `~` is the home folder, as in Lightning's `default_root_dir` and `ModelCheckpoint(dirpath)`: a config's
+    # `report_dir: ~/reports` wrote into a folder named `~` under the current one
+    folder = os.path.expanduser(os.fspath(report_dir)) if report_dir is not None else trainer.log_dir
     if folder is None:
         # a logger with no folder of its own (`save_dir` None: a team's logger writing to a database) crashed the fit
         # at setup in `os.makedirs(None)`
@@ -119,6 +122,17 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
         raise ValueError(f"the report goes into the logger's folder (`trainer.log_dir`) when `report_dir` is not "
                          f"given, and {folder!r} cannot be written ({problem}); pass `report_dir`, or report=False.")
     return os.path.join(folder, filename)
+
+
+def checked_folder(trainer: Any, folder: Any, argument: str) -> str:
+    """``folder`` (a user's folder argument, ``argument``; ``~`` expanded), checked to be writable on rank 0 (created
+    if missing). Call on every rank: the outcome is broadcast and every rank raises the same ``ValueError``."""
+    folder = os.path.expanduser(os.fspath(folder))
+    problem = folder_error(folder) if trainer.global_rank == 0 else None
+    problem = trainer.strategy.broadcast(problem)
+    if problem is not None:
+        raise ValueError(f"`{argument}` must be a folder a file can be written into, got {folder!r} ({problem}).")
+    return folder
 
 
 def training_set_size(trainer: Any, owner: str) -> int:

@@ -49,6 +49,7 @@ from lit_robust._lightning import (
 from lit_robust._modes import enter_eval, restore_modes
 from lit_robust.callbacks._report_file import (
     check_report_args,
+    checked_folder,
     report_enabled,
     resolve_report_path,
     unwritten_report_note,
@@ -474,7 +475,8 @@ class ITLM(Callback):
         plot: write ``itlm_scores.png`` (score histograms per scoring pass: of clean vs corrupted samples where
             the ground truth is known, else of the samples the pass kept vs dropped) at fit end, into ``plot_dir``
             or else the logger's directory (no logger and no ``plot_dir``: no file).
-        plot_dir: folder for the plot (a ``str`` or ``os.PathLike``).
+        plot_dir: folder for the plot (a ``str`` or ``os.PathLike``; created if missing and checked at setup when
+            ``plot`` is on).
         check_per_sample: on the first scoring batch of a fit, score the batch's first samples again on
             their own and raise if their scores change (a score that is not per-sample, e.g. a batch mean
             broadcast to every sample); turn off for scores that are random by design. The samples are sliced from the
@@ -860,8 +862,9 @@ class ITLM(Callback):
         self._sampler = SelectionSampler(0, shuffle=self.shuffle, seed=self.fit_seed,
                                          num_replicas=trainer.world_size, rank=trainer.global_rank)
         # on every rank: under DDP `trainer.log_dir` is a collective, which the rank-0 plot at fit end cannot call
-        self._plot_folder = (os.fspath(self.plot_dir) if self.plot_dir is not None
-                             else trainer.log_dir if self.plot and trainer.logger is not None else None)
+        # `plot_dir` checked here, as `report_dir` is: a file of that name failed the fit at its end, after training
+        self._plot_folder = (None if not self.plot else checked_folder(trainer, self.plot_dir, "plot_dir")
+                             if self.plot_dir is not None else trainer.log_dir if trainer.logger is not None else None)
         self._report_target = None
         self._train_ended = False
         if report_enabled(self.report, self.report_dir):

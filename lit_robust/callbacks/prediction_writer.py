@@ -94,7 +94,7 @@ class PredictionWriter(BasePredictionWriter):
         self.problem = mismatch_advice(trainer, "the Trainer") or self.problem
         # the folder is checked before predicting: a `dirpath` under a file predicted every batch, then failed with a
         # bare NotADirectoryError (the folder is made here, as the report callbacks make theirs at setup)
-        folder = os.fspath(self.dirpath) if self.dirpath is not None else (trainer.log_dir or trainer.default_root_dir)
+        folder = self._folder(trainer)
         problem = folder_error(folder) if trainer.global_rank == 0 else None
         problem = trainer.strategy.broadcast(problem)
         if problem is not None:
@@ -103,6 +103,11 @@ class PredictionWriter(BasePredictionWriter):
                                  f"({problem}).")
             raise ValueError(f"{self.filename} goes into the logger's folder (`trainer.log_dir`) when `dirpath` is not "
                              f"given, and {folder!r} cannot be written ({problem}); pass `dirpath`.")
+
+    def _folder(self, trainer: pl.Trainer) -> str:
+        # `~` is the home folder, as in Lightning's `ModelCheckpoint(dirpath)`: `dirpath: ~/preds` wrote into `./~`
+        return (os.path.expanduser(os.fspath(self.dirpath)) if self.dirpath is not None
+                else (trainer.log_dir or trainer.default_root_dir))
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
@@ -129,7 +134,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # collectives: every rank reaches this hook once per `predict` (`trainer.log_dir` broadcasts rank 0's)
-        folder = os.fspath(self.dirpath) if self.dirpath is not None else (trainer.log_dir or trainer.default_root_dir)
+        folder = self._folder(trainer)
         parts = distributed.gather_objects((self.problem, self._width, self._batches), dst=0)
         self._batches = []
         if parts is None:  # not rank 0
