@@ -1,6 +1,7 @@
 """TableDataModule (a CSV/TSV/Parquet file or a DataFrame as splits) and MLPClassifier (which reads its shape from it)."""
 
 import math
+import re
 import shlex
 import statistics
 import sys
@@ -892,3 +893,39 @@ def test_an_integer_label_column_with_a_gap_keeps_integer_class_names(tmp_path):
         dm.setup()
     assert dm.classes == [0, 1] and [type(c) for c in dm.classes] == [int, int]
     assert dm.describe_report({"index": [0, 1], "given_label": [0, 1]})["given_class"] == ["0", "1"]
+
+
+
+def test_a_csv_that_is_not_utf8_is_named_with_the_fix_not_a_decode_traceback(tmp_path):
+    """A spreadsheet's Latin-1 export (`größe`) ended in pandas' `UnicodeDecodeError: 'utf-8' codec can't decode byte
+    0xf6 in position 2`, a traceback under `lit-robust fit` too, naming neither the argument nor the file."""
+    frame = pd.DataFrame({"größe": [1.0, 2.0, 3.0, 4.0], "label": ["chat", "chien", "chat", "chien"]})
+    frame.to_csv(tmp_path / "latin.csv", index=False, encoding="latin-1")
+    for argument, kwargs in (("path", {"path": str(tmp_path / "latin.csv")}),
+                             ("test_path", {"frame": frame, "test_path": str(tmp_path / "latin.csv")})):
+        with pytest.raises(ValueError, match=rf"^`{argument}`='.*latin\.csv' is not UTF-8 text \(byte 0xf6 at position 2\)"
+                                             r": save it as UTF-8 .*encoding='latin-1'"):
+            TableDataModule(target="label", test_size=None if argument == "path" else 0, **kwargs).setup()
+    frame.to_csv(tmp_path / "utf8.csv", index=False, encoding="utf-8-sig")  # UTF-8 with a BOM reads as it is
+    dm = TableDataModule(str(tmp_path / "utf8.csv"), target="label", test_size=0)
+    dm.setup()
+    assert dm.feature_names == ["größe"] and dm.classes == ["chat", "chien"]
+
+
+@pytest.mark.parametrize("suffix, sep, other", [(".csv", ";", ";"), (".tsv", ",", ","), (".csv", "|", "|")])
+def test_a_table_separated_by_another_character_is_named_not_read_as_one_column(tmp_path, suffix, sep, other):
+    """A European spreadsheet's `;`-separated CSV read as the one column 'a;b;label', and the error said `target`
+    was not a column, "Did you mean 'a;b;label'?"; now the file's separator is named, with the way to convert it."""
+    path = tmp_path / f"t{suffix}"
+    pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6], "label": ["x", "y", "x"]}).to_csv(path, index=False, sep=sep)
+    reads = "comma" if suffix == ".csv" else "tab"
+    with pytest.raises(ValueError, match=re.escape(
+            f"`path`={str(path)!r} reads as one column, {f'a{sep}b{sep}label'!r}: its values look separated by "
+            f"{other!r}, and a {suffix} file is read as {reads}-separated. Save it {reads}-separated (pandas: "
+            f"`pd.read_csv(path, sep={other!r})")):
+        TableDataModule(str(path), target="label").setup()
+    pd.DataFrame({"a;b": [1.0, 2.0, 3.0], "c": [1.0, 2.0, 3.0], "label": ["x", "y", "x"]}).to_csv(
+        tmp_path / "ok.csv", index=False)  # a column name with `;` in a table of several columns is fine
+    dm = TableDataModule(str(tmp_path / "ok.csv"), target="label", test_size=0)
+    dm.setup()
+    assert dm.feature_names == ["a;b", "c"]

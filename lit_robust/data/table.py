@@ -94,6 +94,7 @@ def _read_table(path: str, argument: str, text_columns: Sequence[str] = ()) -> A
     sep = "\t" if kind == "tsv" else ","
     try:
         frame = pd.read_csv(full, sep=sep)
+        _check_separator(frame, sep, argument, path)
         ids = [c for c in text_columns if c in frame.columns]
         if ids:  # a second read of those columns alone: the others keep pandas' reading (its NA words, numbers)
             text = pd.read_csv(full, sep=sep, usecols=ids, dtype=str, keep_default_na=False, na_values=[""])
@@ -102,6 +103,27 @@ def _read_table(path: str, argument: str, text_columns: Sequence[str] = ()) -> A
     except pd.errors.EmptyDataError:  # a 0-byte file ended in pandas' traceback (a hurried CLI user)
         raise ValueError(f"`{argument}`={os.fspath(path)!r} is empty: a table needs a header row of column names "
                          "and at least one row.") from None
+    except UnicodeDecodeError as err:  # a spreadsheet's Latin-1 / Windows-1252 export ended in pandas' traceback
+        raise ValueError(f"`{argument}`={os.fspath(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                         f"position {err.start}): save it as UTF-8 (a spreadsheet's \"CSV UTF-8\"; pandas: "
+                         "`pd.read_csv(path, encoding='latin-1').to_csv(new_path, index=False)`), then run again.") \
+            from None
+
+
+def _check_separator(frame: Any, sep: str, argument: str, path: Any) -> None:
+    """Raise when a table file read with ``sep`` came out as one column whose name holds another separator: a
+    European spreadsheet's ``;``-separated CSV was read as the one column ``'a;b;label'``, and the error said that
+    `target` was not a column, with that whole header as the closest name."""
+    name = str(frame.columns[0]) if len(frame.columns) == 1 else ""
+    other = next((s for s in (";", ",", "\t", "|") if s != sep and s in name), None)
+    if other is not None:
+        kind = "comma" if sep == "," else "tab"
+        decimal = ", with decimal=',' where numbers read 1,5" if other == ";" else ""
+        out_sep = "" if sep == "," else ", sep='\\t'"
+        raise ValueError(f"`{argument}`={os.fspath(path)!r} reads as one column, {name!r}: its values look separated "
+                         f"by {other!r}, and a {'.csv' if sep == ',' else '.tsv'} file is read as {kind}-separated. Save "
+                         f"it {kind}-separated (pandas: `pd.read_csv(path, sep={other!r}).to_csv(new_path, index=False"
+                         f"{out_sep})`{decimal}), then run again.")
 
 
 def _cells_that_are_not_numbers(column: Any, name: str, shown: int = 3) -> str:
@@ -238,7 +260,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
     """Your own table as training / validation / test splits: one row per sample, chosen columns as the inputs.
 
     Args:
-        path: a ``.csv``, ``.tsv`` or ``.parquet`` file (read with pandas). From Python you may pass ``frame`` instead.
+        path: a ``.csv`` (comma-separated) or ``.tsv`` (tab-separated) file in UTF-8, or a ``.parquet`` file (read
+            with pandas); another separator or encoding is an error that says how to convert the file. From
+            Python you may pass ``frame`` instead.
         target: the column(s) to predict. ``task="classification"``: one column; its distinct values, sorted, become
             the classes ``0 … k-1`` (:attr:`classes` maps them back). ``"regression"``: one or more numeric columns.
             ``"anomaly"``: an optional 0/1 column of known anomalies, never read in training — it gives the test
