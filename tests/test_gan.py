@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import os
 
 import numpy
 import pytest
@@ -242,6 +243,17 @@ def test_sample_grid_without_itlm_saves_at_the_end_or_every_epoch(mixture, tmp_p
     # each says once where its grids go
     assert sorted(said) == [f"SampleGrid: sample grids written to {tmp_path / 'e'}",
                             f"SampleGrid: sample grids written to {tmp_path / 'samples'}"]
+
+
+def test_sample_grid_reads_a_leading_tilde_as_the_home_folder(mixture, tmp_path, monkeypatch):
+    """`SampleGrid(dirpath="~/grids")` wrote into a folder named `~` under the current one, where `report_dir`,
+    `plot_dir` and Lightning's `default_root_dir` read `~` as the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    grid = SampleGrid(dirpath="~/grids")
+    tiny_trainer(tmp_path, 1, [grid], limit_train_batches=1).fit(DCGAN(**SMALL), fresh(mixture))
+    assert grid.paths[0] == str(tmp_path / "home" / "grids" / "round0.png")
+    assert os.path.isfile(grid.paths[0]) and not os.path.exists(tmp_path / "~")
 
 
 def _count_grids(monkeypatch) -> list[str]:

@@ -131,7 +131,10 @@ class SampleGrid(Callback):
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, key: int) -> None:
         # `log_dir` broadcasts, so every rank asks for it; only rank 0 writes
-        folder = self.dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "samples")
+        # a leading `~` is the home folder, as in `report_dir` and Lightning's `default_root_dir` (a user's
+        # `dirpath="~/grids"` wrote into a folder named `~` under the current one)
+        folder = (os.path.expanduser(os.fspath(self.dirpath)) if self.dirpath
+                  else os.path.join(trainer.log_dir or trainer.default_root_dir, "samples"))
         self._steps[key] = trainer.global_step
         self._save(pl_module, folder, key, f"{self.every}{key}.png")
 
