@@ -91,11 +91,12 @@ def test_score_dataset_takes_a_tensor_refuses_rows_and_empty_data():
     scores, targets = model.score_dataset(x)
     assert torch.equal(scores, model.score_dataset(DataLoader(TensorDataset(x), batch_size=2))[0]) and targets is None
     for rows, kind in ((x.numpy(), "numpy.ndarray"), (pd.DataFrame(x.numpy()), "pandas.DataFrame")):
-        with pytest.raises(TypeError, match=rf"RealNVP.score_dataset: `loader` must be a DataLoader or a float32 tensor "
-                                            rf"\[n, 2\] of samples, got {kind}: convert it"):
+        with pytest.raises(TypeError, match=rf"RealNVP.score_dataset: `loader` must be a DataLoader or a float32 "
+                                            rf"tensor \[n, 2\] of samples, got {kind}: convert it"):
             model.score_dataset(rows)
     for empty in (x[:0], DataLoader(TensorDataset(x[:0]), batch_size=2)):
-        with pytest.raises(ValueError, match=r"RealNVP.score_dataset: `loader` must hold at least one sample, got none"):
+        with pytest.raises(ValueError, match=r"RealNVP.score_dataset: `loader` must hold at least one sample, "
+                                             r"got none"):
             model.score_dataset(empty)
         with pytest.raises(ValueError, match=r"RealNVP.fit_threshold: `data` must hold at least one sample, got none"):
             model.fit_threshold(empty, 0.1)

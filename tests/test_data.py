@@ -437,9 +437,10 @@ def test_a_setting_changed_after_setup_is_warned_about_once_not_ignored_silently
         warnings.simplefilter("error")
         dm.setup("test")  # nothing changed: silent
     dm.clean_ratio, dm.seed = 0.5, 3
-    with pytest.warns(UserWarning, match=r"^DigitsDataModule: `seed` \(now 3, built with 0\), `clean_ratio` \(now 0\.5, "
-                                         r"built with 0\.8\) changed after `setup` built the splits.*the change is "
-                                         r"ignored\. For splits with the new settings make a new DigitsDataModule"):
+    with pytest.warns(UserWarning, match=r"^DigitsDataModule: `seed` \(now 3, built with 0\), `clean_ratio` "
+                                         r"\(now 0\.5, built with 0\.8\) changed after `setup` built the splits.*"
+                                         r"the change is ignored\. For splits with the new settings make a new "
+                                         r"DigitsDataModule"):
         dm.setup("fit")
     assert torch.equal(dm.train_set.corrupted, corrupted)  # what the warning says: the splits are as they were
     with warnings.catch_warnings():

@@ -360,7 +360,8 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
     (lambda: BackdoorMetrics(predict="argmax"), TypeError, r"`predict` must be a callable .* or None, got str"),
     (lambda: BackdoorMetrics(target=None, source=3), ValueError,
      r"`source`=3 needs a single-target attack, but `target` is None"),
-    (lambda: BackdoorMetrics(target=-1), ValueError, r"`target` must be an integer >= 0 or None or 'datamodule', got -1"),
+    (lambda: BackdoorMetrics(target=-1), ValueError,
+     r"`target` must be an integer >= 0 or None or 'datamodule', got -1"),
     # a misspelt default: the message named the integers and None only
     (lambda: BackdoorMetrics(target="datamodul"), ValueError,
      r"`target` must be an integer >= 0 or None or 'datamodule', got 'datamodul' \(a str\)"),

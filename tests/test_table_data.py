@@ -903,8 +903,8 @@ def test_a_csv_that_is_not_utf8_is_named_with_the_fix_not_a_decode_traceback(tmp
     frame.to_csv(tmp_path / "latin.csv", index=False, encoding="latin-1")
     for argument, kwargs in (("path", {"path": str(tmp_path / "latin.csv")}),
                              ("test_path", {"frame": frame, "test_path": str(tmp_path / "latin.csv")})):
-        with pytest.raises(ValueError, match=rf"^`{argument}`='.*latin\.csv' is not UTF-8 text \(byte 0xf6 at position 2\)"
-                                             r": save it as UTF-8 .*encoding='latin-1'"):
+        with pytest.raises(ValueError, match=rf"^`{argument}`='.*latin\.csv' is not UTF-8 text "
+                                             r"\(byte 0xf6 at position 2\): save it as UTF-8 .*encoding='latin-1'"):
             TableDataModule(target="label", test_size=None if argument == "path" else 0, **kwargs).setup()
     frame.to_csv(tmp_path / "utf8.csv", index=False, encoding="utf-8-sig")  # UTF-8 with a BOM reads as it is
     dm = TableDataModule(str(tmp_path / "utf8.csv"), target="label", test_size=0)

@@ -283,9 +283,9 @@ class AnomalyDetector(pl.LightningModule):
             # a batch of inputs alone (a tensor, `TensorDataset(x)`): the batch-layout error said nothing of the labels
             # that ROC-AUC needs, nor of where unlabelled rows are scored
             raise ValueError(f"{type(self).__name__}(dim={self._dim()}): `trainer.test` measures ROC-AUC against "
-                             "is-anomaly labels, and the test batches carry none (a tensor or `TensorDataset(x)`): give "
-                             "them as `(x, is_anomaly)` pairs, 1 = anomaly (`TensorDataset(x, is_anomaly)`), or score "
-                             "unlabelled rows with `trainer.predict` or `model.score_dataset`.")
+                             "is-anomaly labels, and the test batches carry none (a tensor or `TensorDataset(x)`): "
+                             "give them as `(x, is_anomaly)` pairs, 1 = anomaly (`TensorDataset(x, is_anomaly)`), "
+                             "or score unlabelled rows with `trainer.predict` or `model.score_dataset`.")
         scores, b = self._scores(batch, batch_idx, "test")
         self.test_auroc.update(scores, b.target.long())
         self.log("test_auroc", self.test_auroc, on_step=False, on_epoch=True)

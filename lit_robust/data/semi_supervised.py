@@ -126,7 +126,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         self.labeled_fraction, self.labeled_size = labeled_fraction, whole(labeled_size)
         self.unlabeled_mnist, self.unlabeled_fashion = whole(unlabeled_mnist), int(unlabeled_fashion)
         self.test_size = whole(test_size)
-        self.batch_size, self.eval_batch_size, self.num_workers = int(batch_size), int(eval_batch_size), int(num_workers)
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.num_workers = int(num_workers)
         self.seed, self.download = seed, download
         self.value_range = MNIST_VALUE_RANGE
         self.trigger = make_trigger(attack, self.value_range, seed)

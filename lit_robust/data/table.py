@@ -121,9 +121,9 @@ def _check_separator(frame: Any, sep: str, argument: str, path: Any) -> None:
         decimal = ", with decimal=',' where numbers read 1,5" if other == ";" else ""
         out_sep = "" if sep == "," else ", sep='\\t'"
         raise ValueError(f"`{argument}`={os.fspath(path)!r} reads as one column, {name!r}: its values look separated "
-                         f"by {other!r}, and a {'.csv' if sep == ',' else '.tsv'} file is read as {kind}-separated. Save "
-                         f"it {kind}-separated (pandas: `pd.read_csv(path, sep={other!r}).to_csv(new_path, index=False"
-                         f"{out_sep})`{decimal}), then run again.")
+                         f"by {other!r}, and a {'.csv' if sep == ',' else '.tsv'} file is read as {kind}-separated. "
+                         f"Save it {kind}-separated (pandas: `pd.read_csv(path, sep={other!r})"
+                         f".to_csv(new_path, index=False{out_sep})`{decimal}), then run again.")
 
 
 def _cells_that_are_not_numbers(column: Any, name: str, shown: int = 3) -> str:
