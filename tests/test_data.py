@@ -456,3 +456,34 @@ def test_a_setting_changed_after_setup_is_warned_about_once_not_ignored_silently
                                          r"DataFrame given before\), `features` \(now \['a', 'y'\], built with "
                                          r"\('a',\)\) changed after `setup`"):
         table.setup()
+
+
+@pytest.mark.parametrize("where, cls, kwargs, name, value", [
+    ("lit_robust.data.mixture", "MixedImagesDataModule", {"train_size": 40}, "clean_ratio", 0.5),
+    ("lit_robust.data.semi_supervised", "SemiSupervisedBackdoorMNISTDataModule",
+     {"labeled_size": 30, "unlabeled_mnist": 10, "test_size": 20}, "poison_rate", 0.1),
+    ("lit_robust.anomaly.data", "TwoMoonsAnomalyDataModule", {"n_train": 40, "n_test": 20}, "contamination", 0.2),
+    ("lit_robust.anomaly.data", "OneClassMNISTDataModule", {"max_normal": 30, "test_size": 200}, "anomaly_classes",
+     [1]),
+])
+def test_the_other_datamodules_warn_of_a_setting_changed_after_setup_too(shared_data, where, cls, kwargs, name,
+                                                                          value):
+    """MixedImagesDataModule, SemiSupervisedBackdoorMNISTDataModule and the anomaly datamodules returned at once from
+    a second `setup` without the warning the others give: `dm.clean_ratio = 0.5` after a first fit was ignored
+    without a word."""
+    import importlib
+    import re
+    import warnings
+
+    make = getattr(importlib.import_module(where), cls)
+    dm = make(**kwargs) if "TwoMoons" in cls else make(root=str(shared_data), **kwargs)
+    dm.setup("fit")
+    train = dm.train_set
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.setup("test")  # nothing changed: silent
+    setattr(dm, name, value)
+    with pytest.warns(UserWarning, match=rf"^{cls}: `{name}` \(now {re.escape(repr(value))}, built with .*\) changed "
+                                         rf"after `setup` built the splits.*make a new {cls}"):
+        dm.setup("fit")
+    assert dm.train_set is train  # what the warning says: the splits are as they were

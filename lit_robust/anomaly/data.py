@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_bool, check_int, check_number, check_seed
 from lit_robust.anomaly.base import check_ratio
-from lit_robust.data.base import SplitLoaders, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 
 __all__ = [
@@ -109,6 +109,8 @@ class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
     """
 
     target_kind = "anomaly"
+    #: the attributes :meth:`build` reads (a change after `setup` is warned about, `built_already`)
+    _settings: tuple[str, ...] = ("seed",)
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
                  drop_last: bool = False) -> None:
@@ -127,13 +129,14 @@ class AnomalyDataModule(SplitLoaders, pl.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         x, flag, x_test, flag_test = self.build()
         self.x_train, self.train_is_anomaly = x, flag.bool()
         self.x_test, self.test_is_anomaly = x_test, flag_test.bool()
         self.train_set = IndexedDataset(TensorDataset(x, flag.long()), corrupted=flag.bool())
         self.test_set = IndexedDataset(TensorDataset(x_test, flag_test.long()))
+        remember_settings(self, self._settings)
 
     @property
     def dim(self) -> int:
@@ -153,6 +156,9 @@ class TwoMoonsAnomalyDataModule(AnomalyDataModule):
         n_test: test samples, a ``test_anomaly_ratio`` share of them anomalies from the same distribution.
         test_anomaly_ratio: the anomaly share of the test set, in (0, 1) (default 0.5); ROC-AUC needs both kinds.
     """
+
+    _settings = (*AnomalyDataModule._settings, "n_train", "contamination", "anomalies", "noise", "n_test",
+                 "test_anomaly_ratio")
 
     def __init__(self, n_train: int = 2000, contamination: float = 0.05,
                  anomalies: Literal["uniform", "clustered"] = "uniform", noise: float = 0.1, n_test: int = 2000,
@@ -206,6 +212,8 @@ class OneClassMNISTDataModule(AnomalyDataModule):
     """
 
     _name = "MNIST"
+    _settings = (*AnomalyDataModule._settings, "root", "normal_class", "contamination", "anomaly_classes",
+                 "max_normal", "pca_dim", "test_size")
 
     def __init__(self, root: str = "data", normal_class: int = 0, contamination: float = 0.1,
                  anomaly_classes: list[int] | None = None, max_normal: int | None = None, pca_dim: int | None = None,

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_int, check_seed
-from lit_robust.data.base import SplitLoaders, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.selection.rules import percent_hint
 
@@ -110,7 +110,7 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         return n_clean, n - n_clean
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         g = torch.Generator().manual_seed(self.seed)
         (tr_c, tr_b), (va_c, va_b) = self.counts(self.train_size), self.counts(self.val_size)
@@ -127,6 +127,7 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         self.train_set = self._split(clean[:tr_c], bad[:tr_b], g)
         if self.val_size:
             self.val_set = self._split(clean[tr_c:], bad[tr_b:], g)
+        remember_settings(self, ("root", "clean_ratio", "train_size", "val_size", "clean", "bad", "seed"))
 
     @staticmethod
     def _split(clean: Tensor, bad: Tensor, g: torch.Generator) -> IndexedDataset:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_number, check_seed
-from lit_robust.data.base import SplitLoaders, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.functional.backdoor import BlendTrigger, PatchTrigger, Trigger, poison, poison_test_set
 
@@ -154,7 +154,7 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
                 torchvision_split("FashionMNIST", self.root, True, download=True)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if built_already(self):  # built once; a setting changed since is warned about
             return
         train = torchvision_split("MNIST", self.root, True, self.download)
         test = torchvision_split("MNIST", self.root, False, self.download)
@@ -204,6 +204,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         xt_trig, y_true, y_attack = poison_test_set(xt, yt, self.trigger, num_classes=10)
         self.poison_test_set = IndexedDataset(TensorDataset(xt_trig, y_true))
         self.test_attack_targets = y_attack
+        remember_settings(self, ("root", "mode", "attack", "poison_rate", "labeled_fraction", "labeled_size",
+                                 "unlabeled_mnist", "unlabeled_fashion", "test_size", "seed", "trigger"))
 
     def test_dataloader(self) -> list[DataLoader]:
         """``[clean test loader, triggered test loader (true labels)]``."""
