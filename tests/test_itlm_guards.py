@@ -1036,6 +1036,32 @@ def test_per_class_trimming_that_keeps_no_sample_is_refused_before_it_trains():
     assert trainer.global_step == 0
 
 
+@pytest.mark.parametrize("sizes, warned", [((1, 1, 28), True), ((8, 8, 16), False)])
+def test_per_class_trimming_that_keeps_well_under_keep_ratio_is_warned_about(sizes, warned):
+    """`per_class=True` floors each class's quota: 200 classes of ~5 samples at keep_ratio 0.8 kept 737 of 1000 (a
+    one-sample class always dropped) without a word. Classes of 1, 1 and 28 samples at 0.75 keep 0 + 0 + 21 = 21 of
+    30, not 22 (more than 2 % of the samples short): warned once, before round 0 trains; the rule itself stays."""
+    from torch.utils.data import TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    labels = torch.cat([torch.full((k,), c) for c, k in enumerate(sizes)])
+    ds = IndexedDataset(TensorDataset(torch.randn(len(labels), 2, generator=torch.Generator().manual_seed(0)),
+                                      labels))
+    itlm = ITLM(0.75, [1, 1], per_class=True, verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(None, 2, [itlm]).fit(MixinStep(), DataLoader(ds, batch_size=8))
+    said = [str(w.message) for w in caught if "`per_class=True` keeps" in str(w.message)]
+    if not warned:
+        assert not said and itlm.history[1].kept == 24  # 6 + 6 + 12, floor(0.75 * 32) exactly
+        return
+    assert said == ["ITLM: `per_class=True` keeps floor(keep_ratio * n_c) of each class's n_c samples, and with "
+                    "`keep_ratio`=0.75 and 3 classes of median 1 samples that is 21 of the 30 training samples, not "
+                    "22: every round drops 30.0 % instead of 25.0 % (2 class(es) too small to keep any). Use "
+                    "`per_class=False`, or a larger `keep_ratio`, for about the share asked."]
+    assert itlm.history[1].kept == 21
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
 def test_a_seed_outside_lightnings_range_is_refused_when_itlm_is_made(seed):
     """`seed=2**64` was taken and failed at fit start inside torch ("Overflow when unpacking long long")."""
