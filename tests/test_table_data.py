@@ -929,3 +929,30 @@ def test_a_table_separated_by_another_character_is_named_not_read_as_one_column(
     dm = TableDataModule(str(tmp_path / "ok.csv"), target="label", test_size=0)
     dm.setup()
     assert dm.feature_names == ["a;b", "c"]
+
+
+@pytest.mark.parametrize("missing", ["error", "drop"])
+def test_cells_pandas_reads_as_missing_are_named_with_how_to_keep_them(tmp_path, missing):
+    """A target column whose class is "NA" (North America) is read by pandas as missing: the error counted missing
+    values and said nothing of why. It names those cells and how to keep them; what is read is unchanged."""
+    import warnings
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i % 5},{i % 7},{['EU', 'NA', 'ASIA'][i % 3]}\n" for i in range(40)))
+    hint = (r"pandas read the cells 'NA' \(13 in 'label'\) as missing \(its default NA words\); to keep them as "
+            r"values, read the file with `pandas.read_csv\(path, keep_default_na=False, na_values=\[''\]\)` and pass "
+            r"the DataFrame as `frame`, or rename those cells in the file\.")
+    dm = TableDataModule(path=str(path), target="label", test_size=10, missing=missing)
+    if missing == "error":
+        with pytest.raises(ValueError, match=r"13 of 40 rows have a missing .* to leave those rows out\. " + hint):
+            dm.setup()
+        return
+    with pytest.warns(UserWarning, match=r"left out 13 of 40 rows .*`source_index`\)\. " + hint):
+        dm.setup()
+    assert dm.classes == ["ASIA", "EU"]  # what is read is unchanged
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept = TableDataModule(frame=frame, target="label", test_size=10)
+        kept.setup()
+    assert kept.classes == ["ASIA", "EU", "NA"]  # the way the message gives keeps the class

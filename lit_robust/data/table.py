@@ -99,6 +99,7 @@ def _read_table(path: str, argument: str, text_columns: Sequence[str] = ()) -> A
         if ids:  # a second read of those columns alone: the others keep pandas' reading (its NA words, numbers)
             text = pd.read_csv(full, sep=sep, usecols=ids, dtype=str, keep_default_na=False, na_values=[""])
             frame[ids] = text[ids]
+        frame.attrs[_CSV_SOURCE] = (full, sep)  # for `_read_as_missing`, should a used column have missing cells
         return frame
     except pd.errors.EmptyDataError:  # a 0-byte file ended in pandas' traceback (a hurried CLI user)
         raise ValueError(f"`{argument}`={os.fspath(path)!r} is empty: a table needs a header row of column names "
@@ -108,6 +109,37 @@ def _read_table(path: str, argument: str, text_columns: Sequence[str] = ()) -> A
                          f"position {err.start}): save it as UTF-8 (a spreadsheet's \"CSV UTF-8\"; pandas: "
                          "`pd.read_csv(path, encoding='latin-1').to_csv(new_path, index=False)`), then run again.") \
             from None
+
+
+_CSV_SOURCE = "lit_robust_csv_source"  # a frame's attrs key: the CSV/TSV file and separator it was read from
+
+
+def _read_as_missing(frame: Any, columns: list[str]) -> str:
+    """`` pandas read the cells 'NA' (13 in 'label') as missing ...``: the non-empty cells of ``columns`` that
+    pandas read as missing (its default NA words: "NA", "N/A", "null", ...), found by reading those columns of the
+    file again as text; ``""`` for a DataFrame given as such, or when there are none. A table whose class "NA"
+    (North America) was read as missing got an error counting missing values, and nothing said why."""
+    source = frame.attrs.get(_CSV_SOURCE)
+    if source is None or not columns:
+        return ""
+    full, sep = source
+    try:
+        text = _pandas().read_csv(full, sep=sep, usecols=columns, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception:  # noqa: BLE001 - only a hint: the error it adds to stands without it
+        return ""
+    if len(text) != len(frame):
+        return ""
+    found: dict[tuple[str, str], int] = {}
+    for c in columns:
+        read_missing = np.asarray(frame[c].isna().to_numpy(), dtype=bool) & text[c].notna().to_numpy()
+        for word in text[c][read_missing].tolist():
+            found[(c, word)] = found.get((c, word), 0) + 1
+    if not found:
+        return ""
+    cells = ", ".join(f"{w!r} ({k} in {c!r})" for (c, w), k in list(found.items())[:4])
+    return (f" pandas read the cells {cells} as missing (its default NA words); to keep them as values, read the "
+            "file with `pandas.read_csv(path, keep_default_na=False, na_values=[''])` and pass the DataFrame as "
+            "`frame`, or rename those cells in the file.")
 
 
 def _check_separator(frame: Any, sep: str, argument: str, path: Any) -> None:
@@ -495,6 +527,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if not bad.any():
             return np.arange(len(frame))
         per_column = ", ".join(f"{c!r} ({k})" for c, k in counts.items())
+        words = _read_as_missing(frame, list(counts))
         empty = [c for c, k in counts.items() if k == len(frame) and c not in self.target_names]
         if empty and self.missing == "error":
             # `missing='drop'` left no row then, and the error blamed `test_size` (a reviewer's all-NaN column)
@@ -504,9 +537,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if self.missing == "error":
             raise ValueError(f"{which}: {int(bad.sum())} of {len(frame)} rows have a missing or infinite value in a "
                              f"used column ({per_column}), e.g. row {int(np.flatnonzero(bad)[0])}. Fill them, or pass "
-                             "`missing='drop'` to leave those rows out.")
+                             f"`missing='drop'` to leave those rows out.{words}")
         rank_zero_warn(f"TableDataModule: left out {int(bad.sum())} of {len(frame)} rows of {which} with a missing or "
-                       f"infinite value ({per_column}); the other rows keep their row numbers (`source_index`).")
+                       f"infinite value ({per_column}); the other rows keep their row numbers (`source_index`).{words}")
         return np.flatnonzero(~bad)
 
     def _class_index(self, column: Any, which: str) -> Tensor:
