@@ -128,3 +128,25 @@ def test_degenerate_inputs():
 def test_bad_arguments(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         estimate_corruption_from_class_floor(*args, **kwargs)
+
+
+def test_many_small_classes_are_warned_to_read_low():
+    """200 classes of 5 samples, 20 % wrong labels (one per class) in 120 classes and a perfect model: 80 classes show
+    no disagreement, so the 0.1 quantile reads 0 -- said (warning and reason) instead of a silent 0. Classes of 20
+    samples or more say nothing."""
+    labels = torch.arange(1000) % 200
+    predicted = labels.clone()
+    given = labels.clone()
+    given[:120] = (labels[:120] + 1) % 200  # samples 0..119: one wrong label in each of 120 classes
+    scores = (given != predicted).double()
+    with pytest.warns(UserWarning, match=r"^estimate_corruption_from_class_floor: the classes hold a median of 5 "
+                                         r"samples, fewer than 20: a class of so few often shows no disagreement by "
+                                         r"chance, so the low quantile reads low \(0\.00 %\)\. Use the estimator "
+                                         r"'disagreement'"):
+        est = estimate_corruption_from_class_floor(scores, given, predicted)
+    assert est.rate == 0.0 and est.reason == ("class floor (quantile 0.1 of 200 class rates; classes of median 5 "
+                                              "samples: reads low)")
+    big = torch.arange(200) % 10  # classes of 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "median" not in estimate_corruption_from_class_floor(big.double(), big, big).reason

@@ -83,6 +83,7 @@ __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_fro
            "label_clean_posterior", "LABEL_ESTIMATORS"]
 
 _METHODS = ("gmm", "bmm")
+_FLOOR_SMALL_CLASS = 20  # classes of a smaller median size: the class floor reads low (warned)
 LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 _MIN_ASHMAN_D = 2.0
 
@@ -603,6 +604,11 @@ def estimate_corruption_from_class_floor(
     But those rows corrupt every class at one rate, this estimator's own assumption; with noise in 5 of 10 classes
     only it read 0.8-3.8 % for a true 20 % (``benchmarks/results/corruption_rate_class_dependent.md``): hence opt-in.
 
+    **Small classes**: a class of few samples often shows no disagreement by chance (20 % wrong labels: a class of 5
+    has none with probability 0.8**5 = 0.33), so the low quantile reads low: 200 classes of about 5 samples, 20 %
+    wrong labels and a perfect model read 0. When the classes hold a median of fewer than 20 samples this is warned
+    about and said in ``reason``; :func:`estimate_corruption_from_predictions` has no such limit.
+
     Classes are the distinct values of ``labels`` among the finite-score samples; a class with fewer than 2 samples
     is left out of the quantile. With fewer than ``min_samples`` finite scores nothing is counted (warned).
     ``clean_posterior`` is :func:`label_clean_posterior`'s, as in :func:`estimate_corruption_from_predictions`;
@@ -654,7 +660,16 @@ def estimate_corruption_from_class_floor(
     rate_finite = float(torch.quantile(rates, float(quantile)).item())
     m = int(finite.sum().item())
     rate = (fit.nonfinite + rate_finite * m) / n
-    return replace(fit, rate=rate, reason=f"class floor (quantile {quantile:g} of {int(used.sum())} class rates)",
+    reason = f"class floor (quantile {quantile:g} of {int(used.sum())} class rates)"
+    median = float(counts[used].median().item())
+    if median < _FLOOR_SMALL_CLASS:
+        # 200 classes of ~5 samples read 0 for 20 % wrong labels: many small classes show no disagreement by chance
+        reason = reason[:-1] + f"; classes of median {median:g} samples: reads low)"
+        warnings.warn(f"estimate_corruption_from_class_floor: the classes hold a median of {median:g} samples, fewer "
+                      f"than {_FLOOR_SMALL_CLASS}: a class of so few often shows no disagreement by chance, so the "
+                      f"low quantile reads low ({100 * rate:.2f} %). Use the estimator 'disagreement' "
+                      "(estimate_corruption_from_predictions) for many small classes.", stacklevel=2)
+    return replace(fit, rate=rate, reason=reason,
                    clean_posterior=label_clean_posterior(scores, labels, predicted, rate_finite))
 
 
