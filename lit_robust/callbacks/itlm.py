@@ -498,14 +498,17 @@ class ITLM(Callback):
             rate too large for a re-initialised model; the rules are :func:`collapse_reasons`): its mean
             training loss is not finite; or it trained a fresh model (round 0, or ``reinit=True``) for two
             epochs or more and its loss did not move, or did not fall and stayed no better than a uniform
-            guess; or a validation accuracy (``monitor`` if it names one, else the first ``val*acc*`` metric)
+            guess; or a validation accuracy (``monitor`` if it names one, else the first ``val*acc*`` metric:
+            with several validation loaders the first loader's, e.g. ``val_acc/dataloader_idx_0``)
             measured in the round's last epoch is at chance (judged only over a validation split of 20 samples
             or more: a smaller one is warned about and its accuracy left out). The training loss is the mean of what
             ``training_step`` returns over the epoch's batches and all ranks; the number of classes comes
             from the module's ``hparams.num_classes`` or ``num_classes``, or the datamodule's (unknown: the
             rules that need it are skipped). ``"keep"`` (default): warn, and the next round trains on the
             collapsed round's selection again (re-initialised as usual) instead of on one scored by a model
-            that learned nothing; ``"warn"``: warn and score as usual; ``"raise"``: raise ``RuntimeError``.
+            that learned nothing (that model scores nothing: its report column ``score_round_<r>`` is empty, so a
+            fit whose rounds all collapsed has only the final pass's scores); ``"warn"``: warn and score as usual;
+            ``"raise"``: raise ``RuntimeError``.
             Either way the round's record has ``collapsed=True``.
         estimator: only with ``keep_ratio="auto"``. ``"disagreement"`` (default):
             :func:`~lit_robust.estimate_corruption_from_predictions` -- the share of samples whose predicted label
