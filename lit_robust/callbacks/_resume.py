@@ -19,23 +19,14 @@ from lit_robust.selection import distributed
 __all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_resumable", "check_resume_arguments_in_fit",
            "epoch_whose_end_was_skipped", "loss_argument", "mid_epoch_checkpoint", "random_state",
            "reduce_counters_to_rank_zero", "restore_random_state", "restore_random_state_in_fit",
-           "seed_persistent_workers", "skipped_epoch_end_note", "warn_inexact_resume"]
+           "seed_persistent_workers", "set_this_process_random_state", "skipped_epoch_end_note",
+           "this_process_random_state", "warn_inexact_resume"]
 
 
-def random_state() -> dict[str, Any] | None:
-    """This process's random generators, for a checkpoint: torch's CPU generator, the CUDA ones where CUDA is in use,
-    numpy's and Python's global ones. ``None`` under DDP (several processes; rank 0 writes the checkpoint).
-
-    Lightning saves none of them, so a fit resumed from an epoch-end checkpoint draws its next epoch's shuffle
-    (``DataLoader(shuffle=True)`` seeds its sampler from torch's generator), dropout masks and augmentations from
-    wherever the resumed process's generators happen to be: the batches, the per-batch filters' drops and the weights
-    part from the uninterrupted fit's (a newcomer's 128 of 2,400 ``kept`` flags). The owners of a resumable state
-    (ITLM, BatchFilter, CoTeaching, RCA) save this beside it and put it back when the resumed training starts.
-
-    Only plain values and tensors, so a ``torch.load(..., weights_only=True)`` reads it.
-    """
-    if distributed.world_size() > 1:
-        return None
+def this_process_random_state() -> dict[str, Any]:
+    """This process's random generators: torch's CPU generator, the CUDA ones where CUDA is in use, numpy's and
+    Python's global ones. No collective (:func:`random_state` is the checkpoint's, which gathers every rank's);
+    put back with :func:`set_this_process_random_state`. Only plain values and tensors."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     version, internal, gauss_next = random.getstate()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
@@ -44,11 +35,9 @@ def random_state() -> dict[str, Any] | None:
             "python": (version, list(internal), gauss_next)}
 
 
-def restore_random_state(state: dict[str, Any] | None) -> None:
-    """Put back what :func:`random_state` saved, in a single-process fit (``None``, or a fit under DDP: nothing).
-    The CUDA generators only where this process has as many devices as the saving one had."""
-    if state is None or distributed.world_size() > 1:
-        return
+def set_this_process_random_state(state: dict[str, Any]) -> None:
+    """Put back what :func:`this_process_random_state` returned. The CUDA generators only where this process has as
+    many devices as the saving one had."""
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
@@ -57,6 +46,47 @@ def restore_random_state(state: dict[str, Any] | None) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def random_state() -> dict[str, Any]:
+    """The random generators of the fit's processes, for a checkpoint: in one process its own
+    (:func:`this_process_random_state`); under DDP ``{"ranks": [rank 0's, rank 1's, ...]}``, every rank's gathered
+    onto every rank -- a collective: call it on every rank, as Lightning's checkpoint saving (``dump_checkpoint``,
+    run by every rank before rank 0 writes the file) calls the owners' ``state_dict``/``on_save_checkpoint``.
+
+    Lightning saves none of them, so a fit resumed from an epoch-end checkpoint draws its next epoch's shuffle
+    (``DataLoader(shuffle=True)`` seeds its sampler from torch's generator), dropout masks and augmentations from
+    wherever the resumed process's generators happen to be: the batches, the per-batch filters' drops and the weights
+    part from the uninterrupted fit's (a newcomer's 128 of 2,400 ``kept`` flags). The owners of a resumable state
+    (ITLM, BatchFilter, CoTeaching, RCA, SimCLR) save this beside it and put it back when the resumed training starts.
+    Under DDP each rank draws its own dropout masks: rank 0's state alone (or none, as before) left every rank's masks
+    after a resume apart from the uninterrupted fit's (a 2-rank ITLM fit with dropout ended up to 0.08 away from its
+    weights).
+
+    Only plain values and tensors, so a ``torch.load(..., weights_only=True)`` reads it.
+    """
+    state = this_process_random_state()
+    if distributed.world_size() <= 1:
+        return state
+    return {"ranks": distributed.all_gather_objects(state)}
+
+
+def restore_random_state(state: dict[str, Any] | None) -> None:
+    """Put back what :func:`random_state` saved: in one process its state, under DDP each rank its own. Nothing for
+    ``None`` (a checkpoint written before lit_robust saved the random state under DDP), and nothing but a warning when
+    the checkpoint was written by another number of processes than this fit's (whose ranks then draw other dropout
+    masks and augmentations from here on)."""
+    if state is None:
+        return
+    ranks = state.get("ranks")
+    saved, now = (1 if ranks is None else len(ranks)), distributed.world_size()
+    if saved != now:
+        rank_zero_warn(f"lit_robust: this resumed fit runs {now} process{'es' if now > 1 else ''}, but its checkpoint "
+                       f"was written by {saved}: their random state (dropout masks, random augmentations) is not "
+                       "restored, so from here on those draws differ from the uninterrupted fit's. For an exact "
+                       f"resume, resume with {saved} process{'es' if saved > 1 else ''} (`devices`, `num_nodes`).")
+        return
+    set_this_process_random_state(state if ranks is None else ranks[distributed.rank()])
 
 
 def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> bool:

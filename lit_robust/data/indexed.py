@@ -516,13 +516,15 @@ def check_collate(loader: Any, owner: str) -> None:
     is_corrupted])`` samples, and an NLP newcomer's padding collate stopped the first batch with its own "too many
     values to unpack (expected 2)", no word of lit_robust's. Reads the two samples under a copy of the random state,
     so the fit draws what it would without the check; a collate that works, or samples that cannot be read, pass."""
-    from lit_robust.callbacks._resume import random_state, restore_random_state
+    # this process's state, no collective: the check is not a checkpoint (under DDP `random_state` gathers every
+    # rank's, and `restore_random_state` put back nothing before, so the peek moved a rank's generators on)
+    from lit_robust.callbacks._resume import set_this_process_random_state, this_process_random_state
 
     fn, dataset = getattr(loader, "collate_fn", None), getattr(loader, "dataset", None)
     if (not isinstance(dataset, IndexedDataset) or fn is None or fn is _collate.default_collate
             or fn is _collate.default_convert or len(dataset) == 0):
         return
-    state = random_state()
+    state = this_process_random_state()
     try:
         try:
             samples = [dataset[i] for i in range(min(2, len(dataset)))]
@@ -543,7 +545,7 @@ def check_collate(loader: Any, owner: str) -> None:
                              f"goes in `lit_robust.IndexedCollate({name})`, which adds the index and flags "
                              f"around it{records}.") from exc
     finally:
-        restore_random_state(state)
+        set_this_process_random_state(state)
 
 
 def _wrapped_collate_failed(fn: IndexedCollate, samples: list, exc: Exception, owner: str) -> NoReturn:
@@ -715,15 +717,17 @@ def reads_differ(dataset: Any) -> bool:
     """Whether two reads of ``dataset[0]`` give different inputs (a random augmentation in ``__getitem__``), reading
     under a copy of the process's random state, so that training draws what it would without the check. ``False``
     when the item cannot be read."""
-    from lit_robust.callbacks._resume import random_state, restore_random_state
+    # this process's state, no collective: the check is not a checkpoint (under DDP `random_state` gathers every
+    # rank's, and `restore_random_state` put back nothing before, so the peek moved a rank's generators on)
+    from lit_robust.callbacks._resume import set_this_process_random_state, this_process_random_state
 
-    state = random_state()
+    state = this_process_random_state()
     try:
         first, second = dataset[0], dataset[0]
     except Exception:  # noqa: BLE001 - an exotic dataset: nothing to say
         return False
     finally:
-        restore_random_state(state)
+        set_this_process_random_state(state)
     return not _same_value(first, second)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "all_reduce_max",
     "gather_uneven",
     "gather_objects",
+    "all_gather_objects",
     "broadcast",
     "ProcessGroupCollectives",
     "collectives",
@@ -223,6 +224,16 @@ def gather_objects(obj: Any, dst: int = 0, group: Group = None) -> list[Any] | N
     _check_dst(dst, ws)
     out: list[Any] | None = [None] * ws if rank(group) == dst else None
     dist.gather_object(obj, out, dst=_global_rank(dst, group), group=group)
+    return out
+
+
+def all_gather_objects(obj: Any, group: Group = None) -> list[Any]:
+    """Every rank's picklable ``obj`` on every rank, in rank order. Call on every rank. For small payloads that every
+    rank keeps the same copy of (each rank's random state in a checkpoint). Without a process group: ``[obj]``."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size(group)
+    dist.all_gather_object(out, obj, group=group)
     return out
 
 
