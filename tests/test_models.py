@@ -289,6 +289,36 @@ def test_float64_inputs_train_under_precision_64_true(tmp_path):
     assert model.net[1].weight.dtype == torch.float64
 
 
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor", "LinearRegressor", "ImageClassifier"])
+def test_half_precision_inputs_pass_under_autocast_and_float64_ones_still_do_not(name):
+    """Under autocast ("bf16-mixed", "16-mixed") the layers cast each input themselves: bfloat16 data (kept in half
+    precision to save memory) trained before the input-dtype check and was then refused ("expects inputs of dtype
+    torch.float32 ... got torch.bfloat16"). Float64 stays refused there: autocast leaves it uncast."""
+    model, shape = _models_on_features()[name]
+    x = torch.randn(shape)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x.to(torch.bfloat16)).shape[0] == model(x.half()).shape[0] == 6
+        with pytest.raises(ValueError, match=rf"{name} expects inputs of dtype torch.float32.* got torch.float64"):
+            model(x.double())
+    with pytest.raises(ValueError, match=rf"{name} expects inputs of dtype torch.float32.* got torch.bfloat16"):
+        model(x.to(torch.bfloat16))  # without autocast the first layer would fail on it
+
+
+def test_bfloat16_inputs_train_under_bf16_mixed(tmp_path):
+    """The Trainer path of the test above: `precision="bf16-mixed"` with bfloat16 features trains and tests."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset, MLPClassifier
+    from tests.conftest import tiny_trainer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4, dtype=torch.bfloat16), torch.arange(8) % 2
+    model, loader = MLPClassifier(4, 2, hidden=4), DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=4)
+    trainer = tiny_trainer(tmp_path, 1, precision="bf16-mixed")
+    trainer.fit(model, loader)
+    assert 0.0 <= trainer.test(model, loader, verbose=False)[0]["test_acc"] <= 1.0
+
+
 @pytest.mark.parametrize(("name", "target", "message"), [
     ("MLPClassifier", torch.tensor([0, -1, 2, 1, 0, 1]), r"class labels in 0 \.\. 2 \(`num_classes`=3\), got -1\. Map"),
     ("MLPClassifier", torch.tensor([0, 3, 2, 1, 0, 1]), r"class labels in 0 \.\. 2 \(`num_classes`=3\), got 3\."),

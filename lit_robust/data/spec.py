@@ -150,15 +150,27 @@ def check_fits_data(module: Any, trainer: Any = None) -> None:
         module.check_data(spec)
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch < 2.4 takes no device type: CPU has its own function)."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:
+        return bool(torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled())
+
+
 def check_input_dtype(owner: str, x: Any, dtype: torch.dtype) -> None:
     """Raise a ``ValueError`` naming ``owner`` (e.g. ``"MLPClassifier"``) unless the tensor ``x`` has ``dtype``, the
     parameters' (other inputs pass: the network says what it takes). A float64 feature matrix (numpy's default, e.g.
     ``torch.from_numpy`` of scikit-learn's arrays) ended in torch's "mat1 and mat2 must have the same dtype" in
     training, test and predict alike. Refused, not cast, as the anomaly detectors refuse it: a cast would hide
     that the 64-bit values are computed in 32 bits. Lightning's true-precision settings (``"64-true"``,
-    ``"16-true"``, ...) convert the inputs to the parameters' dtype before this; autocast keeps float32 parameters."""
+    ``"16-true"``, ...) convert the inputs to the parameters' dtype before this; autocast keeps float32 parameters
+    and computes in its own lower precision, so under it (``"16-mixed"``, ``"bf16-mixed"``) float16 and bfloat16
+    inputs pass too (float64 ones it leaves uncast, and the layers refuse them)."""
     if not isinstance(x, Tensor) or x.dtype == dtype:
         return
+    if x.is_floating_point() and x.dtype != torch.float64 and _autocast_enabled(x.device.type):
+        return  # autocast casts them for each layer: half-precision data under "bf16-mixed" trained before the check
     if x.is_floating_point():
         numpy_default = " (numpy's default)" if x.dtype == torch.float64 else ""
         precision = ', or train in 64 bits: `Trainer(precision="64-true")`' if x.dtype == torch.float64 else ""
