@@ -181,6 +181,43 @@ def test_validation_accuracy_over_fewer_than_20_samples_is_not_judged_at_chance(
         assert [r.collapsed for r in itlm.history] == [True, True] and few == []
 
 
+
+class TwoLoaderAccuracy(TinyModel):
+    """Logs `val_acc` 0 on validation loader 0 and 0.9 on loader 1 (Lightning adds `/dataloader_idx_k`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters({"num_classes": 3})
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self.log("val_acc", 0.0 if dataloader_idx == 0 else 0.9)
+
+
+class TwoValidationLoaders(BlobsData):
+    def __init__(self, first: int, second: int) -> None:
+        super().__init__(with_val=True)
+        self.sizes = (first, second)
+
+    def val_dataloader(self):
+        return [DataLoader(torch.utils.data.Subset(self.ds, range(m)), batch_size=8) for m in self.sizes]
+
+
+@pytest.mark.parametrize(("first", "collapsed"), [(1, False), (20, True)])
+def test_the_20_sample_rule_counts_the_judged_accuracys_own_loader(tmp_path, first, collapsed):
+    """The accuracy judged is `val_acc/dataloader_idx_0`, loader 0's alone, but the rule counted every loader's
+    samples: a 1-sample loader 0 beside a 200-sample loader 1 was taken for 201 samples, its accuracy of 0 judged
+    both rounds collapsed and ITLM never trimmed (the 1-sample bug the rule fixed, back with a second loader)."""
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, TwoLoaderAccuracy(), TwoValidationLoaders(first, 200))
+    few = [str(w.message) for w in record if "fewer than the 20 needed" in str(w.message)]
+    assert [r.collapsed for r in itlm.history] == [collapsed, collapsed]
+    assert (few == []) == collapsed
+    if not collapsed:
+        assert "holds 1 sample(s)" in few[0] and "`val_acc/dataloader_idx_0`" in few[0]
+        assert itlm.history[1].kept == 120  # round 1 trained on round 0's trim
+
 def test_healthy_run_does_not_warn(tmp_path):
     from lit_robust import DigitsDataModule, ImageClassifier
 

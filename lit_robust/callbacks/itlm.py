@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from contextlib import closing
@@ -501,7 +502,8 @@ class ITLM(Callback):
             guess; or a validation accuracy (``monitor`` if it names one, else the first ``val*acc*`` metric:
             with several validation loaders the first loader's, e.g. ``val_acc/dataloader_idx_0``)
             measured in the round's last epoch is at chance (judged only over a validation split of 20 samples
-            or more: a smaller one is warned about and its accuracy left out). The training loss is the mean of what
+            or more, that of its own loader where there are several: a smaller one is warned about and its
+            accuracy left out). The training loss is the mean of what
             ``training_step`` returns over the epoch's batches and all ranks; the number of classes comes
             from the module's ``hparams.num_classes`` or ``num_classes``, or the datamodule's (unknown: the
             rules that need it are skipped). ``"keep"`` (default): warn, and the next round trains on the
@@ -1489,7 +1491,7 @@ class ITLM(Callback):
             self._note_stale_metrics(rec, last_epoch, trainer)
         name = self._accuracy_name(rec)
         known = name is not None and self._val_epoch == last_epoch
-        few = _validation_samples(trainer) if known else None
+        few = _validation_samples(trainer, name) if known else None
         if few is not None and few < _MIN_VALIDATION_SAMPLES:
             # an accuracy over a handful of samples says nothing of chance: a 1-sample validation split (a table's
             # `val_size=1`) read 0 and judged every learning round collapsed, so ITLM never trimmed at all
@@ -2396,14 +2398,21 @@ def _batch_size(batch: Any) -> int:
         return 1
 
 
-def _validation_samples(trainer: pl.Trainer) -> int | None:
+def _validation_samples(trainer: pl.Trainer, name: str | None = None) -> int | None:
     """The samples one validation run reads (every validation loader's, `limit_val_batches` applied, all processes
-    together), or ``None`` when a loader has no length or batch size to count them by."""
+    together; only loader ``k``'s for a metric ``name`` that Lightning suffixed ``/dataloader_idx_k``), or ``None``
+    when a loader has no length or batch size to count them by."""
     loaders = trainer.val_dataloaders
     loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
     batches = list(trainer.num_val_batches)
     if not loaders or len(batches) != len(loaders):
         return None
+    suffix = re.fullmatch(r".*/dataloader_idx_(\d+)", name or "")
+    if suffix is not None and int(suffix.group(1)) < len(loaders):
+        # the accuracy of one loader of several is over that loader's samples alone: a 1-sample first loader beside
+        # a 200-sample second was counted 201 and its accuracy of 0 judged every round collapsed
+        k = int(suffix.group(1))
+        loaders, batches = loaders[k:k + 1], batches[k:k + 1]
     total = 0
     for loader, n_batches in zip(loaders, batches):
         dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
