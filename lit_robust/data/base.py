@@ -39,7 +39,6 @@ def torchvision_split(name: str, root: str, train: bool, download: bool = False)
         ) from err
 
 
-
 class _Same:
     """A setting compared by identity (a DataFrame, a tensor): ``==`` on it is elementwise, and a copy is costly."""
 
