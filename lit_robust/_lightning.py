@@ -297,6 +297,17 @@ def trains_another_epoch(trainer: pl.Trainer) -> bool:
     return loop.max_epochs in (None, -1) or loop.epoch_progress.current.processed < loop.max_epochs
 
 
+def start_epoch_after_skipped_end(trainer: pl.Trainer, on_train_epoch_start: Callable[[], None]) -> None:
+    """After an owner ran the end of the epoch Lightning skipped (a checkpoint written at that epoch's last batch,
+    :func:`lit_robust.callbacks._resume.epoch_whose_end_was_skipped`): Lightning 2.6 neither runs the next epoch's
+    ``on_train_epoch_start`` nor counts that epoch started, so run the owner's and count it -- where an epoch follows
+    (:func:`trains_another_epoch`; none after the fit's last batch, whose start would clear what the report is
+    written from). One step for ITLM, BatchFilter, CoTeaching and RCA."""
+    if trains_another_epoch(trainer):
+        on_train_epoch_start()
+        count_epoch_started(trainer)
+
+
 def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:
     """Raise, naming the argument, the allowed range and the value, when a fractional ``limit_train_batches`` or an
     integer ``val_check_interval`` does not fit an epoch of ``batches`` training batches (``where`` says whose).

@@ -14,10 +14,9 @@ from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
     continues_earlier_fit,
-    count_epoch_started,
     no_training_batches,
     say_trained_nothing,
-    trains_another_epoch,
+    start_epoch_after_skipped_end,
 )
 from lit_robust.callbacks._resume import (
     at_last_batch_under_ddp,
@@ -396,11 +395,8 @@ class ModuleReport:
         check_state_owner(self)
         self._report.start(self.trainer, self.device)
         warn_inexact_resume(self.trainer, type(self).__name__, skipped_end=getattr(self, "_skipped_end", None))
-        if self._close_skipped_epoch() and trains_another_epoch(self.trainer):
-            # ... and Lightning 2.6 runs neither the next epoch's `on_train_epoch_start` nor counts that epoch started
-            # (none after the fit's last batch: that epoch's start cleared the sums the report is written from)
-            ModuleReport.on_train_epoch_start(self)
-            count_epoch_started(self.trainer)
+        if self._close_skipped_epoch():
+            start_epoch_after_skipped_end(self.trainer, lambda: ModuleReport.on_train_epoch_start(self))
 
     def on_train_epoch_start(self) -> None:
         self._report.start_epoch(self.current_epoch)

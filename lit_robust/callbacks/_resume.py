@@ -293,7 +293,6 @@ def mid_epoch_checkpoint(checkpoint: dict[str, Any]) -> MidEpochCheckpoint | Non
     return point if mid and isinstance(point.epoch, int) and isinstance(point.batches_done, int) else None
 
 
-
 def epoch_whose_end_was_skipped(checkpoint: dict[str, Any]) -> int | None:
     """The epoch a checkpoint was written at the last batch of, in that batch's ``on_train_batch_end``
     (``every_n_train_steps``): Lightning resumes after it without calling ``on_train_epoch_end``; ``None`` for any
@@ -330,15 +329,15 @@ def reduce_counters_to_rank_zero(counters: torch.Tensor | None) -> torch.Tensor 
     return total if distributed.rank() == 0 else torch.zeros_like(total)
 
 
-def skipped_epoch_end_note(owner: str, epoch: int) -> str:
+def skipped_epoch_end_note(owner: str, epoch: int,
+                           kept: str = 'its epoch records and `"auto"` estimates') -> str:
     """The warning of an owner that ran the end of ``epoch`` itself (:func:`epoch_whose_end_was_skipped`): its own
-    record goes on as in the uninterrupted fit, what Lightning skipped does not."""
+    record (``kept``: ITLM's rounds) goes on as in the uninterrupted fit, what Lightning skipped does not."""
     return (f"{owner}: this fit resumes from a checkpoint written at the last batch of epoch {epoch}, before that "
             "epoch's end: Lightning goes on without that epoch's validation and end hooks, nor the next epoch's start "
-            f"hooks. {owner} runs its own, so its epoch records and `\"auto\"` estimates go on as in the uninterrupted "
-            "fit, but that epoch's validation and logged metrics are missing and other callbacks' epoch hooks did not "
-            "run. For an exact resume, resume from a checkpoint written at the end of an epoch (ModelCheckpoint's "
-            "default, `save_last: true`).")
+            f"hooks. {owner} runs its own, so {kept} go on as in the uninterrupted fit, but that epoch's validation "
+            "and logged metrics are missing and other callbacks' epoch hooks did not run. For an exact resume, resume "
+            "from a checkpoint written at the end of an epoch (ModelCheckpoint's default, `save_last: true`).")
 
 
 def warn_inexact_resume(trainer: Any, owner: str, mid_epoch: bool = True, skipped_end: int | None = None) -> None:

@@ -14,14 +14,13 @@ from lit_robust._checks import check_bool, check_int
 from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
-    count_epoch_started,
     early_stopping_checks,
     mark_restored,
     no_training_batches,
     refuse_no_training,
     say_trained_nothing,
     sigterm_without_collectives,
-    trains_another_epoch,
+    start_epoch_after_skipped_end,
 )
 from lit_robust.callbacks._report_file import (
     EpochReport,
@@ -588,11 +587,8 @@ class BatchFilter(Callback):
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)
         warn_inexact_resume(trainer, self.owner, skipped_end=getattr(self, "_skipped_end", None))
-        if self._close_skipped_epoch(trainer, pl_module) and trains_another_epoch(trainer):
-            # ... and Lightning 2.6 runs neither the next epoch's `on_train_epoch_start` nor counts that epoch started
-            # (none after the fit's last batch: that epoch's start cleared the sums the report is written from)
-            self.on_train_epoch_start(trainer, pl_module)
-            count_epoch_started(trainer)
+        if self._close_skipped_epoch(trainer, pl_module):
+            start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
         self._check_early_stopping(trainer)
 

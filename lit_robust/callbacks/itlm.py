@@ -33,7 +33,6 @@ from lit_robust._lightning import (
     begin_fit,
     check_epoch_batches,
     check_state_owner,
-    count_epoch_started,
     earlier_fit_note,
     early_stopping_checks,
     evaluation_batches,
@@ -43,7 +42,7 @@ from lit_robust._lightning import (
     resolve_loader,
     say_trained_nothing,
     sigterm_without_collectives,
-    trains_another_epoch,
+    start_epoch_after_skipped_end,
     with_sampler,
     writes_no_report,
 )
@@ -60,6 +59,7 @@ from lit_robust.callbacks._resume import (
     check_resumable,
     random_state,
     restore_random_state,
+    skipped_epoch_end_note,
     warn_inexact_resume,
 )
 from lit_robust.callbacks._resume import epoch_whose_end_was_skipped as _epoch_whose_end_was_skipped
@@ -1000,18 +1000,10 @@ class ITLM(Callback):
         else:
             closed = self._skipped_epoch_end
             self._close_skipped_epoch(trainer, pl_module)
-            # ... and Lightning 2.6 does not call `on_train_epoch_start` of the epoch it goes on with either (measured):
-            # a new round's re-initialisation waited for the epoch after. Nor does it count that epoch started, so a
-            # checkpoint written inside it read as one of an epoch not begun, and its resume trained it again
-            if trains_another_epoch(trainer):  # not after the fit's last batch: no epoch follows it
-                self.on_train_epoch_start(trainer, pl_module)
-                count_epoch_started(trainer)
-            rank_zero_warn(f"{self._title}: this fit resumes from a checkpoint written at the last batch of epoch "
-                           f"{closed}, before that epoch's end: Lightning goes on without that epoch's validation and "
-                           "end hooks, nor the next epoch's start hooks. ITLM runs its own, so its rounds go on as in "
-                           "the uninterrupted fit, but that epoch's validation metrics are missing and other "
-                           "callbacks' epoch hooks did not run. For an exact resume, resume from a checkpoint written at the end "
-                           "of an epoch (ModelCheckpoint's default, `save_last: true`).")
+            # ... and the next epoch's start (measured: without it a new round's re-initialisation waited for the epoch
+            # after, and a checkpoint written inside that epoch read as one of an epoch not begun)
+            start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
+            rank_zero_warn(skipped_epoch_end_note(self._title, closed, "its rounds"))
         self._check_swa(trainer)
         self._check_fine_tuning(trainer, pl_module)
         self._check_monitored_checkpoints(trainer)
