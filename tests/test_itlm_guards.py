@@ -564,6 +564,35 @@ def test_steps_in_round_is_the_steps_each_round_takes(tmp_path, accumulate, limi
         assert taken[1] < taken[0] / 2  # the later rounds' smaller selection is counted, not the whole set
 
 
+@pytest.mark.parametrize("itlm_first", [True, False])
+def test_steps_in_round_follows_a_gradient_accumulation_scheduler(tmp_path, itlm_first):
+    """`steps_in_round` read the Trainer's `accumulate_grad_batches`, which a `GradientAccumulationScheduler` sets only
+    in its own epoch start (after ITLM's round start when ITLM comes first) and may change inside a round: rounds of
+    2 epochs under `{2: 2, 3: 4}` were sized from the previous epoch's accumulation. Each epoch's own is counted."""
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2, 1], verbose=False, plot=False)
+    model, counter = SizesItsSchedulePerRound(itlm), CountSteps()
+    gas = GradientAccumulationScheduler({2: 2, 3: 4})
+    fit(tmp_path, itlm, model=model, callbacks=[counter, gas] if itlm_first else [gas, counter])
+    ends = [counter.steps[r] for r in range(3)]
+    taken = [ends[0], ends[1] - ends[0], ends[2] - ends[1]]
+    assert model.sized == taken, (model.sized, taken)
+
+
+def test_max_steps_warning_counts_a_gradient_accumulation_scheduler(tmp_path):
+    """With a `GradientAccumulationScheduler` the `max_steps` check counted every epoch without accumulation (8 steps
+    an epoch here, 24 in all) and warned about a `max_steps` the rounds fit in: they take 2 + 2 + 2 + 2 steps."""
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _, trainer = fit(tmp_path, itlm, callbacks=[GradientAccumulationScheduler({0: 4})], max_steps=8)
+    assert len(itlm.history) == 2 and trainer.global_step == 8  # every round ran to its end
+    assert not [w for w in record if "max_steps" in str(w.message)]
+
+
 def test_steps_in_round_with_reinit_false_is_refused(tmp_path):
     """With `reinit=False` the optimizers are configured once: a schedule sized for round 0 made OneCycleLR raise
     torch's bare "Tried to step 65 times" at the first step past it (a release checker)."""

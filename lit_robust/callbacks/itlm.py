@@ -753,7 +753,8 @@ class ITLM(Callback):
 
     def steps_in_round(self, trainer: pl.Trainer) -> int:
         """The optimizer steps this process takes in the current round: its epochs times ⌈batches per epoch /
-        ``accumulate_grad_batches``⌉, the batches of the round's selection as split among the processes, with
+        ``accumulate_grad_batches``⌉ (each epoch's, under a ``GradientAccumulationScheduler``), the batches of the
+        round's selection as split among the processes, with
         ``limit_train_batches`` applied (Lightning's ``trainer.num_training_batches``). Call it in
         ``configure_optimizers`` to size a per-step schedule (OneCycleLR's ``total_steps``): with ``reinit=True``
         ITLM calls ``configure_optimizers`` again at every round start (with ``initial_round_on_all=False`` also once
@@ -768,10 +769,10 @@ class ITLM(Callback):
                              "selections: `self.trainer.estimated_stepping_batches` counts every sample in every "
                              "epoch, so a schedule sized to it stops before its end (ITLM says so at the fit's end).")
         trainer.estimated_stepping_batches  # noqa: B018 - Lightning builds the training loader here when it has not
-        per_epoch = _optimizer_steps_per_epoch(trainer)
-        if per_epoch is None:
+        steps = _optimizer_steps_in_epochs(trainer, self._round_starts[self._round], self.round_epochs[self._round])
+        if steps is None:
             raise ValueError("`steps_in_round`: the training loader has no length, so a round's steps cannot be told.")
-        return self.round_epochs[self._round] * per_epoch
+        return steps
 
     @property
     def selection(self) -> Tensor | None:
@@ -1216,20 +1217,24 @@ class ITLM(Callback):
                     "unfinished round's. `max_epochs` = the sum of the rounds already ends the fit: leave "
                     f"EarlyStopping out, or give it a patience of at least the fit's {checks} validation checks.")
                 break
-        steps = _optimizer_steps_per_epoch(trainer)
+        steps = _optimizer_steps_per_epoch(trainer, 0)
         if trainer.max_steps is None or trainer.max_steps < 0 or steps is None:
             return
         # later rounds train on their selection: `keep_ratio` of the samples, or with "auto" as many as the estimate
         # leaves, up to all of them (counting half, a power user's `max_steps=260` was not warned about and ended
-        # inside the last round of 292 steps)
+        # inside the last round of 292 steps); each epoch with its own accumulation (GradientAccumulationScheduler)
         share = 1.0 if self.keep_ratio == "auto" else float(self.keep_ratio)
+        per_epoch = [_optimizer_steps_per_epoch(trainer, e) or 1 for e in range(sum(self.round_epochs))]
         later = max(1, math.floor(steps * share))
-        needed = self.round_epochs[0] * steps + sum(self.round_epochs[1:]) * later
+        needed = (sum(per_epoch[:self.round_epochs[0]])
+                  + sum(max(1, math.floor(n * share)) for n in per_epoch[self.round_epochs[0]:]))
         if trainer.max_steps < needed:
-            about = (f"up to {needed} optimizer steps the rounds {list(self.round_epochs)} take ({steps} per epoch; "
+            each = (f"{steps}" if len(set(per_epoch)) == 1
+                    else f"{min(per_epoch)} to {max(per_epoch)}, by each epoch's accumulation,")
+            about = (f"up to {needed} optimizer steps the rounds {list(self.round_epochs)} take ({each} per epoch; "
                      "with `keep_ratio='auto'` a later round trains on what the estimate keeps, up to every sample)"
                      if self.keep_ratio == "auto" else
-                     f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take ({steps} per epoch "
+                     f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take ({each} per epoch "
                      f"in round 0, about {later} in later rounds)")
             rank_zero_warn(
                 f"{self._title}: `max_steps={trainer.max_steps}` is fewer than the {about}, "
@@ -1245,12 +1250,12 @@ class ITLM(Callback):
         if "scheduler" in self._said:
             return
         epochs = self.round_epochs[self._round]
-        per_epoch = _optimizer_steps_per_epoch(trainer)
+        round_steps = _optimizer_steps_in_epochs(trainer, self._round_starts[self._round], epochs)
         for cfg in trainer.lr_scheduler_configs:
             sched = cfg.scheduler
             length = schedule_length(sched)
             unit = "step" if cfg.interval == "step" else "epoch"
-            span = epochs if unit == "epoch" else None if per_epoch is None else epochs * per_epoch
+            span = epochs if unit == "epoch" else round_steps
             if length is None or span is None or length <= span * 1.1:
                 continue
             self._said.add("scheduler")
@@ -2282,13 +2287,34 @@ def _scoring_dataloader_owner(trainer: pl.Trainer, pl_module: pl.LightningModule
     return None
 
 
-def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> int | None:
+def _optimizer_steps_per_epoch(trainer: pl.Trainer, epoch: int | None = None) -> int | None:
     """The optimizer steps of one epoch of the current training loader on this process: ⌈its batches (as Lightning
-    counts them, `limit_train_batches` applied) / `accumulate_grad_batches`⌉, at least 1; ``None`` without a length."""
+    counts them, `limit_train_batches` applied) / `accumulate_grad_batches`⌉ (that of ``epoch`` when given:
+    :func:`_accumulation_in_epoch`), at least 1; ``None`` without a length."""
     batches = trainer.num_training_batches
     if not math.isfinite(batches):
         return None
-    return max(1, math.ceil(int(batches) / max(1, trainer.accumulate_grad_batches)))
+    accumulate = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
+    return max(1, math.ceil(int(batches) / max(1, accumulate)))
+
+
+def _accumulation_in_epoch(trainer: pl.Trainer, epoch: int) -> int:
+    """The ``accumulate_grad_batches`` that ``epoch`` trains with: a ``GradientAccumulationScheduler``'s for that epoch,
+    else the Trainer's. The scheduler sets the Trainer's only in its own ``on_train_epoch_start``, which may run after
+    ITLM's round start (callback order), and changes it inside a round: read from the Trainer, a round of 2 epochs
+    under ``{2: 2}`` was sized for 10 steps and took 6."""
+    for cb in trainer.callbacks:
+        get = getattr(cb, "get_accumulate_grad_batches", None)
+        if isinstance(cb, pl.callbacks.GradientAccumulationScheduler) and callable(get):
+            return max(1, int(get(epoch)))
+    return max(1, int(trainer.accumulate_grad_batches))
+
+
+def _optimizer_steps_in_epochs(trainer: pl.Trainer, first: int, count: int) -> int | None:
+    """The optimizer steps of epochs ``first`` .. ``first + count - 1`` of the current training loader on this process
+    (:func:`_optimizer_steps_per_epoch` of each); ``None`` without a length."""
+    steps = [_optimizer_steps_per_epoch(trainer, e) for e in range(first, first + count)]
+    return None if any(s is None for s in steps) else sum(steps)
 
 
 def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:
