@@ -427,6 +427,19 @@ def test_ddp_collapse_decision_is_the_same_on_every_rank(tmp_path):
     assert first["collapsed"] and first["first_epoch_loss"] == pytest.approx(2.0, abs=0.02)
 
 
+def test_a_round_cut_by_max_steps_is_not_blamed_on_validation(tmp_path):
+    """`max_steps` stopping the fit inside a round's last epoch skips that epoch's validation: ITLM said the round
+    "ended without a validation" and advised validating in each round's last epoch, which the fit already did."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, data=BlobsData(with_val=True), max_steps=12)  # 8 steps an epoch: stopped inside epoch 1
+    said = [str(w.message) for w in record]
+    assert not [m for m in said if "Validate in each round's last epoch" in m]
+    assert [m for m in said if "round 0 was cut short: the fit stopped inside epoch 1, its last, after 4 of 8" in m]
+    assert itlm.history[0].metrics_from_epoch == 0
+
+
 def test_a_fit_that_ends_before_the_last_round_says_so(tmp_path):
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
     with pytest.warns(UserWarning, match=r"ITLM: the fit ended after 1 of 2 rounds \(at epoch 1 of 2\).*max_steps"):

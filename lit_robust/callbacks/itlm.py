@@ -1542,6 +1542,15 @@ class ITLM(Callback):
             return
         self._said.add("stale metrics")
         every = getattr(trainer, "check_val_every_n_epoch", None)
+        short = self._short_epoch
+        if short is not None and short[0] == last_epoch:
+            # a stop (`max_steps`, `should_stop`) cut the epoch before its validation: validating more would not help
+            rank_zero_warn(
+                f"ITLM: round {rec.round} was cut short: the fit stopped inside epoch {last_epoch}, its last, after "
+                f"{short[1]} of {short[2]} batches (`max_steps`, `max_time` or `trainer.should_stop`), before that "
+                f"epoch's validation; its round-table metrics are those of epoch {self._val_epoch} (marked so), and the "
+                "collapse check does not use them.")
+            return
         rank_zero_warn(
             f"ITLM: round {rec.round} ended at epoch {last_epoch} without a validation; its round-table metrics are "
             f"those of epoch {self._val_epoch} (marked so), and the collapse check does not use them. Validate in "
