@@ -960,10 +960,14 @@ def _render_table(saved: dict[str, Any]) -> str:
     # a run without classification rows (e.g. `--groups reg ad`) has no accuracy table and no classification targets
     has_cls = any(r.get("itlm_auto") is not None for r in rows)
     if has_cls:
+        # the disagreement column is this run's where it measured it (the 60k run), else "not measured" here
+        dis_here = any(r.get("prl_auto_dis") is not None for r in rows if r.get("itlm_auto") is not None)
         lines += ["", "Test accuracy (%, clean test set, mean over seeds); plain = round 0 of ITLM (the model trained "
                   "one round's epochs on every sample).", "",
                   "PRL auto gmm = `BatchFilter('prl', drop_ratio='auto', estimator='gmm')`; PRL auto disagreement = the "
-                  "same with `estimator='disagreement'` (its own run: `results/corruption_rate_prl_auto.md`).", "",
+                  "same with `estimator='disagreement'` ("
+                  + ("measured in this run" if dis_here else "its own run: `results/corruption_rate_prl_auto.md`")
+                  + ").", "",
                   "| data | corruption | ε % | plain | ITLM true | ITLM auto gmm | auto − true | ITLM auto disagreement | "
                   "disagreement − true | PRL true | PRL auto gmm | PRL auto disagreement | ITLM auto ε̂ per round (per "
                   "seed) | disagreement ε̂ per round |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
