@@ -220,7 +220,7 @@ def test_several_validation_loaders_each_get_their_own_value(tmp_path, kind):
 def test_mlp_regressor_takes_several_test_loaders_with_per_target_values_each(tmp_path):
     """MLPRegressor's `test_step` took no `dataloader_idx` (Lightning refused several test loaders). Each loader now
     gets its own averaged and per-target metrics (`test_mae/<name>/dataloader_idx_k`), those a single-loader run
-    gives."""
+    gives, and no other loader's."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from lit_robust import MLPRegressor
@@ -247,8 +247,35 @@ def test_mlp_regressor_takes_several_test_loaders_with_per_target_values_each(tm
         alone = tiny_trainer(tmp_path, 1).test(model, datamodule=Data(loader), verbose=False)[0]
         assert set(alone) == {"test_r2", "test_mse", "test_rmse", "test_mae", "test_r2/a", "test_r2/b", "test_rmse/a",
                               "test_rmse/b", "test_mae/a", "test_mae/b"}
-        # (the per-target values, logged at the epoch's end, appear in each loader's dict, as Lightning does)
-        assert {f"{name}/dataloader_idx_{k}": value for name, value in alone.items()}.items() <= both[k].items()
+        assert {f"{name}/dataloader_idx_{k}": value for name, value in alone.items()} == both[k]
+
+
+def test_mlp_regressor_per_target_values_are_filed_under_their_own_test_loader(tmp_path):
+    """The per-target metrics were logged at the test epoch's end: every loader's result dict held every loader's
+    `test_mae/<name>/dataloader_idx_k`, and the printed table (suffixes cut) showed the last loader's value in each
+    column (loader 0's `test_mae/a` read loader 1's). Each loader's dict now holds its own values only."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import MLPRegressor
+    from lit_robust._backend import pl
+    from tests.conftest import tiny_trainer
+
+    x, y = torch.zeros(4, 3), torch.tensor([[1.0, 2.0], [1.0, 2.0], [10.0, 20.0], [10.0, 20.0]])
+
+    class Data(pl.LightningDataModule):
+        target_names = ["a", "b"]
+
+        def test_dataloader(self):
+            return [DataLoader(TensorDataset(x[:2], y[:2]), batch_size=2),
+                    DataLoader(TensorDataset(x[2:], y[2:]), batch_size=2)]
+
+    model = MLPRegressor(3, 2, hidden=4, hidden_layers=0)
+    torch.nn.init.zeros_(model.net[1].weight)
+    torch.nn.init.zeros_(model.net[1].bias)  # predicts 0: the absolute errors are the targets
+    out = tiny_trainer(tmp_path, 1).test(model, datamodule=Data(), verbose=False)
+    assert [{k: v for k, v in d.items() if k.startswith(("test_mae/a", "test_mae/b"))} for d in out] == [
+        {"test_mae/a/dataloader_idx_0": 1.0, "test_mae/b/dataloader_idx_0": 2.0},
+        {"test_mae/a/dataloader_idx_1": 10.0, "test_mae/b/dataloader_idx_1": 20.0}]
 
 
 def _models_on_features():

@@ -627,10 +627,13 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         """One test loader's metrics: ``r2``, ``mse``, ``rmse``, ``mae`` and ``each`` (per target; ``None`` for one)."""
         q = self.settings.out_features
         # a regression newcomer computed MSE and MAE from predictions.csv: R² alone hides the error's scale; per
-        # target, logged where the datamodule names the targets (a table newcomer's test_mae averaged kWh and degrees)
+        # target, logged where the datamodule names the targets (a table newcomer's test_mae averaged kWh and degrees).
+        # One scalar metric per target, logged from `test_step`, so that Lightning files each loader's values under
+        # that loader (logged at the epoch's end, every loader's result and printed column showed the last loader's)
         each = None if q == 1 else nn.ModuleDict({
-            "r2": R2Score(multioutput="raw_values"), "rmse": MeanSquaredError(squared=False, num_outputs=q),
-            "mae": MeanAbsoluteError(num_outputs=q)})
+            "r2": nn.ModuleList(R2Score() for _ in range(q)),
+            "rmse": nn.ModuleList(MeanSquaredError(squared=False) for _ in range(q)),
+            "mae": nn.ModuleList(MeanAbsoluteError() for _ in range(q))})
         return nn.ModuleDict({"r2": self._new_r2(), "mse": MeanSquaredError(), "rmse": MeanSquaredError(squared=False),
                               "mae": MeanAbsoluteError(), "each": each})
 
@@ -699,24 +702,12 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
             metrics[kind](pred, target)
         for kind in ("r2", "mse", "rmse", "mae"):
             self.log(f"test_{kind}", metrics[kind], metric_attribute=f"{prefix}{kind}")
-        if metrics["each"] is not None:
-            for metric in metrics["each"].values():
-                metric.update(pred, target)
-
-    def on_test_epoch_end(self) -> None:
-        if getattr(self, "test_each", None) is None:
-            return
-        names = self._target_names()
-        loaders = len(self.trainer.num_test_batches)
-        for k in range(loaders):
-            # logged here, out of a step, so without Lightning's `/dataloader_idx_k`: added as it adds it to the rest
-            suffix = f"/dataloader_idx_{k}" if loaders > 1 else ""
-            for kind, metric in self._test_metrics(k)[0]["each"].items():
-                # synchronised over processes, as the averaged metrics above; the same value on every rank
-                values = metric.compute() if names is not None else ()
-                metric.reset()
-                for name, value in zip(names or (), values):
-                    self.log(f"test_{kind}/{name}{suffix}", value, sync_dist=True, add_dataloader_idx=False)
+        names = self._target_names() if metrics["each"] is not None else None
+        for kind, group in (metrics["each"].items() if names is not None else ()):
+            for j, (name, metric) in enumerate(zip(names, group)):
+                metric.update(pred[:, j], target[:, j])
+                # synchronised over processes by the metric, as the averaged ones above
+                self.log(f"test_{kind}/{name}", metric, metric_attribute=f"{prefix}each.{kind}.{j}")
 
     def _target_names(self) -> list[str] | None:
         """The datamodule's ``target_names`` when it names this model's ``out_features`` targets, else ``None``."""
