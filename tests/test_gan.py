@@ -1,6 +1,7 @@
 """DCGAN under ITLM: the per-sample score, manual optimisation, re-initialisation, grids, resume, bad scores."""
 
 import contextlib
+import json
 import math
 import os
 
@@ -138,6 +139,72 @@ def test_itlm_makes_the_selection_cleaner(mixture, tmp_path):
     tiny_trainer(tmp_path, 4, [itlm]).fit(DCGAN(latent_dim=16, g_width=16, d_width=16), fresh(mixture))
     # the mixture is 70% clean; seeds 0-2 of this setting gave 0.94-0.96 in a side run
     assert itlm.history[1].clean_precision > 0.85
+
+
+def test_each_ddp_rank_draws_its_own_slice_of_the_global_batchs_noise():
+    """Under DDP every rank drew the same latent noise (identical fake batches on every process). Rank r of W now
+    takes rows [r n, (r + 1) n) of the global batch's W n draws: the ranks differ, together they are one process's
+    draw for the global batch, every rank's generator ends where rank 0's (the one checkpointed) does, and one
+    process draws exactly as before."""
+    from types import SimpleNamespace
+
+    def gan(world=1, rank=0):
+        g = DCGAN(latent_dim=3, image_size=8, g_width=2, d_width=2)
+        if world > 1:
+            g._trainer = SimpleNamespace(world_size=world, global_rank=rank)
+        return g
+
+    assert torch.equal(gan()._step_noise(8), gan().sample_noise(8))  # one process: unchanged
+    ranks = [gan(2, r) for r in (0, 1)]
+    z0, z1 = (g._step_noise(4) for g in ranks)
+    assert not torch.equal(z0, z1)
+    assert torch.equal(torch.cat([z0, z1]), gan()._step_noise(8))
+    assert torch.equal(ranks[0]._noise.get_state(), ranks[1]._noise.get_state())
+
+
+class _NoiseSpy(DCGAN):
+    """Writes the latent vectors of its training steps to ``<out>.<rank>``."""
+
+    def __init__(self, out: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.out, self.zs = out, []
+
+    def generate(self, z):
+        if self.training and self._trainer is not None and self.trainer.training:
+            self.zs.append(z.tolist())
+        return super().generate(z)
+
+    def on_train_end(self):
+        with open(f"{self.out}.{self.global_rank}", "w") as f:
+            json.dump(self.zs, f)
+
+
+class _SixteenImages(pl.LightningDataModule):
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader, TensorDataset
+
+        from lit_robust import IndexedDataset
+
+        x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        return DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(16))), batch_size=4)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_two_gloo_ranks_train_on_different_fakes(tmp_path):
+    """The 2-process fit of the test above: each rank's fakes came from the same noise (rank 0's == rank 1's at
+    every step); now they differ and, step by step, are one process's noise for the 8-image global batch."""
+    from tests.conftest import ddp_cpu_strategy, fit_ranks
+
+    out = str(tmp_path / "z")
+    fit_ranks(lambda: (pl.Trainer(max_epochs=1, accelerator="cpu", devices=2,
+                                  strategy=f"{ddp_cpu_strategy()}_find_unused_parameters_true", logger=False,
+                                  enable_checkpointing=False, enable_progress_bar=False,
+                                  enable_model_summary=False),
+                       _NoiseSpy(out, latent_dim=3, image_size=8, g_width=2, d_width=2), _SixteenImages()))
+    z0, z1 = (json.load(open(f"{out}.{r}")) for r in (0, 1))
+    assert len(z0) == len(z1) == 2 and z0[0] != z1[0]
+    one = DCGAN(latent_dim=3, image_size=8, g_width=2, d_width=2)
+    assert [a + b for a, b in zip(z0, z1)] == [one.sample_noise(8).tolist() for _ in range(2)]
 
 
 def test_resume_reproduces_an_uninterrupted_gan_run(mixture, tmp_path):

@@ -53,7 +53,9 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     Batches are ``(index, image, target[, is_corrupted])``; the target is ignored (the data are unlabeled).
     The latent noise comes from a private generator seeded by ``seed`` and saved in checkpoints, so a
-    resumed run draws the same noise as an uninterrupted one. ``fixed_z`` (a buffer of ``num_fixed``
+    resumed run draws the same noise as an uninterrupted one. Under DDP every process draws the noise of the global
+    batch (world size × its batch) and takes its own slice of it: the processes' fakes differ, the concatenation is
+    what one process draws for the global batch, and every process's generator stays in the state rank 0 saves. ``fixed_z`` (a buffer of ``num_fixed``
     latent vectors drawn once from ``seed``) is what :class:`~lit_robust.SampleGrid` renders each round.
 
     Args:
@@ -181,6 +183,15 @@ class DCGAN(RobustMixin, pl.LightningModule):
         """``n`` latent vectors from the module's own (checkpointed) noise stream."""
         return torch.randn(n, self.hparams.latent_dim, generator=self._noise).to(self.device)
 
+    def _step_noise(self, n: int) -> Tensor:
+        """This process's ``n`` latent vectors of a training step: its slice of the global batch's noise. Every
+        rank had drawn the same ``n`` (identical fakes on every process); one process draws exactly as before."""
+        world, rank = (self.trainer.world_size, self.global_rank) if self._trainer is not None else (1, 0)
+        if world == 1:
+            return self.sample_noise(n)
+        z = torch.randn(world * n, self.hparams.latent_dim, generator=self._noise)
+        return z[rank * n:(rank + 1) * n].to(self.device)
+
     # -- the per-sample protocol ----------------------------------------------------------------------
     def per_sample_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         """``-log D(x_i)`` for every real image of the batch, and the discriminator's logits."""
@@ -200,7 +211,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()
         losses, logits = self.per_sample_loss(batch)
-        z = self.sample_noise(losses.shape[0])
+        z = self._step_noise(losses.shape[0])
         # Under torch.compile the generator's forward must be a compiled graph of its own: in one graph with D(real)
         # or D(fake.detach()), the discriminator's backward would free the generator's saved tensors before the
         # generator's backward needs them ("backward through the graph a second time"). No-ops in eager mode.
