@@ -284,3 +284,38 @@ def test_a_ddp_checkpoint_at_an_epochs_last_batch_resumes_the_uninterrupted_fit(
         assert [h["seen"] for h in resumed["history"]] == [64, 64, 64]
     assert resumed["estimates"] == full["estimates"], (resumed["estimates"], full["estimates"])
     assert resumed == full
+
+
+class NinetyThree(pl.LightningDataModule):
+    """93 samples, batches of 16: rank 1's last batch holds the padding repeat of rank 0's first sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ds = blobs(93)
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=16, shuffle=True)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_a_padding_repeat_in_another_step_is_counted_again_and_reported_once(scope, tmp_path):
+    """A reviewer read `seen` 94 of 93 samples under DDP, against a docstring saying the padding repeat was left out
+    of the counts (true only for a repeat in the same step as its first, under "global"). Pinned as documented in
+    `FilterEpochRecord`: each visit counts, the report has one row per sample."""
+    out = str(tmp_path / "steps")
+
+    def make():
+        spy = SpyFilter("spl", drop_ratio=0.25, warmup_epochs=0, scope=scope, out=out, report=True,
+                        report_dir=str(tmp_path / "report"))
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=[spy], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, deterministic=True)
+        return trainer, TinyModel(), NinetyThree()
+
+    fit_ranks(make)
+    end = json.load(open(f"{out}.end.0"))
+    visits = [i for r in (0, 1) for step in json.load(open(f"{out}.{r}")) for i in step["index"]]
+    assert (len(visits), len(set(visits))) == (94, 93)
+    assert end["history"][0]["seen"] == 94
+    assert sorted(int(r["index"]) for r in csv.DictReader(open(end["report"]))) == list(range(93))

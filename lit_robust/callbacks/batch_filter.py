@@ -131,9 +131,11 @@ def select_and_count(scores: Tensor, index: Tensor, drop_ratio: float,
     (``"local"``) or over the batches of all ranks (``"global"``,
     :func:`lit_robust.selection.distributed.global_selection`), and which entries count as samples: ``None`` (all of
     them), or under ``"global"`` the first occurrences of each index over the ranks. A batch that would keep nothing
-    is kept whole and reported to ``on_too_small(n, ε)``. A repeat that ``DistributedSampler`` pads a rank with is
-    left out of the selection, so it must be left out of the counts and the report too: it was counted seen and
-    dropped, and marked its sample dropped in the report while the rank that held it first kept it."""
+    is kept whole and reported to ``on_too_small(n, ε)``. Under ``"global"`` a repeat that ``DistributedSampler``
+    pads a rank with *in the same step* as its first occurrence is left out of the selection, so it must be left out
+    of the counts and the report too: it was counted seen and dropped, and marked its sample dropped in the report
+    while the rank that held it first kept it. A repeat in another step (or under ``"local"``) is ranked, trained on
+    if kept, and counted, as any sample of its batch."""
 
     def k_of(n: int) -> int:
         k, too_small = batch_keep_count(n, drop_ratio)
@@ -168,7 +170,10 @@ class FilterEpochRecord:
     Attributes:
         epoch: the epoch, from 0.
         drop_ratio: the scheduled drop ratio of the epoch.
-        seen: the samples that went through the filter; ``dropped``: those it dropped.
+        seen: the batch entries that went through the filter (one per sample in one process); ``dropped``: those
+            it dropped. Under DDP ``DistributedSampler`` pads the ranks to equal length with up to world size − 1
+            repeated samples, each ranked and counted again (``seen`` 94 of 93 samples on 2 processes) unless
+            ``scope="global"`` finds it in the same step as its first occurrence.
         corrupted_seen: with the ground-truth flag (the batch's 4th element) only, else ``None``: the corrupted
             samples seen, ``corrupted_dropped`` those dropped, ``dropped_corrupted_frac`` = corrupted_dropped /
             dropped (how clean the rejects are), ``corrupted_frac`` = corrupted_seen / seen (what dropping at random
@@ -180,7 +185,7 @@ class FilterEpochRecord:
 
     epoch: int
     drop_ratio: float  # the scheduled drop ratio of the epoch
-    seen: int  # samples that went through the filter
+    seen: int  # batch entries that went through the filter (a DistributedSampler's padding repeat counts again)
     dropped: int
     corrupted_seen: int | None = None  # with ground truth (the batch's 4th element) only
     corrupted_dropped: int | None = None
@@ -240,7 +245,8 @@ class BatchFilter(Callback):
 
     ``scope="global"`` ranks the concatenated batches of all DDP ranks (each rank keeps its part of the
     global selection, :func:`lit_robust.selection.distributed.global_selection`, with :math:`B` the number of distinct
-    dataset indices over the ranks: a repeated index, e.g. from a padding sampler, is kept at most once);
+    dataset indices over the ranks: an index repeated within the step, e.g. by a padding sampler, is kept at most
+    once; a padding repeat in another step is ranked again there, see :class:`FilterEpochRecord`);
     ``"local"`` trims each rank's own batch, as the papers did per GPU. In one process, with distinct
     indices, both are the same. Outside training (validation, test) the filter keeps everything.
 

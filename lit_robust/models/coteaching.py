@@ -60,7 +60,8 @@ class CoTeachingEpochRecord:
     """What each network rejected during one training epoch (summed over every rank; ``history``, one per epoch).
 
     Attributes:
-        epoch: the epoch, from 0; ``drop_ratio``: its scheduled drop ratio; ``seen``: the samples of its batches.
+        epoch: the epoch, from 0; ``drop_ratio``: its scheduled drop ratio; ``seen``: the entries of its
+            batches (a ``DistributedSampler``'s padding repeat counts again, as :class:`~lit_robust.FilterEpochRecord`).
         dropped_1: the samples network 1 rejected (so network 2 did not train on them); ``dropped_2`` the other way.
         corrupted_seen: with the ground-truth flag (the batch's 4th element) only, else ``None``: the corrupted
             samples seen; ``dropped_corrupted_frac_1`` / ``_2``: the corrupted share of each network's rejects;
