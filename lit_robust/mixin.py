@@ -523,6 +523,18 @@ class _Unsliceable(Exception):
     pass
 
 
+def _batch_size_elsewhere(x: Any, n: int) -> bool:
+    """Whether a tensor in ``x`` has a dimension after the first of size ``n`` (then dimension 0 may be another
+    axis that happens to have ``n`` entries too, e.g. the time steps of a sequence-first ``[T, B]`` padding)."""
+    if isinstance(x, Tensor):
+        return n in tuple(x.shape[1:])
+    if isinstance(x, (list, tuple)):
+        return any(_batch_size_elsewhere(v, n) for v in x)
+    if isinstance(x, dict):
+        return any(_batch_size_elsewhere(v, n) for v in x.values())
+    return False
+
+
 def per_sample_mismatch(again: Tensor, scores: Tensor, rtol: float = 1e-3) -> Tensor:
     """Which of ``again`` (scores of the first samples of a batch, scored without the others) differ from
     ``scores`` (the whole batch's scores, whose first entries they must reproduce).
@@ -549,7 +561,9 @@ def check_per_sample_scores(owner: str, score_fn: Any, batch: Any, scores: Tenso
     must reproduce their scores (:func:`per_sample_mismatch`). This catches a batch statistic mixed into
     every score (e.g. ``loss - loss.mean()``, ``loss.mean().expand(B)``) or a layer that mixes samples.
     Batches of fewer than two samples, or whose elements cannot be cut along the first dimension, are not
-    checked.
+    checked; nor are batches holding a tensor with the batch size in a later dimension too (a sequence-first
+    ``[T, B]`` padding whose ``T`` happens to equal ``B``) when the model cannot score their cut: the first
+    dimension may not be the samples' there.
     """
     n = scores.shape[0] if isinstance(scores, Tensor) and scores.ndim == 1 else 0
     k = min(n // 2, max_head)
@@ -560,7 +574,19 @@ def check_per_sample_scores(owner: str, score_fn: Any, batch: Any, scores: Tenso
             head = _head(batch, size, n)  # a namedtuple batch is rebuilt field by field, as `_head` does
         except _Unsliceable:
             return
-        again = score_fn(head)
+        if not _batch_size_elsewhere(batch, n):
+            again = score_fn(head)
+        else:
+            # `[T, B]` with T == B is cut along time, not samples: an NLP newcomer's sequence-first GRU (texts cut
+            # to 32 tokens, batches of 32) died in the check with torch's "start (232) + length (8) exceeds
+            # dimension size" before the first step. A cut the model cannot score, or one that did not change
+            # its batch size, was no cut of the samples
+            try:
+                again = score_fn(head)
+            except Exception:  # noqa: BLE001 - the full batch scored; its cut is what failed
+                return
+            if isinstance(again, Tensor) and again.shape == (n,):
+                return
         if not isinstance(again, Tensor) or again.shape != (size,):
             got = tuple(again.shape) if isinstance(again, Tensor) else type(again).__name__
             raise ValueError(f"`{owner}`: `{what}` returned shape {got} for a batch of {size} samples; it "

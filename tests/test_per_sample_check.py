@@ -224,3 +224,47 @@ def test_a_namedtuple_batch_is_checked_field_by_field():
     assert seen == [S, S, S]
     with pytest.raises(ValueError, match="must score each sample on its own"):
         check_per_sample_scores("BatchFilter", lambda b: b.x - b.x.mean(), batch, batch.x - batch.x.mean())
+
+
+def _sequence_first_batch(b=8, seed=0):
+    """`(index, (ids [T, B], lengths), y)` padded sequence first, the longest text as long as the batch (T == B)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, b + 1, (b,), generator=g)
+    lengths[0] = b
+    ids = torch.randint(1, 20, (b, b), generator=g) * (torch.arange(b)[:, None] < lengths[None, :])
+    return torch.arange(b), (ids, lengths), torch.randint(0, 3, (b,), generator=g)
+
+
+def test_sequence_first_batches_whose_length_equals_the_batch_size_are_not_cut_along_time():
+    """A sequence-first `[T, B]` padding with T == B was cut along time by the check, and the user's model (a packed
+    GRU) failed inside torch ("start (232) + length (8) exceeds dimension size") before the first step; a model
+    pooling over time returned B scores for the cut and was told it returns the wrong shape."""
+    torch.manual_seed(0)
+    emb, gru = torch.nn.Embedding(20, 4), torch.nn.GRU(4, 3)
+
+    def packed_gru(b):  # the last hidden state of each text, read from the packed sequence
+        ids, lengths = b[1]
+        packed = torch.nn.utils.rnn.pack_padded_sequence(emb(ids), lengths, enforce_sorted=False)
+        return gru(packed)[1][-1].sum(1)
+
+    def pooled_over_time(b):
+        return emb(b[1][0]).mean(0).sum(1)
+
+    batch = _sequence_first_batch()
+    for fn in (packed_gru, pooled_over_time):
+        check_per_sample_scores("ITLM", fn, batch, fn(batch))
+
+
+def test_a_batch_statistic_is_still_caught_when_the_batch_size_appears_twice():
+    """The sequence-first allowance only skips cuts the model cannot score: a batch-first `[B, T]` input with T == B
+    still has its batch-centred scores caught."""
+    index, (ids, _), y = _sequence_first_batch()
+    batch = (index, ids.T.float(), y)
+
+    def centred(b):
+        s = (b[1] ** 2).sum(1)
+        return s - s.mean()
+
+    with pytest.raises(ValueError, match=r"`ITLM`: `sample_scores` must score each sample on its own, but the first 4 "
+                                         r"samples of a batch of 8"):
+        check_per_sample_scores("ITLM", centred, batch, centred(batch))
