@@ -394,3 +394,18 @@ def test_a_collate_of_dict_records_without_its_target_key_is_named(tmp_path):
                                          r"with the label inside \(Hugging Face's style\) in "
                                          r"`lit_robust.IndexedCollate\(pad_records, target_key='labels'\)`"):
         tiny_trainer(tmp_path, 2, [BatchFilter("prl", 0.2)]).fit(HFStyle(), loader)
+
+
+def test_a_collate_returning_a_dict_batch_is_told_its_own_label_key():
+    """`IndexedCollate` told a collate returning `{"input_ids", "attention_mask", "label"}` to pass
+    `target_key='labels'`, a key its batch does not hold; the advice now names `'label'` and the way that needs no
+    dict records: return `(batch, batch.pop('label'))`."""
+    def pad_to_dict(pairs):
+        ids = pad_sequence([t for t, _ in pairs], batch_first=True)
+        return {"input_ids": ids, "attention_mask": ids != 0, "label": torch.tensor([y for _, y in pairs])}
+
+    data = IndexedDataset([(torch.tensor([5, 6, 7]), 1), (torch.tensor([8]), 0)])
+    with pytest.raises(ValueError, match=r"return `\(batch, batch\.pop\('label'\)\)` from `pad_to_dict`, or, .*"
+                                         r"`IndexedCollate\(your_fn, target_key='label'\)`") as err:
+        IndexedCollate(pad_to_dict)([data[0], data[1]])
+    assert "'labels'" not in str(err.value)

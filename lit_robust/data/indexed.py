@@ -480,8 +480,13 @@ class IndexedCollate:
         else:
             pair = self.collate_fn([(s[1], s[2]) for s in samples])
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            records = (" A collate of dict records with the label inside (Hugging Face's style) goes in "
-                       "`IndexedCollate(your_fn, target_key='labels')`." if isinstance(pair, Mapping) else "")
+            # the batch's own label key: 'labels' was named whatever the batch held (a sequence newcomer's
+            # `{"input_ids", "attention_mask", "label"}` was told `target_key='labels'`)
+            key = label_key_of(pair) if isinstance(pair, Mapping) else "label"
+            records = (f" A dict batch with the label inside: return `(batch, batch.pop({key!r}))` from `{name}`, "
+                       "or, when the samples are dict records (`IndexedDataset(records, target_key=...)`, Hugging "
+                       f"Face's style), pass `IndexedCollate(your_fn, target_key={key!r})`."
+                       if isinstance(pair, Mapping) else "")
             raise ValueError(f"`IndexedCollate`: `{name}` must return a batch `(input, target)`, got "
                              f"{_describe(pair)}; several inputs go in one tuple or dict, e.g. `((ids, mask), y)`."
                              f"{records}")
