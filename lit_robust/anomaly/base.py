@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
-from torchmetrics.utilities import dim_zero_cat
+from torchmetrics.utilities.data import dim_zero_cat  # its home since torchmetrics 1.0 (re-exported only later)
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import real_scalar
