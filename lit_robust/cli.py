@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 import yaml
-from jsonargparse import ArgumentError, DefaultHelpFormatter, Namespace
+from jsonargparse import ActionConfigFile, ArgumentError, DefaultHelpFormatter, Namespace
 
 from lit_robust._backend import (
     BasePredictionWriter,
@@ -666,6 +666,15 @@ class RobustCLI(LightningCLI):
     def __init__(self, *args: Any, given_argv: Sequence[str] | None = None, **kwargs: Any) -> None:
         self._given_argv = None if given_argv is None else list(given_argv)  # as typed: for the next-step line
         super().__init__(*args, **kwargs)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # Lightning's own `init_parser` with RobustArgumentParser: the `LightningCLI(parser_class=...)` argument is
+        # newer than pytorch-lightning 2.5 (2.1 is supported), so every version's parser is made here
+        kwargs.setdefault("dump_header", [f"{pl.__name__}=={pl.__version__}"])
+        parser = RobustArgumentParser(**kwargs)
+        parser.add_argument("-c", "--config", action=ActionConfigFile,
+                            help="Path to a configuration file in json or yaml format.")
+        return parser
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         # Lightning lists each sub-command with its Trainer method's first docstring paragraph, whatever the
@@ -1901,7 +1910,6 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
-        parser_class=RobustArgumentParser,
         save_config_kwargs={"overwrite": True},
         # allow_abbrev: `--trainer.max_epoch 3` would silently set max_epochs (argparse's prefix matching)
         parser_kwargs={"allow_abbrev": False, "usage": "lit-robust [-h] [-c CONFIG] {demo,fit,validate,test,predict} ...",

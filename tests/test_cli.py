@@ -1725,3 +1725,22 @@ def test_overrides_written_before_a_short_config_option_apply_after_it(tmp_path,
         run(["fit", "--trainer.max_epochs", "2", "-c", str(REPO / "configs" / "itlm_digits.yaml"), "--print_config"])
     assert exc.value.code == 0
     assert yaml.safe_load(capsys.readouterr().out)["trainer"]["max_epochs"] == 2
+
+
+def test_the_cli_builds_its_parser_on_a_lightning_without_the_parser_class_argument(monkeypatch, capsys):
+    """`LightningCLI(parser_class=...)` is newer than pytorch-lightning 2.5 (pyproject allows 2.1): passing it made
+    every `lit-robust` command a TypeError there. The parser is made in `RobustCLI.init_parser` instead."""
+    import lit_robust.cli as cli
+
+    original = cli.LightningCLI.__init__
+
+    def without_parser_class(self, *args, **kwargs):  # an older LightningCLI's signature
+        if "parser_class" in kwargs:
+            raise TypeError("LightningCLI.__init__() got an unexpected keyword argument 'parser_class'")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cli.LightningCLI, "__init__", without_parser_class)
+    with pytest.raises(SystemExit) as exit_:
+        run(["fit", "--help"])
+    assert exit_.value.code == 0 and "lit-robust fit" in capsys.readouterr().out
+    assert isinstance(cli.RobustCLI.init_parser(cli.RobustCLI.__new__(cli.RobustCLI)), cli.RobustArgumentParser)
