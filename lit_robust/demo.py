@@ -33,7 +33,7 @@ def _quiet() -> None:
 
 
 def _train(seed: int, clean_ratio: float, noise: str, itlm: ITLM | None, epochs: int, lr: float) -> float:
-    pl.seed_everything(seed, verbose=False)
+    pl.seed_everything(seed)  # `_quiet` silences its line; `verbose=` is new in pytorch-lightning 2.4
     data = DigitsDataModule(clean_ratio=clean_ratio, noise=noise, val_size=0, batch_size=64, seed=seed)
     model = ImageClassifier(backbone="mlp", image_size=8, lr=lr)
     trainer = pl.Trainer(max_epochs=epochs, callbacks=[itlm] if itlm else [], logger=False,
