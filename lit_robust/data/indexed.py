@@ -97,6 +97,10 @@ class IndexedDataset(Dataset):
                 getattr(targets, "columns", None) is not None and len(targets.columns) == 1
                 and str(list(dtypes)[0]) == "category")
             targets = _by_position(targets)
+            if isinstance(targets, np.ndarray) and targets.dtype in (np.uint16, np.uint32):
+                # torch < 2.3 reads no uint16/uint32 array ("can't convert np.ndarray of type numpy.uint16"); they
+                # become int64 below on every torch anyway
+                targets = targets.astype(np.int64)
             try:
                 targets = torch.as_tensor(targets)
             except (TypeError, ValueError, RuntimeError) as err:  # strings: torch's "too many dimensions 'str'"
