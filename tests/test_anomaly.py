@@ -817,3 +817,15 @@ def test_testing_on_unlabelled_batches_says_test_needs_is_anomaly_labels(tmp_pat
     with pytest.raises(ValueError, match=r"^RCA\(dim=4\): `trainer.test` measures ROC-AUC against is-anomaly labels, "
                                          r"and the test batches carry none .*`TensorDataset\(x, is_anomaly\)`"):
         tiny_trainer(tmp_path, 1).test(RCA(dim=4, hidden=8, latent=2), DataLoader(wrap(x), batch_size=4))
+
+
+def test_the_anomaly_module_imports_on_a_torchmetrics_without_the_dim_zero_cat_re_export():
+    """torchmetrics before 1.2 has `dim_zero_cat` in `torchmetrics.utilities.data` only: `import lit_robust` failed
+    there with an ImportError (anomaly/base.py imported it from `torchmetrics.utilities`)."""
+    import subprocess
+    import sys
+
+    code = ("import torchmetrics.utilities as u\nif hasattr(u, 'dim_zero_cat'):\n    del u.dim_zero_cat\n"
+            "import lit_robust.anomaly.base\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
