@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LIT_ROBUST_DATA", REPO.parent / "shared" / "data"))
 
 
-
 def _seed_everything_with_verbose(seed_everything):
     """``seed_everything`` taking ``verbose=`` (new in pytorch-lightning 2.4) on older versions, where it is dropped:
     the tests pass ``verbose=False`` everywhere and the declared minimum is 2.1 (its seed line is an info log)."""
