@@ -53,9 +53,9 @@ Usage::
     python benchmarks/overhead.py            # -> benchmarks/results/overhead.md (+ .json, the saved run)
     python benchmarks/overhead.py --quick    # < 60 s
     python benchmarks/overhead.py --smoke    # a few seconds, for the test suite
-    python benchmarks/overhead.py --only filter/prl_step filter/spl_step --out results/overhead_filters.md
-    python benchmarks/overhead.py --device cuda --quick --synthetic --out results/overhead_cuda.md   # on a GPU
-    python benchmarks/overhead.py --render results/overhead.json     # re-print a saved run, no timing
+    python benchmarks/overhead.py --only filter/prl_step filter/spl_step --out benchmarks/results/overhead_filters.md
+    python benchmarks/overhead.py --device cuda --quick --synthetic --out benchmarks/results/overhead_cuda.md  # GPU
+    python benchmarks/overhead.py --render benchmarks/results/overhead.json  # re-print a saved run, no timing
 
 ``--device cuda`` runs every row on the GPU (Trainer ``accelerator="gpu"``; hand-written loops move the module and
 batches with :func:`to_device`) and times with ``torch.cuda.synchronize()`` around each timed call, so the
@@ -931,6 +931,17 @@ def execute(p: Protocol, args: argparse.Namespace, jobs: int) -> dict[str, Any]:
 
 
 # -- reporting (from the saved run only) ---------------------------------------------------------------------
+def _pre_harness_reproduce(s: dict[str, Any], m: dict[str, Any]) -> str:
+    """The fixed Reproduce line of a run saved before the harness: its recorded command where that names its rows
+    and its ``--out``; else the rows with ``--out FILE.md`` (``--out <file>.md`` was read by a shell as the
+    redirections ``<file`` and ``>.md``: "file: No such file or directory")."""
+    if not s.get("only"):
+        return "Reproduce: `python benchmarks/overhead.py`."
+    if "--only" in m["command"] and "--out" in m["command"]:
+        return f"Reproduce: `{m['command']}`."
+    return f"Reproduce: `python benchmarks/overhead.py --only {' '.join(s['only'])} --out FILE.md`."
+
+
 def render(saved: dict[str, Any]) -> str:
     """The table. A run saved before the harness (``meta["pre_harness"]``) has no device line when its results
     name no device, and keeps its fixed Reproduce line and any note added by hand after the run."""
@@ -981,8 +992,7 @@ def render(saved: dict[str, Any]) -> str:
         "",
         # a run of some rows named them (a reviewer found `overhead_backdoor.md`'s one row told to run all 19, which
         # overwrites overhead.md); a run that saved no .json says so
-        ("Reproduce: `python benchmarks/overhead.py"
-         + (f" --only {' '.join(s['only'])} --out <file>.md" if s.get("only") else "") + "`.")
+        _pre_harness_reproduce(s, m)
         if m.get("pre_harness") else f"Reproduce: `{m['command']}` {reproduce_note(saved, 'overhead.json')}.",
         "",
     ]
