@@ -23,7 +23,7 @@ Usage::
     python benchmarks/adversarial_trigger_profile.py           # -> results/adversarial_trigger_profile.md (+ .json)
     python benchmarks/adversarial_trigger_profile.py --quick   # < 60 s
     python benchmarks/adversarial_trigger_profile.py --smoke   # a few seconds, for the test suite
-    python benchmarks/adversarial_trigger_profile.py --render results/adversarial_trigger_profile.json
+    python benchmarks/adversarial_trigger_profile.py --render benchmarks/results/adversarial_trigger_profile.json
 
 Modes, ``--out``, ``--render`` and the JSON last line (the headline ratios) are ``harness.py``'s; every section is
 timed in this one process (``--jobs`` is 1).

@@ -404,8 +404,10 @@ def render(saved: dict[str, Any]) -> str:
     arch, system = meta["machine"].split(", ", 1)
     # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
     command = meta["command"]
-    note = ("(writes this file, `anomaly.json` and the density PNG; `--render anomaly.json` re-prints the tables of a "
-            "saved run without training)" if meta.get("pre_harness") else
+    # paths from the repository root, where the command runs (`--render anomaly.json` found no file there)
+    note = ("(writes this file, `benchmarks/results/anomaly.json` and the density PNG; `--render "
+            "benchmarks/results/anomaly.json` re-prints the tables of a saved run without training)"
+            if meta.get("pre_harness") else
             reproduce_note(saved, "anomaly.json", also=f"`{png}` beside it" if png else ""))
     lines += [
         f"Protocol chosen on seed {TUNING_SEED} (see the module docstring): e.g. on digit 0, 30 epochs of width-128 "

@@ -83,10 +83,8 @@ def render(saved: dict) -> str:
         *table, "",
         f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
         f"date {m['date']}; torch {m['torch']}.", "",
-        f"Reproduce: `{m['command']}` "
-        + ("(`--render results/filter_auto_digits.json` re-prints this table)"  # the committed run's words
-           if harness.saved_json(saved, "filter_auto_digits.json") == "benchmarks/results/filter_auto_digits.json"
-           else harness.reproduce_note(saved, "filter_auto_digits.json")) + ".", ""])
+        # the committed run's own words, `--render results/filter_auto_digits.json`, named no file from the root
+        f"Reproduce: `{m['command']}` {harness.reproduce_note(saved, 'filter_auto_digits.json')}.", ""])
 
 
 def headline(saved: dict) -> dict:

@@ -340,8 +340,10 @@ def render(saved: dict[str, Any]) -> str:
     seconds = [r["seconds"] for r in runs]
     arch, system = m["machine"].split(", ", 1)
     # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
-    note = ("(writes this file, `gan_mixture.json` and the grids; `--render gan_mixture.json` re-prints it without "
-            "training)" if m.get("pre_harness") else harness.reproduce_note(saved, "gan_mixture.json", also=_grid_folder(saved)))
+    # paths from the repository root, where the command runs (`--render gan_mixture.json` found no file there)
+    note = ("(writes this file, `benchmarks/results/gan_mixture.json` and the grids; `--render "
+            "benchmarks/results/gan_mixture.json` re-prints it without training)" if m.get("pre_harness")
+            else harness.reproduce_note(saved, "gan_mixture.json", also=_grid_folder(saved)))
     lines += ["", saved["results"].get("notes", ""), "",
               f"Wall time: {_duration(m['wall_s'])} on CPU ({m['jobs']} worker process(es) x 1 "
               f"torch thread(s), per run {min(seconds):.0f}–{max(seconds):.0f} s); date "

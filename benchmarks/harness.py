@@ -20,10 +20,11 @@ Every run, in every mode, goes the same way: ``--quick`` / ``--smoke`` pick the 
 replaces the protocol's seeds where it has them, the tasks run in ``--jobs`` spawned workers (one torch thread each),
 and the harness builds the *saved run* — ``{"benchmark", "mode", "settings", "results", "meta"}`` with ``meta`` the
 date, machine, torch version, worker count, wall time and command line. The markdown is ``render(saved)``, so a saved
-run re-renders to the same bytes: ``python benchmarks/<name>.py --render results/<name>.json`` prints it again without
-training (``--out`` writes it), and ``tests/test_benchmark_results.py`` checks that every committed table is exactly
-its JSON rendered. Full mode writes ``results/<name>.md`` and ``.json`` (``--out`` elsewhere, in any mode); the last
-line printed is always one JSON object: ``{"benchmark", "mode", **headline(saved), "wall_s"}``.
+run re-renders to the same bytes: ``python benchmarks/<name>.py --render benchmarks/results/<name>.json`` (from the
+repository root) prints it again without training (``--out`` writes it), and ``tests/test_benchmark_results.py``
+checks that every committed table is exactly its JSON rendered. Full mode writes ``results/<name>.md`` and ``.json``
+(``--out`` elsewhere, in any mode); the last line printed is always one JSON object:
+``{"benchmark", "mode", **headline(saved), "wall_s"}``.
 
 Scripts whose runs do not fit "independent tasks in a pool" (timing in interleaved pairs in one process, resumable
 stores) pass ``execute=`` instead of ``tasks``/``run``: ``(settings, args, jobs) -> results``.

@@ -416,7 +416,9 @@ def render(saved: dict[str, Any]) -> str:
         f"date {m['date']}; machine: {arch}, {m['cpus']} CPU cores, {system}; torch {m['torch']}.",
         "",
         f"Reproduce: `{command}` "
-        + (f"(writes this file and the per-seed `{stem}.json`; `--render {stem}.json` re-prints it without training)"
+        # paths from the repository root, where the command runs (`--render {stem}.json` found no file there)
+        + (f"(writes this file and the per-seed `benchmarks/results/{stem}.json`; `--render "
+           f"benchmarks/results/{stem}.json` re-prints it without training)"
            if m.get("pre_harness") else reproduce_note(saved, f"{stem}.json"))
         + ", `--quick` for a one-row check.",
         "",

@@ -26,7 +26,7 @@ Usage::
     python benchmarks/selection_scaling.py           # n = 1e6, 1e7, 1e8 -> results/selection_scaling.md (+ .json)
     python benchmarks/selection_scaling.py --quick   # n = 1e6, 1e7 (< 60 s)
     python benchmarks/selection_scaling.py --smoke   # a few seconds
-    python benchmarks/selection_scaling.py --render results/selection_scaling.json   # re-print a saved run
+    python benchmarks/selection_scaling.py --render benchmarks/results/selection_scaling.json  # re-print a saved run
 
 ``--n-max`` drops the sizes above it, ``--threads`` sets torch's threads (1 by default). Modes, ``--out``,
 ``--render`` and the JSON last line (the headline figures) are ``harness.py``'s; every repetition runs in this one

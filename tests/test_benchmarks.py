@@ -167,9 +167,7 @@ def test_reproduce_line_names_the_json_its_command_wrote(name, default):
         line = next(x for x in mod.BENCHMARK.render(saved).splitlines() if x.startswith("Reproduce:"))
         if written is None:
             assert "printed only: `--out FILE.md` writes the table and the saved run beside it" in line, line
-        elif name == "filter_auto_digits" and not args:
-            assert "`--render results/filter_auto_digits.json`" in line, line  # the committed run's wording
-        else:
+        else:  # filter_auto_digits' committed run too: its own `--render results/...` named no file from the root
             assert f"`{written}`" in line and f"`--render {written}`" in line, line
             assert default not in line.replace(written, ""), line
 
@@ -181,6 +179,7 @@ def test_corruption_rate_quick_reproduce_line_names_the_file_it_wrote():
     saved = json.loads((REPO / "benchmarks" / "results" / "corruption_rate_prl_auto.json").read_text())
     committed = next(x for x in mod.BENCHMARK.render(saved).splitlines() if x.startswith("Reproduce:"))
     assert "copied to `benchmarks/results/`" in committed  # the committed table's own words stay
+    assert "`--render benchmarks/results/corruption_rate_prl_auto.json`" in committed  # the copy, from the root
     saved["mode"], saved["meta"]["command"] = "quick", "python benchmarks/corruption_rate.py --quick --out runs/X.md"
     line = next(x for x in mod.BENCHMARK.render(saved).splitlines() if x.startswith("Reproduce:"))
     assert "copied" not in line and "`runs/X.json`" in line and "`--render runs/X.json`" in line, line
