@@ -3,8 +3,8 @@
 
     python examples/find_bad_rows_in_a_csv.py                      # about 15 s of CPU time
     python examples/find_bad_rows_in_a_csv.py --fast               # a few seconds (used by the tests)
-    python examples/find_bad_rows_in_a_csv.py --write noisy.csv    # only write the example table, e.g. for
-                                                                   # lit-robust fit --config configs/itlm_table.yaml
+    python examples/find_bad_rows_in_a_csv.py --write breast_cancer_noisy.csv   # only write the example table,
+    lit-robust fit --config configs/itlm_table.yaml                # which this config reads
 
 The table is scikit-learn's breast-cancer data (569 rows, 30 numeric columns) with its `diagnosis` column
 ("benign"/"malignant") flipped on 20 % of the rows, and a `flipped` column saying which: your own table will not

@@ -188,3 +188,21 @@ def test_count_wrong_labels_with_cleanlab_example_counts_on_out_of_fold_probabil
     assert set(out["itlm"]) == {"told the counted rate", '"auto"'}
     assert out["itlm"]["told the counted rate"]["estimate"] is None and 0 < out["itlm"]['"auto"']["estimate"] < 0.5
     assert all(0.5 < r["test_acc"] <= 1 for r in out["itlm"].values())
+
+
+@pytest.mark.parametrize(("example", "config", "key"), [("find_bad_rows_in_a_csv", "itlm_table", "path"),
+                                                        ("find_misfiled_images", "itlm_image_folder", "root")])
+def test_an_examples_write_line_writes_what_its_config_reads(example, config, key):
+    """The docstring's `--write X` step before `lit-robust fit --config configs/<config>.yaml` writes the file or
+    folder that config reads: `find_bad_rows_in_a_csv.py --write noisy.csv` wrote a table `itlm_table.yaml` does not
+    read, and the fit then stopped at "`path`='breast_cancer_noisy.csv': no such file"."""
+    import ast
+    import re
+
+    import yaml
+
+    doc = ast.get_docstring(ast.parse((REPO / "examples" / f"{example}.py").read_text(encoding="utf-8")))
+    (written,) = re.findall(rf"python examples/{example}\.py --write (\S+)", doc)
+    assert f"configs/{config}.yaml" in doc
+    read = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())["data"]["init_args"][key]
+    assert read == written or read.startswith(f"{written}/"), (written, read)
