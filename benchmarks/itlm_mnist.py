@@ -407,9 +407,9 @@ def render(saved: dict[str, Any]) -> str:
         "so the flip persists through the rounds.",
     ]
     arch, system = m["machine"].split(", ", 1)
-    # a run saved before the harness (`pre_harness`) keeps its own wording of how to reproduce it
-    command = ("python benchmarks/itlm_mnist.py" + (" --protocol authors" if authors else "")
-               if m.get("pre_harness") else m["command"])
+    # the run's recorded command, before the harness too: the fixed "--protocol authors" left out the
+    # `--rows systematic:60` that made itlm_mnist_authors.md, and ran all 8 rows (hours) over its one
+    command = m["command"]
     lines += [
         "",
         f"Wall time: {m['wall_s'] / 60:.1f} min ({m['jobs']} worker process(es) x 1 torch thread(s)); "

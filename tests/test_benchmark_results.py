@@ -58,6 +58,22 @@ def test_reproduce_line_runs_from_the_repository_root(table):
         assert renders == [f"benchmarks/results/{table.stem}.json"], f"{table.name}: {line}"
 
 
+@pytest.mark.parametrize("table", TABLES, ids=[t.stem for t in TABLES])
+def test_reproduce_line_runs_the_command_its_run_recorded(table):
+    """The Reproduce line's command is the one the saved run recorded (less a scratch `--out`): for
+    itlm_mnist_authors.md, made with `--protocol authors --rows systematic:60`, it said `--protocol authors`, which
+    runs all 8 rows (hours) and writes them over the table's one."""
+    meta = json.loads(table.with_suffix(".json").read_text())["meta"]
+    line = next((x for x in table.read_text().splitlines() if x.startswith("Reproduce:")), None)
+    if line is None or meta.get("command") is None or "command" in meta.get("backfilled_from_markdown", []):
+        return  # no line, or no command recorded by the run itself (the line then says so or names the rows)
+
+    def without_out(command: str) -> str:
+        return re.sub(r" --out[ =]\S+", "", command)
+
+    assert without_out(re.search(r"`([^`]+)`", line)[1]) == without_out(meta["command"]), line
+
+
 def test_render_refuses_a_run_of_another_script(tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"benchmark": "anomaly", "meta": {"wall_s": 1.0}}))
