@@ -392,6 +392,24 @@ def test_an_evaluation_batch_may_be_a_plain_pair_and_its_error_says_so():
         unpack_eval_batch([torch.arange(4), x, y, y, y])
 
 
+@pytest.mark.parametrize("keys, label", [(("image", "label"), "label"), (("input_ids", "labels"), "labels")])
+def test_a_dict_evaluation_batch_is_told_what_an_evaluation_batch_may_be(keys, label):
+    """A plain dict validation batch (no index) was told the training layout `(index, input, target[, ...])` and the
+    training-side advice alone; it now names the evaluation layouts and the `(input, target)` pair that needs no index,
+    with the batch's own label key."""
+    from lit_robust.data.indexed import unpack_eval_batch
+
+    batch = {keys[0]: torch.zeros(3, 2), keys[1]: torch.zeros(3)}
+    with pytest.raises(ValueError, match=rf"^lit_robust expects an evaluation batch `\(input, target\)` or `\(index, "
+                                         rf"input, target\[, is_corrupted\]\)`, got a dict \(keys .*\)\. A validation, "
+                                         rf"test or predict batch that is a dict .* `\(input, target\)` pairs \(no index "
+                                         rf"needed\), e.g\. one whose `__getitem__` returns `\(s\['image'\], "
+                                         rf"s\['{label}'\]\)`.*target_key='{label}'"):
+        unpack_eval_batch(batch)
+    with pytest.raises(ValueError, match=r"^lit_robust expects batches `\(index, input"):  # training: as before
+        unpack_batch(batch)
+
+
 def test_datamodules_taking_keyword_arguments_name_them_in_their_help():
     """A newcomer read `help(FashionMNISTDataModule)`: `(root, download, **kwargs)` and nothing of `clean_ratio`,
     `noise` or `train_size`, which they copied from a config instead."""

@@ -56,7 +56,7 @@ def test_a_dict_batch_names_dict_samples_before_several_loaders():
         unpack_batch({"input_ids": torch.zeros(2, 2), "labels": torch.zeros(2)}, owner="BatchFilter")
     with pytest.raises(ValueError) as err:  # an evaluation batch: no training loaders to speak of
         unpack_batch({"image": torch.zeros(2, 2)}, evaluation=True)
-    assert "If your samples are dicts" in str(err.value) and "several" not in str(err.value)
+    assert "batch that is a dict" in str(err.value) and "several" not in str(err.value)
 
 
 @pytest.mark.parametrize("make", [

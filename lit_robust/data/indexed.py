@@ -832,15 +832,23 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
             # the batch's keys, not the samples': a collate may rename the label's (an HF-style newcomer was told
             # `target_key='labels'` for records holding 'label')
             label = label_key_of(batch)
-            hint = ("If your samples are dicts, " + dict_samples_hint(batch) + " If a collate of your own made this "
-                    "batch, `target_key` is the target's key in each sample, which the collate may have renamed (as "
-                    "Hugging Face's turn `label` into `labels`), and the collate goes in "
-                    f"`lit_robust.IndexedCollate(your_collate, target_key={label!r})`." + ("" if evaluation else
-                    " With several training DataLoaders Lightning passes one batch per loader as a dict; lit_robust "
-                    "filters the samples of one training DataLoader: concatenate the raw data sets "
-                    "(`torch.utils.data.ConcatDataset`) and wrap the result in one `IndexedDataset`."))
-        raise ValueError(f"{who}lit_robust expects batches `(index, input, target[, is_corrupted])`, got {kind}.{several} "
-                         f"{hint}")
+            if evaluation:  # an evaluation batch needs no index: the training-side advice alone misled (no pair)
+                hint = (f"A validation, test or predict batch that is a dict needs its input and target apart: give its "
+                        f"DataLoader a dataset of `(input, target)` pairs (no index needed), e.g. one whose "
+                        f"`__getitem__` returns `(s['image'], s[{label!r}])` (a dict input is fine: `({{'ids': ..., "
+                        f"'mask': ...}}, label)`), a `collate_fn` of your own that returns `(input, target)`, or "
+                        f"`lit_robust.IndexedDataset(dataset, target_key={label!r})` as for training.")
+            else:
+                hint = ("If your samples are dicts, " + dict_samples_hint(batch) + " If a collate of your own made "
+                        "this batch, `target_key` is the target's key in each sample, which the collate may have renamed "
+                        "(as Hugging Face's turn `label` into `labels`), and the collate goes in "
+                        f"`lit_robust.IndexedCollate(your_collate, target_key={label!r})`. With several training "
+                        "DataLoaders Lightning passes one batch per loader as a dict; lit_robust filters the samples "
+                        "of one training DataLoader: concatenate the raw data sets (`torch.utils.data.ConcatDataset`) "
+                        "and wrap the result in one `IndexedDataset`.")
+        expects = ("an evaluation batch `(input, target)` or `(index, input, target[, is_corrupted])`" if evaluation
+                   else "batches `(index, input, target[, is_corrupted])`")
+        raise ValueError(f"{who}lit_robust expects {expects}, got {kind}.{several} {hint}")
     index = batch[0]
     if not (isinstance(index, Tensor) and index.ndim == 1 and not index.is_floating_point()
             and index.dtype != torch.bool):
