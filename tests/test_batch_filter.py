@@ -403,6 +403,42 @@ def test_nonfinite_training_losses_are_warned_once(tmp_path, bad):
         assert not said
 
 
+class EmptyPool(TinyModel):
+    """Scales its logits by `|x|_1 / |x|_1`: a sample whose input is all zeros (finite) gets 0/0 = NaN, as mean-pooling
+    an empty sequence does; with `safe` the count is clamped to 1, the fix the warning and the docs give."""
+
+    def __init__(self, safe: bool = False):
+        super().__init__()
+        self.safe = safe
+
+    def per_sample_loss(self, batch):
+        x, y = batch[1], batch[2]
+        norm = x.abs().sum(1, keepdim=True)
+        logits = self(x) * norm / (norm.clamp(min=1e-12) if self.safe else norm)
+        return F.cross_entropy(logits, y, reduction="none"), logits
+
+
+@pytest.mark.parametrize("safe", [False, True])
+def test_a_nan_the_model_makes_for_one_sample_is_named_with_its_fix(tmp_path, safe):
+    """A NaN the model itself makes for one sample of finite data (0/0, as mean-pooling an empty sequence) made every
+    weight NaN although the filter dropped that loss (autograd: 0 * NaN); the warning blamed the data or the learning
+    rate only. It now names the model's own arithmetic and the fix, which keeps the weights finite."""
+    data = BlobsData(n=96, batch_size=16)
+    data.ds.dataset.tensors[0][5] = 0.0
+    model = EmptyPool(safe)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, [BatchFilter("prl", drop_ratio=0.2, warmup_epochs=0)], max_epochs=1, data=data, model=model)
+    said = [str(w.message) for w in record if "NaN or infinite" in str(w.message)]
+    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    if safe:
+        assert finite and not said, said
+    else:
+        assert not finite and len(said) == 1, said
+        assert "the model's own arithmetic on some sample (e.g. mean-pooling an empty sequence: 0/0)" in said[0]
+        assert "a count `.clamp(min=1)`; `torch.nan_to_num` of the result leaves the gradient NaN" in said[0]
+
+
 def test_a_batch_counted_twice_is_warned_about(tmp_path):
     """A two-optimizer step called `reduce_loss` once per optimizer: `seen=2800` for 1,400 samples, silently."""
 

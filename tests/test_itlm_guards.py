@@ -669,6 +669,14 @@ def test_a_nan_input_is_named_as_a_cause_of_a_non_finite_loss(tmp_path):
     assert messages and "NaN/inf" not in messages[0] and "Check the learning rate" in messages[0]
 
 
+def test_a_non_finite_loss_names_the_models_own_arithmetic_and_its_fix():
+    """A NaN the model makes itself for one sample (mean-pooling an empty sequence: 0/0) was not among the causes the
+    collapse warning named; `torch.nan_to_num` of the result would not help (its gradient stays NaN)."""
+    cause = stall_cause(math.nan, math.nan, 10)
+    assert "from the model's own arithmetic on some sample (e.g. mean-pooling an empty sequence: 0/0)" in cause
+    assert "a count `.clamp(min=1)`; `torch.nan_to_num` of the result leaves the gradient NaN" in cause
+
+
 @pytest.mark.parametrize("sampler", ["subset", "weighted", "replacement"])
 def test_a_sampler_of_the_users_own_is_an_error_not_silently_replaced(tmp_path, sampler):
     """A newcomer's `SubsetRandomSampler` of 2,000 samples: ITLM's selection sampler replaced it and the later rounds

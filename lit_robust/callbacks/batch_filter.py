@@ -916,9 +916,11 @@ class BatchFilter(Callback):
             rank_zero_warn(
                 f"{self.owner}: {bad} per-sample training loss{'' if bad == 1 else 'es'} of epoch "
                 f"{epoch} {'was' if bad == 1 else 'were'} NaN or infinite. They come from NaN/inf in "
-                "some samples' inputs or targets, or from a learning rate too large; such a sample can make its "
+                "some samples' inputs or targets, from the model's own arithmetic on some sample (e.g. mean-pooling "
+                "an empty sequence: 0/0), or from a learning rate too large; such a sample can make its "
                 "batch's gradient, and then every weight, NaN, whether the filter drops it or not. Check "
-                "`torch.isfinite` of your data.")
+                "`torch.isfinite` of your data, and remove a NaN where `per_sample_loss` makes it (a count "
+                "`.clamp(min=1)`; `torch.nan_to_num` of the result leaves the gradient NaN).")
 
     def _auto_labels(self, outputs: Any, target: Any, module: Any) -> tuple[Tensor | None, Tensor | None]:
         """``(given, predicted)`` integer labels of this batch for ``estimator="disagreement"`` (the argmax of the

@@ -392,9 +392,12 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
     known = first_loss is not None and last_loss is not None
     if known and not (math.isfinite(first_loss) and math.isfinite(last_loss)):
         # a newcomer's NaN features got the learning-rate hint only
-        return ("A non-finite loss comes from a learning rate too large, or from NaN/inf in some samples' inputs or "
-                "targets: one such sample makes its whole batch's gradient NaN, even where a selection drops it. "
-                "Check `torch.isfinite` of your data.")
+        # a model's own 0/0 on finite data (mean-pooling an empty sequence) was not among the causes named
+        return ("A non-finite loss comes from a learning rate too large, from NaN/inf in some samples' inputs or "
+                "targets, or from the model's own arithmetic on some sample (e.g. mean-pooling an empty sequence: "
+                "0/0): one such sample makes its whole batch's gradient NaN, even where a selection drops it. "
+                "Check `torch.isfinite` of your data, and remove a NaN where `per_sample_loss` makes it (a count "
+                "`.clamp(min=1)`; `torch.nan_to_num` of the result leaves the gradient NaN).")
     few = steps_per_epoch is not None and steps_per_epoch <= 2
     steps = ("" if steps_per_epoch is None else
              f" in {steps_per_epoch} optimizer step{'' if steps_per_epoch == 1 else 's'} per epoch")
