@@ -308,6 +308,25 @@ def start_epoch_after_skipped_end(trainer: pl.Trainer, on_train_epoch_start: Cal
         count_epoch_started(trainer)
 
 
+_DDP_NAMES = {"popen": "ddp", "spawn": "ddp_spawn", "fork": "ddp_fork"}
+
+
+def ddp_without_unused_parameters(trainer: pl.Trainer) -> tuple[str, str] | None:
+    """``(the DDP strategy's registered name, the name with unused parameters found)`` when ``trainer`` runs Lightning's
+    DDP strategy without ``find_unused_parameters=True``, else ``None``. A module whose step leaves some parameters
+    without a gradient in one of its backward passes (manual optimisation of two networks) needs the latter: DDP's
+    default stops at the second step with Lightning's unused-parameters error. Reads the strategy's ``_ddp_kwargs``."""
+    strategy = trainer.strategy
+    if not isinstance(strategy, pl.strategies.DDPStrategy):
+        return None
+    if (getattr(strategy, "_ddp_kwargs", None) or {}).get("find_unused_parameters"):
+        return None
+    name = _DDP_NAMES.get(getattr(strategy, "_start_method", "popen"))
+    if name is None:
+        return "DDPStrategy", "DDPStrategy(find_unused_parameters=True)"
+    return name, f"{name}_find_unused_parameters_true"
+
+
 def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:
     """Raise, naming the argument, the allowed range and the value, when a fractional ``limit_train_batches`` or an
     integer ``val_check_interval`` does not fit an epoch of ``batches`` training batches (``where`` says whose).

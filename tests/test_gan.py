@@ -207,6 +207,26 @@ def test_two_gloo_ranks_train_on_different_fakes(tmp_path):
     assert [a + b for a, b in zip(z0, z1)] == [one.sample_noise(8).tolist() for _ in range(2)]
 
 
+@pytest.mark.parametrize("strategy, told", [("ddp", "ddp_find_unused_parameters_true"),
+                                             ("ddp_spawn", "ddp_spawn_find_unused_parameters_true"),
+                                             ("ddp_fork", "ddp_fork_find_unused_parameters_true"),
+                                             ("ddp_fork_find_unused_parameters_true", None), ("auto", None)])
+def test_plain_ddp_is_refused_at_setup_naming_the_strategy_to_use(strategy, told):
+    """Under plain `strategy="ddp"` the discriminator's backward leaves the generator's parameters unused and
+    Lightning raised its unused-parameters error at the second step, on every rank (2 gloo ranks, ddp_fork); the
+    module's `setup` now refuses it before any step, naming the same launcher with unused parameters found."""
+    trainer = pl.Trainer(accelerator="cpu", devices=2 if strategy != "auto" else 1, strategy=strategy, logger=False)
+    gan = DCGAN(latent_dim=3, image_size=8, g_width=2, d_width=2)
+    gan._trainer = trainer
+    if told is None:
+        gan.setup("fit")
+        return
+    with pytest.raises(ValueError, match=rf"^`strategy`: DCGAN .* use strategy='{told}' \(`DDPStrategy\("
+                                         rf"find_unused_parameters=True\)`\), got the DDP strategy '{strategy}'"):
+        gan.setup("fit")
+    gan.setup("validate")  # one forward pass: no backward, nothing unused
+
+
 def test_resume_reproduces_an_uninterrupted_gan_run(mixture, tmp_path):
     def run(root, ckpt_path=None):
         pl.seed_everything(1 if ckpt_path is None else 99, verbose=False)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_number, check_seed
+from lit_robust._lightning import ddp_without_unused_parameters
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin
@@ -55,7 +56,10 @@ class DCGAN(RobustMixin, pl.LightningModule):
     The latent noise comes from a private generator seeded by ``seed`` and saved in checkpoints, so a
     resumed run draws the same noise as an uninterrupted one. Under DDP every process draws the noise of the global
     batch (world size × its batch) and takes its own slice of it: the processes' fakes differ, the concatenation is
-    what one process draws for the global batch, and every process's generator stays in the state rank 0 saves. ``fixed_z`` (a buffer of ``num_fixed``
+    what one process draws for the global batch, and every process's generator stays in the state rank 0 saves.
+    DDP needs ``strategy="ddp_find_unused_parameters_true"`` (or ``ddp_spawn_…``, ``ddp_fork_…``): the discriminator's
+    backward leaves the generator's parameters without gradients, which plain DDP refuses; ``setup`` raises for a
+    plain DDP strategy before any step, naming the one to use. ``fixed_z`` (a buffer of ``num_fixed``
     latent vectors drawn once from ``seed``) is what :class:`~lit_robust.SampleGrid` renders each round.
 
     Args:
@@ -138,6 +142,15 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self)
+        ddp = ddp_without_unused_parameters(self.trainer) if stage == "fit" and self._trainer is not None else None
+        if ddp is not None:
+            # the discriminator's backward leaves the generator without gradients (its fakes are detached): plain DDP
+            # failed at the second step with Lightning's unused-parameters error, after a step had run
+            raise ValueError(f"`strategy`: DCGAN trains its discriminator and its generator with a backward each per "
+                             "step, and the discriminator's leaves the generator's parameters unused, which DDP "
+                             f"refuses unless it looks for unused parameters: use strategy='{ddp[1]}' "
+                             f"(`DDPStrategy(find_unused_parameters=True)`), got the DDP strategy '{ddp[0]}' "
+                             "(find_unused_parameters=False).")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the images are
