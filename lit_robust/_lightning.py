@@ -327,6 +327,16 @@ def ddp_without_unused_parameters(trainer: pl.Trainer) -> tuple[str, str] | None
     return name, f"{name}_find_unused_parameters_true"
 
 
+def limited_batches(trainer: pl.Trainer, batches: int) -> int:
+    """The batches Lightning trains an epoch of a loader of ``batches``, ``limit_train_batches`` applied as it does
+    (an integer caps, a fraction floors: ``_parse_num_batches``)."""
+    limit = trainer.limit_train_batches
+    if isinstance(limit, bool):
+        return batches
+    return min(batches, limit) if isinstance(limit, int) else int(batches * limit) if isinstance(limit, float) \
+        else batches
+
+
 def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:
     """Raise, naming the argument, the allowed range and the value, when a fractional ``limit_train_batches`` or an
     integer ``val_check_interval`` does not fit an epoch of ``batches`` training batches (``where`` says whose).
@@ -341,8 +351,7 @@ def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:
         raise ValueError(f"`limit_train_batches` as a fraction must be at least 1/{batches} = {1 / batches:.4g} (or an "
                          f"integer number of batches >= 1): {where} has {batches} training batches an epoch, and "
                          f"floor({limit} * {batches}) = 0 would train none of them; got limit_train_batches={limit}.")
-    used = min(batches, limit) if isinstance(limit, int) else int(batches * limit) if isinstance(limit, float) \
-        else batches
+    used = limited_batches(trainer, batches)
     interval = trainer.val_check_interval
     if (isinstance(interval, int) and not isinstance(interval, bool)
             and getattr(trainer, "_val_check_time_interval", None) is None

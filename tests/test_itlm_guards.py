@@ -449,14 +449,15 @@ def test_a_fit_that_ends_before_the_last_round_says_so(tmp_path):
 
 def test_max_steps_that_ends_inside_a_round_is_warned_before_training(tmp_path):
     """A power user's `max_steps=150` stopped one epoch into the last round (test accuracy 0.145 against 0.892),
-    and the only word came after the fit. 240 samples / 32: 8 steps per epoch in round 0, 4 (⌊8 × 0.6⌋) after."""
+    and the only word came after the fit. 240 samples / 32: 8 steps per epoch in round 0, 5 after (144 kept / 32;
+    counted ⌊8 × 0.6⌋ = 4 until the check counted a later round's own batches)."""
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False)
     with pytest.warns(UserWarning) as record:
         fit(tmp_path, itlm, max_steps=10)
     said = [str(w.message) for w in record]
-    before = next(i for i, m in enumerate(said) if "`max_steps=10` is fewer than the about 16 optimizer steps" in m)
+    before = next(i for i, m in enumerate(said) if "`max_steps=10` is fewer than the about 18 optimizer steps" in m)
     after = next(i for i, m in enumerate(said) if "the fit ended after" in m)
-    assert before < after and "(8 per epoch in round 0, about 4 in later rounds)" in said[before]
+    assert before < after and "(8 per epoch in round 0, about 5 in later rounds)" in said[before]
 
 
 def test_max_steps_the_rounds_fit_in_is_not_warned(tmp_path):
@@ -604,6 +605,25 @@ def test_max_steps_warning_counts_a_gradient_accumulation_scheduler(tmp_path):
         _, trainer = fit(tmp_path, itlm, callbacks=[GradientAccumulationScheduler({0: 4})], max_steps=8)
     assert len(itlm.history) == 2 and trainer.global_step == 8  # every round ran to its end
     assert not [w for w in record if "max_steps" in str(w.message)]
+
+
+@pytest.mark.parametrize("keep, accumulate, max_steps, warned", [
+    (0.75, 1, 17, True), (0.75, 1, 18, False), (0.7, 3, 6, True), (0.7, 3, 7, False)])
+def test_max_steps_check_counts_a_later_rounds_own_batches(tmp_path, keep, accumulate, max_steps, warned):
+    """Later rounds' steps were counted as floor(round 0's steps * keep_ratio), rounded before the round's batches and
+    its accumulation round up: 75 of 100 samples in batches of 10 take 8 steps, counted 7; 70 with
+    `accumulate_grad_batches=3` take ceil(7 / 3) = 3, counted floor(4 * 0.7) = 2. A `max_steps` one short of the fit
+    was not warned about and cut the last round, silently."""
+    itlm = ITLM(keep_ratio=keep, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _, trainer = fit(tmp_path, itlm, model=MixinStep(), data=BlobsData(n=100, batch_size=10), max_steps=max_steps,
+                         accumulate_grad_batches=accumulate)
+    said = [str(w.message) for w in record if "is fewer than the about" in str(w.message)]
+    assert trainer.global_step == max_steps  # the fit takes max_steps + 1 steps or max_steps
+    assert len(said) == warned, said
+    if warned:
+        assert f"`max_steps={max_steps}` is fewer than the about {max_steps + 1} optimizer steps" in said[0]
 
 
 def test_steps_in_round_with_reinit_false_is_refused(tmp_path):

@@ -36,6 +36,7 @@ from lit_robust._lightning import (
     earlier_fit_note,
     early_stopping_checks,
     evaluation_batches,
+    limited_batches,
     mark_restored,
     no_training_batches,
     refuse_no_training,
@@ -973,6 +974,9 @@ class ITLM(Callback):
         # trains (Lightning checks each loader it loads, so a smaller round failed only after round 0 had trained);
         # and against each round's own loader, before Lightning does (a round of "auto", or ActivationClustering's)
         planned = self._smallest_planned_round(n, targets)
+        # a later round's batches an epoch, for the `max_steps` check (see `_check_early_stops`)
+        self._planned_batches = None if planned is None else limited_batches(
+            trainer, round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last))
         if planned is not None:
             batches = round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
             check_epoch_batches(trainer, batches, f"{self._title}'s smallest planned round ({planned} of the {n} "
@@ -1228,9 +1232,18 @@ class ITLM(Callback):
         # inside the last round of 292 steps); each epoch with its own accumulation (GradientAccumulationScheduler)
         share = 1.0 if self.keep_ratio == "auto" else float(self.keep_ratio)
         per_epoch = [_optimizer_steps_per_epoch(trainer, e) or 1 for e in range(sum(self.round_epochs))]
-        later = max(1, math.floor(steps * share))
-        needed = (sum(per_epoch[:self.round_epochs[0]])
-                  + sum(max(1, math.floor(n * share)) for n in per_epoch[self.round_epochs[0]:]))
+        first = self.round_epochs[0]
+        batches = getattr(self, "_planned_batches", None)
+        if batches is not None and batches > 0:
+            # a later round's own batches, then its accumulation: floor(steps * share) rounded before both and
+            # undercounted (75 of 100 samples in batches of 10 take 8 steps, not floor(10 * 0.75) = 7: a
+            # `max_steps` one short of the fit was not warned about, and cut the last round silently)
+            later_steps = [max(1, math.ceil(batches / _accumulation_in_epoch(trainer, e)))
+                           for e in range(first, sum(self.round_epochs))]
+        else:
+            later_steps = [max(1, math.floor(n * share)) for n in per_epoch[first:]]
+        later = later_steps[0] if later_steps else max(1, math.floor(steps * share))
+        needed = sum(per_epoch[:first]) + sum(later_steps)
         if trainer.max_steps < needed:
             each = (f"{steps}" if len(set(per_epoch)) == 1
                     else f"{min(per_epoch)} to {max(per_epoch)}, by each epoch's accumulation,")
