@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import warnings
 from dataclasses import asdict
 
@@ -1220,6 +1221,29 @@ def test_epoch_arguments_that_misfit_a_smaller_round_are_named_before_round_0_tr
     with pytest.raises(ValueError, match=message):
         trainer.fit(TinyModel(), BlobsData(n=64, batch_size=16, with_val=True))
     assert trainer.global_step == 0
+
+
+@pytest.mark.parametrize("interval, warned", [(4, True), (2, False)])
+def test_an_interval_a_round_at_the_auto_cap_misfits_is_warned_before_round_0(tmp_path, interval, warned):
+    """With `keep_ratio="auto"` an integer `val_check_interval` too large for a later round failed only at that round's
+    start, after the rounds before it had trained, without an earlier word. A round at the estimate's cap (0.5: 32 of
+    64 samples, 2 batches of 16) is now checked as round 0's loader is made: a warning (a smaller estimate leaves
+    rounds that fit), not an error; an interval that fits such a round says nothing."""
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False, report=False)
+    trainer = tiny_trainer(tmp_path, 2, [itlm], num_sanity_val_steps=0, val_check_interval=interval)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        try:
+            trainer.fit(TinyModel(), BlobsData(n=64, batch_size=16, with_val=True))
+        except ValueError:
+            assert warned  # the round-1 error of the test below, now warned of before round 0
+    said = [str(w.message) for w in record if "a later round may be too small" in str(w.message)]
+    assert len(said) == warned, said
+    if warned:
+        assert re.search(r"^ITLM: with keep_ratio='auto' .* `val_check_interval` as an integer must be in \[1, 2\], the "
+                         r"training batches an epoch of a round at the estimate's cap \(32 of the 64 samples kept",
+                         said[0]), said
 
 
 def test_val_check_interval_is_checked_against_each_auto_round_before_lightning(tmp_path):

@@ -466,7 +466,8 @@ class ITLM(Callback):
             A round trains on fewer batches than the whole set: a fractional ``limit_train_batches`` and an integer
             ``val_check_interval`` must fit its epoch. With a numeric ``keep_ratio`` they are checked against the
             smallest round before round 0 trains; with ``"auto"``, whose round sizes come from the scoring passes,
-            at each round's start (a ``ValueError`` naming the argument, its range and the value either way).
+            at each round's start (a ``ValueError`` naming the argument, its range and the value either way), and
+            before round 0 trains against a round at the estimate's cap, 0.5 (a warning: a smaller estimate fits).
         reinit: re-initialise model, optimizers and LR schedulers at the start of rounds ``t >= 1``
             (model re-drawn by :meth:`RobustMixin.reinitialize` with seed ``seed + t``; the paper's protocol).
             Frozen parameters (``requires_grad=False``) keep their values. ``"restore"`` (fine-tuning a pretrained
@@ -981,8 +982,34 @@ class ITLM(Callback):
             batches = round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
             check_epoch_batches(trainer, batches, f"{self._title}'s smallest planned round ({planned} of the {n} "
                                 f"samples kept, keep_ratio={self.keep_ratio})")
+        smallest = self._smallest_auto_round(n, targets) if self._round == 0 else None
+        if smallest is not None:
+            # "auto" sizes a round at its start; one at the estimate's cap that misfits failed mid-fit, after rounds of
+            # training. A warning, not an error: a smaller estimate leaves rounds that fit
+            batches = round_batches(smallest, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
+            try:
+                check_epoch_batches(trainer, batches, f"a round at the estimate's cap ({smallest} of the {n} samples "
+                                    f"kept, an estimate >= {_MAX_AUTO_RATE}, auto_margin={self.auto_margin})")
+            except ValueError as err:
+                self._say_once("auto smallest round", (
+                    f"{self._title}: with keep_ratio='auto' a later round may be too small for this Trainer, and the "
+                    f"fit would then stop with an error at that round's start, after the rounds before it trained: "
+                    f"{err}"), warn=True)
         check_epoch_batches(trainer, len(out), f"{self._title} round {self._round} ({size} of the {n} samples kept)")
         return out
+
+    def _smallest_auto_round(self, n: int, targets: Any) -> int | None:
+        """With ``keep_ratio="auto"``, the fewest samples a round can keep: at the estimate's cap
+        (:func:`auto_keep_count` of an estimate >= 0.5, ``auto_margin`` dropped on top); ``None`` otherwise, and where
+        every round trains on all samples."""
+        if self.keep_ratio != "auto" or (self.num_rounds < 2 and self.initial_round_on_all) or n < 1:
+            return None
+        k = auto_keep_count(n, _MAX_AUTO_RATE, self.auto_margin)[0]
+        if (self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.numel() == n
+                and not targets.is_floating_point() and int(targets.min()) >= 0):
+            # the selection keeps floor(k / n * n_c) of each class (keep_ratio = k / n, as `_select` passes it)
+            return max(1, sum(keep_count(int(c), k / n) for c in torch.bincount(targets.long().cpu())))
+        return k
 
     def _smallest_planned_round(self, n: int, targets: Any) -> int | None:
         """The fewest samples a round keeps, where the arguments fix it: a numeric ``keep_ratio`` with a round that
