@@ -659,6 +659,17 @@ SUBCOMMAND_HELP = {
 }
 
 
+def _robust_parser_class(given: type | None) -> type[LightningArgumentParser]:
+    """The parser class of a :class:`RobustCLI`: ``RobustArgumentParser``, or a user's own ``parser_class=`` (where
+    Lightning takes the argument) with RobustArgumentParser's behaviour mixed in. Making the parser in
+    ``init_parser`` had dropped a subclass's ``RobustCLI(parser_class=MyParser)`` without a word."""
+    if given is None or given is LightningArgumentParser or issubclass(RobustArgumentParser, given):
+        return RobustArgumentParser
+    if issubclass(given, RobustArgumentParser):
+        return given
+    return type(given.__name__, (RobustArgumentParser, given), {"__module__": given.__module__})
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with the progress bar added to (not replacing) the config's callbacks and the fit's own
     checkpoint behind ``--ckpt_path last``/``best``."""
@@ -671,7 +682,7 @@ class RobustCLI(LightningCLI):
         # Lightning's own `init_parser` with RobustArgumentParser: the `LightningCLI(parser_class=...)` argument is
         # newer than pytorch-lightning 2.5 (2.1 is supported), so every version's parser is made here
         kwargs.setdefault("dump_header", [f"{pl.__name__}=={pl.__version__}"])
-        parser = RobustArgumentParser(**kwargs)
+        parser = _robust_parser_class(getattr(self, "parser_class", None))(**kwargs)
         parser.add_argument("-c", "--config", action=ActionConfigFile,
                             help="Path to a configuration file in json or yaml format.")
         return parser

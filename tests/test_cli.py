@@ -1744,3 +1744,27 @@ def test_the_cli_builds_its_parser_on_a_lightning_without_the_parser_class_argum
         run(["fit", "--help"])
     assert exit_.value.code == 0 and "lit-robust fit" in capsys.readouterr().out
     assert isinstance(cli.RobustCLI.init_parser(cli.RobustCLI.__new__(cli.RobustCLI)), cli.RobustArgumentParser)
+
+
+@pytest.mark.parametrize("own_base", ["robust", "lightning"])
+def test_a_robust_cli_subclass_keeps_its_own_parser_class(own_base):
+    """Making the parser in `RobustCLI.init_parser` dropped a user's `RobustCLI(parser_class=MyParser)` without a
+    word (Lightning >= 2.5 takes the argument): the user's class is used, with RobustArgumentParser's behaviour."""
+    import lit_robust.cli as cli
+    from lit_robust._backend import import_submodule
+
+    base = cli.RobustArgumentParser if own_base == "robust" else import_submodule("cli").LightningArgumentParser
+
+    class MyParser(base):
+        made = 0
+
+        def __init__(self, *args, **kwargs):
+            MyParser.made += 1
+            super().__init__(*args, **kwargs)
+
+    robust = cli.RobustCLI.__new__(cli.RobustCLI)
+    robust.parser_class = MyParser
+    parser = robust.init_parser()
+    assert MyParser.made == 1 and isinstance(parser, MyParser) and isinstance(parser, cli.RobustArgumentParser)
+    robust.parser_class = import_submodule("cli").LightningArgumentParser  # Lightning's default: lit-robust's own
+    assert type(robust.init_parser()) is cli.RobustArgumentParser
