@@ -183,11 +183,12 @@ def test_indexed_dataset_reads_true_false_targets_as_class_labels_0_and_1():
     assert MLPClassifier(in_features=2, num_classes=2).per_sample_loss(batch)[0].shape == (3,)
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32])
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.uint64])
 def test_indexed_dataset_reads_narrow_integer_targets_as_int64_class_labels(dtype):
     """`targets=column.cat.codes` (int8, what the error for a categorical column advises) or any integer labels
     narrower than int64 stopped the classifier's loss inside torch ("expected target dtype to be Long or Byte, but
-    got Char"); now int64 class labels."""
+    got Char"); now int64 class labels. Unsigned 64-bit labels too: they stayed `torch.uint64` ("... but got
+    UInt64")."""
     base = TensorDataset(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
     got = IndexedDataset(base, targets=np.array([1, 0, 2], dtype=dtype)).targets
     assert got.dtype == torch.int64 and got.tolist() == [1, 0, 2]

@@ -97,9 +97,10 @@ class IndexedDataset(Dataset):
                 getattr(targets, "columns", None) is not None and len(targets.columns) == 1
                 and str(list(dtypes)[0]) == "category")
             targets = _by_position(targets)
-            if isinstance(targets, np.ndarray) and targets.dtype in (np.uint16, np.uint32):
-                # torch < 2.3 reads no uint16/uint32 array ("can't convert np.ndarray of type numpy.uint16"); they
-                # become int64 below on every torch anyway
+            if isinstance(targets, np.ndarray) and targets.dtype in (np.uint16, np.uint32, np.uint64):
+                # torch < 2.3 reads no uint16/uint32/uint64 array ("can't convert np.ndarray of type numpy.uint16");
+                # they become int64 below on every torch anyway (uint64 had stayed uint64, which a classifier's loss
+                # refuses: "expected target dtype to be Long or Byte, but got UInt64")
                 targets = targets.astype(np.int64)
             try:
                 targets = torch.as_tensor(targets)
