@@ -787,6 +787,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             # a missing id (None, NaN, pandas' NA/NaT) stays missing: str() made it the id "nan" / "<NA>"
             if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
                 return None
+            v = v.item() if isinstance(v, np.generic) else v  # pandas < 2 lists an Int64 column as numpy ints
             return v if isinstance(v, (bool, int, float, str)) else str(v)
         return {c: [plain(v) for v in frame[c].tolist()] for c in self.id_columns if c in frame.columns}
 
