@@ -679,8 +679,8 @@ class RobustCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        # Lightning's own `init_parser` with RobustArgumentParser: the `LightningCLI(parser_class=...)` argument is
-        # newer than pytorch-lightning 2.5 (2.1 is supported), so every version's parser is made here
+        # Lightning's own `init_parser` with RobustArgumentParser, as `LightningCLI(parser_class=...)` (new in
+        # pytorch-lightning 2.5.1) would do
         kwargs.setdefault("dump_header", [f"{pl.__name__}=={pl.__version__}"])
         parser = _robust_parser_class(getattr(self, "parser_class", None))(**kwargs)
         parser.add_argument("-c", "--config", action=ActionConfigFile,

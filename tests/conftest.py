@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import pickle
 import warnings
@@ -19,18 +17,6 @@ from lit_robust import IndexedDataset, RobustMixin, corrupt_labels, unpack_batch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LIT_ROBUST_DATA", REPO.parent / "shared" / "data"))
 
-
-def _seed_everything_with_verbose(seed_everything):
-    """``seed_everything`` taking ``verbose=`` (new in pytorch-lightning 2.4) on older versions, where it is dropped:
-    the tests pass ``verbose=False`` everywhere and the declared minimum is 2.1 (its seed line is an info log)."""
-    @functools.wraps(seed_everything)
-    def seeded(seed=None, workers=False, verbose=True):
-        return seed_everything(seed, workers)
-    return seeded
-
-
-if "verbose" not in inspect.signature(pl.seed_everything).parameters:
-    pl.seed_everything = _seed_everything_with_verbose(pl.seed_everything)
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*number of training batches.*")
