@@ -627,6 +627,60 @@ def test_max_steps_check_counts_a_later_rounds_own_batches(tmp_path, keep, accum
         assert f"`max_steps={max_steps}` is fewer than the about {max_steps + 1} optimizer steps" in said[0]
 
 
+
+def max_steps_fit(tmp_path, itlm, max_steps, callbacks=()):
+    """A 100-sample fit in batches of 10 stopped at ``max_steps``; returns ITLM's warnings and the trainer."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _, trainer = fit(tmp_path, itlm, model=MixinStep(), data=BlobsData(n=100, batch_size=10), max_steps=max_steps,
+                         callbacks=callbacks)
+    return [str(w.message) for w in record if "max_steps" in str(w.message)], trainer
+
+
+@pytest.mark.parametrize("max_steps, warned", [(10, False), (9, True)])
+def test_max_steps_check_counts_round_0_on_its_selection_without_initial_round_on_all(tmp_path, max_steps, warned):
+    """With `initial_round_on_all=False` round 0 trains on its selection (5 batches of 50 samples), but the check
+    counted it as every sample (10): `max_steps=10`, which the rounds' 5 + 5 steps fit in, was warned about ("fewer
+    than the about 15 optimizer steps")."""
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], initial_round_on_all=False, verbose=False, plot=False,
+                report=False)
+    said, trainer = max_steps_fit(tmp_path, itlm, max_steps)
+    before = [m for m in said if "is fewer than the" in m]
+    assert len(itlm.history) == 2 and trainer.global_step == max_steps
+    assert len(before) == warned, before
+    if warned:
+        assert ("`max_steps=9` is fewer than the about 10 optimizer steps the rounds [1, 1] take (about 5 per epoch, "
+                "each round on its selection: `initial_round_on_all=False`)") in before[0]
+
+
+@pytest.mark.parametrize("keep", [0.5, "auto"])
+def test_max_steps_that_cuts_the_last_rounds_last_epoch_is_said_after_the_fit(tmp_path, keep):
+    """`max_steps=18` of the 20 steps of rounds [1, 2] stops inside epoch 2: the last round closes at that epoch's end
+    like a whole one, so the unfinished-round note did not fire and nothing after the fit said the final model was
+    cut short (with "auto" the warning before the fit says only "could")."""
+    itlm = ITLM(keep_ratio=keep, round_epochs=[1, 2], verbose=False, plot=False, report=False)
+    said, trainer = max_steps_fit(tmp_path, itlm, 18)
+    assert len(itlm.history) == 2 and trainer.global_step == 18
+    # 10 steps in round 0 and a whole epoch 1: epoch 2 trained 18 - 10 - b of its b batches (b = 5 for 0.5)
+    after = [m for m in said if re.match(r"ITLM: the fit stopped inside epoch 2, the last of round 1, after (\d+) of "
+                                         r"its (\d+) batches \(`max_steps`", m)]
+    assert len(after) == 1, said
+    trained, batches = (int(v) for v in re.findall(r"after (\d+) of its (\d+)", after[0])[0])
+    assert trained == 8 - batches and (keep == "auto" or batches == 5)
+
+
+def test_max_steps_warning_spans_each_rounds_own_accumulation(tmp_path):
+    """Under `GradientAccumulationScheduler({2: 2})` round 0 (epoch 0) takes 10 steps and the later round 5 then 3:
+    the warning said "5 to 10 ... per epoch in round 0" (every epoch's range at round 0's size) and "about 5 in later
+    rounds" (their first epoch's)."""
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 2], verbose=False, plot=False, report=False)
+    said, _ = max_steps_fit(tmp_path, itlm, 17, callbacks=[GradientAccumulationScheduler({2: 2})])
+    assert ("`max_steps=17` is fewer than the about 18 optimizer steps the rounds [1, 2] take (10 per epoch in "
+            "round 0, about 3 to 5 in later rounds)") in said[0], said
+
+
 def test_steps_in_round_with_reinit_false_is_refused(tmp_path):
     """With `reinit=False` the optimizers are configured once: a schedule sized for round 0 made OneCycleLR raise
     torch's bare "Tried to step 65 times" at the first step past it (a release checker)."""

@@ -1259,7 +1259,9 @@ class ITLM(Callback):
         # inside the last round of 292 steps); each epoch with its own accumulation (GradientAccumulationScheduler)
         share = 1.0 if self.keep_ratio == "auto" else float(self.keep_ratio)
         per_epoch = [_optimizer_steps_per_epoch(trainer, e) or 1 for e in range(sum(self.round_epochs))]
-        first = self.round_epochs[0]
+        # with `initial_round_on_all=False` round 0 trains on a selection too (counted as every sample, a `max_steps`
+        # the fit ended in was warned about: 10 steps of 10 "fewer than about 15")
+        first = self.round_epochs[0] if self.initial_round_on_all else 0
         batches = getattr(self, "_planned_batches", None)
         if batches is not None and batches > 0:
             # a later round's own batches, then its accumulation: floor(steps * share) rounded before both and
@@ -1269,16 +1271,24 @@ class ITLM(Callback):
                            for e in range(first, sum(self.round_epochs))]
         else:
             later_steps = [max(1, math.floor(n * share)) for n in per_epoch[first:]]
-        later = later_steps[0] if later_steps else max(1, math.floor(steps * share))
         needed = sum(per_epoch[:first]) + sum(later_steps)
         if trainer.max_steps < needed:
-            each = (f"{steps}" if len(set(per_epoch)) == 1
-                    else f"{min(per_epoch)} to {max(per_epoch)}, by each epoch's accumulation,")
-            about = (f"up to {needed} optimizer steps the rounds {list(self.round_epochs)} take ({each} per epoch; "
-                     "with `keep_ratio='auto'` a later round trains on what the estimate keeps, up to every sample)"
-                     if self.keep_ratio == "auto" else
-                     f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take ({each} per epoch "
-                     f"in round 0, about {later} in later rounds)")
+            # each span over its own epochs: a `GradientAccumulationScheduler` changing the accumulation in a later
+            # round was said as round 0's range, and later rounds as their first epoch's steps
+            def span(counts: list[int], by: str = ", by each epoch's accumulation,") -> str:
+                return f"{counts[0]}" if len(set(counts)) == 1 else f"{min(counts)} to {max(counts)}{by}"
+
+            if self.keep_ratio == "auto":
+                about = (f"up to {needed} optimizer steps the rounds {list(self.round_epochs)} take ({span(per_epoch)} "
+                         "per epoch; with `keep_ratio='auto'` a later round trains on what the estimate keeps, up to "
+                         "every sample)")
+            elif first == 0:
+                about = (f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take (about "
+                         f"{span(later_steps)} per epoch, each round on its selection: `initial_round_on_all=False`)")
+            else:
+                about = (f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take "
+                         f"({span(per_epoch[:first])} per epoch in round 0, about {span(later_steps, '')} in later "
+                         "rounds)")
             rank_zero_warn(
                 f"{self._title}: `max_steps={trainer.max_steps}` is fewer than the {about}, "
                 f"so Lightning {'could' if self.keep_ratio == 'auto' else 'would'} stop the fit inside a round and the "
@@ -1423,12 +1433,27 @@ class ITLM(Callback):
                 "(EarlyStopping, `max_steps`, `max_time`, `trainer.should_stop`), so the model is not the last "
                 "round's."
             )
-        elif not self.reinit and not trainer.interrupted:
-            self._warn_unfinished_schedules(trainer)
+        elif not trainer.interrupted:
+            self._warn_cut_last_epoch()
+            if not self.reinit:
+                self._warn_unfinished_schedules(trainer)
         if self.verbose and self.history:
             _print_round_table(trainer, self.history, self.monitor, self._title)
         if self.plot and self.score_history:
             self._save_plot(trainer)
+
+    def _warn_cut_last_epoch(self) -> None:
+        """After every round: warn when a stop cut the fit's last epoch short. The last round closes at that epoch's
+        end like a whole one, so the note of an unfinished round did not fire, and a `max_steps` short of the fit
+        (said before it only as "could" with ``keep_ratio="auto"``) left the final model undertrained silently."""
+        short, last = self._short_epoch, sum(self.round_epochs) - 1
+        if short is None or short[0] != last or f"cut short {last}" in self._said:
+            return  # (a cut said by `_note_stale_metrics` already)
+        rank_zero_warn(
+            f"{self._title}: the fit stopped inside epoch {last}, the last of round {self.num_rounds - 1}, after "
+            f"{short[1]} of its {short[2]} batches (`max_steps`, `max_time` or `trainer.should_stop`), so the final "
+            "model trained less than its round planned. Leave `max_steps` at -1: `max_epochs` = the sum of the "
+            "rounds ends the fit.")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Lightning calls no `teardown` after a fit that raised (nor after a KeyboardInterrupt or SIGTERM, which also
@@ -1588,6 +1613,7 @@ class ITLM(Callback):
         short = self._short_epoch
         if short is not None and short[0] == last_epoch:
             # a stop (`max_steps`, `should_stop`) cut the epoch before its validation: validating more would not help
+            self._said.add(f"cut short {last_epoch}")
             rank_zero_warn(
                 f"ITLM: round {rec.round} was cut short: the fit stopped inside epoch {last_epoch}, its last, after "
                 f"{short[1]} of {short[2]} batches (`max_steps`, `max_time` or `trainer.should_stop`), before that "
