@@ -207,6 +207,43 @@ def test_two_gloo_ranks_train_on_different_fakes(tmp_path):
     assert [a + b for a, b in zip(z0, z1)] == [one.sample_noise(8).tolist() for _ in range(2)]
 
 
+class _PerRankImages(pl.LightningDataModule):
+    """The user's own shard per process (``use_distributed_sampler=False``): ``sizes[rank]`` images, batches of 4."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.sizes = sizes
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader, TensorDataset
+
+        from lit_robust import IndexedDataset
+
+        n = self.sizes[self.trainer.global_rank]
+        x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        return DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(n))), batch_size=4)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("sizes, told", [((10, 9), "3 batches an epoch, the last of 1 to 2 images"),
+                                         ((12, 8), "2 to 3 batches an epoch, the last of 4 images")])
+def test_ddp_ranks_with_uneven_batches_are_refused_at_train_start(tmp_path, sizes, told):
+    """Each rank draws the global batch's noise from its own batch size: own shards of 10 and 9 images (last batches
+    of 2 and 1) left the ranks' noise streams apart (rank 0's, the one checkpointed, not rank 1's), and 12 against 8
+    crashed in gloo when rank 1 ran out of batches. Both are refused on every rank before the first step."""
+    from tests.conftest import ddp_cpu_strategy, fit_ranks
+
+    def make():
+        return (pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, use_distributed_sampler=False,
+                           strategy=f"{ddp_cpu_strategy()}_find_unused_parameters_true", logger=False,
+                           enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False),
+                DCGAN(latent_dim=3, image_size=8, g_width=2, d_width=2), _PerRankImages(sizes))
+
+    with pytest.raises(Exception, match=r"`use_distributed_sampler`: DCGAN under DDP needs the same batches on every "
+                                        rf"process .* the training loaders give {told} \(rank"):
+        fit_ranks(make)
+
+
 @pytest.mark.parametrize("strategy, told", [("ddp", "ddp_find_unused_parameters_true"),
                                              ("ddp_spawn", "ddp_spawn_find_unused_parameters_true"),
                                              ("ddp_fork", "ddp_fork_find_unused_parameters_true"),

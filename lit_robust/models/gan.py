@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from lit_robust._lightning import ddp_without_unused_parameters
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin
+from lit_robust.selection import distributed
 
 __all__ = ["DCGAN", "dcgan_init"]
 
@@ -56,7 +58,9 @@ class DCGAN(RobustMixin, pl.LightningModule):
     The latent noise comes from a private generator seeded by ``seed`` and saved in checkpoints, so a
     resumed run draws the same noise as an uninterrupted one. Under DDP every process draws the noise of the global
     batch (world size × its batch) and takes its own slice of it: the processes' fakes differ, the concatenation is
-    what one process draws for the global batch, and every process's generator stays in the state rank 0 saves.
+    what one process draws for the global batch, and every process's generator stays in the state rank 0 saves. That
+    needs the same batches on every process: a user's own per-process loaders (``use_distributed_sampler=False``)
+    that differ in batches an epoch or in the last batch's size are refused at train start.
     DDP needs ``strategy="ddp_find_unused_parameters_true"`` (or ``ddp_spawn_…``, ``ddp_fork_…``): the discriminator's
     backward leaves the generator's parameters without gradients, which plain DDP refuses; ``setup`` raises for a
     plain DDP strategy before any step, naming the one to use. ``fixed_z`` (a buffer of ``num_fixed``
@@ -152,6 +156,31 @@ class DCGAN(RobustMixin, pl.LightningModule):
                              f"(`DDPStrategy(find_unused_parameters=True)`), got the DDP strategy '{ddp[0]}' "
                              "(find_unused_parameters=False).")
 
+    def on_train_start(self) -> None:
+        self._check_even_batches()
+
+    def _check_even_batches(self) -> None:
+        """Under DDP, raise on every rank when the processes' training batches differ in number or in the last one's
+        size: each draws the global batch's noise from its own batch size, so a user's own per-process loader
+        (`use_distributed_sampler=False`) with 10 and 9 samples in batches of 4 left the ranks' noise streams apart
+        (rank 0's, the one checkpointed, was not rank 1's: a resumed run drew other noise), and 12 against 8 crashed
+        in gloo once a rank ran out of batches. A collective of two integers at train start, on every rank."""
+        if self._trainer is None or self.trainer.world_size < 2 or not distributed.is_distributed():
+            return
+        mine = torch.tensor(_batches_and_last(self.trainer), dtype=torch.int64)
+        high, low = distributed.all_reduce_max(mine), -distributed.all_reduce_max(-mine)
+        if int(low.min()) < 0 or torch.equal(high, low):
+            return  # a loader of unknown length on some rank: nothing to compare
+        lo, hi, me = low.tolist(), high.tolist(), mine.tolist()
+        span = [f"{a}" if a == b else f"{a} to {b}" for a, b in zip(lo, hi)]
+        raise ValueError(
+            "`use_distributed_sampler`: DCGAN under DDP needs the same batches on every process (it draws each step's "
+            "noise for the global batch, world size x this process's batch, and takes its slice), but the training "
+            f"loaders give {span[0]} batches an epoch, the last of {span[1]} images (rank {self.global_rank}: "
+            f"{me[0]}, the last of {me[1]}). Give "
+            "every process as many images (`drop_last=True` on equal shards), or leave `use_distributed_sampler=True` "
+            "(its `DistributedSampler` pads the shards to one length).")
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         check_first_batch(self, batch, batch_idx)  # plain dataloaders: the first batch says what the images are
         if batch_idx == 0 and not self._range_checked:
@@ -198,7 +227,8 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     def _step_noise(self, n: int) -> Tensor:
         """This process's ``n`` latent vectors of a training step: its slice of the global batch's noise. Every
-        rank had drawn the same ``n`` (identical fakes on every process); one process draws exactly as before."""
+        rank had drawn the same ``n`` (identical fakes on every process); one process draws exactly as before. The
+        ranks' ``n`` must be equal (:meth:`_check_even_batches`), else their noise streams part."""
         world, rank = (self.trainer.world_size, self.global_rank) if self._trainer is not None else (1, 0)
         if world == 1:
             return self.sample_noise(n)
@@ -268,3 +298,19 @@ class DCGAN(RobustMixin, pl.LightningModule):
         state = checkpoint.get("dcgan_noise_state")
         if state is not None:
             self._noise.set_state(state)
+
+
+def _batches_and_last(trainer: pl.Trainer) -> tuple[int, int]:
+    """``(training batches an epoch, images in the last one)`` of this process's training loader as Lightning runs it
+    (``limit_train_batches`` applied); ``(-1, -1)`` where unknown (no length, a custom ``batch_sampler``)."""
+    from torch.utils.data import DataLoader
+
+    loader, batches = trainer.train_dataloader, trainer.num_training_batches
+    if not isinstance(loader, DataLoader) or loader.batch_size is None or not math.isfinite(batches):
+        return -1, -1
+    try:
+        samples, full = len(loader.sampler), len(loader)
+    except TypeError:
+        return -1, -1
+    cut = loader.drop_last or int(batches) < full  # every batch trained is whole
+    return int(batches), loader.batch_size if cut else samples - (full - 1) * loader.batch_size
