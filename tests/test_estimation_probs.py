@@ -159,3 +159,19 @@ def test_numpy_arrays_and_pandas_series_are_taken_as_tensors():
         want = estimator(scores, labels, predicted)
         got = estimator(scores.numpy(), labels.numpy(), predicted.numpy())
         assert got.rate == want.rate and torch.equal(got.clean_posterior, want.clean_posterior)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_softmax_is_taken_as_probabilities(dtype):
+    """A bfloat16 softmax sums to 1 only within ~3e-3 (8-bit mantissa): it was refused with "apply softmax to logits
+    first", although it was one. It now gives the estimate of the same probabilities in float32."""
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(500, 10, generator=g)
+    labels = logits.argmax(1)
+    labels[:50] = (labels[:50] + 1) % 10
+    probs = torch.softmax(logits.to(dtype), 1)
+    assert float((probs.double().sum(1) - 1).abs().max()) > (1e-3 if dtype == torch.bfloat16 else 0.0)
+    est = estimate_corruption_from_probs(probs, labels)
+    assert est.rate == pytest.approx(estimate_corruption_from_probs(torch.softmax(logits, 1), labels).rate, abs=0.01)
+    with pytest.raises(ValueError, match="`probs` must hold class probabilities"):  # logits are still refused
+        estimate_corruption_from_probs(logits.to(dtype), labels)
