@@ -17,6 +17,7 @@ from lit_robust.functional.estimation import (
     _quantile_init,
     bmm_transform,
     estimate_corruption,
+    estimate_corruption_from_predictions,
     gmm_transform,
 )
 
@@ -304,3 +305,27 @@ def test_cross_entropy_on_digits_with_30_percent_flipped_labels(one_torch_thread
         is_bad = torch.zeros(n, dtype=torch.bool)
         is_bad[torch.from_numpy(flip)] = True
         assert est.clean_posterior[is_bad].mean() < 0.3 < 0.7 < est.clean_posterior[~is_bad].mean()
+
+
+def test_estimate_does_not_depend_on_the_thread_count():
+    """Torch splits a CPU sum of 32k+ elements among its threads, so the EM's sums -- and the estimate's last bits --
+    depended on the thread count (300k scores: the 16th digit of `rate` on 1 and 2 threads), which Lightning's DDP
+    sets per process from the world size. The estimate is now made on one thread: the same bits on any count."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.cat([torch.empty(240_000, dtype=torch.float64).exponential_(10.0, generator=g),
+                   2.0 + 0.5 * torch.randn(60_000, dtype=torch.float64, generator=g).abs()])
+    labels = torch.randint(0, 10, (s.numel(),), generator=g)
+    predicted = torch.where(s > 1.0, (labels + 1) % 10, labels)
+    predicted[:3000] = (labels[:3000] + 2) % 10  # a training error among the clean samples: e_c enters the estimate
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            a, b = estimate_corruption(s), estimate_corruption_from_predictions(s, labels, predicted)
+            assert torch.get_num_threads() == n_threads  # restored
+            out.append((a.rate, a.means, a.clean_posterior, b.rate))
+    finally:
+        torch.set_num_threads(threads)
+    assert out[0][0] == out[1][0] and out[0][1] == out[1][1] and out[0][3] == out[1][3]
+    assert torch.equal(out[0][2], out[1][2])
