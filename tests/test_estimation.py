@@ -329,3 +329,17 @@ def test_estimate_does_not_depend_on_the_thread_count():
         torch.set_num_threads(threads)
     assert out[0][0] == out[1][0] and out[0][1] == out[1][1] and out[0][3] == out[1][3]
     assert torch.equal(out[0][2], out[1][2])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_warnings_name_the_callers_line(n_threads):
+    """The one-thread wrapper of `estimate_corruption` added a frame: its warnings named the wrapper's line in
+    estimation.py instead of the caller's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        with pytest.warns(RuntimeWarning) as rec:
+            estimate_corruption(torch.tensor([1.0, math.nan] * 5))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(rec) == 2 and all(w.filename == __file__ for w in rec), [w.filename for w in rec]

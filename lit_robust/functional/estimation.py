@@ -235,7 +235,7 @@ def estimate_corruption(
     n_bad = n - int(finite.sum().item())
     if n_bad:
         warnings.warn(f"estimate_corruption: {n_bad} of {n} scores are NaN or infinite; they count as corrupted "
-                      "and are left out of the fit.", RuntimeWarning, stacklevel=2)
+                      "and are left out of the fit.", RuntimeWarning, stacklevel=3)  # 3: past `_serial`
     xs, order = torch.sort(s[finite], stable=True)
     m = xs.numel()
 
@@ -255,7 +255,7 @@ def estimate_corruption(
             # worded for a callback's user too ("auto" on a tiny set), who passes no `min_samples`
             warnings.warn(f"estimate_corruption: only {m} finite scores, fewer than the {min_samples} a mixture needs "
                           "(its `min_samples`): none is fitted and the finite scores count as clean (an estimate of "
-                          "0 for them).", RuntimeWarning, stacklevel=2)
+                          "0 for them).", RuntimeWarning, stacklevel=3)  # 3: past `_serial`
         return result(ones, "too few samples", False)
     if xs[0] == xs[-1]:
         return result(ones, "all equal", False)
