@@ -117,7 +117,9 @@ class CorruptionEstimate:
     """Result of :func:`estimate_corruption`.
 
     Attributes:
-        rate: estimated corrupted fraction ``eps_hat`` in ``[0, 1)`` (1.0 only if every score is non-finite).
+        rate: estimated corrupted fraction ``eps_hat`` in ``[0, 1]``: 1.0 when every score is non-finite, or from
+            a label estimator when the finite-score samples all disagree with their predictions (disagreement: with
+            a one-component score mixture; class floor: in every class up to its quantile); the callers clip it.
         clean_posterior: float64 tensor, ``P(clean | score)`` per sample, in the input order; 0 for
             non-finite scores. The label estimators' (:func:`estimate_corruption_from_predictions`,
             :func:`estimate_corruption_from_class_floor`) is :func:`label_clean_posterior`'s instead. Every
