@@ -106,7 +106,8 @@ def test_degenerate_inputs():
         est = estimate_corruption_from_class_floor(torch.rand(10), y, (y + 1) % 3)
     assert est.rate == 0.0 and est.reason == "class floor (too few samples)"
     ones = torch.ones(40, dtype=torch.float64)
-    est = estimate_corruption_from_class_floor(ones, torch.arange(40), torch.arange(40))  # 40 classes of 1 sample
+    with pytest.warns(UserWarning, match="no class holds 2 samples"):  # 40 classes of 1 sample
+        est = estimate_corruption_from_class_floor(ones, torch.arange(40), torch.arange(40))
     assert est.rate == 0.0 and est.reason == "class floor (no class with 2 samples)"
     with pytest.warns(RuntimeWarning, match="NaN or infinite"):
         est = estimate_corruption_from_class_floor(torch.full((30,), math.inf), torch.zeros(30, dtype=torch.long),
@@ -150,3 +151,14 @@ def test_many_small_classes_are_warned_to_read_low():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "median" not in estimate_corruption_from_class_floor(big.double(), big, big).reason
+
+
+def test_no_class_of_two_samples_is_warned():
+    """50 classes of one sample each, every prediction disagreeing with its label: no class rate can be read and the
+    estimate is 0 -- it was a silent 0 (only the reason said it), while classes of a few samples are warned about."""
+    labels = torch.arange(50)
+    with pytest.warns(UserWarning, match=r"^estimate_corruption_from_class_floor: no class holds 2 samples with a "
+                                         r"finite score, so no class rate can be read and only the NaN/inf scores "
+                                         r"count as corrupted \(0\.00 %\)\. Use the estimator 'disagreement'"):
+        est = estimate_corruption_from_class_floor(torch.rand(50), labels, (labels + 1) % 50)
+    assert est.rate == 0.0 and est.reason == "class floor (no class with 2 samples)"

@@ -642,7 +642,8 @@ def estimate_corruption_from_class_floor(
     about and said in ``reason``; :func:`estimate_corruption_from_predictions` has no such limit.
 
     Classes are the distinct values of ``labels`` among the finite-score samples; a class with fewer than 2 samples
-    is left out of the quantile. With fewer than ``min_samples`` finite scores nothing is counted (warned).
+    is left out of the quantile (none with 2: only the non-finite scores count, warned). With fewer than
+    ``min_samples`` finite scores nothing is counted (warned).
     ``clean_posterior`` is :func:`label_clean_posterior`'s, as in :func:`estimate_corruption_from_predictions`;
     NaN/inf scores count as corrupted (warned).
 
@@ -686,6 +687,11 @@ def estimate_corruption_from_class_floor(
     misses = torch.zeros(classes.numel(), dtype=torch.float64).index_add_(0, inverse, wrong)
     used = counts >= 2
     if not bool(used.any()):
+        # said as the small classes are below: every label disagreeing read 0 without a word
+        warnings.warn("estimate_corruption_from_class_floor: no class holds 2 samples with a finite score, so no "
+                      "class rate can be read and only the NaN/inf scores count as corrupted "
+                      f"({100 * fit.nonfinite / n:.2f} %). Use the estimator 'disagreement' "
+                      "(estimate_corruption_from_predictions) for many small classes.", stacklevel=2)
         return replace(fit, rate=fit.nonfinite / n, reason="class floor (no class with 2 samples)",
                        clean_posterior=label_clean_posterior(scores, labels, predicted, 0.0))
     rates = misses[used] / counts[used]
