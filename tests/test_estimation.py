@@ -144,6 +144,17 @@ def test_clean_scores_give_a_rate_near_zero(one_torch_thread, method, kind, n):
         assert est.rate <= 0.03, (seed, est.rate, est.reason)
 
 
+@pytest.mark.xfail(strict=True, reason="known defect (issue 15): the gmm's model selection accepts a second "
+                   "component on some draws of a few hundred clean half-normal scores (measured: 8 of 40 seeds)")
+def test_clean_half_normal_scores_of_a_few_hundred_read_near_zero_on_every_draw(one_torch_thread):
+    """A reviewer's sweep past the 3 seeds above: 500 clean half-normal scores (the shape of |residual|) read above
+    3 % in 8 of 40 seeds, up to 0.49. In log space a wide low tail and a narrow 'high' part of weight just under 1/2
+    pass both Ashman's D >= 2 (2.0-2.4 here) and the majority rule. Pinned until the model selection changes and the
+    benchmarks are re-run; the docs' corruption-rate page says so."""
+    rates = [estimate_corruption(synthetic("halfn", 0.0, 500, seed)).rate for seed in range(40)]
+    assert max(rates) <= 0.03, sorted(rates)[-8:]
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("zeros", [0, 100, 300])
 def test_a_spike_of_zero_losses_stays_clean(method, zeros):
