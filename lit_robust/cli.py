@@ -153,19 +153,33 @@ _config_files: list[str] = []
 
 
 def _empty_config_hint(message: str) -> str:
-    """jsonargparse's whole report on an empty ``--config`` file is "Unexpected config: " (a reviewer's): name it."""
-    if message.strip() != "Unexpected config:":
+    """jsonargparse's whole report on a ``--config`` file that is not a YAML mapping is "Unexpected config: " and the
+    file's text (a reviewer's empty file; a file of comments only, a Windows editor's empty file holding just a BOM, a
+    list of mappings dumped the whole file, naming none): say which file it is and what it holds instead."""
+    if not message.lstrip().startswith("Unexpected config:"):
         return message
-    empty = []
+    found = []
     for path in _config_files:
         try:
-            with open(path, encoding="utf-8") as f:
-                if yaml.safe_load(f) is None:
-                    empty.append(path)
+            with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM is no content
+                doc = yaml.safe_load(f)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
-    where = f"--config {empty[0]!r} is empty" if empty else "a --config holds no settings"
+        if doc is None:
+            found.append(f"--config {path!r} is empty" + (" (comments only)" if _has_comment(path) else ""))
+        elif not isinstance(doc, dict):
+            kind = "a list" if isinstance(doc, list) else f"a single value ({type(doc).__name__})"
+            found.append(f"--config {path!r} holds {kind}, not a mapping of keys")
+    where = found[0] if found else "a --config holds no mapping of settings"
     return f"{where}: a config is a YAML mapping of `model:`, `data:` and `trainer:` (see configs/ for examples)."
+
+
+def _has_comment(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return any(line.lstrip().startswith("#") for line in f)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _config_place_hint(message: str) -> str:

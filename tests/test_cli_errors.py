@@ -589,3 +589,24 @@ def test_callbacks_a_later_list_replaces_are_named(tmp_path, capsys, how, one_to
             "`--trainer.callbacks`, so they do not run. To add callbacks to a config's list write `callbacks+:`")
     assert (note in err) == (how != "appended"), err
     assert "`limit_train_batches` must be > 0" in err
+
+
+@pytest.mark.parametrize(("content", "named"), [
+    (b"# every line commented out\n", "is empty (comments only)"),
+    (b"\xef\xbb\xbf", "is empty"),  # a Windows editor's "empty" UTF-8 file: a BOM alone
+    (b"- trainer:\n    max_epochs: 2\n- model: null\n", "holds a list, not a mapping of keys"),
+    (b"just a sentence\n", "holds a single value (str), not a mapping of keys"),
+])
+def test_a_config_that_is_no_mapping_is_named(tmp_path, capsys, content, named):
+    """A second `--config` of comments only, a BOM alone, a list or a scalar read "Unexpected config: " and the file's
+    text (a list dumped the whole file), naming no file; only an empty file was named."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(PRL, tmp_path)))
+    other = tmp_path / "other.yaml"
+    other.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--config", str(other)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert f"error: --config {str(other)!r} {named}: a config is a YAML mapping of `model:`" in err, err
+    assert "Unexpected config" not in err and "max_epochs: 2" not in err, err
