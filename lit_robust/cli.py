@@ -182,6 +182,55 @@ def _has_comment(path: str) -> bool:
         return False
 
 
+def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
+    r"""``(key path, first line, repeated line)`` of every key a YAML text names twice in one mapping. PyYAML, and so
+    jsonargparse, keeps the last value without a word (a CLI user's config set ``lr`` twice, and the fit ran with the
+    value below the one they had edited); a merge key's (``<<:``) keys are overridden by design and not counted.
+
+    >>> duplicate_keys("model:\n  init_args:\n    lr: 0.05\n    lr: 0.5\ntrainer: {callbacks: [{a: 1, a: 2}]}\n")
+    [('model.init_args.lr', 3, 4), ('trainer.callbacks[0].a', 5, 5)]
+    >>> duplicate_keys("base: &b {x: 1}\nuse:\n  <<: *b\n  x: 2\n")
+    []
+    """
+    found: list[tuple[str, int, int]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                where = f"{path}.{name}" if path else str(name)
+                if name is not None and name in seen:
+                    found.append((where, seen[name] + 1, key.start_mark.line + 1))
+                elif name is not None:
+                    seen[name] = key.start_mark.line
+                walk(value, where)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]")
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    return found
+
+
+def check_duplicate_keys(paths: Sequence[str]) -> None:
+    """Raise :class:`UserInputError` naming the first key a ``--config`` file sets twice; a file that cannot be read
+    or parsed is left to jsonargparse, which says why."""
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                twice = duplicate_keys(f.read())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if twice:
+            key, first, again = twice[0]
+            more = f" (and {len(twice) - 1} more key(s) set twice)" if len(twice) > 1 else ""
+            raise UserInputError(f"--config {path!r} sets {key!r} twice, on lines {first} and {again}{more}: YAML "
+                                 "would keep the last value without a word; delete the one you do not mean.")
+
+
 def _config_place_hint(message: str) -> str:
     """``lit-robust --config X fit``: jsonargparse says "Option 'model...' is not accepted before subcommand 'fit'",
     which did not tell a CLI user that the file belongs after the command (a reviewer's)."""
@@ -1928,6 +1977,7 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         return None
     given, argv = argv, config_first(argv)
     _config_files[:] = _config_file_args(argv)
+    check_duplicate_keys(_config_files)
     return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,

@@ -610,3 +610,19 @@ def test_a_config_that_is_no_mapping_is_named(tmp_path, capsys, content, named):
     assert exit_info.value.code == 2 and "Traceback" not in err, err
     assert f"error: --config {str(other)!r} {named}: a config is a YAML mapping of `model:`" in err, err
     assert "Unexpected config" not in err and "max_epochs: 2" not in err, err
+
+
+def test_a_key_set_twice_in_a_config_is_named(tmp_path, capsys):
+    """A config that sets a key twice (`lr: 0.1` and, below it, `lr: 5.0`) ran with the last value without a word
+    (PyYAML's rule): the fit must stop before it starts, naming the file, the key and both lines."""
+    text = yaml.safe_dump(_small(PRL, tmp_path), sort_keys=False).replace("    lr: 0.1\n", "    lr: 0.1\n    lr: 5.0\n")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(text)
+    first = text.splitlines().index("    lr: 0.1") + 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert (f"error: --config {str(config)!r} sets 'model.init_args.lr' twice, on lines {first} and {first + 1}: YAML "
+            "would keep the last value without a word" in err), err
+    assert not list(tmp_path.glob("**/*.ckpt")), "nothing may run"
