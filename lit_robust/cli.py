@@ -144,7 +144,7 @@ class RobustArgumentParser(LightningArgumentParser):
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
-        message = _config_place_hint(_empty_config_hint(_function_type_hint(message)))
+        message = _config_place_hint(_empty_config_hint(_null_init_args_hint(_function_type_hint(message))))
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
 
 
@@ -229,6 +229,41 @@ def check_duplicate_keys(paths: Sequence[str]) -> None:
             more = f" (and {len(twice) - 1} more key(s) set twice)" if len(twice) > 1 else ""
             raise UserInputError(f"--config {path!r} sets {key!r} twice, on lines {first} and {again}{more}: YAML "
                                  "would keep the last value without a word; delete the one you do not mean.")
+
+
+def _null_init_args_hint(message: str) -> str:
+    """An ``init_args:`` left empty (its every line commented out: YAML reads null) made jsonargparse say
+    "'NoneType' object has no attribute 'keys'" (within 17 lines for a callback of a list): say which entry of which
+    ``--config`` it is and what to do. Any other message is returned as is."""
+    m = re.search(r"Problem with given class_path '([\w.]+)':\s*'NoneType' object has no attribute 'keys'", message)
+    if m is None:
+        return message
+    short = m.group(1).rpartition(".")[2]
+    for path in _config_files:
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                doc = yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        for key, entry in _class_entries(doc, ""):
+            if "init_args" in entry and entry["init_args"] is None and str(entry.get("class_path", "")).rpartition(
+                    ".")[2] == short:
+                return (f"{key}: `init_args:` of `class_path: {entry['class_path']}` in --config {path!r} is empty "
+                        "(null: every line under it commented out?); give it the class's arguments, one level down, "
+                        "or delete the `init_args:` line to take the defaults.")
+    return message
+
+
+def _class_entries(node: Any, path: str) -> Iterator[tuple[str, dict]]:
+    """``(key path, mapping)`` of every mapping with a ``class_path`` in a loaded YAML document."""
+    if isinstance(node, dict):
+        if "class_path" in node:
+            yield path, node
+        for key, value in node.items():
+            yield from _class_entries(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _class_entries(item, f"{path}[{i}]")
 
 
 def _config_place_hint(message: str) -> str:

@@ -626,3 +626,23 @@ def test_a_key_set_twice_in_a_config_is_named(tmp_path, capsys):
     assert (f"error: --config {str(config)!r} sets 'model.init_args.lr' twice, on lines {first} and {first + 1}: YAML "
             "would keep the last value without a word" in err), err
     assert not list(tmp_path.glob("**/*.ckpt")), "nothing may run"
+
+
+@pytest.mark.parametrize("where", ["model", "callback"])
+def test_an_empty_init_args_is_named(tmp_path, capsys, where):
+    """`init_args:` with every line under it commented out (YAML reads null) read "'NoneType' object has no attribute
+    'keys'", for a callback of a list inside 17 lines of jsonargparse's Union report."""
+    cfg = _small(PRL, tmp_path)
+    if where == "model":
+        cfg["model"]["init_args"], key, cls = None, "model", "lit_robust.ImageClassifier"
+    else:
+        cfg["trainer"]["callbacks"].append({"class_path": "ModelCheckpoint", "init_args": None})
+        key, cls = f"trainer.callbacks[{len(cfg['trainer']['callbacks']) - 1}]", "ModelCheckpoint"
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and "NoneType" not in err, err
+    assert (f"error: {key}: `init_args:` of `class_path: {cls}` in --config {str(config)!r} is empty (null: every "
+            "line under it commented out?)" in err), err
