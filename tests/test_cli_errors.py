@@ -646,3 +646,19 @@ def test_an_empty_init_args_is_named(tmp_path, capsys, where):
     assert exit_info.value.code == 2 and "Traceback" not in err and "NoneType" not in err, err
     assert (f"error: {key}: `init_args:` of `class_path: {cls}` in --config {str(config)!r} is empty (null: every "
             "line under it commented out?)" in err), err
+
+
+def test_a_missing_settings_file_named_in_a_config_says_where_it_was_looked_for(tmp_path, capsys, monkeypatch):
+    """`model: model.yaml` (a file of the entry's settings) that is not beside the config read "No module named
+    'model'" and a hint that the current folder was searched; jsonargparse reads that path from the config's folder."""
+    cfg = _small(PRL, tmp_path)
+    cfg["model"] = "model.yaml"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "sub/cfg.yaml"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and "No module named" not in err, err
+    assert ("'model.yaml' reads as a file of this entry's settings, which jsonargparse looks for beside the config "
+            f"that names it, in {tmp_path / 'sub'}: there is no such file there" in err), err
