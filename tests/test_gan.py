@@ -244,6 +244,31 @@ def test_ddp_ranks_with_uneven_batches_are_refused_at_train_start(tmp_path, size
         fit_ranks(make)
 
 
+def test_even_batches_check_communicates_on_the_modules_device(monkeypatch):
+    """The train-start check of the ranks' batches made its tensor on the CPU, which the NCCL process group of
+    every multi-GPU DDP fit refuses (the project's collectives: "`tensor` must be on a device in ['cuda'] for the
+    nccl process group, got cpu"), so every DCGAN fit on 2+ GPUs stopped there. It is made on the module's device
+    (a meta device here stands in for CUDA on a CPU-only machine)."""
+    from unittest import mock
+
+    from lit_robust.models import gan
+
+    seen = []
+
+    def all_reduce_max(t):
+        seen.append(t.device)
+        return torch.tensor([3, 2])  # the same on every rank: nothing to refuse
+
+    model = DCGAN(latent_dim=3, image_size=8, g_width=2, d_width=2)
+    model._device = torch.device("meta")
+    model._trainer = mock.MagicMock(world_size=2)
+    monkeypatch.setattr(gan.distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(gan.distributed, "all_reduce_max", all_reduce_max)
+    monkeypatch.setattr(gan, "_batches_and_last", lambda trainer: (3, 2))
+    model._check_even_batches()
+    assert seen == [torch.device("meta")] * 2
+
+
 @pytest.mark.parametrize("strategy, told", [("ddp", "ddp_find_unused_parameters_true"),
                                              ("ddp_spawn", "ddp_spawn_find_unused_parameters_true"),
                                              ("ddp_fork", "ddp_fork_find_unused_parameters_true"),

@@ -167,7 +167,8 @@ class DCGAN(RobustMixin, pl.LightningModule):
         in gloo once a rank ran out of batches. A collective of two integers at train start, on every rank."""
         if self._trainer is None or self.trainer.world_size < 2 or not distributed.is_distributed():
             return
-        mine = torch.tensor(_batches_and_last(self.trainer), dtype=torch.int64)
+        # on this rank's device: NCCL (every multi-GPU fit) communicates CUDA tensors only, and a CPU one was refused
+        mine = torch.tensor(_batches_and_last(self.trainer), dtype=torch.int64, device=self.device)
         high, low = distributed.all_reduce_max(mine), -distributed.all_reduce_max(-mine)
         if int(low.min()) < 0 or torch.equal(high, low):
             return  # a loader of unknown length on some rank: nothing to compare
