@@ -191,8 +191,21 @@ def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
     [('model.init_args.lr', 3, 4), ('trainer.callbacks[0].a', 5, 5)]
     >>> duplicate_keys("base: &b {x: 1}\nuse:\n  <<: *b\n  x: 2\n")
     []
+    >>> duplicate_keys("a:\n  1: x\n  '1': y\n  true: z\n")  # keys compared as PyYAML builds them (1 == True)
+    [('a.true', 2, 4)]
     """
     found: list[tuple[str, int, int]] = []
+    constructor = yaml.constructor.SafeConstructor()
+
+    def identity(key: yaml.ScalarNode) -> Any:
+        # the key PyYAML's dict holds, not its text: `1` and `'1'` are two keys (a false alarm), while `true` and
+        # `True`, `1` and `0x1`, `~` and `null` are one key set twice (PyYAML kept the last without a word)
+        try:
+            built = constructor.construct_object(key)
+            hash(built)
+            return built
+        except Exception:  # a value PyYAML cannot build is left to jsonargparse, which says why
+            return (key.tag, key.value)
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -202,10 +215,11 @@ def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
                     continue
                 name = key.value if isinstance(key, yaml.ScalarNode) else None
                 where = f"{path}.{name}" if path else str(name)
-                if name is not None and name in seen:
-                    found.append((where, seen[name] + 1, key.start_mark.line + 1))
+                built = identity(key) if name is not None else None
+                if name is not None and built in seen:
+                    found.append((where, seen[built] + 1, key.start_mark.line + 1))
                 elif name is not None:
-                    seen[name] = key.start_mark.line
+                    seen[built] = key.start_mark.line
                 walk(value, where)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):

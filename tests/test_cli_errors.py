@@ -628,6 +628,21 @@ def test_a_key_set_twice_in_a_config_is_named(tmp_path, capsys):
     assert not list(tmp_path.glob("**/*.ckpt")), "nothing may run"
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("a:\n  1: x\n  '1': y\n", []),  # two keys: int 1 and str '1' (refused as one set twice)
+    ("a:\n  true: x\n  True: y\n", [("a.True", 2, 3)]),  # one key: PyYAML kept the last silently
+    ("a:\n  1: x\n  0x1: y\n", [("a.0x1", 2, 3)]),
+    ("a:\n  ~: x\n  null: y\n", [("a.null", 2, 3)]),
+])
+def test_duplicate_keys_compares_the_keys_yaml_builds(text, expected):
+    """The check compared each key's text, not the key PyYAML builds: `1` beside `'1'` (two keys of the dict) stopped
+    a valid config as "sets 'a.1' twice", while `true`/`True`, `1`/`0x1` and `~`/`null` (one key, its first value
+    dropped without a word) passed."""
+    from lit_robust.cli import duplicate_keys
+
+    assert duplicate_keys(text) == expected
+
+
 @pytest.mark.parametrize("where", ["model", "callback"])
 def test_an_empty_init_args_is_named(tmp_path, capsys, where):
     """`init_args:` with every line under it commented out (YAML reads null) read "'NoneType' object has no attribute
