@@ -230,12 +230,16 @@ def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
 
 
 def check_duplicate_keys(paths: Sequence[str]) -> None:
-    """Raise :class:`UserInputError` naming the first key a ``--config`` file sets twice; a file that cannot be read
-    or parsed is left to jsonargparse, which says why."""
+    """Raise :class:`UserInputError` naming the first key a ``--config`` sets twice: a file's, or the YAML text
+    itself where the argument names no file (jsonargparse reads it as the config: ``--config '{trainer: ...}'``); a
+    file that cannot be read or parsed is left to jsonargparse, which says why (as is ``-``, standard input)."""
     for path in paths:
         try:
-            with open(path, encoding="utf-8-sig") as f:
-                twice = duplicate_keys(f.read())
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8-sig") as f:
+                    twice = duplicate_keys(f.read())
+            else:  # config text on the command line: its repeated key was kept silently, as a file's was
+                twice = [] if path == "-" else duplicate_keys(path)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
         if twice:

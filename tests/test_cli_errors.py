@@ -643,6 +643,17 @@ def test_duplicate_keys_compares_the_keys_yaml_builds(text, expected):
     assert duplicate_keys(text) == expected
 
 
+def test_a_key_set_twice_in_config_text_on_the_command_line_is_named(capsys):
+    """`--config '{trainer: {max_epochs: 1, max_epochs: 2}}'` (jsonargparse reads text that names no file as the
+    config itself) ran with the last value without a word: only files were checked."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "{trainer: {max_epochs: 1, max_epochs: 2}}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert ("error: --config '{trainer: {max_epochs: 1, max_epochs: 2}}' sets 'trainer.max_epochs' twice, on lines 1 "
+            "and 1: YAML would keep the last value without a word" in err), err
+
+
 @pytest.mark.parametrize("where", ["model", "callback"])
 def test_an_empty_init_args_is_named(tmp_path, capsys, where):
     """`init_args:` with every line under it commented out (YAML reads null) read "'NoneType' object has no attribute
