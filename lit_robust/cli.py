@@ -332,12 +332,14 @@ def _module_search_hint(message: str) -> str:
         # `model: model.yaml`, a file of the entry's settings that is not there: jsonargparse then tries the name as
         # a class path, and the module hint sent a CLI user to their current folder, not the config's
         start = _start_dir or os.getcwd()  # jsonargparse reads a config inside its folder: paths from the start
-        configs = [os.path.join(start, c) for c in _config_files if named.group(1) in _file_text(os.path.join(start, c))]
+        configs = [os.path.join(start, c) for c in _config_files
+                   if named.group(1) in _file_text(os.path.join(start, c))]
         beside = os.path.normpath(os.path.dirname(configs[0])) if configs else None
         where = (f"beside the config that names it, in {beside}" if beside
                  else "beside the config that names it (a relative path is read from that config's folder)")
-        return (message[:m.start()] + f"{named.group(1)!r} reads as a file of this entry's settings, which jsonargparse "
-                f"looks for {where}: there is no such file there (nor a class of that name)" + message[m.end():])
+        return (message[:m.start()] + f"{named.group(1)!r} reads as a file of this entry's settings, which "
+                f"jsonargparse looks for {where}: there is no such file there (nor a class of that name)"
+                + message[m.end():])
     # jsonargparse parses a config inside its folder: the folder searched is the one the command started in
     top, cwd = m.group(1).split(".")[0], _start_dir or os.getcwd()
     folders = dict.fromkeys(os.path.dirname(os.path.join(cwd, c)) for c in _config_files)

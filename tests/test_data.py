@@ -206,7 +206,8 @@ def test_lit_robust_imports_on_a_torch_without_uint16_and_uint32():
 
     # the packages built for this torch first (its own `torch.onnx` names uint16), then the two dtypes go
     code = ("import torch, torchvision, torchmetrics, pytorch_lightning\nimport torchmetrics.functional.image\n"
-            "for n in ('uint16', 'uint32'):\n    if hasattr(torch, n):\n        delattr(torch, n)\n"  # not on torch < 2.3
+            # (the dtypes are not on torch < 2.3)
+            "for n in ('uint16', 'uint32'):\n    if hasattr(torch, n):\n        delattr(torch, n)\n"
             "import lit_robust.data.indexed as m\n"
             "print(sorted(str(d) for d in m._NARROW_INTEGERS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -403,9 +404,9 @@ def test_a_dict_evaluation_batch_is_told_what_an_evaluation_batch_may_be(keys, l
     batch = {keys[0]: torch.zeros(3, 2), keys[1]: torch.zeros(3)}
     with pytest.raises(ValueError, match=rf"^lit_robust expects an evaluation batch `\(input, target\)` or `\(index, "
                                          rf"input, target\[, is_corrupted\]\)`, got a dict \(keys .*\)\. A validation, "
-                                         rf"test or predict batch that is a dict .* `\(input, target\)` pairs \(no index "
-                                         rf"needed\), e.g\. one whose `__getitem__` returns `\(s\['image'\], "
-                                         rf"s\['{label}'\]\)`.*target_key='{label}'"):
+                                         rf"test or predict batch that is a dict .* `\(input, target\)` pairs "
+                                         rf"\(no index needed\), e\.g\. one whose `__getitem__` returns "
+                                         rf"`\(s\['image'\], s\['{label}'\]\)`.*target_key='{label}'"):
         unpack_eval_batch(batch)
     with pytest.raises(ValueError, match=r"^lit_robust expects batches `\(index, input"):  # training: as before
         unpack_batch(batch)

@@ -1295,8 +1295,9 @@ def test_an_interval_a_round_at_the_auto_cap_misfits_is_warned_before_round_0(tm
     said = [str(w.message) for w in record if "a later round may be too small" in str(w.message)]
     assert len(said) == warned, said
     if warned:
-        assert re.search(r"^ITLM: with keep_ratio='auto' .* `val_check_interval` as an integer must be in \[1, 2\], the "
-                         r"training batches an epoch of a round at the estimate's cap \(32 of the 64 samples kept",
+        assert re.search(r"^ITLM: with keep_ratio='auto' .* `val_check_interval` as an integer must be in "
+                         r"\[1, 2\], the training batches an epoch of a round at the estimate's cap "
+                         r"\(32 of the 64 samples kept",
                          said[0]), said
 
 

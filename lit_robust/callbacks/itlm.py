@@ -1617,8 +1617,8 @@ class ITLM(Callback):
             rank_zero_warn(
                 f"ITLM: round {rec.round} was cut short: the fit stopped inside epoch {last_epoch}, its last, after "
                 f"{short[1]} of {short[2]} batches (`max_steps`, `max_time` or `trainer.should_stop`), before that "
-                f"epoch's validation; its round-table metrics are those of epoch {self._val_epoch} (marked so), and the "
-                "collapse check does not use them.")
+                f"epoch's validation; its round-table metrics are those of epoch {self._val_epoch} (marked so), and "
+                "the collapse check does not use them.")
             return
         rank_zero_warn(
             f"ITLM: round {rec.round} ended at epoch {last_epoch} without a validation; its round-table metrics are "

@@ -834,15 +834,15 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
             # `target_key='labels'` for records holding 'label')
             label = label_key_of(batch)
             if evaluation:  # an evaluation batch needs no index: the training-side advice alone misled (no pair)
-                hint = (f"A validation, test or predict batch that is a dict needs its input and target apart: give its "
-                        f"DataLoader a dataset of `(input, target)` pairs (no index needed), e.g. one whose "
+                hint = (f"A validation, test or predict batch that is a dict needs its input and target apart: give "
+                        f"its DataLoader a dataset of `(input, target)` pairs (no index needed), e.g. one whose "
                         f"`__getitem__` returns `(s['image'], s[{label!r}])` (a dict input is fine: `({{'ids': ..., "
                         f"'mask': ...}}, label)`), a `collate_fn` of your own that returns `(input, target)`, or "
                         f"`lit_robust.IndexedDataset(dataset, target_key={label!r})` as for training.")
             else:
                 hint = ("If your samples are dicts, " + dict_samples_hint(batch) + " If a collate of your own made "
-                        "this batch, `target_key` is the target's key in each sample, which the collate may have renamed "
-                        "(as Hugging Face's turn `label` into `labels`), and the collate goes in "
+                        "this batch, `target_key` is the target's key in each sample, which the collate may have "
+                        "renamed (as Hugging Face's turn `label` into `labels`), and the collate goes in "
                         f"`lit_robust.IndexedCollate(your_collate, target_key={label!r})`. With several training "
                         "DataLoaders Lightning passes one batch per loader as a dict; lit_robust filters the samples "
                         "of one training DataLoader: concatenate the raw data sets (`torch.utils.data.ConcatDataset`) "

@@ -61,10 +61,10 @@ class DCGAN(RobustMixin, pl.LightningModule):
     what one process draws for the global batch, and every process's generator stays in the state rank 0 saves. That
     needs the same batches on every process: a user's own per-process loaders (``use_distributed_sampler=False``)
     that differ in batches an epoch or in the last batch's size are refused at train start.
-    DDP needs ``strategy="ddp_find_unused_parameters_true"`` (or ``ddp_spawn_…``, ``ddp_fork_…``): the discriminator's
-    backward leaves the generator's parameters without gradients, which plain DDP refuses; ``setup`` raises for a
-    plain DDP strategy before any step, naming the one to use. ``fixed_z`` (a buffer of ``num_fixed``
-    latent vectors drawn once from ``seed``) is what :class:`~lit_robust.SampleGrid` renders each round.
+    DDP needs ``strategy="ddp_find_unused_parameters_true"`` (or ``ddp_spawn_…``, ``ddp_fork_…``): the
+    discriminator's backward leaves the generator's parameters without gradients, which plain DDP refuses;
+    ``setup`` raises for a plain DDP strategy before any step, naming the one to use. ``fixed_z`` (a buffer of
+    ``num_fixed`` latent vectors drawn once from ``seed``) is what :class:`~lit_robust.SampleGrid` renders each round.
 
     Args:
         latent_dim: size of :math:`z \sim \mathcal{N}(0, I)`.
