@@ -90,7 +90,7 @@ def test_score_dataset_takes_a_tensor_refuses_rows_and_empty_data():
     x = torch.randn(5, 2)
     scores, targets = model.score_dataset(x)
     assert torch.equal(scores, model.score_dataset(DataLoader(TensorDataset(x), batch_size=2))[0]) and targets is None
-    for rows, kind in ((x.numpy(), "numpy.ndarray"), (pd.DataFrame(x.numpy()), "pandas.DataFrame")):
+    for rows, kind in ((x.numpy(), "numpy.ndarray"), (pd.DataFrame(x.numpy()), r"pandas\.(core\.frame\.)?DataFrame")):
         with pytest.raises(TypeError, match=rf"RealNVP.score_dataset: `loader` must be a DataLoader or a float32 "
                                             rf"tensor \[n, 2\] of samples, got {kind}: convert it"):
             model.score_dataset(rows)
