@@ -4,6 +4,8 @@ Reference = the two-backward definition: per-sample norms one sample at a time (
 (score, index) trim of them, then autograd's gradient of the kept samples' mean.
 """
 
+import re
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -445,10 +447,17 @@ def test_two_pass_on_a_compiled_module_ranks_as_eager_or_says_it_cannot(tmp_path
     fit(tmp_path, "bookkeeping", compiled=True, epochs=1, limit_train_batches=1)
     from torch._functorch import config as functorch_config
 
+    said = (r"`prl_g_backend='two_pass'` cannot rank a batch of a `torch.compile`d module.*"
+            r"Use `prl_g_backend='bookkeeping'`")
     if not getattr(functorch_config, "donated_buffer", False):
         assert_same_run(fit(tmp_path, "two_pass", compiled=True, epochs=1, limit_train_batches=1),
                         fit(tmp_path, "two_pass", compiled=False, epochs=1, limit_train_batches=1))
         return
-    with pytest.raises(ValueError, match=r"`prl_g_backend='two_pass'` cannot rank a batch of a `torch.compile`d "
-                                         r"module.*Use `prl_g_backend='bookkeeping'`"):
-        fit(tmp_path, "two_pass", compiled=True, epochs=1, limit_train_batches=1)
+    # torch 2.6 has donated buffers and still took the second backward here (a run at the declared floors): then it
+    # must rank as eager; where it refuses, the filter must say so
+    try:
+        compiled = fit(tmp_path, "two_pass", compiled=True, epochs=1, limit_train_batches=1)
+    except ValueError as error:
+        assert re.search(said, str(error), flags=re.S), error
+        return
+    assert_same_run(compiled, fit(tmp_path, "two_pass", compiled=False, epochs=1, limit_train_batches=1))
