@@ -713,6 +713,7 @@ class ITLM(Callback):
         self._val_epoch: int | None = None  # epoch of the last validation whose metrics `_current` holds
         # (epoch, batches trained, batches of an epoch) of the last epoch when a stop cut it short, else None
         self._short_epoch: tuple[int, int, int] | None = None
+        self._planned_batches: int | None = None  # a later round's batches an epoch (numeric keep_ratio), per fit
         # per scoring pass: round, dense scores, corrupted flags (CPU). Filled only when `plot=True`, because
         # under DDP it needs every score gathered on every rank (O(n) traffic); `history` is always filled.
         self.score_history: list[dict[str, Any]] = []
@@ -975,11 +976,11 @@ class ITLM(Callback):
         # trains (Lightning checks each loader it loads, so a smaller round failed only after round 0 had trained);
         # and against each round's own loader, before Lightning does (a round of "auto", or ActivationClustering's)
         planned = self._smallest_planned_round(n, targets)
-        # a later round's batches an epoch, for the `max_steps` check (see `_check_early_stops`)
-        self._planned_batches = None if planned is None else limited_batches(
-            trainer, round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last))
+        self._planned_batches = None
         if planned is not None:
             batches = round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
+            # a later round's batches an epoch, for the `max_steps` check (see `_check_early_stops`)
+            self._planned_batches = limited_batches(trainer, batches)
             check_epoch_batches(trainer, batches, f"{self._title}'s smallest planned round ({planned} of the {n} "
                                 f"samples kept, keep_ratio={self.keep_ratio})")
         smallest = self._smallest_auto_round(n, targets) if self._round == 0 else None
@@ -1262,7 +1263,7 @@ class ITLM(Callback):
         # with `initial_round_on_all=False` round 0 trains on a selection too (counted as every sample, a `max_steps`
         # the fit ended in was warned about: 10 steps of 10 "fewer than about 15")
         first = self.round_epochs[0] if self.initial_round_on_all else 0
-        batches = getattr(self, "_planned_batches", None)
+        batches = self._planned_batches
         if batches is not None and batches > 0:
             # a later round's own batches, then its accumulation: floor(steps * share) rounded before both and
             # undercounted (75 of 100 samples in batches of 10 take 8 steps, not floor(10 * 0.75) = 7: a
