@@ -174,12 +174,17 @@ def _empty_config_hint(message: str) -> str:
     return f"{where}: a config is a YAML mapping of `model:`, `data:` and `trainer:` (see configs/ for examples)."
 
 
-def _has_comment(path: str) -> bool:
+def _file_text(path: str) -> str:
+    """A config file's text (a byte-order mark dropped: no content), ``""`` where it cannot be read."""
     try:
         with open(path, encoding="utf-8-sig") as f:
-            return any(line.lstrip().startswith("#") for line in f)
+            return f.read()
     except (OSError, UnicodeDecodeError):
-        return False
+        return ""
+
+
+def _has_comment(path: str) -> bool:
+    return any(line.lstrip().startswith("#") for line in _file_text(path).splitlines())
 
 
 def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
@@ -236,11 +241,10 @@ def check_duplicate_keys(paths: Sequence[str]) -> None:
     for path in paths:
         try:
             if os.path.isfile(path):
-                with open(path, encoding="utf-8-sig") as f:
-                    twice = duplicate_keys(f.read())
+                twice = duplicate_keys(_file_text(path))
             else:  # config text on the command line: its repeated key was kept silently, as a file's was
                 twice = [] if path == "-" else duplicate_keys(path)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except yaml.YAMLError:
             continue
         if twice:
             key, first, again = twice[0]
@@ -259,9 +263,8 @@ def _null_init_args_hint(message: str) -> str:
     short = m.group(1).rpartition(".")[2]
     for path in _config_files:
         try:
-            with open(path, encoding="utf-8-sig") as f:
-                doc = yaml.safe_load(f)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            doc = yaml.safe_load(_file_text(path))
+        except yaml.YAMLError:
             continue
         for key, entry in _class_entries(doc, ""):
             if "init_args" in entry and entry["init_args"] is None and str(entry.get("class_path", "")).rpartition(
@@ -349,14 +352,6 @@ def _module_search_hint(message: str) -> str:
             + (f"; `{top}` is beside the config, in {beside}: run from there, or put `PYTHONPATH={beside}` before the "
                "command" if beside else "") + ")")
     return message[:m.end()] + hint + message[m.end():]
-
-
-def _file_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 _REST_ROLE = re.compile(r":(class|func|meth|attr|data|mod|obj|exc|math):`~?([^`]+)`")
