@@ -1942,7 +1942,19 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
     cls = type(obj)
     arg = next((n for n in names if n in _parameters(cls)), None)
     label = f"{path}.init_args.{arg}" if arg else path
-    return f"{label} ({cls.__module__.split('.')[0]}.{cls.__qualname__}): {message}"
+    return f"{label} ({_import_path(cls)}): {message}"
+
+
+def _import_path(cls: type) -> str:
+    """The shortest ``package.Class`` path that imports ``cls`` (``lit_robust.ITLM``,
+    ``pytorch_lightning.callbacks.EarlyStopping``, ``mypkg.data.MyDataModule``): the top-level package alone named a
+    user's class, or Lightning's, by a path that does not import (``mypkg.MyDataModule``)."""
+    parts = cls.__module__.split(".")
+    for end in range(1, len(parts)):
+        module = sys.modules.get(".".join(parts[:end]))
+        if module is not None and getattr(module, cls.__qualname__, None) is cls:
+            return f"{'.'.join(parts[:end])}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _default_root_dir(cli: RobustCLI | None) -> str | None:

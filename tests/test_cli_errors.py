@@ -191,7 +191,7 @@ CASES = [
     # EarlyStopping's monitor typo raised a RuntimeError, a traceback (ModelCheckpoint's is one line; a reviewer's)
     ("early-stopping-monitor-never-logged", PRL, {"trainer.callbacks[1]": {
         "class_path": "pytorch_lightning.callbacks.EarlyStopping", "init_args": {"monitor": "val_accuracy"}}},
-     [], "trainer.callbacks[1] (pytorch_lightning.EarlyStopping): Early stopping conditioned on metric `val_accuracy` "
+     [], "trainer.callbacks[1] (pytorch_lightning.callbacks.EarlyStopping): Early stopping conditioned on metric `val_accuracy` "
          "which is not available"),
     # `limit_train_batches 0` skips the fit loop: ITLM's report ended in an AssertionError traceback (a reviewer's)
     ("limit-train-batches-zero", DIGITS, {}, ["--trainer.limit_train_batches", "0"],
@@ -445,7 +445,7 @@ def test_a_logger_whose_package_is_missing_is_named(tmp_path, capsys):
         main(["fit", "--config", str(cfg), "--trainer.logger", logger])
     text = "".join(capsys.readouterr())
     assert exit_info.value.code == 2 and "Traceback" not in text, text
-    assert f"error: trainer.logger (pytorch_lightning.{logger}): Requirement '" in text, text
+    assert f"error: trainer.logger (pytorch_lightning.loggers.{logger}): Requirement '" in text, text
     assert "not met" in text and "pip install" in text, text
 
 
@@ -688,3 +688,28 @@ def test_a_missing_settings_file_named_in_a_config_says_where_it_was_looked_for(
     assert exit_info.value.code == 2 and "Traceback" not in err and "No module named" not in err, err
     assert ("'model.yaml' reads as a file of this entry's settings, which jsonargparse looks for beside the config "
             f"that names it, in {tmp_path / 'sub'}: there is no such file there" in err), err
+
+
+def test_a_users_class_is_named_by_a_path_that_imports(tmp_path, capsys, monkeypatch):
+    """A newcomer's `class_path: yourpkg.fmnist.FashionDM` was named `yourpkg.FashionDM` in the one-line error (the
+    top-level package and the class name), a path that does not import; Lightning's classes likewise
+    (`pytorch_lightning.EarlyStopping`). The label is now the shortest path that imports the class."""
+    (tmp_path / "newcomer_pkg").mkdir()
+    (tmp_path / "newcomer_pkg" / "__init__.py").write_text("")
+    (tmp_path / "newcomer_pkg" / "data.py").write_text(
+        "import pytorch_lightning as pl\n"
+        "class MyData(pl.LightningDataModule):\n"
+        "    def __init__(self, n_train: int = 10):\n"
+        "        super().__init__()\n"
+        "        if n_train < 1:\n"
+        "            raise ValueError(f'`n_train` must be >= 1, got {n_train}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _small(DIGITS, tmp_path)
+    cfg["data"] = {"class_path": "newcomer_pkg.data.MyData", "init_args": {"n_train": -5}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert "error: data.init_args.n_train (newcomer_pkg.data.MyData): `n_train` must be >= 1, got -5" in err, err
