@@ -1311,3 +1311,24 @@ def test_val_check_interval_is_checked_against_each_auto_round_before_lightning(
                                          r"batches an epoch of ITLM round 1 \(\d+ of the 64 samples kept\)"):
         trainer.fit(TinyModel(), BlobsData(n=64, batch_size=16, with_val=True))
     assert trainer.global_step == 4  # round 0 trained: its size was the only one known
+
+
+class StepDecay(TinyModel):
+    """A newcomer's `StepLR(step_size=3)` per epoch under rounds of 2 epochs."""
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)}
+
+
+def test_a_step_schedule_longer_than_a_round_is_said_never_to_decay(tmp_path):
+    """A newcomer's StepLR(step_size=3) under rounds of 2 epochs was said to "never reach its end", which a StepLR
+    has not; what a round misses is its first step: the rate never decays."""
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[2, 2], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, StepDecay())
+    said = [str(w.message) for w in record if "is sized for" in str(w.message)]
+    assert len(said) == 1, said
+    assert said[0].startswith("ITLM: round 0 lasts about 2 epochs, but its `StepLR` is sized for 3"), said
+    assert "the schedule never takes its first step, so the rate never decays" in said[0], said

@@ -1313,11 +1313,14 @@ class ITLM(Callback):
             if length is None or span is None or length <= span * 1.1:
                 continue
             self._said.add("scheduler")
+            # a StepLR has no end: its length is its first step, which a shorter round never takes
+            step_lr = isinstance(sched, torch.optim.lr_scheduler.StepLR)
+            reach = "takes its first step, so the rate never decays" if step_lr else "reaches its end"
             rank_zero_warn(
                 f"ITLM: round {self._round} lasts about {span} {unit}s, but its `{type(sched).__name__}` is sized for "
                 f"{length}: ITLM {self._restarts} the model and re-creates the optimizer and scheduler at every round "
-                f"start (`reinit={self.reinit!r}`), so "
-                "the schedule never reaches its end (a OneCycle run ended each round near its maximum rate). Size it per "
+                f"start (`reinit={self.reinit!r}`), so the schedule never {reach} (a OneCycle run ended each round "
+                "near its maximum rate). Size it per "
                 "round in `configure_optimizers` (the round's epochs: `itlm.round_epochs[itlm.current_round]`; its "
                 "optimizer steps: `itlm.steps_in_round(self.trainer)`), or pass `reinit=False` to train on through "
                 "the rounds.")
