@@ -93,6 +93,7 @@ class UserInputError(Exception):
 #: ``nn.Module`` listed torch's ~760, making `--model.help lit_robust.SimCLR` 728 lines); `fit --help`'s longest
 #: list, the callbacks with lit_robust's among them, has 35
 _MAX_SUBCLASSES_LISTED, _SUBCLASSES_SHOWN_WHEN_CUT = 60, 8
+_MAX_SEED = 2**32 - 1  # the largest seed Lightning's `seed_everything` takes (NumPy's)
 
 
 def shorten_subclass_list(help_text: str, limit: int = _MAX_SUBCLASSES_LISTED,
@@ -865,6 +866,12 @@ class RobustCLI(LightningCLI):
         except UnicodeDecodeError as err:  # a checkpoint given as `--config`, a UTF-16 YAML: a traceback
             raise UserInputError(_undecodable_config(err)) from None
         sub = self.config.get("subcommand") if isinstance(self.config, Namespace) else None
+        seed = self.config.get(f"{sub}.seed_everything" if sub else "seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= _MAX_SEED:
+            # Lightning's `seed_everything` refused it later, inside LightningCLI's constructor: a 30-line traceback
+            # ending in "-1 is not in bounds, numpy accepts from 0 to 4294967295"
+            raise UserInputError(f"`seed_everything` must be true, false or an integer in [0, {_MAX_SEED}] (the range "
+                                 f"Lightning's `seed_everything` takes), got {seed}.")
         dropped = _replaced_callbacks(self.config[sub].get("trainer.callbacks") if sub else None)
         if dropped:
             # a list replaces a list: a second `--config`, or `--trainer.callbacks X`, dropped the first config's ITLM

@@ -350,6 +350,21 @@ def test_a_log_folder_that_cannot_be_made_and_a_missing_gpu_name_their_trainer_a
         assert exit_info.value.code == 2 and "Traceback" not in text and named in text, text
 
 
+@pytest.mark.parametrize("command", ["fit", "test"])
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_everything_out_of_range_is_one_line(tmp_path, capsys, command, seed):
+    """`--seed_everything -1` (or 2**32) passed the parser and ended in Lightning's 30-line traceback, "-1 is not in
+    bounds, numpy accepts from 0 to 4294967295", raised inside LightningCLI's constructor (a CLI sweep's)."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(config), "--seed_everything", seed])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert (f"lit-robust {command}: error: `seed_everything` must be true, false or an integer in [0, 4294967295] "
+            f"(the range Lightning's `seed_everything` takes), got {seed}.") in text, text
+
+
 def test_parser_errors_name_the_command_and_an_empty_or_misplaced_config(tmp_path, capsys):
     """A reviewer's three: every parser error began "usage: lit-robust [-h] [-c CONFIG] {demo,fit,...} ... [options]
     fit" and its tip said to run that line with `--help`; an empty `--config` read "Unexpected config: "; and
