@@ -1938,9 +1938,11 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
         return (f"trainer.accelerator: {message} torch finds no GPU on this machine: use `--trainer.accelerator cpu` "
                 "(or `auto`).")
     root = _default_root_dir(cli)
-    if path is None and root and isinstance(exc, OSError) and isinstance(exc.filename, str) and (
-            os.path.abspath(exc.filename) + os.sep).startswith(os.path.abspath(root) + os.sep):
-        # `--trainer.default_root_dir /proc/x`: "[Errno 2] No such file or directory: '/proc/x'", no argument named
+    if root and (path is None or not os.path.isdir(root)) and isinstance(exc, OSError) and isinstance(
+            exc.filename, str) and (os.path.abspath(exc.filename) + os.sep).startswith(os.path.abspath(root) + os.sep):
+        # `--trainer.default_root_dir /proc/x`: "[Errno 2] No such file or directory: '/proc/x'", no argument named.
+        # A callback that fails to make its folder under a root that is no folder (ModelCheckpoint's, under
+        # `fast_dev_run`, which makes no log folder first) was named instead, though the root is the mistake
         return (f"trainer.default_root_dir: must be a folder that can be created and written into, got {root!r}: "
                 f"{message}")
     if path is None:

@@ -365,6 +365,28 @@ def test_a_seed_everything_out_of_range_is_one_line(tmp_path, capsys, command, s
             f"(the range Lightning's `seed_everything` takes), got {seed}.") in text, text
 
 
+def test_a_root_folder_that_is_no_folder_is_named_under_fast_dev_run(tmp_path, capsys, one_torch_thread):
+    """Under `fast_dev_run` no log folder is made first: `--trainer.default_root_dir` under a file failed in the
+    config's ModelCheckpoint's `setup`, and the message named `trainer.callbacks[1] (ModelCheckpoint)`, not the
+    argument that was wrong (a CLI sweep's)."""
+    (tmp_path / "afile").write_text("x")
+    cfg = _small(PRL, tmp_path)
+    # the shipped config's own ModelCheckpoint, which `_small` drops: it is the one that met the bad root
+    cfg["trainer"].update(enable_checkpointing=True, logger=True)
+    cfg["trainer"]["callbacks"].append({"class_path": "ModelCheckpoint", "init_args": {"save_last": True}})
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    root = tmp_path / "afile" / "logs"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--trainer.fast_dev_run", "true", "--trainer.default_root_dir",
+              str(root)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert (f"lit-robust fit: error: trainer.default_root_dir: must be a folder that can be created and written into, "
+            f"got '{root}': [Errno 20] Not a directory") in text, text
+    assert "ModelCheckpoint" not in text, text
+
+
 def test_parser_errors_name_the_command_and_an_empty_or_misplaced_config(tmp_path, capsys):
     """A reviewer's three: every parser error began "usage: lit-robust [-h] [-c CONFIG] {demo,fit,...} ... [options]
     fit" and its tip said to run that line with `--help`; an empty `--config` read "Unexpected config: "; and
