@@ -491,6 +491,23 @@ def test_sample_grid_of_a_five_channel_dcgan_is_written(tmp_path):
         assert img.mode == "L" and img.size == (4 * 10 + 2, 5 * (10 + 2))
 
 
+def test_sample_grid_checks_its_dirpath_before_training(tmp_path):
+    """`SampleGrid(dirpath=...)` naming a file trained a round and then failed at its first grid in a
+    FileExistsError traceback (`lit-robust fit`; a CLI sweep's): the folder is checked at setup, as ITLM's
+    `plot_dir` is, and the error names the argument."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    (tmp_path / "afile").write_text("x")
+    loader = DataLoader(IndexedDataset(TensorDataset(torch.rand(8, 1, 8, 8) * 2 - 1, torch.zeros(8))), batch_size=4)
+    trainer = tiny_trainer(tmp_path, 1, [SampleGrid(dirpath=str(tmp_path / "afile"))])
+    with pytest.raises(ValueError, match=r"`dirpath` must be a folder a file can be written into, got '.*afile' "
+                                         r"\(FileExistsError"):
+        trainer.fit(DCGAN(latent_dim=4, image_size=8, g_width=4, d_width=4, num_fixed=4), loader)
+    assert trainer.global_step == 0  # refused before any training
+
+
 def test_dcgan_checks_the_datamodule_images_at_setup(tmp_path, shared_data):
     data = MixedImagesDataModule(root=str(shared_data), clean_ratio=0.7, train_size=64)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -543,7 +560,9 @@ def test_sample_grid_keeps_its_grids_when_the_same_trainer_fits_on(tmp_path):
     grid = SampleGrid(dirpath=str(tmp_path))
     grid.paths = {0: "round0.png"}
     module = DCGAN(latent_dim=8, g_width=4, d_width=4)
-    grid.setup(SimpleNamespace(current_epoch=3, global_step=12), module, "fit")
+    # one process: what the check of `dirpath` at setup asks of the Trainer
+    one = {"global_rank": 0, "strategy": SimpleNamespace(broadcast=lambda obj: obj)}
+    grid.setup(SimpleNamespace(current_epoch=3, global_step=12, **one), module, "fit")
     assert grid.paths == {0: "round0.png"}
-    grid.setup(SimpleNamespace(current_epoch=0, global_step=0), module, "fit")
+    grid.setup(SimpleNamespace(current_epoch=0, global_step=0, **one), module, "fit")
     assert grid.paths == {}

@@ -10,6 +10,7 @@ import torch
 from lit_robust._backend import Callback, pl, rank_zero_info, rank_zero_only
 from lit_robust._lightning import continues_earlier_fit
 from lit_robust._modes import evaluating
+from lit_robust.callbacks._report_file import checked_folder
 
 __all__ = ["SampleGrid", "save_grid"]
 
@@ -95,6 +96,11 @@ class SampleGrid(Callback):
         if not callable(getattr(pl_module, "generate", None)) or not isinstance(z, torch.Tensor) or z.ndim < 2:
             raise TypeError(f"`SampleGrid` needs a module with `generate(z)` and a `fixed_z` tensor of latent vectors "
                             f"(as lit_robust.DCGAN has); `{type(pl_module).__name__}` lacks them.")
+        if self.dirpath is not None:
+            # checked before training, as ITLM's `plot_dir` is: a file of that name failed the fit at its first grid,
+            # after a round of training, in a FileExistsError traceback (a folder that cannot be made: one line
+            # without the argument's name)
+            checked_folder(trainer, self.dirpath, "dirpath")
 
     def _round_end(self, trainer: pl.Trainer, epoch: int) -> int | None:
         """The round that ``epoch`` ends, or ``None`` when the epoch is inside a round."""
