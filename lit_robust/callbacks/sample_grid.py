@@ -61,8 +61,8 @@ class SampleGrid(Callback):
     The generator runs in evaluation mode, without gradients. Written paths are kept in :attr:`paths` (``{round or epoch: path}``).
 
     Args:
-        dirpath: output folder; default ``<trainer.log_dir>/samples`` (``log_dir`` is the
-            ``default_root_dir`` when there is no logger).
+        dirpath: output folder, made and checked to be writable when the fit starts; default
+            ``<trainer.log_dir>/samples`` (``log_dir`` is the ``default_root_dir`` when there is no logger).
         every: ``"round"`` or ``"epoch"``.
         nrow: images per row of the grid.
     """
