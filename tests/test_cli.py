@@ -1396,8 +1396,8 @@ class MissingFileData(pl.LightningDataModule):
 
 
 @pytest.mark.parametrize(("check", "said"), [
-    (True, "lit-robust fit: error: data (tests.MissingFileData): data path 'nowhere/train.npz' does not exist"),
-    (False, "lit-robust fit: error: data (tests.MissingFileData): [Errno 2] No such file or directory: "
+    (True, "lit-robust fit: error: data (tests.test_cli.MissingFileData): data path 'nowhere/train.npz' does not exist"),
+    (False, "lit-robust fit: error: data (tests.test_cli.MissingFileData): [Errno 2] No such file or directory: "
             "'nowhere/train.npz' (a relative path is read from the current folder, {tmp_path})"),
 ])
 def test_a_missing_data_file_of_a_users_datamodule_is_one_line(tmp_path, capsys, monkeypatch, check, said):
