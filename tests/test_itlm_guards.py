@@ -1332,3 +1332,25 @@ def test_a_step_schedule_longer_than_a_round_is_said_never_to_decay(tmp_path):
     assert len(said) == 1, said
     assert said[0].startswith("ITLM: round 0 lasts about 2 epochs, but its `StepLR` is sized for 3"), said
     assert "the schedule never takes its first step, so the rate never decays" in said[0], said
+
+
+def test_collapse_cause_of_a_round_closed_at_resume_counts_the_accumulation_scheduler(tmp_path):
+    """A round ended by a checkpoint of its last batch is closed at the resumed fit's start, before a
+    `GradientAccumulationScheduler` sets the Trainer's accumulation: its collapse was said "in 8 optimizer steps per
+    epoch" with learning-rate advice, where the uninterrupted fit said 2 steps and `accumulate_grad_batches`=4."""
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    def collapse_causes(ckpt_path=None, **kw):
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], verbose=False, plot=False, report=False)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            fit(tmp_path, itlm, model=ConstantLoss(), ckpt_path=ckpt_path, **kw)
+        return [str(w.message) for w in record if "collapsed" in str(w.message)]
+
+    saver = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4, save_top_k=-1)
+    # 8 batches an epoch, 4 accumulated: step 4 is round 0's last batch
+    collapse_causes(callbacks=[GradientAccumulationScheduler({0: 4}), saver], max_steps=4, enable_checkpointing=True)
+    resumed = collapse_causes(str(tmp_path / "ck" / "epoch=1-step=4.ckpt"),
+                              callbacks=[GradientAccumulationScheduler({0: 4})])
+    assert resumed and "in 2 optimizer steps per epoch" in resumed[0], resumed
+    assert "`accumulate_grad_batches`=4" in resumed[0]

@@ -1592,8 +1592,11 @@ class ITLM(Callback):
             _print_round_line(trainer, rec, self.num_rounds, self._title)
         if reasons:
             what = f"ITLM round {rec.round} collapsed (its model did not learn): {'; '.join(reasons)}."
-            cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer),
-                                rec.epochs, trainer.accumulate_grad_batches)
+            # the round's last epoch's accumulation, not the Trainer's now: a round closed at a resumed fit's start (a
+            # checkpoint of its last batch) ran before a GradientAccumulationScheduler set it (8 steps said for 2)
+            last = self._round_starts[rec.round + 1] - 1
+            cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer, last),
+                                rec.epochs, _accumulation_in_epoch(trainer, last))
             if self.on_collapse == "raise":
                 raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
             if rec.round + 1 >= self.num_rounds:
@@ -2105,8 +2108,9 @@ class ITLM(Callback):
             c, p, n = one
             last = self.history[-1] if self.history else None
             loss = (None, None, 0) if last is None else (last.first_epoch_loss, last.last_epoch_loss, last.epochs)
-            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer), loss[2],
-                                trainer.accumulate_grad_batches)
+            epoch = None if last is None else self._round_starts[last.round + 1] - 1  # that round's (see _finish_round)
+            accumulation = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
+            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer, epoch), loss[2], accumulation)
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
                            f"learn, so the report's ranking and `predicted_label` mean nothing. {cause} (A validation "
