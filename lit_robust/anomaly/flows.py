@@ -37,7 +37,7 @@ from lit_robust.data.spec import DataSpec
 from lit_robust.functional.spectral import _check_iterations, _check_k, apply_spectral_norm, held_power_iteration
 from lit_robust.mixin import RobustMixin
 from lit_robust.report import ReportFormat
-from lit_robust.selection.auto_drop import Estimator, check_auto_args
+from lit_robust.selection.auto_drop import Estimator, check_auto_args, check_warmup_epochs
 
 __all__ = ["RealNVP", "RobustRealNVP", "AffineCoupling"]
 
@@ -104,7 +104,9 @@ class RealNVP(RobustMixin, AnomalyDetector):
             :class:`~lit_robust.BatchFilter` (:mod:`lit_robust.selection.auto_drop`: epoch 0 drops nothing; logged as
             ``filter/estimated_corruption``, kept in ``batch_filter.history`` and in checkpoints).
         warmup_epochs: the dropped fraction ramps from 0 to ``drop_ratio`` over these epochs
-            (:class:`~lit_robust.BatchFilter`'s schedule); 0 drops it from the first step.
+            (:class:`~lit_robust.BatchFilter`'s schedule); 0 drops it from the first step. ``None`` (default): 0 with
+            a numeric ``drop_ratio``, 3 with ``"auto"`` (an explicit 0 or 1 with ``"auto"`` fixes the estimate from a
+            model trained one epoch: warned).
         spectral_norm: normalise every Linear layer of :math:`s` and :math:`t` to ``k``-Lipschitz.
         k: the per-layer Lipschitz bound (> 0).
         n_power_iterations: power iterations per training step and layer (the estimate :math:`\hat\sigma` lags
@@ -136,7 +138,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
     report_targets = False  # the training targets are placeholders: the report has no label columns
 
     def __init__(self, dim: int | None = None, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
-                 drop_ratio: float | Literal["auto"] = 0.0, warmup_epochs: int = 0, spectral_norm: bool = False,
+                 drop_ratio: float | Literal["auto"] = 0.0, warmup_epochs: int | None = None,
+                 spectral_norm: bool = False,
                  k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
                  estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False,
                  report: bool | None = None, report_dir: str | None = None, report_format: ReportFormat = "csv"
@@ -151,7 +154,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         n_couplings, hidden, layers = (check_int(name, v, 1) for name, v in (
             ("n_couplings", n_couplings), ("hidden", hidden), ("layers", layers)))
         self._drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
-        warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+        warmup_epochs = check_warmup_epochs(warmup_epochs)  # None: the filter's default (3 with "auto", else 0)
         self.k = _check_k(k)
         # checked even with spectral_norm=False: it is saved with the model
         n_power_iterations = _check_iterations(n_power_iterations)
@@ -342,7 +345,8 @@ class RobustRealNVP(RealNVP):
     r"""RealNVP with the thesis' defaults switched on: ``drop_ratio=0.1`` and ``spectral_norm=True``."""
 
     def __init__(self, dim: int | None = None, n_couplings: int = 6, hidden: int = 64, layers: int = 2,
-                 drop_ratio: float | Literal["auto"] = 0.1, warmup_epochs: int = 0, spectral_norm: bool = True,
+                 drop_ratio: float | Literal["auto"] = 0.1, warmup_epochs: int | None = None,
+                 spectral_norm: bool = True,
                  k: float = 1.0, n_power_iterations: int = 1, lr: float = 1e-3, weight_decay: float = 0.0,
                  estimator: Estimator = "gmm", auto_margin: float = 0.0, reestimate: bool = False,
                  report: bool | None = None, report_dir: str | None = None, report_format: ReportFormat = "csv"

@@ -34,7 +34,9 @@ from lit_robust.selection.auto_drop import (
     Estimator,
     auto_for,
     check_auto_args,
+    check_warmup_epochs,
     kept_on_a_fit_that_goes_on,
+    resolved_warmup,
 )
 from lit_robust.selection.rules import keep_count, smallest_k_mask
 
@@ -201,7 +203,9 @@ class RCA(ModuleReport, AnomalyDetector):
             the median of the warm-up epochs' estimates; a sample's score is :math:`(e_1 + e_2)/2`, dropout off,
             averaged over the epoch), gathered over the DDP ranks; logged as ``rca/estimated_corruption`` and
             kept in :attr:`estimated_corruption` and in checkpoints.
-        warmup_epochs: epochs over which :math:`\beta` decays from 1 (:func:`rca_keep_ratio`).
+        warmup_epochs: epochs over which :math:`\beta` decays from 1 (:func:`rca_keep_ratio`); ``None`` (default):
+            0 with a numeric ``drop_ratio``, 3 with ``"auto"`` (an explicit 0 or 1 with ``"auto"`` fixes the estimate
+            from a model trained one epoch: warned).
         dropout: :math:`r \in [0, 1)`, used in the training updates and the test ensemble.
         test_passes: :math:`v \ge 1` dropout passes averaged at test time (one pass if ``dropout == 0``).
         lr: Adam's learning rate, over both autoencoders (Adam is per coordinate, so one optimizer over the two
@@ -228,7 +232,7 @@ class RCA(ModuleReport, AnomalyDetector):
 
     def __init__(self, dim: int | None = None, hidden: int = 128, latent: int = 16,
                  drop_ratio: float | Literal["auto"] = 0.1,
-                 warmup_epochs: int = 0, dropout: float = 0.2, test_passes: int = 10, lr: float = 1e-3,
+                 warmup_epochs: int | None = None, dropout: float = 0.2, test_passes: int = 10, lr: float = 1e-3,
                  weight_decay: float = 0.0, estimator: Estimator = "gmm", auto_margin: float = 0.0,
                  reestimate: bool = False, report: bool | None = None, report_dir: str | None = None,
                  report_format: ReportFormat = "csv") -> None:
@@ -237,9 +241,10 @@ class RCA(ModuleReport, AnomalyDetector):
         _check_optim(lr, weight_decay)
         check_report_args(report, report_dir, report_format)
         self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
-        warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+        warmup_epochs = check_warmup_epochs(warmup_epochs)
         self._auto: AutoDropRatio | None = auto_for(None, "RCA", self.drop_ratio, estimator, auto_margin, reestimate,
-                                                    warmup_epochs, ranked_by=REPORT_RANKS)
+                                                    resolved_warmup(warmup_epochs, self.drop_ratio),
+                                                    ranked_by=REPORT_RANKS)
         test_passes = check_int("test_passes", test_passes, 1)
         self.save_hyperparameters()
         # attributes, not only hyperparameters: `lit-robust fit` turns a `report` left at None on
@@ -263,7 +268,13 @@ class RCA(ModuleReport, AnomalyDetector):
         """:math:`\beta` of the 0-based ``epoch`` (with ``"auto"``: from the current estimate, 1 before the first)."""
         if self._auto is not None:
             return 1.0 - self._auto.drop_ratio_at(epoch)
-        return rca_keep_ratio(epoch, self.drop_ratio, self.hparams.warmup_epochs)
+        return rca_keep_ratio(epoch, self.drop_ratio, self._warmup)
+
+    @property
+    def _warmup(self) -> int:
+        """``hparams.warmup_epochs`` as the schedule uses it (``None``: 3 with ``"auto"``, else 0), read afresh at
+        every use: a notebook user may set ``drop_ratio`` or ``hparams.warmup_epochs`` between fits."""
+        return resolved_warmup(self.hparams.warmup_epochs, self.drop_ratio)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -280,17 +291,18 @@ class RCA(ModuleReport, AnomalyDetector):
         was ignored); on a fit that goes on, changed ``"auto"`` arguments are refused."""
         hp = self.hparams
         self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate, False, high=0.5)
-        check_int("warmup_epochs", hp.warmup_epochs, 0)
+        check_warmup_epochs(hp.warmup_epochs)
         hp["drop_ratio"] = self.drop_ratio
         new = auto_for(self._auto, "RCA", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
-                       hp.warmup_epochs, ranked_by=REPORT_RANKS)
+                       self._warmup, ranked_by=REPORT_RANKS)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "RCA", goes_on)
 
     def resume_arguments(self) -> dict[str, Any]:
         """The arguments that shape the exchange's schedule; a checkpoint holds them and a resumed fit must have the
         same (checked at restore, as :class:`~lit_robust.BatchFilter`'s are)."""
         hp = self.hparams
-        return {"drop_ratio": self.drop_ratio, "warmup_epochs": hp.warmup_epochs, "estimator": hp.estimator,
+        # the warm-up in use, not the argument: a checkpoint of a numeric ratio's default 0 resumes with `None`
+        return {"drop_ratio": self.drop_ratio, "warmup_epochs": self._warmup, "estimator": hp.estimator,
                 "auto_margin": hp.auto_margin, "reestimate": hp.reestimate}
 
     @property

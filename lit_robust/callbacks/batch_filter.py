@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
-from lit_robust._checks import check_bool, check_int
+from lit_robust._checks import check_bool
 from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
@@ -44,6 +44,7 @@ from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, requi
 from lit_robust.report import ReportFormat, given_and_predicted, report_fields
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
+    AUTO_WARMUP_EPOCHS,
     DEFAULT_FILTER_ESTIMATOR,
     FILTER_ESTIMATORS,
     REPORT_RANKS,
@@ -51,7 +52,9 @@ from lit_robust.selection.auto_drop import (
     FilterEstimator,
     auto_for,
     check_auto_args,
+    check_warmup_epochs,
     kept_on_a_fit_that_goes_on,
+    resolved_warmup,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 from lit_robust.selection.sharded import RatioK
@@ -69,7 +72,7 @@ _COUNTERS = ("seen", "dropped", "corrupted_seen", "corrupted_dropped", "batches"
 
 def check_filter_args(warmup_epochs: Any, scope: Any, loss: Any) -> None:
     """Validate the arguments every per-batch filter shares (besides the drop ratio)."""
-    check_int("warmup_epochs", warmup_epochs, 0)
+    check_warmup_epochs(warmup_epochs)
     if scope not in ("local", "global"):
         raise ValueError(f"`scope` must be 'local' or 'global', got {scope!r}.")
     if loss is not None and not callable(loss) and loss not in ("ce", "mse"):
@@ -92,18 +95,26 @@ def planned_epochs(trainer: Any) -> int | None:
     return getattr(trainer, "max_epochs", None)
 
 
-def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int, max_epochs: int | None) -> str | None:
+def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int | None, max_epochs: int | None) -> str | None:
     """Why a fit of ``max_epochs`` ends before the filter drops its full ``drop_ratio`` (the warm-up ramps it
     up from 0 in epoch 0; ``"auto"`` estimates in epoch 0 and drops from epoch 1), or ``None`` when it does not.
+    ``warmup_epochs=None`` is the owners' default (:func:`~lit_robust.selection.auto_drop.resolved_warmup`).
 
     >>> warmup_outlasts_fit(0.3, 10, 40) is None
     True
     >>> warmup_outlasts_fit(0.3, 10, 1).startswith("the Trainer's `max_epochs`=1 ends")
     True
+    >>> "with the default warm-up of 3 epochs (the drop" in warmup_outlasts_fit("auto", None, 3)
+    True
     """
     if max_epochs is None or max_epochs < 1 or drop_ratio == 0:
         return None
     auto = drop_ratio == "auto"
+    # a user who left the warm-up out is told the default's value, not a `warmup_epochs` they never wrote (only
+    # "auto" gets here then: a numeric ratio's default warm-up is 0)
+    said = (f"`warmup_epochs`={warmup_epochs}" if warmup_epochs is not None
+            else f"the default warm-up of {AUTO_WARMUP_EPOCHS} epochs")
+    warmup_epochs = resolved_warmup(warmup_epochs, drop_ratio)
     full_from = max(warmup_epochs, 1) if auto else warmup_epochs  # the first 0-based epoch at the full ratio
     if max_epochs > full_from:
         return None
@@ -120,7 +131,7 @@ def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int, max_epochs:
               f"Set `warmup_epochs` below `max_epochs` (e.g. {max(max_epochs // 3, 0)}) or train longer")
     # a regression newcomer followed "e.g. 0" with "auto": estimated 0 after epoch 0, MSE equal to plain training
     return (f"the Trainer's `max_epochs`={max_epochs} ends the fit before the filter reaches `drop_ratio`="
-            f"{drop_ratio!r}: with `warmup_epochs`={warmup_epochs} (the drop ratio ramps up from 0 in epoch 0) it "
+            f"{drop_ratio!r}: with {said} (the drop ratio ramps up from 0 in epoch 0) it "
             f"{reached}. {advice}.")
 
 
@@ -230,7 +241,7 @@ class BatchFilter(Callback):
     .. math:: \varepsilon_t = \varepsilon \cdot \min(t / T_k, 1), \qquad \text{kept fraction } R(t) = 1 - \varepsilon_t,
 
     so the kept fraction goes linearly from 1 (epoch 0) to :math:`1-\varepsilon` (epoch :math:`T_k` on);
-    ``warmup_epochs=0`` drops :math:`\varepsilon` from the start.
+    ``warmup_epochs=0`` (the default with a numeric ``drop_ratio``) drops :math:`\varepsilon` from the start.
 
     Composition with a round-based callback (``restart_on_reinit``): when :class:`~lit_robust.ITLM` with
     ``reinit=True`` re-draws the model at a round start (announced through
@@ -263,9 +274,11 @@ class BatchFilter(Callback):
     median of these per-epoch estimates after epoch 0 (epoch 0's alone until there is another). The ramp above
     uses :math:`\min(\hat\varepsilon + m, 0.49)` (:math:`m` = ``auto_margin``; 0.99 with ``allow_large_drop``;
     a clipped estimate is warned about), and from :math:`T_k` on :math:`\hat\varepsilon` stays fixed
-    (``reestimate=True``: the latest epoch's estimate, re-made at every epoch end). ``warmup_epochs=0`` therefore
-    means one estimation epoch without dropping, then :math:`\hat\varepsilon` from epoch 1 (the same as
-    ``warmup_epochs=1``). The estimate is the same on every rank and for any world size, with either ``scope``
+    (``reestimate=True``: the latest epoch's estimate, re-made at every epoch end). With ``"auto"`` the default
+    ``warmup_epochs=None`` is :math:`T_k = 3`: epochs 1 and 2 estimate, the median of the two is fixed after epoch 2,
+    and the ramp reaches it in epoch 3. An explicit ``warmup_epochs=0`` means one estimation epoch without dropping,
+    then :math:`\hat\varepsilon` from epoch 1 (the same as ``warmup_epochs=1``), from a model trained one epoch,
+    which tends to over-count (warned at construction). The estimate is the same on every rank and for any world size, with either ``scope``
     (the scores are gathered before estimating); it is logged as ``filter/estimated_corruption``, kept in
     ``FilterEpochRecord.estimated_corruption`` and checkpointed. With :class:`~lit_robust.AdversarialTrigger`
     the scores are those of the filtered (outer) step, or of the inner step with ``filter_in="inner"``.
@@ -275,9 +288,11 @@ class BatchFilter(Callback):
         drop_ratio: :math:`\varepsilon \in [0, 0.5)`, the fraction of every batch dropped after warm-up
             (the guarantee needs :math:`\varepsilon < 0.5`), or ``"auto"``: epoch 0 drops nothing, each warm-up
             epoch estimates :math:`\varepsilon` from its scores (``estimator``), and the drop ratio then ramps to the
-            median of those estimates. Give it a warm-up of a few epochs (``warmup_epochs``), so that the model has
-            learnt the clean samples before the estimate is fixed.
-        warmup_epochs: :math:`T_k \ge 0`, epochs over which the drop ratio ramps up from 0.
+            median of those estimates (after a warm-up of 3 epochs by default, so that the model has learnt the clean
+            samples before the estimate is fixed).
+        warmup_epochs: :math:`T_k \ge 0`, epochs over which the drop ratio ramps up from 0; ``None`` (default):
+            0 with a numeric ``drop_ratio``, 3 with ``"auto"``
+            (:data:`~lit_robust.selection.auto_drop.AUTO_WARMUP_EPOCHS`).
         scope: ``"local"`` or ``"global"``.
         loss: the loss layer for ``rule="prl"``: ``"ce"`` (logits, class-index or probability targets),
             ``"mse"`` (:math:`\frac1q\sum_j(\hat y_{ij}-y_{ij})^2`), a callable ``loss(outputs, targets) -> [B]``,
@@ -344,7 +359,7 @@ class BatchFilter(Callback):
         self,
         rule: Rule,
         drop_ratio: float | Literal["auto"],
-        warmup_epochs: int = 0,
+        warmup_epochs: int | None = None,
         scope: Literal["local", "global"] = "local",
         loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Any] | None = None,
         allow_large_drop: bool = False,
@@ -402,7 +417,13 @@ class BatchFilter(Callback):
         the current estimate, 0 before the first one), ``t`` counted from :attr:`schedule_start`."""
         if self._auto is not None:
             return self._auto.drop_ratio_at(epoch)
-        return scheduled_drop_ratio(max(epoch - self._schedule_start, 0), self.drop_ratio, self.warmup_epochs)
+        return scheduled_drop_ratio(max(epoch - self._schedule_start, 0), self.drop_ratio, self._warmup)
+
+    @property
+    def _warmup(self) -> int:
+        """``warmup_epochs`` as the schedule uses it (``None``: 3 with ``"auto"``, else 0), read afresh at every use: a
+        notebook user may set ``drop_ratio`` or ``warmup_epochs`` between fits."""
+        return resolved_warmup(self.warmup_epochs, self.drop_ratio)
 
     @property
     def schedule_start(self) -> int:
@@ -441,7 +462,8 @@ class BatchFilter(Callback):
     def resume_arguments(self) -> dict[str, Any]:
         """The arguments outside :attr:`state_key` that change what a fit does; a checkpoint holds them and a resumed
         fit must have the same (checked at restore). Output-only ones (``report``, ...) may change."""
-        return {"warmup_epochs": self.warmup_epochs, "loss": loss_argument(self.loss),
+        # the warm-up in use, not the argument: a checkpoint of a numeric ratio's default 0 resumes with `None`
+        return {"warmup_epochs": self._warmup, "loss": loss_argument(self.loss),
                 "allow_large_drop": self.allow_large_drop,
                 "estimator": self.estimator, "auto_margin": self.auto_margin, "reestimate": self.reestimate,
                 "restart_on_reinit": self.restart_on_reinit}
@@ -547,7 +569,7 @@ class BatchFilter(Callback):
         # its notes speak for the filter's owner: RealNVP's `drop_ratio = "auto"` set on a filter built for a number
         # builds the estimator here, and it said "BatchFilter: ..." for a filter the user never configured
         new = auto_for(self._auto, getattr(self, "owner", "BatchFilter"), self.drop_ratio, self.estimator,
-                       self.auto_margin, self.reestimate, self.warmup_epochs,
+                       self.auto_margin, self.reestimate, self._warmup,
                        high=1.0 if self.allow_large_drop else 0.5, ranked_by=REPORT_RANKS)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, getattr(self, "owner", "BatchFilter"), goes_on)
 
@@ -603,7 +625,7 @@ class BatchFilter(Callback):
         at full strength (ITLM warns of its rounds alike): a tuner user's ``EarlyStopping(monitor="val_loss",
         patience=2)`` on a noisy validation split stopped the fit after epoch 2 of 8, and was told only then."""
 
-        ramp = max(self.warmup_epochs, 1 if self._auto is not None else 0)  # "auto": epoch 0 drops nothing
+        ramp = max(self._warmup, 1 if self._auto is not None else 0)  # "auto": epoch 0 drops nothing
         if trainer.current_epoch > 0 or ramp < 1 or (self._auto is None and self.drop_ratio == 0):
             return
         if (trainer.min_epochs or 0) >= ramp:  # Lightning does not stop before `min_epochs` (a reviewer's 4 of 3)
@@ -709,7 +731,7 @@ class BatchFilter(Callback):
         last = self.history[-1].epoch if self.history else None
         # "auto" drops its estimate from epoch max(warmup_epochs, 1): warm-ups of 0 and 1 are one schedule (a
         # reviewer's warmup_epochs=0 fit stopped in epoch 0 by `max_steps` was not warned; 1 was)
-        ramp = max(self.warmup_epochs, 1) if self._auto is not None else self.warmup_epochs
+        ramp = max(self._warmup, 1) if self._auto is not None else self._warmup
         ends = self._schedule_start + ramp  # the first epoch at the full drop ratio
         unlimited = trainer.max_epochs in (None, -1)  # `max_steps` alone (a release check's fit was not warned)
         if (last is not None and (unlimited or last + 1 < trainer.max_epochs) and last < ends

@@ -44,6 +44,7 @@ from lit_robust.selection.auto_drop import (
     auto_for,
     check_auto_args,
     kept_on_a_fit_that_goes_on,
+    resolved_warmup,
 )
 from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
 
@@ -218,7 +219,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         drop_ratio: :math:`\varepsilon \in [0, 0.5)` after warm-up (``[0, 1)`` with ``allow_large_drop``), or
             ``"auto"``: estimated during warm-up from the networks' scores, as :class:`~lit_robust.BatchFilter`
             does (the median of the warm-up epochs' estimates), then ramped to.
-        warmup_epochs: :math:`T_k \ge 0`.
+        warmup_epochs: :math:`T_k \ge 0`; ``None`` (default): 0 with a numeric ``drop_ratio``, 3 with ``"auto"``
+            (an explicit 0 or 1 with ``"auto"`` fixes the estimate from a model trained one epoch: warned).
         loss: the loss layer for ``rule="prl"`` (``"ce"``, ``"mse"``, a callable, or ``None`` to infer it from
             the targets), as in :class:`~lit_robust.BatchFilter`.
         seed: seeds ``net2``'s re-initialisation (the two networks must start apart: where it draws the model
@@ -260,7 +262,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         model: pl.LightningModule | None = None,
         rule: Literal["spl", "prl"] = "spl",
         drop_ratio: float | Literal["auto"] = 0.2,
-        warmup_epochs: int = 0,
+        warmup_epochs: int | None = None,
         loss: Literal["ce", "mse"] | Callable[[Tensor, Tensor], Tensor] | None = None,
         seed: int = 1,
         scope: Literal["local", "global"] = "local",
@@ -318,7 +320,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.report_path: str | None = None  # the report written by the last fit
         self._report = EpochReport("CoTeaching", "coteaching_report")
         self._auto: AutoDropRatio | None = auto_for(None, "CoTeaching", self.drop_ratio, estimator, auto_margin,
-                                                    reestimate, warmup_epochs, high=1.0 if allow_large_drop else 0.5)
+                                                    reestimate, self._warmup, high=1.0 if allow_large_drop else 0.5)
 
     # -- schedule -----------------------------------------------------------------------------------------
     def drop_ratio_at(self, epoch: int) -> float:
@@ -326,7 +328,13 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         the current estimate, 0 before the first one)."""
         if self._auto is not None:
             return self._auto.drop_ratio_at(epoch)
-        return scheduled_drop_ratio(epoch, self.drop_ratio, self.warmup_epochs)
+        return scheduled_drop_ratio(epoch, self.drop_ratio, self._warmup)
+
+    @property
+    def _warmup(self) -> int:
+        """``warmup_epochs`` as the schedule uses it (``None``: 3 with ``"auto"``, else 0), read afresh at every use: a
+        notebook user may set ``drop_ratio`` or ``warmup_epochs`` between fits."""
+        return resolved_warmup(self.warmup_epochs, self.drop_ratio)
 
     @property
     def estimated_corruption(self) -> float | None:
@@ -362,7 +370,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         check_filter_args(self.warmup_epochs, self.scope, self.loss)
         hp["drop_ratio"], hp["warmup_epochs"] = self.drop_ratio, self.warmup_epochs
         new = auto_for(self._auto, "CoTeaching", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
-                       self.warmup_epochs, high=1.0 if hp.allow_large_drop else 0.5)
+                       self._warmup, high=1.0 if hp.allow_large_drop else 0.5)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "CoTeaching", goes_on)
 
     def resume_arguments(self) -> dict[str, Any]:
@@ -370,7 +378,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         the same (checked at restore, as :class:`~lit_robust.BatchFilter`'s are). ``seed`` is not among them: it only
         draws ``net2``, whose weights the checkpoint restores."""
         hp = self.hparams
-        return {"rule": self.rule, "drop_ratio": self.drop_ratio, "warmup_epochs": self.warmup_epochs,
+        # the warm-up in use, not the argument: a checkpoint of a numeric ratio's default 0 resumes with `None`
+        return {"rule": self.rule, "drop_ratio": self.drop_ratio, "warmup_epochs": self._warmup,
                 "loss": loss_argument(self.loss), "scope": self.scope, "allow_large_drop": hp.allow_large_drop,
                 "estimator": hp.estimator, "auto_margin": hp.auto_margin, "reestimate": hp.reestimate}
 

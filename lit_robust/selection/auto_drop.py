@@ -3,7 +3,8 @@ r"""``drop_ratio="auto"``: the per-batch drop ratio from the corrupted fraction 
 Shared by :class:`~lit_robust.BatchFilter` (hence :class:`~lit_robust.AdversarialTrigger`'s filter and
 :class:`~lit_robust.RealNVP`'s trimming), :class:`~lit_robust.CoTeaching` and :class:`~lit_robust.RCA`.
 
-The schedule (``T`` = ``warmup_epochs``, epochs 0-based)::
+The schedule (``T`` = ``warmup_epochs``, epochs 0-based; the owners' default ``warmup_epochs=None`` is
+:data:`AUTO_WARMUP_EPOCHS` = 3 with ``"auto"`` and 0 with a numeric drop ratio, :func:`resolved_warmup`)::
 
     collecting epochs:  t < W = max(T, 1), and every epoch with reestimate=True
     at the end of a collecting epoch t:  e_t = estimate_corruption(mean score of each sample in epoch t)
@@ -58,7 +59,7 @@ import torch
 from torch import Tensor
 
 from lit_robust._backend import rank_zero_info, rank_zero_warn
-from lit_robust._checks import check_bool, real_scalar
+from lit_robust._checks import _is_int, _kind, check_bool, real_scalar
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
     estimate_corruption,
@@ -67,9 +68,10 @@ from lit_robust.functional.estimation import (
 from lit_robust.selection import distributed
 from lit_robust.selection.rules import check_drop_ratio, percent_hint, scheduled_drop_ratio
 
-__all__ = ["AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
+__all__ = ["AUTO_WARMUP_EPOCHS", "AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio", "auto_scheduled_drop_ratio",
            "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate", "estimate_from_labels", "mixture_of",
-           "nothing_found_note", "cleanlab_hint", "per_index_labels", "per_index_mean", "report_pointer"]
+           "nothing_found_note", "cleanlab_hint", "per_index_labels", "per_index_mean", "report_pointer",
+           "check_warmup_epochs", "resolved_warmup"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
 FilterEstimator = Literal["gmm", "bmm", "disagreement", "class_floor"]  # the classification filters
@@ -82,6 +84,40 @@ UNLEARNT_NOTE = ("an estimate this high usually means the model had not learned 
 # a per-batch filter reads the training step's predictions: a soft-label user's mixup read 0.61 for 30 % noise
 MIXED_INPUTS_NOTE = "or inputs mixed in the training step (mixup, cutmix), whose predictions the filter reads"
 _CAP_BELOW = 0.01  # the clip value is this far below the module's (open) upper bound on the drop ratio
+#: the warm-up ``warmup_epochs=None`` (the owners' default) gives ``drop_ratio="auto"``: a default of 0 fixed the
+#: estimate from epoch 0's scores (digits, 30 % flipped: 0.588, clipped to 0.49) and warned against itself; 3 is
+#: the warning's own figure (a text classifier: 18.5 % for 20.8 %, against 40.1 % after epoch 0)
+AUTO_WARMUP_EPOCHS = 3
+_WARMUP_ALLOWED = (f"an integer >= 0 or None (the default: {AUTO_WARMUP_EPOCHS} epochs with drop_ratio='auto', "
+                   "0 with a number)")
+
+
+def check_warmup_epochs(warmup_epochs: Any) -> int | None:
+    """``warmup_epochs`` as an int ``>= 0``, or ``None`` (the owners' default, :func:`resolved_warmup`), else a
+    ``ValueError`` naming the allowed values.
+
+    >>> check_warmup_epochs(-1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: `warmup_epochs` must be an integer >= 0 or None (the default: 3 epochs with ...), got -1.
+    """
+    if warmup_epochs is None:
+        return None
+    if not _is_int(warmup_epochs) or warmup_epochs < 0:
+        raise ValueError(f"`warmup_epochs` must be {_WARMUP_ALLOWED}, got {warmup_epochs!r}{_kind(warmup_epochs)}.")
+    return int(warmup_epochs)
+
+
+def resolved_warmup(warmup_epochs: int | None, drop_ratio: Any) -> int:
+    """The warm-up the schedule uses (pure): ``warmup_epochs`` itself, or for ``None`` :data:`AUTO_WARMUP_EPOCHS`
+    with ``drop_ratio="auto"`` and 0 with a numeric drop ratio (the default before, unchanged).
+
+    >>> resolved_warmup(None, "auto"), resolved_warmup(None, 0.3), resolved_warmup(0, "auto")
+    (3, 0, 0)
+    """
+    if warmup_epochs is not None:
+        return int(warmup_epochs)
+    return AUTO_WARMUP_EPOCHS if isinstance(drop_ratio, str) and drop_ratio == "auto" else 0
 
 
 def per_index_mean(index: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -325,7 +361,8 @@ class AutoDropRatio:
 
     Args:
         owner: the class name used in warnings.
-        estimator, auto_margin, reestimate, warmup_epochs: as the owner received them.
+        estimator, auto_margin, reestimate: as the owner received them.
+        warmup_epochs: the owner's warm-up as the schedule uses it (:func:`resolved_warmup`: never ``None``).
         high: the owner's (open) upper bound on the drop ratio; the clip value is ``high - 0.01``.
         ranked_by: where the owner's user finds the highest scores, for the "estimated 0" note
             (:func:`nothing_found_note`); ``None``: nowhere.
@@ -342,14 +379,14 @@ class AutoDropRatio:
         self.cap = round(high - _CAP_BELOW, 9)
         self.reset()
         if warmup_epochs <= 1 and not reestimate:
-            # the default warm-up of 0: the estimate is fixed from epoch 0's scores, of a model one epoch old (an NLP
-            # newcomer's BatchFilter read 40.1 % for 20.8 %, and 18.5 % with `warmup_epochs=3`), said only as an
-            # info line among the fit's
+            # an explicit warm-up of 0 or 1 (the default, None, is 3 with "auto"): the estimate is fixed from epoch 0's
+            # scores, of a model one epoch old (an NLP newcomer's BatchFilter read 40.1 % for 20.8 %, and 18.5 % with
+            # `warmup_epochs=3`), said only as an info line among the fit's
             rank_zero_warn(f"{owner}: `drop_ratio='auto'` with `warmup_epochs={warmup_epochs}` fixes its estimate "
                            "after epoch 0, from the scores of a model trained one epoch, which tend to over-count "
                            "(a text classifier with 20.8 % wrong labels read 40.1 %; with `warmup_epochs=3`, 18.5 %). "
-                           "Give it a warm-up "
-                           "of a few epochs, so that the model has learnt the clean samples first.")
+                           "Give it a warm-up of a few epochs (leave `warmup_epochs` out for "
+                           f"{AUTO_WARMUP_EPOCHS}), so that the model has learnt the clean samples first.")
 
     def reset(self) -> None:
         """The running state (checkpointed) as before a fit: no estimates, nothing collected."""
