@@ -568,7 +568,7 @@ def test_the_flows_trimming_filter_speaks_for_the_flow():
 
 
 def test_the_flows_short_auto_warm_up_warning_speaks_for_the_flow():
-    """`RealNVP(drop_ratio="auto")` (a warm-up of 0) was warned at construction "BatchFilter: `drop_ratio='auto'` with
+    """`RealNVP(drop_ratio="auto", warmup_epochs=0)` was warned at construction "BatchFilter: `drop_ratio='auto'` with
     `warmup_epochs=0` fixes its estimate ...", naming a filter the user never made (its later notes said RealNVP)."""
     import warnings
 
@@ -576,7 +576,7 @@ def test_the_flows_short_auto_warm_up_warning_speaks_for_the_flow():
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        RealNVP(dim=2, drop_ratio="auto")
+        RealNVP(dim=2, drop_ratio="auto", warmup_epochs=0)
     said = [str(w.message) for w in caught if "fixes its estimate" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("RealNVP: `drop_ratio='auto'` with `warmup_epochs=0`"), said
 

@@ -199,7 +199,8 @@ def test_too_small_batch_keeps_all_and_warns_once(tmp_path):
      r"`drop_ratio` must be in \[0, 1\) with `allow_large_drop=True`, got 1.0"),
     (dict(rule="prl", drop_ratio="0.2"), r"`drop_ratio` must be a number in \[0, 0.5\), got '0.2'"),
     (dict(rule="loss", drop_ratio=0.2), r"`rule` must be one of 'prl', 'spl', 'prl_g', got 'loss'"),
-    (dict(rule="spl", drop_ratio=0.2, warmup_epochs=-1), r"`warmup_epochs` must be an integer >= 0, got -1"),
+    (dict(rule="spl", drop_ratio=0.2, warmup_epochs=-1),
+     r"`warmup_epochs` must be an integer >= 0 or None \(.*\), got -1"),
     (dict(rule="spl", drop_ratio=0.2, scope="world"), r"`scope` must be 'local' or 'global', got 'world'"),
     (dict(rule="prl", drop_ratio=0.2, loss="l1"), r"`loss` must be 'ce', 'mse', a callable .* or None, got 'l1'"),
 ])

@@ -1229,6 +1229,23 @@ def test_overrides_written_before_config_apply_after_it(tmp_path, one_torch_thre
     assert f.warmup_epochs == 1 and cli.trainer.max_epochs == 1
 
 
+def test_warmup_epochs_null_is_accepted_and_dumped_as_given(tmp_path, one_torch_thread):
+    """`warmup_epochs: null` (the default since "auto" warms up 3 epochs by default) is accepted from a config; the
+    config the fit saves keeps `null`, and the filter runs the "auto" warm-up of 3 epochs."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "prl_regression.yaml").read_text()), tmp_path)
+    cb = cfg["trainer"]["callbacks"][0]["init_args"]
+    cb.update(drop_ratio="auto", warmup_epochs=None)
+    cfg["trainer"]["max_epochs"] = 1
+    small = tmp_path / "reg.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    cli = run(["fit", "--config", str(small), "--trainer.enable_progress_bar", "false"])
+    f = next(c for c in cli.trainer.callbacks if type(c).__name__ == "BatchFilter")
+    assert f.warmup_epochs is None and f._auto.warmup_epochs == 3
+    saved = yaml.safe_load(Path(cli.trainer.log_dir, "config.yaml").read_text())
+    assert next(c for c in saved["trainer"]["callbacks"] if c["class_path"].endswith("BatchFilter")
+                )["init_args"]["warmup_epochs"] is None
+
+
 def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
     """An anomaly newcomer's `test --seed_everything 0 --ckpt_path last` after fits with seeds 0, 1, 2 loaded the
     seed-2 fit, silently; adding an optional argument (default None) to their datamodule made every earlier fit

@@ -105,6 +105,9 @@ CASES = [
     ("filter-unknown-rule", PRL, {f"{CB0}.rule": "prll"}, [], "rule"),
     ("filter-unknown-scope", PRL, {f"{CB0}.scope": "world"}, [], "scope"),
     ("filter-negative-warmup", PRL, {f"{CB0}.warmup_epochs": -1}, [], "warmup_epochs"),
+    # the default is None (3 epochs with "auto"): the message names it among the allowed values
+    ("filter-auto-negative-warmup", PRL, {f"{CB0}.drop_ratio": "auto", f"{CB0}.warmup_epochs": -2}, [],
+     "`warmup_epochs` must be an integer >= 0 or None (the default: 3 epochs with drop_ratio='auto', 0 with a number)"),
     ("filter-unknown-loss", PRL, {f"{CB0}.loss": "hinge"}, [], "loss"),
     ("filter-unknown-report-format", PRL, {f"{CB0}.report_format": "xlsx"}, [], "report_format"),
     ("trigger-negative-tau", PATCH, {f"{CB1}.tau": -0.1}, [], "tau"),

@@ -298,7 +298,7 @@ def test_report_is_the_last_epochs_mean_score_of_both_networks(rule, tmp_path):
         (dict(drop_ratio=-0.1), r"`drop_ratio` must be in \[0, 0.5\), got -0.1"),
         (dict(drop_ratio=1.0, allow_large_drop=True), r"\[0, 1\) with `allow_large_drop=True`, got 1.0"),
         (dict(rule="prl_g"), r"`rule` must be 'spl' \(Co-teaching\) or 'prl' \(Co-PRL\(L\)\), got 'prl_g'"),
-        (dict(warmup_epochs=-1), r"`warmup_epochs` must be an integer >= 0, got -1"),
+        (dict(warmup_epochs=-1), r"`warmup_epochs` must be an integer >= 0 or None \(.*\), got -1"),
         (dict(scope="world"), r"`scope` must be 'local' or 'global', got 'world'"),
     ],
 )

@@ -759,7 +759,8 @@ def test_the_default_warm_up_of_auto_is_three_epochs_and_warns_nothing():
     assert [auto.collects(t) for t in range(5)] == [True, True, True, False, False]
     auto.estimates = {0: 0.6, 1: 0.3, 2: 0.2}
     assert auto.estimate == pytest.approx(0.25)
-    assert [round(owners[0].drop_ratio_at(t), 6) for t in range(5)] == [round(0.25 * min(t / 3, 1), 6) for t in range(5)]
+    ramp = [round(0.25 * min(t / 3, 1), 6) for t in range(5)]
+    assert [round(owners[0].drop_ratio_at(t), 6) for t in range(5)] == ramp
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.3])
