@@ -1056,7 +1056,7 @@ class RobustCLI(LightningCLI):
                                      "no best model (its ModelCheckpoint has no `monitor`); use `--ckpt_path last` "
                                      "or a checkpoint file.")
             found = best
-        epoch = self._readable_epoch(ckpt, found)
+        epochs_done = self._epochs_done(ckpt, found)
         cfg["ckpt_path"] = found
         if subcommand in _EVAL_COMMANDS:
             # a DDP newcomer's 1-process `test` loaded their 2-process fit (another batch size) where they had two
@@ -1065,7 +1065,7 @@ class RobustCLI(LightningCLI):
             self._loaded_note = (f"`--ckpt_path {ckpt}` is {found} (the newest fit with this model, data, callbacks "
                                  "and seed; its batch size, strategy and devices may differ).")
         if subcommand == "fit":
-            self._complete = self._say_if_complete(found, epoch)
+            self._complete = self._say_if_complete(found, epochs_done)
         # the earlier fit logged into another version folder: Lightning's note that ModelCheckpoint's dirpath
         # changed is expected here, not news
         warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
@@ -1226,13 +1226,16 @@ class RobustCLI(LightningCLI):
                              f"{seeds[1]}.")
 
     @staticmethod
-    def _readable_epoch(ckpt: str, found: str) -> Any:
-        """The ``epoch`` recorded in the checkpoint ``--ckpt_path last``/``best`` found (``None`` when it holds more
-        than weights, which Lightning loads itself), or a :class:`UserInputError` when the file cannot be read: a
-        preemptible-cluster user's fit killed while it wrote one ended the resume in "OSError: [Errno 22] Invalid
-        argument" and a traceback."""
+    def _epochs_done(ckpt: str, found: str) -> Any:
+        """The epochs the fit had finished when it wrote the checkpoint ``--ckpt_path last``/``best`` found: its
+        ``epoch`` + 1, but its ``epoch`` for one written inside that epoch (``every_n_train_steps``) before its last
+        batch; ``None`` when it holds more than weights, which Lightning loads itself. A :class:`UserInputError` when
+        the file cannot be read: a preemptible-cluster user's fit killed while it wrote one ended the resume in
+        "OSError: [Errno 22] Invalid argument" and a traceback."""
+        from lit_robust.callbacks._resume import mid_epoch_checkpoint
+
         try:
-            return torch.load(found, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+            checkpoint = torch.load(found, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError:  # readable, but not weights only (a reviewer's `Path` in the checkpoint)
             return None
         except Exception as exc:  # noqa: BLE001 - a zip archive cut short, an empty file: no checkpoint to resume
@@ -1241,6 +1244,13 @@ class RobustCLI(LightningCLI):
                                  f"{': ' + why if why else ''}; {os.path.getsize(found)} bytes): a fit stopped while "
                                  "writing it leaves such a file. Pass an earlier checkpoint of that fit as "
                                  "`--ckpt_path FILE`, or move the damaged file away and run again.") from None
+        epoch = checkpoint.get("epoch")
+        if not isinstance(epoch, int):
+            return None
+        point = mid_epoch_checkpoint(checkpoint)
+        # a `last.ckpt` of `every_n_train_steps` written inside the last epoch read as a finished fit: `fit --ckpt_path
+        # last` of a preempted job trained nothing of that epoch's remaining steps and exited 0
+        return epoch if point is not None and not point.last_batch else epoch + 1
 
     def _missing_reports(self, found: str) -> list[Any]:
         """The callbacks (or module) set to write a per-sample report into the run folder, whose file is not in the
@@ -1264,13 +1274,14 @@ class RobustCLI(LightningCLI):
                 missing.append(cb)
         return missing
 
-    def _say_if_complete(self, found: str, epoch: Any) -> bool:
+    def _say_if_complete(self, found: str, epochs_done: Any) -> bool:
         """Whether ``fit --ckpt_path last`` found a fit which already ran every epoch (it would train nothing), said
         on stderr (a DDP newcomer's requeued job "resumed" an earlier, finished fit, printed its round table as if
         just trained and exited 0). Not when that fit's per-sample report is missing: the resumed fit, which trains
         nothing, writes it (a preemptible-cluster user's kill after the last checkpoint lost it for good)."""
         max_epochs = self.trainer.max_epochs
-        complete = isinstance(epoch, int) and max_epochs is not None and max_epochs >= 0 and epoch + 1 >= max_epochs
+        complete = (isinstance(epochs_done, int) and max_epochs is not None and max_epochs >= 0
+                    and epochs_done >= max_epochs)
         missing = self._missing_reports(found) if complete else []
         if missing:
             run = str(Path(found).parent.parent)
@@ -1278,7 +1289,7 @@ class RobustCLI(LightningCLI):
                 cb.report_dir = run
             if self.trainer.is_global_zero:
                 sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
-                                 f"{epoch + 1} epochs but stopped before writing the per-sample report of "
+                                 f"{epochs_done} epochs but stopped before writing the per-sample report of "
                                  f"{', '.join(type(cb).__name__ for cb in missing)}: this run trains nothing and "
                                  f"writes it into {run}.\n")
             return False
@@ -1290,7 +1301,7 @@ class RobustCLI(LightningCLI):
                       "new fit, without `--ckpt_path`" if rounds else
                       "To train longer raise `--trainer.max_epochs`; to start again leave out `--ckpt_path`")
             sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
-                             f"{epoch + 1} epochs (`max_epochs` {max_epochs}): nothing to train, so nothing runs and "
+                             f"{epochs_done} epochs (`max_epochs` {max_epochs}): nothing to train, so nothing runs and "
                              f"nothing is written. {longer}.\n")
         return complete
 

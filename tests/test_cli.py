@@ -472,6 +472,33 @@ def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_no
     assert len(list(logs.iterdir())) == len(before) + 1  # one epoch more: it trains
 
 
+def test_fit_ckpt_path_last_of_a_fit_killed_inside_its_last_epoch_trains_the_rest_of_it(tmp_path, capsys,
+                                                                                           one_torch_thread):
+    """A preempted job's `last.ckpt` (`ModelCheckpoint(every_n_train_steps=...)`) written inside the fit's last epoch:
+    `fit --ckpt_path last` read the checkpoint's `epoch` as a finished one, said "a fit that already ran its 3
+    epochs: nothing to train", trained none of that epoch's remaining steps and exited 0."""
+    import shutil
+
+    from lit_robust.callbacks._resume import mid_epoch_checkpoint
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"].append({"class_path": "ModelCheckpoint", "init_args": {
+        "every_n_train_steps": 4, "save_top_k": -1, "save_last": True, "filename": "{epoch}-{step}"}})
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    first = run(["fit", "--config", str(path)])
+    folder = Path(first.trainer.log_dir) / "checkpoints"
+    last_epoch = cfg["trainer"]["max_epochs"] - 1
+    inside = [p for p in sorted(folder.glob(f"epoch={last_epoch}-*.ckpt"))
+              if not mid_epoch_checkpoint(torch.load(p, weights_only=True)).last_batch]
+    assert inside, sorted(folder.iterdir())
+    shutil.copy(inside[0], folder / "last.ckpt")  # the job was killed after writing it
+    capsys.readouterr()
+    again = run(["fit", "--config", str(path), "--ckpt_path", "last"])
+    assert "nothing to train" not in capsys.readouterr().err
+    assert again.trainer.state.finished and again.trainer.global_step == first.trainer.global_step
+
+
 def test_fit_ckpt_path_last_writes_the_report_a_killed_fit_did_not_and_names_a_damaged_checkpoint(
         tmp_path, capsys, one_torch_thread):
     """A preemptible-cluster user's fit was killed after its last checkpoint and before its report: `fit --ckpt_path
