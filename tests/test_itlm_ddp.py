@@ -285,3 +285,38 @@ def test_ddp_with_fewer_samples_than_ranks_selects_as_one_process(tmp_path):
     one = fit(1, "auto")
     three = fit(3, ddp_cpu_strategy())
     assert one["kept"] == three["kept"] == [2, 1] and three["selection"] == one["selection"]
+
+
+class _RoundLosses(pl.Callback):
+    """Rank 0 writes ITLM's round records' training losses at fit end."""
+
+    def __init__(self, itlm: ITLM, out: str) -> None:
+        self.itlm, self.out = itlm, out
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            with open(self.out, "w") as f:
+                json.dump([[r.first_epoch_loss, r.last_epoch_loss] for r in self.itlm.history], f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_resume_inside_an_epoch_keeps_every_ranks_part_of_the_rounds_loss(tmp_path):
+    """A checkpoint written inside an epoch (`every_n_train_steps`) held rank 0's part alone of the epoch's training
+    loss not yet added over the ranks: a 2-rank fit resumed there recorded round losses up to 0.06 off the
+    uninterrupted fit's (the round lines and the collapse rule read them). Each rank's part is saved and restored."""
+
+    def fit(name, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], verbose=False, plot=False, report=False)
+        out = str(tmp_path / f"{name}.json")
+        saves = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_train_steps=3, filename="{step}")
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=[itlm, _RoundLosses(itlm, out), saves], logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+        trainer.fit(TinyModel(), OddBlobs(), ckpt_path=ckpt_path)  # 8 steps an epoch on each rank in round 0
+        with open(out) as f:
+            return json.load(f)
+
+    full = fit("full")
+    for step in (3, 9):  # inside epoch 0 (its first epoch's loss) and inside epoch 1 (its last)
+        assert fit(f"resumed{step}", tmp_path / "full" / f"step={step}.ckpt") == full, step

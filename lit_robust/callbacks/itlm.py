@@ -2229,10 +2229,12 @@ class ITLM(Callback):
             "current": None if self._current is None else asdict(self._current),
             "history": [asdict(r) for r in self.history],
             "score_history": self.score_history,
-            # the epoch's training loss so far; under DDP a checkpoint written mid-epoch outside validation
-            # (e.g. `every_n_train_steps`) holds rank 0's unreduced part only
-            "loss_sum": self._loss_sum + float(self._local_sum),
-            "loss_count": self._loss_count + self._local_count,
+            # the epoch's training loss so far: the part added over the ranks, and each rank's own part since (a
+            # checkpoint written inside an epoch, `every_n_train_steps`; a collective, as `random_state`). Rank 0's
+            # part alone was saved: a 2-rank fit resumed there had its round records' losses 0.06 off
+            "loss_sum": self._loss_sum,
+            "loss_count": self._loss_count,
+            "local_loss": distributed.all_gather_objects((float(self._local_sum), self._local_count)),
             "val_epoch": self._val_epoch,
             "short_epoch": self._short_epoch,
             "report": None if self._report_state is None else self._report_state.state_dict(),
@@ -2295,11 +2297,11 @@ class ITLM(Callback):
         self.score_history = state_dict["score_history"]
         self._loss_sum = state_dict.get("loss_sum", 0.0)
         self._loss_count = state_dict.get("loss_count", 0)
+        self._local_sum, self._local_count = _local_loss_of_this_rank(state_dict.get("local_loss"))
         self._val_epoch = state_dict.get("val_epoch")
         self._short_epoch = state_dict.get("short_epoch")
         if self._short_epoch is not None:
             self._warn_short_epoch(*self._short_epoch)
-        self._local_sum, self._local_count = 0.0, 0
         report = state_dict.get("report")  # absent from checkpoints written before the report existed
         # only the rank that writes the report keeps it
         self._report_state = None if report is None or distributed.rank() != 0 else RoundScores.from_state_dict(report)
@@ -2339,6 +2341,21 @@ class ITLM(Callback):
             off = "" if self._report_target is not None or self.report is False else (
                 "; the per-sample report is off (`report=True` writes it)")
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
+
+
+def _local_loss_of_this_rank(saved: list[tuple[float, int]] | None) -> tuple[float, int]:
+    """This rank's training-loss sum and count since the last addition over the ranks, from a checkpoint's
+    ``local_loss`` (every saving rank's, in rank order): its own where the fit runs as many processes, else all of
+    them on rank 0 (the epoch's sum over the ranks counts each once); nothing from checkpoints written before it was
+    saved (their ``loss_sum`` holds rank 0's part)."""
+    if not saved:
+        return 0.0, 0
+    rank, size = distributed.rank(), distributed.world_size()
+    if len(saved) == size:
+        return float(saved[rank][0]), int(saved[rank][1])
+    if rank != 0:
+        return 0.0, 0
+    return float(sum(part[0] for part in saved)), int(sum(part[1] for part in saved))
 
 
 def _batches_done_mid_epoch(checkpoint: dict[str, Any]) -> int:
