@@ -20,7 +20,7 @@ __all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_resumable", "
            "epoch_whose_end_was_skipped", "loss_argument", "mid_epoch_checkpoint", "random_state",
            "reduce_counters_to_rank_zero", "restore_random_state", "restore_random_state_in_fit",
            "seed_persistent_workers", "set_this_process_random_state", "skipped_epoch_end_note",
-           "this_process_random_state", "warn_inexact_resume"]
+           "this_process_random_state", "validates_off_epoch_ends", "warn_inexact_resume"]
 
 
 def this_process_random_state() -> dict[str, Any]:
@@ -329,14 +329,35 @@ def reduce_counters_to_rank_zero(counters: torch.Tensor | None) -> torch.Tensor 
     return total if distributed.rank() == 0 else torch.zeros_like(total)
 
 
+def validates_off_epoch_ends(trainer: Any) -> bool:
+    """Whether the fit validates other than once at each epoch's end: ``val_check_interval`` inside the epoch, or
+    ``check_val_every_n_epoch`` other than 1 (and validation not switched off by ``limit_val_batches=0``)."""
+    if getattr(trainer, "limit_val_batches", 1) == 0:
+        return False
+    every = getattr(trainer, "check_val_every_n_epoch", 1)
+    interval, batches = getattr(trainer, "val_check_batch", None), getattr(trainer, "num_training_batches", None)
+    inside = isinstance(interval, int) and isinstance(batches, (int, float)) and interval < batches
+    return inside or every != 1
+
+
 def skipped_epoch_end_note(owner: str, epoch: int,
-                           kept: str = 'its epoch records and `"auto"` estimates') -> str:
+                           kept: str = 'its epoch records and `"auto"` estimates', trainer: Any = None) -> str:
     """The warning of an owner that ran the end of ``epoch`` itself (:func:`epoch_whose_end_was_skipped`): its own
-    record (``kept``: ITLM's rounds) goes on as in the uninterrupted fit, what Lightning skipped does not."""
+    record (``kept``: ITLM's rounds) goes on as in the uninterrupted fit, what Lightning skipped does not. Where
+    ``trainer`` validates off epoch ends (:func:`validates_off_epoch_ends`), neither do the random draws: Lightning's
+    restart draws from torch's generator (its loaders' seeds) as the uninterrupted fit did only where that fit
+    validated at the last batch (a `check_val_every_n_epoch=2` ITLM fit ended 0.09 away from the uninterrupted fit's
+    weights, a `val_check_interval=0.5` BatchFilter fit of 5 batches an epoch 0.15)."""
+    draws = trainer is not None and validates_off_epoch_ends(trainer)
+    how = (f"{owner} runs its own, but this fit validates other than at each epoch's end (`val_check_interval`, "
+           "`check_val_every_n_epoch`), after which Lightning's restart draws from the random generators otherwise "
+           "than the uninterrupted fit: the shuffles, dropout masks and so the weights, " + kept + " from here on may "
+           "differ from the uninterrupted fit's. That epoch's validation and logged metrics are missing"
+           if draws else f"{owner} runs its own, so {kept} go on as in the uninterrupted fit, but that epoch's "
+           "validation and logged metrics are missing")
     return (f"{owner}: this fit resumes from a checkpoint written at the last batch of epoch {epoch}, before that "
             "epoch's end: Lightning goes on without that epoch's validation and end hooks, nor the next epoch's start "
-            f"hooks. {owner} runs its own, so {kept} go on as in the uninterrupted fit, but that epoch's validation "
-            "and logged metrics are missing and other callbacks' epoch hooks did not run. For an exact resume, resume "
+            f"hooks. {how} and other callbacks' epoch hooks did not run. For an exact resume, resume "
             "from a checkpoint written at the end of an epoch (ModelCheckpoint's default, `save_last: true`).")
 
 
@@ -348,7 +369,7 @@ def warn_inexact_resume(trainer: Any, owner: str, mid_epoch: bool = True, skippe
     instead of the mid-epoch note (which named the next epoch, "after 5 of its batches", and a new order that is not
     there: the checkpoint's epoch was over)."""
     if skipped_end is not None:
-        rank_zero_warn(skipped_epoch_end_note(owner, skipped_end))
+        rank_zero_warn(skipped_epoch_end_note(owner, skipped_end, trainer=trainer))
     elif mid_epoch:
         _warn_mid_epoch_resume(trainer, owner)
     _warn_unseeded_workers(trainer, owner)

@@ -1039,7 +1039,7 @@ class ITLM(Callback):
             # ... and the next epoch's start (measured: without it a new round's re-initialisation waited for the epoch
             # after, and a checkpoint written inside that epoch read as one of an epoch not begun)
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
-            rank_zero_warn(skipped_epoch_end_note(self._title, closed, "its rounds"))
+            rank_zero_warn(skipped_epoch_end_note(self._title, closed, "its rounds", trainer))
         self._check_swa(trainer)
         self._check_fine_tuning(trainer, pl_module)
         self._check_monitored_checkpoints(trainer)
