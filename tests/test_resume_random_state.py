@@ -409,6 +409,31 @@ def test_itlm_resumed_inside_an_epoch_equals_the_uninterrupted_fit(tmp_path):
         assert [h.kept for h in itlm.history] == [h.kept for h in full_itlm.history], name
 
 
+def test_a_batch_filter_beside_itlm_resumed_inside_an_epoch_goes_on_as_uninterrupted_and_says_no_new_order(tmp_path):
+    """ITLM's loader takes a resumed epoch's order up where the checkpoint stopped, so a BatchFilter beside it (SPL
+    with a ramp) ends with the uninterrupted fit's weights and records; yet the filter warned that Lightning trained
+    the rest of the epoch "in a new order, so from here on the fit is not the uninterrupted one"."""
+    import warnings
+
+    def fit(root, seed, ckpt_path=None):
+        pl.seed_everything(seed, verbose=False)
+        module, (itlm,), data, epochs, _ = _setup("ITLM")
+        spl = BatchFilter("spl", drop_ratio=0.3, warmup_epochs=2, report=False)
+        saves = ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}-{step}", every_n_train_steps=3)
+        trainer = tiny_trainer(root, epochs, [itlm, spl, saves], enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, data, ckpt_path=ckpt_path)
+        return module, spl, [str(w.message) for w in caught if "written inside epoch" in str(w.message)]
+
+    full, full_spl, _ = fit(tmp_path / "a", 0)
+    resumed, spl, said = fit(tmp_path / "b", 0, tmp_path / "a" / "epoch=1-step=6.ckpt")  # inside epoch 1, ramping
+    assert said == []
+    assert [asdict(r) for r in spl.history] == [asdict(r) for r in full_spl.history]
+    for (key, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), key
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_itlm_resumed_from_the_last_batch_of_the_fit_records_its_last_round(tmp_path):
     """A checkpoint written at the last epoch's last batch (`every_n_train_steps`): Lightning counts that epoch done

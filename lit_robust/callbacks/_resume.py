@@ -247,7 +247,7 @@ def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
     order, so the fit is not the uninterrupted one, which the docs promise only from an epoch-end checkpoint (a
     reproducibility newcomer's resume differed without a word of lit_robust's)."""
     loop = getattr(trainer, "fit_loop", None)
-    if not getattr(loop, "restarted_mid_epoch", False):
+    if not getattr(loop, "restarted_mid_epoch", False) or _order_taken_up_where_it_stopped(trainer):
         return
     done = loop.epoch_loop.batch_progress.current.processed
     batches, interval = getattr(trainer, "num_training_batches", None), getattr(trainer, "val_check_batch", None)
@@ -264,6 +264,18 @@ def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
                    "rest of that epoch's steps in a new order, so from here on the fit is not the uninterrupted one "
                    "(other batches, drops and weights). For an exact resume, resume from a checkpoint written at the "
                    f"end of an epoch ({fix}).")
+
+
+def _order_taken_up_where_it_stopped(trainer: Any) -> bool:
+    """Whether every training loader draws ITLM's order (a ``SelectionSampler``), which a fit resumed inside an epoch
+    takes up where the checkpoint stopped, in one process: a BatchFilter beside ITLM then goes on as in the
+    uninterrupted fit (it said "a new order"). Under DDP the filters' running state is rank 0's part only (the docs)."""
+    from lit_robust.selection.samplers import SelectionSampler
+
+    combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
+    loaders = [] if combined is None else combined.flattened
+    return distributed.world_size() <= 1 and bool(loaders) and all(
+        isinstance(getattr(loader, "sampler", None), SelectionSampler) for loader in loaders)
 
 
 class MidEpochCheckpoint(NamedTuple):
