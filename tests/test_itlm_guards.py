@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
-from lit_robust import ITLM, load_report
+from lit_robust import ITLM, IndexedDataset, load_report
 from lit_robust.callbacks.itlm import (
     RoundRecord,
     chance_accuracy,
@@ -23,7 +23,7 @@ from lit_robust.callbacks.itlm import (
     swa_start_epoch,
 )
 from lit_robust.reporting import round_line
-from tests.conftest import BlobsData, MixinStep, TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
+from tests.conftest import BlobsData, MixinStep, TinyModel, blobs, ddp_cpu_strategy, fit_ranks, tiny_trainer
 from tests.test_itlm_ddp import OddBlobs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -1354,3 +1354,38 @@ def test_collapse_cause_of_a_round_closed_at_resume_counts_the_accumulation_sche
                               callbacks=[GradientAccumulationScheduler({0: 4})])
     assert resumed and "in 2 optimizer steps per epoch" in resumed[0], resumed
     assert "`accumulate_grad_batches`=4" in resumed[0]
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """A user's dataset of (x, y) pairs: no `targets` for ITLM to count classes by before the fit."""
+
+    def __init__(self, ds):
+        self.x, self.y = ds.dataset.tensors[0], ds.targets
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_per_class_max_steps_check_without_labels_to_count_says_up_to(tmp_path, held):
+    """`per_class=True` on a dataset without `targets`: the check counted floor(alpha * n) = 50 kept of 100 where the
+    classes' own floors keep 49, and said `max_steps=22` "would stop the fit inside a round" (about 23 steps) of a
+    fit that finished both rounds in 22. Without the labels the count is a bound: it says "up to" and "could"."""
+    ds = blobs(100)
+    data = ds if held else IndexedDataset(_Pairs(ds))
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1], per_class=True, verbose=False, plot=False, report=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer = tiny_trainer(tmp_path, 2, [itlm], max_steps=22)
+        trainer.fit(MixinStep(), DataLoader(data, batch_size=7, shuffle=True))
+    assert [r.kept for r in itlm.history] == [100, 49] and trainer.global_step == 22
+    said = [str(w.message) for w in record if "max_steps" in str(w.message)]
+    if held:  # the classes' own floors counted: exact, and the fit fits
+        assert said == []
+    else:
+        assert len(said) == 1 and "the up to 23 optimizer steps" in said[0], said
+        assert "Lightning could stop the fit" in said[0] and "`per_class=True`" in said[0], said

@@ -714,6 +714,8 @@ class ITLM(Callback):
         # (epoch, batches trained, batches of an epoch) of the last epoch when a stop cut it short, else None
         self._short_epoch: tuple[int, int, int] | None = None
         self._planned_batches: int | None = None  # a later round's batches an epoch (numeric keep_ratio), per fit
+        # per_class without labels to count by: `_planned_batches` is an upper bound (each class floors its own share)
+        self._planned_is_bound = False
         # per scoring pass: round, dense scores, corrupted flags (CPU). Filled only when `plot=True`, because
         # under DDP it needs every score gathered on every rank (O(n) traffic); `history` is always filled.
         self.score_history: list[dict[str, Any]] = []
@@ -977,6 +979,7 @@ class ITLM(Callback):
         # and against each round's own loader, before Lightning does (a round of "auto", or ActivationClustering's)
         planned = self._smallest_planned_round(n, targets)
         self._planned_batches = None
+        self._planned_is_bound = self.per_class and not _class_labels(targets, n)
         if planned is not None:
             batches = round_batches(planned, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
             # a later round's batches an epoch, for the `max_steps` check (see `_check_early_stops`)
@@ -1006,8 +1009,7 @@ class ITLM(Callback):
         if self.keep_ratio != "auto" or (self.num_rounds < 2 and self.initial_round_on_all) or n < 1:
             return None
         k = auto_keep_count(n, _MAX_AUTO_RATE, self.auto_margin)[0]
-        if (self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.numel() == n
-                and not targets.is_floating_point() and int(targets.min()) >= 0):
+        if self.per_class and _class_labels(targets, n):
             # the selection keeps floor(k / n * n_c) of each class (keep_ratio = k / n, as `_select` passes it)
             return max(1, sum(keep_count(int(c), k / n) for c in torch.bincount(targets.long().cpu())))
         return k
@@ -1018,8 +1020,7 @@ class ITLM(Callback):
         trains on all samples."""
         if self.keep_ratio == "auto" or (self.num_rounds < 2 and self.initial_round_on_all):
             return None
-        if (self.per_class and isinstance(targets, Tensor) and targets.ndim == 1 and targets.numel() == n
-                and not targets.is_floating_point() and int(targets.min()) >= 0):
+        if self.per_class and _class_labels(targets, n):
             # each class keeps floor(alpha * n_c): together no more, often fewer, than floor(alpha * n)
             return sum(keep_count(int(c), self.keep_ratio) for c in torch.bincount(targets.long().cpu()))
         return keep_count(n, self.keep_ratio)
@@ -1279,6 +1280,7 @@ class ITLM(Callback):
             def span(counts: list[int], by: str = ", by each epoch's accumulation,") -> str:
                 return f"{counts[0]}" if len(set(counts)) == 1 else f"{min(counts)} to {max(counts)}{by}"
 
+            bound = self.keep_ratio == "auto" or self._planned_is_bound
             if self.keep_ratio == "auto":
                 about = (f"up to {needed} optimizer steps the rounds {list(self.round_epochs)} take ({span(per_epoch)} "
                          "per epoch; with `keep_ratio='auto'` a later round trains on what the estimate keeps, up to "
@@ -1287,12 +1289,14 @@ class ITLM(Callback):
                 about = (f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take (about "
                          f"{span(later_steps)} per epoch, each round on its selection: `initial_round_on_all=False`)")
             else:
-                about = (f"about {needed} optimizer steps the rounds {list(self.round_epochs)} take "
-                         f"({span(per_epoch[:first])} per epoch in round 0, about {span(later_steps, '')} in later "
-                         "rounds)")
+                about = (f"{'up to' if bound else 'about'} {needed} optimizer steps the rounds "
+                         f"{list(self.round_epochs)} take ({span(per_epoch[:first])} per epoch in round 0, "
+                         f"{'up to' if bound else 'about'} {span(later_steps, '')} in later rounds"
+                         + ("; with `per_class=True` each class keeps its own share of a count read without the "
+                            "labels, so the rounds may keep fewer)" if self._planned_is_bound else ")"))
             rank_zero_warn(
                 f"{self._title}: `max_steps={trainer.max_steps}` is fewer than the {about}, "
-                f"so Lightning {'could' if self.keep_ratio == 'auto' else 'would'} stop the fit inside a round and the "
+                f"so Lightning {'could' if bound else 'would'} stop the fit inside a round and the "
                 "final model would be an unfinished round's. "
                 "Leave `max_steps` at -1: `max_epochs` = the sum of the rounds ends the fit.")
 
@@ -2363,6 +2367,12 @@ def _batches_done_mid_epoch(checkpoint: dict[str, Any]) -> int:
     resumes there; 0 for any other checkpoint, or one written after the epoch's last batch."""
     point = _mid_epoch_checkpoint(checkpoint)
     return point.batches_done if point is not None and not point.last_batch and point.batches_done > 0 else 0
+
+
+def _class_labels(targets: Any, n: int) -> bool:
+    """Whether ``targets`` are ``n`` non-negative integer class labels, which the per-class counts read."""
+    return (isinstance(targets, Tensor) and targets.ndim == 1 and targets.numel() == n
+            and not targets.is_floating_point() and int(targets.min()) >= 0)
 
 
 def round_batches(kept: int, n: int, world: int, batch_size: int, drop_last: bool) -> int:
