@@ -916,6 +916,24 @@ def test_a_batch_filter_that_cannot_work_beside_the_rounds_is_warned_about(tmp_p
     assert said == want, said
 
 
+@pytest.mark.parametrize("drop_ratio", [0.1, "auto"])
+def test_a_batch_filter_on_the_default_warm_up_beside_the_rounds_is_checked_by_its_warm_up_in_use(tmp_path, recwarn,
+                                                                                                    drop_ratio):
+    """`BatchFilter(drop_ratio=...)` left at `warmup_epochs=None` beside `ITLM(reinit=True)` failed the fit at its start
+    in "TypeError: '>=' not supported between 'NoneType' and 'int'": the round check compared the raw argument. It
+    compares the warm-up in use (0 with a number: no warning; 3 with "auto": as long as a round of 2)."""
+    from lit_robust import BatchFilter
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    fit(tmp_path, itlm, 4, callbacks=[BatchFilter("spl", drop_ratio=drop_ratio)])
+    said = [str(w.message) for w in recwarn if "as long as a round" in str(w.message)]
+    want = [] if drop_ratio == 0.1 else [
+        "ITLM: BatchFilter's default warm-up of 3 epochs is as long as a round (2 epochs): its warm-up restarts at "
+        "every round start (`restart_on_reinit=True`), so it never reaches its drop ratio. Make the warm-up shorter "
+        "than the rounds (`round_epochs`=[2, 2])."]
+    assert said == want, said
+
+
 class RecordsScoringPrecision(TinyModel):
     """Records, per scoring-pass batch, whether autocast is on and the input's dtype."""
 

@@ -1178,9 +1178,13 @@ class ITLM(Callback):
         for cb in trainer.callbacks:
             if not isinstance(cb, BatchFilter):
                 continue
-            if cb.restart_on_reinit and rounds and cb.drop_ratio != 0.0 and cb.warmup_epochs >= min(rounds):
+            # the warm-up in use: the default `None` (3 epochs with "auto", 0 with a number) failed `>=` in a TypeError
+            warmup = cb._warmup
+            said = (f"`warmup_epochs`={cb.warmup_epochs}" if cb.warmup_epochs is not None
+                    else f"default warm-up of {warmup} epochs")
+            if cb.restart_on_reinit and rounds and cb.drop_ratio != 0.0 and warmup >= min(rounds):
                 rank_zero_warn(
-                    f"{self._title}: {cb.owner}'s `warmup_epochs`={cb.warmup_epochs} is as long as a round "
+                    f"{self._title}: {cb.owner}'s {said} is as long as a round "
                     f"({min(rounds)} epochs): its warm-up restarts at every round start (`restart_on_reinit=True`), "
                     "so it never reaches its drop ratio. Make the warm-up shorter than the rounds "
                     f"(`round_epochs`={self.round_epochs}).")
