@@ -70,7 +70,7 @@ from lit_robust._lightning import sigterm_noted, sigterm_without_collectives
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.report import class_label, datamodule_classes
 from lit_robust.reporting import stdout_encodes
-from lit_robust.selection.auto_drop import cleanlab_hint
+from lit_robust.selection.auto_drop import cleanlab_hint, resolved_warmup
 
 _lightning_cli = import_submodule("cli")  # pytorch_lightning.cli or lightning.pytorch.cli (lit_robust/_backend.py)
 LightningArgumentParser, LightningCLI = _lightning_cli.LightningArgumentParser, _lightning_cli.LightningCLI
@@ -1470,9 +1470,26 @@ def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
         data = {**data, "init_args": {k: v for k, v in data["init_args"].items() if not _loader_only(k)}}
     trainer = config.get("trainer") or {}
-    return _without_none({"model": config.get("model"), "data": data,
-                          "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None,
-                          "seed_everything": config.get("seed_everything")})
+    return _without_none(_warmups_in_use({"model": config.get("model"), "data": data,
+                                          "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None,
+                                          "seed_everything": config.get("seed_everything")}))
+
+
+def _warmups_in_use(obj: Any) -> Any:
+    """``obj`` with every ``warmup_epochs`` beside a ``drop_ratio`` (the init_args of BatchFilter, CoTeaching, RCA,
+    RealNVP) replaced by the warm-up it means (:func:`~lit_robust.selection.auto_drop.resolved_warmup`), at any depth:
+    the default became ``None`` (0 with a number), and the ``config.yaml`` of a fit made before it reads 0, so
+    ``--ckpt_path last`` of that fit started a new one from scratch ("differs in warmup_epochs: 0, '(unset)' here")."""
+    if isinstance(obj, list):
+        return [_warmups_in_use(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: _warmups_in_use(v) for k, v in obj.items()}
+    warmup, ratio = out.get("warmup_epochs"), out.get("drop_ratio")
+    if "warmup_epochs" in out and "drop_ratio" in out and (warmup is None or type(warmup) is int) and (
+            ratio == "auto" or (isinstance(ratio, (int, float)) and not isinstance(ratio, bool))):
+        out["warmup_epochs"] = resolved_warmup(warmup, ratio)
+    return out
 
 
 def training_budget(config: dict[str, Any]) -> dict[str, Any]:

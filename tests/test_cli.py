@@ -1296,6 +1296,30 @@ def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
         "data.init_args.csv: 'b.csv' in that fit, 'a.csv' here"]
 
 
+
+def test_a_fit_from_before_the_default_warm_up_became_none_is_the_same_fit_when_its_schedule_is():
+    """`warmup_epochs`'s default became `None` (0 with a number, 3 with "auto"): the `config.yaml` of a
+    `robust_realnvp_moons.yaml` fit made before reads `warmup_epochs: 0`, today's dump `null`, and `fit --ckpt_path
+    last` of that preempted fit started from scratch ("differs in model.init_args.warmup_epochs: 0 in that fit,
+    '(unset)' here"). The signature compares the warm-up in use: the same for a number, not for "auto"."""
+    from lit_robust.cli import fit_signature, signature_differences
+
+    def config(drop_ratio, warmup):
+        flt = {"class_path": "lit_robust.BatchFilter", "init_args": {"rule": "prl", "drop_ratio": drop_ratio,
+                                                                     "warmup_epochs": warmup}}
+        model = {"class_path": "lit_robust.RobustRealNVP", "init_args": {"drop_ratio": drop_ratio,
+                                                                          "warmup_epochs": warmup}}
+        return {"seed_everything": 0, "model": model, "trainer": {"callbacks": [flt]}}
+
+    assert fit_signature(config(0.05, 0)) == fit_signature(config(0.05, None))
+    assert fit_signature(config("auto", 3)) == fit_signature(config("auto", None))
+    assert signature_differences(fit_signature(config("auto", None)), fit_signature(config("auto", 0)))[:1] == [
+        "model.init_args.warmup_epochs: 0 in that fit, 3 here"]
+    # a `warmup_epochs` without a `drop_ratio` beside it (ActivationClustering's) is compared as written
+    other = {"trainer": {"callbacks": [{"class_path": "A", "init_args": {"warmup_epochs": None}}]}}
+    assert fit_signature(other) != fit_signature({"trainer": {"callbacks": [{"class_path": "A",
+                                                                             "init_args": {"warmup_epochs": 0}}]}})
+
 def test_a_configured_optimizer_and_scheduler_are_made_anew_at_every_itlm_round(tmp_path, one_torch_thread):
     """LightningCLI builds `--optimizer`/`--lr_scheduler` once and returns the same objects from every
     `configure_optimizers` call: ITLM's re-drawn rounds kept the whole fit's Adam moments and a StepLR 20 epochs deep
