@@ -167,12 +167,14 @@ def _gamma_fits_as_well(s: torch.Tensor) -> bool:
     k = (3.0 - gap + math.sqrt((gap - 3.0) ** 2 + 24.0 * gap)) / (12.0 * gap)
     for _ in range(100):
         kt = torch.tensor(k, dtype=torch.float64)
-        step = (math.log(k) - float(torch.special.digamma(kt)) - gap) / (1.0 / k - float(torch.special.polygamma(1, kt)))
+        step = ((math.log(k) - float(torch.special.digamma(kt)) - gap)
+                / (1.0 / k - float(torch.special.polygamma(1, kt))))
         k = max(k - step, 0.1 * k)
         if abs(step) <= 1e-12 * k:
             break
     theta, n = float(z.mean()) / k, z.numel()
-    ll_gamma = ((k - 1.0) * float(torch.log(z).sum()) - float(z.sum()) / theta - n * (math.lgamma(k) + k * math.log(theta)))
+    ll_gamma = ((k - 1.0) * float(torch.log(z).sum()) - float(z.sum()) / theta
+                - n * (math.lgamma(k) + k * math.log(theta)))
     return not -2.0 * ll2 + 5.0 * math.log(n) < -2.0 * ll_gamma + 2.0 * math.log(n)
 
 

@@ -1464,7 +1464,8 @@ class MissingFileData(pl.LightningDataModule):
 
 
 @pytest.mark.parametrize(("check", "said"), [
-    (True, "lit-robust fit: error: data (tests.test_cli.MissingFileData): data path 'nowhere/train.npz' does not exist"),
+    (True, "lit-robust fit: error: data (tests.test_cli.MissingFileData): data path 'nowhere/train.npz' does not "
+           "exist"),
     (False, "lit-robust fit: error: data (tests.test_cli.MissingFileData): [Errno 2] No such file or directory: "
             "'nowhere/train.npz' (a relative path is read from the current folder, {tmp_path})"),
 ])

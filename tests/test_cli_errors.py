@@ -194,8 +194,8 @@ CASES = [
     # EarlyStopping's monitor typo raised a RuntimeError, a traceback (ModelCheckpoint's is one line; a reviewer's)
     ("early-stopping-monitor-never-logged", PRL, {"trainer.callbacks[1]": {
         "class_path": "pytorch_lightning.callbacks.EarlyStopping", "init_args": {"monitor": "val_accuracy"}}},
-     [], "trainer.callbacks[1] (pytorch_lightning.callbacks.EarlyStopping): Early stopping conditioned on metric `val_accuracy` "
-         "which is not available"),
+     [], "trainer.callbacks[1] (pytorch_lightning.callbacks.EarlyStopping): Early stopping conditioned on metric "
+         "`val_accuracy` which is not available"),
     # `limit_train_batches 0` skips the fit loop: ITLM's report ended in an AssertionError traceback (a reviewer's)
     ("limit-train-batches-zero", DIGITS, {}, ["--trainer.limit_train_batches", "0"],
      "`limit_train_batches` must be > 0 (a number of batches, or a fraction of each epoch's), got 0"),

@@ -278,9 +278,9 @@ class BatchFilter(Callback):
     ``warmup_epochs=None`` is :math:`T_k = 3`: epochs 1 and 2 estimate, the median of the two is fixed after epoch 2,
     and the ramp reaches it in epoch 3. An explicit ``warmup_epochs=0`` means one estimation epoch without dropping,
     then :math:`\hat\varepsilon` from epoch 1 (the same as ``warmup_epochs=1``), from a model trained one epoch,
-    which tends to over-count (warned at construction). The estimate is the same on every rank and for any world size, with either ``scope``
-    (the scores are gathered before estimating); it is logged as ``filter/estimated_corruption``, kept in
-    ``FilterEpochRecord.estimated_corruption`` and checkpointed. With :class:`~lit_robust.AdversarialTrigger`
+    which tends to over-count (warned at construction). The estimate is the same on every rank and for any world
+    size, with either ``scope`` (the scores are gathered before estimating); it is logged as
+    ``filter/estimated_corruption``, kept in ``FilterEpochRecord.estimated_corruption`` and checkpointed. With :class:`~lit_robust.AdversarialTrigger`
     the scores are those of the filtered (outer) step, or of the inner step with ``filter_in="inner"``.
 
     Args:
