@@ -280,8 +280,9 @@ class BatchFilter(Callback):
     then :math:`\hat\varepsilon` from epoch 1 (the same as ``warmup_epochs=1``), from a model trained one epoch,
     which tends to over-count (warned at construction). The estimate is the same on every rank and for any world
     size, with either ``scope`` (the scores are gathered before estimating); it is logged as
-    ``filter/estimated_corruption``, kept in ``FilterEpochRecord.estimated_corruption`` and checkpointed. With :class:`~lit_robust.AdversarialTrigger`
-    the scores are those of the filtered (outer) step, or of the inner step with ``filter_in="inner"``.
+    ``filter/estimated_corruption``, kept in ``FilterEpochRecord.estimated_corruption`` and checkpointed. With
+    :class:`~lit_robust.AdversarialTrigger` the scores are those of the filtered (outer) step, or of the inner step
+    with ``filter_in="inner"``.
 
     Args:
         rule: ``"prl"``, ``"spl"`` or ``"prl_g"``.
