@@ -614,3 +614,13 @@ def test_global_k_takes_numpy_integers_and_names_k_when_it_overflows():
     with pytest.raises(ValueError, match=r"`k` must be in \[0, n\] \(the global number of distinct samples\), got "
                                          rf"{2**70}\."):
         D.global_smallest_k_mask(s, i, 2**70)
+
+
+def test_parts_to_restore_in_one_process_takes_every_saved_part_and_an_older_checkpoints_rank_0s():
+    """A checkpoint keeps every rank's part of a running state (rank 0's in its own fields, the others' beside): a fit
+    resumed on one process restores all of them (a 2-rank checkpoint's rank 1 part was lost), one written in one
+    process its own, and one written before the other ranks' were saved (``None``) rank 0's."""
+    assert D.other_ranks_parts("mine") == []
+    assert D.parts_to_restore("r0", ["r1", "r2"]) == ["r0", "r1", "r2"]
+    assert D.parts_to_restore("r0", []) == ["r0"]
+    assert D.parts_to_restore("r0", None) == ["r0"]

@@ -18,7 +18,7 @@ from lit_robust.selection import distributed
 
 __all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_resumable", "check_resume_arguments_in_fit",
            "epoch_whose_end_was_skipped", "loss_argument", "mid_epoch_checkpoint", "random_state",
-           "reduce_counters_to_rank_zero", "restore_random_state", "restore_random_state_in_fit",
+           "counts_of_this_rank", "reduce_counters_to_rank_zero", "restore_random_state", "restore_random_state_in_fit",
            "seed_persistent_workers", "set_this_process_random_state", "skipped_epoch_end_note",
            "this_process_random_state", "validates_off_epoch_ends", "warn_inexact_resume"]
 
@@ -269,7 +269,7 @@ def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
 def _order_taken_up_where_it_stopped(trainer: Any) -> bool:
     """Whether every training loader draws ITLM's order (a ``SelectionSampler``), which a fit resumed inside an epoch
     takes up where the checkpoint stopped, in one process: a BatchFilter beside ITLM then goes on as in the
-    uninterrupted fit (it said "a new order"). Under DDP the filters' running state is rank 0's part only (the docs)."""
+    uninterrupted fit (it said "a new order"). Under DDP it still says so (not yet checked there)."""
     from lit_robust.selection.samplers import SelectionSampler
 
     combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
@@ -340,6 +340,16 @@ def reduce_counters_to_rank_zero(counters: torch.Tensor | None) -> torch.Tensor 
     total = distributed.all_reduce_sum(counters)
     return total if distributed.rank() == 0 else torch.zeros_like(total)
 
+
+def counts_of_this_rank(rank0: list[int] | None, others: list[list[int] | None] | None) -> list[int] | None:
+    """This rank's running counts not yet summed over the ranks, from a checkpoint's rank-0 ``counters`` and
+    ``other_ranks_counters`` (:func:`~lit_robust.selection.distributed.parts_to_restore`: its own; under another
+    world size all of them on rank 0; an older checkpoint's rank 0's on rank 0 alone). Zeros on a rank that restores
+    none: the epoch's sum over the ranks counts each saved part once (loaded everywhere, seen 39 of 38)."""
+    if rank0 is None:
+        return None
+    parts = [p for p in distributed.parts_to_restore(rank0, others) if p is not None]
+    return [sum(col) for col in zip(*parts)] if parts else [0] * len(rank0)
 
 def validates_off_epoch_ends(trainer: Any) -> bool:
     """Whether the fit validates other than once at each epoch's end: ``val_check_interval`` inside the epoch, or

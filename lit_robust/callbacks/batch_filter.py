@@ -30,6 +30,7 @@ from lit_robust.callbacks._report_file import (
 from lit_robust.callbacks._resume import (
     at_last_batch_under_ddp,
     check_resumable,
+    counts_of_this_rank,
     epoch_whose_end_was_skipped,
     loss_argument,
     random_state,
@@ -1004,9 +1005,13 @@ class BatchFilter(Callback):
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        counters = None if self._counters is None else self._counters.cpu().tolist()
         return {
             "history": [asdict(r) for r in self.history],
-            "counters": None if self._counters is None else self._counters.cpu().tolist(),
+            "counters": counters,
+            # the other ranks' counts of the epoch, not yet summed over the ranks: a checkpoint written inside it
+            # (`every_n_train_steps`) held rank 0's alone, and a 2-rank fit resumed there read `seen=48` of 64
+            "other_ranks_counters": distributed.other_ranks_parts(counters),
             "counters_epoch": self._counters_epoch,
             "warned_small": self._warned_small,
             "schedule_start": self._schedule_start,
@@ -1038,11 +1043,7 @@ class BatchFilter(Callback):
             return
         mark_restored(self)
         self.load_outcome(state_dict)
-        counters = state_dict["counters"]
-        if counters is not None and distributed.rank() != 0:
-            # every rank loads rank 0's unreduced counts: kept on rank 0 alone, so the epoch's sum counts them once
-            # (loaded everywhere, seen 39 of 38); the other ranks' counts before the checkpoint are not in the file
-            counters = [0] * len(counters)
+        counters = counts_of_this_rank(state_dict["counters"], state_dict.get("other_ranks_counters"))
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._counters_epoch = state_dict["counters_epoch"]
         self._resumed_epoch = None if counters is None else self._counters_epoch
@@ -1050,5 +1051,4 @@ class BatchFilter(Callback):
         self._schedule_start = int(state_dict.get("schedule_start", 0))  # absent from older checkpoints
         # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle
         restore_random_state(state_dict.get("random"))
-
 

@@ -17,6 +17,7 @@ from lit_robust._lightning import mark_restored, sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import (
     check_resume_arguments_in_fit,
+    counts_of_this_rank,
     loss_argument,
     random_state,
     reduce_counters_to_rank_zero,
@@ -574,9 +575,12 @@ class CoTeaching(ModuleReport, pl.LightningModule):
 
     # -- state ----------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        counters = None if self._counters is None else self._counters.cpu().tolist()
         checkpoint["co_teaching"] = {
             "history": [asdict(r) for r in self.history],
-            "counters": None if self._counters is None else self._counters.cpu().tolist(),
+            "counters": counters,
+            # the other ranks' counts of the epoch (a checkpoint written inside it held rank 0's alone: BatchFilter's)
+            "other_ranks_counters": distributed.other_ranks_parts(counters),
             "warned_small": self._warned_small,
             "auto": None if self._auto is None else self._auto.state_dict(),
             "report": self._report.state_dict(),
@@ -593,9 +597,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         restore_random_state_in_fit(self, state.get("random"))
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
-        counters = state["counters"]
-        if counters is not None and distributed.rank() != 0:  # rank 0's unreduced counts, once (as BatchFilter's)
-            counters = [0] * len(counters)
+        counters = counts_of_this_rank(state["counters"], state.get("other_ranks_counters"))
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
         self._warned_small = state["warned_small"]
         if self._auto is not None and state.get("auto") is not None:

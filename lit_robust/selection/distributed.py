@@ -51,6 +51,8 @@ __all__ = [
     "gather_uneven",
     "gather_objects",
     "all_gather_objects",
+    "other_ranks_parts",
+    "parts_to_restore",
     "broadcast",
     "ProcessGroupCollectives",
     "collectives",
@@ -235,6 +237,24 @@ def all_gather_objects(obj: Any, group: Group = None) -> list[Any]:
     out: list[Any] = [None] * world_size(group)
     dist.all_gather_object(out, obj, group=group)
     return out
+
+
+def other_ranks_parts(part: Any) -> list[Any]:
+    """For a checkpoint of a running state that each rank adds to and that is summed over the ranks later (a filter's
+    counts, ``"auto"`` scores, report sums): every rank's picklable ``part`` but rank 0's, in rank order; rank 0's is
+    in the checkpoint's own fields (what older checkpoints hold alone). Call on every rank (a gather, as each rank's
+    random state is saved); without a process group: ``[]``. Restore with :func:`parts_to_restore`."""
+    return all_gather_objects(part)[1:]
+
+
+def parts_to_restore(rank0: Any, others: list[Any] | None) -> list[Any]:
+    """Which of a checkpoint's parts (:func:`other_ranks_parts`) this rank restores: its own where the fit runs on as
+    many ranks as wrote them; else all of them on rank 0 and none elsewhere (the sum over the ranks counts each part
+    once). ``others`` ``None`` (a checkpoint written before they were saved): rank 0's part, on rank 0."""
+    parts = [rank0] if others is None else [rank0, *others]
+    if others is not None and len(parts) == world_size():
+        return [parts[rank()]]
+    return parts if rank() == 0 else []
 
 
 def broadcast(tensor: Tensor, src: int = 0, group: Group = None) -> Tensor:
