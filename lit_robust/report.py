@@ -1185,6 +1185,27 @@ class EpochScores:
                             scored=seen, given_label=label(1), predicted_label=label(0), corrupted=corrupted,
                             estimator=estimator, given_target=given_target, predicted_target=predicted_target)
 
+    def local_part(self) -> dict[str, Tensor]:
+        """This rank's sums not yet flushed, on the CPU: the columns it added to (``cols``) and their rows of the
+        local tables (``sums``, ``labels``, ``values``), for a checkpoint that keeps every rank's
+        (:meth:`set_local_parts` puts them back)."""
+        touched = ((self.local_sums != 0).any(0) | (self.local_labels != 0).any(0)
+                   | (self.local_values != 0).any(0))
+        cols = touched.nonzero().reshape(-1)
+        return {"cols": cols.cpu(), "sums": self.local_sums[:, cols].cpu(), "labels": self.local_labels[:, cols].cpu(),
+                "values": self.local_values[:, cols].cpu()}
+
+    def set_local_parts(self, parts: list[dict[str, Tensor]]) -> None:
+        """The local tables from parts :meth:`local_part` returned: one rank's as they were, several merged as
+        :meth:`flush` merges the ranks' (sums added, labels by maximum); none: zeros."""
+        for t in (self.local_sums, self.local_labels, self.local_values):
+            t.zero_()
+        for part in parts:
+            cols = part["cols"].to(self.device)
+            self.local_sums.index_add_(1, cols, part["sums"].to(self.device, self.local_sums.dtype))
+            self.local_values.index_add_(1, cols, part["values"].to(self.device, self.local_values.dtype))
+            self.local_labels[:, cols] = torch.maximum(self.local_labels[:, cols], part["labels"].to(self.device))
+
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "epoch": self.epoch, **{name: getattr(self, name).cpu() for name in self._TENSORS}}
 

@@ -150,20 +150,21 @@ class SixtyFour(pl.LightningDataModule):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_a_mid_epoch_ddp_checkpoint_counts_rank_0s_part_once(tmp_path):
-    """A reviewer's: resumed at 2 ranks from a checkpoint written inside the epoch, every rank loaded rank 0's running
-    counts, and the all-reduce at the epoch's end added them once per rank. Rank 0's 16 samples before the checkpoint
-    now count once and rank 1's 16 are lost, as docs/checkpoints.md says: 16 + 32 seen, not 16 * 2 + 32."""
+def test_a_mid_epoch_ddp_checkpoint_keeps_every_ranks_counts(tmp_path):
+    """A checkpoint written inside an epoch under DDP held rank 0's running counts alone: a 2-rank fit resumed there
+    read ``seen=48`` of 64 (rank 1's 16 samples before the checkpoint lost), and every rank loading rank 0's counted
+    them twice before that. Each rank now restores its own (64); resumed in one process, all of them (32 + 6 * 8)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    def fit(name, ckpt_path=None):
+    def fit(name, ckpt_path=None, devices=2):
         pl.seed_everything(0, verbose=False)
         out = str(tmp_path / name)
         spy = SpyFilter("spl", drop_ratio=0.25, warmup_epochs=0, scope="global", out=out, report=True,
                         report_dir=str(tmp_path / f"{name}_report"))
         saves = ModelCheckpoint(dirpath=tmp_path / f"{name}_ckpt", save_top_k=-1, every_n_train_steps=2,
                                 filename="{step}")
-        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=devices,
+                             strategy=ddp_cpu_strategy() if devices > 1 else "auto",
                              callbacks=[spy, saves], logger=False, enable_progress_bar=False,
                              enable_model_summary=False, deterministic=True)
         threads = torch.get_num_threads()
@@ -177,7 +178,44 @@ def test_a_mid_epoch_ddp_checkpoint_counts_rank_0s_part_once(tmp_path):
     full = fit("full")
     assert full["seen"] == 64
     resumed = fit("resumed", ckpt_path=tmp_path / "full_ckpt" / "step=2.ckpt")
-    assert resumed["seen"] == 16 + 32, resumed
+    assert resumed["seen"] == 64, resumed
+    # another world size: both ranks' 2 batches of 8 on the one process, then the 6 of its 8 batches left
+    alone = fit("alone", ckpt_path=tmp_path / "full_ckpt" / "step=2.ckpt", devices=1)
+    assert alone["seen"] == 32 + 6 * 8, alone
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_filter_beside_itlm_resumed_inside_an_epoch_under_ddp_equals_the_uninterrupted_fit(tmp_path):
+    """ITLM's loader takes a resumed epoch up where the checkpoint stopped, so a BatchFilter beside it can go on as in
+    the uninterrupted fit; under DDP its checkpoint held rank 0's part alone of the epoch's counts, ``"auto"`` scores
+    and report sums: resumed at step 3 (inside epoch 0) the records read ``seen=194`` of 242, the estimate 0.373 for
+    0.440, and the weights differed. Every rank's part is saved and each rank restores its own: bit for bit."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lit_robust import ITLM
+    from tests.test_itlm_ddp import OddBlobs as Blobs241
+
+    def fit(name, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], verbose=False, plot=False, report=False)
+        bf = BatchFilter("spl", drop_ratio="auto", warmup_epochs=2, report=True,
+                         report_dir=str(tmp_path / f"{name}_report"))
+        saves = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_train_steps=3, filename="{step}")
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=[itlm, bf, Outcome(str(tmp_path / f"{name}.json")), saves],
+                             logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            trainer.fit(TinyModel(), Blobs241(), ckpt_path=ckpt_path)  # 8 steps an epoch on each rank in round 0
+        finally:
+            torch.set_num_threads(threads)
+        return json.load(open(tmp_path / f"{name}.json"))
+
+    full = fit("full")
+    assert [h["seen"] for h in full["history"]] == [242, 242, 144]
+    for step in (3, 9):  # inside epoch 0 (collecting, ramping), inside epoch 1 (its end fixes the estimate)
+        assert fit(f"resumed{step}", tmp_path / "full" / f"step={step}.ckpt") == full, step
 
 
 class SpyTrigger(AdversarialTrigger):

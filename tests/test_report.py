@@ -1220,3 +1220,24 @@ def test_a_plot_dir_that_cannot_be_written_is_an_error_at_setup_not_after_traini
     off = ITLM(keep_ratio=0.8, round_epochs=[1, 1], verbose=False, plot=False, plot_dir=str(tmp_path / "a_file"))
     _, _, trainer = fit(tmp_path, [off], 2)  # no plot: the folder is not used, so not checked
     assert trainer.current_epoch == 2 and off.plot_path is None
+
+
+
+def test_epoch_scores_local_parts_put_back_one_ranks_sums_as_they_were_and_merge_several_as_a_flush():
+    """A checkpoint keeps every rank's unflushed sums (a 2-rank fit resumed inside an epoch lost rank 1's): a part put
+    back on its own rank is the sums as they were; several merged (another world size) flush to both ranks' totals."""
+    a, b = EpochScores(5), EpochScores(5)
+    a.add(torch.tensor([0, 3]), torch.tensor([0.25, 1.5]), torch.tensor([False, True]), given=torch.tensor([1, 2]))
+    b.add(torch.tensor([3, 4]), torch.tensor([2.0, -0.5]), torch.tensor([True, False]), given=torch.tensor([2, 0]))
+    parts = [a.local_part(), b.local_part()]
+    assert parts[0]["cols"].tolist() == [0, 3]
+    back = EpochScores(5)
+    back.set_local_parts([parts[1]])
+    assert torch.equal(back.local_sums, b.local_sums) and torch.equal(back.local_labels, b.local_labels)
+    merged = EpochScores(5)
+    merged.set_local_parts(parts)
+    merged.flush(lambda t: t, lambda t: t)
+    assert merged.sums[:, 3].tolist() == [3.5, 2.0, 2.0, 2.0]  # score sum, times scored, times dropped, visits
+    assert merged.labels[1].tolist() == [2, 0, 0, 3, 1, 0]  # given labels + 1
+    merged.set_local_parts([])
+    assert not merged.local_sums.any() and not merged.local_labels.any()

@@ -270,15 +270,20 @@ class EpochReport:
         return None if self.written else self.write(trainer, estimator)
 
     def state_dict(self) -> dict[str, Any] | None:
-        return None if self.state is None else self.state.state_dict()
+        """The sums, with every rank's not yet flushed (a checkpoint written inside an epoch, `every_n_train_steps`):
+        rank 0's in the state's own tables, the other ranks' in ``other_ranks`` (a gather: call on every rank, which
+        has a state wherever one has). Rank 0's alone were saved: a 2-rank fit resumed there lost the other ranks'."""
+        if self.state is None:
+            return None
+        return {**self.state.state_dict(), "other_ranks": distributed.other_ranks_parts(self.state.local_part())}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`state_dict`: the flushed sums on every rank, and each rank its own unflushed ones (under
+        another world size all of them on rank 0; from an older checkpoint rank 0's on rank 0 alone), so the next
+        flush adds each once (restored on every rank, W times)."""
         self.state = None if state is None else EpochScores.from_state_dict(state)
-        if self.state is not None and distributed.rank() != 0:
-            # the file holds rank 0's unflushed sums of a checkpoint written mid-epoch: kept on rank 0 alone, so the
-            # next flush adds them once (every rank added them: W times); the merged sums are the same on every rank
-            self.state.local_sums.zero_()
-            self.state.local_values.zero_()
+        if self.state is not None:
+            self.state.set_local_parts(distributed.parts_to_restore(self.state.local_part(), state.get("other_ranks")))
 
 
 class _UnwrittenReportNote(Callback):
