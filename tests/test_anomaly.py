@@ -830,3 +830,33 @@ def test_the_anomaly_module_imports_on_a_torchmetrics_without_the_dim_zero_cat_r
             "import lit_robust.anomaly.base\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["RCA", "CoTeaching"])
+def test_fit_then_test_on_one_trainer_does_not_say_a_private_callback_overrides_the_users(tmp_path, name, caplog):
+    """RCA (and CoTeaching) fitted then tested on one Trainer, as the docs' snippets do, logged Lightning's "The
+    following callbacks returned in `LightningModule.configure_callbacks` will override existing callbacks passed to
+    Trainer: _UnwrittenReportNote": the module handed its own report note back at `test`, already attached by `fit`."""
+    import logging
+
+    from lit_robust import CoTeaching, MLPClassifier
+
+    if name == "RCA":
+        model, loader = RCA(2, hidden=8, latent=1, dropout=0.0), _moons_loader(64, 32)
+        test_loader = loader
+    else:
+        model = CoTeaching(MLPClassifier(in_features=2, num_classes=2, hidden=8), drop_ratio=0.2)
+        x, y = torch.randn(64, 2), torch.arange(64) % 2
+        loader = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=32)
+        test_loader = DataLoader(TensorDataset(x[:20], y[:20]), batch_size=10)
+    trainer = tiny_trainer(tmp_path, 1)
+    trainer.fit(model, loader)
+    said = logging.getLogger("pytorch_lightning")  # Lightning's logger does not propagate to caplog's root handler
+    said.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="pytorch_lightning"):
+            trainer.test(model, test_loader, verbose=False)
+    finally:
+        said.removeHandler(caplog.handler)
+    assert "will override existing callbacks" not in caplog.text
+    assert sum(type(cb).__name__ == "_UnwrittenReportNote" for cb in trainer.callbacks) == 1

@@ -394,6 +394,12 @@ class ModuleReport:
         note = self.__dict__.get("_unwritten_report_note")
         if note is None:  # one per module: asked again (the CLI asks), it is the same callback
             note = self._unwritten_report_note = _UnwrittenReportNote(self)
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and any(cb is note for cb in trainer.callbacks):
+            # attached by an earlier stage of this Trainer (fit before test, as the docs' snippets do): returned again,
+            # Lightning logged "will override existing callbacks passed to Trainer: _UnwrittenReportNote", a private
+            # name the user never passed (RealNVP's `configure_callbacks` skips its own filter alike)
+            return theirs
         return [*theirs, note]
 
     def on_train_start(self) -> None:
