@@ -860,3 +860,28 @@ def test_fit_then_test_on_one_trainer_does_not_say_a_private_callback_overrides_
         said.removeHandler(caplog.handler)
     assert "will override existing callbacks" not in caplog.text
     assert sum(type(cb).__name__ == "_UnwrittenReportNote" for cb in trainer.callbacks) == 1
+
+
+@pytest.mark.parametrize("name", ["RCA", "RobustRealNVP"])
+def test_an_auto_checkpoint_from_before_the_default_warm_up_names_the_detector_and_the_argument(tmp_path, name):
+    """A checkpoint of a `drop_ratio="auto"` fit written when the default warm-up was 0, resumed on today's default
+    (`warmup_epochs=None`: 3), was refused as written "by BatchFilter" (RobustRealNVP's own filter, never made by
+    the user) with "(this fit: 3)", a warm-up the user had not passed; it names the detector and the argument."""
+    import re
+
+    def model(**kw):
+        if name == "RCA":
+            return RCA(2, hidden=8, latent=1, dropout=0.0, drop_ratio="auto", **kw)
+        return RobustRealNVP(2, n_couplings=2, hidden=8, drop_ratio="auto", **kw)
+
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 1)
+    trainer.fit(model(warmup_epochs=0), _moons_loader(64, 32))
+    trainer.save_checkpoint(tmp_path / "old.ckpt")
+    expected = (f"the checkpoint was written by {name} with `warmup_epochs` 0 (this fit: 3, the default with "
+                f"drop_ratio='auto'; pass `warmup_epochs=0` to resume this checkpoint): a resumed fit needs the {name} "
+                "arguments")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tiny_trainer(tmp_path, 2).fit(model(), _moons_loader(64, 32), ckpt_path=tmp_path / "old.ckpt")
+    assert tiny_trainer(tmp_path, 2).fit(model(warmup_epochs=0), _moons_loader(64, 32),
+                                         ckpt_path=tmp_path / "old.ckpt") is None  # as the message says

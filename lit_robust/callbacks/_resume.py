@@ -156,12 +156,28 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
         return
     changed = [k for k in now if k in saved and saved[k] != now[k]]
     if changed:
-        name = type(callback).__qualname__
-        diffs = ", ".join(f"`{k}` {saved[k]!r} (this fit: {now[k]!r})" for k in changed)
+        # the name the user knows: a RobustRealNVP resumed from an older checkpoint was told of a "BatchFilter" it
+        # never made (its own trimming filter, whose `owner` it is)
+        name = getattr(callback, "owner", None) or type(callback).__qualname__
+        diffs = ", ".join(f"`{k}` {saved[k]!r} (this fit: {now[k]!r}{_default_warmup_note(callback, k, saved[k])})"
+                          for k in changed)
         raise ValueError(f"the checkpoint was written by {name} with {diffs}: a resumed fit needs the {name} "
                          "arguments it was written with (what it selects and estimates depends on them). Resume "
                          "with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. "
                          "`MyModel.load_from_checkpoint(path)`.")
+
+
+def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:
+    """For a ``warmup_epochs`` left out (``None``, the owners' default, 3 epochs with ``drop_ratio="auto"``): that the
+    value compared is the default's and which argument resumes. A checkpoint of an ``"auto"`` fit written before the
+    default became ``None`` holds 0, and its resume said "(this fit: 3)" to a user who had passed no warm-up."""
+    if key != "warmup_epochs":
+        return ""
+    hparams = getattr(callback, "hparams", None)  # RCA keeps its arguments there; the callbacks as attributes
+    given = hparams.get(key, 0) if hparams is not None and not hasattr(callback, key) else getattr(callback, key, 0)
+    if given is not None:
+        return ""
+    return f", the default with drop_ratio='auto'; pass `warmup_epochs={saved!r}` to resume this checkpoint"
 
 
 def loss_argument(loss: Any) -> Any:
