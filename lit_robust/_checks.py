@@ -10,9 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "check_seed", "real_scalar"]
+__all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "check_seed",
+           "check_torch_seed", "real_scalar"]
 
-SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator().manual_seed takes
+#: the largest seed: Lightning's `seed_everything` and NumPy take [0, 2**32 - 1], torch a wider range, so a seed in
+#: [0, SEED_MAX] (and the few seeds after it that a module draws with, seed + 1 ...) is one that every one of them takes
+SEED_MAX = 2**32 - 1
+TORCH_SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator().manual_seed takes
 
 
 def _is_int(value: Any) -> bool:  # numpy integers count, booleans do not
@@ -91,17 +95,25 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     return int(value)
 
 
-def check_seed(name: str, value: Any, offset: int = 0) -> int:
-    """``value`` as an int that ``torch.Generator().manual_seed`` takes, also once ``offset`` is added to it (a
-    module seeding a second draw with ``seed + 1`` passes 1): torch's bare "Overflow when unpacking long long" named
-    no argument.
+def check_seed(name: str, value: Any) -> int:
+    """``value`` as an int in ``[0, 2**32 - 1]``, the seeds that torch, NumPy and Lightning's ``seed_everything`` all
+    take: a negative seed passed torch's ``manual_seed`` where ``ITLM(seed=-1)`` and ``--seed_everything -1`` are
+    refused, and one above torch's range (``2**64``) ended in its bare "Overflow when unpacking long long", naming no
+    argument. The draws a module makes with ``seed + 1``, ``seed + 2``... stay in torch's range.
 
-    >>> check_seed("seed", 2**64 - 1, offset=1)
+    >>> check_seed("seed", -1)
     Traceback (most recent call last):
     ...
-    ValueError: `seed` must be an integer in [-9223372036854775808, 18446744073709551614], got 18446744073709551615.
+    ValueError: `seed` must be an integer in [0, 4294967295], got -1.
     """
-    return check_int(name, value, SEED_RANGE[0], SEED_RANGE[1] - offset)
+    return check_int(name, value, 0, SEED_MAX)
+
+
+def check_torch_seed(name: str, value: Any) -> int:
+    """``value`` as an int that ``torch.Generator().manual_seed`` takes: the check of the pure functions (the label
+    and target corruptions) that the datamodules call with their own ``seed + 1``, which may be ``2**32``; a module's
+    own ``seed`` argument is checked with :func:`check_seed`."""
+    return check_int(name, value, *TORCH_SEED_RANGE)
 
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,

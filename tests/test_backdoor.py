@@ -168,14 +168,15 @@ def test_bad_input(make, message):
         make()
 
 
-#: the seeds torch takes (`check_seed`): a blend trigger's seed outside them failed in torch's manual_seed
-SEEDS = r"\[-9223372036854775808, 18446744073709551615\]"
+#: the seeds every module takes (`check_seed`): a blend trigger's seed beyond torch's failed in its manual_seed
+SEEDS = r"\[0, 4294967295\]"
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: BlendTrigger(seed="a"), rf"^`seed` must be an integer in {SEEDS}, got 'a' \(a str\)\.$"),
     (lambda: BlendTrigger(seed=2**64), rf"^`seed` must be an integer in {SEEDS}, got 18446744073709551616\.$"),
     (lambda: BlendTrigger(seed=1.5), rf"^`seed` must be an integer in {SEEDS}, got 1.5\.$"),
+    (lambda: BlendTrigger(seed=-1), rf"^`seed` must be an integer in {SEEDS}, got -1\.$"),
     (lambda: WatermarkTrigger(top="a"), r"^`top` must be an integer >= 0 or None, got 'a' \(a str\)\.$"),
     (lambda: WatermarkTrigger(top=1.5), r"^`top` must be an integer >= 0 or None, got 1.5\.$"),
     (lambda: WatermarkTrigger(left=-1), r"^`left` must be an integer >= 0 or None, got -1\.$"),
@@ -193,6 +194,8 @@ def test_trigger_arguments_are_checked_when_the_trigger_is_built(make, message):
     (dict(attack="blend", trigger_seed=2**64),
      rf"^`trigger_seed` must be an integer in {SEEDS}, got 18446744073709551616\.$"),
     (dict(attack="blend", trigger_seed=1.5), rf"^`trigger_seed` must be an integer in {SEEDS}, got 1.5\.$"),
+    (dict(attack="blend", trigger_seed=-1), rf"^`trigger_seed` must be an integer in {SEEDS}, got -1\.$"),
+    (dict(seed=-1), rf"^`seed` must be an integer in {SEEDS}, got -1\.$"),
     (dict(attack="blend", trigger_seed="x"), rf"^`trigger_seed` must be an integer in {SEEDS}, got 'x' \(a str\)\.$"),
 ])
 def test_the_datamodules_trigger_arguments_are_named_as_it_takes_them(kwargs, message):

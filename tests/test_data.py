@@ -275,18 +275,15 @@ def test_digits_source_index_names_the_load_digits_row_of_each_sample():
 
 def test_seeds_beyond_what_the_datamodules_draw_with_are_named():
     """Reviewer: a seed of 2**64 - 1 (torch's largest) overflowed at `seed + 1` with torch's "Overflow when unpacking
-    long long", naming no argument."""
-    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551614\]"
-                                         r", got 18446744073709551615"):
+    long long", naming no argument. Every module now checks [0, 2**32 - 1] (`check_seed`)."""
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 4294967295\], got 18446744073709551615"):
         DigitsDataModule(seed=2**64 - 1)
-    DigitsDataModule(seed=2**64 - 2, clean_ratio=0.9, train_size=10).setup("fit")  # the largest: seed + 1 draws
-    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551615\]"
-                                         r", got 18446744073709551616"):
+    DigitsDataModule(seed=2**32 - 1, clean_ratio=0.9, train_size=10).setup("fit")  # the largest: seed + 1 draws
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 4294967295\], got 18446744073709551616"):
         SyntheticRegressionDataModule(seed=2**64)
     from lit_robust import ImageFolderDataModule
 
-    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551614\]"
-                                         r", got 18446744073709551615"):
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 4294967295\], got 18446744073709551615"):
         ImageFolderDataModule("photos", seed=2**64 - 1)  # its validation images are drawn with seed + 1
 
 

@@ -356,7 +356,7 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
     (lambda: BatchFilter("prl", 0.2, allow_large_drop="yes"), ValueError,
      r"`allow_large_drop` must be True or False, got 'yes' \(a str\)"),
     (lambda: CoTeaching(ImageClassifier(backbone="mlp"), seed=1.5), ValueError,
-     r"`seed` must be an integer in \[-9223372036854775808, 18446744073709551607\], got 1.5"),
+     r"`seed` must be an integer in \[0, 4294967295\], got 1.5"),
     (lambda: BackdoorMetrics(predict="argmax"), TypeError, r"`predict` must be a callable .* or None, got str"),
     (lambda: BackdoorMetrics(target=None, source=3), ValueError,
      r"`source`=3 needs a single-target attack, but `target` is None"),
@@ -495,10 +495,10 @@ def test_a_ratio_in_a_tensor_of_several_values_is_still_rejected():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: __import__("lit_robust").RCA(dim=4, drop_ratio=10),
-    lambda: __import__("lit_robust").RobustRealNVP(dim=2, drop_ratio=10),
-    lambda: __import__("lit_robust").corrupt_labels(torch.tensor([0, 1]), clean_ratio=70),
-    lambda: __import__("lit_robust").DigitsDataModule(clean_ratio=70),
+    lambda: lit_robust.RCA(dim=4, drop_ratio=10),
+    lambda: lit_robust.RobustRealNVP(dim=2, drop_ratio=10),
+    lambda: lit_robust.corrupt_labels(torch.tensor([0, 1]), clean_ratio=70),
+    lambda: lit_robust.DigitsDataModule(clean_ratio=70),
 ], ids=["rca", "robust_realnvp", "corrupt_labels", "digits_datamodule"])
 def test_the_other_ratios_given_as_a_percent_are_told_it_is_a_fraction(make):
     """A release checker: the anomaly models' `drop_ratio 10` and `clean_ratio 70` got the range alone."""
@@ -593,3 +593,22 @@ def test_a_percent_hint_offers_only_a_fraction_the_argument_takes():
     with pytest.raises(ValueError, match=r"got 50\. It is a fraction, not a percent, and 50 % is out of its range "
                                          r"too \(contamination < 0\.5\)\.$"):
         anomaly_threshold(torch.rand(10), 50)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: lit_robust.MNISTDataModule(seed=-1),
+    lambda: lit_robust.DigitsDataModule(seed=-1),
+    lambda: lit_robust.BackdoorMNISTDataModule(seed=-1),
+    lambda: lit_robust.BackdoorMNISTDataModule(attack="blend", trigger_seed=-1),
+    lambda: lit_robust.TwoMoonsAnomalyDataModule(seed=-1),
+    lambda: lit_robust.OneClassMNISTDataModule(seed=-1),
+    lambda: lit_robust.CoTeaching(lit_robust.ImageClassifier(backbone="mlp"), seed=-1),
+    lambda: lit_robust.DCGAN(seed=-1),
+    lambda: lit_robust.DigitsDataModule(seed=2**32),
+])
+def test_a_seed_outside_0_to_2_32_is_refused_as_itlm_and_seed_everything_refuse_it(make):
+    """A negative `seed` (and `trigger_seed`) was accepted by these modules, where `ITLM(seed=-1)` and
+    `--seed_everything -1` are refused: one shared range, [0, 2**32 - 1], the seeds torch, NumPy and Lightning take."""
+    message = r"^`(trigger_)?seed` must be an integer in \[0, 4294967295\], got (-1|4294967296)\.$"
+    with pytest.raises(ValueError, match=message):
+        make()

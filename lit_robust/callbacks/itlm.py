@@ -27,7 +27,7 @@ from lit_robust._backend import (
     rank_zero_warn,
     warn_if_mixed_lightning,
 )
-from lit_robust._checks import real_scalar
+from lit_robust._checks import SEED_MAX, real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
     begin_fit,
@@ -134,7 +134,7 @@ _MIN_VALIDATION_SAMPLES = 20  # fewer: a validation accuracy is not judged "at c
 _PER_CLASS_SHORT = 0.02  # per_class keeping fewer than keep_ratio * n by more than this share of n is warned about
 
 
-_MAX_SEED = 2**32 - 1
+_MAX_SEED = SEED_MAX  # the one range every module checks its seed against (`lit_robust._checks.check_seed`)
 
 
 def _per_class_keeps_none(keep_ratio: float, n: int, counts: Tensor | None = None) -> str:

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lit_robust._checks import _is_real, check_int, check_number, check_seed, real_scalar
+from lit_robust._checks import _is_real, check_int, check_number, check_torch_seed, real_scalar
 from lit_robust.selection.rules import percent_hint
 
 __all__ = ["corrupt_labels", "corrupt_targets", "NoiseKind", "TargetCorruption", "TARGET_CORRUPTIONS"]
@@ -66,7 +66,7 @@ def corrupt_labels(
         raise ValueError(f"`mapping` applies to kind='systematic' only, got a mapping with kind={kind!r}: pass "
                          "kind='systematic', or no `mapping`.")
     check_int("num_classes", num_classes, 2, optional=True)
-    check_seed("seed", seed)
+    check_torch_seed("seed", seed)  # a datamodule passes its seed + 1
     if targets.numel() == 0:
         raise ValueError("`targets` must hold at least one label, got an empty tensor.")
     low, high = int(targets.min()), int(targets.max())
@@ -161,7 +161,7 @@ def corrupt_targets(
     (2, True, True)
     """
     features, targets, rate, uniform_bound = _check_target_corruption(features, targets, rate, kind, uniform_bound)
-    check_seed("seed", seed)
+    check_torch_seed("seed", seed)  # a datamodule passes its seed + 1
     g = torch.Generator().manual_seed(seed)
     mask = _exact_mask(len(targets), rate, g)
     out, kinds = _corrupt_rows(features, targets, mask, kind, g, uniform_bound)

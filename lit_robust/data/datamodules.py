@@ -74,7 +74,7 @@ class _InMemorySplits(SplitLoaders, pl.LightningDataModule):
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
-        check_seed("seed", seed, offset=1)  # the corruption draws with seed + 1
+        check_seed("seed", seed)  # the corruption draws with seed + 1
         self.train_size, self.val_size = train_size, val_size
         self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
         self.train_set: IndexedDataset | None = None
@@ -538,7 +538,7 @@ class SyntheticLinearDataModule(CorruptedRegressionDataModule):
     def __init__(self, n: int = 2000, dim: int = 20, q: int = 4, noise_std: float = 0.1, n_test: int = 1000,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        check_seed("seed", self.seed, offset=10_000)  # `load` draws with 10_000 + seed
+        check_seed("seed", self.seed)  # `load` draws with 10_000 + seed
         for name, value in (("n", n), ("dim", dim), ("q", q), ("n_test", n_test)):
             check_int(name, value, 1)
         check_number("noise_std", noise_std, 0)

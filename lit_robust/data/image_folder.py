@@ -221,7 +221,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
-        check_seed("seed", seed, offset=1)  # the validation images are drawn with seed + 1
+        check_seed("seed", seed)  # the validation images are drawn with seed + 1
         self.root, self.test_root, self.predict_root = root, test_root, predict_root
         self.test_size, self.val_size, self.augment, self.normalize = test_size, val_size, augment, normalize
         self.requested_size, self.requested_channels = image_size, channels

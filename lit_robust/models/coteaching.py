@@ -226,7 +226,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             the targets), as in :class:`~lit_robust.BatchFilter`.
         seed: seeds ``net2``'s re-initialisation (the two networks must start apart: where it draws the model
             given -- one built right after ``seed_everything(seed)`` -- ``seed + 1``, ... is used, and the log says so);
-            an integer that torch takes as a seed, also once 8 is added.
+            an integer in ``[0, 2**32 - 1]``.
         scope: ``"local"`` (each rank's own batch, the default) or ``"global"`` (the union of the ranks' batches).
         allow_large_drop: allow :math:`\varepsilon \ge 0.5` (no guarantee; e.g. symmetric noise above 50%).
         estimator: how ``drop_ratio="auto"`` estimates :math:`\varepsilon`, as :class:`~lit_robust.BatchFilter`'s:
@@ -291,9 +291,9 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             drop_ratio, estimator, auto_margin, reestimate, allow_large_drop, estimators=FILTER_ESTIMATORS,
             default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(warmup_epochs, scope, loss)
-        # in torch's range, also for the seeds after it that `_draw_apart` may try: 2**64 ended in torch's bare
-        # "Overflow when unpacking long long", naming no argument (a traceback under lit-robust too)
-        check_seed("seed", seed, offset=_DRAW_TRIES)
+        # the range ITLM and `seed_everything` take (-1 was accepted here); the seeds after it that `_draw_apart` may
+        # try stay in torch's range (2**64 ended in torch's bare "Overflow when unpacking long long")
+        check_seed("seed", seed)
         # `seed` only draws net2 (its weights are in the state dict): saved as a hyper-parameter it clashed with a
         # datamodule's own `seed` (Lightning: "Error while merging hparams") as soon as a logger was attached
         self.save_hyperparameters(ignore=["model", "seed"])

@@ -78,7 +78,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
         beta2: Adam's beta2, for both networks (0.999).
         num_fixed: how many fixed latent vectors to keep for sample grids.
         seed: seeds the initial weights, the fixed latent vectors (``seed + 1``) and the noise stream
-            (``seed + 2``); an integer in ``[-2**63, 2**64 - 3]``.
+            (``seed + 2``); an integer in ``[0, 2**32 - 1]``.
 
     Examples:
         >>> gan = DCGAN(latent_dim=8, g_width=4, d_width=4)
@@ -118,7 +118,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
         check_number("lr", lr, 0, low_open=True)
         check_number("beta1", beta1, 0, 1, high_open=True)
         check_number("beta2", beta2, 0, 1, high_open=True)
-        check_seed("seed", seed, offset=2)  # the fixed latents draw with seed + 1, the noise stream with seed + 2
+        check_seed("seed", seed)  # the fixed latents draw with seed + 1, the noise stream with seed + 2
         self.save_hyperparameters()
         self.automatic_optimization = False
         base = image_size // 4
