@@ -1902,6 +1902,12 @@ def _entry_key(cli: RobustCLI | None, exc: BaseException) -> tuple[str | None, A
             for path, obj in objs:
                 if obj is s:
                     return path, s
+        for s in selves:
+            for path, obj in objs:
+                # a callback the entry holds and adds itself (RobustRealNVP's trimming filter, from
+                # `configure_callbacks`): its error is the entry's argument (`report_dir`), named as RCA's is
+                if any(v is s for v in getattr(obj, "__dict__", {}).values()):
+                    return path, obj
     config = getattr(cli, "config", None)
     if config is None:
         return None, None

@@ -248,6 +248,22 @@ def test_invalid_config_ends_cleanly(tmp_path, capsys, config, edits, overrides,
     assert named in text, text
 
 
+@pytest.mark.parametrize(("config", "cls"), [(MOONS, "RobustRealNVP"), (RCA, "RCA")])
+def test_an_unwritable_report_dir_of_an_anomaly_model_names_the_key(tmp_path, capsys, config, cls, one_torch_thread):
+    """RobustRealNVP's unwritable `report_dir` was said without the `model.init_args.report_dir (...)` prefix that
+    RCA's has: the error is raised by the trimming filter the module adds itself, which is no config entry."""
+    cfg = _small(config, tmp_path)
+    _set(cfg, f"{M}.report_dir", "/dev/null/reports")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2, text
+    assert (f"lit-robust fit: error: model.init_args.report_dir (lit_robust.{cls}): `report_dir` must be a folder the "
+            "report can be written into, got '/dev/null/reports'") in text, text
+
+
 @pytest.mark.parametrize("kind", ["yaml", "garbage", "empty", "plain_dict"])
 @pytest.mark.parametrize("command", ["fit", "test"])
 def test_a_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, capsys, kind, command):
