@@ -505,3 +505,16 @@ def test_the_other_datamodules_warn_of_a_setting_changed_after_setup_too(shared_
                                          rf"after `setup` built the splits.*make a new {cls}"):
         dm.setup("fit")
     assert dm.train_set is train  # what the warning says: the splits are as they were
+
+
+@pytest.mark.parametrize("name", ["MNISTDataModule", "FashionMNISTDataModule", "MNISTLandmarksDataModule",
+                                  "BackdoorMNISTDataModule", "SemiSupervisedBackdoorMNISTDataModule",
+                                  "MixedImagesDataModule", "OneClassMNISTDataModule"])
+def test_a_root_of_none_is_named_when_the_datamodule_is_built(name):
+    """`root: null` (a YAML `root:` left empty) was taken and ended at setup in `os.path.expanduser(None)`: a
+    traceback naming no argument, under `lit-robust` too."""
+    import lit_robust
+
+    with pytest.raises(TypeError, match=r"^`root` must be the folder that holds torchvision's data sets \(e\.g\. "
+                                        r"'\.\./shared/data', with MNIST/raw in it\), got None\.$"):
+        getattr(lit_robust, name)(root=None)

@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_bool, check_int, check_number, check_seed
 from lit_robust.anomaly.base import check_ratio
-from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, check_root, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 
 __all__ = [
@@ -236,6 +236,7 @@ class OneClassMNISTDataModule(AnomalyDataModule):
         check_int("max_normal", max_normal, 1, optional=True)
         check_int("pca_dim", pca_dim, 1, 784, optional=True)
         check_int("test_size", test_size, 2, optional=True)
+        check_root(root)
         self.root, self.download = root, download
         self.normal_class, self.anomaly_classes = normal_class, others
         self.max_normal, self.pca_dim, self.test_size = max_normal, pca_dim, test_size

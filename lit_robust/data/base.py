@@ -14,7 +14,16 @@ from lit_robust._backend import rank_zero_warn
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.data.spec import DataSpec, TargetKind, dataset_spec
 
-__all__ = ["torchvision_split", "SplitLoaders", "built_already", "remember_settings"]
+__all__ = ["torchvision_split", "check_root", "SplitLoaders", "built_already", "remember_settings"]
+
+
+def check_root(root: Any) -> Any:
+    """``root`` as given when it is a path, else a ``TypeError`` that names it: ``root: null`` (a YAML ``root:`` left
+    empty) was taken and ended at setup in ``os.path.expanduser(None)``, a traceback naming no argument."""
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"`root` must be the folder that holds torchvision's data sets (e.g. '../shared/data', with "
+                        f"MNIST/raw in it), got {root!r}.")
+    return root
 
 
 def torchvision_split(name: str, root: str, train: bool, download: bool = False) -> Any:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_int, check_number, check_seed
-from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, check_root, remember_settings, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.data.spec import DataSpec, dataset_spec
@@ -209,6 +209,7 @@ class MNISTDataModule(CorruptedClassificationDataModule):
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
+        check_root(root)
         self.root = root
         self.download = download
 
@@ -474,6 +475,7 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
+        check_root(root)
         self.root, self.download = root, download
 
     def prepare_data(self) -> None:

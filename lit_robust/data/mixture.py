@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_int, check_seed
-from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, check_root, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.selection.rules import percent_hint
 
@@ -85,6 +85,7 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
         check_seed("seed", seed)
+        check_root(root)
         self.root = root
         self.clean_ratio = float(clean_ratio)
         self.train_size = train_size

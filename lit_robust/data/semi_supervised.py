@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_number, check_seed
-from lit_robust.data.base import SplitLoaders, built_already, remember_settings, torchvision_split
+from lit_robust.data.base import SplitLoaders, built_already, check_root, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.functional.backdoor import BlendTrigger, PatchTrigger, Trigger, poison, poison_test_set
 
@@ -120,6 +120,7 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         _check_int("eval_batch_size", eval_batch_size, 1)
         _check_int("num_workers", num_workers, 0)
         check_seed("seed", seed)  # the poisoned samples are drawn with seed + 1
+        check_root(root)
         self.root, self.mode, self.attack, self.poison_rate = root, mode, attack, float(poison_rate)
         def whole(v: int | None) -> int | None:
             return None if v is None else int(v)
