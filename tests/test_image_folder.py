@@ -479,3 +479,18 @@ def test_held_out_counts_given_on_the_command_line_are_counts_not_refused_fracti
     with pytest.raises(ValueError, match=r"`test_size` must be a fraction in \[0, 1\) of the images or a whole number "
                                          r"of images >= 0, got 2.5\."):
         ImageFolderDataModule(str(tmp_path / "train"), test_size=2.5)
+
+
+@pytest.mark.parametrize("argument", ["root", "test_root", "predict_root"])
+def test_a_file_given_as_the_folder_is_said_to_be_a_file(tmp_path, argument):
+    """`root='/etc/passwd'` (a file, e.g. a zip of the images) was said to be no folder because it "does not exist"."""
+    folder = tmp_path / "photos"
+    for cls in ("cat", "dog"):
+        (folder / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(folder / cls / "a.png")
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(b"PK")
+    args = {"root": str(folder), argument: str(archive)}
+    with pytest.raises(FileNotFoundError, match=rf"^`{argument}`='{re.escape(str(archive))}' is not a folder: "
+                                                rf"{re.escape(str(archive))} is a file\.$"):
+        ImageFolderDataModule(**args).setup("fit")

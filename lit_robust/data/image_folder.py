@@ -129,6 +129,11 @@ class _Files(Dataset):
         return self.transform(self.loader(self.samples[i][0])), -1
 
 
+def _not_a_folder(path: str) -> str:
+    """Why ``path`` is no folder: a file given as the folder was said not to exist."""
+    return "is a file" if os.path.exists(path) else "does not exist"
+
+
 class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
     """Your own images as training / validation / test splits: ``root/<class>/<image>``, one folder per class.
 
@@ -247,8 +252,8 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         path = os.path.expanduser(os.fspath(root))
         if not os.path.isdir(path):
             relative = "" if os.path.isabs(path) else f" (a relative path is read from the current folder, {os.getcwd()})"
-            raise FileNotFoundError(f"`{argument}`={root!r} is not a folder: {os.path.abspath(path)} does not exist"
-                                    f"{relative}.")
+            raise FileNotFoundError(f"`{argument}`={root!r} is not a folder: {os.path.abspath(path)} "
+                                    f"{_not_a_folder(path)}{relative}.")
         try:
             # an empty class folder (`allow_empty`, torchvision >= 0.18) lets a test folder lack a class's images
             empty = {"allow_empty": True} if allow_empty and _allows_empty_class_folders() else {}
@@ -351,7 +356,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
             path = os.path.expanduser(os.fspath(self.predict_root))
             if not os.path.isdir(path):
                 raise FileNotFoundError(f"`predict_root`={self.predict_root!r} is not a folder: {os.path.abspath(path)} "
-                                        "does not exist.")
+                                        f"{_not_a_folder(path)}.")
             self.predict_set = IndexedDataset(_Files(path, self.classes, self._transform(train=False)))
         remember_settings(self, ("root", "test_root", "predict_root", "test_size", "val_size", "augment", "normalize",
                                  "requested_size", "requested_channels", "seed"))
