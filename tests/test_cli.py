@@ -557,9 +557,9 @@ def test_the_missing_report_check_reads_only_a_fits_own_folder_and_a_full_checkp
 
     full = tmp_path / "full.ckpt"
     torch.save({"epoch": 3, "state_dict": {}, "where": pathlib.Path("x")}, full)
-    assert RobustCLI._readable_epoch("last", str(full)) is None  # Lightning loads it (`--weights_only false`)
+    assert RobustCLI._epochs_done("last", str(full)) is None  # Lightning loads it (`--weights_only false`)
     torch.save({"epoch": 3, "state_dict": {}}, full)
-    assert RobustCLI._readable_epoch("last", str(full)) == 3
+    assert RobustCLI._epochs_done("last", str(full)) == 4  # no loop state: written at the end of epoch 3
 
 
 def test_eval_without_ckpt_path_says_below_the_results_which_weights_they_were(tmp_path, capsys, one_torch_thread):
