@@ -246,7 +246,7 @@ class FashionMNISTDataModule(MNISTDataModule):
 class DigitsDataModule(CorruptedClassificationDataModule):
     """scikit-learn's bundled 8×8 digits (1,797 images, no download); ``test_size`` are held out clean.
 
-    Inputs are ``[1, 8, 8]`` float images scaled as ``pixel / 16`` (to ``[0, 1]``).
+    Inputs are ``[1, 8, 8]`` float images scaled as ``(pixel / 16 - 0.3) / 0.4`` (-0.75 to 1.75).
 
     Args:
         test_size: images held out as the clean test split (a fixed split, whatever ``seed``); the rest is the
