@@ -218,6 +218,57 @@ def test_a_filter_beside_itlm_resumed_inside_an_epoch_under_ddp_equals_the_unint
         assert fit(f"resumed{step}", tmp_path / "full" / f"step={step}.ckpt") == full, step
 
 
+
+class SaidOnEachRank(pl.Callback):
+    """Each rank records the warnings issued in it (``rank_zero_warn``'s on rank 0) and writes them at fit end."""
+
+    def __init__(self, out: str) -> None:
+        self.out, self.said = out, []
+
+    def setup(self, trainer, pl_module, stage):
+        import warnings
+
+        warnings.simplefilter("always")  # in the rank's own process (forked or spawned): the test's stays as it was
+        warnings.showwarning = lambda message, *args, **kwargs: self.said.append(str(message))
+
+    def on_fit_end(self, trainer, pl_module):
+        with open(f"{self.out}.{trainer.global_rank}", "w") as f:
+            json.dump(self.said, f)
+
+
+def test_a_filter_beside_itlm_resumed_inside_an_epoch_under_ddp_says_no_new_order(tmp_path):
+    """Under DDP a BatchFilter beside ITLM resumed inside an epoch ends bit for bit as the uninterrupted fit (ITLM's
+    sampler leaves out each rank's trained batches of its own share), yet it warned that "Lightning trains the rest
+    of that epoch's steps in a new order, so from here on the fit is not the uninterrupted one": the check that
+    ITLM's order is taken up required one process. Resumed at step 3 (inside epoch 0): equal, and no such word."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lit_robust import ITLM
+    from tests.test_itlm_ddp import OddBlobs as Blobs241
+
+    def fit(name, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False, report=False)
+        bf = BatchFilter("spl", drop_ratio=0.3, warmup_epochs=1, report=False)
+        saves = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_train_steps=3, filename="{step}")
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                             callbacks=[SaidOnEachRank(str(tmp_path / f"{name}.said")), itlm, bf, saves],
+                             logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            trainer.fit(TinyModel(), Blobs241(), ckpt_path=ckpt_path)  # 8 steps an epoch on each rank in round 0
+        finally:
+            torch.set_num_threads(threads)
+        weights = [p.detach().flatten().tolist() for p in trainer.lightning_module.parameters()]
+        return weights, json.load(open(tmp_path / f"{name}.said.0"))
+
+    full, _ = fit("full")
+    resumed, said = fit("resumed", tmp_path / "full" / "step=3.ckpt")
+    assert [s for s in said if "written inside epoch" in s] == [], said
+    assert resumed == full
+
+
 class SpyTrigger(AdversarialTrigger):
     def __init__(self, *args, out: str, **kwargs):
         super().__init__(*args, **kwargs)

@@ -284,13 +284,15 @@ def _warn_mid_epoch_resume(trainer: Any, owner: str) -> None:
 
 def _order_taken_up_where_it_stopped(trainer: Any) -> bool:
     """Whether every training loader draws ITLM's order (a ``SelectionSampler``), which a fit resumed inside an epoch
-    takes up where the checkpoint stopped, in one process: a BatchFilter beside ITLM then goes on as in the
-    uninterrupted fit (it said "a new order"). Under DDP it still says so (not yet checked there)."""
+    takes up where the checkpoint stopped: a BatchFilter (CoTeaching, RCA) beside ITLM then goes on as in the
+    uninterrupted fit (it said "a new order"). Under DDP too: each rank leaves out the batches it trained of its own
+    share (``skip_batches`` counts the rank's steps, and every rank runs as many), so the filter warned of a new order
+    in a fit that ended bit for bit the uninterrupted one's."""
     from lit_robust.selection.samplers import SelectionSampler
 
     combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
     loaders = [] if combined is None else combined.flattened
-    return distributed.world_size() <= 1 and bool(loaders) and all(
+    return bool(loaders) and all(
         isinstance(getattr(loader, "sampler", None), SelectionSampler) for loader in loaders)
 
 
