@@ -885,3 +885,19 @@ def test_an_auto_checkpoint_from_before_the_default_warm_up_names_the_detector_a
         tiny_trainer(tmp_path, 2).fit(model(), _moons_loader(64, 32), ckpt_path=tmp_path / "old.ckpt")
     assert tiny_trainer(tmp_path, 2).fit(model(warmup_epochs=0), _moons_loader(64, 32),
                                          ckpt_path=tmp_path / "old.ckpt") is None  # as the message says
+
+
+def test_a_numeric_drop_ratio_warm_up_left_out_is_not_said_to_be_the_auto_default(tmp_path):
+    """With a numeric `drop_ratio` a warm-up left out is 0, the default with a number: a resume refused for another
+    warm-up said "(this fit: 0, the default with drop_ratio='auto'; ...)", the default of the mode not in use."""
+    import re
+
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 1)
+    trainer.fit(RCA(2, hidden=8, latent=1, dropout=0.0, drop_ratio=0.1, warmup_epochs=1), _moons_loader(64, 32))
+    trainer.save_checkpoint(tmp_path / "warm.ckpt")
+    expected = ("the checkpoint was written by RCA with `warmup_epochs` 1 (this fit: 0, the default with a numeric "
+                "drop_ratio; pass `warmup_epochs=1` to resume this checkpoint)")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tiny_trainer(tmp_path, 2).fit(RCA(2, hidden=8, latent=1, dropout=0.0, drop_ratio=0.1), _moons_loader(64, 32),
+                                      ckpt_path=tmp_path / "warm.ckpt")

@@ -168,8 +168,8 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
 
 
 def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:
-    """For a ``warmup_epochs`` left out (``None``, the owners' default, 3 epochs with ``drop_ratio="auto"``): that the
-    value compared is the default's and which argument resumes. A checkpoint of an ``"auto"`` fit written before the
+    """For a ``warmup_epochs`` left out (``None``, the owners' default, 3 epochs with ``drop_ratio="auto"``, 0 with a
+    number): that the value compared is that default and which argument resumes. A checkpoint of an ``"auto"`` fit written before the
     default became ``None`` holds 0, and its resume said "(this fit: 3)" to a user who had passed no warm-up."""
     if key != "warmup_epochs":
         return ""
@@ -177,7 +177,9 @@ def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:
     given = hparams.get(key, 0) if hparams is not None and not hasattr(callback, key) else getattr(callback, key, 0)
     if given is not None:
         return ""
-    return f", the default with drop_ratio='auto'; pass `warmup_epochs={saved!r}` to resume this checkpoint"
+    # the default depends on the drop ratio: 0 with a number was said to be "the default with drop_ratio='auto'"
+    which = "drop_ratio='auto'" if getattr(callback, "drop_ratio", None) == "auto" else "a numeric drop_ratio"
+    return f", the default with {which}; pass `warmup_epochs={saved!r}` to resume this checkpoint"
 
 
 def loss_argument(loss: Any) -> Any:
