@@ -1903,6 +1903,10 @@ def _entry_key(cli: RobustCLI | None, exc: BaseException) -> tuple[str | None, A
                 if obj is s:
                     return path, s
         for s in selves:
+            if not isinstance(s, pl.Callback):
+                # the model holds the running Trainer (`_trainer`): Lightning's own errors inside it, such as
+                # `limit_train_batches=0.0001`, were named by the model's key instead of the Trainer argument
+                continue
             for path, obj in objs:
                 # a callback the entry holds and adds itself (RobustRealNVP's trimming filter, from
                 # `configure_callbacks`): its error is the entry's argument (`report_dir`), named as RCA's is

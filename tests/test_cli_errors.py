@@ -264,6 +264,21 @@ def test_an_unwritable_report_dir_of_an_anomaly_model_names_the_key(tmp_path, ca
             "report can be written into, got '/dev/null/reports'") in text, text
 
 
+def test_a_lightning_error_inside_the_running_trainer_names_the_trainer_argument(tmp_path, capsys, one_torch_thread):
+    """Lightning's own error inside a fit (`limit_train_batches=0.0001` of 16 batches) was named by the model's key,
+    `model (lit_robust.RobustRealNVP)`: the model holds the running Trainer, which the fallback for a callback an
+    entry holds took for the entry's own."""
+    cfg = _small(MOONS, tmp_path)
+    _set(cfg, "trainer.limit_train_batches", 0.0001)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2, text
+    assert "lit-robust fit: error: trainer.limit_train_batches: You requested to check 0.0001" in text, text
+
+
 @pytest.mark.parametrize("kind", ["yaml", "garbage", "empty", "plain_dict"])
 @pytest.mark.parametrize("command", ["fit", "test"])
 def test_a_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, capsys, kind, command):
