@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -170,6 +172,18 @@ def test_bad_input(make, message):
 
 #: the seeds every module takes (`check_seed`): a blend trigger's seed beyond torch's failed in its manual_seed
 SEEDS = r"\[0, 4294967295\]"
+
+
+@pytest.mark.parametrize("seed, shown", [(2**70, "1180591620717411303424"), (1.5, "1.5")])
+def test_poison_names_a_seed_torch_cannot_take(seed, shown):
+    """`poison(..., seed=2**70)` ended in torch's bare "Overflow when unpacking long long" and `seed=1.5` in its
+    "manual_seed expected a long", naming no argument; checked as the corruptions check theirs (torch's range)."""
+    x, y = images(4), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=rf"^`seed` must be an integer in \[-9223372036854775808, "
+                                         rf"18446744073709551615\], got {re.escape(shown)}\.$"):
+        poison(x, y, PatchTrigger(value_range=(LO, HI)), 0.5, target=0, seed=seed)
+    patch = PatchTrigger(value_range=(LO, HI))
+    assert poison(x, y, patch, 0.5, target=0, seed=2**32)[2].sum() == 1  # a datamodule's seed + 1
 
 
 @pytest.mark.parametrize("make, message", [

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._checks import check_int, check_seed, real_scalar
+from lit_robust._checks import check_int, check_seed, check_torch_seed, real_scalar
 
 __all__ = ["Trigger", "PatchTrigger", "BlendTrigger", "WatermarkTrigger", "FunctionTrigger", "as_trigger", "poison", "poison_test_set",
            "accuracy", "attack_success_rate", "check_value_range", "check_tau", "trigger_perturbation",
@@ -430,6 +430,9 @@ def poison(images: Tensor, labels: Tensor, trigger: Trigger | Callable[[Tensor],
     """
     _check_images(images)
     trigger = as_trigger(trigger)
+    # torch's range, as the corruptions' (a datamodule passes its seed + 1): 2**70 ended in torch's bare "Overflow
+    # when unpacking long long", 1.5 in its "manual_seed expected a long"
+    check_torch_seed("seed", seed)
     labels, C = _attack_labels(labels, images.shape[0], source, target, num_classes)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise ValueError(f"`rate` must be a number in [0, 1], got {rate!r}.")
