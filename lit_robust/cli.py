@@ -1763,6 +1763,15 @@ def _raised_by_lightning_building_the_trainer(exc: BaseException) -> bool:
     return _init_frame(exc, lambda obj: isinstance(obj, pl.Trainer)) is not None
 
 
+def _raised_by_lightning_checking_the_loaders(exc: BaseException) -> bool:
+    """True when ``exc`` is the ``ValueError`` Lightning's fit loop raises at its data set-up for a Trainer argument
+    that does not fit the training loader (``val_check_interval`` above its batches): a 30-line traceback for a
+    user's `--trainer.val_check_interval 1000` on 16 batches, where ITLM's own check of the same says one line."""
+    site = _raise_site(exc)
+    return (isinstance(exc, ValueError) and site is not None and site.f_code.co_name == "setup_data"
+            and os.path.realpath(site.f_code.co_filename).startswith(_LIGHTNING_DIRS))
+
+
 def _raised_by_a_lightning_constructor(exc: BaseException) -> bool:
     """True when ``exc`` comes from a ``raise`` statement in the ``__init__`` of one of Lightning's classes (a logger
     or callback a config names): its check that the optional package the class needs is installed."""
@@ -1794,6 +1803,8 @@ def user_error(exc: BaseException) -> BaseException | None:
             # missing file in `setup` ended in a 44-line traceback, its `raise FileNotFoundError` in `__init__` in 31)
             return e
         if isinstance(e, (ValueError, TypeError, ImportError)) and _raised_by_lightning_building_the_trainer(e):
+            return e
+        if _raised_by_lightning_checking_the_loaders(e):
             return e
         if isinstance(e, ImportError) and _raised_by_a_lightning_constructor(e):
             # `--trainer.logger WandbLogger` without wandb: Lightning's own "Requirement 'wandb>=0.12.10' not met"

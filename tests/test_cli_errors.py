@@ -279,6 +279,20 @@ def test_a_lightning_error_inside_the_running_trainer_names_the_trainer_argument
     assert "lit-robust fit: error: trainer.limit_train_batches: You requested to check 0.0001" in text, text
 
 
+def test_a_val_check_interval_above_the_training_batches_is_one_line(tmp_path, capsys, one_torch_thread):
+    """`--trainer.val_check_interval 1000` on 16 training batches, without ITLM (whose own check says one line):
+    Lightning's ValueError from its fit loop's data set-up ended in a 30-line traceback (a reviewer's)."""
+    cfg = _small(MOONS, tmp_path)
+    _set(cfg, "trainer.val_check_interval", 1000)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert "lit-robust fit: error: trainer.val_check_interval:" in text and "must be less than or equal" in text, text
+
+
 @pytest.mark.parametrize("kind", ["yaml", "garbage", "empty", "plain_dict"])
 @pytest.mark.parametrize("command", ["fit", "test"])
 def test_a_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, capsys, kind, command):
