@@ -185,31 +185,39 @@ def test_a_mid_epoch_ddp_checkpoint_keeps_every_ranks_counts(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+def _fit_beside_itlm(tmp_path, name, itlm, bf, max_epochs, ckpt_path=None, before=(), after=()) -> pl.Trainer:
+    """A 2-rank fit of ITLM and ``bf`` on 241 samples (8 steps an epoch on each rank in round 0), a checkpoint every
+    3 steps in ``tmp_path / name``; ``before`` / ``after`` callbacks around the two."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from tests.test_itlm_ddp import OddBlobs as Blobs241
+
+    pl.seed_everything(0, verbose=False)
+    saves = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_train_steps=3, filename="{step}")
+    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                         callbacks=[*before, itlm, bf, *after, saves], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.fit(TinyModel(), Blobs241(), ckpt_path=ckpt_path)
+    finally:
+        torch.set_num_threads(threads)
+    return trainer
+
+
 def test_a_filter_beside_itlm_resumed_inside_an_epoch_under_ddp_equals_the_uninterrupted_fit(tmp_path):
     """ITLM's loader takes a resumed epoch up where the checkpoint stopped, so a BatchFilter beside it can go on as in
     the uninterrupted fit; under DDP its checkpoint held rank 0's part alone of the epoch's counts, ``"auto"`` scores
     and report sums: resumed at step 3 (inside epoch 0) the records read ``seen=194`` of 242, the estimate 0.373 for
     0.440, and the weights differed. Every rank's part is saved and each rank restores its own: bit for bit."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from lit_robust import ITLM
-    from tests.test_itlm_ddp import OddBlobs as Blobs241
 
     def fit(name, ckpt_path=None):
-        pl.seed_everything(0, verbose=False)
         itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 1], verbose=False, plot=False, report=False)
         bf = BatchFilter("spl", drop_ratio="auto", warmup_epochs=2, report=True,
                          report_dir=str(tmp_path / f"{name}_report"))
-        saves = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_train_steps=3, filename="{step}")
-        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
-                             callbacks=[itlm, bf, Outcome(str(tmp_path / f"{name}.json")), saves],
-                             logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            trainer.fit(TinyModel(), Blobs241(), ckpt_path=ckpt_path)  # 8 steps an epoch on each rank in round 0
-        finally:
-            torch.set_num_threads(threads)
+        _fit_beside_itlm(tmp_path, name, itlm, bf, 3, ckpt_path, after=[Outcome(str(tmp_path / f"{name}.json"))])
         return json.load(open(tmp_path / f"{name}.json"))
 
     full = fit("full")
@@ -241,25 +249,13 @@ def test_a_filter_beside_itlm_resumed_inside_an_epoch_under_ddp_says_no_new_orde
     sampler leaves out each rank's trained batches of its own share), yet it warned that "Lightning trains the rest
     of that epoch's steps in a new order, so from here on the fit is not the uninterrupted one": the check that
     ITLM's order is taken up required one process. Resumed at step 3 (inside epoch 0): equal, and no such word."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from lit_robust import ITLM
-    from tests.test_itlm_ddp import OddBlobs as Blobs241
 
     def fit(name, ckpt_path=None):
-        pl.seed_everything(0, verbose=False)
         itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False, report=False)
         bf = BatchFilter("spl", drop_ratio=0.3, warmup_epochs=1, report=False)
-        saves = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_train_steps=3, filename="{step}")
-        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
-                             callbacks=[SaidOnEachRank(str(tmp_path / f"{name}.said")), itlm, bf, saves],
-                             logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            trainer.fit(TinyModel(), Blobs241(), ckpt_path=ckpt_path)  # 8 steps an epoch on each rank in round 0
-        finally:
-            torch.set_num_threads(threads)
+        trainer = _fit_beside_itlm(tmp_path, name, itlm, bf, 2, ckpt_path,
+                                   before=[SaidOnEachRank(str(tmp_path / f"{name}.said"))])
         weights = [p.detach().flatten().tolist() for p in trainer.lightning_module.parameters()]
         return weights, json.load(open(tmp_path / f"{name}.said.0"))
 
