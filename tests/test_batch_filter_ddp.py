@@ -154,25 +154,12 @@ def test_a_mid_epoch_ddp_checkpoint_keeps_every_ranks_counts(tmp_path):
     """A checkpoint written inside an epoch under DDP held rank 0's running counts alone: a 2-rank fit resumed there
     read ``seen=48`` of 64 (rank 1's 16 samples before the checkpoint lost), and every rank loading rank 0's counted
     them twice before that. Each rank now restores its own (64); resumed in one process, all of them (32 + 6 * 8)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     def fit(name, ckpt_path=None, devices=2):
         pl.seed_everything(0, verbose=False)
         out = str(tmp_path / name)
         spy = SpyFilter("spl", drop_ratio=0.25, warmup_epochs=0, scope="global", out=out, report=True,
                         report_dir=str(tmp_path / f"{name}_report"))
-        saves = ModelCheckpoint(dirpath=tmp_path / f"{name}_ckpt", save_top_k=-1, every_n_train_steps=2,
-                                filename="{step}")
-        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=devices,
-                             strategy=ddp_cpu_strategy() if devices > 1 else "auto",
-                             callbacks=[spy, saves], logger=False, enable_progress_bar=False,
-                             enable_model_summary=False, deterministic=True)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            trainer.fit(TinyModel(), SixtyFour(), ckpt_path=ckpt_path)
-        finally:
-            torch.set_num_threads(threads)
+        _checkpointed_fit(tmp_path / f"{name}_ckpt", [spy], SixtyFour(), 1, 2, ckpt_path, devices)
         return json.load(open(f"{out}.end.0"))["history"][-1]
 
     full = fit("full")
@@ -184,28 +171,34 @@ def test_a_mid_epoch_ddp_checkpoint_keeps_every_ranks_counts(tmp_path):
     assert alone["seen"] == 32 + 6 * 8, alone
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
 def _fit_beside_itlm(tmp_path, name, itlm, bf, max_epochs, ckpt_path=None, before=(), after=()) -> pl.Trainer:
     """A 2-rank fit of ITLM and ``bf`` on 241 samples (8 steps an epoch on each rank in round 0), a checkpoint every
     3 steps in ``tmp_path / name``; ``before`` / ``after`` callbacks around the two."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from tests.test_itlm_ddp import OddBlobs as Blobs241
 
     pl.seed_everything(0, verbose=False)
-    saves = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_train_steps=3, filename="{step}")
-    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
-                         callbacks=[*before, itlm, bf, *after, saves], logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True)
+    return _checkpointed_fit(tmp_path / name, [*before, itlm, bf, *after], Blobs241(), max_epochs, 3, ckpt_path)
+
+
+def _checkpointed_fit(ckpt_dir, callbacks, data, max_epochs, every, ckpt_path=None, devices=2) -> pl.Trainer:
+    """A fit on ``devices`` CPU ranks (one thread each) of ``TinyModel`` with ``callbacks`` and a checkpoint every
+    ``every`` steps in ``ckpt_dir`` (named ``step=N.ckpt``), from ``ckpt_path`` if given."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    saves = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=-1, every_n_train_steps=every, filename="{step}")
+    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=devices,
+                         strategy=ddp_cpu_strategy() if devices > 1 else "auto", callbacks=[*callbacks, saves],
+                         logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer.fit(TinyModel(), Blobs241(), ckpt_path=ckpt_path)
+        trainer.fit(TinyModel(), data, ckpt_path=ckpt_path)
     finally:
         torch.set_num_threads(threads)
     return trainer
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_filter_beside_itlm_resumed_inside_an_epoch_under_ddp_equals_the_uninterrupted_fit(tmp_path):
     """ITLM's loader takes a resumed epoch up where the checkpoint stopped, so a BatchFilter beside it can go on as in
     the uninterrupted fit; under DDP its checkpoint held rank 0's part alone of the epoch's counts, ``"auto"`` scores
