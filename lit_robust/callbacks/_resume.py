@@ -169,8 +169,9 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
 
 def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:
     """For a ``warmup_epochs`` left out (``None``, the owners' default, 3 epochs with ``drop_ratio="auto"``, 0 with a
-    number): that the value compared is that default and which argument resumes. A checkpoint of an ``"auto"`` fit written before the
-    default became ``None`` holds 0, and its resume said "(this fit: 3)" to a user who had passed no warm-up."""
+    number): that the value compared is that default and which argument resumes. A checkpoint of an ``"auto"`` fit
+    written before the default became ``None`` holds 0, and its resume said "(this fit: 3)" to a user who had passed
+    no warm-up."""
     if key != "warmup_epochs":
         return ""
     hparams = getattr(callback, "hparams", None)  # RCA keeps its arguments there; the callbacks as attributes
