@@ -155,7 +155,8 @@ def test_anomaly_render_reprints_the_saved_run(capsys):
 @pytest.mark.parametrize(("name", "default"), [("itlm_mnist", "itlm_mnist.json"), ("anomaly", "anomaly.json"),
                                                 ("gan_mixture", "gan_mixture.json"),
                                                 ("simclr_defence", "simclr_defence.json"),
-                                                ("filter_auto_digits", "filter_auto_digits.json")])
+                                                ("filter_auto_digits", "filter_auto_digits.json"),
+                                                ("auto_warmup", "auto_warmup.json")])
 def test_reproduce_line_names_the_json_its_command_wrote(name, default):
     """A newcomer's `itlm_mnist.py --quick --out X.md` printed "writes ... itlm_mnist.json" but wrote X.json."""
     mod = _load(name)
@@ -466,6 +467,26 @@ def test_filter_auto_digits_quick_ends_with_headline_json():
     row = summary["rows"]["random"]
     assert len(row["eps_hat"]) == 1 and 0.0 <= row["eps_hat"][0] < 0.5
     assert 0.0 <= row["mean_abs_err_points"] <= 50.0
+
+
+def test_auto_warmup_smoke_ends_with_headline_json():
+    """The measurement behind the default warm-up of `drop_ratio="auto"` (3 epochs, was 0) was a scratch script
+    outside the repository: its smoke run (digits 30 %, seed 0, both warm-ups) ends with the headline JSON, and the
+    old warm-up's estimate is the clipped one."""
+    run = _smoke("auto_warmup")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "auto_warmup" and summary["mode"] == "smoke"
+    row = summary["rows"]["digits30"]
+    assert set(row) == {"default", "zero"} and row["default"]["n"] == row["zero"]["n"] == 1
+    assert 0.0 < row["default"]["eps_hat"] < 49.0 and row["default"]["clipped"] == 0
+    assert row["zero"]["eps_hat"] >= 49.0 and row["zero"]["clipped"] == 1
+    assert "| digits30 | None (3) | 1 | 30.0 |" in run.stdout and "| digits30 | 0 | 1 | 30.0 |" in run.stdout
+
+
+def test_auto_warmup_rejects_bad_options():
+    mod = _load("auto_warmup")
+    with pytest.raises(SystemExit, match=r"`--coteach-seeds` must be integers >= 0, got \[-1\]"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--coteach-seeds", "-1"])
 
 
 def test_batch_filter_per_class_smoke_ends_with_headline_json():
