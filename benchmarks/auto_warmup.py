@@ -162,7 +162,8 @@ def render(saved: dict) -> str:
     pairs = [pr for s in p["settings"] for pr in _pairs(saved, s)]
     if pairs:
         higher = sum(a["acc"] > b["acc"] for a, b in pairs)
-        seeds_line = [f"New default against old, seed by seed: accuracy higher in {higher} of {len(pairs)} pairs; the old default's estimate clipped at {100 * CLIP:.0f} % in "
+        seeds_line = [f"New default against old, seed by seed: accuracy higher in {higher} of {len(pairs)} pairs; "
+                      f"the old default's estimate clipped at {100 * CLIP:.0f} % in "
                       f"{sum(_clipped(b) for _, b in pairs)} of them, the new default's in "
                       f"{sum(_clipped(a) for a, _ in pairs)}.", ""]
     table = md_table(["setting", "warmup_epochs", "seeds", "true ε %", "ε̂ % mean (range)", "last drop ratio %",
