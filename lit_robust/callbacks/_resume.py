@@ -372,6 +372,7 @@ def counts_of_this_rank(rank0: list[int] | None, others: list[list[int] | None] 
     parts = [p for p in distributed.parts_to_restore(rank0, others) if p is not None]
     return [sum(col) for col in zip(*parts)] if parts else [0] * len(rank0)
 
+
 def validates_off_epoch_ends(trainer: Any) -> bool:
     """Whether the fit validates other than once at each epoch's end: ``val_check_interval`` inside the epoch, or
     ``check_val_every_n_epoch`` other than 1 (and validation not switched off by ``limit_val_batches=0``)."""
