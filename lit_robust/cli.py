@@ -235,23 +235,88 @@ def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def check_duplicate_keys(paths: Sequence[str]) -> None:
-    """Raise :class:`UserInputError` naming the first key a ``--config`` sets twice: a file's, or the YAML text
-    itself where the argument names no file (jsonargparse reads it as the config: ``--config '{trainer: ...}'``); a
-    file that cannot be read or parsed is left to jsonargparse, which says why (as is ``-``, standard input)."""
+#: the places where jsonargparse reads a string as the path of a settings file: a top-level section, an entry of a
+#: callback or logger list, and a class's ``init_args``
+_SECTIONS = ("model", "data", "trainer", "optimizer", "lr_scheduler")
+_ENTRY_LISTS = ("callbacks", "logger")
+
+
+def _settings_files(doc: Any, base: str, path: str = "") -> Iterator[tuple[str, str]]:
+    """``(key path, file)`` of every settings file a loaded config names where jsonargparse reads one
+    (``model: model.yaml``, ``callbacks: [cb.yaml]``, ``init_args: args.yaml``): the path as jsonargparse takes it, from
+    ``base``, the folder of the config naming it; only existing files (a missing one is jsonargparse's to name)."""
+    if not isinstance(doc, dict):
+        return
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else str(key)
+        at_class = (key in _SECTIONS and not path) or key == "init_args"
+        items = (list(enumerate(value)) if isinstance(value, list) else [(None, value)]) if key in _ENTRY_LISTS else []
+        for i, item in items:
+            if isinstance(item, str) and os.path.isfile(os.path.join(base, item)):
+                yield (where if i is None else f"{where}[{i}]"), os.path.join(base, item)
+        if at_class and isinstance(value, str) and os.path.isfile(os.path.join(base, value)):
+            yield where, os.path.join(base, value)
+        elif isinstance(value, dict):
+            yield from _settings_files(value, base, where)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from _settings_files(item, base, f"{where}[{i}]")
+
+
+def _stdin_text() -> str:
+    """``--config -``: standard input's text, put back as a new ``sys.stdin`` for jsonargparse to read."""
+    import io
+
+    text = sys.stdin.read()
+    sys.stdin = io.StringIO(text)
+    return text
+
+
+def _first_duplicate(text: str, base: str, prefix: str = "", depth: int = 0) -> tuple[str, str, list] | None:
+    """``(file or None, key path prefix, duplicate_keys(...))`` of the first text set a key twice in: ``text``
+    itself, else a settings file it names (:func:`_settings_files`), recursively; ``None`` when none does."""
+    try:
+        twice = duplicate_keys(text)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:  # a text that cannot be parsed is left to jsonargparse, which says why
+        return None
+    if twice:
+        return None, prefix, twice
+    for key, path in _settings_files(doc, base) if depth < 8 else ():  # 8: a file naming itself ends
+        found = _first_duplicate(_file_text(path), os.path.dirname(path), f"{prefix}{key}.", depth + 1)
+        if found is not None:
+            return (path if found[0] is None else found[0]), *found[1:]
+    return None
+
+
+def check_duplicate_keys(paths: Sequence[str], sections: Sequence[tuple[str, str]] = ()) -> None:
+    """Raise :class:`UserInputError` naming the first key a ``--config`` sets twice: a file's, the YAML text itself
+    where the argument names no file (jsonargparse reads it as the config: ``--config '{trainer: ...}'``), standard
+    input's (``-``), or a settings file any of them names (``model: model.yaml``: jsonargparse reads it from the
+    config's folder), as a section given on the command line does (``sections``: ``("model", "model.yaml")``). A file
+    that cannot be read or parsed is left to jsonargparse, which says why."""
     for path in paths:
-        try:
-            if os.path.isfile(path):
-                twice = duplicate_keys(_file_text(path))
-            else:  # config text on the command line: its repeated key was kept silently, as a file's was
-                twice = [] if path == "-" else duplicate_keys(path)
-        except yaml.YAMLError:
-            continue
-        if twice:
-            key, first, again = twice[0]
-            more = f" (and {len(twice) - 1} more key(s) set twice)" if len(twice) > 1 else ""
-            raise UserInputError(f"--config {path!r} sets {key!r} twice, on lines {first} and {again}{more}: YAML "
-                                 "would keep the last value without a word; delete the one you do not mean.")
+        if path == "-":
+            text, base = _stdin_text(), os.getcwd()
+        elif os.path.isfile(path):
+            text, base = _file_text(path), os.path.dirname(path)
+        else:  # config text on the command line: its repeated key was kept silently, as a file's was
+            text, base = path, os.getcwd()
+        _refuse_duplicate(_first_duplicate(text, base), f"--config {path!r}")
+    for key, path in sections:
+        found = _first_duplicate(_file_text(path), os.path.dirname(path), f"{key}.") if os.path.isfile(path) else None
+        _refuse_duplicate(found if found is None or found[0] else (path, *found[1:]), f"--{key}")
+
+
+def _refuse_duplicate(found: tuple[str | None, str, list] | None, given: str) -> None:
+    if found is None:
+        return
+    nested, prefix, twice = found
+    key, first, again = twice[0]
+    more = f" (and {len(twice) - 1} more key(s) set twice)" if len(twice) > 1 else ""
+    where = given if nested is None else f"{nested!r} (named by {given})"
+    raise UserInputError(f"{where} sets {prefix + key!r} twice, on lines {first} and {again}{more}: YAML would keep "
+                         "the last value without a word; delete the one you do not mean.")
 
 
 def _null_init_args_hint(message: str) -> str:
@@ -2104,6 +2169,24 @@ def _config_file_args(argv: Sequence[str]) -> list[str]:
     return files
 
 
+def _section_file_args(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``(section, value)`` of each top-level section given on the command line (``--model model.yaml``,
+    ``--data=data.yaml``): a value naming a file is read by jsonargparse as that section's settings.
+
+    >>> _section_file_args(["fit", "--model", "m.yaml", "--data=d.yaml", "--trainer.max_epochs", "2"])
+    [('model', 'm.yaml'), ('data', 'd.yaml')]
+    """
+    found = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and name[2:] in _SECTIONS:
+            if eq:
+                found.append((name[2:], value))
+            elif i + 1 < len(argv):
+                found.append((name[2:], argv[i + 1]))
+    return found
+
+
 def run(args: Sequence[str] | None = None) -> RobustCLI | None:
     """Run ``lit-robust`` with ``args`` (default ``sys.argv[1:]``) and return the CLI object (``None`` for
     ``demo``). Errors propagate; :func:`main` turns a user's mistake into a message and exit status 2. Every
@@ -2116,7 +2199,7 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         return None
     given, argv = argv, config_first(argv)
     _config_files[:] = _config_file_args(argv)
-    check_duplicate_keys(_config_files)
+    check_duplicate_keys(_config_files, _section_file_args(argv))
     return RobustCLI(
         pl.LightningModule,
         pl.LightningDataModule,

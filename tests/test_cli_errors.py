@@ -707,6 +707,57 @@ def test_a_key_set_twice_in_config_text_on_the_command_line_is_named(capsys):
             "and 1: YAML would keep the last value without a word" in err), err
 
 
+@pytest.mark.parametrize("given", ["nested", "callback", "command line"])
+def test_a_key_set_twice_in_a_settings_file_a_config_names_is_named(tmp_path, capsys, monkeypatch, given):
+    """`model: model.yaml` (jsonargparse reads the file from the config's folder), a callback entry naming a file and
+    `--model model.yaml`: a key set twice in that file ran with the last value without a word; only the
+    `--config` files themselves were checked."""
+    cfg = _small(PRL, tmp_path)
+    if given == "callback":
+        entry, key, where = cfg["trainer"]["callbacks"][0], "trainer.callbacks[0].class_path", "sub/cb.yaml"
+        cfg["trainer"]["callbacks"][0] = where
+    else:
+        entry, key, where = cfg["model"], "model.class_path", "sub/model.yaml"
+        cfg["model"] = where
+    (tmp_path / "sub").mkdir()
+    (tmp_path / where).write_text(yaml.safe_dump(entry, sort_keys=False).replace(
+        "class_path:", "class_path: x\nclass_path:", 1))
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path / "sub")  # the settings file is read from the config's folder, not the current one
+    if given == "command line":
+        argv, named = ["fit", "--config", str(config), "--model", "model.yaml"], "--model"
+        cfg["model"] = entry
+        config.write_text(yaml.safe_dump(cfg))
+        where = "model.yaml"
+    else:
+        argv, named = ["fit", "--config", str(config)], f"--config {str(config)!r}"
+        where = str(tmp_path / where)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert (f"error: {where!r} (named by {named}) sets {key!r} twice, on lines 1 and 2: YAML would keep the last "
+            "value without a word" in err), err
+
+
+def test_a_key_set_twice_in_a_config_on_standard_input_is_named(tmp_path, capsys, monkeypatch):
+    """`--config -` (jsonargparse reads the config from standard input) ran with a key's last value without a
+    word; a config on standard input without one is still read by jsonargparse after the check has read it."""
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("trainer:\n  max_epochs: 1\n  max_epochs: 2\n"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "-"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert "error: --config '-' sets 'trainer.max_epochs' twice, on lines 2 and 3" in err, err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(yaml.safe_dump(_small(PRL, tmp_path))))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "-", "--print_config"])
+    assert exit_info.value.code == 0 and "lit_robust.BatchFilter" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("where", ["model", "callback"])
 def test_an_empty_init_args_is_named(tmp_path, capsys, where):
     """`init_args:` with every line under it commented out (YAML reads null) read "'NoneType' object has no attribute
