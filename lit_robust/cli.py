@@ -146,6 +146,7 @@ class RobustArgumentParser(LightningArgumentParser):
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
         message = _config_place_hint(_empty_config_hint(_null_init_args_hint(_function_type_hint(message))))
+        message = _null_required_hint(message)
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
 
 
@@ -339,6 +340,48 @@ def _null_init_args_hint(message: str) -> str:
                         "(null: every line under it commented out?); give it the class's arguments, one level down, "
                         "or delete the `init_args:` line to take the defaults.")
     return message
+
+
+def _null_required_hint(message: str) -> str:
+    """A required argument given as null (``keep_ratio: null``: YAML's empty value) read "the following arguments are
+    required: keep_ratio", as if the config had left it out: say that it is null, and what the class allows (its own
+    check's message, where a lit_robust class has one: argument, allowed values, value received). Any other message
+    is returned as is."""
+    m = re.search(r"Problem with given class_path '([\w.]+)':\s*the following arguments are required: ([\w, ]+)",
+                  message)
+    if m is None:
+        return message
+    required = [n.strip() for n in m.group(2).split(",")]
+    short = m.group(1).rpartition(".")[2]
+    for path in _config_files:
+        try:
+            doc = yaml.safe_load(_file_text(path) if os.path.isfile(path) else path if path != "-" else "")
+        except yaml.YAMLError:
+            continue
+        for key, entry in _class_entries(doc, ""):
+            args = entry.get("init_args")
+            if str(entry.get("class_path", "")).rpartition(".")[2] != short or not isinstance(args, dict):
+                continue
+            null = [n for n in required if n in args and args[n] is None]
+            if null:
+                return (f"{key}: `{null[0]}` of `class_path: {entry['class_path']}` is null in --config {path!r}, "
+                        f"and it has no default: {_own_check(m.group(1), args, null[0])}")
+    return message
+
+
+def _own_check(class_path: str, init_args: dict, name: str) -> str:
+    """The message of a lit_robust class's own check of ``init_args`` where it is about ``name`` (``"`keep_ratio`
+    must be in (0, 1], got None ..."``), else a plain request for a value."""
+    cls = _import_quietly(class_path)
+    if isinstance(cls, type) and cls.__module__.startswith("lit_robust."):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cls(**init_args)
+        except Exception as err:  # noqa: BLE001 - any other failure leaves the plain request
+            if str(err).startswith(f"`{name}`"):
+                return str(err)
+    return f"give `{name}` a value (`--help` of the class lists what it takes)."
 
 
 def _class_entries(node: Any, path: str) -> Iterator[tuple[str, dict]]:

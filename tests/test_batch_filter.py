@@ -571,3 +571,10 @@ def test_the_inferred_loss_layer_is_decided_once_per_fit(tmp_path):
         assert len(calls) == 2
     finally:
         module.infer_loss_layer = original
+
+
+def test_a_drop_ratio_that_is_no_number_is_told_the_range_allow_large_drop_allows():
+    """`drop_ratio=None` beside `allow_large_drop=True` was told "must be a number in [0, 0.5)", a range the opt-in
+    widens to [0, 1) (a number there, 0.7, is accepted)."""
+    with pytest.raises(ValueError, match=r"`drop_ratio` must be a number in \[0, 1\), got None"):
+        BatchFilter(rule="prl", drop_ratio=None, allow_large_drop=True)

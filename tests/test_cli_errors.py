@@ -758,6 +758,26 @@ def test_a_key_set_twice_in_a_config_on_standard_input_is_named(tmp_path, capsys
     assert exit_info.value.code == 0 and "lit_robust.BatchFilter" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name, config, range_", [
+    ("keep_ratio", "itlm_digits.yaml", r"must be in (0, 1], got None (or 'auto'"),
+    ("drop_ratio", PRL, "must be a number in [0, 0.5), got None. Or pass drop_ratio='auto'"),
+])
+def test_a_required_ratio_given_as_null_is_named(tmp_path, capsys, name, config, range_):
+    """`keep_ratio: null` (ITLM) or `drop_ratio: null` (BatchFilter) read "the following arguments are required:
+    keep_ratio", as if the config had left it out: the error must say it is null and what the argument allows."""
+    cfg = _small(config, tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"][name] = None
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and "arguments are required" not in err, err
+    cls = cfg["trainer"]["callbacks"][0]["class_path"]
+    assert (f"error: trainer.callbacks[0]: `{name}` of `class_path: {cls}` is null in --config {str(path)!r}, and it "
+            f"has no default: `{name}` {range_}" in err), err
+
+
 @pytest.mark.parametrize("where", ["model", "callback"])
 def test_an_empty_init_args_is_named(tmp_path, capsys, where):
     """`init_args:` with every line under it commented out (YAML reads null) read "'NoneType' object has no attribute

@@ -252,7 +252,8 @@ def check_drop_ratio(drop_ratio: float, allow_large_drop: bool = False, name: st
     """Validate a per-batch drop ratio ε: ``[0, 0.5)`` (the PRL guarantee), or ``[0, 1)`` with the opt-in."""
     drop_ratio = real_scalar(drop_ratio)
     if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)):
-        raise ValueError(f"`{name}` must be a number in [0, 0.5), got {drop_ratio!r}.")
+        # the range the opt-in allows (a null `drop_ratio` beside `allow_large_drop: true` was told [0, 0.5))
+        raise ValueError(f"`{name}` must be a number in [0, {1 if allow_large_drop else 0.5}), got {drop_ratio!r}.")
     if allow_large_drop:
         if not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"`{name}` must be in [0, 1) with `allow_large_drop=True`, got {drop_ratio!r}."
