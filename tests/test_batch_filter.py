@@ -578,3 +578,22 @@ def test_a_drop_ratio_that_is_no_number_is_told_the_range_allow_large_drop_allow
     widens to [0, 1) (a number there, 0.7, is accepted)."""
     with pytest.raises(ValueError, match=r"`drop_ratio` must be a number in \[0, 1\), got None"):
         BatchFilter(rule="prl", drop_ratio=None, allow_large_drop=True)
+
+
+def test_a_ddp_resume_under_another_global_seed_is_warned(monkeypatch):
+    """Under DDP Lightning's DistributedSampler shuffles with the global seed, and the checkpoint did not hold it: a
+    resume after `seed_everything(1)` of a seed-0 fit trained other batches than the uninterrupted fit, silently."""
+    from types import SimpleNamespace
+
+    from lit_robust._backend import TrainerFn
+
+    bf = BatchFilter(rule="prl", drop_ratio=0.2, report=False)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    checkpoint = {"callbacks": {bf.state_key: {"arguments": bf.resume_arguments(), "global_seed": 0}}}
+    trainer = SimpleNamespace(world_size=2, state=SimpleNamespace(fn=TrainerFn.FITTING), callbacks=[bf])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bf.on_load_checkpoint(trainer, None, checkpoint)  # the same seed: nothing to say
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
+    with pytest.warns(UserWarning, match=r"global seed is 1, but the fit this checkpoint resumes started with seed 0"):
+        bf.on_load_checkpoint(trainer, None, checkpoint)

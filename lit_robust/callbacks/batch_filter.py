@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -94,6 +95,12 @@ def planned_epochs(trainer: Any) -> int | None:
     if getattr(trainer, "fast_dev_run", False):
         return None
     return getattr(trainer, "max_epochs", None)
+
+
+def _global_seed() -> int | None:
+    """The global seed of ``seed_everything`` (``PL_GLOBAL_SEED``), ``None`` where none is set."""
+    now = os.environ.get("PL_GLOBAL_SEED")
+    return int(now) if now is not None and now.lstrip("-").isdigit() else None
 
 
 def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int | None, max_epochs: int | None) -> str | None:
@@ -1019,12 +1026,22 @@ class BatchFilter(Callback):
             "report": self._report.state_dict(),
             "random": random_state(),
             "arguments": self.resume_arguments(),
+            # Lightning's DistributedSampler shuffles with it: a DDP resume under another seed trains other batches
+            "global_seed": _global_seed(),
         }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
         # before Lightning skips a state saved under other arguments; False outside a fit (keep this fit's history)
         self._restore_state = check_resumable(self, trainer, checkpoint)
+        saved = ((checkpoint.get("callbacks") or {}).get(self.state_key) or {}).get("global_seed")
+        now = _global_seed()
+        if self._restore_state and getattr(trainer, "world_size", 1) > 1 and None not in (saved, now) and saved != now:
+            # the seed is Lightning's to use (its sampler is built after this), not ours to change: say it
+            rank_zero_warn(f"{type(self).__name__}: this process's global seed is {now}, but the fit this checkpoint "
+                           f"resumes started with seed {saved}: under DDP Lightning's DistributedSampler shuffles with "
+                           "the global seed, so the resumed fit trains other batches than the uninterrupted one. "
+                           f"Resume with `seed_everything({saved})` (`--seed_everything {saved}`).")
         # written at an epoch's last batch: that epoch's end is this filter's to run (`_close_skipped_epoch`)
         self._skipped_end = epoch_whose_end_was_skipped(checkpoint) if self._restore_state else None
 
