@@ -66,6 +66,7 @@ from lit_robust._backend import (
     rank_zero_only,
     rank_zero_warn,
 )
+from lit_robust._checks import SEED_MAX
 from lit_robust._lightning import sigterm_noted, sigterm_without_collectives
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.report import class_label, datamodule_classes
@@ -93,7 +94,6 @@ class UserInputError(Exception):
 #: ``nn.Module`` listed torch's ~760, making `--model.help lit_robust.SimCLR` 728 lines); `fit --help`'s longest
 #: list, the callbacks with lit_robust's among them, has 35
 _MAX_SUBCLASSES_LISTED, _SUBCLASSES_SHOWN_WHEN_CUT = 60, 8
-_MAX_SEED = 2**32 - 1  # the largest seed Lightning's `seed_everything` takes (NumPy's)
 
 
 def shorten_subclass_list(help_text: str, limit: int = _MAX_SUBCLASSES_LISTED,
@@ -975,10 +975,10 @@ class RobustCLI(LightningCLI):
             raise UserInputError(_undecodable_config(err)) from None
         sub = self.config.get("subcommand") if isinstance(self.config, Namespace) else None
         seed = self.config.get(f"{sub}.seed_everything" if sub else "seed_everything")
-        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= _MAX_SEED:
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= SEED_MAX:
             # Lightning's `seed_everything` refused it later, inside LightningCLI's constructor: a 30-line traceback
             # ending in "-1 is not in bounds, numpy accepts from 0 to 4294967295"
-            raise UserInputError(f"`seed_everything` must be true, false or an integer in [0, {_MAX_SEED}] (the range "
+            raise UserInputError(f"`seed_everything` must be true, false or an integer in [0, {SEED_MAX}] (the range "
                                  f"Lightning's `seed_everything` takes), got {seed}.")
         dropped = _replaced_callbacks(self.config[sub].get("trainer.callbacks") if sub else None)
         if dropped:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lit_robust._backend import pl
+from lit_robust._checks import SEED_MAX
 from lit_robust.callbacks import ITLM
 from lit_robust.data import DigitsDataModule
 from lit_robust.models.supervised import ImageClassifier
@@ -23,7 +24,6 @@ from lit_robust.reporting import print_table
 
 __all__ = ["run_demo"]
 
-MAX_SEED = 2**32 - 1  # the largest seed `pl.seed_everything` takes
 
 
 def _quiet() -> None:
@@ -75,9 +75,9 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"argument {flag} must be an integer >= 1, got {value}")
     if not 0 < args.lr < math.inf:  # inf passed here and was refused by the model, after the header
         p.error(f"argument --lr must be a finite number > 0, got {args.lr}")
-    if any(not 0 <= s <= MAX_SEED for s in args.seeds):
+    if any(not 0 <= s <= SEED_MAX for s in args.seeds):
         # seed_everything's bound (NumPy's): 2**32 ended in Lightning's traceback after the header
-        p.error(f"argument --seeds must be integers in [0, {MAX_SEED}], got {args.seeds}")
+        p.error(f"argument --seeds must be integers in [0, {SEED_MAX}], got {args.seeds}")
 
 
 def _seed_row(seed: int, args: argparse.Namespace, keep: float, rounds: list[int]) -> dict[str, Any]:

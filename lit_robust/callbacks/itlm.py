@@ -134,7 +134,6 @@ _MIN_VALIDATION_SAMPLES = 20  # fewer: a validation accuracy is not judged "at c
 _PER_CLASS_SHORT = 0.02  # per_class keeping fewer than keep_ratio * n by more than this share of n is warned about
 
 
-_MAX_SEED = SEED_MAX  # the one range every module checks its seed against (`lit_robust._checks.check_seed`)
 
 
 def _per_class_keeps_none(keep_ratio: float, n: int, counts: Tensor | None = None) -> str:
@@ -630,9 +629,9 @@ class ITLM(Callback):
             raise ValueError(f"`on_collapse` must be one of {list(_ON_COLLAPSE)}, got {on_collapse!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
             raise TypeError(f"`seed` must be an integer or None (the global seed), got {seed!r}.")
-        if seed is not None and not 0 <= seed <= _MAX_SEED:
+        if seed is not None and not 0 <= seed <= SEED_MAX:
             # 2**64 passed here and failed at fit start inside torch ("Overflow when unpacking long long")
-            raise ValueError(f"`seed` must be in [0, {_MAX_SEED}] (the range of Lightning's `seed_everything`) or "
+            raise ValueError(f"`seed` must be in [0, {SEED_MAX}] (the range of Lightning's `seed_everything`) or "
                              f"None, got {seed!r}.")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise TypeError(f"`monitor` must be a metric name (a non-empty string) or None, got {monitor!r}.")
