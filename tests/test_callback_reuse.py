@@ -537,6 +537,35 @@ def test_rca_reads_hparams_warmup_epochs_at_each_fit_and_checks_it(tmp_path):
         tiny_trainer(tmp_path, 2, []).fit(rca, moons)
 
 
+@pytest.mark.parametrize("flow_name", ["RealNVP", "RobustRealNVP"])
+def test_flow_filter_ramps_over_the_warmup_epochs_in_hparams(tmp_path, flow_name):
+    """The flows' own filter was built with the constructor's warm-up: `hparams.warmup_epochs` set afterwards (what
+    a checkpoint saves and RCA reads) was shown but not used, the filter dropping the full ratio from epoch 0."""
+    import lit_robust
+    from lit_robust import TwoMoonsAnomalyDataModule
+
+    cls = getattr(lit_robust, flow_name)
+    moons = TwoMoonsAnomalyDataModule(n_train=200, contamination=0.1, anomalies="uniform", n_test=100, seed=0)
+    pl.seed_everything(0, verbose=False)
+    flow = cls(2, n_couplings=2, hidden=8, drop_ratio=0.2)
+    trainer = tiny_trainer(tmp_path, 2, [])
+    trainer.fit(flow, moons)
+    assert [r.drop_ratio for r in flow.batch_filter.history] == [0.2, 0.2]  # no warm-up by default
+    path = tmp_path / "flow.ckpt"
+    trainer.save_checkpoint(path)
+
+    loaded = cls.load_from_checkpoint(path, warmup_epochs=4)  # Lightning's override of a saved hyper-parameter
+    assert loaded.hparams.warmup_epochs == 4
+    tiny_trainer(tmp_path / "a", 2, []).fit(loaded, moons)
+    assert [r.drop_ratio for r in loaded.batch_filter.history] == pytest.approx([0.0, 0.2 / 4])
+
+    loaded.hparams.warmup_epochs = 2  # set between fits
+    tiny_trainer(tmp_path / "b", 2, []).fit(loaded, moons)
+    assert [r.drop_ratio for r in loaded.batch_filter.history] == pytest.approx([0.0, 0.2 / 2])
+    loaded.hparams.warmup_epochs = -3
+    with pytest.raises(ValueError, match=r"`warmup_epochs` must be an integer >= 0 or None \(.*\), got -3"):
+        tiny_trainer(tmp_path / "c", 2, []).fit(loaded, moons)
+
 
 def test_a_no_op_fit_of_a_finished_trainer_after_another_trainer_uses_nothing_of_its_state(tmp_path):
     """A reviewer's finished Trainer A, then B on a set of another size, then A again (nothing to train): it crashed on

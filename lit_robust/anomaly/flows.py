@@ -332,6 +332,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
     def configure_callbacks(self) -> list[Callback]:
         if self.batch_filter is None:
             return []
+        # the warm-up in `hparams`, as it is now, as RCA reads its own: a notebook user's
+        # `flow.hparams.warmup_epochs = 4` (what a checkpoint saves) was not what the filter, built with the
+        # constructor's value, ramped over; checked at the filter's fit setup, which comes after
+        self.batch_filter.warmup_epochs = self.hparams.warmup_epochs
         trainer = self._trainer
         if trainer is not None and any(cb is self.batch_filter for cb in trainer.callbacks):
             return []  # attached by an earlier stage of this trainer (fit before test): nothing to replace
