@@ -507,14 +507,34 @@ def test_the_other_datamodules_warn_of_a_setting_changed_after_setup_too(shared_
     assert dm.train_set is train  # what the warning says: the splits are as they were
 
 
-@pytest.mark.parametrize("name", ["MNISTDataModule", "FashionMNISTDataModule", "MNISTLandmarksDataModule",
-                                  "BackdoorMNISTDataModule", "SemiSupervisedBackdoorMNISTDataModule",
-                                  "MixedImagesDataModule", "OneClassMNISTDataModule"])
-def test_a_root_of_none_is_named_when_the_datamodule_is_built(name):
+@pytest.mark.parametrize(("name", "kwargs", "folders"), [
+    ("MNISTDataModule", {}, "MNIST/raw"), ("FashionMNISTDataModule", {}, "FashionMNIST/raw"),
+    ("MNISTLandmarksDataModule", {}, "MNIST/raw"), ("BackdoorMNISTDataModule", {}, "MNIST/raw"),
+    ("BackdoorFashionMNISTDataModule", {}, "FashionMNIST/raw"),
+    ("SemiSupervisedBackdoorMNISTDataModule", {}, "MNIST/raw"),
+    ("SemiSupervisedBackdoorMNISTDataModule", {"unlabeled_fashion": 10}, "MNIST/raw and FashionMNIST/raw"),
+    ("MixedImagesDataModule", {}, "MNIST/raw and FashionMNIST/raw"),
+    ("MixedImagesDataModule", {"clean": "fashion_mnist", "bad": "mnist"}, "FashionMNIST/raw and MNIST/raw"),
+    ("OneClassMNISTDataModule", {}, "MNIST/raw"), ("OneClassFashionMNISTDataModule", {}, "FashionMNIST/raw"),
+])
+def test_a_root_of_none_is_named_when_the_datamodule_is_built(name, kwargs, folders):
     """`root: null` (a YAML `root:` left empty) was taken and ended at setup in `os.path.expanduser(None)`: a
-    traceback naming no argument, under `lit-robust` too."""
+    traceback naming no argument, under `lit-robust` too. The message names the folders this datamodule reads (a
+    FashionMNIST user was told of `MNIST/raw`) and `download=True`."""
     import lit_robust
 
     with pytest.raises(TypeError, match=r"^`root` must be the folder that holds torchvision's data sets \(e\.g\. "
-                                        r"'\.\./shared/data', with MNIST/raw in it\), got None\.$"):
-        getattr(lit_robust, name)(root=None)
+                                        rf"'\.\./shared/data', with {folders} in it, or where `download=True` puts "
+                                        r"them\), got None\.$"):
+        getattr(lit_robust, name)(root=None, **kwargs)
+
+
+@pytest.mark.parametrize(("name", "folder"), [("MNISTDataModule", "MNIST"), ("FashionMNISTDataModule", "FashionMNIST"),
+                                              ("OneClassFashionMNISTDataModule", "FashionMNIST")])
+def test_missing_data_is_named_by_the_folder_looked_for(tmp_path, name, folder):
+    """The data missing from an existing `root`: the message names the data set's own folder and `download=True`."""
+    import lit_robust
+
+    with pytest.raises(RuntimeError, match=rf"^{folder} not found under `root`=.* Point `root` at the folder that "
+                                           rf"holds {folder}/raw, or pass `download=True` \(needs a network\)\.$"):
+        getattr(lit_robust, name)(root=str(tmp_path)).setup("fit")

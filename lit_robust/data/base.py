@@ -17,12 +17,15 @@ from lit_robust.data.spec import DataSpec, TargetKind, dataset_spec
 __all__ = ["torchvision_split", "check_root", "SplitLoaders", "built_already", "remember_settings"]
 
 
-def check_root(root: Any) -> Any:
-    """``root`` as given when it is a path, else a ``TypeError`` that names it: ``root: null`` (a YAML ``root:`` left
-    empty) was taken and ended at setup in ``os.path.expanduser(None)``, a traceback naming no argument."""
+def check_root(root: Any, *names: str) -> Any:
+    """``root`` as given when it is a path, else a ``TypeError`` that names it and the folders the datamodule reads
+    there (``names``: its torchvision data sets, ``"MNIST"`` when none is given): ``root: null`` (a YAML ``root:``
+    left empty) was taken and ended at setup in ``os.path.expanduser(None)``, a traceback naming no argument; a
+    FashionMNIST user was told to put ``MNIST/raw`` there."""
     if not isinstance(root, (str, os.PathLike)):
+        folders = " and ".join(f"{name}/raw" for name in (names or ("MNIST",)))
         raise TypeError(f"`root` must be the folder that holds torchvision's data sets (e.g. '../shared/data', with "
-                        f"MNIST/raw in it), got {root!r}.")
+                        f"{folders} in it, or where `download=True` puts them), got {root!r}.")
     return root
 
 

@@ -209,7 +209,7 @@ class MNISTDataModule(CorruptedClassificationDataModule):
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_root(root)
+        check_root(root, self._name)
         self.root = root
         self.download = download
 
@@ -475,7 +475,7 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_root(root)
+        check_root(root, "MNIST")
         self.root, self.download = root, download
 
     def prepare_data(self) -> None:

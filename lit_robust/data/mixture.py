@@ -18,6 +18,7 @@ __all__ = ["MixedImagesDataModule", "ImageSource"]
 
 ImageSource = Literal["mnist", "fashion_mnist"]
 _SOURCES = ("mnist", "fashion_mnist")
+_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # their torchvision names
 
 
 def load_images(name: ImageSource, root: str, download: bool = False, train: bool = True) -> Tensor:
@@ -85,7 +86,7 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("num_workers", num_workers, 0)
         check_seed("seed", seed)
-        check_root(root)
+        check_root(root, *(_FOLDERS[name] for name in (clean, bad)))
         self.root = root
         self.clean_ratio = float(clean_ratio)
         self.train_size = train_size

@@ -120,7 +120,7 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         _check_int("eval_batch_size", eval_batch_size, 1)
         _check_int("num_workers", num_workers, 0)
         check_seed("seed", seed)  # the poisoned samples are drawn with seed + 1
-        check_root(root)
+        check_root(root, "MNIST", *(("FashionMNIST",) if unlabeled_fashion else ()))
         self.root, self.mode, self.attack, self.poison_rate = root, mode, attack, float(poison_rate)
         def whole(v: int | None) -> int | None:
             return None if v is None else int(v)
