@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import linecache
 import logging
 import os
@@ -84,6 +85,8 @@ _LIGHTNING_DIRS = tuple(os.path.realpath(os.path.dirname(spec.origin)) + os.sep
                         for spec in map(importlib.util.find_spec, ("pytorch_lightning", "lightning_fabric", "lightning"))
                         if spec is not None and spec.origin)
 _EVAL_COMMANDS = ("validate", "test", "predict")
+# written into a run folder by a `fit` that ran to its end (:meth:`LitRobustCLI._mark_fit_ended`)
+FIT_END_MARK = "fit_ended.json"
 
 
 class UserInputError(Exception):
@@ -1212,6 +1215,7 @@ class RobustCLI(LightningCLI):
         just trained and train nothing; this skips it (:meth:`_say_if_complete` said why)."""
         if not self._complete:
             self.trainer.fit(**kwargs)
+            self._mark_fit_ended()
             self._fail_if_the_final_model_collapsed()
             self._say_next_step()
 
@@ -1358,7 +1362,16 @@ class RobustCLI(LightningCLI):
         point = mid_epoch_checkpoint(checkpoint)
         # a `last.ckpt` of `every_n_train_steps` written inside the last epoch read as a finished fit: `fit --ckpt_path
         # last` of a preempted job trained nothing of that epoch's remaining steps and exited 0
-        return epoch if point is not None and not point.last_batch else epoch + 1
+        if point is not None:
+            return epoch if not point.last_batch else epoch + 1
+        try:  # written after an epoch's end had run in full (Lightning counts it completed): `epoch` is the next one
+            total = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+            after_end = total["completed"] == total["processed"] == total["started"] == epoch
+        except (KeyError, TypeError):
+            after_end = False
+        # a resume of a last-batch checkpoint that trained nothing (below: `_end_of_fit_pending`) saves one such: its
+        # next `--ckpt_path last` read "already ran its 4 epochs (`max_epochs` 3)"
+        return epoch if after_end else epoch + 1
 
     def _missing_reports(self, found: str) -> list[Any]:
         """The callbacks (or module) set to write a per-sample report into the run folder, whose file is not in the
@@ -1382,6 +1395,43 @@ class RobustCLI(LightningCLI):
                 missing.append(cb)
         return missing
 
+    def _mark_fit_ended(self) -> None:
+        """Write :data:`FIT_END_MARK` into the run folder of a fit that ran to its end (the final validation, the
+        reports, ``on_train_end``): its global step. The checkpoint alone cannot say so: a ``last.ckpt`` of
+        ``every_n_train_steps`` written at the final epoch's last batch is the same file whether the fit then ended
+        or was stopped in its final validation (:meth:`_end_of_fit_pending`)."""
+        trainer = self.trainer
+        if not trainer.state.finished or trainer.interrupted or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        try:
+            Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(trainer.log_dir) / FIT_END_MARK).write_text(json.dumps({"global_step": trainer.global_step}) + "\n")
+        except OSError as exc:  # a read-only folder: the fit itself succeeded
+            rank_zero_warn(f"lit-robust fit: could not write {FIT_END_MARK} into {trainer.log_dir} ({exc}): a later "
+                           "`--ckpt_path last` of this fit may run its end-of-fit work again.")
+
+    @staticmethod
+    def _end_of_fit_pending(found: str) -> bool | None:
+        """For a checkpoint written at the final epoch's last batch, in that batch's ``on_train_batch_end`` (before
+        the epoch's end: ``ModelCheckpoint(every_n_train_steps=...)``): whether the fit that wrote it stopped before
+        its end-of-fit work (no :data:`FIT_END_MARK` of that step in its run folder), ``None`` where that folder is
+        not known (a ModelCheckpoint ``dirpath`` elsewhere); ``False`` for any other checkpoint."""
+        from lit_robust.callbacks._resume import epoch_whose_end_was_skipped
+
+        try:
+            checkpoint = torch.load(found, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - `_epochs_done` read it already; one with more than weights: not this case
+            return False
+        if epoch_whose_end_was_skipped(checkpoint) is None:
+            return False
+        if Path(found).parent.name != "checkpoints":
+            return None
+        try:
+            ended = json.loads((Path(found).parent.parent / FIT_END_MARK).read_text())["global_step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+        return not (isinstance(ended, int) and ended >= checkpoint.get("global_step", 0))
+
     def _say_if_complete(self, found: str, epochs_done: Any) -> bool:
         """Whether ``fit --ckpt_path last`` found a fit which already ran every epoch (it would train nothing), said
         on stderr (a DDP newcomer's requeued job "resumed" an earlier, finished fit, printed its round table as if
@@ -1390,6 +1440,19 @@ class RobustCLI(LightningCLI):
         max_epochs = self.trainer.max_epochs
         complete = (isinstance(epochs_done, int) and max_epochs is not None and max_epochs >= 0
                     and epochs_done >= max_epochs)
+        pending = self._end_of_fit_pending(found) if complete else False
+        if pending:
+            # the fit was stopped in its final validation or end-of-fit work, after the step checkpoint of its last
+            # batch (a preempted job's): "nothing to train" left that work undone for good. Lightning resumes such a
+            # checkpoint after the epoch's end: it runs the end of the fit, not that epoch's validation
+            if self.trainer.is_global_zero:
+                sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, written at the last batch "
+                                 f"of the fit's final epoch ({epochs_done} of {max_epochs}), but that fit stopped "
+                                 "before its end (no end-of-fit mark in its folder): this run trains nothing and "
+                                 "does the end-of-fit work (callbacks' reports and plots, `on_train_end`) into a new "
+                                 "run folder. Lightning does not run that epoch's validation again: its `val_*` "
+                                 "metrics are missing (`lit-robust validate --ckpt_path last` measures them).\n")
+            return False
         missing = self._missing_reports(found) if complete else []
         if missing:
             run = str(Path(found).parent.parent)
@@ -1408,9 +1471,15 @@ class RobustCLI(LightningCLI):
             longer = ("A fit with rounds (`round_epochs`) cannot be lengthened by a resume: for longer rounds start a "
                       "new fit, without `--ckpt_path`" if rounds else
                       "To train longer raise `--trainer.max_epochs`; to start again leave out `--ckpt_path`")
+            # a last-batch step checkpoint in a ModelCheckpoint `dirpath` outside its run folder: whether that fit
+            # ended is not known here
+            unknown = ("" if pending is not None else
+                       " It was written at the final epoch's last batch, before that epoch's end: if that fit was "
+                       "stopped there (its final validation, reports or plots missing), pass the file as "
+                       "`--ckpt_path FILE` and Lightning resumes it and does the end-of-fit work.")
             sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, a fit that already ran its "
                              f"{epochs_done} epochs (`max_epochs` {max_epochs}): nothing to train, so nothing runs and "
-                             f"nothing is written. {longer}.\n")
+                             f"nothing is written. {longer}.{unknown}\n")
         return complete
 
     def _say_fresh_fit(self, mine: dict[str, Any] | None, searched: list[str]) -> None:

@@ -499,6 +499,66 @@ def test_fit_ckpt_path_last_of_a_fit_killed_inside_its_last_epoch_trains_the_res
     assert again.trainer.state.finished and again.trainer.global_step == first.trainer.global_step
 
 
+class StoppedInFinalValidation(pl.Callback):
+    """A preemption in the final epoch's validation, after the step checkpoint of that epoch's last batch (armed by
+    the test only: the resumed fit has the same callbacks, so the same config)."""
+
+    armed = False
+
+    def on_validation_epoch_end(self, trainer, *args):
+        if self.armed and not trainer.sanity_checking and trainer.current_epoch == trainer.max_epochs - 1:
+            raise RuntimeError("preempted in the final validation")
+
+
+def test_fit_ckpt_path_last_of_a_fit_stopped_after_its_last_step_checkpoint_does_the_end_of_fit_work(
+        tmp_path, capsys, monkeypatch, one_torch_thread):
+    """A preempted job's `last.ckpt` of `every_n_train_steps`, written at the final epoch's last batch, before the
+    final validation and the end-of-fit work (report off): `fit --ckpt_path last` said "a fit that already ran its 3
+    epochs: nothing to train" and that work never ran. The same file ends a fit that did end: the CLI marks a fit
+    that ran to its end in its folder."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"]["report"] = False
+    cfg["trainer"]["callbacks"] += [
+        {"class_path": "ModelCheckpoint", "init_args": {"every_n_train_steps": 1, "save_last": True}},
+        {"class_path": "tests.test_cli.StoppedInFinalValidation"}]
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    epochs = cfg["trainer"]["max_epochs"]
+    monkeypatch.setattr(StoppedInFinalValidation, "armed", True)
+    with pytest.raises(RuntimeError, match="preempted in the final validation"):
+        main(["fit", "--config", str(path)])
+    stopped = tmp_path / "lightning_logs" / "version_0"
+    assert not (stopped / "itlm_scores.png").exists() and not (stopped / "fit_ended.json").exists()
+    monkeypatch.setattr(StoppedInFinalValidation, "armed", False)
+    capsys.readouterr()
+
+    again = run(["fit", "--config", str(path), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    found = stopped / "checkpoints" / "last.ckpt"
+    assert (f"lit-robust fit: note: `--ckpt_path last` found {found}, written at the last batch of the fit's final "
+            f"epoch ({epochs} of {epochs}), but that fit stopped before its end (no end-of-fit mark in its folder): "
+            "this run trains nothing and does the end-of-fit work") in err, err
+    assert "nothing to train" not in err, err
+    assert again.trainer.state.finished and again.config_init["fit"]["ckpt_path"] == str(found)
+    resumed = Path(again.trainer.log_dir)
+    assert (resumed / "itlm_scores.png").is_file()  # ITLM's plot, written at the end of a fit
+    assert json.loads((resumed / "fit_ended.json").read_text()) == {"global_step": again.trainer.global_step}
+
+    capsys.readouterr()
+    done = run(["fit", "--config", str(path), "--ckpt_path", "last"])  # that fit ended: nothing more to do
+    assert (f"a fit that already ran its {epochs} epochs (`max_epochs` {epochs}): nothing to train"
+            in capsys.readouterr().err)
+    assert done.trainer.state.status == "initializing"
+    from lit_robust.cli import RobustCLI
+
+    # a ModelCheckpoint `dirpath` outside the run folder: whether that fit ended is not known (the note says so)
+    elsewhere = tmp_path / "elsewhere.ckpt"
+    elsewhere.write_bytes(found.read_bytes())
+    assert [RobustCLI._end_of_fit_pending(str(p)) for p in (found, elsewhere)] == [True, None]
+    (stopped / "fit_ended.json").write_text(json.dumps({"global_step": again.trainer.global_step}))
+    assert RobustCLI._end_of_fit_pending(str(found)) is False
+
+
 def test_fit_ckpt_path_last_writes_the_report_a_killed_fit_did_not_and_names_a_damaged_checkpoint(
         tmp_path, capsys, one_torch_thread):
     """A preemptible-cluster user's fit was killed after its last checkpoint and before its report: `fit --ckpt_path
