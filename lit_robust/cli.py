@@ -1447,9 +1447,9 @@ class RobustCLI(LightningCLI):
             # checkpoint after the epoch's end: it runs the end of the fit, not that epoch's validation
             if self.trainer.is_global_zero:
                 sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, written at the last batch "
-                                 f"of the fit's final epoch ({epochs_done} of {max_epochs}), but that fit stopped "
-                                 "before its end (no end-of-fit mark in its folder): this run trains nothing and "
-                                 "does the end-of-fit work (callbacks' reports and plots, `on_train_end`) into a new "
+                                 f"of the fit's final epoch ({epochs_done} of {max_epochs}), and its folder has no "
+                                 f"{FIT_END_MARK} (written by a fit that ran to its end, since 2026-12-05): that fit "
+                                 "was stopped before its end, so this run trains nothing and does the end-of-fit work (callbacks' reports and plots, `on_train_end`) into a new "
                                  "run folder. Lightning does not run that epoch's validation again: its `val_*` "
                                  "metrics are missing (`lit-robust validate --ckpt_path last` measures them).\n")
             return False
