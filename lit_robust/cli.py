@@ -1448,8 +1448,10 @@ class RobustCLI(LightningCLI):
             if self.trainer.is_global_zero:
                 sys.stderr.write(f"lit-robust fit: note: `--ckpt_path last` found {found}, written at the last batch "
                                  f"of the fit's final epoch ({epochs_done} of {max_epochs}), and its folder has no "
-                                 f"{FIT_END_MARK} (written by a fit that ran to its end, since 2026-12-05): that fit "
-                                 "was stopped before its end, so this run trains nothing and does the end-of-fit work (callbacks' reports and plots, `on_train_end`) into a new "
+                                 f"{FIT_END_MARK}, which a fit writes when it runs to its end (a fit of an earlier "
+                                 "lit-robust wrote none): taken for a fit stopped before its end, this run "
+                                 "trains nothing and does the end-of-fit work (callbacks' reports and plots, "
+                                 "`on_train_end`) into a new "
                                  "run folder. Lightning does not run that epoch's validation again: its `val_*` "
                                  "metrics are missing (`lit-robust validate --ckpt_path last` measures them).\n")
             return False

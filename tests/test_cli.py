@@ -536,9 +536,9 @@ def test_fit_ckpt_path_last_of_a_fit_stopped_after_its_last_step_checkpoint_does
     err = capsys.readouterr().err
     found = stopped / "checkpoints" / "last.ckpt"
     assert (f"lit-robust fit: note: `--ckpt_path last` found {found}, written at the last batch of the fit's final "
-            f"epoch ({epochs} of {epochs}), and its folder has no fit_ended.json (written by a fit that ran to its "
-            "end, since 2026-12-05): that fit was stopped before its end, so this run trains nothing and does the "
-            "end-of-fit work") in err, err
+            f"epoch ({epochs} of {epochs}), and its folder has no fit_ended.json, which a fit writes when it runs to "
+            "its end (a fit of an earlier lit-robust wrote none): taken for a fit stopped before its end, "
+            "this run trains nothing and does the end-of-fit work") in err, err
     assert "nothing to train" not in err, err
     assert again.trainer.state.finished and again.config_init["fit"]["ckpt_path"] == str(found)
     resumed = Path(again.trainer.log_dir)
