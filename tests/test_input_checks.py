@@ -42,6 +42,7 @@ from lit_robust import (
     SyntheticRegressionDataModule,
     TwoMoonsAnomalyDataModule,
     apply_spectral_norm,
+    truncate_spectral_norm,
 )
 from lit_robust.data import DataSpec
 from lit_robust.functional.backdoor import PatchTrigger
@@ -407,6 +408,18 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
                                                                r"got 2.5"),
     (lambda: IndexedDataset(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), corrupted=[0.5, 1, 2]), ValueError,
      r"`corrupted` must be a boolean \(or 0/1\) mask, got values \[0.5, 1.0, 2.0\]"),
+    # the Python API sweep: apply_spectral_norm stored clamp and eps unchecked (clamp="no" is truthy: it only shrank;
+    # eps=nan turned the layer's output to NaN), truncate_spectral_norm left an integer or empty weight to torch
+    (lambda: apply_spectral_norm(torch.nn.Linear(2, 2), clamp="no"), ValueError,
+     r"`clamp` must be True or False, got 'no' \(a str\)"),
+    (lambda: apply_spectral_norm(torch.nn.Linear(2, 2), eps=float("nan")), ValueError,
+     r"`eps` must be a number > 0, got nan"),
+    (lambda: truncate_spectral_norm(torch.ones(3, 3, dtype=torch.long), 1.0), ValueError,
+     r"`weight` must be a floating-point tensor, got dtype torch.int64"),
+    (lambda: truncate_spectral_norm(torch.zeros(0, 3), 1.0), ValueError,
+     r"`weight` must hold at least one element, got shape \(0, 3\)"),
+    (lambda: truncate_spectral_norm(torch.ones(3), 1.0), ValueError,
+     r"`weight` must have >= 2 dimensions .*got shape \(3,\)"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

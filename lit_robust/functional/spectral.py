@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from lit_robust._checks import check_bool, check_number
+
 __all__ = [
     "apply_spectral_norm",
     "remove_spectral_norm",
@@ -84,7 +86,8 @@ def weight_matrix(weight: Tensor, dim: int = 0) -> Tensor:
     if not isinstance(weight, Tensor):
         raise ValueError(f"`weight` must be a tensor, got {type(weight).__name__}.")
     if weight.ndim < 2:
-        raise ValueError(f"a spectral norm needs a weight with >= 2 dimensions, got shape {tuple(weight.shape)}.")
+        raise ValueError(f"`weight` must have >= 2 dimensions (a spectral norm is a matrix's), got shape "
+                         f"{tuple(weight.shape)}.")
     if isinstance(dim, bool) or not isinstance(dim, int) or not -weight.ndim <= dim < weight.ndim:
         raise ValueError(f"`dim` must be an integer in [{-weight.ndim}, {weight.ndim - 1}] (a dimension of the weight of "
                          f"shape {tuple(weight.shape)}), got {dim!r}.")
@@ -158,6 +161,12 @@ def truncate_spectral_norm(weight: Tensor, k: float, method: Literal["scale", "c
     k = _check_k(k)
     if method not in ("scale", "clip"):
         raise ValueError(f"`method` must be 'scale' or 'clip', got {method!r}.")
+    # an integer weight ended in torch's "linalg.matrix_norm: Expected a floating point or complex tensor", an empty
+    # one in "cannot reshape tensor of 0 elements", naming no argument
+    if isinstance(weight, Tensor) and not weight.dtype.is_floating_point:
+        raise ValueError(f"`weight` must be a floating-point tensor, got dtype {weight.dtype}.")
+    if isinstance(weight, Tensor) and weight.numel() == 0:
+        raise ValueError(f"`weight` must hold at least one element, got shape {tuple(weight.shape)}.")
     mat = weight_matrix(weight, dim)
     work = mat.double() if mat.dtype in (torch.float16, torch.bfloat16) else mat
     if not bool(torch.isfinite(work).all()):
@@ -450,6 +459,9 @@ def apply_spectral_norm(model: nn.Module, k: float = 1.0, modules: str | Sequenc
     """
     k = _check_k(k)
     _check_iterations(n_power_iterations)
+    # both were stored unchecked: clamp="no" (truthy) only shrank, eps=nan made every estimate NaN at the first forward
+    check_bool("clamp", clamp)
+    check_number("eps", eps, 0, low_open=True)
     if conv_norm not in ("matrix", "operator"):
         raise ValueError(f"`conv_norm` must be 'matrix' or 'operator', got {conv_norm!r}.")
     done = []
