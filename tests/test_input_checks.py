@@ -420,6 +420,12 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
      r"`weight` must hold at least one element, got shape \(0, 3\)"),
     (lambda: truncate_spectral_norm(torch.ones(3), 1.0), ValueError,
      r"`weight` must have >= 2 dimensions .*got shape \(3,\)"),
+    # bootstrap_loss: integer logits reached torch's "log_softmax ... not implemented for 'Long'"; a
+    # `detach_prediction` of any kind was read as its truth value
+    (lambda: lit_robust.bootstrap_loss(torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 1])), ValueError,
+     r"`logits` must be a floating-point tensor, got dtype torch.int64"),
+    (lambda: lit_robust.bootstrap_loss(torch.zeros(2, 3), torch.tensor([0, 1]), detach_prediction="no"), ValueError,
+     r"`detach_prediction` must be True or False, got 'no' \(a str\)"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

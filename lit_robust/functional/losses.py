@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_robust._checks import check_bool
+
 __all__ = ["bootstrap_loss"]
 
 
@@ -47,6 +49,10 @@ def bootstrap_loss(logits: Tensor, targets: Tensor, beta: float = 0.95, kind: Li
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"`logits` must have shape [batch, classes], got {got}.")
+    if not logits.is_floating_point():  # integer logits ended in torch's "log_softmax ... not implemented for 'Long'"
+        raise ValueError(f"`logits` must be a floating-point tensor, got dtype {logits.dtype}.")
+    # a string or None was taken as its truth value: "no" stopped the gradient
+    check_bool("detach_prediction", detach_prediction)
     if not isinstance(targets, Tensor):
         raise ValueError(f"`targets` must be a tensor of class indices [batch] or probabilities [batch, classes], got "
                          f"{type(targets).__name__}.")
