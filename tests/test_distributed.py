@@ -385,6 +385,14 @@ def test_sharded_sampler_covers_every_index_once():
      r"`selection` indices must be in \[0, 4\] \(the dataset's length is 5\), got 7\."),
     (lambda: SelectionSampler(5, num_replicas=2, rank=True), r"`rank` must be an integer in \[0, 1\], got True"),
     (lambda: SelectionSampler(5, num_replicas=2.5, rank=0), r"`num_replicas` must be an integer >= 1, got 2.5\."),
+    # the Python API sweep: seed=2.5 and seed=-1 shuffled with a seed nobody asked for, seed="7" failed in the first
+    # epoch naming nothing, shuffle="no" (truthy) shuffled, selection="zzz" ended in torch's "invalid data type"
+    (lambda: SelectionSampler(5, seed=2.5), r"`seed` must be an integer in \[0, 4294967295\], got 2.5\."),
+    (lambda: SelectionSampler(5, seed=-1), r"`seed` must be an integer in \[0, 4294967295\], got -1\."),
+    (lambda: SelectionSampler(5, seed="7"), r"`seed` must be an integer in \[0, 4294967295\], got '7' \(a str\)\."),
+    (lambda: SelectionSampler(5, shuffle="no"), r"`shuffle` must be True or False, got 'no' \(a str\)\."),
+    (lambda: SelectionSampler(5, selection="zzz"),
+     r"`selection` must be a tensor or sequence of integer dataset indices, got str 'zzz'\."),
     (lambda: ShardedSampler(10, num_replicas=True, rank=0), r"`num_replicas` must be an integer >= 1, got True"),
     (lambda: ShardedSampler(10, num_replicas=2.0, rank=1), r"`num_replicas` must be an integer >= 1, got 2.0\."),
     (lambda: ShardedSampler(10, num_replicas=3, rank=1.5), r"`rank` must be an integer in \[0, 2\], got 1.5\."),

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler
 
-from lit_robust._checks import check_int
+from lit_robust._checks import check_bool, check_int, check_seed
 from lit_robust.selection import distributed
 
 __all__ = ["SelectionSampler", "ShardedSampler", "epoch_seed"]
@@ -54,9 +54,11 @@ class SelectionSampler(DistributedSampler):
         n = check_int("n", n, 0)
         num_replicas = check_int("num_replicas", num_replicas, 1)
         rank = check_int("rank", rank, 0, num_replicas - 1)
+        # unchecked, seed=2.5 and seed=-1 shuffled with a seed nobody asked for, seed="7" failed in the first epoch
+        # naming no argument, and shuffle="no" (truthy) shuffled
         self.n = n
-        self.shuffle = shuffle
-        self.seed = seed
+        self.shuffle = check_bool("shuffle", shuffle)
+        self.seed = check_seed("seed", seed)
         self.epoch = 0
         self.num_replicas = num_replicas
         self.rank = rank
@@ -75,7 +77,11 @@ class SelectionSampler(DistributedSampler):
 
     def set_selection(self, selection: Tensor | None) -> None:
         if selection is not None:
-            selection = torch.as_tensor(selection).flatten().cpu()
+            try:
+                selection = torch.as_tensor(selection).flatten().cpu()
+            except (TypeError, ValueError, RuntimeError) as err:  # "zzz", a dict: torch's "Could not infer dtype"
+                raise ValueError(f"`selection` must be a tensor or sequence of integer dataset indices, got "
+                                 f"{type(selection).__name__} {selection!r}.") from err
             # a float tensor was truncated to the indices below it (0.5 -> 0, 1.7 -> 1) without a word
             if selection.numel() and (selection.dtype.is_floating_point or selection.dtype.is_complex
                                       or selection.dtype == torch.bool):
