@@ -361,6 +361,14 @@ def test_single_process_fallbacks():
         D.global_batch_keep_mask(s, idx, drop_ratio=1.0)
     with pytest.raises(ValueError, match=r"exactly one of `drop_ratio` and `k`"):
         D.global_batch_keep_mask(s, idx)
+    # its arguments by their own names (the checks it shares with global_selection said `index` and `scores`)
+    with pytest.raises(ValueError, match=r"^`local_index` must have one entry per score: its length must be in "
+                                         r"\[50, 50\] \(the length of `local_scores` on this rank\), got 49\.$"):
+        D.global_batch_keep_mask(s, idx[:49], drop_ratio=0.3)
+    with pytest.raises(ValueError, match=r"^`local_index` must be an integer tensor, got dtype torch.float32\.$"):
+        D.global_batch_keep_mask(s, idx.float(), drop_ratio=0.3)
+    with pytest.raises(ValueError, match=r"^`local_scores` must have a real dtype in .*, got torch.complex64\.$"):
+        D.global_batch_keep_mask(s.to(torch.complex64), idx, k=3)
     with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\], got 0"):
         D.global_trim_mask(s, idx, 0)
 

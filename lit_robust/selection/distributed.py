@@ -313,14 +313,15 @@ def collectives(group: Group = None) -> Collectives:
 
 # -- exact global selection -----------------------------------------------------------------------------------
 def global_selection(scores: Tensor, index: Tensor, k: int | Callable[[int], int], algorithm: Algorithm = "auto",
-                     group: Group = None, bits_per_pass: int = 11) -> tuple[Tensor, SelectionInfo]:
+                     group: Group = None, bits_per_pass: int = 11,
+                     names: tuple[str, str] = ("scores", "index")) -> tuple[Tensor, SelectionInfo]:
     """This rank's keep-mask of the global ``k`` smallest ``(score, index)`` pairs, and how it was found.
 
     Call on every rank. See :func:`global_smallest_k_mask`; ``k`` may also be a function of the global
-    number of distinct samples ``n``.
+    number of distinct samples ``n``. ``names``: the caller's names of ``scores`` and ``index``, for the errors.
     """
     masks, info = sharded_smallest_k_masks([scores], [index], k, collectives(group), algorithm=algorithm,
-                                           bits_per_pass=bits_per_pass)
+                                           bits_per_pass=bits_per_pass, names=names)
     return masks[0], info
 
 
@@ -431,6 +432,9 @@ def global_per_class_trim_mask(scores: Tensor, index: Tensor, labels: Tensor, ke
     return mask
 
 
+_LOCAL_NAMES = ("local_scores", "local_index")  # global_batch_keep_mask's names for `scores`, `index`
+
+
 def global_batch_keep_mask(local_scores: Tensor, local_index: Tensor, drop_ratio: float | None = None,
                            k: int | None = None, group: Group = None) -> Tensor:
     """Per-batch filter over the *global* batch (``scope="global"``): this rank's survivors.
@@ -467,5 +471,6 @@ def global_batch_keep_mask(local_scores: Tensor, local_index: Tensor, drop_ratio
             raise ValueError(f"`drop_ratio` must be in [0, 1), got {drop_ratio!r}.")
         keep_ratio = 1.0 - float(drop_ratio)
         k_of = RatioK(lambda n: keep_count(n, keep_ratio), keep_ratio)
-        return global_selection(local_scores, local_index, k_of, "gather", group)[0]
-    return global_selection(local_scores, local_index, k, "gather", group)[0]
+        # the names the user passed: the checks below said `index` and `scores` of `local_index`, `local_scores`
+        return global_selection(local_scores, local_index, k_of, "gather", group, names=_LOCAL_NAMES)[0]
+    return global_selection(local_scores, local_index, k, "gather", group, names=_LOCAL_NAMES)[0]

@@ -265,6 +265,7 @@ def sharded_smallest_k_masks(
     bits_per_pass: int = 11,
     chunk_size: int = 1 << 18,
     gather_max_n: int = GATHER_ALL_MAX_N,
+    names: tuple[str, str] = ("scores", "index"),
 ) -> tuple[list[Tensor], SelectionInfo]:
     """Keep-masks of the ``k`` globally smallest ``(score, index)`` pairs, one per local shard.
 
@@ -302,7 +303,7 @@ def sharded_smallest_k_masks(
     before_sent, before_received = comm.bytes_sent, comm.bytes_received
 
     # 1. local checks + one small all-gather, so that every rank raises together instead of hanging
-    errors = [_local_error(s, i, comm) for s, i in zip(scores, index)]
+    errors = [_local_error(s, i, comm, names) for s, i in zip(scores, index)]
     # numpy integers count, as the numpy ratios of the global entry points do (np.int64(2) was refused)
     k_int = int(k) if isinstance(k, numbers.Integral) and not isinstance(k, bool) else None
     if k_int is None and not callable(k):
@@ -341,23 +342,27 @@ def sharded_smallest_k_masks(
 
 
 # -- checks --------------------------------------------------------------------------------------------
-def _local_error(scores: Tensor, index: Tensor, comm: Collectives) -> str | None:
+def _local_error(scores: Tensor, index: Tensor, comm: Collectives,
+                 names: tuple[str, str] = ("scores", "index")) -> str | None:
+    """The first thing wrong with this rank's inputs, if any; ``names``: what the caller calls its two arguments
+    (``global_batch_keep_mask``'s are ``local_scores`` and ``local_index``)."""
+    sn, xn = names
     if not isinstance(scores, Tensor) or scores.ndim != 1:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-        return f"`scores` must be a 1-D tensor with one score per sample, got {shape}."
+        return f"`{sn}` must be a 1-D tensor with one score per sample, got {shape}."
     if not isinstance(index, Tensor) or index.ndim != 1:
         shape = tuple(index.shape) if isinstance(index, Tensor) else type(index).__name__
-        return f"`index` must be a 1-D tensor of dataset indices, got {shape}."
+        return f"`{xn}` must be a 1-D tensor of dataset indices, got {shape}."
     if index.numel() != scores.numel():
-        return (f"`index` must have one entry per score: its length must be in [{scores.numel()}, "
-                f"{scores.numel()}] (the length of `scores` on this rank), got {index.numel()}.")
+        return (f"`{xn}` must have one entry per score: its length must be in [{scores.numel()}, "
+                f"{scores.numel()}] (the length of `{sn}` on this rank), got {index.numel()}.")
     if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
-        return f"`index` must be an integer tensor, got dtype {index.dtype}."
+        return f"`{xn}` must be an integer tensor, got dtype {index.dtype}."
     if scores.dtype not in _SCORE_DTYPES:
-        return f"`scores` must have a real dtype in {[str(d) for d in _SCORE_DTYPES]}, got {scores.dtype}."
+        return f"`{sn}` must have a real dtype in {[str(d) for d in _SCORE_DTYPES]}, got {scores.dtype}."
     if index.device != scores.device:
-        return f"`index` must be on the device of `scores` ({scores.device}), got {index.device}."
-    return comm.device_error("scores", scores)
+        return f"`{xn}` must be on the device of `{sn}` ({scores.device}), got {index.device}."
+    return comm.device_error(sn, scores)
 
 
 def _meta_row(scores: Tensor, index: Tensor, error: str | None, k: int | None, ratio_bits: int | None = None
