@@ -426,6 +426,14 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
      r"`logits` must be a floating-point tensor, got dtype torch.int64"),
     (lambda: lit_robust.bootstrap_loss(torch.zeros(2, 3), torch.tensor([0, 1]), detach_prediction="no"), ValueError,
      r"`detach_prediction` must be True or False, got 'no' \(a str\)"),
+    # corrupt_labels: a bool tensor reached torch's "Index put requires the source and destination dtypes match";
+    # corrupt_targets: None, a string or a dict torch's "Could not infer dtype of NoneType"
+    (lambda: lit_robust.corrupt_labels(torch.tensor([True, False] * 5), 0.7), ValueError,
+     r"`targets` must be a 1-D integer tensor, got dtype torch.bool, shape \(10,\)"),
+    (lambda: lit_robust.corrupt_targets(None, torch.zeros(4), 0.5, "linadv"), ValueError,
+     r"`features` must be a tensor, got NoneType None"),
+    (lambda: lit_robust.corrupt_targets(torch.zeros(4, 2), "zzz", 0.5, "linadv"), ValueError,
+     r"`targets` must be a tensor, got str 'zzz'"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

@@ -6,7 +6,7 @@ Regression targets: prl_paper §6 and robust_dnn_thesis §4.4 (linadv, signflip,
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -55,7 +55,8 @@ def corrupt_labels(
         targets = torch.as_tensor(targets)
     except (TypeError, RuntimeError, ValueError):
         raise ValueError(f"`targets` must be a 1-D integer tensor, got {type(targets).__name__}.") from None
-    if targets.ndim != 1 or targets.is_floating_point():
+    # a bool tensor ended in torch's "Index put requires the source and destination dtypes match"
+    if targets.ndim != 1 or targets.is_floating_point() or targets.dtype == torch.bool:
         raise ValueError(f"`targets` must be a 1-D integer tensor, got dtype {targets.dtype}, shape {tuple(targets.shape)}.")
     clean_ratio = real_scalar(clean_ratio)  # np.float32(0.7) as 0.7, as `corrupt_targets`' rate
     if not _is_real(clean_ratio) or not 0.0 <= clean_ratio <= 1.0:
@@ -168,10 +169,18 @@ def corrupt_targets(
     return out, mask, kinds
 
 
+def _as_tensor(name: str, value: Any) -> Tensor:
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(f"`{name}` must be a tensor, got {type(value).__name__} {value!r}.") from None
+
+
 def _check_target_corruption(features: Tensor, targets: Tensor, rate: float, kind: str,
                              uniform_bound: float) -> tuple[Tensor, Tensor, float, float]:
     """:func:`corrupt_targets`' arguments checked: ``(features, targets, rate, uniform_bound)``."""
-    features, targets = torch.as_tensor(features), torch.as_tensor(targets)
+    # None, a string or a dict ended in torch's "Could not infer dtype of NoneType", naming neither argument
+    features, targets = _as_tensor("features", features), _as_tensor("targets", targets)
     if not targets.is_floating_point() or targets.ndim not in (1, 2):
         raise ValueError(f"`targets` must be a floating-point tensor of shape [n] or [n, q], got dtype "
                          f"{targets.dtype}, shape {tuple(targets.shape)}.")
