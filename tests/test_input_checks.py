@@ -434,6 +434,9 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
      r"`features` must be a tensor, got NoneType None"),
     (lambda: lit_robust.corrupt_targets(torch.zeros(4, 2), "zzz", 0.5, "linadv"), ValueError,
      r"`targets` must be a tensor, got str 'zzz'"),
+    # random_views of an empty batch reached torch's affine_grid: "Expected non-zero, positive output size"
+    (lambda: lit_robust.random_views(torch.zeros(0, 1, 8, 8)), ValueError,
+     r"`images` must hold at least one image with C, H, W >= 1, got shape \(0, 1, 8, 8\)"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

@@ -72,8 +72,12 @@ def test_backbone_shapes_and_errors():
     r = simclr_backbone("resnet18", in_channels=1, first_conv=False, maxpool1=False)
     assert r.conv1.kernel_size == (3, 3) and r.conv1.stride == (1, 1) and isinstance(r.maxpool, torch.nn.Identity)
     assert r.eval()(x).shape == (2, 512)
-    with pytest.raises(ValueError, match=r"`backbone` must be one of \('cnn', 'resnet18', 'resnet50'\), got 'vgg'"):
+    # the argument the caller passed: `name` here, `backbone` in SimCLR
+    with pytest.raises(ValueError, match=r"`name` must be one of \('cnn', 'resnet18', 'resnet50'\), got 'vgg'"):
         simclr_backbone("vgg")
+    for make in (SimCLR, LinearProbe):
+        with pytest.raises(ValueError, match=r"`backbone` must be one of \('cnn', 'resnet18', 'resnet50'\), got 'vgg'"):
+            make(backbone="vgg")
     with pytest.raises(ValueError, match="`width` must be an integer >= 1, got 0"):
         simclr_backbone("cnn", width=0)
 

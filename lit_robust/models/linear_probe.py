@@ -21,6 +21,7 @@ from lit_robust.models.backbone_checkpoint import load_backbone
 from lit_robust.models.simclr import (
     BackboneName,
     backbone_in_channels,
+    check_backbone_name,
     check_dim_needs_own_backbone,
     check_own_backbone_dim,
     own_backbone_dim,
@@ -119,6 +120,8 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             backbone_checkpoint = os.fspath(backbone_checkpoint)
         check_dim_needs_own_backbone("LinearProbe", backbone, feature_dim)
         own = backbone is not None and not isinstance(backbone, str)
+        if isinstance(backbone, str):
+            check_backbone_name("backbone", backbone)
         feat = own_backbone_dim(backbone, feature_dim) if own else None
         # your own encoder stays out of the hyper-parameters (a module there is pickled into every checkpoint); its
         # feature size goes in, the checkpoint's sign that one is needed to load it

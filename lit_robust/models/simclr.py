@@ -93,8 +93,8 @@ def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int
     >>> simclr_backbone("cnn", width=8)(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 32])
     """
-    if name not in BACKBONES:
-        raise ValueError(f"`backbone` must be one of {BACKBONES}, got {name!r}.")
+    # `name` to a direct caller (it said `backbone`, the name SimCLR and LinearProbe give it, and check it by)
+    check_backbone_name("name", name)
     in_channels = _check_positive_int("in_channels", in_channels)
     check_bool("first_conv", first_conv)
     check_bool("maxpool1", maxpool1)
@@ -117,6 +117,12 @@ def simclr_backbone(name: BackboneName = "cnn", in_channels: int = 1, width: int
     net.arch = {"backbone": name, "in_channels": in_channels, "width": width, "first_conv": first_conv,
                 "maxpool1": maxpool1}
     return net
+
+
+def check_backbone_name(argument: str, name: Any) -> None:
+    """A ``ValueError`` naming ``argument`` unless ``name`` is one of :data:`BACKBONES`."""
+    if not isinstance(name, str) or name not in BACKBONES:
+        raise ValueError(f"`{argument}` must be one of {BACKBONES}, got {name!r}.")
 
 
 def own_backbone_dim(backbone: nn.Module, feature_dim: int | None) -> int:
@@ -188,6 +194,8 @@ def random_views(images: Tensor, crop_scale: tuple[float, float] = (0.5, 1.0),
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"`images` must be a floating-point batch [N, C, H, W], got {got}.")
+    if images.numel() == 0:  # torch's affine_grid said "Expected non-zero, positive output size", naming no argument
+        raise ValueError(f"`images` must hold at least one image with C, H, W >= 1, got shape {tuple(images.shape)}.")
     lo, hi = check_pair("crop_scale", crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"`crop_scale` must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}.")
@@ -307,6 +315,7 @@ class SimCLR(pl.LightningModule):
         NTXentLoss, SimCLRProjectionHead = _lightly()
         check_dim_needs_own_backbone("SimCLR", backbone, feature_dim)
         if isinstance(backbone, str):
+            check_backbone_name("backbone", backbone)
             self.save_hyperparameters()
             self.backbone = simclr_backbone(backbone, in_channels, width, first_conv, maxpool1)
             feat = self.backbone.feature_dim
