@@ -437,6 +437,12 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
     # random_views of an empty batch reached torch's affine_grid: "Expected non-zero, positive output size"
     (lambda: lit_robust.random_views(torch.zeros(0, 1, 8, 8)), ValueError,
      r"`images` must hold at least one image with C, H, W >= 1, got shape \(0, 1, 8, 8\)"),
+    # `download` was read as its truth value: download="no" would fetch the data set from the internet
+    (lambda: MNISTDataModule(download="no"), ValueError, r"`download` must be True or False, got 'no' \(a str\)"),
+    (lambda: MixedImagesDataModule(download=None), ValueError, r"`download` must be True or False, got None"),
+    (lambda: OneClassMNISTDataModule(download=1), ValueError, r"`download` must be True or False, got 1"),
+    (lambda: SemiSupervisedBackdoorMNISTDataModule(download="no"), ValueError, r"`download` must be True or False"),
+    (lambda: BackdoorMNISTDataModule(download="no"), ValueError, r"`download` must be True or False"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

@@ -237,7 +237,7 @@ class OneClassMNISTDataModule(AnomalyDataModule):
         check_int("pca_dim", pca_dim, 1, 784, optional=True)
         check_int("test_size", test_size, 2, optional=True)
         check_root(root, self._name)
-        self.root, self.download = root, download
+        self.root, self.download = root, check_bool("download", download)
         self.normal_class, self.anomaly_classes = normal_class, others
         self.max_normal, self.pca_dim, self.test_size = max_normal, pca_dim, test_size
 

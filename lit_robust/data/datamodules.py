@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_int, check_number, check_seed
+from lit_robust._checks import check_bool, check_int, check_number, check_seed
 from lit_robust.data.base import SplitLoaders, built_already, check_root, remember_settings, torchvision_split
 from lit_robust.data.corruption import TARGET_CORRUPTIONS, NoiseKind, TargetCorruption, corrupt_labels, corrupt_targets
 from lit_robust.data.indexed import IndexedDataset
@@ -211,7 +211,7 @@ class MNISTDataModule(CorruptedClassificationDataModule):
         super().__init__(**kwargs)
         check_root(root, self._name)
         self.root = root
-        self.download = download
+        self.download = check_bool("download", download)
 
     def prepare_data(self) -> None:
         if self.download:
@@ -476,7 +476,7 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         check_root(root, "MNIST")
-        self.root, self.download = root, download
+        self.root, self.download = root, check_bool("download", download)
 
     def prepare_data(self) -> None:
         if self.download:

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_int, check_seed
+from lit_robust._checks import check_bool, check_int, check_seed
 from lit_robust.data.base import SplitLoaders, built_already, check_root, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.selection.rules import percent_hint
@@ -97,7 +97,7 @@ class MixedImagesDataModule(SplitLoaders, pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.download = download
+        self.download = check_bool("download", download)
         self.train_set: IndexedDataset | None = None
         self.val_set: IndexedDataset | None = None
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_number, check_seed
+from lit_robust._checks import check_bool, check_number, check_seed
 from lit_robust.data.base import SplitLoaders, built_already, check_root, remember_settings, torchvision_split
 from lit_robust.data.indexed import IndexedDataset
 from lit_robust.functional.backdoor import BlendTrigger, PatchTrigger, Trigger, poison, poison_test_set
@@ -129,7 +129,7 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         self.test_size = whole(test_size)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers = int(num_workers)
-        self.seed, self.download = seed, download
+        self.seed, self.download = seed, check_bool("download", download)
         self.value_range = MNIST_VALUE_RANGE
         self.trigger = make_trigger(attack, self.value_range, seed)
         self.train_set: IndexedDataset | None = None
