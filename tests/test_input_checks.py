@@ -443,6 +443,9 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
     (lambda: OneClassMNISTDataModule(download=1), ValueError, r"`download` must be True or False, got 1"),
     (lambda: SemiSupervisedBackdoorMNISTDataModule(download="no"), ValueError, r"`download` must be True or False"),
     (lambda: BackdoorMNISTDataModule(download="no"), ValueError, r"`download` must be True or False"),
+    # tol=inf stopped EM after one iteration and called it converged (a bimodal set read 0.0 for 0.19)
+    (lambda: lit_robust.estimate_corruption(torch.rand(50), tol=float("inf")), ValueError,
+     r"`tol` must be a number >= 0, got inf"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

@@ -80,6 +80,8 @@ from typing import Callable, Literal, TypeVar
 import torch
 from torch import Tensor
 
+from lit_robust._checks import check_number
+
 __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_from_class_floor",
            "estimate_corruption_from_predictions", "estimate_corruption_from_probs", "estimate_from_labels",
            "label_clean_posterior", "LABEL_ESTIMATORS"]
@@ -224,8 +226,8 @@ def estimate_corruption(
         raise ValueError(f"`scores` must be a 1-D tensor with one score per sample, got shape {tuple(scores.shape)}.")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"`max_iter` must be an integer >= 1, got {max_iter!r}.")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0.0:
-        raise ValueError(f"`tol` must be a number >= 0, got {tol!r}.")
+    # a finite one: tol=inf stopped EM after one iteration, "converged" (a bimodal set: rate 0.0 for 0.19)
+    check_number("tol", tol, 0)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
         raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
     if scores.is_complex():
