@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 __all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "check_seed",
-           "check_torch_seed", "real_scalar"]
+           "check_torch_seed", "real_scalar", "check_has_values"]
 
 #: the largest seed: Lightning's `seed_everything` and NumPy take [0, 2**32 - 1], torch a wider range, so a seed in
 #: [0, SEED_MAX] (and the few seeds after it that a module draws with, seed + 1 ...) is one that every one of them takes
@@ -161,3 +161,12 @@ def check_pair(name: str, value: Any, what: str = "(low, high)") -> tuple[float,
             _is_real(v) and math.isfinite(v) for v in value):
         raise ValueError(f"`{name}` must be a pair of numbers {what}, got {value!r}.")
     return float(value[0]), float(value[1])
+
+
+def check_has_values(name: str, tensor: torch.Tensor) -> None:
+    """A ``ValueError`` naming ``name`` for a tensor on the meta device (a shape without values: the functions that
+    read values ended in torch's "Cannot copy out of meta tensor; no data!" or "Tensor.item() cannot be called on
+    meta tensors", naming no argument)."""
+    if tensor.is_meta:
+        raise ValueError(f"`{name}` must hold values, got a tensor on the meta device (shape {tuple(tensor.shape)}, "
+                         "no data): build or load it on 'cpu' or an accelerator.")

@@ -446,6 +446,19 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
     # tol=inf stopped EM after one iteration and called it converged (a bimodal set read 0.0 for 0.19)
     (lambda: lit_robust.estimate_corruption(torch.rand(50), tol=float("inf")), ValueError,
      r"`tol` must be a number >= 0, got inf"),
+    # a meta tensor (a shape, no values) ended in torch's "Cannot copy out of meta tensor; no data!"
+    (lambda: lit_robust.estimate_corruption(torch.rand(50).to("meta")), ValueError,
+     r"`scores` must hold values, got a tensor on the meta device \(shape \(50,\), no data\)"),
+    (lambda: lit_robust.estimate_corruption_from_predictions(torch.rand(8), torch.zeros(8, dtype=torch.long),
+                                                             torch.zeros(8, dtype=torch.long).to("meta")),
+     ValueError, r"`predicted` must hold values, got a tensor on the meta device"),
+    (lambda: lit_robust.estimate_corruption_from_probs(torch.full((8, 2), 0.5), torch.zeros(8, dtype=torch.long)
+                                                       .to("meta")),
+     ValueError, r"`labels` must hold values, got a tensor on the meta device"),
+    (lambda: lit_robust.roc_auc(torch.rand(4), torch.tensor([0, 1, 0, 1]).to("meta")), ValueError,
+     r"`is_anomaly` must hold values, got a tensor on the meta device"),
+    (lambda: lit_robust.anomaly_threshold(torch.rand(4).to("meta"), 0.25), ValueError,
+     r"`scores` must hold values, got a tensor on the meta device"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

@@ -14,7 +14,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities.data import dim_zero_cat  # its home since torchmetrics 1.0 (re-exported only later)
 
 from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
-from lit_robust._checks import real_scalar
+from lit_robust._checks import check_has_values, real_scalar
 from lit_robust._modes import enter_eval, restore_modes
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.data.indexed import unpack_eval_batch
@@ -73,6 +73,7 @@ def _as_tensor(name: str, values: Any) -> Tensor:
         out = torch.as_tensor(values)
     except (TypeError, RuntimeError, ValueError):
         raise ValueError(f"`{name}` must be a tensor, numpy array or list of numbers, got {values!r}.") from None
+    check_has_values(name, out)
     if out.ndim == 0 and not isinstance(values, Tensor):
         raise ValueError(f"`{name}` must be a tensor, numpy array or list of numbers (one per sample), got {values!r}.")
     return out

@@ -80,7 +80,7 @@ from typing import Callable, Literal, TypeVar
 import torch
 from torch import Tensor
 
-from lit_robust._checks import check_number
+from lit_robust._checks import check_has_values, check_number
 
 __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_from_class_floor",
            "estimate_corruption_from_predictions", "estimate_corruption_from_probs", "estimate_from_labels",
@@ -171,6 +171,7 @@ def as_tensor(name: str, x: object) -> Tensor:
     scikit-learn's ``cross_val_predict`` and cleanlab hand over; a cleanlab user's arrays were refused) converted;
     anything else refused naming the argument."""
     if isinstance(x, Tensor):
+        check_has_values(name, x)
         return x
     if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
         import numpy as np
