@@ -459,6 +459,14 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
      r"`is_anomaly` must hold values, got a tensor on the meta device"),
     (lambda: lit_robust.anomaly_threshold(torch.rand(4).to("meta"), 0.25), ValueError,
      r"`scores` must hold values, got a tensor on the meta device"),
+    (lambda: lit_robust.bootstrap_loss(torch.zeros(2, 3), torch.tensor([0, 1]).to("meta")), ValueError,
+     r"`targets` must hold values, got a tensor on the meta device"),
+    (lambda: lit_robust.corrupt_labels(torch.arange(10).to("meta"), 0.7), ValueError,
+     r"`targets` must hold values, got a tensor on the meta device"),
+    (lambda: lit_robust.truncate_spectral_norm(torch.ones(3, 3).to("meta"), 1.0), ValueError,
+     r"`weight` must hold values, got a tensor on the meta device"),
+    (lambda: lit_robust.activation_clusters(torch.ones(4, 2).to("meta"), torch.zeros(4, dtype=torch.long)),
+     ValueError, r"`features` must hold values, got a tensor on the meta device"),
 ])
 def test_bad_argument_is_named_with_range_and_value(make, error, message):
     with pytest.raises(error, match=message):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._checks import _is_real, check_int, check_number, check_torch_seed, real_scalar
+from lit_robust._checks import _is_real, check_has_values, check_int, check_number, check_torch_seed, real_scalar
 from lit_robust.selection.rules import percent_hint
 
 __all__ = ["corrupt_labels", "corrupt_targets", "NoiseKind", "TargetCorruption", "TARGET_CORRUPTIONS"]
@@ -58,6 +58,7 @@ def corrupt_labels(
     # a bool tensor ended in torch's "Index put requires the source and destination dtypes match"
     if targets.ndim != 1 or targets.is_floating_point() or targets.dtype == torch.bool:
         raise ValueError(f"`targets` must be a 1-D integer tensor, got dtype {targets.dtype}, shape {tuple(targets.shape)}.")
+    check_has_values("targets", targets)
     clean_ratio = real_scalar(clean_ratio)  # np.float32(0.7) as 0.7, as `corrupt_targets`' rate
     if not _is_real(clean_ratio) or not 0.0 <= clean_ratio <= 1.0:
         raise ValueError(f"`clean_ratio` must be in [0, 1], got {clean_ratio!r}." + percent_hint("clean_ratio", clean_ratio))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lit_robust._checks import _is_real, check_int, check_number
+from lit_robust._checks import _is_real, check_has_values, check_int, check_number
 
 __all__ = ["ActivationClusters", "activation_clusters", "outsized_class", "two_means"]
 
@@ -157,6 +157,8 @@ def activation_clusters(features: Tensor, labels: Tensor, dims: int = 10, min_si
                          f"`features`), got {got}.")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"`labels` must hold integer class indices, got dtype {labels.dtype}.")
+    check_has_values("features", features)
+    check_has_values("labels", labels)
     # the package's checks: numpy numbers count, as everywhere else (np.int64(10) dims was refused)
     dims = check_int("dims", dims, 1)
     min_silhouette = check_number("min_silhouette", min_silhouette, 0, 1)

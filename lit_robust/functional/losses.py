@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_robust._checks import check_bool
+from lit_robust._checks import check_bool, check_has_values
 
 __all__ = ["bootstrap_loss"]
 
@@ -51,6 +51,9 @@ def bootstrap_loss(logits: Tensor, targets: Tensor, beta: float = 0.95, kind: Li
         raise ValueError(f"`logits` must have shape [batch, classes], got {got}.")
     if not logits.is_floating_point():  # integer logits ended in torch's "log_softmax ... not implemented for 'Long'"
         raise ValueError(f"`logits` must be a floating-point tensor, got dtype {logits.dtype}.")
+    check_has_values("logits", logits)
+    if isinstance(targets, Tensor):
+        check_has_values("targets", targets)
     # a string or None was taken as its truth value: "no" stopped the gradient
     check_bool("detach_prediction", detach_prediction)
     if not isinstance(targets, Tensor):

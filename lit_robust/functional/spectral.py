@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from lit_robust._checks import check_bool, check_number
+from lit_robust._checks import check_bool, check_has_values, check_number
 
 __all__ = [
     "apply_spectral_norm",
@@ -167,6 +167,8 @@ def truncate_spectral_norm(weight: Tensor, k: float, method: Literal["scale", "c
         raise ValueError(f"`weight` must be a floating-point tensor, got dtype {weight.dtype}.")
     if isinstance(weight, Tensor) and weight.numel() == 0:
         raise ValueError(f"`weight` must hold at least one element, got shape {tuple(weight.shape)}.")
+    if isinstance(weight, Tensor):
+        check_has_values("weight", weight)
     mat = weight_matrix(weight, dim)
     work = mat.double() if mat.dtype in (torch.float16, torch.bfloat16) else mat
     if not bool(torch.isfinite(work).all()):
