@@ -209,6 +209,22 @@ def test_docs_python_snippets_compile_and_import_public_names():
 
 
 
+AUTO_OWNER_CALL = re.compile(r"`((?:BatchFilter|CoTeaching|RCA|RealNVP|RobustRealNVP)\([^`]*drop_ratio=[\"']auto[^`]*)`")
+
+
+def test_prose_calls_with_auto_name_their_warm_up():
+    """A call quoted in the prose with `drop_ratio="auto"` names the warm-up it ran with: since 2026-12-05 a warm-up
+    left out means 3 epochs, where it meant 0 before, so the shorthand read as today's default beside a figure
+    measured with another (precision-compile.md quoted `BatchFilter("prl", drop_ratio="auto")`: 29.32 % from a test
+    that passed `warmup_epochs=4`; the default reads 30.92 % there). Write `warmup_epochs=None` for the default."""
+    pages = [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]
+    calls = [(md.relative_to(REPO).as_posix(), call) for md in pages
+             for call in AUTO_OWNER_CALL.findall(re.sub(r"```.*?```", "", md.read_text(encoding="utf-8"), flags=re.S))]
+    assert calls, "no quoted call with drop_ratio='auto' found: the pattern no longer matches the pages"
+    unnamed = [f"{page}: {call}" for page, call in calls if "warmup_epochs" not in call]
+    assert not unnamed, unnamed
+
+
 def test_the_pandas_report_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
     """The per-sample report's "From a pandas DataFrame" recipe (corruption-rate.md) runs as written and its
     `assert` holds: the report joined by position to a DataFrame whose index is not 0..n-1 (a newcomer's join on
