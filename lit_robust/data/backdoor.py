@@ -63,7 +63,7 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         source: the class that is poisoned in a single-target attack; ``None`` with a ``target``: every other class
             (all-to-one).
         trigger_seed: seeds the blend trigger's noise image (an integer).
-        blend_alpha: the blend trigger's weight ``a`` of its noise image, in [0, 1] (``attack="blend"`` only).
+        blend_alpha: the blend trigger's weight ``a`` of its noise image, in (0, 1] (``attack="blend"`` only).
         watermark_size: the watermark's size in pixels, in [2, 28] (``"watermark_x"`` / ``"watermark_l"`` only).
         root: torchvision root holding ``MNIST/raw`` (``FashionMNIST/raw`` for the FashionMNIST variant).
         download: download the data set into ``root`` if it is missing (needs internet; default off).
