@@ -512,3 +512,31 @@ def test_a_model_without_parameters_yet_is_named_as_such():
                                          r"MLPClassifier\(in_features=\.\.\., num_classes=\.\.\.\)"):
         CoTeaching(MLPClassifier())
     assert CoTeaching(MLPClassifier(in_features=4, num_classes=3)).net2 is not None
+
+
+def test_drop_ratio_and_warmup_set_in_hparams_are_the_ones_the_fit_uses(tmp_path):
+    """`co.hparams.warmup_epochs = 4` (what RCA and the flows read, what a checkpoint saves) was overwritten at setup by
+    the constructor's 0, without a word: the attributes and `hparams` are now one value."""
+    co = CoTeaching(TinyModel(), rule="spl", drop_ratio=0.2, warmup_epochs=0)
+    co.hparams.warmup_epochs, co.hparams.drop_ratio = 2, 0.4
+    assert (co.warmup_epochs, co.drop_ratio) == (2, 0.4)
+    fit(tmp_path, co, max_epochs=3)
+    assert [r.drop_ratio for r in co.history] == [0.0, 0.2, 0.4]  # epsilon * min(t / 2, 1), not 0.2 from epoch 0
+    assert (co.hparams.warmup_epochs, co.hparams.drop_ratio) == (2, 0.4)
+    co.warmup_epochs, co.drop_ratio = 1, 0.25  # the attribute API sets the same value
+    assert (co.hparams.warmup_epochs, co.hparams.drop_ratio) == (1, 0.25)
+    co.hparams.warmup_epochs = -1  # still checked at the next fit's setup, as the constructor's argument
+    with pytest.raises(ValueError, match=r"`warmup_epochs` must be an integer >= 0 or None \(.*\), got -1"):
+        fit(tmp_path / "bad", co, max_epochs=1)
+
+
+def test_load_from_checkpoint_warmup_override_survives_a_later_hparams_edit(tmp_path):
+    co = CoTeaching(TinyModel(), rule="spl", drop_ratio=0.2, warmup_epochs=0)
+    trainer = fit(tmp_path, co, max_epochs=1)
+    trainer.save_checkpoint(tmp_path / "co.ckpt")
+    loaded = CoTeaching.load_from_checkpoint(tmp_path / "co.ckpt", model=TinyModel(), warmup_epochs=2,
+                                             weights_only=False)
+    assert (loaded.warmup_epochs, loaded.hparams.warmup_epochs) == (2, 2)
+    loaded.hparams.warmup_epochs = 4
+    fit(tmp_path / "again", loaded, max_epochs=2)
+    assert loaded.warmup_epochs == 4 and [r.drop_ratio for r in loaded.history] == [0.0, 0.05]

@@ -287,7 +287,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         check_report_args(report, report_dir, report_format)
         if rule not in ("spl", "prl"):
             raise ValueError(f"`rule` must be 'spl' (Co-teaching) or 'prl' (Co-PRL(L)), got {rule!r}.")
-        self.drop_ratio: float | Literal["auto"] = check_auto_args(
+        drop_ratio = check_auto_args(
             drop_ratio, estimator, auto_margin, reestimate, allow_large_drop, estimators=FILTER_ESTIMATORS,
             default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(warmup_epochs, scope, loss)
@@ -298,7 +298,10 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         # datamodule's own `seed` (Lightning: "Error while merging hparams") as soon as a logger was attached
         self.save_hyperparameters(ignore=["model", "seed"])
         self.automatic_optimization = False
-        self.rule, self.warmup_epochs, self.loss, self.scope = rule, warmup_epochs, loss, scope
+        # `drop_ratio` and `warmup_epochs` live in `hparams` only (the properties below): set after saving them, so
+        # the checked `drop_ratio` is the one recorded
+        self.drop_ratio = drop_ratio
+        self.rule, self.loss, self.scope = rule, loss, scope
         self._assigned_hooks: dict[str, Callable[..., Any]] = {}  # see `_Net1Step`
         if next(iter(model.parameters()), None) is None:
             # a model that builds its layers from the data at setup (MLPClassifier without `in_features`): the
@@ -324,6 +327,29 @@ class CoTeaching(ModuleReport, pl.LightningModule):
                                                     reestimate, self._warmup, high=1.0 if allow_large_drop else 0.5)
 
     # -- schedule -----------------------------------------------------------------------------------------
+    @property
+    def drop_ratio(self) -> float | Literal["auto"]:
+        """:math:`\\varepsilon` after warm-up (or ``"auto"``), read from ``hparams["drop_ratio"]``: setting either the
+        attribute or ``hparams.drop_ratio`` (what a checkpoint saves) sets the one value the next fit checks and uses,
+        as RCA and the RealNVP flows read theirs (before, a value set in ``hparams`` was overwritten at setup by the
+        constructor's without a word)."""
+        return self.hparams["drop_ratio"]
+
+    @drop_ratio.setter
+    def drop_ratio(self, value: float | Literal["auto"]) -> None:
+        self.hparams["drop_ratio"] = value  # checked at the next fit's setup (`_apply_arguments`)
+
+    @property
+    def warmup_epochs(self) -> int | None:
+        """:math:`T_k` as given (``None``: the default of :attr:`_warmup`), read from ``hparams["warmup_epochs"]``: the
+        attribute and ``hparams.warmup_epochs`` are one value (a notebook user's ``co.hparams.warmup_epochs = 4`` and a
+        ``load_from_checkpoint(..., warmup_epochs=4)`` model's later ``hparams`` edits were overwritten at setup)."""
+        return self.hparams["warmup_epochs"]
+
+    @warmup_epochs.setter
+    def warmup_epochs(self, value: int | None) -> None:
+        self.hparams["warmup_epochs"] = value  # checked at the next fit's setup (`_apply_arguments`)
+
     def drop_ratio_at(self, epoch: int) -> float:
         r""":math:`\varepsilon_t = \varepsilon \min(t / T_k, 1)` for the 0-based epoch ``t`` (with ``"auto"``: from
         the current estimate, 0 before the first one)."""
@@ -360,8 +386,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             self.setup_report()
 
     def _apply_arguments(self, goes_on: bool = False) -> None:
-        """At fit setup: the schedule's arguments as they are now (`drop_ratio`, `warmup_epochs`, the ``"auto"`` ones
-        in ``hparams``), checked, recorded in ``hparams`` and applied: a notebook user's `co.drop_ratio = 0.25` on a
+        """At fit setup: the schedule's arguments as they are now (`drop_ratio`, `warmup_epochs`, the ``"auto"`` ones;
+        all in ``hparams``), checked and applied: a notebook user's `co.drop_ratio = 0.25` on a
         module fitted before with ``"auto"`` was ignored. On a fit that goes on, changed ``"auto"`` arguments are
         refused (:func:`~lit_robust.selection.auto_drop.kept_on_a_fit_that_goes_on`)."""
         hp = self.hparams
@@ -369,7 +395,6 @@ class CoTeaching(ModuleReport, pl.LightningModule):
                                           hp.allow_large_drop, estimators=FILTER_ESTIMATORS,
                                           default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(self.warmup_epochs, self.scope, self.loss)
-        hp["drop_ratio"], hp["warmup_epochs"] = self.drop_ratio, self.warmup_epochs
         new = auto_for(self._auto, "CoTeaching", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
                        self._warmup, high=1.0 if hp.allow_large_drop else 0.5)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "CoTeaching", goes_on)
