@@ -537,6 +537,24 @@ def test_rca_reads_hparams_warmup_epochs_at_each_fit_and_checks_it(tmp_path):
         tiny_trainer(tmp_path, 2, []).fit(rca, moons)
 
 
+def test_rca_drop_ratio_is_one_value_in_the_attribute_and_hparams(tmp_path):
+    """`rca.hparams.drop_ratio = 0.3` (what a checkpoint saves, as `hparams.warmup_epochs` beside it) was overwritten
+    at setup by the constructor's 0.2 without a word: the attribute and `hparams` are now one value."""
+    from lit_robust import RCA, TwoMoonsAnomalyDataModule
+
+    rca = RCA(2, hidden=8, latent=1, drop_ratio=0.2, warmup_epochs=0, dropout=0.0)
+    moons = TwoMoonsAnomalyDataModule(n_train=200, contamination=0.1, anomalies="uniform", n_test=100, seed=0)
+    rca.hparams.drop_ratio = 0.3
+    assert rca.drop_ratio == 0.3
+    tiny_trainer(tmp_path, 1, []).fit(rca, moons)
+    assert rca.hparams.drop_ratio == 0.3 and rca.keep_ratio_at(0) == pytest.approx(0.7)
+    rca.drop_ratio = 0.1  # the attribute API sets the same value
+    assert rca.hparams.drop_ratio == 0.1
+    rca.hparams.drop_ratio = 0.6
+    with pytest.raises(ValueError, match=r"`drop_ratio` must be a number in \[0, 0.5\), got 0.6"):
+        tiny_trainer(tmp_path / "bad", 1, []).fit(rca, moons)
+
+
 @pytest.mark.parametrize("flow_name", ["RealNVP", "RobustRealNVP"])
 def test_flow_filter_ramps_over_the_warmup_epochs_in_hparams(tmp_path, flow_name):
     """The flows' own filter was built with the constructor's warm-up: `hparams.warmup_epochs` set afterwards (what

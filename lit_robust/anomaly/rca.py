@@ -240,10 +240,11 @@ class RCA(ModuleReport, AnomalyDetector):
         dim, hidden, latent = _check_arch(dim, hidden, latent, dropout)  # plain ints for `save_hyperparameters`
         _check_optim(lr, weight_decay)
         check_report_args(report, report_dir, report_format)
-        self.drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
+        # checked before `save_hyperparameters` records it: `drop_ratio` lives in `hparams` only (the property)
+        drop_ratio = check_auto_args(drop_ratio, estimator, auto_margin, reestimate, False, high=0.5)
         warmup_epochs = check_warmup_epochs(warmup_epochs)
-        self._auto: AutoDropRatio | None = auto_for(None, "RCA", self.drop_ratio, estimator, auto_margin, reestimate,
-                                                    resolved_warmup(warmup_epochs, self.drop_ratio),
+        self._auto: AutoDropRatio | None = auto_for(None, "RCA", drop_ratio, estimator, auto_margin, reestimate,
+                                                    resolved_warmup(warmup_epochs, drop_ratio),
                                                     ranked_by=REPORT_RANKS)
         test_passes = check_int("test_passes", test_passes, 1)
         self.save_hyperparameters()
@@ -271,6 +272,17 @@ class RCA(ModuleReport, AnomalyDetector):
         return rca_keep_ratio(epoch, self.drop_ratio, self._warmup)
 
     @property
+    def drop_ratio(self) -> float | Literal["auto"]:
+        """:math:`\\varepsilon` (or ``"auto"``), read from ``hparams["drop_ratio"]``: the attribute and
+        ``hparams.drop_ratio`` (what a checkpoint saves) are one value, checked at the next fit's setup, as
+        ``hparams.warmup_epochs`` (before, a value set in ``hparams`` was overwritten at setup without a word)."""
+        return self.hparams["drop_ratio"]
+
+    @drop_ratio.setter
+    def drop_ratio(self, value: float | Literal["auto"]) -> None:
+        self.hparams["drop_ratio"] = value
+
+    @property
     def _warmup(self) -> int:
         """``hparams.warmup_epochs`` as the schedule uses it (``None``: 3 with ``"auto"``, else 0), read afresh at
         every use: a notebook user may set ``drop_ratio`` or ``hparams.warmup_epochs`` between fits."""
@@ -292,7 +304,6 @@ class RCA(ModuleReport, AnomalyDetector):
         hp = self.hparams
         self.drop_ratio = check_auto_args(self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate, False, high=0.5)
         check_warmup_epochs(hp.warmup_epochs)
-        hp["drop_ratio"] = self.drop_ratio
         new = auto_for(self._auto, "RCA", self.drop_ratio, hp.estimator, hp.auto_margin, hp.reestimate,
                        self._warmup, ranked_by=REPORT_RANKS)
         self._auto = kept_on_a_fit_that_goes_on(self._auto, new, "RCA", goes_on)
