@@ -585,6 +585,25 @@ def test_flow_filter_ramps_over_the_warmup_epochs_in_hparams(tmp_path, flow_name
         tiny_trainer(tmp_path / "c", 2, []).fit(loaded, moons)
 
 
+@pytest.mark.parametrize("flow_name", ["RealNVP", "RobustRealNVP"])
+def test_flow_trims_at_the_drop_ratio_in_hparams(tmp_path, flow_name):
+    """`flow.hparams.drop_ratio = 0.3` (what a checkpoint saves) was shown but not used: the filter trimmed the
+    constructor's ratio, and a plain flow's (0) trimmed nothing."""
+    import lit_robust
+    from lit_robust import TwoMoonsAnomalyDataModule
+
+    cls = getattr(lit_robust, flow_name)
+    moons = TwoMoonsAnomalyDataModule(n_train=200, contamination=0.1, anomalies="uniform", n_test=100, seed=0)
+    pl.seed_everything(0, verbose=False)
+    flow = cls(2, n_couplings=2, hidden=8, drop_ratio=0.0 if flow_name == "RealNVP" else 0.2)
+    flow.hparams.drop_ratio = 0.3
+    tiny_trainer(tmp_path, 1, []).fit(flow, moons)
+    assert flow.drop_ratio == 0.3 and [r.drop_ratio for r in flow.batch_filter.history] == [0.3]
+    flow.hparams.drop_ratio = 0.6
+    with pytest.raises(ValueError, match=r"`drop_ratio` must be a number in \[0, 0.5\), got 0.6"):
+        tiny_trainer(tmp_path / "bad", 1, []).fit(flow, moons)
+
+
 def test_a_no_op_fit_of_a_finished_trainer_after_another_trainer_uses_nothing_of_its_state(tmp_path):
     """A reviewer's finished Trainer A, then B on a set of another size, then A again (nothing to train): it crashed on
     "the training set changed size (150 -> 120)", and with equal sizes rewrote A's score plot with B's rounds."""

@@ -330,6 +330,10 @@ class RealNVP(RobustMixin, AnomalyDetector):
                 self.batch_filter.load_outcome(state)
 
     def configure_callbacks(self) -> list[Callback]:
+        if self.hparams["drop_ratio"] != self._drop_ratio:
+            # `flow.hparams.drop_ratio = 0.3` (what a checkpoint saves, beside `warmup_epochs` below) was shown but not
+            # used: set as the attribute is, checked and handed to the trimming filter (built if there was none)
+            self.drop_ratio = self.hparams["drop_ratio"]
         if self.batch_filter is None:
             return []
         # the warm-up in `hparams`, as it is now, as RCA reads its own: a notebook user's
