@@ -20,6 +20,9 @@ from lit_robust.selection.rules import masked_mean
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
            "scores_and_predictions"]
 
+#: the checkpoint key under which :class:`RobustMixin` saves the fit's random generators
+RANDOM_STATE_KEY = "robust_random_state"
+
 
 @runtime_checkable
 class BatchSelector(Protocol):
@@ -118,7 +121,22 @@ class RobustMixin:
         if callable(hook):
             hook()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the process's random generators, which Lightning does not save: a module trained without ITLM or a filter
+        # (the Bootstrap loss of configs/bootstrap_mnist.yaml, a plain flow) resumed from an epoch-end checkpoint drew
+        # its next shuffles and dropout masks anew, and its weights parted from the uninterrupted fit's
+        from lit_robust.callbacks._resume import random_state
+
+        checkpoint[RANDOM_STATE_KEY] = random_state()  # every rank calls this hook, as `random_state` needs
+        hook = getattr(super(), "on_save_checkpoint", None)
+        if callable(hook):
+            hook(checkpoint)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from lit_robust.callbacks._resume import restore_random_state_in_fit
+
+        # a resumed fit only (absent from older checkpoints); ITLM and the filters put back the same state
+        restore_random_state_in_fit(self, checkpoint.get(RANDOM_STATE_KEY))
         if "co_teaching" in checkpoint:
             # a notebook newcomer's `MLP.load_from_checkpoint("cot.ckpt")` got a RuntimeError listing every `net1.*` and
             # `net2.*` key

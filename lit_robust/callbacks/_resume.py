@@ -58,7 +58,8 @@ def random_state() -> dict[str, Any]:
     (``DataLoader(shuffle=True)`` seeds its sampler from torch's generator), dropout masks and augmentations from
     wherever the resumed process's generators happen to be: the batches, the per-batch filters' drops and the weights
     part from the uninterrupted fit's (a newcomer's 128 of 2,400 ``kept`` flags). The owners of a resumable state
-    (ITLM, BatchFilter, CoTeaching, RCA, SimCLR) save this beside it and put it back when the resumed training starts.
+    (ITLM, BatchFilter, CoTeaching, RCA, SimCLR) save this beside it and put it back when the resumed training starts,
+    and so does ``RobustMixin`` for a fit with none of them (a plain or Bootstrap-loss classifier, a plain flow).
     Under DDP each rank draws its own dropout masks: rank 0's state alone (or none, as before) left every rank's masks
     after a resume apart from the uninterrupted fit's (a 2-rank ITLM fit with dropout ended up to 0.08 away from its
     weights).

@@ -293,9 +293,11 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     # -- state -----------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the mixin's: the random state
         checkpoint["dcgan_noise_state"] = self._noise.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("dcgan_noise_state")
         if state is not None:
             self._noise.set_state(state)

@@ -192,6 +192,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         check_fits_data(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # the mixin's: the random state of a resumed fit
         # the backbone's weights come with the checkpoint's state dict
         self._backbone_pending, self._backbone_error = None, None
 
