@@ -316,17 +316,19 @@ def test_a_resume_with_a_datamodules_unseeded_persistent_workers_is_warned_about
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("owner", ["BatchFilter"])
-def test_a_resume_from_a_mid_epoch_checkpoint_is_warned_about(tmp_path, owner):
+@pytest.mark.parametrize("owner,every,mid,epoch,done", [("BatchFilter", 3, "epoch=0-step=3", 0, 3),
+                                                        ("SimCLR", 4, "epoch=1-step=4", 1, 1)])
+def test_a_resume_from_a_mid_epoch_checkpoint_is_warned_about(tmp_path, owner, every, mid, epoch, done):
     """`every_n_train_steps` or `save_on_exception` write checkpoints inside an epoch; a reproducibility newcomer's
     resume from one differed from the uninterrupted fit (test accuracy 0.650 against 0.683) with only Lightning's
-    generic note. An epoch-end checkpoint's resume says nothing."""
+    generic note, and so did a SimCLR pretraining's (`configs/simclr_pretrain.yaml` stopped at step 7, inside epoch
+    1: other weights, no word of lit_robust's). An epoch-end checkpoint's resume says nothing."""
     import warnings
 
     def run(root, ckpt_path=None):
         pl.seed_everything(0, verbose=False)
         module, callbacks, data, epochs, _ = _setup(owner)
-        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=every, filename="{epoch}-{step}")
         ends = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="end-{epoch}")
         trainer = tiny_trainer(root, epochs, [*callbacks, ckpt, ends], enable_checkpointing=True)
         with warnings.catch_warnings(record=True) as caught:
@@ -335,9 +337,11 @@ def test_a_resume_from_a_mid_epoch_checkpoint_is_warned_about(tmp_path, owner):
         return [str(w.message) for w in caught if "resumes from a checkpoint written inside epoch" in str(w.message)]
 
     assert run(tmp_path / "a") == []
-    said = run(tmp_path / "b", tmp_path / "a" / "epoch=0-step=3.ckpt")  # 3 of epoch 0's 5 steps (160 in 32s)
+    # BatchFilter: 3 of epoch 0's 5 steps (160 in 32s); SimCLR: 1 of epoch 1's 3 (48 in 16s)
+    said = run(tmp_path / "b", tmp_path / "a" / f"{mid}.ckpt")
     assert len(said) == 1 and said[0].endswith(
-        "this fit resumes from a checkpoint written inside epoch 0 (after 3 of its batches: `every_n_train_steps`, "
+        f"this fit resumes from a checkpoint written inside epoch {epoch} (after {done} of its batches: "
+        "`every_n_train_steps`, "
         "`save_on_exception`, ...). Lightning trains the rest of that epoch's steps in a new order, so from here on "
         "the fit is not the uninterrupted one (other batches, drops and weights). For an exact resume, resume from a "
         "checkpoint written at the end of an epoch (ModelCheckpoint's default, `save_last: true`)."), said

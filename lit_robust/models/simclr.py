@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_number, check_pair
 from lit_robust._modes import evaluating
-from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit
+from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit, warn_inexact_resume
 from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
 
 __all__ = ["SimCLR", "SmallCNN", "simclr_backbone", "random_views", "BackboneName", "BACKBONES"]
@@ -355,6 +355,11 @@ class SimCLR(pl.LightningModule):
         # negatives from every rank under DDP (lightly gathers with its own autograd-aware all-gather)
         gather = self.trainer is not None and self.trainer.world_size > 1
         self.criterion = _lightly()[0](temperature=self.hparams.temperature, gather_distributed=gather)
+
+    def on_train_start(self) -> None:
+        # a pretraining resumed from a checkpoint written inside an epoch (`every_n_train_steps`) drew other batches and
+        # views from there on, said by Lightning's generic note only, while the docs promise an exact resume
+        warn_inexact_resume(self.trainer, type(self).__name__)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # your own encoder on plain dataloaders: the first batch says what the images are (a datamodule's spec was
