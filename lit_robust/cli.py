@@ -1401,13 +1401,18 @@ class RobustCLI(LightningCLI):
         ``every_n_train_steps`` written at the final epoch's last batch is the same file whether the fit then ended
         or was stopped in its final validation (:meth:`_end_of_fit_pending`)."""
         trainer = self.trainer
-        if not trainer.state.finished or trainer.interrupted or not trainer.is_global_zero or trainer.log_dir is None:
+        if not trainer.state.finished or trainer.interrupted or not trainer.is_global_zero:
+            return
+        # rank 0's folder read without `trainer.log_dir`'s broadcast: the other ranks returned above, and rank 0 alone
+        # in that collective ended every 2-process `lit-robust fit` in a gloo 'Connection closed by peer' traceback
+        folder = _own_log_dir(trainer)
+        if folder is None:
             return
         try:
-            Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(trainer.log_dir) / FIT_END_MARK).write_text(json.dumps({"global_step": trainer.global_step}) + "\n")
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / FIT_END_MARK).write_text(json.dumps({"global_step": trainer.global_step}) + "\n")
         except OSError as exc:  # a read-only folder: the fit itself succeeded
-            rank_zero_warn(f"lit-robust fit: could not write {FIT_END_MARK} into {trainer.log_dir} ({exc}): a later "
+            rank_zero_warn(f"lit-robust fit: could not write {FIT_END_MARK} into {folder} ({exc}): a later "
                            "`--ckpt_path last` of this fit may run its end-of-fit work again.")
 
     @staticmethod
@@ -2575,11 +2580,8 @@ def _remove_empty_log_dir(cli: RobustCLI | None) -> None:
     # at once ended a DDP newcomer's one-line error in a 40-line FileNotFoundError traceback of rank 1's
     if trainer is None or not trainer.loggers or not trainer.is_global_zero:
         return
-    # rank 0's own, as `trainer.log_dir` reads it without its broadcast to the ranks (a collective, which rank 0
-    # alone would wait in)
-    logger = trainer.loggers[0]
     try:
-        folder = logger.log_dir if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger") else logger.save_dir
+        folder = _own_log_dir(trainer)
     except Exception:  # noqa: BLE001 - a logger of another kind: its folder is left alone
         return
     if not folder or not os.path.isdir(folder):
@@ -2588,6 +2590,15 @@ def _remove_empty_log_dir(cli: RobustCLI | None) -> None:
         _remove_if_start_files_only(trainer, folder)
     except OSError:  # the folder changed under us (another process): nothing of the user's is at stake
         pass
+
+
+def _own_log_dir(trainer: Any) -> str | None:
+    """This process's ``trainer.log_dir``, read as Lightning reads it but without its broadcast from rank 0 (a
+    collective, which one rank alone would wait in): for code that runs on rank 0 only."""
+    if not trainer.loggers:
+        return trainer.default_root_dir
+    logger = trainer.loggers[0]
+    return logger.log_dir if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger") else logger.save_dir
 
 
 def _remove_if_start_files_only(trainer: Any, folder: str) -> None:

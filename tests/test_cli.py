@@ -1898,3 +1898,25 @@ def test_a_robust_cli_subclass_keeps_its_own_parser_class(own_base):
     assert MyParser.made == 1 and isinstance(parser, MyParser) and isinstance(parser, cli.RobustArgumentParser)
     robust.parser_class = import_submodule("cli").LightningArgumentParser  # Lightning's default: lit-robust's own
     assert type(robust.init_parser()) is cli.RobustArgumentParser
+
+
+def test_the_fit_end_mark_is_written_by_rank_zero_without_a_collective(tmp_path):
+    """Every 2-process `lit-robust fit --trainer.strategy ddp` ran to its end, then rank 0 alone read `trainer.log_dir`
+    (a broadcast) after rank 1 had returned: gloo's 'Connection closed by peer' traceback and exit status 1."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.trainer.states import TrainerStatus
+
+    from lit_robust.cli import FIT_END_MARK, RobustCLI
+
+    trainer = pl.Trainer(logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_checkpointing=False)
+    trainer.state.status = TrainerStatus.FINISHED
+
+    def no_collective(*args, **kwargs):
+        raise AssertionError("a collective on rank 0 alone: the other ranks are not in it")
+
+    trainer.strategy.broadcast = no_collective
+    RobustCLI._mark_fit_ended(SimpleNamespace(trainer=trainer))
+    mark = Path(trainer.loggers[0].log_dir) / FIT_END_MARK
+    assert json.loads(mark.read_text()) == {"global_step": 0}
