@@ -28,6 +28,7 @@ from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
 from lit_robust.report import ReportFormat
+from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     REPORT_RANKS,
     AutoDropRatio,
@@ -252,6 +253,8 @@ class RCA(ModuleReport, AnomalyDetector):
         self.report, self.report_dir, self.report_format = report, report_dir, report_format
         self.report_path: str | None = None  # the report written by the last fit
         self._report = EpochReport("RCA", "rca_report")
+        # this epoch's [samples left out of an update, anomalies among them, batches with ground truth], this rank's
+        self._drop_counts: Tensor | None = None
         self.ae1: MLPAutoEncoder | None = None
         self.ae2: MLPAutoEncoder | None = None
         self._build_if_sized()
@@ -360,20 +363,30 @@ class RCA(ModuleReport, AnomalyDetector):
     @torch.compiler.disable
     def _log_step(self, loss: Tensor, b: Any, train1: Tensor, train2: Tensor) -> None:
         self.log("train_loss", loss, prog_bar=True)
-        # both averaged over the ranks at epoch end (under DDP each rank sees its own batches)
-        self.log("rca/keep_ratio", self.keep_ratio_at(self.current_epoch), on_step=False, on_epoch=True, sync_dist=True)
-        if b.corrupted is not None:
-            bad = b.corrupted.to(device=train1.device, dtype=torch.bool)
-            dropped = ~(train1 & train2)  # left out of at least one update
-            if bool(dropped.any()):
-                self.log("rca/dropped_anomaly_frac", (bad & dropped).sum() / dropped.sum(), on_step=False,
-                         on_epoch=True, sync_dist=True)
+        # the epoch's figures are counted here and logged at epoch end, summed over the ranks there: logged from the
+        # step with `sync_dist=True`, the progress bar's epoch-end read on rank 0 all-reduced them while the other
+        # ranks were in the report's collective (a 2-process `lit-robust fit` of configs/rca_mnist.yaml hung there)
+        if b.corrupted is None:
+            return
+        bad = b.corrupted.to(device=train1.device, dtype=torch.bool)
+        dropped = ~(train1 & train2)  # left out of at least one update
+        counts = torch.stack([dropped.sum(), (bad & dropped).sum(), torch.ones((), dtype=torch.int64,
+                                                                                  device=dropped.device)])
+        self._drop_counts = counts if self._drop_counts is None else self._drop_counts + counts
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end(self.current_epoch)
 
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
         self._report.end_epoch(epoch)  # a collective, before an epoch-end checkpoint
+        counts = self._drop_counts if self._drop_counts is not None else torch.zeros(3, dtype=torch.int64,
+                                                                                     device=self.device)
+        self._drop_counts = None
+        dropped, bad, with_truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())  # every rank
+        if log:
+            self.log("rca/keep_ratio", self.keep_ratio_at(epoch), on_step=False, on_epoch=True, sync_dist=True)
+            if with_truth and dropped:
+                self.log("rca/dropped_anomaly_frac", bad / dropped, on_step=False, on_epoch=True, sync_dist=True)
         if self._auto is None:
             return
         self._auto.end_epoch(epoch, self.device)  # a collective: every rank, every epoch
