@@ -1920,3 +1920,32 @@ def test_the_fit_end_mark_is_written_by_rank_zero_without_a_collective(tmp_path)
     RobustCLI._mark_fit_ended(SimpleNamespace(trainer=trainer))
     mark = Path(trainer.loggers[0].log_dir) / FIT_END_MARK
     assert json.loads(mark.read_text()) == {"global_step": 0}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo DDP subprocesses")
+def test_a_two_process_fit_of_a_shipped_config_ends_then_tests_its_last_checkpoint(tmp_path):
+    """The path a multi-GPU user takes, on CPU: `lit-robust fit --trainer.strategy ddp --trainer.devices 2` of a
+    shipped config on its defaults (progress bar, logger, checkpoint), then `lit-robust test --ckpt_path last` in one
+    process. The fit crashed after its last epoch in a gloo traceback of rank 0's, exit status 1."""
+    import subprocess
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    small = tmp_path / "itlm_digits.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
+
+    def lit_robust(*args):
+        done = subprocess.run([sys.executable, "-m", "lit_robust", *args, "--config", str(small)], capture_output=True,
+                              text=True, cwd=tmp_path, env=env, timeout=240)
+        text = done.stdout + done.stderr
+        assert done.returncode == 0 and "Traceback" not in text, text
+        return text
+
+    fitted = lit_robust("fit", "--trainer.strategy", "ddp", "--trainer.devices", "2")
+    assert "Starting with 2 processes" in fitted and fitted.count("per-sample report written to") == 1, fitted
+    assert (tmp_path / "lightning_logs" / "version_0" / "fit_ended.json").is_file()
+    rows = load_report(tmp_path / "lightning_logs" / "version_0" / "itlm_report.csv", as_frame=False)
+    assert sorted(r["index"] for r in rows) == list(range(len(rows)))  # every training sample once
+    assert "test_acc" in lit_robust("test", "--ckpt_path", "last")
