@@ -209,7 +209,8 @@ def test_docs_python_snippets_compile_and_import_public_names():
 
 
 
-AUTO_OWNER_CALL = re.compile(r"`((?:BatchFilter|CoTeaching|RCA|RealNVP|RobustRealNVP)\([^`]*drop_ratio=[\"']auto[^`]*)`")
+AUTO_OWNER_CALL = re.compile(r"`((?:BatchFilter|CoTeaching|RCA|RealNVP|RobustRealNVP)"
+                             r"\([^`]*drop_ratio=[\"']auto[^`]*)`")
 
 
 def test_prose_calls_with_auto_name_their_warm_up():
