@@ -698,6 +698,33 @@ def test_itlm_mnist_authors_protocol_smoke():
     assert all(0.0 <= accs[k] <= 100.0 for k in ("baseline", "itlm", "oracle"))
 
 
+def test_offline_candidates_for_squared_errors_read_the_split_the_gmm_refuses():
+    """Issue 15's Diabetes case in miniature: squared residuals, 80 % ~ N(0, 1)^2 and 20 % ~ (4 + N(0, 1))^2. The gmm
+    refuses these by rule (d) on some seeds (a narrow pile at the offset becomes the "low" component); the restart
+    candidate then reads a rate near the truth, and where the gmm accepts it adds nothing. Both candidates stay
+    estimates in [0, 1] and read clean squared residuals as (near) clean."""
+    from lit_robust import estimate_corruption
+
+    mod = _load("estimators_offline")
+    refused = 0
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        s = torch.cat([torch.randn(280, dtype=torch.float64, generator=g) ** 2,
+                       (4.0 + torch.randn(70, dtype=torch.float64, generator=g)) ** 2])
+        d = {"scores": s.numpy()}
+        est = estimate_corruption(s, "gmm")
+        restart = mod._gmm_minority_restart(d)
+        if est.reason == "one component (high component is the majority)":
+            refused += 1
+            assert 0.1 <= restart <= 0.3, (seed, restart)
+        else:
+            assert restart == est.rate
+        assert 0.0 <= mod._gmm_sqrt(d) <= 1.0
+    assert refused >= 1  # the defect the candidates are measured against is still there
+    clean = {"scores": (torch.randn(2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) ** 2).numpy()}
+    assert mod._gmm_minority_restart(clean) <= 0.03 and mod._gmm_sqrt(clean) <= 0.03
+
+
 def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
     """``estimators_offline.py --smoke`` writes a tiny cache with corruption_rate's rows (its ``--cache`` path) and
     compares the estimators on it; full mode then reads that cache and saves its table beside it."""
