@@ -11,12 +11,15 @@ import numpy as np
 import torch
 
 __all__ = ["check_int", "check_number", "check_bool", "check_int_sequence", "check_pair", "check_seed",
-           "check_torch_seed", "real_scalar", "check_has_values"]
+           "check_torch_seed", "real_scalar", "check_has_values", "check_lr"]
 
 #: the largest seed: Lightning's `seed_everything` and NumPy take [0, 2**32 - 1], torch a wider range, so a seed in
 #: [0, SEED_MAX] (and the few seeds after it that a module draws with, seed + 1 ...) is one that every one of them takes
 SEED_MAX = 2**32 - 1
 TORCH_SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator().manual_seed takes
+#: the largest learning rate: torch's optimisers scale float32 parameters by it, and a larger one (1.7e308) ended in
+#: "value cannot be converted to type float without overflow" from inside `optimizer.step()`, after the first batch
+LR_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _is_int(value: Any) -> bool:  # numpy integers count, booleans do not
@@ -135,6 +138,11 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
             rng = "a finite number"
         raise ValueError(f"`{name}` must be {rng}, got {value!r}{_kind(value)}.")
     return float(value)
+
+
+def check_lr(value: Any, name: str = "lr") -> float:
+    """``value`` as a learning rate: finite, > 0 and at most :data:`LR_MAX` (what a float32 parameter can take)."""
+    return check_number(name, value, 0, LR_MAX, low_open=True)
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -16,13 +15,17 @@ from rich.console import Console
 from rich.table import Table
 
 from lit_robust._backend import pl
-from lit_robust._checks import SEED_MAX
+from lit_robust._checks import LR_MAX, SEED_MAX
 from lit_robust.callbacks import ITLM
 from lit_robust.data import DigitsDataModule
 from lit_robust.models.supervised import ImageClassifier
 from lit_robust.reporting import print_table
 
 __all__ = ["run_demo"]
+
+#: the most early rounds: the demo lists every round's epochs, so 10**20 ended in an OverflowError traceback and
+#: 10**9 would fill the memory before training; at ~0.1 s an epoch, 10,000 rounds already take hours
+EARLY_ROUNDS_MAX = 10_000
 
 
 
@@ -73,8 +76,11 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                         ("--final-epochs", args.final_epochs)):
         if value < 1:  # no early round would make the "ITLM" run plain training
             p.error(f"argument {flag} must be an integer >= 1, got {value}")
-    if not 0 < args.lr < math.inf:  # inf passed here and was refused by the model, after the header
-        p.error(f"argument --lr must be a finite number > 0, got {args.lr}")
+    if args.early_rounds > EARLY_ROUNDS_MAX:
+        p.error(f"argument --early-rounds must be an integer in [1, {EARLY_ROUNDS_MAX}], got {args.early_rounds}")
+    if not 0 < args.lr <= LR_MAX:  # inf passed here and was refused by the model, after the header; 1.7e308
+        # ended in torch's "cannot be converted to type float without overflow" traceback in the first step
+        p.error(f"argument --lr must be a number in (0, {LR_MAX:g}] (the largest float32), got {args.lr}")
     if any(not 0 <= s <= SEED_MAX for s in args.seeds):
         # seed_everything's bound (NumPy's): 2**32 ended in Lightning's traceback after the header
         p.error(f"argument --seeds must be integers in [0, {SEED_MAX}], got {args.seeds}")

@@ -119,6 +119,12 @@ CASES = [
     ("model-unknown-backbone", PRL, {f"{M}.backbone": "resnet99"}, [], "backbone"),
     ("model-negative-lr", PRL, {f"{M}.lr": -0.1}, [], "lr"),
     ("model-lr-text", PRL, {}, ["--model.init_args.lr", "fast"], "lr"),
+    # a finite `lr` beyond float32's range ended in torch's "cannot be converted to type float without overflow"
+    # traceback from the first optimizer step
+    *((f"model-lr-beyond-float32-{cls}", config, {f"{M}.lr": 1.7e308}, [],
+       f"model.init_args.lr (lit_robust.{cls}): `lr` must be a number in (0, 3.4028234663852886e+38], got 1.7e+308")
+      for config, cls in ((PRL, "ImageClassifier"), (REG, "MLPRegressor"), (MOONS, "RobustRealNVP"), (RCA, "RCA"),
+                          (SIMCLR, "SimCLR"), (FINETUNE, "LinearProbe"))),
     ("model-unknown-argument", PRL, {f"{M}.learning_rate": 0.1}, [], "learning_rate"),
     ("model-unknown-class", PRL, {"model.class_path": "lit_robust.ImageClassifer"}, [], "ImageClassifer"),
     ("model-image-size-vs-data", PRL, {f"{M}.backbone": "mlp", f"{M}.image_size": 8}, [], "image_size"),

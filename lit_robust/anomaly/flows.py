@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust._backend import Callback, TrainerFn
-from lit_robust._checks import _is_int, check_bool, check_int, check_number
+from lit_robust._checks import _is_int, check_bool, check_int, check_lr, check_number
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import check_report_args, report_enabled
 from lit_robust.callbacks.batch_filter import BatchFilter
@@ -158,7 +158,7 @@ class RealNVP(RobustMixin, AnomalyDetector):
         self.k = _check_k(k)
         # checked even with spectral_norm=False: it is saved with the model
         n_power_iterations = _check_iterations(n_power_iterations)
-        check_number("lr", lr, 0, low_open=True)
+        check_lr(lr)
         check_number("weight_decay", weight_decay, 0)
         check_bool("spectral_norm", spectral_norm)
         self.save_hyperparameters()

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_robust._backend import rank_zero_warn
-from lit_robust._checks import _is_int, check_int, check_number
+from lit_robust._checks import _is_int, check_int, check_lr, check_number
 from lit_robust._lightning import mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
@@ -124,7 +124,7 @@ def _check_arch(dim: Any, hidden: Any, latent: Any, dropout: Any) -> tuple[int |
 
 
 def _check_optim(lr: Any, weight_decay: Any) -> None:
-    check_number("lr", lr, 0, low_open=True)
+    check_lr(lr)
     check_number("weight_decay", weight_decay, 0)
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust._backend import pl, rank_zero_warn
-from lit_robust._checks import check_number, check_seed
+from lit_robust._checks import check_lr, check_number, check_seed
 from lit_robust._lightning import ddp_without_unused_parameters
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
@@ -115,7 +115,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8 or image_size % 4:
             raise ValueError(f"`image_size` must be a multiple of 4 and >= 8, got {image_size!r}.")
-        check_number("lr", lr, 0, low_open=True)
+        check_lr(lr)
         check_number("beta1", beta1, 0, 1, high_open=True)
         check_number("beta2", beta2, 0, 1, high_open=True)
         check_seed("seed", seed)  # the fixed latents draw with seed + 1, the noise stream with seed + 2

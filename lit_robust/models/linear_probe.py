@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_bool, check_int, check_number
+from lit_robust._checks import check_bool, check_int, check_lr, check_number
 from lit_robust._lightning import with_sampler
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_eval_labels, check_fits_data
@@ -105,7 +105,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     ) -> None:
         super().__init__()
         num_classes = check_int("num_classes", num_classes, 2)  # a NumPy integer too, as the other models
-        check_number("lr", lr, 0, low_open=True)
+        check_lr(lr)
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {optimizer!r}.")
         check_number("weight_decay", weight_decay, 0)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_robust._backend import pl
-from lit_robust._checks import check_bool, check_number, check_pair
+from lit_robust._checks import check_bool, check_lr, check_number, check_pair
 from lit_robust._modes import evaluating
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit, warn_inexact_resume
 from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
@@ -302,7 +302,7 @@ class SimCLR(pl.LightningModule):
     ) -> None:
         super().__init__()
         check_number("temperature", temperature, 0, low_open=True)
-        check_number("lr", lr, 0, low_open=True)
+        check_lr(lr)
         if augment not in ("grey", "none"):
             raise ValueError(f"`augment` must be 'grey' or 'none', got {augment!r}.")
         _check_positive_int("projection_dim", projection_dim)

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from lit_robust._backend import pl, rank_zero_warn
-from lit_robust._checks import check_int, check_int_sequence, check_number
+from lit_robust._checks import check_int, check_int_sequence, check_lr, check_number
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import (
     DataSpec,
@@ -208,7 +208,7 @@ class _Classifier(RobustMixin, pl.LightningModule):
     def __init__(self, num_classes: int | None, lr: float, momentum: float, weight_decay: float,
                  milestones: Sequence[int], gamma: float, optimizer: str, loss: str, bootstrap_beta: float) -> None:
         super().__init__()  # the subclass checks `num_classes` (may it be None?)
-        check_number("lr", lr, 0, low_open=True)
+        check_lr(lr)
         check_number("momentum", momentum, 0, 1, high_open=True)
         check_number("weight_decay", weight_decay, 0)
         # an epoch-0 milestone is never reached: MultiStepLR counts epochs from 1
@@ -509,7 +509,7 @@ class LinearRegressor(RobustMixin, pl.LightningModule):
     def __init__(self, dim: int = 100, lr: float = 0.05) -> None:
         super().__init__()
         check_int("dim", dim, 1)
-        check_number("lr", lr, 0, low_open=True)
+        check_lr(lr)
         self.save_hyperparameters()
         self.settings = SimpleNamespace(lr=lr)
         self.linear = nn.Linear(dim, 1, bias=False)
@@ -590,7 +590,7 @@ class MLPRegressor(_ShapeFromData, RobustMixin, pl.LightningModule):
         huber_delta: float = 1.0,
     ) -> None:
         super().__init__()
-        check_number("lr", lr, 0, low_open=True)
+        check_lr(lr)
         check_number("momentum", momentum, 0, 1, high_open=True)
         if loss not in ("mse", "huber"):
             raise ValueError(f"`loss` must be 'mse' or 'huber', got {loss!r}.")
