@@ -121,6 +121,20 @@ class RobustMixin:
         if callable(hook):
             hook()
 
+    def on_train_start(self) -> None:
+        # a module trained without ITLM or a filter, resumed from a checkpoint written inside an epoch
+        # (`every_n_train_steps`, `save_on_exception`), got only Lightning's generic "not resumable" note while the
+        # filters, CoTeaching, RCA and SimCLR say how to resume exactly; such a callback says it (or, ITLM, resumes
+        # that epoch exactly) itself, before this hook runs: said once
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and not _resume_owned_by_a_callback(trainer):
+            from lit_robust.callbacks._resume import warn_inexact_resume
+
+            warn_inexact_resume(trainer, type(self).__name__)
+        hook = getattr(super(), "on_train_start", None)
+        if callable(hook):
+            hook()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the process's random generators, which Lightning does not save: a module trained without ITLM or a filter
         # (the Bootstrap loss of configs/bootstrap_mnist.yaml, a plain flow) resumed from an epoch-end checkpoint drew
@@ -535,6 +549,14 @@ def _head(x: Any, k: int, n: int) -> Any:
     if isinstance(x, dict):
         return {key: _head(v, k, n) for key, v in x.items()}
     raise _Unsliceable
+
+
+def _resume_owned_by_a_callback(trainer: Any) -> bool:
+    """Whether a callback of the fit (ITLM, a per-batch filter and their subclasses) judges its resume itself."""
+    from lit_robust.callbacks.batch_filter import BatchFilter
+    from lit_robust.callbacks.itlm import ITLM
+
+    return any(isinstance(cb, (BatchFilter, ITLM)) for cb in getattr(trainer, "callbacks", []))
 
 
 class _Unsliceable(Exception):

@@ -317,7 +317,10 @@ def test_a_resume_with_a_datamodules_unseeded_persistent_workers_is_warned_about
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("owner,every,mid,epoch,done", [("BatchFilter", 3, "epoch=0-step=3", 0, 3),
-                                                        ("SimCLR", 4, "epoch=1-step=4", 1, 1)])
+                                                        ("SimCLR", 4, "epoch=1-step=4", 1, 1),
+                                                        # a RobustMixin module with no lit_robust callback got
+                                                        # Lightning's generic "not resumable" note only
+                                                        ("plain", 7, "epoch=1-step=7", 1, 2)])
 def test_a_resume_from_a_mid_epoch_checkpoint_is_warned_about(tmp_path, owner, every, mid, epoch, done):
     """`every_n_train_steps` or `save_on_exception` write checkpoints inside an epoch; a reproducibility newcomer's
     resume from one differed from the uninterrupted fit (test accuracy 0.650 against 0.683) with only Lightning's

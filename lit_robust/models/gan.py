@@ -158,6 +158,7 @@ class DCGAN(RobustMixin, pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._check_even_batches()
+        super().on_train_start()  # RobustMixin's: a resume from inside an epoch is warned about
 
     def _check_even_batches(self) -> None:
         """Under DDP, raise on every rank when the processes' training batches differ in number or in the last one's

@@ -230,6 +230,7 @@ class LinearProbe(RobustMixin, pl.LightningModule):
     def on_train_start(self) -> None:
         if self.standardize and not bool(self.standardized):
             self.fit_feature_statistics(_each_sample_once(self.trainer))
+        super().on_train_start()  # RobustMixin's: a resume from inside an epoch is warned about
 
     @torch.no_grad()
     def fit_feature_statistics(self, loader: Any) -> None:
