@@ -2385,14 +2385,25 @@ def main(args: Sequence[str] | None = None) -> None:
     given = _command_word(argv)
     command = given or ""  # for the messages below (`lit-robust fit: error: ...`)
     commands = ["demo", *SUBCOMMAND_HELP]
-    if given not in commands and not any(a in ("-h", "--help", "--print_config") or a.startswith("--print_config=")
-                                         for a in argv):
+    # `--print_config` takes an optional value (`--print_config skip_default fit`), read as the command above: let it
+    # through when a command follows; alone, jsonargparse's "expected "subcommand" to be one of {fit,...}" left `demo` out
+    printing = any(a == "--print_config" or a.startswith("--print_config=") for a in argv)
+    if given not in commands and not any(a in ("-h", "--help") for a in argv) and not (
+            printing and any(a in commands for a in argv)):
         # jsonargparse's three lines (usage, tip, "invalid choice") left `demo` out and suggested nothing
         close = difflib.get_close_matches(given or "", commands, n=1, cutoff=0.6)
         sys.stderr.write("lit-robust: error: "
                          + (f"unknown command {given!r}" if given else "a command is needed")
                          + (f" (did you mean {close[0]!r}?)" if close else "")
                          + f"; the commands are {', '.join(commands)} (`lit-robust --help`).\n")
+        raise SystemExit(2)
+    before = argv[:argv.index(given)] if given in SUBCOMMAND_HELP else []
+    early = next((a for a in before if a.startswith("--print_config=") and "skip_default" in a), None)
+    if early is not None:
+        # before the command, jsonargparse's skip_default dropped the command itself and said 'expected "subcommand"
+        # to be one of {fit,validate,test,predict}, but it was not provided' of a line that gave `fit`
+        sys.stderr.write(f"lit-robust: error: `{early}` before the command drops the command from the config it "
+                         f"prints; put it after the command: `lit-robust {given} --config FILE {early}`.\n")
         raise SystemExit(2)
     add_working_directory_to_path()
     _drop_cloud_tips()

@@ -695,12 +695,22 @@ def test_help_lists_demo_and_a_misspelt_command_is_one_line_with_the_closest(cap
     for argv, says in ((["fitt"], "unknown command 'fitt' (did you mean 'fit'?)"),
                        (["demoo"], "unknown command 'demoo' (did you mean 'demo'?)"), (["xyz"], "unknown command 'xyz'"),
                        (["-c", "run.yaml", "fitt"], "unknown command 'fitt' (did you mean 'fit'?)"),  # an auditor's
-                       ([], "a command is needed"), (["--config", "run.yaml"], "a command is needed")):
+                       ([], "a command is needed"), (["--config", "run.yaml"], "a command is needed"),
+                       # jsonargparse's "expected "subcommand" to be one of {fit,validate,test,predict}": no `demo`
+                       (["--print_config"], "a command is needed"), (["--print_config=skip_default"], "a command is needed"),
+                       (["--print_config", "skip_default"], "unknown command 'skip_default'")):  # flags take `=`
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2
         assert capsys.readouterr().err == (f"lit-robust: error: {says}; the commands are demo, fit, validate, test, "
                                            "predict (`lit-robust --help`).\n")
+    # before the command, jsonargparse's skip_default dropped it: 'expected "subcommand" ..., but it was not provided'
+    with pytest.raises(SystemExit) as done:
+        main(["--print_config=skip_default", "test", "--config", "run.yaml"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == ("lit-robust: error: `--print_config=skip_default` before the command drops the "
+                                       "command from the config it prints; put it after the command: `lit-robust test "
+                                       "--config FILE --print_config=skip_default`.\n")
 
 
 @pytest.mark.parametrize("argv", [["fit", "--trainer.callbacks.help", "lit_robust.ITLM"],
