@@ -2386,7 +2386,8 @@ def main(args: Sequence[str] | None = None) -> None:
     command = given or ""  # for the messages below (`lit-robust fit: error: ...`)
     commands = ["demo", *SUBCOMMAND_HELP]
     # `--print_config` takes an optional value (`--print_config skip_default fit`), read as the command above: let it
-    # through when a command follows; alone, jsonargparse's "expected "subcommand" to be one of {fit,...}" left `demo` out
+    # through when a command follows; alone, jsonargparse's "expected "subcommand" to be one of {fit,...}" left
+    # `demo` out
     printing = any(a == "--print_config" or a.startswith("--print_config=") for a in argv)
     if given not in commands and not any(a in ("-h", "--help") for a in argv) and not (
             printing and any(a in commands for a in argv)):

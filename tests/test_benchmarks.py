@@ -721,7 +721,8 @@ def test_offline_candidates_for_squared_errors_read_the_split_the_gmm_refuses():
             assert restart == est.rate
         assert 0.0 <= mod._gmm_sqrt(d) <= 1.0
     assert refused >= 1  # the defect the candidates are measured against is still there
-    clean = {"scores": (torch.randn(2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) ** 2).numpy()}
+    residuals = torch.randn(2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    clean = {"scores": (residuals**2).numpy()}
     assert mod._gmm_minority_restart(clean) <= 0.03 and mod._gmm_sqrt(clean) <= 0.03
 
 

@@ -697,7 +697,8 @@ def test_help_lists_demo_and_a_misspelt_command_is_one_line_with_the_closest(cap
                        (["-c", "run.yaml", "fitt"], "unknown command 'fitt' (did you mean 'fit'?)"),  # an auditor's
                        ([], "a command is needed"), (["--config", "run.yaml"], "a command is needed"),
                        # jsonargparse's "expected "subcommand" to be one of {fit,validate,test,predict}": no `demo`
-                       (["--print_config"], "a command is needed"), (["--print_config=skip_default"], "a command is needed"),
+                       (["--print_config"], "a command is needed"),
+                       (["--print_config=skip_default"], "a command is needed"),
                        (["--print_config", "skip_default"], "unknown command 'skip_default'")):  # flags take `=`
         with pytest.raises(SystemExit) as done:
             main(argv)
