@@ -84,6 +84,9 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if any(not 0 <= s <= SEED_MAX for s in args.seeds):
         # seed_everything's bound (NumPy's): 2**32 ended in Lightning's traceback after the header
         p.error(f"argument --seeds must be integers in [0, {SEED_MAX}], got {args.seeds}")
+    if len(set(args.seeds)) != len(args.seeds):
+        # `--seeds 0 0` averaged one run twice and reported it as a mean over two seeds
+        p.error(f"argument --seeds must be distinct seeds (each is one run of the mean), got {args.seeds}")
 
 
 def _seed_row(seed: int, args: argparse.Namespace, keep: float, rounds: list[int]) -> dict[str, Any]:

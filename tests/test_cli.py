@@ -1215,6 +1215,7 @@ def test_finetune_config_without_backbone_checkpoint_file_says_so(tmp_path, caps
     (["--lr", "-1"], "--lr"),
     (["--seeds", "-1"], "--seeds"),
     (["--seeds", "4294967296"], "--seeds"),  # beyond seed_everything's range: Lightning's traceback after the header
+    (["--seeds", "0", "0"], "--seeds"),  # averaged one run twice as if a mean over two seeds
     (["--lr", "inf"], "--lr"),  # refused by the model only, as `lr`, after the header
     (["--lr", "1.7e308"], "--lr"),  # finite, beyond float32: torch's overflow traceback in the first step
     (["--early-rounds", "99999999999999999999"], "--early-rounds"),  # an OverflowError traceback listing the rounds
