@@ -47,6 +47,18 @@ def _small(name: str, tmp_path: Path) -> dict:
     return cfg
 
 
+def _refused_fit(cfg: dict, tmp_path: Path, capsys) -> tuple[Path, str]:
+    """Write ``cfg`` and ``lit-robust fit`` it: the config's path and stderr, once the fit was refused as a user's
+    mistake (exit status 2, no traceback)."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    return path, err
+
+
 def _set(cfg: dict, path: str, value: Any) -> None:
     """``_set(cfg, "trainer.callbacks[0].init_args.keep_ratio", 1.5)``; ``_DELETE`` removes the key."""
     keys = [int(k) if k.isdigit() else k for k in re.findall(r"[^.\[\]]+", path)]
@@ -537,12 +549,7 @@ def test_a_function_path_that_does_not_import_is_named_with_the_reason(tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = _small(PATCH, tmp_path)
     _set(cfg, f"{CB0}.loss", path)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(bad)])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err
+    err = _refused_fit(cfg, tmp_path, capsys)[1]
     assert (f"expected 'ce', 'mse' or a function (its import path, e.g. mymodule.my_function) or null, got {path!r} "
             f"(as a function: {reason}") in err
     assert err.count("is looked up in the current folder") == (1 if "No module" in reason else 0)
@@ -773,12 +780,8 @@ def test_a_required_ratio_given_as_null_is_named(tmp_path, capsys, name, config,
     keep_ratio", as if the config had left it out: the error must say it is null and what the argument allows."""
     cfg = _small(config, tmp_path)
     cfg["trainer"]["callbacks"][0]["init_args"][name] = None
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(path)])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err and "arguments are required" not in err, err
+    path, err = _refused_fit(cfg, tmp_path, capsys)
+    assert "arguments are required" not in err, err
     cls = cfg["trainer"]["callbacks"][0]["class_path"]
     assert (f"error: trainer.callbacks[0]: `{name}` of `class_path: {cls}` is null in --config {str(path)!r}, and it "
             f"has no default: `{name}` {range_}" in err), err
@@ -794,12 +797,8 @@ def test_an_empty_init_args_is_named(tmp_path, capsys, where):
     else:
         cfg["trainer"]["callbacks"].append({"class_path": "ModelCheckpoint", "init_args": None})
         key, cls = f"trainer.callbacks[{len(cfg['trainer']['callbacks']) - 1}]", "ModelCheckpoint"
-    config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config)])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err and "NoneType" not in err, err
+    config, err = _refused_fit(cfg, tmp_path, capsys)
+    assert "NoneType" not in err, err
     assert (f"error: {key}: `init_args:` of `class_path: {cls}` in --config {str(config)!r} is empty (null: every "
             "line under it commented out?)" in err), err
 
@@ -836,10 +835,5 @@ def test_a_users_class_is_named_by_a_path_that_imports(tmp_path, capsys, monkeyp
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = _small(DIGITS, tmp_path)
     cfg["data"] = {"class_path": "newcomer_pkg.data.MyData", "init_args": {"n_train": -5}}
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(bad)])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    err = _refused_fit(cfg, tmp_path, capsys)[1]
     assert "error: data.init_args.n_train (newcomer_pkg.data.MyData): `n_train` must be >= 1, got -5" in err, err
