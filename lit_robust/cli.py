@@ -1405,7 +1405,10 @@ class RobustCLI(LightningCLI):
             return
         # rank 0's folder read without `trainer.log_dir`'s broadcast: the other ranks returned above, and rank 0 alone
         # in that collective ended every 2-process `lit-robust fit` in a gloo 'Connection closed by peer' traceback
-        folder = _own_log_dir(trainer)
+        try:
+            folder = _own_log_dir(trainer)
+        except Exception:  # noqa: BLE001 - a logger of another kind, whose folder cannot be read: no mark, as below
+            folder = None
         if folder is None:
             return
         try:
@@ -1456,9 +1459,8 @@ class RobustCLI(LightningCLI):
                                  f"{FIT_END_MARK}, which a fit writes when it runs to its end (a fit of an earlier "
                                  "lit-robust wrote none): taken for a fit stopped before its end, this run "
                                  "trains nothing and does the end-of-fit work (callbacks' reports and plots, "
-                                 "`on_train_end`) into a new "
-                                 "run folder. Lightning does not run that epoch's validation again: its `val_*` "
-                                 "metrics are missing (`lit-robust validate --ckpt_path last` measures them).\n")
+                                 "`on_train_end`) into a new run folder. Lightning does not run that epoch's "
+                                 "validation again: its `val_*` metrics are missing (`lit-robust validate --ckpt_path last` measures them).\n")
             return False
         missing = self._missing_reports(found) if complete else []
         if missing:
