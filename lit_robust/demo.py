@@ -35,7 +35,9 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", module="pytorch_lightning|lightning")
 
 
-def _train(seed: int, clean_ratio: float, noise: str, itlm: ITLM | None, epochs: int, lr: float) -> float:
+def _train(seed: int, clean_ratio: float, noise: str, itlm: ITLM | None, epochs: int,
+           lr: float) -> tuple[float, bool]:
+    """The clean test accuracy of one run, and whether its training diverged (weights not finite after the fit)."""
     pl.seed_everything(seed)  # `_quiet` silences its line; `verbose=` is new in pytorch-lightning 2.4
     data = DigitsDataModule(clean_ratio=clean_ratio, noise=noise, val_size=0, batch_size=64, seed=seed)
     model = ImageClassifier(backbone="mlp", image_size=8, lr=lr)
@@ -43,7 +45,9 @@ def _train(seed: int, clean_ratio: float, noise: str, itlm: ITLM | None, epochs:
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu", devices=1)
     trainer.fit(model, data)
-    return float(trainer.test(model, data, verbose=False)[0]["test_acc"])
+    # `--lr 1e30` made every weight NaN in the first steps: the run scored chance (9.5 %) and the demo said nothing
+    diverged = not all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return float(trainer.test(model, data, verbose=False)[0]["test_acc"]), diverged
 
 
 def _starved_class_warnings(caught: list[warnings.WarningMessage]) -> tuple[list[str], list[str]]:
@@ -91,15 +95,17 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def _seed_row(seed: int, args: argparse.Namespace, keep: float, rounds: list[int]) -> dict[str, Any]:
     """One seed's runs: the baseline, ITLM at ``keep`` and, unless ``--no-auto``, ITLM with ``keep_ratio="auto"``."""
-    base = _train(seed, args.clean_ratio, args.noise, None, sum(rounds), args.lr)
+    base, base_diverged = _train(seed, args.clean_ratio, args.noise, None, sum(rounds), args.lr)
     itlm = ITLM(keep_ratio=keep, round_epochs=rounds, seed=seed, verbose=False, plot=False, per_class=args.per_class)
-    acc = _train(seed, args.clean_ratio, args.noise, itlm, sum(rounds), args.lr)
-    row = {"seed": seed, "baseline_acc": base, "itlm_acc": acc, "clean_precision": itlm.history[-1].clean_precision}
+    acc, itlm_diverged = _train(seed, args.clean_ratio, args.noise, itlm, sum(rounds), args.lr)
+    row = {"seed": seed, "baseline_acc": base, "itlm_acc": acc, "clean_precision": itlm.history[-1].clean_precision,
+           "diverged": base_diverged + itlm_diverged}
     if not args.no_auto:  # the same ITLM, told nothing about the corruption rate
         auto = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=False,
                     per_class=args.per_class)
-        row["itlm_auto_acc"] = _train(seed, args.clean_ratio, args.noise, auto, sum(rounds), args.lr)
+        row["itlm_auto_acc"], auto_diverged = _train(seed, args.clean_ratio, args.noise, auto, sum(rounds), args.lr)
         row["estimated_corruption"] = auto.history[-1].estimated_corruption
+        row["diverged"] += auto_diverged
     return row
 
 
@@ -157,6 +163,12 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
         console.print(f"ITLM warned {len(starved)} times that one trim kept few or no samples of some digits (e.g. "
                       f"{starved[0]}): under class-pair noise their wrong labels all point at one other digit. "
                       "`lit-robust demo --per-class` trims each digit alike.")
+    diverged = sum(r["diverged"] for r in rows)
+    if diverged:
+        runs = len(rows) * (2 if args.no_auto else 3)
+        console.print(f"[bold]{diverged} of {runs} runs diverged[/bold]: their weights are not finite (NaN/inf) after "
+                      f"training, so their accuracy is that of a constant guess. --lr {args.lr:g} is too large for this MLP: try a smaller "
+                      "--lr (the default is 0.05).")
     if under:
         console.print(f"ITLM warned {len(under)} time{'' if len(under) == 1 else 's'} that `\"auto\"` estimated below "
                       "the true rate and kept more samples than are clean "
@@ -169,6 +181,8 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
                "clean_precision": mean("clean_precision"), "seeds": args.seeds, "per_class": args.per_class}
     if not args.no_auto:
         summary.update(itlm_auto_acc=mean("itlm_auto_acc"), estimated_corruption=mean("estimated_corruption"))
+    if diverged:  # (absent from a sound run's line, which keeps its keys)
+        summary["diverged_runs"] = diverged
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     console.print(f"The training labels are {100 * args.clean_ratio:.0f}% correct; ITLM's last round trained on a "
                   f"selection that is {100 * summary['clean_precision']:.1f}% correct on average. "
