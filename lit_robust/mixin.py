@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Protocol, runtime_checkable
 
@@ -122,6 +123,30 @@ class RobustMixin:
             hook()
 
     def on_train_start(self) -> None:
+        self._mixin_on_train_start()
+        hook = getattr(super(), "on_train_start", None)
+        if callable(hook):
+            hook()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._mixin_on_save_checkpoint(checkpoint)
+        hook = getattr(super(), "on_save_checkpoint", None)
+        if callable(hook):
+            hook(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._mixin_on_load_checkpoint(checkpoint)
+        hook = getattr(super(), "on_load_checkpoint", None)
+        if callable(hook):
+            hook(checkpoint)
+
+    # The mixin's part of those three hooks. A subclass's own hook that does not call `super()` (Lightning's docs
+    # write `on_save_checkpoint`/`on_load_checkpoint` so) hid it: the random state was neither saved nor restored and
+    # a resume from an epoch's end parted from the uninterrupted fit (0.13 in a weight), and an own `on_train_start`
+    # dropped the mid-epoch resume warning. `__init_subclass__` wraps such hooks to run the part after them where
+    # `super()` did not reach it (`_mixin_part_ran`).
+    def _mixin_on_train_start(self) -> None:
+        _mixin_part_ran(self, "on_train_start")
         # a module trained without ITLM or a filter, resumed from a checkpoint written inside an epoch
         # (`every_n_train_steps`, `save_on_exception`), got only Lightning's generic "not resumable" note while the
         # filters, CoTeaching, RCA and SimCLR say how to resume exactly; such a callback says it (or, ITLM, resumes
@@ -131,22 +156,18 @@ class RobustMixin:
             from lit_robust.callbacks._resume import warn_inexact_resume
 
             warn_inexact_resume(trainer, type(self).__name__)
-        hook = getattr(super(), "on_train_start", None)
-        if callable(hook):
-            hook()
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def _mixin_on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _mixin_part_ran(self, "on_save_checkpoint")
         # the process's random generators, which Lightning does not save: a module trained without ITLM or a filter
         # (the Bootstrap loss of configs/bootstrap_mnist.yaml, a plain flow) resumed from an epoch-end checkpoint drew
         # its next shuffles and dropout masks anew, and its weights parted from the uninterrupted fit's
         from lit_robust.callbacks._resume import random_state
 
         checkpoint[RANDOM_STATE_KEY] = random_state()  # every rank calls this hook, as `random_state` needs
-        hook = getattr(super(), "on_save_checkpoint", None)
-        if callable(hook):
-            hook(checkpoint)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def _mixin_on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _mixin_part_ran(self, "on_load_checkpoint")
         from lit_robust.callbacks._resume import restore_random_state_in_fit
 
         # a resumed fit only (absent from older checkpoints); ITLM and the filters put back the same state
@@ -159,12 +180,12 @@ class RobustMixin:
                              f"copies of your model (`net1.*` and `net2.*` in its state dict). Load it with "
                              f"`CoTeaching.load_from_checkpoint(path, model={name}(...))` and take its `.net1`.")
         _match_compiled_keys(self, checkpoint)
-        hook = getattr(super(), "on_load_checkpoint", None)
-        if callable(hook):
-            hook(checkpoint)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for name in _MIXIN_HOOKS:
+            if name in cls.__dict__ and callable(cls.__dict__[name]):
+                setattr(cls, name, _with_mixin_part(name, cls.__dict__[name]))
         # `class M(LightningModule, RobustMixin)`: LightningModule's `training_step` hides the mixin's and
         # torch.nn.Module's `__init__` does not call on to the mixin's; a newcomer got only Lightning's "No
         # `training_step()` method defined"
@@ -549,6 +570,41 @@ def _head(x: Any, k: int, n: int) -> Any:
     if isinstance(x, dict):
         return {key: _head(v, k, n) for key, v in x.items()}
     raise _Unsliceable
+
+
+#: the hooks whose mixin part runs even where a subclass's own hook does not call `super()`
+_MIXIN_HOOKS = ("on_train_start", "on_save_checkpoint", "on_load_checkpoint")
+
+
+def _mixin_part_ran(module: Any, name: str) -> None:
+    """Note, for the outermost wrapper of ``name`` (:func:`_with_mixin_part`), that the mixin's part of it ran."""
+    calls = module.__dict__.get("_robust_hook_calls")
+    if calls is not None and name in calls:
+        calls[name] = True
+
+
+def _with_mixin_part(name: str, hook: Any) -> Any:
+    """``hook`` (a subclass's own ``name``), then the mixin's part of ``name`` unless ``hook`` reached it through
+    ``super()``: once per call, whichever classes of the hierarchy override it and whether they call ``super()``."""
+    if getattr(hook, "_robust_wrapped", False):
+        return hook
+
+    @functools.wraps(hook)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls = self.__dict__.setdefault("_robust_hook_calls", {})
+        if name in calls:  # an override further up, reached by `super()` from the one being run
+            return hook(self, *args, **kwargs)
+        calls[name] = False
+        try:
+            result = hook(self, *args, **kwargs)
+            if not calls[name]:
+                getattr(RobustMixin, f"_mixin_{name}")(self, *args, **kwargs)
+        finally:
+            del calls[name]
+        return result
+
+    run._robust_wrapped = True  # type: ignore[attr-defined]
+    return run
 
 
 def _resume_owned_by_a_callback(trainer: Any) -> bool:

@@ -742,3 +742,62 @@ def test_a_ddp_resume_with_dropout_equals_the_uninterrupted_fit(tmp_path, owner,
     resumed = run("resumed", ckpt_path=tmp_path / "full" / f"step={step}.ckpt")
     for p, q in zip(full, resumed):
         assert torch.equal(p, q), (p - q).abs().max()
+
+
+class OwnHooksModel(DropoutModel):
+    """Hooks written as Lightning's docs write them, without `super()`: they hid the mixin's, so the random state was
+    neither saved nor restored and the mid-epoch resume warning was never given."""
+
+    def on_train_start(self):
+        self.started = True
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["mine"] = 1
+
+    def on_load_checkpoint(self, checkpoint):
+        self.mine = checkpoint["mine"]
+
+
+class OwnHooksCallingSuper(OwnHooksModel):
+    """A subclass whose hooks call `super()` down to OwnHooksModel's: the mixin's part still runs once per hook."""
+
+    def on_train_start(self):
+        super().on_train_start()
+
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("cls", [OwnHooksModel, OwnHooksCallingSuper])
+def test_a_module_whose_own_hooks_skip_super_still_resumes_exactly_and_warns_mid_epoch(tmp_path, cls):
+    import warnings
+
+    from lit_robust.mixin import RANDOM_STATE_KEY
+
+    def run(root, seed, ckpt_path=None):
+        pl.seed_everything(seed, verbose=False)
+        module = cls()
+        ends = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="end-{epoch}")
+        steps = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=7, filename="{epoch}-{step}")
+        trainer = tiny_trainer(root, 3, [ends, steps], enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, BlobsData(n=160, batch_size=32, with_val=True), ckpt_path=ckpt_path)
+        return module, [str(w.message) for w in caught if "resumes from a checkpoint written inside" in str(w.message)]
+
+    full, _ = run(tmp_path / "a", 0)
+    written = sorted((tmp_path / "a").glob("*.ckpt"))
+    assert len(written) == 5  # 3 epoch ends, steps 7 and 14: each holds the user's key and the random state
+    assert all({"mine", RANDOM_STATE_KEY} <= set(torch.load(f, weights_only=True)) for f in written)
+    resumed, said = run(tmp_path / "b", 99, tmp_path / "a" / "end-epoch=1.ckpt")
+    assert resumed.started and resumed.mine == 1  # the user's own hooks ran
+    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert said == []
+    _, said = run(tmp_path / "c", 99, tmp_path / "a" / "epoch=1-step=7.ckpt")
+    assert len(said) == 1 and said[0].startswith(f"{cls.__name__}: this fit resumes from a checkpoint written inside "
+                                                 "epoch 1 (after 2 of its batches"), said
