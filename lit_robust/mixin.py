@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from lit_robust._backend import rank_zero_info
+from lit_robust._backend import TrainerFn, rank_zero_info, rank_zero_warn
 from lit_robust._lightning import check_datamodule_package
 from lit_robust._modes import evaluating
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
@@ -152,10 +152,16 @@ class RobustMixin:
         # filters, CoTeaching, RCA and SimCLR say how to resume exactly; such a callback says it (or, ITLM, resumes
         # that epoch exactly) itself, before this hook runs: said once
         trainer = getattr(self, "_trainer", None)
+        skipped_end = self.__dict__.pop("_robust_skipped_end", None)  # recorded by this resumed fit's load
         if trainer is not None and not _resume_owned_by_a_callback(trainer):
-            from lit_robust.callbacks._resume import warn_inexact_resume
+            from lit_robust.callbacks._resume import skipped_epoch_end_note, warn_inexact_resume
 
-            warn_inexact_resume(trainer, type(self).__name__)
+            if skipped_end is not None:
+                # a checkpoint of an epoch's last batch (`every_n_train_steps` of an epoch's length): said to be
+                # "inside epoch 2 (after 5 of its batches) ... in a new order", where Lightning goes on at epoch 2's
+                # start and the weights ended bit for bit the uninterrupted fit's
+                rank_zero_warn(skipped_epoch_end_note(type(self).__name__, skipped_end, kept=None, trainer=trainer))
+            warn_inexact_resume(trainer, type(self).__name__, mid_epoch=skipped_end is None)
 
     def _mixin_on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         _mixin_part_ran(self, "on_save_checkpoint")
@@ -168,10 +174,12 @@ class RobustMixin:
 
     def _mixin_on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         _mixin_part_ran(self, "on_load_checkpoint")
-        from lit_robust.callbacks._resume import restore_random_state_in_fit
+        from lit_robust.callbacks._resume import epoch_whose_end_was_skipped, restore_random_state_in_fit
 
         # a resumed fit only (absent from older checkpoints); ITLM and the filters put back the same state
         restore_random_state_in_fit(self, checkpoint.get(RANDOM_STATE_KEY))
+        if getattr(getattr(getattr(self, "_trainer", None), "state", None), "fn", None) == TrainerFn.FITTING:
+            self.__dict__["_robust_skipped_end"] = epoch_whose_end_was_skipped(checkpoint)
         if "co_teaching" in checkpoint:
             # a notebook newcomer's `MLP.load_from_checkpoint("cot.ckpt")` got a RuntimeError listing every `net1.*` and
             # `net2.*` key

@@ -801,3 +801,34 @@ def test_a_module_whose_own_hooks_skip_super_still_resumes_exactly_and_warns_mid
     _, said = run(tmp_path / "c", 99, tmp_path / "a" / "epoch=1-step=7.ckpt")
     assert len(said) == 1 and said[0].startswith(f"{cls.__name__}: this fit resumes from a checkpoint written inside "
                                                  "epoch 1 (after 2 of its batches"), said
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("every_n_epochs", [1, 2])
+def test_a_plain_module_resumed_from_an_epochs_last_batch_is_told_what_lightning_does(tmp_path, every_n_epochs):
+    """A plain mixin module checkpointed at each epoch's last batch (`every_n_train_steps` of an epoch's length) was
+    told its resume was "inside epoch 2 (after 5 of its batches) ... in a new order": Lightning goes on at epoch 2's
+    start, and with validation at each epoch's end the weights end bit for bit the uninterrupted fit's."""
+    import warnings
+
+    def run(root, seed, ckpt_path=None):
+        pl.seed_everything(seed, verbose=False)
+        module = DropoutModel()
+        saves = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=5, filename="{epoch}-{step}")
+        trainer = tiny_trainer(root, 3, [saves], enable_checkpointing=True, check_val_every_n_epoch=every_n_epochs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, BlobsData(n=160, batch_size=32, with_val=True), ckpt_path=ckpt_path)  # 5 batches
+        return module, [str(w.message) for w in caught if "resumes from a checkpoint" in str(w.message)]
+
+    full, said = run(tmp_path / "a", 0)
+    assert said == []
+    resumed, said = run(tmp_path / "b", 99, tmp_path / "a" / "epoch=1-step=10.ckpt")
+    assert len(said) == 1 and said[0].startswith(
+        "DropoutModel: this fit resumes from a checkpoint written at the last batch of epoch 1, before that epoch's "
+        "end: Lightning goes on at epoch 2 without epoch 1's validation and end hooks"), said
+    same = all(torch.equal(p, q) for p, q in zip(full.state_dict().values(), resumed.state_dict().values()))
+    if every_n_epochs == 1:
+        assert same and "The batches and random draws go on as in the uninterrupted fit" in said[0]
+    else:  # validating every other epoch, Lightning's restart draws otherwise, as said
+        assert not same and "the weights from here on may differ" in said[0]

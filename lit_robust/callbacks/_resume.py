@@ -386,14 +386,28 @@ def validates_off_epoch_ends(trainer: Any) -> bool:
 
 
 def skipped_epoch_end_note(owner: str, epoch: int,
-                           kept: str = 'its epoch records and `"auto"` estimates', trainer: Any = None) -> str:
+                           kept: str | None = 'its epoch records and `"auto"` estimates', trainer: Any = None) -> str:
     """The warning of an owner that ran the end of ``epoch`` itself (:func:`epoch_whose_end_was_skipped`): its own
     record (``kept``: ITLM's rounds) goes on as in the uninterrupted fit, what Lightning skipped does not. Where
     ``trainer`` validates off epoch ends (:func:`validates_off_epoch_ends`), neither do the random draws: Lightning's
     restart draws from torch's generator (its loaders' seeds) as the uninterrupted fit did only where that fit
     validated at the last batch (a `check_val_every_n_epoch=2` ITLM fit ended 0.09 away from the uninterrupted fit's
-    weights, a `val_check_interval=0.5` BatchFilter fit of 5 batches an epoch 0.15)."""
+    weights, a `val_check_interval=0.5` BatchFilter fit of 5 batches an epoch 0.15). ``kept=None``: an owner with no
+    epoch-end record of its own (a plain ``RobustMixin`` module, whose resume said "inside epoch 2 ... in a new
+    order" where the batches, draws and weights went on as the uninterrupted fit's)."""
     draws = trainer is not None and validates_off_epoch_ends(trainer)
+    if kept is None:
+        how = ("This fit validates other than at each epoch's end (`val_check_interval`, `check_val_every_n_epoch`), "
+               "after which Lightning's restart draws from the random generators otherwise than the uninterrupted "
+               "fit: the shuffles, dropout masks and so the weights from here on may differ from the uninterrupted "
+               "fit's" if draws else
+               "The batches and random draws go on as in the uninterrupted fit (so do the weights, unless a hook that "
+               "did not run changes the training)")
+        return (f"{owner}: this fit resumes from a checkpoint written at the last batch of epoch {epoch}, before that "
+                f"epoch's end: Lightning goes on at epoch {epoch + 1} without epoch {epoch}'s validation and end hooks "
+                f"(your module's and the callbacks'), nor epoch {epoch + 1}'s start hooks. {how}; epoch {epoch}'s "
+                "validation and logged metrics are missing. For an exact resume, resume from a checkpoint written at "
+                "the end of an epoch (ModelCheckpoint's default, `save_last: true`).")
     how = (f"{owner} runs its own, but this fit validates other than at each epoch's end (`val_check_interval`, "
            "`check_val_every_n_epoch`), after which Lightning's restart draws from the random generators otherwise "
            "than the uninterrupted fit: the shuffles, dropout masks and so the weights, " + kept + " from here on may "
