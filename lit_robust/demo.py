@@ -167,8 +167,8 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if diverged:
         runs = len(rows) * (2 if args.no_auto else 3)
         console.print(f"[bold]{diverged} of {runs} runs diverged[/bold]: their weights are not finite (NaN/inf) after "
-                      f"training, so their accuracy is that of a constant guess. --lr {args.lr:g} is too large for this MLP: try a smaller "
-                      "--lr (the default is 0.05).")
+                      "training, so their accuracy is that of a constant guess. "
+                      f"--lr {args.lr:g} is too large for this MLP: try a smaller --lr (the default is 0.05).")
     if under:
         console.print(f"ITLM warned {len(under)} time{'' if len(under) == 1 else 's'} that `\"auto\"` estimated below "
                       "the true rate and kept more samples than are clean "
