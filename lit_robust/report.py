@@ -221,8 +221,10 @@ def suspicion_order(scores: Tensor, index: Tensor, scored: Tensor | None = None)
     >>> suspicion_order(torch.tensor([0.5, 0.9, float("nan"), 0.5]), torch.tensor([3, 1, 7, 2])).tolist()
     [2, 1, 3, 0]
     """
-    if scores.ndim != 1 or index.shape != scores.shape:
-        raise ValueError(f"`scores` and `index` must be 1-D of one length, got shapes {tuple(scores.shape)} and "
+    if scores.ndim != 1:
+        raise ValueError(f"`scores` must be 1-D (one score per sample), got shape {tuple(scores.shape)}.")
+    if index.shape != scores.shape:
+        raise ValueError(f"`index` must have one entry per score, shape ({scores.shape[0]},) (as `scores`), got "
                          f"{tuple(index.shape)}.")
     s = scores.detach().cpu().double()
     idx = index.detach().cpu().long()

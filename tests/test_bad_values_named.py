@@ -100,3 +100,28 @@ def test_each_argument_of_a_public_function_is_accepted_or_refused_by_name(name,
     if name == "corrupt_labels":  # labels [0] hold one class: said of the number of classes read off them
         unnamed = [u for u in unnamed if not u.startswith("targets=[0]: ValueError: `num_classes` must be >= 2")]
     assert not unnamed, "\n".join(unnamed)
+
+
+def test_length_mismatches_say_the_length_allowed():
+    """Five length checks named both arguments and both lengths ("got 2 scores for 3 labels") but not which one is
+    wrong nor the length it must have; each now says the argument, the length allowed and the one received."""
+    from lit_robust.anomaly import rca_exchange_masks, roc_auc
+    from lit_robust.functional.scores import prl_l_scores
+    from lit_robust.report import suspicion_order
+
+    three, two = torch.tensor([0.1, 0.5, 0.9]), torch.tensor([0, 1])
+    cases = [
+        (lambda: roc_auc(three, two),
+         r"^`is_anomaly` must have one label per score, 3 entries \(as `scores`\), got 2\.$"),
+        (lambda: rca_exchange_masks(three, three[:2], 0.5),
+         r"^`errors_2` must have one error per sample of `errors_1` .*, 3 entries, got 2\.$"),
+        (lambda: suspicion_order(three, two), r"^`index` must have one entry per score, shape \(3,\) \(as `scores`\), "
+                                              r"got \(2,\)\.$"),
+        (lambda: suspicion_order(three.reshape(3, 1), torch.arange(3)),
+         r"^`scores` must be 1-D .*, got shape \(3, 1\)"),
+        (lambda: prl_l_scores(torch.zeros(4, 2), torch.zeros(4), "mse"),
+         r"^`loss='mse'` needs `targets` .*, 4 rows of 2 \(e\.g\. shape \(4, 2\), as `outputs`\), got shape \(4,\)\.$"),
+    ]
+    for call, says in cases:
+        with pytest.raises(ValueError, match=says):
+            call()

@@ -172,7 +172,8 @@ def test_prl_l_bad_input_messages():
         prl_l_scores(torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got values in \[-1, 1\]"):
         prl_l_scores(torch.zeros(2, 3), torch.tensor([-1, 1]))
-    with pytest.raises(ValueError, match=r"same number of elements per sample.*outputs \(2, 3\), targets \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"same number of elements per sample.*2 rows of 3 \(e\.g\. shape \(2, 3\), "
+                                           r"as `outputs`\), got shape \(2, 2\)"):
         prl_l_scores(torch.zeros(2, 3), torch.zeros(2, 2), "mse")
     with pytest.raises(ValueError, match=r"one loss per sample \(shape \[2\]\), got \(\)"):
         prl_l_scores(torch.zeros(2, 3), torch.zeros(2, 3), lambda o, t: (o - t).sum())

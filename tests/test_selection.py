@@ -135,7 +135,7 @@ def test_k_out_of_range():
 
 
 def test_index_length_mismatch():
-    with pytest.raises(ValueError, match="one entry per score: got 2 indices for 3 scores"):
+    with pytest.raises(ValueError, match=r"one entry per score, 3 entries \(as `scores`\), got 2\."):
         rank_order(torch.zeros(3), torch.arange(2))
 
 
@@ -194,7 +194,7 @@ def test_per_class_trim_keeps_a_class_that_one_trim_would_empty():
 @pytest.mark.parametrize("labels,match", [
     (torch.tensor([0.0, 1.0, 1.0]), r"`labels` must be integer class labels, got dtype torch.float32"),
     (torch.tensor([0, -1, 1]), r"`labels` must be class labels >= 0, got -1"),
-    (torch.tensor([0, 1]), r"`labels` must have one entry per score: got 2 labels for 3 scores"),
+    (torch.tensor([0, 1]), r"`labels` must have one entry per score, 3 entries \(as `scores`\), got 2\."),
     (torch.tensor([[0, 1, 1]]), r"`labels` must be a 1-D tensor"),
 ])
 def test_per_class_trim_mask_bad_labels(labels, match):
@@ -227,9 +227,9 @@ def test_mismatched_or_float_indices_are_named():
     from lit_robust.selection.rules import scatter_scores
 
     y = torch.tensor([0, 0, 1])
-    with pytest.raises(ValueError, match=r"`index` must have one entry per score: got 2 indices for 3 scores"):
+    with pytest.raises(ValueError, match=r"`index` must have one entry per score, 3 entries \(as `scores`\), got 2\."):
         per_class_trim_mask(torch.ones(3), y, 0.5, torch.arange(2))
-    with pytest.raises(ValueError, match=r"`index` must have one entry per score: got 2 indices for 3 scores"):
+    with pytest.raises(ValueError, match=r"`index` must have one entry per score, 3 entries \(as `scores`\), got 2\."):
         scatter_scores(3, torch.arange(2), torch.ones(3))
     with pytest.raises(ValueError, match=r"`index` must hold integer sample indices, got dtype torch.float32"):
         scatter_scores(3, torch.tensor([0.0, 1.0, 2.0]), torch.ones(3))

@@ -119,8 +119,8 @@ def roc_auc(scores: Tensor | Any, is_anomaly: Tensor | Any) -> float:
     scores, is_anomaly = (_as_tensor("scores", scores).detach().flatten(),
                           _as_tensor("is_anomaly", is_anomaly).detach().flatten())
     if scores.numel() != is_anomaly.numel():
-        raise ValueError(f"`scores` and `is_anomaly` must have one entry per sample, got {scores.numel()} scores for "
-                         f"{is_anomaly.numel()} labels.")
+        raise ValueError(f"`is_anomaly` must have one label per score, {scores.numel()} entries (as `scores`), got "
+                         f"{is_anomaly.numel()}.")
     if bool(((is_anomaly != 0) & (is_anomaly != 1)).any()):  # torchmetrics' "Detected the following values in
         # target" named no argument (an auditor's labels 0/1/2)
         values = sorted({float(v) if is_anomaly.is_floating_point() else int(v) for v in is_anomaly.unique()[:8]})

@@ -77,7 +77,8 @@ def rca_exchange_masks(errors_1: Tensor, errors_2: Tensor, keep_ratio: float,
     """
     n = errors_1.numel()
     if errors_2.numel() != n:
-        raise ValueError(f"both autoencoders must score the same batch: got {n} and {errors_2.numel()} errors.")
+        raise ValueError(f"`errors_2` must have one error per sample of `errors_1` (both autoencoders score the same "
+                         f"batch), {n} entries, got {errors_2.numel()}.")
     k = max(keep_count(n, keep_ratio), 1) if n else 0
     c1 = smallest_k_mask(errors_1, k, index)
     c2 = smallest_k_mask(errors_2, k, index)

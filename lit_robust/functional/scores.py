@@ -190,8 +190,9 @@ def _mse_grad_norm(pred: Tensor, targets: Tensor) -> Tensor:
     b = pred.shape[0]
     y = targets.detach()
     if y.ndim == 0 or y.shape[0] != b or y.numel() != pred.numel():
-        raise ValueError(f"`loss='mse'` needs `targets` with the same number of elements per sample as `outputs`: "
-                         f"outputs {tuple(pred.shape)}, targets {tuple(y.shape)}.")
+        raise ValueError(f"`loss='mse'` needs `targets` with the same number of elements per sample as `outputs`, "
+                         f"{b} rows of {pred.numel() // b if b else 0} (e.g. shape {tuple(pred.shape)}, as `outputs`), "
+                         f"got shape {tuple(y.shape)}.")
     q = math.prod(pred.shape[1:])  # not reshape(b, -1): an empty batch has no -1 to infer
     diff = _float(pred).reshape(b, q) - y.to(device=pred.device, dtype=_float(pred).dtype).reshape(b, q)
     q = diff.shape[1]

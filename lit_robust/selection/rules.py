@@ -112,7 +112,7 @@ def rank_order(scores: Tensor, index: Tensor | None = None) -> Tensor:
     _check_1d("index", index)
     if index.numel() != scores.numel():
         raise ValueError(
-            f"`index` must have one entry per score: got {index.numel()} indices for {scores.numel()} scores."
+            f"`index` must have one entry per score, {scores.numel()} entries (as `scores`), got {index.numel()}."
         )
     if index.device != scores.device:
         raise ValueError(f"`index` is on {index.device} but `scores` is on {scores.device}; put both on one device.")
@@ -153,7 +153,7 @@ def check_class_labels(labels: Tensor, n: int) -> None:
     """Raise unless ``labels`` is a 1-D tensor of ``n`` class labels: integers >= 0."""
     _check_1d("labels", labels)
     if labels.numel() != n:
-        raise ValueError(f"`labels` must have one entry per score: got {labels.numel()} labels for {n} scores.")
+        raise ValueError(f"`labels` must have one entry per score, {n} entries (as `scores`), got {labels.numel()}.")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"`labels` must be integer class labels, got dtype {labels.dtype}.")
     if labels.numel() and int(labels.min()) < 0:
@@ -179,8 +179,8 @@ def per_class_trim_mask(scores: Tensor, labels: Tensor, keep_ratio: float, index
     if index is not None:
         _check_1d("index", index)
         if index.numel() != scores.numel():
-            raise ValueError(f"`index` must have one entry per score: got {index.numel()} indices for "
-                             f"{scores.numel()} scores.")
+            raise ValueError(f"`index` must have one entry per score, {scores.numel()} entries (as `scores`), "
+                             f"got {index.numel()}.")
     mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
     for c in torch.unique(labels).tolist():
         members = labels == c
@@ -197,8 +197,8 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
     _check_1d("index", index)
     _check_1d("scores", scores)
     if index.numel() != scores.numel():
-        raise ValueError(f"`index` must have one entry per score: got {index.numel()} indices for "
-                         f"{scores.numel()} scores.")
+        raise ValueError(f"`index` must have one entry per score, {scores.numel()} entries (as `scores`), "
+                         f"got {index.numel()}.")
     if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:  # a float index: bare IndexError
         raise ValueError(f"`index` must hold integer sample indices, got dtype {index.dtype}.")
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
