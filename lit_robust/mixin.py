@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Any, Protocol, runtime_checkable
 
@@ -11,6 +10,7 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from lit_robust._backend import TrainerFn, rank_zero_info, rank_zero_warn
+from lit_robust._hook_parts import guarantee_parts, run_part
 from lit_robust._lightning import check_datamodule_package
 from lit_robust._modes import evaluating
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
@@ -123,19 +123,19 @@ class RobustMixin:
             hook()
 
     def on_train_start(self) -> None:
-        self._mixin_on_train_start()
+        run_part(self, RobustMixin._mixin_on_train_start)
         hook = getattr(super(), "on_train_start", None)
         if callable(hook):
             hook()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._mixin_on_save_checkpoint(checkpoint)
+        run_part(self, RobustMixin._mixin_on_save_checkpoint, checkpoint)
         hook = getattr(super(), "on_save_checkpoint", None)
         if callable(hook):
             hook(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._mixin_on_load_checkpoint(checkpoint)
+        run_part(self, RobustMixin._mixin_on_load_checkpoint, checkpoint)
         hook = getattr(super(), "on_load_checkpoint", None)
         if callable(hook):
             hook(checkpoint)
@@ -143,10 +143,9 @@ class RobustMixin:
     # The mixin's part of those three hooks. A subclass's own hook that does not call `super()` (Lightning's docs
     # write `on_save_checkpoint`/`on_load_checkpoint` so) hid it: the random state was neither saved nor restored and
     # a resume from an epoch's end parted from the uninterrupted fit (0.13 in a weight), and an own `on_train_start`
-    # dropped the mid-epoch resume warning. `__init_subclass__` wraps such hooks to run the part after them where
-    # `super()` did not reach it (`_mixin_part_ran`).
+    # dropped the mid-epoch resume warning. `__init_subclass__` wraps such hooks (a subclass's own, or a user mixin's
+    # listed before this one) to run the part after them where `super()` did not reach it (`lit_robust._hook_parts`).
     def _mixin_on_train_start(self) -> None:
-        _mixin_part_ran(self, "on_train_start")
         # a module trained without ITLM or a filter, resumed from a checkpoint written inside an epoch
         # (`every_n_train_steps`, `save_on_exception`), got only Lightning's generic "not resumable" note while the
         # filters, CoTeaching, RCA and SimCLR say how to resume exactly; such a callback says it (or, ITLM, resumes
@@ -164,7 +163,6 @@ class RobustMixin:
             warn_inexact_resume(trainer, type(self).__name__, mid_epoch=skipped_end is None)
 
     def _mixin_on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _mixin_part_ran(self, "on_save_checkpoint")
         # the process's random generators, which Lightning does not save: a module trained without ITLM or a filter
         # (the Bootstrap loss of configs/bootstrap_mnist.yaml, a plain flow) resumed from an epoch-end checkpoint drew
         # its next shuffles and dropout masks anew, and its weights parted from the uninterrupted fit's
@@ -173,7 +171,6 @@ class RobustMixin:
         checkpoint[RANDOM_STATE_KEY] = random_state()  # every rank calls this hook, as `random_state` needs
 
     def _mixin_on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _mixin_part_ran(self, "on_load_checkpoint")
         from lit_robust.callbacks._resume import epoch_whose_end_was_skipped, restore_random_state_in_fit
 
         # a resumed fit only (absent from older checkpoints); ITLM and the filters put back the same state
@@ -191,9 +188,7 @@ class RobustMixin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in _MIXIN_HOOKS:
-            if name in cls.__dict__ and callable(cls.__dict__[name]):
-                setattr(cls, name, _with_mixin_part(name, cls.__dict__[name]))
+        guarantee_parts(cls, RobustMixin, {name: getattr(RobustMixin, f"_mixin_{name}") for name in _MIXIN_HOOKS})
         # `class M(LightningModule, RobustMixin)`: LightningModule's `training_step` hides the mixin's and
         # torch.nn.Module's `__init__` does not call on to the mixin's; a newcomer got only Lightning's "No
         # `training_step()` method defined"
@@ -582,37 +577,6 @@ def _head(x: Any, k: int, n: int) -> Any:
 
 #: the hooks whose mixin part runs even where a subclass's own hook does not call `super()`
 _MIXIN_HOOKS = ("on_train_start", "on_save_checkpoint", "on_load_checkpoint")
-
-
-def _mixin_part_ran(module: Any, name: str) -> None:
-    """Note, for the outermost wrapper of ``name`` (:func:`_with_mixin_part`), that the mixin's part of it ran."""
-    calls = module.__dict__.get("_robust_hook_calls")
-    if calls is not None and name in calls:
-        calls[name] = True
-
-
-def _with_mixin_part(name: str, hook: Any) -> Any:
-    """``hook`` (a subclass's own ``name``), then the mixin's part of ``name`` unless ``hook`` reached it through
-    ``super()``: once per call, whichever classes of the hierarchy override it and whether they call ``super()``."""
-    if getattr(hook, "_robust_wrapped", False):
-        return hook
-
-    @functools.wraps(hook)
-    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls = self.__dict__.setdefault("_robust_hook_calls", {})
-        if name in calls:  # an override further up, reached by `super()` from the one being run
-            return hook(self, *args, **kwargs)
-        calls[name] = False
-        try:
-            result = hook(self, *args, **kwargs)
-            if not calls[name]:
-                getattr(RobustMixin, f"_mixin_{name}")(self, *args, **kwargs)
-        finally:
-            del calls[name]
-        return result
-
-    run._robust_wrapped = True  # type: ignore[attr-defined]
-    return run
 
 
 def _resume_owned_by_a_callback(trainer: Any) -> bool:

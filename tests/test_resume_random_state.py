@@ -5,7 +5,9 @@ newcomer's filter-only resume with ``shuffle=True`` kept 128 of 2,400 samples di
 ended with other weights even under ITLM (whose own sampler fixed the batches). A module with ``RobustMixin`` saves it
 too, for a fit that has none of those owners (a plain or Bootstrap-loss classifier, a plain flow)."""
 
+import copy
 import io
+import pickle
 import random
 from dataclasses import asdict
 
@@ -832,3 +834,74 @@ def test_a_plain_module_resumed_from_an_epochs_last_batch_is_told_what_lightning
         assert same and "The batches and random draws go on as in the uninterrupted fit" in said[0]
     else:  # validating every other epoch, Lightning's restart draws otherwise, as said
         assert not same and "the weights from here on may differ" in said[0]
+
+
+class _OwnSave:
+    """A user's mixin (not a RobustMixin) with `on_save_checkpoint` as Lightning's docs write it, without `super()`."""
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["mine"] = 1
+
+
+class _MixinFirst(_OwnSave, DropoutModel):
+    pass
+
+
+class _MixinFirstThenOwn(_MixinFirst):
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+
+
+class _CopiesItself(OwnHooksModel):
+    def on_save_checkpoint(self, checkpoint):
+        self.__dict__["copy"] = copy.deepcopy(self)  # a snapshot taken inside the hook
+        self.__dict__["pickled"] = pickle.loads(pickle.dumps(self))
+        checkpoint["mine"] = 1
+
+
+@pytest.mark.parametrize("cls", [_MixinFirst, _MixinFirstThenOwn, OwnHooksModel, OwnHooksCallingSuper])
+def test_the_random_state_is_saved_once_whatever_hook_skips_super(monkeypatch, cls):
+    """A user's mixin listed before RobustMixin (`class M(MyHooks, RobustMixin, LightningModule)`) whose
+    `on_save_checkpoint` skips `super()` hid the mixin's part: its checkpoints held no random state."""
+    from lit_robust.mixin import RANDOM_STATE_KEY
+
+    calls = []
+    monkeypatch.setattr(_resume, "random_state", lambda: calls.append(1) or {"drawn": len(calls)})
+    checkpoint = {}
+    cls().on_save_checkpoint(checkpoint)
+    assert checkpoint == {"mine": 1, RANDOM_STATE_KEY: {"drawn": 1}} and len(calls) == 1
+
+
+def test_a_copy_of_the_module_made_inside_a_hook_saves_the_random_state_in_its_own(monkeypatch):
+    """The hook's bookkeeping lived in the module's `__dict__`: a `deepcopy` or pickle of the module made inside its
+    hook carried the mark of that call, and the copy's own `on_save_checkpoint` then never saved the random state."""
+    from lit_robust.mixin import RANDOM_STATE_KEY
+
+    monkeypatch.setattr(_resume, "random_state", lambda: {"drawn": 1})
+    module = _CopiesItself()
+    module.on_save_checkpoint({})
+    for name in ("copy", "pickled"):
+        checkpoint = {}
+        module.__dict__.pop(name).on_save_checkpoint(checkpoint)
+        assert RANDOM_STATE_KEY in checkpoint, name
+
+
+def test_a_hook_that_raised_leaves_the_next_call_whole(monkeypatch):
+    from lit_robust.mixin import RANDOM_STATE_KEY
+
+    class Fails(OwnHooksModel):
+        fail = True
+
+        def on_save_checkpoint(self, checkpoint):
+            if self.fail:
+                raise RuntimeError("disk full")
+            checkpoint["mine"] = 1
+
+    monkeypatch.setattr(_resume, "random_state", lambda: {"drawn": 1})
+    module = Fails()
+    with pytest.raises(RuntimeError, match="disk full"):
+        module.on_save_checkpoint({})
+    module.fail = False
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint == {"mine": 1, RANDOM_STATE_KEY: {"drawn": 1}}
