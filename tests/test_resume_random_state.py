@@ -905,3 +905,47 @@ def test_a_hook_that_raised_leaves_the_next_call_whole(monkeypatch):
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
     assert checkpoint == {"mine": 1, RANDOM_STATE_KEY: {"drawn": 1}}
+
+
+class _OwnHooksSimCLR(SimCLR):
+    """A SimCLR subclass whose hooks skip `super()`, as Lightning's docs write them: its checkpoints held no random
+    state, so a resumed pretraining drew other views, and a resume inside an epoch was not warned about."""
+
+    def on_train_start(self):
+        self.started = True
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["mine"] = 1
+
+    def on_load_checkpoint(self, checkpoint):
+        self.mine = checkpoint["mine"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_simclr_subclass_whose_hooks_skip_super_resumes_exactly_and_warns_mid_epoch(tmp_path):
+    import warnings
+
+    def run(root, seed, ckpt_path=None):
+        pl.seed_everything(seed, verbose=False)
+        images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+        data = DataLoader(TensorDataset(images, torch.zeros(32)), batch_size=16, shuffle=True)
+        module = _OwnHooksSimCLR(width=2, projection_dim=4)
+        ends = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="end-{epoch}")
+        steps = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=3, filename="{epoch}-{step}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tiny_trainer(root, 2, [ends, steps], enable_checkpointing=True).fit(module, data, ckpt_path=ckpt_path)
+        return module, [str(w.message) for w in caught if "resumes from a checkpoint written inside" in str(w.message)]
+
+    full, _ = run(tmp_path / "a", 0)
+    assert all({"mine", "simclr_random_state"} <= set(torch.load(f, weights_only=True))
+               for f in (tmp_path / "a").glob("*.ckpt"))
+    # another global seed: the views drawn after the resume must come from the checkpoint
+    resumed, said = run(tmp_path / "b", 99, tmp_path / "a" / "end-epoch=0.ckpt")
+    assert resumed.started and resumed.mine == 1  # the subclass's own hooks ran
+    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert said == []
+    _, said = run(tmp_path / "c", 99, tmp_path / "a" / "epoch=1-step=3.ckpt")
+    assert len(said) == 1 and said[0].startswith("_OwnHooksSimCLR: this fit resumes from a checkpoint written inside "
+                                                 "epoch 1 (after 1 of its batches"), said

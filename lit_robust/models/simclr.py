@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import pl
 from lit_robust._checks import check_bool, check_lr, check_number, check_pair
+from lit_robust._hook_parts import guarantee_parts, run_part
 from lit_robust._modes import evaluating
 from lit_robust.callbacks._resume import random_state, restore_random_state_in_fit, warn_inexact_resume
 from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
@@ -328,11 +329,19 @@ class SimCLR(pl.LightningModule):
         self.criterion = NTXentLoss(temperature=temperature)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        run_part(self, SimCLR._simclr_on_save_checkpoint, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        run_part(self, SimCLR._simclr_on_load_checkpoint, checkpoint)
+
+    # SimCLR's part of its three hooks, run once per call even where a subclass's own hook skips `super()` (as
+    # Lightning's docs write them): such a subclass's resumed pretraining drew other views (`__init_subclass__`)
+    def _simclr_on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the views are drawn from the global generators, which Lightning does not save: without them a resumed
         # pretraining drew other crops and ended with other weights (a reviewer's: up to 0.0045 apart)
         checkpoint["simclr_random_state"] = random_state()
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def _simclr_on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_random_state_in_fit(self, checkpoint.get("simclr_random_state"))  # absent from older checkpoints
         # your own encoder, another one's weights: the keys that do not fit, before torch's list of them (an auditor
         # loaded a checkpoint with a different encoder class and got "Error(s) in loading state_dict")
@@ -356,7 +365,16 @@ class SimCLR(pl.LightningModule):
         gather = self.trainer is not None and self.trainer.world_size > 1
         self.criterion = _lightly()[0](temperature=self.hparams.temperature, gather_distributed=gather)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        guarantee_parts(cls, SimCLR, {"on_train_start": SimCLR._simclr_on_train_start,
+                                      "on_save_checkpoint": SimCLR._simclr_on_save_checkpoint,
+                                      "on_load_checkpoint": SimCLR._simclr_on_load_checkpoint})
+
     def on_train_start(self) -> None:
+        run_part(self, SimCLR._simclr_on_train_start)
+
+    def _simclr_on_train_start(self) -> None:
         # a pretraining resumed from a checkpoint written inside an epoch (`every_n_train_steps`) drew other batches and
         # views from there on, said by Lightning's generic note only, while the docs promise an exact resume
         warn_inexact_resume(self.trainer, type(self).__name__)
