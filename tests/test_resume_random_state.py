@@ -852,6 +852,17 @@ class _MixinFirstThenOwn(_MixinFirst):
         super().on_save_checkpoint(checkpoint)
 
 
+class _MiddleCallsSuper(DropoutModel):
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["middle"] = 1
+
+
+class _LeafSkipsSuper(_MiddleCallsSuper):
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["mine"] = 1
+
+
 class _CopiesItself(OwnHooksModel):
     def on_save_checkpoint(self, checkpoint):
         self.__dict__["copy"] = copy.deepcopy(self)  # a snapshot taken inside the hook
@@ -859,7 +870,8 @@ class _CopiesItself(OwnHooksModel):
         checkpoint["mine"] = 1
 
 
-@pytest.mark.parametrize("cls", [_MixinFirst, _MixinFirstThenOwn, OwnHooksModel, OwnHooksCallingSuper])
+@pytest.mark.parametrize("cls", [_MixinFirst, _MixinFirstThenOwn, OwnHooksModel, OwnHooksCallingSuper,
+                                 _LeafSkipsSuper])
 def test_the_random_state_is_saved_once_whatever_hook_skips_super(monkeypatch, cls):
     """A user's mixin listed before RobustMixin (`class M(MyHooks, RobustMixin, LightningModule)`) whose
     `on_save_checkpoint` skips `super()` hid the mixin's part: its checkpoints held no random state."""
