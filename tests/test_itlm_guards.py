@@ -655,18 +655,30 @@ def test_max_steps_check_counts_round_0_on_its_selection_without_initial_round_o
 
 @pytest.mark.parametrize("keep", [0.5, "auto"])
 def test_max_steps_that_cuts_the_last_rounds_last_epoch_is_said_after_the_fit(tmp_path, keep):
-    """`max_steps=18` of the 20 steps of rounds [1, 2] stops inside epoch 2: the last round closes at that epoch's end
+    """`max_steps` two steps short of rounds [1, 2] stops inside epoch 2: the last round closes at that epoch's end
     like a whole one, so the unfinished-round note did not fire and nothing after the fit said the final model was
-    cut short (with "auto" the warning before the fit says only "could")."""
-    itlm = ITLM(keep_ratio=keep, round_epochs=[1, 2], verbose=False, plot=False, report=False)
-    said, trainer = max_steps_fit(tmp_path, itlm, 18)
-    assert len(itlm.history) == 2 and trainer.global_step == 18
-    # 10 steps in round 0 and a whole epoch 1: epoch 2 trained 18 - 10 - b of its b batches (b = 5 for 0.5)
+    cut short (with "auto" the warning before the fit says only "could"). The steps are counted on an uncut fit first:
+    with "auto" they follow the estimate (a fixed 18 stopped at epoch 1's end once the estimate moved by 0.003)."""
+
+    def itlm():
+        return ITLM(keep_ratio=keep, round_epochs=[1, 2], verbose=False, plot=False, report=False)
+
+    pl.seed_everything(0, verbose=False)  # the model is built before `fit` seeds
+    uncut = itlm()
+    max_steps_fit(tmp_path / "uncut", uncut, -1)
+    batches = math.ceil(uncut.history[1].kept / 10)  # round 1's batches of 10 (0.5: 5)
+    assert keep == "auto" or batches == 5
+    pl.seed_everything(0, verbose=False)
+    cut = itlm()
+    said, trainer = max_steps_fit(tmp_path / "cut", cut, 10 + 2 * batches - 2)
+    assert len(cut.history) == 2 and trainer.global_step == 10 + 2 * batches - 2
+    assert cut.history[1].kept == uncut.history[1].kept  # the same selection: the cut comes after it
+    # 10 steps in round 0 and a whole epoch 1: epoch 2 trained all but 2 of its batches
     after = [m for m in said if re.match(r"ITLM: the fit stopped inside epoch 2, the last of round 1, after (\d+) of "
                                          r"its (\d+) batches \(`max_steps`", m)]
     assert len(after) == 1, said
-    trained, batches = (int(v) for v in re.findall(r"after (\d+) of its (\d+)", after[0])[0])
-    assert trained == 8 - batches and (keep == "auto" or batches == 5)
+    trained, of = (int(v) for v in re.findall(r"after (\d+) of its (\d+)", after[0])[0])
+    assert (trained, of) == (batches - 2, batches)
 
 
 def test_max_steps_warning_spans_each_rounds_own_accumulation(tmp_path):
