@@ -155,7 +155,9 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cells = [str(r["seed"]), f"{100 * r['baseline_acc']:.1f}%", f"{100 * r['itlm_acc']:.1f}%",
                  f"{100 * r['clean_precision']:.1f}%"]
         if not args.no_auto:
-            cells += [f"{100 * r['itlm_auto_acc']:.1f}%", f"{100 * r['estimated_corruption']:.1f}%"]
+            # a diverged auto run (`--lr 1e30`) ended before any round made an estimate: a traceback here hid the table
+            est = r["estimated_corruption"]
+            cells += [f"{100 * r['itlm_auto_acc']:.1f}%", "—" if est is None else f"{100 * est:.1f}%"]
         table.add_row(*cells)
     print_table(table, console)
     if starved:
@@ -174,8 +176,9 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       "the true rate and kept more samples than are clean "
                       f"({'' if len(under) == 1 else 'e.g. '}{under[0]}).")
 
-    def mean(key: str) -> float:
-        return sum(r[key] for r in rows) / len(rows)
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]  # None: a diverged run's missing estimate
+        return sum(values) / len(values) if values else None
 
     summary = {"baseline_acc": mean("baseline_acc"), "itlm_acc": mean("itlm_acc"),
                "clean_precision": mean("clean_precision"), "seeds": args.seeds, "per_class": args.per_class}
@@ -190,6 +193,8 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   f"{100 * summary['itlm_acc']:.1f}%"
                   + ("." if args.no_auto else
                      f", ITLM{per} auto {100 * summary['itlm_auto_acc']:.1f}% (estimated corruption "
-                     f"{100 * summary['estimated_corruption']:.1f}%, true {100 * (1 - args.clean_ratio):.0f}%)."))
+                     + ("none" if summary["estimated_corruption"] is None else
+                        f"{100 * summary['estimated_corruption']:.1f}%")
+                     + f", true {100 * (1 - args.clean_ratio):.0f}%)."))
     print(json.dumps(summary))
     return summary

@@ -1140,14 +1140,20 @@ def test_demo_no_auto_skips_the_auto_run(capsys):
     assert "diverged" not in out  # a sound run's output is as it was
 
 
-def test_demo_says_a_diverged_run_and_names_the_lr(capsys):
-    """`lit-robust demo --lr 1e30` ended at 9.5 % accuracy with every weight NaN, and the demo said nothing about it."""
-    main(["demo", "--seeds", "0", "--early-rounds", "1", "--early-epochs", "1", "--final-epochs", "1", "--no-auto",
-          "--lr", "1e30"])
+@pytest.mark.parametrize("auto", [False, True])
+def test_demo_says_a_diverged_run_and_names_the_lr(capsys, auto):
+    """`lit-robust demo --lr 1e30` ended at 9.5 % accuracy with every weight NaN, and the demo said nothing about it.
+    With the auto run (the default) the diverged fit made no estimate, and the table's row ended in a TypeError."""
+    main(["demo", "--seeds", "0", "--early-rounds", "1", "--early-epochs", "1", "--final-epochs", "1", "--lr", "1e30",
+          *([] if auto else ["--no-auto"])])
     out = capsys.readouterr().out
     flat = " ".join(out.split())  # rich wraps the line at the console's width
-    assert "2 of 2 runs diverged" in flat and "--lr 1e+30 is too large" in flat and "smaller --lr" in flat
-    assert json.loads(out.strip().splitlines()[-1])["diverged_runs"] == 2
+    runs = 3 if auto else 2
+    assert f"{runs} of {runs} runs diverged" in flat and "--lr 1e+30 is too large" in flat and "smaller --lr" in flat
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["diverged_runs"] == runs
+    if auto:
+        assert summary["estimated_corruption"] is None and "(estimated corruption none, true 40%)" in flat
 
 
 def test_demo_per_class_trims_each_class_in_both_itlm_runs(capsys, monkeypatch):
