@@ -44,19 +44,6 @@ spurious split of a clean, log-transformed mode into a small low tail and a "hig
 clean exponential and half-normal scores, n = 4000: high weight ~0.8, Ashman D ~2.6). Otherwise ``rate`` is 0 for the finite scores and every
 finite posterior is 1.
 
-Restart (gmm only). Where rule (d) alone refuses the gmm's fit, EM is started again with the top quarter, then the
-top eighth, of the sorted scores as the high component, and the fit of highest likelihood that passes every rule is
-taken (reason ``"two components (EM restarted from the top scores)"``). A regression's clean squared residuals
-(chi-square(1)-like, dense at 0) pile up at the log's offset; EM from the halves takes that pile as the "low"
-component, so the "high" one holds the clean bulk and the corrupted samples together, and rule (d) refused it
-(measured: Diabetes with 20 % of targets shifted by +-3 SD read 0 on 5 of 6 seeds at AUROC 0.98-1.00; with the
-restart, 11.5-22.1 % for 16.4-25.4 %; the restarted fits' D 3.1-3.5). A restart's fit must have Ashman's
-``D >= 3``, not 2: more fits are searched. At 2 the restarts read 4 more of 480 clean synthetic draws (exponential,
-Gamma(2), half-normal; 200 and 500 scores) above 3 %; at 2.5 none more, but PRL(L)'s gradient norms on clean
-FashionMNIST (a low pile and a "high" majority, as squared residuals) restarted into fits of D 2.6-2.7 and read 15 %
-(a first version with 2.5 was reverted for it). 3 was chosen after seeing those fits.
-The bmm does not restart (not measured).
-
 Rate: ``eps_hat = 1 - mean(clean_posterior)`` over all n samples, i.e. the mean posterior of the high
 component over the finite scores (equal to its EM weight at convergence), with non-finite scores
 counted as corrupted: ``eps_hat = (nonfinite + eps_finite * n_finite) / n``.
@@ -103,10 +90,6 @@ _METHODS = ("gmm", "bmm")
 _FLOOR_SMALL_CLASS = 20  # classes of a smaller median size: the class floor reads low (warned)
 LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 _MIN_ASHMAN_D = 2.0
-# where rule (d) alone refuses a gmm fit: EM again from the top quarter and eighth of the scores (module docstring),
-# its fits held to a stricter separation: more fits are searched, and clean PRL(L) gradient norms restart to D 2.6-2.7
-_RESTART_SHARES = (0.25, 0.125)
-_RESTART_MIN_ASHMAN_D = 3.0
 _F = TypeVar("_F", bound=Callable)
 
 
@@ -155,9 +138,8 @@ class CorruptionEstimate:
             component's share); ``"one component (BIC)"`` (one Gaussian/Beta explains the scores as well);
             ``"one component (separation)"`` (the two fitted components overlap: Ashman's D < 2, or the "high"
             one is not higher); ``"one component (high component is the majority)"`` (the higher component holds
-            half the samples or more, read as a skewed clean mode; the gmm first restarts EM from the top scores,
-            see the module docstring); ``"two components (EM restarted from the top scores)"`` (gmm: that restart
-            found a fit passing every rule); ``"all equal"``;
+            half the samples or more, read as a skewed clean mode -- also what squared residuals of a regression
+            often look like on the log scale, even where the corrupted ones score apart); ``"all equal"``;
             ``"too few samples"``. The label estimators prefix theirs (``"disagreement (...)"``,
             ``"class floor (...)"``); cleanlab's is ``"confident learning"``.
         means, stds, weights: the fitted (low, high) components on the fitting scale (gmm: the
@@ -297,44 +279,18 @@ def estimate_corruption(
         ll1 = _beta_logpdf(x, a1, b1).sum().item()
 
     bic1 = -2.0 * ll1 + 2.0 * math.log(m)
-    info = _fit_info(fit, bic1, m)
-    mu, w = fit["means"], fit["weights"]
-    if not info["bic2"] < bic1:
-        return result(ones, "one component (BIC)", False, **info)
-    if not (info["ashman_d"] >= _MIN_ASHMAN_D and mu[1] > mu[0]):
-        return result(ones, "one component (separation)", False, **info)
-    if not w[1] < w[0]:
-        again = _restart_from_the_top(x, bic1, max_iter, tol) if method == "gmm" else None
-        if again is None:
-            return result(ones, "one component (high component is the majority)", False, **info)
-        return result(again["resp"][:, 0].clone(), "two components (EM restarted from the top scores)", True,
-                      **_fit_info(again, bic1, m))
-    return result(fit["resp"][:, 0].clone(), "two components", True, **info)
-
-
-def _fit_info(fit: dict, bic1: float, m: int) -> dict:
-    """The :class:`CorruptionEstimate` fields of a two-component fit to ``m`` scores."""
+    bic2 = -2.0 * fit["loglik"] + 5.0 * math.log(m)
     mu, var, w = fit["means"], fit["vars"], fit["weights"]
     d = math.sqrt(2.0) * abs(mu[1] - mu[0]) / math.sqrt(var[0] + var[1]) if var[0] + var[1] > 0 else math.inf
-    return dict(means=(mu[0], mu[1]), stds=(math.sqrt(var[0]), math.sqrt(var[1])), weights=(w[0], w[1]),
-                ashman_d=d, bic1=bic1, bic2=-2.0 * fit["loglik"] + 5.0 * math.log(m), n_iter=fit["n_iter"],
-                converged=fit["converged"])
-
-
-def _restart_from_the_top(x: Tensor, bic1: float, max_iter: int, tol: float) -> dict | None:
-    """EM on the sorted transformed scores ``x`` started again from their top quarter and top eighth as the high
-    component; the fit of highest likelihood that passes every rule -- BIC, Ashman's D >= 3, the high component
-    higher and the minority -- or ``None`` (the first of equal likelihoods: deterministic)."""
-    m = x.numel()
-    best = None
-    for share in _RESTART_SHARES:
-        fit = _fit_gmm(x, _top_split_init(m, share), max_iter, tol)
-        info = _fit_info(fit, bic1, m)
-        (mu0, mu1), (w0, w1) = info["means"], info["weights"]
-        passes = info["bic2"] < bic1 and info["ashman_d"] >= _RESTART_MIN_ASHMAN_D and mu1 > mu0 and w1 < w0
-        if passes and (best is None or fit["loglik"] > best["loglik"]):
-            best = fit
-    return best
+    info = dict(means=(mu[0], mu[1]), stds=(math.sqrt(var[0]), math.sqrt(var[1])), weights=(w[0], w[1]),
+                ashman_d=d, bic1=bic1, bic2=bic2, n_iter=fit["n_iter"], converged=fit["converged"])
+    if not bic2 < bic1:
+        return result(ones, "one component (BIC)", False, **info)
+    if not (d >= _MIN_ASHMAN_D and mu[1] > mu[0]):
+        return result(ones, "one component (separation)", False, **info)
+    if not w[1] < w[0]:
+        return result(ones, "one component (high component is the majority)", False, **info)
+    return result(fit["resp"][:, 0].clone(), "two components", True, **info)
 
 
 def gmm_transform(xs: Tensor) -> Tensor:
@@ -369,16 +325,6 @@ def _quantile_init(x: Tensor) -> Tensor:
     half = m // 2
     r[:half, 0] = 1.0
     r[half:, 1] = 1.0
-    return r
-
-
-def _top_split_init(m: int, share: float) -> Tensor:
-    """Initial responsibilities: the top ``share`` of the ``m`` sorted scores (at least one) to component 1, the rest
-    to component 0."""
-    r = torch.zeros(m, 2, dtype=torch.float64)
-    cut = m - max(1, round(share * m))
-    r[:cut, 0] = 1.0
-    r[cut:, 1] = 1.0
     return r
 
 
