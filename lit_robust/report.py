@@ -329,6 +329,7 @@ def build_report(
     estimator: Literal["gmm", "bmm", "disagreement", "class_floor"] | None = "gmm",
     given_target: Tensor | None = None,
     predicted_target: Tensor | None = None,
+    squared_errors: bool = False,
 ) -> dict[str, list[Any]]:
     """The report as columns (``{name: [value per row]}``, rows most suspicious first), pure.
 
@@ -351,6 +352,8 @@ def build_report(
             gmm's where a scored sample lacks either); ``None``: empty.
         given_target, predicted_target: ``[n]`` floats of a regression with one target per sample, NaN where
             unknown; when either is given, both columns follow ``corrupted``.
+        squared_errors: the scores are a regression's squared residuals: the gmm behind ``clean_posterior`` restarts
+            where it alone refuses a majority high component (``estimate_corruption``'s ``squared_errors``).
 
     Returns:
         ``rank, index, *score_columns, kept, <first_dropped_column>, clean_posterior, given_label,
@@ -396,7 +399,7 @@ def build_report(
         post[scored] = _clean_posterior(ranking[scored].double(), estimator,
                                         None if given_label is None else given_label.detach().cpu().long()[scored],
                                         None if predicted_label is None else
-                                        predicted_label.detach().cpu().long()[scored])
+                                        predicted_label.detach().cpu().long()[scored], squared_errors)
         posterior = _optional(post[order].tolist(), scored[order])
 
     table: dict[str, list[Any]] = {"rank": list(range(1, n + 1)),
@@ -512,9 +515,10 @@ def starved_classes_note(table: dict[str, list[Any]], min_rows: int = 10, share:
             f"set flips common classes' samples into the rare ones), dropping them is right.{targets}")
 
 
-def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predicted: Tensor | None) -> Tensor:
+def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predicted: Tensor | None,
+                     squared_errors: bool = False) -> Tensor:
     """``clean_posterior`` of the scored samples: the label estimator's where every one has both labels, else the
-    score mixture's (``"gmm"`` behind the label estimators)."""
+    score mixture's (``"gmm"`` behind the label estimators; ``squared_errors`` goes to the gmm)."""
     labelled = (given is not None and predicted is not None and bool((given != NO_LABEL).all())
                 and bool((predicted != NO_LABEL).all()))
     with warnings.catch_warnings():
@@ -523,7 +527,8 @@ def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predi
         warnings.filterwarnings("ignore", message=r".*a mixture needs \(its `min_samples`\)", category=RuntimeWarning)
         if estimator in LABEL_ESTIMATORS and labelled:
             return estimate_from_labels(estimator, scores, given, predicted).clean_posterior
-        return estimate_corruption(scores, estimator if estimator in ("gmm", "bmm") else "gmm").clean_posterior
+        method = estimator if estimator in ("gmm", "bmm") else "gmm"
+        return estimate_corruption(scores, method, squared_errors=squared_errors and method == "gmm").clean_posterior
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -1026,14 +1031,15 @@ class RoundScores:
 
     def table(self, ranking_round: int, given_label: Tensor | None, predicted_label: Tensor | None,
               corrupted: Tensor | None, estimator: str = "gmm", given_target: Tensor | None = None,
-              predicted_target: Tensor | None = None) -> dict[str, list[Any]]:
+              predicted_target: Tensor | None = None, squared_errors: bool = False) -> dict[str, list[Any]]:
         """The report, ranked by round ``ranking_round``'s scores (the rounds after it are left out)."""
         cols = list(range(ranking_round + 1))
         return build_report(torch.arange(self.n), self.scores[:, cols], self.kept(),
                             score_columns=[f"score_round_{r}" for r in cols], first_dropped=self.first_dropped,
                             scored=self.known[:, ranking_round], score_known=self.known[:, cols],
                             given_label=given_label, predicted_label=predicted_label, corrupted=corrupted,
-                            estimator=estimator, given_target=given_target, predicted_target=predicted_target)
+                            estimator=estimator, given_target=given_target, predicted_target=predicted_target,
+                            squared_errors=squared_errors)
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "num_rounds": self.num_rounds, "scores": self.scores.clone(), "known": self.known.clone(),

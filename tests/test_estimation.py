@@ -157,6 +157,81 @@ def test_clean_half_normal_scores_of_a_few_hundred_read_near_zero_on_every_draw(
     assert max(rates) <= 0.03, sorted(rates)[-8:]
 
 
+def squared_residuals(n: int, seed: int, eps: float = 0.2, shift: float = 4.0) -> torch.Tensor:
+    """A regression's squared errors: clean ones ~ N(0, 1)^2, a share ``eps`` ~ (shift + N(0, 1))^2."""
+    g = torch.Generator().manual_seed(seed)
+    n_bad = round(eps * n)
+    return torch.cat([torch.randn(n - n_bad, dtype=torch.float64, generator=g) ** 2,
+                      (shift + torch.randn(n_bad, dtype=torch.float64, generator=g)) ** 2])
+
+
+def _ref_loglik(x: list[float], w: list[float], mu: list[float], var: list[float]) -> float:
+    return sum(math.log(sum(w[k] * math.exp(-0.5 * (v - mu[k]) ** 2 / var[k]) / math.sqrt(2 * math.pi * var[k])
+                            for k in range(2))) for v in x)
+
+
+def test_squared_errors_restart_matches_plain_python_reference():
+    """The whole decision in plain Python, on squared residuals whose first fit rule (d) refuses: EM from the halves
+    passes BIC, D >= 2 and the order of the means but its high component is the majority; EM again from the top
+    quarter and the top eighth; the fit of highest likelihood passing BIC, D >= 2.5, the order and the minority rule
+    gives the rate and the posteriors. Fixed iteration counts (tol=0) so both run the same EM."""
+    iters = 60
+    xs = torch.sort(squared_residuals(200, seed=0)).values
+    x = gmm_transform(xs).tolist()
+    n = len(x)
+    mean = sum(x) / n
+    var1 = sum((v - mean) ** 2 for v in x) / n
+    bic1 = -2 * sum(-0.5 * (math.log(2 * math.pi * var1) + (v - mean) ** 2 / var1) for v in x) + 2 * math.log(n)
+
+    def fit(n_high: int) -> dict:
+        w, mu, var, post0 = _ref_gmm(x, [1.0] * (n - n_high) + [0.0] * n_high, iters)
+        ll = _ref_loglik(x, w, mu, var)
+        return dict(w=w, mu=mu, d=math.sqrt(2) * abs(mu[1] - mu[0]) / math.sqrt(var[0] + var[1]), ll=ll,
+                    bic=-2 * ll + 5 * math.log(n), post0=post0)
+
+    first = fit(n - n // 2)
+    assert first["bic"] < bic1 and first["d"] >= 2 and first["mu"][1] > first["mu"][0]
+    assert first["w"][1] >= first["w"][0]  # refused by rule (d) alone
+    passing = [f for f in (fit(max(1, round(share * n))) for share in (0.25, 0.125))
+               if f["bic"] < bic1 and f["d"] >= 2.5 and f["mu"][1] > f["mu"][0] and f["w"][1] < f["w"][0]]
+    assert passing
+    best = max(passing, key=lambda f: f["ll"])
+    est = estimate_corruption(xs, "gmm", max_iter=iters, tol=0.0, squared_errors=True)
+    assert est.reason == "two components (EM restarted from the top scores)" and est.two_components
+    np.testing.assert_allclose(est.clean_posterior.numpy(), best["post0"], rtol=0, atol=1e-9)
+    assert est.rate == pytest.approx(1 - sum(best["post0"]) / n, abs=1e-9)
+    assert est.weights == pytest.approx(tuple(best["w"]), abs=1e-9) and est.ashman_d == pytest.approx(best["d"])
+    # off (the default), the same scores are refused by rule (d): an estimate of 0
+    off = estimate_corruption(xs, "gmm", max_iter=iters, tol=0.0)
+    assert off.rate == 0.0 and off.reason == "one component (high component is the majority)"
+
+
+def test_squared_residuals_with_shifted_targets_read_near_their_rate(one_torch_thread):
+    """A regression's squared errors, 20 % of targets shifted by 4 SD: rule (d) refuses the first fit on 5 of these 8
+    seeds (an estimate of 0); with ``squared_errors=True`` every seed reads 0.14-0.19."""
+    plain = [estimate_corruption(squared_residuals(350, seed)) for seed in range(8)]
+    assert sum(e.rate == 0.0 for e in plain) >= 3  # the defect, without the restart
+    ests = [estimate_corruption(squared_residuals(350, seed), squared_errors=True) for seed in range(8)]
+    assert sum(e.reason.startswith("two components (EM restarted") for e in ests) >= 3  # the case is exercised
+    assert all(abs(e.rate - 0.2) <= 0.07 for e in ests), [(round(e.rate, 3), e.reason) for e in ests]
+
+
+@pytest.mark.parametrize("n", [200, 2000, 6000])
+def test_clean_squared_residuals_read_near_zero_with_the_restart(one_torch_thread, n):
+    for seed in range(3):
+        est = estimate_corruption(squared_residuals(n, seed, eps=0.0), squared_errors=True)
+        assert est.rate <= 0.03, (seed, est.rate, est.reason)
+
+
+def test_squared_errors_is_the_gmms_and_a_bool():
+    xs = squared_residuals(200, seed=0)
+    with pytest.raises(ValueError, match=r"`squared_errors=True` is the gmm's restart: `method` must be 'gmm' .* "
+                                         r"got 'bmm'"):
+        estimate_corruption(xs, "bmm", squared_errors=True)
+    with pytest.raises(ValueError, match=r"`squared_errors` must be True or False, got 'yes'"):
+        estimate_corruption(xs, squared_errors="yes")
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("zeros", [0, 100, 300])
 def test_a_spike_of_zero_losses_stays_clean(method, zeros):

@@ -112,8 +112,8 @@ class _EstimateSpy:
 
         self.rates, self.calls = list(rates), 0
 
-        def spy(scores, method="gmm"):
-            est = estimate_corruption(scores, method)
+        def spy(scores, method="gmm", **kw):
+            est = estimate_corruption(scores, method, **kw)
             rate = self.rates[self.calls]
             self.calls += 1
             return type(est)(**{**est.__dict__, "rate": rate})

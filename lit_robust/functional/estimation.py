@@ -44,6 +44,18 @@ spurious split of a clean, log-transformed mode into a small low tail and a "hig
 clean exponential and half-normal scores, n = 4000: high weight ~0.8, Ashman D ~2.6). Otherwise ``rate`` is 0 for the finite scores and every
 finite posterior is 1.
 
+Squared errors (gmm only, ``squared_errors=True``). A regression's clean squared residuals (chi-square(1)-like,
+dense at 0) pile up at the log's offset; EM from the halves takes that pile as the "low" component, so the "high"
+one holds the clean bulk and the corrupted samples together, and rule (d) refuses it (measured: Diabetes with 20 %
+of targets shifted by +-3 SD read 0 on 5 of 6 seeds at AUROC 0.98-1.00). With ``squared_errors=True``, where rule (d)
+alone refuses the fit, EM is started again with the top quarter, then the top eighth, of the sorted scores as the
+high component, and the fit of highest likelihood that passes every rule, with Ashman's ``D >= 2.5`` instead of 2
+(more fits are searched), is taken (reason ``"two components (EM restarted from the top scores)"``). Diabetes: 6
+of 6 seeds within 5 points (median error 3.4); clean synthetic scores (exponential, Gamma(2), half-normal; 200 and
+500 of them; 240 + 480 draws) above 3 % as often as without it. It is opt-in because the same restart read clean
+FashionMNIST's PRL(L) gradient norms (a classifier's scores, not squared errors) as 15 % corrupted: ITLM turns it on
+for the squared losses of a regression datamodule (``target="regression"`` in its ``data_spec``).
+
 Rate: ``eps_hat = 1 - mean(clean_posterior)`` over all n samples, i.e. the mean posterior of the high
 component over the finite scores (equal to its EM weight at convergence), with non-finite scores
 counted as corrupted: ``eps_hat = (nonfinite + eps_finite * n_finite) / n``.
@@ -90,6 +102,10 @@ _METHODS = ("gmm", "bmm")
 _FLOOR_SMALL_CLASS = 20  # classes of a smaller median size: the class floor reads low (warned)
 LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 _MIN_ASHMAN_D = 2.0
+# squared_errors=True, where rule (d) alone refuses a gmm fit: EM again from the top quarter and eighth of the scores
+# (module docstring), its fits held to a stricter separation because more fits are searched
+_RESTART_SHARES = (0.25, 0.125)
+_RESTART_MIN_ASHMAN_D = 2.5
 _F = TypeVar("_F", bound=Callable)
 
 
@@ -139,7 +155,9 @@ class CorruptionEstimate:
             ``"one component (separation)"`` (the two fitted components overlap: Ashman's D < 2, or the "high"
             one is not higher); ``"one component (high component is the majority)"`` (the higher component holds
             half the samples or more, read as a skewed clean mode -- also what squared residuals of a regression
-            often look like on the log scale, even where the corrupted ones score apart); ``"all equal"``;
+            often look like on the log scale, even where the corrupted ones score apart: see ``squared_errors``);
+            ``"two components (EM restarted from the top scores)"`` (gmm with ``squared_errors=True``: the
+            restart found a fit passing every rule); ``"all equal"``;
             ``"too few samples"``. The label estimators prefix theirs (``"disagreement (...)"``,
             ``"class floor (...)"``); cleanlab's is ``"confident learning"``.
         means, stds, weights: the fitted (low, high) components on the fitting scale (gmm: the
@@ -195,6 +213,7 @@ def estimate_corruption(
     max_iter: int = 500,
     tol: float = 1e-8,
     min_samples: int = 20,
+    squared_errors: bool = False,
 ) -> CorruptionEstimate:
     """Estimate the corrupted fraction of ``scores`` (larger = more suspicious) with a 2-component mixture.
 
@@ -209,6 +228,10 @@ def estimate_corruption(
         min_samples: with fewer finite scores no mixture is fitted: the finite part counts as clean
             and a warning says so (>= 2). Empty ``scores`` give ``rate`` 0 (reason ``"too few samples"``) without
             a warning, as every estimator here: there is nothing to estimate.
+        squared_errors: the scores are a regression's squared residuals (gmm only): where the only rule refusing
+            the second component is that it holds the majority, EM restarts from the top scores (module docstring).
+            Leave it off for other scores: on a classifier's PRL(L) gradient norms it read clean data as 15 %
+            corrupted.
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
@@ -231,6 +254,10 @@ def estimate_corruption(
     check_number("tol", tol, 0)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
         raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
+    if not isinstance(squared_errors, bool):
+        raise ValueError(f"`squared_errors` must be True or False, got {squared_errors!r}.")
+    if squared_errors and method != "gmm":
+        raise ValueError(f"`squared_errors=True` is the gmm's restart: `method` must be 'gmm' with it, got {method!r}.")
     if scores.is_complex():
         raise ValueError(f"`scores` must be real, got dtype {scores.dtype}.")
 
@@ -279,18 +306,44 @@ def estimate_corruption(
         ll1 = _beta_logpdf(x, a1, b1).sum().item()
 
     bic1 = -2.0 * ll1 + 2.0 * math.log(m)
-    bic2 = -2.0 * fit["loglik"] + 5.0 * math.log(m)
-    mu, var, w = fit["means"], fit["vars"], fit["weights"]
-    d = math.sqrt(2.0) * abs(mu[1] - mu[0]) / math.sqrt(var[0] + var[1]) if var[0] + var[1] > 0 else math.inf
-    info = dict(means=(mu[0], mu[1]), stds=(math.sqrt(var[0]), math.sqrt(var[1])), weights=(w[0], w[1]),
-                ashman_d=d, bic1=bic1, bic2=bic2, n_iter=fit["n_iter"], converged=fit["converged"])
-    if not bic2 < bic1:
+    info = _fit_info(fit, bic1, m)
+    mu, w = fit["means"], fit["weights"]
+    if not info["bic2"] < bic1:
         return result(ones, "one component (BIC)", False, **info)
-    if not (d >= _MIN_ASHMAN_D and mu[1] > mu[0]):
+    if not (info["ashman_d"] >= _MIN_ASHMAN_D and mu[1] > mu[0]):
         return result(ones, "one component (separation)", False, **info)
     if not w[1] < w[0]:
-        return result(ones, "one component (high component is the majority)", False, **info)
+        again = _restart_from_the_top(x, bic1, max_iter, tol) if squared_errors else None
+        if again is None:
+            return result(ones, "one component (high component is the majority)", False, **info)
+        return result(again["resp"][:, 0].clone(), "two components (EM restarted from the top scores)", True,
+                      **_fit_info(again, bic1, m))
     return result(fit["resp"][:, 0].clone(), "two components", True, **info)
+
+
+def _fit_info(fit: dict, bic1: float, m: int) -> dict:
+    """The :class:`CorruptionEstimate` fields of a two-component fit to ``m`` scores."""
+    mu, var, w = fit["means"], fit["vars"], fit["weights"]
+    d = math.sqrt(2.0) * abs(mu[1] - mu[0]) / math.sqrt(var[0] + var[1]) if var[0] + var[1] > 0 else math.inf
+    return dict(means=(mu[0], mu[1]), stds=(math.sqrt(var[0]), math.sqrt(var[1])), weights=(w[0], w[1]),
+                ashman_d=d, bic1=bic1, bic2=-2.0 * fit["loglik"] + 5.0 * math.log(m), n_iter=fit["n_iter"],
+                converged=fit["converged"])
+
+
+def _restart_from_the_top(x: Tensor, bic1: float, max_iter: int, tol: float) -> dict | None:
+    """EM on the sorted transformed scores ``x`` started again from their top quarter and top eighth as the high
+    component; the fit of highest likelihood that passes every rule -- BIC, Ashman's D >= 2.5, the high component
+    higher and the minority -- or ``None`` (the first of equal likelihoods: deterministic)."""
+    m = x.numel()
+    best = None
+    for share in _RESTART_SHARES:
+        fit = _fit_gmm(x, _top_split_init(m, share), max_iter, tol)
+        info = _fit_info(fit, bic1, m)
+        (mu0, mu1), (w0, w1) = info["means"], info["weights"]
+        passes = info["bic2"] < bic1 and info["ashman_d"] >= _RESTART_MIN_ASHMAN_D and mu1 > mu0 and w1 < w0
+        if passes and (best is None or fit["loglik"] > best["loglik"]):
+            best = fit
+    return best
 
 
 def gmm_transform(xs: Tensor) -> Tensor:
@@ -325,6 +378,16 @@ def _quantile_init(x: Tensor) -> Tensor:
     half = m // 2
     r[:half, 0] = 1.0
     r[half:, 1] = 1.0
+    return r
+
+
+def _top_split_init(m: int, share: float) -> Tensor:
+    """Initial responsibilities: the top ``share`` of the ``m`` sorted scores (at least one) to component 1, the rest
+    to component 0."""
+    r = torch.zeros(m, 2, dtype=torch.float64)
+    cut = m - max(1, round(share * m))
+    r[:cut, 0] = 1.0
+    r[cut:, 1] = 1.0
     return r
 
 
