@@ -13,6 +13,8 @@ import torch
 import lit_robust.callbacks.itlm as itlm_module
 from lit_robust import ITLM, DigitsDataModule, ImageClassifier, MLPRegressor, TableDataModule, estimate_corruption
 from lit_robust._backend import pl
+from lit_robust.callbacks.itlm import one_target_regression
+from lit_robust.data.spec import DataSpec
 from lit_robust.report import build_report
 
 pytest.importorskip("pandas")
@@ -91,13 +93,20 @@ def _spy(monkeypatch) -> list[bool]:
     return calls
 
 
-def test_the_restart_is_used_for_a_regression_datamodule_only(one_torch_thread, quiet, monkeypatch):
+def test_the_restart_is_used_for_one_regression_target_only(one_torch_thread, quiet, monkeypatch):
     calls = _spy(monkeypatch)
     train_df, test_df, _ = _diabetes_with_shifted_targets(0)
     pl.seed_everything(0)
     data = TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df)
     _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], estimator="gmm", verbose=False, plot=False), 2).fit(
         MLPRegressor(), data)
+    assert calls == [True]
+    # the same data as plain loaders (no datamodule to ask): the training set's float targets say it
+    calls.clear()
+    data.setup("fit")
+    _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False), 2).fit(
+        MLPRegressor(in_features=data.data_spec.input_shape[0], out_features=1),
+        train_dataloaders=data.train_dataloader())
     assert calls == [True]
     # a classifier's losses, the same estimator asked for by name: no restart
     calls.clear()
@@ -118,3 +127,18 @@ def test_the_bmm_on_a_regression_datamodule_does_not_restart(one_torch_thread, q
     _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], estimator="bmm", verbose=False, plot=False), 2).fit(
         MLPRegressor(), data)
     assert calls == [False]
+
+
+def test_one_target_regression_reads_the_spec_or_the_targets():
+    regression = DataSpec("D", (10,), "regression", target_dim=1)
+    assert one_target_regression(regression, None)
+    assert not one_target_regression(DataSpec("L", (784,), "regression", target_dim=10), None)  # mean of 10 squares
+    assert not one_target_regression(DataSpec("M", (1, 28, 28), "class", num_classes=10), torch.rand(5, 1))
+    assert one_target_regression(None, torch.tensor([0.5, -1.0, 2.0]))
+    assert one_target_regression(None, torch.tensor([[0.5], [2.0]]))
+    assert not one_target_regression(None, torch.tensor([[0.5, 1.0], [2.0, 0.1]]))  # two targets (or soft labels)
+    assert not one_target_regression(None, torch.tensor([0, 2, 1]))  # class labels
+    assert not one_target_regression(None, torch.tensor([0.0, 1.0, 1.0]))  # a binary classifier's float labels
+    assert not one_target_regression(None, torch.zeros(4))  # placeholders
+    assert not one_target_regression(None, torch.tensor([0.5, 2.0]), reported=False)
+    assert not one_target_regression(None, None) and not one_target_regression(None, [0.5, 2.0])

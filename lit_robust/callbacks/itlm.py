@@ -76,7 +76,7 @@ from lit_robust.data.indexed import (
     subset_of_indexed_hint,
     unpack_batch,
 )
-from lit_robust.data.spec import datamodule_spec
+from lit_robust.data.spec import DataSpec, datamodule_spec
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
     CorruptionEstimate,
@@ -316,6 +316,27 @@ def chance_accuracy(num_classes: int, margin: float = 0.05) -> float:
     (0.145, 0.525)
     """
     return round(1.0 / num_classes + margin * (1.0 - 1.0 / num_classes), 12)
+
+
+def one_target_regression(spec: DataSpec | None, targets: Any, reported: bool = True) -> bool:
+    """Whether a fit's per-sample losses are read as a regression's squared residuals, for the gmm's restart
+    (``estimate_corruption(..., squared_errors=True)``; pure). With a datamodule that says what it yields (``spec``):
+    regression targets, one per sample. Without one: the training set's ``targets`` (:func:`dataset_targets`) hold one
+    floating value per sample, not all 0 or 1 (a binary classifier's float labels, a flow's placeholder zeros), and
+    the module reports its targets (``reported``; not a GAN's or a flow's placeholders).
+
+    Why one target: the restart is for scores dense at 0 (chi-square(1)-like), which a mean of several squared
+    errors is not. Why not on other scores: it read clean FashionMNIST's PRL(L) gradient norms as 15 % corrupted.
+
+    >>> one_target_regression(None, torch.tensor([[0.3], [1.7]])), one_target_regression(None, torch.tensor([0, 1]))
+    (True, False)
+    >>> one_target_regression(None, torch.tensor([0.0, 1.0, 1.0]))   # float 0/1 labels
+    False
+    """
+    if spec is not None:
+        return spec.target == "regression" and spec.target_dim == 1
+    y = scalar_targets(targets)
+    return y is not None and reported and not bool(((y == 0) | (y == 1)).all())
 
 
 def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_must_fall: bool,
@@ -1834,7 +1855,7 @@ class ITLM(Callback):
         multiset of every rank's (score[, given, predicted]): the same value on every rank. Call on every rank.
         ``scored``: that pass's labels when it had them (``per_class``), else a label estimator makes its own pass."""
         all_scores = distributed.all_gather_cat(scores.float()).cpu()
-        squared = self._squared_errors(trainer)
+        squared = self._squared_errors(trainer, pl_module)
         if self.estimator not in LABEL_ESTIMATORS:
             return estimate_corruption(all_scores, self.estimator, squared_errors=squared and self.estimator == "gmm")
         # the labels need a pass that returns score, given and predicted label of each sample together (one
@@ -1862,14 +1883,13 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(given.long()).cpu(),
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
-    @staticmethod
-    def _squared_errors(trainer: pl.Trainer) -> bool:
-        """Whether the scores are a regression's squared residuals, for the gmm's restart (``estimate_corruption``'s
-        ``squared_errors``): the datamodule says its targets are regression targets. Diabetes with 20 % of its targets
-        shifted by +-3 SD read 0 without it on 5 of 6 seeds; the restart is not used on other scores, where it read
-        clean FashionMNIST's PRL(L) gradient norms as 15 % corrupted."""
-        spec = datamodule_spec(trainer)
-        return spec is not None and spec.target == "regression"
+    def _squared_errors(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """Whether the gmm reads this fit's scores as a regression's squared residuals (:func:`one_target_regression`
+        on the datamodule's spec or the training set's targets). The same on every rank: every rank holds the whole
+        training set."""
+        return one_target_regression(datamodule_spec(trainer),
+                                     dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)),
+                                     targets_reported(pl_module))
 
     def _dataset_labels(self) -> Tensor | None:
         """The integer labels the training set holds without being read
@@ -2051,8 +2071,10 @@ class ITLM(Callback):
         fields = [gather(t, ok) for t, ok in zip(integer, present)]
         fields += [gather(t, ok, torch.float32) for t, ok in zip(floating, present[len(integer):])]
         assert self._report_target is not None
+        squared = self._squared_errors(trainer, pl_module)
         self.report_path = written_on_rank_zero(trainer, self._report_target,
-                                                lambda: self._write_gathered(trainer, all_index, all_scores, fields))
+                                                lambda: self._write_gathered(trainer, all_index, all_scores, fields,
+                                                                             squared))
 
     def _final_model_round(self, trainer: pl.Trainer) -> int:
         """The round whose model the fit ends with: the previous one when the fit stopped at a round's end, before the
@@ -2077,7 +2099,7 @@ class ITLM(Callback):
                 f"(`sum(1 - clean_posterior)`, by the final model's scores{rounds})")
 
     def _write_gathered(self, trainer: pl.Trainer, all_index: Tensor | None, all_scores: Tensor | None,
-                        fields: list[Tensor | None]) -> str:
+                        fields: list[Tensor | None], squared_errors: bool = False) -> str:
         """Rank 0: the report of the gathered final scoring pass, written; its path."""
         assert all_index is not None and all_scores is not None and self._n is not None
         if self._report_state is None:  # a fit of one round: no selection was made
@@ -2103,7 +2125,7 @@ class ITLM(Callback):
         table = state.table(scored_round, given_d, predicted_d,
                             None if corrupted_d is None else corrupted_d.to(torch.int8),
                             self.estimator, given_target=target_d, predicted_target=value_d,
-                            squared_errors=self._squared_errors(trainer))
+                            squared_errors=squared_errors)
         assert self._report_target is not None
         replaced = replaced_note(self._report_target)
         path = write_training_report(table, self._report_target, trainer)

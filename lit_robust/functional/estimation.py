@@ -54,7 +54,7 @@ high component, and the fit of highest likelihood that passes every rule, with A
 of 6 seeds within 5 points (median error 3.4); clean synthetic scores (exponential, Gamma(2), half-normal; 200 and
 500 of them; 240 + 480 draws) above 3 % as often as without it. It is opt-in because the same restart read clean
 FashionMNIST's PRL(L) gradient norms (a classifier's scores, not squared errors) as 15 % corrupted: ITLM turns it on
-for the squared losses of a regression datamodule (``target="regression"`` in its ``data_spec``).
+for a regression with one target per sample (:func:`lit_robust.callbacks.itlm.one_target_regression`).
 
 Rate: ``eps_hat = 1 - mean(clean_posterior)`` over all n samples, i.e. the mean posterior of the high
 component over the finite scores (equal to its EM weight at convergence), with non-finite scores
