@@ -507,6 +507,16 @@ def test_itlm_finetune_smoke_ends_with_headline_json():
     assert re.search(r"\| frozen backbone: ITLM re-drawing it \(before the fix\) \|[^\n]*\| no \| – \|\n", run.stdout)
 
 
+def test_regression_restart_smoke_ends_with_headline_json():
+    """One Diabetes seed, 20 % of the targets shifted, rounds [2, 1]: both arms estimate, the table has its row."""
+    run = _smoke("regression_restart")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "regression_restart" and summary["mode"] == "smoke"
+    assert summary["noisy_runs"] == 1 and summary["clean_runs"] == 0
+    assert set(summary["mean_r2"]) == {"auto", "auto, restart off", "true rate", "plain"}
+    assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \| \d+\.\d \| \d+\.\d \|", run.stdout)
+
+
 def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():
     """The rejected candidate does what its table says: against a slow reference, drop counts per class that add up
     to the batch's and differ from the exact shares by less than one; in each class its highest (score, index)."""

@@ -93,39 +93,37 @@ def _spy(monkeypatch) -> list[bool]:
     return calls
 
 
-def test_the_restart_is_used_for_one_regression_target_only(one_torch_thread, quiet, monkeypatch):
-    calls = _spy(monkeypatch)
+def _diabetes_data() -> TableDataModule:
     train_df, test_df, _ = _diabetes_with_shifted_targets(0)
     pl.seed_everything(0)
-    data = TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df)
-    _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], estimator="gmm", verbose=False, plot=False), 2).fit(
-        MLPRegressor(), data)
-    assert calls == [True]
-    # the same data as plain loaders (no datamodule to ask): the training set's float targets say it
-    calls.clear()
+    return TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df)
+
+
+@pytest.mark.parametrize("estimator, restarts", [("gmm", True), ("disagreement", True), ("bmm", False)])
+def test_the_restart_is_used_for_one_regression_target(one_torch_thread, quiet, monkeypatch, estimator, restarts):
+    """With the gmm, asked for by name or the default's fall-back (no class labels); not with the bmm, whose fit the
+    pure function refuses to restart."""
+    calls = _spy(monkeypatch)
+    _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], estimator=estimator, verbose=False, plot=False), 2).fit(
+        MLPRegressor(), _diabetes_data())
+    assert calls == [restarts]
+
+
+def test_the_restart_reads_the_training_set_without_a_datamodule_and_skips_a_classifier(one_torch_thread, quiet,
+                                                                                       monkeypatch):
+    calls = _spy(monkeypatch)
+    data = _diabetes_data()
     data.setup("fit")
     _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False), 2).fit(
         MLPRegressor(in_features=data.data_spec.input_shape[0], out_features=1),
         train_dataloaders=data.train_dataloader())
-    assert calls == [True]
-    # a classifier's losses, the same estimator asked for by name: no restart
+    assert calls == [True]  # plain loaders: the training set's float targets say it
+    # a classifier's losses, the gmm asked for by name: no restart
     calls.clear()
     pl.seed_everything(0)
     digits = DigitsDataModule(clean_ratio=0.7, noise="random", val_size=0, batch_size=64, seed=0)
     _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], estimator="gmm", verbose=False, plot=False), 2).fit(
         ImageClassifier(backbone="mlp", image_size=8), digits)
-    assert calls == [False]
-
-
-def test_the_bmm_on_a_regression_datamodule_does_not_restart(one_torch_thread, quiet, monkeypatch):
-    """The restart is the gmm's: ITLM with `estimator="bmm"` on regression targets asks for none (the pure function
-    refuses `squared_errors=True` with the bmm)."""
-    calls = _spy(monkeypatch)
-    train_df, test_df, _ = _diabetes_with_shifted_targets(0)
-    pl.seed_everything(0)
-    data = TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df)
-    _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], estimator="bmm", verbose=False, plot=False), 2).fit(
-        MLPRegressor(), data)
     assert calls == [False]
 
 
