@@ -126,7 +126,8 @@ def test_a_run_renders_to_the_same_bytes_from_its_saved_json(tmp_path, monkeypat
 
 @pytest.mark.parametrize(("stem", "caption"), [
     ("corruption_rate_60k", "(measured in this run)"),
-    ("corruption_rate", "(its own run: `results/corruption_rate_prl_auto.md`)"),
+    ("corruption_rate", "(measured in this run)"),  # since its 2026-12-05 re-run
+    ("corruption_rate_itlm_9seeds", "(its own run: `results/corruption_rate_prl_auto.md`)"),
 ])
 def test_prl_disagreement_caption_says_where_its_column_was_measured(stem, caption):
     """The 60k table's caption sent readers to `corruption_rate_prl_auto.md` for its PRL auto disagreement column,
