@@ -513,8 +513,10 @@ def test_regression_restart_smoke_ends_with_headline_json():
     summary = _last_json(run)
     assert summary["benchmark"] == "regression_restart" and summary["mode"] == "smoke"
     assert summary["noisy_runs"] == 1 and summary["clean_runs"] == 0
-    assert set(summary["mean_r2"]) == {"auto", "auto, restart off", "true rate", "plain"}
-    assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \| \d+\.\d \| \d+\.\d \|", run.stdout)
+    assert set(summary["mean_r2"]) == {"auto", "auto, restart off", "true rate", "SPL auto", "SPL auto, restart off",
+                                       "plain"}
+    assert summary["spl_noisy_median_err_pts"] is not None
+    assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \|( \d+\.\d \|){4}", run.stdout)
 
 
 def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():

@@ -323,7 +323,7 @@ def test_the_zero_note_of_a_fit_points_to_its_report_only_when_it_writes_one(tmp
     monkeypatch.setattr(auto_drop, "rank_zero_info", said.append)
     real = auto_drop.estimate_corruption
     monkeypatch.setattr(auto_drop, "estimate_corruption",  # whatever the scores: an estimate of 0, as on clean data
-                        lambda scores, method="gmm": replace(real(scores, method), rate=0.0))
+                        lambda scores, method="gmm", **kw: replace(real(scores, method, **kw), rate=0.0))
     folder = str(tmp_path / "rep") if report else None
     if owner == "BatchFilter":
         f = BatchFilter("spl", "auto", warmup_epochs=1, estimator="gmm", report_dir=folder)

@@ -628,6 +628,8 @@ class BatchFilter(Callback):
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
         self._check_early_stopping(trainer)
+        if self._auto is not None:  # SPL's scores are the losses; PRL(L)'s are gradient norms
+            self._auto.read_data(trainer, scores_are_losses=self.rule == "spl")
 
     def _check_early_stopping(self, trainer: pl.Trainer) -> None:
         """Warn before training when an ``EarlyStopping`` may end the fit inside the warm-up, before the filter drops

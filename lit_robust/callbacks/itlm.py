@@ -76,7 +76,7 @@ from lit_robust.data.indexed import (
     subset_of_indexed_hint,
     unpack_batch,
 )
-from lit_robust.data.spec import DataSpec, datamodule_spec
+from lit_robust.data.spec import datamodule_spec, one_target_regression
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
     CorruptionEstimate,
@@ -316,27 +316,6 @@ def chance_accuracy(num_classes: int, margin: float = 0.05) -> float:
     (0.145, 0.525)
     """
     return round(1.0 / num_classes + margin * (1.0 - 1.0 / num_classes), 12)
-
-
-def one_target_regression(spec: DataSpec | None, targets: Any, reported: bool = True) -> bool:
-    """Whether a fit's per-sample losses are read as a regression's squared residuals, for the gmm's restart
-    (``estimate_corruption(..., squared_errors=True)``; pure). With a datamodule that says what it yields (``spec``):
-    regression targets, one per sample. Without one: the training set's ``targets`` (:func:`dataset_targets`) hold one
-    floating value per sample, not all 0 or 1 (a binary classifier's float labels, a flow's placeholder zeros), and
-    the module reports its targets (``reported``; not a GAN's or a flow's placeholders).
-
-    Why one target: the restart is for scores dense at 0 (chi-square(1)-like), which a mean of several squared
-    errors is not. Why not on other scores: it read clean FashionMNIST's PRL(L) gradient norms as 15 % corrupted.
-
-    >>> one_target_regression(None, torch.tensor([[0.3], [1.7]])), one_target_regression(None, torch.tensor([0, 1]))
-    (True, False)
-    >>> one_target_regression(None, torch.tensor([0.0, 1.0, 1.0]))   # float 0/1 labels
-    False
-    """
-    if spec is not None:
-        return spec.target == "regression" and spec.target_dim == 1
-    y = scalar_targets(targets)
-    return y is not None and reported and not bool(((y == 0) | (y == 1)).all())
 
 
 def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_must_fall: bool,
@@ -1884,9 +1863,9 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
     def _squared_errors(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-        """Whether the gmm reads this fit's scores as a regression's squared residuals (:func:`one_target_regression`
-        on the datamodule's spec or the training set's targets). The same on every rank: every rank holds the whole
-        training set."""
+        """Whether the gmm reads this fit's scores as a regression's squared residuals
+        (:func:`~lit_robust.data.spec.one_target_regression` on the datamodule's spec or the training set's targets).
+        The same on every rank: every rank holds the whole training set."""
         return one_target_regression(datamodule_spec(trainer),
                                      dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)),
                                      targets_reported(pl_module))

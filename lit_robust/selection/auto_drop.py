@@ -404,6 +404,8 @@ class AutoDropRatio:
         self._told_fallback = False  # the fallback's info line was printed (once per fit)
         self.repeated = 0  # indices the last estimating epoch saw more than once (their scores were averaged)
         self._smoke = False  # a `fast_dev_run` fit (set by `setup_fit`): nothing is collected
+        # the scores are the losses of one regression target (set by `read_data` at train start): the gmm restarts
+        self.squared_errors = False
 
     def setup_fit(self, trainer: Any) -> None:
         """At fit setup, after :meth:`reset`. When ``trainer``'s datamodule says it yields regression targets, the
@@ -417,6 +419,16 @@ class AutoDropRatio:
         spec = datamodule_spec(trainer)
         if spec is not None and spec.target == "regression":
             self._told_fallback = True
+
+    def read_data(self, trainer: Any, scores_are_losses: bool) -> None:
+        """At train start (the training loader set up): whether the gmm reads the scores as a regression's squared
+        errors (``estimate_corruption``'s ``squared_errors``), as ITLM does -- when they are losses
+        (``scores_are_losses``: SPL's, Co-teaching's; not PRL(L)'s gradient norms, where that restart read a clean
+        classifier's data as 15 % corrupted) and the fit has one regression target per sample
+        (:func:`~lit_robust.data.spec.reads_squared_errors`). Every rank reads the same data: the same answer."""
+        from lit_robust.data.spec import reads_squared_errors
+
+        self.squared_errors = bool(scores_are_losses) and reads_squared_errors(trainer)
 
     def _clear(self) -> None:
         self._index, self._scores = [], []
@@ -541,7 +553,8 @@ class AutoDropRatio:
                                "(not one-hot rows, soft labels such as mixup's, or regression targets) and [batch, "
                                "classes] outputs from `per_sample_loss` (for targets of several parts set the "
                                "module's `label_key`); without both the gmm estimate is used instead.")
-            est = estimate_corruption(means, mixture_of(self.estimator))
+            method = mixture_of(self.estimator)
+            est = estimate_corruption(means, method, squared_errors=self.squared_errors and method == "gmm")
         rate = float(est.rate)
         self.estimates[int(epoch)] = rate
         _, note = auto_drop_ratio(self.estimate, self.auto_margin, self.cap)

@@ -1,5 +1,6 @@
-"""ITLM's `"auto"` on a regression datamodule reads its squared losses with the gmm's restart
-(`estimate_corruption(..., squared_errors=True)`); on other data it does not."""
+"""`"auto"` on one regression target reads the losses with the gmm's restart
+(`estimate_corruption(..., squared_errors=True)`): ITLM's, SPL's and the loss-scoring modules'; not PRL(L)'s gradient
+norms, nor other data."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ import pytest
 import torch
 
 import lit_robust.callbacks.itlm as itlm_module
-from lit_robust import ITLM, DigitsDataModule, ImageClassifier, MLPRegressor, TableDataModule, estimate_corruption
+import lit_robust.selection.auto_drop as auto_drop_module
+from lit_robust import (
+    ITLM,
+    BatchFilter,
+    DigitsDataModule,
+    ImageClassifier,
+    MLPRegressor,
+    RealNVP,
+    TableDataModule,
+    estimate_corruption,
+)
 from lit_robust._backend import pl
-from lit_robust.callbacks.itlm import one_target_regression
-from lit_robust.data.spec import DataSpec
+from lit_robust.data.spec import DataSpec, one_target_regression
 from lit_robust.report import build_report
 
-pytest.importorskip("pandas")
+pd = pytest.importorskip("pandas")
 
 
 def _diabetes_with_shifted_targets(seed: int):
@@ -140,3 +150,89 @@ def test_one_target_regression_reads_the_spec_or_the_targets():
     assert not one_target_regression(None, torch.zeros(4))  # placeholders
     assert not one_target_regression(None, torch.tensor([0.5, 2.0]), reported=False)
     assert not one_target_regression(None, None) and not one_target_regression(None, [0.5, 2.0])
+
+
+def _friedman_uniform(seed: int):
+    """Friedman1 (2,000 rows, noise 1.0), 25 % of the training targets replaced by uniform values over their range."""
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(n_samples=2000, noise=1.0, random_state=seed)
+    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)])
+    df["y"] = y
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(df))
+    test_df, train_df = df.iloc[perm[:400]].reset_index(drop=True), df.iloc[perm[400:]].reset_index(drop=True)
+    bad = rng.random(len(train_df)) < 0.25
+    train_df.loc[bad, "y"] = rng.uniform(train_df["y"].min(), train_df["y"].max(), bad.sum())
+    train_df["is_bad"] = bad
+    return TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df)
+
+
+@pytest.mark.parametrize(("seed", "low"), [(0, 0.05), (1, 0.10)])
+def test_spl_auto_on_uniform_target_noise_is_not_read_as_clean(one_torch_thread, quiet, seed, low):
+    """Friedman1 with 25.6 / 27.0 % of its targets uniform noise, `BatchFilter("spl", drop_ratio="auto")`, its
+    3-epoch warm-up: without the restart the estimate was 0 on both seeds (measured), with it 7.5 and 13.2 %."""
+    data = _friedman_uniform(seed)
+    pl.seed_everything(0)
+    spl = BatchFilter("spl", drop_ratio="auto")
+    _trainer(spl, 4).fit(MLPRegressor(), data)
+    assert low <= spl.estimated_corruption <= 0.27, spl.estimated_corruption
+
+
+def _filter_spy(monkeypatch) -> list[bool]:
+    calls: list[bool] = []
+    real = auto_drop_module.estimate_corruption
+
+    def spy(scores, method="gmm", **kw):
+        calls.append(kw.get("squared_errors", False))
+        return real(scores, method, **kw)
+
+    monkeypatch.setattr(auto_drop_module, "estimate_corruption", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("rule", "restarts"), [("spl", True), ("prl", False)])
+def test_the_filters_restart_on_losses_of_one_regression_target(one_torch_thread, quiet, monkeypatch, rule,
+                                                                restarts):
+    """SPL's scores are the squared losses; PRL(L)'s are gradient norms, where the restart read clean FashionMNIST as
+    15 % corrupted: not restarted. One estimate per warm-up epoch."""
+    calls = _filter_spy(monkeypatch)
+    _trainer(BatchFilter(rule, drop_ratio="auto", warmup_epochs=2), 2).fit(MLPRegressor(), _diabetes_data())
+    assert calls == [restarts, restarts]
+
+
+def test_the_filters_do_not_restart_on_a_classifier_or_a_flow(one_torch_thread, quiet, monkeypatch):
+    calls = _filter_spy(monkeypatch)
+    pl.seed_everything(0)
+    digits = DigitsDataModule(clean_ratio=0.7, noise="random", val_size=0, batch_size=64, seed=0)
+    _trainer(BatchFilter("spl", drop_ratio="auto", warmup_epochs=1, estimator="gmm"), 1).fit(
+        ImageClassifier(backbone="mlp", image_size=8), digits)
+    assert calls == [False]
+    # a flow's -log p on plain loaders, its targets placeholders: RealNVP's own SPL filter does not restart
+    calls.clear()
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    points = IndexedDataset(TensorDataset(torch.randn(256, 2), torch.zeros(256)))
+    flow = RealNVP(2, n_couplings=2, hidden=16, drop_ratio="auto", warmup_epochs=1)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(flow, DataLoader(points, batch_size=64))
+    assert calls == [False]
+
+
+@pytest.mark.parametrize(("rule", "restarts"), [("spl", True), ("prl", False)])
+def test_coteaching_restarts_on_its_losses_only(one_torch_thread, quiet, monkeypatch, rule, restarts):
+    """Co-teaching's scores are the two networks' losses; Co-PRL(L)'s are gradient norms."""
+    from lit_robust import CoTeaching
+
+    calls = _filter_spy(monkeypatch)
+    data = _diabetes_data()
+    data.setup("fit")
+    co = CoTeaching(MLPRegressor(in_features=data.data_spec.input_shape[0], out_features=1), rule=rule,
+                    drop_ratio="auto", warmup_epochs=1, loss="mse" if rule == "prl" else None)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(co, data)
+    assert calls == [restarts]
