@@ -1,9 +1,10 @@
-"""ITLM ``keep_ratio="auto"`` on one regression target: the gmm's squared-error restart on and off.
+"""``"auto"`` on one regression target (ITLM, SPL): the gmm's squared-error restart on and off.
 
 A regression's clean squared residuals pile up at the log's offset; EM took that pile as the mixture's low component
 and the majority rule refused the fit, so well-separated shifted targets read 0 (issue 15). Since 2026-12-05 ITLM
-reads one regression target's losses with ``estimate_corruption(..., squared_errors=True)``: where only the majority
-rule refuses, EM restarts from the top quarter and eighth of the scores. This measures what that changes, on the data
+and the filters that score by the loss (SPL, Co-teaching) read one regression target's losses with
+``estimate_corruption(..., squared_errors=True)``: where only the majority rule refuses, EM restarts from the top
+quarter and eighth of the scores. This measures what that changes, on the data
 sets the docs quote, in the user's own set-up.
 
 Protocol: ``TableDataModule(frame=..., task="regression", test_frame=...)`` (a fifth of the rows held out as a clean
@@ -16,8 +17,9 @@ the held-out rows. Cases:
   shifted by ±3 SD, replaced by uniform values over the targets' range, or sign-flipped.
 
 Arms per case and seed, every fit seeded alike: ITLM ``"auto"`` (the product, the restart on), ITLM ``"auto"`` with
-the restart off (what it did before), ITLM at the true rate, and plain training of the same epochs. The estimate is
-ITLM's first (``history[1].estimated_corruption``, from round 0's scoring pass).
+the restart off (what it did before), ITLM at the true rate, ``BatchFilter("spl", drop_ratio="auto")`` with the
+restart on and off (its default 3-epoch warm-up), and plain training of the same epochs. ITLM's estimate is its first
+(``history[1].estimated_corruption``, from round 0's scoring pass); SPL's is fixed at the end of its warm-up.
 
 ``--quick``: one seed of three cases; ``--smoke``: one small case (the tests). Full mode writes
 ``results/regression_restart.md`` (+ ``.json``); the last line printed is one JSON object.
@@ -41,7 +43,8 @@ CASES: tuple[tuple[str, str, float], ...] = (
     ("friedman", "clean", 0.0), ("friedman", "shift", 0.25), ("friedman", "uniform", 0.25),
     ("friedman", "signflip", 0.25),
 )
-ARMS = ("auto", "auto, restart off", "true rate", "plain")
+ARMS = ("auto", "auto, restart off", "true rate", "SPL auto", "SPL auto, restart off", "plain")
+ESTIMATING = ("auto", "auto, restart off", "SPL auto", "SPL auto, restart off")
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,17 @@ def tables(data: str, kind: str, rate: float, seed: int, friedman_rows: int) -> 
 def run_one(task: dict) -> dict:
     import torch
 
-    from lit_robust import ITLM, MLPRegressor, TableDataModule
+    from lit_robust import ITLM, BatchFilter, MLPRegressor, TableDataModule
     from lit_robust._backend import pl
 
     class RestartOff(ITLM):
         def _squared_errors(self, trainer, pl_module) -> bool:  # what ITLM did before 2026-12-05
             return False
+
+    class SPLRestartOff(BatchFilter):
+        def on_train_start(self, trainer, pl_module) -> None:
+            super().on_train_start(trainer, pl_module)
+            self._auto.squared_errors = False  # what the filter did before 2026-12-05
 
     quiet()
     torch.set_num_threads(1)
@@ -112,15 +120,18 @@ def run_one(task: dict) -> dict:
     for arm in ARMS:
         pl.seed_everything(0, verbose=False)
         dm = TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df)
-        itlm = (None if arm == "plain" else
-                (RestartOff if arm == "auto, restart off" else ITLM)(
-                    keep_ratio=1 - true_rate if arm == "true rate" else "auto", round_epochs=rounds,
-                    verbose=False, plot=False))
-        t = trainer(sum(rounds), [] if itlm is None else [itlm])
+        if arm.startswith("SPL"):
+            callback = (SPLRestartOff if arm.endswith("off") else BatchFilter)("spl", drop_ratio="auto")
+        elif arm != "plain":
+            callback = (RestartOff if arm == "auto, restart off" else ITLM)(
+                keep_ratio=1 - true_rate if arm == "true rate" else "auto", round_epochs=rounds, verbose=False,
+                plot=False)
+        t = trainer(sum(rounds), [] if arm == "plain" else [callback])
         model = MLPRegressor()
         t.fit(model, dm)
         r2 = float(t.test(model, dm, verbose=False)[0]["test_r2"])
-        est = itlm.history[1].estimated_corruption if itlm is not None and arm != "true rate" else None
+        est = (None if arm not in ESTIMATING else
+               callback.estimated_corruption if arm.startswith("SPL") else callback.history[1].estimated_corruption)
         out[arm] = {"r2": r2, "estimate": est}
     return out
 
@@ -144,28 +155,29 @@ def render(saved: dict) -> str:
     p, m = saved["settings"], saved["meta"]
     rows = []
     for (data, kind), rs in _cases(saved).items():
-        est = {a: "; ".join(f"{100 * r[a]['estimate']:.1f}" for r in rs) for a in ("auto", "auto, restart off")}
+        est = {a: "; ".join(f"{100 * r[a]['estimate']:.1f}" for r in rs) for a in ESTIMATING}
         r2 = {a: statistics.fmean(r[a]["r2"] for r in rs) for a in ARMS}
         rows.append([NAMES[data], KINDS[kind], "; ".join(f"{100 * r['true_rate']:.1f}" for r in rs),
-                     est["auto"], est["auto, restart off"], f"{r2['auto']:.3f}", f"{r2['auto, restart off']:.3f}",
-                     f"{r2['true rate']:.3f}", f"{r2['plain']:.3f}"])
+                     *(est[a] for a in ESTIMATING), *(f"{r2[a]:.3f}" for a in ARMS)])
     h = headline(saved)
     return "\n".join([
-        "# ITLM `\"auto\"` on one regression target: the gmm's squared-error restart on and off", "",
+        "# `\"auto\"` on one regression target (ITLM, SPL): the gmm's squared-error restart on and off", "",
         f"`TableDataModule(task=\"regression\")`, a fifth of the rows held out as a clean test set; `MLPRegressor()`; "
         f"ITLM rounds {list(p['round_epochs'])} (plain training: {sum(p['round_epochs'])} epochs); Friedman1 "
         f"{p['friedman_rows']} rows, noise 1.0. Seeds: Diabetes {list(p['seeds'])}, Friedman1 "
-        f"{list(p['friedman_seeds'])} (the data's split and corruption; every fit seeded 0). ε̂: ITLM's first "
-        "estimate (round 0's scoring pass), per seed, in %. *restart off*: ITLM with the restart turned off (as "
-        "before 2026-12-05). R²: test R², mean over seeds. Settings: benchmarks/regression_restart.py.", "",
-        *md_table(["data", "corruption", "ε % per seed", "ε̂ auto", "ε̂ restart off", "R² auto", "R² restart off",
-                   "R² true rate", "R² plain"], rows), "",
-        f"Noisy runs: median |ε̂ − ε| {h['noisy_median_err_pts']} points with the restart, "
-        f"{h['noisy_median_err_pts_restart_off']} without; within 5 points {h['noisy_within_5_pts']} of "
-        f"{h['noisy_runs']} runs, without {h['noisy_within_5_pts_restart_off']}; estimates of 0 "
-        f"{h['noisy_zero_estimates']}, without {h['noisy_zero_estimates_restart_off']}. Clean runs: largest ε̂ "
-        f"{h['clean_max_eps_hat_pct']} % ({h['clean_runs']} runs), without the restart "
-        f"{h['clean_max_eps_hat_pct_restart_off']} %.", "",
+        f"{list(p['friedman_seeds'])} (the data's split and corruption; every fit seeded 0). ε̂ per seed, in %: ITLM's "
+        "first estimate (round 0's scoring pass); SPL's (`BatchFilter(\"spl\", drop_ratio=\"auto\")`, the same "
+        "epochs) at the end of its 3-epoch warm-up. *restart off*: the same with the restart turned off (as before "
+        "2026-12-05). R²: test R², mean over seeds. Settings: benchmarks/regression_restart.py.", "",
+        *md_table(["data", "corruption", "ε % per seed", "ε̂ ITLM auto", "ε̂ ITLM restart off", "ε̂ SPL auto",
+                   "ε̂ SPL restart off", "R² ITLM auto", "R² ITLM restart off", "R² ITLM true rate", "R² SPL auto",
+                   "R² SPL restart off", "R² plain"], rows), "",
+        *(f"{who}, noisy runs: median |ε̂ − ε| {h[f'{key}noisy_median_err_pts']} points with the restart, "
+          f"{h[f'{key}noisy_median_err_pts_restart_off']} without; within 5 points {h[f'{key}noisy_within_5_pts']} "
+          f"of {h['noisy_runs']} runs, without {h[f'{key}noisy_within_5_pts_restart_off']}; estimates of 0 "
+          f"{h[f'{key}noisy_zero_estimates']}, without {h[f'{key}noisy_zero_estimates_restart_off']}. Clean runs: "
+          f"largest ε̂ {h[f'{key}clean_max_eps_hat_pct']} % ({h['clean_runs']} runs), without the restart "
+          f"{h[f'{key}clean_max_eps_hat_pct_restart_off']} %." for who, key in (("ITLM", ""), ("SPL", "spl_"))), "",
         f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
         f"date {m['date']}; torch {m['torch']}.", "",
         f"Reproduce: `{m['command']}` {harness.reproduce_note(saved, 'regression_restart.json')}.", ""])
@@ -175,13 +187,14 @@ def headline(saved: dict) -> dict:
     noisy = [r for r in saved["results"] if r["kind"] != "clean"]
     clean = [r for r in saved["results"] if r["kind"] == "clean"]
     out: dict[str, Any] = {"noisy_runs": len(noisy), "clean_runs": len(clean)}
-    for arm, suffix in (("auto", ""), ("auto, restart off", "_restart_off")):
+    for arm, prefix, suffix in (("auto", "", ""), ("auto, restart off", "", "_restart_off"),
+                                ("SPL auto", "spl_", ""), ("SPL auto, restart off", "spl_", "_restart_off")):
         errs = [_err(r, arm) for r in noisy]
-        out[f"noisy_median_err_pts{suffix}"] = round(statistics.median(errs), 2) if errs else None
-        out[f"noisy_within_5_pts{suffix}"] = sum(e <= 5 for e in errs)
-        out[f"noisy_zero_estimates{suffix}"] = sum(r[arm]["estimate"] == 0 for r in noisy)
-        out[f"clean_max_eps_hat_pct{suffix}"] = (round(100 * max(r[arm]["estimate"] for r in clean), 2)
-                                                 if clean else None)
+        out[f"{prefix}noisy_median_err_pts{suffix}"] = round(statistics.median(errs), 2) if errs else None
+        out[f"{prefix}noisy_within_5_pts{suffix}"] = sum(e <= 5 for e in errs)
+        out[f"{prefix}noisy_zero_estimates{suffix}"] = sum(r[arm]["estimate"] == 0 for r in noisy)
+        out[f"{prefix}clean_max_eps_hat_pct{suffix}"] = (round(100 * max(r[arm]["estimate"] for r in clean), 2)
+                                                         if clean else None)
     out["mean_r2"] = {arm: round(statistics.fmean(r[arm]["r2"] for r in saved["results"]), 4) for arm in ARMS}
     return out
 
