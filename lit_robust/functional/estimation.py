@@ -53,8 +53,9 @@ high component, and the fit of highest likelihood that passes every rule, with A
 (more fits are searched), is taken (reason ``"two components (EM restarted from the top scores)"``). Diabetes: 6
 of 6 seeds within 5 points (median error 3.4); clean synthetic scores (exponential, Gamma(2), half-normal; 200 and
 500 of them; 240 + 480 draws) above 3 % as often as without it. It is opt-in because the same restart read clean
-FashionMNIST's PRL(L) gradient norms (a classifier's scores, not squared errors) as 15 % corrupted: ITLM turns it on
-for a regression with one target per sample (:func:`lit_robust.callbacks.itlm.one_target_regression`).
+FashionMNIST's PRL(L) gradient norms (a classifier's scores, not squared errors) as 15 % corrupted: ITLM, and the
+``drop_ratio="auto"`` of the owners that score by the loss (SPL, Co-teaching), turn it on for a regression with one
+target per sample (:func:`lit_robust.data.spec.one_target_regression`).
 
 Rate: ``eps_hat = 1 - mean(clean_posterior)`` over all n samples, i.e. the mean posterior of the high
 component over the finite scores (equal to its EM weight at convergence), with non-finite scores
