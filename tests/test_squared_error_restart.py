@@ -4,12 +4,14 @@ norms, nor other data."""
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import lit_robust.callbacks.itlm as itlm_module
 import lit_robust.selection.auto_drop as auto_drop_module
@@ -18,14 +20,18 @@ from lit_robust import (
     BatchFilter,
     DigitsDataModule,
     ImageClassifier,
+    IndexedDataset,
     MLPRegressor,
     RealNVP,
+    RobustMixin,
     TableDataModule,
     estimate_corruption,
 )
 from lit_robust._backend import pl
+from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, one_target_regression
 from lit_robust.report import build_report
+from tests.conftest import ddp_cpu_strategy, fit_ranks
 
 pd = pytest.importorskip("pandas")
 
@@ -210,10 +216,6 @@ def test_the_filters_do_not_restart_on_a_classifier_or_a_flow(one_torch_thread, 
     assert calls == [False]
     # a flow's -log p on plain loaders, its targets placeholders: RealNVP's own SPL filter does not restart
     calls.clear()
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from lit_robust import IndexedDataset
-
     points = IndexedDataset(TensorDataset(torch.randn(256, 2), torch.zeros(256)))
     flow = RealNVP(2, n_couplings=2, hidden=16, drop_ratio="auto", warmup_epochs=1)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -236,3 +238,76 @@ def test_coteaching_restarts_on_its_losses_only(one_torch_thread, quiet, monkeyp
                          enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.fit(co, data)
     assert calls == [restarts]
+
+
+# ---------------------------------------------------------------- DDP: the restarted estimate at 1, 2 and 3 ranks
+class FixedSquaredErrors(RobustMixin, pl.LightningModule):
+    """A one-target regressor whose per-sample loss is a fixed squared residual per dataset index (plus 0 x its
+    output, so that it trains): the estimate depends on the gathered scores alone, not on how the ranks trained."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("fixed", scores.float())
+        self.lin = torch.nn.Linear(1, 1)
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        out = self.lin(b.input).reshape(-1)
+        return self.fixed[b.index] + 0.0 * out, out
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class OneTargetData(pl.LightningDataModule):
+    def __init__(self, n: int = 241) -> None:  # 241: uneven shards at 2 and 3 ranks
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.ds = IndexedDataset(TensorDataset(torch.randn(n, 1, generator=g), torch.randn(n, generator=g)))
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=32, shuffle=True)
+
+
+class RecordEstimate(pl.Callback):
+    def __init__(self, itlm: ITLM, out: str) -> None:
+        self.itlm, self.out = itlm, out
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            with open(self.out, "w") as f:
+                json.dump([(r.kept, r.estimated_corruption) for r in self.itlm.history], f)
+
+
+def _ddp_estimate(tmp_path, devices: int, scores: torch.Tensor) -> list:
+    out = str(tmp_path / f"ws{devices}.json")
+    kw = {"strategy": ddp_cpu_strategy()} if devices > 1 else {}
+
+    def make():
+        itlm = ITLM("auto", [1, 1], verbose=False, plot=False)
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=[itlm, RecordEstimate(itlm, out)],
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, deterministic=True, **kw)
+        return trainer, FixedSquaredErrors(scores), OneTargetData(len(scores))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_ranks(make)
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_restarted_estimate_is_the_same_for_any_world_size(tmp_path):
+    """Squared residuals whose first fit the majority rule refuses (0 without the restart): 1, 2 and 3 ranks estimate
+    what the pure function does on all 241 scores, restarted, and keep the same count."""
+    from tests.test_estimation import squared_residuals
+
+    scores = squared_residuals(241, seed=0)
+    expected = estimate_corruption(scores.float(), squared_errors=True)
+    assert expected.reason == "two components (EM restarted from the top scores)"
+    assert estimate_corruption(scores.float()).rate == 0.0
+    one = _ddp_estimate(tmp_path, 1, scores)
+    assert one[1][1] == pytest.approx(expected.rate, abs=1e-12)
+    for devices in (2, 3):
+        assert _ddp_estimate(tmp_path, devices, scores) == one, devices
