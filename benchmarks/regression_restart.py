@@ -102,7 +102,8 @@ def run_one(task: dict) -> dict:
     from lit_robust._backend import pl
 
     class RestartOff(ITLM):
-        def _squared_errors(self, trainer, pl_module) -> bool:  # what ITLM did before 2026-12-05
+        @staticmethod
+        def _squared_errors(trainer) -> bool:  # what ITLM did before 2026-12-05
             return False
 
     class SPLRestartOff(BatchFilter):

@@ -76,7 +76,7 @@ from lit_robust.data.indexed import (
     subset_of_indexed_hint,
     unpack_batch,
 )
-from lit_robust.data.spec import datamodule_spec, one_target_regression
+from lit_robust.data.spec import datamodule_spec, reads_squared_errors
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
     CorruptionEstimate,
@@ -1834,7 +1834,7 @@ class ITLM(Callback):
         multiset of every rank's (score[, given, predicted]): the same value on every rank. Call on every rank.
         ``scored``: that pass's labels when it had them (``per_class``), else a label estimator makes its own pass."""
         all_scores = distributed.all_gather_cat(scores.float()).cpu()
-        squared = self._squared_errors(trainer, pl_module)
+        squared = self._squared_errors(trainer)
         if self.estimator not in LABEL_ESTIMATORS:
             return estimate_corruption(all_scores, self.estimator, squared_errors=squared and self.estimator == "gmm")
         # the labels need a pass that returns score, given and predicted label of each sample together (one
@@ -1862,13 +1862,12 @@ class ITLM(Callback):
                                     distributed.all_gather_cat(given.long()).cpu(),
                                     distributed.all_gather_cat(predicted.long()).cpu())
 
-    def _squared_errors(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+    @staticmethod
+    def _squared_errors(trainer: pl.Trainer) -> bool:
         """Whether the gmm reads this fit's scores as a regression's squared residuals
-        (:func:`~lit_robust.data.spec.one_target_regression` on the datamodule's spec or the training set's targets).
-        The same on every rank: every rank holds the whole training set."""
-        return one_target_regression(datamodule_spec(trainer),
-                                     dataset_targets(getattr(getattr(self, "_train_loader", None), "dataset", None)),
-                                     targets_reported(pl_module))
+        (:func:`~lit_robust.data.spec.reads_squared_errors`: one regression target, from the datamodule's spec or the
+        training set's targets). The same on every rank: every rank holds the whole training set."""
+        return reads_squared_errors(trainer)
 
     def _dataset_labels(self) -> Tensor | None:
         """The integer labels the training set holds without being read
@@ -2050,7 +2049,7 @@ class ITLM(Callback):
         fields = [gather(t, ok) for t, ok in zip(integer, present)]
         fields += [gather(t, ok, torch.float32) for t, ok in zip(floating, present[len(integer):])]
         assert self._report_target is not None
-        squared = self._squared_errors(trainer, pl_module)
+        squared = self._squared_errors(trainer)
         self.report_path = written_on_rank_zero(trainer, self._report_target,
                                                 lambda: self._write_gathered(trainer, all_index, all_scores, fields,
                                                                              squared))

@@ -138,9 +138,10 @@ def datamodule_spec(trainer: Any) -> DataSpec | None:
 def one_target_regression(spec: DataSpec | None, targets: Any, reported: bool = True) -> bool:
     """Whether a fit's per-sample losses are read as a regression's squared residuals, for the gmm's restart
     (``estimate_corruption(..., squared_errors=True)``; pure). With a datamodule that says what it yields (``spec``):
-    regression targets, one per sample. Without one: the training set's ``targets`` (:func:`~lit_robust.data.indexed.dataset_targets`) hold one
-    floating value per sample, not all 0 or 1 (a binary classifier's float labels, a flow's placeholder zeros), and
-    the module reports its targets (``reported``; not a GAN's or a flow's placeholders).
+    regression targets, one per sample. Without one: the training set's ``targets``
+    (:func:`~lit_robust.data.indexed.dataset_targets`) hold one floating value per sample, not all 0 or 1 (a binary
+    classifier's float labels, a flow's placeholder zeros), and the module reports its targets (``reported``; not a
+    GAN's or a flow's placeholders).
 
     Why one target: the restart is for scores dense at 0 (chi-square(1)-like), which a mean of several squared
     errors is not. Why not on other scores: it read clean FashionMNIST's PRL(L) gradient norms as 15 % corrupted.
