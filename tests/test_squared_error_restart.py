@@ -96,16 +96,16 @@ def test_the_reports_clean_posterior_follows_squared_errors():
     assert set(off["clean_posterior"]) == {1.0}
 
 
-def _spy(monkeypatch) -> list[bool]:
-    """Record the `squared_errors` of each gmm estimate ITLM makes."""
+def _spy(monkeypatch, module=itlm_module) -> list[bool]:
+    """Record the `squared_errors` of each estimate `module` (ITLM's, or the filters' `auto_drop`) makes."""
     calls: list[bool] = []
-    real = itlm_module.estimate_corruption
+    real = module.estimate_corruption
 
     def spy(scores, method="gmm", **kw):
         calls.append(kw.get("squared_errors", False))
         return real(scores, method, **kw)
 
-    monkeypatch.setattr(itlm_module, "estimate_corruption", spy)
+    monkeypatch.setattr(module, "estimate_corruption", spy)
     return calls
 
 
@@ -186,15 +186,7 @@ def test_spl_auto_on_uniform_target_noise_is_not_read_as_clean(one_torch_thread,
 
 
 def _filter_spy(monkeypatch) -> list[bool]:
-    calls: list[bool] = []
-    real = auto_drop_module.estimate_corruption
-
-    def spy(scores, method="gmm", **kw):
-        calls.append(kw.get("squared_errors", False))
-        return real(scores, method, **kw)
-
-    monkeypatch.setattr(auto_drop_module, "estimate_corruption", spy)
-    return calls
+    return _spy(monkeypatch, auto_drop_module)
 
 
 @pytest.mark.parametrize(("rule", "restarts"), [("spl", True), ("prl", False)])
@@ -285,8 +277,8 @@ def _ddp_estimate(tmp_path, devices: int, scores: torch.Tensor) -> list:
 
     def make():
         itlm = ITLM("auto", [1, 1], verbose=False, plot=False)
-        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices, callbacks=[itlm, RecordEstimate(itlm, out)],
-                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices,
+                             callbacks=[itlm, RecordEstimate(itlm, out)], logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, deterministic=True, **kw)
         return trainer, FixedSquaredErrors(scores), OneTargetData(len(scores))
 
