@@ -217,8 +217,8 @@ def _timed_gmm(scores: torch.Tensor, method: str = "gmm", squared_errors: bool =
 def _squared_errors(dataset: Any) -> bool:
     """Whether ITLM reads these training targets' losses with the gmm's restart (one regression target per sample:
     ``lit_robust.data.spec.one_target_regression``), so that ``ours`` is what ITLM would estimate."""
-    from lit_robust.data.spec import one_target_regression
     from lit_robust.data.indexed import dataset_targets
+    from lit_robust.data.spec import one_target_regression
 
     return one_target_regression(None, dataset_targets(dataset))
 
