@@ -303,3 +303,40 @@ def test_ddp_restarted_estimate_is_the_same_for_any_world_size(tmp_path):
     assert one[1][1] == pytest.approx(expected.rate, abs=1e-12)
     for devices in (2, 3):
         assert _ddp_estimate(tmp_path, devices, scores) == one, devices
+
+
+class _PairsOnly(torch.utils.data.Dataset):
+    """A Dataset of its own: its targets cannot be read without loading the samples."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+class _SaysRegression(pl.LightningDataModule):
+    """A user's datamodule over such a Dataset, saying what it yields with `lit_robust.DataSpec`."""
+
+    data_spec = DataSpec("SaysRegression", (1,), "regression", target_dim=1)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        return DataLoader(IndexedDataset(_PairsOnly(torch.randn(64, 1, generator=g), torch.randn(64, generator=g))),
+                          batch_size=16)
+
+
+def test_a_datamodule_of_ones_own_opts_in_with_its_data_spec(one_torch_thread, quiet, monkeypatch):
+    """The docs' way for a Dataset whose targets cannot be read: the datamodule's `data_spec` says one regression
+    target, and ITLM restarts; without it, it cannot tell, and does not."""
+    calls = _spy(monkeypatch)
+    model = FixedSquaredErrors(torch.rand(64))
+    _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False), 2).fit(model, _SaysRegression())
+    assert calls == [True]
+    calls.clear()
+    _trainer(ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False), 2).fit(
+        FixedSquaredErrors(torch.rand(64)), _SaysRegression().train_dataloader())
+    assert calls == [False]
