@@ -151,13 +151,12 @@ def one_target_regression(spec: DataSpec | None, targets: Any, reported: bool = 
     >>> one_target_regression(None, torch.tensor([0.0, 1.0, 1.0]))   # float 0/1 labels
     False
     """
+    from lit_robust.report import scalar_targets  # the reports' "one target per sample"
+
     if spec is not None:
         return spec.target == "regression" and spec.target_dim == 1
-    if not isinstance(targets, Tensor) or not targets.is_floating_point() or targets.ndim not in (1, 2):
-        return False
-    if targets.ndim == 2 and targets.shape[1] != 1:
-        return False
-    return reported and not bool(((targets == 0) | (targets == 1)).all())
+    y = scalar_targets(targets)
+    return y is not None and reported and not bool(((y == 0) | (y == 1)).all())
 
 
 def reads_squared_errors(trainer: Any) -> bool:
