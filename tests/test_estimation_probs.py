@@ -121,7 +121,7 @@ def test_too_few_rows_warn_and_count_nothing():
     ((torch.full((30, 2), 0.5), torch.full((30,), 2)), "`labels` must be in [0, 1]"),
     ((torch.full((30, 2), 2.0), torch.zeros(30, dtype=torch.long)), "`probs` must hold class probabilities"),
     (([[0.5, 0.5]] * 30, torch.zeros(30, dtype=torch.long)), "`probs` must be a torch.Tensor or a NumPy array, got list"),
-    ((torch.full((30, 2), 0.5), np.array(["a"] * 30)), "`labels` must hold numbers, got an array of dtype <U1"),
+    ((torch.full((30, 2), 0.5), np.array(["a"] * 30)), "`labels` must hold real numbers, got an array of dtype <U1"),
 ])
 def test_bad_arguments(args, message):
     with pytest.raises(ValueError, match=re.escape(message)):

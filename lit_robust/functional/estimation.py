@@ -191,18 +191,28 @@ def as_tensor(name: str, x: object) -> Tensor:
     anything else refused naming the argument."""
     if isinstance(x, Tensor):
         check_has_values(name, x)
+        if x.layout != torch.strided:
+            # a sparse tensor (its absent entries are zeros) ended in torch's "Could not run 'aten::ne.Scalar' with
+            # arguments from the 'SparseCPU' backend", naming no argument: its dense values
+            return x.to_dense()
         return x
     if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
         import numpy as np
 
         array = np.asarray(x)
         if array.dtype.kind in "biuf":
+            if array.dtype.kind == "f" and array.dtype.type not in (np.float16, np.float32, np.float64):
+                # numpy's longdouble, which torch does not take ("can't convert np.ndarray of type
+                # numpy.longdouble"): the estimators compute in float64 anyway
+                array = array.astype(np.float64)
             if not array.flags.writeable or not array.dtype.isnative:
                 # a pandas Series under copy-on-write reads as a read-only array (torch warns of it), and torch
                 # refuses a non-native byte order: a native copy for both (the caller's array is never written)
                 array = array.astype(array.dtype.newbyteorder("="), copy=True)
-            return torch.from_numpy(np.ascontiguousarray(array))
-        raise ValueError(f"`{name}` must hold numbers, got an array of dtype {array.dtype}.")
+            # reshaped: `ascontiguousarray` makes a 0-d array (a NumPy scalar) 1-D, which read as one sample where a
+            # 0-d tensor is refused
+            return torch.from_numpy(np.ascontiguousarray(array).reshape(array.shape))
+        raise ValueError(f"`{name}` must hold real numbers, got an array of dtype {array.dtype}.")
     raise ValueError(f"`{name}` must be a torch.Tensor or a NumPy array, got {type(x).__name__}.")
 
 
