@@ -405,6 +405,26 @@ def test_sparse_tensors_and_longdouble_arrays_give_the_dense_float64_estimate(es
     assert a.rate > 0.1 and b.rate == a.rate and torch.equal(b.clean_posterior, a.clean_posterior)
 
 
+@pytest.mark.parametrize("estimator", sorted(SCORE_ESTIMATORS))
+@pytest.mark.parametrize("kwargs", [{"min_samples": np.int64(300)}, {"min_samples": np.int32(500)}])
+def test_numpy_integers_are_integers(estimator, kwargs):
+    """``min_samples=np.int64(300)`` was refused with "`min_samples` must be an integer >= 2, got np.int64(300)"."""
+    s = synthetic("exp", 0.2, 400, 4)
+    labels, predicted = _noisy_labels(400)
+    fn = SCORE_ESTIMATORS[estimator]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 400 < 500: "too few samples", as with the int
+        a = fn(s, labels, predicted, **{k: int(v) for k, v in kwargs.items()})
+        b = fn(s, labels, predicted, **kwargs)
+    assert b.rate == a.rate and b.reason == a.reason
+
+
+def test_numpy_max_iter_is_an_integer():
+    s = synthetic("exp", 0.2, 400, 4)
+    a, b = estimate_corruption(s, max_iter=7), estimate_corruption(s, max_iter=np.int32(7))
+    assert b.n_iter == a.n_iter == 7 and b.rate == a.rate
+
+
 # ---------------------------------------------------------------- real losses
 
 

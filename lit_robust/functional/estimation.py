@@ -93,7 +93,7 @@ from typing import Callable, Literal, TypeVar
 import torch
 from torch import Tensor
 
-from lit_robust._checks import check_has_values, check_number
+from lit_robust._checks import check_has_values, check_int, check_number, real_scalar
 
 __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_from_class_floor",
            "estimate_corruption_from_predictions", "estimate_corruption_from_probs", "estimate_from_labels",
@@ -259,12 +259,11 @@ def estimate_corruption(
     scores = as_tensor("scores", scores)
     if scores.ndim != 1:
         raise ValueError(f"`scores` must be a 1-D tensor with one score per sample, got shape {tuple(scores.shape)}.")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be an integer >= 1, got {max_iter!r}.")
+    # numpy integers too (`min_samples=np.int64(20)` was refused as "must be an integer")
+    max_iter = check_int("max_iter", max_iter, 1)
     # a finite one: tol=inf stopped EM after one iteration, "converged" (a bimodal set: rate 0.0 for 0.19)
     check_number("tol", tol, 0)
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
-        raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
+    min_samples = check_int("min_samples", min_samples, 2)
     if not isinstance(squared_errors, bool):
         raise ValueError(f"`squared_errors` must be True or False, got {squared_errors!r}.")
     if squared_errors and method != "gmm":
@@ -537,12 +536,16 @@ def estimate_corruption_from_probs(
                          f"shape {tuple(labels.shape)}.")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"`labels` must be integer class indices, got dtype {labels.dtype}.")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
-        raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
+    if probs.is_complex():
+        # torch's cast to float64 dropped the imaginary part with a warning of its own, and the count went on
+        raise ValueError(f"`probs` must be real, got dtype {probs.dtype}.")
+    min_samples = check_int("min_samples", min_samples, 2)
     n, k = probs.shape
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+    # unsigned labels (uint16/32/64) have no min/max in torch ("min_all" not implemented for 'UInt16'): as int64
+    lab = labels.to(torch.int64) if labels.dtype in (torch.uint16, torch.uint32, torch.uint64) else labels
+    if n and (int(lab.min()) < 0 or int(lab.max()) >= k):
         raise ValueError(f"`labels` must be in [0, {k - 1}] (one column of `probs` per class), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}].")
+                         f"[{int(lab.min())}, {int(lab.max())}].")
     p = probs.detach().to(device="cpu", dtype=torch.float64)
     finite = torch.isfinite(p).all(1)
     # a softmax in bfloat16 (8-bit mantissa) sums to 1 only within ~3e-3 (measured up to 2.7e-3): such probabilities
@@ -748,8 +751,8 @@ def estimate_corruption_from_class_floor(
         >>> round(estimate_corruption_from_predictions(scores, labels, predicted).rate, 3)  # adds class 6's error
         0.28
     """
-    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile <= 0.5:
-        raise ValueError(f"`quantile` must be a number in [0, 0.5], got {quantile!r}.")
+    # a NumPy float32 or a 0-d tensor too (`np.float32(0.1)` was refused as "must be a number")
+    quantile = check_number("quantile", real_scalar(quantile), 0, 0.5)
     scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
                                                                  ("predicted", predicted)))
     fit, done = _label_fit(scores, labels, predicted, method, min_samples, "class floor")
