@@ -820,13 +820,23 @@ def label_clean_posterior(scores: Tensor, labels: Tensor, predicted: Tensor, rat
     Elementwise, so independent of the samples' order.
 
     Args:
-        scores: 1-D tensor; NaN/inf entries get 0.
+        scores: 1-D tensor (or NumPy array, as ``labels`` and ``predicted``); NaN/inf entries get 0.
         labels, predicted: ``[n]`` integer labels.
-        rate_finite: the estimated corrupted share of the finite-score samples, in ``[0, 1]``.
+        rate_finite: the estimated corrupted share of the finite-score samples, in ``[0, 1]`` (else refused).
 
     Returns:
         ``[n]`` float64 posteriors in ``[0, 1]``, in the input order.
     """
+    # checked as the estimators check theirs: NumPy arrays ended in "'numpy.ndarray' object has no attribute
+    # 'detach'", a length mismatch in torch's "The size of tensor a (199) must match ...", and a NaN or "0.1" rate
+    # was taken (NaN as 0) without a word
+    scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
+                                                                 ("predicted", predicted)))
+    if scores.ndim != 1 or scores.is_complex():
+        raise ValueError(f"`scores` must be a 1-D real tensor with one score per sample, got shape "
+                         f"{tuple(scores.shape)} and dtype {scores.dtype}.")
+    _check_labels(scores, labels, predicted)
+    rate_finite = check_number("rate_finite", real_scalar(rate_finite), 0, 1)
     finite = torch.isfinite(scores.detach().to(device="cpu", dtype=torch.float64))
     wrong = (labels.detach().cpu().long() != predicted.detach().cpu().long()) & finite
     m = int(finite.sum().item())
@@ -842,13 +852,18 @@ def _label_fit(scores: Tensor, labels: Tensor, predicted: Tensor, method: str, m
                ) -> tuple[CorruptionEstimate, bool]:
     """The label estimators' argument checks and score mixture: ``(fit, done)``, ``done`` (the fit, its reason
     prefixed by ``name``, is the answer) when there is nothing to count -- no sample, too few, or none finite."""
-    for arg, t in (("labels", labels), ("predicted", predicted)):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"`{arg}` must hold integer class indices, got dtype {t.dtype}.")
-    if isinstance(scores, Tensor) and (labels.shape != scores.shape or predicted.shape != scores.shape):
-        raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
-                         f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
+    _check_labels(scores, labels, predicted)
     fit = estimate_corruption(scores, method, min_samples=min_samples)
     if fit.n == 0 or fit.reason == "too few samples" or fit.nonfinite == fit.n:
         return replace(fit, reason=f"{name} ({fit.reason})"), True
     return fit, False
+
+
+def _check_labels(scores: Tensor, labels: Tensor, predicted: Tensor) -> None:
+    """``labels`` and ``predicted``: integer tensors of the shape of ``scores``, else a ``ValueError`` naming them."""
+    for arg, t in (("labels", labels), ("predicted", predicted)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"`{arg}` must hold integer class indices, got dtype {t.dtype}.")
+    if labels.shape != scores.shape or predicted.shape != scores.shape:
+        raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
+                         f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
