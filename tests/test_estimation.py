@@ -425,6 +425,21 @@ def test_numpy_max_iter_is_an_integer():
     assert b.n_iter == a.n_iter == 7 and b.rate == a.rate
 
 
+@pytest.mark.parametrize("outlier", [1e15, 1e30, 1e300])
+def test_bmm_keeps_a_far_top_score_inside_the_open_interval(outlier):
+    """One score 1e15 times the lower quartile's: the offset fell below the rounding of the maximum, which normalised
+    to exactly 1, the Beta log-density was infinite, and the estimate reported NaN means, variances and BIC as
+    "one component (BIC)". The transform now stays in (0, 1) and every fitted field is a number."""
+    s = synthetic("exp", 0.2, 400, 5)
+    s[7] = outlier
+    x = bmm_transform(torch.sort(s).values)
+    assert 0.0 < float(x.min()) and float(x.max()) < 1.0
+    est = estimate_corruption(s, "bmm")
+    fields = [*est.means, *est.stds, *est.weights, est.ashman_d, est.bic1, est.bic2]
+    assert all(math.isfinite(v) for v in fields), fields
+    assert est.rate == pytest.approx(1.0 - float(est.clean_posterior.mean()), abs=1e-12)
+
+
 # ---------------------------------------------------------------- real losses
 
 

@@ -103,6 +103,7 @@ _METHODS = ("gmm", "bmm")
 _FLOOR_SMALL_CLASS = 20  # classes of a smaller median size: the class floor reads low (warned)
 LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 _MIN_ASHMAN_D = 2.0
+_BMM_LOW, _BMM_HIGH = torch.finfo(torch.float64).tiny, 1.0 - 2.0 ** -53  # the open interval (0, 1) in float64
 # squared_errors=True, where rule (d) alone refuses a gmm fit: EM again from the top quarter and eighth of the scores
 # (module docstring), its fits held to a stricter separation because more fits are searched
 _RESTART_SHARES = (0.25, 0.125)
@@ -378,7 +379,10 @@ def bmm_transform(xs: Tensor) -> Tensor:
     scale-relative offset keeps the spike next to the clean mode (eps_hat 0.2 for 0-30 % zeros)."""
     z = xs - xs.min()
     delta = _offset(z)
-    return (z + delta) / (z.max() + 2.0 * delta)
+    # kept inside the open interval where ``delta`` is below the rounding of ``max z`` (one score 1e15 times the
+    # lower quartile's): the top score normalised to exactly 1, the Beta log-density was infinite, and the fit's
+    # means, variances and BIC were NaN, reported as "one component (BIC)"
+    return ((z + delta) / (z.max() + 2.0 * delta)).clamp(_BMM_LOW, _BMM_HIGH)
 
 
 def _quantile_init(x: Tensor) -> Tensor:
