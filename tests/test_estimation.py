@@ -17,6 +17,7 @@ from lit_robust.functional.estimation import (
     _quantile_init,
     bmm_transform,
     estimate_corruption,
+    estimate_corruption_from_class_floor,
     estimate_corruption_from_predictions,
     gmm_transform,
 )
@@ -362,6 +363,81 @@ def test_bad_scores():
         estimate_corruption(torch.rand(10, 2))
     with pytest.raises(ValueError, match=re.escape("`scores` must be a torch.Tensor or a NumPy array, got list.")):
         estimate_corruption([0.1, 0.2])
+
+
+def _noisy_labels(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels and predictions of ``n`` samples, the last fifth of them disagreeing (as ``synthetic``'s high scores)."""
+    labels = torch.arange(n) % 5
+    predicted = labels.clone()
+    predicted[n - n // 5:] = (labels[n - n // 5:] + 1) % 5
+    return labels, predicted
+
+
+#: the estimators that read per-sample scores, called on scores (and, for the label ones, labels and predictions)
+SCORE_ESTIMATORS = {
+    "mixture": lambda s, y, p, **kw: estimate_corruption(s, **kw),
+    "disagreement": lambda s, y, p, **kw: estimate_corruption_from_predictions(s, y, p, **kw),
+    "class_floor": lambda s, y, p, **kw: estimate_corruption_from_class_floor(s, y, p, **kw),
+}
+
+
+@pytest.mark.parametrize("estimator", sorted(SCORE_ESTIMATORS))
+@pytest.mark.parametrize("scalar", [np.float64(0.5), np.array(0.5), np.float32(2.0)], ids=["np.float64", "0-d", "f32"])
+def test_a_numpy_scalar_is_refused_as_a_0d_tensor_is(estimator, scalar):
+    """A NumPy scalar or 0-d array was made 1-D by the conversion and read as one sample ("too few samples", rate 0,
+    a warning about 1 finite score) where a 0-d tensor is refused; the label estimators' shape message said (1,)."""
+    label = np.asarray(np.int64(1))
+    with pytest.raises(ValueError, match=re.escape("`scores` must be a 1-D tensor with one score per sample, got "
+                                                   "shape ().")):
+        SCORE_ESTIMATORS[estimator](scalar, label, label)
+
+
+@pytest.mark.parametrize("estimator", sorted(SCORE_ESTIMATORS))
+@pytest.mark.parametrize("convert", [lambda s: s.to_sparse(), lambda s: s.numpy().astype(np.longdouble)],
+                         ids=["sparse tensor", "longdouble array"])
+def test_sparse_tensors_and_longdouble_arrays_give_the_dense_float64_estimate(estimator, convert):
+    """A sparse tensor ended in torch's "Could not run 'aten::ne.Scalar' with arguments from the 'SparseCPU' backend"
+    and a NumPy longdouble array in "can't convert np.ndarray of type numpy.longdouble", naming no argument."""
+    s = synthetic("exp", 0.2, 400, 3)
+    labels, predicted = _noisy_labels(400)
+    fn = SCORE_ESTIMATORS[estimator]
+    a, b = fn(s, labels, predicted), fn(convert(s), labels, predicted)
+    assert a.rate > 0.1 and b.rate == a.rate and torch.equal(b.clean_posterior, a.clean_posterior)
+
+
+@pytest.mark.parametrize("estimator", sorted(SCORE_ESTIMATORS))
+@pytest.mark.parametrize("kwargs", [{"min_samples": np.int64(300)}, {"min_samples": np.int32(500)}])
+def test_numpy_integers_are_integers(estimator, kwargs):
+    """``min_samples=np.int64(300)`` was refused with "`min_samples` must be an integer >= 2, got np.int64(300)"."""
+    s = synthetic("exp", 0.2, 400, 4)
+    labels, predicted = _noisy_labels(400)
+    fn = SCORE_ESTIMATORS[estimator]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 400 < 500: "too few samples", as with the int
+        a = fn(s, labels, predicted, **{k: int(v) for k, v in kwargs.items()})
+        b = fn(s, labels, predicted, **kwargs)
+    assert b.rate == a.rate and b.reason == a.reason
+
+
+def test_numpy_max_iter_is_an_integer():
+    s = synthetic("exp", 0.2, 400, 4)
+    a, b = estimate_corruption(s, max_iter=7), estimate_corruption(s, max_iter=np.int32(7))
+    assert b.n_iter == a.n_iter == 7 and b.rate == a.rate
+
+
+@pytest.mark.parametrize("outlier", [1e15, 1e30, 1e300])
+def test_bmm_keeps_a_far_top_score_inside_the_open_interval(outlier):
+    """One score 1e15 times the lower quartile's: the offset fell below the rounding of the maximum, which normalised
+    to exactly 1, the Beta log-density was infinite, and the estimate reported NaN means, variances and BIC as
+    "one component (BIC)". The transform now stays in (0, 1) and every fitted field is a number."""
+    s = synthetic("exp", 0.2, 400, 5)
+    s[7] = outlier
+    x = bmm_transform(torch.sort(s).values)
+    assert 0.0 < float(x.min()) and float(x.max()) < 1.0
+    est = estimate_corruption(s, "bmm")
+    fields = [*est.means, *est.stds, *est.weights, est.ashman_d, est.bic1, est.bic2]
+    assert all(math.isfinite(v) for v in fields), fields
+    assert est.rate == pytest.approx(1.0 - float(est.clean_posterior.mean()), abs=1e-12)
 
 
 # ---------------------------------------------------------------- real losses

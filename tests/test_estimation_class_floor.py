@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,6 +130,21 @@ def test_degenerate_inputs():
 def test_bad_arguments(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         estimate_corruption_from_class_floor(*args, **kwargs)
+
+
+@pytest.mark.parametrize("quantile", [np.float32(0.1), torch.tensor(0.1), np.array(0.1)],
+                         ids=["np.float32", "0-d tensor", "0-d array"])
+def test_a_numpy_or_tensor_quantile_is_its_number(quantile):
+    """``quantile=np.float32(0.1)`` (or a 0-d tensor) was refused: "`quantile` must be a number in [0, 0.5], got
+    np.float32(0.1)"; it reads as the decimal it shows, 0.1."""
+    labels = torch.arange(1000) % 10
+    predicted = labels.clone()
+    predicted[labels == 6] = 0
+    predicted[:200] = (labels[:200] + 1) % 10
+    scores = (predicted != labels).double() + torch.linspace(0, 0.1, 1000, dtype=torch.float64)
+    a = estimate_corruption_from_class_floor(scores, labels, predicted, quantile=0.1)
+    b = estimate_corruption_from_class_floor(scores, labels, predicted, quantile=quantile)
+    assert b.rate == a.rate and b.reason == a.reason
 
 
 def test_many_small_classes_are_warned_to_read_low():

@@ -5,8 +5,10 @@ mixture finds one component (the report's posterior was then 1 everywhere while 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +78,28 @@ def test_nothing_disagrees():
     scores = torch.linspace(0, 1, 50, dtype=torch.float64)
     labels = torch.arange(50) % 3
     assert label_clean_posterior(scores, labels, labels.clone(), 0.3).tolist() == [1.0] * 50
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"rate_finite": math.nan}, "`rate_finite` must be a number in [0, 1], got nan."),  # was read as 0
+    ({"rate_finite": 1.5}, "`rate_finite` must be a number in [0, 1], got 1.5."),  # was read as 1
+    ({"rate_finite": "0.1"}, "`rate_finite` must be a number in [0, 1], got '0.1' (a str)."),  # was float("0.1")
+    ({"labels": torch.zeros(49, dtype=torch.long)},  # was torch's "The size of tensor a (49) must match ..."
+     "`labels` and `predicted` must have the shape of `scores` (50,), got (49,) and (50,)."),
+    ({"predicted": torch.zeros(50)}, "`predicted` must hold integer class indices, got dtype torch.float32."),
+    ({"scores": torch.zeros(50, 1)}, "`scores` must be a 1-D real tensor with one score per sample, got shape (50, 1)"),
+    ({"scores": [0.5] * 50}, "`scores` must be a torch.Tensor or a NumPy array, got list."),
+])
+def test_bad_arguments_are_named(change, message):
+    args = {"scores": torch.linspace(0, 1, 50, dtype=torch.float64), "labels": torch.arange(50) % 3,
+            "predicted": torch.zeros(50, dtype=torch.long), "rate_finite": 0.3} | change
+    with pytest.raises(ValueError, match=re.escape(message)):
+        label_clean_posterior(**args)
+
+
+def test_numpy_arrays_and_scalars_give_the_tensor_posterior():
+    """NumPy arrays ended in "'numpy.ndarray' object has no attribute 'detach'"."""
+    scores, given, predicted = _data(300, 3)
+    want = label_clean_posterior(scores, given, predicted, 0.2)
+    got = label_clean_posterior(scores.numpy(), given.numpy(), predicted.numpy(), np.float32(0.2))
+    assert torch.equal(got, want)

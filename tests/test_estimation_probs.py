@@ -121,11 +121,34 @@ def test_too_few_rows_warn_and_count_nothing():
     ((torch.full((30, 2), 0.5), torch.full((30,), 2)), "`labels` must be in [0, 1]"),
     ((torch.full((30, 2), 2.0), torch.zeros(30, dtype=torch.long)), "`probs` must hold class probabilities"),
     (([[0.5, 0.5]] * 30, torch.zeros(30, dtype=torch.long)), "`probs` must be a torch.Tensor or a NumPy array, got list"),
-    ((torch.full((30, 2), 0.5), np.array(["a"] * 30)), "`labels` must hold numbers, got an array of dtype <U1"),
+    ((torch.full((30, 2), 0.5), np.array(["a"] * 30)), "`labels` must hold real numbers, got an array of dtype <U1"),
+    # the cast to float64 dropped the imaginary part (torch's own warning) and the count went on
+    ((torch.full((30, 2), 0.5, dtype=torch.complex64), torch.zeros(30, dtype=torch.long)),
+     "`probs` must be real, got dtype torch.complex64."),
+    # unsigned labels ended in torch's '"min_all" not implemented for 'UInt16''
+    ((torch.full((30, 2), 0.5), torch.full((30,), 2, dtype=torch.uint16)),
+     "`labels` must be in [0, 1] (one column of `probs` per class), got values in [2, 2]."),
+    ((torch.full((30, 2), 0.5), np.full(30, 3, dtype=np.uint64)), "`labels` must be in [0, 1]"),
 ])
 def test_bad_arguments(args, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         estimate_corruption_from_probs(*args)
+
+
+@pytest.mark.parametrize("as_given", [
+    lambda y: y.to(torch.uint16), lambda y: y.numpy().astype(np.uint32), lambda y: y.numpy().astype(np.uint64),
+], ids=["torch.uint16", "np.uint32", "np.uint64"])
+def test_unsigned_labels_count_as_int64_labels(as_given):
+    probs, labels = random_case(3)
+    a, b = estimate_corruption_from_probs(probs, labels), estimate_corruption_from_probs(probs, as_given(labels))
+    assert b.rate == a.rate and torch.equal(b.clean_posterior, a.clean_posterior)
+
+
+def test_numpy_min_samples_is_an_integer():
+    """``min_samples=np.int64(20)`` was refused with "`min_samples` must be an integer >= 2, got np.int64(20)"."""
+    probs, labels = random_case(4)
+    assert estimate_corruption_from_probs(probs, labels, min_samples=np.int64(20)).rate == \
+        estimate_corruption_from_probs(probs, labels, min_samples=20).rate
 
 
 def test_bad_method_and_min_samples():

@@ -93,7 +93,7 @@ from typing import Callable, Literal, TypeVar
 import torch
 from torch import Tensor
 
-from lit_robust._checks import check_has_values, check_number
+from lit_robust._checks import check_has_values, check_int, check_number, real_scalar
 
 __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_from_class_floor",
            "estimate_corruption_from_predictions", "estimate_corruption_from_probs", "estimate_from_labels",
@@ -103,6 +103,7 @@ _METHODS = ("gmm", "bmm")
 _FLOOR_SMALL_CLASS = 20  # classes of a smaller median size: the class floor reads low (warned)
 LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 _MIN_ASHMAN_D = 2.0
+_BMM_LOW, _BMM_HIGH = torch.finfo(torch.float64).tiny, 1.0 - 2.0 ** -53  # the open interval (0, 1) in float64
 # squared_errors=True, where rule (d) alone refuses a gmm fit: EM again from the top quarter and eighth of the scores
 # (module docstring), its fits held to a stricter separation because more fits are searched
 _RESTART_SHARES = (0.25, 0.125)
@@ -191,18 +192,28 @@ def as_tensor(name: str, x: object) -> Tensor:
     anything else refused naming the argument."""
     if isinstance(x, Tensor):
         check_has_values(name, x)
+        if x.layout != torch.strided:
+            # a sparse tensor (its absent entries are zeros) ended in torch's "Could not run 'aten::ne.Scalar' with
+            # arguments from the 'SparseCPU' backend", naming no argument: its dense values
+            return x.to_dense()
         return x
     if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
         import numpy as np
 
         array = np.asarray(x)
         if array.dtype.kind in "biuf":
+            if array.dtype.kind == "f" and array.dtype.type not in (np.float16, np.float32, np.float64):
+                # numpy's longdouble, which torch does not take ("can't convert np.ndarray of type
+                # numpy.longdouble"): the estimators compute in float64 anyway
+                array = array.astype(np.float64)
             if not array.flags.writeable or not array.dtype.isnative:
                 # a pandas Series under copy-on-write reads as a read-only array (torch warns of it), and torch
                 # refuses a non-native byte order: a native copy for both (the caller's array is never written)
                 array = array.astype(array.dtype.newbyteorder("="), copy=True)
-            return torch.from_numpy(np.ascontiguousarray(array))
-        raise ValueError(f"`{name}` must hold numbers, got an array of dtype {array.dtype}.")
+            # reshaped: `ascontiguousarray` makes a 0-d array (a NumPy scalar) 1-D, which read as one sample where a
+            # 0-d tensor is refused
+            return torch.from_numpy(np.ascontiguousarray(array).reshape(array.shape))
+        raise ValueError(f"`{name}` must hold real numbers, got an array of dtype {array.dtype}.")
     raise ValueError(f"`{name}` must be a torch.Tensor or a NumPy array, got {type(x).__name__}.")
 
 
@@ -249,12 +260,11 @@ def estimate_corruption(
     scores = as_tensor("scores", scores)
     if scores.ndim != 1:
         raise ValueError(f"`scores` must be a 1-D tensor with one score per sample, got shape {tuple(scores.shape)}.")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be an integer >= 1, got {max_iter!r}.")
+    # numpy integers too (`min_samples=np.int64(20)` was refused as "must be an integer")
+    max_iter = check_int("max_iter", max_iter, 1)
     # a finite one: tol=inf stopped EM after one iteration, "converged" (a bimodal set: rate 0.0 for 0.19)
     check_number("tol", tol, 0)
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
-        raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
+    min_samples = check_int("min_samples", min_samples, 2)
     if not isinstance(squared_errors, bool):
         raise ValueError(f"`squared_errors` must be True or False, got {squared_errors!r}.")
     if squared_errors and method != "gmm":
@@ -369,7 +379,10 @@ def bmm_transform(xs: Tensor) -> Tensor:
     scale-relative offset keeps the spike next to the clean mode (eps_hat 0.2 for 0-30 % zeros)."""
     z = xs - xs.min()
     delta = _offset(z)
-    return (z + delta) / (z.max() + 2.0 * delta)
+    # kept inside the open interval where ``delta`` is below the rounding of ``max z`` (one score 1e15 times the
+    # lower quartile's): the top score normalised to exactly 1, the Beta log-density was infinite, and the fit's
+    # means, variances and BIC were NaN, reported as "one component (BIC)"
+    return ((z + delta) / (z.max() + 2.0 * delta)).clamp(_BMM_LOW, _BMM_HIGH)
 
 
 def _quantile_init(x: Tensor) -> Tensor:
@@ -527,12 +540,16 @@ def estimate_corruption_from_probs(
                          f"shape {tuple(labels.shape)}.")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"`labels` must be integer class indices, got dtype {labels.dtype}.")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
-        raise ValueError(f"`min_samples` must be an integer >= 2, got {min_samples!r}.")
+    if probs.is_complex():
+        # torch's cast to float64 dropped the imaginary part with a warning of its own, and the count went on
+        raise ValueError(f"`probs` must be real, got dtype {probs.dtype}.")
+    min_samples = check_int("min_samples", min_samples, 2)
     n, k = probs.shape
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+    # unsigned labels (uint16/32/64) have no min/max in torch ("min_all" not implemented for 'UInt16'): as int64
+    lab = labels.to(torch.int64) if labels.dtype in (torch.uint16, torch.uint32, torch.uint64) else labels
+    if n and (int(lab.min()) < 0 or int(lab.max()) >= k):
         raise ValueError(f"`labels` must be in [0, {k - 1}] (one column of `probs` per class), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}].")
+                         f"[{int(lab.min())}, {int(lab.max())}].")
     p = probs.detach().to(device="cpu", dtype=torch.float64)
     finite = torch.isfinite(p).all(1)
     # a softmax in bfloat16 (8-bit mantissa) sums to 1 only within ~3e-3 (measured up to 2.7e-3): such probabilities
@@ -738,8 +755,8 @@ def estimate_corruption_from_class_floor(
         >>> round(estimate_corruption_from_predictions(scores, labels, predicted).rate, 3)  # adds class 6's error
         0.28
     """
-    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile <= 0.5:
-        raise ValueError(f"`quantile` must be a number in [0, 0.5], got {quantile!r}.")
+    # a NumPy float32 or a 0-d tensor too (`np.float32(0.1)` was refused as "must be a number")
+    quantile = check_number("quantile", real_scalar(quantile), 0, 0.5)
     scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
                                                                  ("predicted", predicted)))
     fit, done = _label_fit(scores, labels, predicted, method, min_samples, "class floor")
@@ -807,13 +824,23 @@ def label_clean_posterior(scores: Tensor, labels: Tensor, predicted: Tensor, rat
     Elementwise, so independent of the samples' order.
 
     Args:
-        scores: 1-D tensor; NaN/inf entries get 0.
+        scores: 1-D tensor (or NumPy array, as ``labels`` and ``predicted``); NaN/inf entries get 0.
         labels, predicted: ``[n]`` integer labels.
-        rate_finite: the estimated corrupted share of the finite-score samples, in ``[0, 1]``.
+        rate_finite: the estimated corrupted share of the finite-score samples, in ``[0, 1]`` (else refused).
 
     Returns:
         ``[n]`` float64 posteriors in ``[0, 1]``, in the input order.
     """
+    # checked as the estimators check theirs: NumPy arrays ended in "'numpy.ndarray' object has no attribute
+    # 'detach'", a length mismatch in torch's "The size of tensor a (199) must match ...", and a NaN or "0.1" rate
+    # was taken (NaN as 0) without a word
+    scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
+                                                                 ("predicted", predicted)))
+    if scores.ndim != 1 or scores.is_complex():
+        raise ValueError(f"`scores` must be a 1-D real tensor with one score per sample, got shape "
+                         f"{tuple(scores.shape)} and dtype {scores.dtype}.")
+    _check_labels(scores, labels, predicted)
+    rate_finite = check_number("rate_finite", real_scalar(rate_finite), 0, 1)
     finite = torch.isfinite(scores.detach().to(device="cpu", dtype=torch.float64))
     wrong = (labels.detach().cpu().long() != predicted.detach().cpu().long()) & finite
     m = int(finite.sum().item())
@@ -829,13 +856,18 @@ def _label_fit(scores: Tensor, labels: Tensor, predicted: Tensor, method: str, m
                ) -> tuple[CorruptionEstimate, bool]:
     """The label estimators' argument checks and score mixture: ``(fit, done)``, ``done`` (the fit, its reason
     prefixed by ``name``, is the answer) when there is nothing to count -- no sample, too few, or none finite."""
-    for arg, t in (("labels", labels), ("predicted", predicted)):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"`{arg}` must hold integer class indices, got dtype {t.dtype}.")
-    if isinstance(scores, Tensor) and (labels.shape != scores.shape or predicted.shape != scores.shape):
-        raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
-                         f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
+    _check_labels(scores, labels, predicted)
     fit = estimate_corruption(scores, method, min_samples=min_samples)
     if fit.n == 0 or fit.reason == "too few samples" or fit.nonfinite == fit.n:
         return replace(fit, reason=f"{name} ({fit.reason})"), True
     return fit, False
+
+
+def _check_labels(scores: Tensor, labels: Tensor, predicted: Tensor) -> None:
+    """``labels`` and ``predicted``: integer tensors of the shape of ``scores``, else a ``ValueError`` naming them."""
+    for arg, t in (("labels", labels), ("predicted", predicted)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"`{arg}` must hold integer class indices, got dtype {t.dtype}.")
+    if labels.shape != scores.shape or predicted.shape != scores.shape:
+        raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
+                         f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
