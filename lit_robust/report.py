@@ -712,10 +712,17 @@ def replaced_note(path: str | os.PathLike) -> str:
     """What to add to "report written to ``path``" when a file is there already (call before writing): a user's two
     fits with `logger=False` in one folder replaced the first fit's report without a word, while Lightning named the
     second checkpoint `-v1`."""
+    # an earlier fit's report in the other format stays beside this one: a user's csv fit then parquet fit in one
+    # `report_dir` left both, said nothing, and `load_report(folder)` then refused the pair without telling which
+    # one was this fit's
+    stem, suffix = os.path.splitext(os.fspath(path))
+    others = [os.path.basename(stem + s) for s in _SUFFIXES if s != suffix and os.path.exists(stem + s)]
+    stale = (f"; the {' and '.join(others)} beside it {'is' if len(others) == 1 else 'are'} from an earlier fit, "
+             "not this one" if others else "")
     if not os.path.exists(path):
-        return ""
+        return f" ({stale[2:]})" if stale else ""
     return (" (replacing the file there, from an earlier fit or an earlier part of this one: give each fit a "
-            "`report_dir` of its own to keep both)")
+            f"`report_dir` of its own to keep both{stale})")
 
 
 def _publish(tmp: str, path: str) -> None:
@@ -918,7 +925,8 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
         found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
         if len(found) != 1:  # several: the files exist, the choice is the user's (ValueError); none: not found
-            what = f"{len(found)}: {found}; pass one of them" if found else "none"
+            newest = max(found, key=lambda p: os.path.getmtime(os.path.join(path, p))) if found else None
+            what = f"{len(found)}: {found}; pass one of them (the newest: {newest!r})" if found else "none"
             error = ValueError if found else FileNotFoundError
             raise error(f"`path` is a folder; it must hold one per-sample report (`*_report.csv` or .parquet), got "
                         f"{what} in {os.fspath(path)!r}.")

@@ -1035,6 +1035,31 @@ def test_a_report_that_replaces_an_earlier_fits_file_says_so(tmp_path, owner, mo
     assert "replacing the file there" not in lines[0] and "replacing the file there" in lines[1]
 
 
+@pytest.mark.parametrize("owner", ["itlm", "prl"])
+def test_a_report_beside_an_earlier_fits_other_format_says_which_is_this_fits(tmp_path, owner, monkeypatch):
+    # a user's csv fit, then a parquet fit in one `report_dir`: the old .csv stayed beside the new .parquet without a
+    # word, and `load_report(folder)` refused the pair without saying which one the last fit wrote
+    pytest.importorskip("pyarrow")
+    said = []
+    module = "lit_robust.callbacks.itlm" if owner == "itlm" else "lit_robust.callbacks._report_file"
+    monkeypatch.setattr(f"{module}.rank_zero_info", said.append)
+    folder = tmp_path / "rep"
+    for fmt in ("csv", "parquet", "parquet"):
+        cb = (ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=True,
+                   report_dir=str(folder), report_format=fmt) if owner == "itlm"
+              else BatchFilter("prl", drop_ratio=0.2, report=True, report_dir=str(folder), report_format=fmt))
+        fit(tmp_path, [cb], 2)
+    stem = "itlm_report" if owner == "itlm" else "filter_prl_report"
+    lines = [t for t in said if "per-sample report written to" in t]
+    assert len(lines) == 3
+    assert "beside it" not in lines[0]
+    assert f"{stem}.parquet (the {stem}.csv beside it is from an earlier fit, not this one)" in lines[1]
+    assert "replacing the file there" in lines[2] and f"the {stem}.csv beside it is from an earlier fit" in lines[2]
+    os.utime(folder / f"{stem}.csv", (1, 1))  # the parquet is newer whatever the file system's clock resolution
+    with pytest.raises(ValueError, match=rf"got 2: .*; pass one of them \(the newest: '{stem}.parquet'\)"):
+        load_report(folder)
+
+
 def test_starved_classes_note_counts_every_scored_row_and_names_negative_integer_targets():
     """A regression newcomer's integer targets (`(y * 10).round().long()`): the note read "against 71% overall",
     the share of the non-negative ones, while the filter had kept 79.7 %, and spoke of classes only."""
