@@ -140,6 +140,24 @@ def test_suspicion_order_and_labels():
         assert labels_from_outputs(outputs, target) is None
 
 
+def test_rows_the_file_shows_tied_are_in_index_order_for_float64_means(tmp_path):
+    # Co-teaching's and RCA's score, (s1 + s2) / 2, is a float64 mean, ranked as such and written as float32: rows 1 and
+    # 3 below differ by 2**-30, which the file rounds away, and came out as index 3 before index 1 under "ties by index"
+    scores = torch.tensor([0.25, 1.0, 0.5, 1.0 + 2.0**-30, 2.0], dtype=torch.float64)
+    acc = EpochScores(5)
+    acc.start_epoch(0)
+    acc.add(torch.tensor([3, 1, 4, 0, 2]), scores[[3, 1, 4, 0, 2]], torch.zeros(5, dtype=torch.bool))
+    acc.flush(lambda t: t, lambda t: t)
+    report = load_report(write_report(acc.table(), tmp_path / "r.csv"), as_frame=False)
+    assert [(r["index"], r["score_last_epoch"]) for r in report] == [(4, 2.0), (1, 1.0), (3, 1.0), (2, 0.5),
+                                                                     (0, 0.25)]
+    # the same from build_report with a score of one's own (cleanlab's -log p in float64), and for any order given
+    table = build_report(torch.tensor([3, 1, 0]), torch.tensor([1.0 + 2.0**-30, 1.0, 1.0 - 2.0**-30],
+                                                               dtype=torch.float64),
+                         torch.ones(3, dtype=torch.bool), score_columns=["score"], estimator=None)
+    assert table["index"] == [0, 1, 3] and table["score"] == [1.0, 1.0, 1.0]
+
+
 def test_bad_table_input():
     with pytest.raises(ValueError, match=r"`scores` must be \[n, R\] with n = 3 samples and R = "):
         build_report(torch.arange(3), torch.zeros(3, 2), torch.ones(3).bool(), score_columns=["a"])
