@@ -39,7 +39,8 @@ default); :func:`load_report` reads it back. The columns, in this order:
 ==========================  ==========================================================================================
 
 Ranking, the project's one tie rule turned around: a NaN/inf score first (the selections drop those first), then
-finite scores descending, ties by ascending index; samples without a ranking score last, by index.
+finite scores descending, ties by ascending index; samples without a ranking score last, by index. The scores are
+ranked as the file holds them (float32), so rows it shows tied are in index order.
 
 CSV is written with the standard library, in UTF-8 (``pandas.read_csv`` opens it; :func:`load_report` reads the text
 columns as text, so a class "None" or an id "007" comes back as written, as from Parquet); Parquet needs ``pyarrow``.
@@ -391,7 +392,10 @@ def build_report(
     known = known.clone()
     known[:, -1] = scored
     ranking = scores[:, -1]
-    order = suspicion_order(ranking, index, scored)
+    # ranked by the values the file holds (the score columns are written as float32): a mean kept in float64
+    # (Co-teaching's and RCA's (s1 + s2) / 2) ranked two rows apart by a difference the file rounds away, so rows
+    # the file shows tied came out of index order (about one pair in a 6,000-row report)
+    order = suspicion_order(ranking.float() if ranking.is_floating_point() else ranking, index, scored)
 
     posterior = [None] * n
     if estimator is not None and bool(scored.any()):
@@ -712,10 +716,17 @@ def replaced_note(path: str | os.PathLike) -> str:
     """What to add to "report written to ``path``" when a file is there already (call before writing): a user's two
     fits with `logger=False` in one folder replaced the first fit's report without a word, while Lightning named the
     second checkpoint `-v1`."""
+    # an earlier fit's report in the other format stays beside this one: a user's csv fit then parquet fit in one
+    # `report_dir` left both, said nothing, and `load_report(folder)` then refused the pair without telling which
+    # one was this fit's
+    stem, suffix = os.path.splitext(os.fspath(path))
+    others = [os.path.basename(stem + s) for s in _SUFFIXES if s != suffix and os.path.exists(stem + s)]
+    stale = (f"; the {' and '.join(others)} beside it {'is' if len(others) == 1 else 'are'} from an earlier fit, "
+             "not this one" if others else "")
     if not os.path.exists(path):
-        return ""
+        return f" ({stale[2:]})" if stale else ""
     return (" (replacing the file there, from an earlier fit or an earlier part of this one: give each fit a "
-            "`report_dir` of its own to keep both)")
+            f"`report_dir` of its own to keep both{stale})")
 
 
 def _publish(tmp: str, path: str) -> None:
@@ -918,7 +929,8 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
         found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
         if len(found) != 1:  # several: the files exist, the choice is the user's (ValueError); none: not found
-            what = f"{len(found)}: {found}; pass one of them" if found else "none"
+            newest = max(found, key=lambda p: os.path.getmtime(os.path.join(path, p))) if found else None
+            what = f"{len(found)}: {found}; pass one of them (the newest: {newest!r})" if found else "none"
             error = ValueError if found else FileNotFoundError
             raise error(f"`path` is a folder; it must hold one per-sample report (`*_report.csv` or .parquet), got "
                         f"{what} in {os.fspath(path)!r}.")

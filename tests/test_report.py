@@ -140,6 +140,24 @@ def test_suspicion_order_and_labels():
         assert labels_from_outputs(outputs, target) is None
 
 
+def test_rows_the_file_shows_tied_are_in_index_order_for_float64_means(tmp_path):
+    # Co-teaching's and RCA's score, (s1 + s2) / 2, is a float64 mean, ranked as such and written as float32: rows 1 and
+    # 3 below differ by 2**-30, which the file rounds away, and came out as index 3 before index 1 under "ties by index"
+    scores = torch.tensor([0.25, 1.0, 0.5, 1.0 + 2.0**-30, 2.0], dtype=torch.float64)
+    acc = EpochScores(5)
+    acc.start_epoch(0)
+    acc.add(torch.tensor([3, 1, 4, 0, 2]), scores[[3, 1, 4, 0, 2]], torch.zeros(5, dtype=torch.bool))
+    acc.flush(lambda t: t, lambda t: t)
+    report = load_report(write_report(acc.table(), tmp_path / "r.csv"), as_frame=False)
+    assert [(r["index"], r["score_last_epoch"]) for r in report] == [(4, 2.0), (1, 1.0), (3, 1.0), (2, 0.5),
+                                                                     (0, 0.25)]
+    # the same from build_report with a score of one's own (cleanlab's -log p in float64), and for any order given
+    table = build_report(torch.tensor([3, 1, 0]), torch.tensor([1.0 + 2.0**-30, 1.0, 1.0 - 2.0**-30],
+                                                               dtype=torch.float64),
+                         torch.ones(3, dtype=torch.bool), score_columns=["score"], estimator=None)
+    assert table["index"] == [0, 1, 3] and table["score"] == [1.0, 1.0, 1.0]
+
+
 def test_bad_table_input():
     with pytest.raises(ValueError, match=r"`scores` must be \[n, R\] with n = 3 samples and R = "):
         build_report(torch.arange(3), torch.zeros(3, 2), torch.ones(3).bool(), score_columns=["a"])
@@ -1033,6 +1051,31 @@ def test_a_report_that_replaces_an_earlier_fits_file_says_so(tmp_path, owner, mo
     lines = [t for t in said if "per-sample report written to" in t]
     assert len(lines) == 2
     assert "replacing the file there" not in lines[0] and "replacing the file there" in lines[1]
+
+
+@pytest.mark.parametrize("owner", ["itlm", "prl"])
+def test_a_report_beside_an_earlier_fits_other_format_says_which_is_this_fits(tmp_path, owner, monkeypatch):
+    # a user's csv fit, then a parquet fit in one `report_dir`: the old .csv stayed beside the new .parquet without a
+    # word, and `load_report(folder)` refused the pair without saying which one the last fit wrote
+    pytest.importorskip("pyarrow")
+    said = []
+    module = "lit_robust.callbacks.itlm" if owner == "itlm" else "lit_robust.callbacks._report_file"
+    monkeypatch.setattr(f"{module}.rank_zero_info", said.append)
+    folder = tmp_path / "rep"
+    for fmt in ("csv", "parquet", "parquet"):
+        cb = (ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=True,
+                   report_dir=str(folder), report_format=fmt) if owner == "itlm"
+              else BatchFilter("prl", drop_ratio=0.2, report=True, report_dir=str(folder), report_format=fmt))
+        fit(tmp_path, [cb], 2)
+    stem = "itlm_report" if owner == "itlm" else "filter_prl_report"
+    lines = [t for t in said if "per-sample report written to" in t]
+    assert len(lines) == 3
+    assert "beside it" not in lines[0]
+    assert f"{stem}.parquet (the {stem}.csv beside it is from an earlier fit, not this one)" in lines[1]
+    assert "replacing the file there" in lines[2] and f"the {stem}.csv beside it is from an earlier fit" in lines[2]
+    os.utime(folder / f"{stem}.csv", (1, 1))  # the parquet is newer whatever the file system's clock resolution
+    with pytest.raises(ValueError, match=rf"got 2: .*; pass one of them \(the newest: '{stem}.parquet'\)"):
+        load_report(folder)
 
 
 def test_starved_classes_note_counts_every_scored_row_and_names_negative_integer_targets():
