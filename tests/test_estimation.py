@@ -19,6 +19,7 @@ from lit_robust.functional.estimation import (
     estimate_corruption,
     estimate_corruption_from_class_floor,
     estimate_corruption_from_predictions,
+    far_out,
     gmm_transform,
 )
 
@@ -507,3 +508,73 @@ def test_warnings_name_the_callers_line(n_threads):
     finally:
         torch.set_num_threads(threads)
     assert len(rec) == 2 and all(w.filename == __file__ for w in rec), [w.filename for w in rec]
+
+
+def _ref_far_out(scores: list[float]) -> int:
+    """Tukey's far-out fence in plain Python: log(s - min + delta), delta half the lower quartile of the positive
+    differences, quartiles by linear interpolation (torch.quantile's), count above q75 + 3 IQR; 0 for IQR 0."""
+    def quantile(v: list[float], q: float) -> float:
+        v = sorted(v)
+        pos = q * (len(v) - 1)
+        lo = math.floor(pos)
+        return v[lo] + (pos - lo) * (v[min(lo + 1, len(v) - 1)] - v[lo])
+
+    z = [s - min(scores) for s in scores]
+    delta = 0.5 * quantile([v for v in z if v > 0], 0.25)
+    t = [math.log(v + delta) for v in z]
+    q25, q75 = quantile(t, 0.25), quantile(t, 0.75)
+    return 0 if not q75 > q25 else sum(v > q75 + 3.0 * (q75 - q25) for v in t)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_far_out_matches_plain_python_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.cat([torch.rand(300, dtype=torch.float64, generator=g),
+                   10.0 ** (1 + 6 * torch.rand(seed + 1, dtype=torch.float64, generator=g))])
+    xs = torch.sort(s).values
+    assert far_out(xs) == _ref_far_out(xs.tolist()) == seed + 1
+
+
+def _far_case(big: float | None) -> torch.Tensor:
+    """1,000 scores, 20 % corrupted (clean U(0, 1), corrupted 3 + U(0, 1)); the first clean one replaced by ``big``."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.cat([torch.rand(800, dtype=torch.float64, generator=g),
+                   3.0 + torch.rand(200, dtype=torch.float64, generator=g)])
+    if big is not None:
+        s[0] = big
+    return s
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("big", [30.0, 1e6, 1e12])
+def test_one_far_out_score_is_counted_corrupted_and_leaves_the_estimate_as_it_was(method, big):
+    """One score far above the rest (a diverged loss) took a component of its own: the gmm read 0 at 1e6, the bmm
+    at 30. It is now left out of the fit and counted as corrupted."""
+    base = estimate_corruption(_far_case(None), method)
+    est = estimate_corruption(_far_case(big), method)
+    assert est.far_out == 1 and est.two_components, est.reason
+    assert est.clean_posterior[0] == 0.0
+    # the other 999 fitted as before, up to the one score that left the clean part
+    assert est.rate == pytest.approx(base.rate, abs=0.002)
+    assert est.rate == pytest.approx(1.0 - est.clean_posterior.mean().item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_far_out_scores_on_clean_data_count_each_and_nothing_else(method):
+    s = torch.cat([synthetic("exp", 0.0, 997, 1), torch.tensor([1e4, 1e7, 1e9], dtype=torch.float64)])
+    assert estimate_corruption(s[:997], method).rate == 0.0
+    est = estimate_corruption(s, method)
+    assert est.far_out == 3 and not est.two_components
+    assert est.rate == pytest.approx(3 / 1000, abs=1e-12)
+    assert torch.equal(est.clean_posterior[-3:], torch.zeros(3, dtype=torch.float64))
+
+
+def test_a_corrupted_mode_beyond_the_fence_is_fitted_not_left_out():
+    """20 % of the scores at 2-3 among clean ones below 0.1 all lie beyond the fence: above 1 % of the scores, they
+    are fitted (the rule leaves out a few extreme scores, never a mode)."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.cat([0.1 * torch.rand(800, dtype=torch.float64, generator=g),
+                   2.0 + torch.rand(200, dtype=torch.float64, generator=g)])
+    assert far_out(torch.sort(s).values) == 200
+    est = estimate_corruption(s)
+    assert est.far_out == 0 and est.rate == pytest.approx(0.2, abs=0.01)
