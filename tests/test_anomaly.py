@@ -743,31 +743,45 @@ _DETECTORS = {"RCA": lambda: RCA(3, hidden=8, latent=2, drop_ratio=0.1, dropout=
               "RobustRealNVP": lambda: RobustRealNVP(3, n_couplings=2, hidden=8, drop_ratio=0.1)}
 
 
+@pytest.mark.parametrize("loaders", [1, 2])
 @pytest.mark.parametrize("form", ["plain", "indexed"])
 @pytest.mark.parametrize("name", list(_DETECTORS))
-def test_every_detector_logs_val_auroc_over_the_validation_epoch(tmp_path, name, form, recwarn):
+def test_every_detector_logs_val_auroc_over_the_validation_epoch(tmp_path, name, form, loaders, recwarn):
     """The README said the anomaly detectors log `val_*` metrics; RCA and AutoEncoder had no `validation_step`
-    (Lightning: "Skipping val loop") and the flows logged `val_nll` only."""
+    (Lightning: "Skipping val loop") and the flows logged `val_nll` only. A list of two validation (or test) loaders
+    stopped every detector's fit with Lightning's "no `dataloader_idx` argument in `RealNVP.validation_step()`": each
+    loader now gets its own `/dataloader_idx_k` value, over that loader alone."""
     pl.seed_everything(0)
     x, flag = _blobs(256)
     train = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), corrupted=flag),
                        batch_size=64)
-    xv, flag_v = _blobs(150, seed=1)
-    # plain `(x, is_anomaly)` pairs, or the training form (placeholder target, the flag as `corrupted`)
-    val = (DataLoader(TensorDataset(xv, flag_v.long()), batch_size=40) if form == "plain" else
-           DataLoader(IndexedDataset(TensorDataset(xv, torch.zeros(len(xv), dtype=torch.long)), corrupted=flag_v),
-                      batch_size=40))
+
+    def evaluation(seed, n):
+        xv, flag_v = _blobs(n, seed=seed)
+        # plain `(x, is_anomaly)` pairs, or the training form (placeholder target, the flag as `corrupted`)
+        return flag_v, (DataLoader(TensorDataset(xv, flag_v.long()), batch_size=40) if form == "plain" else
+                        DataLoader(IndexedDataset(TensorDataset(xv, torch.zeros(len(xv), dtype=torch.long)),
+                                                  corrupted=flag_v), batch_size=40))
+
+    flags, vals = zip(*[evaluation(1 + k, 150 - 50 * k) for k in range(loaders)])
     model = _DETECTORS[name]()
     before = set(model.state_dict())
     trainer = tiny_trainer(tmp_path, 2)
-    trainer.fit(model, train, val)
+    trainer.fit(model, train, vals[0] if loaders == 1 else list(vals))
     assert not [w for w in recwarn if "validation_step" in str(w.message)]
-    logged = float(trainer.callback_metrics["val_auroc"])
-    # over the whole epoch (4 batches, the last one short), not the mean of per-batch values
-    assert logged == pytest.approx(roc_auc(model.score_dataset(val)[0], flag_v), abs=1e-6)
-    assert 0.9 < logged <= 1.0  # the anomalies sit 6 standard deviations away
+    names = ["val_auroc"] if loaders == 1 else [f"val_auroc/dataloader_idx_{k}" for k in range(loaders)]
+    for key, val, flag_v in zip(names, vals, flags):
+        logged = float(trainer.callback_metrics[key])
+        # over the whole epoch (4 batches, the last one short), not the mean of per-batch values
+        assert logged == pytest.approx(roc_auc(model.score_dataset(val)[0], flag_v), abs=1e-6)
+        assert 0.9 < logged <= 1.0  # the anomalies sit 6 standard deviations away
     if "RealNVP" in name:
-        assert "val_nll" in trainer.callback_metrics
+        assert ("val_nll" if loaders == 1 else "val_nll/dataloader_idx_1") in trainer.callback_metrics
+    if loaders == 2 and form == "plain":  # test loaders alike (test batches carry the flag as their target)
+        tested = trainer.test(model, list(vals), verbose=False)
+        for k, (val, flag_v) in enumerate(zip(vals, flags)):
+            want = roc_auc(model.score_dataset(val)[0], flag_v)
+            assert tested[k][f"test_auroc/dataloader_idx_{k}"] == pytest.approx(want, abs=1e-6)
     # the metric keeps no state in checkpoints: their keys are the same as before
     assert set(model.state_dict()) == before and not any("val_auroc" in k for k in before)
 

@@ -540,3 +540,36 @@ def test_load_from_checkpoint_warmup_override_survives_a_later_hparams_edit(tmp_
     loaded.hparams.warmup_epochs = 4
     fit(tmp_path / "again", loaded, max_epochs=2)
     assert loaded.warmup_epochs == 4 and [r.drop_ratio for r in loaded.history] == [0.0, 0.05]
+
+
+@pytest.mark.parametrize(("stop", "said_before", "said_after"), [
+    ("early_stopping", True, "after epoch 1 of 6"),  # checks at epochs 0, 1: no improvement by 10 at epoch 1
+    ("max_steps", False, "after epoch 0 of 6"),  # 6 steps an epoch: 4 stop inside epoch 0
+    (None, False, None),
+])
+def test_a_fit_stopped_inside_the_warm_up_is_warned_about_as_the_filter_does(tmp_path, stop, said_before, said_after):
+    """A Lightning user's `EarlyStopping(patience=0)` ended an "auto" Co-teaching fit after epoch 1 of its 3-epoch
+    warm-up: BatchFilter warned before training and at its end, CoTeaching said nothing (its report and estimate were
+    those of a filter that had not dropped yet)."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    co = CoTeaching(TinyModel(), drop_ratio="auto", warmup_epochs=3, report=True)
+    kw = {"callbacks": [EarlyStopping("val_loss", patience=0, min_delta=10.0)]} if stop == "early_stopping" else {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, co, max_epochs=6, data=BlobsData(n=96, batch_size=16, with_val=True),
+            max_steps=4 if stop == "max_steps" else -1, **kw)
+    said = [str(w.message) for w in caught if str(w.message).startswith("CoTeaching:")]
+    before = [m for m in said if "can stop the fit before the filter drops" in m]
+    after = [m for m in said if "inside the warm-up" in m]
+    assert before == ([
+        "CoTeaching: `EarlyStopping(monitor='val_loss', patience=0)` can stop the fit before the filter drops at full "
+        "strength: it ramps up over the first 3 epochs (3 validation checks), dropping nothing in epoch 0. On a "
+        "validation split with corrupted labels the loss often rises while the model still improves on the clean "
+        "samples. Give it a patience of at least 3, or monitor a validation accuracy."] if said_before else []), said
+    last = co.history[-1]
+    assert after == ([
+        f"CoTeaching: the fit ended {said_after}, inside the warm-up (full drop ratio from epoch 3 on): something "
+        "other than `max_epochs` stopped it (EarlyStopping, `max_steps`, `max_time`), so the filter never dropped its "
+        f"full share (epoch {last.epoch}: {last.drop_ratio:.3g})."] if said_after else []), said
+    assert len(co.history) == {"early_stopping": 2, "max_steps": 1, None: 6}[stop]

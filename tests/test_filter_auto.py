@@ -567,6 +567,35 @@ def test_rca_fit_shorter_than_its_warmup_is_warned_about(tmp_path, drop_ratio, w
         assert len(mine) == 1 and re.search(says, mine[0]), mine
 
 
+@pytest.mark.parametrize(("stop", "before", "after"), [
+    ("early_stopping", True, 1),  # checks at the ends of epochs 0, 1: no fall by 100 at epoch 1
+    ("max_steps", False, 1),  # 2 batches an epoch: 3 steps stop inside epoch 1
+    (None, False, None),
+])
+def test_an_rca_fit_stopped_inside_its_warm_up_is_warned_about(tmp_path, stop, before, after):
+    """A Lightning user's `EarlyStopping(patience=0)` ended an "auto" RCA fit after epoch 1 of its 3-epoch warm-up,
+    and `max_steps` one inside epoch 1, without a word (BatchFilter warned before training and at its end)."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    dm = TwoMoonsAnomalyDataModule(n_train=200, contamination=0.1, n_test=50, seed=1, batch_size=100)
+    rca = RCA(2, hidden=8, latent=1, drop_ratio="auto", warmup_epochs=3, test_passes=1, report=True)
+    kw = ({"callbacks": [EarlyStopping("train_loss", patience=0, min_delta=100.0)]} if stop == "early_stopping"
+          else {"max_steps": 3} if stop == "max_steps" else {})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 6, **kw).fit(rca, dm)
+    said = [str(w.message) for w in seen if str(w.message).startswith("RCA:")]
+    assert [m for m in said if "can stop the fit before the filter drops" in m] == ([
+        "RCA: `EarlyStopping(monitor='train_loss', patience=0)` can stop the fit before the filter drops at full "
+        "strength: it ramps up over the first 3 epochs (3 validation checks), dropping nothing in epoch 0. On a "
+        "validation split with corrupted labels the loss often rises while the model still improves on the clean "
+        "samples. Give it a patience of at least 3, or monitor a validation accuracy."] if before else []), said
+    assert [m for m in said if "inside the warm-up" in m] == ([
+        f"RCA: the fit ended after epoch {after} of 6, inside the warm-up (full drop ratio from epoch 3 on): something "
+        "other than `max_epochs` stopped it (EarlyStopping, `max_steps`, `max_time`), so the filter never dropped its "
+        f"full share (epoch {after}: {1 - rca.keep_ratio_at(after):.3g})."] if after is not None else []), said
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"drop_ratio": "Auto"}, r"`drop_ratio` must be a number in \[0, 0.5\), got 'Auto' \(or 'auto' to estimate"),

@@ -441,11 +441,23 @@ def test_a_round_cut_by_max_steps_is_not_blamed_on_validation(tmp_path):
     assert itlm.history[0].metrics_from_epoch == 0
 
 
-def test_a_fit_that_ends_before_the_last_round_says_so(tmp_path):
-    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False)
-    with pytest.warns(UserWarning, match=r"ITLM: the fit ended after 1 of 2 rounds \(at epoch 1 of 2\).*max_steps"):
-        fit(tmp_path, itlm, max_steps=3)  # 240 samples / 32 per batch: 8 steps per epoch, stopped in epoch 0
-    assert len(itlm.history) == 1
+@pytest.mark.parametrize(("round_epochs", "max_steps", "said"), [
+    # 240 samples / 32 per batch: 8 steps per epoch, stopped in epoch 0, round 0's last: counted, and said cut
+    ([1, 1], 3, r"after 1 of 2 rounds \(at epoch 1 of 2\), the last of them, round 0, cut short inside its last epoch "
+                r"\(0\) after 3 of 8 batches: something other than `max_epochs`"),
+    ([2, 1], 3, r"after 0 of 2 rounds \(at epoch 1 of 3\): something other than `max_epochs`"),  # round 0 not over
+    ([2, 1], 8, r"after 0 of 2 rounds \(at epoch 1 of 3\): something other than `max_epochs`"),  # a whole epoch
+])
+def test_a_fit_that_ends_before_the_last_round_says_so(tmp_path, round_epochs, max_steps, said):
+    """A Lightning user's `max_steps` stopped round 1 after 8 of its last epoch's 14 batches (no validation loader):
+    ITLM counted the round and said "the fit ended after 2 of 3 rounds", not that the round was cut."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=round_epochs, verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, max_steps=max_steps)
+    ended = [str(w.message) for w in record if "the fit ended after" in str(w.message)]
+    assert len(ended) == 1 and re.search(said, ended[0]) and "max_steps" in ended[0], ended
+    assert len(itlm.history) == (1 if round_epochs == [1, 1] else 0)
 
 
 def test_max_steps_that_ends_inside_a_round_is_warned_before_training(tmp_path):

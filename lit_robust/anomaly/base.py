@@ -8,7 +8,7 @@ import warnings
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities.data import dim_zero_cat  # its home since torchmetrics 1.0 (re-exported only later)
@@ -19,6 +19,7 @@ from lit_robust._modes import enter_eval, restore_modes
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_fits_data, datamodule_spec, misfit
+from lit_robust.models.supervised import loader_metric
 from lit_robust.selection.rules import keep_count, percent_hint
 
 __all__ = ["AnomalyDetector", "AnomalyAUROC", "anomaly_threshold", "roc_auc", "check_finite", "check_ratio",
@@ -199,6 +200,9 @@ class AnomalyDetector(pl.LightningModule):
         super().__init__()
         self.test_auroc = AnomalyAUROC()
         self.val_auroc = AnomalyAUROC()  # a list state: not in the state dict (as test_auroc)
+        # the metrics of evaluation loaders 1, 2, ... (`loader_metric`): one metric fed by two validation loaders would
+        # give both the AUROC over all of them
+        self.val_auroc_more, self.test_auroc_more = nn.ModuleList(), nn.ModuleList()
         self._told_val: set[str] = set()  # the notes on a validation epoch without a val_auroc, each said once
         self.threshold: float | None = None  # set by `fit_threshold`
         self.threshold_contamination: float | None = None
@@ -279,7 +283,7 @@ class AnomalyDetector(pl.LightningModule):
         check_finite("anomaly score", scores, batch_idx, b.index, stage)
         return scores, b
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._with_no_target(batch) is not batch:
             # a batch of inputs alone (a tensor, `TensorDataset(x)`): the batch-layout error said nothing of the labels
             # that ROC-AUC needs, nor of where unlabelled rows are scored
@@ -288,41 +292,54 @@ class AnomalyDetector(pl.LightningModule):
                              "give them as `(x, is_anomaly)` pairs, 1 = anomaly (`TensorDataset(x, is_anomaly)`), "
                              "or score unlabelled rows with `trainer.predict` or `model.score_dataset`.")
         scores, b = self._scores(batch, batch_idx, "test")
-        self.test_auroc.update(scores, b.target.long())
-        self.log("test_auroc", self.test_auroc, on_step=False, on_epoch=True)
+        metric, name = loader_metric(self, "test_auroc", "test_auroc_more", dataloader_idx, AnomalyAUROC)
+        metric.update(scores, b.target.long())
+        # several test loaders: Lightning adds `/dataloader_idx_k`, each from its own loader's metric
+        self.log("test_auroc", metric, metric_attribute=name, on_step=False, on_epoch=True)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """``val_auroc`` over each validation epoch (several validation loaders: ``val_auroc/dataloader_idx_k``, one
+        each; a Lightning user's list of two loaders got Lightning's "no `dataloader_idx` argument" error)."""
         scores, b = self._scores(batch, batch_idx, "validation")
-        self._update_val_auroc(scores, b)
+        self._update_val_auroc(scores, b, dataloader_idx)
 
-    def _update_val_auroc(self, scores: Tensor, b: Any) -> None:
-        """Accumulate ``val_auroc`` from a validation batch's scores, when the batch carries an is-anomaly flag: the
-        ``corrupted`` flag of an indexed batch (the training form of one's own data has a placeholder target), else
-        the target (a plain ``(x, is_anomaly)`` pair, the datamodules' splits)."""
+    def _update_val_auroc(self, scores: Tensor, b: Any, dataloader_idx: int = 0) -> None:
+        """Accumulate ``val_auroc`` (of validation loader ``dataloader_idx``) from a validation batch's scores, when the
+        batch carries an is-anomaly flag: the ``corrupted`` flag of an indexed batch (the training form of one's own data
+        has a placeholder target), else the target (a plain ``(x, is_anomaly)`` pair, the datamodules' splits)."""
         flag = b.corrupted if isinstance(b.corrupted, Tensor) else b.target
         if isinstance(flag, Tensor):
-            self.val_auroc.update(scores, flag.long())
+            loader_metric(self, "val_auroc", "val_auroc_more", dataloader_idx, AnomalyAUROC)[0].update(
+                scores, flag.long())
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val_auroc`` over the epoch (every rank's batches), or say once why there is none. Without it a
         newcomer's RCA and AutoEncoder were given a validation loader and Lightning skipped the loop ("no
         `validation_step`")."""
-        metric = self.val_auroc
+        metrics = [self.val_auroc, *self.val_auroc_more]
+        trainer = self._trainer
+        several = trainer is not None and len(getattr(trainer, "num_val_batches", None) or []) > 1
         try:
-            if not metric.update_called:
+            if not any(m.update_called for m in metrics):
                 self._say_no_val_auroc("labels", "the validation batches carry no is-anomaly flag (a tensor or "
                                        "`TensorDataset(x)`), so `val_auroc` is not logged: give them as `(x, "
                                        "is_anomaly)` pairs, 1 = anomaly")
                 return
-            try:
-                auc = float(metric.compute())  # a collective under DDP: every rank gets here
-            except ValueError as exc:  # one class only (no anomaly among the validation rows, or placeholders)
-                self._say_no_val_auroc("classes", f"`val_auroc` is not logged: {exc} The validation flags hold one "
-                                       "value only")
-                return
-            self.log("val_auroc", auc, on_step=False, on_epoch=True)  # identical on every rank
+            for k, metric in enumerate(metrics):
+                if not metric.update_called:
+                    continue
+                name = f"val_auroc/dataloader_idx_{k}" if several else "val_auroc"  # Lightning's names in a step
+                try:
+                    auc = float(metric.compute())  # a collective under DDP: every rank gets here
+                except ValueError as exc:  # one class only (no anomaly among the validation rows, or placeholders)
+                    self._say_no_val_auroc("classes", f"`{name}` is not logged: {exc} The validation flags hold one "
+                                           "value only")
+                    continue
+                # identical on every rank; the name says its loader already
+                self.log(name, auc, on_step=False, on_epoch=True, add_dataloader_idx=False)
         finally:
-            metric.reset()
+            for metric in metrics:
+                metric.reset()
 
     def _say_no_val_auroc(self, key: str, why: str) -> None:
         # the few batches of the sanity check may hold one class where the whole split does not
@@ -332,12 +349,16 @@ class AnomalyDetector(pl.LightningModule):
         rank_zero_info(f"{type(self).__name__}: {why}.")
 
     def on_test_epoch_end(self) -> None:
-        auc = float(self.test_auroc.compute())  # cached: the logged value
-        if auc < 0.5:
-            # an anomaly newcomer's flipped test flags read 0.057, and nothing was said
-            rank_zero_warn(f"{type(self).__name__}: test ROC-AUC {auc:.3f} is below 0.5: the test samples flagged 1 "
-                           "score as less anomalous than those flagged 0. Is the flag inverted (1 must mean anomaly), "
-                           "or are these anomalies ones the model finds normal?")
+        for k, metric in enumerate([self.test_auroc, *self.test_auroc_more]):
+            if not metric.update_called:
+                continue
+            auc = float(metric.compute())  # cached: the logged value
+            if auc < 0.5:
+                # an anomaly newcomer's flipped test flags read 0.057, and nothing was said
+                which = f" (test loader {k})" if self.test_auroc_more else ""
+                rank_zero_warn(f"{type(self).__name__}: test ROC-AUC {auc:.3f}{which} is below 0.5: the test samples "
+                               "flagged 1 score as less anomalous than those flagged 0. Is the flag inverted (1 must "
+                               "mean anomaly), or are these anomalies ones the model finds normal?")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self._scores(batch, batch_idx, "predict")[0]

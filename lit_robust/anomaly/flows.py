@@ -308,14 +308,15 @@ class RealNVP(RobustMixin, AnomalyDetector):
         self.log("train_nll", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """``val_nll``, the mean :math:`-\\log\\hat p` of the validation samples, and ``val_auroc`` where the
-        batches carry the is-anomaly flag (:class:`~lit_robust.anomaly.base.AnomalyDetector`)."""
+        batches carry the is-anomaly flag (:class:`~lit_robust.anomaly.base.AnomalyDetector`); several validation
+        loaders: one of each per loader (``/dataloader_idx_k``)."""
         b = unpack_eval_batch(self._with_no_target(batch))
         losses = -self.log_prob(b.input)
         check_finite("log-density", losses, batch_idx, b.index, "validation")
         self.log("val_nll", losses.mean(), sync_dist=True)
-        self._update_val_auroc(losses, b)
+        self._update_val_auroc(losses, b, dataloader_idx)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -23,7 +23,12 @@ from lit_robust._lightning import mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import check_resume_arguments_in_fit, random_state, restore_random_state_in_fit
-from lit_robust.callbacks.batch_filter import planned_epochs, warmup_outlasts_fit
+from lit_robust.callbacks.batch_filter import (
+    planned_epochs,
+    warmup_outlasts_fit,
+    warn_early_stopping_in_warmup,
+    warn_ended_in_warmup,
+)
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec
 from lit_robust.mixin import RobustMixin
@@ -294,6 +299,8 @@ class RCA(ModuleReport, AnomalyDetector):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage == "fit":
+            self._last_epoch_ended: int | None = None
         short = None if stage != "fit" or self._trainer is None else warmup_outlasts_fit(
             self.drop_ratio, self.hparams.warmup_epochs, planned_epochs(self._trainer))
         if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
@@ -375,10 +382,24 @@ class RCA(ModuleReport, AnomalyDetector):
                                                                                   device=dropped.device)])
         self._drop_counts = counts if self._drop_counts is None else self._drop_counts + counts
 
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # as BatchFilter and CoTeaching: an EarlyStopping that may stop inside the warm-up is said before training
+        warn_early_stopping_in_warmup("RCA", self.trainer, self._warmup, self._auto is not None, self.drop_ratio)
+
+    def on_train_end(self) -> None:
+        self._close_skipped_epoch()  # (its epoch is the last ended before it is read)
+        last = self.__dict__.get("_last_epoch_ended")
+        # a Lightning user's EarlyStopping ended an "auto" RCA fit after epoch 1 of its 3-epoch warm-up, silently
+        warn_ended_in_warmup("RCA", self.trainer, None if last is None else (last, 1.0 - self.keep_ratio_at(last)),
+                             self._warmup, self._auto is not None)
+        super().on_train_end()  # the report
+
     def on_train_epoch_end(self) -> None:
         self._epoch_end(self.current_epoch)
 
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
+        self._last_epoch_ended = epoch  # this fit's (reset at each fit's setup)
         self._report.end_epoch(epoch)  # a collective, before an epoch-end checkpoint
         counts = self._drop_counts if self._drop_counts is not None else torch.zeros(3, dtype=torch.int64,
                                                                                      device=self.device)

@@ -143,6 +143,51 @@ def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int | None, max_
             f"{reached}. {advice}.")
 
 
+def warn_early_stopping_in_warmup(owner: str, trainer: Any, warmup: int, auto: bool,
+                                  drop_ratio: float | str) -> None:
+    """Warn before training (at train start, epoch 0) when one of the Trainer's ``EarlyStopping`` callbacks may end the
+    fit inside the warm-up of a per-batch filter (``BatchFilter``, ``CoTeaching``), before it drops at full strength:
+    a tuner user's ``EarlyStopping(monitor="val_loss", patience=2)`` on a noisy validation split stopped the fit after
+    epoch 2 of 8, and was told only then. ``warmup`` is the warm-up in use; ``auto``: ``drop_ratio="auto"``."""
+    ramp = max(warmup, 1 if auto else 0)  # "auto": epoch 0 drops nothing
+    if trainer.current_epoch > 0 or ramp < 1 or (not auto and drop_ratio == 0):
+        return
+    if (trainer.min_epochs or 0) >= ramp:  # Lightning does not stop before `min_epochs` (a reviewer's 4 of 3)
+        return
+    for cb in trainer.early_stopping_callbacks:
+        checks = early_stopping_checks(trainer, cb, ramp)
+        if getattr(cb, "patience", 0) < checks:
+            rank_zero_warn(
+                f"{owner}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, patience="
+                f"{getattr(cb, 'patience', None)})` can stop the fit before the filter drops at full strength: it "
+                f"ramps up over the first {ramp} epoch{'' if ramp == 1 else 's'} ({checks} validation "
+                f"check{'' if checks == 1 else 's'}), dropping nothing in epoch 0. On a validation split with "
+                "corrupted labels the loss often rises while the model still improves on the clean samples. Give "
+                f"it a patience of at least {checks}, or monitor a validation accuracy.")
+            break
+
+
+def warn_ended_in_warmup(owner: str, trainer: Any, last: tuple[int, float] | None, warmup: int, auto: bool,
+                         start: int = 0) -> None:
+    """At train end: warn when something other than ``max_epochs`` (EarlyStopping, ``max_steps``, ``max_time``) ended
+    a per-batch filter's fit inside its warm-up, so it never dropped its full share (a newcomer's EarlyStopping ended a
+    PRL fit at epoch 5 of a 5-epoch warm-up, silently). ``last``: the last epoch recorded and its drop ratio;
+    ``start``: the epoch the warm-up counts from."""
+    # "auto" drops its estimate from epoch max(warmup_epochs, 1): warm-ups of 0 and 1 are one schedule (a reviewer's
+    # warmup_epochs=0 fit stopped in epoch 0 by `max_steps` was not warned; 1 was)
+    ramp = max(warmup, 1) if auto else warmup
+    if last is None or ramp <= 0 or trainer.interrupted:
+        return
+    epoch, drop_ratio = last
+    ends = start + ramp  # the first epoch at the full drop ratio
+    unlimited = trainer.max_epochs in (None, -1)  # `max_steps` alone (a release check's fit was not warned)
+    if (unlimited or epoch + 1 < trainer.max_epochs) and epoch < ends:
+        of = "" if unlimited else f" of {trainer.max_epochs}"
+        rank_zero_warn(f"{owner}: the fit ended after epoch {epoch}{of}, inside the warm-up (full drop ratio from "
+                       f"epoch {ends} on): something other than `max_epochs` stopped it (EarlyStopping, `max_steps`, "
+                       f"`max_time`), so the filter never dropped its full share (epoch {epoch}: {drop_ratio:.3g}).")
+
+
 def select_and_count(scores: Tensor, index: Tensor, drop_ratio: float,
                      scope: Literal["local", "global"] = "local",
                      on_too_small: Callable[[int, float], None] | None = None) -> tuple[Tensor, Tensor | None]:
@@ -632,26 +677,9 @@ class BatchFilter(Callback):
             self._auto.read_data(trainer, scores_are_losses=self.rule == "spl")
 
     def _check_early_stopping(self, trainer: pl.Trainer) -> None:
-        """Warn before training when an ``EarlyStopping`` may end the fit inside the warm-up, before the filter drops
-        at full strength (ITLM warns of its rounds alike): a tuner user's ``EarlyStopping(monitor="val_loss",
-        patience=2)`` on a noisy validation split stopped the fit after epoch 2 of 8, and was told only then."""
-
-        ramp = max(self._warmup, 1 if self._auto is not None else 0)  # "auto": epoch 0 drops nothing
-        if trainer.current_epoch > 0 or ramp < 1 or (self._auto is None and self.drop_ratio == 0):
-            return
-        if (trainer.min_epochs or 0) >= ramp:  # Lightning does not stop before `min_epochs` (a reviewer's 4 of 3)
-            return
-        for cb in trainer.early_stopping_callbacks:
-            checks = early_stopping_checks(trainer, cb, ramp)
-            if getattr(cb, "patience", 0) < checks:
-                rank_zero_warn(
-                    f"{self.owner}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, patience="
-                    f"{getattr(cb, 'patience', None)})` can stop the fit before the filter drops at full strength: it "
-                    f"ramps up over the first {ramp} epoch{'' if ramp == 1 else 's'} ({checks} validation "
-                    f"check{'' if checks == 1 else 's'}), dropping nothing in epoch 0. On a validation split with "
-                    "corrupted labels the loss often rises while the model still improves on the clean samples. Give "
-                    f"it a patience of at least {checks}, or monitor a validation accuracy.")
-                break
+        """Warn before training when an ``EarlyStopping`` may end the fit inside the warm-up (ITLM warns of its rounds
+        alike; :func:`warn_early_stopping_in_warmup`)."""
+        warn_early_stopping_in_warmup(self.owner, trainer, self._warmup, self._auto is not None, self.drop_ratio)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:
@@ -739,20 +767,9 @@ class BatchFilter(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close_skipped_epoch(trainer, pl_module)
-        last = self.history[-1].epoch if self.history else None
-        # "auto" drops its estimate from epoch max(warmup_epochs, 1): warm-ups of 0 and 1 are one schedule (a
-        # reviewer's warmup_epochs=0 fit stopped in epoch 0 by `max_steps` was not warned; 1 was)
-        ramp = max(self._warmup, 1) if self._auto is not None else self._warmup
-        ends = self._schedule_start + ramp  # the first epoch at the full drop ratio
-        unlimited = trainer.max_epochs in (None, -1)  # `max_steps` alone (a release check's fit was not warned)
-        if (last is not None and (unlimited or last + 1 < trainer.max_epochs) and last < ends
-                and not trainer.interrupted and ramp > 0):
-            # a newcomer's EarlyStopping ended a PRL fit at epoch 5 of a 5-epoch warm-up, silently
-            of = "" if unlimited else f" of {trainer.max_epochs}"
-            rank_zero_warn(f"{self.owner}: the fit ended after epoch {last}{of}, inside the "
-                           f"warm-up (full drop ratio from epoch {ends} on): something other than `max_epochs` stopped "
-                           "it (EarlyStopping, `max_steps`, `max_time`), so the filter never dropped its full share "
-                           f"(epoch {last}: {self.history[-1].drop_ratio:.3g}).")
+        last = self.history[-1] if self.history else None
+        warn_ended_in_warmup(self.owner, trainer, None if last is None else (last.epoch, last.drop_ratio),
+                             self._warmup, self._auto is not None, start=self._schedule_start)
         # the posterior of the filter's estimator (its "auto" estimate's), so that it agrees with that estimate
         path = self._report.write(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:

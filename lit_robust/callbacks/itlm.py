@@ -1440,9 +1440,9 @@ class ITLM(Callback):
             # e.g. `EarlyStopping` or `max_steps`/`max_time`: the model is one of an unfinished round
             rank_zero_warn(
                 f"ITLM: the fit ended after {len(self.history)} of {self.num_rounds} rounds (at epoch "
-                f"{trainer.current_epoch} of {sum(self.round_epochs)}): something other than `max_epochs` stopped it "
-                "(EarlyStopping, `max_steps`, `max_time`, `trainer.should_stop`), so the model is not the last "
-                "round's."
+                f"{trainer.current_epoch} of {sum(self.round_epochs)}){self._cut_round_note()}: something other than "
+                "`max_epochs` stopped it (EarlyStopping, `max_steps`, `max_time`, `trainer.should_stop`), so the model "
+                "is not the last round's."
             )
         elif not trainer.interrupted:
             self._warn_cut_last_epoch()
@@ -1452,6 +1452,20 @@ class ITLM(Callback):
             _print_round_table(trainer, self.history, self.monitor, self._title)
         if self.plot and self.score_history:
             self._save_plot(trainer)
+
+    def _cut_round_note(self) -> str:
+        """``", the last of them cut short ..."`` when a stop cut the last counted round inside its last epoch (a round
+        closes at that epoch's end like a whole one: a Lightning user's ``max_steps`` stopped round 1 after 8 of its
+        last epoch's 14 batches, and was told of "2 of 3 rounds" only), else ``""`` (also where it was said already,
+        with the round's stale metrics)."""
+        short = self._short_epoch
+        if short is None or not self.history or f"cut short {short[0]}" in self._said:
+            return ""
+        rnd = self.history[-1].round
+        if short[0] != sum(self.round_epochs[: rnd + 1]) - 1:
+            return ""
+        return (f", the last of them, round {rnd}, cut short inside its last epoch ({short[0]}) after {short[1]} of "
+                f"{short[2]} batches")
 
     def _warn_cut_last_epoch(self) -> None:
         """After every round: warn when a stop cut the fit's last epoch short. The last round closes at that epoch's

@@ -30,6 +30,8 @@ from lit_robust.callbacks.batch_filter import (
     select_and_count,
     small_batch_message,
     warmup_outlasts_fit,
+    warn_early_stopping_in_warmup,
+    warn_ended_in_warmup,
 )
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.data.spec import check_fits_data
@@ -424,6 +426,17 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def on_train_start(self) -> None:
         super().on_train_start()  # the report's start
         check_collate(self.trainer.train_dataloader, "CoTeaching")  # before the first batch, which it builds
+        # as BatchFilter: an EarlyStopping that may stop inside the warm-up is said before training (a Lightning
+        # user's `EarlyStopping(patience=0)` ended an "auto" fit after epoch 1 of a 3-epoch warm-up, silently)
+        warn_early_stopping_in_warmup("CoTeaching", self.trainer, self._warmup, self._auto is not None,
+                                      self.drop_ratio)
+
+    def on_train_end(self) -> None:
+        self._close_skipped_epoch()  # (its epoch goes into `history` before the last epoch is read)
+        last = self.history[-1] if self.history else None
+        warn_ended_in_warmup("CoTeaching", self.trainer, None if last is None else (last.epoch, last.drop_ratio),
+                             self._warmup, self._auto is not None)
+        super().on_train_end()  # the report
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
