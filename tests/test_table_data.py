@@ -965,3 +965,24 @@ def test_cells_pandas_reads_as_missing_are_named_with_how_to_keep_them(tmp_path,
         kept = TableDataModule(frame=frame, target="label", test_size=10)
         kept.setup()
     assert kept.classes == ["ASIA", "EU", "NA"]  # the way the message gives keeps the class
+
+
+def test_labels_that_differ_only_in_case_or_spaces_are_warned_about(tmp_path):
+    """A lab export's "Benign" and "malignant " beside "benign" and "malignant" became four classes without a word."""
+    df = table(20)[["a", "b"]]
+    df["diagnosis"] = ["benign", "malignant"] * 10
+    df.loc[[3, 8], "diagnosis"] = ["Benign", "malignant "]
+    path = tmp_path / "export.csv"
+    df.to_csv(path, index=False)
+    dm = TableDataModule(str(path), target="diagnosis")
+    with pytest.warns(UserWarning, match=r"`target` 'diagnosis' holds labels that differ only in case or surrounding "
+                                         r"spaces \('Benign' / 'benign'; 'malignant' / 'malignant '\): each is a class "
+                                         r"of its own \(4 classes\)"):
+        dm.setup()
+    assert dm.classes == ["Benign", "benign", "malignant", "malignant "]  # warned, not changed
+
+
+def test_distinct_labels_are_not_warned_about(recwarn):
+    df = table(20)[["a", "b", "kind"]]
+    TableDataModule(frame=df, target="kind").setup()
+    assert not [w for w in recwarn if "differ only in case" in str(w.message)]

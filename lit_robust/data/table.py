@@ -288,6 +288,23 @@ def _check_frame(source: Any, argument: str) -> None:
         raise ValueError(f"`{argument}` must be a pandas DataFrame, got a {type(source).__name__}.")
 
 
+def _warn_near_twin_labels(classes: list[Any], name: str) -> None:
+    """Warn when text labels differ only in case or surrounding spaces: an export's "malignant " and "Benign" beside
+    "malignant" and "benign" made four classes out of two without a word, and ITLM counted the rows of the two
+    stray spellings among the suspicious ones (their class had a handful of rows)."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        if isinstance(c, str):
+            groups.setdefault(c.strip().casefold(), []).append(c)
+    twins = [g for g in groups.values() if len(g) > 1]
+    if twins:
+        shown = "; ".join(" / ".join(repr(v) for v in g) for g in twins[:4])
+        rank_zero_warn(f"TableDataModule: `target` {name!r} holds labels that differ only in case or surrounding "
+                       f"spaces ({shown}): each is a class of its own ({len(classes)} classes). If they mean the same "
+                       f"class, clean the column first, e.g. `frame[{name!r}] = frame[{name!r}].str.strip()"
+                       ".str.lower()`, and pass the DataFrame as `frame`.")
+
+
 class TableDataModule(SplitLoaders, pl.LightningDataModule):
     """Your own table as training / validation / test splits: one row per sample, chosen columns as the inputs.
 
@@ -623,6 +640,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                                  f"type: {', '.join(f'{v!r} ({type(v).__name__})' for v in twins[:4])}: make them one "
                                  f"type, e.g. `frame[{self.target_names[0]!r}] = frame[{self.target_names[0]!r}]"
                                  ".astype(str)`.")
+            _warn_near_twin_labels(self.classes, self.target_names[0])
             if len(self.classes) < 2:
                 raise ValueError(f"`target` {self.target_names[0]!r} holds one class only ({self.classes}): a "
                                  "classifier needs at least two.")
