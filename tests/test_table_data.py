@@ -986,3 +986,21 @@ def test_distinct_labels_are_not_warned_about(recwarn):
     df = table(20)[["a", "b", "kind"]]
     TableDataModule(frame=df, target="kind").setup()
     assert not [w for w in recwarn if "differ only in case" in str(w.message)]
+
+
+def test_regression_targets_a_million_times_off_are_warned_about(recwarn):
+    """A lab export's sentinel 999999 and a value typed a million times too large went into training without a word:
+    squared, their errors outweighed the whole table's, ITLM judged every round collapsed ("check the learning rate")
+    and trimmed nothing. A sentinel of -999 among values of about 100 ± 20 is left to ITLM (it ranks such rows first)."""
+    df = table(60)
+    df.loc[[4, 9], "price"] = [999999.0, 100.0e6]
+    df.loc[11, "price"] = -999.0
+    with pytest.warns(UserWarning, match=r"^TableDataModule: `target` 'price' holds 2 value\(s\) more than 1000 robust "
+                                         r"standard deviations \([0-9.]+\) from its median \([0-9.]+\): 100000000 "
+                                         r"\(row 9\), 999999 \(row 4\)\. A sentinel .* Empty those cells and pass "
+                                         r"`missing='drop'`"):
+        TableDataModule(frame=df, target="price", task="regression", features=["a", "b"]).setup()
+    df.loc[[4, 9], "price"] = 100.0
+    recwarn.clear()
+    TableDataModule(frame=df, target="price", task="regression", features=["a", "b"]).setup()
+    assert not [w for w in recwarn if "robust standard deviations" in str(w.message)]
