@@ -904,6 +904,23 @@ def test_an_integer_label_column_with_a_gap_keeps_integer_class_names(tmp_path):
     assert dm.describe_report({"index": [0, 1], "given_label": [0, 1]})["given_class"] == ["0", "1"]
 
 
+@pytest.mark.parametrize("written", ["all", "one"])
+def test_integer_labels_written_as_floats_keep_integer_class_names(tmp_path, written):
+    """A lab export wrote its cultivar codes 1, 2, 5 as "1.0", "2.0", "5.0" (all of them, or one cell among
+    integers): the classes were 1.0, 2.0, 5.0, named "5.0" in the report, where the table meant 5."""
+    df = table(30)[["a", "b"]]
+    df["cultivar"] = [1, 2, 5] * 10
+    path = tmp_path / "export.csv"
+    df.to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    for i in range(1, len(lines)) if written == "all" else [3]:
+        lines[i] += ".0"
+    path.write_text("\n".join(lines) + "\n")
+    dm = TableDataModule(path=str(path), target="cultivar", test_size=0)
+    dm.setup()
+    assert dm.classes == [1, 2, 5] and [type(c) for c in dm.classes] == [int, int, int]
+    assert dm.describe_report({"index": [0, 2], "given_label": [0, 2]})["given_class"] == ["1", "5"]
+
 
 def test_a_csv_that_is_not_utf8_is_named_with_the_fix_not_a_decode_traceback(tmp_path):
     """A spreadsheet's Latin-1 export (`größe`) ended in pandas' `UnicodeDecodeError: 'utf-8' codec can't decode byte

@@ -652,9 +652,10 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 raise ValueError(f"`target` {self.target_names[0]!r} holds non-integer numbers (e.g. {example!r}): "
                                  "for a numeric target to predict pass task='regression'.")
             labels = column.iloc[rows]
-            if np.issubdtype(values.dtype, np.floating) and bool(column.isna().any()):
-                # whole numbers made float by their missing cells, left out with `missing="drop"`: pandas reads an
-                # integer column with a gap as float64, and the classes were named "0.0", "1.0"
+            if np.issubdtype(values.dtype, np.floating) and bool((labels.abs() < 2.0 ** 53).all()):
+                # whole numbers read as float64, named "0.0", "1.0" in every output: made float by missing cells
+                # (left out with `missing="drop"`), or written "1.0" by the export (a lab system's whole label column,
+                # or one cell of it); the check above refused any that are not whole
                 labels = labels.astype(np.int64)
             self.classes = sorted(set(labels.tolist()), key=lambda v: (str(type(v)), v))
             alike = Counter(str(v) for v in self.classes)
