@@ -904,6 +904,23 @@ def test_an_integer_label_column_with_a_gap_keeps_integer_class_names(tmp_path):
     assert dm.describe_report({"index": [0, 1], "given_label": [0, 1]})["given_class"] == ["0", "1"]
 
 
+@pytest.mark.parametrize("written", ["all", "one"])
+def test_integer_labels_written_as_floats_keep_integer_class_names(tmp_path, written):
+    """A lab export wrote its cultivar codes 1, 2, 5 as "1.0", "2.0", "5.0" (all of them, or one cell among
+    integers): the classes were 1.0, 2.0, 5.0, named "5.0" in the report, where the table meant 5."""
+    df = table(30)[["a", "b"]]
+    df["cultivar"] = [1, 2, 5] * 10
+    path = tmp_path / "export.csv"
+    df.to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    for i in range(1, len(lines)) if written == "all" else [3]:
+        lines[i] += ".0"
+    path.write_text("\n".join(lines) + "\n")
+    dm = TableDataModule(path=str(path), target="cultivar", test_size=0)
+    dm.setup()
+    assert dm.classes == [1, 2, 5] and [type(c) for c in dm.classes] == [int, int, int]
+    assert dm.describe_report({"index": [0, 2], "given_label": [0, 2]})["given_class"] == ["1", "5"]
+
 
 def test_a_csv_that_is_not_utf8_is_named_with_the_fix_not_a_decode_traceback(tmp_path):
     """A spreadsheet's Latin-1 export (`größe`) ended in pandas' `UnicodeDecodeError: 'utf-8' codec can't decode byte
@@ -965,3 +982,42 @@ def test_cells_pandas_reads_as_missing_are_named_with_how_to_keep_them(tmp_path,
         kept = TableDataModule(frame=frame, target="label", test_size=10)
         kept.setup()
     assert kept.classes == ["ASIA", "EU", "NA"]  # the way the message gives keeps the class
+
+
+def test_labels_that_differ_only_in_case_or_spaces_are_warned_about(tmp_path):
+    """A lab export's "Benign" and "malignant " beside "benign" and "malignant" became four classes without a word."""
+    df = table(20)[["a", "b"]]
+    df["diagnosis"] = ["benign", "malignant"] * 10
+    df.loc[[3, 8], "diagnosis"] = ["Benign", "malignant "]
+    path = tmp_path / "export.csv"
+    df.to_csv(path, index=False)
+    dm = TableDataModule(str(path), target="diagnosis")
+    with pytest.warns(UserWarning, match=r"`target` 'diagnosis' holds labels that differ only in case or surrounding "
+                                         r"spaces \('Benign' / 'benign'; 'malignant' / 'malignant '\): each is a class "
+                                         r"of its own \(4 classes\)"):
+        dm.setup()
+    assert dm.classes == ["Benign", "benign", "malignant", "malignant "]  # warned, not changed
+
+
+def test_distinct_labels_are_not_warned_about(recwarn):
+    df = table(20)[["a", "b", "kind"]]
+    TableDataModule(frame=df, target="kind").setup()
+    assert not [w for w in recwarn if "differ only in case" in str(w.message)]
+
+
+def test_regression_targets_a_million_times_off_are_warned_about(recwarn):
+    """A lab export's sentinel 999999 and a value typed a million times too large went into training without a word:
+    squared, their errors outweighed the whole table's, ITLM judged every round collapsed ("check the learning rate")
+    and trimmed nothing. A sentinel of -999 among values of about 100 ± 20 is left to ITLM (it ranks such rows first)."""
+    df = table(60)
+    df.loc[[4, 9], "price"] = [999999.0, 100.0e6]
+    df.loc[11, "price"] = -999.0
+    with pytest.warns(UserWarning, match=r"^TableDataModule: `target` 'price' holds 2 value\(s\) more than 1000 robust "
+                                         r"standard deviations \([0-9.]+\) from its median \([0-9.]+\): 100000000 "
+                                         r"\(row 9\), 999999 \(row 4\)\. A sentinel .* Empty those cells and pass "
+                                         r"`missing='drop'`"):
+        TableDataModule(frame=df, target="price", task="regression", features=["a", "b"]).setup()
+    df.loc[[4, 9], "price"] = 100.0
+    recwarn.clear()
+    TableDataModule(frame=df, target="price", task="regression", features=["a", "b"]).setup()
+    assert not [w for w in recwarn if "robust standard deviations" in str(w.message)]

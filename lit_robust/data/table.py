@@ -288,6 +288,48 @@ def _check_frame(source: Any, argument: str) -> None:
         raise ValueError(f"`{argument}` must be a pandas DataFrame, got a {type(source).__name__}.")
 
 
+_FAR_OUT_TARGET = 1000.0  # robust standard deviations from the median: a squared error a million times a typical one
+
+
+def _warn_far_out_targets(raw: Tensor, rows: Tensor, names: list[str], shown: int = 4) -> None:
+    """Warn about regression targets more than 1000 robust standard deviations (1.4826 × MAD) from their column's
+    median, over the usable ``rows``: a lab export's sentinel 999999 and a value typed a million times too large
+    outweighed, squared, the whole table's errors, so the mean training loss barely moved and ITLM judged every round
+    collapsed ("check the learning rate") and trimmed nothing, without a word on those rows."""
+    values = raw[rows]
+    centre, scale = robust_scale(values, "robust")
+    for j, name in enumerate(names):
+        far = ((values[:, j] - centre[j]).abs() > _FAR_OUT_TARGET * scale[j]).nonzero().flatten()
+        if len(far) == 0:
+            continue
+        order = far[(values[far, j] - centre[j]).abs().argsort(descending=True, stable=True)]
+        cells = ", ".join(f"{float(values[i, j]):.10g} (row {int(rows[i])})" for i in order[:shown])
+        more = f" and {len(far) - shown} more" if len(far) > shown else ""
+        rank_zero_warn(f"TableDataModule: `target` {name!r} holds {len(far)} value(s) more than "
+                       f"{_FAR_OUT_TARGET:g} robust standard deviations ({float(scale[j]):.4g}) from its median "
+                       f"({float(centre[j]):.4g}): {cells}{more}. A sentinel (-999, 999999) or a typo? Squared, their "
+                       "errors outweigh all the other rows', so the mean training loss barely moves (ITLM may judge its "
+                       "rounds collapsed and trim nothing). Empty those cells and pass `missing='drop'`, or correct "
+                       "them; to let ITLM find them, pass it `on_collapse='warn'`.")
+
+
+def _warn_near_twin_labels(classes: list[Any], name: str) -> None:
+    """Warn when text labels differ only in case or surrounding spaces: an export's "malignant " and "Benign" beside
+    "malignant" and "benign" made four classes out of two without a word, and ITLM counted the rows of the two
+    stray spellings among the suspicious ones (their class had a handful of rows)."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        if isinstance(c, str):
+            groups.setdefault(c.strip().casefold(), []).append(c)
+    twins = [g for g in groups.values() if len(g) > 1]
+    if twins:
+        shown = "; ".join(" / ".join(repr(v) for v in g) for g in twins[:4])
+        rank_zero_warn(f"TableDataModule: `target` {name!r} holds labels that differ only in case or surrounding "
+                       f"spaces ({shown}): each is a class of its own ({len(classes)} classes). If they mean the same "
+                       f"class, clean the column first, e.g. `frame[{name!r}] = frame[{name!r}].str.strip()"
+                       ".str.lower()`, and pass the DataFrame as `frame`.")
+
+
 class TableDataModule(SplitLoaders, pl.LightningDataModule):
     """Your own table as training / validation / test splits: one row per sample, chosen columns as the inputs.
 
@@ -610,9 +652,10 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 raise ValueError(f"`target` {self.target_names[0]!r} holds non-integer numbers (e.g. {example!r}): "
                                  "for a numeric target to predict pass task='regression'.")
             labels = column.iloc[rows]
-            if np.issubdtype(values.dtype, np.floating) and bool(column.isna().any()):
-                # whole numbers made float by their missing cells, left out with `missing="drop"`: pandas reads an
-                # integer column with a gap as float64, and the classes were named "0.0", "1.0"
+            if np.issubdtype(values.dtype, np.floating) and bool((labels.abs() < 2.0 ** 53).all()):
+                # whole numbers read as float64, named "0.0", "1.0" in every output: made float by missing cells
+                # (left out with `missing="drop"`), or written "1.0" by the export (a lab system's whole label column,
+                # or one cell of it); the check above refused any that are not whole
                 labels = labels.astype(np.int64)
             self.classes = sorted(set(labels.tolist()), key=lambda v: (str(type(v)), v))
             alike = Counter(str(v) for v in self.classes)
@@ -623,6 +666,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                                  f"type: {', '.join(f'{v!r} ({type(v).__name__})' for v in twins[:4])}: make them one "
                                  f"type, e.g. `frame[{self.target_names[0]!r}] = frame[{self.target_names[0]!r}]"
                                  ".astype(str)`.")
+            _warn_near_twin_labels(self.classes, self.target_names[0])
             if len(self.classes) < 2:
                 raise ValueError(f"`target` {self.target_names[0]!r} holds one class only ({self.classes}): a "
                                  "classifier needs at least two.")
@@ -637,6 +681,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             self.target_centre, self.target_scale = robust_scale(raw[train_pos], self.scale_target)
             self._given_targets = {"table": raw}
             y_all = ((raw - self.target_centre) / self.target_scale).float()
+            _warn_far_out_targets(raw, torch.from_numpy(rows), self.target_names)
         else:
             y_all = (self._usable_flags(frame[self.target_names[0]], rows, "target").long() if labelled
                      else torch.zeros(len(frame), dtype=torch.long))
