@@ -22,7 +22,8 @@ default); :func:`load_report` reads it back. The columns, in this order:
                             callbacks' default is the first), :func:`~lit_robust.functional.estimation.label_clean_posterior` (1 where the
                             predicted label agrees with the given one, ``1 - eps/d`` where not), or the gmm's when a
                             scored sample lacks a label. 0 for a NaN/inf score. Either way ``sum(1 - clean_posterior)``
-                            is that estimate's number of corrupted samples: ``report.head(k)`` with that ``k``.
+                            is that estimate's number of corrupted samples: ``report.head(k)`` with that ``k``. Empty
+                            for an unlabelled sample (below).
 ``given_label``             the training target, when it is an integer class label (empty otherwise, e.g. regression).
 ``predicted_label``         ITLM: the final model's :meth:`~lit_robust.RobustMixin.predicted_labels` (by default the
                             argmax of the ``[B, C]`` outputs ``per_sample_loss`` returns); filters: the argmax of those
@@ -39,7 +40,11 @@ default); :func:`load_report` reads it back. The columns, in this order:
 ==========================  ==========================================================================================
 
 Ranking, the project's one tie rule turned around: a NaN/inf score first (the selections drop those first), then
-finite scores descending, ties by ascending index; samples without a ranking score last, by index. The scores are
+finite scores descending, ties by ascending index; then a classifier's unlabelled samples -- a negative
+``given_label`` such as ``F.cross_entropy(..., ignore_index=-100)``'s -100 or a semi-labelled set's -1, which the
+label estimators leave out (:attr:`~lit_robust.functional.estimation.CorruptionEstimate.unlabelled`) -- by index,
+whatever their score (an ignored loss of 0 had ranked them as the cleanest); samples without a ranking score last, by
+index. The scores are
 ranked as the file holds them (float32), so rows it shows tied are in index order.
 
 CSV is written with the standard library, in UTF-8 (``pandas.read_csv`` opens it; :func:`load_report` reads the text
@@ -68,6 +73,7 @@ __all__ = [
     "REPORT_FORMATS",
     "build_report",
     "suspicion_order",
+    "unlabelled_rows",
     "rarely_predicted_classes",
     "one_class_predicted",
     "class_label",
@@ -237,6 +243,25 @@ def suspicion_order(scores: Tensor, index: Tensor, scored: Tensor | None = None)
     return order[torch.argsort(group[order], stable=True)]
 
 
+def unlabelled_rows(ranking: Tensor, scored: Tensor, given_label: Tensor | None, predicted_label: Tensor | None
+                    ) -> Tensor:
+    """``[n]`` booleans: the scored rows of a classifier (a predicted label) whose given label is negative but not
+    :data:`NO_LABEL` -- a sample without a label (``F.cross_entropy(..., ignore_index=-100)``, a semi-labelled set's
+    -1) -- and whose ranking score is finite (pure). The report ranks them after the labelled rows and leaves their
+    ``clean_posterior`` empty; the label estimators leave them out of their counts.
+
+    >>> unlabelled_rows(torch.tensor([0.0, 0.3]), torch.tensor([True, True]), torch.tensor([-100, 2]),
+    ...                 torch.tensor([4, 2])).tolist()
+    [True, False]
+    """
+    n = ranking.shape[0]
+    if given_label is None or predicted_label is None:
+        return torch.zeros(n, dtype=torch.bool)
+    given, predicted = given_label.detach().cpu().long(), predicted_label.detach().cpu().long()
+    finite = torch.isfinite(ranking.detach().cpu().double()) if ranking.is_floating_point() else torch.ones_like(scored)
+    return (given < 0) & (given != NO_LABEL) & (predicted != NO_LABEL) & scored & finite
+
+
 def rarely_predicted_classes(given: Tensor, predicted: Tensor, ratio: float = 0.25, min_count: int = 10
                              ) -> list[tuple[int, int, int]]:
     """``(class, times predicted, times given)`` of each class that ``predicted`` names for fewer than ``ratio`` times
@@ -395,7 +420,12 @@ def build_report(
     # ranked by the values the file holds (the score columns are written as float32): a mean kept in float64
     # (Co-teaching's and RCA's (s1 + s2) / 2) ranked two rows apart by a difference the file rounds away, so rows
     # the file shows tied came out of index order (about one pair in a 6,000-row report)
-    order = suspicion_order(ranking.float() if ranking.is_floating_point() else ranking, index, scored)
+    unlabelled = unlabelled_rows(ranking, scored, given_label, predicted_label)
+    order = suspicion_order(ranking.float() if ranking.is_floating_point() else ranking, index, scored & ~unlabelled)
+    # the unlabelled rows (a classifier's negative given label: ignore_index=-100, -1) after every labelled scored
+    # row, by index: their loss of 0 had ranked them as the cleanest, which says nothing of a label they lack
+    group = torch.where(unlabelled, 1, torch.where(scored, 0, 2))
+    order = order[torch.argsort(group[order], stable=True)]
 
     posterior = [None] * n
     if estimator is not None and bool(scored.any()):
@@ -404,7 +434,7 @@ def build_report(
                                         None if given_label is None else given_label.detach().cpu().long()[scored],
                                         None if predicted_label is None else
                                         predicted_label.detach().cpu().long()[scored], squared_errors)
-        posterior = _optional(post[order].tolist(), scored[order])
+        posterior = _optional(post[order].tolist(), (scored & ~unlabelled)[order])
 
     table: dict[str, list[Any]] = {"rank": list(range(1, n + 1)),
                                    "index": index.detach().cpu().long()[order].tolist()}

@@ -178,3 +178,19 @@ def test_no_class_of_two_samples_is_warned():
                                          r"count as corrupted \(0\.00 %\)\. Use the estimator 'disagreement'"):
         est = estimate_corruption_from_class_floor(torch.rand(50), labels, (labels + 1) % 50)
     assert est.rate == 0.0 and est.reason == "class floor (no class with 2 samples)"
+
+
+def test_negative_labels_are_no_class():
+    """A label of -100 (``ignore_index``) is no class of its own whose rate enters the quantile: left out, counted
+    in ``unlabelled``, posterior 1, and the rate is the same count of wrong labels over all samples."""
+    labels = torch.arange(1000) % 10
+    predicted = labels.clone()
+    predicted[:200] = (labels[:200] + 1) % 10  # 20 % wrong in every class
+    scores = (predicted != labels).double() + torch.linspace(0, 0.1, 1000, dtype=torch.float64)
+    given = torch.cat([labels, torch.full((100,), -100)])
+    pred = torch.cat([predicted, torch.arange(100) % 10])
+    s = torch.cat([scores, torch.zeros(100, dtype=torch.float64)])
+    est = estimate_corruption_from_class_floor(s, given, pred)
+    assert est.unlabelled == 100 and "of 10 class rates" in est.reason
+    assert est.rate_labelled == pytest.approx(0.2) and est.rate == pytest.approx(0.2 * 1000 / 1100)
+    assert bool((est.clean_posterior[1000:] == 1).all())

@@ -103,3 +103,13 @@ def test_numpy_arrays_and_scalars_give_the_tensor_posterior():
     want = label_clean_posterior(scores, given, predicted, 0.2)
     got = label_clean_posterior(scores.numpy(), given.numpy(), predicted.numpy(), np.float32(0.2))
     assert torch.equal(got, want)
+
+
+def test_unlabelled_samples_get_one_and_are_not_counted():
+    """A negative label with a finite score is no disagreement: posterior 1, and the share ``rate_finite`` is of the
+    labelled samples (4 labelled, 2 disagreeing, rate 0.25: half the disagreeing ones corrupted)."""
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0, 0.0])
+    labels = torch.tensor([0, 1, 2, 3, -100, -1])
+    predicted = torch.tensor([0, 1, 0, 0, 3, 2])
+    post = label_clean_posterior(scores, labels, predicted, 0.25)
+    assert post.tolist() == [1.0, 1.0, 0.5, 0.5, 1.0, 1.0]

@@ -140,3 +140,33 @@ def test_bad_method():
     with pytest.raises(ValueError, match="`method` must be 'gmm' or 'bmm'"):
         estimate_corruption_from_predictions(torch.rand(30), torch.zeros(30, dtype=torch.long),
                                              torch.zeros(30, dtype=torch.long), "em")
+
+
+@pytest.mark.parametrize("ignored_score", [0.0, None])
+def test_negative_labels_are_unlabelled_and_left_out(ignored_score):
+    """Samples labelled -100 (``ignore_index``) or -1 are no class: the estimate of the labelled ones is what it is
+    without them, over all n samples; it had counted them as always disagreeing (0.30 for 0.20 with loss 0)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=g)
+    predicted = labels.clone()
+    predicted[:400] = (labels[:400] + 1) % 10
+    scores = torch.rand(2000, generator=g) + 2.0 * (predicted != labels)
+    given = labels.clone()
+    given[1800:1900], given[1900:] = -100, -1
+    if ignored_score is not None:
+        scores[1800:] = ignored_score  # the loss of an ignored target
+    est = estimate_corruption_from_predictions(scores, given, predicted)
+    alone = estimate_corruption_from_predictions(scores[:1800], labels[:1800], predicted[:1800])
+    assert est.unlabelled == 200 and est.n == 2000
+    assert est.rate == pytest.approx(alone.rate * 1800 / 2000, abs=1e-12)
+    assert est.rate_labelled == pytest.approx(alone.rate, abs=1e-12)
+    assert 0.19 < est.rate_labelled < 0.24  # 400 of the 1800 labels are wrong: 0.222
+    assert torch.equal(est.clean_posterior[1800:], torch.ones(200, dtype=torch.float64))
+    assert torch.equal(est.clean_posterior[:1800], alone.clean_posterior)
+    assert float((1 - est.clean_posterior).sum()) == pytest.approx(est.rate * 2000)
+    assert "200 unlabelled left out" in est.reason
+    # a non-finite score still counts as corrupted, label or not
+    scores[1800] = float("nan")
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        nan = estimate_corruption_from_predictions(scores, given, predicted)
+    assert nan.unlabelled == 199 and nan.nonfinite == 1 and float(nan.clean_posterior[1800]) == 0.0

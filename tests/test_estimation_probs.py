@@ -127,7 +127,8 @@ def test_too_few_rows_warn_and_count_nothing():
      "`probs` must be real, got dtype torch.complex64."),
     # unsigned labels ended in torch's '"min_all" not implemented for 'UInt16''
     ((torch.full((30, 2), 0.5), torch.full((30,), 2, dtype=torch.uint16)),
-     "`labels` must be in [0, 1] (one column of `probs` per class), got values in [2, 2]."),
+     "`labels` must be in [0, 1] (one column of `probs` per class; a negative label marks an unlabelled row), got "
+     "values in [2, 2]."),
     ((torch.full((30, 2), 0.5), np.full(30, 3, dtype=np.uint64)), "`labels` must be in [0, 1]"),
 ])
 def test_bad_arguments(args, message):
@@ -198,3 +199,17 @@ def test_half_precision_softmax_is_taken_as_probabilities(dtype):
     assert est.rate == pytest.approx(estimate_corruption_from_probs(torch.softmax(logits, 1), labels).rate, abs=0.01)
     with pytest.raises(ValueError, match="`probs` must hold class probabilities"):  # logits are still refused
         estimate_corruption_from_probs(logits.to(dtype), labels)
+
+
+def test_negative_labels_are_unlabelled_rows():
+    """Rows labelled -100 or -1 carry no label: left out of the count (posterior 1, ``unlabelled``), where they had
+    been refused; a label past the last column is still refused."""
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8]] * 10)
+    labels = torch.tensor([0, 0, 1, 1] * 9 + [1, 1, 0, 0])
+    alone = estimate_corruption_from_probs(probs, labels)
+    est = estimate_corruption_from_probs(torch.cat([probs, probs[:4]]), torch.cat([labels, torch.tensor([-100, -1] * 2)]))
+    assert est.unlabelled == 4 and est.n == 44
+    assert est.rate == pytest.approx(alone.rate * 40 / 44) and est.rate_labelled == pytest.approx(alone.rate)
+    assert torch.equal(est.clean_posterior[40:], torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=re.escape("`labels` must be in [0, 1]") + ".*got values in \\[-1, 2\\]"):
+        estimate_corruption_from_probs(probs[:3], torch.tensor([-1, 0, 2]))

@@ -317,7 +317,9 @@ def test_plain_dataloaders_are_checked_on_the_first_batch(tmp_path, one_torch_th
 
 @pytest.mark.parametrize("bad, message", [
     (7, r"`model.num_classes`=3 does not fit `data`: the training set yields labels up to 7 \(so at least 8 classes\)"),
-    (-1, r"the training set holds the class label -1: class labels are 0 .. C - 1 for C classes"),
+    (-1, r"the training set holds the class label -1: class labels are 0 .. C - 1 for C classes .* If it marks "
+         r"samples without a label \(`ignore_index=-100`, a semi-labelled set's -1\): the ready-made classifiers "
+         r"train on labelled samples only"),
 ])
 @pytest.mark.parametrize("owner", [None, "ITLM"])
 def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torch_thread, bad, message, owner):

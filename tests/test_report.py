@@ -128,6 +128,33 @@ def test_build_report_matches_a_slow_reference():
     assert all(r["score_round_2"] is None and r["kept"] is None for r in got[-int((~scored).sum()):])
 
 
+def test_unlabelled_rows_rank_after_the_labelled_with_no_posterior():
+    """A classifier's samples labelled -100 (``ignore_index``, loss 0) or -1 are no class: they rank after every
+    labelled row (by index), their ``clean_posterior`` is empty, and the labelled rows' posteriors are the label
+    estimator's without them. Before, the loss of 0 ranked them as the cleanest and the disagreement estimate gave
+    them a posterior of 0 -- certainly corrupted."""
+    g = torch.Generator().manual_seed(0)
+    n = 300
+    labels = torch.randint(0, 10, (n,), generator=g)
+    predicted = labels.clone()
+    predicted[:60] = (labels[:60] + 1) % 10
+    scores = torch.rand(n, generator=g) + 2.0 * (predicted != labels)
+    given = labels.clone()
+    given[250:280], given[280:] = -100, -1
+    scores[250:] = 0.0
+    scored = torch.ones(n, dtype=torch.bool)
+    scored[290:] = False
+    table = build_report(torch.arange(n), scores, torch.ones(n, dtype=torch.bool), score_columns=["score_round_0"],
+                         scored=scored, given_label=given, predicted_label=predicted, estimator="disagreement")
+    rows = as_rows(table)
+    assert [r["index"] for r in rows[250:290]] == list(range(250, 290))  # unlabelled and scored: after the labelled
+    assert [r["index"] for r in rows[290:]] == list(range(290, 300))  # unscored: last
+    assert all(r["clean_posterior"] is None for r in rows[250:])
+    alone = estimate_corruption_from_predictions(scores[:250], labels[:250], predicted[:250])
+    assert [r["clean_posterior"] for r in rows[:250]] == [float(alone.clean_posterior[r["index"]]) for r in rows[:250]]
+    assert sorted(r["index"] for r in rows[:250]) == list(range(250))
+
+
 def test_suspicion_order_and_labels():
     s = torch.tensor([0.5, 0.9, math.nan, 0.5, 0.1])
     assert suspicion_order(s, torch.tensor([3, 1, 7, 2, 0])).tolist() == [2, 1, 3, 0, 4]
@@ -1284,3 +1311,24 @@ def test_epoch_scores_local_parts_put_back_one_ranks_sums_as_they_were_and_merge
     assert merged.labels[1].tolist() == [2, 0, 0, 3, 1, 0]  # given labels + 1
     merged.set_local_parts([])
     assert not merged.local_sums.any() and not merged.local_labels.any()
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_itlm_auto_with_ignore_index_labels_leaves_them_out(tmp_path, per_class):
+    """A module whose ``F.cross_entropy`` ignores the -100 labels of 24 of 240 samples (loss 0): ITLM's ``"auto"``
+    estimate is the disagreement estimate of the 216 labelled samples, over all 240, they are kept, and the report
+    ranks them after the labelled rows with no ``clean_posterior``. ``per_class=True`` had stopped at round 0's end
+    on "`labels` must be class labels >= 0, got -100"."""
+    data = BlobsData()
+    data.ds.targets[:24] = -100
+    itlm = ITLM(keep_ratio="auto", round_epochs=[3, 1], per_class=per_class, verbose=False, plot=False, report=True,
+                report_dir=str(tmp_path / "rep"))
+    fit(tmp_path, [itlm], 4, data=data)
+    rows = load_report(itlm.report_path, as_frame=False)
+    assert [r["index"] for r in rows[216:]] == list(range(24))
+    assert all(r["clean_posterior"] is None and r["kept"] for r in rows[216:])
+    assert all(r["clean_posterior"] is not None and r["given_label"] >= 0 for r in rows[:216])
+    est = itlm.history[1].estimated_corruption
+    bad = int(data.ds.corrupted[24:].sum())  # the labelled samples' wrong labels
+    assert 0 < est * 240 < 216 and abs(est * 240 - bad) < 0.15 * bad  # counted among the labelled, not -100 as a class
+    assert set(range(24)) <= set(itlm.selection.tolist())

@@ -170,8 +170,12 @@ def test_prl_l_bad_input_messages():
         prl_l_scores(torch.zeros(2, 3), torch.zeros(2))
     with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got values in \[0, 3\]"):
         prl_l_scores(torch.zeros(2, 3), torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got values in \[-1, 1\]"):
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got values in \[-1, 1\]\. A negative label "
+                                         r"marks a sample without one \(`ignore_index=-100`, -1\), which has no "
+                                         r"PRL\(L\) score"):
         prl_l_scores(torch.zeros(2, 3), torch.tensor([-1, 1]))
+    with pytest.raises(ValueError, match=r"got values in \[0, 3\]\.$"):  # no word of unlabelled samples
+        prl_l_scores(torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match=r"same number of elements per sample.*2 rows of 3 \(e\.g\. shape \(2, 3\), "
                                            r"as `outputs`\), got shape \(2, 2\)"):
         prl_l_scores(torch.zeros(2, 3), torch.zeros(2, 2), "mse")

@@ -1731,6 +1731,11 @@ class ITLM(Callback):
             else:
                 est = self._estimate(trainer, pl_module, scores, round_, label_pass)
                 estimated = est.rate
+                if est.unlabelled:
+                    self._say_once("unlabelled", f"ITLM round {round_}: {est.unlabelled} of {est.n} samples carry a "
+                                   "negative label (no label: `ignore_index=-100`, -1): the estimate leaves them out "
+                                   f"and reads {est.rate_labelled:.2%} of the {est.n - est.unlabelled} labelled "
+                                   f"samples corrupted, {est.rate:.2%} of all, the share the trim drops.")
                 if estimated == 0.0 and self.auto_margin == 0.0:
                     self._say_once("nothing found", nothing_found_note(
                         f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 corrupted samples", est.reason,
@@ -1739,7 +1744,7 @@ class ITLM(Callback):
             keep_ratio = k / n  # keep_count(n, k / n) == k exactly
         # exact global trimmed set: (score, index) order, non-finite last — identical for any world size
         if labels is not None:
-            mask = distributed.global_per_class_trim_mask(scores, index, labels.to(dev), keep_ratio)
+            mask = self._per_class_mask(scores, index, labels.to(dev), keep_ratio, n)
         else:
             mask = distributed.global_trim_mask(scores, index, keep_ratio)
         selection = torch.sort(distributed.all_gather_cat(index[mask]).cpu()).values
@@ -1813,6 +1818,25 @@ class ITLM(Callback):
             # round 0's selection (initial_round_on_all=False) comes from the untrained model: no score column
             self._record_for_report(round_ - 1 if round_ > 0 else None, index, scores, round_, selection)
         self._adopt_selection(round_, selection, rec)
+
+    def _per_class_mask(self, scores: Tensor, index: Tensor, labels: Tensor, keep_ratio: float, n: int) -> Tensor:
+        """``per_class=True``'s trim of this rank's samples (a collective). Samples with a negative label (no label:
+        ``ignore_index=-100``, a semi-labelled set's -1) are no class: they are kept (their loss is the module's to
+        ignore) and each labelled class is trimmed at ``keep_ratio`` -- with ``"auto"``, at the ratio that drops the
+        estimated number of corrupted samples from the labelled ones. They had ended the round in "`labels` must be
+        class labels >= 0, got -100"."""
+        free = labels < 0
+        n_free = int(distributed.all_reduce_sum(free.sum().reshape(1).long()).item())
+        if not n_free:
+            return distributed.global_per_class_trim_mask(scores, index, labels, keep_ratio)
+        mask = torch.ones(labels.shape, dtype=torch.bool, device=labels.device)
+        m = n - n_free
+        if m:  # the same on every rank: the collectives pair up
+            if self.keep_ratio == "auto":
+                keep_ratio = min(1.0, max(1.0 - (1.0 - keep_ratio) * n / m, 1.0 / m))
+            mask[~free] = distributed.global_per_class_trim_mask(scores[~free], index[~free], labels[~free],
+                                                                 keep_ratio)
+        return mask
 
     def _adopt_selection(self, round_: int, selection: Tensor, rec: RoundRecord) -> None:
         """Round ``round_`` trains on ``selection`` (sorted dataset indices) and records into ``rec``."""

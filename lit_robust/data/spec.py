@@ -108,7 +108,11 @@ def check_first_batch(module: Any, batch: Any, batch_idx: int) -> None:
         module.check_data(spec)
         if low is not None and low < 0:  # a classifier's (a regressor was told of its integer targets above)
             raise ValueError(f"{spec.source} holds the class label {low}: class labels are 0 .. C - 1 for C classes "
-                             "(the range of cross-entropy's targets). Map the labels to that range first.")
+                             "(the range of cross-entropy's targets). Map the labels to that range first. If it "
+                             "marks samples without a label (`ignore_index=-100`, a semi-labelled set's -1): the "
+                             "ready-made classifiers train on labelled samples only, so leave those out (a module "
+                             "of your own whose `F.cross_entropy` ignores them keeps them under ITLM, which leaves "
+                             "them out of its estimate).")
 
 
 def _whole_set_labels(spec: DataSpec, trainer: Any, batch: Any) -> tuple[DataSpec, int]:

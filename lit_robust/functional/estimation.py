@@ -181,6 +181,12 @@ class CorruptionEstimate:
         far_out: number of finite scores left out of the fit as far out (beyond ``q75 + 3 IQR`` on the gmm's log
             scale, at most 1 % of the finite scores; module docstring) and counted as corrupted; 0 otherwise and
             for the label estimators' own counts.
+        unlabelled: the label estimators and :func:`estimate_corruption_from_probs`: number of samples whose given
+            label is negative -- no label, as ``F.cross_entropy(..., ignore_index=-100)`` or a semi-labelled set's -1
+            mark them -- with a finite score (or finite probabilities). They are left out of the fit and the counts,
+            their ``clean_posterior`` is 1 (no label that could be wrong), and ``rate`` is the estimated corrupted
+            share of all ``n`` samples, which is what a trim drops; :attr:`rate_labelled` is the share among the
+            labelled ones. 0 for the score mixtures.
     """
 
     rate: float
@@ -199,6 +205,14 @@ class CorruptionEstimate:
     n_iter: int = 0
     converged: bool = False
     far_out: int = 0
+    unlabelled: int = 0
+
+    @property
+    def rate_labelled(self) -> float:
+        """The estimated corrupted share of the samples that carry a label (``n - unlabelled``): ``rate`` itself
+        when none is unlabelled, 0 when none is labelled."""
+        labelled = self.n - self.unlabelled
+        return self.rate * self.n / labelled if labelled else 0.0
 
 
 def as_tensor(name: str, x: object) -> Tensor:
@@ -554,7 +568,9 @@ def estimate_corruption_from_probs(
         probs: ``[n, K]`` predicted class probabilities (rows sum to 1 within ``1e-3``, or 4 machine epsilons of
             their dtype where that is more: a bfloat16 softmax), ``K >= 2``: a tensor or a NumPy array (e.g.
             scikit-learn's ``cross_val_predict(..., method="predict_proba")``).
-        labels: ``[n]`` given (possibly wrong) integer labels in ``[0, K)`` (a tensor, NumPy array or pandas Series).
+        labels: ``[n]`` given (possibly wrong) integer labels in ``[0, K)`` (a tensor, NumPy array or pandas Series);
+            a negative label (``ignore_index=-100``, a semi-labelled set's -1) marks a row without one: left out of
+            the count, its ``clean_posterior`` 1, and counted in ``unlabelled`` (``rate`` is the share of all rows).
         method: ``"cleanlab"`` (the only one; needs ``pip install "lit-robust[cleanlab]"``).
         min_samples: least number of finite rows to count on (>= 2).
 
@@ -585,11 +601,16 @@ def estimate_corruption_from_probs(
     n, k = probs.shape
     # unsigned labels (uint16/32/64) have no min/max in torch ("min_all" not implemented for 'UInt16'): as int64
     lab = labels.to(torch.int64) if labels.dtype in (torch.uint16, torch.uint32, torch.uint64) else labels
-    if n and (int(lab.min()) < 0 or int(lab.max()) >= k):
-        raise ValueError(f"`labels` must be in [0, {k - 1}] (one column of `probs` per class), got values in "
-                         f"[{int(lab.min())}, {int(lab.max())}].")
+    if n and int(lab.max()) >= k:
+        raise ValueError(f"`labels` must be in [0, {k - 1}] (one column of `probs` per class; a negative label marks an "
+                         f"unlabelled row), got values in [{int(lab.min())}, {int(lab.max())}].")
     p = probs.detach().to(device="cpu", dtype=torch.float64)
     finite = torch.isfinite(p).all(1)
+    free = _unlabelled(finite, labels)
+    if bool(free.any()):
+        # rows without a label (ignore_index=-100, -1): left out of the count, as the label estimators leave them
+        return _with_unlabelled(estimate_corruption_from_probs(probs[~free], labels[~free], method,
+                                                               min_samples=min_samples), ~free)
     # a softmax in bfloat16 (8-bit mantissa) sums to 1 only within ~3e-3 (measured up to 2.7e-3): such probabilities
     # were refused and told to apply the softmax they came from; the rows are renormalised below anyway
     row_tol = max(1e-3, 4.0 * torch.finfo(probs.dtype).eps) if probs.is_floating_point() else 1e-3
@@ -673,7 +694,11 @@ def estimate_corruption_from_predictions(
     Args:
         scores: 1-D tensor, one score per sample (larger = more suspicious, e.g. the loss). NaN/inf entries
             count as corrupted (warned), as in :func:`estimate_corruption`.
-        labels: ``[n]`` given (possibly wrong) integer labels.
+        labels: ``[n]`` given (possibly wrong) integer labels. A negative label marks a sample without one
+            (``F.cross_entropy(..., ignore_index=-100)``, a semi-labelled set's -1): with a finite score it is
+            left out of the fit and the counts, its ``clean_posterior`` is 1, ``unlabelled`` counts it and
+            ``rate`` is the share of all ``n`` samples (:attr:`CorruptionEstimate.rate_labelled`: of the
+            labelled ones). It had counted as a class of its own, always disagreeing.
         predicted: ``[n]`` the model's predicted labels (e.g. the argmax of its outputs).
         method: the mixture for :math:`\hat e_c`: ``"gmm"`` or ``"bmm"``.
         min_samples: with fewer finite scores nothing is fitted or counted (warned) and the finite part counts
@@ -696,6 +721,10 @@ def estimate_corruption_from_predictions(
     """
     scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
                                                                  ("predicted", predicted)))
+    keep = _labelled_or_nonfinite(scores, labels, predicted)
+    if keep is not None:
+        return _with_unlabelled(estimate_corruption_from_predictions(
+            scores[keep], labels[keep], predicted[keep], method, min_samples=min_samples), keep)
     fit, done = _label_fit(scores, labels, predicted, method, min_samples, "disagreement")
     if done:
         return fit
@@ -772,7 +801,11 @@ def estimate_corruption_from_class_floor(
     Args:
         scores: 1-D tensor, one score per sample (larger = more suspicious); used for the posterior and to find
             non-finite samples.
-        labels: ``[n]`` given (possibly wrong) integer labels.
+        labels: ``[n]`` given (possibly wrong) integer labels. A negative label marks a sample without one
+            (``F.cross_entropy(..., ignore_index=-100)``, a semi-labelled set's -1): with a finite score it is
+            left out of the fit and the counts, its ``clean_posterior`` is 1, ``unlabelled`` counts it and
+            ``rate`` is the share of all ``n`` samples (:attr:`CorruptionEstimate.rate_labelled`: of the
+            labelled ones). It had counted as a class of its own, always disagreeing.
         predicted: ``[n]`` the model's predicted labels.
         method: the score mixture that decides the degenerate cases (too few or no finite scores), as in
             :func:`estimate_corruption_from_predictions`: ``"gmm"`` or ``"bmm"``.
@@ -797,6 +830,10 @@ def estimate_corruption_from_class_floor(
     quantile = check_number("quantile", real_scalar(quantile), 0, 0.5)
     scores, labels, predicted = (as_tensor(arg, t) for arg, t in (("scores", scores), ("labels", labels),
                                                                  ("predicted", predicted)))
+    keep = _labelled_or_nonfinite(scores, labels, predicted)
+    if keep is not None:
+        return _with_unlabelled(estimate_corruption_from_class_floor(
+            scores[keep], labels[keep], predicted[keep], method, quantile=quantile, min_samples=min_samples), keep)
     fit, done = _label_fit(scores, labels, predicted, method, min_samples, "class floor")
     if done:
         return fit
@@ -856,7 +893,9 @@ def label_clean_posterior(scores: Tensor, labels: Tensor, predicted: Tensor, rat
         P(\text{clean}_i) = \begin{cases} 0 & s_i \text{ NaN/inf} \\
         1 - \min(1, \hat\varepsilon_f / d) & \hat y_i \ne y_i \\ 1 & \text{otherwise,} \end{cases}
 
-    so that :math:`\sum_i (1 - P(\text{clean}_i)) = \text{nonfinite} + \hat\varepsilon_f\, n_f`, the estimated
+    (a sample with a negative label and a finite score -- unlabelled, e.g. ``ignore_index=-100`` -- gets 1 and is
+    not one of the finite ones counted here), so that
+    :math:`\sum_i (1 - P(\text{clean}_i)) = \text{nonfinite} + \hat\varepsilon_f\, n_f`, the estimated
     count (exactly, when :math:`\hat\varepsilon_f \le d`, as the disagreement estimate always is). The model
     has nothing more to tell the disagreeing samples apart: rank them by their score (the report does).
     Elementwise, so independent of the samples' order.
@@ -864,7 +903,8 @@ def label_clean_posterior(scores: Tensor, labels: Tensor, predicted: Tensor, rat
     Args:
         scores: 1-D tensor (or NumPy array, as ``labels`` and ``predicted``); NaN/inf entries get 0.
         labels, predicted: ``[n]`` integer labels.
-        rate_finite: the estimated corrupted share of the finite-score samples, in ``[0, 1]`` (else refused).
+        rate_finite: the estimated corrupted share of the labelled finite-score samples, in ``[0, 1]`` (else
+            refused).
 
     Returns:
         ``[n]`` float64 posteriors in ``[0, 1]``, in the input order.
@@ -880,8 +920,9 @@ def label_clean_posterior(scores: Tensor, labels: Tensor, predicted: Tensor, rat
     _check_labels(scores, labels, predicted)
     rate_finite = check_number("rate_finite", real_scalar(rate_finite), 0, 1)
     finite = torch.isfinite(scores.detach().to(device="cpu", dtype=torch.float64))
-    wrong = (labels.detach().cpu().long() != predicted.detach().cpu().long()) & finite
-    m = int(finite.sum().item())
+    counted = finite & ~_unlabelled(finite, labels)
+    wrong = (labels.detach().cpu().long() != predicted.detach().cpu().long()) & counted
+    m = int(counted.sum().item())
     d = int(wrong.sum().item()) / m if m else 0.0
     share = 0.0 if d == 0.0 else min(1.0, max(0.0, float(rate_finite)) / d)
     post = torch.ones(finite.numel(), dtype=torch.float64)
@@ -909,3 +950,34 @@ def _check_labels(scores: Tensor, labels: Tensor, predicted: Tensor) -> None:
     if labels.shape != scores.shape or predicted.shape != scores.shape:
         raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
                          f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")
+
+
+def _unlabelled(finite: Tensor, labels: Tensor) -> Tensor:
+    """``[n]`` booleans: a negative given label (no label: ``ignore_index=-100``, a semi-labelled set's -1) where
+    ``finite`` (the sample's score or probabilities are finite); unsigned labels have none."""
+    if not labels.is_signed():
+        return torch.zeros_like(finite)
+    return (labels.detach().cpu() < 0) & finite
+
+
+def _labelled_or_nonfinite(scores: Tensor, labels: Tensor, predicted: Tensor) -> Tensor | None:
+    """The label estimators' samples to count when some are unlabelled (:func:`_unlabelled`), else ``None`` (also
+    for arguments the estimator refuses: its own checks name them)."""
+    _check_labels(scores, labels, predicted)
+    if scores.ndim != 1 or scores.is_complex():
+        return None
+    free = _unlabelled(torch.isfinite(scores.detach().to(device="cpu", dtype=torch.float64)), labels)
+    return ~free if bool(free.any()) else None
+
+
+def _with_unlabelled(est: CorruptionEstimate, keep: Tensor) -> CorruptionEstimate:
+    """``est`` of the samples ``keep`` marks, over all ``keep.numel()`` samples: the others unlabelled (clean
+    posterior 1, not counted), the rate the same number of corrupted samples over all of them."""
+    n = keep.numel()
+    post = torch.ones(n, dtype=torch.float64)
+    post[keep.to(post.device)] = est.clean_posterior
+    unlabelled = n - est.n
+    rate = est.rate * est.n / n
+    return replace(est, rate=rate, clean_posterior=post, n=n, unlabelled=unlabelled,
+                   reason=(f"{est.reason[:-1]}; {unlabelled} unlabelled left out)" if est.reason.endswith(")") else
+                           f"{est.reason} ({unlabelled} unlabelled left out)"))

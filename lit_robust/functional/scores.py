@@ -157,8 +157,12 @@ def _ce_grad_norm(logits: Tensor, targets: Tensor) -> Tensor:
     # one read of the device per call (each read waits for the GPU): the range check was two, min and max, in
     # every PRL(L) training step; the extremes are read only for the message
     if b and bool(((t < 0) | (t >= c)).any()):
+        # a label of -100 (`ignore_index`) or -1 (semi-labelled data) has no class to take the gradient towards
+        unlabelled = (" A negative label marks a sample without one (`ignore_index=-100`, -1), which has no PRL(L) "
+                      "score: leave such samples out of the filtered training set, or filter with 'spl' or ITLM, "
+                      "which keep them." if int(t.min()) < 0 else "")
         raise ValueError(f"`targets` must be class indices in [0, {c - 1}], got values in "
-                         f"[{int(t.min())}, {int(t.max())}].")
+                         f"[{int(t.min())}, {int(t.max())}].{unlabelled}")
     # ||p - e_y||^2 = sum_{c != y} p_c^2 + (1 - p_y)^2 with 1 - p_y summed from the other classes: the shorter
     # ||p||^2 - 2 p_y + 1 cancelled to 0 in float32 once p_y > 0.9999 (a 12-logit lead), and a memorised batch then
     # tied at 0 and was trimmed by index
