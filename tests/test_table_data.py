@@ -1138,3 +1138,15 @@ def test_test_table_rows_that_are_training_rows_are_warned_about():
     with pytest.warns(UserWarning, match=r"^TableDataModule: 2 of the 12 rows of `test_frame` have the inputs of a "
                                          r"training row exactly \(its rows 10, 11\): their scores count rows"):
         dm.setup()
+
+
+def test_the_cli_names_a_bad_duplicates_value_in_one_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+    monkeypatch.chdir(tmp_path)
+    table(40).to_csv("mine.csv", index=False)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--data", "lit_robust.TableDataModule", "--data.path", "mine.csv", "--data.target", "kind",
+              "--data.duplicates", "remove", "--model", "lit_robust.MLPClassifier"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(r"duplicates.*\n.*Literal\['keep', 'drop'\]\. Got value: remove", err), err
