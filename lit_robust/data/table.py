@@ -457,9 +457,9 @@ def _warn_duplicates(dup: _Duplicates, frame: Any, targets: list[str], train_pos
     more = f" and {len(firsts) - shown} more" if len(firsts) > shown else ""
     rank_zero_warn(f"TableDataModule: {len(firsts)} group(s) of rows have the same inputs but different `target` "
                    f"{targets[0] if len(targets) == 1 else targets!r}: {'; '.join(named)}{more}. Where the inputs fix "
-                   "the target, at most one of each group's is right: the per-sample report marks their training rows "
-                   "(`duplicate_group`, the group's first row, and `conflicting_target`); correct the wrong ones in the "
-                   "table, or empty them and pass `missing='drop'`.")
+                   "the target, at most one of each group's is right: the per-sample report marks their training "
+                   "rows (`duplicate_group`, the group's first row, and `conflicting_target`); correct the wrong ones "
+                   "in the table, or empty them and pass `missing='drop'`.")
 
 
 def _warn_test_rows_seen(train_x: Tensor, test_x: Tensor, rows: np.ndarray, argument: str, shown: int = 4) -> None:
@@ -474,8 +474,8 @@ def _warn_test_rows_seen(train_x: Tensor, test_x: Tensor, rows: np.ndarray, argu
         named = ", ".join(str(int(r)) for r in seen[:shown]) + (f" and {len(seen) - shown} more" if len(seen) > shown
                                                                else "")
         rank_zero_warn(f"TableDataModule: {len(seen)} of the {len(rows)} rows of `{argument}` have the inputs of a "
-                       f"training row exactly (its rows {named}): their scores count rows the model trained on, not new "
-                       "ones. Leave them out of the test table for a score of new rows.")
+                       f"training row exactly (its rows {named}): their scores count rows the model trained on, not "
+                       "new ones. Leave them out of the test table for a score of new rows.")
 
 
 class TableDataModule(SplitLoaders, pl.LightningDataModule):
