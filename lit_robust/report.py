@@ -96,8 +96,10 @@ __all__ = [
 ReportFormat = Literal["csv", "parquet"]
 REPORT_FORMATS = ("csv", "parquet")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_INT_COLUMNS = ("rank", "index", "source_index", "first_dropped_round", "first_dropped_epoch", "given_label", "predicted_label")
-_BOOL_COLUMNS = ("kept", "corrupted")
+# duplicate_group, conflicting_target: a table's rows given more than once (TableDataModule.describe_report)
+_INT_COLUMNS = ("rank", "index", "source_index", "first_dropped_round", "first_dropped_epoch", "given_label",
+                "predicted_label", "duplicate_group")
+_BOOL_COLUMNS = ("kept", "corrupted", "conflicting_target")
 _TEXT_COLUMNS = ("given_class", "predicted_class", "path")  # class names (`describe_report`, image folders), files
 NO_LABEL = -(2**62)  # "no label" in the integer label tensors of the accumulators below
 

@@ -1021,3 +1021,133 @@ def test_regression_targets_a_million_times_off_are_warned_about(recwarn):
     recwarn.clear()
     TableDataModule(frame=df, target="price", task="regression", features=["a", "b"]).setup()
     assert not [w for w in recwarn if "robust standard deviations" in str(w.message)]
+
+
+def given_twice(n: int = 40) -> pd.DataFrame:
+    """``table(n)`` with rows 3 and 7 given again as they are (rows n, n + 1) and row 5 again with another `kind`
+    (row n + 2)."""
+    df = table(n)[["a", "b", "kind"]]
+    again = df.loc[[3, 7, 5]].copy()
+    again.loc[5, "kind"] = {"cat": "dog", "dog": "ant", "ant": "cat"}[df.loc[5, "kind"]]
+    return pd.concat([df, again], ignore_index=True)
+
+
+def test_first_of_equal_rows_matches_a_pairwise_scan():
+    """The hashed duplicate finder against the obvious O(n²) scan: the first row equal to each row, -0.0 read as 0."""
+    from lit_robust.data.table import _first_of_equal_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(200, 3)).astype(float)  # few distinct rows: many repeats
+    x[rng.random(200) < 0.3, 0] *= -1.0  # -0.0 beside 0.0
+    expected = [next(j for j in range(200) if np.array_equal(x[j], x[i])) for i in range(200)]
+    assert _first_of_equal_rows(x).tolist() == expected
+
+
+def test_rows_given_twice_are_counted_named_split_across_and_conflicting_labels_named():
+    """An export with rows given twice went in without a word: each copy counted twice in training, copies drawn into
+    the test split beside their twin raised the test score, and a row given again with another label (one of the two
+    wrong) was not named. The warning counts them, names the first, counts the held-out rows that have a training
+    row's inputs, and names the groups whose labels differ; the table is used as it is."""
+    df = given_twice(40)
+    dm = TableDataModule(frame=df, target="kind", features=["a", "b"], test_size=0.3, seed=1)
+    with pytest.warns(UserWarning) as seen:
+        dm.setup()
+    said = [str(w.message) for w in seen if "TableDataModule" in str(w.message)]
+    assert len(said) == 2, said
+    assert re.search(r"^TableDataModule: 3 of the table's 43 rows repeat the inputs of an earlier row exactly, 2 of "
+                     r"them with the same `target` too \(each copy counts again in training\): row 40 = row 3, "
+                     r"row 41 = row 7, row 42 = row 5 \(rows as the report's `source_index` counts them\)\.", said[0])
+    # the held-out rows whose inputs a training row has, counted the obvious way
+    train, test = set(dm.train_source_index.tolist()), dm.test_source_index.tolist()
+    twins = {3: 40, 40: 3, 7: 41, 41: 7, 5: 42, 42: 5}
+    leaked = sum(1 for r in test if twins.get(r) in train)
+    assert 0 < leaked < 3  # the seed draws a pair across the split and keeps another together
+    assert f" {leaked} held-out row(s) (test {leaked}) have the inputs of a training row" in said[0]
+    assert "pass `duplicates='drop'`" in said[0]
+    kinds = (df.loc[5, "kind"], df.loc[42, "kind"])
+    assert re.search(rf"^TableDataModule: 1 group\(s\) of rows have the same inputs but different `target` 'kind': "
+                     rf"rows 5 / 42 \('{kinds[0]}' / '{kinds[1]}'\)\. Where the inputs fix the target, at most one of "
+                     r"each group's is right: the per-sample report marks", said[1])
+    assert len(dm.train_set) + len(dm.test_set) == 43  # nothing left out
+    # the report's rows: each training row of a group names the group's first row; the conflicting ones say so
+    table_ = dm.describe_report({"index": list(range(len(dm.train_set)))})
+    rows = dm.train_source_index.tolist()
+    group = {3: 3, 40: 3, 7: 7, 41: 7, 5: 5, 42: 5}
+    assert table_["duplicate_group"] == [group.get(r) for r in rows]
+    assert table_["conflicting_target"] == [r in (5, 42) for r in rows]
+
+
+def test_the_reports_duplicate_columns_read_back_as_integers_and_flags(tmp_path):
+    from lit_robust.report import write_report
+
+    dm = TableDataModule(frame=given_twice(40), target="kind", features=["a", "b"], test_size=0)
+    with pytest.warns(UserWarning, match="repeat the inputs"):
+        dm.setup()
+    rows = dm.train_source_index.tolist()
+    index = [rows.index(r) for r in (0, 5, 42, 7)]  # the training samples of table rows 0, 5, 42 and 7
+    path = write_report(dm.describe_report({"rank": [1, 2, 3, 4], "index": index}), tmp_path / "r.csv",
+                        dm.train_source_index)
+    report = load_report(path)
+    assert report["source_index"].tolist() == [0, 5, 42, 7]
+    assert report["duplicate_group"].dtype == "Int64" and report["conflicting_target"].dtype == "boolean"
+    assert report["duplicate_group"].isna().tolist() == [True, False, False, False]
+    assert report["duplicate_group"].tolist()[1:] == [5, 5, 7]
+    assert report["conflicting_target"].tolist() == [False, True, True, False]
+
+
+def test_a_table_without_repeated_rows_is_not_warned_about_nor_marked(recwarn):
+    dm = TableDataModule(frame=table(40)[["a", "b", "kind"]], target="kind", test_size=0.3)
+    dm.setup()
+    assert not [w for w in recwarn if "repeat" in str(w.message) or "same inputs" in str(w.message)]
+    assert "duplicate_group" not in dm.describe_report({"index": [0, 1]})
+
+
+def test_duplicates_drop_leaves_out_exact_copies_only_and_keeps_row_numbers():
+    dm = TableDataModule(frame=given_twice(40), target="kind", features=["a", "b"], test_size=0.3, seed=1,
+                         duplicates="drop")
+    with pytest.warns(UserWarning) as seen:
+        dm.setup()
+    said = [str(w.message) for w in seen if "TableDataModule" in str(w.message)]
+    assert said[0].startswith("TableDataModule: left out 2 of 43 rows of the table that repeat an earlier row exactly, "
+                              "inputs and `target` alike (row 40 = row 3, row 41 = row 7; `duplicates='drop'`)")
+    assert re.search(r"^TableDataModule: 1 of the table's 41 rows repeat the inputs of an earlier row exactly, each "
+                     r"with another `target`.*: row 42 = row 5 ", said[1])
+    assert "pass `duplicates='drop'`" not in said[1]
+    used = sorted([*dm.train_source_index.tolist(), *dm.test_source_index.tolist()])
+    assert used == [r for r in range(43) if r not in (40, 41)]  # the copies out, the conflicting row kept
+
+
+@pytest.mark.parametrize("value", ["remove", True, None])
+def test_duplicates_must_be_keep_or_drop(value):
+    with pytest.raises(ValueError, match=rf"^`duplicates` must be 'keep' or 'drop', got {re.escape(repr(value))}\.$"):
+        TableDataModule(frame=table(20), target="kind", duplicates=value)
+
+
+def test_a_regressions_conflicting_targets_are_named_in_its_units(recwarn):
+    df = table(30)[["a", "b", "price"]]
+    df = pd.concat([df, df.loc[[4]].assign(price=df.loc[4, "price"] + 100.0)], ignore_index=True)
+    dm = TableDataModule(frame=df, target="price", task="regression", test_size=0)
+    with pytest.warns(UserWarning, match=rf"rows 4 / 30 \({df.loc[4, 'price']:.10g} / {df.loc[30, 'price']:.10g}\)"):
+        dm.setup()
+
+
+def test_test_table_rows_that_are_training_rows_are_warned_about():
+    df = table(40)[["a", "b", "kind"]]
+    test = pd.concat([table(10, seed=1)[["a", "b", "kind"]], df.loc[[2, 9]]], ignore_index=True)
+    dm = TableDataModule(frame=df, target="kind", test_frame=test)
+    with pytest.warns(UserWarning, match=r"^TableDataModule: 2 of the 12 rows of `test_frame` have the inputs of a "
+                                         r"training row exactly \(its rows 10, 11\): their scores count rows"):
+        dm.setup()
+
+
+def test_the_cli_names_a_bad_duplicates_value_in_one_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+    monkeypatch.chdir(tmp_path)
+    table(40).to_csv("mine.csv", index=False)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--data", "lit_robust.TableDataModule", "--data.path", "mine.csv", "--data.target", "kind",
+              "--data.duplicates", "remove", "--model", "lit_robust.MLPClassifier"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert re.search(r"duplicates.*\n.*Literal\['keep', 'drop'\]\. Got value: remove", err), err
