@@ -298,6 +298,7 @@ class RobustMixin:
                 f"{tuple(losses.shape)}; use `reduction='none'` and average any extra dimensions."
                 + broadcast_hint(tuple(losses.shape))
             )
+        self._record_losses(losses)
         if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
         needs = [s for s in self.batch_selectors if getattr(s, "needs_batch", False)]
@@ -309,6 +310,13 @@ class RobustMixin:
                              "call `self.reduce_loss(losses, batch, outputs)` with what `per_sample_loss(batch)` "
                              "returned, got batch=None.")
         return self._selected_mean(losses, batch, outputs)
+
+    @torch.compiler.disable
+    def _record_losses(self, losses: Tensor) -> None:
+        # a callback that reads the batch's per-sample losses (ITLM's collapse check) sets a list here for the batch
+        record = getattr(self, "_batch_losses", None)
+        if isinstance(record, list):
+            record.append(losses.detach())
 
     @torch.compiler.disable
     def _selected_mean(self, losses: Tensor, batch: Any, outputs: Any) -> Tensor:

@@ -296,14 +296,16 @@ class _RoundLosses(pl.Callback):
     def on_fit_end(self, trainer, pl_module):
         if trainer.global_rank == 0:
             with open(self.out, "w") as f:
-                json.dump([[r.first_epoch_loss, r.last_epoch_loss] for r in self.itlm.history], f)
+                json.dump([[r.first_epoch_loss, r.last_epoch_loss, r.first_epoch_log_loss, r.last_epoch_log_loss,
+                            r.collapsed] for r in self.itlm.history], f)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_resume_inside_an_epoch_keeps_every_ranks_part_of_the_rounds_loss(tmp_path):
     """A checkpoint written inside an epoch (`every_n_train_steps`) held rank 0's part alone of the epoch's training
     loss not yet added over the ranks: a 2-rank fit resumed there recorded round losses up to 0.06 off the
-    uninterrupted fit's (the round lines and the collapse rule read them). Each rank's part is saved and restored."""
+    uninterrupted fit's (the round lines and the collapse rule read them). Each rank's part is saved and restored,
+    of the log-scale mean of the per-sample losses (the collapse rule's) too."""
 
     def fit(name, ckpt_path=None):
         pl.seed_everything(0, verbose=False)
@@ -318,5 +320,6 @@ def test_ddp_resume_inside_an_epoch_keeps_every_ranks_part_of_the_rounds_loss(tm
             return json.load(f)
 
     full = fit("full")
+    assert all(None not in r[:4] for r in full), full
     for step in (3, 9):  # inside epoch 0 (its first epoch's loss) and inside epoch 1 (its last)
         assert fit(f"resumed{step}", tmp_path / "full" / f"step={step}.ckpt") == full, step

@@ -13,11 +13,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
-from lit_robust import ITLM, IndexedDataset, load_report
+from lit_robust import ITLM, IndexedDataset, RobustMixin, load_report, unpack_batch
 from lit_robust.callbacks.itlm import (
     RoundRecord,
+    _local_loss_of_this_rank,
     chance_accuracy,
     collapse_reasons,
+    log_scale,
     schedule_length,
     stall_cause,
     swa_start_epoch,
@@ -1413,3 +1415,130 @@ def test_per_class_max_steps_check_without_labels_to_count_says_up_to(tmp_path, 
     else:
         assert len(said) == 1 and "the up to 23 optimizer steps" in said[0], said
         assert "Lightning could stop the fit" in said[0] and "`per_class=True`" in said[0], said
+
+
+# ---------------------------------------------------------------- a few extreme losses, and the shuffle
+def _log_scale_reference(values):
+    return [math.copysign(math.log1p(abs(v)), v) for v in values]
+
+
+def test_log_scale_matches_a_plain_python_reference():
+    rng = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randn(200, generator=rng, dtype=torch.float64) * 10.0 ** torch.randint(
+        -8, 13, (200,), generator=rng), torch.tensor([0.0, -0.0, 1e-300, 1e300, -5.0], dtype=torch.float64)])
+    got = log_scale(values).tolist()
+    for v, g, want in zip(values.tolist(), got, _log_scale_reference(values.tolist())):
+        assert g == pytest.approx(want, rel=1e-12, abs=1e-300), v
+
+
+def _did_not_change_reference(first, last, log_first, log_last):
+    """The rule in its plainest form: neither the mean loss nor (where known) the log-scale mean moved by more than
+    0.01 % of where it started."""
+    def still(a, b):
+        return abs(b - a) <= abs(a) / 10_000 if a != 0 else abs(b) <= 1e-16
+    return still(first, last) and (log_first is None or log_last is None or still(log_first, log_last))
+
+
+def test_did_not_change_rule_matches_a_plain_python_reference():
+    """Random pairs around the 0.01 % line, with and without log-scale means (never exactly on the line)."""
+    rng = torch.Generator().manual_seed(1)
+    cases = 0
+    for _ in range(400):
+        first = float(torch.rand((), generator=rng, dtype=torch.float64)) * 10.0 ** int(torch.randint(-3, 13, (1,)))
+        step = 10.0 ** float(torch.empty((), dtype=torch.float64).uniform_(-6, -2, generator=rng))
+        last = first * (1 + step * (1 if torch.rand((), generator=rng) < 0.5 else -1))
+        logs = [None, None]
+        if torch.rand((), generator=rng) < 0.7:
+            logs[0] = float(torch.rand((), generator=rng, dtype=torch.float64)) * 3 + 0.01
+            log_step = 10.0 ** float(torch.empty((), dtype=torch.float64).uniform_(-6, -2, generator=rng))
+            logs[1] = logs[0] * (1 - log_step)
+        if any(abs(abs(b - a) / abs(a) - 1e-4) < 1e-9 for a, b in ((first, last), logs) if a is not None):
+            continue
+        cases += 1
+        said = collapse_reasons(first, last, True, log_losses=tuple(logs))
+        assert bool(said) == _did_not_change_reference(first, last, *logs), (first, last, logs, said)
+    assert cases > 350
+
+
+@pytest.mark.parametrize(("first", "last", "logs", "expected"), [
+    (1.25464e6, 1.25452e6, (0.6208, 0.6772), []),  # the lab's sentinels held the mean; the log-scale one moved
+    (1.25464e6, 1.25452e6, None, ["did not change"]),  # not known (no `reduce_loss`): the mean alone, as before
+    (1.25464e6, 1.25452e6, (0.62, None), ["did not change"]),
+    (1.0e6, 1.0e6, (0.62, 0.62), ["did not change"]),
+    (2.3010, 2.2987, (1.19, 1.19), []),  # the mean moved by 0.1 %: learning, whatever the log scale says
+    (1.0, math.nan, (0.6, 0.6), ["not finite"]),
+])
+def test_collapse_reasons_judges_the_log_scale_mean_too(first, last, logs, expected):
+    reasons = collapse_reasons(first, last, True, log_losses=logs)
+    assert len(reasons) == len(expected) and all(p in r for r, p in zip(reasons, expected)), reasons
+
+
+def test_stall_cause_does_not_say_barely_moved_when_the_log_scale_mean_moved():
+    assert "barely moved" in stall_cause(1.25464e6, 1.25452e6, 10)
+    assert "barely moved" not in stall_cause(1.25464e6, 1.25452e6, 10, log_losses=(0.6208, 0.6772))
+
+
+class _Regressor(RobustMixin, pl.LightningModule):
+    """A small regressor, squared error per sample, Adam."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        pred = self.net(b.input).squeeze(1)
+        return (pred - b.target) ** 2, pred
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+def _sentinel_table(n=240, sentinels=(5, 60, 130, 200)):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, generator=g)
+    y = 2 * x[:, 0] - x[:, 1] + 0.1 * torch.randn(n, generator=g)
+    flag = torch.zeros(n, dtype=torch.bool)
+    flag[list(sentinels)] = True
+    y[flag] = 999999.0
+    return IndexedDataset(torch.utils.data.TensorDataset(x, y), corrupted=flag)
+
+
+def test_a_few_sentinel_targets_do_not_make_a_learning_round_collapse(tmp_path):
+    """A lab's table held 4 sentinel targets (999999) in 354 rows: every epoch's mean training loss (~1e10 here) moved
+    by less than 0.01 % while the model learned the other rows, so ITLM said each round "did not change", kept every
+    sample and advised a lower learning rate. The log-scale mean of the per-sample losses shows the model moved, and
+    the next round drops the sentinels."""
+    data = _sentinel_table()
+    itlm = ITLM(keep_ratio="auto", round_epochs=[3, 1], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl.seed_everything(0, verbose=False)
+        tiny_trainer(tmp_path, 4, [itlm]).fit(_Regressor(), DataLoader(data, batch_size=16, shuffle=True))
+    first = itlm.history[0]
+    assert abs(first.last_epoch_loss / first.first_epoch_loss - 1) <= 1e-4  # the mean loss alone: "did not change"
+    # Adam's steps follow the sentinels' huge gradients here: every prediction moved, and the log-scale mean with them
+    assert abs(first.last_epoch_log_loss / first.first_epoch_log_loss - 1) > 0.1, first
+    assert not first.collapsed and collapse_warnings(caught) == []
+    assert itlm.history[1].kept == 236 and itlm.history[1].dropped_corrupted == 4
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_learning_rate_of_1e9_still_did_not_change_whatever_the_shuffle(tmp_path, seed):
+    """15 shuffled batches an epoch at lr 1e-9: any statistic of the batch means but their weighted mean moves by more
+    than 0.01 % from the reshuffling alone; the per-sample log-scale mean over the epoch does not."""
+    itlm = ITLM(keep_ratio=0.8, round_epochs=[2, 2], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, model=TinyModel(lr=1e-9), data=BlobsData(batch_size=16), seed=seed)
+    first = itlm.history[0]
+    assert first.first_epoch_log_loss is not None and first.last_epoch_log_loss is not None  # the rule read them
+    assert all(r.collapsed for r in itlm.history)
+    assert "training loss did not change" in collapse_warnings(caught)[0]
+
+
+def test_local_losses_of_checkpoints_before_the_log_scale_parts_still_load():
+    assert _local_loss_of_this_rank([(1.5, 3)]) == (1.5, 3, 0.0, 0)
+    assert _local_loss_of_this_rank([(1.5, 3, 0.25, 3)]) == (1.5, 3, 0.25, 3)
+    assert _local_loss_of_this_rank([(1.5, 3), (2.0, 4)]) == (3.5, 7, 0.0, 0)  # 2 ranks' parts, resumed on 1
+    assert _local_loss_of_this_rank(None) == (0.0, 0, 0.0, 0)

@@ -113,7 +113,7 @@ from lit_robust.selection.auto_drop import UNLEARNT_NOTE, cleanlab_hint, nothing
 from lit_robust.selection.rules import keep_count, percent_hint, scatter_scores, starved_classes
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
-__all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collapse_reasons"]
+__all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collapse_reasons", "log_scale"]
 
 OnCollapse = Literal["keep", "warn", "raise"]
 _ON_COLLAPSE = ("keep", "warn", "raise")
@@ -193,6 +193,9 @@ class RoundRecord:
             the epoch of the validation behind them when it is not the round's last epoch (else ``None``).
         first_epoch_loss: the mean training loss of the round's first epoch (over all ranks); ``last_epoch_loss`` of
             its last.
+        first_epoch_log_loss: the mean of :func:`log_scale` of the per-sample losses the module handed to
+            ``reduce_loss`` in the round's first epoch (over all ranks); ``last_epoch_log_loss`` in its last; ``None``
+            where it handed none (a ``training_step`` of its own that does not call ``reduce_loss``).
         collapsed: the round's model did not learn (see ``ITLM(on_collapse=...)``).
         estimated_corruption: with ``keep_ratio="auto"``, the corrupted fraction estimated from the scores the
             round's selection came from (as estimated, before any clipping); ``None`` with a numeric ``keep_ratio``
@@ -212,6 +215,9 @@ class RoundRecord:
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. the monitored validation metric at round end
     first_epoch_loss: float | None = None  # mean training loss of the round's first epoch (over all ranks)
     last_epoch_loss: float | None = None  # ... and of its last epoch
+    # the mean of `log_scale` of the per-sample losses given to `reduce_loss` in those epochs (None: none given)
+    first_epoch_log_loss: float | None = None
+    last_epoch_log_loss: float | None = None
     collapsed: bool = False  # the round's model did not learn (see `ITLM(on_collapse=...)`)
     # `keep_ratio="auto"`: the corrupted fraction estimated from the scores this round's selection came from
     # (as estimated, before any clipping; see `auto_keep_count`); None with a numeric keep_ratio and in round 0
@@ -318,9 +324,26 @@ def chance_accuracy(num_classes: int, margin: float = 0.05) -> float:
     return round(1.0 / num_classes + margin * (1.0 - 1.0 / num_classes), 12)
 
 
+def log_scale(losses: Tensor) -> Tensor:
+    """``sign(l) * log(1 + |l|)`` of each loss (pure): monotone, about ``l`` near 0, and a loss of 1e12 weighs only
+    about 28. The collapse check averages it over an epoch's per-sample losses, so that a few extreme samples do not
+    hide how the others' losses moved.
+
+    >>> [round(v, 4) for v in log_scale(torch.tensor([0.0, 1e-6, -1.0, 1e12], dtype=torch.float64)).tolist()]
+    [0.0, 0.0, -0.6931, 27.631]
+    """
+    return torch.sign(losses) * torch.log1p(losses.abs())
+
+
+def _moved(first: float, last: float, tolerance: float) -> bool:
+    """``last`` differs from ``first`` by more than ``tolerance`` relative to ``|first|``."""
+    return abs(last - first) > tolerance * max(abs(first), 1e-12)
+
+
 def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_must_fall: bool,
                      accuracy: tuple[str, float] | None = None, num_classes: int | None = None,
-                     margin: float = 0.05) -> list[str]:
+                     margin: float = 0.05, log_losses: tuple[float | None, float | None] | None = None
+                     ) -> list[str]:
     """Why a finished round's model did not learn; an empty list when nothing says so (pure).
 
     A round collapsed when its mean training loss is not finite; or it trained a fresh model and its loss
@@ -332,6 +355,12 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     samples within its first epoch grows confident on the noisy ones and its mean loss rises (the test blobs,
     30% noise: 0.98 → 1.41 with every clean sample right).
 
+    "Did not move" (by more than 0.01 %) holds for the mean loss and, where known, for ``log_losses``, the epochs'
+    means of :func:`log_scale` of the per-sample losses: a few extreme samples (4 sentinel targets of 999999 in a
+    table of 354) held the mean loss within 0.01 % while the model moved, its log-scale mean by 2.6 to 12 %. Both
+    are means over the epoch's samples, whatever their order and batches: a learning rate of 1e-9 leaves both where
+    they were, however the batches are shuffled.
+
     Args:
         first_loss / last_loss: mean training loss of the round's first and last epoch (``None``: unknown).
         loss_must_fall: the round trained a freshly initialised model for two epochs or more (a warm-started
@@ -339,6 +368,8 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
         accuracy: ``(name, value)`` of a validation accuracy measured in the round's last epoch, or ``None``.
         num_classes: number of classes (``None``: unknown; the tests that need it are skipped).
         margin: see :func:`chance_accuracy`.
+        log_losses: ``(first, last)`` epoch's mean of :func:`log_scale` of the per-sample losses (``None``, or a
+            ``None`` in it: unknown; the mean loss alone is judged).
 
     >>> collapse_reasons(2.0, 1.0, True)
     []
@@ -348,6 +379,8 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     ['training loss did not fall and is no better than a uniform guess (first epoch 2.3, last epoch 2.6; ln(10) = 2.303)']
     >>> collapse_reasons(0.7, 0.7, True)
     ['training loss did not change (first epoch 0.7, last epoch 0.7)']
+    >>> collapse_reasons(1.25464e6, 1.25452e6, True, log_losses=(0.6208, 0.6772))  # the mean hid the others
+    []
     >>> collapse_reasons(1.0, float("nan"), False)
     ['training loss is not finite (first epoch 1, last epoch nan)']
     >>> collapse_reasons(2.0, 1.0, True, ("val_acc", 0.1), 10)
@@ -361,9 +394,13 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     if any(not math.isfinite(v) for v in losses):
         reasons.append(f"training loss is not finite ({figures})")
     elif loss_must_fall and first_loss is not None and last_loss is not None:
-        # moved by less than 0.01 %: a learning rate of 6e-7 (an lr finder's) took 2.30101 to 2.30100 in 3 epochs
-        if abs(last_loss - first_loss) <= 1e-4 * max(abs(first_loss), 1e-12):
-            reasons.append(f"training loss did not change ({figures})")
+        # moved by less than 0.01 %: a learning rate of 6e-7 (an lr finder's) took 2.30101 to 2.30100 in 3 epochs.
+        # The log-scale mean too: 4 sentinel targets in a lab's table of 354 held its mean loss within 0.01 % while
+        # the model moved (the log-scale mean by 2.6-12 % in round 0), and rounds were said to collapse
+        logs = _known_pair(log_losses)
+        if not _moved(first_loss, last_loss, 1e-4) and not (logs and _moved(*logs, 1e-4)):
+            on_log = "" if logs is None else f"; per-sample log(1 + loss) {logs[0]:.4g} -> {logs[1]:.4g}"
+            reasons.append(f"training loss did not change ({figures}{on_log})")
         elif k is not None and last_loss >= first_loss and last_loss >= math.log(k):
             reasons.append(f"training loss did not fall and is no better than a uniform guess ({figures}; "
                            f"ln({k}) = {math.log(k):.4g})")
@@ -374,15 +411,24 @@ def collapse_reasons(first_loss: float | None, last_loss: float | None, loss_mus
     return reasons
 
 
+def _known_pair(pair: tuple[float | None, float | None] | None) -> tuple[float, float] | None:
+    """``pair`` when both its values are known and finite, else ``None``."""
+    if pair is None or any(v is None or not math.isfinite(v) for v in pair):
+        return None
+    return float(pair[0]), float(pair[1])
+
+
 def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epoch: int | None, epochs: int = 2,
-                accumulation: int = 1) -> str:
+                accumulation: int = 1, log_losses: tuple[float | None, float | None] | None = None) -> str:
     """The likely cause of a round (or fit) whose model did not learn, from its mean training loss in the first and
     last epoch and its optimizer steps per epoch (pure): a non-finite loss points at the data or a learning rate too
     large, a loss that rose at a learning rate too large, and one that barely moved (less than 1 %) at too few steps
     or a learning rate too small. A tuner's `scale_batch_size` chose a batch of 8,192 for 6,000 samples (one step per
     epoch) and the lr finder a learning rate of 6e-7: both were told "a learning rate too large". How the loss moved
     is judged over ``epochs`` >= 2 only (a one-epoch round's first epoch is its last). ``accumulation``: the
-    Trainer's ``accumulate_grad_batches``, named among the causes of few steps when above 1.
+    Trainer's ``accumulate_grad_batches``, named among the causes of few steps when above 1. ``log_losses``: the
+    epochs' log-scale means (see :func:`collapse_reasons`); a loss whose log-scale mean moved by more than 1 % did
+    not barely move.
 
     >>> stall_cause(2.303, 2.302, 1)[:72]
     'Its training loss barely moved (2.303 -> 2.302) in 1 optimizer step per '
@@ -406,7 +452,9 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
              "may choose one)" if accumulation <= 1 else
              f"a batch times `accumulate_grad_batches`={accumulation} about as large as the training set")
     lower = "Lower the batch size" + ("" if accumulation <= 1 else " or the accumulation")
-    if known and epochs >= 2 and abs(last_loss - first_loss) <= 0.01 * abs(first_loss):
+    logs = _known_pair(log_losses)
+    if (known and epochs >= 2 and abs(last_loss - first_loss) <= 0.01 * abs(first_loss)
+            and not (logs and _moved(*logs, 0.01))):
         figures = f"({first_loss:.4g} -> {last_loss:.4g}){steps}"
         if few:
             return f"Its training loss barely moved {figures}: {batch} leaves too few steps to learn. {lower}."
@@ -688,6 +736,9 @@ class ITLM(Callback):
         self._loader_generator: torch.Generator | None = None
         self._local_sum: Tensor | float = 0.0  # this rank's part since the last addition over the ranks
         self._local_count = 0
+        # ... and of `log_scale` of the per-sample losses the module gave `reduce_loss` (see `collapse_reasons`)
+        self._local_log_sum: Tensor | float = 0.0
+        self._local_log_count = 0
         self._trained_this_fit = False  # a batch was trained in this process's fit (not only restored state)
 
     def _reset_fit_state(self) -> None:
@@ -709,6 +760,8 @@ class ITLM(Callback):
         # holds the whole epoch)
         self._loss_sum = 0.0
         self._loss_count = 0
+        self._log_sum = 0.0  # the same of `log_scale` of the per-sample losses
+        self._log_count = 0
         self._val_epoch: int | None = None  # epoch of the last validation whose metrics `_current` holds
         # (epoch, batches trained, batches of an epoch) of the last epoch when a stop cut it short, else None
         self._short_epoch: tuple[int, int, int] | None = None
@@ -858,11 +911,13 @@ class ITLM(Callback):
             self._reset_fit_state()
         elif self._foreign_state is None:  # from the start of the epoch a stopped fit did not finish: its loss goes
             self._loss_sum, self._loss_count = 0.0, 0
+            self._log_sum, self._log_count = 0.0, 0
         self._checked_per_sample = False
         self._trained_this_fit = False
         self._said = set()
         self._low_classes = {}
         self._local_sum, self._local_count = 0.0, 0
+        self._local_log_sum, self._local_log_count = 0.0, 0
         total = sum(self.round_epochs)
         if trainer.fast_dev_run:
             # it sets max_epochs to 1 over the user's (a power user was told to set the max_epochs they had set)
@@ -1336,6 +1391,14 @@ class ITLM(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._trained_this_fit = True
+        given = getattr(pl_module, "_batch_losses", None)
+        pl_module._batch_losses = None
+        if given:
+            # the per-sample losses `reduce_loss` saw this batch, on the log scale (see `collapse_reasons`)
+            dtype = torch.float32 if given[0].device.type == "mps" else torch.float64
+            scaled = log_scale(torch.cat([part.reshape(-1).to(dtype) for part in given]))
+            self._local_log_sum = self._local_log_sum + scaled.sum()
+            self._local_log_count += scaled.numel()
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor) and loss.numel() == 1:
             if pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1:
@@ -1370,6 +1433,7 @@ class ITLM(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        pl_module._batch_losses = []  # `RobustMixin.reduce_loss` adds the batch's per-sample losses (read at its end)
         if self.check_per_sample and not self._checked_per_sample:
             # before round 0 trains (the scoring pass at its end would find a batch-mean score one round late: a
             # newcomer lost a round on 60,000 images)
@@ -1398,12 +1462,19 @@ class ITLM(Callback):
         self._short_epoch = _short_epoch(trainer)
         self._add_local_loss(pl_module)
         rec = self._current
+        first = epoch == self._round_starts[self._round]
         if rec is not None and self._loss_count:
             mean = self._loss_sum / self._loss_count
-            if epoch == self._round_starts[self._round]:
+            if first:
                 rec.first_epoch_loss = mean
             rec.last_epoch_loss = mean
+        if rec is not None:
+            log_mean = self._log_sum / self._log_count if self._log_count else None
+            if first:
+                rec.first_epoch_log_loss = log_mean
+            rec.last_epoch_log_loss = log_mean
         self._loss_sum, self._loss_count = 0.0, 0
+        self._log_sum, self._log_count = 0.0, 0
         if epoch + 1 != self._round_starts[self._round + 1]:
             return
         self._end_round(trainer, pl_module, log=log)
@@ -1600,8 +1671,9 @@ class ITLM(Callback):
         has_acc, value = distributed.broadcast(mine).tolist()
         accuracy = (name or "validation accuracy", value) if has_acc else None
         fresh_model = rec.round == 0 or self.reinit
+        log_losses = (rec.first_epoch_log_loss, rec.last_epoch_log_loss)
         reasons = collapse_reasons(rec.first_epoch_loss, rec.last_epoch_loss, fresh_model and rec.epochs >= 2,
-                                   accuracy, _num_classes(trainer, pl_module))
+                                   accuracy, _num_classes(trainer, pl_module), log_losses=log_losses)
         rec.collapsed = bool(reasons)
         if self.history and self.history[-1].round == rec.round:
             # a fit stopped in the scoring pass that follows, then continued on the same Trainer, ends the round
@@ -1617,7 +1689,7 @@ class ITLM(Callback):
             # checkpoint of its last batch) ran before a GradientAccumulationScheduler set it (8 steps said for 2)
             last = self._round_starts[rec.round + 1] - 1
             cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer, last),
-                                rec.epochs, _accumulation_in_epoch(trainer, last))
+                                rec.epochs, _accumulation_in_epoch(trainer, last), log_losses)
             if self.on_collapse == "raise":
                 raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
             if rec.round + 1 >= self.num_rounds:
@@ -1664,15 +1736,19 @@ class ITLM(Callback):
         return None
 
     def _add_local_loss(self, pl_module: pl.LightningModule) -> None:
-        """Add this rank's training-loss sum and count since the last call over the ranks. Call on every rank."""
+        """Add this rank's training-loss sum and count since the last call over the ranks (and those of the
+        log-scale per-sample losses). Call on every rank."""
         dev = pl_module.device
         dtype = torch.float32 if dev.type == "mps" else torch.float64
-        local = torch.stack([torch.as_tensor(self._local_sum, dtype=dtype, device=dev),
-                             torch.tensor(float(self._local_count), dtype=dtype, device=dev)])
-        total, count = distributed.all_reduce_sum(local).tolist()
+        local = torch.stack([torch.as_tensor(v, dtype=dtype, device=dev).reshape(()) for v in (
+            self._local_sum, float(self._local_count), self._local_log_sum, float(self._local_log_count))])
+        total, count, log_total, log_count = distributed.all_reduce_sum(local).tolist()
         self._loss_sum += total
         self._loss_count += int(count)
+        self._log_sum += log_total
+        self._log_count += int(log_count)
         self._local_sum, self._local_count = 0.0, 0
+        self._local_log_sum, self._local_log_count = 0.0, 0
 
     def _keep_selection(self, round_: int) -> None:
         """Start round ``round_`` on the current selection again (after a collapsed round): no scoring pass."""
@@ -2166,7 +2242,8 @@ class ITLM(Callback):
             loss = (None, None, 0) if last is None else (last.first_epoch_loss, last.last_epoch_loss, last.epochs)
             epoch = None if last is None else self._round_starts[last.round + 1] - 1  # that round's (see _finish_round)
             accumulation = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
-            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer, epoch), loss[2], accumulation)
+            logs = None if last is None else (last.first_epoch_log_loss, last.last_epoch_log_loss)
+            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer, epoch), loss[2], accumulation, logs)
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
                            f"learn, so the report's ranking and `predicted_label` mean nothing. {cause} (A validation "
@@ -2290,7 +2367,10 @@ class ITLM(Callback):
             # part alone was saved: a 2-rank fit resumed there had its round records' losses 0.06 off
             "loss_sum": self._loss_sum,
             "loss_count": self._loss_count,
-            "local_loss": distributed.all_gather_objects((float(self._local_sum), self._local_count)),
+            "log_loss_sum": self._log_sum,
+            "log_loss_count": self._log_count,
+            "local_loss": distributed.all_gather_objects((float(self._local_sum), self._local_count,
+                                                          float(self._local_log_sum), self._local_log_count)),
             "val_epoch": self._val_epoch,
             "short_epoch": self._short_epoch,
             "report": None if self._report_state is None else self._report_state.state_dict(),
@@ -2353,7 +2433,12 @@ class ITLM(Callback):
         self.score_history = state_dict["score_history"]
         self._loss_sum = state_dict.get("loss_sum", 0.0)
         self._loss_count = state_dict.get("loss_count", 0)
-        self._local_sum, self._local_count = _local_loss_of_this_rank(state_dict.get("local_loss"))
+        # the log-scale parts are absent from checkpoints of 2026-12-06 and before: the resumed round's check then
+        # compares a part of an epoch's log-scale mean, as the resumed epoch's mean loss was before they were saved
+        self._log_sum = state_dict.get("log_loss_sum", 0.0)
+        self._log_count = state_dict.get("log_loss_count", 0)
+        (self._local_sum, self._local_count, self._local_log_sum,
+         self._local_log_count) = _local_loss_of_this_rank(state_dict.get("local_loss"))
         self._val_epoch = state_dict.get("val_epoch")
         self._short_epoch = state_dict.get("short_epoch")
         if self._short_epoch is not None:
@@ -2399,19 +2484,21 @@ class ITLM(Callback):
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
 
 
-def _local_loss_of_this_rank(saved: list[tuple[float, int]] | None) -> tuple[float, int]:
-    """This rank's training-loss sum and count since the last addition over the ranks, from a checkpoint's
-    ``local_loss`` (every saving rank's, in rank order): its own where the fit runs as many processes, else all of
-    them on rank 0 (the epoch's sum over the ranks counts each once); nothing from checkpoints written before it was
-    saved (their ``loss_sum`` holds rank 0's part)."""
+def _local_loss_of_this_rank(saved: list[tuple[float, ...]] | None) -> tuple[float, int, float, int]:
+    """This rank's training-loss sum and count since the last addition over the ranks, and those of the log-scale
+    per-sample losses, from a checkpoint's ``local_loss`` (every saving rank's, in rank order): its own where the fit
+    runs as many processes, else all of them on rank 0 (the epoch's sum over the ranks counts each once); nothing from
+    checkpoints written before it was saved (their ``loss_sum`` holds rank 0's part). Parts of two values (written
+    before the log-scale ones were) give no log-scale part."""
     if not saved:
-        return 0.0, 0
+        return 0.0, 0, 0.0, 0
+    parts = [(float(p[0]), int(p[1]), *((float(p[2]), int(p[3])) if len(p) >= 4 else (0.0, 0))) for p in saved]
     rank, size = distributed.rank(), distributed.world_size()
-    if len(saved) == size:
-        return float(saved[rank][0]), int(saved[rank][1])
+    if len(parts) == size:
+        return parts[rank]
     if rank != 0:
-        return 0.0, 0
-    return float(sum(part[0] for part in saved)), int(sum(part[1] for part in saved))
+        return 0.0, 0, 0.0, 0
+    return (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts), sum(p[3] for p in parts))
 
 
 def _batches_done_mid_epoch(checkpoint: dict[str, Any]) -> int:
