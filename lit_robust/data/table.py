@@ -295,7 +295,8 @@ def _warn_far_out_targets(raw: Tensor, rows: Tensor, names: list[str], shown: in
     """Warn about regression targets more than 1000 robust standard deviations (1.4826 × MAD) from their column's
     median, over the usable ``rows``: a lab export's sentinel 999999 and a value typed a million times too large
     outweighed, squared, the whole table's errors, so the mean training loss barely moved and ITLM judged every round
-    collapsed ("check the learning rate") and trimmed nothing, without a word on those rows."""
+    collapsed ("check the learning rate") and trimmed nothing, without a word on those rows (since 2026-12-06 ITLM's
+    collapse check also reads the per-sample losses on a log scale and trims them)."""
     values = raw[rows]
     centre, scale = robust_scale(values, "robust")
     for j, name in enumerate(names):
@@ -308,9 +309,10 @@ def _warn_far_out_targets(raw: Tensor, rows: Tensor, names: list[str], shown: in
         rank_zero_warn(f"TableDataModule: `target` {name!r} holds {len(far)} value(s) more than "
                        f"{_FAR_OUT_TARGET:g} robust standard deviations ({float(scale[j]):.4g}) from its median "
                        f"({float(centre[j]):.4g}): {cells}{more}. A sentinel (-999, 999999) or a typo? Squared, their "
-                       "errors outweigh all the other rows', so the mean training loss barely moves (ITLM may judge its "
-                       "rounds collapsed and trim nothing). Empty those cells and pass `missing='drop'`, or correct "
-                       "them; to let ITLM find them, pass it `on_collapse='warn'`.")
+                       "errors outweigh all the other rows' in the mean training loss. Empty those cells and pass "
+                       "`missing='drop'`, or correct them. ITLM ranks such rows first and trims them (its collapse "
+                       "check reads the per-sample losses a module hands `reduce_loss`; with a `training_step` of "
+                       "your own that does not call it, a round may be judged collapsed: pass `on_collapse='warn'`).")
 
 
 def _warn_near_twin_labels(classes: list[Any], name: str) -> None:
