@@ -959,9 +959,9 @@ def test_an_estimate_from_an_epoch_a_stop_cut_says_how_much_it_scored(tmp_path, 
         f"{owner}: {name}: epoch 1's estimate ({100 * auto.estimates[1]:.1f} %) scored {scored} of the epoch's {of} "
         f"samples: `max_steps={max_steps}` stopped the fit after {trained} of the epoch's {batches} batches, so they "
         "were scored by the model of its first steps only, which has learnt less than the whole epoch's. The estimate "
-        f"in force, {100 * auto.estimate:.2f} %, is logged and used by a fit that goes on from here (this Trainer's "
-        "next fit, or a checkpoint written at this epoch's end). For an estimate of whole epochs end the fit at an "
-        "epoch's end: leave `max_steps` at -1 and set `max_epochs`."], said
+        f"in force, {100 * auto.estimate:.2f} %, is logged, and a fit that goes on on this Trainer (at the next "
+        "epoch) drops by it. For an estimate of whole epochs end the fit at an epoch's end: leave `max_steps` at -1 "
+        "and set `max_epochs`."], said
     # whole epochs, and a stop inside an epoch that estimates nothing (after the warm-up), say nothing
     assert _partial_notes(tmp_path, owner, 2)[0] == []
     per_batch = 2 if owner == "CoTeaching" else 1
@@ -978,3 +978,35 @@ def test_an_estimate_under_limit_train_batches_says_once_what_it_scored(tmp_path
         f"epoch's {of} samples, those of the {batches // 2} of the loader's {batches} batches that "
         "`limit_train_batches=0.5` trains an epoch (each epoch's estimate is made from them alone). Leave "
         "`limit_train_batches` at 1.0 for an estimate of the whole training set."], said
+
+
+def test_a_should_stop_inside_an_estimating_epoch_is_named_and_the_next_fit_drops_by_that_estimate(tmp_path):
+    """The other stops (`trainer.should_stop`, `max_time`) are named as such; the same Trainer's next fit goes on at
+    the next epoch with the estimate the cut epoch made, as the warning says."""
+
+    class StopAt(pl.Callback):
+        step = 8  # inside epoch 1, the last of the warm-up, after 2 of its 6 batches
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == self.step:
+                trainer.should_stop = True
+
+    f, stop = BatchFilter("prl", "auto", warmup_epochs=2), StopAt()
+    model, trainer = OracleModel(), tiny_trainer(tmp_path, 3, [f, stop])
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer.fit(model, BlobsData(n=240, batch_size=40))
+    said = [str(w.message) for w in seen if "'s estimate (" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(
+        f"BatchFilter: `drop_ratio='auto'`: epoch 1's estimate ({100 * f._auto.estimates[1]:.1f} %) scored 80 of the "
+        "epoch's 240 samples: a stop (`max_time`, `trainer.should_stop`, an EarlyStopping checked inside the epoch) "
+        "stopped the fit after 2 of the epoch's 6 batches"), said
+    assert said[0].endswith("end the fit at an epoch's end: by `max_epochs` (an EarlyStopping: validate at epochs' "
+                            "ends, `val_check_interval=1.0`).")
+    in_force = f.estimated_corruption
+    stop.step = -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, BlobsData(n=240, batch_size=40))
+    assert [r.epoch for r in f.history] == [0, 1, 2] and f.history[2].drop_ratio == pytest.approx(in_force)

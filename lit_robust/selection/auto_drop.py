@@ -298,8 +298,8 @@ def partial_epoch_note(owner: str, epoch: int, rate: float, in_force: float, sco
         # measured (digits, 30 % flipped, PRL(L)): 44.1 % from the first 5 of 24 batches against 35.1 % from all
         return (f"{head}: {part.stopped_by} stopped the fit after {part.trained} of the epoch's {part.planned} "
                 "batches, so they were scored by the model of its first steps only, which has learnt less than the "
-                f"whole epoch's. The estimate in force, {100 * in_force:.2f} %, is logged and used by a fit that goes "
-                "on from here (this Trainer's next fit, or a checkpoint written at this epoch's end). For an "
+                f"whole epoch's. The estimate in force, {100 * in_force:.2f} %, is logged, and a fit that goes on on "
+                "this Trainer (at the next epoch) drops by it. For an "
                 f"estimate of whole epochs end the fit at an epoch's end: {fix}.")
     return (f"{head}, those of the {part.planned} of the loader's {part.loader_batches} batches that "
             f"`limit_train_batches={part.limit}` trains an epoch (each epoch's estimate is made from them alone). "
