@@ -365,13 +365,16 @@ def epoch_part(trainer: pl.Trainer) -> EpochPart | None:
     ``limit_train_batches`` trains fewer batches than the loader has; ``None`` when it trained every batch, or the
     loader has no length (a stream)."""
     planned = trainer.num_training_batches
-    loader = getattr(trainer, "train_dataloader", None)
-    try:
-        loader_batches = len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        return None
     if not math.isfinite(planned):
         return None
+    loader = getattr(trainer, "train_dataloader", None)
+    if not isinstance(loader, DataLoader):  # several loaders (a list, a dict): their batches counted as Lightning does
+        loader, loader_batches = None, int(planned)
+    else:
+        try:
+            loader_batches = len(loader)
+        except TypeError:
+            return None
     cut = epoch_cut(trainer)
     if cut is None and int(planned) >= loader_batches:
         return None
@@ -388,6 +391,8 @@ def epoch_part(trainer: pl.Trainer) -> EpochPart | None:
 def _samples_an_epoch(trainer: pl.Trainer, loader: Any) -> int | None:
     """The samples ``loader`` (this rank's) draws in a whole epoch, times the ranks (Lightning's distributed samplers
     give every rank as many), at most the data set's size (their padding); ``None`` when not known."""
+    if loader is None:
+        return None
     try:
         per_rank = len(loader.sampler)
         batch = loader.batch_size
