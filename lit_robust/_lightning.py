@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -335,6 +335,78 @@ def limited_batches(trainer: pl.Trainer, batches: int) -> int:
         return batches
     return min(batches, limit) if isinstance(limit, int) else int(batches * limit) if isinstance(limit, float) \
         else batches
+
+
+def epoch_cut(trainer: pl.Trainer) -> tuple[int, int, int] | None:
+    """``(epoch, batches trained, batches of an epoch)`` when a stop (``max_steps``, ``max_time``,
+    ``trainer.should_stop``) ended the current epoch before its last batch, else ``None``. Read at the epoch's end."""
+    batches = trainer.num_training_batches
+    trained = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else None
+    stopped = trainer.should_stop or (max_steps is not None and trainer.global_step >= max_steps)
+    if not stopped or not math.isfinite(batches) or trained >= batches:
+        return None
+    return trainer.current_epoch, int(trained), int(batches)
+
+
+class EpochPart(NamedTuple):
+    """How much of its training loader an epoch trained, when it was not all of it (:func:`epoch_part`)."""
+
+    trained: int  # batches the epoch trained
+    planned: int  # batches an epoch trains (`limit_train_batches` applied)
+    loader_batches: int  # batches the loader yields an epoch
+    samples: int | None  # samples the loader draws an epoch, every rank's (None: not known)
+    stopped_by: str | None  # the stop that cut the epoch (`max_steps=...`, ...), None when it ran its planned batches
+    limit: Any  # the Trainer's `limit_train_batches`
+
+
+def epoch_part(trainer: pl.Trainer) -> EpochPart | None:
+    """At an epoch's end: the part of the training loader it trained, when a stop cut it short (:func:`epoch_cut`) or
+    ``limit_train_batches`` trains fewer batches than the loader has; ``None`` when it trained every batch, or the
+    loader has no length (a stream)."""
+    planned = trainer.num_training_batches
+    if not math.isfinite(planned):
+        return None
+    loader = getattr(trainer, "train_dataloader", None)
+    if not isinstance(loader, DataLoader):  # several loaders (a list, a dict): their batches counted as Lightning does
+        loader, loader_batches = None, int(planned)
+    else:
+        try:
+            loader_batches = len(loader)
+        except TypeError:
+            return None
+    cut = epoch_cut(trainer)
+    if cut is None and int(planned) >= loader_batches:
+        return None
+    stopped_by = None
+    if cut is not None:
+        max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else None
+        stopped_by = (f"`max_steps={max_steps}`" if max_steps is not None and trainer.global_step >= max_steps
+                      else "a stop (`max_time`, `trainer.should_stop`, an EarlyStopping checked inside the epoch)")
+    return EpochPart(trained=int(planned) if cut is None else cut[1], planned=int(planned),
+                     loader_batches=loader_batches, samples=_samples_an_epoch(trainer, loader),
+                     stopped_by=stopped_by, limit=trainer.limit_train_batches)
+
+
+def _samples_an_epoch(trainer: pl.Trainer, loader: Any) -> int | None:
+    """The samples ``loader`` (this rank's) draws in a whole epoch, times the ranks (Lightning's distributed samplers
+    give every rank as many), at most the data set's size (their padding); ``None`` when not known."""
+    if loader is None:
+        return None
+    try:
+        per_rank = len(loader.sampler)
+        batch = loader.batch_size
+    except (AttributeError, TypeError):
+        return None
+    if batch is None:
+        return None
+    if getattr(loader, "drop_last", False):
+        per_rank = per_rank // batch * batch
+    total = per_rank * max(1, int(getattr(trainer, "world_size", 1)))
+    try:
+        return min(total, len(loader.dataset))
+    except TypeError:
+        return total
 
 
 def check_epoch_batches(trainer: pl.Trainer, batches: int, where: str) -> None:

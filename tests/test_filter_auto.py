@@ -917,3 +917,96 @@ def test_a_mid_epoch_state_restored_under_ddp_keeps_rank_zeros_scores_once(monke
         index, scores = restored._local(torch.device("cpu"))
         assert index.numel() == scores.numel() == kept and not restored._missing
         assert len(restored._given) == (kept > 0 and estimator == "disagreement")
+
+
+# ---------------------------------------------------------------- an estimate from part of an epoch
+def _auto_owner(owner):
+    """(module, data, callbacks) of a 2-epoch "auto" warm-up: 6 batches of 40 an epoch (RCA: 2 of 100)."""
+    if owner == "RCA":
+        dm = TwoMoonsAnomalyDataModule(n_train=200, contamination=0.1, n_test=50, seed=1, batch_size=100)
+        return RCA(2, hidden=8, latent=1, drop_ratio="auto", warmup_epochs=2, test_passes=1), dm, []
+    data = BlobsData(n=240, batch_size=40)
+    if owner == "CoTeaching":
+        return CoTeaching(OracleModel(), rule="prl", drop_ratio="auto", warmup_epochs=2), data, []
+    f = BatchFilter("prl", "auto", warmup_epochs=2)
+    return OracleModel(), data, [f]
+
+
+def _partial_notes(tmp_path, owner, epochs, **kw):
+    model, data, callbacks = _auto_owner(owner)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, epochs, callbacks, **kw).fit(model, data)
+    auto = callbacks[0]._auto if callbacks else model._auto
+    return [str(w.message) for w in seen if "'s estimate (" in str(w.message)], auto
+
+
+@pytest.mark.parametrize(("owner", "max_steps", "scored", "of", "trained", "batches"), [
+    ("BatchFilter", 8, 80, 240, 2, 6),  # inside warm-up's last epoch (1), after 2 of its 6 batches
+    ("CoTeaching", 16, 80, 240, 2, 6),  # a step of each of its two optimizers per batch
+    ("RCA", 3, 100, 200, 1, 2),
+])
+def test_an_estimate_from_an_epoch_a_stop_cut_says_how_much_it_scored(tmp_path, owner, max_steps, scored, of,
+                                                                     trained, batches):
+    """A Lightning user's `max_steps` stopped the warm-up's last epoch after 5 of its 24 batches: the estimate (and the
+    logged `filter/estimated_corruption`) came from those batches' samples, scored by the epoch's first steps' model
+    (48.0 % kept, the whole epoch's 43.6 %), without a word."""
+    said, auto = _partial_notes(tmp_path, owner, 4, max_steps=max_steps)
+    assert sorted(auto.estimates) == [0, 1]
+    name = "`drop_ratio='auto'`"
+    assert said == [
+        f"{owner}: {name}: epoch 1's estimate ({100 * auto.estimates[1]:.1f} %) scored {scored} of the epoch's {of} "
+        f"samples: `max_steps={max_steps}` stopped the fit after {trained} of the epoch's {batches} batches, so they "
+        "were scored by the model of its first steps only, which has learnt less than the whole epoch's. The estimate "
+        f"in force, {100 * auto.estimate:.2f} %, is logged, and a fit that goes on on this Trainer (at the next "
+        "epoch) drops by it. For an estimate of whole epochs end the fit at an epoch's end: leave `max_steps` at -1 "
+        "and set `max_epochs`."], said
+    # whole epochs, and a stop inside an epoch that estimates nothing (after the warm-up), say nothing
+    assert _partial_notes(tmp_path, owner, 2)[0] == []
+    per_batch = 2 if owner == "CoTeaching" else 1
+    assert _partial_notes(tmp_path, owner, 4, max_steps=max_steps + per_batch * batches)[0] == []
+
+
+@pytest.mark.parametrize("owner", ["BatchFilter", "CoTeaching", "RCA"])
+def test_an_estimate_under_limit_train_batches_says_once_what_it_scored(tmp_path, owner):
+    """`limit_train_batches=0.3` estimated from 448 of the 1,500 digits each epoch, without a word: said once a fit."""
+    said, auto = _partial_notes(tmp_path, owner, 3, limit_train_batches=0.5)
+    scored, of, batches = (100, 200, 2) if owner == "RCA" else (120, 240, 6)
+    assert said == [
+        f"{owner}: `drop_ratio='auto'`: epoch 0's estimate ({100 * auto.estimates[0]:.1f} %) scored {scored} of the "
+        f"epoch's {of} samples, those of the {batches // 2} of the loader's {batches} batches that "
+        "`limit_train_batches=0.5` trains an epoch (each epoch's estimate is made from them alone). Leave "
+        "`limit_train_batches` at 1.0 for an estimate of the whole training set."], said
+
+
+def test_a_should_stop_inside_an_estimating_epoch_is_named_and_the_next_fit_drops_by_that_estimate(tmp_path):
+    """The other stops (`trainer.should_stop`, `max_time`) are named as such; the same Trainer's next fit goes on at
+    the next epoch with the estimate the cut epoch made, as the warning says."""
+
+    class StopAt(pl.Callback):
+        step = 8  # inside epoch 1, the last of the warm-up, after 2 of its 6 batches
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == self.step:
+                trainer.should_stop = True
+
+    f, stop = BatchFilter("prl", "auto", warmup_epochs=2), StopAt()
+    model, trainer = OracleModel(), tiny_trainer(tmp_path, 3, [f, stop])
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer.fit(model, BlobsData(n=240, batch_size=40))
+    said = [str(w.message) for w in seen if "'s estimate (" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(
+        f"BatchFilter: `drop_ratio='auto'`: epoch 1's estimate ({100 * f._auto.estimates[1]:.1f} %) scored 80 of the "
+        "epoch's 240 samples: a stop (`max_time`, `trainer.should_stop`, an EarlyStopping checked inside the epoch) "
+        "stopped the fit after 2 of the epoch's 6 batches"), said
+    assert said[0].endswith("end the fit at an epoch's end: by `max_epochs` (an EarlyStopping: validate at epochs' "
+                            "ends, `val_check_interval=1.0`).")
+    in_force = f.estimated_corruption
+    stop.step = -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, BlobsData(n=240, batch_size=40))
+    assert [r.epoch for r in f.history] == [0, 1, 2] and f.history[2].drop_ratio == pytest.approx(in_force)

@@ -567,3 +567,33 @@ def test_sample_grid_keeps_its_grids_when_the_same_trainer_fits_on(tmp_path):
     assert grid.paths == {0: "round0.png"}
     grid.setup(SimpleNamespace(current_epoch=0, global_step=0, **one), module, "fit")
     assert grid.paths == {}
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_two_validation_loaders_get_one_value_each_plain_or_indexed(tmp_path, indexed):
+    """A Lightning user's list of two validation loaders got Lightning's "no `dataloader_idx` argument" error, and a
+    plain `(images, target)` validation set was told to wrap "the training dataset" in `IndexedDataset`."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(16, 1, 8, 8, generator=g) * 2 - 1, -torch.ones(16, 1, 8, 8)]  # two unlike sets
+    zeros = torch.zeros(16, dtype=torch.long)
+
+    def loader(x):
+        ds = TensorDataset(x, zeros)
+        return DataLoader(IndexedDataset(ds) if indexed else ds, batch_size=16)
+
+    gan = DCGAN(latent_dim=3, image_size=8, channels=1, g_width=2, d_width=2, num_fixed=4)
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 1, limit_train_batches=1)
+    trainer.fit(gan, DataLoader(IndexedDataset(TensorDataset(images[0], zeros)), batch_size=8),
+                [loader(x) for x in images])
+    gan.eval()
+    with torch.no_grad():
+        want = [float(F.softplus(-gan.discriminate(x)).mean()) for x in images]
+    got = [float(trainer.callback_metrics[f"val_d_real_loss/dataloader_idx_{k}"]) for k in (0, 1)]
+    # the untrained discriminator's logits are near 0: the two sets' losses differ in the fifth digit, each loader's
+    # value is its own to the sixth
+    assert got == pytest.approx(want, rel=1e-6) and abs(want[0] - want[1]) > 1e-5

@@ -440,3 +440,30 @@ def test_a_wrong_feature_dim_of_your_own_encoder_is_named_at_setup(tmp_path):
     with pytest.raises(ValueError, match=r"`model.feature_dim`=16 .* Set `model.feature_dim` to 24\."):
         tiny_trainer(tmp_path, 1).fit(LinearProbe(backbone=OwnEncoder(), feature_dim=16, num_classes=3),
                                       DataLoader(_labelled(), batch_size=40))
+
+
+def test_simclr_with_two_validation_loaders_logs_one_loss_each(tmp_path, one_torch_thread):
+    """A Lightning user's list of two validation loaders got Lightning's "no `dataloader_idx` argument" error."""
+    g = torch.Generator().manual_seed(0)
+    views = [[torch.randn(8, 1, 28, 28, generator=g) for _ in range(2)] for _ in range(2)]  # precomputed pairs
+
+    class Pairs(torch.utils.data.Dataset):
+        def __init__(self, pair):
+            self.pair = pair
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return [self.pair[0][i], self.pair[1][i]], 0
+
+    torch.manual_seed(0)
+    model = SimCLR(width=4, projection_dim=8, augment="none")
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1)
+    trainer.fit(model, DataLoader(Pairs(views[0]), batch_size=8),
+                [DataLoader(Pairs(pair), batch_size=8) for pair in views])
+    model.eval()
+    with torch.no_grad():
+        want = [float(model.contrastive_loss(*pair)) for pair in views]
+    got = [float(trainer.callback_metrics[f"val_loss/dataloader_idx_{k}"]) for k in (0, 1)]
+    assert got == pytest.approx(want, rel=1e-5) and want[0] != pytest.approx(want[1], rel=1e-3)

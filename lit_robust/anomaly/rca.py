@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from lit_robust._backend import rank_zero_warn
 from lit_robust._checks import _is_int, check_int, check_lr, check_number
-from lit_robust._lightning import mark_restored
+from lit_robust._lightning import epoch_part, mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import check_resume_arguments_in_fit, random_state, restore_random_state_in_fit
@@ -411,7 +411,8 @@ class RCA(ModuleReport, AnomalyDetector):
                 self.log("rca/dropped_anomaly_frac", bad / dropped, on_step=False, on_epoch=True, sync_dist=True)
         if self._auto is None:
             return
-        self._auto.end_epoch(epoch, self.device)  # a collective: every rank, every epoch
+        # a collective: every rank, every epoch (one closed at train start, skipped by Lightning, was whole)
+        self._auto.end_epoch(epoch, self.device, epoch_part(self.trainer) if log else None)
         if log and self._auto.estimate is not None:
             # identical on every rank
             self.log("rca/estimated_corruption", self._auto.estimate, on_step=False, on_epoch=True, sync_dist=True)

@@ -16,6 +16,7 @@ from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
     early_stopping_checks,
+    epoch_part,
     mark_restored,
     no_training_batches,
     refuse_no_training,
@@ -806,7 +807,8 @@ class BatchFilter(Callback):
         self._report.end_epoch(epoch)
         rec = self._record_from_counts(epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
-            self._auto.end_epoch(epoch, pl_module.device)  # a collective too
+            # (an epoch closed at train start, skipped by Lightning, was whole: nothing to say of it)
+            self._auto.end_epoch(epoch, pl_module.device, epoch_part(trainer) if log else None)  # a collective too
             rec.estimated_corruption = self._auto.estimate
         self.history.append(rec)
         self._counters = None

@@ -35,6 +35,7 @@ from lit_robust._lightning import (
     check_state_owner,
     earlier_fit_note,
     early_stopping_checks,
+    epoch_cut,
     evaluation_batches,
     limited_batches,
     mark_restored,
@@ -1459,7 +1460,7 @@ class ITLM(Callback):
         self._epoch_end(trainer, pl_module, trainer.current_epoch)
 
     def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, log: bool = True) -> None:
-        self._short_epoch = _short_epoch(trainer)
+        self._short_epoch = epoch_cut(trainer)
         self._add_local_loss(pl_module)
         rec = self._current
         first = epoch == self._round_starts[self._round]
@@ -2567,18 +2568,6 @@ def _optimizer_steps_in_epochs(trainer: pl.Trainer, first: int, count: int) -> i
     (:func:`_optimizer_steps_per_epoch` of each); ``None`` without a length."""
     steps = [_optimizer_steps_per_epoch(trainer, e) for e in range(first, first + count)]
     return None if any(s is None for s in steps) else sum(steps)
-
-
-def _short_epoch(trainer: pl.Trainer) -> tuple[int, int, int] | None:
-    """``(epoch, batches trained, batches of an epoch)`` when a stop ended the current epoch before its last batch,
-    else ``None``."""
-    batches = trainer.num_training_batches
-    trained = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-    max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else None
-    stopped = trainer.should_stop or (max_steps is not None and trainer.global_step >= max_steps)
-    if not stopped or not math.isfinite(batches) or trained >= batches:
-        return None
-    return trainer.current_epoch, int(trained), int(batches)
 
 
 def _check_plain_sampler(loader: DataLoader, owner: str) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_seed
-from lit_robust._lightning import mark_restored, sigterm_without_collectives
+from lit_robust._lightning import epoch_part, mark_restored, sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import (
     check_resume_arguments_in_fit,
@@ -561,7 +561,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         rec = CoTeachingEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch),
                                     seen=seen, dropped_1=d1, dropped_2=d2)
         if self._auto is not None:
-            self._auto.end_epoch(epoch, self.device)  # a collective: every rank, every epoch
+            # a collective: every rank, every epoch (one closed at train start, skipped by Lightning, was whole)
+            self._auto.end_epoch(epoch, self.device, epoch_part(self.trainer) if log else None)
             rec.estimated_corruption = self._auto.estimate
         if batches and truth == batches:
             rec.corrupted_seen = c_seen

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lit_robust._backend import pl, rank_zero_warn
 from lit_robust._checks import check_lr, check_number, check_seed
 from lit_robust._lightning import ddp_without_unused_parameters
-from lit_robust.data.indexed import unpack_batch
+from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
 from lit_robust.data.spec import DataSpec, check_first_batch, check_fits_data, misfit
 from lit_robust.mixin import RobustMixin
 from lit_robust.selection import distributed
@@ -281,8 +281,12 @@ class DCGAN(RobustMixin, pl.LightningModule):
         self.log_dict({"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real_loss": d_real.detach()},
                       prog_bar=True)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        losses, _ = self.per_sample_loss(batch)
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """``val_d_real_loss``, the discriminator's mean ``-log D(x)`` on the real images (several validation loaders:
+        one value each, Lightning adds ``/dataloader_idx_k``; a Lightning user's list of two loaders got Lightning's
+        "no `dataloader_idx` argument" error), on plain ``(images, target)`` batches as on indexed ones (a plain
+        validation set was told to wrap "the training dataset" in ``IndexedDataset``)."""
+        losses = F.softplus(-self.discriminate(unpack_eval_batch(batch).input))  # as `per_sample_loss`
         self.log("val_d_real_loss", losses.mean(), sync_dist=True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

@@ -414,7 +414,10 @@ class SimCLR(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """``val_loss``, the contrastive loss of the batch's two views (several validation loaders: one value each,
+        Lightning adds ``/dataloader_idx_k``; a Lightning user's list of two loaders got Lightning's "no
+        `dataloader_idx` argument" error)."""
         self.log("val_loss", self.contrastive_loss(*self.views(batch)), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
