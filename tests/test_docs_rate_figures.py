@@ -69,6 +69,20 @@ def test_readme_names_every_log_key_of_the_estimate():
     assert not missing, missing
 
 
+def test_the_pages_short_advice_names_every_log_key_of_the_estimate():
+    """The corruption-rate page's "Choosing the corruption rate" tells a user to check the logged estimate: it names
+    each ``<owner>/estimated_corruption`` key in full, as ``metrics.csv`` spells it. It said "`coteach/…` and
+    `rca/…` alike", which no metric is called (a newcomer's Co-teaching run logged ``coteach/estimated_corruption``)."""
+    keys = set()
+    for path in (REPO / "lit_robust").rglob("*.py"):
+        keys |= set(re.findall(r'"(\w+/estimated_corruption)"', path.read_text(encoding="utf-8")))
+    assert {"itlm/estimated_corruption", "filter/estimated_corruption", "coteach/estimated_corruption",
+            "rca/estimated_corruption"} <= keys, keys
+    top = _text(PAGE).split("## Choosing the corruption rate (or not)", 1)[1].split(" ## ", 1)[0]
+    missing = sorted(k for k in keys if f"`{k}`" not in top)
+    assert not missing, missing
+
+
 def test_regression_and_anomaly_rows_summary_is_the_committed_table():
     """The page's summary of the 16 regression and anomaly rows (median error, rows within 5 points, clean rows) is
     recomputed from ``corruption_rate_regad.json``: after the 2026-12-06 re-run the page still said "7 of 16 within 5
