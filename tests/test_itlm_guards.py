@@ -1560,6 +1560,7 @@ class _StopsInsideAnEpoch(MixinStep):
         return loss
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # one round: plain training
 @pytest.mark.parametrize("how", ["raise", "skip"])
 def test_a_fit_that_ends_inside_a_step_leaves_no_loss_record_on_the_module(tmp_path, how):
     """ITLM asks `reduce_loss` to keep each batch's per-sample losses and reads them at the batch's end. A step that
@@ -1579,3 +1580,33 @@ def test_a_fit_that_ends_inside_a_step_leaves_no_loss_record_on_the_module(tmp_p
         model.how = None
         tiny_trainer(tmp_path, 2).fit(model, BlobsData(n=240, batch_size=40))  # the same module, without ITLM
     assert getattr(model, "_batch_losses", None) is None
+
+
+def _graphs_of_a_compiled_training_step(tmp_path, callbacks):
+    """(graphs built, the compiled module) of a 2-epoch fit of `MixinStep` whose `training_step` is compiled."""
+    torch._dynamo.reset()
+    count = 0
+
+    def backend(gm, example_inputs):
+        nonlocal count
+        count += 1
+        return gm.forward
+
+    model = MixinStep()
+    model.training_step = torch.compile(model.training_step, backend=backend)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 2, callbacks).fit(model, BlobsData(n=240, batch_size=40))
+    return count, model
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # one round: plain training
+def test_a_compiled_training_step_breaks_its_graph_for_the_loss_record_only_under_itlm(tmp_path):
+    """ITLM's collapse check reads the per-sample losses `reduce_loss` keeps, in a call torch.compile cannot trace.
+    It was made in every fit: a compiled `training_step` without ITLM became two graphs where it had been one."""
+    assert _graphs_of_a_compiled_training_step(tmp_path, [])[0] == 1
+    itlm = ITLM(0.7, [2], verbose=False, plot=False, report=False)
+    graphs, model = _graphs_of_a_compiled_training_step(tmp_path, [itlm])
+    assert graphs == 2 and not model._records_losses  # the record's call, and off once the fit ended
+    assert itlm.history[0].first_epoch_log_loss is not None and itlm.history[0].last_epoch_log_loss is not None

@@ -1435,6 +1435,7 @@ class ITLM(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         pl_module._batch_losses = []  # `RobustMixin.reduce_loss` adds the batch's per-sample losses (read at its end)
+        pl_module._records_losses = True
         if self.check_per_sample and not self._checked_per_sample:
             # before round 0 trains (the scoring pass at its end would find a batch-mean score one round late: a
             # newcomer lost a round on 60,000 images)
@@ -2494,6 +2495,8 @@ def _stop_recording_losses(pl_module: pl.LightningModule) -> None:
     (read and stopped at the batch's end, which a step that raised or a skipped batch never reaches)."""
     if getattr(pl_module, "_batch_losses", None) is not None:
         pl_module._batch_losses = None
+    if getattr(pl_module, "_records_losses", False):
+        pl_module._records_losses = False
 
 
 def _local_loss_of_this_rank(saved: list[tuple[float, ...]] | None) -> tuple[float, int, float, int]:
