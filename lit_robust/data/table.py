@@ -426,9 +426,9 @@ def _warn_duplicates(dup: _Duplicates, frame: Any, targets: list[str], train_pos
     more = f" and {len(repeated) - shown} more" if len(repeated) > shown else ""
     # (none with the same target: "0 of them with the same `target` too (each copy counts again...)" was said of
     # rows that are no copies)
-    same = (f", {copies} of them with the same `target` too (each copy counts again in training)" if targets and
-            copies else ", each with another `target`" + (" (`duplicates='drop'` left out the copies)" if dropped else "")
-            if targets else " (each copy counts again in training)")
+    left_out = " (`duplicates='drop'` left out the copies)" if dropped else ""
+    same = (f", {copies} of them with the same `target` too (each copy counts again in training)" if targets and copies
+            else f", each with another `target`{left_out}" if targets else " (each copy counts again in training)")
     trained = np.zeros(len(dup.inputs), dtype=bool)
     trained[dup.inputs[train]] = True  # the groups (by their first row) that have a training row
     leaks = [(name, int(trained[dup.inputs[pos]].sum())) for name, pos in (("test", test), ("validation", val))
