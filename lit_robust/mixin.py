@@ -112,6 +112,11 @@ class RobustMixin:
     #: about a step that returns no loss.
     single_loss: bool = True
 
+    # Set by a callback that reads each training batch's per-sample losses (ITLM's collapse check) for its fit:
+    # `reduce_loss` keeps them only then. Checked before the call, which torch.compile cannot trace (a graph break):
+    # a compiled `training_step` without ITLM stays one graph (two when the break was made in every fit).
+    _records_losses: bool = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._robust_selectors: list[BatchSelector] = []
@@ -298,7 +303,8 @@ class RobustMixin:
                 f"{tuple(losses.shape)}; use `reduction='none'` and average any extra dimensions."
                 + broadcast_hint(tuple(losses.shape))
             )
-        self._record_losses(losses)
+        if self._records_losses:
+            self._record_losses(losses)
         if not self.batch_selectors or self.selectors_paused:
             return losses.mean()
         needs = [s for s in self.batch_selectors if getattr(s, "needs_batch", False)]

@@ -1542,3 +1542,71 @@ def test_local_losses_of_checkpoints_before_the_log_scale_parts_still_load():
     assert _local_loss_of_this_rank([(1.5, 3, 0.25, 3)]) == (1.5, 3, 0.25, 3)
     assert _local_loss_of_this_rank([(1.5, 3), (2.0, 4)]) == (3.5, 7, 0.0, 0)  # 2 ranks' parts, resumed on 1
     assert _local_loss_of_this_rank(None) == (0.0, 0, 0.0, 0)
+
+
+class _StopsInsideAnEpoch(MixinStep):
+    """Its step raises at batch 3 (``how="raise"``), or its ``on_train_batch_start`` skips the rest of the epoch
+    there (``how="skip"``); ``how=None``: neither."""
+
+    how: str | None = None
+
+    def on_train_batch_start(self, batch, batch_idx):
+        return -1 if self.how == "skip" and batch_idx == 3 else None
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if self.how == "raise" and batch_idx == 3:
+            raise RuntimeError("a bad batch")
+        return loss
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # one round: plain training
+@pytest.mark.parametrize("how", ["raise", "skip"])
+def test_a_fit_that_ends_inside_a_step_leaves_no_loss_record_on_the_module(tmp_path, how):
+    """ITLM asks `reduce_loss` to keep each batch's per-sample losses and reads them at the batch's end. A step that
+    raised (a notebook cell's error) or a batch the module skipped never got there: every later `reduce_loss` of the
+    same module -- a plain fit, a validation calling it -- added its losses to a list nobody read (31 tensors after a
+    5-epoch plain fit). ITLM stops the record at train end and on an exception."""
+    model = _StopsInsideAnEpoch()
+    model.how = how
+    itlm = ITLM(0.7, [2], verbose=False, plot=False, report=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if how == "raise":
+            with pytest.raises(RuntimeError, match="a bad batch"):
+                tiny_trainer(tmp_path, 2, [itlm]).fit(model, BlobsData(n=240, batch_size=40))
+        else:
+            tiny_trainer(tmp_path, 2, [itlm]).fit(model, BlobsData(n=240, batch_size=40))
+        model.how = None
+        tiny_trainer(tmp_path, 2).fit(model, BlobsData(n=240, batch_size=40))  # the same module, without ITLM
+    assert getattr(model, "_batch_losses", None) is None
+
+
+def _graphs_of_a_compiled_training_step(tmp_path, callbacks):
+    """(graphs built, the compiled module) of a 2-epoch fit of `MixinStep` whose `training_step` is compiled."""
+    torch._dynamo.reset()
+    count = 0
+
+    def backend(gm, example_inputs):
+        nonlocal count
+        count += 1
+        return gm.forward
+
+    model = MixinStep()
+    model.training_step = torch.compile(model.training_step, backend=backend)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 2, callbacks).fit(model, BlobsData(n=240, batch_size=40))
+    return count, model
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # one round: plain training
+def test_a_compiled_training_step_breaks_its_graph_for_the_loss_record_only_under_itlm(tmp_path):
+    """ITLM's collapse check reads the per-sample losses `reduce_loss` keeps, in a call torch.compile cannot trace.
+    It was made in every fit: a compiled `training_step` without ITLM became two graphs where it had been one."""
+    assert _graphs_of_a_compiled_training_step(tmp_path, [])[0] == 1
+    itlm = ITLM(0.7, [2], verbose=False, plot=False, report=False)
+    graphs, model = _graphs_of_a_compiled_training_step(tmp_path, [itlm])
+    assert graphs == 2 and not model._records_losses  # the record's call, and off once the fit ended
+    assert itlm.history[0].first_epoch_log_loss is not None and itlm.history[0].last_epoch_log_loss is not None

@@ -1131,6 +1131,28 @@ def test_a_regressions_conflicting_targets_are_named_in_its_units(recwarn):
         dm.setup()
 
 
+
+def test_rows_that_repeat_inputs_with_other_targets_only_are_not_called_copies(recwarn):
+    """Every repeated row had another target: the warning said "0 of them with the same `target` too (each copy counts
+    again in training)" of rows that are no copies."""
+    df = table(30)[["a", "b", "price"]]
+    df = pd.concat([df, df.loc[[4]].assign(price=df.loc[4, "price"] + 100.0)], ignore_index=True)
+    TableDataModule(frame=df, target="price", task="regression", test_size=0).setup()
+    said = [str(w.message) for w in recwarn if "repeat the inputs" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("TableDataModule: 1 of the table's 31 rows repeat the inputs of an "
+                                                 "earlier row exactly, each with another `target`: row 30 = row 4 ")
+
+
+def test_duplicates_drop_of_a_table_without_target_does_not_speak_of_targets(recwarn):
+    """An unlabelled table's copies were said to repeat an earlier row "inputs and `target` alike"."""
+    df = table(20)[["a", "b"]]
+    df = pd.concat([df, df.loc[[1]]], ignore_index=True)
+    TableDataModule(frame=df, task="anomaly", test_size=0, duplicates="drop").setup()
+    said = [str(w.message) for w in recwarn if "left out" in str(w.message)]
+    assert said == ["TableDataModule: left out 1 of 21 rows of the table that repeat an earlier row exactly (row 20 = "
+                    "row 1; `duplicates='drop'`); the first of each is kept, and every row keeps its row number "
+                    "(`source_index`)."], said
+
 def test_test_table_rows_that_are_training_rows_are_warned_about():
     df = table(40)[["a", "b", "kind"]]
     test = pd.concat([table(10, seed=1)[["a", "b", "kind"]], df.loc[[2, 9]]], ignore_index=True)

@@ -1435,6 +1435,7 @@ class ITLM(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         pl_module._batch_losses = []  # `RobustMixin.reduce_loss` adds the batch's per-sample losses (read at its end)
+        pl_module._records_losses = True
         if self.check_per_sample and not self._checked_per_sample:
             # before round 0 trains (the scoring pass at its end would find a batch-mean score one round late: a
             # newcomer lost a round on 60,000 images)
@@ -1481,6 +1482,7 @@ class ITLM(Callback):
         self._end_round(trainer, pl_module, log=log)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _stop_recording_losses(pl_module)  # a batch skipped by the module's `on_train_batch_start` left it on
         self._close_skipped_epoch(trainer, pl_module)
         self._train_ended = True
         if self._report_target is not None:
@@ -1556,6 +1558,9 @@ class ITLM(Callback):
         # Lightning calls no `teardown` after a fit that raised (nor after a KeyboardInterrupt or SIGTERM, which also
         # come here): a reviewer's later plain fit on the same datamodule trained on ITLM's old selection, 32 of 64
         self._undo_patch()
+        # a step that raised left the batch's record on the module: every `reduce_loss` of a later fit without ITLM
+        # (or a validation calling it) added its losses to it, never read (31 tensors after a 5-epoch plain fit)
+        _stop_recording_losses(pl_module)
         if self._report_target is not None and self._trained_this_fit and self.report_path is None:
             rank_zero_warn(unwritten_report_note(self._title, exception))
 
@@ -2483,6 +2488,15 @@ class ITLM(Callback):
             off = "" if self._report_target is not None or self.report is False else (
                 "; the per-sample report is off (`report=True` writes it)")
             rank_zero_info(f"ITLM: score histograms per round written to {self.plot_path}{off}")
+
+
+def _stop_recording_losses(pl_module: pl.LightningModule) -> None:
+    """Stop `RobustMixin.reduce_loss` keeping the per-sample losses that ``on_train_batch_start`` asked it to keep
+    (read and stopped at the batch's end, which a step that raised or a skipped batch never reaches)."""
+    if getattr(pl_module, "_batch_losses", None) is not None:
+        pl_module._batch_losses = None
+    if getattr(pl_module, "_records_losses", False):
+        pl_module._records_losses = False
 
 
 def _local_loss_of_this_rank(saved: list[tuple[float, ...]] | None) -> tuple[float, int, float, int]:

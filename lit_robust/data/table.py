@@ -424,9 +424,11 @@ def _warn_duplicates(dup: _Duplicates, frame: Any, targets: list[str], train_pos
     copies = len(dup.copies(rows))
     pairs = ", ".join(f"row {int(r)} = row {int(dup.inputs[r])}" for r in repeated[:shown])
     more = f" and {len(repeated) - shown} more" if len(repeated) > shown else ""
-    same = (f", {copies} of them with the same `target` too (each copy counts again in training)" if targets and not
-            dropped else ", each with another `target` (`duplicates='drop'` left out the copies)" if targets else
-            " (each copy counts again in training)")
+    # (none with the same target: "0 of them with the same `target` too (each copy counts again...)" was said of
+    # rows that are no copies)
+    left_out = " (`duplicates='drop'` left out the copies)" if dropped else ""
+    same = (f", {copies} of them with the same `target` too (each copy counts again in training)" if targets and copies
+            else f", each with another `target`{left_out}" if targets else " (each copy counts again in training)")
     trained = np.zeros(len(dup.inputs), dtype=bool)
     trained[dup.inputs[train]] = True  # the groups (by their first row) that have a training row
     leaks = [(name, int(trained[dup.inputs[pos]].sum())) for name, pos in (("test", test), ("validation", val))
@@ -795,7 +797,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             copies = dup.copies(rows)
             shown = ", ".join(f"row {int(r)} = row {int(dup.exact[r])}" for r in copies[:4])
             rank_zero_warn(f"TableDataModule: left out {len(copies)} of {len(rows)} rows of the table that repeat an "
-                           f"earlier row exactly, inputs and `target` alike ({shown}"
+                           f"earlier row exactly{', inputs and `target` alike' if self.target_names else ''} ({shown}"
                            f"{f' and {len(copies) - 4} more' if len(copies) > 4 else ''}; `duplicates='drop'`); the "
                            "first of each is kept, and every row keeps its row number (`source_index`).")
             rows = rows[dup.exact[rows] == rows]
