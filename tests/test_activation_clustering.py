@@ -240,6 +240,21 @@ def test_callback_drops_the_flagged_cluster_and_trains_a_fresh_model_on_the_rest
     assert len(after) == 2 * rec.kept and set(after.tolist()) == set(ac.selection.tolist())
 
 
+def test_at_its_defaults_it_warms_up_three_epochs_and_prints_its_rounds(tmp_path, capsys):
+    """`ActivationClustering()` as the docs construct it: every other fit here sets `warmup_epochs` and `verbose`, and
+    the CLI tests shrink the config's warm-up to 1, so the default warm-up (3 epochs on every sample) and the default
+    round output never ran."""
+    ac = ActivationClustering()
+    model, data, _ = fit(tmp_path, ac, 4)
+    n = len(data.ds)
+    assert [(r.epochs, r.n) for r in ac.history] == [(3, n), (1, n)]
+    assert ac.history[0].kept == n and ac.history[1].kept == n - len(ac.flagged) < n
+    assert len(torch.cat(model.seen[:24])) == 3 * n  # the 3 warm-up epochs (8 batches each) saw every sample
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines to the terminal
+    assert f"ActivationClustering round 0/1: 3 epochs on {n}/{n} samples" in out, out
+    assert "ActivationClustering rounds" in out, out
+
+
 def test_a_median_silhouette_close_to_the_threshold_is_warned_about(tmp_path):
     """A backdoor newcomer's runs read 0.495 and 0.467 against `min_silhouette` 0.5 and stopped a fraction of the
     poison; another seed read 0.532 and stopped it all. The log line read like a confident decision."""

@@ -1981,3 +1981,20 @@ def test_a_two_process_fit_of_a_shipped_config_ends_then_tests_its_last_checkpoi
     rows = load_report(tmp_path / "lightning_logs" / "version_0" / "itlm_report.csv", as_frame=False)
     assert sorted(r["index"] for r in rows) == list(range(len(rows)))  # every training sample once
     assert "test_acc" in lit_robust("test", "--ckpt_path", "last")
+
+
+def test_a_config_without_seed_everything_is_seeded_with_zero(tmp_path, one_torch_thread):
+    """`lit-robust fit` seeds a config that leaves `seed_everything` out with 0 (`seed_everything_default`): every
+    shipped config sets it, so the default never ran. Two fits of such a config train the same weights, and the run
+    folder's config.yaml records the seed (with the default set to `False`, the weights differ)."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    del cfg["seed_everything"]
+    cfg["trainer"].update(callbacks=[], max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    small = tmp_path / "no_seed.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    fits = [run(["fit", "--config", str(small)]) for _ in range(2)]
+    weights = [{k: v.detach().clone() for k, v in f.model.state_dict().items()} for f in fits]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    for f in fits:
+        saved = yaml.safe_load((Path(f.trainer.log_dir) / "config.yaml").read_text())
+        assert saved["seed_everything"] == 0, saved["seed_everything"]

@@ -191,10 +191,12 @@ def test_round_table_and_plot(tmp_path, capsys, monkeypatch):
 
     said = []
     monkeypatch.setattr(itlm_module, "rank_zero_info", said.append)
-    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=True, plot=True, plot_dir=str(tmp_path / "plots"))
+    # `verbose` and `plot` left at their defaults (both on), as users have them: every other fit here turns them off
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], plot_dir=str(tmp_path / "plots"))
     fit(tmp_path, itlm, 2)
     out = capsys.readouterr().out
     assert "ITLM rounds" in out and "144/240" in out and "clean" in out
+    assert "ITLM round 1/1: 1 epoch on 144/240 samples" in out, out
     assert Path(itlm.plot_path).is_file() and Path(itlm.plot_path).stat().st_size > 1000
     # where the plot went is said (a GAN newcomer found it only through a docstring)
     # ... and that the report is off (a team with its own LightningCLI looked for the one `lit-robust fit` writes)
