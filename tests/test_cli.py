@@ -1107,6 +1107,27 @@ def test_demo_prints_table_and_json(capsys):
     assert 0.0 <= summary["itlm_auto_acc"] <= 1.0 and 0.0 <= summary["estimated_corruption"] < 1.0
 
 
+def test_demo_at_its_defaults_prints_the_readmes_figures(capsys):
+    """`lit-robust demo` as the README's first line runs it, no flag (every other demo test shrinks it): the figures
+    the README quotes are the ones it prints. ITLM's figures held on every host measured; the baseline reads
+    58.1-58.7 % from one host to another (said beside it). When the demo changes, re-measure the README."""
+    main(["demo"])
+    out = capsys.readouterr().out
+    got = json.loads(out.strip().splitlines()[-1])
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"Measured [0-9-]+: ([0-9.]+)% \(baseline; ([0-9.]+)–([0-9.]+)% from one host to another\) vs "
+                  r"([0-9.]+)% \(ITLM\), ITLM's last\s+selection ([0-9.]+)% clean .*?ITLM auto ([0-9.]+)% with an "
+                  r"estimated corruption of ([0-9.]+)% \(true 40%\)", text, re.S)
+    assert m, "README's demo paragraph no longer has the sentence this test reads"
+    base, low, high, itlm, selection, auto, eps = (float(v) for v in m.groups())
+    assert low <= base <= high
+    assert low - 0.05 <= 100 * got["baseline_acc"] <= high + 0.05, (got, "re-measure README's demo figures")
+    for key, quoted in (("itlm_acc", itlm), ("clean_precision", selection), ("itlm_auto_acc", auto),
+                        ("estimated_corruption", eps)):
+        assert round(100 * got[key], 1) == quoted, (key, got[key], quoted, "re-measure README's demo figures")
+    assert got["seeds"] == [0, 1, 2] and got["per_class"] is False
+
+
 def test_demo_sums_up_the_starved_class_warnings_in_one_line_and_shows_the_others():
     """16 multi-line warnings above the demo's table read as a failure to a docs newcomer: the ones saying that one
     trim starved a digit become one line under the table; any other warning is shown as usual."""
