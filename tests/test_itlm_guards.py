@@ -25,7 +25,16 @@ from lit_robust.callbacks.itlm import (
     swa_start_epoch,
 )
 from lit_robust.reporting import round_line
-from tests.conftest import BlobsData, MixinStep, TinyModel, blobs, ddp_cpu_strategy, fit_ranks, tiny_trainer
+from tests.conftest import (
+    BlobsData,
+    MixinStep,
+    TinyModel,
+    blobs,
+    ddp_cpu_strategy,
+    fit_ranks,
+    graphs_compiled_over,
+    tiny_trainer,
+)
 from tests.test_itlm_ddp import OddBlobs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -1583,22 +1592,17 @@ def test_a_fit_that_ends_inside_a_step_leaves_no_loss_record_on_the_module(tmp_p
 
 
 def _graphs_of_a_compiled_training_step(tmp_path, callbacks):
-    """(graphs built, the compiled module) of a 2-epoch fit of `MixinStep` whose `training_step` is compiled."""
-    torch._dynamo.reset()
-    count = 0
+    """(graphs built, the module) of a 2-epoch fit of `MixinStep` whose `training_step` is compiled."""
+    made = []
 
-    def backend(gm, example_inputs):
-        nonlocal count
-        count += 1
-        return gm.forward
+    def make():
+        made.append(MixinStep())
+        return made[-1]
 
-    model = MixinStep()
-    model.training_step = torch.compile(model.training_step, backend=backend)
-    pl.seed_everything(0, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tiny_trainer(tmp_path, 2, callbacks).fit(model, BlobsData(n=240, batch_size=40))
-    return count, model
+        graphs = graphs_compiled_over(tmp_path, make, BlobsData(n=240, batch_size=40), 2, callbacks, compile_step=True)
+    return graphs, made[0]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # one round: plain training
