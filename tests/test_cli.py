@@ -155,6 +155,8 @@ def _assert_acted(cb: Any, cli: Any) -> None:
         assert sigmas and all(s <= cb.k * (1 + 1e-4) for s in sigmas.values()), sigmas
     elif isinstance(cb, SampleGrid):
         assert cb.paths and all(Path(p).is_file() for p in cb.paths.values()), cb.paths
+        if cb.dirpath is None:  # the default: beside the run's logs, as the GAN config's comment says
+            assert {Path(p).parent for p in cb.paths.values()} == {Path(trainer.log_dir) / "samples"}, cb.paths
     elif isinstance(cb, ModelCheckpoint):
         assert cb.last_model_path and Path(cb.last_model_path).is_file()
     elif type(cb).__name__ == "_UnwrittenReportNote":  # CoTeaching's and RCA's: it speaks only when a fit stops
@@ -211,6 +213,12 @@ def test_config_runs_its_callbacks_then_evaluates_the_fitted_weights(config, tmp
         assert sorted(r["index"] for r in rows) == list(range(len(fit.trainer.train_dataloader.dataset)))
     fitted = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
     assert fitted
+    if "backbone_checkpoint" in model_args:
+        # the fine-tuning config leaves `freeze_backbone` at its default: the probe's backbone is the pretraining's,
+        # weights and BatchNorm statistics alike, after the fit (a probe that trained it, or never loaded it, differs)
+        pretrained = torch.load(model_args["backbone_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+        backbone = {k: v for k, v in pretrained.items() if k.startswith("backbone.")}
+        assert backbone and all(torch.equal(fitted[k], v) for k, v in backbone.items())
     command = "test" if is_overridden("test_step", fit.model) else "validate"
     evaluated = run([command, "--config", str(small), "--ckpt_path", "last"])
     assert Path(evaluated.trainer.ckpt_path).parent.name == "checkpoints"  # the fit's, not an untrained model

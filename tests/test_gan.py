@@ -597,3 +597,43 @@ def test_two_validation_loaders_get_one_value_each_plain_or_indexed(tmp_path, in
     # the untrained discriminator's logits are near 0: the two sets' losses differ in the fifth digit, each loader's
     # value is its own to the sixth
     assert got == pytest.approx(want, rel=1e-6) and abs(want[0] - want[1]) > 1e-5
+
+
+def test_dcgan_and_sample_grid_at_their_defaults(mixture, tmp_path):
+    """`configs/itlm_gan_mixture.yaml` leaves DCGAN's Adam settings, `num_fixed` and SampleGrid's `dirpath` and
+    `nrow` at their defaults, and no test ran them there: both networks' Adams get the DCGAN paper's
+    (lr 2e-4, betas (0.5, 0.999); torch's beta1 of 0.9 is what the paper moved away from), each over its own
+    network, and with a logger the grid of the 32 fixed vectors lands in `<log_dir>/samples`, 8 to a row."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    gan = DCGAN()
+    opt_d, opt_g = gan.configure_optimizers()
+    for opt, net in ((opt_d, gan.discriminator), (opt_g, gan.generator)):
+        assert isinstance(opt, torch.optim.Adam)
+        (group,) = opt.param_groups
+        assert group["lr"] == 2e-4 and group["betas"] == (0.5, 0.999)
+        assert [id(p) for p in group["params"]] == [id(p) for p in net.parameters()]
+    grid = SampleGrid()
+    trainer = tiny_trainer(tmp_path, 1, [grid], logger=CSVLogger(str(tmp_path)), limit_train_batches=1)
+    trainer.fit(gan, fresh(mixture))
+    assert grid.paths == {0: os.path.join(trainer.log_dir, "samples", "round0.png")}
+    assert trainer.log_dir == str(tmp_path / "lightning_logs" / "version_0")
+    with Image.open(grid.paths[0]) as img:
+        assert img.mode == "L" and img.size == (8 * 30 + 2, 4 * 30 + 2)  # 32 images of 28 px + 2 px padding
+
+
+def test_mixed_images_default_to_mnist_polluted_with_fashion_mnist(mixture, shared_data):
+    """The GAN config and every test leave `clean` and `bad` out; the counts and flags alone would read the same with
+    the two swapped. The unflagged images are MNIST training digits and the flagged ones FashionMNIST items, scaled
+    to [-1, 1]."""
+    from lit_robust.data.mixture import load_images
+
+    x = mixture.train_set.dataset.tensors[0]
+    assert float(x.min()) == -1.0 and float(x.max()) == 1.0
+    pixels = ((x[:, 0] + 1) * 127.5).round().to(torch.uint8)
+    sources = {name: {bytes(im.flatten().tolist()) for im in load_images(name, str(shared_data))}
+               for name in ("mnist", "fashion_mnist")}
+    flags = mixture.train_set.corrupted
+    found = [("fashion_mnist" if bytes(im.flatten().tolist()) in sources["fashion_mnist"] else
+              "mnist" if bytes(im.flatten().tolist()) in sources["mnist"] else None) for im in pixels]
+    assert found == ["fashion_mnist" if bad else "mnist" for bad in flags.tolist()]

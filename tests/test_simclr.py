@@ -467,3 +467,56 @@ def test_simclr_with_two_validation_loaders_logs_one_loss_each(tmp_path, one_tor
         want = [float(model.contrastive_loss(*pair)) for pair in views]
     got = [float(trainer.callback_metrics[f"val_loss/dataloader_idx_{k}"]) for k in (0, 1)]
     assert got == pytest.approx(want, rel=1e-5) and want[0] != pytest.approx(want[1], rel=1e-3)
+
+
+def test_a_probe_without_a_backbone_checkpoint_says_its_frozen_backbone_is_random(tmp_path, monkeypatch,
+                                                                                one_torch_thread):
+    """`backbone_checkpoint` defaults to None, and a `LinearProbe(num_classes=10)` whose checkpoint was forgotten
+    trained a head on a random frozen CNN without a word. The fit says so at its start; a probe given a checkpoint,
+    your own encoder, or a backbone it trains (`freeze_backbone=False`) is not told."""
+    said = []
+    monkeypatch.setattr("lit_robust.models.linear_probe.rank_zero_info", said.append, raising=False)
+    torch.save({"state_dict": SimCLR(width=4).state_dict(), "hyper_parameters": {"backbone": "cnn", "width": 4}},
+               tmp_path / "simclr.ckpt")
+    probes = {"default": LinearProbe(width=4, num_classes=3),
+              "checkpoint": LinearProbe(backbone_checkpoint=str(tmp_path / "simclr.ckpt"), num_classes=3),
+              "own": LinearProbe(backbone=simclr_backbone("cnn", width=4), num_classes=3),
+              "trained": LinearProbe(width=4, num_classes=3, freeze_backbone=False)}
+    told = {}
+    for name, probe in probes.items():
+        said.clear()
+        tiny_trainer(tmp_path, 1, limit_train_batches=1).fit(probe, DataLoader(_labelled(), batch_size=40))
+        told[name] = [m for m in said if "no `backbone_checkpoint`" in m]
+    assert told["default"] == [
+        "LinearProbe: no `backbone_checkpoint`, so the frozen backbone keeps the random weights it was built with (a "
+        "random-features baseline, unless you loaded weights into it yourself). For Algorithm 7, pass the "
+        "pretraining's checkpoint: `backbone_checkpoint=` (or `--model.backbone_checkpoint`)."]
+    assert told["checkpoint"] == told["own"] == told["trained"] == []
+
+
+def test_semi_supervised_split_at_its_defaults_is_the_theses_protocol(shared_data):
+    """Every test and the CLI's shrunk configs pass `labeled_size` and `unlabeled_mnist`, so the defaults users get
+    (`labeled_fraction=0.2`, `unlabeled_mnist=None`: all the other digits, `test_size=None`: the whole test split,
+    `poison_rate=0.25`, `mode="finetune"`) never ran: 20 % of MNIST's training digits labelled, a quarter of them
+    poisoned; pretraining on those and every other training digit, each once; the whole test split."""
+    train = torchvision_split("MNIST", str(shared_data), True, False)
+    n, n_test = len(train.targets), len(torchvision_split("MNIST", str(shared_data), False, False).targets)
+    fine, pre = (SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data)),
+                 SemiSupervisedBackdoorMNISTDataModule(root=str(shared_data), mode="pretrain"))
+    fine.setup(), pre.setup()
+    assert fine.target_kind == "class" and pre.target_kind == "none"
+    n_lab = round(0.2 * n)
+    x_lab, _, _, mask = fine.labeled
+    assert len(fine.train_set) == n_lab and int(mask.sum()) == round(0.25 * n_lab)
+    assert len(fine.test_set) == len(pre.test_set) == n_test
+    pre_x = pre.train_set.dataset.tensors[0]
+    assert len(pre_x) == n and torch.equal(pre_x[:n_lab], x_lab)
+
+    def rows(x):  # the images as raw bytes, back from the normalisation
+        pixels = ((x[:, 0] * 0.3081 + 0.1307) * 255).round().to(torch.uint8)
+        return [bytes(p.flatten().tolist()) for p in pixels]
+
+    mnist = set(rows(train.data.unsqueeze(1).float() / 255 * (1 / 0.3081) - 0.1307 / 0.3081))
+    unlabeled = rows(pre_x[n_lab:])
+    assert len(set(unlabeled)) == n - n_lab and set(unlabeled) <= mnist
+    assert set(unlabeled).isdisjoint(rows(x_lab[~mask]))

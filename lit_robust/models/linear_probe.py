@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_robust._backend import pl
+from lit_robust._backend import pl, rank_zero_info
 from lit_robust._checks import check_bool, check_int, check_lr, check_number
 from lit_robust._lightning import with_sampler
 from lit_robust.data.indexed import unpack_batch, unpack_eval_batch
@@ -46,7 +46,8 @@ class LinearProbe(RobustMixin, pl.LightningModule):
 
     The backbone is read from ``backbone_checkpoint`` (:func:`lit_robust.load_backbone`: this project's SimCLR or
     LinearProbe checkpoints, lightning-bolts SimCLR checkpoints, or a plain state dict — weights-only), or, without
-    a checkpoint, freshly initialised (useful for tests; a random frozen backbone is a random-features baseline).
+    a checkpoint, freshly initialised (useful for tests; a random frozen backbone is a random-features baseline,
+    which a fit says at its start).
     The architecture arguments default to what the checkpoint says. A probe's own checkpoint holds its backbone's
     weights, so it loads (``load_from_checkpoint``) when the file its ``backbone_checkpoint`` names is gone, damaged
     or re-written with another architecture; given every architecture argument, such a file's error is raised at
@@ -178,6 +179,8 @@ class LinearProbe(RobustMixin, pl.LightningModule):
             self.backbone.requires_grad_(False)
             self.backbone.eval()
         self.standardize = standardize and freeze_backbone
+        #: a shipped backbone built here with random weights (no `backbone_checkpoint`): said at fit start when frozen
+        self._random_backbone = backbone_checkpoint is None and not own
         # behaviour reads `settings`, not `hparams`: a plain LightningCLI gives a module nested in another (e.g.
         # inside CoTeaching) the outer module's config as its hparams
         self.settings = SimpleNamespace(num_classes=num_classes, lr=lr, weight_decay=weight_decay, optimizer=optimizer)
@@ -228,6 +231,13 @@ class LinearProbe(RobustMixin, pl.LightningModule):
         return z
 
     def on_train_start(self) -> None:
+        if self._random_backbone and self.freeze_backbone:
+            # a newcomer's `LinearProbe(num_classes=10)` (the checkpoint forgotten) trained a head on a random frozen
+            # CNN without a word: Algorithm 7 without its pretraining
+            rank_zero_info("LinearProbe: no `backbone_checkpoint`, so the frozen backbone keeps the random weights it "
+                           "was built with (a random-features baseline, unless you loaded weights into it yourself). "
+                           "For Algorithm 7, pass the pretraining's checkpoint: `backbone_checkpoint=` (or "
+                           "`--model.backbone_checkpoint`).")
         if self.standardize and not bool(self.standardized):
             self.fit_feature_statistics(_each_sample_once(self.trainer))
         super().on_train_start()  # RobustMixin's: a resume from inside an epoch is warned about
