@@ -269,3 +269,17 @@ def test_the_image_folder_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
     # written by the report itself (the recipe no longer adds them): the file and classes of each row's index
     assert list(report["path"]) == [folder.samples[i][0] for i in report["index"]]
     assert list(report["predicted_class"]) == [folder.classes[c] for c in report["predicted_label"]]
+
+
+def test_the_batch_filter_pages_prl_l_score_for_mse_is_the_codes():
+    """batch-filters.md gave PRL(L)'s score for MSE as ‖ŷ − y‖; `prl_l_scores(..., loss="mse")` (the gradient of the
+    mean over the q outputs) returns (2/q)·‖ŷ − y‖, so a regression report's scores read 1/5 of the page's value at
+    q = 10. The page's formula now names the constant the code computes."""
+    from lit_robust.functional.scores import prl_l_scores
+
+    q = 10
+    outputs, targets = torch.randn(6, q, generator=torch.Generator().manual_seed(0)), torch.zeros(6, q)
+    scores = prl_l_scores(outputs, targets, loss="mse")
+    torch.testing.assert_close(scores, 2 / q * (outputs - targets).norm(dim=1))
+    text = (DOCS / "capabilities" / "batch-filters.md").read_text(encoding="utf-8")
+    assert r"\tfrac{2}{q}\|\hat y_i - y_i\|_2" in text and "‖ŷ − y‖ (MSE)" not in text
