@@ -269,3 +269,37 @@ def test_the_image_folder_recipe_runs(tmp_path, monkeypatch, one_torch_thread):
     # written by the report itself (the recipe no longer adds them): the file and classes of each row's index
     assert list(report["path"]) == [folder.samples[i][0] for i in report["index"]]
     assert list(report["predicted_class"]) == [folder.classes[c] for c in report["predicted_label"]]
+
+
+def test_the_batch_filter_pages_prl_l_score_for_mse_is_the_codes():
+    """batch-filters.md gave PRL(L)'s score for MSE as ‖ŷ − y‖; `prl_l_scores(..., loss="mse")` (the gradient of the
+    mean over the q outputs) returns (2/q)·‖ŷ − y‖, so a regression report's scores read 1/5 of the page's value at
+    q = 10. The page's formula now names the constant the code computes."""
+    from lit_robust.functional.scores import prl_l_scores
+
+    q = 10
+    outputs, targets = torch.randn(6, q, generator=torch.Generator().manual_seed(0)), torch.zeros(6, q)
+    scores = prl_l_scores(outputs, targets, loss="mse")
+    torch.testing.assert_close(scores, 2 / q * (outputs - targets).norm(dim=1))
+    text = (DOCS / "capabilities" / "batch-filters.md").read_text(encoding="utf-8")
+    assert r"\tfrac{2}{q}\|\hat y_i - y_i\|_2" in text and "‖ŷ − y‖ (MSE)" not in text
+
+
+def test_the_anomaly_pages_per_batch_drop_count_is_the_flows():
+    """anomaly.md said a flow's trimming filter drops ⌊ε·B⌋ samples of every batch, beside "8.6 % of the rows at
+    `drop_ratio=0.08`", which that count cannot give: the filter keeps ⌊(1 − ε)·B⌋, so it drops ⌈ε·B⌉ — 11 of a
+    batch of 128 at ε = 0.08 (8.6 %), not 10 (7.8 %). Checked on a fitted RobustRealNVP's filter."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_robust import IndexedDataset, RobustRealNVP
+
+    x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+    model = RobustRealNVP(dim=2, n_couplings=2, hidden=8, drop_ratio=0.08)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(model, DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(256, dtype=torch.long))), batch_size=128))
+    (filt,) = [c for c in trainer.callbacks if type(c).__name__ == "BatchFilter"]
+    assert filt.history[-1].dropped == 2 * 11  # two batches of 128, each dropping ceil(0.08 * 128) = 11
+    text = " ".join((DOCS / "capabilities" / "anomaly.md").read_text(encoding="utf-8").split())
+    assert "every batch drops ⌈ε·B⌉ whole samples" in text

@@ -102,3 +102,24 @@ def test_regression_and_anomaly_rows_summary_is_the_committed_table():
     assert (f"Median error {p_median:.1f} points over the {len(rows)} rows (the fully trained model's scores: "
             f"{o_median:.1f}), {p_within} of {len(rows)} within 5 points (the fully trained model's scores: {o_within}), "
             f"every clean row at most {p_clean:.1f} % (the fully trained model's scores: {o_clean:.1f} %).") in text
+
+
+def test_the_anomaly_pages_realnvp_estimates_are_the_committed_table():
+    """The anomaly page's "Measured for RealNVP" quotes the product column (the estimate a normal fit makes) of
+    ``corruption_rate_regad.json`` per seed, and the two-moons uniform AUROCs. After the 2026-12-06 re-run it still
+    said "0–3.5 % ... 0 on clean data" and "AUROC 0.87–0.90" where the table reads 0–3.2 %, 0–0.3 % on clean two moons
+    and 0.86–0.90: recomputed here, so the next re-run that moves them fails until the prose follows."""
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}".removesuffix(".0")
+
+    rows = json.loads((RESULTS / "corruption_rate_regad.json").read_text(encoding="utf-8"))["results"]
+    moons = [r for r in rows if r["row"]["data"] == "moons"]
+    anomalous = [r["product"] for r in moons if r["row"]["kind"] != "clean"]
+    clean = [r["product"] for r in moons if r["row"]["kind"] == "clean"]
+    mnist = " / ".join(pct(r["product"]) for r in rows if r["row"]["data"] == "mnist_oneclass")
+    assert anomalous and clean and mnist
+    text = _text(REPO / "docs" / "capabilities" / "anomaly.md")
+    assert (f"{pct(min(anomalous))}–{pct(max(anomalous))} % for 5–10 % anomalies on two moons, {mnist} % on one-class "
+            f"MNIST at 10 %, {pct(min(clean))}–{pct(max(clean))} % on clean two moons.") in text
+    assert f"(two moons uniform: AUROC {_auroc_range('corruption_rate_regad.json', 'moons', 'uniform')})" in text
