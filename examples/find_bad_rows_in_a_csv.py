@@ -37,6 +37,7 @@ def write_noisy_table(path: str, flip: float = 0.2, seed: int = 0) -> pd.DataFra
 def main(fast: bool = False, folder: str | None = None) -> dict:
     torch.set_num_threads(1)
     folder = folder or tempfile.mkdtemp(prefix="lit_robust_table_")
+    os.makedirs(folder, exist_ok=True)  # `--folder out` may name a folder not made yet
     path = os.path.join(folder, "breast_cancer_noisy.csv")
     write_noisy_table(path)
     pl.seed_everything(0)

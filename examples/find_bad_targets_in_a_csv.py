@@ -36,6 +36,7 @@ def write_noisy_table(path: str, share: float = 0.2, seed: int = 0) -> pd.DataFr
 def main(fast: bool = False, folder: str | None = None) -> dict:
     torch.set_num_threads(1)
     folder = folder or tempfile.mkdtemp(prefix="lit_robust_targets_")
+    os.makedirs(folder, exist_ok=True)  # `--folder out` may name a folder not made yet
     path = os.path.join(folder, "diabetes_noisy.csv")
     write_noisy_table(path)
     pl.seed_everything(0)

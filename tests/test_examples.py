@@ -151,6 +151,8 @@ def test_activation_clustering_example_flags_mostly_poisoned_images(one_torch_th
 
 
 def test_find_bad_rows_in_a_csv_example_flags_the_flipped_rows(tmp_path, one_torch_thread):
+    # `--folder out` names a folder not made yet (a docs reader's run stopped in pandas' OSError before the fix)
+    tmp_path = tmp_path / "out"
     out = load("find_bad_rows_in_a_csv").main(fast=True, folder=str(tmp_path))
     report = out["report"]
     assert len(report) == 455 and (tmp_path / "itlm_report.csv").is_file()  # 569 rows less the 20 % held out
@@ -164,6 +166,7 @@ def test_find_bad_targets_in_a_csv_example_flags_the_shifted_targets(tmp_path, o
     import numpy as np
     import pandas as pd
 
+    tmp_path = tmp_path / "out"  # a folder not made yet, as `--folder out` may name
     out = load("find_bad_targets_in_a_csv").main(fast=True, folder=str(tmp_path))
     report = out["report"]
     assert len(report) == 354 and (tmp_path / "itlm_report.csv").is_file()  # 442 rows less the 20 % held out
