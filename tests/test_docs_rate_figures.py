@@ -100,7 +100,8 @@ def test_regression_and_anomaly_rows_summary_is_the_committed_table():
     (p_median, p_within, p_clean), (o_median, o_within, o_clean) = summary("product"), summary("ours")
     text = _text(PAGE)
     assert (f"Median error {p_median:.1f} points over the {len(rows)} rows (the fully trained model's scores: "
-            f"{o_median:.1f}), {p_within} of {len(rows)} within 5 points (the fully trained model's scores: {o_within}), "
+            f"{o_median:.1f}), {p_within} of {len(rows)} within 5 points "
+            f"(the fully trained model's scores: {o_within}), "
             f"every clean row at most {p_clean:.1f} % (the fully trained model's scores: {o_clean:.1f} %).") in text
 
 

@@ -71,7 +71,8 @@ from lit_robust.selection.rules import check_drop_ratio, percent_hint, scheduled
 __all__ = ["AUTO_WARMUP_EPOCHS", "AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio",
            "auto_scheduled_drop_ratio", "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate",
            "estimate_from_labels", "mixture_of",
-           "nothing_found_note", "cleanlab_hint", "partial_epoch_note", "per_index_labels", "per_index_mean", "report_pointer",
+           "nothing_found_note", "cleanlab_hint", "partial_epoch_note", "per_index_labels", "per_index_mean",
+           "report_pointer",
            "check_warmup_epochs", "resolved_warmup"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
