@@ -1609,8 +1609,12 @@ def _graphs_of_a_compiled_training_step(tmp_path, callbacks):
 def test_a_compiled_training_step_breaks_its_graph_for_the_loss_record_only_under_itlm(tmp_path):
     """ITLM's collapse check reads the per-sample losses `reduce_loss` keeps, in a call torch.compile cannot trace.
     It was made in every fit: a compiled `training_step` without ITLM became two graphs where it had been one."""
-    assert _graphs_of_a_compiled_training_step(tmp_path, [])[0] == 1
+    without = _graphs_of_a_compiled_training_step(tmp_path, [])[0]
     itlm = ITLM(0.7, [2], verbose=False, plot=False, report=False)
     graphs, model = _graphs_of_a_compiled_training_step(tmp_path, [itlm])
-    assert graphs == 2 and not model._records_losses  # the record's call, and off once the fit ended
+    assert not model._records_losses  # off once the fit ended
+    if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 14):
+        assert (without, graphs) == (1, 2)  # the record's call under ITLM only (measured with torch 2.14)
+    else:  # torch 2.6, the floor, breaks this step's graph elsewhere already: 2 and 2 (2.7-2.13 not measured)
+        assert without <= graphs <= without + 1
     assert itlm.history[0].first_epoch_log_loss is not None and itlm.history[0].last_epoch_log_loss is not None
