@@ -484,6 +484,38 @@ def test_max_steps_that_ends_inside_a_round_is_warned_before_training(tmp_path):
     assert before < after and "(8 per epoch in round 0, about 5 in later rounds)" in said[before]
 
 
+class TwoOptimizers(TinyModel):
+    """Manual optimisation with two optimizers stepping once a batch each, as DCGAN's generator and discriminator."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.net[0].parameters(), lr=0.1), torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
+
+    def training_step(self, batch, batch_idx):
+        for opt in self.optimizers():
+            loss = self.reduce_loss(self.per_sample_loss(batch)[0], batch)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+        return loss.detach()
+
+
+def test_max_steps_counts_every_optimizer_of_a_manually_optimised_module(tmp_path):
+    """`max_steps` counts every optimizer's steps; DCGAN takes two a batch. Counted as one, a GAN user's 300 images in
+    rounds [1, 3] were said to take "about 17" steps for 34. Here 18 counted as 36: `max_steps=30` ended the fit
+    inside the last round, told only after it."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False)
+    with pytest.warns(UserWarning) as record:
+        _, trainer = fit(tmp_path, itlm, model=TwoOptimizers(), max_steps=30)
+    said = [str(w.message) for w in record]
+    assert trainer.global_step == 30 and len(itlm.history) == 2  # the fit did end inside round 1
+    before = [m for m in said if "`max_steps=30` is fewer than the about 36 optimizer steps" in m]
+    assert len(before) == 1 and "(16 per epoch in round 0, about 10 in later rounds)" in before[0]
+
+
 def test_max_steps_the_rounds_fit_in_is_not_warned(tmp_path):
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False)
     with warnings.catch_warnings(record=True) as record:

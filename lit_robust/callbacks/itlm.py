@@ -1319,7 +1319,11 @@ class ITLM(Callback):
         # leaves, up to all of them (counting half, a power user's `max_steps=260` was not warned about and ended
         # inside the last round of 292 steps); each epoch with its own accumulation (GradientAccumulationScheduler)
         share = 1.0 if self.keep_ratio == "auto" else float(self.keep_ratio)
-        per_epoch = [_optimizer_steps_per_epoch(trainer, e) or 1 for e in range(sum(self.round_epochs))]
+        # `max_steps` counts every optimizer's steps: a manually optimised module with several (DCGAN's generator
+        # and discriminator) takes as many a batch; counted as one, 300 images in rounds [1, 3] were said to take
+        # "about 17" steps for 34, and a `max_steps` between the two cut the last round without a word before it
+        per_batch = _optimizers_stepping_a_batch(trainer)
+        per_epoch = [per_batch * (_optimizer_steps_per_epoch(trainer, e) or 1) for e in range(sum(self.round_epochs))]
         # with `initial_round_on_all=False` round 0 trains on a selection too (counted as every sample, a `max_steps`
         # the fit ended in was warned about: 10 steps of 10 "fewer than about 15")
         first = self.round_epochs[0] if self.initial_round_on_all else 0
@@ -1328,10 +1332,10 @@ class ITLM(Callback):
             # a later round's own batches, then its accumulation: floor(steps * share) rounded before both and
             # undercounted (75 of 100 samples in batches of 10 take 8 steps, not floor(10 * 0.75) = 7: a
             # `max_steps` one short of the fit was not warned about, and cut the last round silently)
-            later_steps = [max(1, math.ceil(batches / _accumulation_in_epoch(trainer, e)))
+            later_steps = [per_batch * max(1, math.ceil(batches / _accumulation_in_epoch(trainer, e)))
                            for e in range(first, sum(self.round_epochs))]
         else:
-            later_steps = [max(1, math.floor(n * share)) for n in per_epoch[first:]]
+            later_steps = [per_batch * max(1, math.floor(n // per_batch * share)) for n in per_epoch[first:]]
         needed = sum(per_epoch[:first]) + sum(later_steps)
         if trainer.max_steps < needed:
             # each span over its own epochs: a `GradientAccumulationScheduler` changing the accumulation in a later
@@ -2563,6 +2567,15 @@ def _optimizer_steps_per_epoch(trainer: pl.Trainer, epoch: int | None = None) ->
         return None
     accumulate = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
     return max(1, math.ceil(int(batches) / max(1, accumulate)))
+
+
+def _optimizers_stepping_a_batch(trainer: pl.Trainer) -> int:
+    """The steps ``trainer.global_step`` (and so ``max_steps``) counts a batch, as far as known: one per optimizer of
+    a manually optimised module (each taken to step once a batch, as DCGAN's two do), else one."""
+    module = trainer.lightning_module
+    if module is None or module.automatic_optimization:
+        return 1
+    return max(1, len(trainer.optimizers))
 
 
 def _accumulation_in_epoch(trainer: pl.Trainer, epoch: int) -> int:
