@@ -4,7 +4,8 @@ A user checking the page claim by claim found: the warning for a flagged part of
 the median class size where the callback waits for 1.8×; the shipped activation-clustering config's warm-up given as
 "about 140 steps" where it takes 120; `backbone="lenet"` described as two hidden layers of 256, which only
 `hidden=256, hidden_layers=2` give (the defaults: one of 128); and three ranges off the tables they quote. These tests
-recompute each from the source, the config or the committed tables. Nothing trains.
+recompute each from the source, the config or the committed tables; the precision page's list of the compat
+matrix's modules is checked against its cases. Nothing trains.
 """
 
 from __future__ import annotations
@@ -106,3 +107,20 @@ def test_the_thesis_blend_prl_at_range_is_the_tables():
               for line in section.splitlines() if re.match(r"\| 0\.\d", line)]
     assert len(thesis) == 4
     assert f"under the blend attack PRL-AT 15–29 % (thesis {min(thesis):.0f}–{max(thesis):.0f} %)" in _text()
+
+
+def test_the_precision_page_lists_every_cell_of_the_matrix():
+    """precision-compile.md listed the matrix's modules without ActivationClustering, which it fits in every cell."""
+    from tests.test_compat_matrix import CASES
+
+    page = " ".join((REPO / "docs" / "capabilities" / "precision-compile.md").read_text(encoding="utf-8").split())
+    listed = page.split("`tests/test_compat_matrix.py` fits every callback and ready-made module (", 1)[1]
+    listed = listed.split(") in `32-true`", 1)[0]
+    names = {"itlm": "ITLM", "activation_clustering": "ActivationClustering", "filter_prl": "the three filters",
+             "filter_spl": "the three filters", "filter_prl_g": "the three filters", "coteaching": "Co-PRL(L)",
+             "adversarial_trigger": "AdversarialTrigger", "spectral_normalize": "SpectralNorm in both modes",
+             "spectral_truncate": "SpectralNorm in both modes", "backdoor_metrics": "BackdoorMetrics",
+             "dcgan_itlm_sample_grid": "DCGAN with ITLM and SampleGrid", "robust_realnvp": "RobustRealNVP",
+             "rca": "RCA", "simclr": "SimCLR", "linear_probe": "LinearProbe"}
+    assert set(CASES) == set(names), "a new matrix case: name it here and on the page"
+    assert [n for n in dict.fromkeys(names.values()) if n not in listed] == []
