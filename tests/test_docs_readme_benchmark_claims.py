@@ -37,3 +37,20 @@ def test_the_backdoor_dynamics_rows_leak_is_the_tables():
               f"{min(last):.0f}–{max(last):.0f} % in the last")
     assert quoted == "11–30 % of the poisoned kept in its best epoch, 23–40 % in the last"
     assert quoted in _readme_row("backdoor_dynamics.py")
+
+
+def test_the_backdoor_pages_best_drop_is_the_tables_and_comes_in_the_first_two_filtering_epochs():
+    """The backdoor page said the filter drops "70–89 % ... in its first epochs": the small CNN without warm-up
+    dropped 57 % in its first; 70–89 % is each run's best, which every run reached in its first two filtering epochs."""
+    saved = json.loads((RESULTS / "backdoor_dynamics.json").read_text(encoding="utf-8"))
+    best = []
+    for run in saved["results"]:
+        if run["train_images"] != 6000:
+            continue
+        dropped = [t["dropped_precision"] for t in run["trace"] if t["dropped_precision"] is not None]
+        assert max(dropped[:2]) == max(dropped), run["trace"]
+        best.append(max(dropped))
+    quoted = (f"drops at best {min(best):.0f}–{max(best):.0f} % of the poisoned samples, "
+              "in its first two filtering epochs")
+    page = " ".join((REPO / "docs" / "capabilities" / "backdoor.md").read_text(encoding="utf-8").split())
+    assert quoted in page
