@@ -822,7 +822,13 @@ class ITLM(Callback):
         round 0's selection is made, before its first step). A power user's README formula,
         ``ceil(len(itlm.selection) / batch_size)``, left out accumulation and the processes and sized a OneCycle for 76
         steps in rounds of 40. With ``reinit=False`` the optimizers are configured once for the whole fit: an error
-        (torch's OneCycleLR raised at the first step past round 0)."""
+        (torch's OneCycleLR raised at the first step past round 0).
+
+        The count is each optimizer's (the round's stepping batches, as Lightning's ``estimated_stepping_batches``),
+        what a schedule of one optimizer steps through. A manually optimised module with several optimizers, each
+        stepping once a batch (DCGAN's generator and discriminator), advances ``trainer.global_step``, and so uses up
+        ``max_steps``, by that many times as much: two optimizers over a round of 10 such batches take 10 steps each,
+        20 by ``global_step``."""
         if not self.reinit:
             raise ValueError("`steps_in_round`: with `reinit=False` ITLM configures the optimizers once, so a schedule "
                              "sized for one round ends after round 0; size it for the whole fit or keep `reinit=True`. "
