@@ -516,6 +516,61 @@ def test_max_steps_counts_every_optimizer_of_a_manually_optimised_module(tmp_pat
     assert len(before) == 1 and "(16 per epoch in round 0, about 10 in later rounds)" in before[0]
 
 
+class TwoSchedulesSizedPerRound(TwoOptimizers):
+    """Two optimizers, each with a OneCycle sized by `steps_in_round` and stepped after its optimizer's step."""
+
+    def __init__(self, itlm):
+        super().__init__()
+        self.itlm, self.sized, self.stepped = itlm, [], []
+
+    def configure_optimizers(self):
+        opts = super().configure_optimizers()
+        self.sized.append(self.itlm.steps_in_round(self.trainer))
+        self.stepped.append(0)
+        return opts, [torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=self.sized[-1]) for o in opts]
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        for sched in self.lr_schedulers():
+            sched.step()  # OneCycleLR raises when stepped past its `total_steps`
+        self.stepped[-1] += 1
+        return loss
+
+
+def test_steps_in_round_counts_each_optimizers_steps_of_a_manually_optimised_module(tmp_path):
+    """With two optimizers `global_step` (and `max_steps`) counts both, 2 a batch, while each optimizer's schedule
+    steps once a batch: `steps_in_round` is the latter, so a OneCycle sized by it ends exactly at the round's end
+    (sized by `global_step`'s count it would stop half-way). The docstring says which count it is."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False)
+    model, counter = TwoSchedulesSizedPerRound(itlm), CountSteps()
+    fit(tmp_path, itlm, model=model, callbacks=[counter])
+    ends = [counter.steps[r] for r in range(2)]
+    assert model.sized == model.stepped == [8, 10], (model.sized, model.stepped)
+    assert [ends[0], ends[1] - ends[0]] == [16, 20]  # what `global_step` counts: both optimizers
+    assert "each optimizer's" in ITLM.steps_in_round.__doc__ and "global_step" in ITLM.steps_in_round.__doc__
+
+
+class FrozenTwoOptimizers(TwoOptimizers):
+    """Two optimizers at learning rate 0: a model that cannot learn, stepped twice a batch."""
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.net[0].parameters(), lr=0.0), torch.optim.SGD(self.net[2].parameters(), lr=0.0)]
+
+
+def test_stall_cause_says_whose_steps_it_counts_with_several_optimizers(tmp_path):
+    """A collapsed round of a module with two optimizers was said to take "8 optimizer steps per epoch" while
+    `global_step` advanced 16 an epoch (and the `max_steps` warning counts 16): the count is each optimizer's, and
+    the message now says so. 240 samples in batches of 32: 8 batches an epoch."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[2, 2], verbose=False, plot=False)
+    with pytest.warns(UserWarning) as record:
+        _, trainer = fit(tmp_path, itlm, model=FrozenTwoOptimizers())
+    said = collapse_warnings(record)
+    assert trainer.global_step == 4 * 16 and len(said) == 2, said
+    assert all("in 8 steps of each of its 2 optimizers per epoch" in m for m in said), said
+    assert "1 step of each of its 2 optimizers per epoch (a batch" in stall_cause(2.3, 1.9, 1, optimizers=2)
+    assert "in 8 optimizer steps per epoch" in stall_cause(2.303, 2.302, 8)  # one optimizer: as before
+
+
 def test_max_steps_the_rounds_fit_in_is_not_warned(tmp_path):
     itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 2], verbose=False, plot=False)
     with warnings.catch_warnings(record=True) as record:

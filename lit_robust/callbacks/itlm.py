@@ -420,7 +420,8 @@ def _known_pair(pair: tuple[float | None, float | None] | None) -> tuple[float, 
 
 
 def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epoch: int | None, epochs: int = 2,
-                accumulation: int = 1, log_losses: tuple[float | None, float | None] | None = None) -> str:
+                accumulation: int = 1, log_losses: tuple[float | None, float | None] | None = None,
+                optimizers: int = 1) -> str:
     """The likely cause of a round (or fit) whose model did not learn, from its mean training loss in the first and
     last epoch and its optimizer steps per epoch (pure): a non-finite loss points at the data or a learning rate too
     large, a loss that rose at a learning rate too large, and one that barely moved (less than 1 %) at too few steps
@@ -429,12 +430,16 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
     is judged over ``epochs`` >= 2 only (a one-epoch round's first epoch is its last). ``accumulation``: the
     Trainer's ``accumulate_grad_batches``, named among the causes of few steps when above 1. ``log_losses``: the
     epochs' log-scale means (see :func:`collapse_reasons`); a loss whose log-scale mean moved by more than 1 % did
-    not barely move.
+    not barely move. ``optimizers``: how many optimizers step each batch (a manually optimised module's, DCGAN's 2);
+    ``steps_per_epoch`` is each one's steps, and the text says so where there are several (a GAN user's message said
+    "8 optimizer steps per epoch" where ``global_step``, and ITLM's ``max_steps`` warning, counted 16).
 
     >>> stall_cause(2.303, 2.302, 1)[:72]
     'Its training loss barely moved (2.303 -> 2.302) in 1 optimizer step per '
     >>> stall_cause(2.3, 2.6, 40)
     'A common cause is a learning rate too large for a freshly initialised model.'
+    >>> stall_cause(2.303, 2.302, 8, optimizers=2)[:90]
+    'Its training loss barely moved (2.303 -> 2.302) in 8 steps of each of its 2 optimizers per'
     """
     known = first_loss is not None and last_loss is not None
     if known and not (math.isfinite(first_loss) and math.isfinite(last_loss)):
@@ -446,8 +451,10 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
                 "Check `torch.isfinite` of your data, and remove a NaN where `per_sample_loss` makes it (a count "
                 "`.clamp(min=1)`; `torch.nan_to_num` of the result leaves the gradient NaN).")
     few = steps_per_epoch is not None and steps_per_epoch <= 2
+    plural = "" if steps_per_epoch == 1 else "s"
     steps = ("" if steps_per_epoch is None else
-             f" in {steps_per_epoch} optimizer step{'' if steps_per_epoch == 1 else 's'} per epoch")
+             f" in {steps_per_epoch} optimizer step{plural} per epoch" if optimizers <= 1 else
+             f" in {steps_per_epoch} step{plural} of each of its {optimizers} optimizers per epoch")
     # a reviewer's batch of 16 with `accumulate_grad_batches=15` was told to lower the batch size
     batch = ("a batch about as large as the training set (a batch-size finder such as Lightning's `scale_batch_size` "
              "may choose one)" if accumulation <= 1 else
@@ -822,7 +829,13 @@ class ITLM(Callback):
         round 0's selection is made, before its first step). A power user's README formula,
         ``ceil(len(itlm.selection) / batch_size)``, left out accumulation and the processes and sized a OneCycle for 76
         steps in rounds of 40. With ``reinit=False`` the optimizers are configured once for the whole fit: an error
-        (torch's OneCycleLR raised at the first step past round 0)."""
+        (torch's OneCycleLR raised at the first step past round 0).
+
+        The count is each optimizer's (the round's stepping batches, as Lightning's ``estimated_stepping_batches``),
+        what a schedule of one optimizer steps through. A manually optimised module with several optimizers, each
+        stepping once a batch (DCGAN's generator and discriminator), advances ``trainer.global_step``, and so uses up
+        ``max_steps``, by that many times as much: two optimizers over a round of 10 such batches take 10 steps each,
+        20 by ``global_step``."""
         if not self.reinit:
             raise ValueError("`steps_in_round`: with `reinit=False` ITLM configures the optimizers once, so a schedule "
                              "sized for one round ends after round 0; size it for the whole fit or keep `reinit=True`. "
@@ -1699,7 +1712,8 @@ class ITLM(Callback):
             # checkpoint of its last batch) ran before a GradientAccumulationScheduler set it (8 steps said for 2)
             last = self._round_starts[rec.round + 1] - 1
             cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer, last),
-                                rec.epochs, _accumulation_in_epoch(trainer, last), log_losses)
+                                rec.epochs, _accumulation_in_epoch(trainer, last), log_losses,
+                                _optimizers_stepping_a_batch(trainer))
             if self.on_collapse == "raise":
                 raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
             if rec.round + 1 >= self.num_rounds:
@@ -2253,7 +2267,8 @@ class ITLM(Callback):
             epoch = None if last is None else self._round_starts[last.round + 1] - 1  # that round's (see _finish_round)
             accumulation = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
             logs = None if last is None else (last.first_epoch_log_loss, last.last_epoch_log_loss)
-            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer, epoch), loss[2], accumulation, logs)
+            cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer, epoch), loss[2], accumulation, logs,
+                                _optimizers_stepping_a_batch(trainer))
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
                            f"learn, so the report's ranking and `predicted_label` mean nothing. {cause} (A validation "
