@@ -659,11 +659,13 @@ class ITLM(Callback):
         if not isinstance(reestimate, bool):
             raise TypeError(f"`reestimate` must be True or False, got {reestimate!r}.")
         if not auto and (estimator != "disagreement" or auto_margin != 0.0 or reestimate):
-            given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "disagreement"),
-                                                  ("auto_margin", auto_margin, 0.0),
-                                                  ("reestimate", reestimate, False)) if v != d]
+            given = [(k, v, d) for k, v, d in (("estimator", estimator, "disagreement"),
+                                               ("auto_margin", auto_margin, 0.0),
+                                               ("reestimate", reestimate, False)) if v != d]
+            # as the filters say: a config switched from 'auto' to a number on the command line keeps them set
             raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with keep_ratio='auto', got "
-                             f"{', '.join(given)} with keep_ratio={keep_ratio!r}.")
+                             f"{', '.join(f'{k}={v!r}' for k, v, _ in given)} with keep_ratio={keep_ratio!r}; remove "
+                             f"them or set their defaults ({', '.join(f'{k}={d!r}' for k, _, d in given)}).")
         if auto and initial_round_on_all is False:
             raise ValueError("`keep_ratio='auto'` needs `initial_round_on_all=True`: round 0's selection would come "
                              "from the untrained model's scores, which say nothing about the corrupted fraction.")
