@@ -113,7 +113,11 @@ CASES = [
     ("filter-drop-ratio-negative", PRL, {f"{CB0}.drop_ratio": -0.1}, [], "drop_ratio"),
     ("filter-drop-ratio-auto-typo", PRL, {f"{CB0}.drop_ratio": "Auto"}, [], "drop_ratio"),
     ("filter-auto-unknown-estimator", PRL, {f"{CB0}.drop_ratio": "auto", f"{CB0}.estimator": "kde"}, [], "estimator"),
-    ("filter-reestimate-without-auto", PRL, {f"{CB0}.reestimate": True}, [], "reestimate"),
+    # the key named is the argument given, not the first of the three the message lists (it was `estimator`)
+    ("filter-reestimate-without-auto", PRL, {f"{CB0}.reestimate": True}, [],
+     "callbacks[0].init_args.reestimate (lit_robust.BatchFilter): `reestimate`, `estimator`"),
+    ("itlm-auto-margin-without-auto", DIGITS, {f"{CB0}.auto_margin": 0.1}, [],
+     "callbacks[0].init_args.auto_margin (lit_robust.ITLM): `auto_margin`, `estimator`"),
     ("filter-unknown-rule", PRL, {f"{CB0}.rule": "prll"}, [], "rule"),
     ("filter-unknown-scope", PRL, {f"{CB0}.scope": "world"}, [], "scope"),
     ("filter-negative-warmup", PRL, {f"{CB0}.warmup_epochs": -1}, [], "warmup_epochs"),

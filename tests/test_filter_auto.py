@@ -606,7 +606,7 @@ def test_an_rca_fit_stopped_inside_its_warm_up_is_warned_about(tmp_path, stop, b
     ({"drop_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
     ({"drop_ratio": "auto", "reestimate": "yes"}, r"`reestimate` must be True or False, got 'yes'"),
     ({"drop_ratio": 0.3, "reestimate": True},
-     r"`estimator`, `auto_margin` and `reestimate` only apply with drop_ratio='auto', got reestimate=True with "
+     r"`reestimate`, `estimator` and `auto_margin` only apply with drop_ratio='auto', got reestimate=True with "
      r"drop_ratio=0.3; remove them or set their defaults \(reestimate=False\)\."),
     ({"drop_ratio": 0.3, "estimator": "bmm", "auto_margin": 0.1},
      r"only apply with drop_ratio='auto', got estimator='bmm', auto_margin=0.1 with drop_ratio=0.3; remove them or "

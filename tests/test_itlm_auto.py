@@ -325,11 +325,15 @@ def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path, es
      r"`keep_ratio='auto'` needs `initial_round_on_all=True`"),
     ({"keep_ratio": 0.7, "estimator": "bmm"},
      r"`estimator`, `auto_margin` and `reestimate` only apply with keep_ratio='auto', got estimator='bmm' with "
-     r"keep_ratio=0.7\."),
+     r"keep_ratio=0.7; remove them or set their defaults \(estimator='disagreement'\)\.$"),
     ({"keep_ratio": 0.7, "reestimate": True},
-     r"only apply with keep_ratio='auto', got reestimate=True with keep_ratio=0.7\."),
+     r"^`reestimate`, `estimator` and `auto_margin` only apply with keep_ratio='auto', got reestimate=True with "
+     r"keep_ratio=0.7; remove them or set their "
+     r"defaults \(reestimate=False\)\.$"),
     ({"keep_ratio": 0.7, "auto_margin": 0.1},
-     r"only apply with keep_ratio='auto', got auto_margin=0.1 with keep_ratio=0.7\."),
+     r"^`auto_margin`, `estimator` and `reestimate` only apply with keep_ratio='auto', got auto_margin=0.1 with "
+     r"keep_ratio=0.7; remove them or set their "
+     r"defaults \(auto_margin=0.0\)\.$"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

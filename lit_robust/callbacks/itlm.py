@@ -110,7 +110,13 @@ from lit_robust.report import (
     write_training_report,
 )
 from lit_robust.selection import distributed
-from lit_robust.selection.auto_drop import UNLEARNT_NOTE, cleanlab_hint, nothing_found_note, report_pointer
+from lit_robust.selection.auto_drop import (
+    UNLEARNT_NOTE,
+    cleanlab_hint,
+    nothing_found_note,
+    only_auto_names,
+    report_pointer,
+)
 from lit_robust.selection.rules import keep_count, percent_hint, scatter_scores, starved_classes
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
@@ -666,11 +672,13 @@ class ITLM(Callback):
         if not isinstance(reestimate, bool):
             raise TypeError(f"`reestimate` must be True or False, got {reestimate!r}.")
         if not auto and (estimator != "disagreement" or auto_margin != 0.0 or reestimate):
-            given = [f"{k}={v!r}" for k, v, d in (("estimator", estimator, "disagreement"),
-                                                  ("auto_margin", auto_margin, 0.0),
-                                                  ("reestimate", reestimate, False)) if v != d]
-            raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with keep_ratio='auto', got "
-                             f"{', '.join(given)} with keep_ratio={keep_ratio!r}.")
+            given = [(k, v, d) for k, v, d in (("estimator", estimator, "disagreement"),
+                                               ("auto_margin", auto_margin, 0.0),
+                                               ("reestimate", reestimate, False)) if v != d]
+            # as the filters say: a config switched from 'auto' to a number on the command line keeps them set
+            raise ValueError(f"{only_auto_names(given)} only apply with keep_ratio='auto', got "
+                             f"{', '.join(f'{k}={v!r}' for k, v, _ in given)} with keep_ratio={keep_ratio!r}; remove "
+                             f"them or set their defaults ({', '.join(f'{k}={d!r}' for k, _, d in given)}).")
         if auto and initial_round_on_all is False:
             raise ValueError("`keep_ratio='auto'` needs `initial_round_on_all=True`: round 0's selection would come "
                              "from the untrained model's scores, which say nothing about the corrupted fraction.")

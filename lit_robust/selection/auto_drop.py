@@ -334,6 +334,15 @@ def kept_on_a_fit_that_goes_on(current: AutoDropRatio | None, new: AutoDropRatio
     return new
 
 
+def only_auto_names(given: list[tuple[str, Any, Any]]) -> str:
+    """"`estimator`, `auto_margin` and `reestimate`" with the ones ``given`` (``(name, value, default)``) first: the
+    CLI names the first backticked argument of a message as the one at fault, and named `estimator` for a user's
+    `--model.init_args.reestimate true` beside a numeric ratio."""
+    first = [k for k, _, _ in given]
+    names = [f"`{k}`" for k in first + [k for k in ("estimator", "auto_margin", "reestimate") if k not in first]]
+    return f"{names[0]}, {names[1]} and {names[2]}"
+
+
 def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimate: Any, allow_large_drop: Any,
                     name: str = "drop_ratio", high: float | None = None,
                     estimators: tuple[str, ...] = _ESTIMATORS, default_estimator: str = "gmm"
@@ -376,7 +385,7 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     if given:
         # switching a config from 'auto' to a number on the command line leaves them set: say how to reset them
         reset = ", ".join(f"{k}={d!r}" for k, _, d in given)
-        raise ValueError(f"`estimator`, `auto_margin` and `reestimate` only apply with {name}='auto', got "
+        raise ValueError(f"{only_auto_names(given)} only apply with {name}='auto', got "
                          f"{', '.join(f'{k}={v!r}' for k, v, _ in given)} with {name}={drop_ratio!r}; remove them or "
                          f"set their defaults ({reset}).")
     return ratio
