@@ -1002,6 +1002,7 @@ class RobustCLI(LightningCLI):
             # ending in "-1 is not in bounds, numpy accepts from 0 to 4294967295"
             raise UserInputError(f"`seed_everything` must be true, false or an integer in [0, {SEED_MAX}] (the range "
                                  f"Lightning's `seed_everything` takes), got {seed}.")
+        _check_trainer_numbers(self.config[sub] if sub else self.config)
         dropped = _replaced_callbacks(self.config[sub].get("trainer.callbacks") if sub else None)
         if dropped:
             # a list replaces a list: a second `--config`, or `--trainer.callbacks X`, dropped the first config's ITLM
@@ -1585,6 +1586,26 @@ class RobustCLI(LightningCLI):
         """What decides the fitted weights in this run's config (see :func:`fit_signature`)."""
         config = self._dumped_config(subcommand)
         return None if config is None else fit_signature(config)
+
+
+#: Trainer arguments Lightning takes without a check, each with its allowed range and the test of it
+_TRAINER_RANGES = {
+    # 0 ended the fit's first step in a traceback, "ZeroDivisionError: integer modulo by zero"; -1 stepped at every
+    # batch without a word
+    "accumulate_grad_batches": ("an integer >= 1 (the batches whose gradients make one optimizer step)",
+                                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word
+    "gradient_clip_val": ("a number >= 0, or null (0 and null clip nothing)",
+                          lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+}
+
+
+def _check_trainer_numbers(config: Any) -> None:
+    """Refuse a Trainer argument of :data:`_TRAINER_RANGES` outside its range, before anything is built."""
+    for key, (allowed, fits) in _TRAINER_RANGES.items():
+        value = config.get(f"trainer.{key}") if isinstance(config, Namespace) else None
+        if value is not None and not fits(value):
+            raise UserInputError(f"`{key}` must be {allowed}, got {value!r}.")
 
 
 def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
