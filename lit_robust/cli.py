@@ -662,8 +662,10 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
                      lambda m: m.group(0).partition("Option")[0] + _BESIDE_IN_STACKED.format(m.group(1)), message)
     message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option '([^']+)' is not accepted",
                      lambda m: m.group(0) + _init_argument_hint(m.group(1), m.group(3)), message)
+    key = re.match(r'\s*(?:error: )?Parser key "([^"]+)"', message)
     message = re.sub(r"class_path '([\w.]+)':(\s*\n\s*)module '([\w.]+)' has no attribute '(\w+)'",
-                     lambda m: m.group(0) + _attribute_hint(m.group(3), m.group(4)), message)
+                     lambda m: m.group(0) + _attribute_hint(m.group(3), m.group(4), key.group(1) if key else None),
+                     message)
     if "found character that cannot start any token" in message:
         message += "\n  (a tab? YAML indents with spaces only)"
     indexed = re.match(r"unrecognized arguments: (--trainer\.callbacks\[\d+\]\S*)", message)
@@ -703,17 +705,34 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     return f"{message} (did you mean {close[0][2:] if dashed else close[0]}?)"
 
 
-def _attribute_hint(module: str, name: str) -> str:
-    """`` (did you mean 'lit_robust.ITLM'?)`` for a misspelt class of an importable module, else ``""``."""
+#: the kind of class each parser key takes, for the classes :func:`_attribute_hint` lists
+_KEY_KINDS = {"model": ("LightningModule", "models"), "data": ("LightningDataModule", "datamodules"),
+              "trainer.callbacks": ("Callback", "callbacks")}
+
+
+def _attribute_hint(module: str, name: str, key: str | None = None) -> str:
+    """`` (did you mean 'lit_robust.ITLM'?)`` for a misspelt class of an importable module; for a name close to
+    none, the module's classes of the kind ``key`` (``model``, ``data``, ``trainer.callbacks``) takes, else ``""``."""
     try:
-        names = [n for n in dir(importlib.import_module(module)) if not n.startswith("_")]
+        found = importlib.import_module(module)
     except Exception:  # a module that does not import: jsonargparse's message says so
         return ""
+    names = [n for n in dir(found) if not n.startswith("_")]
     # the same name in another case first: difflib's ratio of 'Itlm' to 'ITLM' is 0.25 (a CLI newcomer's
     # `lit_robust.Itlm` got no suggestion where `lit_robust.ITLN` did)
     close = ([n for n in names if n.lower() == name.lower()]
              or difflib.get_close_matches(name, names, n=1, cutoff=0.7))
-    return f" (did you mean '{module}.{close[0]}'?)" if close else ""
+    if close:
+        return f" (did you mean '{module}.{close[0]}'?)"
+    if key not in _KEY_KINDS:
+        return ""
+    # `--data.class_path lit_robust.NoSuchData` said only that the attribute is missing, not what `data` may name
+    base, what = _KEY_KINDS[key]
+    kinds = [getattr(found, n) for n in names]
+    listed = sorted(n for n, c in zip(names, kinds) if isinstance(c, type) and issubclass(c, getattr(pl, base)))
+    if not listed:
+        return ""
+    return f" ({module}'s {what}: {', '.join(listed)}; or a class of your own by its module, `my_module.MyClass`)"
 
 
 #: a second ``--config`` whose entry sets arguments beside ``class_path`` (``{class_path: X, keep_ratio: 0.5}``), merged
@@ -983,6 +1002,7 @@ class RobustCLI(LightningCLI):
             # ending in "-1 is not in bounds, numpy accepts from 0 to 4294967295"
             raise UserInputError(f"`seed_everything` must be true, false or an integer in [0, {SEED_MAX}] (the range "
                                  f"Lightning's `seed_everything` takes), got {seed}.")
+        _check_trainer_numbers(self.config[sub] if sub else self.config)
         dropped = _replaced_callbacks(self.config[sub].get("trainer.callbacks") if sub else None)
         if dropped:
             # a list replaces a list: a second `--config`, or `--trainer.callbacks X`, dropped the first config's ITLM
@@ -1566,6 +1586,26 @@ class RobustCLI(LightningCLI):
         """What decides the fitted weights in this run's config (see :func:`fit_signature`)."""
         config = self._dumped_config(subcommand)
         return None if config is None else fit_signature(config)
+
+
+#: Trainer arguments Lightning takes without a check, each with its allowed range and the test of it
+_TRAINER_RANGES = {
+    # 0 ended the fit's first step in a traceback, "ZeroDivisionError: integer modulo by zero"; -1 stepped at every
+    # batch without a word
+    "accumulate_grad_batches": ("an integer >= 1 (the batches whose gradients make one optimizer step)",
+                                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word
+    "gradient_clip_val": ("a number >= 0, or null (0 and null clip nothing)",
+                          lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+}
+
+
+def _check_trainer_numbers(config: Any) -> None:
+    """Refuse a Trainer argument of :data:`_TRAINER_RANGES` outside its range, before anything is built."""
+    for key, (allowed, fits) in _TRAINER_RANGES.items():
+        value = config.get(f"trainer.{key}") if isinstance(config, Namespace) else None
+        if value is not None and not fits(value):
+            raise UserInputError(f"`{key}` must be {allowed}, got {value!r}.")
 
 
 def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:

@@ -1501,6 +1501,20 @@ def test_a_class_name_in_another_case_a_misspelt_section_and_init_arg_get_a_sugg
             "`init_args:`?") in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("key", "given", "listed"), [
+    ("model", "lit_robust.NoSuchModel", "(lit_robust's models: AutoEncoder, CoTeaching, DCGAN, ImageClassifier,"),
+    ("data", "lit_robust.NoSuchData", "(lit_robust's datamodules: BackdoorFashionMNISTDataModule,"),
+])
+def test_a_class_path_close_to_no_class_lists_the_classes_that_key_takes(tmp_path, capsys, key, given, listed):
+    """`--data.class_path lit_robust.NoSuchData` said only "module 'lit_robust' has no attribute 'NoSuchData'":
+    the key and the value, not what it may name."""
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", f"--{key}.class_path", given])
+    assert f"has no attribute '{given.rpartition('.')[2]}' {listed}" in err, err
+    assert "or a class of your own by its module, `my_module.MyClass`)" in err
+    kinds = err.partition(listed)[2].partition(";")[0]
+    assert ("ITLM" in kinds) is False and ("MNISTDataModule" in kinds) is (key == "data"), kinds
+
+
 @pytest.mark.parametrize(("slip", "said"), [
     ("model under trainer", "does not accept option 'trainer.model.init_args.backbone' (`model:` is indented under "
                             "`trainer:`; it belongs at the top level of the config, as `model.init_args.backbone`)"),

@@ -403,6 +403,25 @@ def test_a_seed_everything_out_of_range_is_one_line(tmp_path, capsys, command, s
             f"(the range Lightning's `seed_everything` takes), got {seed}.") in text, text
 
 
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("accumulate_grad_batches", "0", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
+    ("accumulate_grad_batches", "-1", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
+    ("gradient_clip_val", "-1", "a number >= 0, or null (0 and null clip nothing)"),
+])
+def test_a_trainer_number_lightning_does_not_check_is_one_line(tmp_path, capsys, key, value, allowed):
+    """`--trainer.accumulate_grad_batches 0` ended the first step in a traceback ("ZeroDivisionError: integer modulo
+    by zero"); `-1`, and a `gradient_clip_val` of -1 (which Lightning skips: no clipping), were taken without a word
+    (a CLI sweep's)."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), f"--trainer.{key}", value])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"lit-robust fit: error: trainer.{key}: `{key}` must be {allowed}, got {value}." in text, text
+    assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "lightning_logs").exists()
+
+
 def test_a_root_folder_that_is_no_folder_is_named_under_fast_dev_run(tmp_path, capsys, one_torch_thread):
     """Under `fast_dev_run` no log folder is made first: `--trainer.default_root_dir` under a file failed in the
     config's ModelCheckpoint's `setup`, and the message named `trainer.callbacks[1] (ModelCheckpoint)`, not the
