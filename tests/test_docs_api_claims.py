@@ -2,8 +2,7 @@
 
 Checking them claim by claim, a user found `BatchFilter`'s ``estimator`` entry quoting the 2026-12-01 run of
 ``corruption_rate_prl_auto.md`` (67 % vs 62 % of rows, −0.5 vs −4.0 points, median error 5.1 vs 3.9, …) beside the
-table of the 2026-12-05 re-run that the repository held (71 % vs 52 %, −0.6 vs −4.1, 5.0 vs 9.1; the 2026-12-06
-re-run with the gmm's separation rule for the sample size: 71 % vs 48 %, −0.5 vs −5.0, 4.2 vs 10.9). These tests
+table of the 2026-12-05 re-run that the repository holds (71 % vs 52 %, −0.6 vs −4.1, 5.0 vs 9.1). These tests
 recompute each corrected figure from the committed JSON. Nothing trains.
 """
 
@@ -60,5 +59,5 @@ def test_batch_filter_quotes_the_committed_prl_auto_table():
               f"{dis['median_err']:.1f} vs {gmm['median_err']:.1f} points, and on clean data ``\"disagreement\"`` "
               f"estimates about the training error ({min(clean_est):.1f}-{max(clean_est):.1f} %, "
               f"{_signed(max(clean_cost))} to {_signed(min(clean_cost))} points")
-    assert "in 71 % of rows" in quoted and "−0.5 vs −5.0" in quoted
+    assert "in 71 % of rows" in quoted and "−0.6 vs −4.1" in quoted
     assert quoted in _doc(BatchFilter)
