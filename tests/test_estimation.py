@@ -148,44 +148,15 @@ def test_clean_scores_give_a_rate_near_zero(one_torch_thread, method, kind, n):
         assert est.rate <= 0.03, (seed, est.rate, est.reason)
 
 
+@pytest.mark.xfail(strict=True, reason="known defect (issue 15): the gmm's model selection accepts a second "
+                   "component on some draws of a few hundred clean half-normal scores (measured: 8 of 40 seeds)")
 def test_clean_half_normal_scores_of_a_few_hundred_read_near_zero_on_every_draw(one_torch_thread):
     """A reviewer's sweep past the 3 seeds above: 500 clean half-normal scores (the shape of |residual|) read above
-    3 % in 8 of 40 seeds, up to 0.49, while the separation rule was Ashman's D >= 2: in log space a wide low tail and
-    a narrow 'high' part of weight just under 1/2 passed it (D 2.0-2.3) and the majority rule. The gmm now asks
-    D >= 2 + 8 / sqrt(m) (2.36 at 500 scores), about one sampling standard deviation of D on clean skewed scores."""
-    ests = [estimate_corruption(synthetic("halfn", 0.0, 500, seed)) for seed in range(40)]
-    assert max(e.rate for e in ests) <= 0.03, sorted((round(e.rate, 3), e.reason) for e in ests)[-8:]
-    # the draws that read high before are refused by the new rule, not by chance elsewhere
-    assert sum(e.reason == "one component (separation for the sample size)" for e in ests) >= 8
-
-
-def test_separation_for_the_sample_size_matches_plain_python_reference():
-    """The gmm's whole decision in plain Python, fixed iterations (tol=0) so both run the same EM: BIC, Ashman's
-    D >= 2 and the order of the means, the high component the minority, then D >= 2 + 8 / sqrt(m). Two clean draws
-    that pass every rule but the last (refused: rate 0), one noisy draw that passes it (rate = the high component's
-    mean posterior)."""
-    iters = 60
-    for scores, refused in ((synthetic("halfn", 0.0, 500, 2), True), (synthetic("halfn", 0.0, 500, 13), True),
-                            (synthetic("exp", 0.3, 200, 3), False)):
-        xs, order = torch.sort(scores, stable=True)
-        x = gmm_transform(xs).tolist()
-        n = len(x)
-        mean = sum(x) / n
-        var1 = sum((v - mean) ** 2 for v in x) / n
-        bic1 = -2 * sum(-0.5 * (math.log(2 * math.pi * var1) + (v - mean) ** 2 / var1) for v in x) + 2 * math.log(n)
-        w, mu, var, post0 = _ref_gmm(x, [1.0] * (n // 2) + [0.0] * (n - n // 2), iters)
-        d = math.sqrt(2) * abs(mu[1] - mu[0]) / math.sqrt(var[0] + var[1])
-        assert -2 * _ref_loglik(x, w, mu, var) + 5 * math.log(n) < bic1 and d >= 2 and mu[1] > mu[0] and w[1] < w[0]
-        assert (d < 2 + 8 / math.sqrt(n)) == refused, d
-        est = estimate_corruption(scores, "gmm", max_iter=iters, tol=0.0)
-        assert est.ashman_d == pytest.approx(d, abs=1e-9)
-        if refused:
-            assert est.reason == "one component (separation for the sample size)" and not est.two_components
-            assert est.rate == 0.0 and bool((est.clean_posterior == 1.0).all())
-        else:
-            assert est.reason == "two components" and est.two_components
-            np.testing.assert_allclose(est.clean_posterior[order].numpy(), post0, rtol=0, atol=1e-9)
-            assert est.rate == pytest.approx(1 - sum(post0) / n, abs=1e-9)
+    3 % in 8 of 40 seeds, up to 0.49. In log space a wide low tail and a narrow 'high' part of weight just under 1/2
+    pass both Ashman's D >= 2 (2.0-2.4 here) and the majority rule. Pinned until the model selection changes and the
+    benchmarks are re-run; the docs' corruption-rate page says so."""
+    rates = [estimate_corruption(synthetic("halfn", 0.0, 500, seed)).rate for seed in range(40)]
+    assert max(rates) <= 0.03, sorted(rates)[-8:]
 
 
 def squared_residuals(n: int, seed: int, eps: float = 0.2, shift: float = 4.0) -> torch.Tensor:
@@ -204,8 +175,8 @@ def _ref_loglik(x: list[float], w: list[float], mu: list[float], var: list[float
 def test_squared_errors_restart_matches_plain_python_reference():
     """The whole decision in plain Python, on squared residuals whose first fit rule (d) refuses: EM from the halves
     passes BIC, D >= 2 and the order of the means but its high component is the majority; EM again from the top
-    quarter and the top eighth; the fit of highest likelihood passing BIC, D >= max(2.5, 2 + 8 / sqrt(n)), the order and
-    the minority rule gives the rate and the posteriors. Fixed iteration counts (tol=0) so both run the same EM."""
+    quarter and the top eighth; the fit of highest likelihood passing BIC, D >= 2.5, the order and the minority rule
+    gives the rate and the posteriors. Fixed iteration counts (tol=0) so both run the same EM."""
     iters = 60
     xs = torch.sort(squared_residuals(200, seed=0)).values
     x = gmm_transform(xs).tolist()
@@ -224,8 +195,7 @@ def test_squared_errors_restart_matches_plain_python_reference():
     assert first["bic"] < bic1 and first["d"] >= 2 and first["mu"][1] > first["mu"][0]
     assert first["w"][1] >= first["w"][0]  # refused by rule (d) alone
     passing = [f for f in (fit(max(1, round(share * n))) for share in (0.25, 0.125))
-               if f["bic"] < bic1 and f["d"] >= max(2.5, 2 + 8 / math.sqrt(n)) and f["mu"][1] > f["mu"][0]
-               and f["w"][1] < f["w"][0]]
+               if f["bic"] < bic1 and f["d"] >= 2.5 and f["mu"][1] > f["mu"][0] and f["w"][1] < f["w"][0]]
     assert passing
     best = max(passing, key=lambda f: f["ll"])
     est = estimate_corruption(xs, "gmm", max_iter=iters, tol=0.0, squared_errors=True)

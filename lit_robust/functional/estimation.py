@@ -34,42 +34,28 @@ The EM for both (``k = 0`` the low "clean" component, ``k = 1`` the high one)::
     E: r_ik = pi_k f_k(x_i) / sum_j pi_j f_j(x_i)
     M: pi_k = mean_i r_ik;  gmm: mu_k, var_k = weighted mean and variance (+ a variance floor)
 
-Model selection -- clean data must give ``eps_hat ~ 0``, not 0.5. A second component is accepted only if (a) its BIC
-is lower than that of the one-component fit (``BIC = -2 logL + p ln n``, p = 2 vs 5), (b) its components are
-separated: Ashman's ``D = sqrt(2) |mu_1 - mu_0| / sqrt(var_0 + var_1) >= 2`` (gmm, on the transformed scale; for bmm
-on the normalised scale with the Beta means and variances), and (c) the high component has the higher mean, and (d)
-the high component is the minority (weight < 1/2): like every trimming method here, the estimator assumes ``eps <
-0.5``. Rule (d) is what rejects the spurious split of a clean, log-transformed mode into a small low tail and a
-"high" bulk (measured on clean exponential and half-normal scores, n = 4000: high weight ~0.8, Ashman D ~2.6). (e)
-gmm only, after (d): the fit to ``m`` scores must clear ``D >= 2 + 8 / sqrt(m)`` (2.57 at 200 scores, 2.36 at 500,
-2.10 at 6,000; reason ``"one component (separation for the sample size)"``). On a few hundred clean scores EM also
-lands on the mirror split, a wide low tail and a narrow "high" part of weight just under 1/2, with D of 2.0-2.3,
-which (b)-(d) let through: 500 clean half-normal scores (the shape of |residual|) read above 3 % in 8 of 40 seeds,
-up to 0.49. D's spread over clean draws shrinks as ``1/sqrt(m)``: its standard deviation times ``sqrt(m)`` measured
-5.1-6.1 (exponential), 7.5-8.9 (Gamma(2)) and 7.7-11.6 (half-normal) at 200-2,000 scores (seeds 1000-1039), so (e)
-asks D to clear 2 by about one such standard deviation. Clean synthetic draws above 3 % (the three shapes; 200, 500,
-1,000 and 2,000 scores; 40 seeds each): 21 of 480 before, 4 after (exponential at 200 and 500, Gamma(2) at 200
-reading 0.06, half-normal at 2,000); on seeds 1000-1039 with 350 scores too, 25 of 600 before, 3 after. The price: a
-genuine corrupted mode barely separated from the clean one in a small sample is refused too (overlapping synthetic
-mixtures, corrupted ``b * Gamma(8)`` with ``b`` 0.05-0.12, 540 draws: 140 read within 5 points before, 132 after,
-none gained). On the benchmark's cached scores (``benchmarks/corruption_rate.py``, 111 files of seeds 0-2 and 48
-regression/anomaly files of seeds 10-12) it changes one estimate: MNIST 20 % systematic, one seed, where the gmm
-read 44 % (0 now; its disagreement estimate 21.5 -> 22.5 %, for 20 %). Otherwise ``rate`` is 0 for the finite scores
-and every finite posterior is 1.
+Model selection -- clean data must give ``eps_hat ~ 0``, not 0.5. A second component is accepted only
+if (a) its BIC is lower than that of the one-component fit (``BIC = -2 logL + p ln n``, p = 2 vs 5), (b)
+its components are separated: Ashman's ``D = sqrt(2) |mu_1 - mu_0| / sqrt(var_0 + var_1) >= 2`` (gmm,
+on the transformed scale; for bmm on the normalised scale with the Beta means and variances), and (c)
+the high component has the higher mean, and (d) the high component is the minority (weight < 1/2):
+like every trimming method here, the estimator assumes ``eps < 0.5``. Rule (d) is what rejects the
+spurious split of a clean, log-transformed mode into a small low tail and a "high" bulk (measured on
+clean exponential and half-normal scores, n = 4000: high weight ~0.8, Ashman D ~2.6). Otherwise ``rate`` is 0 for the finite scores and every
+finite posterior is 1.
 
 Squared errors (gmm only, ``squared_errors=True``). A regression's clean squared residuals (chi-square(1)-like,
 dense at 0) pile up at the log's offset; EM from the halves takes that pile as the "low" component, so the "high"
 one holds the clean bulk and the corrupted samples together, and rule (d) refuses it (measured: Diabetes with 20 %
-of targets shifted by +-3 SD read 0 on 5 of 6 seeds at AUROC 0.98-1.00). With ``squared_errors=True``, where rule
-(d) alone refuses the fit, EM is started again with the top quarter, then the top eighth, of the sorted scores as
-the high component, and the fit of highest likelihood that passes every rule, with Ashman's ``D >= 2.5`` instead of
-2 (more fits are searched; and at least rule (e)'s ``2 + 8 / sqrt(m)``), is taken (reason ``"two components (EM
-restarted from the top scores)"``). Diabetes: 6 of 6 seeds within 5 points (median error 3.4); clean synthetic
-scores (exponential, Gamma(2), half-normal; 200 and 500 of them; 240 + 480 draws) above 3 % as often as without it.
-It is opt-in because the same restart read clean FashionMNIST's PRL(L) gradient norms (a classifier's scores, not
-squared errors) as 15 % corrupted: ITLM, and the ``drop_ratio="auto"`` of the owners that score by the loss (SPL,
-Co-teaching), turn it on for a regression with one target per sample
-(:func:`lit_robust.data.spec.one_target_regression`).
+of targets shifted by +-3 SD read 0 on 5 of 6 seeds at AUROC 0.98-1.00). With ``squared_errors=True``, where rule (d)
+alone refuses the fit, EM is started again with the top quarter, then the top eighth, of the sorted scores as the
+high component, and the fit of highest likelihood that passes every rule, with Ashman's ``D >= 2.5`` instead of 2
+(more fits are searched), is taken (reason ``"two components (EM restarted from the top scores)"``). Diabetes: 6
+of 6 seeds within 5 points (median error 3.4); clean synthetic scores (exponential, Gamma(2), half-normal; 200 and
+500 of them; 240 + 480 draws) above 3 % as often as without it. It is opt-in because the same restart read clean
+FashionMNIST's PRL(L) gradient norms (a classifier's scores, not squared errors) as 15 % corrupted: ITLM, and the
+``drop_ratio="auto"`` of the owners that score by the loss (SPL, Co-teaching), turn it on for a regression with one
+target per sample (:func:`lit_robust.data.spec.one_target_regression`).
 
 Far-out scores (both mixtures). A few scores far above the rest -- beyond Tukey's far-out fence ``q75 + 3 IQR`` of
 the gmm's log scale, while they are at most 1 % of the finite scores -- are counted as corrupted (posterior 0) and
@@ -126,9 +112,6 @@ _METHODS = ("gmm", "bmm")
 _FLOOR_SMALL_CLASS = 20  # classes of a smaller median size: the class floor reads low (warned)
 LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
 _MIN_ASHMAN_D = 2.0
-# gmm: Ashman's D must clear 2 by this / sqrt(fitted scores), about one sampling standard deviation of D on clean
-# skewed scores (module docstring)
-_ASHMAN_D_SPREAD = 8.0
 _FAR_OUT_IQRS = 3.0  # Tukey's far-out fence (interquartile ranges above q75), on the gmm's log scale
 _FAR_OUT_MAX_SHARE = 0.01  # left out of the fit only while they are this share of the scores or fewer
 _BMM_LOW, _BMM_HIGH = torch.finfo(torch.float64).tiny, 1.0 - 2.0 ** -53  # the open interval (0, 1) in float64
@@ -183,9 +166,7 @@ class CorruptionEstimate:
         reason: why the result is what it is. The score mixtures: ``"two components"`` (rate = the high
             component's share); ``"one component (BIC)"`` (one Gaussian/Beta explains the scores as well);
             ``"one component (separation)"`` (the two fitted components overlap: Ashman's D < 2, or the "high"
-            one is not higher); ``"one component (separation for the sample size)"`` (gmm: a minority high component
-            with D below ``2 + 8 / sqrt(m)`` for ``m`` fitted scores, as clean skewed scores give on a few hundred
-            samples); ``"one component (high component is the majority)"`` (the higher component holds
+            one is not higher); ``"one component (high component is the majority)"`` (the higher component holds
             half the samples or more, read as a skewed clean mode -- also what squared residuals of a regression
             often look like on the log scale, even where the corrupted ones score apart: see ``squared_errors``);
             ``"two components (EM restarted from the top scores)"`` (gmm with ``squared_errors=True``: the
@@ -389,10 +370,6 @@ def estimate_corruption(
             return result(fitted(ones[:m_fit]), "one component (high component is the majority)", False, **info)
         return result(fitted(again["resp"][:, 0].clone()), "two components (EM restarted from the top scores)", True,
                       **_fit_info(again, bic1, m_fit), far_out=far)
-    if not info["ashman_d"] >= _min_ashman_d(m_fit, method):
-        # checked after rule (d), so that the restart of squared errors is tried where it was: a minority high
-        # component barely separated from a few hundred scores, which clean skewed scores give (module docstring)
-        return result(fitted(ones[:m_fit]), "one component (separation for the sample size)", False, **info)
     return result(fitted(fit["resp"][:, 0].clone()), "two components", True, **info)
 
 
@@ -407,27 +384,18 @@ def _fit_info(fit: dict, bic1: float, m: int) -> dict:
 
 def _restart_from_the_top(x: Tensor, bic1: float, max_iter: int, tol: float) -> dict | None:
     """EM on the sorted transformed scores ``x`` started again from their top quarter and top eighth as the high
-    component; the fit of highest likelihood that passes every rule -- BIC, Ashman's D >= max(2.5, 2 + 8 / sqrt(m)),
-    the high component higher and the minority -- or ``None`` (the first of equal likelihoods: deterministic)."""
+    component; the fit of highest likelihood that passes every rule -- BIC, Ashman's D >= 2.5, the high component
+    higher and the minority -- or ``None`` (the first of equal likelihoods: deterministic)."""
     m = x.numel()
     best = None
     for share in _RESTART_SHARES:
         fit = _fit_gmm(x, _top_split_init(m, share), max_iter, tol)
         info = _fit_info(fit, bic1, m)
         (mu0, mu1), (w0, w1) = info["means"], info["weights"]
-        min_d = max(_RESTART_MIN_ASHMAN_D, _min_ashman_d(m, "gmm"))
-        passes = info["bic2"] < bic1 and info["ashman_d"] >= min_d and mu1 > mu0 and w1 < w0
+        passes = info["bic2"] < bic1 and info["ashman_d"] >= _RESTART_MIN_ASHMAN_D and mu1 > mu0 and w1 < w0
         if passes and (best is None or fit["loglik"] > best["loglik"]):
             best = fit
     return best
-
-
-def _min_ashman_d(m: int, method: str) -> float:
-    """The separation rule's threshold for a two-component fit to ``m`` scores: Ashman's ``D >= 2`` for the bmm, and
-    ``D >= 2 + 8 / sqrt(m)`` for the gmm (module docstring: D's sampling spread on clean skewed scores)."""
-    if method != "gmm":
-        return _MIN_ASHMAN_D
-    return _MIN_ASHMAN_D + _ASHMAN_D_SPREAD / math.sqrt(m)
 
 
 def far_out(xs: Tensor) -> int:
