@@ -159,6 +159,76 @@ def test_clean_half_normal_scores_of_a_few_hundred_read_near_zero_on_every_draw(
     assert max(rates) <= 0.03, sorted(rates)[-8:]
 
 
+# the seeds of the sweep above whose 500 clean half-normal scores read above 3 % (measured 2026-12-06)
+SPURIOUS_HALFN_SEEDS = (2, 13, 15, 29, 32, 34, 35, 37)
+
+
+def test_the_spurious_splits_of_small_clean_data_are_flagged_barely_separated(one_torch_thread):
+    """The estimate stays (refusing these fits cost real readings), but the result says it rests on a barely separated
+    split: every draw of the xfail's sweep that reads above 3 % is flagged, with its Ashman's D under 2 + 8/sqrt(500);
+    the draws that read 0 are not."""
+    ests = {seed: estimate_corruption(synthetic("halfn", 0.0, 500, seed)) for seed in range(40)}
+    spurious = tuple(seed for seed, est in ests.items() if est.rate > 0.03)
+    assert spurious == SPURIOUS_HALFN_SEEDS
+    assert [ests[s].barely_separated for s in spurious] == [True] * 8
+    assert all(2.0 <= ests[s].ashman_d < ests[s].barely_separated_below for s in spurious)
+    assert ests[2].barely_separated_below == pytest.approx(2 + 8 / math.sqrt(500))
+    assert not any(est.barely_separated for seed, est in ests.items() if seed not in spurious)
+
+
+@pytest.mark.parametrize("kind", ["exp", "gamma2", "halfn"])
+@pytest.mark.parametrize("n", [500, 2000])
+def test_a_well_separated_mixture_is_not_flagged(one_torch_thread, kind, n):
+    for seed in range(3):
+        est = estimate_corruption(synthetic(kind, 0.2, n, seed))
+        assert est.two_components and abs(est.rate - 0.2) < 0.03, (seed, est.rate)
+        assert not est.barely_separated, (seed, est.ashman_d)
+
+
+def _ref_barely_separated(est) -> bool:
+    """Plain Python: a gmm fit the rules accepted (the plain one or the squared-error restart; not a label
+    estimator's correction) with Ashman's D below 2 + 8/sqrt(m), m the scores fitted."""
+    if est.method != "gmm" or est.reason not in ("two components", "two components (EM restarted from the top scores)"):
+        return False
+    m = est.n - est.nonfinite - est.far_out - est.unlabelled
+    return est.ashman_d < 2.0 + 8.0 / math.sqrt(m)
+
+
+def _restart_case():
+    """Clean squared residuals of 60 samples (seed 132 of 0-399, the first the restart splits) that the restart splits
+    with D 2.62, in [2.5, 2 + 8/sqrt(60) = 3.03)."""
+    g = torch.Generator().manual_seed(132)
+    return estimate_corruption(torch.randn(60, dtype=torch.float64, generator=g) ** 2, squared_errors=True)
+
+
+def test_barely_separated_matches_plain_python_reference(one_torch_thread):
+    """The property against the formula on every kind of result: spurious and right splits, one component, the bmm,
+    non-finite and far-out scores (m counts neither: 1,500 NaN beside 500 scores leave the bar at 2.36, where n would
+    put it at 2.18, under seed 37's D 2.27), the squared-error restart and the label estimators (never flagged: they
+    use the split for a correction only)."""
+    halfn = synthetic("halfn", 0.0, 500, 37)
+    far = torch.cat([halfn, torch.tensor([1e6], dtype=torch.float64)])
+    nans = torch.cat([halfn, torch.full((1500,), math.nan, dtype=torch.float64)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_nans = estimate_corruption(nans)
+        cases = [estimate_corruption(synthetic("halfn", 0.0, 500, s)) for s in (0, 2, 15)] + [
+            estimate_corruption(synthetic("exp", 0.2, 300, 0)), estimate_corruption(halfn, "bmm"),
+            estimate_corruption(far), with_nans, _restart_case()]
+        labels = torch.arange(500) % 3
+        predicted = labels.clone()
+        predicted[:40] = (predicted[:40] + 1) % 3
+        cases += [estimate_corruption_from_predictions(halfn, labels, predicted),
+                  estimate_corruption_from_class_floor(halfn, labels, predicted)]
+    assert cases[5].far_out == 1 and with_nans.nonfinite == 1500
+    assert cases[7].reason == "two components (EM restarted from the top scores)" and 2.5 < cases[7].ashman_d < 3.03
+    assert cases[8].two_components and cases[9].two_components  # the mixture's split, as the plain gmm's
+    got = [est.barely_separated for est in cases]
+    assert got == [_ref_barely_separated(est) for est in cases]
+    assert got == [False, True, True, False, False, True, True, True, False, False]
+    assert with_nans.rate == pytest.approx((1500 + 500 * estimate_corruption(halfn).rate) / 2000)  # unchanged
+
+
 def squared_residuals(n: int, seed: int, eps: float = 0.2, shift: float = 4.0) -> torch.Tensor:
     """A regression's squared errors: clean ones ~ N(0, 1)^2, a share ``eps`` ~ (shift + N(0, 1))^2."""
     g = torch.Generator().manual_seed(seed)

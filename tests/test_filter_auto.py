@@ -245,6 +245,41 @@ def test_an_estimate_of_zero_after_warmup_says_why_once(monkeypatch, reestimate,
         assert said == (want if said_once else [])
 
 
+@pytest.mark.parametrize(("epochs", "said_for"), [
+    (("halfn2", "halfn13", "mixture"), "halfn2"),  # the median (epoch 1's 39.8 %) rests on a barely separated split
+    (("mixture", "halfn2", "mixture"), None),  # the median is a well-separated epoch's: nothing said
+])
+def test_an_estimate_fixed_from_a_barely_separated_split_says_so_once(monkeypatch, epochs, said_for):
+    """With a warm-up of 4 the estimate is the median of epochs 1-3: said, once and through a checkpoint taken
+    before the last warm-up epoch, when the epoch it comes from split its scores barely; the estimate is unchanged."""
+    from tests.test_estimation import synthetic
+
+    scores = {"halfn2": synthetic("halfn", 0.0, 500, 2), "halfn13": synthetic("halfn", 0.0, 500, 13),
+              "mixture": synthetic("exp", 0.2, 500, 0)}
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    auto = AutoDropRatio("BatchFilter", "gmm", 0.0, False, 4, ranked_by=REPORT_RANKS)
+    for epoch, name in enumerate(("mixture", *epochs)):
+        if epoch == 3:  # resumed before the epoch that fixes the estimate
+            state, auto = auto.state_dict(), AutoDropRatio("BatchFilter", "gmm", 0.0, False, 4, ranked_by=REPORT_RANKS)
+            auto.load_state_dict(state)
+        auto.add(torch.arange(500), scores[name])
+        auto.end_epoch(epoch)
+    auto.add(torch.arange(500), scores["halfn2"])
+    auto.end_epoch(4)  # after warm-up: nothing collected, nothing said
+    assert auto.estimate == statistics.median(estimate_corruption(scores[e]).rate for e in epochs)
+    lines = [s for s in said if "barely separated" in s]
+    if said_for is None:
+        assert lines == []
+    else:
+        est = estimate_corruption(scores[said_for])
+        assert lines == [f"BatchFilter: `drop_ratio='auto'` after epoch 3: the estimate {100 * est.rate:.1f} % rests on "
+                         f"a barely separated split of 500 scores (Ashman's D {est.ashman_d:.2f}, below 2.36 for that "
+                         "many). Clean skewed scores of a few hundred samples split like this (500 clean half-normal "
+                         "scores read 37-49 % on 8 of 40 draws): look at the highest scores (the per-sample report "
+                         "ranks them); if they are not the corrupted samples, pass `drop_ratio` instead."]
+
+
 def test_the_estimate_of_zero_note_sends_each_owner_where_its_scores_are_ranked(monkeypatch):
     """CoTeaching writes no per-sample report: its note must not send the user to one; RCA's report ranks them."""
     g = torch.Generator().manual_seed(4)

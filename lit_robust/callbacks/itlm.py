@@ -112,10 +112,12 @@ from lit_robust.report import (
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     UNLEARNT_NOTE,
+    barely_separated_note,
     cleanlab_hint,
     nothing_found_note,
     only_auto_names,
     report_pointer,
+    split_of,
 )
 from lit_robust.selection.rules import keep_count, percent_hint, scatter_scores, starved_classes
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
@@ -1844,6 +1846,12 @@ class ITLM(Callback):
                                    "negative label (no label: `ignore_index=-100`, -1): the estimate leaves them out "
                                    f"and reads {est.rate_labelled:.2%} of the {est.n - est.unlabelled} labelled "
                                    f"samples corrupted, {est.rate:.2%} of all, the share the trim drops.")
+                if est.barely_separated:
+                    # a few hundred clean skewed scores can split like this (up to 49 %): the estimate is kept, since
+                    # refusing such fits cost right readings on real scores, and said once per fit
+                    self._say_once("barely separated", barely_separated_note(
+                        f"ITLM round {round_}: `keep_ratio='auto'`", est.rate, [split_of(est)], "keep_ratio",
+                        report_pointer(self._report_target is not None)))
                 if estimated == 0.0 and self.auto_margin == 0.0:
                     self._say_once("nothing found", nothing_found_note(
                         f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 corrupted samples", est.reason,
