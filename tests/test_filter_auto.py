@@ -273,11 +273,12 @@ def test_an_estimate_fixed_from_a_barely_separated_split_says_so_once(monkeypatc
         assert lines == []
     else:
         est = estimate_corruption(scores[said_for])
-        assert lines == [f"BatchFilter: `drop_ratio='auto'` after epoch 3: the estimate {100 * est.rate:.1f} % rests on "
-                         f"a barely separated split of 500 scores (Ashman's D {est.ashman_d:.2f}, below 2.36 for that "
-                         "many). Clean skewed scores of a few hundred samples split like this (500 clean half-normal "
-                         "scores read 37-49 % on 8 of 40 draws): look at the highest scores (the per-sample report "
-                         "ranks them); if they are not the corrupted samples, pass `drop_ratio` instead."]
+        assert lines == [f"BatchFilter: `drop_ratio='auto'` after epoch 3: the estimate {100 * est.rate:.1f} % rests "
+                         f"on a barely separated split of 500 scores (Ashman's D {est.ashman_d:.2f}, below 2.36 for "
+                         "that many). Clean skewed scores of a few hundred samples split like this (500 clean "
+                         "half-normal scores read 37-49 % on 8 of 40 draws): look at the highest scores (the "
+                         "per-sample report ranks them); if they are not the corrupted samples, pass `drop_ratio` "
+                         "instead."]
 
 
 def test_the_estimate_of_zero_note_sends_each_owner_where_its_scores_are_ranked(monkeypatch):

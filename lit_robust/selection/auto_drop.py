@@ -251,8 +251,9 @@ def barely_separated_note(what: str, rate: float, splits: list[tuple[int, float,
                           ranked_by: str | None = REPORT_RANKS) -> str:
     """The line a callback prints when the ``"auto"`` estimate ``rate`` in force rests on gmm fits that are
     :attr:`~lit_robust.functional.estimation.CorruptionEstimate.barely_separated` (pure): ``what`` estimated it,
-    ``splits`` are those fits' (:func:`split_of`), ``arg`` the argument a user passes instead, ``ranked_by`` where the highest scores are
-    listed (``None``: nowhere). The estimate is kept: refusing such fits cost right readings on real scores.
+    ``splits`` are those fits' (:func:`split_of`), ``arg`` the argument a user passes instead, ``ranked_by`` where
+    the highest scores are listed (``None``: nowhere). The estimate is kept: refusing such fits cost right readings on
+    real scores.
 
     >>> from lit_robust.functional.estimation import estimate_corruption
     >>> g = torch.Generator().manual_seed(2)
