@@ -657,10 +657,11 @@ class AutoDropRatio:
             (rank_zero_info if provisional else rank_zero_warn)(
                 f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}: {note}{when}.")
         fixed_now = not self.reestimate and epoch - self.start == max(self.warmup_epochs, 1) - 1
+        # the epochs whose estimates the fixed estimate is the median of (epoch 0's alone in a one-epoch warm-up)
+        counted = [e for e in sorted(self.estimates)
+                   if self.start + 1 <= e < self.start + max(self.warmup_epochs, 1)] or [epoch]
         if fixed_now and note is None and self.estimate:
             # a DDP newcomer found the filter's estimate in metrics.csv only (ITLM prints its own in the round lines)
-            w = max(self.warmup_epochs, 1)
-            counted = [e for e in sorted(self.estimates) if self.start + 1 <= e < self.start + w] or [epoch]
             each = ", ".join(f"{e} ({100 * self.estimates[e]:.1f} %)" for e in counted)
             margin = f" plus `auto_margin` {self.auto_margin:g}" if self.auto_margin else ""
             rank_zero_info(f"{self.owner}: `drop_ratio='auto'` estimated {100 * self.estimate:.2f} % corrupted "
@@ -669,8 +670,6 @@ class AutoDropRatio:
         if fixed_now and self.estimate:
             # the estimate is the median over epochs: said when an epoch it is read from (the middle one, or either of
             # the middle two) split its scores barely (a few hundred clean skewed scores can: up to 49 %)
-            w = max(self.warmup_epochs, 1)
-            counted = [e for e in sorted(self.estimates) if self.start + 1 <= e < self.start + w] or [epoch]
             ranked = sorted(counted, key=lambda e: (self.estimates[e], e))
             mid = len(ranked) // 2
             middle = ranked[mid:mid + 1] if len(ranked) % 2 else ranked[mid - 1:mid + 1]
@@ -680,8 +679,6 @@ class AutoDropRatio:
                                                      float(self.estimate), splits, "drop_ratio", self.ranked_by))
         if fixed_now and self.estimate == 0.0 and self.auto_margin == 0.0:
             # the estimate is the median over epochs: this epoch's reason alone may say "two components" (a newcomer)
-            w = max(self.warmup_epochs, 1)
-            counted = [e for e in sorted(self.estimates) if self.start + 1 <= e < self.start + w] or [epoch]
             reason = est.reason
             if any(self.estimates[e] for e in counted):
                 reason = "the median of the estimates after epochs " + ", ".join(
