@@ -519,6 +519,20 @@ def test_regression_restart_smoke_ends_with_headline_json():
     assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \|( \d+\.\d \|){4}", run.stdout)
 
 
+def test_newcomer_tables_smoke_ends_with_headline_json():
+    """make_classification 30 % (plain, ITLM auto, PRL auto), digits rounds [2, 2], the energy table at ε 35 %: every
+    part prints its table and the headline names what the README quotes from it."""
+    run = _smoke("newcomer_tables")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "newcomer_tables" and summary["mode"] == "smoke"
+    assert summary["mc_auto_runs"] == 2 and 0 <= summary["mc_auto_runs_above_plain"] <= 2
+    assert 0 <= float(summary["mc_itlm_auroc"]) <= 1
+    assert set(summary["digits_acc"]) == {"[2, 2]", "plain"}
+    assert set(summary["energy_rmse"]["25"]) == {"0.35", "auto"}
+    assert re.search(r"\| 30 % \| 0 \| \d\.\d{3} \| \d+\.\d / \d\.\d{3} \| \d+\.\d / \d\.\d{3} \|", run.stdout)
+    assert re.search(r"\| 25 % \| 0 \| ε 35 %: \d+\.\d\d \| \d+\.\d\d \(ε̂ \d+\.\d\) \|", run.stdout)
+
+
 def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():
     """The rejected candidate does what its table says: against a slow reference, drop counts per class that add up
     to the batch's and differ from the exact shares by less than one; in each class its highest (score, index)."""
