@@ -266,14 +266,18 @@ def render(saved: dict) -> str:
         "## Relabel loop", "",
         f"{p['loop_train_size']:,} FashionMNIST training images, {100 * p['loop_rate']:.0f} % of the labels flipped at "
         "random; the user's own MLP (784-256-10, Adam lr "
-        f"{p['lr']}, batch {p['batch_size']}); `ITLM(keep_ratio=\"auto\", round_epochs={list(p['loop_round_epochs'])})`."
+        f"{p['lr']}, batch {p['batch_size']}); `ITLM(keep_ratio=\"auto\", "
+        f"round_epochs={list(p['loop_round_epochs'])})`."
         f" After each fit the top {p['fix_rows']} rows of the default estimator's report are fixed (those truly "
-        f"wrong relabelled with the true label); {p['fix_steps']} fix steps, then every label right. ε̂ in % "
+        f"wrong relabelled with the true label); fix steps: {p['fix_steps']}, then every label right. ε̂ in % "
         "(`\"disagreement\"`, the default, and `\"class_floor\"`, each its own fit on the same labels).", "",
         *md_table(["seed", "step", "wrong labels", "wrong %", "ε̂ disagreement", "ε̂ class_floor",
                    "wrong among the top rows (fixed)"], loop_rows), "",
-        f"Headline: folders — mean test accuracy {h['folders_mean_test_acc']}; relabel loop — mean ε̂ per step "
-        f"{h['loop_mean_eps_hat']} for mean wrong shares {h['loop_mean_wrong_pct']}.", "",
+        "Mean test accuracy (folders): " + "; ".join(f"{a}: {v:.3f}" for a, v in h["folders_mean_test_acc"].items())
+        + ". Relabel loop, means over seeds per step: wrong " + " / ".join(f"{v:.1f}" for v in
+                                                                          h.get("loop_mean_wrong_pct", []))
+        + " %; " + "; ".join(f"ε̂ {e} " + " / ".join(f"{v:.1f}" for v in vs) + " %"
+                            for e, vs in h.get("loop_mean_eps_hat", {}).items()) + ".", "",
         harness.machine_line(m), "",
         f"Reproduce: `{m['command']}` {harness.reproduce_note(saved, 'newcomer_images.json')}.", ""])
 
