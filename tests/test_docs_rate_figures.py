@@ -198,3 +198,37 @@ def test_newcomer_table_figures_are_the_committed_run():
     high = _span([g["0.35"]["rmse"] / g["0.25"]["rmse"] - 1 for g in at25], 0)
     low = _span([g["0.15"]["rmse"] / g["0.25"]["rmse"] for g in at25], 1, 1.0)
     assert f"10 points too high raised test RMSE by {high} %, 10 too low {low}-fold" in readme
+
+
+def test_newcomer_image_figures_are_the_committed_run():
+    """README and the page quoted a newcomer's look-alike folders (3.4 %, 0.643 against 0.687) and a relabel loop
+    (25.0, 16.6, 25.9, 25.6 %) from scripts never committed; they now quote ``newcomer_images.json``."""
+    saved = json.loads((RESULTS / "newcomer_images.json").read_text(encoding="utf-8"))
+    folders = [r for r in saved["results"] if r["part"] == "folders"]
+    loops = [r for r in saved["results"] if r["part"] == "loop"]
+
+    def eps(arm):
+        values = [100 * r["estimate"] for r in folders if r["arm"] == arm]
+        return f"{min(values):.1f}–{max(values):.1f} %"
+
+    def acc(arm):
+        return f"{statistics.fmean(r['test_acc'] for r in folders if r['arm'] == arm):.3f}"
+
+    def loop(key, steps):
+        return ", ".join(f"{statistics.fmean(100 * r['steps'][i][key] for r in loops):.1f}" for i in steps)
+
+    readme, page = _text(REPO / "README.md"), _text(PAGE)
+    assert (f"read {eps('auto, class_floor')}, the default {eps('auto')}; ITLM with it scored "
+            f"{acc('auto, class_floor')}, with the default {acc('auto')}, plain training {acc('plain')}; "
+            f"{len({r['seed'] for r in folders})} seeds") in readme
+    assert f"(`\"auto\"`: {eps('auto')} over 3 seeds" in page
+    gain = 100 * (statistics.fmean(r["test_acc"] for r in folders if r["arm"] == "auto, per_class")
+                  - statistics.fmean(r["test_acc"] for r in folders if r["arm"] == "auto"))
+    assert f"gained {gain:.1f} points over `\"auto\"` alone with it ({acc('auto, per_class')} against {acc('auto')}" in page
+    wrong = [f"{statistics.fmean(100 * r['steps'][i]['wrong_share'] for r in loops):.1f}" for i in (1, 2, 3)]
+    quoted = (f"read {' and '.join(loop('disagreement', range(4)).rsplit(', ', 1))} % while 25, "
+              f"{', '.join(wrong[:2])} and {wrong[2]} % of the labels were wrong ({loop('disagreement', [4])} % once all "
+              f"were right); `\"class_floor\"` followed it: {loop('class_floor', range(4))} % "
+              f"({loop('class_floor', [4])} %; means of seeds 0–2")
+    assert quoted in readme and quoted in page
+    assert saved["settings"]["fix_rows"] == 300 and "fix the report's top 300 rows" in readme
