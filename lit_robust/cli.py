@@ -33,6 +33,7 @@ import inspect
 import json
 import linecache
 import logging
+import math
 import os
 import pickle
 import re
@@ -1594,18 +1595,49 @@ _TRAINER_RANGES = {
     # batch without a word
     "accumulate_grad_batches": ("an integer >= 1 (the batches whose gradients make one optimizer step)",
                                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-    # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word
+    # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word; `.inf` too
     "gradient_clip_val": ("a number >= 0, or null (0 and null clip nothing)",
-                          lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+                          lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
+    # 0 ended the first epoch in a traceback, "ZeroDivisionError: integer modulo by zero"; -1 validated after every
+    # epoch without a word
+    "check_val_every_n_epoch": ("an integer >= 1, or null (validation every `val_check_interval` batches)",
+                                lambda v: _is_int(v) and v >= 1),
+    # an integer 0 ended the first step in a traceback, "ZeroDivisionError: integer modulo by zero" (a negative one
+    # and a fraction outside [0, 1] Lightning refuses itself)
+    "val_check_interval": ("an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration",
+                           lambda v: not _is_int(v) or v >= 1),
+    # -1 logged at every step (any step % -1 is 0) without a word
+    "log_every_n_steps": ("an integer >= 0, or null (0 logs no training step)", lambda v: _is_int(v) and v >= 0),
+    # -2 ran no sanity check without a word (Lightning reads only -1 as "every validation batch")
+    "num_sanity_val_steps": ("an integer >= 0, -1 (every validation batch), or null",
+                             lambda v: _is_int(v) and v >= -1),
+    # a negative minimum was taken without a word
+    "min_epochs": ("an integer >= 0, or null", lambda v: _is_int(v) and v >= 0),
+    "min_steps": ("an integer >= 0, or null", lambda v: _is_int(v) and v >= 0),
 }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_trainer_numbers(config: Any) -> None:
     """Refuse a Trainer argument of :data:`_TRAINER_RANGES` outside its range, before anything is built."""
+    if not isinstance(config, Namespace):
+        return
     for key, (allowed, fits) in _TRAINER_RANGES.items():
-        value = config.get(f"trainer.{key}") if isinstance(config, Namespace) else None
+        value = config.get(f"trainer.{key}")
         if value is not None and not fits(value):
             raise UserInputError(f"`{key}` must be {allowed}, got {value!r}.")
+    for low, high, endless in (("min_epochs", "max_epochs", -1), ("min_steps", "max_steps", -1)):
+        # `min_epochs 5` beside `max_epochs 2` trained 2 epochs without a word (the maximum wins)
+        least, most = config.get(f"trainer.{low}"), config.get(f"trainer.{high}")
+        if _is_int(least) and _is_int(most) and most != endless and least > most:
+            raise UserInputError(f"`{low}` must be at most `{high}` ({most}; the fit stops there), got {least}.")
 
 
 def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:

@@ -407,19 +407,45 @@ def test_a_seed_everything_out_of_range_is_one_line(tmp_path, capsys, command, s
     ("accumulate_grad_batches", "0", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
     ("accumulate_grad_batches", "-1", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
     ("gradient_clip_val", "-1", "a number >= 0, or null (0 and null clip nothing)"),
+    ("gradient_clip_val", ".inf", "a number >= 0, or null (0 and null clip nothing)"),
+    ("val_check_interval", "0",
+     "an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration"),
+    ("check_val_every_n_epoch", "0", "an integer >= 1, or null (validation every `val_check_interval` batches)"),
+    ("check_val_every_n_epoch", "-1", "an integer >= 1, or null (validation every `val_check_interval` batches)"),
+    ("log_every_n_steps", "-1", "an integer >= 0, or null (0 logs no training step)"),
+    ("num_sanity_val_steps", "-2", "an integer >= 0, -1 (every validation batch), or null"),
+    ("min_epochs", "-5", "an integer >= 0, or null"),
+    ("min_steps", "-5", "an integer >= 0, or null"),
 ])
 def test_a_trainer_number_lightning_does_not_check_is_one_line(tmp_path, capsys, key, value, allowed):
     """`--trainer.accumulate_grad_batches 0` ended the first step in a traceback ("ZeroDivisionError: integer modulo
     by zero"); `-1`, and a `gradient_clip_val` of -1 (which Lightning skips: no clipping), were taken without a word
-    (a CLI sweep's)."""
+    (a CLI sweep's). So were `val_check_interval 0` and `check_val_every_n_epoch 0` (the same ZeroDivisionError),
+    `check_val_every_n_epoch -1`, `log_every_n_steps -1` (logged every step), `num_sanity_val_steps -2` (no sanity
+    check) and a negative `min_epochs`/`min_steps` (a second sweep's)."""
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), f"--trainer.{key}", value])
     text = "".join(capsys.readouterr())
     assert exit_info.value.code == 2 and "Traceback" not in text, text
-    assert f"lit-robust fit: error: trainer.{key}: `{key}` must be {allowed}, got {value}." in text, text
+    shown = {".inf": "inf"}.get(value, value)
+    assert f"lit-robust fit: error: trainer.{key}: `{key}` must be {allowed}, got {shown}." in text, text
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(("low", "high"), [("min_epochs", "max_epochs"), ("min_steps", "max_steps")])
+def test_a_minimum_above_the_maximum_is_one_line(tmp_path, capsys, low, high):
+    """`--trainer.min_epochs 5 --trainer.max_epochs 2` trained 2 epochs without a word: the maximum wins in
+    Lightning's loop (a second CLI sweep's)."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), f"--trainer.{low}", "5", f"--trainer.{high}", "2"])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert (f"lit-robust fit: error: trainer.{low}: `{low}` must be at most `{high}` (2; the fit stops there), "
+            "got 5.") in text, text
 
 
 def test_a_root_folder_that_is_no_folder_is_named_under_fast_dev_run(tmp_path, capsys, one_torch_thread):
