@@ -434,6 +434,46 @@ def test_a_trainer_number_lightning_does_not_check_is_one_line(tmp_path, capsys,
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "lightning_logs").exists()
 
 
+_LR_RANGE = "`lr` must be a number in (0, 3.4028234663852886e+38]"
+_KEEP = "trainer.callbacks.init_args.keep_ratio (lit_robust.ITLM): `keep_ratio` must be in (0, 1], got {} (or 'auto'"
+
+
+@pytest.mark.parametrize(("config", "key", "value", "said"), [
+    (DIGITS, "model.init_args.lr", "nan", f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got nan."),
+    (DIGITS, "model.init_args.lr", "inf", f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got inf."),
+    (DIGITS, "model.init_args.lr", "-inf",
+     f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got -inf."),
+    (DIGITS, "model.init_args.lr", "abc",
+     f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got 'abc' (a str)."),
+    (DIGITS, "model.init_args.weight_decay", "-1e-4", "model.init_args.weight_decay (lit_robust.ImageClassifier): "
+     "`weight_decay` must be a number >= 0, got -0.0001."),
+    (DIGITS, "trainer.callbacks.init_args.keep_ratio", "nan", _KEEP.format("nan")),
+    (DIGITS, "trainer.callbacks.init_args.keep_ratio", "-inf", _KEEP.format("-inf")),
+    (DIGITS, "trainer.callbacks.init_args.auto_margin", "inf",
+     "trainer.callbacks.init_args.auto_margin (lit_robust.ITLM): `auto_margin` must be in [0, 0.5), got inf."),
+    (PRL, "trainer.callbacks.init_args.drop_ratio", "nan",
+     "trainer.callbacks.init_args.drop_ratio (lit_robust.BatchFilter): `drop_ratio` must be in [0, 0.5), got nan."),
+    (COT, "model.init_args.drop_ratio", "inf",
+     "model.init_args.drop_ratio (lit_robust.CoTeaching): `drop_ratio` must be in [0, 0.5), got inf."),
+    (DIGITS, "trainer.gradient_clip_val", "nan",
+     "trainer.gradient_clip_val: `gradient_clip_val` must be a number >= 0, or null (0 and null clip nothing), got nan."),
+])
+def test_a_number_that_is_nan_inf_or_text_is_refused_with_the_arguments_range(tmp_path, capsys, config, key, value,
+                                                                               said):
+    """`--model.init_args.lr nan` said "Expected a <class 'float'>. Got value: nan" (jsonargparse's YAML reads nan and
+    inf as text), `keep_ratio nan` "expected a number or 'auto', got 'nan'", and `lr -inf` or `weight_decay -1e-4`
+    "argument --model: expected one argument" (argparse took the value for an option): now the class's own check
+    says the argument, its range and the value (a second CLI sweep's)."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(_small(config, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), f"--{key}", value])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"error: {said}" in text, text
+    assert "<class 'float'>" not in text and "expected one argument" not in text, text
+
+
 @pytest.mark.parametrize(("low", "high"), [("min_epochs", "max_epochs"), ("min_steps", "max_steps")])
 def test_a_minimum_above_the_maximum_is_one_line(tmp_path, capsys, low, high):
     """`--trainer.min_epochs 5 --trainer.max_epochs 2` trained 2 epochs without a word: the maximum wins in
