@@ -2332,6 +2332,10 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
         return (f"trainer.default_root_dir: must be a folder that can be created and written into, got {root!r}: "
                 f"{message}")
     if path is None:
+        # Lightning's "`Trainer(devices='0')` value is not a valid input" and "`Timer(duration='abc')` is not a valid
+        # duration" (from `max_time`) named the argument only inside a call, or not at all
+        names += ["max_time" if m.group(1) == "Timer" else m.group(2)
+                  for m in re.finditer(r"`(Trainer|Timer)\((\w+)=", message)]
         trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)
         return f"trainer.{trainer_arg}: {message}{_registry_hint(message)}" if trainer_arg else message
     cls = type(obj)

@@ -434,6 +434,22 @@ def test_a_trainer_number_lightning_does_not_check_is_one_line(tmp_path, capsys,
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("devices", "0", "trainer.devices: `Trainer(devices='0')` value is not a valid input using cpu accelerator."),
+    ("max_time", "abc", "trainer.max_time: `Timer(duration='abc')` is not a valid duration."),
+])
+def test_lightnings_refusal_of_a_trainer_value_names_the_argument(tmp_path, capsys, key, value, said):
+    """`--trainer.max_time abc` was refused as "`Timer(duration='abc')` is not a valid duration", naming no argument
+    the user typed, and `--trainer.devices 0` named it only inside "`Trainer(devices='0')`" (a second CLI sweep's)."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), f"--trainer.{key}", value])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"lit-robust fit: error: {said}" in text, text
+
+
 _LR_RANGE = "`lr` must be a number in (0, 3.4028234663852886e+38]"
 _KEEP = "trainer.callbacks.init_args.keep_ratio (lit_robust.ITLM): `keep_ratio` must be in (0, 1], got {} (or 'auto'"
 
