@@ -1699,7 +1699,7 @@ _TRAINER_RANGES = {
     "accumulate_grad_batches": ("an integer >= 1 (the batches whose gradients make one optimizer step)",
                                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word; `.inf` too
-    "gradient_clip_val": ("a number >= 0, or null (0 and null clip nothing)",
+    "gradient_clip_val": ("a finite number >= 0, or null (0 and null clip nothing)",
                           lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
     # 0 ended the first epoch in a traceback, "ZeroDivisionError: integer modulo by zero"; -1 validated after every
     # epoch without a word

@@ -406,8 +406,8 @@ def test_a_seed_everything_out_of_range_is_one_line(tmp_path, capsys, command, s
 @pytest.mark.parametrize(("key", "value", "allowed"), [
     ("accumulate_grad_batches", "0", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
     ("accumulate_grad_batches", "-1", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
-    ("gradient_clip_val", "-1", "a number >= 0, or null (0 and null clip nothing)"),
-    ("gradient_clip_val", ".inf", "a number >= 0, or null (0 and null clip nothing)"),
+    ("gradient_clip_val", "-1", "a finite number >= 0, or null (0 and null clip nothing)"),
+    ("gradient_clip_val", ".inf", "a finite number >= 0, or null (0 and null clip nothing)"),
     ("val_check_interval", "0",
      "an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration"),
     ("check_val_every_n_epoch", "0", "an integer >= 1, or null (validation every `val_check_interval` batches)"),
@@ -472,7 +472,8 @@ _KEEP = "trainer.callbacks.init_args.keep_ratio (lit_robust.ITLM): `keep_ratio` 
     (COT, "model.init_args.drop_ratio", "inf",
      "model.init_args.drop_ratio (lit_robust.CoTeaching): `drop_ratio` must be in [0, 0.5), got inf."),
     (DIGITS, "trainer.gradient_clip_val", "nan",
-     "trainer.gradient_clip_val: `gradient_clip_val` must be a number >= 0, or null (0 and null clip nothing), got nan."),
+     "trainer.gradient_clip_val: `gradient_clip_val` must be a finite number >= 0, or null (0 and null clip nothing), "
+     "got nan."),
     # the class nested in CoTeaching's `model`: it named `model.init_args.lr`, not the key typed (a review's)
     (COT, "model.init_args.model.init_args.lr", "nan",
      f"model.init_args.model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got nan."),
