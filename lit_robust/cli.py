@@ -1707,7 +1707,8 @@ _TRAINER_RANGES = {
                                 lambda v: _is_int(v) and v >= 1),
     # an integer 0 ended the first step in a traceback, "ZeroDivisionError: integer modulo by zero" (a negative one
     # and a fraction outside [0, 1] Lightning refuses itself, in one line)
-    "val_check_interval": ("an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration",
+    "val_check_interval": ("an integer >= 1 (training batches), a float in [0.0, 1.0] (that fraction of each epoch), "
+                           "or a duration",
                            lambda v: not _is_int(v) or v != 0),
     # -1 logged at every step (any step % -1 is 0) without a word
     "log_every_n_steps": ("an integer >= 0, or null (0 logs no training step)", lambda v: _is_int(v) and v >= 0),

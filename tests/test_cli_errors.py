@@ -409,7 +409,7 @@ def test_a_seed_everything_out_of_range_is_one_line(tmp_path, capsys, command, s
     ("gradient_clip_val", "-1", "a finite number >= 0, or null (0 and null clip nothing)"),
     ("gradient_clip_val", ".inf", "a finite number >= 0, or null (0 and null clip nothing)"),
     ("val_check_interval", "0",
-     "an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration"),
+     "an integer >= 1 (training batches), a float in [0.0, 1.0] (that fraction of each epoch), or a duration"),
     ("check_val_every_n_epoch", "0", "an integer >= 1, or null (validation every `val_check_interval` batches)"),
     ("check_val_every_n_epoch", "-1", "an integer >= 1, or null (validation every `val_check_interval` batches)"),
     ("log_every_n_steps", "-1", "an integer >= 0, or null (0 logs no training step)"),
