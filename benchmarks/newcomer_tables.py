@@ -388,7 +388,9 @@ def render(saved: dict) -> str:
              "docs left unsaid are this script's choice: the newcomer's own MLP (in-64-64-classes, Adam lr 1e-3, "
              "batch 64, standardised features), ITLM rounds [5, 5, 5, 5] for 20 epochs, random flips among the "
              "other classes. ε̂: ITLM's first estimate (round 0's model); the filters' and Co-teaching's at the end "
-             "of their default 3-epoch warm-up. Accuracies on clean held-out rows.", ""]
+             "of their default 3-epoch warm-up. Accuracies on clean held-out rows. ITLM re-initialises the model at "
+             "each round (its default), so its final model trains only the last round's epochs, while plain "
+             "training (and the filters, Co-teaching) train the rounds' total.", ""]
     mc = _part(saved, "mc")
     if mc:
         arms = [a for a in MC_ARMS if a in p["mc_arms"]]

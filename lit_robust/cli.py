@@ -388,19 +388,29 @@ def _own_check(class_path: str, init_args: dict, name: str, found_only: bool = F
     return "" if found_only else f"give `{name}` a value (`--help` of the class lists what it takes)."
 
 
-#: jsonargparse's report of a value its float type refused, and of a union's refusal (:func:`_collapse_value_unions`)
-_FLOAT_REFUSED = re.compile(r"Expected a <class 'float'>\. Got value: (?P<plain>.*)$"
-                            r"|expected (?P<types>[^\n]*\ba number\b[^\n]*), got (?P<quoted>'[^'\n]*')$")
+#: jsonargparse's report of a value its float or int type refused, and of a union's refusal
+#: (:func:`_collapse_value_unions`)
+_FLOAT_REFUSED = re.compile(r"Expected a <class '(?P<kind>float|int)'>\. Got value: (?P<plain>.*)$"
+                            r"|expected (?P<types>[^\n]*\b(?:a number|an integer)\b[^\n]*), got (?P<quoted>'[^'\n]*')$")
+#: a nested class's argument said by :func:`_non_number_hint` one parser down (CoTeaching's ``model``)
+_NESTED_SAID = re.compile(r"\s*(?P<said>[\w.]+\.init_args\.(?P<name>\w+) \([\w.]+\): `(?P=name)` .*)$")
 
 
 def _non_number_hint(message: str) -> str:
     """A value a number argument's type refused (``--model.init_args.lr nan``) said "Expected a <class 'float'>. Got
     value: nan" -- of a value the user had typed as a number: jsonargparse's YAML reads ``nan`` and ``inf`` as text
-    (only ``.nan``/``.inf`` are floats), and a non-numeric text was told the same in Python's words. Say it as the
+    (only ``.nan``/``.inf`` are floats), and a non-numeric text was told the same in Python's words; an integer
+    argument given a fraction, nan or text ("Expected a <class 'int'>. Got value: 2.5") alike. Say it as the
     class's own check does for that value (argument, allowed range, value received), or for a Trainer argument of
     :data:`_TRAINER_RANGES` its range; otherwise what the argument takes, in words. Any other message is returned as
     is."""
     lines = message.rstrip().splitlines()
+    outer = re.match(r'\s*Parser key "([\w.]+)":\s*$', lines[0])
+    nested = _NESTED_SAID.match(lines[-1]) if len(lines) == 3 and outer else None
+    if nested and re.match(r"\s*Problem with given class_path '[\w.]+':\s*$", lines[1]):
+        # said by the nested class's parser relative to its owner (`model.init_args.lr` for CoTeaching's
+        # `--model.init_args.model.init_args.lr nan`): the key the user typed, in one line
+        return f"{outer.group(1)}.init_args.{nested.group('said')}"
     refused = _FLOAT_REFUSED.search(lines[-1].strip()) if len(lines) >= 2 else None
     key_line = re.match(r'\s*Parser key "([\w.]+)":\s*$', lines[-2]) if refused else None
     if refused is None or key_line is None:
@@ -419,6 +429,8 @@ def _non_number_hint(message: str) -> str:
     class_path = next((m.group(1) for m in reversed(owner) if m is not None), None)
     if class_path is None and not key.startswith("trainer."):
         return message  # a class's own parser: said again, with the class, by the parser above it
+    if class_path is not None and _takes_a_sequence(class_path, name):
+        return message  # the refused value is one item of a list (`round_epochs [1.5, 0.5]`), not the argument's
     shown = given if isinstance(value, float) else repr(given)
     if class_path is not None and head is not None:
         label = f"{head.group(1)}.init_args.{name} ({class_path})"
@@ -430,9 +442,21 @@ def _non_number_hint(message: str) -> str:
         trainer_range = _TRAINER_RANGES.get(key.removeprefix("trainer."))
         if key.startswith("trainer.") and trainer_range is not None:
             return f"{label}: `{name}` must be {trainer_range[0]}, got {shown}."
-    types = (refused.group("types") or "a number").replace("an integer or a number", "a number")
-    text = " (as YAML reads it, nan and inf are text: the floats are .nan and .inf)" if isinstance(value, float) else ""
+    plain = "an integer" if refused.group("kind") == "int" else "a number"
+    types = (refused.group("types") or plain).replace("an integer or a number", "a number")
+    text = (" (as YAML reads it, nan and inf are text: the floats are .nan and .inf)"
+            if isinstance(value, float) and not math.isfinite(value) else "")
     return f"{label}: `{name}` must be {types}, got {given!r}{text}."
+
+
+def _takes_a_sequence(class_path: str, name: str) -> bool:
+    """Whether ``name`` of ``class_path`` is annotated as a list, tuple or sequence (its items are refused alone)."""
+    cls = _import_quietly(class_path)
+    try:
+        annotation = inspect.signature(cls).parameters[name].annotation
+    except (TypeError, ValueError, KeyError):
+        return False
+    return bool(re.search(r"\b(list|tuple|Sequence|Iterable)\b", str(annotation)))
 
 
 def _config_init_args(class_path: str) -> dict[str, Any]:
@@ -1675,7 +1699,7 @@ _TRAINER_RANGES = {
     "accumulate_grad_batches": ("an integer >= 1 (the batches whose gradients make one optimizer step)",
                                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word; `.inf` too
-    "gradient_clip_val": ("a number >= 0, or null (0 and null clip nothing)",
+    "gradient_clip_val": ("a finite number >= 0, or null (0 and null clip nothing)",
                           lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
     # 0 ended the first epoch in a traceback, "ZeroDivisionError: integer modulo by zero"; -1 validated after every
     # epoch without a word
@@ -1683,7 +1707,8 @@ _TRAINER_RANGES = {
                                 lambda v: _is_int(v) and v >= 1),
     # an integer 0 ended the first step in a traceback, "ZeroDivisionError: integer modulo by zero" (a negative one
     # and a fraction outside [0, 1] Lightning refuses itself, in one line)
-    "val_check_interval": ("an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration",
+    "val_check_interval": ("an integer >= 1 (training batches), a float in [0.0, 1.0] (that fraction of each epoch), "
+                           "or a duration",
                            lambda v: not _is_int(v) or v != 0),
     # -1 logged at every step (any step % -1 is 0) without a word
     "log_every_n_steps": ("an integer >= 0, or null (0 logs no training step)", lambda v: _is_int(v) and v >= 0),

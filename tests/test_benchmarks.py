@@ -525,11 +525,13 @@ def test_newcomer_tables_smoke_ends_with_headline_json():
     run = _smoke("newcomer_tables")
     summary = _last_json(run)
     assert summary["benchmark"] == "newcomer_tables" and summary["mode"] == "smoke"
-    assert summary["mc_auto_runs"] == 2 and 0 <= summary["mc_auto_runs_above_plain"] <= 2
-    assert 0 <= float(summary["mc_itlm_auroc"]) <= 1
+    assert summary["mc_auto_runs"] == 2 and 0 <= float(summary["mc_itlm_auroc"]) <= 1
     assert set(summary["digits_acc"]) == {"[2, 2]", "plain"}
     assert set(summary["energy_rmse"]["25"]) == {"0.35", "auto"}
-    assert re.search(r"\| 30 % \| 0 \| \d\.\d{3} \| \d+\.\d / \d\.\d{3} \| \d+\.\d / \d\.\d{3} \|", run.stdout)
+    row = re.search(r"\| 30 % \| 0 \| (\d\.\d{3}) \| \d+\.\d / (\d\.\d{3}) \| \d+\.\d / (\d\.\d{3}) \|", run.stdout)
+    plain, itlm, prl = (float(v) for v in row.groups())
+    # the count README quotes ("all 24 auto runs below plain training") is the table's, not a bound that always holds
+    assert summary["mc_auto_runs_above_plain"] == (itlm > plain) + (prl > plain), (row.group(0), summary)
     assert re.search(r"\| 25 % \| 0 \| ε 35 %: \d+\.\d\d \| \d+\.\d\d \(ε̂ \d+\.\d\) \|", run.stdout)
 
 
