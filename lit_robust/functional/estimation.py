@@ -368,15 +368,27 @@ def estimate_corruption(
                           "(its `min_samples`): none is fitted and the finite scores count as clean (an estimate of "
                           "0 for them).", RuntimeWarning, stacklevel=3)  # 3: past `_serial`
         return result(ones, "too few samples", False)
+    post, reason, two, kw = _mixture_on_sorted(xs, method, max_iter, tol, min_samples, squared_errors)
+    return result(post, reason, two, **kw)
+
+
+def _mixture_on_sorted(xs: Tensor, method: str, max_iter: int, tol: float, min_samples: int, squared_errors: bool,
+                       refit_without_far_out: bool = True) -> tuple[Tensor, str, bool, dict]:
+    """:func:`estimate_corruption` on its ``m >= min_samples`` sorted finite scores ``xs``: the clean posterior of
+    each (sorted), the reason, whether two components were taken, and the :class:`CorruptionEstimate` fit fields.
+    ``refit_without_far_out``: where more than 1 % of the scores lie beyond the far-out fence and the fit to all of
+    them finds one component, count those as corrupted and fit the rest (once: the refit does not do it again)."""
+    m = xs.numel()
+    ones = torch.ones(m, dtype=torch.float64)
     if xs[0] == xs[-1]:
-        return result(ones, "all equal", False)
+        return ones, "all equal", False, {}
     if not math.isfinite(float(xs[-1] - xs[0])):
         # the span overflows float64 (scores near +-1e308): both transforms are scale-free, so rescale first
         xs = xs / xs.abs().max()
     # a few far-out scores (one diverged loss, a target typed 1e6 times too large) count as corrupted and are left
     # out of the fit: one such score took a component and the estimate read 0. Only a few (at most 1 %): a
-    # well-separated corrupted mode lies beyond the fence too, and must be fitted
-    far = far_out(xs)
+    # well-separated corrupted mode lies beyond the fence too, and must be fitted (but see the refit below)
+    beyond = far = far_out(xs)
     if far > _FAR_OUT_MAX_SHARE * m or m - far < min_samples or xs[0] == xs[m - far - 1]:
         far = 0
     m_fit = m - far
@@ -384,13 +396,13 @@ def estimate_corruption(
     def fitted(post: Tensor) -> Tensor:
         return torch.cat([post, post.new_zeros(far)]) if far else post
 
-    xs = xs[:m_fit]
+    x_fit = xs[:m_fit]
     if method == "gmm":
-        x = gmm_transform(xs)
+        x = gmm_transform(x_fit)
         fit = _fit_gmm(x, _quantile_init(x), max_iter, tol)
         ll1 = _normal_loglik(x, x.mean(), x.var(correction=0)).sum().item()
     else:
-        x = bmm_transform(xs)
+        x = bmm_transform(x_fit)
         fit = _fit_bmm(x, _quantile_init(x), max_iter, tol)
         a1, b1 = _beta_moments(x.mean(), x.var(correction=0))
         ll1 = _beta_logpdf(x, a1, b1).sum().item()
@@ -399,16 +411,27 @@ def estimate_corruption(
     info = dict(_fit_info(fit, bic1, m_fit), far_out=far)
     mu, w = fit["means"], fit["weights"]
     if not info["bic2"] < bic1:
-        return result(fitted(ones[:m_fit]), "one component (BIC)", False, **info)
-    if not (info["ashman_d"] >= _MIN_ASHMAN_D and mu[1] > mu[0]):
-        return result(fitted(ones[:m_fit]), "one component (separation)", False, **info)
-    if not w[1] < w[0]:
+        refusal = "one component (BIC)"
+    elif not (info["ashman_d"] >= _MIN_ASHMAN_D and mu[1] > mu[0]):
+        refusal = "one component (separation)"
+    elif not w[1] < w[0]:
         again = _restart_from_the_top(x, bic1, max_iter, tol) if squared_errors else None
-        if again is None:
-            return result(fitted(ones[:m_fit]), "one component (high component is the majority)", False, **info)
-        return result(fitted(again["resp"][:, 0].clone()), "two components (EM restarted from the top scores)", True,
-                      **_fit_info(again, bic1, m_fit), far_out=far)
-    return result(fitted(fit["resp"][:, 0].clone()), "two components", True, **info)
+        if again is not None:
+            return (fitted(again["resp"][:, 0].clone()), "two components (EM restarted from the top scores)", True,
+                    dict(_fit_info(again, bic1, m_fit), far_out=far))
+        refusal = "one component (high component is the majority)"
+    else:
+        return fitted(fit["resp"][:, 0].clone()), "two components", True, info
+    rest = m - beyond
+    if refit_without_far_out and not far and beyond and beyond < rest and rest >= min_samples:
+        # more than 1 % beyond the fence, and no second component in the fit to all: the far-out scores were not a
+        # mode EM could take (a wide low tail took the second component), so count them as corrupted, as a few
+        # are, and fit the rest. Glitched meter readings of 9999 (8 % of the rows) beside zeros and +150 read 0
+        post, reason, two, kw = _mixture_on_sorted(xs[:rest], method, max_iter, tol, min_samples, squared_errors,
+                                                   refit_without_far_out=False)
+        reason = f"{reason}, after {beyond} far-out scores were counted as corrupted (the fit to all: {refusal})"
+        return torch.cat([post, post.new_zeros(beyond)]), reason, two, dict(kw, far_out=beyond + kw.get("far_out", 0))
+    return fitted(ones[:m_fit]), refusal, False, info
 
 
 def _fit_info(fit: dict, bic1: float, m: int) -> dict:
