@@ -33,6 +33,7 @@ import inspect
 import json
 import linecache
 import logging
+import math
 import os
 import pickle
 import re
@@ -149,7 +150,7 @@ class RobustArgumentParser(LightningArgumentParser):
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
         message = _config_place_hint(_empty_config_hint(_null_init_args_hint(_function_type_hint(message))))
-        message = _null_required_hint(message)
+        message = _non_number_hint(_null_required_hint(message))
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
 
 
@@ -372,9 +373,9 @@ def _null_required_hint(message: str) -> str:
     return message
 
 
-def _own_check(class_path: str, init_args: dict, name: str) -> str:
+def _own_check(class_path: str, init_args: dict, name: str, found_only: bool = False) -> str:
     """The message of a lit_robust class's own check of ``init_args`` where it is about ``name`` (``"`keep_ratio`
-    must be in (0, 1], got None ..."``), else a plain request for a value."""
+    must be in (0, 1], got None ..."``), else a plain request for a value (``""`` with ``found_only``)."""
     cls = _import_quietly(class_path)
     if isinstance(cls, type) and cls.__module__.startswith("lit_robust."):
         try:
@@ -384,7 +385,86 @@ def _own_check(class_path: str, init_args: dict, name: str) -> str:
         except Exception as err:  # noqa: BLE001 - any other failure leaves the plain request
             if str(err).startswith(f"`{name}`"):
                 return str(err)
-    return f"give `{name}` a value (`--help` of the class lists what it takes)."
+    return "" if found_only else f"give `{name}` a value (`--help` of the class lists what it takes)."
+
+
+#: jsonargparse's report of a value its float type refused, and of a union's refusal (:func:`_collapse_value_unions`)
+_FLOAT_REFUSED = re.compile(r"Expected a <class 'float'>\. Got value: (?P<plain>.*)$"
+                            r"|expected (?P<types>[^\n]*\ba number\b[^\n]*), got (?P<quoted>'[^'\n]*')$")
+
+
+def _non_number_hint(message: str) -> str:
+    """A value a number argument's type refused (``--model.init_args.lr nan``) said "Expected a <class 'float'>. Got
+    value: nan" -- of a value the user had typed as a number: jsonargparse's YAML reads ``nan`` and ``inf`` as text
+    (only ``.nan``/``.inf`` are floats), and a non-numeric text was told the same in Python's words. Say it as the
+    class's own check does for that value (argument, allowed range, value received), or for a Trainer argument of
+    :data:`_TRAINER_RANGES` its range; otherwise what the argument takes, in words. Any other message is returned as
+    is."""
+    lines = message.rstrip().splitlines()
+    refused = _FLOAT_REFUSED.search(lines[-1].strip()) if len(lines) >= 2 else None
+    key_line = re.match(r'\s*Parser key "([\w.]+)":\s*$', lines[-2]) if refused else None
+    if refused is None or key_line is None:
+        return message
+    given = refused.group("plain") if refused.group("plain") is not None else refused.group("quoted")[1:-1]
+    try:
+        value: Any = float(given)
+    except ValueError:
+        value = given
+    if refused.group("quoted") is not None and isinstance(value, str):
+        return message  # a text where a number is expected: said so plainly already (keep_ratio: half)
+    key = key_line.group(1)
+    name = key.rpartition(".")[2]
+    head = re.match(r'\s*Parser key "([\w.]+)":', lines[0])
+    owner = [re.search(r"Problem with given class_path '([\w.]+)'", line) for line in lines[:-2]]
+    class_path = next((m.group(1) for m in reversed(owner) if m is not None), None)
+    if class_path is None and not key.startswith("trainer."):
+        return message  # a class's own parser: said again, with the class, by the parser above it
+    shown = given if isinstance(value, float) else repr(given)
+    if class_path is not None and head is not None:
+        label = f"{head.group(1)}.init_args.{name} ({class_path})"
+        own = _own_check(class_path, {**_config_init_args(class_path), name: value}, name, found_only=True)
+        if own:
+            return f"{label}: {own}"
+    else:
+        label = key
+        trainer_range = _TRAINER_RANGES.get(key.removeprefix("trainer."))
+        if key.startswith("trainer.") and trainer_range is not None:
+            return f"{label}: `{name}` must be {trainer_range[0]}, got {shown}."
+    types = (refused.group("types") or "a number").replace("an integer or a number", "a number")
+    text = " (as YAML reads it, nan and inf are text: the floats are .nan and .inf)" if isinstance(value, float) else ""
+    return f"{label}: `{name}` must be {types}, got {given!r}{text}."
+
+
+def _config_init_args(class_path: str) -> dict[str, Any]:
+    """The ``init_args`` of the first entry of ``class_path`` (by its class name) in the ``--config`` files, with
+    the classes nested in it built (CoTeaching's ``model``), for :func:`_own_check`; ``{}`` when there is none."""
+    short = class_path.rpartition(".")[2]
+    for path in _config_files:
+        try:
+            doc = yaml.safe_load(_file_text(path) if os.path.isfile(path) else path if path != "-" else "")
+        except yaml.YAMLError:
+            continue
+        for _, entry in _class_entries(doc, ""):
+            args = entry.get("init_args")
+            if str(entry.get("class_path", "")).rpartition(".")[2] == short and isinstance(args, dict):
+                return {k: _built(v) for k, v in args.items()}
+    return {}
+
+
+def _built(value: Any) -> Any:
+    """``value`` with a ``{class_path, init_args}`` mapping built into its object where it can be; as given where
+    not (the check of the argument in question comes first in lit_robust's classes)."""
+    if not (isinstance(value, dict) and "class_path" in value):
+        return value
+    cls = _import_quietly(str(value["class_path"]))
+    if not isinstance(cls, type):
+        return value
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls(**{k: _built(v) for k, v in (value.get("init_args") or {}).items()})
+    except Exception:  # noqa: BLE001 - left as given: the outer class's own check says what it may
+        return value
 
 
 def _class_entries(node: Any, path: str) -> Iterator[tuple[str, dict]]:
@@ -1594,18 +1674,49 @@ _TRAINER_RANGES = {
     # batch without a word
     "accumulate_grad_batches": ("an integer >= 1 (the batches whose gradients make one optimizer step)",
                                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-    # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word
+    # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word; `.inf` too
     "gradient_clip_val": ("a number >= 0, or null (0 and null clip nothing)",
-                          lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+                          lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
+    # 0 ended the first epoch in a traceback, "ZeroDivisionError: integer modulo by zero"; -1 validated after every
+    # epoch without a word
+    "check_val_every_n_epoch": ("an integer >= 1, or null (validation every `val_check_interval` batches)",
+                                lambda v: _is_int(v) and v >= 1),
+    # an integer 0 ended the first step in a traceback, "ZeroDivisionError: integer modulo by zero" (a negative one
+    # and a fraction outside [0, 1] Lightning refuses itself, in one line)
+    "val_check_interval": ("an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration",
+                           lambda v: not _is_int(v) or v != 0),
+    # -1 logged at every step (any step % -1 is 0) without a word
+    "log_every_n_steps": ("an integer >= 0, or null (0 logs no training step)", lambda v: _is_int(v) and v >= 0),
+    # -2 ran no sanity check without a word (Lightning reads only -1 as "every validation batch")
+    "num_sanity_val_steps": ("an integer >= 0, -1 (every validation batch), or null",
+                             lambda v: _is_int(v) and v >= -1),
+    # a negative minimum was taken without a word
+    "min_epochs": ("an integer >= 0, or null", lambda v: _is_int(v) and v >= 0),
+    "min_steps": ("an integer >= 0, or null", lambda v: _is_int(v) and v >= 0),
 }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_trainer_numbers(config: Any) -> None:
     """Refuse a Trainer argument of :data:`_TRAINER_RANGES` outside its range, before anything is built."""
+    if not isinstance(config, Namespace):
+        return
     for key, (allowed, fits) in _TRAINER_RANGES.items():
-        value = config.get(f"trainer.{key}") if isinstance(config, Namespace) else None
+        value = config.get(f"trainer.{key}")
         if value is not None and not fits(value):
             raise UserInputError(f"`{key}` must be {allowed}, got {value!r}.")
+    for low, high, endless in (("min_epochs", "max_epochs", -1), ("min_steps", "max_steps", -1)):
+        # `min_epochs 5` beside `max_epochs 2` trained 2 epochs without a word (the maximum wins)
+        least, most = config.get(f"trainer.{low}"), config.get(f"trainer.{high}")
+        if _is_int(least) and _is_int(most) and most != endless and least > most:
+            raise UserInputError(f"`{low}` must be at most `{high}` ({most}; the fit stops there), got {least}.")
 
 
 def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
@@ -2221,6 +2332,10 @@ def describe(cli: RobustCLI | None, exc: BaseException) -> str:
         return (f"trainer.default_root_dir: must be a folder that can be created and written into, got {root!r}: "
                 f"{message}")
     if path is None:
+        # Lightning's "`Trainer(devices='0')` value is not a valid input" and "`Timer(duration='abc')` is not a valid
+        # duration" (from `max_time`) named the argument only inside a call, or not at all
+        names += ["max_time" if m.group(1) == "Timer" else m.group(2)
+                  for m in re.finditer(r"`(Trainer|Timer)\((\w+)=", message)]
         trainer_arg = next((n for n in names if n in _parameters(pl.Trainer)), None)
         return f"trainer.{trainer_arg}: {message}{_registry_hint(message)}" if trainer_arg else message
     cls = type(obj)
@@ -2311,6 +2426,41 @@ def config_first(argv: list[str]) -> list[str]:
     return [argv[0], *configs, *others]
 
 
+#: options that take no value, or an optional one (a number after them is no value of theirs)
+_NO_VALUE_OPTIONS = frozenset({"-h", "--help", "--print_config", "--version", "-V", "--debug"})
+
+
+def attach_dashed_numbers(argv: list[str]) -> list[str]:
+    """``argv`` with ``--key -inf`` written ``--key=-inf``: argparse takes a value that starts with ``-`` for an
+    option unless it is a plain negative number (``-5``, ``-0.5``), so ``--model.init_args.lr -inf`` and
+    ``--model.init_args.weight_decay -1e-4`` ended in "argument --model: expected one argument", which named neither
+    the key nor the value (a second CLI sweep's). Attached, the value reaches the argument's own check.
+
+    >>> attach_dashed_numbers(["fit", "--model.init_args.lr", "-inf", "--trainer.max_epochs", "-5", "--help"])
+    ['fit', '--model.init_args.lr=-inf', '--trainer.max_epochs', '-5', '--help']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg, nxt = argv[i], argv[i + 1] if i + 1 < len(argv) else None
+        if (arg.startswith("--") and "=" not in arg and arg not in _NO_VALUE_OPTIONS and nxt is not None
+                and nxt.startswith("-") and not re.fullmatch(r"-\d+|-\d*\.\d+", nxt) and _reads_as_float(nxt)):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _reads_as_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _config_file_args(argv: Sequence[str]) -> list[str]:
     """The ``--config`` / ``-c`` files of a command line, in their order (``-c=X`` and ``--config=X`` included).
 
@@ -2358,7 +2508,7 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
 
         run_demo(argv[1:])
         return None
-    given, argv = argv, config_first(argv)
+    given, argv = argv, attach_dashed_numbers(config_first(argv))
     _config_files[:] = _config_file_args(argv)
     check_duplicate_keys(_config_files, _section_file_args(argv))
     return RobustCLI(

@@ -519,6 +519,20 @@ def test_regression_restart_smoke_ends_with_headline_json():
     assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \|( \d+\.\d \|){4}", run.stdout)
 
 
+def test_newcomer_tables_smoke_ends_with_headline_json():
+    """make_classification 30 % (plain, ITLM auto, PRL auto), digits rounds [2, 2], the energy table at ε 35 %: every
+    part prints its table and the headline names what the README quotes from it."""
+    run = _smoke("newcomer_tables")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "newcomer_tables" and summary["mode"] == "smoke"
+    assert summary["mc_auto_runs"] == 2 and 0 <= summary["mc_auto_runs_above_plain"] <= 2
+    assert 0 <= float(summary["mc_itlm_auroc"]) <= 1
+    assert set(summary["digits_acc"]) == {"[2, 2]", "plain"}
+    assert set(summary["energy_rmse"]["25"]) == {"0.35", "auto"}
+    assert re.search(r"\| 30 % \| 0 \| \d\.\d{3} \| \d+\.\d / \d\.\d{3} \| \d+\.\d / \d\.\d{3} \|", run.stdout)
+    assert re.search(r"\| 25 % \| 0 \| ε 35 %: \d+\.\d\d \| \d+\.\d\d \(ε̂ \d+\.\d\) \|", run.stdout)
+
+
 def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():
     """The rejected candidate does what its table says: against a slow reference, drop counts per class that add up
     to the batch's and differ from the exact shares by less than one; in each class its highest (score, index)."""
@@ -888,3 +902,32 @@ def test_itlm_per_class_runs_other_data_at_several_rates(tmp_path):
     assert kept == {0.1: 1170, 0.3: 910}  # (1 - rate) of digits' 1,300 training images
     text = out.read_text()
     assert "# ITLM: one trim vs `per_class=True` (digits 1300" in text and "| random | 30 | true |" in text
+
+
+def test_newcomer_images_smoke_ends_with_headline_json():
+    """The README's image-folder and relabel-loop newcomer figures were measured with scripts never committed: their
+    re-measurement's smoke run (300 PNGs, two arms; a relabel loop of one fix step) ends with the headline JSON."""
+    run = _smoke("newcomer_images")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "newcomer_images" and summary["mode"] == "smoke"
+    assert set(summary["folders_mean_test_acc"]) == {"plain", "auto, class_floor"}
+    assert all(0.0 <= a <= 1.0 for a in summary["folders_mean_test_acc"].values())
+    assert len(summary["folders_eps_hat_pct"]["auto, class_floor"]) == 1
+    # 25 % of 300 wrong, fewer after the fix step, none in the last state (every label right)
+    wrong = summary["loop_mean_wrong_pct"]
+    assert len(wrong) == 3 and wrong[0] == 25.0 and wrong[0] > wrong[1] and wrong[2] == 0.0
+    assert all(len(v) == 3 and all(0.0 <= e <= 100.0 for e in v) for v in summary["loop_mean_eps_hat"].values())
+    assert re.search(r"\| 0 \| 2 \(all right\) \| 0 \| 0\.0 \|", run.stdout)
+
+
+def test_newcomer_images_flips_stay_within_their_look_alike_group():
+    """The exact count moves, each to another class of its own group; Trouser, Dress and Bag are never touched."""
+    mod = _load("newcomer_images")
+    labels = torch.arange(10).repeat(100)
+    noisy = mod.lookalike_flips(labels, 279, seed=3)
+    moved = (noisy != labels).nonzero().flatten()
+    assert len(moved) == 279
+    group = {c: g for g in mod.GROUPS for c in g}
+    assert all(int(noisy[i]) in group[int(labels[i])] for i in moved)
+    assert not set(labels[moved].tolist()) & {1, 3, 8}
+    assert torch.equal(noisy, mod.lookalike_flips(labels, 279, seed=3))  # seeded

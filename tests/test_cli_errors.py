@@ -407,19 +407,101 @@ def test_a_seed_everything_out_of_range_is_one_line(tmp_path, capsys, command, s
     ("accumulate_grad_batches", "0", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
     ("accumulate_grad_batches", "-1", "an integer >= 1 (the batches whose gradients make one optimizer step)"),
     ("gradient_clip_val", "-1", "a number >= 0, or null (0 and null clip nothing)"),
+    ("gradient_clip_val", ".inf", "a number >= 0, or null (0 and null clip nothing)"),
+    ("val_check_interval", "0",
+     "an integer >= 1 (training batches), a fraction in [0.0, 1.0] of each epoch, or a duration"),
+    ("check_val_every_n_epoch", "0", "an integer >= 1, or null (validation every `val_check_interval` batches)"),
+    ("check_val_every_n_epoch", "-1", "an integer >= 1, or null (validation every `val_check_interval` batches)"),
+    ("log_every_n_steps", "-1", "an integer >= 0, or null (0 logs no training step)"),
+    ("num_sanity_val_steps", "-2", "an integer >= 0, -1 (every validation batch), or null"),
+    ("min_epochs", "-5", "an integer >= 0, or null"),
+    ("min_steps", "-5", "an integer >= 0, or null"),
 ])
 def test_a_trainer_number_lightning_does_not_check_is_one_line(tmp_path, capsys, key, value, allowed):
     """`--trainer.accumulate_grad_batches 0` ended the first step in a traceback ("ZeroDivisionError: integer modulo
     by zero"); `-1`, and a `gradient_clip_val` of -1 (which Lightning skips: no clipping), were taken without a word
-    (a CLI sweep's)."""
+    (a CLI sweep's). So were `val_check_interval 0` and `check_val_every_n_epoch 0` (the same ZeroDivisionError),
+    `check_val_every_n_epoch -1`, `log_every_n_steps -1` (logged every step), `num_sanity_val_steps -2` (no sanity
+    check) and a negative `min_epochs`/`min_steps` (a second sweep's)."""
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), f"--trainer.{key}", value])
     text = "".join(capsys.readouterr())
     assert exit_info.value.code == 2 and "Traceback" not in text, text
-    assert f"lit-robust fit: error: trainer.{key}: `{key}` must be {allowed}, got {value}." in text, text
+    shown = {".inf": "inf"}.get(value, value)
+    assert f"lit-robust fit: error: trainer.{key}: `{key}` must be {allowed}, got {shown}." in text, text
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("devices", "0", "trainer.devices: `Trainer(devices='0')` value is not a valid input using cpu accelerator."),
+    ("max_time", "abc", "trainer.max_time: `Timer(duration='abc')` is not a valid duration."),
+])
+def test_lightnings_refusal_of_a_trainer_value_names_the_argument(tmp_path, capsys, key, value, said):
+    """`--trainer.max_time abc` was refused as "`Timer(duration='abc')` is not a valid duration", naming no argument
+    the user typed, and `--trainer.devices 0` named it only inside "`Trainer(devices='0')`" (a second CLI sweep's)."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), f"--trainer.{key}", value])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"lit-robust fit: error: {said}" in text, text
+
+
+_LR_RANGE = "`lr` must be a number in (0, 3.4028234663852886e+38]"
+_KEEP = "trainer.callbacks.init_args.keep_ratio (lit_robust.ITLM): `keep_ratio` must be in (0, 1], got {} (or 'auto'"
+
+
+@pytest.mark.parametrize(("config", "key", "value", "said"), [
+    (DIGITS, "model.init_args.lr", "nan", f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got nan."),
+    (DIGITS, "model.init_args.lr", "inf", f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got inf."),
+    (DIGITS, "model.init_args.lr", "-inf",
+     f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got -inf."),
+    (DIGITS, "model.init_args.lr", "abc",
+     f"model.init_args.lr (lit_robust.ImageClassifier): {_LR_RANGE}, got 'abc' (a str)."),
+    (DIGITS, "model.init_args.weight_decay", "-1e-4", "model.init_args.weight_decay (lit_robust.ImageClassifier): "
+     "`weight_decay` must be a number >= 0, got -0.0001."),
+    (DIGITS, "trainer.callbacks.init_args.keep_ratio", "nan", _KEEP.format("nan")),
+    (DIGITS, "trainer.callbacks.init_args.keep_ratio", "-inf", _KEEP.format("-inf")),
+    (DIGITS, "trainer.callbacks.init_args.auto_margin", "inf",
+     "trainer.callbacks.init_args.auto_margin (lit_robust.ITLM): `auto_margin` must be in [0, 0.5), got inf."),
+    (PRL, "trainer.callbacks.init_args.drop_ratio", "nan",
+     "trainer.callbacks.init_args.drop_ratio (lit_robust.BatchFilter): `drop_ratio` must be in [0, 0.5), got nan."),
+    (COT, "model.init_args.drop_ratio", "inf",
+     "model.init_args.drop_ratio (lit_robust.CoTeaching): `drop_ratio` must be in [0, 0.5), got inf."),
+    (DIGITS, "trainer.gradient_clip_val", "nan",
+     "trainer.gradient_clip_val: `gradient_clip_val` must be a number >= 0, or null (0 and null clip nothing), got nan."),
+])
+def test_a_number_that_is_nan_inf_or_text_is_refused_with_the_arguments_range(tmp_path, capsys, config, key, value,
+                                                                               said):
+    """`--model.init_args.lr nan` said "Expected a <class 'float'>. Got value: nan" (jsonargparse's YAML reads nan and
+    inf as text), `keep_ratio nan` "expected a number or 'auto', got 'nan'", and `lr -inf` or `weight_decay -1e-4`
+    "argument --model: expected one argument" (argparse took the value for an option): now the class's own check
+    says the argument, its range and the value (a second CLI sweep's)."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(_small(config, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), f"--{key}", value])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert f"error: {said}" in text, text
+    assert "<class 'float'>" not in text and "expected one argument" not in text, text
+
+
+@pytest.mark.parametrize(("low", "high"), [("min_epochs", "max_epochs"), ("min_steps", "max_steps")])
+def test_a_minimum_above_the_maximum_is_one_line(tmp_path, capsys, low, high):
+    """`--trainer.min_epochs 5 --trainer.max_epochs 2` trained 2 epochs without a word: the maximum wins in
+    Lightning's loop (a second CLI sweep's)."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), f"--trainer.{low}", "5", f"--trainer.{high}", "2"])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    assert (f"lit-robust fit: error: trainer.{low}: `{low}` must be at most `{high}` (2; the fit stops there), "
+            "got 5.") in text, text
 
 
 def test_a_root_folder_that_is_no_folder_is_named_under_fast_dev_run(tmp_path, capsys, one_torch_thread):

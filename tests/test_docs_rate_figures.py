@@ -148,3 +148,87 @@ def test_the_37_row_headline_in_readme_and_on_the_page_is_the_committed_tables()
     assert quoted in _text(PAGE)
     assert f"{within} within 5 points ({share} %), median error {median:.1f}" in _text(PAGE)
     assert f"(disagreement: {median:.2f}, {within} ({share} %)," in _text(PAGE)
+
+
+def _span(values, digits: int = 1, scale: float = 100.0) -> str:
+    lo, hi = min(values) * scale, max(values) * scale
+    return f"{lo:.{digits}f}" if round(lo, digits) == round(hi, digits) else f"{lo:.{digits}f}–{hi:.{digits}f}"
+
+
+def test_newcomer_table_figures_are_the_committed_run():
+    """README and the page quoted the tabular newcomers' figures (make_classification 12–20 % on clean labels, digits
+    6.1 % with rounds [60, 20], an energy table's RMSE 13.34 kWh) from scripts nobody committed; they now quote
+    ``benchmarks/results/newcomer_tables.json``, recomputed here from its per-seed rows."""
+    rows = json.loads((RESULTS / "newcomer_tables.json").read_text(encoding="utf-8"))["results"]
+    part = {name: [r for r in rows if r["part"] == name] for name in ("mc", "bc", "digits", "cleanlab", "energy")}
+    readme, page = _text(REPO / "README.md"), _text(PAGE)
+
+    autos = ("ITLM auto", "PRL auto", "SPL auto", "Co-teaching auto")
+    clean = [r for r in part["mc"] if r["rate"] == 0]
+    est = [r[a]["estimate"] for r in clean for a in autos]
+    lost = [r["plain"]["acc"] - r[a]["acc"] for r in clean for a in autos]
+    above = sum(r[a]["acc"] > r["plain"]["acc"] for r in part["mc"] for a in autos)
+    assert above == 0  # both texts say no auto run beat plain training
+    assert f"read {_span(est, 0)} % on clean labels and lost {_span(lost, 0)} points" in readme
+    assert f"all {len(part['mc']) * len(autos)} `\"auto\"` runs" in readme
+    assert f"every `\"auto\"` estimated {_span(est, 0)} %" in page and f"lost {_span(lost)} points" in page
+    noisy = [r["ITLM auto"] for r in part["mc"] if r["rate"] > 0]
+    assert (f"{_span([n['top_k_precision'] for n in noisy], 2, 1.0)} precision, AUROC "
+            f"{_span([n['auroc'] for n in noisy], 2, 1.0)}") in page
+
+    bc = " / ".join(_span([r["ITLM auto"]["estimate"] for r in part["bc"] if r["rate"] == rate])
+                    for rate in (0.0, 0.15, 0.30))
+    at30 = [r for r in part["bc"] if r["rate"] == 0.30]
+    auto30, plain30 = (statistics.mean(r[a]["acc"] for r in at30) for a in ("ITLM auto", "plain"))
+    assert f"read {bc} % for 0 / 15 / 30 % and beat plain training at 30 % ({auto30:.3f} against {plain30:.3f})" in page
+
+    for key, text in (("[10, 10, 10, 20]", "% with rounds [10, 10, 10, 20]"), ("[60, 20]", "% with [60, 20]")):
+        quoted = f"{_span([r[key]['estimate'] for r in part['digits']])} {text}"
+        assert quoted in readme and quoted in page, quoted
+    short, long_ = (_span([r[k]["estimate"] for r in part["cleanlab"]]) for k in ("[4, 4, 4, 8]", "[10, 10, 10, 20]"))
+    below = sum(r["[4, 4, 4, 8]"]["ITLM auto"] < r["[4, 4, 4, 8]"]["plain"] for r in part["cleanlab"])
+    quoted = (f"read {short} % and scored below plain training in {below} of {len(part['cleanlab'])} seeds; "
+              f"with [10, 10, 10, 20], {long_} %")
+    assert quoted in readme and quoted in page, quoted
+
+    at25 = [r["given"] for r in part["energy"] if r["rate"] == 0.25]
+    rmse = {k: _span([g[k]["rmse"] for g in at25], 2, 1.0) for k in ("0.35", "0.25", "0.15")}
+    assert (f"{rmse['0.35']} kWh with ε 10 points above the true 25 %, {rmse['0.25']} at it and {rmse['0.15']} ten "
+            "points below") in page
+    high = _span([g["0.35"]["rmse"] / g["0.25"]["rmse"] - 1 for g in at25], 0)
+    low = _span([g["0.15"]["rmse"] / g["0.25"]["rmse"] for g in at25], 1, 1.0)
+    assert f"10 points too high raised test RMSE by {high} %, 10 too low {low}-fold" in readme
+
+
+def test_newcomer_image_figures_are_the_committed_run():
+    """README and the page quoted a newcomer's look-alike folders (3.4 %, 0.643 against 0.687) and a relabel loop
+    (25.0, 16.6, 25.9, 25.6 %) from scripts never committed; they now quote ``newcomer_images.json``."""
+    saved = json.loads((RESULTS / "newcomer_images.json").read_text(encoding="utf-8"))
+    folders = [r for r in saved["results"] if r["part"] == "folders"]
+    loops = [r for r in saved["results"] if r["part"] == "loop"]
+
+    def eps(arm):
+        values = [100 * r["estimate"] for r in folders if r["arm"] == arm]
+        return f"{min(values):.1f}–{max(values):.1f} %"
+
+    def acc(arm):
+        return f"{statistics.fmean(r['test_acc'] for r in folders if r['arm'] == arm):.3f}"
+
+    def loop(key, steps):
+        return ", ".join(f"{statistics.fmean(100 * r['steps'][i][key] for r in loops):.1f}" for i in steps)
+
+    readme, page = _text(REPO / "README.md"), _text(PAGE)
+    assert (f"read {eps('auto, class_floor')}, the default {eps('auto')}; ITLM with it scored "
+            f"{acc('auto, class_floor')}, with the default {acc('auto')}, plain training {acc('plain')}; "
+            f"{len({r['seed'] for r in folders})} seeds") in readme
+    assert f"(`\"auto\"`: {eps('auto')} over 3 seeds" in page
+    gain = 100 * (statistics.fmean(r["test_acc"] for r in folders if r["arm"] == "auto, per_class")
+                  - statistics.fmean(r["test_acc"] for r in folders if r["arm"] == "auto"))
+    assert f"gained {gain:.1f} points over `\"auto\"` alone with it ({acc('auto, per_class')} against {acc('auto')}" in page
+    wrong = [f"{statistics.fmean(100 * r['steps'][i]['wrong_share'] for r in loops):.1f}" for i in (1, 2, 3)]
+    quoted = (f"read {' and '.join(loop('disagreement', range(4)).rsplit(', ', 1))} % while 25, "
+              f"{', '.join(wrong[:2])} and {wrong[2]} % of the labels were wrong ({loop('disagreement', [4])} % once all "
+              f"were right); `\"class_floor\"` followed it: {loop('class_floor', range(4))} % "
+              f"({loop('class_floor', [4])} %; means of seeds 0–2")
+    assert quoted in readme and quoted in page
+    assert saved["settings"]["fix_rows"] == 300 and "fix the report's top 300 rows" in readme
