@@ -17,7 +17,8 @@ at the end of their default 3-epoch warm-up.
   seed): the first 3,000 rows train, the last 1,000 are the test set; ``OwnMLP`` 20-64-64-5, 20 epochs; clean,
   15 % and 30 % flipped. "Clean" means none flipped here: make_classification's own default ``flip_y=0.01`` gives 1 %
   of all rows, test rows too, a random class (about 0.8 % a wrong one), as the newcomer's data had; the true rates
-  and the report's AUROC count only this script's flips. Arms: plain training; ITLM ``keep_ratio="auto"`` (rounds [5, 5, 5, 5]); PRL(L)
+  and the report's AUROC count only this script's flips. Arms: plain training; ITLM ``keep_ratio="auto"`` (rounds
+  [5, 5, 5, 5]); PRL(L)
   ``BatchFilter("prl", drop_ratio="auto")``; SPL ``BatchFilter("spl", drop_ratio="auto")``; Co-teaching
   ``CoTeaching(model, drop_ratio="auto")``; ITLM and PRL(L) with ``estimator="class_floor"``. ITLM auto also writes
   its report: precision of its top 100 rows and AUROC of its ranking against the flipped rows.
@@ -422,7 +423,8 @@ def render(saved: dict) -> str:
         keys = [str(list(rd)) for rd in p["digits_rounds"]]
         lines += [f"## digits as a table, the newcomer's own MLP (1,437 training rows, 20 % flipped; seeds "
                   f"{list(p['digits_seeds'])}): ITLM auto's rounds", "",
-                  f"Per rounds: ε̂ % / round-0 training loss / test accuracy; plain: {p['digits_plain_epochs']} epochs.",
+                  "Per rounds: ε̂ % / round-0 training loss / test accuracy; plain: "
+                  f"{p['digits_plain_epochs']} epochs.",
                   ""]
         lines += md_table(["seed", *keys, "plain"],
                           [[r["seed"], *(f"{_pct(r[k]['estimate'])} / {r[k]['round0_loss']:.3f} / {r[k]['acc']:.3f}"

@@ -224,10 +224,12 @@ def test_newcomer_image_figures_are_the_committed_run():
     assert f"(`\"auto\"`: {eps('auto')} over 3 seeds" in page
     gain = 100 * (statistics.fmean(r["test_acc"] for r in folders if r["arm"] == "auto, per_class")
                   - statistics.fmean(r["test_acc"] for r in folders if r["arm"] == "auto"))
-    assert f"gained {gain:.1f} points over `\"auto\"` alone with it ({acc('auto, per_class')} against {acc('auto')}" in page
+    assert (f"gained {gain:.1f} points over `\"auto\"` alone with it ({acc('auto, per_class')} against "
+            f"{acc('auto')}") in page
     wrong = [f"{statistics.fmean(100 * r['steps'][i]['wrong_share'] for r in loops):.1f}" for i in (1, 2, 3)]
     quoted = (f"read {' and '.join(loop('disagreement', range(4)).rsplit(', ', 1))} % while 25, "
-              f"{', '.join(wrong[:2])} and {wrong[2]} % of the labels were wrong ({loop('disagreement', [4])} % once all "
+              f"{', '.join(wrong[:2])} and {wrong[2]} % of the labels were wrong "
+              f"({loop('disagreement', [4])} % once all "
               f"were right); `\"class_floor\"` followed it: {loop('class_floor', range(4))} % "
               f"({loop('class_floor', [4])} %; means of seeds 0–2")
     assert quoted in readme and quoted in page
