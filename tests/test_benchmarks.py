@@ -535,6 +535,20 @@ def test_newcomer_tables_smoke_ends_with_headline_json():
     assert re.search(r"\| 25 % \| 0 \| ε 35 %: \d+\.\d\d \| \d+\.\d\d \(ε̂ \d+\.\d\) \|", run.stdout)
 
 
+def test_newcomer_regression_smoke_ends_with_headline_json():
+    """Friedman1 (500 rows) with 25 % of its targets glitched three ways, rounds [2, 1]: ITLM auto's estimate, its
+    reason and the true-rate arm reach the headline, and both tables print their row."""
+    run = _smoke("newcomer_regression")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "newcomer_regression" and summary["mode"] == "smoke" and summary["runs"] == 1
+    case = summary["cases"]["2 uniform+x10+plus3sd 25"]
+    assert len(case["eps_hat_pct"]) == 1 and 0 <= case["eps_hat_pct"][0] < 50 and case["reason"]
+    assert set(case) >= {"auto rmse", "true rate rmse", "auto r2", "true rate r2"}
+    assert re.search(r"\| 2 \| uniform values, ×10, \+3 SD \(equal shares\) \| 25 % \| 0 \| \d+\.\d \|", run.stdout)
+    # 400 training rows, 100 glitched: 34 / 33 / 33 of them in each kind, read in the datamodule's own row order
+    assert "| uniform values 8.5; ×10 8.2; +3 SD 8.2 |" in run.stdout
+
+
 def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():
     """The rejected candidate does what its table says: against a slow reference, drop counts per class that add up
     to the batch's and differ from the exact shares by less than one; in each class its highest (score, index)."""

@@ -267,3 +267,60 @@ def test_itlm_against_plain_training_says_the_epochs_of_each():
             "re-measured") in readme
     plain_acc = statistics.fmean(r["test_acc"] for r in images["results"] if r.get("arm") == "plain")
     assert f"plain training {plain_acc:.3f}, of {sum(rounds)} epochs against ITLM's last round of {rounds[-1]};" in page
+
+
+def test_newcomer_regression_figures_are_the_committed_run():
+    """The page quoted ITLM ``"auto"`` on glitched Friedman1 targets (21.2 % for a 25 % shift, 8.0 % for three kinds
+    of glitch, 0–6.2 % for the analyst's four) from newcomers' uncommitted scripts; it now quotes
+    ``benchmarks/results/newcomer_regression.json``, recomputed here from its per-seed rows."""
+    rows = json.loads((RESULTS / "newcomer_regression.json").read_text(encoding="utf-8"))["results"]
+    page = _text(PAGE)
+
+    def case(kinds: str, rate: float) -> list[dict]:
+        found = [r for r in rows if "+".join(r["kinds"]) == kinds and r["rate"] == rate]
+        assert found, (kinds, rate)
+        return found
+
+    def mean(rs: list[dict], arm: str, key: str) -> float:
+        return statistics.fmean(r[arm][key] for r in rs)
+
+    def est(rs: list[dict]) -> str:
+        return _span([r["auto"]["estimate"] for r in rs])
+
+    shift, uniform = case("shift", 0.25), case("uniform", 0.25)
+    assert (f"shifted by 3 standard deviations read {est(shift)} % (R² {mean(shift, 'auto', 'r2'):.3f} against "
+            f"{mean(shift, 'true rate', 'r2'):.3f} at the true rate; `auto_margin=0.05` gave "
+            f"{mean(shift, 'auto_margin 0.05', 'r2'):.3f}, lower than without it)") in page
+    assert mean(shift, "auto_margin 0.05", "r2") < mean(shift, "auto", "r2")
+    per_seed = " / ".join(f"{100 * r['auto']['estimate']:.1f}" for r in uniform)
+    zero = [r for r in uniform if r["auto"]["estimate"] == 0]
+    assert f"and {per_seed} % with uniform noise instead (seed {zero[0]['seed']}'s 0 with reason " \
+           f"`{zero[0]['auto']['reason']}`" in page
+
+    three = {rate: case("uniform+x10+plus3sd", rate) for rate in (0.25, 0.30)}
+    x10_share = statistics.fmean(r["shares"]["x10"] for r in three[0.25])
+    dropped = [r["auto"]["dropped_by_kind"] for rs in three.values() for r in rs]
+    x10_dropped = [statistics.fmean(d["x10"] for d in [r["auto"]["dropped_by_kind"] for r in rs])
+                   for rs in three.values()]
+    assert max(d[k] for d in dropped for k in ("uniform", "plus3sd")) == 0  # "none of the others"
+    assert (f"read {est(three[0.25])} % — about the share of the ×10 rows ({100 * x10_share:.1f} %); the first trim "
+            f"dropped {_span(x10_dropped, 0)} % of the ×10 rows and none of the others — and {est(three[0.30])} % "
+            f"for 30 % over three seeds, with no warning; test RMSE {mean(three[0.25], 'auto', 'rmse'):.2f} against "
+            f"{mean(three[0.25], 'true rate', 'rmse'):.2f} at the true rate") in page
+
+    four = {rate: case("x10+signflip+shift+copy", rate) for rate in (0.20, 0.30)}
+    assert {r["auto"]["reason"] for rs in four.values() for r in rs} == {"two components"}
+    assert min(r["auto"]["top50_glitched"] for rs in four.values() for r in rs) == 1.0  # "top 50 scores all glitched"
+    drop = {k: _span([statistics.fmean(r["auto"]["dropped_by_kind"][k] for r in rs) for rs in four.values()], 0)
+            for k in ("x10", "signflip", "shift", "copy")}
+    rmse = {arm: " / ".join(f"{mean(four[rate], arm, 'rmse'):.2f}" for rate in (0.20, 0.30))
+            for arm in ("auto", "true rate")}
+    x10, flips = case("x10", 0.25), case("signflip", 0.25)
+    assert (f"read {est(four[0.20])} % for 20 % and {est(four[0.30])} % for 30 % (RMSE {rmse['auto']} against "
+            f"{rmse['true rate']} at the true rate), with reason `two components`, round 0's top 50 scores all "
+            f"glitched, and a first trim that dropped {drop['x10']} % of the ×10 rows, {drop['signflip']} % of the "
+            f"sign flips, {drop['shift']} % of the ±3 SD ones and {drop['copy']} % of the copies; 25 % of ×10 alone "
+            f"read {est(x10)} % (RMSE {mean(x10, 'auto', 'rmse'):.2f} against {mean(x10, 'true rate', 'rmse'):.2f}), "
+            f"of sign flips alone {est(flips)} % (RMSE {mean(flips, 'auto', 'rmse'):.2f} against "
+            f"{mean(flips, 'true rate', 'rmse'):.2f}), of ±3 SD alone {est(shift)} % (the first case above)") in page
+    assert f"×10 alone 10.1 → {est(x10)} %, the ±3 SD shift 21.2 → {est(shift)} %" in page
