@@ -331,19 +331,27 @@ def _null_init_args_hint(message: str) -> str:
     m = re.search(r"Problem with given class_path '([\w.]+)':\s*'NoneType' object has no attribute 'keys'", message)
     if m is None:
         return message
-    short = m.group(1).rpartition(".")[2]
+    for path, key, entry in _config_class_entries(m.group(1)):
+        if "init_args" in entry and entry["init_args"] is None:
+            return (f"{key}: `init_args:` of `class_path: {entry['class_path']}` in --config {path!r} is empty "
+                    "(null: every line under it commented out?); give it the class's arguments, one level down, "
+                    "or delete the `init_args:` line to take the defaults.")
+    return message
+
+
+def _config_class_entries(class_path: str):
+    """``(path, key, entry)`` for each ``class_path`` entry of the ``--config`` files (a file's path, or its text
+    given inline) whose class has the name of ``class_path``'s last part, in file order; files that are not YAML are
+    passed over."""
+    short = class_path.rpartition(".")[2]
     for path in _config_files:
         try:
-            doc = yaml.safe_load(_file_text(path))
+            doc = yaml.safe_load(_file_text(path) if os.path.isfile(path) else path if path != "-" else "")
         except yaml.YAMLError:
             continue
         for key, entry in _class_entries(doc, ""):
-            if "init_args" in entry and entry["init_args"] is None and str(entry.get("class_path", "")).rpartition(
-                    ".")[2] == short:
-                return (f"{key}: `init_args:` of `class_path: {entry['class_path']}` in --config {path!r} is empty "
-                        "(null: every line under it commented out?); give it the class's arguments, one level down, "
-                        "or delete the `init_args:` line to take the defaults.")
-    return message
+            if str(entry.get("class_path", "")).rpartition(".")[2] == short:
+                yield path, key, entry
 
 
 def _null_required_hint(message: str) -> str:
@@ -356,20 +364,12 @@ def _null_required_hint(message: str) -> str:
     if m is None:
         return message
     required = [n.strip() for n in m.group(2).split(",")]
-    short = m.group(1).rpartition(".")[2]
-    for path in _config_files:
-        try:
-            doc = yaml.safe_load(_file_text(path) if os.path.isfile(path) else path if path != "-" else "")
-        except yaml.YAMLError:
-            continue
-        for key, entry in _class_entries(doc, ""):
-            args = entry.get("init_args")
-            if str(entry.get("class_path", "")).rpartition(".")[2] != short or not isinstance(args, dict):
-                continue
-            null = [n for n in required if n in args and args[n] is None]
-            if null:
-                return (f"{key}: `{null[0]}` of `class_path: {entry['class_path']}` is null in --config {path!r}, "
-                        f"and it has no default: {_own_check(m.group(1), args, null[0])}")
+    for path, key, entry in _config_class_entries(m.group(1)):
+        args = entry.get("init_args")
+        null = [n for n in required if n in args and args[n] is None] if isinstance(args, dict) else []
+        if null:
+            return (f"{key}: `{null[0]}` of `class_path: {entry['class_path']}` is null in --config {path!r}, "
+                    f"and it has no default: {_own_check(m.group(1), args, null[0])}")
     return message
 
 
@@ -462,16 +462,10 @@ def _takes_a_sequence(class_path: str, name: str) -> bool:
 def _config_init_args(class_path: str) -> dict[str, Any]:
     """The ``init_args`` of the first entry of ``class_path`` (by its class name) in the ``--config`` files, with
     the classes nested in it built (CoTeaching's ``model``), for :func:`_own_check`; ``{}`` when there is none."""
-    short = class_path.rpartition(".")[2]
-    for path in _config_files:
-        try:
-            doc = yaml.safe_load(_file_text(path) if os.path.isfile(path) else path if path != "-" else "")
-        except yaml.YAMLError:
-            continue
-        for _, entry in _class_entries(doc, ""):
-            args = entry.get("init_args")
-            if str(entry.get("class_path", "")).rpartition(".")[2] == short and isinstance(args, dict):
-                return {k: _built(v) for k, v in args.items()}
+    for _, _, entry in _config_class_entries(class_path):
+        args = entry.get("init_args")
+        if isinstance(args, dict):
+            return {k: _built(v) for k, v in args.items()}
     return {}
 
 
