@@ -59,6 +59,18 @@ def _refused_fit(cfg: dict, tmp_path: Path, capsys) -> tuple[Path, str]:
     return path, err
 
 
+def _refused_cli(config: str, tmp_path: Path, capsys, *args: str) -> str:
+    """``lit-robust fit`` of the small ``config`` with the command-line ``args``: its stdout and stderr, once the fit
+    was refused as a user's mistake (exit status 2, no traceback)."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(_small(config, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), *args])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    return text
+
+
 def _set(cfg: dict, path: str, value: Any) -> None:
     """``_set(cfg, "trainer.callbacks[0].init_args.keep_ratio", 1.5)``; ``_DELETE`` removes the key."""
     keys = [int(k) if k.isdigit() else k for k in re.findall(r"[^.\[\]]+", path)]
@@ -423,12 +435,7 @@ def test_a_trainer_number_lightning_does_not_check_is_one_line(tmp_path, capsys,
     (a CLI sweep's). So were `val_check_interval 0` and `check_val_every_n_epoch 0` (the same ZeroDivisionError),
     `check_val_every_n_epoch -1`, `log_every_n_steps -1` (logged every step), `num_sanity_val_steps -2` (no sanity
     check) and a negative `min_epochs`/`min_steps` (a second sweep's)."""
-    config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), f"--trainer.{key}", value])
-    text = "".join(capsys.readouterr())
-    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    text = _refused_cli(DIGITS, tmp_path, capsys, f"--trainer.{key}", value)
     shown = {".inf": "inf"}.get(value, value)
     assert f"lit-robust fit: error: trainer.{key}: `{key}` must be {allowed}, got {shown}." in text, text
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "lightning_logs").exists()
@@ -441,12 +448,7 @@ def test_a_trainer_number_lightning_does_not_check_is_one_line(tmp_path, capsys,
 def test_lightnings_refusal_of_a_trainer_value_names_the_argument(tmp_path, capsys, key, value, said):
     """`--trainer.max_time abc` was refused as "`Timer(duration='abc')` is not a valid duration", naming no argument
     the user typed, and `--trainer.devices 0` named it only inside "`Trainer(devices='0')`" (a second CLI sweep's)."""
-    config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), f"--trainer.{key}", value])
-    text = "".join(capsys.readouterr())
-    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    text = _refused_cli(DIGITS, tmp_path, capsys, f"--trainer.{key}", value)
     assert f"lit-robust fit: error: {said}" in text, text
 
 
@@ -494,12 +496,7 @@ def test_a_number_that_is_nan_inf_or_text_is_refused_with_the_arguments_range(tm
     inf as text), `keep_ratio nan` "expected a number or 'auto', got 'nan'", and `lr -inf` or `weight_decay -1e-4`
     "argument --model: expected one argument" (argparse took the value for an option): now the class's own check
     says the argument, its range and the value (a second CLI sweep's)."""
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(_small(config, tmp_path)))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(path), f"--{key}", value])
-    text = "".join(capsys.readouterr())
-    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    text = _refused_cli(config, tmp_path, capsys, f"--{key}", value)
     assert f"error: {said}" in text, text
     assert "<class " not in text and "expected one argument" not in text and "Parser key" not in text, text
 
@@ -507,12 +504,7 @@ def test_a_number_that_is_nan_inf_or_text_is_refused_with_the_arguments_range(tm
 def test_a_fraction_inside_a_list_of_integers_is_not_said_as_the_whole_argument(tmp_path, capsys):
     """`round_epochs [1.5, 0.5]` is refused by jsonargparse one item at a time: the class's own check would say "got
     1.5" for a list the user typed whole, so the item's own refusal, naming it, stays."""
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(path), "--trainer.callbacks.init_args.round_epochs", "[1.5, 0.5]"])
-    text = "".join(capsys.readouterr())
-    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    text = _refused_cli(DIGITS, tmp_path, capsys, "--trainer.callbacks.init_args.round_epochs", "[1.5, 0.5]")
     assert 'Parser key "round_epochs"' in text and "Got value: 1.5" in text and "got 1.5." not in text, text
 
 
@@ -520,12 +512,7 @@ def test_a_fraction_inside_a_list_of_integers_is_not_said_as_the_whole_argument(
 def test_a_minimum_above_the_maximum_is_one_line(tmp_path, capsys, low, high):
     """`--trainer.min_epochs 5 --trainer.max_epochs 2` trained 2 epochs without a word: the maximum wins in
     Lightning's loop (a second CLI sweep's)."""
-    config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), f"--trainer.{low}", "5", f"--trainer.{high}", "2"])
-    text = "".join(capsys.readouterr())
-    assert exit_info.value.code == 2 and "Traceback" not in text, text
+    text = _refused_cli(DIGITS, tmp_path, capsys, f"--trainer.{low}", "5", f"--trainer.{high}", "2")
     assert (f"lit-robust fit: error: trainer.{low}: `{low}` must be at most `{high}` (2; the fit stops there), "
             "got 5.") in text, text
 
