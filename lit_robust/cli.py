@@ -68,7 +68,7 @@ from lit_robust._backend import (
     rank_zero_only,
     rank_zero_warn,
 )
-from lit_robust._checks import SEED_MAX
+from lit_robust._checks import SEED_MAX, _is_int, _is_real
 from lit_robust._lightning import sigterm_noted, sigterm_without_collectives
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.report import class_label, datamodule_classes
@@ -1694,7 +1694,7 @@ _TRAINER_RANGES = {
                                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     # a negative value was taken and clipped nothing (Lightning skips clipping at <= 0) without a word; `.inf` too
     "gradient_clip_val": ("a finite number >= 0, or null (0 and null clip nothing)",
-                          lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
+                          lambda v: _is_real(v) and math.isfinite(v) and v >= 0),
     # 0 ended the first epoch in a traceback, "ZeroDivisionError: integer modulo by zero"; -1 validated after every
     # epoch without a word
     "check_val_every_n_epoch": ("an integer >= 1, or null (validation every `val_check_interval` batches)",
@@ -1713,14 +1713,6 @@ _TRAINER_RANGES = {
     "min_epochs": ("an integer >= 0, or null", lambda v: _is_int(v) and v >= 0),
     "min_steps": ("an integer >= 0, or null", lambda v: _is_int(v) and v >= 0),
 }
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_trainer_numbers(config: Any) -> None:
