@@ -18,7 +18,7 @@ from lit_robust.data.indexed import unpack_batch
 from lit_robust.selection import radix
 from lit_robust.selection.rules import batch_keep_count, keep_count, rank_order, smallest_k_mask, trim_mask
 from lit_robust.selection.sharded import SimulatedCollectives, sharded_smallest_k_masks
-from tests.conftest import REPO, TinyModel, blobs
+from tests.conftest import REPO, TinyModel, blobs, glitched_energy_table
 
 pytestmark = pytest.mark.cuda
 
@@ -330,3 +330,21 @@ def test_batch_filter_auto_on_cuda_matches_a_cpu_fit(tmp_path, exact_float32):
     assert abs(gpu.estimated_corruption - 0.3) <= 0.05  # 30 % of the labels were flipped
     assert [r.seen for r in gpu.history] == [480] * 6
     assert abs(gpu.history[-1].dropped - cpu.history[-1].dropped) <= 10
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
+def test_glitched_readings_are_dropped_by_itlm_auto_on_cuda(tmp_path, precision):
+    """The energy table's 9999 readings (squared errors near 1e8, past float16's largest number) under autocast: ITLM
+    `"auto"` on the GPU counts exactly them as corrupted and drops them, as on the CPU
+    (tests/test_squared_error_restart.py), where an overflow to inf or a lost far-out fence would change the count."""
+    pytest.importorskip("pandas")
+    train, test, glitched_share = glitched_energy_table(seed=0)
+    pl.seed_everything(0, verbose=False)
+    data = lr.TableDataModule(frame=train, target="kwh", task="regression", corrupted="is_bad", test_frame=test, seed=0)
+    itlm = lr.ITLM(keep_ratio="auto", round_epochs=[10, 1], seed=0, verbose=False, plot=True)  # keeps the scores
+    gpu_trainer(tmp_path, 11, [itlm], precision=precision).fit(lr.MLPRegressor(), data)
+    assert itlm.history[1].estimated_corruption == pytest.approx(glitched_share, abs=1e-9)
+    scores, kept = itlm.score_history[0]["scores"], itlm.score_history[0]["kept"]
+    assert torch.isfinite(scores).all()
+    glitched = scores > 1e6
+    assert int(glitched.sum()) == round(glitched_share * len(train)) and not kept[glitched].any()

@@ -31,7 +31,7 @@ from lit_robust._backend import pl
 from lit_robust.data.indexed import unpack_batch
 from lit_robust.data.spec import DataSpec, one_target_regression
 from lit_robust.report import build_report
-from tests.conftest import ddp_cpu_strategy, fit_ranks
+from tests.conftest import ddp_cpu_strategy, fit_ranks, glitched_energy_table
 
 pd = pytest.importorskip("pandas")
 
@@ -348,26 +348,13 @@ def test_glitched_meter_readings_are_dropped_by_itlm_auto(one_torch_thread, quie
     (its loss is the 9999 rows'), the 9999 rows lie far beyond the rest, and the fit to all scores found one component:
     `"auto"` read 0 and the final model trained on them (test RMSE 893 kWh with rounds [10, 10, 10, 30]). They are
     counted as corrupted now and dropped (RMSE 13.1 kWh; 1.5-1.7 at the true rate)."""
-    from sklearn.datasets import make_friedman1
-
-    x, y = make_friedman1(n_samples=2000, noise=1.0, random_state=0)
-    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)]).assign(kwh=y)
-    rng = np.random.default_rng(0)
-    perm = rng.permutation(len(df))
-    train = df.iloc[perm[400:]].reset_index(drop=True)
-    bad = rng.permutation(len(train))[:400]
-    kinds = np.arange(400) % 3
-    train.loc[bad[kinds == 0], "kwh"] = 0.0
-    train.loc[bad[kinds == 1], "kwh"] = 9999.0
-    train.loc[bad[kinds == 2], "kwh"] += 150.0
-    train["is_bad"] = np.isin(np.arange(len(train)), bad)
+    train, test, glitched_share = glitched_energy_table(seed=0)
     pl.seed_everything(0)
-    data = TableDataModule(frame=train, target="kwh", task="regression", corrupted="is_bad",
-                           test_frame=df.iloc[perm[:400]].reset_index(drop=True), seed=0)
+    data = TableDataModule(frame=train, target="kwh", task="regression", corrupted="is_bad", test_frame=test, seed=0)
     itlm = ITLM(keep_ratio="auto", round_epochs=[10, 1], seed=0, verbose=False, plot=True)
     _trainer(itlm, 11).fit(MLPRegressor(), data)
     estimate = itlm.history[1].estimated_corruption
-    assert estimate == pytest.approx(int((kinds == 1).sum()) / len(train), abs=1e-9), estimate
+    assert estimate == pytest.approx(glitched_share, abs=1e-9), estimate
     scores, kept = itlm.score_history[0]["scores"], itlm.score_history[0]["kept"]
     glitched = scores > 1e6  # the 9999 readings' squared errors; nothing else comes near
-    assert int(glitched.sum()) == int((kinds == 1).sum()) and not kept[glitched].any()
+    assert int(glitched.sum()) == round(glitched_share * len(train)) and not kept[glitched].any()
