@@ -195,6 +195,13 @@ def test_newcomer_table_figures_are_the_committed_run():
     rmse = {k: _span([g[k]["rmse"] for g in at25], 2, 1.0) for k in ("0.35", "0.25", "0.15")}
     assert (f"{rmse['0.35']} kWh with ε 10 points above the true 25 %, {rmse['0.25']} at it and {rmse['0.15']} ten "
             "points below") in page
+    margin = {r: _span([g["given"]["auto+0.1"]["rmse"] for g in part["energy"] if g["rate"] == r], 2, 1.0)
+              for r in (0.25, 0.10)}
+    assert (f"the same table scored RMSE {margin[0.25]} kWh at 25 % glitched, and {margin[0.10]} at 10 %"
+            in page), margin
+    at25_rmse = {k: _span([g[k]["rmse"] for g in at25], 1, 1.0) for k in ("auto", "auto+0.1")}
+    quoted = f"`auto_margin=0.1` on top cut its RMSE from {at25_rmse['auto']} to {at25_rmse['auto+0.1']} kWh"
+    assert quoted in readme, quoted
     high = _span([g["0.35"]["rmse"] / g["0.25"]["rmse"] - 1 for g in at25], 0)
     low = _span([g["0.15"]["rmse"] / g["0.25"]["rmse"] for g in at25], 1, 1.0)
     assert f"10 points too high raised test RMSE by {high} %, 10 too low {low}-fold" in readme
