@@ -86,22 +86,22 @@ def test_disagreement_without_predicted_labels_falls_back_to_gmm(tmp_path):
     assert itlm.history[1].estimated_corruption == ref.history[1].estimated_corruption
 
 
-@pytest.mark.parametrize("estimator", [
-    pytest.param("gmm", marks=pytest.mark.xfail(
-        strict=True, reason="known defect (issue 15): after a round trained on a clean selection, the gmm estimate "
-        "of later rounds jumps to 0 or ~0.49 in 5 of these 8 runs (measured); the default reestimate=False keeps "
-        "round 1's estimate instead")),
-    "disagreement"])
-def test_reestimated_later_rounds_stay_near_the_rate(tmp_path, estimator):
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("margin", [0.0, 0.05])
+@pytest.mark.parametrize("estimator", ["gmm", "disagreement"])
+def test_reestimated_later_rounds_stay_near_the_rate(tmp_path, request, estimator, margin, seed):
     """Later rounds score with a model trained on the selection only; re-estimated, they should still find 30%
-    (the disagreement estimator does: a model trained on the clean selection still predicts the true classes)."""
-    for seed in range(4):
-        for margin in (0.0, 0.05):
-            itlm = ITLM("auto", [3, 3, 3], auto_margin=margin, reestimate=True, verbose=False, plot=False,
-                        seed=seed, estimator=estimator)
-            fit(tmp_path / f"{seed}-{margin}", itlm, 9, seed=seed)
-            eps = itlm.history[2].estimated_corruption
-            assert abs(eps - 0.3) < 0.05, (seed, margin, eps)
+    (the disagreement estimator does: a model trained on the clean selection still predicts the true classes). The
+    gmm read 0 or ~0.49 in 5 of these 8 runs while EM started from the halves only; from the top scores as well, 1."""
+    if estimator == "gmm" and (seed, margin) == (1, 0.0):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "known defect (issue 15): the clean losses' split in two is the likelier fit here (a majority: the "
+            "estimate reads 0); the default reestimate=False keeps round 1's estimate instead")))
+    itlm = ITLM("auto", [3, 3, 3], auto_margin=margin, reestimate=True, verbose=False, plot=False,
+                seed=seed, estimator=estimator)
+    fit(tmp_path, itlm, 9, seed=seed)
+    eps = itlm.history[2].estimated_corruption
+    assert abs(eps - 0.3) < 0.05, eps
 
 
 class _EstimateSpy:

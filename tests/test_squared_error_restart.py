@@ -82,8 +82,9 @@ def test_diabetes_with_shifted_targets_is_estimated_not_read_as_clean(one_torch_
 
 def test_the_reports_clean_posterior_follows_squared_errors():
     """`build_report(..., squared_errors=True)` (what ITLM passes on a regression datamodule) gives the restarted
-    gmm's posteriors; without it, these squared residuals read all clean."""
-    g = torch.Generator().manual_seed(0)
+    gmm's posteriors; without it, these squared residuals read all clean (seed 7: one of the 10 seeds 0-9 on which
+    EM's three starts still end in the refused fit; on the others they find the split themselves)."""
+    g = torch.Generator().manual_seed(7)
     scores = torch.cat([torch.randn(160, dtype=torch.float64, generator=g) ** 2,
                         (4.0 + torch.randn(40, dtype=torch.float64, generator=g)) ** 2])
     index, kept = torch.arange(200), torch.ones(200, dtype=torch.bool)
@@ -291,11 +292,12 @@ def _ddp_estimate(tmp_path, devices: int, scores: torch.Tensor) -> list:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_restarted_estimate_is_the_same_for_any_world_size(tmp_path):
-    """Squared residuals whose first fit the majority rule refuses (0 without the restart): 1, 2 and 3 ranks estimate
-    what the pure function does on all 241 scores, restarted, and keep the same count."""
+    """Squared residuals whose first fit the majority rule refuses (0 without the restart; seed 7, as EM's three
+    starts end in that fit): 1, 2 and 3 ranks estimate what the pure function does on all 241 scores, restarted, and
+    keep the same count."""
     from tests.test_estimation import squared_residuals
 
-    scores = squared_residuals(241, seed=0)
+    scores = squared_residuals(241, seed=7)
     expected = estimate_corruption(scores.float(), squared_errors=True)
     assert expected.reason == "two components (EM restarted from the top scores)"
     assert estimate_corruption(scores.float()).rate == 0.0
