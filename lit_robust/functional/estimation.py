@@ -145,9 +145,8 @@ _BARELY_SEPARATED_SLOPE = 8.0
 _FAR_OUT_IQRS = 3.0  # Tukey's far-out fence (interquartile ranges above q75), on the gmm's log scale
 _FAR_OUT_MAX_SHARE = 0.01  # left out of the fit only while they are this share of the scores or fewer
 _BMM_LOW, _BMM_HIGH = torch.finfo(torch.float64).tiny, 1.0 - 2.0 ** -53  # the open interval (0, 1) in float64
-# squared_errors=True, where rule (d) alone refuses a gmm fit: EM again from the top quarter and eighth of the scores
-# (module docstring), its fits held to a stricter separation because more fits are searched
-_RESTART_SHARES = (0.25, 0.125)
+# squared_errors=True, where rule (d) alone refuses a gmm fit: the fits EM made from the top quarter and eighth of the
+# scores (_TOP_STARTS; module docstring), held to a stricter separation because more fits are searched
 _RESTART_MIN_ASHMAN_D = 2.5
 # gmm: EM also starts from the top quarter and eighth as the high component; the fit of highest likelihood is
 # kept, a later start's only where it gains more than this many nats (module docstring: Starts)
@@ -429,11 +428,14 @@ def _mixture_on_sorted(xs: Tensor, method: str, max_iter: int, tol: float, min_s
         return torch.cat([post, post.new_zeros(far)]) if far else post
 
     x_fit = xs[:m_fit]
+    top_fits: list[dict] = []
     if method == "gmm":
         x = gmm_transform(x_fit)
         fit = _fit_gmm(x, _quantile_init(x), max_iter, tol)
-        for share in _TOP_STARTS:  # EM from the halves can stop in a worse optimum (module docstring: Starts)
-            alt = _fit_gmm(x, _top_split_init(m_fit, share), max_iter, tol)
+        # EM from the halves can stop in a worse optimum (module docstring: Starts); the squared-error restart below
+        # chooses among the same fits from the top
+        top_fits = [_fit_gmm(x, _top_split_init(m_fit, share), max_iter, tol) for share in _TOP_STARTS]
+        for alt in top_fits:
             if alt["loglik"] > fit["loglik"] + _OTHER_START_MIN_GAIN:
                 fit = alt
         ll1 = _normal_loglik(x, x.mean(), x.var(correction=0)).sum().item()
@@ -451,7 +453,7 @@ def _mixture_on_sorted(xs: Tensor, method: str, max_iter: int, tol: float, min_s
     elif not (info["ashman_d"] >= _MIN_ASHMAN_D and mu[1] > mu[0]):
         refusal = "one component (separation)"
     elif not w[1] < w[0]:
-        again = _restart_from_the_top(x, bic1, max_iter, tol) if squared_errors else None
+        again = _restart_from_the_top(top_fits, bic1, m_fit) if squared_errors else None
         if again is not None:
             return (fitted(again["resp"][:, 0].clone()), "two components (EM restarted from the top scores)", True,
                     dict(_fit_info(again, bic1, m_fit), far_out=far))
@@ -479,14 +481,12 @@ def _fit_info(fit: dict, bic1: float, m: int) -> dict:
                 converged=fit["converged"])
 
 
-def _restart_from_the_top(x: Tensor, bic1: float, max_iter: int, tol: float) -> dict | None:
-    """EM on the sorted transformed scores ``x`` started again from their top quarter and top eighth as the high
-    component; the fit of highest likelihood that passes every rule -- BIC, Ashman's D >= 2.5, the high component
-    higher and the minority -- or ``None`` (the first of equal likelihoods: deterministic)."""
-    m = x.numel()
+def _restart_from_the_top(fits: list[dict], bic1: float, m: int) -> dict | None:
+    """Of the gmm fits to ``m`` scores that EM started from their top quarter and top eighth as the high component
+    (``_TOP_STARTS``), the one of highest likelihood that passes every rule -- BIC, Ashman's D >= 2.5, the high
+    component higher and the minority -- or ``None`` (the first of equal likelihoods: deterministic)."""
     best = None
-    for share in _RESTART_SHARES:
-        fit = _fit_gmm(x, _top_split_init(m, share), max_iter, tol)
+    for fit in fits:
         info = _fit_info(fit, bic1, m)
         (mu0, mu1), (w0, w1) = info["means"], info["weights"]
         passes = info["bic2"] < bic1 and info["ashman_d"] >= _RESTART_MIN_ASHMAN_D and mu1 > mu0 and w1 < w0
