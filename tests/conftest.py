@@ -120,25 +120,17 @@ def blobs(n: int = 240, seed: int = 0, clean_ratio: float = 0.7):
 
 
 def glitched_energy_table(seed: int = 0):
-    """A newcomer's energy table (benchmarks/newcomer_tables.py, seed 0): Friedman1 targets read as kWh, 2,000 rows
-    with a fifth held out, 25 % of the training readings glitched in equal parts to 0, 9999 or +150. Returns the
-    training frame (with its `is_bad` flags), the test frame and the share of 9999 readings in the training frame."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.datasets import make_friedman1
+    """A newcomer's energy table (``benchmarks/newcomer_tables.py``'s, at 25 % glitched): Friedman1 targets read as kWh,
+    2,000 rows with a fifth held out, 25 % of the training readings glitched in equal parts to 0, 9999 or +150.
+    Returns the training frame (with its `is_bad` flags), the test frame and the share of 9999 readings in the
+    training frame."""
+    import sys
 
-    x, y = make_friedman1(n_samples=2000, noise=1.0, random_state=seed)
-    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)]).assign(kwh=y)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(df))
-    train = df.iloc[perm[400:]].reset_index(drop=True)
-    bad = rng.permutation(len(train))[:400]
-    kinds = np.arange(400) % 3
-    train.loc[bad[kinds == 0], "kwh"] = 0.0
-    train.loc[bad[kinds == 1], "kwh"] = 9999.0
-    train.loc[bad[kinds == 2], "kwh"] += 150.0
-    train["is_bad"] = np.isin(np.arange(len(train)), bad)
-    return train, df.iloc[perm[:400]].reset_index(drop=True), int((kinds == 1).sum()) / len(train)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from newcomer_tables import energy_frames
+
+    train, test = energy_frames(seed, 0.25, 2000)
+    return train, test, float((train["kwh"] == 9999.0).mean())
 
 
 class TinyModel(RobustMixin, pl.LightningModule):

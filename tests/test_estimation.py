@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import lit_robust.functional.estimation as estimation
 from lit_robust.functional.estimation import (
     _fit_bmm,
     _fit_gmm,
@@ -226,7 +227,6 @@ def test_gmm_keeps_the_start_of_highest_likelihood(one_torch_thread, monkeypatch
     assert est.reason == "two components" and est.rate == pytest.approx(72 / 240, abs=1e-9)
     assert est.weights == pytest.approx(best["weights"], abs=1e-12) and est.means == pytest.approx(best["means"])
     # the defect, with the halves alone
-    import lit_robust.functional.estimation as estimation
     monkeypatch.setattr(estimation, "_TOP_STARTS", ())
     halves = estimate_corruption(scores)
     assert halves.rate > 0.45
@@ -715,7 +715,6 @@ def test_many_far_out_scores_a_refused_fit_left_in_are_counted_and_the_rest_fitt
     direct = estimate_corruption(s)
     assert direct.reason == "two components" and direct.far_out == 0
     assert direct.rate == pytest.approx(n_glitch / s.numel(), abs=1e-4)
-    import lit_robust.functional.estimation as estimation
     monkeypatch.setattr(estimation, "_TOP_STARTS", ())  # EM from the halves alone: the fit to all is refused
     est = estimate_corruption(s)
     rest = estimate_corruption(xs[: s.numel() - beyond])  # by hand: the scores below the fence alone
