@@ -286,6 +286,22 @@ def test_whole_estimates_with_the_1d_em_equal_the_generic_em(one_torch_thread, m
     assert case != "glitched meter, halves only" or "far-out scores were counted" in new.reason
 
 
+def test_an_emptied_component_ends_em_as_the_generic_em_does():
+    """A component with no responsibility left (here the start's) ends EM after its M-step, with the one-component fit
+    and a NaN mean for the empty one, as the generic EM's 0/0 gives; the 1-D EM divided by zero instead."""
+    x = torch.linspace(0.0, 1.0, 50, dtype=torch.float64)
+    start = torch.zeros(50, 2, dtype=torch.float64)
+    start[:, 0] = 1.0
+    new, old = _fit_gmm(x, start.clone(), 10, 1e-8), _generic_fit_gmm()(x, start.clone(), 10, 1e-8)
+    assert (new["n_iter"], new["converged"], new["loglik"]) == (old["n_iter"], old["converged"], old["loglik"]) == (
+        1, False, -math.inf)
+    assert new["weights"] == old["weights"] == [1.0, 0.0]
+    assert new["means"][0] == pytest.approx(old["means"][0]) and old["means"][0] == pytest.approx(0.5)
+    assert math.isnan(new["means"][1])
+    assert math.isnan(old["means"][1]) and math.isnan(new["vars"][1]) and math.isnan(old["vars"][1])
+    assert torch.equal(new["resp"], start)
+
+
 def _restart_case():
     """Clean squared residuals of 60 samples (seed 132 of 0-399, the first the restart splits) that the restart splits
     with D 2.62, in [2.5, 2 + 8/sqrt(60) = 3.03)."""

@@ -622,8 +622,10 @@ def _fit_gmm(x: Tensor, resp: Tensor, max_iter: int, tol: float) -> dict:
     for it in range(1, max_iter + 1):  # noqa: B007 - it is reported
         # M-step
         n = (float(r0.sum().item()), float(r1.sum().item()))
-        mu = [float(torch.dot(r, xc).item()) / nk for r, nk in zip((r0, r1), n)]
-        var = [float(torch.dot(r, xc2).item()) / nk - mk * mk + floor for r, nk, mk in zip((r0, r1), n, mu)]
+        # an emptied component (every responsibility 0) gets a NaN mean and variance, as 0/0 gives the generic EM
+        mu = [float(torch.dot(r, xc).item()) / nk if nk > 0 else math.nan for r, nk in zip((r0, r1), n)]
+        var = [float(torch.dot(r, xc2).item()) / nk - mk * mk + floor if nk > 0 else math.nan
+               for r, nk, mk in zip((r0, r1), n, mu)]
         w = [nk / m for nk in n]
         if min(w) <= 1e-12:  # a component emptied: the one-component fit is the answer
             break
