@@ -72,31 +72,32 @@ def _ref_gmm(x: list[float], r0: list[float], iters: int) -> tuple[list[float], 
     return w, mu, var, [ri[0] for ri in r]
 
 
-def _ref_bmm_step(x: list[float], r0: list[float]) -> tuple[list[float], list[float], list[float], list[float]]:
-    """One plain-Python EM step for a 2-component Beta mixture (weighted method of moments, Arazo et al. 2019)."""
+def _ref_bmm(x: list[float], r0: list[float], iters: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Plain-Python EM for a 2-component Beta mixture (weighted method of moments, Arazo et al. 2019), ``iters``
+    M- and E-steps. Returns (weights, a, b, final responsibility of component 0)."""
     n = len(x)
     mean_x = sum(x) / n
     floor = 1e-6 * sum((v - mean_x) ** 2 for v in x) / n + 1e-12
     r = [[r0[i], 1.0 - r0[i]] for i in range(n)]
-    w, a, b = [], [], []
-    for k in range(2):
-        nk = sum(r[i][k] for i in range(n))
-        m = sum(r[i][k] * x[i] for i in range(n)) / nk
-        v = sum(r[i][k] * (x[i] - m) ** 2 for i in range(n)) / nk + floor
-        c = m * (1 - m) / v - 1
-        w.append(nk / n)
-        a.append(m * c)
-        b.append((1 - m) * c)
 
     def pdf(xi, ak, bk):
         return math.exp((ak - 1) * math.log(xi) + (bk - 1) * math.log(1 - xi)
                         + math.lgamma(ak + bk) - math.lgamma(ak) - math.lgamma(bk))
 
-    post0 = []
-    for xi in x:
-        p = [w[k] * pdf(xi, a[k], b[k]) for k in range(2)]
-        post0.append(p[0] / (p[0] + p[1]))
-    return w, a, b, post0
+    for _ in range(iters):
+        w, a, b = [], [], []
+        for k in range(2):
+            nk = sum(r[i][k] for i in range(n))
+            m = sum(r[i][k] * x[i] for i in range(n)) / nk
+            v = min(sum(r[i][k] * (x[i] - m) ** 2 for i in range(n)) / nk + floor, m * (1 - m) * (1 - 1e-6))
+            c = m * (1 - m) / v - 1
+            w.append(nk / n)
+            a.append(m * c)
+            b.append((1 - m) * c)
+        for i, xi in enumerate(x):
+            p = [w[k] * pdf(xi, a[k], b[k]) for k in range(2)]
+            r[i] = [p[0] / (p[0] + p[1]), p[1] / (p[0] + p[1])]
+    return w, a, b, [ri[0] for ri in r]
 
 
 @pytest.mark.parametrize("case", ["exp 30 %, halves", "fitted clean losses, top quarter", "clean exp, top eighth"])
@@ -119,15 +120,23 @@ def test_gmm_em_matches_plain_python_reference(case):
         np.testing.assert_allclose(fit["resp"][:, 0].numpy(), post0, rtol=0, atol=1e-9)
 
 
-def test_bmm_em_step_matches_plain_python_reference():
-    xs = torch.sort(synthetic("halfn", 0.2, 200, seed=4)).values
-    x = bmm_transform(xs)
-    r0 = _quantile_init(x)
-    fit = _fit_bmm(x, r0.clone(), max_iter=1, tol=0.0)
-    w, a, b, post0 = _ref_bmm_step(x.tolist(), r0[:, 0].tolist())
-    np.testing.assert_allclose(fit["weights"], w, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(fit["means"], [ak / (ak + bk) for ak, bk in zip(a, b)], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(fit["resp"][:, 0].numpy(), post0, rtol=0, atol=1e-9)
+@pytest.mark.parametrize("case", ["half-normal 20 %, halves", "clean exp, top quarter", "exp 40 %, top eighth"])
+def test_bmm_em_matches_plain_python_reference(case):
+    """The 1-D Beta EM against plain Python, for up to 40 iterations, from the halves and the top starts."""
+    scores, start = {"half-normal 20 %, halves": (synthetic("halfn", 0.2, 200, seed=4), None),
+                     "clean exp, top quarter": (synthetic("exp", 0.0, 200, seed=5), 0.25),
+                     "exp 40 %, top eighth": (synthetic("exp", 0.4, 200, seed=6), 0.125)}[case]
+    x = bmm_transform(torch.sort(scores).values)
+    r0 = _quantile_init(x) if start is None else _top_split_init(x.numel(), start)
+    for iters in (1, 2, 7, 40):
+        fit = _fit_bmm(x, r0.clone(), max_iter=iters, tol=0.0)
+        assert fit["n_iter"] == iters or (fit["converged"] and fit["n_iter"] < iters)
+        w, a, b, post0 = _ref_bmm(x.tolist(), r0[:, 0].tolist(), fit["n_iter"])
+        np.testing.assert_allclose(fit["weights"], w, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(fit["means"], [ak / (ak + bk) for ak, bk in zip(a, b)], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(fit["vars"], [ak * bk / ((ak + bk) ** 2 * (ak + bk + 1)) for ak, bk in zip(a, b)],
+                                   rtol=0, atol=1e-9)
+        np.testing.assert_allclose(fit["resp"][:, 0].numpy(), post0, rtol=0, atol=1e-9)
 
 
 # ---------------------------------------------------------------- known mixtures, clean data
@@ -241,13 +250,13 @@ def test_gmm_keeps_the_start_of_highest_likelihood(one_torch_thread, monkeypatch
     assert halves.rate > 0.45
 
 
-def _generic_fit_gmm():
-    """The generic EM on an m x 2 responsibility matrix (``_fit_gmm`` until 2026-12-06), from the benchmark that
-    times the two (``benchmarks/estimator_speed.py``)."""
+def _generic_fit(method: str = "gmm"):
+    """The generic EM on an m x 2 responsibility matrix (``_fit_gmm`` and ``_fit_bmm`` until 2026-12-06),
+    from the benchmark that times the two (``benchmarks/estimator_speed.py``)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import harness
 
-    return harness.load_module("estimator_speed").generic_fit_gmm
+    return getattr(harness.load_module("estimator_speed"), f"generic_fit_{method}")
 
 
 @pytest.mark.parametrize("case", ["exp 30 %", "clean half-normal 500", "fitted clean losses", "squared residuals",
@@ -271,7 +280,7 @@ def test_whole_estimates_with_the_1d_em_equal_the_generic_em(one_torch_thread, m
     if case == "glitched meter, halves only":  # the refit without the far-out scores (see the test below)
         monkeypatch.setattr(estimation, "_TOP_STARTS", ())
     new = estimate_corruption(scores, **kw)
-    monkeypatch.setattr(estimation, "_fit_gmm", _generic_fit_gmm())
+    monkeypatch.setattr(estimation, "_fit_gmm", _generic_fit())
     old = estimate_corruption(scores, **kw)
     assert (new.reason, new.n_iter, new.far_out) == (old.reason, old.n_iter, old.far_out)
     assert new.rate == pytest.approx(old.rate, abs=1e-12)
@@ -286,13 +295,43 @@ def test_whole_estimates_with_the_1d_em_equal_the_generic_em(one_torch_thread, m
     assert case != "glitched meter, halves only" or "far-out scores were counted" in new.reason
 
 
-def test_an_emptied_component_ends_em_as_the_generic_em_does():
+@pytest.mark.parametrize("case", ["exp 30 %", "half-normal 10 %", "clean half-normal 500", "fitted clean losses",
+                                  "a few far-out", "glitched meter", "clean exp 3000"])
+def test_whole_bmm_estimates_with_the_1d_em_equal_the_generic_em(one_torch_thread, monkeypatch, case):
+    """``_fit_bmm`` runs the generic Beta EM on 1-D vectors: the whole estimate -- two components, a refused clean fit
+    (up to ``max_iter`` iterations), a few far-out scores left out -- gives what the generic EM gives, to 1e-12, with
+    the same reason and iterations."""
+    scores = {
+        "exp 30 %": synthetic("exp", 0.3, 1000, 2),
+        "half-normal 10 %": synthetic("halfn", 0.1, 2000, 8),
+        "clean half-normal 500": synthetic("halfn", 0.0, 500, 3),
+        "fitted clean losses": fitted_clean_losses(),
+        "a few far-out": torch.cat([synthetic("exp", 0.2, 995, 4), torch.full((5,), 1e8, dtype=torch.float64)]),
+        "glitched meter": _glitched_meter_losses()[0],
+        "clean exp 3000": synthetic("exp", 0.0, 3000, 6),
+    }[case]
+    new = estimate_corruption(scores, "bmm")
+    monkeypatch.setattr(estimation, "_fit_bmm", _generic_fit("bmm"))
+    old = estimate_corruption(scores, "bmm")
+    assert (new.reason, new.n_iter, new.far_out, new.converged) == (old.reason, old.n_iter, old.far_out, old.converged)
+    assert new.rate == pytest.approx(old.rate, abs=1e-12)
+    assert torch.allclose(new.clean_posterior, old.clean_posterior, rtol=0, atol=1e-12)
+    assert new.means == pytest.approx(old.means, abs=1e-9) and new.weights == pytest.approx(old.weights, abs=1e-12)
+    assert new.stds == pytest.approx(old.stds, abs=1e-9)
+    # the cases reach the paths they are named for
+    assert (new.rate > 0.05) == (case in ("exp 30 %", "half-normal 10 %", "a few far-out", "glitched meter"))
+    assert (new.far_out > 0) == (case == "a few far-out")  # the glitched meter's bmm splits without a refit
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_emptied_component_ends_em_as_the_generic_em_does(method):
     """A component with no responsibility left (here the start's) ends EM after its M-step, with the one-component fit
-    and a NaN mean for the empty one, as the generic EM's 0/0 gives; the 1-D EM divided by zero instead."""
-    x = torch.linspace(0.0, 1.0, 50, dtype=torch.float64)
+    and a NaN mean for the empty one, as the generic EM's 0/0 gives; the 1-D gmm EM divided by zero instead."""
+    x = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
     start = torch.zeros(50, 2, dtype=torch.float64)
     start[:, 0] = 1.0
-    new, old = _fit_gmm(x, start.clone(), 10, 1e-8), _generic_fit_gmm()(x, start.clone(), 10, 1e-8)
+    fit = _fit_gmm if method == "gmm" else _fit_bmm
+    new, old = fit(x, start.clone(), 10, 1e-8), _generic_fit(method)(x, start.clone(), 10, 1e-8)
     assert (new["n_iter"], new["converged"], new["loglik"]) == (old["n_iter"], old["converged"], old["loglik"]) == (
         1, False, -math.inf)
     assert new["weights"] == old["weights"] == [1.0, 0.0]

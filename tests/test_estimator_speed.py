@@ -1,5 +1,5 @@
-"""The estimator-speed benchmark runs end to end (``--smoke``): the 1-D EM and the generic EM give the same estimates,
-and the run ends with one JSON line of headline figures."""
+"""The estimator-speed benchmark runs end to end (``--smoke``): the 1-D EMs (gmm and bmm) and the generic EM give the
+same estimates, and the run ends with one JSON line of headline figures."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def test_estimator_speed_smoke_ends_with_headline_json():
     summary = json.loads([line for line in run.stdout.splitlines() if line.strip()][-1])
     assert summary["benchmark"] == "estimator_speed" and summary["mode"] == "smoke"
     assert summary["same_output"] is True and summary["max_rate_diff"] <= 1e-12
-    assert set(summary["ratio"]) == {"2000-clean", "2000-noisy"} and summary["ratio_min"] > 0
-    assert "| 2,000 | clean |" in run.stdout  # the markdown table was printed
+    assert set(summary["ratio"]) == {f"{m}-2000-{k}" for m in ("gmm", "bmm") for k in ("clean", "noisy")}
+    assert summary["ratio_min"] > 0
+    assert "| gmm | 2,000 | clean |" in run.stdout and "| bmm | 2,000 | noisy |" in run.stdout  # the table
 
 
 def test_estimator_speed_times_in_one_process():
