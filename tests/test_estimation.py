@@ -100,42 +100,38 @@ def _ref_bmm(x: list[float], r0: list[float], iters: int) -> tuple[list[float], 
     return w, a, b, [ri[0] for ri in r]
 
 
-@pytest.mark.parametrize("case", ["exp 30 %, halves", "fitted clean losses, top quarter", "clean exp, top eighth"])
-def test_gmm_em_matches_plain_python_reference(case):
-    """Also on losses spread over orders of magnitude with exact zeros (a narrow component far from the mean, where
-    the 1-D EM's ``E[x^2] - mu^2`` could cancel) and from the top starts, for up to 40 iterations."""
-    scores, start = {"exp 30 %, halves": (synthetic("exp", 0.3, 200, seed=3), None),
-                     "fitted clean losses, top quarter": (fitted_clean_losses(), 0.25),
-                     "clean exp, top eighth": (synthetic("exp", 0.0, 200, seed=5), 0.125)}[case]
-    x = gmm_transform(torch.sort(scores).values)
+_REFERENCE_CASES = {  # (method, case): (scores, the share of the top scores EM starts from as the high component)
+    ("gmm", "exp 30 %, halves"): (lambda: synthetic("exp", 0.3, 200, seed=3), None),
+    ("gmm", "fitted clean losses, top quarter"): (lambda: fitted_clean_losses(), 0.25),  # defined below
+    ("gmm", "clean exp, top eighth"): (lambda: synthetic("exp", 0.0, 200, seed=5), 0.125),
+    ("bmm", "half-normal 20 %, halves"): (lambda: synthetic("halfn", 0.2, 200, seed=4), None),
+    ("bmm", "clean exp, top quarter"): (lambda: synthetic("exp", 0.0, 200, seed=5), 0.25),
+    ("bmm", "exp 40 %, top eighth"): (lambda: synthetic("exp", 0.4, 200, seed=6), 0.125),
+}
+
+
+@pytest.mark.parametrize(("method", "case"), list(_REFERENCE_CASES))
+def test_em_matches_plain_python_reference(method, case):
+    """Each 1-D EM against plain Python for up to 40 iterations, from the halves and the top starts; the gmm also on
+    losses spread over orders of magnitude with exact zeros (a narrow component far from the mean, where the 1-D EM's
+    ``E[x^2] - mu^2`` could cancel)."""
+    scores, start = _REFERENCE_CASES[method, case]
+    transform, fit_em = (gmm_transform, _fit_gmm) if method == "gmm" else (bmm_transform, _fit_bmm)
+    x = transform(torch.sort(scores()).values)
     r0 = _quantile_init(x) if start is None else _top_split_init(x.numel(), start)
     for iters in (1, 2, 7, 40):
-        fit = _fit_gmm(x, r0.clone(), max_iter=iters, tol=0.0)
-        # tol=0 stops only where the log-likelihood repeats exactly (two cases do within 40 iterations)
+        fit = fit_em(x, r0.clone(), max_iter=iters, tol=0.0)
+        # tol=0 stops only where the log-likelihood repeats exactly (two gmm cases do within 40 iterations)
         assert fit["n_iter"] == iters or (fit["converged"] and fit["n_iter"] < iters)
-        w, mu, var, post0 = _ref_gmm(x.tolist(), r0[:, 0].tolist(), fit["n_iter"])
+        if method == "gmm":
+            w, mu, var, post0 = _ref_gmm(x.tolist(), r0[:, 0].tolist(), fit["n_iter"])
+        else:
+            w, a, b, post0 = _ref_bmm(x.tolist(), r0[:, 0].tolist(), fit["n_iter"])
+            mu = [ak / (ak + bk) for ak, bk in zip(a, b)]
+            var = [ak * bk / ((ak + bk) ** 2 * (ak + bk + 1)) for ak, bk in zip(a, b)]
         np.testing.assert_allclose(fit["weights"], w, rtol=0, atol=1e-9)
         np.testing.assert_allclose(fit["means"], mu, rtol=0, atol=1e-9)
         np.testing.assert_allclose(fit["vars"], var, rtol=0, atol=1e-9)
-        np.testing.assert_allclose(fit["resp"][:, 0].numpy(), post0, rtol=0, atol=1e-9)
-
-
-@pytest.mark.parametrize("case", ["half-normal 20 %, halves", "clean exp, top quarter", "exp 40 %, top eighth"])
-def test_bmm_em_matches_plain_python_reference(case):
-    """The 1-D Beta EM against plain Python, for up to 40 iterations, from the halves and the top starts."""
-    scores, start = {"half-normal 20 %, halves": (synthetic("halfn", 0.2, 200, seed=4), None),
-                     "clean exp, top quarter": (synthetic("exp", 0.0, 200, seed=5), 0.25),
-                     "exp 40 %, top eighth": (synthetic("exp", 0.4, 200, seed=6), 0.125)}[case]
-    x = bmm_transform(torch.sort(scores).values)
-    r0 = _quantile_init(x) if start is None else _top_split_init(x.numel(), start)
-    for iters in (1, 2, 7, 40):
-        fit = _fit_bmm(x, r0.clone(), max_iter=iters, tol=0.0)
-        assert fit["n_iter"] == iters or (fit["converged"] and fit["n_iter"] < iters)
-        w, a, b, post0 = _ref_bmm(x.tolist(), r0[:, 0].tolist(), fit["n_iter"])
-        np.testing.assert_allclose(fit["weights"], w, rtol=0, atol=1e-9)
-        np.testing.assert_allclose(fit["means"], [ak / (ak + bk) for ak, bk in zip(a, b)], rtol=0, atol=1e-9)
-        np.testing.assert_allclose(fit["vars"], [ak * bk / ((ak + bk) ** 2 * (ak + bk + 1)) for ak, bk in zip(a, b)],
-                                   rtol=0, atol=1e-9)
         np.testing.assert_allclose(fit["resp"][:, 0].numpy(), post0, rtol=0, atol=1e-9)
 
 
