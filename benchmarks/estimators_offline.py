@@ -21,6 +21,8 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
   class floor where it finds one: the clean rows then read the floor, and so do the systematic and class-pair rows,
   which also form one component); ``anchor_q97`` / ``anchor_q90`` / ``anchor_q99`` (the noise transition read at anchor
   points, after Patrini et al., CVPR 2017: not adopted, the in-sample probabilities are over-confident there);
+  ``flip_tail`` (mixture proportion estimation against the losses random wrong labels would have had: not adopted,
+  the model trained on the wrong labels it was given, so their losses are far lower than the simulated ones);
 * candidates against the gmm's spurious split of small clean data (pinned in tests/test_estimation.py), none
   adopted: ``gmm_nec`` / ``gmm_gamma`` / ``gmm_d2.5`` / ``gmm_d3`` and their ``disagreement_*`` (a two-component fit
   also refused when its normalised entropy criterion is >= 1, when one Gamma fits the scores as well, or when
@@ -333,6 +335,27 @@ def _anchor(quantile: float) -> Callable[[dict[str, np.ndarray]], float | None]:
     return rate
 
 
+def _flip_tail(d: dict[str, np.ndarray]) -> float | None:
+    """Candidate for classifiers (not adopted): mixture proportion estimation with the corrupted scores' distribution
+    simulated. Had a sample been given a random wrong label, its loss would be ``-log p_k`` for a class ``k`` other
+    than its argmax; those losses, each sample's K - 1 of them weighted alike, stand for the corrupted component, and
+    the rate is the smallest ratio of the observed losses' upper tail to theirs, ``P(loss > t) / P_sim(loss > t)``,
+    over thresholds ``t`` at the simulated losses' quantiles 0-0.95 (Blanchard, Lee & Scott, AISTATS 2010; Scott,
+    AISTATS 2015). It assumes the model did not train on the wrong labels; in-sample, it did."""
+    if "probs" not in d:
+        return None
+    p = d["probs"].astype(np.float64)
+    p /= p.sum(1, keepdims=True)
+    n = len(p)
+    logp = -np.log(np.clip(p, 1e-30, None))
+    observed = logp[np.arange(n), d["labels"]]
+    others = np.ones_like(p, dtype=bool)
+    others[np.arange(n), p.argmax(1)] = False
+    simulated = logp[others]
+    rates = [(observed > t).mean() / (simulated > t).mean() for t in np.quantile(simulated, np.linspace(0, 0.95, 60))]
+    return float(min(1.0, *rates))
+
+
 def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     from lit_robust import estimate_corruption, estimate_corruption_from_predictions, estimate_corruption_from_probs
 
@@ -367,7 +390,7 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
            "mirror": _mirror, "tail_excess": _tail_excess, "asymmetry": _asymmetry,
            "symmetric_floor": _symmetric_floor, "class_floor_q10": _class_floor(0.1),
            "class_floor_q20": _class_floor(0.2), "anchor_q97": _anchor(0.97), "anchor_q90": _anchor(0.9),
-           "anchor_q99": _anchor(0.99), "gmm_sqrt": _gmm_sqrt, "gmm_minority_restart": _gmm_minority_restart}
+           "anchor_q99": _anchor(0.99), "flip_tail": _flip_tail, "gmm_sqrt": _gmm_sqrt, "gmm_minority_restart": _gmm_minority_restart}
     for rule in ("nec", "gamma", "d2.5", "d3"):
         out[f"gmm_{rule}"] = _gmm_stricter(rule, labels=False)
         out[f"disagreement_{rule}"] = _gmm_stricter(rule, labels=True)

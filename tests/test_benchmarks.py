@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -767,6 +768,27 @@ def test_offline_candidates_for_squared_errors_read_the_split_the_gmm_refuses():
     residuals = torch.randn(2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     clean = {"scores": (residuals**2).numpy()}
     assert mod._gmm_minority_restart(clean) <= 0.03 and mod._gmm_sqrt(clean) <= 0.03
+
+
+def test_offline_flip_tail_reads_the_rate_where_the_wrong_labels_were_not_learnt():
+    """The candidate's own assumption met: each sample's true class has probability 0.9 and the rest is spread at
+    random, so a wrong label's loss follows exactly the simulated law; the tail ratio then reads the corrupted share
+    (and 0 on clean labels). On a trained model's in-sample probabilities it does not (the docs' record)."""
+    mod = _load("estimators_offline")
+    rng = np.random.default_rng(0)
+    n, k = 4000, 10
+    true = rng.integers(0, k, n)
+    rest = rng.dirichlet(np.ones(k - 1), n) * 0.1
+    probs = np.empty((n, k))
+    for i in range(n):
+        probs[i] = np.insert(rest[i], true[i], 0.9)
+    labels = true.copy()
+    bad = rng.random(n) < 0.3
+    labels[bad] = (true[bad] + rng.integers(1, k, bad.sum())) % k
+    eps = float(bad.mean())
+    assert abs(mod._flip_tail({"probs": probs, "labels": labels}) - eps) < 0.01
+    assert mod._flip_tail({"probs": probs, "labels": true}) == 0.0
+    assert mod._flip_tail({"scores": probs[:, 0]}) is None  # no labels: not applicable
 
 
 def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
