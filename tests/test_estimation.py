@@ -25,6 +25,7 @@ from lit_robust.functional.estimation import (
     estimate_corruption_from_predictions,
     far_out,
     gmm_transform,
+    monotone_posterior,
 )
 
 METHODS = ("gmm", "bmm")
@@ -133,6 +134,58 @@ def test_em_matches_plain_python_reference(method, case):
         np.testing.assert_allclose(fit["means"], mu, rtol=0, atol=1e-9)
         np.testing.assert_allclose(fit["vars"], var, rtol=0, atol=1e-9)
         np.testing.assert_allclose(fit["resp"][:, 0].numpy(), post0, rtol=0, atol=1e-9)
+
+
+def _ref_monotone(x: list[float], raw: list[float], mu0: float, mu1: float) -> list[float]:
+    """Plain Python: above the high mean, the smallest raw posterior from the mean up to the score; below the low mean,
+    the largest from the score up to the mean; between them, the raw posterior."""
+    out = []
+    for i, xi in enumerate(x):
+        if xi >= mu1:
+            out.append(min(raw[j] for j in range(len(x)) if mu1 <= x[j] <= xi and j <= i))
+        elif xi <= mu0:
+            out.append(max(raw[j] for j in range(len(x)) if xi <= x[j] <= mu0 and j >= i))
+        else:
+            out.append(raw[i])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_monotone_posterior_matches_plain_python(seed):
+    """Random posteriors on sorted scores with ties, the means on scores and between them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.sort(torch.randint(0, 40, (120,), generator=g).double() / 4).values
+    raw = torch.rand(120, dtype=torch.float64, generator=g)
+    mu0, mu1 = (float(x[30]), float(x[90])) if seed % 2 else (2.13, 7.77)
+    resp = torch.stack([raw, 1 - raw], dim=1)
+    got = monotone_posterior({"resp": resp, "means": [mu0, mu1]}, x)
+    assert got.tolist() == _ref_monotone(x.tolist(), raw.tolist(), mu0, mu1)
+    assert torch.equal(resp[:, 0], raw)  # the fit is not changed
+
+
+def test_clean_posterior_never_rises_with_the_score(monkeypatch):
+    """A narrow corrupted mode (2.0 +- 0.05) among clean exponential scores, and three scores above it (2.6-3.0, inside
+    the far-out fence). On the gmm's log scale the clean component is the wider one, so its tail outweighs the high
+    component's again up there: the mixture's own posterior read those three as clean (1.0) and the scores below them
+    as corrupted. They now read as corrupted as the high mode's top, and the rate counts them."""
+    g = torch.Generator().manual_seed(1)
+    s = torch.cat([torch.empty(1600, dtype=torch.float64).exponential_(10.0, generator=g),
+                   2.0 + 0.05 * torch.randn(400, dtype=torch.float64, generator=g),
+                   torch.tensor([2.6, 2.8, 3.0], dtype=torch.float64)])
+    order = torch.argsort(s, stable=True)
+    est = estimate_corruption(s)
+    assert est.reason == "two components" and est.far_out == 0
+    assert (est.clean_posterior[order].diff() <= 0).all()
+    assert est.clean_posterior[-3:].max() < 1e-3
+    with monkeypatch.context() as mp:  # the mixture's own posterior, as before 2026-12-06
+        mp.setattr(estimation, "monotone_posterior", lambda fit, x: fit["resp"][:, 0].clone())
+        raw = estimate_corruption(s)
+    assert raw.clean_posterior[order].diff().max() > 0.9 and raw.clean_posterior[-3:].min() > 0.999
+    assert est.rate - raw.rate == pytest.approx(3 / s.numel(), abs=2e-4)
+    for method in METHODS:  # and a well-separated mixture of the usual shape, both mixtures
+        x = synthetic("exp", 0.3, 2000, 5)
+        e = estimate_corruption(x, method)
+        assert e.two_components and (e.clean_posterior[torch.argsort(x, stable=True)].diff() <= 0).all()
 
 
 # ---------------------------------------------------------------- known mixtures, clean data
@@ -416,8 +469,9 @@ def test_squared_errors_restart_matches_plain_python_reference():
     best = max(passing, key=lambda f: f["ll"])
     est = estimate_corruption(xs, "gmm", max_iter=iters, tol=0.0, squared_errors=True)
     assert est.reason == "two components (EM restarted from the top scores)" and est.two_components
-    np.testing.assert_allclose(est.clean_posterior.numpy(), best["post0"], rtol=0, atol=1e-9)
-    assert est.rate == pytest.approx(1 - sum(best["post0"]) / n, abs=1e-9)
+    post0 = _ref_monotone(x, best["post0"], *best["mu"])  # the top 4 scores' posteriors rose again (0.017-0.024)
+    np.testing.assert_allclose(est.clean_posterior.numpy(), post0, rtol=0, atol=1e-9)
+    assert est.rate == pytest.approx(1 - sum(post0) / n, abs=1e-9)
     assert est.weights == pytest.approx(tuple(best["w"]), abs=1e-9) and est.ashman_d == pytest.approx(best["d"])
     # off (the default), the same scores are refused by rule (d): an estimate of 0
     off = estimate_corruption(xs, "gmm", max_iter=iters, tol=0.0)

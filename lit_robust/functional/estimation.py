@@ -457,11 +457,11 @@ def _mixture_on_sorted(xs: Tensor, method: str, max_iter: int, tol: float, min_s
     elif not w[1] < w[0]:
         again = _restart_from_the_top(top_fits, bic1, m_fit) if squared_errors else None
         if again is not None:
-            return (fitted(again["resp"][:, 0].clone()), "two components (EM restarted from the top scores)", True,
+            return (fitted(monotone_posterior(again, x)), "two components (EM restarted from the top scores)", True,
                     dict(_fit_info(again, bic1, m_fit), far_out=far))
         refusal = "one component (high component is the majority)"
     else:
-        return fitted(fit["resp"][:, 0].clone()), "two components", True, info
+        return fitted(monotone_posterior(fit, x)), "two components", True, info
     rest = m - beyond
     if refit_without_far_out and not far and beyond and beyond < rest and rest >= min_samples:
         # more than 1 % beyond the fence, and no second component in the fit to all: the far-out scores were not a
@@ -472,6 +472,28 @@ def _mixture_on_sorted(xs: Tensor, method: str, max_iter: int, tol: float, min_s
         reason = f"{reason}, after {beyond} far-out scores were counted as corrupted (the fit to all: {refusal})"
         return torch.cat([post, post.new_zeros(beyond)]), reason, two, dict(kw, far_out=beyond + kw.get("far_out", 0))
     return fitted(ones[:m_fit]), refusal, False, info
+
+
+def monotone_posterior(fit: dict, x: Tensor) -> Tensor:
+    """The clean posterior of a two-component fit to the sorted (transformed) scores ``x``, made non-increasing in the
+    score outside the two means: above the high component's mean a score is at most as likely clean as any score
+    between that mean and it (a running minimum), below the low component's mean at least as likely clean as any score
+    between it and that mean (a running maximum). Between the means the mixture's own posterior already falls.
+
+    Why: a mixture's posterior need not fall as the score rises. Where the clean component is the wider one (on the
+    gmm's log scale it often is), its tail outweighs the narrow high component's again far above the high mean, and the
+    top scores read clean (1.0) while the ones below them read corrupted; where the high component is the wider one,
+    the lowest scores read corrupted. Every rule here takes a larger score as more suspicious, and so does the report's
+    ranking: a posterior that rises again contradicts both."""
+    post = fit["resp"][:, 0].clone()
+    mu0, mu1 = fit["means"]
+    hi = int(torch.searchsorted(x, torch.tensor(mu1, dtype=x.dtype)).item())  # first score >= the high mean
+    if hi < post.numel():
+        post[hi:] = torch.cummin(post[hi:], 0).values
+    lo = int(torch.searchsorted(x, torch.tensor(mu0, dtype=x.dtype), right=True).item())  # scores <= the low mean
+    if lo > 0:
+        post[:lo] = torch.cummax(post[:lo].flip(0), 0).values.flip(0)
+    return post
 
 
 def _fit_info(fit: dict, bic1: float, m: int) -> dict:
