@@ -59,5 +59,5 @@ def test_batch_filter_quotes_the_committed_prl_auto_table():
               f"{dis['median_err']:.1f} vs {gmm['median_err']:.1f} points, and on clean data ``\"disagreement\"`` "
               f"estimates about the training error ({min(clean_est):.1f}-{max(clean_est):.1f} %, "
               f"{_signed(max(clean_cost))} to {_signed(min(clean_cost))} points")
-    assert "in 71 % of rows" in quoted and "−0.6 vs −4.0" in quoted
+    assert "in 71 % of rows" in quoted and "−0.5 vs −3.9" in quoted
     assert quoted in _doc(BatchFilter)

@@ -366,8 +366,8 @@ class BatchFilter(Callback):
             :func:`~lit_robust.estimate_corruption` on the scores alone (``"gmm"`` was the default before).
             Measured (``benchmarks/results/corruption_rate_prl_auto.md``, PRL(L), 21 classification rows, 3 seeds):
             PRL auto at most 1 point below PRL at the true rate in 71 % of rows with ``"disagreement"``, 57 % with
-            ``"gmm"``, mean difference −0.6 vs −4.0 points (``"gmm"`` estimated 0 under 40 % systematic noise and lost
-            17-27 points there); median estimate error 5.0 vs 2.8 points, and on clean data ``"disagreement"``
+            ``"gmm"``, mean difference −0.5 vs −3.9 points (``"gmm"`` estimated 0 under 40 % systematic noise and lost
+            17-27 points there); median estimate error 4.2 vs 2.6 points, and on clean data ``"disagreement"``
             estimates about the training error (2.7-17.5 %, −0.5 to −1.9 points of accuracy; ``"gmm"``: 0). Over 9
             seeds (``corruption_rate_prl_9seeds.md``): ``"disagreement"`` 71 %, ``"class_floor"`` 81 % of rows.
             ``"class_floor"``: :func:`~lit_robust.estimate_corruption_from_class_floor` on the same labels -- a low

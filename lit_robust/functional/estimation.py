@@ -77,6 +77,12 @@ target per sample (:func:`lit_robust.data.spec.one_target_regression`). Since EM
 (Starts, above), the restart is reached only where those starts' fits are not the likeliest: of 8 seeds of squared
 residuals with 20 % of targets shifted by 4 SD, the plain gmm read 0 on 5 with EM from the halves, on 1 now.
 
+A posterior that falls as the score rises (both mixtures; :func:`monotone_posterior`). Outside the two means the
+clean posterior of an accepted two-component fit is held to a running minimum (above the high mean) or maximum (below
+the low mean): a mixture whose clean component is the wider one (on the gmm's log scale, usually) read its top scores
+as clean again under scores it read as corrupted, and the rate did not count them. 163 of 228 two-component gmm fits
+on the cached benchmark scores had such a rise (by up to 0.33); the estimates it moved rose by at most 1.45 points.
+
 Far-out scores (both mixtures). A few scores far above the rest -- beyond Tukey's far-out fence ``q75 + 3 IQR`` of
 the gmm's log scale, while they are at most 1 % of the finite scores -- are counted as corrupted (posterior 0) and
 left out of the fit, as non-finite scores are (field ``far_out``). One diverged loss, or a regression target typed a
