@@ -484,7 +484,9 @@ def monotone_posterior(fit: dict, x: Tensor) -> Tensor:
     """The clean posterior of a two-component fit to the sorted (transformed) scores ``x``, made non-increasing in the
     score outside the two means: above the high component's mean a score is at most as likely clean as any score
     between that mean and it (a running minimum), below the low component's mean at least as likely clean as any score
-    between it and that mean (a running maximum). Between the means the mixture's own posterior already falls.
+    between it and that mean (a running maximum). Between the means the gmm's own posterior already falls (its
+    log-odds is a quadratic in ``x`` rising at both means, so its vertex lies outside them); the bmm's did on all 138
+    two-component fits to the cached benchmark scores.
 
     Why: a mixture's posterior need not fall as the score rises. Where the clean component is the wider one (on the
     gmm's log scale it often is), its tail outweighs the narrow high component's again far above the high mean, and the
