@@ -369,7 +369,7 @@ class BatchFilter(Callback):
             ``"gmm"``, mean difference −0.5 vs −3.9 points (``"gmm"`` estimated 0 under 40 % systematic noise and lost
             17-27 points there); median estimate error 4.2 vs 2.6 points, and on clean data ``"disagreement"``
             estimates about the training error (2.7-17.5 %, −0.5 to −1.9 points of accuracy; ``"gmm"``: 0). Over 9
-            seeds (``corruption_rate_prl_9seeds.md``): ``"disagreement"`` 71 %, ``"class_floor"`` 81 % of rows.
+            seeds (``corruption_rate_prl_9seeds.md``): ``"disagreement"`` 76 %, ``"class_floor"`` 81 % of rows.
             ``"class_floor"``: :func:`~lit_robust.estimate_corruption_from_class_floor` on the same labels -- a low
             quantile of the per-class disagreement rates; only when every class is corrupted at one rate (it reads
             about 0 when only some classes are).
