@@ -390,7 +390,8 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
            "mirror": _mirror, "tail_excess": _tail_excess, "asymmetry": _asymmetry,
            "symmetric_floor": _symmetric_floor, "class_floor_q10": _class_floor(0.1),
            "class_floor_q20": _class_floor(0.2), "anchor_q97": _anchor(0.97), "anchor_q90": _anchor(0.9),
-           "anchor_q99": _anchor(0.99), "flip_tail": _flip_tail, "gmm_sqrt": _gmm_sqrt, "gmm_minority_restart": _gmm_minority_restart}
+           "anchor_q99": _anchor(0.99), "flip_tail": _flip_tail, "gmm_sqrt": _gmm_sqrt,
+           "gmm_minority_restart": _gmm_minority_restart}
     for rule in ("nec", "gamma", "d2.5", "d3"):
         out[f"gmm_{rule}"] = _gmm_stricter(rule, labels=False)
         out[f"disagreement_{rule}"] = _gmm_stricter(rule, labels=True)

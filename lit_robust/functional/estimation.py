@@ -964,8 +964,8 @@ def estimate_corruption_from_class_floor(
     seeds 0-2 1.42 points, 16 of 21, 2.42 % (disagreement: 2.89, 14, 13.1 %); 9 seeds 1.90 points (3.03). It is
     closer than cleanlab's count on 5-fold cross-validated probabilities in 16 of the 21 rows (cleanlab closer in 5),
     at 1/3.5 of its time (``corruption_rate_floor_cleanlab.md``). ``ITLM(keep_ratio="auto")`` with it was at most 1
-    point below ITLM at the true rate in 16 of 21 rows over 9 seeds (disagreement: 14; ``corruption_rate_itlm_9seeds.md``),
-    PRL(L) auto in 17 (16; ``corruption_rate_prl_9seeds.md``).
+    point below ITLM at the true rate in 16 of 21 rows over 9 seeds (disagreement: 14;
+    ``corruption_rate_itlm_9seeds.md``), PRL(L) auto in 17 (16; ``corruption_rate_prl_9seeds.md``).
     But those rows corrupt every class at one rate, this estimator's own assumption; with noise in 5 of 10 classes
     only it read 0.8-3.8 % for a true 20 % (``benchmarks/results/corruption_rate_class_dependent.md``): hence opt-in.
 
