@@ -111,6 +111,18 @@ def generic_fit_gmm(x: torch.Tensor, resp: torch.Tensor, max_iter: int, tol: flo
             "loglik": out["loglik"], "n_iter": out["n_iter"], "converged": out["converged"]}
 
 
+def _beta_moments(mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Method-of-moments Beta parameters of each component, on tensors (the library's until 2026-12-06)."""
+    var = torch.minimum(var, mean * (1.0 - mean) * (1.0 - 1e-6))
+    common = mean * (1.0 - mean) / var - 1.0
+    return mean * common, (1.0 - mean) * common
+
+
+def _beta_logpdf(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - 1.0) * torch.log(x) + (b - 1.0) * torch.log1p(-x)
+            + torch.lgamma(a + b) - torch.lgamma(a) - torch.lgamma(b))
+
+
 def generic_fit_bmm(x: torch.Tensor, resp: torch.Tensor, max_iter: int, tol: float) -> dict:
     """The generic EM for two Betas (weighted method of moments) on an ``m x 2`` responsibility matrix (``_fit_bmm``
     until 2026-12-06)."""
@@ -118,11 +130,11 @@ def generic_fit_bmm(x: torch.Tensor, resp: torch.Tensor, max_iter: int, tol: flo
 
     def m_step(x, r):
         w, mu, var = _weighted_moments(x, r, floor)
-        return w, estimation._beta_moments(mu, var)
+        return w, _beta_moments(mu, var)
 
     def log_dens(x, p):
         a, b = p
-        return estimation._beta_logpdf(x[:, None], a, b)
+        return _beta_logpdf(x[:, None], a, b)
 
     out = generic_em(x, resp, max_iter, tol, m_step, log_dens)
     a, b = out["params"]

@@ -450,7 +450,7 @@ def _mixture_on_sorted(xs: Tensor, method: str, max_iter: int, tol: float, min_s
     else:
         x = bmm_transform(x_fit)
         fit = _fit_bmm(x, _quantile_init(x), max_iter, tol)
-        a1, b1 = _beta_moments(x.mean(), x.var(correction=0))
+        a1, b1 = _beta_moments(float(x.mean().item()), float(x.var(correction=0).item()))
         ll1 = _beta_logpdf(x, a1, b1).sum().item()
 
     bic1 = -2.0 * ll1 + 2.0 * math.log(m_fit)
@@ -650,24 +650,17 @@ def _fit_gmm(x: Tensor, resp: Tensor, max_iter: int, tol: float) -> dict:
             "resp": torch.stack([r0, r1], dim=1), "loglik": ll, "n_iter": it, "converged": converged}
 
 
-def _beta_moments(mean, var) -> tuple[Tensor, Tensor]:
-    """Method-of-moments Beta parameters; the variance is capped below ``mean (1 - mean)``."""
-    mean = torch.as_tensor(mean, dtype=torch.float64)
-    var = torch.minimum(torch.as_tensor(var, dtype=torch.float64), mean * (1.0 - mean) * (1.0 - 1e-6))
-    common = mean * (1.0 - mean) / var - 1.0
-    return mean * common, (1.0 - mean) * common
-
-
-def _beta_logpdf(x: Tensor, a, b) -> Tensor:
-    return ((a - 1.0) * torch.log(x) + (b - 1.0) * torch.log1p(-x)
-            + torch.lgamma(a + b) - torch.lgamma(a) - torch.lgamma(b))
-
-
-def _beta_params(mean: float, var: float) -> tuple[float, float]:
-    """:func:`_beta_moments` on floats: the Beta's ``(a, b)`` of that mean and (capped) variance."""
+def _beta_moments(mean: float, var: float) -> tuple[float, float]:
+    """Method-of-moments Beta parameters ``(a, b)`` of that mean and variance; the variance is capped below
+    ``mean (1 - mean)``. On floats: the EM calls it twice an iteration."""
     var = min(var, mean * (1.0 - mean) * (1.0 - 1e-6))
     common = mean * (1.0 - mean) / var - 1.0
     return mean * common, (1.0 - mean) * common
+
+
+def _beta_logpdf(x: Tensor, a: float, b: float) -> Tensor:
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    return (a - 1.0) * torch.log(x) + (b - 1.0) * torch.log1p(-x) + log_norm
 
 
 def _fit_bmm(x: Tensor, resp: Tensor, max_iter: int, tol: float) -> dict:
@@ -703,7 +696,7 @@ def _fit_bmm(x: Tensor, resp: Tensor, max_iter: int, tol: float) -> dict:
         for r, nk in zip((r0, r1), n):
             if nk > 0:
                 mc = float(torch.dot(r, xc).item()) / nk
-                ab.append(_beta_params(mc + shift, float(torch.dot(r, xc2).item()) / nk - mc * mc + floor))
+                ab.append(_beta_moments(mc + shift, float(torch.dot(r, xc2).item()) / nk - mc * mc + floor))
             else:  # an emptied component: NaN parameters, as 0/0 gives the generic EM
                 ab.append((math.nan, math.nan))
         w = [nk / m for nk in n]
