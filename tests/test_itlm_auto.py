@@ -122,10 +122,11 @@ class _EstimateSpy:
         monkeypatch.setattr(itlm_module, "estimate_corruption", spy)
 
 
-@pytest.mark.parametrize("reestimate", [False, True])
+@pytest.mark.parametrize("reestimate", [None, False, True])
 def test_first_positive_estimate_is_kept_unless_reestimate(tmp_path, monkeypatch, reestimate):
-    """Scripted estimates 0, 0.25, 0, 0.4 for rounds 1-4: by default round 1 re-estimates (0 found nothing), round 2
-    finds 0.25 and rounds 3-4 keep it without estimating; with `reestimate=True` every round uses its own."""
+    """Scripted estimates 0, 0.25, 0, 0.4 for rounds 1-4: on a classifier by default (None, as False) round 1
+    re-estimates (0 found nothing), round 2 finds 0.25 and rounds 3-4 keep it without estimating; with
+    `reestimate=True` every round uses its own."""
     spy = _EstimateSpy(monkeypatch, [0.0, 0.25, 0.0, 0.4])
     itlm = ITLM("auto", [2, 1, 1, 1, 1], estimator="gmm", reestimate=reestimate, verbose=False, plot=False)
     _, data, _ = fit(tmp_path, itlm, 6)
@@ -178,6 +179,28 @@ class FixedRegression(RobustMixin, pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+@pytest.mark.parametrize("reestimate", [None, False, True])
+def test_one_regression_target_reestimates_every_round_by_default(tmp_path, monkeypatch, reestimate):
+    """On one regression target the default (None) estimates at every round: glitches of several sizes show in
+    layers (round 0's model reads the largest only). Scripted estimates 0.1, 0.2, 0.25 for rounds 1-3."""
+    spy = _EstimateSpy(monkeypatch, [0.1, 0.2, 0.25])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, generator=g)
+    data = IndexedDataset(TensorDataset(x, 2 * x.squeeze(1)))
+    itlm = ITLM("auto", [1, 1, 1, 1], reestimate=reestimate, verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 4, [itlm]).fit(FixedRegression(torch.rand(200, generator=g)),
+                                              DataLoader(data, batch_size=50))
+    used = [rec.estimated_corruption for rec in itlm.history[1:]]
+    if reestimate is False:
+        assert spy.calls == 1 and used == [0.1, 0.1, 0.1]
+    else:
+        assert spy.calls == 3 and used == [0.1, 0.2, 0.25]
+    assert [rec.kept for rec in itlm.history[1:]] == [math.floor((1 - e) * 200) for e in used]
 
 
 def test_an_estimate_on_a_barely_separated_split_says_so_once_per_fit(tmp_path, monkeypatch):
@@ -376,7 +399,7 @@ def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path, es
     ({"keep_ratio": 0.7, "reestimate": True},
      r"^`reestimate`, `estimator` and `auto_margin` only apply with keep_ratio='auto', got reestimate=True with "
      r"keep_ratio=0.7; remove them or set their "
-     r"defaults \(reestimate=False\)\.$"),
+     r"defaults \(reestimate=None\)\.$"),
     ({"keep_ratio": 0.7, "auto_margin": 0.1},
      r"^`auto_margin`, `estimator` and `reestimate` only apply with keep_ratio='auto', got auto_margin=0.1 with "
      r"keep_ratio=0.7; remove them or set their "
@@ -387,9 +410,15 @@ def test_bad_arguments(kwargs, match):
         ITLM(**{"round_epochs": [1, 1], **kwargs})
 
 
-def test_reestimate_must_be_a_bool():
-    with pytest.raises(TypeError, match=r"`reestimate` must be True or False, got 1\."):
+def test_reestimate_must_be_a_bool_or_none():
+    with pytest.raises(TypeError, match=r"`reestimate` must be True, False or None \(True on one regression target\), "
+                                        r"got 1\."):
         ITLM("auto", [1, 1], reestimate=1)
+
+
+def test_reestimate_false_with_a_given_keep_ratio_is_no_contradiction():
+    """False was the default before None: a config that names it beside a number is not refused."""
+    assert ITLM(0.7, [1, 1], reestimate=False).reestimate is False
 
 
 def test_auto_state_key_and_defaults():
