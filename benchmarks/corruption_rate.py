@@ -1157,8 +1157,9 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
              f"round 0 on all + {p['rounds']} re-initialised rounds, seeds {list(p['seeds'])} (not the reported seeds "
              "0-2; the rule was chosen on 100 and 101). Both arms estimate with `estimator='gmm'` (the loss mixture: "
              "ITLM's default when the rule was chosen; its default is now 'disagreement'). *every round* = "
-             "`reestimate=True`, *first positive* = `reestimate=False` (the default). Estimates ε̂ in % per ITLM "
-             "round; accuracy on the clean test set.", "",
+             "`reestimate=True` (since 2026-12-06 a round that reads 0 after a positive estimate keeps the latest positive "
+             "one), *first positive* = `reestimate=False` (the default on classifiers). Estimates ε̂ in % per ITLM "
+             "round: the estimate each round's selection used; accuracy on the clean test set.", "",
              "| data | noise | ε % | seed | every round: ε̂ | acc | first positive: ε̂ | acc |",
              "|---|---|---|---|---|---|---|---|"]
     for every, first in _ab_pairs(saved["results"]):
@@ -1169,7 +1170,7 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
     lines += ["", "| arm | median error of the last round's ε̂ (points) | runs within 5 points | mean test accuracy |",
               "|---|---|---|---|"]
     for name, label in (("every_round", "every round (`reestimate=True`)"),
-                        ("first_positive", "first positive (`reestimate=False`, default)")):
+                        ("first_positive", "first positive (`reestimate=False`, default on classifiers)")):
         a = s[name]
         lines.append(f"| {label} | {a['median_last_abs_err_pts']:.2f} | {100 * a['share_last_err_le_5pts']:.0f} % | "
                      f"{a['mean_test_acc']:.2f} % |")

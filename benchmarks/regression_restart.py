@@ -17,9 +17,11 @@ the held-out rows. Cases:
   shifted by ±3 SD, replaced by uniform values over the targets' range, or sign-flipped.
 
 Arms per case and seed, every fit seeded alike: ITLM ``"auto"`` (the product, the restart on), ITLM ``"auto"`` with
-the restart off (what it did before), ITLM at the true rate, ``BatchFilter("spl", drop_ratio="auto")`` with the
+the restart off (what it did before), ITLM ``"auto"`` with ``reestimate=False`` (*first kept*: round 1's estimate kept
+for the later rounds, the default before 2026-12-06; the other two re-estimate every round, the default since), ITLM at the true rate, ``BatchFilter("spl", drop_ratio="auto")`` with the
 restart on and off (its default 3-epoch warm-up), and plain training of the same epochs. ITLM's estimate is its first
-(``history[1].estimated_corruption``, from round 0's scoring pass); SPL's is fixed at the end of its warm-up.
+(``history[1].estimated_corruption``, from round 0's scoring pass; the last round's beside it); SPL's is fixed at
+the end of its warm-up.
 
 ``--quick``: one seed of three cases; ``--smoke``: one small case (the tests). Full mode writes
 ``results/regression_restart.md`` (+ ``.json``); the last line printed is one JSON object.
@@ -43,7 +45,7 @@ CASES: tuple[tuple[str, str, float], ...] = (
     ("friedman", "clean", 0.0), ("friedman", "shift", 0.25), ("friedman", "uniform", 0.25),
     ("friedman", "signflip", 0.25),
 )
-ARMS = ("auto", "auto, restart off", "true rate", "SPL auto", "SPL auto, restart off", "plain")
+ARMS = ("auto", "auto, restart off", "auto, first kept", "true rate", "SPL auto", "SPL auto, restart off", "plain")
 ESTIMATING = ("auto", "auto, restart off", "SPL auto", "SPL auto, restart off")
 
 
@@ -124,9 +126,11 @@ def run_one(task: dict) -> dict:
         if arm.startswith("SPL"):
             callback = (SPLRestartOff if arm.endswith("off") else BatchFilter)("spl", drop_ratio="auto")
         elif arm != "plain":
+            # "auto, first kept": round 1's estimate kept for the later rounds (`reestimate=False`), as before
+            # 2026-12-06; the other "auto" arms re-estimate every round (the default on one regression target)
             callback = (RestartOff if arm == "auto, restart off" else ITLM)(
                 keep_ratio=1 - true_rate if arm == "true rate" else "auto", round_epochs=rounds, verbose=False,
-                plot=False)
+                plot=False, **({"reestimate": False} if arm == "auto, first kept" else {}))
         t = trainer(sum(rounds), [] if arm == "plain" else [callback])
         model = MLPRegressor()
         t.fit(model, dm)
@@ -134,6 +138,8 @@ def run_one(task: dict) -> dict:
         est = (None if arm not in ESTIMATING else
                callback.estimated_corruption if arm.startswith("SPL") else callback.history[1].estimated_corruption)
         out[arm] = {"r2": r2, "estimate": est}
+        if arm in ("auto", "auto, restart off", "auto, first kept"):
+            out[arm]["last_estimate"] = callback.history[-1].estimated_corruption
     return out
 
 
@@ -157,9 +163,10 @@ def render(saved: dict) -> str:
     rows = []
     for (data, kind), rs in _cases(saved).items():
         est = {a: "; ".join(f"{100 * r[a]['estimate']:.1f}" for r in rs) for a in ESTIMATING}
+        last = "; ".join(f"{100 * r['auto']['last_estimate']:.1f}" for r in rs)
         r2 = {a: statistics.fmean(r[a]["r2"] for r in rs) for a in ARMS}
         rows.append([NAMES[data], KINDS[kind], "; ".join(f"{100 * r['true_rate']:.1f}" for r in rs),
-                     *(est[a] for a in ESTIMATING), *(f"{r2[a]:.3f}" for a in ARMS)])
+                     est["auto"], last, *(est[a] for a in ESTIMATING[1:]), *(f"{r2[a]:.3f}" for a in ARMS)])
     h = headline(saved)
     return "\n".join([
         "# `\"auto\"` on one regression target (ITLM, SPL): the gmm's squared-error restart on and off", "",
@@ -167,18 +174,27 @@ def render(saved: dict) -> str:
         f"ITLM rounds {list(p['round_epochs'])} (plain training: {sum(p['round_epochs'])} epochs); Friedman1 "
         f"{p['friedman_rows']} rows, noise 1.0. Seeds: Diabetes {list(p['seeds'])}, Friedman1 "
         f"{list(p['friedman_seeds'])} (the data's split and corruption; every fit seeded 0). ε̂ per seed, in %: ITLM's "
-        "first estimate (round 0's scoring pass); SPL's (`BatchFilter(\"spl\", drop_ratio=\"auto\")`, the same "
+        "first estimate (round 0's scoring pass), and for ITLM auto also its last round's (ITLM re-estimates every "
+        "round on one regression target since 2026-12-06; *first kept*: `reestimate=False`, round 1's estimate "
+        "kept, the default before); SPL's (`BatchFilter(\"spl\", drop_ratio=\"auto\")`, the same "
         "epochs) at the end of its 3-epoch warm-up. *restart off*: the same with the restart turned off (as before "
         "2026-12-05). R²: test R², mean over seeds. Settings: benchmarks/regression_restart.py.", "",
-        *md_table(["data", "corruption", "ε % per seed", "ε̂ ITLM auto", "ε̂ ITLM restart off", "ε̂ SPL auto",
-                   "ε̂ SPL restart off", "R² ITLM auto", "R² ITLM restart off", "R² ITLM true rate", "R² SPL auto",
-                   "R² SPL restart off", "R² plain"], rows), "",
+        *md_table(["data", "corruption", "ε % per seed", "ε̂ ITLM auto", "ε̂ ITLM auto, last round",
+                   "ε̂ ITLM restart off", "ε̂ SPL auto", "ε̂ SPL restart off", "R² ITLM auto", "R² ITLM restart off",
+                   "R² ITLM auto, first kept", "R² ITLM true rate", "R² SPL auto", "R² SPL restart off", "R² plain"],
+                  rows), "",
         *(f"{who}, noisy runs: median |ε̂ − ε| {h[f'{key}noisy_median_err_pts']} points with the restart, "
           f"{h[f'{key}noisy_median_err_pts_restart_off']} without; within 5 points {h[f'{key}noisy_within_5_pts']} "
           f"of {h['noisy_runs']} runs, without {h[f'{key}noisy_within_5_pts_restart_off']}; estimates of 0 "
           f"{h[f'{key}noisy_zero_estimates']}, without {h[f'{key}noisy_zero_estimates_restart_off']}. Clean runs: "
           f"largest ε̂ {h[f'{key}clean_max_eps_hat_pct']} % ({h['clean_runs']} runs), without the restart "
-          f"{h[f'{key}clean_max_eps_hat_pct_restart_off']} %." for who, key in (("ITLM", ""), ("SPL", "spl_"))), "",
+          f"{h[f'{key}clean_max_eps_hat_pct_restart_off']} %." for who, key in (("ITLM", ""), ("SPL", "spl_"))),
+        *([f"ITLM auto's last round (re-estimated every round): median |ε̂ − ε| "
+           f"{h['noisy_median_err_pts_last_round']} points, within 5 points {h['noisy_within_5_pts_last_round']} of "
+           f"{h['noisy_runs']} runs. Mean test R² of the noisy runs: ITLM auto {h['noisy_mean_r2']['auto']:.3f}, "
+           f"first kept {h['noisy_mean_r2']['auto, first kept']:.3f}, true rate "
+           f"{h['noisy_mean_r2']['true rate']:.3f}, plain {h['noisy_mean_r2']['plain']:.3f}."]
+          if h["noisy_median_err_pts_last_round"] is not None else []), "",
         f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
         f"date {m['date']}; torch {m['torch']}.", "",
         f"Reproduce: `{m['command']}` {harness.reproduce_note(saved, 'regression_restart.json')}.", ""])
@@ -196,7 +212,12 @@ def headline(saved: dict) -> dict:
         out[f"{prefix}noisy_zero_estimates{suffix}"] = sum(r[arm]["estimate"] == 0 for r in noisy)
         out[f"{prefix}clean_max_eps_hat_pct{suffix}"] = (round(100 * max(r[arm]["estimate"] for r in clean), 2)
                                                          if clean else None)
+    last = [100 * abs(r["auto"]["last_estimate"] - r["true_rate"]) for r in noisy if "last_estimate" in r["auto"]]
+    out["noisy_median_err_pts_last_round"] = round(statistics.median(last), 2) if last else None
+    out["noisy_within_5_pts_last_round"] = sum(e <= 5 for e in last)
     out["mean_r2"] = {arm: round(statistics.fmean(r[arm]["r2"] for r in saved["results"]), 4) for arm in ARMS}
+    out["noisy_mean_r2"] = ({arm: round(statistics.fmean(r[arm]["r2"] for r in noisy), 4) for arm in ARMS}
+                            if noisy else None)
     return out
 
 

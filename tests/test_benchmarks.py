@@ -514,10 +514,10 @@ def test_regression_restart_smoke_ends_with_headline_json():
     summary = _last_json(run)
     assert summary["benchmark"] == "regression_restart" and summary["mode"] == "smoke"
     assert summary["noisy_runs"] == 1 and summary["clean_runs"] == 0
-    assert set(summary["mean_r2"]) == {"auto", "auto, restart off", "true rate", "SPL auto", "SPL auto, restart off",
-                                       "plain"}
+    assert set(summary["mean_r2"]) == {"auto", "auto, restart off", "auto, first kept", "true rate", "SPL auto",
+                                       "SPL auto, restart off", "plain"}
     assert summary["spl_noisy_median_err_pts"] is not None
-    assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \|( \d+\.\d \|){4}", run.stdout)
+    assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \|( \d+\.\d \|){5}", run.stdout)
 
 
 def test_newcomer_tables_smoke_ends_with_headline_json():
@@ -528,13 +528,14 @@ def test_newcomer_tables_smoke_ends_with_headline_json():
     assert summary["benchmark"] == "newcomer_tables" and summary["mode"] == "smoke"
     assert summary["mc_auto_runs"] == 2 and 0 <= float(summary["mc_itlm_auroc"]) <= 1
     assert set(summary["digits_acc"]) == {"[2, 2]", "plain"}
-    assert set(summary["energy_rmse"]["25"]) == {"0.35", "auto", "auto+0.1"}
+    assert set(summary["energy_rmse"]["25"]) == {"0.35", "auto", "auto, first kept", "auto+0.1"}
     row = re.search(r"\| 30 % \| 0 \| (\d\.\d{3}) \| \d+\.\d / (\d\.\d{3}) \| \d+\.\d / (\d\.\d{3}) \|", run.stdout)
     plain, itlm, prl = (float(v) for v in row.groups())
     # the count README quotes ("all 24 auto runs below plain training") is the table's, not a bound that always holds
     assert summary["mc_auto_runs_above_plain"] == (itlm > plain) + (prl > plain), (row.group(0), summary)
-    auto_cell = r"\d+\.\d\d \(ε̂ \d+\.\d\)"  # "auto", then "auto" with auto_margin=0.1
-    assert re.search(rf"\| 25 % \| 0 \| ε 35 %: \d+\.\d\d \| {auto_cell} \| {auto_cell} \|", run.stdout)
+    # "auto", "auto" keeping round 1's estimate, "auto" with auto_margin=0.1: round 1's estimate → the last round's
+    auto_cell = r"\d+\.\d\d \(ε̂ \d+\.\d → \d+\.\d\)"
+    assert re.search(rf"\| 25 % \| 0 \| ε 35 %: \d+\.\d\d \| {auto_cell} \| {auto_cell} \| {auto_cell} \|", run.stdout)
 
 
 def test_newcomer_regression_smoke_ends_with_headline_json():
@@ -545,7 +546,8 @@ def test_newcomer_regression_smoke_ends_with_headline_json():
     assert summary["benchmark"] == "newcomer_regression" and summary["mode"] == "smoke" and summary["runs"] == 1
     case = summary["cases"]["2 uniform+x10+plus3sd 25"]
     assert len(case["eps_hat_pct"]) == 1 and 0 <= case["eps_hat_pct"][0] < 50 and case["reason"]
-    assert set(case) >= {"auto rmse", "true rate rmse", "auto r2", "true rate r2"}
+    assert set(case) >= {"auto rmse", "auto, first kept rmse", "true rate rmse", "auto r2", "true rate r2"}
+    assert len(case["last_eps_hat_pct"]) == 1
     assert re.search(r"\| 2 \| uniform values, ×10, \+3 SD \(equal shares\) \| 25 % \| 0 \| \d+\.\d \|", run.stdout)
     # 400 training rows, 100 glitched: 34 / 33 / 33 of them in each kind, read in the datamodule's own row order
     assert "| uniform values 8.5; ×10 8.2; +3 SD 8.2 |" in run.stdout

@@ -199,9 +199,20 @@ def test_newcomer_table_figures_are_the_committed_run():
               for r in (0.25, 0.10)}
     assert (f"the same table scored RMSE {margin[0.25]} kWh at 25 % glitched, and {margin[0.10]} at 10 %"
             in page), margin
-    at25_rmse = {k: _span([g[k]["rmse"] for g in at25], 1, 1.0) for k in ("auto", "auto+0.1")}
-    quoted = f"`auto_margin=0.1` on top cut its RMSE from {at25_rmse['auto']} to {at25_rmse['auto+0.1']} kWh"
+    last = {r: _span([g["given"]["auto"]["last_estimate"] for g in part["energy"] if g["rate"] == r])
+            for r in (0.25, 0.10)}
+    auto = {r: _span([g["given"]["auto"]["rmse"] for g in part["energy"] if g["rate"] == r], 2, 1.0)
+            for r in (0.25, 0.10)}
+    kept = {r: _span([g["given"]["auto, first kept"]["rmse"] for g in part["energy"] if g["rate"] == r], 1, 1.0)
+            for r in (0.25, 0.10)}
+    quoted = (f"as later rounds re-estimate, {last[0.25]} % by the last, RMSE {auto[0.25]} kWh against {kept[0.25]} "
+              "with round 1's estimate kept")
     assert quoted in readme, quoted
+    quoted = (f"and the rest at the later rounds: {last[0.25]} % and {last[0.10]} % at the last (RMSE {auto[0.25]} "
+              f"and {auto[0.10]} kWh). With round 1's estimate kept (`reestimate=False`, the default before 2026-12-06) "
+              f"it scored RMSE {kept[0.25]} and {kept[0.10]} kWh")
+    assert quoted in page, quoted
+    assert all(g["given"]["auto+0.1"]["rmse"] > g["given"]["auto"]["rmse"] for g in part["energy"])  # "now costs"
     high = _span([g["0.35"]["rmse"] / g["0.25"]["rmse"] - 1 for g in at25], 0)
     low = _span([g["0.15"]["rmse"] / g["0.25"]["rmse"] for g in at25], 1, 1.0)
     assert f"10 points too high raised test RMSE by {high} %, 10 too low {low}-fold" in readme
@@ -294,15 +305,28 @@ def test_newcomer_regression_figures_are_the_committed_run():
     def est(rs: list[dict]) -> str:
         return _span([r["auto"]["estimate"] for r in rs])
 
+    def last(rs: list[dict]) -> str:
+        return _span([r["auto"]["last_estimate"] for r in rs])
+
+    errs = {key: [100 * abs(r["auto"][key] - r["true_rate"]) for r in rows] for key in ("estimate", "last_estimate")}
+    assert (f"the estimate's median error was {statistics.median(errs['estimate']):.2f} points at round 1 "
+            f"({sum(e <= 5 for e in errs['estimate'])} of {len(rows)} within 5 points) and "
+            f"{statistics.median(errs['last_estimate']):.2f} at the last round "
+            f"({sum(e <= 5 for e in errs['last_estimate'])} of {len(rows)}); mean test R² "
+            f"{mean(rows, 'auto', 'r2'):.3f} against {mean(rows, 'auto, first kept', 'r2'):.3f} with the first "
+            f"estimate kept ({mean(rows, 'true rate', 'r2'):.3f} at the true rate)") in page
+
     shift, uniform = case("shift", 0.25), case("uniform", 0.25)
-    assert (f"shifted by 3 standard deviations read {est(shift)} % (R² {mean(shift, 'auto', 'r2'):.3f} against "
-            f"{mean(shift, 'true rate', 'r2'):.3f} at the true rate; `auto_margin=0.05` gave "
-            f"{mean(shift, 'auto_margin 0.05', 'r2'):.3f}, lower than without it)") in page
+    assert (f"shifted by 3 standard deviations read {est(shift)} % at round 1 and {last(shift)} % at the last (R² "
+            f"{mean(shift, 'auto', 'r2'):.3f} against {mean(shift, 'true rate', 'r2'):.3f} at the true rate; "
+            f"`auto_margin=0.05` gave {mean(shift, 'auto_margin 0.05', 'r2'):.3f}, lower than without it)") in page
     assert mean(shift, "auto_margin 0.05", "r2") < mean(shift, "auto", "r2")
     per_seed = " / ".join(f"{100 * r['auto']['estimate']:.1f}" for r in uniform)
+    per_seed_last = " / ".join(f"{100 * r['auto']['last_estimate']:.1f}" for r in uniform)
     zero = [r for r in uniform if r["auto"]["estimate"] == 0]
     assert f"and {per_seed} % with uniform noise instead (seed {zero[0]['seed']}'s 0 with reason " \
            f"`{zero[0]['auto']['reason']}`" in page
+    assert f"at the last round {per_seed_last} %)" in page
 
     three = {rate: case("uniform+x10+plus3sd", rate) for rate in (0.25, 0.30)}
     x10_share = statistics.fmean(r["shares"]["x10"] for r in three[0.25])
@@ -312,8 +336,10 @@ def test_newcomer_regression_figures_are_the_committed_run():
     assert max(d[k] for d in dropped for k in ("uniform", "plus3sd")) == 0  # "none of the others"
     assert (f"read {est(three[0.25])} % — about the share of the ×10 rows ({100 * x10_share:.1f} %); the first trim "
             f"dropped {_span(x10_dropped, 0)} % of the ×10 rows and none of the others — and {est(three[0.30])} % "
-            f"for 30 % over three seeds, with no warning; test RMSE {mean(three[0.25], 'auto', 'rmse'):.2f} against "
-            f"{mean(three[0.25], 'true rate', 'rmse'):.2f} at the true rate") in page
+            f"for 30 % over three seeds, with no warning, and the later rounds did not find the rest "
+            f"({last(three[0.25])} and {last(three[0.30])} % at the last round); test RMSE "
+            f"{mean(three[0.25], 'auto', 'rmse'):.2f} against {mean(three[0.25], 'true rate', 'rmse'):.2f} at the "
+            f"true rate ({mean(three[0.25], 'auto, first kept', 'rmse'):.2f} with the first estimate kept)") in page
 
     four = {rate: case("x10+signflip+shift+copy", rate) for rate in (0.20, 0.30)}
     assert {r["auto"]["reason"] for rs in four.values() for r in rs} == {"two components"}
@@ -321,13 +347,17 @@ def test_newcomer_regression_figures_are_the_committed_run():
     drop = {k: _span([statistics.fmean(r["auto"]["dropped_by_kind"][k] for r in rs) for rs in four.values()], 0)
             for k in ("x10", "signflip", "shift", "copy")}
     rmse = {arm: " / ".join(f"{mean(four[rate], arm, 'rmse'):.2f}" for rate in (0.20, 0.30))
-            for arm in ("auto", "true rate")}
+            for arm in ("auto", "auto, first kept", "true rate")}
     x10, flips = case("x10", 0.25), case("signflip", 0.25)
-    assert (f"read {est(four[0.20])} % for 20 % and {est(four[0.30])} % for 30 % (RMSE {rmse['auto']} against "
-            f"{rmse['true rate']} at the true rate), with reason `two components`, round 0's top 50 scores all "
-            f"glitched, and a first trim that dropped {drop['x10']} % of the ×10 rows, {drop['signflip']} % of the "
-            f"sign flips, {drop['shift']} % of the ±3 SD ones and {drop['copy']} % of the copies; 25 % of ×10 alone "
-            f"read {est(x10)} % (RMSE {mean(x10, 'auto', 'rmse'):.2f} against {mean(x10, 'true rate', 'rmse'):.2f}), "
-            f"of sign flips alone {est(flips)} % (RMSE {mean(flips, 'auto', 'rmse'):.2f} against "
-            f"{mean(flips, 'true rate', 'rmse'):.2f}), of ±3 SD alone {est(shift)} % (the first case above)") in page
+    assert (f"read {est(four[0.20])} % for 20 % and {est(four[0.30])} % for 30 % at round 1, with reason `two "
+            f"components`, round 0's top 50 scores all glitched, and a first trim that dropped {drop['x10']} % of the "
+            f"×10 rows, {drop['signflip']} % of the sign flips, {drop['shift']} % of the ±3 SD ones and "
+            f"{drop['copy']} % of the copies; the last round read {last(four[0.20])} % and {last(four[0.30])} %, over "
+            f"the rate (RMSE {rmse['auto']} against {rmse['auto, first kept']} with the first estimate kept and "
+            f"{rmse['true rate']} at the true rate); 25 % of ×10 alone read {est(x10)} % at round 1 and {last(x10)} % "
+            f"at the last (RMSE {mean(x10, 'auto', 'rmse'):.2f} against {mean(x10, 'true rate', 'rmse'):.2f} at the "
+            f"true rate; {mean(x10, 'auto, first kept', 'rmse'):.2f} with the first estimate kept), of sign flips "
+            f"alone {est(flips)} % and {last(flips)} % (RMSE {mean(flips, 'auto', 'rmse'):.2f} against "
+            f"{mean(flips, 'true rate', 'rmse'):.2f}; {mean(flips, 'auto, first kept', 'rmse'):.2f} kept), of ±3 SD "
+            f"alone {est(shift)} % (the first case above)") in page
     assert f"×10 alone 10.1 → {est(x10)} %, the ±3 SD shift 21.2 → {est(shift)} %" in page
