@@ -17,11 +17,13 @@ the held-out rows. Cases:
   shifted by ±3 SD, replaced by uniform values over the targets' range, or sign-flipped.
 
 Arms per case and seed, every fit seeded alike: ITLM ``"auto"`` (the product, the restart on), ITLM ``"auto"`` with
-the restart off (what it did before), SPL ``"auto"`` with ``reestimate=True``, ITLM ``"auto"`` with ``reestimate=False`` (*first kept*: round 1's estimate kept
-for the later rounds, the default before 2026-12-06; the other two re-estimate every round, the default since), ITLM at the true rate, ``BatchFilter("spl", drop_ratio="auto")`` with the
-restart on and off (its default 3-epoch warm-up), and plain training of the same epochs. ITLM's estimate is its first
-(``history[1].estimated_corruption``, from round 0's scoring pass; the last round's beside it); SPL's is fixed at
-the end of its warm-up (with ``reestimate=True``, an arm of its own, re-made at every epoch end: its last).
+the restart off (what it did before), ITLM ``"auto"`` with ``reestimate=False`` (*first kept*: round 1's estimate kept
+for the later rounds, the default before 2026-12-06; the other two re-estimate every round, the default since), ITLM at the true rate, ``BatchFilter("spl", drop_ratio="auto")`` (its default
+3-epoch warm-up; the default ``reestimate=None`` re-estimates at every epoch end on one regression target since
+2026-12-06) and the same with ``reestimate=False`` with the restart on and off (*fixed*, *restart off*: the estimate
+fixed at the end of warm-up, as before), and plain training of the same epochs. ITLM's estimate is its first
+(``history[1].estimated_corruption``, from round 0's scoring pass; the last round's beside it); SPL's is the one in
+force at the end (the warm-up's for the fixed arms, the last epoch's for the default).
 
 ``--quick``: one seed of three cases; ``--smoke``: one small case (the tests). Full mode writes
 ``results/regression_restart.md`` (+ ``.json``); the last line printed is one JSON object.
@@ -45,9 +47,9 @@ CASES: tuple[tuple[str, str, float], ...] = (
     ("friedman", "clean", 0.0), ("friedman", "shift", 0.25), ("friedman", "uniform", 0.25),
     ("friedman", "signflip", 0.25),
 )
-ARMS = ("auto", "auto, restart off", "auto, first kept", "true rate", "SPL auto", "SPL auto, restart off",
-        "SPL auto, reestimate", "plain")
-ESTIMATING = ("auto", "auto, restart off", "SPL auto", "SPL auto, restart off", "SPL auto, reestimate")
+ARMS = ("auto", "auto, restart off", "auto, first kept", "true rate", "SPL auto, fixed", "SPL auto, restart off",
+        "SPL auto", "plain")
+ESTIMATING = ("auto", "auto, restart off", "SPL auto, fixed", "SPL auto, restart off", "SPL auto")
 
 
 @dataclass(frozen=True)
@@ -125,9 +127,11 @@ def run_one(task: dict) -> dict:
         pl.seed_everything(0, verbose=False)
         dm = TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df)
         if arm.startswith("SPL"):
-            # "SPL auto, reestimate": `reestimate=True`, the estimate re-made at every epoch end (the latest in force)
+            # "SPL auto": the default, which re-estimates at every epoch end on one regression target since
+            # 2026-12-06 (the latest estimate in force); "fixed" and "restart off": `reestimate=False`, the estimate
+            # fixed after warm-up as before, with the restart on and off
             callback = (SPLRestartOff if arm.endswith("off") else BatchFilter)(
-                "spl", drop_ratio="auto", **({"reestimate": True} if arm.endswith("reestimate") else {}))
+                "spl", drop_ratio="auto", **({} if arm == "SPL auto" else {"reestimate": False}))
         elif arm != "plain":
             # "auto, first kept": round 1's estimate kept for the later rounds (`reestimate=False`), as before
             # 2026-12-06; the other "auto" arms re-estimate every round (the default on one regression target)
@@ -179,29 +183,31 @@ def render(saved: dict) -> str:
         f"{list(p['friedman_seeds'])} (the data's split and corruption; every fit seeded 0). ε̂ per seed, in %: ITLM's "
         "first estimate (round 0's scoring pass), and for ITLM auto also its last round's (ITLM re-estimates every "
         "round on one regression target since 2026-12-06; *first kept*: `reestimate=False`, round 1's estimate "
-        "kept, the default before); SPL's (*reestimate*: `reestimate=True`, its estimate at the last epoch's end) (`BatchFilter(\"spl\", drop_ratio=\"auto\")`, the same "
+        "kept, the default before); SPL's (*SPL auto*: the default, re-estimated at every epoch end since "
+        "2026-12-06, its estimate at the last epoch's end; *fixed* and *restart off*: `reestimate=False`) (`BatchFilter(\"spl\", drop_ratio=\"auto\")`, the same "
         "epochs) at the end of its 3-epoch warm-up. *restart off*: the same with the restart turned off (as before "
         "2026-12-05). R²: test R², mean over seeds. Settings: benchmarks/regression_restart.py.", "",
         *md_table(["data", "corruption", "ε % per seed", "ε̂ ITLM auto", "ε̂ ITLM auto, last round",
-                   "ε̂ ITLM restart off", "ε̂ SPL auto", "ε̂ SPL restart off", "ε̂ SPL reestimate, last epoch",
+                   "ε̂ ITLM restart off", "ε̂ SPL fixed", "ε̂ SPL restart off", "ε̂ SPL auto, last epoch",
                    "R² ITLM auto", "R² ITLM restart off", "R² ITLM auto, first kept", "R² ITLM true rate",
-                   "R² SPL auto", "R² SPL restart off", "R² SPL reestimate", "R² plain"], rows), "",
+                   "R² SPL fixed", "R² SPL restart off", "R² SPL auto", "R² plain"], rows), "",
         *(f"{who}, noisy runs: median |ε̂ − ε| {h[f'{key}noisy_median_err_pts']} points with the restart, "
           f"{h[f'{key}noisy_median_err_pts_restart_off']} without; within 5 points {h[f'{key}noisy_within_5_pts']} "
           f"of {h['noisy_runs']} runs, without {h[f'{key}noisy_within_5_pts_restart_off']}; estimates of 0 "
           f"{h[f'{key}noisy_zero_estimates']}, without {h[f'{key}noisy_zero_estimates_restart_off']}. Clean runs: "
           f"largest ε̂ {h[f'{key}clean_max_eps_hat_pct']} % ({h['clean_runs']} runs), without the restart "
-          f"{h[f'{key}clean_max_eps_hat_pct_restart_off']} %." for who, key in (("ITLM", ""), ("SPL", "spl_"))),
+          f"{h[f'{key}clean_max_eps_hat_pct_restart_off']} %." for who, key in (("ITLM", ""),
+                                                                                 ("SPL, estimate fixed", "spl_"))),
         *([f"ITLM auto's last round (re-estimated every round): median |ε̂ − ε| "
            f"{h['noisy_median_err_pts_last_round']} points, within 5 points {h['noisy_within_5_pts_last_round']} of "
            f"{h['noisy_runs']} runs. Mean test R² of the noisy runs: ITLM auto {h['noisy_mean_r2']['auto']:.3f}, "
            f"first kept {h['noisy_mean_r2']['auto, first kept']:.3f}, true rate "
-           f"{h['noisy_mean_r2']['true rate']:.3f}, plain {h['noisy_mean_r2']['plain']:.3f}. SPL with "
-           f"`reestimate=True` (the last epoch's estimate): median |ε̂ − ε| {h['spl_noisy_median_err_pts_reestimate']} "
-           f"points, within 5 points {h['spl_noisy_within_5_pts_reestimate']} of {h['noisy_runs']}, estimates of 0 "
-           f"{h['spl_noisy_zero_estimates_reestimate']}, clean runs' largest ε̂ "
-           f"{h['spl_clean_max_eps_hat_pct_reestimate']} %; mean test R² of the noisy runs "
-           f"{h['noisy_mean_r2']['SPL auto, reestimate']:.3f} against {h['noisy_mean_r2']['SPL auto']:.3f} with the "
+           f"{h['noisy_mean_r2']['true rate']:.3f}, plain {h['noisy_mean_r2']['plain']:.3f}. SPL auto (the default, "
+           f"re-estimated every epoch; the last epoch's estimate): median |ε̂ − ε| "
+           f"{h['spl_noisy_median_err_pts_default']} points, within 5 points {h['spl_noisy_within_5_pts_default']} of "
+           f"{h['noisy_runs']}, estimates of 0 {h['spl_noisy_zero_estimates_default']}, clean runs' largest ε̂ "
+           f"{h['spl_clean_max_eps_hat_pct_default']} %; mean test R² of the noisy runs "
+           f"{h['noisy_mean_r2']['SPL auto']:.3f} against {h['noisy_mean_r2']['SPL auto, fixed']:.3f} with the "
            "estimate fixed after warm-up."]
           if h["noisy_median_err_pts_last_round"] is not None else []), "",
         f"Wall time {m['wall_s']} s with {m['jobs']} jobs on a shared {m['cpus']}-core machine ({m['machine']}); "
@@ -214,8 +220,8 @@ def headline(saved: dict) -> dict:
     clean = [r for r in saved["results"] if r["kind"] == "clean"]
     out: dict[str, Any] = {"noisy_runs": len(noisy), "clean_runs": len(clean)}
     for arm, prefix, suffix in (("auto", "", ""), ("auto, restart off", "", "_restart_off"),
-                                ("SPL auto", "spl_", ""), ("SPL auto, restart off", "spl_", "_restart_off"),
-                                ("SPL auto, reestimate", "spl_", "_reestimate")):
+                                ("SPL auto, fixed", "spl_", ""), ("SPL auto, restart off", "spl_", "_restart_off"),
+                                ("SPL auto", "spl_", "_default")):
         if not all(arm in r for r in saved["results"]):  # a run saved before the arm existed
             continue
         errs = [_err(r, arm) for r in noisy]

@@ -515,7 +515,7 @@ def test_regression_restart_smoke_ends_with_headline_json():
     assert summary["benchmark"] == "regression_restart" and summary["mode"] == "smoke"
     assert summary["noisy_runs"] == 1 and summary["clean_runs"] == 0
     assert set(summary["mean_r2"]) == {"auto", "auto, restart off", "auto, first kept", "true rate", "SPL auto",
-                                       "SPL auto, restart off", "SPL auto, reestimate", "plain"}
+                                       "SPL auto, restart off", "SPL auto, fixed", "plain"}
     assert summary["spl_noisy_median_err_pts"] is not None
     assert re.search(r"\| Diabetes \| ±3 SD shift \| 20\.1 \|( \d+\.\d \|){6}", run.stdout)
 

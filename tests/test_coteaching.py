@@ -473,7 +473,7 @@ def test_resuming_with_other_schedule_arguments_is_an_error_naming_them(tmp_path
 
     _co_checkpoint_run(tmp_path / "first", 2, save=True)
     (name, value), = changed.items()
-    was = {"warmup_epochs": 3, "auto_margin": 0.0, "reestimate": False, "drop_ratio": "auto", "rule": "spl"}[name]
+    was = {"warmup_epochs": 3, "auto_margin": 0.0, "reestimate": None, "drop_ratio": "auto", "rule": "spl"}[name]
     with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by CoTeaching with `{name}` {was!r} "
                                                    f"(this fit: {value!r}): a resumed fit needs the CoTeaching "
                                                    "arguments it was written with")):

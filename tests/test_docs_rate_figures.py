@@ -52,7 +52,7 @@ def test_spl_mean_r2_on_the_page_names_the_runs_it_averages():
         return f"{statistics.mean(r[arm]['r2'] for r in runs):.3f}"
 
     text = _text(PAGE)
-    on, off = "SPL auto", "SPL auto, restart off"
+    on, off = "SPL auto, fixed", "SPL auto, restart off"  # both with the estimate fixed after warm-up
     assert (f"mean test R² of all {len(rows)} runs from {mean(rows, off)} to {mean(rows, on)} "
             f"(of the {len(noisy)} noisy ones {mean(noisy, off)} to {mean(noisy, on)};") in text
 

@@ -13,13 +13,16 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import (
     RCA,
     AdversarialTrigger,
     BatchFilter,
     CoTeaching,
+    IndexedDataset,
     RealNVP,
+    RobustMixin,
     RobustRealNVP,
     TwoMoonsAnomalyDataModule,
     estimate_corruption,
@@ -100,7 +103,7 @@ def ref_combined(estimates, warmup, reestimate):
         return None
     w = max(warmup, 1)
     if reestimate and max(estimates) >= w:
-        return estimates[max(estimates)]
+        return estimates[max(estimates)]  # a 0 too: the latest epoch's, whatever came before
     used = [v for e, v in estimates.items() if 1 <= e < w] or [v for e, v in estimates.items() if e < w]
     return statistics.median(used)
 
@@ -110,6 +113,7 @@ def ref_combined(estimates, warmup, reestimate):
 def test_combined_estimate_matches_reference(warmup, reestimate):
     g = torch.Generator().manual_seed(warmup)
     values = torch.rand(8, generator=g).mul(0.45).tolist()
+    values[0], values[warmup + 1] = 0.0, 0.0  # estimates of 0: epoch 0's (as usual) and a later one
     for upto in range(8):
         est = {e: values[e] for e in range(upto + 1) if reestimate or e < max(warmup, 1)}
         assert combined_estimate(est, warmup, reestimate) == pytest.approx(ref_combined(est, warmup, reestimate))
@@ -788,7 +792,7 @@ def test_auto_with_a_warm_up_of_one_epoch_or_none_is_warned_at_construction():
     default (`None`: 3 epochs with "auto") is not."""
     for warmup in (0, 1):
         with pytest.warns(UserWarning, match=rf"BatchFilter: `drop_ratio='auto'` with `warmup_epochs={warmup}` fixes "
-                                             r"its estimate after epoch 0, .*Give it a warm-up of a few epochs \(leave "
+                                             r"its estimate after epoch 0.*Give it a warm-up of a few epochs \(leave "
                                              r"`warmup_epochs` out for 3\)"):
             BatchFilter("prl", drop_ratio="auto", warmup_epochs=warmup)
     with pytest.warns(UserWarning, match=r"CoTeaching: `drop_ratio='auto'` with `warmup_epochs=0`"):
@@ -1046,3 +1050,58 @@ def test_a_should_stop_inside_an_estimating_epoch_is_named_and_the_next_fit_drop
         warnings.simplefilter("ignore")
         trainer.fit(model, BlobsData(n=240, batch_size=40))
     assert [r.epoch for r in f.history] == [0, 1, 2] and f.history[2].drop_ratio == pytest.approx(in_force)
+
+
+class _LinearRegression(RobustMixin, pl.LightningModule):
+    """One float target per sample, squared-error losses: the filters read them as one regression target's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(1, 1)
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        out = self.net(b.input).squeeze(-1)
+        return (out - b.target) ** 2, out
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize("reestimate", [None, False, True])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_spl_reestimates_every_epoch_on_one_regression_target_by_default(tmp_path, task, reestimate):
+    """`reestimate=None` (the default) is True where SPL's scores are one regression target's losses: every epoch
+    after the 3-epoch warm-up estimates again; on a classifier, and with `reestimate=False`, the estimate stays fixed
+    after warm-up (epochs 0-2 estimate only)."""
+    bf = BatchFilter("spl", drop_ratio="auto", reestimate=reestimate)
+    pl.seed_everything(0, verbose=False)
+    if task == "regression":
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(200, 1, generator=g)
+        y = 2 * x.squeeze(1) + 0.1 * torch.randn(200, generator=g)
+        y[:40] += 10.0  # 20 % of the targets shifted
+        model, data = _LinearRegression(), DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=50)
+    else:
+        model, data = TinyModel(), BlobsData()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 6, [bf]).fit(model, data)
+    every = reestimate is True or (reestimate is None and task == "regression")
+    assert bf._auto.reestimate is every and bf._auto.squared_errors is (task == "regression")
+    assert sorted(bf._auto.estimates) == (list(range(6)) if every else [0, 1, 2])
+
+
+def test_coteaching_reestimates_every_epoch_on_one_regression_target_by_default(tmp_path):
+    """Co-teaching (`rule="spl"`) shares the filters' default: on one regression target's losses every epoch
+    estimates again."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, generator=g)
+    y = 2 * x.squeeze(1) + 0.1 * torch.randn(200, generator=g)
+    y[:40] += 10.0
+    co = CoTeaching(_LinearRegression(), drop_ratio="auto")
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 5, []).fit(co, DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=50))
+    assert co._auto.reestimate is True and sorted(co._auto.estimates) == list(range(5))

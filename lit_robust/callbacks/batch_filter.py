@@ -328,7 +328,8 @@ class BatchFilter(Callback):
     median of these per-epoch estimates after epoch 0 (epoch 0's alone until there is another). The ramp above
     uses :math:`\min(\hat\varepsilon + m, 0.49)` (:math:`m` = ``auto_margin``; 0.99 with ``allow_large_drop``;
     a clipped estimate is warned about), and from :math:`T_k` on :math:`\hat\varepsilon` stays fixed
-    (``reestimate=True``: the latest epoch's estimate, re-made at every epoch end). With ``"auto"`` the default
+    (``reestimate=True``, the default for ``"spl"`` on one regression target: the latest epoch's estimate, re-made at
+    every epoch end). With ``"auto"`` the default
     ``warmup_epochs=None`` is :math:`T_k = 3`: epochs 1 and 2 estimate, the median of the two is fixed after epoch 2,
     and the ramp reaches it in epoch 3. An explicit ``warmup_epochs=0`` means one estimation epoch without dropping,
     then :math:`\hat\varepsilon` from epoch 1 (the same as ``warmup_epochs=1``), from a model trained one epoch,
@@ -374,7 +375,12 @@ class BatchFilter(Callback):
             quantile of the per-class disagreement rates; only when every class is corrupted at one rate (it reads
             about 0 when only some classes are).
         auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``"auto"`` only; default 0).
-        reestimate: re-estimate at the end of every epoch, not only in warm-up (``"auto"`` only).
+        reestimate: re-estimate at the end of every epoch, not only in warm-up (``"auto"`` only). ``None``
+            (default): ``True`` where the scores are one regression target's losses (``"spl"`` on a fit that reads one
+            regression target, as the gmm's squared-error restart does), ``False`` otherwise. On such targets glitches
+            of several sizes show in layers, and an estimate fixed after warm-up kept the first
+            (``benchmarks/regression_restart.py``, 30 noisy runs: median error 2.74 points re-estimated against 7.36
+            fixed, mean test R² 0.707 against 0.632; clean runs 0.0 % either way).
         report: write the per-sample report (:mod:`lit_robust.report`) at the end of training:
             ``<folder>/filter_<rule>_report.csv``, one row per training sample, most suspicious first, with the
             mean of the rule's score over the sample's batches in the last epoch (``score_last_epoch``, training
@@ -421,7 +427,7 @@ class BatchFilter(Callback):
         prl_g_backend: PrlGBackend = "auto",
         estimator: FilterEstimator = DEFAULT_FILTER_ESTIMATOR,
         auto_margin: float = 0.0,
-        reestimate: bool = False,
+        reestimate: bool | None = None,
         report: bool | None = None,
         report_dir: str | None = None,
         report_format: ReportFormat = "csv",

@@ -237,6 +237,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             number as ``drop_ratio``.
         auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``drop_ratio="auto"`` only; default 0).
         reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only).
+            ``None`` (default): ``True`` where the scores are one regression target's losses (``rule="spl"`` on a fit
+            that reads one regression target), ``False`` otherwise, as for :class:`~lit_robust.BatchFilter`.
         report: write the per-sample report (:mod:`lit_robust.report`), as a :class:`~lit_robust.BatchFilter`
             does: ``<folder>/coteaching_report.csv`` at the end of training, one row
             per training sample, ranked by the last epoch's mean score averaged over the two networks (the score
@@ -272,7 +274,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         allow_large_drop: bool = False,
         estimator: FilterEstimator = DEFAULT_FILTER_ESTIMATOR,
         auto_margin: float = 0.0,
-        reestimate: bool = False,
+        reestimate: bool | None = None,
         report: bool | None = None,
         report_dir: str | None = None,
         report_format: ReportFormat = "csv",
