@@ -222,8 +222,6 @@ def headline(saved: dict) -> dict:
     for arm, prefix, suffix in (("auto", "", ""), ("auto, restart off", "", "_restart_off"),
                                 ("SPL auto, fixed", "spl_", ""), ("SPL auto, restart off", "spl_", "_restart_off"),
                                 ("SPL auto", "spl_", "_default")):
-        if not all(arm in r for r in saved["results"]):  # a run saved before the arm existed
-            continue
         errs = [_err(r, arm) for r in noisy]
         out[f"{prefix}noisy_median_err_pts{suffix}"] = round(statistics.median(errs), 2) if errs else None
         out[f"{prefix}noisy_within_5_pts{suffix}"] = sum(e <= 5 for e in errs)

@@ -1868,7 +1868,7 @@ class ITLM(Callback):
                     # component explains do not make it clean (Friedman1 with 25 % uniform values, seed 0 of
                     # benchmarks/regression_restart.py: 9.4 % at round 1, then 0), so the latest positive estimate
                     # stays in force
-                    estimated = self._latest_estimate()
+                    estimated = self._positive_estimates()[-1]
                     self._say_once("held", f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 ({est.reason}) "
                                    f"after an earlier round found {estimated:.2%} corrupted; the training set is the "
                                    f"same, so that estimate is kept.")
@@ -2106,18 +2106,14 @@ class ITLM(Callback):
         if int(distributed.all_reduce_sum(ok).item()) != distributed.world_size():
             raise ValueError(f"ITLM round {round_}: {_PER_CLASS_NEEDS_LABELS}")
 
-    def _latest_estimate(self) -> float | None:
-        """The latest positive estimate of an earlier round (from the checkpointed history), or None."""
-        positive = [rec.estimated_corruption for rec in self.history
-                    if rec.estimated_corruption is not None and rec.estimated_corruption > 0]
-        return positive[-1] if positive else None
+    def _positive_estimates(self) -> list[float]:
+        """The positive estimates of earlier rounds, oldest first (from the checkpointed history)."""
+        return [rec.estimated_corruption for rec in self.history
+                if rec.estimated_corruption is not None and rec.estimated_corruption > 0]
 
     def _found_estimate(self) -> float | None:
-        """The first positive estimate of an earlier round (from the checkpointed history), or None."""
-        for rec in self.history:
-            if rec.estimated_corruption is not None and rec.estimated_corruption > 0:
-                return rec.estimated_corruption
-        return None
+        """The first positive estimate of an earlier round, or None."""
+        return next(iter(self._positive_estimates()), None)
 
     def score_training_set(self, trainer: pl.Trainer, pl_module: pl.LightningModule
                            ) -> tuple[Tensor, Tensor, Tensor | None]:

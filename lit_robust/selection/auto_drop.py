@@ -438,8 +438,8 @@ class AutoDropRatio:
     Args:
         owner: the class name used in warnings.
         estimator, auto_margin, reestimate: as the owner received them; ``reestimate=None`` is resolved by
-            :meth:`read_data` at train start (``True`` where the scores are one regression target's losses, ``False``
-            until then and otherwise).
+            :attr:`reestimate` (``True`` where the scores are one regression target's losses, as :meth:`read_data`
+            finds at train start; ``False`` until then and otherwise).
         warmup_epochs: the owner's warm-up as the schedule uses it (:func:`resolved_warmup`: never ``None``).
         high: the owner's (open) upper bound on the drop ratio; the clip value is ``high - 0.01``.
         ranked_by: where the owner's user finds the highest scores, for the "estimated 0" note
@@ -452,8 +452,7 @@ class AutoDropRatio:
         self.ranked_by = ranked_by
         self.estimator = estimator
         self.auto_margin = float(auto_margin)
-        self.reestimate_arg = reestimate  # as given; None is resolved by `read_data`
-        self.reestimate = bool(reestimate)
+        self.reestimate_arg = reestimate  # as given; None follows `squared_errors` (see `reestimate`)
         self.warmup_epochs = warmup_epochs
         self.cap = round(high - _CAP_BELOW, 9)
         self.reset()
@@ -512,11 +511,15 @@ class AutoDropRatio:
         from lit_robust.data.spec import reads_squared_errors
 
         self.squared_errors = bool(scores_are_losses) and reads_squared_errors(trainer)
-        if self.reestimate_arg is None:
-            # on one regression target glitches of several sizes show in layers, and an estimate fixed after warm-up
-            # kept the first layer's (benchmarks/regression_restart.py: SPL's median error 7.36 points fixed, 2.74
-            # re-estimated; mean test R² 0.632 against 0.707 over 30 noisy runs)
-            self.reestimate = self.squared_errors
+
+    @property
+    def reestimate(self) -> bool:
+        """Whether every epoch estimates again: the owner's ``reestimate``, or where it is None whether the scores are
+        one regression target's losses (:attr:`squared_errors`, set by :meth:`read_data`; False before). There
+        glitches of several sizes show in layers, and an estimate fixed after warm-up kept the first layer's
+        (benchmarks/regression_restart.py: SPL's median error 7.36 points fixed, 2.74 re-estimated; mean test R² 0.632
+        against 0.707 over 30 noisy runs)."""
+        return self.reestimate_arg if self.reestimate_arg is not None else self.squared_errors
 
     def _clear(self) -> None:
         self._index, self._scores = [], []
