@@ -103,7 +103,10 @@ def ref_combined(estimates, warmup, reestimate):
         return None
     w = max(warmup, 1)
     if reestimate and max(estimates) >= w:
-        return estimates[max(estimates)]  # a 0 too: the latest epoch's, whatever came before
+        # a vote after epoch 0: the latest positive estimate while most are positive, else 0
+        later = [estimates[e] for e in sorted(estimates) if e >= 1]
+        positive = [v for v in later if v > 0]
+        return positive[-1] if len(positive) > len(later) / 2 else 0.0
     used = [v for e, v in estimates.items() if 1 <= e < w] or [v for e, v in estimates.items() if e < w]
     return statistics.median(used)
 
@@ -118,6 +121,52 @@ def test_combined_estimate_matches_reference(warmup, reestimate):
         est = {e: values[e] for e in range(upto + 1) if reestimate or e < max(warmup, 1)}
         assert combined_estimate(est, warmup, reestimate) == pytest.approx(ref_combined(est, warmup, reestimate))
     assert combined_estimate({}, warmup, reestimate) is None
+
+
+@pytest.mark.parametrize("zero_share", [0.2, 0.5, 0.8])
+def test_reestimated_estimate_is_a_vote_matching_reference(zero_share):
+    """With `reestimate`, after warm-up: the latest positive estimate while more than half of the estimates after
+    epoch 0 are positive, else 0 (sequences with many zeros, against the obvious reference)."""
+    g = torch.Generator().manual_seed(int(10 * zero_share))
+    for _ in range(20):
+        values = torch.rand(12, generator=g).mul(0.49)
+        values[torch.rand(12, generator=g) < zero_share] = 0.0
+        for upto in range(3, 12):
+            est = {e: float(values[e]) for e in range(upto + 1)}
+            assert combined_estimate(est, 3, True) == ref_combined(est, 3, True)
+
+
+def test_reestimated_estimate_ignores_a_late_spurious_stretch_and_holds_through_a_zero():
+    # clean scores whose gmm splits ~50/50 late in the fit (clean Diabetes, regression_restart seed 3): 0 stays in force
+    clean = {e: 0.0 for e in range(17)} | {17: 0.498, 18: 0.0} | {e: 0.48 for e in range(19, 29)}
+    assert combined_estimate(clean, 3, True) == 0.0
+    # ... until most epochs read a positive estimate
+    assert combined_estimate(clean | {e: 0.48 for e in range(29, 40)}, 3, True) == 0.48
+    # noisy scores with a 0 between readings (Friedman1, uniform targets): the latest positive one stays in force
+    noisy = {0: 0.0, 1: 0.10, 2: 0.16, 3: 0.0, 4: 0.15, 5: 0.17}
+    assert combined_estimate(noisy, 3, True) == 0.17
+    assert combined_estimate(noisy | {6: 0.0}, 3, True) == 0.17
+    # a tie is not a majority
+    assert combined_estimate({0: 0.3, 1: 0.2, 2: 0.0, 3: 0.0, 4: 0.25}, 3, True) == 0.0
+    # without `reestimate` nothing after warm-up counts (those epochs are not estimated)
+    assert combined_estimate({0: 0.0, 1: 0.2, 2: 0.3}, 3, False) == 0.25
+
+
+def test_the_vote_overriding_an_epoch_is_said_once(monkeypatch):
+    from lit_robust.selection import auto_drop
+
+    told: list[str] = []
+    monkeypatch.setattr(auto_drop, "rank_zero_info", told.append)
+    auto = AutoDropRatio("BatchFilter", "gmm", 0.0, True, 3)
+    reads = iter([0.0, 0.0, 0.0, 0.0, 0.49, 0.48, 0.0])
+    monkeypatch.setattr(auto_drop, "estimate_corruption", lambda s, *a, **k: replace(
+        estimate_corruption(s), rate=next(reads)))
+    for epoch in range(7):
+        auto.add(torch.arange(40), torch.rand(40))
+        auto.end_epoch(epoch)
+    vote = [m for m in told if "Said once" in m]
+    assert len(vote) == 1 and "after epoch 4: this epoch's estimate is 49.0 %, the one in force 0.0 %" in vote[0]
+    assert "(1 of 4 are)" in vote[0] and auto.estimate == 0.0
 
 
 def test_schedule_and_clipping():

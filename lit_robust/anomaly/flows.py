@@ -117,7 +117,8 @@ class RealNVP(RobustMixin, AnomalyDetector):
             score mixture, ``"gmm"`` (default, Gaussian) or ``"bmm"`` (Beta) (:func:`~lit_robust.estimate_corruption`;
             there are no labels here). Not used with a number as ``drop_ratio``.
         auto_margin: :math:`m \in [0, 0.5)` dropped on top of the estimate (``drop_ratio="auto"`` only; default 0).
-        reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only).
+        reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only); the
+            latest positive estimate is in force while more than half of the epochs' estimates are positive, else 0.
         report: write the per-sample report of the module's trimming filter, as in
             :class:`~lit_robust.BatchFilter` (``filter_spl_report.csv``: every training sample ranked by its mean
             :math:`-\log\hat p` over the last epoch, most anomalous first; ``given_label`` is the datamodule's

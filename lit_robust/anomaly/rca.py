@@ -222,7 +222,8 @@ class RCA(ModuleReport, AnomalyDetector):
             mixture, ``"gmm"`` (default, Gaussian) or ``"bmm"`` (Beta) (:func:`~lit_robust.estimate_corruption`; there
             are no labels here). Not used with a number as ``drop_ratio``.
         auto_margin: :math:`m \in [0, 0.5)` added to the estimate (``drop_ratio="auto"`` only; default 0).
-        reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only).
+        reestimate: re-estimate at the end of every epoch, not only in warm-up (``drop_ratio="auto"`` only); the
+            latest positive estimate is in force while more than half of the epochs' estimates are positive, else 0.
         report: write the per-sample report (:mod:`lit_robust.report`), as a :class:`~lit_robust.BatchFilter`
             does: ``<folder>/rca_report.csv`` at the end of training, one row per training sample, most anomalous
             first; ``score_last_epoch`` is the mean over the last epoch of the exchange's score
