@@ -57,6 +57,28 @@ def test_spl_mean_r2_on_the_page_names_the_runs_it_averages():
             f"(of the {len(noisy)} noisy ones {mean(noisy, off)} to {mean(noisy, on)};") in text
 
 
+def test_spl_default_figures_on_the_page_are_the_committed_run():
+    """The page's figures for SPL's default (re-estimated every epoch on one regression target, the vote's estimate in
+    force at the end) are recomputed from ``regression_restart.json``: median error, runs within 5 points, the noisy
+    runs' mean test R² against the estimate fixed after warm-up, and the uniform-value seeds' estimates."""
+    rows = json.loads((RESULTS / "regression_restart.json").read_text(encoding="utf-8"))["results"]
+    noisy = [r for r in rows if r["kind"] != "clean"]
+    errors = [abs(r["SPL auto"]["estimate"] - r["true_rate"]) * 100 for r in noisy]
+    uniform = [r for r in noisy if r["kind"] == "uniform"]
+    low, high = (f"{f(r['SPL auto']['estimate'] for r in uniform) * 100:.1f}" for f in (min, max))
+
+    def mean(runs, arm):
+        return f"{statistics.mean(r[arm]['r2'] for r in runs):.3f}"
+
+    text = _text(PAGE)
+    assert (f"SPL's estimate at the end was off by {statistics.median(errors):.2f} points (median; "
+            f"{sum(e <= 5 for e in errors)} of {len(noisy)} within 5 points") in text
+    assert (f"the mean test R² of the {len(noisy)} noisy runs was {mean(noisy, 'SPL auto')} against "
+            f"{mean(noisy, 'SPL auto, fixed')} fixed") in text
+    assert f"uniform values {low}–{high} % (R² {mean(uniform, 'SPL auto')})" in text
+    assert all(r["SPL auto"]["estimate"] == 0.0 for r in rows if r["kind"] == "clean")
+
+
 def test_readme_names_every_log_key_of_the_estimate():
     """Every ``<owner>/estimated_corruption`` the package logs is named where README says what "auto" logs."""
     keys = set()
