@@ -1119,10 +1119,14 @@ class _LinearRegression(RobustMixin, pl.LightningModule):
 
 @pytest.mark.parametrize("reestimate", [None, False, True])
 @pytest.mark.parametrize("task", ["regression", "classification"])
-def test_spl_reestimates_every_epoch_on_one_regression_target_by_default(tmp_path, task, reestimate):
+def test_spl_reestimates_every_epoch_on_one_regression_target_by_default(tmp_path, monkeypatch, task, reestimate):
     """`reestimate=None` (the default) is True where SPL's scores are one regression target's losses: every epoch
-    after the 3-epoch warm-up estimates again; on a classifier, and with `reestimate=False`, the estimate stays fixed
-    after warm-up (epochs 0-2 estimate only)."""
+    after the 3-epoch warm-up estimates again, and the fit's end says the estimate in force and what epochs 3-5 read;
+    on a classifier, and with `reestimate=False`, the estimate stays fixed after warm-up (epochs 0-2 estimate only)."""
+    from lit_robust.callbacks import batch_filter
+
+    said: list[str] = []
+    monkeypatch.setattr(batch_filter, "rank_zero_info", said.append)
     bf = BatchFilter("spl", drop_ratio="auto", reestimate=reestimate)
     pl.seed_everything(0, verbose=False)
     if task == "regression":
@@ -1139,11 +1143,24 @@ def test_spl_reestimates_every_epoch_on_one_regression_target_by_default(tmp_pat
     every = reestimate is True or (reestimate is None and task == "regression")
     assert bf._auto.reestimate is every and bf._auto.squared_errors is (task == "regression")
     assert sorted(bf._auto.estimates) == (list(range(6)) if every else [0, 1, 2])
+    ends = [m for m in said if "re-estimated at every epoch end" in m]
+    if every:
+        later = [100 * bf._auto.estimates[e] for e in (3, 4, 5)]
+        assert len(ends) == 1, said
+        assert (f"the estimate in force at the end is {100 * bf.estimated_corruption:.2f} % (epochs 3-5 read "
+                f"{min(later):.1f}-{max(later):.1f} %") in ends[0]
+        assert ("(the default on one regression target's losses)" in ends[0]) is (reestimate is None)
+    else:
+        assert not ends, ends
 
 
-def test_coteaching_reestimates_every_epoch_on_one_regression_target_by_default(tmp_path):
+def test_coteaching_reestimates_every_epoch_on_one_regression_target_by_default(tmp_path, monkeypatch):
     """Co-teaching (`rule="spl"`) shares the filters' default: on one regression target's losses every epoch
-    estimates again."""
+    estimates again, and the fit's end says the estimate in force."""
+    from lit_robust.models import coteaching
+
+    said: list[str] = []
+    monkeypatch.setattr(coteaching, "rank_zero_info", said.append)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 1, generator=g)
     y = 2 * x.squeeze(1) + 0.1 * torch.randn(200, generator=g)
@@ -1154,3 +1171,5 @@ def test_coteaching_reestimates_every_epoch_on_one_regression_target_by_default(
         warnings.simplefilter("ignore")
         tiny_trainer(tmp_path, 5, []).fit(co, DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=50))
     assert co._auto.reestimate is True and sorted(co._auto.estimates) == list(range(5))
+    ends = [m for m in said if "re-estimated at every epoch end" in m]
+    assert len(ends) == 1 and ends[0].startswith("CoTeaching: ") and "epochs 3-4 read" in ends[0], said

@@ -438,6 +438,9 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         last = self.history[-1] if self.history else None
         warn_ended_in_warmup("CoTeaching", self.trainer, None if last is None else (last.epoch, last.drop_ratio),
                              self._warmup, self._auto is not None)
+        note = None if self._auto is None else self._auto.reestimated_note()
+        if note is not None:
+            rank_zero_info(note)
         super().on_train_end()  # the report
 
     # -- the co-teaching step -----------------------------------------------------------------------------

@@ -536,6 +536,22 @@ class AutoDropRatio:
         against 0.707 over 30 noisy runs)."""
         return self.reestimate_arg if self.reestimate_arg is not None else self.squared_errors
 
+    def reestimated_note(self) -> str | None:
+        """At train end, the line a re-estimating owner prints: the estimate in force and the range the epochs after
+        warm-up read (``None`` without re-estimation or before any such epoch). A regression newcomer's SPL, which
+        re-estimates by default on one target, said nothing of its estimate on the console (with it fixed after
+        warm-up, the fixing epoch says it)."""
+        w = max(self.warmup_epochs, 1)
+        later = {e: v for e, v in self.estimates.items() if e - self.start >= w}
+        if not self.reestimate or not later or self.estimate is None:
+            return None
+        low, high = min(later.values()), max(later.values())
+        why = " (the default on one regression target's losses)" if self.reestimate_arg is None else ""
+        return (f"{self.owner}: `drop_ratio='auto'` re-estimated at every epoch end{why}: the estimate in force at "
+                f"the end is {100 * float(self.estimate):.2f} % (epochs {min(later)}-{max(later)} read "
+                f"{100 * low:.1f}-{100 * high:.1f} %; the latest positive estimate is in force while more than half of "
+                "the epochs' estimates are positive, else 0).")
+
     def _clear(self) -> None:
         self._index, self._scores = [], []
         self._steps, self._step, self._given, self._predicted, self._missing = 0, [], [], [], False
