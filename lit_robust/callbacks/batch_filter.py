@@ -381,7 +381,7 @@ class BatchFilter(Callback):
             regression target, as the gmm's squared-error restart does), ``False`` otherwise. On such targets glitches
             of several sizes show in layers, and an estimate fixed after warm-up kept the first
             (``benchmarks/regression_restart.py``, 30 noisy runs: median error 2.74 points re-estimated against 7.36
-            fixed, mean test R² 0.707 against 0.632; clean runs 0.0 % either way). Re-estimating, one epoch's reading
+            fixed, mean test R² 0.708 against 0.632; clean runs 0.0 % either way). Re-estimating, one epoch's reading
             does not swing the drop ratio: the latest positive estimate is in force while more than half of the epochs'
             estimates are positive, else 0 (clean Diabetes had dropped 47-49 % of its rows for 11 epochs of 30 on
             one seed when the latest epoch's estimate was in force).
