@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lit_robust._backend import rank_zero_info, rank_zero_warn
+from lit_robust._backend import rank_zero_warn
 from lit_robust._checks import _is_int, check_int, check_lr, check_number
 from lit_robust._lightning import epoch_part, mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
@@ -43,6 +43,7 @@ from lit_robust.selection.auto_drop import (
     check_warmup_epochs,
     kept_on_a_fit_that_goes_on,
     resolved_warmup,
+    say_reestimated,
 )
 from lit_robust.selection.rules import keep_count, smallest_k_mask
 
@@ -394,9 +395,7 @@ class RCA(ModuleReport, AnomalyDetector):
         # a Lightning user's EarlyStopping ended an "auto" RCA fit after epoch 1 of its 3-epoch warm-up, silently
         warn_ended_in_warmup("RCA", self.trainer, None if last is None else (last, 1.0 - self.keep_ratio_at(last)),
                              self._warmup, self._auto is not None)
-        note = None if self._auto is None else self._auto.reestimated_note()
-        if note is not None:
-            rank_zero_info(note)
+        say_reestimated(self._auto)
         super().on_train_end()  # the report
 
     def on_train_epoch_end(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_info, rank_zero_warn, warn_if_mixed_lightning
+from lit_robust._backend import Callback, TrainerFn, pl, rank_zero_warn, warn_if_mixed_lightning
 from lit_robust._checks import check_bool
 from lit_robust._lightning import (
     begin_fit,
@@ -58,6 +58,7 @@ from lit_robust.selection.auto_drop import (
     check_warmup_epochs,
     kept_on_a_fit_that_goes_on,
     resolved_warmup,
+    say_reestimated,
 )
 from lit_robust.selection.rules import batch_keep_count, scheduled_drop_ratio, smallest_k_mask
 from lit_robust.selection.sharded import RatioK
@@ -782,9 +783,7 @@ class BatchFilter(Callback):
         last = self.history[-1] if self.history else None
         warn_ended_in_warmup(self.owner, trainer, None if last is None else (last.epoch, last.drop_ratio),
                              self._warmup, self._auto is not None, start=self._schedule_start)
-        note = None if self._auto is None else self._auto.reestimated_note()
-        if note is not None:
-            rank_zero_info(note)
+        say_reestimated(self._auto)
         # the posterior of the filter's estimator (its "auto" estimate's), so that it agrees with that estimate
         path = self._report.write(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:

@@ -48,6 +48,7 @@ from lit_robust.selection.auto_drop import (
     check_auto_args,
     kept_on_a_fit_that_goes_on,
     resolved_warmup,
+    say_reestimated,
 )
 from lit_robust.selection.rules import masked_mean, scheduled_drop_ratio
 
@@ -438,9 +439,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         last = self.history[-1] if self.history else None
         warn_ended_in_warmup("CoTeaching", self.trainer, None if last is None else (last.epoch, last.drop_ratio),
                              self._warmup, self._auto is not None)
-        note = None if self._auto is None else self._auto.reestimated_note()
-        if note is not None:
-            rank_zero_info(note)
+        say_reestimated(self._auto)
         super().on_train_end()  # the report
 
     # -- the co-teaching step -----------------------------------------------------------------------------

@@ -75,7 +75,7 @@ __all__ = ["AUTO_WARMUP_EPOCHS", "AutoDropRatio", "Estimator", "FilterEstimator"
            "auto_scheduled_drop_ratio", "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate",
            "estimate_from_labels", "mixture_of",
            "nothing_found_note", "cleanlab_hint", "partial_epoch_note", "per_index_labels", "per_index_mean",
-           "report_pointer",
+           "report_pointer", "say_reestimated",
            "check_warmup_epochs", "resolved_warmup"]
 
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
@@ -356,6 +356,14 @@ def partial_epoch_note(owner: str, epoch: int, rate: float, in_force: float, sco
     return (f"{head}, those of the {part.planned} of the loader's {part.loader_batches} batches that "
             f"`limit_train_batches={part.limit}` trains an epoch (each epoch's estimate is made from them alone). "
             "Leave `limit_train_batches` at 1.0 for an estimate of the whole training set.")
+
+
+def say_reestimated(auto: AutoDropRatio | None) -> None:
+    """At train end, an owner's info line of its re-estimated ``"auto"`` estimate
+    (:meth:`AutoDropRatio.reestimated_note`), if it has one: BatchFilter, CoTeaching and RCA call it."""
+    note = None if auto is None else auto.reestimated_note()
+    if note is not None:
+        rank_zero_info(note)
 
 
 def auto_for(current: AutoDropRatio | None, owner: str, drop_ratio: float | str, estimator: str, auto_margin: float,
