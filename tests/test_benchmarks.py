@@ -553,6 +553,42 @@ def test_newcomer_regression_smoke_ends_with_headline_json():
     assert "| uniform values 8.5; ×10 8.2; +3 SD 8.2 |" in run.stdout
 
 
+def test_injected_labels_smoke_ends_with_headline_json():
+    """One digits row (30 % random noise), 1 epoch, none and 5 % planted: every estimator reaches the headline and the
+    table prints the row with the planted samples' disagreement."""
+    run = _smoke("injected_labels")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "injected_labels" and summary["mode"] == "smoke" and summary["rows"] == 1
+    assert set(summary["estimators"]) == {"disagreement (none planted)", "class_floor (none planted)",
+                                          "disagreement (5 % planted)", "class_floor (5 % planted)",
+                                          "planted (5 % planted)", "max(planted, class_floor) (5 % planted)"}
+    for figures in summary["estimators"].values():
+        assert 0 <= figures["median_err_pts"] <= 100 and figures["median_err_pts_systematic"] is None
+    assert re.search(r"\| digits \| random \| 30 \|( \d+\.\d / \d+\.\d \|){6} \d+\.\d \|", run.stdout)
+
+
+def test_injected_labels_ratio_is_the_smallest_tail_ratio_of_a_slow_reference():
+    """``planted_ratio`` against a loop over every threshold written out: the smallest P(score > t | others) /
+    P(score > t | planted) over the planted scores' quantiles 0, 0.02, ..., 0.8, capped at 1."""
+    mod = _load("injected_labels")
+    rng = np.random.default_rng(0)
+    for n_clean, n_noisy, n_planted in ((900, 100, 50), (1000, 0, 40), (300, 300, 30)):
+        scores = np.concatenate([rng.exponential(0.3, n_clean), 2.0 + rng.exponential(1.0, n_noisy),
+                                 2.0 + rng.exponential(1.0, n_planted)])
+        planted = np.arange(scores.size) >= n_clean + n_noisy
+        ratios = []
+        for i in range(41):
+            t = np.quantile(scores[planted], i / 50)
+            ref = sum(1 for v in scores[planted] if v > t) / n_planted
+            rest = sum(1 for v in scores[~planted] if v > t) / (n_clean + n_noisy)
+            if ref > 0:
+                ratios.append(rest / ref)
+        expected = min([1.0, *ratios])
+        assert mod.planted_ratio(scores, planted) == pytest.approx(expected, abs=1e-12)
+        # the noisy share is read closely where the planted scores share the noisy ones' distribution
+        assert abs(mod.planted_ratio(scores, planted) - n_noisy / (n_clean + n_noisy)) < 0.08
+
+
 def test_the_per_class_quota_candidate_drops_the_batch_count_shared_by_largest_remainder():
     """The rejected candidate does what its table says: against a slow reference, drop counts per class that add up
     to the batch's and differ from the exact shares by less than one; in each class its highest (score, index)."""

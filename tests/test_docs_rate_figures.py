@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import sys
 
 from tests.conftest import REPO
 
@@ -386,3 +387,24 @@ def test_newcomer_regression_figures_are_the_committed_run():
             f"{mean(flips, 'true rate', 'rmse'):.2f}; {mean(flips, 'auto, first kept', 'rmse'):.2f} kept), of ±3 SD "
             f"alone {est(shift)} % (the first case above)") in page
     assert f"×10 alone 10.1 → {est(x10)} %, the ±3 SD shift 21.2 → {est(shift)} %" in page
+
+
+def test_planted_label_figures_are_the_committed_run():
+    """The page's record of the planted-label estimator quotes ``benchmarks/results/injected_labels.json``: each
+    estimator's median error, rows within 5 points and largest clean estimate, recomputed by the script's own
+    headline from the saved per-seed rows."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import harness
+
+    saved = json.loads((RESULTS / "injected_labels.json").read_text(encoding="utf-8"))
+    figures = harness.load_module("injected_labels").headline(saved)["estimators"]
+
+    def triple(name: str) -> str:
+        f = figures[name]
+        return f"{f['median_err_pts']} / {f['within_5_pts']} / {f['largest_clean_eps_hat_pct']} %"
+
+    page = _text(PAGE)
+    assert (f"planted 5 % {triple('planted (5 % planted)')}, planted 10 % {triple('planted (10 % planted)')}, "
+            f"disagreement {triple('disagreement (5 % planted)')}, class_floor {triple('class_floor (5 % planted)')}."
+            ) in page
+    assert f"Its maximum with class_floor ({triple('max(planted, class_floor) (5 % planted)')})" in page
