@@ -404,6 +404,12 @@ def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path, es
     ({"keep_ratio": "auto", "auto_margin": 0.5}, r"`auto_margin` must be in \[0, 0.5\), got 0.5\."),
     ({"keep_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
     ({"keep_ratio": "auto", "auto_margin": True}, r"`auto_margin` must be in \[0, 0.5\), got True\."),
+    ({"keep_ratio": "auto", "auto_probe": 0.5}, r"`auto_probe` must be in \[0, 0.5\), got 0.5\."),
+    ({"keep_ratio": "auto", "auto_probe": -0.2}, r"`auto_probe` must be in \[0, 0.5\), got -0.2\."),
+    ({"keep_ratio": "auto", "auto_probe": "0.2"}, r"`auto_probe` must be in \[0, 0.5\), got '0.2'\."),
+    ({"keep_ratio": 0.7, "auto_probe": 0.2},
+     r"^`auto_probe` only applies with keep_ratio='auto', got auto_probe=0.2 with keep_ratio=0.7; remove it or set "
+     r"it to 0\.$"),
     ({"keep_ratio": "auto", "initial_round_on_all": False},
      r"`keep_ratio='auto'` needs `initial_round_on_all=True`"),
     ({"keep_ratio": 0.7, "estimator": "bmm"},

@@ -440,3 +440,74 @@ def test_layers_are_only_looked_for_on_squared_errors_with_two_components():
     assert estimate_corruption(clean, squared_errors=True).rate == 0.0
     layered = _layered_residuals(0)
     assert estimate_corruption(layered).rate == estimate_corruption(layered, "gmm", squared_errors=False).rate < 0.08
+
+
+# -- auto_probe: a round that trains on a trimmed set where the first estimate reads 0 ------------------------------
+def _linear_with_x10_and_shifts(rate: float, seed: int = 100):
+    """scikit-learn's make_regression (2,000 rows, 10 features, noise 10; a fifth held out), ``rate`` of the training
+    targets glitched, half ×10 and half ±3 SD: the set-up on which ITLM ``"auto"`` read 0 in every round (scratch runs
+    of 2026-12-06, seeds 100-101)."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(n_samples=2000, n_features=10, n_informative=6, noise=10.0, random_state=seed)
+    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)])
+    df["y"] = y
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(df))
+    test_df, train_df = df.iloc[perm[:400]].reset_index(drop=True), df.iloc[perm[400:]].reset_index(drop=True)
+    clean_y = train_df["y"].to_numpy().copy()
+    n_bad = round(rate * len(train_df))
+    bad = rng.permutation(len(train_df))[:n_bad]
+    noisy = clean_y.copy()
+    noisy[bad[0::2]] = 10 * clean_y[bad[0::2]]
+    noisy[bad[1::2]] = clean_y[bad[1::2]] + rng.choice([-1.0, 1.0], len(bad[1::2])) * 3 * clean_y.std(ddof=1)
+    train_df["y"] = noisy
+    train_df["is_bad"] = np.isin(np.arange(len(train_df)), bad)
+    return train_df, test_df
+
+
+def _fit_probe(train_df, test_df, probe: float):
+    pl.seed_everything(100)
+    data = TableDataModule(frame=train_df, target="y", task="regression", corrupted="is_bad", test_frame=test_df,
+                           seed=100)
+    itlm = ITLM(keep_ratio="auto", round_epochs=[10, 10, 10], seed=100, verbose=False, plot=False, auto_probe=probe)
+    model = MLPRegressor()
+    trainer = _trainer(itlm, 30)
+    trainer.fit(model, data)
+    return itlm, float(trainer.test(model, data, verbose=False)[0]["test_r2"])
+
+
+def test_auto_probe_finds_the_glitches_a_first_estimate_of_zero_missed(one_torch_thread, quiet, monkeypatch):
+    """30 % of the targets ×10 or ±3 SD: round 0's model is pulled so far that its scores form one component
+    (separation) and ``"auto"`` reads 0 in every round (test R² below 0). With ``auto_probe=0.2`` round 1 trains on
+    the 80 % lowest-scored rows, its model's scores separate, and the last round trims about the true share (R² 0.99,
+    as at the true rate), the probe said once."""
+    train_df, test_df = _linear_with_x10_and_shifts(0.3)
+    plain, r2_plain = _fit_probe(train_df, test_df, 0.0)
+    assert [h.estimated_corruption for h in plain.history[1:]] == [0.0, 0.0] and r2_plain < 0.5
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    probed, r2 = _fit_probe(train_df, test_df, 0.2)
+    assert probed.history[1].estimated_corruption == 0.0 and probed.history[1].kept == int(0.8 * 1600)
+    assert probed.history[2].estimated_corruption == pytest.approx(0.3, abs=0.03)
+    assert probed.history[2].kept == int((1 - probed.history[2].estimated_corruption) * 1600)
+    assert r2 > 0.95
+    said = [m for m in said if "as a probe" in m]
+    assert len(said) == 1 and said[0].startswith("ITLM round 1: `keep_ratio='auto'` estimated 0 (one component"), said
+
+
+def test_auto_probe_keeps_every_clean_row_at_the_last_round(one_torch_thread, quiet):
+    """Clean targets: the probe round trains on 80 %, its model's scores read 0 again, and the last round keeps every
+    row, as without the probe."""
+    train_df, test_df = _linear_with_x10_and_shifts(0.0)
+    probed, r2 = _fit_probe(train_df, test_df, 0.2)
+    assert [h.estimated_corruption for h in probed.history[1:]] == [0.0, 0.0]
+    assert [h.kept for h in probed.history] == [1600, 1280, 1600] and r2 > 0.98
+
+
+def test_auto_probe_is_not_taken_at_the_last_round_nor_after_a_positive_estimate():
+    """Pure rule: only a round that is not the last probes, and only while no earlier round found a share."""
+    itlm = ITLM(keep_ratio="auto", round_epochs=[2, 2, 2, 2], auto_probe=0.2)
+    assert [itlm._probes(r) for r in (1, 2, 3)] == [True, True, False]
+    assert not ITLM(keep_ratio="auto", round_epochs=[2, 2, 2], auto_probe=0.0)._probes(1)
+    assert ITLM(keep_ratio="auto", round_epochs=[2, 2]).resume_arguments()["auto_probe"] == 0.0
