@@ -59,6 +59,20 @@ def real_scalar(value: Any) -> Any:
     return float(item)
 
 
+def check_margin(name: str, value: Any) -> float:
+    """``value`` as a float in ``[0, 0.5)`` (a share of samples dropped on top of an estimate: ``auto_margin``,
+    ITLM's ``auto_probe``), or the error naming ``name``, the range and the value; numpy and 0-d tensor scalars are
+    read as floats, booleans refused.
+
+    >>> check_margin("auto_margin", 0.05)
+    0.05
+    """
+    value = real_scalar(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 0.5:
+        raise ValueError(f"`{name}` must be in [0, 0.5), got {value!r}.")
+    return float(value)
+
+
 def _shortest_decimal(item: float, value: Any) -> float:
     """The decimal with the fewest significant digits that ``value``'s 16-bit dtype rounds to ``item``."""
     # a torch dtype, or numpy's float16 (numpy has no bfloat16)

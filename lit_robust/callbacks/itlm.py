@@ -27,7 +27,7 @@ from lit_robust._backend import (
     rank_zero_warn,
     warn_if_mixed_lightning,
 )
-from lit_robust._checks import SEED_MAX, real_scalar
+from lit_robust._checks import SEED_MAX, check_margin, real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
     begin_fit,
@@ -687,17 +687,11 @@ class ITLM(Callback):
         per_class: bool = False,
     ) -> None:
         super().__init__()
-        keep_ratio, auto_margin = check_keep_ratio(keep_ratio), real_scalar(auto_margin)
+        keep_ratio = check_keep_ratio(keep_ratio)
         auto = keep_ratio == "auto"
         if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
             raise ValueError(f"`estimator` must be one of {list(_ESTIMATORS)}, got {estimator!r}.{cleanlab_hint(estimator)}")
-        if (isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float))
-                or not 0.0 <= auto_margin < 0.5):
-            raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
-        auto_probe = real_scalar(auto_probe)
-        if (isinstance(auto_probe, bool) or not isinstance(auto_probe, (int, float))
-                or not 0.0 <= auto_probe < 0.5):
-            raise ValueError(f"`auto_probe` must be in [0, 0.5), got {auto_probe!r}.")
+        auto_margin, auto_probe = check_margin("auto_margin", auto_margin), check_margin("auto_probe", auto_probe)
         if not auto and auto_probe != 0.0:
             raise ValueError(f"`auto_probe` only applies with keep_ratio='auto', got auto_probe={auto_probe!r} with "
                              f"keep_ratio={keep_ratio!r}; remove it or set it to 0.")
@@ -747,8 +741,8 @@ class ITLM(Callback):
                            f"round and drops {1 - keep_ratio:.0%}: it is the share kept (to drop {keep_ratio:.0%}, "
                            f"pass keep_ratio={1 - keep_ratio:.4g}). ITLM assumes the clean samples are a majority.")
         self.estimator = estimator
-        self.auto_margin = float(auto_margin)
-        self.auto_probe = float(auto_probe)
+        self.auto_margin = auto_margin
+        self.auto_probe = auto_probe
         self.reestimate = reestimate
         self.per_class = per_class
         self.round_epochs = [int(e) for e in round_epochs]
@@ -1863,7 +1857,7 @@ class ITLM(Callback):
             scored = int(distributed.all_reduce_sum(torch.tensor([index.numel()], device=dev)).item())
             if scored != n:
                 raise ValueError(f"the scoring pass visited {scored} samples over all ranks, expected {n}.")
-        keep_ratio, estimated, auto_note = self.keep_ratio, None, None
+        keep_ratio, estimated, auto_note, probe = self.keep_ratio, None, None, 0.0
         if keep_ratio == "auto":
             # every rank estimates on the whole (order-independent) multiset of scores: the same estimate
             # and so the same trimmed set for any world size
@@ -1894,6 +1888,7 @@ class ITLM(Callback):
                                    f"after an earlier round found {estimated:.2%} corrupted; the training set is the "
                                    f"same, so that estimate is kept.")
                 elif estimated == 0.0 and self._probes(round_):
+                    probe = self.auto_probe  # this round trains on a trimmed set: its model shows what round 0's hid
                     self._say_once("probe", f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 ({est.reason}); "
                                    f"with `auto_probe`={self.auto_probe:g} round {round_} trains on the "
                                    f"{1 - self.auto_probe:.0%} lowest-scored samples as a probe, and the next "
@@ -1903,7 +1898,6 @@ class ITLM(Callback):
                     self._say_once("nothing found", nothing_found_note(
                         f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 corrupted samples", est.reason,
                         "keep_ratio", report_pointer(self._report_target is not None)))
-            probe = self.auto_probe if estimated == 0.0 and self._probes(round_) else 0.0
             k, auto_note = auto_keep_count(n, probe or estimated, self.auto_margin)
             keep_ratio = k / n  # keep_count(n, k / n) == k exactly
         # exact global trimmed set: (score, index) order, non-finite last — identical for any world size

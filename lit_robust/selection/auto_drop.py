@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from lit_robust._backend import rank_zero_info, rank_zero_warn
-from lit_robust._checks import _is_int, _kind, check_bool, real_scalar
+from lit_robust._checks import _is_int, _kind, check_bool, check_margin, real_scalar
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
     CorruptionEstimate,
@@ -412,7 +412,7 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     ``estimator`` values and ``default_estimator`` its default (:data:`FILTER_ESTIMATORS` for the classification
     filters)."""
     allow_large_drop = check_bool("allow_large_drop", allow_large_drop)
-    drop_ratio, auto_margin = real_scalar(drop_ratio), real_scalar(auto_margin)
+    drop_ratio = real_scalar(drop_ratio)
     top = high if high is not None else (1.0 if allow_large_drop else 0.5)
     auto = isinstance(drop_ratio, str) and drop_ratio == "auto"
     if isinstance(drop_ratio, str) and not auto:
@@ -420,8 +420,7 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
                          "from the training scores).")
     if not isinstance(estimator, str) or estimator not in estimators:
         raise ValueError(f"`estimator` must be one of {list(estimators)}, got {estimator!r}.{cleanlab_hint(estimator)}")
-    if isinstance(auto_margin, bool) or not isinstance(auto_margin, (int, float)) or not 0.0 <= auto_margin < 0.5:
-        raise ValueError(f"`auto_margin` must be in [0, 0.5), got {auto_margin!r}.")
+    auto_margin = check_margin("auto_margin", auto_margin)
     if reestimate is not None:  # None: True where the scores are one regression target's losses (`read_data`)
         check_bool("reestimate", reestimate)
     if auto:
