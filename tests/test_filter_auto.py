@@ -40,9 +40,10 @@ from lit_robust.selection.auto_drop import (
     combined_estimate,
     per_index_labels,
     per_index_mean,
+    uncorrected_note,
 )
 from lit_robust.selection.rules import keep_count
-from tests.conftest import BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, tiny_trainer
+from tests.conftest import BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, overlapping_blobs, tiny_trainer
 from tests.test_batch_filter_ddp import OddBlobs
 from tests.test_coteaching import EpochSeededBlobs
 
@@ -399,6 +400,60 @@ def fit(tmp_path, callbacks, epochs, model=None, data=None, seed=0, **kw):
         warnings.simplefilter("ignore")
         trainer.fit(model, data if data is not None else BlobsData())
     return trainer, model
+
+
+@pytest.mark.parametrize("hard_clean", [True, False])
+def test_an_estimate_with_no_training_error_subtracted_says_so_once_when_fixed(tmp_path, monkeypatch, hard_clean):
+    """Clean labels of overlapping blobs: "disagreement" returns the training error with nothing subtracted (the
+    losses form one group); said once, when the estimate is fixed at the end of warm-up. 30 % random wrong labels on
+    separated blobs split in two: not said."""
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    f = BatchFilter("prl", "auto")  # default warm-up: 3 epochs, the estimate the median of epochs 1 and 2
+    data = None
+    if hard_clean:
+        class Hard(BlobsData):
+            def __init__(self):
+                super().__init__()
+                self.ds = overlapping_blobs()
+        data = Hard()
+    fit(tmp_path, [f], 5, data=data)
+    lines = [s for s in said if "with none of its own errors subtracted" in s]
+    if hard_clean:
+        assert round(f.estimated_corruption, 3) == 0.135  # measured: every label is right
+        assert lines == [uncorrected_note("BatchFilter: `drop_ratio='auto'` after epoch 2", f.estimated_corruption,
+                                          "drop_ratio", "`report=True` writes the per-sample report that ranks them")]
+    else:
+        assert abs(f.estimated_corruption - 0.3) < 0.05 and lines == []
+
+
+def test_the_uncorrected_note_survives_a_resume_inside_warmup(monkeypatch):
+    """The epochs whose estimate subtracted nothing are checkpointed: a filter resumed before the epoch that fixes
+    the estimate still says so (10 % of the labels disagree, one group of losses: each epoch reads 10 %)."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.empty(400, dtype=torch.float64).exponential_(1.0, generator=g)
+    given = torch.arange(400) % 4
+    predicted = given.clone()
+    predicted[::10] = (given[::10] + 1) % 4
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.selection.auto_drop.rank_zero_info", said.append)
+    make = lambda: AutoDropRatio("BatchFilter", "disagreement", 0.0, False, 4, ranked_by=REPORT_RANKS)  # noqa: E731
+    auto = make()
+    for epoch in range(4):
+        if epoch == 3:  # resumed before the last warm-up epoch
+            state, auto = auto.state_dict(), make()
+            auto.load_state_dict(state)
+            assert auto.uncorrected_epochs == {0, 1, 2}
+        auto.add(torch.arange(400), scores, given, predicted)
+        auto.end_epoch(epoch)
+    assert auto.estimate == pytest.approx(0.1)
+    assert [s for s in said if "subtracted" in s] == [uncorrected_note("BatchFilter: `drop_ratio='auto'` after epoch 3",
+                                                                      0.1, "drop_ratio")]
+    old = auto.state_dict()
+    del old["uncorrected"]  # a checkpoint written before it was recorded
+    auto = make()
+    auto.load_state_dict(old)
+    assert auto.uncorrected_epochs == set()
 
 
 @pytest.mark.parametrize("owner", ["BatchFilter", "RCA"])

@@ -74,7 +74,8 @@ from lit_robust.selection.rules import check_drop_ratio, percent_hint, scheduled
 __all__ = ["AUTO_WARMUP_EPOCHS", "AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio",
            "auto_scheduled_drop_ratio", "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate",
            "estimate_from_labels", "mixture_of",
-           "nothing_found_note", "cleanlab_hint", "partial_epoch_note", "per_index_labels", "per_index_mean",
+           "nothing_found_note", "uncorrected", "uncorrected_note", "cleanlab_hint", "partial_epoch_note",
+           "per_index_labels", "per_index_mean",
            "report_pointer", "say_reestimated",
            "check_warmup_epochs", "resolved_warmup"]
 
@@ -317,6 +318,51 @@ def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None =
             f"{'' if ranked_by is None else f' ({ranked_by})'}: if they are the corrupted samples, pass `{arg}` instead.")
 
 
+#: the reason :func:`~lit_robust.functional.estimation.estimate_corruption_from_predictions` gives when the loss
+#: mixture found one component, so the share of disagreeing labels is returned with no training error subtracted
+UNCORRECTED_REASON = "disagreement (one component: no correction)"
+
+
+def uncorrected(est: CorruptionEstimate) -> bool:
+    """Whether ``est`` is a positive ``"disagreement"`` estimate with no training error subtracted (pure): the losses
+    formed one component, so the model's own errors and wrong labels could not be told apart (:func:`uncorrected_note`).
+
+    >>> labels = torch.arange(400) % 4
+    >>> predicted = labels.clone()
+    >>> predicted[::10] = (labels[::10] + 1) % 4    # 10 % disagree
+    >>> g = torch.Generator().manual_seed(0)
+    >>> scores = torch.empty(400, dtype=torch.float64).exponential_(1.0, generator=g)  # one group of losses
+    >>> from lit_robust.functional.estimation import estimate_corruption_from_predictions
+    >>> est = estimate_corruption_from_predictions(scores, labels, predicted)
+    >>> est.reason, round(est.rate, 2), uncorrected(est)
+    ('disagreement (one component: no correction)', 0.1, True)
+    """
+    return est.reason == UNCORRECTED_REASON and est.rate > 0
+
+
+def uncorrected_note(what: str, rate: float, arg: str, ranked_by: str | None = REPORT_RANKS) -> str:
+    """The info line a callback prints when the ``"disagreement"`` estimate ``rate`` in force is :func:`uncorrected`
+    (pure): ``what`` estimated it, ``arg`` is the argument a user passes instead, ``ranked_by`` where the most suspicious
+    samples are listed (``None``: nowhere). The estimate is kept: class-pair noise (MNIST's a -> a+1 flips at 30-40 %)
+    also forms one component, and there this reading was right.
+
+    >>> uncorrected_note("ITLM round 1: `keep_ratio='auto'`", 0.294, "keep_ratio")  # doctest: +NORMALIZE_WHITESPACE
+    "ITLM round 1: `keep_ratio='auto'`: the estimate 29.4 % is the share of labels the model disagrees with, with
+    none of its own errors subtracted: the losses form one group, so its own errors cannot be told from wrong labels.
+    On clean labels of a hard task this reads the training error (13 % on clean FashionMNIST, 27-30 % on a clean
+    5-class make_classification table, where trimming cost 18-23 points of test accuracy). If you believe fewer labels
+    wrong, look at the most suspicious samples (the per-sample report ranks them) and pass `keep_ratio` instead."
+    """
+    # figures: benchmarks/results/corruption_rate.md (clean FashionMNIST, disagreement 13.1 %) and newcomer_tables.md
+    # (make_classification, clean: ITLM auto 27.4-29.5 %, 18.1-22.7 points below plain training)
+    where = "" if ranked_by is None else f" ({ranked_by})"
+    return (f"{what}: the estimate {100 * rate:.1f} % is the share of labels the model disagrees with, with none of its "
+            "own errors subtracted: the losses form one group, so its own errors cannot be told from wrong labels. On "
+            "clean labels of a hard task this reads the training error (13 % on clean FashionMNIST, 27-30 % on a clean "
+            "5-class make_classification table, where trimming cost 18-23 points of test accuracy). If you believe "
+            f"fewer labels wrong, look at the most suspicious samples{where} and pass `{arg}` instead.")
+
+
 def cleanlab_hint(estimator: object) -> str:
     """What to do instead, when the ``estimator`` asked for is confident learning (cleanlab), else ``""`` (a cleanlab
     user tried ``estimator="cleanlab"``: the docs name confident learning among the estimators).
@@ -494,6 +540,8 @@ class AutoDropRatio:
         self.estimates: dict[int, float] = {}  # epoch -> the estimate made from its scores at its end
         # epoch -> (scores fitted, Ashman's D, bar) of its estimate where the gmm's split was barely separated
         self.barely_separated: dict[int, tuple[int, float, float]] = {}
+        # the epochs whose "disagreement" estimate subtracted no training error (`uncorrected`)
+        self.uncorrected_epochs: set[int] = set()
         self.start = 0  # the epoch the schedule counts from (see `restart`)
         self._index: list[Tensor] = []
         self._scores: list[Tensor] = []
@@ -695,6 +743,10 @@ class AutoDropRatio:
             self.barely_separated[int(epoch)] = split_of(est)
         else:
             self.barely_separated.pop(int(epoch), None)
+        if uncorrected(est):
+            self.uncorrected_epochs.add(int(epoch))
+        else:
+            self.uncorrected_epochs.discard(int(epoch))
         if part is not None and (part.stopped_by is not None or not self._told_limited):
             self._told_limited = self._told_limited or part.stopped_by is None
             rank_zero_warn(partial_epoch_note(self.owner, epoch, rate, float(self.estimate), means.numel(), part))
@@ -743,6 +795,9 @@ class AutoDropRatio:
             if splits:
                 rank_zero_info(barely_separated_note(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}",
                                                      float(self.estimate), splits, "drop_ratio", self.ranked_by))
+            if any(e in self.uncorrected_epochs for e in middle):
+                rank_zero_info(uncorrected_note(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}",
+                                                float(self.estimate), "drop_ratio", self.ranked_by))
         if fixed_now and self.estimate == 0.0 and self.auto_margin == 0.0:
             # the estimate is the median over epochs: this epoch's reason alone may say "two components" (a newcomer)
             reason = est.reason
@@ -791,7 +846,8 @@ class AutoDropRatio:
         uninterrupted fit's 0.295 (at an epoch's last batch rank 0 holds every rank's: :meth:`gather_to_rank_zero`)."""
         part = self._part()
         return {"estimates": dict(self.estimates), "barely_separated": dict(self.barely_separated),
-                "start": self.start, **part, "other_ranks": distributed.other_ranks_parts(part)}
+                "uncorrected": sorted(self.uncorrected_epochs), "start": self.start, **part,
+                "other_ranks": distributed.other_ranks_parts(part)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`: each rank its own scores; under another world size all of them on rank 0, in
@@ -800,6 +856,7 @@ class AutoDropRatio:
         # absent from checkpoints written before it was recorded
         self.barely_separated = {int(k): (int(v[0]), float(v[1]), float(v[2]))
                                  for k, v in state.get("barely_separated", {}).items()}
+        self.uncorrected_epochs = {int(e) for e in state.get("uncorrected", ())}
         self.start = int(state.get("start", 0))  # absent from checkpoints written before restarts existed
         self._clear()
         # every rank loads the file rank 0 wrote: a part restored on every rank was counted once per rank (0.225 for
