@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import ITLM, IndexedDataset, RobustMixin, unpack_batch
 from lit_robust.callbacks.itlm import RoundRecord, auto_keep_count
-from lit_robust.selection.auto_drop import uncorrected_note
 from lit_robust.cli import run as cli_run
 from lit_robust.reporting import round_line, round_table
+from lit_robust.selection.auto_drop import uncorrected_note
 from tests.conftest import REPO, BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, overlapping_blobs, tiny_trainer
 from tests.test_cli import shrink
 from tests.test_itlm_ddp import OddBlobs
