@@ -243,13 +243,15 @@ def cache_path(cache_dir: str | Path, row: dict, seed: int) -> Path:
 
 
 def _save_cache(task: dict, *, scores: torch.Tensor, corrupted: torch.Tensor, probs: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, later: list[torch.Tensor] | None = None) -> None:
+                labels: torch.Tensor | None = None, later: list[torch.Tensor] | None = None,
+                cv_probs: torch.Tensor | None = None) -> None:
     """With ``--cache DIR``: one ``.npz`` per row and seed, so estimators can be compared offline in seconds.
 
     Keys: ``scores`` (per-sample scores of the model trained on every sample), ``corrupted`` (true mask), and for
     classifiers ``probs`` (its in-sample softmax), ``labels`` (given labels) and ``later`` (``[rounds, n]``: the
     scores of ITLM auto's later scoring passes, each from a model trained on the previous selection -- these depend
-    on the estimator that made that selection, the default at cache time).
+    on the estimator that made that selection, the default at cache time); with the cleanlab column also
+    ``cv_probs`` (its k-fold out-of-fold probabilities; the file is written again with them added).
     """
     if not task.get("cache_dir"):
         return
@@ -263,6 +265,11 @@ def _save_cache(task: dict, *, scores: torch.Tensor, corrupted: torch.Tensor, pr
     if later:
         arrays["later"] = torch.stack([h.double() for h in later]).numpy()
     path = cache_path(task["cache_dir"], task["row"], task["seed"])
+    if cv_probs is not None:
+        arrays["cv_probs"] = cv_probs.float().numpy()
+        if path.exists():  # the in-sample arrays written before the folds ran stay
+            with np.load(path) as old:
+                arrays = {**{k: old[k] for k in old.files}, "cv_probs": arrays["cv_probs"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
 
@@ -412,6 +419,7 @@ def run_classification(task: dict) -> dict[str, Any]:
             probs[held] = _scores_and_probs(m, Subset(train_set, held.tolist()))[1]
         out["cleanlab"] = estimate_corruption_from_probs(probs, labels).rate
         out["seconds"]["cleanlab"] = time.perf_counter() - t
+        _save_cache(task, scores=probe.scores, corrupted=train_set.corrupted, cv_probs=probs)
     for name in PRL_METHODS:
         if name not in methods:
             continue

@@ -19,7 +19,10 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
   ``class_floor_q10`` / ``class_floor_q20`` (a low quantile of the per-class disagreement rates: assumes every class
   corrupted at one rate); ``disagreement_or_floor`` (disagreement where the loss mixture finds two components, the
   class floor where it finds one: the clean rows then read the floor, and so do the systematic and class-pair rows,
-  which also form one component); ``anchor_q97`` / ``anchor_q90`` / ``anchor_q99`` (the noise transition read at anchor
+  which also form one component); ``interior_q50`` / ``interior_q75`` (the disagreement rate among the half or three
+  quarters of each predicted class most confidently predicted: not adopted, it under-reads where the model has fitted
+  the wrong labels) and ``disagreement_or_interior`` (``interior_q50`` where the loss mixture finds one component);
+  ``anchor_q97`` / ``anchor_q90`` / ``anchor_q99`` (the noise transition read at anchor
   points, after Patrini et al., CVPR 2017: not adopted, the in-sample probabilities are over-confident there);
   ``flip_tail`` (mixture proportion estimation against the losses random wrong labels would have had: not adopted,
   the model trained on the wrong labels it was given, so their losses are far lower than the simulated ones);
@@ -335,6 +338,30 @@ def _anchor(quantile: float) -> Callable[[dict[str, np.ndarray]], float | None]:
     return rate
 
 
+def _interior(share: float, key: str = "probs") -> Callable[[dict[str, np.ndarray]], float | None]:
+    """Candidate for classifiers (not adopted, 2026-12-07): the disagreement rate away from the class boundaries.
+    For each predicted class c, the ``share`` of the samples predicted c with the highest probability of c (ties by
+    index) stands for c's interior; the share of them whose given label is not c is c's rate, and the rates are
+    combined by the number of samples predicted c. A model's own confusions sit at the boundaries, so clean data
+    reads about 0 however hard the task, and it needs no assumption that every class is corrupted alike. But a model
+    trained on the wrong labels in-sample lowers their probability of the true class, so they leave the interior:
+    where the model fits them (MNIST, digits) it reads 0.5-0.8 of the rate. ``key="cv_probs"``: on the k-fold
+    out-of-fold probabilities of the cleanlab column instead, which no model trained on the sample made."""
+    def rate(d: dict[str, np.ndarray]) -> float | None:
+        if key not in d:
+            return None
+        p, y = d[key], d["labels"]
+        pred = p.argmax(1)
+        total = 0.0
+        for c in np.unique(pred):
+            idx = np.flatnonzero(pred == c)
+            order = np.lexsort((idx, -p[idx, c]))  # probability of c, highest first, then index
+            top = idx[order[:max(1, math.ceil(share * len(idx)))]]
+            total += float((y[top] != c).mean()) * len(idx)
+        return total / len(y)
+    return rate
+
+
 def _flip_tail(d: dict[str, np.ndarray]) -> float | None:
     """Candidate for classifiers (not adopted): mixture proportion estimation with the corrupted scores' distribution
     simulated. Had a sample been given a random wrong label, its loss would be ``-log p_k`` for a class ``k`` other
@@ -384,8 +411,20 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
         est = estimate_corruption_from_predictions(s, y, p)
         return est.rate if est.two_components else _class_floor(0.1)(d)
 
+    def disagreement_or_interior(d):
+        # candidate (not adopted, 2026-12-07): as disagreement_or_floor, with `interior_q50` where one component
+        if "probs" not in d:
+            return gmm(d)
+        s, y, p = (torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
+                   torch.from_numpy(d["probs"].argmax(1)))
+        est = estimate_corruption_from_predictions(s, y, p)
+        return est.rate if est.two_components else _interior(0.5)(d)
+
     out = {"gmm": gmm, "bmm": bmm, "disagree_raw": disagree_raw, "disagreement": disagreement,
-           "disagreement_or_floor": disagreement_or_floor,
+           "disagreement_or_floor": disagreement_or_floor, "interior_q50": _interior(0.5),
+           "interior_q75": _interior(0.75), "disagreement_or_interior": disagreement_or_interior,
+           "interior_cv_q50": _interior(0.5, "cv_probs"), "interior_cv_q75": _interior(0.75, "cv_probs"),
+           "interior_cv_q100": _interior(1.0, "cv_probs"),
            "per_class_gmm": _per_class_gmm, "gmm_d1.5": _gmm_separation(1.5), "gmm_d1": _gmm_separation(1.0),
            "mirror": _mirror, "tail_excess": _tail_excess, "asymmetry": _asymmetry,
            "symmetric_floor": _symmetric_floor, "class_floor_q10": _class_floor(0.1),
@@ -402,6 +441,13 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
             p = torch.from_numpy(d["probs"]).double()
             return estimate_corruption_from_probs(p / p.sum(1, keepdim=True), torch.from_numpy(d["labels"])).rate
         out["cleanlab_insample"] = cleanlab_insample
+
+        def cleanlab_cv(d):
+            if "cv_probs" not in d:
+                return None
+            p = torch.from_numpy(d["cv_probs"]).double()
+            return estimate_corruption_from_probs(p / p.sum(1, keepdim=True), torch.from_numpy(d["labels"])).rate
+        out["cleanlab_cv"] = cleanlab_cv
     return out
 
 

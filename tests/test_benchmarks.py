@@ -861,6 +861,48 @@ def test_corruption_rate_cache_feeds_the_offline_estimator_comparison(tmp_path):
 
     assert harness.render_saved(table.with_suffix(".json")) == table.read_text()
 
+def test_the_cache_keeps_its_arrays_when_the_folds_add_theirs(tmp_path):
+    """The cleanlab column's out-of-fold probabilities are written into the row's file after the in-sample arrays."""
+    import torch
+
+    mod = _load("corruption_rate")
+    task = {"cache_dir": str(tmp_path), "row": {"group": "cls", "data": "mnist", "kind": "random", "eps": 30},
+            "seed": 0}
+    g = torch.Generator().manual_seed(0)
+    scores, corrupted = torch.rand(6, dtype=torch.float64, generator=g), torch.tensor([1, 0, 0, 1, 0, 0]).bool()
+    probs, cv = (torch.softmax(torch.randn(6, 3, generator=g), 1) for _ in range(2))
+    mod._save_cache(task, scores=scores, corrupted=corrupted, probs=probs, labels=torch.tensor([0, 1, 2, 0, 1, 2]))
+    mod._save_cache(task, scores=scores, corrupted=corrupted, cv_probs=cv)
+    saved = np.load(mod.cache_path(tmp_path, task["row"], 0))
+    assert set(saved.files) == {"scores", "corrupted", "probs", "labels", "cv_probs"}
+    assert np.array_equal(saved["probs"], probs.numpy()) and np.array_equal(saved["cv_probs"], cv.numpy())
+    assert saved["labels"].tolist() == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5, 1.0])
+def test_the_interior_candidate_matches_a_slow_reference(share):
+    """``interior_q*``: per predicted class, the share of its samples most confidently predicted (ties by index);
+    the rate of their labels that differ, weighted by the class's size. Probabilities rounded so that ties occur."""
+    import math
+
+    mod = _load("estimators_offline")
+    rng = np.random.default_rng(0)
+    probs = np.round(rng.dirichlet(np.ones(4), size=300), 1).astype(np.float32)
+    labels = rng.integers(0, 4, 300)
+    total = 0.0
+    for c in range(4):
+        members = [i for i in range(300) if int(np.argmax(probs[i])) == c]
+        if not members:
+            continue
+        top = sorted(members, key=lambda i: (-float(probs[i][c]), i))[:max(1, math.ceil(share * len(members)))]
+        total += sum(int(labels[i]) != c for i in top) / len(top) * len(members)
+    got = mod._interior(share)({"probs": probs, "labels": labels})
+    assert got == pytest.approx(total / 300, abs=1e-12)
+    if share == 1.0:  # the whole class: the share of disagreeing labels
+        assert got == pytest.approx(float((probs.argmax(1) != labels).mean()))
+    assert mod._interior(share, "cv_probs")({"probs": probs, "labels": labels}) is None
+
+
 def test_estimators_offline_quick_writes_its_own_cache_where_there_is_none(tmp_path, monkeypatch):
     """A reviewer's bare `estimators_offline.py --quick` stopped on the missing benchmarks/cache: every other script's
     --quick is self-contained. With no cache there it writes one with corruption_rate's quick rows; a folder named
