@@ -174,8 +174,9 @@ def test_an_estimate_of_zero_says_why_once_per_fit(tmp_path, monkeypatch, report
                               "`keep_ratio` instead.") for s in lines)
 
 
+@pytest.mark.parametrize("estimator", ["disagreement", "class_floor"])
 @pytest.mark.parametrize("hard_clean", [True, False])
-def test_an_estimate_with_no_training_error_subtracted_says_so_once(tmp_path, monkeypatch, hard_clean):
+def test_an_estimate_with_no_training_error_subtracted_says_so_once(tmp_path, monkeypatch, hard_clean, estimator):
     """Clean labels of overlapping blobs: the losses form one group, so "disagreement" returns the share of labels
     the model disagrees with, its training error (18.5 % here), with nothing subtracted. The estimate stands (class-pair
     noise reads right this way) but the user is told once in a fit of two estimating rounds, with the estimate in
@@ -183,7 +184,7 @@ def test_an_estimate_with_no_training_error_subtracted_says_so_once(tmp_path, mo
     30 % random wrong labels split in two: nothing is said."""
     said: list[str] = []
     monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
-    itlm = ITLM("auto", [3, 3, 3], reestimate=True, verbose=False, plot=False)
+    itlm = ITLM("auto", [3, 3, 3], reestimate=True, estimator=estimator, verbose=False, plot=False)
     if hard_clean:
         pl.seed_everything(0, verbose=False)
         with warnings.catch_warnings():
@@ -193,15 +194,20 @@ def test_an_estimate_with_no_training_error_subtracted_says_so_once(tmp_path, mo
     else:
         fit(tmp_path, itlm, 9)
     estimates = [rec.estimated_corruption for rec in itlm.history[1:]]
-    lines = [s for s in said if "with none of its own errors subtracted" in s]
+    lines = [s for s in said if "so its own errors cannot be told from wrong labels" in s]
     if hard_clean:
-        assert round(estimates[0], 3) == 0.185 and estimates[1] > 0  # measured: every label is right
+        # measured: every label is right; class_floor reads the least-disagreeing of the three classes
+        assert round(estimates[0], 3) == {"disagreement": 0.185, "class_floor": 0.096}[estimator]
+        assert estimates[1] > 0
         assert lines == [uncorrected_note("ITLM round 1: `keep_ratio='auto'`", estimates[0], "keep_ratio",
-                                          "`report=True` writes the per-sample report that ranks them")]
-        assert lines[0].startswith("ITLM round 1: `keep_ratio='auto'`: the estimate 18.5 % is the share of labels "
-                                   "the model disagrees with")
+                                          "`report=True` writes the per-sample report that ranks them", estimator)]
+        assert lines[0].startswith(f"ITLM round 1: `keep_ratio='auto'`: the estimate {100 * estimates[0]:.1f} % is "
+                                   "the share of labels the model disagrees with")
     else:
-        assert all(abs(e - 0.3) < 0.05 for e in estimates) and lines == []
+        assert all(abs(e - 0.3) < 0.05 for e in estimates)
+        # round 1's losses split in two: nothing said. Re-estimated from round 1's model, trained on the trimmed
+        # selection, class_floor's 25.9 % (measured) comes from one group and is said; disagreement's is not
+        assert [s.split(":")[0] for s in lines] == {"disagreement": [], "class_floor": ["ITLM round 2"]}[estimator]
 
 
 class FixedRegression(RobustMixin, pl.LightningModule):

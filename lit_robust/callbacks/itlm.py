@@ -1160,7 +1160,9 @@ class ITLM(Callback):
             corrupted = getattr(corrupted, "corrupted", None)
             if corrupted is not None and n:
                 self._current.clean_precision = 1.0 - float(corrupted.float().mean())
-                self._current.corrupted_recall = 0.0
+                # the share of the corrupted samples round 0 drops: none of none is no share (a newcomer's clean
+                # FashionMNIST read 0.00 % in round 0 and "—" in the later rounds), as the later rounds have it
+                self._current.corrupted_recall = 0.0 if bool(corrupted.any()) else None
                 self._current.dropped_corrupted = 0
         if epoch_round == 0 and not self.initial_round_on_all and not self._selection_made:
             # Algorithm 1 without the optional initialisation: select with the untrained model
@@ -1884,7 +1886,7 @@ class ITLM(Callback):
                     # a tabular newcomer's clean 5-class table read 27-30 % and trimming cost 18-23 points, unsaid
                     self._say_once("uncorrected", uncorrected_note(
                         f"ITLM round {round_}: `keep_ratio='auto'`", est.rate, "keep_ratio",
-                        report_pointer(self._report_target is not None)))
+                        report_pointer(self._report_target is not None), self.estimator))
                 if estimated == 0.0 and found is not None:
                     # the training set did not change: scores of a model trained on a trimmed selection that one
                     # component explains do not make it clean (Friedman1 with 25 % uniform values, seed 0 of
