@@ -155,8 +155,18 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
 
 
 def check_lr(value: Any, name: str = "lr") -> float:
-    """``value`` as a learning rate: finite, > 0 and at most :data:`LR_MAX` (what a float32 parameter can take)."""
-    return check_number(name, value, 0, LR_MAX, low_open=True)
+    """``value`` as a learning rate: finite, > 0 and at most :data:`LR_MAX` (what a float32 parameter can take).
+
+    >>> check_lr(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `lr` must be a number > 0 (at most 3.4e+38, the largest float32), got 0.
+    """
+    # the range as "(0, 3.4028234663852886e+38]" read as noise to a regression newcomer who passed lr 0
+    if not (_is_real(value) and math.isfinite(value) and 0 < value <= LR_MAX):
+        raise ValueError(f"`{name}` must be a number > 0 (at most {LR_MAX:.2g}, the largest float32), got "
+                         f"{value!r}{_kind(value)}.")
+    return float(value)
 
 
 def check_bool(name: str, value: Any) -> bool:

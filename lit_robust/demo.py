@@ -84,7 +84,7 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"argument --early-rounds must be an integer in [1, {EARLY_ROUNDS_MAX}], got {args.early_rounds}")
     if not 0 < args.lr <= LR_MAX:  # inf passed here and was refused by the model, after the header; 1.7e308
         # ended in torch's "cannot be converted to type float without overflow" traceback in the first step
-        p.error(f"argument --lr must be a number in (0, {LR_MAX:g}] (the largest float32), got {args.lr}")
+        p.error(f"argument --lr must be a number > 0 (at most {LR_MAX:.2g}, the largest float32), got {args.lr}")
     if any(not 0 <= s <= SEED_MAX for s in args.seeds):
         # seed_everything's bound (NumPy's): 2**32 ended in Lightning's traceback after the header
         p.error(f"argument --seeds must be integers in [0, {SEED_MAX}], got {args.seeds}")

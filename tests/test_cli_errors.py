@@ -22,6 +22,9 @@ from tests.conftest import REPO, SHARED_DATA
 
 _DELETE = object()
 
+# check_lr's message (the range as a float32's maximum, 3.4028234663852886e+38, read as noise)
+_LR_RANGE = "`lr` must be a number > 0 (at most 3.4e+38, the largest float32)"
+
 
 def _small(name: str, tmp_path: Path) -> dict:
     cfg = yaml.safe_load((REPO / "configs" / name).read_text())
@@ -150,7 +153,7 @@ CASES = [
     # a finite `lr` beyond float32's range ended in torch's "cannot be converted to type float without overflow"
     # traceback from the first optimizer step
     *((f"model-lr-beyond-float32-{cls}", config, {f"{M}.lr": 1.7e308}, [],
-       f"model.init_args.lr (lit_robust.{cls}): `lr` must be a number in (0, 3.4028234663852886e+38], got 1.7e+308")
+       f"model.init_args.lr (lit_robust.{cls}): {_LR_RANGE}, got 1.7e+308.")
       for config, cls in ((PRL, "ImageClassifier"), (REG, "MLPRegressor"), (MOONS, "RobustRealNVP"), (RCA, "RCA"),
                           (SIMCLR, "SimCLR"), (FINETUNE, "LinearProbe"))),
     ("model-unknown-argument", PRL, {f"{M}.learning_rate": 0.1}, [], "learning_rate"),
@@ -452,7 +455,6 @@ def test_lightnings_refusal_of_a_trainer_value_names_the_argument(tmp_path, caps
     assert f"lit-robust fit: error: {said}" in text, text
 
 
-_LR_RANGE = "`lr` must be a number in (0, 3.4028234663852886e+38]"
 _KEEP = "trainer.callbacks.init_args.keep_ratio (lit_robust.ITLM): `keep_ratio` must be in (0, 1], got {} (or 'auto'"
 
 

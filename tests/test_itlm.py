@@ -1,5 +1,6 @@
 import math
 import re
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust import ITLM, ActivationClustering, BatchFilter, IndexedDataset, load_report
 from lit_robust.selection.rules import trim_mask
-from tests.conftest import BlobsData, TinyModel, tiny_trainer
+from tests.conftest import BlobsData, TinyModel, blobs, tiny_trainer
 
 
 def fit(tmp_path, itlm, max_epochs, seed=0, **kw):
@@ -66,6 +67,21 @@ def test_selection_removes_mostly_corrupted_samples(tmp_path):
     assert last.clean_precision == pytest.approx(1 - float(corrupted[itlm.selection].float().mean()))
     assert last.corrupted_recall == pytest.approx(
         1 - float(corrupted[itlm.selection].sum()) / float(corrupted.sum()))
+
+
+def test_clean_data_has_no_share_of_corrupted_samples_dropped_in_any_round(tmp_path):
+    """Ground truth that flags nothing: no round has a share of the corrupted samples dropped (round 0 read 0.00 %
+    and the later rounds "—" in a newcomer's round table of clean FashionMNIST)."""
+    data = BlobsData()
+    data.ds = blobs(240, clean_ratio=1.0)
+    assert not bool(data.ds.corrupted.any())
+    itlm = ITLM(0.8, [1, 1], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), data)
+    assert [(r.clean_precision, r.corrupted_recall, r.dropped_corrupted) for r in itlm.history] == [
+        (1.0, None, 0), (1.0, None, 0)]
 
 
 def test_reinit_redraws_parameters_and_optimizer(tmp_path):

@@ -206,11 +206,48 @@ def _columns_named(frame: Any, names: Sequence[str], argument: str, absent: str 
 
 def _same_columns(frame: Any, needed: Sequence[str], argument: str) -> None:
     """Raise unless the test or prediction table ``frame`` has the training table's columns ``needed``."""
-    missing = [c for c in needed if c not in {str(k) for k in frame.columns}]
+    columns = [str(k) for k in frame.columns]
+    missing = [c for c in needed if c not in set(columns)]
     if missing:
-        # a closest-name hint here pointed an auditor at another column the table did have
+        # a closest-name hint here pointed an auditor at another column the table did have: only a column that
+        # differs in case and is not needed itself is named (a regression newcomer's test table spelt `kwh` `KWH`)
+        cased = [(m, c) for m in missing for c in columns if c.lower() == m.lower() and c not in needed]
+        hint = "".join(f" Did you mean {c!r} for {m!r}?" for m, c in cased)
         raise ValueError(f"`{argument}` lacks column(s) {missing} of the training table (it needs "
-                         f"{list(needed)}); its columns are {[str(c) for c in frame.columns]}.")
+                         f"{list(needed)}); its columns are {columns}.{hint}")
+
+
+def _some_columns(columns: Any, shown: int = 20) -> str:
+    """The first ``shown`` column names, and how many more there are (an auditor's header-only table was shown 8 of
+    its 9 columns, the target among those left out, without a word of the rest).
+
+    >>> _some_columns(["a", "b", "c"], shown=2)
+    "['a', 'b'] and 1 more"
+    """
+    names = [str(c) for c in columns]
+    return f"{names[:shown]}" + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _zero_one(column: Any) -> bool:
+    """Whether ``column`` holds booleans, or numbers that are all 0 or 1 (missing cells aside), and both values."""
+    values = column.dropna()
+    if values.dtype == bool:
+        return values.nunique() == 2
+    if not _pandas().api.types.is_numeric_dtype(values) or _pandas().api.types.is_complex_dtype(values):
+        return False
+    return set(values.unique().tolist()) == {0, 1}
+
+
+def _warn_one_row_classes(labels: Any, name: str) -> None:
+    """Warn when most of the classification ``target``'s classes hold a single row: a row id or a measurement named as
+    the target (a newcomer's id column trained as a 2,000-class task, and "auto" read 99.2 %, clipped, unsaid)."""
+    counts = Counter(labels.tolist())
+    single = sum(1 for c in counts.values() if c == 1)
+    if len(counts) > 2 and single > len(counts) / 2:
+        rank_zero_warn(f"TableDataModule: `target` {name!r} holds {len(counts)} classes for {len(labels)} rows, "
+                       f"{single} of them a single row: a classifier cannot learn a class from one row. Is it a row id "
+                       "(name the label column as `target`, the id in `id_columns`), or a number to predict "
+                       "(task='regression')?")
 
 
 def _unique_columns(frame: Any, names: Sequence[str], which: str) -> None:
@@ -673,8 +710,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             frame = frame.rename(columns=str)
         if len(frame) == 0:
             # a header row alone: an auditor's was told its columns "do not hold numbers ()"
-            raise ValueError(f"{what} has no rows, only the columns {[str(c) for c in frame.columns][:8]}: a table "
-                             "needs at least one row.")
+            raise ValueError(f"{what} has no rows, only the columns {_some_columns(frame.columns)}: a table needs at "
+                             "least one row.")
         return frame
 
     def _used_columns(self, frame: Any) -> list[str]:
@@ -709,6 +746,14 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             rank_zero_warn(f"TableDataModule: column(s) {ids} look like row ids (whole numbers, a different one in "
                            "every row) and are used as inputs; leave them out with `drop` (or `id_columns`, to see them "
                            "beside each row of the report) unless they mean something.")
+        if self.task == "anomaly" and not self.target_names:
+            flags = [c for c in features if _zero_one(frame[c])]
+            if flags:
+                # an anomaly newcomer's `is_anomaly` column, left unnamed, trained the flow as its 7th input: the
+                # ground truth leaked into the detector without a word
+                rank_zero_warn(f"TableDataModule: column(s) {flags} hold only 0 and 1 and are used as inputs of the "
+                               "anomaly detector. If one flags the known anomalies, name it `target` (read only to "
+                               "test, never in training), or leave it out with `drop`.")
         complex_targets = [c for c in self.target_names if _pandas().api.types.is_complex_dtype(frame[c])]
         if complex_targets:  # read as float64 they lost their imaginary part, unsaid
             raise ValueError(f"`target` column(s) {complex_targets} hold complex numbers, and a model predicts real "
@@ -826,7 +871,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             values = column.to_numpy()
             if np.issubdtype(values.dtype, np.floating) and not np.all(np.mod(values[rows], 1) == 0):
                 example = next(v for v in values[rows] if v % 1)
-                raise ValueError(f"`target` {self.target_names[0]!r} holds non-integer numbers (e.g. {example!r}): "
+                # as a number, not numpy's repr (`np.float64(17.76...)`, a regression newcomer's)
+                raise ValueError(f"`target` {self.target_names[0]!r} holds non-integer numbers (e.g. {float(example):.6g}): "
                                  "for a numeric target to predict pass task='regression'.")
             labels = column.iloc[rows]
             if np.issubdtype(values.dtype, np.floating) and bool((labels.abs() < 2.0 ** 53).all()):
@@ -847,6 +893,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             if len(self.classes) < 2:
                 raise ValueError(f"`target` {self.target_names[0]!r} holds one class only ({self.classes}): a "
                                  "classifier needs at least two.")
+            _warn_one_row_classes(labels, self.target_names[0])
             y_all = torch.zeros(len(frame), dtype=torch.long)
             y_all[torch.from_numpy(rows)] = self._class_index(labels, "the table")
         elif self.task == "regression":
