@@ -401,24 +401,19 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
         return estimate_corruption_from_predictions(torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
                                                     torch.from_numpy(d["probs"].argmax(1))).rate
 
-    def disagreement_or_floor(d):
-        # candidate (not adopted): the disagreement estimate where the loss mixture finds two components, the class
-        # floor where it finds one -- the case in which disagreement subtracts nothing and returns the training error
-        if "probs" not in d:
-            return gmm(d)
-        s, y, p = (torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
-                   torch.from_numpy(d["probs"].argmax(1)))
-        est = estimate_corruption_from_predictions(s, y, p)
-        return est.rate if est.two_components else _class_floor(0.1)(d)
+    def disagreement_or(one_group):
+        # candidates (not adopted): the disagreement estimate where the loss mixture finds two components, `one_group`
+        # where it finds one -- the case in which disagreement subtracts nothing and returns the training error
+        def rate(d):
+            if "probs" not in d:
+                return gmm(d)
+            est = estimate_corruption_from_predictions(torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
+                                                       torch.from_numpy(d["probs"].argmax(1)))
+            return est.rate if est.two_components else one_group(d)
+        return rate
 
-    def disagreement_or_interior(d):
-        # candidate (not adopted, 2026-12-07): as disagreement_or_floor, with `interior_q50` where one component
-        if "probs" not in d:
-            return gmm(d)
-        s, y, p = (torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
-                   torch.from_numpy(d["probs"].argmax(1)))
-        est = estimate_corruption_from_predictions(s, y, p)
-        return est.rate if est.two_components else _interior(0.5)(d)
+    disagreement_or_floor = disagreement_or(_class_floor(0.1))
+    disagreement_or_interior = disagreement_or(_interior(0.5))  # 2026-12-07
 
     out = {"gmm": gmm, "bmm": bmm, "disagree_raw": disagree_raw, "disagreement": disagreement,
            "disagreement_or_floor": disagreement_or_floor, "interior_q50": _interior(0.5),
@@ -435,19 +430,15 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
         out[f"gmm_{rule}"] = _gmm_stricter(rule, labels=False)
         out[f"disagreement_{rule}"] = _gmm_stricter(rule, labels=True)
     if importlib.util.find_spec("cleanlab") is not None:
-        def cleanlab_insample(d):
-            if "probs" not in d:
-                return None
-            p = torch.from_numpy(d["probs"]).double()
-            return estimate_corruption_from_probs(p / p.sum(1, keepdim=True), torch.from_numpy(d["labels"])).rate
-        out["cleanlab_insample"] = cleanlab_insample
-
-        def cleanlab_cv(d):
-            if "cv_probs" not in d:
-                return None
-            p = torch.from_numpy(d["cv_probs"]).double()
-            return estimate_corruption_from_probs(p / p.sum(1, keepdim=True), torch.from_numpy(d["labels"])).rate
-        out["cleanlab_cv"] = cleanlab_cv
+        def cleanlab_on(key):
+            # confident learning's count on the in-sample (`probs`) or the folds' out-of-fold (`cv_probs`) probabilities
+            def rate(d):
+                if key not in d:
+                    return None
+                p = torch.from_numpy(d[key]).double()
+                return estimate_corruption_from_probs(p / p.sum(1, keepdim=True), torch.from_numpy(d["labels"])).rate
+            return rate
+        out["cleanlab_insample"], out["cleanlab_cv"] = cleanlab_on("probs"), cleanlab_on("cv_probs")
     return out
 
 

@@ -570,7 +570,7 @@ class AutoDropRatio:
         self.estimates: dict[int, float] = {}  # epoch -> the estimate made from its scores at its end
         # epoch -> (scores fitted, Ashman's D, bar) of its estimate where the gmm's split was barely separated
         self.barely_separated: dict[int, tuple[int, float, float]] = {}
-        # the epochs whose "disagreement" estimate subtracted no training error (`uncorrected`)
+        # the epochs whose label estimate came from one group of losses (`uncorrected`)
         self.uncorrected_epochs: set[int] = set()
         self.start = 0  # the epoch the schedule counts from (see `restart`)
         self._index: list[Tensor] = []
