@@ -351,9 +351,9 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
     (lambda: ImageClassifier(backbone="mlp", hidden="128"), ValueError, r"`hidden` must be an integer >= 1, got '128' "
                                                                        r"\(a str\)"),
     (lambda: ImageClassifier(lr="0.1"), ValueError,
-     r"`lr` must be a number in \(0, 3\.4028234663852886e\+38\], got '0.1' \(a str\)"),
+     r"`lr` must be a number > 0 \(at most 3\.4e\+38, the largest float32\), got '0.1' \(a str\)"),
     (lambda: LinearRegressor(dim=0), ValueError, r"`dim` must be an integer >= 1, got 0"),
-    (lambda: LinearRegressor(lr=0), ValueError, r"`lr` must be a number in \(0, 3\.4028234663852886e\+38\], got 0"),
+    (lambda: LinearRegressor(lr=0), ValueError, r"`lr` must be a number > 0 \(at most 3\.4e\+38, the largest float32\), got 0"),
     (lambda: MLPRegressor(out_features=0), ValueError, r"`out_features` must be an integer >= 1 or None, got 0"),
     (lambda: MLPRegressor(hidden_layers=[256, 256]), ValueError, r"`hidden_layers` must be an integer >= 0, got "
                                                                  r"\[256, 256\] \(a list\)"),
@@ -387,7 +387,7 @@ def test_a_label_out_of_range_beyond_the_first_batch_is_named(tmp_path, one_torc
     (lambda: LinearProbe(backbone_checkpoint=5), TypeError, r"`backbone_checkpoint` must be a file path or None, got "
                                                             r"int 5"),
     (lambda: LinearProbe(weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
-    (lambda: AutoEncoder(dim=2, lr=0), ValueError, r"`lr` must be a number in \(0, 3\.4028234663852886e\+38\], got 0"),
+    (lambda: AutoEncoder(dim=2, lr=0), ValueError, r"`lr` must be a number > 0 \(at most 3\.4e\+38, the largest float32\), got 0"),
     (lambda: RCA(dim=2, weight_decay=-1), ValueError, r"`weight_decay` must be a number >= 0, got -1"),
     (lambda: RealNVP(dim=2, n_power_iterations=0), ValueError, r"`n_power_iterations` must be an integer >= 1, got 0"),
     (lambda: MNISTDataModule(train_size="100"), ValueError, r"`train_size` must be an integer >= 1 or None, got '100' "
