@@ -134,15 +134,18 @@ def check_torch_seed(name: str, value: Any) -> int:
 
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a finite float in the interval (``low_open``/``high_open``: the bound is excluded)."""
+                 low_open: bool = False, high_open: bool = False, allowed: str | None = None) -> float:
+    """``value`` as a finite float in the interval (``low_open``/``high_open``: the bound is excluded); ``allowed``:
+    the interval as the error states it, where the bounds' digits would read as noise."""
     ok = _is_real(value) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        if low is not None and high is not None:
+        if allowed is not None:
+            rng = allowed
+        elif low is not None and high is not None:
             rng = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         elif low is not None:
             rng = f"a number {'>' if low_open else '>='} {low}"
@@ -163,10 +166,8 @@ def check_lr(value: Any, name: str = "lr") -> float:
     ValueError: `lr` must be a number > 0 (at most 3.4e+38, the largest float32), got 0.
     """
     # the range as "(0, 3.4028234663852886e+38]" read as noise to a regression newcomer who passed lr 0
-    if not (_is_real(value) and math.isfinite(value) and 0 < value <= LR_MAX):
-        raise ValueError(f"`{name}` must be a number > 0 (at most {LR_MAX:.2g}, the largest float32), got "
-                         f"{value!r}{_kind(value)}.")
-    return float(value)
+    return check_number(name, value, 0, LR_MAX, low_open=True,
+                        allowed=f"a number > 0 (at most {LR_MAX:.2g}, the largest float32)")
 
 
 def check_bool(name: str, value: Any) -> bool:

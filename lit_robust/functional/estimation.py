@@ -160,6 +160,9 @@ __all__ = ["CorruptionEstimate", "estimate_corruption", "estimate_corruption_fro
 _METHODS = ("gmm", "bmm")
 _FLOOR_SMALL_CLASS = 20  # classes of a smaller median size: the class floor reads low (warned)
 LABEL_ESTIMATORS = ("disagreement", "class_floor")  # the estimators that read given and predicted labels
+#: the ``reason`` of :func:`estimate_corruption_from_predictions` when the loss mixture found one component, so that
+#: the share of disagreeing labels is returned with no training error subtracted
+UNCORRECTED_REASON = "disagreement (one component: no correction)"
 _MIN_ASHMAN_D = 2.0
 # `CorruptionEstimate.barely_separated`: a two-component gmm fit to m scores with Ashman's D below 2 + 8 / sqrt(m),
 # about one standard deviation of D over clean skewed draws (docs' corruption-rate record of 2026-12-06)
@@ -962,8 +965,8 @@ def estimate_corruption_from_predictions(
         e_c = float((post * dis).sum().item()) / float(post.sum().item())
     rate_finite = 0.0 if e_c >= 1.0 else max(0.0, (d - e_c) / (1.0 - e_c))
     rate = (fit.nonfinite + rate_finite * m) / n
-    how = "training error from the clean component" if fit.two_components else "one component: no correction"
-    return replace(fit, rate=rate, reason=f"disagreement ({how})",
+    reason = "disagreement (training error from the clean component)" if fit.two_components else UNCORRECTED_REASON
+    return replace(fit, rate=rate, reason=reason,
                    clean_posterior=label_clean_posterior(scores, labels, predicted, rate_finite))
 
 

@@ -64,6 +64,7 @@ from lit_robust._backend import rank_zero_info, rank_zero_warn
 from lit_robust._checks import _is_int, _kind, check_bool, check_margin, real_scalar
 from lit_robust.functional.estimation import (
     LABEL_ESTIMATORS,
+    UNCORRECTED_REASON,
     CorruptionEstimate,
     estimate_corruption,
     estimate_from_labels,
@@ -316,11 +317,6 @@ def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None =
                "trains longer before the estimate)")
             + ". The highest scores tell which"
             f"{'' if ranked_by is None else f' ({ranked_by})'}: if they are the corrupted samples, pass `{arg}` instead.")
-
-
-#: the reason :func:`~lit_robust.functional.estimation.estimate_corruption_from_predictions` gives when the loss
-#: mixture found one component, so the share of disagreeing labels is returned with no training error subtracted
-UNCORRECTED_REASON = "disagreement (one component: no correction)"
 
 
 def uncorrected(est: CorruptionEstimate) -> bool:
