@@ -10,6 +10,7 @@ from lit_robust.functional.estimation import (
     CorruptionEstimate,
     estimate_corruption,
     estimate_corruption_from_class_floor,
+    estimate_corruption_from_interior,
     estimate_corruption_from_predictions,
     estimate_corruption_from_probs,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "CorruptionEstimate",
     "estimate_corruption",
     "estimate_corruption_from_class_floor",
+    "estimate_corruption_from_interior",
     "estimate_corruption_from_predictions",
     "estimate_corruption_from_probs",
     "ActivationClusters",
