@@ -15,11 +15,11 @@ from lit_robust._lightning import check_datamodule_package
 from lit_robust._modes import evaluating
 from lit_robust.data.indexed import check_corrupted_flags, unpack_batch
 from lit_robust.data.spec import check_first_batch
-from lit_robust.report import given_and_predicted, label_part, values_from_outputs
+from lit_robust.report import confidence_from_outputs, given_and_predicted, label_part, values_from_outputs
 from lit_robust.selection.rules import masked_mean
 
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
-           "scores_and_predictions"]
+           "scores_and_predictions", "scores_predictions_confidence"]
 
 #: the checkpoint key under which :class:`RobustMixin` saves the fit's random generators
 RANDOM_STATE_KEY = "robust_random_state"
@@ -510,17 +510,28 @@ def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Ten
     that overrides ``sample_scores`` only (a GAN's discriminator loss, a flow's ``-log p``) gets ``None`` for
     both predictions (its ``per_sample_loss`` outputs are no predictions) without a second forward -- unless it sets
     ``label_key`` (a multi-task module scoring by one head): its predictions then take a second forward."""
+    return scores_predictions_confidence(module, batch)[:3]
+
+
+def scores_predictions_confidence(module: RobustMixin, batch: Any
+                                  ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """:func:`scores_and_predictions` and, from the same forward, the predicted class's probability per sample
+    (:func:`lit_robust.report.confidence_from_outputs`); ``None`` where the module overrides ``sample_scores`` or
+    ``predicted_labels`` (its own rule: the outputs need not be what it predicts by)."""
     cls = type(module)
     own_scores = cls.sample_scores is not RobustMixin.sample_scores
     own_labels = cls.predicted_labels is not RobustMixin.predicted_labels
     if not own_scores and not own_labels:
         losses, outputs = split_loss_output(module.per_sample_loss(batch))
         target = unpack_batch(batch).target
-        return losses, given_and_predicted(outputs, target, module)[1], values_from_outputs(outputs, target)
+        predicted = given_and_predicted(outputs, target, module)[1]
+        confidence = (None if predicted is None else
+                      confidence_from_outputs(label_part(outputs, module, strict=False), label_part(target, module)))
+        return losses, predicted, values_from_outputs(outputs, target), confidence
     scores = module.sample_scores(batch)
     # a multi-task module scoring by one head (`sample_scores`) still predicts labels (`label_key` says it has them)
     wants_labels = own_labels or getattr(module, "label_key", None) is not None
-    return scores, module.predicted_labels(batch) if wants_labels else None, None
+    return scores, module.predicted_labels(batch) if wants_labels else None, None, None
 
 
 def _match_compiled_keys(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:

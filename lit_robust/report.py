@@ -173,6 +173,24 @@ def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
     return outputs.detach().argmax(1)
 
 
+def confidence_from_outputs(outputs: Any, target: Any) -> Tensor | None:
+    """A classifier's probability of its predicted class per sample, where :func:`labels_from_outputs` reads a
+    prediction: the row's largest value when the ``[B, C]`` outputs are probabilities (every value in ``[0, 1]``, each
+    row summing to 1 within 1e-3; read per batch), else the largest of their softmax (logits, or log-probabilities: the softmax of
+    ``log_softmax`` is the softmax itself). ``[B]`` float32, or ``None``.
+
+    >>> confidence_from_outputs(torch.tensor([[0.0, 2.0], [3.0, 1.0]]), torch.tensor([1, 1])).tolist()
+    [0.8807970285415649, 0.8807970285415649]
+    >>> confidence_from_outputs(torch.tensor([[0.25, 0.75], [0.5, 0.5]]), torch.tensor([1, 1])).tolist()
+    [0.75, 0.5]
+    """
+    if labels_from_outputs(outputs, target) is None:
+        return None
+    x = outputs.detach().float()
+    probs = bool(((x >= 0) & (x <= 1)).all()) and bool(((x.sum(1) - 1).abs() <= 1e-3).all())
+    return (x if probs else torch.softmax(x, 1)).max(1).values
+
+
 def scalar_targets(target: Any) -> Tensor | None:
     """``target`` as ``[B]`` floats when it holds one floating value per sample (shape ``[B]`` or ``[B, 1]``: a
     regression with one target), else ``None`` (class labels, several targets, a non-tensor).
@@ -354,10 +372,11 @@ def build_report(
     given_label: Tensor | None = None,
     predicted_label: Tensor | None = None,
     corrupted: Tensor | None = None,
-    estimator: Literal["gmm", "bmm", "disagreement", "class_floor"] | None = "gmm",
+    estimator: Literal["gmm", "bmm", "disagreement", "class_floor", "disagreement_or_interior"] | None = "gmm",
     given_target: Tensor | None = None,
     predicted_target: Tensor | None = None,
     squared_errors: bool = False,
+    confidence: Tensor | None = None,
 ) -> dict[str, list[Any]]:
     """The report as columns (``{name: [value per row]}``, rows most suspicious first), pure.
 
@@ -376,12 +395,15 @@ def build_report(
             values at all (written empty).
         corrupted: ``[n]`` ground-truth flags (bool, or int8 with ``-1`` = unknown), or ``None``.
         estimator: the estimate behind ``clean_posterior`` (see the module docstring): ``"gmm"``/``"bmm"`` (the
-            score mixture), ``"disagreement"``/``"class_floor"`` (from ``given_label`` and ``predicted_label``; the
-            gmm's where a scored sample lacks either); ``None``: empty.
+            score mixture), ``"disagreement"``/``"class_floor"``/``"disagreement_or_interior"`` (from ``given_label``
+            and ``predicted_label``, the last also from ``confidence`` -- without it, the disagreement estimate's; the
+            gmm's where a scored sample lacks either label); ``None``: empty.
         given_target, predicted_target: ``[n]`` floats of a regression with one target per sample, NaN where
             unknown; when either is given, both columns follow ``corrupted``.
         squared_errors: the scores are a regression's squared residuals: the gmm behind ``clean_posterior`` restarts
             where it alone refuses a majority high component (``estimate_corruption``'s ``squared_errors``).
+        confidence: ``[n]`` floats, the predicted class's probability (``"disagreement_or_interior"`` only); not
+            written.
 
     Returns:
         ``rank, index, *score_columns, kept, <first_dropped_column>, clean_posterior, given_label,
@@ -399,7 +421,7 @@ def build_report(
                          f"{first_dropped_column!r}.")
     for name, t in (("kept", kept), ("first_dropped", first_dropped), ("scored", scored), ("given_label", given_label),
                     ("predicted_label", predicted_label), ("corrupted", corrupted), ("given_target", given_target),
-                    ("predicted_target", predicted_target)):
+                    ("predicted_target", predicted_target), ("confidence", confidence)):
         if t is not None and tuple(t.shape) != (n,):
             raise ValueError(f"`{name}` must have shape ({n},), got {tuple(t.shape)}.")
     if index.is_floating_point() or (n and torch.unique(index).numel() != n):
@@ -407,9 +429,9 @@ def build_report(
         raise ValueError(f"`index` must hold {n} distinct integer dataset indices, got dtype {index.dtype} with "
                          f"{torch.unique(index).numel() if n else 0} distinct values.")
     # a plain-loop user's `estimator="Disagreement"` gave every row P(clean) 1.0, and float labels were truncated
-    if estimator not in (None, "gmm", "bmm", "disagreement", "class_floor"):
-        raise ValueError(f"`estimator` must be one of 'gmm', 'bmm', 'disagreement', 'class_floor' or None, got "
-                         f"{estimator!r}.")
+    if estimator not in (None, "gmm", "bmm", *LABEL_ESTIMATORS):
+        raise ValueError(f"`estimator` must be one of {', '.join(map(repr, ('gmm', 'bmm', *LABEL_ESTIMATORS)))} or "
+                         f"None, got {estimator!r}.")
     for name, t in (("given_label", given_label), ("predicted_label", predicted_label)):
         if t is not None and (t.is_floating_point() or t.is_complex()):
             raise ValueError(f"`{name}` must hold integer class labels, got dtype {t.dtype}: cast them with "
@@ -435,7 +457,8 @@ def build_report(
         post[scored] = _clean_posterior(ranking[scored].double(), estimator,
                                         None if given_label is None else given_label.detach().cpu().long()[scored],
                                         None if predicted_label is None else
-                                        predicted_label.detach().cpu().long()[scored], squared_errors)
+                                        predicted_label.detach().cpu().long()[scored], squared_errors,
+                                        None if confidence is None else confidence.detach().cpu().double()[scored])
         posterior = _optional(post[order].tolist(), (scored & ~unlabelled)[order])
 
     table: dict[str, list[Any]] = {"rank": list(range(1, n + 1)),
@@ -552,9 +575,10 @@ def starved_classes_note(table: dict[str, list[Any]], min_rows: int = 10, share:
 
 
 def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predicted: Tensor | None,
-                     squared_errors: bool = False) -> Tensor:
+                     squared_errors: bool = False, confidence: Tensor | None = None) -> Tensor:
     """``clean_posterior`` of the scored samples: the label estimator's where every one has both labels, else the
-    score mixture's (``"gmm"`` behind the label estimators; ``squared_errors`` goes to the gmm)."""
+    score mixture's (``"gmm"`` behind the label estimators; ``squared_errors`` goes to the gmm).
+    ``"disagreement_or_interior"`` without ``confidence``: the disagreement estimate's."""
     labelled = (given is not None and predicted is not None and bool((given != NO_LABEL).all())
                 and bool((predicted != NO_LABEL).all()))
     with warnings.catch_warnings():
@@ -562,7 +586,9 @@ def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predi
         # takes (a newcomer's 15-sample fit with a fixed keep_ratio got it); the report's docs say what follows
         warnings.filterwarnings("ignore", message=r".*a mixture needs \(its `min_samples`\)", category=RuntimeWarning)
         if estimator in LABEL_ESTIMATORS and labelled:
-            return estimate_from_labels(estimator, scores, given, predicted).clean_posterior
+            if estimator == "disagreement_or_interior" and confidence is None:
+                estimator = "disagreement"
+            return estimate_from_labels(estimator, scores, given, predicted, confidence).clean_posterior
         method = estimator if estimator in ("gmm", "bmm") else "gmm"
         return estimate_corruption(scores, method, squared_errors=squared_errors and method == "gmm").clean_posterior
 
@@ -1075,7 +1101,8 @@ class RoundScores:
 
     def table(self, ranking_round: int, given_label: Tensor | None, predicted_label: Tensor | None,
               corrupted: Tensor | None, estimator: str = "gmm", given_target: Tensor | None = None,
-              predicted_target: Tensor | None = None, squared_errors: bool = False) -> dict[str, list[Any]]:
+              predicted_target: Tensor | None = None, squared_errors: bool = False,
+              confidence: Tensor | None = None) -> dict[str, list[Any]]:
         """The report, ranked by round ``ranking_round``'s scores (the rounds after it are left out)."""
         cols = list(range(ranking_round + 1))
         return build_report(torch.arange(self.n), self.scores[:, cols], self.kept(),
@@ -1083,7 +1110,7 @@ class RoundScores:
                             scored=self.known[:, ranking_round], score_known=self.known[:, cols],
                             given_label=given_label, predicted_label=predicted_label, corrupted=corrupted,
                             estimator=estimator, given_target=given_target, predicted_target=predicted_target,
-                            squared_errors=squared_errors)
+                            squared_errors=squared_errors, confidence=confidence)
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "num_rounds": self.num_rounds, "scores": self.scores.clone(), "known": self.known.clone(),

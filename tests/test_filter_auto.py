@@ -749,6 +749,10 @@ def test_an_rca_fit_stopped_inside_its_warm_up_is_warned_about(tmp_path, stop, b
     ({"drop_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \[{allowed}\], got 'kde'\."),
     ({"drop_ratio": "auto", "estimator": "confident_learning"},
      r"got 'confident_learning'\. Confident learning \(cleanlab\) needs out-of-sample probabilities"),
+    # the predicted class's probability comes from ITLM's scoring pass: a filter sees losses batch by batch
+    ({"drop_ratio": "auto", "estimator": "disagreement_or_interior"},
+     r"`estimator` must be one of \[{allowed}\], got 'disagreement_or_interior'\. 'disagreement_or_interior' is "
+     r"ITLM's only \(`ITLM\(keep_ratio='auto', estimator='disagreement_or_interior'\)`\)\.$"),
     ({"drop_ratio": "auto", "auto_margin": 0.5}, r"`auto_margin` must be in \[0, 0.5\), got 0.5\."),
     ({"drop_ratio": "auto", "auto_margin": -0.1}, r"`auto_margin` must be in \[0, 0.5\), got -0.1\."),
     ({"drop_ratio": "auto", "reestimate": "yes"}, r"`reestimate` must be True or False, got 'yes'"),

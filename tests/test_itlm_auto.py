@@ -210,6 +210,56 @@ def test_an_estimate_with_no_training_error_subtracted_says_so_once(tmp_path, mo
         assert [s.split(":")[0] for s in lines] == {"disagreement": [], "class_floor": ["ITLM round 2"]}[estimator]
 
 
+def test_the_interior_estimator_reads_a_hard_clean_task_by_its_confident_predictions(tmp_path, monkeypatch):
+    """`estimator="disagreement_or_interior"` on the clean overlapping blobs above: where the losses form one group
+    it counts the disagreements among each predicted class's more confident half, away from the boundaries where the
+    model's own errors sit: 7.9 % and 3.8 % (measured) where "disagreement" read 18.5 % and 13.3 %, and nothing to
+    say. The report's posterior is the same estimator's, from the final scoring pass's probabilities: the rows that
+    disagree share one posterior, not the 0 of the disagreement estimate that counts them all."""
+    from lit_robust import load_report
+
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    itlm = ITLM("auto", [3, 3, 3], reestimate=True, estimator="disagreement_or_interior", report=True,
+                report_dir=str(tmp_path), verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 9, [itlm]).fit(TinyModel(), DataLoader(overlapping_blobs(), batch_size=32,
+                                                                      shuffle=True))
+    estimates = [rec.estimated_corruption for rec in itlm.history[1:]]
+    assert estimates == pytest.approx([0.0787951, 0.0375], abs=1e-6)
+    assert [rec.kept for rec in itlm.history] == [480, math.floor((1 - estimates[0]) * 480),
+                                                  math.floor((1 - estimates[1]) * 480)]
+    assert not [line for line in said if "cannot be told from wrong labels" in line]
+    report = load_report(itlm.report_path)
+    wrong = report[report["predicted_label"] != report["given_label"]]
+    right = report[report["predicted_label"] == report["given_label"]]
+    assert len(wrong) > 20 and (right["clean_posterior"] == 1).all()
+    posterior = wrong["clean_posterior"].unique()
+    assert len(posterior) == 1 and 0.5 < posterior[0] < 1, posterior
+
+
+def test_the_interior_estimator_falls_back_to_disagreement_for_a_module_with_its_own_hooks(tmp_path, monkeypatch):
+    """A module with its own `sample_scores` / `predicted_labels` gives no probabilities to read: the disagreement
+    estimate, said once, and the same rounds as `estimator="disagreement"`."""
+    runs = {}
+    for estimator in ("disagreement", "disagreement_or_interior"):
+        said: list[str] = []
+        monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+        itlm = ITLM("auto", [2, 2, 2], reestimate=True, estimator=estimator, verbose=False, plot=False)
+        pl.seed_everything(0, verbose=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tiny_trainer(tmp_path, 6, [itlm]).fit(OracleScores(), BlobsData())
+        runs[estimator] = [(rec.kept, rec.estimated_corruption) for rec in itlm.history]
+        lines = [line for line in said if "needs the predicted class's probability" in line]
+        assert len(lines) == (estimator == "disagreement_or_interior"), lines
+    assert runs["disagreement"] == runs["disagreement_or_interior"]
+    assert lines[0].startswith("ITLM round 1: `estimator='disagreement_or_interior'` needs the predicted class's "
+                               "probability")
+
+
 class FixedRegression(RobustMixin, pl.LightningModule):
     """A tiny regression (one target per sample: the gmm reads squared errors) whose scoring pass returns fixed
     scores by dataset index: 500 clean half-normal ones (|residual|'s shape) that the gmm splits barely, 39.8 %."""
@@ -395,16 +445,19 @@ class Record(pl.Callback):
                            "selection": self.itlm.selection.tolist()}, f)
 
 
-def auto_fit(tmp_path, devices, estimator="gmm"):
+def auto_fit(tmp_path, devices, estimator="gmm", module=None, data=None, **itlm_kw):
+    """ITLM auto's rounds and final selection at ``devices`` ranks, on ``module()`` (OracleScores) and ``data()``
+    (OddBlobs); ``itlm_kw`` replace ``auto_margin=0.02``."""
     out = str(tmp_path / f"ws{devices}-{estimator}.json")
     kw = {"strategy": ddp_cpu_strategy()} if devices > 1 else {}
+    itlm_kw = itlm_kw or {"auto_margin": 0.02}
 
     def make():
-        itlm = ITLM("auto", [1, 1, 1], auto_margin=0.02, estimator=estimator, verbose=False, plot=False)
+        itlm = ITLM("auto", [1, 1, 1], estimator=estimator, verbose=False, plot=False, **itlm_kw)
         trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=devices, callbacks=[itlm, Record(itlm, out)],
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, deterministic=True, **kw)
-        return trainer, OracleScores(), OddBlobs()
+        return trainer, (module or OracleScores)(), (data or OddBlobs)()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -425,13 +478,44 @@ def test_ddp_estimate_and_selection_do_not_depend_on_the_world_size(tmp_path, es
         assert auto_fit(tmp_path, devices, estimator) == one, devices
 
 
+class OracleLogits(TinyModel):
+    """OracleScores' fixed classifier as the outputs of `per_sample_loss` (the default hooks read its probabilities),
+    spread until the blobs overlap; the net takes part in the loss with weight 0 so that it trains."""
+
+    def per_sample_loss(self, batch):
+        b = unpack_batch(batch)
+        centers = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]], device=b.input.device)
+        logits = -((b.input[:, None, :] - centers) ** 2).sum(-1) / 8 + 0 * self(b.input)
+        return F.cross_entropy(logits, b.target, reduction="none"), logits
+
+
+class OverlappingOddBlobs(pl.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ds = overlapping_blobs(241, sd=2.5)  # the oracle disagrees with 16.2 % of the clean labels
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=16, shuffle=True)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
+    """The interior count on one group of losses (clean overlapping blobs): the gathered confidences give the same
+    estimate and selection at 1, 2 and 3 ranks (241 samples: uneven shards)."""
+    outs = [auto_fit(tmp_path, devices, "disagreement_or_interior", OracleLogits, OverlappingOddBlobs,
+                     reestimate=True) for devices in (1, 2, 3)]
+    eps = [e for _, e in outs[0]["history"][1:]]
+    assert eps == pytest.approx([0.0332, 0.0332], abs=5e-4), eps  # the interior, not the oracle's error (16.2 %)
+    assert outs[1] == outs[0] and outs[2] == outs[0]
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"keep_ratio": "Auto"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got 'Auto'\."),
     ({"keep_ratio": "0.5"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.5'\."),
     ({"keep_ratio": 1.5}, r"`keep_ratio` must be in \(0, 1\], got 1.5 \(or 'auto'"),
     ({"keep_ratio": None}, r"`keep_ratio` must be in \(0, 1\], got None"),
-    ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement', 'class_floor'\], got 'kde'\."),
+    ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement', 'class_floor', 'disagreement_or_interior'\], got 'kde'\."),
     # a cleanlab user tried the confident-learning estimator the docs name: told how to use it
     ({"keep_ratio": "auto", "estimator": "cleanlab"},
      r"got 'cleanlab'\. Confident learning \(cleanlab\) needs out-of-sample probabilities, which one fit does not "

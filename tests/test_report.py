@@ -1126,8 +1126,8 @@ def test_build_report_refuses_an_unknown_estimator_and_float_labels():
 
     index, scores, kept = torch.arange(4), torch.tensor([0.1, 0.9, 0.3, 0.2]), torch.tensor([True, False, True, True])
     labels = torch.tensor([0, 1, 2, 1])
-    with pytest.raises(ValueError, match=r"`estimator` must be one of 'gmm', 'bmm', 'disagreement', 'class_floor' or "
-                                         r"None, got 'Disagreement'"):
+    with pytest.raises(ValueError, match=r"`estimator` must be one of 'gmm', 'bmm', 'disagreement', 'class_floor', "
+                                         r"'disagreement_or_interior' or None, got 'Disagreement'"):
         build_report(index, scores, kept, score_columns=["s"], given_label=labels, predicted_label=labels,
                      estimator="Disagreement")
     with pytest.raises(ValueError, match=r"`given_label` must hold integer class labels, got dtype torch.float32"):
