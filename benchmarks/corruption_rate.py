@@ -40,6 +40,9 @@ both with round 0 on every sample and ``rounds`` re-initialised rounds of ``epoc
 ``estimator="disagreement"``. Both record the filter's final estimate. **ITLM auto class_floor**
 (``--methods itlm_auto_floor``) = ``ITLM(keep_ratio="auto", estimator="class_floor")``, with the class-floor estimate
 on the round-0 model's in-sample predictions (``estimate_corruption_from_class_floor``) in its own section.
+**ITLM auto interior** (``--methods itlm_auto_interior``) = ``ITLM(keep_ratio="auto",
+estimator="disagreement_or_interior")``, likewise with ``estimate_corruption_from_interior`` on the same predictions
+and their probabilities.
 
 ``--methods`` naming PRL columns only (``prl_true prl_auto prl_auto_dis``) is a PRL-only run: no ITLM and no
 estimate columns, only the filters' accuracy and estimates, rendered as their own table (e.g.
@@ -91,11 +94,12 @@ from harness import RESULTS, Benchmark, main, reproduce_note, saved_json  # noqa
 from harness import quiet as _quiet  # noqa: E402
 from harness import trainer as _trainer  # noqa: E402
 
-CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_true", "cleanlab", "prl_true", "prl_auto",
-               "prl_auto_dis", "prl_auto_floor")
+CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_auto_interior", "itlm_true", "cleanlab",
+               "prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")
 PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")  # --methods among these only: PRL-only run
 PRL_ESTIMATOR = {"prl_auto": "gmm", "prl_auto_dis": "disagreement", "prl_auto_floor": "class_floor"}
-DEFAULT_METHODS = [m for m in CLS_METHODS if not m.endswith("_floor")]  # the opt-in class_floor columns: by name
+# the opt-in estimators' columns (class_floor, disagreement_or_interior): by name
+DEFAULT_METHODS = [m for m in CLS_METHODS if not m.endswith(("_floor", "_interior"))]
 DATA_SETS = ("mnist", "fashion", "fashion60k", "digits", "diabetes", "landmarks", "moons", "mnist_oneclass")
 
 
@@ -321,6 +325,7 @@ def run_classification(task: dict) -> dict[str, Any]:
         BatchFilter,
         ImageClassifier,
         estimate_corruption_from_class_floor,
+        estimate_corruption_from_interior,
         estimate_corruption_from_predictions,
         estimate_corruption_from_probs,
     )
@@ -385,10 +390,13 @@ def run_classification(task: dict) -> dict[str, Any]:
         out["pred"] = estimate_corruption_from_predictions(probe.scores, labels, probe.probs.argmax(1)).rate
         out["seconds"]["pred"] = probe.train_s + probe.score_s + time.perf_counter() - t
         out["floor"] = estimate_corruption_from_class_floor(probe.scores, labels, probe.probs.argmax(1)).rate
+        out["interior"] = estimate_corruption_from_interior(probe.scores, labels, probe.probs.argmax(1),
+                                                            probe.probs.max(1).values).rate
         _save_cache(task, scores=probe.scores, probs=probe.probs, labels=labels, corrupted=train_set.corrupted,
                     later=[h["scores"] for h in itlm.score_history] if keep else [])
     for method, estimator, col in (("itlm_auto_pred", "disagreement", "itlm_pred"),
-                                   ("itlm_auto_floor", "class_floor", "itlm_floor")):
+                                   ("itlm_auto_floor", "class_floor", "itlm_floor"),
+                                   ("itlm_auto_interior", "disagreement_or_interior", "itlm_interior")):
         if method not in methods:
             continue
         pl.seed_everything(seed, verbose=False)
@@ -595,7 +603,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = dict(rs[0]["row"], seeds=[r["seed"] for r in rs], n=rs[0]["n"])
         row["true_eps"] = 100 * statistics.fmean(r["true_eps"] for r in rs)
         rs = [{"pred": r.get("ours"), **r} for r in rs]  # disagreement = gmm where a row has no labels
-        for col in ("ours", "bmm", "pred", "floor", "cleanlab", "cleanlab_insample", "product"):
+        for col in ("ours", "bmm", "pred", "floor", "interior", "cleanlab", "cleanlab_insample", "product"):
             vals = [r.get(col) for r in rs]
             if all(v is None for v in vals):
                 continue
@@ -623,7 +631,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pred_est = [r["itlm_pred_estimates"] for r in rs if r.get("itlm_pred_estimates")]
         if pred_est:
             row["itlm_pred_estimates"] = [[round(100 * e, 1) for e in x] for x in pred_est]
-        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", "itlm_floor", *PRL_METHODS):
+        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", "itlm_floor", "itlm_interior", *PRL_METHODS):
             if any(col in r for r in rs):
                 row[col] = _mean([r.get(col) for r in rs])
         for col in PRL_METHODS[1:]:  # the filters' final estimates and their error (mean over seeds)
@@ -677,6 +685,30 @@ def _targets(fig: dict[str, Any], cleanlab_time_over_ours: float | None) -> dict
     }
 
 
+# the opt-in estimators: (name, column of the round-0 model's estimate, column of ITLM auto's accuracy with it)
+OPT_IN = (("class_floor", "floor", "itlm_floor"), ("disagreement_or_interior", "interior", "itlm_interior"))
+
+
+def _opt_in_figures(rows: list[dict[str, Any]], col: str, itlm_col: str) -> dict[str, Any]:
+    """An opt-in estimator's figures: its first estimate in column ``col`` against the true rate (and cleanlab CV's
+    on the rows where that ran), ITLM auto's accuracy with it in ``itlm_col`` against ITLM at the true rate."""
+    f_rows = [r for r in rows if r.get(col + "_err") is not None]
+    f_acc = [r for r in f_rows if r.get("itlm_true") is not None and r.get(itlm_col) is not None]
+    f_cl = [r for r in f_rows if r.get("cleanlab_err") is not None]
+    return {
+        "rows": len(f_rows),
+        "median_abs_err_pts": round(statistics.median(r[col + "_err"] for r in f_rows), 2),
+        "share_rows_err_le_5pts": round(sum(r[col + "_err"] <= 5 for r in f_rows) / len(f_rows), 3),
+        "max_clean_eps_hat_pct": max((round(r[col], 2) for r in f_rows if r["eps"] == 0), default=None),
+        "cleanlab_median_abs_err_pts": (round(statistics.median(r["cleanlab_err"] for r in f_cl), 2)
+                                        if f_cl else None),
+        "itlm_auto_ge_true_minus_1_share": (round(sum(r[itlm_col] >= r["itlm_true"] - 1 for r in f_acc)
+                                                  / len(f_acc), 3) if f_acc else None),
+        "better_than_cleanlab_rows": sum(r[col + "_err"] < r["cleanlab_err"] for r in f_cl),
+        "cleanlab_better_rows": sum(r["cleanlab_err"] < r[col + "_err"] for r in f_cl),
+    }
+
+
 def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The top level is ITLM's default estimator, ``"disagreement"`` (the gmm on rows without class labels); the
     loss mixture's figures are under ``"gmm"``, ``"class_floor"``'s under its name where it ran."""
@@ -694,22 +726,9 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     gmm = _estimator_figures(rows, "ours", "itlm_auto", "prl_auto")
     out: dict[str, Any] = {"estimator": "disagreement", **dis, **common, "targets_met": _targets(dis, time_ratio),
                            "gmm": {**gmm, "targets_met": _targets(gmm, time_ratio)}}
-    f_rows = [r for r in rows if r.get("floor_err") is not None]  # computed wherever itlm_auto ran
-    if f_rows:
-        f_acc = [r for r in f_rows if r.get("itlm_true") is not None and r.get("itlm_floor") is not None]
-        f_cl = [r for r in f_rows if r.get("cleanlab_err") is not None]
-        out["class_floor"] = {
-            "rows": len(f_rows),
-            "median_abs_err_pts": round(statistics.median(r["floor_err"] for r in f_rows), 2),
-            "share_rows_err_le_5pts": round(sum(r["floor_err"] <= 5 for r in f_rows) / len(f_rows), 3),
-            "max_clean_eps_hat_pct": max((round(r["floor"], 2) for r in f_rows if r["eps"] == 0), default=None),
-            "cleanlab_median_abs_err_pts": (round(statistics.median(r["cleanlab_err"] for r in f_cl), 2)
-                                            if f_cl else None),
-            "itlm_auto_ge_true_minus_1_share": (round(sum(r["itlm_floor"] >= r["itlm_true"] - 1 for r in f_acc)
-                                                      / len(f_acc), 3) if f_acc else None),
-            "better_than_cleanlab_rows": sum(r["floor_err"] < r["cleanlab_err"] for r in f_cl),
-            "cleanlab_better_rows": sum(r["cleanlab_err"] < r["floor_err"] for r in f_cl),
-        }
+    for name, col, itlm_col in OPT_IN:  # their first estimates: computed wherever itlm_auto ran
+        if any(r.get(col + "_err") is not None for r in rows):
+            out[name] = _opt_in_figures(rows, col, itlm_col)
     itlm_rows = [r for r in rows if r.get("itlm_last_err") is not None]
     if itlm_rows:
         out["gmm"]["itlm_last_median_abs_err_pts"] = round(statistics.median(r["itlm_last_err"] for r in itlm_rows), 2)
@@ -1024,7 +1043,9 @@ def _render_table(saved: dict[str, Any]) -> str:
                                   "default when this table was measured; `\"gmm\"` in the JSON headline):", has_cls)
         lines += [""]
     lines += _floor_section(rows, head)
-    lines += _seed_groups(saved, {"gmm": "itlm_auto", "disagreement": "itlm_pred", "class_floor": "itlm_floor"},
+    lines += _floor_section(rows, head, "disagreement_or_interior")
+    lines += _seed_groups(saved, {"gmm": "itlm_auto", "disagreement": "itlm_pred", "class_floor": "itlm_floor",
+                                  "disagreement_or_interior": "itlm_interior"},
                           "itlm_true", "ITLM")
     prod = _product_figures(rows, p)
     if prod:
@@ -1087,40 +1108,51 @@ def _estimator_lines(h: dict[str, Any], title: str, has_cls: bool) -> list[str]:
     return lines
 
 
-def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any]) -> list[str]:
-    """``estimator='class_floor'``: its first estimate (computed wherever ``itlm_auto`` ran) beside the disagreement
-    estimator's, cleanlab CV's where ``cleanlab`` ran, and ITLM auto's accuracy with it where ``itlm_auto_floor``
-    and ``itlm_true`` ran."""
-    f = head.get("class_floor")
+_OPT_IN_TEXT = {
+    "class_floor": "`estimator='class_floor'` (opt-in; `estimate_corruption_from_class_floor`: the 10th percentile of "
+                   "the per-class disagreement rates of the same in-sample predictions; assumes every class corrupted "
+                   "at one rate)",
+    "disagreement_or_interior": "`estimator='disagreement_or_interior'` (opt-in; `estimate_corruption_from_interior`: "
+                                "the disagreement estimate, except where the losses form one group: there the "
+                                "disagreement rate among each predicted class's more confident half of the same "
+                                "in-sample predictions)",
+}
+
+
+def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any], name: str = "class_floor") -> list[str]:
+    """An opt-in estimator (``name``, one of :data:`OPT_IN`): its first estimate (computed wherever ``itlm_auto``
+    ran) beside the disagreement estimator's, cleanlab CV's where ``cleanlab`` ran, and ITLM auto's accuracy with it
+    where its ITLM column (``itlm_auto_floor``, ``itlm_auto_interior``) and ``itlm_true`` ran."""
+    f = head.get(name)
     if not f:
         return []
-    cl = any(r.get("cleanlab_err") is not None for r in rows if r.get("floor_err") is not None)
+    col, itlm_col = next((c, i) for n, c, i in OPT_IN if n == name)
+    cl = any(r.get("cleanlab_err") is not None for r in rows if r.get(col + "_err") is not None)
     acc = f["itlm_auto_ge_true_minus_1_share"] is not None
-    lines = ["", "`estimator='class_floor'` (opt-in; `estimate_corruption_from_class_floor`: the 10th percentile of "
-             "the per-class disagreement rates of the same in-sample predictions; assumes every class corrupted at "
-             "one rate). ε̂ in %, |err| in points" + (", accuracy in %" if acc else "") + " (mean over seeds):", "",
-             "| data | corruption | ε % | disagreement ε̂ | \\|err\\| | class_floor ε̂ | \\|err\\| |"
+    lines = ["", _OPT_IN_TEXT[name] + ". ε̂ in %, |err| in points" + (", accuracy in %" if acc else "")
+             + " (mean over seeds):", "",
+             f"| data | corruption | ε % | disagreement ε̂ | \\|err\\| | {name} ε̂ | \\|err\\| |"
              + (" cleanlab CV ε̂ | \\|err\\| |" if cl else "")
-             + (" ITLM true | ITLM auto disagreement | ITLM auto class_floor | class_floor − true |" if acc else ""),
+             + (f" ITLM true | ITLM auto disagreement | ITLM auto {name} | {name} − true |" if acc else ""),
              "|---|---|---|---|---|---|---|" + ("---|---|" if cl else "") + ("---|---|---|---|" if acc else "")]
     for r in rows:
-        if r.get("floor_err") is None:
+        if r.get(col + "_err") is None:
             continue
         line = (f"| {DATA_NAMES.get(r['data'], r['data'])} | {r['kind']} | {r['eps']} | {_f(r.get('pred'))} | "
-                f"{_f(r.get('pred_err'))} | {_f(r['floor'])} | {_f(r['floor_err'])} |")
+                f"{_f(r.get('pred_err'))} | {_f(r[col])} | {_f(r[col + '_err'])} |")
         if cl:
             line += f" {_f(r.get('cleanlab'))} | {_f(r.get('cleanlab_err'))} |"
         if acc:
-            d = (r["itlm_floor"] - r["itlm_true"] if r.get("itlm_true") is not None and r.get("itlm_floor") is not None
+            d = (r[itlm_col] - r["itlm_true"] if r.get("itlm_true") is not None and r.get(itlm_col) is not None
                  else None)
-            line += f" {_f(r.get('itlm_true'))} | {_f(r.get('itlm_pred'))} | {_f(r.get('itlm_floor'))} | {_f(d)} |"
+            line += f" {_f(r.get('itlm_true'))} | {_f(r.get('itlm_pred'))} | {_f(r.get(itlm_col))} | {_f(d)} |"
         lines.append(line)
     share = f["itlm_auto_ge_true_minus_1_share"]
     lines += ["", f"- over {f['rows']} rows: median |ε̂ − ε| {f['median_abs_err_pts']} points; "
               f"{100 * f['share_rows_err_le_5pts']:.0f} % of rows within 5 points; largest clean ε̂ "
               + ("no clean row in this run" if f["max_clean_eps_hat_pct"] is None else f"{f['max_clean_eps_hat_pct']:.2f} %")
               + (f"; ITLM auto with it ≥ ITLM true − 1 point in {100 * share:.0f} % of rows" if share is not None
-                 else f"; ITLM auto with it against ITLM true: not measured ({_floor_missing(rows)})")
+                 else f"; ITLM auto with it against ITLM true: not measured ({_floor_missing(rows, name)})")
               + (f"; closer than cleanlab CV in {f['better_than_cleanlab_rows']} rows, cleanlab closer in "
                  f"{f['cleanlab_better_rows']} (cleanlab CV median error {f['cleanlab_median_abs_err_pts']} points, "
                  f"{head['cleanlab_time_over_ours']}× the time of this estimate's one training and scoring pass)"
@@ -1128,9 +1160,11 @@ def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any]) -> list[str
     return lines
 
 
-def _floor_missing(rows: list[dict[str, Any]]) -> str:
-    """Which run the class_floor accuracy comparison lacked: ITLM auto with class_floor, ITLM at the true rate."""
-    missing = [what for col, what in (("itlm_floor", "ITLM auto class_floor (`--methods itlm_auto_floor`)"),
+def _floor_missing(rows: list[dict[str, Any]], name: str = "class_floor") -> str:
+    """Which run the opt-in estimator's accuracy comparison lacked: ITLM auto with it, ITLM at the true rate."""
+    method = {"class_floor": "itlm_auto_floor", "disagreement_or_interior": "itlm_auto_interior"}[name]
+    itlm_col = next(i for n, _, i in OPT_IN if n == name)
+    missing = [what for col, what in ((itlm_col, f"ITLM auto {name} (`--methods {method}`)"),
                                       ("itlm_true", "ITLM at the true rate (`--methods itlm_true`)"))
                if not any(r.get(col) is not None for r in rows)]
     return "not run: " + ", ".join(missing) if missing else "no row with both"

@@ -45,7 +45,7 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +53,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from harness import Benchmark, main, md_table, quiet, trainer  # noqa: E402
 
-MC_ARMS = ("plain", "ITLM auto", "PRL auto", "SPL auto", "Co-teaching auto", "ITLM class_floor", "PRL class_floor")
+MC_ARMS = ("plain", "ITLM auto", "PRL auto", "SPL auto", "Co-teaching auto", "ITLM class_floor", "PRL class_floor",
+           "ITLM interior")
+DEFAULT_ARMS = MC_ARMS[:-1]  # ITLM with estimator="disagreement_or_interior" (opt-in): by `--arms`
+ITLM_ESTIMATOR = {"ITLM auto": "disagreement", "ITLM class_floor": "class_floor",
+                  "ITLM interior": "disagreement_or_interior"}
+PARTS = ("mc", "bc", "digits", "cleanlab", "energy")
 
 
 @dataclass(frozen=True)
 class Protocol:
     seeds: tuple[int, ...] = (0, 1)  # make_classification (the newcomer's two seeds)
     mc_rates: tuple[float, ...] = (0.0, 0.15, 0.30)
-    mc_arms: tuple[str, ...] = MC_ARMS
+    mc_arms: tuple[str, ...] = DEFAULT_ARMS
     mc_epochs: int = 20
     mc_rounds: tuple[int, ...] = (5, 5, 5, 5)
     top_k: int = 100
@@ -74,7 +79,7 @@ class Protocol:
     energy_cases: tuple[tuple[float, tuple[float, ...]], ...] = ((0.25, (0.35, 0.25, 0.15)), (0.10, (0.20, 0.10, 0.05)))
     energy_rows: int = 2000
     energy_rounds: tuple[int, ...] = (10, 10, 10, 30)
-    parts: tuple[str, ...] = ("mc", "bc", "digits", "cleanlab", "energy")
+    parts: tuple[str, ...] = PARTS
 
 
 FULL = Protocol()
@@ -97,7 +102,21 @@ def tasks(p: Protocol, args: Any) -> list[dict]:
         out += [{"part": "cleanlab", "seed": seed, "rate": 0.2, "settings": s} for seed in p.digits_seeds]
     out += [{"part": "energy", "seed": seed, "rate": rate, "settings": s}
             for seed in p.energy_seeds for rate, _ in p.energy_cases]
-    return out
+    return [t for t in out if t["part"] in p.parts]
+
+
+def add_arguments(ap: Any) -> None:
+    ap.add_argument("--parts", nargs="+", choices=PARTS, help="which parts to run (default: all)")
+    ap.add_argument("--arms", nargs="+", choices=MC_ARMS, metavar="ARM",
+                    help=f"make_classification's arms, of {list(MC_ARMS)} (default: all but 'ITLM interior')")
+
+
+def configure(p: Protocol, args: Any) -> Protocol:
+    if args.parts:
+        p = replace(p, parts=tuple(args.parts))
+    if args.arms:
+        p = replace(p, mc_arms=tuple(args.arms))
+    return p
 
 
 # -- the newcomer's own module and data -----------------------------------------------------------------------------
@@ -208,7 +227,7 @@ def run_mc(task: dict) -> dict:
                 acc = fit_own(train, test, 20, 5, p["mc_epochs"], None, seed)
             elif arm.startswith("ITLM"):
                 cb = ITLM(keep_ratio="auto", round_epochs=rounds, verbose=False, plot=False, seed=seed,
-                          estimator="class_floor" if arm.endswith("class_floor") else "disagreement",
+                          estimator=ITLM_ESTIMATOR[arm],
                           report=arm == "ITLM auto",
                           report_dir=tmp if arm == "ITLM auto" else None)
                 acc = fit_own(train, test, 20, 5, sum(rounds), cb, seed)
@@ -486,6 +505,14 @@ def headline(saved: dict) -> dict:
         noisy = [r for r in mc if r["rate"] > 0]
         out["mc_itlm_top_k_precision"] = _span([r["ITLM auto"].get("top_k_precision") for r in noisy], 2, 1.0)
         out["mc_itlm_auroc"] = _span([r["ITLM auto"].get("auroc") for r in noisy], 2, 1.0)
+        if "ITLM interior" in mc[0]:  # opt-in arm: its estimate and accuracy by rate, beside ITLM auto's and plain's
+            out["mc_interior"] = {
+                f"{100 * rate:.0f}": {"eps_hat_pct": _span([r["ITLM interior"]["estimate"] for r in mc
+                                                            if r["rate"] == rate]),
+                                      "acc_interior_auto_plain": [round(statistics.fmean(r[a]["acc"] for r in mc
+                                                                                         if r["rate"] == rate), 3)
+                                                                  for a in ("ITLM interior", "ITLM auto", "plain")]}
+                for rate in dict.fromkeys(r["rate"] for r in mc)}
     bc = _part(saved, "bc")
     if bc:
         by_rate: dict[float, list[dict]] = {}
@@ -517,7 +544,8 @@ def headline(saved: dict) -> dict:
 
 
 BENCHMARK = Benchmark(name="newcomer_tables", doc=__doc__, modes={"full": FULL, "quick": QUICK, "smoke": SMOKE},
-                      tasks=tasks, run=run_one, render=render, headline=headline,
+                      tasks=tasks, run=run_one, render=render, headline=headline, add_arguments=add_arguments,
+                      configure=configure,
                       jobs={"full": 2, "quick": 2, "smoke": 1}, data=False)
 
 if __name__ == "__main__":
