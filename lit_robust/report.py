@@ -18,7 +18,8 @@ default); :func:`load_report` reads it back. The columns, in this order:
 / ``_epoch``                the first epoch in which a batch dropped it.
 ``clean_posterior``         the estimate of the callback's ``estimator`` on the ranking score (the last score column)
                             of every scored sample: ``"gmm"``/``"bmm"``, ``P(clean | score)`` of
-                            :func:`~lit_robust.estimate_corruption`; ``"disagreement"``/``"class_floor"`` (the
+                            :func:`~lit_robust.estimate_corruption`; ``"disagreement"``/``"class_floor"``/
+                            ``"disagreement_or_interior"`` (ITLM's, from the final pass's probabilities; the
                             callbacks' default is the first), :func:`~lit_robust.functional.estimation.label_clean_posterior` (1 where the
                             predicted label agrees with the given one, ``1 - eps/d`` where not), or the gmm's when a
                             scored sample lacks a label. 0 for a NaN/inf score. Either way ``sum(1 - clean_posterior)``
