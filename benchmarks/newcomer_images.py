@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,10 @@ from harness import Benchmark, main, md_table, quiet, trainer  # noqa: E402
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 GROUPS: tuple[tuple[int, ...], ...] = ((0, 2, 4, 6), (5, 7, 9))  # the 7 look-alike classes: tops, shoes
-ARMS = ("plain", "true rate", "auto", "auto, class_floor", "auto, per_class")
+ARMS = ("plain", "true rate", "auto", "auto, class_floor", "auto, per_class", "auto, interior")
+DEFAULT_ARMS = ARMS[:-1]  # estimator="disagreement_or_interior" (opt-in): by `--arms`
+ESTIMATOR = {"auto, class_floor": "class_floor", "auto, interior": "disagreement_or_interior"}  # else the default's
+PARTS = ("folders", "loop")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Protocol:
     test_size: int = 10000
     rate: float = 0.279
     round_epochs: tuple[int, ...] = (3, 3)
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = DEFAULT_ARMS
     # relabel loop
     loop_train_size: int = 6000
     loop_rate: float = 0.25
@@ -66,6 +69,7 @@ class Protocol:
     fix_steps: int = 3
     batch_size: int = 64
     lr: float = 1e-3
+    parts: tuple[str, ...] = PARTS
 
 
 FULL = Protocol()
@@ -78,7 +82,22 @@ SMOKE = Protocol(seeds=(0,), train_size=300, test_size=200, round_epochs=(1, 1),
 def tasks(p: Protocol, args: Any) -> list[dict]:
     common = {"settings": p.__dict__, "data_root": args.data_root}
     loops = [{"part": "loop", "seed": s, **common} for s in p.seeds]  # the long ones first
-    return loops + [{"part": "folders", "seed": s, "arm": a, **common} for s in p.seeds for a in p.arms]
+    folders = [{"part": "folders", "seed": s, "arm": a, **common} for s in p.seeds for a in p.arms]
+    return [t for t in loops + folders if t["part"] in p.parts]
+
+
+def add_arguments(ap: Any) -> None:
+    ap.add_argument("--parts", nargs="+", choices=PARTS, help="which scenarios to run (default: both)")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, metavar="ARM",
+                    help=f"the look-alike folders' arms, of {list(ARMS)} (default: all but 'auto, interior')")
+
+
+def configure(p: Protocol, args: Any) -> Protocol:
+    if args.parts:
+        p = replace(p, parts=tuple(args.parts))
+    if args.arms:
+        p = replace(p, arms=tuple(args.arms))
+    return p
 
 
 def _fashion(root: str, train: bool) -> tuple[Any, Any]:
@@ -145,7 +164,7 @@ def run_folders(task: dict) -> dict:
         callbacks = []
         if arm != "plain":
             callbacks = [ITLM(keep_ratio=1 - true_rate if arm == "true rate" else "auto", round_epochs=rounds,
-                              estimator="class_floor" if arm == "auto, class_floor" else "disagreement",
+                              estimator=ESTIMATOR.get(arm, "disagreement"),
                               per_class=arm == "auto, per_class", report=False, plot=False, verbose=False)]
         model = ImageClassifier("cnn2", num_classes=10, in_channels=1, image_size=28, optimizer="adam", lr=p["lr"])
         t = trainer(sum(rounds), callbacks)
@@ -254,7 +273,8 @@ def render(saved: dict) -> str:
     h = headline(saved)
     groups = " and ".join("{" + ", ".join(CLASSES[c] for c in g) + "}" for g in GROUPS)
     return "\n".join([
-        "# Two newcomers' FashionMNIST image scenarios: look-alike flips in image folders, a relabel loop", "",
+        ("# Two newcomers' FashionMNIST image scenarios: look-alike flips in image folders, a relabel loop" if loop_rows
+         else "# A newcomer's FashionMNIST image scenario: look-alike flips in image folders (`--parts folders`)"), "",
         "## Look-alike flips in image folders", "",
         f"{p['train_size']:,} FashionMNIST training images as PNG folders (`ImageFolderDataModule`, clean test folder "
         f"of {p['test_size']:,} test images); {100 * p['rate']:.1f} % of the labels moved within the look-alike "
@@ -263,6 +283,18 @@ def render(saved: dict) -> str:
         f"{sum(p['round_epochs'])} epochs; seeds {seeds} (the draw, the flips and the fit). ε̂: the estimate the "
         "rounds dropped by, in %.", "",
         *md_table(["arm", "test accuracy per seed", "mean", "ε̂ per seed"], folder_rows), "",
+        *(_loop_section(p, loop_rows) if loop_rows else []),
+        "Mean test accuracy (folders): " + "; ".join(f"{a}: {v:.3f}" for a, v in h["folders_mean_test_acc"].items())
+        + (". Relabel loop, means over seeds per step: wrong " + " / ".join(f"{v:.1f}" for v in
+                                                                           h.get("loop_mean_wrong_pct", []))
+           + " %; " + "; ".join(f"ε̂ {e} " + " / ".join(f"{v:.1f}" for v in vs) + " %"
+                               for e, vs in h.get("loop_mean_eps_hat", {}).items()) if loop_rows else "") + ".", "",
+        harness.machine_line(m), "",
+        f"Reproduce: `{m['command']}` {harness.reproduce_note(saved, 'newcomer_images.json')}.", ""])
+
+
+def _loop_section(p: dict, loop_rows: list[list[Any]]) -> list[str]:
+    return [
         "## Relabel loop", "",
         f"{p['loop_train_size']:,} FashionMNIST training images, {100 * p['loop_rate']:.0f} % of the labels flipped at "
         "random; the user's own MLP (784-256-10, Adam lr "
@@ -272,14 +304,7 @@ def render(saved: dict) -> str:
         f"wrong relabelled with the true label); fix steps: {p['fix_steps']}, then every label right. ε̂ in % "
         "(`\"disagreement\"`, the default, and `\"class_floor\"`, each its own fit on the same labels).", "",
         *md_table(["seed", "step", "wrong labels", "wrong %", "ε̂ disagreement", "ε̂ class_floor",
-                   "wrong among the top rows (fixed)"], loop_rows), "",
-        "Mean test accuracy (folders): " + "; ".join(f"{a}: {v:.3f}" for a, v in h["folders_mean_test_acc"].items())
-        + ". Relabel loop, means over seeds per step: wrong " + " / ".join(f"{v:.1f}" for v in
-                                                                          h.get("loop_mean_wrong_pct", []))
-        + " %; " + "; ".join(f"ε̂ {e} " + " / ".join(f"{v:.1f}" for v in vs) + " %"
-                            for e, vs in h.get("loop_mean_eps_hat", {}).items()) + ".", "",
-        harness.machine_line(m), "",
-        f"Reproduce: `{m['command']}` {harness.reproduce_note(saved, 'newcomer_images.json')}.", ""])
+                   "wrong among the top rows (fixed)"], loop_rows), ""]
 
 
 def headline(saved: dict) -> dict:
@@ -299,8 +324,8 @@ def headline(saved: dict) -> dict:
 
 
 BENCHMARK = Benchmark(name="newcomer_images", doc=__doc__, modes={"full": FULL, "quick": QUICK, "smoke": SMOKE},
-                      tasks=tasks, run=run_one, render=render, headline=headline,
-                      jobs={"full": 2, "quick": 2, "smoke": 1})
+                      tasks=tasks, run=run_one, render=render, headline=headline, add_arguments=add_arguments,
+                      configure=configure, jobs={"full": 2, "quick": 2, "smoke": 1})
 
 if __name__ == "__main__":
     main(BENCHMARK)
