@@ -176,3 +176,16 @@ def test_confidence_from_outputs_reads_logits_log_probabilities_and_probabilitie
         assert torch.allclose(confidence_from_outputs(outputs, y), want, atol=1e-6)
     assert confidence_from_outputs(torch.randn(8, 1), torch.zeros(8, dtype=torch.long)) is None  # one logit
     assert confidence_from_outputs(torch.randn(8, 3), torch.rand(8)) is None  # regression targets
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((torch.zeros(5, dtype=torch.long), torch.zeros(5, dtype=torch.long), torch.ones(5, 2)),
+     r"`confidence` must be a 1-D floating tensor, one value per sample, got shape \(5, 2\)"),
+    ((torch.zeros(4, dtype=torch.long), torch.zeros(5, dtype=torch.long), torch.ones(5)),
+     r"`labels` must hold one integer class index per sample, shape \(5,\) as `confidence`, got shape \(4,\)"),
+    ((torch.zeros(5, dtype=torch.long), torch.zeros(5), torch.ones(5)),
+     r"`predicted` must hold one integer class index per sample, .* dtype torch.float32"),
+])
+def test_interior_disagreement_names_its_bad_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        interior_disagreement(*args)

@@ -598,9 +598,10 @@ class ITLM(Callback):
             losses form one group (where ``"disagreement"`` can subtract no training error): there the disagreement
             rate among each predicted class's most confidently predicted half, away from the class boundaries where
             a model's own errors sit (9 seeds: clean FashionMNIST 3.5 % instead of 12.9 %; but class-pair flips of
-            40 % on MNIST and digits read 11-17 points low; ``benchmarks/results/corruption_rate_interior_9seeds.md``). It needs the predicted class's probability, read from the ``[B, C]`` outputs
-            of ``per_sample_loss``; a module with its own ``sample_scores`` or ``predicted_labels`` gets the
-            ``"disagreement"`` estimate (said once). ``"gmm"`` or ``"bmm"``: the mixture
+            40 % on MNIST and digits read 11-17 points low;
+            ``benchmarks/results/corruption_rate_interior_9seeds.md``). It needs the predicted class's probability,
+            read from the ``[B, C]`` outputs of ``per_sample_loss``; a module with its own ``sample_scores`` or
+            ``predicted_labels`` gets the ``"disagreement"`` estimate (said once). ``"gmm"`` or ``"bmm"``: the mixture
             :func:`~lit_robust.estimate_corruption` fits to the scores only.
         reestimate: ``keep_ratio="auto"`` only. ``False``: rounds are estimated until one finds a corrupted share
             (:math:`\hat\varepsilon > 0`); later rounds keep that estimate and skip the estimation. ``True``: every

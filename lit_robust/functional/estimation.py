@@ -1117,7 +1117,11 @@ def interior_disagreement(labels: Tensor, predicted: Tensor, confidence: Tensor,
     if confidence.ndim != 1 or not confidence.is_floating_point():
         raise ValueError(f"`confidence` must be a 1-D floating tensor, one value per sample, got shape "
                          f"{tuple(confidence.shape)} and dtype {confidence.dtype}.")
-    _check_labels(confidence, labels, predicted)
+    for arg, t in (("labels", labels), ("predicted", predicted)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.shape != confidence.shape:
+            raise ValueError(f"`{arg}` must hold one integer class index per sample, shape "
+                             f"{tuple(confidence.shape)} as `confidence`, got shape {tuple(t.shape)} and dtype "
+                             f"{t.dtype}.")
     m = labels.numel()
     if m == 0:
         return 0.0
@@ -1128,7 +1132,7 @@ def interior_disagreement(labels: Tensor, predicted: Tensor, confidence: Tensor,
     order = torch.argsort(wrong, stable=True)
     order = order[torch.argsort(-conf[order], stable=True)]
     order = order[torch.argsort(p[order], stable=True)]
-    classes, sizes = torch.unique_consecutive(p[order], return_counts=True)
+    _, sizes = torch.unique_consecutive(p[order], return_counts=True)
     starts = torch.cumsum(sizes, 0) - sizes
     total = 0.0
     for start, size in zip(starts.tolist(), sizes.tolist()):
