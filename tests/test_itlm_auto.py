@@ -535,7 +535,7 @@ def test_ddp_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
      r"`keep_ratio='auto'` needs `initial_round_on_all=True`"),
     ({"keep_ratio": 0.7, "estimator": "bmm"},
      r"`estimator`, `auto_margin` and `reestimate` only apply with keep_ratio='auto', got estimator='bmm' with "
-     r"keep_ratio=0.7; remove them or set their defaults \(estimator='disagreement'\)\.$"),
+     r"keep_ratio=0.7; remove them or set their defaults \(estimator='disagreement_or_interior'\)\.$"),
     ({"keep_ratio": 0.7, "reestimate": True},
      r"^`reestimate`, `estimator` and `auto_margin` only apply with keep_ratio='auto', got reestimate=True with "
      r"keep_ratio=0.7; remove them or set their "

@@ -25,6 +25,7 @@ from lit_robust import (
     IndexedDataset,
     RobustMixin,
     estimate_corruption,
+    estimate_corruption_from_interior,
     estimate_corruption_from_predictions,
     load_report,
     unpack_batch,
@@ -430,9 +431,11 @@ def test_itlm_report_holds_what_the_rounds_did(tmp_path):
     for i in range(n):
         out = [r + 1 for r, sel in enumerate(selections) if not sel[i]]
         assert by_index[i]["first_dropped_round"] == (out[0] if out else None)
-    # ITLM's default estimator "disagreement": its posterior, on the final scores and predictions; it sums to its count
-    assert itlm.estimator == "disagreement"
-    est = estimate_corruption_from_predictions(final.double(), data.ds.targets, logits.argmax(1))
+    # ITLM's default estimator "disagreement_or_interior": its posterior, on the final scores, predictions and their
+    # probabilities; it sums to its count
+    assert itlm.estimator == "disagreement_or_interior"
+    est = estimate_corruption_from_interior(final.double(), data.ds.targets, logits.argmax(1),
+                                            torch.softmax(logits, 1).max(1).values)
     assert all(by_index[i]["clean_posterior"] == pytest.approx(float(est.clean_posterior[i]), abs=1e-9)
                for i in range(n))
     assert sum(1.0 - r["clean_posterior"] for r in rows) == pytest.approx(est.rate * n, abs=1e-6)

@@ -130,6 +130,8 @@ OnCollapse = Literal["keep", "warn", "raise"]
 _ON_COLLAPSE = ("keep", "warn", "raise")
 Estimator = Literal["gmm", "bmm", "disagreement", "class_floor", "disagreement_or_interior"]
 _ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor", "disagreement_or_interior")
+# since 2026-12-07 (was "disagreement"): benchmarks/results/corruption_rate_interior_9seeds.md
+DEFAULT_ESTIMATOR: Estimator = "disagreement_or_interior"
 LOW_CLASS_SHARE = 0.5  # a class kept under this fraction of the overall share is warned about
 # not against a single-target backdoor: its poison sits in one class, and a per-class trim keeps that class's share
 # of it (attack success 92.1 % in backdoor.md's measurement); a backdoor newcomer was told to turn it on there
@@ -583,25 +585,25 @@ class ITLM(Callback):
             fit whose rounds all collapsed has only the final pass's scores); ``"warn"``: warn and score as usual;
             ``"raise"``: raise ``RuntimeError``.
             Either way the round's record has ``collapsed=True``.
-        estimator: only with ``keep_ratio="auto"``. ``"disagreement"`` (default):
-            :func:`~lit_robust.estimate_corruption_from_predictions` -- the share of samples whose predicted label
-            (:meth:`~lit_robust.RobustMixin.predicted_labels`) differs from the given one, corrected for the
-            training error on the gmm's clean component; it sees class-pair (systematic) noise, which the loss
-            mixture misses, but on clean data of a hard task it returns the training error (see
-            ``benchmarks/results/corruption_rate.md``); it costs one more scoring pass per estimate. A module
-            without predicted or integer labels (regression, flows, GANs) gets the ``"gmm"`` estimate (logged
-            at info level). ``"class_floor"``: :func:`~lit_robust.estimate_corruption_from_class_floor` on the same
-            labels -- a low quantile of the per-class disagreement rates, which leaves out the training error of hard
-            classes (clean FashionMNIST: about 2 % instead of 13 %) but reads about 0 when only some classes are
-            corrupted: use it only if every class is corrupted at one rate. ``"disagreement_or_interior"``:
-            :func:`~lit_robust.estimate_corruption_from_interior` -- the disagreement estimate, except where the
-            losses form one group (where ``"disagreement"`` can subtract no training error): there the disagreement
-            rate among each predicted class's most confidently predicted half, away from the class boundaries where
-            a model's own errors sit (9 seeds: clean FashionMNIST 3.5 % instead of 12.9 %; but class-pair flips of
-            40 % on MNIST and digits read 11-17 points low;
-            ``benchmarks/results/corruption_rate_interior_9seeds.md``). It needs the predicted class's probability,
-            read from the ``[B, C]`` outputs of ``per_sample_loss``; a module with its own ``sample_scores`` or
-            ``predicted_labels`` gets the ``"disagreement"`` estimate (said once). ``"gmm"`` or ``"bmm"``: the mixture
+        estimator: only with ``keep_ratio="auto"``. ``"disagreement_or_interior"`` (default since 2026-12-07):
+            :func:`~lit_robust.estimate_corruption_from_interior` -- the ``"disagreement"`` estimate below, except
+            where the losses form one group (where it can subtract no training error): there the disagreement rate
+            among each predicted class's more confidently predicted half, away from the class boundaries where a
+            model's own errors sit (9 seeds: clean FashionMNIST 3.5 % instead of 12.9 %, 18 of 21 rows within 5
+            points instead of 15; but class-pair flips of 40 % on MNIST and digits read 11-17 points low;
+            ``benchmarks/results/corruption_rate_interior_9seeds.md``). It reads the predicted class's probability
+            from the ``[B, C]`` outputs of ``per_sample_loss``; a module with its own ``sample_scores`` or
+            ``predicted_labels`` gets the ``"disagreement"`` estimate (said once). ``"disagreement"`` (the default
+            before): :func:`~lit_robust.estimate_corruption_from_predictions` -- the share of samples whose
+            predicted label (:meth:`~lit_robust.RobustMixin.predicted_labels`) differs from the given one,
+            corrected for the training error on the gmm's clean component; it sees class-pair (systematic) noise,
+            which the loss mixture misses, but where the losses form one group it returns the training error (said
+            once). Both cost one more scoring pass per estimate. A module without predicted or integer labels
+            (regression, flows, GANs) gets the ``"gmm"`` estimate (logged at info level). ``"class_floor"``:
+            :func:`~lit_robust.estimate_corruption_from_class_floor` on the same labels -- a low quantile of the
+            per-class disagreement rates, which leaves out the training error of hard classes (clean FashionMNIST:
+            about 2 % instead of 13 %) but reads about 0 when only some classes are corrupted: use it only if every
+            class is corrupted at one rate. ``"gmm"`` or ``"bmm"``: the mixture
             :func:`~lit_robust.estimate_corruption` fits to the scores only.
         reestimate: ``keep_ratio="auto"`` only. ``False``: rounds are estimated until one finds a corrupted share
             (:math:`\hat\varepsilon > 0`); later rounds keep that estimate and skip the estimation. ``True``: every
@@ -688,7 +690,7 @@ class ITLM(Callback):
         plot_dir: str | None = None,
         check_per_sample: bool = True,
         on_collapse: OnCollapse = "keep",
-        estimator: Estimator = "disagreement",
+        estimator: Estimator = DEFAULT_ESTIMATOR,
         auto_margin: float = 0.0,
         auto_probe: float = 0.0,
         report: bool | None = None,
@@ -709,8 +711,8 @@ class ITLM(Callback):
         if reestimate is not None and not isinstance(reestimate, bool):
             raise TypeError(f"`reestimate` must be True, False or None (True on one regression target), got "
                             f"{reestimate!r}.")
-        if not auto and (estimator != "disagreement" or auto_margin != 0.0 or reestimate):
-            given = [(k, v, d) for k, v, d in (("estimator", estimator, "disagreement"),
+        if not auto and (estimator != DEFAULT_ESTIMATOR or auto_margin != 0.0 or reestimate):
+            given = [(k, v, d) for k, v, d in (("estimator", estimator, DEFAULT_ESTIMATOR),
                                                ("auto_margin", auto_margin, 0.0),
                                                ("reestimate", reestimate, None)) if v != d and v is not False]
             # as the filters say: a config switched from 'auto' to a number on the command line keeps them set

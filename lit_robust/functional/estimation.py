@@ -135,7 +135,9 @@ A third route uses the model's predicted labels, :func:`estimate_corruption_from
 predictions disagree with the given labels, corrected for the training error measured on the clean component of
 the score mixture. It is the one of the three that sees class-pair (systematic) noise. A fourth,
 :func:`estimate_corruption_from_class_floor`, reads the same disagreements class by class and takes a low quantile of
-the per-class rates, for noise that hits every class at one rate.
+the per-class rates, for noise that hits every class at one rate. A fifth, :func:`estimate_corruption_from_interior`
+(ITLM's default since 2026-12-07), is the third where the score mixture finds two components and, where it finds one,
+counts the disagreements among each predicted class's more confident half, away from the class boundaries.
 
 Nothing here imports Lightning.
 """

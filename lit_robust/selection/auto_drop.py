@@ -390,7 +390,7 @@ def uncorrected_note(what: str, rate: float, arg: str, ranked_by: str | None = R
     # (benchmarks/results/corruption_rate_interior_9seeds.md: clean FashionMNIST 3.5 % against 12.9 %, 9 seeds)
     interior = (", or try `estimator='disagreement_or_interior'`: it counts the disagreements away from the class "
                 "boundaries (clean FashionMNIST 3.5 %, not 12.9 %), but reads class-pair flips low"
-                if arg == "keep_ratio" else "")
+                if arg == "keep_ratio" and estimator != "disagreement_or_interior" else "")
     return (f"{what}: the estimate {100 * rate:.1f} % is {reads}, and the most suspicious samples are then the model's "
             f"own errors as much as wrong labels: look at them{where} before you relabel any. If you believe fewer "
             f"labels wrong, pass `{arg}` instead{interior}.")
