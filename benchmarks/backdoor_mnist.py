@@ -707,7 +707,7 @@ def margin_report(saved: dict) -> tuple[str, dict]:
         "on all data) and may go below α = 0.5. `auto`: `BatchFilter(drop_ratio=\"auto\")` / `ITLM(keep_ratio=\"auto\")`"
         " (the corrupted fraction estimated from the method's own scores by the loss mixture, `estimator=\"gmm\"`: "
         "ITLM's default when these rows ran); `auto + 0.1`: with `auto_margin=0.1`; ITLM `auto, disagreement`: "
-        "`ITLM(keep_ratio=\"auto\", estimator=\"disagreement\")`, ITLM's default now (the share of training samples "
+        "`ITLM(keep_ratio=\"auto\", estimator=\"disagreement\")`, ITLM's default when these rows ran (the share of training samples "
         "whose predicted label differs from the given one, `estimate_corruption_from_predictions`). "
         "ITLM+PRL / ITLM+PRL-AT: ITLM with the given 1 − α, and PRL (with the adversarial trigger for -AT) dropping ε "
         "after a 1-epoch warm-up that restarts at each ITLM round start (`BatchFilter(restart_on_reinit=True)`, issue "

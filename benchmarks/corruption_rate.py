@@ -98,8 +98,8 @@ CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_auto_inte
                "prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")
 PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")  # --methods among these only: PRL-only run
 PRL_ESTIMATOR = {"prl_auto": "gmm", "prl_auto_dis": "disagreement", "prl_auto_floor": "class_floor"}
-# the opt-in estimators' columns (class_floor, disagreement_or_interior): by name
-DEFAULT_METHODS = [m for m in CLS_METHODS if not m.endswith(("_floor", "_interior"))]
+# the opt-in class_floor columns: by name (ITLM auto interior is ITLM's default estimator since 2026-12-07)
+DEFAULT_METHODS = [m for m in CLS_METHODS if not m.endswith("_floor")]
 DATA_SETS = ("mnist", "fashion", "fashion60k", "digits", "diabetes", "landmarks", "moons", "mnist_oneclass")
 
 
@@ -598,11 +598,13 @@ def _mean(values: list) -> float | None:
 
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
+    interior = any("interior" in r for r in results)
     for key in dict.fromkeys(_key(r["row"]) for r in results):
         rs = [r for r in results if _key(r["row"]) == key]
         row: dict[str, Any] = dict(rs[0]["row"], seeds=[r["seed"] for r in rs], n=rs[0]["n"])
         row["true_eps"] = 100 * statistics.fmean(r["true_eps"] for r in rs)
-        rs = [{"pred": r.get("ours"), **r} for r in rs]  # disagreement = gmm where a row has no labels
+        # disagreement (and the interior estimator, where the run measured it) = gmm where a row has no labels
+        rs = [{"pred": r.get("ours"), **({"interior": r.get("ours")} if interior else {}), **r} for r in rs]
         for col in ("ours", "bmm", "pred", "floor", "interior", "cleanlab", "cleanlab_insample", "product"):
             vals = [r.get(col) for r in rs]
             if all(v is None for v in vals):
@@ -692,7 +694,8 @@ OPT_IN = (("class_floor", "floor", "itlm_floor"), ("disagreement_or_interior", "
 def _opt_in_figures(rows: list[dict[str, Any]], col: str, itlm_col: str) -> dict[str, Any]:
     """An opt-in estimator's figures: its first estimate in column ``col`` against the true rate (and cleanlab CV's
     on the rows where that ran), ITLM auto's accuracy with it in ``itlm_col`` against ITLM at the true rate."""
-    f_rows = [r for r in rows if r.get(col + "_err") is not None]
+    # the classification rows (the interior column holds the gmm's estimate on the others, as the default does)
+    f_rows = [r for r in rows if r.get(col + "_err") is not None and r.get("group") == "cls"]
     f_acc = [r for r in f_rows if r.get("itlm_true") is not None and r.get(itlm_col) is not None]
     f_cl = [r for r in f_rows if r.get("cleanlab_err") is not None]
     return {
@@ -709,9 +712,17 @@ def _opt_in_figures(rows: list[dict[str, Any]], col: str, itlm_col: str) -> dict
     }
 
 
+def _default_is_interior(rows: list[dict[str, Any]]) -> bool:
+    """Whether the run measured ITLM's default since 2026-12-07, ``"disagreement_or_interior"`` (its ITLM column
+    ran): then it is the headline's top level; a run before measured ``"disagreement"``, the default then."""
+    return any(r.get("itlm_interior") is not None for r in rows)
+
+
 def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The top level is ITLM's default estimator, ``"disagreement"`` (the gmm on rows without class labels); the
-    loss mixture's figures are under ``"gmm"``, ``"class_floor"``'s under its name where it ran."""
+    """The top level is ITLM's default estimator: ``"disagreement_or_interior"`` where the run measured it (its
+    ``"disagreement"`` figures then under that name), else ``"disagreement"``, the default before 2026-12-07 (the gmm
+    on rows without class labels); the loss mixture's figures are under ``"gmm"``, ``"class_floor"``'s under its
+    name where it ran."""
     cl_rows = [r for r in rows if r.get("cleanlab_err") is not None]
     ours_s = sum(r["ours_s"] for r in cl_rows)
     cl_s = sum(r["cleanlab_s"] for r in cl_rows)
@@ -724,8 +735,15 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
     dis = _estimator_figures(rows, "pred", "itlm_pred", "prl_auto_dis")
     gmm = _estimator_figures(rows, "ours", "itlm_auto", "prl_auto")
-    out: dict[str, Any] = {"estimator": "disagreement", **dis, **common, "targets_met": _targets(dis, time_ratio),
-                           "gmm": {**gmm, "targets_met": _targets(gmm, time_ratio)}}
+    if _default_is_interior(rows):
+        # the filters' default stays "disagreement" (they see no probabilities): the PRL column is theirs
+        top = _estimator_figures(rows, "interior", "itlm_interior", "prl_auto_dis")
+        out: dict[str, Any] = {"estimator": "disagreement_or_interior", **top, **common,
+                               "targets_met": _targets(top, time_ratio),
+                               "disagreement": {**dis, "targets_met": _targets(dis, time_ratio)}}
+    else:
+        out = {"estimator": "disagreement", **dis, **common, "targets_met": _targets(dis, time_ratio)}
+    out["gmm"] = {**gmm, "targets_met": _targets(gmm, time_ratio)}
     for name, col, itlm_col in OPT_IN:  # their first estimates: computed wherever itlm_auto ran
         if any(r.get(col + "_err") is not None for r in rows):
             out[name] = _opt_in_figures(rows, col, itlm_col)
@@ -1028,12 +1046,24 @@ def _render_table(saved: dict[str, Any]) -> str:
                          f"{r.get('itlm_pred_estimates', '–')} |")
     lines += ["", "## Headline and targets", ""]
     if not has_cls:  # no class labels: the disagreement estimator falls back to the gmm on every row
-        lines += _estimator_lines(head, "`estimator='disagreement'` (ITLM's default) and `estimator='gmm'` (the loss "
-                                  "mixture) alike: no row has class labels, so the disagreement estimator falls back "
+        lines += _estimator_lines(head, "ITLM's label estimators (`'disagreement_or_interior'`, its default, and "
+                                  "`'disagreement'`) and `estimator='gmm'` (the loss "
+                                  "mixture) alike: no row has class labels, so the label estimators fall back "
                                   "to the gmm on every row (the JSON headline's top level and its `\"gmm\"` hold the "
                                   "same figures):", has_cls)
+    elif head["estimator"] == "disagreement_or_interior":
+        lines += _estimator_lines(head, "`estimator='disagreement_or_interior'` (ITLM's default since 2026-12-07; "
+                                  "`estimate_corruption_from_interior` on the same model's in-sample predictions and "
+                                  "their probabilities, gmm on rows without labels; PRL auto: the filters' default, "
+                                  "`estimator='disagreement'`; the top level of the JSON headline):", has_cls)
+        lines += [""]
+        lines += _estimator_lines(head["disagreement"] | {k: head[k] for k in (
+            "cleanlab_rows", "cleanlab_median_abs_err_pts", "cleanlab_time_over_ours")},
+            "`estimator='disagreement'` (ITLM's default before 2026-12-07, the filters' default; "
+            "`estimate_corruption_from_predictions`; `\"disagreement\"` in the JSON headline):", has_cls)
+        lines += [""]
     else:
-        lines += _estimator_lines(head, "`estimator='disagreement'` (ITLM's default; "
+        lines += _estimator_lines(head, "`estimator='disagreement'` (ITLM's default when this table was measured; "
                                   "`estimate_corruption_from_predictions` on the same model's in-sample predictions, "
                                   "gmm on rows without labels; the top level of the JSON headline):", has_cls)
         lines += [""]
@@ -1112,7 +1142,8 @@ _OPT_IN_TEXT = {
     "class_floor": "`estimator='class_floor'` (opt-in; `estimate_corruption_from_class_floor`: the 10th percentile of "
                    "the per-class disagreement rates of the same in-sample predictions; assumes every class corrupted "
                    "at one rate)",
-    "disagreement_or_interior": "`estimator='disagreement_or_interior'` (opt-in; `estimate_corruption_from_interior`: "
+    "disagreement_or_interior": "`estimator='disagreement_or_interior'` (ITLM's default since 2026-12-07, opt-in "
+                                "before; `estimate_corruption_from_interior`: "
                                 "the disagreement estimate, except where the losses form one group: there the "
                                 "disagreement rate among each predicted class's more confident half of the same "
                                 "in-sample predictions)",
@@ -1127,7 +1158,7 @@ def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any], name: str =
     if not f:
         return []
     col, itlm_col = next((c, i) for n, c, i in OPT_IN if n == name)
-    cl = any(r.get("cleanlab_err") is not None for r in rows if r.get(col + "_err") is not None)
+    cl = any(r.get("cleanlab_err") is not None for r in rows if r.get(col + "_err") is not None and r.get("group") == "cls")
     acc = f["itlm_auto_ge_true_minus_1_share"] is not None
     lines = ["", _OPT_IN_TEXT[name] + ". ε̂ in %, |err| in points" + (", accuracy in %" if acc else "")
              + " (mean over seeds):", "",
@@ -1136,7 +1167,7 @@ def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any], name: str =
              + (f" ITLM true | ITLM auto disagreement | ITLM auto {name} | {name} − true |" if acc else ""),
              "|---|---|---|---|---|---|---|" + ("---|---|" if cl else "") + ("---|---|---|---|" if acc else "")]
     for r in rows:
-        if r.get(col + "_err") is None:
+        if r.get(col + "_err") is None or r.get("group") != "cls":
             continue
         line = (f"| {DATA_NAMES.get(r['data'], r['data'])} | {r['kind']} | {r['eps']} | {_f(r.get('pred'))} | "
                 f"{_f(r.get('pred_err'))} | {_f(r[col])} | {_f(r[col + '_err'])} |")
@@ -1198,7 +1229,8 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
              f"batch {p['batch_size']} / digits 64) with {p['epochs']} epochs per round (digits {p['digits_epochs']}), "
              f"round 0 on all + {p['rounds']} re-initialised rounds, seeds {list(p['seeds'])} (not the reported seeds "
              "0-2; the rule was chosen on 100 and 101). Both arms estimate with `estimator='gmm'` (the loss mixture: "
-             "ITLM's default when the rule was chosen; its default is now 'disagreement'). *every round* = "
+             "ITLM's default when the rule was chosen; its default became 'disagreement', and "
+             "'disagreement_or_interior' on 2026-12-07). *every round* = "
              "`reestimate=True` (since 2026-12-06 a round that reads 0 after a positive estimate keeps the latest positive "
              "one), *first positive* = `reestimate=False` (the default on classifiers). Estimates ε̂ in % per ITLM "
              "round: the estimate each round's selection used; accuracy on the clean test set.", "",
@@ -1328,8 +1360,10 @@ def _cls_rows(path: str | None, groups: list[str]) -> dict[str, Any]:
         raise SystemExit(f"`--headline-with` must be a saved corruption_rate run (JSON), got {path!r}: {err}") from None
     if not rows or any(r.get("pred_err") is None for r in rows):
         raise SystemExit(f"`--headline-with` must hold classification rows with the disagreement column, got {path!r}")
-    return {"cls_rows": tuple({"data": r["data"], "kind": r["kind"], "eps": r["eps"], "est": round(r["pred"], 4),
-                               "err": round(r["pred_err"], 4)} for r in rows),
+    # ITLM's default estimator's column: the interior one where the run measured it (its default since 2026-12-07)
+    col = "interior" if _default_is_interior(rows) else "pred"
+    return {"cls_rows": tuple({"data": r["data"], "kind": r["kind"], "eps": r["eps"], "est": round(r[col], 4),
+                               "err": round(r[col + "_err"], 4)} for r in rows),
             "cls_rows_source": f"results/{Path(path).name}"}
 
 

@@ -17,7 +17,7 @@ Protocol: ``corruption_rate.py``'s 21 classification rows (MNIST 6k, FashionMNIS
 systematic a→a+1 flips at 20–40 %, clean), its data, model (an MLP of one hidden layer of 128, SGD lr 0.05 momentum
 0.9, batch 128 / 64) and round 0's epochs (4; digits 10), one training per (row, seed, planted share). Planted shares
 0 (the baseline: the product's estimators as they read today), 5 % and 10 %. Columns, each over the samples not planted
-(the truth: their corrupted share): ``disagreement`` (ITLM's default, ``estimate_corruption_from_predictions`` on the
+(the truth: their corrupted share): ``disagreement`` (ITLM's default until 2026-12-07, ``estimate_corruption_from_predictions`` on the
 in-sample predictions), ``class_floor`` (``estimate_corruption_from_class_floor``), ``planted`` (the ratio above) and
 ``max(planted, class_floor)``. The planted labels cost a round-0 model nothing in ITLM (round 1 re-initialises and
 trains on the original labels), but they need a hook into the user's labels that the callbacks do not have.

@@ -6,7 +6,7 @@ labelled, and end below plain training. Protocol (CPU-scaled, as ``corruption_ra
 seeded 6,000-image FashionMNIST subset, 20 % of the labels flipped by pair swap, by ``a -> a + 1`` (systematic) or
 uniformly (random), or none (clean); an MLP (one hidden layer of 128, ``--hidden``; SGD lr 0.05 momentum 0.9, batch
 128); ITLM round 0 on every sample then 2 re-initialised rounds, 4 epochs each (``--round-epochs``); ``keep_ratio`` the true rate (0.8; 1.0 on clean
-data is plain training, so the clean row runs ``"auto"`` only) or ``"auto"`` (default estimator), each with
+data is plain training, so the clean row runs ``"auto"`` only) or ``"auto"`` (ITLM's default estimator), each with
 ``per_class`` off and on; plain = the same MLP trained as many epochs on every sample, and (full mode, or
 ``--plain-last-round 1``) plain last round = trained only the last round's epochs, as long as ITLM's final model. Per run: clean test accuracy (the
 10,000 test images), the final selection's smallest per-class kept share (by given label) and its clean precision.
@@ -288,7 +288,7 @@ def render(saved: dict) -> str:
     return "\n".join([
         f"# ITLM: one trim vs `per_class=True` ({name} {_sizes(saved, 'n_train', '') or p['train_size']}, MLP of "
         f"{p['hidden']}, rounds of {list(p['round_epochs'])} epochs)", "",
-        "`true` = `ITLM(keep_ratio=1 − ε)`, `auto` = `ITLM(keep_ratio='auto')` (default estimator); `per_class` "
+        "`true` = `ITLM(keep_ratio=1 − ε)`, `auto` = `ITLM(keep_ratio='auto')` (ITLM's default estimator when measured: 'disagreement' before 2026-12-07); `per_class` "
         "trims each class by its given label to the same share. Mean over seeds "
         f"{list(p['seeds'])}; *smallest class kept* = the final selection's smallest share of one class's samples "
         "(by given label).", "",

@@ -6,7 +6,7 @@ it trains only the last round's epochs. Protocol (``itlm_per_class.py``'s, CPU-s
 of MNIST or FashionMNIST (scikit-learn's digits: 1,300 training images), labels flipped uniformly (random) or by
 ``a -> a + 1`` (systematic), or none (clean); an MLP (one hidden layer of 128; SGD lr 0.05 momentum 0.9, batch 128,
 digits 64); ITLM rounds of 4 epochs (digits 10), round 0 on every sample, ``keep_ratio`` the true rate (1 − ε) or
-``"auto"`` (default estimator), each with ``reinit`` True and False; plain = the same MLP trained as many epochs on
+``"auto"`` (ITLM's default estimator), each with ``reinit`` True and False; plain = the same MLP trained as many epochs on
 every sample. The clean rows run ``"auto"`` only (keep_ratio 1.0 is plain training). Per run: clean test accuracy
 (the data set's test split) and, for ITLM, the final selection's clean precision and the estimate. Seeds 0-2.
 ``--quick``: digits, random 30 %, seed 0, rounds of 3 epochs; ``--smoke`` the same in one process (smoke tests: too
@@ -146,7 +146,7 @@ def render(saved: dict) -> str:
         f"{p['round_epochs']} epochs", "",
         f"Test accuracy, %, mean ± std over seeds {p['seeds']}; ITLM {p['rounds']} rounds of {p['round_epochs']} "
         f"epochs (digits {p['digits_round_epochs']}), round 0 on every sample; plain = the same MLP for all those "
-        f"epochs. `true`: keep_ratio = 1 − ε; `auto`: keep_ratio='auto' (ε̂ its mean estimate). {p['model']}, "
+        f"epochs. `true`: keep_ratio = 1 − ε; `auto`: keep_ratio='auto' (ε̂ its mean estimate; ITLM's default estimator when measured, 'disagreement' before 2026-12-07). {p['model']}, "
         f"lr {p['lr']}, momentum {p['momentum']}, {p['train_size']:,} training images (digits 1,300). Settings and "
         f"protocol: benchmarks/itlm_reinit.py.{smoke}", "",
         *md_table(["row", *VARIANTS, "keep − reinit (true)", "keep − reinit (auto)"], rows), "",

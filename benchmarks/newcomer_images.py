@@ -13,8 +13,9 @@ Coat, Shirt} and the shoes {Sandal, Sneaker, Ankle boot} (Trouser, Dress and Bag
 uniformly among those 7 classes' images, each moved to a uniformly drawn other class of its group. Model: the recipe's
 ``ImageClassifier("cnn2", optimizer="adam", lr=1e-3)``, batch 64, ITLM rounds ``round_epochs``. Arms, every fit
 seeded with the seed: plain training of the rounds' total epochs; ITLM at the true rate; ITLM ``keep_ratio="auto"``
-with the default ``estimator="disagreement"``, with ``estimator="class_floor"``, and with ``per_class=True`` (default
-estimator). Clean test accuracy; the estimate is the one the rounds dropped by (the last in ``ITLM.history``).
+with ``estimator="disagreement"`` (ITLM's default until 2026-12-07), with ``estimator="class_floor"``, and with
+``per_class=True`` (``"disagreement"``); ``--arms`` adds ``"auto, interior"`` (``"disagreement_or_interior"``, the
+default since). Clean test accuracy; the estimate is the one the rounds dropped by (the last in ``ITLM.history``).
 
 **Relabel loop.** ``loop_train_size`` FashionMNIST training images (seeded draw), ``loop_rate`` of the labels flipped
 at random (``corrupt_labels(kind="random")``); the user's own LightningModule (``RobustMixin``; an MLP 784-256-10,
@@ -164,7 +165,7 @@ def run_folders(task: dict) -> dict:
         callbacks = []
         if arm != "plain":
             callbacks = [ITLM(keep_ratio=1 - true_rate if arm == "true rate" else "auto", round_epochs=rounds,
-                              estimator=ESTIMATOR.get(arm, "disagreement"),
+                              **({} if arm == "true rate" else {"estimator": ESTIMATOR.get(arm, "disagreement")}),
                               per_class=arm == "auto, per_class", report=False, plot=False, verbose=False)]
         model = ImageClassifier("cnn2", num_classes=10, in_channels=1, image_size=28, optimizer="adam", lr=p["lr"])
         t = trainer(sum(rounds), callbacks)
@@ -281,7 +282,10 @@ def render(saved: dict) -> str:
         f"groups {groups} (true share per seed: {rates} %). `ImageClassifier(\"cnn2\", optimizer=\"adam\", "
         f"lr={p['lr']})`, batch {p['batch_size']}, ITLM rounds {list(p['round_epochs'])}, plain training "
         f"{sum(p['round_epochs'])} epochs; seeds {seeds} (the draw, the flips and the fit). ε̂: the estimate the "
-        "rounds dropped by, in %.", "",
+        "rounds dropped by, in %. *auto*: ITLM `keep_ratio='auto'` with `estimator='disagreement'` (ITLM's default "
+        "until 2026-12-07); *auto, class_floor* and *auto, interior*: with `'class_floor'` and "
+        "`'disagreement_or_interior'` (ITLM's default since 2026-12-07); *auto, per_class*: `per_class=True`, "
+        "`'disagreement'`.", "",
         *md_table(["arm", "test accuracy per seed", "mean", "ε̂ per seed"], folder_rows), "",
         *(_loop_section(p, loop_rows) if loop_rows else []),
         "Mean test accuracy (folders): " + "; ".join(f"{a}: {v:.3f}" for a, v in h["folders_mean_test_acc"].items())
@@ -302,7 +306,8 @@ def _loop_section(p: dict, loop_rows: list[list[Any]]) -> list[str]:
         f"round_epochs={list(p['loop_round_epochs'])})`."
         f" After each fit the top {p['fix_rows']} rows of the default estimator's report are fixed (those truly "
         f"wrong relabelled with the true label); fix steps: {p['fix_steps']}, then every label right. ε̂ in % "
-        "(`\"disagreement\"`, the default, and `\"class_floor\"`, each its own fit on the same labels).", "",
+        "(`\"disagreement\"`, ITLM's default until 2026-12-07, and `\"class_floor\"`, each its own fit on the same "
+        "labels).", "",
         *md_table(["seed", "step", "wrong labels", "wrong %", "ε̂ disagreement", "ε̂ class_floor",
                    "wrong among the top rows (fixed)"], loop_rows), ""]
 

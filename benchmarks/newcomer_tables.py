@@ -54,9 +54,12 @@ import harness  # noqa: E402
 from harness import Benchmark, main, md_table, quiet, trainer  # noqa: E402
 
 MC_ARMS = ("plain", "ITLM auto", "PRL auto", "SPL auto", "Co-teaching auto", "ITLM class_floor", "PRL class_floor",
-           "ITLM interior")
-DEFAULT_ARMS = MC_ARMS[:-1]  # ITLM with estimator="disagreement_or_interior" (opt-in): by `--arms`
-ITLM_ESTIMATOR = {"ITLM auto": "disagreement", "ITLM class_floor": "class_floor",
+           "ITLM disagreement", "ITLM interior")
+# "ITLM auto": ITLM's default estimator ("disagreement_or_interior" since 2026-12-07, `itlm_default` in the saved
+# settings; "disagreement" in runs before, which lack the field); "ITLM interior" names that estimator (runs of the
+# day it was opt-in), "ITLM disagreement" the former default
+DEFAULT_ARMS = MC_ARMS[:-1]
+ITLM_ESTIMATOR = {"ITLM auto": None, "ITLM class_floor": "class_floor", "ITLM disagreement": "disagreement",
                   "ITLM interior": "disagreement_or_interior"}
 PARTS = ("mc", "bc", "digits", "cleanlab", "energy")
 
@@ -80,6 +83,7 @@ class Protocol:
     energy_rows: int = 2000
     energy_rounds: tuple[int, ...] = (10, 10, 10, 30)
     parts: tuple[str, ...] = PARTS
+    itlm_default: str = "disagreement_or_interior"  # ITLM's default estimator, what "ITLM auto" runs
 
 
 FULL = Protocol()
@@ -226,8 +230,8 @@ def run_mc(task: dict) -> dict:
             if arm == "plain":
                 acc = fit_own(train, test, 20, 5, p["mc_epochs"], None, seed)
             elif arm.startswith("ITLM"):
-                cb = ITLM(keep_ratio="auto", round_epochs=rounds, verbose=False, plot=False, seed=seed,
-                          estimator=ITLM_ESTIMATOR[arm],
+                named = {} if ITLM_ESTIMATOR[arm] is None else {"estimator": ITLM_ESTIMATOR[arm]}
+                cb = ITLM(keep_ratio="auto", round_epochs=rounds, verbose=False, plot=False, seed=seed, **named,
                           report=arm == "ITLM auto",
                           report_dir=tmp if arm == "ITLM auto" else None)
                 acc = fit_own(train, test, 20, 5, sum(rounds), cb, seed)
@@ -419,7 +423,9 @@ def render(saved: dict) -> str:
              "other classes. ε̂: ITLM's first estimate (round 0's model); the filters' and Co-teaching's at the end "
              "of their default 3-epoch warm-up. Accuracies on clean held-out rows. ITLM re-initialises the model at "
              "each round (its default), so its final model trains only the last round's epochs, while plain "
-             "training (and the filters, Co-teaching) train the rounds' total.", ""]
+             "training (and the filters, Co-teaching) train the rounds' total. ITLM auto: ITLM's default estimator, "
+             f"`{p.get('itlm_default', 'disagreement')}`"
+             + (" (its default when this table was measured)" if "itlm_default" not in p else "") + ".", ""]
     mc = _part(saved, "mc")
     if mc:
         arms = [a for a in MC_ARMS if a in p["mc_arms"]]

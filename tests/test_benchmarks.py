@@ -538,6 +538,18 @@ def test_newcomer_tables_smoke_ends_with_headline_json():
     assert re.search(rf"\| 25 % \| 0 \| ε 35 %: \d+\.\d\d \| {auto_cell} \| {auto_cell} \| {auto_cell} \|", run.stdout)
 
 
+def test_newcomer_tables_itlm_auto_runs_itlms_default_estimator():
+    """"ITLM auto" runs ITLM's default estimator and the saved settings say which (`itlm_default`); a run saved before
+    the field existed says its table was measured with "disagreement", the default then."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import newcomer_tables
+
+    from lit_robust.callbacks.itlm import DEFAULT_ESTIMATOR
+
+    assert newcomer_tables.Protocol().itlm_default == DEFAULT_ESTIMATOR
+    assert newcomer_tables.ITLM_ESTIMATOR["ITLM auto"] is None  # ITLM's own default, not named
+
+
 def test_newcomer_regression_smoke_ends_with_headline_json():
     """Friedman1 (500 rows) with 25 % of its targets glitched three ways, rounds [2, 1]: ITLM auto's estimate, its
     reason and the true-rate arm reach the headline, and both tables print their row."""
