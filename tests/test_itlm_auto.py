@@ -582,9 +582,9 @@ def test_cli_config_with_keep_ratio_auto(tmp_path):
 
 
 def test_cli_table_config_takes_the_interior_estimator_the_info_line_names(tmp_path, monkeypatch):
-    """The path the info line sends a CSV user down: `configs/itlm_table.yaml` on a clean, hard 4-class table read
-    38.8 % with the default and said so, naming `estimator='disagreement_or_interior'`; with it on the command line the
-    same fit reads 20.2 % (measured) and says nothing."""
+    """`configs/itlm_table.yaml` on a clean, hard 4-class table: with `estimator: disagreement` on the command line
+    (the default before 2026-12-07) it read 38.8 % and said so, naming `estimator='disagreement_or_interior'`; with that
+    estimator (the default since) the same fit reads 20.2 % (measured) and says nothing."""
     import pandas as pd
     from sklearn.datasets import make_classification
 
