@@ -218,6 +218,24 @@ def load_module(name: str) -> Any:
     return mod
 
 
+def parts_and_arms(parts: Sequence[str], arms: Sequence[str], arms_field: str, arms_help: str
+                   ) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any, argparse.Namespace], Any]]:
+    """A script's ``add_arguments`` and ``configure`` for ``--parts`` (which of ``parts`` to run: the protocol's
+    ``parts`` field) and ``--arms`` (which of ``arms``: its ``arms_field``), both a subset on the command line."""
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--parts", nargs="+", choices=parts, help="which parts to run (default: all)")
+        ap.add_argument("--arms", nargs="+", choices=arms, metavar="ARM", help=f"{arms_help}, of {list(arms)}")
+
+    def configure(p: Any, args: argparse.Namespace) -> Any:
+        if args.parts:
+            p = dataclasses.replace(p, parts=tuple(args.parts))
+        if args.arms:
+            p = dataclasses.replace(p, **{arms_field: tuple(args.arms)})
+        return p
+
+    return add_arguments, configure
+
+
 def render_saved(path: str | Path) -> str:
     """The markdown of a saved run, by the script named in it."""
     saved = json.loads(Path(path).read_text())

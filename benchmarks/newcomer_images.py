@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +87,8 @@ def tasks(p: Protocol, args: Any) -> list[dict]:
     return [t for t in loops + folders if t["part"] in p.parts]
 
 
-def add_arguments(ap: Any) -> None:
-    ap.add_argument("--parts", nargs="+", choices=PARTS, help="which scenarios to run (default: both)")
-    ap.add_argument("--arms", nargs="+", choices=ARMS, metavar="ARM",
-                    help=f"the look-alike folders' arms, of {list(ARMS)} (default: all but 'auto, interior')")
-
-
-def configure(p: Protocol, args: Any) -> Protocol:
-    if args.parts:
-        p = replace(p, parts=tuple(args.parts))
-    if args.arms:
-        p = replace(p, arms=tuple(args.arms))
-    return p
+add_arguments, configure = harness.parts_and_arms(PARTS, ARMS, "arms", "the look-alike folders' arms (default: all "
+                                                  "but 'auto, interior')")
 
 
 def _fashion(root: str, train: bool) -> tuple[Any, Any]:

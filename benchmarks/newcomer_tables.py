@@ -45,7 +45,7 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +109,8 @@ def tasks(p: Protocol, args: Any) -> list[dict]:
     return [t for t in out if t["part"] in p.parts]
 
 
-def add_arguments(ap: Any) -> None:
-    ap.add_argument("--parts", nargs="+", choices=PARTS, help="which parts to run (default: all)")
-    ap.add_argument("--arms", nargs="+", choices=MC_ARMS, metavar="ARM",
-                    help=f"make_classification's arms, of {list(MC_ARMS)} (default: all but 'ITLM interior')")
-
-
-def configure(p: Protocol, args: Any) -> Protocol:
-    if args.parts:
-        p = replace(p, parts=tuple(args.parts))
-    if args.arms:
-        p = replace(p, mc_arms=tuple(args.arms))
-    return p
+add_arguments, configure = harness.parts_and_arms(PARTS, MC_ARMS, "mc_arms", "make_classification's arms (default: "
+                                                  "all but 'ITLM interior')")
 
 
 # -- the newcomer's own module and data -----------------------------------------------------------------------------
