@@ -347,18 +347,13 @@ def _interior(share: float, key: str = "probs") -> Callable[[dict[str, np.ndarra
     trained on the wrong labels in-sample lowers their probability of the true class, so they leave the interior:
     where the model fits them (MNIST, digits) it reads 0.5-0.8 of the rate. ``key="cv_probs"``: on the k-fold
     out-of-fold probabilities of the cleanlab column instead, which no model trained on the sample made."""
+    from lit_robust.functional.estimation import interior_disagreement  # the rule, built since (ties: agreeing first)
+
     def rate(d: dict[str, np.ndarray]) -> float | None:
         if key not in d:
             return None
-        p, y = d[key], d["labels"]
-        pred = p.argmax(1)
-        total = 0.0
-        for c in np.unique(pred):
-            idx = np.flatnonzero(pred == c)
-            order = np.lexsort((idx, -p[idx, c]))  # probability of c, highest first, then index
-            top = idx[order[:max(1, math.ceil(share * len(idx)))]]
-            total += float((y[top] != c).mean()) * len(idx)
-        return total / len(y)
+        p = torch.from_numpy(d[key])
+        return interior_disagreement(torch.from_numpy(d["labels"]), p.argmax(1), p.max(1).values, share)
     return rate
 
 

@@ -892,24 +892,19 @@ def test_the_cache_keeps_its_arrays_when_the_folds_add_theirs(tmp_path):
 
 
 @pytest.mark.parametrize("share", [0.25, 0.5, 1.0])
-def test_the_interior_candidate_matches_a_slow_reference(share):
-    """``interior_q*``: per predicted class, the share of its samples most confidently predicted (ties by index);
-    the rate of their labels that differ, weighted by the class's size. Probabilities rounded so that ties occur."""
-    import math
+def test_the_interior_candidate_is_the_estimators_rule(share):
+    """``interior_q*`` reads the cached probabilities with the product's rule (``interior_disagreement``, tested against
+    a slow reference in tests/test_estimation_interior.py): per predicted class, its ``share`` most confidently
+    predicted samples, the rate of their labels that differ, weighted by the class's size."""
+    from lit_robust.functional.estimation import interior_disagreement
 
     mod = _load("estimators_offline")
     rng = np.random.default_rng(0)
-    probs = np.round(rng.dirichlet(np.ones(4), size=300), 1).astype(np.float32)
+    probs = np.round(rng.dirichlet(np.ones(4), size=300), 1).astype(np.float32)  # rounded: ties occur
     labels = rng.integers(0, 4, 300)
-    total = 0.0
-    for c in range(4):
-        members = [i for i in range(300) if int(np.argmax(probs[i])) == c]
-        if not members:
-            continue
-        top = sorted(members, key=lambda i: (-float(probs[i][c]), i))[:max(1, math.ceil(share * len(members)))]
-        total += sum(int(labels[i]) != c for i in top) / len(top) * len(members)
     got = mod._interior(share)({"probs": probs, "labels": labels})
-    assert got == pytest.approx(total / 300, abs=1e-12)
+    p = torch.from_numpy(probs)
+    assert got == interior_disagreement(torch.from_numpy(labels), p.argmax(1), p.max(1).values, share)
     if share == 1.0:  # the whole class: the share of disagreeing labels
         assert got == pytest.approx(float((probs.argmax(1) != labels).mean()))
     assert mod._interior(share, "cv_probs")({"probs": probs, "labels": labels}) is None
