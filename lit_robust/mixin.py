@@ -19,7 +19,7 @@ from lit_robust.report import confidence_from_outputs, given_and_predicted, labe
 from lit_robust.selection.rules import masked_mean
 
 __all__ = ["RobustMixin", "BatchSelector", "require_mixin", "reset_parameters", "check_per_sample_scores",
-           "scores_and_predictions", "scores_predictions_confidence"]
+           "scores_predictions_confidence"]
 
 #: the checkpoint key under which :class:`RobustMixin` saves the fit's random generators
 RANDOM_STATE_KEY = "robust_random_state"
@@ -503,21 +503,17 @@ def _reset_parametrized(m: torch.nn.Module) -> None:
             m.parametrizations[name].original.copy_(twin._parameters[name])
 
 
-def scores_and_predictions(module: RobustMixin, batch: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``(module.sample_scores(batch), module.predicted_labels(batch), predicted values)``, from one forward of
-    ``per_sample_loss`` when the module overrides neither; the predicted values are a regression's ``[B]``
-    outputs for one target per sample (:func:`lit_robust.report.values_from_outputs`), else ``None``. A module
-    that overrides ``sample_scores`` only (a GAN's discriminator loss, a flow's ``-log p``) gets ``None`` for
-    both predictions (its ``per_sample_loss`` outputs are no predictions) without a second forward -- unless it sets
-    ``label_key`` (a multi-task module scoring by one head): its predictions then take a second forward."""
-    return scores_predictions_confidence(module, batch)[:3]
-
-
 def scores_predictions_confidence(module: RobustMixin, batch: Any
                                   ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """:func:`scores_and_predictions` and, from the same forward, the predicted class's probability per sample
-    (:func:`lit_robust.report.confidence_from_outputs`); ``None`` where the module overrides ``sample_scores`` or
-    ``predicted_labels`` (its own rule: the outputs need not be what it predicts by)."""
+    """``(module.sample_scores(batch), module.predicted_labels(batch), predicted values, confidence)``, from one
+    forward of ``per_sample_loss`` when the module overrides neither; the predicted values are a regression's ``[B]``
+    outputs for one target per sample (:func:`lit_robust.report.values_from_outputs`), else ``None``; the confidence
+    is the predicted class's probability per sample (:func:`lit_robust.report.confidence_from_outputs`), ``None``
+    where the module overrides ``sample_scores`` or ``predicted_labels`` (its own rule: the outputs need not be what
+    it predicts by). A module that overrides ``sample_scores`` only (a GAN's discriminator loss, a flow's
+    ``-log p``) gets ``None`` for both predictions (its ``per_sample_loss`` outputs are no predictions) without a
+    second forward -- unless it sets ``label_key`` (a multi-task module scoring by one head): its predictions then
+    take a second forward."""
     cls = type(module)
     own_scores = cls.sample_scores is not RobustMixin.sample_scores
     own_labels = cls.predicted_labels is not RobustMixin.predicted_labels
