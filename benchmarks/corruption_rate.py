@@ -55,6 +55,7 @@ Usage::
     python benchmarks/corruption_rate.py --smoke         # a few seconds, for the test suite
     python benchmarks/corruption_rate.py --with-60k --data fashion60k --out benchmarks/results/corruption_rate_60k.md
     python benchmarks/corruption_rate.py --ab-reestimate # -> benchmarks/results/corruption_rate_reestimate.md
+    python benchmarks/corruption_rate.py --ab-reestimate --ab-estimator disagreement_or_interior  # ITLM's default's
     python benchmarks/corruption_rate.py --groups cls --methods prl_true prl_auto prl_auto_dis --jobs 1 \
         --out benchmarks/results/corruption_rate_prl_auto.md   # PRL auto: gmm vs disagreement
     python benchmarks/corruption_rate.py --groups reg ad --seeds 0 1 2 --jobs 1 --headline-with \
@@ -71,7 +72,8 @@ Usage::
 
 Own options: ``--methods``, ``--groups``, ``--data``, ``--with-60k``, ``--headline-with``, ``--cache DIR`` (per-sample scores for
 ``benchmarks/estimators_offline.py``) and ``--ab-reestimate`` (ITLM auto re-estimating every round vs keeping the
-first positive estimate, seeds 100-101; with ``--quick``/``--smoke``, digits and seed 100 only); the rest (``--seeds``,
+first positive estimate, seeds 100-101; with ``--quick``/``--smoke``, digits and seed 100 only; ``--ab-estimator``
+names the estimator of both arms, gmm by default); the rest (``--seeds``,
 ``--jobs``, ``--out``, ``--data-root``) is the harness's (``benchmarks/harness.py``). The last line printed is one
 JSON object with the headline figures.
 """
@@ -136,6 +138,7 @@ class Protocol:
     cls_rows_source: str | None = None
     # which rows and columns run (the script's own options)
     rows: str = "full"  # the row set: "full", "quick", "smoke", or "reestimate" (--ab-reestimate)
+    ab_estimator: str = "gmm"  # --ab-reestimate's ITLM estimator (--ab-estimator); the itlm_auto column is gmm's
     methods: tuple[str, ...] = CLS_METHODS  # classification columns (--methods; itlm_auto always runs)
     groups: tuple[str, ...] = ("cls", "reg", "ad")  # --groups
     data: tuple[str, ...] | None = None  # --data (None: every data set of the row set)
@@ -153,6 +156,7 @@ SMOKE = replace(QUICK, epochs=1, train_size=500, digits_epochs=1, diabetes_epoch
 # (not the reported 0-2: the rule was chosen on these); 5 epochs x (1 + 3) rounds. --quick / --smoke: digits only.
 AB_NOISE = [("random", 10), ("random", 20), ("random", 30), ("systematic", 20), ("clean", 0)]
 AB_DATA = ("mnist", "fashion", "digits")
+AB_ESTIMATORS = ("gmm", "disagreement", "disagreement_or_interior")  # --ab-estimator
 
 CLS_NOISE = [("random", e) for e in (10, 20, 30, 40, 45)] + [("systematic", e) for e in (20, 30, 40)] + [("clean", 0)]
 PAIRS5 = "pairs in 5 classes"  # --with-class-dependent: class-pair flips c -> (c + 1) mod 5 among classes 0-4 only
@@ -374,7 +378,8 @@ def run_classification(task: dict) -> dict[str, Any]:
         keep = bool(task.get("cache_dir"))
         # the loss mixture, named: ITLM's default estimator is now "disagreement" (the itlm_auto_pred column)
         itlm = ITLM(keep_ratio="auto", round_epochs=rounds, seed=seed, verbose=False, plot=keep,
-                    reestimate=bool(task.get("reestimate", False)), estimator="gmm", reinit=p.reinit)
+                    reestimate=bool(task.get("reestimate", False)), reinit=p.reinit,
+                    estimator=p.ab_estimator if p.rows == "reestimate" else "gmm")
         _trainer(sum(rounds), [probe, itlm]).fit(m, train_dataloaders=dm.train_dataloader())
         out["plain"] = probe.acc
         out["itlm_auto"] = _accuracy(m, x_test, y_test)
@@ -1228,9 +1233,8 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
              f"other users; torch {m['torch']}). Protocol of `benchmarks/corruption_rate.py` (MLP, SGD lr {p['lr']}, "
              f"batch {p['batch_size']} / digits 64) with {p['epochs']} epochs per round (digits {p['digits_epochs']}), "
              f"round 0 on all + {p['rounds']} re-initialised rounds, seeds {list(p['seeds'])} (not the reported seeds "
-             "0-2; the rule was chosen on 100 and 101). Both arms estimate with `estimator='gmm'` (the loss mixture: "
-             "ITLM's default when the rule was chosen; its default became 'disagreement', and "
-             "'disagreement_or_interior' on 2026-12-07). *every round* = "
+             "0-2; the rule was chosen on 100 and 101). " + _ab_estimator_text(p.get("ab_estimator", "gmm"))
+             + " *every round* = "
              "`reestimate=True` (since 2026-12-06 a round that reads 0 after a positive estimate keeps the latest positive "
              "one), *first positive* = `reestimate=False` (the default on classifiers). Estimates ε̂ in % per ITLM "
              "round: the estimate each round's selection used; accuracy on the clean test set.", "",
@@ -1252,12 +1256,26 @@ def _render_reestimate(saved: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ab_estimator_text(estimator: str) -> str:
+    if estimator == "gmm":
+        return ("Both arms estimate with `estimator='gmm'` (the loss mixture: ITLM's default when the rule was chosen; "
+                "its default became 'disagreement', and 'disagreement_or_interior' on 2026-12-07).")
+    return (f"Both arms estimate with `estimator={estimator!r}` (`--ab-estimator`; the rule was chosen with 'gmm', "
+            "ITLM's default then; 'disagreement_or_interior' is its default since 2026-12-07).")
+
+
+def _ab_out(settings: dict[str, Any]) -> str:
+    """The saved file of an ``--ab-reestimate`` run: gmm's keeps its old name."""
+    estimator = settings.get("ab_estimator", "gmm")
+    return "corruption_rate_reestimate" + ("" if estimator == "gmm" else f"_{estimator}") + ".json"
+
+
 def _reproduce(saved: dict[str, Any]) -> str:
     """The table's Reproduce line: its command and which file that command writes. A run saved before the command
     line was recorded gets the options that select its settings; a full run written outside ``benchmarks/results/``
     (a committed table copied here) says so. A quick or smoke run is never copied: it names the file it wrote."""
     p, cmd = saved["settings"], saved["meta"].get("command")
-    default = "corruption_rate_reestimate.json" if p["rows"] == "reestimate" else "corruption_rate.json"
+    default = _ab_out(p) if p["rows"] == "reestimate" else "corruption_rate.json"
     if cmd is None:
         extra = [m for m in p["methods"] if m != "itlm_auto"]
         cmd = "python benchmarks/corruption_rate.py" + ("" if list(p["methods"]) == DEFAULT_METHODS else
@@ -1303,6 +1321,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ab-reestimate", action="store_true",
                     help="ITLM auto with reestimate=True vs False, seeds 100-101 (full mode default output: "
                          "results/corruption_rate_reestimate.md)")
+    ap.add_argument("--ab-estimator", default="gmm", choices=AB_ESTIMATORS,
+                    help="with --ab-reestimate: the estimator both arms use (default gmm, as the rule was chosen; "
+                         "full mode default output with another: results/corruption_rate_reestimate_<estimator>.md)")
 
 
 def _among(option: str, values: list[str], allowed: tuple[str, ...] | list[str]) -> None:
@@ -1316,6 +1337,9 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
     _among("--groups", args.groups, ("cls", "reg", "ad"))
     if args.data is not None:
         _among("--data", args.data, AB_DATA if args.ab_reestimate else DATA_SETS)
+    if args.ab_estimator != "gmm" and not args.ab_reestimate:
+        raise SystemExit(f"`--ab-estimator` chooses the estimator of `--ab-reestimate`'s arms: pass `--ab-reestimate`, "
+                         f"got --ab-estimator {args.ab_estimator}")
     if not args.ab_reestimate:
         prl_only = set(args.methods) <= set(PRL_METHODS)
         if prl_only and args.groups != ["cls"]:
@@ -1338,8 +1362,9 @@ def configure(p: Protocol, args: argparse.Namespace) -> Protocol:
     full = not (args.quick or args.smoke)
     data = tuple(args.data) if args.data else AB_DATA if full else ("digits",)
     if full and args.out is None:  # its own table, not the main one
-        args.out = str(RESULTS / "corruption_rate_reestimate.md")
-    return replace(p, rows="reestimate", methods=("itlm_auto",), groups=("cls",), data=data, with_60k=False,
+        args.out = str(RESULTS / _ab_out({"ab_estimator": args.ab_estimator})[:-len(".json")]) + ".md"
+    return replace(p, rows="reestimate", ab_estimator=args.ab_estimator, methods=("itlm_auto",), groups=("cls",),
+                   data=data, with_60k=False,
                    seeds=p.seeds if args.seeds is not None else (100, 101) if full else (100,),
                    **({"epochs": 5, "rounds": 3} if full else {}))
 

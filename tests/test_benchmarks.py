@@ -731,6 +731,24 @@ def test_corruption_rate_class_dependent_rows_flip_pairs_among_five_classes_only
     assert not any(r["kind"] == mod.PAIRS5 for r in mod.rows_for(replace(mod.FULL, groups=("cls",))))
 
 
+def test_corruption_rate_ab_reestimate_runs_both_arms_with_the_named_estimator(tmp_path):
+    """``--ab-reestimate --ab-estimator disagreement_or_interior``: both arms estimate with ITLM's default, so their
+    first estimate is the interior estimate of the round-0 model (the same seed trains the same round 0), and the table
+    names that estimator."""
+    out = tmp_path / "re.md"
+    run = _script(["corruption_rate.py", "--smoke", "--ab-reestimate", "--ab-estimator", "disagreement_or_interior",
+                   "--data-root", SHARED_DATA, "--out", out])
+    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert len(results) == 10 and {r["row"]["data"] for r in results} == {"digits"}  # 5 rows x 2 arms, seed 100
+    for every, first in zip(results[::2], results[1::2]):
+        assert (every["reestimate"], first["reestimate"]) == (True, False) and every["row"] == first["row"]
+        for arm in (every, first):
+            assert arm["itlm_auto_estimates"][0] == pytest.approx(arm["interior"], abs=0.005)
+        assert every["itlm_auto_estimates"][0] == first["itlm_auto_estimates"][0]
+    assert "Both arms estimate with `estimator='disagreement_or_interior'`" in out.read_text()
+    assert set(_last_json(run)) >= {"every_round", "first_positive"}
+
+
 def test_corruption_rate_rejects_bad_arguments():
     mod = _load("corruption_rate")
     with pytest.raises(SystemExit, match=r"`--methods` must be among \['itlm_auto', .*got \['nope'\]"):
@@ -743,6 +761,9 @@ def test_corruption_rate_rejects_bad_arguments():
         mod.main(mod.BENCHMARK, ["--smoke", "--ab-reestimate", "--data", "moons"])
     with pytest.raises(SystemExit, match="`--ab-reestimate` runs ITLM auto on label-noise rows only: `--with-60k`"):
         mod.main(mod.BENCHMARK, ["--smoke", "--ab-reestimate", "--with-60k"])
+    with pytest.raises(SystemExit, match="`--ab-estimator` chooses the estimator of `--ab-reestimate`'s arms: pass "
+                                         "`--ab-reestimate`, got --ab-estimator disagreement"):
+        mod.main(mod.BENCHMARK, ["--smoke", "--ab-estimator", "disagreement"])
     with pytest.raises(SystemExit, match=r"PRL-only run of the classification rows: pass `--groups cls`, got "
                                          r"\['cls', 'reg', 'ad'\]"):
         mod.main(mod.BENCHMARK, ["--smoke", "--methods", "prl_true", "prl_auto_dis"])
