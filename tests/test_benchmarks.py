@@ -644,6 +644,28 @@ def test_itlm_reinit_smoke_runs_both_arms_and_its_headline_is_the_table(tmp_path
     assert bad.returncode != 0 and "`--round-epochs` must be an integer >= 1, got 0" in bad.stderr
 
 
+def test_itlm_table_config_smoke_reads_the_config_and_runs_its_three_arms(tmp_path):
+    """The settings come from configs/itlm_table.yaml itself; both ITLM arms share round 0 (one estimate) and differ
+    only in ``reinit``; the headline is the table's."""
+    import yaml
+
+    out = tmp_path / "t.md"
+    summary = _last_json(_script(["itlm_table_config.py", "--smoke", "--out", str(out)]))
+    assert summary["benchmark"] == "itlm_table_config" and summary["mode"] == "smoke" and summary["rows"] == 1
+    saved = json.loads(out.with_suffix(".json").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "itlm_table.yaml").read_text())
+    (itlm,) = cfg["trainer"]["callbacks"]
+    assert saved["settings"]["config"]["itlm"] == itlm["init_args"]
+    assert saved["settings"]["config"]["max_epochs"] == cfg["trainer"]["max_epochs"]
+    assert summary["config_reinit"] == itlm["init_args"].get("reinit", True)
+    runs = {r["arm"]: r for r in saved["results"]}
+    assert set(runs) == {"plain", "reinit", "keep"} and (runs["reinit"]["reinit"], runs["keep"]["reinit"]) == (True, False)
+    assert runs["reinit"]["eps_hat"] == runs["keep"]["eps_hat"] and 0.0 <= runs["keep"]["eps_hat"] < 0.5
+    assert runs["keep"]["true_eps"] == pytest.approx(0.2, abs=0.01)  # wine, 20 % of the training rows flipped
+    expect = round(100 * (runs["keep"]["acc"] - runs["reinit"]["acc"]), 2)
+    assert summary["keep_minus_reinit_pts"] == expect and f"| {expect:+.1f} |" in out.read_text()
+
+
 def test_adversarial_trigger_profile_smoke_ends_with_headline_json():
     run = _smoke("adversarial_trigger_profile")
     summary = _last_json(run)
