@@ -1220,3 +1220,37 @@ def test_the_cli_names_a_bad_duplicates_value_in_one_error(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     assert re.search(r"duplicates.*\n.*Literal\['keep', 'drop'\]\. Got value: remove", err), err
+
+
+def test_the_readmes_rows_given_twice_under_the_table_config_rank_first_and_are_dropped(tmp_path, monkeypatch,
+                                                                                        one_torch_thread):
+    """README: breast cancer with 3 % of its rows given twice and 1 % again with the other diagnosis, under
+    `configs/itlm_table.yaml` with its defaults. Measured (2026-12-07, `reinit: false`): 5 of the 118 held-out rows have
+    a training row's inputs; the 6 relabelled copies all land among the 474 training rows, rank 1, 2, 3, 4, 5 and 7
+    in the report, and "auto" drops them all (`reinit: true`, the config's setting before: ranks 1-5 and 13, the
+    7th kept)."""
+    from sklearn.datasets import load_breast_cancer
+
+    from tests.conftest import REPO
+
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+    monkeypatch.chdir(tmp_path)
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["diagnosis"] = np.where(frame.pop("target") == 1, "benign", "malignant")
+    n = len(frame)
+    picked = np.random.default_rng(0).choice(n, size=round(0.03 * n) + round(0.01 * n), replace=False)
+    again = frame.iloc[picked[:round(0.03 * n)]]
+    relabelled = frame.iloc[picked[round(0.03 * n):]].copy()
+    relabelled["diagnosis"] = np.where(relabelled["diagnosis"] == "benign", "malignant", "benign")
+    pd.concat([frame, again, relabelled], ignore_index=True).to_csv("twice.csv", index=False)
+    copies = list(range(n + len(again), n + len(again) + len(relabelled)))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(REPO / "configs" / "itlm_table.yaml"), "--data.init_args.path", "twice.csv",
+              "--data.init_args.corrupted", "null", "--trainer.enable_progress_bar", "false"])
+    assert any("5 held-out row(s) (test 5) have the inputs of a training row" in str(w.message) for w in said)
+    report = load_report(next(tmp_path.glob("lightning_logs/version_*/itlm_report.csv")))
+    assert len(report) == 474
+    rows = report.set_index("source_index").loc[copies]
+    assert rows["conflicting_target"].all() and not rows["kept"].any()
+    assert sorted(rows["rank"]) == [1, 2, 3, 4, 5, 7]
