@@ -197,7 +197,7 @@ def test_too_small_batch_keeps_all_and_warns_once(tmp_path):
      r"scores.$"),
     (dict(rule="prl", drop_ratio=1.0, allow_large_drop=True),
      r"`drop_ratio` must be in \[0, 1\) with `allow_large_drop=True`, got 1.0"),
-    (dict(rule="prl", drop_ratio="0.2"), r"`drop_ratio` must be a number in \[0, 0.5\), got '0.2'"),
+    (dict(rule="prl", drop_ratio="0.2"), r"`drop_ratio` must be a number in \[0, 0.5\), got '0.2' \(a str: pass the number itself, 0\.2; or 'auto' to estimate it from the training scores\)\.$"),
     (dict(rule="loss", drop_ratio=0.2), r"`rule` must be one of 'prl', 'spl', 'prl_g', got 'loss'"),
     (dict(rule="spl", drop_ratio=0.2, warmup_epochs=-1),
      r"`warmup_epochs` must be an integer >= 0 or None \(.*\), got -1"),

@@ -745,7 +745,7 @@ def test_an_rca_fit_stopped_inside_its_warm_up_is_warned_about(tmp_path, stop, b
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"drop_ratio": "Auto"}, r"`drop_ratio` must be a number in \[0, 0.5\), got 'Auto' \(or 'auto' to estimate"),
+    ({"drop_ratio": "Auto"}, r"`drop_ratio` must be a number in \[0, 0.5\), got 'Auto' \(did you mean 'auto'\?\)\.$"),
     ({"drop_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \[{allowed}\], got 'kde'\."),
     ({"drop_ratio": "auto", "estimator": "confident_learning"},
      r"got 'confident_learning'\. Confident learning \(cleanlab\) needs out-of-sample probabilities"),

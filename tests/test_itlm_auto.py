@@ -511,8 +511,8 @@ def test_ddp_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"keep_ratio": "Auto"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got 'Auto'\."),
-    ({"keep_ratio": "0.5"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.5'\."),
+    ({"keep_ratio": "Auto"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got 'Auto' \(did you mean 'auto'\?\)\.$"),
+    ({"keep_ratio": "0.5"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.5' \(a str: pass the number itself, 0\.5\)\.$"),
     ({"keep_ratio": 1.5}, r"`keep_ratio` must be in \(0, 1\], got 1.5 \(or 'auto'"),
     ({"keep_ratio": None}, r"`keep_ratio` must be in \(0, 1\], got None"),
     ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement', 'class_floor', 'disagreement_or_interior'\], got 'kde'\."),

@@ -1082,7 +1082,7 @@ def test_several_training_loaders_are_refused_by_name(tmp_path):
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    ("0.7", r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.7'\.$"),
+    ("0.7", r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.7' \(a str: pass the number itself, 0\.7\)\.$"),
     (70, r"`keep_ratio` must be in \(0, 1\], got 70(\.0)? .* for 70 % pass keep_ratio=0\.7\."),
 ])
 def test_a_keep_ratio_set_after_the_constructor_is_checked_at_fit_start(tmp_path, value, message):

@@ -121,7 +121,13 @@ from lit_robust.selection.auto_drop import (
     uncorrected,
     uncorrected_note,
 )
-from lit_robust.selection.rules import keep_count, percent_hint, scatter_scores, starved_classes
+from lit_robust.selection.rules import (
+    auto_string_hint,
+    keep_count,
+    percent_hint,
+    scatter_scores,
+    starved_classes,
+)
 from lit_robust.selection.samplers import SelectionSampler, ShardedSampler
 
 __all__ = ["ITLM", "RoundRecord", "auto_keep_count", "chance_accuracy", "collapse_reasons", "log_scale"]
@@ -248,7 +254,8 @@ def check_keep_ratio(keep_ratio: Any) -> float | Literal["auto"]:
     if isinstance(keep_ratio, str) and keep_ratio == "auto":
         return "auto"
     if isinstance(keep_ratio, str):
-        raise ValueError(f"`keep_ratio` must be a number in (0, 1] or 'auto', got {keep_ratio!r}.")
+        raise ValueError(f"`keep_ratio` must be a number in (0, 1] or 'auto', got {keep_ratio!r}"
+                         f"{auto_string_hint(keep_ratio)}.")
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r} (or 'auto' to estimate the "
                          "corrupted fraction from the scores)." + percent_hint("keep_ratio", keep_ratio))

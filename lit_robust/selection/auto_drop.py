@@ -70,7 +70,7 @@ from lit_robust.functional.estimation import (
     estimate_from_labels,
 )
 from lit_robust.selection import distributed
-from lit_robust.selection.rules import check_drop_ratio, percent_hint, scheduled_drop_ratio
+from lit_robust.selection.rules import auto_string_hint, check_drop_ratio, percent_hint, scheduled_drop_ratio
 
 __all__ = ["AUTO_WARMUP_EPOCHS", "AutoDropRatio", "Estimator", "FilterEstimator", "auto_drop_ratio",
            "auto_scheduled_drop_ratio", "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate",
@@ -495,8 +495,12 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     top = high if high is not None else (1.0 if allow_large_drop else 0.5)
     auto = isinstance(drop_ratio, str) and drop_ratio == "auto"
     if isinstance(drop_ratio, str) and not auto:
-        raise ValueError(f"`{name}` must be a number in [0, {top:g}), got {drop_ratio!r} (or 'auto' to estimate it "
-                         "from the training scores).")
+        hint = auto_string_hint(drop_ratio)
+        if "'auto'" in hint:  # 'Auto': " (did you mean 'auto'?)"
+            tail = hint
+        else:  # '0.2': " (a str: pass the number itself, 0.2; or 'auto' to ...)"; 'x': " (or 'auto' to ...)"
+            tail = f" ({hint[2:-1] + '; ' if hint else ''}or 'auto' to estimate it from the training scores)"
+        raise ValueError(f"`{name}` must be a number in [0, {top:g}), got {drop_ratio!r}{tail}.")
     if not isinstance(estimator, str) or estimator not in estimators:
         # ITLM's scoring pass reads the predicted class's probability; a filter sees losses batch by batch
         only_itlm = (" 'disagreement_or_interior' is ITLM's only (`ITLM(keep_ratio='auto', "
