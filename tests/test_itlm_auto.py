@@ -68,23 +68,47 @@ def test_label_estimators_on_random_label_noise(tmp_path, estimator):
         assert abs(rec.estimated_corruption - 0.3) < 0.05, rec.estimated_corruption
 
 
-def test_disagreement_without_predicted_labels_falls_back_to_gmm(tmp_path):
+def test_disagreement_without_predicted_labels_falls_back_to_gmm(tmp_path, monkeypatch):
     class NoPredictions(TinyModel):
         def predicted_labels(self, batch):
             return None
 
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
     pl.seed_everything(0, verbose=False)
     itlm = ITLM("auto", [3, 3], estimator="disagreement", verbose=False, plot=False)
     trainer = tiny_trainer(tmp_path, 6, [itlm])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(NoPredictions(), BlobsData())
+    assert [m for m in said if "the module predicts no labels (its `predicted_labels` returns None), so the gmm "
+            "estimate is used instead." in m], said
     ref = ITLM("auto", [3, 3], estimator="gmm", verbose=False, plot=False)
     pl.seed_everything(0, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tiny_trainer(tmp_path, 6, [ref]).fit(NoPredictions(), BlobsData())
     assert itlm.history[1].estimated_corruption == ref.history[1].estimated_corruption
+
+
+def test_a_module_returning_the_losses_alone_is_told_why_auto_uses_the_gmm(tmp_path, monkeypatch):
+    """A newcomer's `per_sample_loss` returned the losses without the logits: ITLM's default estimator fell back to
+    the gmm with "`predicted_labels` returns None", a method they had not written. The line now names the return."""
+    class LossesAlone(TinyModel):
+        def per_sample_loss(self, batch):
+            return super().per_sample_loss(batch)[0]
+
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    pl.seed_everything(0, verbose=False)
+    itlm = ITLM("auto", [3, 3], verbose=False, plot=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 6, [itlm]).fit(LossesAlone(), BlobsData())
+    (line,) = [m for m in said if "so the gmm estimate is used instead" in m]
+    assert ("the module predicts no labels: its `per_sample_loss` returns no `[batch, classes]` outputs beside the "
+            "losses (the losses alone, or one binary logit; return `(losses, logits)` with a column per class)") in line
+    assert 0.0 < itlm.history[1].estimated_corruption < 0.5
 
 
 @pytest.mark.parametrize("seed", range(4))

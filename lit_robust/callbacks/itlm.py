@@ -2075,7 +2075,11 @@ class ITLM(Callback):
                      ("the batches carry no integer class label per sample (it reads targets of shape [batch], not "
                       "one-hot, soft or multi-label rows; for targets of several parts set the module's `label_key`)")
                      if given is None else
-                     "the module predicts no labels (`predicted_labels` returns None)")
+                     "the module predicts no labels: its `per_sample_loss` returns no `[batch, classes]` outputs "
+                     "beside the losses (the losses alone, or one binary logit; return `(losses, logits)` with a "
+                     "column per class)"
+                     if type(pl_module).predicted_labels is RobustMixin.predicted_labels else
+                     "the module predicts no labels (its `predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
             if spec is None or spec.target != "regression":  # a regression datamodule's fall-back goes unsaid
                 self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer "
