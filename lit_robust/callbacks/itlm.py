@@ -2165,7 +2165,15 @@ class ITLM(Callback):
                        "whose samples score high"
                        + (" (the model then never learns it, and the report marks all of it dropped)" if emptied
                           else "")
-                       + f". {_PER_CLASS_ADVICE}")
+                       + f". {self._per_class_advice()}")
+
+    def _per_class_advice(self) -> str:
+        """``per_class``'s advice in full the first time in a fit, then a pointer to it: a newcomer's digits fit
+        repeated its 400 characters at every starved class and again at the end."""
+        if "per-class advice" in self._said:
+            return "`ITLM(per_class=True)`: see the advice said above."
+        self._said.add("per-class advice")
+        return _PER_CLASS_ADVICE
 
     def _check_labels(self, labels: Tensor | None, round_: int, device: torch.device) -> None:
         """``per_class=True`` needs integer class labels on every rank (a collective)."""
@@ -2406,7 +2414,8 @@ class ITLM(Callback):
                        "round too short? labels of that class mostly wrong?)")
                 rank_zero_warn(f"ITLM: the final model predicts class {listed}{' ...' if len(rare) > 3 else ''}: "
                                f"{why}, so the report's `predicted_label` is no label to relabel those samples with."
-                               + ("" if self.per_class or last_collapsed or not starved else f" {_PER_CLASS_ADVICE}"))
+                               + ("" if self.per_class or last_collapsed or not starved
+                                  else f" {self._per_class_advice()}"))
         return path
 
     def _say_ranking_disagrees(self, table: dict[str, list]) -> None:
