@@ -717,11 +717,28 @@ def _with_cleanlab_hint(message: str) -> str:
     return message + "." + hint if hint and hint not in message else message
 
 
+_SEQUENCE_REFUSED = re.compile(r"Expected a <class '(?:collections\.abc\.Sequence|list|tuple)'>\. Got value: (?P<v>[^\n]*)$",
+                               re.MULTILINE)
+
+
+def _with_sequence_hint(message: str) -> str:
+    """``message`` with how to write a list where jsonargparse refused a value for a sequence argument: a CLI user's
+    ``--trainer.callbacks.init_args.round_epochs 2,2`` got "Expected a <class 'collections.abc.Sequence'>. Got value:
+    2,2" and no word of brackets."""
+    m = _SEQUENCE_REFUSED.search(message)
+    if m is None:
+        return message
+    given = m.group("v").strip().strip("'\"")
+    example = f"[{given}]" if re.fullmatch(r"[\w.+-]+(?:\s*,\s*[\w.+-]+)*", given) else "[2, 2]"
+    return (f"{message}. A list is written in brackets, e.g. {example} (on the command line quoted: "
+            f"'{example}').")
+
+
 def tidy_parser_message(message: str) -> str:
     """Of jsonargparse's "Does not validate against any of the Union subtypes" report, keep the problem with the
     class the config names (dropping the attempts at the base class and at None), and say in one line what a value
     that fits none of an argument's plain types should have been (:func:`_collapse_value_unions`)."""
-    message = _with_cleanlab_hint(message)
+    message = _with_sequence_hint(_with_cleanlab_hint(message))
     if _UNION_HEAD not in message:
         return message
     entry = _class_entry_hint(message.splitlines()[0], message) or _unknown_short_class_hint(message)

@@ -113,6 +113,11 @@ CASES = [
      "got 'AUTO' (did you mean 'auto'?)"),
     ("itlm-round-epochs-zero", DIGITS, {f"{CB0}.round_epochs": [0, 2]}, [], "round_epochs"),
     ("itlm-round-epochs-scalar", DIGITS, {f"{CB0}.round_epochs": 6}, [], "round_epochs"),
+    # a CLI user's `round_epochs 2,2` got "Expected a <class 'collections.abc.Sequence'>" and no word of brackets
+    ("itlm-round-epochs-without-brackets", DIGITS, {}, ["--trainer.callbacks.init_args.round_epochs", "2,2"],
+     "Got value: 2,2. A list is written in brackets, e.g. [2,2] (on the command line quoted: '[2,2]')."),
+    ("itlm-round-epochs-scalar-says-brackets", DIGITS, {f"{CB0}.round_epochs": 6}, [],
+     "Got value: 6. A list is written in brackets, e.g. [6]"),
     ("itlm-round-epochs-vs-max-epochs", DIGITS, {}, ["--trainer.max_epochs", "5"], "round_epochs"),
     ("itlm-unknown-argument", DIGITS, {f"{CB0}.keep_ration": 0.5}, [], "keep_ration"),
     ("itlm-monitor-never-logged", DIGITS, {f"{CB0}.monitor": "val_accuracy"}, [], "monitor"),
