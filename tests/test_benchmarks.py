@@ -658,12 +658,19 @@ def test_itlm_table_config_smoke_reads_the_config_and_runs_its_three_arms(tmp_pa
     assert saved["settings"]["config"]["itlm"] == itlm["init_args"]
     assert saved["settings"]["config"]["max_epochs"] == cfg["trainer"]["max_epochs"]
     assert summary["config_reinit"] == itlm["init_args"].get("reinit", True)
-    runs = {r["arm"]: r for r in saved["results"]}
-    assert set(runs) == {"plain", "reinit", "keep"} and (runs["reinit"]["reinit"], runs["keep"]["reinit"]) == (True, False)
-    assert runs["reinit"]["eps_hat"] == runs["keep"]["eps_hat"] and 0.0 <= runs["keep"]["eps_hat"] < 0.5
-    assert runs["keep"]["true_eps"] == pytest.approx(0.2, abs=0.01)  # wine, 20 % of the training rows flipped
+    assert summary["regression_rows"] == 1  # diabetes, 20 % of the training targets set to 999
+    for kind, table in (("flipped", "wine"), ("sentinel", "diabetes")):
+        runs = {r["arm"]: r for r in saved["results"] if r["kind"] == kind}
+        assert set(runs) == {"plain", "reinit", "keep"} and {r["table"] for r in runs.values()} == {table}
+        assert (runs["reinit"]["reinit"], runs["keep"]["reinit"]) == (True, False)
+        assert runs["reinit"]["eps_hat"] == runs["keep"]["eps_hat"] and 0.0 <= runs["keep"]["eps_hat"] < 0.5
+        assert runs["keep"]["true_eps"] == pytest.approx(0.2, abs=0.01)  # 20 % of the training rows
+    runs = {r["arm"]: r for r in saved["results"] if r["kind"] == "flipped"}
     expect = round(100 * (runs["keep"]["acc"] - runs["reinit"]["acc"]), 2)
     assert summary["keep_minus_reinit_pts"] == expect and f"| {expect:+.1f} |" in out.read_text()
+    # the regression rows score R²: plain training on 999-glitched targets is far below 0
+    runs = {r["arm"]: r for r in saved["results"] if r["kind"] == "sentinel"}
+    assert runs["plain"]["acc"] < 0 < runs["reinit"]["acc"] and f"| {runs['plain']['acc']:.3f} |" in out.read_text()
 
 
 def test_adversarial_trigger_profile_smoke_ends_with_headline_json():
