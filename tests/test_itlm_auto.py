@@ -327,6 +327,26 @@ def test_one_regression_target_reestimates_every_round_by_default(tmp_path, monk
     assert [rec.kept for rec in itlm.history[1:]] == [math.floor((1 - e) * 200) for e in used]
 
 
+def test_a_regression_on_ones_own_tensors_is_not_told_of_class_labels(tmp_path, monkeypatch):
+    """A newcomer's regression on their own float tensors (no datamodule) was told, at every fit, that
+    `estimator='disagreement_or_interior'` (the default, not their choice) "needs integer targets" and the batches
+    "carry no integer class label per sample"; a regression datamodule's fall-back went unsaid. Now both do; a
+    classifier without predictions is still told (`test_disagreement_without_predicted_labels_falls_back_to_gmm`)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, generator=g)
+    data = IndexedDataset(TensorDataset(x, 2 * x.squeeze(1)))
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    itlm = ITLM("auto", [1, 1], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_trainer(tmp_path, 2, [itlm]).fit(FixedRegression(torch.rand(200, generator=g)),
+                                              DataLoader(data, batch_size=50))
+    assert itlm.history[1].estimated_corruption is not None
+    assert not [m for m in said if "needs integer targets" in m], said
+
+
 def test_an_estimate_on_a_barely_separated_split_says_so_once_per_fit(tmp_path, monkeypatch):
     """The estimate is kept (refusing such splits cost real readings) but the user is told, once in a fit of two
     estimating rounds, that it rests on a barely separated split, with its size, D and the bar, and what to do."""

@@ -2081,7 +2081,10 @@ class ITLM(Callback):
                      if type(pl_module).predicted_labels is RobustMixin.predicted_labels else
                      "the module predicts no labels (its `predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
-            if spec is None or spec.target != "regression":  # a regression datamodule's fall-back goes unsaid
+            # a regression's fall-back goes unsaid: a datamodule's, or one regression target in the training set (a
+            # newcomer's own float tensors were told they "carry no integer class label", of an estimator they had
+            # not chosen)
+            if (spec is None or spec.target != "regression") and not squared:
                 self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer "
                                f"targets and `predicted_labels` of the module; {lacks}, so the gmm estimate is used "
                                "instead.")
