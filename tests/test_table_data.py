@@ -519,6 +519,23 @@ def test_the_report_names_classes_and_regression_targets_in_the_tables_terms(tmp
     assert "predicted_price" not in rows
 
 
+def test_a_target_column_named_target_keeps_both_pairs_of_report_columns(tmp_path, one_torch_thread):
+    """scikit-learn's `as_frame` names its target column "target": the report's `given_target` in the table's units
+    replaced the scaled `given_target` (and `predicted_target` alike), so the scaled pair the docs describe was gone.
+    The table's pair now gains " (table units)"."""
+    frame = table(100).rename(columns={"price": "target"})
+    reg = TableDataModule(frame=frame, target="target", task="regression", features=["a", "b"], batch_size=20,
+                          test_size=0)
+    spl = BatchFilter("spl", drop_ratio=0.2, report=True, report_dir=str(tmp_path))
+    quiet_trainer(max_epochs=1, callbacks=[spl]).fit(MLPRegressor(in_features=2, out_features=1, hidden=8), reg)
+    rows = load_report(spl.report_path)
+    given = frame["target"].iloc[rows["source_index"]].to_numpy()
+    assert np.allclose(rows["given_target (table units)"], given, rtol=0, atol=1e-9)
+    centre, scale = float(reg.target_centre[0]), float(reg.target_scale[0])
+    assert scale > 5 and np.allclose(rows["given_target"] * scale + centre, given, rtol=1e-5)  # the scaled pair
+    assert np.allclose(rows["predicted_target (table units)"], rows["predicted_target"] * scale + centre, rtol=1e-6)
+
+
 def test_a_regression_tables_test_errors_are_in_its_units_and_new_rows_raise_no_nan_target_warning(tmp_path,
                                                                                                      one_torch_thread):
     """A table newcomer read `test_mae 0.152` where predictions.csv gave 11.0 kWh (the scaled units), and predicting

@@ -554,7 +554,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             :attr:`target_centre` to read them in the table's (:meth:`unscale_targets`; ``predictions.csv``, the
             reports' ``given_<column>`` / ``predicted_<column>`` and :class:`~lit_robust.MLPRegressor`'s test errors
             are in the table's units already; the reports' ``given_target`` / ``predicted_target`` are the model's,
-            scaled).
+            scaled; a target column named ``target`` gets ``given_target (table units)`` beside them).
         missing: rows with a missing or infinite value in a used column: ``"error"`` (default, the message counts
             them per column) or ``"drop"`` (left out, with a warning; the others keep their row numbers).
         batch_size: training batch size.
@@ -1087,6 +1087,12 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         table's units (``targets``: prefix → the scaled columns, one per target column), for those present; the
         ``"given_"`` ones are the table's own values (``given``: ``[rows, q]``, one per row of ``table``)."""
         out: dict[str, list] = {}
+
+        def named(column: str) -> str:
+            # a target column named "target" (scikit-learn's `as_frame` name) made `given_target` in the table's units
+            # replace the report's own, scaled `given_target`: the table's gains " (table units)"
+            return f"{column} (table units)" if column in table else column
+
         if self.classes is not None:
             for column, name in labels.items():
                 if column in table:
@@ -1098,7 +1104,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                     # the table's own values: also for several targets, whose report has no scaled target columns to
                     # unscale (a release check found a two-target report without them)
                     for j, name in enumerate(self.target_names):
-                        out[f"{prefix}{name}"] = given[:, j].tolist()
+                        out[named(f"{prefix}{name}")] = given[:, j].tolist()
                     continue
                 if len(columns) != len(self.target_names) or not all(c in table for c in columns):
                     continue
@@ -1107,7 +1113,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                                        for r in range(rows)], dtype=torch.float64).reshape(rows, len(columns))
                 units = self.unscale_targets(scaled)
                 for j, name in enumerate(self.target_names):
-                    out[f"{prefix}{name}"] = units[:, j].tolist()
+                    out[named(f"{prefix}{name}")] = units[:, j].tolist()
         return out
 
     def transform(self, frame: Any) -> Tensor:
