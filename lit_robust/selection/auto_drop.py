@@ -83,6 +83,8 @@ __all__ = ["AUTO_WARMUP_EPOCHS", "AutoDropRatio", "Estimator", "FilterEstimator"
 Estimator = Literal["gmm", "bmm"]  # the score mixtures (every owner; the only choices of RealNVP/RCA: no labels)
 FilterEstimator = Literal["gmm", "bmm", "disagreement", "class_floor"]  # the classification filters
 _ESTIMATORS = ("gmm", "bmm")
+#: warm-up estimates (the fixed one is their median) further apart than this are said to be unsteady
+UNSTEADY_SPREAD = 0.15
 FILTER_ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor")
 DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "disagreement"  # measured: benchmarks/results/corruption_rate_prl_auto.md
 # why an estimate reaches the cap, said in the clipping warnings (a newcomer's one-step epochs read 72-82 % noise)
@@ -621,7 +623,10 @@ class AutoDropRatio:
         (:func:`~lit_robust.data.spec.reads_squared_errors`). Every rank reads the same data: the same answer."""
         from lit_robust.data.spec import reads_squared_errors
 
-        self.squared_errors = bool(scores_are_losses) and reads_squared_errors(trainer)
+        one_target = reads_squared_errors(trainer)
+        self.squared_errors = bool(scores_are_losses) and one_target
+        if one_target:  # a regression read from the training set's targets: its fall-back goes unsaid, as ITLM's
+            self._told_fallback = True
 
     @property
     def reestimate(self) -> bool:
@@ -823,9 +828,16 @@ class AutoDropRatio:
             # a DDP newcomer found the filter's estimate in metrics.csv only (ITLM prints its own in the round lines)
             each = ", ".join(f"{e} ({100 * self.estimates[e]:.1f} %)" for e in counted)
             margin = f" plus `auto_margin` {self.auto_margin:g}" if self.auto_margin else ""
+            values = [self.estimates[e] for e in counted]
+            spread = max(values) - min(values)
+            # a newcomer's SPL warm-up read 55.1 % and 9.3 %, and "the median" of the two, 32.2 %, was said as calmly
+            # as two agreeing epochs would have been
+            unsteady = (f" The epochs' estimates differ by {100 * spread:.1f} points: the model was still learning, "
+                        f"and a longer `warmup_epochs` (it is {self.warmup_epochs}) gives a steadier estimate."
+                        if len(values) > 1 and spread > UNSTEADY_SPREAD else "")
             rank_zero_info(f"{self.owner}: `drop_ratio='auto'` estimated {100 * self.estimate:.2f} % corrupted "
                            f"after epoch {epoch} (the median of the estimates after epoch{'s' if len(counted) > 1 else ''}"
-                           f" {each}); the drop ratio ramps to it{margin}.")
+                           f" {each}); the drop ratio ramps to it{margin}.{unsteady}")
         if fixed_now and self.estimate:
             # the estimate is the median over epochs: said when an epoch it is read from (the middle one, or either of
             # the middle two) split its scores barely (a few hundred clean skewed scores can: up to 49 %)
