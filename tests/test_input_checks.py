@@ -125,7 +125,10 @@ class _NoLen:
     (TensorDataset(torch.zeros(0, 2), torch.zeros(0)), ValueError, r"`dataset` must hold at least one sample, got an "
                                                                     r"empty TensorDataset \(a run would train on zero"),
     (TensorDataset(torch.zeros(4, 2)), ValueError, r"`dataset` must yield `\(input, target\)` pairs, but its first item "
-                                                   r"is a tuple of 1 element\(s\).*TensorDataset\(x, y\)"),
+                                                   r"is a tuple of 1 element\(s\).*TensorDataset\(x, y\)\)`\. Unlabelled "
+                                                   r"data \(anomaly detection, a flow or RCA\) takes a placeholder "
+                                                   r"target: `IndexedDataset\(TensorDataset\(x, torch\.zeros\(len\(x\), "
+                                                   r"dtype=torch\.long\)\)\)`\.$"),
     ([torch.zeros(2)] * 3, ValueError, r"first item is a tensor of shape \(2,\)"),
     (TensorDataset(torch.zeros(4, 2), torch.zeros(4), torch.zeros(4)), ValueError, r"a tuple of 3 element"),
 ])
@@ -182,6 +185,26 @@ def test_batch_without_index_names_indexed_dataset_on_the_first_batch(tmp_path, 
                                          rf"is_corrupted\]\)`, got a list of length 2\. Wrap the training dataset in "
                                          r"`lit_robust.IndexedDataset`"):
         trainer.fit(model, train_dataloaders=_plain_loader())
+
+
+def test_a_flow_on_unlabelled_tensors_is_named_and_told_of_a_placeholder_target(tmp_path, one_torch_thread):
+    """An anomaly newcomer's `RobustRealNVP(drop_ratio="auto")` on `DataLoader(TensorDataset(x))` was told by
+    "`BatchFilter`" (a filter they had not added) to wrap the data in `IndexedDataset`, which then refused the
+    unlabelled `TensorDataset(x)`: both errors now name the placeholder target."""
+    from lit_robust import RobustRealNVP
+
+    x = torch.randn(40, 2)
+    model = RobustRealNVP(2, n_couplings=2, hidden=4, drop_ratio=0.1)
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    placeholder = (r"Unlabelled data \(anomaly detection, a flow or RCA\) takes a placeholder target: "
+                   r"`IndexedDataset\(TensorDataset\(x, torch\.zeros\(len\(x\), dtype=torch\.long\)\)\)`\.$")
+    with pytest.raises(ValueError, match=r"^`RobustRealNVP`: lit_robust expects batches .*got a list of length 1\. "
+                                         r".*" + placeholder):
+        trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x), batch_size=20))
+    with pytest.raises(ValueError, match=placeholder):
+        IndexedDataset(TensorDataset(x))
+    data = IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))  # as told: it trains
+    tiny_trainer(tmp_path, max_epochs=1).fit(model, train_dataloaders=DataLoader(data, batch_size=20))
 
 
 # -- ready-made models check at setup that they fit the datamodule (lit_robust/data/spec.py) ----------------------

@@ -704,7 +704,7 @@ class BatchFilter(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if batch_idx == 0:  # runs before the module's training step: a batch without indices gets the hint first
-            unpack_batch(batch, owner="BatchFilter")
+            unpack_batch(batch, owner=getattr(self, "owner", "BatchFilter"))
             if self.check_per_sample and not self._checked_per_sample:
                 # a batch mean broadcast to every sample would make every trim the same mean: silently no filter
                 check_per_sample_at_first_batch("BatchFilter", pl_module, batch, what="per_sample_loss")

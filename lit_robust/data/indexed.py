@@ -685,6 +685,10 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
         extra = (" To carry more per sample (an id, metadata), make it part of the input: `((x, extra), y)`, and "
                  "unpack it in your module." if isinstance(first, Sequence) and not isinstance(first, (str, bytes))
                  and len(first) > 2 else "")
+        if isinstance(first, Sequence) and not isinstance(first, (str, bytes)) and len(first) == 1:
+            # an anomaly newcomer's unlabelled `TensorDataset(x)`, as the flows' error had told them to wrap it
+            extra = (" Unlabelled data (anomaly detection, a flow or RCA) takes a placeholder target: "
+                     "`IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))`.")
         raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is {_describe(first)}; "
                          f"{_PAIR_HINT}.{extra}")
     return n
@@ -847,6 +851,10 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
                         "DataLoaders Lightning passes one batch per loader as a dict; lit_robust filters the samples "
                         "of one training DataLoader: concatenate the raw data sets (`torch.utils.data.ConcatDataset`) "
                         "and wrap the result in one `IndexedDataset`.")
+        if not evaluation and isinstance(batch, (tuple, list)) and len(batch) == 1:
+            # an anomaly newcomer's unlabelled `TensorDataset(x)`: wrapping it alone is refused (no target)
+            hint += (" Unlabelled data (anomaly detection, a flow or RCA) takes a placeholder target: "
+                     "`IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))`.")
         expects = ("an evaluation batch `(input, target)` or `(index, input, target[, is_corrupted])`" if evaluation
                    else "batches `(index, input, target[, is_corrupted])`")
         raise ValueError(f"{who}lit_robust expects {expects}, got {kind}.{several} {hint}")
