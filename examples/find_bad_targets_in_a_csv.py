@@ -4,6 +4,8 @@ joins back to the table by row, with each row's given and predicted target in th
 
     python examples/find_bad_targets_in_a_csv.py               # a few seconds of CPU time
     python examples/find_bad_targets_in_a_csv.py --fast        # shorter rounds (used by the tests)
+    python examples/find_bad_targets_in_a_csv.py --write diabetes_noisy.csv   # only write the example table,
+    lit-robust fit --config configs/itlm_table_regression.yaml                # which this config reads
 
 The table is scikit-learn's diabetes data (442 rows, 10 numeric columns) with its `progression` target shifted by
 three standard deviations, up or down, on 20 % of the rows, and a `shifted` column saying which: your own table
@@ -66,5 +68,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
     parser.add_argument("--folder", default=None, help="where the table and the report go (default: a temporary one)")
+    parser.add_argument("--write", metavar="CSV", default=None, help="only write the example table to CSV and stop")
     args = parser.parse_args()
-    main(args.fast, args.folder)
+    if args.write:
+        write_noisy_table(args.write)
+        print(f"wrote {args.write}")
+    else:
+        main(args.fast, args.folder)

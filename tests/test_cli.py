@@ -69,7 +69,8 @@ def shrink(cfg: dict, tmp_path: Path) -> dict:
         from tests.test_examples import load
 
         data["path"] = str(tmp_path / Path(data["path"]).name)
-        load("find_bad_rows_in_a_csv").write_noisy_table(data["path"])
+        example = "find_bad_targets_in_a_csv" if data.get("task") == "regression" else "find_bad_rows_in_a_csv"
+        load(example).write_noisy_table(data["path"])
     if cfg.get("data", {}).get("class_path", "").endswith("ImageFolderDataModule"):
         # the folders the config's comment says to write, made the way it says (fewer images)
         from tests.test_examples import load

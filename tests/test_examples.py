@@ -211,6 +211,7 @@ def test_count_wrong_labels_with_cleanlab_example_counts_on_out_of_fold_probabil
 
 
 @pytest.mark.parametrize(("example", "config", "key"), [("find_bad_rows_in_a_csv", "itlm_table", "path"),
+                                                        ("find_bad_targets_in_a_csv", "itlm_table_regression", "path"),
                                                         ("find_misfiled_images", "itlm_image_folder", "root")])
 def test_an_examples_write_line_writes_what_its_config_reads(example, config, key):
     """The docstring's `--write X` step before `lit-robust fit --config configs/<config>.yaml` writes the file or

@@ -182,36 +182,44 @@ def test_an_unlabelled_anomaly_table_has_no_test_split_and_the_cli_says_so_in_on
         normal["prediction"].max() if len(normal) else -math.inf)
 
 
-def test_the_documented_csv_command_runs_on_a_table_of_ones_own(tmp_path, capsys, monkeypatch, one_torch_thread):
+@pytest.mark.parametrize(("name", "column"), [("itlm_table", "label"), ("itlm_table_regression", "price")])
+def test_the_documented_csv_command_runs_on_a_table_of_ones_own(tmp_path, capsys, monkeypatch, one_torch_thread, name,
+                                                                 column):
     """A docs reader ran the README's / cli.md's own-CSV line over `configs/itlm_table.yaml` on their table: the
     config's ground-truth column `corrupted: flipped` was not in it (exit 2). The documented line now says
-    `--data.init_args.corrupted null`, and without it the error says so."""
+    `--data.init_args.corrupted null`, and without it the error says so. The regression config's line alike."""
     from tests.conftest import REPO
 
     line = next(x for x in (REPO / "docs" / "cli.md").read_text().splitlines()
-                if "configs/itlm_table.yaml --data.init_args.path my.csv" in x)
+                if f"configs/{name}.yaml --data.init_args.path my.csv" in x)
     args = line.split("#")[0].split()[2:]  # after `lit-robust fit`
     assert line in (REPO / "README.md").read_text()
+    assert args[args.index("--data.init_args.target") + 1] == column
     monkeypatch.setattr(sys, "argv", ["lit-robust"])
     monkeypatch.chdir(tmp_path)
     frame = table(120).rename(columns={"kind": "label"})[["a", "b", "price", "label"]]
+    if name == "itlm_table_regression":
+        frame = frame[["a", "b", "price"]]  # the number to predict, no class column
     frame.to_csv("my.csv", index=False)
-    config = str(REPO / "configs" / "itlm_table.yaml")
+    config = str(REPO / "configs" / f"{name}.yaml")
     # short, and still learning (one batch an epoch): `lit-robust fit` exits 1 when the final model predicts one class
     short = ["--trainer.max_epochs", "20", "--trainer.callbacks.init_args.round_epochs", "[10, 10]",
              "--model.init_args.lr", "0.05", "--trainer.enable_progress_bar", "false"]
-    main(["fit", *[config if a == "configs/itlm_table.yaml" else a for a in args], *short])
+    main(["fit", *[config if a == f"configs/{name}.yaml" else a for a in args], *short])
     report = load_report(next(tmp_path.glob("lightning_logs/version_*/itlm_report.csv")))
     assert len(report) == 96 and report["corrupted"].isna().all()  # no ground truth: unknown, not guessed
+    if name == "itlm_table_regression":  # the given target in the table's units, joined by row
+        assert np.allclose(report["given_price"], frame["price"].iloc[report["source_index"]], rtol=1e-5)
     without = [a for a in args if a not in ("--data.init_args.corrupted", "null")]
     with pytest.raises(SystemExit) as done:
-        main(["fit", *[config if a == "configs/itlm_table.yaml" else a for a in without], *short])
+        main(["fit", *[config if a == f"configs/{name}.yaml" else a for a in without], *short])
     assert done.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert ("`corrupted` names column(s) ['flipped'] that the table does not have; its columns are ['a', 'b', "
-            "'price', 'label']. It is the ground truth of which rows are corrupted, known only for a table corrupted "
-            "on purpose: leave it out for your own data (`--data.init_args.corrupted null` over a config that names "
-            "one).") in err
+    truth = "flipped" if name == "itlm_table" else "shifted"
+    assert (f"`corrupted` names column(s) ['{truth}'] that the table does not have; its columns are "
+            f"{list(frame.columns)}. It is the ground truth of which rows are corrupted, known only for a table "
+            "corrupted on purpose: leave it out for your own data (`--data.init_args.corrupted null` over a config "
+            "that names one).") in err
 
 
 def test_a_table_without_a_test_split_says_how_to_have_one():
