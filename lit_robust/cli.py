@@ -1820,9 +1820,15 @@ def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
 # any argument named `predict*`, the data a `predict` reads (an anomaly newcomer's "score tomorrow's file",
 # `--data.init_args.predict_csv new.csv`, found no fit "with this config")
 _LOADER_ONLY = frozenset({"batch_size", "eval_batch_size", "num_workers", "root", "download", "pin_memory"})
+# datamodules whose `root` is the training data itself, not where a fixed data set's files lie: a folder newcomer's
+# relabelled copy of their folder, `fit --data.init_args.root fixed --ckpt_path last`, "found" the first folder's
+# finished fit and trained nothing; `test` on it loaded the newest fit of any folder
+_ROOT_IS_THE_DATA = ("ImageFolderDataModule",)
 
 
-def _loader_only(name: str) -> bool:
+def _loader_only(name: str, class_path: Any = None) -> bool:
+    if name == "root" and isinstance(class_path, str) and class_path.rpartition(".")[2] in _ROOT_IS_THE_DATA:
+        return False
     return name in _LOADER_ONLY or name.startswith("predict")
 
 
@@ -1833,7 +1839,8 @@ def fit_signature(config: dict[str, Any]) -> dict[str, Any]:
     no longer refused every earlier fit)."""
     data = config.get("data")
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
-        data = {**data, "init_args": {k: v for k, v in data["init_args"].items() if not _loader_only(k)}}
+        data = {**data, "init_args": {k: v for k, v in data["init_args"].items()
+                                      if not _loader_only(k, data.get("class_path"))}}
     trainer = config.get("trainer") or {}
     return _without_none(_warmups_in_use({"model": config.get("model"), "data": data,
                                           "callbacks": trainer.get("callbacks") if isinstance(trainer, dict) else None,

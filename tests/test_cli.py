@@ -1417,6 +1417,15 @@ def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
     other_data = {**base, "data": {"class_path": "D", "init_args": {"csv": "b.csv"}}}
     assert signature_differences(fit_signature(base), fit_signature(other_data)) == [
         "data.init_args.csv: 'b.csv' in that fit, 'a.csv' here"]
+    # `root` says where a fixed data set's files lie (MNIST's), but an image folder's `root` is its data: a folder
+    # newcomer's relabelled copy, `fit --data.init_args.root fixed --ckpt_path last`, "found" the first folder's
+    # finished fit and trained nothing
+    mnist = [{**base, "data": {"class_path": "lit_robust.MNISTDataModule", "init_args": {"root": r}}} for r in "ab"]
+    assert fit_signature(mnist[0]) == fit_signature(mnist[1])
+    folders = [{**base, "data": {"class_path": "lit_robust.ImageFolderDataModule",
+                                 "init_args": {"root": r, "batch_size": b}}} for r, b in (("mine", 32), ("fixed", 64))]
+    assert signature_differences(fit_signature(folders[0]), fit_signature(folders[1])) == [
+        "data.init_args.root: 'fixed' in that fit, 'mine' here"]
 
 
 
