@@ -285,7 +285,8 @@ def test_a_root_one_level_above_the_class_folders_is_warned_about(tmp_path):
     _folder(tmp_path / "photos" / "test", per_class=2)
     with pytest.warns(UserWarning, match=r"no image of `root`=.*photos' lies directly in a class folder: the classes "
                                          r"are its sub-folders \['test', 'train'\], each holding folders \(\['cat', "
-                                         r"'dog', 'emu'\]\)\. If those are your classes, point `root` one level down"):
+                                         r"'dog', 'emu'\]\)\. If those are your classes, point `root` one level down, "
+                                         r"e\.g\. '.*photos/train'\.$"):  # train/, not test/ (the first in order)
         ImageFolderDataModule(str(tmp_path / "photos")).setup("fit")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the right root: no warning

@@ -512,7 +512,10 @@ def _warn_if_root_is_a_level_up(root: str, folder: Any) -> None:
     if not nested or any(len(parts) <= 2 for parts in nested):
         return
     inner = sorted({parts[1] for parts in nested})
-    example = os.path.join(os.fspath(root), nested[0][0])
+    # the training folder where there is one: the first in order was `test` for a newcomer's `fm/{train,test}`, and
+    # the warning's example would have trained on the test set
+    train = next((c for c in folder.classes if c.lower() in ("train", "training")), nested[0][0])
+    example = os.path.join(os.fspath(root), train)
     rank_zero_warn(f"ImageFolderDataModule: no image of `root`={root!r} lies directly in a class folder: the classes "
                    f"are its sub-folders {folder.classes[:6]}{' ...' if len(folder.classes) > 6 else ''}, each "
                    f"holding folders ({inner[:6]}{' ...' if len(inner) > 6 else ''}). If those are your classes, "
