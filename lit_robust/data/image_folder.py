@@ -489,18 +489,25 @@ def _note_mixed_sizes(folder: Any, positions: Tensor, size: tuple[int, int]) -> 
     from PIL import Image
 
     step = max(1, len(positions) // _STATS_IMAGES)
-    sizes = set()
+    files: dict[tuple[int, int], list[str]] = {}  # (width, height) -> the sampled files of that size
     for i in positions[::step][:_STATS_IMAGES]:
+        path = folder.samples[int(i)][0]
         try:
-            with Image.open(folder.samples[int(i)][0]) as image:
-                sizes.add(image.size)
+            with Image.open(path) as image:
+                files.setdefault(image.size, []).append(path)
         except OSError:
             continue  # a damaged file is named where it is read
-    if len(sizes) > 1:
-        ws, hs = sorted(w for w, _ in sizes), sorted(h for _, h in sizes)
+    if len(files) > 1:
+        ws, hs = sorted(w for w, _ in files), sorted(h for _, h in files)
+        # the most common size and the odd files: a folder newcomer's one 32×32 image among 1,199 of 28×28 sorted
+        # first, and every image was read at 32×32 with no word of which file it was
+        (common_w, common_h), common = max(files.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        odd = [f for size_, fs in sorted(files.items()) if size_ != (common_w, common_h) for f in fs]
         rank_zero_info(f"ImageFolderDataModule: the training images differ in size (width {ws[0]}-{ws[-1]}, height "
                        f"{hs[0]}-{hs[-1]} px among those sampled); all are read at the first one's {size[1]}×{size[0]} "
-                       "(width × height). Pass `image_size` to choose the size.")
+                       f"(width × height). Pass `image_size` to choose the size. Most are {common_w}×{common_h} "
+                       f"({len(common)} of the {sum(map(len, files.values()))} sampled); the others include "
+                       f"{', '.join(repr(os.path.basename(f)) for f in odd[:3])}{' ...' if len(odd) > 3 else ''}.")
 
 
 def _warn_if_root_is_a_level_up(root: str, folder: Any) -> None:
