@@ -254,8 +254,9 @@ def check_keep_ratio(keep_ratio: Any) -> float | Literal["auto"]:
     if isinstance(keep_ratio, str) and keep_ratio == "auto":
         return "auto"
     if isinstance(keep_ratio, str):
+        hint = auto_string_hint(keep_ratio)
         raise ValueError(f"`keep_ratio` must be a number in (0, 1] or 'auto', got {keep_ratio!r}"
-                         f"{auto_string_hint(keep_ratio)}.")
+                         f"{f' ({hint})' if hint else ''}.")
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"`keep_ratio` must be in (0, 1], got {keep_ratio!r} (or 'auto' to estimate the "
                          "corrupted fraction from the scores)." + percent_hint("keep_ratio", keep_ratio))

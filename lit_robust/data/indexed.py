@@ -640,6 +640,11 @@ def _raise_named(exc: OSError, index: int, dataset: Any) -> NoReturn:
     raise named from exc
 
 
+#: for samples without a target (an anomaly newcomer's `TensorDataset(x)`), said where such samples are refused
+_PLACEHOLDER_HINT = ("Unlabelled data (anomaly detection, a flow or RCA) takes a placeholder target: "
+                     "`IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))`.")
+
+
 def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
     """The length of ``dataset``, after checking that it is a non-empty map-style dataset whose first item is an
     ``(input, target)`` pair; otherwise a ``TypeError``/``ValueError`` naming ``argument``."""
@@ -687,8 +692,7 @@ def check_pair_dataset(dataset: Any, argument: str = "dataset") -> int:
                  and len(first) > 2 else "")
         if isinstance(first, Sequence) and not isinstance(first, (str, bytes)) and len(first) == 1:
             # an anomaly newcomer's unlabelled `TensorDataset(x)`, as the flows' error had told them to wrap it
-            extra = (" Unlabelled data (anomaly detection, a flow or RCA) takes a placeholder target: "
-                     "`IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))`.")
+            extra = f" {_PLACEHOLDER_HINT}"
         raise ValueError(f"`{argument}` must yield `(input, target)` pairs, but its first item is {_describe(first)}; "
                          f"{_PAIR_HINT}.{extra}")
     return n
@@ -853,8 +857,7 @@ def unpack_batch(batch: Any, owner: str | None = None, *, evaluation: bool = Fal
                         "and wrap the result in one `IndexedDataset`.")
         if not evaluation and isinstance(batch, (tuple, list)) and len(batch) == 1:
             # an anomaly newcomer's unlabelled `TensorDataset(x)`: wrapping it alone is refused (no target)
-            hint += (" Unlabelled data (anomaly detection, a flow or RCA) takes a placeholder target: "
-                     "`IndexedDataset(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))`.")
+            hint += f" {_PLACEHOLDER_HINT}"
         expects = ("an evaluation batch `(input, target)` or `(index, input, target[, is_corrupted])`" if evaluation
                    else "batches `(index, input, target[, is_corrupted])`")
         raise ValueError(f"{who}lit_robust expects {expects}, got {kind}.{several} {hint}")

@@ -498,11 +498,11 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
     auto = isinstance(drop_ratio, str) and drop_ratio == "auto"
     if isinstance(drop_ratio, str) and not auto:
         hint = auto_string_hint(drop_ratio)
-        if "'auto'" in hint:  # 'Auto': " (did you mean 'auto'?)"
-            tail = hint
-        else:  # '0.2': " (a str: pass the number itself, 0.2; or 'auto' to ...)"; 'x': " (or 'auto' to ...)"
-            tail = f" ({hint[2:-1] + '; ' if hint else ''}or 'auto' to estimate it from the training scores)"
-        raise ValueError(f"`{name}` must be a number in [0, {top:g}), got {drop_ratio!r}{tail}.")
+        # 'Auto': "(did you mean 'auto'?)"; '0.2': "(a str: ...; or 'auto' to ...)"; 'x': "(or 'auto' to ...)"
+        meant = [hint] if hint else []
+        if "'auto'" not in hint:
+            meant.append("or 'auto' to estimate it from the training scores")
+        raise ValueError(f"`{name}` must be a number in [0, {top:g}), got {drop_ratio!r} ({'; '.join(meant)}).")
     if not isinstance(estimator, str) or estimator not in estimators:
         # ITLM's scoring pass reads the predicted class's probability; a filter sees losses batch by batch
         only_itlm = (" 'disagreement_or_interior' is ITLM's only (`ITLM(keep_ratio='auto', "

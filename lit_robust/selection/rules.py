@@ -226,22 +226,22 @@ def scatter_scores(n: int, index: Tensor, scores: Tensor) -> Tensor:
 
 
 def auto_string_hint(value: object) -> str:
-    """" (did you mean 'auto'?)" for a string that is ``"auto"`` but for case or spaces, " (a str: pass the number
-    itself, 0.7)" for one that reads as a number, else ``""``; said after the value. The CLI said "did you mean
-    'auto'?" to ``Auto``, the Python API only gave the allowed values.
+    """What a string given for a number-or-``"auto"`` argument was likely meant to be: "did you mean 'auto'?" for
+    ``"auto"`` but for case or spaces, "a str: pass the number itself, 0.7" for one that reads as a number, else
+    ``""``. The CLI said "did you mean 'auto'?" to ``Auto``, the Python API only gave the allowed values.
 
     >>> auto_string_hint("Auto"), auto_string_hint("0.7"), auto_string_hint("half")
-    (" (did you mean 'auto'?)", ' (a str: pass the number itself, 0.7)', '')
+    ("did you mean 'auto'?", 'a str: pass the number itself, 0.7', '')
     """
     if not isinstance(value, str) or value == "auto":
         return ""
     if value.strip().lower() == "auto":
-        return " (did you mean 'auto'?)"
+        return "did you mean 'auto'?"
     try:
         number = float(value)
     except ValueError:
         return ""
-    return f" (a str: pass the number itself, {number:g})" if math.isfinite(number) else ""
+    return f"a str: pass the number itself, {number:g}" if math.isfinite(number) else ""
 
 
 def percent_hint(name: str, value: object, high: float = 1.0, high_open: bool = False, opt_in: str = "") -> str:
