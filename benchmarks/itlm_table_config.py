@@ -32,7 +32,7 @@ from __future__ import annotations
 import statistics
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +131,15 @@ def configure(p: Protocol, args: Any) -> Protocol:
     return replace(p, config=config())
 
 
-def _rows(p: dict | Protocol) -> list[tuple[str, str, float]]:
-    """(table, corruption, rate): the classification rows, then the regression ones."""
-    get = p.get if isinstance(p, dict) else lambda k, d=None: getattr(p, k, d)
-    return ([(t, "flipped", r) for t in get("tables") for r in get("rates")]
-            + [(t, k, r) for t in get("reg_tables", ()) for k, r in get("reg_kinds", ())])
+def _rows(p: dict) -> list[tuple[str, str, float]]:
+    """(table, corruption, rate) of saved settings: the classification rows, then the regression ones."""
+    return ([(t, "flipped", r) for t in p["tables"] for r in p["rates"]]
+            + [(t, k, r) for t in p.get("reg_tables", ()) for k, r in p.get("reg_kinds", ())])
 
 
 def tasks(p: Protocol, args: Any) -> list[dict]:
     return [{"table": t, "kind": k, "rate": r, "seed": s, "arm": arm, "config": p.config, "test_share": p.test_share}
-            for t, k, r in _rows(p) for s in p.seeds for arm in ARMS]
+            for t, k, r in _rows(asdict(p)) for s in p.seeds for arm in ARMS]
 
 
 def run_one(task: dict) -> dict:
