@@ -1819,16 +1819,28 @@ def no_checkpoint_note(subcommand: str, last_fit: str | None) -> str:
 # a datamodule's arguments that change how the data are loaded, not which data the weights were fitted on; and
 # any argument named `predict*`, the data a `predict` reads (an anomaly newcomer's "score tomorrow's file",
 # `--data.init_args.predict_csv new.csv`, found no fit "with this config")
-_LOADER_ONLY = frozenset({"batch_size", "eval_batch_size", "num_workers", "root", "download", "pin_memory"})
-# datamodules whose `root` is the training data itself, not where a fixed data set's files lie: a folder newcomer's
-# relabelled copy of their folder, `fit --data.init_args.root fixed --ckpt_path last`, "found" the first folder's
-# finished fit and trained nothing; `test` on it loaded the newest fit of any folder
-_ROOT_IS_THE_DATA = ("ImageFolderDataModule",)
+_LOADER_ONLY = frozenset({"batch_size", "eval_batch_size", "num_workers", "download", "pin_memory"})
+# `root` is loader-only only on a datamodule that declares it a download cache (`root_is_a_download_cache = True`:
+# MNIST's and the other fixed data sets' modules, where it says where the files lie); on any other class it is the
+# data: a folder newcomer's relabelled copy of their folder, `fit --data.init_args.root fixed --ckpt_path last`,
+# "found" the first folder's finished fit and trained nothing, and a user's own datamodule whose `root` is their data
+# would have done the same. A class that cannot be imported counts its `root` too (at worst "no earlier fit").
+
+
+def _root_is_a_download_cache(class_path: Any) -> bool:
+    if not isinstance(class_path, str) or not class_path:
+        return False
+    module, _, name = class_path.rpartition(".")
+    try:
+        owner = importlib.import_module(module or "lit_robust")
+    except Exception:  # noqa: BLE001 - an unimportable class: its `root` counts
+        return False
+    return getattr(getattr(owner, name, None), "root_is_a_download_cache", False) is True
 
 
 def _loader_only(name: str, class_path: Any = None) -> bool:
-    if name == "root" and isinstance(class_path, str) and class_path.rpartition(".")[2] in _ROOT_IS_THE_DATA:
-        return False
+    if name == "root":
+        return _root_is_a_download_cache(class_path)
     return name in _LOADER_ONLY or name.startswith("predict")
 
 

@@ -1426,6 +1426,23 @@ def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
                                  "init_args": {"root": r, "batch_size": b}}} for r, b in (("mine", 32), ("fixed", 64))]
     assert signature_differences(fit_signature(folders[0]), fit_signature(folders[1])) == [
         "data.init_args.root: 'fixed' in that fit, 'mine' here"]
+    # only a datamodule that declares its `root` a download cache leaves it out: a user's own datamodule (or one that
+    # cannot be imported) whose `root` is their data counts it, as the image folder does
+    for class_path in ("tests.test_cli._OwnFolderData", "no_such_module.Data", "D"):
+        own = [{**base, "data": {"class_path": class_path, "init_args": {"root": r}}} for r in ("mine", "fixed")]
+        assert signature_differences(fit_signature(own[0]), fit_signature(own[1])) == [
+            "data.init_args.root: 'fixed' in that fit, 'mine' here"], class_path
+    for name in ("FashionMNISTDataModule", "BackdoorMNISTDataModule", "MNISTLandmarksDataModule",
+                 "MixedImagesDataModule", "SemiSupervisedBackdoorMNISTDataModule"):
+        cached = [{**base, "data": {"class_path": f"lit_robust.{name}", "init_args": {"root": r}}} for r in "ab"]
+        assert fit_signature(cached[0]) == fit_signature(cached[1]), name
+
+
+class _OwnFolderData:
+    """A user's datamodule whose `root` is their data (no `root_is_a_download_cache`)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
 
 
 

@@ -205,6 +205,10 @@ class MNISTDataModule(CorruptedClassificationDataModule):
 
     _settings = (*CorruptedClassificationDataModule._settings, "root")
 
+    # `root` says where the fixed data set's files lie, not which data: a fit read from another copy is the same fit
+    # (`lit-robust ... --ckpt_path last` leaves it out of the fit's signature)
+    root_is_a_download_cache = True
+
     _name, _mean, _std = "MNIST", 0.1307, 0.3081
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
@@ -472,6 +476,10 @@ class MNISTLandmarksDataModule(CorruptedRegressionDataModule):
     """
 
     _settings = (*CorruptedRegressionDataModule._settings, "root")
+
+    # `root` says where the fixed data set's files lie, not which data: a fit read from another copy is the same fit
+    # (`lit-robust ... --ckpt_path last` leaves it out of the fit's signature)
+    root_is_a_download_cache = True
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)

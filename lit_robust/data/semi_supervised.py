@@ -138,6 +138,8 @@ class SemiSupervisedBackdoorMNISTDataModule(SplitLoaders, pl.LightningDataModule
         self.test_attack_targets: Tensor | None = None
 
     num_classes = 10
+    # `root` says where MNIST's (and FashionMNIST's) files lie, not which data (left out of a fit's signature)
+    root_is_a_download_cache = True
     #: multi-target only (a -> a+1): what :class:`~lit_robust.BackdoorMetrics` reads with ``target="datamodule"``
     attack_target: int | None = None
     attack_source: int | None = None
