@@ -334,6 +334,7 @@ def test_image_folder_example_figures_agree_across_pages():
         text = " ".join(path.read_text(encoding="utf-8").split())
         near = text.index("test accuracy", text.index("examples/find_misfiled_images.py") - 300)
         quote = text[near:near + 260].split("|")[0]  # up to the end of a table cell
-        figures[name] = sorted(set(re.findall(r"\b0\.\d{3}\b", quote)))
+        # ITLM's and plain training's, the first two (a one-thread plain figure may follow)
+        figures[name] = sorted(set(re.findall(r"\b0\.\d{3}\b", quote)[:2]))
     assert all(len(found) == 2 for found in figures.values()), figures  # ITLM's and plain training's
     assert len({tuple(found) for found in figures.values()}) == 1, figures

@@ -780,12 +780,15 @@ def test_an_rca_fit_stopped_inside_its_warm_up_is_warned_about(tmp_path, stop, b
     ({"drop_ratio": "auto", "reestimate": "yes"}, r"`reestimate` must be True or False, got 'yes'"),
     ({"drop_ratio": 0.3, "reestimate": True},
      r"`reestimate`, `estimator` and `auto_margin` only apply with drop_ratio='auto', got reestimate=True with "
-     r"drop_ratio=0.3; remove them or set their defaults \(reestimate=False\)\."),
+     r"drop_ratio=0.3; remove them or set their defaults \(reestimate=None\)\."),  # its default (a newcomer)
     ({"drop_ratio": 0.3, "estimator": "bmm", "auto_margin": 0.1},
      r"only apply with drop_ratio='auto', got estimator='bmm', auto_margin=0.1 with drop_ratio=0.3; remove them or "
      r"set their defaults \(estimator='\w+', auto_margin=0.0\)\."),
-    # the range first: a leftover estimator hid drop_ratio 0.7's own error from a regression newcomer
-    ({"drop_ratio": 0.7, "estimator": "bmm"}, r"^`drop_ratio` must be (a number )?in \[0, 0.5\), got 0.7"),
+    # the range first: a leftover estimator hid drop_ratio 0.7's own error from a regression newcomer; and the
+    # leftover in the same message: a filters newcomer mended the range and was then told about the estimator
+    ({"drop_ratio": 0.7, "estimator": "bmm"}, r"^`drop_ratio` must be (a number )?in \[0, 0.5\), got 0.7.* Also: "
+     r"`estimator`, `auto_margin` and `reestimate` only apply with drop_ratio='auto', got estimator='bmm' with "
+     r"drop_ratio=0.7; remove them or set their defaults \(estimator='\w+'\)\.$"),
 ])
 @pytest.mark.parametrize("owner", ["BatchFilter", "CoTeaching", "RCA", "RealNVP"])
 def test_bad_arguments(owner, kwargs, match):
@@ -809,6 +812,12 @@ def test_estimator_given_with_a_numeric_drop_ratio_names_it():
                                          r"drop_ratio=0.3; remove them or set their defaults "
                                          r"\(estimator='disagreement'\)\."):
         BatchFilter("prl", 0.3, estimator="gmm")  # gmm is not the default
+
+
+def test_reestimate_false_with_a_number_is_what_it_does_anyway():
+    """`reestimate`'s default is None (True on one regression target's losses): False beside a number changes
+    nothing, so a config switched from "auto" to a number may keep it."""
+    assert BatchFilter("spl", 0.3, reestimate=False).drop_ratio == 0.3
 
 
 def test_large_drop_range_is_kept():

@@ -353,6 +353,11 @@ def test_errors_are_explained():
         rec.filtered_mean(ce(bn(torch.randn(4, 3)), torch.randint(0, 2, (4,))), lambda s: s < 1e9, 3)
     with pytest.raises(ValueError, match=r"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got 'x'"):
         BatchFilter("prl_g", 0.2, prl_g_backend="x")
+    # another rule has no backend to choose: refused, not ignored (a filters newcomer's `rule="spl"` took it silently)
+    with pytest.raises(ValueError, match=r"^`prl_g_backend` applies to rule='prl_g' only, got prl_g_backend='two_pass' "
+                                         r"with rule='spl': remove it, or pass rule='prl_g'\.$"):
+        BatchFilter("spl", 0.2, prl_g_backend="two_pass")
+    assert BatchFilter("spl", 0.2, prl_g_backend="auto").prl_g_backend == "auto"
     f = BatchFilter("prl_g", 0.2)
     assert f._resolve_backend(1) == "bookkeeping" and f._resolve_backend(2) == "two_pass"
     assert BatchFilter("prl_g", 0.2, prl_g_backend="two_pass")._resolve_backend(1) == "two_pass"

@@ -335,8 +335,9 @@ class BatchFilter(Callback):
     ``warmup_epochs=None`` is :math:`T_k = 3`: epochs 1 and 2 estimate, the median of the two is fixed after epoch 2,
     and the ramp reaches it in epoch 3. An explicit ``warmup_epochs=0`` means one estimation epoch without dropping,
     then :math:`\hat\varepsilon` from epoch 1 (the same as ``warmup_epochs=1``), from a model trained one epoch,
-    which tends to over-count (warned at construction). The estimate is the same on every rank and for any world
-    size, with either ``scope`` (the scores are gathered before estimating); it is logged as
+    which tends to over-count (warned at construction). The estimate is the same on every rank, with either
+    ``scope`` (the scores are gathered before estimating); another world size deals other batches and so trains
+    another model, whose estimate can differ (a newcomer's 47.1 % on one process, 47.4 % on two); it is logged as
     ``filter/estimated_corruption``, kept in ``FilterEpochRecord.estimated_corruption`` and checkpointed. With
     :class:`~lit_robust.AdversarialTrigger` the scores are those of the filtered (outer) step, or of the inner step
     with ``filter_in="inner"``.
@@ -444,6 +445,9 @@ class BatchFilter(Callback):
             raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
         if prl_g_backend not in _BACKENDS:
             raise ValueError(f"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got {prl_g_backend!r}.")
+        if rule != "prl_g" and prl_g_backend != "auto":  # refused as the "auto"-only arguments beside a number are
+            raise ValueError(f"`prl_g_backend` applies to rule='prl_g' only, got prl_g_backend={prl_g_backend!r} with "
+                             f"rule={rule!r}: remove it, or pass rule='prl_g'.")
         self.restart_on_reinit = check_bool("restart_on_reinit", restart_on_reinit)
         self.rule = rule
         self.drop_ratio: float | Literal["auto"] = drop_ratio

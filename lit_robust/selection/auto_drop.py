@@ -35,7 +35,8 @@ systematic noise; SPL under systematic noise stayed unreliable either way (0.00-
 Scores are kept per dataset index (their mean over the epoch, so a sample seen twice — a padding sampler, a
 sampler with replacement — counts once) and, under DDP, all-gathered before the estimate, whatever the filter's
 ``scope``: every rank estimates on the same multiset of ``(index, mean score)``, so the estimate, and the drop
-ratio, are the same on every rank and for any world size.
+ratio, are the same on every rank, and the same scores give the same estimate at any world size (another world size
+deals other batches and so trains another model: its scores, and its estimate, can differ).
 
 ``estimator="disagreement"`` (the default of :class:`~lit_robust.BatchFilter` and :class:`~lit_robust.CoTeaching`;
 :func:`~lit_robust.functional.estimation.estimate_corruption_from_predictions`):
@@ -514,28 +515,32 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
         check_bool("reestimate", reestimate)
     if auto:
         return "auto"
-    # the range first: a regression newcomer's drop_ratio 0.7 beside a leftover `estimator` was told only about the
-    # estimator, and the range error came once that was removed
+    defaults = (("estimator", estimator, default_estimator), ("auto_margin", auto_margin, 0.0),
+                ("reestimate", reestimate, None))
+    # `reestimate=False` with a number is what it does anyway: accepted (a config switched from "auto" keeps it)
+    given = [(k, v, d) for k, v, d in defaults if v != d and not (k == "reestimate" and v is False)]
+    # switching a config from 'auto' to a number on the command line leaves them set: say how to reset them
+    reset = ", ".join(f"{k}={d!r}" for k, _, d in given)
+    only_auto = (f"{only_auto_names(given)} only apply with {name}='auto', got "
+                 f"{', '.join(f'{k}={v!r}' for k, v, _ in given)} with {name}={drop_ratio!r}; remove them or "
+                 f"set their defaults ({reset}).")
+    # the range first, with the leftover "auto" arguments in the same message: a regression newcomer's drop_ratio 0.7
+    # beside a leftover `estimator` was told only about the estimator, and a filters newcomer's only about the range,
+    # each error coming once the other was mended
+    also = f" Also: {only_auto}" if given else ""
     if high is not None:
         if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)) or not 0 <= drop_ratio < high:
             raise ValueError(f"`{name}` must be a number in [0, {high:g}), got {drop_ratio!r} (or 'auto' to "
                              "estimate it from the training scores)."
-                             + percent_hint(name, drop_ratio, high, high_open=True))
+                             + percent_hint(name, drop_ratio, high, high_open=True) + also)
         ratio = float(drop_ratio)
     else:
         try:
             ratio = check_drop_ratio(drop_ratio, allow_large_drop, name=name)
         except ValueError as exc:  # the owners take "auto" too: say so, as for keep_ratio
-            raise ValueError(f"{exc} Or pass {name}='auto' to estimate it from the training scores.") from None
-    defaults = (("estimator", estimator, default_estimator), ("auto_margin", auto_margin, 0.0),
-                ("reestimate", reestimate, False))
-    given = [(k, v, d) for k, v, d in defaults if v != d and not (k == "reestimate" and v is None)]
+            raise ValueError(f"{exc} Or pass {name}='auto' to estimate it from the training scores.{also}") from None
     if given:
-        # switching a config from 'auto' to a number on the command line leaves them set: say how to reset them
-        reset = ", ".join(f"{k}={d!r}" for k, _, d in given)
-        raise ValueError(f"{only_auto_names(given)} only apply with {name}='auto', got "
-                         f"{', '.join(f'{k}={v!r}' for k, v, _ in given)} with {name}={drop_ratio!r}; remove them or "
-                         f"set their defaults ({reset}).")
+        raise ValueError(only_auto)
     return ratio
 
 
