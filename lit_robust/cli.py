@@ -150,12 +150,77 @@ class RobustArgumentParser(LightningArgumentParser):
         options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
         message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
         message = _config_place_hint(_empty_config_hint(_null_init_args_hint(_function_type_hint(message))))
-        message = _non_number_hint(_null_required_hint(message))
+        message = _unparsed_value_hint(_non_number_hint(_null_required_hint(message)))
         return super().error(foreign_lightning_hint(required_section_hint(message)), ex)
+
+
+def _unparsed_value_hint(message: str) -> str:
+    """A list or mapping given on the command line that is not valid YAML (a ``}`` missing): jsonargparse reads it as
+    a string and reports it as no path, no list and no import path over ten lines (a CLI newcomer's inline callback
+    list); say in one line that the value does not parse, and where. Any other message is returned as is."""
+    key = re.match(r'\s*Parser key "([^"]+)"', message)
+    given = re.search(r"^\s*Given value: (.*)$", message, re.M)
+    if key is None or given is None or "Given value type: <class 'str'>" not in message:
+        return message
+    value = given.group(1).strip()
+    if not value.startswith(("[", "{")):
+        return message
+    try:
+        yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at character {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "it does not parse"
+        return (f'Parser key "{key.group(1)}": the value is not valid YAML or JSON ({problem}{where}; a bracket or '
+                f"brace missing?), so it was read as a string: {value}")
+    return message
 
 
 #: the ``--config`` files of the command line being run (:func:`run`), for :func:`_name_the_yaml_file`
 _config_files: list[str] = []
+#: the command line being run (:func:`run`), for :func:`_loose_entry_classes`
+_command_line: list[str] = []
+
+
+def _loose_entry_classes(argv: Sequence[str], files: Sequence[str]) -> list[str]:
+    """The ``class_path`` of every class entry that sets arguments beside it (``{class_path: X, lr: 0.1}``), in the
+    YAML/JSON values of ``argv``'s options and in the ``files``, in that order. jsonargparse merges such an entry onto
+    the config's entry at that place and names that one's class: a CLI newcomer's
+    ``--trainer.callbacks '[{"class_path": "lit_robust.BatchFilter", "drop_ratio": 0.3}]'`` over a config listing
+    ``ITLM`` was told its slip was beside ``class_path: lit_robust.ITLM``.
+
+    >>> _loose_entry_classes(["--trainer.callbacks", '[{"class_path": "B", "drop_ratio": 0.3}]'], [])
+    ['B']
+    """
+    docs = []
+    for arg in argv:
+        value = arg.partition("=")[2] if arg.startswith("--") else arg
+        if value.lstrip().startswith(("[", "{")):
+            try:
+                docs.append(yaml.safe_load(value))
+            except yaml.YAMLError:
+                continue
+    for path in files:
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                docs.append(yaml.safe_load(f))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+    found: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, list):
+            for v in obj:
+                walk(v)
+        elif isinstance(obj, dict):
+            if isinstance(obj.get("class_path"), str) and set(obj) - {"class_path", "init_args", "dict_kwargs"}:
+                found.append(obj["class_path"])
+            for v in obj.values():
+                walk(v)
+
+    for doc in docs:
+        walk(doc)
+    return found
 
 
 def _empty_config_hint(message: str) -> str:
@@ -773,8 +838,14 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     config names gains ``: did you mean 'drop_ratio'? BatchFilter takes ...`` (its ``__init__`` arguments), and
     ``unrecognized arguments: --trainer.max_epoch 3`` gains ``(did you mean --trainer.max_epochs?)`` from the
     parser's ``options``. A message without such a line, or a class that cannot be imported, is returned as is."""
-    message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option 'class_path' is not accepted.*",
-                     lambda m: m.group(0).partition("Option")[0] + _BESIDE_IN_STACKED.format(m.group(1)), message)
+    loose = _loose_entry_classes(_command_line, _config_files)
+
+    def beside(m: re.Match) -> str:
+        # the entry written so is named, not the config's entry jsonargparse merged it onto (when they differ)
+        named = m.group(1) if m.group(1) in loose or not loose else loose[0]
+        return f"class_path '{named}':{m.group(2)}" + _BESIDE_IN_STACKED.format(named)
+
+    message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option 'class_path' is not accepted.*", beside, message)
     message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option '([^']+)' is not accepted",
                      lambda m: m.group(0) + _init_argument_hint(m.group(1), m.group(3)), message)
     key = re.match(r'\s*(?:error: )?Parser key "([^"]+)"', message)
@@ -808,6 +879,11 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
             return (f"{message} (`init_args:` is at the top level of the config; it belongs one level below a class "
                     "entry's `class_path:`, e.g. under `model:` or `data:`)")
     close = difflib.get_close_matches(f"--{key}" if dashed else key, list(options), n=1)
+    fixed = _fix_one_part(key.lstrip("-"), options)
+    if fixed is not None:
+        # one misspelt part of a longer key (a CLI newcomer's `--trainer.callback.init_args.keep_ratio` read "did you
+        # mean --trainer.callbacks.help?", the closest whole option)
+        close = [f"--{fixed}"]
     if not close and "." in key:
         # a misspelt section (`modle:` in a YAML reads 'modle.init_args.backbone', whose whole name is far from
         # every option's): the closest section, the rest of the key as written
@@ -818,6 +894,30 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     if not close:
         return message
     return f"{message} (did you mean {close[0][2:] if dashed else close[0]}?)"
+
+
+def _fix_one_part(key: str, options: Sequence[str]) -> str | None:
+    """``key`` (dotted, no dashes) with its one misspelt part replaced by the closest part the ``options`` have at
+    that place, the parts after it kept as written (a class's arguments are not among the parser's options); ``None``
+    where the key's parts all occur as options, or the misspelt part is close to none.
+
+    >>> _fix_one_part("trainer.callback.init_args.keep_ratio", ["--trainer.callbacks", "--trainer.max_epochs"])
+    'trainer.callbacks.init_args.keep_ratio'
+    """
+    parts = key.split(".")
+    names = [o[2:].split(".") for o in options if o.startswith("--")]
+    for i, part in enumerate(parts):
+        nexts = sorted({n[i] for n in names if len(n) > i and n[:i] == parts[:i]})
+        if not nexts:
+            return None  # past the parser's options (a class's own arguments): kept as written
+        if part in nexts:
+            continue
+        near = difflib.get_close_matches(part, nexts, n=1, cutoff=0.75)
+        if not near:
+            return None
+        parts[i] = near[0]
+        return ".".join(parts)
+    return None
 
 
 #: the kind of class each parser key takes, for the classes :func:`_attribute_hint` lists
@@ -853,7 +953,8 @@ def _attribute_hint(module: str, name: str, key: str | None = None) -> str:
 #: a second ``--config`` whose entry sets arguments beside ``class_path`` (``{class_path: X, keep_ratio: 0.5}``), merged
 #: onto the first config's entry of that class: jsonargparse says "Option 'class_path' is not accepted" (a GAN
 #: newcomer's stacked config; the same slip in one config gets :func:`_class_entry_hint`'s line)
-_BESIDE_IN_STACKED = ("an entry sets its arguments beside `class_path: {0}` (in a second `--config`?): a class's "
+_BESIDE_IN_STACKED = ("an entry sets its arguments beside `class_path: {0}` (on the command line, or in a second "
+                      "`--config`?): a class's "
                       "arguments go one level down, under `init_args:`, e.g. `{{class_path: {0}, init_args: "
                       "{{...}}}}`.")
 
@@ -936,6 +1037,15 @@ def _unknown_short_class_hint(message: str) -> str | None:
     if not bases:
         return None
     given = name.group(1)
+    # a Union with a Literal of names (SimCLR's `backbone: "cnn" | "resnet18" | "resnet50" | Module`): the string was
+    # meant as one of those names, not as a class (a CLI newcomer's `--model.init_args.backbone resnet34` was told
+    # only about `class_path: resnet34`, which they never wrote)
+    literal = re.search(r"typing\.Literal\[([^\]]*)\]", subtypes.group(1))
+    if literal is not None:
+        choices = ", ".join(literal.group(1).split(", "))
+        head = message.splitlines()[0]
+        return (f"{head}\n  {given!r} is not one of the names it takes ({choices}); or a class of the expected kind "
+                f"({' or '.join(b.__name__ for b in bases)}), written as `class_path: my_module.MyClass`.")
     known = {c.__name__: c for b in bases for c in _subclasses(b) if not c.__name__.startswith("_")}
     close = ([n for n in known if n.lower() == given.lower()]
              or difflib.get_close_matches(given, list(known), n=1, cutoff=0.7))
@@ -2293,7 +2403,9 @@ def _entry_key(cli: RobustCLI | None, exc: BaseException) -> tuple[str | None, A
     init = getattr(cli, "config_init", None)
     if init is not None:  # objects exist: match by identity
         objs = list(_config_entries(init.get(sub, init) if sub else init))
-        for s in selves:
+        # innermost first: the model's training step runs a filter's scoring, and a filter's `loss='ce'` on a
+        # regression model was named as the model's argument (a CLI newcomer set the filter's, not the model's)
+        for s in reversed(selves):
             for path, obj in objs:
                 if obj is s:
                     return path, s
@@ -2557,6 +2669,7 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
         return None
     given, argv = argv, attach_dashed_numbers(config_first(argv))
     _config_files[:] = _config_file_args(argv)
+    _command_line[:] = argv
     check_duplicate_keys(_config_files, _section_file_args(argv))
     return RobustCLI(
         pl.LightningModule,

@@ -1321,6 +1321,10 @@ def test_a_misspelt_key_is_answered_with_the_closest_name(tmp_path, capsys):
     assert "Option 'drop_ration' is not accepted: did you mean 'drop_ratio'? RobustRealNVP takes " in err, err
     err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--trainer.max_epoch", "3"])
     assert err.rstrip().endswith("unrecognized arguments: --trainer.max_epoch 3 (did you mean --trainer.max_epochs?)")
+    # one misspelt part of a longer key: the rest kept as written (it read "did you mean --trainer.callbacks.help?")
+    err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--trainer.callback.init_args.drop_ratio", "0.2"])
+    assert err.rstrip().endswith("unrecognized arguments: --trainer.callback.init_args.drop_ratio 0.2 (did you mean "
+                                 "--trainer.callbacks.init_args.drop_ratio?)"), err
     err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--no_such_thing", "3"])
     assert err.rstrip().endswith("unrecognized arguments: --no_such_thing 3"), err  # nothing close: no guess
 

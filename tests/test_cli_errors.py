@@ -599,9 +599,26 @@ def test_arguments_beside_class_path_in_a_second_config_are_named(tmp_path, caps
         main(["fit", "--config", str(base), "--config", str(stacked)])
     text = "".join(capsys.readouterr())
     assert exit_info.value.code == 2 and "Traceback" not in text
-    assert f"an entry sets its arguments beside `class_path: {name}` (in a second `--config`?): a class's arguments " \
-           f"go one level down, under `init_args:`" in text, text
+    assert f"an entry sets its arguments beside `class_path: {name}` (on the command line, or in a second " \
+           f"`--config`?): a class's arguments go one level down, under `init_args:`" in text, text
     assert "Option 'class_path' is not accepted" not in text
+
+
+def test_arguments_beside_class_path_on_the_command_line_name_that_entry(tmp_path, capsys):
+    """A CLI newcomer's `--trainer.callbacks '[{"class_path": "lit_robust.BatchFilter", "drop_ratio": 0.3}]'` over
+    the digits config was merged onto its ITLM entry, and the slip was said to be beside `class_path:
+    lit_robust.ITLM`, the config's own, well-written entry."""
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    assert yaml.safe_load(base.read_text())["trainer"]["callbacks"][0]["class_path"].endswith("ITLM")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(base), "--trainer.callbacks",
+              '[{"class_path": "lit_robust.BatchFilter", "drop_ratio": 0.3}]'])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert "Problem with given class_path 'lit_robust.BatchFilter':" in text, text
+    assert "beside `class_path: lit_robust.BatchFilter` (on the command line" in text, text
+    assert "ITLM" not in text.partition("error:")[2], text
 
 
 def _a_logger_whose_package_is_missing() -> str | None:
@@ -962,3 +979,47 @@ def test_a_users_class_is_named_by_a_path_that_imports(tmp_path, capsys, monkeyp
     cfg["data"] = {"class_path": "newcomer_pkg.data.MyData", "init_args": {"n_train": -5}}
     err = _refused_fit(cfg, tmp_path, capsys)[1]
     assert "error: data.init_args.n_train (newcomer_pkg.data.MyData): `n_train` must be >= 1, got -5" in err, err
+
+
+def test_a_filters_error_inside_the_models_step_names_the_filters_argument(tmp_path, capsys):
+    """The model's training step runs the filter's scoring: a CLI newcomer's `--trainer.callbacks.init_args.loss ce`
+    on the regression config was named `model.init_args.loss (lit_robust.MLPRegressor)`, whose loss was already
+    'mse' (the outermost object of the traceback was taken, not the innermost)."""
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(_small(REG, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(base), "--trainer.callbacks.init_args.loss", "ce"])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    error = text.partition("error:")[2]
+    assert error.lstrip().startswith("trainer.callbacks[0].init_args.loss (lit_robust.BatchFilter): `loss='ce'`"), text
+    assert "model.init_args" not in error, text
+
+
+def test_a_name_the_argument_does_not_take_lists_the_names(tmp_path, capsys):
+    """SimCLR's `backbone` takes "cnn", "resnet18", "resnet50" or a module: a CLI newcomer's `--model.init_args.backbone
+    resnet34` was told "`class_path: resnet34` names no Module", a `class_path` they never wrote, with no names."""
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(_small("simclr_pretrain.yaml", tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(base), "--model.init_args.backbone", "resnet34"])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert "'resnet34' is not one of the names it takes ('cnn', 'resnet18', 'resnet50'); or a class of the expected " \
+           "kind (Module), written as `class_path: my_module.MyClass`." in text, text
+    assert "class_path: resnet34" not in text, text
+
+
+def test_an_inline_list_that_does_not_parse_says_so(tmp_path, capsys):
+    """A CLI newcomer's inline callback list with one `}` missing got ten lines of "Expected a path", "Unexpected
+    import path format", none of them saying the value was not valid YAML."""
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    value = '[{"class_path": "lit_robust.BatchFilter", "init_args": {"drop_ratio": 0.3}]'
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(base), "--trainer.callbacks", value])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert ('Parser key "trainer.callbacks": the value is not valid YAML or JSON (expected \',\' or \'}\', but got '
+            f"']' at character 75; a bracket or brace missing?), so it was read as a string: {value}") in text, text
+    assert "Unexpected import path format" not in text, text
