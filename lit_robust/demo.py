@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -109,12 +111,36 @@ def _seed_row(seed: int, args: argparse.Namespace, keep: float, rounds: list[int
     return row
 
 
+class _DemoParser(argparse.ArgumentParser):
+    """An unknown flag gets the closest known one (a CLI newcomer's `--per_class` for `--per-class`)."""
+
+    def error(self, message: str) -> Any:
+        unknown = re.match(r"unrecognized arguments: (--\S+)", message)
+        if unknown is not None:
+            flag = unknown.group(1).split("=")[0]
+            flags = [o for o in self._option_string_actions if o.startswith("--")]
+            close = difflib.get_close_matches(flag.replace("_", "-"), flags, n=1, cutoff=0.7)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        return super().error(message)
+
+
+def _keep_ratio(text: str) -> float:
+    """``--keep-ratio``'s value: a number; ``auto`` is told that the demo's third run already is ITLM "auto"."""
+    try:
+        return float(text)
+    except ValueError:
+        said = (" (the demo's third run is ITLM with keep_ratio='auto' already; --no-auto skips it)"
+                if text.strip().lower() == "auto" else "")
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}{said}") from None
+
+
 def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train a plain baseline and ITLM on the same noisy digits; print a table; return the figures."""
-    p = argparse.ArgumentParser(prog="lit-robust demo", description=__doc__)
+    p = _DemoParser(prog="lit-robust demo", description=__doc__)
     p.add_argument("--clean-ratio", type=float, default=0.6, help="fraction of correct labels (default 0.6)")
     p.add_argument("--noise", choices=["systematic", "random"], default="systematic")
-    p.add_argument("--keep-ratio", type=float, default=None, help="ITLM alpha (default: clean ratio - 0.05)")
+    p.add_argument("--keep-ratio", type=_keep_ratio, default=None, help="ITLM alpha (default: clean ratio - 0.05)")
     p.add_argument("--early-rounds", type=int, default=5, help="number of early-stopped rounds (default 5)")
     p.add_argument("--early-epochs", type=int, default=2, help="epochs per early-stopped round (default 2)")
     p.add_argument("--final-epochs", type=int, default=20, help="epochs of the last, full round (default 20)")

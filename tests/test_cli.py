@@ -1279,6 +1279,20 @@ def test_demo_rejects_bad_flags_before_training(capsys, flags, named):
     assert f"argument {named}" in msg and "Traceback" not in msg and "lit-robust demo" not in out.out
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    # a CLI newcomer's: "invalid float value: 'auto'", no range, and no word that the third run is "auto"
+    (["--keep-ratio", "auto"], "argument --keep-ratio: must be a number in (0, 1], got 'auto' (the demo's third run "
+                               "is ITLM with keep_ratio='auto' already; --no-auto skips it)"),
+    (["--keep-ratio", "half"], "argument --keep-ratio: must be a number in (0, 1], got 'half'\n"),
+    (["--per_class"], "unrecognized arguments: --per_class (did you mean --per-class?)"),
+])
+def test_demo_flag_mistakes_say_what_was_meant(capsys, flags, said):
+    with pytest.raises(SystemExit) as err:
+        main(["demo", *flags])
+    assert err.value.code == 2
+    assert said in capsys.readouterr().err
+
+
 def test_the_error_shown_in_the_cli_page_is_the_one_printed(capsys, monkeypatch):
     """docs/cli.md quotes one command and its error line: run it and compare, so the page cannot drift."""
     block = (REPO / "docs" / "cli.md").read_text().split("```text\n", 1)[1].split("```", 1)[0].strip().splitlines()
