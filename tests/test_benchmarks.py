@@ -470,6 +470,19 @@ def test_filter_auto_digits_quick_ends_with_headline_json():
     assert 0.0 <= row["mean_abs_err_points"] <= 50.0
 
 
+def test_filter_auto_cnn_smoke_ends_with_headline_json():
+    """A newcomer's own CNN on FashionMNIST under the filters' "auto" (the estimate 47-49 % for 25 %): the smoke run
+    trains plain and SPL auto on the same seed and reports the estimate and the difference to plain training."""
+    run = _smoke("filter_auto_cnn")
+    summary = _last_json(run)
+    assert summary["benchmark"] == "filter_auto_cnn" and summary["mode"] == "smoke" and summary["seeds"] == [0]
+    assert 0.0 < summary["plain"]["acc_pct"] <= 100.0
+    auto = summary["spl_auto"]
+    assert len(auto["eps_hat_pct"]) == 1 and 0.0 <= auto["eps_hat_pct"][0] <= 100.0
+    assert abs(auto["minus_plain_pts"] - (auto["acc_pct"] - summary["plain"]["acc_pct"])) <= 0.011
+    assert "| spl_auto | 0 |" in run.stdout
+
+
 def test_auto_warmup_smoke_ends_with_headline_json():
     """The measurement behind the default warm-up of `drop_ratio="auto"` (3 epochs, was 0) was a scratch script
     outside the repository: its smoke run (digits 30 %, seed 0, both warm-ups) ends with the headline JSON, and the
