@@ -347,6 +347,28 @@ def test_a_regression_on_ones_own_tensors_is_not_told_of_class_labels(tmp_path, 
     assert not [m for m in said if "needs integer targets" in m], said
 
 
+@pytest.mark.parametrize("estimator", ["disagreement", "class_floor"])
+def test_a_label_estimator_chosen_for_a_regression_is_warned_once(tmp_path, monkeypatch, estimator):
+    """A CLI newcomer's `estimator disagreement` on the regression table config ran the gmm with no word on the
+    console (the default's fall-back goes unsaid on a regression, above; a chosen one is warned, once per fit)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, generator=g)
+    data = IndexedDataset(TensorDataset(x, 2 * x.squeeze(1)))
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
+    itlm = ITLM("auto", [1, 1, 1], estimator=estimator, reestimate=True, verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 3, [itlm]).fit(FixedRegression(torch.rand(200, generator=g)),
+                                              DataLoader(data, batch_size=50))
+    told = [str(w.message) for w in caught if "reads class labels" in str(w.message)]
+    assert told == [f"ITLM round 1: `estimator='{estimator}'` reads class labels, and these targets are a "
+                    "regression's, so the gmm estimate is used instead (leave `estimator` unset, or pass 'gmm' or "
+                    "'bmm')."], told
+    assert not [m for m in said if "needs integer targets" in m], said
+
+
 def test_an_estimate_on_a_barely_separated_split_says_so_once_per_fit(tmp_path, monkeypatch):
     """The estimate is kept (refusing such splits cost real readings) but the user is told, once in a fit of two
     estimating rounds, that it rests on a barely separated split, with its size, D and the bar, and what to do."""

@@ -2084,10 +2084,16 @@ class ITLM(Callback):
                      if type(pl_module).predicted_labels is RobustMixin.predicted_labels else
                      "the module predicts no labels (its `predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
-            # a regression's fall-back goes unsaid: a datamodule's, or one regression target in the training set (a
-            # newcomer's own float tensors were told they "carry no integer class label", of an estimator they had
-            # not chosen)
-            if (spec is None or spec.target != "regression") and not squared:
+            regression = (spec is not None and spec.target == "regression") or squared
+            # a regression's fall-back goes unsaid where the estimator is the default: a datamodule's, or one
+            # regression target in the training set (a newcomer's own float tensors were told they "carry no integer
+            # class label", of an estimator they had not chosen); a label estimator chosen for a regression is told
+            # (a CLI newcomer's `estimator disagreement` on the regression table config ran the gmm without a word)
+            if regression and self.estimator != DEFAULT_ESTIMATOR:
+                self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` reads class labels, "
+                               "and these targets are a regression's, so the gmm estimate is used instead (leave "
+                               "`estimator` unset, or pass 'gmm' or 'bmm').", warn=True)
+            elif not regression:
                 self._say_once("no labels", f"ITLM round {round_}: `estimator='{self.estimator}'` needs integer "
                                f"targets and `predicted_labels` of the module; {lacks}, so the gmm estimate is used "
                                "instead.")
