@@ -94,6 +94,25 @@ class UserInputError(Exception):
     """A mistake in the command line or config, already phrased for the user (the CLI prints it and exits 2)."""
 
 
+def check_checkpoint_dirs(callbacks: Sequence[Any]) -> None:
+    """Every ``ModelCheckpoint`` with a local ``dirpath`` can write there, checked before training (created if
+    missing): a CLI newcomer's ``dirpath /etc/passwd/ck`` failed at the first save, after an epoch had trained, with
+    the OS error alone and no config key (the reports' ``report_dir`` is checked at construction)."""
+    for cb in callbacks:
+        path = getattr(cb, "dirpath", None) if isinstance(cb, pl.callbacks.ModelCheckpoint) else None
+        if not path or "://" in str(path):
+            continue
+        path = os.fspath(path)
+        try:
+            os.makedirs(path, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path):
+                pass
+        except OSError as err:
+            reason = "a file, not a folder" if os.path.isfile(path) else (err.strerror or type(err).__name__)
+            raise UserInputError(f"`dirpath` of ModelCheckpoint must be a folder it can write its checkpoints to, "
+                                 f"got {path!r} ({reason}).") from None
+
+
 #: a list of known subclasses longer than this in an argument's help is cut to its first few names (a backbone typed
 #: ``nn.Module`` listed torch's ~760, making `--model.help lit_robust.SimCLR` 728 lines); `fit --help`'s longest
 #: list, the callbacks with lit_robust's among them, has 35
@@ -1354,6 +1373,7 @@ class RobustCLI(LightningCLI):
     # -- checkpoints of an earlier fit -------------------------------------------------------------------
     def before_fit(self) -> None:
         enable_reports([*self.trainer.callbacks, *model_callbacks(self.model), self.model])
+        check_checkpoint_dirs(self.trainer.callbacks)
         self._resolve_ckpt_path("fit")  # after: it looks for the reports of a fit that `last` found
 
     def before_validate(self) -> None:

@@ -1023,3 +1023,20 @@ def test_an_inline_list_that_does_not_parse_says_so(tmp_path, capsys):
     assert ('Parser key "trainer.callbacks": the value is not valid YAML or JSON (expected \',\' or \'}\', but got '
             f"']' at character 75; a bracket or brace missing?), so it was read as a string: {value}") in text, text
     assert "Unexpected import path format" not in text, text
+
+
+def test_a_checkpoint_folder_that_cannot_be_written_is_refused_before_training(tmp_path, capsys):
+    """A CLI newcomer's `ModelCheckpoint` `dirpath` under a file failed at the first save, after an epoch had
+    trained, with the OS error alone."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(_small(DIGITS, tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(base), "--trainer.enable_checkpointing", "true",
+              "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", str(blocker / "ck")])
+    text = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2 and "Traceback" not in text
+    assert (f"`dirpath` of ModelCheckpoint must be a folder it can write its checkpoints to, got "
+            f"'{blocker / 'ck'}' (Not a directory).") in text, text
+    assert "Epoch 0" not in text and not (tmp_path / "lightning_logs").exists()
