@@ -883,8 +883,15 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
                or re.match(r"Subcommand '\w+' does not accept option '([\w.]+)'", message))  # a key in the YAML
     if unknown is None:
         return message
+    if "(did you mean" in message:
+        return message  # said by the nested class's parser already (it read "(did you mean --keep_ratio?)" twice)
     key = unknown.group(1).split("=")[0]
     dashed = not key.startswith("--")  # a YAML key: compare without the dashes, suggest it as written
+    first, _, rest = key.lstrip("-").partition(".")
+    if rest and first != "init_args" and difflib.get_close_matches(first, ["init_args"], cutoff=0.8):
+        # `--trainer.callbacks.init_arg.keep_ratio` (a CLI newcomer's) reached the class's parser as
+        # `--init_arg.keep_ratio`, and was told "did you mean --keep_ratio?", twice
+        return f"{message} (did you mean init_args.{rest}? A class's arguments go under `init_args`)"
     if dashed:
         # an indentation slip that is still valid YAML (a CLI user's): `model:` indented under `trainer:` read
         # "did you mean trainer.overfit_batches?", `init_args:` dedented to the top level got no hint

@@ -1339,6 +1339,11 @@ def test_a_misspelt_key_is_answered_with_the_closest_name(tmp_path, capsys):
     err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--trainer.callback.init_args.drop_ratio", "0.2"])
     assert err.rstrip().endswith("unrecognized arguments: --trainer.callback.init_args.drop_ratio 0.2 (did you mean "
                                  "--trainer.callbacks.init_args.drop_ratio?)"), err
+    # `init_arg` for `init_args`: said once, with the key meant (it read "(did you mean --keep_ratio?)" twice)
+    err = _fails(tmp_path, capsys, "itlm_digits.yaml", ["fit", "--trainer.callbacks.init_arg.keep_ratio", "0.5"])
+    assert err.rstrip().endswith("unrecognized arguments: --init_arg.keep_ratio=0.5 (did you mean init_args.keep_ratio? "
+                                 "A class's arguments go under `init_args`)"), err
+    assert err.count("did you mean") == 1, err
     err = _fails(tmp_path, capsys, "prl_mnist.yaml", ["fit", "--no_such_thing", "3"])
     assert err.rstrip().endswith("unrecognized arguments: --no_such_thing 3"), err  # nothing close: no guess
 
