@@ -78,30 +78,10 @@ def tasks(p: Protocol, args: Any) -> list[dict]:
 
 def run_one(task: dict) -> dict:
     import pytorch_lightning as pl
-    import torch.nn.functional as F
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lit_robust import ITLM, BatchFilter, IndexedDataset, RobustMixin, unpack_eval_batch
-
-    class SmallCNN(RobustMixin, pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3), nn.ReLU(),
-                                     nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 5 * 5, 64), nn.ReLU(),
-                                     nn.Linear(64, 10))
-
-        def per_sample_loss(self, batch):
-            _, x, y = batch[:3]
-            logits = self.net(x)
-            return F.cross_entropy(logits, y, reduction="none"), logits
-
-        def test_step(self, batch, batch_idx):
-            b = unpack_eval_batch(batch)
-            self.log("test_acc", (self.net(b.input).argmax(1) == b.target).float().mean())
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+    from lit_robust import ITLM, BatchFilter, IndexedDataset
 
     quiet()
     warnings.filterwarnings("ignore", message=".*(starv|keeps? none|per_class).*")
@@ -121,7 +101,10 @@ def run_one(task: dict) -> dict:
         kwargs = {"auto": {"drop_ratio": "auto"}, "floor": {"drop_ratio": "auto", "estimator": "class_floor"},
                   "true": {"drop_ratio": true_rate, "warmup_epochs": 3}}[how]
         flt = BatchFilter(rule, **kwargs)
-    model = SmallCNN()
+    # the newcomer's own small CNN
+    net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 5 * 5, 64), nn.ReLU(), nn.Linear(64, 10))
+    model = harness.own_classifier(net, lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
     t = trainer(task["epochs"], [] if flt is None else [flt])
     t.fit(model, train)
     out = {"seed": seed, "arm": arm, "true_rate": true_rate,

@@ -71,6 +71,39 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def own_classifier(net: Any, make_optimizer: Any) -> Any:
+    """A newcomer's own classifier as the README has it: ``net`` (inputs to ``[B, C]`` logits) in a LightningModule
+    with the mixin, per-sample cross-entropy returned with the logits, test accuracy logged, and the optimizer
+    ``make_optimizer(parameters)``."""
+    import torch
+    import torch.nn.functional as F
+
+    from lit_robust import RobustMixin, unpack_eval_batch
+    from lit_robust._backend import pl
+
+    class OwnClassifier(RobustMixin, pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def per_sample_loss(self, batch: Any) -> Any:
+            _, x, y = batch[:3]
+            logits = self.net(x)
+            return F.cross_entropy(logits, y, reduction="none"), logits
+
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            b = unpack_eval_batch(batch)
+            self.log("test_acc", (self.net(b.input).argmax(1) == b.target).float().mean())
+
+        def configure_optimizers(self) -> Any:
+            return make_optimizer(self.parameters())
+
+    return OwnClassifier()
+
+
 def trainer(max_epochs: int, callbacks: list, **kwargs: Any) -> Any:
     """A CPU Trainer without logger, checkpoints, progress bar, model summary or sanity validation."""
     import pytorch_lightning as pl

@@ -117,33 +117,10 @@ add_arguments, configure = harness.parts_and_arms(PARTS, MC_ARMS, "mc_arms", "ma
 def own_mlp(in_features: int, num_classes: int) -> Any:
     """The newcomer's LightningModule: an MLP in-64-64-classes with the mixin, Adam, test accuracy."""
     import torch
-    import torch.nn.functional as F
 
-    from lit_robust import RobustMixin, unpack_eval_batch
-    from lit_robust._backend import pl
-
-    class OwnMLP(RobustMixin, pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(in_features, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
-                                           torch.nn.ReLU(), torch.nn.Linear(64, num_classes))
-
-        def forward(self, x):
-            return self.net(x)
-
-        def per_sample_loss(self, batch):
-            index, x, y = batch[:3]
-            logits = self.net(x)
-            return F.cross_entropy(logits, y, reduction="none"), logits
-
-        def test_step(self, batch, batch_idx):
-            b = unpack_eval_batch(batch)
-            self.log("test_acc", (self.net(b.input).argmax(1) == b.target).float().mean())
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-    return OwnMLP()
+    net = torch.nn.Sequential(torch.nn.Linear(in_features, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                              torch.nn.ReLU(), torch.nn.Linear(64, num_classes))
+    return harness.own_classifier(net, lambda params: torch.optim.Adam(params, lr=1e-3))
 
 
 def split_table(x: Any, y: Any, n_train: int, seed: int, shuffle: bool) -> tuple[Any, Any, Any, Any]:
