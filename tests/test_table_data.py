@@ -1279,3 +1279,44 @@ def test_the_readmes_rows_given_twice_under_the_table_config_rank_first_and_are_
     rows = report.set_index("source_index").loc[copies]
     assert rows["conflicting_target"].all() and not rows["kept"].any()
     assert sorted(rows["rank"]) == [1, 2, 3, 4, 5, 7]
+
+
+def test_a_checkpoint_keeps_the_training_scaling_when_the_table_has_changed(tmp_path, one_torch_thread):
+    """An anomaly newcomer appended rows to their training CSV and predicted new rows from the same checkpoint: the
+    datamodule re-fitted its scaling on the rows it read, and the same new rows' scores moved by a median 22 %
+    without a word. The checkpoint now holds the scaling (and the columns and classes), and `predict` from it scales
+    every row as the model's training rows were, with a warning that the table has changed."""
+    from lit_robust import RealNVP
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(260, 3)) * [1.0, 4.0, 0.5] + [0.0, 10.0, -2.0], columns=list("xyz"))
+    train, grown, new = frame.iloc[:120], frame.iloc[:200], frame.iloc[200:]
+    pl.seed_everything(0, verbose=False)
+    dm = TableDataModule(frame=train, task="anomaly", predict_frame=new)
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(RealNVP(3, n_couplings=2, hidden=8, drop_ratio=0.05), dm)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    assert set(torch.load(ckpt, weights_only=False)["TableDataModule"]) == {"features", "feature_centre",
+                                                                           "feature_scale"}
+
+    def predicted(table: pd.DataFrame) -> tuple[torch.Tensor, list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = quiet_trainer().predict(RealNVP.load_from_checkpoint(ckpt),
+                                          TableDataModule(frame=table, task="anomaly", predict_frame=new),
+                                          ckpt_path=ckpt)
+        return torch.cat(out), [str(w.message) for w in caught if "another scaling" in str(w.message)]
+
+    same, said_same = predicted(train)
+    moved, said_moved = predicted(grown)
+    assert said_same == [] and len(said_moved) == 1
+    assert said_moved[0].startswith("TableDataModule: the training rows read now give another scaling than the "
+                                    "checkpoint's model was trained with (3 of 3 columns' median or spread differ")
+    torch.testing.assert_close(moved, same, rtol=1e-5, atol=1e-4)
+    # another table's columns or classes are refused, not scaled
+    other = TableDataModule(frame=grown.rename(columns={"z": "w"}), task="anomaly")
+    other.setup("predict")
+    with pytest.raises(ValueError, match=r"trained on the input columns \['x', 'y', 'z'\], but the table read now "
+                                         r"gives \['x', 'y', 'w'\]"):
+        other.load_state_dict(torch.load(ckpt, weights_only=False)["TableDataModule"])

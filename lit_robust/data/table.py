@@ -1116,6 +1116,64 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                     out[named(f"{prefix}{name}")] = units[:, j].tolist()
         return out
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """What the model was trained on, saved in Lightning's checkpoints: the input columns, the classes and the
+        scaling fitted on the training rows, so that a later ``test`` or ``predict`` from the checkpoint scales its
+        rows as the model's training rows were, even where the training table has changed since (an anomaly
+        newcomer's appended rows moved the scores of the same new rows by a median 22 %, without a word)."""
+        if self.feature_centre is None:
+            return {}
+        state: dict[str, Any] = {"features": list(self.feature_names), "feature_centre": self.feature_centre.tolist(),
+                                 "feature_scale": self.feature_scale.tolist()}
+        if self.classes is not None:
+            state["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]
+        if self.target_centre is not None:
+            state["target_centre"], state["target_scale"] = self.target_centre.tolist(), self.target_scale.tolist()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or self.feature_centre is None:
+            return
+        if list(state["features"]) != list(self.feature_names):
+            raise ValueError(f"The checkpoint's model was trained on the input columns {list(state['features'])}, "
+                             f"but the table read now gives {list(self.feature_names)}: point the datamodule at a table "
+                             "with the training run's columns (or its `features`).")
+        saved = state.get("classes")
+        if saved is not None and self.classes is not None and [
+                c.item() if hasattr(c, "item") else c for c in self.classes] != list(saved):
+            raise ValueError(f"The checkpoint's model was trained on the classes {list(saved)}, but the table read "
+                             f"now has {list(self.classes)}: its class numbers would name other classes. Point the "
+                             "datamodule at the table it was trained on (or one with the same classes).")
+        centre, scale = (torch.tensor(state[k], dtype=self.feature_centre.dtype) for k in ("feature_centre",
+                                                                                           "feature_scale"))
+        if not (torch.equal(centre, self.feature_centre) and torch.equal(scale, self.feature_scale)):
+            moved = int(((centre != self.feature_centre) | (scale != self.feature_scale)).sum())
+            rank_zero_warn(f"TableDataModule: the training rows read now give another scaling than the checkpoint's "
+                           f"model was trained with ({moved} of {len(self.feature_names)} columns' median or spread "
+                           "differ: the training table has changed since); the checkpoint's scaling is used, so every "
+                           "row is scaled as the model's training rows were. An anomaly threshold set at `predict` is "
+                           "still set on the training rows read now.")
+            for name in ("train_set", "val_set", "test_set", "predict_set"):
+                base = getattr(getattr(self, name, None), "dataset", None)
+                if isinstance(base, TensorDataset):
+                    raw = base.tensors[0].double() * self.feature_scale + self.feature_centre
+                    base.tensors = (((raw - centre) / scale).float(), *base.tensors[1:])
+            self.feature_centre, self.feature_scale = centre, scale
+        if "target_centre" in state and self.target_centre is not None:
+            t_centre, t_scale = (torch.tensor(state[k], dtype=self.target_centre.dtype) for k in ("target_centre",
+                                                                                                 "target_scale"))
+            if not (torch.equal(t_centre, self.target_centre) and torch.equal(t_scale, self.target_scale)):
+                rank_zero_warn("TableDataModule: the training targets read now give another scaling than the "
+                               "checkpoint's model was trained with; targets and predictions are put in the table's "
+                               "units with the checkpoint's (`target_centre`, `target_scale`).")
+                for name in ("train_set", "val_set", "test_set"):
+                    base = getattr(getattr(self, name, None), "dataset", None)
+                    if isinstance(base, TensorDataset) and base.tensors[1].is_floating_point():
+                        raw = base.tensors[1].double() * self.target_scale + self.target_centre
+                        base.tensors = (base.tensors[0], ((raw - t_centre) / t_scale).float(), *base.tensors[2:])
+                self.target_centre, self.target_scale = t_centre, t_scale
+
     def transform(self, frame: Any) -> Tensor:
         """New rows as the model's inputs: ``frame``'s feature columns (:attr:`feature_names`, the training table's),
         scaled as the training rows were (``(x - feature_centre) / feature_scale``), float32 ``[rows, features]``, one
