@@ -278,6 +278,10 @@ def test_a_fit_stopped_by_sigterm_says_the_process_exits_and_how_the_next_one_re
     assert said.startswith("ITLM: the fit stopped (SIGTERMException) before its end, so no per-sample report was "
                            "written. The process exits now (Lightning raises `SystemExit`, status 0 unless you catch "
                            "it): in the next process resume from the last checkpoint") and "this Trainer" not in said
+    # a LightningCLI user followed "ckpt_path='last' with save_last=True" with no `dirpath`: Lightning looked in the
+    # new run's logger folder, found nothing and trained from scratch, without a word from lit_robust
+    assert ("`ckpt_path=\"last\"` with a `ModelCheckpoint(dirpath=<a fixed folder>, save_last=True)` (without a "
+            "`dirpath`, \"last\" looks in the new run's own logger folder, finds nothing and trains from scratch)") in said
     assert "Fit on with this Trainer" in unwritten_report_note("ITLM", KeyboardInterrupt())
 
 

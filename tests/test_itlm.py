@@ -913,7 +913,9 @@ def test_a_monitored_checkpoint_beside_one_that_keeps_the_final_model_is_not_tol
 
 @pytest.mark.parametrize(("filter_args", "itlm_ratio", "warned"), [
     ({"drop_ratio": 0.1, "warmup_epochs": 2}, 0.6, "warm-up"),
-    ({"drop_ratio": 0.1, "warmup_epochs": 1}, 0.6, None),
+    ({"drop_ratio": 0.1, "warmup_epochs": 1}, 0.6, "compound"),
+    ({"drop_ratio": 0.3, "warmup_epochs": 1}, "auto", "compound auto"),
+    ({"drop_ratio": 0.0, "warmup_epochs": 1}, 0.6, None),
     ({"drop_ratio": "auto", "warmup_epochs": 1}, "auto", "auto"),
     ({"drop_ratio": "auto", "warmup_epochs": 1}, 0.6, None),
 ])
@@ -926,10 +928,18 @@ def test_a_batch_filter_that_cannot_work_beside_the_rounds_is_warned_about(tmp_p
     itlm = ITLM(keep_ratio=itlm_ratio, round_epochs=[2, 2], verbose=False, plot=False)
     fit(tmp_path, itlm, 4, callbacks=[BatchFilter("spl", **filter_args)])
     said = [str(w.message) for w in recwarn if "beside" in str(w.message) or "as long as a round" in str(w.message)]
+    compound = ("ITLM: beside BatchFilter(drop_ratio={r}) the two shares compound: the filter drops {r} of every batch "
+                "of what ITLM keeps, so a step sees about {k} × {s} of the data (a newcomer's digits with 30 % flipped "
+                "labels: ITLM keep_ratio='auto' with BatchFilter('prl', 0.3) scored 0.68-0.76, either alone 0.94). Set "
+                "the two for the total you mean to leave out, or use one of them.")
     want = {None: [],
             "warm-up": ["ITLM: BatchFilter's `warmup_epochs`=2 is as long as a round (2 epochs): its warm-up restarts "
                         "at every round start (`restart_on_reinit=True`), so it never reaches its drop ratio. Make the "
-                        "warm-up shorter than the rounds (`round_epochs`=[2, 2])."],
+                        "warm-up shorter than the rounds (`round_epochs`=[2, 2]).",
+                        compound.format(r="0.1", k="0.6", s="0.9")],
+            # a unified-package newcomer's ITLM auto beside BatchFilter("prl", 0.3): 0.68-0.76, either alone 0.94
+            "compound": [compound.format(r="0.1", k="0.6", s="0.9")],
+            "compound auto": [compound.format(r="0.3", k="(1 − ε̂)", s="0.7")],
             "auto": ["ITLM: `keep_ratio='auto'` beside BatchFilter(drop_ratio='auto'): the filter estimates again on "
                      "each round's selection, already trimmed by ITLM, from a fresh network, and the two shares "
                      "compound (a newcomer's digits with 30 % flipped labels: test accuracy 0.327 with both, 0.830 and "

@@ -71,8 +71,10 @@ def unwritten_report_note(owner: str, exception: BaseException) -> str:
         # Trainer" could not be followed (a preemptible-cluster user's script)
         return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
                 "written. The process exits now (Lightning raises `SystemExit`, status 0 unless you catch it): in "
-                "the next process resume from the last checkpoint (`trainer.fit(..., ckpt_path=\"last\")` with "
-                "`ModelCheckpoint(save_last=True)`), and the report is written at the fit's end.")
+                "the next process resume from the last checkpoint: pass its file as `ckpt_path`, or "
+                "`ckpt_path=\"last\"` with a `ModelCheckpoint(dirpath=<a fixed folder>, save_last=True)` (without a "
+                "`dirpath`, \"last\" looks in the new run's own logger folder, finds nothing and trains from scratch), "
+                "and the report is written at the fit's end.")
     return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
             "written (`report_path` is None). Fit on with this Trainer (`trainer.fit` again: it trains the rest) or "
             "resume from a checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")

@@ -1326,6 +1326,15 @@ class ITLM(Callback):
                     "shares compound (a newcomer's digits with 30 % flipped labels: test accuracy 0.327 with both, "
                     "0.830 and 0.900 with either alone). Estimate in one of them only: give the filter a number (its "
                     "share of what ITLM keeps), or ITLM one.")
+            elif isinstance(cb.drop_ratio, (int, float)) and cb.drop_ratio > 0:
+                # a unified-package newcomer's ITLM "auto" beside BatchFilter("prl", 0.3): 0.68-0.76 against 0.94 alone
+                sees = ("about (1 − ε̂)" if self.keep_ratio == "auto" else f"about {self.keep_ratio:g}")
+                rank_zero_warn(
+                    f"{self._title}: beside {cb.owner}(drop_ratio={cb.drop_ratio:g}) the two shares compound: the filter "
+                    f"drops {cb.drop_ratio:g} of every batch of what {self._title} keeps, so a step sees {sees} × "
+                    f"{1 - cb.drop_ratio:g} of the data (a newcomer's digits with 30 % flipped labels: ITLM "
+                    "keep_ratio='auto' with BatchFilter('prl', 0.3) scored 0.68-0.76, either alone 0.94). Set the two "
+                    "for the total you mean to leave out, or use one of them.")
 
     def _check_monitored_checkpoints(self, trainer: pl.Trainer) -> None:
         """Warn when a ``ModelCheckpoint`` monitors a metric while ITLM re-draws the model each round: it ranks
