@@ -2091,3 +2091,15 @@ def test_a_config_without_seed_everything_is_seeded_with_zero(tmp_path, one_torc
     for f in fits:
         saved = yaml.safe_load((Path(f.trainer.log_dir) / "config.yaml").read_text())
         assert saved["seed_everything"] == 0, saved["seed_everything"]
+
+
+def test_the_printed_test_command_keeps_the_lightning_variable(monkeypatch):
+    """A unified-package newcomer's fit needed `LIT_ROBUST_LIGHTNING=lightning`; the `lit-robust test ...` it printed
+    left the variable out, and run as printed it was refused."""
+    from lit_robust.cli import test_command
+
+    monkeypatch.delenv("LIT_ROBUST_LIGHTNING", raising=False)
+    assert test_command(["fit", "--config", "c.yaml"]) == "lit-robust test --config c.yaml --ckpt_path last"
+    monkeypatch.setenv("LIT_ROBUST_LIGHTNING", "lightning")
+    assert test_command(["fit", "--config", "c.yaml"]) == ("LIT_ROBUST_LIGHTNING=lightning lit-robust test --config "
+                                                           "c.yaml --ckpt_path last")
