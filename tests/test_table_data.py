@@ -278,6 +278,14 @@ def test_missing_values_are_counted_per_column_or_dropped_with_a_warning():
     with pytest.warns(UserWarning, match=r"left out 2 of 60 rows of the table with a missing or infinite value"):
         dm.setup()
     assert sorted(dm.train_source_index.tolist()) == [i for i in range(60) if i not in (2, 9)]
+    # in the rows to predict, the advice says that `missing` is one of the fit's settings: an anomaly newcomer's
+    # `--data.missing drop` then found no fit for `--ckpt_path last`
+    new = table(10, seed=1)
+    new.loc[3, "a"] = np.nan
+    with pytest.raises(ValueError, match=r"`predict_frame`: 1 of 10 rows .* Fill them, or pass `missing='drop'` to "
+                                         r"leave those rows out \(it is one of the fit's settings: from a checkpoint, "
+                                         r"pass the checkpoint file as `ckpt_path`, not `last`\)\."):
+        TableDataModule(frame=table(), target="kind", features=["a", "b"], predict_frame=new).setup()
 
 
 @pytest.mark.parametrize("kwargs, message", [

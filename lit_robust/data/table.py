@@ -788,9 +788,13 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                              f"{'it' if len(empty) == 1 else 'them'} out with `drop` (e.g. `drop=[{empty[0]!r}]`), "
                              "or fill them.")
         if self.missing == "error":
+            # on the rows to predict, `missing='drop'` changes the fit's settings, and `--ckpt_path last` then found
+            # no fit "with this config" (an anomaly newcomer followed the advice into a second error)
+            later = (" (it is one of the fit's settings: from a checkpoint, pass the checkpoint file as `ckpt_path`, "
+                     "not `last`)" if which.startswith("`predict") else "")
             raise ValueError(f"{which}: {int(bad.sum())} of {len(frame)} rows have a missing or infinite value in a "
                              f"used column ({per_column}), e.g. row {int(np.flatnonzero(bad)[0])}. Fill them, or pass "
-                             f"`missing='drop'` to leave those rows out.{words}")
+                             f"`missing='drop'` to leave those rows out{later}.{words}")
         rank_zero_warn(f"TableDataModule: left out {int(bad.sum())} of {len(frame)} rows of {which} with a missing or "
                        f"infinite value ({per_column}); the other rows keep their row numbers (`source_index`).{words}")
         return np.flatnonzero(~bad)
