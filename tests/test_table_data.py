@@ -1328,3 +1328,33 @@ def test_a_checkpoint_keeps_the_training_scaling_when_the_table_has_changed(tmp_
     with pytest.raises(ValueError, match=r"trained on the input columns \['x', 'y', 'z'\], but the table read now "
                                          r"gives \['x', 'y', 'w'\]"):
         other.load_state_dict(torch.load(ckpt, weights_only=False)["TableDataModule"])
+
+
+@pytest.mark.parametrize("label_column", ["absent", "empty"])
+def test_an_unlabelled_anomaly_table_trains_and_a_labelled_test_table_tests(label_column, one_torch_thread):
+    """An anomaly newcomer's unlabelled training CSV and labelled test CSV: `target="is_anomaly"` was refused (the
+    training table lacked the column; left empty it counted as missing values, and `missing='drop'` dropped every
+    row), and without `target` the test table had nothing to test by."""
+    from lit_robust import RealNVP
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(300, 3)), columns=list("abc"))
+    flags = rng.random(300) < 0.1
+    frame.loc[flags, "a"] += 6.0
+    train, test = frame.iloc[:200].copy(), frame.iloc[200:].assign(is_anomaly=flags[200:].astype(int))
+    if label_column == "empty":
+        train["is_anomaly"] = np.nan
+    dm = TableDataModule(frame=train, test_frame=test, target="is_anomaly", task="anomaly")
+    dm.setup()
+    assert dm.feature_names == ["a", "b", "c"] and dm.target_names == ["is_anomaly"]
+    assert len(dm.train_set) == 200 and dm.train_set.corrupted is None and len(dm.test_set) == 100
+    assert dm.test_set.dataset.tensors[1].tolist() == flags[200:].astype(int).tolist()
+    pl.seed_everything(0, verbose=False)
+    trainer = quiet_trainer(max_epochs=2)
+    model = RealNVP(3, n_couplings=2, hidden=8, drop_ratio=0.1)
+    trainer.fit(model, dm)
+    assert trainer.test(model, dm, verbose=False)[0]["test_auroc"] > 0.9
+    # neither table has the column: the training table's error names it, as before
+    with pytest.raises(ValueError, match=r"`target` names column\(s\) \['is_anomaly'\] that the table does not have"):
+        TableDataModule(frame=train.drop(columns=["is_anomaly"], errors="ignore"), target="is_anomaly", task="anomaly",
+                        test_frame=test.drop(columns=["is_anomaly"])).setup()

@@ -529,7 +529,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         target: the column(s) to predict. ``task="classification"``: one column; its distinct values, sorted, become
             the classes ``0 … k-1`` (:attr:`classes` maps them back). ``"regression"``: one or more numeric columns.
             ``"anomaly"``: an optional 0/1 column of known anomalies, never read in training — it gives the test
-            split its labels (ROC-AUC) and the per-sample report its ``corrupted`` column.
+            split its labels (ROC-AUC) and the per-sample report its ``corrupted`` column. With a test table
+            (``test_path`` / ``test_frame``) that has it, the training table may lack it or leave it empty: an
+            unlabelled table trained on, a labelled one tested by.
         task: ``"classification"``, ``"regression"`` or ``"anomaly"``.
         features: the input columns; ``None`` (default) = every column except ``target``, ``corrupted`` and
             ``drop``. They must hold numbers (or booleans): one-hot encode categories first (``pandas.get_dummies``).
@@ -833,6 +835,31 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if built_already(self):  # built once; a setting changed since is warned about
             return
         frame = self._table(self.path if self.frame is None else self.frame, "frame" if self.path is None else "path")
+        names = self.target_names
+        if self._unlabelled_training(frame):
+            # an unlabelled anomaly table trained on, a labelled test table to test by (an anomaly newcomer's pair was
+            # refused both ways: `target` missing from the training table, or no `target` to test by); an empty
+            # label column in the training table counts as absent, not as missing values
+            frame = frame.drop(columns=[c for c in names if c in frame.columns])
+            self.target_names = []
+        try:
+            self._setup_from(frame, names)
+        finally:
+            self.target_names = names
+
+    def _unlabelled_training(self, frame: Any) -> bool:
+        """Whether an anomaly table is trained on without its ``target`` column: ``task="anomaly"`` with a test table
+        (``test_path`` / ``test_frame``) that has the column, and a training table without it, or with it empty."""
+        if self.task != "anomaly" or not self.target_names or (self.test_path is None and self.test_frame is None):
+            return False
+        if not all(c not in frame.columns or bool(frame[c].isna().all()) for c in self.target_names):
+            return False
+        test = self.test_frame if self.test_path is None else self._table(self.test_path, "test_path")
+        return all(c in test.columns for c in self.target_names)  # else: the training table's error names it
+
+    def _setup_from(self, frame: Any, names: list[str]) -> None:
+        """:meth:`setup` of the training table ``frame`` (``self.target_names`` empty where it is unlabelled) and the
+        other tables, which read the ``target`` columns ``names``."""
         features = self._used_columns(frame)
         self.feature_names = features
         self._ids = {"table": self._id_values(frame)}
@@ -930,6 +957,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             self.val_set, self.val_source_index = split(val_pos), val_pos.clone()
         if n_test:
             self.test_set, self.test_source_index = split(test_pos, with_flags=False), test_pos.clone()
+        self.target_names = names  # the test table's, where the training rows are unlabelled
         if has_test_table:
             self._setup_test_table(features, inputs, x_all[train_pos])
         if self.predict_path is not None or self.predict_frame is not None:
