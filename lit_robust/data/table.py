@@ -13,6 +13,7 @@ import difflib
 import math
 import numbers
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -750,6 +751,10 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                            "beside each row of the report) unless they mean something.")
         if self.task == "anomaly" and not self.target_names:
             flags = [c for c in features if _zero_one(frame[c])]
+            # many 0/1 columns are binary inputs (a newcomer's digits pixels that held only 0 and 1 were warned
+            # about): then only those named like a flag
+            named = [c for c in flags if re.search(r"anomal|outlier|fraud|label|target|flag|fault|^is_|_is_", c, re.I)]
+            flags = flags if len(flags) <= 2 else named
             if flags:
                 # an anomaly newcomer's `is_anomaly` column, left unnamed, trained the flow as its 7th input: the
                 # ground truth leaked into the detector without a word
