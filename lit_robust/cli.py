@@ -976,13 +976,13 @@ def _attribute_hint(module: str, name: str, key: str | None = None) -> str:
     return f" ({module}'s {what}: {', '.join(listed)}; or a class of your own by its module, `my_module.MyClass`)"
 
 
-#: a second ``--config`` whose entry sets arguments beside ``class_path`` (``{class_path: X, keep_ratio: 0.5}``), merged
-#: onto the first config's entry of that class: jsonargparse says "Option 'class_path' is not accepted" (a GAN
-#: newcomer's stacked config; the same slip in one config gets :func:`_class_entry_hint`'s line)
+#: an entry on the command line or in a second ``--config`` that sets arguments beside ``class_path``
+#: (``{class_path: X, keep_ratio: 0.5}``), merged onto the first config's entry at that place: jsonargparse says
+#: "Option 'class_path' is not accepted" (a GAN newcomer's stacked config; the same slip in one config gets
+#: :func:`_class_entry_hint`'s line)
 _BESIDE_IN_STACKED = ("an entry sets its arguments beside `class_path: {0}` (on the command line, or in a second "
-                      "`--config`?): a class's "
-                      "arguments go one level down, under `init_args:`, e.g. `{{class_path: {0}, init_args: "
-                      "{{...}}}}`.")
+                      "`--config`?): a class's arguments go one level down, under `init_args:`, e.g. "
+                      "`{{class_path: {0}, init_args: {{...}}}}`.")
 
 
 def _init_argument_hint(class_path: str, key: str, cutoff: float = 0.6) -> str:
