@@ -71,6 +71,7 @@ def train(trigger, fast: bool, root: str) -> dict:
     metrics = BackdoorMetrics()  # the trigger and the attack come from `data`
     callbacks = [metrics, ITLM(keep_ratio=0.75, round_epochs=rounds, verbose=False, plot=False),
                  BatchFilter("prl", drop_ratio=0.2, warmup_epochs=1)]  # warm-up restarts with each re-drawn model
+    # ITLM warns that the two shares compound (a step sees about 0.75 x 0.8 = 60 % of the images): meant here
     trainer = pl.Trainer(max_epochs=sum(rounds), callbacks=callbacks, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_test_batches=1 if fast else 1.0)
     model = MyClassifier()
