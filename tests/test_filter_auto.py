@@ -1267,3 +1267,16 @@ def test_coteaching_reestimates_every_epoch_on_one_regression_target_by_default(
     assert co._auto.reestimate is True and sorted(co._auto.estimates) == list(range(5))
     ends = [m for m in said if "re-estimated at every epoch end" in m]
     assert len(ends) == 1 and ends[0].startswith("CoTeaching: ") and "epochs 3-4 read" in ends[0], said
+
+
+def test_the_barely_separated_note_of_several_epochs_reads_as_one_sentence():
+    """A filter's estimate is the median over its warm-up epochs; two barely separated epochs read "a barely
+    separated split of 269 scores (...); 269 scores (...)" (a newcomer's)."""
+    from lit_robust.selection.auto_drop import barely_separated_note
+
+    said = barely_separated_note("RobustRealNVP: `drop_ratio='auto'` after epoch 2", 0.11,
+                                 [(269, 2.27, 2.49), (269, 2.25, 2.49)], "drop_ratio", None)
+    assert said.startswith("RobustRealNVP: `drop_ratio='auto'` after epoch 2: the estimate 11.0 % rests on barely "
+                           "separated splits, one per epoch estimated: 269 scores (Ashman's D 2.27, below 2.49 for that "
+                           "many); 269 scores (Ashman's D 2.25, below 2.49 for that many). Clean skewed"), said
+    assert "a barely separated split of 269" in barely_separated_note("x", 0.11, [(269, 2.27, 2.49)], "drop_ratio")

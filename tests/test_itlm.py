@@ -929,23 +929,33 @@ def test_a_batch_filter_that_cannot_work_beside_the_rounds_is_warned_about(tmp_p
     fit(tmp_path, itlm, 4, callbacks=[BatchFilter("spl", **filter_args)])
     said = [str(w.message) for w in recwarn if "beside" in str(w.message) or "as long as a round" in str(w.message)]
     compound = ("ITLM: beside BatchFilter(drop_ratio={r}) the two shares compound: the filter drops {r} of every batch "
-                "of what ITLM keeps, so a step sees about {k} × {s} of the data (a newcomer's digits with 30 % flipped "
-                "labels: ITLM keep_ratio='auto' with BatchFilter('prl', 0.3) scored 0.68-0.76, either alone 0.94). Set "
-                "the two for the total you mean to leave out, or use one of them.")
+                "of what ITLM keeps, so each epoch after the filter's warm-up trains on about {share} of the samples (a "
+                "newcomer's digits with 30 % flipped labels: ITLM keep_ratio='auto' with BatchFilter('prl', 0.3) scored "
+                "0.68-0.76, either alone 0.94). Set the two for the total you mean to leave out, or use one of them.")
     want = {None: [],
             "warm-up": ["ITLM: BatchFilter's `warmup_epochs`=2 is as long as a round (2 epochs): its warm-up restarts "
                         "at every round start (`restart_on_reinit=True`), so it never reaches its drop ratio. Make the "
                         "warm-up shorter than the rounds (`round_epochs`=[2, 2]).",
-                        compound.format(r="0.1", k="0.6", s="0.9")],
+                        compound.format(r="0.1", share="0.6 × 0.9 = 54%")],
             # a unified-package newcomer's ITLM auto beside BatchFilter("prl", 0.3): 0.68-0.76, either alone 0.94
-            "compound": [compound.format(r="0.1", k="0.6", s="0.9")],
-            "compound auto": [compound.format(r="0.3", k="(1 − ε̂)", s="0.7")],
+            "compound": [compound.format(r="0.1", share="0.6 × 0.9 = 54%")],
+            "compound auto": [compound.format(r="0.3", share="(1 − ε̂) × 0.7")],
             "auto": ["ITLM: `keep_ratio='auto'` beside BatchFilter(drop_ratio='auto'): the filter estimates again on "
                      "each round's selection, already trimmed by ITLM, from a fresh network, and the two shares "
                      "compound (a newcomer's digits with 30 % flipped labels: test accuracy 0.327 with both, 0.830 and "
                      "0.900 with either alone). Estimate in one of them only: give the filter a number (its share of "
                      "what ITLM keeps), or ITLM one."]}[warned]
     assert said == want, said
+
+
+def test_the_compounding_warning_counts_the_auto_margin(tmp_path, recwarn):
+    """ITLM keeps 1 − ε̂ − auto_margin with "auto": the warning said (1 − ε̂) × 0.7 with a margin of 0.1 (a newcomer's)."""
+    from lit_robust import BatchFilter
+
+    itlm = ITLM(keep_ratio="auto", auto_margin=0.1, round_epochs=[2, 2], verbose=False, plot=False)
+    fit(tmp_path, itlm, 4, callbacks=[BatchFilter("spl", drop_ratio=0.3, warmup_epochs=1)])
+    said = [str(w.message) for w in recwarn if "compound" in str(w.message)]
+    assert len(said) == 1 and "trains on about (1 − ε̂ − 0.1) × 0.7 of the samples" in said[0], said
 
 
 @pytest.mark.parametrize("drop_ratio", [0.1, "auto"])

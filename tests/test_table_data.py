@@ -17,6 +17,10 @@ from lit_robust import ITLM, BatchFilter, MLPClassifier, MLPRegressor, RobustRea
 from lit_robust.cli import main
 from lit_robust.data.table import robust_scale
 
+#: what a missing column's error adds: the training table sets the names (a newcomer mended the wrong file)
+_NAMES_NOTE = (r" \(The names come from the training table as it reads now: if it was changed since the fit, mend "
+               r"that one\.\)$")
+
 
 def table(n: int = 60, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
@@ -679,15 +683,16 @@ def test_new_rows_to_predict_need_no_label_and_keep_their_row_numbers(tmp_path, 
     assert torch.equal(torch.cat(out), model(x.float()).argmax(1))
     assert (rows["predicted_class"] == [dm.classes[i] for i in rows["prediction"]]).all()
     with pytest.raises(ValueError, match=r"`predict_frame` lacks column\(s\) \['b'\] of the training table \(it needs "
-                                         r"\['a', 'b'\]\); its columns are \['a'\]\.$"):
+                                         r"\['a', 'b'\]\); its columns are \['a'\]\." + _NAMES_NOTE):
         TableDataModule(frame=frame, target="kind", features=["a", "b"], predict_frame=new[["a"]]).setup()
     # a column spelt otherwise only in case is named (a regression newcomer's test table had `KWH` for `kwh`); a
     # column the training table needs is never offered
     with pytest.raises(ValueError, match=r"`predict_frame` lacks column\(s\) \['b'\] of the training table \(it needs "
-                                         r"\['a', 'b'\]\); its columns are \['a', 'B'\]\. Did you mean 'B' for 'b'\?$"):
+                                         r"\['a', 'b'\]\); its columns are \['a', 'B'\]\. Did you mean 'B' for 'b'\?"
+                                         + _NAMES_NOTE):
         TableDataModule(frame=frame, target="kind", features=["a", "b"],
                         predict_frame=new[["a", "b"]].rename(columns={"b": "B"})).setup()
-    with pytest.raises(ValueError, match=r"its columns are \['a', 'A'\]\.$"):  # 'A' is no hint for 'b'
+    with pytest.raises(ValueError, match=r"its columns are \['a', 'A'\]\." + _NAMES_NOTE):  # 'A' is no hint for 'b'
         TableDataModule(frame=frame, target="kind", features=["a", "b"],
                         predict_frame=new[["a", "b"]].rename(columns={"b": "A"})).setup()
     with pytest.raises(ValueError, match=r"Give the table to predict as `predict_path` or `predict_frame`, not both"):
@@ -1311,7 +1316,7 @@ def test_a_checkpoint_keeps_the_training_scaling_when_the_table_has_changed(tmp_
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)
     assert set(torch.load(ckpt, weights_only=False)["TableDataModule"]) == {"features", "feature_centre",
-                                                                           "feature_scale"}
+                                                                           "feature_scale", "table_digest"}
 
     def predicted(table: pd.DataFrame) -> tuple[torch.Tensor, list[str]]:
         with warnings.catch_warnings(record=True) as caught:
@@ -1363,3 +1368,32 @@ def test_an_unlabelled_anomaly_table_trains_and_a_labelled_test_table_tests(labe
     with pytest.raises(ValueError, match=r"`target` names column\(s\) \['is_anomaly'\] that the table does not have"):
         TableDataModule(frame=train.drop(columns=["is_anomaly"], errors="ignore"), target="is_anomaly", task="anomaly",
                         test_frame=test.drop(columns=["is_anomaly"])).setup()
+
+
+def test_a_test_split_drawn_again_from_a_changed_table_is_warned_about(tmp_path, one_torch_thread):
+    """A newcomer appended 20 rows to their training CSV and ran `test` from the checkpoint: the `test_size` split was
+    drawn again from the rows read, 30 of its 40 rows had been training rows, and test accuracy read 0.725 for 0.667,
+    with the scaling warning alone. The checkpoint holds a digest of the table's rows; another table with a split of
+    its own is warned about. The same table, or a fixed test table, is not."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(140, 3)), columns=list("xyz")).assign(label=rng.integers(0, 2, 140))
+    pl.seed_everything(0, verbose=False)
+    dm = TableDataModule(frame=frame.iloc[:120], target="label", test_size=0.2)
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(MLPClassifier(), dm)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    def said(table: pd.DataFrame, **kwargs) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_trainer().test(MLPClassifier.load_from_checkpoint(ckpt),
+                                 TableDataModule(frame=table, target="label", **kwargs), ckpt_path=ckpt, verbose=False)
+        return [str(w.message) for w in caught if "drawn again" in str(w.message)]
+
+    assert said(frame.iloc[:120], test_size=0.2) == []
+    grown = said(frame, test_size=0.2)
+    assert len(grown) == 1 and grown[0].startswith("TableDataModule: the table differs from the one the checkpoint's "
+                                                   "model was fitted on (rows added, removed, changed or reordered)")
+    assert len(said(frame.iloc[:120].iloc[::-1], test_size=0.2)) == 1  # the same rows reordered: another split
+    assert said(frame, test_size=0, test_frame=frame.iloc[120:]) == []  # a fixed test table

@@ -1328,11 +1328,16 @@ class ITLM(Callback):
                     "share of what ITLM keeps), or ITLM one.")
             elif isinstance(cb.drop_ratio, (int, float)) and cb.drop_ratio > 0:
                 # a unified-package newcomer's ITLM "auto" beside BatchFilter("prl", 0.3): 0.68-0.76 against 0.94 alone
-                sees = ("about (1 − ε̂)" if self.keep_ratio == "auto" else f"about {self.keep_ratio:g}")
+                left = 1 - cb.drop_ratio
+                if self.keep_ratio == "auto":
+                    kept = "1 − ε̂" + (f" − {self.auto_margin:g}" if self.auto_margin else "")
+                    share = f"({kept}) × {left:g} of the samples"
+                else:
+                    share = f"{self.keep_ratio:g} × {left:g} = {self.keep_ratio * left:.0%} of the samples"
                 rank_zero_warn(
                     f"{self._title}: beside {cb.owner}(drop_ratio={cb.drop_ratio:g}) the two shares compound: the filter "
-                    f"drops {cb.drop_ratio:g} of every batch of what {self._title} keeps, so a step sees {sees} × "
-                    f"{1 - cb.drop_ratio:g} of the data (a newcomer's digits with 30 % flipped labels: ITLM "
+                    f"drops {cb.drop_ratio:g} of every batch of what {self._title} keeps, so each epoch after the "
+                    f"filter's warm-up trains on about {share} (a newcomer's digits with 30 % flipped labels: ITLM "
                     "keep_ratio='auto' with BatchFilter('prl', 0.3) scored 0.68-0.76, either alone 0.94). Set the two "
                     "for the total you mean to leave out, or use one of them.")
 

@@ -10,6 +10,7 @@ table (the per-sample report's ``source_index``), nothing is corrupted on purpos
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import numbers
 import os
@@ -214,6 +215,10 @@ def _same_columns(frame: Any, needed: Sequence[str], argument: str) -> None:
         # differs in case and is not needed itself is named (a regression newcomer's test table spelt `kwh` `KWH`)
         cased = [(m, c) for m in missing for c in columns if c.lower() == m.lower() and c not in needed]
         hint = "".join(f" Did you mean {c!r} for {m!r}?" for m, c in cased)
+        # a newcomer renamed a column of their training CSV after the fit, and the unchanged, right predict file was
+        # blamed: say which table sets the names
+        hint += (" (The names come from the training table as it reads now: if it was changed since the fit, mend "
+                 "that one.)")
         raise ValueError(f"`{argument}` lacks column(s) {missing} of the training table (it needs "
                          f"{list(needed)}); its columns are {columns}.{hint}")
 
@@ -691,6 +696,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self.classes: list[Any] | None = None
         self.feature_names: list[str] = []
         self.feature_centre = self.feature_scale = self.target_centre = self.target_scale = None
+        self._table_digest: str | None = None
+        self._split_from_table = False
         #: what the outputs name rows by, for each table read ("table", "test", "predict"), whole columns by row
         #: position (a split's ``*_source_index``): its ``id_columns`` and, for a regression, its own target values
         #: (unscaling the float32 targets read 302 as 301.99999693851 to an auditor)
@@ -870,6 +877,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self._ids = {"table": self._id_values(frame)}
         used = [*features, *self.target_names, *([self.corrupted_column] if self.corrupted_column else [])]
         rows = self._usable_rows(frame, used, "the table")
+        # the training table's rows, in order: another digest at `test` from a checkpoint means another split
+        self._table_digest = hashlib.sha256(_pandas().util.hash_pandas_object(
+            frame[used].iloc[rows], index=False).to_numpy().tobytes()).hexdigest()
         x_all = _numbers(frame[features])
         target_key = _target_key(frame, self.target_names, rows) if self.target_names else None
         dup = _Duplicates(x_all, target_key, rows, len(frame))
@@ -960,6 +970,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         self.train_set, self.train_source_index = split(train_pos), train_pos.clone()
         if n_val:
             self.val_set, self.val_source_index = split(val_pos), val_pos.clone()
+        self._split_from_table = bool(n_test or n_val)
         if n_test:
             self.test_set, self.test_source_index = split(test_pos, with_flags=False), test_pos.clone()
         self.target_names = names  # the test table's, where the training rows are unlabelled
@@ -1162,7 +1173,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         if self.feature_centre is None:
             return {}
         state: dict[str, Any] = {"features": list(self.feature_names), "feature_centre": self.feature_centre.tolist(),
-                                 "feature_scale": self.feature_scale.tolist()}
+                                 "feature_scale": self.feature_scale.tolist(), "table_digest": self._table_digest}
         if self.classes is not None:
             state["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]
         if self.target_centre is not None:
@@ -1182,6 +1193,14 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError(f"The checkpoint's model was trained on the classes {list(saved)}, but the table read "
                              f"now has {list(self.classes)}: its class numbers would name other classes. Point the "
                              "datamodule at the table it was trained on (or one with the same classes).")
+        if state.get("table_digest") not in (None, self._table_digest) and self._split_from_table:
+            # a newcomer appended 20 rows to their training CSV: `test` drew its split again, 30 of its 40 rows had
+            # been training rows, and test accuracy read 0.725 for 0.667, with the scaling warning alone
+            rank_zero_warn("TableDataModule: the table differs from the one the checkpoint's model was fitted on (rows "
+                           "added, removed, changed or reordered), so its test and validation splits (`test_size`, "
+                           "`val_size`) are drawn again from the rows read now: they may hold rows the model trained "
+                           "on, and their scores then read high. Test on the fit's table, or give a fixed test table "
+                           "(`test_path`).")
         centre, scale = (torch.tensor(state[k], dtype=self.feature_centre.dtype) for k in ("feature_centre",
                                                                                            "feature_scale"))
         if not (torch.equal(centre, self.feature_centre) and torch.equal(scale, self.feature_scale)):

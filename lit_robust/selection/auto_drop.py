@@ -288,9 +288,13 @@ def barely_separated_note(what: str, rate: float, splits: list[tuple[int, float,
     half-normal scores read 37-49 % on 8 of 40 draws): look at the highest scores (the per-sample report ranks
     them); if they are not the corrupted samples, pass `keep_ratio` instead."
     """
-    split = "; ".join(f"{m} scores (Ashman's D {d:.2f}, below {bar:.2f} for that many)" for m, d, bar in splits)
+    each = [f"{m} scores (Ashman's D {d:.2f}, below {bar:.2f} for that many)" for m, d, bar in splits]
+    # several: the filters' estimate is a median over warm-up epochs (a newcomer read "a barely separated split of
+    # 269 scores (...); 269 scores (...)")
+    split = (f"a barely separated split of {each[0]}" if len(each) == 1 else
+             f"barely separated splits, one per epoch estimated: {'; '.join(each)}")
     where = "" if ranked_by is None else f" ({ranked_by})"
-    return (f"{what}: the estimate {100 * rate:.1f} % rests on a barely separated split of {split}. Clean skewed "
+    return (f"{what}: the estimate {100 * rate:.1f} % rests on {split}. Clean skewed "
             "scores of a few hundred samples split like this (500 clean half-normal scores read 37-49 % on 8 of 40 "
             f"draws): look at the highest scores{where}; if they are not the corrupted samples, pass `{arg}` instead.")
 
