@@ -905,18 +905,12 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
             return (f"{message} (`init_args:` is at the top level of the config; it belongs one level below a class "
                     "entry's `class_path:`, e.g. under `model:` or `data:`)")
     close = difflib.get_close_matches(f"--{key}" if dashed else key, list(options), n=1)
-    fixed = _fix_one_part(key.lstrip("-"), options)
+    fixed = _fix_one_part(key.lstrip("-"), options) if "." in key else None
     if fixed is not None:
-        # one misspelt part of a longer key (a CLI newcomer's `--trainer.callback.init_args.keep_ratio` read "did you
-        # mean --trainer.callbacks.help?", the closest whole option)
+        # one misspelt part of a longer key, the rest kept as written: a misspelt section (`modle:` in a YAML reads
+        # 'modle.init_args.backbone', whose whole name is far from every option's), or a CLI newcomer's
+        # `--trainer.callback.init_args.keep_ratio`, which read "did you mean --trainer.callbacks.help?"
         close = [f"--{fixed}"]
-    if not close and "." in key:
-        # a misspelt section (`modle:` in a YAML reads 'modle.init_args.backbone', whose whole name is far from
-        # every option's): the closest section, the rest of the key as written
-        head, _, rest = key.lstrip("-").partition(".")
-        sections = {o.lstrip("-").partition(".")[0] for o in options if "." in o}
-        near = difflib.get_close_matches(head, sorted(sections), n=1)
-        close = [f"--{near[0]}.{rest}"] if near else []
     if not close:
         return message
     return f"{message} (did you mean {close[0][2:] if dashed else close[0]}?)"
@@ -931,14 +925,14 @@ def _fix_one_part(key: str, options: Sequence[str]) -> str | None:
     'trainer.callbacks.init_args.keep_ratio'
     """
     parts = key.split(".")
-    names = [o[2:].split(".") for o in options if o.startswith("--")]
+    names = [o[2:].split(".") for o in options if o.startswith("--") and "." in o]  # sections and their keys
     for i, part in enumerate(parts):
         nexts = sorted({n[i] for n in names if len(n) > i and n[:i] == parts[:i]})
         if not nexts:
             return None  # past the parser's options (a class's own arguments): kept as written
         if part in nexts:
             continue
-        near = difflib.get_close_matches(part, nexts, n=1, cutoff=0.75)
+        near = difflib.get_close_matches(part, nexts, n=1)
         if not near:
             return None
         parts[i] = near[0]
