@@ -1397,3 +1397,29 @@ def test_a_test_split_drawn_again_from_a_changed_table_is_warned_about(tmp_path,
                                                    "model was fitted on (rows added, removed, changed or reordered)")
     assert len(said(frame.iloc[:120].iloc[::-1], test_size=0.2)) == 1  # the same rows reordered: another split
     assert said(frame, test_size=0, test_frame=frame.iloc[120:]) == []  # a fixed test table
+
+
+def test_a_regression_checkpoint_keeps_the_target_scaling_of_its_training_rows(tmp_path, one_torch_thread):
+    """The target scaling is the checkpoint's too: predictions of the same new rows, in the table's units, do not move
+    when training rows are appended (their targets' median and spread move), and the held-out targets are re-scaled
+    with the inputs."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(220, 2))
+    frame = pd.DataFrame(x, columns=["u", "v"]).assign(y=3 * x[:, 0] - x[:, 1] + 50 + rng.normal(size=220))
+    grown = pd.concat([frame.iloc[:150], frame.iloc[150:200].assign(y=frame["y"].iloc[150:200] + 40)])
+    new = frame.iloc[200:].drop(columns="y")
+    pl.seed_everything(0, verbose=False)
+    dm = TableDataModule(frame=frame.iloc[:150], target="y", task="regression", test_size=0)
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(MLPRegressor(), dm)
+    ckpt = tmp_path / "r.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    def predicted(table: pd.DataFrame) -> torch.Tensor:
+        data = TableDataModule(frame=table, target="y", task="regression", test_size=0, predict_frame=new)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = torch.cat(quiet_trainer().predict(MLPRegressor.load_from_checkpoint(ckpt), data, ckpt_path=ckpt))
+        return data.unscale_targets(out)
+
+    torch.testing.assert_close(predicted(grown), predicted(frame.iloc[:150]), rtol=1e-5, atol=1e-4)

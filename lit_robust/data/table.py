@@ -1175,10 +1175,14 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         state: dict[str, Any] = {"features": list(self.feature_names), "feature_centre": self.feature_centre.tolist(),
                                  "feature_scale": self.feature_scale.tolist(), "table_digest": self._table_digest}
         if self.classes is not None:
-            state["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]
+            state["classes"] = self._plain_classes()
         if self.target_centre is not None:
             state["target_centre"], state["target_scale"] = self.target_centre.tolist(), self.target_scale.tolist()
         return state
+
+    def _plain_classes(self) -> list[Any]:
+        """:attr:`classes` as plain Python values (numpy scalars unwrapped), as checkpoints keep them."""
+        return [c.item() if hasattr(c, "item") else c for c in self.classes or []]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state or self.feature_centre is None:
@@ -1188,8 +1192,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                              f"but the table read now gives {list(self.feature_names)}: point the datamodule at a table "
                              "with the training run's columns (or its `features`).")
         saved = state.get("classes")
-        if saved is not None and self.classes is not None and [
-                c.item() if hasattr(c, "item") else c for c in self.classes] != list(saved):
+        if saved is not None and self.classes is not None and self._plain_classes() != list(saved):
             raise ValueError(f"The checkpoint's model was trained on the classes {list(saved)}, but the table read "
                              f"now has {list(self.classes)}: its class numbers would name other classes. Point the "
                              "datamodule at the table it was trained on (or one with the same classes).")
@@ -1210,11 +1213,8 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                            "differ: the training table has changed since); the checkpoint's scaling is used, so every "
                            "row is scaled as the model's training rows were. An anomaly threshold set at `predict` is "
                            "still set on the training rows read now.")
-            for name in ("train_set", "val_set", "test_set", "predict_set"):
-                base = getattr(getattr(self, name, None), "dataset", None)
-                if isinstance(base, TensorDataset):
-                    raw = base.tensors[0].double() * self.feature_scale + self.feature_centre
-                    base.tensors = (((raw - centre) / scale).float(), *base.tensors[1:])
+            self._rescale(0, (self.feature_centre, self.feature_scale), (centre, scale),
+                          ("train_set", "val_set", "test_set", "predict_set"))
             self.feature_centre, self.feature_scale = centre, scale
         if "target_centre" in state and self.target_centre is not None:
             t_centre, t_scale = (torch.tensor(state[k], dtype=self.target_centre.dtype) for k in ("target_centre",
@@ -1223,12 +1223,22 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 rank_zero_warn("TableDataModule: the training targets read now give another scaling than the "
                                "checkpoint's model was trained with; targets and predictions are put in the table's "
                                "units with the checkpoint's (`target_centre`, `target_scale`).")
-                for name in ("train_set", "val_set", "test_set"):
-                    base = getattr(getattr(self, name, None), "dataset", None)
-                    if isinstance(base, TensorDataset) and base.tensors[1].is_floating_point():
-                        raw = base.tensors[1].double() * self.target_scale + self.target_centre
-                        base.tensors = (base.tensors[0], ((raw - t_centre) / t_scale).float(), *base.tensors[2:])
+                # the rows to predict hold placeholder targets: left as they are
+                self._rescale(1, (self.target_centre, self.target_scale), (t_centre, t_scale),
+                              ("train_set", "val_set", "test_set"))
                 self.target_centre, self.target_scale = t_centre, t_scale
+
+    def _rescale(self, part: int, now: tuple[Tensor, Tensor], saved: tuple[Tensor, Tensor],
+                 sets: Sequence[str]) -> None:
+        """Re-scale tensor ``part`` (0: inputs, 1: targets) of the built ``sets`` from the scaling ``now``
+        (centre, scale) to the checkpoint's ``saved`` one, in place (float tensors only)."""
+        for name in sets:
+            base = getattr(getattr(self, name, None), "dataset", None)
+            if isinstance(base, TensorDataset) and base.tensors[part].is_floating_point():
+                raw = base.tensors[part].double() * now[1] + now[0]
+                tensors = list(base.tensors)
+                tensors[part] = ((raw - saved[0]) / saved[1]).float()
+                base.tensors = tuple(tensors)
 
     def transform(self, frame: Any) -> Tensor:
         """New rows as the model's inputs: ``frame``'s feature columns (:attr:`feature_names`, the training table's),
