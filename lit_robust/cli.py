@@ -1303,7 +1303,11 @@ class RobustCLI(LightningCLI):
         finally:
             self.parser.exit_on_error = exit_on_error
         after = _model_args(self.config.get(sub))
-        changed = {k: (before[k], after.get(k)) for k in before if k in after and after[k] != before[k]}
+        # an argument the config leaves `None` is read from the data at setup (`in_features`, `num_classes`): the
+        # checkpoint's value is that reading, not a replacement (a table newcomer's refusal of a changed table ended
+        # "which replaced the config's in_features=None -> 13: is it a checkpoint of another fit?" of the same fit)
+        changed = {k: (before[k], after.get(k)) for k in before
+                   if k in after and after[k] != before[k] and before[k] is not None}
         if changed:
             listed = ", ".join(f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
             self._ckpt_rebuilt = listed  # named again if the run then fails on the rebuilt model (see `main`)

@@ -1423,3 +1423,31 @@ def test_a_regression_checkpoint_keeps_the_target_scaling_of_its_training_rows(t
         return data.unscale_targets(out)
 
     torch.testing.assert_close(predicted(grown), predicted(frame.iloc[:150]), rtol=1e-5, atol=1e-4)
+
+
+def test_a_refusal_through_the_cli_from_a_checkpoint_file_does_not_call_the_read_shape_a_replacement(tmp_path, capsys,
+                                                                                                   one_torch_thread):
+    """A newcomer's `test --ckpt_path FILE` on a training CSV with a renamed column was refused rightly, but the message
+    ended "which replaced the config's in_features=None -> 13, num_classes=None -> 3: is it a checkpoint of another
+    fit?". The config leaves those `None` to be read from the table: the checkpoint's values are that reading of the
+    same fit, not a replacement. The renamed column is still refused."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 3)), columns=list("xyz")).assign(label=rng.integers(0, 2, 60))
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.rename(columns={"z": "w"}).to_csv(tmp_path / "renamed.csv", index=False)
+    config = tmp_path / "table.yaml"
+    config.write_text(f"seed_everything: 0\ntrainer:\n  max_epochs: 1\n  accelerator: cpu\n  devices: 1\n"
+                      f"  enable_progress_bar: false\n  default_root_dir: {tmp_path}\n"
+                      f"model:\n  class_path: lit_robust.MLPClassifier\n  init_args:\n    hidden: 8\n"
+                      f"data:\n  class_path: lit_robust.TableDataModule\n  init_args:\n    path: {tmp_path / 'train.csv'}\n"
+                      f"    target: label\n    test_size: 0.2\n")
+    main(["fit", "--config", str(config)])
+    ckpt = sorted(tmp_path.rglob("*.ckpt"))[-1]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["test", "--config", str(config), "--data.init_args.path", str(tmp_path / "renamed.csv"),
+              "--ckpt_path", str(ckpt)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert "trained on the input columns ['x', 'y', 'z'], but the table read now gives ['x', 'y', 'w']" in err, err
+    assert "replaced the config's" not in err and "in_features=None" not in err, err
