@@ -1248,7 +1248,8 @@ def test_test_table_rows_that_are_training_rows_are_warned_about():
     test = pd.concat([table(10, seed=1)[["a", "b", "kind"]], df.loc[[2, 9]]], ignore_index=True)
     dm = TableDataModule(frame=df, target="kind", test_frame=test)
     with pytest.warns(UserWarning, match=r"^TableDataModule: 2 of the 12 rows of `test_frame` have the inputs of a "
-                                         r"training row exactly \(its rows 10, 11\): their scores count rows"):
+                                         r"training row exactly \(its rows 10, 11\): where the model was fitted on "
+                                         r"the training table as it reads now, their scores count rows it trained on"):
         dm.setup()
 
 

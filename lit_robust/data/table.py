@@ -512,7 +512,9 @@ def _warn_duplicates(dup: _Duplicates, frame: Any, targets: list[str], train_pos
 def _warn_test_rows_seen(train_x: Tensor, test_x: Tensor, rows: np.ndarray, argument: str, shown: int = 4) -> None:
     """Warn when rows of a separate test table (``rows``: their positions in it) have the inputs of a training row:
     a "clean" test table cut from the same export as the training table shared rows with it, and its score counted
-    rows the model had trained on."""
+    rows the model had trained on. Said at setup, before a checkpoint's rows are known: a newcomer who appended the
+    test rows to the training table after the fit was told, wrongly, that the checkpoint's model had trained on them
+    (the changed table is warned about when the checkpoint is read)."""
     if len(test_x) == 0:
         return
     first = _first_of_equal_rows(torch.cat([train_x, test_x]).numpy())[len(train_x):]
@@ -521,8 +523,9 @@ def _warn_test_rows_seen(train_x: Tensor, test_x: Tensor, rows: np.ndarray, argu
         named = ", ".join(str(int(r)) for r in seen[:shown]) + (f" and {len(seen) - shown} more" if len(seen) > shown
                                                                else "")
         rank_zero_warn(f"TableDataModule: {len(seen)} of the {len(rows)} rows of `{argument}` have the inputs of a "
-                       f"training row exactly (its rows {named}): their scores count rows the model trained on, not "
-                       "new ones. Leave them out of the test table for a score of new rows.")
+                       f"training row exactly (its rows {named}): where the model was fitted on the training table as "
+                       "it reads now, their scores count rows it trained on, not new ones. Leave them out of the test "
+                       "table for a score of new rows.")
 
 
 class TableDataModule(SplitLoaders, pl.LightningDataModule):
