@@ -597,3 +597,27 @@ def test_a_ddp_resume_under_another_global_seed_is_warned(monkeypatch):
     monkeypatch.setenv("PL_GLOBAL_SEED", "1")
     with pytest.warns(UserWarning, match=r"global seed is 1, but the fit this checkpoint resumes started with seed 0"):
         bf.on_load_checkpoint(trainer, None, checkpoint)
+
+
+def test_a_loss_given_to_a_rule_that_does_not_read_it_is_warned_about():
+    """`BatchFilter("spl", loss="ce")` was accepted without a word while `prl_g_backend` beside another rule is refused:
+    only PRL(L) reads the loss layer. A warning, not a refusal: a PRL(L) config switched to SPL on the command line."""
+    from lit_robust import CoTeaching
+
+    with pytest.warns(UserWarning, match=r"^BatchFilter: `loss` \('ce'\) is the loss layer of rule='prl' only; "
+                                         r"rule='spl' ranks the losses `per_sample_loss` returns, so it is unused\. "
+                                         r"Leave it out, or pass rule='prl'\.$"):
+        BatchFilter("spl", 0.2, loss="ce")
+
+    def ce_rows(o, y):
+        return F.cross_entropy(o, y, reduction="none")
+
+    with pytest.warns(UserWarning, match=r"^BatchFilter: `loss` \('ce_rows'\) .* rule='prl_g' ranks the gradient "):
+        BatchFilter("prl_g", 0.2, loss=ce_rows)
+    with pytest.warns(UserWarning, match=r"^CoTeaching: `loss` \('mse'\) is the loss layer of rule='prl' only"):
+        CoTeaching(TinyModel(), rule="spl", loss="mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rule that reads it, and no loss at all: nothing said
+        BatchFilter("prl", 0.2, loss="ce")
+        BatchFilter("spl", 0.2)
+        CoTeaching(TinyModel(), rule="prl", loss="ce")

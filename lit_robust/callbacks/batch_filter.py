@@ -84,6 +84,18 @@ def check_filter_args(warmup_epochs: Any, scope: Any, loss: Any) -> None:
                          f"got {loss!r}.")
 
 
+def warn_unused_loss(owner: str, rule: str, loss: Any) -> None:
+    """Warn where ``loss`` is given to a rule that does not read it (only ``"prl"``'s loss layer does): it was accepted
+    without a word, while ``prl_g_backend`` beside another rule is refused. A warning, not a refusal: a config written
+    for PRL(L) (``loss: ce``) switched to SPL on the command line is a fair run."""
+    if loss is not None and rule != "prl":
+        what = {"spl": "ranks the losses `per_sample_loss` returns",
+                "prl_g": "ranks the gradient norms of the losses `per_sample_loss` returns"}.get(rule, "does not read it")
+        shown = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+        rank_zero_warn(f"{owner}: `loss` ({shown!r}) is the loss layer of rule='prl' only; rule={rule!r} {what}, so "
+                       "it is unused. Leave it out, or pass rule='prl'.")
+
+
 def small_batch_message(owner: str, n: int, eps: float) -> str:
     return (f"{owner}: a batch of {n} sample(s) is too small to drop a fraction {eps:.3g} of it "
             f"(floor((1 - {eps:.3g}) * {n}) = 0 would drop all); such batches are kept whole. "
@@ -358,7 +370,7 @@ class BatchFilter(Callback):
             or ``None`` to infer it from the targets (integer labels or ``[B, C]`` class probabilities such as
             one-hot or mixup targets → ``"ce"``, other floating point → ``"mse"``:
             :func:`~lit_robust.functional.scores.infer_loss_layer`).
-            Ignored by the other rules.
+            The other rules do not read it (a warning says so).
         allow_large_drop: allow :math:`\varepsilon \in [0.5, 1)` (no guarantee).
         prl_g_backend: ``"auto"``, ``"bookkeeping"`` or ``"two_pass"`` (``rule="prl_g"`` only; see above).
         estimator: ``drop_ratio="auto"`` only. ``"disagreement"`` (default):
@@ -448,6 +460,7 @@ class BatchFilter(Callback):
         if rule != "prl_g" and prl_g_backend != "auto":  # refused as the "auto"-only arguments beside a number are
             raise ValueError(f"`prl_g_backend` applies to rule='prl_g' only, got prl_g_backend={prl_g_backend!r} with "
                              f"rule={rule!r}: remove it, or pass rule='prl_g'.")
+        warn_unused_loss("BatchFilter", rule, loss)
         self.restart_on_reinit = check_bool("restart_on_reinit", restart_on_reinit)
         self.rule = rule
         self.drop_ratio: float | Literal["auto"] = drop_ratio

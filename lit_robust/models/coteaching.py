@@ -32,6 +32,7 @@ from lit_robust.callbacks.batch_filter import (
     warmup_outlasts_fit,
     warn_early_stopping_in_warmup,
     warn_ended_in_warmup,
+    warn_unused_loss,
 )
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.data.spec import check_fits_data
@@ -296,6 +297,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             drop_ratio, estimator, auto_margin, reestimate, allow_large_drop, estimators=FILTER_ESTIMATORS,
             default_estimator=DEFAULT_FILTER_ESTIMATOR)
         check_filter_args(warmup_epochs, scope, loss)
+        warn_unused_loss("CoTeaching", rule, loss)
         # the range ITLM and `seed_everything` take (-1 was accepted here); the seeds after it that `_draw_apart` may
         # try stay in torch's range (2**64 ended in torch's bare "Overflow when unpacking long long")
         check_seed("seed", seed)
