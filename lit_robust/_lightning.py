@@ -480,16 +480,25 @@ def sigterm_without_collectives(trainer: pl.Trainer) -> None:
     connector = getattr(trainer, "_signal_connector", None)
     if connector is None or not hasattr(connector, "_sigterm_notifier_fn"):
         return
+    # registered by `register_signal_handlers` when a run starts
+    connector._sigterm_notifier_fn = _NoteSigterm(trainer, connector)
 
-    def note_sigterm(signum: Any, frame: Any) -> None:
+
+class _NoteSigterm:
+    """The SIGTERM handler of :func:`sigterm_without_collectives`: a module-level class, not a closure, because
+    ``ddp_spawn`` pickles the Trainer to start its processes (``lit-robust fit --trainer.strategy ddp_spawn`` ended
+    in "Can't pickle local object 'sigterm_without_collectives.<locals>.note_sigterm'", a reports newcomer's run)."""
+
+    def __init__(self, trainer: pl.Trainer, connector: Any) -> None:
+        self.trainer, self.connector = trainer, connector
+
+    def __call__(self, signum: Any, frame: Any) -> None:
         _SIGTERM_NOTED[0] = True
-        if not connector.received_sigterm:
-            launcher = trainer.strategy.launcher
+        if not self.connector.received_sigterm:
+            launcher = self.trainer.strategy.launcher
             if launcher is not None:
                 launcher.kill(signum)
-        connector.received_sigterm = True
-
-    connector._sigterm_notifier_fn = note_sigterm  # registered by `register_signal_handlers` when a run starts
+        self.connector.received_sigterm = True
 
 
 def early_stopping_checks(trainer: pl.Trainer, cb: Any, epochs: int) -> int:

@@ -86,7 +86,7 @@ _LIGHTNING_DIRS = tuple(os.path.realpath(os.path.dirname(spec.origin)) + os.sep
                         for spec in map(importlib.util.find_spec, ("pytorch_lightning", "lightning_fabric", "lightning"))
                         if spec is not None and spec.origin)
 _EVAL_COMMANDS = ("validate", "test", "predict")
-# written into a run folder by a `fit` that ran to its end (:meth:`LitRobustCLI._mark_fit_ended`)
+# written into a run folder by a `fit` that ran to its end (:class:`_FitEndMark`)
 FIT_END_MARK = "fit_ended.json"
 
 
@@ -1368,9 +1368,18 @@ class RobustCLI(LightningCLI):
         config = self._dumped_config("fit") if self.subcommand == "fit" else None
         if config is not None:
             added.append(_ConfigInCheckpoint(config))
+        if self.subcommand == "fit":
+            added.append(_FitEndMark())
         if added:  # `callbacks=` in kwargs would replace the config's list: extend it instead
             kwargs["callbacks"] = callbacks + added
         trainer = super().instantiate_trainer(**kwargs)
+        if _runs_in_started_processes(trainer):
+            # `ddp_spawn` / `ddp_fork`: the run folder's version is chosen here, before the processes start with a
+            # copy of the Trainer, so that this process names the folder they write (it opened the next version
+            # after the fit, and the end of fit's lines named a folder with nothing in it)
+            for logger in trainer.loggers:
+                if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger"):
+                    _ = logger.version
         sigterm_without_collectives(trainer)
         _note_more_processes_than_cores(trainer)
         return trainer
@@ -1473,7 +1482,8 @@ class RobustCLI(LightningCLI):
         attr, split = {"validate": ("num_val_batches", "validation"), "test": ("num_test_batches", "test"),
                        "predict": ("num_predict_batches", "predict")}[subcommand]
         counts = getattr(self.trainer, attr, None)
-        if not isinstance(counts, list) or any(c != 0 for c in counts) or not self.trainer.is_global_zero:
+        if (not isinstance(counts, list) or any(c != 0 for c in counts) or not self.trainer.is_global_zero
+                or _runs_in_started_processes(self.trainer)):  # `ddp_spawn`: counted in those processes, not here
             return
         size = {"validate": " (its `val_size` of 0, say)", "test": " (its `test_size` of 0, say)"}.get(subcommand, "")
         sys.stderr.write(f"lit-robust {subcommand}: note: the data gave no {split} batches{size}, so nothing ran "
@@ -1484,8 +1494,7 @@ class RobustCLI(LightningCLI):
         open a new version folder with a config and a plot of the old rounds, print that fit's round table as if
         just trained and train nothing; this skips it (:meth:`_say_if_complete` said why)."""
         if not self._complete:
-            self.trainer.fit(**kwargs)
-            self._mark_fit_ended()
+            self.trainer.fit(**kwargs)  # `_FitEndMark` marks a fit that ran to its end, in the processes that ran it
             self._fail_if_the_final_model_collapsed()
             self._say_next_step()
 
@@ -1506,6 +1515,11 @@ class RobustCLI(LightningCLI):
                 sys.stderr.write(f"lit-robust fit: the fitted model is {found}{after}.\n")
             return
         try:  # an unlabelled anomaly table has no test split, and says so when asked for one
+            if self.datamodule is not None and _runs_in_started_processes(self.trainer):
+                # `ddp_spawn`: the datamodule was set up in the processes the fit ran in, not in this one
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # said once already, by the fit
+                    self.datamodule.setup("test")
             loaders = self.datamodule.test_dataloader() if self.datamodule is not None else None
         except Exception:  # noqa: BLE001 - no test split, whatever the datamodule raises for it
             loaders = None
@@ -1664,29 +1678,6 @@ class RobustCLI(LightningCLI):
             if isinstance(name, str) and isinstance(fmt, str) and not (run / f"{name}.{fmt}").is_file():
                 missing.append(cb)
         return missing
-
-    def _mark_fit_ended(self) -> None:
-        """Write :data:`FIT_END_MARK` into the run folder of a fit that ran to its end (the final validation, the
-        reports, ``on_train_end``): its global step. The checkpoint alone cannot say so: a ``last.ckpt`` of
-        ``every_n_train_steps`` written at the final epoch's last batch is the same file whether the fit then ended
-        or was stopped in its final validation (:meth:`_end_of_fit_pending`)."""
-        trainer = self.trainer
-        if not trainer.state.finished or trainer.interrupted or not trainer.is_global_zero:
-            return
-        # rank 0's folder read without `trainer.log_dir`'s broadcast: the other ranks returned above, and rank 0 alone
-        # in that collective ended every 2-process `lit-robust fit` in a gloo 'Connection closed by peer' traceback
-        try:
-            folder = _own_log_dir(trainer)
-        except Exception:  # noqa: BLE001 - a logger of another kind, whose folder cannot be read: no mark, as below
-            folder = None
-        if folder is None:
-            return
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            (Path(folder) / FIT_END_MARK).write_text(json.dumps({"global_step": trainer.global_step}) + "\n")
-        except OSError as exc:  # a read-only folder: the fit itself succeeded
-            rank_zero_warn(f"lit-robust fit: could not write {FIT_END_MARK} into {folder} ({exc}): a later "
-                           "`--ckpt_path last` of this fit may run its end-of-fit work again.")
 
     @staticmethod
     def _end_of_fit_pending(found: str) -> bool | None:
@@ -2134,6 +2125,35 @@ class _ConfigInCheckpoint(pl.Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
+class _FitEndMark(pl.Callback):
+    """Writes :data:`FIT_END_MARK` into the run folder of a fit that ran to its end (the final validation, the reports
+    of ``on_train_end`` and of the callbacks' ``on_fit_end`` before it): its global step. The checkpoint alone cannot
+    say so: a ``last.ckpt`` of ``every_n_train_steps`` written at the final epoch's last batch is the same file whether
+    the fit then ended or was stopped in its final validation (:meth:`RobustCLI._end_of_fit_pending`).
+
+    A callback, in the processes that ran the fit: written by ``lit-robust`` after ``trainer.fit`` returned, under
+    ``ddp_spawn`` the main process's logger opened another version folder and its global step read 0. An
+    interrupted or failed fit never reaches ``on_fit_end``. No state of its own, as :class:`_ConfigInCheckpoint`."""
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        # rank 0's folder read without `trainer.log_dir`'s broadcast: the other ranks returned above, and rank 0 alone
+        # in that collective ended every 2-process `lit-robust fit` in a gloo 'Connection closed by peer' traceback
+        try:
+            folder = _own_log_dir(trainer)
+        except Exception:  # noqa: BLE001 - a logger of another kind, whose folder cannot be read: no mark, as below
+            folder = None
+        if folder is None:
+            return
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / FIT_END_MARK).write_text(json.dumps({"global_step": trainer.global_step}) + "\n")
+        except OSError as exc:  # a read-only folder: the fit itself succeeded
+            rank_zero_warn(f"lit-robust fit: could not write {FIT_END_MARK} into {folder} ({exc}): a later "
+                           "`--ckpt_path last` of this fit may run its end-of-fit work again.")
+
+
 def _saved_config(ckpt: str) -> dict[str, Any] | None:
     """The config of the ``lit-robust fit`` that wrote ``ckpt``: recorded in the checkpoint, else the
     ``config.yaml`` LightningCLI saved beside its ``checkpoints`` folder, else ``None``."""
@@ -2349,6 +2369,39 @@ def user_error(exc: BaseException) -> BaseException | None:
         missing = _MISSING_PACKAGE.search(str(e)) if isinstance(e, ValueError) else None
         if missing is not None:
             return UserInputError(f"`{missing.group(1)}`: {missing.group(2).strip()}")
+    return None
+
+
+def error_of_a_spawned_process(exc: BaseException) -> UserInputError | None:
+    """Under ``ddp_spawn`` the fit runs in processes torch starts, and an error there comes back as the text of its
+    traceback (``ProcessRaisedException``), not as the exception: a user's mistake that lit_robust checks in
+    ``setup`` (``round_epochs`` against ``max_epochs``) ended in two tracebacks and exit status 1, where ``ddp``
+    gives one line. The same rule as :func:`user_error`'s for lit_robust's checks, read off the text: the innermost
+    frame is a ``raise`` statement in lit_robust's source, of one of the errors a check raises (or a
+    ``UserInputError`` / Lightning's ``MisconfigurationException`` anywhere)."""
+    if type(exc).__name__ != "ProcessRaisedException":
+        return None
+    text = str(exc)
+    lines = text[text.rfind("Traceback (most recent call last):"):].splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if not frames:
+        return None
+    last = frames[-1]
+    end = last + 1
+    while end < len(lines) and lines[end].startswith("    "):  # the frame's code line and its ^^^ markers
+        end += 1
+    found = re.match(r"([\w.]+): (.*)", "\n".join(lines[end:]).strip(), re.S)
+    where = re.match(r'  File "(.+?)", line (\d+), in ', lines[last])
+    if found is None or where is None:
+        return None
+    kind, message = found.group(1).rsplit(".", 1)[-1], found.group(2)
+    if kind in ("UserInputError", "MisconfigurationException"):
+        return UserInputError(message)
+    path, line = where.group(1), int(where.group(2))
+    ours = os.path.realpath(path).startswith(_PACKAGE_DIR + os.sep)
+    raised = linecache.getline(path, line).strip().startswith("raise")
+    if ours and raised and kind in {e.__name__ for e in _USER_ERRORS}:
+        return UserInputError(message)
     return None
 
 
@@ -2815,7 +2868,7 @@ def main(args: Sequence[str] | None = None) -> None:
             # later, waits in a collective and fails on "Connection closed by peer" (a DDP newcomer's run): the
             # preemption's doing too
             _say_stopped(command, "SIGTERM", 128 + signal.SIGTERM)
-        err = user_error(exc)
+        err = user_error(exc) or error_of_a_spawned_process(exc)
         if debug:
             raise
         if err is None:
@@ -2983,6 +3036,13 @@ def _remove_empty_log_dir(cli: RobustCLI | None) -> None:
         _remove_if_start_files_only(trainer, folder)
     except OSError:  # the folder changed under us (another process): nothing of the user's is at stake
         pass
+
+
+def _runs_in_started_processes(trainer: Any) -> bool:
+    """Whether ``trainer`` runs its fit, test or predict in processes it starts with a copy of itself (``ddp_spawn``,
+    ``ddp_fork``): this process then holds the state of before the run (the datamodule not set up, no batch counts,
+    no callback history), and the weights, status and metrics Lightning copies back."""
+    return type(getattr(getattr(trainer, "strategy", None), "launcher", None)).__name__ == "_MultiProcessingLauncher"
 
 
 def _own_log_dir(trainer: Any) -> str | None:
