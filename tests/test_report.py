@@ -466,6 +466,44 @@ def test_resumed_fit_writes_the_same_report(tmp_path, with_val):
     assert 1 in first_dropped and 2 in first_dropped  # drops from before the checkpoint came through it
 
 
+def test_a_report_that_cannot_be_written_at_the_end_is_a_warning_and_a_resume_writes_it(tmp_path):
+    """A report newcomer's report file was blocked by a folder of its name: after every epoch had run, ITLM and
+    BatchFilter ended the fit in a raw `IsADirectoryError`, and ITLM advised `trainer.fit` again, which trains nothing.
+    Now each warns, naming the file and the OS error, and the fit ends; a resume from its last checkpoint writes the
+    same reports."""
+    def cbs(root):
+        return [ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=False, plot=False, report_dir=str(root)),
+                BatchFilter("spl", drop_ratio=0.2, warmup_epochs=1, report_dir=str(root), restart_on_reinit=False),
+                ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
+
+    names = ("itlm_report.csv", "filter_spl_report.csv")
+    fit(tmp_path / "a", cbs(tmp_path / "a"), 3, enable_checkpointing=True)
+    full = [(tmp_path / "a" / name).read_text() for name in names]
+    blocked = tmp_path / "b"
+    for name in names:
+        (blocked / name).mkdir(parents=True)
+    pl.seed_everything(0, verbose=False)
+    callbacks = cbs(blocked)
+    trainer = tiny_trainer(blocked, 3, callbacks, enable_checkpointing=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TinyModel(), BlobsData())
+    said = [str(w.message) for w in caught if "could not be written" in str(w.message)]
+    assert trainer.current_epoch == 3 and [s.split(":")[0] for s in said] == ["ITLM", "BatchFilter"], said
+    assert said[0].startswith(f"ITLM: the per-sample report could not be written to {blocked / names[0]} "
+                              "(IsADirectoryError: "), said[0]
+    assert said[0].endswith("The fit itself ran to its end. To write the report, free that path (or pass another "
+                            "`report_dir`) and resume from the fit's last checkpoint with a new Trainer "
+                            "(`ckpt_path=...`; on the command line `lit-robust fit ... --ckpt_path last`): it trains "
+                            "nothing more and writes the report."), said[0]
+    assert callbacks[0].report_path is None and callbacks[1].report_path is None
+    assert not any("stopped" in str(w.message) for w in caught)  # no advice for a fit stopped early
+    for name in names:
+        (blocked / name).rmdir()
+    fit(blocked, cbs(blocked), 3, enable_checkpointing=True, ckpt_path=blocked / "epoch=2.ckpt", seed=99)
+    assert [(blocked / name).read_text() for name in names] == full
+
+
 # ------------------------------------------------------------------------------------------------ BatchFilter
 def test_batch_filter_report_is_the_last_epochs_mean_score_and_drops(tmp_path):
     bf = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=1, report=True, report_dir=str(tmp_path))
@@ -880,27 +918,43 @@ def test_a_regression_report_has_each_samples_target_and_prediction(tmp_path, ow
 def test_rank_zero_writes_and_every_rank_passes_the_barrier_even_when_the_write_fails():
     """Every rank waits at a barrier until rank 0 has written the report (so that `report_path` can be read on any
     rank); a failing write must not leave the other ranks waiting for a rank 0 that has stopped: it is raised after
-    the barrier."""
+    the barrier. A file that cannot be written (an OSError) is a warning and `None` on every rank: rank 0's outcome is
+    broadcast."""
     from types import SimpleNamespace
 
     from lit_robust.callbacks._report_file import written_on_rank_zero
 
-    def trainer(rank, log):
-        return SimpleNamespace(global_rank=rank, strategy=SimpleNamespace(barrier=lambda name: log.append("barrier")))
+    def trainer(rank, log, rank_zeros_outcome=None):
+        def broadcast(value):
+            log.append("broadcast")
+            return value if rank == 0 else rank_zeros_outcome
 
-    def failing():
-        raise OSError("No space left on device")
+        return SimpleNamespace(global_rank=rank, strategy=SimpleNamespace(barrier=lambda name: log.append("barrier"),
+                                                                          broadcast=broadcast))
+
+    def failing(kind):
+        def write():
+            raise kind("No space left on device")
+        return write
 
     log: list[str] = []
-    assert written_on_rank_zero(trainer(0, log), "t.csv", lambda: log.append("write") or "/abs/t.csv") == "/abs/t.csv"
-    assert log == ["write", "barrier"]
+    assert written_on_rank_zero(trainer(0, log), "t.csv", lambda: log.append("write") or "/abs/t.csv",
+                                "ITLM") == "/abs/t.csv"
+    assert log == ["write", "barrier", "broadcast"]
     log.clear()
-    assert written_on_rank_zero(trainer(1, log), "t.csv", lambda: log.append("write") or "x") == "t.csv"
-    assert log == ["barrier"]  # only rank 0 writes
+    assert written_on_rank_zero(trainer(1, log), "t.csv", lambda: log.append("write") or "x", "ITLM") == "t.csv"
+    assert log == ["barrier", "broadcast"]  # only rank 0 writes
     log.clear()
-    with pytest.raises(OSError, match="No space left on device"):
-        written_on_rank_zero(trainer(0, log), "t.csv", failing)
-    assert log == ["barrier"]
+    with pytest.raises(RuntimeError, match="No space left on device"):  # a bug is raised, after the barrier
+        written_on_rank_zero(trainer(0, log), "t.csv", failing(RuntimeError), "ITLM")
+    assert log == ["barrier", "broadcast"]  # the other ranks' collectives are met
+    log.clear()
+    with pytest.warns(UserWarning, match=r"^ITLM: the per-sample report could not be written to t\.csv \(OSError: No "
+                                         r"space left on device\)\. The fit itself ran to its end\."):
+        assert written_on_rank_zero(trainer(0, log), "t.csv", failing(OSError), "ITLM") is None
+    assert log == ["barrier", "broadcast"]
+    assert written_on_rank_zero(trainer(1, [], "OSError: No space left on device"), "t.csv", failing(OSError),
+                                "ITLM") is None  # rank 1 learns that it was not written
 
 
 def test_posterior_note_only_when_every_scored_row_reads_one():

@@ -85,21 +85,35 @@ def report_enabled(report: bool | None, report_dir: Any) -> bool:
     return report is True or (report is None and report_dir is not None)
 
 
-def written_on_rank_zero(trainer: Any, target: str, write: Callable[[], str]) -> str:
+def written_on_rank_zero(trainer: Any, target: str, write: Callable[[], str], owner: str) -> str | None:
     """Run ``write`` (which writes the report and returns its path) on rank 0, then return the path on every rank once
     it is written (a barrier; under DDP the README's ``load_report(finder.report_path)`` failed on rank 1, whose
     ``report_path`` was ``None``: a DDP newcomer). An error in ``write`` is raised after the barrier, so that the
-    other ranks do not wait for a rank 0 that has stopped."""
-    path, error = target, None
+    other ranks do not wait for a rank 0 that has stopped.
+
+    An ``OSError`` (the report's file blocked by a folder of its name, a full disk) is a warning of ``owner``'s and
+    ``None`` on every rank: the fit has run to its end, and a raw ``IsADirectoryError`` out of ``os.replace`` ended
+    it, followed by advice for a fit stopped early (``trainer.fit`` again, which trains nothing: a report
+    newcomer's run). A resume from its last checkpoint writes the report."""
+    path, error, unwritable = target, None, None
     if trainer.global_rank == 0:
         try:
             path = write()
+        except OSError as exc:
+            unwritable = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - raised below, after the barrier
             error = exc
     trainer.strategy.barrier("lit_robust report written")
+    unwritable = trainer.strategy.broadcast(unwritable)  # every rank, before rank 0 raises: none waits for it
     if error is not None:
         raise error
-    return path
+    if unwritable is None:
+        return path
+    rank_zero_warn(f"{owner}: the per-sample report could not be written to {target} ({unwritable}). The fit itself "
+                   "ran to its end. To write the report, free that path (or pass another `report_dir`) and resume "
+                   "from the fit's last checkpoint with a new Trainer (`ckpt_path=...`; on the command line "
+                   "`lit-robust fit ... --ckpt_path last`): it trains nothing more and writes the report.")
+    return None
 
 
 def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
@@ -263,7 +277,7 @@ class EpochReport:
                 rank_zero_warn(f"{self.owner}: {starved}")
             return path
 
-        return written_on_rank_zero(trainer, self.target, write)
+        return written_on_rank_zero(trainer, self.target, write, self.owner)
 
     def write_if_skipped(self, trainer: Any, estimator: str) -> str | None:
         """At fit end: :meth:`write` unless it ran at train end. Lightning skips the whole fit loop, its

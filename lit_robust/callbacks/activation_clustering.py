@@ -376,7 +376,7 @@ class ActivationClustering(ITLM):
             rank_zero_info(f"ActivationClustering: per-sample report written to {path}{replaced}")
             return path
 
-        self.report_path = written_on_rank_zero(trainer, target, write)
+        self.report_path = written_on_rank_zero(trainer, target, write, "ActivationClustering")
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

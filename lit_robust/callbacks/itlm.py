@@ -2338,7 +2338,7 @@ class ITLM(Callback):
         squared = self._squared_errors(trainer)
         self.report_path = written_on_rank_zero(trainer, self._report_target,
                                                 lambda: self._write_gathered(trainer, all_index, all_scores, fields,
-                                                                             squared))
+                                                                             squared), self._title)
 
     def _final_model_round(self, trainer: pl.Trainer) -> int:
         """The round whose model the fit ends with: the previous one when the fit stopped at a round's end, before the
