@@ -2777,10 +2777,13 @@ def run(args: Sequence[str] | None = None) -> RobustCLI | None:
 def add_working_directory_to_path() -> None:
     """Let a config's ``class_path`` name a module in the current folder (``mymodel.MyModule``), as ``python -m
     lit_robust`` would: the ``lit-robust`` script's ``sys.path`` starts at its own folder, not the user's. Appended,
-    so that a file there never shadows an installed package."""
+    so that a file there never shadows an installed package. Appended as an absolute path even where ``""`` (the
+    current folder, under ``python -c``, a notebook or the REPL) is on the path: jsonargparse reads a config's
+    ``class_path`` from the config's own folder, where ``""`` then points (a newcomer's ``main()`` from ``python -c``
+    with the config in another folder could not import their ``mymodel.py``)."""
     global _start_dir
     cwd = _start_dir = os.getcwd()
-    if "" not in sys.path and cwd not in sys.path:
+    if cwd not in sys.path:
         sys.path.append(cwd)
 
 

@@ -794,6 +794,30 @@ def test_class_path_may_name_a_module_of_the_working_folder(tmp_path, capsys, mo
     assert "error" not in capsys.readouterr().err
 
 
+def test_class_path_of_the_working_folder_with_the_config_elsewhere_under_python_c(tmp_path, capsys, monkeypatch):
+    """`python -c "from lit_robust.cli import main; main()" fit --config ../configs/mine.yaml` (a notebook, the REPL)
+    with `mymodel.py` in the current folder: `""` on `sys.path` meant the CLI added nothing, and jsonargparse reads
+    a config's `class_path` from the config's folder, where `""` then points: "No module named 'mymodel'"."""
+    name = "lit_robust_cli_user_module_python_c"
+    (tmp_path / "work").mkdir()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "work" / f"{name}.py").write_text(
+        "from lit_robust import ImageClassifier\n\n\nclass MyClassifier(ImageClassifier):\n    pass\n")
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["model"]["class_path"] = f"{name}.MyClassifier"
+    (tmp_path / "configs" / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setattr(sys, "path", ["", *(p for p in sys.path if p not in ("", ".", str(tmp_path / "work")))])
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        with pytest.raises(SystemExit) as done:
+            main(["fit", "--config", "../configs/mine.yaml", "--print_config"])
+        assert done.value.code in (0, None) and f"class_path: {name}.MyClassifier" in capsys.readouterr().out
+        assert sys.path[-1] == str(tmp_path / "work")
+    finally:
+        sys.modules.pop(name, None)
+
+
 def test_a_users_module_nested_in_coteaching_keeps_its_own_hyperparameters(tmp_path, capsys, monkeypatch,
                                                                            one_torch_thread):
     """A newcomer's own module, wrapped by `CoTeaching` in a config, read `self.hparams.lr` in `configure_optimizers`:
