@@ -7,6 +7,7 @@ reload at an arbitrary epoch; round-based selection needs both. Everything versi
 from __future__ import annotations
 
 import math
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -452,6 +453,16 @@ def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None
         kwargs["prefetch_factor"] = loader.prefetch_factor
         kwargs["multiprocessing_context"] = loader.multiprocessing_context
     return DataLoader(loader.dataset, **kwargs)
+
+
+RUN_ID_VARIABLE = "LIT_ROBUST_COMMAND_ID"  # one ``lit-robust`` command's id, shared by the processes it starts
+
+
+def in_a_lit_robust_command() -> bool:
+    """Whether this process runs a ``lit-robust`` command (or one of the processes it started): its own lines then
+    say how to go on (``--ckpt_path last``, the exit status), and a callback's advice for a Python script would
+    contradict them."""
+    return RUN_ID_VARIABLE in os.environ
 
 
 _SIGTERM_NOTED = [False]  # whether a handler installed by `sigterm_without_collectives` has run in this process

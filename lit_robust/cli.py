@@ -69,7 +69,7 @@ from lit_robust._backend import (
     rank_zero_warn,
 )
 from lit_robust._checks import SEED_MAX, _is_int, _is_real
-from lit_robust._lightning import sigterm_noted, sigterm_without_collectives
+from lit_robust._lightning import RUN_ID_VARIABLE, sigterm_noted, sigterm_without_collectives
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.report import class_label, datamodule_classes
 from lit_robust.reporting import stdout_encodes
@@ -2895,8 +2895,6 @@ def main(args: Sequence[str] | None = None) -> None:
         if started_here:  # a later command in this process (a notebook, the tests) is another command
             os.environ.pop(RUN_ID_VARIABLE, None)
 
-
-RUN_ID_VARIABLE = "LIT_ROBUST_COMMAND_ID"  # one ``lit-robust`` command's id, shared by the processes it starts
 
 
 def first_process_to_say(message: str) -> bool:

@@ -285,6 +285,21 @@ def test_a_fit_stopped_by_sigterm_says_the_process_exits_and_how_the_next_one_re
     assert "Fit on with this Trainer" in unwritten_report_note("ITLM", KeyboardInterrupt())
 
 
+def test_under_the_cli_a_stopped_fit_says_how_the_command_resumes(monkeypatch):
+    """A pre-empted CLI newcomer's log said first "status 0 unless you catch it" and `ModelCheckpoint(dirpath=...)`,
+    then the CLI's own line said exit status 143 and `--ckpt_path last` (which needs no dirpath there)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lit_robust._lightning import RUN_ID_VARIABLE
+    from lit_robust.callbacks._report_file import unwritten_report_note
+
+    monkeypatch.setenv(RUN_ID_VARIABLE, "a-command")
+    for stop in (SIGTERMException(), KeyboardInterrupt()):
+        assert unwritten_report_note("ITLM", stop) == (
+            f"ITLM: the fit stopped ({type(stop).__name__}) before its end, so no per-sample report was written; the "
+            "fit resumed with the same command and `--ckpt_path last` writes it at its end.")
+
+
 @pytest.mark.parametrize("name", ["coteaching", "rca"])
 def test_a_module_whose_fit_stopped_while_training_says_it_wrote_no_report(tmp_path, name):
     """ITLM and BatchFilter said so through their `on_exception`; a module gets none, so CoTeaching and RCA bring a

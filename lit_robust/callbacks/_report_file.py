@@ -14,6 +14,7 @@ from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
     continues_earlier_fit,
+    in_a_lit_robust_command,
     no_training_batches,
     say_trained_nothing,
     start_epoch_after_skipped_end,
@@ -65,7 +66,12 @@ def check_report_args(report: Any, report_dir: Any, report_format: Any) -> None:
 
 def unwritten_report_note(owner: str, exception: BaseException) -> str:
     """What a fit stopped by ``exception`` after it began training says of its report: a notebook user's interrupted
-    fit left none, and they found out cells later, from ``report_path`` being ``None``."""
+    fit left none, and they found out cells later, from ``report_path`` being ``None``. Under ``lit-robust`` the
+    command's own line says how to go on: the Python advice (exit status 0, ``ModelCheckpoint(dirpath=...)``)
+    contradicted it, above it in the log (a pre-empted newcomer's exit status was 143)."""
+    if in_a_lit_robust_command():
+        return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
+                "written; the fit resumed with the same command and `--ckpt_path last` writes it at its end.")
     if isinstance(exception, SystemExit):
         # Lightning's SIGTERMException: the process exits next (with status 0 unless caught), so "fit on with this
         # Trainer" could not be followed (a preemptible-cluster user's script)
