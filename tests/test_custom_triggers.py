@@ -153,6 +153,24 @@ def test_a_plain_function_is_a_trigger():
     assert float(as_trigger(lambda v: v + 10.0, (LO, HI))(x).max()) == HI
 
 
+def test_a_function_that_writes_into_its_input_leaves_the_callers_images_clean():
+    """A backdoor newcomer's `images[..., :3, :3] = v; return images` wrote the trigger into the clean test split
+    through `poison_test_set` (`BackdoorMNISTDataModule.poisoned_test_set()`), and every later test ran on triggered
+    images: a function gets a copy."""
+    from lit_robust.functional.backdoor import poison_test_set
+
+    def white_corner(x):
+        x[..., 0:3, 0:3] = HI
+        return x
+
+    x, y = images(), torch.tensor([0, 1, 0])
+    before = x.clone()
+    triggered, labels, attack = poison_test_set(x, y, white_corner, num_classes=2)
+    assert torch.equal(x, before)  # the caller's images are untouched
+    assert bool((triggered[..., 0:3, 0:3] == HI).all()) and torch.equal(triggered[..., 3:, 3:], before[..., 3:, 3:])
+    assert torch.equal(labels, y) and torch.equal(attack, (y + 1) % 2)
+
+
 @pytest.mark.parametrize(("make", "error", "message"), [
     (lambda: as_trigger(3), TypeError, r"`trigger` must be a lit_robust.functional.backdoor.Trigger or a function "
                                        r"`images -> images`, got 3 \(a int\)"),
@@ -246,3 +264,44 @@ def test_backdoor_metrics_do_not_depend_on_callback_order(tmp_path, with_filter)
     assert first[2][2] > 0.3  # round 1 dropped a good share of the noisy labels
     if f is None:
         assert math.isnan(first[0][1]) and first[0][2] == 0.0  # round 0 trains on everything
+
+
+class _BackdooredThreeClasses(pl.LightningModule):
+    """Predicts the label written into pixel (0, 0), shifted a -> a+1 (mod 3) where pixel (1, 1) carries the trigger:
+    a backdoor that works every time."""
+
+    def forward(self, x):
+        label = x[:, 0, 0, 0].round().long()
+        pred = torch.where(x[:, 0, 1, 1] > 0.5, (label + 1) % 3, label)
+        return torch.nn.functional.one_hot(pred, 3).float()
+
+    def test_step(self, batch, batch_idx):
+        pass
+
+
+def test_backdoor_metrics_without_a_datamodule_read_the_classes_off_the_outputs(tmp_path):
+    """A backdoor newcomer's 3-class a -> a+1 attack, which worked every time, read 67 % attack success: without a
+    datamodule the class count defaulted to 10, and (2 + 1) mod 10 is no class. The outputs' width tells."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    y = torch.arange(30) % 3
+    x = torch.zeros(30, 1, 2, 2)
+    x[:, 0, 0, 0] = y.float()
+
+    def mark(v):
+        v[:, 0, 1, 1] = 1.0
+        return v
+
+    def asr(**kwargs):
+        metrics = lr.BackdoorMetrics(trigger=mark, target=None, **kwargs)
+        loader = DataLoader(TensorDataset(torch.arange(30), x, y), batch_size=8)
+        tiny_trainer(tmp_path, 1, [metrics]).test(_BackdooredThreeClasses(), loader, verbose=False)
+        return metrics.results["test"]
+
+    assert asr() == {"clean_acc": 1.0, "poison_acc": 0.0, "asr": 1.0}
+    assert asr(num_classes=3)["asr"] == 1.0
+    assert asr(num_classes=10)["asr"] == pytest.approx(20 / 30)  # told 10 classes, it counts as told
+    with pytest.raises(ValueError, match=r"`target` must be a class in \[0, 2\], got 5"):
+        asr_single = lr.BackdoorMetrics(trigger=mark, target=5)
+        tiny_trainer(tmp_path, 1, [asr_single]).test(
+            _BackdooredThreeClasses(), DataLoader(TensorDataset(torch.arange(30), x, y), batch_size=8), verbose=False)

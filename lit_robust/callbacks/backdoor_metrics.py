@@ -81,7 +81,8 @@ class BackdoorMetrics(Callback):
         source: the attacked class of a single-target attack (ASR is measured on its images); ``None`` = every
             class but ``target``. Taken from the datamodule with ``target="datamodule"`` (a ``source`` given then
             is an error: pass the attack's ``target`` with it).
-        num_classes: number of classes (default: the datamodule's ``num_classes``, else 10).
+        num_classes: number of classes (default: the datamodule's ``num_classes``, else the width of the module's
+            outputs at the first evaluation batch).
         predict: ``predict(module, images) -> logits``; default ``module(images)``.
     """
 
@@ -118,7 +119,7 @@ class BackdoorMetrics(Callback):
         self._resolved: tuple[Trigger, int | None, int, int | None] | None = None
 
     # -- resolve the attack from the datamodule ------------------------------------------------------------
-    def _attack(self, trainer: pl.Trainer) -> tuple[Trigger, int | None, int, int | None]:
+    def _attack(self, trainer: pl.Trainer) -> tuple[Trigger, int | None, int | None, int | None]:
         if self._resolved is None:
             dm = getattr(trainer, "datamodule", None)
             trigger = self.trigger if self.trigger is not None else getattr(dm, "trigger", None)
@@ -135,13 +136,23 @@ class BackdoorMetrics(Callback):
                                  "attacker's class.")
             target = getattr(dm, "attack_target", None) if from_dm else self.target
             source = getattr(dm, "attack_source", None) if from_dm else self.source
-            num_classes = self.num_classes or getattr(dm, "num_classes", None) or 10
-            for name, v in (("target", target), ("source", source)):
-                if v is not None and not 0 <= int(v) < num_classes:
-                    raise ValueError(f"`{name}` must be a class in [0, {num_classes - 1}], got {v!r}.")
-            self._resolved = (trigger, None if target is None else int(target), int(num_classes),
+            # without either, the logits' width at the first batch (`_batch`): a default of 10 read a backdoor newcomer's
+            # 3-class a -> a+1 attack, which worked every time, as 67 % successful ((2 + 1) mod 10 is no class)
+            num_classes = self.num_classes or getattr(dm, "num_classes", None)
+            self._resolved = (trigger, None if target is None else int(target),
+                              None if num_classes is None else int(num_classes),
                               None if source is None or target is None else int(source))
+            if num_classes is not None:
+                self._check_classes(int(num_classes))
         return self._resolved
+
+    def _check_classes(self, num_classes: int) -> None:
+        """Fix the number of classes in the resolved attack, and check its target and source against it."""
+        trigger, target, _, source = self._resolved
+        for name, v in (("target", target), ("source", source)):
+            if v is not None and not 0 <= int(v) < num_classes:
+                raise ValueError(f"`{name}` must be a class in [0, {num_classes - 1}], got {v!r}.")
+        self._resolved = (trigger, target, num_classes, source)
 
     def _logits(self, module: pl.LightningModule, images: Tensor) -> Tensor:
         return self.predict(module, images) if self.predict is not None else module(images)
@@ -163,9 +174,12 @@ class BackdoorMetrics(Callback):
             clean_ones = ~ib.corrupted.to(device=labels.device, dtype=torch.bool)
             images, labels = images[clean_ones.to(images.device)], labels[clean_ones]
         with torch.no_grad():
-            clean = self._logits(pl_module, images).argmax(-1)
+            clean_logits = self._logits(pl_module, images)
             trig = self._logits(pl_module, trigger(images)).argmax(-1)
-        step = backdoor_counts(clean, trig, labels, target, num_classes, source)
+        if num_classes is None:  # no `num_classes` given, no datamodule's: the module's outputs tell
+            self._check_classes(int(clean_logits.shape[-1]))
+            num_classes = self._resolved[2]
+        step = backdoor_counts(clean_logits.argmax(-1), trig, labels, target, num_classes, source)
         if self._counts is None:
             self._start(pl_module)
         self._counts += step.to(self._counts.device)

@@ -293,7 +293,8 @@ class BlendTrigger(Trigger):
 class FunctionTrigger(Trigger):
     """Your own trigger as a plain function ``images -> triggered images`` (made by :func:`as_trigger`).
 
-    The function gets a batch ``[N, C, H, W]`` in the data's scale and returns one of the same shape; the result is
+    The function gets a copy of a batch ``[N, C, H, W]`` in the data's scale (it may write into it) and returns one
+    of the same shape; the result is
     clipped into ``value_range`` when one is set (given, or the data's once adopted), as the built-in triggers'
     results are. Without a range nothing is checked or clipped.
     """
@@ -315,7 +316,10 @@ class FunctionTrigger(Trigger):
         return self.apply(images)
 
     def apply(self, images: Tensor) -> Tensor:
-        out = self.fn(images)
+        # on a copy: a newcomer's `images[..., :3, :3] = v; return images` wrote the trigger into the clean test split
+        # through `poison_test_set` (the datamodule's `poisoned_test_set()`), and every later test ran on triggered
+        # images; the built-in triggers never write into their input
+        out = self.fn(images.clone())
         if not isinstance(out, Tensor) or out.shape != images.shape or not out.is_floating_point():
             got = f"shape {tuple(out.shape)}, dtype {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"the trigger function {self._fields()['fn']} must return a floating-point batch of the "
