@@ -80,6 +80,22 @@ def mark_restored(holder: Any) -> None:
         holder._state_trainer = token
 
 
+def started_without_its_state(holder: Any, trainer: Any, owner: str) -> bool:
+    """At train start: warn, and return ``True``, when this fit resumes a checkpoint past its start that held no state
+    of ``holder``'s (its fit ran without this callback): ``holder`` then begins mid-fit as if that epoch were the
+    first. A resume newcomer's ITLM added to a filter's checkpoint printed a "round 0" it never trained and blamed
+    "something other than `max_epochs`" for its missing rounds; a filter so added said nothing."""
+    path = getattr(trainer, "ckpt_path", None)
+    if path is None or getattr(holder, "_restored", False) or (trainer.current_epoch == 0 and trainer.global_step == 0):
+        return False
+    rank_zero_warn(f"{owner}: this fit resumes {path} at epoch {trainer.current_epoch}, but the checkpoint holds no "
+                   f"{owner} state (the fit that wrote it ran without this {owner}), so {owner} starts here, with "
+                   "nothing of the epochs before: its rounds, warm-up, estimate and report count from this epoch. "
+                   "Resume with the callbacks the fit was written with, or start a new fit (no `ckpt_path`) from the "
+                   "checkpoint's weights (`MyModel.load_from_checkpoint(path)`).")
+    return True
+
+
 def check_state_owner(holder: Any) -> None:
     """At train start: refuse a fit that goes on from an earlier fit of its Trainer while ``holder``'s state was
     another Trainer's fit's (see :func:`begin_fit`), unless a checkpoint restored it."""

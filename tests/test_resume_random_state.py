@@ -9,6 +9,7 @@ import copy
 import io
 import pickle
 import random
+import warnings
 from dataclasses import asdict
 
 import numpy as np
@@ -961,3 +962,36 @@ def test_a_simclr_subclass_whose_hooks_skip_super_resumes_exactly_and_warns_mid_
     _, said = run(tmp_path / "c", 99, tmp_path / "a" / "epoch=1-step=3.ckpt")
     assert len(said) == 1 and said[0].startswith("_OwnHooksSimCLR: this fit resumes from a checkpoint written inside "
                                                  "epoch 1 (after 1 of its batches"), said
+
+
+def test_a_callback_added_on_resume_that_the_checkpoint_holds_no_state_for_says_so(tmp_path):
+    """A resume newcomer added ITLM to a filter's checkpoint: ITLM printed a "round 0" it never trained and blamed
+    "something other than `max_epochs`" for its missing rounds, though `max_epochs` ended the fit; a filter added to
+    an ITLM checkpoint said nothing. Each now says at train start that it begins mid-fit without its state."""
+    from lit_robust import ITLM, BatchFilter
+    from tests.conftest import BlobsData, TinyModel, tiny_trainer
+
+    def fit(callbacks, root, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        ckpt = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        trainer = tiny_trainer(root, 6, [*callbacks, ckpt], enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(TinyModel(), BlobsData(), ckpt_path=ckpt_path)
+        return [str(w.message) for w in caught]
+
+    def itlm():
+        return ITLM(keep_ratio=0.7, round_epochs=[2, 2, 2], verbose=False, plot=False)
+
+    fit([BatchFilter("spl", 0.2)], tmp_path / "filter")
+    said = fit([itlm(), BatchFilter("spl", 0.2)], tmp_path / "a", ckpt_path=tmp_path / "filter" / "epoch=2.ckpt")
+    mine = [s for s in said if "holds no" in s]
+    assert len(mine) == 1 and mine[0].startswith(
+        f"ITLM: this fit resumes {tmp_path / 'filter' / 'epoch=2.ckpt'} at epoch 3, but the checkpoint holds no ITLM "
+        "state (the fit that wrote it ran without this ITLM), so ITLM starts here"), said
+    assert not any("something other than" in s for s in said), said
+    fit([itlm()], tmp_path / "itlm")
+    said = fit([itlm(), BatchFilter("spl", 0.2)], tmp_path / "b", ckpt_path=tmp_path / "itlm" / "epoch=2.ckpt")
+    assert [s.split(":")[0] for s in said if "holds no" in s] == ["BatchFilter"], said
+    said = fit([itlm()], tmp_path / "c", ckpt_path=tmp_path / "itlm" / "epoch=2.ckpt")  # its own state: nothing said
+    assert not any("holds no" in s for s in said), said

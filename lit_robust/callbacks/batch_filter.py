@@ -23,6 +23,7 @@ from lit_robust._lightning import (
     say_trained_nothing,
     sigterm_without_collectives,
     start_epoch_after_skipped_end,
+    started_without_its_state,
 )
 from lit_robust.callbacks._report_file import (
     EpochReport,
@@ -695,6 +696,7 @@ class BatchFilter(Callback):
     # -- training hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_state_owner(self)
+        started_without_its_state(self, trainer, self.owner)
         dataset = getattr(trainer.train_dataloader, "dataset", None)
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)

@@ -45,6 +45,7 @@ from lit_robust._lightning import (
     say_trained_nothing,
     sigterm_without_collectives,
     start_epoch_after_skipped_end,
+    started_without_its_state,
     with_sampler,
     writes_no_report,
 )
@@ -1157,6 +1158,7 @@ class ITLM(Callback):
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_state_owner(self)
+        self._started_mid_fit = started_without_its_state(self, trainer, self._title)
         if getattr(self, "_goes_on_note", None) is not None and not self._restored:
             rank_zero_info(self._goes_on_note)
         self._check_same_on_every_rank()
@@ -1604,7 +1606,8 @@ class ITLM(Callback):
         empty = no_training_batches(trainer)
         if empty is not None:
             rank_zero_warn(f"{self._title}: {empty}")
-        elif len(self.history) < self.num_rounds and not trainer.interrupted:
+        elif (len(self.history) < self.num_rounds and not trainer.interrupted
+              and not getattr(self, "_started_mid_fit", False)):  # its missing rounds were said at train start
             # e.g. `EarlyStopping` or `max_steps`/`max_time`: the model is one of an unfinished round
             rank_zero_warn(
                 f"ITLM: the fit ended after {len(self.history)} of {self.num_rounds} rounds (at epoch "
