@@ -868,7 +868,9 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
     message = re.sub(r"class_path '([^']+)':(\s*\n\s*)Option '([^']+)' is not accepted",
                      lambda m: m.group(0) + _init_argument_hint(m.group(1), m.group(3)), message)
     key = re.match(r'\s*(?:error: )?Parser key "([^"]+)"', message)
-    message = re.sub(r"class_path '([\w.]+)':(\s*\n\s*)module '([\w.]+)' has no attribute '(\w+)'",
+    # not where a hint follows already: a nested parser's message passes here twice (a misspelt trigger function,
+    # `trigger: mytrig.white_pach`, got "(did you mean 'mytrig.white_patch'?)" twice)
+    message = re.sub(r"class_path '([\w.]+)':(\s*\n\s*)module '([\w.]+)' has no attribute '(\w+)'(?! \()",
                      lambda m: m.group(0) + _attribute_hint(m.group(3), m.group(4), key.group(1) if key else None),
                      message)
     if "found character that cannot start any token" in message:
@@ -2540,16 +2542,22 @@ def _init_locals(exc: BaseException, obj: Any) -> dict[str, Any]:
 
 
 def _parameters(cls: type) -> set[str]:
-    """Every ``__init__`` parameter along ``cls``'s MRO (subclasses often pass ``**kwargs`` on)."""
+    """The ``__init__`` parameters ``cls`` takes: its own, and its parents' as long as each ``__init__`` passes
+    ``**kwargs`` on. Every parent's were listed: a backdoor newcomer's ``clean_ratio``, a parameter of
+    ``MNISTDataModule`` that ``BackdoorMNISTDataModule`` does not take, was refused and then "did you mean
+    'clean_ratio'?" in a list of the accepted ones."""
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
         try:
-            names |= set(inspect.signature(init).parameters) - {"self", "args", "kwargs"}
+            params = inspect.signature(init).parameters
         except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-            pass
+            break
+        names |= {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
     return names
 
 

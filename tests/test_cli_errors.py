@@ -1040,3 +1040,36 @@ def test_a_checkpoint_folder_that_cannot_be_written_is_refused_before_training(t
     assert (f"`dirpath` of ModelCheckpoint must be a folder it can write its checkpoints to, got "
             f"'{blocker / 'ck'}' (Not a directory).") in text, text
     assert "Epoch 0" not in text and not (tmp_path / "lightning_logs").exists()
+
+
+def test_the_arguments_a_class_takes_follow_its_parents_only_through_kwargs():
+    """A backdoor newcomer's `--data.init_args.clean_ratio 0.5` was refused, then told "did you mean 'clean_ratio'?"
+    beside a list of accepted arguments holding it: `MNISTDataModule` takes it, `BackdoorMNISTDataModule`, its
+    subclass without `**kwargs`, does not."""
+    from lit_robust.cli import _parameters
+    from lit_robust.data import BackdoorMNISTDataModule, MNISTDataModule
+
+    assert {"clean_ratio", "noise"} <= _parameters(MNISTDataModule)
+    assert not {"clean_ratio", "noise"} & _parameters(BackdoorMNISTDataModule)
+    assert {"poison_rate", "trigger", "root"} <= _parameters(BackdoorMNISTDataModule)
+
+    class Mine(BackdoorMNISTDataModule):
+        def __init__(self, extra: int = 1, **kwargs):
+            super().__init__(**kwargs)
+
+    assert _parameters(Mine) == _parameters(BackdoorMNISTDataModule) | {"extra"}
+
+
+def test_a_misspelt_trigger_function_gets_its_hint_once(tmp_path, capsys, monkeypatch):
+    """`trigger: mytrig.white_pach` for the user's `mytrig.white_patch`: the hint came twice, "(did you mean
+    'mytrig.white_patch'?) (did you mean 'mytrig.white_patch'?)" (a backdoor newcomer's config)."""
+    (tmp_path / "mytrig_hint_once.py").write_text("def white_patch(images):\n    return images\n")
+    (tmp_path / "bad.yaml").write_text(
+        "data:\n  class_path: lit_robust.BackdoorMNISTDataModule\n  init_args:\n    attack: null\n"
+        "    trigger: mytrig_hint_once.white_pach\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "bad.yaml"])
+    err = capsys.readouterr().err
+    assert err.count("(did you mean 'mytrig_hint_once.white_patch'?)") == 1, err
