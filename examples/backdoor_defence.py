@@ -8,6 +8,7 @@ attack success rate.
 
     python examples/backdoor_defence.py           # ~1 minute on 2 CPU cores: PRL-AT, then plain training
     python examples/backdoor_defence.py --fast    # a few seconds (used by the tests)
+    python examples/backdoor_defence.py --data-root DIR   # DIR: the folder of MNIST/raw (default ../shared/data)
 """
 
 import argparse

@@ -10,6 +10,7 @@ success rate, and how poisoned the defence's rejects were.
 
     python examples/custom_trigger.py           # 2 attacks x 12 epochs on 6,000 images (52 s, a release check)
     python examples/custom_trigger.py --fast    # a few seconds (used by the tests)
+    python examples/custom_trigger.py --data-root DIR   # DIR: the folder of FashionMNIST/raw
 """
 
 import argparse
