@@ -1892,8 +1892,14 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
     if not ranked:
         return ""
     *_, path, theirs = min(ranked, key=lambda r: r[:4])
-    return (f"; the closest, {path}, differs in {'; '.join(signature_differences(mine, theirs))}: repeat that fit's "
-            "values, or pass that file as `--ckpt_path`")
+    differences = "; ".join(signature_differences(mine, theirs))
+    if any(k.startswith("callbacks") for k in _differing_keys(mine, theirs)):
+        # a resume needs the callbacks' arguments it was written with: passing the file was then refused (a resume
+        # newcomer's changed `keep_ratio`)
+        return (f"; the closest, {path}, differs in {differences}: repeat that fit's values to resume it (a resume "
+                "needs the callbacks' arguments it was written with)")
+    return f"; the closest, {path}, differs in {differences}: repeat that fit's values, or pass that file as `--ckpt_path`"
+
 
 
 def _note_more_processes_than_cores(trainer: pl.Trainer) -> None:

@@ -294,6 +294,33 @@ def test_fit_ckpt_path_last_after_a_changed_setting_says_it_starts_from_scratch_
     assert not [w for w in caught if "no last checkpoint available" in str(w.message)]
 
 
+def test_the_closest_fit_of_other_callback_arguments_is_not_offered_as_a_file_to_resume(tmp_path, capsys,
+                                                                                        one_torch_thread):
+    """A resume newcomer's `fit --ckpt_path last` with another `keep_ratio` was told "repeat that fit's values, or pass
+    that file as `--ckpt_path`"; the file was then refused (a resume needs the callbacks' arguments it was written
+    with), and the refusal advised a Python call."""
+    from lit_robust._lightning import RUN_ID_VARIABLE
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    first = run(["fit", "--config", str(path)])
+    capsys.readouterr()
+    run(["fit", "--config", str(path), "--ckpt_path", "last", "--trainer.callbacks.init_args.keep_ratio", "0.6"])
+    err = capsys.readouterr().err
+    last = next(Path(first.trainer.log_dir).glob("checkpoints/*.ckpt"))
+    assert (f"the closest, {last}, differs in trainer.callbacks[0].init_args.keep_ratio: 0.55 in that fit, 0.6 here: "
+            "repeat that fit's values to resume it (a resume needs the callbacks' arguments it was written with)") in err
+    assert "pass that file" not in err, err
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(path), "--ckpt_path", str(last), "--trainer.callbacks.init_args.keep_ratio",
+              "0.6"])
+    err = capsys.readouterr().err
+    assert ("Resume with those arguments (the fit's config.yaml beside its checkpoints holds them), or leave out "
+            "`--ckpt_path` for a new fit.") in err and "load_from_checkpoint" not in err, err
+    assert RUN_ID_VARIABLE not in os.environ  # the command's id goes with the command
+
+
 def test_ckpt_path_last_notes_a_fit_that_trained_for_another_length(tmp_path, capsys, one_torch_thread):
     """A backdoor newcomer's `test --ckpt_path last` loaded a 2-epoch trial fit's weights over the 20-epoch fit its
     command line described (max_epochs is not part of a fit's identity: a resume may extend it) and took the trial's

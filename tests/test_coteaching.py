@@ -474,8 +474,10 @@ def test_resuming_with_other_schedule_arguments_is_an_error_naming_them(tmp_path
     _co_checkpoint_run(tmp_path / "first", 2, save=True)
     (name, value), = changed.items()
     was = {"warmup_epochs": 3, "auto_margin": 0.0, "reestimate": None, "drop_ratio": "auto", "rule": "spl"}[name]
+    note = (", `None` being the default: re-estimate on one regression target only; pass `reestimate=None` to resume "
+            "this checkpoint") if name == "reestimate" else ""
     with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by CoTeaching with `{name}` {was!r} "
-                                                   f"(this fit: {value!r}): a resumed fit needs the CoTeaching "
+                                                   f"(this fit: {value!r}{note}): a resumed fit needs the CoTeaching "
                                                    "arguments it was written with")):
         _co_checkpoint_run(tmp_path / "other", 3, ckpt=str(tmp_path / "first" / "ck" / "epoch=1.ckpt"), **changed)
 

@@ -519,6 +519,24 @@ def test_resuming_with_another_seed_warmup_or_estimator_is_an_error_naming_it(tm
         fit(tmp_path / "other", other[0], 3, callbacks=other[1:], enable_checkpointing=True, ckpt_path=ckpt)
 
 
+def test_resuming_with_reestimate_spelt_out_says_what_the_default_none_is(tmp_path):
+    """A resume newcomer passed `reestimate=False` for the default `None` and was refused without a word of why the two
+    differ (`None` re-estimates on one regression target only)."""
+    def callbacks(**kw):
+        return [ITLM(keep_ratio="auto", round_epochs=[1, 1, 1], verbose=False, plot=False, **kw),
+                ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
+
+    first = callbacks()
+    fit(tmp_path, first[0], 3, callbacks=first[1:], enable_checkpointing=True)
+    other = callbacks(reestimate=False)
+    with pytest.raises(ValueError, match=re.escape(
+            "the checkpoint was written by ITLM with `reestimate` None (this fit: False, `None` being the default: "
+            "re-estimate on one regression target only; pass `reestimate=None` to resume this checkpoint): a resumed "
+            "fit needs the ITLM arguments")):
+        fit(tmp_path / "other", other[0], 3, callbacks=other[1:], enable_checkpointing=True,
+            ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt")
+
+
 @pytest.mark.parametrize("keep_ratio", [0.6, "auto"])
 def test_per_class_selection_trims_each_class_alike(tmp_path, keep_ratio):
     """``per_class=True``: each round's selection is ``per_class_trim_mask`` of that scoring pass's scores and the

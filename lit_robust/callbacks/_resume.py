@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_robust._backend import TrainerFn, rank_zero_warn
-from lit_robust._lightning import continues_earlier_fit
+from lit_robust._lightning import continues_earlier_fit, in_a_lit_robust_command
 from lit_robust.selection import distributed
 
 __all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_resumable", "check_resume_arguments_in_fit",
@@ -120,8 +120,7 @@ def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> 
         raise ValueError(f"the checkpoint was written by {others[0]}, but this fit has {mine}"
                          + (f" (it differs in {diffs})" if diffs else "") + ": a resumed fit needs the "
                          f"{cls.__qualname__} arguments it was written with (what it selects and estimates depends "
-                         "on them). Resume with those arguments, or start a new fit (no `ckpt_path`) from the "
-                         "checkpoint's weights, e.g. `MyModel.load_from_checkpoint(path)`.")
+                         f"on them). {_resume_or_start_afresh()}")
     return True
 
 
@@ -163,9 +162,18 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
         diffs = ", ".join(f"`{k}` {saved[k]!r} (this fit: {now[k]!r}{_default_warmup_note(callback, k, saved[k])})"
                           for k in changed)
         raise ValueError(f"the checkpoint was written by {name} with {diffs}: a resumed fit needs the {name} "
-                         "arguments it was written with (what it selects and estimates depends on them). Resume "
-                         "with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. "
-                         "`MyModel.load_from_checkpoint(path)`.")
+                         "arguments it was written with (what it selects and estimates depends on them). "
+                         f"{_resume_or_start_afresh()}")
+
+
+def _resume_or_start_afresh() -> str:
+    """The way on from a refused resume, in the words of the interface in use: a resume newcomer's `lit-robust fit
+    --ckpt_path FILE` was advised `MyModel.load_from_checkpoint(path)`, a Python call."""
+    if in_a_lit_robust_command():
+        return ("Resume with those arguments (the fit's config.yaml beside its checkpoints holds them), or leave out "
+                "`--ckpt_path` for a new fit.")
+    return ("Resume with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. "
+            "`MyModel.load_from_checkpoint(path)`.")
 
 
 def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:
@@ -173,6 +181,11 @@ def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:
     number): that the value compared is that default and which argument resumes. A checkpoint of an ``"auto"`` fit
     written before the default became ``None`` holds 0, and its resume said "(this fit: 3)" to a user who had passed
     no warm-up."""
+    if key == "reestimate" and None in (saved, getattr(callback, key, 0)):
+        # `None` (the default) re-estimates on one regression target only: a resume newcomer who spelt out `False`
+        # for a classifier's default was refused without a word of why the two differ
+        return (", `None` being the default: re-estimate on one regression target only; pass "
+                f"`reestimate={saved!r}` to resume this checkpoint")
     if key != "warmup_epochs":
         return ""
     hparams = getattr(callback, "hparams", None)  # RCA keeps its arguments there; the callbacks as attributes
