@@ -965,6 +965,17 @@ def _check_report_columns(path: str | os.PathLike, fmt: str) -> None:
                          f"{os.fspath(path)!r} has columns {columns[:8]}{' ...' if len(columns) > 8 else ''}.")
 
 
+def _reports_one_level_down(folder: str) -> list[str]:
+    """The per-sample reports in ``folder``'s subfolders (a logger's ``version_N``), as paths."""
+    found = []
+    for sub in sorted(os.listdir(folder)):
+        inner = os.path.join(folder, sub)
+        if os.path.isdir(inner):
+            found += [os.path.join(inner, p) for p in sorted(os.listdir(inner))
+                      if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES]
+    return found
+
+
 def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
     """Read a per-sample report (CSV or Parquet, by the suffix), rows most suspicious first.
 
@@ -982,8 +993,10 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
         raise ValueError(f"`as_frame` must be True, False or None, got {as_frame!r}.")
     if not isinstance(path, (str, os.PathLike)):  # an auditor's `load_report(None)`: os.stat's TypeError
         raise TypeError(f"`path` must be the report file or the folder holding it (a str or path), got "
-                        f"{type(path).__name__}" + (": did the fit write no report (`report_path` is None)?"
-                                                    if path is None else "."))
+                        f"{type(path).__name__}" + (": did the fit write no report (`report_path` is None)? Under "
+                                                    "`ddp_spawn` the script's callback is a copy that did not run: "
+                                                    "read the path the fit printed, in the logger's folder or "
+                                                    "`report_dir`." if path is None else "."))
     path = os.path.expanduser(path)  # `~` is the home folder, as `report_dir` and `pandas.read_csv` read it
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
         found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
@@ -991,6 +1004,13 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
             newest = max(found, key=lambda p: os.path.getmtime(os.path.join(path, p))) if found else None
             what = f"{len(found)}: {found}; pass one of them (the newest: {newest!r})" if found else "none"
             error = ValueError if found else FileNotFoundError
+            below = _reports_one_level_down(path) if not found else []
+            if below:
+                # the logger's root (`lightning_logs`), a natural first guess of a reports newcomer's: its runs' folders
+                # hold the reports
+                newest = max(below, key=os.path.getmtime)
+                what += (f"; the folders in it hold {len(below)} (the newest: {os.path.relpath(newest, path)!r}): "
+                         "pass one of them, or its run's folder")
             raise error(f"`path` is a folder; it must hold one per-sample report (`*_report.csv` or .parquet), got "
                         f"{what} in {os.fspath(path)!r}.")
         path = os.path.join(path, found[0])

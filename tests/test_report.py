@@ -279,6 +279,16 @@ def test_file_errors(tmp_path):
         load_report(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="`as_frame` must be True, False or None, got 'yes'"):
         load_report(tmp_path / "missing.csv", as_frame="yes")
+    # the logger's root: its runs' folders hold the reports (a reports newcomer's first guess was told "none")
+    logs = tmp_path / "lightning_logs"
+    for version in (0, 1):
+        write_report(small_table(), logs / f"version_{version}" / "itlm_report.csv")
+    os.utime(logs / "version_0" / "itlm_report.csv", (1, 1))
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"got none; the folders in it hold 2 (the newest: 'version_1{os.sep}itlm_report.csv'): pass one of them, "
+            f"or its run's folder in '{logs}'.")):
+        load_report(logs)
+    assert len(load_report(logs / "version_1", as_frame=False)) == len(load_report(logs / "version_0", as_frame=False))
 
 
 # ------------------------------------------------------------------------------------------------ pure: accumulators
