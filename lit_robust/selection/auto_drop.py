@@ -56,6 +56,7 @@ neither Lightning nor ``torch.distributed``; :class:`AutoDropRatio` holds the st
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -77,6 +78,7 @@ __all__ = ["AUTO_WARMUP_EPOCHS", "AutoDropRatio", "Estimator", "FilterEstimator"
            "auto_scheduled_drop_ratio", "REPORT_OFF", "REPORT_RANKS", "check_auto_args", "combined_estimate",
            "estimate_from_labels", "mixture_of",
            "nothing_found_note", "uncorrected", "uncorrected_note", "cleanlab_hint", "partial_epoch_note",
+           "cut_epoch_resume_note",
            "per_index_labels", "per_index_mean",
            "report_pointer", "say_reestimated",
            "check_warmup_epochs", "resolved_warmup"]
@@ -453,6 +455,26 @@ def partial_epoch_note(owner: str, epoch: int, rate: float, in_force: float, sco
             "Leave `limit_train_batches` at 1.0 for an estimate of the whole training set.")
 
 
+def cut_epoch_resume_note(owner: str, cut: dict[int, tuple[int, int, str]], estimates: dict[int, float]
+                          ) -> str | None:
+    """The warning of a resume whose ``"auto"`` estimate counts an epoch a stop cut (pure): ``cut`` maps such epochs
+    to ``(batches trained, batches planned, what stopped it)``; ``None`` where there is none. The stopped process said
+    so; the resumed one did not, and a resume newcomer's fit dropped by 57.5 % where the uninterrupted one's estimate
+    was 43.4 %.
+
+    >>> cut_epoch_resume_note("BatchFilter", {1: (7, 24, "`trainer.should_stop`")}, {0: 0.7, 1: 0.632})[:96]
+    "BatchFilter: `drop_ratio='auto'`: this checkpoint's estimate counts epoch 1's (63.2 %), which `t"
+    """
+    if not cut:
+        return None
+    said = "; ".join(f"epoch {e}'s ({100 * estimates.get(e, math.nan):.1f} %), which {how} stopped after {t} of its "
+                     f"{n} batches" for e, (t, n, how) in sorted(cut.items()))
+    return (f"{owner}: `drop_ratio='auto'`: this checkpoint's estimate counts {said}, scored by the model of that "
+            "epoch's first steps. Lightning resumes at the next epoch without training the rest of it, so the resumed "
+            "fit drops by another estimate than an uninterrupted fit would. For the uninterrupted fit's result resume "
+            "from a checkpoint written at the end of a whole epoch (e.g. the one before).")
+
+
 def say_reestimated(auto: AutoDropRatio | None) -> None:
     """At train end, an owner's info line of its re-estimated ``"auto"`` estimate
     (:meth:`AutoDropRatio.reestimated_note`), if it has one: BatchFilter, CoTeaching and RCA call it."""
@@ -603,6 +625,8 @@ class AutoDropRatio:
         self.barely_separated: dict[int, tuple[int, float, float]] = {}
         # the epochs whose label estimate came from one group of losses (`uncorrected`)
         self.uncorrected_epochs: set[int] = set()
+        # epoch -> (batches trained, batches planned, what stopped it) of an estimate made from an epoch a stop cut
+        self.cut_epochs: dict[int, tuple[int, int, str]] = {}
         self.start = 0  # the epoch the schedule counts from (see `restart`)
         self._index: list[Tensor] = []
         self._scores: list[Tensor] = []
@@ -811,6 +835,10 @@ class AutoDropRatio:
             self.uncorrected_epochs.add(int(epoch))
         else:
             self.uncorrected_epochs.discard(int(epoch))
+        if part is not None and part.stopped_by is not None:
+            self.cut_epochs[int(epoch)] = (int(part.trained), int(part.planned), str(part.stopped_by))
+        else:
+            self.cut_epochs.pop(int(epoch), None)
         if part is not None and (part.stopped_by is not None or not self._told_limited):
             self._told_limited = self._told_limited or part.stopped_by is None
             rank_zero_warn(partial_epoch_note(self.owner, epoch, rate, float(self.estimate), means.numel(), part))
@@ -917,7 +945,8 @@ class AutoDropRatio:
         uninterrupted fit's 0.295 (at an epoch's last batch rank 0 holds every rank's: :meth:`gather_to_rank_zero`)."""
         part = self._part()
         return {"estimates": dict(self.estimates), "barely_separated": dict(self.barely_separated),
-                "uncorrected": sorted(self.uncorrected_epochs), "start": self.start, **part,
+                "uncorrected": sorted(self.uncorrected_epochs), "start": self.start,
+                "cut": {e: list(v) for e, v in self.cut_epochs.items()}, **part,
                 "other_ranks": distributed.other_ranks_parts(part)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -929,6 +958,11 @@ class AutoDropRatio:
                                  for k, v in state.get("barely_separated", {}).items()}
         self.uncorrected_epochs = {int(e) for e in state.get("uncorrected", ())}
         self.start = int(state.get("start", 0))  # absent from checkpoints written before restarts existed
+        self.cut_epochs = {int(e): (int(v[0]), int(v[1]), str(v[2])) for e, v in state.get("cut", {}).items()}
+        note = cut_epoch_resume_note(self.owner, {e: v for e, v in self.cut_epochs.items() if e >= self.start},
+                                     self.estimates)
+        if note is not None:  # said where the fit resumes, not only in the process that stopped
+            rank_zero_warn(note)
         self._clear()
         # every rank loads the file rank 0 wrote: a part restored on every rank was counted once per rank (0.225 for
         # 0.200, a reviewer's)
