@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -257,3 +258,16 @@ def test_the_datamodules_blend_alpha_is_named_as_the_datamodule_takes_it():
     with pytest.raises(ValueError, match=r"^`blend_alpha` must be in \(0, 1\], got 2.0\.$"):
         BackdoorMNISTDataModule(attack="blend", blend_alpha=2.0)
     BackdoorMNISTDataModule(attack="blend", blend_alpha=1.0)  # the bound is allowed
+    # whatever the attack (a backdoor newcomer's blend_alpha=5.0 beside the default patch passed), as watermark_size is
+    with pytest.raises(ValueError, match=r"^`blend_alpha` must be in \(0, 1\], got 5.0\.$"):
+        BackdoorMNISTDataModule(attack="patch", blend_alpha=5.0)
+    # a trigger's setting beside an attack that does not use it: said (the user who forgot `attack` got no word)
+    with pytest.warns(UserWarning, match=r"^`blend_alpha`=0.3 sets the blend trigger, which this attack does not use "
+                                         r"\(attack='patch'\): it has no effect\. Pass `attack='blend'` to use it\.$"):
+        BackdoorMNISTDataModule(blend_alpha=0.3)
+    with pytest.warns(UserWarning, match=r"^`watermark_size`=5 sets the watermark_x / watermark_l trigger"):
+        BackdoorMNISTDataModule(attack="blend", watermark_size=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BackdoorMNISTDataModule(attack="watermark_l", watermark_size=5)
+        BackdoorMNISTDataModule(attack="blend", blend_alpha=0.3)

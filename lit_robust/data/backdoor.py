@@ -94,9 +94,17 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         if trigger is None and attack not in ATTACKS:
             raise ValueError(f"`attack` must be one of {', '.join(map(repr, ATTACKS))}, got {attack!r}.")
         _check_ratio("poison_rate", poison_rate)
-        if attack == "blend" and not (isinstance(blend_alpha, numbers.Real) and 0 < blend_alpha <= 1):
-            # the trigger's own check said `alpha`, a name the datamodule does not take (a backdoor newcomer)
+        if isinstance(blend_alpha, bool) or not (isinstance(blend_alpha, numbers.Real) and 0 < blend_alpha <= 1):
+            # the trigger's own check said `alpha`, a name the datamodule does not take (a backdoor newcomer); checked
+            # whatever the attack, as `watermark_size` is (a newcomer's blend_alpha=5.0 beside the patch passed)
             raise ValueError(f"`blend_alpha` must be in (0, 1], got {blend_alpha!r}.")
+        for name, value, default, used_by in (("blend_alpha", blend_alpha, 0.1, ("blend",)),
+                                              ("watermark_size", watermark_size, 7, ("watermark_x", "watermark_l"))):
+            if value != default and attack not in used_by:
+                # a user who meant to switch the trigger but left `attack` at its default got no word
+                shown = "a trigger of your own" if trigger is not None else f"attack={attack!r}"
+                rank_zero_warn(f"`{name}`={value!r} sets the {' / '.join(used_by)} trigger, which this attack does not "
+                               f"use ({shown}): it has no effect. Pass `attack={used_by[0]!r}` to use it.")
         # in the datamodule's names: the triggers' own checks said `size` (a backdoor reviewer's watermark_size=1),
         # and a float seed failed in torch at setup; the MNIST-family images are 28x28
         check_seed("trigger_seed", trigger_seed)  # the BlendTrigger's `seed`: a torch seed
