@@ -976,6 +976,18 @@ def test_the_compounding_warning_counts_the_auto_margin(tmp_path, recwarn):
     assert len(said) == 1 and "trains on about (1 − ε̂ − 0.1) × 0.7 of the samples" in said[0], said
 
 
+def test_the_compounding_warning_beside_activation_clustering_does_not_count_its_keep_ratio(tmp_path, recwarn):
+    """ActivationClustering keeps what the clustering leaves; the warning said "1 × 0.8 = 80%", as if it dropped
+    nothing (a backdoor newcomer's)."""
+    from lit_robust import ActivationClustering, BatchFilter
+
+    fit(tmp_path, ActivationClustering(warmup_epochs=1, verbose=False), 2,
+        callbacks=[BatchFilter("spl", drop_ratio=0.2)])
+    said = [str(w.message) for w in recwarn if "compound" in str(w.message)]
+    assert len(said) == 1 and ("trains on about (the share ActivationClustering keeps) × 0.8 of the samples"
+                               in said[0]) and "1 × 0.8" not in said[0], said
+
+
 @pytest.mark.parametrize("drop_ratio", [0.1, "auto"])
 def test_a_batch_filter_on_the_default_warm_up_beside_the_rounds_is_checked_by_its_warm_up_in_use(tmp_path, recwarn,
                                                                                                     drop_ratio):

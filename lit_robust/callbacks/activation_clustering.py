@@ -105,6 +105,7 @@ class ActivationClustering(ITLM):
     """
 
     _title = "ActivationClustering"
+    _keeps_its_keep_ratio = False  # it keeps what the clustering leaves, not `keep_ratio` (1.0)
     _report_name = "activation_clustering_report"
 
     def __init__(

@@ -687,6 +687,7 @@ class ITLM(Callback):
     """
 
     _title = "ITLM"  # names the round lines and table (a subclass with its own selection rule has its own name)
+    _keeps_its_keep_ratio = True  # the selection's size is `keep_ratio`'s (not so for a subclass with its own rule)
     _report_name = "itlm_report"  # the per-sample report's file name, without the format's suffix
 
     def __init__(
@@ -1331,7 +1332,11 @@ class ITLM(Callback):
             elif isinstance(cb.drop_ratio, (int, float)) and cb.drop_ratio > 0:
                 # a unified-package newcomer's ITLM "auto" beside BatchFilter("prl", 0.3): 0.68-0.76 against 0.94 alone
                 left = 1 - cb.drop_ratio
-                if self.keep_ratio == "auto":
+                if not self._keeps_its_keep_ratio:
+                    # ActivationClustering keeps what the clustering leaves: "1 × 0.8 = 80 %" read as if it dropped
+                    # nothing (a backdoor newcomer's)
+                    share = f"(the share {self._title} keeps) × {left:g} of the samples"
+                elif self.keep_ratio == "auto":
                     kept = "1 − ε̂" + (f" − {self.auto_margin:g}" if self.auto_margin else "")
                     share = f"({kept}) × {left:g} of the samples"
                 else:
