@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader
 
-from lit_robust._backend import pl, rank_zero_warn
+from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
 
 _MISSING = object()
 
@@ -94,6 +94,20 @@ def started_without_its_state(holder: Any, trainer: Any, owner: str) -> bool:
                    "Resume with the callbacks the fit was written with, or start a new fit (no `ckpt_path`) from the "
                    "checkpoint's weights (`MyModel.load_from_checkpoint(path)`).")
     return True
+
+
+def say_resumed_a_finished_fit(holder: Any, trainer: Any, owner: str, reports: bool) -> None:
+    """At fit end: say when this fit resumed, from ``ckpt_path``, a fit that had run to ``max_epochs``, so that it
+    trained no batch: Lightning's "`max_epochs` reached" and the round table read as if a fit had just run (a resume
+    newcomer's Python script; the CLI skips such a fit and says so)."""
+    path = getattr(trainer, "ckpt_path", None)
+    max_epochs = getattr(trainer, "max_epochs", None)
+    if (path is None or not getattr(holder, "_restored", False) or getattr(holder, "_trained_this_fit", True)
+            or not isinstance(max_epochs, int) or max_epochs < 0 or trainer.current_epoch < max_epochs):
+        return
+    report = " and wrote the report again" if reports else ""
+    rank_zero_info(f"{owner}: this fit resumed {path}, whose fit had run every epoch to `max_epochs`={max_epochs}, so "
+                   f"it trained no batch: it finished that fit's end{report}. Raise `max_epochs` to train on.")
 
 
 def check_state_owner(holder: Any) -> None:

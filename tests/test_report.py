@@ -476,6 +476,28 @@ def test_resumed_fit_writes_the_same_report(tmp_path, with_val):
     assert 1 in first_dropped and 2 in first_dropped  # drops from before the checkpoint came through it
 
 
+def test_a_resume_of_a_finished_fit_says_it_trained_nothing(tmp_path, monkeypatch):
+    """A resume newcomer's Python resume of a fit that had run to `max_epochs` printed Lightning's "`max_epochs`
+    reached" and ITLM's round table as if a fit had run; nothing said that no batch was trained."""
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust._lightning.rank_zero_info", said.append)
+
+    def cbs(root):
+        return [ITLM(keep_ratio=0.6, round_epochs=[1, 1, 1], verbose=False, plot=False, report_dir=str(root)),
+                BatchFilter("spl", drop_ratio=0.2, warmup_epochs=1, report_dir=str(root), restart_on_reinit=False),
+                ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
+
+    fit(tmp_path / "a", cbs(tmp_path / "a"), 3, enable_checkpointing=True)
+    assert said == []
+    fit(tmp_path / "b", cbs(tmp_path / "b"), 3, enable_checkpointing=True, ckpt_path=tmp_path / "a" / "epoch=1.ckpt")
+    assert said == []  # it trained the last epoch
+    fit(tmp_path / "c", cbs(tmp_path / "c"), 3, enable_checkpointing=True, ckpt_path=tmp_path / "a" / "epoch=2.ckpt")
+    path = tmp_path / "a" / "epoch=2.ckpt"
+    assert said == [f"{owner}: this fit resumed {path}, whose fit had run every epoch to `max_epochs`=3, so it trained "
+                    "no batch: it finished that fit's end and wrote the report again. Raise `max_epochs` to train on."
+                    for owner in ("ITLM", "BatchFilter")], said
+
+
 def test_a_report_that_cannot_be_written_at_the_end_is_a_warning_and_a_resume_writes_it(tmp_path):
     """A report newcomer's report file was blocked by a folder of its name: after every epoch had run, ITLM and
     BatchFilter ended the fit in a raw `IsADirectoryError`, and ITLM advised `trainer.fit` again, which trains nothing.

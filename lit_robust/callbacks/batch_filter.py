@@ -20,6 +20,7 @@ from lit_robust._lightning import (
     mark_restored,
     no_training_batches,
     refuse_no_training,
+    say_resumed_a_finished_fit,
     say_trained_nothing,
     sigterm_without_collectives,
     start_epoch_after_skipped_end,
@@ -819,6 +820,7 @@ class BatchFilter(Callback):
         path = self._report.write_if_skipped(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:
             self.report_path = path
+        say_resumed_a_finished_fit(self, trainer, self.owner, reports=path is not None)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_end(trainer, pl_module, trainer.current_epoch)

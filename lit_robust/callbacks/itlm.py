@@ -42,6 +42,7 @@ from lit_robust._lightning import (
     no_training_batches,
     refuse_no_training,
     resolve_loader,
+    say_resumed_a_finished_fit,
     say_trained_nothing,
     sigterm_without_collectives,
     start_epoch_after_skipped_end,
@@ -1608,6 +1609,7 @@ class ITLM(Callback):
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
             # fit wrote no report
             self._write_report(trainer, pl_module)
+        say_resumed_a_finished_fit(self, trainer, self._title, reports=self.report_path is not None)
         empty = no_training_batches(trainer)
         if empty is not None:
             rank_zero_warn(f"{self._title}: {empty}")
