@@ -88,11 +88,12 @@ def started_without_its_state(holder: Any, trainer: Any, owner: str) -> bool:
     path = getattr(trainer, "ckpt_path", None)
     if path is None or getattr(holder, "_restored", False) or (trainer.current_epoch == 0 and trainer.global_step == 0):
         return False
+    afresh = ("leave out `--ckpt_path` for a new fit" if in_a_lit_robust_command() else
+              "start a new fit (no `ckpt_path`) from the checkpoint's weights (`MyModel.load_from_checkpoint(path)`)")
     rank_zero_warn(f"{owner}: this fit resumes {path} at epoch {trainer.current_epoch}, but the checkpoint holds no "
                    f"{owner} state (the fit that wrote it ran without this {owner}), so {owner} starts here, with "
                    "nothing of the epochs before: its rounds, warm-up, estimate and report count from this epoch. "
-                   "Resume with the callbacks the fit was written with, or start a new fit (no `ckpt_path`) from the "
-                   "checkpoint's weights (`MyModel.load_from_checkpoint(path)`).")
+                   f"Resume with the callbacks the fit was written with, or {afresh}.")
     return True
 
 

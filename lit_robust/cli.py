@@ -1901,7 +1901,6 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
     return f"; the closest, {path}, differs in {differences}: repeat that fit's values, or pass that file as `--ckpt_path`"
 
 
-
 def _note_more_processes_than_cores(trainer: pl.Trainer) -> None:
     """A note where a CPU fit runs more processes than the machine has cores: a hurried CLI user's `--trainer.devices
     3` on 2 cores started 3 gloo processes without a word, ran slower than one and read another val_acc (each process
