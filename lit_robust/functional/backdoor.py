@@ -294,9 +294,8 @@ class FunctionTrigger(Trigger):
     """Your own trigger as a plain function ``images -> triggered images`` (made by :func:`as_trigger`).
 
     The function gets a copy of a batch ``[N, C, H, W]`` in the data's scale (it may write into it) and returns one
-    of the same shape; the result is
-    clipped into ``value_range`` when one is set (given, or the data's once adopted), as the built-in triggers'
-    results are. Without a range nothing is checked or clipped.
+    of the same shape; the result is clipped into ``value_range`` when one is set (given, or the data's once adopted),
+    as the built-in triggers' results are. Without a range nothing is checked or clipped.
     """
 
     def __init__(self, fn: Callable[[Tensor], Tensor], value_range: tuple[float, float] | None = None) -> None:
