@@ -428,7 +428,9 @@ class ModuleReport:
         check_state_owner(self)
         auto = getattr(self, "_auto", None)
         if auto is not None:  # losses (Co-teaching's, RCA's reconstruction errors), not Co-PRL(L)'s gradient norms
-            auto.read_data(self.trainer, scores_are_losses=getattr(self, "rule", None) != "prl")
+            rule = getattr(self, "rule", None)
+            auto.read_data(self.trainer, scores_are_losses=rule != "prl",
+                           scores_are_residual_norms=rule == "prl" and getattr(self, "loss", None) in (None, "mse"))
         self._report.start(self.trainer, self.device)
         warn_inexact_resume(self.trainer, type(self).__name__, skipped_end=getattr(self, "_skipped_end", None))
         if self._close_skipped_epoch():

@@ -707,7 +707,8 @@ class BatchFilter(Callback):
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
         self._check_early_stopping(trainer)
         if self._auto is not None:  # SPL's scores are the losses; PRL(L)'s are gradient norms
-            self._auto.read_data(trainer, scores_are_losses=self.rule == "spl")
+            self._auto.read_data(trainer, scores_are_losses=self.rule == "spl",
+                                 scores_are_residual_norms=self.rule == "prl" and self.loss in (None, "mse"))
 
     def _check_early_stopping(self, trainer: pl.Trainer) -> None:
         """Warn before training when an ``EarlyStopping`` may end the fit inside the warm-up (ITLM warns of its rounds
