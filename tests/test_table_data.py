@@ -783,6 +783,29 @@ def test_a_two_target_regression_logs_each_targets_errors_in_its_own_units(one_t
     assert not [k for k in quiet_trainer().test(single, one, verbose=False)[0] if "/" in k]
 
 
+def test_a_regression_target_with_a_few_text_cells_names_them_and_how_to_drop_them():
+    """A regression newcomer's 2,000 float targets with one typo ('broken' in row 7) were told neither the cell nor
+    the row, and to pass task='classification'. A column of labels still gets that advice."""
+    frame = table()
+    frame["price"] = frame["price"].round(2).astype(object)
+    frame.loc[7, "price"] = "broken"
+    with pytest.raises(ValueError, match=re.escape(
+            "`target` column(s) ['price'] do not hold numbers ('price': 'broken' (row 7)): most cells are numbers: "
+            "correct those cells, or empty them (`pandas.to_numeric(column, errors='coerce')`) and pass "
+            "`missing='drop'`.")):
+        TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"]).setup()
+    frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
+    dm = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], missing="drop",
+                         test_size=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dm.setup()
+    assert len(dm.train_set) == len(frame) - 1  # the advice works
+    with pytest.raises(ValueError, match=r"do not hold numbers \('kind': 'dog' \(row 0\).*\): a regression predicts "
+                                         r"numbers \(for labels pass task='classification'\)\."):
+        TableDataModule(frame=table(), target="kind", task="regression", features=["a", "b"]).setup()
+
+
 def test_numbers_written_as_text_are_quoted_by_their_bad_cells_and_an_empty_csv_is_named(tmp_path):
     """A hurried CLI user's column with 'n/a' in row 5 and '12,5' in row 17 was reported by its first cell, a good
     17.99; their 0-byte CSV ended in pandas' EmptyDataError traceback."""

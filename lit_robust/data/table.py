@@ -948,8 +948,16 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         elif self.task == "regression":
             text = [c for c in self.target_names if not _pandas().api.types.is_numeric_dtype(frame[c])]
             if text:
-                raise ValueError(f"`target` column(s) {text} do not hold numbers: a regression predicts numbers "
-                                 "(for labels pass task='classification').")
+                # the cells that are not numbers, and advice by how many: a regression newcomer's 2,000 float targets
+                # with one typo ('broken' in row 7) were told neither the cell nor the row, and to pass classification
+                pd = _pandas()
+                cells = "; ".join(_cells_that_are_not_numbers(frame[c], c) for c in text if frame[c].notna().any())
+                mostly = all(pd.to_numeric(frame[c], errors="coerce").notna().sum() > frame[c].notna().sum() / 2
+                             for c in text)
+                advice = ("most cells are numbers: correct those cells, or empty them (`pandas.to_numeric(column, "
+                          "errors='coerce')`) and pass `missing='drop'`" if mostly else
+                          "a regression predicts numbers (for labels pass task='classification')")
+                raise ValueError(f"`target` column(s) {text} do not hold numbers ({cells}): {advice}.")
             raw = _numbers(frame[self.target_names])
             self.target_centre, self.target_scale = robust_scale(raw[train_pos], self.scale_target)
             self._given_targets = {"table": raw}
