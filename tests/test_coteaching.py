@@ -478,8 +478,10 @@ def test_resuming_with_other_schedule_arguments_is_an_error_naming_them(tmp_path
             "this checkpoint") if name == "reestimate" else ""
     with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by CoTeaching with `{name}` {was!r} "
                                                    f"(this fit: {value!r}{note}): a resumed fit needs the CoTeaching "
-                                                   "arguments it was written with")):
+                                                   "arguments it was written with")) as refused:
         _co_checkpoint_run(tmp_path / "other", 3, ckpt=str(tmp_path / "first" / "ck" / "epoch=1.ckpt"), **changed)
+    # the module that holds the state, with its `model=` (a modules newcomer was told of `MyModel.load_from_checkpoint`)
+    assert str(refused.value).endswith("e.g. `CoTeaching.load_from_checkpoint(path, model=MyModel())`.")
 
 
 def test_a_checkpoint_without_saved_arguments_still_resumes(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lit_robust._backend import TrainerFn, rank_zero_warn
+from lit_robust._backend import TrainerFn, pl, rank_zero_warn
 from lit_robust._lightning import continues_earlier_fit, in_a_lit_robust_command
 from lit_robust.selection import distributed
 
@@ -120,7 +120,7 @@ def check_resumable(callback: Any, trainer: Any, checkpoint: dict[str, Any]) -> 
         raise ValueError(f"the checkpoint was written by {others[0]}, but this fit has {mine}"
                          + (f" (it differs in {diffs})" if diffs else "") + ": a resumed fit needs the "
                          f"{cls.__qualname__} arguments it was written with (what it selects and estimates depends "
-                         f"on them). {_resume_or_start_afresh()}")
+                         f"on them). {_resume_or_start_afresh(callback)}")
     return True
 
 
@@ -163,17 +163,23 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
                           for k in changed)
         raise ValueError(f"the checkpoint was written by {name} with {diffs}: a resumed fit needs the {name} "
                          "arguments it was written with (what it selects and estimates depends on them). "
-                         f"{_resume_or_start_afresh()}")
+                         f"{_resume_or_start_afresh(callback)}")
 
 
-def _resume_or_start_afresh() -> str:
+def _resume_or_start_afresh(callback: Any) -> str:
     """The way on from a refused resume, in the words of the interface in use: a resume newcomer's `lit-robust fit
-    --ckpt_path FILE` was advised `MyModel.load_from_checkpoint(path)`, a Python call."""
+    --ckpt_path FILE` was advised `MyModel.load_from_checkpoint(path)`, a Python call; a module that holds the
+    state (CoTeaching, RCA, RealNVP: ``callback`` or the ``owner`` of its filter) is named, with CoTeaching's
+    ``model=``, where a modules newcomer was told of a `MyModel` that is not the checkpoint's class."""
     if in_a_lit_robust_command():
         return ("Resume with those arguments (the fit's config.yaml beside its checkpoints holds them), or leave out "
                 "`--ckpt_path` for a new fit.")
-    return ("Resume with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. "
-            "`MyModel.load_from_checkpoint(path)`.")
+    owner = getattr(callback, "owner", None)
+    module = type(callback).__name__ if isinstance(callback, pl.LightningModule) else (
+        owner if isinstance(owner, str) and owner not in ("BatchFilter", "ITLM") else None)
+    call = ("MyModel.load_from_checkpoint(path)" if module is None else
+            f"{module}.load_from_checkpoint(path{', model=MyModel()' if module == 'CoTeaching' else ''})")
+    return f"Resume with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. `{call}`."
 
 
 def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:
