@@ -1261,6 +1261,16 @@ class RobustCLI(LightningCLI):
                        "`--trainer.callbacks+=CLASS` on the command line.\n")
             if first_process_to_say(message):
                 sys.stderr.write(message)
+        for key, old, new, kept in _carried_init_args(self.config[sub] if sub else None):
+            # `--data lit_robust.TableDataModule` on a config of MNIST landmarks kept its `val_size: 1000` and half of a
+            # regression newcomer's table went to validation; `--model LinearProbe` kept an image model's `lr` (two
+            # newcomers, without a word)
+            listed = ", ".join(f"`{arg}`={value!r}" for arg, value in kept)
+            message = (f"lit-robust {sub}: note: `{key}` is {new} here, in place of the config's {old}, and it keeps "
+                       f"the config's {listed} (jsonargparse carries over the arguments the new class takes too). "
+                       f"Give them on the command line (`--{key}.init_args.NAME VALUE`) for other values.\n")
+            if first_process_to_say(message):
+                sys.stderr.write(message)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI rebuilds the model from the hyper-parameters saved in a checkpoint *file* given as
@@ -2433,6 +2443,37 @@ def _replaced_callbacks(final: Any) -> list[tuple[str, list[str]]]:
         if gone:
             dropped.append((path, gone))
     return dropped
+
+
+def _carried_init_args(final: Any) -> list[tuple[str, str, str, list[tuple[str, Any]]]]:
+    """``(key, config's class, final class, [(argument, value)])`` for ``model`` and ``data`` where the parsed config
+    ``final`` names another class than a ``--config`` file does, and keeps arguments that file set for its class
+    (not given on the command line)."""
+    if not isinstance(final, Namespace):
+        return []
+    found = []
+    for key in ("model", "data"):
+        new = str(final.get(f"{key}.class_path") or "")
+        if not new:
+            continue
+        for path in _config_files:
+            try:
+                doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+            entry = doc.get(key) if isinstance(doc, dict) else None
+            old = entry.get("class_path") if isinstance(entry, dict) else None
+            given = entry.get("init_args") if isinstance(entry, dict) else None
+            if not isinstance(old, str) or not isinstance(given, dict) or (
+                    old.rsplit(".", 1)[-1] == new.rsplit(".", 1)[-1]):
+                continue
+            on_command_line = {a.split("=", 1)[0] for a in _command_line if a.startswith("--")}
+            kept = [(arg, final.get(f"{key}.init_args.{arg}")) for arg in given
+                    if final.get(f"{key}.init_args.{arg}", _ABSENT) is not _ABSENT
+                    and not {f"--{key}.{arg}", f"--{key}.init_args.{arg}"} & on_command_line]
+            if kept:
+                found.append((key, old.rsplit(".", 1)[-1], new.rsplit(".", 1)[-1], kept))
+    return found
 
 
 def _undecodable_config(err: UnicodeDecodeError) -> str:

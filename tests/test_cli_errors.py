@@ -1073,3 +1073,24 @@ def test_a_misspelt_trigger_function_gets_its_hint_once(tmp_path, capsys, monkey
         main(["fit", "--config", "bad.yaml"])
     err = capsys.readouterr().err
     assert err.count("(did you mean 'mytrig_hint_once.white_patch'?)") == 1, err
+
+
+def test_a_class_swapped_on_the_command_line_names_the_arguments_it_keeps_from_the_config(tmp_path, capsys):
+    """`--data lit_robust.TableDataModule` on a config of another datamodule kept its `val_size` (1000 for MNIST
+    landmarks: half of a regression newcomer's table went to validation); `--model LinearProbe` on the image config
+    kept its `lr` (an image newcomer's). jsonargparse carries the arguments the new class takes too, without a word."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(100, 3)), columns=list("abc")).assign(y=rng.integers(0, 2, 100))
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "configs" / "itlm_digits.yaml"), "--data", "lit_robust.TableDataModule",
+              "--data.path", str(tmp_path / "t.csv"), "--data.target", "y", "--data.init_args.batch_size", "16",
+              "--trainer.logger", "false"])
+    err = capsys.readouterr().err
+    assert ("note: `data` is TableDataModule here, in place of the config's DigitsDataModule, and it keeps the "
+            "config's `val_size`=100.0 (jsonargparse carries over the arguments the new class takes too). Give them "
+            "on the command line (`--data.init_args.NAME VALUE`) for other values.") in err, err
+    assert "`batch_size`" not in err.split("note: `data`")[1].split("\n")[0]  # given on the command line
