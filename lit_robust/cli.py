@@ -1538,9 +1538,13 @@ class RobustCLI(LightningCLI):
         found = find_last_checkpoint(self.trainer)[0]
         if found is None:
             return
+        # where a `--ckpt_path` file's hyper-parameters replaced values of the command line, the fit's config is not
+        # the command line's, and `last` found another fit of that command line (a modules newcomer's resume with
+        # `--model.drop_ratio 0.1` trained `'auto'`, and the printed command tested another fit's 0.1 model): the file
+        ckpt = found if getattr(self, "_ckpt_rebuilt", None) else "last"
         if loaders:
             sys.stderr.write(f"lit-robust fit: the fitted model is {found}; test it on the test split with\n"
-                             f"  {test_command(self._given_argv)}\n")
+                             f"  {test_command(self._given_argv, ckpt=ckpt)}\n")
             return
         # no test split (an anomaly table without labels): an anomaly newcomer's fits ended without the checkpoint's
         # path, and the way on is `predict` on new data, which the datamodule reads from `predict_path`/`_root`
@@ -1553,7 +1557,7 @@ class RobustCLI(LightningCLI):
         what = ("your file of new rows, with the training table's columns" if arg == "predict_path" else
                 "your folder of new images")
         sys.stderr.write(f"lit-robust fit: the fitted model is {found}; there is no test split to test it on: score "
-                         f"new data with\n  {test_command(self._given_argv, 'predict')} --data.{arg} {new}\n"
+                         f"new data with\n  {test_command(self._given_argv, 'predict', ckpt)} --data.{arg} {new}\n"
                          f"  ({new}: {what}).\n")
 
     def _fail_if_the_final_model_collapsed(self) -> None:
@@ -1923,10 +1927,10 @@ def _note_more_processes_than_cores(trainer: pl.Trainer) -> None:
                          "of `batch_size`, so results differ from one process's (docs/capabilities/distributed.md).\n")
 
 
-def test_command(argv: Sequence[str], subcommand: str = "test") -> str:
+def test_command(argv: Sequence[str], subcommand: str = "test", ckpt: str = "last") -> str:
     """The ``lit-robust test`` (or ``subcommand``) command for a fit's arguments: the same arguments, whose
     ``--model.*`` and other overrides are part of the fit's config that ``--ckpt_path last`` looks for, with ``test``
-    for ``fit`` and ``--ckpt_path last`` for any ``--ckpt_path`` given.
+    for ``fit`` and ``--ckpt_path last`` (or ``ckpt``) for any ``--ckpt_path`` given.
 
     >>> test_command(["fit", "--config", "configs/itlm digits.yaml", "--ckpt_path", "x.ckpt", "--model.lr", "0.1"])
     "lit-robust test --config 'configs/itlm digits.yaml' --model.lr 0.1 --ckpt_path last"
@@ -1946,7 +1950,7 @@ def test_command(argv: Sequence[str], subcommand: str = "test") -> str:
             replaced = True
             continue
         out.append(arg)
-    command = shlex.join(["lit-robust", *out, "--ckpt_path", "last"])
+    command = shlex.join(["lit-robust", *out, "--ckpt_path", ckpt])
     # a fit of classes built on the unified `lightning` package needs the variable again (a newcomer's `test`, run as
     # printed, was refused)
     backend = os.environ.get("LIT_ROBUST_LIGHTNING")

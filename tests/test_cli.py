@@ -321,6 +321,28 @@ def test_the_closest_fit_of_other_callback_arguments_is_not_offered_as_a_file_to
     assert RUN_ID_VARIABLE not in os.environ  # the command's id goes with the command
 
 
+def test_the_test_command_after_a_fit_whose_checkpoint_replaced_values_names_the_fitted_file(tmp_path, capsys,
+                                                                                            one_torch_thread):
+    """A modules newcomer resumed a file with `--model.drop_ratio 0.1`; the checkpoint's 'auto' replaced it (warned),
+    and the printed `test ... --ckpt_path last` then found another fit of the command line's 0.1 and tested it."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"] = []
+    cfg["trainer"]["max_epochs"] = 1
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    first = run(["fit", "--config", str(path)])
+    ckpt = str(next(Path(first.trainer.log_dir).glob("checkpoints/*.ckpt")))
+    capsys.readouterr()
+    lr = cfg["model"]["init_args"]["lr"]
+    with pytest.warns(UserWarning, match=rf"which replace the config's / command line's lr=0\.001 -> {lr}"):
+        resumed = run(["fit", "--config", str(path), "--trainer.max_epochs", "2", "--model.init_args.lr", "0.001",
+                       "--ckpt_path", ckpt])
+    err = capsys.readouterr().err
+    fitted = str(next(Path(resumed.trainer.log_dir).glob("checkpoints/*.ckpt")))
+    assert f"the fitted model is {fitted}; test it on the test split with" in err, err
+    assert err.rstrip().endswith(f"--ckpt_path {fitted}"), err
+
+
 def test_ckpt_path_last_notes_a_fit_that_trained_for_another_length(tmp_path, capsys, one_torch_thread):
     """A backdoor newcomer's `test --ckpt_path last` loaded a 2-epoch trial fit's weights over the 20-epoch fit its
     command line described (max_epochs is not part of a fit's identity: a resume may extend it) and took the trial's
