@@ -1507,6 +1507,8 @@ class RobustCLI(LightningCLI):
         just trained and train nothing; this skips it (:meth:`_say_if_complete` said why)."""
         if not self._complete:
             self.trainer.fit(**kwargs)  # `_FitEndMark` marks a fit that ran to its end, in the processes that ran it
+            if _runs_in_started_processes(self.trainer):
+                _point_checkpoints_at_the_run(self.trainer)
             self._fail_if_the_final_model_collapsed()
             self._say_next_step()
 
@@ -1561,66 +1563,26 @@ class RobustCLI(LightningCLI):
                          f"  ({new}: {what}).\n")
 
     def _fail_if_the_final_model_collapsed(self) -> None:
-        """Exit 1 when the last round of an ITLM-style callback collapsed (its model did not learn): the fitted
-        model, the one ``last.ckpt`` holds and ``test --ckpt_path last`` tests, is that round's. The fit exited 0
-        with a model at chance accuracy, its warnings scrolled away, and a pipeline went on to test and ship it:
-        a CLI newcomer's learning rate 80 collapsed every round; a photo-folder newcomer's CNN learned in three
-        rounds and collapsed in the last, and 3 of their 7 fits exited 0 with a model testing at 0.200 on 5
-        classes. The same when the final model predicts one class for nearly every training sample (read off its
-        report, so on the rank that writes it): no round is judged collapsed when, without a validation split, a
-        loss falls from a spike to the uniform guess's, and a folder newcomer's 4 fits at learning rates 0.1-0.5
-        exited 0 with models testing at 0.200. ``on_collapse='raise'`` stops at the first collapsed round."""
-        from lit_robust.callbacks import ITLM
-
+        """Exit 1 when the final model of an ITLM-style callback did not learn (:func:`collapse_error`). Under
+        ``ddp_spawn`` the callbacks ran in the started processes, whose rank 0 wrote the verdict into the fit-end mark
+        (:class:`_FitEndMark`): this process's copies never ran (a newcomer's fit at learning rate 80 collapsed every
+        round and exited 0 under ``ddp_spawn``, 1 under ``ddp``)."""
         if self.trainer.interrupted:
             return
-        for cb in [*self.trainer.callbacks, *model_callbacks(self.model)]:
-            history = getattr(cb, "history", None)
-            if not isinstance(cb, ITLM) or not history:
-                continue
-            one = cb.final_one_class  # known on the rank that wrote the report
-            if not history[-1].collapsed and one is None:
-                continue
-            name, n = type(cb).__name__, len(history)
-            if not history[-1].collapsed:
-                # no round was judged collapsed (without a validation split a loss that falls from a spike to
-                # the uniform guess's passes), yet the final model names one class for nearly every sample: a
-                # folder newcomer's 4 fits at lr 0.1-0.5 exited 0 this way with models testing at 0.200
-                c, p, total = one
-                what = (f"the final model of {name} predicts class {class_label(c, datamodule_classes(self.trainer))} "
-                        f"for {p} of the {total} training samples, whose labels spread over several classes: it did "
-                        "not learn, though its last round was not judged collapsed")
-                cause = ("A common cause is a learning rate too large for a freshly initialised model (`--model.lr`); "
-                         "a validation split (the datamodule's `val_size`) lets each round be judged by its accuracy.")
-            elif all(rec.collapsed for rec in history):
-                what = f"every round of {name} ({n} of {n}) collapsed: its model did not learn"
-                cause = "A common cause is a learning rate too large for a freshly initialised model (`--model.lr`)."
-            else:
-                learned = [rec.round for rec in history if not rec.collapsed]
-                what = (f"the last round of {name} (round {history[-1].round}) collapsed: its model did not learn, "
-                        f"though round{'s' if len(learned) > 1 else ''} {', '.join(map(str, learned))} did")
-                cause = ("The fitted model is that last round's. Common causes: a learning rate too large for a "
-                         "freshly initialised model (`--model.lr`; one that a short round survives can diverge in a "
-                         "long one), or a round too short to learn in (`round_epochs`); with `reinit: false` each "
-                         "round starts from the one before instead of a fresh model.")
-            cause = cause.replace("(`--model.lr`", f"(`--model.lr`{self._fit_learning_rate()}", 1)
-            if self.trainer.is_global_zero:
-                sys.stderr.write(f"lit-robust fit: error: {what} (the warnings above say why), so the fitted model "
-                                 f"is not usable. {cause} The checkpoints and the report were written.\n")
-            raise SystemExit(1)
-
-    def _fit_learning_rate(self) -> str:
-        """``"; this fit's was 0.5: try 0.05"`` -- the learning rate the optimizer started from (before any
-        scheduler), for the messages that blame it: a folder newcomer whose fits collapsed was told "a learning rate
-        too large" and had to look up which one the config had set."""
-        try:
-            groups = [g for opt in self.trainer.optimizers for g in opt.param_groups]
-            rates = sorted({float(g.get("initial_lr", g["lr"])) for g in groups})
-        except Exception:  # noqa: BLE001 - an optimizer without plain param groups: the advice stays general
-            return ""
-        if len(rates) == 1 and rates[0] > 0:
-            return f"; this fit's was {rates[0]:g}: try {rates[0] / 10:g}"
-        return f"; this fit's were {', '.join(f'{r:g}' for r in rates)}" if rates else ""
+        if _runs_in_started_processes(self.trainer):
+            folder = _own_log_dir(self.trainer)
+            try:
+                mark = json.loads((Path(folder) / FIT_END_MARK).read_text()) if folder else {}
+            except (OSError, ValueError):
+                mark = {}
+            message = mark.get("collapsed") if isinstance(mark, dict) else None
+        else:
+            message = collapse_error(self.trainer, self.model)
+        if message is None:
+            return
+        if self.trainer.is_global_zero:
+            sys.stderr.write(message)
+        raise SystemExit(1)
 
     def _refuse_another_seed(self, ckpt: str) -> None:
         """Raise when ``fit --ckpt_path FILE`` resumes a fit of another ``seed_everything``: the resume goes on with
@@ -2146,6 +2108,67 @@ class _ConfigInCheckpoint(pl.Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
+def collapse_error(trainer: pl.Trainer, model: Any) -> str | None:
+    """The error line of a fit whose final ITLM-style model did not learn, else ``None``: the last round collapsed, or
+    the final model predicts one class for nearly every training sample (read off its report, so on the rank that
+    writes it). The fitted model, the one ``last.ckpt`` holds and ``test --ckpt_path last`` tests, is that round's.
+    The fit exited 0 with a model at chance accuracy, its warnings scrolled away, and a pipeline went on to test and
+    ship it: a CLI newcomer's learning rate 80 collapsed every round; a photo-folder newcomer's CNN learned in three
+    rounds and collapsed in the last, and 3 of their 7 fits exited 0 with a model testing at 0.200 on 5 classes. No
+    round is judged collapsed when, without a validation split, a loss falls from a spike to the uniform guess's, and a
+    folder newcomer's 4 fits at learning rates 0.1-0.5 exited 0 with models testing at 0.200. ``on_collapse='raise'``
+    stops at the first collapsed round."""
+    from lit_robust.callbacks import ITLM
+
+    for cb in [*trainer.callbacks, *model_callbacks(model)]:
+        history = getattr(cb, "history", None)
+        if not isinstance(cb, ITLM) or not history:
+            continue
+        one = cb.final_one_class  # known on the rank that wrote the report
+        if not history[-1].collapsed and one is None:
+            continue
+        name, n = type(cb).__name__, len(history)
+        if not history[-1].collapsed:
+            # no round was judged collapsed (without a validation split a loss that falls from a spike to the uniform
+            # guess's passes), yet the final model names one class for nearly every sample: a folder newcomer's 4
+            # fits at lr 0.1-0.5 exited 0 this way with models testing at 0.200
+            c, p, total = one
+            what = (f"the final model of {name} predicts class {class_label(c, datamodule_classes(trainer))} for {p} "
+                    f"of the {total} training samples, whose labels spread over several classes: it did not learn, "
+                    "though its last round was not judged collapsed")
+            cause = ("A common cause is a learning rate too large for a freshly initialised model (`--model.lr`); "
+                     "a validation split (the datamodule's `val_size`) lets each round be judged by its accuracy.")
+        elif all(rec.collapsed for rec in history):
+            what = f"every round of {name} ({n} of {n}) collapsed: its model did not learn"
+            cause = "A common cause is a learning rate too large for a freshly initialised model (`--model.lr`)."
+        else:
+            learned = [rec.round for rec in history if not rec.collapsed]
+            what = (f"the last round of {name} (round {history[-1].round}) collapsed: its model did not learn, "
+                    f"though round{'s' if len(learned) > 1 else ''} {', '.join(map(str, learned))} did")
+            cause = ("The fitted model is that last round's. Common causes: a learning rate too large for a freshly "
+                     "initialised model (`--model.lr`; one that a short round survives can diverge in a long one), or "
+                     "a round too short to learn in (`round_epochs`); with `reinit: false` each round starts from the "
+                     "one before instead of a fresh model.")
+        cause = cause.replace("(`--model.lr`", f"(`--model.lr`{_fit_learning_rate(trainer)}", 1)
+        return (f"lit-robust fit: error: {what} (the warnings above say why), so the fitted model is not usable. "
+                f"{cause} The checkpoints and the report were written.\n")
+    return None
+
+
+def _fit_learning_rate(trainer: pl.Trainer) -> str:
+    """``"; this fit's was 0.5: try 0.05"`` -- the learning rate the optimizer started from (before any scheduler),
+    for the messages that blame it: a folder newcomer whose fits collapsed was told "a learning rate too large" and
+    had to look up which one the config had set."""
+    try:
+        groups = [g for opt in trainer.optimizers for g in opt.param_groups]
+        rates = sorted({float(g.get("initial_lr", g["lr"])) for g in groups})
+    except Exception:  # noqa: BLE001 - an optimizer without plain param groups: the advice stays general
+        return ""
+    if len(rates) == 1 and rates[0] > 0:
+        return f"; this fit's was {rates[0]:g}: try {rates[0] / 10:g}"
+    return f"; this fit's were {', '.join(f'{r:g}' for r in rates)}" if rates else ""
+
+
 class _FitEndMark(pl.Callback):
     """Writes :data:`FIT_END_MARK` into the run folder of a fit that ran to its end (the final validation, the reports
     of ``on_train_end`` and of the callbacks' ``on_fit_end`` before it): its global step. The checkpoint alone cannot
@@ -2159,6 +2182,9 @@ class _FitEndMark(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        # the verdict on the final model, read where the callbacks ran (`RobustCLI._fail_if_the_final_model_collapsed`
+        # reads it under `ddp_spawn`, whose main process holds copies that never ran)
+        collapsed = collapse_error(trainer, pl_module)
         # rank 0's folder read without `trainer.log_dir`'s broadcast: the other ranks returned above, and rank 0 alone
         # in that collective ended every 2-process `lit-robust fit` in a gloo 'Connection closed by peer' traceback
         try:
@@ -2169,7 +2195,8 @@ class _FitEndMark(pl.Callback):
             return
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
-            (Path(folder) / FIT_END_MARK).write_text(json.dumps({"global_step": trainer.global_step}) + "\n")
+            (Path(folder) / FIT_END_MARK).write_text(json.dumps({"global_step": trainer.global_step,
+                                                                 "collapsed": collapsed}) + "\n")
         except OSError as exc:  # a read-only folder: the fit itself succeeded
             rank_zero_warn(f"lit-robust fit: could not write {FIT_END_MARK} into {folder} ({exc}): a later "
                            "`--ckpt_path last` of this fit may run its end-of-fit work again.")
@@ -3102,6 +3129,19 @@ def _runs_in_started_processes(trainer: Any) -> bool:
     ``ddp_fork``): this process then holds the state of before the run (the datamodule not set up, no batch counts,
     no callback history), and the weights, status and metrics Lightning copies back."""
     return type(getattr(getattr(trainer, "strategy", None), "launcher", None)).__name__ == "_MultiProcessingLauncher"
+
+
+def _point_checkpoints_at_the_run(trainer: Any) -> None:
+    """Under ``ddp_spawn``, after the fit: give this process's ModelCheckpoints the folder their copies wrote into
+    (``<log_dir>/checkpoints``, as Lightning resolves it; the run's version was fixed before the start). Left unset,
+    "the fitted model is ..." looked in every ``version_*`` and named another fit's ``last.ckpt`` (a newcomer's table
+    fit was told of an earlier MNIST fit's checkpoint)."""
+    if trainer.loggers and type(trainer.loggers[0]).__name__ not in ("CSVLogger", "TensorBoardLogger"):
+        return  # a logger of another kind: its folder is not known here
+    folder = os.path.join(_own_log_dir(trainer) if trainer.loggers else trainer.default_root_dir, "checkpoints")
+    for cb in trainer.checkpoint_callbacks:
+        if cb.dirpath is None:
+            cb.dirpath = folder
 
 
 def _own_log_dir(trainer: Any) -> str | None:

@@ -602,7 +602,8 @@ def test_fit_ckpt_path_last_of_a_fit_stopped_after_its_last_step_checkpoint_does
     assert again.trainer.state.finished and again.config_init["fit"]["ckpt_path"] == str(found)
     resumed = Path(again.trainer.log_dir)
     assert (resumed / "itlm_scores.png").is_file()  # ITLM's plot, written at the end of a fit
-    assert json.loads((resumed / "fit_ended.json").read_text()) == {"global_step": again.trainer.global_step}
+    assert json.loads((resumed / "fit_ended.json").read_text()) == {"global_step": again.trainer.global_step,
+                                                                     "collapsed": None}
 
     capsys.readouterr()
     done = run(["fit", "--config", str(path), "--ckpt_path", "last"])  # that fit ended: nothing more to do
@@ -2113,7 +2114,7 @@ def test_the_fit_end_mark_is_written_by_rank_zero_without_a_collective(tmp_path)
     trainer.strategy.broadcast = no_collective
     _FitEndMark().on_fit_end(trainer, None)
     mark = Path(trainer.loggers[0].log_dir) / FIT_END_MARK
-    assert json.loads(mark.read_text()) == {"global_step": 0}
+    assert json.loads(mark.read_text()) == {"global_step": 0, "collapsed": None}
 
 
 @pytest.mark.timeout(300)
@@ -2140,16 +2141,48 @@ def test_a_two_process_fit_of_a_shipped_config_ends_then_tests_its_last_checkpoi
         assert done.returncode == 0 and "Traceback" not in text, text
         return text
 
+    # another fit's `last.ckpt` in an earlier version folder: under `ddp_spawn` "the fitted model is" named it, this
+    # process's ModelCheckpoint having no folder of its own (a newcomer's table fit was told of an MNIST fit's file)
+    decoy = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    decoy.parent.mkdir(parents=True)
+    decoy.write_bytes(b"")
     fitted = lit_robust("fit", "--trainer.strategy", strategy, "--trainer.devices", "2")
     assert "Starting with 2 processes" in fitted and fitted.count("per-sample report written to") == 1, fitted
-    assert (tmp_path / "lightning_logs" / "version_0" / "fit_ended.json").is_file()
-    rows = load_report(tmp_path / "lightning_logs" / "version_0" / "itlm_report.csv", as_frame=False)
+    run_dir = tmp_path / "lightning_logs" / "version_1"
+    assert json.loads((run_dir / "fit_ended.json").read_text())["collapsed"] is None
+    assert f"the fitted model is {run_dir / 'checkpoints'}{os.sep}" in fitted and str(decoy) not in fitted, fitted
+    decoy.unlink()  # not a checkpoint `test --ckpt_path last` could read
+    rows = load_report(run_dir / "itlm_report.csv", as_frame=False)
     assert sorted(r["index"] for r in rows) == list(range(len(rows)))  # every training sample once
     assert "test_acc" in lit_robust("test", "--ckpt_path", "last")
     if strategy == "ddp_spawn":  # the printed command keeps the strategy; this process saw none of the test batches
         tested = lit_robust("test", "--ckpt_path", "last", "--trainer.strategy", strategy, "--trainer.devices", "2")
         assert "test_acc" in tested and "gave no test batches" not in tested, tested
         assert "test it on the test split with" in fitted, fitted
+
+
+def test_under_ddp_spawn_the_collapse_verdict_is_read_off_the_fit_end_mark(tmp_path, capsys):
+    """Under `ddp_spawn` this process's ITLM is a copy that never ran: a fit whose every round collapsed (a newcomer's
+    learning rate 80) exited 0, where one process and `ddp` exit 1. Rank 0 of the fit writes the verdict into the
+    fit-end mark, and the CLI reads it there."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lit_robust.cli import FIT_END_MARK, RobustCLI
+
+    trainer = pl.Trainer(strategy="ddp_spawn", devices=2, accelerator="cpu", logger=CSVLogger(tmp_path),
+                         enable_progress_bar=False, enable_checkpointing=False)
+    folder = Path(trainer.loggers[0].log_dir)
+    folder.mkdir(parents=True)
+    cli = SimpleNamespace(trainer=trainer, model=None)
+    (folder / FIT_END_MARK).write_text(json.dumps({"global_step": 60, "collapsed": None}))
+    RobustCLI._fail_if_the_final_model_collapsed(cli)  # a fit that learned: nothing
+    said = "lit-robust fit: error: every round of ITLM (3 of 3) collapsed: its model did not learn ...\n"
+    (folder / FIT_END_MARK).write_text(json.dumps({"global_step": 60, "collapsed": said}))
+    with pytest.raises(SystemExit) as done:
+        RobustCLI._fail_if_the_final_model_collapsed(cli)
+    assert done.value.code == 1 and capsys.readouterr().err == said
 
 
 def test_a_users_mistake_checked_in_a_spawned_process_is_one_line():
