@@ -343,6 +343,30 @@ def test_the_test_command_after_a_fit_whose_checkpoint_replaced_values_names_the
     assert err.rstrip().endswith(f"--ckpt_path {fitted}"), err
 
 
+def test_a_blocked_report_in_a_report_dir_is_written_by_the_advised_command(tmp_path, capsys, one_torch_thread):
+    """A newcomer's report file in their `report_dir` was blocked (a folder of its name): the warning advised `fit ...
+    --ckpt_path last`, which, the fit being complete and the folder the user's own, ran nothing. It now advises the
+    fitted checkpoint's file, and that writes the report."""
+    import warnings
+
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"][0]["init_args"]["report_dir"] = str(tmp_path / "reports")
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    blocked = tmp_path / "reports" / "itlm_report.csv"
+    blocked.mkdir(parents=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(path)])
+    said = [str(w.message) for w in caught if "could not be written" in str(w.message)]
+    assert len(said) == 1 and ("run the same command with `--ckpt_path` set to the fit's checkpoint file (the fitted "
+                               "model it names below)") in said[0], said
+    fitted = capsys.readouterr().err.split("the fitted model is ", 1)[1].split(";", 1)[0]
+    blocked.rmdir()
+    main(["fit", "--config", str(path), "--ckpt_path", fitted])
+    assert load_report(blocked, as_frame=False)  # written
+
+
 def test_ckpt_path_last_notes_a_fit_that_trained_for_another_length(tmp_path, capsys, one_torch_thread):
     """A backdoor newcomer's `test --ckpt_path last` loaded a 2-epoch trial fit's weights over the 20-epoch fit its
     command line described (max_epochs is not part of a fit's identity: a resume may extend it) and took the trial's

@@ -526,8 +526,7 @@ def test_a_report_that_cannot_be_written_at_the_end_is_a_warning_and_a_resume_wr
                               "(IsADirectoryError: "), said[0]
     assert said[0].endswith("The fit itself ran to its end. To write the report, free that path (or pass another "
                             "`report_dir`) and resume from the fit's last checkpoint with a new Trainer "
-                            "(`ckpt_path=...`; on the command line `lit-robust fit ... --ckpt_path last`): it trains "
-                            "nothing more and writes the report."), said[0]
+                            "(`ckpt_path=...`): it trains nothing more and writes the report."), said[0]
     assert callbacks[0].report_path is None and callbacks[1].report_path is None
     assert not any("stopped" in str(w.message) for w in caught)  # no advice for a fit stopped early
     for name in names:

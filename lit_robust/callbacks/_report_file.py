@@ -115,10 +115,14 @@ def written_on_rank_zero(trainer: Any, target: str, write: Callable[[], str], ow
         raise error
     if unwritable is None:
         return path
+    # on the command line the checkpoint's file, not `last`: with a `report_dir` of the user's the CLI cannot tell that
+    # the report there is missing, and `--ckpt_path last` ran nothing as a finished fit (a newcomer's check)
+    how = ("run the same command with `--ckpt_path` set to the fit's checkpoint file (the fitted model it names "
+           "below)" if in_a_lit_robust_command() else
+           "resume from the fit's last checkpoint with a new Trainer (`ckpt_path=...`)")
     rank_zero_warn(f"{owner}: the per-sample report could not be written to {target} ({unwritable}). The fit itself "
-                   "ran to its end. To write the report, free that path (or pass another `report_dir`) and resume "
-                   "from the fit's last checkpoint with a new Trainer (`ckpt_path=...`; on the command line "
-                   "`lit-robust fit ... --ckpt_path last`): it trains nothing more and writes the report.")
+                   f"ran to its end. To write the report, free that path (or pass another `report_dir`) and {how}: it "
+                   "trains nothing more and writes the report.")
     return None
 
 
