@@ -169,6 +169,16 @@ def test_a_function_that_writes_into_its_input_leaves_the_callers_images_clean()
     assert torch.equal(x, before)  # the caller's images are untouched
     assert bool((triggered[..., 0:3, 0:3] == HI).all()) and torch.equal(triggered[..., 3:, 3:], before[..., 3:, 3:])
     assert torch.equal(labels, y) and torch.equal(attack, (y + 1) % 2)
+    # the same for a `Trigger` subclass of one's own (a newcomer's check of the functions' fix)
+    from lit_robust.functional.backdoor import Trigger
+
+    class Corner(Trigger):
+        def apply(self, v):
+            v[..., 0:3, 0:3] = self.value_range[1]
+            return v
+
+    triggered, _, _ = poison_test_set(x, y, Corner(value_range=(LO, HI)), num_classes=2)
+    assert torch.equal(x, before) and bool((triggered[..., 0:3, 0:3] == HI).all())
 
 
 @pytest.mark.parametrize(("make", "error", "message"), [

@@ -91,10 +91,15 @@ class Trigger:
             raise ValueError(f"`value_range` must be (low, high) with low < high, both finite, got {value_range!r}.")
         self.value_range = (float(lo), float(hi))
 
+    #: whether :meth:`apply` leaves its input as it is (the built-in triggers build a new batch); a subclass of a user's
+    #: gets a copy, as a function does: one that wrote into its input put the trigger into the clean test split
+    #: through :func:`poison_test_set` (a newcomer's check of the functions' fix)
+    _leaves_its_input = False
+
     def __call__(self, images: Tensor) -> Tensor:
         _check_images(images)
         check_value_range(images, self.value_range)
-        return self.apply(images)
+        return self.apply(images if self._leaves_its_input else images.clone())
 
     def apply(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -165,6 +170,8 @@ class PatchTrigger(Trigger):
             ``(top, left)``, the patch's top-left pixel. A patch that does not fit the image is an error when the
             trigger is applied.
     """
+
+    _leaves_its_input = True  # it builds a new batch
 
     def __init__(self, size: int | tuple[int, int] | None = None, margin: int = 0,
                  value_range: tuple[float, float] | None = None, pattern: Tensor | None = None,
@@ -257,6 +264,8 @@ class BlendTrigger(Trigger):
         pattern: your own blend image, a tensor ``[H, W]`` or ``[C, H, W]`` (``C`` = 1 or the images' channels) of
             intensities in [0, 1] (0 black, 1 white), of the images' height and width.
     """
+
+    _leaves_its_input = True  # it builds a new batch
 
     def __init__(self, alpha: float = 0.1, seed: int = 0, value_range: tuple[float, float] | None = None,
                  pattern: Tensor | None = None) -> None:
@@ -351,6 +360,8 @@ def as_trigger(trigger: Trigger | Callable[[Tensor], Tensor], value_range: tuple
 class WatermarkTrigger(Trigger):
     """An ``"X"`` (both diagonals) or ``"L"`` (left edge and bottom edge) of ``size × size`` pixels, drawn in
     white with its top-left corner at ``(top, left)`` (default: centred)."""
+
+    _leaves_its_input = True  # it builds a new batch
 
     def __init__(self, shape: Literal["X", "L"] = "X", size: int = 7, top: int | None = None, left: int | None = None,
                  value_range: tuple[float, float] | None = None) -> None:
