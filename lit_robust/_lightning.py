@@ -80,7 +80,8 @@ def mark_restored(holder: Any) -> None:
         holder._state_trainer = token
 
 
-def started_without_its_state(holder: Any, trainer: Any, owner: str) -> bool:
+def started_without_its_state(holder: Any, trainer: Any, owner: str,
+                              counts: str = "its warm-up, estimate and report count from this epoch") -> bool:
     """At train start: warn, and return ``True``, when this fit resumes a checkpoint past its start that held no state
     of ``holder``'s (its fit ran without this callback): ``holder`` then begins mid-fit as if that epoch were the
     first. A resume newcomer's ITLM added to a filter's checkpoint printed a "round 0" it never trained and blamed
@@ -92,12 +93,13 @@ def started_without_its_state(holder: Any, trainer: Any, owner: str) -> bool:
               "start a new fit (no `ckpt_path`) from the checkpoint's weights (`MyModel.load_from_checkpoint(path)`)")
     rank_zero_warn(f"{owner}: this fit resumes {path} at epoch {trainer.current_epoch}, but the checkpoint holds no "
                    f"{owner} state (the fit that wrote it ran without this {owner}), so {owner} starts here, with "
-                   "nothing of the epochs before: its rounds, warm-up, estimate and report count from this epoch. "
-                   f"Resume with the callbacks the fit was written with, or {afresh}.")
+                   f"nothing of the epochs before: {counts}. Resume with the callbacks the fit was written with, or "
+                   f"{afresh}.")
     return True
 
 
-def say_resumed_a_finished_fit(holder: Any, trainer: Any, owner: str, reports: bool) -> None:
+def say_resumed_a_finished_fit(holder: Any, trainer: Any, owner: str, reports: bool,
+                               more: str = "Raise `max_epochs` to train on") -> None:
     """At fit end: say when this fit resumed, from ``ckpt_path``, a fit that had run to ``max_epochs``, so that it
     trained no batch: Lightning's "`max_epochs` reached" and the round table read as if a fit had just run (a resume
     newcomer's Python script; the CLI skips such a fit and says so)."""
@@ -106,9 +108,9 @@ def say_resumed_a_finished_fit(holder: Any, trainer: Any, owner: str, reports: b
     if (path is None or not getattr(holder, "_restored", False) or getattr(holder, "_trained_this_fit", True)
             or not isinstance(max_epochs, int) or max_epochs < 0 or trainer.current_epoch < max_epochs):
         return
-    report = " and wrote the report again" if reports else ""
+    report = " and wrote the report" if reports else ""
     rank_zero_info(f"{owner}: this fit resumed {path}, whose fit had run every epoch to `max_epochs`={max_epochs}, so "
-                   f"it trained no batch: it finished that fit's end{report}. Raise `max_epochs` to train on.")
+                   f"it trained no batch: it finished that fit's end{report}. {more}.")
 
 
 def check_state_owner(holder: Any) -> None:

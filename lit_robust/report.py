@@ -995,8 +995,9 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
         raise TypeError(f"`path` must be the report file or the folder holding it (a str or path), got "
                         f"{type(path).__name__}" + (": did the fit write no report (`report_path` is None)? Under "
                                                     "`ddp_spawn` the script's callback is a copy that did not run: "
-                                                    "read the path the fit printed, in the logger's folder or "
-                                                    "`report_dir`." if path is None else "."))
+                                                    "read the path the fit printed (\"per-sample report written "
+                                                    "to ...\"), or give the callback a `report_dir`."
+                                                    if path is None else "."))
     path = os.path.expanduser(path)  # `~` is the home folder, as `report_dir` and `pandas.read_csv` read it
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
         found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)

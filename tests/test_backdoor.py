@@ -267,6 +267,12 @@ def test_the_datamodules_blend_alpha_is_named_as_the_datamodule_takes_it():
         BackdoorMNISTDataModule(blend_alpha=0.3)
     with pytest.warns(UserWarning, match=r"^`watermark_size`=5 sets the watermark_x / watermark_l trigger"):
         BackdoorMNISTDataModule(attack="blend", watermark_size=5)
+    with pytest.warns(UserWarning, match=r"\(a trigger of your own\): leave it out \(it has no effect on a trigger of "
+                                         r"your own\)\.$"):
+        BackdoorMNISTDataModule(attack=None, trigger=lambda v: v, blend_alpha=0.3)
+    with pytest.raises(ValueError, match=r"^`attack` must be one of 'patch', 'blend', 'watermark_x', 'watermark_l', "
+                                         r"got 'blnd' \(did you mean 'blend'\?\)\.$"):
+        BackdoorMNISTDataModule(attack="blnd")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         BackdoorMNISTDataModule(attack="watermark_l", watermark_size=5)

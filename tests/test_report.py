@@ -493,9 +493,10 @@ def test_a_resume_of_a_finished_fit_says_it_trained_nothing(tmp_path, monkeypatc
     assert said == []  # it trained the last epoch
     fit(tmp_path / "c", cbs(tmp_path / "c"), 3, enable_checkpointing=True, ckpt_path=tmp_path / "a" / "epoch=2.ckpt")
     path = tmp_path / "a" / "epoch=2.ckpt"
-    assert said == [f"{owner}: this fit resumed {path}, whose fit had run every epoch to `max_epochs`=3, so it trained "
-                    "no batch: it finished that fit's end and wrote the report again. Raise `max_epochs` to train on."
-                    for owner in ("ITLM", "BatchFilter")], said
+    head = (f"this fit resumed {path}, whose fit had run every epoch to `max_epochs`=3, so it trained no batch: it "
+            "finished that fit's end and wrote the report.")
+    assert said == [f"ITLM: {head} A longer fit is a new one (no `ckpt_path`): the rounds fix `max_epochs`.",
+                    f"BatchFilter: {head} Raise `max_epochs` to train on."], said
 
 
 def test_a_report_that_cannot_be_written_at_the_end_is_a_warning_and_a_resume_writes_it(tmp_path):

@@ -1160,7 +1160,9 @@ class ITLM(Callback):
     # -- round logic -----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_state_owner(self)
-        self._started_mid_fit = started_without_its_state(self, trainer, self._title)
+        self._started_mid_fit = started_without_its_state(
+            self, trainer, self._title, "its round records, selection, estimate and report hold none of the epochs "
+            "before (its rounds still run by the fit's epochs)")
         if getattr(self, "_goes_on_note", None) is not None and not self._restored:
             rank_zero_info(self._goes_on_note)
         self._check_same_on_every_rank()
@@ -1609,7 +1611,8 @@ class ITLM(Callback):
             # last epoch (one stopped in the final scoring pass: a reproducibility newcomer's SIGKILL); the resumed
             # fit wrote no report
             self._write_report(trainer, pl_module)
-        say_resumed_a_finished_fit(self, trainer, self._title, reports=self.report_path is not None)
+        say_resumed_a_finished_fit(self, trainer, self._title, reports=self.report_path is not None,
+                                   more="A longer fit is a new one (no `ckpt_path`): the rounds fix `max_epochs`")
         empty = no_training_batches(trainer)
         if empty is not None:
             rank_zero_warn(f"{self._title}: {empty}")

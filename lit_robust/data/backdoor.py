@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import numbers
 from collections.abc import Callable
 from typing import Any, Literal
@@ -92,7 +93,9 @@ class BackdoorMNISTDataModule(MNISTDataModule):
         if trigger is None and attack is None:
             attack = "patch"
         if trigger is None and attack not in ATTACKS:
-            raise ValueError(f"`attack` must be one of {', '.join(map(repr, ATTACKS))}, got {attack!r}.")
+            close = difflib.get_close_matches(str(attack), ATTACKS, n=1)  # a newcomer's 'blnd'
+            raise ValueError(f"`attack` must be one of {', '.join(map(repr, ATTACKS))}, got {attack!r}"
+                             + (f" (did you mean {close[0]!r}?)." if close else "."))
         _check_ratio("poison_rate", poison_rate)
         if isinstance(blend_alpha, bool) or not (isinstance(blend_alpha, numbers.Real) and 0 < blend_alpha <= 1):
             # the trigger's own check said `alpha`, a name the datamodule does not take (a backdoor newcomer); checked
@@ -102,9 +105,11 @@ class BackdoorMNISTDataModule(MNISTDataModule):
                                               ("watermark_size", watermark_size, 7, ("watermark_x", "watermark_l"))):
             if value != default and attack not in used_by:
                 # a user who meant to switch the trigger but left `attack` at its default got no word
+                fix = ("leave it out (it has no effect on a trigger of your own)" if trigger is not None else
+                       f"it has no effect. Pass `attack={used_by[0]!r}` to use it")
                 shown = "a trigger of your own" if trigger is not None else f"attack={attack!r}"
                 rank_zero_warn(f"`{name}`={value!r} sets the {' / '.join(used_by)} trigger, which this attack does not "
-                               f"use ({shown}): it has no effect. Pass `attack={used_by[0]!r}` to use it.")
+                               f"use ({shown}): {fix}.")
         # in the datamodule's names: the triggers' own checks said `size` (a backdoor reviewer's watermark_size=1),
         # and a float seed failed in torch at setup; the MNIST-family images are 28x28
         check_seed("trigger_seed", trigger_seed)  # the BlendTrigger's `seed`: a torch seed

@@ -472,7 +472,8 @@ def cut_epoch_resume_note(owner: str, cut: dict[int, tuple[int, int, str]], esti
     return (f"{owner}: `drop_ratio='auto'`: this checkpoint's estimate counts {said}, scored by the model of that "
             "epoch's first steps. Lightning resumes at the next epoch without training the rest of it, so the resumed "
             "fit drops by another estimate than an uninterrupted fit would. For the uninterrupted fit's result resume "
-            "from a checkpoint written at the end of a whole epoch (e.g. the one before).")
+            "from a checkpoint written at the end of a whole epoch (e.g. the one before; "
+            "`ModelCheckpoint(save_top_k=-1)` keeps every epoch's).")
 
 
 def say_reestimated(auto: AutoDropRatio | None) -> None:
