@@ -442,6 +442,20 @@ def test_a_wrong_feature_dim_of_your_own_encoder_is_named_at_setup(tmp_path):
                                       DataLoader(_labelled(), batch_size=40))
 
 
+def test_data_your_own_encoder_cannot_take_is_named_not_a_traceback(tmp_path):
+    """An image newcomer's grey encoder under a colour image folder: the fit check's own forward raised torch's
+    "expected input[2, 3, 28, 28] to have 1 channels" in a 78-line traceback."""
+    g = torch.Generator().manual_seed(0)
+    colour = IndexedDataset(TensorDataset(torch.randn(40, 3, 28, 28, generator=g), torch.arange(40) % 3))
+    with pytest.raises(ValueError, match=r"^`model.backbone`=OwnEncoder does not fit `data`: .* yields 3×28×28 images, "
+                                         r"on which your backbone failed \(Given groups=1, weight of size \[6, 1, 5, "
+                                         r"5\], expected input\[2, 3, 28, 28\] to have 1 channels.*\)\. Give the "
+                                         r"data the inputs your encoder was built for \(`data.channels`, "
+                                         r"`data.image_size`\), or an encoder for these\.$"):
+        tiny_trainer(tmp_path, 1).fit(LinearProbe(backbone=OwnEncoder(), feature_dim=24, num_classes=3),
+                                      DataLoader(colour, batch_size=40))
+
+
 def test_simclr_with_two_validation_loaders_logs_one_loss_each(tmp_path, one_torch_thread):
     """A Lightning user's list of two validation loaders got Lightning's "no `dataloader_idx` argument" error."""
     g = torch.Generator().manual_seed(0)

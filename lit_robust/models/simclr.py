@@ -157,11 +157,21 @@ def check_own_backbone_dim(backbone: nn.Module, feature_dim: int, spec: DataSpec
     forward of two zero inputs, in eval mode): an auditor's wrong `feature_dim` ended in a size mismatch traceback."""
     if getattr(backbone, "arch", None) is not None or not spec.input_shape:
         return
-    with evaluating(backbone), torch.no_grad():
-        out = backbone(torch.zeros(2, *spec.input_shape, device=next(backbone.parameters(), torch.zeros(0)).device))
+    name = type(backbone).__name__
+    try:
+        with evaluating(backbone), torch.no_grad():
+            out = backbone(torch.zeros(2, *spec.input_shape,
+                                       device=next(backbone.parameters(), torch.zeros(0)).device))
+    except RuntimeError as exc:
+        # the data's inputs do not go through the encoder (an image newcomer's grey encoder on a colour folder: a
+        # 78-line traceback out of this check, "expected input[2, 3, 28, 28] to have 1 channels"); its message names
+        # the mismatch, `--debug` the traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"`model.backbone`={name} does not fit `data`: {spec.source} yields {spec.inputs()}, on which "
+                         f"your backbone failed ({first}). Give the data the inputs your encoder was built for "
+                         "(`data.channels`, `data.image_size`), or an encoder for these.") from None
     shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
     if shape != (feature_dim,):
-        name = type(backbone).__name__
         fix = (f"Set `model.feature_dim` to {shape[0]}." if shape is not None and len(shape) == 1 else
                f"Your backbone {name} must return [N, feature_dim] features (flatten them).")
         raise misfit("feature_dim", feature_dim, spec, f"{spec.inputs()}, which your backbone {name} maps to "
