@@ -412,7 +412,8 @@ def test_a_test_folder_with_an_empty_class_folder_is_read_as_the_mismatch_error_
     root = str(_folder(tmp_path / "train"))
     test = _folder(tmp_path / "test", per_class=2, classes=("cat", "emu"))
     with pytest.raises(ValueError, match=r"has the class sub-folders \['cat', 'emu'\], but `root` has \['cat', 'dog', "
-                                         r"'emu'\].* same class sub-folders \(an empty one is fine\)"):
+                                         r"'emu'\]: the labels would not mean the same classes\. Add an empty folder "
+                                         r"\['dog'\] to `test_root`\.$"):
         ImageFolderDataModule(root, test_root=str(test)).setup("fit")
     (test / "dog").mkdir()  # as advised
     dm = ImageFolderDataModule(root, test_root=str(test))
@@ -425,9 +426,16 @@ def test_a_test_folder_with_an_empty_class_folder_is_read_as_the_mismatch_error_
         ImageFolderDataModule(root, test_root=str(test)).setup("fit")
     monkeypatch.setattr(image_folder, "_allows_empty_class_folders", lambda: False)  # torchvision < 0.18
     two = _folder(tmp_path / "test2", per_class=2, classes=("cat", "emu"))
-    with pytest.raises(ValueError, match=r"same class sub-folders \(each with an image or more: an empty one needs "
-                                         r"torchvision >= 0.18\)"):
+    with pytest.raises(ValueError, match=r"Add \['dog'\] to `test_root`, each with an image or more \(an empty one "
+                                         r"needs torchvision >= 0.18\)\.$"):
         ImageFolderDataModule(root, test_root=str(two)).setup("fit")
+    # a class the training folder lacks: an empty training folder would fail next (an image newcomer followed "an
+    # empty one is fine" there)
+    monkeypatch.undo()
+    extra = _folder(tmp_path / "test3", per_class=2, classes=("cat", "dog", "emu", "fox"))
+    with pytest.raises(ValueError, match=r"The model cannot learn \['fox'\] without training images: add images of it to "
+                                         r"`root`, or move \['fox'\] out of `test_root`\.$"):
+        ImageFolderDataModule(root, test_root=str(extra)).setup("fit")
 
 
 @pytest.mark.parametrize("kwargs, words", [

@@ -343,11 +343,22 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if self.test_root is not None:
             test = self._folder(self.test_root, "test_root", self._transform(train=False), allow_empty=True)
             if list(test.classes) != self.classes:
-                empty = ("an empty one is fine" if _allows_empty_class_folders() else
-                         "each with an image or more: an empty one needs torchvision >= 0.18")
+                # by direction: an empty class folder is fine in `test_root` only (an image newcomer who added an
+                # empty training folder for the test's extra class, as advised, met the empty-class error next)
+                extra = [c for c in test.classes if c not in self.classes]
+                missing = [c for c in self.classes if c not in test.classes]
+                ways = []
+                if extra:
+                    ways.append(f"the model cannot learn {extra} without training images: add images of "
+                                f"{'it' if len(extra) == 1 else 'them'} to `root`, or move {extra} out of `test_root`")
+                if missing:
+                    ways.append(f"add {'an empty folder' if len(missing) == 1 else 'empty folders'} {missing} to "
+                                "`test_root`" if _allows_empty_class_folders() else
+                                f"add {missing} to `test_root`, each with an image or more (an empty one needs "
+                                "torchvision >= 0.18)")
                 raise ValueError(f"`test_root`={self.test_root!r} has the class sub-folders {test.classes}, but "
-                                 f"`root` has {self.classes}: the labels would not mean the same classes. Give both "
-                                 f"folders the same class sub-folders ({empty}).")
+                                 f"`root` has {self.classes}: the labels would not mean the same classes. "
+                                 f"{'; '.join(ways)[0].upper()}{'; '.join(ways)[1:]}.")
             if len(test) == 0:
                 raise ValueError(f"`test_root`={self.test_root!r} holds no images (its class sub-folders are all "
                                  "empty): put the test images in them, or pass `test_root=None`.")
