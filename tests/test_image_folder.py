@@ -506,3 +506,25 @@ def test_a_file_given_as_the_folder_is_said_to_be_a_file(tmp_path, argument):
     with pytest.raises(FileNotFoundError, match=rf"^`{argument}`='{re.escape(str(archive))}' is not a folder: "
                                                 rf"{re.escape(str(archive))} is a file\.$"):
         ImageFolderDataModule(**args).setup("fit")
+
+
+def test_grey_and_colour_images_mixed_are_said_and_the_misfit_offers_the_data_side(tmp_path):
+    """An image newcomer's colour folder with one grey file sorted first was read as grey, without a word; the model's
+    `in_channels=3` then got "Set `model.in_channels` to 1" alone, where the other mismatch also offers `data.channels`."""
+    from lit_robust import ImageClassifier
+
+    root = _folder(tmp_path / "train", mode="RGB")
+    Image.open(root / "cat" / "00.png").convert("L").save(root / "cat" / "00.png")  # the first file, grey
+    dm = ImageFolderDataModule(str(root), test_size=0)
+    with pytest.warns(UserWarning, match=r"^ImageFolderDataModule: the training images are grayscale and colour \(1 and "
+                                         r"17 of the 18 sampled\); all are read as the first one, grayscale, the colour "
+                                         r"ones too \(e\.g\. '01\.png', '02\.png', '03\.png'\)\. Pass `channels` \(3 for "
+                                         r"colour, 1 for grayscale\) to choose\.$"):
+        dm.setup("fit")
+    assert dm.in_channels == 1
+    with pytest.raises(ValueError, match=r"Set `model.in_channels` to 1\. Or set `data.channels` to 3 to read the images "
+                                         r"in colour \(the folder's first image, which sets the channels, is grayscale\)"):
+        ImageClassifier(backbone="mlp", num_classes=3, in_channels=3, image_size=dm.image_size[0]).check_data(dm.data_spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageFolderDataModule(str(root), test_size=0, channels=3).setup("fit")  # chosen: nothing to say

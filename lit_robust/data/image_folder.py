@@ -315,8 +315,9 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if len(train_pos) == 0:
             raise ValueError(f"`test_size`={self.test_size!r} and `val_size`={self.val_size!r} leave none of the {n} "
                              "images of `root` for training.")
-        if self.requested_size is None:
-            _note_mixed_sizes(folder, train_pos, self.image_size)
+        if self.requested_size is None or self.requested_channels is None:
+            _note_mixed_sizes(folder, train_pos, self.image_size, sizes=self.requested_size is None,
+                              channels=None if self.requested_channels is not None else self.in_channels)
         self.mean = self.std = None
         if self.normalize is True:
             plain = _reading(folder, self._transform(train=False))
@@ -493,22 +494,35 @@ def _check_rounds_to_some(name: str, size: float | int, n: int, held: int, which
                          f">= {1 / n:.3g} or a number of images (e.g. `{name}=1`), or 0 for no such split.")
 
 
-def _note_mixed_sizes(folder: Any, positions: Tensor, size: tuple[int, int]) -> None:
+def _note_mixed_sizes(folder: Any, positions: Tensor, size: tuple[int, int], sizes: bool = True,
+                      channels: int | None = None) -> None:
     """Say so when the training images (up to ``_STATS_IMAGES`` of them, evenly spaced; only their headers are read)
     differ in size, as all are read at the first one's: an image-folder newcomer's phone-like photos of 24-64 px were
-    read at 60 px without a word, and they found out from a misfit with the model's 32."""
+    read at 60 px without a word, and they found out from a misfit with the model's 32. With ``channels`` (those read
+    from the first image), the same for grey and colour images: one grey file sorted first read a newcomer's colour
+    folder as grey, without a word."""
     from PIL import Image
 
     step = max(1, len(positions) // _STATS_IMAGES)
     files: dict[tuple[int, int], list[str]] = {}  # (width, height) -> the sampled files of that size
+    grey: list[str] = []
+    colour: list[str] = []
     for i in positions[::step][:_STATS_IMAGES]:
         path = folder.samples[int(i)][0]
         try:
             with Image.open(path) as image:
                 files.setdefault(image.size, []).append(path)
+                (grey if _is_grey(image.mode) else colour).append(path)
         except OSError:
             continue  # a damaged file is named where it is read
-    if len(files) > 1:
+    if channels is not None and grey and colour:
+        odd = colour if channels == 1 else grey
+        rank_zero_warn(f"ImageFolderDataModule: the training images are grayscale and colour ({len(grey)} and "
+                       f"{len(colour)} of the {len(grey) + len(colour)} sampled); all are read as the first one, "
+                       f"{'grayscale' if channels == 1 else 'RGB'}, the {'colour' if channels == 1 else 'grayscale'} "
+                       f"ones too (e.g. {', '.join(repr(os.path.basename(f)) for f in odd[:3])}). Pass `channels` (3 "
+                       "for colour, 1 for grayscale) to choose.")
+    if sizes and len(files) > 1:
         ws, hs = sorted(w for w, _ in files), sorted(h for _, h in files)
         # the most common size and the odd files: a folder newcomer's one 32×32 image among 1,199 of 28×28 sorted
         # first, and every image was read at 32×32 with no word of which file it was

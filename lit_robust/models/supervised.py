@@ -88,7 +88,9 @@ def check_classifier_data(spec: DataSpec, model: str, num_classes: int, in_chann
                             if spec.source == "ImageFolderDataModule" else "."))
         if spec.input_shape[0] != in_channels:
             folder = spec.source == "ImageFolderDataModule"
-            grey = ("" if in_channels != 1 or spec.input_shape[0] != 3 else
+            grey = (" Or set `data.channels` to 3 to read the images in colour (the folder's first image, which "
+                    "sets the channels, is grayscale)." if folder and in_channels == 3 and spec.input_shape[0] == 1
+                    else "" if in_channels != 1 or spec.input_shape[0] != 3 else
                     " Or set `data.channels` to 1 to read the images as grayscale." if folder else
                     " Or, for grey images opened as RGB (torchvision's `ImageFolder` opens every file so), add "
                     "`transforms.Grayscale()` to the data's transforms and keep 1.")
