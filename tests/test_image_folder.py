@@ -528,3 +528,43 @@ def test_grey_and_colour_images_mixed_are_said_and_the_misfit_offers_the_data_si
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ImageFolderDataModule(str(root), test_size=0, channels=3).setup("fit")  # chosen: nothing to say
+
+
+def test_files_of_a_type_not_read_are_named(tmp_path):
+    """An image newcomer's 15 .gif photos of a 200-file folder were left out of training, and of the report of
+    suspicious files, without a word. Hidden files pass unsaid."""
+    root = _folder(tmp_path / "train")
+    Image.open(root / "dog" / "00.png").save(root / "dog" / "photo.gif")
+    (root / "cat" / "notes.txt").write_text("x")
+    (root / "cat" / ".DS_Store").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"^ImageFolderDataModule: 2 file\(s\) in the class folders of `root`=.* are not "
+                                         r"read, not being of an image type torchvision reads \(1 \.gif, 1 \.txt; e\.g\. "
+                                         r"'cat/notes\.txt', 'dog/photo\.gif'\): they are neither trained on nor in the "
+                                         r"report\. Convert the images among them \(to \.png or \.jpg\) to include them\.$"):
+        ImageFolderDataModule(str(root), test_size=0).setup("fit")
+
+
+def test_a_class_with_no_or_few_training_images_is_warned_about(tmp_path):
+    """An image newcomer's class of one image went, for some seeds, into the `test_size` split, and a model of five
+    outputs trained on four classes without a word."""
+    root = _folder(tmp_path / "train", per_class=6)
+    for f in sorted((root / "emu").iterdir())[1:]:
+        f.unlink()  # emu: one image
+    with pytest.warns(UserWarning, match=r"^ImageFolderDataModule: class\(es\) emu \(1\) have fewer than 3: the model can "
+                                         r"hardly learn them"):
+        ImageFolderDataModule(str(root), test_size=0).setup("fit")
+    seed = next(s for s in range(50) if 12 in _held_out(root, s))  # emu's one image is position 12
+    with pytest.warns(UserWarning, match=r"^ImageFolderDataModule: class\(es\) \['emu'\] have no training image: their "
+                                         r"images all went to the held-out splits, drawn at random, not per class"):
+        ImageFolderDataModule(str(root), test_size=0.3, seed=seed).setup("fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageFolderDataModule(str(_folder(tmp_path / "even")), test_size=0).setup("fit")
+
+
+def _held_out(root, seed):
+    dm = ImageFolderDataModule(str(root), test_size=0.3, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dm.setup("fit")
+    return set(range(13)) - set(dm.train_source_index.tolist())

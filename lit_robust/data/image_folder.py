@@ -287,6 +287,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         # one sub-folder is a GAN's unlabelled images; a classifier says at `setup` that it needs two or more
         self.classes = list(folder.classes)
         _warn_if_root_is_a_level_up(self.root, folder)
+        _note_files_not_read(self.root, folder)
         from PIL import Image
 
         mode, size = "RGB", (self.requested_size, self.requested_size)
@@ -315,6 +316,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
         if len(train_pos) == 0:
             raise ValueError(f"`test_size`={self.test_size!r} and `val_size`={self.val_size!r} leave none of the {n} "
                              "images of `root` for training.")
+        _warn_starved_classes(folder, train_pos, len(test_pos) + len(val_pos) > 0)
         if self.requested_size is None or self.requested_channels is None:
             _note_mixed_sizes(folder, train_pos, self.image_size, sizes=self.requested_size is None,
                               channels=None if self.requested_channels is not None else self.in_channels)
@@ -533,6 +535,53 @@ def _note_mixed_sizes(folder: Any, positions: Tensor, size: tuple[int, int], siz
                        f"(width × height). Pass `image_size` to choose the size. Most are {common_w}×{common_h} "
                        f"({len(common)} of the {sum(map(len, files.values()))} sampled); the others include "
                        f"{', '.join(repr(os.path.basename(f)) for f in odd[:3])}{' ...' if len(odd) > 3 else ''}.")
+
+
+def _warn_starved_classes(folder: Any, train_pos: Tensor, held_out: bool, few: int = 3) -> None:
+    """Warn of classes with no training image, or fewer than ``few``: an image newcomer's class of one image went,
+    for some seeds, into the `test_size` split (drawn at random, not per class), and a model of five outputs trained on
+    four classes without a word."""
+    if len(folder.classes) < 2:
+        return  # a GAN's one folder of images
+    counts = torch.bincount(torch.as_tensor(folder.targets)[train_pos], minlength=len(folder.classes)).tolist()
+    none = [c for c, n in zip(folder.classes, counts) if n == 0]
+    scarce = [f"{c} ({n})" for c, n in zip(folder.classes, counts) if 0 < n < few]
+    if not none and not scarce:
+        return
+    said = []
+    if none:
+        why = (": their images all went to the held-out splits, drawn at random, not per class" if held_out else "")
+        said.append(f"class(es) {none} have no training image{why}")
+    if scarce:
+        said.append(f"class(es) {', '.join(scarce)} have fewer than {few}")
+    rank_zero_warn(f"ImageFolderDataModule: {'; '.join(said)}: the model can hardly learn them, and ITLM's trims may "
+                   "drop them altogether. Add images of them, or fewer held-out images (`test_size`, `val_size`; a "
+                   "`test_root` of your own keeps every image of `root` for training).")
+
+
+def _note_files_not_read(root: str, folder: Any, shown: int = 3) -> None:
+    """Warn of the files in the class folders that are not read (not an image type torchvision reads, e.g. .gif,
+    .heic): an image newcomer's 15 .gif photos of a 200-file folder were left out of training, and of the report of
+    suspicious files, without a word. Hidden files (``.DS_Store``) and a few common non-images pass unsaid."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    base = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    quiet = ("thumbs.db", "desktop.ini")
+    skipped: list[str] = []
+    for name in folder.classes:
+        for dirpath, _, files in os.walk(os.path.join(base, name)):
+            skipped += [os.path.relpath(os.path.join(dirpath, f), base) for f in sorted(files)
+                        if not f.startswith(".") and f.lower() not in quiet and not f.lower().endswith(IMG_EXTENSIONS)]
+    if skipped:
+        kinds: dict[str, int] = {}
+        for f in skipped:
+            ext = os.path.splitext(f)[1].lower() or "(no extension)"
+            kinds[ext] = kinds.get(ext, 0) + 1
+        listed = ", ".join(f"{n} {ext}" for ext, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+        rank_zero_warn(f"ImageFolderDataModule: {len(skipped)} file(s) in the class folders of `root`={root!r} are not "
+                       f"read, not being of an image type torchvision reads ({listed}; e.g. "
+                       f"{', '.join(repr(f) for f in skipped[:shown])}): they are neither trained on nor in the report. "
+                       "Convert the images among them (to .png or .jpg) to include them.")
 
 
 def _warn_if_root_is_a_level_up(root: str, folder: Any) -> None:
