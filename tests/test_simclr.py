@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -429,6 +430,21 @@ def test_your_own_encoder_needs_its_feature_size_and_its_own_weights(tmp_path):
                                          r"'conv.weight'\]; unexpected keys: .*Pass the encoder class \(and arguments\) "
                                          r"it was pretrained with"):
         LinearProbe(backbone_checkpoint=str(tmp_path / "cnn.ckpt"), backbone=OwnEncoder(), feature_dim=24)
+
+
+def test_your_own_encoders_weights_under_a_prefix_are_told_as_such(tmp_path):
+    """An image newcomer's encoder weights saved under `net.features.` (a module's attribute) were told "Pass the
+    encoder class (and arguments) it was pretrained with", though the class was right."""
+    weights = OwnEncoder().state_dict()
+    torch.save({"state_dict": {"net.features." + k: v for k, v in weights.items()}}, tmp_path / "prefixed.ckpt")
+    with pytest.raises(ValueError, match=re.escape(
+            "The file's weights are the backbone's under the prefix 'net.features.': save them without it, e.g. "
+            "`{k.removeprefix('net.features.'): v for k, v in state_dict.items() if k.startswith('net.features.')}`.")):
+        LinearProbe(backbone_checkpoint=str(tmp_path / "prefixed.ckpt"), backbone=OwnEncoder(), feature_dim=24)
+    fixed = {k.removeprefix("net.features."): v for k, v in torch.load(tmp_path / "prefixed.ckpt")["state_dict"].items()}
+    torch.save(fixed, tmp_path / "fixed.pt")  # as advised: it loads
+    probe = LinearProbe(backbone_checkpoint=str(tmp_path / "fixed.pt"), backbone=OwnEncoder(), feature_dim=24)
+    assert all(torch.equal(probe.backbone.state_dict()[k], weights[k]) for k in weights)
 
 
 def test_a_wrong_feature_dim_of_your_own_encoder_is_named_at_setup(tmp_path):

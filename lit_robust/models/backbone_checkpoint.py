@@ -244,7 +244,30 @@ def check_weights_fit(model: nn.Module, found: BackboneCheckpoint, source: str, 
     and ``fix``; nothing when it fits."""
     report = mismatch_report(model, found)
     if report is not None:
+        prefix = _extra_prefix(set(model.state_dict()), set(found))
+        if prefix is not None:
+            # the right class, its weights saved under a module's attribute (an image newcomer's `net.features.` was
+            # told to pass another encoder class)
+            fix = (f"The file's weights are the backbone's under the prefix {prefix!r}: save them without it, e.g. "
+                   f"`{{k.removeprefix({prefix!r}): v for k, v in state_dict.items() if k.startswith({prefix!r})}}`.")
         raise ValueError(f"{source} ({found.layout} layout) does not fit {what}: {report}. {fix}")
+
+
+def _extra_prefix(own: set[str], saved: set[str]) -> str | None:
+    """The one prefix that turns every key of ``own`` into a key of ``saved`` (``net.features.``), else ``None``.
+
+    >>> _extra_prefix({"a.weight", "b.bias"}, {"net.a.weight", "net.b.bias", "head.weight"})
+    'net.'
+    """
+    if not own or own <= saved:
+        return None
+    key = min(own)
+    for k in saved:
+        if k.endswith("." + key):
+            prefix = k[: -len(key)]
+            if {prefix + o for o in own} <= saved:
+                return prefix
+    return None
 
 
 def _load_strictly(model: nn.Module, found: BackboneCheckpoint, source: str, what: str, fix: str) -> nn.Module:
