@@ -2041,8 +2041,11 @@ def signature_differences(mine: dict[str, Any], theirs: dict[str, Any], limit: i
     a, b = _leaves(theirs), _leaves(mine)
     absent = _ABSENT
     keys = _differing_keys(mine, theirs)
-    named = [f"{'trainer.' if k.startswith('callbacks') else ''}{k}: {a.get(k, absent)!r} in that fit, "
-             f"{b.get(k, absent)!r} here" for k in keys[:limit]]
+    def shown(value: Any) -> str:  # an argument left out (or null): its default, not the string '(unset)'
+        return "unset (the default)" if value is absent else repr(value)
+
+    named = [f"{'trainer.' if k.startswith('callbacks') else ''}{k}: {shown(a.get(k, absent))} in that fit, "
+             f"{shown(b.get(k, absent))} here" for k in keys[:limit]]
     return named + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
 
 

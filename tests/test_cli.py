@@ -1529,6 +1529,9 @@ def test_the_fit_signature_holds_the_seed_and_counts_none_as_unset():
     assert fit_signature(base) != fit_signature(other_seed)
     assert signature_differences(fit_signature(base), fit_signature(other_seed)) == [
         "seed_everything: 2 in that fit, 0 here"]
+    # an argument one fit leaves out: its default, not the string '(unset)' (a newcomer's `reestimate: null`)
+    assert signature_differences({"model": {"init_args": {"lr": 0.1}}}, {"model": {"init_args": {}}}) == [
+        "model.init_args.lr: unset (the default) in that fit, 0.1 here"]
     newer = {**base, "data": {"class_path": "D", "init_args": {"csv": "a.csv", "predict_csv": None}}}
     assert fit_signature(newer) == fit_signature(base)
     # the file a `predict` scores is not part of the fit (an anomaly newcomer's "score tomorrow's file")
