@@ -198,14 +198,15 @@ def _filter_spy(monkeypatch) -> list[bool]:
     return _spy(monkeypatch, auto_drop_module)
 
 
-@pytest.mark.parametrize(("rule", "restarts"), [("spl", True), ("prl", False)])
-def test_the_filters_restart_on_losses_of_one_regression_target(one_torch_thread, quiet, monkeypatch, rule,
-                                                                restarts):
-    """SPL's scores are the squared losses; PRL(L)'s are gradient norms, where the restart read clean FashionMNIST as
-    15 % corrupted: not restarted. One estimate per warm-up epoch."""
+@pytest.mark.parametrize("rule", ["spl", "prl"])
+def test_the_filters_restart_on_losses_of_one_regression_target(one_torch_thread, quiet, monkeypatch, rule):
+    """SPL's scores are the squared losses; PRL(L)'s, with the MSE layer on one target, the norms 2 |y_hat - y|, whose
+    squares it estimates from since 2026-12-07 (a regression newcomer's PRL(L) "auto" read the 999 sentinels alone):
+    both restart. A classifier's gradient norms do not (below: there the restart read clean FashionMNIST as 15 %
+    corrupted). One estimate per warm-up epoch."""
     calls = _filter_spy(monkeypatch)
     _trainer(BatchFilter(rule, drop_ratio="auto", warmup_epochs=2), 2).fit(MLPRegressor(), _diabetes_data())
-    assert calls == [restarts, restarts]
+    assert calls == [True, True]
 
 
 def test_the_filters_do_not_restart_on_a_classifier_or_a_flow(one_torch_thread, quiet, monkeypatch):
@@ -213,6 +214,11 @@ def test_the_filters_do_not_restart_on_a_classifier_or_a_flow(one_torch_thread, 
     pl.seed_everything(0)
     digits = DigitsDataModule(clean_ratio=0.7, noise="random", val_size=0, batch_size=64, seed=0)
     _trainer(BatchFilter("spl", drop_ratio="auto", warmup_epochs=1, estimator="gmm"), 1).fit(
+        ImageClassifier(backbone="mlp", image_size=8), digits)
+    assert calls == [False]
+    calls.clear()  # a classifier's PRL(L) gradient norms neither
+    pl.seed_everything(0)
+    _trainer(BatchFilter("prl", drop_ratio="auto", warmup_epochs=1, estimator="gmm"), 1).fit(
         ImageClassifier(backbone="mlp", image_size=8), digits)
     assert calls == [False]
     # a flow's -log p on plain loaders, its targets placeholders: RealNVP's own SPL filter does not restart
@@ -225,16 +231,19 @@ def test_the_filters_do_not_restart_on_a_classifier_or_a_flow(one_torch_thread, 
     assert calls == [False]
 
 
-@pytest.mark.parametrize(("rule", "restarts"), [("spl", True), ("prl", False)])
-def test_coteaching_restarts_on_its_losses_only(one_torch_thread, quiet, monkeypatch, rule, restarts):
-    """Co-teaching's scores are the two networks' losses; Co-PRL(L)'s are gradient norms."""
+@pytest.mark.parametrize(("rule", "loss", "restarts"), [("spl", None, True), ("prl", "mse", True),
+                                                         ("prl", lambda o, y: (o - y).abs().squeeze(-1), False)])
+def test_coteaching_restarts_on_its_losses_only(one_torch_thread, quiet, monkeypatch, rule, loss, restarts):
+    """Co-teaching's scores are the two networks' losses; Co-PRL(L)'s with the MSE layer on one target the norms
+    2 |y_hat - y|, estimated from their squares (since 2026-12-07); with a loss of one's own, gradient norms of
+    unknown form: not restarted."""
     from lit_robust import CoTeaching
 
     calls = _filter_spy(monkeypatch)
     data = _diabetes_data()
     data.setup("fit")
     co = CoTeaching(MLPRegressor(in_features=data.data_spec.input_shape[0], out_features=1), rule=rule,
-                    drop_ratio="auto", warmup_epochs=1, loss="mse" if rule == "prl" else None)
+                    drop_ratio="auto", warmup_epochs=1, loss=loss)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.fit(co, data)
