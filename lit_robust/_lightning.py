@@ -89,8 +89,7 @@ def started_without_its_state(holder: Any, trainer: Any, owner: str,
     path = getattr(trainer, "ckpt_path", None)
     if path is None or getattr(holder, "_restored", False) or (trainer.current_epoch == 0 and trainer.global_step == 0):
         return False
-    afresh = ("leave out `--ckpt_path` for a new fit" if in_a_lit_robust_command() else
-              "start a new fit (no `ckpt_path`) from the checkpoint's weights (`MyModel.load_from_checkpoint(path)`)")
+    afresh = start_afresh_advice()
     rank_zero_warn(f"{owner}: this fit resumes {path} at epoch {trainer.current_epoch}, but the checkpoint holds no "
                    f"{owner} state (the fit that wrote it ran without this {owner}), so {owner} starts here, with "
                    f"nothing of the epochs before: {counts}. Resume with the callbacks the fit was written with, or "
@@ -496,6 +495,16 @@ def in_a_lit_robust_command() -> bool:
     say how to go on (``--ckpt_path last``, the exit status), and a callback's advice for a Python script would
     contradict them."""
     return RUN_ID_VARIABLE in os.environ
+
+
+def start_afresh_advice(module: str | None = None) -> str:
+    """The way to a new fit from a checkpoint, in the words of the interface in use (a resume newcomer's `lit-robust`
+    command was advised a Python call): ``module``, the checkpoint's LightningModule class where the state is a
+    module's own (CoTeaching with its ``model=``), else ``MyModel``."""
+    if in_a_lit_robust_command():
+        return "leave out `--ckpt_path` for a new fit"
+    call = f"{module or 'MyModel'}.load_from_checkpoint(path{', model=MyModel()' if module == 'CoTeaching' else ''})"
+    return f"start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. `{call}`"
 
 
 _SIGTERM_NOTED = [False]  # whether a handler installed by `sigterm_without_collectives` has run in this process

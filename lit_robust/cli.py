@@ -242,6 +242,16 @@ def _loose_entry_classes(argv: Sequence[str], files: Sequence[str]) -> list[str]
     return found
 
 
+def _config_documents() -> Iterator[tuple[str, Any]]:
+    """``(path, document)`` of each ``--config`` file of this command that reads as YAML (a BOM is no content)."""
+    for path in _config_files:
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                yield path, yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+
+
 def _empty_config_hint(message: str) -> str:
     """jsonargparse's whole report on a ``--config`` file that is not a YAML mapping is "Unexpected config: " and the
     file's text (a reviewer's empty file; a file of comments only, a Windows editor's empty file holding just a BOM, a
@@ -249,12 +259,7 @@ def _empty_config_hint(message: str) -> str:
     if not message.lstrip().startswith("Unexpected config:"):
         return message
     found = []
-    for path in _config_files:
-        try:
-            with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM is no content
-                doc = yaml.safe_load(f)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
+    for path, doc in _config_documents():
         if doc is None:
             found.append(f"--config {path!r} is empty" + (" (comments only)" if _has_comment(path) else ""))
         elif not isinstance(doc, dict):
@@ -2465,11 +2470,7 @@ def _replaced_callbacks(final: Any) -> list[tuple[str, list[str]]]:
 
     kept = {name(c) for c in final} if isinstance(final, list) else set()
     dropped = []
-    for path in _config_files:
-        try:
-            doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
+    for path, doc in _config_documents():
         listed = (doc.get("trainer") or {}).get("callbacks") if isinstance(doc, dict) and isinstance(
             doc.get("trainer"), dict) else None
         names = [name(c) for c in listed] if isinstance(listed, list) else []
@@ -2490,11 +2491,7 @@ def _carried_init_args(final: Any) -> list[tuple[str, str, str, list[tuple[str, 
         new = str(final.get(f"{key}.class_path") or "")
         if not new:
             continue
-        for path in _config_files:
-            try:
-                doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError):
-                continue
+        for _, doc in _config_documents():
             entry = doc.get(key) if isinstance(doc, dict) else None
             old = entry.get("class_path") if isinstance(entry, dict) else None
             given = entry.get("init_args") if isinstance(entry, dict) else None

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_robust._backend import TrainerFn, pl, rank_zero_warn
-from lit_robust._lightning import continues_earlier_fit, in_a_lit_robust_command
+from lit_robust._lightning import continues_earlier_fit, in_a_lit_robust_command, start_afresh_advice
 from lit_robust.selection import distributed
 
 __all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_resumable", "check_resume_arguments_in_fit",
@@ -167,19 +167,14 @@ def _check_same_arguments(callback: Any, state: Any) -> None:
 
 
 def _resume_or_start_afresh(callback: Any) -> str:
-    """The way on from a refused resume, in the words of the interface in use: a resume newcomer's `lit-robust fit
-    --ckpt_path FILE` was advised `MyModel.load_from_checkpoint(path)`, a Python call; a module that holds the
-    state (CoTeaching, RCA, RealNVP: ``callback`` or the ``owner`` of its filter) is named, with CoTeaching's
-    ``model=``, where a modules newcomer was told of a `MyModel` that is not the checkpoint's class."""
-    if in_a_lit_robust_command():
-        return ("Resume with those arguments (the fit's config.yaml beside its checkpoints holds them), or leave out "
-                "`--ckpt_path` for a new fit.")
+    """The way on from a refused resume: the arguments, or a new fit (:func:`start_afresh_advice`); a module that
+    holds the state (CoTeaching, RCA, RealNVP: ``callback`` or the ``owner`` of its filter) is named, where a modules
+    newcomer was told of a `MyModel` that is not the checkpoint's class."""
     owner = getattr(callback, "owner", None)
     module = type(callback).__name__ if isinstance(callback, pl.LightningModule) else (
         owner if isinstance(owner, str) and owner not in ("BatchFilter", "ITLM") else None)
-    call = ("MyModel.load_from_checkpoint(path)" if module is None else
-            f"{module}.load_from_checkpoint(path{', model=MyModel()' if module == 'CoTeaching' else ''})")
-    return f"Resume with those arguments, or start a new fit (no `ckpt_path`) from the checkpoint's weights, e.g. `{call}`."
+    where = " (the fit's config.yaml beside its checkpoints holds them)" if in_a_lit_robust_command() else ""
+    return f"Resume with those arguments{where}, or {start_afresh_advice(module)}."
 
 
 def _default_warmup_note(callback: Any, key: str, saved: Any) -> str:

@@ -318,7 +318,7 @@ class ImageFolderDataModule(SplitLoaders, pl.LightningDataModule):
                              "images of `root` for training.")
         _warn_starved_classes(folder, train_pos, len(test_pos) + len(val_pos) > 0)
         if self.requested_size is None or self.requested_channels is None:
-            _note_mixed_sizes(folder, train_pos, self.image_size, sizes=self.requested_size is None,
+            _note_mixed_images(folder, train_pos, self.image_size, sizes=self.requested_size is None,
                               channels=None if self.requested_channels is not None else self.in_channels)
         self.mean = self.std = None
         if self.normalize is True:
@@ -496,7 +496,7 @@ def _check_rounds_to_some(name: str, size: float | int, n: int, held: int, which
                          f">= {1 / n:.3g} or a number of images (e.g. `{name}=1`), or 0 for no such split.")
 
 
-def _note_mixed_sizes(folder: Any, positions: Tensor, size: tuple[int, int], sizes: bool = True,
+def _note_mixed_images(folder: Any, positions: Tensor, size: tuple[int, int], sizes: bool = True,
                       channels: int | None = None) -> None:
     """Say so when the training images (up to ``_STATS_IMAGES`` of them, evenly spaced; only their headers are read)
     differ in size, as all are read at the first one's: an image-folder newcomer's phone-like photos of 24-64 px were
