@@ -965,15 +965,15 @@ def _check_report_columns(path: str | os.PathLike, fmt: str) -> None:
                          f"{os.fspath(path)!r} has columns {columns[:8]}{' ...' if len(columns) > 8 else ''}.")
 
 
+def _reports_in(folder: str) -> list[str]:
+    """The names of the per-sample reports in ``folder`` (``*_report.csv`` / ``.parquet``), sorted."""
+    return sorted(p for p in os.listdir(folder) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
+
+
 def _reports_one_level_down(folder: str) -> list[str]:
     """The per-sample reports in ``folder``'s subfolders (a logger's ``version_N``), as paths."""
-    found = []
-    for sub in sorted(os.listdir(folder)):
-        inner = os.path.join(folder, sub)
-        if os.path.isdir(inner):
-            found += [os.path.join(inner, p) for p in sorted(os.listdir(inner))
-                      if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES]
-    return found
+    subs = (os.path.join(folder, sub) for sub in sorted(os.listdir(folder)))
+    return [os.path.join(inner, p) for inner in subs if os.path.isdir(inner) for p in _reports_in(inner)]
 
 
 def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
@@ -1000,7 +1000,7 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
                                                     if path is None else "."))
     path = os.path.expanduser(path)  # `~` is the home folder, as `report_dir` and `pandas.read_csv` read it
     if os.path.isdir(path):  # a run's folder (a newcomer passed one): the one report in it
-        found = sorted(p for p in os.listdir(path) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
+        found = _reports_in(path)
         if len(found) != 1:  # several: the files exist, the choice is the user's (ValueError); none: not found
             newest = max(found, key=lambda p: os.path.getmtime(os.path.join(path, p))) if found else None
             what = f"{len(found)}: {found}; pass one of them (the newest: {newest!r})" if found else "none"
