@@ -315,3 +315,48 @@ def test_backdoor_metrics_without_a_datamodule_read_the_classes_off_the_outputs(
         asr_single = lr.BackdoorMetrics(trigger=mark, target=5)
         tiny_trainer(tmp_path, 1, [asr_single]).test(
             _BackdooredThreeClasses(), DataLoader(TensorDataset(torch.arange(30), x, y), batch_size=8), verbose=False)
+
+
+class _NoForward(_BackdooredThreeClasses):
+    """The same backdoored classifier behind a `net` attribute, with no `forward` of its own (a newcomer's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _BackdooredThreeClasses()
+
+    forward = pl.LightningModule.forward
+
+
+class _TupleOut(_BackdooredThreeClasses):
+    def forward(self, x):
+        return super().forward(x), x.flatten(1)
+
+
+def test_backdoor_metrics_refuse_a_module_without_forward_or_logits_in_one_line(tmp_path):
+    """A module without `forward` got torch's "missing the required forward function" at the first evaluation batch,
+    a forward returning a tuple `argmax` of a tuple: neither named `BackdoorMetrics` or its `predict`."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    y = torch.arange(30) % 3
+    x = torch.zeros(30, 1, 2, 2)
+    x[:, 0, 0, 0] = y.float()
+
+    def mark(v):
+        v[:, 0, 1, 1] = 1.0
+        return v
+
+    def run(module, **kwargs):
+        metrics = lr.BackdoorMetrics(trigger=mark, target=None, **kwargs)
+        loader = DataLoader(TensorDataset(torch.arange(30), x, y), batch_size=8)
+        tiny_trainer(tmp_path, 1, [metrics]).test(module, loader, verbose=False)
+        return metrics.results["test"]
+
+    with pytest.raises(ValueError, match=r"_NoForward defines no `forward`; pass `predict=`"):
+        run(_NoForward())
+    assert run(_NoForward(), predict=lambda m, v: m.net(v))["asr"] == 1.0  # the advice works
+    with pytest.raises(ValueError, match=r"needs \[batch, classes\] logits from the module's `forward\(images\)`, "
+                                         r"got a tuple for a batch of 8 images"):
+        run(_TupleOut())
+    with pytest.raises(ValueError, match=r"from `predict\(module, images\)`, got a tensor of shape \(8,\)"):
+        run(_TupleOut(), predict=lambda m, v: m(v)[0].argmax(-1))
+    assert run(_TupleOut(), predict=lambda m, v: m(v)[0])["asr"] == 1.0

@@ -45,6 +45,26 @@ def backdoor_counts(clean_pred: Tensor, trig_pred: Tensor, labels: Tensor, targe
     ]).to(torch.int64)
 
 
+def _has_own_forward(module: torch.nn.Module) -> bool:
+    """Whether ``module(x)`` can run: a class below (pytorch_)lightning's ``LightningModule`` defines ``forward``."""
+    forward = getattr(type(module), "forward", None)
+    return not (forward is None or forward is torch.nn.Module.forward
+                or getattr(forward, "__qualname__", "") == "LightningModule.forward"
+                and getattr(forward, "__module__", "").split(".")[0] in ("pytorch_lightning", "lightning"))
+
+
+def _check_logits(logits: Any, n: int, own_predict: bool) -> None:
+    """Refuse outputs that are not ``[batch, classes]`` logits in one line (argmax over a tuple was a raw error)."""
+    if isinstance(logits, Tensor) and logits.dim() == 2 and logits.shape[0] == n:
+        return
+    got = (f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, Tensor)
+           else f"a {type(logits).__name__}")
+    source = "`predict(module, images)`" if own_predict else "the module's `forward(images)`"
+    raise ValueError(f"`BackdoorMetrics` needs [batch, classes] logits from {source}, got {got} for a batch of {n} "
+                     "images; pass `predict=` returning the logits (e.g. `lambda m, x: m(x)[0]` for a module whose "
+                     "forward returns a tuple).")
+
+
 class BackdoorMetrics(Callback):
     r"""Log how a classifier does on clean and on triggered evaluation images, and how clean its filter's rejects are.
 
@@ -161,6 +181,13 @@ class BackdoorMetrics(Callback):
         if stage in ("fit", "validate", "test"):
             self._resolved = None
             self._attack(trainer)  # a missing trigger or attack shows now, not after the first training epoch
+            if self.predict is None and not _has_own_forward(pl_module):
+                # torch's "missing the required forward function" came at the first validation batch, after an
+                # epoch of training, and named neither this callback nor `predict` (a backdoor newcomer's)
+                raise ValueError(f"`BackdoorMetrics` predicts with `module(images)` by default, but "
+                                 f"{type(pl_module).__name__} defines no `forward`; pass `predict=` (a function "
+                                 "`predict(module, images) -> logits`, e.g. `lambda m, x: m.net(x)`), or give the "
+                                 "module a `forward(images)` that returns the logits.")
 
     # -- evaluation ------------------------------------------------------------------------------------------
     def _start(self, pl_module: pl.LightningModule) -> None:
@@ -175,6 +202,7 @@ class BackdoorMetrics(Callback):
             images, labels = images[clean_ones.to(images.device)], labels[clean_ones]
         with torch.no_grad():
             clean_logits = self._logits(pl_module, images)
+            _check_logits(clean_logits, len(images), self.predict is not None)
             trig = self._logits(pl_module, trigger(images)).argmax(-1)
         if num_classes is None:  # no `num_classes` given, no datamodule's: the module's outputs tell
             self._check_classes(int(clean_logits.shape[-1]))
