@@ -2457,8 +2457,26 @@ def error_of_a_spawned_process(exc: BaseException) -> UserInputError | None:
     ours = os.path.realpath(path).startswith(_PACKAGE_DIR + os.sep)
     raised = linecache.getline(path, line).strip().startswith("raise")
     if ours and raised and kind in {e.__name__ for e in _USER_ERRORS}:
-        return UserInputError(message)
+        err = UserInputError(message)
+        # the started process's objects are copies, so `_entry_key` cannot match them by identity: it matches the
+        # frames' code to the config's classes instead (the line named `trainer.max_epochs` where `ddp` names
+        # `trainer.callbacks[0].init_args.round_epochs (lit_robust.ITLM)`)
+        err.spawned_frames = [(m.group(1), int(m.group(2)), m.group(3)) for m in (
+            re.match(r'  File "(.+?)", line (\d+), in (\w+)', lines[i]) for i in frames) if m is not None]
+        return err
     return None
+
+
+def _defines_frame(cls: type, path: str, line: int, name: str) -> bool:
+    """Whether a method ``name`` of ``cls`` (or of a class it derives from) holds line ``line`` of file ``path``."""
+    for klass in cls.__mro__:
+        code = getattr(inspect.unwrap(vars(klass).get(name, None) or (lambda: None)), "__code__", None)
+        if code is None or os.path.realpath(code.co_filename) != os.path.realpath(path):
+            continue
+        lines = [n for _, _, n in code.co_lines() if n is not None]
+        if lines and code.co_firstlineno <= line <= max(lines):
+            return True
+    return False
 
 
 def _replaced_callbacks(final: Any) -> list[tuple[str, list[str]]]:
@@ -2564,6 +2582,10 @@ def _entry_key(cli: RobustCLI | None, exc: BaseException) -> tuple[str | None, A
     init = getattr(cli, "config_init", None)
     if init is not None:  # objects exist: match by identity
         objs = list(_config_entries(init.get(sub, init) if sub else init))
+        for frame in reversed(getattr(exc, "spawned_frames", [])):  # raised in a process `ddp_spawn` started
+            for path, obj in objs:
+                if _defines_frame(type(obj), *frame):
+                    return path, obj
         # innermost first: the model's training step runs a filter's scoring, and a filter's `loss='ce'` on a
         # regression model was named as the model's argument (a CLI newcomer set the filter's, not the model's)
         for s in reversed(selves):

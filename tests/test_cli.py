@@ -2239,6 +2239,18 @@ def test_a_users_mistake_checked_in_a_spawned_process_is_one_line():
     assert err is not None and str(err).startswith("`round_epochs` must add up to the Trainer's `max_epochs`: "
                                                    "sum([2, 2, 20]) = 24, but max_epochs = 12."), check
     assert error_of_a_spawned_process(raised_in_a_process(lambda: 1 / 0)) is None  # a bug, not a check
+    # the line names the config key `ddp` names: the started process's ITLM is a copy, matched by the frames' code
+    # to the config's ITLM (it read `trainer.max_epochs: ...`)
+    from types import SimpleNamespace
+
+    from lit_robust.cli import describe
+
+    cli = SimpleNamespace(subcommand="fit", config_init={"fit": {"trainer": {"callbacks": [
+        SimpleNamespace(), ITLM(0.7, round_epochs=[2, 2, 20])]}}}, config=None)
+    assert describe(cli, err).startswith("trainer.callbacks[1].init_args.round_epochs (lit_robust.ITLM): `round_epochs` "
+                                         "must add up to the Trainer's `max_epochs`")
+    cli.config_init["fit"]["trainer"]["callbacks"].pop()  # no ITLM in the config: the message's own argument
+    assert describe(cli, err).startswith("trainer.max_epochs: `round_epochs` must add up")
 
 
 def test_a_config_without_seed_everything_is_seeded_with_zero(tmp_path, one_torch_thread):
