@@ -67,7 +67,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust.functional.estimation import LABEL_ESTIMATORS, estimate_corruption, estimate_from_labels
+from lit_robust.functional.estimation import LABEL_ESTIMATORS, as_tensor, estimate_corruption, estimate_from_labels
 from lit_robust.selection.rules import starved_classes
 
 __all__ = [
@@ -398,7 +398,9 @@ def build_report(
         estimator: the estimate behind ``clean_posterior`` (see the module docstring): ``"gmm"``/``"bmm"`` (the
             score mixture), ``"disagreement"``/``"class_floor"``/``"disagreement_or_interior"`` (from ``given_label``
             and ``predicted_label``, the last also from ``confidence`` -- without it, the disagreement estimate's; the
-            gmm's where a scored sample lacks either label); ``None``: empty.
+            gmm's where a scored sample lacks either label); ``None``: empty. All are built for in-sample scores;
+            for out-of-fold probabilities (cleanlab's ``pred_probs``) pass ``None`` and rank by their loss: the gmm
+            read 551 corrupted rows for a newcomer's 359 flipped ones there.
         given_target, predicted_target: ``[n]`` floats of a regression with one target per sample, NaN where
             unknown; when either is given, both columns follow ``corrupted``.
         squared_errors: the scores are a regression's squared residuals: the gmm behind ``clean_posterior`` restarts
@@ -410,6 +412,17 @@ def build_report(
         ``rank, index, *score_columns, kept, <first_dropped_column>, clean_posterior, given_label,
             predicted_label, corrupted[, given_target, predicted_target]`` — ``None`` where a value is unknown.
     """
+    # NumPy arrays and pandas Series as the estimators take them: cleanlab's `~find_label_issues(...)` as `kept`
+    # passed the shape checks and ended in "'numpy.ndarray' object has no attribute 'detach'" (a cleanlab user's)
+    index, scores, kept = as_tensor("index", index), as_tensor("scores", scores), as_tensor("kept", kept)
+    first_dropped, scored, score_known, given_label, predicted_label, corrupted, given_target, predicted_target, \
+        confidence = (None if t is None else as_tensor(name, t) for name, t in (
+            ("first_dropped", first_dropped), ("scored", scored), ("score_known", score_known),
+            ("given_label", given_label), ("predicted_label", predicted_label), ("corrupted", corrupted),
+            ("given_target", given_target), ("predicted_target", predicted_target), ("confidence", confidence)))
+    if isinstance(score_columns, str) or not all(isinstance(c, str) for c in score_columns):
+        raise ValueError(f"`score_columns` must be a list of column names, one per column of `scores`, got "
+                         f"{score_columns!r} (e.g. ['score'] for one).")
     n = index.numel()
     scores = scores.detach().cpu()
     if scores.ndim == 1:
@@ -825,7 +838,15 @@ def write_report(table: dict[str, list[Any]], path: str | os.PathLike, source_in
     text where Parquet has the column's type.
     """
     if source_index is not None and "index" in table:
-        mapped = source_index[torch.as_tensor(table["index"], dtype=torch.long)].tolist()
+        # a list, or one of the wrong length, ended in torch's IndexError / TypeError, naming no argument
+        source_index = as_tensor("source_index", source_index)
+        rows = torch.as_tensor(table["index"], dtype=torch.long)
+        if source_index.ndim != 1 or source_index.is_floating_point() or (
+                rows.numel() and int(rows.max()) >= source_index.numel()):
+            raise ValueError(f"`source_index` must be a 1-D integer array with one entry per training sample (the "
+                             f"report's `index` goes up to {int(rows.max()) if rows.numel() else -1}), got dtype "
+                             f"{source_index.dtype} and shape {tuple(source_index.shape)}.")
+        mapped = source_index[rows].tolist()
         columns = list(table)
         at = columns.index("index") + 1
         table = {c: (mapped if c == "source_index" else table[c])

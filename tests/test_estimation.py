@@ -885,3 +885,18 @@ def test_many_far_out_scores_a_refused_fit_left_in_are_counted_and_the_rest_fitt
     assert "(the fit to all: one component (separation))" in est.reason, est.reason
     # the same scores without the glitches: nothing is counted
     assert estimate_corruption(s[:-n_glitch]).rate == 0.0
+
+
+def test_a_score_inside_the_far_out_fence_still_sets_the_bmms_scale():
+    """The documented limit of the far-out rule (a newcomer found the docs' "both read 20 % now" held for uniform clean
+    scores only): with exponential clean losses and the corrupted at 2-3, one score of 30 lies inside the fence and
+    the bmm reads 0 while the gmm reads 20 %; one of 60 lies beyond it, and both read 20 %."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.cat([torch.empty(800, dtype=torch.float64).exponential_(10.0, generator=g),
+                   2.0 + torch.rand(200, dtype=torch.float64, generator=g)])
+    for big, bmm_rate, far in ((30.0, 0.0, 0), (60.0, 0.201, 1)):
+        x = s.clone()
+        x[0] = big
+        b, gm = estimate_corruption(x, "bmm"), estimate_corruption(x, "gmm")
+        assert (round(b.rate, 3), b.far_out) == (bmm_rate, far), big
+        assert round(gm.rate, 2) == 0.2, big

@@ -86,7 +86,9 @@ def test_nothing_disagrees():
     ({"rate_finite": "0.1"}, "`rate_finite` must be a number in [0, 1], got '0.1' (a str)."),  # was float("0.1")
     ({"labels": torch.zeros(49, dtype=torch.long)},  # was torch's "The size of tensor a (49) must match ..."
      "`labels` and `predicted` must have the shape of `scores` (50,), got (49,) and (50,)."),
-    ({"predicted": torch.zeros(50)}, "`predicted` must hold integer class indices, got dtype torch.float32."),
+    ({"predicted": torch.zeros(50)}, "`predicted` must hold integer class indices, got dtype torch.float32: class "
+                                     "labels stored as floats (e.g. 3.0); cast them to integers (`.long()`, NumPy "
+                                     "`.astype(int)`)."),
     ({"scores": torch.zeros(50, 1)}, "`scores` must be a 1-D real tensor with one score per sample, got shape (50, 1)"),
     ({"scores": [0.5] * 50}, "`scores` must be a torch.Tensor or a NumPy array, got list."),
 ])

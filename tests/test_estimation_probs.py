@@ -117,7 +117,7 @@ def test_too_few_rows_warn_and_count_nothing():
     ((torch.rand(30), torch.zeros(30, dtype=torch.long)), "`probs` must be a [n, K] tensor"),
     ((torch.full((30, 1), 1.0), torch.zeros(30, dtype=torch.long)), "`probs` must be a [n, K] tensor"),
     ((torch.full((30, 2), 0.5), torch.zeros(29, dtype=torch.long)), "`labels` must be a 1-D tensor with one label"),
-    ((torch.full((30, 2), 0.5), torch.zeros(30)), "`labels` must be integer class indices, got dtype torch.float32"),
+    ((torch.full((30, 2), 0.5), torch.zeros(30)), "`labels` must hold integer class indices, got dtype torch.float32"),
     ((torch.full((30, 2), 0.5), torch.full((30,), 2)), "`labels` must be in [0, 1]"),
     ((torch.full((30, 2), 2.0), torch.zeros(30, dtype=torch.long)), "`probs` must hold class probabilities"),
     (([[0.5, 0.5]] * 30, torch.zeros(30, dtype=torch.long)), "`probs` must be a torch.Tensor or a NumPy array, got list"),
