@@ -2417,6 +2417,14 @@ def user_error(exc: BaseException) -> BaseException | None:
             # `--ckpt_path` names a checkpoint of another model: torch's message, shortened to its first lines
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             more = f" (and {len(lines) - 3} more lines)" if len(lines) > 3 else ""
+            if ".parametrizations.weight.original" in str(e):
+                # a model trained under SpectralNorm, tested without it, was told to pass a checkpoint of this model
+                return UserInputError(
+                    "`--ckpt_path`: the checkpoint's weights were saved under spectral normalisation (keys "
+                    "`<layer>.parametrizations.weight.original`), and the config's model has plain layers: add the "
+                    "fit's SpectralNorm callback to the command (`--trainer.callbacks+=lit_robust.SpectralNorm` with "
+                    "its `k` and `modules`). A module with RobustMixin normalises them itself from checkpoints "
+                    "written since 2026-12-07.")
             return UserInputError(f"`--ckpt_path`: the checkpoint does not fit the config's model: "
                                   f"{' '.join(lines[:3])}{more}. Pass a checkpoint of this model.")
     for e in _chain(exc):

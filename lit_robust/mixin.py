@@ -174,6 +174,11 @@ class RobustMixin:
         from lit_robust.callbacks._resume import random_state
 
         checkpoint[RANDOM_STATE_KEY] = random_state()  # every rank calls this hook, as `random_state` needs
+        from lit_robust.functional.spectral import SPECTRAL_NORM_KEY, spectral_norm_settings
+
+        normalised = spectral_norm_settings(self)  # for a load without the SpectralNorm callback (inference)
+        if normalised:
+            checkpoint[SPECTRAL_NORM_KEY] = normalised
 
     def _mixin_on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from lit_robust.callbacks._resume import epoch_whose_end_was_skipped, restore_random_state_in_fit
@@ -190,6 +195,9 @@ class RobustMixin:
                              f"copies of your model (`net1.*` and `net2.*` in its state dict). Load it with "
                              f"`CoTeaching.load_from_checkpoint(path, model={name}(...))` and take its `.net1`.")
         _match_compiled_keys(self, checkpoint)
+        from lit_robust.functional.spectral import restore_spectral_norm
+
+        restore_spectral_norm(self, checkpoint)  # weights saved under SpectralNorm, loaded without the callback
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

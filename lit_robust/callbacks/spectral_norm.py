@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lit_robust._backend import Callback, pl
+from lit_robust._backend import Callback, pl, rank_zero_warn
 from lit_robust.functional.spectral import (
     ConvNorm,
     _check_iterations,
@@ -71,6 +71,20 @@ class SpectralNorm(Callback):
         if truncate_method not in ("scale", "clip"):
             raise ValueError(f"`truncate_method` must be 'scale' or 'clip', got {truncate_method!r}.")
         self.n_power_iterations = _check_iterations(n_power_iterations)
+        if mode == "truncate" and conv_norm == "operator":
+            # accepted and ignored: a newcomer's CNN read sigmas() 1.0 with operator norms of 2.4 and 2.0
+            raise ValueError("`conv_norm='operator'` bounds a convolution's operator norm by a power iteration through "
+                             "it, which `mode='normalize'` runs; `mode='truncate'` cuts the singular values of the "
+                             "reshaped weight matrix (conv_norm='matrix') only. Use mode='normalize' with it, or "
+                             "conv_norm='matrix'.")
+        unused = [f"{name}={value!r}" for name, value, default, used in (
+            ("clamp", clamp, False, mode == "normalize"),
+            ("n_power_iterations", n_power_iterations, 1, mode == "normalize"),
+            ("truncate_method", truncate_method, "scale", mode == "truncate")) if not used and value != default]
+        if unused:
+            rank_zero_warn(f"SpectralNorm: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with "
+                           f"mode={mode!r} (for mode="
+                           f"{'truncate' if mode == 'normalize' else 'normalize'!r}).")
         _check_patterns(modules)
         _resolve_types(types)  # an unknown class name fails here, not at `setup`
         if not isinstance(clamp, bool):
@@ -118,7 +132,11 @@ class SpectralNorm(Callback):
             self._truncate(pl_module)
 
     def sigmas(self, pl_module: nn.Module, names: list[str] | None = None) -> dict[str, float]:
-        """Exact (SVD) spectral norm of each chosen layer's *effective* weight (matrix form).
+        """Exact (SVD) spectral norm of each chosen layer's *effective* weight (matrix form); for a convolution
+        normalised with ``conv_norm="operator"``, the norm it is held to: its operator norm at the layer's training
+        input size, by 200 power iterations through it, which read it from below (within 0.04 % where its top two
+        singular values were 1.0004 and 1.0000); its matrix form had read 0.52 and 0.63 for operator norms of 1.00 (a
+        newcomer's CNN).
 
         Reading a normalised weight in training mode would advance its power iteration; this reads it with
         the normalisations in eval mode, so it changes no state. ``names`` defaults to :attr:`names`.
@@ -134,7 +152,14 @@ class SpectralNorm(Callback):
                 for p in params:
                     p.eval()
                 try:
-                    out[name] = float(spectral_norm_of(m.weight, dim))
+                    operator = [p for p in params if getattr(p, "operator", False) and p._u.numel()]
+                    if operator:
+                        p = operator[0]
+                        w = m.weight
+                        u = p._operator_iterate(w, 200, p._seeded_u(tuple(p._u.shape)))
+                        out[name] = float(torch.linalg.vector_norm(p._apply_conv(u, w)))
+                    else:
+                        out[name] = float(spectral_norm_of(m.weight, dim))
                 finally:
                     for p, mode in zip(params, modes):
                         p.train(mode)

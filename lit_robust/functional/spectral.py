@@ -36,6 +36,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import numbers
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -466,9 +467,13 @@ def apply_spectral_norm(model: nn.Module, k: float = 1.0, modules: str | Sequenc
     check_number("eps", eps, 0, low_open=True)
     if conv_norm not in ("matrix", "operator"):
         raise ValueError(f"`conv_norm` must be 'matrix' or 'operator', got {conv_norm!r}.")
-    done = []
+    done, kept = [], []
     for name, module in select_modules(model, modules, types):
         if _is_ours(module):
+            p = next(q for q in module.parametrizations.weight if isinstance(q, KLipschitzWeight))
+            if (p.k, p.clamp, p.operator) != (k, clamp, conv_norm == "operator" and isinstance(module, _CONV)):
+                kept.append(f"{name} (k={p.k}, clamp={p.clamp}, conv_norm="
+                            f"{'operator' if p.operator else 'matrix'})")
             continue
         dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
         operator = conv_norm == "operator" and isinstance(module, _CONV)
@@ -481,7 +486,66 @@ def apply_spectral_norm(model: nn.Module, k: float = 1.0, modules: str | Sequenc
         if operator:
             module.register_forward_pre_hook(param._record_input_shape)
         done.append(name)
+    if kept:
+        # a notebook newcomer's second call with k=3 on the same model kept k=1 without a word, and the SpectralNorm
+        # callback listed the layer in `names` as its own
+        warnings.warn(f"apply_spectral_norm: {', '.join(kept)} already normalised with other settings, which stay: "
+                      f"k={k}, clamp={clamp}, conv_norm={conv_norm!r} are not applied to them. Call "
+                      "`remove_spectral_norm(model)` first to normalise them anew.", UserWarning, stacklevel=2)
     return done
+
+
+SPECTRAL_NORM_KEY = "lit_robust_spectral_norm"  # a checkpoint's record of the normalised layers and their settings
+_ORIGINAL = ".parametrizations.weight.original"
+
+
+def spectral_norm_settings(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """``{module name: the settings of its normalisation}`` for each layer of ``model`` that
+    :func:`apply_spectral_norm` normalised: what :func:`restore_spectral_norm` needs to rebuild it."""
+    out = {}
+    for name, module in model.named_modules():
+        if _is_ours(module):
+            p = next(q for q in module.parametrizations.weight if isinstance(q, KLipschitzWeight))
+            out[name] = {"k": float(p.k), "n_power_iterations": int(p.n_power_iterations), "eps": float(p.eps),
+                         "clamp": bool(p.clamp), "conv_norm": "operator" if p.operator else "matrix"}
+    return out
+
+
+def restore_spectral_norm(model: nn.Module, checkpoint: dict[str, Any]) -> list[str]:
+    """Normalise the layers of ``model`` that the checkpoint's weights were saved normalised (keys
+    ``<name>.parametrizations.weight.original``) and ``model`` has plain, with the settings the checkpoint records
+    (:data:`SPECTRAL_NORM_KEY`, written by :class:`~lit_robust.RobustMixin`), so that its ``state_dict`` loads: a
+    model trained under :class:`~lit_robust.SpectralNorm` loaded for inference without the callback ended in torch's
+    "Missing key(s) ... Unexpected key(s) ...parametrizations.weight.original" (a newcomer's). Returns the names;
+    a checkpoint without the record (written before 2026-12-07) is refused naming the layers and the fix."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        return []
+    mods = {n.replace("_orig_mod.", ""): (n, m) for n, m in model.named_modules()}
+    saved = sorted({k[:-len(_ORIGINAL)].replace("_orig_mod.", "") for k in state if k.endswith(_ORIGINAL)})
+    todo = [n for n in saved if n in mods and not parametrize.is_parametrized(mods[n][1], "weight")]
+    if not todo:
+        return []
+    record = {n.replace("_orig_mod.", ""): v for n, v in (checkpoint.get(SPECTRAL_NORM_KEY) or {}).items()}
+    unknown = [n for n in todo if n not in record]
+    if unknown:
+        raise ValueError(f"The checkpoint's layers {unknown} were saved under spectral normalisation (their keys end "
+                         f"in `{_ORIGINAL[1:]}`), but it does not record its settings (a checkpoint written before "
+                         "2026-12-07, or by a module without RobustMixin). Normalise them as the fit did before "
+                         f"loading: `lit_robust.apply_spectral_norm(model, k=<the fit's k>, modules={unknown})`, then "
+                         "`model.load_state_dict(checkpoint['state_dict'])`; under a Trainer (`lit-robust test`, "
+                         "`trainer.test(ckpt_path=...)`) add the fit's `SpectralNorm` callback.")
+    for name in todo:
+        own, module = mods[name]
+        kw = record[name]
+        apply_spectral_norm(model, kw["k"], fnmatch_escape(own), type(module), kw["conv_norm"],
+                            kw["n_power_iterations"], kw["clamp"], kw["eps"])
+    return todo
+
+
+def fnmatch_escape(name: str) -> str:
+    """``name`` as a glob pattern that matches it alone (``[`` and ``]``, ``*``, ``?`` bracketed)."""
+    return "".join(f"[{c}]" if c in "[]*?" else c for c in name)
 
 
 def remove_spectral_norm(model: nn.Module) -> list[str]:
