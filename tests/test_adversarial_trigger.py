@@ -206,6 +206,42 @@ def test_zero_tau_leaves_the_batch_alone():
     torch.testing.assert_close(module.seen_inputs[0], x)
 
 
+class _Slices(torch.utils.data.IterableDataset):
+    """A newcomer's in-memory loader: tuple batches that are slices (views) of the stored tensors."""
+
+    def __init__(self, x, y, batch=4):
+        self.x, self.y, self.batch = x, y, batch
+
+    def __iter__(self):
+        for i in range(0, len(self.y), self.batch):
+            yield torch.arange(i, i + self.batch), self.x[i:i + self.batch], self.y[i:i + self.batch]
+
+
+def test_a_tuple_batch_of_views_leaves_the_stored_data_alone():
+    """The perturbation was written into a tuple batch's input in place: where the loader yields slices of its stored
+    tensors, the data set itself changed, by up to 0.09 after 5 epochs at tau 0.05 (a newcomer's). The training steps
+    still see the perturbed inputs."""
+    x, y = tiny_data(12)
+    stored = x.clone()
+    module = Tiny()
+    at = lr.AdversarialTrigger(tau=0.05, value_range=(0.0, 1.0))
+    tr = pl.Trainer(max_epochs=3, callbacks=[at], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, accelerator="cpu")
+    tr.fit(module, DataLoader(_Slices(x, y), batch_size=None))
+    assert torch.equal(x, stored)
+    assert len(module.seen_inputs) == 9
+    last = module.seen_inputs[-1]
+    assert 0 < float((last - stored[8:12]).abs().max()) <= 0.05 + 1e-6  # perturbed within tau of the stored data
+
+
+def test_a_tau_as_wide_as_the_value_range_is_warned():
+    """tau=100 on normalised MNIST (a range 3.25 wide) trained to 18 % clean accuracy without a word."""
+    x, y = tiny_data()
+    with pytest.warns(UserWarning, match=r"AdversarialTrigger: `tau`=2 is at least the width of the inputs' value "
+                                         r"range \(0, 1\), 1: the trigger may set any input to any value in it"):
+        fit_one_step([lr.AdversarialTrigger(tau=2.0, value_range=(0.0, 1.0))], Tiny(), x, y)
+
+
 def test_inputs_outside_the_value_range_are_an_error():
     x, y = tiny_data()
     with pytest.raises(ValueError, match=r"`training inputs` must lie in the declared `value_range` \[0, 0.5\]"):
