@@ -8,7 +8,7 @@ labels) and the attack success rate.
 
     python examples/activation_clustering.py           # ~1 minute on 2 CPU cores: the defence, then plain training
     python examples/activation_clustering.py --fast    # a few seconds (used by the tests)
-    python examples/activation_clustering.py --data-root DIR   # DIR: the folder of MNIST/raw (default ../shared/data)
+    python examples/activation_clustering.py --data-root DIR   # DIR: the folder of MNIST/raw (default: shared/data beside the repository folder)
 
 Printed by the full run (seed 0, 6,000 images; 2026-12-05, one torch thread): the defence flagged 1,636 of them,
 among them all 1,500 poisoned ones (median class silhouette 0.61); clean accuracy 94.2 %, poison accuracy 94.0 %,
@@ -85,6 +85,10 @@ def main(fast: bool = False, root: str = str(DATA)) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--data-root", default=str(DATA))
+    parser.add_argument("--data-root", default=str(DATA), help="folder holding MNIST/raw")
     args = parser.parse_args()
+    missing = [d for d in ['MNIST'] if not (Path(args.data_root) / d / "raw").is_dir()]
+    if missing:  # one line, not the datamodule's traceback after Lightning has started
+        parser.error(f"--data-root {args.data_root}: no {' or '.join(d + '/raw' for d in missing)} there; pass the "
+                     "folder that holds MNIST/raw (torchvision's layout)")
     main(args.fast, args.data_root)

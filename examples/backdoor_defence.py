@@ -8,7 +8,7 @@ attack success rate.
 
     python examples/backdoor_defence.py           # ~1 minute on 2 CPU cores: PRL-AT, then plain training
     python examples/backdoor_defence.py --fast    # a few seconds (used by the tests)
-    python examples/backdoor_defence.py --data-root DIR   # DIR: the folder of MNIST/raw (default ../shared/data)
+    python examples/backdoor_defence.py --data-root DIR   # DIR: the folder of MNIST/raw (default: shared/data beside the repository folder)
 """
 
 import argparse
@@ -74,6 +74,10 @@ def main(fast: bool = False, root: str = str(DATA)) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--data-root", default=str(DATA))
+    parser.add_argument("--data-root", default=str(DATA), help="folder holding MNIST/raw")
     args = parser.parse_args()
+    missing = [d for d in ['MNIST'] if not (Path(args.data_root) / d / "raw").is_dir()]
+    if missing:  # one line, not the datamodule's traceback after Lightning has started
+        parser.error(f"--data-root {args.data_root}: no {' or '.join(d + '/raw' for d in missing)} there; pass the "
+                     "folder that holds MNIST/raw (torchvision's layout)")
     main(args.fast, args.data_root)

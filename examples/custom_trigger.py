@@ -1,4 +1,4 @@
-"""Your own backdoor triggers, and a composed defence against them (FashionMNIST).
+"""Your own backdoor triggers, and a composed defence run on them (FashionMNIST).
 
 Two attacks a user might bring: a 4x4 "plus" sign pasted near the top-left corner (a PatchTrigger with its own
 pattern, size and position) and a plain function that draws a bright vertical stripe. Each poisons 20% of the
@@ -11,6 +11,11 @@ success rate, and how poisoned the defence's rejects were.
     python examples/custom_trigger.py           # 2 attacks x 12 epochs on 6,000 images (52 s, a release check)
     python examples/custom_trigger.py --fast    # a few seconds (used by the tests)
     python examples/custom_trigger.py --data-root DIR   # DIR: the folder of FashionMNIST/raw
+
+It shows how triggers of your own plug in, not a defence that works on them: a newcomer's full run (2026-12-07)
+printed attack success 33.7 % (plus patch) and 43.5 % (stripe), clean accuracy 75.3 / 74.8 %, the last epoch's
+rejects 35 / 30 % poisoned where 20 % of the data is, and ITLM warned of a starved class in both. Against a patch on
+every class use ActivationClustering (examples/activation_clustering.py: attack success 0.5 %).
 """
 
 import argparse
@@ -94,6 +99,10 @@ def main(fast: bool = False, root: str = str(DATA)) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--data-root", default=str(DATA))
+    parser.add_argument("--data-root", default=str(DATA), help="folder holding FashionMNIST/raw")
     args = parser.parse_args()
+    missing = [d for d in ['FashionMNIST'] if not (Path(args.data_root) / d / "raw").is_dir()]
+    if missing:  # one line, not the datamodule's traceback after Lightning has started
+        parser.error(f"--data-root {args.data_root}: no {' or '.join(d + '/raw' for d in missing)} there; pass the "
+                     "folder that holds FashionMNIST/raw (torchvision's layout)")
     main(args.fast, args.data_root)

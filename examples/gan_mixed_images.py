@@ -3,7 +3,7 @@
 The data collector wanted MNIST digits, but 30% of the images are FashionMNIST items, and nothing says which.
 Each ITLM round keeps the 65% of images with the smallest -log D(x) and trains a fresh GAN on them.
 
-    python examples/gan_mixed_images.py                  # ~40 s with OMP_NUM_THREADS=1; --root: another data folder
+    python examples/gan_mixed_images.py                  # ~40 s with OMP_NUM_THREADS=1; --data-root: another data folder
     python examples/gan_mixed_images.py --fast           # a few seconds (used by the tests)
 
 On our 2-core machine, quiet, on 2026-12-04 the full run printed 70.0% -> 89.6% -> 98.6% -> 92.4% with one torch
@@ -97,6 +97,11 @@ def main(fast: bool = False, root: str = str(DATA), out_dir: str = "gan_samples"
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--root", default=str(DATA), help="folder holding MNIST/raw and FashionMNIST/raw")
+    parser.add_argument("--data-root", "--root", default=str(DATA), dest="data_root",
+                        help="folder holding MNIST/raw and FashionMNIST/raw")
     args = parser.parse_args()
-    main(args.fast, args.root)
+    missing = [d for d in ['MNIST', 'FashionMNIST'] if not (Path(args.data_root) / d / "raw").is_dir()]
+    if missing:  # one line, not the datamodule's traceback after Lightning has started
+        parser.error(f"--data-root {args.data_root}: no {' or '.join(d + '/raw' for d in missing)} there; pass the "
+                     "folder that holds MNIST/raw and FashionMNIST/raw (torchvision's layout)")
+    main(args.fast, args.data_root)

@@ -18,6 +18,7 @@ corner and the label a -> a+1. We
 import argparse
 import os
 import tempfile
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -105,6 +106,11 @@ def main(fast: bool = False, root: str = ROOT, out_dir: str | None = None) -> di
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--root", default=ROOT, help="folder holding MNIST/raw and FashionMNIST/raw")
+    parser.add_argument("--data-root", "--root", default=ROOT, dest="data_root",
+                        help="folder holding MNIST/raw and FashionMNIST/raw")
     args = parser.parse_args()
-    main(args.fast, args.root)
+    missing = [d for d in ['MNIST', 'FashionMNIST'] if not (Path(args.data_root) / d / "raw").is_dir()]
+    if missing:  # one line, not the datamodule's traceback after Lightning has started
+        parser.error(f"--data-root {args.data_root}: no {' or '.join(d + '/raw' for d in missing)} there; pass the "
+                     "folder that holds MNIST/raw and FashionMNIST/raw (torchvision's layout)")
+    main(args.fast, args.data_root)

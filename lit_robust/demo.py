@@ -186,12 +186,24 @@ def run_demo(argv: Sequence[str] | None = None) -> dict[str, Any]:
             cells += [f"{100 * r['itlm_auto_acc']:.1f}%", "—" if est is None else f"{100 * est:.1f}%"]
         table.add_row(*cells)
     print_table(table, console)
+    diverged = sum(r["diverged"] for r in rows)
+    chance = [r for r in rows if r["baseline_acc"] < 0.2]  # 10 digits: 10 % is a guess
+    if chance and not diverged:
+        # `--lr 100`: finite weights at chance, and the summary blamed class-pair noise and advised --per-class (a
+        # newcomer's first hour)
+        lr_hint = (f" --lr {args.lr:g} is likely too large for this MLP: try a smaller --lr (the default is 0.05)."
+                   if args.lr > 0.05 else "")
+        console.print(f"[bold]The plain model scored at chance on {len(chance)} of {len(rows)} seeds[/bold] "
+                      f"({', '.join(f'{100 * acc:.1f}%' for acc in (r['baseline_acc'] for r in chance))}; a guess "
+                      "among 10 digits: "
+                      f"10%): it learnt nothing, so ITLM's rounds could not either, and one trim's starved digits "
+                      f"follow from that.{lr_hint}")
+        starved = []
     if starved:
         # 16 multi-line warnings above the table read as a failure to a docs newcomer's first run: one line here
         console.print(f"ITLM warned {len(starved)} times that one trim kept few or no samples of some digits (e.g. "
                       f"{starved[0]}): under class-pair noise their wrong labels all point at one other digit. "
                       "`lit-robust demo --per-class` trims each digit alike.")
-    diverged = sum(r["diverged"] for r in rows)
     if diverged:
         runs = len(rows) * (2 if args.no_auto else 3)
         console.print(f"[bold]{diverged} of {runs} runs diverged[/bold]: their weights are not finite (NaN/inf) after "

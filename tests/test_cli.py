@@ -1284,6 +1284,16 @@ def test_demo_says_a_diverged_run_and_names_the_lr(capsys, auto):
         assert summary["estimated_corruption"] is None and "(estimated corruption none, true 40%)" in flat
 
 
+def test_demo_at_chance_names_the_lr_not_the_class_pair_noise(capsys):
+    """`lit-robust demo --lr 100` trained to chance with finite weights: the summary blamed class-pair noise for the
+    starved digits and advised `--per-class`, which does not help (a newcomer's first hour)."""
+    main(["demo", "--seeds", "0", "--no-auto", "--lr", "100"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "The plain model scored at chance on 1 of 1 seeds (9.7%; a guess among 10 digits: 10%)" in flat
+    assert "--lr 100 is likely too large for this MLP" in flat
+    assert "--per-class" not in flat and "runs diverged" not in flat
+
+
 def test_demo_per_class_trims_each_class_in_both_itlm_runs(capsys, monkeypatch):
     """``--per-class``: the README's per-class figure for the demo's own runs is one flag away (a reproducer could
     not re-run it)."""
