@@ -2669,7 +2669,33 @@ def _parameters(cls: type) -> set[str]:
 
 
 def describe(cli: RobustCLI | None, exc: BaseException) -> str:
-    """``<config key> (<class>): <message>`` for a user's mistake (the key when it can be told)."""
+    """``<config key> (<class>): <message>`` for a user's mistake (the key when it can be told), and the command
+    of a config's comment that writes a file the message says is missing (:func:`_comment_that_writes`)."""
+    said = _describe(cli, exc)
+    hint = _comment_that_writes(said)
+    return f"{said[:-1]}{hint}." if hint and said.endswith(".") else said + hint
+
+
+def _comment_that_writes(message: str) -> str:
+    """`` (the config's comment writes it: `<command>`)`` where a comment line of a ``--config`` file holds a
+    command with ``--write NAME`` and the message names ``NAME`` as missing: `configs/itlm_table.yaml` from a fresh
+    folder said "no such file" of the table that its comment's `python examples/... --write` makes (a newcomer's)."""
+    if "no such file" not in message.lower() and "does not exist" not in message.lower():
+        return ""
+    for path in _config_files:
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                lines = f.readlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            found = re.match(r"\s*#\s*(.*--write\s+(\S+).*?)\s*$", line)
+            if found and os.path.basename(found.group(2).rstrip("/")) in message:
+                return f" (the config's comment writes it: `{found.group(1)}`)"
+    return ""
+
+
+def _describe(cli: RobustCLI | None, exc: BaseException) -> str:
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     if isinstance(exc, FileNotFoundError) and isinstance(exc.filename, str) and not os.path.isabs(exc.filename):
         message += f" (a relative path is read from the current folder, {os.getcwd()})"

@@ -2290,3 +2290,20 @@ def test_the_printed_test_command_keeps_the_lightning_variable(monkeypatch):
     monkeypatch.setenv("LIT_ROBUST_LIGHTNING", "lightning")
     assert test_command(["fit", "--config", "c.yaml"]) == ("LIT_ROBUST_LIGHTNING=lightning lit-robust test --config "
                                                            "c.yaml --ckpt_path last")
+
+
+@pytest.mark.parametrize(("config", "command"), [
+    ("itlm_table.yaml", "python examples/find_bad_rows_in_a_csv.py --write breast_cancer_noisy.csv"),
+    ("itlm_image_folder.yaml", "python examples/find_misfiled_images.py --write digit_folders"),
+])
+def test_a_missing_file_that_the_configs_comment_writes_names_the_command(tmp_path, monkeypatch, capsys, config,
+                                                                          command):
+    """`lit-robust fit --config configs/itlm_table.yaml` from a fresh folder said "no such file" of the table that the
+    config's own comment makes with `--write` (a newcomer's first hour)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(REPO / "configs" / config)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"(a relative path is read from the current folder, {tmp_path}) (the config's comment writes it: " \
+           f"`{command}`).\n" in err
