@@ -577,3 +577,43 @@ def test_a_fit_stopped_inside_the_warm_up_is_warned_about_as_the_filter_does(tmp
         "other than `max_epochs` stopped it (EarlyStopping, `max_steps`, `max_time`), so the filter never dropped its "
         f"full share (epoch {last.epoch}: {last.drop_ratio:.3g})."] if said_after else []), said
     assert len(co.history) == {"early_stopping": 2, "max_steps": 1, None: 6}[stop]
+
+
+class _EpochMetric(PlainSGD):
+    """A power user's pattern: add up in `validation_step`, log and reset in the epoch hooks; a training hook too."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.correct, self.count = [], 0, 0
+
+    def on_validation_epoch_start(self):
+        self.calls.append("val_start")
+        self.correct = self.count = 0
+
+    def validation_step(self, batch, batch_idx):
+        _, x, y = batch[:3]
+        self.correct += int((self(x).argmax(1) == y).sum())
+        self.count += len(y)
+
+    def on_validation_epoch_end(self):
+        self.calls.append("val_end")
+        self.log("val_acc_epoch", self.correct / self.count)
+
+    def on_train_epoch_end(self):
+        self.calls.append("train_epoch_end")
+
+
+def test_the_wrapped_models_evaluation_epoch_hooks_run_and_its_training_hooks_are_said_unused(tmp_path):
+    """CoTeaching passed on `validation_step` alone: the wrapped model's `on_validation_epoch_end`, which logged the
+    accuracy its steps added up, never ran (no metric, the counts going on across epochs), and its training hooks were
+    skipped without a word (a power user's)."""
+    inner = _EpochMetric()
+    co = CoTeaching(inner, drop_ratio=0.2, warmup_epochs=0)
+    trainer = tiny_trainer(tmp_path, 2, num_sanity_val_steps=0)
+    data = BlobsData(with_val=True)
+    with pytest.warns(UserWarning, match=r"CoTeaching: _EpochMetric's `on_train_epoch_end` is not called: CoTeaching "
+                                         r"runs the training of its two copies itself"):
+        trainer.fit(co, datamodule=data)
+    assert inner.calls == ["val_start", "val_end"] * 2
+    assert inner.count == 240  # reset at each epoch's start: one epoch's validation samples
+    assert trainer.callback_metrics["val_acc_epoch"] == pytest.approx(inner.correct / 240)

@@ -171,19 +171,43 @@ class _Net1Step:
         module._assigned_hooks[self.name] = fn
 
 
+# the wrapped model's evaluation epoch hooks, run on net1 as its evaluation steps are (a power user's
+# `on_validation_epoch_end`, which logged the accuracy its `validation_step` added up, never ran: no metric, and the
+# counts went on across epochs)
+_NET1_EPOCH_HOOKS = ("on_validation_epoch_start", "on_validation_epoch_end", "on_test_epoch_start", "on_test_epoch_end",
+                     "on_predict_epoch_start", "on_predict_epoch_end")
+# the training hooks of the wrapped model, which CoTeaching's own training does not call
+_TRAINING_HOOKS = ("on_fit_start", "on_fit_end", "on_train_start", "on_train_end", "on_train_epoch_start",
+                   "on_train_epoch_end", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
+                   "on_after_backward", "on_before_optimizer_step", "configure_gradient_clipping")
+
+
+def _own(model: pl.LightningModule, name: str) -> Callable[..., Any] | None:
+    """``model``'s class's own ``name``, not lit_robust's, Lightning's or torch's (``None`` then)."""
+    fn = getattr(type(model), name, None)
+    if fn is None or getattr(fn, "__module__", "").split(".")[0] in ("lit_robust", "pytorch_lightning", "lightning",
+                                                                     "torch"):
+        return None
+    return fn
+
+
 def _say_own_training_step_unused(model: pl.LightningModule) -> None:
-    """Warn when ``model``'s class has a ``training_step`` of its own: CoTeaching trains both networks from
-    ``per_sample_loss`` and never calls it (a manual-optimisation researcher's step, with its gradient clipping, ran
-    0 times without a word)."""
-    step = getattr(type(model), "training_step", None)
-    if step is None or getattr(step, "__module__", "").split(".")[0] in ("lit_robust", "pytorch_lightning",
-                                                                          "lightning"):
-        return  # the mixin's own step (or the package's models', or Lightning's)
-    name = getattr(step, "__qualname__", "training_step").removesuffix(".training_step")
-    rank_zero_warn(f"CoTeaching: `{name}.training_step` is not called: CoTeaching trains its two copies of the model "
-                   f"itself, each from `per_sample_loss` and the optimizer of `configure_optimizers`, so anything "
-                   "else that step does (logging, gradient clipping, a second optimizer, manual optimisation) does "
-                   "not happen; CoTeaching logs its own training figures (`coteach/...`).")
+    """Warn when ``model``'s class has a ``training_step`` (or training hooks) of its own: CoTeaching trains both
+    networks from ``per_sample_loss`` and never calls them (a manual-optimisation researcher's step, with its gradient
+    clipping, ran 0 times without a word; a power user's ``on_train_epoch_end`` and ``on_fit_start`` alike)."""
+    step = _own(model, "training_step")
+    if step is not None:
+        name = getattr(step, "__qualname__", "training_step").removesuffix(".training_step")
+        rank_zero_warn(f"CoTeaching: `{name}.training_step` is not called: CoTeaching trains its two copies of the "
+                       f"model itself, each from `per_sample_loss` and the optimizer of `configure_optimizers`, so "
+                       "anything else that step does (logging, gradient clipping, a second optimizer, manual "
+                       "optimisation) does not happen; CoTeaching logs its own training figures (`coteach/...`).")
+    hooks = [h for h in _TRAINING_HOOKS if _own(model, h) is not None]
+    if hooks:
+        rank_zero_warn(f"CoTeaching: {type(model).__name__}'s {', '.join(f'`{h}`' for h in hooks)} "
+                       f"{'is' if len(hooks) == 1 else 'are'} not called: CoTeaching runs the training of its two "
+                       "copies itself. Its validation, test and prediction steps and their epoch hooks "
+                       f"({', '.join(_NET1_EPOCH_HOOKS[:2])}, ...) run on the first copy.")
 
 
 class CoTeaching(ModuleReport, pl.LightningModule):
@@ -614,6 +638,28 @@ class CoTeaching(ModuleReport, pl.LightningModule):
 
     validation_step = _Net1Step()
     test_step = _Net1Step()
+
+    def _net1_epoch_hook(self, hook: str) -> None:
+        if is_overridden(hook, self.net1, pl.LightningModule):
+            self._delegate(hook)
+
+    def on_validation_epoch_start(self) -> None:
+        self._net1_epoch_hook("on_validation_epoch_start")
+
+    def on_validation_epoch_end(self) -> None:
+        self._net1_epoch_hook("on_validation_epoch_end")
+
+    def on_test_epoch_start(self) -> None:
+        self._net1_epoch_hook("on_test_epoch_start")
+
+    def on_test_epoch_end(self) -> None:
+        self._net1_epoch_hook("on_test_epoch_end")
+
+    def on_predict_epoch_start(self) -> None:
+        self._net1_epoch_hook("on_predict_epoch_start")
+
+    def on_predict_epoch_end(self) -> None:
+        self._net1_epoch_hook("on_predict_epoch_end")
 
     def predict_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
         return self._delegate("predict_step", batch, batch_idx, *args)
