@@ -621,3 +621,18 @@ def test_a_loss_given_to_a_rule_that_does_not_read_it_is_warned_about():
         BatchFilter("prl", 0.2, loss="ce")
         BatchFilter("spl", 0.2)
         CoTeaching(TinyModel(), rule="prl", loss="ce")
+
+
+@pytest.mark.parametrize("monitor", ["filter/dropped_corrupted_frac", "filter/estimated_corruption"])
+@pytest.mark.parametrize("kind", ["EarlyStopping", "ModelCheckpoint"])
+def test_a_monitor_on_a_filter_figure_logged_in_some_epochs_is_refused_before_training(tmp_path, monitor, kind):
+    """`EarlyStopping("filter/dropped_corrupted_frac")` ended in Lightning's RuntimeError at the first validation, and
+    `ModelCheckpoint(monitor=...)` in its "Did you call log(...)?" hint, though the filter logs it from a later epoch (a
+    power user's; ITLM refuses its own `itlm/*` before training)."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    cb = EarlyStopping(monitor=monitor) if kind == "EarlyStopping" else ModelCheckpoint(dirpath=tmp_path, monitor=monitor)
+    model = TinyModel()
+    with pytest.raises(ValueError, match=re.escape(f"`{kind}(monitor={monitor!r})`: BatchFilter logs `{monitor}` ")):
+        tiny_trainer(tmp_path, 3, [BatchFilter("spl", drop_ratio="auto"), cb]).fit(model, BlobsData(with_val=True))
+    assert model.trainer.global_step == 0

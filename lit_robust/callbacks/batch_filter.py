@@ -159,6 +159,22 @@ def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int | None, max_
             f"{reached}. {advice}.")
 
 
+def refuse_sparse_monitors(trainer: Any, owner: str) -> None:
+    """Refuse an ``EarlyStopping`` or ``ModelCheckpoint`` that monitors a filter metric logged only in some epochs --
+    ``filter/dropped_corrupted_frac`` (not in an epoch that drops nothing, such as warm-up's first) and
+    ``filter/estimated_corruption`` (not before the first estimate): Lightning stopped the fit at the first validation
+    without the key, its hint asking whether the module logs it (a power user's; ITLM refuses its own ``itlm/*``)."""
+    for cb in [*trainer.checkpoint_callbacks, *trainer.early_stopping_callbacks]:
+        monitor = getattr(cb, "monitor", None)
+        if monitor in ("filter/dropped_corrupted_frac", "filter/estimated_corruption"):
+            when = ("in an epoch that drops samples, not in warm-up's first, which drops none"
+                    if monitor.endswith("frac") else "from the first estimate on, at the warm-up's end")
+            raise ValueError(f"`{type(cb).__name__}(monitor={monitor!r})`: {owner} logs `{monitor}` {when}, and "
+                             f"{type(cb).__name__} needs the key at every check (Lightning stops the fit at the first "
+                             "without it). It is a figure about the data, not the model: monitor a validation metric, "
+                             "and read the filter's figures in its `history` or the logger's metrics.")
+
+
 def warn_early_stopping_in_warmup(owner: str, trainer: Any, warmup: int, auto: bool,
                                   drop_ratio: float | str) -> None:
     """Warn before training (at train start, epoch 0) when one of the Trainer's ``EarlyStopping`` callbacks may end the
@@ -576,6 +592,7 @@ class BatchFilter(Callback):
         if stage != "fit":
             return
         refuse_no_training(trainer, self.owner)
+        refuse_sparse_monitors(trainer, self.owner)
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
         module = require_mixin("BatchFilter", pl_module)
