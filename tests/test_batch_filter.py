@@ -634,5 +634,6 @@ def test_a_monitor_on_a_filter_figure_logged_in_some_epochs_is_refused_before_tr
     cb = EarlyStopping(monitor=monitor) if kind == "EarlyStopping" else ModelCheckpoint(dirpath=tmp_path, monitor=monitor)
     model = TinyModel()
     with pytest.raises(ValueError, match=re.escape(f"`{kind}(monitor={monitor!r})`: BatchFilter logs `{monitor}` ")):
-        tiny_trainer(tmp_path, 3, [BatchFilter("spl", drop_ratio="auto"), cb]).fit(model, BlobsData(with_val=True))
+        tiny_trainer(tmp_path, 3, [BatchFilter("spl", drop_ratio="auto"), cb], enable_checkpointing=True).fit(
+            model, BlobsData(with_val=True))
     assert model.trainer.global_step == 0
