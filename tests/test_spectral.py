@@ -411,3 +411,17 @@ def test_sigmas_of_an_operator_normalised_convolution_is_its_operator_norm():
         assert exact * (1 - 1e-3) <= got[name] <= exact * (1 + 1e-6), name
         assert exact == pytest.approx(1.0, abs=0.02)  # the bound holds
         assert float(spectral_norm_of(w)) < 0.9 * exact  # where the matrix form reads far less
+
+
+def test_prl_g_under_a_normalised_weight_says_what_works(tmp_path):
+    """SpectralNorm(mode='normalize') + BatchFilter('prl_g') ended in torch.func's "please rewrite the function being
+    transformed"; truncation, which keeps a plain weight, works with PRL(G)."""
+    from lit_robust import BatchFilter
+
+    with pytest.raises(ValueError, match=re.escape("cannot be differentiated per sample: use "
+                                                   "`SpectralNorm(mode='truncate')`, which works with PRL(G)")):
+        tiny_trainer(tmp_path, 2, [SpectralNorm(k=1.0, modules="net.0"), BatchFilter("prl_g", drop_ratio=0.2)]).fit(
+            TinyModel(), BlobsData())
+    f = BatchFilter("prl_g", drop_ratio=0.2)
+    tiny_trainer(tmp_path, 2, [SpectralNorm(k=1.0, modules="net.0", mode="truncate"), f]).fit(TinyModel(), BlobsData())
+    assert f.history[-1].dropped > 0

@@ -832,6 +832,12 @@ class GradNormRecorder:
 def _rnn_hint(layer: nn.Module) -> str:
     # torch.func cannot batch nn.LSTM/GRU/RNN (measured: a GRU read through its batch-first output sequence fails
     # inside torch), so reading `output` instead of `h_n` would not help
+    if type(layer).__name__ == "ParametrizationList":
+        # SpectralNorm(mode="normalize") + prl_g ended in torch.func's "please rewrite the function being transformed"
+        # (a newcomer's): the power iteration writes its vectors in place during the forward
+        return (" A parametrised weight (e.g. `SpectralNorm(mode='normalize')`, whose power iteration updates its "
+                "vectors in place in the forward) cannot be differentiated per sample: use "
+                "`SpectralNorm(mode='truncate')`, which works with PRL(G), or `rule='prl'`.")
     if not isinstance(layer, nn.RNNBase):
         return ""
     return (" Recurrent layers (nn.LSTM, nn.GRU, nn.RNN) are not supported by PRL(G): torch.func cannot batch their "
