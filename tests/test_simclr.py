@@ -550,3 +550,20 @@ def test_semi_supervised_split_at_its_defaults_is_the_theses_protocol(shared_dat
     unlabeled = rows(pre_x[n_lab:])
     assert len(set(unlabeled)) == n - n_lab and set(unlabeled) <= mnist
     assert set(unlabeled).isdisjoint(rows(x_lab[~mask]))
+
+
+def test_two_simclr_messages_point_at_the_fix_a_newcomer_needed(tmp_path):
+    """The probe on the pretraining split was told to use a TableDataModule (the fix is `--data.mode finetune`), and a
+    folder given as `backbone_checkpoint` was told "no such file ... has the run that writes it finished?"."""
+    from lit_robust.data.spec import DataSpec
+    from lit_robust.models.backbone_checkpoint import read_weights_only
+    from lit_robust.models.supervised import wrong_kind_error
+
+    err = wrong_kind_error(DataSpec("SemiSupervisedBackdoorMNISTDataModule", (1, 28, 28), "none"), "LinearProbe",
+                           "class", None)
+    assert str(err).endswith("; use its labelled split, `mode='finetune'` (`--data.mode finetune`).")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(IsADirectoryError, match=r"`backbone_checkpoint` must be a checkpoint file, got the folder .*: "
+                                                r"pass a \.ckpt inside it \(last\.ckpt\)\."):
+        read_weights_only(tmp_path / "run", "backbone_checkpoint")

@@ -65,6 +65,12 @@ def read_weights_only(path: str | os.PathLike, argument: str = "checkpoint") -> 
     of arbitrary objects is refused by torch's restricted unpickler before it can run code).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        # a folder was told "no such file ... has the run that writes it finished?" though it exists (a newcomer's
+        # `--model.backbone_checkpoint checkpoints/simclr_mnist`)
+        inside = sorted(f for f in os.listdir(path) if f.endswith(".ckpt"))
+        raise IsADirectoryError(f"`{argument}` must be a checkpoint file, got the folder {path!r}: pass a .ckpt inside "
+                                f"it ({', '.join(inside[:4]) + (', ...' if len(inside) > 4 else '') if inside else 'it holds none'}).")
     if not os.path.isfile(path):
         # a SimCLR newcomer's fine-tuning config ran before (or in another folder than) its pretraining: say where
         where = "" if os.path.isabs(path) else f"; a relative path is read from the current folder, {os.getcwd()}"

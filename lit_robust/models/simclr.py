@@ -169,7 +169,8 @@ def check_own_backbone_dim(backbone: nn.Module, feature_dim: int, spec: DataSpec
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"`model.backbone`={name} does not fit `data`: {spec.source} yields {spec.inputs()}, on which "
                          f"your backbone failed ({first}). Give the data the inputs your encoder was built for "
-                         "(`data.channels`, `data.image_size`), or an encoder for these.") from None
+                         "(where the datamodule takes them: `data.channels`, `data.image_size`), or an encoder for "
+                         "these.") from None
     shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else None
     if shape != (feature_dim,):
         fix = (f"Set `model.feature_dim` to {shape[0]}." if shape is not None and len(shape) == 1 else

@@ -57,6 +57,9 @@ def wrong_kind_error(spec: DataSpec, model: str, learns: str, other: str | None)
                "DataFrame column): integer targets are read as class labels."
                if learns == "regression" and spec.target == "class" and spec.classes_at_least else "")
     use = data if other is None else f"{other}, or {data}"
+    if learns == "class" and spec.target == "none" and spec.source == "SemiSupervisedBackdoorMNISTDataModule":
+        # its pretraining mode was told to use a TableDataModule (a SimCLR newcomer's `--data.mode pretrain`)
+        use = "its labelled split, `mode='finetune'` (`--data.mode finetune`)"
     return ValueError(f"`model`={model} is {kind}, but `data`: {spec.source} yields {spec.targets()}; use {use}."
                       f"{numeric}")
 
