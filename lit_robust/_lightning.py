@@ -537,6 +537,48 @@ def sigterm_without_collectives(trainer: pl.Trainer) -> None:
     connector._sigterm_notifier_fn = _NoteSigterm(trainer, connector)
 
 
+class _ForwardSigterm:
+    """The SIGTERM handler of the process that started a ``ddp_spawn`` fit's processes and waits for them
+    (:func:`forward_sigterm_to_started_processes`)."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: Any, frame: Any) -> None:
+        import importlib
+        import multiprocessing
+
+        _SIGTERM_NOTED[0] = True
+        children = multiprocessing.active_children()
+        for child in children:
+            try:
+                os.kill(child.pid, signum)
+            except (ProcessLookupError, TypeError):  # ended meanwhile, or not started
+                pass
+        for child in children:  # each stops at its next step, as under `ddp`
+            child.join(timeout=300)
+        # Lightning ends each started process's fit with its SIGTERMException, a SystemExit: exit status 0, and this
+        # process then waited for ever for their results (a hang, found while fixing the orphans). Raised here, it
+        # ends the wait as it ends a `ddp` fit: `lit-robust` says "stopped by SIGTERM", exit status 143
+        raise importlib.import_module(f"{pl.__name__}.utilities.exceptions").SIGTERMException(signum)
+
+
+def forward_sigterm_to_started_processes() -> Callable[[], None]:
+    """In the process that starts a ``ddp_spawn`` fit's processes, forward a SIGTERM to them, where it stops the fit
+    at its next step as under ``ddp``: the default handler ended this process with exit status 143 and left them
+    training to the end as orphans (a DDP newcomer's `kill -TERM` of `lit-robust fit`: the 40-epoch fit's last
+    checkpoint written 5 s later, a requeued job would have raced them). Returns the function that puts the earlier
+    handler back; does nothing outside the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _ForwardSigterm(previous))
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 class _NoteSigterm:
     """The SIGTERM handler of :func:`sigterm_without_collectives`: a module-level class, not a closure, because
     ``ddp_spawn`` pickles the Trainer to start its processes (``lit-robust fit --trainer.strategy ddp_spawn`` ended

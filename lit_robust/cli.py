@@ -69,7 +69,12 @@ from lit_robust._backend import (
     rank_zero_warn,
 )
 from lit_robust._checks import SEED_MAX, _is_int, _is_real
-from lit_robust._lightning import RUN_ID_VARIABLE, sigterm_noted, sigterm_without_collectives
+from lit_robust._lightning import (
+    RUN_ID_VARIABLE,
+    forward_sigterm_to_started_processes,
+    sigterm_noted,
+    sigterm_without_collectives,
+)
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.report import class_label, datamodule_classes
 from lit_robust.reporting import stdout_encodes
@@ -1398,6 +1403,8 @@ class RobustCLI(LightningCLI):
                 if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger"):
                     _ = logger.version
         sigterm_without_collectives(trainer)
+        if _runs_in_started_processes(trainer):
+            _RESTORE_SIGTERM.append(forward_sigterm_to_started_processes())
         _note_more_processes_than_cores(trainer)
         return trainer
 
@@ -2947,6 +2954,9 @@ def _drop_cloud_tips() -> None:
             log.addFilter(_NoCloudTips())
 
 
+_RESTORE_SIGTERM: list[Callable[[], None]] = []  # puts back the SIGTERM handler of this process after a command
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lit-robust``: ``lit-robust demo`` or ``lit-robust {fit,validate,test,predict} --config X``.
 
@@ -3033,6 +3043,8 @@ def main(args: Sequence[str] | None = None) -> None:
         _remove_empty_log_dir(cli)
         raise SystemExit(2) from None
     finally:
+        while _RESTORE_SIGTERM:  # the handler a `ddp_spawn` command put in place
+            _RESTORE_SIGTERM.pop()()
         if started_here:  # a later command in this process (a notebook, the tests) is another command
             os.environ.pop(RUN_ID_VARIABLE, None)
 

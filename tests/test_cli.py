@@ -2307,3 +2307,38 @@ def test_a_missing_file_that_the_configs_comment_writes_names_the_command(tmp_pa
     err = capsys.readouterr().err
     assert f"(a relative path is read from the current folder, {tmp_path}) (the config's comment writes it: " \
            f"`{command}`).\n" in err
+
+
+def _sleep_long():
+    import time
+
+    time.sleep(60)
+
+
+def test_a_sigterm_to_a_ddp_spawn_command_reaches_its_started_processes_and_ends_the_wait():
+    """`kill -TERM` of `lit-robust fit --trainer.strategy ddp_spawn` ended the command with 143 at once and left its
+    two processes training to the end as orphans (a DDP newcomer's). Forwarded, they stop; and since Lightning ends
+    their fits with a SystemExit (exit status 0), this process raises the stop itself instead of waiting for ever for
+    their results."""
+    import multiprocessing
+    import os
+    import signal
+
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lit_robust._lightning import forward_sigterm_to_started_processes, sigterm_noted
+
+    child = multiprocessing.get_context("spawn").Process(target=_sleep_long)
+    child.start()
+    before = signal.getsignal(signal.SIGTERM)
+    restore = forward_sigterm_to_started_processes()
+    try:
+        with pytest.raises(SIGTERMException):
+            os.kill(os.getpid(), signal.SIGTERM)
+            child.join(30)  # the handler runs at the latest here; it joins the child itself
+        assert child.exitcode == -signal.SIGTERM and sigterm_noted()
+    finally:
+        restore()
+        if child.is_alive():
+            child.kill()
+    assert signal.getsignal(signal.SIGTERM) is before  # put back after the command

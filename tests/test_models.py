@@ -381,3 +381,22 @@ def test_linear_probe_checks_its_evaluation_labels(stage):
     model.log = lambda *args, **kwargs: None
     with pytest.raises(ValueError, match=rf"LinearProbe's {stage} targets must be class labels in 0 \.\. 2 .*got -1"):
         getattr(model, f"{stage}_step")((torch.randn(2, 1, 8, 8), torch.tensor([0, -1])), 0)
+
+
+@pytest.mark.parametrize("cls", ["MLPClassifier", "MLPRegressor"])
+def test_a_module_built_at_setup_takes_its_weights_back_as_ddp_spawn_hands_them(cls):
+    """Under `ddp_spawn` the fit builds the net in the started processes, and Lightning hands the weights back to the
+    script's module with `load_state_dict(..., strict=False)`, which dropped every key of a module built at setup: a
+    DDP newcomer's `trainer.test(model)` after the fit tested a freshly drawn net (0.04 against 0.92), silently."""
+    import lit_robust
+
+    model_cls = getattr(lit_robust, cls)
+    fitted = model_cls(7, 3, hidden=5, hidden_layers=2) if cls == "MLPClassifier" else model_cls(7, 3, hidden=5)
+    waiting = model_cls(hidden=5, hidden_layers=2) if cls == "MLPClassifier" else model_cls(hidden=5)
+    assert waiting.net is None
+    result = waiting.load_state_dict(fitted.state_dict(), strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(4, 7)
+    assert torch.equal(waiting(x), fitted(x))
+    names = ("in_features", "num_classes") if cls == "MLPClassifier" else ("in_features", "out_features")
+    assert (waiting.hparams[names[0]], waiting.hparams[names[1]]) == (7, 3)  # its checkpoints rebuild it
