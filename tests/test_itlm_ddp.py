@@ -224,17 +224,18 @@ class PerRankData(OddBlobs):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("what, named", [
-    ("keep_ratio", r"ITLM: `keep_ratio` differs between the processes of this DDP fit \(rank (0 has `keep_ratio` 0.6|"
-                   r"1 has `keep_ratio` 0.5)\)"),
-    ("round_epochs", r"ITLM: `round_epochs` differs between the processes of this DDP fit \(rank (0 has `round_epochs` "
-                     r"\[2, 2\]|1 has `round_epochs` \[1, 3\])\)"),
-    ("data", r"ITLM: the training set's length differs between the processes of this DDP fit \(rank (0 has the "
-             r"training set's length 241|1 has the training set's length 200)\)"),
+    ("keep_ratio", r"ITLM: `keep_ratio` differs between the processes of this DDP fit \(`keep_ratio`: 0.6, 0.5, in "
+                   r"rank order\)"),
+    ("round_epochs", r"ITLM: `round_epochs` differs between the processes of this DDP fit \(`round_epochs`: \[2, 2\], "
+                     r"\[1, 3\], in rank order\)"),
+    ("data", r"ITLM: the training set's length differs between the processes of this DDP fit \(the training set's "
+             r"length: 241, 200, in rank order\)"),
 ])
 def test_settings_that_differ_between_the_processes_are_named_not_hung(tmp_path, what, named):
     """A DDP newcomer's `round_epochs` differing between the processes hung the fit in a collective (SIGTERM
     ignored, 10 min until `kill -9`); a differing `keep_ratio` trained silently on a selection of neither; training
-    sets of 1,500 and 1,400 hung. Every rank now raises at train start, naming its own value."""
+    sets of 1,500 and 1,400 hung. Every rank now raises at train start, naming every process's value (each had named
+    its own alone)."""
     itlm = PerRankITLM("data" if what == "data" else what, keep_ratio=0.6, round_epochs=[2, 2], verbose=False,
                        plot=False, report=False)
     trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(), callbacks=[itlm],

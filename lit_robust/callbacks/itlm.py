@@ -1696,13 +1696,16 @@ class ITLM(Callback):
         differ = [name for name, h, lo in zip(settings, high.tolist(), low.tolist(), strict=True) if h != lo]
         if not differ:
             return
-        mine = ", ".join(f"{name} {settings[name]!r}" for name in differ)
+        # every process's values (each had named its own alone, where distributed.md promised each process's: a DDP
+        # newcomer's two processes printed "rank 0 has 0.7" and "rank 1 has 0.6" apart); every rank is here
+        values = distributed.all_gather_objects([repr(settings[name]) for name in differ])
+        each = "; ".join(f"{name}: {', '.join(v[i] for v in values)}" for i, name in enumerate(differ))
         seed = (" ITLM's `seed` defaults to the global seed (`seed_everything`): a seed per process (e.g. the seed "
                 "plus the rank) needs `ITLM(seed=...)`, the same for all." if "`seed`" in differ else "")
         verb = "differs" if len(differ) == 1 else "differ"
-        raise ValueError(f"{self._title}: {', '.join(differ)} {verb} between the processes of this DDP fit (rank "
-                         f"{distributed.rank()} has {mine}): one selection of samples serves every process, so each "
-                         f"needs the same settings and the same training set.{seed}")
+        raise ValueError(f"{self._title}: {', '.join(differ)} {verb} between the processes of this DDP fit ({each}, "
+                         "in rank order): one selection of samples serves every process, so each needs the same "
+                         f"settings and the same training set.{seed}")
 
     def _warn_unfinished_schedules(self, trainer: pl.Trainer) -> None:
         """After every round of a ``reinit=False`` fit: warn when a schedule of fixed length stopped well short of
