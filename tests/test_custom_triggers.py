@@ -289,11 +289,8 @@ class _BackdooredThreeClasses(pl.LightningModule):
         pass
 
 
-def test_backdoor_metrics_without_a_datamodule_read_the_classes_off_the_outputs(tmp_path):
-    """A backdoor newcomer's 3-class a -> a+1 attack, which worked every time, read 67 % attack success: without a
-    datamodule the class count defaulted to 10, and (2 + 1) mod 10 is no class. The outputs' width tells."""
-    from torch.utils.data import DataLoader, TensorDataset
-
+def _three_class_images():
+    """30 images whose pixel (0, 0) holds their label (3 classes), and the trigger that sets pixel (1, 1)."""
     y = torch.arange(30) % 3
     x = torch.zeros(30, 1, 2, 2)
     x[:, 0, 0, 0] = y.float()
@@ -302,11 +299,29 @@ def test_backdoor_metrics_without_a_datamodule_read_the_classes_off_the_outputs(
         v[:, 0, 1, 1] = 1.0
         return v
 
+    return x, y, mark
+
+
+def _backdoor_test(tmp_path, module, **kwargs):
+    """`BackdoorMetrics(trigger=mark, target=None, **kwargs)` over a test of ``module`` on the three-class images."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y, mark = _three_class_images()
+    metrics = lr.BackdoorMetrics(trigger=mark, target=None, **kwargs)
+    loader = DataLoader(TensorDataset(torch.arange(30), x, y), batch_size=8)
+    tiny_trainer(tmp_path, 1, [metrics]).test(module, loader, verbose=False)
+    return metrics.results["test"]
+
+
+def test_backdoor_metrics_without_a_datamodule_read_the_classes_off_the_outputs(tmp_path):
+    """A backdoor newcomer's 3-class a -> a+1 attack, which worked every time, read 67 % attack success: without a
+    datamodule the class count defaulted to 10, and (2 + 1) mod 10 is no class. The outputs' width tells."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y, mark = _three_class_images()
+
     def asr(**kwargs):
-        metrics = lr.BackdoorMetrics(trigger=mark, target=None, **kwargs)
-        loader = DataLoader(TensorDataset(torch.arange(30), x, y), batch_size=8)
-        tiny_trainer(tmp_path, 1, [metrics]).test(_BackdooredThreeClasses(), loader, verbose=False)
-        return metrics.results["test"]
+        return _backdoor_test(tmp_path, _BackdooredThreeClasses(), **kwargs)
 
     assert asr() == {"clean_acc": 1.0, "poison_acc": 0.0, "asr": 1.0}
     assert asr(num_classes=3)["asr"] == 1.0
@@ -335,21 +350,9 @@ class _TupleOut(_BackdooredThreeClasses):
 def test_backdoor_metrics_refuse_a_module_without_forward_or_logits_in_one_line(tmp_path):
     """A module without `forward` got torch's "missing the required forward function" at the first evaluation batch,
     a forward returning a tuple `argmax` of a tuple: neither named `BackdoorMetrics` or its `predict`."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    y = torch.arange(30) % 3
-    x = torch.zeros(30, 1, 2, 2)
-    x[:, 0, 0, 0] = y.float()
-
-    def mark(v):
-        v[:, 0, 1, 1] = 1.0
-        return v
 
     def run(module, **kwargs):
-        metrics = lr.BackdoorMetrics(trigger=mark, target=None, **kwargs)
-        loader = DataLoader(TensorDataset(torch.arange(30), x, y), batch_size=8)
-        tiny_trainer(tmp_path, 1, [metrics]).test(module, loader, verbose=False)
-        return metrics.results["test"]
+        return _backdoor_test(tmp_path, module, **kwargs)
 
     with pytest.raises(ValueError, match=r"_NoForward defines no `forward`; pass `predict=`"):
         run(_NoForward())

@@ -182,6 +182,17 @@ _TRAINING_HOOKS = ("on_fit_start", "on_fit_end", "on_train_start", "on_train_end
                    "on_after_backward", "on_before_optimizer_step", "configure_gradient_clipping")
 
 
+def _net1_epoch_hook(name: str) -> Callable[[Any], None]:
+    """A ``CoTeaching`` hook that runs the wrapped model's own ``name`` on ``net1`` (nothing where it has none)."""
+
+    def hook(self: Any) -> None:
+        if is_overridden(name, self.net1, pl.LightningModule):
+            self._delegate(name)
+
+    hook.__name__ = hook.__qualname__ = name
+    return hook
+
+
 def _own(model: pl.LightningModule, name: str) -> Callable[..., Any] | None:
     """``model``'s class's own ``name``, not lit_robust's, Lightning's or torch's (``None`` then)."""
     fn = getattr(type(model), name, None)
@@ -639,27 +650,13 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     validation_step = _Net1Step()
     test_step = _Net1Step()
 
-    def _net1_epoch_hook(self, hook: str) -> None:
-        if is_overridden(hook, self.net1, pl.LightningModule):
-            self._delegate(hook)
-
-    def on_validation_epoch_start(self) -> None:
-        self._net1_epoch_hook("on_validation_epoch_start")
-
-    def on_validation_epoch_end(self) -> None:
-        self._net1_epoch_hook("on_validation_epoch_end")
-
-    def on_test_epoch_start(self) -> None:
-        self._net1_epoch_hook("on_test_epoch_start")
-
-    def on_test_epoch_end(self) -> None:
-        self._net1_epoch_hook("on_test_epoch_end")
-
-    def on_predict_epoch_start(self) -> None:
-        self._net1_epoch_hook("on_predict_epoch_start")
-
-    def on_predict_epoch_end(self) -> None:
-        self._net1_epoch_hook("on_predict_epoch_end")
+    # the evaluation epoch hooks (`_NET1_EPOCH_HOOKS`), each net1's where it has its own
+    on_validation_epoch_start = _net1_epoch_hook("on_validation_epoch_start")
+    on_validation_epoch_end = _net1_epoch_hook("on_validation_epoch_end")
+    on_test_epoch_start = _net1_epoch_hook("on_test_epoch_start")
+    on_test_epoch_end = _net1_epoch_hook("on_test_epoch_end")
+    on_predict_epoch_start = _net1_epoch_hook("on_predict_epoch_start")
+    on_predict_epoch_end = _net1_epoch_hook("on_predict_epoch_end")
 
     def predict_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
         return self._delegate("predict_step", batch, batch_idx, *args)
