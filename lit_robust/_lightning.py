@@ -541,9 +541,6 @@ class _ForwardSigterm:
     """The SIGTERM handler of the process that started a ``ddp_spawn`` fit's processes and waits for them
     (:func:`forward_sigterm_to_started_processes`)."""
 
-    def __init__(self, previous: Any) -> None:
-        self.previous = previous
-
     def __call__(self, signum: Any, frame: Any) -> None:
         import importlib
         import multiprocessing
@@ -575,7 +572,7 @@ def forward_sigterm_to_started_processes() -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _ForwardSigterm(previous))
+    signal.signal(signal.SIGTERM, _ForwardSigterm())
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
