@@ -3,6 +3,8 @@
 A newcomer's loop reused one ``ITLM`` for a second fit: it skipped round 0 and trained a fresh model on the first
 fit's selection, silently (or failed on another data set with "the training set changed size between rounds")."""
 
+import re
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -523,6 +525,44 @@ def test_changed_auto_arguments_or_rounds_on_a_fit_that_goes_on_are_refused(tmp_
         trainer.fit(TinyModel(), BlobsData(n=240))
 
 
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("auto_margin", 0.2, "`auto_margin` 0.0 -> 0.2"),
+    ("keep_ratio", 0.5, "`keep_ratio` 'auto' -> 0.5"),
+    ("estimator", "gmm", "`estimator` 'disagreement_or_interior' -> 'gmm'"),
+    ("reinit", False, "`reinit` True -> False"),
+])
+@pytest.mark.parametrize("finished", [False, True])
+def test_itlms_settings_changed_between_two_fits_of_one_trainer_are_refused(tmp_path, name, value, said, finished):
+    """docs/checkpoints.md said so, and only `round_epochs` was: a notebook newcomer's `itlm.auto_margin = 0.2` between
+    two fits of one Trainer applied to the rounds left alone (kept 1500, 1023, 723: two settings in one history), and
+    after a finished fit `itlm.keep_ratio = 0.8` changed nothing while the attribute read 0.8."""
+    itlm = ITLM(keep_ratio="auto", round_epochs=[2, 2], verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 4, [itlm] if finished else [itlm, InterruptAt(3)])
+    if finished:
+        trainer.fit(TinyModel(), BlobsData(n=240))
+        itlm.round_epochs, trainer.fit_loop.max_epochs = [2, 3], 5  # a longer last round: "train more"
+    else:
+        with pytest.raises(RuntimeError, match="stopped by the user"):
+            trainer.fit(TinyModel(), BlobsData(n=240))
+    kept = [r.kept for r in itlm.history]
+    setattr(itlm, name, value)
+    with pytest.raises(ValueError, match=re.escape(f"{said} since this Trainer's earlier fit, which this fit goes on "
+                                                   "from: its rounds keep the earlier settings.")):
+        trainer.fit(TinyModel(), BlobsData(n=240))
+    assert [r.kept for r in itlm.history] == kept  # nothing trained
+
+
+def test_itlm_attributes_set_between_fits_are_checked_as_the_constructor_checks_them(tmp_path):
+    """A notebook newcomer's `itlm.reinit = "restor"` ran as True, `itlm.per_class = "yes"` as a per-class trim."""
+    for name, value, error in (("reinit", "restor", "`reinit` must be True, False or 'restore', got 'restor'."),
+                               ("per_class", "yes", "`per_class` must be True or False, got 'yes'.")):
+        itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
+        setattr(itlm, name, value)
+        with pytest.raises((ValueError, TypeError), match=re.escape(error)):
+            tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), BlobsData())
+
+
 def test_a_fit_refused_at_train_start_does_not_say_it_wrote_no_report(tmp_path):
     """A reviewer's fit refused at train start (a Trainer whose state another Trainer's fit replaced) was also told
     "the fit stopped ... Fit on with this Trainer", the very thing refused."""
@@ -768,3 +808,34 @@ def test_an_adversarial_trigger_whose_fit_raised_does_not_leave_the_selectors_pa
     again = BatchFilter("prl", drop_ratio=0.25)
     tiny_trainer(tmp_path, 1, [again]).fit(module, BlobsData(n=96))
     assert (again.history[0].seen, again.history[0].dropped) == (96, 24)
+
+
+@pytest.mark.parametrize("name", ["itlm", "prl"])
+def test_a_fit_refused_before_training_keeps_the_earlier_reports_path(tmp_path, name):
+    """A notebook newcomer raised `max_epochs` past ITLM's rounds: the fit was refused, the earlier report stayed on
+    disk, but `report_path` became None and the next cell's `load_report(itlm.report_path)` failed."""
+    cb = MAKERS[name](tmp_path / "rep")
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, 4, [cb])
+    trainer.fit(TinyModel(), BlobsData(n=240))
+    path = cb.report_path
+    assert path is not None and load_report(path) is not None
+    if name == "itlm":  # the newcomer's: more epochs than the rounds add up to, refused at setup
+        with pytest.raises(ValueError, match=r"`round_epochs` must add up to the Trainer's `max_epochs`"):
+            tiny_trainer(tmp_path, 5, [cb]).fit(TinyModel(), BlobsData(n=240))
+    else:  # a module without the mixin, refused at setup once the fit has begun
+        with pytest.raises(TypeError, match="RobustMixin"):
+            tiny_trainer(tmp_path, 4, [cb]).fit(_PlainModule(), BlobsData(n=240))
+    assert cb.report_path == path
+
+
+class _PlainModule(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(2, 3)
+
+    def training_step(self, batch, batch_idx):
+        return self.net(batch[1]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)

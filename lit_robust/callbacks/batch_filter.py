@@ -595,6 +595,7 @@ class BatchFilter(Callback):
         refuse_sparse_monitors(trainer, self.owner)
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
+        self._report_before, self._trained_this_fit = earlier_path, False  # put back if this fit is refused
         module = require_mixin("BatchFilter", pl_module)
         warn_if_mixed_lightning(trainer)
         fresh = begin_fit(self, trainer, self.owner, earlier_path)
@@ -655,6 +656,9 @@ class BatchFilter(Callback):
         # only after a batch of this fit trained (a reviewer's fit refused at train start was told to fit on)
         if self._report.active and not self._report.written and getattr(self, "_trained_this_fit", False):
             rank_zero_warn(unwritten_report_note(self.owner, exception))
+        if not getattr(self, "_trained_this_fit", False) and self.report_path is None:
+            # a fit refused before it trained leaves the earlier fit's report, and its path (a notebook newcomer's)
+            self.report_path = getattr(self, "_report_before", None)
         # Lightning calls no `teardown` after a fit that raised: the filter stayed among the module's selectors and
         # PRL(G)'s hooks kept recording every later forward of the module (with its autograd graph) into a list
         # nothing cleared; a fit that goes on sets both up again

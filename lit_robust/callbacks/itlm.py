@@ -945,6 +945,9 @@ class ITLM(Callback):
         # the report of this fit, once written: a notebook user's re-run cell crashed, and `report_path` still led
         # `load_report` to the run before's file
         earlier_path, self.report_path = self.report_path, None
+        # put back by `on_exception` when this fit is refused before it trains (a notebook newcomer's `max_epochs`
+        # raised to 8 was refused, and the earlier, intact report's path was lost: `load_report` failed next)
+        self._report_before, self._trained_this_fit = earlier_path, False
         self.final_one_class = None
         self.keep_ratio = check_keep_ratio(self.keep_ratio)  # it may have been set since the constructor
         others = [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, ITLM) and cb is not self]
@@ -962,7 +965,25 @@ class ITLM(Callback):
             except TypeError as err:
                 raise TypeError(f"{self._title} re-draws the model at each round start (reinit=True): {err}") from None
         self.round_epochs = _round_epochs_arg(self.round_epochs)  # as set now: an attribute changed since is checked
+        # attributes set between fits, checked as the constructor checks them (a notebook newcomer's
+        # `itlm.reinit = "restor"` ran as True, `itlm.per_class = "yes"` as a per-class trim)
+        if not isinstance(self.reinit, bool) and self.reinit != "restore":
+            raise ValueError(f"`reinit` must be True, False or 'restore', got {self.reinit!r}.")
+        if not isinstance(self.per_class, bool):
+            raise TypeError(f"`per_class` must be True or False, got {self.per_class!r}.")
         fresh = begin_fit(self, trainer, self._title, earlier_path)
+        settings = {"keep_ratio": self.keep_ratio, "per_class": self.per_class, **self.resume_arguments()}
+        before_settings = getattr(self, "_fit_settings", settings)
+        changed = [f"`{k}` {before_settings[k]!r} -> {v!r}" for k, v in settings.items()
+                   if k in before_settings and before_settings[k] != v]
+        if not fresh and changed:
+            # docs/checkpoints.md said so; a notebook newcomer's `itlm.auto_margin = 0.2` between two fits of one
+            # Trainer applied to the rounds left alone (kept 1500, 1023, 723: two settings in one history), and after
+            # a finished fit `itlm.keep_ratio = 0.8` changed nothing while the attribute read 0.8
+            raise ValueError(f"{', '.join(changed)} since this Trainer's earlier fit, which this fit goes on from: its "
+                             "rounds keep the earlier settings. Set them back, or use a new Trainer for a fit with the "
+                             "new ones.")
+        self._fit_settings = settings
         before = getattr(self, "_fit_round_epochs", self.round_epochs)
         if not fresh and (len(before) != len(self.round_epochs) or before[:-1] != self.round_epochs[:-1]):
             # a reviewer's [2, 2] stopped after epoch 0, then [1, 3]: a history of 5 epochs in a 4-epoch fit. A
@@ -1679,6 +1700,8 @@ class ITLM(Callback):
         _stop_recording_losses(pl_module)
         if self._report_target is not None and self._trained_this_fit and self.report_path is None:
             rank_zero_warn(unwritten_report_note(self._title, exception))
+        if not self._trained_this_fit and self.report_path is None:
+            self.report_path = getattr(self, "_report_before", None)
 
     def _check_same_on_every_rank(self) -> None:
         """Under DDP, raise on every rank when the processes' settings or training sets differ: each selects the same
