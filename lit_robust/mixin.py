@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any, Protocol, runtime_checkable
 
@@ -194,10 +195,25 @@ class RobustMixin:
             raise ValueError(f"{name}.load_from_checkpoint: this is a checkpoint of `CoTeaching`, which holds two "
                              f"copies of your model (`net1.*` and `net2.*` in its state dict). Load it with "
                              f"`CoTeaching.load_from_checkpoint(path, model={name}(...))` and take its `.net1`.")
-        _match_compiled_keys(self, checkpoint)
         from lit_robust.functional.spectral import restore_spectral_norm
 
-        restore_spectral_norm(self, checkpoint)  # weights saved under SpectralNorm, loaded without the callback
+        # weights saved under SpectralNorm, loaded without the callback; before the compiled keys are matched, which
+        # match the normalised layers' keys only once they are normalised here too (a checkpoint of a compiled
+        # submodule, loaded into the module uncompiled, failed on torch's missing keys)
+        restore_spectral_norm(self, checkpoint)
+        _match_compiled_keys(self, checkpoint)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, after normalising the layers whose weights ``state_dict`` holds normalised
+        and this module holds plain, as the Trainer's ``SpectralNorm`` callbacks would: under ``ddp_spawn`` the
+        callback normalises the copies in the started processes only, and Lightning hands the fitted weights back to
+        the script's module with ``strict=False``, which dropped them all (a newcomer's ``trainer.test(model)``
+        read 0.294 where the fit's checkpoint read 0.946)."""
+        from lit_robust.functional.spectral import spectral_norm_from_callbacks
+
+        trainer = getattr(self, "_trainer", None) or _handing_back_trainer(self)
+        spectral_norm_from_callbacks(self, state_dict, getattr(trainer, "callbacks", None))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -536,6 +552,21 @@ def scores_predictions_confidence(module: RobustMixin, batch: Any
     # a multi-task module scoring by one head (`sample_scores`) still predicts labels (`label_key` says it has them)
     wants_labels = own_labels or getattr(module, "label_key", None) is not None
     return scores, module.predicted_labels(batch) if wants_labels else None, None, None
+
+
+def _handing_back_trainer(module: torch.nn.Module) -> Any:
+    """The Trainer whose ``ddp_spawn`` launcher is handing the fitted weights back to ``module`` in the script's
+    process (a local ``trainer`` of a calling frame whose ``lightning_module`` is ``module``), else ``None``: the
+    module there was never attached to it, as its fit ran in the started processes only."""
+    frame = sys._getframe(2)
+    for _ in range(4):
+        if frame is None:
+            return None
+        trainer = frame.f_locals.get("trainer")
+        if trainer is not None and getattr(trainer, "lightning_module", None) is module:
+            return trainer
+        frame = frame.f_back
+    return None
 
 
 def _match_compiled_keys(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:

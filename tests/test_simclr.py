@@ -466,8 +466,8 @@ def test_data_your_own_encoder_cannot_take_is_named_not_a_traceback(tmp_path):
     with pytest.raises(ValueError, match=r"^`model.backbone`=OwnEncoder does not fit `data`: .* yields 3×28×28 images, "
                                          r"on which your backbone failed \(Given groups=1, weight of size \[6, 1, 5, "
                                          r"5\], expected input\[2, 3, 28, 28\] to have 1 channels.*\)\. Give the "
-                                         r"data the inputs your encoder was built for \(`data.channels`, "
-                                         r"`data.image_size`\), or an encoder for these\.$"):
+                                         r"data the inputs your encoder was built for \(where the datamodule takes "
+                                         r"them: `data.channels`, `data.image_size`\), or an encoder for these\.$"):
         tiny_trainer(tmp_path, 1).fit(LinearProbe(backbone=OwnEncoder(), feature_dim=24, num_classes=3),
                                       DataLoader(colour, batch_size=40))
 

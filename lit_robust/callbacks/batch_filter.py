@@ -164,7 +164,7 @@ def refuse_sparse_monitors(trainer: Any, owner: str) -> None:
     ``filter/dropped_corrupted_frac`` (not in an epoch that drops nothing, such as warm-up's first) and
     ``filter/estimated_corruption`` (not before the first estimate): Lightning stopped the fit at the first validation
     without the key, its hint asking whether the module logs it (a power user's; ITLM refuses its own ``itlm/*``)."""
-    for cb in [*trainer.checkpoint_callbacks, *trainer.early_stopping_callbacks]:
+    for cb in [*getattr(trainer, "checkpoint_callbacks", ()), *getattr(trainer, "early_stopping_callbacks", ())]:
         monitor = getattr(cb, "monitor", None)
         if monitor in ("filter/dropped_corrupted_frac", "filter/estimated_corruption"):
             when = ("in an epoch that drops samples, not in warm-up's first, which drops none"

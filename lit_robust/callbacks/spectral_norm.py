@@ -102,6 +102,9 @@ class SpectralNorm(Callback):
         return self._generate_state_key(k=self.k, modules=self.modules, mode=self.mode)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        build = getattr(pl_module, "build_from_data", None)
+        if callable(build):  # a ready-made module that reads its sizes from the data builds its layers at its setup,
+            build()  # which Lightning runs after this one
         if self.mode == "normalize":
             apply_spectral_norm(pl_module, self.k, self.modules, self.types, self.conv_norm,
                                 self.n_power_iterations, self.clamp)

@@ -543,6 +543,24 @@ def restore_spectral_norm(model: nn.Module, checkpoint: dict[str, Any]) -> list[
     return todo
 
 
+def spectral_norm_from_callbacks(model: nn.Module, state_dict: Any, callbacks: Sequence[Any] | None) -> list[str]:
+    """Normalise ``model`` as each ``SpectralNorm(mode="normalize")`` among ``callbacks`` does at setup, where
+    ``state_dict`` holds normalised weights (``<name>.parametrizations.weight.original``) of layers ``model`` holds
+    plain; returns the layers normalised. Nothing without such keys or callbacks."""
+    if not callbacks or not hasattr(state_dict, "keys"):
+        return []
+    mods = {n.replace("_orig_mod.", ""): m for n, m in model.named_modules()}
+    saved = {k[:-len(_ORIGINAL)].replace("_orig_mod.", "") for k in state_dict.keys() if k.endswith(_ORIGINAL)}
+    if not any(n in mods and not parametrize.is_parametrized(mods[n], "weight") for n in saved):
+        return []
+    done = []
+    for cb in callbacks:
+        if type(cb).__name__ == "SpectralNorm" and getattr(cb, "mode", None) == "normalize":
+            done += apply_spectral_norm(model, cb.k, cb.modules, cb.types, cb.conv_norm, cb.n_power_iterations,
+                                        cb.clamp)
+    return done
+
+
 def fnmatch_escape(name: str) -> str:
     """``name`` as a glob pattern that matches it alone (``[`` and ``]``, ``*``, ``?`` bracketed)."""
     return "".join(f"[{c}]" if c in "[]*?" else c for c in name)

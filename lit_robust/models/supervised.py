@@ -312,9 +312,15 @@ class _ShapeFromData:
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
+        self.build_from_data()
+        check_fits_data(self)
+
+    def build_from_data(self) -> None:
+        """Build the net from the trainer's datamodule now, if it is not built yet (``setup`` does). For a callback
+        that needs the layers at its own setup, which Lightning runs before the module's: ``SpectralNorm`` found "no
+        module with a weight" in ``MLPClassifier()`` and blamed its `types` (a newcomer's)."""
         if self.net is None:
             self._build(*self._shape_from_data())
-        check_fits_data(self)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Build the net from the weights' shapes first where it is not built yet: under ``ddp_spawn`` the fit
@@ -322,8 +328,8 @@ class _ShapeFromData:
         ``strict=False``, which dropped every key of a module built at setup -- a DDP newcomer's ``trainer.test``
         after the fit then tested a freshly drawn net (test accuracy 0.04 against 0.92), without a word."""
         if self.net is None:
-            weights = [v for k, v in state_dict.items() if k.startswith("net.") and k.endswith(".weight")
-                       and getattr(v, "ndim", 0) == 2]
+            weights = [v for k, v in state_dict.items() if k.startswith("net.") and getattr(v, "ndim", 0) == 2
+                       and (k.endswith(".weight") or k.endswith(".parametrizations.weight.original"))]
             if weights:
                 self._build(int(weights[0].shape[1]), int(weights[-1].shape[0]))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
