@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader
 
-from lit_robust._backend import pl, rank_zero_info, rank_zero_warn
+from lit_robust._backend import pl, rank_zero_info, rank_zero_only, rank_zero_warn
 
 _MISSING = object()
 
@@ -130,7 +130,15 @@ def say_trained_nothing(holder: Any, owner: str, reports: bool) -> bool:
     earlier = getattr(holder, "report_path", None) if reports else None
     said = ("" if not reports else " No per-sample report written"
             + (f" (the earlier fit's is {earlier})" if earlier else "") + ".")
-    rank_zero_warn(f"{owner}: {holder._nothing_note}{said}")
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        # said at every such fit: a notebook newcomer's second re-run of the cell was silent, Python's default filter
+        # showing a warning once per place (the message most needed there)
+        import sys
+        import warnings
+
+        caller = sys._getframe(1)
+        warnings.warn_explicit(f"{owner}: {holder._nothing_note}{said}", UserWarning, caller.f_code.co_filename,
+                               caller.f_lineno, registry=None)
     return True
 
 

@@ -839,3 +839,20 @@ class _PlainModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("name", ["itlm", "prl"])
+def test_every_no_op_refit_of_a_finished_trainer_is_said(tmp_path, name):
+    """A notebook newcomer's second re-run of the fit cell on a finished Trainer was silent: Python's default warning
+    filter shows a warning once per place, and the callbacks said it from one."""
+    import warnings
+
+    cb = MAKERS[name](tmp_path / "rep")
+    pl.seed_everything(0, verbose=False)
+    trainer = tiny_trainer(tmp_path, sum(cb.round_epochs) if name == "itlm" else 2, [cb])
+    trainer.fit(TinyModel(), BlobsData(n=120))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: once per place, as in a notebook
+        for _ in range(3):
+            trainer.fit(TinyModel(), BlobsData(n=120))
+    assert sum("so this fit trains nothing" in str(w.message) for w in caught) == 3
