@@ -972,7 +972,9 @@ class ITLM(Callback):
         if not isinstance(self.per_class, bool):
             raise TypeError(f"`per_class` must be True or False, got {self.per_class!r}.")
         fresh = begin_fit(self, trainer, self._title, earlier_path)
-        settings = {"keep_ratio": self.keep_ratio, "per_class": self.per_class, **self.resume_arguments()}
+        # `seed` as given (`fit_seed`, read off the global seed below, is the earlier fit's value until then)
+        settings = {"keep_ratio": self.keep_ratio, "per_class": self.per_class,
+                    **{k: v for k, v in self.resume_arguments().items() if k != "seed"}, "seed": self.seed}
         before_settings = getattr(self, "_fit_settings", settings)
         changed = [f"`{k}` {before_settings[k]!r} -> {v!r}" for k, v in settings.items()
                    if k in before_settings and before_settings[k] != v]
