@@ -209,10 +209,7 @@ class RobustMixin:
         callback normalises the copies in the started processes only, and Lightning hands the fitted weights back to
         the script's module with ``strict=False``, which dropped them all (a newcomer's ``trainer.test(model)``
         read 0.294 where the fit's checkpoint read 0.946)."""
-        from lit_robust.functional.spectral import spectral_norm_from_callbacks
-
-        trainer = getattr(self, "_trainer", None) or _handing_back_trainer(self)
-        spectral_norm_from_callbacks(self, state_dict, getattr(trainer, "callbacks", None))
+        spectral_norm_before_load(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -554,12 +551,23 @@ def scores_predictions_confidence(module: RobustMixin, batch: Any
     return scores, module.predicted_labels(batch) if wants_labels else None, None, None
 
 
+def spectral_norm_before_load(module: torch.nn.Module, state_dict: Any) -> None:
+    """Normalise ``module``'s layers as its Trainer's ``SpectralNorm`` callbacks do, where ``state_dict`` holds them
+    normalised and ``module`` plain (:func:`~lit_robust.functional.spectral.spectral_norm_from_callbacks`); the
+    Trainer is the module's, or the one whose ``ddp_spawn`` launcher hands the fitted weights back
+    (:func:`_handing_back_trainer`). Called by ``load_state_dict`` (RobustMixin's, CoTeaching's)."""
+    from lit_robust.functional.spectral import spectral_norm_from_callbacks
+
+    trainer = getattr(module, "_trainer", None) or _handing_back_trainer(module)
+    spectral_norm_from_callbacks(module, state_dict, getattr(trainer, "callbacks", None))
+
+
 def _handing_back_trainer(module: torch.nn.Module) -> Any:
     """The Trainer whose ``ddp_spawn`` launcher is handing the fitted weights back to ``module`` in the script's
     process (a local ``trainer`` of a calling frame whose ``lightning_module`` is ``module``), else ``None``: the
     module there was never attached to it, as its fit ran in the started processes only."""
-    frame = sys._getframe(2)
-    for _ in range(4):
+    frame = sys._getframe(1)
+    for _ in range(6):
         if frame is None:
             return None
         trainer = frame.f_locals.get("trainer")

@@ -680,6 +680,14 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             "arguments": self.resume_arguments(),
         }
 
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """As RobustMixin's: the weights ``ddp_spawn`` hands back keep the Trainer's spectral normalisation (the
+        script's CoTeaching had kept its initial weights: 0.123 where the checkpoint read 0.324)."""
+        from lit_robust.mixin import spectral_norm_before_load
+
+        spectral_norm_before_load(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_spectral_norm(self, checkpoint)  # both copies' layers saved normalised, loaded without the callback
         state = checkpoint.get("co_teaching")
