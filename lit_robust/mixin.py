@@ -175,11 +175,9 @@ class RobustMixin:
         from lit_robust.callbacks._resume import random_state
 
         checkpoint[RANDOM_STATE_KEY] = random_state()  # every rank calls this hook, as `random_state` needs
-        from lit_robust.functional.spectral import SPECTRAL_NORM_KEY, spectral_norm_settings
+        from lit_robust.functional.spectral import record_spectral_norm
 
-        normalised = spectral_norm_settings(self)  # for a load without the SpectralNorm callback (inference)
-        if normalised:
-            checkpoint[SPECTRAL_NORM_KEY] = normalised
+        record_spectral_norm(self, checkpoint)  # for a load without the SpectralNorm callback (inference)
 
     def _mixin_on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from lit_robust.callbacks._resume import epoch_whose_end_was_skipped, restore_random_state_in_fit

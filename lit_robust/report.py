@@ -67,7 +67,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_robust.functional.estimation import LABEL_ESTIMATORS, as_tensor, estimate_corruption, estimate_from_labels
+from lit_robust.functional.estimation import (
+    LABEL_ESTIMATORS,
+    as_tensor,
+    estimate_corruption,
+    estimate_from_labels,
+    not_integer_labels,
+)
 from lit_robust.selection.rules import starved_classes
 
 __all__ = [
@@ -448,8 +454,7 @@ def build_report(
                          f"None, got {estimator!r}.")
     for name, t in (("given_label", given_label), ("predicted_label", predicted_label)):
         if t is not None and (t.is_floating_point() or t.is_complex()):
-            raise ValueError(f"`{name}` must hold integer class labels, got dtype {t.dtype}: cast them with "
-                             "`.long()` if they are whole numbers.")
+            raise ValueError(not_integer_labels(name, t))  # the estimators' words (and their cast)
     scored = torch.ones(n, dtype=torch.bool) if scored is None else scored.detach().cpu().bool()
     known = torch.ones(scores.shape, dtype=torch.bool) if score_known is None else score_known.detach().cpu().bool()
     known = known.clone()

@@ -1219,7 +1219,7 @@ def test_build_report_refuses_an_unknown_estimator_and_float_labels():
                                          r"'disagreement_or_interior' or None, got 'Disagreement'"):
         build_report(index, scores, kept, score_columns=["s"], given_label=labels, predicted_label=labels,
                      estimator="Disagreement")
-    with pytest.raises(ValueError, match=r"`given_label` must hold integer class labels, got dtype torch.float32"):
+    with pytest.raises(ValueError, match=r"`given_label` must hold integer class indices, got dtype torch.float32\."):
         build_report(index, scores, kept, score_columns=["s"], given_label=labels + 0.5, estimator=None)
     with pytest.raises(ValueError, match=r"`index` must hold 4 distinct integer dataset indices, got dtype torch.int64 "
                                          r"with 1 distinct values"):

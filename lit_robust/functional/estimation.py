@@ -365,7 +365,7 @@ def _short(value: object) -> str:
     return f"a `{type(value).__name__}` of shape {tuple(shape)}{_MIXED_UP}" if shape is not None else f"{value!r}."
 
 
-def _not_integer_labels(arg: str, t: Tensor) -> str:
+def not_integer_labels(arg: str, t: Tensor) -> str:
     """The refusal of class labels that are not integers, with what to do: floats that hold whole numbers (a
     NumPy float or pandas nullable column; its missing values NaN) are cast, a missing label marked -100."""
     message = f"`{arg}` must hold integer class indices, got dtype {t.dtype}"
@@ -856,7 +856,7 @@ def estimate_corruption_from_probs(
         raise ValueError(f"`labels` must be a 1-D tensor with one label per row of `probs` ({probs.shape[0]}), got "
                          f"shape {tuple(labels.shape)}.")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(_not_integer_labels("labels", labels))
+        raise ValueError(not_integer_labels("labels", labels))
     if probs.is_complex():
         # torch's cast to float64 dropped the imaginary part with a warning of its own, and the count went on
         raise ValueError(f"`probs` must be real, got dtype {probs.dtype}.")
@@ -1377,7 +1377,7 @@ def _check_labels(scores: Tensor, labels: Tensor, predicted: Tensor) -> None:
     """``labels`` and ``predicted``: integer tensors of the shape of ``scores``, else a ``ValueError`` naming them."""
     for arg, t in (("labels", labels), ("predicted", predicted)):
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(_not_integer_labels(arg, t))
+            raise ValueError(not_integer_labels(arg, t))
     if labels.shape != scores.shape or predicted.shape != scores.shape:
         raise ValueError(f"`labels` and `predicted` must have the shape of `scores` {tuple(scores.shape)}, got "
                          f"{tuple(labels.shape)} and {tuple(predicted.shape)}.")

@@ -423,8 +423,14 @@ def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None,
 
 
 def _is_ours(module: nn.Module) -> bool:
-    return parametrize.is_parametrized(module, "weight") and any(
-        isinstance(p, KLipschitzWeight) for p in module.parametrizations.weight)
+    return _ours(module) is not None
+
+
+def _ours(module: nn.Module) -> KLipschitzWeight | None:
+    """The :class:`KLipschitzWeight` of ``module``'s weight, if :func:`apply_spectral_norm` normalised it."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    return next((p for p in module.parametrizations.weight if isinstance(p, KLipschitzWeight)), None)
 
 
 # -- transform --------------------------------------------------------------------------------------------------
@@ -469,8 +475,8 @@ def apply_spectral_norm(model: nn.Module, k: float = 1.0, modules: str | Sequenc
         raise ValueError(f"`conv_norm` must be 'matrix' or 'operator', got {conv_norm!r}.")
     done, kept = [], []
     for name, module in select_modules(model, modules, types):
-        if _is_ours(module):
-            p = next(q for q in module.parametrizations.weight if isinstance(q, KLipschitzWeight))
+        p = _ours(module)
+        if p is not None:
             if (p.k, p.clamp, p.operator) != (k, clamp, conv_norm == "operator" and isinstance(module, _CONV)):
                 kept.append(f"{name} (k={p.k}, clamp={p.clamp}, conv_norm="
                             f"{'operator' if p.operator else 'matrix'})")
@@ -504,11 +510,19 @@ def spectral_norm_settings(model: nn.Module) -> dict[str, dict[str, Any]]:
     :func:`apply_spectral_norm` normalised: what :func:`restore_spectral_norm` needs to rebuild it."""
     out = {}
     for name, module in model.named_modules():
-        if _is_ours(module):
-            p = next(q for q in module.parametrizations.weight if isinstance(q, KLipschitzWeight))
+        p = _ours(module)
+        if p is not None:
             out[name] = {"k": float(p.k), "n_power_iterations": int(p.n_power_iterations), "eps": float(p.eps),
                          "clamp": bool(p.clamp), "conv_norm": "operator" if p.operator else "matrix"}
     return out
+
+
+def record_spectral_norm(model: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Put :func:`spectral_norm_settings` into ``checkpoint`` (under :data:`SPECTRAL_NORM_KEY`) where ``model`` has
+    normalised layers, for :func:`restore_spectral_norm`: a load without the ``SpectralNorm`` callback."""
+    normalised = spectral_norm_settings(model)
+    if normalised:
+        checkpoint[SPECTRAL_NORM_KEY] = normalised
 
 
 def restore_spectral_norm(model: nn.Module, checkpoint: dict[str, Any]) -> list[str]:
@@ -522,8 +536,7 @@ def restore_spectral_norm(model: nn.Module, checkpoint: dict[str, Any]) -> list[
     if not isinstance(state, dict):
         return []
     mods = {n.replace("_orig_mod.", ""): (n, m) for n, m in model.named_modules()}
-    saved = sorted({k[:-len(_ORIGINAL)].replace("_orig_mod.", "") for k in state if k.endswith(_ORIGINAL)})
-    todo = [n for n in saved if n in mods and not parametrize.is_parametrized(mods[n][1], "weight")]
+    todo = _saved_normalised_held_plain(mods, state)
     if not todo:
         return []
     record = {n.replace("_orig_mod.", ""): v for n, v in (checkpoint.get(SPECTRAL_NORM_KEY) or {}).items()}
@@ -549,9 +562,8 @@ def spectral_norm_from_callbacks(model: nn.Module, state_dict: Any, callbacks: S
     plain; returns the layers normalised. Nothing without such keys or callbacks."""
     if not callbacks or not hasattr(state_dict, "keys"):
         return []
-    mods = {n.replace("_orig_mod.", ""): m for n, m in model.named_modules()}
-    saved = {k[:-len(_ORIGINAL)].replace("_orig_mod.", "") for k in state_dict.keys() if k.endswith(_ORIGINAL)}
-    if not any(n in mods and not parametrize.is_parametrized(mods[n], "weight") for n in saved):
+    mods = {n.replace("_orig_mod.", ""): (n, m) for n, m in model.named_modules()}
+    if not _saved_normalised_held_plain(mods, state_dict):
         return []
     done = []
     for cb in callbacks:
@@ -559,6 +571,13 @@ def spectral_norm_from_callbacks(model: nn.Module, state_dict: Any, callbacks: S
             done += apply_spectral_norm(model, cb.k, cb.modules, cb.types, cb.conv_norm, cb.n_power_iterations,
                                         cb.clamp)
     return done
+
+
+def _saved_normalised_held_plain(mods: dict[str, tuple[str, nn.Module]], state_dict: Any) -> list[str]:
+    """The layers (by name without ``_orig_mod.``; ``mods`` maps those names to the model's ``(name, module)``) whose
+    weights ``state_dict`` holds normalised (``<name>.parametrizations.weight.original``) and the model plain."""
+    saved = sorted({k[:-len(_ORIGINAL)].replace("_orig_mod.", "") for k in state_dict.keys() if k.endswith(_ORIGINAL)})
+    return [n for n in saved if n in mods and not parametrize.is_parametrized(mods[n][1], "weight")]
 
 
 def fnmatch_escape(name: str) -> str:

@@ -37,7 +37,7 @@ from lit_robust.callbacks.batch_filter import (
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import fit_loss_layer, loss_layer_scores
-from lit_robust.functional.spectral import SPECTRAL_NORM_KEY, restore_spectral_norm, spectral_norm_settings
+from lit_robust.functional.spectral import record_spectral_norm, restore_spectral_norm
 from lit_robust.mixin import require_mixin, split_loss_output
 from lit_robust.report import ReportFormat, given_and_predicted
 from lit_robust.selection import distributed
@@ -664,9 +664,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
 
     # -- state ----------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        normalised = spectral_norm_settings(self)  # as RobustMixin records them: a load without the callback
-        if normalised:
-            checkpoint[SPECTRAL_NORM_KEY] = normalised
+        record_spectral_norm(self, checkpoint)  # as RobustMixin does: a load without the callback
         counters = None if self._counters is None else self._counters.cpu().tolist()
         checkpoint["co_teaching"] = {
             "history": [asdict(r) for r in self.history],
