@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -955,3 +956,17 @@ def test_a_numeric_drop_ratio_warm_up_left_out_is_not_said_to_be_the_auto_defaul
     with pytest.raises(ValueError, match=re.escape(expected)):
         tiny_trainer(tmp_path, 2).fit(RCA(2, hidden=8, latent=1, dropout=0.0, drop_ratio=0.1), _moons_loader(64, 32),
                                       ckpt_path=tmp_path / "warm.ckpt")
+
+
+def test_a_monitor_on_an_rca_figure_logged_in_some_epochs_is_refused_before_training(tmp_path):
+    """`EarlyStopping(monitor="rca/dropped_anomaly_frac")` ended in Lightning's RuntimeError after epoch 0, which
+    drops nothing (BatchFilter refused its own such keys; RCA did not)."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    model = RCA(2, hidden=8, latent=1, drop_ratio="auto")
+    monitor = "rca/dropped_anomaly_frac"
+    with pytest.raises(ValueError, match=re.escape(f"`EarlyStopping(monitor={monitor!r})`: RCA logs `{monitor}` only "
+                                                   "in epochs that drop samples (none in the warm-up's first) and "
+                                                   "only on data with the anomaly flag")):
+        tiny_trainer(tmp_path, 3, [EarlyStopping(monitor=monitor)]).fit(model, _moons_loader(64, 32))
+    assert model.trainer.global_step == 0

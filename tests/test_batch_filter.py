@@ -623,17 +623,32 @@ def test_a_loss_given_to_a_rule_that_does_not_read_it_is_warned_about():
         CoTeaching(TinyModel(), rule="prl", loss="ce")
 
 
-@pytest.mark.parametrize("monitor", ["filter/dropped_corrupted_frac", "filter/estimated_corruption"])
+@pytest.mark.parametrize(("monitor", "drop_ratio", "interval", "said"), [
+    ("filter/dropped_corrupted_frac", "auto", 1.0, "only in epochs that drop samples"),
+    ("filter/estimated_corruption", 0.2, 1.0, "only with `drop_ratio='auto'`, and this fit's is 0.2"),
+    ("filter/estimated_corruption", "auto", 0.5, "from epoch 0's end on, not at the validation inside epoch 0 "
+                                                 "that the Trainer's `val_check_interval`=0.5 runs"),
+    ("filter/estimated_corruption", "auto", 1.0, None),  # logged from epoch 0's end: a monitor on it works
+])
 @pytest.mark.parametrize("kind", ["EarlyStopping", "ModelCheckpoint"])
-def test_a_monitor_on_a_filter_figure_logged_in_some_epochs_is_refused_before_training(tmp_path, monitor, kind):
+def test_a_monitor_on_a_filter_figure_logged_in_some_epochs_is_refused_before_training(tmp_path, monitor, drop_ratio,
+                                                                                        interval, said, kind):
     """`EarlyStopping("filter/dropped_corrupted_frac")` ended in Lightning's RuntimeError at the first validation, and
     `ModelCheckpoint(monitor=...)` in its "Did you call log(...)?" hint, though the filter logs it from a later epoch (a
-    power user's; ITLM refuses its own `itlm/*` before training)."""
+    power user's; ITLM refuses its own `itlm/*` before training). `filter/estimated_corruption` was refused where it
+    works: under "auto" it is logged from epoch 0's end (before the epoch's validation is checked) -- but not at a
+    validation inside epoch 0, and never with a fixed `drop_ratio`."""
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     cb = EarlyStopping(monitor=monitor) if kind == "EarlyStopping" else ModelCheckpoint(dirpath=tmp_path, monitor=monitor)
     model = TinyModel()
-    with pytest.raises(ValueError, match=re.escape(f"`{kind}(monitor={monitor!r})`: BatchFilter logs `{monitor}` ")):
-        tiny_trainer(tmp_path, 3, [BatchFilter("spl", drop_ratio="auto"), cb], enable_checkpointing=True).fit(
-            model, BlobsData(with_val=True))
+    trainer = tiny_trainer(tmp_path, 3, [BatchFilter("spl", drop_ratio=drop_ratio), cb], enable_checkpointing=True,
+                           val_check_interval=interval)
+    if said is None:
+        trainer.fit(model, BlobsData(with_val=True))
+        assert trainer.current_epoch == 3 and monitor in trainer.callback_metrics
+        return
+    with pytest.raises(ValueError, match=re.escape(f"`{kind}(monitor={monitor!r})`: BatchFilter logs `{monitor}` "
+                                                   f"{said}")):
+        trainer.fit(model, BlobsData(with_val=True))
     assert model.trainer.global_step == 0

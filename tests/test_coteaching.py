@@ -1,5 +1,6 @@
 import copy
 import math
+import re
 import warnings
 
 import pytest
@@ -617,3 +618,24 @@ def test_the_wrapped_models_evaluation_epoch_hooks_run_and_its_training_hooks_ar
     assert inner.calls == ["val_start", "val_end"] * 2
     assert inner.count == 240  # reset at each epoch's start: one epoch's validation samples
     assert trainer.callback_metrics["val_acc_epoch"] == pytest.approx(inner.correct / 240)
+
+
+@pytest.mark.parametrize(("monitor", "drop_ratio"), [("coteach/dropped_corrupted_frac_2", "auto"),
+                                                 ("coteach/estimated_corruption", 0.2),
+                                                 ("coteach/estimated_corruption", "auto")])
+def test_a_monitor_on_a_coteaching_figure_logged_in_some_epochs_is_refused_before_training(tmp_path, monitor,
+                                                                                            drop_ratio):
+    """`ModelCheckpoint(monitor="coteach/dropped_corrupted_frac_2")` ended in Lightning's "Did you call log(...)?"
+    after epoch 0, which drops nothing (BatchFilter refused its own such keys; CoTeaching did not). The estimate is
+    logged from epoch 0's end under "auto" (a monitor on it works), never with a fixed `drop_ratio`."""
+    cb = ModelCheckpoint(dirpath=tmp_path, monitor=monitor)
+    model = CoTeaching(TinyModel(), drop_ratio=drop_ratio)
+    trainer = tiny_trainer(tmp_path, 3, [cb], enable_checkpointing=True)
+    if monitor.endswith("estimated_corruption") and drop_ratio == "auto":
+        trainer.fit(model, BlobsData(with_val=True))
+        assert trainer.current_epoch == 3 and cb.best_model_path
+        return
+    with pytest.raises(ValueError, match=re.escape(f"`ModelCheckpoint(monitor={monitor!r})`: CoTeaching logs "
+                                                   f"`{monitor}` only ")):
+        trainer.fit(model, BlobsData(with_val=True))
+    assert model.trainer.global_step == 0

@@ -25,6 +25,8 @@ from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_r
 from lit_robust.callbacks._resume import check_resume_arguments_in_fit, random_state, restore_random_state_in_fit
 from lit_robust.callbacks.batch_filter import (
     planned_epochs,
+    refuse_sparse_monitors,
+    sparse_metrics,
     warmup_outlasts_fit,
     warn_early_stopping_in_warmup,
     warn_ended_in_warmup,
@@ -308,6 +310,8 @@ class RCA(ModuleReport, AnomalyDetector):
         if short is not None:  # as BatchFilter and CoTeaching say: the fit would end before beta reaches 1 - eps
             rank_zero_warn(f"RCA: {short}")
         if stage == "fit" and self._trainer is not None:
+            refuse_sparse_monitors(self._trainer, "RCA", sparse_metrics(self._trainer,
+                ("rca/dropped_anomaly_frac",), "rca/estimated_corruption", self.drop_ratio, flag="anomaly"))
             self.setup_report()
 
     def _apply_arguments(self, goes_on: bool = False) -> None:

@@ -159,20 +159,35 @@ def warmup_outlasts_fit(drop_ratio: float | str, warmup_epochs: int | None, max_
             f"{reached}. {advice}.")
 
 
-def refuse_sparse_monitors(trainer: Any, owner: str) -> None:
-    """Refuse an ``EarlyStopping`` or ``ModelCheckpoint`` that monitors a filter metric logged only in some epochs --
-    ``filter/dropped_corrupted_frac`` (not in an epoch that drops nothing, such as warm-up's first) and
-    ``filter/estimated_corruption`` (not before the first estimate): Lightning stopped the fit at the first validation
-    without the key, its hint asking whether the module logs it (a power user's; ITLM refuses its own ``itlm/*``)."""
+def sparse_metrics(trainer: Any, dropped: tuple[str, ...], estimate: str, drop_ratio: Any,
+                   flag: str = "corrupted") -> dict[str, str]:
+    """The metrics a filter logs only in some epochs, each with when it is logged: ``dropped`` (the share of the
+    dropped samples that were flagged) only in epochs that drop samples, on data with the ``flag``; ``estimate`` only
+    with ``drop_ratio="auto"``, from epoch 0's end on (a monitor on it works then, but not with a validation inside
+    epoch 0, ``val_check_interval`` other than 1.0: measured with BatchFilter, EarlyStopping and ModelCheckpoint)."""
+    when = f"only in epochs that drop samples (none in the warm-up's first) and only on data with the {flag} flag"
+    out = {key: when for key in dropped}
+    interval = getattr(trainer, "val_check_interval", 1.0)
+    if drop_ratio != "auto":
+        out[estimate] = f"only with `drop_ratio='auto'`, and this fit's is {drop_ratio!r}"
+    elif not (isinstance(interval, float) and interval == 1.0):
+        out[estimate] = (f"from epoch 0's end on, not at the validation inside epoch 0 that the Trainer's "
+                         f"`val_check_interval`={interval!r} runs")
+    return out
+
+
+def refuse_sparse_monitors(trainer: Any, owner: str, sparse: dict[str, str]) -> None:
+    """Refuse an ``EarlyStopping`` or ``ModelCheckpoint`` that monitors a metric ``owner`` logs only in some epochs
+    (``sparse``: each key and when it is logged, :func:`sparse_metrics`): Lightning stopped the fit at the first check
+    without the key, its hint asking whether the module logs it (a power user's ``filter/dropped_corrupted_frac``;
+    ITLM refuses its own ``itlm/*``)."""
     for cb in [*getattr(trainer, "checkpoint_callbacks", ()), *getattr(trainer, "early_stopping_callbacks", ())]:
         monitor = getattr(cb, "monitor", None)
-        if monitor in ("filter/dropped_corrupted_frac", "filter/estimated_corruption"):
-            when = ("in an epoch that drops samples, not in warm-up's first, which drops none"
-                    if monitor.endswith("frac") else "from the first estimate on, at the warm-up's end")
-            raise ValueError(f"`{type(cb).__name__}(monitor={monitor!r})`: {owner} logs `{monitor}` {when}, and "
-                             f"{type(cb).__name__} needs the key at every check (Lightning stops the fit at the first "
-                             "without it). It is a figure about the data, not the model: monitor a validation metric, "
-                             "and read the filter's figures in its `history` or the logger's metrics.")
+        if monitor in sparse:
+            raise ValueError(f"`{type(cb).__name__}(monitor={monitor!r})`: {owner} logs `{monitor}` {sparse[monitor]}, "
+                             f"and {type(cb).__name__} needs the key at every check (Lightning stops the fit at the "
+                             "first without it). It is a figure about the data, not the model: monitor a validation "
+                             "metric, and read the figures in its `history` or the logger's metrics.")
 
 
 def warn_early_stopping_in_warmup(owner: str, trainer: Any, warmup: int, auto: bool,
@@ -592,7 +607,8 @@ class BatchFilter(Callback):
         if stage != "fit":
             return
         refuse_no_training(trainer, self.owner)
-        refuse_sparse_monitors(trainer, self.owner)
+        refuse_sparse_monitors(trainer, self.owner, sparse_metrics(trainer,
+            ("filter/dropped_corrupted_frac",), "filter/estimated_corruption", self.drop_ratio))
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
         self._report_before, self._trained_this_fit = earlier_path, False  # put back if this fit is refused

@@ -27,8 +27,10 @@ from lit_robust.callbacks.batch_filter import (
     check_filter_args,
     only_counted,
     planned_epochs,
+    refuse_sparse_monitors,
     select_and_count,
     small_batch_message,
+    sparse_metrics,
     warmup_outlasts_fit,
     warn_early_stopping_in_warmup,
     warn_ended_in_warmup,
@@ -425,6 +427,9 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:
+            refuse_sparse_monitors(self._trainer, "CoTeaching", sparse_metrics(self._trainer,
+                ("coteach/dropped_corrupted_frac_1", "coteach/dropped_corrupted_frac_2"),
+                "coteach/estimated_corruption", self.drop_ratio))
             sigterm_without_collectives(self._trainer)  # Lightning's handler hangs a DDP fit: see the function
             self.setup_report()
 
