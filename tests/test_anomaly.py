@@ -970,3 +970,54 @@ def test_a_monitor_on_an_rca_figure_logged_in_some_epochs_is_refused_before_trai
                                                    "only on data with the anomaly flag")):
         tiny_trainer(tmp_path, 3, [EarlyStopping(monitor=monitor)]).fit(model, _moons_loader(64, 32))
     assert model.trainer.global_step == 0
+
+
+class _FailsAfter(torch.utils.data.Dataset):
+    """``(x, is_anomaly)`` rows that raise from row ``stop`` on: a test or validation interrupted mid-epoch."""
+
+    def __init__(self, x, flag, stop):
+        self.x, self.flag, self.stop = x, flag, stop
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        if i >= self.stop:
+            raise OSError("disk error")
+        return self.x[i], self.flag[i]
+
+
+@pytest.mark.parametrize("cls", ["RealNVP", "RCA"])
+def test_an_evaluation_that_raised_leaves_nothing_in_the_next_ones_auroc(tmp_path, cls):
+    """An anomaly newcomer's `trainer.test` on labels 0/2 was refused at its end, and every later test of the same model
+    on good labels was refused with the old ones ("got the values [0, 1, 2]"); a test interrupted by a loader error
+    after one batch left that batch in the next test's ROC-AUC (0.928 for 0.930), a validation's likewise (each with
+    a Trainer of its own, as in a notebook; one Trainer's next run reset them)."""
+    import lit_robust
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(60, 2), torch.randn(60, 2) + 2.5])
+    flag = torch.cat([torch.zeros(60), torch.ones(60)]).long()
+    model = getattr(lit_robust, cls)(2) if cls == "RealNVP" else RCA(2, hidden=8, latent=1, drop_ratio=0.0)
+    trainer = tiny_trainer(tmp_path, 1)
+    trainer.fit(model, DataLoader(IndexedDataset(TensorDataset(x, torch.zeros_like(flag))), batch_size=40))
+    model.eval()
+
+    def good_auc():
+        torch.manual_seed(1)  # RCA's test passes sample dropout masks
+        return tiny_trainer(tmp_path, 1).test(model, DataLoader(TensorDataset(x, flag), batch_size=40),
+                                              verbose=False)[0]["test_auroc"]
+
+    first = good_auc()
+    with pytest.raises(ValueError, match=r"got the values \[0, 2\]"):
+        tiny_trainer(tmp_path, 1).test(model, DataLoader(TensorDataset(x, 2 * flag), batch_size=40), verbose=False)
+    assert good_auc() == first
+    # the first batch's rows scored with their labels inverted, then the loader fails
+    with pytest.raises(OSError, match="disk error"):
+        tiny_trainer(tmp_path, 1).test(model, DataLoader(_FailsAfter(x, 1 - flag, 50), batch_size=40), verbose=False)
+    assert good_auc() == first
+    with pytest.raises(OSError, match="disk error"):
+        tiny_trainer(tmp_path, 1).validate(model, DataLoader(_FailsAfter(x, 1 - flag, 50), batch_size=40), verbose=False)
+    torch.manual_seed(1)
+    val = tiny_trainer(tmp_path, 1).validate(model, DataLoader(TensorDataset(x, flag), batch_size=40), verbose=False)[0]["val_auroc"]
+    assert val == pytest.approx(first, abs=0 if cls == "RealNVP" else 0.05)

@@ -312,6 +312,16 @@ class AnomalyDetector(pl.LightningModule):
             loader_metric(self, "val_auroc", "val_auroc_more", dataloader_idx, AnomalyAUROC)[0].update(
                 scores, flag.long())
 
+    def on_validation_epoch_start(self) -> None:
+        # from empty accumulators: an epoch that raised (a loader's error, labels 0/2 found at the epoch's end) left its
+        # rows in the metrics, and the next epoch mixed them in (an anomaly newcomer's 0.918 for 0.931) or failed on them
+        for metric in (self.val_auroc, *self.val_auroc_more):
+            metric.reset()
+
+    def on_test_epoch_start(self) -> None:
+        for metric in (self.test_auroc, *self.test_auroc_more):  # as `on_validation_epoch_start`
+            metric.reset()
+
     def on_validation_epoch_end(self) -> None:
         """Log ``val_auroc`` over the epoch (every rank's batches), or say once why there is none. Without it a
         newcomer's RCA and AutoEncoder were given a validation loader and Lightning skipped the loop ("no
