@@ -1707,3 +1707,23 @@ def test_a_compiled_training_step_breaks_its_graph_for_the_loss_record_only_unde
     else:  # torch 2.6, the floor, breaks this step's graph elsewhere already: 2 and 2 (2.7-2.13 not measured)
         assert without <= graphs <= without + 1
     assert itlm.history[0].first_epoch_log_loss is not None and itlm.history[0].last_epoch_log_loss is not None
+
+
+@pytest.mark.parametrize(("max_steps", "warned"), [(14, True), (13, False), (None, False)])
+def test_a_report_ranked_by_a_round_the_fit_stopped_inside_is_warned(tmp_path, max_steps, warned):
+    """A Lightning user's `max_steps` stopped one step into round 2's re-drawn model: the report ranked by that model
+    (its top rows 29.7 % corrupted, the data's 30 %), with the usual report line only. 240 samples / 32: 8 steps
+    an epoch in round 0, 5 in the others (144 kept); 13 steps end round 1 before round 2 trains (the report is then
+    round 1's, `_final_model_round`), 14 train round 2's first epoch one step."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 2], report=True, verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, **({} if max_steps is None else {"max_steps": max_steps}))
+    said = [str(w.message) for w in record if "the report ranks the samples by" in str(w.message)]
+    table = load_report(itlm.report_path)
+    if warned:
+        assert len(said) == 1 and "(`score_round_2`), and the fit stopped inside round 2, whose model (re-drawn" in \
+            said[0] and "sort_values('score_round_1', ascending=False)" in said[0], said
+        assert "score_round_2" in table.columns and table["score_round_1"].notna().all()
+    else:
+        assert not said
