@@ -399,6 +399,7 @@ class EpochPart(NamedTuple):
     samples: int | None  # samples the loader draws an epoch, every rank's (None: not known)
     stopped_by: str | None  # the stop that cut the epoch (`max_steps=...`, ...), None when it ran its planned batches
     limit: Any  # the Trainer's `limit_train_batches`
+    setting: str = "limit_train_batches"  # the Trainer argument that set `limit` (`overfit_batches` sets it too)
 
 
 def epoch_part(trainer: pl.Trainer) -> EpochPart | None:
@@ -426,7 +427,9 @@ def epoch_part(trainer: pl.Trainer) -> EpochPart | None:
                       else "a stop (`max_time`, `trainer.should_stop`, an EarlyStopping checked inside the epoch)")
     return EpochPart(trained=int(planned) if cut is None else cut[1], planned=int(planned),
                      loader_batches=loader_batches, samples=_samples_an_epoch(trainer, loader),
-                     stopped_by=stopped_by, limit=trainer.limit_train_batches)
+                     stopped_by=stopped_by, limit=trainer.limit_train_batches,
+                     # a Lightning user's `overfit_batches=2` was told of the `limit_train_batches` they never set
+                     setting="overfit_batches" if getattr(trainer, "overfit_batches", 0) else "limit_train_batches")
 
 
 def _samples_an_epoch(trainer: pl.Trainer, loader: Any) -> int | None:

@@ -1021,3 +1021,24 @@ def test_an_evaluation_that_raised_leaves_nothing_in_the_next_ones_auroc(tmp_pat
     torch.manual_seed(1)
     val = tiny_trainer(tmp_path, 1).validate(model, DataLoader(TensorDataset(x, flag), batch_size=40), verbose=False)[0]["val_auroc"]
     assert val == pytest.approx(first, abs=0 if cls == "RealNVP" else 0.05)
+
+
+@pytest.mark.parametrize("cls", ["RealNVP", "RCA"])
+def test_a_threshold_set_before_a_fit_is_cleared_by_it(tmp_path, cls):
+    """An anomaly newcomer's RCA, fitted again after `fit_threshold`, kept the old threshold (recall 0.03 where a fresh
+    one gave 0.53) and saved it in the new fit's checkpoints, without a word."""
+    import lit_robust
+
+    torch.manual_seed(0)
+    loader = _moons_loader(64, 32)
+    model = lit_robust.RealNVP(2) if cls == "RealNVP" else RCA(2, hidden=8, latent=1, drop_ratio=0.1)
+    tiny_trainer(tmp_path, 1).fit(model, loader)
+    model.fit_threshold(loader, contamination=0.1)
+    assert model.threshold is not None
+    trainer = tiny_trainer(tmp_path, 1)
+    with pytest.warns(UserWarning, match=rf"^{cls}: the threshold .* set by `fit_threshold` before this fit is "
+                                         r"cleared: .* Call `fit_threshold` again after the fit"):
+        trainer.fit(model, loader)
+    assert model.threshold is None and model.threshold_contamination is None
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    assert "anomaly_threshold" not in torch.load(tmp_path / "after.ckpt", weights_only=False)

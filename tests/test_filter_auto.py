@@ -1163,6 +1163,14 @@ def test_an_estimate_under_limit_train_batches_says_once_what_it_scored(tmp_path
         "`limit_train_batches` at 1.0 for an estimate of the whole training set."], said
 
 
+def test_an_estimate_under_overfit_batches_names_overfit_batches(tmp_path):
+    """A Lightning user's `overfit_batches=2` with "auto" was told "Leave `limit_train_batches` at 1.0", which they
+    never set (Lightning sets it from `overfit_batches`)."""
+    said, auto = _partial_notes(tmp_path, "BatchFilter", 3, overfit_batches=2)
+    assert len(said) == 1 and "of the 2 of the loader's 6 batches that `overfit_batches=2` trains an epoch" in said[0] \
+        and said[0].endswith("Leave `overfit_batches` at 0 for an estimate of the whole training set."), said
+
+
 def test_a_should_stop_inside_an_estimating_epoch_is_named_and_the_next_fit_drops_by_that_estimate(tmp_path):
     """The other stops (`trainer.should_stop`, `max_time`) are named as such; the same Trainer's next fit goes on at
     the next epoch with the estimate the cut epoch made, as the warning says."""

@@ -1727,3 +1727,24 @@ def test_a_report_ranked_by_a_round_the_fit_stopped_inside_is_warned(tmp_path, m
         assert "score_round_2" in table.columns and table["score_round_1"].notna().all()
     else:
         assert not said
+
+
+@pytest.mark.parametrize(("loader_shuffles", "itlm_shuffles", "warned"), [(False, True, True), (False, False, False),
+                                                                          (True, True, False)])
+def test_a_loader_built_unshuffled_is_told_that_itlm_shuffles(tmp_path, loader_shuffles, itlm_shuffles, warned):
+    """A Lightning user's `shuffle=False` loader trained bit for bit as a shuffled one, without a word: ITLM draws
+    the samples through its own sampler, and its own `shuffle` decides."""
+
+    class Data(BlobsData):
+        def train_dataloader(self):
+            return DataLoader(self.ds, batch_size=self.batch_size, shuffle=loader_shuffles)
+
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1], shuffle=itlm_shuffles, verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, itlm, data=Data())
+    said = [str(w.message) for w in record if "shuffles each round's samples anyway" in str(w.message)]
+    assert said == ([] if not warned else [
+        "ITLM: the training loader is built with `shuffle=False`, and ITLM shuffles each round's samples anyway: it "
+        "draws them through a sampler of its own, and its `shuffle` (True by default) decides. Pass "
+        "`ITLM(shuffle=False)` to train on them in order."])

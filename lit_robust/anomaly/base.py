@@ -469,6 +469,19 @@ class AnomalyDetector(pl.LightningModule):
         self.threshold, self.threshold_contamination = threshold, contamination
         return threshold
 
+    def on_train_start(self) -> None:
+        """Clear a :attr:`threshold` set before this fit: it was read off the scores of the model before the training
+        that now changes them (an anomaly newcomer's RCA, fitted again, kept its old threshold, saved it in the new
+        checkpoints and flagged 3 % of the test anomalies where a fresh one flagged 53 %)."""
+        super().on_train_start()
+        if self.threshold is None:
+            return
+        rank_zero_warn(f"{type(self).__name__}: the threshold {self.threshold:.6g} set by `fit_threshold` before this "
+                       "fit is cleared: it was read off the scores of the model before this training, which changes "
+                       "them. Call `fit_threshold` again after the fit (`trainer.predict` sets one at the model's "
+                       "contamination where it can).")
+        self.threshold = self.threshold_contamination = None
+
     def on_predict_start(self) -> None:
         """Without a :attr:`threshold`, set one as :meth:`fit_threshold` does at the model's own contamination, from
         the datamodule's training rows where there are both, so that ``predictions.csv`` can say yes or no (PyOD's

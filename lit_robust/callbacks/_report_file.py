@@ -439,6 +439,7 @@ class ModuleReport:
         warn_inexact_resume(self.trainer, type(self).__name__, skipped_end=getattr(self, "_skipped_end", None))
         if self._close_skipped_epoch():
             start_epoch_after_skipped_end(self.trainer, lambda: ModuleReport.on_train_epoch_start(self))
+        super().on_train_start()  # cooperative: the anomaly detector base clears a threshold this fit makes stale
 
     def on_train_epoch_start(self) -> None:
         self._report.start_epoch(self.current_epoch)

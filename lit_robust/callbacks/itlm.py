@@ -1084,6 +1084,13 @@ class ITLM(Callback):
         loader = resolve_loader(original)
         _check_indexed(loader.dataset, type(self).__name__)  # ActivationClustering runs on this machinery too
         _check_plain_sampler(loader, type(self).__name__)
+        if self.shuffle and _in_order(loader) and "in order" not in self._said:
+            # a Lightning user's `shuffle=False` loader trained bit for bit as a shuffled one, without a word
+            self._said.add("in order")
+            rank_zero_warn(f"{type(self).__name__}: the training loader is built with `shuffle=False`, and "
+                           f"{type(self).__name__} shuffles each round's samples anyway: it draws them through a "
+                           "sampler of its own, and its `shuffle` (True by default) decides. Pass "
+                           f"`{type(self).__name__}(shuffle=False)` to train on them in order.")
         check_collate(loader, type(self).__name__)
         n = len(loader.dataset)
         if writes_no_report(self) or (self._foreign_state is not None and not self._restored):
@@ -2819,6 +2826,16 @@ def _optimizer_steps_in_epochs(trainer: pl.Trainer, first: int, count: int) -> i
     (:func:`_optimizer_steps_per_epoch` of each); ``None`` without a length."""
     steps = [_optimizer_steps_per_epoch(trainer, e) for e in range(first, first + count)]
     return None if any(s is None for s in steps) else sum(steps)
+
+
+def _in_order(loader: DataLoader) -> bool:
+    """Whether ``loader`` draws its samples in order (``shuffle=False``; under DDP, Lightning's unshuffled
+    ``DistributedSampler``)."""
+    from torch.utils.data import SequentialSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    s = loader.sampler
+    return isinstance(s, SequentialSampler) or (isinstance(s, DistributedSampler) and not s.shuffle)
 
 
 def _check_plain_sampler(loader: DataLoader, owner: str) -> None:

@@ -451,8 +451,9 @@ def partial_epoch_note(owner: str, epoch: int, rate: float, in_force: float, sco
                 "this Trainer (at the next epoch) drops by it. For an "
                 f"estimate of whole epochs end the fit at an epoch's end: {fix}.")
     return (f"{head}, those of the {part.planned} of the loader's {part.loader_batches} batches that "
-            f"`limit_train_batches={part.limit}` trains an epoch (each epoch's estimate is made from them alone). "
-            "Leave `limit_train_batches` at 1.0 for an estimate of the whole training set.")
+            f"`{part.setting}={part.limit}` trains an epoch (each epoch's estimate is made from them alone). "
+            f"Leave `{part.setting}` at {1.0 if part.setting == 'limit_train_batches' else 0} for an estimate of the "
+            "whole training set.")
 
 
 def cut_epoch_resume_note(owner: str, cut: dict[int, tuple[int, int, str]], estimates: dict[int, float]
