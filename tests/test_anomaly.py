@@ -1042,3 +1042,48 @@ def test_a_threshold_set_before_a_fit_is_cleared_by_it(tmp_path, cls):
     assert model.threshold is None and model.threshold_contamination is None
     trainer.save_checkpoint(tmp_path / "after.ckpt")
     assert "anomaly_threshold" not in torch.load(tmp_path / "after.ckpt", weights_only=False)
+
+
+def test_nan_rows_at_predict_are_scored_nan_decided_anomalies_and_named(tmp_path):
+    """An anomaly newcomer's 3 NaN rows among 207 new ones: `predict_anomaly` flagged them (as documented), while
+    `trainer.predict` and `score_dataset` refused every row ("3 non-finite anomaly score value(s) in predict batch
+    0"). The scores pass on, the decisions count them as anomalies, and the rows are named once."""
+    from lit_robust import RealNVP
+
+    torch.manual_seed(0)
+    x = torch.randn(60, 2)
+    model = RealNVP(2)
+    tiny_trainer(tmp_path, 1).fit(model, DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(60))), batch_size=20))
+    model.fit_threshold(x, contamination=0.1)
+    new = torch.randn(50, 2)
+    new[[3, 41]] = float("nan")
+    with pytest.warns(UserWarning) as record:
+        out = torch.cat(tiny_trainer(tmp_path, 1).predict(model, DataLoader(TensorDataset(new), batch_size=20)))
+    said = [str(w.message) for w in record if "scored NaN or inf" in str(w.message)]
+    assert said == ["RealNVP.predict: 2 sample(s) scored NaN or inf (batch 0, rows [3]; batch 2, rows [1]): their "
+                    "inputs hold NaN/inf, or values far outside the training data's. Their scores are kept as they "
+                    "are, and the decisions (`predict_anomaly`, `predicted_anomaly`) count them as anomalies."]
+    assert out.isnan().nonzero().flatten().tolist() == [3, 41]
+    with pytest.warns(UserWarning, match=r"^RealNVP.score_dataset: 2 sample\(s\) scored NaN or inf \(batch 0, rows "
+                                         r"\[3, 41\]\)"):
+        scores = model.score_dataset(new)[0]
+    assert torch.equal(scores.isnan(), out.isnan())
+    assert torch.allclose(scores[~scores.isnan()], out[~out.isnan()], rtol=1e-5)  # other batches: float rounding
+    assert model.predict_anomaly(new)[[3, 41]].all()
+
+
+def test_an_indexed_test_set_is_tested_by_its_corrupted_flag(tmp_path):
+    """The anomaly page's own data recipe puts zeros in the target and the known anomalies in `corrupted`; tested
+    with it, `trainer.test` read the zeros: "ROC-AUC needs both normal and anomalous samples" of 19 flagged rows."""
+    from lit_robust import RealNVP
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(60, 2), torch.randn(20, 2) + 3])
+    flag = torch.cat([torch.zeros(60), torch.ones(20)]).long()
+    model = RealNVP(2)
+    tiny_trainer(tmp_path, 1).fit(model, DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(80))), batch_size=20))
+    indexed = DataLoader(IndexedDataset(TensorDataset(x, torch.zeros(80, dtype=torch.long)), corrupted=flag.bool()),
+                         batch_size=40)
+    pairs = DataLoader(TensorDataset(x, flag), batch_size=40)
+    got = [tiny_trainer(tmp_path, 1).test(model, loader, verbose=False)[0]["test_auroc"] for loader in (indexed, pairs)]
+    assert got[0] == got[1] == roc_auc(model.score_dataset(x)[0], flag) and got[0] > 0.8

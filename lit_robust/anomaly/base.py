@@ -185,12 +185,13 @@ def check_finite(what: str, values: Tensor, batch_idx: int | None = None, index:
 class AnomalyDetector(pl.LightningModule):
     """Base LightningModule: subclasses implement :meth:`anomaly_score`; this class supplies
 
-    * ``test_step`` — on ``(index, x, is_anomaly)`` batches, accumulates ROC-AUC (``test_auroc``); batches without
+    * ``test_step`` — on ``(index, x, is_anomaly)`` batches (an indexed batch's ``corrupted`` flag where it has one,
+      as ``validation_step``), accumulates ROC-AUC (``test_auroc``); batches without
       labels (a tensor, ``TensorDataset(x)``) raise a ``ValueError`` saying so;
     * ``validation_step`` — the same ROC-AUC over each validation epoch (``val_auroc``), where the validation batches
       carry the is-anomaly flag (an indexed batch's ``corrupted`` flag where it has one, else its target); on
       unlabelled ones (a tensor, ``TensorDataset(x)``) it logs nothing and says so once;
-    * ``predict_step`` — the anomaly scores of a batch;
+    * ``predict_step`` — the anomaly scores of a batch (NaN/inf ones passed on, and said at the end);
     * :meth:`score_dataset` — scores of every sample of a loader, in order;
     * :meth:`fit_threshold` and :meth:`predict_anomaly` — a yes/no decision for new samples, from a threshold set on
       the training scores and kept in the checkpoints saved afterwards.
@@ -280,8 +281,35 @@ class AnomalyDetector(pl.LightningModule):
     def _scores(self, batch: Any, batch_idx: int, stage: str) -> tuple[Tensor, Any]:
         b = unpack_eval_batch(batch if stage == "test" else self._with_no_target(batch))
         scores = self.anomaly_score(b.input)
-        check_finite("anomaly score", scores, batch_idx, b.index, stage)
+        if stage in ("predict", "scoring"):
+            # scores for decisions pass NaN/inf on, which decide "anomaly" (`predict_anomaly`, `predicted_anomaly`):
+            # an anomaly newcomer's 3 NaN rows among 207 new ones made `trainer.predict` refuse them all ("batch 0")
+            # while `predict_anomaly` flagged them
+            self._count_nonfinite(scores, batch_idx, b.index)
+        else:
+            check_finite("anomaly score", scores, batch_idx, b.index, stage)
         return scores, b
+
+    def _count_nonfinite(self, scores: Tensor, batch_idx: int, index: Any) -> None:
+        bad = ~torch.isfinite(scores.detach())
+        if not bool(bad.any()):
+            return
+        where = (index.detach().flatten().cpu()[bad.flatten().cpu()] if isinstance(index, Tensor)
+                 else bad.flatten().nonzero().flatten().cpu())
+        self.__dict__.setdefault("_nonfinite_seen", []).append((batch_idx, isinstance(index, Tensor), where.tolist()))
+
+    def _say_nonfinite(self, what: str) -> None:
+        """Warn of the NaN/inf scores counted since the last call (:meth:`_count_nonfinite`), naming their rows."""
+        seen = self.__dict__.pop("_nonfinite_seen", [])
+        if not seen:
+            return
+        count = sum(len(rows) for _, _, rows in seen)
+        named = "; ".join(f"batch {i}, {'dataset indices' if indexed else 'rows'} {rows[:5]}"
+                          f"{f' and {len(rows) - 5} more' if len(rows) > 5 else ''}" for i, indexed, rows in seen[:3])
+        more = f"; and in {len(seen) - 3} more batches" if len(seen) > 3 else ""
+        rank_zero_warn(f"{type(self).__name__}.{what}: {count} sample(s) scored NaN or inf ({named}{more}): their "
+                       "inputs hold NaN/inf, or values far outside the training data's. Their scores are kept as they "
+                       "are, and the decisions (`predict_anomaly`, `predicted_anomaly`) count them as anomalies.")
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._with_no_target(batch) is not batch:
@@ -293,7 +321,10 @@ class AnomalyDetector(pl.LightningModule):
                              "or score unlabelled rows with `trainer.predict` or `model.score_dataset`.")
         scores, b = self._scores(batch, batch_idx, "test")
         metric, name = loader_metric(self, "test_auroc", "test_auroc_more", dataloader_idx, AnomalyAUROC)
-        metric.update(scores, b.target.long())
+        # an indexed batch's `corrupted` flag is the is-anomaly flag where it has one, as for `val_auroc`: the training
+        # form of one's own data (docs: zeros as the target, the known anomalies as `corrupted`) was tested against
+        # its placeholder zeros ("ROC-AUC needs both normal and anomalous samples", 19 flagged of 269)
+        metric.update(scores, (b.corrupted if isinstance(b.corrupted, Tensor) else b.target).long())
         # several test loaders: Lightning adds `/dataloader_idx_k`, each from its own loader's metric
         self.log("test_auroc", metric, metric_attribute=name, on_step=False, on_epoch=True)
 
@@ -373,6 +404,9 @@ class AnomalyDetector(pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self._scores(batch, batch_idx, "predict")[0]
 
+    def on_predict_epoch_end(self) -> None:
+        self._say_nonfinite("predict")
+
     @torch.no_grad()
     def score_dataset(self, loader: Any) -> tuple[Tensor, Tensor | None]:
         """``(scores, targets)`` of every sample of ``loader``, in dataset order: sorted by the dataset index where
@@ -400,6 +434,7 @@ class AnomalyDetector(pl.LightningModule):
                             f": convert it, e.g. `{method}(torch.as_tensor(features, dtype=torch.float32))`.")
         modes = enter_eval(self)
         scores, targets, indices = [], [], []
+        self.__dict__.pop("_nonfinite_seen", None)
         try:
             for i, batch in enumerate(loader):
                 batch = self.transfer_batch_to_device(batch, self.device, 0) if self.device.type != "cpu" else batch
@@ -410,6 +445,7 @@ class AnomalyDetector(pl.LightningModule):
                 indices.append(b.index.cpu() if isinstance(b.index, Tensor) else None)
         finally:
             restore_modes(modes)
+        self._say_nonfinite(method)
         if not scores:  # torch.cat's "expected a non-empty list of Tensors" named nothing
             raise ValueError(f"{type(self).__name__}.{method}: `{argument}` must hold at least one sample, got none "
                              "(an empty dataset, loader or tensor).")
@@ -486,6 +522,7 @@ class AnomalyDetector(pl.LightningModule):
         """Without a :attr:`threshold`, set one as :meth:`fit_threshold` does at the model's own contamination, from
         the datamodule's training rows where there are both, so that ``predictions.csv`` can say yes or no (PyOD's
         ``predict``; a table newcomer found no way to a decision from ``lit-robust predict``)."""
+        self.__dict__.pop("_nonfinite_seen", None)  # this run's NaN/inf scores are said at its end
         if self.threshold is not None:
             return
         ratio = getattr(self, "drop_ratio", None)
