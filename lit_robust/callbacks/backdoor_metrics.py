@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lit_robust._backend import Callback, pl
+from lit_robust._backend import Callback, pl, rank_zero_warn
 from lit_robust._checks import check_int
 from lit_robust.data.indexed import unpack_eval_batch
 from lit_robust.functional.backdoor import Trigger, as_trigger
@@ -156,6 +156,18 @@ class BackdoorMetrics(Callback):
                                  "attacker's class.")
             target = getattr(dm, "attack_target", None) if from_dm else self.target
             source = getattr(dm, "attack_source", None) if from_dm else self.source
+            if not from_dm and hasattr(dm, "attack_target"):
+                planted = (dm.attack_target, getattr(dm, "attack_source", None))
+                if planted[0] != target:
+                    # a backdoor newcomer's typo `target=3` for the datamodule's 1 -> 2 attack read an attack success
+                    # of 0.003 where it was 1.000, without a word
+                    def said(t: Any, s: Any) -> str:
+                        return "a -> a+1 (target None)" if t is None else (f"{s} -> {t}" if s is not None else
+                                                                           f"all -> {t}")
+                    rank_zero_warn(f"BackdoorMetrics: measures the attack {said(target, source)} (`target`="
+                                   f"{target!r}, `source`={source!r}), but the datamodule planted "
+                                   f"{said(*planted)}: its attack success rate is of another attack than the one in "
+                                   "the data. Leave `target='datamodule'` (the default) to measure the planted one.")
             # without either, the logits' width at the first batch (`_batch`): a default of 10 read a backdoor newcomer's
             # 3-class a -> a+1 attack, which worked every time, as 67 % successful ((2 + 1) mod 10 is no class)
             num_classes = self.num_classes or getattr(dm, "num_classes", None)
