@@ -3,9 +3,9 @@ the allowed range and the value received."""
 
 from __future__ import annotations
 
-import warnings
 import os
 import pickle
+import warnings
 
 import pytest
 import pytorch_lightning as pl
