@@ -34,6 +34,7 @@ import json
 import linecache
 import logging
 import math
+import errno
 import os
 import pickle
 import re
@@ -2404,9 +2405,11 @@ def user_error(exc: BaseException) -> BaseException | None:
         if isinstance(e, _USER_ERRORS) and (_raised_by_lit_robust(e) or (
                 isinstance(e, (ValueError, TypeError, OSError)) and _raised_by_a_configured_constructor(e))):
             return e
-        if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)) and e.filename is not None:
+        if (isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError))
+                or isinstance(e, OSError) and e.errno == errno.EROFS) and e.filename is not None:
             # a path of the config that names no file, wherever it is opened (a CLI user's own datamodule reading a
-            # missing file in `setup` ended in a 44-line traceback, its `raise FileNotFoundError` in `__init__` in 31)
+            # missing file in `setup` ended in a 44-line traceback, its `raise FileNotFoundError` in `__init__` in 31),
+            # or one that cannot be written (a CLI user's `--trainer.default_root_dir` on a read-only mount: 40 lines)
             return e
         if isinstance(e, (ValueError, TypeError, ImportError)) and _raised_by_lightning_building_the_trainer(e):
             return e

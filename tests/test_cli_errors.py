@@ -397,6 +397,15 @@ def test_a_log_folder_that_cannot_be_made_and_a_missing_gpu_name_their_trainer_a
     cases = [(["--trainer.default_root_dir", str(tmp_path / "afile" / "logs")],
               f"trainer.default_root_dir: must be a folder that can be created and written into, got "
               f"'{tmp_path / 'afile' / 'logs'}': [Errno 20] Not a directory")]
+    try:  # a folder that exists and cannot be written, even by root: /sys, mounted read-only (PermissionError)
+        os.makedirs("/sys/lit_robust_probe")
+    except PermissionError:
+        # a CLI user's read-only mount ended in a 40-line traceback (only missing folders were one line)
+        cases.append((["--trainer.default_root_dir", "/sys/x"],
+                      "trainer.default_root_dir: must be a folder that can be created and written into, got '/sys/x': "
+                      "[Errno "))
+    except OSError:
+        pass
     if not torch.cuda.is_available():
         cases.append((["--trainer.accelerator", "gpu"],
                       "trainer.accelerator: No supported gpu backend found! torch finds no GPU on this machine: use "
