@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import errno
 import glob
 import hashlib
 import importlib
@@ -34,7 +35,6 @@ import json
 import linecache
 import logging
 import math
-import errno
 import os
 import pickle
 import re
