@@ -1458,7 +1458,7 @@ class RobustCLI(LightningCLI):
                 self.trainer, lambda path: _saved_fit_signature(path) not in (None, mine))[0]
             others = "" if known_other is None else (
                 " The checkpoints there come from fits with another model, data, callbacks or seed (their version "
-                "folder's config.yaml differs)" + _closest_fit_note(mine, self.trainer) + ".")
+                "folder's config.yaml differs)" + _closest_fit_note(mine, self.trainer, subcommand == "fit") + ".")
             raise UserInputError(
                 f"`--ckpt_path {ckpt}`: no checkpoint of an earlier fit with this config was found (looked in "
                 f"{', '.join(searched)}).{others}{self._unknown_fits_note()} Run `lit-robust fit` with this config "
@@ -1864,7 +1864,7 @@ def _check_trainer_numbers(config: Any) -> None:
             raise UserInputError(f"`{low}` must be at most `{high}` ({most}; the fit stops there), got {least}.")
 
 
-def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
+def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer, resume: bool = True) -> str:
     """``; the closest, <path>, differs in ...``: the checkpoint whose fit's config differs from ``mine`` in the
     fewest keys (a ``last.ckpt`` first, then the newest of those), named with its differences (a CLI newcomer's
     ``--ckpt_path last`` failed after a fit with other ``round_epochs`` without saying which key); ``""`` when no
@@ -1882,11 +1882,13 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer) -> str:
         return ""
     *_, path, theirs = min(ranked, key=lambda r: r[:4])
     differences = "; ".join(signature_differences(mine, theirs))
-    if any(k.startswith("callbacks") for k in _differing_keys(mine, theirs)):
+    if resume and any(k.startswith("callbacks") for k in _differing_keys(mine, theirs)):
         # a resume needs the callbacks' arguments it was written with: passing the file was then refused (a resume
         # newcomer's changed `keep_ratio`)
         return (f"; the closest, {path}, differs in {differences}: repeat that fit's values to resume it (a resume "
                 "needs the callbacks' arguments it was written with)")
+    # `test`/`validate`/`predict` resume nothing (a CLI newcomer's `test` was told to "repeat that fit's values to
+    # resume it"), and take the file as it is
     return f"; the closest, {path}, differs in {differences}: repeat that fit's values, or pass that file as `--ckpt_path`"
 
 

@@ -319,6 +319,12 @@ def test_the_closest_fit_of_other_callback_arguments_is_not_offered_as_a_file_to
     assert ("Resume with those arguments (the fit's config.yaml beside its checkpoints holds them), or leave out "
             "`--ckpt_path` for a new fit.") in err and "load_from_checkpoint" not in err, err
     assert RUN_ID_VARIABLE not in os.environ  # the command's id goes with the command
+    # `test` resumes nothing and takes the file as it is (a CLI newcomer's was told to repeat the values "to resume")
+    with pytest.raises(SystemExit):
+        main(["test", "--config", str(path), "--ckpt_path", "last", "--trainer.callbacks.init_args.keep_ratio", "0.65"])
+    err = capsys.readouterr().err
+    assert re.search(r"differs in trainer\.callbacks\[0\]\.init_args\.keep_ratio: 0\.(55|6) in that fit, 0\.65 here: "
+                     r"repeat that fit's values, or pass that file as `--ckpt_path`", err) and "to resume it" not in err, err
 
 
 def test_the_test_command_after_a_fit_whose_checkpoint_replaced_values_names_the_fitted_file(tmp_path, capsys,
