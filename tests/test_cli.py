@@ -1295,7 +1295,9 @@ def test_demo_at_chance_names_the_lr_not_the_class_pair_noise(capsys):
     starved digits and advised `--per-class`, which does not help (a newcomer's first hour)."""
     main(["demo", "--seeds", "0", "--no-auto", "--lr", "100"])
     flat = " ".join(capsys.readouterr().out.split())
-    assert "The plain model scored at chance on 1 of 1 seeds (9.7%; a guess among 10 digits: 10%)" in flat
+    # the figure itself is a diverged run's: 9.7 % on one host, 8.9 % on another
+    assert re.search(r"The plain model scored at chance on 1 of 1 seeds \(\d+\.\d%; a guess among 10 digits: 10%\)",
+                     flat), flat
     assert "--lr 100 is likely too large for this MLP" in flat
     assert "--per-class" not in flat and "runs diverged" not in flat
 
