@@ -224,15 +224,21 @@ def train_dataloader_source(trainer: pl.Trainer) -> Any:
     return trainer.fit_loop._data_source
 
 
-def resolve_loader(original: Any) -> DataLoader:
-    """Call the user's train dataloader source (a datamodule/module method) or take the loader as is."""
-    loader = original if isinstance(original, DataLoader) or not callable(original) else original()
+def refuse_several_loaders(loader: Any) -> None:
+    """Raise where the training data is several loaders (a dict, a list, a ``CombinedLoader``): lit_robust selects and
+    filters the samples of one. A power user's two training loaders crashed with "'CombinedLoader' object is not
+    callable"; a ``BatchFilter`` without a report met them at the first batch, its message leading with advice on
+    dict samples. By name: the ``CombinedLoader`` of either Lightning package (a script may build it from the other)."""
     if isinstance(loader, (dict, list, tuple)) or type(loader).__name__ == "CombinedLoader":
-        # a power user's two training loaders crashed with "'CombinedLoader' object is not callable"; by name: the
-        # CombinedLoader of either Lightning package (a script may build it from the other one)
         raise TypeError(f"lit_robust selects and filters the samples of one training DataLoader, got a "
                         f"{type(loader).__name__} of several: concatenate the data sets into one (e.g. "
                         "`torch.utils.data.ConcatDataset` inside `lit_robust.IndexedDataset`).")
+
+
+def resolve_loader(original: Any) -> DataLoader:
+    """Call the user's train dataloader source (a datamodule/module method) or take the loader as is."""
+    loader = original if isinstance(original, DataLoader) or not callable(original) else original()
+    refuse_several_loaders(loader)
     if not isinstance(loader, DataLoader):
         # a datamodule that is not of the Trainer's Lightning package arrives here as a "dataloader" (a newcomer's
         # import order; an import sorter puts `import lit_robust` before `import lightning`)

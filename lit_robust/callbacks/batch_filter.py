@@ -20,6 +20,7 @@ from lit_robust._lightning import (
     mark_restored,
     no_training_batches,
     refuse_no_training,
+    refuse_several_loaders,
     say_resumed_a_finished_fit,
     say_trained_nothing,
     sigterm_without_collectives,
@@ -735,6 +736,7 @@ class BatchFilter(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_state_owner(self)
         started_without_its_state(self, trainer, self.owner)
+        refuse_several_loaders(trainer.train_dataloader)  # at the start, not in the first batch's layout check
         dataset = getattr(trainer.train_dataloader, "dataset", None)
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)
