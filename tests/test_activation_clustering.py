@@ -279,6 +279,31 @@ def test_a_median_silhouette_close_to_the_threshold_is_warned_about(tmp_path):
                                       "could go the other way"), said[0]
 
 
+def test_a_class_left_whole_just_below_class_silhouette_is_warned_about(tmp_path):
+    """A backdoor newcomer's 20 % patch into class 1 read 0.597 against `class_silhouette` 0.6 in three settings:
+    nothing was flagged and the attack succeeded 99.5 %, without a word (the median's warning did not apply)."""
+    import warnings
+
+    ac = ActivationClustering(warmup_epochs=1, verbose=False)
+    fit(tmp_path, ac, 2)
+    sil = ac.clusters.silhouette
+    top = max(sil, key=lambda c: (sil[c], -c))
+    bar = min(0.99, sil[top] + 0.02)
+    others = sorted(c for c, v in sil.items() if bar - 0.05 <= v < bar)  # the classes the warning must name
+    for class_silhouette, warned in ((bar, True), (min(0.999, sil[top] + 0.3), False)):
+        ac = ActivationClustering(warmup_epochs=1, verbose=False, min_silhouette=0.999,
+                                  class_silhouette=round(class_silhouette, 4))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit(tmp_path, ac, 2)
+        assert not ac.clusters.split_all and not any(ac.clusters.flagged.values())
+        said = [str(w.message) for w in caught if "left whole scored within 0.05 below" in str(w.message)]
+        assert len(said) == int(warned), said
+        if warned:
+            assert f"`class_silhouette`={round(bar, 4):g} ({top}: {sil[top]:.3f}" in said[0], said
+            assert said[0].count(": 0.") + said[0].count(": -0.") == len(others), (said, others)
+
+
 def test_outsized_class_against_a_sorted_reference():
     import random
     import statistics

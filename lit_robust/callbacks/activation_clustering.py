@@ -226,9 +226,27 @@ class ActivationClustering(ITLM):
                            f"{NEAR_THRESHOLD} of `min_silhouette`={self.min_silhouette:g}, so the decision to {side} "
                            "could go the other way with another seed or warm-up. Check what was flagged (per class: "
                            f"{res.flagged}), e.g. fit again with another seed or a longer warm-up and compare.")
+        elif not res.split_all:
+            self._warn_of_classes_near_the_bar(trainer, res)
         self._warn_of_small_classes(trainer, res)
         self._warn_of_an_outsized_class(trainer, res, flagged_any=rec.kept < n)
         self._adopt_selection(round_, selection, rec)
+
+    def _warn_of_classes_near_the_bar(self, trainer: pl.Trainer, res: ActivationClusters) -> None:
+        """Where only classes at or above ``class_silhouette`` are split: warn of the classes left whole within
+        :data:`NEAR_THRESHOLD` below it (a backdoor newcomer's 20 % patch into one class read 0.597 against 0.6 in
+        three settings, nothing was flagged and the attack succeeded 99.5 %; at 0.55, 89 of its 90 were flagged)."""
+        near = {c: v for c, v in res.silhouette.items()
+                if not res.flagged.get(c) and self.class_silhouette - NEAR_THRESHOLD <= v < self.class_silhouette}
+        if not near:
+            return
+        names = datamodule_classes(trainer)
+        listed = ", ".join(f"{class_label(c, names)}: {v:.3f}" for c, v in sorted(near.items(), key=lambda cv: -cv[1]))
+        rank_zero_warn(f"ActivationClustering: {len(near)} class{'' if len(near) == 1 else 'es'} left whole scored "
+                       f"within {NEAR_THRESHOLD} below `class_silhouette`={self.class_silhouette:g} ({listed}), so "
+                       "the decision not to split them could go the other way with another seed or warm-up. A backdoor "
+                       "into one class shows as that class's split alone: check it, e.g. with a lower "
+                       "`class_silhouette` (its flagged samples are then in the report).")
 
     def _warn_of_small_classes(self, trainer: pl.Trainer, res: ActivationClusters) -> None:
         """Classes below ``min_class_size`` are never split: say so (a reviewer's 15 samples per class flagged nothing
