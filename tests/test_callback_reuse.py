@@ -285,6 +285,9 @@ def test_a_fit_stopped_by_sigterm_says_the_process_exits_and_how_the_next_one_re
     assert ("`ckpt_path=\"last\"` with a `ModelCheckpoint(dirpath=<a fixed folder>, save_last=True)` (without a "
             "`dirpath`, \"last\" looks in the new run's own logger folder, finds nothing and trains from scratch)") in said
     assert "Fit on with this Trainer" in unwritten_report_note("ITLM", KeyboardInterrupt())
+    # an error raises again on a fit that goes on unchanged (a Lightning user's refused `val_check_interval`)
+    said = unwritten_report_note("ITLM", ValueError("`val_check_interval` must be in [1, 13]"))
+    assert "Once the error's cause is mended, fit on with this Trainer" in said and "Fit on" not in said
 
 
 def test_under_the_cli_a_stopped_fit_says_how_the_command_resumes(monkeypatch):

@@ -81,9 +81,12 @@ def unwritten_report_note(owner: str, exception: BaseException) -> str:
                 "`ckpt_path=\"last\"` with a `ModelCheckpoint(dirpath=<a fixed folder>, save_last=True)` (without a "
                 "`dirpath`, \"last\" looks in the new run's own logger folder, finds nothing and trains from scratch), "
                 "and the report is written at the fit's end.")
+    # an error (not an interrupt) raises again on a fit that goes on unchanged: a Lightning user's refused
+    # `val_check_interval` was told to call `trainer.fit` again as it was
+    first = "" if isinstance(exception, KeyboardInterrupt) else "Once the error's cause is mended, f"
     return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
-            "written (`report_path` is None). Fit on with this Trainer (`trainer.fit` again: it trains the rest) or "
-            "resume from a checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")
+            f"written (`report_path` is None). {first or 'F'}it on with this Trainer (`trainer.fit` again: it trains "
+            "the rest) or resume from a checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")
 
 
 def report_enabled(report: bool | None, report_dir: Any) -> bool:
