@@ -172,7 +172,12 @@ class RobustArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
         parsers = [self, getattr(ex, "subcommand_parser", None)]  # a YAML key is checked by the parent parser
-        options = [o for p in parsers if p is not None for o in p._option_string_actions if o.startswith("--")]
+        if parsers[1] is None and getattr(self, "_subcommands_action", None) is not None:
+            # `--print_config` checks a config's keys in the top parser, whose options hold no command's (a CLI
+            # newcomer's misspelt `max_epoch:` lost its "did you mean" there)
+            parsers += list(getattr(self._subcommands_action, "_name_parser_map", {}).values())
+        options = list(dict.fromkeys(o for p in parsers if p is not None for o in p._option_string_actions
+                                     if o.startswith("--")))
         message = _module_search_hint(suggest_option(tidy_parser_message(_name_the_yaml_file(message)), options))
         message = _config_place_hint(_empty_config_hint(_null_init_args_hint(_function_type_hint(message))))
         message = _unparsed_value_hint(_non_number_hint(_null_required_hint(message)))
@@ -894,11 +899,14 @@ def suggest_option(message: str, options: Sequence[str] = ()) -> str:
         return f"{message} (a config file goes after `--config`: --config {bare.group(1)})"
     unknown = (re.match(r"unrecognized arguments: (--\S+)", message)
                or re.match(r"Subcommand '\w+' does not accept option '([\w.]+)'", message))  # a key in the YAML
-    if unknown is None:
+    # the same key under `--print_config`, which jsonargparse reads by its group (a CLI newcomer's `max_epoch:` lost
+    # the hint there, the command the docs point at to inspect a config)
+    grouped = re.match(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message)
+    if unknown is None and grouped is None:
         return message
     if "(did you mean" in message:
         return message  # said by the nested class's parser already (it read "(did you mean --keep_ratio?)" twice)
-    key = unknown.group(1).split("=")[0]
+    key = unknown.group(1).split("=")[0] if unknown is not None else f"{grouped.group(1)}.{grouped.group(2)}"
     dashed = not key.startswith("--")  # a YAML key: compare without the dashes, suggest it as written
     first, _, rest = key.lstrip("-").partition(".")
     if rest and first != "init_args" and difflib.get_close_matches(first, ["init_args"], cutoff=0.8):

@@ -256,6 +256,9 @@ CASES = [
      "(did you mean 'lit_robust.ImageClassifier'?)"),
     ("trainer-key-misspelt-in-yaml", PRL, {"trainer.max_epoch": 3}, [],
      "does not accept option 'trainer.max_epoch' (did you mean trainer.max_epochs?)"),
+    # under `--print_config` the key is checked by the top parser, by its group: the hint was lost (a CLI newcomer's)
+    ("trainer-key-misspelt-in-yaml-print-config", PRL, {"trainer.max_epoch": 3}, ["--print_config"],
+     "Group 'trainer' does not accept option 'max_epoch' (did you mean trainer.max_epochs?)"),
     ("missing-config-file", PRL, {}, ["--config", "no_such_config.yaml"], "no_such_config.yaml"),
     ("fit-ckpt-path-missing-file", PRL, {}, ["--ckpt_path", "no_such.ckpt"], "ckpt_path"),
     ("no-data-section", PRL, {"data": _DELETE}, [],
