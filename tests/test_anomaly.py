@@ -970,6 +970,16 @@ def test_a_monitor_on_an_rca_figure_logged_in_some_epochs_is_refused_before_trai
                                                    "only on data with the anomaly flag")):
         tiny_trainer(tmp_path, 3, [EarlyStopping(monitor=monitor)]).fit(model, _moons_loader(64, 32))
     assert model.trainer.global_step == 0
+    # RCA keeps no `history`; RobustRealNVP's is its filter's (the refusal pointed both at "its `history`")
+    with pytest.raises(ValueError, match=r"monitor a validation metric, and read the figures in the logger's "
+                                         r"metrics\.$"):
+        tiny_trainer(tmp_path, 3, [EarlyStopping(monitor=monitor)]).fit(model, _moons_loader(64, 32))
+    flow = RobustRealNVP(2, drop_ratio=0.1)
+    with pytest.raises(ValueError, match=r"^`EarlyStopping\(monitor='filter/estimated_corruption'\)`: RobustRealNVP "
+                                         r"logs .* only with `drop_ratio='auto'` \(this fit's: 0\.1\), .* read the "
+                                         r"figures in `model\.batch_filter\.history` or the logger's metrics\.$"):
+        tiny_trainer(tmp_path, 3, [EarlyStopping(monitor="filter/estimated_corruption")]).fit(
+            flow, _moons_loader(64, 32))
 
 
 class _FailsAfter(torch.utils.data.Dataset):
@@ -1060,13 +1070,21 @@ def test_nan_rows_at_predict_are_scored_nan_decided_anomalies_and_named(tmp_path
     with pytest.warns(UserWarning) as record:
         out = torch.cat(tiny_trainer(tmp_path, 1).predict(model, DataLoader(TensorDataset(new), batch_size=20)))
     said = [str(w.message) for w in record if "scored NaN or inf" in str(w.message)]
-    assert said == ["RealNVP.predict: 2 sample(s) scored NaN or inf (batch 0, rows [3]; batch 2, rows [1]): their "
+    # rows by their place in the loader's order, as `predictions.csv`'s index (a reviewer read "batch 2, rows [1]" as
+    # the data's row 1)
+    assert said == ["RealNVP.predict: 2 sample(s) scored NaN or inf (batch 0, rows (in the loader order) [3]; batch "
+                    "2, rows (in the loader order) [41]): their "
                     "inputs hold NaN/inf, or values far outside the training data's. Their scores are kept as they "
                     "are, and the decisions (`predict_anomaly`, `predicted_anomaly`) count them as anomalies."]
     assert out.isnan().nonzero().flatten().tolist() == [3, 41]
     with pytest.warns(UserWarning, match=r"^RealNVP.score_dataset: 2 sample\(s\) scored NaN or inf \(batch 0, rows "
-                                         r"\[3, 41\]\)"):
+                                         r"\(in the loader order\) \[3, 41\]\)"):
         scores = model.score_dataset(new)[0]
+    # `trainer.test` refuses them (no ROC-AUC of NaN), naming the rows of a plain loader's batch, not "batch 0" only
+    with pytest.raises(FloatingPointError, match=r"^2 non-finite anomaly score value\(s\) in test batch 0 \(its rows "
+                                                 r"\[3, 41\], counted from 0\)"):
+        tiny_trainer(tmp_path, 1).test(model, DataLoader(TensorDataset(new, torch.zeros(50).long()), batch_size=50),
+                                       verbose=False)
     assert torch.equal(scores.isnan(), out.isnan())
     assert torch.allclose(scores[~scores.isnan()], out[~out.isnan()], rtol=1e-5)  # other batches: float rounding
     assert model.predict_anomaly(new)[[3, 41]].all()

@@ -625,7 +625,7 @@ def test_a_loss_given_to_a_rule_that_does_not_read_it_is_warned_about():
 
 @pytest.mark.parametrize(("monitor", "drop_ratio", "interval", "said"), [
     ("filter/dropped_corrupted_frac", "auto", 1.0, "only in epochs that drop samples"),
-    ("filter/estimated_corruption", 0.2, 1.0, "only with `drop_ratio='auto'`, and this fit's is 0.2"),
+    ("filter/estimated_corruption", 0.2, 1.0, "only with `drop_ratio='auto'` (this fit's: 0.2)"),
     ("filter/estimated_corruption", "auto", 0.5, "from epoch 0's end on, not at the validation inside epoch 0 "
                                                  "that the Trainer's `val_check_interval`=0.5 runs"),
     ("filter/estimated_corruption", "auto", 1.0, None),  # logged from epoch 0's end: a monitor on it works

@@ -174,6 +174,10 @@ def check_finite(what: str, values: Tensor, batch_idx: int | None = None, index:
         return
     where = f" in {stage} batch {batch_idx}" if batch_idx is not None else ""
     ids = ""
+    if index is None and batch_idx is not None:
+        # a plain loader's rows, by their place in the batch (a reviewer's test refusal named "batch 0" only)
+        rows = bad.flatten().nonzero().flatten().tolist()
+        ids = f" (its rows {rows[:5]}{f' and {len(rows) - 5} more' if len(rows) > 5 else ''}, counted from 0)"
     if index is not None:
         # each sample once (RCA checks both autoencoders' errors: a newcomer's one NaN row was named twice)
         ids = list(dict.fromkeys(index.detach().cpu().flatten()[bad.cpu().flatten()].tolist()))
@@ -291,20 +295,29 @@ class AnomalyDetector(pl.LightningModule):
         return scores, b
 
     def _count_nonfinite(self, scores: Tensor, batch_idx: int, index: Any) -> None:
+        # rows without a dataset index are named by their place in the loader's order (the samples scored before
+        # this batch, plus the place in it): a reviewer read "batch 2, rows [20]" as the data's row 20 (it was 120)
+        offset = self.__dict__.get("_scored_before", 0)
+        self.__dict__["_scored_before"] = offset + scores.numel()
         bad = ~torch.isfinite(scores.detach())
         if not bool(bad.any()):
             return
         where = (index.detach().flatten().cpu()[bad.flatten().cpu()] if isinstance(index, Tensor)
-                 else bad.flatten().nonzero().flatten().cpu())
+                 else bad.flatten().nonzero().flatten().cpu() + offset)
         self.__dict__.setdefault("_nonfinite_seen", []).append((batch_idx, isinstance(index, Tensor), where.tolist()))
+
+    def _start_counting_nonfinite(self) -> None:
+        self.__dict__.pop("_nonfinite_seen", None)
+        self.__dict__.pop("_scored_before", None)
 
     def _say_nonfinite(self, what: str) -> None:
         """Warn of the NaN/inf scores counted since the last call (:meth:`_count_nonfinite`), naming their rows."""
         seen = self.__dict__.pop("_nonfinite_seen", [])
+        self.__dict__.pop("_scored_before", None)
         if not seen:
             return
         count = sum(len(rows) for _, _, rows in seen)
-        named = "; ".join(f"batch {i}, {'dataset indices' if indexed else 'rows'} {rows[:5]}"
+        named = "; ".join(f"batch {i}, {'dataset indices' if indexed else 'rows (in the loader order)'} {rows[:5]}"
                           f"{f' and {len(rows) - 5} more' if len(rows) > 5 else ''}" for i, indexed, rows in seen[:3])
         more = f"; and in {len(seen) - 3} more batches" if len(seen) > 3 else ""
         rank_zero_warn(f"{type(self).__name__}.{what}: {count} sample(s) scored NaN or inf ({named}{more}): their "
@@ -434,7 +447,7 @@ class AnomalyDetector(pl.LightningModule):
                             f": convert it, e.g. `{method}(torch.as_tensor(features, dtype=torch.float32))`.")
         modes = enter_eval(self)
         scores, targets, indices = [], [], []
-        self.__dict__.pop("_nonfinite_seen", None)
+        self._start_counting_nonfinite()
         try:
             for i, batch in enumerate(loader):
                 batch = self.transfer_batch_to_device(batch, self.device, 0) if self.device.type != "cpu" else batch
@@ -522,7 +535,7 @@ class AnomalyDetector(pl.LightningModule):
         """Without a :attr:`threshold`, set one as :meth:`fit_threshold` does at the model's own contamination, from
         the datamodule's training rows where there are both, so that ``predictions.csv`` can say yes or no (PyOD's
         ``predict``; a table newcomer found no way to a decision from ``lit-robust predict``)."""
-        self.__dict__.pop("_nonfinite_seen", None)  # this run's NaN/inf scores are said at its end
+        self._start_counting_nonfinite()  # this run's NaN/inf scores are said at its end
         if self.threshold is not None:
             return
         ratio = getattr(self, "drop_ratio", None)

@@ -311,7 +311,8 @@ class RCA(ModuleReport, AnomalyDetector):
             rank_zero_warn(f"RCA: {short}")
         if stage == "fit" and self._trainer is not None:
             refuse_sparse_monitors(self._trainer, "RCA", sparse_metrics(self._trainer,
-                ("rca/dropped_anomaly_frac",), "rca/estimated_corruption", self.drop_ratio, flag="anomaly"))
+                ("rca/dropped_anomaly_frac",), "rca/estimated_corruption", self.drop_ratio, flag="anomaly"),
+                history=None)  # RCA keeps no history of its epochs
             self.setup_report()
 
     def _apply_arguments(self, goes_on: bool = False) -> None:

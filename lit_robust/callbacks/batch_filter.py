@@ -170,14 +170,15 @@ def sparse_metrics(trainer: Any, dropped: tuple[str, ...], estimate: str, drop_r
     out = {key: when for key in dropped}
     interval = getattr(trainer, "val_check_interval", 1.0)
     if drop_ratio != "auto":
-        out[estimate] = f"only with `drop_ratio='auto'`, and this fit's is {drop_ratio!r}"
+        out[estimate] = f"only with `drop_ratio='auto'` (this fit's: {drop_ratio!r})"
     elif not (isinstance(interval, float) and interval == 1.0):
         out[estimate] = (f"from epoch 0's end on, not at the validation inside epoch 0 that the Trainer's "
                          f"`val_check_interval`={interval!r} runs")
     return out
 
 
-def refuse_sparse_monitors(trainer: Any, owner: str, sparse: dict[str, str]) -> None:
+def refuse_sparse_monitors(trainer: Any, owner: str, sparse: dict[str, str],
+                           history: str | None = "its `history`") -> None:
     """Refuse an ``EarlyStopping`` or ``ModelCheckpoint`` that monitors a metric ``owner`` logs only in some epochs
     (``sparse``: each key and when it is logged, :func:`sparse_metrics`): Lightning stopped the fit at the first check
     without the key, its hint asking whether the module logs it (a power user's ``filter/dropped_corrupted_frac``;
@@ -188,7 +189,8 @@ def refuse_sparse_monitors(trainer: Any, owner: str, sparse: dict[str, str]) -> 
             raise ValueError(f"`{type(cb).__name__}(monitor={monitor!r})`: {owner} logs `{monitor}` {sparse[monitor]}, "
                              f"and {type(cb).__name__} needs the key at every check (Lightning stops the fit at the "
                              "first without it). It is a figure about the data, not the model: monitor a validation "
-                             "metric, and read the figures in its `history` or the logger's metrics.")
+                             f"metric, and read the figures in {f'{history} or ' if history else ''}the logger's "
+                             "metrics.")
 
 
 def warn_early_stopping_in_warmup(owner: str, trainer: Any, warmup: int, auto: bool,
@@ -608,8 +610,10 @@ class BatchFilter(Callback):
         if stage != "fit":
             return
         refuse_no_training(trainer, self.owner)
+        # a module that brings its filter (RobustRealNVP) has no `history` of its own (a reviewer's)
         refuse_sparse_monitors(trainer, self.owner, sparse_metrics(trainer,
-            ("filter/dropped_corrupted_frac",), "filter/estimated_corruption", self.drop_ratio))
+            ("filter/dropped_corrupted_frac",), "filter/estimated_corruption", self.drop_ratio),
+            "its `history`" if self.owner == "BatchFilter" else "`model.batch_filter.history`")
         sigterm_without_collectives(trainer)  # Lightning's handler hangs a DDP fit: see the function
         earlier_path, self.report_path = self.report_path, None  # this fit's, once written (not a failed fit's)
         self._report_before, self._trained_this_fit = earlier_path, False  # put back if this fit is refused
