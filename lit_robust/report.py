@@ -557,7 +557,8 @@ def unseen_note(table: dict[str, list[Any]]) -> str | None:
         return ("no row has a score: the filter scored no sample in the last epoch. Does the module's "
                 "`training_step` pass its per-sample losses to `self.reduce_loss(losses, batch, outputs)`?")
     return (f"{unseen} of its {len(scores)} rows have no score: the last epoch did not see those samples "
-            "(`limit_train_batches`, a loader with `drop_last=True`, a stop inside the epoch, a sampler that draws "
+            "(`limit_train_batches` or `overfit_batches`, a loader with `drop_last=True`, a stop inside the epoch, a "
+            "sampler that draws "
             "with replacement such as `WeightedRandomSampler`, or a stream that yields fewer samples than its "
             "`__len__`), so their `kept` and "
             "`predicted_label` are empty too. Per-class figures over the report count the seen rows only: select "

@@ -303,6 +303,9 @@ def test_under_the_cli_a_stopped_fit_says_how_the_command_resumes(monkeypatch):
         assert unwritten_report_note("ITLM", stop) == (
             f"ITLM: the fit stopped ({type(stop).__name__}) before its end, so no per-sample report was written; the "
             "fit resumed with the same command and `--ckpt_path last` writes it at its end.")
+    # an error raises again on the same command: resumed once its cause is mended (a reviewer's)
+    assert ("the fit resumed, once the error's cause is mended, with the same command and `--ckpt_path last`"
+            in unwritten_report_note("ITLM", ValueError("x")))
 
 
 @pytest.mark.parametrize("name", ["coteaching", "rca"])

@@ -701,8 +701,10 @@ def test_a_seed_outside_0_to_2_32_is_refused_as_itlm_and_seed_everything_refuse_
         make()
 
 
-@pytest.mark.parametrize(("target", "warned"), [(3, True), (None, True), (2, False), ("datamodule", False)])
-def test_backdoor_metrics_target_other_than_the_datamodules_attack_warns(tmp_path, one_torch_thread, target, warned):
+@pytest.mark.parametrize(("target", "source", "warned"), [(3, None, True), (None, None, True), (2, None, True),
+                                                         (2, 7, True), (2, 1, False), ("datamodule", None, False)])
+def test_backdoor_metrics_target_other_than_the_datamodules_attack_warns(tmp_path, one_torch_thread, target, source,
+                                                                          warned):
     """A backdoor newcomer's typo `target=3` for the datamodule's 1 -> 2 attack read an attack success of 0.003 where
     it was 1.000, without a word; the datamodule says which attack it planted."""
 
@@ -711,14 +713,14 @@ def test_backdoor_metrics_target_other_than_the_datamodules_attack_warns(tmp_pat
 
     trigger = PatchTrigger(size=2, value_range=(-1.0, 3.0))
     trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
-                           callbacks=[BackdoorMetrics(trigger=trigger, target=target)])
+                           callbacks=[BackdoorMetrics(trigger=trigger, target=target, source=source)])
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         trainer.fit(ImageClassifier(backbone="mlp", image_size=8), datamodule=Planted(val_size=64))
     said = [str(w.message) for w in record if "the datamodule planted" in str(w.message)]
     planted = "1 -> 2"
-    measured = "a -> a+1 (target None)" if target is None else "all -> 3"
+    measured = "a -> a+1 (target None)" if target is None else f"{source} -> {target}" if source else f"all -> {target}"
     assert said == ([] if not warned else [
-        f"BackdoorMetrics: measures the attack {measured} (`target`={target!r}, `source`=None), but the datamodule "
+        f"BackdoorMetrics: measures the attack {measured} (`target`={target!r}, `source`={source!r}), but the datamodule "
         f"planted {planted}: its attack success rate is of another attack than the one in the data. Leave "
         "`target='datamodule'` (the default) to measure the planted one."])

@@ -1087,6 +1087,12 @@ def test_several_training_loaders_are_refused_by_name(tmp_path):
             tiny_trainer(tmp_path, 1, [BatchFilter("prl", drop_ratio=0.2, report=False)]).fit(
                 model, train_dataloaders=loaders)
         assert model.trainer.global_step == 0
+    from lit_robust import CoTeaching
+
+    model = CoTeaching(TinyModel(), drop_ratio=0.2)  # its own batch check, as RCA's (a reviewer's)
+    with pytest.raises(TypeError, match=r"^lit_robust selects and filters the samples of one training DataLoader"):
+        tiny_trainer(tmp_path, 1).fit(model, train_dataloaders=two)
+    assert model.trainer.global_step == 0
 
 
 @pytest.mark.parametrize(("value", "message"), [
@@ -1717,13 +1723,15 @@ def test_a_compiled_training_step_breaks_its_graph_for_the_loss_record_only_unde
     assert itlm.history[0].first_epoch_log_loss is not None and itlm.history[0].last_epoch_log_loss is not None
 
 
-@pytest.mark.parametrize(("max_steps", "warned"), [(14, True), (13, False), (None, False)])
-def test_a_report_ranked_by_a_round_the_fit_stopped_inside_is_warned(tmp_path, max_steps, warned):
+@pytest.mark.parametrize(("max_steps", "reinit", "warned"), [(14, True, True), (13, True, False), (None, True, False),
+                                                         (14, False, False)])
+def test_a_report_ranked_by_a_round_the_fit_stopped_inside_is_warned(tmp_path, max_steps, reinit, warned):
     """A Lightning user's `max_steps` stopped one step into round 2's re-drawn model: the report ranked by that model
     (its top rows 29.7 % corrupted, the data's 30 %), with the usual report line only. 240 samples / 32: 8 steps
     an epoch in round 0, 5 in the others (144 kept); 13 steps end round 1 before round 2 trains (the report is then
-    round 1's, `_final_model_round`), 14 train round 2's first epoch one step."""
-    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 2], report=True, verbose=False, plot=False)
+    round 1's, `_final_model_round`), 14 train round 2's first epoch one step. With `reinit=False` that round's model
+    goes on from round 1's and ranks as well (a reviewer's 78.6 % against 78.1 %): nothing is said."""
+    itlm = ITLM(keep_ratio=0.6, round_epochs=[1, 1, 2], report=True, verbose=False, plot=False, reinit=reinit)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         fit(tmp_path, itlm, **({} if max_steps is None else {"max_steps": max_steps}))

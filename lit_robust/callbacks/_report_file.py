@@ -16,6 +16,7 @@ from lit_robust._lightning import (
     continues_earlier_fit,
     in_a_lit_robust_command,
     no_training_batches,
+    refuse_several_loaders,
     say_trained_nothing,
     start_epoch_after_skipped_end,
 )
@@ -70,8 +71,9 @@ def unwritten_report_note(owner: str, exception: BaseException) -> str:
     command's own line says how to go on: the Python advice (exit status 0, ``ModelCheckpoint(dirpath=...)``)
     contradicted it, above it in the log (a pre-empted newcomer's exit status was 143)."""
     if in_a_lit_robust_command():
+        mended = "" if isinstance(exception, (KeyboardInterrupt, SystemExit)) else ", once the error's cause is mended,"
         return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
-                "written; the fit resumed with the same command and `--ckpt_path last` writes it at its end.")
+                f"written; the fit resumed{mended} with the same command and `--ckpt_path last` writes it at its end.")
     if isinstance(exception, SystemExit):
         # Lightning's SIGTERMException: the process exits next (with status 0 unless caught), so "fit on with this
         # Trainer" could not be followed (a preemptible-cluster user's script)
@@ -433,6 +435,8 @@ class ModuleReport:
 
     def on_train_start(self) -> None:
         check_state_owner(self)
+        # CoTeaching's and RCA's own batch check met several loaders at the first batch, with dict-sample advice
+        refuse_several_loaders(self.trainer.train_dataloader)
         auto = getattr(self, "_auto", None)
         if auto is not None:  # losses (Co-teaching's, RCA's reconstruction errors), not Co-PRL(L)'s gradient norms
             rule = getattr(self, "rule", None)

@@ -158,9 +158,9 @@ class BackdoorMetrics(Callback):
             source = getattr(dm, "attack_source", None) if from_dm else self.source
             if not from_dm and hasattr(dm, "attack_target"):
                 planted = (dm.attack_target, getattr(dm, "attack_source", None))
-                if planted[0] != target:
+                if planted != (target, source):
                     # a backdoor newcomer's typo `target=3` for the datamodule's 1 -> 2 attack read an attack success
-                    # of 0.003 where it was 1.000, without a word
+                    # of 0.003 where it was 1.000, without a word; `target=2` without the source, 0.174 for 0.912
                     def said(t: Any, s: Any) -> str:
                         return "a -> a+1 (target None)" if t is None else (f"{s} -> {t}" if s is not None else
                                                                            f"all -> {t}")
