@@ -108,6 +108,8 @@ def test_a_module_returning_the_losses_alone_is_told_why_auto_uses_the_gmm(tmp_p
     (line,) = [m for m in said if "so the gmm estimate is used instead" in m]
     assert ("the module predicts no labels: its `per_sample_loss` returns no `[batch, classes]` outputs beside the "
             "losses (the losses alone, or one binary logit; return `(losses, logits)` with a column per class)") in line
+    # a regression newcomer's integer targets (999 sentinels) were read as classes, and nothing pointed at the cast
+    assert "Is this a regression with integer targets? Give them as floats (`y.float()`)" in line
     assert 0.0 < itlm.history[1].estimated_corruption < 0.5
 
 

@@ -2151,7 +2151,9 @@ class ITLM(Callback):
                      if given is None else
                      "the module predicts no labels: its `per_sample_loss` returns no `[batch, classes]` outputs "
                      "beside the losses (the losses alone, or one binary logit; return `(losses, logits)` with a "
-                     "column per class)"
+                     "column per class). Is this a regression with integer targets? Give them as floats "
+                     "(`y.float()`): integer targets are read as class labels, and the notes on classes then speak "
+                     "of its values"
                      if type(pl_module).predicted_labels is RobustMixin.predicted_labels else
                      "the module predicts no labels (its `predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
