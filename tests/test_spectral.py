@@ -228,13 +228,15 @@ def test_bad_patterns_and_types_are_rejected():
         trainer.fit(TinyModel(), BlobsData())
 
 
-def test_callback_normalize_fit_and_resume_reproduces(tmp_path):
+def _fit_two_epochs_and_resume(tmp_path, make):
+    """Two epochs straight, and one epoch then a resume from its checkpoint to two: ``(full, resumed, checkpoint)``;
+    ``make()`` gives a fresh ``(model, spectral-norm callback)`` under the same seed."""
     loader = DataLoader(blobs(), batch_size=32)  # fixed order: the only state is the model's and the optimizer's
 
     def run(epochs, ckpt=None):
         torch.manual_seed(0)
-        model = TinyModel()
-        trainer = tiny_trainer(tmp_path, epochs, [SpectralNorm(k=1.5)])
+        model, callback = make()
+        trainer = tiny_trainer(tmp_path, epochs, [callback])
         trainer.fit(model, loader, ckpt_path=ckpt)
         return model, trainer
 
@@ -242,8 +244,13 @@ def test_callback_normalize_fit_and_resume_reproduces(tmp_path):
     _, first = run(1)
     ckpt = tmp_path / "one.ckpt"
     first.save_checkpoint(ckpt)
-    assert any(key.endswith("parametrizations.weight.0._u") for key in torch.load(ckpt, weights_only=False)["state_dict"])
     resumed, _ = run(2, ckpt=str(ckpt))
+    return full, resumed, ckpt
+
+
+def test_callback_normalize_fit_and_resume_reproduces(tmp_path):
+    full, resumed, ckpt = _fit_two_epochs_and_resume(tmp_path, lambda: (TinyModel(), SpectralNorm(k=1.5)))
+    assert any(key.endswith("parametrizations.weight.0._u") for key in torch.load(ckpt, weights_only=False)["state_dict"])
     for (ka, va), (kb, vb) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert ka == kb
         torch.testing.assert_close(va, vb, msg=ka)
@@ -257,21 +264,8 @@ def test_callback_normalize_fit_and_resume_reproduces(tmp_path):
 def test_callback_truncate_resume_is_bit_identical(tmp_path, method):
     """A resume newcomer's epoch-end resume of `mode="truncate"` differed from the uninterrupted fit by 6e-08 (its
     losses in the 7th digit), without a word: the fit's start truncated the restored weights once more."""
-    loader = DataLoader(blobs(), batch_size=32)  # fixed order: the only state is the model's and the optimizer's
-
-    def run(epochs, ckpt=None):
-        torch.manual_seed(0)
-        model = TinyModel(lr=0.5)
-        trainer = tiny_trainer(tmp_path, epochs, [SpectralNorm(k=0.3, modules="net.*", mode="truncate",
-                                                               truncate_method=method)])
-        trainer.fit(model, loader, ckpt_path=ckpt)
-        return model, trainer
-
-    full, _ = run(2)
-    _, first = run(1)
-    ckpt = tmp_path / "one.ckpt"
-    first.save_checkpoint(ckpt)
-    resumed, _ = run(2, ckpt=str(ckpt))
+    full, resumed, _ = _fit_two_epochs_and_resume(tmp_path, lambda: (TinyModel(lr=0.5), SpectralNorm(
+        k=0.3, modules="net.*", mode="truncate", truncate_method=method)))
     for (ka, va), (kb, vb) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
 
