@@ -740,10 +740,10 @@ class BatchFilter(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_state_owner(self)
         started_without_its_state(self, trainer, self.owner)
-        refuse_several_loaders(trainer.train_dataloader)  # at the start, not in the first batch's layout check
         dataset = getattr(trainer.train_dataloader, "dataset", None)
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
-        self._report.start(trainer, pl_module.device)
+        self._report.start(trainer, pl_module.device)  # with a report, its own refusal of several loaders comes first
+        refuse_several_loaders(trainer.train_dataloader)  # at the start, not in the first batch's layout check
         warn_inexact_resume(trainer, self.owner, skipped_end=getattr(self, "_skipped_end", None))
         if self._close_skipped_epoch(trainer, pl_module):
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
