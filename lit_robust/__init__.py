@@ -64,6 +64,7 @@ from lit_robust.functional import (
     estimate_corruption_from_interior,
     estimate_corruption_from_predictions,
     estimate_corruption_from_probs,
+    estimate_corruption_from_spread,
     remove_spectral_norm,
     truncate_spectral_norm,
 )
@@ -177,4 +178,5 @@ __all__ = [
     "estimate_corruption_from_predictions",
     "load_report",
     "estimate_corruption_from_probs",
+    "estimate_corruption_from_spread",
 ]

@@ -19,8 +19,9 @@ default); :func:`load_report` reads it back. The columns, in this order:
 ``clean_posterior``         the estimate of the callback's ``estimator`` on the ranking score (the last score column)
                             of every scored sample: ``"gmm"``/``"bmm"``, ``P(clean | score)`` of
                             :func:`~lit_robust.estimate_corruption`; ``"disagreement"``/``"class_floor"``/
-                            ``"disagreement_or_interior"`` (ITLM's, from the final pass's probabilities; the
-                            callbacks' default is the first), :func:`~lit_robust.functional.estimation.label_clean_posterior` (1 where the
+                            ``"disagreement_or_interior"``/``"floor_or_interior"`` (the last two ITLM's, from the
+                            final pass's probabilities; ITLM's default is the last, the filters' ``"disagreement"``),
+                            :func:`~lit_robust.functional.estimation.label_clean_posterior` (1 where the
                             predicted label agrees with the given one, ``1 - eps/d`` where not), or the gmm's when a
                             scored sample lacks a label. 0 for a NaN/inf score. Either way ``sum(1 - clean_posterior)``
                             is that estimate's number of corrupted samples: ``report.head(k)`` with that ``k``. Empty
@@ -379,7 +380,8 @@ def build_report(
     given_label: Tensor | None = None,
     predicted_label: Tensor | None = None,
     corrupted: Tensor | None = None,
-    estimator: Literal["gmm", "bmm", "disagreement", "class_floor", "disagreement_or_interior"] | None = "gmm",
+    estimator: Literal["gmm", "bmm", "disagreement", "class_floor", "disagreement_or_interior",
+                       "floor_or_interior"] | None = "gmm",
     given_target: Tensor | None = None,
     predicted_target: Tensor | None = None,
     squared_errors: bool = False,
@@ -402,8 +404,9 @@ def build_report(
             values at all (written empty).
         corrupted: ``[n]`` ground-truth flags (bool, or int8 with ``-1`` = unknown), or ``None``.
         estimator: the estimate behind ``clean_posterior`` (see the module docstring): ``"gmm"``/``"bmm"`` (the
-            score mixture), ``"disagreement"``/``"class_floor"``/``"disagreement_or_interior"`` (from ``given_label``
-            and ``predicted_label``, the last also from ``confidence`` -- without it, the disagreement estimate's; the
+            score mixture), ``"disagreement"``/``"class_floor"``/``"disagreement_or_interior"``/
+            ``"floor_or_interior"`` (from ``given_label`` and ``predicted_label``, the last two also from
+            ``confidence`` -- without it, the disagreement estimate's; the
             gmm's where a scored sample lacks either label); ``None``: empty. All are built for in-sample scores;
             for out-of-fold probabilities (cleanlab's ``pred_probs``) pass ``None`` and rank by their loss: the gmm
             read 551 corrupted rows for a newcomer's 359 flipped ones there.
@@ -411,7 +414,8 @@ def build_report(
             unknown; when either is given, both columns follow ``corrupted``.
         squared_errors: the scores are a regression's squared residuals: the gmm behind ``clean_posterior`` restarts
             where it alone refuses a majority high component (``estimate_corruption``'s ``squared_errors``).
-        confidence: ``[n]`` floats, the predicted class's probability (``"disagreement_or_interior"`` only); not
+        confidence: ``[n]`` floats, the predicted class's probability (``"disagreement_or_interior"`` and
+            ``"floor_or_interior"`` only); not
             written.
 
     Returns:
@@ -598,7 +602,7 @@ def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predi
                      squared_errors: bool = False, confidence: Tensor | None = None) -> Tensor:
     """``clean_posterior`` of the scored samples: the label estimator's where every one has both labels, else the
     score mixture's (``"gmm"`` behind the label estimators; ``squared_errors`` goes to the gmm).
-    ``"disagreement_or_interior"`` without ``confidence``: the disagreement estimate's."""
+    ``"disagreement_or_interior"`` or ``"floor_or_interior"`` without ``confidence``: the disagreement estimate's."""
     labelled = (given is not None and predicted is not None and bool((given != NO_LABEL).all())
                 and bool((predicted != NO_LABEL).all()))
     with warnings.catch_warnings():
@@ -606,7 +610,7 @@ def _clean_posterior(scores: Tensor, estimator: str, given: Tensor | None, predi
         # takes (a newcomer's 15-sample fit with a fixed keep_ratio got it); the report's docs say what follows
         warnings.filterwarnings("ignore", message=r".*a mixture needs \(its `min_samples`\)", category=RuntimeWarning)
         if estimator in LABEL_ESTIMATORS and labelled:
-            if estimator == "disagreement_or_interior" and confidence is None:
+            if estimator in ("disagreement_or_interior", "floor_or_interior") and confidence is None:
                 estimator = "disagreement"
             return estimate_from_labels(estimator, scores, given, predicted, confidence).clean_posterior
         method = estimator if estimator in ("gmm", "bmm") else "gmm"

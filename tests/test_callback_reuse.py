@@ -534,7 +534,7 @@ def test_changed_auto_arguments_or_rounds_on_a_fit_that_goes_on_are_refused(tmp_
 @pytest.mark.parametrize(("name", "value", "said"), [
     ("auto_margin", 0.2, "`auto_margin` 0.0 -> 0.2"),
     ("keep_ratio", 0.5, "`keep_ratio` 'auto' -> 0.5"),
-    ("estimator", "gmm", "`estimator` 'disagreement_or_interior' -> 'gmm'"),
+    ("estimator", "gmm", "`estimator` 'floor_or_interior' -> 'gmm'"),
     ("reinit", False, "`reinit` True -> False"),
 ])
 @pytest.mark.parametrize("finished", [False, True])

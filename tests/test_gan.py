@@ -126,7 +126,7 @@ def test_a_gans_report_has_no_label_columns_and_auto_says_why_it_uses_the_gmm(mi
     rows = load_report(itlm.report_path, as_frame=False)
     assert len(rows) == 240 and {r["given_label"] for r in rows} == {None} == {r["predicted_label"] for r in rows}
     assert sum(r["corrupted"] for r in rows) == 72  # the ground truth stays
-    assert ("ITLM round 1: `estimator='disagreement_or_interior'` needs integer targets and `predicted_labels` of the "
+    assert ("ITLM round 1: `estimator='floor_or_interior'` needs integer targets and `predicted_labels` of the "
             "module; the module's targets are placeholders (`report_targets = False`), so the gmm estimate is used instead."
             ) in said, said
     assert not [m for m in said if "returned no loss" in m]  # a GAN has no one loss to return: not asked for one

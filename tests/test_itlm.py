@@ -511,7 +511,7 @@ def test_resuming_with_another_seed_warmup_or_estimator_is_an_error_naming_it(tm
     fit(tmp_path / "same", output_only[0], 3, callbacks=output_only[1:], enable_checkpointing=True, ckpt_path=ckpt)
     (name, value), = changed.items()
     was = {"seed": 0, "reinit": True, "warmup_epochs": 1, "auto_margin": 0.0,
-           "estimator": "disagreement_or_interior" if owner == "itlm" else "disagreement"}[name]
+           "estimator": "floor_or_interior" if owner == "itlm" else "disagreement"}[name]
     other = callbacks(**changed)
     cls = "ITLM" if owner == "itlm" else "BatchFilter"
     with pytest.raises(ValueError, match=re.escape(f"the checkpoint was written by {cls} with `{name}` {was!r} "

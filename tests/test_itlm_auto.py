@@ -18,7 +18,16 @@ from lit_robust.callbacks.itlm import RoundRecord, auto_keep_count
 from lit_robust.cli import run as cli_run
 from lit_robust.reporting import round_line, round_table
 from lit_robust.selection.auto_drop import uncorrected_note
-from tests.conftest import REPO, BlobsData, TinyModel, ddp_cpu_strategy, fit_ranks, overlapping_blobs, tiny_trainer
+from tests.conftest import (
+    REPO,
+    BlobsData,
+    TinyModel,
+    blobs,
+    ddp_cpu_strategy,
+    fit_ranks,
+    overlapping_blobs,
+    tiny_trainer,
+)
 from tests.test_cli import shrink
 from tests.test_itlm_ddp import OddBlobs
 
@@ -577,13 +586,44 @@ def test_ddp_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
     assert outs[1] == outs[0] and outs[2] == outs[0]
 
 
+class LargerOddBlobs(pl.LightningDataModule):
+    """:func:`blobs` with 30 % random label noise, 631 samples: three classes of about 210, enough for the class
+    floor that ``"floor_or_interior"`` reads where the disagreements spread (uneven shards at 2 and 3 ranks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ds = blobs(631)
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=16, shuffle=True)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_floor_or_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
+    """ITLM's default estimator on uniform label noise takes the class floor (the oracle's disagreements spread over
+    the classes): the gathered labels, predictions and confidences give the same estimate and selection at 1, 2
+    and 3 ranks, and it is the pure function's on the whole set."""
+    from lit_robust import estimate_corruption_from_spread
+
+    outs = [auto_fit(tmp_path, devices, "floor_or_interior", OracleLogits, LargerOddBlobs) for devices in (1, 2, 3)]
+    assert outs[1] == outs[0] and outs[2] == outs[0]
+    ds = blobs(631)
+    x = ds.dataset.tensors[0]
+    logits = -((x[:, None, :] - torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])) ** 2).sum(-1) / 8
+    loss = F.cross_entropy(logits, ds.targets, reduction="none")
+    want = estimate_corruption_from_spread(loss, ds.targets, logits.argmax(1), torch.softmax(logits, 1).max(1).values)
+    assert want.reason.startswith("class floor"), want.reason
+    eps = outs[0]["history"][1][1]
+    assert eps == pytest.approx(want.rate, abs=1e-6) and abs(eps - float(ds.corrupted.float().mean())) < 0.05
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"keep_ratio": "Auto"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got 'Auto' \(did you mean 'auto'\?\)\.$"),
     ({"keep_ratio": "0.5"}, r"`keep_ratio` must be a number in \(0, 1\] or 'auto', got '0.5' \(a str: pass the number itself, 0\.5\)\.$"),
     ({"keep_ratio": 1.5}, r"`keep_ratio` must be in \(0, 1\], got 1.5 \(or 'auto'"),
     ({"keep_ratio": None}, r"`keep_ratio` must be in \(0, 1\], got None"),
-    ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement', 'class_floor', 'disagreement_or_interior'\], got 'kde'\."),
+    ({"keep_ratio": "auto", "estimator": "kde"}, r"`estimator` must be one of \['gmm', 'bmm', 'disagreement', 'class_floor', 'disagreement_or_interior', 'floor_or_interior'\], got 'kde'\."),
     # a cleanlab user tried the confident-learning estimator the docs name: told how to use it
     ({"keep_ratio": "auto", "estimator": "cleanlab"},
      r"got 'cleanlab'\. Confident learning \(cleanlab\) needs out-of-sample probabilities, which one fit does not "
@@ -603,7 +643,7 @@ def test_ddp_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
      r"`keep_ratio='auto'` needs `initial_round_on_all=True`"),
     ({"keep_ratio": 0.7, "estimator": "bmm"},
      r"`estimator`, `auto_margin` and `reestimate` only apply with keep_ratio='auto', got estimator='bmm' with "
-     r"keep_ratio=0.7; remove them or set their defaults \(estimator='disagreement_or_interior'\)\.$"),
+     r"keep_ratio=0.7; remove them or set their defaults \(estimator='floor_or_interior'\)\.$"),
     ({"keep_ratio": 0.7, "reestimate": True},
      r"^`reestimate`, `estimator` and `auto_margin` only apply with keep_ratio='auto', got reestimate=True with "
      r"keep_ratio=0.7; remove them or set their "

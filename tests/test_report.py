@@ -25,8 +25,8 @@ from lit_robust import (
     IndexedDataset,
     RobustMixin,
     estimate_corruption,
-    estimate_corruption_from_interior,
     estimate_corruption_from_predictions,
+    estimate_corruption_from_spread,
     load_report,
     unpack_batch,
 )
@@ -441,11 +441,11 @@ def test_itlm_report_holds_what_the_rounds_did(tmp_path):
     for i in range(n):
         out = [r + 1 for r, sel in enumerate(selections) if not sel[i]]
         assert by_index[i]["first_dropped_round"] == (out[0] if out else None)
-    # ITLM's default estimator "disagreement_or_interior": its posterior, on the final scores, predictions and their
+    # ITLM's default estimator "floor_or_interior": its posterior, on the final scores, predictions and their
     # probabilities; it sums to its count
-    assert itlm.estimator == "disagreement_or_interior"
-    est = estimate_corruption_from_interior(final.double(), data.ds.targets, logits.argmax(1),
-                                            torch.softmax(logits, 1).max(1).values)
+    assert itlm.estimator == "floor_or_interior"
+    est = estimate_corruption_from_spread(final.double(), data.ds.targets, logits.argmax(1),
+                                          torch.softmax(logits, 1).max(1).values)
     assert all(by_index[i]["clean_posterior"] == pytest.approx(float(est.clean_posterior[i]), abs=1e-9)
                for i in range(n))
     assert sum(1.0 - r["clean_posterior"] for r in rows) == pytest.approx(est.rate * n, abs=1e-6)
@@ -1216,7 +1216,7 @@ def test_build_report_refuses_an_unknown_estimator_and_float_labels():
     index, scores, kept = torch.arange(4), torch.tensor([0.1, 0.9, 0.3, 0.2]), torch.tensor([True, False, True, True])
     labels = torch.tensor([0, 1, 2, 1])
     with pytest.raises(ValueError, match=r"`estimator` must be one of 'gmm', 'bmm', 'disagreement', 'class_floor', "
-                                         r"'disagreement_or_interior' or None, got 'Disagreement'"):
+                                         r"'disagreement_or_interior', 'floor_or_interior' or None, got 'Disagreement'"):
         build_report(index, scores, kept, score_columns=["s"], given_label=labels, predicted_label=labels,
                      estimator="Disagreement")
     with pytest.raises(ValueError, match=r"`given_label` must hold integer class indices, got dtype torch.float32\."):

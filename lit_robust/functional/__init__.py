@@ -13,6 +13,7 @@ from lit_robust.functional.estimation import (
     estimate_corruption_from_interior,
     estimate_corruption_from_predictions,
     estimate_corruption_from_probs,
+    estimate_corruption_from_spread,
 )
 from lit_robust.functional.losses import bootstrap_loss
 from lit_robust.functional.spectral import apply_spectral_norm, remove_spectral_norm, truncate_spectral_norm
@@ -28,6 +29,7 @@ __all__ = [
     "estimate_corruption_from_interior",
     "estimate_corruption_from_predictions",
     "estimate_corruption_from_probs",
+    "estimate_corruption_from_spread",
     "ActivationClusters",
     "activation_clusters",
 ]

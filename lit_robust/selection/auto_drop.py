@@ -543,8 +543,8 @@ def check_auto_args(drop_ratio: Any, estimator: Any, auto_margin: Any, reestimat
         raise ValueError(f"`{name}` must be a number in [0, {top:g}), got {drop_ratio!r} ({'; '.join(meant)}).")
     if not isinstance(estimator, str) or estimator not in estimators:
         # ITLM's scoring pass reads the predicted class's probability; a filter sees losses batch by batch
-        only_itlm = (" 'disagreement_or_interior' is ITLM's only (`ITLM(keep_ratio='auto', "
-                     "estimator='disagreement_or_interior')`)." if estimator == "disagreement_or_interior" else "")
+        only_itlm = (f" {estimator!r} is ITLM's only (`ITLM(keep_ratio='auto', estimator={estimator!r})`)."
+                     if estimator in ("disagreement_or_interior", "floor_or_interior") else "")
         raise ValueError(f"`estimator` must be one of {list(estimators)}, got {estimator!r}.{only_itlm}"
                          f"{cleanlab_hint(estimator)}")
     auto_margin = check_margin("auto_margin", auto_margin)
