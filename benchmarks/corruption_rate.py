@@ -96,8 +96,8 @@ from harness import RESULTS, Benchmark, main, reproduce_note, saved_json  # noqa
 from harness import quiet as _quiet  # noqa: E402
 from harness import trainer as _trainer  # noqa: E402
 
-CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_auto_interior", "itlm_true", "cleanlab",
-               "prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")
+CLS_METHODS = ("itlm_auto", "itlm_auto_pred", "itlm_auto_floor", "itlm_auto_interior", "itlm_auto_spread",
+               "itlm_true", "cleanlab", "prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")
 PRL_METHODS = ("prl_true", "prl_auto", "prl_auto_dis", "prl_auto_floor")  # --methods among these only: PRL-only run
 PRL_ESTIMATOR = {"prl_auto": "gmm", "prl_auto_dis": "disagreement", "prl_auto_floor": "class_floor"}
 # the opt-in class_floor columns: by name (ITLM auto interior is ITLM's default estimator since 2026-12-07)
@@ -332,6 +332,7 @@ def run_classification(task: dict) -> dict[str, Any]:
         estimate_corruption_from_interior,
         estimate_corruption_from_predictions,
         estimate_corruption_from_probs,
+        estimate_corruption_from_spread,
     )
 
     row, seed, p = task["row"], task["seed"], Protocol(**task["protocol"])
@@ -397,11 +398,14 @@ def run_classification(task: dict) -> dict[str, Any]:
         out["floor"] = estimate_corruption_from_class_floor(probe.scores, labels, probe.probs.argmax(1)).rate
         out["interior"] = estimate_corruption_from_interior(probe.scores, labels, probe.probs.argmax(1),
                                                             probe.probs.max(1).values).rate
+        out["spread"] = estimate_corruption_from_spread(probe.scores, labels, probe.probs.argmax(1),
+                                                        probe.probs.max(1).values).rate
         _save_cache(task, scores=probe.scores, probs=probe.probs, labels=labels, corrupted=train_set.corrupted,
                     later=[h["scores"] for h in itlm.score_history] if keep else [])
     for method, estimator, col in (("itlm_auto_pred", "disagreement", "itlm_pred"),
                                    ("itlm_auto_floor", "class_floor", "itlm_floor"),
-                                   ("itlm_auto_interior", "disagreement_or_interior", "itlm_interior")):
+                                   ("itlm_auto_interior", "disagreement_or_interior", "itlm_interior"),
+                                   ("itlm_auto_spread", "floor_or_interior", "itlm_spread")):
         if method not in methods:
             continue
         pl.seed_everything(seed, verbose=False)
@@ -604,13 +608,16 @@ def _mean(values: list) -> float | None:
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     interior = any("interior" in r for r in results)
+    spread = any("spread" in r for r in results)
     for key in dict.fromkeys(_key(r["row"]) for r in results):
         rs = [r for r in results if _key(r["row"]) == key]
         row: dict[str, Any] = dict(rs[0]["row"], seeds=[r["seed"] for r in rs], n=rs[0]["n"])
         row["true_eps"] = 100 * statistics.fmean(r["true_eps"] for r in rs)
         # disagreement (and the interior estimator, where the run measured it) = gmm where a row has no labels
-        rs = [{"pred": r.get("ours"), **({"interior": r.get("ours")} if interior else {}), **r} for r in rs]
-        for col in ("ours", "bmm", "pred", "floor", "interior", "cleanlab", "cleanlab_insample", "product"):
+        rs = [{"pred": r.get("ours"), **({"interior": r.get("ours")} if interior else {}),
+               **({"spread": r.get("ours")} if spread else {}), **r} for r in rs]
+        for col in ("ours", "bmm", "pred", "floor", "interior", "spread", "cleanlab", "cleanlab_insample",
+                    "product"):
             vals = [r.get(col) for r in rs]
             if all(v is None for v in vals):
                 continue
@@ -638,7 +645,8 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pred_est = [r["itlm_pred_estimates"] for r in rs if r.get("itlm_pred_estimates")]
         if pred_est:
             row["itlm_pred_estimates"] = [[round(100 * e, 1) for e in x] for x in pred_est]
-        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", "itlm_floor", "itlm_interior", *PRL_METHODS):
+        for col in ("plain", "itlm_true", "itlm_auto", "itlm_pred", "itlm_floor", "itlm_interior", "itlm_spread",
+                    *PRL_METHODS):
             if any(col in r for r in rs):
                 row[col] = _mean([r.get(col) for r in rs])
         for col in PRL_METHODS[1:]:  # the filters' final estimates and their error (mean over seeds)
@@ -693,7 +701,8 @@ def _targets(fig: dict[str, Any], cleanlab_time_over_ours: float | None) -> dict
 
 
 # the opt-in estimators: (name, column of the round-0 model's estimate, column of ITLM auto's accuracy with it)
-OPT_IN = (("class_floor", "floor", "itlm_floor"), ("disagreement_or_interior", "interior", "itlm_interior"))
+OPT_IN = (("class_floor", "floor", "itlm_floor"), ("disagreement_or_interior", "interior", "itlm_interior"),
+          ("floor_or_interior", "spread", "itlm_spread"))
 
 
 def _opt_in_figures(rows: list[dict[str, Any]], col: str, itlm_col: str) -> dict[str, Any]:
@@ -718,9 +727,21 @@ def _opt_in_figures(rows: list[dict[str, Any]], col: str, itlm_col: str) -> dict
 
 
 def _default_is_interior(rows: list[dict[str, Any]]) -> bool:
-    """Whether the run measured ITLM's default since 2026-12-07, ``"disagreement_or_interior"`` (its ITLM column
-    ran): then it is the headline's top level; a run before measured ``"disagreement"``, the default then."""
+    """Whether the run measured ``"disagreement_or_interior"``, ITLM's default for part of 2026-12-07 (its ITLM
+    column ran); a run before measured ``"disagreement"``, the default then."""
     return any(r.get("itlm_interior") is not None for r in rows)
+
+
+def _default_is_spread(rows: list[dict[str, Any]]) -> bool:
+    """Whether the run measured ITLM's default since late 2026-12-07, ``"floor_or_interior"`` (its ITLM column
+    ran): then it is the headline's top level."""
+    return any(r.get("itlm_spread") is not None for r in rows)
+
+
+def default_column(rows: list[dict[str, Any]]) -> str:
+    """The column of the first estimate of ITLM's default estimator when the run was measured: ``spread``
+    (``"floor_or_interior"``), ``interior`` (``"disagreement_or_interior"``) or ``pred`` (``"disagreement"``)."""
+    return "spread" if _default_is_spread(rows) else "interior" if _default_is_interior(rows) else "pred"
 
 
 def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -740,10 +761,11 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
     dis = _estimator_figures(rows, "pred", "itlm_pred", "prl_auto_dis")
     gmm = _estimator_figures(rows, "ours", "itlm_auto", "prl_auto")
-    if _default_is_interior(rows):
+    if _default_is_spread(rows) or _default_is_interior(rows):
         # the filters' default stays "disagreement" (they see no probabilities): the PRL column is theirs
-        top = _estimator_figures(rows, "interior", "itlm_interior", "prl_auto_dis")
-        out: dict[str, Any] = {"estimator": "disagreement_or_interior", **top, **common,
+        name, col, itlm_col = (OPT_IN[2] if _default_is_spread(rows) else OPT_IN[1])
+        top = _estimator_figures(rows, col, itlm_col, "prl_auto_dis")
+        out: dict[str, Any] = {"estimator": name, **top, **common,
                                "targets_met": _targets(top, time_ratio),
                                "disagreement": {**dis, "targets_met": _targets(dis, time_ratio)}}
     else:
@@ -1056,11 +1078,15 @@ def _render_table(saved: dict[str, Any]) -> str:
                                   "mixture) alike: no row has class labels, so the label estimators fall back "
                                   "to the gmm on every row (the JSON headline's top level and its `\"gmm\"` hold the "
                                   "same figures):", has_cls)
-    elif head["estimator"] == "disagreement_or_interior":
-        lines += _estimator_lines(head, "`estimator='disagreement_or_interior'` (ITLM's default since 2026-12-07; "
-                                  "`estimate_corruption_from_interior` on the same model's in-sample predictions and "
-                                  "their probabilities, gmm on rows without labels; PRL auto: the filters' default, "
-                                  "`estimator='disagreement'`; the top level of the JSON headline):", has_cls)
+    elif head["estimator"] in ("disagreement_or_interior", "floor_or_interior"):
+        lines += _estimator_lines(head, (
+            "`estimator='floor_or_interior'` (ITLM's default since late 2026-12-07; `estimate_corruption_from_spread`: "
+            "the class floor where the same model's in-sample disagreements spread evenly over the classes, else the "
+            "interior estimator" if head["estimator"] == "floor_or_interior" else
+            "`estimator='disagreement_or_interior'` (ITLM's default since 2026-12-07; "
+            "`estimate_corruption_from_interior` on the same model's in-sample predictions and their probabilities")
+            + ", gmm on rows without labels; PRL auto: the filters' default, `estimator='disagreement'`; the top "
+            "level of the JSON headline):", has_cls)
         lines += [""]
         lines += _estimator_lines(head["disagreement"] | {k: head[k] for k in (
             "cleanlab_rows", "cleanlab_median_abs_err_pts", "cleanlab_time_over_ours")},
@@ -1079,8 +1105,9 @@ def _render_table(saved: dict[str, Any]) -> str:
         lines += [""]
     lines += _floor_section(rows, head)
     lines += _floor_section(rows, head, "disagreement_or_interior")
+    lines += _floor_section(rows, head, "floor_or_interior")
     lines += _seed_groups(saved, {"gmm": "itlm_auto", "disagreement": "itlm_pred", "class_floor": "itlm_floor",
-                                  "disagreement_or_interior": "itlm_interior"},
+                                  "disagreement_or_interior": "itlm_interior", "floor_or_interior": "itlm_spread"},
                           "itlm_true", "ITLM")
     prod = _product_figures(rows, p)
     if prod:
@@ -1147,11 +1174,15 @@ _OPT_IN_TEXT = {
     "class_floor": "`estimator='class_floor'` (opt-in; `estimate_corruption_from_class_floor`: the 10th percentile of "
                    "the per-class disagreement rates of the same in-sample predictions; assumes every class corrupted "
                    "at one rate)",
-    "disagreement_or_interior": "`estimator='disagreement_or_interior'` (ITLM's default since 2026-12-07, opt-in "
-                                "before; `estimate_corruption_from_interior`: "
+    "disagreement_or_interior": "`estimator='disagreement_or_interior'` (ITLM's default for part of 2026-12-07, "
+                                "opt-in before and since; `estimate_corruption_from_interior`: "
                                 "the disagreement estimate, except where the losses form one group: there the "
                                 "disagreement rate among each predicted class's more confident half of the same "
                                 "in-sample predictions)",
+    "floor_or_interior": "`estimator='floor_or_interior'` (ITLM's default since late 2026-12-07; "
+                         "`estimate_corruption_from_spread`: `class_floor` where the in-sample disagreements spread "
+                         "evenly over the classes (their concentration on class pairs below 0.35), else "
+                         "`disagreement_or_interior`)",
 }
 
 
@@ -1198,7 +1229,8 @@ def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any], name: str =
 
 def _floor_missing(rows: list[dict[str, Any]], name: str = "class_floor") -> str:
     """Which run the opt-in estimator's accuracy comparison lacked: ITLM auto with it, ITLM at the true rate."""
-    method = {"class_floor": "itlm_auto_floor", "disagreement_or_interior": "itlm_auto_interior"}[name]
+    method = {"class_floor": "itlm_auto_floor", "disagreement_or_interior": "itlm_auto_interior",
+              "floor_or_interior": "itlm_auto_spread"}[name]
     itlm_col = next(i for n, _, i in OPT_IN if n == name)
     missing = [what for col, what in ((itlm_col, f"ITLM auto {name} (`--methods {method}`)"),
                                       ("itlm_true", "ITLM at the true rate (`--methods itlm_true`)"))
@@ -1261,7 +1293,8 @@ def _ab_estimator_text(estimator: str) -> str:
         return ("Both arms estimate with `estimator='gmm'` (the loss mixture: ITLM's default when the rule was chosen; "
                 "its default became 'disagreement', and 'disagreement_or_interior' on 2026-12-07).")
     return (f"Both arms estimate with `estimator={estimator!r}` (`--ab-estimator`; the rule was chosen with 'gmm', "
-            "ITLM's default then; 'disagreement_or_interior' is its default since 2026-12-07).")
+            "ITLM's default then; 'floor_or_interior' is its default since 2026-12-07, after "
+            "'disagreement_or_interior' earlier that day).")
 
 
 def _ab_out(settings: dict[str, Any]) -> str:
@@ -1385,8 +1418,8 @@ def _cls_rows(path: str | None, groups: list[str]) -> dict[str, Any]:
         raise SystemExit(f"`--headline-with` must be a saved corruption_rate run (JSON), got {path!r}: {err}") from None
     if not rows or any(r.get("pred_err") is None for r in rows):
         raise SystemExit(f"`--headline-with` must hold classification rows with the disagreement column, got {path!r}")
-    # ITLM's default estimator's column: the interior one where the run measured it (its default since 2026-12-07)
-    col = "interior" if _default_is_interior(rows) else "pred"
+    # ITLM's default estimator's column when the run was measured
+    col = default_column(rows)
     return {"cls_rows": tuple({"data": r["data"], "kind": r["kind"], "eps": r["eps"], "est": round(r[col], 4),
                                "err": round(r[col + "_err"], 4)} for r in rows),
             "cls_rows_source": f"results/{Path(path).name}"}

@@ -26,6 +26,13 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
   points, after Patrini et al., CVPR 2017: not adopted, the in-sample probabilities are over-confident there);
   ``flip_tail`` (mixture proportion estimation against the losses random wrong labels would have had: not adopted,
   the model trained on the wrong labels it was given, so their losses are far lower than the simulated ones);
+  ``floor_or_interior_c<bar>`` / ``floor_or_interior_g<bar>`` (2026-12-07: ``class_floor_q10`` where the
+  in-sample disagreements' concentration on class pairs, grouped by predicted / given class, is below ``bar``,
+  else ``disagreement_or_interior``), ``floor_or_interior`` (bar 0.35, and only where the loss mixture finds two
+  components and the classes hold a median of 200 samples or more: adopted as ITLM's default the same day) and
+  ``floor_or_interior_product`` (the shipped ``estimate_corruption_from_spread``, which must read the same);
+  ``pair_conc_pred`` / ``pair_conc_given`` are the concentrations themselves (not rates: their "errors" mean
+  nothing);
 * candidates against the gmm's spurious split of small clean data (pinned in tests/test_estimation.py), none
   adopted: ``gmm_nec`` / ``gmm_gamma`` / ``gmm_d2.5`` / ``gmm_d3`` and their ``disagreement_*`` (a two-component fit
   also refused when its normalised entropy criterion is >= 1, when one Gamma fits the scores as well, or when
@@ -357,6 +364,47 @@ def _interior(share: float, key: str = "probs") -> Callable[[dict[str, np.ndarra
     return rate
 
 
+def _pair_concentration(d: dict[str, np.ndarray], by: str = "predicted") -> float | None:
+    """Diagnostic (2026-12-07): how concentrated the in-sample disagreements are on one class pair. Among the samples
+    whose argmax differs from the given label, grouped by predicted (or given) class, the share that falls on each
+    group's most common other label, rescaled so that disagreements spread evenly over the K - 1 other classes read
+    0 and all on one pair read 1. Uniform label noise spreads; class-pair noise and a model's own confusions of a
+    few look-alike classes concentrate."""
+    if "probs" not in d:
+        return None
+    c = _confusion(d)  # C[given, predicted]
+    k = c.shape[0]
+    np.fill_diagonal(c, 0)
+    total = c.sum()
+    if k < 3 or total == 0:
+        return None
+    top = (c.max(0) if by == "predicted" else c.max(1)).sum()
+    return float((top / total - 1 / (k - 1)) / (1 - 1 / (k - 1)))
+
+
+def _floor_or(other: Callable[[dict[str, np.ndarray]], float | None], bar: float, by: str = "predicted",
+              min_class: int = 2, two_components: bool = False) -> Callable[[dict[str, np.ndarray]], float | None]:
+    """Candidate (2026-12-07): ``class_floor_q10`` where the disagreements spread over the classes (pair
+    concentration below ``bar``: the floor's one-rate assumption is not contradicted), ``other`` where they
+    concentrate on class pairs."""
+    from lit_robust import estimate_corruption_from_predictions
+
+    floor = _class_floor(0.1)
+
+    def rate(d: dict[str, np.ndarray]) -> float | None:
+        if "probs" not in d:
+            return other(d)
+        conc = _pair_concentration(d, by)
+        sizes = np.bincount(d["labels"][d["labels"] >= 0])
+        small = float(np.median(sizes[sizes > 0])) < min_class
+        if two_components:
+            s, y = torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"])
+            if not estimate_corruption_from_predictions(s, y, torch.from_numpy(d["probs"].argmax(1))).two_components:
+                return other(d)
+        return other(d) if conc is None or conc >= bar or small else floor(d)
+    return rate
+
+
 def _flip_tail(d: dict[str, np.ndarray]) -> float | None:
     """Candidate for classifiers (not adopted): mixture proportion estimation with the corrupted scores' distribution
     simulated. Had a sample been given a random wrong label, its loss would be ``-log p_k`` for a class ``k`` other
@@ -407,6 +455,15 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
             return est.rate if est.two_components else one_group(d)
         return rate
 
+    def spread_product(d):
+        # the product's own function, for a check that the candidate above is what ships
+        from lit_robust.functional.estimation import estimate_corruption_from_spread
+        if "probs" not in d:
+            return gmm(d)
+        p = torch.from_numpy(d["probs"])
+        return estimate_corruption_from_spread(torch.from_numpy(d["scores"]), torch.from_numpy(d["labels"]),
+                                               p.argmax(1), p.max(1).values).rate
+
     disagreement_or_floor = disagreement_or(_class_floor(0.1))
     disagreement_or_interior = disagreement_or(_interior(0.5))  # 2026-12-07
 
@@ -420,7 +477,15 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
            "symmetric_floor": _symmetric_floor, "class_floor_q10": _class_floor(0.1),
            "class_floor_q20": _class_floor(0.2), "anchor_q97": _anchor(0.97), "anchor_q90": _anchor(0.9),
            "anchor_q99": _anchor(0.99), "flip_tail": _flip_tail, "gmm_sqrt": _gmm_sqrt,
-           "gmm_minority_restart": _gmm_minority_restart}
+           "gmm_minority_restart": _gmm_minority_restart,
+           "pair_conc_pred": _pair_concentration,
+           "pair_conc_given": lambda d: _pair_concentration(d, "given")}
+    for bar in (0.3, 0.35, 0.4, 0.5, 0.6):
+        out[f"floor_or_interior_c{bar}"] = _floor_or(disagreement_or_interior, bar)
+        out[f"floor_or_interior_g{bar}"] = _floor_or(disagreement_or_interior, bar, "given")
+    out["floor_or_interior"] = _floor_or(disagreement_or_interior, 0.35, min_class=200,  # as shipped (2026-12-07)
+                                         two_components=True)
+    out["floor_or_interior_product"] = spread_product
     for rule in ("nec", "gamma", "d2.5", "d3"):
         out[f"gmm_{rule}"] = _gmm_stricter(rule, labels=False)
         out[f"disagreement_{rule}"] = _gmm_stricter(rule, labels=True)

@@ -774,7 +774,7 @@ def test_corruption_rate_class_dependent_rows_flip_pairs_among_five_classes_only
 
 
 def test_corruption_rate_ab_reestimate_runs_both_arms_with_the_named_estimator(tmp_path):
-    """``--ab-reestimate --ab-estimator disagreement_or_interior``: both arms estimate with ITLM's default, so their
+    """``--ab-reestimate --ab-estimator disagreement_or_interior``: both arms estimate with the interior estimator, so their
     first estimate is the interior estimate of the round-0 model (the same seed trains the same round 0), and the table
     names that estimator."""
     out = tmp_path / "re.md"
@@ -1120,3 +1120,31 @@ def test_newcomer_images_flips_stay_within_their_look_alike_group():
     assert all(int(noisy[i]) in group[int(labels[i])] for i in moved)
     assert not set(labels[moved].tolist()) & {1, 3, 8}
     assert torch.equal(noisy, mod.lookalike_flips(labels, 279, seed=3))  # seeded
+
+
+@pytest.mark.parametrize("kind", ["uniform", "pairs", "clean"])
+def test_the_shipped_floor_or_interior_candidate_is_the_products_estimator(kind):
+    """``floor_or_interior`` in estimators_offline.py (how the default was chosen: the concentration of the
+    disagreements computed from the confusion matrix, the class floor by NumPy) reads the same rate as the product's
+    ``estimate_corruption_from_spread`` on cached-style data: uniform flips (the floor), pair flips (the interior)
+    and clean labels with a model's own scattered errors."""
+    from lit_robust import estimate_corruption_from_spread
+
+    mod = _load("estimators_offline")
+    rng = np.random.default_rng(1)
+    n, k = 4000, 10
+    truth = rng.integers(0, k, n)
+    flip = rng.random(n) < (0.0 if kind == "clean" else 0.3)
+    labels = truth.copy()
+    labels[flip] = (truth[flip] + (rng.integers(1, k, flip.sum()) if kind == "uniform" else 1)) % k
+    probs = rng.dirichlet(np.ones(k), size=n).astype(np.float64) * 0.3
+    probs[np.arange(n), truth] += 0.7  # the model predicts the truth, but for a few of its own errors
+    own = rng.random(n) < 0.03
+    probs[own] = probs[own][:, ::-1]
+    scores = -np.log(probs[np.arange(n), labels] / probs.sum(1))
+    d = {"probs": probs, "labels": labels, "scores": scores}
+    p = torch.from_numpy(probs)
+    est = estimate_corruption_from_spread(torch.from_numpy(scores), torch.from_numpy(labels), p.argmax(1),
+                                          p.max(1).values)
+    assert mod.estimators()["floor_or_interior"](d) == pytest.approx(est.rate, abs=1e-12)
+    assert est.reason.startswith("class floor") == (kind == "uniform"), est.reason
