@@ -1319,8 +1319,9 @@ def _reproduce(saved: dict[str, Any]) -> str:
                 "training).")
     path = saved_json(saved, default)
     if path is not None and not path.startswith("benchmarks/results/") and saved["mode"] == "full":
-        # the copy keeps the file's name (the table's stem); name it, as every other Reproduce line does
-        copy = f"benchmarks/results/{Path(path).name}"
+        # the copy keeps the file's name (the table's stem), or the name recorded when it was copied under another
+        # (meta "copied_to"); name it, as every other Reproduce line does
+        copy = saved["meta"].get("copied_to", f"benchmarks/results/{Path(path).name}")
         return (f"Reproduce: `{cmd}` (it wrote `{path}`, copied to `benchmarks/results/` under this table's name; "
                 f"`--render {copy}` re-prints it without training).")
     return f"Reproduce: `{cmd}` {reproduce_note(saved, default)}."

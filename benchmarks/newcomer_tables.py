@@ -55,9 +55,9 @@ from harness import Benchmark, main, md_table, quiet, trainer  # noqa: E402
 
 MC_ARMS = ("plain", "ITLM auto", "PRL auto", "SPL auto", "Co-teaching auto", "ITLM class_floor", "PRL class_floor",
            "ITLM disagreement", "ITLM interior")
-# "ITLM auto": ITLM's default estimator ("disagreement_or_interior" since 2026-12-07, `itlm_default` in the saved
-# settings; "disagreement" in runs before, which lack the field); "ITLM interior" names that estimator (runs of the
-# day it was opt-in), "ITLM disagreement" the former default
+# "ITLM auto": ITLM's default estimator ("floor_or_interior" since late 2026-12-07, "disagreement_or_interior" earlier
+# that day; `itlm_default` in the saved settings; "disagreement" in runs before, which lack the field); "ITLM interior"
+# names that estimator (runs of the day it was opt-in), "ITLM disagreement" the former default
 DEFAULT_ARMS = MC_ARMS[:-1]
 ITLM_ESTIMATOR = {"ITLM auto": None, "ITLM class_floor": "class_floor", "ITLM disagreement": "disagreement",
                   "ITLM interior": "disagreement_or_interior"}
@@ -83,7 +83,7 @@ class Protocol:
     energy_rows: int = 2000
     energy_rounds: tuple[int, ...] = (10, 10, 10, 30)
     parts: tuple[str, ...] = PARTS
-    itlm_default: str = "disagreement_or_interior"  # ITLM's default estimator, what "ITLM auto" runs
+    itlm_default: str = "floor_or_interior"  # ITLM's default estimator, what "ITLM auto" runs
 
 
 FULL = Protocol()

@@ -586,18 +586,6 @@ def test_ddp_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
     assert outs[1] == outs[0] and outs[2] == outs[0]
 
 
-class LargerOddBlobs(pl.LightningDataModule):
-    """:func:`blobs` with 30 % random label noise, 631 samples: three classes of about 210, enough for the class
-    floor that ``"floor_or_interior"`` reads where the disagreements spread (uneven shards at 2 and 3 ranks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ds = blobs(631)
-
-    def train_dataloader(self):
-        return DataLoader(self.ds, batch_size=16, shuffle=True)
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_floor_or_interior_estimate_does_not_depend_on_the_world_size(tmp_path):
     """ITLM's default estimator on uniform label noise takes the class floor (the oracle's disagreements spread over
@@ -605,7 +593,9 @@ def test_ddp_floor_or_interior_estimate_does_not_depend_on_the_world_size(tmp_pa
     and 3 ranks, and it is the pure function's on the whole set."""
     from lit_robust import estimate_corruption_from_spread
 
-    outs = [auto_fit(tmp_path, devices, "floor_or_interior", OracleLogits, LargerOddBlobs) for devices in (1, 2, 3)]
+    # blobs with 30 % random label noise, 631 samples: three classes of about 210, enough for the class floor
+    outs = [auto_fit(tmp_path, devices, "floor_or_interior", OracleLogits, lambda: OddBlobs(631))
+            for devices in (1, 2, 3)]
     assert outs[1] == outs[0] and outs[2] == outs[0]
     ds = blobs(631)
     x = ds.dataset.tensors[0]

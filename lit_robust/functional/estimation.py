@@ -1366,8 +1366,8 @@ def estimate_corruption_from_spread(
     chance), the condition for the clean blobs above; neither moved a median by more than 0.15 points.
 
     Args:
-        scores, labels, predicted, confidence, method, min_samples, share: as in
-            :func:`estimate_corruption_from_interior` (the interior's share is its default, 0.5).
+        scores, labels, predicted, confidence, method, min_samples: as in
+            :func:`estimate_corruption_from_interior` (whose interior share is its default, 0.5).
         bar: the concentration at or above which the disagreements count as concentrated, in ``[0, 1]``.
         min_class: the least median class size (samples per given class) at which the class floor is read, >= 2.
 
