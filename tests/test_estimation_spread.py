@@ -66,15 +66,14 @@ def test_concentration_reads_spread_and_pairs_apart():
     assert disagreement_concentration(truth, truth) is None
 
 
-def noisy(kind, n=4000, rate=0.3, seed=0, hard_class=True):
+def noisy(kind, n=4000, rate=0.3, seed=0):
     """Ten classes; the model predicts the truth except on one hard class it always takes for another (its own
     error, concentrated on one pair); a share `rate` of the labels is flipped uniformly or to the next class. The
     wrong labels' losses are high, the right ones' low; confidence high everywhere."""
     g = torch.Generator().manual_seed(seed)
     truth = torch.randint(0, 10, (n,), generator=g)
     predicted = truth.clone()
-    if hard_class:
-        predicted[truth == 3] = 5
+    predicted[truth == 3] = 5
     flip = torch.rand(n, generator=g) < rate
     labels = truth.clone()
     shift = torch.randint(1, 10, (int(flip.sum()),), generator=g) if kind == "uniform" else 1

@@ -1400,11 +1400,12 @@ def estimate_corruption_from_spread(
     conc = disagreement_concentration(labels[finite], predicted[finite])
     y = labels.detach().cpu().long()[finite]
     sizes = torch.unique(y[y >= 0], return_counts=True)[1]
-    small = sizes.numel() == 0 or float(sizes.double().median().item()) < min_class
+    median = float(sizes.double().median().item()) if sizes.numel() else 0.0
+    small = median < min_class
     if conc is None or conc >= bar or small or not interior.two_components:
         why = ("no concentration to read" if conc is None else
                f"disagreements concentrated on class pairs: {conc:.2f} >= {bar:g}" if conc >= bar else
-               f"classes of median {float(sizes.double().median().item()):g} samples" if small else
+               f"classes of median {median:g} samples" if small else
                f"disagreements spread ({conc:.2f}), but the losses form one group")
         return replace(interior, reason=_append_reason(interior.reason, why))
     with warnings.catch_warnings():
