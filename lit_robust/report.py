@@ -12,7 +12,8 @@ default); :func:`load_report` reads it back. The columns, in this order:
                             not score (a collapsed round kept its selection).
 ``score_last_epoch``        per-batch filters: the mean of the rule's score over the sample's batches in the last
                             epoch (training mode; RCA: its exchange score); empty when the last epoch did not see the
-                            sample.
+                            sample. "The last epoch" is the last whole one when a stop (``max_steps``, ``max_time``,
+                            EarlyStopping inside an epoch) cut the final epoch short, for every filter column here.
 ``kept``                    ITLM: the last round trained on it; filters: no batch of the last epoch dropped it.
 ``first_dropped_round``     ITLM: the first round whose selection left it out (empty: never); filters:
 / ``_epoch``                the first epoch in which a batch dropped it.
@@ -1201,6 +1202,7 @@ class EpochScores:
     LABEL_ROWS = ("pred", "given", "corrupted")
     VALUE_ROWS = ("target_sum", "targeted", "predicted_sum", "predicted")
     _TENSORS = ("local_sums", "local_labels", "local_values", "sums", "labels", "values", "first_dropped")
+    _SHOWN = ("sums", "labels", "values", "first_dropped")  # the flushed tables a report is read from
 
     def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
         self.n = int(n)
@@ -1214,6 +1216,12 @@ class EpochScores:
         self.values = self.local_values.clone()
         self.first_dropped = torch.full((self.n,), -1, dtype=torch.int64, device=dev)
         self.epoch: int | None = None  # epoch the sums belong to
+        self.cut: tuple[int, int] | None = None  # (batches trained, of) when a stop ended `epoch` before its last batch
+        self.whole = False  # `epoch` ended, and ran every batch
+        # the last whole epoch's tables (on the CPU), kept from the next epoch's start: the report of a fit whose
+        # last epoch a stop cut short (a power user's `max_steps` left 880 of 1,200 rows empty)
+        self.last_whole: dict[str, Tensor] | None = None
+        self.last_whole_epoch: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -1230,6 +1238,10 @@ class EpochScores:
         belong to ``epoch``, e.g. on a resumed run)."""
         if self.epoch == epoch:
             return
+        if self.epoch is not None and self.whole:
+            self.last_whole = {name: getattr(self, name).cpu().clone() for name in self._SHOWN}
+            self.last_whole_epoch = self.epoch
+        self.whole, self.cut = False, None
         for t in (self.local_sums, self.sums, self.local_values, self.values):
             t.zero_()
         for t in (self.local_labels, self.labels):
@@ -1287,14 +1299,29 @@ class EpochScores:
                              "Subset inside, `IndexedDataset(Subset(train_set.dataset, keep), "
                              "targets=train_set.targets[keep])`).")
 
-    def end_epoch(self, epoch: int) -> None:
-        """After the flush at the end of ``epoch``: a sample dropped in it for the first time gets ``epoch``."""
+    def end_epoch(self, epoch: int, cut: tuple[int, int] | None = None) -> None:
+        """After the flush at the end of ``epoch``: a sample dropped in it for the first time gets ``epoch``. ``cut``:
+        ``(batches trained, batches of an epoch)`` when a stop ended the epoch before its last batch."""
         first = (self.sums[2, : self.n] > 0) & (self.first_dropped < 0)
         self.first_dropped = torch.where(first, torch.full_like(self.first_dropped, epoch), self.first_dropped)
+        self.whole, self.cut = cut is None, cut
+
+    @property
+    def shown_epoch(self) -> int | None:
+        """The epoch :meth:`table` reports: the last epoch, or the whole one before it when a stop cut the last
+        short (a fit stopped inside its first epoch reports that part)."""
+        return self.last_whole_epoch if self.shows_last_whole else self.epoch
+
+    @property
+    def shows_last_whole(self) -> bool:
+        return self.cut is not None and self.last_whole is not None
 
     def table(self, estimator: str = "gmm") -> dict[str, list[Any]]:
-        """The report of the last flushed epoch."""
-        sums, labels = self.sums[:, : self.n].cpu(), self.labels[:, : self.n].cpu()
+        """The report of the last flushed epoch, or of the last whole epoch when a stop cut the last one short
+        (:attr:`shown_epoch`)."""
+        shown = self.last_whole if self.shows_last_whole else {name: getattr(self, name) for name in self._SHOWN}
+        assert shown is not None
+        sums, labels = shown["sums"][:, : self.n].cpu(), shown["labels"][:, : self.n].cpu()
         seen = sums[1] > 0
         mean = torch.where(seen, sums[0] / sums[1].clamp(min=1), torch.full_like(sums[0], math.nan))
         kept = sums[2] == 0
@@ -1304,7 +1331,7 @@ class EpochScores:
             return None if not bool((v > 0).any()) else torch.where(v > 0, v - 1, torch.full_like(v, NO_LABEL))
 
         corrupted = None if not bool((labels[2] > 0).any()) else labels[2].to(torch.int8) - 1
-        values = self.values[:, : self.n].cpu()
+        values = shown["values"][:, : self.n].cpu()
         given_target = predicted_target = None
         if bool((values[1] > 0).any()):  # a regression's targets were added
 
@@ -1313,7 +1340,7 @@ class EpochScores:
 
             given_target, predicted_target = mean_of(0), mean_of(2)
         return build_report(torch.arange(self.n), mean, kept, score_columns=["score_last_epoch"],
-                            first_dropped=self.first_dropped.cpu(), first_dropped_column="first_dropped_epoch",
+                            first_dropped=shown["first_dropped"].cpu(), first_dropped_column="first_dropped_epoch",
                             scored=seen, given_label=label(1), predicted_label=label(0), corrupted=corrupted,
                             estimator=estimator, given_target=given_target, predicted_target=predicted_target)
 
@@ -1339,12 +1366,19 @@ class EpochScores:
             self.local_labels[:, cols] = torch.maximum(self.local_labels[:, cols], part["labels"].to(self.device))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "epoch": self.epoch, **{name: getattr(self, name).cpu() for name in self._TENSORS}}
+        return {"n": self.n, "epoch": self.epoch, "cut": self.cut, "whole": self.whole,
+                "last_whole": self.last_whole, "last_whole_epoch": self.last_whole_epoch,
+                **{name: getattr(self, name).cpu() for name in self._TENSORS}}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> EpochScores:
         obj = cls(state["n"], "cpu")
         obj.epoch = state["epoch"]
+        # a checkpoint from before the last whole epoch was kept has none: its report is of the last epoch, as then
+        obj.cut, obj.whole = state.get("cut"), bool(state.get("whole", False))
+        last = state.get("last_whole")
+        obj.last_whole = None if last is None else {k: v.clone() for k, v in last.items()}
+        obj.last_whole_epoch = state.get("last_whole_epoch")
         for name in cls._TENSORS:
             if name in state:  # a checkpoint from before the regression values has none: they start at zero
                 setattr(obj, name, state[name].clone())

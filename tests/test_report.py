@@ -584,6 +584,61 @@ def test_a_filter_report_with_rows_the_last_epoch_did_not_see_says_so(tmp_path):
     assert not [w for w in record if "have no score" in str(w.message)]
 
 
+def _epoch_of_scores(acc: EpochScores, epoch: int, index: list[int], score: float, cut=None) -> None:
+    acc.start_epoch(epoch)
+    idx = torch.tensor(index)
+    acc.add(idx, torch.full((len(index),), score) + idx, idx % 2 == epoch % 2, predicted=idx % 3)
+    acc.flush(lambda t: t, lambda t: t)
+    acc.end_epoch(epoch, cut)
+
+
+def test_a_filter_report_whose_last_epoch_a_stop_cut_shows_the_whole_epoch_before():
+    """A power user's `max_steps` stopped inside an epoch and 880 of 1,200 report rows were empty: the report shows
+    the last whole epoch instead, as a fit stopped at its end would (a checkpoint carries it); a stop inside the first
+    epoch still shows the part it trained."""
+    whole, cut = EpochScores(6), EpochScores(6)
+    for acc in (whole, cut):
+        _epoch_of_scores(acc, 0, [0, 1, 2, 3, 4, 5], 10.0)
+        _epoch_of_scores(acc, 1, [5, 4, 3, 2, 1, 0], 20.0)
+    expected = whole.table()
+    _epoch_of_scores(cut, 2, [0, 1], 30.0, cut=(1, 3))  # two of six samples seen, and sample 0 first dropped
+    assert cut.shows_last_whole and cut.shown_epoch == 1 and cut.epoch == 2
+    assert cut.table() == expected and expected["score_last_epoch"][0] == 25.0  # sample 5: 20 + 5 in epoch 1
+    assert EpochScores.from_state_dict(cut.state_dict()).table() == expected
+    # a whole last epoch is what it shows; a cut first epoch, its part
+    _epoch_of_scores(cut, 3, [0, 1, 2, 3, 4, 5], 40.0)
+    assert not cut.shows_last_whole and cut.shown_epoch == 3 and cut.table()["score_last_epoch"][0] == 45.0
+    first = EpochScores(6)
+    _epoch_of_scores(first, 0, [0, 1], 10.0, cut=(1, 3))
+    assert first.shown_epoch == 0 and sum(s is None for s in first.table()["kept"]) == 4
+    # a checkpoint from before the whole epoch was kept reads as the last epoch's
+    old = {k: v for k, v in cut.state_dict().items() if k not in ("cut", "whole", "last_whole", "last_whole_epoch")}
+    assert EpochScores.from_state_dict(old).shown_epoch == 3
+
+
+def test_a_filter_fit_stopped_inside_an_epoch_writes_the_report_of_one_stopped_at_its_start(tmp_path, monkeypatch):
+    """240 samples / 32: 8 batches an epoch. `max_steps=19` stops after 3 batches of epoch 2; its report is the one
+    a fit stopped by `max_steps=16` at epoch 1's end writes, byte for byte, and it says so."""
+    files, said = [], []
+    monkeypatch.setattr("lit_robust.callbacks._report_file.rank_zero_info", said.append)
+    for steps in (16, 19):
+        bf = BatchFilter("prl", drop_ratio=0.3, warmup_epochs=1, report=True, report_dir=str(tmp_path / str(steps)))
+        pl.seed_everything(0, verbose=False)
+        trainer = tiny_trainer(tmp_path, 3, [bf], max_steps=steps)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(TinyModel(), BlobsData())
+        assert not [w for w in caught if "have no score" in str(w.message)]
+        files.append(open(bf.report_path).read())
+        assert bf._report.state.shown_epoch == 1 and (bf._report.state.epoch, bf._report.state.cut) == (
+            (1, None) if steps == 16 else (2, (3, 8)))
+    assert files[0] == files[1]
+    assert [t for t in said if "the last whole one" in t] == [
+        "BatchFilter: a stop ended epoch 2 after 3 of its 8 batches, so the report shows epoch 1, the last whole one "
+        "(its scores, kept and predictions; `first_dropped_epoch` up to it)."]
+    assert sum(1 for line in files[1].splitlines()[1:] if line.split(",")[3] == "False") > 0  # some dropped in it
+
+
 def test_a_filter_report_of_a_module_that_never_reduces_says_why_it_is_empty(tmp_path):
     """A power user's `training_step` of their own never called `reduce_loss`: the report's 6,000 rows were all
     empty, and the line that names the missing samples should not blame `limit_train_batches`."""

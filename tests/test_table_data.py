@@ -806,6 +806,46 @@ def test_a_regression_target_with_a_few_text_cells_names_them_and_how_to_drop_th
         TableDataModule(frame=table(), target="kind", task="regression", features=["a", "b"]).setup()
 
 
+def test_a_regression_target_with_missing_and_text_cells_names_both_at_once(tmp_path):
+    """A regression newcomer's target with 'n/a' (read as missing) and '151 mg': the first fit named only the missing
+    cells, and after `missing='drop'` the next failed on '151 mg'. Both are named by the first error now."""
+    frame = table()
+    frame["price"] = frame["price"].round(2).astype(object)
+    frame.loc[[3, 9], "price"] = "n/a"
+    frame.loc[40, "price"] = "151 mg"
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError) as err:
+        TableDataModule(path=str(tmp_path / "t.csv"), target="price", task="regression", features=["a", "b"]).setup()
+    said = str(err.value)
+    assert said.startswith("the table: 2 of ") and "('price' (2)), e.g. row 3" in said, said
+    assert said.endswith("The `target` column(s) ['price'] also hold cells that are not numbers ('price': '151 mg' "
+                         "(row 40)): a regression predicts numbers, so correct those cells as well (or empty them: "
+                         "`pandas.to_numeric(column, errors='coerce')`)."), said
+    # only missing cells, or a classification's text labels: nothing added
+    frame.loc[40, "price"] = 1.5
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match=r"to leave those rows out\. pandas read the cells 'n/a' \(2 in 'price'\) as "
+                                         r"missing.*rename those cells in the file\.$"):
+        TableDataModule(path=str(tmp_path / "t.csv"), target="price", task="regression", features=["a", "b"]).setup()
+
+
+def test_a_constant_regression_target_is_refused(tmp_path):
+    """A regression newcomer's export wrote 100.0 in every row of the target: ITLM estimated 0 %, the report called
+    every row clean and the test R² was -0.47, without a word. A classifier's one class is refused; so is this."""
+    frame = table()
+    frame["price"] = 100.0
+    with pytest.raises(ValueError, match=re.escape(
+            "`target` 'price' holds one value in every training row (100): a regression has nothing to learn from "
+            "it. Is it the column to predict?")):
+        TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"]).setup()
+    frame.loc[0, "price"] = 101.0  # one other value, in the training rows or not, is the user's to judge
+    dm = TableDataModule(frame=frame, target="price", task="regression", features=["a", "b"], test_size=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dm.setup()
+    assert len(dm.train_set) == len(frame)
+
+
 def test_numbers_written_as_text_are_quoted_by_their_bad_cells_and_an_empty_csv_is_named(tmp_path):
     """A hurried CLI user's column with 'n/a' in row 5 and '12,5' in row 17 was reported by its first cell, a good
     17.99; their 0-byte CSV ended in pandas' EmptyDataError traceback."""

@@ -408,7 +408,7 @@ class RCA(ModuleReport, AnomalyDetector):
 
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
         self._last_epoch_ended = epoch  # this fit's (reset at each fit's setup)
-        self._report.end_epoch(epoch)  # a collective, before an epoch-end checkpoint
+        self._report.end_epoch(epoch, self.trainer if log else None)  # a collective, before an epoch-end checkpoint
         counts = self._drop_counts if self._drop_counts is not None else torch.zeros(3, dtype=torch.int64,
                                                                                      device=self.device)
         self._drop_counts = None

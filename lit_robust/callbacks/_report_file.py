@@ -14,6 +14,7 @@ from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
     continues_earlier_fit,
+    epoch_cut,
     in_a_lit_robust_command,
     no_training_batches,
     refuse_several_loaders,
@@ -264,10 +265,13 @@ class EpochReport:
         self.state.flush(distributed.all_reduce_sum, distributed.all_reduce_max)
         return True
 
-    def end_epoch(self, epoch: int) -> None:
-        """The end of ``epoch`` (a collective): flush, then mark the samples first dropped in it."""
+    def end_epoch(self, epoch: int, trainer: Any = None) -> None:
+        """The end of ``epoch`` (a collective): flush, then mark the samples first dropped in it. ``trainer``: the one
+        whose loop is at this epoch's end, read for a stop that cut the epoch short (:func:`epoch_cut`; ``None``: an
+        epoch Lightning skipped the end of, which ended at its last batch)."""
         if self.flush():
-            self.state.end_epoch(epoch)
+            cut = None if trainer is None else epoch_cut(trainer)
+            self.state.end_epoch(epoch, None if cut is None else cut[1:])
 
     def write(self, trainer: Any, estimator: str) -> str | None:
         """Write the last flushed epoch's report on rank 0 (``clean_posterior`` by ``estimator``) and return its path
@@ -277,13 +281,20 @@ class EpochReport:
         if not self.active or self.state.epoch is None:
             return None
 
+        state = self.state
+
         def write() -> str:
-            table = self.state.table(estimator)
+            table = state.table(estimator)
             replaced = replaced_note(self.target)
             path = write_training_report(table, self.target, trainer)
             note = posterior_note(table)
             rank_zero_info(f"{self.owner}: per-sample report written to {path}{replaced}"
                            + (f"; {note}" if note else ""))
+            if state.shows_last_whole:
+                trained, batches = state.cut
+                rank_zero_info(f"{self.owner}: a stop ended epoch {state.epoch} after {trained} of its {batches} "
+                               f"batches, so the report shows epoch {state.last_whole_epoch}, the last whole one "
+                               "(its scores, kept and predictions; `first_dropped_epoch` up to it).")
             unseen = unseen_note(table)
             if unseen is not None:
                 rank_zero_warn(f"{self.owner}: the per-sample report {path}: {unseen}")

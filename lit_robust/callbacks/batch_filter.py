@@ -882,7 +882,7 @@ class BatchFilter(Callback):
                            "`self.reduce_loss(losses, batch, outputs)` (what `per_sample_loss` returns), once per "
                            "batch (a `training_step` of your own, manual optimisation included).")
         self._say_nonfinite(epoch, pl_module)
-        self._report.end_epoch(epoch)
+        self._report.end_epoch(epoch, trainer if log else None)
         rec = self._record_from_counts(epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
             # (an epoch closed at train start, skipped by Lightning, was whole: nothing to say of it)

@@ -811,10 +811,26 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                      "not `last`)" if which.startswith("`predict") else "")
             raise ValueError(f"{which}: {int(bad.sum())} of {len(frame)} rows have a missing or infinite value in a "
                              f"used column ({per_column}), e.g. row {int(np.flatnonzero(bad)[0])}. Fill them, or pass "
-                             f"`missing='drop'` to leave those rows out{later}.{words}")
+                             f"`missing='drop'` to leave those rows out{later}.{words}{self._text_targets_too(frame)}")
         rank_zero_warn(f"TableDataModule: left out {int(bad.sum())} of {len(frame)} rows of {which} with a missing or "
                        f"infinite value ({per_column}); the other rows keep their row numbers (`source_index`).{words}")
         return np.flatnonzero(~bad)
+
+    def _text_targets_too(self, frame: Any) -> str:
+        """`` The `target` column 'y' also holds cells that are not numbers ...``: a regression's target cells that
+        the missing-value error would leave for the next fit to find (a newcomer's 'n/a' cells were named, and after
+        `missing='drop'` the next fit failed on '151 mg'); ``""`` when there are none."""
+        if self.task != "regression" or self.missing != "error":
+            return ""
+        pd = _pandas()
+        text = [c for c in self.target_names if c in frame and not pd.api.types.is_numeric_dtype(frame[c])
+                and bool((frame[c].notna() & pd.to_numeric(frame[c], errors="coerce").isna()).any())]
+        if not text:
+            return ""
+        cells = "; ".join(_cells_that_are_not_numbers(frame[c], c) for c in text)
+        return (f" The `target` column(s) {text} also hold cells that are not numbers ({cells}): a regression "
+                "predicts numbers, so correct those cells as well (or empty them: "
+                "`pandas.to_numeric(column, errors='coerce')`).")
 
     def _class_index(self, column: Any, which: str) -> Tensor:
         assert self.classes is not None
@@ -959,6 +975,15 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                           "a regression predicts numbers (for labels pass task='classification')")
                 raise ValueError(f"`target` column(s) {text} do not hold numbers ({cells}): {advice}.")
             raw = _numbers(frame[self.target_names])
+            constant = [name for j, name in enumerate(self.target_names)
+                        if len(train_pos) > 1 and bool((raw[train_pos, j] == raw[train_pos[0], j]).all())]
+            if len(constant) == len(self.target_names):
+                # a regression newcomer's export wrote 100.0 in every row: ITLM estimated 0 %, the report said every
+                # row was clean, and the test R² was -0.47, without a word
+                values = ", ".join(f"{float(v):.6g}" for v in raw[train_pos[0]].tolist())
+                named = repr(constant[0]) if len(constant) == 1 else f"columns {constant}"
+                raise ValueError(f"`target` {named} holds one value in every training row ({values}): a regression "
+                                 "has nothing to learn from it. Is it the column to predict?")
             self.target_centre, self.target_scale = robust_scale(raw[train_pos], self.scale_target)
             self._given_targets = {"table": raw}
             y_all = ((raw - self.target_centre) / self.target_scale).float()

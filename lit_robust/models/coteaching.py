@@ -602,7 +602,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self._epoch_end(self.current_epoch)
 
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
-        self._report.end_epoch(epoch)  # a collective, before an epoch-end checkpoint
+        self._report.end_epoch(epoch, self.trainer if log else None)  # a collective, before an epoch-end checkpoint
         counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
         seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
         rec = CoTeachingEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch),
