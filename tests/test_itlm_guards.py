@@ -1764,3 +1764,45 @@ def test_a_loader_built_unshuffled_is_told_that_itlm_shuffles(tmp_path, loader_s
         "ITLM: the training loader is built with `shuffle=False`, and ITLM shuffles each round's samples anyway: it "
         "draws them through a sampler of its own, and its `shuffle` (True by default) decides. Pass "
         "`ITLM(shuffle=False)` to train on them in order."])
+
+
+@pytest.mark.parametrize("owner", ["itlm", "filter"])
+def test_auto_on_a_set_under_20_samples_says_so_once_in_the_owners_words(tmp_path, owner):
+    """A newcomer's 12-row table with `keep_ratio="auto"` got three messages, one a RuntimeWarning of an internal
+    function naming its `min_samples`, none naming `keep_ratio`, the minimum or the 12 rows; the filter repeated it
+    after every warm-up epoch. Now: one warning naming the argument, the 20 needed and the 12 received."""
+    from lit_robust import BatchFilter
+
+    data = BlobsData(n=12, batch_size=4)
+    cb = (ITLM(keep_ratio="auto", round_epochs=[2, 2, 2], verbose=False, plot=False) if owner == "itlm"
+          else BatchFilter("spl", drop_ratio="auto", warmup_epochs=3))
+    argument, example = ("keep_ratio", 0.8) if owner == "itlm" else ("drop_ratio", 0.2)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 6, [cb]).fit(TinyModel(), data)
+    said = [(w.category, str(w.message)) for w in caught if "20" in str(w.message)]
+    assert said == [(UserWarning, f"{type(cb).__name__}: `{argument}='auto'` needs at least 20 training samples to "
+                     f"estimate the corrupted share from, got 12: it estimates 0 and drops nothing. Pass a number "
+                     f"instead, e.g. `{argument}={example}`.")], said
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning) and "finite" in str(w.message)]
+    kept = cb.history[-1].kept if owner == "itlm" else cb.history[-1].seen - cb.history[-1].dropped
+    assert kept == 12
+
+
+def test_a_selection_that_drops_one_class_at_many_times_the_overall_rate_is_warned():
+    """A newcomer's minority class (225 of 1,500 rows, its labels right) lost 36 rows, every row the round dropped,
+    against 2.4 % overall: 84 % of it kept passed the "under half the overall share" check without a word."""
+    itlm = ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False)
+    labels = torch.tensor([0] * 1275 + [1] * 225)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        itlm._note_emptied_classes(1, torch.cat([torch.arange(1275), 1275 + torch.arange(36, 225)]), 1500,
+                                   labels=labels)
+        # a class dropped at 4 times the overall rate is not (60 of 1,275 and 36 of 225: 3.4 times)
+        ITLM(keep_ratio="auto", round_epochs=[1, 1], verbose=False, plot=False)._note_emptied_classes(
+            1, torch.cat([torch.arange(60, 1275), 1275 + torch.arange(36, 225)]), 1500, labels=labels)
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith("ITLM round 1: the selection drops 36 of the 225 labelled 1 (16%, 7 times its overall "
+                           "2.4%): one trim can starve or empty a rare, hard or confusable class whose samples score "
+                           "high. `ITLM(per_class=True)`"), said

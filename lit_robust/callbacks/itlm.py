@@ -113,13 +113,16 @@ from lit_robust.report import (
 )
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
+    AUTO_MIN_SAMPLES,
     UNLEARNT_NOTE,
     barely_separated_note,
     cleanlab_hint,
     nothing_found_note,
     only_auto_names,
+    quiet_about_too_few,
     report_pointer,
     split_of,
+    too_few_for_auto,
     uncorrected,
     uncorrected_note,
 )
@@ -2010,7 +2013,7 @@ class ITLM(Callback):
                                    f"{1 - self.auto_probe:.0%} lowest-scored samples as a probe, and the next "
                                    "round's estimate comes from its model, less pulled by any glitches (the last "
                                    "round keeps every sample unless an estimate finds a corrupted share).")
-                elif estimated == 0.0 and self.auto_margin == 0.0:
+                elif estimated == 0.0 and self.auto_margin == 0.0 and "too few for auto" not in self._said:
                     self._say_once("nothing found", nothing_found_note(
                         f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 corrupted samples", est.reason,
                         "keep_ratio", report_pointer(self._report_target is not None)))
@@ -2146,6 +2149,14 @@ class ITLM(Callback):
         multiset of every rank's (score[, given, predicted]): the same value on every rank. Call on every rank.
         ``scored``: that pass's labels when it had them (``per_class``), else a label estimator makes its own pass."""
         all_scores = distributed.all_gather_cat(scores.float()).cpu()
+        if all_scores.numel() < AUTO_MIN_SAMPLES:
+            self._say_once("too few for auto", too_few_for_auto("ITLM", "keep_ratio", all_scores.numel()), warn=True)
+        with quiet_about_too_few(all_scores.numel()):
+            return self._estimate_from(trainer, pl_module, scores, all_scores, round_, scored)
+
+    def _estimate_from(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scores: Tensor, all_scores: Tensor,
+                       round_: int, scored: _ScorePass | None) -> CorruptionEstimate:
+        """:meth:`_estimate` once ``all_scores``, every rank's, are gathered."""
         squared = self._squared_errors(trainer)
         if self.estimator not in LABEL_ESTIMATORS:
             return estimate_corruption(all_scores, self.estimator, squared_errors=squared and self.estimator == "gmm")
@@ -2256,11 +2267,25 @@ class ITLM(Callback):
             return
         for c, (kept, _) in low.items():
             self._low_classes[c] = kept
-        listed = ", ".join(f"{low[c][0]} of {low[c][1]} labelled {class_label(c, names)}" for c in new[:3])
+        def often(c: int) -> bool:
+            # starved by its drop rate alone (`starved_classes`): "keeps 189 of 225" against 98 % read as no harm
+            return low[c][0] >= LOW_CLASS_SHARE * overall * low[c][1]
+
+        def item(c: int) -> str:
+            kept, count = low[c]
+            if not often(c):
+                return f"{kept} of {count} labelled {class_label(c, names)}"
+            return (f"drops {count - kept} of the {count} labelled {class_label(c, names)} "
+                    f"({(count - kept) / count:.0%}, {(count - kept) / count / (1 - overall):.0f} times its overall "
+                    f"{1 - overall:.1%})")
+
+        few = [item(c) for c in new[:3] if not often(c)]
+        many = [item(c) for c in new[:3] if often(c)]
+        listed = " and ".join(part for part in (
+            f"keeps {', '.join(few)}, against {overall:.0%} overall" if few else "", ", ".join(many)) if part)
         emptied = all(low[c][0] == 0 for c in new)
-        rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(new) > 3 else ''}, "
-                       f"against {overall:.0%} overall: one trim can starve or empty a rare, hard or confusable class "
-                       "whose samples score high"
+        rank_zero_warn(f"ITLM round {round_}: the selection {listed}{' ...' if len(new) > 3 else ''}: one trim can "
+                       "starve or empty a rare, hard or confusable class whose samples score high"
                        + (" (the model then never learns it, and the report marks all of it dropped)" if emptied
                           else "")
                        + f". {self._per_class_advice()}")

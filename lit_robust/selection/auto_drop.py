@@ -56,7 +56,10 @@ neither Lightning nor ``torch.distributed``; :class:`AutoDropRatio` holds the st
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -91,6 +94,32 @@ UNSTEADY_SPREAD = 0.15
 FILTER_ESTIMATORS = ("gmm", "bmm", "disagreement", "class_floor")
 DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "disagreement"  # measured: benchmarks/results/corruption_rate_prl_auto.md
 # why an estimate reaches the cap, said in the clipping warnings (a newcomer's one-step epochs read 72-82 % noise)
+#: the estimators' default ``min_samples``: with fewer samples no mixture is fitted and nothing is counted
+AUTO_MIN_SAMPLES = 20
+
+
+def too_few_for_auto(owner: str, argument: str, n: int) -> str:
+    """The one warning an ``"auto"`` owner gives for a training set of ``n < AUTO_MIN_SAMPLES`` samples, in place of
+    the estimator's own, which names its internal ``min_samples`` (a newcomer's 12-row table got three messages, one a
+    RuntimeWarning of an internal function, none naming ``keep_ratio``, the minimum or the rows received)."""
+    return (f"{owner}: `{argument}='auto'` needs at least {AUTO_MIN_SAMPLES} training samples to estimate the "
+            f"corrupted share from, got {n}: it estimates 0 and drops nothing. Pass a number instead, e.g. "
+            f"`{argument}={0.8 if argument == 'keep_ratio' else 0.2}`.")
+
+
+@contextlib.contextmanager
+def quiet_about_too_few(n: int) -> Iterator[None]:
+    """Where ``n`` (the samples estimated from) is under :data:`AUTO_MIN_SAMPLES`, silence the estimators' "only m
+    finite scores, fewer than the 20 ..." warning: the owner says :func:`too_few_for_auto` instead."""
+    if n >= AUTO_MIN_SAMPLES:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*only \d+ finite (scores|rows), fewer than the \d+",
+                                category=RuntimeWarning)
+        yield
+
+
 UNLEARNT_NOTE = ("an estimate this high usually means the model had not learned yet when it was made: too few steps, "
                  "e.g. a batch as large as the data set, or a short warm-up")
 # a per-batch filter reads the training step's predictions: a soft-label user's mixup read 0.61 for 30 % noise
@@ -639,6 +668,7 @@ class AutoDropRatio:
         self._predicted: list[Tensor] = []
         self._missing = False  # a batch of this epoch came without labels: this epoch falls back to gmm
         self._told_fallback = False  # the fallback's info line was printed (once per fit)
+        self._told_too_few = False  # `too_few_for_auto` was warned (once per fit)
         self._told_limited = False  # the note of `limit_train_batches` was printed (once per fit)
         self._told_vote = False  # the note that the re-estimates' vote overrode an epoch's estimate (once per fit)
         self.repeated = 0  # indices the last estimating epoch saw more than once (their scores were averaged)
@@ -821,9 +851,13 @@ class AutoDropRatio:
             self.repeated = int((torch.unique(index, return_counts=True)[1] > 1).sum())
         else:
             self.repeated = 0
+        if means.numel() < AUTO_MIN_SAMPLES and not self._told_too_few:
+            self._told_too_few = True
+            rank_zero_warn(too_few_for_auto(self.owner, "drop_ratio", means.numel()))
         if use_labels:
             _, given_i, predicted_i = per_index_labels(index, step, given, predicted)
-            est = estimate_from_labels(self.estimator, means, given_i, predicted_i)
+            with quiet_about_too_few(means.numel()):
+                est = estimate_from_labels(self.estimator, means, given_i, predicted_i)
         else:
             if missing and not self._told_fallback:
                 self._told_fallback = True
@@ -834,7 +868,8 @@ class AutoDropRatio:
                                "module's `label_key`); without both the gmm estimate is used instead.")
             method = mixture_of(self.estimator)
             fitted = means.square() if self.squares_scores else means  # PRL(L)'s |y_hat - y|: the squared errors
-            est = estimate_corruption(fitted, method, squared_errors=self.squared_errors and method == "gmm")
+            with quiet_about_too_few(means.numel()):
+                est = estimate_corruption(fitted, method, squared_errors=self.squared_errors and method == "gmm")
         rate = float(est.rate)
         self.estimates[int(epoch)] = rate
         if est.barely_separated:
@@ -907,7 +942,7 @@ class AutoDropRatio:
             if any(e in self.uncorrected_epochs for e in middle):
                 rank_zero_info(uncorrected_note(f"{self.owner}: `drop_ratio='auto'` after epoch {epoch}",
                                                 float(self.estimate), "drop_ratio", self.ranked_by, self.estimator))
-        if fixed_now and self.estimate == 0.0 and self.auto_margin == 0.0:
+        if fixed_now and self.estimate == 0.0 and self.auto_margin == 0.0 and not self._told_too_few:
             # the estimate is the median over epochs: this epoch's reason alone may say "two components" (a newcomer)
             reason = est.reason
             if any(self.estimates[e] for e in counted):
