@@ -829,6 +829,27 @@ def test_a_regression_target_with_missing_and_text_cells_names_both_at_once(tmp_
         TableDataModule(path=str(tmp_path / "t.csv"), target="price", task="regression", features=["a", "b"]).setup()
 
 
+def test_a_class_of_a_few_rows_beside_large_ones_is_named_at_setup():
+    """A newcomer's two rows labelled "benigm" beside 300 "benign" became a third class without a word; so did an 11
+    among 0 and 1. A class of one row among most-single-row classes keeps its own warning (a row id as the target)."""
+    frame = table(n=400)
+    frame["label"] = np.where(frame["a"] > 0, "benign", "malignant").astype(object)
+    frame.loc[[5, 9], "label"] = "benigm"
+    with pytest.warns(UserWarning, match=re.escape(
+            "TableDataModule: `target` 'label' holds the class(es) 'benigm' (2 rows, like 'benign') beside classes of "
+            "up to ")) as record:
+        TableDataModule(frame=frame, target="label", features=["a", "b"]).setup()
+    assert "each is a class of its own (3 classes)" in str(record[0].message)
+    frame.loc[[5, 9], "label"] = "benign"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # two large classes: nothing said
+        TableDataModule(frame=frame, target="label", features=["a", "b"]).setup()
+    frame.loc[:3, "label"] = "rare"  # 4 rows: more than a handful
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TableDataModule(frame=frame, target="label", features=["a", "b"]).setup()
+
+
 def test_a_constant_regression_target_is_refused(tmp_path):
     """A regression newcomer's export wrote 100.0 in every row of the target: ITLM estimated 0 %, the report called
     every row clean and the test R² was -0.47, without a word. A classifier's one class is refused; so is this."""

@@ -254,6 +254,35 @@ def _warn_one_row_classes(labels: Any, name: str) -> None:
                        f"{single} of them a single row: a classifier cannot learn a class from one row. Is it a row id "
                        "(name the label column as `target`, the id in `id_columns`), or a number to predict "
                        "(task='regression')?")
+        return
+    _warn_stray_classes(counts, name)
+
+
+#: a class of at most this many rows, beside one a hundred times larger, is named at setup (:func:`_warn_stray_classes`)
+_STRAY_ROWS = 3
+
+
+def _warn_stray_classes(counts: Counter, name: str) -> None:
+    """Warn of classes of a handful of rows (:data:`_STRAY_ROWS` or fewer) beside a class a hundred times larger:
+    a misspelt label makes one (a newcomer's two rows labelled "benigm" became a third class without a word, and so did
+    an 11 among 0 and 1)."""
+    largest = max(counts.values(), default=0)
+    stray = sorted((c for c, k in counts.items() if k <= _STRAY_ROWS and 100 * k <= largest),
+                   key=lambda c: (counts[c], str(c)))
+    if not stray:
+        return
+    common = [str(c) for c, k in counts.items() if k > _STRAY_ROWS]
+
+    def shown(c: Any) -> str:
+        close = difflib.get_close_matches(str(c), common, n=1, cutoff=0.75) if isinstance(c, str) else []
+        like = f", like {close[0]!r}" if close else ""
+        return f"{c!r} ({counts[c]} row{'' if counts[c] == 1 else 's'}{like})"
+
+    listed = ", ".join(shown(c) for c in stray[:4]) + (f" and {len(stray) - 4} more" if len(stray) > 4 else "")
+    rank_zero_warn(f"TableDataModule: `target` {name!r} holds the class(es) {listed} beside classes of up to "
+                   f"{largest} rows: each is a class of its own ({len(counts)} classes), which a classifier can hardly "
+                   "learn from so few rows. A misspelt or stray label makes one: if so, correct those rows (the report "
+                   "ranks them among the suspicious ones), or drop them.")
 
 
 def _unique_columns(frame: Any, names: Sequence[str], which: str) -> None:
