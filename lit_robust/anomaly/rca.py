@@ -19,10 +19,15 @@ from torch import Tensor, nn
 
 from lit_robust._backend import rank_zero_warn
 from lit_robust._checks import _is_int, check_int, check_lr, check_number
-from lit_robust._lightning import epoch_part, mark_restored
+from lit_robust._lightning import epoch_cut, epoch_part, mark_restored
 from lit_robust.anomaly.base import AnomalyDetector, check_finite, check_input, check_input_dim
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
-from lit_robust.callbacks._resume import check_resume_arguments_in_fit, random_state, restore_random_state_in_fit
+from lit_robust.callbacks._resume import (
+    check_resume_arguments_in_fit,
+    random_state,
+    restore_random_state_in_fit,
+    warn_cut_epoch_in_fit,
+)
 from lit_robust.callbacks.batch_filter import (
     planned_epochs,
     refuse_sparse_monitors,
@@ -409,6 +414,7 @@ class RCA(ModuleReport, AnomalyDetector):
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
         self._last_epoch_ended = epoch  # this fit's (reset at each fit's setup)
         self._report.end_epoch(epoch, self.trainer if log else None)  # a collective, before an epoch-end checkpoint
+        self._short_epoch = epoch_cut(self.trainer) if log else None  # said when a fit resumes from its end
         counts = self._drop_counts if self._drop_counts is not None else torch.zeros(3, dtype=torch.int64,
                                                                                      device=self.device)
         self._drop_counts = None
@@ -432,6 +438,7 @@ class RCA(ModuleReport, AnomalyDetector):
         checkpoint["rca_report"] = self._report.state_dict()
         checkpoint["rca_random_state"] = random_state()
         checkpoint["rca_arguments"] = self.resume_arguments()
+        checkpoint["rca_short_epoch"] = getattr(self, "_short_epoch", None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # before anything is restored; absent from older checkpoints
@@ -439,6 +446,7 @@ class RCA(ModuleReport, AnomalyDetector):
         super().on_load_checkpoint(checkpoint)
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         self._note_skipped_epoch_end(checkpoint)
+        warn_cut_epoch_in_fit(self, checkpoint.get("rca_short_epoch"))
         if self._auto is not None and "rca_auto_drop" in checkpoint:
             self._auto.load_state_dict(checkpoint["rca_auto_drop"])
         self._report.load_state_dict(checkpoint.get("rca_report"))  # absent from checkpoints before the report

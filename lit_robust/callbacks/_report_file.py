@@ -387,6 +387,7 @@ class ModuleReport:
 
     def _reset_fit_state(self) -> None:
         """The running state as before a fit (the module's estimate; a module with more state extends this)."""
+        self._short_epoch: tuple[int, int, int] | None = None  # an epoch a stop cut short, at its end
         auto = getattr(self, "_auto", None)
         if auto is not None:
             auto.reset()

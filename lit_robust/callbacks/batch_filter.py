@@ -16,6 +16,7 @@ from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
     early_stopping_checks,
+    epoch_cut,
     epoch_part,
     mark_restored,
     no_training_batches,
@@ -33,9 +34,11 @@ from lit_robust.callbacks._report_file import (
     unwritten_report_note,
 )
 from lit_robust.callbacks._resume import (
+    CUT_EPOCH_CONSEQUENCE,
     at_last_batch_under_ddp,
     check_resumable,
     counts_of_this_rank,
+    cut_epoch_note,
     epoch_whose_end_was_skipped,
     loss_argument,
     random_state,
@@ -592,6 +595,7 @@ class BatchFilter(Callback):
     def _reset_fit_state(self) -> None:
         """The running state (checkpointed): fresh at every fit's setup (a resumed fit then restores it from the
         checkpoint), so that one instance serves fit after fit as a new one would."""
+        self._short_epoch: tuple[int, int, int] | None = None  # an epoch a stop cut short, at its end
         self.history: list[FilterEpochRecord] = []
         self._schedule_start = 0  # the epoch the warm-up counts from (a re-initialisation's; see restart_on_reinit)
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
@@ -883,6 +887,7 @@ class BatchFilter(Callback):
                            "batch (a `training_step` of your own, manual optimisation included).")
         self._say_nonfinite(epoch, pl_module)
         self._report.end_epoch(epoch, trainer if log else None)
+        self._short_epoch = epoch_cut(trainer) if log else None  # (an epoch closed at train start was whole)
         rec = self._record_from_counts(epoch)  # the drop ratio of this epoch, before a new estimate
         if self._auto is not None:
             # (an epoch closed at train start, skipped by Lightning, was whole: nothing to say of it)
@@ -1119,6 +1124,9 @@ class BatchFilter(Callback):
             # (`every_n_train_steps`) held rank 0's alone, and a 2-rank fit resumed there read `seen=48` of 64
             "other_ranks_counters": distributed.other_ranks_parts(counters),
             "counters_epoch": self._counters_epoch,
+            # the epoch ended by a stop before its last batch, when this is written at that epoch's end (a resume
+            # from it skips the rest of the epoch: said at the resume)
+            "short_epoch": self._short_epoch,
             "warned_small": self._warned_small,
             "schedule_start": self._schedule_start,
             "auto": None if self._auto is None else self._auto.state_dict(),
@@ -1165,6 +1173,8 @@ class BatchFilter(Callback):
         self._resumed_epoch = None if counters is None else self._counters_epoch
         self._warned_small = state_dict["warned_small"]
         self._schedule_start = int(state_dict.get("schedule_start", 0))  # absent from older checkpoints
+        if state_dict.get("short_epoch") is not None:
+            rank_zero_warn(cut_epoch_note(self.owner, state_dict["short_epoch"], CUT_EPOCH_CONSEQUENCE))
         # Lightning runs its sanity check with the random state isolated: the next draw is the next epoch's shuffle
         restore_random_state(state_dict.get("random"))
 

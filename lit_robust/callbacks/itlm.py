@@ -61,6 +61,7 @@ from lit_robust.callbacks._report_file import (
 )
 from lit_robust.callbacks._resume import (
     check_resumable,
+    cut_epoch_note,
     random_state,
     restore_random_state,
     skipped_epoch_end_note,
@@ -2739,12 +2740,8 @@ class ITLM(Callback):
         round_ = self.round_of_epoch(epoch)
         scored = (" and it scored the next round's selection" if epoch + 1 == self._round_starts[round_ + 1]
                   and round_ + 1 < self.num_rounds else "")
-        rank_zero_warn(
-            f"{self._title}: this checkpoint was written at the end of epoch {epoch}, which trained {trained} of its "
-            f"{batches} batches (the fit was stopped mid-epoch: `trainer.should_stop`, `max_time`, `max_steps`, ...). "
-            f"Lightning resumes at the next epoch without training the rest of that one, so round {round_}'s model "
-            f"trained less than in an uninterrupted fit{scored}. For the uninterrupted fit's result resume from a "
-            "checkpoint written at the end of a whole epoch (e.g. the one before).")
+        rank_zero_warn(cut_epoch_note(self._title, (epoch, trained, batches),
+                                      f"round {round_}'s model trained less than in an uninterrupted fit{scored}"))
 
     @rank_zero_only
     def _save_plot(self, trainer: pl.Trainer) -> None:

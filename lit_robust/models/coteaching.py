@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_seed
-from lit_robust._lightning import epoch_part, mark_restored, sigterm_without_collectives
+from lit_robust._lightning import epoch_cut, epoch_part, mark_restored, sigterm_without_collectives
 from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
 from lit_robust.callbacks._resume import (
     check_resume_arguments_in_fit,
@@ -22,6 +22,7 @@ from lit_robust.callbacks._resume import (
     random_state,
     reduce_counters_to_rank_zero,
     restore_random_state_in_fit,
+    warn_cut_epoch_in_fit,
 )
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
@@ -603,6 +604,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
 
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
         self._report.end_epoch(epoch, self.trainer if log else None)  # a collective, before an epoch-end checkpoint
+        self._short_epoch = epoch_cut(self.trainer) if log else None  # said when a fit resumes from its end
         counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
         seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
         rec = CoTeachingEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch),
@@ -677,6 +679,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             # the other ranks' counts of the epoch (a checkpoint written inside it held rank 0's alone: BatchFilter's)
             "other_ranks_counters": distributed.other_ranks_parts(counters),
             "warned_small": self._warned_small,
+            "short_epoch": getattr(self, "_short_epoch", None),
             "auto": None if self._auto is None else self._auto.state_dict(),
             "report": self._report.state_dict(),
             "random": random_state(),
@@ -698,6 +701,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             return
         check_resume_arguments_in_fit(self, state)  # before anything is restored (absent from older checkpoints)
         self._note_skipped_epoch_end(checkpoint)
+        warn_cut_epoch_in_fit(self, state.get("short_epoch"))
         mark_restored(self)  # (outside a fit too: each fit's setup clears it)
         restore_random_state_in_fit(self, state.get("random"))
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
