@@ -198,7 +198,8 @@ def test_too_small_batch_keeps_all_and_warns_once(tmp_path):
     (dict(rule="prl", drop_ratio=1.0, allow_large_drop=True),
      r"`drop_ratio` must be in \[0, 1\) with `allow_large_drop=True`, got 1.0"),
     (dict(rule="prl", drop_ratio="0.2"), r"`drop_ratio` must be a number in \[0, 0.5\), got '0.2' \(a str: pass the number itself, 0\.2; or 'auto' to estimate it from the training scores\)\.$"),
-    (dict(rule="loss", drop_ratio=0.2), r"`rule` must be one of 'prl', 'spl', 'prl_g', got 'loss'"),
+    (dict(rule="loss", drop_ratio=0.2), r"`rule` must be one of 'prl', 'spl', 'prl_g', got 'loss'\.$"),
+    (dict(rule="PRL", drop_ratio=0.2), r"`rule` must be one of 'prl', 'spl', 'prl_g', got 'PRL' \(did you mean 'prl'\?\)\.$"),
     (dict(rule="spl", drop_ratio=0.2, warmup_epochs=-1),
      r"`warmup_epochs` must be an integer >= 0 or None \(.*\), got -1"),
     (dict(rule="spl", drop_ratio=0.2, scope="world"), r"`scope` must be 'local' or 'global', got 'world'"),
@@ -652,3 +653,22 @@ def test_a_monitor_on_a_filter_figure_logged_in_some_epochs_is_refused_before_tr
                                                    f"{said}")):
         trainer.fit(model, BlobsData(with_val=True))
     assert model.trainer.global_step == 0
+
+
+def test_the_early_stopping_warning_leaves_out_the_loss_advice_for_an_accuracy_monitor():
+    """A vision newcomer monitoring `val_acc` (mode "max") was told to "monitor a validation accuracy"."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from lit_robust.callbacks.batch_filter import warn_early_stopping_in_warmup
+
+    said = {}
+    for monitor, mode in (("val_acc", "max"), ("val_loss", "min")):
+        trainer = pl.Trainer(callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=1)], logger=False,
+                             enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_early_stopping_in_warmup("BatchFilter", trainer, 3, False, 0.2)
+        (said[monitor],) = [str(w.message) for w in caught]
+    assert said["val_acc"].endswith("dropping nothing in epoch 0. Give it a patience of at least 3."), said
+    assert said["val_loss"].endswith("the loss often rises while the model still improves on the clean samples. Give "
+                                     "it a patience of at least 3, or monitor a validation accuracy."), said

@@ -310,6 +310,76 @@ def test_a_filter_or_coteaching_says_when_it_resumes_after_an_epoch_a_stop_cut_s
         assert said == []
 
 
+class _Augmented(torch.utils.data.Dataset):
+    """blobs with random noise added at each read (a random augmentation in `__getitem__`)."""
+
+    def __init__(self, n: int) -> None:
+        self.ds = blobs(n)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        index, x, y, *rest = self.ds[i]
+        return (index, x + 0.1 * torch.randn_like(x), y, *rest)
+
+
+def _resume_with_workers(root, persistent: bool, every: int | None, validate: bool, workers: int = 2):
+    """An uninterrupted 4-epoch BatchFilter fit and one resumed from its epoch-1 checkpoint (at the epoch's end, or
+    at its last batch with `every_n_train_steps=8`): the largest weight difference and what the resume warned."""
+    def fit(folder, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        model = TinyModel()
+        loader = DataLoader(_Augmented(240), batch_size=30, shuffle=True, num_workers=workers,
+                            persistent_workers=persistent)
+        val = DataLoader(blobs(60), batch_size=30) if validate else None
+        ck = ModelCheckpoint(dirpath=folder, every_n_train_steps=every, save_top_k=-1, filename="{epoch}")
+        trainer = tiny_trainer(folder, 4, [BatchFilter("prl", drop_ratio=0.2, warmup_epochs=1), ck],
+                               enable_checkpointing=True, num_sanity_val_steps=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(model, loader, val, ckpt_path=ckpt_path)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), [str(w.message) for w in caught]
+
+    full, _ = fit(root / "full")
+    resumed, said = fit(root / "resumed", root / "full" / "epoch=1.ckpt")
+    return float((full - resumed).abs().max()), said
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_a_resume_with_augmentation_in_persistent_workers_says_it_is_another_fit(tmp_path, persistent):
+    """A vision newcomer's `persistent_workers=True` with RandomCrop: the resumed fit kept 11 % of the samples
+    otherwise than the uninterrupted one, without a word (the draws live in the worker processes). With
+    non-persistent workers the resume is exact, and nothing is said."""
+    diff, said = _resume_with_workers(tmp_path, persistent, every=None, validate=False)
+    warned = [m for m in said if "persistent workers and its dataset draws at random" in m]
+    if persistent:
+        assert diff > 0 and warned == [
+            "BatchFilter: this resumed fit's training DataLoader has persistent workers and its dataset draws at random "
+            "(augmentation): those draws live in the worker processes, which start afresh here, so the augmentations, "
+            "and so the drops and weights, from here on differ from the uninterrupted fit's. With "
+            "`persistent_workers=False` (each epoch's workers seeded from the checkpointed generators) a resume from "
+            "an epoch-end checkpoint is exact."], (diff, said)
+    else:
+        assert diff == 0.0 and warned == [], (diff, said)
+
+
+@pytest.mark.parametrize("workers,validate", [(2, True), (2, False), (0, True)])
+def test_a_resume_from_an_epochs_last_batch_with_workers_and_validation_may_differ_and_says_so(tmp_path, workers,
+                                                                                               validate):
+    """A vision newcomer resumed from a step checkpoint at an epoch's last batch, `num_workers=2` and a validation
+    loader: the filter said its records "go on as in the uninterrupted fit"; the weights ended 0.043 away. Lightning's
+    restart makes the training iterator once more, and one with workers draws its shuffle as it is made: measured
+    here, the fit without validation, or without workers, resumes bit for bit, and the note says which."""
+    diff, said = _resume_with_workers(tmp_path, False, every=8, validate=validate, workers=workers)
+    (note,) = [m for m in said if "resumes from a checkpoint written at the last batch of epoch 1" in m]
+    if workers and validate:
+        assert diff > 0 and ("this fit's training DataLoader has worker processes (`num_workers` > 0) and the fit "
+                             "validates" in note) and "may differ from the uninterrupted fit's" in note, (diff, note)
+    else:
+        assert diff == 0.0 and "go on as in the uninterrupted fit" in note, (diff, note)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_resume_with_a_datamodules_unseeded_persistent_workers_is_warned_about(tmp_path):
     """A loader a datamodule makes is out of reach before Lightning creates its iterator: the resumed fit that drew

@@ -210,13 +210,18 @@ def warn_early_stopping_in_warmup(owner: str, trainer: Any, warmup: int, auto: b
     for cb in trainer.early_stopping_callbacks:
         checks = early_stopping_checks(trainer, cb, ramp)
         if getattr(cb, "patience", 0) < checks:
+            # the loss advice only for a monitor that is not an accuracy already (a vision newcomer's `val_acc`,
+            # mode "max", was told to monitor a validation accuracy)
+            monitor = str(getattr(cb, "monitor", None))
+            accuracy = getattr(cb, "mode", "min") == "max" or "acc" in monitor.lower()
+            loss = ("" if accuracy else " On a validation split with corrupted labels the loss often rises while the "
+                    "model still improves on the clean samples.")
             rank_zero_warn(
                 f"{owner}: `EarlyStopping(monitor={getattr(cb, 'monitor', None)!r}, patience="
                 f"{getattr(cb, 'patience', None)})` can stop the fit before the filter drops at full strength: it "
                 f"ramps up over the first {ramp} epoch{'' if ramp == 1 else 's'} ({checks} validation "
-                f"check{'' if checks == 1 else 's'}), dropping nothing in epoch 0. On a validation split with "
-                "corrupted labels the loss often rises while the model still improves on the clean samples. Give "
-                f"it a patience of at least {checks}, or monitor a validation accuracy.")
+                f"check{'' if checks == 1 else 's'}), dropping nothing in epoch 0.{loss} Give it a patience of at "
+                f"least {checks}{'' if accuracy else ', or monitor a validation accuracy'}.")
             break
 
 
@@ -493,7 +498,10 @@ class BatchFilter(Callback):
     ) -> None:
         super().__init__()
         if rule not in ("prl", "spl", "prl_g"):
-            raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}.")
+            # as "Auto" gets "did you mean 'auto'?" (a vision newcomer's "PRL" got the list alone)
+            hint = (f" (did you mean {rule.strip().lower()!r}?)"
+                    if isinstance(rule, str) and rule.strip().lower() in ("prl", "spl", "prl_g") else "")
+            raise ValueError(f"`rule` must be one of 'prl', 'spl', 'prl_g', got {rule!r}{hint}.")
         if prl_g_backend not in _BACKENDS:
             raise ValueError(f"`prl_g_backend` must be one of 'auto', 'bookkeeping', 'two_pass', got {prl_g_backend!r}.")
         if rule != "prl_g" and prl_g_backend != "auto":  # refused as the "auto"-only arguments beside a number are
