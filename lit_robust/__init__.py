@@ -5,6 +5,10 @@ Public API::
     from lit_robust import ITLM, BatchFilter, RobustMixin, IndexedDataset
 """
 
+from lit_robust._startup import quiet_interrupt_while_starting
+
+quiet_interrupt_while_starting()  # first: a Ctrl-C during the imports below ends a `lit-robust` command in one line
+
 from lit_robust._warnings import install_one_line_format
 from lit_robust.anomaly import (
     RCA,

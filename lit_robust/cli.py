@@ -76,6 +76,7 @@ from lit_robust._lightning import (
     sigterm_noted,
     sigterm_without_collectives,
 )
+from lit_robust._startup import restore_interrupt
 from lit_robust.callbacks.prediction_writer import PredictionWriter
 from lit_robust.report import class_label, datamodule_classes
 from lit_robust.reporting import stdout_encodes
@@ -2977,6 +2978,7 @@ def main(args: Sequence[str] | None = None) -> None:
     status 2; ``--debug`` (or ``LIT_ROBUST_DEBUG=1``) shows the traceback instead. A ``class_path`` may name a module
     of the current folder (:func:`add_working_directory_to_path`).
     """
+    restore_interrupt()  # Python's own Ctrl-C from here on (the imports' one-line exit is over)
     argv, debug = _parse_debug(list(sys.argv[1:] if args is None else args))
     if argv in (["--version"], ["-V"]):  # was "a command is needed"
         from lit_robust import __version__

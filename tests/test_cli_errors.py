@@ -1106,3 +1106,44 @@ def test_a_class_swapped_on_the_command_line_names_the_arguments_it_keeps_from_t
             "config's `val_size`=100.0 (jsonargparse carries over the arguments the new class takes too). Give them "
             "on the command line (`--data.init_args.NAME VALUE`) for other values.") in err, err
     assert "`batch_size`" not in err.split("note: `data`")[1].split("\n")[0]  # given on the command line
+
+
+_CTRL_C_WHILE_STARTING = """
+import os, signal, sys, time
+sys.argv[0] = {argv0!r}
+import lit_robust  # the package's first line puts the handler in place in a `lit-robust` command
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C while the CLI's imports run
+time.sleep(5)
+print("not reached", flush=True)
+"""
+
+
+@pytest.mark.parametrize("argv0", ["/usr/local/bin/lit-robust", "script.py"])
+def test_ctrl_c_while_a_lit_robust_command_starts_is_one_line(argv0):
+    """A CLI user's Ctrl-C in the seconds the imports take printed Python's 30-line KeyboardInterrupt traceback
+    through the import machinery. In a `lit-robust` command it is one line and exit status 130; anywhere else
+    (a user's script importing lit_robust) Python's own handler stays."""
+    out = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_STARTING.format(argv0=argv0)], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    if argv0.endswith("lit-robust"):
+        assert (out.returncode, out.stdout, out.stderr) == (
+            130, "False\n", "lit-robust: interrupted (Ctrl-C) while starting; nothing ran.\n"), out
+    else:
+        assert out.stdout == "True\n" and "KeyboardInterrupt" in out.stderr and out.returncode != 0, out
+
+
+def test_the_cli_puts_pythons_ctrl_c_back_when_it_starts(monkeypatch):
+    """From `main` on, a Ctrl-C is the CLI's to say (a fit stopped by it says where it stopped)."""
+    import signal
+
+    from lit_robust import _startup
+
+    monkeypatch.setattr(sys, "argv", ["lit-robust", "--version"])
+    previous = signal.signal(signal.SIGINT, _startup._interrupted_while_starting)
+    try:
+        main(["--version"])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert _startup.in_a_lit_robust_command()
+    finally:
+        signal.signal(signal.SIGINT, previous)
