@@ -37,6 +37,7 @@ from lit_robust.report import (
     build_report,
     labels_from_outputs,
     scalar_targets,
+    starved_classes_note,
     suspicion_order,
     unseen_note,
     values_from_outputs,
@@ -590,6 +591,20 @@ def _epoch_of_scores(acc: EpochScores, epoch: int, index: list[int], score: floa
     acc.add(idx, torch.full((len(index),), score) + idx, idx % 2 == epoch % 2, predicted=idx % 3)
     acc.flush(lambda t: t, lambda t: t)
     acc.end_epoch(epoch, cut)
+
+
+def test_the_filters_report_note_says_both_readings_of_a_class_dropped_at_many_times_the_overall_rate():
+    """A reviewer: the filter "starves" a class it kept 24 of 30 of, "against 99% overall" (the drop-rate rule spoke
+    in the kept-share words); labels flipped into a class put its drops there too."""
+    note = starved_classes_note({"kept": [True] * 200 + [False] * 6 + [True] * 24 + [True] * 270,
+                                 "given_label": [0] * 200 + [1] * 30 + [2] * 270})
+    assert note == ("its last epoch dropped 6 of the 30 labelled 1 (20%, 17 times the overall 1.2%): either labels "
+                    "were flipped into that class (then these are the rows to drop), or its right labels sit on hard "
+                    "or rare samples that score high (then the trim starves it: a smaller `drop_ratio`, or ITLM with "
+                    "`per_class=True`, keeps more of it). The per-sample report's dropped rows with that given label "
+                    "tell which."), note
+    few = starved_classes_note({"kept": [True] * 200 + [False] * 25 + [True] * 5, "given_label": [0] * 200 + [1] * 30})
+    assert few.startswith("its last epoch kept 5 of the 30 labelled 1, against 89% overall: a rare, hard"), few
 
 
 def test_a_filter_report_whose_last_epoch_a_stop_cut_shows_the_whole_epoch_before():

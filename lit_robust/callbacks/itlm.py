@@ -103,6 +103,7 @@ from lit_robust.report import (
     datamodule_classes,
     integer_labels,
     label_part,
+    often_dropped_note,
     one_class_predicted,
     posterior_note,
     rarely_predicted_classes,
@@ -2268,28 +2269,26 @@ class ITLM(Callback):
             return
         for c, (kept, _) in low.items():
             self._low_classes[c] = kept
+
         def often(c: int) -> bool:
-            # starved by its drop rate alone (`starved_classes`): "keeps 189 of 225" against 98 % read as no harm
+            # starved by its drop rate alone (`starved_classes`): "keeps 189 of 225" against 98 % read as no harm,
+            # and such drops are right where labels were flipped into the class (`often_dropped_note`)
             return low[c][0] >= LOW_CLASS_SHARE * overall * low[c][1]
 
-        def item(c: int) -> str:
-            kept, count = low[c]
-            if not often(c):
-                return f"{kept} of {count} labelled {class_label(c, names)}"
-            return (f"drops {count - kept} of the {count} labelled {class_label(c, names)} "
-                    f"({(count - kept) / count:.0%}, {(count - kept) / count / (1 - overall):.0f} times its overall "
-                    f"{1 - overall:.1%})")
-
-        few = [item(c) for c in new[:3] if not often(c)]
-        many = [item(c) for c in new[:3] if often(c)]
-        listed = " and ".join(part for part in (
-            f"keeps {', '.join(few)}, against {overall:.0%} overall" if few else "", ", ".join(many)) if part)
-        emptied = all(low[c][0] == 0 for c in new)
-        rank_zero_warn(f"ITLM round {round_}: the selection {listed}{' ...' if len(new) > 3 else ''}: one trim can "
-                       "starve or empty a rare, hard or confusable class whose samples score high"
-                       + (" (the model then never learns it, and the report marks all of it dropped)" if emptied
-                          else "")
-                       + f". {self._per_class_advice()}")
+        few = [c for c in new if not often(c)]
+        many = [(class_label(c, names), low[c][1] - low[c][0], low[c][1]) for c in new if often(c)]
+        if few:
+            listed = ", ".join(f"{low[c][0]} of {low[c][1]} labelled {class_label(c, names)}" for c in few[:3])
+            emptied = all(low[c][0] == 0 for c in few)
+            rank_zero_warn(f"ITLM round {round_}: the selection keeps {listed}{' ...' if len(few) > 3 else ''}, "
+                           f"against {overall:.0%} overall: one trim can starve or empty a rare, hard or confusable "
+                           "class whose samples score high"
+                           + (" (the model then never learns it, and the report marks all of it dropped)" if emptied
+                              else "")
+                           + f". {self._per_class_advice()}")
+        if many:
+            rank_zero_warn(f"ITLM round {round_}: " + often_dropped_note(
+                "the selection drops", many, 1.0 - overall, "`per_class=True` keeps the same share of every class"))
 
     def _per_class_advice(self) -> str:
         """``per_class``'s advice in full the first time in a fit, then a pointer to it: a newcomer's digits fit
