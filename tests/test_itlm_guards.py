@@ -1809,3 +1809,18 @@ def test_a_selection_that_drops_one_class_at_many_times_the_overall_rate_is_warn
                     "labels sit on hard or rare samples that score high (then the trim starves it: `per_class=True` "
                     "keeps the same share of every class). The per-sample report's dropped rows with that given "
                     "label tell which."), said
+
+
+def test_auto_on_an_epoch_that_scored_under_20_samples_names_the_limit_not_the_set(tmp_path):
+    """A reviewer's `limit_train_batches=2` of 240 samples (16 scored) was told the training set held 16."""
+    from lit_robust import BatchFilter
+
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 4, [BatchFilter("prl", drop_ratio="auto")], limit_train_batches=2).fit(
+            TinyModel(), BlobsData(n=240, batch_size=8))
+    said = [str(w.message) for w in caught if "needs the scores of at least 20" in str(w.message)]
+    assert said == ["BatchFilter: `drop_ratio='auto'` needs the scores of at least 20 training samples, and the epoch "
+                    "scored 16 (`limit_train_batches=2` trained 2 of its 30 batches): it estimates 0 and drops "
+                    "nothing. Let the epochs see more of the set, or pass a number, e.g. `drop_ratio=0.2`."], said

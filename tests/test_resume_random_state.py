@@ -324,13 +324,14 @@ class _Augmented(torch.utils.data.Dataset):
         return (index, x + 0.1 * torch.randn_like(x), y, *rest)
 
 
-def _resume_with_workers(root, persistent: bool, every: int | None, validate: bool, workers: int = 2):
+def _resume_with_workers(root, persistent: bool, every: int | None, validate: bool, workers: int = 2,
+                         shuffle: bool = True, dataset=None):
     """An uninterrupted 4-epoch BatchFilter fit and one resumed from its epoch-1 checkpoint (at the epoch's end, or
     at its last batch with `every_n_train_steps=8`): the largest weight difference and what the resume warned."""
     def fit(folder, ckpt_path=None):
         pl.seed_everything(0, verbose=False)
         model = TinyModel()
-        loader = DataLoader(_Augmented(240), batch_size=30, shuffle=True, num_workers=workers,
+        loader = DataLoader(dataset or _Augmented(240), batch_size=30, shuffle=shuffle, num_workers=workers,
                             persistent_workers=persistent)
         val = DataLoader(blobs(60), batch_size=30) if validate else None
         ck = ModelCheckpoint(dirpath=folder, every_n_train_steps=every, save_top_k=-1, filename="{epoch}")
@@ -364,16 +365,21 @@ def test_a_resume_with_augmentation_in_persistent_workers_says_it_is_another_fit
         assert diff == 0.0 and warned == [], (diff, said)
 
 
-@pytest.mark.parametrize("workers,validate", [(2, True), (2, False), (0, True)])
+@pytest.mark.parametrize("workers,validate,shuffle,augment", [(2, True, True, True), (2, False, True, True),
+                                                             (0, True, True, True), (2, True, False, True),
+                                                             (2, True, False, False)])
 def test_a_resume_from_an_epochs_last_batch_with_workers_and_validation_may_differ_and_says_so(tmp_path, workers,
-                                                                                               validate):
+                                                                                               validate, shuffle,
+                                                                                               augment):
     """A vision newcomer resumed from a step checkpoint at an epoch's last batch, `num_workers=2` and a validation
     loader: the filter said its records "go on as in the uninterrupted fit"; the weights ended 0.043 away. Lightning's
     restart makes the training iterator once more, and one with workers draws its shuffle as it is made: measured
     here, the fit without validation, or without workers, resumes bit for bit, and the note says which."""
-    diff, said = _resume_with_workers(tmp_path, False, every=8, validate=validate, workers=workers)
+    diff, said = _resume_with_workers(tmp_path, False, every=8, validate=validate, workers=workers, shuffle=shuffle,
+                                      dataset=None if augment else blobs(240))
     (note,) = [m for m in said if "resumes from a checkpoint written at the last batch of epoch 1" in m]
-    if workers and validate:
+    # a loader that neither shuffles nor augments resumes bit for bit (a reviewer's)
+    if workers and validate and (shuffle or augment):
         assert diff > 0 and ("this fit's training DataLoader has worker processes (`num_workers` > 0) and the fit "
                              "validates" in note) and "may differ from the uninterrupted fit's" in note, (diff, note)
     else:
@@ -1099,3 +1105,26 @@ def test_a_callback_added_on_resume_that_the_checkpoint_holds_no_state_for_says_
     assert [s.split(":")[0] for s in said if "holds no" in s] == ["BatchFilter"], said
     said = fit([itlm()], tmp_path / "c", ckpt_path=tmp_path / "itlm" / "epoch=2.ckpt")  # its own state: nothing said
     assert not any("holds no" in s for s in said), said
+
+
+class _SometimesFlipped(_Augmented):
+    """blobs whose inputs are negated with probability 1/2 at each read (a `RandomHorizontalFlip`)."""
+
+    def __getitem__(self, i):
+        index, x, y, *rest = self.ds[i]
+        return (index, -x if torch.rand(()) < 0.5 else x, y, *rest)
+
+
+def test_an_augmentation_applied_with_a_probability_is_found_at_the_resume(tmp_path):
+    """A reviewer's `RandomHorizontalFlip` in persistent workers: reading the first sample twice caught it in 10 of
+    20 seeds, and the resumes it missed ended 0.23-0.37 away from the uninterrupted fit without a word."""
+    from lit_robust.data.indexed import reads_differ
+
+    found = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        found.append(reads_differ(_SometimesFlipped(240), items=16))
+    assert all(found)
+    assert not reads_differ(blobs(240), items=16)  # a dataset without randomness reads the same
+    diff, said = _resume_with_workers(tmp_path, True, every=None, validate=False, dataset=_SometimesFlipped(240))
+    assert diff > 0 and [m for m in said if "persistent workers and its dataset draws at random" in m], (diff, said)

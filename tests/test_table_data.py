@@ -848,6 +848,15 @@ def test_a_class_of_a_few_rows_beside_large_ones_is_named_at_setup():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TableDataModule(frame=frame, target="label", features=["a", "b"]).setup()
+    # a reviewer's three misspellings of a row each were asked "is it a row id?"; a case twin is said once, by its own
+    frame.loc[[1, 2, 3], "label"] = ["benigm", "bengin", "malingant"]
+    frame.loc[4, "label"] = "Benign"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TableDataModule(frame=frame, target="label", features=["a", "b"]).setup()
+    said = [str(w.message) for w in caught]
+    assert [m.split(" holds ")[1][:24] for m in said] == ["labels that differ only ", "the class(es) 'bengin' ("], said
+    assert "'malingant' (1 row, like 'malignant')" in said[1] and "'Benign'" not in said[1], said
 
 
 def test_a_constant_regression_target_is_refused(tmp_path):

@@ -249,7 +249,9 @@ def _warn_one_row_classes(labels: Any, name: str) -> None:
     the target (a newcomer's id column trained as a 2,000-class task, and "auto" read 99.2 %, clipped, unsaid)."""
     counts = Counter(labels.tolist())
     single = sum(1 for c in counts.values() if c == 1)
-    if len(counts) > 2 and single > len(counts) / 2:
+    # most classes of one row, holding half the rows or more: an id; three misspelt labels of a row each beside two
+    # large classes are stray classes (a reviewer's 'benigm', 'bengin', 'malingant' were asked "is it a row id?")
+    if len(counts) > 2 and single > len(counts) / 2 and 2 * single >= len(labels):
         rank_zero_warn(f"TableDataModule: `target` {name!r} holds {len(counts)} classes for {len(labels)} rows, "
                        f"{single} of them a single row: a classifier cannot learn a class from one row. Is it a row id "
                        "(name the label column as `target`, the id in `id_columns`), or a number to predict "
@@ -267,7 +269,10 @@ def _warn_stray_classes(counts: Counter, name: str) -> None:
     a misspelt label makes one (a newcomer's two rows labelled "benigm" became a third class without a word, and so did
     an 11 among 0 and 1)."""
     largest = max(counts.values(), default=0)
-    stray = sorted((c for c, k in counts.items() if k <= _STRAY_ROWS and 100 * k <= largest),
+    # a label that differs from another only in case or spaces is said by `_warn_near_twin_labels`
+    spelt = Counter(c.strip().casefold() for c in counts if isinstance(c, str))
+    stray = sorted((c for c, k in counts.items() if k <= _STRAY_ROWS and 100 * k <= largest
+                    and not (isinstance(c, str) and spelt[c.strip().casefold()] > 1)),
                    key=lambda c: (counts[c], str(c)))
     if not stray:
         return
@@ -1010,9 +1015,11 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
                 # a regression newcomer's export wrote 100.0 in every row: ITLM estimated 0 %, the report said every
                 # row was clean, and the test R² was -0.47, without a word
                 values = ", ".join(f"{float(v):.6g}" for v in raw[train_pos[0]].tolist())
-                named = repr(constant[0]) if len(constant) == 1 else f"columns {constant}"
-                raise ValueError(f"`target` {named} holds one value in every training row ({values}): a regression "
-                                 "has nothing to learn from it. Is it the column to predict?")
+                one = len(constant) == 1
+                named = f"{constant[0]!r} holds one value" if one else f"columns {constant} each hold one value"
+                ask = "Is it the column to predict?" if one else "Are they the columns to predict?"
+                raise ValueError(f"`target` {named} in every training row ({values}): a regression has nothing to "
+                                 f"learn from {'it' if one else 'them'}. {ask}")
             self.target_centre, self.target_scale = robust_scale(raw[train_pos], self.scale_target)
             self._given_targets = {"table": raw}
             y_all = ((raw - self.target_centre) / self.target_scale).float()

@@ -98,13 +98,20 @@ DEFAULT_FILTER_ESTIMATOR: FilterEstimator = "disagreement"  # measured: benchmar
 AUTO_MIN_SAMPLES = 20
 
 
-def too_few_for_auto(owner: str, argument: str, n: int) -> str:
+def too_few_for_auto(owner: str, argument: str, n: int, part: Any = None) -> str:
     """The one warning an ``"auto"`` owner gives for a training set of ``n < AUTO_MIN_SAMPLES`` samples, in place of
     the estimator's own, which names its internal ``min_samples`` (a newcomer's 12-row table got three messages, one a
-    RuntimeWarning of an internal function, none naming ``keep_ratio``, the minimum or the rows received)."""
+    RuntimeWarning of an internal function, none naming ``keep_ratio``, the minimum or the rows received). ``part``:
+    the epoch's :class:`~lit_robust._lightning.EpochPart` when it scored part of the set (a reviewer's
+    ``limit_train_batches=2`` of 240 samples was told the training set held 16)."""
+    number = f"`{argument}={0.8 if argument == 'keep_ratio' else 0.2}`"
+    if part is not None:
+        why = part.stopped_by or f"`{part.setting}={part.limit!r}`"
+        return (f"{owner}: `{argument}='auto'` needs the scores of at least {AUTO_MIN_SAMPLES} training samples, and "
+                f"the epoch scored {n} ({why} trained {part.trained} of its {part.loader_batches} batches): it "
+                f"estimates 0 and drops nothing. Let the epochs see more of the set, or pass a number, e.g. {number}.")
     return (f"{owner}: `{argument}='auto'` needs at least {AUTO_MIN_SAMPLES} training samples to estimate the "
-            f"corrupted share from, got {n}: it estimates 0 and drops nothing. Pass a number instead, e.g. "
-            f"`{argument}={0.8 if argument == 'keep_ratio' else 0.2}`.")
+            f"corrupted share from, got {n}: it estimates 0 and drops nothing. Pass a number instead, e.g. {number}.")
 
 
 @contextlib.contextmanager
@@ -853,7 +860,7 @@ class AutoDropRatio:
             self.repeated = 0
         if means.numel() < AUTO_MIN_SAMPLES and not self._told_too_few:
             self._told_too_few = True
-            rank_zero_warn(too_few_for_auto(self.owner, "drop_ratio", means.numel()))
+            rank_zero_warn(too_few_for_auto(self.owner, "drop_ratio", means.numel(), part))
         if use_labels:
             _, given_i, predicted_i = per_index_labels(index, step, given, predicted)
             with quiet_about_too_few(means.numel()):
