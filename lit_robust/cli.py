@@ -78,7 +78,7 @@ from lit_robust._lightning import (
 )
 from lit_robust._startup import restore_interrupt
 from lit_robust.callbacks.prediction_writer import PredictionWriter
-from lit_robust.report import class_label, datamodule_classes
+from lit_robust.report import DIVERGED_FACTOR, class_label, datamodule_classes
 from lit_robust.reporting import stdout_encodes
 from lit_robust.selection.auto_drop import cleanlab_hint, resolved_warmup
 
@@ -2152,10 +2152,17 @@ def collapse_error(trainer: pl.Trainer, model: Any) -> str | None:
         if not isinstance(cb, ITLM) or not history:
             continue
         one = cb.final_one_class  # known on the rank that wrote the report
-        if not history[-1].collapsed and one is None:
+        diverged = getattr(cb, "final_diverged", None)
+        if not history[-1].collapsed and one is None and diverged is None:
             continue
         name, n = type(cb).__name__, len(history)
-        if not history[-1].collapsed:
+        if not history[-1].collapsed and diverged is not None:
+            # a CLI newcomer's regression at `lr 5` read train losses of 1e10-1e13 and a test R² of -3.7e11, exit 0
+            what = (f"the final model of {name} misses the training targets by a median of {diverged[0]:.4g}, more "
+                    f"than {DIVERGED_FACTOR:g} times their median absolute deviation ({diverged[1]:.4g}): it did "
+                    "not learn, though its last round was not judged collapsed")
+            cause = "A common cause is a learning rate too large for a freshly initialised model (`--model.lr`)."
+        elif not history[-1].collapsed:
             # no round was judged collapsed (without a validation split a loss that falls from a spike to the uniform
             # guess's passes), yet the final model names one class for nearly every sample: a folder newcomer's 4
             # fits at lr 0.1-0.5 exited 0 this way with models testing at 0.200

@@ -354,6 +354,37 @@ def one_class_predicted(given: Tensor, predicted: Tensor, share: float = 0.9, mi
     return (top, int(counts[top]), n) if others >= min_other and taken >= share * others else None
 
 
+#: a regression's final model whose median residual exceeds this many median absolute deviations of the targets
+#: did not learn (:func:`regression_did_not_learn`)
+DIVERGED_FACTOR = 10.0
+
+
+def regression_did_not_learn(given: Tensor, predicted: Tensor, factor: float = DIVERGED_FACTOR
+                             ) -> tuple[float, float] | None:
+    """``(median |predicted - given|, median absolute deviation of given)`` when the first is more than ``factor``
+    times the second, or a prediction is not finite: a regression model that did not learn (pure); ``None``
+    otherwise, and where fewer than 2 samples have both values or the targets do not vary. Medians, so that corrupted
+    targets (a sentinel 999, a glitch) move neither figure: a model that learnt the clean rows is off by about their
+    spread, one that diverged by far more. A CLI newcomer's regression at `lr 5` read train losses of 1e10-1e13, an
+    estimate of 0 and a test R² of -3.7e11, and the fit ended as if well.
+
+    >>> g = torch.arange(100.0)
+    >>> regression_did_not_learn(g, g + 3.0) is None, regression_did_not_learn(g, g * 1e4)
+    (True, (489951.0, 25.0))
+    """
+    both = ~torch.isnan(given) & ~torch.isnan(predicted)
+    g, p = given[both].double(), predicted[both].double()
+    if g.numel() < 2:
+        return None
+    spread = float((g - g.median()).abs().median())
+    if spread <= 0.0:
+        return None
+    if not bool(torch.isfinite(p).all()):
+        return math.inf, spread
+    off = float((p - g).abs().median())
+    return (off, spread) if off > factor * spread else None
+
+
 def class_label(c: int, names: Sequence[Any] | None) -> str:
     """Class ``c`` as a warning names it: ``"3"``, or ``"3 ('Shirt')"`` where the datamodule's ``classes`` names it
     (a CSV user's warnings said "labelled 1" of a table whose classes are ``benign``/``malignant``).

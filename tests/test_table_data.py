@@ -226,6 +226,28 @@ def test_the_documented_csv_command_runs_on_a_table_of_ones_own(tmp_path, capsys
             "that names one).") in err
 
 
+def test_a_regression_whose_final_model_diverged_exits_1(tmp_path, capsys, monkeypatch, one_torch_thread):
+    """A CLI newcomer's regression config at `lr 5`: train losses of 1e10-1e13, an estimate of 0, a test R² of
+    -3.7e11, and the fit exited 0. The final model's median miss on the training targets, against their median
+    spread, says it did not learn; the config's own learning rate passes."""
+    from tests.conftest import REPO
+
+    monkeypatch.setattr(sys, "argv", ["lit-robust"])
+    monkeypatch.chdir(tmp_path)
+    table(120)[["a", "b", "price"]].to_csv("my.csv", index=False)
+    args = ["fit", "--config", str(REPO / "configs" / "itlm_table_regression.yaml"), "--data.init_args.path", "my.csv",
+            "--data.init_args.target", "price", "--data.init_args.corrupted", "null", "--trainer.max_epochs", "20",
+            "--trainer.callbacks.init_args.round_epochs", "[10, 10]", "--trainer.enable_progress_bar", "false"]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--model.init_args.lr", "5"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert done.value.code == 1 and "lit-robust fit: error: the final model of ITLM misses the training targets by " \
+        "a median of " in err and "it did not learn, though its last round was not judged collapsed" in err, err
+    assert "(`--model.lr`; this fit's was 5: try 0.5)" in err
+    main(args)  # the config's learning rate: it learns, exit 0
+    assert "did not learn" not in capsys.readouterr().err
+
+
 def test_a_table_without_a_test_split_says_how_to_have_one():
     dm = TableDataModule(frame=table(30), target="kind", features=["a"], test_size=0)
     dm.setup()

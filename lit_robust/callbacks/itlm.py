@@ -96,6 +96,7 @@ from lit_robust.mixin import (
     scores_predictions_confidence,
 )
 from lit_robust.report import (
+    DIVERGED_FACTOR,
     NO_LABEL,
     ReportFormat,
     RoundScores,
@@ -107,6 +108,7 @@ from lit_robust.report import (
     one_class_predicted,
     posterior_note,
     rarely_predicted_classes,
+    regression_did_not_learn,
     replaced_note,
     scalar_targets,
     targets_reported,
@@ -810,6 +812,9 @@ class ITLM(Callback):
         # (class, times predicted, samples) when the last fit's final model predicts one class for nearly every
         # training sample (read off its report, on the rank that writes it); `lit-robust fit` then exits 1
         self.final_one_class: tuple[int, int, int] | None = None
+        # (median residual, median absolute deviation of the targets) when the last fit's final model of one
+        # regression target did not learn (`regression_did_not_learn`, read off its report); `lit-robust fit` exits 1
+        self.final_diverged: tuple[float, float] | None = None
         self._checked_per_sample = False  # the check runs once per fit (an extra forward of a few samples)
         self._said: set[str] = set()  # the info lines said in this fit (`_say_once`)
         self._scoring_source: str | None = None  # where the scoring pass reads, when the user defines it
@@ -966,6 +971,7 @@ class ITLM(Callback):
         # raised to 8 was refused, and the earlier, intact report's path was lost: `load_report` failed next)
         self._report_before, self._trained_this_fit = earlier_path, False
         self.final_one_class = None
+        self.final_diverged = None
         self.keep_ratio = check_keep_ratio(self.keep_ratio)  # it may have been set since the constructor
         others = [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, ITLM) and cb is not self]
         if others:
@@ -2511,6 +2517,18 @@ class ITLM(Callback):
         last_collapsed = bool(self.history) and self.history[-1].collapsed
         one = None if given_d is None or predicted_d is None else one_class_predicted(given_d, predicted_d)
         self.final_one_class = one
+        diverged = None if target_d is None or value_d is None else regression_did_not_learn(target_d, value_d)
+        self.final_diverged = diverged
+        if diverged is not None:
+            # a CLI newcomer's regression at `lr 5`: train losses of 1e10-1e13, an estimate of 0, test R² -3.7e11
+            last = self.history[-1] if self.history else None
+            losses = ("" if last is None or last.last_epoch_loss is None
+                      else f" (its last round's training loss {last.last_epoch_loss:.4g})")
+            rank_zero_warn(f"ITLM: the final model's predictions miss the training targets by a median of "
+                           f"{diverged[0]:.4g}, more than {DIVERGED_FACTOR:g} times their median absolute deviation "
+                           f"({diverged[1]:.4g}){losses}: it did not learn, so the report's ranking and "
+                           "`predicted_target` mean nothing. A common cause is a learning rate too large for a freshly "
+                           "initialised model.")
         if one is not None and last_collapsed:
             # an auditor's collapsed fit was told the classes it never predicted, not the one it predicted for all
             c, p, n = one
