@@ -3035,7 +3035,8 @@ def main(args: Sequence[str] | None = None) -> None:
         stop = stopped_by(exc)
         if stop is None:
             raise
-        _say_stopped(command, *stop, epochs_done=_epochs_if_training_ended(exc) if command == "fit" else None)
+        _say_run_stopped(command, exc, *stop,
+                         epochs_done=_epochs_if_training_ended(exc) if command == "fit" else None)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user's mistake
         if not debug and (workers_terminated(exc) or sigterm_noted()):
             # SIGTERM to the whole process group (SLURM's preemption, `timeout`): the loader workers die first and
@@ -3043,7 +3044,7 @@ def main(args: Sequence[str] | None = None) -> None:
             # as a preempted fit. Under DDP one process may stop at its epoch's end while another, signalled a moment
             # later, waits in a collective and fails on "Connection closed by peer" (a DDP newcomer's run): the
             # preemption's doing too
-            _say_stopped(command, "SIGTERM", 128 + signal.SIGTERM)
+            _say_run_stopped(command, exc, "SIGTERM", 128 + signal.SIGTERM)
         err = user_error(exc) or error_of_a_spawned_process(exc)
         if debug:
             raise
@@ -3137,11 +3138,46 @@ def _epochs_if_training_ended(exc: BaseException) -> int | None:
         return None
 
 
-def _say_stopped(command: str, signal_name: str, status: int, epochs_done: int | None = None) -> None:
-    """Say that the run was stopped by ``signal_name`` and exit with ``status`` (128 + the signal, the shell's)."""
+def _say_run_stopped(command: str, exc: BaseException, signal_name: str, status: int,
+                     epochs_done: int | None = None) -> None:
+    """:func:`_say_stopped` for the run ``exc`` stopped, with whether a fit had written a checkpoint; a fit that had
+    written none leaves no empty version folder (a CLI newcomer's Ctrl-C in epoch 0 left one, and was told to
+    resume)."""
+    cli = next((s for s in _frames_selves(exc) if isinstance(s, RobustCLI)), None)
+    written = _checkpoints_written(cli) if command == "fit" else None
+    if written is False:
+        _remove_empty_log_dir(cli)
+    _say_stopped(command, signal_name, status, epochs_done=epochs_done, checkpoints=written)
+
+
+def _checkpoints_written(cli: RobustCLI | None) -> bool | None:
+    """Whether the fit's ModelCheckpoints had written a checkpoint when it stopped; ``None`` when not known (no
+    trainer, or a checkpoint callback with a remote or unset folder)."""
+    trainer = getattr(cli, "trainer", None)
+    callbacks = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, ModelCheckpoint)]
+    if trainer is None or not callbacks:
+        return None if trainer is None else False
+    for cb in callbacks:
+        if cb.last_model_path or cb.best_model_path:
+            return True
+        folder = cb.dirpath
+        if not folder or "://" in str(folder):
+            return None
+        if os.path.isdir(folder) and any(name.endswith(".ckpt") for name in os.listdir(folder)):
+            return True
+    return False
+
+
+def _say_stopped(command: str, signal_name: str, status: int, epochs_done: int | None = None,
+                 checkpoints: bool | None = None) -> None:
+    """Say that the run was stopped by ``signal_name`` and exit with ``status`` (128 + the signal, the shell's).
+    ``checkpoints``: whether a fit had written any (``None``: not known)."""
     # only a fit writes checkpoints to resume from (a release checker's Ctrl-C'd `test` was told they remain)
     resume = ("; the checkpoints written so far remain: resume with the same command and `--ckpt_path last`"
               if command == "fit" else "")
+    if command == "fit" and checkpoints is False:
+        # a CLI newcomer's Ctrl-C in epoch 0 was told to resume from checkpoints there were none of
+        resume = "; no checkpoint had been written yet, so there is nothing to resume: run the command again"
     if epochs_done is not None:
         # a CLI user's Ctrl-C just after ITLM's report line was told to resume, which then said the fit had run all
         # its epochs and wrote nothing; the plot was never written

@@ -420,6 +420,14 @@ class CtrlCAfterFirstBatch(pl.Callback):
         raise KeyboardInterrupt
 
 
+class CtrlCInSecondEpoch(pl.Callback):
+    """Ctrl-C at the first batch of epoch 1, after epoch 0's checkpoint was written."""
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
 class CtrlCAfterTraining(pl.Callback):
     """Ctrl-C after the last epoch, in the end-of-fit work (listed after ITLM: its report is written)."""
 
@@ -493,16 +501,20 @@ def test_a_failure_without_a_sigterm_stays_a_failure(tmp_path, capsys, one_torch
 @pytest.mark.parametrize(("command", "callback", "said"), [
     # Lightning ends a fit that received SIGTERM with a SystemExit without a code: `lit-robust fit` exited 0 and said
     # nothing, so a scheduler requeueing failed jobs took a preempted fit for a finished one (a DDP newcomer)
-    ("fit", "SigtermAfterFirstBatch", "lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: "
-                                      "resume with the same command and `--ckpt_path last`. Exit status 143"),
-    ("fit", "SigtermHandlerAfterFirstBatch", "lit-robust fit: stopped by SIGTERM; the checkpoints written so far "
-                                             "remain: resume with the same command and `--ckpt_path last`. Exit "
-                                             "status 143"),
-    ("fit", "SigtermThenPeerGone", "lit-robust fit: stopped by SIGTERM; the checkpoints written so far remain: resume "
-                                   "with the same command and `--ckpt_path last`. Exit status 143"),
+    # (in epoch 0, before its checkpoint: a CLI newcomer's Ctrl-C there was told to resume from checkpoints that
+    # did not exist)
+    ("fit", "SigtermAfterFirstBatch", "lit-robust fit: stopped by SIGTERM; no checkpoint had been written yet, so "
+                                      "there is nothing to resume: run the command again. Exit status 143"),
+    ("fit", "SigtermHandlerAfterFirstBatch", "lit-robust fit: stopped by SIGTERM; no checkpoint had been written "
+                                             "yet, so there is nothing to resume: run the command again. Exit status "
+                                             "143"),
+    ("fit", "SigtermThenPeerGone", "lit-robust fit: stopped by SIGTERM; no checkpoint had been written yet, so there "
+                                   "is nothing to resume: run the command again. Exit status 143"),
     # Ctrl-C: Lightning's exit status 1, a failure's, and no word on resuming (an MLOps newcomer)
-    ("fit", "CtrlCAfterFirstBatch", "lit-robust fit: stopped by Ctrl-C (SIGINT); the checkpoints written so far "
-                                    "remain: resume with the same command and `--ckpt_path last`. Exit status 130"),
+    ("fit", "CtrlCAfterFirstBatch", "lit-robust fit: stopped by Ctrl-C (SIGINT); no checkpoint had been written yet, "
+                                    "so there is nothing to resume: run the command again. Exit status 130"),
+    ("fit", "CtrlCInSecondEpoch", "lit-robust fit: stopped by Ctrl-C (SIGINT); the checkpoints written so far "
+                                  "remain: resume with the same command and `--ckpt_path last`. Exit status 130"),
     # `test` writes no checkpoint: a release checker's Ctrl-C'd `test` was told they remain, and to resume
     ("test", "CtrlCAfterFirstBatch", "lit-robust test: stopped by Ctrl-C (SIGINT). Exit status 130"),
     # after the last epoch: a CLI user was told to resume, and the resume said the fit had run every epoch
@@ -510,7 +522,7 @@ def test_a_failure_without_a_sigterm_stays_a_failure(tmp_path, capsys, one_torch
                                   "and the checkpoints were written (resuming would train nothing), but the work at "
                                   "the end of a fit was cut short, so a callback's report or plot (ITLM's "
                                   "`itlm_scores.png`) may be missing; a new fit writes them. Exit status 130"),
-], ids=["fit-sigterm", "fit-sigterm-handler", "fit-sigterm-then-peer-gone", "fit-ctrl-c",
+], ids=["fit-sigterm", "fit-sigterm-handler", "fit-sigterm-then-peer-gone", "fit-ctrl-c", "fit-ctrl-c-epoch-1",
                                   "test-ctrl-c", "fit-ctrl-c-after-training"])
 def test_a_stopped_run_exits_with_the_signals_status_and_says_what_remains(tmp_path, capsys, one_torch_thread,
                                                                           command, callback, said):
@@ -526,7 +538,9 @@ def test_a_stopped_run_exits_with_the_signals_status_and_says_what_remains(tmp_p
         signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
     err = capsys.readouterr().err
     assert stopped.value.code == int(said.rsplit(" ", 1)[-1]) and said in err, err
-    assert ("resume" in err) == (command == "fit" and callback != "CtrlCAfterTraining"), err
+    assert ("--ckpt_path last" in err) == (callback == "CtrlCInSecondEpoch"), err
+    if "nothing to resume" in said:  # and no empty version folder is left behind
+        assert not [p for p in tmp_path.glob("**/version_*") if not any(p.iterdir())]
 
 
 def test_fit_ckpt_path_last_of_a_finished_fit_says_it_trains_nothing_and_runs_nothing(tmp_path, capsys,
