@@ -1567,3 +1567,30 @@ def test_a_refusal_through_the_cli_from_a_checkpoint_file_does_not_call_the_read
     assert done.value.code == 2
     assert "trained on the input columns ['x', 'y', 'z'], but the table read now gives ['x', 'y', 'w']" in err, err
     assert "replaced the config's" not in err and "in_features=None" not in err, err
+
+
+def test_a_fit_resumed_on_a_table_whose_labels_changed_says_so(tmp_path):
+    """A CLI newcomer edited labels in the training CSV and resumed the fit: accepted without a word (a changed row
+    count is refused, changed inputs change the scaling, which is warned of). The same table resumes silently."""
+    from lit_robust import MLPClassifier
+
+    frame = table(80)
+
+    def fit(labels: pd.Series, ckpt_path=None, epochs: int = 2) -> list[str]:
+        pl.seed_everything(0, verbose=False)
+        dm = TableDataModule(frame=frame.assign(kind=labels), target="kind", features=["a", "b"], test_size=0)
+        trainer = quiet_trainer(max_epochs=epochs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(MLPClassifier(hidden=8), dm, ckpt_path=ckpt_path)
+        if ckpt_path is None:
+            trainer.save_checkpoint(tmp_path / "m.ckpt")
+        return [str(w.message) for w in caught if "differs from the one the checkpoint" in str(w.message)]
+
+    assert fit(frame["kind"]) == []
+    assert fit(frame["kind"], tmp_path / "m.ckpt", epochs=3) == []
+    edited = frame["kind"].copy()
+    edited.iloc[:5] = "ant"
+    said = fit(edited, tmp_path / "m.ckpt", epochs=3)
+    assert len(said) == 1 and said[0].startswith("TableDataModule: the training table differs from the one the "
+                                                 "checkpoint's fit read (rows changed or reordered"), said

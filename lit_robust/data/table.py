@@ -1268,7 +1268,17 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError(f"The checkpoint's model was trained on the classes {list(saved)}, but the table read "
                              f"now has {list(self.classes)}: its class numbers would name other classes. Point the "
                              "datamodule at the table it was trained on (or one with the same classes).")
-        if state.get("table_digest") not in (None, self._table_digest) and self._split_from_table:
+        changed = state.get("table_digest") not in (None, self._table_digest)
+        trainer = getattr(self, "trainer", None)
+        fitting = trainer is not None and getattr(getattr(trainer, "state", None), "fn", None) == "fit"
+        if changed and fitting and not self._split_from_table:
+            # a CLI newcomer edited labels in the CSV and resumed: accepted without a word (a changed row count is
+            # refused, changed feature values change the scaling, warned below; changed labels changed nothing seen)
+            rank_zero_warn("TableDataModule: the training table differs from the one the checkpoint's fit read (rows "
+                           "changed or reordered: labels, targets or inputs), so the resumed fit trains on the rows "
+                           "read now, and its selections, estimate and report, made by row, meet other values. For "
+                           "the fit the checkpoint began, resume on that table; for the edited one, start a new fit.")
+        if changed and self._split_from_table:
             # a newcomer appended 20 rows to their training CSV: `test` drew its split again, 30 of its 40 rows had
             # been training rows, and test accuracy read 0.725 for 0.667, with the scaling warning alone
             rank_zero_warn("TableDataModule: the table differs from the one the checkpoint's model was fitted on (rows "
