@@ -288,8 +288,10 @@ def seed_persistent_workers(trainer: Any) -> None:
 
 
 def _warn_unseeded_workers(trainer: Any, owner: str) -> None:
-    """At train start of a resumed fit: warn when a training loader still draws its persistent workers' seed from
-    torch's global generator (see :func:`seed_persistent_workers`), with the change that makes the resume exact."""
+    """At train start of a resumed fit: warn when a training loader's persistent workers draw at random (an
+    augmentation, found by :func:`~lit_robust.data.indexed.reads_differ`: their draws restart with the workers), and
+    when one still draws its persistent workers' seed from torch's global generator (see
+    :func:`seed_persistent_workers`), with the change that makes the resume exact."""
     combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
     if getattr(trainer, "ckpt_path", None) is None or combined is None:
         return
@@ -445,7 +447,8 @@ def _training_loaders(trainer: Any) -> list[Any]:
 
 def restart_draws_with_workers(trainer: Any) -> bool:
     """Whether a fit resumed from an epoch's last batch draws its next epoch's shuffle otherwise than the
-    uninterrupted fit: a training loader with worker processes in a fit that validates (measured: a BatchFilter fit
+    uninterrupted fit: a training loader with worker processes that shuffles or augments, in a fit that validates
+    (measured: a BatchFilter fit
     with `num_workers=2` and a validation loader ended 0.46 away from the uninterrupted fit's weights, the same fit
     without validation, or with `num_workers=0`, bit for bit; a vision newcomer's 0.043). Lightning's restart makes
     the training loader's iterator once more, and one with workers draws its shuffle as it is made."""
