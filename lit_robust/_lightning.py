@@ -63,6 +63,9 @@ def begin_fit(holder: Any, trainer: Any, owner: str, earlier_path: str | None = 
     note = earlier_fit_note(trainer)
     holder._nothing_to_train = note is not None and note[0]
     holder._nothing_note = note[1] if holder._nothing_to_train else None
+    # said at train start (`check_state_owner`) unless a checkpoint restores the fit; ITLM said it, the filters and
+    # CoTeaching went on from a stop inside an epoch without a word (a reviewer's)
+    holder._goes_on_note = None if note is None or note[0] else f"{owner}: {note[1]}"
     holder._restored = False
     holder._fit_token = token
     if not foreign:
@@ -114,10 +117,14 @@ def say_resumed_a_finished_fit(holder: Any, trainer: Any, owner: str, reports: b
 
 def check_state_owner(holder: Any) -> None:
     """At train start: refuse a fit that goes on from an earlier fit of its Trainer while ``holder``'s state was
-    another Trainer's fit's (see :func:`begin_fit`), unless a checkpoint restored it."""
+    another Trainer's fit's (see :func:`begin_fit`), unless a checkpoint restored it; else say that it goes on from
+    that fit, which is not one uninterrupted fit (:func:`earlier_fit_note`)."""
     note = getattr(holder, "_foreign_state", None)
     if note is not None and not getattr(holder, "_restored", False):
         raise RuntimeError(note)
+    goes_on = getattr(holder, "_goes_on_note", None)
+    if goes_on is not None and not getattr(holder, "_restored", False):
+        rank_zero_info(goes_on)
 
 
 def say_trained_nothing(holder: Any, owner: str, reports: bool) -> bool:

@@ -66,21 +66,30 @@ class InterruptAt(pl.Callback):
             raise KeyboardInterrupt
 
 
-def test_a_fit_going_on_after_an_interrupted_one_says_so(monkeypatch):
+@pytest.mark.parametrize("owner", ["ITLM", "BatchFilter", "CoTeaching"])
+def test_a_fit_going_on_after_an_interrupted_one_says_so(monkeypatch, owner):
+    """ITLM said so; a reviewer's BatchFilter and CoTeaching fits went on after a stop inside an epoch (the rest of
+    it never trained) without a word."""
+    import lit_robust._lightning as lightning_module
+
     infos = []
-    monkeypatch.setattr(itlm_module, "rank_zero_info", infos.append)
+    monkeypatch.setattr(lightning_module, "rank_zero_info", infos.append)
     loader = DataLoader(BlobsData(n=96).ds, batch_size=16)
     itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 2])
-    t = trainer([itlm, InterruptAt(2)], epochs=3)
+    module = (CoTeaching(TinyModel(), rule="prl", drop_ratio=0.2, warmup_epochs=1, report=False)
+              if owner == "CoTeaching" else TinyModel())
+    callbacks = {"ITLM": [itlm], "BatchFilter": [BatchFilter("prl", drop_ratio=0.2)], "CoTeaching": []}[owner]
+    t = trainer([*callbacks, InterruptAt(2)], epochs=3)
     try:
-        t.fit(TinyModel(), loader)
+        t.fit(module, loader)
     except SystemExit:  # Lightning's answer to Ctrl-C in some versions; others return with `interrupted`
         pass
     assert t.interrupted and t.current_epoch == 2
     said = warned(lambda: t.fit(t.lightning_module, loader), "earlier fit")
     assert said == []  # it trains: no warning, an info line
     assert [m for m in infos if "earlier fit" in m] == [
-        "ITLM: this fit goes on from this Trainer's earlier fit at epoch 2 (a Trainer keeps its progress), which is "
-        "not the same as one uninterrupted fit; for that, resume from a checkpoint (`ckpt_path=`) or start again "
+        f"{owner}: this fit goes on from this Trainer's earlier fit at epoch 2 (a Trainer keeps its progress), which "
+        "is not the same as one uninterrupted fit; for that, resume from a checkpoint (`ckpt_path=`) or start again "
         "with a new Trainer."]
-    assert len(itlm.history) == 2
+    if owner == "ITLM":
+        assert len(itlm.history) == 2

@@ -33,7 +33,6 @@ from lit_robust._lightning import (
     begin_fit,
     check_epoch_batches,
     check_state_owner,
-    earlier_fit_note,
     early_stopping_checks,
     epoch_cut,
     evaluation_batches,
@@ -1019,10 +1018,6 @@ class ITLM(Callback):
         self._fit_round_epochs = list(self.round_epochs)
         if not fresh and self._current is not None and self._current.round == self.num_rounds - 1:
             self._current.epochs = self.round_epochs[-1]
-        earlier = earlier_fit_note(trainer)
-        # said at train start, unless a checkpoint restores the fit (`ckpt_path=`: then it is not so); a fit that
-        # trains nothing says so at its end
-        self._goes_on_note = None if earlier is None or earlier[0] else f"{self._title}: {earlier[1]}"
         if fresh:
             module.model_start_epoch = None  # an earlier fit's announcement does not count
         warn_if_mixed_lightning(trainer)
@@ -1225,8 +1220,6 @@ class ITLM(Callback):
         self._started_mid_fit = started_without_its_state(
             self, trainer, self._title, "its round records, selection, estimate and report hold none of the epochs "
             "before (its rounds still run by the fit's epochs)")
-        if getattr(self, "_goes_on_note", None) is not None and not self._restored:
-            rank_zero_info(self._goes_on_note)
         self._check_same_on_every_rank()
         warn_inexact_resume(trainer, self._title, mid_epoch=False)
         if self._skipped_epoch_end is None:
