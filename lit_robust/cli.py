@@ -3152,8 +3152,11 @@ def _say_run_stopped(command: str, exc: BaseException, signal_name: str, status:
 
 def _checkpoints_written(cli: RobustCLI | None) -> bool | None:
     """Whether the fit's ModelCheckpoints had written a checkpoint when it stopped; ``None`` when not known (no
-    trainer, or a checkpoint callback with a remote or unset folder)."""
+    trainer, or a checkpoint callback with a remote or unset folder) or when the fit was itself resumed from one,
+    which remains."""
     trainer = getattr(cli, "trainer", None)
+    if getattr(trainer, "ckpt_path", None) is not None:
+        return None  # a resumed fit: the checkpoint it resumed from remains (`--ckpt_path last` finds it again)
     callbacks = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, ModelCheckpoint)]
     if trainer is None or not callbacks:
         return None if trainer is None else False

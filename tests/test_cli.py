@@ -2364,3 +2364,22 @@ def test_a_sigterm_to_a_ddp_spawn_command_reaches_its_started_processes_and_ends
         if child.is_alive():
             child.kill()
     assert signal.getsignal(signal.SIGTERM) is before  # put back after the command
+
+
+def test_a_stop_before_any_checkpoint_of_a_resumed_fit_keeps_the_resume_advice(tmp_path):
+    """The "nothing to resume" line is for a fit that wrote no checkpoint; a fit resumed from one (`--ckpt_path`)
+    still has it, and `--ckpt_path last` finds it again: told to run the command again, a user would start afresh."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lit_robust.cli import _checkpoints_written
+
+    empty = ModelCheckpoint(dirpath=tmp_path / "none")
+    assert _checkpoints_written(SimpleNamespace(trainer=SimpleNamespace(ckpt_path=None, callbacks=[empty]))) is False
+    assert _checkpoints_written(SimpleNamespace(trainer=SimpleNamespace(ckpt_path="a.ckpt", callbacks=[empty]))) is None
+    (tmp_path / "some").mkdir()
+    (tmp_path / "some" / "epoch=0.ckpt").write_bytes(b"")
+    written = ModelCheckpoint(dirpath=tmp_path / "some")
+    assert _checkpoints_written(SimpleNamespace(trainer=SimpleNamespace(ckpt_path=None, callbacks=[written]))) is True
+    assert _checkpoints_written(None) is None
