@@ -252,6 +252,22 @@ CUT_EPOCH_CONSEQUENCE = ("the resumed fit trains fewer batches than the uninterr
                          "records and report go on from a shorter epoch")
 
 
+def _training_loaders(trainer: Any) -> list[Any]:
+    """The fit's training loaders (Lightning's combined loader, flattened), ``[]`` before they are set up."""
+    combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
+    return list(combined.flattened) if combined is not None else []
+
+
+#: samples :func:`~lit_robust.data.indexed.reads_differ` reads twice each: one missed a flip applied half the time in
+#: 10 of 20 seeds (a reviewer's), 16 miss it about once in 65,000
+_AUGMENTATION_PROBES = 16
+
+
+def _augments(loader: Any) -> bool:
+    """Whether ``loader``'s dataset draws at random when read (an augmentation)."""
+    return reads_differ(getattr(loader, "dataset", None), items=_AUGMENTATION_PROBES)
+
+
 def _draws_worker_seed_globally(loader: Any) -> bool:
     """A loader whose one iterator per fit (persistent workers) draws its workers' base seed from torch's global
     generator (no ``generator`` of its own)."""
@@ -292,12 +308,11 @@ def _warn_unseeded_workers(trainer: Any, owner: str) -> None:
     augmentation, found by :func:`~lit_robust.data.indexed.reads_differ`: their draws restart with the workers), and
     when one still draws its persistent workers' seed from torch's global generator (see
     :func:`seed_persistent_workers`), with the change that makes the resume exact."""
-    combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
-    if getattr(trainer, "ckpt_path", None) is None or combined is None:
+    loaders = _training_loaders(trainer)
+    if getattr(trainer, "ckpt_path", None) is None or not loaders:
         return
-    augmenting = [loader for loader in combined.flattened if isinstance(loader, DataLoader) and loader.num_workers > 0
-                  and loader.persistent_workers and reads_differ(loader.dataset, items=16)]
-    if augmenting:
+    if any(isinstance(loader, DataLoader) and loader.num_workers > 0 and loader.persistent_workers
+           and _augments(loader) for loader in loaders):
         # a vision newcomer's `persistent_workers=True` with RandomCrop: the resume kept 11 % of the samples
         # otherwise than the uninterrupted fit, without a word
         rank_zero_warn(f"{owner}: this resumed fit's training DataLoader has persistent workers and its dataset draws "
@@ -305,7 +320,7 @@ def _warn_unseeded_workers(trainer: Any, owner: str) -> None:
                        "so the augmentations, and so the drops and weights, from here on differ from the "
                        "uninterrupted fit's. With `persistent_workers=False` (each epoch's workers seeded from the "
                        "checkpointed generators) a resume from an epoch-end checkpoint is exact.")
-    if any(_draws_worker_seed_globally(loader) for loader in combined.flattened):
+    if any(_draws_worker_seed_globally(loader) for loader in loaders):
         rank_zero_warn(f"{owner}: this resumed fit's training DataLoader has persistent workers and no `generator`: "
                        "creating it again drew its workers' seed from torch's global generator, so the shuffles and "
                        "dropout masks from here on differ from the uninterrupted fit's. For an exact resume build it "
@@ -348,8 +363,7 @@ def _order_taken_up_where_it_stopped(trainer: Any) -> bool:
     in a fit that ended bit for bit the uninterrupted one's."""
     from lit_robust.selection.samplers import SelectionSampler
 
-    combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
-    loaders = [] if combined is None else combined.flattened
+    loaders = _training_loaders(trainer)
     return bool(loaders) and all(
         isinstance(getattr(loader, "sampler", None), SelectionSampler) for loader in loaders)
 
@@ -439,12 +453,6 @@ def validates_off_epoch_ends(trainer: Any) -> bool:
     return inside or every != 1
 
 
-def _training_loaders(trainer: Any) -> list[Any]:
-    """The fit's training loaders (Lightning's combined loader, flattened), ``[]`` before they are set up."""
-    combined = getattr(getattr(trainer, "fit_loop", None), "_combined_loader", None)
-    return list(combined.flattened) if combined is not None else []
-
-
 def restart_draws_with_workers(trainer: Any) -> bool:
     """Whether a fit resumed from an epoch's last batch draws its next epoch's shuffle otherwise than the
     uninterrupted fit: a training loader with worker processes that shuffles or augments, in a fit that validates
@@ -461,7 +469,7 @@ def restart_draws_with_workers(trainer: Any) -> bool:
     # reviewer's); with augmentation in its workers their seeds move (measured: 0.18 apart)
     return validates and any(getattr(loader, "num_workers", 0) > 0
                              and (not isinstance(getattr(loader, "sampler", None), SequentialSampler)
-                                  or reads_differ(getattr(loader, "dataset", None), items=16))
+                                  or _augments(loader))
                              for loader in _training_loaders(trainer))
 
 

@@ -735,8 +735,8 @@ def reads_differ(dataset: Any, items: int = 1) -> bool:
     """Whether two reads of one of the first ``items`` samples give different inputs (a random augmentation in
     ``__getitem__``), reading under a copy of the process's random state, so that training draws what it would
     without the check. ``False`` when an item cannot be read. One item misses an augmentation applied with a
-    probability about half the time (a reviewer's `RandomHorizontalFlip`: 10 of 20 seeds); 16 items, one in
-    several thousand."""
+    probability about half the time (a reviewer's `RandomHorizontalFlip`: 10 of 20 seeds); 16 items miss it
+    about once in 65,000 (each read of such a flip differs from the next half the time)."""
     # this process's state, no collective: the check is not a checkpoint (under DDP `random_state` gathers every
     # rank's, and `restore_random_state` put back nothing before, so the peek moved a rank's generators on)
     from lit_robust.callbacks._resume import set_this_process_random_state, this_process_random_state
