@@ -16,6 +16,22 @@ __all__ = ["round_table", "round_line", "print_table", "plot_score_histograms", 
            "corrupted_validation_note"]
 
 
+#: ITLM's ``keep_ratio="auto"`` clips an estimated corrupted fraction at or above this to it (a clean majority)
+AUTO_RATE_CAP = 0.5
+
+
+def fmt_estimate(rate: float | None) -> str:
+    """An estimated corrupted fraction as the round table and line show it: as estimated, and where ITLM clipped
+    it (at or above :data:`AUTO_RATE_CAP`, NaN included), what it used.
+
+    >>> fmt_estimate(0.3125), fmt_estimate(0.62), fmt_estimate(None)
+    ('31.25%', '62.00% (clipped to 50.00%)', '—')
+    """
+    if rate is None:
+        return fmt_pct(None)
+    return fmt_pct(rate) if rate < AUTO_RATE_CAP else f"{fmt_pct(rate)} (clipped to {fmt_pct(AUTO_RATE_CAP)})"
+
+
 _PLAIN = str.maketrans({"→": "->", "—": "-", "–": "-", "×": "x", "…": "...", "≥": ">=", "≤": "<=", "ε": "eps"})
 
 
@@ -109,7 +125,7 @@ def round_table(history: Sequence[Any], monitor: str | None = None, title: str =
         row = [str(rec.round), str(rec.epochs), f"{rec.kept}/{rec.n}", fmt_pct(rec.clean_precision),
                fmt_pct(rec.corrupted_recall)]
         if with_estimate:
-            row.append(fmt_pct(getattr(rec, "estimated_corruption", None)))
+            row.append(fmt_estimate(getattr(rec, "estimated_corruption", None)))
         if with_loss:
             row.append(_fmt_loss(rec.first_epoch_loss, rec.last_epoch_loss, rec.epochs))
         row += [f"{rec.metrics[k]:.4f}{_metrics_epoch(rec)}" if k in rec.metrics else "—" for k in metric_names]
@@ -208,7 +224,7 @@ def round_line(rec: Any, num_rounds: int | None = None, title: str = "ITLM") -> 
     last = f"/{num_rounds - 1}" if num_rounds is not None else ""
     parts = [f"{rec.epochs} epoch{'s' if rec.epochs != 1 else ''} on {rec.kept}/{rec.n} samples"]
     if getattr(rec, "estimated_corruption", None) is not None:
-        parts.append(f"estimated corrupted {fmt_pct(rec.estimated_corruption)}")
+        parts.append(f"estimated corrupted {fmt_estimate(rec.estimated_corruption)}")
     if rec.clean_precision is not None:
         parts.append(f"clean precision {fmt_pct(rec.clean_precision)}")
     if rec.corrupted_recall is not None:

@@ -464,6 +464,17 @@ def test_report_shows_the_estimate():
     assert "est. corrupted" not in [c.header for c in round_table(history[:1]).columns]
 
 
+def test_round_table_and_line_say_where_the_estimate_was_clipped():
+    # a newcomer read "est. corrupted 62.00%" beside "kept 120/240" and took the table for wrong
+    clipped = RoundRecord(round=1, epochs=1, kept=120, n=240, estimated_corruption=0.62)
+    assert "estimated corrupted 62.00% (clipped to 50.00%)" in round_line(clipped, 2)
+    cells = round_table([RoundRecord(round=0, epochs=1, kept=240, n=240), clipped]).columns
+    column = next(c for c in cells if c.header == "est. corrupted")
+    assert list(column.cells) == ["—", "62.00% (clipped to 50.00%)"]
+    just_below = RoundRecord(round=1, epochs=1, kept=121, n=240, estimated_corruption=0.4999)
+    assert round_line(just_below).endswith("estimated corrupted 49.99%")
+
+
 # ---------------------------------------------------------------- resume
 @pytest.mark.parametrize("with_val", [False, True], ids=["ckpt-after-scoring", "ckpt-before-scoring"])
 @pytest.mark.parametrize("resume_epoch", [2, 4])

@@ -114,6 +114,7 @@ from lit_robust.report import (
     top_rows_dropped,
     write_training_report,
 )
+from lit_robust.reporting import AUTO_RATE_CAP
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     AUTO_MIN_SAMPLES,
@@ -157,7 +158,7 @@ _PER_CLASS_ADVICE = ("`ITLM(per_class=True)` keeps the same share of every class
                      "hard or confusable class, not where most of the class's labels are wrong (uniform noise on a "
                      "long-tailed set makes most of a rare class's labels flipped samples of common classes) nor "
                      "against a single-target backdoor, whose poison sits in one class.")
-_MAX_AUTO_RATE = 0.5  # ITLM (like every trimming method here) assumes a clean majority
+_MAX_AUTO_RATE = AUTO_RATE_CAP  # ITLM (like every trimming method here) assumes a clean majority
 _MIN_VALIDATION_SAMPLES = 20  # fewer: a validation accuracy is not judged "at chance" (see `_finish_round`)
 _PER_CLASS_SHORT = 0.02  # per_class keeping fewer than keep_ratio * n by more than this share of n is warned about
 
