@@ -626,12 +626,47 @@ def _name_the_yaml_file(message: str) -> str:
     for path in _config_files:
         try:
             with open(path, encoding="utf-8") as f:
-                yaml.safe_load(f)
-        except yaml.YAMLError:
-            return message.replace('"<unicode string>"', repr(path))
-        except OSError:
+                text = f.read()
+            yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            return message.replace('"<unicode string>"', repr(path)).rstrip("\n") + _yaml_lines(path, text, err)
+        except (OSError, UnicodeDecodeError):
             continue
     return message
+
+
+def _yaml_lines(path: str, text: str, err: yaml.YAMLError) -> str:
+    r"""The lines of a config around its YAML syntax error, numbered, with a caret under the place PyYAML names: a CLI
+    user's key indented one level too little was named on the line after it ("mapping values are not allowed"), and
+    the line numbers alone did not show the slip (pure).
+
+    >>> err = None
+    >>> try:
+    ...     yaml.safe_load("trainer:\nmax_epochs: 3\n  devices: 1\n")
+    ... except yaml.YAMLError as e:
+    ...     err = e
+    >>> print(_yaml_lines("a.yaml", "trainer:\nmax_epochs: 3\n  devices: 1\n", err))
+    <BLANKLINE>
+      'a.yaml' lines 2-3 (YAML nests by indentation, spaces only; the slip is often on the line above the one named):
+          2 | max_epochs: 3
+          3 |   devices: 1
+                       ^
+    """
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    last = min(mark.line, len(lines) - 1)
+    if last < 0:
+        return ""
+    first = max(0, last - 1)
+    width = len(str(last + 1))
+    shown = "\n".join(f"    {i + 1:>{width + 2}} | {lines[i].replace(chr(9), '<tab>')}" for i in range(first, last + 1))
+    tabs = lines[last][:mark.column].count("\t")  # each shown as 5 characters
+    caret = " " * (4 + width + 2 + 3 + mark.column + 4 * tabs) + "^"
+    span = f"line {last + 1}" if first == last else f"lines {first + 1}-{last + 1}"
+    return (f"\n  {path!r} {span} (YAML nests by indentation, spaces only; the slip is often on the line above the one "
+            f"named):\n{shown}\n{caret}")
 
 
 def _module_search_hint(message: str) -> str:

@@ -2040,6 +2040,22 @@ def test_a_yaml_syntax_error_names_its_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert done.value.code == 2
     assert f"in {str(bad)!r}, line 3, column 7" in err and "<unicode string>" not in err, err
+    # ... and shows the lines, the one above included: the slip is there as often as on the line named
+    assert f"{str(bad)!r} lines 2-3 (YAML nests by indentation" in err
+    assert "      2 |   max_epochs: 2\n      3 |     lr: 3\n" + " " * 16 + "^\n" in err, err  # under its colon
+
+
+def test_a_key_indented_one_level_too_little_is_shown_with_the_line_above(tmp_path, capsys):
+    # PyYAML names the line after the slip ("mapping values are not allowed" at `devices:`); a tab gets named too
+    for text, shown in (("trainer:\nmax_epochs: 2\n  devices: 1\n", "      2 | max_epochs: 2\n      3 |   devices: 1"),
+                        ("trainer:\n  max_epochs: 2\n\tdevices: 1\n", "      3 | <tab>devices: 1\n" + " " * 10 + "^\n")):
+        bad = tmp_path / "slip.yaml"
+        bad.write_text(text)
+        with pytest.raises(SystemExit) as done:
+            main(["fit", "--config", str(bad)])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and "Traceback" not in err
+        assert shown in err, err
 
 
 def test_more_cpu_processes_than_cores_get_a_note(capsys, monkeypatch):

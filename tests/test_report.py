@@ -1229,14 +1229,32 @@ def test_a_report_that_replaces_an_earlier_fits_file_says_so(tmp_path, owner, mo
     said = []
     module = "lit_robust.callbacks.itlm" if owner == "itlm" else "lit_robust.callbacks._report_file"
     monkeypatch.setattr(f"{module}.rank_zero_info", said.append)
+    warned = []
+    monkeypatch.setattr("lit_robust.callbacks._report_file.rank_zero_warn", lambda m, *a, **k: warned[-1].append(m))
     for _ in range(2):
         cb = (ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=True,
                    report_dir=str(tmp_path / "rep")) if owner == "itlm"
               else BatchFilter("prl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "rep")))
+        warned.append([])
         fit(tmp_path, [cb], 2)
+    warned = [[m for m in fit_warned if "from an earlier fit, which this fit's report" in m] for fit_warned in warned]
     lines = [t for t in said if "per-sample report written to" in t]
     assert len(lines) == 2
     assert "replacing the file there" not in lines[0] and "replacing the file there" in lines[1]
+    # ... and the second fit says so as it starts, as Lightning does of a checkpoint folder that is not empty
+    assert warned[0] == [] and len(warned[1]) == 1
+    assert os.path.join(str(tmp_path / "rep"), os.path.basename(cb.report_path)) in warned[1][0]
+    assert "give each fit a `report_dir` of its own to keep both" in warned[1][0]
+    # a fit resumed from its checkpoint replaces its own earlier part's report: no warning
+    make = (lambda: ITLM(keep_ratio=0.7, round_epochs=[1, 2], verbose=False, plot=False, report=True,
+                         report_dir=str(tmp_path / "rep"))) if owner == "itlm" else (
+        lambda: BatchFilter("prl", drop_ratio=0.2, report=True, report_dir=str(tmp_path / "rep")))
+    fit(tmp_path / "a", [make(), StopAfterEpoch(0)], 3, enable_checkpointing=True)
+    assert os.path.exists(cb.report_path)
+    ckpt = next((tmp_path / "a").rglob("*.ckpt"))
+    warned = [[]]
+    fit(tmp_path / "a", [make()], 3, ckpt_path=str(ckpt))
+    assert [m for m in warned[0] if "from an earlier fit" in m] == []
 
 
 @pytest.mark.parametrize("owner", ["itlm", "prl"])

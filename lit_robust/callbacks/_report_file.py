@@ -155,6 +155,17 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
     return os.path.join(folder, filename)
 
 
+def warn_earlier_report(trainer: Any, target: str | None, owner: str) -> None:
+    """At train start: warn where this fit's report will replace a file an earlier fit left at ``target``, as
+    Lightning warns of a checkpoint folder that is not empty (the note at the end came after the fit's minutes). Not
+    for a resumed fit or one going on from an earlier fit of ``trainer``: the file is then its own earlier part's."""
+    if target is None or getattr(trainer, "ckpt_path", None) or continues_earlier_fit(trainer):
+        return
+    if trainer.is_global_zero and os.path.exists(target):
+        rank_zero_warn(f"{owner}: {target} holds a per-sample report from an earlier fit, which this fit's report "
+                       "replaces at its end; give each fit a `report_dir` of its own to keep both.")
+
+
 def checked_folder(trainer: Any, folder: Any, argument: str) -> str:
     """``folder`` (a user's folder argument, ``argument``; ``~`` expanded), checked to be writable on rank 0 (created
     if missing). Call on every rank: the outcome is broadcast and every rank raises the same ``ValueError``."""
@@ -235,6 +246,7 @@ class EpochReport:
         """Training starts: the sums of every training sample, restored from a checkpoint or new, on ``device``."""
         if self.target is None:
             return
+        warn_earlier_report(trainer, self.target, self.owner)
         n = training_set_size(trainer, self.owner)
         if self.state is not None and self.state.n != n:
             raise ValueError(f"the training set changed size since the checkpoint ({self.state.n} -> {n}); the "

@@ -56,6 +56,7 @@ from lit_robust.callbacks._report_file import (
     report_enabled,
     resolve_report_path,
     unwritten_report_note,
+    warn_earlier_report,
     written_on_rank_zero,
 )
 from lit_robust.callbacks._resume import (
@@ -1222,6 +1223,7 @@ class ITLM(Callback):
             self, trainer, self._title, "its round records, selection, estimate and report hold none of the epochs "
             "before (its rounds still run by the fit's epochs)")
         self._check_same_on_every_rank()
+        warn_earlier_report(trainer, self._report_target, self._title)
         warn_inexact_resume(trainer, self._title, mid_epoch=False)
         if self._skipped_epoch_end is None:
             self._warn_mid_epoch_workers(trainer)
