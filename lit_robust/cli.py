@@ -162,6 +162,10 @@ class RobustArgumentParser(LightningArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", RobustHelpFormatter)
+        if not args:
+            # jsonargparse makes a `--model.help CLASS` parser with no name, and argparse then takes the script's:
+            # `python -m lit_robust` showed "usage: __main__.py [--model.lr LR] ..."
+            kwargs.setdefault("prog", "lit-robust")
         super().__init__(*args, **kwargs)
 
     def print_usage(self, file: Any = None) -> None:  # the full usage of `fit` runs to ~100 lines

@@ -820,13 +820,16 @@ def test_help_lists_demo_and_a_misspelt_command_is_one_line_with_the_closest(cap
 
 @pytest.mark.parametrize("argv", [["fit", "--trainer.callbacks.help", "lit_robust.ITLM"],
                                   ["fit", "--model.help", "lit_robust.LinearProbe"], ["fit", "--help"]])
-def test_help_shows_the_docstrings_without_their_rest_markup(argv, capsys):
+def test_help_shows_the_docstrings_without_their_rest_markup(argv, capsys, monkeypatch):
     """`--model.help lit_robust.ITLM` printed ``keep_ratio`` and :class:`~lit_robust.X` as the docstrings spell them."""
+    monkeypatch.setattr(sys, "argv", [os.path.join("site-packages", "lit_robust", "__main__.py")])  # python -m
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert len(out) > 500 and "``" not in out and not re.search(r":(class|func|meth|attr|math):`", out), out[:2000]
+    # named as the command, not as the script that runs it (`python -m lit_robust`: "usage: __main__.py ...")
+    assert out.startswith("usage: lit-robust "), out[:200]
 
 
 @pytest.mark.parametrize("callback", ["lit_robust.ITLM", "lit_robust.BatchFilter"])
