@@ -1,3 +1,4 @@
+import dataclasses
 import re
 import warnings
 
@@ -28,8 +29,8 @@ class SpyFilter(BatchFilter):
         params = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
         self._step = dict(params=params, batch=[t.clone() for t in batch], epoch=trainer.current_epoch)
 
-    def _count(self, mask, corrupted, counted=None):
-        super()._count(mask, corrupted, counted)
+    def _count(self, mask, corrupted, counted=None, labels=None):
+        super()._count(mask, corrupted, counted, labels)
         self.steps.append(dict(self._step, mask=mask.clone()))
 
 
@@ -166,7 +167,10 @@ def test_no_ground_truth_means_no_metric(tmp_path):
 
     f = BatchFilter("spl", drop_ratio=0.2)
     _, trainer = fit(tmp_path, [f], max_epochs=1, data=Data())
-    assert f.history == [FilterEpochRecord(epoch=0, drop_ratio=0.2, seen=96, dropped=24)]  # 6 x (16 - floor(0.8 * 16))
+    counts = torch.bincount(ds.targets).tolist()  # the entries seen by given label, and how many of each were kept
+    assert [dataclasses.replace(r, kept_by_class=None) for r in f.history] == [FilterEpochRecord(
+        epoch=0, drop_ratio=0.2, seen=96, dropped=24, seen_by_class=counts)]  # 6 x (16 - floor(0.8 * 16))
+    assert len(f.history[0].kept_by_class) == 3 and sum(f.history[0].kept_by_class) == 96 - 24
     assert "filter/dropped_corrupted_frac" not in trainer.callback_metrics
 
 
@@ -511,7 +515,9 @@ def test_one_hot_float_targets_are_ranked_as_class_labels(tmp_path):
         f = BatchFilter("prl", drop_ratio=0.3, report=True, report_dir=str(tmp_path / name))
         fit(tmp_path, [f], max_epochs=2, data=Data(ds))
         runs[name] = (f.history, load_report(f.report_path, as_frame=False))
-    assert runs["one_hot"][0] == runs["integer"][0]  # the same drops, epoch by epoch
+    # the same drops, epoch by epoch (counted by class for integer labels only)
+    no_classes = [dataclasses.replace(r, seen_by_class=None, kept_by_class=None) for r in runs["integer"][0]]
+    assert runs["one_hot"][0] == no_classes and runs["integer"][0][0].seen_by_class == [33, 35, 28]
     rows = {r["index"]: r for r in runs["one_hot"][1]}
     for r in runs["integer"][1]:
         assert rows[r["index"]]["score_last_epoch"] == pytest.approx(r["score_last_epoch"], rel=1e-2, abs=1e-3)
@@ -672,3 +678,35 @@ def test_the_early_stopping_warning_leaves_out_the_loss_advice_for_an_accuracy_m
     assert said["val_acc"].endswith("dropping nothing in epoch 0. Give it a patience of at least 3."), said
     assert said["val_loss"].endswith("the loss often rises while the model still improves on the clean samples. Give "
                                      "it a patience of at least 3, or monitor a validation accuracy."), said
+
+
+@pytest.mark.parametrize("rule", ["prl", "prl_g"])
+def test_a_learning_rate_search_runs_without_the_filter_and_says_nothing_of_it(tmp_path, rule):
+    """Lightning's `Tuner.lr_find` runs the fit loop with its own callback alone; the module's `reduce_loss` still asked
+    the filter, whose batch hooks never ran, and a tuner user was warned that each batch went through it twice."""
+    from pytorch_lightning.tuner import Tuner
+
+    class Tunable(TinyModel):
+        lr = 0.1
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    asked = []
+
+    class Counting(BatchFilter):
+        def _mask(self, *args, **kwargs):
+            mask = super()._mask(*args, **kwargs)
+            asked.append(int((~mask).sum()))
+            return mask
+
+    f = Counting(rule, drop_ratio=0.3, warmup_epochs=0)
+    trainer = tiny_trainer(tmp_path, 2, [f])
+    model = Tunable()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Tuner(trainer).lr_find(model, datamodule=BlobsData(), num_training=8)
+        assert f.history == [] and sum(asked) == 0  # nothing dropped, nothing counted in the search
+        trainer.fit(model, BlobsData())
+    assert not [w for w in caught if "went through the filter twice" in str(w.message)]
+    assert [(r.seen, r.dropped) for r in f.history] == [(240, 75), (240, 75)]  # 7 x (32 - 22) + (16 - 11)

@@ -387,8 +387,8 @@ class Spy(BatchFilter):
         super().__init__(*args, **kwargs)
         self.masks = []
 
-    def _count(self, mask, corrupted, counted=None):
-        super()._count(mask, corrupted, counted)
+    def _count(self, mask, corrupted, counted=None, labels=None):
+        super()._count(mask, corrupted, counted, labels)
         self.masks.append(mask.clone())
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_robust import (
     ITLM,
     BatchFilter,
+    CoTeaching,
     IndexedDataset,
     RobustMixin,
     estimate_corruption,
@@ -1184,16 +1185,61 @@ def test_starved_classes_note_names_the_classes_a_filter_kept_under_half_the_ove
     assert starved_classes_note({"kept": kept}) is None
 
 
-def test_a_filter_that_drops_most_of_a_class_says_so_at_fit_end(tmp_path):
+@pytest.mark.parametrize("report", [True, False])
+def test_a_filter_that_drops_most_of_a_class_says_so_at_fit_end(tmp_path, report):
+    """Also without a report: a newcomer's Adam-trained PRL kept 0 of the 102 samples labelled 3 (test accuracy 0 on
+    that digit), and only `report=True` said so."""
     class ClassTwoHigh(TinyModel):  # every sample labelled 2 scores above the rest: SPL drops them first
         def per_sample_loss(self, batch):
             losses, logits = super().per_sample_loss(batch)
             return losses + 10.0 * (batch[2] == 2).float(), logits
 
-    bf = BatchFilter("spl", drop_ratio=0.3, report=True, report_dir=str(tmp_path))
-    with pytest.warns(UserWarning, match=r"BatchFilter: its last epoch kept \d+ of the \d+ labelled 2, against 69% "
-                                         r"overall"):
-        tiny_trainer(tmp_path, 1, [bf]).fit(ClassTwoHigh(), BlobsData())
+    bf = BatchFilter("spl", drop_ratio=0.3, report=report, report_dir=str(tmp_path) if report else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [bf]).fit(ClassTwoHigh(), BlobsData())
+    said = [str(w.message) for w in caught if "labelled 2, against" in str(w.message)]
+    assert len(said) == 1, said  # once: by the report where there is one, else by the counts
+    last = bf.history[-1]
+    kept = last.kept_by_class[2]
+    assert re.match(rf"BatchFilter: its last epoch kept {kept} of the {last.seen_by_class[2]} labelled 2, against 69% "
+                    "overall", said[0]), said
+    assert ("`report=True` lists the samples" in said[0]) == (not report)
+    if report:  # the counts and the report's rows tell the same
+        rows = load_report(bf.report_path, as_frame=False)
+        assert sum(1 for r in rows if r["given_label"] == 2 and r["kept"]) == kept
+    # a filter that cannot starve a class says nothing of them: on clean labels it drops 10 %, at most 24 of a class's
+    # 80 (30 %, 3 times the overall rate; kept 70 % against 90 %)
+    bf = BatchFilter("spl", drop_ratio=0.1, report=report, report_dir=str(tmp_path / "even") if report else None)
+    data = BlobsData()
+    data.ds = blobs(240, clean_ratio=1.0)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [bf]).fit(TinyModel(), data)
+    assert bf.history[-1].kept_by_class is not None
+    assert not [w for w in caught if "labelled" in str(w.message)], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_coteaching_that_drops_most_of_a_class_says_so_at_fit_end(tmp_path, report):
+    class ClassTwoHigh(TinyModel):  # every sample labelled 2 scores above the rest: both networks reject them first
+        def per_sample_loss(self, batch):
+            losses, logits = super().per_sample_loss(batch)
+            return losses + 10.0 * (batch[2] == 2).float(), logits
+
+    model = CoTeaching(ClassTwoHigh(), drop_ratio=0.3, report=report, report_dir=str(tmp_path) if report else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2).fit(model, BlobsData())
+    said = [str(w.message) for w in caught if "labelled 2, against" in str(w.message)]
+    last = model.history[-1]
+    assert last.seen_by_class == torch.bincount(BlobsData().ds.targets).tolist()
+    assert len(said) == 1 and said[0].startswith(f"CoTeaching: its last epoch kept {last.kept_by_class[2]} of the "
+                                                 f"{last.seen_by_class[2]} labelled 2, against"), said
+    if report:  # the counts are the report's `kept` (kept by both networks)
+        rows = load_report(model.report_path, as_frame=False)
+        assert [sum(1 for r in rows if r["given_label"] == c and r["kept"]) for c in range(3)] == last.kept_by_class
 
 
 class FolderlessLogger(pl.loggers.Logger):

@@ -31,6 +31,7 @@ from lit_robust.data.indexed import check_one_index_space
 from lit_robust.report import (
     REPORT_FORMATS,
     EpochScores,
+    counted_classes_note,
     folder_error,
     posterior_note,
     replaced_note,
@@ -164,6 +165,35 @@ def warn_earlier_report(trainer: Any, target: str | None, owner: str) -> None:
     if trainer.is_global_zero and os.path.exists(target):
         rank_zero_warn(f"{owner}: {target} holds a per-sample report from an earlier fit, which this fit's report "
                        "replaces at its end; give each fit a `report_dir` of its own to keep both.")
+
+
+def split_class_counts(values: list[int]) -> tuple[list[int] | None, list[int] | None]:
+    """An epoch's counts by class (``seen`` of each label, then ``kept``), as two lists; ``(None, None)`` without any
+    (pure)."""
+    if not values:
+        return None, None
+    half = len(values) // 2
+    return values[:half], values[half:]
+
+
+def say_starved_classes(owner: str, history: list[Any], short_epoch: Any = None) -> None:
+    """At fit end, without a report: warn of the classes the last whole epoch (``history``'s records, with ``seen``,
+    ``seen_by_class`` and ``kept_by_class``, and ``dropped`` where they have it; the record before where
+    ``short_epoch`` says a stop cut the last one short) kept far less of than the rest, as the report's note says it
+    of its rows (:func:`~lit_robust.report.counted_classes_note`)."""
+    records = list(history)
+    if short_epoch is not None and len(records) > 1 and records[-1].epoch == short_epoch[0]:
+        records = records[:-1]
+    if not records or getattr(records[-1], "seen_by_class", None) is None:
+        return
+    last = records[-1]
+    labelled = sum(last.seen_by_class)
+    # CoTeaching's records count each network's drops, not the samples either dropped: its labelled rows alone
+    seen, dropped = ((last.seen, last.dropped) if hasattr(last, "dropped") else
+                     (labelled, labelled - sum(last.kept_by_class)))
+    note = counted_classes_note(last.seen_by_class, last.kept_by_class, seen, dropped)
+    if note is not None:
+        rank_zero_warn(f"{owner}: {note} (`report=True` lists the samples.)")
 
 
 def checked_folder(trainer: Any, folder: Any, argument: str) -> str:

@@ -431,6 +431,18 @@ def reduce_counters_to_rank_zero(counters: torch.Tensor | None) -> torch.Tensor 
     return total if distributed.rank() == 0 else torch.zeros_like(total)
 
 
+def fit_counter_length(counters: torch.Tensor, base: int, length: int) -> torch.Tensor:
+    """Restored running counts made ``length`` long: where a checkpoint counted other class labels than this fit (or
+    none: written before they were counted), its ``base`` first counts stay and the counts by class start from zero
+    (pure)."""
+    if counters.numel() == length:
+        return counters
+    out = torch.zeros(length, dtype=counters.dtype, device=counters.device)
+    keep = min(base, counters.numel())
+    out[:keep] = counters[:keep]
+    return out
+
+
 def counts_of_this_rank(rank0: list[int] | None, others: list[list[int] | None] | None) -> list[int] | None:
     """This rank's running counts not yet summed over the ranks, from a checkpoint's rank-0 ``counters`` and
     ``other_ranks_counters`` (:func:`~lit_robust.selection.distributed.parts_to_restore`: its own; under another

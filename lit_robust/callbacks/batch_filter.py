@@ -31,6 +31,8 @@ from lit_robust._lightning import (
 from lit_robust.callbacks._report_file import (
     EpochReport,
     check_report_args,
+    say_starved_classes,
+    split_class_counts,
     unwritten_report_note,
 )
 from lit_robust.callbacks._resume import (
@@ -40,6 +42,7 @@ from lit_robust.callbacks._resume import (
     counts_of_this_rank,
     cut_epoch_note,
     epoch_whose_end_was_skipped,
+    fit_counter_length,
     loss_argument,
     random_state,
     reduce_counters_to_rank_zero,
@@ -50,7 +53,13 @@ from lit_robust.callbacks._resume import (
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, fit_loss_layer, loss_layer_scores
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
-from lit_robust.report import ReportFormat, given_and_predicted, report_fields
+from lit_robust.report import (
+    ReportFormat,
+    class_count_step,
+    given_and_predicted,
+    label_slots,
+    report_fields,
+)
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     AUTO_WARMUP_EPOCHS,
@@ -303,6 +312,10 @@ class FilterEpochRecord:
         estimated_corruption: with ``drop_ratio="auto"``, the estimated corrupted fraction in force at the end of
             the epoch (made from its scores if it was an estimating epoch; before margin and clipping); it sets the
             next epochs' drop ratio.
+        seen_by_class: where the training set holds integer class labels (``IndexedDataset(targets=...)``, a
+            wrapped ``TensorDataset``'s or torchvision's ``targets``), the entries seen per given label ``0, 1, ...``;
+            ``kept_by_class`` those kept. A class the last epoch kept far less of than the rest is warned of at the
+            fit's end, with or without a report. ``None`` otherwise.
     """
 
     epoch: int
@@ -316,6 +329,10 @@ class FilterEpochRecord:
     # `drop_ratio="auto"`: the estimated corrupted fraction in force at the end of this epoch (made from this
     # epoch's scores if it was a collecting epoch; before margin and clipping); it sets the next epochs' drop ratio
     estimated_corruption: float | None = None
+    # by given label 0, 1, ... where the training set holds its labels (see `lit_robust.report.label_slots`): the
+    # entries seen, and those kept, in this epoch (summed over the ranks); None otherwise
+    seen_by_class: list[int] | None = None
+    kept_by_class: list[int] | None = None
 
 
 class BatchFilter(Callback):
@@ -606,8 +623,9 @@ class BatchFilter(Callback):
         self._short_epoch: tuple[int, int, int] | None = None  # an epoch a stop cut short, at its end
         self.history: list[FilterEpochRecord] = []
         self._schedule_start = 0  # the epoch the warm-up counts from (a re-initialisation's; see restart_on_reinit)
-        self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS
+        self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS, then by class
         self._counters_epoch: int | None = None
+        self._label_slots = 0  # the class labels counted (`label_slots`), set at train start
         self._warned_small = False
         self._told_repeats = False
         self._nonfinite: Tensor | None = None  # this epoch's count of NaN/inf training losses, on the device
@@ -756,6 +774,10 @@ class BatchFilter(Callback):
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)  # with a report, its own refusal of several loaders comes first
         refuse_several_loaders(trainer.train_dataloader)  # at the start, not in the first batch's layout check
+        self._label_slots = label_slots(dataset, pl_module)
+        if self._counters is not None:  # restored: by a checkpoint that counted other labels, or none
+            self._counters = fit_counter_length(self._counters, len(_COUNTERS),
+                                                len(_COUNTERS) + 2 * self._label_slots)
         warn_inexact_resume(trainer, self.owner, skipped_end=getattr(self, "_skipped_end", None))
         if self._close_skipped_epoch(trainer, pl_module):
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
@@ -772,7 +794,7 @@ class BatchFilter(Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:
-            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=pl_module.device)
+            self._counters = self._zero_counters(pl_module.device)
             self._counters_epoch = trainer.current_epoch
         self._report.start_epoch(trainer.current_epoch)
         self._consulted, self._batches_run = False, 0
@@ -825,10 +847,15 @@ class BatchFilter(Callback):
                 return rec
         return self._record_from_counts(epoch)
 
+    def _zero_counters(self, device: torch.device | str = "cpu") -> Tensor:
+        return torch.zeros(len(_COUNTERS) + 2 * self._label_slots, dtype=torch.int64, device=device)
+
     def _record_from_counts(self, epoch: int) -> FilterEpochRecord:
-        counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
-        seen, dropped, c_seen, c_dropped, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
+        counts = self._counters if self._counters is not None else self._zero_counters()
+        values = [int(v) for v in distributed.all_reduce_sum(counts).tolist()]
+        seen, dropped, c_seen, c_dropped, batches, truth = values[:len(_COUNTERS)]
         rec = FilterEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch), seen=seen, dropped=dropped)
+        rec.seen_by_class, rec.kept_by_class = split_class_counts(values[len(_COUNTERS):])
         if batches and truth == batches:
             rec.corrupted_seen, rec.corrupted_dropped = c_seen, c_dropped
             rec.dropped_corrupted_frac = c_dropped / dropped if dropped else None
@@ -864,6 +891,8 @@ class BatchFilter(Callback):
         path = self._report.write(trainer, getattr(self, "estimator", "gmm"))
         if path is not None:
             self.report_path = path
+        if self._report.target is None:  # (the report says it of its rows)
+            say_starved_classes(self.owner, self.history, self._short_epoch)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         empty = no_training_batches(trainer)
@@ -933,9 +962,10 @@ class BatchFilter(Callback):
         kept samples' mean gradient into ``.grad``, counted in :attr:`history`
         (:meth:`~lit_robust.functional.scores.GradNormRecorder.filtered_mean`)."""
         trainer = self._trainer
-        if trainer is not None and trainer.training:
-            self._consulted = True
-        if self._backend != "bookkeeping" or self._recorder is None or trainer is None or not trainer.training:
+        if not self._filters_now(trainer):
+            return None
+        self._consulted = True
+        if self._backend != "bookkeeping" or self._recorder is None:
             return None
         self._follow_restart()
         epoch = trainer.current_epoch
@@ -956,7 +986,7 @@ class BatchFilter(Callback):
 
         def on_selected(scores: Tensor, mask: Tensor) -> None:
             self._say_counted_twice()
-            self._count(mask, ib.corrupted, counted[0])
+            self._count(mask, ib.corrupted, counted[0], ib.target)
             if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target, module))
                 self._collected_step = True
@@ -966,10 +996,20 @@ class BatchFilter(Callback):
 
         return self._recorder.filtered_mean(losses, select, k_guess, prior_keep, on_selected)
 
+    def _filters_now(self, trainer: Any) -> bool:
+        """Whether a training step of ``trainer`` is this filter's to rank: not outside training, and not in a loop
+        run without this callback (Lightning's `Tuner.lr_find` runs the fit loop with its own callback alone: the
+        module's `reduce_loss` still asked the filter, whose batch hooks never ran, and a tuner user was warned that
+        each batch went through the filter twice)."""
+        if trainer is None or not trainer.training:
+            return False
+        callbacks = getattr(trainer, "callbacks", None)  # (None: a stand-in that is no Lightning Trainer)
+        return callbacks is None or any(c is self for c in callbacks)
+
     def _mask(self, losses: Tensor, batch: Any, outputs: Any, module: Any, record: bool) -> Tensor:
         trainer = self._trainer
         keep_all = torch.ones_like(losses, dtype=torch.bool)
-        if trainer is None or not trainer.training:
+        if not self._filters_now(trainer):
             return keep_all
         self._consulted = True
         self._follow_restart()
@@ -1014,7 +1054,7 @@ class BatchFilter(Callback):
         entries in ``counted`` only, see :func:`select_and_count`)."""
         self._scored_once = True
         self._say_counted_twice()
-        self._count(mask, ib.corrupted, counted)
+        self._count(mask, ib.corrupted, counted, ib.target)
         bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
         if self._report.active:
@@ -1100,14 +1140,18 @@ class BatchFilter(Callback):
             self._warned_small = True
             rank_zero_warn(small_batch_message("BatchFilter", n, eps))
 
-    def _count(self, mask: Tensor, corrupted: Tensor | None, counted: Tensor | None = None) -> None:
+    def _count(self, mask: Tensor, corrupted: Tensor | None, counted: Tensor | None = None,
+               labels: Tensor | None = None) -> None:
         dev = mask.device
+        if not isinstance(labels, Tensor) or labels.numel() != mask.numel():
+            labels = None  # (a target of several parts, or none: nothing to count by class)
         if counted is not None:  # a padding repeat is neither seen nor dropped (see `select_and_count`)
             counted = counted.to(dev)
             mask = mask[counted]
             corrupted = None if corrupted is None else corrupted.to(dev).reshape(-1)[counted]
+            labels = None if labels is None else labels.to(dev).reshape(-1)[counted]
         if self._counters is None:
-            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
+            self._counters = self._zero_counters(dev)
             self._counters_epoch = self._trainer.current_epoch if self._trainer is not None else 0
         if self._counters.device != dev:
             self._counters = self._counters.to(dev)
@@ -1120,7 +1164,10 @@ class BatchFilter(Callback):
             step = torch.stack([seen, dropped.sum(), bad.sum(), (bad & dropped).sum(), one, one])
         else:
             step = torch.stack([seen, dropped.sum(), zero, zero, one, zero])
-        self._counters += step  # on the device: no host sync per step
+        self._counters[:len(_COUNTERS)] += step  # on the device: no host sync per step
+        by_class = class_count_step(labels, mask, self._label_slots)
+        if by_class is not None:
+            self._counters[len(_COUNTERS):] += by_class
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -14,10 +14,17 @@ from torch import Tensor
 from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_seed
 from lit_robust._lightning import epoch_cut, epoch_part, mark_restored, sigterm_without_collectives
-from lit_robust.callbacks._report_file import EpochReport, ModuleReport, check_report_args
+from lit_robust.callbacks._report_file import (
+    EpochReport,
+    ModuleReport,
+    check_report_args,
+    say_starved_classes,
+    split_class_counts,
+)
 from lit_robust.callbacks._resume import (
     check_resume_arguments_in_fit,
     counts_of_this_rank,
+    fit_counter_length,
     loss_argument,
     random_state,
     reduce_counters_to_rank_zero,
@@ -42,7 +49,7 @@ from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import fit_loss_layer, loss_layer_scores
 from lit_robust.functional.spectral import record_spectral_norm, restore_spectral_norm
 from lit_robust.mixin import require_mixin, split_loss_output
-from lit_robust.report import ReportFormat, given_and_predicted
+from lit_robust.report import ReportFormat, class_count_step, given_and_predicted, label_slots
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -77,6 +84,10 @@ class CoTeachingEpochRecord:
             samples seen; ``dropped_corrupted_frac_1`` / ``_2``: the corrupted share of each network's rejects;
             ``corrupted_frac``: of all samples seen (what rejecting at random would reach).
         estimated_corruption: with ``drop_ratio="auto"``, the estimate in force at the end of the epoch.
+        seen_by_class: where the training set holds integer class labels (as
+            :attr:`~lit_robust.FilterEpochRecord.seen_by_class`), the entries seen per given label ``0, 1, ...``;
+            ``kept_by_class`` those both networks kept (the report's ``kept``). A class the last epoch kept far less of
+            than the rest is warned of at the fit's end, with or without a report. ``None`` otherwise.
     """
 
     epoch: int
@@ -89,6 +100,9 @@ class CoTeachingEpochRecord:
     dropped_corrupted_frac_2: float | None = None
     corrupted_frac: float | None = None  # of all samples seen: what rejecting at random would reach
     estimated_corruption: float | None = None  # drop_ratio="auto": the estimate in force at the end of the epoch
+    # by given label 0, 1, ... where the training set holds its labels: the entries seen, and those both networks kept
+    seen_by_class: list[int] | None = None
+    kept_by_class: list[int] | None = None
 
 
 def _split_optimizer_config(conf: Any, owner: str) -> tuple[torch.optim.Optimizer, dict | None]:
@@ -464,6 +478,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         super()._reset_fit_state()
         self.history = []
         self._counters = None
+        self._label_slots = 0  # the class labels counted (`label_slots`), set at train start
         self._warned_small = False
 
     def _drop_partial_epoch(self, epoch: int) -> None:
@@ -473,6 +488,10 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def on_train_start(self) -> None:
         super().on_train_start()  # the report's start
         check_collate(self.trainer.train_dataloader, "CoTeaching")  # before the first batch, which it builds
+        self._label_slots = label_slots(getattr(self.trainer.train_dataloader, "dataset", None), self.net1)
+        if self._counters is not None:  # restored: by a checkpoint that counted other labels, or none
+            self._counters = fit_counter_length(self._counters, len(_COUNTERS),
+                                                len(_COUNTERS) + 2 * self._label_slots)
         # as BatchFilter: an EarlyStopping that may stop inside the warm-up is said before training (a Lightning
         # user's `EarlyStopping(patience=0)` ended an "auto" fit after epoch 1 of a 3-epoch warm-up, silently)
         warn_early_stopping_in_warmup("CoTeaching", self.trainer, self._warmup, self._auto is not None,
@@ -485,6 +504,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
                              self._warmup, self._auto is not None)
         say_reestimated(self._auto)
         super().on_train_end()  # the report
+        if self._report.target is None:  # (the report says it of its rows)
+            say_starved_classes("CoTeaching", self.history, getattr(self, "_short_epoch", None))
 
     # -- the co-teaching step -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -567,7 +588,8 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     @torch.compiler.disable
     def _after_step(self, batch: Any, keep1: Tensor, keep2: Tensor, loss1: Tensor, loss2: Tensor) -> None:
         self._step_schedulers("step")
-        self._count(keep1, keep2, unpack_batch(batch).corrupted)
+        ib = unpack_batch(batch)
+        self._count(keep1, keep2, ib.corrupted, ib.target)
         self.log("train_loss", loss1, prog_bar=True)
         self.log("train_loss_2", loss2)
 
@@ -576,13 +598,19 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             self._warned_small = True
             rank_zero_warn(small_batch_message("CoTeaching", n, eps))
 
-    def _count(self, keep1: Tensor, keep2: Tensor, corrupted: Tensor | None) -> None:
+    def _zero_counters(self, device: torch.device | str = "cpu") -> Tensor:
+        return torch.zeros(len(_COUNTERS) + 2 * self._label_slots, dtype=torch.int64, device=device)
+
+    def _count(self, keep1: Tensor, keep2: Tensor, corrupted: Tensor | None, labels: Any = None) -> None:
         dev = keep1.device
         if self._counters is None:
-            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
+            self._counters = self._zero_counters(dev)
         self._counters = self._counters.to(dev)
-        keep1, keep2, corrupted = only_counted(self._counted, keep1, keep2,
-                                               None if corrupted is None else corrupted.reshape(-1))
+        if not isinstance(labels, Tensor) or labels.numel() != keep1.numel():
+            labels = None  # (a target of several parts, or none: nothing to count by class)
+        keep1, keep2, corrupted, labels = only_counted(self._counted, keep1, keep2,
+                                                       None if corrupted is None else corrupted.reshape(-1),
+                                                       None if labels is None else labels.reshape(-1))
         d1, d2 = ~keep1, ~keep2
         one = torch.ones((), dtype=torch.int64, device=dev)
         seen = torch.full((), keep1.numel(), dtype=torch.int64, device=dev)
@@ -592,7 +620,10 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         else:
             zero = torch.zeros((), dtype=torch.int64, device=dev)
             parts = [seen, d1.sum(), d2.sum(), zero, zero, zero, one, zero]
-        self._counters += torch.stack(parts)
+        self._counters[:len(_COUNTERS)] += torch.stack(parts)
+        by_class = class_count_step(labels, keep1 & keep2, self._label_slots)
+        if by_class is not None:
+            self._counters[len(_COUNTERS):] += by_class
 
     def _gather_epoch_to_rank_zero(self, epoch: int) -> None:
         """:meth:`ModuleReport._gather_epoch_to_rank_zero`, with the epoch's running counts of :attr:`history`."""
@@ -605,10 +636,12 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
         self._report.end_epoch(epoch, self.trainer if log else None)  # a collective, before an epoch-end checkpoint
         self._short_epoch = epoch_cut(self.trainer) if log else None  # said when a fit resumes from its end
-        counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
-        seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = (int(v) for v in distributed.all_reduce_sum(counts).tolist())
+        counts = self._counters if self._counters is not None else self._zero_counters()
+        values = [int(v) for v in distributed.all_reduce_sum(counts).tolist()]
+        seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = values[:len(_COUNTERS)]
         rec = CoTeachingEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch),
                                     seen=seen, dropped_1=d1, dropped_2=d2)
+        rec.seen_by_class, rec.kept_by_class = split_class_counts(values[len(_COUNTERS):])
         if self._auto is not None:
             # a collective: every rank, every epoch (one closed at train start, skipped by Lightning, was whole)
             self._auto.end_epoch(epoch, self.device, epoch_part(self.trainer) if log else None)
