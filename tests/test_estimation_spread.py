@@ -100,6 +100,8 @@ def test_pair_noise_takes_the_interior_estimator():
     interior = estimate_corruption_from_interior(scores, labels, predicted, confidence)
     assert est.rate == interior.rate and torch.equal(est.clean_posterior, interior.clean_posterior)
     assert "concentrated on class pairs" in est.reason and est.reason.startswith(interior.reason[:-1])
+    wrong = int((labels != predicted).sum())  # and says how many disagreements it read that from
+    assert est.reason.endswith(f", of {wrong} disagreements)") and wrong > 1, est.reason
 
 
 def test_one_group_of_losses_takes_the_interior_estimator():

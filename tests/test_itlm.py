@@ -289,6 +289,7 @@ def test_the_report_line_gives_its_count_beside_the_rounds_estimate(tmp_path, mo
     if keep_ratio == "auto":
         expected += f"; the rounds dropped by the estimate {100 * itlm.history[-1].estimated_corruption:.2f} %"
     assert expected in line and 0 < count < 240, line
+    assert line.endswith("; samples the model cannot fit count too, wrong label or not)"), line
 
 
 def test_the_table_says_when_its_validation_labels_are_corrupted(tmp_path, capsys):

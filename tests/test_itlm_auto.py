@@ -204,7 +204,10 @@ def test_an_estimate_of_zero_says_why_once_per_fit(tmp_path, monkeypatch, report
     assert [s.split(" (")[0] for s in lines] == ["ITLM round 1: `keep_ratio='auto'` estimated 0 corrupted samples"]
     where = ("the per-sample report ranks them" if report else
              "`report=True` writes the per-sample report that ranks them")
-    assert all("(the estimate's reason: two components), so it trains on every sample." in s  # the spy's rate 0
+    # the spy's rate 0; a round with another after it says that one estimates again (a clean-wine newcomer was told
+    # "it trains on every sample", and round 2 then dropped 6 rows)
+    assert all("(the estimate's reason: two components), so round 1 trains on every sample (round 2 estimates again, "
+               "from this round's model)." in s
                and s.endswith(f"The highest scores tell which ({where}): if they are the corrupted samples, pass "
                               "`keep_ratio` instead.") for s in lines)
 
@@ -299,15 +302,16 @@ class FixedRegression(RobustMixin, pl.LightningModule):
     """A tiny regression (one target per sample: the gmm reads squared errors) whose scoring pass returns fixed
     scores by dataset index: 500 clean half-normal ones (|residual|'s shape) that the gmm splits barely, 39.8 %."""
 
-    def __init__(self, scores: torch.Tensor) -> None:
+    def __init__(self, scores: torch.Tensor, targets: int = 1) -> None:
         super().__init__()
-        self.net = torch.nn.Linear(1, 1)
+        self.net = torch.nn.Linear(1, targets)
         self.register_buffer("fixed", scores.float())
 
     def per_sample_loss(self, batch):
         b = unpack_batch(batch)
-        out = self.net(b.input).squeeze(-1)
-        return (out - b.target) ** 2, out
+        out = self.net(b.input)
+        out = out.squeeze(-1) if out.shape[-1] == 1 else out
+        return ((out - b.target) ** 2).reshape(len(out), -1).mean(1), out
 
     def sample_scores(self, batch):
         return self.fixed[unpack_batch(batch).index]
@@ -338,21 +342,24 @@ def test_one_regression_target_reestimates_every_round_by_default(tmp_path, monk
     assert [rec.kept for rec in itlm.history[1:]] == [math.floor((1 - e) * 200) for e in used]
 
 
-def test_a_regression_on_ones_own_tensors_is_not_told_of_class_labels(tmp_path, monkeypatch):
+@pytest.mark.parametrize("targets", [1, 3])
+def test_a_regression_on_ones_own_tensors_is_not_told_of_class_labels(tmp_path, monkeypatch, targets):
     """A newcomer's regression on their own float tensors (no datamodule) was told, at every fit, that
     `estimator='disagreement_or_interior'` (the default, not their choice) "needs integer targets" and the batches
     "carry no integer class label per sample"; a regression datamodule's fall-back went unsaid. Now both do; a
-    classifier without predictions is still told (`test_disagreement_without_predicted_labels_falls_back_to_gmm`)."""
+    classifier without predictions is still told (`test_disagreement_without_predicted_labels_falls_back_to_gmm`).
+    Three float targets too (a docs newcomer's were told to set the module's `label_key`)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 1, generator=g)
-    data = IndexedDataset(TensorDataset(x, 2 * x.squeeze(1)))
+    y = 2 * x.squeeze(1) if targets == 1 else x * torch.tensor([1.0, 2.0, 3.0])
+    data = IndexedDataset(TensorDataset(x, y))
     said: list[str] = []
     monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
     itlm = ITLM("auto", [1, 1], verbose=False, plot=False)
     pl.seed_everything(0, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tiny_trainer(tmp_path, 2, [itlm]).fit(FixedRegression(torch.rand(200, generator=g)),
+        tiny_trainer(tmp_path, 2, [itlm]).fit(FixedRegression(torch.rand(200, generator=g), targets),
                                               DataLoader(data, batch_size=50))
     assert itlm.history[1].estimated_corruption is not None
     assert not [m for m in said if "needs integer targets" in m], said

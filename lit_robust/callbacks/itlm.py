@@ -2018,9 +2018,12 @@ class ITLM(Callback):
                                    "round's estimate comes from its model, less pulled by any glitches (the last "
                                    "round keeps every sample unless an estimate finds a corrupted share).")
                 elif estimated == 0.0 and self.auto_margin == 0.0 and "too few for auto" not in self._said:
+                    # a clean-wine newcomer was told it "trains on every sample", and round 2 then dropped 6 rows
+                    later = (f"round {round_} trains on every sample (round {round_ + 1} estimates again, from this "
+                             "round's model)" if round_ + 1 < self.num_rounds else "it trains on every sample")
                     self._say_once("nothing found", nothing_found_note(
                         f"ITLM round {round_}: `keep_ratio='auto'` estimated 0 corrupted samples", est.reason,
-                        "keep_ratio", report_pointer(self._report_target is not None)))
+                        "keep_ratio", report_pointer(self._report_target is not None), trains=later))
             k, auto_note = auto_keep_count(n, probe or estimated, self.auto_margin)
             keep_ratio = k / n  # keep_count(n, k / n) == k exactly
         # exact global trimmed set: (score, index) order, non-finite last — identical for any world size
@@ -2185,7 +2188,11 @@ class ITLM(Callback):
                      if type(pl_module).predicted_labels is RobustMixin.predicted_labels else
                      "the module predicts no labels (its `predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
-            regression = (spec is not None and spec.target == "regression") or squared
+            # float targets in the training set (several of them: one is `squared`) are a regression's too: a docs
+            # newcomer's three float targets were told of integer labels and `label_key`
+            held = dataset_targets(getattr(trainer.train_dataloader, "dataset", None))
+            regression = ((spec is not None and spec.target == "regression") or squared
+                          or (isinstance(held, Tensor) and held.is_floating_point()))
             # a regression's fall-back goes unsaid where the estimator is the default: a datamodule's, or one
             # regression target in the training set (a newcomer's own float tensors were told they "carry no integer
             # class label", of an estimator they had not chosen); a label estimator chosen for a regression is told
@@ -2458,8 +2465,10 @@ class ITLM(Callback):
         estimates = [r.estimated_corruption for r in self.history if r.estimated_corruption is not None]
         rounds = ("" if not estimates else
                   f"; the rounds dropped by the estimate {100 * estimates[-1]:.2f} %, from an earlier model's scores")
+        # "as corrupted" alone read as a count of wrong labels: on clean FashionMNIST it was the model's own errors
         return (f"its `clean_posterior` counts about {count:.0f} of the {len(posterior)} samples as corrupted "
-                f"(`sum(1 - clean_posterior)`, by the final model's scores{rounds})")
+                f"(`sum(1 - clean_posterior)`, by the final model's scores{rounds}; samples the model cannot fit "
+                "count too, wrong label or not)")
 
     def _write_gathered(self, trainer: pl.Trainer, all_index: Tensor | None, all_scores: Tensor | None,
                         fields: list[Tensor | None], squared_errors: bool = False) -> str:

@@ -1403,8 +1403,12 @@ def estimate_corruption_from_spread(
     median = float(sizes.double().median().item()) if sizes.numel() else 0.0
     small = median < min_class
     if conc is None or conc >= bar or small or not interior.two_components:
+        # how many disagreements the concentration was read from: a clean-wine newcomer read "1.00 >= 0.35" of 2
+        lab, pred = labels.detach().cpu().long()[finite], predicted.detach().cpu().long()[finite]
+        count = int(((lab != pred) & (lab >= 0)).sum().item())
         why = ("no concentration to read" if conc is None else
-               f"disagreements concentrated on class pairs: {conc:.2f} >= {bar:g}" if conc >= bar else
+               f"disagreements concentrated on class pairs: {conc:.2f} >= {bar:g}, of {count} disagreement"
+               f"{'' if count == 1 else 's'}" if conc >= bar else
                f"classes of median {median:g} samples" if small else
                f"disagreements spread ({conc:.2f}), but the losses form one group")
         return replace(interior, reason=_append_reason(interior.reason, why))

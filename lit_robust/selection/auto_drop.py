@@ -338,12 +338,13 @@ def barely_separated_note(what: str, rate: float, splits: list[tuple[int, float,
 
 
 def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None = REPORT_RANKS,
-                       train_longer: str | None = None) -> str:
+                       train_longer: str | None = None, trains: str = "it trains on every sample") -> str:
     """The info line a callback prints when ``"auto"`` estimated no corrupted samples (pure): ``what`` happened,
     the estimate's ``reason`` (:attr:`~lit_robust.functional.estimation.CorruptionEstimate.reason`) and the argument
     ``arg`` a user who knows better passes instead; ``ranked_by``: where the user finds the highest scores (``None``:
     the owner offers no ranking); ``train_longer``: the argument that trains longer before the estimate, named as a
-    cure (an anomaly newcomer's well-separated blobs read 0 after a warm-up of 2 epochs, 15 % after 4).
+    cure (an anomaly newcomer's well-separated blobs read 0 after a warm-up of 2 epochs, 15 % after 4); ``trains``:
+    what follows from it (ITLM's round trains on every sample, and its next round estimates again).
 
     >>> nothing_found_note("BatchFilter: `drop_ratio='auto'` estimated 0 after epoch 4", "one component (BIC)",
     ...                    "drop_ratio")  # doctest: +NORMALIZE_WHITESPACE
@@ -355,7 +356,7 @@ def nothing_found_note(what: str, reason: str, arg: str, ranked_by: str | None =
     """
     # "spread over several": a regression analyst's ×10, sign-flip, shifted and copied targets read 0 although the
     # report's top 50 were 96 % glitched
-    return (f"{what} (the estimate's reason: {reason}), so it trains on every sample. If you know the data is "
+    return (f"{what} (the estimate's reason: {reason}), so {trains}. If you know the data is "
             "corrupted, the estimate did not see it in these scores: the corrupted samples score like the clean "
             "ones, are too few to form a group of their own, or spread over several (glitches of different sizes)"
             + ("" if train_longer is None else f", or the model had not yet learnt to tell them apart ({train_longer} "
