@@ -1555,3 +1555,29 @@ def test_itlm_auto_with_ignore_index_labels_leaves_them_out(tmp_path, per_class)
     bad = int(data.ds.corrupted[24:].sum())  # the labelled samples' wrong labels
     assert 0 < est * 240 < 216 and abs(est * 240 - bad) < 0.15 * bad  # counted among the labelled, not -100 as a class
     assert set(range(24)) <= set(itlm.selection.tolist())
+
+
+def test_class_count_step_matches_a_count_by_hand():
+    from lit_robust.report import class_count_step
+
+    g = torch.Generator().manual_seed(0)
+    for slots in (1, 3, 7):
+        labels = torch.randint(-2, slots + 2, (50,), generator=g)  # some below 0 and above the slots: counted nowhere
+        kept = torch.rand(50, generator=g) < 0.6
+        seen_ref = [sum(1 for y in labels.tolist() if y == c) for c in range(slots)]
+        kept_ref = [sum(1 for y, k in zip(labels.tolist(), kept.tolist()) if y == c and k) for c in range(slots)]
+        assert class_count_step(labels, kept, slots).tolist() == seen_ref + kept_ref
+    assert class_count_step(torch.rand(4), torch.ones(4, dtype=torch.bool), 3) is None  # regression targets
+    assert class_count_step(torch.tensor([0, 1]), torch.ones(3, dtype=torch.bool), 3) is None  # not one per entry
+    assert class_count_step(torch.tensor([0, 1]), torch.ones(2, dtype=torch.bool), 0) is None  # no slots
+
+
+def test_counted_classes_note_says_what_the_reports_note_says_of_the_same_rows():
+    from lit_robust.report import counted_classes_note, starved_classes_note
+
+    given = [0] * 60 + [1] * 20 + [2] * 8 + [None] * 12  # 12 rows of no label: in the overall share
+    kept = [True] * 54 + [False] * 6 + [True] * 3 + [False] * 17 + [False] * 8 + [True] * 10 + [False] * 2
+    seen_by_class, kept_by_class = [60, 20, 8], [54, 3, 0]
+    note = counted_classes_note(seen_by_class, kept_by_class, seen=100, dropped=100 - sum(kept))
+    assert note == starved_classes_note({"given_label": given, "kept": kept}) and "3 of the 20 labelled 1" in note
+    assert counted_classes_note([60, 20], [54, 18], seen=80, dropped=8) is None
