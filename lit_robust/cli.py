@@ -657,9 +657,14 @@ def _yaml_lines(path: str, text: str, err: yaml.YAMLError) -> str:
                        ^
     """
     mark = getattr(err, "problem_mark", None)
+    lines = text.splitlines()
+    context = getattr(err, "context_mark", None)
+    if mark is not None and context is not None and mark.line >= len(lines):
+        # the end of the file (an unclosed quote): the place the scan began is the slip (a reviewer's caret sat under
+        # column 1 of the last line)
+        mark = context
     if mark is None:
         return ""
-    lines = text.splitlines()
     last = min(mark.line, len(lines) - 1)
     if last < 0:
         return ""

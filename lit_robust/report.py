@@ -654,41 +654,27 @@ def starved_classes_note(table: dict[str, list[Any]], min_rows: int = 10, share:
     return " ".join(parts) + targets
 
 
-#: the most class labels a per-batch filter counts per epoch without a report (:func:`label_slots`)
-MAX_LABEL_SLOTS = 10_000
+def batch_class_labels(outputs: Any, target: Any, module: Any) -> tuple[Tensor | None, int]:
+    """A classifier's batch, as a per-batch filter counts it by class for :func:`counted_classes_note`: the given
+    labels (:func:`given_and_predicted`'s, at the module's ``label_key``) and the number of classes, the width of its
+    ``[B, C]`` outputs; ``(None, 0)`` where the batch has no such pair (a regression, with integer targets too; soft
+    or one-hot targets; a module whose targets are placeholders, :func:`targets_reported`). Read from the batch, not
+    the data set: a ``random_split`` or ``Subset`` of torchvision's MNIST holds no ``targets`` of its own (pure).
 
-
-def label_slots(dataset: Any, module: Any = None) -> int:
-    """How many class labels a per-batch filter counts its kept samples by, per epoch, for :func:`counted_classes_note`:
-    the largest integer label the training set holds without being read, plus one (``IndexedDataset(targets=...)``,
-    a wrapped ``TensorDataset``'s second tensor, or the wrapped data set's own ``targets``: torchvision's); 0 where it
-    holds none, holds floats (a regression), a label below 0 only, more than :data:`MAX_LABEL_SLOTS` labels, or
-    ``module`` reports no targets (:func:`targets_reported`).
-
-    >>> from torch.utils.data import TensorDataset
-    >>> from lit_robust import IndexedDataset
-    >>> label_slots(IndexedDataset(TensorDataset(torch.zeros(4, 2), torch.tensor([0, 2, 1, 2]))))
-    3
-    >>> label_slots(IndexedDataset(TensorDataset(torch.zeros(4, 2), torch.rand(4))))   # regression targets
-    0
+    >>> labels, classes = batch_class_labels(torch.zeros(3, 4), torch.tensor([0, 3, 1]), None)
+    >>> labels.tolist(), classes
+    ([0, 3, 1], 4)
+    >>> batch_class_labels(torch.zeros(3), torch.tensor([0, 3, 1]), None)   # one output: an integer regression
+    (None, 0)
     """
-    from lit_robust.data.indexed import dataset_targets
-
     if module is not None and not targets_reported(module):
-        return 0
-    targets = dataset_targets(dataset)
-    if targets is None:
-        targets = getattr(getattr(dataset, "dataset", None), "targets", None)
-    if targets is None:
-        return 0
-    try:
-        t = torch.as_tensor(targets)
-    except (TypeError, ValueError, RuntimeError):
-        return 0
-    if t.ndim != 1 or t.numel() == 0 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        return 0
-    top = int(t.max().item())
-    return top + 1 if 0 <= top < MAX_LABEL_SLOTS else 0
+        return None, 0
+    label = label_part(target, module)
+    given = integer_labels(label)
+    outputs = label_part(outputs, module, strict=False)
+    if given is None or labels_from_outputs(outputs, label) is None:
+        return None, 0
+    return given, int(outputs.shape[1])
 
 
 def class_count_step(labels: Tensor | None, kept: Tensor, slots: int) -> Tensor | None:

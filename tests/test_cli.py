@@ -2051,6 +2051,8 @@ def test_a_yaml_syntax_error_names_its_file(tmp_path, capsys):
 def test_a_key_indented_one_level_too_little_is_shown_with_the_line_above(tmp_path, capsys):
     # PyYAML names the line after the slip ("mapping values are not allowed" at `devices:`); a tab gets named too
     for text, shown in (("trainer:\nmax_epochs: 2\n  devices: 1\n", "      2 | max_epochs: 2\n      3 |   devices: 1"),
+                        # an unclosed quote runs to the end of the file: the caret goes under the quote
+                        ("trainer:\n  max_epochs: \"3\n", "      2 |   max_epochs: \"3\n" + " " * 24 + "^\n"),
                         ("trainer:\n  max_epochs: 2\n\tdevices: 1\n", "      3 | <tab>devices: 1\n" + " " * 10 + "^\n")):
         bad = tmp_path / "slip.yaml"
         bad.write_text(text)

@@ -342,17 +342,27 @@ def test_one_regression_target_reestimates_every_round_by_default(tmp_path, monk
     assert [rec.kept for rec in itlm.history[1:]] == [math.floor((1 - e) * 200) for e in used]
 
 
-@pytest.mark.parametrize("targets", [1, 3])
-def test_a_regression_on_ones_own_tensors_is_not_told_of_class_labels(tmp_path, monkeypatch, targets):
+@pytest.mark.parametrize("targets, plain", [(1, False), (3, False), (3, True)])
+def test_a_regression_on_ones_own_tensors_is_not_told_of_class_labels(tmp_path, monkeypatch, targets, plain):
     """A newcomer's regression on their own float tensors (no datamodule) was told, at every fit, that
     `estimator='disagreement_or_interior'` (the default, not their choice) "needs integer targets" and the batches
     "carry no integer class label per sample"; a regression datamodule's fall-back went unsaid. Now both do; a
     classifier without predictions is still told (`test_disagreement_without_predicted_labels_falls_back_to_gmm`).
-    Three float targets too (a docs newcomer's were told to set the module's `label_key`)."""
+    Three float targets too (a docs newcomer's were told to set the module's `label_key`), from a Dataset of one's own
+    as well (a reviewer's)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 1, generator=g)
     y = 2 * x.squeeze(1) if targets == 1 else x * torch.tensor([1.0, 2.0, 3.0])
-    data = IndexedDataset(TensorDataset(x, y))
+    tensors = TensorDataset(x, y)
+
+    class Pairs(torch.utils.data.Dataset):  # a Dataset of its own, no `targets` to read: the batches' floats tell
+        def __len__(self):
+            return len(tensors)
+
+        def __getitem__(self, i):
+            return tensors[i]
+
+    data = IndexedDataset(Pairs() if plain else tensors)
     said: list[str] = []
     monkeypatch.setattr("lit_robust.callbacks.itlm.rank_zero_info", said.append)
     itlm = ITLM("auto", [1, 1], verbose=False, plot=False)
@@ -727,3 +737,21 @@ def test_cli_table_config_takes_the_interior_estimator_the_info_line_names(tmp_p
         if said:
             assert "or try `estimator='disagreement_or_interior'`" in said[0]
     assert estimates == pytest.approx({"disagreement": 0.3875, "disagreement_or_interior": 0.2025}, abs=5e-4)
+
+
+def test_a_clipped_estimate_over_a_corrupted_majority_is_not_called_low(tmp_path, monkeypatch):
+    """A reviewer's 75 % redrawn labels read 70.59 % (above the true 67.7 %), clipped to 50 %, and were told "The
+    estimate is low": no keep_ratio mends a corrupted majority."""
+    _EstimateSpy(monkeypatch, [0.7])
+    data = BlobsData()
+    data.ds = blobs(240, clean_ratio=0.3)  # 168 of 240 labels redrawn
+    itlm = ITLM("auto", [1, 1], estimator="gmm", verbose=False, plot=False)
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), data)
+    (said,) = [str(w.message) for w in caught if "the ground truth flags as clean" in str(w.message)]
+    assert said.startswith("ITLM round 1: `keep_ratio='auto'` (estimate 70.00 %) keeps 120 of 240 samples"), said
+    assert "The estimate is low" not in said and said.endswith(
+        "The estimate was clipped at 50%: ITLM assumes most labels are right, and the ground truth says most are "
+        "wrong here, which no keep_ratio mends; clean the labels first (the report ranks the samples)."), said

@@ -422,12 +422,21 @@ def at_last_batch_under_ddp(trainer: Any) -> bool:
     return bool(getattr(progress, "is_last_batch", False))
 
 
+def as_long_as_every_ranks(counters: torch.Tensor) -> torch.Tensor:
+    """``counters`` padded with zeros to the longest of the ranks' (a collective): a filter's counts by class are
+    added once its first batch shows the classes, and a rank that has seen none holds the shorter counts."""
+    length = int(distributed.all_reduce_max(torch.tensor([counters.numel()], device=counters.device)).item())
+    if counters.numel() == length:
+        return counters
+    return torch.cat([counters, counters.new_zeros(length - counters.numel())])
+
+
 def reduce_counters_to_rank_zero(counters: torch.Tensor | None) -> torch.Tensor | None:
     """Every rank's running counts summed onto rank 0, zeros elsewhere (a collective: see
     :func:`at_last_batch_under_ddp`); the epoch's end sums the ranks again and reads the same totals."""
     if counters is None:
         return None
-    total = distributed.all_reduce_sum(counters)
+    total = distributed.all_reduce_sum(as_long_as_every_ranks(counters))
     return total if distributed.rank() == 0 else torch.zeros_like(total)
 
 

@@ -37,6 +37,7 @@ from lit_robust.callbacks._report_file import (
 )
 from lit_robust.callbacks._resume import (
     CUT_EPOCH_CONSEQUENCE,
+    as_long_as_every_ranks,
     at_last_batch_under_ddp,
     check_resumable,
     counts_of_this_rank,
@@ -55,9 +56,9 @@ from lit_robust.functional.scores import GradNormRecorder, fit_loss_layer, loss_
 from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, require_mixin
 from lit_robust.report import (
     ReportFormat,
+    batch_class_labels,
     class_count_step,
     given_and_predicted,
-    label_slots,
     report_fields,
 )
 from lit_robust.selection import distributed
@@ -312,9 +313,8 @@ class FilterEpochRecord:
         estimated_corruption: with ``drop_ratio="auto"``, the estimated corrupted fraction in force at the end of
             the epoch (made from its scores if it was an estimating epoch; before margin and clipping); it sets the
             next epochs' drop ratio.
-        seen_by_class: where the training set holds integer class labels (``IndexedDataset(targets=...)``, a
-            wrapped ``TensorDataset``'s or torchvision's ``targets``), the entries seen per given label ``0, 1, ...``;
-            ``kept_by_class`` those kept. A class the last epoch kept far less of than the rest is warned of at the
+        seen_by_class: for a classifier's batches (integer labels beside ``[B, C]`` outputs, read at the module's
+            ``label_key``), the entries seen per given label ``0 .. C - 1``; ``kept_by_class`` those kept. A class the last epoch kept far less of than the rest is warned of at the
             fit's end, with or without a report. ``None`` otherwise.
     """
 
@@ -329,8 +329,8 @@ class FilterEpochRecord:
     # `drop_ratio="auto"`: the estimated corrupted fraction in force at the end of this epoch (made from this
     # epoch's scores if it was a collecting epoch; before margin and clipping); it sets the next epochs' drop ratio
     estimated_corruption: float | None = None
-    # by given label 0, 1, ... where the training set holds its labels (see `lit_robust.report.label_slots`): the
-    # entries seen, and those kept, in this epoch (summed over the ranks); None otherwise
+    # by given label 0 .. C - 1 of a classifier's batches (see `lit_robust.report.batch_class_labels`): the entries
+    # seen, and those kept, in this epoch (summed over the ranks); None otherwise
     seen_by_class: list[int] | None = None
     kept_by_class: list[int] | None = None
 
@@ -625,7 +625,7 @@ class BatchFilter(Callback):
         self._schedule_start = 0  # the epoch the warm-up counts from (a re-initialisation's; see restart_on_reinit)
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS, then by class
         self._counters_epoch: int | None = None
-        self._label_slots = 0  # the class labels counted (`label_slots`), set at train start
+        self._label_slots = 0  # the classes counted by (`batch_class_labels`), set by the first batch that shows them
         self._warned_small = False
         self._told_repeats = False
         self._nonfinite: Tensor | None = None  # this epoch's count of NaN/inf training losses, on the device
@@ -774,10 +774,6 @@ class BatchFilter(Callback):
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)  # with a report, its own refusal of several loaders comes first
         refuse_several_loaders(trainer.train_dataloader)  # at the start, not in the first batch's layout check
-        self._label_slots = label_slots(dataset, pl_module)
-        if self._counters is not None:  # restored: by a checkpoint that counted other labels, or none
-            self._counters = fit_counter_length(self._counters, len(_COUNTERS),
-                                                len(_COUNTERS) + 2 * self._label_slots)
         warn_inexact_resume(trainer, self.owner, skipped_end=getattr(self, "_skipped_end", None))
         if self._close_skipped_epoch(trainer, pl_module):
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
@@ -852,7 +848,7 @@ class BatchFilter(Callback):
 
     def _record_from_counts(self, epoch: int) -> FilterEpochRecord:
         counts = self._counters if self._counters is not None else self._zero_counters()
-        values = [int(v) for v in distributed.all_reduce_sum(counts).tolist()]
+        values = [int(v) for v in distributed.all_reduce_sum(as_long_as_every_ranks(counts)).tolist()]
         seen, dropped, c_seen, c_dropped, batches, truth = values[:len(_COUNTERS)]
         rec = FilterEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch), seen=seen, dropped=dropped)
         rec.seen_by_class, rec.kept_by_class = split_class_counts(values[len(_COUNTERS):])
@@ -986,7 +982,7 @@ class BatchFilter(Callback):
 
         def on_selected(scores: Tensor, mask: Tensor) -> None:
             self._say_counted_twice()
-            self._count(mask, ib.corrupted, counted[0], ib.target)
+            self._count(mask, ib.corrupted, counted[0], batch_class_labels(outputs, ib.target, module))
             if collect:  # "auto": the scores of this backward feed the estimate, as keep_mask's do
                 self._auto.add(index, scores.detach(), *self._auto_labels(outputs, ib.target, module))
                 self._collected_step = True
@@ -1054,7 +1050,7 @@ class BatchFilter(Callback):
         entries in ``counted`` only, see :func:`select_and_count`)."""
         self._scored_once = True
         self._say_counted_twice()
-        self._count(mask, ib.corrupted, counted, ib.target)
+        self._count(mask, ib.corrupted, counted, batch_class_labels(outputs, ib.target, module))
         bad = (~torch.isfinite(losses.detach())).sum()  # summed on the device: no host sync per step
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad.to(self._nonfinite.device)
         if self._report.active:
@@ -1141,10 +1137,15 @@ class BatchFilter(Callback):
             rank_zero_warn(small_batch_message("BatchFilter", n, eps))
 
     def _count(self, mask: Tensor, corrupted: Tensor | None, counted: Tensor | None = None,
-               labels: Tensor | None = None) -> None:
+               classes: tuple[Tensor | None, int] = (None, 0)) -> None:
         dev = mask.device
-        if not isinstance(labels, Tensor) or labels.numel() != mask.numel():
-            labels = None  # (a target of several parts, or none: nothing to count by class)
+        labels, slots = classes  # (`batch_class_labels`)
+        if labels is None or labels.numel() != mask.numel():
+            labels = None  # (no class labels, or not one per entry: nothing to count by class)
+        elif slots != self._label_slots:  # the fit's first batch that shows its classes (or a checkpoint's other)
+            self._label_slots = slots
+            if self._counters is not None:
+                self._counters = fit_counter_length(self._counters, len(_COUNTERS), len(_COUNTERS) + 2 * slots)
         if counted is not None:  # a padding repeat is neither seen nor dropped (see `select_and_count`)
             counted = counted.to(dev)
             mask = mask[counted]
@@ -1224,6 +1225,7 @@ class BatchFilter(Callback):
         self.load_outcome(state_dict)
         counters = counts_of_this_rank(state_dict["counters"], state_dict.get("other_ranks_counters"))
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
+        self._label_slots = 0 if counters is None else max(0, (len(counters) - len(_COUNTERS)) // 2)
         self._counters_epoch = state_dict["counters_epoch"]
         self._resumed_epoch = None if counters is None else self._counters_epoch
         self._warned_small = state_dict["warned_small"]

@@ -2075,8 +2075,13 @@ class ITLM(Callback):
                 if self.keep_ratio == "auto":
                     est = rec.estimated_corruption
                     what = "`keep_ratio='auto'`" + ("" if est is None else f" (estimate {100 * est:.2f} %)")
+                    # an estimate clipped at ITLM's clean-majority limit is not low (a reviewer's 70.59 % for
+                    # 67.7 % was told it was): most labels are wrong, which trimming cannot undo
                     advice = (f"The estimate is low: pass keep_ratio <= {clean / n:.3g} (a little below the clean "
-                              "share), or an `auto_margin`.")
+                              "share), or an `auto_margin`." if est is None or est < _MAX_AUTO_RATE else
+                              f"The estimate was clipped at {_MAX_AUTO_RATE:.0%}: ITLM assumes most labels are "
+                              "right, and the ground truth says most are wrong here, which no keep_ratio "
+                              "mends; clean the labels first (the report ranks the samples).")
                 else:
                     what = f"`keep_ratio`={self.keep_ratio:g}"
                     advice = (f"Use keep_ratio <= {clean / n:.3g} (a little below the clean share), or "
@@ -2188,11 +2193,10 @@ class ITLM(Callback):
                      if type(pl_module).predicted_labels is RobustMixin.predicted_labels else
                      "the module predicts no labels (its `predicted_labels` returns None)")
             spec = datamodule_spec(trainer)
-            # float targets in the training set (several of them: one is `squared`) are a regression's too: a docs
+            # float targets in the batches (several of them: one is `squared`) are a regression's too: a docs
             # newcomer's three float targets were told of integer labels and `label_key`
-            held = dataset_targets(getattr(trainer.train_dataloader, "dataset", None))
             regression = ((spec is not None and spec.target == "regression") or squared
-                          or (isinstance(held, Tensor) and held.is_floating_point()))
+                          or getattr(self, "_float_targets", False))
             # a regression's fall-back goes unsaid where the estimator is the default: a datamodule's, or one
             # regression target in the training set (a newcomer's own float tensors were told they "carry no integer
             # class label", of an estimator they had not chosen); a label estimator chosen for a regression is told
@@ -2343,6 +2347,7 @@ class ITLM(Callback):
         loader = self._scoring_loader(trainer, pl_module)
         modes = enter_eval(pl_module)
         idx, scores, flags, given, predicted, targets, values, confidence = [], [], [], [], [], [], [], []
+        self._float_targets = False
         try:
             # closing: an error in a batch leaves the precision context now, not when the generator is collected
             with torch.no_grad(), closing(evaluation_batches(trainer, loader)) as batches:
@@ -2359,7 +2364,10 @@ class ITLM(Callback):
                                          ) from err
                     if labels:
                         s, p, v, c = scores_predictions_confidence(module, batch)
-                        y, t = integer_labels(label_part(ib.target, module)), scalar_targets(ib.target)
+                        label = label_part(ib.target, module)
+                        y, t = integer_labels(label), scalar_targets(ib.target)
+                        # float targets: a regression's, however many (see `_estimate_from`)
+                        self._float_targets |= isinstance(label, Tensor) and label.is_floating_point()
                         if not targets_reported(module):  # placeholders (a GAN's images' zeros)
                             y = t = p = v = c = None
                         for kept, got in ((given, y), (targets, t), (values, v), (confidence, c)):

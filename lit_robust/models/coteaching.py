@@ -22,6 +22,7 @@ from lit_robust.callbacks._report_file import (
     split_class_counts,
 )
 from lit_robust.callbacks._resume import (
+    as_long_as_every_ranks,
     check_resume_arguments_in_fit,
     counts_of_this_rank,
     fit_counter_length,
@@ -49,7 +50,7 @@ from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import fit_loss_layer, loss_layer_scores
 from lit_robust.functional.spectral import record_spectral_norm, restore_spectral_norm
 from lit_robust.mixin import require_mixin, split_loss_output
-from lit_robust.report import ReportFormat, class_count_step, given_and_predicted, label_slots
+from lit_robust.report import ReportFormat, batch_class_labels, class_count_step, given_and_predicted
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -84,8 +85,8 @@ class CoTeachingEpochRecord:
             samples seen; ``dropped_corrupted_frac_1`` / ``_2``: the corrupted share of each network's rejects;
             ``corrupted_frac``: of all samples seen (what rejecting at random would reach).
         estimated_corruption: with ``drop_ratio="auto"``, the estimate in force at the end of the epoch.
-        seen_by_class: where the training set holds integer class labels (as
-            :attr:`~lit_robust.FilterEpochRecord.seen_by_class`), the entries seen per given label ``0, 1, ...``;
+        seen_by_class: for a classifier's batches (as :attr:`~lit_robust.FilterEpochRecord.seen_by_class`), the
+            entries seen per given label ``0 .. C - 1``;
             ``kept_by_class`` those both networks kept (the report's ``kept``). A class the last epoch kept far less of
             than the rest is warned of at the fit's end, with or without a report. ``None`` otherwise.
     """
@@ -100,7 +101,7 @@ class CoTeachingEpochRecord:
     dropped_corrupted_frac_2: float | None = None
     corrupted_frac: float | None = None  # of all samples seen: what rejecting at random would reach
     estimated_corruption: float | None = None  # drop_ratio="auto": the estimate in force at the end of the epoch
-    # by given label 0, 1, ... where the training set holds its labels: the entries seen, and those both networks kept
+    # by given label 0 .. C - 1 of a classifier's batches: the entries seen, and those both networks kept
     seen_by_class: list[int] | None = None
     kept_by_class: list[int] | None = None
 
@@ -478,7 +479,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         super()._reset_fit_state()
         self.history = []
         self._counters = None
-        self._label_slots = 0  # the class labels counted (`label_slots`), set at train start
+        self._label_slots = 0  # the classes counted by (`batch_class_labels`), set by the first batch that shows them
         self._warned_small = False
 
     def _drop_partial_epoch(self, epoch: int) -> None:
@@ -488,10 +489,6 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def on_train_start(self) -> None:
         super().on_train_start()  # the report's start
         check_collate(self.trainer.train_dataloader, "CoTeaching")  # before the first batch, which it builds
-        self._label_slots = label_slots(getattr(self.trainer.train_dataloader, "dataset", None), self.net1)
-        if self._counters is not None:  # restored: by a checkpoint that counted other labels, or none
-            self._counters = fit_counter_length(self._counters, len(_COUNTERS),
-                                                len(_COUNTERS) + 2 * self._label_slots)
         # as BatchFilter: an EarlyStopping that may stop inside the warm-up is said before training (a Lightning
         # user's `EarlyStopping(patience=0)` ended an "auto" fit after epoch 1 of a 3-epoch warm-up, silently)
         warn_early_stopping_in_warmup("CoTeaching", self.trainer, self._warmup, self._auto is not None,
@@ -561,7 +558,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         # the exchange: each network learns from the samples its peer trusts
         loss1, loss2 = masked_mean(l1, keep2), masked_mean(l2, keep1)
         self._update(opt1, opt2, loss1 + loss2)
-        self._after_step(batch, keep1, keep2, loss1.detach(), loss2.detach())
+        self._after_step(batch, keep1, keep2, loss1.detach(), loss2.detach(), o1)
         return loss1.detach()
 
     @torch.compiler.disable
@@ -586,10 +583,12 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         return self.selections(batch, losses, outputs, self.drop_ratio_at(self.current_epoch))
 
     @torch.compiler.disable
-    def _after_step(self, batch: Any, keep1: Tensor, keep2: Tensor, loss1: Tensor, loss2: Tensor) -> None:
+    def _after_step(self, batch: Any, keep1: Tensor, keep2: Tensor, loss1: Tensor, loss2: Tensor,
+                    outputs: Any = None) -> None:
         self._step_schedulers("step")
         ib = unpack_batch(batch)
-        self._count(keep1, keep2, ib.corrupted, ib.target)
+        # net1's outputs, read at its `label_key` as the report reads them
+        self._count(keep1, keep2, ib.corrupted, batch_class_labels(outputs, ib.target, self.net1))
         self.log("train_loss", loss1, prog_bar=True)
         self.log("train_loss_2", loss2)
 
@@ -601,13 +600,18 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def _zero_counters(self, device: torch.device | str = "cpu") -> Tensor:
         return torch.zeros(len(_COUNTERS) + 2 * self._label_slots, dtype=torch.int64, device=device)
 
-    def _count(self, keep1: Tensor, keep2: Tensor, corrupted: Tensor | None, labels: Any = None) -> None:
+    def _count(self, keep1: Tensor, keep2: Tensor, corrupted: Tensor | None,
+               classes: tuple[Tensor | None, int] = (None, 0)) -> None:
         dev = keep1.device
         if self._counters is None:
             self._counters = self._zero_counters(dev)
         self._counters = self._counters.to(dev)
-        if not isinstance(labels, Tensor) or labels.numel() != keep1.numel():
-            labels = None  # (a target of several parts, or none: nothing to count by class)
+        labels, slots = classes  # (`batch_class_labels`)
+        if labels is None or labels.numel() != keep1.numel():
+            labels = None  # (no class labels, or not one per entry: nothing to count by class)
+        elif slots != self._label_slots:  # the fit's first batch that shows its classes (or a checkpoint's other)
+            self._label_slots = slots
+            self._counters = fit_counter_length(self._counters, len(_COUNTERS), len(_COUNTERS) + 2 * slots)
         keep1, keep2, corrupted, labels = only_counted(self._counted, keep1, keep2,
                                                        None if corrupted is None else corrupted.reshape(-1),
                                                        None if labels is None else labels.reshape(-1))
@@ -637,7 +641,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self._report.end_epoch(epoch, self.trainer if log else None)  # a collective, before an epoch-end checkpoint
         self._short_epoch = epoch_cut(self.trainer) if log else None  # said when a fit resumes from its end
         counts = self._counters if self._counters is not None else self._zero_counters()
-        values = [int(v) for v in distributed.all_reduce_sum(counts).tolist()]
+        values = [int(v) for v in distributed.all_reduce_sum(as_long_as_every_ranks(counts)).tolist()]
         seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = values[:len(_COUNTERS)]
         rec = CoTeachingEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch),
                                     seen=seen, dropped_1=d1, dropped_2=d2)
@@ -740,6 +744,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
         counters = counts_of_this_rank(state["counters"], state.get("other_ranks_counters"))
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
+        self._label_slots = 0 if counters is None else max(0, (len(counters) - len(_COUNTERS)) // 2)
         self._warned_small = state["warned_small"]
         if self._auto is not None and state.get("auto") is not None:
             self._auto.load_state_dict(state["auto"])
