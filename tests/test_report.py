@@ -1632,3 +1632,17 @@ def test_a_regression_with_integer_targets_is_not_counted_by_class(tmp_path):
         tiny_trainer(tmp_path, 2, [bf]).fit(IntegerRegression(), data)
     assert bf.history[-1].seen_by_class is None and bf.history[-1].seen == 240
     assert not [w for w in caught if "labelled" in str(w.message)]
+
+
+def test_batch_class_labels_never_stops_a_fit():
+    """The count by class goes beside the fit: targets without the module's `label_key` count nowhere, they do not
+    raise (the report, which reads them, names the keys there are)."""
+    from lit_robust.report import batch_class_labels
+
+    class Module:
+        label_key = "digit"
+
+    outputs = {"digit": torch.zeros(3, 4)}
+    assert batch_class_labels(outputs, {"ink": torch.rand(3)}, Module()) == (None, 0)
+    labels, classes = batch_class_labels(outputs, {"digit": torch.tensor([0, 3, 1])}, Module())
+    assert labels.tolist() == [0, 3, 1] and classes == 4
