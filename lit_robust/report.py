@@ -175,11 +175,14 @@ def labels_from_outputs(outputs: Any, target: Any) -> Tensor | None:
     True
     """
     y = integer_labels(target)
-    if y is None or not isinstance(outputs, Tensor) or not outputs.is_floating_point():
-        return None
-    if outputs.ndim != 2 or outputs.shape[0] != y.shape[0] or outputs.shape[1] < 2:
-        return None
-    return outputs.detach().argmax(1)
+    return outputs.detach().argmax(1) if y is not None and _class_scores(outputs, y) else None
+
+
+def _class_scores(outputs: Any, labels: Tensor) -> bool:
+    """Whether ``outputs`` are a classifier's ``[B, C]`` floating scores (``C >= 2``) for the ``[B]`` ``labels``: read
+    off their shape and dtype alone (no host sync)."""
+    return (isinstance(outputs, Tensor) and outputs.is_floating_point() and outputs.ndim == 2
+            and outputs.shape[0] == labels.shape[0] and outputs.shape[1] >= 2)
 
 
 def confidence_from_outputs(outputs: Any, target: Any) -> Tensor | None:
@@ -669,10 +672,9 @@ def batch_class_labels(outputs: Any, target: Any, module: Any) -> tuple[Tensor |
     """
     if module is not None and not targets_reported(module):
         return None, 0
-    label = label_part(target, module, strict=False)  # (a count beside the fit: it never stops one)
-    given = integer_labels(label)
+    given = integer_labels(label_part(target, module, strict=False))  # (a count beside the fit: it never stops one)
     outputs = label_part(outputs, module, strict=False)
-    if given is None or labels_from_outputs(outputs, label) is None:
+    if given is None or not _class_scores(outputs, given):  # (in the training step: no argmax for a shape check)
         return None, 0
     return given, int(outputs.shape[1])
 

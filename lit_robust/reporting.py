@@ -16,7 +16,8 @@ __all__ = ["round_table", "round_line", "print_table", "plot_score_histograms", 
            "corrupted_validation_note"]
 
 
-#: ITLM's ``keep_ratio="auto"`` clips an estimated corrupted fraction at or above this to it (a clean majority)
+#: ITLM's ``keep_ratio="auto"`` clips an estimated corrupted fraction at or above this to it: ITLM (like every
+#: trimming method here) assumes a clean majority
 AUTO_RATE_CAP = 0.5
 
 

@@ -440,16 +440,25 @@ def reduce_counters_to_rank_zero(counters: torch.Tensor | None) -> torch.Tensor 
     return total if distributed.rank() == 0 else torch.zeros_like(total)
 
 
-def fit_counter_length(counters: torch.Tensor, base: int, length: int) -> torch.Tensor:
-    """Restored running counts made ``length`` long: where a checkpoint counted other class labels than this fit (or
-    none: written before they were counted), its ``base`` first counts stay and the counts by class start from zero
-    (pure)."""
-    if counters.numel() == length:
-        return counters
-    out = torch.zeros(length, dtype=counters.dtype, device=counters.device)
-    keep = min(base, counters.numel())
-    out[:keep] = counters[:keep]
-    return out
+def with_class_counts(counters: torch.Tensor, base: int, classes: tuple[torch.Tensor | None, int],
+                      kept: torch.Tensor) -> torch.Tensor:
+    """``counters`` (an epoch's ``base`` running counts, then its counts by class) with one batch's counts by class
+    added: ``classes`` is :func:`~lit_robust.report.batch_class_labels`'s ``(labels, C)`` of the entries counted,
+    ``kept`` their kept mask. The counts by class are added at the epoch's first batch that shows them (and start
+    again where a checkpoint counted other classes); a rank that has seen none holds the shorter counts, which the
+    sums over the ranks pad (:func:`as_long_as_every_ranks`). No host sync."""
+    from lit_robust.report import class_count_step
+
+    labels, slots = classes
+    if labels is None or labels.numel() != kept.numel():
+        return counters  # (no class labels, or not one per entry: nothing to count by class)
+    length = base + 2 * slots
+    if counters.numel() != length:
+        grown = counters.new_zeros(length)
+        grown[:base] = counters[:base]
+        counters = grown
+    counters[base:] += class_count_step(labels, kept, slots)
+    return counters
 
 
 def counts_of_this_rank(rank0: list[int] | None, others: list[list[int] | None] | None) -> list[int] | None:

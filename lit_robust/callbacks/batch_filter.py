@@ -43,13 +43,13 @@ from lit_robust.callbacks._resume import (
     counts_of_this_rank,
     cut_epoch_note,
     epoch_whose_end_was_skipped,
-    fit_counter_length,
     loss_argument,
     random_state,
     reduce_counters_to_rank_zero,
     restore_random_state,
     seed_persistent_workers,
     warn_inexact_resume,
+    with_class_counts,
 )
 from lit_robust.data.indexed import check_collate, unpack_batch
 from lit_robust.functional.scores import GradNormRecorder, fit_loss_layer, loss_layer_scores
@@ -57,7 +57,6 @@ from lit_robust.mixin import RobustMixin, check_per_sample_at_first_batch, requi
 from lit_robust.report import (
     ReportFormat,
     batch_class_labels,
-    class_count_step,
     given_and_predicted,
     report_fields,
 )
@@ -625,7 +624,6 @@ class BatchFilter(Callback):
         self._schedule_start = 0  # the epoch the warm-up counts from (a re-initialisation's; see restart_on_reinit)
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS, then by class
         self._counters_epoch: int | None = None
-        self._label_slots = 0  # the classes counted by (`batch_class_labels`), set by the first batch that shows them
         self._warned_small = False
         self._told_repeats = False
         self._nonfinite: Tensor | None = None  # this epoch's count of NaN/inf training losses, on the device
@@ -790,7 +788,7 @@ class BatchFilter(Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._counters is None or self._counters_epoch != trainer.current_epoch:
-            self._counters = self._zero_counters(pl_module.device)
+            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=pl_module.device)
             self._counters_epoch = trainer.current_epoch
         self._report.start_epoch(trainer.current_epoch)
         self._consulted, self._batches_run = False, 0
@@ -843,11 +841,8 @@ class BatchFilter(Callback):
                 return rec
         return self._record_from_counts(epoch)
 
-    def _zero_counters(self, device: torch.device | str = "cpu") -> Tensor:
-        return torch.zeros(len(_COUNTERS) + 2 * self._label_slots, dtype=torch.int64, device=device)
-
     def _record_from_counts(self, epoch: int) -> FilterEpochRecord:
-        counts = self._counters if self._counters is not None else self._zero_counters()
+        counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
         values = [int(v) for v in distributed.all_reduce_sum(as_long_as_every_ranks(counts)).tolist()]
         seen, dropped, c_seen, c_dropped, batches, truth = values[:len(_COUNTERS)]
         rec = FilterEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch), seen=seen, dropped=dropped)
@@ -1140,19 +1135,15 @@ class BatchFilter(Callback):
                classes: tuple[Tensor | None, int] = (None, 0)) -> None:
         dev = mask.device
         labels, slots = classes  # (`batch_class_labels`)
-        if labels is None or labels.numel() != mask.numel():
-            labels = None  # (no class labels, or not one per entry: nothing to count by class)
-        elif slots != self._label_slots:  # the fit's first batch that shows its classes (or a checkpoint's other)
-            self._label_slots = slots
-            if self._counters is not None:
-                self._counters = fit_counter_length(self._counters, len(_COUNTERS), len(_COUNTERS) + 2 * slots)
+        if labels is not None and labels.numel() != mask.numel():
+            labels = None  # (not one per entry: nothing to count by class)
         if counted is not None:  # a padding repeat is neither seen nor dropped (see `select_and_count`)
             counted = counted.to(dev)
             mask = mask[counted]
             corrupted = None if corrupted is None else corrupted.to(dev).reshape(-1)[counted]
             labels = None if labels is None else labels.to(dev).reshape(-1)[counted]
         if self._counters is None:
-            self._counters = self._zero_counters(dev)
+            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
             self._counters_epoch = self._trainer.current_epoch if self._trainer is not None else 0
         if self._counters.device != dev:
             self._counters = self._counters.to(dev)
@@ -1166,9 +1157,7 @@ class BatchFilter(Callback):
         else:
             step = torch.stack([seen, dropped.sum(), zero, zero, one, zero])
         self._counters[:len(_COUNTERS)] += step  # on the device: no host sync per step
-        by_class = class_count_step(labels, mask, self._label_slots)
-        if by_class is not None:
-            self._counters[len(_COUNTERS):] += by_class
+        self._counters = with_class_counts(self._counters, len(_COUNTERS), (labels, slots), mask)
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -1225,7 +1214,6 @@ class BatchFilter(Callback):
         self.load_outcome(state_dict)
         counters = counts_of_this_rank(state_dict["counters"], state_dict.get("other_ranks_counters"))
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
-        self._label_slots = 0 if counters is None else max(0, (len(counters) - len(_COUNTERS)) // 2)
         self._counters_epoch = state_dict["counters_epoch"]
         self._resumed_epoch = None if counters is None else self._counters_epoch
         self._warned_small = state_dict["warned_small"]

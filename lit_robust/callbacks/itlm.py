@@ -159,7 +159,6 @@ _PER_CLASS_ADVICE = ("`ITLM(per_class=True)` keeps the same share of every class
                      "hard or confusable class, not where most of the class's labels are wrong (uniform noise on a "
                      "long-tailed set makes most of a rare class's labels flipped samples of common classes) nor "
                      "against a single-target backdoor, whose poison sits in one class.")
-_MAX_AUTO_RATE = AUTO_RATE_CAP  # ITLM (like every trimming method here) assumes a clean majority
 _MIN_VALIDATION_SAMPLES = 20  # fewer: a validation accuracy is not judged "at chance" (see `_finish_round`)
 _PER_CLASS_SHORT = 0.02  # per_class keeping fewer than keep_ratio * n by more than this share of n is warned about
 
@@ -293,10 +292,10 @@ def auto_keep_count(n: int, rate: float, margin: float = 0.0) -> tuple[int, str 
     """
     notes = []
     used = rate
-    if not rate < _MAX_AUTO_RATE:  # NaN included
-        used = _MAX_AUTO_RATE
-        notes.append(f"the estimate {rate:.4g} is >= {_MAX_AUTO_RATE} (ITLM assumes a clean majority; {UNLEARNT_NOTE}); "
-                     f"clipped to {_MAX_AUTO_RATE}")
+    if not rate < AUTO_RATE_CAP:  # NaN included
+        used = AUTO_RATE_CAP
+        notes.append(f"the estimate {rate:.4g} is >= {AUTO_RATE_CAP} (ITLM assumes a clean majority; {UNLEARNT_NOTE}); "
+                     f"clipped to {AUTO_RATE_CAP}")
     k = keep_count(n, 1.0 - used - margin)
     if k == 0 and n > 0:
         notes.append(f"floor((1 - {used:.4g} - {margin:.4g}) * {n}) = 0 samples; keeping 1")
@@ -1184,7 +1183,7 @@ class ITLM(Callback):
             batches = round_batches(smallest, n, self._sampler.num_replicas, loader.batch_size, loader.drop_last)
             try:
                 check_epoch_batches(trainer, batches, f"a round at the estimate's cap ({smallest} of the {n} samples "
-                                    f"kept, an estimate >= {_MAX_AUTO_RATE}, auto_margin={self.auto_margin})")
+                                    f"kept, an estimate >= {AUTO_RATE_CAP}, auto_margin={self.auto_margin})")
             except ValueError as err:
                 self._say_once("auto smallest round", (
                     f"{self._title}: with keep_ratio='auto' a later round may be too small for this Trainer, and the "
@@ -1199,7 +1198,7 @@ class ITLM(Callback):
         every round trains on all samples."""
         if self.keep_ratio != "auto" or (self.num_rounds < 2 and self.initial_round_on_all) or n < 1:
             return None
-        k = auto_keep_count(n, _MAX_AUTO_RATE, self.auto_margin)[0]
+        k = auto_keep_count(n, AUTO_RATE_CAP, self.auto_margin)[0]
         if self.per_class and _class_labels(targets, n):
             # the selection keeps floor(k / n * n_c) of each class (keep_ratio = k / n, as `_select` passes it)
             return max(1, sum(keep_count(int(c), k / n) for c in torch.bincount(targets.long().cpu())))
@@ -2078,8 +2077,8 @@ class ITLM(Callback):
                     # an estimate clipped at ITLM's clean-majority limit is not low (a reviewer's 70.59 % for
                     # 67.7 % was told it was): most labels are wrong, which trimming cannot undo
                     advice = (f"The estimate is low: pass keep_ratio <= {clean / n:.3g} (a little below the clean "
-                              "share), or an `auto_margin`." if est is None or est < _MAX_AUTO_RATE else
-                              f"The estimate was clipped at {_MAX_AUTO_RATE:.0%}: ITLM assumes most labels are "
+                              "share), or an `auto_margin`." if est is None or est < AUTO_RATE_CAP else
+                              f"The estimate was clipped at {AUTO_RATE_CAP:.0%}: ITLM assumes most labels are "
                               "right, and the ground truth says most are wrong here, which no keep_ratio "
                               "mends; clean the labels first (the report ranks the samples).")
                 else:

@@ -25,12 +25,12 @@ from lit_robust.callbacks._resume import (
     as_long_as_every_ranks,
     check_resume_arguments_in_fit,
     counts_of_this_rank,
-    fit_counter_length,
     loss_argument,
     random_state,
     reduce_counters_to_rank_zero,
     restore_random_state_in_fit,
     warn_cut_epoch_in_fit,
+    with_class_counts,
 )
 from lit_robust.callbacks.batch_filter import (
     check_filter_args,
@@ -50,7 +50,7 @@ from lit_robust.data.spec import check_fits_data
 from lit_robust.functional.scores import fit_loss_layer, loss_layer_scores
 from lit_robust.functional.spectral import record_spectral_norm, restore_spectral_norm
 from lit_robust.mixin import require_mixin, split_loss_output
-from lit_robust.report import ReportFormat, batch_class_labels, class_count_step, given_and_predicted
+from lit_robust.report import ReportFormat, batch_class_labels, given_and_predicted
 from lit_robust.selection import distributed
 from lit_robust.selection.auto_drop import (
     DEFAULT_FILTER_ESTIMATOR,
@@ -479,7 +479,6 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         super()._reset_fit_state()
         self.history = []
         self._counters = None
-        self._label_slots = 0  # the classes counted by (`batch_class_labels`), set by the first batch that shows them
         self._warned_small = False
 
     def _drop_partial_epoch(self, epoch: int) -> None:
@@ -597,21 +596,15 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             self._warned_small = True
             rank_zero_warn(small_batch_message("CoTeaching", n, eps))
 
-    def _zero_counters(self, device: torch.device | str = "cpu") -> Tensor:
-        return torch.zeros(len(_COUNTERS) + 2 * self._label_slots, dtype=torch.int64, device=device)
-
     def _count(self, keep1: Tensor, keep2: Tensor, corrupted: Tensor | None,
                classes: tuple[Tensor | None, int] = (None, 0)) -> None:
         dev = keep1.device
         if self._counters is None:
-            self._counters = self._zero_counters(dev)
+            self._counters = torch.zeros(len(_COUNTERS), dtype=torch.int64, device=dev)
         self._counters = self._counters.to(dev)
         labels, slots = classes  # (`batch_class_labels`)
-        if labels is None or labels.numel() != keep1.numel():
-            labels = None  # (no class labels, or not one per entry: nothing to count by class)
-        elif slots != self._label_slots:  # the fit's first batch that shows its classes (or a checkpoint's other)
-            self._label_slots = slots
-            self._counters = fit_counter_length(self._counters, len(_COUNTERS), len(_COUNTERS) + 2 * slots)
+        if labels is not None and labels.numel() != keep1.numel():
+            labels = None  # (not one per entry: nothing to count by class)
         keep1, keep2, corrupted, labels = only_counted(self._counted, keep1, keep2,
                                                        None if corrupted is None else corrupted.reshape(-1),
                                                        None if labels is None else labels.reshape(-1))
@@ -625,9 +618,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
             zero = torch.zeros((), dtype=torch.int64, device=dev)
             parts = [seen, d1.sum(), d2.sum(), zero, zero, zero, one, zero]
         self._counters[:len(_COUNTERS)] += torch.stack(parts)
-        by_class = class_count_step(labels, keep1 & keep2, self._label_slots)
-        if by_class is not None:
-            self._counters[len(_COUNTERS):] += by_class
+        self._counters = with_class_counts(self._counters, len(_COUNTERS), (labels, slots), keep1 & keep2)
 
     def _gather_epoch_to_rank_zero(self, epoch: int) -> None:
         """:meth:`ModuleReport._gather_epoch_to_rank_zero`, with the epoch's running counts of :attr:`history`."""
@@ -640,7 +631,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def _epoch_end(self, epoch: int, log: bool = True) -> None:
         self._report.end_epoch(epoch, self.trainer if log else None)  # a collective, before an epoch-end checkpoint
         self._short_epoch = epoch_cut(self.trainer) if log else None  # said when a fit resumes from its end
-        counts = self._counters if self._counters is not None else self._zero_counters()
+        counts = self._counters if self._counters is not None else torch.zeros(len(_COUNTERS), dtype=torch.int64)
         values = [int(v) for v in distributed.all_reduce_sum(as_long_as_every_ranks(counts)).tolist()]
         seen, d1, d2, c_seen, c_d1, c_d2, batches, truth = values[:len(_COUNTERS)]
         rec = CoTeachingEpochRecord(epoch=epoch, drop_ratio=self.drop_ratio_at(epoch),
@@ -744,7 +735,6 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         self.history = [CoTeachingEpochRecord(**r) for r in state["history"]]
         counters = counts_of_this_rank(state["counters"], state.get("other_ranks_counters"))
         self._counters = None if counters is None else torch.tensor(counters, dtype=torch.int64)
-        self._label_slots = 0 if counters is None else max(0, (len(counters) - len(_COUNTERS)) // 2)
         self._warned_small = state["warned_small"]
         if self._auto is not None and state.get("auto") is not None:
             self._auto.load_state_dict(state["auto"])
