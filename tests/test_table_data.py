@@ -990,6 +990,26 @@ def test_a_missing_id_of_a_frame_is_missing_not_text():
     assert _ids_in_report(dm, "name") == ["a", None, "c", "d", "e", "f"]
 
 
+def test_ids_that_name_two_rows_are_warned_about_with_their_rows():
+    """A data-cleaning newcomer's CSV gave one id to two rows: the report named both rows by it, without a word, and
+    the row they fixed by the id was not the one the report meant. Rows whose ids are all missing are not repeats;
+    two id columns count together."""
+    frame = table(10).assign(cust=["c0", "c1", "c2", "c1", None, None, "c6", "c1", "c8", "c8"],
+                             shop=["x"] * 4 + ["y", "z"] + ["x"] * 3 + ["y"])
+    with pytest.warns(UserWarning, match=r"`id_columns` \['cust'\] do not tell the rows of the table apart: 5 rows "
+                      r"share their id with another row \(rows 1, 3, 7 \('c1'\); rows 8, 9 \('c8'\)") as seen:
+        TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns="cust", test_size=0).setup()
+    assert "rows 4, 5" not in str(seen[0].message) and len(seen) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ("c8", "x") and ("c8", "y") are two rows, and so are the missing ids
+        TableDataModule(frame=frame.drop(index=[3, 7]), target="kind", features=["a", "b"],
+                        id_columns=["cust", "shop"], test_size=0).setup()
+    new = table(4, seed=4).assign(cust=["n1", "n1", "n2", "n3"])[["a", "b", "cust"]]
+    with pytest.warns(UserWarning, match=r"do not tell the rows of `predict_frame` apart: 2 rows .*rows 0, 1 \('n1'\)"):
+        TableDataModule(frame=frame.drop(index=[3, 7, 9]), target="kind", features=["a", "b"], id_columns="cust",
+                        test_size=0, predict_frame=new).setup("predict")
+
+
 def test_numpy_integer_ids_are_numbers_in_the_report():
     """pandas < 2 lists an Int64 id column as numpy integers, which the report wrote as the text "1" (the test above
     failed at the declared pandas minimum 1.5); an object column of numpy integers shows the same on any pandas."""

@@ -311,6 +311,29 @@ def _as_names(value: Any, argument: str) -> list[str]:
     raise ValueError(f"`{argument}` must be a column name or a list of column names, got {value!r}.")
 
 
+def _warn_repeated_ids(frame: Any, id_columns: list[str], which: str, shown: int = 3) -> None:
+    """Warn where ``id_columns`` name two or more rows of ``frame`` alike (rows whose ids are all missing left out):
+    the report names each row by them, and a data-cleaning newcomer's duplicated id sent them to the wrong row."""
+    if not id_columns:
+        return
+    ids = frame[id_columns]
+    named = ~ids.isna().all(axis=1).to_numpy()
+    repeated = np.flatnonzero(ids.duplicated(keep=False).to_numpy() & named)
+    if len(repeated) == 0:
+        return
+    groups: dict[tuple, list[int]] = {}
+    for r in repeated:
+        groups.setdefault(tuple(ids.iloc[r].tolist()), []).append(int(r))
+    some = "; ".join(f"rows {', '.join(map(str, rows))} ({', '.join(map(repr, key))})"
+                     for key, rows in list(groups.items())[:shown])
+    more = f"; and {len(groups) - shown} more" if len(groups) > shown else ""
+    rank_zero_warn(f"TableDataModule: `id_columns` {id_columns} do not tell the rows of {which} apart: {len(repeated)} "
+                   f"rows share their id with another row ({some}{more}; rows counted from 0). The report and "
+                   "predictions.csv name each row by these ids, and a repeated id names more than one row: find a row "
+                   "by its `source_index` there (its position in the table, counted from 0 as here), or name more "
+                   "columns in `id_columns`.")
+
+
 def _looks_like_an_id(column: Any) -> bool:
     """Whole numbers, one per row, all different and evenly spaced (1, 2, 3, … in any order), or a whole-number
     column named like an id (``id``, ``record_id``, ``CustomerID``)."""
@@ -928,6 +951,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         features = self._used_columns(frame)
         self.feature_names = features
         self._ids = {"table": self._id_values(frame)}
+        _warn_repeated_ids(frame, self.id_columns, "the table")
         used = [*features, *self.target_names, *([self.corrupted_column] if self.corrupted_column else [])]
         rows = self._usable_rows(frame, used, "the table")
         # the training table's rows, in order: another digest at `test` from a checkpoint means another split
@@ -1059,8 +1083,9 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         targets are placeholders (-1, 0.0) that ``describe_predictions`` leaves out of ``predictions.csv`` (NaN ones
         set off the warning about NaN targets, meant for training rows: a table newcomer's new rows were told to be
         dropped or imputed)."""
-        frame, rows, _ = self._other_table(self.predict_path, self.predict_frame, "predict", features)
+        frame, rows, argument = self._other_table(self.predict_path, self.predict_frame, "predict", features)
         self._ids["predict"] = self._id_values(frame)
+        _warn_repeated_ids(frame, [c for c in self.id_columns if c in frame.columns], f"`{argument}`")
         x = inputs(_numbers(frame[features].iloc[rows]))
         y = (torch.zeros(len(rows), len(self.target_names)) if self.task == "regression"
              else torch.full((len(rows),), -1, dtype=torch.long))
@@ -1085,6 +1110,7 @@ class TableDataModule(SplitLoaders, pl.LightningDataModule):
         frame, rows, argument = self._other_table(self.test_path, self.test_frame, "test",
                                                   [*features, *self.target_names])
         self._ids["test"] = self._id_values(frame)
+        _warn_repeated_ids(frame, [c for c in self.id_columns if c in frame.columns], f"`{argument}`")
         raw = _numbers(frame[features].iloc[rows])
         _warn_test_rows_seen(train_x, raw, rows, argument)
         x = inputs(raw)
