@@ -1143,10 +1143,14 @@ def _reports_in(folder: str) -> list[str]:
     return sorted(p for p in os.listdir(folder) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
 
 
-def _reports_one_level_down(folder: str) -> list[str]:
-    """The per-sample reports in ``folder``'s subfolders (a logger's ``version_N``), as paths."""
-    subs = (os.path.join(folder, sub) for sub in sorted(os.listdir(folder)))
-    return [os.path.join(inner, p) for inner in subs if os.path.isdir(inner) for p in _reports_in(inner)]
+def _reports_below(folder: str, depth: int = 2) -> list[str]:
+    """The per-sample reports in ``folder``'s subfolders down to ``depth`` levels, as paths: a logger's ``version_N``
+    one level down, and two levels down from a Trainer's ``default_root_dir`` (``lightning_logs/version_N``), which a
+    report newcomer passed and was told "none"."""
+    subs = [os.path.join(folder, sub) for sub in sorted(os.listdir(folder)) if not sub.startswith(".")]
+    subs = [inner for inner in subs if os.path.isdir(inner)]
+    found = [os.path.join(inner, p) for inner in subs for p in _reports_in(inner)]
+    return found + [p for inner in subs for p in _reports_below(inner, depth - 1)] if depth > 1 else found
 
 
 def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
@@ -1178,7 +1182,7 @@ def load_report(path: str | os.PathLike, as_frame: bool | None = None) -> Any:
             newest = max(found, key=lambda p: os.path.getmtime(os.path.join(path, p))) if found else None
             what = f"{len(found)}: {found}; pass one of them (the newest: {newest!r})" if found else "none"
             error = ValueError if found else FileNotFoundError
-            below = _reports_one_level_down(path) if not found else []
+            below = _reports_below(path) if not found else []
             if below:
                 # the logger's root (`lightning_logs`), a natural first guess of a reports newcomer's: its runs' folders
                 # hold the reports

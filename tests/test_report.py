@@ -291,6 +291,11 @@ def test_file_errors(tmp_path):
             f"or its run's folder in '{logs}'.")):
         load_report(logs)
     assert len(load_report(logs / "version_1", as_frame=False)) == len(load_report(logs / "version_0", as_frame=False))
+    # the Trainer's `default_root_dir`, two levels up (a report newcomer's `--trainer.default_root_dir cli_wine`)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"got none; the folders in it hold 2 (the newest: '{os.path.join('lightning_logs', 'version_1', 'itlm_report.csv')}"
+            f"'): pass one of them, or its run's folder in '{tmp_path}'.")):
+        load_report(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ pure: accumulators
@@ -515,11 +520,15 @@ def test_a_report_that_cannot_be_written_at_the_end_is_a_warning_and_a_resume_wr
     fit(tmp_path / "a", cbs(tmp_path / "a"), 3, enable_checkpointing=True)
     full = [(tmp_path / "a" / name).read_text() for name in names]
     blocked = tmp_path / "b"
-    for name in names:
-        (blocked / name).mkdir(parents=True)
+
+    class Block(pl.Callback):  # the folders appear during the fit: one there at setup is refused (test below)
+        def on_train_epoch_end(self, trainer, pl_module):
+            for name in names:
+                (blocked / name).mkdir(parents=True, exist_ok=True)
+
     pl.seed_everything(0, verbose=False)
     callbacks = cbs(blocked)
-    trainer = tiny_trainer(blocked, 3, callbacks, enable_checkpointing=True)
+    trainer = tiny_trainer(blocked, 3, [*callbacks, Block()], enable_checkpointing=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(TinyModel(), BlobsData())
@@ -536,6 +545,23 @@ def test_a_report_that_cannot_be_written_at_the_end_is_a_warning_and_a_resume_wr
         (blocked / name).rmdir()
     fit(blocked, cbs(blocked), 3, enable_checkpointing=True, ckpt_path=blocked / "epoch=2.ckpt", seed=99)
     assert [(blocked / name).read_text() for name in names] == full
+
+
+def test_a_folder_where_the_report_goes_is_refused_before_training(tmp_path):
+    """A report newcomer's `report_dir` held a folder named `itlm_report.csv`: the fit was told that it held "a
+    per-sample report from an earlier fit", trained to its end, and lost its report (with checkpointing off, the
+    advised resume had no checkpoint). It is now refused at setup, as an unwritable `report_dir` is."""
+    for cb, name in ((ITLM(keep_ratio=0.6, round_epochs=[1, 1], verbose=False, plot=False, report_dir=str(tmp_path)),
+                      "itlm_report.csv"),
+                     (BatchFilter("spl", drop_ratio=0.2, warmup_epochs=1, report_dir=str(tmp_path)),
+                      "filter_spl_report.csv")):
+        (tmp_path / name).mkdir()
+        trainer = tiny_trainer(tmp_path, 2, [cb])
+        with pytest.raises(ValueError, match=re.escape(
+                f"`report_dir` must be a folder the report can be written into, got {str(tmp_path)!r} (the "
+                f"report's own file {str(tmp_path / name)!r} is a folder there).")):
+            trainer.fit(TinyModel(), BlobsData())
+        assert trainer.global_step == 0
 
 
 # ------------------------------------------------------------------------------------------------ BatchFilter

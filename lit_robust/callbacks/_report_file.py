@@ -145,7 +145,15 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
         # a logger with no folder of its own (`save_dir` None: a team's logger writing to a database) crashed the fit
         # at setup in `os.makedirs(None)`
         folder = trainer.default_root_dir
-    problem = folder_error(folder) if trainer.global_rank == 0 else None
+    path = os.path.join(folder, filename)
+    problem = None
+    if trainer.global_rank == 0:
+        problem = folder_error(folder)
+        if problem is None and os.path.lexists(path) and not os.path.isfile(path):
+            # a report newcomer's folder named `itlm_report.csv` was warned of as "a report from an earlier fit", and
+            # the report, written over it at the fit's end, was lost
+            problem = (f"the report's own file {path!r} is a folder there" if os.path.isdir(path) else
+                       f"the report's own file {path!r} is there and is not a file")
     problem = trainer.strategy.broadcast(problem)
     if problem is not None:
         if report_dir is not None:
@@ -153,7 +161,7 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
                              f"({problem}).")
         raise ValueError(f"the report goes into the logger's folder (`trainer.log_dir`) when `report_dir` is not "
                          f"given, and {folder!r} cannot be written ({problem}); pass `report_dir`, or report=False.")
-    return os.path.join(folder, filename)
+    return path
 
 
 def warn_earlier_report(trainer: Any, target: str | None, owner: str) -> None:
@@ -162,7 +170,7 @@ def warn_earlier_report(trainer: Any, target: str | None, owner: str) -> None:
     for a resumed fit or one going on from an earlier fit of ``trainer``: the file is then its own earlier part's."""
     if target is None or getattr(trainer, "ckpt_path", None) or continues_earlier_fit(trainer):
         return
-    if trainer.is_global_zero and os.path.exists(target):
+    if trainer.is_global_zero and os.path.isfile(target):
         rank_zero_warn(f"{owner}: {target} holds a per-sample report from an earlier fit, which this fit's report "
                        "replaces at its end; give each fit a `report_dir` of its own to keep both.")
 
