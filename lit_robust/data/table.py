@@ -322,8 +322,10 @@ def _warn_repeated_ids(frame: Any, id_columns: list[str], which: str, shown: int
     if len(repeated) == 0:
         return
     groups: dict[tuple, list[int]] = {}
-    for r in repeated:
-        groups.setdefault(tuple(ids.iloc[r].tolist()), []).append(int(r))
+    missing = _pandas().isna
+    for r, key in zip(repeated.tolist(), ids.iloc[repeated].itertuples(index=False, name=None)):
+        # a missing part of an id is one key (pandas' `duplicated` counts NaN alike; two NaN objects are not equal)
+        groups.setdefault(tuple(None if missing(v) else v for v in key), []).append(r)
     some = "; ".join(f"rows {', '.join(map(str, rows))} ({', '.join(map(repr, key))})"
                      for key, rows in list(groups.items())[:shown])
     more = f"; and {len(groups) - shown} more" if len(groups) > shown else ""
