@@ -2190,6 +2190,7 @@ def collapse_error(trainer: pl.Trainer, model: Any) -> str | None:
     folder newcomer's 4 fits at learning rates 0.1-0.5 exited 0 with models testing at 0.200. ``on_collapse='raise'``
     stops at the first collapsed round."""
     from lit_robust.callbacks import ITLM
+    from lit_robust.callbacks.itlm import _optimizer_steps_per_epoch, limited_train_batches
 
     for cb in [*trainer.callbacks, *model_callbacks(model)]:
         history = getattr(cb, "history", None)
@@ -2228,6 +2229,15 @@ def collapse_error(trainer: pl.Trainer, model: Any) -> str | None:
                      "a round too short to learn in (`round_epochs`); with `reinit: false` each round starts from the "
                      "one before instead of a fresh model.")
         cause = cause.replace("(`--model.lr`", f"(`--model.lr`{_fit_learning_rate(trainer)}", 1)
+        limited = limited_train_batches(trainer)
+        if limited is not None and (history[-1].collapsed or diverged is None):
+            # a CLI newcomer's quick check with `--trainer.limit_train_batches 2` was told to lower the learning rate
+            # (making it worse) or a batch of 64 of 1,200 samples
+            steps = _optimizer_steps_per_epoch(trainer)
+            cause = (f"`--trainer.limit_train_batches` {limited} leaves "
+                     f"{'few' if steps is None else steps} optimizer step{'' if steps == 1 else 's'} an epoch, too "
+                     "few to learn in: a quick check's setting, where this is expected; leave it out (or raise it) to "
+                     "train a usable model.")
         return (f"lit-robust fit: error: {what} (the warnings above say why), so the fitted model is not usable. "
                 f"{cause} The checkpoints and the report were written.\n")
     return None

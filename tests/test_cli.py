@@ -1986,6 +1986,21 @@ def test_a_fit_whose_every_itlm_round_collapsed_exits_1_and_says_so(tmp_path, ca
     assert "every round" not in capsys.readouterr().err
 
 
+def test_a_collapse_under_limit_train_batches_names_the_limit_not_the_learning_rate(tmp_path, capsys, monkeypatch,
+                                                                                       one_torch_thread):
+    """A CLI newcomer's quick check (`--trainer.limit_train_batches 2`) collapsed and was told to try a learning rate
+    ten times lower, which would have made it worse: the two steps an epoch came from the limit."""
+    import lit_robust.callbacks.itlm as itlm_module
+
+    monkeypatch.setattr(itlm_module, "collapse_reasons", lambda *a, **k: ["judged here"])
+    _, err = failed_digits_fit(tmp_path, capsys, "--trainer.limit_train_batches", "1")
+    assert ("every round of ITLM (3 of 3) collapsed: its model did not learn (the warnings above say why), so the "
+            "fitted model is not usable. `--trainer.limit_train_batches` 1 leaves 1 optimizer step an epoch, too few "
+            "to learn in: a quick check's setting, where this is expected; leave it out (or raise it) to train a "
+            "usable model.") in err, err
+    assert "--model.lr" not in err
+
+
 def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_path, capsys, monkeypatch,
                                                                              one_torch_thread):
     """A hurried CLI user's filter fits ended on "`Trainer.fit` stopped" and a report path: no checkpoint path and no

@@ -133,6 +133,27 @@ def test_collapsed_round_warns_and_keeps_the_previous_selection(tmp_path):
     assert sorted(torch.cat(model.seen[-4:]).tolist()) == first.tolist()  # round 1 trained on it
 
 
+@pytest.mark.parametrize(("limit", "named", "steps"), [(1, "1", "1 optimizer step"), (0.25, "0.25", "2 optimizer steps"),
+                                                      (1.0, None, "2 optimizer steps")])
+def test_a_collapse_under_limit_train_batches_names_the_limit(tmp_path, limit, named, steps):
+    """ITLM's own quick-check advice (`limit_train_batches=1`, for `fast_dev_run`) gave a Lightning user rounds that
+    collapsed, each told to lower a batch of 64 of 1,200 samples: the cause of one step an epoch was the limit."""
+    itlm = ITLM(keep_ratio=0.5, round_epochs=[2, 1], verbose=False, plot=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        # 8 batches of 32 an epoch, limited to 1; unlimited, 2 batches of 120
+        fit(tmp_path, itlm, ConstantLoss(), BlobsData(batch_size=32 if named else 120), limit_train_batches=limit)
+    said = collapse_warnings(record)[0]
+    if named is None:  # 2 full batches an epoch: the batch size is the cause named
+        assert ("in 2 optimizer steps per epoch: a batch about as large as the training set" in said
+                and "limit_train_batches" not in said), said
+    else:
+        assert said.endswith(f"in {steps} per epoch: `limit_train_batches`={named} leaves too few steps "
+                             "to learn: a quick check's few batches an epoch learn too little to select, as "
+                             "expected there; raise it to train."), said
+        assert "batch size" not in said
+
+
 def test_diverging_learning_rate_is_caught_as_a_non_finite_loss(tmp_path):
     itlm = ITLM(keep_ratio=0.5, round_epochs=[1, 1, 1], initial_round_on_all=False, verbose=False, plot=False)
     spy = Scorings(itlm)

@@ -452,7 +452,7 @@ def _known_pair(pair: tuple[float | None, float | None] | None) -> tuple[float, 
 
 def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epoch: int | None, epochs: int = 2,
                 accumulation: int = 1, log_losses: tuple[float | None, float | None] | None = None,
-                optimizers: int = 1) -> str:
+                optimizers: int = 1, limited: str | None = None) -> str:
     """The likely cause of a round (or fit) whose model did not learn, from its mean training loss in the first and
     last epoch and its optimizer steps per epoch (pure): a non-finite loss points at the data or a learning rate too
     large, a loss that rose at a learning rate too large, and one that barely moved (less than 1 %) at too few steps
@@ -464,6 +464,9 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
     not barely move. ``optimizers``: how many optimizers step each batch (a manually optimised module's, DCGAN's 2);
     ``steps_per_epoch`` is each one's steps, and the text says so where there are several (a GAN user's message said
     "8 optimizer steps per epoch" where ``global_step``, and ITLM's ``max_steps`` warning, counted 16).
+    ``limited``: the Trainer's ``limit_train_batches`` where it shortens the epochs (e.g. ``"1"``), named as the cause
+    of few steps (a Lightning user who followed ITLM's own quick-check advice was told to lower a batch of 64 of
+    1,200 samples).
 
     >>> stall_cause(2.303, 2.302, 1)[:72]
     'Its training loss barely moved (2.303 -> 2.302) in 1 optimizer step per '
@@ -471,6 +474,10 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
     'A common cause is a learning rate too large for a freshly initialised model.'
     >>> stall_cause(2.303, 2.302, 8, optimizers=2)[:90]
     'Its training loss barely moved (2.303 -> 2.302) in 8 steps of each of its 2 optimizers per'
+    >>> stall_cause(2.303, 2.302, 1, limited="1").split("per epoch: ")[1][:56]
+    '`limit_train_batches`=1 leaves too few steps to learn: a'
+    >>> stall_cause(2.3, 2.6, 2, limited="0.1")[:80]
+    'It ran 2 optimizer steps per epoch: `limit_train_batches`=0.1 leaves too few ste'
     """
     known = first_loss is not None and last_loss is not None
     if known and not (math.isfinite(first_loss) and math.isfinite(last_loss)):
@@ -491,14 +498,19 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
              "may choose one)" if accumulation <= 1 else
              f"a batch times `accumulate_grad_batches`={accumulation} about as large as the training set")
     lower = "Lower the batch size" + ("" if accumulation <= 1 else " or the accumulation")
+    quick = (f"`limit_train_batches`={limited} leaves too few steps to learn: a quick check's few batches an epoch "
+             "learn too little to select, as expected there; raise it to train." if limited is not None else None)
     logs = _known_pair(log_losses)
     if (known and epochs >= 2 and abs(last_loss - first_loss) <= 0.01 * abs(first_loss)
             and not (logs and _moved(*logs, 0.01))):
         figures = f"({first_loss:.4g} -> {last_loss:.4g}){steps}"
         if few:
-            return f"Its training loss barely moved {figures}: {batch} leaves too few steps to learn. {lower}."
+            return (f"Its training loss barely moved {figures}: {quick}" if quick else
+                    f"Its training loss barely moved {figures}: {batch} leaves too few steps to learn. {lower}.")
         return (f"Its training loss barely moved {figures}: a learning rate too small (an lr finder's suggestion "
                 "can be), or much too large, for a freshly initialised model. Check the learning rate.")
+    if few and quick:
+        return f"It ran{steps.removeprefix(' in')}: {quick}"
     if few:
         return (f"A common cause is a learning rate too large for a freshly initialised model, or too few steps:"
                 f"{steps.removeprefix(' in')} ({batch}? {lower.lower()}).")
@@ -1052,7 +1064,9 @@ class ITLM(Callback):
             # it sets max_epochs to 1 over the user's (a power user was told to set the max_epochs they had set)
             raise ValueError(f"`fast_dev_run` runs one epoch, but {self._title}'s rounds need sum({self.round_epochs}) = "
                              f"{total} epochs. For a quick check keep `max_epochs={total}` and use `limit_train_batches=1` "
-                             "(and `limit_val_batches=1`) instead.")
+                             "(and `limit_val_batches=1`) instead: it runs every round and scoring pass, but one batch "
+                             "an epoch learns too little to select, so each round is warned about as collapsed and "
+                             "keeps every sample.")
         if trainer.overfit_batches:
             # Lightning then trains on the first batches of an unshuffled loader instead of ITLM's selection
             raise ValueError("`overfit_batches` makes Lightning train on the first batches of the data set, not on "
@@ -1865,7 +1879,7 @@ class ITLM(Callback):
             last = self._round_starts[rec.round + 1] - 1
             cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer, last),
                                 rec.epochs, _accumulation_in_epoch(trainer, last), log_losses,
-                                _optimizers_stepping_a_batch(trainer))
+                                _optimizers_stepping_a_batch(trainer), limited_train_batches(trainer))
             if self.on_collapse == "raise":
                 raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
             if rec.round + 1 >= self.num_rounds:
@@ -2555,7 +2569,7 @@ class ITLM(Callback):
             accumulation = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
             logs = None if last is None else (last.first_epoch_log_loss, last.last_epoch_log_loss)
             cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer, epoch), loss[2], accumulation, logs,
-                                _optimizers_stepping_a_batch(trainer))
+                                _optimizers_stepping_a_batch(trainer), limited_train_batches(trainer))
             rank_zero_warn(f"ITLM: the final model predicts class {class_label(c, datamodule_classes(trainer))} for "
                            f"{p} of the {n} training samples, whose labels spread over several classes: it did not "
                            f"learn, so the report's ranking and `predicted_label` mean nothing. {cause} (A validation "
@@ -2866,6 +2880,20 @@ def _optimizer_steps_per_epoch(trainer: pl.Trainer, epoch: int | None = None) ->
         return None
     accumulate = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
     return max(1, math.ceil(int(batches) / max(1, accumulate)))
+
+
+def limited_train_batches(trainer: pl.Trainer) -> str | None:
+    """The Trainer's ``limit_train_batches`` as text where it leaves out some of the training loader's batches, else
+    ``None``."""
+    limit = trainer.limit_train_batches
+    if isinstance(limit, float) and limit >= 1.0:
+        return None
+    full = len(trainer.train_dataloader) if trainer.train_dataloader is not None and hasattr(
+        trainer.train_dataloader, "__len__") else None
+    batches = trainer.num_training_batches
+    if full is not None and math.isfinite(batches) and int(batches) >= full:
+        return None
+    return f"{limit!r}"
 
 
 def _optimizers_stepping_a_batch(trainer: pl.Trainer) -> int:
