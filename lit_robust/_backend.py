@@ -59,7 +59,12 @@ def choose_backend(environ: dict[str, str], imported: Sequence[str], installed: 
 
 
 def _running_the_cli() -> bool:
-    return os.path.basename(sys.argv[0]) in ("lit-robust", "lit-robust.exe") if sys.argv else False
+    """The console script, or ``python -m lit_robust`` (while the package imports, ``sys.argv[0]`` is still
+    ``"-m"`` there: a CLI newcomer's mistyped variable got a traceback): ``sys.orig_argv`` names the module."""
+    if sys.argv and os.path.basename(sys.argv[0]) in ("lit-robust", "lit-robust.exe"):
+        return True
+    argv = list(getattr(sys, "orig_argv", []))
+    return any(a == "-m" and b in ("lit_robust", "lit_robust.__main__") for a, b in zip(argv, argv[1:]))
 
 
 try:

@@ -1475,6 +1475,7 @@ class RobustCLI(LightningCLI):
         self._resolve_ckpt_path("test")
 
     def before_predict(self) -> None:
+        check_predict_step(self.model)
         self._resolve_ckpt_path("predict")
 
     def _resolve_ckpt_path(self, subcommand: str) -> None:
@@ -2177,6 +2178,33 @@ class _ConfigInCheckpoint(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.config
+
+
+def check_predict_step(model: Any) -> None:
+    """Guard ``predict`` of a module that keeps Lightning's default ``predict_step``, which hands the whole batch to
+    ``forward``: a CLI newcomer's module was told by Lightning that predicting "requires `forward`", and once it had
+    one, `forward` got the batch's list (lit_robust's batches lead with the sample index) and raised a traceback.
+    Without a ``forward`` either it is refused now; with one, a batch of several parts (a list, tuple or dict) is
+    refused at the first step, and a plain tensor batch goes to ``forward`` as Lightning's default sends it."""
+    if type(model).predict_step is not pl.LightningModule.predict_step:
+        return
+    name = type(model).__name__
+    said = (f"`lit-robust predict` needs the module's own `predict_step`, and {name} has none: Lightning's default "
+            "hands the whole batch (`[index, input, target, ...]` from lit_robust's data) to `forward`. Add one to "
+            f"{name}, e.g. `def predict_step(self, batch, batch_idx): return "
+            "self(lit_robust.unpack_eval_batch(batch).input).argmax(1)` for a classifier (a regressor: without "
+            "`.argmax(1)`).")
+    if type(model).forward is pl.LightningModule.forward:
+        raise ValueError(said)
+    default = model.predict_step
+
+    def predict_step(*args: Any, **kwargs: Any) -> Any:
+        batch = kwargs.get("batch", args[0] if args else None)
+        if isinstance(batch, (list, tuple, dict)):
+            raise ValueError(said)
+        return default(*args, **kwargs)
+
+    model.predict_step = predict_step
 
 
 def collapse_error(trainer: pl.Trainer, model: Any) -> str | None:

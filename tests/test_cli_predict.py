@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from lit_robust import PredictionWriter
-from lit_robust.cli import run
+from lit_robust import MLPClassifier, PredictionWriter
+from lit_robust.cli import main, run
 from tests.conftest import REPO
 from tests.test_cli import shrink
 
@@ -59,3 +60,45 @@ def test_predict_keeps_a_writer_the_config_names(digits_config, tmp_path, one_to
     writers = [c for c in cli.trainer.callbacks if isinstance(c, BasePredictionWriter)]
     assert len(writers) == 1 and writers[0].path == str(tmp_path / "mine" / "predictions.csv")
 
+
+
+class WithoutPredictStep(MLPClassifier):
+    """A module of one's own that keeps Lightning's default `predict_step` (whose batch goes whole to `forward`)."""
+
+    predict_step = pl.LightningModule.predict_step
+
+
+def test_predict_of_a_module_without_its_own_predict_step_says_how_to_add_one(digits_config, capsys):
+    """A CLI newcomer's module was told by Lightning that predicting "requires `forward`"; with a `forward` added,
+    the whole batch went to it and ended in a traceback."""
+    assert WithoutPredictStep.predict_step is pl.LightningModule.predict_step
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "--config", str(digits_config), "--model", "tests.test_cli_predict.WithoutPredictStep"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    assert ("lit-robust predict: error: `lit-robust predict` needs the module's own `predict_step`, and "
+            "WithoutPredictStep has none: Lightning's default hands the whole batch (`[index, input, target, ...]` "
+            "from lit_robust's data) to `forward`. Add one to WithoutPredictStep, e.g. `def predict_step(self, batch, "
+            "batch_idx): return self(lit_robust.unpack_eval_batch(batch).input).argmax(1)`") in err, err
+
+
+def test_the_predict_step_guard_passes_a_plain_batch_to_forward_and_refuses_a_module_without_forward():
+    """A plain tensor batch is what Lightning's default `predict_step` serves, and goes on to `forward`; a module
+    without `forward` either is refused before the run (Lightning's own message was "requires `forward`")."""
+    from lit_robust.cli import check_predict_step
+
+    model = WithoutPredictStep(in_features=4, num_classes=3)
+    check_predict_step(model)
+    x = torch.randn(5, 4)
+    assert torch.equal(model.predict_step(x, 0), model(x))
+    with pytest.raises(ValueError, match=r"needs the module's own `predict_step`, and WithoutPredictStep has none"):
+        model.predict_step([torch.arange(5), x, torch.zeros(5)], 0)
+
+    class NoForward(pl.LightningModule):
+        pass
+
+    with pytest.raises(ValueError, match=r"needs the module's own `predict_step`, and NoForward has none"):
+        check_predict_step(NoForward())
+    fine = MLPClassifier(in_features=4, num_classes=3)
+    check_predict_step(fine)
+    assert "predict_step" not in vars(fine)  # its own step, untouched
