@@ -886,7 +886,8 @@ def tidy_parser_message(message: str) -> str:
     message = _with_sequence_hint(_with_cleanlab_hint(message))
     if _UNION_HEAD not in message:
         return message
-    entry = _class_entry_hint(message.splitlines()[0], message) or _unknown_short_class_hint(message)
+    entry = (_class_entry_hint(message.splitlines()[0], message) or _unknown_short_class_hint(message)
+             or _wrong_kind_of_class_hint(message))
     if entry is not None:
         return entry
     message = _collapse_value_unions(message)
@@ -1142,6 +1143,33 @@ def _unknown_short_class_hint(message: str) -> str | None:
             "that lit_robust or Lightning provides; name a class of your own with its module, `my_module.MyClass`.")
 
 
+def _wrong_kind_of_class_hint(message: str) -> str | None:
+    """A class that imports but is not of the kind expected (a CLI newcomer's `--trainer.callbacks+=
+    lit_robust.ImageClassifier`): jsonargparse's report said that the path was "either not accessible or invalid".
+    Say which kind of class it is and where it goes; ``None`` for any other message."""
+    if "Import path does not correspond to a subclass of" not in message:
+        return None
+    given = re.search(r"^\s*Given value: ([\w.]+)\s*$", message, re.M)
+    wanted = re.search(r"does not correspond to a subclass of (\w+)", message)
+    if given is None or wanted is None:
+        return None
+    module, _, attr = given.group(1).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except Exception:  # noqa: BLE001 - not importable: the report's own words stand
+        return None
+    if not isinstance(cls, type):
+        return None
+    name = given.group(1)
+    where = (f": it is a model (a LightningModule), named under `model:` (`--model {name}`)"
+             if issubclass(cls, pl.LightningModule) else
+             f": it is a datamodule, named under `data:` (`--data {name}`)"
+             if issubclass(cls, pl.LightningDataModule) else
+             f": it is a callback, listed under `trainer.callbacks:` (`--trainer.callbacks+={name}`)"
+             if issubclass(cls, pl.Callback) else "")
+    return f"{message.splitlines()[0]}\n  {name} is not a {wanted.group(1)}{where}."
+
+
 #: a class the user might name, per parser key, for the example in :func:`_class_entry_hint`
 _CLASS_EXAMPLES = {"model": "lit_robust.ImageClassifier", "data": "lit_robust.MNISTDataModule",
                    "trainer.callbacks": "lit_robust.BatchFilter"}
@@ -1164,6 +1192,12 @@ def _class_entry_hint(head: str, message: str) -> str | None:
     entries = value if isinstance(value, list) else [value]
     name = key.group(1)
     example = _CLASS_EXAMPLES.get(name, "package.module.ClassName")
+    if (name == "trainer.callbacks" and isinstance(value, dict) and value
+            and all(isinstance(v, dict) and "class_path" in v for v in value.values())):
+        # a CLI newcomer's `callbacks:` written as a mapping of names (`itlm: {class_path: ...}`) was told that "a
+        # callback" needs `class_path:`, which each had
+        return (f"{head}\n  `trainer.callbacks:` is a YAML list, one `- class_path: ...` item per callback; got a "
+                f"mapping of names ({', '.join(map(str, value))}): write each as a list item, without its name.")
     for entry in entries:
         if not isinstance(entry, dict):
             continue
@@ -1361,7 +1395,8 @@ class RobustCLI(LightningCLI):
                 raise UserInputError(
                     f"`--ckpt_path {ckpt_path}` was written by a fit of {saved_class}, but the config's model is "
                     f"{class_path}: is it a checkpoint of another model (e.g. the pretraining stage's)? Pass a "
-                    f"checkpoint of a {mine.__name__} fit, or the config of {saved_class}.")
+                    f"checkpoint of {'an' if mine.__name__[:1] in 'AEIOU' else 'a'} {mine.__name__} fit, or the config "
+                    f"of {saved_class}.")
             class_path = saved_class
             saved: dict[str, Any] = {"class_path": class_path, "dict_kwargs": hparams}
         else:

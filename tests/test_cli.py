@@ -1749,6 +1749,43 @@ def test_a_misspelt_short_class_name_is_named_with_the_class_meant(tmp_path, cap
     assert done.value.code == 2 and said in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["--trainer.callbacks+=lit_robust.ImageClassifier"],
+     "Parser key \"trainer.callbacks\":\n  lit_robust.ImageClassifier is not a Callback: it is a model (a "
+     "LightningModule), named under `model:` (`--model lit_robust.ImageClassifier`)."),
+    (["--trainer.callbacks+=lit_robust.DigitsDataModule"],
+     "lit_robust.DigitsDataModule is not a Callback: it is a datamodule, named under `data:` (`--data "
+     "lit_robust.DigitsDataModule`)."),
+    (["--model", "lit_robust.ITLM"],
+     "Parser key \"model\":\n  lit_robust.ITLM is not a LightningModule: it is a callback, listed under "
+     "`trainer.callbacks:` (`--trainer.callbacks+=lit_robust.ITLM`)."),
+    (["--trainer.callbacks+=torch.nn.Linear"], "Parser key \"trainer.callbacks\":\n  torch.nn.Linear is not a Callback."),
+])
+def test_a_class_of_another_kind_is_named_as_what_it_is(tmp_path, capsys, args, said):
+    """A CLI newcomer's `--trainer.callbacks+=lit_robust.ImageClassifier` got jsonargparse's Union report, which said
+    the class was "either not accessible or invalid"."""
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(path), *args])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and said in err and "not accessible" not in err and "Subtypes" not in err, err
+
+
+def test_callbacks_written_as_a_mapping_of_names_are_told_to_be_a_list(tmp_path, capsys):
+    """A CLI newcomer's `callbacks:` as `itlm: {class_path: ...}` entries was told that "a callback" needs
+    `class_path:`, which each had."""
+    cfg = shrink(yaml.safe_load((REPO / "configs" / "itlm_digits.yaml").read_text()), tmp_path)
+    cfg["trainer"]["callbacks"] = {"itlm": cfg["trainer"]["callbacks"][0], "ckpt": {"class_path": "ModelCheckpoint"}}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(tmp_path / "a.yaml")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and ("`trainer.callbacks:` is a YAML list, one `- class_path: ...` item per callback; "
+                                     "got a mapping of names (itlm, ckpt): write each as a list item, without its "
+                                     "name.") in err, err
+
+
 def test_a_module_beside_the_config_in_another_folder_is_pointed_at(tmp_path, capsys, monkeypatch):
     """A CLI user's `lit-robust fit --config project/my.yaml`, run from the folder above, got the bare "No module named
     'mymodels'": the module is looked up in the folder the command starts in (jsonargparse parses the config inside
