@@ -1971,11 +1971,16 @@ def _closest_fit_note(mine: dict[str, Any], trainer: pl.Trainer, resume: bool = 
         return ""
     *_, path, theirs = min(ranked, key=lambda r: r[:4])
     differences = "; ".join(signature_differences(mine, theirs))
-    if resume and any(k.startswith("callbacks") for k in _differing_keys(mine, theirs)):
+    keys = _differing_keys(mine, theirs)
+    if resume and any(k.startswith("callbacks") for k in keys):
         # a resume needs the callbacks' arguments it was written with: passing the file was then refused (a resume
         # newcomer's changed `keep_ratio`)
         return (f"; the closest, {path}, differs in {differences}: repeat that fit's values to resume it (a resume "
                 "needs the callbacks' arguments it was written with)")
+    if resume and any(k == "seed_everything" for k in keys):
+        # a resume keeps its fit's seed: passing the file under another seed was then refused (a CLI newcomer's)
+        return (f"; the closest, {path}, differs in {differences}: repeat that fit's values to resume it (a resume "
+                "needs the seed it was written with)")
     # `test`/`validate`/`predict` resume nothing (a CLI newcomer's `test` was told to "repeat that fit's values to
     # resume it"), and take the file as it is
     return f"; the closest, {path}, differs in {differences}: repeat that fit's values, or pass that file as `--ckpt_path`"

@@ -325,6 +325,11 @@ def test_the_closest_fit_of_other_callback_arguments_is_not_offered_as_a_file_to
     err = capsys.readouterr().err
     assert re.search(r"differs in trainer\.callbacks\[0\]\.init_args\.keep_ratio: 0\.(55|6) in that fit, 0\.65 here: "
                      r"repeat that fit's values, or pass that file as `--ckpt_path`", err) and "to resume it" not in err, err
+    # nor under another seed: a resume keeps its fit's seed (a CLI newcomer passed the file and was refused)
+    run(["fit", "--config", str(path), "--ckpt_path", "last", "--seed_everything", "3"])
+    err = capsys.readouterr().err
+    assert re.search(r"differs in seed_everything: \d+ in that fit, 3 here: repeat that fit's values to resume it \(a "
+                     r"resume needs the seed it was written with\)", err) and "pass that file" not in err, err
 
 
 def test_the_test_command_after_a_fit_whose_checkpoint_replaced_values_names_the_fitted_file(tmp_path, capsys,
