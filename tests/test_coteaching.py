@@ -580,6 +580,23 @@ def test_a_fit_stopped_inside_the_warm_up_is_warned_about_as_the_filter_does(tmp
     assert len(co.history) == {"early_stopping": 2, "max_steps": 1, None: 6}[stop]
 
 
+def test_max_steps_is_said_to_count_two_a_batch(tmp_path, monkeypatch):
+    """A Lightning user's `max_steps=40` trained 20 batches: Lightning counts both networks' optimizer steps, and only
+    the docs said so."""
+    said: list[str] = []
+    monkeypatch.setattr("lit_robust.models.coteaching.rank_zero_info", said.append)
+    co = CoTeaching(TinyModel(), drop_ratio=0.2, warmup_epochs=0)
+    fit(tmp_path, co, max_epochs=6, data=BlobsData(n=96, batch_size=16), max_steps=8)
+    assert co.trainer.global_step == 8 and co.history[-1].seen == 4 * 16  # 4 batches of epoch 0
+    assert [m for m in said if "max_steps" in m] == [
+        "CoTeaching: `max_steps`=8 counts both networks' optimizer steps, two a batch: this fit stops after 4 batches "
+        "(`trainer.global_step` counts two a batch too)."]
+    said.clear()
+    fit(tmp_path, CoTeaching(TinyModel(), drop_ratio=0.2, warmup_epochs=0), max_epochs=1,
+        data=BlobsData(n=96, batch_size=16))
+    assert not [m for m in said if "max_steps" in m]
+
+
 class _EpochMetric(PlainSGD):
     """A power user's pattern: add up in `validation_step`, log and reset in the epoch hooks; a training hook too."""
 

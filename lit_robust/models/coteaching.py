@@ -492,6 +492,12 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         # user's `EarlyStopping(patience=0)` ended an "auto" fit after epoch 1 of a 3-epoch warm-up, silently)
         warn_early_stopping_in_warmup("CoTeaching", self.trainer, self._warmup, self._auto is not None,
                                       self.drop_ratio)
+        steps = self.trainer.max_steps
+        if steps is not None and steps > 0 and not self.trainer.ckpt_path:
+            # a Lightning user's `max_steps=40` trained 20 batches, and only the docs said why
+            rank_zero_info(f"CoTeaching: `max_steps`={steps} counts both networks' optimizer steps, two a batch: "
+                           f"this fit stops after {steps // 2} batches (`trainer.global_step` counts two a batch "
+                           "too).")
 
     def on_train_end(self) -> None:
         self._close_skipped_epoch()  # (its epoch goes into `history` before the last epoch is read)
