@@ -613,8 +613,8 @@ def unseen_note(table: dict[str, list[Any]]) -> str | None:
     return (f"{unseen} of its {len(scores)} rows have no score: the last epoch did not see those samples "
             "(`limit_train_batches` or `overfit_batches`, a loader with `drop_last=True`, a stop inside the epoch, a "
             "sampler that draws "
-            "with replacement such as `WeightedRandomSampler`, or a stream that yields fewer samples than its "
-            "`__len__`), so their `kept` and "
+            "with replacement such as `WeightedRandomSampler`, a stream that yields fewer samples than its "
+            "`__len__`, or ITLM beside the filter, whose round trains on its selection only), so their `kept` and "
             "`predicted_label` are empty too. Per-class figures over the report count the seen rows only: select "
             "them with `report[report.kept.notna()]`.")
 
