@@ -1147,9 +1147,12 @@ def _reports_below(folder: str, depth: int = 2) -> list[str]:
     """The per-sample reports in ``folder``'s subfolders down to ``depth`` levels, as paths: a logger's ``version_N``
     one level down, and two levels down from a Trainer's ``default_root_dir`` (``lightning_logs/version_N``), which a
     report newcomer passed and was told "none"."""
-    subs = [os.path.join(folder, sub) for sub in sorted(os.listdir(folder)) if not sub.startswith(".")]
-    subs = [inner for inner in subs if os.path.isdir(inner)]
-    found = [os.path.join(inner, p) for inner in subs for p in _reports_in(inner)]
+    try:
+        subs = [os.path.join(folder, sub) for sub in sorted(os.listdir(folder)) if not sub.startswith(".")]
+        subs = [inner for inner in subs if os.path.isdir(inner) and os.access(inner, os.R_OK | os.X_OK)]
+        found = [os.path.join(inner, p) for inner in subs for p in _reports_in(inner)]
+    except OSError:  # a folder that cannot be listed holds no report this can name
+        return []
     return found + [p for inner in subs for p in _reports_below(inner, depth - 1)] if depth > 1 else found
 
 

@@ -149,11 +149,10 @@ def resolve_report_path(trainer: Any, report_dir: Any, filename: str) -> str:
     problem = None
     if trainer.global_rank == 0:
         problem = folder_error(folder)
-        if problem is None and os.path.lexists(path) and not os.path.isfile(path):
+        if problem is None and os.path.isdir(path) and not os.path.islink(path):
             # a report newcomer's folder named `itlm_report.csv` was warned of as "a report from an earlier fit", and
-            # the report, written over it at the fit's end, was lost
-            problem = (f"the report's own file {path!r} is a folder there" if os.path.isdir(path) else
-                       f"the report's own file {path!r} is there and is not a file")
+            # the report, written over it at the fit's end, was lost (a file, or a link, is replaced)
+            problem = f"the report's own file {path!r} is a folder there"
     problem = trainer.strategy.broadcast(problem)
     if problem is not None:
         if report_dir is not None:
