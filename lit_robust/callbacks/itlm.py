@@ -2888,8 +2888,10 @@ def limited_train_batches(trainer: pl.Trainer) -> str | None:
     limit = trainer.limit_train_batches
     if isinstance(limit, float) and limit >= 1.0:
         return None
-    full = len(trainer.train_dataloader) if trainer.train_dataloader is not None and hasattr(
-        trainer.train_dataloader, "__len__") else None
+    try:
+        full = len(trainer.train_dataloader)
+    except TypeError:  # no loader yet, or a stream without a length
+        full = None
     batches = trainer.num_training_batches
     if full is not None and math.isfinite(batches) and int(batches) >= full:
         return None
