@@ -2059,6 +2059,10 @@ def test_a_collapse_under_limit_train_batches_names_the_limit_not_the_learning_r
             "to learn in: a quick check's setting, where this is expected; leave it out (or raise it) to train a "
             "usable model.") in err, err
     assert "--model.lr" not in err
+    # a limit that leaves more steps is not the cause named (an adversarial reviewer's 0.9 at lr 20: 17 steps an epoch)
+    (tmp_path / "more").mkdir()
+    _, err = failed_digits_fit(tmp_path / "more", capsys, "--trainer.limit_train_batches", "0.9")
+    assert "limit_train_batches" not in err and "(`--model.lr`; this fit's was" in err, err
 
 
 def test_a_fit_ends_with_the_checkpoint_and_the_test_command_that_finds_it(tmp_path, capsys, monkeypatch,

@@ -450,6 +450,10 @@ def _known_pair(pair: tuple[float | None, float | None] | None) -> tuple[float, 
     return float(pair[0]), float(pair[1])
 
 
+#: optimizer steps an epoch at or below which a round that did not learn is put down to too few steps
+FEW_STEPS = 2
+
+
 def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epoch: int | None, epochs: int = 2,
                 accumulation: int = 1, log_losses: tuple[float | None, float | None] | None = None,
                 optimizers: int = 1, limited: str | None = None) -> str:
@@ -488,7 +492,7 @@ def stall_cause(first_loss: float | None, last_loss: float | None, steps_per_epo
                 "0/0): one such sample makes its whole batch's gradient NaN, even where a selection drops it. "
                 "Check `torch.isfinite` of your data, and remove a NaN where `per_sample_loss` makes it (a count "
                 "`.clamp(min=1)`; `torch.nan_to_num` of the result leaves the gradient NaN).")
-    few = steps_per_epoch is not None and steps_per_epoch <= 2
+    few = steps_per_epoch is not None and steps_per_epoch <= FEW_STEPS
     plural = "" if steps_per_epoch == 1 else "s"
     steps = ("" if steps_per_epoch is None else
              f" in {steps_per_epoch} optimizer step{plural} per epoch" if optimizers <= 1 else
