@@ -2224,25 +2224,35 @@ def check_predict_step(model: Any) -> None:
     """Guard ``predict`` of a module that keeps Lightning's default ``predict_step``, which hands the whole batch to
     ``forward``: a CLI newcomer's module was told by Lightning that predicting "requires `forward`", and once it had
     one, `forward` got the batch's list (lit_robust's batches lead with the sample index) and raised a traceback.
-    Without a ``forward`` either it is refused now; with one, a batch of several parts (a list, tuple or dict) is
-    refused at the first step, and a plain tensor batch goes to ``forward`` as Lightning's default sends it."""
+    Without a ``forward`` it is refused before the run; with one, the default step runs as Lightning's, and an error
+    it raises on a batch of several parts (a list, tuple or dict) is said with the advice (a ``forward`` that reads
+    such a batch itself, HF-style, predicts as before). lit_robust's own modules without predictions (DCGAN, SimCLR)
+    are named as such."""
     if type(model).predict_step is not pl.LightningModule.predict_step:
         return
     name = type(model).__name__
+    if type(model).__module__.startswith("lit_robust."):
+        raise ValueError(f"`lit-robust predict` writes a model's predictions, and lit_robust's {name} makes none (it "
+                         "has no `predict_step`): predict with the classifier or regressor you fit on what it learnt "
+                         "(e.g. `LinearProbe` after `SimCLR`).")
     said = (f"`lit-robust predict` needs the module's own `predict_step`, and {name} has none: Lightning's default "
-            "hands the whole batch (`[index, input, target, ...]` from lit_robust's data) to `forward`. Add one to "
-            f"{name}, e.g. `def predict_step(self, batch, batch_idx): return "
+            "hands the whole batch to `forward` (lit_robust's datamodules give `[index, input, target, ...]`). Add "
+            f"one to {name}, e.g. `def predict_step(self, batch, batch_idx): return "
             "self(lit_robust.unpack_eval_batch(batch).input).argmax(1)` for a classifier (a regressor: without "
-            "`.argmax(1)`).")
+            "`.argmax(1)`; `unpack_eval_batch` reads lit_robust's batches and `(input, target)` pairs; batches of "
+            "your own: take their input)")
     if type(model).forward is pl.LightningModule.forward:
-        raise ValueError(said)
+        raise ValueError(f"{said}.")
     default = model.predict_step
 
     def predict_step(*args: Any, **kwargs: Any) -> Any:
-        batch = kwargs.get("batch", args[0] if args else None)
-        if isinstance(batch, (list, tuple, dict)):
-            raise ValueError(said)
-        return default(*args, **kwargs)
+        try:
+            return default(*args, **kwargs)
+        except Exception as err:
+            batch = kwargs.get("batch", args[0] if args else None)
+            if not isinstance(batch, (list, tuple, dict)):
+                raise  # the module's own `forward` on a plain input: its error as it is
+            raise ValueError(f"{said}: `forward` got the whole batch and raised {type(err).__name__}: {err}") from err
 
     model.predict_step = predict_step
 

@@ -77,28 +77,45 @@ def test_predict_of_a_module_without_its_own_predict_step_says_how_to_add_one(di
     err = capsys.readouterr().err
     assert done.value.code == 2 and "Traceback" not in err
     assert ("lit-robust predict: error: `lit-robust predict` needs the module's own `predict_step`, and "
-            "WithoutPredictStep has none: Lightning's default hands the whole batch (`[index, input, target, ...]` "
-            "from lit_robust's data) to `forward`. Add one to WithoutPredictStep, e.g. `def predict_step(self, batch, "
-            "batch_idx): return self(lit_robust.unpack_eval_batch(batch).input).argmax(1)`") in err, err
+            "WithoutPredictStep has none: Lightning's default hands the whole batch to `forward` (lit_robust's "
+            "datamodules give `[index, input, target, ...]`). Add one to WithoutPredictStep, e.g. `def predict_step("
+            "self, batch, batch_idx): return self(lit_robust.unpack_eval_batch(batch).input).argmax(1)`") in err, err
+    assert ": `forward` got the whole batch and raised " in err, err
 
 
-def test_the_predict_step_guard_passes_a_plain_batch_to_forward_and_refuses_a_module_without_forward():
-    """A plain tensor batch is what Lightning's default `predict_step` serves, and goes on to `forward`; a module
-    without `forward` either is refused before the run (Lightning's own message was "requires `forward`")."""
+class ReadsTheBatch(WithoutPredictStep):
+    """A `forward` that reads a dict batch itself (HF-style): Lightning's default `predict_step` serves it."""
+
+    def forward(self, batch):
+        return super().forward(batch["x"] if isinstance(batch, dict) else batch)
+
+
+def test_the_predict_step_guard_lets_a_forward_that_reads_the_batch_predict():
+    """Plain tensor batches and a `forward` that reads the dict batch itself go on as Lightning's default sends them
+    (an adversarial reviewer's HF-style module was refused by the first guard); an error on a batch of several parts
+    is said with the advice; a module without `forward` either, and lit_robust's own modules without predictions,
+    are refused before the run."""
+    from lit_robust import DCGAN
     from lit_robust.cli import check_predict_step
 
+    x = torch.randn(5, 4)
     model = WithoutPredictStep(in_features=4, num_classes=3)
     check_predict_step(model)
-    x = torch.randn(5, 4)
     assert torch.equal(model.predict_step(x, 0), model(x))
-    with pytest.raises(ValueError, match=r"needs the module's own `predict_step`, and WithoutPredictStep has none"):
+    with pytest.raises(ValueError, match=r"needs the module's own `predict_step`, and WithoutPredictStep has none.*"
+                                         r": `forward` got the whole batch and raised "):
         model.predict_step([torch.arange(5), x, torch.zeros(5)], 0)
+    reads = ReadsTheBatch(in_features=4, num_classes=3)
+    check_predict_step(reads)
+    assert torch.equal(reads.predict_step({"x": x}, 0), reads(x))
 
     class NoForward(pl.LightningModule):
         pass
 
     with pytest.raises(ValueError, match=r"needs the module's own `predict_step`, and NoForward has none"):
         check_predict_step(NoForward())
+    with pytest.raises(ValueError, match=r"lit_robust's DCGAN makes none \(it has no `predict_step`\)"):
+        check_predict_step(DCGAN())
     fine = MLPClassifier(in_features=4, num_classes=3)
     check_predict_step(fine)
     assert "predict_step" not in vars(fine)  # its own step, untouched
