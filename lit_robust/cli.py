@@ -1161,6 +1161,9 @@ def _wrong_kind_of_class_hint(message: str) -> str | None:
     if not isinstance(cls, type):
         return None
     name = given.group(1)
+    other = mismatch_advice(cls, f"`{cls.__qualname__}`", cli=True)
+    if other is not None:  # the other Lightning package's class is of the kind, in that package (a reviewer's)
+        return f"{message.splitlines()[0]}\n  {other}"
     where = (f": it is a model (a LightningModule), named under `model:` (`--model {name}`)"
              if issubclass(cls, pl.LightningModule) else
              f": it is a datamodule, named under `data:` (`--data {name}`)"

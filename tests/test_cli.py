@@ -1783,6 +1783,10 @@ def test_a_misspelt_short_class_name_is_named_with_the_class_meant(tmp_path, cap
      "Parser key \"model\":\n  lit_robust.ITLM is not a LightningModule: it is a callback, listed under "
      "`trainer.callbacks:` (`--trainer.callbacks+=lit_robust.ITLM`)."),
     (["--trainer.callbacks+=torch.nn.Linear"], "Parser key \"trainer.callbacks\":\n  torch.nn.Linear is not a Callback."),
+    # the other Lightning package's callback is one, of that package (a reviewer's was called "not a Callback")
+    (["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping"],
+     "Parser key \"trainer.callbacks\":\n  `EarlyStopping` is `lightning`'s, but lit_robust was imported on "
+     "`pytorch_lightning` in this process"),
 ])
 def test_a_class_of_another_kind_is_named_as_what_it_is(tmp_path, capsys, args, said):
     """A CLI newcomer's `--trainer.callbacks+=lit_robust.ImageClassifier` got jsonargparse's Union report, which said

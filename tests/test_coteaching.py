@@ -589,8 +589,12 @@ def test_max_steps_is_said_to_count_two_a_batch(tmp_path, monkeypatch):
     fit(tmp_path, co, max_epochs=6, data=BlobsData(n=96, batch_size=16), max_steps=8)
     assert co.trainer.global_step == 8 and co.history[-1].seen == 4 * 16  # 4 batches of epoch 0
     assert [m for m in said if "max_steps" in m] == [
-        "CoTeaching: `max_steps`=8 counts both networks' optimizer steps, two a batch: this fit stops after 4 batches "
+        "CoTeaching: `max_steps`=8 counts both networks' optimizer steps, two a batch: this fit trains at most 4 batches "
         "(`trainer.global_step` counts two a batch too)."]
+    said.clear()  # an odd count ends after the batch that crosses it (a reviewer's 41 trained 21 batches)
+    co = CoTeaching(TinyModel(), drop_ratio=0.2, warmup_epochs=0)
+    fit(tmp_path, co, max_epochs=6, data=BlobsData(n=96, batch_size=16), max_steps=7)
+    assert co.history[-1].seen == 4 * 16 and "this fit trains at most 4 batches" in said[-1], said
     said.clear()
     fit(tmp_path, CoTeaching(TinyModel(), drop_ratio=0.2, warmup_epochs=0), max_epochs=1,
         data=BlobsData(n=96, batch_size=16))

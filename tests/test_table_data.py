@@ -993,18 +993,27 @@ def test_a_missing_id_of_a_frame_is_missing_not_text():
 def test_ids_that_name_two_rows_are_warned_about_with_their_rows():
     """A data-cleaning newcomer's CSV gave one id to two rows: the report named both rows by it, without a word, and
     the row they fixed by the id was not the one the report meant. Rows whose ids are all missing are not repeats;
-    two id columns count together."""
-    frame = table(10).assign(cust=["c0", "c1", "c2", "c1", None, None, "c6", "c1", "c8", "c8"],
-                             shop=["x"] * 4 + ["y", "z"] + ["x"] * 3 + ["y"])
+    two id columns count together; a column that repeats in most rows (a machine's name: context) is no id gone
+    wrong; long groups are cut short (a reviewer's warning ran to 894,177 characters)."""
+    cust = [f"c{i}" for i in range(20)]
+    cust[3] = cust[7] = "c1"
+    cust[9] = "c8"
+    cust[4] = cust[5] = None
+    frame = table(20).assign(cust=cust, shop=["x"] * 4 + ["y", "z"] + ["x"] * 3 + ["y"] + ["x"] * 10)
     with pytest.warns(UserWarning, match=r"`id_columns` \['cust'\] do not tell the rows of the table apart: 5 rows "
-                      r"share their id with another row \(rows 1, 3, 7 \('c1'\); rows 8, 9 \('c8'\)") as seen:
+                      r"share their id with another row \(rows 1, 3, 7 \('c1'\); rows 8, 9 \('c8'\); rows counted "
+                      r"from 0\)") as seen:
         TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns="cust", test_size=0).setup()
     assert "rows 4, 5" not in str(seen[0].message) and len(seen) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # ("c8", "x") and ("c8", "y") are two rows, and so are the missing ids
         TableDataModule(frame=frame.drop(index=[3, 7]), target="kind", features=["a", "b"],
                         id_columns=["cust", "shop"], test_size=0).setup()
-    new = table(4, seed=4).assign(cust=["n1", "n1", "n2", "n3"])[["a", "b", "cust"]]
+        TableDataModule(frame=frame, target="kind", features=["a", "b"], id_columns="shop", test_size=0).setup()
+    many = frame.assign(cust=["c0"] * 6 + cust[6:])
+    with pytest.warns(UserWarning, match=r"rows 0, 1, 2, 3, \.\.\. \(6 rows\) \('c0'\)"):
+        TableDataModule(frame=many, target="kind", features=["a", "b"], id_columns="cust", test_size=0).setup()
+    new = table(8, seed=4).assign(cust=["n1", "n1", "n2", "n3", "n4", "n5", "n6", "n7"])[["a", "b", "cust"]]
     with pytest.warns(UserWarning, match=r"do not tell the rows of `predict_frame` apart: 2 rows .*rows 0, 1 \('n1'\)"):
         TableDataModule(frame=frame.drop(index=[3, 7, 9]), target="kind", features=["a", "b"], id_columns="cust",
                         test_size=0, predict_frame=new).setup("predict")

@@ -1069,8 +1069,8 @@ class ITLM(Callback):
             raise ValueError(f"`fast_dev_run` runs one epoch, but {self._title}'s rounds need sum({self.round_epochs}) = "
                              f"{total} epochs. For a quick check keep `max_epochs={total}` and use `limit_train_batches=1` "
                              "(and `limit_val_batches=1`) instead: it runs every round and scoring pass, but one batch "
-                             "an epoch learns too little to select, so each round is warned about as collapsed and "
-                             "keeps every sample.")
+                             "an epoch learns too little to select, so rounds may be warned about as collapsed (each "
+                             "then keeps the selection before it).")
         if trainer.overfit_batches:
             # Lightning then trains on the first batches of an unshuffled loader instead of ITLM's selection
             raise ValueError("`overfit_batches` makes Lightning train on the first batches of the data set, not on "

@@ -311,23 +311,28 @@ def _as_names(value: Any, argument: str) -> list[str]:
     raise ValueError(f"`{argument}` must be a column name or a list of column names, got {value!r}.")
 
 
-def _warn_repeated_ids(frame: Any, id_columns: list[str], which: str, shown: int = 3) -> None:
-    """Warn where ``id_columns`` name two or more rows of ``frame`` alike (rows whose ids are all missing left out):
-    the report names each row by them, and a data-cleaning newcomer's duplicated id sent them to the wrong row."""
+def _warn_repeated_ids(frame: Any, id_columns: list[str], which: str, shown: int = 3, rows_shown: int = 4) -> None:
+    """Warn where ``id_columns`` meant to name each row name a few rows alike (rows whose ids are all missing left
+    out): the report names each row by them, and a data-cleaning newcomer's duplicated id sent them to the wrong row.
+    Columns that repeat in most rows (a machine's name, a date: context, as the argument's docs allow) are not ids
+    gone wrong: no warning there (a reviewer's 5 machine names over 200,000 rows were listed in 894,177 characters)."""
     if not id_columns:
         return
     ids = frame[id_columns]
     named = ~ids.isna().all(axis=1).to_numpy()
     repeated = np.flatnonzero(ids.duplicated(keep=False).to_numpy() & named)
-    if len(repeated) == 0:
+    if len(repeated) == 0 or 2 * len(repeated) > int(named.sum()):
         return
     groups: dict[tuple, list[int]] = {}
     missing = _pandas().isna
     for r, key in zip(repeated.tolist(), ids.iloc[repeated].itertuples(index=False, name=None)):
         # a missing part of an id is one key (pandas' `duplicated` counts NaN alike; two NaN objects are not equal)
         groups.setdefault(tuple(None if missing(v) else v for v in key), []).append(r)
-    some = "; ".join(f"rows {', '.join(map(str, rows))} ({', '.join(map(repr, key))})"
-                     for key, rows in list(groups.items())[:shown])
+
+    def listed(rows: list[int]) -> str:
+        head = ", ".join(map(str, rows[:rows_shown]))
+        return head if len(rows) <= rows_shown else f"{head}, ... ({len(rows)} rows)"
+    some = "; ".join(f"rows {listed(rows)} ({', '.join(map(repr, key))})" for key, rows in list(groups.items())[:shown])
     more = f"; and {len(groups) - shown} more" if len(groups) > shown else ""
     rank_zero_warn(f"TableDataModule: `id_columns` {id_columns} do not tell the rows of {which} apart: {len(repeated)} "
                    f"rows share their id with another row ({some}{more}; rows counted from 0). The report and "

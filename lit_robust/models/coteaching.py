@@ -494,10 +494,12 @@ class CoTeaching(ModuleReport, pl.LightningModule):
                                       self.drop_ratio)
         steps = self.trainer.max_steps
         if steps is not None and steps > 0 and not self.trainer.ckpt_path:
-            # a Lightning user's `max_steps=40` trained 20 batches, and only the docs said why
+            # a Lightning user's `max_steps=40` trained 20 batches, and only the docs said why; an odd count ends
+            # after the batch that crosses it (a reviewer's 41: 21 batches), and `max_epochs` may end the fit first
+            batches = -(-steps // 2)
             rank_zero_info(f"CoTeaching: `max_steps`={steps} counts both networks' optimizer steps, two a batch: "
-                           f"this fit stops after {steps // 2} batches (`trainer.global_step` counts two a batch "
-                           "too).")
+                           f"this fit trains at most {batches} batch{'' if batches == 1 else 'es'} "
+                           "(`trainer.global_step` counts two a batch too).")
 
     def on_train_end(self) -> None:
         self._close_skipped_epoch()  # (its epoch goes into `history` before the last epoch is read)
