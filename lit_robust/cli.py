@@ -1513,7 +1513,7 @@ class RobustCLI(LightningCLI):
         self._resolve_ckpt_path("test")
 
     def before_predict(self) -> None:
-        check_predict_step(self.model)
+        self._predict_advice = predict_step_advice(self.model)
         self._resolve_ckpt_path("predict")
 
     def _resolve_ckpt_path(self, subcommand: str) -> None:
@@ -1605,6 +1605,17 @@ class RobustCLI(LightningCLI):
         size = {"validate": " (its `val_size` of 0, say)", "test": " (its `test_size` of 0, say)"}.get(subcommand, "")
         sys.stderr.write(f"lit-robust {subcommand}: note: the data gave no {split} batches{size}, so nothing ran "
                          "and no metric was computed.\n")
+
+    def predict(self, **kwargs: Any) -> None:
+        """``trainer.predict``; an error raised inside Lightning's default ``predict_step`` (a module without its own,
+        whose ``forward`` got the whole batch) gets the advice to add one (:func:`predict_step_advice`), in one line."""
+        try:
+            self.trainer.predict(**kwargs)
+        except Exception as err:
+            said = getattr(self, "_predict_advice", None)
+            if said is None or not raised_in_the_default_predict_step(err):
+                raise
+            raise ValueError(f"{said}: `forward` got the whole batch and raised {type(err).__name__}: {err}") from err
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit``, unless ``--ckpt_path last`` found a fit that already ran every epoch: Lightning would
@@ -2223,16 +2234,16 @@ class _ConfigInCheckpoint(pl.Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
-def check_predict_step(model: Any) -> None:
-    """Guard ``predict`` of a module that keeps Lightning's default ``predict_step``, which hands the whole batch to
-    ``forward``: a CLI newcomer's module was told by Lightning that predicting "requires `forward`", and once it had
-    one, `forward` got the batch's list (lit_robust's batches lead with the sample index) and raised a traceback.
-    Without a ``forward`` it is refused before the run; with one, the default step runs as Lightning's, and an error
-    it raises on a batch of several parts (a list, tuple or dict) is said with the advice (a ``forward`` that reads
-    such a batch itself, HF-style, predicts as before). lit_robust's own modules without predictions (DCGAN, SimCLR)
-    are named as such."""
+def predict_step_advice(model: Any) -> str | None:
+    """For ``predict`` of a module that keeps Lightning's default ``predict_step``, which hands the whole batch to
+    ``forward``, the advice to add one (``None`` for a module with its own): a CLI newcomer's module was told by
+    Lightning that predicting "requires `forward`", and once it had one, `forward` got the batch's list (lit_robust's
+    batches lead with the sample index) and raised a traceback. Raised at once where the module has no ``forward``
+    either, and for lit_robust's own modules without predictions (DCGAN, SimCLR); else the default step runs as
+    Lightning's (a ``forward`` that reads the whole batch, HF-style, predicts), and :meth:`RobustCLI.predict` adds the
+    advice to an error raised inside it."""
     if type(model).predict_step is not pl.LightningModule.predict_step:
-        return
+        return None
     name = type(model).__name__
     if type(model).__module__.startswith("lit_robust."):
         raise ValueError(f"`lit-robust predict` writes a model's predictions, and lit_robust's {name} makes none (it "
@@ -2246,18 +2257,19 @@ def check_predict_step(model: Any) -> None:
             "your own: take their input)")
     if type(model).forward is pl.LightningModule.forward:
         raise ValueError(f"{said}.")
-    default = model.predict_step
+    return said
 
-    def predict_step(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return default(*args, **kwargs)
-        except Exception as err:
-            batch = kwargs.get("batch", args[0] if args else None)
-            if not isinstance(batch, (list, tuple, dict)):
-                raise  # the module's own `forward` on a plain input: its error as it is
-            raise ValueError(f"{said}: `forward` got the whole batch and raised {type(err).__name__}: {err}") from err
 
-    model.predict_step = predict_step
+def raised_in_the_default_predict_step(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside Lightning's default ``predict_step`` (in the ``forward`` it calls with the
+    whole batch), read off its traceback in this process."""
+    code = pl.LightningModule.predict_step.__code__
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def collapse_error(trainer: pl.Trainer, model: Any) -> str | None:

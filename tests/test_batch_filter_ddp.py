@@ -397,3 +397,33 @@ def test_a_padding_repeat_in_another_step_is_counted_again_and_reported_once(sco
     assert (len(visits), len(set(visits))) == (94, 93)
     assert end["history"][0]["seen"] == 94
     assert sorted(int(r["index"]) for r in csv.DictReader(open(end["report"]))) == list(range(93))
+
+
+class PerRankFilter(BatchFilter):
+    """A DDP newcomer's per-process settings: rank 1's `drop_ratio` and training set differ from rank 0's."""
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.global_rank == 1:
+            self.drop_ratio = 0.2
+        super().setup(trainer, pl_module, stage)
+
+
+class PerRankLength(NinetyThree):
+    def setup(self, stage):
+        if self.trainer.global_rank == 1:
+            self.ds = blobs(80)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.timeout(300)
+def test_settings_or_training_sets_that_differ_between_the_processes_are_named_not_hung(tmp_path):
+    """A DDP newcomer's training sets of 1,500 and 1,400 samples hung a BatchFilter fit in its epoch-end collective
+    (killed after 100 s; ITLM named them), and `drop_ratio` 0.3 and 0.2 trained on a mix of both without a word.
+    Every rank now raises at train start, naming every process's value, as ITLM does."""
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(),
+                         callbacks=[PerRankFilter("spl", drop_ratio=0.3, warmup_epochs=0)], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(Exception, match=r"BatchFilter: `drop_ratio`, the training set's length differ between the "
+                                        r"processes of this DDP fit \(`drop_ratio`: 0\.3, 0\.2; the training set's "
+                                        r"length: 93, 80, in rank order\): the processes filter their batches in step"):
+        trainer.fit(TinyModel(), PerRankLength())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -18,7 +19,7 @@ from lit_robust._lightning import continues_earlier_fit, in_a_lit_robust_command
 from lit_robust.data.indexed import reads_differ
 from lit_robust.selection import distributed
 
-__all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_resumable", "check_resume_arguments_in_fit",
+__all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_same_on_every_rank", "check_resumable", "check_resume_arguments_in_fit",
            "epoch_whose_end_was_skipped", "loss_argument", "mid_epoch_checkpoint", "random_state",
            "counts_of_this_rank", "reduce_counters_to_rank_zero", "restore_random_state", "restore_random_state_in_fit",
            "seed_persistent_workers", "set_this_process_random_state", "skipped_epoch_end_note",
@@ -555,3 +556,26 @@ def warn_inexact_resume(trainer: Any, owner: str, mid_epoch: bool = True, skippe
     elif mid_epoch:
         _warn_mid_epoch_resume(trainer, owner)
     _warn_unseeded_workers(trainer, owner)
+
+
+def check_same_on_every_rank(owner: str, settings: dict[str, Any], why: str,
+                             hints: dict[str, str] | None = None) -> None:
+    """Under DDP, raise on every rank when one of ``settings`` (name -> value, compared by ``repr``) differs between
+    the processes, naming every process's value: the processes run in step (their collectives pair up), and a DDP
+    newcomer's differing settings or training sets hung a fit, or trained on what no process meant. One collective of
+    a few integers. ``why``: the sentence after the values; ``hints``: a sentence added where its name differs."""
+    if distributed.world_size() < 2:
+        return
+    codes = torch.tensor([zlib.crc32(repr(v).encode()) for v in settings.values()], dtype=torch.int64)
+    high, low = distributed.all_reduce_max(codes), -distributed.all_reduce_max(-codes)
+    differ = [name for name, h, lo in zip(settings, high.tolist(), low.tolist(), strict=True) if h != lo]
+    if not differ:
+        return
+    # every process's values (each had named its own alone, where distributed.md promised each process's: a DDP
+    # newcomer's two processes printed "rank 0 has 0.7" and "rank 1 has 0.6" apart); every rank is here
+    values = distributed.all_gather_objects([repr(settings[name]) for name in differ])
+    each = "; ".join(f"{name}: {', '.join(v[i] for v in values)}" for i, name in enumerate(differ))
+    extra = "".join(f" {text}" for name, text in (hints or {}).items() if name in differ)
+    verb = "differs" if len(differ) == 1 else "differ"
+    raise ValueError(f"{owner}: {', '.join(differ)} {verb} between the processes of this DDP fit ({each}, in rank "
+                     f"order): {why}{extra}")

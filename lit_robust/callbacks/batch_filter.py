@@ -40,6 +40,7 @@ from lit_robust.callbacks._resume import (
     as_long_as_every_ranks,
     at_last_batch_under_ddp,
     check_resumable,
+    check_same_on_every_rank,
     counts_of_this_rank,
     cut_epoch_note,
     epoch_whose_end_was_skipped,
@@ -772,6 +773,18 @@ class BatchFilter(Callback):
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)  # with a report, its own refusal of several loaders comes first
         refuse_several_loaders(trainer.train_dataloader)  # at the start, not in the first batch's layout check
+        try:
+            length = len(dataset)  # type: ignore[arg-type]
+        except TypeError:  # a stream without a length
+            length = None
+        # a DDP newcomer's training sets of 1,500 and 1,400 samples hung the fit in the filter's epoch-end collective
+        # (ITLM had named them), and a `drop_ratio` of 0.3 and 0.2 trained on a mix of both without a word
+        check_same_on_every_rank(
+            self.owner, {"`rule`": self.rule, "`drop_ratio`": self.drop_ratio, "`scope`": self.scope,
+                         "the training set's length": length,
+                         **{f"`{k}`": v for k, v in self.resume_arguments().items()}},
+            "the processes filter their batches in step, their counts summed at each epoch's end (with "
+            "`scope='global'` one cut serves them all), so each needs the same settings and the same training set.")
         warn_inexact_resume(trainer, self.owner, skipped_end=getattr(self, "_skipped_end", None))
         if self._close_skipped_epoch(trainer, pl_module):
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))

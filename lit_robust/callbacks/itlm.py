@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import zlib
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -61,6 +60,7 @@ from lit_robust.callbacks._report_file import (
 )
 from lit_robust.callbacks._resume import (
     check_resumable,
+    check_same_on_every_rank,
     cut_epoch_note,
     random_state,
     restore_random_state,
@@ -1754,26 +1754,14 @@ class ITLM(Callback):
         hung the fit in a collective (SIGTERM ignored, 10 min until `kill -9`), a differing `keep_ratio` trained on
         a selection of neither (960-980 of 1,500 kept for 0.7 and 0.6), training sets of 1,500 and 1,400 hung. One
         collective of a few integers at train start."""
-        if distributed.world_size() < 2:
-            return
         settings = {"`keep_ratio`": self.keep_ratio, "`round_epochs`": list(self.round_epochs),
                     "`per_class`": self.per_class, "the training set's length": self._n,
                     **{f"`{k}`": v for k, v in self.resume_arguments().items()}}
-        codes = torch.tensor([zlib.crc32(repr(v).encode()) for v in settings.values()], dtype=torch.int64)
-        high, low = distributed.all_reduce_max(codes), -distributed.all_reduce_max(-codes)
-        differ = [name for name, h, lo in zip(settings, high.tolist(), low.tolist(), strict=True) if h != lo]
-        if not differ:
-            return
-        # every process's values (each had named its own alone, where distributed.md promised each process's: a DDP
-        # newcomer's two processes printed "rank 0 has 0.7" and "rank 1 has 0.6" apart); every rank is here
-        values = distributed.all_gather_objects([repr(settings[name]) for name in differ])
-        each = "; ".join(f"{name}: {', '.join(v[i] for v in values)}" for i, name in enumerate(differ))
-        seed = (" ITLM's `seed` defaults to the global seed (`seed_everything`): a seed per process (e.g. the seed "
-                "plus the rank) needs `ITLM(seed=...)`, the same for all." if "`seed`" in differ else "")
-        verb = "differs" if len(differ) == 1 else "differ"
-        raise ValueError(f"{self._title}: {', '.join(differ)} {verb} between the processes of this DDP fit ({each}, "
-                         "in rank order): one selection of samples serves every process, so each needs the same "
-                         f"settings and the same training set.{seed}")
+        check_same_on_every_rank(
+            self._title, settings, "one selection of samples serves every process, so each needs the same settings "
+            "and the same training set.",
+            {"`seed`": "ITLM's `seed` defaults to the global seed (`seed_everything`): a seed per process (e.g. the "
+                       "seed plus the rank) needs `ITLM(seed=...)`, the same for all."})
 
     def _warn_unfinished_schedules(self, trainer: pl.Trainer) -> None:
         """After every round of a ``reinit=False`` fit: warn when a schedule of fixed length stopped well short of

@@ -320,7 +320,10 @@ def _warn_repeated_ids(frame: Any, id_columns: list[str], which: str, shown: int
         return
     ids = frame[id_columns]
     named = ~ids.isna().all(axis=1).to_numpy()
-    repeated = np.flatnonzero(ids.duplicated(keep=False).to_numpy() & named)
+    try:
+        repeated = np.flatnonzero(ids.duplicated(keep=False).to_numpy() & named)
+    except (TypeError, ValueError):  # ids pandas cannot compare (lists, dicts in a cell: a reviewer's): no warning
+        return
     if len(repeated) == 0 or 2 * len(repeated) > int(named.sum()):
         return
     groups: dict[tuple, list[int]] = {}
