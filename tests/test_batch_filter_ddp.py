@@ -427,3 +427,16 @@ def test_settings_or_training_sets_that_differ_between_the_processes_are_named_n
                                         r"processes of this DDP fit \(`drop_ratio`: 0\.3, 0\.2; the training set's "
                                         r"length: 93, 80, in rank order\): the processes filter their batches in step"):
         trainer.fit(TinyModel(), PerRankLength())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.timeout(300)
+def test_coteaching_names_training_sets_that_differ_between_the_processes(tmp_path):
+    """The same DDP newcomer's CoTeaching fit on training sets of 1,500 and 1,400 samples hung too (killed at 80 s)."""
+    from lit_robust import CoTeaching
+
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=ddp_cpu_strategy(), logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(Exception, match=r"CoTeaching: the training set's length differs between the processes of this "
+                                        r"DDP fit \(the training set's length: 93, 80, in rank order\)"):
+        trainer.fit(CoTeaching(TinyModel(), drop_ratio=0.2, warmup_epochs=0), PerRankLength())

@@ -24,6 +24,7 @@ from lit_robust.callbacks._report_file import (
 from lit_robust.callbacks._resume import (
     as_long_as_every_ranks,
     check_resume_arguments_in_fit,
+    check_same_on_every_rank,
     counts_of_this_rank,
     loss_argument,
     random_state,
@@ -488,6 +489,16 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def on_train_start(self) -> None:
         super().on_train_start()  # the report's start
         check_collate(self.trainer.train_dataloader, "CoTeaching")  # before the first batch, which it builds
+        try:
+            length = len(self.trainer.train_dataloader.dataset)
+        except (TypeError, AttributeError):  # a stream without a length
+            length = None
+        # a DDP newcomer's training sets of 1,500 and 1,400 samples hung the fit (as BatchFilter's did)
+        check_same_on_every_rank(
+            "CoTeaching", {**{f"`{k}`": v for k, v in self.resume_arguments().items()},
+                           "the training set's length": length},
+            "the processes train the two networks in step, their counts summed at each epoch's end (with "
+            "`scope='global'` one cut serves them all), so each needs the same settings and the same training set.")
         # as BatchFilter: an EarlyStopping that may stop inside the warm-up is said before training (a Lightning
         # user's `EarlyStopping(patience=0)` ended an "auto" fit after epoch 1 of a 3-epoch warm-up, silently)
         warn_early_stopping_in_warmup("CoTeaching", self.trainer, self._warmup, self._auto is not None,
