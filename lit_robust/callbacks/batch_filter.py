@@ -626,7 +626,7 @@ class BatchFilter(Callback):
         self._counters: Tensor | None = None  # this epoch's running counts, see _COUNTERS, then by class
         self._counters_epoch: int | None = None
         self._warned_small = False
-        self._told_repeats = False
+        self._told_repeats = self._told_unsharded = False
         self._nonfinite: Tensor | None = None  # this epoch's count of NaN/inf training losses, on the device
         self._told_nonfinite = False
         # "auto": a preview's (index, scores, given, predicted), kept if no keep_mask follows
@@ -682,6 +682,19 @@ class BatchFilter(Callback):
         if self._auto is not None:
             self._auto.setup_fit(trainer)
         module.add_batch_selector(self)
+
+    def _say_unsharded(self, epoch: int, seen: int) -> None:
+        """Warn once per fit when the processes of a DDP fit together saw the training set half as often again as its
+        length or more in ``epoch``: a DDP newcomer's `use_distributed_sampler=False` with a plain loader had each
+        process train on the whole set (`seen` 3,000 of 1,500 every epoch), without a word."""
+        n, world = getattr(self, "_train_length", None), distributed.world_size()
+        if world < 2 or not n or 2 * seen < 3 * n or getattr(self, "_told_unsharded", False):
+            return
+        self._told_unsharded = True
+        rank_zero_warn(f"{self.owner}: epoch {epoch}'s batches held {seen} samples of a training set of {n}, over "
+                       f"{world} processes: each process trained on the whole set, or a sampler drew samples more "
+                       "than once. Under DDP each process needs its own share (Lightning's DistributedSampler, off "
+                       "with `use_distributed_sampler=False`: give such a loader a `DistributedSampler` of its own).")
 
     def _say_repeated_indices(self, epoch: int) -> None:
         """Warn once per fit when a stream (IterableDataset) yielded an index more than once in ``epoch``: a streaming
@@ -777,6 +790,7 @@ class BatchFilter(Callback):
             length = len(dataset)  # type: ignore[arg-type]
         except TypeError:  # a stream without a length
             length = None
+        self._train_length = length
         # a DDP newcomer's training sets of 1,500 and 1,400 samples hung the fit in the filter's epoch-end collective
         # (ITLM had named them), and a `drop_ratio` of 0.3 and 0.2 trained on a mix of both without a word
         check_same_on_every_rank(
@@ -937,6 +951,7 @@ class BatchFilter(Callback):
         self.history.append(rec)
         self._counters = None
         self._say_repeated_indices(epoch)
+        self._say_unsharded(epoch, rec.seen)
         if not log:
             return
         for key, value in (("filter/drop_ratio", rec.drop_ratio),
