@@ -64,7 +64,7 @@ def _running_the_cli() -> bool:
     if sys.argv and os.path.basename(sys.argv[0]) in ("lit-robust", "lit-robust.exe"):
         return True
     argv = list(getattr(sys, "orig_argv", []))
-    return any(a == "-m" and b in ("lit_robust", "lit_robust.__main__") for a, b in zip(argv, argv[1:]))
+    return any(a == "-m" and b in ("lit_robust", "lit_robust.__main__", "lit_robust.cli") for a, b in zip(argv, argv[1:]))
 
 
 try:

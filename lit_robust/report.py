@@ -944,7 +944,7 @@ def replaced_note(path: str | os.PathLike) -> str:
     # `report_dir` left both, said nothing, and `load_report(folder)` then refused the pair without telling which
     # one was this fit's
     stem, suffix = os.path.splitext(os.fspath(path))
-    others = [os.path.basename(stem + s) for s in _SUFFIXES if s != suffix and os.path.exists(stem + s)]
+    others = [os.path.basename(stem + s) for s in _SUFFIXES if s != suffix and os.path.isfile(stem + s)]
     stale = (f"; the {' and '.join(others)} beside it {'is' if len(others) == 1 else 'are'} from an earlier fit, "
              "not this one" if others else "")
     if not os.path.exists(path):
@@ -1139,8 +1139,11 @@ def _check_report_columns(path: str | os.PathLike, fmt: str) -> None:
 
 
 def _reports_in(folder: str) -> list[str]:
-    """The names of the per-sample reports in ``folder`` (``*_report.csv`` / ``.parquet``), sorted."""
-    return sorted(p for p in os.listdir(folder) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES)
+    """The names of the per-sample report files in ``folder`` (``*_report.csv`` / ``.parquet``), sorted; a folder of
+    such a name is none (a reviewer's folder `itlm_report.csv` was offered as a report, then refused as "not an
+    existing report file")."""
+    return sorted(p for p in os.listdir(folder) if Path(p).stem.endswith("_report") and Path(p).suffix in _SUFFIXES
+                  and os.path.isfile(os.path.join(folder, p)))
 
 
 def _reports_below(folder: str, depth: int = 2) -> list[str]:

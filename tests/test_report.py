@@ -291,6 +291,9 @@ def test_file_errors(tmp_path):
             f"or its run's folder in '{logs}'.")):
         load_report(logs)
     assert len(load_report(logs / "version_1", as_frame=False)) == len(load_report(logs / "version_0", as_frame=False))
+    # a folder named like a report is none (a reviewer's was offered, then refused as "not an existing report file")
+    (logs / "version_1" / "filter_spl_report.csv").mkdir()
+    assert len(load_report(logs / "version_1", as_frame=False)) == len(load_report(logs / "version_0", as_frame=False))
     # the Trainer's `default_root_dir`, two levels up (a report newcomer's `--trainer.default_root_dir cli_wine`)
     with pytest.raises(FileNotFoundError, match=re.escape(
             f"got none; the folders in it hold 2 (the newest: '{os.path.join('lightning_logs', 'version_1', 'itlm_report.csv')}"

@@ -193,7 +193,7 @@ def test_the_cli_says_when_a_config_names_a_class_of_the_other_package(tmp_path,
     assert err.count("classes do not mix") == 1
 
 
-@pytest.mark.parametrize("how", ["script", "module"])
+@pytest.mark.parametrize("how", ["script", "module", "lit_robust.cli"])
 def test_a_mistyped_variable_ends_the_cli_in_one_line(tmp_path, how):
     """The console script imports lit_robust before `main` runs: the choice's error was a 15-line traceback; so was
     `python -m lit_robust`'s (a CLI newcomer's), whose `sys.argv[0]` is still "-m" while the package imports."""
@@ -201,7 +201,8 @@ def test_a_mistyped_variable_ends_the_cli_in_one_line(tmp_path, how):
     if how == "script" and not script.is_file():
         pytest.skip("no lit-robust console script beside this Python")
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
-    command = [str(script)] if how == "script" else [sys.executable, "-m", "lit_robust"]
+    command = ([str(script)] if how == "script" else
+               [sys.executable, "-m", "lit_robust" if how == "module" else "lit_robust.cli"])
     done = subprocess.run([*command, "fit", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**env, ENV_VAR: "lighting", "PYTHONPATH": str(REPO)})
     assert done.returncode == 2
