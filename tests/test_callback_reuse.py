@@ -290,6 +290,19 @@ def test_a_fit_stopped_by_sigterm_says_the_process_exits_and_how_the_next_one_re
     assert "Once the error's cause is mended, fit on with this Trainer" in said and "Fit on" not in said
 
 
+def test_a_ddp_fit_stopped_by_an_error_is_told_to_resume_in_a_new_run(monkeypatch):
+    """Under DDP a process that raised ends the others: a DDP newcomer was told to call `trainer.fit` again."""
+    from lit_robust.callbacks._report_file import unwritten_report_note
+    from lit_robust.selection import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    said = unwritten_report_note("BatchFilter", ValueError("a NaN loss on rank 1"))
+    assert said == ("BatchFilter: the fit stopped (ValueError) before its end, so no per-sample report was written "
+                    "(`report_path` is None). Under DDP the processes end with it: resume, once the error's cause is "
+                    "mended, in a new run from the last checkpoint (`ckpt_path=...`), and the report is written at "
+                    "the fit's end.")
+
+
 def test_under_the_cli_a_stopped_fit_says_how_the_command_resumes(monkeypatch):
     """A pre-empted CLI newcomer's log said first "status 0 unless you catch it" and `ModelCheckpoint(dirpath=...)`,
     then the CLI's own line said exit status 143 and `--ckpt_path last` (which needs no dirpath there)."""

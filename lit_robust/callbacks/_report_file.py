@@ -85,6 +85,13 @@ def unwritten_report_note(owner: str, exception: BaseException) -> str:
                 "`ckpt_path=\"last\"` with a `ModelCheckpoint(dirpath=<a fixed folder>, save_last=True)` (without a "
                 "`dirpath`, \"last\" looks in the new run's own logger folder, finds nothing and trains from scratch), "
                 "and the report is written at the fit's end.")
+    if distributed.world_size() > 1:
+        # under DDP a process that raised ends the others too: "`trainer.fit` again" could not be followed (a DDP
+        # newcomer's)
+        mended = "" if isinstance(exception, KeyboardInterrupt) else ", once the error's cause is mended,"
+        return (f"{owner}: the fit stopped ({type(exception).__name__}) before its end, so no per-sample report was "
+                f"written (`report_path` is None). Under DDP the processes end with it: resume{mended} in a new run "
+                "from the last checkpoint (`ckpt_path=...`), and the report is written at the fit's end.")
     # an error (not an interrupt) raises again on a fit that goes on unchanged: a Lightning user's refused
     # `val_check_interval` was told to call `trainer.fit` again as it was
     first = "" if isinstance(exception, KeyboardInterrupt) else "Once the error's cause is mended, f"
