@@ -19,7 +19,7 @@ from lit_robust._lightning import continues_earlier_fit, in_a_lit_robust_command
 from lit_robust.data.indexed import reads_differ
 from lit_robust.selection import distributed
 
-__all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_same_on_every_rank", "check_resumable", "check_resume_arguments_in_fit",
+__all__ = ["MidEpochCheckpoint", "at_last_batch_under_ddp", "check_same_on_every_rank", "train_set_length", "check_resumable", "check_resume_arguments_in_fit",
            "epoch_whose_end_was_skipped", "loss_argument", "mid_epoch_checkpoint", "random_state",
            "counts_of_this_rank", "reduce_counters_to_rank_zero", "restore_random_state", "restore_random_state_in_fit",
            "seed_persistent_workers", "set_this_process_random_state", "skipped_epoch_end_note",
@@ -556,6 +556,14 @@ def warn_inexact_resume(trainer: Any, owner: str, mid_epoch: bool = True, skippe
     elif mid_epoch:
         _warn_mid_epoch_resume(trainer, owner)
     _warn_unseeded_workers(trainer, owner)
+
+
+def train_set_length(trainer: Any) -> int | None:
+    """The length of the training loader's data set on this process, ``None`` for a stream without one."""
+    try:
+        return len(trainer.train_dataloader.dataset)
+    except (TypeError, AttributeError):
+        return None
 
 
 def check_same_on_every_rank(owner: str, settings: dict[str, Any], why: str,

@@ -49,6 +49,7 @@ from lit_robust.callbacks._resume import (
     reduce_counters_to_rank_zero,
     restore_random_state,
     seed_persistent_workers,
+    train_set_length,
     warn_inexact_resume,
     with_class_counts,
 )
@@ -786,11 +787,7 @@ class BatchFilter(Callback):
         self._stream = isinstance(dataset, torch.utils.data.IterableDataset)
         self._report.start(trainer, pl_module.device)  # with a report, its own refusal of several loaders comes first
         refuse_several_loaders(trainer.train_dataloader)  # at the start, not in the first batch's layout check
-        try:
-            length = len(dataset)  # type: ignore[arg-type]
-        except TypeError:  # a stream without a length
-            length = None
-        self._train_length = length
+        self._train_length = length = train_set_length(trainer)
         # a DDP newcomer's training sets of 1,500 and 1,400 samples hung the fit in the filter's epoch-end collective
         # (ITLM had named them), and a `drop_ratio` of 0.3 and 0.2 trained on a mix of both without a word
         check_same_on_every_rank(

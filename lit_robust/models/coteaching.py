@@ -30,6 +30,7 @@ from lit_robust.callbacks._resume import (
     random_state,
     reduce_counters_to_rank_zero,
     restore_random_state_in_fit,
+    train_set_length,
     warn_cut_epoch_in_fit,
     with_class_counts,
 )
@@ -489,10 +490,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
     def on_train_start(self) -> None:
         super().on_train_start()  # the report's start
         check_collate(self.trainer.train_dataloader, "CoTeaching")  # before the first batch, which it builds
-        try:
-            length = len(self.trainer.train_dataloader.dataset)
-        except (TypeError, AttributeError):  # a stream without a length
-            length = None
+        length = train_set_length(self.trainer)
         # a DDP newcomer's training sets of 1,500 and 1,400 samples hung the fit (as BatchFilter's did)
         check_same_on_every_rank(
             "CoTeaching", {**{f"`{k}`": v for k, v in self.resume_arguments().items()},
