@@ -73,20 +73,22 @@ class CheckAgainstOneProcess(pl.Callback):
             with open(self.out, "w") as f:
                 json.dump({"records": self.records, "selection": self.itlm.selection.tolist(),
                        "said_padding": "padding" in self.itlm._said,
+                           "said_own_sampler": "own sampler" in self.itlm._said,
                            "history": [r.kept for r in self.itlm.history],
                            "low_classes": sorted(self.itlm._low_classes.items()),
                            "weights": [p.detach().flatten().tolist() for p in pl_module.parameters()]}, f)
 
 
 def ddp_fit(tmp_path, name, ckpt_path=None, model_cls=TiedNaNModel, epochs=(1, 1, 1), strategy="ddp_spawn",
-            per_class=False, no_targets=False):
+            per_class=False, no_targets=False, use_distributed_sampler=True):
     pl.seed_everything(0, verbose=False)
     itlm = ITLM(keep_ratio=0.6, round_epochs=list(epochs), verbose=False, plot=False, per_class=per_class)
     out = str(tmp_path / f"{name}.json")
     cbs = [itlm, CheckAgainstOneProcess(itlm, out),
            ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")]
     trainer = pl.Trainer(max_epochs=sum(epochs), accelerator="cpu", devices=2, strategy=strategy, callbacks=cbs,
-                         logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+                         logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+                         use_distributed_sampler=use_distributed_sampler)
     trainer.fit(model_cls(), OddBlobs(no_targets=no_targets), ckpt_path=ckpt_path)
     with open(out) as f:
         return json.load(f)
@@ -99,6 +101,7 @@ def test_ddp_selection_equals_one_process_and_resume_reproduces(tmp_path):
     assert all(r["equal"] for r in full["records"]), full["records"]
     assert full["history"] == [241, 144, 144]
     assert not any(i % 7 == 0 for i in full["selection"])  # NaN scores dropped first
+    assert not full["said_own_sampler"]  # Lightning's DistributedSampler: nothing to say
     # forked ranks (tests.conftest.ddp_cpu_strategy) resume from the spawned ranks' checkpoint
     resumed = ddp_fit(tmp_path, "resumed", ckpt_path=tmp_path / "full" / "epoch=0.ckpt", strategy=ddp_cpu_strategy())
     assert resumed["selection"] == full["selection"]
@@ -107,11 +110,14 @@ def test_ddp_selection_equals_one_process_and_resume_reproduces(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ddp_per_class_selection_equals_one_process(tmp_path):
-    """``per_class=True`` on two ranks, each scoring its own block: one trim per class over both ranks' scores."""
-    run = ddp_fit(tmp_path, "per_class", strategy=ddp_cpu_strategy(), per_class=True)
+    """``per_class=True`` on two ranks, each scoring its own block: one trim per class over both ranks' scores. Under
+    ``use_distributed_sampler=False`` too, which ITLM's own sampler does not follow, and says so (a DDP user's flag
+    went without a word)."""
+    run = ddp_fit(tmp_path, "per_class", strategy=ddp_cpu_strategy(), per_class=True, use_distributed_sampler=False)
     assert [r["round"] for r in run["records"]] == [1, 2]
     assert all(r["equal"] for r in run["records"]), run["records"]
     assert run["said_padding"]  # 241 samples over 2 ranks: the sampler repeats one, and ITLM says so
+    assert run["said_own_sampler"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -1128,6 +1128,13 @@ class ITLM(Callback):
                            f"{type(self).__name__} shuffles each round's samples anyway: it draws them through a "
                            "sampler of its own, and its `shuffle` (True by default) decides. Pass "
                            f"`{type(self).__name__}(shuffle=False)` to train on them in order.")
+        if trainer.world_size > 1 and not getattr(trainer._accelerator_connector, "use_distributed_sampler", True):
+            # a DDP user's `use_distributed_sampler=False` went without a word, and each process trained on its share
+            # all the same
+            self._say_once("own sampler", f"{type(self).__name__}: `use_distributed_sampler=False` does not reach "
+                           f"the training loader: {type(self).__name__} draws each round's samples through a sampler "
+                           f"of its own, which gives each of the {trainer.world_size} processes its share of the "
+                           "round's selection (the validation and test loaders keep the setting).")
         check_collate(loader, type(self).__name__)
         n = len(loader.dataset)
         if writes_no_report(self) or (self._foreign_state is not None and not self._restored):
