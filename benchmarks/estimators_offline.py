@@ -31,6 +31,8 @@ class probabilities and the given labels, plus the true corrupted mask. Estimato
   else ``disagreement_or_interior``), ``floor_or_interior`` (bar 0.35, and only where the loss mixture finds two
   components and the classes hold a median of 200 samples or more: adopted as ITLM's default the same day) and
   ``floor_or_interior_product`` (the shipped ``estimate_corruption_from_spread``, which must read the same);
+  ``floor_or_interior_s<share>`` (2026-12-08: the same with the interior read from the most confident ``share`` of
+  each predicted class instead of half: 0.4 adopted that day, chosen on seeds 10-12);
   ``pair_conc_pred`` / ``pair_conc_given`` are the concentrations themselves (not rates: their "errors" mean
   nothing);
 * candidates against the gmm's spurious split of small clean data (pinned in tests/test_estimation.py), none
@@ -486,6 +488,9 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     out["floor_or_interior"] = _floor_or(disagreement_or_interior, 0.35, min_class=200,  # as shipped (2026-12-07)
                                          two_components=True)
     out["floor_or_interior_product"] = spread_product
+    for share in (0.6, 0.4, 0.33, 0.25):  # 2026-12-08: the interior's share (0.5 until then)
+        out[f"floor_or_interior_s{share}"] = _floor_or(disagreement_or(_interior(share)), 0.35, min_class=200,
+                                                       two_components=True)
     for rule in ("nec", "gamma", "d2.5", "d3"):
         out[f"gmm_{rule}"] = _gmm_stricter(rule, labels=False)
         out[f"disagreement_{rule}"] = _gmm_stricter(rule, labels=True)

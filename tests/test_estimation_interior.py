@@ -84,19 +84,19 @@ def test_one_group_of_losses_reads_the_interior_not_the_training_error():
     assert 0.18 < dis.rate < 0.22  # the training error, read as wrong labels
     est = estimate_corruption_from_interior(scores, labels, predicted, confidence)
     assert est.rate == 0.0
-    assert est.reason == "interior (one component: the most confident 0.5 of each predicted class)"
+    assert est.reason == "interior (one component: the most confident 0.4 of each predicted class)"
     same = estimate_from_labels("disagreement_or_interior", scores, labels, predicted, confidence)
     assert (same.rate, same.reason) == (est.rate, est.reason)
 
 
 def test_wrong_labels_far_from_the_boundaries_are_counted():
     """10 % wrong labels predicted as confidently as the right ones, beside a 20 % training error at the
-    boundaries: the most confident half of each predicted class holds the wrong labels at their share among the
+    boundaries: the most confident 40 % of each predicted class holds the wrong labels at their share among the
     samples away from the boundaries."""
     scores, labels, predicted, confidence, flip = hard_clean(wrong=0.1)
     est = estimate_corruption_from_interior(scores, labels, predicted, confidence)
     away = confidence >= 0.6
-    expected = float(flip[away].double().mean())  # the share among the confident samples, which the top half samples
+    expected = float(flip[away].double().mean())  # the share among the confident samples, which the top 40 % samples
     assert est.rate == pytest.approx(expected, abs=0.02)
     assert est.rate == pytest.approx(interior_disagreement(labels, predicted, confidence), abs=1e-12)
     # the posterior is the label estimators' for this rate, and sums to the count
