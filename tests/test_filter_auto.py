@@ -216,6 +216,26 @@ def test_estimate_of_half_or_more_is_clipped_with_a_warning(monkeypatch, recwarn
         long.end_epoch(4)
 
 
+def test_a_clipped_estimate_under_gradient_accumulation_names_the_optimizer_steps():
+    """A Trainer-flags newcomer's `accumulate_grad_batches=4` read 72.6 % for 25 % (18 optimizer steps an epoch): the
+    clip warning named the warm-up and mixup, never the accumulation."""
+    from types import SimpleNamespace
+
+    auto = AutoDropRatio("BatchFilter", "gmm", 0.0, False, 3)
+    auto.read_data(SimpleNamespace(accumulate_grad_batches=4, num_training_batches=70, datamodule=None,
+                                   train_dataloader=None), scores_are_losses=True)
+    scores = torch.ones(200, dtype=torch.float64)
+    scores[:120] = math.nan
+    for epoch in range(3):
+        auto.add(torch.arange(200), scores)
+        if epoch < 2:
+            auto.end_epoch(epoch)
+    with pytest.warns(UserWarning, match=r"Pass a longer `warmup_epochs` \(it is 3; e\.g\. 5\), .* is fixed\. "
+                                         r"`accumulate_grad_batches`=4 leaves 18 optimizer steps an epoch \(54 in the "
+                                         r"3-epoch warm-up\): a model learns by its steps, not its epochs"):
+        auto.end_epoch(2)
+
+
 def test_disagreement_estimate_uses_mean_scores_and_latest_labels():
     """Two passes over 300 samples (the second in another order, its model fitting 40 % of the wrong labels): the
     estimate is estimate_corruption_from_predictions on each sample's mean score and its second-pass labels."""
