@@ -76,6 +76,7 @@ from lit_robust.data.indexed import (
     dataset_targets,
     describe_item,
     dict_samples_hint,
+    label_mismatch,
     reads_differ,
     subset_of_indexed_hint,
     unpack_batch,
@@ -1260,6 +1261,7 @@ class ITLM(Callback):
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
             rank_zero_warn(skipped_epoch_end_note(self._title, closed, "its rounds", trainer))
         self._check_swa(trainer)
+        self._check_scoring_set(trainer, pl_module)
         self._check_fine_tuning(trainer, pl_module)
         self._check_monitored_checkpoints(trainer)
         self._check_early_stops(trainer)
@@ -1362,6 +1364,30 @@ class ITLM(Callback):
                 "later: the epoch number, counted from 1), or pass `ITLM(reinit=False)`.")
             return
         self._check_weight_averaging(trainer, last_round)
+
+    def _check_scoring_set(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Refuse, before round 0 trains, a ``scoring_dataloader()`` whose samples are not the training set's in its
+        order, with its indices and integer labels (:func:`~lit_robust.data.indexed.label_mismatch`, up to 256
+        positions). ITLM only checked that every sample was scored: a data-pipeline newcomer's scoring copy built
+        without the noisy ``targets=`` read 4.1 % for 28.9 % (its top rows at chance), and one in another order
+        reported 96.2 % clean precision for a selection 70.6 % clean, without a word."""
+        owner = _scoring_dataloader_owner(trainer, pl_module)
+        train = getattr(getattr(self, "_train_loader", None), "dataset", None)
+        if owner is None or train is None:
+            return
+        scored = getattr(owner.scoring_dataloader(), "dataset", None)
+        found = None if scored is None else label_mismatch(train, scored)
+        if found is None:
+            return
+        at, compared, differing, (ti, tl), (si, sl) = found
+        where = "datamodule" if owner is trainer.datamodule else "module"
+        raise ValueError(
+            f"{self._title}: `scoring_dataloader()` of your {where} does not read the training set's samples: position "
+            f"{at} holds index {ti} with label {tl} in the training set, index {si} with label {sl} in the scoring set "
+            f"({differing} of {compared} positions compared differ). {self._title} trims by the scoring pass, so it "
+            "must give every training sample in the training set's order, with its index and the label the model "
+            "trains on (the noisy one: the same `targets=`); only the transform may differ (the evaluation transform "
+            "instead of the augmentation).")
 
     def _check_weight_averaging(self, trainer: pl.Trainer, last_round: int) -> None:
         """Warn when a ``WeightAveraging`` callback other than SWA (Lightning's ``EMAWeightAveraging``) updates its

@@ -757,6 +757,58 @@ def reads_differ(dataset: Any, items: int = 1) -> bool:
         set_this_process_random_state(state)
 
 
+def _index_and_label(item: Any) -> tuple[int, int] | None:
+    """``(index, label)`` of an indexed item ``(index, input, label[, corrupted])`` with an integer label, else
+    ``None`` (another shape, a soft or several-valued label: nothing to compare)."""
+    if not isinstance(item, (tuple, list)) or len(item) not in (3, 4):
+        return None
+    index, label = item[0], item[2]
+    if isinstance(index, Tensor):
+        if index.numel() != 1 or index.is_floating_point() or index.dtype == torch.bool:
+            return None
+        index = int(index.item())
+    if isinstance(label, Tensor):
+        if label.numel() != 1 or label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
+            return None
+        label = int(label.item())
+    if isinstance(index, bool) or isinstance(label, bool):
+        return None
+    if not isinstance(index, (int, np.integer)) or not isinstance(label, (int, np.integer)):
+        return None
+    return int(index), int(label)
+
+
+def label_mismatch(train: Any, scored: Any, count: int = 256) -> tuple[int, int, int, tuple, tuple] | None:
+    """Where the items of ``scored`` (a scoring set) differ from those of ``train`` in index or integer label, at up
+    to ``count`` positions spread evenly over the sets: ``(first differing position, positions compared, positions
+    that differ, the training item's (index, label), the scoring item's)``, or ``None`` where every compared position
+    agrees or nothing can be compared (an exotic dataset, soft labels). Reads under a copy of the process's random
+    state, as :func:`reads_differ`. A data-pipeline newcomer's scoring copy built without the noisy ``targets=`` read
+    4.1 % for 28.9 %, and one in another order reported 96.2 % clean precision for a selection 70.6 % clean."""
+    from lit_robust.callbacks._resume import set_this_process_random_state, this_process_random_state
+
+    state = this_process_random_state()
+    try:
+        n = min(len(train), len(scored))
+        positions = (range(n) if n <= count
+                     else sorted({round(k * (n - 1) / (count - 1)) for k in range(count)}))
+        compared = differing = 0
+        first: tuple[int, tuple, tuple] | None = None
+        for i in positions:
+            a, b = _index_and_label(train[i]), _index_and_label(scored[i])
+            if a is None or b is None:
+                continue
+            compared += 1
+            if a != b:
+                differing += 1
+                first = first or (i, a, b)
+        return None if first is None else (first[0], compared, differing, first[1], first[2])
+    except Exception:  # noqa: BLE001 - an exotic dataset: nothing to say
+        return None
+    finally:
+        set_this_process_random_state(state)
+
+
 class IndexedBatch(NamedTuple):
     """A collated batch from an :class:`IndexedDataset`; ``corrupted`` is ``None`` when unknown, ``index`` is
     ``None`` for a plain ``(input, target)`` evaluation batch (:func:`unpack_eval_batch`)."""
