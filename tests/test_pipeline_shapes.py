@@ -62,10 +62,12 @@ def test_a_dict_batch_names_dict_samples_before_several_loaders():
 @pytest.mark.parametrize("make", [
     lambda d: BatchFilter("prl", drop_ratio=0.3, warmup_epochs=1, report=True, report_dir=d),
     lambda d: ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False, report=False),
+    lambda d: BatchFilter("prl", drop_ratio="auto", warmup_epochs=1),  # no report: the estimate's mean per index
 ])
 def test_a_concatenation_of_indexed_sets_is_refused_before_training(tmp_path, make):
     """Each part numbers its samples from 0: a newcomer's PRL report mixed two sets' rows under one index, silently
-    (2,500 of 6,000 rows empty); ITLM said so only at its first scoring pass."""
+    (2,500 of 6,000 rows empty); ITLM said so only at its first scoring pass; a filter's `"auto"` without a report
+    read 34.4 % where the one-numbered set read 26.5 %, unsaid."""
     data = ConcatDataset([blobs(60, seed=0), blobs(60, seed=1)])
     model = TinyModel()
     with pytest.raises(ValueError, match=r"a `ConcatDataset` of `IndexedDataset`s.*IndexedDataset\(ConcatDataset"):
