@@ -514,6 +514,16 @@ def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None
 RUN_ID_VARIABLE = "LIT_ROBUST_COMMAND_ID"  # one ``lit-robust`` command's id, shared by the processes it starts
 
 
+def draws_in_order(loader: Any) -> bool:
+    """Whether ``loader`` draws its samples in order (``shuffle=False``; under DDP, Lightning's unshuffled
+    ``DistributedSampler``)."""
+    from torch.utils.data import SequentialSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    s = getattr(loader, "sampler", None)
+    return isinstance(s, SequentialSampler) or (isinstance(s, DistributedSampler) and not s.shuffle)
+
+
 def in_a_lit_robust_command() -> bool:
     """Whether this process runs a ``lit-robust`` command (or one of the processes it started): its own lines then
     say how to go on (``--ckpt_path last``, the exit status), and a callback's advice for a Python script would

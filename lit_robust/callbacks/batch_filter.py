@@ -15,6 +15,7 @@ from lit_robust._checks import check_bool
 from lit_robust._lightning import (
     begin_fit,
     check_state_owner,
+    draws_in_order,
     early_stopping_checks,
     epoch_cut,
     epoch_part,
@@ -800,6 +801,14 @@ class BatchFilter(Callback):
         if self._close_skipped_epoch(trainer, pl_module):
             start_epoch_after_skipped_end(trainer, lambda: self.on_train_epoch_start(trainer, pl_module))
         check_collate(trainer.train_dataloader, self.owner)  # before the first batch, which the collate builds
+        if (self._auto is not None or self.drop_ratio) and draws_in_order(trainer.train_dataloader):
+            # a data-pipeline newcomer's class-sorted digits under `shuffle=False`: "auto" read 99.4 %, and the clip
+            # warning's advice (a longer warm-up) read 98.6 %; ITLM says so of its own loader
+            rank_zero_warn(f"{self.owner}: the training loader draws its samples in order (`shuffle=False`), and the "
+                           "filter ranks each batch's samples against each other: where the data set is sorted (by "
+                           "class, as an image folder or a sorted table lists it) each batch holds one part of it, "
+                           "and the filter drops that part's hardest samples, not the data set's (class-sorted digits: "
+                           "`\"auto\"` read 99.4 % for 28.9 %). Build the training loader with `shuffle=True`.")
         self._check_early_stopping(trainer)
         if self._auto is not None:  # SPL's scores are the losses; PRL(L)'s are gradient norms
             self._auto.read_data(trainer, scores_are_losses=self.rule == "spl",

@@ -32,6 +32,7 @@ from lit_robust._lightning import (
     begin_fit,
     check_epoch_batches,
     check_state_owner,
+    draws_in_order,
     early_stopping_checks,
     epoch_cut,
     evaluation_batches,
@@ -1123,7 +1124,7 @@ class ITLM(Callback):
         loader = resolve_loader(original)
         _check_indexed(loader.dataset, type(self).__name__)  # ActivationClustering runs on this machinery too
         _check_plain_sampler(loader, type(self).__name__)
-        if self.shuffle and _in_order(loader) and "in order" not in self._said:
+        if self.shuffle and draws_in_order(loader) and "in order" not in self._said:
             # a Lightning user's `shuffle=False` loader trained bit for bit as a shuffled one, without a word
             self._said.add("in order")
             rank_zero_warn(f"{type(self).__name__}: the training loader is built with `shuffle=False`, and "
@@ -3004,16 +3005,6 @@ def _optimizer_steps_in_epochs(trainer: pl.Trainer, first: int, count: int) -> i
     (:func:`_optimizer_steps_per_epoch` of each); ``None`` without a length."""
     steps = [_optimizer_steps_per_epoch(trainer, e) for e in range(first, first + count)]
     return None if any(s is None for s in steps) else sum(steps)
-
-
-def _in_order(loader: DataLoader) -> bool:
-    """Whether ``loader`` draws its samples in order (``shuffle=False``; under DDP, Lightning's unshuffled
-    ``DistributedSampler``)."""
-    from torch.utils.data import SequentialSampler
-    from torch.utils.data.distributed import DistributedSampler
-
-    s = loader.sampler
-    return isinstance(s, SequentialSampler) or (isinstance(s, DistributedSampler) and not s.shuffle)
 
 
 def _check_plain_sampler(loader: DataLoader, owner: str) -> None:
