@@ -218,3 +218,20 @@ def test_a_filter_on_a_loader_in_order_is_told_to_shuffle(tmp_path, shuffle):
     if said:
         assert said[0].startswith("BatchFilter: the training loader draws its samples in order (`shuffle=False`)")
         assert said[0].endswith("Build the training loader with `shuffle=True`.")
+
+
+def test_a_stream_of_pairs_is_told_to_yield_its_indices_not_to_wrap_it(tmp_path):
+    """A data-pipeline newcomer's stream of `(x, y)` was told to wrap it in `IndexedDataset`, which refuses streams;
+    only then did they read the stream's advice."""
+    data = blobs(64)
+
+    class Pairs(IterableDataset):
+        def __iter__(self):
+            return iter([(data[i][1], data[i][2]) for i in range(64)])
+
+    with pytest.raises(ValueError, match=r"`BatchFilter`: the training set is a stream \(IterableDataset\), whose "
+                                         r"batches must carry each sample's index: make it yield `\(index, input, "
+                                         r"target\[, is_corrupted\]\)` itself.*cannot index a stream\. Got: lit_robust "
+                                         r"expects batches .*got a list of length 2\.$"):
+        tiny_trainer(tmp_path, 1, [BatchFilter("spl", drop_ratio=0.2)]).fit(TinyModel(),
+                                                                           DataLoader(Pairs(), batch_size=16))
