@@ -660,3 +660,13 @@ def test_a_monitor_on_a_coteaching_figure_logged_in_some_epochs_is_refused_befor
                                                    f"`{monitor}` only ")):
         trainer.fit(model, BlobsData(with_val=True))
     assert model.trainer.global_step == 0
+
+
+def test_stochastic_weight_averaging_is_refused_with_its_reason(tmp_path):
+    """A Trainer-flags newcomer met Lightning's "SWA currently works with 1 `optimizer`" having written one."""
+    from pytorch_lightning.callbacks import StochasticWeightAveraging
+
+    with pytest.raises(ValueError, match=r"CoTeaching trains two networks, each with its own optimizer \(two copies "
+                                         r"of yours\), and Lightning's `StochasticWeightAveraging` works with one"):
+        fit(tmp_path, CoTeaching(TinyModel(), drop_ratio=0.2),
+            callbacks=[StochasticWeightAveraging(swa_lrs=0.01)])

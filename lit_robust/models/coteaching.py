@@ -445,6 +445,14 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:
+            swa = [cb for cb in self._trainer.callbacks
+                   if any(k.__name__ == "StochasticWeightAveraging" for k in type(cb).__mro__)]
+            if swa:
+                # a Trainer-flags newcomer met Lightning's "SWA currently works with 1 `optimizer`" for one optimizer
+                # of their own
+                raise ValueError("CoTeaching trains two networks, each with its own optimizer (two copies of yours), "
+                                 "and Lightning's `StochasticWeightAveraging` works with one optimizer only: remove it "
+                                 "from the Trainer's callbacks.")
             refuse_sparse_monitors(self._trainer, "CoTeaching", sparse_metrics(self._trainer,
                 ("coteach/dropped_corrupted_frac_1", "coteach/dropped_corrupted_frac_2"),
                 "coteach/estimated_corruption", self.drop_ratio))
