@@ -1000,7 +1000,7 @@ class ITLM(Callback):
                              "its own selection. Give the Trainer one of them (to compare settings, run one fit "
                              "each).")
         module = require_mixin(self._title, pl_module)
-        _after_weight_averaging(trainer, self)
+        self._report_deferred = _report_after_weight_averaging(trainer, self)
         if self.reinit is True and self.num_rounds > 1:
             try:
                 check_reinitializable(module)
@@ -1729,7 +1729,12 @@ class ITLM(Callback):
         _stop_recording_losses(pl_module)  # a batch skipped by the module's `on_train_batch_start` left it on
         self._close_skipped_epoch(trainer, pl_module)
         self._train_ended = True
-        if self._report_target is not None:
+        if self._report_target is not None and not getattr(self, "_report_deferred", False):
+            self._write_report(trainer, pl_module)
+
+    def _write_deferred_report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The report, written after the weight-averaging callbacks' ``on_train_end`` (:class:`_ReportAfterAveraging`)."""
+        if self._report_target is not None and self._train_ended:
             self._write_report(trainer, pl_module)
 
     def _close_skipped_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -2970,22 +2975,35 @@ def _is_weight_averaging(callback: Any) -> bool:
     return any(k.__name__ in ("StochasticWeightAveraging", "WeightAveraging") for k in type(callback).__mro__)
 
 
-def _after_weight_averaging(trainer: pl.Trainer, callback: Any) -> None:
-    """Move ``callback`` after the Trainer's weight-averaging callbacks in ``trainer.callbacks``, so that its
-    ``on_train_end`` (the report's final scoring pass) scores the averaged model the fit ends with. Before them, an
-    SWA user's report, "by the final model's scores", was scored by the weights SWA then replaced (105 of 1,500
-    predicted labels differed from the model the fit returned). Lightning calls the hooks in this list's order, as it
-    moves the checkpoint callbacks last. A new list, not the same one changed: the hook being called (``setup``) runs
-    through the list it read, and a list changed under it skipped SWA's own ``setup``."""
-    cbs = list(trainer.callbacks)
-    if not any(cb is callback for cb in cbs):
-        return
+class _ReportAfterAveraging(Callback):
+    """ITLM's end-of-training report, run from a place after the Trainer's weight-averaging callbacks in
+    ``trainer.callbacks`` (see :func:`_report_after_weight_averaging`); it holds no state."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.owner._write_deferred_report(trainer, pl_module)
+
+
+def _report_after_weight_averaging(trainer: pl.Trainer, callback: Any) -> bool:
+    """Whether ``callback``'s report (its final scoring pass, at train end) must wait for weight-averaging callbacks
+    that come after it in ``trainer.callbacks``; if so a :class:`_ReportAfterAveraging` is placed just after the last
+    of them. Their ``on_train_end`` puts the averaged weights into the module: an SWA user's report, "by the final
+    model's scores", had been scored by the weights SWA then replaced (105 of 1,500 predicted labels differed from
+    the model the fit returned). Only the report moves: ITLM's other hooks keep their place, so that SWA's own
+    schedule, set at its first epoch, is not re-created away by the round's restart (a reviewer's `swa_lrs` was
+    ignored while ITLM itself ran after SWA). A new list, not the same one changed: the hook being called
+    (``setup``) runs through the list it read. A helper of an earlier fit of this Trainer is dropped."""
+    cbs = [cb for cb in trainer.callbacks if not isinstance(cb, _ReportAfterAveraging)]
+    at = next((i for i, cb in enumerate(cbs) if cb is callback), None)
     averaging = [i for i, cb in enumerate(cbs) if _is_weight_averaging(cb)]
-    at = next(i for i, cb in enumerate(cbs) if cb is callback)
-    if averaging and averaging[-1] > at:
-        del cbs[at]
-        cbs.insert(averaging[-1], callback)  # just after the last of them, whose index fell by one
+    deferred = at is not None and bool(averaging) and averaging[-1] > at
+    if deferred:
+        cbs.insert(averaging[-1] + 1, _ReportAfterAveraging(callback))
+    if deferred or len(cbs) != len(trainer.callbacks):
         trainer.callbacks = cbs
+    return deferred
 
 
 def _accumulation_in_epoch(trainer: pl.Trainer, epoch: int) -> int:
