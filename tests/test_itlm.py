@@ -1254,9 +1254,11 @@ def test_an_auto_estimate_below_the_ground_truth_is_warned_about_too(tmp_path, m
 
 @pytest.mark.parametrize("mistake", ["clean labels", "another order"])
 def test_a_scoring_loader_that_does_not_read_the_training_samples_is_refused_before_training(tmp_path, mistake):
-    """A data-pipeline newcomer's scoring copy built without the noisy `targets=` read 4.1 % for 28.9 %, and one in
-    another order reported 96.2 % clean precision for a selection 70.6 % clean: ITLM only checked that every sample
-    was scored. Refused at train start now, naming a position that differs; the right copy trains."""
+    """A data-pipeline newcomer's scoring copy built without the noisy `targets=` read 4.1 % for 28.9 %, and one whose
+    samples were in another order under the same indices reported 96.2 % clean precision for a selection 70.6 %
+    clean: ITLM only checked that every sample was scored. Refused at train start now, naming an item that differs;
+    the right copy trains, and so does one in another order that keeps each sample's index (ITLM matches by index: a
+    reviewer's reversed copy had been refused by a check that compared positions)."""
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
     from lit_robust import IndexedDataset
@@ -1277,11 +1279,15 @@ def test_a_scoring_loader_that_does_not_read_the_training_samples_is_refused_bef
              "another order": IndexedDataset(Subset(TensorDataset(x, train.targets), list(range(239, -1, -1))))}
     itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
     with pytest.raises(ValueError, match=r"ITLM: `scoring_dataloader\(\)` of your datamodule does not read the "
-                                         r"training set's samples: position \d+ holds index \d+ with label \d in the "
-                                         r"training set, index \d+ with label \d in the scoring set \(\d+ of 240 "
-                                         r"positions compared differ\)"):
+                                         r"training set's samples: its item \d+ has index \d+ and label \d, but the "
+                                         r"training set's sample \d+ has label \d \(\d+ of 240 items compared "
+                                         r"differ\)"):
         tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), make(wrong[mistake]))
     right = IndexedDataset(TensorDataset(x * 1.0, clean), targets=train.targets)  # the same samples and labels
     itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
     tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), make(right))
+    assert len(itlm.history) == 2
+    reversed_copy = torch.utils.data.Subset(train, list(range(239, -1, -1)))  # each item keeps its own index
+    itlm = ITLM(keep_ratio=0.7, round_epochs=[1, 1], verbose=False, plot=False)
+    tiny_trainer(tmp_path, 2, [itlm]).fit(TinyModel(), make(reversed_copy))
     assert len(itlm.history) == 2

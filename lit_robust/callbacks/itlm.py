@@ -1367,9 +1367,9 @@ class ITLM(Callback):
         self._check_weight_averaging(trainer, last_round)
 
     def _check_scoring_set(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Refuse, before round 0 trains, a ``scoring_dataloader()`` whose samples are not the training set's in its
-        order, with its indices and integer labels (:func:`~lit_robust.data.indexed.label_mismatch`, up to 256
-        positions). ITLM only checked that every sample was scored: a data-pipeline newcomer's scoring copy built
+        """Refuse, before round 0 trains, a ``scoring_dataloader()`` whose items' integer labels are not those of the
+        training set's samples of the same index (:func:`~lit_robust.data.indexed.label_mismatch`, up to 256
+        items). ITLM only checked that every sample was scored: a data-pipeline newcomer's scoring copy built
         without the noisy ``targets=`` read 4.1 % for 28.9 % (its top rows at chance), and one in another order
         reported 96.2 % clean precision for a selection 70.6 % clean, without a word."""
         owner = _scoring_dataloader_owner(trainer, pl_module)
@@ -1383,12 +1383,11 @@ class ITLM(Callback):
         at, compared, differing, (ti, tl), (si, sl) = found
         where = "datamodule" if owner is trainer.datamodule else "module"
         raise ValueError(
-            f"{self._title}: `scoring_dataloader()` of your {where} does not read the training set's samples: position "
-            f"{at} holds index {ti} with label {tl} in the training set, index {si} with label {sl} in the scoring set "
-            f"({differing} of {compared} positions compared differ). {self._title} trims by the scoring pass, so it "
-            "must give every training sample in the training set's order, with its index and the label the model "
-            "trains on (the noisy one: the same `targets=`); only the transform may differ (the evaluation transform "
-            "instead of the augmentation).")
+            f"{self._title}: `scoring_dataloader()` of your {where} does not read the training set's samples: its item "
+            f"{at} has index {si} and label {sl}, but the training set's sample {ti} has label {tl} ({differing} of "
+            f"{compared} items compared differ). {self._title} trims by the scoring pass, so it must give every "
+            "training sample under the training set's index, with the label the model trains on (the noisy one: the "
+            "same `targets=`); only the transform may differ (the evaluation transform instead of the augmentation).")
 
     def _check_weight_averaging(self, trainer: pl.Trainer, last_round: int) -> None:
         """Warn when a ``WeightAveraging`` callback other than SWA (Lightning's ``EMAWeightAveraging``) updates its

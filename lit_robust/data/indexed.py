@@ -779,24 +779,30 @@ def _index_and_label(item: Any) -> tuple[int, int] | None:
 
 
 def label_mismatch(train: Any, scored: Any, count: int = 256) -> tuple[int, int, int, tuple, tuple] | None:
-    """Where the items of ``scored`` (a scoring set) differ from those of ``train`` in index or integer label, at up
-    to ``count`` positions spread evenly over the sets: ``(first differing position, positions compared, positions
-    that differ, the training item's (index, label), the scoring item's)``, or ``None`` where every compared position
-    agrees or nothing can be compared (an exotic dataset, soft labels). Reads under a copy of the process's random
-    state, as :func:`reads_differ`. A data-pipeline newcomer's scoring copy built without the noisy ``targets=`` read
-    4.1 % for 28.9 %, and one in another order reported 96.2 % clean precision for a selection 70.6 % clean."""
+    """Where the items of ``scored`` (a scoring set) disagree with the training set's sample of the same index, read
+    at up to ``count`` positions of ``scored`` spread evenly over it: ``(first such position, items compared, items
+    that disagree, the training sample's (index, label), the scoring item's)``, or ``None`` where every compared item
+    agrees or nothing can be compared (an exotic dataset, soft labels). By index, as ITLM matches the scores: a
+    scoring set in another order with the right indices agrees. The training set's sample of index ``j`` is its item
+    ``j`` (ITLM's check of the training set). Reads under a copy of the process's random state, as
+    :func:`reads_differ`. A data-pipeline newcomer's scoring copy built without the noisy ``targets=`` read 4.1 % for
+    28.9 %, and one whose samples were in another order under the same indices reported 96.2 % clean precision for
+    a selection 70.6 % clean."""
     from lit_robust.callbacks._resume import set_this_process_random_state, this_process_random_state
 
     state = this_process_random_state()
     try:
-        n = min(len(train), len(scored))
-        positions = (range(n) if n <= count
-                     else sorted({round(k * (n - 1) / (count - 1)) for k in range(count)}))
+        n, m = len(train), len(scored)
+        positions = (range(m) if m <= count
+                     else sorted({round(k * (m - 1) / (count - 1)) for k in range(count)}))
         compared = differing = 0
         first: tuple[int, tuple, tuple] | None = None
         for i in positions:
-            a, b = _index_and_label(train[i]), _index_and_label(scored[i])
-            if a is None or b is None:
+            b = _index_and_label(scored[i])
+            if b is None or not 0 <= b[0] < n:
+                continue  # an index out of range is the scoring pass's own check
+            a = _index_and_label(train[b[0]])
+            if a is None:
                 continue
             compared += 1
             if a != b:
