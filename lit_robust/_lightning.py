@@ -515,11 +515,15 @@ RUN_ID_VARIABLE = "LIT_ROBUST_COMMAND_ID"  # one ``lit-robust`` command's id, sh
 
 
 def draws_in_order(loader: Any) -> bool:
-    """Whether ``loader`` draws its samples in order (``shuffle=False``; under DDP, Lightning's unshuffled
-    ``DistributedSampler``)."""
-    from torch.utils.data import SequentialSampler
+    """Whether ``loader`` draws its samples in order (``shuffle=False``, or an unshuffled ``DistributedSampler`` of
+    the user's own). A custom ``batch_sampler`` decides the order itself: not said to be in order (a reviewer's
+    shuffling one was told to pass ``shuffle=True``, which DataLoader refuses beside it)."""
+    from torch.utils.data import BatchSampler, SequentialSampler
     from torch.utils.data.distributed import DistributedSampler
 
+    batches = getattr(loader, "batch_sampler", None)
+    if batches is not None and type(batches) is not BatchSampler:
+        return False
     s = getattr(loader, "sampler", None)
     return isinstance(s, SequentialSampler) or (isinstance(s, DistributedSampler) and not s.shuffle)
 

@@ -234,6 +234,18 @@ def test_a_clipped_estimate_under_gradient_accumulation_names_the_optimizer_step
                                          r"`accumulate_grad_batches`=4 leaves 18 optimizer steps an epoch \(54 in the "
                                          r"3-epoch warm-up\): a model learns by its steps, not its epochs"):
         auto.end_epoch(2)
+    # a GradientAccumulationScheduler's accumulation counts too (the filters read the Trainer's alone), and a warm-up
+    # of 0 epochs reads epoch 0's
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    auto = AutoDropRatio("BatchFilter", "gmm", 0.0, False, 0)
+    auto.read_data(SimpleNamespace(accumulate_grad_batches=1, num_training_batches=70, datamodule=None,
+                                   train_dataloader=None, callbacks=[GradientAccumulationScheduler({0: 2})]),
+                   scores_are_losses=True)
+    auto.add(torch.arange(200), scores)
+    with pytest.warns(UserWarning, match=r"`accumulate_grad_batches`=2 leaves 35 optimizer steps an epoch \(in epoch "
+                                         r"0, whose scores the estimate reads\)"):
+        auto.end_epoch(0)
 
 
 def test_disagreement_estimate_uses_mean_scores_and_latest_labels():

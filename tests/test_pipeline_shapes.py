@@ -235,3 +235,45 @@ def test_a_stream_of_pairs_is_told_to_yield_its_indices_not_to_wrap_it(tmp_path)
                                          r"expects batches .*got a list of length 2\.$"):
         tiny_trainer(tmp_path, 1, [BatchFilter("spl", drop_ratio=0.2)]).fit(TinyModel(),
                                                                            DataLoader(Pairs(), batch_size=16))
+
+
+def test_index_clashes_are_found_under_a_subset_and_one_part_is_none():
+    """A reviewer's `Subset(ConcatDataset([a, b]))` of two indexed parts went unrefused (the check looked at the top
+    level only), and a one-part `ConcatDataset`, whose indices cannot clash, was refused."""
+    from lit_robust.data.indexed import check_one_index_space
+
+    with pytest.raises(ValueError, match=r"a `ConcatDataset` of `IndexedDataset`s"):
+        check_one_index_space(torch.utils.data.Subset(ConcatDataset([blobs(6), blobs(6, seed=1)]), [0, 7]), "ITLM")
+    check_one_index_space(ConcatDataset([blobs(6)]), "ITLM")  # one part: nothing to clash
+
+
+def test_a_custom_batch_sampler_is_not_said_to_draw_in_order():
+    """A reviewer's shuffling `batch_sampler` was told to pass `shuffle=True`, which DataLoader refuses beside it."""
+    from lit_robust._lightning import draws_in_order
+
+    class Shuffled(torch.utils.data.Sampler):
+        def __iter__(self):
+            return iter([[3, 1], [0, 2]])
+
+        def __len__(self):
+            return 2
+
+    data = blobs(4)
+    assert not draws_in_order(DataLoader(data, batch_sampler=Shuffled()))
+    assert draws_in_order(DataLoader(data, batch_size=2)) and not draws_in_order(DataLoader(data, batch_size=2,
+                                                                                            shuffle=True))
+
+
+def test_a_stream_of_dicts_is_told_to_yield_its_indices_too(tmp_path):
+    """The stream advice reached a stream of `(x, y)` pairs only: one of dicts was still told
+    `IndexedDataset(dataset, target_key=...)`, which then failed on the stream's missing `len`."""
+    data = blobs(32)
+
+    class Dicts(IterableDataset):
+        def __iter__(self):
+            return iter([{"x": data[i][1], "label": data[i][2]} for i in range(32)])
+
+    with pytest.raises(ValueError, match=r"`BatchFilter`: the training set is a stream \(IterableDataset\).*cannot "
+                                         r"index a stream\. Got: "):
+        tiny_trainer(tmp_path, 1, [BatchFilter("spl", drop_ratio=0.2)]).fit(TinyModel(),
+                                                                           DataLoader(Dicts(), batch_size=16))

@@ -832,7 +832,7 @@ class BatchFilter(Callback):
             try:
                 unpack_batch(batch, owner=getattr(self, "owner", "BatchFilter"))
             except ValueError as err:
-                if not getattr(self, "_stream", False) or "lit_robust.IndexedDataset` so that" not in str(err):
+                if not getattr(self, "_stream", False) or "IndexedDataset" not in str(err):
                     raise
                 # a stream of `(x, y)` was told to wrap it in IndexedDataset, which refuses streams (a data-pipeline
                 # newcomer did, and only then read the stream's advice)
@@ -840,7 +840,7 @@ class BatchFilter(Callback):
                                  "carry each sample's index: make it yield `(index, input, target[, is_corrupted])` "
                                  "itself, the index unique within the data set (for `report=True` the indices 0 .. "
                                  "n - 1 and a `__len__` returning n); `IndexedDataset` cannot index a stream. Got: "
-                                 f"{str(err).split('`: ', 1)[-1].split('. Wrap', 1)[0]}.") from None
+                                 f"{str(err).split('`: ', 1)[-1].split('. ', 1)[0]}.") from None
             if self.check_per_sample and not self._checked_per_sample:
                 # a batch mean broadcast to every sample would make every trim the same mean: silently no filter
                 check_per_sample_at_first_batch("BatchFilter", pl_module, batch, what="per_sample_loss")

@@ -702,7 +702,9 @@ def check_one_index_space(dataset: Any, owner: str) -> None:
     """Raise when the training set concatenates several :class:`IndexedDataset` objects: each numbers its samples from 0, so one
     index names a sample of every part (a newcomer's PRL report mixed two sets' rows under one index, silently; ITLM
     found it only at its first scoring pass, as samples "scored twice")."""
-    if isinstance(dataset, torch.utils.data.ConcatDataset) and any(
+    while isinstance(dataset, torch.utils.data.Subset):  # a subset of such a concatenation holds its clashes
+        dataset = dataset.dataset
+    if isinstance(dataset, torch.utils.data.ConcatDataset) and len(dataset.datasets) > 1 and any(
             isinstance(d, IndexedDataset) for d in dataset.datasets):
         raise ValueError(f"`{owner}`: the training set is a `ConcatDataset` of `IndexedDataset`s; each numbers its "
                          "samples from 0, so an index would name one sample of every part. Concatenate the raw data "

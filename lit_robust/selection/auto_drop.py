@@ -725,6 +725,10 @@ class AutoDropRatio:
         # a Trainer-flags newcomer's `accumulate_grad_batches=4` read 72.6 % for 25 % (18 optimizer steps an epoch),
         # and the clip warning named the warm-up and mixup, never the accumulation
         accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        for cb in getattr(trainer, "callbacks", None) or []:  # a GradientAccumulationScheduler's, for epoch 0
+            get = getattr(cb, "get_accumulate_grad_batches", None)
+            if type(cb).__name__ == "GradientAccumulationScheduler" and callable(get):
+                accumulate = max(1, int(get(0)))
         batches = getattr(trainer, "num_training_batches", math.inf)
         self._accumulation = ((accumulate, max(1, math.ceil(int(batches) / accumulate)))
                               if accumulate > 1 and isinstance(batches, (int, float)) and math.isfinite(batches)
@@ -921,9 +925,10 @@ class AutoDropRatio:
                         "learnt the clean samples before the estimate is fixed")
             if not provisional and self._accumulation is not None:
                 accumulate, steps = self._accumulation
-                warm = max(self.warmup_epochs, 1)
+                span = (f"{steps * self.warmup_epochs} in the {self.warmup_epochs}-epoch warm-up" if self.warmup_epochs
+                        else "in epoch 0, whose scores the estimate reads")
                 when += (f". `accumulate_grad_batches`={accumulate} leaves {steps} optimizer step"
-                         f"{'' if steps == 1 else 's'} an epoch ({steps * warm} in the {warm}-epoch warm-up): a model "
+                         f"{'' if steps == 1 else 's'} an epoch ({span}): a model "
                          "learns by its steps, not its epochs, so accumulating fewer batches (or a longer warm-up) "
                          "lets it learn the clean samples before the estimate")
             # a provisional clip is the ordinary start of a warm-up (an observant newcomer's every run warned after
