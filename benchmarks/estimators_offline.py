@@ -467,7 +467,11 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
                                                p.argmax(1), p.max(1).values).rate
 
     disagreement_or_floor = disagreement_or(_class_floor(0.1))
-    disagreement_or_interior = disagreement_or(_interior(0.5))  # 2026-12-07
+    # as shipped: the interior's share is INTERIOR_SHARE (0.5 on 2026-12-07, 0.4 since 2026-12-08: the `_s<share>`
+    # candidates below)
+    from lit_robust.functional.estimation import INTERIOR_SHARE
+
+    disagreement_or_interior = disagreement_or(_interior(INTERIOR_SHARE))
 
     out = {"gmm": gmm, "bmm": bmm, "disagree_raw": disagree_raw, "disagreement": disagreement,
            "disagreement_or_floor": disagreement_or_floor, "interior_q50": _interior(0.5),
@@ -488,7 +492,7 @@ def estimators() -> dict[str, Callable[[dict[str, np.ndarray]], float | None]]:
     out["floor_or_interior"] = _floor_or(disagreement_or_interior, 0.35, min_class=200,  # as shipped (2026-12-07)
                                          two_components=True)
     out["floor_or_interior_product"] = spread_product
-    for share in (0.6, 0.4, 0.33, 0.25):  # 2026-12-08: the interior's share (0.5 until then)
+    for share in (0.6, 0.5, 0.4, 0.33, 0.25):  # 2026-12-08: the interior's share (0.5 until then)
         out[f"floor_or_interior_s{share}"] = _floor_or(disagreement_or(_interior(share)), 0.35, min_class=200,
                                                        two_components=True)
     for rule in ("nec", "gamma", "d2.5", "d3"):

@@ -27,7 +27,7 @@ def slow_interior(labels, predicted, confidence, share):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("share", [0.25, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("share", [0.25, 0.4, 0.5, 0.75, 1.0, None])  # None: the default, INTERIOR_SHARE
 def test_interior_disagreement_matches_the_slow_reference(seed, share):
     g = torch.Generator().manual_seed(seed)
     n = int(torch.randint(1, 300, (1,), generator=g))
@@ -36,27 +36,31 @@ def test_interior_disagreement_matches_the_slow_reference(seed, share):
     # few distinct values: ties decide which samples stand for the interior
     confidence = torch.randint(0, 4, (n,), generator=g).double() / 4
     confidence[torch.rand(n, generator=g) < 0.05] = math.nan
-    assert interior_disagreement(labels, predicted, confidence, share) == pytest.approx(
-        slow_interior(labels, predicted, confidence, share), abs=1e-12)
+    got = (interior_disagreement(labels, predicted, confidence) if share is None
+           else interior_disagreement(labels, predicted, confidence, share))
+    assert got == pytest.approx(slow_interior(labels, predicted, confidence, 0.4 if share is None else share),
+                                abs=1e-12)
 
 
 def test_interior_disagreement_depends_on_the_multiset_only():
     """The same triples in any order (or split across ranks and gathered): the same rate, bit for bit."""
     g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, 3, (500,), generator=g)
-    predicted = torch.where(torch.rand(500, generator=g) < 0.4, (labels + 1) % 3, labels)
+    # 70 % disagree, so that fewer than the interior's 40 % of a class agree: the tie rule below has work to do
+    predicted = torch.where(torch.rand(500, generator=g) < 0.7, (labels + 1) % 3, labels)
     confidence = torch.randint(0, 3, (500,), generator=g).float() / 3  # many ties between agreeing and not
     rate = interior_disagreement(labels, predicted, confidence)
     for s in range(5):
         perm = torch.randperm(500, generator=torch.Generator().manual_seed(s))
         assert interior_disagreement(labels[perm], predicted[perm], confidence[perm]) == rate
-    # ties put the agreeing samples first: all tied, a class's interior holds its disagreeing samples only where
-    # fewer than half of the class agree
+    # ties put the agreeing samples first: all tied, a class's interior (its default 40 %) holds its disagreeing
+    # samples only where fewer than 40 % of the class agree
     expected = 0.0
     for c in range(3):
         size, agree = int((predicted == c).sum()), int(((predicted == c) & (labels == c)).sum())
-        top = math.ceil(0.5 * size)
+        top = math.ceil(0.4 * size)
         expected += max(0, top - agree) / top * size / 500
+    assert expected > 0.2
     assert interior_disagreement(labels, predicted, torch.ones(500)) == pytest.approx(expected, abs=1e-12)
 
 
