@@ -1104,7 +1104,7 @@ def _render_table(saved: dict[str, Any]) -> str:
                                   "default when this table was measured; `\"gmm\"` in the JSON headline):", has_cls)
         lines += [""]
     lines += _floor_section(rows, head)
-    lines += _floor_section(rows, head, "disagreement_or_interior")
+    lines += _floor_section(rows, head, "disagreement_or_interior", _interior_share(meta))
     lines += _floor_section(rows, head, "floor_or_interior")
     lines += _seed_groups(saved, {"gmm": "itlm_auto", "disagreement": "itlm_pred", "class_floor": "itlm_floor",
                                   "disagreement_or_interior": "itlm_interior", "floor_or_interior": "itlm_spread"},
@@ -1186,7 +1186,15 @@ _OPT_IN_TEXT = {
 }
 
 
-def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any], name: str = "class_floor") -> list[str]:
+def _interior_share(meta: dict[str, Any]) -> str:
+    """The interior the run's code read: each predicted class's more confident half until 2026-12-08, its most
+    confident 40 % since (``lit_robust.functional.estimation.INTERIOR_SHARE``); by the run's date, so that the tables
+    measured before keep their words."""
+    return "most confident 40 %" if str(meta.get("date", "")) >= "2026-12-08" else "more confident half"
+
+
+def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any], name: str = "class_floor",
+                   share: str = "more confident half") -> list[str]:
     """An opt-in estimator (``name``, one of :data:`OPT_IN`): its first estimate (computed wherever ``itlm_auto``
     ran) beside the disagreement estimator's, cleanlab CV's where ``cleanlab`` ran, and ITLM auto's accuracy with it
     where its ITLM column (``itlm_auto_floor``, ``itlm_auto_interior``) and ``itlm_true`` ran."""
@@ -1196,7 +1204,7 @@ def _floor_section(rows: list[dict[str, Any]], head: dict[str, Any], name: str =
     col, itlm_col = next((c, i) for n, c, i in OPT_IN if n == name)
     cl = any(r.get("cleanlab_err") is not None for r in rows if r.get(col + "_err") is not None and r.get("group") == "cls")
     acc = f["itlm_auto_ge_true_minus_1_share"] is not None
-    lines = ["", _OPT_IN_TEXT[name] + ". ε̂ in %, |err| in points" + (", accuracy in %" if acc else "")
+    lines = ["", _OPT_IN_TEXT[name].replace("more confident half", share) + ". ε̂ in %, |err| in points" + (", accuracy in %" if acc else "")
              + " (mean over seeds):", "",
              f"| data | corruption | ε % | disagreement ε̂ | \\|err\\| | {name} ε̂ | \\|err\\| |"
              + (" cleanlab CV ε̂ | \\|err\\| |" if cl else "")

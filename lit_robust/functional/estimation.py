@@ -1373,7 +1373,8 @@ def estimate_corruption_from_spread(
     3.8 %; seeds 0-2 1.94 / 18 / 3.6 % against 2.98 / 17 / 3.6 %. ``min_class`` and the two-component condition
     were added after all nine seeds had been read, ``min_class`` for digits (about 144 samples a class), where the
     class floor read 30 % random noise 3.3-7.7 points low (the least disagreeing of ten small classes is low by
-    chance), the condition for the clean blobs above; neither moved a median by more than 0.15 points.
+    chance), the condition for the clean blobs above; neither moved a median by more than 0.15 points. These figures
+    read the interior from half of each class; with its 40 % since 2026-12-08, ``INTERIOR_SHARE``'s comment.
 
     Args:
         scores, labels, predicted, confidence, method, min_samples: as in
