@@ -1875,6 +1875,9 @@ def test_the_report_of_a_fit_with_weight_averaging_is_the_averaged_models(tmp_pa
     (lambda ema: ema(), True, "optimizer step 0"),                          # Lightning's defaults: from the start
     (lambda ema: ema(update_starting_at_epoch=4), True, "optimizer step 0"),  # its per-step updates still run
     (lambda ema: ema(update_starting_at_step=10**9), True, None),            # held back past round 0's steps
+    # 240 samples in batches of 32: round 0 steps 0-15, round 1 (168 kept) 16-27, the last round from 28
+    (lambda ema: ema(update_starting_at_step=20), True, "optimizer step 20"),  # in round 1: said at round 2's start
+    (lambda ema: ema(update_starting_at_step=28), True, None),                 # the last round's first step
     (lambda ema: ema(), False, None),                                        # one network through the rounds
 ])
 def test_an_exponential_weight_average_across_redrawn_rounds_is_warned_about(tmp_path, make, reinit, warned):

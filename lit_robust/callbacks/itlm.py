@@ -1308,6 +1308,10 @@ class ITLM(Callback):
             self._reinit_pending = False
         if self.reinit and trainer.current_epoch == self._round_starts[self._round]:
             self._check_scheduler_length(trainer)
+            if self._round == self.num_rounds - 1 and self.num_rounds > 1:
+                # the steps before the last round, known now: an average begun in a middle round (a reviewer's
+                # `update_starting_at_step` in round 1 of 3) was missed by the train-start check of round 0's steps
+                self._check_weight_averaging(trainer, self._round_starts[-2], steps=trainer.global_step)
 
     def _warn_mid_epoch_workers(self, trainer: pl.Trainer) -> None:
         """A fit resumed inside an epoch takes up that epoch's order where the checkpoint stopped (``skip_batches``),
@@ -1394,17 +1398,21 @@ class ITLM(Callback):
             "training sample under the training set's index, with the label the model trains on (the noisy one: the "
             "same `targets=`); only the transform may differ (the evaluation transform instead of the augmentation).")
 
-    def _check_weight_averaging(self, trainer: pl.Trainer, last_round: int) -> None:
-        """Warn when a ``WeightAveraging`` callback other than SWA (Lightning's ``EMAWeightAveraging``) updates its
-        average before the last round while ITLM re-draws the model at each round: the average then mixes the networks
-        of different rounds (a newcomer's EMA at its defaults: 0.35 test accuracy against 0.85 without it, unsaid).
-        Read off its own ``should_update`` at round 0's epochs and optimizer steps."""
+    def _check_weight_averaging(self, trainer: pl.Trainer, last_round: int, steps: int | None = None) -> None:
+        """Warn (once a fit) when a ``WeightAveraging`` callback other than SWA (Lightning's ``EMAWeightAveraging``)
+        updates its average before the last round while ITLM re-draws the model at each round: the average then mixes
+        the networks of different rounds (a newcomer's EMA at its defaults: 0.35 test accuracy against 0.85 without
+        it, unsaid). Read off its own ``should_update`` at the epochs before the last round and at the optimizer steps
+        before it: ``steps`` of them (known at the last round's start), else round 0's (at train start)."""
+        if not self.reinit or "weight averaging" in self._said:
+            return
         for cb in trainer.callbacks:
             should = getattr(cb, "should_update", None)
             if not _is_weight_averaging(cb) or swa_start_epoch(cb, trainer.max_epochs) is not None or not callable(
                     should):
                 continue
-            steps = _optimizer_steps_in_epochs(trainer, 0, self.round_epochs[0]) or 1  # round 0's: all before the last
+            if steps is None:  # round 0's: all before the last round
+                steps = _optimizer_steps_in_epochs(trainer, 0, self.round_epochs[0]) or 1
             try:
                 epoch = next((e for e in range(last_round) if should(epoch_idx=e)), None)
                 step = next((i for i in range(min(steps, 1_000_000)) if should(step_idx=i)), None)
@@ -1419,6 +1427,7 @@ class ITLM(Callback):
                 "networks of different rounds into the final model. Start it in the last round (from the last "
                 f"round's first optimizer step, `update_starting_at_step`; an `update_starting_at_epoch` alone does "
                 "not hold back Lightning's per-step updates), or pass `ITLM(reinit=False)`.")
+            self._said.add("weight averaging")
             return
 
     def _check_fine_tuning(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
