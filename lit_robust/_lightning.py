@@ -514,6 +514,24 @@ def with_sampler(loader: DataLoader, sampler: Any, drop_last: bool | None = None
 RUN_ID_VARIABLE = "LIT_ROBUST_COMMAND_ID"  # one ``lit-robust`` command's id, shared by the processes it starts
 
 
+def is_a(callback: Any, *names: str) -> bool:
+    """Whether ``callback`` is an instance of a Lightning class named one of ``names``, of either Lightning package
+    (``pytorch_lightning`` or ``lightning.pytorch``): read off its classes' names."""
+    return any(k.__name__ in names for k in type(callback).__mro__)
+
+
+def accumulation_in_epoch(trainer: Any, epoch: int) -> int:
+    """The ``accumulate_grad_batches`` that ``epoch`` trains with: a ``GradientAccumulationScheduler``'s for that epoch,
+    else the Trainer's. The scheduler sets the Trainer's only in its own ``on_train_epoch_start``, which may run after
+    ITLM's round start (callback order), and changes it inside a round: read from the Trainer, a round of 2 epochs
+    under ``{2: 2}`` was sized for 10 steps and took 6."""
+    for cb in getattr(trainer, "callbacks", None) or []:
+        get = getattr(cb, "get_accumulate_grad_batches", None)
+        if is_a(cb, "GradientAccumulationScheduler") and callable(get):
+            return max(1, int(get(epoch)))
+    return max(1, int(trainer.accumulate_grad_batches))
+
+
 def draws_in_order(loader: Any) -> bool:
     """Whether ``loader`` draws its samples in order (``shuffle=False``, or an unshuffled ``DistributedSampler`` of
     the user's own). A custom ``batch_sampler`` decides the order itself: not said to be in order (a reviewer's

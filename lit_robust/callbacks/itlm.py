@@ -29,6 +29,7 @@ from lit_robust._backend import (
 from lit_robust._checks import SEED_MAX, check_margin, real_scalar
 from lit_robust._lightning import (
     TrainLoaderPatch,
+    accumulation_in_epoch,
     begin_fit,
     check_epoch_batches,
     check_state_owner,
@@ -36,6 +37,7 @@ from lit_robust._lightning import (
     early_stopping_checks,
     epoch_cut,
     evaluation_batches,
+    is_a,
     limited_batches,
     mark_restored,
     no_training_batches,
@@ -335,7 +337,7 @@ def swa_start_epoch(callback: Any, max_epochs: int | None) -> int | None:
     """The first (0-based) epoch ``StochasticWeightAveraging`` averages in, by Lightning's rule (an integer
     ``swa_epoch_start`` k: epoch k - 1; a fraction f: ``int(f * max_epochs) - 1``, at least 0); ``None`` for any
     other callback, or a fraction without ``max_epochs``."""
-    if not any(c.__name__ == "StochasticWeightAveraging" for c in type(callback).__mro__):
+    if not is_a(callback, "StochasticWeightAveraging"):
         return None
     start = getattr(callback, "_swa_epoch_start", None)
     if isinstance(start, float):
@@ -1585,7 +1587,7 @@ class ITLM(Callback):
             # a later round's own batches, then its accumulation: floor(steps * share) rounded before both and
             # undercounted (75 of 100 samples in batches of 10 take 8 steps, not floor(10 * 0.75) = 7: a
             # `max_steps` one short of the fit was not warned about, and cut the last round silently)
-            later_steps = [per_batch * max(1, math.ceil(batches / _accumulation_in_epoch(trainer, e)))
+            later_steps = [per_batch * max(1, math.ceil(batches / accumulation_in_epoch(trainer, e)))
                            for e in range(first, sum(self.round_epochs))]
         else:
             later_steps = [per_batch * max(1, math.floor(n // per_batch * share)) for n in per_epoch[first:]]
@@ -1953,7 +1955,7 @@ class ITLM(Callback):
             # checkpoint of its last batch) ran before a GradientAccumulationScheduler set it (8 steps said for 2)
             last = self._round_starts[rec.round + 1] - 1
             cause = stall_cause(rec.first_epoch_loss, rec.last_epoch_loss, _optimizer_steps_per_epoch(trainer, last),
-                                rec.epochs, _accumulation_in_epoch(trainer, last), log_losses,
+                                rec.epochs, accumulation_in_epoch(trainer, last), log_losses,
                                 _optimizers_stepping_a_batch(trainer), limited_train_batches(trainer))
             if self.on_collapse == "raise":
                 raise RuntimeError(f"{what} {cause} Or pass `on_collapse='keep'` or 'warn' (`on_collapse='raise'`).")
@@ -2641,7 +2643,7 @@ class ITLM(Callback):
             last = self.history[-1] if self.history else None
             loss = (None, None, 0) if last is None else (last.first_epoch_loss, last.last_epoch_loss, last.epochs)
             epoch = None if last is None else self._round_starts[last.round + 1] - 1  # that round's (see _finish_round)
-            accumulation = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
+            accumulation = trainer.accumulate_grad_batches if epoch is None else accumulation_in_epoch(trainer, epoch)
             logs = None if last is None else (last.first_epoch_log_loss, last.last_epoch_log_loss)
             cause = stall_cause(*loss[:2], _optimizer_steps_per_epoch(trainer, epoch), loss[2], accumulation, logs,
                                 _optimizers_stepping_a_batch(trainer), limited_train_batches(trainer))
@@ -2949,11 +2951,11 @@ def _scoring_dataloader_owner(trainer: pl.Trainer, pl_module: pl.LightningModule
 def _optimizer_steps_per_epoch(trainer: pl.Trainer, epoch: int | None = None) -> int | None:
     """The optimizer steps of one epoch of the current training loader on this process: ⌈its batches (as Lightning
     counts them, `limit_train_batches` applied) / `accumulate_grad_batches`⌉ (that of ``epoch`` when given:
-    :func:`_accumulation_in_epoch`), at least 1; ``None`` without a length."""
+    :func:`~lit_robust._lightning.accumulation_in_epoch`), at least 1; ``None`` without a length."""
     batches = trainer.num_training_batches
     if not math.isfinite(batches):
         return None
-    accumulate = trainer.accumulate_grad_batches if epoch is None else _accumulation_in_epoch(trainer, epoch)
+    accumulate = trainer.accumulate_grad_batches if epoch is None else accumulation_in_epoch(trainer, epoch)
     return max(1, math.ceil(int(batches) / max(1, accumulate)))
 
 
@@ -2985,7 +2987,7 @@ def _optimizers_stepping_a_batch(trainer: pl.Trainer) -> int:
 def _is_weight_averaging(callback: Any) -> bool:
     """Whether ``callback`` is Lightning's ``StochasticWeightAveraging`` or a ``WeightAveraging`` (EMA, ...) of either
     Lightning package: each puts its averaged weights into the module in its ``on_train_end``."""
-    return any(k.__name__ in ("StochasticWeightAveraging", "WeightAveraging") for k in type(callback).__mro__)
+    return is_a(callback, "StochasticWeightAveraging", "WeightAveraging")
 
 
 class _ReportAfterAveraging(Callback):
@@ -3017,18 +3019,6 @@ def _report_after_weight_averaging(trainer: pl.Trainer, callback: Any) -> bool:
     if deferred or len(cbs) != len(trainer.callbacks):
         trainer.callbacks = cbs
     return deferred
-
-
-def _accumulation_in_epoch(trainer: pl.Trainer, epoch: int) -> int:
-    """The ``accumulate_grad_batches`` that ``epoch`` trains with: a ``GradientAccumulationScheduler``'s for that epoch,
-    else the Trainer's. The scheduler sets the Trainer's only in its own ``on_train_epoch_start``, which may run after
-    ITLM's round start (callback order), and changes it inside a round: read from the Trainer, a round of 2 epochs
-    under ``{2: 2}`` was sized for 10 steps and took 6."""
-    for cb in trainer.callbacks:
-        get = getattr(cb, "get_accumulate_grad_batches", None)
-        if isinstance(cb, pl.callbacks.GradientAccumulationScheduler) and callable(get):
-            return max(1, int(get(epoch)))
-    return max(1, int(trainer.accumulate_grad_batches))
 
 
 def _optimizer_steps_in_epochs(trainer: pl.Trainer, first: int, count: int) -> int | None:

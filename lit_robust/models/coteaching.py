@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lit_robust._backend import is_overridden, mismatch_advice, pl, rank_zero_info, rank_zero_warn
 from lit_robust._checks import check_seed
-from lit_robust._lightning import epoch_cut, epoch_part, mark_restored, sigterm_without_collectives
+from lit_robust._lightning import epoch_cut, epoch_part, is_a, mark_restored, sigterm_without_collectives
 from lit_robust.callbacks._report_file import (
     EpochReport,
     ModuleReport,
@@ -445,9 +445,7 @@ class CoTeaching(ModuleReport, pl.LightningModule):
         if short is not None:
             rank_zero_warn(f"CoTeaching: {short}")
         if stage == "fit" and self._trainer is not None:
-            swa = [cb for cb in self._trainer.callbacks
-                   if any(k.__name__ == "StochasticWeightAveraging" for k in type(cb).__mro__)]
-            if swa:
+            if any(is_a(cb, "StochasticWeightAveraging") for cb in self._trainer.callbacks):
                 # a Trainer-flags newcomer met Lightning's "SWA currently works with 1 `optimizer`" for one optimizer
                 # of their own
                 raise ValueError("CoTeaching trains two networks, each with its own optimizer (two copies of yours), "

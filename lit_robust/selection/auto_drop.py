@@ -710,6 +710,7 @@ class AutoDropRatio:
         loss layer, ``2 |y_hat - y|`` on one target, whose squares are the squared errors: estimated so (a regression
         newcomer's PRL(L) ``"auto"`` on 20.4 % bad targets read the 6.5 % of 999 sentinels alone, test R² -8.5, where
         SPL's read 23.4 %). Every rank reads the same data: the same answer."""
+        from lit_robust._lightning import accumulation_in_epoch
         from lit_robust.data.indexed import check_one_index_space
         from lit_robust.data.spec import reads_squared_errors
 
@@ -724,11 +725,7 @@ class AutoDropRatio:
             self._told_fallback = True
         # a Trainer-flags newcomer's `accumulate_grad_batches=4` read 72.6 % for 25 % (18 optimizer steps an epoch),
         # and the clip warning named the warm-up and mixup, never the accumulation
-        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
-        for cb in getattr(trainer, "callbacks", None) or []:  # a GradientAccumulationScheduler's, for epoch 0
-            get = getattr(cb, "get_accumulate_grad_batches", None)
-            if type(cb).__name__ == "GradientAccumulationScheduler" and callable(get):
-                accumulate = max(1, int(get(0)))
+        accumulate = accumulation_in_epoch(trainer, 0)  # a GradientAccumulationScheduler's too
         batches = getattr(trainer, "num_training_batches", math.inf)
         self._accumulation = ((accumulate, max(1, math.ceil(int(batches) / accumulate)))
                               if accumulate > 1 and isinstance(batches, (int, float)) and math.isfinite(batches)
